@@ -1,0 +1,66 @@
+/* error.c — the thread-local last error. */
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char last_message[1024] = "no error";
+static _Thread_local size_t last_oom_requested;
+static _Thread_local size_t last_oom_free;
+
+static void set_message(const char *fmt, va_list ap)
+{
+    vsnprintf(last_message, sizeof last_message, fmt, ap);
+}
+
+lrun_status lrun_fail(lrun_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_message(fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+lrun_status lrun_fail_oom(size_t requested, size_t free_bytes, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_message(fmt, ap);
+    va_end(ap);
+    last_oom_requested = requested;
+    last_oom_free = free_bytes;
+    return LRUN_E_OOM;
+}
+
+lrun_status lrun_fail_context(lrun_status status, const char *fmt, ...)
+{
+    char prefix[512], old[sizeof last_message];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, last_message, sizeof old);
+    snprintf(last_message, sizeof last_message, "%s: %s", prefix, old);
+    return status;
+}
+
+const char *lrun_last_error(void) { return last_message; }
+size_t lrun_last_oom_requested(void) { return last_oom_requested; }
+size_t lrun_last_oom_free(void) { return last_oom_free; }
+
+const char *lrun_status_name(lrun_status status)
+{
+    switch (status) {
+    case LRUN_OK: return "ok";
+    case LRUN_E_OOM: return "oom";
+    case LRUN_E_FORMAT: return "format";
+    case LRUN_E_IO: return "io";
+    case LRUN_E_ARG: return "arg";
+    case LRUN_E_UNSUPPORTED: return "unsupported";
+    case LRUN_E_DEVICE: return "device";
+    case LRUN_E_INTERNAL: return "internal";
+    }
+    return "unknown";
+}

@@ -1,0 +1,453 @@
+/* lrun.h — the public C API of lrun, an LLM inference runtime.
+ *
+ * This header is the catalogue of everything Lua (and C programs) may call.
+ * The LuaJIT `ffi.cdef` text is generated from it (`cc -E -P -DLRUN_CDEF`),
+ * so it must stay plain C declarations: no inline functions, no macros
+ * that Lua needs to see.
+ *
+ * Conventions
+ *   - names are lrun_<class>_<verb>; enum values carry their enum's name;
+ *   - every fallible call returns lrun_status; on failure
+ *     lrun_last_error() names what went wrong and where;
+ *   - int64_t for element counts and shapes, size_t for bytes;
+ *   - output arguments come first after the object they act on;
+ *   - objects are opaque handles with _init/_free (or _open/_close) pairs.
+ */
+#ifndef LRUN_H
+#define LRUN_H
+
+#ifndef LRUN_CDEF
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum lrun_status {
+    LRUN_OK = 0,
+    LRUN_E_OOM = 1,         /* an allocation failed, or a budget would be exceeded */
+    LRUN_E_FORMAT = 2,      /* a model file breaks a rule of its format */
+    LRUN_E_IO = 3,          /* open/read/mmap/write failed */
+    LRUN_E_ARG = 4,         /* a caller passed a bad argument */
+    LRUN_E_UNSUPPORTED = 5, /* valid, but not something lrun implements */
+    LRUN_E_DEVICE = 6,      /* the compute device failed or is absent */
+    LRUN_E_INTERNAL = 7     /* a bug in lrun */
+} lrun_status;
+
+/* The message of the last failure on this thread: "what: where: why". */
+const char *lrun_last_error(void);
+/* "ok", "oom", "format", "io", "arg", "unsupported", "device", "internal". */
+const char *lrun_status_name(lrun_status status);
+/* Details of the last LRUN_E_OOM on this thread (bytes), 0 when unknown. */
+size_t lrun_last_oom_requested(void);
+size_t lrun_last_oom_free(void);
+
+/* ---------------------------------------------------------------- dtypes */
+
+/* Values equal the GGUF (ggml) type ids, so the reader needs no table. */
+typedef enum lrun_dtype {
+    LRUN_DTYPE_F32 = 0,
+    LRUN_DTYPE_F16 = 1,
+    LRUN_DTYPE_Q4_0 = 2,
+    LRUN_DTYPE_Q4_1 = 3,
+    LRUN_DTYPE_Q8_0 = 8,
+    LRUN_DTYPE_Q8_1 = 9,  /* activations only: q8 with the block sum, partner of Q4_1 */
+    LRUN_DTYPE_Q4_K = 12,
+    LRUN_DTYPE_Q6_K = 14,
+    LRUN_DTYPE_Q8_K = 15, /* activations only: partner of the K-quants */
+    LRUN_DTYPE_BF16 = 30
+} lrun_dtype;
+
+/* 1 if lrun can store weights of this type, else 0. */
+int lrun_dtype_is_supported(int type_id);
+const char *lrun_dtype_name(lrun_dtype dtype);
+/* Parses "f32", "q4_0", "Q4_K" …; returns LRUN_E_ARG for an unknown name. */
+lrun_status lrun_dtype_from_name(const char *name, lrun_dtype *out);
+int64_t lrun_dtype_block_elems(lrun_dtype dtype); /* elements per block (1 for float types) */
+size_t lrun_dtype_block_bytes(lrun_dtype dtype);  /* bytes per block */
+/* Bytes of a row of n elements; LRUN_E_ARG when n is not a multiple of the
+ * block size, LRUN_E_FORMAT on overflow. */
+lrun_status lrun_dtype_row_bytes(lrun_dtype dtype, int64_t n, size_t *out);
+
+/* Conversions of whole rows, for tests, the REPL and the model generator. */
+lrun_status lrun_dtype_to_f32(lrun_dtype dtype, const void *src, float *dst, int64_t n);
+lrun_status lrun_dtype_from_f32(lrun_dtype dtype, const float *src, void *dst, int64_t n);
+
+/* ---------------------------------------------------------------- devices */
+
+typedef struct lrun_device lrun_device;
+
+typedef enum lrun_device_kind {
+    LRUN_DEVICE_KIND_CPU = 0,
+    LRUN_DEVICE_KIND_CUDA = 1
+} lrun_device_kind;
+
+/* spec: "cpu", "cuda" or "cuda:N". budget_bytes caps what lrun allocates on
+ * the device (0 = its whole free memory; on "cpu" 0 = unlimited).
+ * LRUN_E_DEVICE with a clear message when CUDA is absent. */
+lrun_status lrun_device_open(lrun_device **out, const char *spec, size_t budget_bytes);
+void lrun_device_free(lrun_device *device);
+lrun_device_kind lrun_device_kind_of(const lrun_device *device);
+const char *lrun_device_name(const lrun_device *device);   /* "cpu", "cuda:0" */
+size_t lrun_device_capacity(const lrun_device *device);   /* bytes lrun may use */
+size_t lrun_device_used(const lrun_device *device);       /* bytes lrun holds now */
+size_t lrun_device_peak(const lrun_device *device);       /* high-water mark, bytes */
+/* Number of CUDA devices visible (0 in a CPU-only build or without a GPU). */
+int lrun_cuda_device_count(void);
+/* 1 when this library was built with CUDA. */
+int lrun_built_with_cuda(void);
+
+/* ---------------------------------------------------------------- streams and events */
+
+typedef struct lrun_stream lrun_stream;
+typedef struct lrun_event lrun_event;
+
+/* On cpu a stream runs work in the calling thread, in order; on cuda it is a
+ * cudaStream_t. */
+lrun_status lrun_stream_init(lrun_stream **out, lrun_device *device);
+void lrun_stream_free(lrun_stream *stream);
+lrun_status lrun_stream_sync(lrun_stream *stream);
+lrun_status lrun_event_init(lrun_event **out, lrun_device *device);
+void lrun_event_free(lrun_event *event);
+lrun_status lrun_event_record(lrun_event *event, lrun_stream *stream);
+/* Work queued on stream after this call waits for the event. */
+lrun_status lrun_stream_wait_event(lrun_stream *stream, lrun_event *event);
+lrun_status lrun_event_sync(lrun_event *event);
+
+/* ---------------------------------------------------------------- tensors and residency */
+
+/* Where a tensor's bytes live. */
+typedef enum lrun_tier {
+    LRUN_TIER_DEVICE = 0, /* memory of the compute device (counted in its budget) */
+    LRUN_TIER_PINNED = 1, /* page-locked host memory (plain host memory without CUDA) */
+    LRUN_TIER_HOST = 2,   /* ordinary host memory */
+    LRUN_TIER_MMAP = 3,   /* still in the memory-mapped model file */
+    LRUN_TIER_COUNT = 4
+} lrun_tier;
+
+const char *lrun_tier_name(lrun_tier tier); /* "device", "pinned", "host", "mmap" */
+lrun_status lrun_tier_from_name(const char *name, lrun_tier *out);
+
+/* What a tensor is for, as policies see it. */
+typedef enum lrun_role {
+    LRUN_ROLE_OTHER = 0,
+    LRUN_ROLE_EMBEDDING = 1,   /* token_embd */
+    LRUN_ROLE_OUTPUT_NORM = 2,
+    LRUN_ROLE_LM_HEAD = 3,     /* output (absent when tied to the embedding) */
+    LRUN_ROLE_ATTN_NORM = 4,
+    LRUN_ROLE_ATTN_Q = 5,
+    LRUN_ROLE_ATTN_K = 6,
+    LRUN_ROLE_ATTN_V = 7,
+    LRUN_ROLE_ATTN_OUTPUT = 8,
+    LRUN_ROLE_FFN_NORM = 9,
+    LRUN_ROLE_FFN_GATE = 10,
+    LRUN_ROLE_FFN_UP = 11,
+    LRUN_ROLE_FFN_DOWN = 12,
+    LRUN_ROLE_ROPE_FREQS = 13,
+    LRUN_ROLE_BIAS = 14,
+    LRUN_ROLE_COUNT = 15
+} lrun_role;
+
+const char *lrun_role_name(lrun_role role); /* "embedding", "attn_q", … */
+
+typedef struct lrun_tensor lrun_tensor;
+
+#define LRUN_MAX_DIMS 4
+
+/* A fresh tensor of zeros in tier, on device (device may be NULL for host tiers).
+ * dims[0] is innermost (contiguous), as in GGUF. */
+lrun_status lrun_tensor_init(lrun_tensor **out, lrun_device *device, const char *name,
+                             lrun_dtype dtype, int ndim, const int64_t *dims, lrun_tier tier);
+void lrun_tensor_free(lrun_tensor *tensor);
+const char *lrun_tensor_name(const lrun_tensor *tensor);
+lrun_dtype lrun_tensor_dtype(const lrun_tensor *tensor);
+int lrun_tensor_ndim(const lrun_tensor *tensor);
+int64_t lrun_tensor_dim(const lrun_tensor *tensor, int axis); /* 1 past ndim */
+int64_t lrun_tensor_nelements(const lrun_tensor *tensor);
+size_t lrun_tensor_bytes(const lrun_tensor *tensor);
+lrun_role lrun_tensor_role(const lrun_tensor *tensor);
+int lrun_tensor_layer(const lrun_tensor *tensor); /* block index, -1 outside blocks */
+lrun_tier lrun_tensor_tier(const lrun_tensor *tensor);
+/* Host-addressable bytes, or NULL while the tensor lives on a CUDA device. */
+const void *lrun_tensor_host_data(const lrun_tensor *tensor);
+/* Copies elements [first, first+n) of the flattened tensor to dst as f32;
+ * first and n must be whole blocks. Works in every tier. */
+lrun_status lrun_tensor_read_f32(const lrun_tensor *tensor, int64_t first, int64_t n, float *dst);
+/* Converts src to the tensor's dtype and writes it at [first, first+n). */
+lrun_status lrun_tensor_write_f32(lrun_tensor *tensor, int64_t first, int64_t n, const float *src);
+
+/* Moves the tensor's bytes to another tier: allocate there, copy, release
+ * the old copy (an mmap copy is simply dropped). LRUN_E_OOM leaves the
+ * tensor where it was. Moving to LRUN_TIER_MMAP is allowed only for a
+ * tensor that came from a model file. */
+lrun_status lrun_tensor_move(lrun_tensor *tensor, lrun_device *device, lrun_tier tier);
+
+/* ---------------------------------------------------------------- GGUF files */
+
+/* A validated, memory-mapped GGUF file. Every rule of the format is checked
+ * at open; accessors then never fail on a well-formed index. */
+typedef struct lrun_gguf lrun_gguf;
+
+typedef enum lrun_gguf_type {
+    LRUN_GGUF_TYPE_U8 = 0,
+    LRUN_GGUF_TYPE_I8 = 1,
+    LRUN_GGUF_TYPE_U16 = 2,
+    LRUN_GGUF_TYPE_I16 = 3,
+    LRUN_GGUF_TYPE_U32 = 4,
+    LRUN_GGUF_TYPE_I32 = 5,
+    LRUN_GGUF_TYPE_F32 = 6,
+    LRUN_GGUF_TYPE_BOOL = 7,
+    LRUN_GGUF_TYPE_STRING = 8,
+    LRUN_GGUF_TYPE_ARRAY = 9,
+    LRUN_GGUF_TYPE_U64 = 10,
+    LRUN_GGUF_TYPE_I64 = 11,
+    LRUN_GGUF_TYPE_F64 = 12
+} lrun_gguf_type;
+
+lrun_status lrun_gguf_open(lrun_gguf **out, const char *path);
+void lrun_gguf_close(lrun_gguf *gguf);
+uint32_t lrun_gguf_version(const lrun_gguf *gguf);
+size_t lrun_gguf_file_bytes(const lrun_gguf *gguf);
+size_t lrun_gguf_alignment(const lrun_gguf *gguf);
+size_t lrun_gguf_data_offset(const lrun_gguf *gguf); /* start of tensor data, bytes */
+
+/* Key/value metadata. find returns the index or -1. */
+int64_t lrun_gguf_kv_count(const lrun_gguf *gguf);
+int64_t lrun_gguf_find_key(const lrun_gguf *gguf, const char *key);
+const char *lrun_gguf_key(const lrun_gguf *gguf, int64_t kv);
+lrun_gguf_type lrun_gguf_kv_type(const lrun_gguf *gguf, int64_t kv);
+/* Typed reads: LRUN_E_ARG when the stored type does not convert
+ * (integers convert among themselves when the value fits; f32/f64 to double). */
+lrun_status lrun_gguf_get_i64(const lrun_gguf *gguf, int64_t kv, int64_t *out);
+lrun_status lrun_gguf_get_f64(const lrun_gguf *gguf, int64_t kv, double *out);
+lrun_status lrun_gguf_get_bool(const lrun_gguf *gguf, int64_t kv, int *out);
+/* The string's bytes (not NUL-terminated in the file: *len gives the length). */
+lrun_status lrun_gguf_get_str(const lrun_gguf *gguf, int64_t kv, const char **str, size_t *len);
+/* Arrays: element type and count, then typed element reads. */
+lrun_status lrun_gguf_get_arr(const lrun_gguf *gguf, int64_t kv, lrun_gguf_type *elem_type, int64_t *count);
+lrun_status lrun_gguf_get_arr_i64(const lrun_gguf *gguf, int64_t kv, int64_t i, int64_t *out);
+lrun_status lrun_gguf_get_arr_f64(const lrun_gguf *gguf, int64_t kv, int64_t i, double *out);
+lrun_status lrun_gguf_get_arr_str(const lrun_gguf *gguf, int64_t kv, int64_t i, const char **str, size_t *len);
+
+/* Tensor infos. find returns the index or -1. */
+int64_t lrun_gguf_tensor_count(const lrun_gguf *gguf);
+int64_t lrun_gguf_find_tensor(const lrun_gguf *gguf, const char *name);
+const char *lrun_gguf_tensor_name(const lrun_gguf *gguf, int64_t t);
+lrun_dtype lrun_gguf_tensor_dtype(const lrun_gguf *gguf, int64_t t);
+int lrun_gguf_tensor_ndim(const lrun_gguf *gguf, int64_t t);
+int64_t lrun_gguf_tensor_dim(const lrun_gguf *gguf, int64_t t, int axis); /* ne[axis], 1 past ndim */
+size_t lrun_gguf_tensor_bytes(const lrun_gguf *gguf, int64_t t);
+size_t lrun_gguf_tensor_offset(const lrun_gguf *gguf, int64_t t); /* from the data start */
+const void *lrun_gguf_tensor_data(const lrun_gguf *gguf, int64_t t); /* into the mapping */
+
+/* ---------------------------------------------------------------- GGUF writer */
+
+/* Writes GGUF v3 files: metadata first, then tensor infos, then data streamed
+ * tensor by tensor in the order they were declared. Used by the model
+ * generator and by tests that craft files. */
+typedef struct lrun_gguf_writer lrun_gguf_writer;
+
+lrun_status lrun_gguf_writer_open(lrun_gguf_writer **out, const char *path);
+/* Closes the file; on a writer that did not finish, the partial file is removed. */
+void lrun_gguf_writer_free(lrun_gguf_writer *writer);
+lrun_status lrun_gguf_writer_set_u32(lrun_gguf_writer *writer, const char *key, uint32_t value);
+lrun_status lrun_gguf_writer_set_i32(lrun_gguf_writer *writer, const char *key, int32_t value);
+lrun_status lrun_gguf_writer_set_u64(lrun_gguf_writer *writer, const char *key, uint64_t value);
+lrun_status lrun_gguf_writer_set_f32(lrun_gguf_writer *writer, const char *key, float value);
+lrun_status lrun_gguf_writer_set_bool(lrun_gguf_writer *writer, const char *key, int value);
+lrun_status lrun_gguf_writer_set_str(lrun_gguf_writer *writer, const char *key, const char *value);
+lrun_status lrun_gguf_writer_set_arr_str(lrun_gguf_writer *writer, const char *key, const char *const *values, int64_t count);
+lrun_status lrun_gguf_writer_set_arr_f32(lrun_gguf_writer *writer, const char *key, const float *values, int64_t count);
+lrun_status lrun_gguf_writer_set_arr_i32(lrun_gguf_writer *writer, const char *key, const int32_t *values, int64_t count);
+/* Declares a tensor; all declarations come before the first write_tensor_data. */
+lrun_status lrun_gguf_writer_add_tensor(lrun_gguf_writer *writer, const char *name, lrun_dtype dtype,
+                                        int ndim, const int64_t *dims);
+/* Appends the next declared tensor's bytes; may be called several times per
+ * tensor (in order) until its size is reached. */
+lrun_status lrun_gguf_writer_write_data(lrun_gguf_writer *writer, const void *bytes, size_t n);
+/* Checks that every tensor was written in full, flushes and closes. */
+lrun_status lrun_gguf_writer_finish(lrun_gguf_writer *writer);
+
+/* Fills dst with n pseudo-random elements of dtype, values ~ U(-scale, scale)
+ * before quantization, from a counter-based generator: the same (seed, first)
+ * always gives the same bytes, so writers can split a tensor over threads.
+ * first and n must be whole blocks. */
+lrun_status lrun_random_fill(lrun_dtype dtype, void *dst, int64_t first, int64_t n, float scale, uint64_t seed);
+
+/* ---------------------------------------------------------------- tokenizer */
+
+typedef struct lrun_tokenizer lrun_tokenizer;
+
+typedef enum lrun_token_type {
+    LRUN_TOKEN_TYPE_UNDEFINED = 0,
+    LRUN_TOKEN_TYPE_NORMAL = 1,
+    LRUN_TOKEN_TYPE_UNKNOWN = 2,
+    LRUN_TOKEN_TYPE_CONTROL = 3,
+    LRUN_TOKEN_TYPE_USER_DEFINED = 4,
+    LRUN_TOKEN_TYPE_UNUSED = 5,
+    LRUN_TOKEN_TYPE_BYTE = 6
+} lrun_token_type;
+
+/* Builds the tokenizer named by tokenizer.ggml.model ("gpt2" byte-level BPE
+ * with the pre-tokenizer of tokenizer.ggml.pre, or "llama" SentencePiece BPE). */
+lrun_status lrun_tokenizer_init_gguf(lrun_tokenizer **out, const lrun_gguf *gguf);
+void lrun_tokenizer_free(lrun_tokenizer *tokenizer);
+int64_t lrun_tokenizer_vocab_size(const lrun_tokenizer *tokenizer);
+int32_t lrun_tokenizer_bos(const lrun_tokenizer *tokenizer); /* -1 when none */
+int32_t lrun_tokenizer_eos(const lrun_tokenizer *tokenizer); /* -1 when none */
+/* Extra end-of-generation ids (eot, eom, <|im_end|> …), as llama.cpp finds them. */
+int64_t lrun_tokenizer_eog_count(const lrun_tokenizer *tokenizer);
+int32_t lrun_tokenizer_eog(const lrun_tokenizer *tokenizer, int64_t i);
+int lrun_tokenizer_add_bos(const lrun_tokenizer *tokenizer); /* the file's add_bos_token */
+lrun_token_type lrun_tokenizer_token_type(const lrun_tokenizer *tokenizer, int32_t id);
+/* The vocabulary entry as stored (e.g. "Ġthe"); NULL for an id out of range. */
+const char *lrun_tokenizer_token_text(const lrun_tokenizer *tokenizer, int32_t id);
+/* Id of an exact vocabulary entry, or -1. */
+int32_t lrun_tokenizer_find(const lrun_tokenizer *tokenizer, const char *text, size_t len);
+
+/* Encodes len bytes of text. add_special: prepend BOS when the model asks
+ * for it. parse_special: match control/user-defined token texts ("<|im_end|>")
+ * as single tokens. Writes at most cap ids; *n_out is the full count, so a
+ * caller whose cap was too small can retry with a larger buffer. */
+lrun_status lrun_tokenizer_encode(const lrun_tokenizer *tokenizer, const char *text, size_t len,
+                                  int add_special, int parse_special,
+                                  int32_t *ids, int64_t cap, int64_t *n_out);
+/* The bytes a token stands for (byte-level decoded; may be part of a UTF-8
+ * character). Control tokens give their text when render_special, else "". */
+lrun_status lrun_tokenizer_decode_token(const lrun_tokenizer *tokenizer, int32_t id, int render_special,
+                                        char *buf, size_t cap, size_t *n_out);
+
+/* ---------------------------------------------------------------- models */
+
+typedef struct lrun_model lrun_model;
+
+typedef enum lrun_rope_style {
+    LRUN_ROPE_STYLE_ADJACENT = 0, /* pairs (2i, 2i+1): GGUF llama */
+    LRUN_ROPE_STYLE_HALF = 1      /* pairs (i, i+d/2): HF Llama safetensors, NeoX, Qwen2 */
+} lrun_rope_style;
+
+/* Hyper-parameters, read from the file. */
+typedef struct lrun_model_info {
+    char arch[32];           /* "llama" */
+    int64_t n_vocab;
+    int64_t n_ctx_train;     /* context length the model was trained for */
+    int64_t n_embd;          /* width */
+    int64_t n_layer;
+    int64_t n_head;
+    int64_t n_head_kv;
+    int64_t head_dim;        /* n_embd / n_head unless the file says otherwise */
+    int64_t n_ff;            /* feed-forward width */
+    int64_t n_rot;           /* rotated dims per head */
+    double rope_freq_base;
+    double rms_eps;
+    lrun_rope_style rope_style;
+    int tied_embeddings;     /* 1 when there is no output.weight */
+    size_t weight_bytes;     /* sum of all tensor bytes */
+} lrun_model_info;
+
+typedef struct lrun_load_opts {
+    const char *device;      /* "cpu" (default when NULL), "cuda:0" */
+    size_t device_budget;    /* bytes; 0 = no cap beyond the device itself */
+    int n_threads;           /* CPU threads; 0 = all cores */
+    int progress;            /* 1: print a progress bar to stderr when it is a terminal */
+    int rope_style;          /* -1: from the file; else an lrun_rope_style to force */
+} lrun_load_opts;
+
+lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_opts *opts);
+void lrun_model_free(lrun_model *model);
+const lrun_model_info *lrun_model_get_info(const lrun_model *model);
+lrun_device *lrun_model_device(lrun_model *model);
+const lrun_tokenizer *lrun_model_tokenizer(const lrun_model *model);
+const lrun_gguf *lrun_model_gguf(const lrun_model *model);
+int64_t lrun_model_tensor_count(const lrun_model *model);
+lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i);
+lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name); /* NULL when absent */
+/* Bytes of weights in each tier right now. */
+size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier);
+
+/* ---------------------------------------------------------------- engine */
+
+/* Runs forward steps of one model over a batch of sequences, each with its
+ * own KV cache slot. Scratch and cache memory are taken on the model's device
+ * (counted in its budget) when the engine is made and when the dynamic cache
+ * grows; never per layer per token. */
+typedef struct lrun_engine lrun_engine;
+
+typedef enum lrun_cache_kind {
+    LRUN_CACHE_KIND_DYNAMIC = 0, /* grows as needed */
+    LRUN_CACHE_KIND_STATIC = 1   /* n_ctx_max positions per sequence, allocated up front */
+} lrun_cache_kind;
+
+typedef struct lrun_engine_opts {
+    int64_t n_seq_max;       /* sequences (cache slots); default 1 */
+    int64_t n_ctx_max;       /* positions per sequence; 0 = the model's n_ctx_train */
+    int64_t n_batch_max;     /* tokens per step before it is split; 0 = 512 */
+    lrun_cache_kind cache_kind;
+    int n_threads;           /* 0 = the model's */
+} lrun_engine_opts;
+
+lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);
+void lrun_engine_free(lrun_engine *engine);
+int64_t lrun_engine_n_seq_max(const lrun_engine *engine);
+int64_t lrun_engine_n_ctx_max(const lrun_engine *engine);
+/* Positions stored for a sequence (its next token goes at this position). */
+int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq);
+/* Forgets the sequence's cache from position len onward (0 = all of it). */
+lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len);
+/* Makes dst's cache a copy of src's (for forks and beams). */
+lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src);
+
+/* One forward step over n_tokens tokens. Token i belongs to sequence seq[i]
+ * and goes at that sequence's next position; a sequence's tokens appear in
+ * order. For each i with want_logits[i] != 0 (want_logits NULL = only the
+ * last token of each sequence in this step), one row of n_vocab logits is
+ * written to logits, in token order: logits is (n_out, n_vocab) and *n_out
+ * says how many rows were written. On any failure no sequence is changed. */
+lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
+                             const int32_t *seq, const int8_t *want_logits,
+                             float *logits, int64_t logits_rows_cap, int64_t *n_out);
+
+/* ---------------------------------------------------------------- sampling */
+
+/* A seeded random generator (xoshiro256**): the same seed, the same draws. */
+typedef struct lrun_rng lrun_rng;
+lrun_status lrun_rng_init(lrun_rng **out, uint64_t seed);
+void lrun_rng_free(lrun_rng *rng);
+double lrun_rng_uniform(lrun_rng *rng); /* [0, 1) */
+
+/* HF GenerationConfig semantics; the defaults are HF's. */
+typedef struct lrun_sampling_params {
+    int do_sample;              /* 0: greedy (argmax) */
+    float temperature;          /* 1.0 */
+    int32_t top_k;              /* 50; 0 = off */
+    float top_p;                /* 1.0 = off */
+    float min_p;                /* 0.0 = off */
+    float repetition_penalty;   /* 1.0 = off */
+} lrun_sampling_params;
+
+/* Index of the largest logit (the first of equals). */
+int32_t lrun_logits_argmax(const float *logits, int64_t n_vocab);
+/* For each distinct id in history: a logit < 0 is multiplied by penalty, else divided. */
+lrun_status lrun_logits_repetition_penalty(float *logits, int64_t n_vocab, const int32_t *history,
+                                           int64_t n_history, float penalty);
+/* Applies repetition penalty, then temperature, top-k, top-p, min-p (HF order),
+ * then draws one token (or takes the argmax when !do_sample). logits is
+ * modified. work must hold n_vocab floats and n_vocab int32 (see
+ * lrun_sample_work_bytes). */
+size_t lrun_sample_work_bytes(int64_t n_vocab);
+lrun_status lrun_sample(float *logits, int64_t n_vocab, const lrun_sampling_params *params,
+                        const int32_t *history, int64_t n_history, lrun_rng *rng, void *work,
+                        int32_t *out_token);
+/* log-softmax in place; used by beams and by tests comparing distributions. */
+void lrun_logits_log_softmax(float *logits, int64_t n_vocab);
+
+#ifndef LRUN_CDEF
+#ifdef __cplusplus
+}
+#endif
+#endif
+
+#endif /* LRUN_H */

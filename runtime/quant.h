@@ -1,0 +1,40 @@
+/* quant.h — block layouts of the quantized types and the row-level codecs
+ * (dequantize, quantize, dot products). Layouts follow ggml-common.h
+ * (REFERENCE.md); every block starts with the fields listed here, packed. */
+#ifndef LRUN_QUANT_H
+#define LRUN_QUANT_H
+
+#include "lrun.h"
+
+#define LRUN_QK4_0 32
+#define LRUN_QK4_1 32
+#define LRUN_QK8_0 32
+#define LRUN_QK8_1 32
+#define LRUN_QK_K 256
+
+typedef struct { uint16_t d; uint8_t qs[16]; } lrun_block_q4_0;            /* 18 bytes; y = (q-8)*d */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } lrun_block_q4_1;         /* 20 bytes; y = q*d + m */
+typedef struct { uint16_t d; int8_t qs[32]; } lrun_block_q8_0;             /* 34 bytes; y = q*d */
+typedef struct { float d, s; int8_t qs[32]; } lrun_block_q8_1;             /* 40 bytes; s = d*sum(q) (activations) */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } lrun_block_q4_K; /* 144 bytes */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } lrun_block_q6_K; /* 210 bytes */
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } lrun_block_q8_K; /* 292 bytes (activations) */
+
+/* IEEE half and bfloat16 from/to float. */
+float lrun_f16_to_f32(uint16_t h);
+uint16_t lrun_f32_to_f16(float f);
+float lrun_bf16_to_f32(uint16_t h);
+uint16_t lrun_f32_to_bf16(float f); /* round to nearest even */
+
+/* dst (n) = the n elements of src; n a multiple of the block size. */
+void lrun_dequantize_row(lrun_dtype dtype, const void *src, float *dst, int64_t n);
+/* dst = src encoded in dtype (round-to-nearest quantizers, as ggml's reference ones). */
+void lrun_quantize_row(lrun_dtype dtype, const float *src, void *dst, int64_t n);
+
+/* The type activations are converted to before a dot product with weights of
+ * dtype: Q8_0 for Q4_0/Q8_0, Q8_1 for Q4_1, Q8_K for Q4_K/Q6_K, F32 for the float types. */
+lrun_dtype lrun_dot_partner(lrun_dtype weight_dtype);
+/* sum over n of w[i]*x[i], w a row of weight_dtype, x a row of lrun_dot_partner(weight_dtype). */
+float lrun_vec_dot(lrun_dtype weight_dtype, int64_t n, const void *w, const void *x);
+
+#endif

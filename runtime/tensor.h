@@ -1,0 +1,25 @@
+/* tensor.h — the tensor record shared by the model loader, residency and the engine. */
+#ifndef LRUN_TENSOR_H
+#define LRUN_TENSOR_H
+
+#include "lrun.h"
+
+struct lrun_tensor {
+    char name[64];
+    lrun_dtype dtype;
+    int ndim;
+    int64_t ne[LRUN_MAX_DIMS]; /* elements per axis, ne[0] innermost; unused axes 1 */
+    size_t nbytes;             /* bytes of the whole tensor */
+    size_t row_bytes;          /* bytes of one ne[0] row */
+    lrun_role role;
+    int layer;                 /* block index, -1 outside blocks */
+    lrun_tier tier;            /* where data lives now */
+    void *data;                /* the bytes in that tier (device pointer on cuda) */
+    lrun_device *device;       /* the device a DEVICE-tier copy is counted on */
+    const void *file_data;     /* the bytes in the mapped model file, NULL if none */
+};
+
+/* Fills a tensor record's shape fields; checks dims and the byte size for overflow. */
+lrun_status lrun_tensor_set_shape(lrun_tensor *t, const char *name, lrun_dtype dtype, int ndim, const int64_t *dims);
+
+#endif

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the C test programs given as arguments, then the busted specs under
+# tests/, all speaking TAP, and ends with one line "N passed, N failed, N skipped".
+# The exit code is 0 only when nothing failed.
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+status=0
+for t in "$@"; do
+  echo "# $t"
+  "$t" 2>&1 | tee -a "$log" || status=1
+done
+echo "# busted"
+specs=(tests/*_spec.lua)
+if [ -n "${LRUN_GPU:-}" ]; then specs=(tests/*_gpu_spec.lua); fi
+if [ -e "${specs[0]}" ]; then
+  build/lrun /usr/bin/busted -o TAP "${specs[@]}" 2>&1 | tee -a "$log" || status=1
+fi
+skipped=$(grep -cE '^ok [0-9]* ?-? ?.*# SKIP' "$log")
+passed=$(( $(grep -cE '^ok\b' "$log") - skipped ))
+failed=$(grep -cE '^not ok\b' "$log")
+[ "$failed" -eq 0 ] || status=1
+echo "$passed passed, $failed failed, $skipped skipped"
+exit $status
