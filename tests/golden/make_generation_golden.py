@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Writes tests/golden/smollm2_greedy.json: what llama.cpp does with the default model.
+
+For each prompt below it records, as llama.cpp (through the xllamacpp package)
+produces them:
+  - the prompt's token ids (llama.cpp's own tokenizer, BOS added exactly as
+    llama.cpp adds it: SmolLM2's GGUF says add_bos_token = false, so none);
+  - the greedy continuation of 32 tokens, ids and text (temperature 0, top_k 1,
+    no repetition/presence/frequency/DRY penalties);
+  - the top-20 next-token log-probabilities after the prompt (first step), and
+    the top-2 log-probabilities of every later step, taken from the raw logits
+    (llama.cpp's server reports log-softmax of the unbiased logits when
+    post_sampling_probs is false), so a reader can tell a near-tie from a bug.
+
+EOS: the server's ignore_eos puts a -inf bias on every end-of-generation token,
+so the 32 tokens always come, but from the step where the raw argmax is an EOG
+token on, an engine that does not bias EOG (lrun with eos_token_id = {})
+follows a different path. That step is recorded as "eog_at" (0-based index into
+the continuation, null when it never happens); comparisons stop there.
+
+llama.cpp runs on the CPU with a fixed thread count, so running this twice
+gives the same file. It talks to llama.cpp's server on loopback only.
+
+Usage: python3 tests/golden/make_generation_golden.py [--model PATH] [--out PATH]
+"""
+import argparse
+import json
+import os
+import sys
+import urllib.request
+
+import xllamacpp
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+N_PREDICT = 32
+N_PROBS = 20
+N_THREADS = 2
+N_CTX = 1024
+
+CHAT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+LONG_TEXT = (
+    "The history of the printing press begins in the fifteenth century, when "
+    "Johannes Gutenberg combined a screw press, oil-based ink and movable metal "
+    "type into a system that could produce books quickly and cheaply. Before "
+    "that, most books in Europe were copied by hand, usually by monks working in "
+    "monasteries, and a single Bible could take years to finish. Within fifty "
+    "years of Gutenberg's first Bible, printing shops had opened in more than two "
+    "hundred cities, and millions of books were in circulation. The effects were "
+    "enormous: ideas spread faster, scholars could compare identical copies of a "
+    "text, and literacy began to grow. Historians often say that"
+)
+
+# name, text, parse_special. Chosen to cover: a short plain prompt, a long one
+# (several hundred characters, >100 tokens), the chat template with its special
+# tokens parsed, the same chat text with specials NOT parsed (so "<|im_start|>"
+# becomes ordinary pieces), code with indentation, digits/punctuation/Unicode,
+# and whitespace runs.
+PROMPTS = [
+    ("short", "The capital of France is", False),
+    ("long", LONG_TEXT, False),
+    ("chat",
+     "<|im_start|>system\n" + CHAT_SYSTEM + "<|im_end|>\n"
+     "<|im_start|>user\nExplain in a few sentences why the sky is blue.<|im_end|>\n"
+     "<|im_start|>assistant\n", True),
+    ("chat_unparsed",
+     "<|im_start|>user\nWrite a haiku about autumn.<|im_end|>\n<|im_start|>assistant\n", False),
+    ("code", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    ", False),
+    ("unicode_digits",
+     "In 1969, 3 astronauts flew 384,400 km to the Moon. Caf\u00e9 na C\u1eeda Vi\u1ec7t "
+     "co\u00fbte 12\u20ac \u2014 \u00a1incre\u00edble! \U0001F680 Next,", False),
+    ("whitespace", "List:\n\n  - apples\n  - pears\n\n\tTotal:   ", False),
+]
+
+
+# ---------------------------------------------------------------- llama.cpp
+
+def start_server(model):
+    p = xllamacpp.CommonParams()
+    p.model.path = model
+    p.n_ctx = N_CTX
+    p.n_parallel = 1
+    p.cpuparams.n_threads = N_THREADS
+    p.cpuparams_batch.n_threads = N_THREADS
+    # f32 K/V and no flash attention: the fewest roundings in attention, so the
+    # reference is as close to exact math as llama.cpp gets; the weights'
+    # Q4_1 x Q8_1 dot products (8-bit activations) remain.
+    p.cache_type_k = xllamacpp.ggml_type.GGML_TYPE_F32
+    p.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
+    p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    p.hostnames = ["127.0.0.1"]  # loopback only
+    p.port = 0
+    server = xllamacpp.Server(p)
+    settings = {
+        "n_ctx": N_CTX, "n_threads": N_THREADS, "n_threads_batch": N_THREADS,
+        "n_batch": p.n_batch, "n_ubatch": p.n_ubatch,
+        "cache_type_k": "f32", "cache_type_v": "f32", "flash_attn": "disabled",
+        "n_gpu_layers": 0,
+    }
+    return server, settings
+
+
+class Client:
+    def __init__(self, base):
+        if not base.startswith("http://127.0.0.1:"):
+            raise RuntimeError("llama.cpp server is not on loopback: " + base)
+        self.base = base
+
+    def post(self, path, body):
+        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return json.load(r)
+
+    def get(self, path):
+        with urllib.request.urlopen(self.base + path, timeout=60) as r:
+            return json.load(r)
+
+
+GEN_BODY = {
+    "n_predict": N_PREDICT,
+    "temperature": 0.0,
+    "top_k": 1,
+    "top_p": 1.0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "repeat_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "dry_multiplier": 0.0,
+    "ignore_eos": True,
+    "n_probs": N_PROBS,
+    "post_sampling_probs": False,
+    "return_tokens": True,
+    "cache_prompt": False,
+    "seed": 0,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=os.environ.get("LRUN_MODEL") or
+                    (os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+                     if os.path.exists(os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+                     else "/tmp/model/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--out", default=os.path.join(HERE, "smollm2_greedy.json"))
+    args = ap.parse_args()
+
+    server, settings = start_server(args.model)
+    cli = Client(server.listening_address)
+    props = cli.get("/props")
+
+    cases = []
+    eog = None
+    for name, text, parse_special in PROMPTS:
+        # add_special=True is what llama.cpp does for a completion prompt; for
+        # this model it adds nothing (add_bos_token false), and the file says so.
+        ids = cli.post("/tokenize", {"content": text, "add_special": True,
+                                     "parse_special": parse_special})["tokens"]
+        ids_nospecial = cli.post("/tokenize", {"content": text, "add_special": False,
+                                               "parse_special": parse_special})["tokens"]
+        # Ids, not text, go to the completion: the prompt is exactly the ids above.
+        r = cli.post("/completion", dict(GEN_BODY, prompt=ids))
+        gs = r["generation_settings"]
+        these_eog = sorted(b["token"] for b in gs["logit_bias"] if b["bias"] is None)
+        if eog is None:
+            eog = these_eog
+        probs = r["completion_probabilities"]
+        out_ids = r["tokens"]
+        if len(out_ids) != N_PREDICT or len(probs) != N_PREDICT:
+            sys.exit("%s: expected %d tokens, got %d" % (name, N_PREDICT, len(out_ids)))
+        eog_at = None
+        steps = []
+        for k, st in enumerate(probs):
+            if st["id"] != out_ids[k]:
+                sys.exit("%s: step %d: probs id %d != token %d" % (name, k, st["id"], out_ids[k]))
+            top = st["top_logprobs"]
+            if eog_at is None and top[0]["id"] in eog:
+                eog_at = k
+            steps.append({"id": st["id"], "logprob": st["logprob"],
+                          "top2": [[t["id"], t["logprob"]] for t in top[:2]]})
+        cases.append({
+            "name": name,
+            "text": text,
+            "parse_special": parse_special,
+            "prompt_ids": ids,
+            "prompt_ids_add_special_false": ids_nospecial,
+            "n_prompt": len(ids),
+            "continuation_ids": out_ids,
+            "continuation_text": r["content"],
+            "eog_at": eog_at,
+            "first_step_top20": [[t["id"], t["logprob"]] for t in probs[0]["top_logprobs"]],
+            "steps": steps,
+        })
+
+    doc = {
+        "generator": "tests/golden/make_generation_golden.py (regenerate, never hand-edit)",
+        "reference": {
+            "package": "xllamacpp",
+            "package_version": xllamacpp.__version__,
+            "llama_cpp_build_info": props.get("build_info"),
+            "build": xllamacpp.BUILD_INFO,
+            "system_info": xllamacpp.get_system_info().strip(),
+        },
+        "model": {
+            "file": os.path.basename(args.model),
+            "ftype": props.get("model_ftype"),
+            "bos_token": props.get("bos_token"),
+            "eos_token": props.get("eos_token"),
+            "add_bos_token": False,
+            "eog_ids": eog,
+        },
+        "settings": dict(settings, **{k: v for k, v in GEN_BODY.items() if k != "seed"},
+                         samplers_note="temperature 0 and top_k 1: argmax; "
+                                       "log-probs are log_softmax of the raw logits"),
+        "n_predict": N_PREDICT,
+        "n_probs": N_PROBS,
+        "cases": cases,
+    }
+    del server
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    print("wrote %s (%d prompts)" % (args.out, len(cases)))
+
+
+if __name__ == "__main__":
+    main()
