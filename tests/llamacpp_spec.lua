@@ -109,7 +109,9 @@ describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
     local err
     model, err = lrun.load(model_path, {threads = N_THREADS})
     assert(model, "lrun.load(" .. model_path .. "): " .. tostring(err))
-    n_vocab = (model.info and tonumber(model.info.n_vocab)) or 49152
+    n_vocab = model.n_vocab
+    if not n_vocab and type(model.info) == "function" then n_vocab = model:info().n_vocab end
+    n_vocab = tonumber(n_vocab) or 49152
   end)
 
   teardown(function()
