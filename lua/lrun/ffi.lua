@@ -1,20 +1,14 @@
 --- lrun.ffi — the C library and its declarations.
 -- The cdef text is generated from runtime/lrun.h at build time
--- (build/lua/lrun/cdef.lua), never written by hand.
+-- (build/lua/lrun/cdef.lua), never written by hand. The library path comes
+-- from lrun.config (set by the launcher; LRUN_LIB overrides it).
 -- @module lrun.ffi
 local ffi = require("ffi")
+local config = require("lrun.config")
 
 local M = {}
 
--- The checkout's root: this file is <root>/lua/lrun/ffi.lua.
-local function root_dir()
-  local src = debug.getinfo(1, "S").source:sub(2)
-  local dir = src:match("^(.*)/lua/lrun/ffi%.lua$")
-  if dir == nil or dir == "" then return "." end
-  return dir
-end
-
-M.root = root_dir()
+M.root = config.root
 
 local function read_cdef()
   local ok, text = pcall(require, "lrun.cdef")
@@ -28,12 +22,13 @@ end
 
 ffi.cdef(read_cdef())
 
-local lib_path = os.getenv("LRUN_LIB") or (M.root .. "/build/liblrun.so")
+local lib_path = os.getenv("LRUN_LIB") or config.lib or (M.root .. "/build/liblrun.so")
 local ok, lib = pcall(ffi.load, lib_path)
 if not ok then error("lrun: cannot load " .. lib_path .. ": " .. tostring(lib) .. " (run make)", 0) end
 
 M.C = lib
 M.ffi = ffi
+M.lib_path = lib_path
 
 --- The last error of the core as a Lua string.
 function M.last_error()

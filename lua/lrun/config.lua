@@ -1,0 +1,16 @@
+--- lrun.config — defaults for lrun.load when not started by the launcher.
+-- The launcher replaces this module with package.loaded["lrun.config"] =
+-- {root=, lib=, policies={…}, device=, gpu_budget=, threads=, interactive=},
+-- so `luajit` and `lrun` find the same library and options.
+-- @module lrun.config
+
+-- This file is <root>/lua/lrun/config.lua.
+local src = debug.getinfo(1, "S").source:sub(2)
+local root = src:match("^(.*)/lua/lrun/config%.lua$")
+if root == nil or root == "" then root = "." end
+
+return {
+  root = root,
+  lib = os.getenv("LRUN_LIB") or (root .. "/build/liblrun.so"),
+  policies = {},
+}

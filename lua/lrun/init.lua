@@ -1,0 +1,42 @@
+--- lrun — LLM inference from LuaJIT.
+--
+--     local lrun = require("lrun")
+--     local m = assert(lrun.load("model.gguf", {threads = 4}))
+--     print(m:generate("The capital of France is", {max_new_tokens = 8}))
+--
+-- Submodules load on first use, so `require("lrun")` is cheap and works
+-- before the C library is built (lrun.version, lrun.config).
+-- @module lrun
+local M = {}
+
+M.version = require("lrun.version")
+M.config = require("lrun.config")
+
+--- Loads a model file.
+-- @tparam string path a GGUF file
+-- @tparam[opt] table opts device ("cpu", "cuda:0"), gpu_budget (bytes or "4G"),
+--   threads, progress (default: stderr is a terminal), n_ctx,
+--   cache_implementation ("dynamic"|"static"), rope_style ("adjacent"|"half").
+--   Missing options come from the launcher's command line (lrun.config).
+-- @treturn[1] lrun.model
+-- @treturn[2] nil
+-- @treturn[2] table error {kind=, message=}
+function M.load(path, opts)
+  return require("lrun.model").load(path, opts)
+end
+
+-- lrun.chat, lrun.pretty … are the submodules, loaded when first read.
+local submodules = {
+  chat = true, cli = true, errors = true, ffi = true, generate = true, model = true,
+  pretty = true, repl = true, size = true, tokenizer = true,
+}
+setmetatable(M, {
+  __index = function(t, k)
+    if not submodules[k] then return nil end
+    local mod = require("lrun." .. k)
+    rawset(t, k, mod)
+    return mod
+  end,
+})
+
+return M

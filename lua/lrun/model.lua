@@ -1,0 +1,316 @@
+--- lrun.model — a loaded model: tokenize, generate, chat, logits.
+--
+--     local m = assert(lrun.load(path))
+--     local ids = m:tokenize("Hello")            -- {19556}
+--     local text = m:generate("Once upon a time", {max_new_tokens = 32})
+--     local reply = m:chat({{role = "user", content = "Hi!"}})
+--
+-- The model owns one engine (the KV cache and scratch), made on first use
+-- and reused; each generate/chat/logits call starts a fresh sequence.
+-- @module lrun.model
+local lf = require("lrun.ffi")
+local errors = require("lrun.errors")
+local size = require("lrun.size")
+local ffi, C = lf.ffi, lf.C
+
+local M = {}
+
+local Model = {}
+Model.__index = Model
+M.Model = Model
+
+-- ---------------------------------------------------------------- options
+
+local load_opt_types = {
+  device = "string", gpu_budget = "number|string", threads = "number", progress = "boolean",
+  n_ctx = "number", cache_implementation = "string", rope_style = "string",
+  policy = "any", -- read by the offload layer; accepted here so scripts can pass it through
+}
+
+local function check_load_opts(opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error("lrun.load: opts must be a table, got " .. type(opts), 3) end
+  for k, v in pairs(opts) do
+    local want = load_opt_types[k]
+    if not want then error("lrun.load: unknown option '" .. tostring(k) .. "'", 3) end
+    if want ~= "any" and not want:find(type(v), 1, true) then
+      error("lrun.load: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 3)
+    end
+  end
+  if opts.cache_implementation and opts.cache_implementation ~= "dynamic"
+      and opts.cache_implementation ~= "static" then
+    error("lrun.load: cache_implementation must be \"dynamic\" or \"static\", got \""
+      .. opts.cache_implementation .. "\"", 3)
+  end
+  if opts.rope_style and opts.rope_style ~= "adjacent" and opts.rope_style ~= "half" then
+    error("lrun.load: rope_style must be \"adjacent\" or \"half\", got \"" .. opts.rope_style .. "\"", 3)
+  end
+  for _, k in ipairs({ "threads", "n_ctx" }) do
+    local v = opts[k]
+    if v ~= nil and (v < 0 or v % 1 ~= 0) then
+      error("lrun.load: option '" .. k .. "' must be a whole number >= 0, got " .. v, 3)
+    end
+  end
+  return opts
+end
+
+-- ---------------------------------------------------------------- loading
+
+--- Loads a model (see lrun.load).
+-- @tparam string path
+-- @tparam[opt] table opts
+-- @treturn[1] Model
+-- @treturn[2] nil
+-- @treturn[2] table error
+function M.load(path, opts)
+  if type(path) ~= "string" then error("lrun.load: path must be a string, got " .. type(path), 2) end
+  opts = check_load_opts(opts)
+  local config = require("lrun.config")
+
+  local budget = opts.gpu_budget
+  if budget == nil then budget = config.gpu_budget end
+  local budget_bytes = 0
+  if budget ~= nil then
+    local n, err = size.parse(budget)
+    if not n then error("lrun.load: option 'gpu_budget': " .. err, 2) end
+    budget_bytes = n
+  end
+  local threads = opts.threads or config.threads or 0
+  local progress = opts.progress
+  if progress == nil then progress = require("lrun.sys").isatty(2) end
+
+  local lo = ffi.new("lrun_load_opts")
+  local device = opts.device or config.device
+  lo.device = device -- the string is kept alive by `device` until the call returns
+  lo.device_budget = budget_bytes
+  lo.n_threads = threads
+  lo.progress = progress and 1 or 0
+  lo.rope_style = opts.rope_style == "adjacent" and C.LRUN_ROPE_STYLE_ADJACENT
+    or opts.rope_style == "half" and C.LRUN_ROPE_STYLE_HALF or -1
+
+  local out = ffi.new("lrun_model *[1]")
+  local status = C.lrun_model_load(out, path, lo)
+  if status ~= C.LRUN_OK then return nil, errors.from_status(status) end
+
+  -- The engine is freed before its model, whichever the collector finds
+  -- first: both are released by the model handle's finalizer. `owned`
+  -- must not reference the handle, or the finalizer would keep it alive.
+  local owned = {}
+  local handle = ffi.gc(out[0], function(p)
+    if owned.engine ~= nil then C.lrun_engine_free(owned.engine); owned.engine = nil end
+    C.lrun_model_free(p)
+  end)
+
+  local self = setmetatable({
+    handle = handle,
+    owned = owned,
+    path = path,
+    threads = threads,
+    n_ctx = opts.n_ctx or 0,
+    cache_kind = opts.cache_implementation == "static" and C.LRUN_CACHE_KIND_STATIC
+      or C.LRUN_CACHE_KIND_DYNAMIC,
+  }, Model)
+  self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
+  local info = C.lrun_model_get_info(handle)
+  self.n_vocab = tonumber(info.n_vocab)
+  return self
+end
+
+-- ---------------------------------------------------------------- lifetime
+
+local function live(self, fn)
+  if self.handle == nil then error("model:" .. fn .. ": the model was freed", 3) end
+  return self.handle
+end
+
+--- Frees the engine and the model now (device memory does not wait for
+-- the garbage collector). Safe to call twice.
+function Model:free()
+  local h = self.handle
+  if h == nil then return end
+  self.handle = nil
+  ffi.gc(h, nil)
+  if self.owned.engine ~= nil then
+    C.lrun_engine_free(self.owned.engine)
+    self.owned.engine = nil
+  end
+  C.lrun_model_free(h)
+end
+Model.close = Model.free
+
+--- The engine, made on first use.
+-- @treturn[1] cdata lrun_engine *
+-- @treturn[2] nil
+-- @treturn[2] table error
+function Model:engine()
+  local h = live(self, "engine")
+  if self.owned.engine ~= nil then return self.owned.engine end
+  local eo = ffi.new("lrun_engine_opts")
+  eo.n_seq_max = 1
+  eo.n_ctx_max = self.n_ctx
+  eo.n_batch_max = 0
+  eo.cache_kind = self.cache_kind
+  eo.n_threads = self.threads
+  local out = ffi.new("lrun_engine *[1]")
+  local status = C.lrun_engine_init(out, h, eo)
+  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "making the engine") end
+  self.owned.engine = out[0]
+  return out[0]
+end
+
+-- ---------------------------------------------------------------- tokens
+
+--- Text to token ids.
+-- @tparam string text
+-- @tparam[opt] table opts add_special (default true), parse_special (default false)
+-- @treturn {int,...}
+function Model:tokenize(text, opts)
+  live(self, "tokenize")
+  return self.tokenizer:encode(text, opts)
+end
+
+--- Token ids to text.
+-- @tparam {int,...} ids
+-- @tparam[opt] table opts special (default true)
+-- @treturn string
+function Model:detokenize(ids, opts)
+  live(self, "detokenize")
+  return self.tokenizer:decode(ids, opts)
+end
+
+-- ---------------------------------------------------------------- running
+
+--- Generates a continuation (see lrun.generate for the options).
+-- @tparam string|{int,...} prompt text (tokenized with add_special) or ids
+-- @tparam[opt] table opts
+-- @treturn[1] string the new text
+-- @treturn[1] {int,...} the new ids
+-- @treturn[1] table stats {n_prompt=, n_generated=, prompt_seconds=, generate_seconds=, stop_reason=}
+-- @treturn[2] nil
+-- @treturn[2] table error
+function Model:generate(prompt, opts)
+  live(self, "generate")
+  return require("lrun.generate").generate(self, prompt, opts, 2)
+end
+
+--- Answers a conversation: applies the chat template with the generation
+-- prompt, then generates.
+-- @tparam {{role=string,content=string},...} messages
+-- @tparam[opt] table opts generate options, plus template (a name such as
+--   "chatml" or a function(messages, add_generation_prompt) → string)
+-- @treturn string
+-- @treturn {int,...}
+-- @treturn table stats
+function Model:chat(messages, opts)
+  live(self, "chat")
+  local gen_opts, template = {}, nil
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("model:chat: opts must be a table", 2) end
+    for k, v in pairs(opts) do
+      if k == "template" then template = v else gen_opts[k] = v end
+    end
+  end
+  local chat = require("lrun.chat")
+  local prompt, err = chat.apply(self, messages, { template = template, add_generation_prompt = true }, 2)
+  if not prompt then return nil, err end
+  local ids = self:tokenize(prompt, { add_special = not chat.starts_with_bos(self, prompt),
+    parse_special = true })
+  return require("lrun.generate").generate(self, ids, gen_opts, 2)
+end
+
+--- The logits of the last position of prompt, from a fresh sequence.
+-- @tparam string|{int,...} prompt
+-- @treturn[1] {number,...} n_vocab logits
+-- @treturn[2] nil
+-- @treturn[2] table error
+function Model:logits(prompt)
+  live(self, "logits")
+  local ids = prompt
+  if type(prompt) == "string" then ids = self:tokenize(prompt)
+  elseif type(prompt) ~= "table" then error("model:logits: prompt must be a string or a table of ids", 2) end
+  if #ids == 0 then error("model:logits: the prompt has no tokens", 2) end
+  local buf, err = require("lrun.generate").prefill(self, ids)
+  if not buf then return nil, err end
+  local out = {}
+  for i = 0, self.n_vocab - 1 do out[i + 1] = buf[i] end
+  return out
+end
+
+-- ---------------------------------------------------------------- describing
+
+--- Hyper-parameters and facts about the model.
+-- @treturn table
+function Model:info()
+  local h = live(self, "info")
+  local i = C.lrun_model_get_info(h)
+  local t = self.tokenizer
+  local dev = C.lrun_model_device(h)
+  return {
+    path = self.path,
+    arch = ffi.string(i.arch),
+    n_vocab = tonumber(i.n_vocab),
+    n_ctx_train = tonumber(i.n_ctx_train),
+    n_embd = tonumber(i.n_embd),
+    n_layer = tonumber(i.n_layer),
+    n_head = tonumber(i.n_head),
+    n_head_kv = tonumber(i.n_head_kv),
+    head_dim = tonumber(i.head_dim),
+    n_ff = tonumber(i.n_ff),
+    n_rot = tonumber(i.n_rot),
+    rope_freq_base = tonumber(i.rope_freq_base),
+    rms_eps = tonumber(i.rms_eps),
+    rope_style = i.rope_style == C.LRUN_ROPE_STYLE_HALF and "half" or "adjacent",
+    tied_embeddings = i.tied_embeddings ~= 0,
+    weight_bytes = tonumber(i.weight_bytes),
+    n_tensors = tonumber(C.lrun_model_tensor_count(h)),
+    device = dev ~= nil and ffi.string(C.lrun_device_name(dev)) or nil,
+    bos_token_id = t.bos_id >= 0 and t.bos_id or nil,
+    eos_token_id = t.eos_id >= 0 and t.eos_id or nil,
+    eog_token_ids = t:eog_ids(),
+    add_bos = t.adds_bos,
+    chat_template = self:metadata("tokenizer.chat_template"),
+  }
+end
+
+--- A GGUF metadata value (numbers, booleans, strings; arrays as tables), or nil.
+-- @tparam string key
+function Model:metadata(key)
+  local g = C.lrun_model_gguf(live(self, "metadata"))
+  if g == nil then return nil end
+  local kv = C.lrun_gguf_find_key(g, key)
+  if kv < 0 then return nil end
+  local ty = C.lrun_gguf_kv_type(g, kv)
+  local s, n = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+  if ty == C.LRUN_GGUF_TYPE_STRING then
+    if C.lrun_gguf_get_str(g, kv, s, n) ~= C.LRUN_OK then return nil end
+    return ffi.string(s[0], n[0])
+  elseif ty == C.LRUN_GGUF_TYPE_BOOL then
+    local b = ffi.new("int[1]")
+    if C.lrun_gguf_get_bool(g, kv, b) ~= C.LRUN_OK then return nil end
+    return b[0] ~= 0
+  elseif ty == C.LRUN_GGUF_TYPE_F32 or ty == C.LRUN_GGUF_TYPE_F64 then
+    local d = ffi.new("double[1]")
+    if C.lrun_gguf_get_f64(g, kv, d) ~= C.LRUN_OK then return nil end
+    return d[0]
+  elseif ty == C.LRUN_GGUF_TYPE_ARRAY then
+    local et, cnt = ffi.new("lrun_gguf_type[1]"), ffi.new("int64_t[1]")
+    if C.lrun_gguf_get_arr(g, kv, et, cnt) ~= C.LRUN_OK then return nil end
+    return { type = "array", count = tonumber(cnt[0]) } -- elements stay in the file
+  else
+    local v = ffi.new("int64_t[1]")
+    if C.lrun_gguf_get_i64(g, kv, v) ~= C.LRUN_OK then return nil end
+    return tonumber(v[0])
+  end
+end
+
+Model.__tostring = function(self)
+  if self.handle == nil then return "lrun.model<freed>" end
+  local i = C.lrun_model_get_info(self.handle)
+  local dev = C.lrun_model_device(self.handle)
+  return string.format("lrun.model<%s, %d layers, n_embd %d, vocab %d, %s on %s: %s>",
+    ffi.string(i.arch), tonumber(i.n_layer), tonumber(i.n_embd), tonumber(i.n_vocab),
+    size.format(tonumber(i.weight_bytes)), dev ~= nil and ffi.string(C.lrun_device_name(dev)) or "?",
+    self.path)
+end
+
+return M

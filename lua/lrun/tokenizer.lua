@@ -1,0 +1,148 @@
+--- lrun.tokenizer — text to token ids and back, over a model's lrun_tokenizer.
+-- The tokenizer belongs to its model; this wrapper keeps the model alive
+-- while it is reachable.
+-- @module lrun.tokenizer
+local lf = require("lrun.ffi")
+local errors = require("lrun.errors")
+local ffi, C = lf.ffi, lf.C
+
+local M = {}
+
+local Tokenizer = {}
+Tokenizer.__index = Tokenizer
+
+--- Wraps a tokenizer handle.
+-- @tparam cdata handle const lrun_tokenizer *
+-- @param owner whatever owns the handle (kept alive by the wrapper)
+-- @treturn lrun.tokenizer
+function M.wrap(handle, owner)
+  assert(handle ~= nil, "lrun.tokenizer.wrap: NULL handle")
+  local t = setmetatable({ handle = handle, owner = owner }, Tokenizer)
+  t.n_vocab = tonumber(C.lrun_tokenizer_vocab_size(handle))
+  t.bos_id = C.lrun_tokenizer_bos(handle)
+  t.eos_id = C.lrun_tokenizer_eos(handle)
+  t.adds_bos = C.lrun_tokenizer_add_bos(handle) ~= 0
+  return t
+end
+
+local function check_opts(opts, fn)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(fn .. ": opts must be a table", 3) end
+  for k, v in pairs(opts) do
+    if k ~= "add_special" and k ~= "parse_special" and k ~= "special" then
+      error(fn .. ": unknown option '" .. tostring(k) .. "'", 3)
+    end
+    if type(v) ~= "boolean" then error(fn .. ": option '" .. k .. "' must be a boolean", 3) end
+  end
+  return opts
+end
+
+--- Encodes text.
+-- @tparam string text
+-- @tparam[opt] table opts add_special (default true: BOS when the model asks
+--   for it, as HF does), parse_special (default false: "<|im_end|>" stays text)
+-- @treturn {int,...} token ids
+function Tokenizer:encode(text, opts)
+  if type(text) ~= "string" then error("tokenize: text must be a string, got " .. type(text), 2) end
+  opts = check_opts(opts, "tokenize")
+  local add_special = opts.add_special ~= false
+  local parse_special = opts.parse_special == true
+  -- Byte-level BPE never yields more tokens than bytes; + 2 for BOS/EOS.
+  local cap = #text + 2
+  local n_out = ffi.new("int64_t[1]")
+  for _ = 1, 2 do
+    local ids = ffi.new("int32_t[?]", cap)
+    local status = C.lrun_tokenizer_encode(self.handle, text, #text, add_special and 1 or 0,
+      parse_special and 1 or 0, ids, cap, n_out)
+    if status ~= C.LRUN_OK then error(tostring(errors.from_status(status, "tokenize")), 2) end
+    local n = tonumber(n_out[0])
+    if n <= cap then
+      local out = {}
+      for i = 0, n - 1 do out[i + 1] = ids[i] end
+      return out
+    end
+    cap = n
+  end
+  error("tokenize: the token count changed between two encodings of the same text", 2)
+end
+
+local piece_buf_cap = 256
+local piece_buf = ffi.new("char[?]", piece_buf_cap)
+local piece_len = ffi.new("size_t[1]")
+
+--- The bytes of one token (possibly part of a UTF-8 character).
+-- @tparam int id
+-- @tparam[opt=false] boolean special render control tokens as their text
+-- @treturn string
+function Tokenizer:piece(id, special)
+  local status = C.lrun_tokenizer_decode_token(self.handle, id, special and 1 or 0, piece_buf,
+    piece_buf_cap, piece_len)
+  if status ~= C.LRUN_OK then error(tostring(errors.from_status(status, "detokenize")), 2) end
+  local n = tonumber(piece_len[0])
+  if n > piece_buf_cap then
+    -- a longer piece than any seen so far: grow the shared buffer and retry
+    piece_buf_cap = n
+    piece_buf = ffi.new("char[?]", piece_buf_cap)
+    return self:piece(id, special)
+  end
+  return ffi.string(piece_buf, n)
+end
+
+--- Decodes ids to text.
+-- @tparam {int,...} ids
+-- @tparam[opt] table opts special (default true: control tokens appear as
+--   their text, like HF decode without skip_special_tokens)
+-- @treturn string
+function Tokenizer:decode(ids, opts)
+  if type(ids) ~= "table" then error("detokenize: ids must be a table of token ids", 2) end
+  opts = check_opts(opts, "detokenize")
+  local special = opts.special ~= false
+  local parts = {}
+  for i = 1, #ids do
+    local id = ids[i]
+    if type(id) ~= "number" or id < 0 or id >= self.n_vocab or id % 1 ~= 0 then
+      error("detokenize: ids[" .. i .. "] = " .. tostring(id) .. " is not a token id of this vocabulary", 2)
+    end
+    parts[i] = self:piece(id, special)
+  end
+  return table.concat(parts)
+end
+
+--- The vocabulary entry of an id as stored ("Ġthe"), or nil.
+function Tokenizer:token_text(id)
+  local p = C.lrun_tokenizer_token_text(self.handle, id)
+  if p == nil then return nil end
+  return ffi.string(p)
+end
+
+--- The id of an exact vocabulary entry, or nil.
+function Tokenizer:find(text)
+  local id = C.lrun_tokenizer_find(self.handle, text, #text)
+  if id < 0 then return nil end
+  return id
+end
+
+--- True for control tokens ("<|im_end|>", "<s>").
+function Tokenizer:is_control(id)
+  return C.lrun_tokenizer_token_type(self.handle, id) == C.LRUN_TOKEN_TYPE_CONTROL
+end
+
+--- The end-of-generation ids: EOS and the file's other EOG tokens.
+-- @treturn {int,...}
+function Tokenizer:eog_ids()
+  local seen, out = {}, {}
+  local function add(id)
+    if id >= 0 and not seen[id] then seen[id] = true; out[#out + 1] = id end
+  end
+  add(self.eos_id)
+  for i = 0, tonumber(C.lrun_tokenizer_eog_count(self.handle)) - 1 do
+    add(C.lrun_tokenizer_eog(self.handle, i))
+  end
+  return out
+end
+
+Tokenizer.__tostring = function(t)
+  return string.format("lrun.tokenizer<%d tokens, bos=%d, eos=%d>", t.n_vocab, t.bos_id, t.eos_id)
+end
+
+return M

@@ -1,0 +1,418 @@
+/* launcher.c — the `lrun` executable: LuaJIT with the lrun package on its path.
+ *
+ *   lrun [options] [script.lua [args…]]
+ *
+ * The C side only does what Lua cannot do for itself: find the checkout
+ * (from /proc/self/exe), set package.path, hand the options to Lua as
+ * package.loaded["lrun.config"], build `arg` exactly as luajit does, run
+ * chunks with a traceback, and let Ctrl-C interrupt a running chunk.
+ * Everything else (size parsing, the REPL) is Lua, so it can be tested
+ * and changed without recompiling.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <luajit.h>
+
+#define MAX_POLICIES 64
+#define MAX_CHUNKS 64
+
+/* ---------------------------------------------------------------- options */
+
+typedef struct options {
+    const char *policies[MAX_POLICIES]; /* --policy files, in order */
+    int n_policies;
+    const char *chunks[MAX_CHUNKS];     /* -e code, in order */
+    int n_chunks;
+    const char *device;                 /* --device, NULL = the library's default */
+    const char *gpu_budget;             /* --gpu-budget text, parsed by lrun.size */
+    long threads;                       /* -t; -1 = not given */
+    int interactive;                    /* -i */
+    int version;                        /* -v */
+    int help;                           /* -h */
+    int script;                         /* argv index of the script, or argc when none */
+} options;
+
+static const char *progname = "lrun";
+
+static void print_usage(FILE *f) {
+    fprintf(f,
+            "usage: %s [options] [script.lua [args...]]\n"
+            "  --policy FILE      load a placement policy (repeatable)\n"
+            "  --device SPEC      compute device: cpu, cuda, cuda:N\n"
+            "  --gpu-budget SIZE  cap on device memory: 512M, 4G, 4GiB, 1.5G\n"
+            "  -t, --threads N    CPU threads (0 = all cores)\n"
+            "  -e CODE            run CODE (repeatable, in order)\n"
+            "  -i                 enter the REPL after the script\n"
+            "  -v, --version      print the version and exit\n"
+            "  -h, --help         print this help and exit\n"
+            "  --                 stop handling options\n"
+            "  -                  read the script from stdin\n"
+            "With no script and no -e, lrun starts the REPL.\n",
+            progname);
+}
+
+static int usage_error(const char *fmt, const char *what) {
+    fprintf(stderr, "%s: ", progname);
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, "\n(try '%s --help')\n", progname);
+    return -1;
+}
+
+/* Splits "--name=value" forms and fetches the value of an option that takes
+ * one, from the same word or the next. Returns NULL (after a message) when
+ * it is missing. */
+static const char *option_value(int argc, char **argv, int *i, const char *inline_value) {
+    if (inline_value) return inline_value;
+    if (*i + 1 >= argc) {
+        usage_error("option '%s' needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+/* Returns 0, or -1 after printing what was wrong. */
+static int parse_options(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->threads = -1;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || strcmp(a, "-") == 0) break; /* the script */
+        if (strcmp(a, "--") == 0) { i++; break; }
+
+        /* "--opt=value": compare the name part only. */
+        char name[64];
+        const char *inline_value = NULL;
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
+        if (name_len >= sizeof name) return usage_error("unknown option '%s'", a);
+        memcpy(name, a, name_len);
+        name[name_len] = '\0';
+        if (eq) inline_value = eq + 1;
+
+        const char *v;
+        if (strcmp(name, "--policy") == 0) {
+            if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
+            if (o->n_policies == MAX_POLICIES) return usage_error("too many --policy files (%s)", v);
+            struct stat st;
+            if (stat(v, &st) != 0) {
+                fprintf(stderr, "%s: --policy %s: %s\n", progname, v, strerror(errno));
+                return -1;
+            }
+            if (!S_ISREG(st.st_mode) || access(v, R_OK) != 0) {
+                fprintf(stderr, "%s: --policy %s: not a readable file\n", progname, v);
+                return -1;
+            }
+            o->policies[o->n_policies++] = v;
+        } else if (strcmp(name, "--device") == 0) {
+            if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
+            o->device = v;
+        } else if (strcmp(name, "--gpu-budget") == 0) {
+            if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
+            o->gpu_budget = v;
+        } else if (strcmp(name, "-t") == 0 || strcmp(name, "--threads") == 0) {
+            if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
+            char *end;
+            errno = 0;
+            long n = strtol(v, &end, 10);
+            if (errno || end == v || *end || n < 0 || n > 4096) {
+                fprintf(stderr, "%s: %s: expected a thread count from 0 to 4096, got '%s'\n", progname, name, v);
+                return -1;
+            }
+            o->threads = n;
+        } else if (strcmp(name, "-e") == 0) {
+            if (!(v = option_value(argc, argv, &i, NULL))) return -1;
+            if (o->n_chunks == MAX_CHUNKS) return usage_error("too many -e chunks (%s)", v);
+            o->chunks[o->n_chunks++] = v;
+        } else if (strcmp(a, "-i") == 0) {
+            o->interactive = 1;
+        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+            o->version = 1;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            o->help = 1;
+        } else {
+            return usage_error("unknown option '%s'", a);
+        }
+    }
+    o->script = i;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- paths */
+
+/* The checkout's root: the launcher lives in <root>/build/lrun. LRUN_ROOT
+ * overrides it (an installed copy, or a launcher copied elsewhere). */
+static int find_root(char *root, size_t cap) {
+    const char *env = getenv("LRUN_ROOT");
+    if (env && *env) {
+        if (strlen(env) >= cap) return -1;
+        strcpy(root, env);
+        return 0;
+    }
+    ssize_t n = readlink("/proc/self/exe", root, cap - 1);
+    if (n <= 0 || (size_t)n >= cap - 1) return -1;
+    root[n] = '\0';
+    for (int up = 0; up < 2; up++) { /* drop "/lrun", then "/build" */
+        char *slash = strrchr(root, '/');
+        if (!slash) return -1;
+        *slash = '\0';
+    }
+    if (root[0] == '\0') strcpy(root, "/");
+    return 0;
+}
+
+/* package.path = our directories first, then whatever LuaJIT chose
+ * (LUA_PATH or its default), so busted and other rocks still load. */
+static void set_package_path(lua_State *L, const char *root) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    const char *old = lua_tostring(L, -1);
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/build/lua/?.lua;%s", root, root, root,
+                    old ? old : "");
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+/* ---------------------------------------------------------------- interrupts */
+
+/* As luajit does: SIGINT while a chunk runs sets a hook that raises an
+ * error at the next Lua instruction, so a long generation can be stopped
+ * from the REPL without losing the session. */
+static lua_State *running_state;
+
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted!");
+}
+
+static void on_sigint(int sig) {
+    signal(sig, SIG_DFL); /* a second Ctrl-C kills, in case Lua never looks */
+    if (running_state) lua_sethook(running_state, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+/* Error handler: a traceback, with table errors shown through tostring. */
+static int traceback(lua_State *L) {
+    if (!lua_isstring(L, 1)) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1)) {
+            lua_replace(L, 1);
+        } else {
+            lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+            lua_replace(L, 1);
+        }
+    }
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+/* Calls the function below nargs arguments with the traceback handler and
+ * Ctrl-C armed; leaves the results (or the message) on the stack. */
+static int docall(lua_State *L, int nargs, int nresults) {
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    lua_State *outer = running_state;
+    running_state = L;
+    void (*old)(int) = signal(SIGINT, on_sigint);
+    int status = lua_pcall(L, nargs, nresults, base);
+    signal(SIGINT, old);
+    running_state = outer;
+    lua_remove(L, base);
+    return status;
+}
+
+/* lrun.launcher.pcall(f, ...) → true, results… | false, traceback:
+ * the REPL runs user chunks through this so Ctrl-C interrupts them. */
+static int l_pcall(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int status = docall(L, lua_gettop(L) - 1, LUA_MULTRET);
+    lua_pushboolean(L, status == 0);
+    lua_insert(L, 1);
+    return lua_gettop(L);
+}
+
+static int report(lua_State *L, int status) {
+    if (status && !lua_isnil(L, -1)) {
+        const char *msg = lua_tostring(L, -1);
+        fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(error object is not a string)");
+        fflush(stderr);
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+/* package.loaded["lrun.config"] = {root=, lib=, policies={…}, device=,
+ * gpu_budget=, threads=, interactive=}. gpu_budget is parsed by
+ * lrun.size so there is one parser for the launcher and lrun.load. */
+static int push_config(lua_State *L, const options *o, const char *root) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_newtable(L);
+
+    lua_pushstring(L, root);
+    lua_setfield(L, -2, "root");
+    const char *lib = getenv("LRUN_LIB");
+    if (lib && *lib) lua_pushstring(L, lib);
+    else lua_pushfstring(L, "%s/build/liblrun.so", root);
+    lua_setfield(L, -2, "lib");
+
+    lua_newtable(L);
+    for (int i = 0; i < o->n_policies; i++) {
+        lua_pushstring(L, o->policies[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "policies");
+
+    if (o->device) {
+        lua_pushstring(L, o->device);
+        lua_setfield(L, -2, "device");
+    }
+    if (o->threads >= 0) {
+        lua_pushinteger(L, o->threads);
+        lua_setfield(L, -2, "threads");
+    }
+    lua_pushboolean(L, o->interactive);
+    lua_setfield(L, -2, "interactive");
+
+    if (o->gpu_budget) {
+        /* local n, err = require("lrun.size").parse(text) */
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "lrun.size");
+        if (docall(L, 1, 1)) return report(L, 1);
+        lua_getfield(L, -1, "parse");
+        lua_pushstring(L, o->gpu_budget);
+        if (docall(L, 1, 2)) return report(L, 1);
+        if (lua_isnil(L, -2)) {
+            fprintf(stderr, "%s: --gpu-budget %s: %s\n", progname, o->gpu_budget, lua_tostring(L, -1));
+            return 1;
+        }
+        lua_pop(L, 1);
+        lua_setfield(L, -3, "gpu_budget");
+        lua_pop(L, 1); /* the lrun.size module */
+    }
+
+    lua_setfield(L, -2, "lrun.config");
+
+    /* The launcher's own helpers for Lua code (the REPL). */
+    lua_newtable(L);
+    lua_pushcfunction(L, l_pcall);
+    lua_setfield(L, -2, "pcall");
+    lua_setfield(L, -2, "lrun.launcher");
+    lua_pop(L, 2);
+    return 0;
+}
+
+/* arg as luajit builds it: the script at index 0, its arguments after it,
+ * the interpreter and its options at negative indices. */
+static void push_arg_table(lua_State *L, int argc, char **argv, int script) {
+    lua_createtable(L, argc - script, script);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int run_repl(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lrun.repl");
+    if (docall(L, 1, 1)) return report(L, 1);
+    lua_getfield(L, -1, "run");
+    lua_remove(L, -2);
+    return report(L, docall(L, 0, 0));
+}
+
+static int print_version(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lrun.version");
+    if (docall(L, 1, 1)) return report(L, 1);
+    printf("lrun %s (%s)\n", lua_tostring(L, -1), LUAJIT_VERSION);
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+int main(int argc, char **argv) {
+    if (argv[0] && argv[0][0]) {
+        const char *slash = strrchr(argv[0], '/');
+        progname = slash ? slash + 1 : argv[0];
+    }
+    options o;
+    if (parse_options(argc, argv, &o) != 0) return 1;
+    if (o.help) {
+        print_usage(stdout);
+        return 0;
+    }
+
+    char root[PATH_MAX];
+    if (find_root(root, sizeof root) != 0) {
+        fprintf(stderr, "%s: cannot find the lrun directory from /proc/self/exe; set LRUN_ROOT\n", progname);
+        return 1;
+    }
+
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "%s: cannot create the Lua state: out of memory\n", progname);
+        return 1;
+    }
+    lua_gc(L, LUA_GCSTOP, 0);
+    luaL_openlibs(L);
+    lua_gc(L, LUA_GCRESTART, -1);
+    set_package_path(L, root);
+
+    int status = 0;
+    if (o.version) {
+        status = print_version(L);
+        lua_close(L);
+        return status;
+    }
+    push_arg_table(L, argc, argv, o.script);
+    if (push_config(L, &o, root) != 0) {
+        lua_close(L);
+        return 1;
+    }
+
+    /* -e chunks, in order; then the script; then (maybe) the REPL. An error
+     * ends the run with status 1, except that -i still opens the REPL. */
+    for (int i = 0; i < o.n_chunks && status == 0; i++) {
+        status = luaL_loadbuffer(L, o.chunks[i], strlen(o.chunks[i]), "=(command line)");
+        if (status == 0) status = docall(L, 0, 0);
+        report(L, status);
+    }
+    int has_script = o.script < argc;
+    if (status == 0 && has_script) {
+        const char *path = argv[o.script];
+        status = luaL_loadfile(L, strcmp(path, "-") == 0 ? NULL : path);
+        if (status == 0) {
+            int n = argc - o.script - 1; /* the script gets its arguments as ... too */
+            luaL_checkstack(L, n, "too many arguments to the script");
+            for (int i = 0; i < n; i++) lua_pushstring(L, argv[o.script + 1 + i]);
+            status = docall(L, n, 0);
+        }
+        report(L, status);
+    }
+    if (o.interactive || (!has_script && o.n_chunks == 0)) {
+        int repl_status = run_repl(L);
+        if (status == 0) status = repl_status; /* a script error still fails the run */
+    }
+    fflush(stdout);
+    lua_close(L);
+    return status ? 1 : 0;
+}
