@@ -1,0 +1,91 @@
+/* cpu_ops.h — the element-wise and attention ops of the CPU forward pass.
+ *
+ * All compute is f32. The KV cache holds f16 (like llama.cpp's default), so
+ * the attention reads f16 keys and values and the cache writer converts.
+ * Each op states its math; shapes are (rows, cols) with cols contiguous. */
+#ifndef LRUN_CPU_OPS_H
+#define LRUN_CPU_OPS_H
+
+#include "lrun.h"
+#include "tensor.h"
+#include "threadpool.h"
+
+/* ---------------------------------------------------------------- f16 rows */
+
+/* dst (n) = src (n) rounded to IEEE half (round to nearest even). */
+void lrun_cpu_f16_from_f32(uint16_t *dst, const float *src, int64_t n);
+/* dst (n) = src (n) widened to f32. */
+void lrun_cpu_f32_from_f16(float *dst, const uint16_t *src, int64_t n);
+
+/* ---------------------------------------------------------------- norms and activations */
+
+/* y (n) = x / sqrt(mean(x²) + eps) * w; y may alias x. */
+void lrun_cpu_rms_norm(float *y, const float *x, const float *w, int64_t n, float eps);
+/* g (n) = silu(g) * u, silu(a) = a / (1 + e^-a). */
+void lrun_cpu_swiglu(float *g, const float *u, int64_t n);
+/* x (n) = e^(x - max) / sum e^(x - max), in place. */
+void lrun_cpu_softmax(float *x, int64_t n);
+/* y (n) += x (n). */
+void lrun_cpu_add(float *y, const float *x, int64_t n);
+
+/* ---------------------------------------------------------------- embedding */
+
+/* dst (ne[0]) = row `row` of a 2-D tensor of any supported dtype, dequantized.
+ * LRUN_E_ARG when row is out of range or the tensor has no host bytes. */
+lrun_status lrun_cpu_embedding_row(const struct lrun_tensor *table, int64_t row, float *dst);
+
+/* ---------------------------------------------------------------- RoPE */
+
+/* Rotary position embedding of the first n_rot dims of each head.
+ * theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factor[i], i < n_rot/2,
+ * computed in double like ggml. ADJACENT rotates the pairs (2i, 2i+1) (GGUF
+ * llama); HALF rotates (i, i + n_rot/2) (HF Llama, NeoX). */
+typedef struct lrun_rope {
+    int64_t n_rot;               /* rotated dims per head, even */
+    lrun_rope_style style;
+    double freq_base;
+    double freq_scale;           /* 1, or 1/factor of linear scaling */
+    const float *freq_factors;   /* (n_rot/2) divisors of theta, or NULL */
+} lrun_rope;
+
+/* cs (n_rot/2, 2) = (cos theta_i, sin theta_i) at position pos. */
+void lrun_cpu_rope_cos_sin(const lrun_rope *rope, int64_t pos, float *cs);
+/* x (n_head, head_dim) rotated in place with the table of lrun_cpu_rope_cos_sin. */
+void lrun_cpu_rope_apply(const lrun_rope *rope, const float *cs, float *x, int64_t n_head, int64_t head_dim);
+
+/* ---------------------------------------------------------------- attention */
+
+/* One query head against n_pos cached positions (causal by construction: the
+ * caller passes only the positions the query may see):
+ *   out (head_dim) = softmax(scale * K q) · V
+ * k, v point at this KV head's first position; row t is at k + t*kv_stride
+ * (f16 elements). scores holds n_pos floats of scratch. */
+void lrun_cpu_attention_head(float *out, const float *q, const uint16_t *k, const uint16_t *v,
+                             int64_t kv_stride, int64_t n_pos, int64_t head_dim, float scale,
+                             float *scores);
+
+/* A batch of query tokens, each against its own sequence's cache. */
+typedef struct lrun_attention_batch {
+    int64_t n_tok, n_head, n_head_kv, head_dim;
+    float scale;
+    const float *q;            /* (n_tok, n_head, head_dim) */
+    float *out;                /* (n_tok, n_head, head_dim) */
+    const uint16_t *const *k;  /* (n_tok) → that token's cache (cap, n_head_kv, head_dim) */
+    const uint16_t *const *v;  /* (n_tok) → likewise */
+    const int64_t *n_pos;      /* (n_tok) positions the token sees (its own included) */
+    float *scores;             /* (n_threads, scores_stride) scratch */
+    int64_t scores_stride;     /* >= max n_pos */
+} lrun_attention_batch;
+
+/* Runs every (token, head) of the batch, spread over the pool's threads.
+ * GQA: query head h reads KV head h / (n_head / n_head_kv). */
+void lrun_cpu_attention(lrun_threadpool *pool, const lrun_attention_batch *batch);
+
+/* ---------------------------------------------------------------- parallel rows */
+
+/* Calls fn(ctx, first, last) over [0, n) split into contiguous ranges, one per
+ * thread; runs inline when n < min_parallel (dispatch would cost more). */
+typedef void (*lrun_range_fn)(void *ctx, int64_t first, int64_t last);
+void lrun_cpu_parallel_for(lrun_threadpool *pool, int64_t n, int64_t min_parallel, lrun_range_fn fn, void *ctx);
+
+#endif
