@@ -9,7 +9,8 @@ struct lrun_device {
     lrun_device_kind kind;
     char name[16];         /* "cpu", "cuda:0" */
     int cuda_ordinal;      /* -1 on cpu */
-    size_t capacity;       /* bytes lrun may hold on the device */
+    size_t capacity;       /* bytes lrun may hold on the device (SIZE_MAX: no cap) */
+    size_t budget;         /* the cap the user asked for, bytes; 0 = none */
     size_t used;           /* bytes held now */
     size_t peak;           /* high-water mark of used */
     void *backend;         /* cuda_backend state (pool, default stream); NULL on cpu */
@@ -31,5 +32,8 @@ void lrun_host_release(lrun_tier tier, void *ptr);
 /* Copies between any two tiers' memory (device may be NULL for host-only copies). */
 lrun_status lrun_copy_bytes(lrun_device *device, void *dst, lrun_tier dst_tier, const void *src,
                             lrun_tier src_tier, size_t bytes);
+
+/* "512 B", "3.1 MiB", "4.0 GiB" into buf (cap >= 16); returns buf. */
+const char *lrun_format_bytes(size_t bytes, char *buf, size_t cap);
 
 #endif

@@ -95,6 +95,9 @@ const char *lrun_device_name(const lrun_device *device);   /* "cpu", "cuda:0" */
 size_t lrun_device_capacity(const lrun_device *device);   /* bytes lrun may use */
 size_t lrun_device_used(const lrun_device *device);       /* bytes lrun holds now */
 size_t lrun_device_peak(const lrun_device *device);       /* high-water mark, bytes */
+/* Physical memory of the device (RAM on cpu, GPU memory on cuda), bytes, for
+ * display: an unbudgeted cpu's capacity is SIZE_MAX. */
+size_t lrun_device_total_memory(const lrun_device *device);
 /* Number of CUDA devices visible (0 in a CPU-only build or without a GPU). */
 int lrun_cuda_device_count(void);
 /* 1 when this library was built with CUDA. */
@@ -276,6 +279,35 @@ lrun_status lrun_gguf_writer_finish(lrun_gguf_writer *writer);
  * always gives the same bytes, so writers can split a tensor over threads.
  * first and n must be whole blocks. */
 lrun_status lrun_random_fill(lrun_dtype dtype, void *dst, int64_t first, int64_t n, float scale, uint64_t seed);
+
+/* ---------------------------------------------------------------- model generator */
+
+/* The shape of a random-weight llama model (docs/gguf.md). Plain data: fill
+ * every field. */
+typedef struct lrun_model_gen_spec {
+    int64_t n_layer;
+    int64_t n_embd;             /* width; a multiple of n_head */
+    int64_t n_head;
+    int64_t n_head_kv;          /* divides n_head */
+    int64_t n_ff;               /* feed-forward width */
+    int64_t n_vocab;            /* >= 259: 256 byte tokens and 3 specials come first */
+    int64_t n_ctx;              /* llama.context_length, positions */
+    lrun_dtype weight_dtype;    /* attention and feed-forward matrices */
+    lrun_dtype embd_dtype;      /* token_embd, and output when not tied */
+    int tied_embeddings;        /* 1: no output.weight */
+    double rope_freq_base;      /* e.g. 10000 */
+    double rms_eps;             /* e.g. 1e-5 */
+    uint64_t seed;              /* same seed, same weights (in every dtype, up to rounding) */
+    int n_threads;              /* fill threads; 0 = all cores */
+    int progress;               /* 1: progress bar on stderr when it is a terminal */
+} lrun_model_gen_spec;
+
+/* Writes a complete llama-architecture GGUF at path: standard metadata, a
+ * byte-level BPE ("gpt2") vocabulary, f32 norms near 1 and weights
+ * U(-1/sqrt(fan_in), 1/sqrt(fan_in)). LRUN_E_ARG names the field of a bad
+ * spec (or the tensor whose row is not whole blocks of its dtype); on any
+ * failure no file is left behind. */
+lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec);
 
 /* ---------------------------------------------------------------- tokenizer */
 

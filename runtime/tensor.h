@@ -22,4 +22,13 @@ struct lrun_tensor {
 /* Fills a tensor record's shape fields; checks dims and the byte size for overflow. */
 lrun_status lrun_tensor_set_shape(lrun_tensor *t, const char *name, lrun_dtype dtype, int ndim, const int64_t *dims);
 
+/* Role and block index from a GGUF tensor name ("blk.3.attn_q.weight" →
+ * ATTN_Q, 3; "token_embd.weight" → EMBEDDING, -1; any ".bias" → BIAS). */
+void lrun_tensor_classify(const char *name, lrun_role *role, int *layer);
+
+/* Releases the storage the tensor owns in its tier (DEVICE budget given
+ * back, host memory freed), for owners of tensor arrays (the model). After
+ * it a file tensor is back in MMAP (data = file_data); any other has data NULL. */
+void lrun_tensor_release_data(lrun_tensor *t);
+
 #endif
