@@ -1,0 +1,139 @@
+--- lrun.pretty — readable text for any Lua value: nested tables (with
+-- cycles marked), strings quoted, cdata handles and lrun objects through
+-- their __tostring.
+--
+--     pretty.format({1, 2, name = "x", nested = {a = true}})
+--     --> { 1, 2, name = "x", nested = { a = true } }
+-- @module lrun.pretty
+local M = {}
+
+local ffi_ok, ffi = pcall(require, "ffi")
+
+local keywords = {}
+for w in ([[and break do else elseif end false for function goto if in local nil not or
+  repeat return then true until while]]):gmatch("%a+") do keywords[w] = true end
+
+local function quote(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    local named = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ['"'] = '\\"', ["\\"] = "\\\\" }
+    return named[c] or string.format("\\%03d", c:byte())
+  end) .. '"'
+end
+
+local function key_text(k)
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") and not keywords[k] then return k end
+  if type(k) == "string" then return "[" .. quote(k) .. "]" end
+  return "[" .. tostring(k) .. "]"
+end
+
+-- Order: the array part, then other keys sorted by type, then text.
+local function sorted_keys(t, n_array)
+  local keys = {}
+  for k in pairs(t) do
+    if not (type(k) == "number" and k >= 1 and k <= n_array and k % 1 == 0) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return ta < tb end
+    if ta == "number" or ta == "string" then return a < b end
+    return tostring(a) < tostring(b)
+  end)
+  return keys
+end
+
+-- An lrun_tensor handle: name, dtype, shape and tier, through the C API.
+local function tensor_text(v)
+  local lf = package.loaded["lrun.ffi"]
+  if not lf or v == nil then return nil end
+  local C = lf.C
+  local dims = {}
+  for axis = 0, C.lrun_tensor_ndim(v) - 1 do dims[#dims + 1] = tostring(tonumber(C.lrun_tensor_dim(v, axis))) end
+  return string.format("lrun_tensor<%s %s [%s] %s>", ffi.string(C.lrun_tensor_name(v)),
+    ffi.string(C.lrun_dtype_name(C.lrun_tensor_dtype(v))), table.concat(dims, ", "),
+    ffi.string(C.lrun_tier_name(C.lrun_tensor_tier(v))))
+end
+
+local function scalar(v)
+  local tv = type(v)
+  if tv == "string" then return quote(v) end
+  if tv == "number" then
+    if v % 1 == 0 and v > -1e15 and v < 1e15 then return string.format("%d", v) end
+    return string.format("%.14g", v)
+  end
+  if tv == "cdata" and ffi_ok then
+    local mt_ok, s = pcall(tostring, v)
+    local ct = tostring(ffi.typeof(v)):match("^ctype<(.*)>$") or "cdata"
+    if mt_ok and s and not s:match("^cdata<") then return s end
+    if ct:match("lrun_tensor %*") then
+      local ok, text = pcall(tensor_text, v)
+      if ok and text then return text end
+    end
+    if ct:match("%*") and v == nil then return "<" .. ct .. " NULL>" end
+    return mt_ok and s or ("<" .. ct .. ">")
+  end
+  if tv == "table" or tv == "userdata" then
+    local mt = getmetatable(v)
+    if type(mt) == "table" and mt.__tostring then return tostring(v) end
+  end
+  return tostring(v)
+end
+
+--- Formats a value.
+-- @param v any value
+-- @tparam[opt] table opts indent (default "  "), width (80: wider tables
+--   break over lines), depth (10), max_items (100 per table)
+-- @treturn string
+function M.format(v, opts)
+  opts = opts or {}
+  local indent = opts.indent or "  "
+  local width = opts.width or 80
+  local max_depth = opts.depth or 10
+  local max_items = opts.max_items or 100
+  local open = {} -- tables on the path from the root: a cycle points back at one
+
+  local function fmt(x, level)
+    if type(x) ~= "table" then return scalar(x) end
+    local mt = getmetatable(x)
+    if type(mt) == "table" and mt.__tostring then return tostring(x) end
+    if open[x] then return "<cycle: " .. tostring(x) .. ">" end
+    if level > max_depth then return "{ … }" end
+    open[x] = true
+    local n_array = 0
+    while rawget(x, n_array + 1) ~= nil do n_array = n_array + 1 end
+    local items, count = {}, 0
+    for i = 1, n_array do
+      count = count + 1
+      if count > max_items then break end
+      items[#items + 1] = fmt(rawget(x, i), level + 1)
+    end
+    for _, k in ipairs(sorted_keys(x, n_array)) do
+      count = count + 1
+      if count > max_items then break end
+      items[#items + 1] = key_text(k) .. " = " .. fmt(rawget(x, k), level + 1)
+    end
+    if count > max_items then
+      local total = n_array
+      for _ in pairs(x) do total = total + 1 end
+      total = total - n_array -- pairs counted the array part too
+      items[#items + 1] = string.format("… %d more", total - max_items)
+    end
+    open[x] = nil
+    if #items == 0 then return "{}" end
+    local one_line = "{ " .. table.concat(items, ", ") .. " }"
+    if #one_line + #indent * level <= width and not one_line:find("\n", 1, true) then return one_line end
+    local pad = indent:rep(level + 1)
+    return "{\n" .. pad .. table.concat(items, ",\n" .. pad) .. "\n" .. indent:rep(level) .. "}"
+  end
+
+  return fmt(v, 0)
+end
+
+--- Prints values like print, but each through format.
+function M.print(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do parts[i] = M.format((select(i, ...))) end
+  io.write(table.concat(parts, "\t"), "\n")
+end
+
+return M

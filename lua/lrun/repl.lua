@@ -1,0 +1,211 @@
+--- lrun.repl — the interactive prompt.
+-- Reads with GNU readline (reached through ffi: the launcher links it in)
+-- when stdin is a terminal, with history in ~/.lrun_history ($LRUN_HISTORY
+-- overrides); plain io.read otherwise, without prompts, so piped input
+-- gives clean output. Each input is tried first as an expression
+-- ("return <line>"; a leading "=" also works), then as a statement; the
+-- results are printed with lrun.pretty. An incomplete chunk (the parser
+-- stops at '<eof>') continues on the next line; an error is printed and
+-- the session goes on; Ctrl-D (end of input) leaves.
+-- The global `lrun` is available without a require.
+-- @module lrun.repl
+local ffi = require("ffi")
+local pretty = require("lrun.pretty")
+local sys = require("lrun.sys")
+
+local M = {}
+
+M.prompt = "> "
+M.prompt2 = ">> "
+
+-- ---------------------------------------------------------------- input
+
+for _, decl in ipairs({
+  "char *readline(const char *prompt);",
+  "void add_history(const char *line);",
+  "int read_history(const char *filename);",
+  "int append_history(int nelements, const char *filename);",
+  "int history_truncate_file(const char *filename, int nlines);",
+  "void free(void *ptr);",
+}) do pcall(ffi.cdef, decl) end
+
+-- The readline functions: in the process when the launcher linked them,
+-- else from the shared library, else nil.
+local function readline_lib()
+  if pcall(function() return ffi.C.readline end) then return ffi.C end
+  for _, name in ipairs({ "readline", "libreadline.so.8", "libreadline.so.7" }) do
+    local ok, lib = pcall(ffi.load, name)
+    if ok and pcall(function() return lib.readline end) then return lib end
+  end
+  return nil
+end
+
+local function history_path()
+  local p = os.getenv("LRUN_HISTORY")
+  if p then return p ~= "" and p or nil end
+  local home = os.getenv("HOME")
+  return home and (home .. "/.lrun_history") or nil
+end
+
+--- Makes the line reader: function(prompt) → line or nil at end of input.
+-- @treturn function
+-- @treturn boolean whether input is interactive (a terminal)
+function M.reader()
+  local tty = sys.isatty(0)
+  local rl = tty and readline_lib()
+  if not rl then
+    return function(prompt)
+      if tty then io.write(prompt); io.flush() end
+      return io.read("*l")
+    end, tty
+  end
+  local path = history_path()
+  if path then
+    local f = io.open(path, "a") -- append_history needs the file to exist
+    if f then f:close(); rl.read_history(path) else path = nil end
+  end
+  return function(prompt)
+    local p = rl.readline(prompt)
+    if p == nil then return nil end
+    local line = ffi.string(p)
+    ffi.C.free(p)
+    if line:find("%S") then
+      rl.add_history(line)
+      if path then
+        rl.append_history(1, path)
+        rl.history_truncate_file(path, 1000)
+      end
+    end
+    return line
+  end, true
+end
+
+-- ---------------------------------------------------------------- evaluation
+
+local function is_incomplete(err)
+  return err ~= nil and err:sub(-7) == "'<eof>'"
+end
+
+--- Compiles REPL input: as an expression when it is one, else as statements.
+-- @tparam string src
+-- @treturn[1] function
+-- @treturn[2] nil
+-- @treturn[2] string the error
+-- @treturn[2] boolean true when more input could complete the chunk
+function M.compile(src, env)
+  if src:sub(1, 1) == "=" then src = "return " .. src:sub(2) end
+  -- Through an identity call, not `return <src>` directly: a tail call
+  -- would lose the line of an error raised by the expression itself.
+  local f = loadstring("return (function(...) return ... end)(" .. src .. "\n)", "=stdin")
+  if not f then
+    local err
+    f, err = loadstring(src, "=stdin")
+    if not f then
+      -- "return 1 +" and "x = {" both stop at <eof>: either form may be the one cut short
+      local _, err2 = loadstring("return " .. src, "=stdin")
+      return nil, err, is_incomplete(err) or is_incomplete(err2)
+    end
+  end
+  if env then setfenv(f, env) end
+  return f
+end
+
+-- The traceback up to the user's chunk; the REPL's own frames say nothing.
+local function trim_traceback(msg)
+  local out = {}
+  for line in (msg .. "\n"):gmatch("(.-)\n") do
+    if line:find("in function 'call'", 1, true) or line:find("in function 'xpcall'", 1, true)
+        or line:find("lrun/repl.lua", 1, true) then break end
+    out[#out + 1] = line
+  end
+  if out[#out] == "stack traceback:" then out[#out] = nil end
+  return table.concat(out, "\n")
+end
+
+local function handler(e)
+  if type(e) ~= "string" then
+    local mt = getmetatable(e)
+    e = (type(mt) == "table" and mt.__tostring) and tostring(e) or ("(error object is a " .. type(e) .. " value)")
+  end
+  return debug.traceback(e, 2)
+end
+
+-- Runs f like pcall, interruptible by Ctrl-C when the launcher is there.
+local function call(f)
+  local launcher = package.loaded["lrun.launcher"]
+  if launcher and launcher.pcall then return launcher.pcall(f) end
+  return xpcall(f, handler)
+end
+
+--- The globals of the session: _G, plus `lrun` loaded when first used.
+function M.env()
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = _G[k]
+      if v == nil and k == "lrun" then v = require("lrun") end
+      return v
+    end,
+    __newindex = _G,
+  })
+end
+
+--- Evaluates one complete input and prints its results (or its error).
+-- @treturn boolean true when it ran without error
+function M.eval(src, env, out, err_out)
+  out, err_out = out or io.stdout, err_out or io.stderr
+  local f, err = M.compile(src, env)
+  if not f then
+    out:flush()
+    err_out:write(err, "\n")
+    return false
+  end
+  local results = { call(f) }
+  local n = table.maxn(results)
+  if not results[1] then
+    out:flush()
+    err_out:write(trim_traceback(tostring(results[2])), "\n")
+    return false
+  end
+  if n > 1 then
+    local parts = {}
+    for i = 2, n do parts[#parts + 1] = pretty.format(results[i]) end
+    out:write(table.concat(parts, "\t"), "\n")
+  end
+  return true
+end
+
+--- Runs the read-eval-print loop until end of input.
+-- @tparam[opt] table opts read (a reader function, for tests)
+function M.run(opts)
+  opts = opts or {}
+  local read, tty = opts.read, opts.tty
+  if not read then read, tty = M.reader() end
+  local env = opts.env or M.env()
+  if tty then
+    io.write("lrun ", require("lrun.version"), " (", jit and jit.version or _VERSION,
+      ") - lrun.load(path) to begin, Ctrl-D to leave\n")
+  end
+  while true do
+    local src = read(M.prompt)
+    if src == nil then break end
+    local f, err, incomplete = M.compile(src, env)
+    while not f and incomplete do
+      local more = read(M.prompt2)
+      if more == nil then break end
+      src = src .. "\n" .. more
+      f, err, incomplete = M.compile(src, env)
+    end
+    if src:find("%S") then
+      if f then
+        M.eval(src, env)
+      else
+        io.stdout:flush()
+        io.stderr:write(err, "\n")
+      end
+    end
+    io.stdout:flush()
+  end
+  if tty then io.write("\n") end
+end
+
+return M
