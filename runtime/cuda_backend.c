@@ -153,9 +153,11 @@ static lrun_status arena_add(lrun_pool *pool, size_t bytes)
     a->bytes = bytes;
     b->size = bytes;
     a->first = b;
-    /* Newest first: the fresh arena is where the next requests fit. */
-    a->next = pool->arenas;
-    pool->arenas = a;
+    /* Oldest first, so first fit fills the holes of old arenas before the
+     * fresh one: fewer arenas stay pinned by a few small blocks. */
+    lrun_pool_arena **link = &pool->arenas;
+    while (*link) link = &(*link)->next;
+    *link = a;
     pool->reserved += bytes;
     pool->n_reserve_calls++;
     return LRUN_OK;

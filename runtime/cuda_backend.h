@@ -35,7 +35,7 @@ typedef struct lrun_pool {
     lrun_pool_reserve_fn reserve;
     lrun_pool_unreserve_fn unreserve;
     void *ctx;
-    lrun_pool_arena *arenas; /* singly linked, newest first */
+    lrun_pool_arena *arenas; /* singly linked, oldest first */
 } lrun_pool;
 
 void lrun_pool_init(lrun_pool *pool, size_t limit, size_t arena_bytes, size_t align,
