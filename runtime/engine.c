@@ -1,0 +1,460 @@
+/* engine.c — the CPU forward pass of a llama model over a batch of sequences.
+ *
+ * One step takes tokens of many sequences; they are processed in chunks of
+ * n_batch_max tokens, every matmul covering all tokens of the chunk at once
+ * (m = n_tok). Per layer:
+ *
+ *   xn = rms_norm(x) * attn_norm
+ *   q, k, v = xn Wqᵀ, xn Wkᵀ, xn Wvᵀ          (+ biases when the file has them)
+ *   rope(q, k) at each token's position; k, v appended to its sequence's cache
+ *   a = attention(q, cache of the token's sequence, positions <= its own)
+ *   x += a Woᵀ
+ *   xn = rms_norm(x) * ffn_norm
+ *   x += (silu(xn Wgᵀ) * (xn Wuᵀ)) Wdᵀ
+ *
+ * then output_norm and the LM head for the rows whose logits are wanted.
+ * All scratch is taken once, at init, on the model's device; a step only
+ * grows KV caches, and grows them all before computing anything, so a
+ * failing step leaves every sequence as it was. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checked.h"
+#include "cpu_matmul.h"
+#include "cpu_ops.h"
+#include "device.h"
+#include "error.h"
+#include "kv_cache.h"
+#include "model.h"
+
+#define DEFAULT_BATCH 512
+
+/* Norm weights and biases converted to f32 once, at init. */
+struct engine_layer {
+    const float *attn_norm, *ffn_norm; /* (n_embd) */
+    const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd); NULL when absent */
+};
+
+struct lrun_engine {
+    lrun_model *model;
+    lrun_device *device;
+    lrun_threadpool *pool;        /* the model's, or own_pool */
+    lrun_threadpool *own_pool;    /* when opts asked for another thread count */
+    int64_t n_seq_max, n_ctx_max, n_batch_max;
+    int64_t n_embd, q_dim, kv_dim, n_ff, n_vocab;
+    lrun_kv_cache kv;
+    lrun_rope rope;
+    struct engine_layer *layers;  /* (n_layer) */
+    const float *output_norm;     /* (n_embd) */
+
+    /* device scratch: one allocation, carved below; B = n_batch_max */
+    void *scratch;
+    size_t scratch_bytes;
+    float *x;        /* (B, n_embd) residual stream */
+    float *xn;       /* (B, n_embd) normed input of a sublayer */
+    float *q;        /* (B, q_dim) */
+    float *k, *v;    /* (B, kv_dim) */
+    float *attn;     /* (B, q_dim) attention output */
+    float *tmp;      /* (B, n_embd) sublayer output before the residual add */
+    float *gate;     /* (B, n_ff) */
+    float *up;       /* (B, n_ff) */
+    float *cs;       /* (B, n_rot) cos/sin pairs per token */
+    float *scores;   /* (n_threads, n_ctx_max) attention scratch */
+    float *vectors;  /* norms and biases in f32, pointed to by layers */
+    void *mm_work;   /* lrun_cpu_matmul work for B rows */
+
+    /* host bookkeeping, sized at init */
+    int64_t *tok_seq;          /* (B) sequence of each token of the chunk */
+    int64_t *tok_pos;          /* (B) position of each token */
+    int64_t *tok_npos;         /* (B) positions each token attends to: pos + 1 */
+    const uint16_t **tok_k;    /* (B) the token's sequence cache, keys of the current layer */
+    const uint16_t **tok_v;    /* (B) values */
+    int64_t *out_rows;         /* (B) chunk rows whose logits are wanted */
+    int64_t *seq_count;        /* (n_seq_max) tokens of each sequence in this step */
+    int64_t *seq_done;         /* (n_seq_max) of those, already placed */
+};
+
+// ---------------------------------------------------------------- init
+
+/* Carves n floats (64-byte aligned) off the scratch cursor, counting bytes. */
+static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
+{
+    size_t aligned;
+    if (!lrun_size_align_up(n_bytes, 64, &aligned) || !lrun_size_add(*total, aligned, total)) return 0;
+    if (*cursor) {
+        *out = *cursor;
+        *cursor += aligned;
+    }
+    return 1;
+}
+
+static size_t vector_floats(const lrun_model *m)
+{
+    size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        if (L->bq) n += (size_t)L->bq->ne[0];
+        if (L->bk) n += (size_t)L->bk->ne[0];
+        if (L->bv) n += (size_t)L->bv->ne[0];
+        if (L->bo) n += (size_t)L->bo->ne[0];
+    }
+    return n;
+}
+
+/* Lays out (or, with base NULL, only sizes) the scratch block. */
+static int layout_scratch(lrun_engine *e, void *base, size_t *total)
+{
+    const lrun_model *m = e->model;
+    const size_t B = (size_t)e->n_batch_max, f = sizeof(float);
+    const int nth = lrun_threadpool_size(e->pool);
+    char *c = base;
+    size_t work = lrun_cpu_matmul_work_bytes(m->output->dtype, e->n_batch_max, e->n_embd);
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        const struct lrun_tensor *ws[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            const size_t w = lrun_cpu_matmul_work_bytes(ws[i]->dtype, e->n_batch_max, ws[i]->ne[0]);
+            if (w > work) work = w;
+        }
+    }
+    *total = 0;
+    size_t sz;
+    return lrun_size_mul(B * f, (size_t)e->n_embd, &sz) && carve(&c, total, sz, (void **)&e->x) &&
+           carve(&c, total, sz, (void **)&e->xn) && carve(&c, total, sz, (void **)&e->tmp) &&
+           lrun_size_mul(B * f, (size_t)e->q_dim, &sz) && carve(&c, total, sz, (void **)&e->q) &&
+           carve(&c, total, sz, (void **)&e->attn) && lrun_size_mul(B * f, (size_t)e->kv_dim, &sz) &&
+           carve(&c, total, sz, (void **)&e->k) && carve(&c, total, sz, (void **)&e->v) &&
+           lrun_size_mul(B * f, (size_t)e->n_ff, &sz) && carve(&c, total, sz, (void **)&e->gate) &&
+           carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(B * f, (size_t)m->info.n_rot, &sz) &&
+           carve(&c, total, sz, (void **)&e->cs) && lrun_size_mul((size_t)nth * f, (size_t)e->n_ctx_max, &sz) &&
+           carve(&c, total, sz, (void **)&e->scores) && lrun_size_mul(vector_floats(m), f, &sz) &&
+           carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work > 0 ? work : 64, &e->mm_work);
+}
+
+/* Converts a vector tensor to f32 at *cursor; returns where it went. */
+static lrun_status load_vector(const struct lrun_tensor *t, float **cursor, const float **out)
+{
+    *out = NULL;
+    if (!t) return LRUN_OK;
+    const void *bytes = lrun_tensor_host_data(t);
+    if (!bytes) return lrun_fail(LRUN_E_UNSUPPORTED, "engine: '%s' has no host-addressable bytes", t->name);
+    lrun_status st = lrun_dtype_to_f32(t->dtype, bytes, *cursor, t->ne[0]);
+    if (st != LRUN_OK) return lrun_fail_context(st, "engine: converting '%s'", t->name);
+    *out = *cursor;
+    *cursor += t->ne[0];
+    return LRUN_OK;
+}
+
+static lrun_status load_vectors(lrun_engine *e)
+{
+    const lrun_model *m = e->model;
+    float *c = e->vectors;
+    lrun_status st = load_vector(m->output_norm, &c, &e->output_norm);
+    for (int64_t l = 0; st == LRUN_OK && l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        struct engine_layer *E = &e->layers[l];
+        if ((st = load_vector(L->attn_norm, &c, &E->attn_norm)) != LRUN_OK) break;
+        if ((st = load_vector(L->ffn_norm, &c, &E->ffn_norm)) != LRUN_OK) break;
+        if ((st = load_vector(L->bq, &c, &E->bq)) != LRUN_OK) break;
+        if ((st = load_vector(L->bk, &c, &E->bk)) != LRUN_OK) break;
+        if ((st = load_vector(L->bv, &c, &E->bv)) != LRUN_OK) break;
+        st = load_vector(L->bo, &c, &E->bo);
+    }
+    return st;
+}
+
+lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    static const lrun_engine_opts defaults = {1, 0, 0, LRUN_CACHE_KIND_DYNAMIC, 0};
+    *out = NULL;
+    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
+    if (!opts) opts = &defaults;
+    const lrun_model_info *in = &model->info;
+    if (lrun_device_kind_of(model->device) != LRUN_DEVICE_KIND_CPU)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "engine: the forward pass on %s is not implemented (use device \"cpu\")",
+                         lrun_device_name(model->device));
+    if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0 || opts->n_threads < 0)
+        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_ctx_max %lld, n_batch_max %lld and n_threads %d "
+                         "must not be negative", (long long)opts->n_seq_max, (long long)opts->n_ctx_max,
+                         (long long)opts->n_batch_max, opts->n_threads);
+    if (opts->n_seq_max > ((int64_t)1 << 20) || opts->n_batch_max > ((int64_t)1 << 20))
+        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld or n_batch_max %lld above 2^20",
+                         (long long)opts->n_seq_max, (long long)opts->n_batch_max);
+
+    lrun_engine *e = calloc(1, sizeof *e);
+    if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
+    e->model = model;
+    e->device = model->device;
+    e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
+    e->n_ctx_max = opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train;
+    e->n_batch_max = opts->n_batch_max ? opts->n_batch_max : DEFAULT_BATCH;
+    e->n_embd = in->n_embd;
+    e->q_dim = in->n_head * in->head_dim;
+    e->kv_dim = in->n_head_kv * in->head_dim;
+    e->n_ff = in->n_ff;
+    e->n_vocab = in->n_vocab;
+    e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale,
+                          model->rope_freqs ? (const float *)lrun_tensor_host_data(model->rope_freqs) : NULL};
+
+    lrun_status st = LRUN_OK;
+    e->pool = model->pool;
+    if (opts->n_threads > 0 && opts->n_threads != lrun_threadpool_size(model->pool)) {
+        st = lrun_threadpool_init(&e->own_pool, opts->n_threads);
+        e->pool = e->own_pool;
+    }
+    const size_t B = (size_t)e->n_batch_max;
+    if (st == LRUN_OK) {
+        e->layers = calloc((size_t)in->n_layer, sizeof *e->layers);
+        e->tok_seq = malloc(B * sizeof *e->tok_seq);
+        e->tok_pos = malloc(B * sizeof *e->tok_pos);
+        e->tok_npos = malloc(B * sizeof *e->tok_npos);
+        e->tok_k = malloc(B * sizeof *e->tok_k);
+        e->tok_v = malloc(B * sizeof *e->tok_v);
+        e->out_rows = malloc(B * sizeof *e->out_rows);
+        e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
+        e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
+        if (!e->layers || !e->tok_seq || !e->tok_pos || !e->tok_npos || !e->tok_k || !e->tok_v || !e->out_rows ||
+            !e->seq_count || !e->seq_done)
+            st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
+    }
+    if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
+        st = lrun_fail(LRUN_E_OOM, "engine: scratch for %zu tokens overflows size_t", B);
+    if (st == LRUN_OK) st = lrun_device_alloc(e->device, e->scratch_bytes, "engine scratch", &e->scratch);
+    if (st == LRUN_OK) {
+        layout_scratch(e, e->scratch, &e->scratch_bytes);
+        st = load_vectors(e);
+    }
+    if (st == LRUN_OK)
+        st = lrun_kv_cache_init(&e->kv, e->device, opts->cache_kind, in->n_layer, in->n_head_kv, in->head_dim,
+                                e->n_seq_max, e->n_ctx_max);
+    if (st != LRUN_OK) {
+        lrun_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return LRUN_OK;
+}
+
+void lrun_engine_free(lrun_engine *engine)
+{
+    if (!engine) return;
+    lrun_kv_cache_free(&engine->kv);
+    if (engine->scratch) lrun_device_release(engine->device, engine->scratch, engine->scratch_bytes);
+    if (engine->own_pool) lrun_threadpool_free(engine->own_pool);
+    free(engine->layers);
+    free(engine->tok_seq);
+    free(engine->tok_pos);
+    free(engine->tok_npos);
+    free(engine->tok_k);
+    free(engine->tok_v);
+    free(engine->out_rows);
+    free(engine->seq_count);
+    free(engine->seq_done);
+    free(engine);
+}
+
+// ---------------------------------------------------------------- sequences
+
+int64_t lrun_engine_n_seq_max(const lrun_engine *engine) { return engine->n_seq_max; }
+int64_t lrun_engine_n_ctx_max(const lrun_engine *engine) { return engine->n_ctx_max; }
+
+int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq)
+{
+    return seq >= 0 && seq < engine->n_seq_max ? engine->kv.seqs[seq].len : -1;
+}
+
+lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len)
+{
+    return lrun_kv_cache_truncate(&engine->kv, seq, len);
+}
+
+lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src)
+{
+    return lrun_kv_cache_copy(&engine->kv, dst, src);
+}
+
+// ---------------------------------------------------------------- row passes
+
+/* One parallel pass over chunk rows; each field is used by some passes. */
+struct rows_ctx {
+    lrun_engine *e;
+    int64_t layer;
+    const float *norm;     /* (n_embd) weight of the norm to apply */
+    const float *bias;     /* (n_embd) added with the residual, or NULL */
+    const float *add;      /* (n, n_embd) added to x first, or NULL */
+    const int64_t *rows;   /* row map for the output norm, or NULL */
+};
+
+/* x[i] += add[i] (+ bias); xn[i] = rms_norm(x[i]) * norm. Fuses the residual
+ * add with the next norm so the rows are read once. */
+static void residual_norm_rows(void *ctx, int64_t first, int64_t last)
+{
+    const struct rows_ctx *c = ctx;
+    const lrun_engine *e = c->e;
+    const int64_t d = e->n_embd;
+    const float eps = (float)e->model->info.rms_eps;
+    for (int64_t i = first; i < last; i++) {
+        const int64_t src = c->rows ? c->rows[i] : i;
+        float *x = e->x + src * d;
+        if (c->add) lrun_cpu_add(x, c->add + src * d, d);
+        if (c->bias) lrun_cpu_add(x, c->bias, d);
+        if (c->norm) lrun_cpu_rms_norm(e->xn + i * d, x, c->norm, d, eps);
+    }
+}
+
+/* Biases, RoPE at each token's position, and k, v appended to its cache. */
+static void rope_store_rows(void *ctx, int64_t first, int64_t last)
+{
+    const struct rows_ctx *c = ctx;
+    lrun_engine *e = c->e;
+    const struct engine_layer *E = &e->layers[c->layer];
+    const lrun_model_info *in = &e->model->info;
+    for (int64_t i = first; i < last; i++) {
+        float *q = e->q + i * e->q_dim, *k = e->k + i * e->kv_dim, *v = e->v + i * e->kv_dim;
+        if (E->bq) lrun_cpu_add(q, E->bq, e->q_dim);
+        if (E->bk) lrun_cpu_add(k, E->bk, e->kv_dim);
+        if (E->bv) lrun_cpu_add(v, E->bv, e->kv_dim);
+        const float *cs = e->cs + i * in->n_rot;
+        lrun_cpu_rope_apply(&e->rope, cs, q, in->n_head, in->head_dim);
+        lrun_cpu_rope_apply(&e->rope, cs, k, in->n_head_kv, in->head_dim);
+        const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
+        uint16_t *kc = lrun_kv_cache_k(&e->kv, s, c->layer), *vc = lrun_kv_cache_v(&e->kv, s, c->layer);
+        lrun_cpu_f16_from_f32(kc + pos * e->kv_dim, k, e->kv_dim);
+        lrun_cpu_f16_from_f32(vc + pos * e->kv_dim, v, e->kv_dim);
+        e->tok_k[i] = kc;
+        e->tok_v[i] = vc;
+    }
+}
+
+static void swiglu_rows(void *ctx, int64_t first, int64_t last)
+{
+    const lrun_engine *e = ((const struct rows_ctx *)ctx)->e;
+    lrun_cpu_swiglu(e->gate + first * e->n_ff, e->up + first * e->n_ff, (last - first) * e->n_ff);
+}
+
+/* Chunk row passes cost little per row: below this many rows a dispatch to
+ * the pool costs more than it saves. */
+#define ROWS_PARALLEL 4
+
+// ---------------------------------------------------------------- forward
+
+static void matmul(lrun_engine *e, const struct lrun_tensor *w, const float *x, int64_t m, float *y)
+{
+    lrun_cpu_matmul(e->pool, w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->mm_work);
+}
+
+/* Runs n tokens (tok_seq/tok_pos filled) through every layer; writes the
+ * logits of the n_want rows listed in out_rows to logits. */
+static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits)
+{
+    const lrun_model *m = e->model;
+    const lrun_model_info *in = &m->info;
+    lrun_threadpool *pool = e->pool;
+
+    /* embeddings and rotary tables; validated ids cannot fail here */
+    for (int64_t i = 0; i < n; i++) {
+        (void)lrun_cpu_embedding_row(m->tok_embd, tokens[i], e->x + i * e->n_embd);
+        lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
+        e->tok_npos[i] = e->tok_pos[i] + 1;
+    }
+
+    struct rows_ctx rc = {e, 0, e->layers[0].attn_norm, NULL, NULL, NULL};
+    lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
+    for (int64_t l = 0; l < in->n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        const struct engine_layer *E = &e->layers[l];
+
+        // attention
+        matmul(e, L->wq, e->xn, n, e->q);
+        matmul(e, L->wk, e->xn, n, e->k);
+        matmul(e, L->wv, e->xn, n, e->v);
+        rc = (struct rows_ctx){e, l, NULL, NULL, NULL, NULL};
+        lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
+        const lrun_attention_batch ab = {n, in->n_head, in->n_head_kv, in->head_dim,
+                                         (float)(1.0 / sqrt((double)in->head_dim)), e->q, e->attn,
+                                         e->tok_k, e->tok_v, e->tok_npos, e->scores, e->n_ctx_max};
+        lrun_cpu_attention(pool, &ab);
+        matmul(e, L->wo, e->attn, n, e->tmp);
+        rc = (struct rows_ctx){e, l, E->ffn_norm, E->bo, e->tmp, NULL};
+        lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
+
+        // feed-forward
+        matmul(e, L->w_gate, e->xn, n, e->gate);
+        matmul(e, L->w_up, e->xn, n, e->up);
+        lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, swiglu_rows, &rc);
+        matmul(e, L->w_down, e->gate, n, e->tmp);
+        const float *next_norm = l + 1 < in->n_layer ? e->layers[l + 1].attn_norm : NULL;
+        rc = (struct rows_ctx){e, l, next_norm, NULL, e->tmp, NULL};
+        lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
+    }
+    if (n_want == 0) return;
+
+    // output: norm the wanted rows into xn[0..n_want), then the LM head
+    rc = (struct rows_ctx){e, 0, e->output_norm, NULL, NULL, e->out_rows};
+    lrun_cpu_parallel_for(pool, n_want, ROWS_PARALLEL, residual_norm_rows, &rc);
+    matmul(e, m->output, e->xn, n_want, logits);
+}
+
+lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
+                             const int32_t *seq, const int8_t *want_logits,
+                             float *logits, int64_t logits_rows_cap, int64_t *n_out)
+{
+    lrun_engine *e = engine;
+    if (n_out) *n_out = 0;
+    if (!e || n_tokens < 0 || (n_tokens > 0 && (!tokens || !seq)))
+        return lrun_fail(LRUN_E_ARG, "engine step: need an engine, n_tokens >= 0 (%lld) and tokens and seq arrays",
+                         (long long)n_tokens);
+
+    // ---- validate, count tokens per sequence and wanted rows
+    memset(e->seq_count, 0, (size_t)e->n_seq_max * sizeof *e->seq_count);
+    int64_t n_want = 0;
+    for (int64_t i = 0; i < n_tokens; i++) {
+        if (tokens[i] < 0 || tokens[i] >= e->n_vocab)
+            return lrun_fail(LRUN_E_ARG, "engine step: token %lld is id %d, outside the vocabulary [0, %lld)",
+                             (long long)i, tokens[i], (long long)e->n_vocab);
+        if (seq[i] < 0 || seq[i] >= e->n_seq_max)
+            return lrun_fail(LRUN_E_ARG, "engine step: token %lld belongs to sequence %d, outside [0, %lld)",
+                             (long long)i, seq[i], (long long)e->n_seq_max);
+        e->seq_count[seq[i]]++;
+        if (want_logits && want_logits[i]) n_want++;
+    }
+    for (int64_t s = 0; s < e->n_seq_max; s++) {
+        if (!e->seq_count[s]) continue;
+        if (!want_logits) n_want++;
+        if (e->kv.seqs[s].len + e->seq_count[s] > e->n_ctx_max)
+            return lrun_fail(LRUN_E_ARG, "engine step: sequence %lld would reach %lld positions, more than n_ctx_max "
+                             "%lld", (long long)s, (long long)(e->kv.seqs[s].len + e->seq_count[s]),
+                             (long long)e->n_ctx_max);
+    }
+    if (n_want > 0 && (!logits || logits_rows_cap < n_want))
+        return lrun_fail(LRUN_E_ARG, "engine step: %lld logit rows are wanted but the buffer holds %lld",
+                         (long long)n_want, logits ? (long long)logits_rows_cap : 0LL);
+
+    // ---- grow every cache first, so a failure changes nothing
+    for (int64_t s = 0; s < e->n_seq_max; s++) {
+        if (!e->seq_count[s]) continue;
+        lrun_status st = lrun_kv_cache_reserve(&e->kv, s, e->kv.seqs[s].len + e->seq_count[s]);
+        if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
+    }
+
+    // ---- chunks of n_batch_max tokens, in token order
+    memset(e->seq_done, 0, (size_t)e->n_seq_max * sizeof *e->seq_done);
+    int64_t rows_out = 0;
+    for (int64_t c0 = 0; c0 < n_tokens; c0 += e->n_batch_max) {
+        const int64_t n = n_tokens - c0 < e->n_batch_max ? n_tokens - c0 : e->n_batch_max;
+        int64_t want = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t s = seq[c0 + i];
+            e->tok_seq[i] = s;
+            e->tok_pos[i] = e->kv.seqs[s].len + e->seq_done[s]++;
+            const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == e->seq_count[s];
+            if (wanted) e->out_rows[want++] = i;
+        }
+        forward_chunk(e, tokens + c0, n, want, want ? logits + rows_out * e->n_vocab : NULL);
+        rows_out += want;
+    }
+    for (int64_t s = 0; s < e->n_seq_max; s++) e->kv.seqs[s].len += e->seq_count[s];
+    if (n_out) *n_out = rows_out;
+    return LRUN_OK;
+}
