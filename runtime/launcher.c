@@ -203,6 +203,7 @@ static void on_sigint(int sig) {
 
 /* Error handler: a traceback, with table errors shown through tostring. */
 static int traceback(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) return 1; /* error() with no value: fail silently, as luajit does */
     if (!lua_isstring(L, 1)) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1)) {
             lua_replace(L, 1);

@@ -1,0 +1,152 @@
+-- repl_spec: the REPL, fed through a pipe to build/lrun.
+local root = (debug.getinfo(1, "S").source:match("^@(.*)/tests/[^/]*$"))
+if root == nil or root == "." then root = os.getenv("PWD")
+elseif root:sub(1, 1) ~= "/" then root = os.getenv("PWD") .. "/" .. root end
+local lrun = root .. "/build/lrun"
+
+-- Feeds input to the REPL; returns stdout+stderr and the exit code.
+local function repl(input)
+  local tmp = os.tmpname()
+  local f = assert(io.open(tmp, "w")); f:write(input); f:close()
+  local p = assert(io.popen("'" .. lrun .. "' < '" .. tmp .. "' 2>&1; echo \"rc=$?\""))
+  local out = p:read("*a")
+  p:close()
+  os.remove(tmp)
+  local body, rc = out:match("^(.-)rc=(%d+)\n$")
+  return body, tonumber(rc)
+end
+
+describe("the REPL", function()
+  it("prints the value of an expression", function()
+    assert.are.equal("3\n", (repl("1 + 2\n")))
+  end)
+
+  it("prints every value, tab-separated, nil included", function()
+    assert.are.equal('1\tnil\t"two"\n', (repl("1, nil, 'two'\n")))
+  end)
+
+  it("prints nothing for a statement", function()
+    assert.are.equal("", (repl("x = 5\nlocal y = 2\n")))
+  end)
+
+  it("accepts the = prefix", function()
+    assert.are.equal("10\n", (repl("x = 5\n= x * 2\n")))
+  end)
+
+  it("prints tables readably", function()
+    local out = repl("t = {1, 2, name = 'x', sub = {a = true}}\nt\n")
+    assert.are.equal('{ 1, 2, name = "x", sub = { a = true } }\n', out)
+  end)
+
+  it("marks cycles instead of looping", function()
+    local out = repl("t = {}; t.me = t\nt\n")
+    assert.matches("^{ me = <cycle: table: 0x%x+> }\n$", out)
+  end)
+
+  it("breaks long tables over lines", function()
+    local out = repl("t = {} for i = 1, 30 do t[i] = i * 1000 end\nt\n")
+    assert.matches("^{\n  1000,\n  2000,\n", out)
+    assert.matches("  30000\n}\n$", out)
+  end)
+
+  it("survives an error and goes on", function()
+    local out, rc = repl("error('boom')\nprint('still here')\n")
+    assert.are.equal(0, rc)
+    assert.matches("stdin:1: boom", out, 1, true)
+    assert.matches("still here\n$", out)
+  end)
+
+  it("survives a syntax error", function()
+    local out, rc = repl("x = = 1\n2 * 21\n")
+    assert.are.equal(0, rc)
+    assert.matches("unexpected symbol near '='", out, 1, true)
+    assert.matches("42\n$", out)
+  end)
+
+  it("shows where an error in a function came from", function()
+    local out = repl("function f()\n  error('inner')\nend\nf()\n")
+    assert.matches("stdin:2: inner", out, 1, true)
+    assert.matches("in function 'f'", out, 1, true)
+  end)
+
+  it("prints error objects through __tostring", function()
+    local out = repl("error(setmetatable({}, {__tostring = function() return 'custom error' end}))\n")
+    assert.matches("^custom error", out)
+  end)
+
+  it("continues an incomplete chunk on the next lines", function()
+    local out = repl("for i = 1, 3 do\n  io.write(i, ' ')\nend\nprint()\n")
+    assert.are.equal("1 2 3 \n", out)
+  end)
+
+  it("continues an incomplete expression", function()
+    assert.are.equal("6\n", (repl("1 +\n2 +\n3\n")))
+    assert.are.equal("{ 1, 2 }\n", (repl("{1,\n2}\n")))
+  end)
+
+  it("reports a chunk left incomplete at the end of input", function()
+    local out, rc = repl("for i = 1, 3 do\n")
+    assert.are.equal(0, rc)
+    assert.matches("'end' expected", out, 1, true)
+  end)
+
+  it("exits 0 at the end of input", function()
+    local out, rc = repl("")
+    assert.are.equal("", out)
+    assert.are.equal(0, rc)
+  end)
+
+  it("has lrun without a require", function()
+    assert.are.equal('"' .. require("lrun.version") .. '"\n', (repl("lrun.version\n")))
+  end)
+
+  it("keeps globals set with os.exit working", function()
+    local out, rc = repl("os.exit(4)\nprint('not reached')\n")
+    assert.are.equal("", out)
+    assert.are.equal(4, rc)
+  end)
+end)
+
+describe("lrun.repl.compile", function()
+  local compile = require("lrun.repl").compile
+
+  it("compiles expressions and statements", function()
+    assert.are.equal(7, compile("3 + 4")())
+    assert.is_function(compile("x = 1"))
+  end)
+
+  it("says when a chunk is incomplete", function()
+    local f, err, incomplete = compile("if x then")
+    assert.is_nil(f)
+    assert.matches("<eof>", err, 1, true)
+    assert.is_true(incomplete)
+    f, err, incomplete = compile("x = = 1")
+    assert.is_nil(f)
+    assert.is_false(incomplete)
+  end)
+end)
+
+describe("lrun.pretty", function()
+  local pretty = require("lrun.pretty")
+
+  it("quotes strings and escapes control characters", function()
+    assert.are.equal('"a\\nb\\t\\"c\\""', pretty.format('a\nb\t"c"'))
+  end)
+
+  it("writes keys that are not identifiers in brackets", function()
+    assert.are.equal('{ [1.5] = 1, ["a b"] = 2, ["end"] = 3 }', pretty.format({ ["a b"] = 2, ["end"] = 3, [1.5] = 1 }))
+  end)
+
+  it("cuts deep and long tables", function()
+    local deep = { { { { 1 } } } }
+    assert.are.equal("{ { { … } } }", pretty.format(deep, { depth = 1 }))
+    local long = {}
+    for i = 1, 10 do long[i] = i end
+    assert.are.equal("{ 1, 2, 3, … 7 more }", pretty.format(long, { max_items = 3 }))
+  end)
+
+  it("uses __tostring of objects", function()
+    local obj = setmetatable({}, { __tostring = function() return "lrun.model<x>" end })
+    assert.are.equal("{ m = lrun.model<x> }", pretty.format({ m = obj }))
+  end)
+end)
