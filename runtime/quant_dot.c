@@ -1,0 +1,366 @@
+/* quant_dot.c — dot products of weight rows with activation rows: the float
+ * types and the 32-element block types (Q4_0·Q8_0, Q4_1·Q8_1, Q8_0·Q8_0).
+ * The K-quants are in quant_dot_k.c.
+ *
+ * Integer block dots follow ggml's idea: keep both sides as 8-bit integers,
+ * multiply-add them with maddubs (u8 × s8 → s16 pairs) and madd (→ s32), and
+ * apply the two block scales once per block. Each kernel takes up to
+ * LRUN_DOT_MAX_ROWS activation rows so that a weight block is unpacked once
+ * and used for all of them (prefill). */
+#include "quant_dot.h"
+
+#if defined(LRUN_HAVE_AVX2)
+#include <immintrin.h>
+#endif
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------- scalar reference kernels
+
+static float dot1_f32(int64_t k, const float *w, const float *x)
+{
+    float s = 0.0f;
+    for (int64_t i = 0; i < k; ++i) s += w[i] * x[i];
+    return s;
+}
+
+static float dot1_f16(int64_t k, const uint16_t *w, const float *x)
+{
+    float s = 0.0f;
+    for (int64_t i = 0; i < k; ++i) s += lrun_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot1_bf16(int64_t k, const uint16_t *w, const float *x)
+{
+    float s = 0.0f;
+    for (int64_t i = 0; i < k; ++i) s += lrun_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot1_q4_0(int64_t k, const lrun_block_q4_0 *w, const lrun_block_q8_0 *x)
+{
+    float s = 0.0f;
+    for (int64_t b = 0; b < k / LRUN_QK4_0; ++b) {
+        int isum = 0;
+        for (int j = 0; j < 16; ++j)
+            isum += ((w[b].qs[j] & 0xF) - 8) * x[b].qs[j] + ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + 16];
+        s += (float)isum * (lrun_f16_to_f32(w[b].d) * lrun_f16_to_f32(x[b].d));
+    }
+    return s;
+}
+
+/* Σ (q·dw + mw)·(qx·dx) = dw·dx·Σ q·qx + mw·(dx·Σ qx), the last factor being Q8_1's s. */
+static float dot1_q4_1(int64_t k, const lrun_block_q4_1 *w, const lrun_block_q8_1 *x)
+{
+    float s = 0.0f;
+    for (int64_t b = 0; b < k / LRUN_QK4_1; ++b) {
+        int isum = 0;
+        for (int j = 0; j < 16; ++j) isum += (w[b].qs[j] & 0xF) * x[b].qs[j] + (w[b].qs[j] >> 4) * x[b].qs[j + 16];
+        s += (float)isum * (lrun_f16_to_f32(w[b].d) * x[b].d) + lrun_f16_to_f32(w[b].m) * x[b].s;
+    }
+    return s;
+}
+
+static float dot1_q8_0(int64_t k, const lrun_block_q8_0 *w, const lrun_block_q8_0 *x)
+{
+    float s = 0.0f;
+    for (int64_t b = 0; b < k / LRUN_QK8_0; ++b) {
+        int isum = 0;
+        for (int j = 0; j < 32; ++j) isum += w[b].qs[j] * x[b].qs[j];
+        s += (float)isum * (lrun_f16_to_f32(w[b].d) * lrun_f16_to_f32(x[b].d));
+    }
+    return s;
+}
+
+#define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
+
+static void dot_f32_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_f32(k, w, ROW(x, r, xs));
+}
+static void dot_f16_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_f16(k, w, ROW(x, r, xs));
+}
+static void dot_bf16_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_bf16(k, w, ROW(x, r, xs));
+}
+static void dot_q4_0_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_q4_0(k, w, ROW(x, r, xs));
+}
+static void dot_q4_1_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_q4_1(k, w, ROW(x, r, xs));
+}
+static void dot_q8_0_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_q8_0(k, w, ROW(x, r, xs));
+}
+
+// ---------------------------------------------------------------- AVX2 helpers
+
+#if defined(LRUN_HAVE_AVX2)
+
+static ALWAYS_INLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static ALWAYS_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+/* The 32 nibbles of a Q4 block as bytes 0..15 in element order: the low
+ * nibbles are elements 0..15, the high ones 16..31. */
+static ALWAYS_INLINE __m256i nibbles(const uint8_t *qs)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* Σ u·s over 32 byte pairs (u unsigned ≤ 128, s signed), as 8 float partial sums. */
+static ALWAYS_INLINE __m256 dot_us8(__m256i u, __m256i s)
+{
+    __m256i p16 = _mm256_maddubs_epi16(u, s);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+// ---------------------------------------------------------------- AVX2: float weights
+
+/* Float rows: two 8-wide accumulators per activation row, 16 elements a
+ * step, the tail (k mod 16) added last in order. */
+static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const void *x, size_t xs, const int NX,
+                                       float *out)
+{
+    __m256 acc[LRUN_DOT_MAX_ROWS][2];
+    const float *xr[LRUN_DOT_MAX_ROWS];
+    for (int r = 0; r < NX; ++r) {
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        xr[r] = ROW(x, r, xs);
+    }
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m256 w0, w1;
+        if (kind == 0) {
+            w0 = _mm256_loadu_ps((const float *)w + i);
+            w1 = _mm256_loadu_ps((const float *)w + i + 8);
+        } else if (kind == 1) {
+            w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+            w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i + 8)));
+        } else {
+            __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+            w0 = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+            h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i + 8)));
+            w1 = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+        }
+        for (int r = 0; r < NX; ++r) {
+            acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[r] + i), acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[r] + i + 8), acc[r][1]);
+        }
+    }
+    for (int r = 0; r < NX; ++r) {
+        float s = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+        for (int64_t j = i; j < k; ++j) {
+            float wj = kind == 0 ? ((const float *)w)[j]
+                     : kind == 1 ? f16(((const uint16_t *)w)[j])
+                                 : lrun_bf16_to_f32(((const uint16_t *)w)[j]);
+            s += wj * xr[r][j];
+        }
+        out[r] = s;
+    }
+}
+
+/* The switch turns NX into a constant so each case is unrolled with its
+ * accumulators in registers. */
+#define DISPATCH_NX(call)                                                                                   \
+    switch (nx) {                                                                                           \
+    case 1: call(1); break;                                                                                 \
+    case 2: call(2); break;                                                                                 \
+    case 3: call(3); break;                                                                                 \
+    default: call(4); break;                                                                                \
+    }
+
+static void dot_f32_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_float_nx(0, k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+static void dot_f16_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_float_nx(1, k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+static void dot_bf16_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_float_nx(2, k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+// ---------------------------------------------------------------- AVX2: 32-element blocks
+
+/* Every kernel keeps two accumulators per row, one for even and one for odd
+ * blocks, so consecutive blocks do not wait on each other's FMA; the order
+ * of additions is the same for any NX. */
+
+static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const int64_t nb = k / LRUN_QK4_1;
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS][2];
+    float macc[LRUN_DOT_MAX_ROWS][2]; /* Σ mw·s, the min terms */
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        macc[r][0] = macc[r][1] = 0.0f;
+    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        for (int u = 0; u < 2; ++u) {
+            const lrun_block_q4_1 *wb = &w[b + u];
+            __m256i q = nibbles(wb->qs);
+            float dw = f16(wb->d), mw = f16(wb->m);
+            for (int r = 0; r < NX; ++r) {
+                const lrun_block_q8_1 *xb = &xr[r][b + u];
+                __m256 p = dot_us8(q, _mm256_loadu_si256((const __m256i *)xb->qs));
+                acc[r][u] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[r][u]);
+                macc[r][u] += mw * xb->s;
+            }
+        }
+    }
+    for (; b < nb; ++b) {
+        __m256i q = nibbles(w[b].qs);
+        float dw = f16(w[b].d), mw = f16(w[b].m);
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_1 *xb = &xr[r][b];
+            __m256 p = dot_us8(q, _mm256_loadu_si256((const __m256i *)xb->qs));
+            acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[r][0]);
+            macc[r][0] += mw * xb->s;
+        }
+    }
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1])) + (macc[r][0] + macc[r][1]);
+}
+
+/* Signed × signed through maddubs: |w| (unsigned) times x carrying w's sign. */
+static ALWAYS_INLINE __m256 dot_ss8(__m256i aw, __m256i w, __m256i xq)
+{
+    return dot_us8(aw, _mm256_sign_epi8(xq, w));
+}
+
+/* Q4_0 (nibble − 8) and Q8_0 weights both against Q8_0 activations. */
+static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const void *x, size_t xs, const int NX,
+                                     float *out)
+{
+    const int64_t nb = k / 32;
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS][2];
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i q;
+        float dw;
+        if (is_q4) {
+            const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
+            q = _mm256_sub_epi8(nibbles(wb->qs), _mm256_set1_epi8(8));
+            dw = f16(wb->d);
+        } else {
+            const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
+            q = _mm256_loadu_si256((const __m256i *)wb->qs);
+            dw = f16(wb->d);
+        }
+        __m256i aq = _mm256_sign_epi8(q, q);
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_0 *xb = &xr[r][b];
+            __m256 p = dot_ss8(aq, q, _mm256_loadu_si256((const __m256i *)xb->qs));
+            acc[r][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(xb->d)), p, acc[r][b & 1]);
+        }
+    }
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+static void dot_q4_1_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q4_1_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+static void dot_q4_0_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q8x_nx(1, k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+static void dot_q8_0_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q8x_nx(0, k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+#endif /* LRUN_HAVE_AVX2 */
+
+// ---------------------------------------------------------------- dispatch
+
+lrun_dtype lrun_dot_partner(lrun_dtype weight_dtype)
+{
+    switch (weight_dtype) {
+    case LRUN_DTYPE_Q4_0:
+    case LRUN_DTYPE_Q8_0: return LRUN_DTYPE_Q8_0;
+    case LRUN_DTYPE_Q4_1: return LRUN_DTYPE_Q8_1;
+    case LRUN_DTYPE_Q4_K:
+    case LRUN_DTYPE_Q6_K: return LRUN_DTYPE_Q8_K;
+    default: return LRUN_DTYPE_F32;
+    }
+}
+
+lrun_dot_fn lrun_dot_kernel_scalar(lrun_dtype weight_dtype)
+{
+    switch (weight_dtype) {
+    case LRUN_DTYPE_F32: return dot_f32_scalar;
+    case LRUN_DTYPE_F16: return dot_f16_scalar;
+    case LRUN_DTYPE_BF16: return dot_bf16_scalar;
+    case LRUN_DTYPE_Q4_0: return dot_q4_0_scalar;
+    case LRUN_DTYPE_Q4_1: return dot_q4_1_scalar;
+    case LRUN_DTYPE_Q8_0: return dot_q8_0_scalar;
+    case LRUN_DTYPE_Q4_K: return lrun_dot_q4_K_scalar;
+    case LRUN_DTYPE_Q6_K: return lrun_dot_q6_K_scalar;
+    default: return NULL;
+    }
+}
+
+lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
+{
+#if defined(LRUN_HAVE_AVX2)
+    switch (weight_dtype) {
+    case LRUN_DTYPE_F32: return dot_f32_avx2;
+    case LRUN_DTYPE_F16: return dot_f16_avx2;
+    case LRUN_DTYPE_BF16: return dot_bf16_avx2;
+    case LRUN_DTYPE_Q4_0: return dot_q4_0_avx2;
+    case LRUN_DTYPE_Q4_1: return dot_q4_1_avx2;
+    case LRUN_DTYPE_Q8_0: return dot_q8_0_avx2;
+    case LRUN_DTYPE_Q4_K: return lrun_dot_q4_K_avx2;
+    case LRUN_DTYPE_Q6_K: return lrun_dot_q6_K_avx2;
+    default: return NULL;
+    }
+#else
+    return lrun_dot_kernel_scalar(weight_dtype);
+#endif
+}
+
+float lrun_vec_dot(lrun_dtype weight_dtype, int64_t n, const void *w, const void *x)
+{
+    lrun_dot_fn fn = lrun_dot_kernel(weight_dtype);
+    float out = 0.0f;
+    if (fn) fn(n, w, x, 0, 1, &out);
+    return out;
+}
