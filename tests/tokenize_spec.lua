@@ -1,0 +1,98 @@
+-- tokenize_spec: model:tokenize / model:detokenize on the default model —
+-- round trips, the add_special and parse_special flags, and ids against
+-- llama.cpp's tokenization of the same file (tests/golden/smollm2_greedy.json).
+local path = os.getenv("LRUN_MODEL")
+
+local function golden()
+  local dir = (debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$")) or "."
+  local f = assert(io.open(dir .. "/golden/smollm2_greedy.json"))
+  local g = require("dkjson").decode(f:read("*a"))
+  f:close()
+  return g
+end
+
+local function golden_case(name)
+  for _, c in ipairs(golden().cases) do if c.name == name then return c end end
+  error("no golden case " .. name)
+end
+
+describe("tokenize", function()
+  if not path then
+    pending("LRUN_MODEL is not set")
+    return
+  end
+  local m
+  setup(function() m = assert(require("lrun").load(path, { progress = false })) end)
+  teardown(function() if m then m:free() end end)
+
+  local samples = {
+    "Hello world",
+    "",
+    " leading and trailing spaces  ",
+    "tabs\tand\nnewlines\r\n\n",
+    "digits 3 33 333 3333 333333333",
+    "Cửa Việt, naïve café, Ελληνικά, русский, 日本語, 한국어, ខ្មែរ",
+    "emoji 🚀🦙 and a ZWJ family 👨‍👩‍👧",
+    "code: def f(x):\n    return x ** 2  # comment",
+    "'s 't 're 've 'm 'll 'd ' era",
+  }
+  for _, s in ipairs(samples) do
+    it("round-trips '" .. s:gsub("%c", " "):sub(1, 32) .. "'", function()
+      local ids = m:tokenize(s, { add_special = false })
+      assert.are.equal(s, m:detokenize(ids))
+    end)
+  end
+
+  it("gives llama.cpp's ids, with and without add_special", function()
+    for _, name in ipairs({ "short", "unicode_digits", "whitespace" }) do
+      local c = golden_case(name)
+      assert.are.same(c.prompt_ids, m:tokenize(c.text))
+      assert.are.same(c.prompt_ids_add_special_false, m:tokenize(c.text, { add_special = false }))
+    end
+  end)
+
+  it("adds no BOS on the default model, whose add_bos_token is false", function()
+    assert.is_false(m:info().add_bos)
+    local with = m:tokenize("Hello")
+    local without = m:tokenize("Hello", { add_special = false })
+    assert.are.same(without, with)
+    assert.are_not.equal(m:info().bos_token_id, with[1])
+  end)
+
+  it("matches special tokens only with parse_special", function()
+    local im_start = m.tokenizer:find("<|im_start|>")
+    assert.is_number(im_start)
+    local parsed = m:tokenize("<|im_start|>user", { parse_special = true })
+    assert.are.equal(im_start, parsed[1])
+    local plain = m:tokenize("<|im_start|>user")
+    assert.is_true(#plain > #parsed)
+    for _, id in ipairs(plain) do assert.are_not.equal(im_start, id) end
+    -- both read back as the same text
+    assert.are.equal("<|im_start|>user", m:detokenize(parsed))
+    assert.are.equal("<|im_start|>user", m:detokenize(plain))
+  end)
+
+  it("drops control tokens from text when special = false", function()
+    local ids = m:tokenize("<|im_start|>user\nHi<|im_end|>", { parse_special = true })
+    assert.are.equal("user\nHi", m:detokenize(ids, { special = false }))
+  end)
+
+  it("gives the end-of-generation ids llama.cpp finds", function()
+    local eog = m:info().eog_token_ids
+    table.sort(eog)
+    local want = golden().model.eog_ids
+    table.sort(want)
+    assert.are.same(want, eog)
+  end)
+
+  it("rejects misuse with an error naming it", function()
+    assert.has_error(function() m:tokenize(42) end, "tokenize: text must be a string, got number")
+    assert.has_error(function() m:tokenize("x", { add_bos = true }) end, "tokenize: unknown option 'add_bos'")
+    assert.has_error(function() m:tokenize("x", { add_special = 1 }) end,
+      "tokenize: option 'add_special' must be a boolean")
+    assert.has_error(function() m:detokenize({ -1 }) end,
+      "detokenize: ids[1] = -1 is not a token id of this vocabulary")
+    assert.has_error(function() m:detokenize({ 49152 }) end,
+      "detokenize: ids[1] = 49152 is not a token id of this vocabulary")
+  end)
+end)
