@@ -193,8 +193,8 @@ describe("model:chat", function()
   end)
 
   it("answers and stops at <|im_end|>", function()
-    local text, ids, stats = m:chat({ { role = "user", content = "What is the capital of France?" } },
-      { max_new_tokens = 48 })
+    -- greedy: "Hello! I'm here to help with any kind of creative writing project. …" then <|im_end|>
+    local text, ids, stats = m:chat({ { role = "user", content = "Say hello." } }, { max_new_tokens = 48 })
     assert.is_string(text)
     assert.is_true(#ids > 0)
     assert.is_nil(text:find("<|im_end|>", 1, true))
