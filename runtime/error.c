@@ -42,7 +42,15 @@ lrun_status lrun_fail_context(lrun_status status, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, last_message, sizeof old);
-    snprintf(last_message, sizeof last_message, "%s: %s", prefix, old);
+    /* Keep the prefix whole and cut the old message if the two do not fit. */
+    size_t n = strlen(prefix);
+    if (n > sizeof last_message - 3) n = sizeof last_message - 3;
+    memcpy(last_message, prefix, n);
+    memcpy(last_message + n, ": ", 2);
+    size_t room = sizeof last_message - n - 3;
+    size_t m = strnlen(old, room);
+    memcpy(last_message + n + 2, old, m);
+    last_message[n + 2 + m] = '\0';
     return status;
 }
 
