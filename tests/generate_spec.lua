@@ -265,4 +265,32 @@ describe("generate", function()
       assert.has_error(function() m:generate("") end, "generate: the prompt has no tokens")
     end)
   end)
+
+  describe("the examples", function()
+    local root = (debug.getinfo(1, "S").source:match("^@(.*)/tests/[^/]*$"))
+    if root == nil or root == "." then root = os.getenv("PWD") end
+    local function sh(cmd)
+      local p = assert(io.popen("cd '" .. root .. "' && " .. cmd .. " 2>&1; echo \"rc=$?\""))
+      local out = p:read("*a")
+      p:close()
+      local body, rc = out:match("^(.-)rc=(%d+)\n$")
+      return body, tonumber(rc)
+    end
+
+    it("generate.lua streams the greedy continuation and reports rates", function()
+      local out, rc = sh("build/lrun examples/generate.lua -m '" .. path .. "' -p '" .. PROMPT .. "' -n 6 --temp 0")
+      assert.are.equal(0, rc)
+      assert.are.equal(PROMPT .. m:generate(PROMPT, { max_new_tokens = 6 }) .. "\n", out:match("^(.-\n)\n?prompt:"))
+      assert.matches("prompt: 5 tokens in [%d.]+ s %([%d.]+ tokens/s%)", out)
+      assert.matches("generation: 6 tokens in [%d.]+ s %([%d.]+ tokens/s%)", out)
+    end)
+
+    it("chat.lua answers piped turns, /reset and /quit", function()
+      local out, rc = sh("printf 'Say hello.\\n/reset\\n/quit\\nnot sent\\n' | build/lrun examples/chat.lua -m '"
+        .. path .. "' --temp 0 -n 48")
+      assert.are.equal(0, rc)
+      local reply = m:chat({ { role = "user", content = "Say hello." } }, { max_new_tokens = 48 })
+      assert.are.equal(reply .. "\n(conversation reset)\n", out)
+    end)
+  end)
 end)
