@@ -51,7 +51,9 @@ static const char *const re_default[] = {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "
 static const char *const re_falcon[] = {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]"};
 static const char *const re_deepseek_coder[] = {
     "[\\r\\n]", RE_S "?\\p{L}+", RE_S "?\\p{P}+",
-    "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+", /* [一-龥ࠀ-一가-퟿]+ */
+    /* [一-龥ࠀ-一가-퟿]+ — but never whitespace: llama.cpp runs this regex on text whose
+     * non-ASCII whitespace was replaced by \v, so U+2028 or U+3000 never match it. */
+    "(?:(?!" RE_S ")[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf])+",
     "\\p{N}"};
 static const char *const re_tekken[] = {
     "[^\\r\\n\\p{L}\\p{N}]?" RE_UPPER "*" RE_LOWER "+|[^\\r\\n\\p{L}\\p{N}]?" RE_UPPER "+" RE_LOWER "*|\\p{N}| ?[^" WS

@@ -118,7 +118,7 @@ lrun_status lrun_tokenizer_encode(const lrun_tokenizer *tok, const char *text, s
     }
     if (add_special && tok->add_eos && tok->eos >= 0 && (st = lrun_ids_push(&out, tok->eos)) != LRUN_OK) goto done;
 
-    if (cap > 0) memcpy(ids, out.v, (size_t)(out.n < cap ? out.n : cap) * sizeof *ids);
+    if (cap > 0 && out.n > 0) memcpy(ids, out.v, (size_t)(out.n < cap ? out.n : cap) * sizeof *ids);
     *n_out = out.n;
 done:
     free(frags.v);
