@@ -9,11 +9,15 @@
  * and used for all of them (prefill). */
 #include "quant_dot.h"
 
+#include <string.h>
 #if defined(LRUN_HAVE_AVX2)
 #include <immintrin.h>
 #endif
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+/* Loops over the NX rows (and the few blocks of a step) must be unrolled so
+ * their accumulators live in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
 
 // ---------------------------------------------------------------- scalar reference kernels
 
@@ -139,6 +143,7 @@ static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const
 {
     __m256 acc[LRUN_DOT_MAX_ROWS][2];
     const float *xr[LRUN_DOT_MAX_ROWS];
+    UNROLL
     for (int r = 0; r < NX; ++r) {
         acc[r][0] = acc[r][1] = _mm256_setzero_ps();
         xr[r] = ROW(x, r, xs);
@@ -158,11 +163,13 @@ static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const
             h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i + 8)));
             w1 = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
         }
+        UNROLL
         for (int r = 0; r < NX; ++r) {
             acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[r] + i), acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[r] + i + 8), acc[r][1]);
         }
     }
+    UNROLL
     for (int r = 0; r < NX; ++r) {
         float s = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
         for (int64_t j = i; j < k; ++j) {
@@ -210,43 +217,51 @@ static void dot_bf16_avx2(int64_t k, const void *w, const void *x, size_t xs, in
  * blocks, so consecutive blocks do not wait on each other's FMA; the order
  * of additions is the same for any NX. */
 
+/* One Q4_1 block against NX Q8_1 blocks. The weight's (d, m) halves convert
+ * in one instruction and multiply the activation's adjacent (d, s) floats in
+ * one more: lane 0 is the block scale dw·dx, lane 1 the min term mw·s, which
+ * is summed in lane 1 of macc (lane 0 of macc is unused). */
+static ALWAYS_INLINE void q4_1_block(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
+                                     const int NX, __m256 *acc, __m128 *macc)
+{
+    uint32_t dm;
+    memcpy(&dm, wb, 4);
+    __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+    __m256i q = nibbles(wb->qs);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_1 *y = &xb[r][b];
+        __m128 prod = _mm_mul_ps(wdm, _mm_castpd_ps(_mm_load_sd((const double *)&y->d)));
+        __m256 p = dot_us8(q, _mm256_loadu_si256((const __m256i *)y->qs));
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc[r]);
+        macc[r] = _mm_add_ps(macc[r], prod);
+    }
+}
+
 static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
                                       float *out)
 {
     const int64_t nb = k / LRUN_QK4_1;
     const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS][2];
-    float macc[LRUN_DOT_MAX_ROWS][2]; /* Σ mw·s, the min terms */
+    __m256 acc0[LRUN_DOT_MAX_ROWS], acc1[LRUN_DOT_MAX_ROWS]; /* even, odd blocks */
+    __m128 macc0[LRUN_DOT_MAX_ROWS], macc1[LRUN_DOT_MAX_ROWS];
+    UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-        macc[r][0] = macc[r][1] = 0.0f;
+        acc0[r] = acc1[r] = _mm256_setzero_ps();
+        macc0[r] = macc1[r] = _mm_setzero_ps();
     }
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
-        for (int u = 0; u < 2; ++u) {
-            const lrun_block_q4_1 *wb = &w[b + u];
-            __m256i q = nibbles(wb->qs);
-            float dw = f16(wb->d), mw = f16(wb->m);
-            for (int r = 0; r < NX; ++r) {
-                const lrun_block_q8_1 *xb = &xr[r][b + u];
-                __m256 p = dot_us8(q, _mm256_loadu_si256((const __m256i *)xb->qs));
-                acc[r][u] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[r][u]);
-                macc[r][u] += mw * xb->s;
-            }
-        }
+        q4_1_block(&w[b], xr, b, NX, acc0, macc0);
+        q4_1_block(&w[b + 1], xr, b + 1, NX, acc1, macc1);
     }
-    for (; b < nb; ++b) {
-        __m256i q = nibbles(w[b].qs);
-        float dw = f16(w[b].d), mw = f16(w[b].m);
-        for (int r = 0; r < NX; ++r) {
-            const lrun_block_q8_1 *xb = &xr[r][b];
-            __m256 p = dot_us8(q, _mm256_loadu_si256((const __m256i *)xb->qs));
-            acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[r][0]);
-            macc[r][0] += mw * xb->s;
-        }
+    if (b < nb) q4_1_block(&w[b], xr, b, NX, acc0, macc0);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        __m128 m = _mm_add_ps(macc0[r], macc1[r]);
+        out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r])) + _mm_cvtss_f32(_mm_movehdup_ps(m));
     }
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1])) + (macc[r][0] + macc[r][1]);
 }
 
 /* Signed × signed through maddubs: |w| (unsigned) times x carrying w's sign. */
@@ -262,6 +277,7 @@ static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const 
     const int64_t nb = k / 32;
     const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
     __m256 acc[LRUN_DOT_MAX_ROWS][2];
+    UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
         acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -279,12 +295,14 @@ static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const 
             dw = f16(wb->d);
         }
         __m256i aq = _mm256_sign_epi8(q, q);
+        UNROLL
         for (int r = 0; r < NX; ++r) {
             const lrun_block_q8_0 *xb = &xr[r][b];
             __m256 p = dot_ss8(aq, q, _mm256_loadu_si256((const __m256i *)xb->qs));
             acc[r][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(xb->d)), p, acc[r][b & 1]);
         }
     }
+    UNROLL
     for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
 }
 

@@ -13,6 +13,9 @@
 #endif
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+/* Loops over the NX rows (and the few blocks of a step) must be unrolled so
+ * their accumulators live in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
 #define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
 
 /* The 8 six-bit scales and mins of a Q4_K block (layout: quant.c's
@@ -40,6 +43,7 @@ static float dot1_q4_K(int64_t k, const lrun_block_q4_K *w, const lrun_block_q8_
         uint8_t sc[8], m[8];
         q4_K_unpack_scales(w[b].scales, sc, m);
         int sumi = 0, summ = 0;
+        UNROLL
         for (int c = 0; c < 4; ++c) {
             const uint8_t *q = w[b].qs + 32 * c;
             const int8_t *y = x[b].qs + 64 * c;
@@ -62,6 +66,7 @@ static float dot1_q6_K(int64_t k, const lrun_block_q6_K *w, const lrun_block_q8_
     float s = 0.0f;
     for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
         int sumi = 0;
+        UNROLL
         for (int h = 0; h < 2; ++h) {
             const uint8_t *ql = w[b].ql + 64 * h, *qh = w[b].qh + 32 * h;
             const int8_t *sc = w[b].scales + 8 * h, *y = x[b].qs + 128 * h;
@@ -117,6 +122,7 @@ static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
     __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
+    UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
         acc[r] = accm[r] = _mm256_setzero_ps();
@@ -129,11 +135,14 @@ static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const
         __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
         __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
         __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
         for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+        UNROLL
         for (int c = 0; c < 4; ++c) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
             __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
             __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+            UNROLL
             for (int r = 0; r < NX; ++r) {
                 const int8_t *y = xr[r][b].qs + 64 * c;
                 __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
@@ -142,6 +151,7 @@ static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const
                 sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(phi, shi));
             }
         }
+        UNROLL
         for (int r = 0; r < NX; ++r) {
             const lrun_block_q8_K *xb = &xr[r][b];
             __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
@@ -149,6 +159,7 @@ static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const
             accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * xb->d), _mm256_cvtepi32_ps(pm), accm[r]);
         }
     }
+    UNROLL
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
 }
 
@@ -166,6 +177,7 @@ static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const
     const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
     const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
     __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
         acc[r] = _mm256_setzero_ps();
@@ -175,10 +187,12 @@ static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const
         __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         __m256i sumi[LRUN_DOT_MAX_ROWS];
         /* Σ (q−32)·y = Σ q·y − 32·Σ y: the second part from bsums, per scale */
+        UNROLL
         for (int r = 0; r < NX; ++r) {
             __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
             sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
         }
+        UNROLL
         for (int h = 0; h < 2; ++h) {
             const uint8_t *ql = w[b].ql + 64 * h, *qh = w[b].qh + 32 * h;
             __m256i qla = _mm256_loadu_si256((const __m256i *)ql);
@@ -190,10 +204,12 @@ static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const
             q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qla, 4), low4), _mm256_and_si256(qhv, bits45));
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qlb, 4), low4),
                                    _mm256_and_si256(_mm256_srli_epi16(qhv, 2), bits45));
+            UNROLL
             for (int c = 0; c < 4; ++c) {
                 /* scales of elements 32c..32c+15 and 32c+16..32c+31 of this half */
                 int j = 8 * h + 2 * c;
                 __m256i s = _mm256_setr_m128i(_mm_set1_epi16(w[b].scales[j]), _mm_set1_epi16(w[b].scales[j + 1]));
+                UNROLL
                 for (int r = 0; r < NX; ++r) {
                     const int8_t *y = xr[r][b].qs + 128 * h + 32 * c;
                     __m256i p = _mm256_maddubs_epi16(q[c], _mm256_loadu_si256((const __m256i *)y));
@@ -202,9 +218,11 @@ static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const
             }
         }
         float d = _cvtsh_ss(w[b].d);
+        UNROLL
         for (int r = 0; r < NX; ++r)
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
     }
+    UNROLL
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
 }
 

@@ -1,0 +1,168 @@
+/* matmul_bench.c — throughput of lrun_cpu_matmul on SmolLM2-135M's shapes,
+ * next to the machine's plain memory bandwidth. Not part of `make test`:
+ *
+ *   make && cc -O2 -march=native -std=c11 -D_GNU_SOURCE -pthread -Iruntime \
+ *      tests/bench/matmul_bench.c -o build/matmul_bench -Lbuild -Wl,-rpath,'$ORIGIN' -llrun -lm
+ *   build/matmul_bench [seconds per figure, default 0.5]
+ *
+ * Every figure is the best of 20 ms windows over the time given.
+ *
+ * m = 1 (decode): GB/s of weight bytes streamed. The matrix is replicated
+ * over LRUN_BENCH_POOL_MB (default 256 MiB) and the copies are cycled, so
+ * the weights come from DRAM, as in a whole decode step, not from cache.
+ * m = 64 (prefill): GFLOP/s (2·m·n·k per product), one matrix (cache-resident,
+ * as each weight is reused 64 times anyway). */
+#include "cpu_matmul.h"
+#include "quant.h"
+
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// ---------------------------------------------------------------- memory bandwidth
+
+typedef struct {
+    const uint8_t *buf;
+    size_t bytes;
+    _Atomic long sink;
+} read_ctx;
+
+/* Each thread sums its share of the buffer with 256-bit loads. */
+static void read_task(void *p, int ith, int nth)
+{
+    read_ctx *c = p;
+    size_t per = c->bytes / (size_t)nth / 128 * 128, off = per * (size_t)ith;
+    __m256i acc = _mm256_setzero_si256(), acc2 = _mm256_setzero_si256();
+    for (size_t i = off; i < off + per; i += 128) {
+        acc = _mm256_add_epi64(acc, _mm256_load_si256((const __m256i *)(c->buf + i)));
+        acc2 = _mm256_add_epi64(acc2, _mm256_load_si256((const __m256i *)(c->buf + i + 32)));
+        acc = _mm256_add_epi64(acc, _mm256_load_si256((const __m256i *)(c->buf + i + 64)));
+        acc2 = _mm256_add_epi64(acc2, _mm256_load_si256((const __m256i *)(c->buf + i + 96)));
+    }
+    acc = _mm256_add_epi64(acc, acc2);
+    atomic_fetch_add(&c->sink, (long)_mm256_extract_epi64(acc, 0));
+}
+
+typedef struct {
+    uint8_t *dst;
+    const uint8_t *src;
+    size_t bytes;
+} copy_ctx;
+
+static void copy_task(void *p, int ith, int nth)
+{
+    copy_ctx *c = p;
+    size_t per = c->bytes / (size_t)nth, off = per * (size_t)ith;
+    memcpy(c->dst + off, c->src + off, per);
+}
+
+static void bandwidth(lrun_threadpool *pool, double secs)
+{
+    const size_t bytes = (size_t)512 << 20;
+    uint8_t *a = aligned_alloc(64, bytes), *b = aligned_alloc(64, bytes);
+    memset(a, 1, bytes);
+    memset(b, 2, bytes);
+    read_ctx rc = {.buf = a, .bytes = bytes};
+    copy_ctx cc = {.dst = b, .src = a, .bytes = bytes};
+    double best_r = 1e30, best_c = 1e30;
+    for (double t_end = now_s() + secs; now_s() < t_end;) {
+        double t0 = now_s();
+        lrun_threadpool_run(pool, read_task, &rc);
+        double t1 = now_s();
+        lrun_threadpool_run(pool, copy_task, &cc);
+        double t2 = now_s();
+        best_r = t1 - t0 < best_r ? t1 - t0 : best_r;
+        best_c = t2 - t1 < best_c ? t2 - t1 : best_c;
+    }
+    printf("| memory read (AVX2 loads), %d thr | %.1f GB/s |\n", lrun_threadpool_size(pool), bytes / best_r / 1e9);
+    printf("| memcpy (read + write), %d thr | %.1f GB/s |\n", lrun_threadpool_size(pool), 2.0 * bytes / best_c / 1e9);
+    free(a);
+    free(b);
+}
+
+// ---------------------------------------------------------------- matmul
+
+static void bench_matmul(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64_t n, int64_t m, double secs,
+                         size_t pool_bytes)
+{
+    size_t row_bytes;
+    lrun_dtype_row_bytes(t, k, &row_bytes);
+    size_t mat_bytes = row_bytes * (size_t)n;
+    int copies = m == 1 ? (int)((pool_bytes + mat_bytes - 1) / mat_bytes) : 1;
+    uint8_t *w = aligned_alloc(64, mat_bytes * (size_t)copies);
+    float *row = malloc(sizeof(float) * (size_t)k);
+    for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < k; ++j) row[j] = (float)((i * 31 + j * 17) % 97) / 97.0f - 0.5f;
+        lrun_quantize_row(t, row, w + (size_t)i * row_bytes, k);
+    }
+    for (int c = 1; c < copies; ++c) memcpy(w + (size_t)c * mat_bytes, w, mat_bytes);
+    float *x = malloc(sizeof(float) * (size_t)(m * k)), *y = malloc(sizeof(float) * (size_t)(m * n));
+    for (int64_t i = 0; i < m * k; ++i) x[i] = (float)(i % 13) / 13.0f - 0.5f;
+    void *work = malloc(lrun_cpu_matmul_work_bytes(t, m, k) + 1);
+
+    /* the best of windows of >= 20 ms: other processes on a shared machine
+     * only ever make a window slower */
+    int c = 0;
+    for (int i = 0; i < copies; ++i) /* warm-up: page in every copy */
+        lrun_cpu_matmul(pool, t, w + (size_t)i * mat_bytes, row_bytes, n, k, x, m, y, work);
+    double per = 1e30;
+    for (double t_end = now_s() + secs; now_s() < t_end;) {
+        long iters = 0;
+        double t0 = now_s(), t1;
+        do {
+            for (int rep = 0; rep < 4; ++rep, ++iters) {
+                lrun_cpu_matmul(pool, t, w + (size_t)c * mat_bytes, row_bytes, n, k, x, m, y, work);
+                c = c + 1 == copies ? 0 : c + 1;
+            }
+            t1 = now_s();
+        } while (t1 - t0 < 0.02);
+        per = (t1 - t0) / (double)iters < per ? (t1 - t0) / (double)iters : per;
+    }
+    if (m == 1)
+        printf("| %s k=%lld n=%lld m=1, %d thr | %.1f GB/s | %.1f us |\n", lrun_dtype_name(t), (long long)k,
+               (long long)n, lrun_threadpool_size(pool), mat_bytes / per / 1e9, per * 1e6);
+    else
+        printf("| %s k=%lld n=%lld m=%lld, %d thr | %.1f GFLOP/s | %.1f us |\n", lrun_dtype_name(t), (long long)k,
+               (long long)n, (long long)m, lrun_threadpool_size(pool), 2.0 * m * n * k / per / 1e9, per * 1e6);
+    free(w);
+    free(row);
+    free(x);
+    free(y);
+    free(work);
+}
+
+int main(int argc, char **argv)
+{
+    double secs = argc > 1 ? atof(argv[1]) : 0.5;
+    const char *mb = getenv("LRUN_BENCH_POOL_MB");
+    size_t pool_bytes = (size_t)(mb ? atol(mb) : 256) << 20;
+    static const struct { lrun_dtype t; int64_t k, n; } shapes[] = {
+        {LRUN_DTYPE_Q4_1, 576, 1536},   /* ffn_gate, ffn_up */
+        {LRUN_DTYPE_Q4_1, 1536, 576},   /* ffn_down */
+        {LRUN_DTYPE_Q4_1, 576, 576},    /* attn_q, attn_output */
+        {LRUN_DTYPE_Q8_0, 576, 49152},  /* token_embd as the tied output */
+    };
+    printf("| what | throughput | time per product |\n|---|---:|---:|\n");
+    for (int nth = 1; nth <= 2; ++nth) {
+        lrun_threadpool *pool;
+        if (lrun_threadpool_init(&pool, nth) != LRUN_OK) return 1;
+        bandwidth(pool, secs);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s)
+            bench_matmul(pool, shapes[s].t, shapes[s].k, shapes[s].n, 1, secs, pool_bytes);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s)
+            if (shapes[s].n < 10000) bench_matmul(pool, shapes[s].t, shapes[s].k, shapes[s].n, 64, secs, pool_bytes);
+        bench_matmul(pool, LRUN_DTYPE_Q8_0, 576, 1536, 64, secs, pool_bytes);
+        lrun_threadpool_free(pool);
+    }
+    return 0;
+}
