@@ -4,9 +4,11 @@
  *   repetition penalty → temperature → top-k → top-p → min-p → softmax → draw
  *
  * A vocabulary is 49k–150k entries and this runs once per token per
- * sequence, so nothing here sorts the whole vocabulary: top-k and top-p are
- * found by partial selection (quickselect) over candidate indices, and every
- * buffer comes from the caller's work area (no malloc per call).
+ * sequence, so nothing here sorts the whole vocabulary: top-k is a bounded
+ * heap in one pass, top-p a quickselect on probability mass over the few
+ * candidates that can matter, the dense passes (max, exp, sums) are AVX2 where
+ * the CPU has it, and every buffer comes from the caller's work area (no
+ * malloc per call).
  *
  * Candidates are ordered by logit, highest first, ties by lower token id.
  * That order is strict, so the kept sets are deterministic whatever the
@@ -15,6 +17,9 @@
 #include "error.h"
 
 #include <math.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,21 +73,147 @@ double lrun_rng_uniform(lrun_rng *rng)
     return (double)(rng_next(rng) >> 11) * 0x1.0p-53;
 }
 
+// ---------------------------------------------------------------- dense kernels
+
+/* The largest logit, NaN ignored; *has_nan says whether there was one. */
+static float max_logit(const float *l, int64_t n, int *has_nan)
+{
+    float m = -INFINITY;
+    int nan = 0;
+    int64_t i = 0;
+#if defined(__AVX2__)
+    __m256 vm = _mm256_set1_ps(-INFINITY), vn = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(l + i);
+        vm = _mm256_max_ps(x, vm); /* a NaN x yields vm, the second operand */
+        vn = _mm256_or_ps(vn, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vm);
+    for (int j = 0; j < 8; j++) m = lanes[j] > m ? lanes[j] : m;
+    nan = _mm256_movemask_ps(vn) != 0;
+#endif
+    for (; i < n; i++) {
+        nan |= l[i] != l[i];
+        if (l[i] > m) m = l[i];
+    }
+    *has_nan = nan;
+    return m;
+}
+
+/* e^x for x <= 0 (0 below -87.3, where floats stop being normal), within
+ * about 2 ulp: x = k·ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor
+ * polynomial, 2^k through the exponent bits. exp8 is its AVX2 twin. */
+static inline float exp_neg(float x)
+{
+    if (!(x >= -87.3f)) return 0.0f;
+    float k = nearbyintf(x * 1.44269504f);
+    float r = x - k * 0.693145751953125f - k * 1.428606765330187e-06f;
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)k + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+#if defined(__AVX2__)
+static inline __m256 exp8(__m256 x)
+{
+    __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_GE_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f)); /* keeps -inf out of the arithmetic */
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(k, _mm256_set1_ps(0.693145751953125f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(k, _mm256_set1_ps(1.428606765330187e-06f)));
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 24));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 6));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(bits)), live);
+}
+#endif
+
+/* Weights are softmax numerators after temperature: e^((l - m) / T), m the
+ * max, computed with 1/T (a multiply; the rounding is far below what changes
+ * a kept set). With a +inf max the +inf entries share all the mass. */
+static inline float weight_of(float l, float m, float inv_t)
+{
+    return m == INFINITY ? (float)(l == INFINITY) : exp_neg((l - m) * inv_t);
+}
+
+static void fill_neg_inf(float *l, int64_t n)
+{
+    int64_t i = 0;
+#if defined(__AVX2__)
+    __m256 v = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(l + i, v);
+#endif
+    for (; i < n; i++) l[i] = -INFINITY;
+}
+
+/* Tokens per block of the dense draw's two-level walk. */
+#define DRAW_BLOCK 1024
+
+/* w[i] = weight of every token; bsum[b] = sum of block b's weights (float
+ * lanes within a block, so long rows do not lose small terms); returns the
+ * total. */
+static double dense_weights(const float *l, int64_t n, float m, float inv_t, float *w, float *bsum)
+{
+    double z = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += DRAW_BLOCK) {
+        int64_t b1 = b0 + DRAW_BLOCK < n ? b0 + DRAW_BLOCK : n, i = b0;
+        float s = 0;
+#if defined(__AVX2__)
+        if (m != INFINITY) {
+            __m256 vm = _mm256_set1_ps(m), vt = _mm256_set1_ps(inv_t), acc = _mm256_setzero_ps();
+            for (; i + 8 <= b1; i += 8) {
+                __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(l + i), vm), vt));
+                _mm256_storeu_ps(w + i, e);
+                acc = _mm256_add_ps(acc, e);
+            }
+            float lanes[8];
+            _mm256_storeu_ps(lanes, acc);
+            for (int j = 0; j < 8; j++) s += lanes[j];
+        }
+#endif
+        for (; i < b1; i++) s += w[i] = weight_of(l[i], m, inv_t);
+        bsum[b0 / DRAW_BLOCK] = s;
+        z += s;
+    }
+    return z;
+}
+
+/* l[i] /= t for every token (the processed scores HF's temperature leaves). */
+static void dense_divide(float *l, int64_t n, float t)
+{
+    int64_t i = 0;
+#if defined(__AVX2__)
+    __m256 vt = _mm256_set1_ps(t);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(l + i, _mm256_div_ps(_mm256_loadu_ps(l + i), vt));
+#endif
+    for (; i < n; i++) l[i] /= t;
+}
+
 // ---------------------------------------------------------------- argmax, penalty, log-softmax
 
 int32_t lrun_logits_argmax(const float *logits, int64_t n_vocab)
 {
     if (!logits || n_vocab <= 0) return -1;
-    int32_t best = 0;
-    float v = logits[0];
-    for (int64_t i = 1; i < n_vocab; i++) {
-        /* Strictly greater keeps the first of equals; a NaN never wins. */
-        if (logits[i] > v || (v != v && logits[i] == logits[i])) {
-            v = logits[i];
-            best = (int32_t)i;
-        }
-    }
-    return best;
+    /* A vector max, then the first index holding it: the first of equals. */
+    int nan;
+    float m = max_logit(logits, n_vocab, &nan);
+    for (int64_t i = 0; i < n_vocab; i++)
+        if (logits[i] == m) return (int32_t)i;
+    return 0; /* every logit NaN */
 }
 
 /* Each distinct id is penalized once: HF gathers the logits of the history
@@ -184,18 +315,6 @@ static int64_t partition(const float *l, int32_t *idx, int64_t lo, int64_t hi)
     return store;
 }
 
-/* Reorders idx[0, m) so its first k entries are the k first in order (k < m). */
-static void select_first(const float *l, int32_t *idx, int64_t m, int64_t k)
-{
-    int64_t lo = 0, hi = m;
-    while (hi - lo > 1) {
-        int64_t p = partition(l, idx, lo, hi);
-        if (p == k - 1) return;
-        if (p < k - 1) lo = p + 1;
-        else hi = p;
-    }
-}
-
 /* Reorders idx[0, m) and returns c: idx[0, c) is the shortest prefix, in
  * order, whose weight reaches target (m when the whole set falls short by
  * rounding). w is indexed by token id. */
@@ -216,6 +335,104 @@ static int64_t select_mass(const float *l, const float *w, int32_t *idx, int64_t
         lo = p + 1;
     }
     return lo;
+}
+
+/* Candidates above which top-p goes through a histogram first. */
+#define TOP_P_DIRECT 2048
+/* Buckets of the histogram over x = (max - l) / T, the negative log-weight. */
+#define TOP_P_BUCKETS 4096
+
+static inline int bucket_of(float x)
+{
+    return x < TOP_P_BUCKETS - 1 ? (int)x : TOP_P_BUCKETS - 1;
+}
+
+/* As select_mass, for any number of candidates: a histogram of their mass
+ * over log-weight finds the bucket where the prefix reaches target; every
+ * candidate of a lower bucket is kept (buckets follow the order, since x
+ * rises as l falls), and only the boundary bucket's few are selected. */
+static int64_t select_top_p(const float *l, const float *w, int32_t *idx, int64_t c, double target, float m,
+                            float inv_t)
+{
+    if (c <= TOP_P_DIRECT || m == INFINITY) return select_mass(l, w, idx, c, target);
+    float x_max = 0;
+    for (int64_t j = 0; j < c; j++) {
+        float x = w[idx[j]] > 0 ? (m - l[idx[j]]) * inv_t : 0;
+        x_max = x > x_max ? x : x_max;
+    }
+    if (!(x_max > 0)) return select_mass(l, w, idx, c, target);
+    const float scale = (TOP_P_BUCKETS - 1) / x_max;
+#define BUCKET(id) bucket_of((m - l[id]) * inv_t * scale)
+    double mass[TOP_P_BUCKETS]; /* (buckets) weight per bucket */
+    memset(mass, 0, sizeof mass);
+    for (int64_t j = 0; j < c; j++) mass[BUCKET(idx[j])] += w[idx[j]];
+    int boundary = 0;
+    double before_b = 0; /* mass of the buckets under the boundary */
+    while (boundary < TOP_P_BUCKETS - 1 && before_b + mass[boundary] < target) before_b += mass[boundary++];
+    int64_t c1 = 0, c2 = 0;
+    for (int64_t j = 0; j < c; j++)
+        if (BUCKET(idx[j]) < boundary) swap_i32(&idx[j], &idx[c1++]);
+    for (int64_t j = c1; j < c; j++)
+        if (BUCKET(idx[j]) == boundary) swap_i32(&idx[j], &idx[c1 + c2++]);
+#undef BUCKET
+    return c1 + select_mass(l, w, idx + c1, c2, target - before_b);
+}
+
+/* The top k tokens in order (0 < k < n) and every token tied with the k-th
+ * (HF keeps l >= the k-th value): ids into idx, count returned. heap: (k)
+ * scratch. One pass with a bounded heap whose root is the k-th best so far;
+ * almost every token is turned away by one comparison with it. */
+static int64_t select_top_k(const float *l, int64_t n, int64_t k, int32_t *heap, int32_t *idx)
+{
+    for (int64_t i = 0; i < k; i++) heap[i] = (int32_t)i;
+    /* Heapify so the root is the last in order among the k. */
+    for (int64_t s = k / 2; s-- > 0;) {
+        for (int64_t i = s;;) {
+            int64_t a = 2 * i + 1, b = a + 1, worst = i;
+            if (a < k && before(l, heap[worst], heap[a])) worst = a;
+            if (b < k && before(l, heap[worst], heap[b])) worst = b;
+            if (worst == i) break;
+            swap_i32(&heap[i], &heap[worst]);
+            i = worst;
+        }
+    }
+    float root = l[heap[0]];
+    for (int64_t j = k; j < n; j++) {
+#if defined(__AVX2__)
+        /* Eight at a time while none beats the root: the usual case. */
+        if ((j & 7) == 0) {
+            __m256 vr = _mm256_set1_ps(root);
+            while (j + 8 <= n && !_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(l + j), vr, _CMP_GT_OQ))) j += 8;
+            if (j >= n) break;
+        }
+#endif
+        /* j is above every id in the heap, so an equal logit never beats the root. */
+        if (!(l[j] > root)) continue;
+        heap[0] = (int32_t)j;
+        for (int64_t i = 0;;) {
+            int64_t a = 2 * i + 1, b = a + 1, worst = i;
+            if (a < k && before(l, heap[worst], heap[a])) worst = a;
+            if (b < k && before(l, heap[worst], heap[b])) worst = b;
+            if (worst == i) break;
+            swap_i32(&heap[i], &heap[worst]);
+            i = worst;
+        }
+        root = l[heap[0]];
+    }
+    int64_t c = 0, i = 0;
+#if defined(__AVX2__)
+    __m256 vr = _mm256_set1_ps(root);
+    for (; i + 8 <= n; i += 8) {
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(l + i), vr, _CMP_GE_OQ));
+        for (; mask; mask &= mask - 1) idx[c++] = (int32_t)(i + __builtin_ctz(mask));
+    }
+#endif
+    /* Branch-free: most tokens fail the test, in no predictable pattern. */
+    for (; i < n; i++) {
+        idx[c] = (int32_t)i;
+        c += l[i] >= root;
+    }
+    return c;
 }
 
 // ---------------------------------------------------------------- sampling
@@ -262,6 +479,41 @@ static lrun_status check_params(const lrun_sampling_params *p)
     return LRUN_OK;
 }
 
+/* One uniform over the weights of all n tokens, walking block sums first. */
+static int32_t draw_dense(const float *w, const float *bsum, int64_t n, double z, lrun_rng *rng)
+{
+    double u = lrun_rng_uniform(rng) * z, acc = 0;
+    int64_t b0 = 0;
+    for (; b0 + DRAW_BLOCK < n && acc + bsum[b0 / DRAW_BLOCK] <= u; b0 += DRAW_BLOCK) acc += bsum[b0 / DRAW_BLOCK];
+    int64_t last = -1;
+    for (int64_t i = b0; i < n; i++) {
+        if (w[i] <= 0) continue;
+        last = i;
+        acc += w[i];
+        if (acc > u) return (int32_t)i;
+    }
+    /* Rounding left u past the end: the last token with mass. */
+    for (int64_t i = n; last < 0 && i-- > 0;)
+        if (w[i] > 0) last = i;
+    return (int32_t)last;
+}
+
+/* One uniform over the weights of the c candidates in idx. */
+static int32_t draw_sparse(const float *w, const int32_t *idx, int64_t c, lrun_rng *rng)
+{
+    double total = 0;
+    for (int64_t j = 0; j < c; j++) total += w[idx[j]];
+    double u = lrun_rng_uniform(rng) * total, acc = 0;
+    int32_t pick = idx[0];
+    for (int64_t j = 0; j < c; j++) {
+        if (w[idx[j]] <= 0) continue;
+        pick = idx[j];
+        acc += w[idx[j]];
+        if (acc > u) break;
+    }
+    return pick;
+}
+
 lrun_status lrun_sample(float *logits, int64_t n_vocab, const lrun_sampling_params *params, const int32_t *history,
                         int64_t n_history, lrun_rng *rng, void *work, int32_t *out_token)
 {
@@ -279,6 +531,7 @@ lrun_status lrun_sample(float *logits, int64_t n_vocab, const lrun_sampling_para
     if (st != LRUN_OK) return st;
 
     const int64_t n = n_vocab;
+    const float t = params->temperature, inv_t = 1.0f / t;
     float *w = work;                   /* (n_vocab) weight by token id; valid for candidates only */
     int32_t *idx = (int32_t *)(w + n); /* (n_vocab) candidate token ids */
 
@@ -288,66 +541,70 @@ lrun_status lrun_sample(float *logits, int64_t n_vocab, const lrun_sampling_para
         *out_token = lrun_logits_argmax(logits, n);
         return LRUN_OK;
     }
-
-    // temperature and the max: weights are exp((l - max) / T), the softmax up to a constant
-    float m = -INFINITY;
-    for (int64_t i = 0; i < n; i++) {
-        if (logits[i] != logits[i])
-            return lrun_fail(LRUN_E_ARG, "lrun_sample: logit of token %lld is NaN", (long long)i);
-        if (logits[i] > m) m = logits[i];
-    }
+    int nan;
+    float m = max_logit(logits, n, &nan);
+    if (nan) return lrun_fail(LRUN_E_ARG, "lrun_sample: a logit is NaN (the forward pass went wrong)");
     if (m == -INFINITY) return lrun_fail(LRUN_E_ARG, "lrun_sample: every logit is -inf; nothing can be drawn");
-    const float t = params->temperature;
 
-    // top-k: the k highest, plus any tied with the k-th (HF keeps l >= the k-th value)
+    /* Candidates are either dense (every token, weights w[i]) or the c ids in idx. */
+    int dense = 1;
     int64_t c = n;
-    for (int64_t i = 0; i < n; i++) idx[i] = (int32_t)i;
-    if (params->top_k > 0 && params->top_k < n) {
-        int64_t k = params->top_k;
-        select_first(logits, idx, n, k);
-        float kth = logits[idx[0]];
-        for (int64_t i = 1; i < k; i++)
-            if (logits[idx[i]] < kth) kth = logits[idx[i]];
-        c = k;
-        for (int64_t i = k; i < n; i++)
-            if (logits[idx[i]] == kth) swap_i32(&idx[i], &idx[c++]);
-    }
     double z = 0;
-    for (int64_t j = 0; j < c; j++) {
-        float l = logits[idx[j]];
-        /* With a +inf logit, the +inf entries share all the mass. */
-        float wj = m == INFINITY ? (float)(l == INFINITY) : expf((l - m) / t);
-        w[idx[j]] = wj;
-        z += wj;
+
+    // top-k
+    if (params->top_k > 0 && params->top_k < n) {
+        c = select_top_k(logits, n, params->top_k, (int32_t *)w, idx);
+        dense = 0;
+        for (int64_t j = 0; j < c; j++) z += w[idx[j]] = weight_of(logits[idx[j]], m, inv_t);
+    } else {
+        /* Block sums live in idx until a filter needs it. */
+        z = dense_weights(logits, n, m, inv_t, w, (float *)idx);
     }
 
-    // top-p: the shortest prefix (in order) whose probability reaches top_p
-    if (params->top_p < 1.0f) c = select_mass(logits, w, idx, c, (double)params->top_p * z);
+    // top-p: the shortest prefix, in order, whose probability reaches top_p
+    if (params->top_p < 1.0f) {
+        double target = (double)params->top_p * z;
+        if (dense) {
+            /* Tokens lighter than (1 - top_p)·z / n weigh less than (1 - top_p)·z
+             * together, and come after every heavier one: the prefix ends
+             * before them, so only the heavier ones need selecting (half the
+             * bound, for rounding). */
+            float floor_w = (float)(0.5 * (1.0 - params->top_p) * z / (double)n);
+            c = 0;
+            for (int64_t i = 0; i < n; i++) {
+                idx[c] = (int32_t)i;
+                c += w[i] >= floor_w;
+            }
+            dense = 0;
+        }
+        c = select_top_p(logits, w, idx, c, target, m, inv_t);
+    }
 
-    // min-p: keep p >= min_p * p_max; the max's weight is 1, so the threshold is min_p
+    // min-p: p >= min_p·p_max; the max weighs 1, so the threshold is min_p itself
     if (params->min_p > 0) {
         int64_t kept = 0;
-        for (int64_t j = 0; j < c; j++)
-            if (w[idx[j]] >= params->min_p) idx[kept++] = idx[j];
-        c = kept; /* >= 1: the max itself has weight 1 */
+        if (dense) {
+            for (int64_t i = 0; i < n; i++) {
+                idx[kept] = (int32_t)i;
+                kept += w[i] >= params->min_p;
+            }
+            dense = 0;
+        } else {
+            for (int64_t j = 0; j < c; j++)
+                if (w[idx[j]] >= params->min_p) idx[kept++] = idx[j];
+        }
+        c = kept; /* >= 1: the max itself weighs 1 */
     }
 
-    // draw: one uniform over the kept weights
-    double total = 0;
-    for (int64_t j = 0; j < c; j++) total += w[idx[j]];
-    double u = lrun_rng_uniform(rng) * total, acc = 0;
-    int32_t pick = idx[0];
-    for (int64_t j = 0; j < c; j++) {
-        if (w[idx[j]] <= 0) continue;
-        pick = idx[j];
-        acc += w[idx[j]];
-        if (acc > u) break;
+    // draw, then leave the processed scores as HF's warpers do: l / T where kept, -inf elsewhere
+    if (dense) {
+        *out_token = draw_dense(w, (const float *)idx, n, z, rng);
+        if (t != 1.0f && m != INFINITY) dense_divide(logits, n, t);
+        return LRUN_OK;
     }
-    *out_token = pick;
-
-    // leave the processed scores, as HF's warpers do: l / T where kept, -inf elsewhere
+    *out_token = draw_sparse(w, idx, c, rng);
     for (int64_t j = 0; j < c; j++) w[idx[j]] = m == INFINITY ? logits[idx[j]] : logits[idx[j]] / t;
-    for (int64_t i = 0; i < n; i++) logits[i] = -INFINITY;
+    fill_neg_inf(logits, n);
     for (int64_t j = 0; j < c; j++) logits[idx[j]] = w[idx[j]];
     return LRUN_OK;
 }
