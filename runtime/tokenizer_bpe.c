@@ -41,16 +41,8 @@ size_t lrun_bpe_byte_to_utf8(uint8_t b, char out[2])
     return 2;
 }
 
-size_t lrun_bpe_unmap(const char *text, size_t len, char *out)
+size_t lrun_bpe_unmap(const struct lrun_tokenizer *tok, const char *text, size_t len, char *out)
 {
-    static int16_t cpt_to_byte[0x144]; /* inverse of byte_to_cpt; -1 = no byte */
-    static int ready;
-    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
-        /* Idempotent: racing threads write the same values. */
-        for (int i = 0; i < 0x144; ++i) cpt_to_byte[i] = -1;
-        for (int b = 0; b < 256; ++b) cpt_to_byte[byte_to_cpt((uint8_t)b)] = (int16_t)b;
-        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-    }
     const unsigned char *s = (const unsigned char *)text;
     size_t i = 0, o = 0;
     while (i < len) {
@@ -59,8 +51,8 @@ size_t lrun_bpe_unmap(const char *text, size_t len, char *out)
         uint32_t cp = 0x110000;
         if (n == 1 && s[i] < 0x80) cp = s[i];
         else if (n == 2 && (s[i + 1] & 0xC0) == 0x80) cp = ((uint32_t)(s[i] & 0x1F) << 6) | (s[i + 1] & 0x3F);
-        if (cp < 0x144 && cpt_to_byte[cp] >= 0) {
-            out[o++] = (char)cpt_to_byte[cp];
+        if (cp < 0x144 && tok->cpt_byte[cp] >= 0) {
+            out[o++] = (char)tok->cpt_byte[cp];
         } else { /* not a byte character: pass it through unchanged */
             memcpy(out + o, s + i, n);
             o += n;
@@ -167,6 +159,8 @@ lrun_status lrun_bpe_load_merges(struct lrun_tokenizer *tok, const lrun_gguf *gg
     free(joined);
     if (st != LRUN_OK) return st;
     tok->n_merges = count;
+    for (int i = 0; i < 0x144; ++i) tok->cpt_byte[i] = -1;
+    for (int b = 0; b < 256; ++b) tok->cpt_byte[byte_to_cpt((uint8_t)b)] = (int16_t)b;
     for (int b = 0; b < 256; ++b) {
         char u[2];
         size_t n = lrun_bpe_byte_to_utf8((uint8_t)b, u);
@@ -272,6 +266,7 @@ static lrun_status encode_word(const struct lrun_tokenizer *tok, bpe_work *w, co
                                char *mapped, lrun_ids *out)
 {
     lrun_status st;
+    if (len == 0) return LRUN_OK;
     if (tok->pre_info.ignore_merges) {
         size_t m = 0;
         for (size_t i = 0; i < len; ++i) m += lrun_bpe_byte_to_utf8(word[i], mapped + m);

@@ -179,7 +179,7 @@ lrun_status lrun_tokenizer_decode_token(const lrun_tokenizer *tok, int32_t id, i
     if (tmp == NULL) return lrun_fail_oom(len, 0, "tokenizer: decode: out of memory");
     size_t n = 0;
     if (tok->kind == LRUN_TOK_KIND_BPE) {
-        n = lrun_bpe_unmap(text, len, tmp);
+        n = lrun_bpe_unmap(tok, text, len, tmp);
     } else {
         for (size_t i = 0; i < len;) {
             if (i + 3 <= len && memcmp(text + i, "\xE2\x96\x81", 3) == 0) {

@@ -51,7 +51,8 @@ typedef struct lrun_pieces {
 /* Id of the piece with these bytes, or -1. */
 int64_t lrun_pieces_find(const lrun_pieces *p, const char *s, size_t len);
 /* Appends a piece (duplicates allowed: the table then maps the text to the
- * newest id, as llama.cpp's token_to_id does); *id gets its id. */
+ * newest id, as llama.cpp's token_to_id does); *id gets its id. s must not
+ * point into the table itself (the table may move). */
 lrun_status lrun_pieces_add(lrun_pieces *p, const char *s, size_t len, int64_t *id);
 /* The id of the piece with these bytes, adding it when absent. */
 lrun_status lrun_pieces_intern(lrun_pieces *p, const char *s, size_t len, int64_t *id);
@@ -134,6 +135,7 @@ struct lrun_tokenizer {
     size_t merge_cap;          /* a power of two */
     int64_t n_merges;
     int32_t byte_piece[256];   /* piece id of each byte's mapped character, -1 when absent */
+    int16_t cpt_byte[0x144];   /* byte a mapped code point stands for, -1 when none (decoding) */
 
     /* SentencePiece */
     int add_space_prefix;
@@ -156,10 +158,10 @@ lrun_status lrun_bpe_load_merges(struct lrun_tokenizer *tok, const lrun_gguf *gg
 lrun_status lrun_bpe_encode(const struct lrun_tokenizer *tok, const char *text, size_t len, lrun_ids *out);
 /* UTF-8 of the byte-level character that stands for byte b (1 or 2 bytes); returns its length. */
 size_t lrun_bpe_byte_to_utf8(uint8_t b, char out[2]);
-/* Appends the raw bytes a byte-level token text stands for; a character
- * outside the byte map is copied through as its own UTF-8. Returns bytes
- * written to out (at most 2*len, never more than len). */
-size_t lrun_bpe_unmap(const char *text, size_t len, char *out);
+/* Writes the raw bytes a byte-level token text stands for; a character
+ * outside the byte map is copied through as its own UTF-8. Returns the bytes
+ * written to out, never more than len. */
+size_t lrun_bpe_unmap(const struct lrun_tokenizer *tok, const char *text, size_t len, char *out);
 
 /* Tokenizes one plain-text fragment with SentencePiece BPE; prefix_space
  * prepends "▁" (the caller decides, per llama.cpp's is_prev_special rule). */

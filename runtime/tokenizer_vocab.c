@@ -83,13 +83,10 @@ static lrun_status slots_grow(lrun_pieces *p)
     if (!lrun_size_mul(cap, sizeof *p->slots, &bytes)) return lrun_fail(LRUN_E_OOM, "tokenizer: vocabulary too large");
     uint32_t *slots = calloc(cap, sizeof *slots);
     if (slots == NULL) return lrun_fail_oom(bytes, 0, "tokenizer: vocabulary index: out of memory");
-    uint32_t *old = p->slots;
-    size_t old_cap = p->slot_cap;
+    free(p->slots);
     p->slots = slots;
     p->slot_cap = cap;
     /* Re-inserting in id order keeps "newest id wins" for duplicate texts. */
-    (void)old_cap;
-    free(old);
     for (int64_t id = 0; id < p->n; ++id) slots_put(p, id);
     return LRUN_OK;
 }
