@@ -190,6 +190,11 @@ static void set_package_path(lua_State *L, const char *root) {
  * from the REPL without losing the session. */
 static lua_State *running_state;
 
+/* Set by Ctrl-C while a chunk runs. Hooks do not fire inside JIT-compiled
+ * loops, so long-running library loops (lrun.generate) also poll this
+ * through ffi.C (the launcher is linked with -E, exporting it). */
+volatile sig_atomic_t lrun_launcher_interrupted;
+
 static void stop_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     lua_sethook(L, NULL, 0, 0);
@@ -198,6 +203,7 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
 
 static void on_sigint(int sig) {
     signal(sig, SIG_DFL); /* a second Ctrl-C kills, in case Lua never looks */
+    lrun_launcher_interrupted = 1;
     if (running_state) lua_sethook(running_state, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
@@ -220,20 +226,32 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
-/* Calls the function below nargs arguments with the traceback handler and
- * Ctrl-C armed; leaves the results (or the message) on the stack. */
-static int docall(lua_State *L, int nargs, int nresults) {
+/* Calls the function below nargs arguments with the traceback handler and,
+ * when interruptible, Ctrl-C armed; leaves the results (or the message) on
+ * the stack. The REPL's own loop is not interruptible: Ctrl-C at its prompt
+ * leaves, as in luajit, and inside a chunk it stops only the chunk. */
+static int docall_mode(lua_State *L, int nargs, int nresults, int interruptible) {
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback);
     lua_insert(L, base);
+    if (!interruptible) {
+        int status = lua_pcall(L, nargs, nresults, base);
+        lua_remove(L, base);
+        return status;
+    }
     lua_State *outer = running_state;
     running_state = L;
+    lrun_launcher_interrupted = 0;
     void (*old)(int) = signal(SIGINT, on_sigint);
     int status = lua_pcall(L, nargs, nresults, base);
     signal(SIGINT, old);
     running_state = outer;
     lua_remove(L, base);
     return status;
+}
+
+static int docall(lua_State *L, int nargs, int nresults) {
+    return docall_mode(L, nargs, nresults, 1);
 }
 
 /* lrun.launcher.pcall(f, ...) → true, results… | false, traceback:
@@ -336,7 +354,7 @@ static int run_repl(lua_State *L) {
     if (docall(L, 1, 1)) return report(L, 1);
     lua_getfield(L, -1, "run");
     lua_remove(L, -2);
-    return report(L, docall(L, 0, 0));
+    return report(L, docall_mode(L, 0, 0, 0));
 }
 
 static int print_version(lua_State *L) {

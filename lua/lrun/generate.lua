@@ -30,6 +30,18 @@ local ffi, C = lf.ffi, lf.C
 
 local M = {}
 
+-- Ctrl-C under the launcher: its flag, polled once per step (debug hooks do
+-- not reach JIT-compiled loops). Absent under plain luajit.
+pcall(ffi.cdef, "extern volatile int lrun_launcher_interrupted;")
+local can_interrupt = pcall(function() return ffi.C.lrun_launcher_interrupted end)
+
+local function check_interrupt()
+  if can_interrupt and ffi.C.lrun_launcher_interrupted ~= 0 then
+    ffi.C.lrun_launcher_interrupted = 0
+    error("interrupted!", 0)
+  end
+end
+
 M.defaults = {
   max_new_tokens = 20, do_sample = false, temperature = 1.0, top_k = 50, top_p = 1.0,
   min_p = 0.0, repetition_penalty = 1.0,
@@ -287,6 +299,7 @@ function M.generate(model, prompt, opts, level)
   local last_id
 
   for step = 1, opts.max_new_tokens do
+    check_interrupt()
     local status = C.lrun_sample(logits, n_vocab, p, history, n_history, rng, b.work, tok)
     if status ~= C.LRUN_OK then return nil, errors.from_status(status, "sampling") end
     local id = tok[0]
