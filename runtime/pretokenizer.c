@@ -8,7 +8,7 @@
  *
  * Two deliberate rewrites keep PCRE2 in step with llama.cpp:
  *   - \s is spelled out as the Unicode White_Space set that llama.cpp uses
- *     (PCRE2's \s leaves out U+0085 in some versions);
+ *     (PCRE2 10.42's \s also takes U+180E, no longer White_Space);
  *   - the input is made valid UTF-8 first (lrun_utf8_sanitize): an invalid
  *     byte becomes U+FFFD, exactly what llama.cpp's decoder substitutes, and
  *     PCRE2 then never sees invalid UTF-8.
