@@ -16,6 +16,55 @@ local function golden_case(name)
   error("no golden case " .. name)
 end
 
+describe("lrun.load", function()
+  local lrun = require("lrun")
+
+  it("returns nil and an io error for a missing file", function()
+    local m, err = lrun.load("/nonexistent/model.gguf")
+    assert.is_nil(m)
+    assert.are.equal("io", err.kind)
+    assert.matches("^io: .*/nonexistent/model.gguf", tostring(err))
+  end)
+
+  it("returns nil and a format error for a file that is not GGUF", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w")); f:write("not a model at all, just text"); f:close()
+    local m, err = lrun.load(path)
+    os.remove(path)
+    assert.is_nil(m)
+    assert.are.equal("format", err.kind)
+  end)
+
+  it("rejects bad options with an error naming them", function()
+    assert.has_error(function() lrun.load("x.gguf", { thread = 2 }) end, "lrun.load: unknown option 'thread'")
+    assert.has_error(function() lrun.load("x.gguf", { threads = "2" }) end,
+      "lrun.load: option 'threads' must be a number, got string")
+    assert.has_error(function() lrun.load("x.gguf", { gpu_budget = "4X" }) end)
+    assert.has_error(function() lrun.load("x.gguf", { cache_implementation = "paged" }) end,
+      'lrun.load: cache_implementation must be "dynamic" or "static", got "paged"')
+    assert.has_error(function() lrun.load(42) end, "lrun.load: path must be a string, got number")
+  end)
+
+  if not path then return end
+
+  it("frees idempotently and refuses use after free", function()
+    local m = assert(lrun.load(path, { progress = false, gpu_budget = "1G", threads = 1 }))
+    assert.matches("^lrun.model<llama, 30 layers, n_embd 576, vocab 49152", tostring(m))
+    m:free()
+    m:close()
+    assert.are.equal("lrun.model<freed>", tostring(m))
+    assert.has_error(function() m:tokenize("x") end, "model:tokenize: the model was freed")
+  end)
+
+  it("reports the hyper-parameters of the default model", function()
+    local m = assert(lrun.load(path, { progress = false }))
+    local info = m:info()
+    m:free()
+    assert.are.same({ "llama", 30, 576, 9, 3, 1536, 49152, true },
+      { info.arch, info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.n_ff, info.n_vocab, info.tied_embeddings })
+  end)
+end)
+
 describe("tokenize", function()
   if not path then
     pending("LRUN_MODEL is not set")
