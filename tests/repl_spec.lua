@@ -149,4 +149,17 @@ describe("lrun.pretty", function()
     local obj = setmetatable({}, { __tostring = function() return "lrun.model<x>" end })
     assert.are.equal("{ m = lrun.model<x> }", pretty.format({ m = obj }))
   end)
+
+  it("shows a tensor handle by name, dtype, shape and tier", function()
+    local path = os.getenv("LRUN_MODEL")
+    if not path then
+      pending("LRUN_MODEL is not set")
+      return
+    end
+    local m = assert(require("lrun").load(path, { progress = false }))
+    local C = require("lrun.ffi").C
+    local text = pretty.format(C.lrun_model_find_tensor(m.handle, "token_embd.weight"))
+    m:free()
+    assert.matches("^lrun_tensor<token_embd.weight q8_0 %[576, 49152%] %a+>$", text)
+  end)
 end)
