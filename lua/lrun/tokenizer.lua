@@ -25,13 +25,16 @@ function M.wrap(handle, owner)
   return t
 end
 
+local allowed = {
+  tokenize = { add_special = true, parse_special = true },
+  detokenize = { special = true },
+}
+
 local function check_opts(opts, fn)
   if opts == nil then return {} end
   if type(opts) ~= "table" then error(fn .. ": opts must be a table", 3) end
   for k, v in pairs(opts) do
-    if k ~= "add_special" and k ~= "parse_special" and k ~= "special" then
-      error(fn .. ": unknown option '" .. tostring(k) .. "'", 3)
-    end
+    if not allowed[fn][k] then error(fn .. ": unknown option '" .. tostring(k) .. "'", 3) end
     if type(v) ~= "boolean" then error(fn .. ": option '" .. k .. "' must be a boolean", 3) end
   end
   return opts
