@@ -64,6 +64,7 @@ STRINGS = [
     "नमस्ते दुनिया", "مرحبا بالعالم", "שלום עולם", "สวัสดีชาวโลก", "こんにちは世界", "안녕하세요 세계",
     "zero\u200bwidth joiner\u200d! \u0001\u007f control",
     "Mixed: English, русский, 中文, العربية, 123abc456def.",
+    "mongolian\u180evowel separator", " " * 300 + "x" + "\n" * 100 + "9" * 120,
     "<|im_start|>user\nhi<|im_end|>",
     "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>assistant\n",
     "<|endoftext|><|endoftext|>", "a<|im_start|>", "<|im_start|<|im_end|>", " <|im_end|> x",
