@@ -1,0 +1,118 @@
+-- genmodel.lua — writes a random-weight llama model as GGUF (lrun_model_generate).
+--
+--   lrun examples/genmodel.lua -o out.gguf --preset llama2-7b
+--   lrun examples/genmodel.lua -o out.gguf --layers 32 --embd 4096 --ff 11008 \
+--        --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 [--seed N] [--threads N]
+--   lrun examples/genmodel.lua -o tiny.gguf --preset tiny --dtype q8_0
+--
+-- A preset fills every shape option; options given on the command line win.
+-- The model loads in lrun and llama.cpp: same seed, same weights (in every
+-- dtype, up to rounding). See docs/gguf.md.
+local lrun = require("lrun.ffi")
+local cli = require("lrun.cli")
+local sys = require("lrun.sys")
+local ffi, C = lrun.ffi, lrun.C
+
+local presets = {
+  tiny = { layers = 2, embd = 64, ff = 128, heads = 4, kv_heads = 2, vocab = 512, ctx = 256 },
+  ["smollm2-135m"] = { layers = 30, embd = 576, ff = 1536, heads = 9, kv_heads = 3, vocab = 49152, ctx = 8192,
+    rope_base = 100000 },
+  ["tinyllama-1b"] = { layers = 22, embd = 2048, ff = 5632, heads = 32, kv_heads = 4, vocab = 32000, ctx = 2048 },
+  ["llama2-7b"] = { layers = 32, embd = 4096, ff = 11008, heads = 32, kv_heads = 32, vocab = 32000, ctx = 4096 },
+  ["llama3-8b"] = { layers = 32, embd = 4096, ff = 14336, heads = 32, kv_heads = 8, vocab = 128256, ctx = 8192,
+    rope_base = 500000 },
+}
+local preset_names = {}
+for k in pairs(presets) do preset_names[#preset_names + 1] = k end
+table.sort(preset_names)
+
+local spec = {
+  { "-o", "--output", key = "output", arg = "FILE", help = "where to write the GGUF file" },
+  { "--preset", key = "preset", arg = "NAME", help = table.concat(preset_names, ", ") },
+  { "--layers", key = "layers", type = "int", help = "blocks" },
+  { "--embd", key = "embd", type = "int", help = "width" },
+  { "--ff", key = "ff", type = "int", help = "feed-forward width" },
+  { "--heads", key = "heads", type = "int", help = "attention heads" },
+  { "--kv-heads", key = "kv_heads", type = "int", help = "key/value heads (default: --heads)" },
+  { "--vocab", key = "vocab", type = "int", help = "vocabulary size, >= 259" },
+  { "--ctx", key = "ctx", type = "int", help = "context length (default 4096)" },
+  { "--dtype", key = "dtype", arg = "TYPE", default = "bf16", help = "f32 f16 bf16 q4_0 q4_1 q8_0 q4_k q6_k" },
+  { "--embd-dtype", key = "embd_dtype", arg = "TYPE", help = "token_embd and output type (default: --dtype)" },
+  { "--untied", key = "untied", type = "flag", help = "write output.weight (default: tied to token_embd)" },
+  { "--rope-base", key = "rope_base", type = "number", help = "RoPE frequency base (default 10000)" },
+  { "--rms-eps", key = "rms_eps", type = "number", default = 1e-5, help = "RMSNorm epsilon" },
+  { "--seed", key = "seed", type = "int", default = 1, help = "same seed, same weights" },
+  { "--threads", key = "threads", type = "int", default = 0, help = "fill threads, 0 = all cores" },
+  { "-q", "--quiet", key = "quiet", type = "flag", help = "no progress bar" },
+}
+local synopsis = "lrun examples/genmodel.lua -o FILE (--preset NAME | --layers N --embd N --ff N --heads N "
+  .. "--vocab N) [options]"
+local opts = cli.parse_or_exit(arg, spec, synopsis)
+
+local function fail(msg)
+  io.stderr:write(arg[0], ": ", msg, "\n")
+  os.exit(1)
+end
+
+if #opts.rest > 0 then fail("unexpected argument '" .. opts.rest[1] .. "'") end
+if not opts.output then fail("-o/--output: no output file given") end
+if opts.preset then
+  local p = presets[opts.preset]
+  if not p then fail("--preset: unknown preset '" .. opts.preset .. "' (" .. table.concat(preset_names, ", ") .. ")") end
+  for k, v in pairs(p) do
+    if opts[k] == nil then opts[k] = v end
+  end
+end
+opts.kv_heads = opts.kv_heads or opts.heads
+opts.ctx = opts.ctx or 4096
+opts.rope_base = opts.rope_base or 10000
+
+-- Each shape option: present and positive; the message names the option.
+for _, o in ipairs({ { "layers", "--layers" }, { "embd", "--embd" }, { "ff", "--ff" }, { "heads", "--heads" },
+  { "kv_heads", "--kv-heads" }, { "vocab", "--vocab" }, { "ctx", "--ctx" } }) do
+  local v = opts[o[1]]
+  if v == nil then fail(o[2] .. ": missing (give it, or a --preset)") end
+  if v < 1 or v > 2 ^ 31 - 1 then fail(o[2] .. ": must be in 1 .. 2^31-1, got " .. v) end
+end
+if opts.embd % opts.heads ~= 0 then fail("--embd: " .. opts.embd .. " is not a multiple of --heads " .. opts.heads) end
+if (opts.embd / opts.heads) % 2 ~= 0 then fail("--heads: head size --embd/--heads must be even (RoPE)") end
+if opts.heads % opts.kv_heads ~= 0 then fail("--kv-heads: " .. opts.kv_heads .. " does not divide --heads " .. opts.heads) end
+if opts.vocab < 259 then fail("--vocab: must be at least 259 (256 byte tokens and 3 specials), got " .. opts.vocab) end
+if opts.seed < 0 then fail("--seed: must be >= 0") end
+if opts.threads < 0 then fail("--threads: must be >= 0") end
+if not (opts.rope_base > 0) then fail("--rope-base: must be > 0") end
+if not (opts.rms_eps > 0 and opts.rms_eps < 1) then fail("--rms-eps: must be in (0, 1)") end
+
+local function dtype(option, name)
+  local out = ffi.new("lrun_dtype[1]")
+  if C.lrun_dtype_from_name(name, out) ~= C.LRUN_OK then
+    fail(option .. ": unknown type '" .. name .. "' (f32 f16 bf16 q4_0 q4_1 q8_0 q4_k q6_k)")
+  end
+  return out[0]
+end
+
+local s = ffi.new("lrun_model_gen_spec")
+s.n_layer, s.n_embd, s.n_head, s.n_head_kv = opts.layers, opts.embd, opts.heads, opts.kv_heads
+s.n_ff, s.n_vocab, s.n_ctx = opts.ff, opts.vocab, opts.ctx
+s.weight_dtype = dtype("--dtype", opts.dtype)
+s.embd_dtype = dtype("--embd-dtype", opts.embd_dtype or opts.dtype)
+s.tied_embeddings = opts.untied and 0 or 1
+s.rope_freq_base, s.rms_eps = opts.rope_base, opts.rms_eps
+s.seed, s.n_threads, s.progress = opts.seed, opts.threads, opts.quiet and 0 or 1
+
+-- The C side names spec fields; say them as the options they came from.
+local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--heads", n_head_kv = "--kv-heads",
+  n_ff = "--ff", n_vocab = "--vocab", n_ctx = "--ctx", weight_dtype = "--dtype", embd_dtype = "--embd-dtype",
+  rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads" }
+
+local t0 = sys.now()
+local ok, err = lrun.check(C.lrun_model_generate(opts.output, s))
+if not ok then
+  fail((err:gsub("spec%.([%w_]+)", function(f) return field_option[f] or ("spec." .. f) end)))
+end
+local seconds = sys.now() - t0
+local f = io.open(opts.output, "rb")
+local bytes = f and f:seek("end") or 0
+if f then f:close() end
+io.stdout:write(string.format("wrote %s: %.2f GB in %.2f s (%.2f GB/s)\n", opts.output, bytes / 1e9, seconds,
+  seconds > 0 and bytes / 1e9 / seconds or 0))
