@@ -1,11 +1,17 @@
 /* threadpool.c — n−1 worker threads plus the caller, running one task at a time.
  *
  * Decode calls lrun_threadpool_run a few hundred times per token, so a run
- * must start and finish in about a microsecond: the caller publishes the task
- * by bumping a generation counter that idle workers spin on, then works as
- * thread 0 and spins on a countdown of workers still busy. Workers that see
- * nothing for LRUN_SPIN_NS go to sleep on a futex of the same counter, so an
- * idle pool costs no CPU. Nothing is allocated per run. */
+ * must start and finish in about a microsecond. The caller publishes a task
+ * by bumping a generation counter that idle workers spin on, and runs ith 0
+ * itself. The other ith slots (1 … n−1) are not tied to threads: whoever
+ * comes first claims the next one from a shared counter, the caller included
+ * once it is done with ith 0. So a worker that the OS has not scheduled (the
+ * machine busy with other processes, more threads than cores) never holds a
+ * run up: the caller runs its slot instead, and the late worker finds nothing
+ * left. fn is still called exactly once per ith.
+ *
+ * Threads that see no new task for LRUN_SPIN_NS sleep on a futex, so an idle
+ * pool costs no CPU. Nothing is allocated per run. */
 #include "threadpool.h"
 
 #include "error.h"
@@ -32,23 +38,25 @@
 
 /* How long a thread spins before sleeping, in nanoseconds: longer than the
  * gaps between the matmuls of one decode step (tens of microseconds), much
- * shorter than the gaps between tokens seen by a user. */
+ * shorter than the gaps between tokens seen by a user. After the first
+ * LRUN_SPIN_PURE_NS the spinning thread yields its core between polls. */
 #define LRUN_SPIN_NS 200000
 #define LRUN_SPIN_PURE_NS 20000
 
 #define CACHE_LINE 64
 
 struct lrun_threadpool {
-    int n_threads;            /* workers + the caller */
-    pthread_t *threads;       /* (n_threads − 1) workers; worker i runs as ith i+1 */
-    lrun_task_fn fn;          /* the current task, valid while a run is in flight */
+    int n_threads;      /* workers + the caller */
+    pthread_t *threads; /* (n_threads − 1) workers */
+    lrun_task_fn fn;    /* the current task: written by the caller before it publishes */
     void *ctx;
-    /* each counter in its own cache line: workers poll generation while
-     * they decrement remaining */
+    /* Each word in its own cache line: workers poll generation and claim
+     * while finishers bump finished. */
     _Alignas(CACHE_LINE) _Atomic uint32_t generation; /* bumped once per run; futex word of sleeping workers */
     _Atomic int sleepers;                             /* workers asleep (or about to be) on generation */
-    _Atomic int stop;                                 /* 1: workers exit at the next generation */
-    _Alignas(CACHE_LINE) _Atomic uint32_t remaining;  /* workers not done with the current run; the caller's futex word */
+    _Atomic int stop;                                 /* 1: workers exit */
+    _Alignas(CACHE_LINE) _Atomic uint64_t claim;      /* (generation << 32) | next unclaimed ith */
+    _Alignas(CACHE_LINE) _Atomic uint32_t finished;   /* slots 1 … n−1 finished this run; the caller's futex word */
     _Atomic int caller_sleeping;
 };
 
@@ -73,10 +81,9 @@ static uint64_t now_ns(void)
 }
 
 /* Spins until *word differs from old, or until the spin budget is spent:
- * returns 1 when it changed. After the first LRUN_SPIN_PURE_NS the loop
- * yields the core between polls: when threads outnumber free cores, the
- * thread being waited for may need this very core. Reads the clock only
- * every 64 polls. */
+ * returns 1 when it changed. Yields the core between polls after the pure
+ * spin phase, since the thread being waited for may need this very core.
+ * Reads the clock only every 64 polls. */
 static int spin_until_changed(_Atomic uint32_t *word, uint32_t old)
 {
     uint64_t start = 0;
@@ -94,18 +101,33 @@ static int spin_until_changed(_Atomic uint32_t *word, uint32_t old)
     }
 }
 
-// ---------------------------------------------------------------- workers
+// ---------------------------------------------------------------- claiming slots
 
-typedef struct {
-    lrun_threadpool *pool;
-    int ith;
-} worker_arg;
+/* Claims and runs slots of generation gen until none is left; returns how
+ * many it ran. The acquire of a successful claim pairs with the caller's
+ * release of the claim word, so fn and ctx are those of gen; and the caller
+ * does not start another run before every claimed slot has finished. */
+static uint32_t run_slots(lrun_threadpool *pool, uint32_t gen)
+{
+    const uint32_t n = (uint32_t)pool->n_threads;
+    uint32_t ran = 0;
+    uint64_t c = atomic_load_explicit(&pool->claim, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(c >> 32) != gen || (uint32_t)c >= n) return ran;
+        if (!atomic_compare_exchange_weak_explicit(&pool->claim, &c, c + 1, memory_order_acquire,
+                                                   memory_order_acquire))
+            continue;
+        pool->fn(pool->ctx, (int)(uint32_t)c, pool->n_threads);
+        ++ran;
+        c = atomic_load_explicit(&pool->claim, memory_order_acquire);
+    }
+}
+
+// ---------------------------------------------------------------- workers
 
 static void *worker_main(void *p)
 {
-    worker_arg arg = *(worker_arg *)p;
-    free(p);
-    lrun_threadpool *pool = arg.pool;
+    lrun_threadpool *pool = p;
     uint32_t seen = 0;
     for (;;) {
         if (!spin_until_changed(&pool->generation, seen)) {
@@ -116,10 +138,13 @@ static void *worker_main(void *p)
             atomic_fetch_sub(&pool->sleepers, 1);
         }
         seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
-        if (atomic_load_explicit(&pool->stop, memory_order_relaxed)) break;
-        pool->fn(pool->ctx, arg.ith, pool->n_threads);
-        if (atomic_fetch_sub(&pool->remaining, 1) == 1 && atomic_load(&pool->caller_sleeping))
-            futex_wake(&pool->remaining, 1);
+        if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
+        uint32_t ran = run_slots(pool, seen);
+        if (ran) {
+            uint32_t done = atomic_fetch_add(&pool->finished, ran) + ran;
+            if (done == (uint32_t)pool->n_threads - 1 && atomic_load(&pool->caller_sleeping))
+                futex_wake(&pool->finished, 1);
+        }
     }
     return NULL;
 }
@@ -127,8 +152,10 @@ static void *worker_main(void *p)
 /* Publishes a new generation and wakes sleeping workers. */
 static void publish(lrun_threadpool *pool)
 {
-    atomic_store_explicit(&pool->remaining, (uint32_t)(pool->n_threads - 1), memory_order_relaxed);
-    atomic_fetch_add(&pool->generation, 1); /* seq_cst: orders fn, ctx, remaining before it */
+    uint32_t gen = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool->finished, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->claim, ((uint64_t)gen << 32) | 1u, memory_order_release); /* ith 0 is the caller's */
+    atomic_store(&pool->generation, gen); /* seq_cst: ordered before the sleepers check */
     if (atomic_load(&pool->sleepers) > 0) futex_wake(&pool->generation, INT_MAX);
 }
 
@@ -164,19 +191,12 @@ lrun_status lrun_threadpool_init(lrun_threadpool **out, int n_threads)
         }
     }
     for (int i = 0; i < n_threads - 1; ++i) {
-        worker_arg *arg = malloc(sizeof *arg);
-        int rc = arg ? 0 : ENOMEM;
-        if (arg) {
-            arg->pool = pool;
-            arg->ith = i + 1;
-            rc = pthread_create(&pool->threads[i], NULL, worker_main, arg);
-            if (rc) free(arg);
-        }
+        int rc = pthread_create(&pool->threads[i], NULL, worker_main, pool);
         if (rc) {
             stop_workers(pool, i);
             free(pool->threads);
             free(pool);
-            return lrun_fail(rc == ENOMEM || rc == EAGAIN ? LRUN_E_OOM : LRUN_E_INTERNAL,
+            return lrun_fail(rc == EAGAIN ? LRUN_E_OOM : LRUN_E_INTERNAL,
                              "lrun_threadpool_init: cannot start worker thread %d of %d: %s", i + 1, n_threads - 1,
                              strerror(rc));
         }
@@ -203,18 +223,22 @@ void lrun_threadpool_run(lrun_threadpool *pool, lrun_task_fn fn, void *ctx)
         fn(ctx, 0, 1);
         return;
     }
+    const uint32_t others = (uint32_t)pool->n_threads - 1;
     pool->fn = fn;
     pool->ctx = ctx;
     publish(pool);
     fn(ctx, 0, pool->n_threads);
-    /* Wait for the workers: spin while they are still counting down, sleep
-     * when one takes longer than the spin budget (descheduled, or a long task). */
+    /* slots no worker has taken yet are the caller's too */
+    uint32_t ran = run_slots(pool, atomic_load_explicit(&pool->generation, memory_order_relaxed));
+    if (ran && atomic_fetch_add(&pool->finished, ran) + ran == others) return;
+    /* Wait for the slots workers took: spin while they finish, sleep when
+     * one takes longer than the spin budget (descheduled, or a long task). */
     for (;;) {
-        uint32_t r = atomic_load_explicit(&pool->remaining, memory_order_acquire);
-        if (r == 0) return;
-        if (spin_until_changed(&pool->remaining, r)) continue;
+        uint32_t f = atomic_load_explicit(&pool->finished, memory_order_acquire);
+        if (f == others) return;
+        if (spin_until_changed(&pool->finished, f)) continue;
         atomic_store(&pool->caller_sleeping, 1);
-        while ((r = atomic_load(&pool->remaining)) != 0) futex_wait(&pool->remaining, r);
+        while ((f = atomic_load(&pool->finished)) != others) futex_wait(&pool->finished, f);
         atomic_store(&pool->caller_sleeping, 0);
     }
 }

@@ -4,6 +4,7 @@
 #include "check.h"
 #include "threadpool.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -27,6 +28,25 @@ static void count_task(void *p, int ith, int nth)
     if (nth != c->nth_expected || ith < 0 || ith >= nth) atomic_fetch_add(&c->bad_nth, 1);
     else atomic_fetch_add(&c->calls[ith], 1);
     if (ith == c->slow_ith) usleep(2000);
+}
+
+/* ~10 us of work; records whether a thread other than the caller ran it */
+typedef struct {
+    pthread_t caller;
+    _Atomic int by_worker;
+} busy_ctx;
+
+static void busy_task(void *p, int ith, int nth)
+{
+    busy_ctx *c = p;
+    (void)ith;
+    (void)nth;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long end = (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec + 10000;
+    do clock_gettime(CLOCK_MONOTONIC, &ts);
+    while ((long long)ts.tv_sec * 1000000000ll + ts.tv_nsec < end);
+    if (!pthread_equal(pthread_self(), c->caller)) atomic_fetch_add(&c->by_worker, 1);
 }
 
 static void empty_task(void *p, int ith, int nth)
@@ -90,6 +110,19 @@ static void test_pool(int n_threads)
     for (int r = 0; r < 5; ++r) lrun_threadpool_run(pool, count_task, &c);
     snprintf(msg, sizeof msg, "%d threads: the caller waits for a slow worker", n);
     CHECK(msg, all_equal(&c, n, 5));
+
+    /* the workers really take part (the caller may run a late worker's slot) */
+    if (n > 1) {
+        /* up to 0.5 s of 10 us tasks: on a loaded machine a worker may wait
+         * a few scheduler periods for a core */
+        busy_ctx b = {.caller = pthread_self()};
+        int r = 0;
+        for (double t_end = now_s() + 0.5; r < 300 || (atomic_load(&b.by_worker) == 0 && now_s() < t_end); ++r)
+            lrun_threadpool_run(pool, busy_task, &b);
+        snprintf(msg, sizeof msg, "%d threads: workers ran %d of %d slots of 10 us tasks", n,
+                 atomic_load(&b.by_worker), r * (n - 1));
+        CHECK(msg, atomic_load(&b.by_worker) > 0);
+    }
 
     /* dispatch latency of an empty task, workers warm: the best of 5
      * short batches, since other processes share the machine's cores */
