@@ -10,6 +10,9 @@
 
 #include "error.h"
 #include "quant.h"
+#include "quant_dot.h"
+
+#include <stdatomic.h>
 
 #if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
 #define LRUN_OPS_AVX2 1
@@ -245,6 +248,98 @@ void lrun_cpu_attention(lrun_threadpool *pool, const lrun_attention_batch *batch
     struct attention_task task = {batch};
     if (!pool || batch->n_tok * batch->n_head == 1) attention_worker(&task, 0, 1);
     else lrun_threadpool_run(pool, attention_worker, &task);
+}
+
+// ---------------------------------------------------------------- fused matrix-vector products
+
+static size_t partner_row_bytes(lrun_dtype weight_dtype, int64_t k)
+{
+    const lrun_dtype p = lrun_dot_partner(weight_dtype);
+    if (p == LRUN_DTYPE_F32 || p == LRUN_DTYPE_F16 || p == LRUN_DTYPE_BF16) return 0; /* x is used as it is */
+    return (size_t)(k / lrun_dtype_block_elems(p)) * lrun_dtype_block_bytes(p);
+}
+
+size_t lrun_cpu_matvec_work_bytes(const lrun_matvec *parts, int n_parts)
+{
+    size_t total = 0;
+    for (int i = 0; i < n_parts; i++) total += (partner_row_bytes(parts[i].dtype, parts[i].k) + 63) & ~(size_t)63;
+    return total;
+}
+
+struct matvec_task {
+    int n_parts;
+    struct {
+        lrun_dot_fn dot;
+        const uint8_t *w;
+        size_t row_bytes;
+        int64_t first, k;  /* first: index of row 0 in the concatenated row space */
+        const void *x;     /* the partner row */
+        float *y;
+    } part[LRUN_MATVEC_MAX_PARTS];
+    int64_t total, chunk;
+    _Alignas(64) _Atomic int64_t next; /* first concatenated row not yet taken */
+};
+
+static void matvec_worker(void *ctx, int ith, int nth)
+{
+    (void)ith, (void)nth;
+    struct matvec_task *t = ctx;
+    for (;;) {
+        int64_t i = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
+        if (i >= t->total) break;
+        const int64_t end = i + t->chunk < t->total ? i + t->chunk : t->total;
+        int p = 0;
+        while (p + 1 < t->n_parts && t->part[p + 1].first <= i) p++;
+        for (; i < end; i++) {
+            while (p + 1 < t->n_parts && t->part[p + 1].first <= i) p++;
+            const int64_t r = i - t->part[p].first;
+            t->part[p].dot(t->part[p].k, t->part[p].w + (size_t)r * t->part[p].row_bytes, t->part[p].x, 0, 1,
+                           &t->part[p].y[r]);
+        }
+    }
+}
+
+void lrun_cpu_matvec_multi(lrun_threadpool *pool, const lrun_matvec *parts, int n_parts, void *work)
+{
+    struct matvec_task t;
+    t.n_parts = n_parts;
+    t.total = 0;
+    uint8_t *cursor = work;
+    for (int i = 0; i < n_parts; i++) {
+        const lrun_matvec *mv = &parts[i];
+        const lrun_dtype partner = lrun_dot_partner(mv->dtype);
+        const size_t xb = partner_row_bytes(mv->dtype, mv->k);
+        t.part[i].dot = lrun_dot_kernel(mv->dtype);
+        t.part[i].w = mv->w;
+        t.part[i].row_bytes = mv->row_bytes;
+        t.part[i].first = t.total;
+        t.part[i].k = mv->k;
+        t.part[i].y = mv->y;
+        t.total += mv->n;
+        if (xb == 0) {
+            t.part[i].x = mv->x;
+            continue;
+        }
+        /* q, k and v (gate and up) read the same x: convert it once */
+        int shared = -1;
+        for (int j = 0; j < i && shared < 0; j++)
+            if (parts[j].x == mv->x && parts[j].k == mv->k && lrun_dot_partner(parts[j].dtype) == partner) shared = j;
+        if (shared >= 0) {
+            t.part[i].x = t.part[shared].x;
+            continue;
+        }
+        lrun_quantize_row(partner, mv->x, cursor, mv->k);
+        t.part[i].x = cursor;
+        cursor += (xb + 63) & ~(size_t)63;
+    }
+    const int nth = pool ? lrun_threadpool_size(pool) : 1;
+    /* about 8 chunks per thread so a late thread takes fewer; multiples of 16
+     * rows so that neighbouring chunks of y do not share a cache line */
+    int64_t c = (t.total + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
+    t.chunk = c < 16 ? 16 : (c + 15) / 16 * 16;
+    atomic_init(&t.next, 0);
+    if (nth <= 1) matvec_worker(&t, 0, 1);
+    else lrun_threadpool_run(pool, matvec_worker, &t);
 }
 
 // ---------------------------------------------------------------- parallel rows

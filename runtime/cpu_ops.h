@@ -81,6 +81,29 @@ typedef struct lrun_attention_batch {
  * GQA: query head h reads KV head h / (n_head / n_head_kv). */
 void lrun_cpu_attention(lrun_threadpool *pool, const lrun_attention_batch *batch);
 
+/* ---------------------------------------------------------------- fused matrix-vector products */
+
+/* One product of a fused decode step: y (n) = W x, W n rows of k elements. */
+typedef struct lrun_matvec {
+    lrun_dtype dtype;    /* of W */
+    const void *w;       /* n rows, row_bytes apart */
+    size_t row_bytes;
+    int64_t n, k;
+    const float *x;      /* (k) */
+    float *y;            /* (n) */
+} lrun_matvec;
+
+#define LRUN_MATVEC_MAX_PARTS 4
+
+/* Bytes of work lrun_cpu_matvec_multi needs for these parts. */
+size_t lrun_cpu_matvec_work_bytes(const lrun_matvec *parts, int n_parts);
+/* Runs up to LRUN_MATVEC_MAX_PARTS products (q, k and v; gate and up) in one
+ * parallel region: one dispatch and one tail wait instead of one per matrix,
+ * which is what decode (one token) pays for. x is converted to the dot
+ * partner type once per distinct (x, partner). Every y element comes from the
+ * same kernel as lrun_cpu_matmul with m = 1, so the results are identical. */
+void lrun_cpu_matvec_multi(lrun_threadpool *pool, const lrun_matvec *parts, int n_parts, void *work);
+
 /* ---------------------------------------------------------------- parallel rows */
 
 /* Calls fn(ctx, first, last) over [0, n) split into contiguous ranges, one per

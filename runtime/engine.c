@@ -63,6 +63,7 @@ struct lrun_engine {
     float *scores;   /* (n_threads, n_ctx_max) attention scratch */
     float *vectors;  /* norms and biases in f32, pointed to by layers */
     void *mm_work;   /* lrun_cpu_matmul work for B rows */
+    void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
 
     /* host bookkeeping, sized at init */
     int64_t *tok_seq;          /* (B) sequence of each token of the chunk */
@@ -102,6 +103,22 @@ static size_t vector_floats(const lrun_model *m)
     return n;
 }
 
+static lrun_matvec part(const struct lrun_tensor *w, const float *x, float *y)
+{
+    return (lrun_matvec){w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, y};
+}
+
+/* The products decode fuses into one parallel region each: q, k, v and gate, up. */
+static void fused_parts(const lrun_engine *e, int64_t l, lrun_matvec qkv[3], lrun_matvec gu[2])
+{
+    const struct lrun_model_layer *L = &e->model->layers[l];
+    qkv[0] = part(L->wq, e->xn, e->q);
+    qkv[1] = part(L->wk, e->xn, e->k);
+    qkv[2] = part(L->wv, e->xn, e->v);
+    gu[0] = part(L->w_gate, e->xn, e->gate);
+    gu[1] = part(L->w_up, e->xn, e->up);
+}
+
 /* Lays out (or, with base NULL, only sizes) the scratch block. */
 static int layout_scratch(lrun_engine *e, void *base, size_t *total)
 {
@@ -118,6 +135,14 @@ static int layout_scratch(lrun_engine *e, void *base, size_t *total)
             if (w > work) work = w;
         }
     }
+    size_t mv_work = 0;
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        lrun_matvec qkv[3], gu[2];
+        fused_parts(e, l, qkv, gu);
+        const size_t a = lrun_cpu_matvec_work_bytes(qkv, 3), b = lrun_cpu_matvec_work_bytes(gu, 2);
+        mv_work = a > mv_work ? a : mv_work;
+        mv_work = b > mv_work ? b : mv_work;
+    }
     *total = 0;
     size_t sz;
     return lrun_size_mul(B * f, (size_t)e->n_embd, &sz) && carve(&c, total, sz, (void **)&e->x) &&
@@ -129,7 +154,8 @@ static int layout_scratch(lrun_engine *e, void *base, size_t *total)
            carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(B * f, (size_t)m->info.n_rot, &sz) &&
            carve(&c, total, sz, (void **)&e->cs) && lrun_size_mul((size_t)nth * f, (size_t)e->n_ctx_max, &sz) &&
            carve(&c, total, sz, (void **)&e->scores) && lrun_size_mul(vector_floats(m), f, &sz) &&
-           carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work > 0 ? work : 64, &e->mm_work);
+           carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work > 0 ? work : 64, &e->mm_work) &&
+           carve(&c, total, mv_work > 0 ? mv_work : 64, &e->mv_work);
 }
 
 /* Converts a vector tensor to f32 at *cursor; returns where it went. */
@@ -365,10 +391,20 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
         const struct lrun_model_layer *L = &m->layers[l];
         const struct engine_layer *E = &e->layers[l];
 
+        /* one token (decode): products sharing an input run in one parallel
+         * region; the weights are read at their current home, so take the
+         * parts now, not at init */
+        lrun_matvec qkv[3], gu[2];
+        if (n == 1) fused_parts(e, l, qkv, gu);
+
         // attention
-        matmul(e, L->wq, e->xn, n, e->q);
-        matmul(e, L->wk, e->xn, n, e->k);
-        matmul(e, L->wv, e->xn, n, e->v);
+        if (n == 1) {
+            lrun_cpu_matvec_multi(pool, qkv, 3, e->mv_work);
+        } else {
+            matmul(e, L->wq, e->xn, n, e->q);
+            matmul(e, L->wk, e->xn, n, e->k);
+            matmul(e, L->wv, e->xn, n, e->v);
+        }
         rc = (struct rows_ctx){e, l, NULL, NULL, NULL, NULL};
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
         const lrun_attention_batch ab = {n, in->n_head, in->n_head_kv, in->head_dim,
@@ -380,8 +416,12 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
 
         // feed-forward
-        matmul(e, L->w_gate, e->xn, n, e->gate);
-        matmul(e, L->w_up, e->xn, n, e->up);
+        if (n == 1) {
+            lrun_cpu_matvec_multi(pool, gu, 2, e->mv_work);
+        } else {
+            matmul(e, L->w_gate, e->xn, n, e->gate);
+            matmul(e, L->w_up, e->xn, n, e->up);
+        }
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, swiglu_rows, &rc);
         matmul(e, L->w_down, e->gate, n, e->tmp);
         const float *next_norm = l + 1 < in->n_layer ? e->layers[l + 1].attn_norm : NULL;

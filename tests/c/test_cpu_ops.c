@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "cpu_matmul.h"
 #include "cpu_ops.h"
 #include "quant.h"
 #include "tensor.h"
@@ -259,6 +260,52 @@ static void test_attention(void)
     for (int s = 0; s < 2; s++) free(kc[s]), free(vc[s]);
 }
 
+// ---------------------------------------------------------------- fused matrix-vector products
+
+/* The fused decode products must equal lrun_cpu_matmul with m = 1 bit for
+ * bit (decode and prefill then agree), whatever the dtypes and sharing. */
+static void test_matvec_multi(void)
+{
+    enum { K = 512, K2 = 256 };
+    const lrun_dtype types[4] = {LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_F32, LRUN_DTYPE_Q4_K};
+    const int64_t rows[4] = {80, 48, 33, 272}, ks[4] = {K, K, K, K2};
+    float x[K], x2[K2], *wf = malloc(sizeof(float) * 272 * K);
+    for (int i = 0; i < K; i++) x[i] = frand(-2, 2);
+    for (int i = 0; i < K2; i++) x2[i] = frand(-2, 2);
+    lrun_matvec parts[4];
+    void *w[4];
+    float *y[4], *want[4];
+    lrun_threadpool *pool;
+    CHECK("thread pool", lrun_threadpool_init(&pool, 2) == LRUN_OK);
+    for (int p = 0; p < 4; p++) {
+        size_t rb;
+        lrun_dtype_row_bytes(types[p], ks[p], &rb);
+        w[p] = malloc(rb * (size_t)rows[p]);
+        for (int64_t r = 0; r < rows[p]; r++) {
+            for (int64_t i = 0; i < ks[p]; i++) wf[i] = frand(-1, 1);
+            lrun_quantize_row(types[p], wf, (char *)w[p] + r * rb, ks[p]);
+        }
+        y[p] = malloc(sizeof(float) * (size_t)rows[p]);
+        want[p] = malloc(sizeof(float) * (size_t)rows[p]);
+        parts[p] = (lrun_matvec){types[p], w[p], rb, rows[p], ks[p], p == 3 ? x2 : x, y[p]};
+        void *work = malloc(lrun_cpu_matmul_work_bytes(types[p], 1, ks[p]) + 64);
+        lrun_cpu_matmul(pool, types[p], w[p], rb, rows[p], ks[p], parts[p].x, 1, want[p], work);
+        free(work);
+    }
+    void *work = malloc(lrun_cpu_matvec_work_bytes(parts, 4));
+    lrun_cpu_matvec_multi(pool, parts, 4, work);
+    int same = 1;
+    for (int p = 0; p < 4; p++) same &= memcmp(y[p], want[p], sizeof(float) * (size_t)rows[p]) == 0;
+    CHECK("fused q4_1, q8_0, f32 and q4_K products equal lrun_cpu_matmul (m = 1) exactly", same);
+    for (int p = 0; p < 4; p++) memset(y[p], 0, sizeof(float) * (size_t)rows[p]);
+    lrun_cpu_matvec_multi(NULL, parts, 2, work);
+    CHECK("and on the calling thread alone", memcmp(y[0], want[0], sizeof(float) * 80) == 0 &&
+                                                 memcmp(y[1], want[1], sizeof(float) * 48) == 0 && y[2][0] == 0.0f);
+    free(work), free(wf);
+    for (int p = 0; p < 4; p++) free(w[p]), free(y[p]), free(want[p]);
+    lrun_threadpool_free(pool);
+}
+
 // ---------------------------------------------------------------- parallel rows
 
 static void mark_rows(void *ctx, int64_t first, int64_t last)
@@ -289,6 +336,7 @@ int main(void)
     test_embedding();
     test_rope();
     test_attention();
+    test_matvec_multi();
     test_parallel_for();
     return CHECK_DONE();
 }
