@@ -30,7 +30,9 @@
 
 #define DEFAULT_BATCH 512
 
-/* Norm weights and biases converted to f32 once, at init. */
+/* Norm weights, biases and RoPE frequency factors are converted to f32 once,
+ * at init, into engine memory: a residency move of those tiny tensors later
+ * cannot leave the engine pointing at released bytes. */
 struct engine_layer {
     const float *attn_norm, *ffn_norm; /* (n_embd) */
     const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd); NULL when absent */
@@ -93,6 +95,7 @@ static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
 static size_t vector_floats(const lrun_model *m)
 {
     size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
+    if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
     for (int64_t l = 0; l < m->info.n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         if (L->bq) n += (size_t)L->bq->ne[0];
@@ -177,6 +180,7 @@ static lrun_status load_vectors(lrun_engine *e)
     const lrun_model *m = e->model;
     float *c = e->vectors;
     lrun_status st = load_vector(m->output_norm, &c, &e->output_norm);
+    if (st == LRUN_OK) st = load_vector(m->rope_freqs, &c, &e->rope.freq_factors);
     for (int64_t l = 0; st == LRUN_OK && l < m->info.n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         struct engine_layer *E = &e->layers[l];
@@ -220,8 +224,7 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     e->kv_dim = in->n_head_kv * in->head_dim;
     e->n_ff = in->n_ff;
     e->n_vocab = in->n_vocab;
-    e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale,
-                          model->rope_freqs ? (const float *)lrun_tensor_host_data(model->rope_freqs) : NULL};
+    e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL};
 
     lrun_status st = LRUN_OK;
     e->pool = model->pool;
