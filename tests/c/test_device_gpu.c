@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MiB ((size_t)1 << 20)
 
@@ -146,6 +147,50 @@ static void test_streams(void)
     lrun_device_free(d);
 }
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* GB/s of lrun_copy_bytes host→device from a buffer of tier src_tier. */
+static double h2d_rate(lrun_device *d, lrun_tier src_tier, size_t bytes)
+{
+    void *dev = NULL, *host = NULL;
+    if (lrun_device_alloc(d, bytes, "bandwidth probe", &dev) != LRUN_OK) return 0;
+    if (lrun_host_alloc(src_tier, bytes, "bandwidth probe", &host) != LRUN_OK) return 0;
+    memset(host, 1, bytes);
+    lrun_copy_bytes(d, dev, LRUN_TIER_DEVICE, host, src_tier, bytes); /* warm-up */
+    double t0 = now();
+    for (int i = 0; i < 4; i++) lrun_copy_bytes(d, dev, LRUN_TIER_DEVICE, host, src_tier, bytes);
+    double rate = 4.0 * (double)bytes / (now() - t0) / 1e9;
+    lrun_host_release(src_tier, host);
+    lrun_device_release(d, dev, bytes);
+    return rate;
+}
+
+static void test_rates(void)
+{
+    lrun_device *d = NULL;
+    if (lrun_device_open(&d, "cuda:0", 0) != LRUN_OK) return;
+    double pinned = h2d_rate(d, LRUN_TIER_PINNED, 256 * MiB), pageable = h2d_rate(d, LRUN_TIER_HOST, 256 * MiB);
+    printf("# host to device: pinned %.1f GB/s, pageable %.1f GB/s\n", pinned, pageable);
+    CHECK("pinned memory is really page-locked (faster than pageable)", pinned > 1.2 * pageable);
+    /* The pool: allocations after the first arena cost no CUDA call. */
+    void *p;
+    double t0 = now();
+    int ok = 1;
+    for (int i = 0; i < 20000; i++) {
+        ok &= lrun_device_alloc(d, 4096 + (size_t)(i % 7) * 1000, "churn", &p) == LRUN_OK;
+        lrun_device_release(d, p, 4096 + (size_t)(i % 7) * 1000);
+    }
+    double us = (now() - t0) / 20000 * 1e6;
+    printf("# pool alloc+release: %.2f us\n", us);
+    CHECK("pool alloc+release churn", ok && lrun_device_used(d) == 0);
+    lrun_device_free(d);
+}
+
 int main(void)
 {
     if (lrun_cuda_device_count() == 0) {
@@ -155,5 +200,6 @@ int main(void)
     test_open_and_pool();
     test_tensors();
     test_streams();
+    test_rates();
     return CHECK_DONE();
 }
