@@ -4,27 +4,49 @@
 -- regenerated, never edited. Checks, per prompt:
 --   1. tokenization, id for id (add_special true and false; for this model
 --      llama.cpp adds no BOS because the file says add_bos_token = false);
---   2. the greedy 32-token continuation, id for id, up to the step where
---      llama.cpp's raw argmax was an end-of-generation token (its ignore_eos
---      biased it away; lrun with eos_token_id = {} takes it), where lrun must
---      take an EOG token too;
---   3. the first step: log_softmax of lrun's logits against llama.cpp's top-20
+--   2. the greedy 32-token continuation from m:generate (the decode path),
+--      id for id, up to the step where llama.cpp's raw argmax was an
+--      end-of-generation token (its ignore_eos biased it away; lrun with
+--      eos_token_id = {} takes it), where lrun must take an EOG token too;
+--      or up to a near-tie (see TIE_GAP), after which the paths may part;
+--   3. every one of those steps again with llama.cpp's tokens as the context
+--      (teacher forcing through the engine): lrun's argmax is llama.cpp's
+--      token at each step, near-ties excepted, so a tie early on does not
+--      hide the steps after it;
+--   4. the first step: log_softmax of lrun's logits against llama.cpp's top-20
 --      log-probabilities, within LOGPROB_TOL, and the same top-1.
 -- Pending when LRUN_MODEL is unset.
 local json = require("dkjson")
 
--- Tolerance on first-step log-probabilities (nats).
--- Exactness is not expected: llama.cpp quantizes every activation vector to
--- Q8_1 (8-bit, one scale per 32 values) before each Q4_1 matmul and to Q8_0
--- before the Q8_0 output projection, and sums in its own order; the golden was
--- made with an f32 KV cache and no flash attention, so attention adds little.
--- An engine that keeps activations in f32 differs by the Q8 rounding noise
--- propagated through 30 layers. Measured once lrun ran (see the comment in
--- FIRST_STEP_MEASURED below); the tolerance is a few times the largest
--- difference seen, so it catches real bugs (a wrong RoPE, norm or bias moves
--- log-probs by whole nats) without failing on rounding.
-local LOGPROB_TOL = 0.05
--- FIRST_STEP_MEASURED: to be filled with the measured max |difference| per prompt.
+-- Why not exact, and the tolerances. llama.cpp quantizes every activation
+-- vector to 8 bits (Q8_1, one scale per 32 values) before each Q4_1 matmul and
+-- to Q8_0 before the Q8_0 output projection, and sums in its own order; lrun
+-- rounds in its own way. SmolLM2-135M turns such rounding into large
+-- differences in the output. Measured on this golden (2 threads, AVX2):
+--   * max |log-prob difference| over llama.cpp's first-step top-20, per prompt:
+--     lrun vs llama.cpp 0.13-0.38 (mean 0.05-0.14); llama.cpp vs llama.cpp with
+--     only the KV cache switched from f32 to f16 0.13-0.28, with flash attention
+--     too 0.11-0.31; lrun and llama.cpp each against a float64 forward pass of
+--     the dequantized weights (numpy, written for this check) 0.13-0.31 and
+--     0.16-0.28. Real bugs are larger: RoPE with half-split pairs moves them
+--     by 1.8-4.4, a RoPE base of 10000 instead of 100000 by 0.25-1.46 (so at
+--     least some prompt fails).
+--   * greedy paths: llama.cpp itself changes its 32-token continuation when
+--     only the KV cache precision or flash attention changes (at steps 0, 5,
+--     7, 10 and 20 of these prompts), always by taking its own second choice
+--     where its top-2 log-probs were 0.01-0.16 apart; lrun departs from
+--     llama.cpp at the same kind of steps (gaps 0.01-0.16 in llama.cpp, 0.01-0.17
+--     in lrun). After such a step the two contexts differ and so does the rest.
+--     Given llama.cpp's tokens as the context, lrun picked llama.cpp's token at
+--     all but 5 of the 205 compared steps, and those 5 were such near-ties.
+-- Hence: LOGPROB_TOL is twice the worst difference seen (0.38); a step where
+-- lrun picks llama.cpp's second choice counts as a near-tie, not a mismatch,
+-- when both engines have the two within TIE_GAP (noise in a difference of
+-- two log-probs is up to about twice the noise in one; llama.cpp-vs-llama.cpp
+-- flips reached 0.54). Everything else must match id for id.
+local LOGPROB_TOL = 0.75       -- nats, max over llama.cpp's top-20 (first step)
+local LOGPROB_MEAN_TOL = 0.3   -- nats, mean over the same 20
+local TIE_GAP = 0.6            -- nats, top-2 gap under which either order is noise
 
 local N_THREADS = 2
 
@@ -93,6 +115,85 @@ local function contains(list, x)
   return false
 end
 
+-- lrun's view of every step of a golden continuation with llama.cpp's tokens
+-- as the context: the prompt is run once, then each of llama.cpp's tokens one
+-- at a time, through the engine (the same lrun_engine_step the generator
+-- uses). Returns, for steps 1..n, {argmax = id, logit = function(id)} with
+-- the logits kept only for the ids a report needs. Falls back to a fresh
+-- m:logits call per step when the model does not expose its engine.
+local function forced_steps(model, n_vocab, prompt, want, n, keep_ids)
+  local steps = {}
+  local function record(get, k)
+    local best, besti = -math.huge, -1
+    for i = 0, n_vocab - 1 do
+      local x = get(i)
+      if x > best then best, besti = x, i end
+    end
+    local kept = {[besti] = best}
+    for _, id in ipairs(keep_ids(k, besti)) do kept[id] = get(id) end
+    steps[k] = {argmax = besti, logit = function(id) return kept[id] end}
+  end
+  local ok_ffi, lf = pcall(require, "lrun.ffi")
+  local engine = ok_ffi and type(model.engine) == "function" and model:engine()
+  if not engine then
+    for k = 1, n do
+      local ctx = copy_ids(prompt)
+      for j = 1, k - 1 do ctx[#ctx + 1] = want[j] end
+      record(vec_accessor(model:logits(ctx), n_vocab), k)
+    end
+    return steps
+  end
+  local ffi, C = lf.ffi, lf.C
+  local n_max = #prompt
+  local tokens = ffi.new("int32_t[?]", n_max) -- (n_max,) the tokens of one step
+  local seq = ffi.new("int32_t[?]", n_max)    -- (n_max,) all in sequence 0
+  local logits = ffi.new("float[?]", n_vocab) -- (n_vocab,) the last position's
+  local n_out = ffi.new("int64_t[1]")
+  local function check(status, what)
+    assert(status == C.LRUN_OK, what .. ": " .. lf.last_error())
+  end
+  check(C.lrun_engine_seq_truncate(engine, 0, 0), "resetting sequence 0")
+  for i = 1, #prompt do tokens[i - 1] = prompt[i] end
+  check(C.lrun_engine_step(engine, #prompt, tokens, seq, nil, logits, 1, n_out), "prefill")
+  local get = function(i) return tonumber(logits[i]) end
+  for k = 1, n do
+    record(get, k)
+    if k < n then
+      tokens[0] = want[k]
+      check(C.lrun_engine_step(engine, 1, tokens, seq, nil, logits, 1, n_out), "decode step " .. k)
+    end
+  end
+  return steps
+end
+
+-- Judges lrun's choice at one step against llama.cpp's record of that step
+-- (step.top2: llama.cpp's two best ids with their log-probs, from the raw
+-- logits). Returns "same", "tie" or "diff"; lrun_logit(id) is lrun's logit.
+local function judge(step, lrun_id, lrun_logit, eog_ids)
+  local want = step.top2[1][1]
+  if lrun_id == want then return "same" end
+  if eog_ids and contains(eog_ids, want) and contains(eog_ids, lrun_id) then return "same" end
+  local mine, theirs = lrun_logit(lrun_id), lrun_logit(want)
+  if mine == nil or theirs == nil then return "diff" end
+  local lc_gap = step.top2[1][2] - step.top2[2][2]
+  local own_gap = mine - theirs
+  if lrun_id == step.top2[2][1] and lc_gap <= TIE_GAP and own_gap <= TIE_GAP then return "tie" end
+  return "diff"
+end
+
+local function step_report(case, k, lrun_id, lrun_logit)
+  local step = case.steps[k]
+  local want = step.top2[1][1]
+  return string.format(
+    "%s: generated token %d (0-based %d): lrun %d, llama.cpp %d; lrun logits [%d]=%.5f "
+    .. "[%d]=%.5f (gap %.5f); llama.cpp log-probs top1 [%d]=%.5f top2 [%d]=%.5f (gap %.5f); "
+    .. "llama.cpp's tokens before it %s",
+    case.name, k, k - 1, lrun_id, want, lrun_id, lrun_logit(lrun_id) or 0 / 0, want,
+    lrun_logit(want) or 0 / 0, (lrun_logit(lrun_id) or 0 / 0) - (lrun_logit(want) or 0 / 0),
+    want, step.top2[1][2], step.top2[2][1], step.top2[2][2], step.top2[1][2] - step.top2[2][2],
+    fmt_ids(case.continuation_ids, 1, k - 1))
+end
+
 local model_path = os.getenv("LRUN_MODEL")
 
 describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
@@ -130,6 +231,17 @@ describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
 
   for _, case in ipairs(golden.cases) do
     describe("prompt '" .. case.name .. "'", function()
+      -- Steps that compare: all 32, or those up to and including the one
+      -- where llama.cpp's raw argmax was an EOG token (eog_at is 0-based).
+      local n_cmp = case.eog_at and case.eog_at + 1 or golden.n_predict
+      local forced -- lrun's view of each step with llama.cpp's context, made once
+      local function forced_view()
+        if not forced then
+          forced = forced_steps(model, n_vocab, case.prompt_ids, case.continuation_ids, n_cmp,
+            function(k, _) return {case.steps[k].top2[1][1], case.steps[k].top2[2][1]} end)
+        end
+        return forced
+      end
 
       it("tokenizes id for id", function()
         for _, add_special in ipairs({false, true}) do
@@ -150,7 +262,7 @@ describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
         end
       end)
 
-      it("generates the same greedy continuation id for id", function()
+      it("generates the same greedy continuation id for id (up to a near-tie)", function()
         local prompt = copy_ids(case.prompt_ids)
         local text, ids = model:generate(prompt, {max_new_tokens = golden.n_predict,
                                                   do_sample = false, eos_token_id = {}})
@@ -162,33 +274,27 @@ describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
           for i = #prompt + 1, #ids do gen[#gen + 1] = ids[i] end
           ids = gen
         end
-        local want = case.continuation_ids
-        local n_cmp = case.eog_at or #want -- eog_at is 0-based: steps before it compare
         assert.are.equal(golden.n_predict, #ids)
         for k = 1, n_cmp do
-          if ids[k] ~= want[k] then
-            -- Report where and by how much: lrun's logits at that step for both
-            -- tokens, and llama.cpp's log-probs of its top two there.
-            local ctx = copy_ids(case.prompt_ids)
-            for j = 1, k - 1 do ctx[#ctx + 1] = want[j] end
-            local lg = model:logits(ctx)
-            local get = vec_accessor(lg, n_vocab)
-            local step = case.steps[k]
-            error(string.format(
-              "%s: diverges at generated token %d (0-based %d): lrun %d, llama.cpp %d; "
-              .. "lrun logits there: [%d]=%.5f [%d]=%.5f (gap %.5f); llama.cpp log-probs: "
-              .. "top1 [%d]=%.5f top2 [%d]=%.5f (gap %.5f); matched so far %s",
-              case.name, k, k - 1, ids[k], want[k], ids[k], get(ids[k]), want[k], get(want[k]),
-              get(ids[k]) - get(want[k]), step.top2[1][1], step.top2[1][2], step.top2[2][1],
-              step.top2[2][2], step.top2[1][2] - step.top2[2][2], fmt_ids(want, 1, k - 1)), 0)
+          -- Up to here lrun's tokens were llama.cpp's, so the forced view is
+          -- lrun's own context too.
+          local st = forced_view()[k]
+          local verdict = judge(case.steps[k], ids[k], st.logit, golden.model.eog_ids)
+          if verdict == "tie" then break end
+          assert(verdict == "same", "m:generate diverges at " .. step_report(case, k, ids[k], st.logit))
+        end
+      end)
+
+      it("picks llama.cpp's token at every step given llama.cpp's context (near-ties excepted)", function()
+        local steps = forced_view()
+        local bad = {}
+        for k = 1, n_cmp do
+          local st = steps[k]
+          if judge(case.steps[k], st.argmax, st.logit, golden.model.eog_ids) == "diff" then
+            bad[#bad + 1] = step_report(case, k, st.argmax, st.logit)
           end
         end
-        if case.eog_at then
-          local k = case.eog_at + 1
-          assert(contains(golden.model.eog_ids, ids[k]), string.format(
-            "%s: at generated token %d llama.cpp's raw argmax is an end-of-generation token "
-            .. "(%d); lrun chose %d", case.name, k, case.steps[k].top2[1][1], ids[k]))
-        end
+        assert(#bad == 0, #bad .. " step(s) differ beyond a near-tie:\n" .. table.concat(bad, "\n"))
       end)
 
       it("agrees on the first-step log-probabilities (top-20 within tolerance, same top-1)", function()
@@ -196,14 +302,19 @@ describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
         local top1, n = argmax(lg, n_vocab)
         assert.are.equal(n_vocab, n)
         local lp = log_softmax(lg, n_vocab)
-        local worst, worst_id = 0, -1
+        local worst, worst_id, sum = 0, -1, 0
         for _, pair in ipairs(case.first_step_top20) do
           local d = math.abs(lp(pair[1]) - pair[2])
+          sum = sum + d
           if d > worst then worst, worst_id = d, pair[1] end
         end
+        local mean = sum / #case.first_step_top20
         assert(worst <= LOGPROB_TOL, string.format(
           "%s: max |log-prob difference| over llama.cpp's top-20 is %.5f (token %d) > %.3f",
           case.name, worst, worst_id, LOGPROB_TOL))
+        assert(mean <= LOGPROB_MEAN_TOL, string.format(
+          "%s: mean |log-prob difference| over llama.cpp's top-20 is %.5f > %.3f",
+          case.name, mean, LOGPROB_MEAN_TOL))
         assert(top1 == case.first_step_top20[1][1], string.format(
           "%s: top-1 lrun %d (log-prob %.5f), llama.cpp %d (log-prob %.5f)", case.name, top1,
           lp(top1), case.first_step_top20[1][1], case.first_step_top20[1][2]))
