@@ -16,6 +16,7 @@
 #include "quant_dot.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 /* Activation rows per x tile for m > 1: 64 rows of a Q8 row of k ≤ 4096 stay
  * well inside a 512 KiB L2. */
@@ -134,6 +135,10 @@ void lrun_cpu_matmul(lrun_threadpool *pool, lrun_dtype weight_dtype, const void 
 {
     lrun_dot_fn dot = lrun_dot_kernel(weight_dtype);
     if (!dot || m <= 0 || n <= 0) return;
+    if (k <= 0) { /* empty sums */
+        memset(y, 0, sizeof(float) * (size_t)(m * n));
+        return;
+    }
     int nth = lrun_threadpool_size(pool);
     matmul_task t = {
         .dot = dot, .w = w, .row_bytes = row_bytes, .n = n, .k = k, .m = m, .y = y, .chunk = chunk_rows(n, nth),

@@ -5,7 +5,8 @@
  *      tests/bench/matmul_bench.c -o build/matmul_bench -Lbuild -Wl,-rpath,'$ORIGIN' -llrun -lm
  *   build/matmul_bench [seconds per figure, default 0.5]
  *
- * Every figure is the best of 20 ms windows over the time given.
+ * Every figure is the best single run over the time given, so that other
+ * processes on a shared machine count little.
  *
  * m = 1 (decode): GB/s of weight bytes streamed. The matrix is replicated
  * over LRUN_BENCH_POOL_MB (default 256 MiB) and the copies are cycled, so
@@ -66,16 +67,20 @@ static void copy_task(void *p, int ith, int nth)
     memcpy(c->dst + off, c->src + off, per);
 }
 
+/* Best of many 32 MiB passes, each over a different slice of 512 MiB (far
+ * larger than any cache), so a pass is short enough to dodge other
+ * processes and still comes from DRAM. */
 static void bandwidth(lrun_threadpool *pool, double secs)
 {
-    const size_t bytes = (size_t)512 << 20;
+    const size_t bytes = (size_t)512 << 20, slice = (size_t)32 << 20;
     uint8_t *a = aligned_alloc(64, bytes), *b = aligned_alloc(64, bytes);
     memset(a, 1, bytes);
     memset(b, 2, bytes);
-    read_ctx rc = {.buf = a, .bytes = bytes};
-    copy_ctx cc = {.dst = b, .src = a, .bytes = bytes};
     double best_r = 1e30, best_c = 1e30;
-    for (double t_end = now_s() + secs; now_s() < t_end;) {
+    size_t off = 0;
+    for (double t_end = now_s() + secs; now_s() < t_end; off = (off + slice) % bytes) {
+        read_ctx rc = {.buf = a + off, .bytes = slice};
+        copy_ctx cc = {.dst = b + off, .src = a + (off + bytes / 2) % bytes, .bytes = slice};
         double t0 = now_s();
         lrun_threadpool_run(pool, read_task, &rc);
         double t1 = now_s();
@@ -84,8 +89,8 @@ static void bandwidth(lrun_threadpool *pool, double secs)
         best_r = t1 - t0 < best_r ? t1 - t0 : best_r;
         best_c = t2 - t1 < best_c ? t2 - t1 : best_c;
     }
-    printf("| memory read (AVX2 loads), %d thr | %.1f GB/s |\n", lrun_threadpool_size(pool), bytes / best_r / 1e9);
-    printf("| memcpy (read + write), %d thr | %.1f GB/s |\n", lrun_threadpool_size(pool), 2.0 * bytes / best_c / 1e9);
+    printf("| memory read (AVX2 loads), %d thr | %.1f GB/s | |\n", lrun_threadpool_size(pool), slice / best_r / 1e9);
+    printf("| memcpy (read + write), %d thr | %.1f GB/s | |\n", lrun_threadpool_size(pool), 2.0 * slice / best_c / 1e9);
     free(a);
     free(b);
 }
@@ -110,23 +115,18 @@ static void bench_matmul(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64_t
     for (int64_t i = 0; i < m * k; ++i) x[i] = (float)(i % 13) / 13.0f - 0.5f;
     void *work = malloc(lrun_cpu_matmul_work_bytes(t, m, k) + 1);
 
-    /* the best of windows of >= 20 ms: other processes on a shared machine
-     * only ever make a window slower */
+    /* the best single product: other processes on a shared machine only
+     * ever make one slower */
     int c = 0;
     for (int i = 0; i < copies; ++i) /* warm-up: page in every copy */
         lrun_cpu_matmul(pool, t, w + (size_t)i * mat_bytes, row_bytes, n, k, x, m, y, work);
     double per = 1e30;
     for (double t_end = now_s() + secs; now_s() < t_end;) {
-        long iters = 0;
-        double t0 = now_s(), t1;
-        do {
-            for (int rep = 0; rep < 4; ++rep, ++iters) {
-                lrun_cpu_matmul(pool, t, w + (size_t)c * mat_bytes, row_bytes, n, k, x, m, y, work);
-                c = c + 1 == copies ? 0 : c + 1;
-            }
-            t1 = now_s();
-        } while (t1 - t0 < 0.02);
-        per = (t1 - t0) / (double)iters < per ? (t1 - t0) / (double)iters : per;
+        double t0 = now_s();
+        lrun_cpu_matmul(pool, t, w + (size_t)c * mat_bytes, row_bytes, n, k, x, m, y, work);
+        double t1 = now_s();
+        per = t1 - t0 < per ? t1 - t0 : per;
+        c = c + 1 == copies ? 0 : c + 1;
     }
     if (m == 1)
         printf("| %s k=%lld n=%lld m=1, %d thr | %.1f GB/s | %.1f us |\n", lrun_dtype_name(t), (long long)k,

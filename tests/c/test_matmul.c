@@ -152,6 +152,9 @@ int main(void)
     for (int i = 0; i < 32; ++i) w[i] = x[i] = (float)i;
     lrun_cpu_matmul(NULL, LRUN_DTYPE_F32, w, sizeof w, 1, 32, x, 1, &y, NULL);
     CHECK("NULL pool, f32: the sum of squares 0..31", y == 10416.0f);
+    float y2[2] = {1.0f, 1.0f};
+    lrun_cpu_matmul(pools[1], LRUN_DTYPE_Q8_0, w, 0, 2, 0, x, 1, y2, NULL);
+    CHECK("k = 0: empty sums are zero", y2[0] == 0.0f && y2[1] == 0.0f);
     for (int i = 0; i < 4; ++i) lrun_threadpool_free(pools[i]);
     return CHECK_DONE();
 }
