@@ -27,7 +27,7 @@ local json = require("dkjson")
 --     lrun vs llama.cpp 0.13-0.38 (mean 0.05-0.14); llama.cpp vs llama.cpp with
 --     only the KV cache switched from f32 to f16 0.13-0.28, with flash attention
 --     too 0.11-0.31; lrun and llama.cpp each against a float64 forward pass of
---     the dequantized weights (numpy, written for this check) 0.13-0.31 and
+--     the dequantized weights (tests/golden/float_reference.py) 0.13-0.31 and
 --     0.16-0.28. Real bugs are larger: RoPE with half-split pairs moves them
 --     by 1.8-4.4, a RoPE base of 10000 instead of 100000 by 0.25-1.46 (so at
 --     least some prompt fails).
