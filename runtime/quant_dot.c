@@ -270,40 +270,49 @@ static ALWAYS_INLINE __m256 dot_ss8(__m256i aw, __m256i w, __m256i xq)
     return dot_us8(aw, _mm256_sign_epi8(xq, w));
 }
 
-/* Q4_0 (nibble − 8) and Q8_0 weights both against Q8_0 activations. */
+/* One Q4_0 (nibble − 8) or Q8_0 weight block against NX Q8_0 blocks. */
+static ALWAYS_INLINE void q8x_block(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
+                                    const int NX, __m256 *acc)
+{
+    __m256i q;
+    float dw;
+    if (is_q4) {
+        const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
+        q = _mm256_sub_epi8(nibbles(wb->qs), _mm256_set1_epi8(8));
+        dw = f16(wb->d);
+    } else {
+        const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
+        q = _mm256_loadu_si256((const __m256i *)wb->qs);
+        dw = f16(wb->d);
+    }
+    __m256i aq = _mm256_sign_epi8(q, q);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_0 *y = &xb[r][b];
+        __m256 p = dot_ss8(aq, q, _mm256_loadu_si256((const __m256i *)y->qs));
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(y->d)), p, acc[r]);
+    }
+}
+
 static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const void *x, size_t xs, const int NX,
                                      float *out)
 {
     const int64_t nb = k / 32;
     const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS][2];
+    __m256 acc0[LRUN_DOT_MAX_ROWS], acc1[LRUN_DOT_MAX_ROWS]; /* even, odd blocks */
     UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        acc0[r] = acc1[r] = _mm256_setzero_ps();
     }
-    for (int64_t b = 0; b < nb; ++b) {
-        __m256i q;
-        float dw;
-        if (is_q4) {
-            const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
-            q = _mm256_sub_epi8(nibbles(wb->qs), _mm256_set1_epi8(8));
-            dw = f16(wb->d);
-        } else {
-            const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
-            q = _mm256_loadu_si256((const __m256i *)wb->qs);
-            dw = f16(wb->d);
-        }
-        __m256i aq = _mm256_sign_epi8(q, q);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const lrun_block_q8_0 *xb = &xr[r][b];
-            __m256 p = dot_ss8(aq, q, _mm256_loadu_si256((const __m256i *)xb->qs));
-            acc[r][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(xb->d)), p, acc[r][b & 1]);
-        }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        q8x_block(is_q4, w, xr, b, NX, acc0);
+        q8x_block(is_q4, w, xr, b + 1, NX, acc1);
     }
+    if (b < nb) q8x_block(is_q4, w, xr, b, NX, acc0);
     UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r]));
 }
 
 static void dot_q4_1_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
