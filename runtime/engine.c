@@ -80,7 +80,8 @@ struct lrun_engine {
 
 // ---------------------------------------------------------------- init
 
-/* Carves n floats (64-byte aligned) off the scratch cursor, counting bytes. */
+/* Carves n_bytes (rounded up to 64 so every buffer starts on a cache line) off
+ * the scratch cursor, adding them to *total; with no cursor it only counts. */
 static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
 {
     size_t aligned;
