@@ -71,6 +71,9 @@ def main():
     lr_cmd = [args.lrun, os.path.join(HERE, "lrun_bench.lua"), args.model, str(args.threads),
               ids_file, str(args.n_gen)]
 
+    # Other work on the machine skews both engines (llama.cpp's OpenMP threads
+    # suffer most): say so next to the numbers.
+    load_before = os.getloadavg()[0]
     results = {"llama.cpp": [], "lrun": []}
     errors = {}
     try:
@@ -124,6 +127,11 @@ def main():
         print("|---|---:|---:|")
         for row in rows:
             print("| %s | %s | %s |" % row)
+    load_after = os.getloadavg()[0]
+    print("load average (1 min) before %.2f, after %.2f on %d CPUs%s" % (
+        load_before, load_after, os.cpu_count() or 0,
+        "  ** other work was running: numbers are unreliable **"
+        if load_before > 0.5 else ""))
     for eng, err in errors.items():
         print("%s: not measured: %s" % (eng, err))
     if "llama.cpp" in results and results["llama.cpp"]:
