@@ -213,14 +213,63 @@ static inline void axpy_f16(float *out, float p, const uint16_t *v, int64_t n)
     for (; i < n; i++) out[i] += p * lrun_f16_to_f32(v[i]);
 }
 
+#ifdef LRUN_OPS_AVX2
+static inline __m256 load_f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+/* scores[0..4) = scale * (q · k_j) for the 4 rows k_j = k + j*stride; head_dim a
+ * multiple of 8. Four rows at a time share each load of q and one horizontal
+ * reduction (hadd tree) instead of four. */
+static inline void dot4_f32_f16(float *scores, const float *q, const uint16_t *k, int64_t stride, int64_t n,
+                                float scale)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+        a0 = _mm256_fmadd_ps(qv, load_f16x8(k + i), a0);
+        a1 = _mm256_fmadd_ps(qv, load_f16x8(k + stride + i), a1);
+        a2 = _mm256_fmadd_ps(qv, load_f16x8(k + 2 * stride + i), a2);
+        a3 = _mm256_fmadd_ps(qv, load_f16x8(k + 3 * stride + i), a3);
+    }
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    const __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    _mm_storeu_ps(scores, _mm_mul_ps(r, _mm_set1_ps(scale)));
+}
+
+/* out (n) += sum over j < 4 of p[j] * v_j, v_j = v + j*stride in f16; n a multiple of 8.
+ * Each chunk of out is loaded and stored once per four rows. */
+static inline void axpy4_f16(float *out, const float *p, const uint16_t *v, int64_t stride, int64_t n)
+{
+    const __m256 p0 = _mm256_set1_ps(p[0]), p1 = _mm256_set1_ps(p[1]), p2 = _mm256_set1_ps(p[2]),
+                 p3 = _mm256_set1_ps(p[3]);
+    for (int64_t i = 0; i < n; i += 8) {
+        __m256 o = _mm256_loadu_ps(out + i);
+        o = _mm256_fmadd_ps(p0, load_f16x8(v + i), o);
+        o = _mm256_fmadd_ps(p1, load_f16x8(v + stride + i), o);
+        o = _mm256_fmadd_ps(p2, load_f16x8(v + 2 * stride + i), o);
+        o = _mm256_fmadd_ps(p3, load_f16x8(v + 3 * stride + i), o);
+        _mm256_storeu_ps(out + i, o);
+    }
+}
+#endif
+
 void lrun_cpu_attention_head(float *out, const float *q, const uint16_t *k, const uint16_t *v,
                              int64_t kv_stride, int64_t n_pos, int64_t head_dim, float scale,
                              float *scores)
 {
-    for (int64_t t = 0; t < n_pos; t++) scores[t] = scale * dot_f32_f16(q, k + t * kv_stride, head_dim);
+    int64_t t = 0;
+#ifdef LRUN_OPS_AVX2
+    if (head_dim % 8 == 0)
+        for (; t + 4 <= n_pos; t += 4) dot4_f32_f16(scores + t, q, k + t * kv_stride, kv_stride, head_dim, scale);
+#endif
+    for (; t < n_pos; t++) scores[t] = scale * dot_f32_f16(q, k + t * kv_stride, head_dim);
     lrun_cpu_softmax(scores, n_pos);
     memset(out, 0, (size_t)head_dim * sizeof *out);
-    for (int64_t t = 0; t < n_pos; t++) axpy_f16(out, scores[t], v + t * kv_stride, head_dim);
+    t = 0;
+#ifdef LRUN_OPS_AVX2
+    if (head_dim % 8 == 0)
+        for (; t + 4 <= n_pos; t += 4) axpy4_f16(out, scores + t, v + t * kv_stride, kv_stride, head_dim);
+#endif
+    for (; t < n_pos; t++) axpy_f16(out, scores[t], v + t * kv_stride, head_dim);
 }
 
 struct attention_task {

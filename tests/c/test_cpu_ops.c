@@ -255,6 +255,14 @@ static void test_attention(void)
     for (int i = 0; i < HD; i++) ref1[i] = lrun_f16_to_f32(vc[0][i]);
     CHECK("attention over one position is that position's value", max_rel(o1, ref1, HD, 1e-3) < 1e-6);
 
+    /* a head size that is not a multiple of 8 takes the scalar path */
+    enum { HD2 = 12, NP2 = 9 };
+    double ref2[HD2];
+    float o2[HD2];
+    lrun_cpu_attention_head(o2, q, kc[1], vc[1], kvd, NP2, HD2, 0.3f, scores);
+    attention_reference(ref2, q, kc[1], vc[1], kvd, NP2, HD2, 0.3);
+    CHECK("attention with head size 12 matches the reference (rel 1e-5)", max_rel(o2, ref2, HD2, 1e-2) < 1e-5);
+
     lrun_threadpool_free(pool);
     free(scores), free(tmp);
     for (int s = 0; s < 2; s++) free(kc[s]), free(vc[s]);
