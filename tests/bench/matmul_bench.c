@@ -12,7 +12,8 @@
  * over LRUN_BENCH_POOL_MB (default 256 MiB) and the copies are cycled, so
  * the weights come from DRAM, as in a whole decode step, not from cache.
  * m = 64 (prefill): GFLOP/s (2·m·n·k per product), one matrix (cache-resident,
- * as each weight is reused 64 times anyway). */
+ * as each weight is reused 64 times anyway).
+ * With LRUN_MODEL set: also every matmul of one decode step of that GGUF. */
 #include "cpu_matmul.h"
 #include "quant.h"
 
@@ -141,6 +142,56 @@ static void bench_matmul(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64_t
     free(work);
 }
 
+// ---------------------------------------------------------------- a whole decode step
+
+/* Every 2-D tensor of a GGUF model (the weights of a llama decode step, the
+ * tied embedding as the output) through lrun_cpu_matmul with m rows: the best
+ * step over the time given. */
+static void bench_model(lrun_threadpool *pool, const char *path, int64_t m, double secs)
+{
+    lrun_gguf *g;
+    if (lrun_gguf_open(&g, path) != LRUN_OK) {
+        printf("| %s: %s | | |\n", path, lrun_last_error());
+        return;
+    }
+    const int64_t nt = lrun_gguf_tensor_count(g);
+    int64_t kmax = 1, nmax = 1;
+    size_t work_bytes = 1, weight_bytes = 0;
+    for (int64_t t = 0; t < nt; ++t) {
+        if (lrun_gguf_tensor_ndim(g, t) != 2) continue;
+        int64_t k = lrun_gguf_tensor_dim(g, t, 0), n = lrun_gguf_tensor_dim(g, t, 1);
+        size_t wb = lrun_cpu_matmul_work_bytes(lrun_gguf_tensor_dtype(g, t), m, k);
+        kmax = k > kmax ? k : kmax;
+        nmax = n > nmax ? n : nmax;
+        work_bytes = wb > work_bytes ? wb : work_bytes;
+        weight_bytes += lrun_gguf_tensor_bytes(g, t);
+    }
+    float *x = malloc(sizeof(float) * (size_t)(m * kmax)), *y = malloc(sizeof(float) * (size_t)(m * nmax));
+    void *work = malloc(work_bytes);
+    for (int64_t i = 0; i < m * kmax; ++i) x[i] = (float)(i % 7) * 0.1f - 0.3f;
+    double best = 1e30;
+    for (double t_end = now_s() + secs; now_s() < t_end || best == 1e30;) {
+        double t0 = now_s();
+        for (int64_t t = 0; t < nt; ++t) {
+            if (lrun_gguf_tensor_ndim(g, t) != 2) continue;
+            lrun_dtype dt = lrun_gguf_tensor_dtype(g, t);
+            int64_t k = lrun_gguf_tensor_dim(g, t, 0), n = lrun_gguf_tensor_dim(g, t, 1);
+            size_t rb;
+            lrun_dtype_row_bytes(dt, k, &rb);
+            lrun_cpu_matmul(pool, dt, lrun_gguf_tensor_data(g, t), rb, n, k, x, m, y, work);
+        }
+        double dt = now_s() - t0;
+        best = dt < best ? dt : best;
+    }
+    printf("| all matmuls of one step of %s (%.1f MB), m=%lld, %d thr | %.1f steps/s | %.2f ms |\n",
+           strrchr(path, '/') ? strrchr(path, '/') + 1 : path, weight_bytes / 1e6, (long long)m,
+           lrun_threadpool_size(pool), 1.0 / best, best * 1e3);
+    free(x);
+    free(y);
+    free(work);
+    lrun_gguf_close(g);
+}
+
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 0.5;
@@ -162,6 +213,7 @@ int main(int argc, char **argv)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s)
             if (shapes[s].n < 10000) bench_matmul(pool, shapes[s].t, shapes[s].k, shapes[s].n, 64, secs, pool_bytes);
         bench_matmul(pool, LRUN_DTYPE_Q8_0, 576, 1536, 64, secs, pool_bytes);
+        if (getenv("LRUN_MODEL")) bench_model(pool, getenv("LRUN_MODEL"), 1, secs);
         lrun_threadpool_free(pool);
     }
     return 0;
