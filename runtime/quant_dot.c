@@ -14,6 +14,16 @@
 #include <immintrin.h>
 #endif
 
+/* Cores that split 256-bit operations into two 128-bit µops (AMD Zen 1,
+ * -march=native gives __znver1__) take the 128-bit kernels for the 32-element
+ * block types; LRUN_SPLIT_256=0/1 on the command line overrides. */
+#if !defined(LRUN_SPLIT_256) && defined(__znver1__)
+#define LRUN_SPLIT_256 1
+#endif
+#if defined(LRUN_SPLIT_256) && !LRUN_SPLIT_256
+#undef LRUN_SPLIT_256
+#endif
+
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 /* Loops over the NX rows (and the few blocks of a step) must be unrolled so
  * their accumulators live in registers. */
@@ -334,6 +344,139 @@ static void dot_q8_0_avx2(int64_t k, const void *w, const void *x, size_t xs, in
 #undef CALL
 }
 
+// ---------------------------------------------------------------- AVX2, 128-bit form
+
+/* The same integer dots on 128-bit vectors: a block's two halves multiply
+ * separately and their 16-bit pair sums (or, for Q8_0, which could overflow
+ * 16 bits, their 32-bit sums) add before one conversion and one 4-wide FMA.
+ * On Zen 1 every 256-bit operation is two 128-bit µops, so this form does
+ * about a quarter less work per block there; cores with full-width 256-bit
+ * units take the 256-bit kernels above. */
+
+static ALWAYS_INLINE float hsum4(__m128 s)
+{
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static ALWAYS_INLINE void q4_1_block_128(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
+                                         const int NX, __m128 *acc, __m128 *macc)
+{
+    uint32_t dm;
+    memcpy(&dm, wb, 4);
+    __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m128i t = _mm_loadu_si128((const __m128i *)wb->qs);
+    __m128i lo = _mm_and_si128(t, m4), hi = _mm_and_si128(_mm_srli_epi16(t, 4), m4); /* elements 0-15, 16-31 */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_1 *y = &xb[r][b];
+        __m128 prod = _mm_mul_ps(wdm, _mm_castpd_ps(_mm_load_sd((const double *)&y->d)));
+        /* pair sums ≤ 2·15·127 each, so two of them still fit in 16 bits */
+        __m128i p16 = _mm_add_epi16(_mm_maddubs_epi16(lo, _mm_loadu_si128((const __m128i *)y->qs)),
+                                    _mm_maddubs_epi16(hi, _mm_loadu_si128((const __m128i *)(y->qs + 16))));
+        __m128 p = _mm_cvtepi32_ps(_mm_madd_epi16(p16, _mm_set1_epi16(1)));
+        acc[r] = _mm_fmadd_ps(_mm_broadcastss_ps(prod), p, acc[r]);
+        macc[r] = _mm_add_ps(macc[r], prod);
+    }
+}
+
+static ALWAYS_INLINE void dot_q4_1_nx_128(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
+                                          float *out)
+{
+    const int64_t nb = k / LRUN_QK4_1;
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m128 acc0[LRUN_DOT_MAX_ROWS], acc1[LRUN_DOT_MAX_ROWS], macc0[LRUN_DOT_MAX_ROWS], macc1[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc0[r] = acc1[r] = macc0[r] = macc1[r] = _mm_setzero_ps();
+    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        q4_1_block_128(&w[b], xr, b, NX, acc0, macc0);
+        q4_1_block_128(&w[b + 1], xr, b + 1, NX, acc1, macc1);
+    }
+    if (b < nb) q4_1_block_128(&w[b], xr, b, NX, acc0, macc0);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        __m128 m = _mm_add_ps(macc0[r], macc1[r]);
+        out[r] = hsum4(_mm_add_ps(acc0[r], acc1[r])) + _mm_cvtss_f32(_mm_movehdup_ps(m));
+    }
+}
+
+static ALWAYS_INLINE void q8x_block_128(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
+                                        const int NX, __m128 *acc)
+{
+    __m128i q0, q1; /* elements 0-15, 16-31 */
+    float dw;
+    if (is_q4) {
+        const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
+        const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+        __m128i t = _mm_loadu_si128((const __m128i *)wb->qs);
+        q0 = _mm_sub_epi8(_mm_and_si128(t, m4), eight);
+        q1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(t, 4), m4), eight);
+        dw = f16(wb->d);
+    } else {
+        const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
+        q0 = _mm_loadu_si128((const __m128i *)wb->qs);
+        q1 = _mm_loadu_si128((const __m128i *)(wb->qs + 16));
+        dw = f16(wb->d);
+    }
+    __m128i a0 = _mm_sign_epi8(q0, q0), a1 = _mm_sign_epi8(q1, q1);
+    const __m128i ones = _mm_set1_epi16(1);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_0 *y = &xb[r][b];
+        __m128i p0 = _mm_maddubs_epi16(a0, _mm_sign_epi8(_mm_loadu_si128((const __m128i *)y->qs), q0));
+        __m128i p1 = _mm_maddubs_epi16(a1, _mm_sign_epi8(_mm_loadu_si128((const __m128i *)(y->qs + 16)), q1));
+        __m128i p32 = is_q4 ? _mm_madd_epi16(_mm_add_epi16(p0, p1), ones) /* |q| ≤ 8: fits 16 bits */
+                            : _mm_add_epi32(_mm_madd_epi16(p0, ones), _mm_madd_epi16(p1, ones));
+        acc[r] = _mm_fmadd_ps(_mm_set1_ps(dw * f16(y->d)), _mm_cvtepi32_ps(p32), acc[r]);
+    }
+}
+
+static ALWAYS_INLINE void dot_q8x_nx_128(int is_q4, int64_t k, const void *w, const void *x, size_t xs,
+                                         const int NX, float *out)
+{
+    const int64_t nb = k / 32;
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m128 acc0[LRUN_DOT_MAX_ROWS], acc1[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc0[r] = acc1[r] = _mm_setzero_ps();
+    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        q8x_block_128(is_q4, w, xr, b, NX, acc0);
+        q8x_block_128(is_q4, w, xr, b + 1, NX, acc1);
+    }
+    if (b < nb) q8x_block_128(is_q4, w, xr, b, NX, acc0);
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum4(_mm_add_ps(acc0[r], acc1[r]));
+}
+
+static void dot_q4_1_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q4_1_nx_128(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+static void dot_q4_0_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q8x_nx_128(1, k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+static void dot_q8_0_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q8x_nx_128(0, k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
 #endif /* LRUN_HAVE_AVX2 */
 
 // ---------------------------------------------------------------- dispatch
@@ -365,6 +508,45 @@ lrun_dot_fn lrun_dot_kernel_scalar(lrun_dtype weight_dtype)
     }
 }
 
+int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **names, int max)
+{
+    int n = 0;
+#define ADD(fn, name)                                                                                        \
+    do {                                                                                                     \
+        if (n < max) {                                                                                       \
+            fns[n] = (fn);                                                                                   \
+            names[n] = (name);                                                                               \
+        }                                                                                                    \
+        ++n;                                                                                                 \
+    } while (0)
+#if defined(LRUN_HAVE_AVX2)
+    switch (weight_dtype) {
+    case LRUN_DTYPE_F32: ADD(dot_f32_avx2, "avx2"); break;
+    case LRUN_DTYPE_F16: ADD(dot_f16_avx2, "avx2"); break;
+    case LRUN_DTYPE_BF16: ADD(dot_bf16_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q4_0:
+        ADD(dot_q4_0_avx2, "avx2");
+        ADD(dot_q4_0_avx128, "avx2-128");
+        break;
+    case LRUN_DTYPE_Q4_1:
+        ADD(dot_q4_1_avx2, "avx2");
+        ADD(dot_q4_1_avx128, "avx2-128");
+        break;
+    case LRUN_DTYPE_Q8_0:
+        ADD(dot_q8_0_avx2, "avx2");
+        ADD(dot_q8_0_avx128, "avx2-128");
+        break;
+    case LRUN_DTYPE_Q4_K: ADD(lrun_dot_q4_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q6_K: ADD(lrun_dot_q6_K_avx2, "avx2"); break;
+    default: break;
+    }
+#endif
+    lrun_dot_fn scalar = lrun_dot_kernel_scalar(weight_dtype);
+    if (scalar) ADD(scalar, "scalar");
+#undef ADD
+    return n;
+}
+
 lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
 {
 #if defined(LRUN_HAVE_AVX2)
@@ -372,9 +554,15 @@ lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
     case LRUN_DTYPE_F32: return dot_f32_avx2;
     case LRUN_DTYPE_F16: return dot_f16_avx2;
     case LRUN_DTYPE_BF16: return dot_bf16_avx2;
+#if defined(LRUN_SPLIT_256)
+    case LRUN_DTYPE_Q4_0: return dot_q4_0_avx128;
+    case LRUN_DTYPE_Q4_1: return dot_q4_1_avx128;
+    case LRUN_DTYPE_Q8_0: return dot_q8_0_avx128;
+#else
     case LRUN_DTYPE_Q4_0: return dot_q4_0_avx2;
     case LRUN_DTYPE_Q4_1: return dot_q4_1_avx2;
     case LRUN_DTYPE_Q8_0: return dot_q8_0_avx2;
+#endif
     case LRUN_DTYPE_Q4_K: return lrun_dot_q4_K_avx2;
     case LRUN_DTYPE_Q6_K: return lrun_dot_q6_K_avx2;
     default: return NULL;

@@ -22,6 +22,10 @@ typedef void (*lrun_dot_fn)(int64_t k, const void *w, const void *x, size_t x_st
 lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype);
 /* The portable scalar kernel: the reference the SIMD kernels are tested against. */
 lrun_dot_fn lrun_dot_kernel_scalar(lrun_dtype weight_dtype);
+/* Every kernel this build has for weight_dtype, the chosen one among them and
+ * the scalar one last, with short names ("avx2", "avx2-128", "scalar"):
+ * fills up to max entries, returns how many there are. For the tests. */
+int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **names, int max);
 
 /* As lrun_quantize_row, without SIMD (the SIMD activation quantizers give
  * the same bytes; tests check that). */

@@ -491,42 +491,88 @@ static void test_dots(void)
                 lrun_quantize_row(p, x[r], xs + r * xrow, k);
             }
 
-            double worst_simd = 0.0, worst_scalar = 0.0;
-            int rows_agree = 1, scalar_rows_agree = 1;
-            float simd[4], scal[4];
-            lrun_dot_kernel(t)(k, wq, xs, xrow, 4, simd);
-            lrun_dot_kernel_scalar(t)(k, wq, xs, xrow, 4, scal);
-            for (int r = 0; r < 4; ++r) {
-                lrun_dequantize_row(p, xs + r * xrow, xd, k);
-                double ref = 0.0, mag = 0.0;
-                for (int64_t i = 0; i < k; ++i) {
-                    ref += (double)wd[i] * xd[i];
-                    mag += fabs((double)wd[i] * xd[i]);
+            /* every kernel of this build: SIMD forms and the scalar reference */
+            lrun_dot_fn fns[8];
+            const char *names[8];
+            int nk = lrun_dot_kernels(t, fns, names, 8);
+            char msg[160];
+            snprintf(msg, sizeof msg, "%s: kernels listed, the chosen one among them, scalar last", lrun_dtype_name(t));
+            int listed = nk >= 1 && nk <= 8 && fns[nk - 1] == lrun_dot_kernel_scalar(t), chosen = 0;
+            for (int i = 0; i < nk && i < 8; ++i) chosen |= fns[i] == lrun_dot_kernel(t);
+            CHECK(msg, listed && chosen);
+            for (int ki = 0; ki < nk && ki < 8; ++ki) {
+                double worst = 0.0;
+                int rows_agree = 1;
+                float all4[4];
+                fns[ki](k, wq, xs, xrow, 4, all4);
+                for (int r = 0; r < 4; ++r) {
+                    lrun_dequantize_row(p, xs + r * xrow, xd, k);
+                    double ref = 0.0, mag = 0.0;
+                    for (int64_t i = 0; i < k; ++i) {
+                        ref += (double)wd[i] * xd[i];
+                        mag += fabs((double)wd[i] * xd[i]);
+                    }
+                    worst = fmax(worst, fabs(all4[r] - ref) / (mag + 1e-30));
+                    for (int nx = r + 1; nx <= 4; ++nx) { /* any grouping gives the same bits */
+                        float o[4];
+                        fns[ki](k, wq, xs, xrow, nx, o);
+                        rows_agree &= f32_bits(o[r]) == f32_bits(all4[r]);
+                    }
+                    if (fns[ki] == lrun_dot_kernel(t)) {
+                        float one = lrun_vec_dot(t, k, wq, xs + r * xrow);
+                        rows_agree &= f32_bits(one) == f32_bits(all4[r]);
+                    }
                 }
-                worst_simd = fmax(worst_simd, fabs(simd[r] - ref) / (mag + 1e-30));
-                worst_scalar = fmax(worst_scalar, fabs(scal[r] - ref) / (mag + 1e-30));
-                for (int nx = 1; nx <= 4; ++nx) { /* any grouping gives the same bits */
-                    if (r >= nx) continue;
-                    float o[4], os[4];
-                    lrun_dot_kernel(t)(k, wq, xs, xrow, nx, o);
-                    lrun_dot_kernel_scalar(t)(k, wq, xs, xrow, nx, os);
-                    rows_agree &= f32_bits(o[r]) == f32_bits(simd[r]);
-                    scalar_rows_agree &= f32_bits(os[r]) == f32_bits(scal[r]);
-                }
-                float one = lrun_vec_dot(t, k, wq, xs + r * xrow);
-                rows_agree &= f32_bits(one) == f32_bits(simd[r]);
+                snprintf(msg, sizeof msg, "%s·%s k=%lld, %s kernel: = float dot of dequantized rows (rel %.2g)",
+                         lrun_dtype_name(t), lrun_dtype_name(p), (long long)k, names[ki], worst);
+                CHECK(msg, worst < 1e-5);
+                snprintf(msg, sizeof msg, "%s k=%lld, %s kernel: 1..4 rows per call give identical bits",
+                         lrun_dtype_name(t), (long long)k, names[ki]);
+                CHECK(msg, rows_agree);
             }
-            char msg[128];
-            snprintf(msg, sizeof msg, "%s·%s k=%lld: vec_dot = float dot of dequantized rows (rel %.2g)",
-                     lrun_dtype_name(t), lrun_dtype_name(p), (long long)k, worst_simd);
-            CHECK(msg, worst_simd < 1e-5);
-            snprintf(msg, sizeof msg, "%s·%s k=%lld: scalar kernel = float dot (rel %.2g)", lrun_dtype_name(t),
-                     lrun_dtype_name(p), (long long)k, worst_scalar);
-            CHECK(msg, worst_scalar < 1e-5);
-            snprintf(msg, sizeof msg, "%s k=%lld: 1..4 rows per call give identical bits", lrun_dtype_name(t),
-                     (long long)k);
-            CHECK(msg, rows_agree && scalar_rows_agree);
         }
+    }
+}
+
+/* Extreme quants, where 16-bit intermediate sums would overflow if a kernel
+ * added too many of them: every kernel must give the exact integer dot. */
+static void test_dot_extremes(void)
+{
+    enum { NB = 3 };
+    lrun_block_q8_0 w8[NB], x8[NB];
+    lrun_block_q4_0 w40[NB];
+    lrun_block_q4_1 w41[NB];
+    lrun_block_q8_1 x81[NB];
+    for (int b = 0; b < NB; ++b) {
+        w8[b].d = x8[b].d = w40[b].d = w41[b].d = 0x3c00; /* 1.0 */
+        w41[b].m = 0;
+        x81[b].d = 1.0f;
+        x81[b].s = 32.0f * 127.0f;
+        memset(w40[b].qs, 0x00, 16); /* every q - 8 = -8 */
+        memset(w41[b].qs, 0xFF, 16); /* every q = 15 */
+        for (int j = 0; j < 32; ++j) {
+            w8[b].qs[j] = (j & 1) ? 127 : -127;
+            x8[b].qs[j] = (j & 1) ? 127 : -127;
+            x81[b].qs[j] = 127;
+        }
+    }
+    const struct { lrun_dtype t; const void *w, *x; double want; } cases[] = {
+        {LRUN_DTYPE_Q8_0, w8, x8, 32.0 * NB * 127 * 127},
+        {LRUN_DTYPE_Q4_0, w40, x8, 0.0}, /* ±127 alternating against -8: cancels */
+        {LRUN_DTYPE_Q4_1, w41, x81, 32.0 * NB * 15 * 127},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+        lrun_dot_fn fns[8];
+        const char *names[8];
+        int nk = lrun_dot_kernels(cases[c].t, fns, names, 8), ok = 1;
+        for (int i = 0; i < nk && i < 8; ++i) {
+            float out;
+            fns[i](32 * NB, cases[c].w, cases[c].x, 0, 1, &out);
+            ok &= out == (float)cases[c].want;
+        }
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s: extreme quants give the exact dot in every kernel", lrun_dtype_name(cases[c].t));
+        CHECK(msg, ok);
     }
 }
 
@@ -539,5 +585,6 @@ int main(void)
     test_simd_quantizers();
     test_golden();
     test_dots();
+    test_dot_extremes();
     return CHECK_DONE();
 }
