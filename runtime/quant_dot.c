@@ -285,22 +285,25 @@ static ALWAYS_INLINE void q8x_block(int is_q4, const void *w, const lrun_block_q
                                     const int NX, __m256 *acc)
 {
     __m256i q;
-    float dw;
+    uint32_t dw; /* the weight's f16 scale, bits */
     if (is_q4) {
         const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
         q = _mm256_sub_epi8(nibbles(wb->qs), _mm256_set1_epi8(8));
-        dw = f16(wb->d);
+        dw = wb->d;
     } else {
         const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
         q = _mm256_loadu_si256((const __m256i *)wb->qs);
-        dw = f16(wb->d);
+        dw = wb->d;
     }
     __m256i aq = _mm256_sign_epi8(q, q);
     UNROLL
     for (int r = 0; r < NX; ++r) {
         const lrun_block_q8_0 *y = &xb[r][b];
         __m256 p = dot_ss8(aq, q, _mm256_loadu_si256((const __m256i *)y->qs));
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(y->d)), p, acc[r]);
+        /* both f16 scales in one conversion, then dw·dx in lane 0 */
+        __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
+        __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, acc[r]);
     }
 }
 
@@ -410,19 +413,19 @@ static ALWAYS_INLINE void q8x_block_128(int is_q4, const void *w, const lrun_blo
                                         const int NX, __m128 *acc)
 {
     __m128i q0, q1; /* elements 0-15, 16-31 */
-    float dw;
+    uint32_t dw; /* the weight's f16 scale, bits */
     if (is_q4) {
         const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
         const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
         __m128i t = _mm_loadu_si128((const __m128i *)wb->qs);
         q0 = _mm_sub_epi8(_mm_and_si128(t, m4), eight);
         q1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(t, 4), m4), eight);
-        dw = f16(wb->d);
+        dw = wb->d;
     } else {
         const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
         q0 = _mm_loadu_si128((const __m128i *)wb->qs);
         q1 = _mm_loadu_si128((const __m128i *)(wb->qs + 16));
-        dw = f16(wb->d);
+        dw = wb->d;
     }
     __m128i a0 = _mm_sign_epi8(q0, q0), a1 = _mm_sign_epi8(q1, q1);
     const __m128i ones = _mm_set1_epi16(1);
@@ -433,7 +436,10 @@ static ALWAYS_INLINE void q8x_block_128(int is_q4, const void *w, const lrun_blo
         __m128i p1 = _mm_maddubs_epi16(a1, _mm_sign_epi8(_mm_loadu_si128((const __m128i *)(y->qs + 16)), q1));
         __m128i p32 = is_q4 ? _mm_madd_epi16(_mm_add_epi16(p0, p1), ones) /* |q| ≤ 8: fits 16 bits */
                             : _mm_add_epi32(_mm_madd_epi16(p0, ones), _mm_madd_epi16(p1, ones));
-        acc[r] = _mm_fmadd_ps(_mm_set1_ps(dw * f16(y->d)), _mm_cvtepi32_ps(p32), acc[r]);
+        /* both f16 scales in one conversion, then dw·dx in lane 0 */
+        __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
+        __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
+        acc[r] = _mm_fmadd_ps(_mm_broadcastss_ps(scale), _mm_cvtepi32_ps(p32), acc[r]);
     }
 }
 
