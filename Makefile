@@ -86,7 +86,7 @@ $(CDEF): runtime/lrun.h
 
 $(BUILD)/tests/%: tests/c/%.c $(LIB) $(wildcard tests/c/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/c -o $@ $< -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -llrun $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests/c -o $@ $< -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -llrun $(LDLIBS) -lcjson
 
 model: $(MODEL)
 $(MODEL):
@@ -102,7 +102,7 @@ demo: all $(MODEL)
 test: all $(C_TESTS) $(MODEL)
 	@LRUN_MODEL=$(MODEL) tests/run.sh $(C_TESTS)
 
-test-gpu: all $(MODEL)
+test-gpu: all $(filter %_gpu,$(C_TESTS)) $(MODEL)
 	@LRUN_MODEL=$(MODEL) LRUN_GPU=1 tests/run.sh $(filter %_gpu,$(C_TESTS))
 
 bench: all $(MODEL)
