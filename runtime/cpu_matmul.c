@@ -13,9 +13,11 @@
  *    four activation rows and stays in L1 while the tile is in L2. */
 #include "cpu_matmul.h"
 
+#include "checked.h"
 #include "quant_dot.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Activation rows per x tile for m > 1: 64 rows of a Q8 row of k ≤ 4096 stay
@@ -38,8 +40,10 @@ static size_t partner_row_bytes(lrun_dtype weight_dtype, int64_t k)
 
 size_t lrun_cpu_matmul_work_bytes(lrun_dtype weight_dtype, int64_t m, int64_t k)
 {
+    size_t bytes;
     if (is_float(weight_dtype) || m <= 0 || k <= 0) return 0;
-    return (size_t)m * partner_row_bytes(weight_dtype, k);
+    /* SIZE_MAX on overflow: no allocation of it can succeed */
+    return lrun_size_mul((size_t)m, partner_row_bytes(weight_dtype, k), &bytes) ? bytes : SIZE_MAX;
 }
 
 // ---------------------------------------------------------------- step 1: convert x
