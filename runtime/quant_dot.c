@@ -542,7 +542,10 @@ int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **nam
         ADD(dot_q8_0_avx2, "avx2");
         ADD(dot_q8_0_avx128, "avx2-128");
         break;
-    case LRUN_DTYPE_Q4_K: ADD(lrun_dot_q4_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q4_K:
+        ADD(lrun_dot_q4_K_avx2, "avx2");
+        ADD(lrun_dot_q4_K_avx128, "avx2-128");
+        break;
     case LRUN_DTYPE_Q6_K: ADD(lrun_dot_q6_K_avx2, "avx2"); break;
     default: break;
     }
@@ -564,12 +567,13 @@ lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q4_0: return dot_q4_0_avx128;
     case LRUN_DTYPE_Q4_1: return dot_q4_1_avx128;
     case LRUN_DTYPE_Q8_0: return dot_q8_0_avx128;
+    case LRUN_DTYPE_Q4_K: return lrun_dot_q4_K_avx128;
 #else
     case LRUN_DTYPE_Q4_0: return dot_q4_0_avx2;
     case LRUN_DTYPE_Q4_1: return dot_q4_1_avx2;
     case LRUN_DTYPE_Q8_0: return dot_q8_0_avx2;
-#endif
     case LRUN_DTYPE_Q4_K: return lrun_dot_q4_K_avx2;
+#endif
     case LRUN_DTYPE_Q6_K: return lrun_dot_q6_K_avx2;
     default: return NULL;
     }

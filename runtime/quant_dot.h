@@ -38,6 +38,7 @@ void lrun_dot_q6_K_scalar(int64_t k, const void *w, const void *x, size_t x_stri
 #define LRUN_HAVE_AVX2 1
 void lrun_dot_q4_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q6_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q4_K_avx128(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 #endif
 
 #endif

@@ -233,4 +233,72 @@ void lrun_dot_q6_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int 
 #undef CALL
 }
 
+/* The 128-bit form of the Q4_K kernel for cores that split 256-bit
+ * operations (LRUN_SPLIT_256, quant_dot.c): the two 16-element halves of a
+ * 32-element sub-block share its scale, so their 16-bit pair sums add
+ * (≤ 2·2·15·127) before the one madd that applies the scale. */
+static ALWAYS_INLINE void dot_q4_K_nx_128(int64_t k, const lrun_block_q4_K *w, const void *x, size_t xs, const int NX,
+                                          float *out)
+{
+    const int64_t nb = k / LRUN_QK_K;
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m128 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = accm[r] = _mm_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        uint8_t sc[8], m[8];
+        q4_K_unpack_scales(w[b].scales, sc, m);
+        float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+        /* mins as int16 [m0 m0 m1 m1 …], each pairing with two 16-sums of bsums */
+        __m128i m8 = _mm_loadl_epi64((const __m128i *)m), mm = _mm_unpacklo_epi8(m8, m8);
+        __m128i mins_lo = _mm_cvtepu8_epi16(mm), mins_hi = _mm_cvtepu8_epi16(_mm_srli_si128(mm, 8));
+        __m128i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm_setzero_si128();
+        UNROLL
+        for (int c = 0; c < 4; ++c) {
+            __m128i qa = _mm_loadu_si128((const __m128i *)(w[b].qs + 32 * c));
+            __m128i qb = _mm_loadu_si128((const __m128i *)(w[b].qs + 32 * c + 16));
+            __m128i lo_a = _mm_and_si128(qa, low4), lo_b = _mm_and_si128(qb, low4);
+            __m128i hi_a = _mm_and_si128(_mm_srli_epi16(qa, 4), low4), hi_b = _mm_and_si128(_mm_srli_epi16(qb, 4), low4);
+            __m128i slo = _mm_set1_epi16(sc[2 * c]), shi = _mm_set1_epi16(sc[2 * c + 1]);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const int8_t *y = xr[r][b].qs + 64 * c;
+                __m128i plo = _mm_add_epi16(_mm_maddubs_epi16(lo_a, _mm_loadu_si128((const __m128i *)y)),
+                                            _mm_maddubs_epi16(lo_b, _mm_loadu_si128((const __m128i *)(y + 16))));
+                __m128i phi = _mm_add_epi16(_mm_maddubs_epi16(hi_a, _mm_loadu_si128((const __m128i *)(y + 32))),
+                                            _mm_maddubs_epi16(hi_b, _mm_loadu_si128((const __m128i *)(y + 48))));
+                sumi[r] = _mm_add_epi32(sumi[r], _mm_madd_epi16(plo, slo));
+                sumi[r] = _mm_add_epi32(sumi[r], _mm_madd_epi16(phi, shi));
+            }
+        }
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_K *xb = &xr[r][b];
+            __m128i pm = _mm_add_epi32(_mm_madd_epi16(mins_lo, _mm_loadu_si128((const __m128i *)xb->bsums)),
+                                       _mm_madd_epi16(mins_hi, _mm_loadu_si128((const __m128i *)(xb->bsums + 8))));
+            acc[r] = _mm_fmadd_ps(_mm_set1_ps(d * xb->d), _mm_cvtepi32_ps(sumi[r]), acc[r]);
+            accm[r] = _mm_fmadd_ps(_mm_set1_ps(dmin * xb->d), _mm_cvtepi32_ps(pm), accm[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        __m128 t = _mm_sub_ps(acc[r], accm[r]);
+        t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+        out[r] = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+    }
+}
+
+void lrun_dot_q4_K_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q4_K_nx_128(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
 #endif /* LRUN_HAVE_AVX2 */

@@ -556,10 +556,22 @@ static void test_dot_extremes(void)
             x81[b].qs[j] = 127;
         }
     }
-    const struct { lrun_dtype t; const void *w, *x; double want; } cases[] = {
-        {LRUN_DTYPE_Q8_0, w8, x8, 32.0 * NB * 127 * 127},
-        {LRUN_DTYPE_Q4_0, w40, x8, 0.0}, /* ±127 alternating against -8: cancels */
-        {LRUN_DTYPE_Q4_1, w41, x81, 32.0 * NB * 15 * 127},
+    /* Q4_K: every scale 63, every quant 15, min 0, against 127s */
+    lrun_block_q4_K wk = {.d = 0x3c00, .dmin = 0};
+    lrun_block_q8_K xk = {.d = 1.0f};
+    memset(wk.scales, 0, 12);
+    for (int j = 0; j < 4; ++j) {
+        wk.scales[j] = 63 | (3 << 6); /* scale j, and the high bits of scale j+4 */
+        wk.scales[j + 8] = 15;         /* low bits of scale j+4 (mins 0) */
+    }
+    memset(wk.qs, 0xFF, sizeof wk.qs);
+    memset(xk.qs, 127, sizeof xk.qs);
+    for (int j = 0; j < 16; ++j) xk.bsums[j] = 16 * 127;
+    const struct { lrun_dtype t; const void *w, *x; int k; double want; } cases[] = {
+        {LRUN_DTYPE_Q8_0, w8, x8, 32 * NB, 32.0 * NB * 127 * 127},
+        {LRUN_DTYPE_Q4_0, w40, x8, 32 * NB, 0.0}, /* ±127 alternating against -8: cancels */
+        {LRUN_DTYPE_Q4_1, w41, x81, 32 * NB, 32.0 * NB * 15 * 127},
+        {LRUN_DTYPE_Q4_K, &wk, &xk, 256, 256.0 * 63 * 15 * 127},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
         lrun_dot_fn fns[8];
@@ -567,7 +579,7 @@ static void test_dot_extremes(void)
         int nk = lrun_dot_kernels(cases[c].t, fns, names, 8), ok = 1;
         for (int i = 0; i < nk && i < 8; ++i) {
             float out;
-            fns[i](32 * NB, cases[c].w, cases[c].x, 0, 1, &out);
+            fns[i](cases[c].k, cases[c].w, cases[c].x, 0, 1, &out);
             ok &= out == (float)cases[c].want;
         }
         char msg[96];
