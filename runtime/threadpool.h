@@ -6,7 +6,10 @@
 
 typedef struct lrun_threadpool lrun_threadpool;
 
-/* fn is called once per thread with ith in [0, nth); the caller's thread is ith 0. */
+/* fn is called once per thread with ith in [0, nth); the caller's thread is ith 0.
+ * The other ith may run on any of the pool's threads, several one after
+ * another on the same thread when a worker is late: a task must not wait
+ * for another ith of the same run (no barriers inside a task). */
 typedef void (*lrun_task_fn)(void *ctx, int ith, int nth);
 
 /* n_threads <= 0 means every online core. */

@@ -124,8 +124,9 @@ static void test_pool(int n_threads)
         CHECK(msg, atomic_load(&b.by_worker) > 0);
     }
 
-    /* dispatch latency of an empty task, workers warm: the best of 5
-     * short batches, since other processes share the machine's cores */
+    /* dispatch latency of an empty task, workers warm: the best of 40
+     * short batches, printed as a TAP comment: timings are measured, never
+     * asserted, since other processes share the machine's cores */
     if (n <= cores) {
         double best = 1e9;
         for (int batch = 0; batch < 40; ++batch) {
@@ -135,8 +136,6 @@ static void test_pool(int n_threads)
             best = us < best ? us : best;
         }
         printf("# %d threads: %.2f us per empty run\n", n, best);
-        snprintf(msg, sizeof msg, "%d threads: an empty run takes %.2f us (< 50 us)", n, best);
-        CHECK(msg, best < 50.0);
     }
 
     lrun_threadpool_free(pool);
