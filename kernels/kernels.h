@@ -1,0 +1,113 @@
+/* kernels.h — the CUDA kernels of lrun, as C-callable launchers.
+ *
+ * One op per kernels/<op>.cu + <op>.cuh pair; this header is the catalogue
+ * the C core (runtime/engine_cuda.c) calls. Every launcher:
+ *   - takes its cudaStream_t as `void *stream` (never the legacy default stream);
+ *   - checks the launch (cudaGetLastError) and returns LRUN_E_DEVICE with the
+ *     op name and the CUDA error string through lrun_fail;
+ *   - computes sizes and offsets in 64-bit (int64_t / size_t) everywhere: a
+ *     real advisory against vLLM was a GPU heap overflow from truncated dims;
+ *   - never allocates: scratch comes from the caller (the device pool).
+ * Matrices are row-major; a weight W of GGUF shape {k, n} is n rows of k
+ * elements, each row_bytes apart, in its storage dtype (blocks for quantized
+ * types, exactly as in the GGUF file).
+ *
+ * Only built when CUDA=1 (LRUN_WITH_CUDA); the CPU twins of every op live in
+ * runtime/quant.c, runtime/cpu_matmul.c and runtime/cpu_ops.c, and
+ * tests/c/test_kernels_gpu.c checks each kernel against its twin. */
+#ifndef LRUN_KERNELS_H
+#define LRUN_KERNELS_H
+
+#include "lrun.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------- weights
+
+/* dst (n_rows, k) = the rows of W converted to f16 (dst_dtype F16), bf16
+ * (BF16) or f32 (F32). For prefill GEMMs: dequantize a weight into a slot,
+ * then cuBLAS. */
+lrun_status lrun_k_dequantize(lrun_dtype w_dtype, const void *w, size_t row_bytes, int64_t n_rows, int64_t k,
+                              lrun_dtype dst_dtype, void *dst, void *stream);
+
+/* y (m, n) = x (m, k) · Wᵀ for small m (1 ≤ m ≤ 8: batch-1 decode and small
+ * batches), reading each weight byte once: dequantization fused into the
+ * product, f32 accumulation. x and y are f32 on the device. */
+lrun_status lrun_k_gemv(lrun_dtype w_dtype, const void *w, size_t row_bytes, int64_t n, int64_t k,
+                        const float *x, int64_t m, float *y, void *stream);
+
+/* y (m, n) = x (m, k) · Wᵀ for any m through cuBLAS (cublasGemmEx, f16 or
+ * bf16 inputs, f32 accumulation): W is dequantized into w_slot (n*k
+ * elements of slot_dtype, F16 or BF16) unless it already is that dtype; x is
+ * converted into x_slot (m*k elements of slot_dtype). cublas is a
+ * cublasHandle_t bound to stream. */
+lrun_status lrun_k_gemm(void *cublas, lrun_dtype w_dtype, const void *w, size_t row_bytes, int64_t n, int64_t k,
+                        const float *x, int64_t m, float *y, lrun_dtype slot_dtype, void *w_slot, void *x_slot,
+                        void *stream);
+
+/* out (n_tok, n_embd) f32 = rows tokens[i] of the embedding table (dequantized). */
+lrun_status lrun_k_embed(lrun_dtype dtype, const void *table, size_t row_bytes, int64_t n_embd,
+                         const int32_t *tokens, int64_t n_tok, float *out, void *stream);
+
+// ---------------------------------------------------------------- elementwise and norms
+
+/* y (n_rows, n) = x / sqrt(mean(x²) + eps) * w; y may alias x. */
+lrun_status lrun_k_rms_norm(const float *x, const float *w, float *y, int64_t n_rows, int64_t n, float eps,
+                            void *stream);
+
+/* Rotates the first n_rot dims of each head of x (n_tok, n_head, head_dim) in
+ * place at positions pos (n_tok). style: lrun_rope_style (ADJACENT pairs
+ * (2i, 2i+1) or HALF (i, i+n_rot/2)); theta_i = pos * freq_scale * base^(-2i/n_rot),
+ * divided by freq_factors[i] when that is not NULL. */
+lrun_status lrun_k_rope(float *x, const int32_t *pos, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                        int64_t n_rot, float base, float freq_scale, const float *freq_factors, int style,
+                        void *stream);
+
+/* out (n) = silu(gate) * up. */
+lrun_status lrun_k_swiglu(const float *gate, const float *up, float *out, int64_t n, void *stream);
+
+/* y (n) += x (n). */
+lrun_status lrun_k_add(float *y, const float *x, int64_t n, void *stream);
+
+/* y (n_rows, n) += bias (n) broadcast over rows. */
+lrun_status lrun_k_add_bias(float *y, const float *bias, int64_t n_rows, int64_t n, void *stream);
+
+// ---------------------------------------------------------------- KV cache and attention
+
+/* Writes k and v rows (n_tok, kv_dim) f32 into the caches at the given
+ * element offsets: cache_k[row_offset[i] + j] = k[i][j] (converted to
+ * kv_dtype F16 or F32). row_offset (n_tok) is in elements. */
+lrun_status lrun_k_kv_store(lrun_dtype kv_dtype, void *cache_k, void *cache_v, const int64_t *row_offset,
+                            const float *k, const float *v, int64_t n_tok, int64_t kv_dim, void *stream);
+
+/* Attention of n_tok query tokens, each against its own sequence's cache.
+ * q (n_tok, n_head, head_dim) f32; token i attends to positions [0, n_kv[i])
+ * of the cache whose keys start at k_base[i] and values at v_base[i]
+ * (element offsets into cache_k / cache_v, layout (pos, n_head_kv, head_dim)).
+ * GQA: query head h uses KV head h / (n_head / n_head_kv). out (n_tok,
+ * n_head, head_dim) f32. scale = 1/sqrt(head_dim). work: split-KV partials,
+ * lrun_k_attention_work_bytes bytes. Decode (one token per sequence) splits
+ * the KV length over blocks (flash-decoding); prefill tiles queries. */
+size_t lrun_k_attention_work_bytes(int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t max_kv);
+lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, const void *cache_k, const void *cache_v,
+                             const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
+                             int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
+                             float *out, void *work, void *stream);
+
+// ---------------------------------------------------------------- sampling helpers
+
+/* out[r] = index of the largest of logits[r] (n_rows, n_vocab); the first of equals. */
+lrun_status lrun_k_argmax(const float *logits, int64_t n_rows, int64_t n_vocab, int32_t *out, void *stream);
+
+/* The k largest logits of each row, sorted descending: values (n_rows, k) and
+ * ids (n_rows, k); 1 ≤ k ≤ 256. */
+lrun_status lrun_k_topk(const float *logits, int64_t n_rows, int64_t n_vocab, int64_t k, float *values,
+                        int32_t *ids, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
