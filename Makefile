@@ -24,15 +24,15 @@ PYTHON   ?= python3
 # (like llama.cpp's GGML_NATIVE); scalar code paths stand in otherwise.
 ARCHFLAGS ?= -march=native
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -fPIC -pthread -Wall -Wextra $(ARCHFLAGS) -Iruntime \
+CFLAGS   += -std=c11 -D_GNU_SOURCE -fPIC -pthread -Wall -Wextra $(ARCHFLAGS) -Iruntime -Ikernels \
             $(shell pkg-config --cflags luajit libpcre2-8 2>/dev/null)
 LDLIBS   := -lm -pthread
 LIB_LDLIBS := $(LDLIBS) -lpcre2-8
 
 ifeq ($(CUDA),1)
 CFLAGS     += -DLRUN_WITH_CUDA -I$(CUDA_HOME)/include
-LIB_LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
-NVCCFLAGS  ?= -O3 -std=c++17 -Xcompiler -fPIC,-Wall,-Wextra -Iruntime -DLRUN_WITH_CUDA \
+LIB_LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+NVCCFLAGS  ?= -O3 -std=c++17 -Xcompiler -fPIC,-Wall,-Wextra -Iruntime -Ikernels -DLRUN_WITH_CUDA \
               -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
 CU_SRC     := $(wildcard kernels/*.cu)
 else
