@@ -131,7 +131,7 @@ def main():
     print("load average (1 min) before %.2f, after %.2f on %d CPUs%s" % (
         load_before, load_after, os.cpu_count() or 0,
         "  ** other work was running: numbers are unreliable **"
-        if load_before > 0.5 else ""))
+        if load_before > 0.5 * (os.cpu_count() or 1) else ""))
     for eng, err in errors.items():
         print("%s: not measured: %s" % (eng, err))
     if "llama.cpp" in results and results["llama.cpp"]:
