@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -30,6 +31,22 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def cpu_busy(seconds=1.0):
+    """Fraction of all CPUs busy over the next `seconds` (from /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+        return sum(v), idle
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except OSError:
+        return 0.0
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
 def run_json(cmd, what):
@@ -73,7 +90,7 @@ def main():
 
     # Other work on the machine skews both engines (llama.cpp's OpenMP threads
     # suffer most): say so next to the numbers.
-    load_before = os.getloadavg()[0]
+    busy_before = cpu_busy()
     results = {"llama.cpp": [], "lrun": []}
     errors = {}
     try:
@@ -127,11 +144,11 @@ def main():
         print("|---|---:|---:|")
         for row in rows:
             print("| %s | %s | %s |" % row)
-    load_after = os.getloadavg()[0]
-    print("load average (1 min) before %.2f, after %.2f on %d CPUs%s" % (
-        load_before, load_after, os.cpu_count() or 0,
-        "  ** other work was running: numbers are unreliable **"
-        if load_before > 0.5 * (os.cpu_count() or 1) else ""))
+    busy_after = cpu_busy()
+    print("CPUs busy with other work: %.0f%% before the runs, %.0f%% after%s" % (
+        100 * busy_before, 100 * busy_after,
+        "  ** the machine was not idle: numbers are unreliable **"
+        if max(busy_before, busy_after) > 0.25 else ""))
     for eng, err in errors.items():
         print("%s: not measured: %s" % (eng, err))
     if "llama.cpp" in results and results["llama.cpp"]:
