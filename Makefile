@@ -97,7 +97,7 @@ $(MODEL):
 	@test -s $@ && echo "model: $@"
 
 demo: all $(MODEL)
-	$(LAUNCHER) examples/generate.lua -m $(MODEL) --chat -n 96 -p "What is the capital of France? Answer in one sentence."
+	$(LAUNCHER) examples/generate.lua -m $(MODEL) --chat -n 96 --temp 0 -p "What is the capital of France? Answer in one sentence."
 
 test: all $(C_TESTS) $(MODEL)
 	@LRUN_MODEL=$(MODEL) tests/run.sh $(C_TESTS)
