@@ -1,0 +1,201 @@
+/* attention.cu — split-KV attention and the merge of its splits (see
+ * attention.cuh). Against the CPU twin (lrun_cpu_attention_head: the whole
+ * softmax, then P·V) the online softmax differs only in f32 rounding. */
+#include "attention.cuh"
+
+/* Element i of a cache of dtype KV (F16 or F32) as f32. */
+template <int KV> static __device__ __forceinline__ float kv_at(const void *base, int64_t i)
+{
+    if (KV == LRUN_DTYPE_F16) return lrun_k_f16(__ldg((const unsigned short *)base + i));
+    return __ldg((const float *)base + i);
+}
+
+// ---------------------------------------------------------------- splits
+
+/* Job j = (tok * n_head + h) * n_split + split. part (jobs, head_dim + 2):
+ * m, l, acc[head_dim] of each job when n_split > 1. */
+template <int KV>
+__global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
+    attn_split(const float *__restrict__ q, const void *__restrict__ ck, const void *__restrict__ cv,
+               const int64_t *__restrict__ k_base, const int64_t *__restrict__ v_base, const int32_t *__restrict__ n_kv,
+               int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, int64_t n_split,
+               float scale, float *__restrict__ out, float *__restrict__ part)
+{
+    extern __shared__ float sh[];
+    float *qs = sh;                          /* (head_dim) q * scale */
+    float *ps = sh + head_dim;               /* (TILE) scores, then e^(s - m) */
+    float *scratch = ps + LRUN_K_ATTN_TILE;  /* (32) block reductions */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int nwarps = LRUN_K_ATTN_THREADS / 32;
+    const int64_t group = n_head / n_head_kv, stride = n_head_kv * head_dim; /* elements between positions */
+    const int64_t jobs = n_tok * n_head * n_split;
+
+    for (int64_t job = blockIdx.x; job < jobs; job += gridDim.x) {
+        const int64_t sp = job % n_split, th = job / n_split, h = th % n_head, tok = th / n_head, hk = h / group;
+        int64_t nk = n_kv[tok];
+        nk = nk < 0 ? 0 : (nk > max_kv ? max_kv : nk); /* never past what work and the caches were sized for */
+        const int64_t chunk = (nk + n_split - 1) / n_split;
+        const int64_t t0 = sp * chunk < nk ? sp * chunk : nk;
+        const int64_t t1 = t0 + chunk < nk ? t0 + chunk : nk;
+
+        for (int64_t d = tid; d < head_dim; d += LRUN_K_ATTN_THREADS) qs[d] = q[th * head_dim + d] * scale;
+        __syncthreads();
+
+        const int64_t kb = k_base[tok] + hk * head_dim, vb = v_base[tok] + hk * head_dim;
+        float m = -INFINITY, l = 0.0f, acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int64_t tile = t0; tile < t1; tile += LRUN_K_ATTN_TILE) {
+            const int len = (int)(t1 - tile < LRUN_K_ATTN_TILE ? t1 - tile : LRUN_K_ATTN_TILE);
+            for (int p = warp; p < len; p += nwarps) {
+                const int64_t kr = kb + (tile + p) * stride;
+                float dot = 0.0f;
+                for (int64_t d = lane; d < head_dim; d += 32) dot = fmaf(qs[d], kv_at<KV>(ck, kr + d), dot);
+                dot = lrun_k_warp_sum(dot);
+                if (lane == 0) ps[p] = dot;
+            }
+            __syncthreads();
+            float tm = -INFINITY;
+            for (int p = tid; p < len; p += LRUN_K_ATTN_THREADS) tm = fmaxf(tm, ps[p]);
+            tm = lrun_k_block_reduce<LRUN_K_ATTN_THREADS, 1>(tm, scratch);
+            const float mn = fmaxf(m, tm);
+            const float corr = m == -INFINITY ? 0.0f : expf(m - mn); /* rescales what earlier tiles summed */
+            float ts = 0.0f;
+            for (int p = tid; p < len; p += LRUN_K_ATTN_THREADS) {
+                const float e = expf(ps[p] - mn);
+                ps[p] = e;
+                ts += e;
+            }
+            ts = lrun_k_block_reduce<LRUN_K_ATTN_THREADS, 0>(ts, scratch); /* also publishes ps */
+            l = l * corr + ts;
+            m = mn;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
+                if (d < head_dim) {
+                    const int64_t vr = vb + tile * stride + d;
+                    float a = acc[j] * corr;
+#pragma unroll 4
+                    for (int p = 0; p < len; p++) a = fmaf(ps[p], kv_at<KV>(cv, vr + p * stride), a);
+                    acc[j] = a;
+                }
+            }
+            __syncthreads(); /* ps is rewritten by the next tile */
+        }
+
+        if (n_split == 1) {
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f; /* n_kv 0: zeros */
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
+                if (d < head_dim) out[th * head_dim + d] = acc[j] * inv;
+            }
+        } else {
+            float *pp = part + job * (head_dim + 2);
+            if (tid == 0) pp[0] = m, pp[1] = l;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
+                if (d < head_dim) pp[2 + d] = acc[j];
+            }
+        }
+        __syncthreads(); /* qs is rewritten by the next job */
+    }
+}
+
+// ---------------------------------------------------------------- merge
+
+/* out (n_th, head_dim) = Σ_s acc_s e^(m_s - M) / Σ_s l_s e^(m_s - M), M the
+ * largest m_s of the splits that saw any position. */
+__global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
+    attn_merge(const float *__restrict__ part, int64_t n_th, int64_t n_split, int64_t head_dim, float *__restrict__ out)
+{
+    const int64_t w = head_dim + 2;
+    for (int64_t th = blockIdx.x; th < n_th; th += gridDim.x) {
+        const float *pp = part + th * n_split * w;
+        float mx = -INFINITY, sum = 0.0f;
+        for (int64_t s = 0; s < n_split; s++)
+            if (pp[s * w + 1] > 0.0f) mx = fmaxf(mx, pp[s * w]);
+        for (int64_t s = 0; s < n_split; s++)
+            if (pp[s * w + 1] > 0.0f) sum += pp[s * w + 1] * expf(pp[s * w] - mx);
+        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+        for (int64_t d = threadIdx.x; d < head_dim; d += LRUN_K_ATTN_THREADS) {
+            float a = 0.0f;
+            for (int64_t s = 0; s < n_split; s++)
+                if (pp[s * w + 1] > 0.0f) a = fmaf(pp[s * w + 2 + d], expf(pp[s * w] - mx), a);
+            out[th * head_dim + d] = a * inv;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- launchers
+
+extern "C" size_t lrun_k_attention_work_bytes(int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t max_kv)
+{
+    int64_t jobs;
+    if (n_tok <= 0 || n_head <= 0 || head_dim <= 0 || max_kv <= 0) return 0;
+    if (__builtin_mul_overflow(n_tok, n_head, &jobs)) return SIZE_MAX;
+    /* the most any call with n_tok' <= n_tok needs: fewer tokens can mean
+     * more splits each (jobs * splits stays below 3/2 of the target) */
+    size_t most = 0;
+    const int64_t upto = n_tok < LRUN_K_ATTN_TARGET_BLOCKS ? n_tok : LRUN_K_ATTN_TARGET_BLOCKS;
+    for (int64_t t = 1; t <= upto; t++) {
+        const int64_t s = lrun_k_attn_splits(t, n_head, max_kv);
+        if (s <= 1) continue;
+        const size_t b = (size_t)(t * n_head * s) * (size_t)(head_dim + 2) * sizeof(float);
+        most = b > most ? b : most;
+    }
+    return most;
+}
+
+extern "C" lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, const void *cache_k, const void *cache_v,
+                                        const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv,
+                                        int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                                        int64_t max_kv, float scale, float *out, void *work, void *stream)
+{
+    static const char op[] = "lrun_k_attention";
+    if (!q || !cache_k || !cache_v || !k_base || !v_base || !n_kv || !out)
+        return lrun_fail(LRUN_E_ARG, "%s: %s is NULL", op,
+                         !q ? "q" : !cache_k ? "cache_k" : !cache_v ? "cache_v" : !k_base ? "k_base"
+                                  : !v_base ? "v_base" : !n_kv ? "n_kv" : "out");
+    if (kv_dtype != LRUN_DTYPE_F16 && kv_dtype != LRUN_DTYPE_F32)
+        return lrun_fail(LRUN_E_ARG, "%s: kv_dtype %s (expected f16 or f32)", op, lrun_dtype_name(kv_dtype));
+    if (n_tok <= 0 || n_head <= 0 || n_head_kv <= 0 || head_dim <= 0 || max_kv <= 0)
+        return lrun_fail(LRUN_E_ARG, "%s: shape n_tok %lld, n_head %lld, n_head_kv %lld, head_dim %lld, max_kv %lld "
+                         "(all must be > 0)", op, (long long)n_tok, (long long)n_head, (long long)n_head_kv,
+                         (long long)head_dim, (long long)max_kv);
+    if (n_head % n_head_kv != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: n_head %lld is not a multiple of n_head_kv %lld", op, (long long)n_head,
+                         (long long)n_head_kv);
+    if (head_dim > LRUN_K_ATTN_MAX_HEAD_DIM)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: head_dim %lld (at most %d)", op, (long long)head_dim,
+                         LRUN_K_ATTN_MAX_HEAD_DIM);
+    if (!(scale == scale) || scale == INFINITY || scale == -INFINITY)
+        return lrun_fail(LRUN_E_ARG, "%s: scale %g is not finite", op, (double)scale);
+    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    int64_t n_th, qn;
+    if (__builtin_mul_overflow(n_tok, n_head, &n_th) || __builtin_mul_overflow(n_th, head_dim, &qn))
+        return lrun_fail(LRUN_E_ARG, "%s: n_tok %lld x n_head %lld x head_dim %lld overflows", op, (long long)n_tok,
+                         (long long)n_head, (long long)head_dim);
+    const int64_t n_split = lrun_k_attn_splits(n_tok, n_head, max_kv);
+    if (n_split > 1 && !work)
+        return lrun_fail(LRUN_E_ARG, "%s: work is NULL (this shape needs %zu bytes: lrun_k_attention_work_bytes)", op,
+                         lrun_k_attention_work_bytes(n_tok, n_head, head_dim, max_kv));
+
+    cudaStream_t st = (cudaStream_t)stream;
+    const int64_t jobs = n_th * n_split;
+    const unsigned g = (unsigned)(jobs < LRUN_K_MAX_GRID ? jobs : LRUN_K_MAX_GRID);
+    const size_t shmem = (size_t)(head_dim + LRUN_K_ATTN_TILE + 32) * sizeof(float);
+    float *part = (float *)work;
+    if (kv_dtype == LRUN_DTYPE_F16)
+        attn_split<LRUN_DTYPE_F16><<<g, LRUN_K_ATTN_THREADS, shmem, st>>>(q, cache_k, cache_v, k_base, v_base, n_kv,
+                                                                          n_tok, n_head, n_head_kv, head_dim, max_kv,
+                                                                          n_split, scale, out, part);
+    else
+        attn_split<LRUN_DTYPE_F32><<<g, LRUN_K_ATTN_THREADS, shmem, st>>>(q, cache_k, cache_v, k_base, v_base, n_kv,
+                                                                          n_tok, n_head, n_head_kv, head_dim, max_kv,
+                                                                          n_split, scale, out, part);
+    lrun_status s = lrun_k_launched(op);
+    if (s != LRUN_OK || n_split == 1) return s;
+    const unsigned gm = (unsigned)(n_th < LRUN_K_MAX_GRID ? n_th : LRUN_K_MAX_GRID);
+    attn_merge<<<gm, LRUN_K_ATTN_THREADS, 0, st>>>(part, n_th, n_split, head_dim, out);
+    return lrun_k_launched(op);
+}

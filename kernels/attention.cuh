@@ -1,0 +1,42 @@
+/* attention.cuh — attention of query tokens against their caches
+ * (lrun_k_attention in kernels.h), flash-decoding style.
+ *
+ * Each (token, head) job's KV range [0, n_kv) is cut into S splits; one block
+ * of LRUN_K_ATTN_THREADS threads per (token, head, split), grid-stride over
+ * jobs. A block walks its split in tiles of LRUN_K_ATTN_TILE positions:
+ *   scores   one warp per position, lanes over head_dim, shuffle reduction;
+ *   softmax  online: running max m and sum l, earlier sums rescaled by e^(m-m');
+ *   P·V      one thread per output dim (≤ 4 per thread), positions in order.
+ * With S = 1 the block writes the normalized output; with S > 1 it writes
+ * (m, l, acc[head_dim]) to work and a second kernel (one block per (token,
+ * head)) merges the splits.
+ *
+ * S is chosen from the shape alone (lrun_k_attn_splits) so that the caller
+ * can size work beforehand: decode (few jobs) gets up to ~512 blocks, one
+ * split per LRUN_K_ATTN_MIN_SPLIT positions of max_kv; prefill (many
+ * jobs) gets S = 1 and needs no work. Inside a launch, each token divides
+ * its own n_kv among the S splits. */
+#ifndef LRUN_KERNELS_ATTENTION_CUH
+#define LRUN_KERNELS_ATTENTION_CUH
+
+#include "common.cuh"
+
+#define LRUN_K_ATTN_THREADS 128
+#define LRUN_K_ATTN_TILE 128          /* positions scored per step */
+#define LRUN_K_ATTN_MAX_HEAD_DIM 512  /* 4 output dims per thread */
+#define LRUN_K_ATTN_TARGET_BLOCKS 512 /* about 4 blocks per SM of an H100 */
+#define LRUN_K_ATTN_MIN_SPLIT 256     /* fewest positions worth a split of their own */
+
+/* Splits per (token, head) job for this shape (1 when there are enough jobs
+ * to fill the GPU, or the cache is short). n_tok * n_head must not overflow. */
+static inline int64_t lrun_k_attn_splits(int64_t n_tok, int64_t n_head, int64_t max_kv)
+{
+    const int64_t jobs = n_tok * n_head;
+    if (jobs <= 0 || max_kv <= 0 || jobs >= LRUN_K_ATTN_TARGET_BLOCKS / 2) return 1;
+    const int64_t by_len = (max_kv + LRUN_K_ATTN_MIN_SPLIT - 1) / LRUN_K_ATTN_MIN_SPLIT;
+    const int64_t by_grid = (LRUN_K_ATTN_TARGET_BLOCKS + jobs - 1) / jobs;
+    const int64_t s = by_len < by_grid ? by_len : by_grid;
+    return s < 1 ? 1 : s;
+}
+
+#endif

@@ -1,0 +1,305 @@
+/* dequantize.cuh — the weight blocks of every supported dtype, decoded by
+ * "units": the piece of a block one thread handles at a time.
+ *
+ * A unit is RUNS runs of 4 consecutive elements of its block (two runs for
+ * most types: a Q4_0 unit is the low nibbles 4u..4u+3 and the high nibbles
+ * 16+4u..16+4u+3 of one 4-byte word of qs). Splitting blocks this way lets
+ * one code path serve the dequantize kernel (units → a slot), the embedding
+ * gather (units → f32 rows) and the fused GEMV (units → registers → FMA),
+ * and keeps a warp's 32 threads on 32 consecutive units, so its loads are
+ * coalesced.
+ *
+ * Each type is a struct with
+ *   ELEMS, BYTES   elements and bytes of a block (a float type's "block" is
+ *                  8 elements: one 16-byte load for f16/bf16);
+ *   UNITS, RUNS    units per block and runs of 4 elements per unit;
+ *   raw            the bytes of one unit, loaded (load) apart from the
+ *                  arithmetic (dequant) so a GEMV can issue many loads before
+ *                  it needs any of them;
+ *   offset(u, r)   the element of the block where run r of unit u starts.
+ *
+ * The arithmetic is the CPU twin's (runtime/quant.c), operation for
+ * operation, with __fmul_rn/__fadd_rn so that no multiply-add is contracted
+ * into an FMA: dequantization to f32 is bit-exact. The block layouts are
+ * those of runtime/quant.h (GGUF/ggml). */
+#ifndef LRUN_KERNELS_DEQUANTIZE_CUH
+#define LRUN_KERNELS_DEQUANTIZE_CUH
+
+#include "common.cuh"
+
+template <int T> struct lrun_k_unit;
+
+// ---------------------------------------------------------------- float types (vector path: 16-byte aligned rows)
+
+template <> struct lrun_k_unit<LRUN_DTYPE_F16> {
+    static constexpr int ELEMS = 8, BYTES = 16, UNITS = 1, RUNS = 2;
+    struct raw { uint4 v; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int) { return {lrun_k_ld128_stream(blk)}; }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const uint32_t v[4] = {r.v.x, r.v.y, r.v.z, r.v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            w[2 * i] = lrun_k_f16((uint16_t)(v[i] & 0xffff));
+            w[2 * i + 1] = lrun_k_f16((uint16_t)(v[i] >> 16));
+        }
+    }
+    static __device__ __forceinline__ int offset(int, int run) { return 4 * run; }
+};
+
+template <> struct lrun_k_unit<LRUN_DTYPE_BF16> {
+    static constexpr int ELEMS = 8, BYTES = 16, UNITS = 1, RUNS = 2;
+    struct raw { uint4 v; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int) { return {lrun_k_ld128_stream(blk)}; }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const uint32_t v[4] = {r.v.x, r.v.y, r.v.z, r.v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            w[2 * i] = __uint_as_float(v[i] << 16);
+            w[2 * i + 1] = __uint_as_float(v[i] & 0xffff0000u);
+        }
+    }
+    static __device__ __forceinline__ int offset(int, int run) { return 4 * run; }
+};
+
+template <> struct lrun_k_unit<LRUN_DTYPE_F32> {
+    static constexpr int ELEMS = 8, BYTES = 32, UNITS = 1, RUNS = 2;
+    struct raw { uint4 a, b; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int)
+    {
+        return {lrun_k_ld128_stream(blk), lrun_k_ld128_stream(blk + 16)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        w[0] = __uint_as_float(r.a.x), w[1] = __uint_as_float(r.a.y), w[2] = __uint_as_float(r.a.z);
+        w[3] = __uint_as_float(r.a.w), w[4] = __uint_as_float(r.b.x), w[5] = __uint_as_float(r.b.y);
+        w[6] = __uint_as_float(r.b.z), w[7] = __uint_as_float(r.b.w);
+    }
+    static __device__ __forceinline__ int offset(int, int run) { return 4 * run; }
+};
+
+// ---------------------------------------------------------------- 32-element blocks
+
+/* Q4_0: f16 d; u8 qs[16]. Unit u (0..3): qs[4u..4u+3]; y = (q - 8) * d. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q4_0> {
+    static constexpr int ELEMS = 32, BYTES = 18, UNITS = 4, RUNS = 2;
+    struct raw { uint32_t q; uint32_t d; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32_a2(blk + 2 + 4 * u), lrun_k_ld16(blk)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const float d = lrun_k_f16((uint16_t)r.d);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff);
+            w[e] = __fmul_rn((float)((b & 0xf) - 8), d);
+            w[4 + e] = __fmul_rn((float)((b >> 4) - 8), d);
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 4 * u + 16 * run; }
+};
+
+/* Q4_1: f16 d, m; u8 qs[16]. Unit u (0..3): qs[4u..4u+3]; y = q * d + m. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q4_1> {
+    static constexpr int ELEMS = 32, BYTES = 20, UNITS = 4, RUNS = 2;
+    struct raw { uint32_t q; uint32_t dm; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32(blk + 4 + 4 * u), lrun_k_ld32(blk)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const float d = lrun_k_f16((uint16_t)(r.dm & 0xffff)), m = lrun_k_f16((uint16_t)(r.dm >> 16));
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff);
+            w[e] = __fadd_rn(__fmul_rn((float)(b & 0xf), d), m);
+            w[4 + e] = __fadd_rn(__fmul_rn((float)(b >> 4), d), m);
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 4 * u + 16 * run; }
+};
+
+/* Q8_0: f16 d; i8 qs[32]. Unit u (0..3): qs[8u..8u+7]; y = q * d. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q8_0> {
+    static constexpr int ELEMS = 32, BYTES = 34, UNITS = 4, RUNS = 2;
+    struct raw { uint32_t q0, q1, d; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32_a2(blk + 2 + 8 * u), lrun_k_ld32_a2(blk + 6 + 8 * u), lrun_k_ld16(blk)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const float d = lrun_k_f16((uint16_t)r.d);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            w[e] = __fmul_rn((float)(int8_t)((r.q0 >> (8 * e)) & 0xff), d);
+            w[4 + e] = __fmul_rn((float)(int8_t)((r.q1 >> (8 * e)) & 0xff), d);
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 8 * u + 4 * run; }
+};
+
+// ---------------------------------------------------------------- 256-element blocks
+
+/* Q4_K: f16 d, dmin; u8 scales[12]; u8 qs[128]. Unit u (0..31) is word t = u%8
+ * of chunk c = u/8 (qs[32c+4t..32c+4t+3]): low nibbles are elements
+ * 64c+4t.. with sub-block 2c, high nibbles 64c+32+4t.. with sub-block 2c+1. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q4_K> {
+    static constexpr int ELEMS = 256, BYTES = 144, UNITS = 32, RUNS = 2;
+    struct raw { uint32_t q, dm, s0, s1, s2; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32(blk + 16 + 4 * u), lrun_k_ld32(blk), lrun_k_ld32(blk + 4), lrun_k_ld32(blk + 8),
+                lrun_k_ld32(blk + 12)};
+    }
+    /* byte j (0..11) of scales, by selects rather than an indexed array
+     * (which would go to local memory) */
+    static __device__ __forceinline__ int sbyte(const raw &r, int j)
+    {
+        const uint32_t word = j < 4 ? r.s0 : (j < 8 ? r.s1 : r.s2);
+        return (int)((word >> (8 * (j & 3))) & 0xff);
+    }
+    /* the 6-bit scale and min of sub-block j, as q4_K_scale_min in quant.c */
+    static __device__ __forceinline__ void scale_min(const raw &r, int j, int *sc, int *m)
+    {
+        if (j < 4) {
+            *sc = sbyte(r, j) & 63;
+            *m = sbyte(r, j + 4) & 63;
+        } else {
+            *sc = (sbyte(r, j + 4) & 0xf) | ((sbyte(r, j - 4) >> 6) << 4);
+            *m = (sbyte(r, j + 4) >> 4) | ((sbyte(r, j) >> 6) << 4);
+        }
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int u, float *w)
+    {
+        const int c = u >> 3;
+        const float d = lrun_k_f16((uint16_t)(r.dm & 0xffff)), dmin = lrun_k_f16((uint16_t)(r.dm >> 16));
+        int sc0, m0, sc1, m1;
+        scale_min(r, 2 * c, &sc0, &m0);
+        scale_min(r, 2 * c + 1, &sc1, &m1);
+        const float d0 = __fmul_rn(d, (float)sc0), mm0 = __fmul_rn(dmin, (float)m0);
+        const float d1 = __fmul_rn(d, (float)sc1), mm1 = __fmul_rn(dmin, (float)m1);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff);
+            w[e] = __fsub_rn(__fmul_rn(d0, (float)(b & 0xf)), mm0);
+            w[4 + e] = __fsub_rn(__fmul_rn(d1, (float)(b >> 4)), mm1);
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 64 * (u >> 3) + 4 * (u & 7) + 32 * run; }
+};
+
+/* Q6_K: u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d. Unit u (0..15) is word
+ * t = u%8 of half h = u/8: l = 4t..4t+3 gives elements 128h + l + {0, 32, 64,
+ * 96} from ql[64h+l], ql[64h+32+l], qh[32h+l] and scales[8h + l/16 + {0,2,4,6}]. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q6_K> {
+    static constexpr int ELEMS = 256, BYTES = 210, UNITS = 16, RUNS = 4;
+    struct raw { uint32_t ql0, ql1, qh, sc, d; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        const int h = u >> 3, t = u & 7;
+        const uint8_t *s = blk + 192 + 8 * h + (t >> 2); /* scales[8h + is], is = l/16 = t/4 */
+        const uint32_t sc = (uint32_t)__ldg(s) | ((uint32_t)__ldg(s + 2) << 8) | ((uint32_t)__ldg(s + 4) << 16) |
+                            ((uint32_t)__ldg(s + 6) << 24);
+        return {lrun_k_ld32_a2(blk + 64 * h + 4 * t), lrun_k_ld32_a2(blk + 64 * h + 32 + 4 * t),
+                lrun_k_ld32_a2(blk + 128 + 32 * h + 4 * t), sc, lrun_k_ld16(blk + 208)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const float d = lrun_k_f16((uint16_t)r.d);
+        float ds[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) ds[i] = __fmul_rn(d, (float)(int8_t)((r.sc >> (8 * i)) & 0xff));
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int a = (int)((r.ql0 >> (8 * e)) & 0xff), b = (int)((r.ql1 >> (8 * e)) & 0xff);
+            const int h = (int)((r.qh >> (8 * e)) & 0xff);
+            w[e] = __fmul_rn(ds[0], (float)(((a & 0xf) | ((h & 3) << 4)) - 32));
+            w[4 + e] = __fmul_rn(ds[1], (float)(((b & 0xf) | (((h >> 2) & 3) << 4)) - 32));
+            w[8 + e] = __fmul_rn(ds[2], (float)(((a >> 4) | (((h >> 4) & 3) << 4)) - 32));
+            w[12 + e] = __fmul_rn(ds[3], (float)(((b >> 4) | (((h >> 6) & 3) << 4)) - 32));
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 128 * (u >> 3) + 4 * (u & 7) + 32 * run; }
+};
+
+// ---------------------------------------------------------------- row conversion kernels
+
+/* dst row i (k elements of dtype D, rows k apart) = row ids[i] of src
+ * (rows row_bytes apart), ids NULL meaning row i. One unit per thread,
+ * grid-stride over n_rows * units-per-row in 64-bit. A negative id (a token
+ * the caller failed to validate) gives a row of zeros rather than a read
+ * before the table. */
+template <int T, int D>
+__global__ void lrun_k_rows_units(const uint8_t *__restrict__ src, size_t row_bytes, const int32_t *__restrict__ ids,
+                                  int64_t n_rows, int64_t k, void *__restrict__ dst)
+{
+    using Q = lrun_k_unit<T>;
+    const int64_t upr = k / Q::ELEMS * Q::UNITS; /* units per row */
+    const int64_t total = n_rows * upr;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row = i / upr, ur = i % upr, b = ur / Q::UNITS;
+        const int u = (int)(ur % Q::UNITS);
+        const int64_t srow = ids ? (int64_t)ids[row] : row;
+        float w[Q::RUNS * 4];
+        if (srow >= 0) {
+            Q::dequant(Q::load(src + (size_t)srow * row_bytes + (size_t)b * Q::BYTES, u), u, w);
+        } else {
+#pragma unroll
+            for (int e = 0; e < Q::RUNS * 4; e++) w[e] = 0.0f;
+        }
+        const int64_t base = row * k + b * Q::ELEMS;
+#pragma unroll
+        for (int r = 0; r < Q::RUNS; r++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) lrun_k_store<D>(dst, base + Q::offset(u, r) + e, w[4 * r + e]);
+    }
+}
+
+/* As lrun_k_rows_units for the float types, one element per thread: any k,
+ * any 2-byte (4-byte for f32) alignment. */
+template <int T, int D>
+__global__ void lrun_k_rows_elems(const uint8_t *__restrict__ src, size_t row_bytes, const int32_t *__restrict__ ids,
+                                  int64_t n_rows, int64_t k, void *__restrict__ dst)
+{
+    const int64_t total = n_rows * k;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row = i / k, col = i % k;
+        const int64_t srow = ids ? (int64_t)ids[row] : row;
+        lrun_k_store<D>(dst, i, srow >= 0 ? lrun_k_load_float<T>(src + (size_t)srow * row_bytes, col) : 0.0f);
+    }
+}
+
+#define LRUN_K_ROWS_THREADS 256
+
+/* Launches the conversion of n_rows rows of w_dtype (gathered by ids when
+ * not NULL) into dst of dtype D; arguments already checked. */
+template <int D>
+static cudaError_t lrun_k_rows_launch(lrun_dtype t, const void *src, size_t row_bytes, const int32_t *ids,
+                                      int64_t n_rows, int64_t k, void *dst, cudaStream_t st)
+{
+    const uint8_t *s = (const uint8_t *)src;
+    const int nt = LRUN_K_ROWS_THREADS;
+    const int64_t ue = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 || t == LRUN_DTYPE_Q4_K
+                           ? 8
+                           : (t == LRUN_DTYPE_Q6_K ? 16 : 1); /* elements per thread */
+    const unsigned g = lrun_k_grid(n_rows * (k / ue), nt, LRUN_K_ELTWISE_BLOCKS);
+    switch (t) {
+    case LRUN_DTYPE_F32: lrun_k_rows_elems<LRUN_DTYPE_F32, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_F16: lrun_k_rows_elems<LRUN_DTYPE_F16, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_BF16: lrun_k_rows_elems<LRUN_DTYPE_BF16, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q4_0: lrun_k_rows_units<LRUN_DTYPE_Q4_0, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q4_1: lrun_k_rows_units<LRUN_DTYPE_Q4_1, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q8_0: lrun_k_rows_units<LRUN_DTYPE_Q8_0, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q4_K: lrun_k_rows_units<LRUN_DTYPE_Q4_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q6_K: lrun_k_rows_units<LRUN_DTYPE_Q6_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    default: return cudaErrorInvalidValue;
+    }
+    return cudaSuccess;
+}
+
+#endif
