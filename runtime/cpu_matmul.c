@@ -67,8 +67,8 @@ static void convert_run(void *p, int ith, int nth)
     while (u0 < u1) {
         int64_t row = u0 / per_row, b = u0 % per_row;
         int64_t nb = per_row - b < u1 - u0 ? per_row - b : u1 - u0;
-        lrun_quantize_row(t->partner, t->x + row * t->k + b * t->qk,
-                          t->xq + (size_t)row * t->row_bytes + (size_t)b * block_bytes, nb * t->qk);
+        lrun_quantize_activations(t->partner, t->x + row * t->k + b * t->qk,
+                                  t->xq + (size_t)row * t->row_bytes + (size_t)b * block_bytes, nb * t->qk);
         u0 += nb;
     }
 }

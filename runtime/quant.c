@@ -1,7 +1,9 @@
 /* quant.c — half/bfloat16 conversions and the block codecs: the scalar
  * reference dequantizers of every type, and round-to-nearest quantizers
  * (ggml's reference rules where ggml has a simple one: Q4_0, Q4_1, Q8_0,
- * Q8_K; plain round-to-nearest with 6/8-bit scales for Q4_K and Q6_K).
+ * Q8_K; plain round-to-nearest with 6/8-bit scales for Q4_K and Q6_K),
+ * plus the activation quantizers of the matmuls, which follow llama.cpp's
+ * x86 build instead (Q8_0, Q8_1: docs/numerics.md).
  * Block layouts: quant.h and REFERENCE.md. */
 #include "quant_dot.h"
 
@@ -247,17 +249,45 @@ static void quant_q8_0(const float *x, lrun_block_q8_0 *b, int64_t nb)
     }
 }
 
-static void quant_q8_1(const float *x, lrun_block_q8_1 *b, int64_t nb)
+// ---------------------------------------------------------------- quantize: activations
+
+/* The activations of every matmul, as llama.cpp's x86 build quantizes them
+ * (quantize_row_q8_0 / q8_1, docs/numerics.md §3), which is not ggml's
+ * reference rule above: id is a second division 127/amax rather than 1/d,
+ * ties round to even, and d is rounded to f16 only when stored. Q8_1's s
+ * is the f16 rounding of the unrounded d times the sum of the quants; our
+ * Q8_1 block keeps d and s as floats holding those f16 values. */
+
+/* One 32-element block: returns the unrounded d, writes the quants, *sum gets their sum. */
+static float q8_act_block(const float *x, int8_t *qs, int *sum)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = fmaxf(amax, fabsf(x[j]));
+    const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int s = 0;
+    for (int j = 0; j < 32; ++j) {
+        qs[j] = (int8_t)nearbyintf(x[j] * id); /* the default rounding mode: ties to even */
+        s += qs[j];
+    }
+    *sum = s;
+    return d;
+}
+
+static void quant_act_q8_0(const float *x, lrun_block_q8_0 *b, int64_t nb)
 {
     for (int64_t i = 0; i < nb; ++i, x += 32) {
-        float d = absmax(x, 32) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < 32; ++j) {
-            b[i].qs[j] = (int8_t)roundf(x[j] * id);
-            sum += b[i].qs[j];
-        }
-        b[i].d = d;
-        b[i].s = d * (float)sum;
+        int sum;
+        b[i].d = lrun_f32_to_f16(q8_act_block(x, b[i].qs, &sum));
+    }
+}
+
+static void quant_act_q8_1(const float *x, lrun_block_q8_1 *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; ++i, x += 32) {
+        int sum;
+        const float d = q8_act_block(x, b[i].qs, &sum);
+        b[i].d = lrun_f16_to_f32(lrun_f32_to_f16(d));
+        b[i].s = lrun_f16_to_f32(lrun_f32_to_f16(d * (float)sum));
     }
 }
 
@@ -410,19 +440,25 @@ void lrun_quantize_row_scalar(lrun_dtype dtype, const float *src, void *dst, int
     case LRUN_DTYPE_Q4_0: quant_q4_0(src, dst, n / LRUN_QK4_0); break;
     case LRUN_DTYPE_Q4_1: quant_q4_1(src, dst, n / LRUN_QK4_1); break;
     case LRUN_DTYPE_Q8_0: quant_q8_0(src, dst, n / LRUN_QK8_0); break;
-    case LRUN_DTYPE_Q8_1: quant_q8_1(src, dst, n / LRUN_QK8_1); break;
+    case LRUN_DTYPE_Q8_1: quant_act_q8_1(src, dst, n / LRUN_QK8_1); break; /* activations only */
     case LRUN_DTYPE_Q4_K: quant_q4_K(src, dst, n / LRUN_QK_K); break;
     case LRUN_DTYPE_Q6_K: quant_q6_K(src, dst, n / LRUN_QK_K); break;
     case LRUN_DTYPE_Q8_K: quant_q8_K(src, dst, n / LRUN_QK_K); break;
     }
 }
 
+void lrun_quantize_activations_scalar(lrun_dtype partner, const float *src, void *dst, int64_t n)
+{
+    if (partner == LRUN_DTYPE_Q8_0) quant_act_q8_0(src, dst, n / LRUN_QK8_0);
+    else lrun_quantize_row_scalar(partner, src, dst, n);
+}
+
 // ---------------------------------------------------------------- quantize: activations with AVX2
 
-/* The activation quantizers run before every matmul, so they get SIMD
- * versions. They reproduce the scalar rounding exactly (roundf's ties away
- * from zero for Q8_0/Q8_1, ties to even for Q8_K), so bytes never depend on
- * the build. */
+/* The quantizers that run on activations before every matmul get SIMD
+ * versions: the activation rule for Q8_0/Q8_1, the reference rule for Q8_0
+ * weights (lrun_quantize_row), and Q8_K. Each gives the bytes of its scalar
+ * twin exactly (ties included), so bytes never depend on the build. */
 #if defined(__AVX2__)
 
 static inline float hmax8(__m256 v)
@@ -465,35 +501,70 @@ static inline int hsum_i8x32(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
-/* One 32-element block: returns d, writes the quants, *sum gets their sum. */
-static inline float q8_block_avx2(const float *x, int8_t *qs, int *sum)
+/* The absolute maximum of a 32-element block and its 4 vectors. */
+static inline float q8_amax(const float *x, __m256 v[4])
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
-    __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
-    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-                             _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
-    float d = hmax8(m) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-    __m256 vid = _mm256_set1_ps(id);
-    __m256i q = pack32(roundf8(_mm256_mul_ps(v0, vid)), roundf8(_mm256_mul_ps(v1, vid)),
-                       roundf8(_mm256_mul_ps(v2, vid)), roundf8(_mm256_mul_ps(v3, vid)));
+    for (int u = 0; u < 4; ++u) v[u] = _mm256_loadu_ps(x + 8 * u);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    return hmax8(m);
+}
+
+/* Q8_0 weights, ggml's reference rule (as quant_q8_0): id = 1/d, roundf. */
+static void quant_q8_0_avx2(const float *x, lrun_block_q8_0 *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; ++i, x += 32) {
+        __m256 v[4];
+        float d = q8_amax(x, v) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i q = pack32(roundf8(_mm256_mul_ps(v[0], vid)), roundf8(_mm256_mul_ps(v[1], vid)),
+                           roundf8(_mm256_mul_ps(v[2], vid)), roundf8(_mm256_mul_ps(v[3], vid)));
+        _mm256_storeu_si256((__m256i *)b[i].qs, q);
+        b[i].d = lrun_f32_to_f16(d);
+    }
+}
+
+/* Activations (as q8_act_block): returns the unrounded d, writes the quants,
+ * *sum gets their sum. */
+static inline float q8_act_block_avx2(const float *x, int8_t *qs, int *sum)
+{
+    __m256 v[4];
+    const float amax = q8_amax(x, v);
+    const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256 r[4];
+    for (int u = 0; u < 4; ++u)
+        r[u] = _mm256_round_ps(_mm256_mul_ps(v[u], vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256i q = pack32(r[0], r[1], r[2], r[3]);
     _mm256_storeu_si256((__m256i *)qs, q);
-    if (sum) *sum = hsum_i8x32(q);
+    *sum = hsum_i8x32(q);
     return d;
 }
 
-static void quant_q8_0_avx2(const float *x, lrun_block_q8_0 *b, int64_t nb)
-{
-    for (int64_t i = 0; i < nb; ++i, x += 32) b[i].d = lrun_f32_to_f16(q8_block_avx2(x, b[i].qs, NULL));
-}
-
-static void quant_q8_1_avx2(const float *x, lrun_block_q8_1 *b, int64_t nb)
+static void quant_act_q8_0_avx2(const float *x, lrun_block_q8_0 *b, int64_t nb)
 {
     for (int64_t i = 0; i < nb; ++i, x += 32) {
         int sum;
-        float d = q8_block_avx2(x, b[i].qs, &sum);
-        b[i].d = d;
-        b[i].s = d * (float)sum;
+        b[i].d = lrun_f32_to_f16(q8_act_block_avx2(x, b[i].qs, &sum));
+    }
+}
+
+static void quant_act_q8_1_avx2(const float *x, lrun_block_q8_1 *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; ++i, x += 32) {
+        int sum;
+        const float d = q8_act_block_avx2(x, b[i].qs, &sum);
+#if defined(__F16C__)
+        /* both f16 roundings (to nearest even, as lrun_f32_to_f16) in one conversion each way */
+        const __m128i h = _mm_cvtps_ph(_mm_setr_ps(d, d * (float)sum, 0.0f, 0.0f), _MM_FROUND_TO_NEAREST_INT);
+        const __m128 f = _mm_cvtph_ps(h);
+        b[i].d = _mm_cvtss_f32(f);
+        b[i].s = _mm_cvtss_f32(_mm_movehdup_ps(f));
+#else
+        b[i].d = lrun_f16_to_f32(lrun_f32_to_f16(d));
+        b[i].s = lrun_f16_to_f32(lrun_f32_to_f16(d * (float)sum));
+#endif
     }
 }
 
@@ -541,10 +612,22 @@ void lrun_quantize_row(lrun_dtype dtype, const float *src, void *dst, int64_t n)
 #if defined(__AVX2__)
     switch (dtype) {
     case LRUN_DTYPE_Q8_0: quant_q8_0_avx2(src, dst, n / LRUN_QK8_0); return;
-    case LRUN_DTYPE_Q8_1: quant_q8_1_avx2(src, dst, n / LRUN_QK8_1); return;
+    case LRUN_DTYPE_Q8_1: quant_act_q8_1_avx2(src, dst, n / LRUN_QK8_1); return;
     case LRUN_DTYPE_Q8_K: quant_q8_K_avx2(src, dst, n / LRUN_QK_K); return;
     default: break;
     }
 #endif
     lrun_quantize_row_scalar(dtype, src, dst, n);
+}
+
+void lrun_quantize_activations(lrun_dtype partner, const float *src, void *dst, int64_t n)
+{
+#if defined(__AVX2__)
+    if (partner == LRUN_DTYPE_Q8_0) {
+        quant_act_q8_0_avx2(src, dst, n / LRUN_QK8_0);
+        return;
+    }
+#endif
+    if (partner == LRUN_DTYPE_Q8_0) lrun_quantize_activations_scalar(partner, src, dst, n);
+    else lrun_quantize_row(partner, src, dst, n);
 }

@@ -4,11 +4,13 @@
  *
  * Integer block dots follow ggml's idea: keep both sides as 8-bit integers,
  * multiply-add them with maddubs (u8 × s8 → s16 pairs) and madd (→ s32), and
- * apply the two block scales once per block. Each kernel takes up to
- * LRUN_DOT_MAX_ROWS activation rows so that a weight block is unpacked once
- * and used for all of them (prefill). */
+ * apply the two block scales once per block, with llama.cpp's x86 arithmetic
+ * to the bit (docs/numerics.md). Each kernel takes up to LRUN_DOT_MAX_ROWS
+ * activation rows so that a weight block is unpacked once and used for all
+ * of them (prefill). */
 #include "quant_dot.h"
 
+#include <math.h>
 #include <string.h>
 #if defined(LRUN_HAVE_AVX2)
 #include <immintrin.h>
@@ -52,39 +54,68 @@ static float dot1_bf16(int64_t k, const uint16_t *w, const float *x)
     return s;
 }
 
+/* The 32-element block types follow llama.cpp's x86 kernels exactly
+ * (ggml_vec_dot_q4_0_q8_0, q4_1_q8_1, q8_0_q8_0; docs/numerics.md §4-5),
+ * so that a forward pass reproduces its bits: 8 lanes, lane l holding the
+ * exact integer sum of the 4 products of elements 4l..4l+3; per block
+ * acc[l] = fma(dd, lane[l], acc[l]) with dd = dw·dx an f32 product; for
+ * Q4_1 the min term summs = fma(mw, s, summs); the result hsum8(acc)
+ * (+ summs). Every lane is its own chain over the blocks in order, so
+ * vector widths and row grouping change nothing, and the SIMD kernels
+ * below give these bits exactly. */
+
+/* AVX's horizontal sum of 8 lanes: t[i] = a[i+4] + a[i], then (t0 + t2) + (t1 + t3). */
+static inline float hsum8_ref(const float a[8])
+{
+    const float t0 = a[4] + a[0], t1 = a[5] + a[1], t2 = a[6] + a[2], t3 = a[7] + a[3];
+    return (t0 + t2) + (t1 + t3);
+}
+
+/* Element e of a Q4 block (0..15): low nibbles are 0..15, high nibbles 16..31. */
+static inline int nib(const uint8_t *qs, int e) { return e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4; }
+
 static float dot1_q4_0(int64_t k, const lrun_block_q4_0 *w, const lrun_block_q8_0 *x)
 {
-    float s = 0.0f;
+    float acc[8] = {0};
     for (int64_t b = 0; b < k / LRUN_QK4_0; ++b) {
-        int isum = 0;
-        for (int j = 0; j < 16; ++j)
-            isum += ((w[b].qs[j] & 0xF) - 8) * x[b].qs[j] + ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + 16];
-        s += (float)isum * (lrun_f16_to_f32(w[b].d) * lrun_f16_to_f32(x[b].d));
+        const float dd = lrun_f16_to_f32(w[b].d) * lrun_f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; ++l) {
+            int lane = 0;
+            for (int e = 4 * l; e < 4 * l + 4; ++e) lane += (nib(w[b].qs, e) - 8) * x[b].qs[e];
+            acc[l] = fmaf(dd, (float)lane, acc[l]);
+        }
     }
-    return s;
+    return hsum8_ref(acc);
 }
 
 /* Σ (q·dw + mw)·(qx·dx) = dw·dx·Σ q·qx + mw·(dx·Σ qx), the last factor being Q8_1's s. */
 static float dot1_q4_1(int64_t k, const lrun_block_q4_1 *w, const lrun_block_q8_1 *x)
 {
-    float s = 0.0f;
+    float acc[8] = {0}, summs = 0.0f;
     for (int64_t b = 0; b < k / LRUN_QK4_1; ++b) {
-        int isum = 0;
-        for (int j = 0; j < 16; ++j) isum += (w[b].qs[j] & 0xF) * x[b].qs[j] + (w[b].qs[j] >> 4) * x[b].qs[j + 16];
-        s += (float)isum * (lrun_f16_to_f32(w[b].d) * x[b].d) + lrun_f16_to_f32(w[b].m) * x[b].s;
+        summs = fmaf(lrun_f16_to_f32(w[b].m), x[b].s, summs);
+        const float dd = lrun_f16_to_f32(w[b].d) * x[b].d;
+        for (int l = 0; l < 8; ++l) {
+            int lane = 0;
+            for (int e = 4 * l; e < 4 * l + 4; ++e) lane += nib(w[b].qs, e) * x[b].qs[e];
+            acc[l] = fmaf(dd, (float)lane, acc[l]);
+        }
     }
-    return s;
+    return hsum8_ref(acc) + summs;
 }
 
 static float dot1_q8_0(int64_t k, const lrun_block_q8_0 *w, const lrun_block_q8_0 *x)
 {
-    float s = 0.0f;
+    float acc[8] = {0};
     for (int64_t b = 0; b < k / LRUN_QK8_0; ++b) {
-        int isum = 0;
-        for (int j = 0; j < 32; ++j) isum += w[b].qs[j] * x[b].qs[j];
-        s += (float)isum * (lrun_f16_to_f32(w[b].d) * lrun_f16_to_f32(x[b].d));
+        const float dd = lrun_f16_to_f32(w[b].d) * lrun_f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; ++l) {
+            int lane = 0;
+            for (int e = 4 * l; e < 4 * l + 4; ++e) lane += w[b].qs[e] * x[b].qs[e];
+            acc[l] = fmaf(dd, (float)lane, acc[l]);
+        }
     }
-    return s;
+    return hsum8_ref(acc);
 }
 
 #define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
@@ -223,14 +254,14 @@ static void dot_bf16_avx2(int64_t k, const void *w, const void *x, size_t xs, in
 
 // ---------------------------------------------------------------- AVX2: 32-element blocks
 
-/* Every kernel keeps two accumulators per row, one for even and one for odd
- * blocks, so consecutive blocks do not wait on each other's FMA; the order
- * of additions is the same for any NX. */
+/* One accumulator of 8 lanes per activation row, each lane a chain over the
+ * blocks in order (as the scalar kernels): the independent chains of the NX
+ * rows, and of consecutive weight rows in flight, hide the FMA latency. */
 
 /* One Q4_1 block against NX Q8_1 blocks. The weight's (d, m) halves convert
- * in one instruction and multiply the activation's adjacent (d, s) floats in
- * one more: lane 0 is the block scale dw·dx, lane 1 the min term mw·s, which
- * is summed in lane 1 of macc (lane 0 of macc is unused). */
+ * in one instruction; lane 0 of their product with the activation's
+ * adjacent (d, s) floats is dd = dw·dx, and lane 1 of an FMA with them is
+ * the min term's chain summs = fma(mw, s, summs) (lane 0 of macc unused). */
 static ALWAYS_INLINE void q4_1_block(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
                                      const int NX, __m256 *acc, __m128 *macc)
 {
@@ -241,10 +272,10 @@ static ALWAYS_INLINE void q4_1_block(const lrun_block_q4_1 *wb, const lrun_block
     UNROLL
     for (int r = 0; r < NX; ++r) {
         const lrun_block_q8_1 *y = &xb[r][b];
-        __m128 prod = _mm_mul_ps(wdm, _mm_castpd_ps(_mm_load_sd((const double *)&y->d)));
+        __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
         __m256 p = dot_us8(q, _mm256_loadu_si256((const __m256i *)y->qs));
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc[r]);
-        macc[r] = _mm_add_ps(macc[r], prod);
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, acc[r]);
+        macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
     }
 }
 
@@ -253,25 +284,17 @@ static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const
 {
     const int64_t nb = k / LRUN_QK4_1;
     const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc0[LRUN_DOT_MAX_ROWS], acc1[LRUN_DOT_MAX_ROWS]; /* even, odd blocks */
-    __m128 macc0[LRUN_DOT_MAX_ROWS], macc1[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    __m128 macc[LRUN_DOT_MAX_ROWS];
     UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
-        acc0[r] = acc1[r] = _mm256_setzero_ps();
-        macc0[r] = macc1[r] = _mm_setzero_ps();
+        acc[r] = _mm256_setzero_ps();
+        macc[r] = _mm_setzero_ps();
     }
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        q4_1_block(&w[b], xr, b, NX, acc0, macc0);
-        q4_1_block(&w[b + 1], xr, b + 1, NX, acc1, macc1);
-    }
-    if (b < nb) q4_1_block(&w[b], xr, b, NX, acc0, macc0);
+    for (int64_t b = 0; b < nb; ++b) q4_1_block(&w[b], xr, b, NX, acc, macc);
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        __m128 m = _mm_add_ps(macc0[r], macc1[r]);
-        out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r])) + _mm_cvtss_f32(_mm_movehdup_ps(m));
-    }
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
 }
 
 /* Signed × signed through maddubs: |w| (unsigned) times x carrying w's sign. */
@@ -312,20 +335,15 @@ static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const 
 {
     const int64_t nb = k / 32;
     const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc0[LRUN_DOT_MAX_ROWS], acc1[LRUN_DOT_MAX_ROWS]; /* even, odd blocks */
+    __m256 acc[LRUN_DOT_MAX_ROWS];
     UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
-        acc0[r] = acc1[r] = _mm256_setzero_ps();
+        acc[r] = _mm256_setzero_ps();
     }
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        q8x_block(is_q4, w, xr, b, NX, acc0);
-        q8x_block(is_q4, w, xr, b + 1, NX, acc1);
-    }
-    if (b < nb) q8x_block(is_q4, w, xr, b, NX, acc0);
+    for (int64_t b = 0; b < nb; ++b) q8x_block(is_q4, w, xr, b, NX, acc);
     UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r]));
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
 }
 
 static void dot_q4_1_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
@@ -349,39 +367,43 @@ static void dot_q8_0_avx2(int64_t k, const void *w, const void *x, size_t xs, in
 
 // ---------------------------------------------------------------- AVX2, 128-bit form
 
-/* The same integer dots on 128-bit vectors: a block's two halves multiply
- * separately and their 16-bit pair sums (or, for Q8_0, which could overflow
- * 16 bits, their 32-bit sums) add before one conversion and one 4-wide FMA.
- * On Zen 1 every 256-bit operation is two 128-bit µops, so this form does
- * about a quarter less work per block there; cores with full-width 256-bit
- * units take the 256-bit kernels above. */
+/* The same lanes on 128-bit vectors: lanes 0-3 (elements 0..15) and 4-7
+ * (16..31) of a block are two accumulators, lo and hi, and the final sum
+ * hsum8(hi:lo) is the 256-bit one. On Zen 1 every 256-bit operation is two
+ * 128-bit µops, so this form saves the 256-bit nibble unpacking there. */
 
-static ALWAYS_INLINE float hsum4(__m128 s)
+/* hsum8 of the 8 lanes lo (0..3), hi (4..7). */
+static ALWAYS_INLINE float hsum8_128(__m128 lo, __m128 hi)
 {
+    __m128 s = _mm_add_ps(lo, hi);
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
+/* Σ u·s over 16 byte pairs (u unsigned ≤ 128, s signed), as 4 float lanes of 4 products each. */
+static ALWAYS_INLINE __m128 dot_us8_128(__m128i u, __m128i s)
+{
+    return _mm_cvtepi32_ps(_mm_madd_epi16(_mm_maddubs_epi16(u, s), _mm_set1_epi16(1)));
+}
+
 static ALWAYS_INLINE void q4_1_block_128(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
-                                         const int NX, __m128 *acc, __m128 *macc)
+                                         const int NX, __m128 *lo, __m128 *hi, __m128 *macc)
 {
     uint32_t dm;
     memcpy(&dm, wb, 4);
     __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
     const __m128i m4 = _mm_set1_epi8(0x0F);
     __m128i t = _mm_loadu_si128((const __m128i *)wb->qs);
-    __m128i lo = _mm_and_si128(t, m4), hi = _mm_and_si128(_mm_srli_epi16(t, 4), m4); /* elements 0-15, 16-31 */
+    __m128i q0 = _mm_and_si128(t, m4), q1 = _mm_and_si128(_mm_srli_epi16(t, 4), m4); /* elements 0-15, 16-31 */
     UNROLL
     for (int r = 0; r < NX; ++r) {
         const lrun_block_q8_1 *y = &xb[r][b];
-        __m128 prod = _mm_mul_ps(wdm, _mm_castpd_ps(_mm_load_sd((const double *)&y->d)));
-        /* pair sums ≤ 2·15·127 each, so two of them still fit in 16 bits */
-        __m128i p16 = _mm_add_epi16(_mm_maddubs_epi16(lo, _mm_loadu_si128((const __m128i *)y->qs)),
-                                    _mm_maddubs_epi16(hi, _mm_loadu_si128((const __m128i *)(y->qs + 16))));
-        __m128 p = _mm_cvtepi32_ps(_mm_madd_epi16(p16, _mm_set1_epi16(1)));
-        acc[r] = _mm_fmadd_ps(_mm_broadcastss_ps(prod), p, acc[r]);
-        macc[r] = _mm_add_ps(macc[r], prod);
+        __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
+        __m128 dd = _mm_broadcastss_ps(_mm_mul_ss(wdm, ds));
+        lo[r] = _mm_fmadd_ps(dd, dot_us8_128(q0, _mm_loadu_si128((const __m128i *)y->qs)), lo[r]);
+        hi[r] = _mm_fmadd_ps(dd, dot_us8_128(q1, _mm_loadu_si128((const __m128i *)(y->qs + 16))), hi[r]);
+        macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
     }
 }
 
@@ -390,27 +412,19 @@ static ALWAYS_INLINE void dot_q4_1_nx_128(int64_t k, const lrun_block_q4_1 *w, c
 {
     const int64_t nb = k / LRUN_QK4_1;
     const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
-    __m128 acc0[LRUN_DOT_MAX_ROWS], acc1[LRUN_DOT_MAX_ROWS], macc0[LRUN_DOT_MAX_ROWS], macc1[LRUN_DOT_MAX_ROWS];
+    __m128 lo[LRUN_DOT_MAX_ROWS], hi[LRUN_DOT_MAX_ROWS], macc[LRUN_DOT_MAX_ROWS];
     UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
-        acc0[r] = acc1[r] = macc0[r] = macc1[r] = _mm_setzero_ps();
+        lo[r] = hi[r] = macc[r] = _mm_setzero_ps();
     }
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        q4_1_block_128(&w[b], xr, b, NX, acc0, macc0);
-        q4_1_block_128(&w[b + 1], xr, b + 1, NX, acc1, macc1);
-    }
-    if (b < nb) q4_1_block_128(&w[b], xr, b, NX, acc0, macc0);
+    for (int64_t b = 0; b < nb; ++b) q4_1_block_128(&w[b], xr, b, NX, lo, hi, macc);
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        __m128 m = _mm_add_ps(macc0[r], macc1[r]);
-        out[r] = hsum4(_mm_add_ps(acc0[r], acc1[r])) + _mm_cvtss_f32(_mm_movehdup_ps(m));
-    }
+    for (int r = 0; r < NX; ++r) out[r] = hsum8_128(lo[r], hi[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
 }
 
 static ALWAYS_INLINE void q8x_block_128(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
-                                        const int NX, __m128 *acc)
+                                        const int NX, __m128 *lo, __m128 *hi)
 {
     __m128i q0, q1; /* elements 0-15, 16-31 */
     uint32_t dw; /* the weight's f16 scale, bits */
@@ -428,18 +442,16 @@ static ALWAYS_INLINE void q8x_block_128(int is_q4, const void *w, const lrun_blo
         dw = wb->d;
     }
     __m128i a0 = _mm_sign_epi8(q0, q0), a1 = _mm_sign_epi8(q1, q1);
-    const __m128i ones = _mm_set1_epi16(1);
     UNROLL
     for (int r = 0; r < NX; ++r) {
         const lrun_block_q8_0 *y = &xb[r][b];
-        __m128i p0 = _mm_maddubs_epi16(a0, _mm_sign_epi8(_mm_loadu_si128((const __m128i *)y->qs), q0));
-        __m128i p1 = _mm_maddubs_epi16(a1, _mm_sign_epi8(_mm_loadu_si128((const __m128i *)(y->qs + 16)), q1));
-        __m128i p32 = is_q4 ? _mm_madd_epi16(_mm_add_epi16(p0, p1), ones) /* |q| ≤ 8: fits 16 bits */
-                            : _mm_add_epi32(_mm_madd_epi16(p0, ones), _mm_madd_epi16(p1, ones));
+        __m128 p0 = dot_us8_128(a0, _mm_sign_epi8(_mm_loadu_si128((const __m128i *)y->qs), q0));
+        __m128 p1 = dot_us8_128(a1, _mm_sign_epi8(_mm_loadu_si128((const __m128i *)(y->qs + 16)), q1));
         /* both f16 scales in one conversion, then dw·dx in lane 0 */
         __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
-        __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
-        acc[r] = _mm_fmadd_ps(_mm_broadcastss_ps(scale), _mm_cvtepi32_ps(p32), acc[r]);
+        __m128 dd = _mm_broadcastss_ps(_mm_mul_ss(ds, _mm_movehdup_ps(ds)));
+        lo[r] = _mm_fmadd_ps(dd, p0, lo[r]);
+        hi[r] = _mm_fmadd_ps(dd, p1, hi[r]);
     }
 }
 
@@ -448,20 +460,15 @@ static ALWAYS_INLINE void dot_q8x_nx_128(int is_q4, int64_t k, const void *w, co
 {
     const int64_t nb = k / 32;
     const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m128 acc0[LRUN_DOT_MAX_ROWS], acc1[LRUN_DOT_MAX_ROWS];
+    __m128 lo[LRUN_DOT_MAX_ROWS], hi[LRUN_DOT_MAX_ROWS];
     UNROLL
     for (int r = 0; r < NX; ++r) {
         xr[r] = ROW(x, r, xs);
-        acc0[r] = acc1[r] = _mm_setzero_ps();
+        lo[r] = hi[r] = _mm_setzero_ps();
     }
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        q8x_block_128(is_q4, w, xr, b, NX, acc0);
-        q8x_block_128(is_q4, w, xr, b + 1, NX, acc1);
-    }
-    if (b < nb) q8x_block_128(is_q4, w, xr, b, NX, acc0);
+    for (int64_t b = 0; b < nb; ++b) q8x_block_128(is_q4, w, xr, b, NX, lo, hi);
     UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum4(_mm_add_ps(acc0[r], acc1[r]));
+    for (int r = 0; r < NX; ++r) out[r] = hsum8_128(lo[r], hi[r]);
 }
 
 static void dot_q4_1_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)

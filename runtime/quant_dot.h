@@ -31,6 +31,21 @@ int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **nam
  * the same bytes; tests check that). */
 void lrun_quantize_row_scalar(lrun_dtype dtype, const float *src, void *dst, int64_t n);
 
+/* dst = the activation row src (n) in partner = lrun_dot_partner(weight
+ * dtype), the way llama.cpp's x86 build quantizes matmul inputs
+ * (quantize_row_q8_0 / q8_1; docs/numerics.md §3), which the dot kernels
+ * below must be fed for llama.cpp's bits. Per block of 32: amax = max |x|,
+ * d = amax/127 (f32), id = 127/amax (a second division, not 1/d), q =
+ * x·id rounded half to even; Q8_0 stores f16(d); Q8_1 stores f16(d) and
+ * s = f16(d·Σq) (from the unrounded d) as floats. This differs from ggml's
+ * reference rule (id = 1/d, ties away from zero) that lrun_quantize_row
+ * keeps for Q8_0 weights; Q8_1 exists only for activations, so
+ * lrun_quantize_row(Q8_1) is this rule too. Q8_K and the float types are
+ * as lrun_quantize_row. */
+void lrun_quantize_activations(lrun_dtype partner, const float *src, void *dst, int64_t n);
+/* The same without SIMD: identical bytes (tests check that). */
+void lrun_quantize_activations_scalar(lrun_dtype partner, const float *src, void *dst, int64_t n);
+
 /* The K-quant kernels (quant_dot_k.c). */
 void lrun_dot_q4_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q6_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);

@@ -316,7 +316,7 @@ static void test_roundtrips(void)
     roundtrip("q4_0", LRUN_DTYPE_Q4_0, 32, bound_q4_0, &rms);
     roundtrip("q4_1", LRUN_DTYPE_Q4_1, 32, bound_q4_1, &rms);
     roundtrip("q8_0", LRUN_DTYPE_Q8_0, 32, bound_q8, &rms);
-    roundtrip("q8_1", LRUN_DTYPE_Q8_1, 32, bound_q8_float_d, &rms);
+    roundtrip("q8_1", LRUN_DTYPE_Q8_1, 32, bound_q8, &rms); /* d is stored f16-rounded */
     roundtrip("q8_k", LRUN_DTYPE_Q8_K, 256, bound_q8_float_d, &rms);
     roundtrip("f16", LRUN_DTYPE_F16, 1, bound_f16, &rms);
     roundtrip("bf16", LRUN_DTYPE_BF16, 1, bound_bf16, &rms);
@@ -325,14 +325,20 @@ static void test_roundtrips(void)
     roundtrip("q6_K", LRUN_DTYPE_Q6_K, 256, bound_q6_K, &rms);
     CHECK_NEAR("q6_K: relative rms error of a 6-bit code (< 0.03)", rms, 0.015, 0.015);
 
-    /* Q8_1's s is d times the sum of its quants */
+    /* Q8_1's s is f16(d * sum(q)) with the d before its own f16 rounding */
     float x[64];
     lrun_block_q8_1 b[2];
     fill_signal(x, 64);
     lrun_quantize_row(LRUN_DTYPE_Q8_1, x, b, 64);
     int sum = 0;
-    for (int j = 0; j < 32; ++j) sum += b[1].qs[j];
-    CHECK("q8_1: s = d * sum(q)", b[1].s == b[1].d * (float)sum);
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) {
+        sum += b[1].qs[j];
+        amax = fmaxf(amax, fabsf(x[32 + j]));
+    }
+    const float d = amax / 127.0f;
+    CHECK("q8_1: d = f16(amax / 127), s = f16(d * sum(q)) from the unrounded d",
+          b[1].d == lrun_f16_to_f32(lrun_f32_to_f16(d)) && b[1].s == lrun_f16_to_f32(lrun_f32_to_f16(d * (float)sum)));
     /* Q8_K's bsums */
     float xk[256];
     lrun_block_q8_K bk;
@@ -372,9 +378,58 @@ static void test_simd_quantizers(void)
         snprintf(msg, sizeof msg, "%s: quantize_row gives the scalar reference's bytes", lrun_dtype_name(ts[i]));
         CHECK(msg, memcmp(a, b, bytes) == 0);
     }
+    for (int i = 0; i < 2; ++i) {
+        size_t bytes;
+        lrun_dtype_row_bytes(ts[i], N, &bytes);
+        memset(a, 0, sizeof a);
+        memset(b, 0, sizeof b);
+        lrun_quantize_activations(ts[i], x, a, N);
+        lrun_quantize_activations_scalar(ts[i], x, b, N);
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s: quantize_activations gives the scalar twin's bytes", lrun_dtype_name(ts[i]));
+        CHECK(msg, memcmp(a, b, bytes) == 0);
+    }
     lrun_block_q8_0 q;
     lrun_quantize_row(LRUN_DTYPE_Q8_0, x, &q, 32);
-    CHECK("q8_0: ties round away from zero, as roundf", q.qs[0] == -16 && q.qs[15] == -1 && q.qs[16] == 1);
+    CHECK("q8_0 weights: ties round away from zero, as ggml's reference roundf",
+          q.qs[0] == -16 && q.qs[15] == -1 && q.qs[16] == 1);
+    lrun_quantize_activations(LRUN_DTYPE_Q8_0, x, &q, 32);
+    CHECK("q8_0 activations: ties round to even, as llama.cpp's x86 quantize_row_q8_0",
+          q.qs[0] == -16 && q.qs[1] == -14 && q.qs[15] == 0 && q.qs[16] == 0 && q.qs[17] == 2);
+    lrun_block_q8_1 q1;
+    lrun_quantize_activations(LRUN_DTYPE_Q8_1, x, &q1, 32);
+    CHECK("q8_1 activations: the same quants", memcmp(q1.qs, q.qs, 32) == 0);
+}
+
+/* Where llama.cpp's activation rule and the reference rule part: id =
+ * 127/amax is not always 1/(amax/127). Search a value where x·id lands on
+ * the other side of a .5 boundary, and check the activation quantizer
+ * follows the 127/amax product (round half to even). */
+static void test_activation_rule(void)
+{
+    int found = 0, ok = 1;
+    float x[32];
+    for (int t = 1; t < 20000 && found < 20; ++t) {
+        const float amax = 1.0f + (float)t * 0.0137f;
+        const float id_act = 127.0f / amax, id_ref = 1.0f / (amax / 127.0f);
+        if (id_act == id_ref) continue;
+        for (int j = 0; j < 32; ++j) x[j] = 0.0f;
+        x[0] = amax;
+        /* a value whose scaled form differs between the two rules */
+        for (int m = 1; m < 127; ++m) {
+            const float v = ((float)m + 0.5f) / id_act;
+            if (v * id_act == v * id_ref) continue;
+            x[1] = v;
+            lrun_block_q8_0 qa, qs;
+            lrun_quantize_activations(LRUN_DTYPE_Q8_0, x, &qa, 32);
+            lrun_quantize_activations_scalar(LRUN_DTYPE_Q8_0, x, &qs, 32);
+            ok &= qa.qs[1] == (int8_t)nearbyintf(v * id_act) && qs.qs[1] == qa.qs[1] && qa.qs[0] == 127 &&
+                  qa.d == lrun_f32_to_f16(amax / 127.0f);
+            ++found;
+            break;
+        }
+    }
+    CHECK("activation quantizer: q = rint(x * (127/amax)), d = f16(amax/127) where 127/amax != 1/d", found > 0 && ok);
 }
 
 // ---------------------------------------------------------------- gguf-py golden
@@ -488,8 +543,12 @@ static void test_dots(void)
             /* 4 activation rows in the partner type, xrow bytes apart */
             for (int r = 0; r < 4; ++r) {
                 fill_signal(x[r], k);
-                lrun_quantize_row(p, x[r], xs + r * xrow, k);
+                lrun_quantize_activations(p, x[r], xs + r * xrow, k);
             }
+            /* the 32-element block kernels all give llama.cpp's bits: the scalar kernel's */
+            const int exact_type = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0;
+            float scalar4[4];
+            lrun_dot_kernel_scalar(t)(k, wq, xs, xrow, 4, scalar4);
 
             /* every kernel of this build: SIMD forms and the scalar reference */
             lrun_dot_fn fns[8];
@@ -512,6 +571,16 @@ static void test_dots(void)
                         ref += (double)wd[i] * xd[i];
                         mag += fabs((double)wd[i] * xd[i]);
                     }
+                    if (t == LRUN_DTYPE_Q4_1) { /* the min term uses Q8_1's stored s, not d·Σq */
+                        const lrun_block_q4_1 *wb = (const lrun_block_q4_1 *)wq;
+                        const lrun_block_q8_1 *xb = (const lrun_block_q8_1 *)(xs + r * xrow);
+                        for (int64_t bi = 0; bi < k / 32; ++bi) {
+                            double sq = 0.0;
+                            for (int j = 0; j < 32; ++j) sq += xb[bi].qs[j];
+                            ref += (double)lrun_f16_to_f32(wb[bi].m) * ((double)xb[bi].s - (double)xb[bi].d * sq);
+                        }
+                    }
+                    if (exact_type) rows_agree &= f32_bits(all4[r]) == f32_bits(scalar4[r]);
                     worst = fmax(worst, fabs(all4[r] - ref) / (mag + 1e-30));
                     for (int nx = r + 1; nx <= 4; ++nx) { /* any grouping gives the same bits */
                         float o[4];
@@ -526,8 +595,8 @@ static void test_dots(void)
                 snprintf(msg, sizeof msg, "%s·%s k=%lld, %s kernel: = float dot of dequantized rows (rel %.2g)",
                          lrun_dtype_name(t), lrun_dtype_name(p), (long long)k, names[ki], worst);
                 CHECK(msg, worst < 1e-5);
-                snprintf(msg, sizeof msg, "%s k=%lld, %s kernel: 1..4 rows per call give identical bits",
-                         lrun_dtype_name(t), (long long)k, names[ki]);
+                snprintf(msg, sizeof msg, "%s k=%lld, %s kernel: 1..4 rows per call give identical bits%s",
+                         lrun_dtype_name(t), (long long)k, names[ki], exact_type ? ", the scalar kernel's" : "");
                 CHECK(msg, rows_agree);
             }
         }
@@ -595,6 +664,7 @@ int main(void)
     test_hand_blocks();
     test_roundtrips();
     test_simd_quantizers();
+    test_activation_rule();
     test_golden();
     test_dots();
     test_dot_extremes();
