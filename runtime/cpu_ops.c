@@ -1,8 +1,10 @@
 /* cpu_ops.c — element-wise and attention ops of the CPU forward pass (f32 compute).
  *
- * The hot loops (exp in SwiGLU and softmax, f16 dot products in attention)
- * have AVX2/F16C/FMA paths, taken when the build targets them
- * (-march=native); the scalar paths compute the same math. */
+ * The ops follow llama.cpp's x86 CPU arithmetic to the bit (docs/numerics.md):
+ * the same exp (ggml_v_expf), the same accumulation orders in the norms, the
+ * softmax and the attention dots, the same FMAs. The hot loops have
+ * AVX2/F16C/FMA paths, taken when the build targets them (-march=native);
+ * the scalar paths compute exactly the same bits. */
 #include "cpu_ops.h"
 
 #include <math.h>
@@ -19,7 +21,63 @@
 #include <immintrin.h>
 #endif
 
-// ---------------------------------------------------------------- vector helpers
+// ---------------------------------------------------------------- reductions and exp
+
+static inline uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* AVX's horizontal sum of 8 lanes (ggml's hsum_float_8, tinyBLAS's hsum):
+ * t[i] = a[i+4] + a[i], then (t0 + t2) + (t1 + t3). */
+static inline float hsum8_ref(const float a[8])
+{
+    const float t0 = a[4] + a[0], t1 = a[5] + a[1], t2 = a[6] + a[2], t3 = a[7] + a[3];
+    return (t0 + t2) + (t1 + t3);
+}
+
+/* ggml_vec_dot_f32's reduction of its 4 accumulators of 8 lanes:
+ * a0 += a2, a1 += a3, a0 += a1 lane-wise, t[i] = a0[i] + a0[i+4], (t0 + t1) + (t2 + t3). */
+static inline float reduce4x8_ref(float a[4][8])
+{
+    float t[4];
+    for (int l = 0; l < 8; l++) {
+        a[0][l] += a[2][l];
+        a[1][l] += a[3][l];
+        a[0][l] += a[1][l];
+    }
+    for (int i = 0; i < 4; i++) t[i] = a[0][i] + a[0][i + 4];
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+/* ggml_v_expf (its AVX2+FMA form) on one float: e^x as 2^n · (1 + j) with n =
+ * round(x / ln2) found by the 1.5·2^23 shift, a degree-5 polynomial j, and
+ * two scalings where 2^n leaves the normal range. x = -inf gives 0. */
+static inline float v_expf1(float x)
+{
+    const float r = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, r);
+    const float n = z - r;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    const uint32_t e = f32_bits(z) << 23;
+    const float k = bits_f32(e + f32_bits(1.0f));
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                         u, 0x1.ffffecp-1f * b);
+    if (!(fabsf(n) > 126.0f)) return fmaf(j, k, k);
+    const uint32_t g = n <= 0.0f ? 0x82000000u : 0u;
+    const float s1 = bits_f32(g + 0x7f000000u), s2 = bits_f32(e - g);
+    return fabsf(n) > 192.0f ? s1 * s1 : fmaf(s2, j, s2) * s1;
+}
 
 #ifdef LRUN_OPS_AVX2
 static inline float hsum8(__m256 v)
@@ -30,26 +88,32 @@ static inline float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* e^x for 8 lanes: x = n·ln2 + r with |r| <= ln2/2, e^r by its degree-6
- * Taylor polynomial (relative error < 2e-7), times 2^n built in the exponent
- * bits. x is clamped to [-87, 88] so 2^n stays a normal float: e^-87 is
- * below every weight a softmax or SiLU can notice. */
-static inline __m256 exp8(__m256 x)
+/* v_expf1 on 8 lanes (ggml_v_expf itself). */
+static inline __m256 v_expf8(__m256 x)
 {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  /* ln2 high part, exact in float */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);       /* ln2 low part */
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0f))));
+    const __m256 an = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+    const __m256 c = _mm256_cmp_ps(an, _mm256_set1_ps(126.0f), _CMP_GT_OQ);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    const __m256 normal = _mm256_fmadd_ps(j, k, k);
+    if (!_mm256_movemask_ps(c)) return normal;
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256 d = _mm256_cmp_ps(an, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+    const __m256 scaled = _mm256_blendv_ps(normal, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1), c);
+    return _mm256_blendv_ps(scaled, _mm256_mul_ps(s1, s1), d);
 }
 #endif
 
@@ -79,50 +143,61 @@ void lrun_cpu_f32_from_f16(float *dst, const uint16_t *src, int64_t n)
 
 void lrun_cpu_rms_norm(float *y, const float *x, const float *w, int64_t n, float eps)
 {
-    /* double sum, as ggml: n can be thousands and x² spans many magnitudes */
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    const float s = (float)(1.0 / sqrt(ss / (double)n + eps));
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * s * w[i];
+    /* ggml: f32 squares summed in order into a double, the mean and the
+     * scale in f32, then (x·scale)·w, two roundings */
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
 }
 
 void lrun_cpu_swiglu(float *g, const float *u, int64_t n)
 {
+    /* ggml_vec_swiglu_f32: groups of 8 through v_expf, the rest through expf */
+    const int64_t n8 = n - n % 8;
     int64_t i = 0;
 #ifdef LRUN_OPS_AVX2
     const __m256 one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= n; i += 8) {
+    for (; i < n8; i += 8) {
         __m256 a = _mm256_loadu_ps(g + i);
-        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), a));
+        __m256 e = v_expf8(_mm256_sub_ps(_mm256_setzero_ps(), a));
         __m256 s = _mm256_div_ps(a, _mm256_add_ps(one, e));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
     }
 #endif
-    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (; i < n8; i++) g[i] = (g[i] / (1.0f + v_expf1(0.0f - g[i]))) * u[i];
+    for (; i < n; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
 }
 
 void lrun_cpu_softmax(float *x, int64_t n)
 {
+    /* ggml_vec_soft_max_f32: e = exp(x - max) per group of 8 through v_expf,
+     * each group's hsum8 added into a double, the rest through expf; then
+     * every e times (float)(1/sum) */
     if (n <= 0) return;
-    float mx = x[0];
-    for (int64_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    float sum = 0.0f;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    const int64_t n8 = n - n % 8;
+    double sum = 0.0;
     int64_t i = 0;
 #ifdef LRUN_OPS_AVX2
-    __m256 vsum = _mm256_setzero_ps();
     const __m256 vmx = _mm256_set1_ps(mx);
-    for (; i + 8 <= n; i += 8) {
-        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+    for (; i < n8; i += 8) {
+        __m256 e = v_expf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
         _mm256_storeu_ps(x + i, e);
-        vsum = _mm256_add_ps(vsum, e);
+        sum += (double)hsum8(e);
     }
-    sum = hsum8(vsum);
 #endif
+    for (; i < n8; i += 8) {
+        for (int l = 0; l < 8; l++) x[i + l] = v_expf1(x[i + l] - mx);
+        sum += (double)hsum8_ref(x + i);
+    }
     for (; i < n; i++) {
         x[i] = expf(x[i] - mx);
-        sum += x[i];
+        sum += (double)x[i];
     }
-    const float inv = 1.0f / sum;
+    const float inv = (float)(1.0 / sum);
     for (i = 0; i < n; i++) x[i] *= inv;
 }
 
@@ -147,129 +222,195 @@ lrun_status lrun_cpu_embedding_row(const struct lrun_tensor *table, int64_t row,
 
 void lrun_cpu_rope_cos_sin(const lrun_rope *rope, int64_t pos, float *cs)
 {
+    /* ggml_rope_cache_init: theta in f32, multiplied by theta_scale after each
+     * use (not pos·base^(-2i/n) afresh), and glibc's cosf/sinf */
     const int64_t half = rope->n_rot / 2;
+    const float theta_scale = powf((float)rope->freq_base, -2.0f / (float)rope->n_rot);
+    const float freq_scale = (float)rope->freq_scale;
+    float theta = (float)pos;
     for (int64_t i = 0; i < half; i++) {
-        double theta = (double)pos * rope->freq_scale * pow(rope->freq_base, -2.0 * (double)i / (double)rope->n_rot);
-        if (rope->freq_factors) theta /= rope->freq_factors[i];
-        cs[2 * i] = (float)cos(theta);
-        cs[2 * i + 1] = (float)sin(theta);
+        const float ff = rope->freq_factors ? rope->freq_factors[i] : 1.0f;
+        const float t = freq_scale * (theta / ff);
+        cs[2 * i] = cosf(t);
+        cs[2 * i + 1] = sinf(t);
+        theta *= theta_scale;
     }
 }
 
 void lrun_cpu_rope_apply(const lrun_rope *rope, const float *cs, float *x, int64_t n_head, int64_t head_dim)
 {
+    /* ggml's rotate_pairs as GCC compiles it: a·c - b·s and a·s + b·c with the
+     * second product rounded and the first fused (fmaf) */
     const int64_t half = rope->n_rot / 2;
+    const int64_t stride = rope->style == LRUN_ROPE_STYLE_ADJACENT ? 2 : 1; /* of the pairs' first elements */
+    const int64_t offset = rope->style == LRUN_ROPE_STYLE_ADJACENT ? 1 : half; /* from first to second */
     for (int64_t h = 0; h < n_head; h++) {
         float *xh = x + h * head_dim;
-        if (rope->style == LRUN_ROPE_STYLE_ADJACENT) {
-            for (int64_t i = 0; i < half; i++) {
-                const float c = cs[2 * i], s = cs[2 * i + 1];
-                const float a = xh[2 * i], b = xh[2 * i + 1];
-                xh[2 * i] = a * c - b * s;
-                xh[2 * i + 1] = a * s + b * c;
-            }
-        } else {
-            for (int64_t i = 0; i < half; i++) {
-                const float c = cs[2 * i], s = cs[2 * i + 1];
-                const float a = xh[i], b = xh[i + half];
-                xh[i] = a * c - b * s;
-                xh[i + half] = a * s + b * c;
-            }
+        for (int64_t i = 0; i < half; i++) {
+            const float c = cs[2 * i], s = cs[2 * i + 1];
+            float *p = xh + i * stride;
+            const float a = p[0], b = p[offset];
+            p[0] = fmaf(a, c, -(b * s));
+            p[offset] = fmaf(a, s, b * c);
         }
     }
 }
 
 // ---------------------------------------------------------------- attention
 
-static inline float dot_f32_f16(const float *q, const uint16_t *k, int64_t n)
+/* llama.cpp's attention without flash attention, on an f32 cache (docs/numerics.md §7):
+ *   kq[j]  = ggml_vec_dot_f32(head_dim, k_j, q)   (4 accumulators of 8 lanes)
+ *   w[j]   = kq[j] · scale, softmax as lrun_cpu_softmax over w padded with -inf
+ *   out[d] = Σ_j p[j] · v[j][d] over the positions padded with zeros to a
+ *            multiple of 32, in one of two orders: ggml_vec_dot_f32 for a
+ *            one-token step, tinyBLAS's 8-lane chain for a step of ≥ 2 tokens.
+ * V is stored transposed, so each out[d] is a dot over contiguous positions. */
+
+/* Positions padded with zeros (and -inf scores) up to this multiple: the KV
+ * cache's LRUN_KV_PAD. */
+#define PAD 32
+
+static inline float load1(const void *p, int64_t i, int f16)
 {
-    int64_t i = 0;
-    float sum = 0.0f;
 #ifdef LRUN_OPS_AVX2
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i))), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8),
-                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8))), a1);
+    if (f16) return _cvtsh_ss(((const uint16_t *)p)[i]);
+#endif
+    return f16 ? lrun_f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* ggml_vec_dot_f32(n, x, y) without SIMD: the 4x8 accumulators over the
+ * first n & ~31 elements, the rest added in double. x in the cache dtype. */
+static float dot4x8_ref(const void *x, const float *y, int64_t n, int f16)
+{
+    float a[4][8] = {{0}};
+    const int64_t np = n & ~(int64_t)31;
+    for (int64_t i = 0; i < np; i += 32)
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < 8; l++) a[r][l] = fmaf(load1(x, i + 8 * r + l, f16), y[i + 8 * r + l], a[r][l]);
+    double s = (double)reduce4x8_ref(a);
+    for (int64_t i = np; i < n; i++) s += (double)(load1(x, i, f16) * y[i]);
+    return (float)s;
+}
+
+#ifdef LRUN_OPS_AVX2
+static inline __m256 load8(const void *p, int64_t i, int f16)
+{
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)))
+               : _mm256_loadu_ps((const float *)p + i);
+}
+
+/* ggml_vec_dot_f32's accumulators over x (cache dtype) · y for the first np
+ * (a multiple of 32) elements, reduced to t[i] = a0[i] + a0[i+4]: the last
+ * step, (t0 + t1) + (t2 + t3), is left to the caller so four rows can share it. */
+static inline __m128 dot4x8_partial(const void *x, const float *y, int64_t np, int f16)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < np; i += 32) {
+        a0 = _mm256_fmadd_ps(load8(x, i, f16), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(load8(x, i + 8, f16), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load8(x, i + 16, f16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load8(x, i + 24, f16), _mm256_loadu_ps(y + i + 24), a3);
     }
-    for (; i + 8 <= n; i += 8)
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i))), a0);
-    sum = hsum8(_mm256_add_ps(a0, a1));
-#endif
-    for (; i < n; i++) sum += q[i] * lrun_f16_to_f32(k[i]);
-    return sum;
+    a0 = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
 }
 
-/* out (n) += p * v (n), v in f16 */
-static inline void axpy_f16(float *out, float p, const uint16_t *v, int64_t n)
+/* (t0 + t1) + (t2 + t3) of four rows' t at once: lanes of the result are rows A..D. */
+static inline __m128 finish4(__m128 ta, __m128 tb, __m128 tc, __m128 td)
 {
-    int64_t i = 0;
-#ifdef LRUN_OPS_AVX2
-    const __m256 vp = _mm256_set1_ps(p);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vp, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))),
-                                                  _mm256_loadu_ps(out + i)));
-#endif
-    for (; i < n; i++) out[i] += p * lrun_f16_to_f32(v[i]);
+    return _mm_hadd_ps(_mm_hadd_ps(ta, tb), _mm_hadd_ps(tc, td));
 }
 
-#ifdef LRUN_OPS_AVX2
-static inline __m256 load_f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+#endif
 
-/* scores[0..4) = scale * (q · k_j) for the 4 rows k_j = k + j*stride; head_dim a
- * multiple of 8. Four rows at a time share each load of q and one horizontal
- * reduction (hadd tree) instead of four. */
-static inline void dot4_f32_f16(float *scores, const float *q, const uint16_t *k, int64_t stride, int64_t n,
-                                float scale)
+/* scores[j] = scale · ggml_vec_dot_f32(head_dim, k_j, q) for j < n_pos. */
+static void attention_scores(float *scores, const float *q, const void *k, int64_t k_stride, int64_t n_pos,
+                             int64_t head_dim, float scale, int f16)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n; i += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + i);
-        a0 = _mm256_fmadd_ps(qv, load_f16x8(k + i), a0);
-        a1 = _mm256_fmadd_ps(qv, load_f16x8(k + stride + i), a1);
-        a2 = _mm256_fmadd_ps(qv, load_f16x8(k + 2 * stride + i), a2);
-        a3 = _mm256_fmadd_ps(qv, load_f16x8(k + 3 * stride + i), a3);
+    const size_t eb = f16 ? 2 : 4, row = (size_t)k_stride * eb;
+    const char *kb = k;
+    int64_t j = 0;
+#ifdef LRUN_OPS_AVX2
+    const int64_t np = head_dim & ~(int64_t)31;
+    if (np == head_dim)
+        for (; j + 4 <= n_pos; j += 4) {
+            const char *kj = kb + (size_t)j * row;
+            const __m128 r = finish4(dot4x8_partial(kj, q, np, f16), dot4x8_partial(kj + row, q, np, f16),
+                                     dot4x8_partial(kj + 2 * row, q, np, f16),
+                                     dot4x8_partial(kj + 3 * row, q, np, f16));
+            _mm_storeu_ps(scores + j, _mm_mul_ps(r, _mm_set1_ps(scale)));
+        }
+    for (; j < n_pos; j++) {
+        const char *kj = kb + (size_t)j * row;
+        const __m128 t = dot4x8_partial(kj, q, np, f16);
+        double s = (double)_mm_cvtss_f32(finish4(t, t, t, t));
+        for (int64_t i = np; i < head_dim; i++) s += (double)(load1(kj, i, f16) * q[i]);
+        scores[j] = (float)s * scale;
     }
-    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    const __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    _mm_storeu_ps(scores, _mm_mul_ps(r, _mm_set1_ps(scale)));
+#endif
+    for (; j < n_pos; j++) scores[j] = dot4x8_ref(kb + (size_t)j * row, q, head_dim, f16) * scale;
 }
 
-/* out (n) += sum over j < 4 of p[j] * v_j, v_j = v + j*stride in f16; n a multiple of 8.
- * Each chunk of out is loaded and stored once per four rows. */
-static inline void axpy4_f16(float *out, const float *p, const uint16_t *v, int64_t stride, int64_t n)
+/* out[d] = Σ_j p[j] · v_d[j] over j < n_pad (n_pos rounded up to PAD) for
+ * d < head_dim, v_d = v + d·v_stride (cache dtype; finite, zero past the
+ * stored positions), p zero from n_pos on. */
+static void attention_values(float *out, const float *p, const void *v, int64_t v_stride, int64_t n_pad,
+                             int64_t head_dim, int chain8, int f16)
 {
-    const __m256 p0 = _mm256_set1_ps(p[0]), p1 = _mm256_set1_ps(p[1]), p2 = _mm256_set1_ps(p[2]),
-                 p3 = _mm256_set1_ps(p[3]);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256 o = _mm256_loadu_ps(out + i);
-        o = _mm256_fmadd_ps(p0, load_f16x8(v + i), o);
-        o = _mm256_fmadd_ps(p1, load_f16x8(v + stride + i), o);
-        o = _mm256_fmadd_ps(p2, load_f16x8(v + 2 * stride + i), o);
-        o = _mm256_fmadd_ps(p3, load_f16x8(v + 3 * stride + i), o);
-        _mm256_storeu_ps(out + i, o);
+    const size_t eb = f16 ? 2 : 4, row = (size_t)v_stride * eb;
+    int64_t d = 0;
+#ifdef LRUN_OPS_AVX2
+    for (; d + 4 <= head_dim; d += 4) {
+        const char *x0 = (const char *)v + (size_t)d * row, *x1 = x0 + row, *x2 = x1 + row, *x3 = x2 + row;
+        if (chain8) {
+            /* tinyBLAS: one 8-lane chain per dim, four dims in flight; then hsum8 of each */
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t i = 0; i < n_pad; i += 8) {
+                const __m256 pv = _mm256_loadu_ps(p + i);
+                a0 = _mm256_fmadd_ps(load8(x0, i, f16), pv, a0);
+                a1 = _mm256_fmadd_ps(load8(x1, i, f16), pv, a1);
+                a2 = _mm256_fmadd_ps(load8(x2, i, f16), pv, a2);
+                a3 = _mm256_fmadd_ps(load8(x3, i, f16), pv, a3);
+            }
+            /* t = hi + lo per dim, then (t0 + t2) + (t1 + t3) down the transposed columns */
+            __m128 t0 = _mm_add_ps(_mm256_extractf128_ps(a0, 1), _mm256_castps256_ps128(a0));
+            __m128 t1 = _mm_add_ps(_mm256_extractf128_ps(a1, 1), _mm256_castps256_ps128(a1));
+            __m128 t2 = _mm_add_ps(_mm256_extractf128_ps(a2, 1), _mm256_castps256_ps128(a2));
+            __m128 t3 = _mm_add_ps(_mm256_extractf128_ps(a3, 1), _mm256_castps256_ps128(a3));
+            _MM_TRANSPOSE4_PS(t0, t1, t2, t3);
+            _mm_storeu_ps(out + d, _mm_add_ps(_mm_add_ps(t0, t2), _mm_add_ps(t1, t3)));
+        } else {
+            _mm_storeu_ps(out + d, finish4(dot4x8_partial(x0, p, n_pad, f16), dot4x8_partial(x1, p, n_pad, f16),
+                                           dot4x8_partial(x2, p, n_pad, f16), dot4x8_partial(x3, p, n_pad, f16)));
+        }
+    }
+#endif
+    for (; d < head_dim; d++) {
+        const char *x = (const char *)v + (size_t)d * row;
+        if (chain8) {
+            float a[8] = {0};
+            for (int64_t i = 0; i < n_pad; i += 8)
+                for (int l = 0; l < 8; l++) a[l] = fmaf(load1(x, i + l, f16), p[i + l], a[l]);
+            out[d] = hsum8_ref(a);
+        } else {
+            out[d] = dot4x8_ref(x, p, n_pad, f16); /* n_pad is a multiple of 32: no double tail */
+        }
     }
 }
-#endif
 
-void lrun_cpu_attention_head(float *out, const float *q, const uint16_t *k, const uint16_t *v,
-                             int64_t kv_stride, int64_t n_pos, int64_t head_dim, float scale,
-                             float *scores)
+void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t k_stride, const void *v,
+                             int64_t v_stride, lrun_dtype kv_dtype, int64_t n_pos, int64_t head_dim, float scale,
+                             int chain8, float *scores)
 {
-    int64_t t = 0;
-#ifdef LRUN_OPS_AVX2
-    if (head_dim % 8 == 0)
-        for (; t + 4 <= n_pos; t += 4) dot4_f32_f16(scores + t, q, k + t * kv_stride, kv_stride, head_dim, scale);
-#endif
-    for (; t < n_pos; t++) scores[t] = scale * dot_f32_f16(q, k + t * kv_stride, head_dim);
-    lrun_cpu_softmax(scores, n_pos);
-    memset(out, 0, (size_t)head_dim * sizeof *out);
-    t = 0;
-#ifdef LRUN_OPS_AVX2
-    if (head_dim % 8 == 0)
-        for (; t + 4 <= n_pos; t += 4) axpy4_f16(out, scores + t, v + t * kv_stride, kv_stride, head_dim);
-#endif
-    for (; t < n_pos; t++) axpy_f16(out, scores[t], v + t * kv_stride, head_dim);
+    const int f16 = kv_dtype == LRUN_DTYPE_F16;
+    const int64_t n_pad = (n_pos + PAD - 1) / PAD * PAD;
+    attention_scores(scores, q, k, k_stride, n_pos, head_dim, scale, f16);
+    /* the masked positions: -inf scores give e = 0 exactly, as llama.cpp's mask */
+    const int64_t n8 = (n_pos + 7) / 8 * 8;
+    for (int64_t j = n_pos; j < n8; j++) scores[j] = -INFINITY;
+    lrun_cpu_softmax(scores, n8);
+    for (int64_t j = n8; j < n_pad; j++) scores[j] = 0.0f;
+    attention_values(out, scores, v, v_stride, n_pad, head_dim, chain8, f16);
 }
 
 struct attention_task {
@@ -280,15 +421,18 @@ static void attention_worker(void *ctx, int ith, int nth)
 {
     const lrun_attention_batch *b = ((struct attention_task *)ctx)->b;
     const int64_t group = b->n_head / b->n_head_kv;
-    const int64_t kv_stride = b->n_head_kv * b->head_dim;
+    const int64_t kv_dim = b->n_head_kv * b->head_dim;
+    const size_t eb = b->kv_dtype == LRUN_DTYPE_F16 ? 2 : 4;
     float *scores = b->scores + (int64_t)ith * b->scores_stride;
     /* tasks are interleaved, not split in blocks: in a causal prefill later
      * tokens see more positions, and interleaving spreads them evenly */
     for (int64_t task = ith; task < b->n_tok * b->n_head; task += nth) {
         const int64_t i = task / b->n_head, h = task % b->n_head, hk = h / group;
         const int64_t off = (i * b->n_head + h) * b->head_dim;
-        lrun_cpu_attention_head(b->out + off, b->q + off, b->k[i] + hk * b->head_dim, b->v[i] + hk * b->head_dim,
-                                kv_stride, b->n_pos[i], b->head_dim, b->scale, scores);
+        const char *k = (const char *)b->k[i] + (size_t)(hk * b->head_dim) * eb;
+        const char *v = (const char *)b->v[i] + (size_t)(hk * b->head_dim * b->v_stride[i]) * eb;
+        lrun_cpu_attention_head(b->out + off, b->q + off, k, kv_dim, v, b->v_stride[i], b->kv_dtype, b->n_pos[i],
+                                b->head_dim, b->scale, b->pv_chain8, scores);
     }
 }
 
@@ -297,6 +441,31 @@ void lrun_cpu_attention(lrun_threadpool *pool, const lrun_attention_batch *batch
     struct attention_task task = {batch};
     if (!pool || batch->n_tok * batch->n_head == 1) attention_worker(&task, 0, 1);
     else lrun_threadpool_run(pool, attention_worker, &task);
+}
+
+// ---------------------------------------------------------------- KV rows
+
+void lrun_cpu_kv_store(void *dst, lrun_dtype dtype, int64_t stride, const float *src, int64_t n)
+{
+    if (dtype == LRUN_DTYPE_F32) {
+        float *d = dst;
+        if (stride == 1) memcpy(d, src, (size_t)n * sizeof *d);
+        else
+            for (int64_t i = 0; i < n; i++) d[i * stride] = src[i];
+        return;
+    }
+    uint16_t *d = dst;
+    if (stride == 1) {
+        lrun_cpu_f16_from_f32(d, src, n);
+        return;
+    }
+    uint16_t h[8];
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) { /* convert 8 at a time, scatter */
+        lrun_cpu_f16_from_f32(h, src + i, 8);
+        for (int l = 0; l < 8; l++) d[(i + l) * stride] = h[l];
+    }
+    for (; i < n; i++) d[i * stride] = lrun_f32_to_f16(src[i]);
 }
 
 // ---------------------------------------------------------------- fused matrix-vector products
@@ -377,7 +546,7 @@ void lrun_cpu_matvec_multi(lrun_threadpool *pool, const lrun_matvec *parts, int 
             t.part[i].x = t.part[shared].x;
             continue;
         }
-        lrun_quantize_row(partner, mv->x, cursor, mv->k);
+        lrun_quantize_activations(partner, mv->x, cursor, mv->k);
         t.part[i].x = cursor;
         cursor += (xb + 63) & ~(size_t)63;
     }

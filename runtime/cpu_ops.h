@@ -1,8 +1,9 @@
 /* cpu_ops.h — the element-wise and attention ops of the CPU forward pass.
  *
- * All compute is f32. The KV cache holds f16 (like llama.cpp's default), so
- * the attention reads f16 keys and values and the cache writer converts.
- * Each op states its math; shapes are (rows, cols) with cols contiguous. */
+ * All compute is f32, in llama.cpp's x86 order of operations, to the bit
+ * (docs/numerics.md). The KV cache holds f16 (llama.cpp's default) or f32,
+ * so the attention reads either and the cache writer converts. Each op
+ * states its math; shapes are (rows, cols) with cols contiguous. */
 #ifndef LRUN_CPU_OPS_H
 #define LRUN_CPU_OPS_H
 
@@ -19,11 +20,15 @@ void lrun_cpu_f32_from_f16(float *dst, const uint16_t *src, int64_t n);
 
 /* ---------------------------------------------------------------- norms and activations */
 
-/* y (n) = x / sqrt(mean(x²) + eps) * w; y may alias x. */
+/* y (n) = x / sqrt(mean(x²) + eps) * w; y may alias x. As ggml: the f32
+ * squares summed in order in double, then y = (x * scale) * w. */
 void lrun_cpu_rms_norm(float *y, const float *x, const float *w, int64_t n, float eps);
-/* g (n) = silu(g) * u, silu(a) = a / (1 + e^-a). */
+/* g (n) = silu(g) * u, silu(a) = a / (1 + e^-a), as ggml_vec_swiglu_f32:
+ * e^-a by ggml_v_expf for each whole group of 8, by expf for the rest. */
 void lrun_cpu_swiglu(float *g, const float *u, int64_t n);
-/* x (n) = e^(x - max) / sum e^(x - max), in place. */
+/* x (n) = e^(x - max) / sum e^(x - max), in place, as ggml_vec_soft_max_f32
+ * and its caller: ggml_v_expf per group of 8, each group's sum added into a
+ * double, expf for the rest; then x times (float)(1/sum). -inf gives 0. */
 void lrun_cpu_softmax(float *x, int64_t n);
 /* y (n) += x (n). */
 void lrun_cpu_add(float *y, const float *x, int64_t n);
@@ -38,8 +43,10 @@ lrun_status lrun_cpu_embedding_row(const struct lrun_tensor *table, int64_t row,
 
 /* Rotary position embedding of the first n_rot dims of each head.
  * theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factor[i], i < n_rot/2,
- * computed in double like ggml. ADJACENT rotates the pairs (2i, 2i+1) (GGUF
- * llama); HALF rotates (i, i + n_rot/2) (HF Llama, NeoX). */
+ * computed as ggml does in f32: theta_0 = pos, theta_{i+1} = theta_i ·
+ * powf(base, -2/n_rot), and cosf/sinf. ADJACENT rotates the pairs (2i, 2i+1)
+ * (GGUF llama); HALF rotates (i, i + n_rot/2) (HF Llama, NeoX); both as
+ * (fmaf(a, c, -(b·s)), fmaf(a, s, b·c)). */
 typedef struct lrun_rope {
     int64_t n_rot;               /* rotated dims per head, even */
     lrun_rope_style style;
@@ -58,28 +65,46 @@ void lrun_cpu_rope_apply(const lrun_rope *rope, const float *cs, float *x, int64
 /* One query head against n_pos cached positions (causal by construction: the
  * caller passes only the positions the query may see):
  *   out (head_dim) = softmax(scale * K q) · V
- * k, v point at this KV head's first position; row t is at k + t*kv_stride
- * (f16 elements). scores holds n_pos floats of scratch. */
-void lrun_cpu_attention_head(float *out, const float *q, const uint16_t *k, const uint16_t *v,
-                             int64_t kv_stride, int64_t n_pos, int64_t head_dim, float scale,
-                             float *scores);
+ * in llama.cpp's order (no flash attention; docs/numerics.md §7): each score
+ * a ggml_vec_dot_f32 times scale, the softmax of lrun_cpu_softmax over the
+ * scores padded with -inf to a multiple of 8, and each out[d] a dot over the
+ * positions padded with zeros to a multiple of 32: ggml_vec_dot_f32's 4x8
+ * accumulators when chain8 is 0 (llama.cpp's order for a one-token step),
+ * tinyBLAS's single 8-lane chain when chain8 is 1 (its order for steps of ≥ 2
+ * tokens). Keys and values are kv_dtype (LRUN_DTYPE_F32 or LRUN_DTYPE_F16):
+ * key t is k + t*k_stride; values are transposed, value dim d of position t
+ * is v[d*v_stride + t], read up to position n_pos rounded up to 32: those
+ * past n_pos must be finite (the KV cache keeps them zero, as llama.cpp's
+ * cleared cells). scores holds n_pos rounded up to 32 floats of scratch. */
+void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t k_stride, const void *v,
+                             int64_t v_stride, lrun_dtype kv_dtype, int64_t n_pos, int64_t head_dim, float scale,
+                             int chain8, float *scores);
 
 /* A batch of query tokens, each against its own sequence's cache. */
 typedef struct lrun_attention_batch {
     int64_t n_tok, n_head, n_head_kv, head_dim;
     float scale;
+    lrun_dtype kv_dtype;       /* LRUN_DTYPE_F32 or LRUN_DTYPE_F16 */
+    int pv_chain8;             /* 1: the p·V order of a step of ≥ 2 tokens; 0: of a one-token step */
     const float *q;            /* (n_tok, n_head, head_dim) */
     float *out;                /* (n_tok, n_head, head_dim) */
-    const uint16_t *const *k;  /* (n_tok) → that token's cache (cap, n_head_kv, head_dim) */
-    const uint16_t *const *v;  /* (n_tok) → likewise */
+    const void *const *k;      /* (n_tok) → that token's keys (cap, n_head_kv, head_dim) */
+    const void *const *v;      /* (n_tok) → that token's values, transposed (n_head_kv, head_dim, cap) */
+    const int64_t *v_stride;   /* (n_tok) that token's cap: elements between value dims */
     const int64_t *n_pos;      /* (n_tok) positions the token sees (its own included) */
     float *scores;             /* (n_threads, scores_stride) scratch */
-    int64_t scores_stride;     /* >= max n_pos */
+    int64_t scores_stride;     /* >= max n_pos rounded up to 32 */
 } lrun_attention_batch;
 
 /* Runs every (token, head) of the batch, spread over the pool's threads.
- * GQA: query head h reads KV head h / (n_head / n_head_kv). */
+ * GQA: query head h reads KV head h / (n_head / n_head_kv). Each output is
+ * computed by one thread in a fixed order: the thread count changes nothing. */
 void lrun_cpu_attention(lrun_threadpool *pool, const lrun_attention_batch *batch);
+
+/* Stores one position's n keys or values into a cache of dtype (f32 or
+ * f16): dst[i*stride] = src[i] (stride 1 for keys, the cap for the
+ * transposed values). */
+void lrun_cpu_kv_store(void *dst, lrun_dtype dtype, int64_t stride, const float *src, int64_t n);
 
 /* ---------------------------------------------------------------- fused matrix-vector products */
 

@@ -44,6 +44,7 @@ struct lrun_engine {
     lrun_threadpool *pool;        /* the model's, or own_pool */
     lrun_threadpool *own_pool;    /* when opts asked for another thread count */
     int64_t n_seq_max, n_ctx_max, n_batch_max;
+    int64_t n_scores;             /* scores per thread: n_ctx_max rounded up to 32 (the attention pads) */
     int64_t n_embd, q_dim, kv_dim, n_ff, n_vocab;
     lrun_kv_cache kv;
     lrun_rope rope;
@@ -62,7 +63,7 @@ struct lrun_engine {
     float *gate;     /* (B, n_ff) */
     float *up;       /* (B, n_ff) */
     float *cs;       /* (B, n_rot) cos/sin pairs per token */
-    float *scores;   /* (n_threads, n_ctx_max) attention scratch */
+    float *scores;   /* (n_threads, n_scores) attention scratch */
     float *vectors;  /* norms and biases in f32, pointed to by layers */
     void *mm_work;   /* lrun_cpu_matmul work for B rows */
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
@@ -71,8 +72,9 @@ struct lrun_engine {
     int64_t *tok_seq;          /* (B) sequence of each token of the chunk */
     int64_t *tok_pos;          /* (B) position of each token */
     int64_t *tok_npos;         /* (B) positions each token attends to: pos + 1 */
-    const uint16_t **tok_k;    /* (B) the token's sequence cache, keys of the current layer */
-    const uint16_t **tok_v;    /* (B) values */
+    const void **tok_k;        /* (B) the token's sequence cache, keys of the current layer */
+    const void **tok_v;        /* (B) values (transposed) */
+    int64_t *tok_vstride;      /* (B) the cap of the token's sequence: elements between value dims */
     int64_t *out_rows;         /* (B) chunk rows whose logits are wanted */
     int64_t *seq_count;        /* (n_seq_max) tokens of each sequence in this step */
     int64_t *seq_done;         /* (n_seq_max) of those, already placed */
@@ -156,7 +158,7 @@ static int layout_scratch(lrun_engine *e, void *base, size_t *total)
            carve(&c, total, sz, (void **)&e->k) && carve(&c, total, sz, (void **)&e->v) &&
            lrun_size_mul(B * f, (size_t)e->n_ff, &sz) && carve(&c, total, sz, (void **)&e->gate) &&
            carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(B * f, (size_t)m->info.n_rot, &sz) &&
-           carve(&c, total, sz, (void **)&e->cs) && lrun_size_mul((size_t)nth * f, (size_t)e->n_ctx_max, &sz) &&
+           carve(&c, total, sz, (void **)&e->cs) && lrun_size_mul((size_t)nth * f, (size_t)e->n_scores, &sz) &&
            carve(&c, total, sz, (void **)&e->scores) && lrun_size_mul(vector_floats(m), f, &sz) &&
            carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work > 0 ? work : 64, &e->mm_work) &&
            carve(&c, total, mv_work > 0 ? mv_work : 64, &e->mv_work);
@@ -197,7 +199,7 @@ static lrun_status load_vectors(lrun_engine *e)
 
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts)
 {
-    static const lrun_engine_opts defaults = {1, 0, 0, LRUN_CACHE_KIND_DYNAMIC, 0};
+    static const lrun_engine_opts defaults = {1, 0, 0, LRUN_CACHE_KIND_DYNAMIC, 0, LRUN_KV_DTYPE_DEFAULT};
     *out = NULL;
     if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
     if (!opts) opts = &defaults;
@@ -212,6 +214,12 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     if (opts->n_seq_max > ((int64_t)1 << 20) || opts->n_batch_max > ((int64_t)1 << 20))
         return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld or n_batch_max %lld above 2^20",
                          (long long)opts->n_seq_max, (long long)opts->n_batch_max);
+    if (opts->kv_dtype != LRUN_KV_DTYPE_DEFAULT && opts->kv_dtype != LRUN_KV_DTYPE_F16 &&
+        opts->kv_dtype != LRUN_KV_DTYPE_F32)
+        return lrun_fail(LRUN_E_ARG, "engine: kv_dtype %d is not one of LRUN_KV_DTYPE_DEFAULT, _F16, _F32",
+                         (int)opts->kv_dtype);
+    if (opts->n_ctx_max > ((int64_t)1 << 40))
+        return lrun_fail(LRUN_E_ARG, "engine: n_ctx_max %lld above 2^40", (long long)opts->n_ctx_max);
 
     lrun_engine *e = calloc(1, sizeof *e);
     if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
@@ -220,6 +228,7 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
     e->n_ctx_max = opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train;
     e->n_batch_max = opts->n_batch_max ? opts->n_batch_max : DEFAULT_BATCH;
+    e->n_scores = (e->n_ctx_max + 31) / 32 * 32;
     e->n_embd = in->n_embd;
     e->q_dim = in->n_head * in->head_dim;
     e->kv_dim = in->n_head_kv * in->head_dim;
@@ -241,11 +250,12 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
         e->tok_npos = malloc(B * sizeof *e->tok_npos);
         e->tok_k = malloc(B * sizeof *e->tok_k);
         e->tok_v = malloc(B * sizeof *e->tok_v);
+        e->tok_vstride = malloc(B * sizeof *e->tok_vstride);
         e->out_rows = malloc(B * sizeof *e->out_rows);
         e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
         e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
-        if (!e->layers || !e->tok_seq || !e->tok_pos || !e->tok_npos || !e->tok_k || !e->tok_v || !e->out_rows ||
-            !e->seq_count || !e->seq_done)
+        if (!e->layers || !e->tok_seq || !e->tok_pos || !e->tok_npos || !e->tok_k || !e->tok_v || !e->tok_vstride ||
+            !e->out_rows || !e->seq_count || !e->seq_done)
             st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
     }
     if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
@@ -256,8 +266,9 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
         st = load_vectors(e);
     }
     if (st == LRUN_OK)
-        st = lrun_kv_cache_init(&e->kv, e->device, opts->cache_kind, in->n_layer, in->n_head_kv, in->head_dim,
-                                e->n_seq_max, e->n_ctx_max);
+        st = lrun_kv_cache_init(&e->kv, e->device, opts->cache_kind,
+                                opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16, in->n_layer,
+                                in->n_head_kv, in->head_dim, e->n_seq_max, e->n_ctx_max);
     if (st != LRUN_OK) {
         lrun_engine_free(e);
         return st;
@@ -278,6 +289,7 @@ void lrun_engine_free(lrun_engine *engine)
     free(engine->tok_npos);
     free(engine->tok_k);
     free(engine->tok_v);
+    free(engine->tok_vstride);
     free(engine->out_rows);
     free(engine->seq_count);
     free(engine->seq_done);
@@ -348,19 +360,22 @@ static void rope_store_rows(void *ctx, int64_t first, int64_t last)
         const float *cs = e->cs + i * in->n_rot;
         lrun_cpu_rope_apply(&e->rope, cs, q, in->n_head, in->head_dim);
         lrun_cpu_rope_apply(&e->rope, cs, k, in->n_head_kv, in->head_dim);
-        const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
-        uint16_t *kc = lrun_kv_cache_k(&e->kv, s, c->layer), *vc = lrun_kv_cache_v(&e->kv, s, c->layer);
-        lrun_cpu_f16_from_f32(kc + pos * e->kv_dim, k, e->kv_dim);
-        lrun_cpu_f16_from_f32(vc + pos * e->kv_dim, v, e->kv_dim);
+        const int64_t s = e->tok_seq[i], pos = e->tok_pos[i], cap = e->kv.seqs[s].cap;
+        const size_t eb = e->kv.elem_bytes;
+        char *kc = lrun_kv_cache_k(&e->kv, s, c->layer), *vc = lrun_kv_cache_v(&e->kv, s, c->layer);
+        lrun_cpu_kv_store(kc + (size_t)(pos * e->kv_dim) * eb, e->kv.dtype, 1, k, e->kv_dim);
+        lrun_cpu_kv_store(vc + (size_t)pos * eb, e->kv.dtype, cap, v, e->kv_dim); /* a column of the transposed values */
         e->tok_k[i] = kc;
         e->tok_v[i] = vc;
+        e->tok_vstride[i] = cap;
     }
 }
 
 static void swiglu_rows(void *ctx, int64_t first, int64_t last)
 {
     const lrun_engine *e = ((const struct rows_ctx *)ctx)->e;
-    lrun_cpu_swiglu(e->gate + first * e->n_ff, e->up + first * e->n_ff, (last - first) * e->n_ff);
+    /* row by row, as ggml: where n_ff is not a multiple of 8 each row has its own tail */
+    for (int64_t i = first; i < last; i++) lrun_cpu_swiglu(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
 }
 
 /* Chunk row passes cost little per row: below this many rows a dispatch to
@@ -411,9 +426,10 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
         }
         rc = (struct rows_ctx){e, l, NULL, NULL, NULL, NULL};
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
+        /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
         const lrun_attention_batch ab = {n, in->n_head, in->n_head_kv, in->head_dim,
-                                         (float)(1.0 / sqrt((double)in->head_dim)), e->q, e->attn,
-                                         e->tok_k, e->tok_v, e->tok_npos, e->scores, e->n_ctx_max};
+                                         1.0f / sqrtf((float)in->head_dim), e->kv.dtype, n >= 2, e->q, e->attn,
+                                         e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores};
         lrun_cpu_attention(pool, &ab);
         matmul(e, L->wo, e->attn, n, e->tmp);
         rc = (struct rows_ctx){e, l, E->ffn_norm, E->bo, e->tmp, NULL};

@@ -413,12 +413,21 @@ typedef enum lrun_cache_kind {
     LRUN_CACHE_KIND_STATIC = 1   /* n_ctx_max positions per sequence, allocated up front */
 } lrun_cache_kind;
 
+/* Element type of the KV cache. A type of its own rather than lrun_dtype,
+ * whose 0 is f32: here 0 must mean the default. */
+typedef enum lrun_kv_dtype {
+    LRUN_KV_DTYPE_DEFAULT = 0, /* f16 */
+    LRUN_KV_DTYPE_F16 = 1,     /* half the memory; llama.cpp's default */
+    LRUN_KV_DTYPE_F32 = 2      /* llama.cpp's bits with its f32 cache (docs/numerics.md) */
+} lrun_kv_dtype;
+
 typedef struct lrun_engine_opts {
     int64_t n_seq_max;       /* sequences (cache slots); default 1 */
     int64_t n_ctx_max;       /* positions per sequence; 0 = the model's n_ctx_train */
     int64_t n_batch_max;     /* tokens per step before it is split; 0 = 512 */
     lrun_cache_kind cache_kind;
     int n_threads;           /* 0 = the model's */
+    lrun_kv_dtype kv_dtype;  /* 0 = f16 */
 } lrun_engine_opts;
 
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);

@@ -16,7 +16,9 @@ M.config = require("lrun.config")
 -- @tparam string path a GGUF file
 -- @tparam[opt] table opts device ("cpu", "cuda:0"), gpu_budget (bytes or "4G"),
 --   threads, progress (default: stderr is a terminal), n_ctx,
---   cache_implementation ("dynamic"|"static"), rope_style ("adjacent"|"half").
+--   cache_implementation ("dynamic"|"static"), rope_style ("adjacent"|"half"),
+--   kv_dtype ("f16", the default, or "f32": the KV cache's element type; f32
+--   gives llama.cpp's bits with its f32 cache, docs/numerics.md).
 --   Missing options come from the launcher's command line (lrun.config).
 -- @treturn[1] lrun.model
 -- @treturn[2] nil

@@ -23,7 +23,7 @@ M.Model = Model
 
 local load_opt_types = {
   device = "string", gpu_budget = "number|string", threads = "number", progress = "boolean",
-  n_ctx = "number", cache_implementation = "string", rope_style = "string",
+  n_ctx = "number", cache_implementation = "string", rope_style = "string", kv_dtype = "string",
   policy = "any", -- read by the offload layer; accepted here so scripts can pass it through
 }
 
@@ -41,6 +41,9 @@ local function check_load_opts(opts)
       and opts.cache_implementation ~= "static" then
     error("lrun.load: cache_implementation must be \"dynamic\" or \"static\", got \""
       .. opts.cache_implementation .. "\"", 3)
+  end
+  if opts.kv_dtype and opts.kv_dtype ~= "f16" and opts.kv_dtype ~= "f32" then
+    error("lrun.load: kv_dtype must be \"f16\" or \"f32\", got \"" .. opts.kv_dtype .. "\"", 3)
   end
   if opts.rope_style and opts.rope_style ~= "adjacent" and opts.rope_style ~= "half" then
     error("lrun.load: rope_style must be \"adjacent\" or \"half\", got \"" .. opts.rope_style .. "\"", 3)
@@ -109,6 +112,7 @@ function M.load(path, opts)
     n_ctx = opts.n_ctx or 0,
     cache_kind = opts.cache_implementation == "static" and C.LRUN_CACHE_KIND_STATIC
       or C.LRUN_CACHE_KIND_DYNAMIC,
+    kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
   }, Model)
   self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
   local info = C.lrun_model_get_info(handle)
@@ -151,6 +155,7 @@ function Model:engine()
   eo.n_batch_max = 0
   eo.cache_kind = self.cache_kind
   eo.n_threads = self.threads
+  eo.kv_dtype = self.kv_dtype
   local out = ffi.new("lrun_engine *[1]")
   local status = C.lrun_engine_init(out, h, eo)
   if status ~= C.LRUN_OK then return nil, errors.from_status(status, "making the engine") end

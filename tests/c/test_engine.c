@@ -2,7 +2,11 @@
  * (lrun_model_generate), against a straightforward reference forward written
  * here (weights read back as f32, double accumulation), and against itself:
  * prefill vs token by token, batched vs alone, cache copies and truncation,
- * OOM of the KV cache under a device budget, static vs dynamic caches. */
+ * OOM of the KV cache under a device budget, static vs dynamic caches, f16
+ * vs f32 caches, thread counts. With LRUN_MODEL set, the real model against
+ * llama.cpp itself (tests/golden/smollm2_greedy.json): the same first-step
+ * log-probs and the same greedy continuations, token for token. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,12 +39,18 @@ static lrun_model *load(const char *path, size_t budget, int rope_style)
     return m;
 }
 
-static lrun_engine *engine(lrun_model *m, int64_t n_seq, int64_t n_batch, lrun_cache_kind kind)
+static lrun_engine *engine_kv(lrun_model *m, int64_t n_seq, int64_t n_batch, lrun_cache_kind kind, int threads,
+                              lrun_kv_dtype kv)
 {
-    const lrun_engine_opts o = {n_seq, 64, n_batch, kind, 0};
+    const lrun_engine_opts o = {n_seq, 64, n_batch, kind, threads, kv};
     lrun_engine *e = NULL;
     if (m && lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# engine: %s\n", lrun_last_error());
     return e;
+}
+
+static lrun_engine *engine(lrun_model *m, int64_t n_seq, int64_t n_batch, lrun_cache_kind kind)
+{
+    return engine_kv(m, n_seq, n_batch, kind, 0, LRUN_KV_DTYPE_DEFAULT);
 }
 
 // ---------------------------------------------------------------- reference forward
@@ -371,9 +381,10 @@ static void test_oom(const char *path)
     lrun_engine_free(e);
     lrun_model_free(m);
 
-    /* room for the scratch and 16 positions: the first growth past 16 fails */
+    /* room for the scratch and 32 positions (the first allocation, a whole
+     * padding group of the values): the first growth past 32 fails */
     const size_t per_pos = (size_t)L * 2 * HK * HD * sizeof(uint16_t);
-    m = load(path, scratch + 16 * per_pos + per_pos / 2, -1);
+    m = load(path, scratch + 32 * per_pos + per_pos / 2, -1);
     e = engine(m, 1, 512, LRUN_CACHE_KIND_DYNAMIC);
     CHECK("engine fits the budget", e != NULL);
     if (!e) {
@@ -381,8 +392,8 @@ static void test_oom(const char *path)
         return;
     }
     CHECK("10 tokens fit", prefill_all(e, 0, tok, 10, got) == LRUN_OK);
-    lrun_status st = prefill_all(e, 0, tok + 10, 10, got);
-    CHECK("20 positions exceed the budget: LRUN_E_OOM", st == LRUN_E_OOM);
+    lrun_status st = prefill_all(e, 0, tok + 10, 30, got);
+    CHECK("40 positions exceed the budget: LRUN_E_OOM", st == LRUN_E_OOM);
     CHECK("the message names the KV cache", strstr(lrun_last_error(), "KV cache") != NULL);
     printf("# %s\n", lrun_last_error());
     CHECK("the OOM records the bytes asked for", lrun_last_oom_requested() > 0);
@@ -394,7 +405,7 @@ static void test_oom(const char *path)
     CHECK("engine free gives every byte back", lrun_device_used(lrun_model_device(m)) == 0);
 
     /* a static cache that cannot fit fails at init, cleanly */
-    const lrun_engine_opts so = {4, 64, 512, LRUN_CACHE_KIND_STATIC, 0};
+    const lrun_engine_opts so = {4, 64, 512, LRUN_CACHE_KIND_STATIC, 0, LRUN_KV_DTYPE_DEFAULT};
     e = NULL;
     CHECK("a static cache over budget fails at init with LRUN_E_OOM", lrun_engine_init(&e, m, &so) == LRUN_E_OOM && e == NULL);
     CHECK("and leaves nothing allocated", lrun_device_used(lrun_model_device(m)) == 0);
@@ -417,6 +428,185 @@ static void test_static_dynamic(const char *path)
     lrun_engine_free(ed);
     lrun_engine_free(es);
     lrun_model_free(m);
+}
+
+// ---------------------------------------------------------------- (g) KV element types, threads, chunks
+
+/* Logits of a 20-token prefill (every row) and 3 decode steps. */
+static int run_script(lrun_engine *e, float *out)
+{
+    enum { N = 20 };
+    int32_t tok[N + 3], seq[1] = {0};
+    make_tokens(tok, N + 3, 7);
+    int ok = e && prefill_all(e, 0, tok, N, out) == LRUN_OK;
+    for (int i = 0; ok && i < 3; i++) {
+        int64_t n_out = 0;
+        ok = lrun_engine_step(e, 1, tok + N + i, seq, NULL, out + (N + i) * V, 1, &n_out) == LRUN_OK && n_out == 1;
+    }
+    return ok;
+}
+
+static void test_kv_dtypes(const char *path)
+{
+    enum { NR = 23 };
+    lrun_model *m = load(path, 0, -1);
+    static float out[2][2][NR * V]; /* [f16, f32][1, 2 threads] */
+    const lrun_kv_dtype kvs[2] = {LRUN_KV_DTYPE_F16, LRUN_KV_DTYPE_F32};
+    int ok = m != NULL;
+    for (int k = 0; k < 2; k++)
+        for (int t = 0; t < 2; t++) {
+            lrun_engine *e = engine_kv(m, 1, 512, LRUN_CACHE_KIND_DYNAMIC, t + 1, kvs[k]);
+            ok &= run_script(e, out[k][t]);
+            lrun_engine_free(e);
+        }
+    CHECK("f16 and f32 caches, 1 and 2 threads: prefill and decode run", ok);
+    CHECK("f16 cache: 1 and 2 threads give identical logits", memcmp(out[0][0], out[0][1], sizeof out[0][0]) == 0);
+    CHECK("f32 cache: 1 and 2 threads give identical logits", memcmp(out[1][0], out[1][1], sizeof out[1][0]) == 0);
+    const double d = max_abs(out[0][0], out[1][0], NR * V), scale = max_mag(out[1][0], NR * V);
+    printf("# f16 vs f32 cache: max |logit difference| %.3g (logits up to %.3g)\n", d, scale);
+    /* the f16 rounding of k and v (~5e-4 relative) moves some 8-bit activation
+     * quants by one step downstream, hence more than 5e-4 of the scale */
+    CHECK("f16 and f32 caches differ, by the f16 rounding of k and v (5e-2 of the logit scale)",
+          d > 0.0 && d <= 5e-2 * scale);
+    lrun_engine *e = engine_kv(m, 1, 512, LRUN_CACHE_KIND_DYNAMIC, 0, LRUN_KV_DTYPE_DEFAULT);
+    static float def[NR * V];
+    CHECK("the default cache is f16", run_script(e, def) && memcmp(def, out[0][1], sizeof def) == 0);
+    lrun_engine_free(e);
+
+    /* the prompt in chunks of 8 against one step of 20: llama.cpp's order of
+     * p·V depends on the step size (an 8-lane chain for steps of >= 2 tokens,
+     * 4x8 accumulators for one token), so chunking may move the last bits: a
+     * tight tolerance, not equality */
+    static float chunked[NR * V];
+    e = engine_kv(m, 1, 8, LRUN_CACHE_KIND_DYNAMIC, 2, LRUN_KV_DTYPE_F32);
+    CHECK("prefill in chunks of 8", run_script(e, chunked));
+    CHECK("chunks of 8 equal one step of 20 (1e-4 of the logit scale)",
+          max_abs(chunked, out[1][1], NR * V) <= 1e-4 * scale);
+    lrun_engine_free(e);
+
+    const lrun_engine_opts bad = {1, 64, 512, LRUN_CACHE_KIND_DYNAMIC, 0, (lrun_kv_dtype)7};
+    e = NULL;
+    CHECK("an unknown kv_dtype is LRUN_E_ARG, named", lrun_engine_init(&e, m, &bad) == LRUN_E_ARG && e == NULL &&
+                                                          strstr(lrun_last_error(), "kv_dtype") != NULL);
+    lrun_model_free(m);
+}
+
+// ---------------------------------------------------------------- (h) llama.cpp, bit for bit
+
+/* Descending logits; ties in id order. */
+static const float *sort_keys;
+static int cmp_desc(const void *a, const void *b)
+{
+    const int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (sort_keys[i] != sort_keys[j]) return sort_keys[i] > sort_keys[j] ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+/* What llama.cpp's server reports as a token's logprob (docs/numerics.md §11):
+ * logits sorted descending, p = expf(l - l_max), the p summed in f32 in that
+ * order, log(p / sum). order is (n) scratch. */
+static void server_logprobs(const float *logits, int64_t n, int32_t *order, float *lp)
+{
+    for (int64_t i = 0; i < n; i++) order[i] = (int32_t)i;
+    sort_keys = logits;
+    qsort(order, (size_t)n, sizeof *order, cmp_desc);
+    const float lmax = logits[order[0]];
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) sum += expf(logits[order[i]] - lmax);
+    for (int64_t i = 0; i < n; i++) lp[i] = logf(expf(logits[i] - lmax) / sum);
+}
+
+static cJSON *read_json(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    const long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)len + 1);
+    const size_t got = fread(text, 1, (size_t)len, f);
+    fclose(f);
+    text[got] = 0;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    return root;
+}
+
+static void test_llamacpp_golden(void)
+{
+    const char *path = getenv("LRUN_MODEL");
+    if (!path || !*path) {
+        printf("ok %d - llama.cpp parity # SKIP LRUN_MODEL is not set\n", ++check_count);
+        return;
+    }
+    cJSON *root = read_json("tests/golden/smollm2_greedy.json");
+    cJSON *cases = cJSON_GetObjectItem(root, "cases");
+    CHECK("tests/golden/smollm2_greedy.json opens and parses (run from the repository root)", cJSON_IsArray(cases));
+    if (!cJSON_IsArray(cases)) {
+        cJSON_Delete(root);
+        return;
+    }
+    /* llama.cpp's settings of the golden: 2 threads, f32 KV cache, the prompt in one step */
+    const lrun_load_opts lo = {"cpu", 0, 2, 0, -1};
+    lrun_model *m = NULL;
+    CHECK("the model loads", lrun_model_load(&m, path, &lo) == LRUN_OK);
+    if (!m) {
+        cJSON_Delete(root);
+        return;
+    }
+    const int64_t nv = lrun_model_get_info(m)->n_vocab;
+    const lrun_engine_opts eo = {1, 1024, 512, LRUN_CACHE_KIND_DYNAMIC, 2, LRUN_KV_DTYPE_F32};
+    lrun_engine *e = NULL;
+    CHECK("an engine with an f32 KV cache", lrun_engine_init(&e, m, &eo) == LRUN_OK);
+    float *logits = malloc((size_t)nv * sizeof *logits), *lp = malloc((size_t)nv * sizeof *lp);
+    int32_t *order = malloc((size_t)nv * sizeof *order);
+    cJSON *c;
+    cJSON_ArrayForEach(c, cases)
+    {
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(c, "name"));
+        cJSON *prompt = cJSON_GetObjectItem(c, "prompt_ids"), *cont = cJSON_GetObjectItem(c, "continuation_ids");
+        cJSON *top = cJSON_GetObjectItem(c, "first_step_top20"), *eog = cJSON_GetObjectItem(c, "eog_at");
+        const int np = cJSON_GetArraySize(prompt), nc = cJSON_GetArraySize(cont);
+        const int n_cmp = cJSON_IsNumber(eog) ? eog->valueint : nc;
+        int32_t *tok = malloc((size_t)(np + nc) * sizeof *tok), *seq = calloc((size_t)(np + nc), sizeof *seq);
+        for (int i = 0; i < np; i++) tok[i] = cJSON_GetArrayItem(prompt, i)->valueint;
+        int64_t n_out = 0;
+        int ok = e && lrun_engine_seq_truncate(e, 0, 0) == LRUN_OK &&
+                 lrun_engine_step(e, np, tok, seq, NULL, logits, 1, &n_out) == LRUN_OK && n_out == 1;
+        /* first step: the 20 log-probs llama.cpp reported */
+        double worst = 0.0;
+        server_logprobs(logits, nv, order, lp);
+        cJSON *pr;
+        cJSON_ArrayForEach(pr, top)
+        {
+            const int id = cJSON_GetArrayItem(pr, 0)->valueint;
+            const double want = cJSON_GetArrayItem(pr, 1)->valuedouble;
+            worst = fmax(worst, fabs((double)lp[id] - want));
+        }
+        /* greedy: argmax, fed back one token at a time, as llama.cpp decodes */
+        int same = ok, first_diff = -1;
+        for (int i = 0; ok && i < n_cmp; i++) {
+            const int32_t next = lrun_logits_argmax(logits, nv), want = cJSON_GetArrayItem(cont, i)->valueint;
+            if (next != want && first_diff < 0) first_diff = i, same = 0;
+            tok[np + i] = want; /* teacher-forced, so a difference shows where it is and nothing after */
+            if (i + 1 < n_cmp)
+                ok = lrun_engine_step(e, 1, tok + np + i, seq, NULL, logits, 1, &n_out) == LRUN_OK && n_out == 1;
+        }
+        char msg[200];
+        /* identical logits give identical log-probs up to the order in which
+         * the server's std::sort puts tied logits into its f32 sum (~1e-5) */
+        snprintf(msg, sizeof msg, "llama.cpp parity '%s': first-step top-20 log-probs as its server reports them "
+                 "(max |diff| %.1e <= 1e-4)", name, worst);
+        CHECK(msg, ok && worst <= 1e-4);
+        snprintf(msg, sizeof msg, "llama.cpp parity '%s': the greedy continuation, %d tokens, id for id (first "
+                 "difference at %d)", name, n_cmp, first_diff);
+        CHECK(msg, ok && same);
+        free(tok), free(seq);
+    }
+    free(logits), free(lp), free(order);
+    lrun_engine_free(e);
+    lrun_model_free(m);
+    cJSON_Delete(root);
 }
 
 // ---------------------------------------------------------------- argument errors
@@ -470,7 +660,9 @@ int main(void)
     test_copy_truncate(q41);
     test_oom(f32);
     test_static_dynamic(q41);
+    test_kv_dtypes(q41);
     test_arguments(f32);
+    test_llamacpp_golden();
 
     for (int i = 0; i < 3; i++) remove(paths[i]);
     return CHECK_DONE();
