@@ -1,0 +1,785 @@
+/* test_kernels_gpu.c — every CUDA kernel (kernels/<op>.cu) against its CPU twin,
+ * after llama.cpp's test-backend-ops: random inputs, odd shapes, and the
+ * normalized mean squared error NMSE = Σ(ref − gpu)² / Σ ref² printed in
+ * each TAP line, within a per-op tolerance:
+ *   exact     dequantize, embed (f32 bits), kv_store, add, argmax, top-k
+ *   1e-7      GEMV (the same dequantized weights, f32 sums in another order),
+ *             RMSNorm, RoPE, SwiGLU, attention
+ *   5e-4      GEMM through cuBLAS (x and W rounded to f16/bf16)
+ * The argument checks run everywhere (they fail before touching the GPU);
+ * the rest is one TAP SKIP line where no GPU is visible.
+ *
+ *   build/tests/test_kernels_gpu           the tests
+ *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1) */
+#include "check.h"
+#include "cpu_ops.h"
+#include "cuda_backend.h"
+#include "device.h"
+#include "quant.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef LRUN_WITH_CUDA
+int main(void)
+{
+    printf("ok %d - # SKIP built without CUDA\n", ++check_count);
+    return CHECK_DONE();
+}
+#else
+#include "kernels.h"
+
+// ---------------------------------------------------------------- device memory and data
+
+static lrun_device *dev;
+static void *stream;
+static uint8_t *arena; /* one device block, bump-allocated; reset between cases */
+static size_t arena_cap, arena_used;
+
+static void *dbuf(size_t bytes)
+{
+    size_t off = (arena_used + 255) & ~(size_t)255;
+    if (off + bytes > arena_cap) {
+        printf("Bail out! test arena of %zu bytes exhausted\n", arena_cap);
+        exit(1);
+    }
+    arena_used = off + bytes;
+    return arena + off;
+}
+
+static void dreset(void) { arena_used = 0; }
+
+static void up(void *d, const void *h, size_t n)
+{
+    if (lrun_cuda_memcpy(dev, d, h, n, LRUN_COPY_HOST_TO_DEVICE) != LRUN_OK) {
+        printf("Bail out! upload: %s\n", lrun_last_error());
+        exit(1);
+    }
+}
+
+static void down(void *h, const void *d, size_t n)
+{
+    if (lrun_cuda_memcpy(dev, h, d, n, LRUN_COPY_DEVICE_TO_HOST) != LRUN_OK) {
+        printf("Bail out! download: %s\n", lrun_last_error());
+        exit(1);
+    }
+}
+
+static void *dcopy(const void *h, size_t n)
+{
+    void *d = dbuf(n);
+    up(d, h, n);
+    return d;
+}
+
+/* A kernel call followed by a stream sync: both must succeed. */
+static int ran(lrun_status st)
+{
+    if (st != LRUN_OK) {
+        printf("# kernel: %s\n", lrun_last_error());
+        return 0;
+    }
+    if (lrun_cuda_stream_sync(dev, stream) != LRUN_OK) {
+        printf("# sync: %s\n", lrun_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(float lo, float hi) /* U(lo, hi) */
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return lo + (hi - lo) * (float)((rng >> 40) * (1.0 / 16777216.0));
+}
+
+static float *frandv(int64_t n, float lo, float hi)
+{
+    float *v = malloc((size_t)n * sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = frand(lo, hi);
+    return v;
+}
+
+static double nmse(const float *ref, const float *got, int64_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)ref[i] - (double)got[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0.0 ? num / den : num;
+}
+
+/* n rows of k random elements of t, stride bytes apart (stride >= the row's
+ * bytes; the gap is left as garbage the kernels must not read). */
+static uint8_t *random_rows(lrun_dtype t, int64_t n, int64_t k, size_t stride, uint64_t seed)
+{
+    uint8_t *w = malloc((size_t)n * stride);
+    memset(w, 0xa5, (size_t)n * stride);
+    for (int64_t r = 0; r < n; r++)
+        if (lrun_random_fill(t, w + (size_t)r * stride, r * k, k, 1.0f, seed) != LRUN_OK) {
+            printf("Bail out! random_fill: %s\n", lrun_last_error());
+            exit(1);
+        }
+    return w;
+}
+
+static float *dequant_rows(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride)
+{
+    float *f = malloc((size_t)(n * k) * sizeof *f);
+    for (int64_t r = 0; r < n; r++) lrun_dequantize_row(t, w + (size_t)r * stride, f + r * k, k);
+    return f;
+}
+
+static size_t row_bytes(lrun_dtype t, int64_t k)
+{
+    size_t b = 0;
+    lrun_dtype_row_bytes(t, k, &b);
+    return b;
+}
+
+static const lrun_dtype weight_types[] = {LRUN_DTYPE_F32,  LRUN_DTYPE_F16,  LRUN_DTYPE_BF16, LRUN_DTYPE_Q4_0,
+                                          LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+#define N_WEIGHT_TYPES ((int)(sizeof weight_types / sizeof weight_types[0]))
+
+static int is_float_type(lrun_dtype t)
+{
+    return t == LRUN_DTYPE_F32 || t == LRUN_DTYPE_F16 || t == LRUN_DTYPE_BF16;
+}
+
+// ---------------------------------------------------------------- argument checks (no GPU needed)
+
+#define FAKE ((void *)(uintptr_t)0x10000) /* never dereferenced: each call fails first */
+
+static int fails_with(lrun_status got, lrun_status want, const char *a, const char *b)
+{
+    if (got != want) return 0;
+    const char *msg = lrun_last_error();
+    return strstr(msg, a) && (!b || strstr(msg, b));
+}
+
+static void test_arguments(void)
+{
+    float *x = FAKE, *y = FAKE;
+    CHECK("gemv: NULL weight is LRUN_E_ARG naming the op",
+          fails_with(lrun_k_gemv(LRUN_DTYPE_Q4_0, NULL, 18 * 8, 4, 256, x, 1, y, FAKE), LRUN_E_ARG, "lrun_k_gemv",
+                     "weight"));
+    CHECK("gemv: k not a multiple of the block is LRUN_E_ARG",
+          fails_with(lrun_k_gemv(LRUN_DTYPE_Q4_K, FAKE, 144, 4, 48, x, 1, y, FAKE), LRUN_E_ARG, "lrun_k_gemv", "48"));
+    CHECK("gemv: m = 9 is LRUN_E_ARG",
+          fails_with(lrun_k_gemv(LRUN_DTYPE_F16, FAKE, 64, 4, 32, x, 9, y, FAKE), LRUN_E_ARG, "lrun_k_gemv", "m 9"));
+    CHECK("gemv: row_bytes too small is LRUN_E_ARG",
+          fails_with(lrun_k_gemv(LRUN_DTYPE_Q8_0, FAKE, 33, 4, 32, x, 1, y, FAKE), LRUN_E_ARG, "row_bytes", NULL));
+    CHECK("gemv: misaligned Q4_K stride is LRUN_E_ARG",
+          fails_with(lrun_k_gemv(LRUN_DTYPE_Q4_K, FAKE, 146, 4, 256, x, 1, y, FAKE), LRUN_E_ARG, "aligned",
+                     NULL) ||
+              fails_with(lrun_k_gemv(LRUN_DTYPE_Q4_K, FAKE, 146, 4, 256, x, 1, y, FAKE), LRUN_E_ARG, "boundaries",
+                         NULL));
+    CHECK("gemv: Q8_K weights are LRUN_E_UNSUPPORTED",
+          fails_with(lrun_k_gemv(LRUN_DTYPE_Q8_K, FAKE, 292, 4, 256, x, 1, y, FAKE), LRUN_E_UNSUPPORTED, "q8_K",
+                     NULL) ||
+              lrun_k_gemv(LRUN_DTYPE_Q8_K, FAKE, 292, 4, 256, x, 1, y, FAKE) == LRUN_E_UNSUPPORTED);
+    CHECK("gemv: NULL stream is LRUN_E_ARG",
+          fails_with(lrun_k_gemv(LRUN_DTYPE_F16, FAKE, 64, 4, 32, x, 1, y, NULL), LRUN_E_ARG, "stream", NULL));
+    CHECK("gemv: n*row_bytes overflow is LRUN_E_ARG",
+          fails_with(lrun_k_gemv(LRUN_DTYPE_F16, FAKE, (size_t)1 << 40, (int64_t)1 << 40, 32, x, 1, y, FAKE),
+                     LRUN_E_ARG, "overflow", NULL));
+    CHECK("dequantize: dst dtype q4_0 is LRUN_E_ARG",
+          fails_with(lrun_k_dequantize(LRUN_DTYPE_Q4_0, FAKE, 18, 1, 32, LRUN_DTYPE_Q4_0, FAKE, FAKE), LRUN_E_ARG,
+                     "lrun_k_dequantize", "dst_dtype"));
+    CHECK("gemm: NULL cuBLAS handle is LRUN_E_ARG",
+          fails_with(lrun_k_gemm(NULL, LRUN_DTYPE_F16, FAKE, 64, 4, 32, x, 3, y, LRUN_DTYPE_F16, NULL, FAKE, FAKE),
+                     LRUN_E_ARG, "lrun_k_gemm", "cuBLAS"));
+    CHECK("gemm: quantized W without w_slot is LRUN_E_ARG",
+          fails_with(lrun_k_gemm(FAKE, LRUN_DTYPE_Q8_0, FAKE, 34, 4, 32, x, 3, y, LRUN_DTYPE_F16, NULL, FAKE, FAKE),
+                     LRUN_E_ARG, "w_slot", NULL));
+    CHECK("embed: NULL tokens is LRUN_E_ARG",
+          fails_with(lrun_k_embed(LRUN_DTYPE_Q8_0, FAKE, 34, 32, NULL, 3, y, FAKE), LRUN_E_ARG, "lrun_k_embed",
+                     "tokens"));
+    CHECK("rms_norm: n = 0 is LRUN_E_ARG",
+          fails_with(lrun_k_rms_norm(x, x, y, 1, 0, 1e-5f, FAKE), LRUN_E_ARG, "lrun_k_rms_norm", NULL));
+    CHECK("rope: odd n_rot is LRUN_E_ARG",
+          fails_with(lrun_k_rope(y, FAKE, 1, 2, 64, 63, 10000.0f, 1.0f, NULL, 0, FAKE), LRUN_E_ARG, "n_rot", NULL));
+    CHECK("rope: unknown style is LRUN_E_ARG",
+          fails_with(lrun_k_rope(y, FAKE, 1, 2, 64, 64, 10000.0f, 1.0f, NULL, 7, FAKE), LRUN_E_ARG, "style", NULL));
+    CHECK("swiglu: NULL up is LRUN_E_ARG",
+          fails_with(lrun_k_swiglu(x, NULL, y, 8, FAKE), LRUN_E_ARG, "lrun_k_swiglu", "up"));
+    CHECK("add_bias: n_rows 0 is LRUN_E_ARG",
+          fails_with(lrun_k_add_bias(y, x, 0, 8, FAKE), LRUN_E_ARG, "lrun_k_add_bias", NULL));
+    CHECK("kv_store: bf16 cache is LRUN_E_ARG",
+          fails_with(lrun_k_kv_store(LRUN_DTYPE_BF16, FAKE, FAKE, FAKE, x, x, 1, 8, FAKE), LRUN_E_ARG, "kv_dtype",
+                     NULL));
+    CHECK("attention: n_head not a multiple of n_head_kv is LRUN_E_ARG",
+          fails_with(lrun_k_attention(LRUN_DTYPE_F16, x, FAKE, FAKE, FAKE, FAKE, FAKE, 1, 6, 4, 64, 10, 0.125f, y,
+                                      FAKE, FAKE),
+                     LRUN_E_ARG, "lrun_k_attention", "n_head_kv"));
+    CHECK("attention: a split shape without work is LRUN_E_ARG",
+          fails_with(lrun_k_attention(LRUN_DTYPE_F16, x, FAKE, FAKE, FAKE, FAKE, FAKE, 1, 8, 2, 64, 4096, 0.125f, y,
+                                      NULL, FAKE),
+                     LRUN_E_ARG, "work", NULL));
+    CHECK("attention: head_dim 1024 is LRUN_E_UNSUPPORTED",
+          lrun_k_attention(LRUN_DTYPE_F16, x, FAKE, FAKE, FAKE, FAKE, FAKE, 1, 8, 2, 1024, 10, 0.125f, y, FAKE,
+                           FAKE) == LRUN_E_UNSUPPORTED);
+    CHECK("attention work: decode of a long cache needs partials, a short one none",
+          lrun_k_attention_work_bytes(1, 32, 128, 4096) >= (size_t)32 * 2 * 130 * 4 &&
+              lrun_k_attention_work_bytes(1, 32, 128, 100) == 0);
+    CHECK("attention work: covers every smaller batch",
+          lrun_k_attention_work_bytes(64, 32, 128, 4096) >= lrun_k_attention_work_bytes(1, 32, 128, 4096));
+    CHECK("argmax: NULL out is LRUN_E_ARG",
+          fails_with(lrun_k_argmax(x, 1, 10, NULL, FAKE), LRUN_E_ARG, "lrun_k_argmax", "out"));
+    CHECK("topk: k = 257 is LRUN_E_ARG",
+          fails_with(lrun_k_topk(x, 1, 1000, 257, y, FAKE, FAKE), LRUN_E_ARG, "lrun_k_topk", "257"));
+    CHECK("topk: k > n_vocab is LRUN_E_ARG",
+          fails_with(lrun_k_topk(x, 1, 5, 6, y, FAKE, FAKE), LRUN_E_ARG, "lrun_k_topk", NULL));
+}
+
+// ---------------------------------------------------------------- dequantize and embed
+
+static void test_dequantize(void)
+{
+    static const lrun_dtype dsts[] = {LRUN_DTYPE_F32, LRUN_DTYPE_F16, LRUN_DTYPE_BF16};
+    static const int64_t rows[] = {1, 7, 33};
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const lrun_dtype t = weight_types[ti];
+        for (int ki = 0; ki < (is_float_type(t) ? 3 : 1); ki++) {
+            const int64_t k = ki == 0 ? 768 : (ki == 1 ? 7 : 33);
+            for (int ri = 0; ri < 3; ri++) {
+                dreset();
+                const int64_t n = rows[ri];
+                const size_t stride = row_bytes(t, k) + (ri == 1 ? 32 : 0); /* a padded stride once */
+                uint8_t *w = random_rows(t, n, k, stride, 11 + ti);
+                float *ref = dequant_rows(t, w, n, k, stride);
+                void *dw = dcopy(w, (size_t)n * stride);
+                void *dd = dbuf((size_t)(n * k) * 4);
+                uint8_t *got = malloc((size_t)(n * k) * 4);
+                int ok = 1;
+                long bad = 0;
+                for (int di = 0; di < 3; di++) {
+                    ok &= ran(lrun_k_dequantize(t, dw, stride, n, k, dsts[di], dd, stream));
+                    down(got, dd, (size_t)(n * k) * (di == 0 ? 4 : 2));
+                    for (int64_t i = 0; i < n * k; i++) {
+                        if (di == 0) bad += memcmp(&ref[i], got + 4 * i, 4) != 0;
+                        else {
+                            uint16_t want = di == 1 ? lrun_f32_to_f16(ref[i]) : lrun_f32_to_bf16(ref[i]);
+                            bad += memcmp(&want, got + 2 * i, 2) != 0;
+                        }
+                    }
+                }
+                char name[160];
+                snprintf(name, sizeof name, "dequantize %s %lldx%lld%s -> f32/f16/bf16: exact (%ld differ)",
+                         lrun_dtype_name(t), (long long)n, (long long)k, ri == 1 ? " (padded stride)" : "", bad);
+                CHECK(name, ok && bad == 0);
+                free(w), free(ref), free(got);
+            }
+        }
+    }
+}
+
+static void test_embed(void)
+{
+    static const int64_t n_toks[] = {1, 5, 17};
+    const int64_t n_vocab = 33;
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const lrun_dtype t = weight_types[ti];
+        const int64_t n_embd = is_float_type(t) ? 7 + 761 * (ti & 1) : 768; /* odd widths for float types */
+        dreset();
+        const size_t stride = row_bytes(t, n_embd);
+        uint8_t *table = random_rows(t, n_vocab, n_embd, stride, 21 + ti);
+        float *ref = dequant_rows(t, table, n_vocab, n_embd, stride);
+        void *dt = dcopy(table, (size_t)n_vocab * stride);
+        for (int ni = 0; ni < 3; ni++) {
+            const int64_t n_tok = n_toks[ni];
+            int32_t tok[17] = {0};
+            for (int64_t i = 0; i < n_tok; i++) tok[i] = (int32_t)(frand(0.0f, 1.0f) * (float)n_vocab) % 33;
+            tok[0] = 32;
+            if (n_tok > 1) tok[n_tok - 1] = 0;
+            int32_t *dtok = dcopy(tok, sizeof tok);
+            float *dout = dbuf((size_t)(n_tok * n_embd) * 4);
+            float *got = malloc((size_t)(n_tok * n_embd) * 4);
+            int ok = ran(lrun_k_embed(t, dt, stride, n_embd, dtok, n_tok, dout, stream));
+            down(got, dout, (size_t)(n_tok * n_embd) * 4);
+            long bad = 0;
+            for (int64_t i = 0; i < n_tok; i++)
+                bad += memcmp(got + i * n_embd, ref + tok[i] * n_embd, (size_t)n_embd * 4) != 0;
+            char name[160];
+            snprintf(name, sizeof name, "embed %s n_embd %lld, %lld tokens: exact (%ld rows differ)",
+                     lrun_dtype_name(t), (long long)n_embd, (long long)n_tok, bad);
+            CHECK(name, ok && bad == 0);
+            free(got);
+        }
+        free(table), free(ref);
+    }
+}
+
+// ---------------------------------------------------------------- GEMV and GEMM
+
+/* y (m, n) = x (m, k) · wfᵀ in double, wf the dequantized weights. */
+static void matmul_ref(const float *wf, const float *x, int64_t n, int64_t k, int64_t m, float *y)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t r = 0; r < n; r++) {
+            double s = 0.0;
+            const float *wr = wf + r * k, *xr = x + i * k;
+            for (int64_t c = 0; c < k; c++) s += (double)wr[c] * xr[c];
+            y[i * n + r] = (float)s;
+        }
+}
+
+/* GEMV for m = 1..8 and GEMM for a few m and both slots, on one weight. */
+static void test_matmul_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int x_misaligned, int do_gemm)
+{
+    dreset();
+    const size_t stride = row_bytes(t, k) + pad;
+    uint8_t *w = random_rows(t, n, k, stride, 31 + (uint64_t)t);
+    float *wf = dequant_rows(t, w, n, k, stride);
+    const int64_t max_m = 40;
+    float *x = frandv(max_m * k, -1.0f, 1.0f);
+    float *ref = malloc((size_t)(max_m * n) * 4), *got = malloc((size_t)(max_m * n) * 4);
+    void *dw = dcopy(w, (size_t)n * stride);
+    float *dx = dbuf((size_t)(max_m * k) * 4 + 16);
+    if (x_misaligned) dx += 1; /* 4 bytes past a 256-byte boundary: the scalar x loads */
+    up(dx, x, (size_t)(max_m * k) * 4);
+    float *dy = dbuf((size_t)(max_m * n) * 4);
+    char name[200];
+
+    double worst = 0.0;
+    int ok = 1;
+    /* row i of y depends only on row i of x: the first m rows of the
+     * reference for all 40 rows are the reference for m rows */
+    matmul_ref(wf, x, n, k, do_gemm ? max_m : 8, ref);
+    for (int64_t m = 1; m <= 8; m++) {
+        ok &= ran(lrun_k_gemv(t, dw, stride, n, k, dx, m, dy, stream));
+        down(got, dy, (size_t)(m * n) * 4);
+        const double e = nmse(ref, got, m * n);
+        worst = e > worst ? e : worst;
+    }
+    snprintf(name, sizeof name, "gemv %s n %lld k %lld%s%s, m 1..8: nmse %.2e <= 1e-7", lrun_dtype_name(t),
+             (long long)n, (long long)k, pad ? " (padded stride)" : "", x_misaligned ? " (x unaligned)" : "", worst);
+    CHECK(name, ok && worst <= 1e-7);
+
+    if (do_gemm) {
+        static const int64_t ms[] = {1, 5, 17, 40};
+        void *w_slot = dbuf((size_t)(n * k) * 2), *x_slot = dbuf((size_t)(max_m * k) * 2);
+        for (int si = 0; si < 2; si++) {
+            const lrun_dtype slot = si == 0 ? LRUN_DTYPE_F16 : LRUN_DTYPE_BF16;
+            worst = 0.0;
+            ok = 1;
+            for (int mi = 0; mi < 4; mi++) {
+                const int64_t m = ms[mi];
+                ok &= ran(lrun_k_gemm(lrun_cuda_cublas(dev), t, dw, stride, n, k, dx, m, dy, slot, w_slot, x_slot,
+                                      stream));
+                down(got, dy, (size_t)(m * n) * 4);
+                const double e = nmse(ref, got, m * n);
+                worst = e > worst ? e : worst;
+            }
+            snprintf(name, sizeof name, "gemm %s n %lld k %lld%s, %s slot, m 1/5/17/40: nmse %.2e <= 5e-4",
+                     lrun_dtype_name(t), (long long)n, (long long)k, pad ? " (padded stride)" : "",
+                     lrun_dtype_name(slot), worst);
+            CHECK(name, ok && worst <= 5e-4);
+        }
+    }
+    free(w), free(wf), free(x), free(ref), free(got);
+}
+
+static void test_matmul(void)
+{
+    static const int64_t ns[] = {1, 7, 33, 4097};
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++)
+        for (int ni = 0; ni < 4; ni++) test_matmul_case(weight_types[ti], ns[ni], 768, 0, 0, ni != 1);
+    /* strides, alignment and widths off the fast path */
+    test_matmul_case(LRUN_DTYPE_BF16, 33, 768, 16, 0, 1);  /* aligned padding: 16-byte loads, lda > k */
+    test_matmul_case(LRUN_DTYPE_F16, 33, 768, 2, 0, 1);    /* unaligned stride: the plain kernel */
+    test_matmul_case(LRUN_DTYPE_BF16, 33, 770, 0, 0, 1);   /* k % 8 != 0 */
+    test_matmul_case(LRUN_DTYPE_F32, 7, 35, 0, 0, 1);
+    test_matmul_case(LRUN_DTYPE_Q4_0, 33, 768, 0, 1, 0);   /* x not 16-byte aligned */
+    test_matmul_case(LRUN_DTYPE_BF16, 33, 768, 0, 1, 0);
+    test_matmul_case(LRUN_DTYPE_Q6_K, 7, 768, 210, 0, 1);  /* padded K-quant rows */
+    test_matmul_case(LRUN_DTYPE_Q4_K, 5, 4096, 0, 0, 1);   /* a 7B-wide row */
+}
+
+// ---------------------------------------------------------------- norms and element-wise ops
+
+static void test_rms_norm(void)
+{
+    static const int64_t rows[] = {1, 5, 17}, ns[] = {7, 576, 4097};
+    for (int ri = 0; ri < 3; ri++)
+        for (int ni = 0; ni < 3; ni++) {
+            dreset();
+            const int64_t r = rows[ri], n = ns[ni];
+            float *x = frandv(r * n, -2.0f, 2.0f), *w = frandv(n, 0.5f, 1.5f);
+            float *ref = malloc((size_t)(r * n) * 4), *got = malloc((size_t)(r * n) * 4);
+            for (int64_t i = 0; i < r; i++) lrun_cpu_rms_norm(ref + i * n, x + i * n, w, n, 1e-5f);
+            float *dx = dcopy(x, (size_t)(r * n) * 4), *dw = dcopy(w, (size_t)n * 4), *dy = dbuf((size_t)(r * n) * 4);
+            int ok = ran(lrun_k_rms_norm(dx, dw, dy, r, n, 1e-5f, stream));
+            down(got, dy, (size_t)(r * n) * 4);
+            double e = nmse(ref, got, r * n);
+            ok &= ran(lrun_k_rms_norm(dx, dw, dx, r, n, 1e-5f, stream)); /* in place */
+            down(got, dx, (size_t)(r * n) * 4);
+            const double e2 = nmse(ref, got, r * n);
+            e = e2 > e ? e2 : e;
+            char name[128];
+            snprintf(name, sizeof name, "rms_norm %lldx%lld (and in place): nmse %.2e <= 1e-7", (long long)r,
+                     (long long)n, e);
+            CHECK(name, ok && e <= 1e-7);
+            free(x), free(w), free(ref), free(got);
+        }
+}
+
+static void test_rope(void)
+{
+    static const int64_t toks[] = {1, 5, 17};
+    const int64_t n_head = 3, head_dim = 64;
+    for (int style = 0; style < 2; style++)
+        for (int ti = 0; ti < 3; ti++)
+            for (int variant = 0; variant < 3; variant++) {
+                dreset();
+                const int64_t n_tok = toks[ti], n = n_tok * n_head * head_dim;
+                const int64_t n_rot = variant == 1 ? 32 : 64;
+                const float freq_scale = variant == 2 ? 0.25f : 1.0f;
+                float *ff = variant == 2 ? frandv(n_rot / 2, 1.0f, 4.0f) : NULL;
+                float *x = frandv(n, -1.0f, 1.0f), *ref = malloc((size_t)n * 4), *got = malloc((size_t)n * 4);
+                int32_t pos[17];
+                for (int64_t i = 0; i < n_tok; i++) pos[i] = (int32_t)frand(0.0f, 5000.0f);
+                memcpy(ref, x, (size_t)n * 4);
+                lrun_rope rope = {n_rot, (lrun_rope_style)style, 10000.0, freq_scale, ff};
+                float cs[64];
+                for (int64_t i = 0; i < n_tok; i++) {
+                    lrun_cpu_rope_cos_sin(&rope, pos[i], cs);
+                    lrun_cpu_rope_apply(&rope, cs, ref + i * n_head * head_dim, n_head, head_dim);
+                }
+                float *dx = dcopy(x, (size_t)n * 4);
+                int32_t *dpos = dcopy(pos, sizeof pos);
+                float *dff = ff ? dcopy(ff, (size_t)(n_rot / 2) * 4) : NULL;
+                int ok = ran(lrun_k_rope(dx, dpos, n_tok, n_head, head_dim, n_rot, 10000.0f, freq_scale, dff, style,
+                                         stream));
+                down(got, dx, (size_t)n * 4);
+                const double e = nmse(ref, got, n);
+                char name[160];
+                snprintf(name, sizeof name, "rope %s %lld tokens, n_rot %lld, freq_scale %g%s: nmse %.2e <= 1e-7",
+                         style ? "half" : "adjacent", (long long)n_tok, (long long)n_rot, (double)freq_scale,
+                         ff ? ", freq_factors" : "", e);
+                CHECK(name, ok && e <= 1e-7);
+                free(ff), free(x), free(ref), free(got);
+            }
+}
+
+static void test_elementwise(void)
+{
+    static const int64_t ns[] = {1, 7, 4097, 100003};
+    for (int ni = 0; ni < 4; ni++) {
+        dreset();
+        const int64_t n = ns[ni];
+        float *g = frandv(n, -8.0f, 8.0f), *u = frandv(n, -2.0f, 2.0f);
+        float *ref = malloc((size_t)n * 4), *got = malloc((size_t)n * 4);
+        float *dg = dcopy(g, (size_t)n * 4), *du = dcopy(u, (size_t)n * 4), *dout = dbuf((size_t)n * 4);
+        memcpy(ref, g, (size_t)n * 4);
+        lrun_cpu_swiglu(ref, u, n);
+        int ok = ran(lrun_k_swiglu(dg, du, dout, n, stream));
+        down(got, dout, (size_t)n * 4);
+        double e = nmse(ref, got, n);
+        char name[128];
+        snprintf(name, sizeof name, "swiglu n %lld: nmse %.2e <= 1e-7", (long long)n, e);
+        CHECK(name, ok && e <= 1e-7);
+
+        memcpy(ref, g, (size_t)n * 4);
+        lrun_cpu_add(ref, u, n);
+        ok = ran(lrun_k_add(dg, du, n, stream));
+        down(got, dg, (size_t)n * 4);
+        snprintf(name, sizeof name, "add n %lld: exact", (long long)n);
+        CHECK(name, ok && memcmp(ref, got, (size_t)n * 4) == 0);
+        free(g), free(u), free(ref), free(got);
+    }
+    dreset();
+    const int64_t rows = 5, n = 7;
+    float *y = frandv(rows * n, -1.0f, 1.0f), *b = frandv(n, -1.0f, 1.0f), got[35], ref[35];
+    for (int64_t i = 0; i < rows * n; i++) ref[i] = y[i] + b[i % n];
+    float *dy = dcopy(y, sizeof ref), *db = dcopy(b, (size_t)n * 4);
+    int ok = ran(lrun_k_add_bias(dy, db, rows, n, stream));
+    down(got, dy, sizeof got);
+    CHECK("add_bias 5x7: exact", ok && memcmp(ref, got, sizeof got) == 0);
+    free(y), free(b);
+}
+
+// ---------------------------------------------------------------- KV cache and attention
+
+static void test_kv_store(void)
+{
+    const int64_t n_tok = 5, kv_dim = 96, cap = 64;
+    const int64_t at[5] = {3, 60, 0, 17, 42};
+    for (int f16 = 0; f16 < 2; f16++) {
+        dreset();
+        const size_t es = f16 ? 2 : 4, bytes = (size_t)(cap * kv_dim) * es;
+        float *k = frandv(n_tok * kv_dim, -3.0f, 3.0f), *v = frandv(n_tok * kv_dim, -3.0f, 3.0f);
+        uint8_t *want_k = calloc(1, bytes), *want_v = calloc(1, bytes), *got_k = malloc(bytes), *got_v = malloc(bytes);
+        int64_t off[5];
+        for (int64_t i = 0; i < n_tok; i++) {
+            off[i] = at[i] * kv_dim;
+            for (int64_t j = 0; j < kv_dim; j++) {
+                const float a = k[i * kv_dim + j], b = v[i * kv_dim + j];
+                if (f16) {
+                    ((uint16_t *)want_k)[off[i] + j] = lrun_f32_to_f16(a);
+                    ((uint16_t *)want_v)[off[i] + j] = lrun_f32_to_f16(b);
+                } else {
+                    ((float *)want_k)[off[i] + j] = a;
+                    ((float *)want_v)[off[i] + j] = b;
+                }
+            }
+        }
+        memset(got_k, 0, bytes); /* the caches start zeroed: rows not written must stay so */
+        void *dk = dcopy(got_k, bytes), *dv = dcopy(got_k, bytes);
+        int64_t *doff = dcopy(off, sizeof off);
+        float *dkk = dcopy(k, (size_t)(n_tok * kv_dim) * 4), *dvv = dcopy(v, (size_t)(n_tok * kv_dim) * 4);
+        int ok = ran(lrun_k_kv_store(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dk, dv, doff, dkk, dvv, n_tok, kv_dim,
+                                     stream));
+        down(got_k, dk, bytes), down(got_v, dv, bytes);
+        CHECK(f16 ? "kv_store f16, 5 scattered rows: exact" : "kv_store f32, 5 scattered rows: exact",
+              ok && !memcmp(got_k, want_k, bytes) && !memcmp(got_v, want_v, bytes));
+        free(k), free(v), free(want_k), free(want_v), free(got_k), free(got_v);
+    }
+}
+
+/* One attention case: n_tok tokens; token i reads n_kv[i] positions of
+ * sequence seq[i] (each sequence has its own region of cap positions). */
+static void attention_case(const char *what, int f16, int64_t n_tok, const int32_t *n_kv, const int *seq, int n_seq,
+                           int64_t cap, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv)
+{
+    dreset();
+    const int64_t row = n_head_kv * head_dim, cache_n = n_seq * cap * row, qn = n_tok * n_head * head_dim;
+    const size_t es = f16 ? 2 : 4;
+    float *kf = frandv(cache_n, -1.0f, 1.0f), *vf = frandv(cache_n, -1.0f, 1.0f), *q = frandv(qn, -3.0f, 3.0f);
+    uint16_t *kh = malloc((size_t)cache_n * 2), *vh = malloc((size_t)cache_n * 2);
+    for (int64_t i = 0; i < cache_n; i++) {
+        kh[i] = lrun_f32_to_f16(kf[i]), vh[i] = lrun_f32_to_f16(vf[i]);
+        if (f16) kf[i] = lrun_f16_to_f32(kh[i]), vf[i] = lrun_f16_to_f32(vh[i]);
+    }
+    float *ref = malloc((size_t)qn * 4), *got = malloc((size_t)qn * 4);
+    double *scores = malloc((size_t)cap * sizeof *scores);
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    int64_t base[64];
+    for (int64_t i = 0; i < n_tok; i++) {
+        base[i] = seq[i] * cap * row;
+        for (int64_t h = 0; h < n_head; h++) {
+            /* softmax(scale * K q) · V in double over the cache's own values
+             * (f16-rounded for an f16 cache): the CPU twin's attention now
+             * reads a transposed V (runtime/cpu_ops.h), a layout kernels.h
+             * does not share, so the reference is written out here */
+            const int64_t hk = h / (n_head / n_head_kv), o = (i * n_head + h) * head_dim;
+            double mx = -1e300, sum = 0.0;
+            for (int64_t t = 0; t < n_kv[i]; t++) {
+                double s = 0.0;
+                for (int64_t d = 0; d < head_dim; d++) s += (double)q[o + d] * kf[base[i] + t * row + hk * head_dim + d];
+                scores[t] = s * scale;
+                mx = scores[t] > mx ? scores[t] : mx;
+            }
+            for (int64_t t = 0; t < n_kv[i]; t++) sum += exp(scores[t] - mx);
+            for (int64_t d = 0; d < head_dim; d++) {
+                double a = 0.0;
+                for (int64_t t = 0; t < n_kv[i]; t++)
+                    a += exp(scores[t] - mx) / sum * vf[base[i] + t * row + hk * head_dim + d];
+                ref[o + d] = (float)a;
+            }
+        }
+    }
+    void *dk = dbuf((size_t)cache_n * es), *dv = dbuf((size_t)cache_n * es);
+    up(dk, f16 ? (void *)kh : (void *)kf, (size_t)cache_n * es);
+    up(dv, f16 ? (void *)vh : (void *)vf, (size_t)cache_n * es);
+    float *dq = dcopy(q, (size_t)qn * 4), *dout = dbuf((size_t)qn * 4);
+    int64_t *dbase = dcopy(base, (size_t)n_tok * 8);
+    int32_t *dnkv = dcopy(n_kv, (size_t)n_tok * 4);
+    const size_t wb = lrun_k_attention_work_bytes(n_tok, n_head, head_dim, max_kv);
+    void *work = wb ? dbuf(wb) : NULL;
+    int ok = ran(lrun_k_attention(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase, dnkv, n_tok, n_head,
+                                  n_head_kv, head_dim, max_kv, scale, dout, work, stream));
+    down(got, dout, (size_t)qn * 4);
+    const double e = nmse(ref, got, qn);
+    char name[200];
+    snprintf(name, sizeof name, "attention %s %s: heads %lld/%lld, head_dim %lld, max_kv %lld, work %zu B: nmse %.2e <= 1e-7",
+             f16 ? "f16" : "f32", what, (long long)n_head, (long long)n_head_kv, (long long)head_dim,
+             (long long)max_kv, wb, e);
+    CHECK(name, ok && e <= 1e-7);
+    free(kf), free(vf), free(q), free(kh), free(vh), free(ref), free(got), free(scores);
+}
+
+static void test_attention(void)
+{
+    static const int32_t lens[] = {1, 31, 300, 4100};
+    int seq[40];
+    int32_t nkv[40];
+    for (int f16 = 1; f16 >= 0; f16--) {
+        for (int li = 0; li < 4; li++) {
+            char what[64];
+            snprintf(what, sizeof what, "decode n_kv %d", lens[li]);
+            seq[0] = 0;
+            attention_case(what, f16, 1, &lens[li], seq, 1, lens[li], 8, 2, 64, lens[li]);
+        }
+        seq[0] = 0;
+        nkv[0] = 31;
+        attention_case("decode n_kv 31 in a 4100 cache", f16, 1, nkv, seq, 1, 4100, 8, 2, 64, 4100);
+        /* a batch of 5 sequences of different lengths */
+        const int32_t b5[5] = {1, 31, 300, 4100, 17};
+        for (int i = 0; i < 5; i++) seq[i] = i;
+        attention_case("batch decode of 5 sequences", f16, 5, b5, seq, 5, 4100, 8, 2, 64, 4100);
+        /* causal prefill of 17 tokens after 13 cached: token i sees 13 + i + 1 */
+        for (int i = 0; i < 17; i++) seq[i] = 0, nkv[i] = 13 + i + 1;
+        attention_case("prefill 17 after 13", f16, 17, nkv, seq, 1, 30, 8, 2, 64, 30);
+        for (int i = 0; i < 17; i++) nkv[i] = 4083 + i + 1;
+        attention_case("prefill 17 after 4083 (split)", f16, 17, nkv, seq, 1, 4100, 8, 2, 64, 4100);
+        for (int i = 0; i < 40; i++) seq[i] = 0, nkv[i] = 290 + i + 1;
+        attention_case("prefill 40 after 290 (one block per head)", f16, 40, nkv, seq, 1, 330, 8, 2, 64, 330);
+        nkv[0] = 300;
+        attention_case("decode head_dim 128", f16, 1, nkv, seq, 1, 300, 4, 4, 128, 300);
+        attention_case("decode head_dim 256", f16, 1, nkv, seq, 1, 300, 4, 1, 256, 300);
+        attention_case("decode head_dim 80", f16, 1, nkv, seq, 1, 300, 6, 3, 80, 300);
+    }
+}
+
+// ---------------------------------------------------------------- sampling helpers
+
+static void test_argmax(void)
+{
+    static const int64_t ns[] = {1, 7, 4097, 152064};
+    for (int ni = 0; ni < 4; ni++) {
+        dreset();
+        const int64_t n = ns[ni], rows = 4;
+        float *l = frandv(rows * n, -10.0f, 10.0f);
+        if (n > 3) {
+            l[1 * n + n / 3] = 20.0f, l[1 * n + n - 1] = 20.0f; /* a tie: the first wins */
+            l[0 * n + 2] = NAN;                                 /* NaN is never the largest */
+        }
+        for (int64_t i = 0; i < n; i++) l[2 * n + i] = -INFINITY;
+        int32_t want[4], got[4];
+        for (int64_t r = 0; r < rows; r++) want[r] = lrun_logits_argmax(l + r * n, n);
+        float *dl = dcopy(l, (size_t)(rows * n) * 4);
+        int32_t *dout = dbuf(sizeof got);
+        int ok = ran(lrun_k_argmax(dl, rows, n, dout, stream));
+        down(got, dout, sizeof got);
+        char name[128];
+        snprintf(name, sizeof name, "argmax 4 rows of %lld (ties, NaN, all -inf): %d %d %d %d", (long long)n, got[0],
+                 got[1], got[2], got[3]);
+        CHECK(name, ok && !memcmp(want, got, sizeof got));
+        free(l);
+    }
+}
+
+static const float *sort_row;
+static int by_value_then_id(const void *a, const void *b)
+{
+    const int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (sort_row[i] != sort_row[j]) return sort_row[i] > sort_row[j] ? -1 : 1;
+    return i < j ? -1 : (i > j);
+}
+
+static void test_topk(void)
+{
+    static const int64_t ns[] = {7, 300, 49152}, ks[] = {1, 5, 40, 256};
+    for (int ni = 0; ni < 3; ni++)
+        for (int ki = 0; ki < 4; ki++) {
+            const int64_t n = ns[ni], k = ks[ki], rows = 2;
+            if (k > n) continue;
+            dreset();
+            float *l = frandv(rows * n, -4.0f, 4.0f);
+            for (int64_t i = 0; i < n; i++) l[n + i] = roundf(l[n + i] * 8.0f) / 8.0f + 0.0f; /* many ties */
+            int32_t *idx = malloc((size_t)n * 4), *got_ids = malloc((size_t)(rows * k) * 4);
+            float *got_v = malloc((size_t)(rows * k) * 4);
+            float *dl = dcopy(l, (size_t)(rows * n) * 4), *dv = dbuf((size_t)(rows * k) * 4);
+            int32_t *di = dbuf((size_t)(rows * k) * 4);
+            int ok = ran(lrun_k_topk(dl, rows, n, k, dv, di, stream));
+            down(got_v, dv, (size_t)(rows * k) * 4), down(got_ids, di, (size_t)(rows * k) * 4);
+            long bad = 0;
+            for (int64_t r = 0; r < rows; r++) {
+                for (int64_t i = 0; i < n; i++) idx[i] = (int32_t)i;
+                sort_row = l + r * n;
+                qsort(idx, (size_t)n, 4, by_value_then_id);
+                for (int64_t j = 0; j < k; j++)
+                    bad += got_ids[r * k + j] != idx[j] || got_v[r * k + j] != sort_row[idx[j]];
+            }
+            char name[128];
+            snprintf(name, sizeof name, "topk k %lld of %lld (a row with many ties): exact (%ld differ)", (long long)k,
+                     (long long)n, bad);
+            CHECK(name, ok && bad == 0);
+            free(l), free(idx), free(got_ids), free(got_v);
+        }
+}
+
+// ---------------------------------------------------------------- bandwidth
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* GB/s of the m = 1 GEMV on decode-sized matrices, against the H100's
+ * 3.35 TB/s HBM3: the weights are streamed once per call, x is cached. */
+static void bench(void)
+{
+    static const lrun_dtype types[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_F16, LRUN_DTYPE_Q8_0,
+                                       LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+    static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}; /* n, k */
+    for (int ti = 0; ti < 6; ti++)
+        for (int si = 0; si < 3; si++) {
+            dreset();
+            const lrun_dtype t = types[ti];
+            const int64_t n = shapes[si][0], k = shapes[si][1];
+            const size_t stride = row_bytes(t, k), bytes = (size_t)n * stride;
+            uint8_t *w = malloc(bytes);
+            lrun_random_fill(t, w, 0, n * k, 1.0f, 5);
+            void *dw = dcopy(w, bytes);
+            float *x = frandv(k, -1.0f, 1.0f), *dx = dcopy(x, (size_t)k * 4), *dy = dbuf((size_t)n * 4);
+            for (int i = 0; i < 3; i++) lrun_k_gemv(t, dw, stride, n, k, dx, 1, dy, stream);
+            lrun_cuda_stream_sync(dev, stream);
+            const int iters = 200;
+            const double t0 = now_s();
+            for (int i = 0; i < iters; i++) lrun_k_gemv(t, dw, stride, n, k, dx, 1, dy, stream);
+            const int ok = lrun_cuda_stream_sync(dev, stream) == LRUN_OK;
+            const double dt = (now_s() - t0) / iters, gbs = (double)bytes / dt / 1e9;
+            printf("# bench gemv %-5s n %5lld k %5lld m 1: %8.1f us  %7.1f GB/s  %5.1f%% of 3350 GB/s%s\n",
+                   lrun_dtype_name(t), (long long)n, (long long)k, dt * 1e6, gbs, gbs / 33.5, ok ? "" : "  FAILED");
+            free(w), free(x);
+        }
+}
+
+// ---------------------------------------------------------------- main
+
+int main(int argc, char **argv)
+{
+    const int bench_mode = argc > 1 && !strcmp(argv[1], "--bench");
+    if (!bench_mode) test_arguments();
+    if (lrun_cuda_device_count() == 0) {
+        printf("ok %d - # SKIP no GPU\n", ++check_count);
+        return CHECK_DONE();
+    }
+    if (lrun_device_open(&dev, "cuda:0", 0) != LRUN_OK) {
+        printf("Bail out! %s\n", lrun_last_error());
+        return 1;
+    }
+    stream = lrun_cuda_compute_stream(dev);
+    arena_cap = (size_t)1 << 30;
+    if (lrun_device_alloc(dev, arena_cap, "test arena", (void **)&arena) != LRUN_OK) {
+        printf("Bail out! %s\n", lrun_last_error());
+        return 1;
+    }
+    if (bench_mode) {
+        bench();
+    } else {
+        test_dequantize();
+        test_embed();
+        test_matmul();
+        test_rms_norm();
+        test_rope();
+        test_elementwise();
+        test_kv_store();
+        test_attention();
+        test_argmax();
+        test_topk();
+    }
+    lrun_device_release(dev, arena, arena_cap);
+    lrun_device_free(dev);
+    return bench_mode ? 0 : CHECK_DONE();
+}
+#endif
