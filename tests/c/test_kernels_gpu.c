@@ -575,12 +575,11 @@ static void attention_case(const char *what, int f16, int64_t n_tok, const int32
                 scores[t] = s * scale;
                 mx = scores[t] > mx ? scores[t] : mx;
             }
-            for (int64_t t = 0; t < n_kv[i]; t++) sum += exp(scores[t] - mx);
+            for (int64_t t = 0; t < n_kv[i]; t++) sum += (scores[t] = exp(scores[t] - mx));
             for (int64_t d = 0; d < head_dim; d++) {
                 double a = 0.0;
-                for (int64_t t = 0; t < n_kv[i]; t++)
-                    a += exp(scores[t] - mx) / sum * vf[base[i] + t * row + hk * head_dim + d];
-                ref[o + d] = (float)a;
+                for (int64_t t = 0; t < n_kv[i]; t++) a += scores[t] * vf[base[i] + t * row + hk * head_dim + d];
+                ref[o + d] = (float)(a / sum);
             }
         }
     }
