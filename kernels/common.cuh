@@ -73,7 +73,8 @@ static __device__ __forceinline__ uint32_t lrun_k_ld32(const uint8_t *p) { retur
 static __device__ __forceinline__ uint4 lrun_k_ld128_stream(const uint8_t *p)
 {
     uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+    /* not volatile: a pure load of read-only memory, free to be scheduled early */
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p));
     return v;
