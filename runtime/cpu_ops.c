@@ -323,6 +323,54 @@ static inline __m128 finish4(__m128 ta, __m128 tb, __m128 tc, __m128 td)
 
 #endif
 
+#ifdef LRUN_OPS_AVX2
+/* out[r] = tinyBLAS's chain of x_r · y over n (a multiple of 8) for the four
+ * rows x_r = x + r·row bytes: one 8-lane FMA chain each, then hsum8 of each,
+ * (t0 + t2) + (t1 + t3) with t = hi + lo, down the transposed columns. */
+static inline __m128 chain8_rows4(const char *x, size_t row, const float *y, int64_t n, int f16)
+{
+    const char *x0 = x, *x1 = x0 + row, *x2 = x1 + row, *x3 = x2 + row;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256 yv = _mm256_loadu_ps(y + i);
+        a0 = _mm256_fmadd_ps(load8(x0, i, f16), yv, a0);
+        a1 = _mm256_fmadd_ps(load8(x1, i, f16), yv, a1);
+        a2 = _mm256_fmadd_ps(load8(x2, i, f16), yv, a2);
+        a3 = _mm256_fmadd_ps(load8(x3, i, f16), yv, a3);
+    }
+    __m128 t0 = _mm_add_ps(_mm256_extractf128_ps(a0, 1), _mm256_castps256_ps128(a0));
+    __m128 t1 = _mm_add_ps(_mm256_extractf128_ps(a1, 1), _mm256_castps256_ps128(a1));
+    __m128 t2 = _mm_add_ps(_mm256_extractf128_ps(a2, 1), _mm256_castps256_ps128(a2));
+    __m128 t3 = _mm_add_ps(_mm256_extractf128_ps(a3, 1), _mm256_castps256_ps128(a3));
+    _MM_TRANSPOSE4_PS(t0, t1, t2, t3);
+    return _mm_add_ps(_mm_add_ps(t0, t2), _mm_add_ps(t1, t3));
+}
+#endif
+
+/* tinyBLAS's chain of x · y over n (a multiple of 8) without SIMD. */
+static float chain8_ref(const void *x, const float *y, int64_t n, int f16)
+{
+    float a[8] = {0};
+    for (int64_t i = 0; i < n; i += 8)
+        for (int l = 0; l < 8; l++) a[l] = fmaf(load1(x, i + l, f16), y[i + l], a[l]);
+    return hsum8_ref(a);
+}
+
+/* scores[j] = scale · tinyBLAS's chain of k_j · q (head_dim a multiple of 8). */
+static void attention_scores_chain8(float *scores, const float *q, const void *k, int64_t k_stride, int64_t n_pos,
+                                    int64_t head_dim, float scale, int f16)
+{
+    const size_t eb = f16 ? 2 : 4, row = (size_t)k_stride * eb;
+    int64_t j = 0;
+#ifdef LRUN_OPS_AVX2
+    for (; j + 4 <= n_pos; j += 4)
+        _mm_storeu_ps(scores + j,
+                      _mm_mul_ps(chain8_rows4((const char *)k + (size_t)j * row, row, q, head_dim, f16),
+                                 _mm_set1_ps(scale)));
+#endif
+    for (; j < n_pos; j++) scores[j] = chain8_ref((const char *)k + (size_t)j * row, q, head_dim, f16) * scale;
+}
+
 /* scores[j] = scale · ggml_vec_dot_f32(head_dim, k_j, q) for j < n_pos. */
 static void attention_scores(float *scores, const float *q, const void *k, int64_t k_stride, int64_t n_pos,
                              int64_t head_dim, float scale, int f16)
@@ -363,22 +411,7 @@ static void attention_values(float *out, const float *p, const void *v, int64_t 
     for (; d + 4 <= head_dim; d += 4) {
         const char *x0 = (const char *)v + (size_t)d * row, *x1 = x0 + row, *x2 = x1 + row, *x3 = x2 + row;
         if (chain8) {
-            /* tinyBLAS: one 8-lane chain per dim, four dims in flight; then hsum8 of each */
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t i = 0; i < n_pad; i += 8) {
-                const __m256 pv = _mm256_loadu_ps(p + i);
-                a0 = _mm256_fmadd_ps(load8(x0, i, f16), pv, a0);
-                a1 = _mm256_fmadd_ps(load8(x1, i, f16), pv, a1);
-                a2 = _mm256_fmadd_ps(load8(x2, i, f16), pv, a2);
-                a3 = _mm256_fmadd_ps(load8(x3, i, f16), pv, a3);
-            }
-            /* t = hi + lo per dim, then (t0 + t2) + (t1 + t3) down the transposed columns */
-            __m128 t0 = _mm_add_ps(_mm256_extractf128_ps(a0, 1), _mm256_castps256_ps128(a0));
-            __m128 t1 = _mm_add_ps(_mm256_extractf128_ps(a1, 1), _mm256_castps256_ps128(a1));
-            __m128 t2 = _mm_add_ps(_mm256_extractf128_ps(a2, 1), _mm256_castps256_ps128(a2));
-            __m128 t3 = _mm_add_ps(_mm256_extractf128_ps(a3, 1), _mm256_castps256_ps128(a3));
-            _MM_TRANSPOSE4_PS(t0, t1, t2, t3);
-            _mm_storeu_ps(out + d, _mm_add_ps(_mm_add_ps(t0, t2), _mm_add_ps(t1, t3)));
+            _mm_storeu_ps(out + d, chain8_rows4(x0, row, p, n_pad, f16));
         } else {
             _mm_storeu_ps(out + d, finish4(dot4x8_partial(x0, p, n_pad, f16), dot4x8_partial(x1, p, n_pad, f16),
                                            dot4x8_partial(x2, p, n_pad, f16), dot4x8_partial(x3, p, n_pad, f16)));
@@ -388,14 +421,23 @@ static void attention_values(float *out, const float *p, const void *v, int64_t 
     for (; d < head_dim; d++) {
         const char *x = (const char *)v + (size_t)d * row;
         if (chain8) {
-            float a[8] = {0};
-            for (int64_t i = 0; i < n_pad; i += 8)
-                for (int l = 0; l < 8; l++) a[l] = fmaf(load1(x, i + l, f16), p[i + l], a[l]);
-            out[d] = hsum8_ref(a);
+            out[d] = chain8_ref(x, p, n_pad, f16);
         } else {
             out[d] = dot4x8_ref(x, p, n_pad, f16); /* n_pad is a multiple of 32: no double tail */
         }
     }
+}
+
+/* dst (n) = src (n) rounded to f16 and back: what llama.cpp's f16 cache does
+ * to the other operand of its dots (q, and the softmax output p). */
+static void round_f16(float *dst, const float *src, int64_t n)
+{
+    int64_t i = 0;
+#ifdef LRUN_OPS_AVX2
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT)));
+#endif
+    for (; i < n; i++) dst[i] = lrun_f16_to_f32(lrun_f32_to_f16(src[i]));
 }
 
 void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t k_stride, const void *v,
@@ -404,12 +446,21 @@ void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t 
 {
     const int f16 = kv_dtype == LRUN_DTYPE_F16;
     const int64_t n_pad = (n_pos + PAD - 1) / PAD * PAD;
-    attention_scores(scores, q, k, k_stride, n_pos, head_dim, scale, f16);
+    if (f16) { /* llama.cpp converts q to the cache's f16 before its dots */
+        float *q16 = scores + n_pad;
+        round_f16(q16, q, head_dim);
+        q = q16;
+    }
+    /* with an f16 cache, a step of >= 2 tokens takes tinyBLAS for K q too
+     * (the converted q is contiguous, which llamafile needs); f32 never does */
+    if (f16 && chain8 && head_dim % 8 == 0) attention_scores_chain8(scores, q, k, k_stride, n_pos, head_dim, scale, f16);
+    else attention_scores(scores, q, k, k_stride, n_pos, head_dim, scale, f16);
     /* the masked positions: -inf scores give e = 0 exactly, as llama.cpp's mask */
     const int64_t n8 = (n_pos + 7) / 8 * 8;
     for (int64_t j = n_pos; j < n8; j++) scores[j] = -INFINITY;
     lrun_cpu_softmax(scores, n8);
     for (int64_t j = n8; j < n_pad; j++) scores[j] = 0.0f;
+    if (f16) round_f16(scores, scores, n_pos); /* p goes to f16 for the dots with V */
     attention_values(out, scores, v, v_stride, n_pad, head_dim, chain8, f16);
 }
 

@@ -75,7 +75,9 @@ void lrun_cpu_rope_apply(const lrun_rope *rope, const float *cs, float *x, int64
  * key t is k + t*k_stride; values are transposed, value dim d of position t
  * is v[d*v_stride + t], read up to position n_pos rounded up to 32: those
  * past n_pos must be finite (the KV cache keeps them zero, as llama.cpp's
- * cleared cells). scores holds n_pos rounded up to 32 floats of scratch. */
+ * cleared cells). With an f16 cache, as llama.cpp, q and p are rounded to f16
+ * for their dots, and when chain8 is 1 the scores take tinyBLAS's chain too.
+ * scores holds n_pos rounded up to 32, plus head_dim, floats of scratch. */
 void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t k_stride, const void *v,
                              int64_t v_stride, lrun_dtype kv_dtype, int64_t n_pos, int64_t head_dim, float scale,
                              int chain8, float *scores);
@@ -93,7 +95,7 @@ typedef struct lrun_attention_batch {
     const int64_t *v_stride;   /* (n_tok) that token's cap: elements between value dims */
     const int64_t *n_pos;      /* (n_tok) positions the token sees (its own included) */
     float *scores;             /* (n_threads, scores_stride) scratch */
-    int64_t scores_stride;     /* >= max n_pos rounded up to 32 */
+    int64_t scores_stride;     /* >= max n_pos rounded up to 32, plus head_dim */
 } lrun_attention_batch;
 
 /* Runs every (token, head) of the batch, spread over the pool's threads.

@@ -44,7 +44,7 @@ struct lrun_engine {
     lrun_threadpool *pool;        /* the model's, or own_pool */
     lrun_threadpool *own_pool;    /* when opts asked for another thread count */
     int64_t n_seq_max, n_ctx_max, n_batch_max;
-    int64_t n_scores;             /* scores per thread: n_ctx_max rounded up to 32 (the attention pads) */
+    int64_t n_scores;             /* scratch per thread: n_ctx_max rounded up to 32 (the attention pads), + head_dim */
     int64_t n_embd, q_dim, kv_dim, n_ff, n_vocab;
     lrun_kv_cache kv;
     lrun_rope rope;
@@ -228,7 +228,7 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
     e->n_ctx_max = opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train;
     e->n_batch_max = opts->n_batch_max ? opts->n_batch_max : DEFAULT_BATCH;
-    e->n_scores = (e->n_ctx_max + 31) / 32 * 32;
+    e->n_scores = (e->n_ctx_max + 31) / 32 * 32 + in->head_dim;
     e->n_embd = in->n_embd;
     e->q_dim = in->n_head * in->head_dim;
     e->kv_dim = in->n_head_kv * in->head_dim;

@@ -130,7 +130,8 @@ static void ref_rope(double *x, int n_head, int pos, double base, int half)
         }
 }
 
-/* The KV cache holds f16 by design, so the reference rounds k and v the same way. */
+/* The default KV cache holds f16, so the reference rounds k and v the same
+ * way, and q and p, which meet them in f16 dots (as in llama.cpp). */
 static double f16_round(double x) { return lrun_f16_to_f32(lrun_f32_to_f16((float)x)); }
 
 /* logits (n, V) of every position of one sequence. */
@@ -149,6 +150,7 @@ static void ref_forward(const ref_model *r, const int32_t *tok, int n, float *lo
             ref_rope(q, H, t, r->base, r->half);
             ref_rope(kc[t][l], HK, t, r->base, r->half);
             for (int i = 0; i < HK * HD; i++) kc[t][l][i] = f16_round(kc[t][l][i]), vc[t][l][i] = f16_round(vc[t][l][i]);
+            for (int i = 0; i < H * HD; i++) q[i] = f16_round(q[i]); /* so is q for its dots with the keys */
             for (int h = 0; h < H; h++) {
                 const int hk = h / (H / HK);
                 double mx = -INFINITY, sum = 0;
@@ -159,9 +161,10 @@ static void ref_forward(const ref_model *r, const int32_t *tok, int n, float *lo
                     mx = fmax(mx, s[p]);
                 }
                 for (int p = 0; p <= t; p++) sum += (s[p] = exp(s[p] - mx));
+                for (int p = 0; p <= t; p++) s[p] = f16_round(s[p] / sum); /* and p for its dots with the values */
                 for (int i = 0; i < HD; i++) {
                     double a = 0;
-                    for (int p = 0; p <= t; p++) a += s[p] / sum * vc[p][l][hk * HD + i];
+                    for (int p = 0; p <= t; p++) a += s[p] * vc[p][l][hk * HD + i];
                     att[h * HD + i] = a;
                 }
             }
