@@ -24,6 +24,7 @@
 #include "cpu_matmul.h"
 #include "cpu_ops.h"
 #include "device.h"
+#include "engine_cuda.h"
 #include "error.h"
 #include "kv_cache.h"
 #include "model.h"
@@ -39,6 +40,7 @@ struct engine_layer {
 };
 
 struct lrun_engine {
+    lrun_cuda_engine *cuda;       /* set when the model is on cuda: every entry forwards to engine_cuda.c */
     lrun_model *model;
     lrun_device *device;
     lrun_threadpool *pool;        /* the model's, or own_pool */
@@ -204,9 +206,14 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
     if (!opts) opts = &defaults;
     const lrun_model_info *in = &model->info;
-    if (lrun_device_kind_of(model->device) != LRUN_DEVICE_KIND_CPU)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "engine: the forward pass on %s is not implemented (use device \"cpu\")",
-                         lrun_device_name(model->device));
+    if (lrun_device_kind_of(model->device) == LRUN_DEVICE_KIND_CUDA) {
+        lrun_engine *e = calloc(1, sizeof *e);
+        if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
+        lrun_status st = lrun_cuda_engine_init(&e->cuda, model, opts);
+        if (st != LRUN_OK) free(e);
+        else *out = e;
+        return st;
+    }
     if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0 || opts->n_threads < 0)
         return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_ctx_max %lld, n_batch_max %lld and n_threads %d "
                          "must not be negative", (long long)opts->n_seq_max, (long long)opts->n_ctx_max,
@@ -280,6 +287,7 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
 void lrun_engine_free(lrun_engine *engine)
 {
     if (!engine) return;
+    lrun_cuda_engine_free(engine->cuda);
     lrun_kv_cache_free(&engine->kv);
     if (engine->scratch) lrun_device_release(engine->device, engine->scratch, engine->scratch_bytes);
     if (engine->own_pool) lrun_threadpool_free(engine->own_pool);
@@ -298,23 +306,35 @@ void lrun_engine_free(lrun_engine *engine)
 
 // ---------------------------------------------------------------- sequences
 
-int64_t lrun_engine_n_seq_max(const lrun_engine *engine) { return engine->n_seq_max; }
-int64_t lrun_engine_n_ctx_max(const lrun_engine *engine) { return engine->n_ctx_max; }
+int64_t lrun_engine_n_seq_max(const lrun_engine *engine)
+{
+    return engine->cuda ? lrun_cuda_engine_n_seq_max(engine->cuda) : engine->n_seq_max;
+}
+
+int64_t lrun_engine_n_ctx_max(const lrun_engine *engine)
+{
+    return engine->cuda ? lrun_cuda_engine_n_ctx_max(engine->cuda) : engine->n_ctx_max;
+}
 
 int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq)
 {
+    if (engine->cuda) return lrun_cuda_engine_seq_len(engine->cuda, seq);
     return seq >= 0 && seq < engine->n_seq_max ? engine->kv.seqs[seq].len : -1;
 }
 
 lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len)
 {
+    if (engine->cuda) return lrun_cuda_engine_seq_truncate(engine->cuda, seq, len);
     return lrun_kv_cache_truncate(&engine->kv, seq, len);
 }
 
 lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src)
 {
+    if (engine->cuda) return lrun_cuda_engine_seq_copy(engine->cuda, dst, src);
     return lrun_kv_cache_copy(&engine->kv, dst, src);
 }
+
+lrun_cuda_engine *lrun_engine_cuda(lrun_engine *engine) { return engine ? engine->cuda : NULL; }
 
 // ---------------------------------------------------------------- row passes
 
@@ -461,6 +481,8 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
                              float *logits, int64_t logits_rows_cap, int64_t *n_out)
 {
     lrun_engine *e = engine;
+    if (e && e->cuda)
+        return lrun_cuda_engine_step(e->cuda, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap, n_out);
     if (n_out) *n_out = 0;
     if (!e || n_tokens < 0 || (n_tokens > 0 && (!tokens || !seq)))
         return lrun_fail(LRUN_E_ARG, "engine step: need an engine, n_tokens >= 0 (%lld) and tokens and seq arrays",

@@ -1,0 +1,842 @@
+/* engine_cuda.c — the forward pass of a llama model on a CUDA device.
+ *
+ * The same math as engine.c, step for step, with every op a kernel of
+ * kernels/ on the device's compute stream:
+ *
+ *   x = embed(tokens)
+ *   per layer: xn = rms_norm(x) * attn_norm
+ *              q, k, v = xn Wqᵀ, xn Wkᵀ, xn Wvᵀ (+ biases)    gemv (m ≤ 8) or cuBLAS gemm
+ *              rope(q, k); k, v stored in the cache at each token's row
+ *              x += attention(q, cache) Woᵀ (+ bo)
+ *              xn = rms_norm(x) * ffn_norm
+ *              x += (silu(xn Wgᵀ) * (xn Wuᵀ)) Wdᵀ
+ *   logits = rms_norm(x[wanted rows]) * output_norm · Wheadᵀ, copied to the host
+ *
+ * Per chunk the host sends one table (token ids, positions, cache offsets,
+ * lengths) in one copy and reads back the logits of the wanted rows; nothing
+ * else crosses the bus. Everything on the device is allocated at init (and
+ * when a DYNAMIC cache grows), never per step. See engine_cuda.h for what
+ * lives where and for the CUDA graph of the decode step. */
+#include "engine_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checked.h"
+#include "device.h"
+#include "error.h"
+#include "model.h"
+
+#ifdef LRUN_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "cuda_backend.h"
+#include "kernels.h"
+
+#define DEFAULT_BATCH 512
+/* lrun_k_gemv takes at most this many activation rows (kernels.h). */
+#define GEMV_MAX_ROWS 8
+/* LM-head rows per pass: bounds the device logits buffer to this many rows. */
+#define LOGIT_ROWS 64
+/* A DYNAMIC cache starts with this many positions per sequence, then doubles. */
+#define KV_MIN_CAP 256
+
+/* Device pointers of one block's f32 vectors (NULL when the file has none). */
+struct cuda_layer {
+    const float *attn_norm, *ffn_norm; /* (n_embd) */
+    const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd) */
+};
+
+/* The table of one chunk: the same layout in pinned host memory and on the
+ * device, so one copy moves it. B = n_batch_max entries per array. */
+struct step_table {
+    int64_t *row_off;  /* (B) element offset of the token's K/V row in a layer's plane */
+    int64_t *kv_base;  /* (B) element offset of its sequence's position 0 in that plane */
+    int32_t *tokens;   /* (B) token ids */
+    int32_t *pos;      /* (B) positions */
+    int32_t *n_kv;     /* (B) positions the token attends to: pos + 1 */
+};
+
+struct lrun_cuda_engine {
+    lrun_model *model;
+    lrun_device *device;
+    void *stream;                 /* cudaStream_t: the device's compute stream */
+    void *cublas;                 /* bound to stream */
+    int64_t n_seq_max, n_ctx_max, n_batch_max;
+    int64_t n_layer, n_embd, q_dim, kv_dim, n_ff, n_vocab;
+    float eps;                    /* rms_norm epsilon */
+    float attn_scale;             /* 1/sqrt(head_dim) */
+    lrun_cache_kind cache_kind;
+    lrun_dtype kv_dtype;          /* F16 or F32 */
+    size_t kv_esize;              /* bytes per cache element */
+
+    /* KV cache: planes (n_layer, 2) of (n_seq_max, kv_cap, kv_dim) elements */
+    void *kv;
+    int64_t kv_cap;               /* positions per sequence allocated */
+    size_t kv_bytes;
+    int64_t *seq_len;             /* (n_seq_max) positions stored */
+
+    /* device scratch: one block, carved below; B = n_batch_max */
+    void *scratch;
+    size_t scratch_bytes;
+    float *x, *xn, *tmp;          /* (B, n_embd) residual, normed input, sublayer output */
+    float *q, *attn;              /* (B, q_dim) */
+    float *k, *v;                 /* (B, kv_dim) */
+    float *gate, *up;             /* (B, n_ff) */
+    float *logits;                /* (LOGIT_ROWS, n_vocab) */
+    float *vectors;               /* norms, biases and RoPE factors in f32, pointed to below */
+    void *attn_work;              /* lrun_k_attention_work_bytes for (B, n_ctx_max) */
+    void *w_slot;                 /* a weight dequantized for cuBLAS, or NULL when no gemm needs one */
+    void *x_slot;                 /* (B, max k) activations converted for cuBLAS, or NULL */
+    void *d_table_base;
+    struct step_table d_table;
+    struct cuda_layer *layers;    /* (n_layer), host array of device pointers */
+    const float *output_norm;     /* (n_embd), device */
+    const float *freq_factors;    /* (n_rot/2), device, or NULL */
+
+    /* pinned host staging */
+    void *h_table_base;
+    struct step_table h_table;
+    size_t table_bytes;
+    float *h_logits;              /* (LOGIT_ROWS, n_vocab) */
+
+    /* host bookkeeping */
+    int64_t *out_rows;            /* (B) chunk rows whose logits are wanted */
+    int64_t *seq_count, *seq_done;/* (n_seq_max) tokens per sequence in this step; placed so far */
+
+    /* CUDA graphs of decode steps, by token count */
+    int graphs_enabled;
+    int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
+    cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
+    lrun_cuda_engine_stats stats;
+};
+
+#define TRY(call)                                   \
+    do {                                            \
+        lrun_status try_st_ = (call);               \
+        if (try_st_ != LRUN_OK) return try_st_;     \
+    } while (0)
+
+static lrun_status cuda_check(cudaError_t err, const char *what, const lrun_device *d)
+{
+    if (err == cudaSuccess) return LRUN_OK;
+    (void)cudaGetLastError();
+    return lrun_fail(err == cudaErrorMemoryAllocation ? LRUN_E_OOM : LRUN_E_DEVICE, "engine on %s: %s: %s (%s)",
+                     d->name, what, cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// ---------------------------------------------------------------- sizes
+
+/* Carves n_bytes (rounded up to 256, the pool's alignment, so vector loads
+ * stay aligned) off the cursor, adding them to *total; with no cursor it only counts. */
+static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
+{
+    size_t aligned;
+    if (!lrun_size_align_up(n_bytes ? n_bytes : 1, 256, &aligned) || !lrun_size_add(*total, aligned, total))
+        return 0;
+    if (*cursor) {
+        *out = *cursor;
+        *cursor += aligned;
+    }
+    return 1;
+}
+
+/* Floats of f32 vectors the engine keeps: norms, biases, RoPE factors. */
+static size_t vector_floats(const lrun_model *m)
+{
+    size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
+    if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        const struct lrun_tensor *b[] = {L->bq, L->bk, L->bv, L->bo};
+        for (int i = 0; i < 4; i++)
+            if (b[i]) n += (size_t)b[i]->ne[0];
+    }
+    return n;
+}
+
+/* The cuBLAS slot dtype for a weight: bf16 stays bf16 (no conversion), the
+ * rest go through f16, whose 10-bit mantissa keeps more of the activations. */
+static lrun_dtype slot_dtype(lrun_dtype w) { return w == LRUN_DTYPE_BF16 ? LRUN_DTYPE_BF16 : LRUN_DTYPE_F16; }
+
+/* Bytes of the gemm weight slot: the largest weight that must be converted. */
+static size_t w_slot_bytes(const lrun_model *m)
+{
+    size_t best = 0;
+    const struct lrun_tensor *head = m->output;
+    for (int64_t l = -1; l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = l >= 0 ? &m->layers[l] : NULL;
+        const struct lrun_tensor *ws[7] = {head};
+        if (L) {
+            const struct lrun_tensor *t[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+            memcpy(ws, t, sizeof t);
+        }
+        for (int i = 0; i < 7 && ws[i]; i++) {
+            if (ws[i]->dtype == slot_dtype(ws[i]->dtype)) continue;
+            size_t b = (size_t)ws[i]->ne[0] * (size_t)ws[i]->ne[1] * 2; /* fits: the tensor's bytes did */
+            if (b > best) best = b;
+        }
+    }
+    return best;
+}
+
+/* Lays out (or, with base NULL, only sizes) the device scratch block. */
+static int layout_scratch(lrun_cuda_engine *e, void *base, size_t *total)
+{
+    const lrun_model *m = e->model;
+    const lrun_model_info *in = &m->info;
+    const size_t B = (size_t)e->n_batch_max, f = sizeof(float);
+    char *c = base;
+    size_t sz, max_k = (size_t)(e->n_ff > e->n_embd ? e->n_ff : e->n_embd);
+    if ((size_t)e->q_dim > max_k) max_k = (size_t)e->q_dim;
+    const size_t work = lrun_k_attention_work_bytes(e->n_batch_max, in->n_head, in->head_dim, e->n_ctx_max);
+    const int gemm = e->n_batch_max > GEMV_MAX_ROWS;
+    *total = 0;
+    int ok = lrun_size_mul(B * f, (size_t)e->n_embd, &sz) && carve(&c, total, sz, (void **)&e->x) &&
+             carve(&c, total, sz, (void **)&e->xn) && carve(&c, total, sz, (void **)&e->tmp) &&
+             lrun_size_mul(B * f, (size_t)e->q_dim, &sz) && carve(&c, total, sz, (void **)&e->q) &&
+             carve(&c, total, sz, (void **)&e->attn) && lrun_size_mul(B * f, (size_t)e->kv_dim, &sz) &&
+             carve(&c, total, sz, (void **)&e->k) && carve(&c, total, sz, (void **)&e->v) &&
+             lrun_size_mul(B * f, (size_t)e->n_ff, &sz) && carve(&c, total, sz, (void **)&e->gate) &&
+             carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(LOGIT_ROWS * f, (size_t)e->n_vocab, &sz) &&
+             carve(&c, total, sz, (void **)&e->logits) && lrun_size_mul(vector_floats(m), f, &sz) &&
+             carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work, &e->attn_work) &&
+             carve(&c, total, e->table_bytes, &e->d_table_base);
+    if (ok && gemm) {
+        const size_t ws = w_slot_bytes(m);
+        if (ws) ok = carve(&c, total, ws, &e->w_slot);
+        ok = ok && lrun_size_mul(B * 2, max_k, &sz) && carve(&c, total, sz, &e->x_slot);
+    }
+    return ok;
+}
+
+/* Points the five arrays of a table at base (B entries each). */
+static void table_at(struct step_table *t, void *base, int64_t B)
+{
+    char *p = base;
+    t->row_off = (int64_t *)p;
+    t->kv_base = (int64_t *)(p + 8 * B);
+    t->tokens = (int32_t *)(p + 16 * B);
+    t->pos = (int32_t *)(p + 20 * B);
+    t->n_kv = (int32_t *)(p + 24 * B);
+}
+
+static int kv_size(const lrun_cuda_engine *e, int64_t cap, size_t *out)
+{
+    size_t n;
+    return lrun_size_mul((size_t)(2 * e->n_layer), (size_t)e->n_seq_max, &n) && lrun_size_mul(n, (size_t)cap, &n) &&
+           lrun_size_mul(n, (size_t)e->kv_dim, &n) && lrun_size_mul(n, e->kv_esize, out);
+}
+
+/* Bytes of one (layer, k|v) plane: (n_seq_max, kv_cap, kv_dim) elements. */
+static size_t plane_bytes(const lrun_cuda_engine *e)
+{
+    return (size_t)e->n_seq_max * (size_t)e->kv_cap * (size_t)e->kv_dim * e->kv_esize;
+}
+
+// ---------------------------------------------------------------- init
+
+/* Moves every tensor of the model to the device. On failure the tensors this
+ * call moved go back to the file mapping (or their old tier). */
+static lrun_status move_weights(lrun_cuda_engine *e)
+{
+    lrun_model *m = e->model;
+    lrun_tier *old = malloc((size_t)m->n_tensors * sizeof *old);
+    if (!old) return lrun_fail_oom((size_t)m->n_tensors * sizeof *old, 0, "engine: tier records");
+    lrun_status st = LRUN_OK;
+    int64_t i = 0;
+    for (; i < m->n_tensors; i++) {
+        struct lrun_tensor *t = &m->tensors[i];
+        old[i] = t->tier;
+        if ((st = lrun_tensor_move(t, e->device, LRUN_TIER_DEVICE)) != LRUN_OK) break;
+    }
+    if (st != LRUN_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lrun_last_error());
+        for (int64_t j = 0; j < i; j++) {
+            struct lrun_tensor *t = &m->tensors[j];
+            if (old[j] == LRUN_TIER_DEVICE && t->device == e->device) continue;
+            (void)lrun_tensor_move(t, NULL, t->file_data ? LRUN_TIER_MMAP : old[j]);
+        }
+        st = lrun_fail(st, "%s", msg); /* the move's message, not a rollback's */
+    }
+    free(old);
+    return st;
+}
+
+/* Converts the vector tensors to f32 on the host and uploads them at once. */
+static lrun_status load_vectors(lrun_cuda_engine *e)
+{
+    const lrun_model *m = e->model;
+    const size_t n = vector_floats(m);
+    float *h = malloc(n * sizeof *h);
+    if (!h) return lrun_fail_oom(n * sizeof *h, 0, "engine: %zu floats of host staging for the norms", n);
+    size_t at = 0;
+    lrun_status st = LRUN_OK;
+#define VEC(tensor, dst)                                                                          \
+    do {                                                                                          \
+        const struct lrun_tensor *t_ = (tensor);                                                  \
+        (dst) = NULL;                                                                             \
+        if (!t_ || st != LRUN_OK) break;                                                          \
+        st = lrun_tensor_read_f32(t_, 0, t_->ne[0], h + at);                                      \
+        (dst) = e->vectors + at;                                                                  \
+        at += (size_t)t_->ne[0];                                                                  \
+    } while (0)
+    VEC(m->output_norm, e->output_norm);
+    VEC(m->rope_freqs, e->freq_factors);
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        struct cuda_layer *E = &e->layers[l];
+        VEC(L->attn_norm, E->attn_norm);
+        VEC(L->ffn_norm, E->ffn_norm);
+        VEC(L->bq, E->bq);
+        VEC(L->bk, E->bk);
+        VEC(L->bv, E->bv);
+        VEC(L->bo, E->bo);
+    }
+#undef VEC
+    if (st == LRUN_OK)
+        st = lrun_copy_bytes(e->device, e->vectors, LRUN_TIER_DEVICE, h, LRUN_TIER_HOST, at * sizeof *h);
+    free(h);
+    return st == LRUN_OK ? st : lrun_fail_context(st, "engine on %s: norms", e->device->name);
+}
+
+static lrun_status kv_alloc(lrun_cuda_engine *e, int64_t cap, void **out, size_t *bytes)
+{
+    if (!kv_size(e, cap, bytes))
+        return lrun_fail_oom(SIZE_MAX, lrun_device_free_bytes(e->device), "engine on %s: a KV cache of %lld "
+                             "positions overflows size_t", e->device->name, (long long)cap);
+    TRY(lrun_device_alloc(e->device, *bytes, "KV cache", out));
+    return LRUN_OK;
+}
+
+/* Fails with the structured OOM error, before anything moves, when the
+ * weights, a static cache and the scratch cannot all fit. */
+static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes)
+{
+    size_t weights = 0, need = 0;
+    for (int64_t i = 0; i < e->model->n_tensors; i++) {
+        const struct lrun_tensor *t = &e->model->tensors[i];
+        if (!(t->tier == LRUN_TIER_DEVICE && t->device == e->device)) weights += t->nbytes;
+    }
+    const size_t free_b = lrun_device_free_bytes(e->device);
+    if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, e->scratch_bytes, &need) && need <= free_b)
+        return LRUN_OK;
+    char a[32], b[32], c[32], d[32], f[32], cap[32];
+    return lrun_fail_oom(need, free_b, "out of memory on %s: the engine needs %s (weights %s, KV cache %s, "
+                         "scratch %s), %s free of %s capacity; lower n_ctx, n_seq or n_batch, raise --gpu-budget, "
+                         "or place some weights off the device",
+                         e->device->name, lrun_format_bytes(need, a, sizeof a), lrun_format_bytes(weights, b, sizeof b),
+                         lrun_format_bytes(kv_bytes, c, sizeof c), lrun_format_bytes(e->scratch_bytes, d, sizeof d),
+                         lrun_format_bytes(free_b, f, sizeof f),
+                         lrun_format_bytes(lrun_device_capacity(e->device), cap, sizeof cap));
+}
+
+static lrun_dtype kv_dtype_of(const lrun_engine_opts *opts)
+{
+    return opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16;
+}
+
+lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
+    *out = NULL;
+    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
+    if (!opts) opts = &defaults;
+    if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0)
+        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_ctx_max %lld and n_batch_max %lld must not be "
+                         "negative", (long long)opts->n_seq_max, (long long)opts->n_ctx_max,
+                         (long long)opts->n_batch_max);
+    if (opts->n_seq_max > ((int64_t)1 << 16) || opts->n_batch_max > ((int64_t)1 << 16) ||
+        opts->n_ctx_max > ((int64_t)1 << 30))
+        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_batch_max %lld (at most 65536) or n_ctx_max %lld "
+                         "(at most 2^30) too large", (long long)opts->n_seq_max, (long long)opts->n_batch_max,
+                         (long long)opts->n_ctx_max);
+    if (opts->cache_kind != LRUN_CACHE_KIND_DYNAMIC && opts->cache_kind != LRUN_CACHE_KIND_STATIC)
+        return lrun_fail(LRUN_E_ARG, "engine: unknown cache kind %d", (int)opts->cache_kind);
+    if (opts->kv_dtype != LRUN_KV_DTYPE_DEFAULT && opts->kv_dtype != LRUN_KV_DTYPE_F16 &&
+        opts->kv_dtype != LRUN_KV_DTYPE_F32)
+        return lrun_fail(LRUN_E_ARG, "engine: kv_dtype %d is not one of LRUN_KV_DTYPE_DEFAULT, _F16, _F32",
+                         (int)opts->kv_dtype);
+    const lrun_model_info *in = &model->info;
+    lrun_device *dev = model->device;
+    lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
+    if (st != LRUN_OK) return st;
+
+    lrun_cuda_engine *e = calloc(1, sizeof *e);
+    if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
+    e->model = model;
+    e->device = dev;
+    e->stream = lrun_cuda_compute_stream(dev);
+    e->cublas = lrun_cuda_cublas(dev);
+    e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
+    e->n_ctx_max = opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train;
+    e->n_batch_max = opts->n_batch_max ? opts->n_batch_max : DEFAULT_BATCH;
+    e->n_layer = in->n_layer;
+    e->n_embd = in->n_embd;
+    e->q_dim = in->n_head * in->head_dim;
+    e->kv_dim = in->n_head_kv * in->head_dim;
+    e->n_ff = in->n_ff;
+    e->n_vocab = in->n_vocab;
+    e->eps = (float)in->rms_eps;
+    e->attn_scale = (float)(1.0 / sqrt((double)in->head_dim));
+    e->cache_kind = opts->cache_kind;
+    e->kv_dtype = kv_dtype_of(opts);
+    e->kv_esize = e->kv_dtype == LRUN_DTYPE_F32 ? 4 : 2;
+    const char *g = getenv("LRUN_CUDA_GRAPHS");
+    e->graphs_enabled = e->cache_kind == LRUN_CACHE_KIND_STATIC && !(g && strcmp(g, "0") == 0);
+    e->table_bytes = (size_t)e->n_batch_max * 28;
+
+    const size_t B = (size_t)e->n_batch_max;
+    e->layers = calloc((size_t)in->n_layer, sizeof *e->layers);
+    e->seq_len = calloc((size_t)e->n_seq_max, sizeof *e->seq_len);
+    e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
+    e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
+    e->out_rows = malloc(B * sizeof *e->out_rows);
+    if (!e->layers || !e->seq_len || !e->seq_count || !e->seq_done || !e->out_rows)
+        st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
+
+    size_t kv_bytes = 0;
+    if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
+        st = lrun_fail_oom(SIZE_MAX, 0, "engine: scratch for %zu tokens overflows size_t", B);
+    if (st == LRUN_OK && e->cache_kind == LRUN_CACHE_KIND_STATIC && !kv_size(e, e->n_ctx_max, &kv_bytes))
+        st = lrun_fail_oom(SIZE_MAX, 0, "engine: a KV cache of %lld positions overflows size_t",
+                           (long long)e->n_ctx_max);
+    if (st == LRUN_OK) st = check_fits(e, kv_bytes);
+    if (st == LRUN_OK) st = move_weights(e);
+    if (st == LRUN_OK && e->cache_kind == LRUN_CACHE_KIND_STATIC) {
+        st = kv_alloc(e, e->n_ctx_max, &e->kv, &e->kv_bytes);
+        if (st == LRUN_OK) e->kv_cap = e->n_ctx_max;
+    }
+    if (st == LRUN_OK) st = lrun_device_alloc(dev, e->scratch_bytes, "engine scratch", &e->scratch);
+    if (st == LRUN_OK) {
+        layout_scratch(e, e->scratch, &e->scratch_bytes);
+        table_at(&e->d_table, e->d_table_base, e->n_batch_max);
+        st = load_vectors(e);
+    }
+    if (st == LRUN_OK) {
+        size_t hb = e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float);
+        st = lrun_host_alloc(LRUN_TIER_PINNED, hb, "engine staging", &e->h_table_base);
+        if (st == LRUN_OK) {
+            table_at(&e->h_table, e->h_table_base, e->n_batch_max);
+            e->h_logits = (float *)((char *)e->h_table_base + e->table_bytes);
+        }
+    }
+    if (st != LRUN_OK) {
+        lrun_cuda_engine_free(e);
+        return st;
+    }
+    for (int64_t i = 0; i < model->n_tensors; i++) e->stats.weight_bytes += model->tensors[i].nbytes;
+    *out = e;
+    return LRUN_OK;
+}
+
+void lrun_cuda_engine_free(lrun_cuda_engine *e)
+{
+    if (!e) return;
+    if (cudaSetDevice(e->device->cuda_ordinal) == cudaSuccess && e->stream)
+        (void)cudaStreamSynchronize((cudaStream_t)e->stream);
+    for (int n = 0; n <= LRUN_CUDA_GRAPH_MAX_TOKENS; n++)
+        if (e->graph_exec[n]) cudaGraphExecDestroy(e->graph_exec[n]);
+    (void)cudaGetLastError();
+    if (e->kv) lrun_device_release(e->device, e->kv, e->kv_bytes);
+    if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
+    lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);
+    free(e->layers);
+    free(e->seq_len);
+    free(e->seq_count);
+    free(e->seq_done);
+    free(e->out_rows);
+    free(e);
+}
+
+// ---------------------------------------------------------------- sequences
+
+int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *e) { return e->n_seq_max; }
+int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *e) { return e->n_ctx_max; }
+
+int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *e, int64_t seq)
+{
+    return seq >= 0 && seq < e->n_seq_max ? e->seq_len[seq] : -1;
+}
+
+lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *e, int64_t seq, int64_t len)
+{
+    if (seq < 0 || seq >= e->n_seq_max)
+        return lrun_fail(LRUN_E_ARG, "KV cache: sequence %lld out of range [0, %lld)", (long long)seq,
+                         (long long)e->n_seq_max);
+    if (len < 0 || len > e->seq_len[seq])
+        return lrun_fail(LRUN_E_ARG, "KV cache: cannot truncate sequence %lld of %lld positions to %lld",
+                         (long long)seq, (long long)e->seq_len[seq], (long long)len);
+    e->seq_len[seq] = len;
+    if (e->cache_kind == LRUN_CACHE_KIND_DYNAMIC && e->kv) {
+        /* A dynamic cache that holds nothing gives its memory back. */
+        int64_t s = 0;
+        while (s < e->n_seq_max && e->seq_len[s] == 0) s++;
+        if (s == e->n_seq_max) {
+            (void)cudaStreamSynchronize((cudaStream_t)e->stream);
+            lrun_device_release(e->device, e->kv, e->kv_bytes);
+            e->kv = NULL;
+            e->kv_cap = 0;
+            e->kv_bytes = 0;
+        }
+    }
+    return LRUN_OK;
+}
+
+/* Copies positions [0, n_pos) of sequence src to dst (dst's rows in every
+ * plane), or the first n_pos positions of every sequence into a cache of
+ * another capacity (src < 0): both are one strided copy over all planes. */
+static lrun_status kv_copy_rows(lrun_cuda_engine *e, void *dst, int64_t dst_cap, const void *src, int64_t src_cap,
+                                int64_t n_pos, int64_t dst_seq, int64_t src_seq)
+{
+    const size_t row = (size_t)e->kv_dim * e->kv_esize;
+    const size_t dpitch = (size_t)dst_cap * row, spitch = (size_t)src_cap * row;
+    size_t height = (size_t)(2 * e->n_layer) * (size_t)e->n_seq_max;
+    if (src_seq >= 0) {
+        /* one sequence: rows n_seq_max pitches apart */
+        dst = (char *)dst + (size_t)dst_seq * dpitch;
+        src = (const char *)src + (size_t)src_seq * spitch;
+        height = (size_t)(2 * e->n_layer);
+        return cuda_check(cudaMemcpy2DAsync(dst, dpitch * (size_t)e->n_seq_max, src, spitch * (size_t)e->n_seq_max,
+                                            (size_t)n_pos * row, height, cudaMemcpyDeviceToDevice,
+                                            (cudaStream_t)e->stream),
+                          "KV cache copy", e->device);
+    }
+    return cuda_check(cudaMemcpy2DAsync(dst, dpitch, src, spitch, (size_t)n_pos * row, height,
+                                        cudaMemcpyDeviceToDevice, (cudaStream_t)e->stream),
+                      "KV cache copy", e->device);
+}
+
+lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *e, int64_t dst, int64_t src)
+{
+    if (src < 0 || src >= e->n_seq_max || dst < 0 || dst >= e->n_seq_max)
+        return lrun_fail(LRUN_E_ARG, "KV cache: copy %lld -> %lld: sequences are [0, %lld)", (long long)src,
+                         (long long)dst, (long long)e->n_seq_max);
+    if (src == dst) return LRUN_OK;
+    const int64_t n = e->seq_len[src];
+    if (n > 0) {
+        TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
+        TRY(kv_copy_rows(e, e->kv, e->kv_cap, e->kv, e->kv_cap, n, dst, src));
+        TRY(cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "KV cache copy", e->device));
+    }
+    e->seq_len[dst] = n;
+    return LRUN_OK;
+}
+
+/* Grows a DYNAMIC cache so every sequence has room for need positions:
+ * doubles the capacity, copies what is stored, then releases the old block.
+ * On failure the cache is unchanged. */
+static lrun_status kv_reserve(lrun_cuda_engine *e, int64_t need)
+{
+    if (need <= e->kv_cap) return LRUN_OK;
+    int64_t cap = e->kv_cap > 0 ? e->kv_cap : min64(KV_MIN_CAP, e->n_ctx_max);
+    while (cap < need) cap *= 2;
+    cap = min64(cap, e->n_ctx_max);
+    void *kv;
+    size_t bytes;
+    lrun_status st = kv_alloc(e, cap, &kv, &bytes);
+    if (st != LRUN_OK)
+        return lrun_fail_context(st, "KV cache: growing to %lld positions per sequence", (long long)cap);
+    int64_t len = 0;
+    for (int64_t s = 0; s < e->n_seq_max; s++) len = e->seq_len[s] > len ? e->seq_len[s] : len;
+    if (e->kv && len > 0) st = kv_copy_rows(e, kv, cap, e->kv, e->kv_cap, len, -1, -1);
+    if (st == LRUN_OK) st = cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "KV cache growth", e->device);
+    if (st != LRUN_OK) {
+        lrun_device_release(e->device, kv, bytes);
+        return st;
+    }
+    if (e->kv) lrun_device_release(e->device, e->kv, e->kv_bytes);
+    e->kv = kv;
+    e->kv_cap = cap;
+    e->kv_bytes = bytes;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- forward
+
+/* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS beyond. */
+static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x, int64_t m, float *y)
+{
+    if (m <= GEMV_MAX_ROWS)
+        return lrun_k_gemv(w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->stream);
+    return lrun_k_gemm(e->cublas, w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, slot_dtype(w->dtype),
+                       e->w_slot, e->x_slot, e->stream);
+}
+
+/* Every layer over the n tokens of the table already on the device. max_kv
+ * bounds n_kv over the chunk (the cache capacity when captured in a graph). */
+static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv)
+{
+    const lrun_model *m = e->model;
+    const lrun_model_info *in = &m->info;
+    const struct step_table *t = &e->d_table;
+    void *s = e->stream;
+    const struct lrun_tensor *te = m->tok_embd;
+    TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
+    const size_t plane = plane_bytes(e);
+    const float base = (float)in->rope_freq_base, fscale = (float)m->rope_freq_scale;
+    for (int64_t l = 0; l < e->n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        const struct cuda_layer *E = &e->layers[l];
+        char *kc = (char *)e->kv + (size_t)(2 * l) * plane, *vc = kc + plane;
+
+        // attention
+        TRY(lrun_k_rms_norm(e->x, E->attn_norm, e->xn, n, e->n_embd, e->eps, s));
+        TRY(matmul(e, L->wq, e->xn, n, e->q));
+        TRY(matmul(e, L->wk, e->xn, n, e->k));
+        TRY(matmul(e, L->wv, e->xn, n, e->v));
+        if (E->bq) TRY(lrun_k_add_bias(e->q, E->bq, n, e->q_dim, s));
+        if (E->bk) TRY(lrun_k_add_bias(e->k, E->bk, n, e->kv_dim, s));
+        if (E->bv) TRY(lrun_k_add_bias(e->v, E->bv, n, e->kv_dim, s));
+        TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
+                        in->rope_style, s));
+        TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
+                        in->rope_style, s));
+        TRY(lrun_k_kv_store(e->kv_dtype, kc, vc, t->row_off, e->k, e->v, n, e->kv_dim, s));
+        TRY(lrun_k_attention(e->kv_dtype, e->q, kc, vc, t->kv_base, t->kv_base, t->n_kv, n, in->n_head,
+                             in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work, s));
+        TRY(matmul(e, L->wo, e->attn, n, e->tmp));
+        if (E->bo) TRY(lrun_k_add_bias(e->tmp, E->bo, n, e->n_embd, s));
+        TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
+
+        // feed-forward
+        TRY(lrun_k_rms_norm(e->x, E->ffn_norm, e->xn, n, e->n_embd, e->eps, s));
+        TRY(matmul(e, L->w_gate, e->xn, n, e->gate));
+        TRY(matmul(e, L->w_up, e->xn, n, e->up));
+        TRY(lrun_k_swiglu(e->gate, e->up, e->gate, n * e->n_ff, s));
+        TRY(matmul(e, L->w_down, e->gate, n, e->tmp));
+        TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
+    }
+    return LRUN_OK;
+}
+
+/* xn[0..n_want) = output_norm of the wanted rows of x (rows 0..n_want-1
+ * themselves when identity, so no gather is needed). */
+static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity)
+{
+    const float *src = e->x;
+    if (!identity) {
+        const size_t row = (size_t)e->n_embd * sizeof(float);
+        for (int64_t r = 0; r < n_want; r++)
+            TRY(cuda_check(cudaMemcpyAsync(e->xn + r * e->n_embd, e->x + e->out_rows[r] * e->n_embd, row,
+                                           cudaMemcpyDeviceToDevice, (cudaStream_t)e->stream),
+                           "gathering output rows", e->device));
+        src = e->xn;
+    }
+    return lrun_k_rms_norm(src, e->output_norm, e->xn, n_want, e->n_embd, e->eps, e->stream);
+}
+
+/* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows). */
+static lrun_status lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
+{
+    return matmul(e, e->model->output, e->xn + r0 * e->n_embd, rows, e->logits);
+}
+
+/* All device work of a chunk up to the first block of logits. */
+static lrun_status enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv)
+{
+    TRY(forward_layers(e, n, max_kv));
+    if (n_want == 0) return LRUN_OK;
+    TRY(output_norm(e, n_want, identity));
+    return lm_head(e, 0, min64(n_want, LOGIT_ROWS));
+}
+
+/* Captures the decode step of n tokens (logits for each) into a graph. On a
+ * capture failure graphs are turned off for this engine and the caller runs
+ * the step eagerly; the reason stays in lrun_last_error for whoever looks. */
+static int graph_capture(lrun_cuda_engine *e, int64_t n)
+{
+    cudaStream_t s = (cudaStream_t)e->stream;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    int ok = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    if (ok) {
+        const lrun_status st = enqueue_chunk(e, n, n, 1, e->kv_cap);
+        /* Always ended, even after a failed launch, so the stream is usable again. */
+        ok = cudaStreamEndCapture(s, &graph) == cudaSuccess && st == LRUN_OK && graph;
+    }
+    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    if (graph) cudaGraphDestroy(graph);
+    if (!ok) {
+        (void)cudaGetLastError();
+        e->graphs_enabled = 0;
+        return 0;
+    }
+    e->graph_exec[n] = exec;
+    e->stats.graph_captures++;
+    return 1;
+}
+
+/* Runs one chunk whose table is filled on the host: sends the table, runs
+ * the layers (from a graph when the shape allows) and copies the n_want
+ * wanted rows of logits to logits (n_want, n_vocab). */
+static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv,
+                             float *logits)
+{
+    cudaStream_t s = (cudaStream_t)e->stream;
+    TRY(cuda_check(cudaMemcpyAsync(e->d_table_base, e->h_table_base, e->table_bytes, cudaMemcpyHostToDevice, s),
+                   "sending the token table", e->device));
+    const int graph_shape = e->graphs_enabled && n <= LRUN_CUDA_GRAPH_MAX_TOKENS && n_want == n && identity;
+    if (graph_shape && !e->graph_exec[n] && e->graph_seen[n] > 0) (void)graph_capture(e, n);
+    if (graph_shape && e->graph_exec[n]) {
+        TRY(cuda_check(cudaGraphLaunch(e->graph_exec[n], s), "cudaGraphLaunch", e->device));
+        e->stats.graph_launches++;
+    } else {
+        /* The first run of a shape is eager: kernels are loaded and checked
+         * before a capture depends on them. */
+        if (graph_shape) e->graph_seen[n]++;
+        TRY(enqueue_chunk(e, n, n_want, identity, max_kv));
+    }
+    e->stats.steps++;
+    for (int64_t r0 = 0; r0 < n_want; r0 += LOGIT_ROWS) {
+        const int64_t rows = min64(n_want - r0, LOGIT_ROWS);
+        const size_t bytes = (size_t)rows * (size_t)e->n_vocab * sizeof(float);
+        if (r0 > 0) TRY(lm_head(e, r0, rows));
+        TRY(cuda_check(cudaMemcpyAsync(e->h_logits, e->logits, bytes, cudaMemcpyDeviceToHost, s), "copying logits",
+                       e->device));
+        TRY(cuda_check(cudaStreamSynchronize(s), "forward step", e->device));
+        memcpy(logits + r0 * e->n_vocab, e->h_logits, bytes);
+    }
+    /* Also where no logits were wanted: the host table is refilled next. */
+    return n_want ? LRUN_OK : cuda_check(cudaStreamSynchronize(s), "forward step", e->device);
+}
+
+lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const int32_t *tokens, const int32_t *seq,
+                                  const int8_t *want_logits, float *logits, int64_t logits_rows_cap, int64_t *n_out)
+{
+    if (n_out) *n_out = 0;
+    if (!e || n_tokens < 0 || (n_tokens > 0 && (!tokens || !seq)))
+        return lrun_fail(LRUN_E_ARG, "engine step: need an engine, n_tokens >= 0 (%lld) and tokens and seq arrays",
+                         (long long)n_tokens);
+
+    // ---- validate, count tokens per sequence and wanted rows
+    memset(e->seq_count, 0, (size_t)e->n_seq_max * sizeof *e->seq_count);
+    int64_t n_want = 0, need = 0;
+    for (int64_t i = 0; i < n_tokens; i++) {
+        if (tokens[i] < 0 || tokens[i] >= e->n_vocab)
+            return lrun_fail(LRUN_E_ARG, "engine step: token %lld is id %d, outside the vocabulary [0, %lld)",
+                             (long long)i, tokens[i], (long long)e->n_vocab);
+        if (seq[i] < 0 || seq[i] >= e->n_seq_max)
+            return lrun_fail(LRUN_E_ARG, "engine step: token %lld belongs to sequence %d, outside [0, %lld)",
+                             (long long)i, seq[i], (long long)e->n_seq_max);
+        e->seq_count[seq[i]]++;
+        if (want_logits && want_logits[i]) n_want++;
+    }
+    for (int64_t s = 0; s < e->n_seq_max; s++) {
+        if (!e->seq_count[s]) continue;
+        if (!want_logits) n_want++;
+        const int64_t len = e->seq_len[s] + e->seq_count[s];
+        if (len > e->n_ctx_max)
+            return lrun_fail(LRUN_E_ARG, "engine step: sequence %lld would reach %lld positions, more than n_ctx_max "
+                             "%lld", (long long)s, (long long)len, (long long)e->n_ctx_max);
+        need = len > need ? len : need;
+    }
+    if (n_want > 0 && (!logits || logits_rows_cap < n_want))
+        return lrun_fail(LRUN_E_ARG, "engine step: %lld logit rows are wanted but the buffer holds %lld",
+                         (long long)n_want, logits ? (long long)logits_rows_cap : 0LL);
+    if (n_tokens == 0) return LRUN_OK;
+    TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
+
+    // ---- grow the cache first, so a failure changes nothing
+    lrun_status st = kv_reserve(e, need);
+    if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
+
+    // ---- chunks of n_batch_max tokens, in token order
+    memset(e->seq_done, 0, (size_t)e->n_seq_max * sizeof *e->seq_done);
+    int64_t rows_out = 0;
+    const struct step_table *h = &e->h_table;
+    for (int64_t c0 = 0; c0 < n_tokens; c0 += e->n_batch_max) {
+        const int64_t n = min64(n_tokens - c0, e->n_batch_max);
+        int64_t want = 0, max_kv = 0;
+        int identity = 1;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t s = seq[c0 + i], pos = e->seq_len[s] + e->seq_done[s]++;
+            const int64_t base = s * e->kv_cap * e->kv_dim;
+            h->tokens[i] = tokens[c0 + i];
+            h->pos[i] = (int32_t)pos;
+            h->n_kv[i] = (int32_t)(pos + 1);
+            h->kv_base[i] = base;
+            h->row_off[i] = base + pos * e->kv_dim;
+            max_kv = pos + 1 > max_kv ? pos + 1 : max_kv;
+            const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == e->seq_count[s];
+            if (wanted) {
+                identity &= want == i;
+                e->out_rows[want++] = i;
+            }
+        }
+        /* A static cache always gives the attention its capacity as the bound,
+         * as the captured graphs do, so replayed and eager steps split the
+         * KV length the same way and agree to the bit. */
+        if (e->cache_kind == LRUN_CACHE_KIND_STATIC) max_kv = e->kv_cap;
+        st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL);
+        if (st != LRUN_OK) return lrun_fail_context(st, "engine step (tokens %lld..%lld)", (long long)c0,
+                                                    (long long)(c0 + n - 1));
+        rows_out += want;
+    }
+    for (int64_t s = 0; s < e->n_seq_max; s++) e->seq_len[s] += e->seq_count[s];
+    if (n_out) *n_out = rows_out;
+    return LRUN_OK;
+}
+
+void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stats *out)
+{
+    *out = e->stats;
+    out->graphs_enabled = e->graphs_enabled;
+    out->kv_dtype = e->kv_dtype;
+    out->kv_bytes = e->kv_bytes;
+    out->scratch_bytes = e->scratch_bytes;
+}
+
+#else
+// ---------------------------------------------------------------- without CUDA
+
+/* A model can only be on a cuda device when the build has CUDA, so these are
+ * reached only by direct calls; each fails the same clear way. */
+struct lrun_cuda_engine {
+    int unused;
+};
+
+lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    (void)model, (void)opts;
+    *out = NULL;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
+}
+
+void lrun_cuda_engine_free(lrun_cuda_engine *engine) { (void)engine; }
+int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *engine) { (void)engine; return 0; }
+int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *engine) { (void)engine; return 0; }
+int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *engine, int64_t seq) { (void)engine, (void)seq; return -1; }
+
+lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *engine, int64_t seq, int64_t len)
+{
+    (void)engine, (void)seq, (void)len;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *engine, int64_t dst, int64_t src)
+{
+    (void)engine, (void)dst, (void)src;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_step(lrun_cuda_engine *engine, int64_t n_tokens, const int32_t *tokens,
+                                  const int32_t *seq, const int8_t *want_logits, float *logits,
+                                  int64_t logits_rows_cap, int64_t *n_out)
+{
+    (void)engine, (void)n_tokens, (void)tokens, (void)seq, (void)want_logits, (void)logits, (void)logits_rows_cap;
+    if (n_out) *n_out = 0;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out)
+{
+    (void)engine;
+    memset(out, 0, sizeof *out);
+}
+#endif

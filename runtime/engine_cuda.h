@@ -1,0 +1,58 @@
+/* engine_cuda.h — the forward pass of a llama model on a CUDA device.
+ *
+ * engine.c forwards every lrun_engine_* call here when the model's device is
+ * cuda; the contract is the one lrun.h states for lrun_engine_*. What the
+ * CUDA engine holds on the device:
+ *
+ *   weights     every tensor of the model, moved to the DEVICE tier at init
+ *               (lrun_tensor_move; LRUN_E_OOM names what did not fit);
+ *   KV cache    one pool block, (n_layer, 2, n_seq, cap, n_head_kv*head_dim)
+ *               in f16 (default) or f32: STATIC takes cap = n_ctx_max at init,
+ *               DYNAMIC doubles cap for all sequences together when one needs it;
+ *   scratch     one pool block carved into the step's activations, taken once;
+ *   staging     pinned host memory for the per-step token table and the logits.
+ *
+ * With a STATIC cache, a decode step (at most LRUN_CUDA_GRAPH_MAX_TOKENS
+ * tokens, logits for all of them) is captured into a CUDA graph the second
+ * time its shape is seen and replayed afterwards: the kernels read positions,
+ * cache offsets and lengths from device memory, so one graph serves every
+ * position. LRUN_CUDA_GRAPHS=0 in the environment (read at init) turns graphs
+ * off, for measurement. */
+#ifndef LRUN_ENGINE_CUDA_H
+#define LRUN_ENGINE_CUDA_H
+
+#include "lrun.h"
+
+#define LRUN_CUDA_GRAPH_MAX_TOKENS 8
+
+typedef struct lrun_cuda_engine lrun_cuda_engine;
+
+lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts);
+void lrun_cuda_engine_free(lrun_cuda_engine *engine);
+int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *engine);
+int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *engine);
+int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *engine, int64_t seq);
+lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *engine, int64_t seq, int64_t len);
+lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *engine, int64_t dst, int64_t src);
+lrun_status lrun_cuda_engine_step(lrun_cuda_engine *engine, int64_t n_tokens, const int32_t *tokens,
+                                  const int32_t *seq, const int8_t *want_logits, float *logits,
+                                  int64_t logits_rows_cap, int64_t *n_out);
+
+/* What an engine did, for tests and benchmarks. */
+typedef struct lrun_cuda_engine_stats {
+    int64_t steps;            /* forward chunks run */
+    int64_t graph_captures;   /* decode shapes captured into a graph */
+    int64_t graph_launches;   /* chunks run by replaying a graph */
+    int graphs_enabled;       /* 0 when off (DYNAMIC cache, LRUN_CUDA_GRAPHS=0, or a capture failed) */
+    lrun_dtype kv_dtype;      /* F16 or F32 */
+    size_t kv_bytes;          /* device bytes of the KV cache now */
+    size_t scratch_bytes;     /* device bytes of the step scratch */
+    size_t weight_bytes;      /* bytes of the model's tensors on the device */
+} lrun_cuda_engine_stats;
+
+void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out);
+
+/* The CUDA engine behind an lrun_engine, or NULL for a CPU one (in engine.c). */
+lrun_cuda_engine *lrun_engine_cuda(lrun_engine *engine);
+
+#endif
