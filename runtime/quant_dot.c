@@ -387,7 +387,10 @@ static ALWAYS_INLINE __m128 dot_us8_128(__m128i u, __m128i s)
     return _mm_cvtepi32_ps(_mm_madd_epi16(_mm_maddubs_epi16(u, s), _mm_set1_epi16(1)));
 }
 
-static ALWAYS_INLINE void q4_1_block_128(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
+/* For one or two rows: each row's (d, s) pair multiplies the weight's
+ * (d, m) in one instruction, lane 0 giving dd = dw·dx, and lane 1 of an FMA
+ * with them carrying the min term's chain summs = fma(mw, s, summs). */
+static ALWAYS_INLINE void q4_1_block_128_pr(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
                                          const int NX, __m128 *lo, __m128 *hi, __m128 *macc)
 {
     uint32_t dm;
@@ -407,7 +410,7 @@ static ALWAYS_INLINE void q4_1_block_128(const lrun_block_q4_1 *wb, const lrun_b
     }
 }
 
-static ALWAYS_INLINE void dot_q4_1_nx_128(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
+static ALWAYS_INLINE void dot_q4_1_nx_128_pr(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
                                           float *out)
 {
     const int64_t nb = k / LRUN_QK4_1;
@@ -418,9 +421,67 @@ static ALWAYS_INLINE void dot_q4_1_nx_128(int64_t k, const lrun_block_q4_1 *w, c
         xr[r] = ROW(x, r, xs);
         lo[r] = hi[r] = macc[r] = _mm_setzero_ps();
     }
-    for (int64_t b = 0; b < nb; ++b) q4_1_block_128(&w[b], xr, b, NX, lo, hi, macc);
+    for (int64_t b = 0; b < nb; ++b) q4_1_block_128_pr(&w[b], xr, b, NX, lo, hi, macc);
     UNROLL
     for (int r = 0; r < NX; ++r) out[r] = hsum8_128(lo[r], hi[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
+}
+
+/* Lane r of v broadcast to all 4 (r a constant once unrolled). */
+static ALWAYS_INLINE __m128 lane_bcast(__m128 v, int r)
+{
+    switch (r) {
+    case 0: return _mm_shuffle_ps(v, v, 0x00);
+    case 1: return _mm_shuffle_ps(v, v, 0x55);
+    case 2: return _mm_shuffle_ps(v, v, 0xAA);
+    default: return _mm_shuffle_ps(v, v, 0xFF);
+    }
+}
+
+/* For three or four rows, where per-row (d, s) registers would spill: the rows' (d, s) pairs are
+ * gathered into D = (d_0..d_3) and S = (s_0..s_3): one multiply gives every
+ * row's dd = dw·d_r, one FMA advances every row's min-term chain (lane r:
+ * summs_r = fma(mw, s_r, summs_r)), and few registers stay live. */
+static ALWAYS_INLINE void q4_1_block_128(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
+                                         const int NX, __m128 *lo, __m128 *hi, __m128 *summs)
+{
+    uint32_t dm;
+    memcpy(&dm, wb, 4);
+    const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m128i t = _mm_loadu_si128((const __m128i *)wb->qs);
+    __m128i q0 = _mm_and_si128(t, m4), q1 = _mm_and_si128(_mm_srli_epi16(t, 4), m4); /* elements 0-15, 16-31 */
+    __m128 a01 = _mm_castpd_ps(_mm_load_sd((const double *)&xb[0][b].d)), a23 = a01;
+    if (NX > 1) a01 = _mm_loadh_pi(a01, (const __m64 *)&xb[1][b].d);
+    if (NX > 2) a23 = _mm_castpd_ps(_mm_load_sd((const double *)&xb[2][b].d));
+    if (NX > 3) a23 = _mm_loadh_pi(a23, (const __m64 *)&xb[3][b].d);
+    const __m128 D = _mm_shuffle_ps(a01, a23, _MM_SHUFFLE(2, 0, 2, 0)), S = _mm_shuffle_ps(a01, a23, _MM_SHUFFLE(3, 1, 3, 1));
+    *summs = _mm_fmadd_ps(_mm_shuffle_ps(wdm, wdm, 0x55), S, *summs);
+    const __m128 DD = _mm_mul_ps(_mm_broadcastss_ps(wdm), D);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_1 *y = &xb[r][b];
+        const __m128 dd = lane_bcast(DD, r);
+        lo[r] = _mm_fmadd_ps(dd, dot_us8_128(q0, _mm_loadu_si128((const __m128i *)y->qs)), lo[r]);
+        hi[r] = _mm_fmadd_ps(dd, dot_us8_128(q1, _mm_loadu_si128((const __m128i *)(y->qs + 16))), hi[r]);
+    }
+}
+
+static ALWAYS_INLINE void dot_q4_1_nx_128(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
+                                          float *out)
+{
+    const int64_t nb = k / LRUN_QK4_1;
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m128 lo[LRUN_DOT_MAX_ROWS], hi[LRUN_DOT_MAX_ROWS], summs = _mm_setzero_ps();
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        lo[r] = hi[r] = _mm_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) q4_1_block_128(&w[b], xr, b, NX, lo, hi, &summs);
+    float sm[4];
+    _mm_storeu_ps(sm, summs);
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8_128(lo[r], hi[r]) + sm[r];
 }
 
 static ALWAYS_INLINE void q8x_block_128(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
@@ -473,9 +534,12 @@ static ALWAYS_INLINE void dot_q8x_nx_128(int is_q4, int64_t k, const void *w, co
 
 static void dot_q4_1_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
 {
-#define CALL(N) dot_q4_1_nx_128(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
+    switch (nx) {
+    case 1: dot_q4_1_nx_128_pr(k, w, x, xs, 1, out); break;
+    case 2: dot_q4_1_nx_128_pr(k, w, x, xs, 2, out); break;
+    case 3: dot_q4_1_nx_128(k, w, x, xs, 3, out); break;
+    default: dot_q4_1_nx_128(k, w, x, xs, 4, out); break;
+    }
 }
 static void dot_q4_0_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
 {
