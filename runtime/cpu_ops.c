@@ -408,8 +408,15 @@ static void attention_values(float *out, const float *p, const void *v, int64_t 
     const size_t eb = f16 ? 2 : 4, row = (size_t)v_stride * eb;
     int64_t d = 0;
 #ifdef LRUN_OPS_AVX2
+    const size_t span = (size_t)n_pad * eb; /* bytes read of each row */
     for (; d + 4 <= head_dim; d += 4) {
         const char *x0 = (const char *)v + (size_t)d * row, *x1 = x0 + row, *x2 = x1 + row, *x3 = x2 + row;
+        /* the value dims are separate short streams (rows are cap apart),
+         * which the hardware prefetcher picks up late: fetch the next four
+         * rows while these four are summed */
+        if (d + 8 <= head_dim)
+            for (int r = 0; r < 4; r++)
+                for (size_t o = 0; o < span; o += 64) _mm_prefetch(x3 + (size_t)(r + 1) * row + o, _MM_HINT_T0);
         if (chain8) {
             _mm_storeu_ps(out + d, chain8_rows4(x0, row, p, n_pad, f16));
         } else {
