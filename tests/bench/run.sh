@@ -30,5 +30,10 @@ if ! "$python" -c 'import xllamacpp' 2>/dev/null; then
   "$python" -m pip install -q xllamacpp
 fi
 
+# On a machine with a GPU, the CUDA engine's table too (docs/gpu.md).
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  build/lrun tests/bench/gpu_bench.lua "$model" 7b:bf16 7b:q8_0 7b:q4_0 || echo "bench: the GPU bench failed" >&2
+fi
+
 exec "$python" tests/bench/bench.py --model "$model" --threads "$threads" --runs "$runs" \
   --n-prompt "${LRUN_BENCH_NPROMPT:-128}" --n-gen "${LRUN_BENCH_NGEN:-128}" "$@"
