@@ -342,7 +342,10 @@ lrun_status lrun_cuda_open(lrun_device *device, size_t budget_bytes)
     cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess) {
         (void)cudaGetLastError();
-        return lrun_fail(LRUN_E_DEVICE, "opening %s: cudaGetDeviceCount: %s (%s)", device->name,
+        /* No GPU or no driver: say so first, the CUDA wording after. */
+        const int absent = err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver;
+        return lrun_fail(LRUN_E_DEVICE, "opening %s: %scudaGetDeviceCount: %s (%s)", device->name,
+                         absent ? "no CUDA device (no GPU, or no usable NVIDIA driver; use --device cpu): " : "",
                          cudaGetErrorString(err), cudaGetErrorName(err));
     }
     if (n == 0) return lrun_fail(LRUN_E_DEVICE, "opening %s: no CUDA device: none is visible", device->name);
