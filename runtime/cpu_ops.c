@@ -261,13 +261,16 @@ void lrun_cpu_rope_apply(const lrun_rope *rope, const float *cs, float *x, int64
 /* llama.cpp's attention without flash attention, on an f32 cache (docs/numerics.md §7):
  *   kq[j]  = ggml_vec_dot_f32(head_dim, k_j, q)   (4 accumulators of 8 lanes)
  *   w[j]   = kq[j] · scale, softmax as lrun_cpu_softmax over w padded with -inf
- *   out[d] = Σ_j p[j] · v[j][d] over the positions padded with zeros to a
- *            multiple of 32, in one of two orders: ggml_vec_dot_f32 for a
- *            one-token step, tinyBLAS's 8-lane chain for a step of ≥ 2 tokens.
+ *   out[d] = Σ_j p[j] · v[j][d] over the positions padded with zeros (as
+ *            llama.cpp's masked, cleared cells), in one of two orders:
+ *            ggml_vec_dot_f32 for a one-token step, tinyBLAS's 8-lane chain
+ *            for a step of ≥ 2 tokens. Zero terms change neither, so the sums
+ *            stop at the positions rounded up to 8.
+ * With an f16 cache, q and p are rounded to f16 as llama.cpp converts them.
  * V is stored transposed, so each out[d] is a dot over contiguous positions. */
 
-/* Positions padded with zeros (and -inf scores) up to this multiple: the KV
- * cache's LRUN_KV_PAD. */
+/* Scratch is sized for positions rounded up to this multiple (the KV cache's
+ * LRUN_KV_PAD, up to which its values are readable). */
 #define PAD 32
 
 static inline float load1(const void *p, int64_t i, int f16)
@@ -299,18 +302,24 @@ static inline __m256 load8(const void *p, int64_t i, int f16)
                : _mm256_loadu_ps((const float *)p + i);
 }
 
-/* ggml_vec_dot_f32's accumulators over x (cache dtype) · y for the first np
- * (a multiple of 32) elements, reduced to t[i] = a0[i] + a0[i+4]: the last
- * step, (t0 + t1) + (t2 + t3), is left to the caller so four rows can share it. */
-static inline __m128 dot4x8_partial(const void *x, const float *y, int64_t np, int f16)
+/* ggml_vec_dot_f32's accumulators over x (cache dtype) · y for the first n
+ * (a multiple of 8) elements, reduced to t[i] = a0[i] + a0[i+4]: the last
+ * step, (t0 + t1) + (t2 + t3), is left to the caller so four rows can share it.
+ * Groups of 8 past the last whole 32 go to accumulators 0, 1, 2 in turn:
+ * the same as zero padding to a multiple of 32. */
+static inline __m128 dot4x8_partial(const void *x, const float *y, int64_t n, int f16)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const int64_t np = n & ~(int64_t)31;
     for (int64_t i = 0; i < np; i += 32) {
         a0 = _mm256_fmadd_ps(load8(x, i, f16), _mm256_loadu_ps(y + i), a0);
         a1 = _mm256_fmadd_ps(load8(x, i + 8, f16), _mm256_loadu_ps(y + i + 8), a1);
         a2 = _mm256_fmadd_ps(load8(x, i + 16, f16), _mm256_loadu_ps(y + i + 16), a2);
         a3 = _mm256_fmadd_ps(load8(x, i + 24, f16), _mm256_loadu_ps(y + i + 24), a3);
     }
+    if (np + 8 <= n) a0 = _mm256_fmadd_ps(load8(x, np, f16), _mm256_loadu_ps(y + np), a0);
+    if (np + 16 <= n) a1 = _mm256_fmadd_ps(load8(x, np + 8, f16), _mm256_loadu_ps(y + np + 8), a1);
+    if (np + 24 <= n) a2 = _mm256_fmadd_ps(load8(x, np + 16, f16), _mm256_loadu_ps(y + np + 16), a2);
     a0 = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
     return _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
 }
@@ -399,9 +408,20 @@ static void attention_scores(float *scores, const float *q, const void *k, int64
     for (; j < n_pos; j++) scores[j] = dot4x8_ref(kb + (size_t)j * row, q, head_dim, f16) * scale;
 }
 
-/* out[d] = Σ_j p[j] · v_d[j] over j < n_pad (n_pos rounded up to PAD) for
- * d < head_dim, v_d = v + d·v_stride (cache dtype; finite, zero past the
- * stored positions), p zero from n_pos on. */
+/* ggml_vec_dot_f32 without SIMD over n (a multiple of 8) elements that
+ * stand for a zero-padded multiple of 32: group g of 8 goes to accumulator g % 4. */
+static float dot4x8_groups_ref(const void *x, const float *y, int64_t n, int f16)
+{
+    float a[4][8] = {{0}};
+    for (int64_t i = 0; i < n; i += 8)
+        for (int l = 0; l < 8; l++) a[(i / 8) % 4][l] = fmaf(load1(x, i + l, f16), y[i + l], a[(i / 8) % 4][l]);
+    return reduce4x8_ref(a);
+}
+
+/* out[d] = Σ_j p[j] · v_d[j] for d < head_dim, v_d = v + d·v_stride (cache
+ * dtype, finite), over j < n_pad: n_pos rounded up to 8, p zero from n_pos
+ * on. llama.cpp's zero padding to its KV view's multiple of 256 adds exact
+ * zeros to the sums: stopping at the multiple of 8 gives the same bits. */
 static void attention_values(float *out, const float *p, const void *v, int64_t v_stride, int64_t n_pad,
                              int64_t head_dim, int chain8, int f16)
 {
@@ -430,7 +450,7 @@ static void attention_values(float *out, const float *p, const void *v, int64_t 
         if (chain8) {
             out[d] = chain8_ref(x, p, n_pad, f16);
         } else {
-            out[d] = dot4x8_ref(x, p, n_pad, f16); /* n_pad is a multiple of 32: no double tail */
+            out[d] = dot4x8_groups_ref(x, p, n_pad, f16);
         }
     }
 }
@@ -466,9 +486,8 @@ void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t 
     const int64_t n8 = (n_pos + 7) / 8 * 8;
     for (int64_t j = n_pos; j < n8; j++) scores[j] = -INFINITY;
     lrun_cpu_softmax(scores, n8);
-    for (int64_t j = n8; j < n_pad; j++) scores[j] = 0.0f;
     if (f16) round_f16(scores, scores, n_pos); /* p goes to f16 for the dots with V */
-    attention_values(out, scores, v, v_stride, n_pad, head_dim, chain8, f16);
+    attention_values(out, scores, v, v_stride, n8, head_dim, chain8, f16);
 }
 
 struct attention_task {
