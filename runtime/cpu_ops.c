@@ -376,6 +376,12 @@ static void attention_scores_chain8(float *scores, const float *q, const void *k
         _mm_storeu_ps(scores + j,
                       _mm_mul_ps(chain8_rows4((const char *)k + (size_t)j * row, row, q, head_dim, f16),
                                  _mm_set1_ps(scale)));
+    for (; j < n_pos; j++) {
+        const char *x = (const char *)k + (size_t)j * row;
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t i = 0; i < head_dim; i += 8) a = _mm256_fmadd_ps(load8(x, i, f16), _mm256_loadu_ps(q + i), a);
+        scores[j] = hsum8(a) * scale;
+    }
 #endif
     for (; j < n_pos; j++) scores[j] = chain8_ref((const char *)k + (size_t)j * row, q, head_dim, f16) * scale;
 }
