@@ -242,16 +242,20 @@ void lrun_cpu_rope_apply(const lrun_rope *rope, const float *cs, float *x, int64
     /* ggml's rotate_pairs as GCC compiles it: a·c - b·s and a·s + b·c with the
      * second product rounded and the first fused (fmaf) */
     const int64_t half = rope->n_rot / 2;
-    const int64_t stride = rope->style == LRUN_ROPE_STYLE_ADJACENT ? 2 : 1; /* of the pairs' first elements */
-    const int64_t offset = rope->style == LRUN_ROPE_STYLE_ADJACENT ? 1 : half; /* from first to second */
     for (int64_t h = 0; h < n_head; h++) {
         float *xh = x + h * head_dim;
-        for (int64_t i = 0; i < half; i++) {
-            const float c = cs[2 * i], s = cs[2 * i + 1];
-            float *p = xh + i * stride;
-            const float a = p[0], b = p[offset];
-            p[0] = fmaf(a, c, -(b * s));
-            p[offset] = fmaf(a, s, b * c);
+        if (rope->style == LRUN_ROPE_STYLE_ADJACENT) {
+            for (int64_t i = 0; i < half; i++) {
+                const float c = cs[2 * i], s = cs[2 * i + 1], a = xh[2 * i], b = xh[2 * i + 1];
+                xh[2 * i] = fmaf(a, c, -(b * s));
+                xh[2 * i + 1] = fmaf(a, s, b * c);
+            }
+        } else {
+            for (int64_t i = 0; i < half; i++) {
+                const float c = cs[2 * i], s = cs[2 * i + 1], a = xh[i], b = xh[i + half];
+                xh[i] = fmaf(a, c, -(b * s));
+                xh[i + half] = fmaf(a, s, b * c);
+            }
         }
     }
 }
