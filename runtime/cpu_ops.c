@@ -511,9 +511,14 @@ static void attention_worker(void *ctx, int ith, int nth)
     const int64_t kv_dim = b->n_head_kv * b->head_dim;
     const size_t eb = b->kv_dtype == LRUN_DTYPE_F16 ? 2 : 4;
     float *scores = b->scores + (int64_t)ith * b->scores_stride;
-    /* tasks are interleaved, not split in blocks: in a causal prefill later
-     * tokens see more positions, and interleaving spreads them evenly */
-    for (int64_t task = ith; task < b->n_tok * b->n_head; task += nth) {
+    /* several tokens (a causal prefill): tasks interleaved, since later
+     * tokens see more positions and interleaving spreads them evenly; fewer
+     * tokens than threads (decode): contiguous runs of heads, so the heads of
+     * a KV group mostly share a thread and find its keys and values in cache */
+    const int64_t n_task = b->n_tok * b->n_head;
+    const int spread = b->n_tok >= nth;
+    const int64_t first = spread ? ith : n_task * ith / nth, last = spread ? n_task : n_task * (ith + 1) / nth;
+    for (int64_t task = first; task < last; task += spread ? nth : 1) {
         const int64_t i = task / b->n_head, h = task % b->n_head, hk = h / group;
         const int64_t off = (i * b->n_head + h) * b->head_dim;
         const char *k = (const char *)b->k[i] + (size_t)(hk * b->head_dim) * eb;
