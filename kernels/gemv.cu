@@ -1,8 +1,12 @@
 /* gemv.cu — the fused dequantize-GEMV of decode (see gemv.cuh for the shape).
- * Accuracy: the weights are dequantized exactly as lrun_dequantize_row does
- * and multiplied with x in f32 (FMA), so y differs from a float reference of
- * the dequantized rows only by the order of f32 additions. */
+ * Accuracy: the weights are the values lrun_dequantize_row gives, multiplied
+ * with x in f32 (FMA); for Q4_0, Q4_1 and Q8_0 the block's scale is applied
+ * once to the block's sum (d·Σq·x rather than Σ(q·d)·x), so y differs from a
+ * float reference of the dequantized rows only by f32 rounding. */
 #include "gemv.cuh"
+
+#include <stdio.h>
+#include <string.h>
 
 // ---------------------------------------------------------------- x
 
@@ -14,196 +18,410 @@ static __device__ __forceinline__ float4 ldx4(const float *p, bool xvec)
     return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
 }
 
+// ---------------------------------------------------------------- unit · x
+
+/* 2^23 + byte e of v, as a float: the byte's integer value without an
+ * int-to-float conversion (I2F issues at a quarter of the FMA rate, and the
+ * small-quant GEMVs are otherwise bound by it). */
+static __device__ __forceinline__ float byte_f(uint32_t v, int e)
+{
+    return __uint_as_float(__byte_perm(v, 0x4B000000u, 0x7440u + (unsigned)e));
+}
+
+/* The values of unit u of a block as v[RUNS*4], and w = scale·v + min: the
+ * return value is scale, *min the offset (HAS_MIN) or 0. Scaling the block's
+ * sum once (d·Σv·x) instead of every weight saves a multiply per weight. The
+ * generic form is the exact dequantization with scale 1. */
+template <int T> struct gemv_vals {
+    using Q = lrun_k_unit<T>;
+    static constexpr bool HAS_MIN = false;
+    static __device__ __forceinline__ float vals(const typename Q::raw &r, int u, float *v, float *min)
+    {
+        Q::dequant(r, u, v);
+        *min = 0.0f;
+        return 1.0f;
+    }
+};
+
+/* Q4_0: v = q − 8 = (2^23 + q) − (2^23 + 8) exactly, scale d. */
+template <> struct gemv_vals<LRUN_DTYPE_Q4_0> {
+    static constexpr bool HAS_MIN = false;
+    static __device__ __forceinline__ float vals(const lrun_k_unit<LRUN_DTYPE_Q4_0>::raw &r, int, float *v,
+                                                 float *min)
+    {
+        const float c = 8388616.0f;
+        const uint32_t lo = r.q & 0x0f0f0f0fu, hi = (r.q >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = byte_f(lo, e) - c, v[4 + e] = byte_f(hi, e) - c;
+        *min = 0.0f;
+        return lrun_k_f16((uint16_t)r.d);
+    }
+};
+
+/* Q4_1: v = q, scale d, min m. */
+template <> struct gemv_vals<LRUN_DTYPE_Q4_1> {
+    static constexpr bool HAS_MIN = true;
+    static __device__ __forceinline__ float vals(const lrun_k_unit<LRUN_DTYPE_Q4_1>::raw &r, int, float *v,
+                                                 float *min)
+    {
+        const float c = 8388608.0f;
+        const uint32_t lo = r.q & 0x0f0f0f0fu, hi = (r.q >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = byte_f(lo, e) - c, v[4 + e] = byte_f(hi, e) - c;
+        *min = lrun_k_f16((uint16_t)(r.dm >> 16));
+        return lrun_k_f16((uint16_t)(r.dm & 0xffff));
+    }
+};
+
+/* Q8_0: the signed byte q is (2^23 + (q ^ 0x80)) − (2^23 + 128), scale d. */
+template <> struct gemv_vals<LRUN_DTYPE_Q8_0> {
+    static constexpr bool HAS_MIN = false;
+    static __device__ __forceinline__ float vals(const lrun_k_unit<LRUN_DTYPE_Q8_0>::raw &r, int, float *v,
+                                                 float *min)
+    {
+        const float c = 8388736.0f;
+        const uint32_t a = r.q0 ^ 0x80808080u, b = r.q1 ^ 0x80808080u;
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = byte_f(a, e) - c, v[4 + e] = byte_f(b, e) - c;
+        *min = 0.0f;
+        return lrun_k_f16((uint16_t)r.d);
+    }
+};
+
+// ---------------------------------------------------------------- epilogue
+
+/* The weights of one launch, concatenated by row blocks: block b belongs to
+ * part p when b0[p] <= b < b0[p+1] (unused parts start at the grid's end). */
+static_assert(LRUN_K_GEMV_MAX_PARTS == 3, "sel3 and the part lookup assume 3 parts");
+struct gemv_parts {
+    const uint8_t *w[LRUN_K_GEMV_MAX_PARTS];
+    size_t rb[LRUN_K_GEMV_MAX_PARTS]; /* row stride, bytes */
+    float *y[LRUN_K_GEMV_MAX_PARTS];  /* (m, n[p]) */
+    int64_t n[LRUN_K_GEMV_MAX_PARTS];
+    int64_t b0[LRUN_K_GEMV_MAX_PARTS + 1];
+};
+
+/* a[p] by selects: a dynamic index into (or a reference to) the kernel's
+ * parameter struct would copy the struct to local memory. */
+#define SEL3(a, p) ((p) == 0 ? (a)[0] : ((p) == 1 ? (a)[1] : (a)[2]))
+
+/* silu(g)·u as lrun_k_swiglu (the accurate expf). */
+static __device__ __forceinline__ float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+static __device__ __forceinline__ void put(float *y, float v, int mode)
+{
+    if (mode == LRUN_K_GEMV_ADD) *y += v;
+    else *y = v;
+}
+
 // ---------------------------------------------------------------- unit kernel
 
-template <int T, int M, int R, int U>
-__global__ void __launch_bounds__(LRUN_K_GEMV_THREADS)
-    gemv_units(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n, int64_t k, const float *__restrict__ x,
-               bool xvec, float *__restrict__ y)
+template <int T, int M, int NT, int RB, int U>
+__global__ void __launch_bounds__(NT)
+    gemv_tiles(const __grid_constant__ gemv_parts P, int64_t k, const float *__restrict__ x, bool xvec, int mode)
 {
     using Q = lrun_k_unit<T>;
-    const int lane = threadIdx.x & 31;
-    const int64_t row0 = ((int64_t)blockIdx.x * (LRUN_K_GEMV_THREADS / 32) + (threadIdx.x >> 5)) * R;
-    if (row0 >= n) return; /* no block-level synchronization below */
+    using V = gemv_vals<T>;
+    constexpr int RH = RB >= 2 ? RB / 2 : 1; /* output rows of a swiglu block */
+    const int64_t b = blockIdx.x;
+    const int p = (b >= P.b0[1]) + (b >= P.b0[2]);
+    const bool sw = mode == LRUN_K_GEMV_SWIGLU;
+    const int64_t n = SEL3(P.n, p), row0 = (b - P.b0[p]) * (sw ? RH : RB);
 
-    /* rows past n re-read row n-1 (valid memory) and are not written */
-    const uint8_t *rows[R];
+    /* rows past n re-read row n-1 (valid memory) and are not written; a
+     * swiglu block reads rows row0.. of gate (part 0) then of up (part 1) */
+    const uint8_t *rows[RB];
 #pragma unroll
-    for (int r = 0; r < R; r++) rows[r] = w + (size_t)(row0 + r < n ? row0 + r : n - 1) * row_bytes;
+    for (int r = 0; r < RB; r++) {
+        const int q = sw && r >= RH ? 1 : p;
+        int64_t rr = row0 + (sw ? r % RH : r);
+        rr = rr < n ? rr : n - 1;
+        rows[r] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q);
+    }
 
     const int64_t units = k / Q::ELEMS * Q::UNITS; /* per row */
-    float acc[R][M];
+    float acc[RB][M];
 #pragma unroll
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < RB; r++)
 #pragma unroll
         for (int i = 0; i < M; i++) acc[r][i] = 0.0f;
 
-    for (int64_t u0 = lane; u0 < units; u0 += 32 * U) {
-        typename Q::raw raw[U][R];
+    for (int64_t u0 = threadIdx.x; u0 < units; u0 += NT * U) {
+        typename Q::raw raw[U][RB];
         /* all loads of the step first: they are what the kernel waits for */
 #pragma unroll
         for (int j = 0; j < U; j++) {
-            const int64_t u = u0 + 32 * j;
+            const int64_t u = u0 + NT * j;
             if (u < units) {
                 const size_t off = (size_t)(u / Q::UNITS) * Q::BYTES;
 #pragma unroll
-                for (int r = 0; r < R; r++) raw[j][r] = Q::load(rows[r] + off, (int)(u % Q::UNITS));
+                for (int r = 0; r < RB; r++) raw[j][r] = Q::load(rows[r] + off, (int)(u % Q::UNITS));
             }
         }
 #pragma unroll
         for (int j = 0; j < U; j++) {
-            const int64_t u = u0 + 32 * j;
+            const int64_t u = u0 + NT * j;
             if (u < units) {
                 const int ub = (int)(u % Q::UNITS);
                 const int64_t base = u / Q::UNITS * Q::ELEMS; /* element of the block's first weight */
-                float wv[R][Q::RUNS * 4];
+                float v[RB][Q::RUNS * 4], sc[RB], mn[RB];
 #pragma unroll
-                for (int r = 0; r < R; r++) Q::dequant(raw[j][r], ub, wv[r]);
+                for (int r = 0; r < RB; r++) sc[r] = V::vals(raw[j][r], ub, v[r], &mn[r]);
 #pragma unroll
                 for (int i = 0; i < M; i++) {
-                    const float *xr = x + i * k + base;
+                    float4 xs[Q::RUNS];
 #pragma unroll
-                    for (int run = 0; run < Q::RUNS; run++) {
-                        const float4 xv = ldx4(xr + Q::offset(ub, run), xvec);
+                    for (int run = 0; run < Q::RUNS; run++) xs[run] = ldx4(x + i * k + base + Q::offset(ub, run), xvec);
+                    float sx = 0.0f;
+                    if (V::HAS_MIN)
 #pragma unroll
-                        for (int r = 0; r < R; r++) {
-                            float a = acc[r][i];
-                            a = fmaf(wv[r][4 * run + 0], xv.x, a);
-                            a = fmaf(wv[r][4 * run + 1], xv.y, a);
-                            a = fmaf(wv[r][4 * run + 2], xv.z, a);
-                            a = fmaf(wv[r][4 * run + 3], xv.w, a);
-                            acc[r][i] = a;
+                        for (int run = 0; run < Q::RUNS; run++) sx += (xs[run].x + xs[run].y) + (xs[run].z + xs[run].w);
+#pragma unroll
+                    for (int r = 0; r < RB; r++) {
+                        float d = 0.0f;
+#pragma unroll
+                        for (int run = 0; run < Q::RUNS; run++) {
+                            d = fmaf(v[r][4 * run], xs[run].x, d);
+                            d = fmaf(v[r][4 * run + 1], xs[run].y, d);
+                            d = fmaf(v[r][4 * run + 2], xs[run].z, d);
+                            d = fmaf(v[r][4 * run + 3], xs[run].w, d);
                         }
+                        acc[r][i] = fmaf(sc[r], d, V::HAS_MIN ? fmaf(mn[r], sx, acc[r][i]) : acc[r][i]);
                     }
                 }
             }
         }
     }
 
+    /* warps, then the block: red[w][r*M+i] is warp w's sum of row r, x row i */
+    __shared__ float red[NT / 32][RB * M];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < RB; r++)
 #pragma unroll
-        for (int i = 0; i < M; i++) acc[r][i] = lrun_k_warp_sum(acc[r][i]);
-    if (lane == 0) {
+        for (int i = 0; i < M; i++) {
+            const float v = lrun_k_warp_sum(acc[r][i]);
+            if (lane == 0) red[warp][r * M + i] = v;
+        }
+    __syncthreads();
+    if (threadIdx.x < RB * M) {
+        float s = red[0][threadIdx.x];
 #pragma unroll
-        for (int r = 0; r < R; r++)
-            if (row0 + r < n)
-#pragma unroll
-                for (int i = 0; i < M; i++) y[i * n + row0 + r] = acc[r][i];
+        for (int w = 1; w < NT / 32; w++) s += red[w][threadIdx.x];
+        red[0][threadIdx.x] = s; /* each thread reads and writes only its own column */
+    }
+    __syncthreads();
+    if (threadIdx.x < (sw ? RH : RB) * M) {
+        const int r = threadIdx.x / M, i = threadIdx.x % M;
+        const int64_t row = row0 + r;
+        if (row < n) {
+            float *y = SEL3(P.y, p) + i * n + row;
+            if (sw) *y = swiglu1(red[0][threadIdx.x], red[0][(r + RH) * M + i]);
+            else put(y, red[0][threadIdx.x], mode);
+        }
     }
 }
 
 // ---------------------------------------------------------------- plain kernel (float types, any k or alignment)
 
+/* One warp per output row of one weight (w2: up of a swiglu pair, else unused). */
 template <int T, int M>
-__global__ void __launch_bounds__(LRUN_K_GEMV_THREADS)
-    gemv_elems(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n, int64_t k, const float *__restrict__ x,
-               float *__restrict__ y)
+__global__ void __launch_bounds__(LRUN_K_GEMV_PLAIN_THREADS)
+    gemv_plain(const uint8_t *__restrict__ w, const uint8_t *__restrict__ w2, size_t row_bytes, size_t row_bytes2,
+               int64_t n, int64_t k, const float *__restrict__ x, float *__restrict__ y, int mode)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t row = (int64_t)blockIdx.x * (LRUN_K_GEMV_THREADS / 32) + (threadIdx.x >> 5);
-    if (row >= n) return;
-    const uint8_t *wr = w + (size_t)row * row_bytes;
-    float acc[M];
+    const int64_t row = (int64_t)blockIdx.x * (LRUN_K_GEMV_PLAIN_THREADS / 32) + (threadIdx.x >> 5);
+    if (row >= n) return; /* no block-level synchronization below */
+    const bool sw = mode == LRUN_K_GEMV_SWIGLU;
+    const uint8_t *wr = w + (size_t)row * row_bytes, *wr2 = sw ? w2 + (size_t)row * row_bytes2 : wr;
+    float acc[M], acc2[M];
 #pragma unroll
-    for (int i = 0; i < M; i++) acc[i] = 0.0f;
+    for (int i = 0; i < M; i++) acc[i] = acc2[i] = 0.0f;
     for (int64_t c = lane; c < k; c += 32) {
-        const float wv = lrun_k_load_float<T>(wr, c);
+        const float wv = lrun_k_load_float<T>(wr, c), wv2 = sw ? lrun_k_load_float<T>(wr2, c) : 0.0f;
 #pragma unroll
-        for (int i = 0; i < M; i++) acc[i] = fmaf(wv, __ldg(x + i * k + c), acc[i]);
+        for (int i = 0; i < M; i++) {
+            const float xv = __ldg(x + i * k + c);
+            acc[i] = fmaf(wv, xv, acc[i]);
+            acc2[i] = fmaf(wv2, xv, acc2[i]);
+        }
     }
 #pragma unroll
-    for (int i = 0; i < M; i++) acc[i] = lrun_k_warp_sum(acc[i]);
+    for (int i = 0; i < M; i++) acc[i] = lrun_k_warp_sum(acc[i]), acc2[i] = lrun_k_warp_sum(acc2[i]);
     if (lane == 0)
 #pragma unroll
-        for (int i = 0; i < M; i++) y[i * n + row] = acc[i];
+        for (int i = 0; i < M; i++) {
+            if (sw) y[i * n + row] = swiglu1(acc[i], acc2[i]);
+            else put(y + i * n + row, acc[i], mode);
+        }
+}
+
+// ---------------------------------------------------------------- shape variants (tuning)
+
+/* 0: lrun_k_gemv_shape; v >= 1: variants[v-1] for m = 1 (bf16, f16, q8_0,
+ * q4_0, q4_1), set by lrun_k_gemv_tune for the bench. */
+static int g_variant;
+static const struct { int nt, rb, u; } variants[] = {{256, 4, 2}, {256, 2, 4}, {128, 4, 4}, {256, 1, 8},
+                                                     {128, 8, 2}, {512, 2, 2}, {128, 2, 8}, {256, 4, 4}};
+#define N_VARIANTS ((int)(sizeof variants / sizeof variants[0]))
+
+extern "C" const char *lrun_k_gemv_tune(int variant)
+{
+    static char desc[64];
+    if (variant < 0 || variant > N_VARIANTS) return NULL;
+    g_variant = variant;
+    if (variant == 0) snprintf(desc, sizeof desc, "default");
+    else
+        snprintf(desc, sizeof desc, "NT %d RB %d U %d", variants[variant - 1].nt, variants[variant - 1].rb,
+                 variants[variant - 1].u);
+    return desc;
 }
 
 // ---------------------------------------------------------------- dispatch
 
+template <int T, int M, int NT, int RB, int U>
+static cudaError_t launch_tiles(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
+{
+    const int64_t rows_out = mode == LRUN_K_GEMV_SWIGLU ? RB / 2 : RB;
+    if (rows_out < 1) return cudaErrorInvalidValue;
+    const int grid_parts = mode == LRUN_K_GEMV_SWIGLU ? 1 : n_parts; /* up shares gate's blocks */
+    int64_t b = 0;
+    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
+        P.b0[p] = b;
+        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
+    }
+    if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
+    const bool xvec = ((uintptr_t)x & 15) == 0;
+    gemv_tiles<T, M, NT, RB, U><<<(unsigned)b, NT, 0, st>>>(P, k, x, xvec, mode);
+    return cudaSuccess;
+}
+
 template <int T, int M>
-static cudaError_t launch_units(const uint8_t *w, size_t row_bytes, int64_t n, int64_t k, const float *x, float *y,
+static cudaError_t launch_units(const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
                                 cudaStream_t st)
 {
     typedef lrun_k_gemv_shape<T, M> S;
-    const int64_t rows_per_block = (LRUN_K_GEMV_THREADS / 32) * S::R;
-    const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
-    if (blocks > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
-    const bool xvec = ((uintptr_t)x & 15) == 0;
-    gemv_units<T, M, S::R, S::U><<<(unsigned)blocks, LRUN_K_GEMV_THREADS, 0, st>>>(w, row_bytes, n, k, x, xvec, y);
-    return cudaSuccess;
+    if constexpr (M == 1 && (T == LRUN_DTYPE_BF16 || T == LRUN_DTYPE_F16 || T == LRUN_DTYPE_Q8_0 ||
+                             T == LRUN_DTYPE_Q4_0 || T == LRUN_DTYPE_Q4_1)) {
+        if (g_variant > 0 && mode != LRUN_K_GEMV_SWIGLU) switch (g_variant) {
+            case 1: return launch_tiles<T, M, 256, 4, 2>(P, n_parts, k, x, mode, st);
+            case 2: return launch_tiles<T, M, 256, 2, 4>(P, n_parts, k, x, mode, st);
+            case 3: return launch_tiles<T, M, 128, 4, 4>(P, n_parts, k, x, mode, st);
+            case 4: return launch_tiles<T, M, 256, 1, 8>(P, n_parts, k, x, mode, st);
+            case 5: return launch_tiles<T, M, 128, 8, 2>(P, n_parts, k, x, mode, st);
+            case 6: return launch_tiles<T, M, 512, 2, 2>(P, n_parts, k, x, mode, st);
+            case 7: return launch_tiles<T, M, 128, 2, 8>(P, n_parts, k, x, mode, st);
+            case 8: return launch_tiles<T, M, 256, 4, 4>(P, n_parts, k, x, mode, st);
+            }
+    }
+    return launch_tiles<T, M, S::NT, S::RB, S::U>(P, n_parts, k, x, mode, st);
 }
 
 template <int T, int M>
-static cudaError_t launch_elems(const uint8_t *w, size_t row_bytes, int64_t n, int64_t k, const float *x, float *y,
+static cudaError_t launch_plain(const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
                                 cudaStream_t st)
 {
-    const int64_t blocks = (n + LRUN_K_GEMV_THREADS / 32 - 1) / (LRUN_K_GEMV_THREADS / 32);
-    if (blocks > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
-    gemv_elems<T, M><<<(unsigned)blocks, LRUN_K_GEMV_THREADS, 0, st>>>(w, row_bytes, n, k, x, y);
+    const int wpb = LRUN_K_GEMV_PLAIN_THREADS / 32;
+    const int launches = mode == LRUN_K_GEMV_SWIGLU ? 1 : n_parts;
+    for (int p = 0; p < launches; p++) {
+        const int64_t blocks = (P.n[p] + wpb - 1) / wpb;
+        if (blocks > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
+        const int q = mode == LRUN_K_GEMV_SWIGLU ? 1 : p;
+        gemv_plain<T, M><<<(unsigned)blocks, LRUN_K_GEMV_PLAIN_THREADS, 0, st>>>(P.w[p], P.w[q], P.rb[p], P.rb[q],
+                                                                                  P.n[p], k, x, P.y[p], mode);
+    }
     return cudaSuccess;
 }
 
-/* The float types take the unit kernel only when every row is whole 16-byte
- * units on 16-byte boundaries. */
+/* The float types take the unit kernel only when every row of every part is
+ * whole 16-byte units on 16-byte boundaries. */
 template <int T, int M>
-static cudaError_t launch_float(const uint8_t *w, size_t row_bytes, int64_t n, int64_t k, const float *x, float *y,
+static cudaError_t launch_float(const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
                                 cudaStream_t st)
 {
-    if (k % 8 == 0 && ((uintptr_t)w & 15) == 0 && (row_bytes & 15) == 0)
-        return launch_units<T, M>(w, row_bytes, n, k, x, y, st);
-    return launch_elems<T, M>(w, row_bytes, n, k, x, y, st);
+    bool vec = k % 8 == 0;
+    for (int p = 0; p < n_parts; p++) vec = vec && ((uintptr_t)P.w[p] & 15) == 0 && (P.rb[p] & 15) == 0;
+    if (vec) return launch_units<T, M>(P, n_parts, k, x, mode, st);
+    return launch_plain<T, M>(P, n_parts, k, x, mode, st);
 }
 
 template <int M>
-static cudaError_t launch_m(lrun_dtype t, const uint8_t *w, size_t row_bytes, int64_t n, int64_t k, const float *x,
-                            float *y, cudaStream_t st)
+static cudaError_t launch_m(lrun_dtype t, const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
+                            cudaStream_t st)
 {
     switch (t) {
-    case LRUN_DTYPE_F32: return launch_float<LRUN_DTYPE_F32, M>(w, row_bytes, n, k, x, y, st);
-    case LRUN_DTYPE_F16: return launch_float<LRUN_DTYPE_F16, M>(w, row_bytes, n, k, x, y, st);
-    case LRUN_DTYPE_BF16: return launch_float<LRUN_DTYPE_BF16, M>(w, row_bytes, n, k, x, y, st);
-    case LRUN_DTYPE_Q4_0: return launch_units<LRUN_DTYPE_Q4_0, M>(w, row_bytes, n, k, x, y, st);
-    case LRUN_DTYPE_Q4_1: return launch_units<LRUN_DTYPE_Q4_1, M>(w, row_bytes, n, k, x, y, st);
-    case LRUN_DTYPE_Q8_0: return launch_units<LRUN_DTYPE_Q8_0, M>(w, row_bytes, n, k, x, y, st);
-    case LRUN_DTYPE_Q4_K: return launch_units<LRUN_DTYPE_Q4_K, M>(w, row_bytes, n, k, x, y, st);
-    case LRUN_DTYPE_Q6_K: return launch_units<LRUN_DTYPE_Q6_K, M>(w, row_bytes, n, k, x, y, st);
+    case LRUN_DTYPE_F32: return launch_float<LRUN_DTYPE_F32, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_F16: return launch_float<LRUN_DTYPE_F16, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_BF16: return launch_float<LRUN_DTYPE_BF16, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_Q4_0: return launch_units<LRUN_DTYPE_Q4_0, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_Q4_1: return launch_units<LRUN_DTYPE_Q4_1, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_Q8_0: return launch_units<LRUN_DTYPE_Q8_0, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_Q4_K: return launch_units<LRUN_DTYPE_Q4_K, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_Q6_K: return launch_units<LRUN_DTYPE_Q6_K, M>(P, n_parts, k, x, mode, st);
     default: return cudaErrorInvalidValue;
     }
+}
+
+extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
+                                         const float *x, int64_t m, int mode, void *stream)
+{
+    static const char op[] = "lrun_k_gemv";
+    if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
+        return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
+                         LRUN_K_GEMV_MAX_PARTS);
+    if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
+        return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
+    if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
+        return lrun_fail(LRUN_E_ARG, "%s: swiglu takes 2 weights (gate, up) with the same rows", op);
+    if (!x) return lrun_fail(LRUN_E_ARG, "%s: x is NULL", op);
+    if (m < 1 || m > LRUN_K_GEMV_MAX_M)
+        return lrun_fail(LRUN_E_ARG, "%s: m %lld (expected 1..%d; use lrun_k_gemm for more rows)", op, (long long)m,
+                         LRUN_K_GEMV_MAX_M);
+    if (((uintptr_t)x & 3) != 0) return lrun_fail(LRUN_E_ARG, "%s: x must be 4-byte aligned floats", op);
+    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    gemv_parts P;
+    memset(&P, 0, sizeof P);
+    int64_t xn;
+    if (__builtin_mul_overflow(m, k, &xn))
+        return lrun_fail(LRUN_E_ARG, "%s: m %lld times k %lld overflows", op, (long long)m, (long long)k);
+    for (int p = 0; p < n_parts; p++) {
+        const lrun_k_gemv_part *q = &parts[p];
+        lrun_status s = lrun_k_check_weight(op, w_dtype, q->w, q->row_bytes, q->n, k);
+        if (s != LRUN_OK) return s;
+        const bool needs_y = mode != LRUN_K_GEMV_SWIGLU || p == 0;
+        if (needs_y && (!q->y || ((uintptr_t)q->y & 3) != 0))
+            return lrun_fail(LRUN_E_ARG, "%s: y of weight %d is NULL or not 4-byte aligned", op, p);
+        int64_t yn;
+        if (__builtin_mul_overflow(m, q->n, &yn))
+            return lrun_fail(LRUN_E_ARG, "%s: m %lld times n %lld overflows", op, (long long)m, (long long)q->n);
+        P.w[p] = (const uint8_t *)q->w;
+        P.rb[p] = q->row_bytes;
+        P.y[p] = q->y;
+        P.n[p] = q->n;
+    }
+    cudaStream_t st = (cudaStream_t)stream;
+    cudaError_t e = cudaErrorInvalidValue;
+    switch (m) {
+    case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, st); break;
+    case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, st); break;
+    case 3: e = launch_m<3>(w_dtype, P, n_parts, k, x, mode, st); break;
+    case 4: e = launch_m<4>(w_dtype, P, n_parts, k, x, mode, st); break;
+    case 5: e = launch_m<5>(w_dtype, P, n_parts, k, x, mode, st); break;
+    case 6: e = launch_m<6>(w_dtype, P, n_parts, k, x, mode, st); break;
+    case 7: e = launch_m<7>(w_dtype, P, n_parts, k, x, mode, st); break;
+    case 8: e = launch_m<8>(w_dtype, P, n_parts, k, x, mode, st); break;
+    }
+    if (e == cudaErrorInvalidConfiguration)
+        return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
+    if (e != cudaSuccess) return lrun_fail(LRUN_E_INTERNAL, "%s: no kernel for %s", op, lrun_dtype_name(w_dtype));
+    return lrun_k_launched(op);
 }
 
 extern "C" lrun_status lrun_k_gemv(lrun_dtype w_dtype, const void *w, size_t row_bytes, int64_t n, int64_t k,
                                    const float *x, int64_t m, float *y, void *stream)
 {
-    static const char op[] = "lrun_k_gemv";
-    lrun_status s = lrun_k_check_weight(op, w_dtype, w, row_bytes, n, k);
-    if (s != LRUN_OK) return s;
-    if (!x || !y) return lrun_fail(LRUN_E_ARG, "%s: %s is NULL", op, !x ? "x" : "y");
-    if (m < 1 || m > LRUN_K_GEMV_MAX_M)
-        return lrun_fail(LRUN_E_ARG, "%s: m %lld (expected 1..%d; use lrun_k_gemm for more rows)", op, (long long)m,
-                         LRUN_K_GEMV_MAX_M);
-    if (((uintptr_t)x & 3) != 0 || ((uintptr_t)y & 3) != 0)
-        return lrun_fail(LRUN_E_ARG, "%s: x and y must be 4-byte aligned floats", op);
-    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
-    int64_t xn, yn;
-    if (__builtin_mul_overflow(m, k, &xn) || __builtin_mul_overflow(m, n, &yn))
-        return lrun_fail(LRUN_E_ARG, "%s: m %lld times n %lld or k %lld overflows", op, (long long)m, (long long)n,
-                         (long long)k);
-    const uint8_t *wb = (const uint8_t *)w;
-    cudaStream_t st = (cudaStream_t)stream;
-    cudaError_t e = cudaErrorInvalidValue;
-    switch (m) {
-    case 1: e = launch_m<1>(w_dtype, wb, row_bytes, n, k, x, y, st); break;
-    case 2: e = launch_m<2>(w_dtype, wb, row_bytes, n, k, x, y, st); break;
-    case 3: e = launch_m<3>(w_dtype, wb, row_bytes, n, k, x, y, st); break;
-    case 4: e = launch_m<4>(w_dtype, wb, row_bytes, n, k, x, y, st); break;
-    case 5: e = launch_m<5>(w_dtype, wb, row_bytes, n, k, x, y, st); break;
-    case 6: e = launch_m<6>(w_dtype, wb, row_bytes, n, k, x, y, st); break;
-    case 7: e = launch_m<7>(w_dtype, wb, row_bytes, n, k, x, y, st); break;
-    case 8: e = launch_m<8>(w_dtype, wb, row_bytes, n, k, x, y, st); break;
-    }
-    if (e == cudaErrorInvalidConfiguration)
-        return lrun_fail(LRUN_E_ARG, "%s: n %lld rows need more than 2^31-1 blocks", op, (long long)n);
-    if (e != cudaSuccess) return lrun_fail(LRUN_E_INTERNAL, "%s: no kernel for %s", op, lrun_dtype_name(w_dtype));
-    return lrun_k_launched(op);
+    const lrun_k_gemv_part part = {w, row_bytes, n, y};
+    if (!y) return lrun_fail(LRUN_E_ARG, "lrun_k_gemv: y is NULL");
+    return lrun_k_gemv_multi(w_dtype, &part, 1, k, x, m, LRUN_K_GEMV_STORE, stream);
 }

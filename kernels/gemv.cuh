@@ -1,34 +1,45 @@
 /* gemv.cuh — y (m, n) = x (m, k) · Wᵀ for 1 ≤ m ≤ 8, dequantization fused
- * into the product (lrun_k_gemv in kernels.h).
+ * into the product (lrun_k_gemv and lrun_k_gemv_multi in kernels.h).
  *
- * Launch shape: blocks of LRUN_K_GEMV_THREADS threads; each warp owns R
- * consecutive rows of W and walks their units (dequantize.cuh) with its 32
- * lanes side by side, U units per lane per step. Every lane first issues the
- * loads of its U x R units (for f16/bf16: 16-byte, no-L1-allocate loads), then
- * dequantizes them in registers and multiplies with the m rows of x (f32,
- * read through L1, shared by the R rows), accumulating in f32; a warp
- * shuffle reduction ends each row. Decode is bound by HBM bandwidth, so the
- * point is many bytes in flight per SM: R*U*(unit bytes) per lane.
+ * Launch shape: blocks of NT threads; a block owns RB consecutive weight rows
+ * and its NT threads walk those rows' units (dequantize.cuh) side by side,
+ * U units per thread per row per step, so a warp's loads of a row are 32
+ * consecutive units and a thread has U*RB loads in flight before it needs
+ * any. Each thread multiplies its units with the m rows of x (f32, through
+ * L1, one x load shared by the RB rows) into RB*m f32 sums; warp shuffles
+ * and one pass through shared memory reduce them per block. Decode is bound
+ * by HBM bandwidth, so the point is many bytes in flight per SM and many
+ * short blocks (a full H100 holds ~2000 threads per SM: the 4096×4096 bf16
+ * matrix of a 7B layer is read in about one wave of loads).
+ *
+ * Several weights with the same dtype, k and x (Q, K and V; gate and up) go
+ * in one launch: the grid is the concatenation of their row blocks. The
+ * epilogue stores y, adds into y (the residual stream: no separate add
+ * kernel) or, for a gate/up pair, stores silu(gate)·up (each block then owns
+ * RB/2 rows of both matrices).
  *
  * Rows that are not whole 16-byte units (f16/bf16/f32 with k % 8 != 0, or an
  * unaligned base or stride) take a plain kernel: one warp per row, one
- * element per lane per step. */
+ * element per lane per step, same epilogues. */
 #ifndef LRUN_KERNELS_GEMV_CUH
 #define LRUN_KERNELS_GEMV_CUH
 
 #include "dequantize.cuh"
 
-#define LRUN_K_GEMV_THREADS 128
 #define LRUN_K_GEMV_MAX_M 8
+#define LRUN_K_GEMV_PLAIN_THREADS 128
 
-/* Rows per warp (R) and units per lane per step (U) for weight dtype T and m
- * rows of x: R amortizes each x load over R rows; U*R independent loads
- * per lane keep HBM busy; R*M accumulators and U*R raw units must fit in
- * registers without spilling. */
+/* Threads per block (NT), rows per block (RB) and units per thread per row
+ * per step (U) for weight dtype T and m rows of x: U*RB loads in flight per
+ * thread keep HBM busy; RB amortizes each x load over RB rows; RB*M sums and
+ * U*RB raw units must fit in registers without spilling. Tuned on the H100
+ * with test_kernels_gpu --bench (docs/cuda-kernels.md). */
 template <int T, int M> struct lrun_k_gemv_shape {
-    static constexpr bool wide = T == LRUN_DTYPE_Q6_K || T == LRUN_DTYPE_F32; /* large raw units */
-    static constexpr int R = M <= 2 ? (wide ? 2 : 4) : 2;
-    static constexpr int U = (M <= 2 && !wide) || T == LRUN_DTYPE_F16 || T == LRUN_DTYPE_BF16 ? 4 : 2;
+    static constexpr bool vec16 = T == LRUN_DTYPE_F16 || T == LRUN_DTYPE_BF16; /* 16-byte units */
+    static constexpr bool wide = T == LRUN_DTYPE_Q6_K || T == LRUN_DTYPE_F32;  /* large raw units */
+    static constexpr int NT = M <= 2 ? 256 : 128;
+    static constexpr int RB = M <= 2 ? (wide ? 2 : 4) : 2;
+    static constexpr int U = M <= 2 ? (vec16 ? 2 : (wide ? 2 : 4)) : 2;
 };
 
 #endif

@@ -38,6 +38,28 @@ lrun_status lrun_k_dequantize(lrun_dtype w_dtype, const void *w, size_t row_byte
 lrun_status lrun_k_gemv(lrun_dtype w_dtype, const void *w, size_t row_bytes, int64_t n, int64_t k,
                         const float *x, int64_t m, float *y, void *stream);
 
+/* Several products of one x in one launch (Q, K and V; gate and up), with
+ * an epilogue: part p is y_p (m, n_p) = x (m, k) · W_pᵀ, all W_p of w_dtype
+ * and k wide. mode STORE writes y_p; ADD adds into y_p (a residual stream);
+ * SWIGLU takes exactly 2 parts (gate, up) of equal n and writes
+ * silu(x·W_0ᵀ) · (x·W_1ᵀ) into parts[0].y (parts[1].y is unused). No y may
+ * overlap x. 1 ≤ m ≤ 8, as lrun_k_gemv. */
+#define LRUN_K_GEMV_MAX_PARTS 3
+typedef struct lrun_k_gemv_part {
+    const void *w;    /* (n, k) in w_dtype, rows row_bytes apart */
+    size_t row_bytes;
+    int64_t n;
+    float *y;         /* (m, n) f32 */
+} lrun_k_gemv_part;
+typedef enum { LRUN_K_GEMV_STORE = 0, LRUN_K_GEMV_ADD = 1, LRUN_K_GEMV_SWIGLU = 2 } lrun_k_gemv_mode;
+lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
+                              const float *x, int64_t m, int mode, void *stream);
+
+/* Bench only: the m = 1 GEMV of bf16, f16, q8_0, q4_0 and q4_1 weights takes
+ * shape variant v (1..8) from then on, 0 the tuned default; returns the
+ * variant's description, NULL past the last. Not thread-safe. */
+const char *lrun_k_gemv_tune(int variant);
+
 /* y (m, n) = x (m, k) · Wᵀ for any m through cuBLAS (cublasGemmEx, f16 or
  * bf16 inputs, f32 accumulation): W is dequantized into w_slot (n*k
  * elements of slot_dtype, F16 or BF16) unless it already is that dtype; x is
@@ -75,6 +97,14 @@ lrun_status lrun_k_add(float *y, const float *x, int64_t n, void *stream);
 lrun_status lrun_k_add_bias(float *y, const float *bias, int64_t n_rows, int64_t n, void *stream);
 
 // ---------------------------------------------------------------- KV cache and attention
+
+/* lrun_k_rope of q (n_tok, n_head, head_dim) and of k (n_tok, n_head_kv,
+ * head_dim), then lrun_k_kv_store of the rotated k and of v: one launch,
+ * the same bits as the three calls. head_dim must be even. */
+lrun_status lrun_k_rope_kv_store(float *q, float *k, const float *v, const int32_t *pos, int64_t n_tok,
+                                 int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t n_rot, float base,
+                                 float freq_scale, const float *freq_factors, int style, lrun_dtype kv_dtype,
+                                 void *cache_k, void *cache_v, const int64_t *row_offset, void *stream);
 
 /* Writes k and v rows (n_tok, kv_dim) f32 into the caches at the given
  * element offsets: cache_k[row_offset[i] + j] = k[i][j] (converted to

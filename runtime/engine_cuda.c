@@ -568,6 +568,31 @@ static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, cons
                        e->w_slot, e->x_slot, e->stream);
 }
 
+/* Products of one x with several weights of one dtype in one GEMV launch
+ * (decode: m <= GEMV_MAX_ROWS): Q, K and V stored; gate and up through
+ * SwiGLU into y[0]; or one weight added into y[0] (the residual stream).
+ * fusable says whether weights can share a launch (one dtype and width;
+ * otherwise the caller takes matmul per weight). */
+static int fusable(const struct lrun_tensor *const *w, int n_w)
+{
+    for (int i = 1; i < n_w; i++)
+        if (w[i]->dtype != w[0]->dtype || w[i]->ne[0] != w[0]->ne[0]) return 0;
+    return 1;
+}
+
+static lrun_status gemv_fused(lrun_cuda_engine *e, const struct lrun_tensor *const *w, float *const *y, int n_w,
+                              const float *x, int64_t m, int mode)
+{
+    lrun_k_gemv_part parts[LRUN_K_GEMV_MAX_PARTS];
+    for (int i = 0; i < n_w; i++) {
+        parts[i].w = w[i]->data;
+        parts[i].row_bytes = w[i]->row_bytes;
+        parts[i].n = w[i]->ne[1];
+        parts[i].y = y[i];
+    }
+    return lrun_k_gemv_multi(w[0]->dtype, parts, n_w, w[0]->ne[0], x, m, mode, e->stream);
+}
+
 /* Every layer over the n tokens of the table already on the device. max_kv
  * bounds n_kv over the chunk (the cache capacity when captured in a graph). */
 static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv)
@@ -580,6 +605,9 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
     TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
     const size_t plane = plane_bytes(e);
     const float base = (float)in->rope_freq_base, fscale = (float)m->rope_freq_scale;
+    /* decode-sized chunks take the fused GEMVs: Q, K and V in one launch,
+     * SwiGLU and the residual adds in the GEMV epilogues */
+    const int gemv = n <= GEMV_MAX_ROWS;
     for (int64_t l = 0; l < e->n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         const struct cuda_layer *E = &e->layers[l];
@@ -587,30 +615,57 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
 
         // attention
         TRY(lrun_k_rms_norm(e->x, E->attn_norm, e->xn, n, e->n_embd, e->eps, s));
-        TRY(matmul(e, L->wq, e->xn, n, e->q));
-        TRY(matmul(e, L->wk, e->xn, n, e->k));
-        TRY(matmul(e, L->wv, e->xn, n, e->v));
+        const struct lrun_tensor *qkv[3] = {L->wq, L->wk, L->wv};
+        float *qkv_out[3] = {e->q, e->k, e->v};
+        if (gemv && fusable(qkv, 3)) {
+            TRY(gemv_fused(e, qkv, qkv_out, 3, e->xn, n, LRUN_K_GEMV_STORE));
+        } else {
+            for (int i = 0; i < 3; i++) TRY(matmul(e, qkv[i], e->xn, n, qkv_out[i]));
+        }
         if (E->bq) TRY(lrun_k_add_bias(e->q, E->bq, n, e->q_dim, s));
         if (E->bk) TRY(lrun_k_add_bias(e->k, E->bk, n, e->kv_dim, s));
         if (E->bv) TRY(lrun_k_add_bias(e->v, E->bv, n, e->kv_dim, s));
-        TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
-                        in->rope_style, s));
-        TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
-                        in->rope_style, s));
-        TRY(lrun_k_kv_store(e->kv_dtype, kc, vc, t->row_off, e->k, e->v, n, e->kv_dim, s));
+        if (in->head_dim % 2 == 0) {
+            TRY(lrun_k_rope_kv_store(e->q, e->k, e->v, t->pos, n, in->n_head, in->n_head_kv, in->head_dim,
+                                     in->n_rot, base, fscale, e->freq_factors, in->rope_style, e->kv_dtype, kc, vc,
+                                     t->row_off, s));
+        } else {
+            TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
+                            in->rope_style, s));
+            TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale,
+                            e->freq_factors, in->rope_style, s));
+            TRY(lrun_k_kv_store(e->kv_dtype, kc, vc, t->row_off, e->k, e->v, n, e->kv_dim, s));
+        }
         TRY(lrun_k_attention(e->kv_dtype, e->q, kc, vc, t->kv_base, t->kv_base, t->n_kv, n, in->n_head,
                              in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work, s));
-        TRY(matmul(e, L->wo, e->attn, n, e->tmp));
-        if (E->bo) TRY(lrun_k_add_bias(e->tmp, E->bo, n, e->n_embd, s));
-        TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
+        if (gemv) { /* x += a·Woᵀ in the GEMV's epilogue, then + bo */
+            const struct lrun_tensor *wo[1] = {L->wo};
+            TRY(gemv_fused(e, wo, &e->x, 1, e->attn, n, LRUN_K_GEMV_ADD));
+            if (E->bo) TRY(lrun_k_add_bias(e->x, E->bo, n, e->n_embd, s));
+        } else {
+            TRY(matmul(e, L->wo, e->attn, n, e->tmp));
+            if (E->bo) TRY(lrun_k_add_bias(e->tmp, E->bo, n, e->n_embd, s));
+            TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
+        }
 
         // feed-forward
         TRY(lrun_k_rms_norm(e->x, E->ffn_norm, e->xn, n, e->n_embd, e->eps, s));
-        TRY(matmul(e, L->w_gate, e->xn, n, e->gate));
-        TRY(matmul(e, L->w_up, e->xn, n, e->up));
-        TRY(lrun_k_swiglu(e->gate, e->up, e->gate, n * e->n_ff, s));
-        TRY(matmul(e, L->w_down, e->gate, n, e->tmp));
-        TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
+        const struct lrun_tensor *gu[2] = {L->w_gate, L->w_up};
+        float *gu_out[2] = {e->gate, e->up};
+        if (gemv && fusable(gu, 2)) {
+            TRY(gemv_fused(e, gu, gu_out, 2, e->xn, n, LRUN_K_GEMV_SWIGLU));
+        } else {
+            TRY(matmul(e, L->w_gate, e->xn, n, e->gate));
+            TRY(matmul(e, L->w_up, e->xn, n, e->up));
+            TRY(lrun_k_swiglu(e->gate, e->up, e->gate, n * e->n_ff, s));
+        }
+        if (gemv) {
+            const struct lrun_tensor *wd[1] = {L->w_down};
+            TRY(gemv_fused(e, wd, &e->x, 1, e->gate, n, LRUN_K_GEMV_ADD));
+        } else {
+            TRY(matmul(e, L->w_down, e->gate, n, e->tmp));
+            TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
+        }
     }
     return LRUN_OK;
 }

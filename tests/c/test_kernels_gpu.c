@@ -10,13 +10,15 @@
  * the rest is one TAP SKIP line where no GPU is visible.
  *
  *   build/tests/test_kernels_gpu           the tests
- *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1) */
+ *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1)
+ *   build/tests/test_kernels_gpu --sweep   the same for every GEMV shape variant */
 #include "check.h"
 #include "cpu_ops.h"
 #include "cuda_backend.h"
 #include "device.h"
 #include "quant.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -317,16 +319,39 @@ static void test_embed(void)
 
 // ---------------------------------------------------------------- GEMV and GEMM
 
-/* y (m, n) = x (m, k) · wfᵀ in double, wf the dequantized weights. */
-static void matmul_ref(const float *wf, const float *x, int64_t n, int64_t k, int64_t m, float *y)
+/* y (m, n) = x (m, k) · wfᵀ in double, wf the dequantized weights; mag
+ * (m, n), when not NULL, = Σ_c (w_c·x_c)² of each output. */
+static void matmul_ref(const float *wf, const float *x, int64_t n, int64_t k, int64_t m, float *y, double *mag)
 {
     for (int64_t i = 0; i < m; i++)
         for (int64_t r = 0; r < n; r++) {
-            double s = 0.0;
+            double s = 0.0, s2 = 0.0;
             const float *wr = wf + r * k, *xr = x + i * k;
-            for (int64_t c = 0; c < k; c++) s += (double)wr[c] * xr[c];
+            for (int64_t c = 0; c < k; c++) {
+                const double t = (double)wr[c] * xr[c];
+                s += t, s2 += t * t;
+            }
             y[i * n + r] = (float)s;
+            if (mag) mag[i * n + r] = s2;
         }
+}
+
+/* The error of a product normalized by the size of its terms: Σ(ref − got)²
+ * / Σ mag, mag from matmul_ref. For random zero-mean x this is the NMSE in
+ * expectation (E[ref²] = Σ E[(w·x)²]), but it does not blow up where one
+ * output happens to cancel to near zero: rounding errors scale with the
+ * terms, not with their sum. (A single-row weight at m = 1 is one output:
+ * the Q4_K n = 1 case has ref −0.0033 against terms of size 9.2, so its
+ * plain NMSE read 3.6e-7 for a 2e-6 absolute error, 153 for bf16 rounding.) */
+static double nmse_terms(const float *ref, const float *got, const double *mag, int64_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)ref[i] - (double)got[i];
+        num += d * d;
+        den += mag[i];
+    }
+    return den > 0.0 ? num / den : num;
 }
 
 /* GEMV for m = 1..8 and GEMM for a few m and both slots, on one weight. */
@@ -339,6 +364,7 @@ static void test_matmul_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int
     const int64_t max_m = 40;
     float *x = frandv(max_m * k, -1.0f, 1.0f);
     float *ref = malloc((size_t)(max_m * n) * 4), *got = malloc((size_t)(max_m * n) * 4);
+    double *mag = malloc((size_t)(max_m * n) * sizeof *mag);
     void *dw = dcopy(w, (size_t)n * stride);
     float *dx = dbuf((size_t)(max_m * k) * 4 + 16);
     if (x_misaligned) dx += 1; /* 4 bytes past a 256-byte boundary: the scalar x loads */
@@ -350,14 +376,14 @@ static void test_matmul_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int
     int ok = 1;
     /* row i of y depends only on row i of x: the first m rows of the
      * reference for all 40 rows are the reference for m rows */
-    matmul_ref(wf, x, n, k, do_gemm ? max_m : 8, ref);
+    matmul_ref(wf, x, n, k, do_gemm ? max_m : 8, ref, mag);
     for (int64_t m = 1; m <= 8; m++) {
         ok &= ran(lrun_k_gemv(t, dw, stride, n, k, dx, m, dy, stream));
         down(got, dy, (size_t)(m * n) * 4);
-        const double e = nmse(ref, got, m * n);
+        const double e = nmse_terms(ref, got, mag, m * n);
         worst = e > worst ? e : worst;
     }
-    snprintf(name, sizeof name, "gemv %s n %lld k %lld%s%s, m 1..8: nmse %.2e <= 1e-7", lrun_dtype_name(t),
+    snprintf(name, sizeof name, "gemv %s n %lld k %lld%s%s, m 1..8: error/terms %.2e <= 1e-7", lrun_dtype_name(t),
              (long long)n, (long long)k, pad ? " (padded stride)" : "", x_misaligned ? " (x unaligned)" : "", worst);
     CHECK(name, ok && worst <= 1e-7);
 
@@ -373,16 +399,16 @@ static void test_matmul_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int
                 ok &= ran(lrun_k_gemm(lrun_cuda_cublas(dev), t, dw, stride, n, k, dx, m, dy, slot, w_slot, x_slot,
                                       stream));
                 down(got, dy, (size_t)(m * n) * 4);
-                const double e = nmse(ref, got, m * n);
+                const double e = nmse_terms(ref, got, mag, m * n);
                 worst = e > worst ? e : worst;
             }
-            snprintf(name, sizeof name, "gemm %s n %lld k %lld%s, %s slot, m 1/5/17/40: nmse %.2e <= 5e-4",
+            snprintf(name, sizeof name, "gemm %s n %lld k %lld%s, %s slot, m 1/5/17/40: error/terms %.2e <= 5e-4",
                      lrun_dtype_name(t), (long long)n, (long long)k, pad ? " (padded stride)" : "",
                      lrun_dtype_name(slot), worst);
             CHECK(name, ok && worst <= 5e-4);
         }
     }
-    free(w), free(wf), free(x), free(ref), free(got);
+    free(w), free(wf), free(x), free(ref), free(got), free(mag);
 }
 
 static void test_matmul(void)
@@ -399,6 +425,96 @@ static void test_matmul(void)
     test_matmul_case(LRUN_DTYPE_BF16, 33, 768, 0, 1, 0);
     test_matmul_case(LRUN_DTYPE_Q6_K, 7, 768, 210, 0, 1);  /* padded K-quant rows */
     test_matmul_case(LRUN_DTYPE_Q4_K, 5, 4096, 0, 0, 1);   /* a 7B-wide row */
+}
+
+/* lrun_k_gemv_multi: Q/K/V-like parts (n 33, 7, 7) stored, one part added
+ * into y, a gate/up pair through SwiGLU, for m = 1, 2, 5, 8. pad: extra
+ * bytes per row (2 sends f16 to the plain kernel). */
+static void test_gemv_fused_case(lrun_dtype t, size_t pad)
+{
+    dreset();
+    const int64_t k = 768, ns[3] = {33, 7, 7}, max_m = 8;
+    const size_t stride = row_bytes(t, k) + pad;
+    float *x = frandv(max_m * k, -1.0f, 1.0f), *dx = dcopy(x, (size_t)(max_m * k) * 4);
+    uint8_t *w[3];
+    float *wf[3], *ref[3], *got = malloc((size_t)(max_m * 33) * 4);
+    double *mag[3];
+    void *dw[3];
+    float *dy[3];
+    lrun_k_gemv_part parts[3];
+    for (int p = 0; p < 3; p++) {
+        w[p] = random_rows(t, ns[p], k, stride, 71 + (uint64_t)(10 * p) + (uint64_t)t);
+        wf[p] = dequant_rows(t, w[p], ns[p], k, stride);
+        ref[p] = malloc((size_t)(max_m * ns[p]) * 4);
+        mag[p] = malloc((size_t)(max_m * ns[p]) * sizeof(double));
+        matmul_ref(wf[p], x, ns[p], k, max_m, ref[p], mag[p]);
+        dw[p] = dcopy(w[p], (size_t)ns[p] * stride);
+        dy[p] = dbuf((size_t)(max_m * 33) * 4);
+        parts[p] = (lrun_k_gemv_part){dw[p], stride, ns[p], dy[p]};
+    }
+    /* up: a second 33-row weight for the swiglu pair */
+    uint8_t *wu = random_rows(t, 33, k, stride, 99 + (uint64_t)t);
+    float *wuf = dequant_rows(t, wu, 33, k, stride), *refu = malloc((size_t)(max_m * 33) * 4);
+    double *magu = malloc((size_t)(max_m * 33) * sizeof(double));
+    matmul_ref(wuf, x, 33, k, max_m, refu, magu);
+    void *dwu = dcopy(wu, (size_t)33 * stride);
+    float *y0 = frandv(max_m * 33, -5.0f, 5.0f), *want = malloc((size_t)(max_m * 33) * 4);
+    double *wmag = malloc((size_t)(max_m * 33) * sizeof(double));
+
+    static const int64_t ms[] = {1, 2, 5, 8};
+    double worst[3] = {0.0, 0.0, 0.0};
+    int ok = 1;
+    for (int mi = 0; mi < 4; mi++) {
+        const int64_t m = ms[mi];
+        /* Q, K, V */
+        ok &= ran(lrun_k_gemv_multi(t, parts, 3, k, dx, m, LRUN_K_GEMV_STORE, stream));
+        for (int p = 0; p < 3; p++) {
+            down(got, dy[p], (size_t)(m * ns[p]) * 4);
+            const double e = nmse_terms(ref[p], got, mag[p], m * ns[p]);
+            worst[0] = e > worst[0] ? e : worst[0];
+        }
+        /* y0 + x·W0ᵀ */
+        up(dy[0], y0, (size_t)(m * 33) * 4);
+        ok &= ran(lrun_k_gemv_multi(t, parts, 1, k, dx, m, LRUN_K_GEMV_ADD, stream));
+        down(got, dy[0], (size_t)(m * 33) * 4);
+        for (int64_t i = 0; i < m * 33; i++) want[i] = y0[i] + ref[0][i];
+        double e = nmse_terms(want, got, mag[0], m * 33);
+        worst[1] = e > worst[1] ? e : worst[1];
+        /* silu(x·W0ᵀ)·(x·Wuᵀ): the error of g and u carried through (|d silu·u| <= ~1.1|u| + |silu|) */
+        lrun_k_gemv_part pair[2] = {parts[0], {dwu, stride, 33, NULL}};
+        ok &= ran(lrun_k_gemv_multi(t, pair, 2, k, dx, m, LRUN_K_GEMV_SWIGLU, stream));
+        down(got, dy[0], (size_t)(m * 33) * 4);
+        for (int64_t i = 0; i < m * 33; i++) {
+            const double g = ref[0][i], u = refu[i], sg = g / (1.0 + exp(-g));
+            want[i] = (float)(sg * u);
+            wmag[i] = 1.21 * u * u * mag[0][i] + sg * sg * magu[i];
+        }
+        e = nmse_terms(want, got, wmag, m * 33);
+        worst[2] = e > worst[2] ? e : worst[2];
+    }
+    static const char *what[3] = {"3 weights (33, 7, 7 rows) stored", "added into y", "gate/up through swiglu"};
+    for (int c = 0; c < 3; c++) {
+        char name[200];
+        snprintf(name, sizeof name, "gemv_multi %s%s k 768, %s, m 1/2/5/8: error/terms %.2e <= 1e-7",
+                 lrun_dtype_name(t), pad ? " (padded stride)" : "", what[c], worst[c]);
+        CHECK(name, ok && worst[c] <= 1e-7);
+    }
+    for (int p = 0; p < 3; p++) free(w[p]), free(wf[p]), free(ref[p]), free(mag[p]);
+    free(x), free(got), free(wu), free(wuf), free(refu), free(magu), free(y0), free(want), free(wmag);
+}
+
+static void test_gemv_fused(void)
+{
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_gemv_fused_case(weight_types[ti], 0);
+    test_gemv_fused_case(LRUN_DTYPE_F16, 2); /* the plain kernel's epilogues */
+    float *x = FAKE;
+    lrun_k_gemv_part parts[2] = {{FAKE, 64, 4, x}, {FAKE, 64, 5, x}};
+    CHECK("gemv_multi: swiglu with unequal rows is LRUN_E_ARG",
+          fails_with(lrun_k_gemv_multi(LRUN_DTYPE_F16, parts, 2, 32, x, 1, LRUN_K_GEMV_SWIGLU, FAKE), LRUN_E_ARG,
+                     "swiglu", NULL));
+    CHECK("gemv_multi: 4 weights is LRUN_E_ARG",
+          fails_with(lrun_k_gemv_multi(LRUN_DTYPE_F16, parts, 4, 32, x, 1, LRUN_K_GEMV_STORE, FAKE), LRUN_E_ARG,
+                     "weights", NULL));
 }
 
 // ---------------------------------------------------------------- norms and element-wise ops
@@ -540,6 +656,55 @@ static void test_kv_store(void)
               ok && !memcmp(got_k, want_k, bytes) && !memcmp(got_v, want_v, bytes));
         free(k), free(v), free(want_k), free(want_v), free(got_k), free(got_v);
     }
+}
+
+/* lrun_k_rope_kv_store against lrun_k_rope (q, k) + lrun_k_kv_store: the
+ * same bits in q, in k and in both caches. */
+static void test_rope_kv_store(void)
+{
+    const int64_t n_tok = 5, n_head = 4, n_head_kv = 2, head_dim = 64, cap = 64, kv_dim = n_head_kv * head_dim;
+    const int64_t at[5] = {3, 60, 0, 17, 42};
+    for (int f16 = 0; f16 < 2; f16++)
+        for (int style = 0; style < 2; style++)
+            for (int partial = 0; partial < 2; partial++) {
+                dreset();
+                const int64_t n_rot = partial ? 32 : 64, nq = n_tok * n_head * head_dim, nk = n_tok * kv_dim;
+                const size_t bytes = (size_t)(cap * kv_dim) * (f16 ? 2 : 4);
+                const lrun_dtype kt = f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32;
+                float *q = frandv(nq, -1.0f, 1.0f), *k = frandv(nk, -1.0f, 1.0f), *v = frandv(nk, -1.0f, 1.0f);
+                float *ff = partial ? frandv(n_rot / 2, 1.0f, 4.0f) : NULL;
+                int32_t pos[5];
+                int64_t off[5];
+                for (int i = 0; i < 5; i++) pos[i] = (int32_t)frand(0.0f, 5000.0f), off[i] = at[i] * kv_dim;
+                uint8_t *zero = calloc(1, bytes), *a = malloc(bytes), *b = malloc(bytes);
+                float *ga = malloc((size_t)nq * 4), *gb = malloc((size_t)nq * 4);
+                int32_t *dpos = dcopy(pos, sizeof pos);
+                int64_t *doff = dcopy(off, sizeof off);
+                float *dff = ff ? dcopy(ff, (size_t)(n_rot / 2) * 4) : NULL, *dv = dcopy(v, (size_t)nk * 4);
+                float *q1 = dcopy(q, (size_t)nq * 4), *k1 = dcopy(k, (size_t)nk * 4);
+                float *q2 = dcopy(q, (size_t)nq * 4), *k2 = dcopy(k, (size_t)nk * 4);
+                void *ck1 = dcopy(zero, bytes), *cv1 = dcopy(zero, bytes), *ck2 = dcopy(zero, bytes),
+                     *cv2 = dcopy(zero, bytes);
+                int ok = ran(lrun_k_rope(q1, dpos, n_tok, n_head, head_dim, n_rot, 10000.0f, 0.5f, dff, style, stream));
+                ok &= ran(lrun_k_rope(k1, dpos, n_tok, n_head_kv, head_dim, n_rot, 10000.0f, 0.5f, dff, style, stream));
+                ok &= ran(lrun_k_kv_store(kt, ck1, cv1, doff, k1, dv, n_tok, kv_dim, stream));
+                ok &= ran(lrun_k_rope_kv_store(q2, k2, dv, dpos, n_tok, n_head, n_head_kv, head_dim, n_rot, 10000.0f,
+                                               0.5f, dff, style, kt, ck2, cv2, doff, stream));
+                long bad = 0;
+                down(ga, q1, (size_t)nq * 4), down(gb, q2, (size_t)nq * 4);
+                bad += memcmp(ga, gb, (size_t)nq * 4) != 0;
+                down(ga, k1, (size_t)nk * 4), down(gb, k2, (size_t)nk * 4);
+                bad += memcmp(ga, gb, (size_t)nk * 4) != 0;
+                down(a, ck1, bytes), down(b, ck2, bytes);
+                bad += memcmp(a, b, bytes) != 0;
+                down(a, cv1, bytes), down(b, cv2, bytes);
+                bad += memcmp(a, b, bytes) != 0;
+                char name[200];
+                snprintf(name, sizeof name, "rope_kv_store %s cache, %s, n_rot %lld: q, k and caches as rope+kv_store "
+                         "(%ld of 4 differ)", f16 ? "f16" : "f32", style ? "half" : "adjacent", (long long)n_rot, bad);
+                CHECK(name, ok && bad == 0);
+                free(q), free(k), free(v), free(ff), free(zero), free(a), free(b), free(ga), free(gb);
+            }
 }
 
 /* One attention case: n_tok tokens; token i reads n_kv[i] positions of
@@ -717,15 +882,12 @@ static double now_s(void)
  * 3.35 TB/s HBM3. The calls rotate over copies of the matrix totalling at
  * least 160 MB, so that none is still in the 50 MB L2 from its last call:
  * decode reads every weight once per token, from HBM. */
-static void bench(void)
+static void bench_type(lrun_dtype t, const char *variant)
 {
-    static const lrun_dtype types[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_F16, LRUN_DTYPE_Q8_0,
-                                       LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
     static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}; /* n, k */
-    for (int ti = 0; ti < 6; ti++)
+    {
         for (int si = 0; si < 3; si++) {
             dreset();
-            const lrun_dtype t = types[ti];
             const int64_t n = shapes[si][0], k = shapes[si][1];
             const size_t stride = row_bytes(t, k), bytes = (size_t)n * stride;
             const int copies = (int)((160000000 + bytes - 1) / bytes);
@@ -746,16 +908,36 @@ static void bench(void)
             for (int i = 0; i < iters; i++) lrun_k_gemv(t, dw[i % copies], stride, n, k, dx, 1, dy, stream);
             const int ok = lrun_cuda_stream_sync(dev, stream) == LRUN_OK;
             const double dt = (now_s() - t0) / iters, gbs = (double)bytes / dt / 1e9;
-            printf("# bench gemv %-5s n %5lld k %5lld m 1: %8.1f us  %7.1f GB/s  %5.1f%% of 3350 GB/s%s\n",
-                   lrun_dtype_name(t), (long long)n, (long long)k, dt * 1e6, gbs, gbs / 33.5, ok ? "" : "  FAILED");
+            printf("# bench gemv %-5s n %5lld k %5lld m 1: %8.1f us  %7.1f GB/s  %5.1f%% of 3350 GB/s%s  [%s]\n",
+                   lrun_dtype_name(t), (long long)n, (long long)k, dt * 1e6, gbs, gbs / 33.5, ok ? "" : "  FAILED",
+                   variant);
         }
+    }
+}
+
+/* The tuned shapes for every benched type; with --sweep also every shape
+ * variant of lrun_k_gemv_tune for the types it covers. */
+static void bench(int sweep)
+{
+    static const lrun_dtype types[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_F16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,
+                                       LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+    for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default");
+    if (!sweep) return;
+    static const lrun_dtype tuned[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1};
+    const char *desc;
+    for (int v = 1; (desc = lrun_k_gemv_tune(v)) != NULL; v++) {
+        char d[64];
+        snprintf(d, sizeof d, "%s", desc);
+        for (int ti = 0; ti < 4; ti++) bench_type(tuned[ti], d);
+    }
+    lrun_k_gemv_tune(0);
 }
 
 // ---------------------------------------------------------------- main
 
 int main(int argc, char **argv)
 {
-    const int bench_mode = argc > 1 && !strcmp(argv[1], "--bench");
+    const int bench_mode = argc > 1 && (!strcmp(argv[1], "--bench") || !strcmp(argv[1], "--sweep"));
     if (!bench_mode) test_arguments();
     if (lrun_cuda_device_count() == 0) {
         printf("ok %d - # SKIP no GPU\n", ++check_count);
@@ -772,15 +954,17 @@ int main(int argc, char **argv)
         return 1;
     }
     if (bench_mode) {
-        bench();
+        bench(!strcmp(argv[1], "--sweep"));
     } else {
         test_dequantize();
         test_embed();
         test_matmul();
+        test_gemv_fused();
         test_rms_norm();
         test_rope();
         test_elementwise();
         test_kv_store();
+        test_rope_kv_store();
         test_attention();
         test_argmax();
         test_topk();
