@@ -21,15 +21,18 @@ local json = require("dkjson")
 -- 1e-7 relative change in the inputs of that quantization moves log-probs by
 -- 0.08 nats, so two engines that merely agree to float precision part ways
 -- within a few tokens. lrun's CPU pass therefore follows llama.cpp's x86
--- arithmetic bit for bit (docs/numerics.md) with an f32 KV cache, the
--- setting the golden was made with. Then the tokens are identical and the
+-- arithmetic bit for bit (docs/numerics.md), with the KV cache type each
+-- golden was made with. Then the tokens are identical and the
 -- logits equal llama.cpp's; the only gap left is in how llama.cpp's server
 -- reports log-probs (it normalizes with an f32 sum over the sorted
 -- probabilities, about 1.5e-4 above the exact log_softmax), hence
 -- LOGPROB_TOL. A real bug moves them by far more: RoPE with half-split pairs
 -- by 1.8-4.4 nats, a RoPE base of 10000 instead of 100000 by 0.25-1.46.
 local LOGPROB_TOL = 1e-3       -- nats, max over llama.cpp's top-20 (first step)
-local KV_DTYPE = "f32"         -- the golden's cache_type_k/v
+
+-- Two goldens: f32 KV (the fewest roundings) and f16 KV (llama.cpp's and
+-- lrun's default); lrun loads with the golden's cache type.
+local GOLDENS = {"smollm2_greedy.json", "smollm2_greedy_f16.json"}
 
 local N_THREADS = 2
 
@@ -38,8 +41,8 @@ local function spec_dir()
   return src:match("^(.*)/[^/]*$") or "."
 end
 
-local function read_golden()
-  local path = spec_dir() .. "/golden/smollm2_greedy.json"
+local function read_golden(name)
+  local path = spec_dir() .. "/golden/" .. name
   local f = assert(io.open(path, "r"), "cannot open " .. path)
   local text = f:read("*a")
   f:close()
@@ -175,13 +178,15 @@ end
 
 local model_path = os.getenv("LRUN_MODEL")
 
-describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
+for _, golden_name in ipairs(GOLDENS) do
+describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1, " .. golden_name .. ")", function()
   if not model_path or model_path == "" then
     pending("LRUN_MODEL is not set")
     return
   end
 
-  local golden = read_golden()
+  local golden = read_golden(golden_name)
+  local KV_DTYPE = golden.settings.cache_type_k
   local lrun, model, n_vocab
 
   setup(function()
@@ -205,8 +210,8 @@ describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
     assert.are.equal(0.0, golden.settings.temperature)
     assert.are.equal(1, golden.settings.top_k)
     assert.are.equal(1.0, golden.settings.repeat_penalty)
-    assert.are.equal(KV_DTYPE, golden.settings.cache_type_k)
-    assert.are.equal(KV_DTYPE, golden.settings.cache_type_v)
+    assert.are.equal(golden.settings.cache_type_k, golden.settings.cache_type_v)
+    assert.are.equal("disabled", golden.settings.flash_attn)
     assert.is_true(#golden.cases >= 6)
   end)
 
@@ -297,3 +302,4 @@ describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1)", function()
     end)
   end
 end)
+end

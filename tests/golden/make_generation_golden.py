@@ -21,7 +21,8 @@ the continuation, null when it never happens); comparisons stop there.
 llama.cpp runs on the CPU with a fixed thread count, so running this twice
 gives the same file. It talks to llama.cpp's server on loopback only.
 
-Usage: python3 tests/golden/make_generation_golden.py [--model PATH] [--out PATH]
+Usage: python3 tests/golden/make_generation_golden.py [--model PATH] [--kv f32|f16] [--out PATH]
+(both golden files: run it once with --kv f32 and once with --kv f16)
 """
 import argparse
 import json
@@ -77,7 +78,7 @@ PROMPTS = [
 
 # ---------------------------------------------------------------- llama.cpp
 
-def start_server(model):
+def start_server(model, kv="f32"):
     p = xllamacpp.CommonParams()
     p.model.path = model
     p.n_ctx = N_CTX
@@ -86,9 +87,11 @@ def start_server(model):
     p.cpuparams_batch.n_threads = N_THREADS
     # f32 K/V and no flash attention: the fewest roundings in attention, so the
     # reference is as close to exact math as llama.cpp gets; the weights'
-    # Q4_1 x Q8_1 dot products (8-bit activations) remain.
-    p.cache_type_k = xllamacpp.ggml_type.GGML_TYPE_F32
-    p.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
+    # Q4_1 x Q8_1 dot products (8-bit activations) remain. f16 K/V is
+    # llama.cpp's default (and lrun's), recorded in a second file.
+    kv_type = {"f32": xllamacpp.ggml_type.GGML_TYPE_F32, "f16": xllamacpp.ggml_type.GGML_TYPE_F16}[kv]
+    p.cache_type_k = kv_type
+    p.cache_type_v = kv_type
     p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
     p.hostnames = ["127.0.0.1"]  # loopback only
     p.port = 0
@@ -96,7 +99,7 @@ def start_server(model):
     settings = {
         "n_ctx": N_CTX, "n_threads": N_THREADS, "n_threads_batch": N_THREADS,
         "n_batch": p.n_batch, "n_ubatch": p.n_ubatch,
-        "cache_type_k": "f32", "cache_type_v": "f32", "flash_attn": "disabled",
+        "cache_type_k": kv, "cache_type_v": kv, "flash_attn": "disabled",
         "n_gpu_layers": 0,
     }
     return server, settings
@@ -145,10 +148,15 @@ def main():
                     (os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
                      if os.path.exists(os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
                      else "/tmp/model/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    ap.add_argument("--out", default=os.path.join(HERE, "smollm2_greedy.json"))
+    ap.add_argument("--kv", choices=["f32", "f16"], default="f32",
+                    help="KV cache type: f32 (the fewest roundings) or f16 (llama.cpp's default)")
+    ap.add_argument("--out", help="default: tests/golden/smollm2_greedy.json for f32, "
+                                  "smollm2_greedy_f16.json for f16")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = os.path.join(HERE, "smollm2_greedy.json" if args.kv == "f32" else "smollm2_greedy_f16.json")
 
-    server, settings = start_server(args.model)
+    server, settings = start_server(args.model, args.kv)
     cli = Client(server.listening_address)
     props = cli.get("/props")
 
