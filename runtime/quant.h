@@ -15,7 +15,7 @@
 typedef struct { uint16_t d; uint8_t qs[16]; } lrun_block_q4_0;            /* 18 bytes; y = (q-8)*d */
 typedef struct { uint16_t d, m; uint8_t qs[16]; } lrun_block_q4_1;         /* 20 bytes; y = q*d + m */
 typedef struct { uint16_t d; int8_t qs[32]; } lrun_block_q8_0;             /* 34 bytes; y = q*d */
-typedef struct { float d, s; int8_t qs[32]; } lrun_block_q8_1;             /* 40 bytes; s = d*sum(q) (activations) */
+typedef struct { float d, s; int8_t qs[32]; } lrun_block_q8_1;             /* 40 bytes (activations); d = f16(amax/127), s = f16(unrounded d * sum(q)), as llama.cpp */
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } lrun_block_q4_K; /* 144 bytes */
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } lrun_block_q6_K; /* 210 bytes */
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } lrun_block_q8_K; /* 292 bytes (activations) */
