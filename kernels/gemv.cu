@@ -262,8 +262,8 @@ __global__ void __launch_bounds__(LRUN_K_GEMV_PLAIN_THREADS)
 /* 0: lrun_k_gemv_shape; v >= 1: variants[v-1] for m = 1 (bf16, f16, q8_0,
  * q4_0, q4_1), set by lrun_k_gemv_tune for the bench. */
 static int g_variant;
-static const struct { int nt, rb, u; } variants[] = {{256, 4, 2}, {256, 2, 4}, {128, 4, 4}, {256, 1, 8},
-                                                     {128, 8, 2}, {512, 2, 2}, {128, 2, 8}, {256, 4, 4}};
+static const struct { int nt, rb, u; } variants[] = {{128, 8, 2}, {128, 8, 1}, {128, 16, 1}, {64, 8, 2},
+                                                     {256, 8, 1}, {128, 16, 2}, {64, 16, 1}, {512, 2, 2}};
 #define N_VARIANTS ((int)(sizeof variants / sizeof variants[0]))
 
 extern "C" const char *lrun_k_gemv_tune(int variant)
@@ -305,14 +305,14 @@ static cudaError_t launch_units(const gemv_parts &P, int n_parts, int64_t k, con
     if constexpr (M == 1 && (T == LRUN_DTYPE_BF16 || T == LRUN_DTYPE_F16 || T == LRUN_DTYPE_Q8_0 ||
                              T == LRUN_DTYPE_Q4_0 || T == LRUN_DTYPE_Q4_1)) {
         if (g_variant > 0 && mode != LRUN_K_GEMV_SWIGLU) switch (g_variant) {
-            case 1: return launch_tiles<T, M, 256, 4, 2>(P, n_parts, k, x, mode, st);
-            case 2: return launch_tiles<T, M, 256, 2, 4>(P, n_parts, k, x, mode, st);
-            case 3: return launch_tiles<T, M, 128, 4, 4>(P, n_parts, k, x, mode, st);
-            case 4: return launch_tiles<T, M, 256, 1, 8>(P, n_parts, k, x, mode, st);
-            case 5: return launch_tiles<T, M, 128, 8, 2>(P, n_parts, k, x, mode, st);
-            case 6: return launch_tiles<T, M, 512, 2, 2>(P, n_parts, k, x, mode, st);
-            case 7: return launch_tiles<T, M, 128, 2, 8>(P, n_parts, k, x, mode, st);
-            case 8: return launch_tiles<T, M, 256, 4, 4>(P, n_parts, k, x, mode, st);
+            case 1: return launch_tiles<T, M, 128, 8, 2>(P, n_parts, k, x, mode, st);
+            case 2: return launch_tiles<T, M, 128, 8, 1>(P, n_parts, k, x, mode, st);
+            case 3: return launch_tiles<T, M, 128, 16, 1>(P, n_parts, k, x, mode, st);
+            case 4: return launch_tiles<T, M, 64, 8, 2>(P, n_parts, k, x, mode, st);
+            case 5: return launch_tiles<T, M, 256, 8, 1>(P, n_parts, k, x, mode, st);
+            case 6: return launch_tiles<T, M, 128, 16, 2>(P, n_parts, k, x, mode, st);
+            case 7: return launch_tiles<T, M, 64, 16, 1>(P, n_parts, k, x, mode, st);
+            case 8: return launch_tiles<T, M, 512, 2, 2>(P, n_parts, k, x, mode, st);
             }
     }
     return launch_tiles<T, M, S::NT, S::RB, S::U>(P, n_parts, k, x, mode, st);

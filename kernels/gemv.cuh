@@ -37,9 +37,14 @@
 template <int T, int M> struct lrun_k_gemv_shape {
     static constexpr bool vec16 = T == LRUN_DTYPE_F16 || T == LRUN_DTYPE_BF16; /* 16-byte units */
     static constexpr bool wide = T == LRUN_DTYPE_Q6_K || T == LRUN_DTYPE_F32;  /* large raw units */
-    static constexpr int NT = M <= 2 ? 256 : 128;
-    static constexpr int RB = M <= 2 ? (wide ? 2 : 4) : 2;
-    static constexpr int U = M <= 2 ? (vec16 ? 2 : (wide ? 2 : 4)) : 2;
+    static constexpr bool small = T == LRUN_DTYPE_Q4_0 || T == LRUN_DTYPE_Q4_1 || T == LRUN_DTYPE_Q8_0;
+    /* (Q4_K units carry their block's scales: 226 registers at RB 8) */
+    /* small units: the x loads (32 bytes per 8 weights) outweigh the weights'
+     * 4.5–8.5 bytes, so rows per block matter more than loads per thread
+     * (H100, m = 1: q4_0 RB 8 U 2 0.9–1.4 TB/s, RB 4 U 4 0.7–0.9, RB 1 U 8 0.3) */
+    static constexpr int NT = M <= 2 && !small ? 256 : 128;
+    static constexpr int RB = M == 1 && small ? 8 : (M <= 2 && !wide ? 4 : 2);
+    static constexpr int U = 2;
 };
 
 #endif
