@@ -20,4 +20,19 @@ static inline int lrun_size_align_up(size_t n, size_t align, size_t *out)
     return 1;
 }
 
+/* Carves n_bytes (rounded up to align, a power of two; 0 counts as 1) off a
+ * scratch cursor, adding them to *total; with a NULL cursor it only counts,
+ * so one function both sizes a scratch block and lays it out. 0 on overflow. */
+static inline int lrun_carve(char **cursor, size_t *total, size_t n_bytes, size_t align, void **out)
+{
+    size_t aligned;
+    if (!lrun_size_align_up(n_bytes ? n_bytes : 1, align, &aligned) || !lrun_size_add(*total, aligned, total))
+        return 0;
+    if (*cursor) {
+        *out = *cursor;
+        *cursor += aligned;
+    }
+    return 1;
+}
+
 #endif

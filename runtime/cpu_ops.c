@@ -5,6 +5,7 @@
  * softmax and the attention dots, the same FMAs. The hot loops have
  * AVX2/F16C/FMA paths, taken when the build targets them (-march=native);
  * the scalar paths compute exactly the same bits. */
+#include "bits.h"
 #include "cpu_ops.h"
 
 #include <math.h>
@@ -22,20 +23,6 @@
 #endif
 
 // ---------------------------------------------------------------- reductions and exp
-
-static inline uint32_t f32_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static inline float bits_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 /* AVX's horizontal sum of 8 lanes (ggml's hsum_float_8, tinyBLAS's hsum):
  * t[i] = a[i+4] + a[i], then (t0 + t2) + (t1 + t3). */

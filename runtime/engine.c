@@ -84,31 +84,10 @@ struct lrun_engine {
 
 // ---------------------------------------------------------------- init
 
-/* Carves n_bytes (rounded up to 64 so every buffer starts on a cache line) off
- * the scratch cursor, adding them to *total; with no cursor it only counts. */
+/* Scratch buffers start on a cache line. */
 static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
 {
-    size_t aligned;
-    if (!lrun_size_align_up(n_bytes, 64, &aligned) || !lrun_size_add(*total, aligned, total)) return 0;
-    if (*cursor) {
-        *out = *cursor;
-        *cursor += aligned;
-    }
-    return 1;
-}
-
-static size_t vector_floats(const lrun_model *m)
-{
-    size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
-    if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
-    for (int64_t l = 0; l < m->info.n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        if (L->bq) n += (size_t)L->bq->ne[0];
-        if (L->bk) n += (size_t)L->bk->ne[0];
-        if (L->bv) n += (size_t)L->bv->ne[0];
-        if (L->bo) n += (size_t)L->bo->ne[0];
-    }
-    return n;
+    return lrun_carve(cursor, total, n_bytes, 64, out);
 }
 
 static lrun_matvec part(const struct lrun_tensor *w, const float *x, float *y)
@@ -161,7 +140,7 @@ static int layout_scratch(lrun_engine *e, void *base, size_t *total)
            lrun_size_mul(B * f, (size_t)e->n_ff, &sz) && carve(&c, total, sz, (void **)&e->gate) &&
            carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(B * f, (size_t)m->info.n_rot, &sz) &&
            carve(&c, total, sz, (void **)&e->cs) && lrun_size_mul((size_t)nth * f, (size_t)e->n_scores, &sz) &&
-           carve(&c, total, sz, (void **)&e->scores) && lrun_size_mul(vector_floats(m), f, &sz) &&
+           carve(&c, total, sz, (void **)&e->scores) && lrun_size_mul(lrun_model_vector_floats(m), f, &sz) &&
            carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work > 0 ? work : 64, &e->mm_work) &&
            carve(&c, total, mv_work > 0 ? mv_work : 64, &e->mv_work);
 }

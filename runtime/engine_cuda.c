@@ -131,32 +131,10 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // ---------------------------------------------------------------- sizes
 
-/* Carves n_bytes (rounded up to 256, the pool's alignment, so vector loads
- * stay aligned) off the cursor, adding them to *total; with no cursor it only counts. */
+/* Scratch buffers are aligned like the pool's blocks (256), so vector loads stay aligned. */
 static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
 {
-    size_t aligned;
-    if (!lrun_size_align_up(n_bytes ? n_bytes : 1, 256, &aligned) || !lrun_size_add(*total, aligned, total))
-        return 0;
-    if (*cursor) {
-        *out = *cursor;
-        *cursor += aligned;
-    }
-    return 1;
-}
-
-/* Floats of f32 vectors the engine keeps: norms, biases, RoPE factors. */
-static size_t vector_floats(const lrun_model *m)
-{
-    size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
-    if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
-    for (int64_t l = 0; l < m->info.n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct lrun_tensor *b[] = {L->bq, L->bk, L->bv, L->bo};
-        for (int i = 0; i < 4; i++)
-            if (b[i]) n += (size_t)b[i]->ne[0];
-    }
-    return n;
+    return lrun_carve(cursor, total, n_bytes, 256, out);
 }
 
 /* The cuBLAS slot dtype for a weight: bf16 stays bf16 (no conversion), the
@@ -203,7 +181,7 @@ static int layout_scratch(lrun_cuda_engine *e, void *base, size_t *total)
              carve(&c, total, sz, (void **)&e->k) && carve(&c, total, sz, (void **)&e->v) &&
              lrun_size_mul(B * f, (size_t)e->n_ff, &sz) && carve(&c, total, sz, (void **)&e->gate) &&
              carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(LOGIT_ROWS * f, (size_t)e->n_vocab, &sz) &&
-             carve(&c, total, sz, (void **)&e->logits) && lrun_size_mul(vector_floats(m), f, &sz) &&
+             carve(&c, total, sz, (void **)&e->logits) && lrun_size_mul(lrun_model_vector_floats(m), f, &sz) &&
              carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work, &e->attn_work) &&
              carve(&c, total, e->table_bytes, &e->d_table_base);
     if (ok && gemm) {
@@ -272,7 +250,7 @@ static lrun_status move_weights(lrun_cuda_engine *e)
 static lrun_status load_vectors(lrun_cuda_engine *e)
 {
     const lrun_model *m = e->model;
-    const size_t n = vector_floats(m);
+    const size_t n = lrun_model_vector_floats(m);
     float *h = malloc(n * sizeof *h);
     if (!h) return lrun_fail_oom(n * sizeof *h, 0, "engine: %zu floats of host staging for the norms", n);
     size_t at = 0;

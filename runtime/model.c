@@ -422,3 +422,16 @@ size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)
         if (model->tensors[i].tier == tier) sum += model->tensors[i].nbytes;
     return sum;
 }
+
+size_t lrun_model_vector_floats(const lrun_model *m)
+{
+    size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
+    if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        const struct lrun_tensor *b[] = {L->bq, L->bk, L->bv, L->bo};
+        for (int i = 0; i < 4; i++)
+            if (b[i]) n += (size_t)b[i]->ne[0];
+    }
+    return n;
+}

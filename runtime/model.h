@@ -36,6 +36,9 @@ struct lrun_model {
     struct lrun_model_layer *layers;  /* (n_layer) */
 };
 
+/* Floats of the f32 vectors an engine keeps converted: norms, biases, RoPE factors. */
+size_t lrun_model_vector_floats(const lrun_model *model);
+
 /* The model's thread pool (shared by engines that keep the model's thread count). */
 lrun_threadpool *lrun_model_threadpool(lrun_model *model);
 

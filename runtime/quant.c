@@ -5,6 +5,7 @@
  * plus the activation quantizers of the matmuls, which follow llama.cpp's
  * x86 build instead (Q8_0, Q8_1: docs/numerics.md).
  * Block layouts: quant.h and REFERENCE.md. */
+#include "bits.h"
 #include "quant_dot.h"
 
 #include <math.h>
@@ -14,20 +15,6 @@
 #endif
 
 // ---------------------------------------------------------------- half and bfloat16
-
-static inline uint32_t f32_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static inline float bits_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 float lrun_f16_to_f32(uint16_t h)
 {
