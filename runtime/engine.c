@@ -28,6 +28,7 @@
 #include "error.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "step_tokens.h"
 
 #define DEFAULT_BATCH 512
 
@@ -468,18 +469,10 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
                          (long long)n_tokens);
 
     // ---- validate, count tokens per sequence and wanted rows
-    memset(e->seq_count, 0, (size_t)e->n_seq_max * sizeof *e->seq_count);
-    int64_t n_want = 0;
-    for (int64_t i = 0; i < n_tokens; i++) {
-        if (tokens[i] < 0 || tokens[i] >= e->n_vocab)
-            return lrun_fail(LRUN_E_ARG, "engine step: token %lld is id %d, outside the vocabulary [0, %lld)",
-                             (long long)i, tokens[i], (long long)e->n_vocab);
-        if (seq[i] < 0 || seq[i] >= e->n_seq_max)
-            return lrun_fail(LRUN_E_ARG, "engine step: token %lld belongs to sequence %d, outside [0, %lld)",
-                             (long long)i, seq[i], (long long)e->n_seq_max);
-        e->seq_count[seq[i]]++;
-        if (want_logits && want_logits[i]) n_want++;
-    }
+    int64_t n_want;
+    lrun_status st = lrun_step_tokens_check(n_tokens, tokens, seq, want_logits, e->n_vocab, e->n_seq_max,
+                                            e->seq_count, &n_want);
+    if (st != LRUN_OK) return st;
     for (int64_t s = 0; s < e->n_seq_max; s++) {
         if (!e->seq_count[s]) continue;
         if (!want_logits) n_want++;
@@ -495,7 +488,7 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
     // ---- grow every cache first, so a failure changes nothing
     for (int64_t s = 0; s < e->n_seq_max; s++) {
         if (!e->seq_count[s]) continue;
-        lrun_status st = lrun_kv_cache_reserve(&e->kv, s, e->kv.seqs[s].len + e->seq_count[s]);
+        st = lrun_kv_cache_reserve(&e->kv, s, e->kv.seqs[s].len + e->seq_count[s]);
         if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
     }
 

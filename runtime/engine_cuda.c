@@ -28,6 +28,7 @@
 #include "device.h"
 #include "error.h"
 #include "model.h"
+#include "step_tokens.h"
 
 #ifdef LRUN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -748,18 +749,10 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
                          (long long)n_tokens);
 
     // ---- validate, count tokens per sequence and wanted rows
-    memset(e->seq_count, 0, (size_t)e->n_seq_max * sizeof *e->seq_count);
-    int64_t n_want = 0, need = 0;
-    for (int64_t i = 0; i < n_tokens; i++) {
-        if (tokens[i] < 0 || tokens[i] >= e->n_vocab)
-            return lrun_fail(LRUN_E_ARG, "engine step: token %lld is id %d, outside the vocabulary [0, %lld)",
-                             (long long)i, tokens[i], (long long)e->n_vocab);
-        if (seq[i] < 0 || seq[i] >= e->n_seq_max)
-            return lrun_fail(LRUN_E_ARG, "engine step: token %lld belongs to sequence %d, outside [0, %lld)",
-                             (long long)i, seq[i], (long long)e->n_seq_max);
-        e->seq_count[seq[i]]++;
-        if (want_logits && want_logits[i]) n_want++;
-    }
+    int64_t n_want, need = 0;
+    lrun_status st = lrun_step_tokens_check(n_tokens, tokens, seq, want_logits, e->n_vocab, e->n_seq_max,
+                                            e->seq_count, &n_want);
+    if (st != LRUN_OK) return st;
     for (int64_t s = 0; s < e->n_seq_max; s++) {
         if (!e->seq_count[s]) continue;
         if (!want_logits) n_want++;
@@ -776,7 +769,7 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
     TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
 
     // ---- grow the cache first, so a failure changes nothing
-    lrun_status st = kv_reserve(e, need);
+    st = kv_reserve(e, need);
     if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
 
     // ---- chunks of n_batch_max tokens, in token order
