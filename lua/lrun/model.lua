@@ -308,6 +308,50 @@ function Model:metadata(key)
   end
 end
 
+-- ---------------------------------------------------------------- placement
+
+--- Every weight tensor described for placement policies (policies/), in
+-- the model's tensor order.
+-- @treturn {{name=, role=, layer=, dtype=, bytes=, shape={...}, tier=},...}
+--   role as lrun_role_name ("embedding", "attn_q", …), layer -1 outside
+--   blocks, shape innermost dimension first (as in GGUF), bytes in bytes
+function Model:tensors()
+  local h = live(self, "tensors")
+  local out = {}
+  for i = 0, tonumber(C.lrun_model_tensor_count(h)) - 1 do
+    local t = C.lrun_model_tensor(h, i)
+    local shape = {}
+    for a = 0, C.lrun_tensor_ndim(t) - 1 do shape[a + 1] = tonumber(C.lrun_tensor_dim(t, a)) end
+    out[#out + 1] = {
+      name = ffi.string(C.lrun_tensor_name(t)),
+      role = ffi.string(C.lrun_role_name(C.lrun_tensor_role(t))),
+      layer = tonumber(C.lrun_tensor_layer(t)),
+      dtype = ffi.string(C.lrun_dtype_name(C.lrun_tensor_dtype(t))),
+      bytes = tonumber(C.lrun_tensor_bytes(t)),
+      shape = shape,
+      tier = ffi.string(C.lrun_tier_name(C.lrun_tensor_tier(t))),
+    }
+  end
+  return out
+end
+
+--- Where the weights are right now.
+-- @treturn table {tensors = {[name] = tier name}, bytes = {device=, pinned=, host=, mmap=}}
+--   (bytes per tier, from lrun_model_tier_bytes)
+function Model:placement()
+  local h = live(self, "placement")
+  local tensors = {}
+  for i = 0, tonumber(C.lrun_model_tensor_count(h)) - 1 do
+    local t = C.lrun_model_tensor(h, i)
+    tensors[ffi.string(C.lrun_tensor_name(t))] = ffi.string(C.lrun_tier_name(C.lrun_tensor_tier(t)))
+  end
+  local bytes = {}
+  for tier = 0, C.LRUN_TIER_COUNT - 1 do
+    bytes[ffi.string(C.lrun_tier_name(tier))] = tonumber(C.lrun_model_tier_bytes(h, tier))
+  end
+  return { tensors = tensors, bytes = bytes }
+end
+
 Model.__tostring = function(self)
   if self.handle == nil then return "lrun.model<freed>" end
   local i = C.lrun_model_get_info(self.handle)
