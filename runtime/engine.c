@@ -70,6 +70,7 @@ struct lrun_engine {
     float *vectors;  /* norms and biases in f32, pointed to by layers */
     void *mm_work;   /* lrun_cpu_matmul work for B rows */
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
+    lrun_engine_stats stats;
 
     /* host bookkeeping, sized at init */
     int64_t *tok_seq;          /* (B) sequence of each token of the chunk */
@@ -181,7 +182,8 @@ static lrun_status load_vectors(lrun_engine *e)
 
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts)
 {
-    static const lrun_engine_opts defaults = {1, 0, 0, LRUN_CACHE_KIND_DYNAMIC, 0, LRUN_KV_DTYPE_DEFAULT};
+    static const lrun_engine_opts defaults = {1, 0, 0, LRUN_CACHE_KIND_DYNAMIC, 0, LRUN_KV_DTYPE_DEFAULT,
+                                              LRUN_WEIGHT_MODE_ALL_DEVICE, 0};
     *out = NULL;
     if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
     if (!opts) opts = &defaults;
@@ -507,8 +509,35 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
         }
         forward_chunk(e, tokens + c0, n, want, want ? logits + rows_out * e->n_vocab : NULL);
         rows_out += want;
+        e->stats.steps++;
     }
     for (int64_t s = 0; s < e->n_seq_max; s++) e->kv.seqs[s].len += e->seq_count[s];
     if (n_out) *n_out = rows_out;
     return LRUN_OK;
+}
+
+void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!engine) return;
+    if (engine->cuda) {
+        lrun_cuda_engine_stats c;
+        lrun_cuda_engine_get_stats(engine->cuda, &c);
+        out->steps = c.steps;
+        out->weight_device_bytes = c.weight_bytes;
+        out->kv_bytes = c.kv_bytes;
+        out->scratch_bytes = c.scratch_bytes;
+        return;
+    }
+    *out = engine->stats;
+    out->weight_device_bytes = lrun_model_tier_bytes(engine->model, LRUN_TIER_DEVICE);
+    for (int64_t i = 0; i < engine->kv.n_seq; i++) out->kv_bytes += engine->kv.seqs[i].bytes;
+    out->scratch_bytes = engine->scratch_bytes;
+}
+
+void lrun_engine_reset_stats(lrun_engine *engine)
+{
+    if (!engine) return;
+    if (engine->cuda) lrun_cuda_engine_reset_stats(engine->cuda);
+    else memset(&engine->stats, 0, sizeof engine->stats);
 }

@@ -28,107 +28,11 @@
 #include "device.h"
 #include "error.h"
 #include "model.h"
-#include "step_tokens.h"
 
 #ifdef LRUN_WITH_CUDA
-#include <cuda_runtime_api.h>
-
 #include "cuda_backend.h"
+#include "engine_cuda_internal.h"
 #include "kernels.h"
-
-#define DEFAULT_BATCH 512
-/* lrun_k_gemv takes at most this many activation rows (kernels.h). */
-#define GEMV_MAX_ROWS 8
-/* LM-head rows per pass: bounds the device logits buffer to this many rows. */
-#define LOGIT_ROWS 64
-/* A DYNAMIC cache starts with this many positions per sequence, then doubles. */
-#define KV_MIN_CAP 256
-
-/* Device pointers of one block's f32 vectors (NULL when the file has none). */
-struct cuda_layer {
-    const float *attn_norm, *ffn_norm; /* (n_embd) */
-    const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd) */
-};
-
-/* The table of one chunk: the same layout in pinned host memory and on the
- * device, so one copy moves it. B = n_batch_max entries per array. */
-struct step_table {
-    int64_t *row_off;  /* (B) element offset of the token's K/V row in a layer's plane */
-    int64_t *kv_base;  /* (B) element offset of its sequence's position 0 in that plane */
-    int32_t *tokens;   /* (B) token ids */
-    int32_t *pos;      /* (B) positions */
-    int32_t *n_kv;     /* (B) positions the token attends to: pos + 1 */
-};
-
-struct lrun_cuda_engine {
-    lrun_model *model;
-    lrun_device *device;
-    void *stream;                 /* cudaStream_t: the device's compute stream */
-    void *cublas;                 /* bound to stream */
-    int64_t n_seq_max, n_ctx_max, n_batch_max;
-    int64_t n_layer, n_embd, q_dim, kv_dim, n_ff, n_vocab;
-    float eps;                    /* rms_norm epsilon */
-    float attn_scale;             /* 1/sqrt(head_dim) */
-    lrun_cache_kind cache_kind;
-    lrun_dtype kv_dtype;          /* F16 or F32 */
-    size_t kv_esize;              /* bytes per cache element */
-
-    /* KV cache: planes (n_layer, 2) of (n_seq_max, kv_cap, kv_dim) elements */
-    void *kv;
-    int64_t kv_cap;               /* positions per sequence allocated */
-    size_t kv_bytes;
-    int64_t *seq_len;             /* (n_seq_max) positions stored */
-
-    /* device scratch: one block, carved below; B = n_batch_max */
-    void *scratch;
-    size_t scratch_bytes;
-    float *x, *xn, *tmp;          /* (B, n_embd) residual, normed input, sublayer output */
-    float *q, *attn;              /* (B, q_dim) */
-    float *k, *v;                 /* (B, kv_dim) */
-    float *gate, *up;             /* (B, n_ff) */
-    float *logits;                /* (LOGIT_ROWS, n_vocab) */
-    float *vectors;               /* norms, biases and RoPE factors in f32, pointed to below */
-    void *attn_work;              /* lrun_k_attention_work_bytes for (B, n_ctx_max) */
-    void *w_slot;                 /* a weight dequantized for cuBLAS, or NULL when no gemm needs one */
-    void *x_slot;                 /* (B, max k) activations converted for cuBLAS, or NULL */
-    void *d_table_base;
-    struct step_table d_table;
-    struct cuda_layer *layers;    /* (n_layer), host array of device pointers */
-    const float *output_norm;     /* (n_embd), device */
-    const float *freq_factors;    /* (n_rot/2), device, or NULL */
-
-    /* pinned host staging */
-    void *h_table_base;
-    struct step_table h_table;
-    size_t table_bytes;
-    float *h_logits;              /* (LOGIT_ROWS, n_vocab) */
-
-    /* host bookkeeping */
-    int64_t *out_rows;            /* (B) chunk rows whose logits are wanted */
-    int64_t *seq_count, *seq_done;/* (n_seq_max) tokens per sequence in this step; placed so far */
-
-    /* CUDA graphs of decode steps, by token count */
-    int graphs_enabled;
-    int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
-    cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
-    lrun_cuda_engine_stats stats;
-};
-
-#define TRY(call)                                   \
-    do {                                            \
-        lrun_status try_st_ = (call);               \
-        if (try_st_ != LRUN_OK) return try_st_;     \
-    } while (0)
-
-static lrun_status cuda_check(cudaError_t err, const char *what, const lrun_device *d)
-{
-    if (err == cudaSuccess) return LRUN_OK;
-    (void)cudaGetLastError();
-    return lrun_fail(err == cudaErrorMemoryAllocation ? LRUN_E_OOM : LRUN_E_DEVICE, "engine on %s: %s: %s (%s)",
-                     d->name, what, cudaGetErrorString(err), cudaGetErrorName(err));
-}
-
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // ---------------------------------------------------------------- sizes
 
@@ -138,9 +42,6 @@ static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
     return lrun_carve(cursor, total, n_bytes, 256, out);
 }
 
-/* The cuBLAS slot dtype for a weight: bf16 stays bf16 (no conversion), the
- * rest go through f16, whose 10-bit mantissa keeps more of the activations. */
-static lrun_dtype slot_dtype(lrun_dtype w) { return w == LRUN_DTYPE_BF16 ? LRUN_DTYPE_BF16 : LRUN_DTYPE_F16; }
 
 /* Bytes of the gemm weight slot: the largest weight that must be converted. */
 static size_t w_slot_bytes(const lrun_model *m)
@@ -212,11 +113,6 @@ static int kv_size(const lrun_cuda_engine *e, int64_t cap, size_t *out)
 }
 
 /* Bytes of one (layer, k|v) plane: (n_seq_max, kv_cap, kv_dim) elements. */
-static size_t plane_bytes(const lrun_cuda_engine *e)
-{
-    return (size_t)e->n_seq_max * (size_t)e->kv_cap * (size_t)e->kv_dim * e->kv_esize;
-}
-
 // ---------------------------------------------------------------- init
 
 /* Moves every tensor of the model to the device. On failure the tensors this
@@ -510,7 +406,7 @@ lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *e, int64_t dst, int64_t 
 /* Grows a DYNAMIC cache so every sequence has room for need positions:
  * doubles the capacity, copies what is stored, then releases the old block.
  * On failure the cache is unchanged. */
-static lrun_status kv_reserve(lrun_cuda_engine *e, int64_t need)
+lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
 {
     if (need <= e->kv_cap) return LRUN_OK;
     int64_t cap = e->kv_cap > 0 ? e->kv_cap : min64(KV_MIN_CAP, e->n_ctx_max);
@@ -536,287 +432,6 @@ static lrun_status kv_reserve(lrun_cuda_engine *e, int64_t need)
     return LRUN_OK;
 }
 
-// ---------------------------------------------------------------- forward
-
-/* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS beyond. */
-static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x, int64_t m, float *y)
-{
-    if (m <= GEMV_MAX_ROWS)
-        return lrun_k_gemv(w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->stream);
-    return lrun_k_gemm(e->cublas, w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, slot_dtype(w->dtype),
-                       e->w_slot, e->x_slot, e->stream);
-}
-
-/* Products of one x with several weights of one dtype in one GEMV launch
- * (decode: m <= GEMV_MAX_ROWS): Q, K and V stored; gate and up through
- * SwiGLU into y[0]; or one weight added into y[0] (the residual stream).
- * fusable says whether weights can share a launch (one dtype and width;
- * otherwise the caller takes matmul per weight). */
-static int fusable(const struct lrun_tensor *const *w, int n_w)
-{
-    for (int i = 1; i < n_w; i++)
-        if (w[i]->dtype != w[0]->dtype || w[i]->ne[0] != w[0]->ne[0]) return 0;
-    return 1;
-}
-
-static lrun_status gemv_fused(lrun_cuda_engine *e, const struct lrun_tensor *const *w, float *const *y, int n_w,
-                              const float *x, int64_t m, int mode)
-{
-    lrun_k_gemv_part parts[LRUN_K_GEMV_MAX_PARTS];
-    for (int i = 0; i < n_w; i++) {
-        parts[i].w = w[i]->data;
-        parts[i].row_bytes = w[i]->row_bytes;
-        parts[i].n = w[i]->ne[1];
-        parts[i].y = y[i];
-    }
-    return lrun_k_gemv_multi(w[0]->dtype, parts, n_w, w[0]->ne[0], x, m, mode, e->stream);
-}
-
-/* Every layer over the n tokens of the table already on the device. max_kv
- * bounds n_kv over the chunk (the cache capacity when captured in a graph). */
-static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv)
-{
-    const lrun_model *m = e->model;
-    const lrun_model_info *in = &m->info;
-    const struct step_table *t = &e->d_table;
-    void *s = e->stream;
-    const struct lrun_tensor *te = m->tok_embd;
-    TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
-    const size_t plane = plane_bytes(e);
-    const float base = (float)in->rope_freq_base, fscale = (float)m->rope_freq_scale;
-    /* decode-sized chunks take the fused GEMVs: Q, K and V in one launch,
-     * SwiGLU and the residual adds in the GEMV epilogues */
-    const int gemv = n <= GEMV_MAX_ROWS;
-    for (int64_t l = 0; l < e->n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct cuda_layer *E = &e->layers[l];
-        char *kc = (char *)e->kv + (size_t)(2 * l) * plane, *vc = kc + plane;
-
-        // attention
-        TRY(lrun_k_rms_norm(e->x, E->attn_norm, e->xn, n, e->n_embd, e->eps, s));
-        const struct lrun_tensor *qkv[3] = {L->wq, L->wk, L->wv};
-        float *qkv_out[3] = {e->q, e->k, e->v};
-        if (gemv && fusable(qkv, 3)) {
-            TRY(gemv_fused(e, qkv, qkv_out, 3, e->xn, n, LRUN_K_GEMV_STORE));
-        } else {
-            for (int i = 0; i < 3; i++) TRY(matmul(e, qkv[i], e->xn, n, qkv_out[i]));
-        }
-        if (E->bq) TRY(lrun_k_add_bias(e->q, E->bq, n, e->q_dim, s));
-        if (E->bk) TRY(lrun_k_add_bias(e->k, E->bk, n, e->kv_dim, s));
-        if (E->bv) TRY(lrun_k_add_bias(e->v, E->bv, n, e->kv_dim, s));
-        if (in->head_dim % 2 == 0) {
-            TRY(lrun_k_rope_kv_store(e->q, e->k, e->v, t->pos, n, in->n_head, in->n_head_kv, in->head_dim,
-                                     in->n_rot, base, fscale, e->freq_factors, in->rope_style, e->kv_dtype, kc, vc,
-                                     t->row_off, s));
-        } else {
-            TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
-                            in->rope_style, s));
-            TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale,
-                            e->freq_factors, in->rope_style, s));
-            TRY(lrun_k_kv_store(e->kv_dtype, kc, vc, t->row_off, e->k, e->v, n, e->kv_dim, s));
-        }
-        TRY(lrun_k_attention(e->kv_dtype, e->q, kc, vc, t->kv_base, t->kv_base, t->n_kv, n, in->n_head,
-                             in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work, s));
-        if (gemv) { /* x += a·Woᵀ in the GEMV's epilogue, then + bo */
-            const struct lrun_tensor *wo[1] = {L->wo};
-            TRY(gemv_fused(e, wo, &e->x, 1, e->attn, n, LRUN_K_GEMV_ADD));
-            if (E->bo) TRY(lrun_k_add_bias(e->x, E->bo, n, e->n_embd, s));
-        } else {
-            TRY(matmul(e, L->wo, e->attn, n, e->tmp));
-            if (E->bo) TRY(lrun_k_add_bias(e->tmp, E->bo, n, e->n_embd, s));
-            TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
-        }
-
-        // feed-forward
-        TRY(lrun_k_rms_norm(e->x, E->ffn_norm, e->xn, n, e->n_embd, e->eps, s));
-        const struct lrun_tensor *gu[2] = {L->w_gate, L->w_up};
-        float *gu_out[2] = {e->gate, e->up};
-        if (gemv && fusable(gu, 2)) {
-            TRY(gemv_fused(e, gu, gu_out, 2, e->xn, n, LRUN_K_GEMV_SWIGLU));
-        } else {
-            TRY(matmul(e, L->w_gate, e->xn, n, e->gate));
-            TRY(matmul(e, L->w_up, e->xn, n, e->up));
-            TRY(lrun_k_swiglu(e->gate, e->up, e->gate, n * e->n_ff, s));
-        }
-        if (gemv) {
-            const struct lrun_tensor *wd[1] = {L->w_down};
-            TRY(gemv_fused(e, wd, &e->x, 1, e->gate, n, LRUN_K_GEMV_ADD));
-        } else {
-            TRY(matmul(e, L->w_down, e->gate, n, e->tmp));
-            TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
-        }
-    }
-    return LRUN_OK;
-}
-
-/* xn[0..n_want) = output_norm of the wanted rows of x (rows 0..n_want-1
- * themselves when identity, so no gather is needed). */
-static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity)
-{
-    const float *src = e->x;
-    if (!identity) {
-        const size_t row = (size_t)e->n_embd * sizeof(float);
-        for (int64_t r = 0; r < n_want; r++)
-            TRY(cuda_check(cudaMemcpyAsync(e->xn + r * e->n_embd, e->x + e->out_rows[r] * e->n_embd, row,
-                                           cudaMemcpyDeviceToDevice, (cudaStream_t)e->stream),
-                           "gathering output rows", e->device));
-        src = e->xn;
-    }
-    return lrun_k_rms_norm(src, e->output_norm, e->xn, n_want, e->n_embd, e->eps, e->stream);
-}
-
-/* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows). */
-static lrun_status lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
-{
-    return matmul(e, e->model->output, e->xn + r0 * e->n_embd, rows, e->logits);
-}
-
-/* All device work of a chunk up to the first block of logits. */
-static lrun_status enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv)
-{
-    TRY(forward_layers(e, n, max_kv));
-    if (n_want == 0) return LRUN_OK;
-    TRY(output_norm(e, n_want, identity));
-    return lm_head(e, 0, min64(n_want, LOGIT_ROWS));
-}
-
-/* Captures the decode step of n tokens (logits for each) into a graph. On a
- * capture failure graphs are turned off for this engine and the caller runs
- * the step eagerly; the reason stays in lrun_last_error for whoever looks. */
-static int graph_capture(lrun_cuda_engine *e, int64_t n)
-{
-    cudaStream_t s = (cudaStream_t)e->stream;
-    cudaGraph_t graph = NULL;
-    cudaGraphExec_t exec = NULL;
-    int ok = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-    if (ok) {
-        const lrun_status st = enqueue_chunk(e, n, n, 1, e->kv_cap);
-        /* Always ended, even after a failed launch, so the stream is usable again. */
-        ok = cudaStreamEndCapture(s, &graph) == cudaSuccess && st == LRUN_OK && graph;
-    }
-    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-    if (graph) cudaGraphDestroy(graph);
-    if (!ok) {
-        (void)cudaGetLastError();
-        e->graphs_enabled = 0;
-        return 0;
-    }
-    e->graph_exec[n] = exec;
-    e->stats.graph_captures++;
-    return 1;
-}
-
-/* Runs one chunk whose table is filled on the host: sends the table, runs
- * the layers (from a graph when the shape allows) and copies the n_want
- * wanted rows of logits to logits (n_want, n_vocab). */
-static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv,
-                             float *logits)
-{
-    cudaStream_t s = (cudaStream_t)e->stream;
-    TRY(cuda_check(cudaMemcpyAsync(e->d_table_base, e->h_table_base, e->table_bytes, cudaMemcpyHostToDevice, s),
-                   "sending the token table", e->device));
-    const int graph_shape = e->graphs_enabled && n <= LRUN_CUDA_GRAPH_MAX_TOKENS && n_want == n && identity;
-    if (graph_shape && !e->graph_exec[n] && e->graph_seen[n] > 0) (void)graph_capture(e, n);
-    if (graph_shape && e->graph_exec[n]) {
-        TRY(cuda_check(cudaGraphLaunch(e->graph_exec[n], s), "cudaGraphLaunch", e->device));
-        e->stats.graph_launches++;
-    } else {
-        /* The first run of a shape is eager: kernels are loaded and checked
-         * before a capture depends on them. */
-        if (graph_shape) e->graph_seen[n]++;
-        TRY(enqueue_chunk(e, n, n_want, identity, max_kv));
-    }
-    e->stats.steps++;
-    for (int64_t r0 = 0; r0 < n_want; r0 += LOGIT_ROWS) {
-        const int64_t rows = min64(n_want - r0, LOGIT_ROWS);
-        const size_t bytes = (size_t)rows * (size_t)e->n_vocab * sizeof(float);
-        if (r0 > 0) TRY(lm_head(e, r0, rows));
-        TRY(cuda_check(cudaMemcpyAsync(e->h_logits, e->logits, bytes, cudaMemcpyDeviceToHost, s), "copying logits",
-                       e->device));
-        TRY(cuda_check(cudaStreamSynchronize(s), "forward step", e->device));
-        memcpy(logits + r0 * e->n_vocab, e->h_logits, bytes);
-    }
-    /* Also where no logits were wanted: the host table is refilled next. */
-    return n_want ? LRUN_OK : cuda_check(cudaStreamSynchronize(s), "forward step", e->device);
-}
-
-lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const int32_t *tokens, const int32_t *seq,
-                                  const int8_t *want_logits, float *logits, int64_t logits_rows_cap, int64_t *n_out)
-{
-    if (n_out) *n_out = 0;
-    if (!e || n_tokens < 0 || (n_tokens > 0 && (!tokens || !seq)))
-        return lrun_fail(LRUN_E_ARG, "engine step: need an engine, n_tokens >= 0 (%lld) and tokens and seq arrays",
-                         (long long)n_tokens);
-
-    // ---- validate, count tokens per sequence and wanted rows
-    int64_t n_want, need = 0;
-    lrun_status st = lrun_step_tokens_check(n_tokens, tokens, seq, want_logits, e->n_vocab, e->n_seq_max,
-                                            e->seq_count, &n_want);
-    if (st != LRUN_OK) return st;
-    for (int64_t s = 0; s < e->n_seq_max; s++) {
-        if (!e->seq_count[s]) continue;
-        if (!want_logits) n_want++;
-        const int64_t len = e->seq_len[s] + e->seq_count[s];
-        if (len > e->n_ctx_max)
-            return lrun_fail(LRUN_E_ARG, "engine step: sequence %lld would reach %lld positions, more than n_ctx_max "
-                             "%lld", (long long)s, (long long)len, (long long)e->n_ctx_max);
-        need = len > need ? len : need;
-    }
-    if (n_want > 0 && (!logits || logits_rows_cap < n_want))
-        return lrun_fail(LRUN_E_ARG, "engine step: %lld logit rows are wanted but the buffer holds %lld",
-                         (long long)n_want, logits ? (long long)logits_rows_cap : 0LL);
-    if (n_tokens == 0) return LRUN_OK;
-    TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
-
-    // ---- grow the cache first, so a failure changes nothing
-    st = kv_reserve(e, need);
-    if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
-
-    // ---- chunks of n_batch_max tokens, in token order
-    memset(e->seq_done, 0, (size_t)e->n_seq_max * sizeof *e->seq_done);
-    int64_t rows_out = 0;
-    const struct step_table *h = &e->h_table;
-    for (int64_t c0 = 0; c0 < n_tokens; c0 += e->n_batch_max) {
-        const int64_t n = min64(n_tokens - c0, e->n_batch_max);
-        int64_t want = 0, max_kv = 0;
-        int identity = 1;
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t s = seq[c0 + i], pos = e->seq_len[s] + e->seq_done[s]++;
-            const int64_t base = s * e->kv_cap * e->kv_dim;
-            h->tokens[i] = tokens[c0 + i];
-            h->pos[i] = (int32_t)pos;
-            h->n_kv[i] = (int32_t)(pos + 1);
-            h->kv_base[i] = base;
-            h->row_off[i] = base + pos * e->kv_dim;
-            max_kv = pos + 1 > max_kv ? pos + 1 : max_kv;
-            const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == e->seq_count[s];
-            if (wanted) {
-                identity &= want == i;
-                e->out_rows[want++] = i;
-            }
-        }
-        /* A static cache always gives the attention its capacity as the bound,
-         * as the captured graphs do, so replayed and eager steps split the
-         * KV length the same way and agree to the bit. */
-        if (e->cache_kind == LRUN_CACHE_KIND_STATIC) max_kv = e->kv_cap;
-        st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL);
-        if (st != LRUN_OK) return lrun_fail_context(st, "engine step (tokens %lld..%lld)", (long long)c0,
-                                                    (long long)(c0 + n - 1));
-        rows_out += want;
-    }
-    for (int64_t s = 0; s < e->n_seq_max; s++) e->seq_len[s] += e->seq_count[s];
-    if (n_out) *n_out = rows_out;
-    return LRUN_OK;
-}
-
-void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stats *out)
-{
-    *out = e->stats;
-    out->graphs_enabled = e->graphs_enabled;
-    out->kv_dtype = e->kv_dtype;
-    out->kv_bytes = e->kv_bytes;
-    out->scratch_bytes = e->scratch_bytes;
-}
 
 #else
 // ---------------------------------------------------------------- without CUDA
@@ -865,4 +480,6 @@ void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine
     (void)engine;
     memset(out, 0, sizeof *out);
 }
+
+void lrun_cuda_engine_reset_stats(lrun_cuda_engine *engine) { (void)engine; }
 #endif

@@ -51,6 +51,7 @@ typedef struct lrun_cuda_engine_stats {
 } lrun_cuda_engine_stats;
 
 void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out);
+void lrun_cuda_engine_reset_stats(lrun_cuda_engine *engine);
 
 /* The CUDA engine behind an lrun_engine, or NULL for a CPU one (in engine.c). */
 lrun_cuda_engine *lrun_engine_cuda(lrun_engine *engine);

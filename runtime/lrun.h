@@ -188,6 +188,13 @@ lrun_status lrun_tensor_write_f32(lrun_tensor *tensor, int64_t first, int64_t n,
  * tensor that came from a model file. */
 lrun_status lrun_tensor_move(lrun_tensor *tensor, lrun_device *device, lrun_tier tier);
 
+/* Marks a weight whose home is off the device as "compute on host": an engine
+ * made with LRUN_WEIGHT_MODE_AS_PLACED then runs its matmul on the CPU where
+ * the bytes live (llama.cpp's partial offload) instead of streaming it into a
+ * device slot. Ignored for DEVICE-tier tensors. */
+void lrun_tensor_set_host_compute(lrun_tensor *tensor, int on);
+int lrun_tensor_host_compute(const lrun_tensor *tensor);
+
 /* ---------------------------------------------------------------- GGUF files */
 
 /* A validated, memory-mapped GGUF file. Every rule of the format is checked
@@ -421,6 +428,14 @@ typedef enum lrun_kv_dtype {
     LRUN_KV_DTYPE_F32 = 2      /* llama.cpp's bits with its f32 cache (docs/numerics.md) */
 } lrun_kv_dtype;
 
+/* What an engine does with weights that are not in the DEVICE tier at init. */
+typedef enum lrun_weight_mode {
+    LRUN_WEIGHT_MODE_ALL_DEVICE = 0, /* move every weight to the device first (the default) */
+    LRUN_WEIGHT_MODE_AS_PLACED = 1   /* keep each weight's tier: a policy placed them. Off-device
+                                      * weights are streamed into reusable device slots k layers
+                                      * ahead, or computed on the host when so marked */
+} lrun_weight_mode;
+
 typedef struct lrun_engine_opts {
     int64_t n_seq_max;       /* sequences (cache slots); default 1 */
     int64_t n_ctx_max;       /* positions per sequence; 0 = the model's n_ctx_train */
@@ -428,7 +443,26 @@ typedef struct lrun_engine_opts {
     lrun_cache_kind cache_kind;
     int n_threads;           /* 0 = the model's */
     lrun_kv_dtype kv_dtype;  /* 0 = f16 */
+    lrun_weight_mode weight_mode;
+    int prefetch_layers;     /* streamed layers kept in flight ahead of compute; 0 = the default */
 } lrun_engine_opts;
+
+/* What an engine has done since it was made (or last reset): residency
+ * traffic for m:stats(), tests and benchmarks. Times are wall seconds. */
+typedef struct lrun_engine_stats {
+    int64_t steps;               /* forward chunks run */
+    uint64_t bytes_streamed;     /* weight bytes copied into device slots */
+    uint64_t kv_bytes_moved;     /* KV cache bytes moved between host and device */
+    double copy_seconds;         /* time spent copying streamed weights */
+    double stall_seconds;        /* time compute waited for a copy to land */
+    int64_t prefetch_hits;       /* streamed layers already resident when compute reached them */
+    int64_t prefetch_misses;     /* streamed layers compute had to wait for */
+    uint64_t host_compute_bytes; /* weight bytes read by matmuls run on the host */
+    size_t weight_device_bytes;  /* weights resident on the device */
+    size_t slot_bytes;           /* device bytes of the streaming slots */
+    size_t kv_bytes;             /* device bytes of the KV cache now */
+    size_t scratch_bytes;        /* device bytes of the step scratch */
+} lrun_engine_stats;
 
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);
 void lrun_engine_free(lrun_engine *engine);
@@ -450,6 +484,9 @@ lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src);
 lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
                              const int32_t *seq, const int8_t *want_logits,
                              float *logits, int64_t logits_rows_cap, int64_t *n_out);
+
+void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out);
+void lrun_engine_reset_stats(lrun_engine *engine);
 
 /* ---------------------------------------------------------------- sampling */
 

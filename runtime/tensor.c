@@ -201,6 +201,8 @@ size_t lrun_tensor_bytes(const lrun_tensor *tensor) { return tensor->nbytes; }
 lrun_role lrun_tensor_role(const lrun_tensor *tensor) { return tensor->role; }
 int lrun_tensor_layer(const lrun_tensor *tensor) { return tensor->layer; }
 lrun_tier lrun_tensor_tier(const lrun_tensor *tensor) { return tensor->tier; }
+void lrun_tensor_set_host_compute(lrun_tensor *tensor, int on) { tensor->host_compute = on != 0; }
+int lrun_tensor_host_compute(const lrun_tensor *tensor) { return tensor->host_compute; }
 
 int64_t lrun_tensor_dim(const lrun_tensor *tensor, int axis)
 {

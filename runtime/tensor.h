@@ -17,6 +17,7 @@ struct lrun_tensor {
     void *data;                /* the bytes in that tier (device pointer on cuda) */
     lrun_device *device;       /* the device a DEVICE-tier copy is counted on */
     const void *file_data;     /* the bytes in the mapped model file, NULL if none */
+    int host_compute;          /* 1: an AS_PLACED engine runs this weight's matmul on the host */
 };
 
 /* Fills a tensor record's shape fields; checks dims and the byte size for overflow. */

@@ -42,7 +42,8 @@ static lrun_model *load(const char *path, size_t budget, int rope_style)
 static lrun_engine *engine_kv(lrun_model *m, int64_t n_seq, int64_t n_batch, lrun_cache_kind kind, int threads,
                               lrun_kv_dtype kv)
 {
-    const lrun_engine_opts o = {n_seq, 64, n_batch, kind, threads, kv};
+    const lrun_engine_opts o = {.n_seq_max = n_seq, .n_ctx_max = 64, .n_batch_max = n_batch, .cache_kind = kind,
+                               .n_threads = threads, .kv_dtype = kv};
     lrun_engine *e = NULL;
     if (m && lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# engine: %s\n", lrun_last_error());
     return e;
@@ -408,7 +409,7 @@ static void test_oom(const char *path)
     CHECK("engine free gives every byte back", lrun_device_used(lrun_model_device(m)) == 0);
 
     /* a static cache that cannot fit fails at init, cleanly */
-    const lrun_engine_opts so = {4, 64, 512, LRUN_CACHE_KIND_STATIC, 0, LRUN_KV_DTYPE_DEFAULT};
+    const lrun_engine_opts so = {.n_seq_max = 4, .n_ctx_max = 64, .n_batch_max = 512, .cache_kind = LRUN_CACHE_KIND_STATIC};
     e = NULL;
     CHECK("a static cache over budget fails at init with LRUN_E_OOM", lrun_engine_init(&e, m, &so) == LRUN_E_OOM && e == NULL);
     CHECK("and leaves nothing allocated", lrun_device_used(lrun_model_device(m)) == 0);
@@ -487,7 +488,7 @@ static void test_kv_dtypes(const char *path)
           max_abs(chunked, out[1][1], NR * V) <= 1e-4 * scale);
     lrun_engine_free(e);
 
-    const lrun_engine_opts bad = {1, 64, 512, LRUN_CACHE_KIND_DYNAMIC, 0, (lrun_kv_dtype)7};
+    const lrun_engine_opts bad = {.n_seq_max = 1, .n_ctx_max = 64, .n_batch_max = 512, .kv_dtype = (lrun_kv_dtype)7};
     e = NULL;
     CHECK("an unknown kv_dtype is LRUN_E_ARG, named", lrun_engine_init(&e, m, &bad) == LRUN_E_ARG && e == NULL &&
                                                           strstr(lrun_last_error(), "kv_dtype") != NULL);
@@ -558,7 +559,8 @@ static void test_llamacpp_golden(void)
         return;
     }
     const int64_t nv = lrun_model_get_info(m)->n_vocab;
-    const lrun_engine_opts eo = {1, 1024, 512, LRUN_CACHE_KIND_DYNAMIC, 2, LRUN_KV_DTYPE_F32};
+    const lrun_engine_opts eo = {.n_seq_max = 1, .n_ctx_max = 1024, .n_batch_max = 512, .n_threads = 2,
+                                .kv_dtype = LRUN_KV_DTYPE_F32};
     lrun_engine *e = NULL;
     CHECK("an engine with an f32 KV cache", lrun_engine_init(&e, m, &eo) == LRUN_OK);
     float *logits = malloc((size_t)nv * sizeof *logits), *lp = malloc((size_t)nv * sizeof *lp);

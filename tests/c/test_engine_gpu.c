@@ -49,7 +49,8 @@ static lrun_kv_dtype kv_dtype = LRUN_KV_DTYPE_DEFAULT; /* of the engines made ne
 
 static lrun_engine *engine(lrun_model *m, int64_t n_seq, int64_t n_ctx, int64_t n_batch, lrun_cache_kind kind)
 {
-    const lrun_engine_opts o = {n_seq, n_ctx, n_batch, kind, 0, kv_dtype};
+    const lrun_engine_opts o = {.n_seq_max = n_seq, .n_ctx_max = n_ctx, .n_batch_max = n_batch, .cache_kind = kind,
+                               .kv_dtype = kv_dtype};
     lrun_engine *e = NULL;
     if (m && lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# engine: %s\n", lrun_last_error());
     return e;
@@ -265,7 +266,7 @@ static void test_oom(const char *path)
 {
     lrun_model *m = load(path, "cuda:0", 4 << 20);
     lrun_engine *e = NULL;
-    const lrun_engine_opts o = {1, 256, 64, LRUN_CACHE_KIND_STATIC, 0, LRUN_KV_DTYPE_DEFAULT};
+    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 256, .n_batch_max = 64, .cache_kind = LRUN_CACHE_KIND_STATIC};
     lrun_status st = m ? lrun_engine_init(&e, m, &o) : LRUN_E_INTERNAL;
     printf("# %s\n", lrun_last_error());
     CHECK("a 4 MiB budget: engine init is LRUN_E_OOM", st == LRUN_E_OOM && e == NULL);

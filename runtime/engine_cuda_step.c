@@ -1,0 +1,152 @@
+/* engine_cuda_step.c — one lrun_engine_step on the CUDA engine: validate the
+ * tokens, grow the cache, fill the pinned token table per chunk, send it in
+ * one copy, run the chunk (replaying a CUDA graph for static decode shapes)
+ * and bring back the wanted logits. */
+#ifdef LRUN_WITH_CUDA
+#include <string.h>
+
+#include "device.h"
+#include "engine_cuda_internal.h"
+#include "step_tokens.h"
+
+static int graph_capture(lrun_cuda_engine *e, int64_t n)
+{
+    cudaStream_t s = (cudaStream_t)e->stream;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    int ok = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    if (ok) {
+        const lrun_status st = lrun_cuda_enqueue_chunk(e, n, n, 1, e->kv_cap);
+        /* Always ended, even after a failed launch, so the stream is usable again. */
+        ok = cudaStreamEndCapture(s, &graph) == cudaSuccess && st == LRUN_OK && graph;
+    }
+    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    if (graph) cudaGraphDestroy(graph);
+    if (!ok) {
+        (void)cudaGetLastError();
+        e->graphs_enabled = 0;
+        return 0;
+    }
+    e->graph_exec[n] = exec;
+    e->stats.graph_captures++;
+    return 1;
+}
+
+/* Runs one chunk whose table is filled on the host: sends the table, runs
+ * the layers (from a graph when the shape allows) and copies the n_want
+ * wanted rows of logits to logits (n_want, n_vocab). */
+static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv,
+                             float *logits)
+{
+    cudaStream_t s = (cudaStream_t)e->stream;
+    TRY(cuda_check(cudaMemcpyAsync(e->d_table_base, e->h_table_base, e->table_bytes, cudaMemcpyHostToDevice, s),
+                   "sending the token table", e->device));
+    const int graph_shape = e->graphs_enabled && n <= LRUN_CUDA_GRAPH_MAX_TOKENS && n_want == n && identity;
+    if (graph_shape && !e->graph_exec[n] && e->graph_seen[n] > 0) (void)graph_capture(e, n);
+    if (graph_shape && e->graph_exec[n]) {
+        TRY(cuda_check(cudaGraphLaunch(e->graph_exec[n], s), "cudaGraphLaunch", e->device));
+        e->stats.graph_launches++;
+    } else {
+        /* The first run of a shape is eager: kernels are loaded and checked
+         * before a capture depends on them. */
+        if (graph_shape) e->graph_seen[n]++;
+        TRY(lrun_cuda_enqueue_chunk(e, n, n_want, identity, max_kv));
+    }
+    e->stats.steps++;
+    for (int64_t r0 = 0; r0 < n_want; r0 += LOGIT_ROWS) {
+        const int64_t rows = min64(n_want - r0, LOGIT_ROWS);
+        const size_t bytes = (size_t)rows * (size_t)e->n_vocab * sizeof(float);
+        if (r0 > 0) TRY(lrun_cuda_lm_head(e, r0, rows));
+        TRY(cuda_check(cudaMemcpyAsync(e->h_logits, e->logits, bytes, cudaMemcpyDeviceToHost, s), "copying logits",
+                       e->device));
+        TRY(cuda_check(cudaStreamSynchronize(s), "forward step", e->device));
+        memcpy(logits + r0 * e->n_vocab, e->h_logits, bytes);
+    }
+    /* Also where no logits were wanted: the host table is refilled next. */
+    return n_want ? LRUN_OK : cuda_check(cudaStreamSynchronize(s), "forward step", e->device);
+}
+
+lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const int32_t *tokens, const int32_t *seq,
+                                  const int8_t *want_logits, float *logits, int64_t logits_rows_cap, int64_t *n_out)
+{
+    if (n_out) *n_out = 0;
+    if (!e || n_tokens < 0 || (n_tokens > 0 && (!tokens || !seq)))
+        return lrun_fail(LRUN_E_ARG, "engine step: need an engine, n_tokens >= 0 (%lld) and tokens and seq arrays",
+                         (long long)n_tokens);
+
+    // ---- validate, count tokens per sequence and wanted rows
+    int64_t n_want, need = 0;
+    lrun_status st = lrun_step_tokens_check(n_tokens, tokens, seq, want_logits, e->n_vocab, e->n_seq_max,
+                                            e->seq_count, &n_want);
+    if (st != LRUN_OK) return st;
+    for (int64_t s = 0; s < e->n_seq_max; s++) {
+        if (!e->seq_count[s]) continue;
+        if (!want_logits) n_want++;
+        const int64_t len = e->seq_len[s] + e->seq_count[s];
+        if (len > e->n_ctx_max)
+            return lrun_fail(LRUN_E_ARG, "engine step: sequence %lld would reach %lld positions, more than n_ctx_max "
+                             "%lld", (long long)s, (long long)len, (long long)e->n_ctx_max);
+        need = len > need ? len : need;
+    }
+    if (n_want > 0 && (!logits || logits_rows_cap < n_want))
+        return lrun_fail(LRUN_E_ARG, "engine step: %lld logit rows are wanted but the buffer holds %lld",
+                         (long long)n_want, logits ? (long long)logits_rows_cap : 0LL);
+    if (n_tokens == 0) return LRUN_OK;
+    TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
+
+    // ---- grow the cache first, so a failure changes nothing
+    st = lrun_cuda_kv_reserve(e, need);
+    if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
+
+    // ---- chunks of n_batch_max tokens, in token order
+    memset(e->seq_done, 0, (size_t)e->n_seq_max * sizeof *e->seq_done);
+    int64_t rows_out = 0;
+    const struct step_table *h = &e->h_table;
+    for (int64_t c0 = 0; c0 < n_tokens; c0 += e->n_batch_max) {
+        const int64_t n = min64(n_tokens - c0, e->n_batch_max);
+        int64_t want = 0, max_kv = 0;
+        int identity = 1;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t s = seq[c0 + i], pos = e->seq_len[s] + e->seq_done[s]++;
+            const int64_t base = s * e->kv_cap * e->kv_dim;
+            h->tokens[i] = tokens[c0 + i];
+            h->pos[i] = (int32_t)pos;
+            h->n_kv[i] = (int32_t)(pos + 1);
+            h->kv_base[i] = base;
+            h->row_off[i] = base + pos * e->kv_dim;
+            max_kv = pos + 1 > max_kv ? pos + 1 : max_kv;
+            const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == e->seq_count[s];
+            if (wanted) {
+                identity &= want == i;
+                e->out_rows[want++] = i;
+            }
+        }
+        /* A static cache always gives the attention its capacity as the bound,
+         * as the captured graphs do, so replayed and eager steps split the
+         * KV length the same way and agree to the bit. */
+        if (e->cache_kind == LRUN_CACHE_KIND_STATIC) max_kv = e->kv_cap;
+        st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL);
+        if (st != LRUN_OK) return lrun_fail_context(st, "engine step (tokens %lld..%lld)", (long long)c0,
+                                                    (long long)(c0 + n - 1));
+        rows_out += want;
+    }
+    for (int64_t s = 0; s < e->n_seq_max; s++) e->seq_len[s] += e->seq_count[s];
+    if (n_out) *n_out = rows_out;
+    return LRUN_OK;
+}
+
+void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stats *out)
+{
+    *out = e->stats;
+    out->graphs_enabled = e->graphs_enabled;
+    out->kv_dtype = e->kv_dtype;
+    out->kv_bytes = e->kv_bytes;
+    out->scratch_bytes = e->scratch_bytes;
+}
+
+void lrun_cuda_engine_reset_stats(lrun_cuda_engine *e)
+{
+    e->stats.steps = e->stats.graph_captures = e->stats.graph_launches = 0;
+}
+
+#endif
