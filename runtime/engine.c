@@ -192,6 +192,9 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     if (opts && opts->weight_mode != LRUN_WEIGHT_MODE_ALL_DEVICE && opts->weight_mode != LRUN_WEIGHT_MODE_AS_PLACED)
         return lrun_fail(LRUN_E_ARG, "engine: weight_mode %d is not LRUN_WEIGHT_MODE_ALL_DEVICE or _AS_PLACED",
                          (int)opts->weight_mode);
+    if (opts && (opts->prefetch_layers < 0 || opts->prefetch_layers > 64))
+        return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d must be in [0, 64] (0 = the default)",
+                         opts->prefetch_layers);
     *out = NULL;
     if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
     if (!opts) opts = &defaults;
