@@ -113,11 +113,25 @@ function M.plan(tensors, budget)
       #chosen, sel.bytes, b.max_bytes == math.huge and "none" or string.format("%d", b.max_bytes),
       n_stream, b_stream, n_host, b_host, ms(added)),
   }
-  for i = 1, math.min(#chosen, 12) do
-    local r = chosen[i]
+  -- the free ones (norms, biases) in one line, then the largest others
+  local free_n, free_b, big = 0, 0, {}
+  for _, r in ipairs(chosen) do
+    if r.cost == 0 and is_vector(r.t) then free_n, free_b = free_n + 1, free_b + r.t.bytes
+    else big[#big + 1] = r end
+  end
+  if free_n > 0 then
+    lines[#lines + 1] = string.format("  %d norms/biases, %d bytes: no cost (converted into engine memory at init)",
+      free_n, free_b)
+  end
+  table.sort(big, function(x, y)
+    if x.t.bytes ~= y.t.bytes then return x.t.bytes > y.t.bytes end
+    return x.t.name < y.t.name
+  end)
+  for i = 1, math.min(#big, 10) do
+    local r = big[i]
     lines[#lines + 1] = string.format("  %-28s %10d bytes  %-12s +%s/token", r.t.name, r.t.bytes, r.how, ms(r.cost))
   end
-  if #chosen > 12 then lines[#lines + 1] = string.format("  … %d more", #chosen - 12) end
+  if #big > 10 then lines[#lines + 1] = string.format("  … %d more", #big - 10) end
   return plan, sel.bytes, { host_compute = host_compute, explain = table.concat(lines, "\n"),
     seconds_per_token = added }
 end

@@ -126,9 +126,15 @@ function M.load(path, opts)
   local info = C.lrun_model_get_info(handle)
   self.n_vocab = tonumber(info.n_vocab)
 
+  -- placement options not given here come from the launcher's command line
+  local popts = {}
+  for k, v in pairs(opts) do popts[k] = v end
+  for _, k in ipairs({ "cpu_offload_gb", "smart_offload", "overrides", "prefetch_layers" }) do
+    if popts[k] == nil then popts[k] = config[k] end
+  end
   local residency = require("lrun.residency")
-  if residency.wanted(opts) then
-    local placed, err = self:place(opts)
+  if residency.wanted(popts) then
+    local placed, err = self:place(popts)
     if not placed then
       self:free()
       return nil, err
