@@ -75,10 +75,13 @@ function M.load(path)
 end
 
 --- Where a policy's plan function is defined, "file:line", for messages.
+-- A file's policy built from a library function (return OffloadPolicy{…})
+-- has its plan defined elsewhere: then the file alone is named.
 function M.where(policy)
   local info = debug.getinfo(policy.plan, "S")
-  if not info or info.what == "C" then return policy.name end
+  if not info or info.what == "C" then return policy.source or policy.name end
   local src = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
+  if policy.source and src ~= policy.source then return policy.source end
   return src .. ":" .. info.linedefined
 end
 
