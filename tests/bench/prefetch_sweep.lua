@@ -1,3 +1,6 @@
+-- prefetch_sweep.lua — decode tokens/s and prefetch hits of the CPU engine with every
+-- weight streamed, for k = 1, 2, 4 (docs/residency.md "Choosing k").
+--   build/lrun tests/bench/prefetch_sweep.lua models/SmolLM2-135M-Instruct.Q4_1.gguf
 local lrun = require("lrun")
 local path = arg[1]
 for rep = 1, 3 do
