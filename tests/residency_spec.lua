@@ -399,3 +399,14 @@ describe("the policy of docs/policies.md (examples/keep_attention.lua)", functio
     m:free()
   end)
 end)
+
+describe("defaults", function()
+  it("with nothing that must leave the device, the default policy and smart keep all on it", function()
+    for _, o in ipairs({ { prefetch_layers = 2 }, { smart_offload = true } }) do
+      local m = assert(load(tiny, o))
+      local p = m:placement()
+      assert.are.equal(m:info().weight_bytes, p.bytes.device)
+      m:free()
+    end
+  end)
+end)

@@ -191,6 +191,9 @@ function M.plan(model, opts)
     local cfg = require("lrun.config")
     if cfg.policies and #cfg.policies > 0 then spec = cfg.policies[#cfg.policies] end
   end
+  -- with nothing that must leave the device, the default policy and smart
+  -- (which only ranks) keep everything on it; an explicit policy has its say
+  local only_if_needed = spec == nil or spec == "smart"
   if spec == nil then spec = "aggressive" end
   local policy, perr = policy_file.resolve(spec)
   if not policy then return fail("arg", perr) end
@@ -244,7 +247,13 @@ function M.plan(model, opts)
       end
       need = math.max(need, total - room)
     end
-    local plan, off, extra = run_policy(policy, tensors, need, base, total)
+    local run_base = base
+    if need <= 0 and only_if_needed then
+      run_base = {}
+      for key, v in pairs(base) do run_base[key] = v end
+      run_base.max_bytes = 0
+    end
+    local plan, off, extra = run_policy(policy, tensors, need, run_base, total)
     if not plan then
       return fail(capacity and need > forced and "oom" or "arg", tostring(off) .. (capacity and string.format(
         " (budget %s: %s of weights, %s reserved for KV cache and scratch, %s of slots)", size.format(capacity),
