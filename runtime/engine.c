@@ -29,6 +29,7 @@
 #include "kv_cache.h"
 #include "model.h"
 #include "step_tokens.h"
+#include "weight_stream.h"
 
 #define DEFAULT_BATCH 512
 
@@ -71,6 +72,7 @@ struct lrun_engine {
     void *mm_work;   /* lrun_cpu_matmul work for B rows */
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
     lrun_engine_stats stats;
+    lrun_weight_stream *ws;       /* AS_PLACED: slots and copy thread for off-device weights; else NULL */
 
     /* host bookkeeping, sized at init */
     int64_t *tok_seq;          /* (B) sequence of each token of the chunk */
@@ -92,20 +94,23 @@ static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
     return lrun_carve(cursor, total, n_bytes, 64, out);
 }
 
-static lrun_matvec part(const struct lrun_tensor *w, const float *x, float *y)
+/* data: where the weight's bytes are read this time (a streaming slot or its own). */
+static lrun_matvec part(const struct lrun_tensor *w, const void *data, const float *x, float *y)
 {
-    return (lrun_matvec){w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, y};
+    return (lrun_matvec){w->dtype, data, w->row_bytes, w->ne[1], w->ne[0], x, y};
 }
 
-/* The products decode fuses into one parallel region each: q, k, v and gate, up. */
-static void fused_parts(const lrun_engine *e, int64_t l, lrun_matvec qkv[3], lrun_matvec gu[2])
+/* The products decode fuses into one parallel region each: q, k, v and gate, up.
+ * W NULL: the weights' own bytes (sizing only). */
+static void fused_parts(const lrun_engine *e, int64_t l, const lrun_weight_view *W, lrun_matvec qkv[3],
+                        lrun_matvec gu[2])
 {
     const struct lrun_model_layer *L = &e->model->layers[l];
-    qkv[0] = part(L->wq, e->xn, e->q);
-    qkv[1] = part(L->wk, e->xn, e->k);
-    qkv[2] = part(L->wv, e->xn, e->v);
-    gu[0] = part(L->w_gate, e->xn, e->gate);
-    gu[1] = part(L->w_up, e->xn, e->up);
+    qkv[0] = part(L->wq, W ? W->data[LRUN_WS_Q] : L->wq->data, e->xn, e->q);
+    qkv[1] = part(L->wk, W ? W->data[LRUN_WS_K] : L->wk->data, e->xn, e->k);
+    qkv[2] = part(L->wv, W ? W->data[LRUN_WS_V] : L->wv->data, e->xn, e->v);
+    gu[0] = part(L->w_gate, W ? W->data[LRUN_WS_GATE] : L->w_gate->data, e->xn, e->gate);
+    gu[1] = part(L->w_up, W ? W->data[LRUN_WS_UP] : L->w_up->data, e->xn, e->up);
 }
 
 /* Lays out (or, with base NULL, only sizes) the scratch block. */
@@ -127,7 +132,7 @@ static int layout_scratch(lrun_engine *e, void *base, size_t *total)
     size_t mv_work = 0;
     for (int64_t l = 0; l < m->info.n_layer; l++) {
         lrun_matvec qkv[3], gu[2];
-        fused_parts(e, l, qkv, gu);
+        fused_parts(e, l, NULL, qkv, gu);
         const size_t a = lrun_cpu_matvec_work_bytes(qkv, 3), b = lrun_cpu_matvec_work_bytes(gu, 2);
         mv_work = a > mv_work ? a : mv_work;
         mv_work = b > mv_work ? b : mv_work;
@@ -184,6 +189,12 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
 {
     static const lrun_engine_opts defaults = {1, 0, 0, LRUN_CACHE_KIND_DYNAMIC, 0, LRUN_KV_DTYPE_DEFAULT,
                                               LRUN_WEIGHT_MODE_ALL_DEVICE, 0};
+    if (opts && opts->weight_mode != LRUN_WEIGHT_MODE_ALL_DEVICE && opts->weight_mode != LRUN_WEIGHT_MODE_AS_PLACED)
+        return lrun_fail(LRUN_E_ARG, "engine: weight_mode %d is not LRUN_WEIGHT_MODE_ALL_DEVICE or _AS_PLACED",
+                         (int)opts->weight_mode);
+    if (opts && (opts->prefetch_layers < 0 || opts->prefetch_layers > 64))
+        return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d must be in [0, 64] (0 = the default)",
+                         opts->prefetch_layers);
     *out = NULL;
     if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
     if (!opts) opts = &defaults;
@@ -258,6 +269,9 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
         st = lrun_kv_cache_init(&e->kv, e->device, opts->cache_kind,
                                 opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16, in->n_layer,
                                 in->n_head_kv, in->head_dim, e->n_seq_max, e->n_ctx_max);
+    /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where they are */
+    if (st == LRUN_OK && opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED)
+        st = lrun_weight_stream_init(&e->ws, model, opts->prefetch_layers);
     if (st != LRUN_OK) {
         lrun_engine_free(e);
         return st;
@@ -270,6 +284,7 @@ void lrun_engine_free(lrun_engine *engine)
 {
     if (!engine) return;
     lrun_cuda_engine_free(engine->cuda);
+    lrun_weight_stream_free(engine->ws); /* stops the copy thread before its slots go */
     lrun_kv_cache_free(&engine->kv);
     if (engine->scratch) lrun_device_release(engine->device, engine->scratch, engine->scratch_bytes);
     if (engine->own_pool) lrun_threadpool_free(engine->own_pool);
@@ -386,9 +401,10 @@ static void swiglu_rows(void *ctx, int64_t first, int64_t last)
 
 // ---------------------------------------------------------------- forward
 
-static void matmul(lrun_engine *e, const struct lrun_tensor *w, const float *x, int64_t m, float *y)
+static void matmul(lrun_engine *e, const struct lrun_tensor *w, const void *data, const float *x, int64_t m,
+                   float *y)
 {
-    lrun_cpu_matmul(e->pool, w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->mm_work);
+    lrun_cpu_matmul(e->pool, w->dtype, data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->mm_work);
 }
 
 /* Runs n tokens (tok_seq/tok_pos filled) through every layer; writes the
@@ -405,26 +421,29 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
         lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
         e->tok_npos[i] = e->tok_pos[i] + 1;
     }
+    lrun_weight_stream_note_rows(e->ws, n);
 
     struct rows_ctx rc = {e, 0, e->layers[0].attn_norm, NULL, NULL, NULL};
     lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
     for (int64_t l = 0; l < in->n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         const struct engine_layer *E = &e->layers[l];
+        lrun_weight_view W; /* this layer's weights: streamed into a slot, or where they live */
+        lrun_weight_stream_acquire(e->ws, m, l, &W);
 
         /* one token (decode): products sharing an input run in one parallel
          * region; the weights are read at their current home, so take the
          * parts now, not at init */
         lrun_matvec qkv[3], gu[2];
-        if (n == 1) fused_parts(e, l, qkv, gu);
+        if (n == 1) fused_parts(e, l, &W, qkv, gu);
 
         // attention
         if (n == 1) {
             lrun_cpu_matvec_multi(pool, qkv, 3, e->mv_work);
         } else {
-            matmul(e, L->wq, e->xn, n, e->q);
-            matmul(e, L->wk, e->xn, n, e->k);
-            matmul(e, L->wv, e->xn, n, e->v);
+            matmul(e, L->wq, W.data[LRUN_WS_Q], e->xn, n, e->q);
+            matmul(e, L->wk, W.data[LRUN_WS_K], e->xn, n, e->k);
+            matmul(e, L->wv, W.data[LRUN_WS_V], e->xn, n, e->v);
         }
         rc = (struct rows_ctx){e, l, NULL, NULL, NULL, NULL};
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
@@ -433,7 +452,7 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
                                          1.0f / sqrtf((float)in->head_dim), e->kv.dtype, n >= 2, e->q, e->attn,
                                          e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores};
         lrun_cpu_attention(pool, &ab);
-        matmul(e, L->wo, e->attn, n, e->tmp);
+        matmul(e, L->wo, W.data[LRUN_WS_O], e->attn, n, e->tmp);
         rc = (struct rows_ctx){e, l, E->ffn_norm, E->bo, e->tmp, NULL};
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
 
@@ -441,21 +460,28 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
         if (n == 1) {
             lrun_cpu_matvec_multi(pool, gu, 2, e->mv_work);
         } else {
-            matmul(e, L->w_gate, e->xn, n, e->gate);
-            matmul(e, L->w_up, e->xn, n, e->up);
+            matmul(e, L->w_gate, W.data[LRUN_WS_GATE], e->xn, n, e->gate);
+            matmul(e, L->w_up, W.data[LRUN_WS_UP], e->xn, n, e->up);
         }
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, swiglu_rows, &rc);
-        matmul(e, L->w_down, e->gate, n, e->tmp);
+        matmul(e, L->w_down, W.data[LRUN_WS_DOWN], e->gate, n, e->tmp);
+        lrun_weight_stream_release(e->ws, l);
         const float *next_norm = l + 1 < in->n_layer ? e->layers[l + 1].attn_norm : NULL;
         rc = (struct rows_ctx){e, l, next_norm, NULL, e->tmp, NULL};
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
     }
-    if (n_want == 0) return;
+    if (n_want == 0) {
+        lrun_weight_stream_skip(e->ws, in->n_layer); /* the head's turn in the streaming cycle */
+        return;
+    }
 
     // output: norm the wanted rows into xn[0..n_want), then the LM head
+    lrun_weight_view H;
+    lrun_weight_stream_acquire(e->ws, m, in->n_layer, &H);
     rc = (struct rows_ctx){e, 0, e->output_norm, NULL, NULL, e->out_rows};
     lrun_cpu_parallel_for(pool, n_want, ROWS_PARALLEL, residual_norm_rows, &rc);
-    matmul(e, m->output, e->xn, n_want, logits);
+    matmul(e, m->output, H.data[0], e->xn, n_want, logits);
+    lrun_weight_stream_release(e->ws, in->n_layer);
 }
 
 lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
@@ -533,11 +559,15 @@ void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
     out->weight_device_bytes = lrun_model_tier_bytes(engine->model, LRUN_TIER_DEVICE);
     for (int64_t i = 0; i < engine->kv.n_seq; i++) out->kv_bytes += engine->kv.seqs[i].bytes;
     out->scratch_bytes = engine->scratch_bytes;
+    lrun_weight_stream_add_stats(engine->ws, out);
 }
 
 void lrun_engine_reset_stats(lrun_engine *engine)
 {
     if (!engine) return;
     if (engine->cuda) lrun_cuda_engine_reset_stats(engine->cuda);
-    else memset(&engine->stats, 0, sizeof engine->stats);
+    else {
+        memset(&engine->stats, 0, sizeof engine->stats);
+        lrun_weight_stream_reset_stats(engine->ws);
+    }
 }

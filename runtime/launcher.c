@@ -25,6 +25,7 @@
 
 #define MAX_POLICIES 64
 #define MAX_CHUNKS 64
+#define MAX_OVERRIDES 64
 
 /* ---------------------------------------------------------------- options */
 
@@ -35,6 +36,11 @@ typedef struct options {
     int n_chunks;
     const char *device;                 /* --device, NULL = the library's default */
     const char *gpu_budget;             /* --gpu-budget text, parsed by lrun.size */
+    double cpu_offload_gb;              /* --cpu-offload-gb; < 0 = not given */
+    int smart_offload;                  /* --smart-offload */
+    long prefetch;                      /* --prefetch K; -1 = not given */
+    const char *overrides[MAX_OVERRIDES]; /* -ot PATTERN=TIER, in order */
+    int n_overrides;
     long threads;                       /* -t; -1 = not given */
     int interactive;                    /* -i */
     int version;                        /* -v */
@@ -50,6 +56,10 @@ static void print_usage(FILE *f) {
             "  --policy FILE      load a placement policy (repeatable)\n"
             "  --device SPEC      compute device: cpu, cuda, cuda:N\n"
             "  --gpu-budget SIZE  cap on device memory: 512M, 4G, 4GiB, 1.5G\n"
+            "  --cpu-offload-gb N keep N GiB of weights off the device\n"
+            "  --smart-offload    choose the offloaded weights with the smart policy\n"
+            "  -ot PATTERN=TIER   place matching tensors: device, pinned, host, mmap, cpu (repeatable)\n"
+            "  --prefetch K       streamed layers copied ahead of compute\n"
             "  -t, --threads N    CPU threads (0 = all cores)\n"
             "  -e CODE            run CODE (repeatable, in order)\n"
             "  -i                 enter the REPL after the script\n"
@@ -84,6 +94,8 @@ static const char *option_value(int argc, char **argv, int *i, const char *inlin
 static int parse_options(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->threads = -1;
+    o->cpu_offload_gb = -1;
+    o->prefetch = -1;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -130,6 +142,32 @@ static int parse_options(int argc, char **argv, options *o) {
                 return -1;
             }
             o->threads = n;
+        } else if (strcmp(name, "--cpu-offload-gb") == 0) {
+            if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
+            char *end;
+            errno = 0;
+            double n = strtod(v, &end);
+            if (errno || end == v || *end || !(n >= 0) || n > 1e6) {
+                fprintf(stderr, "%s: --cpu-offload-gb: expected a number of GiB >= 0, got '%s'\n", progname, v);
+                return -1;
+            }
+            o->cpu_offload_gb = n;
+        } else if (strcmp(a, "--smart-offload") == 0) {
+            o->smart_offload = 1;
+        } else if (strcmp(name, "--prefetch") == 0) {
+            if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
+            char *end;
+            errno = 0;
+            long n = strtol(v, &end, 10);
+            if (errno || end == v || *end || n < 1 || n > 64) {
+                fprintf(stderr, "%s: --prefetch: expected a layer count from 1 to 64, got '%s'\n", progname, v);
+                return -1;
+            }
+            o->prefetch = n;
+        } else if (strcmp(name, "-ot") == 0 || strcmp(name, "--override-tensor") == 0) {
+            if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
+            if (o->n_overrides == MAX_OVERRIDES) return usage_error("too many -ot overrides (%s)", v);
+            o->overrides[o->n_overrides++] = v; /* checked by lrun.residency when a model loads */
         } else if (strcmp(name, "-e") == 0) {
             if (!(v = option_value(argc, argv, &i, NULL))) return -1;
             if (o->n_chunks == MAX_CHUNKS) return usage_error("too many -e chunks (%s)", v);
@@ -305,6 +343,26 @@ static int push_config(lua_State *L, const options *o, const char *root) {
     if (o->threads >= 0) {
         lua_pushinteger(L, o->threads);
         lua_setfield(L, -2, "threads");
+    }
+    if (o->cpu_offload_gb >= 0) {
+        lua_pushnumber(L, o->cpu_offload_gb);
+        lua_setfield(L, -2, "cpu_offload_gb");
+    }
+    if (o->smart_offload) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "smart_offload");
+    }
+    if (o->prefetch > 0) {
+        lua_pushinteger(L, o->prefetch);
+        lua_setfield(L, -2, "prefetch_layers");
+    }
+    if (o->n_overrides > 0) {
+        lua_newtable(L);
+        for (int i = 0; i < o->n_overrides; i++) {
+            lua_pushstring(L, o->overrides[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "overrides");
     }
     lua_pushboolean(L, o->interactive);
     lua_setfield(L, -2, "interactive");

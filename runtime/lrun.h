@@ -134,6 +134,18 @@ typedef enum lrun_tier {
 const char *lrun_tier_name(lrun_tier tier); /* "device", "pinned", "host", "mmap" */
 lrun_status lrun_tier_from_name(const char *name, lrun_tier *out);
 
+/* Measures the copy rate of bytes from a buffer in from_tier to one in
+ * to_tier through the runtime's own copy path (what residency moves and
+ * weight streaming use), in bytes per second: one warm-up copy, then the
+ * best of three. Device buffers are taken from the budget for the time of
+ * the call (LRUN_E_OOM when they do not fit); mmap as a source is measured
+ * as host memory (page cache); mmap is refused as a destination. bytes in
+ * [4 KiB, 16 GiB]. Same-tier copies read and write every byte, so the read
+ * rate of that memory is about twice the result. Not cached: callers keep
+ * results (policies/smart.lua caches per process). */
+lrun_status lrun_device_measure_bandwidth(lrun_device *device, lrun_tier from_tier, lrun_tier to_tier,
+                                          size_t bytes, double *bytes_per_s);
+
 /* What a tensor is for, as policies see it. */
 typedef enum lrun_role {
     LRUN_ROLE_OTHER = 0,
@@ -428,12 +440,35 @@ typedef enum lrun_kv_dtype {
     LRUN_KV_DTYPE_F32 = 2      /* llama.cpp's bits with its f32 cache (docs/numerics.md) */
 } lrun_kv_dtype;
 
-/* What an engine does with weights that are not in the DEVICE tier at init. */
+/* What an engine does with weights that are not in the DEVICE tier at init.
+ *
+ * The AS_PLACED contract, shared by the CPU and CUDA engines (details in
+ * docs/residency.md):
+ *   - a block's matrices (attn q/k/v/output, ffn gate/up/down) and the LM
+ *     head that are off the device and not host-compute are *streamed*:
+ *     copied, per forward chunk, into slots taken once at engine init from
+ *     the device budget: prefetch_layers + 1 ring slots of the largest
+ *     block's streamed bytes (fewer when fewer blocks stream) and one slot
+ *     of the head's size when the head streams. Copies run on a copy thread
+ *     (cpu) or copy stream (cuda) in compute order, up to prefetch_layers
+ *     blocks ahead, continuing into the next step; compute waits on a
+ *     slot's ready event and releases it after the block. No allocation
+ *     after init. Slot bytes are reported in lrun_engine_stats.slot_bytes;
+ *   - a host-compute matrix is never copied: its matmul reads it where it
+ *     lives (on cuda: on the CPU, activations crossing instead);
+ *   - an off-device embedding table is only gathered: the rows of the
+ *     chunk's tokens cross (counted in bytes_streamed, or in
+ *     host_compute_bytes when the table is host-compute);
+ *   - norms, biases and RoPE factors are converted into engine memory at
+ *     init whatever their tier (counted in scratch_bytes);
+ *   - the engine reads the placement at init: moving weights of a model
+ *     while an AS_PLACED engine of it exists is not allowed (make a new
+ *     engine after a move);
+ *   - results are bit-identical to the ALL_DEVICE engine on the same device. */
 typedef enum lrun_weight_mode {
-    LRUN_WEIGHT_MODE_ALL_DEVICE = 0, /* move every weight to the device first (the default) */
-    LRUN_WEIGHT_MODE_AS_PLACED = 1   /* keep each weight's tier: a policy placed them. Off-device
-                                      * weights are streamed into reusable device slots k layers
-                                      * ahead, or computed on the host when so marked */
+    LRUN_WEIGHT_MODE_ALL_DEVICE = 0, /* every weight computed as if resident (the default): cuda moves
+                                      * them to the device first; cpu reads every tier in place */
+    LRUN_WEIGHT_MODE_AS_PLACED = 1   /* keep each weight's tier, as a policy placed them (above) */
 } lrun_weight_mode;
 
 typedef struct lrun_engine_opts {
@@ -444,20 +479,24 @@ typedef struct lrun_engine_opts {
     int n_threads;           /* 0 = the model's */
     lrun_kv_dtype kv_dtype;  /* 0 = f16 */
     lrun_weight_mode weight_mode;
-    int prefetch_layers;     /* streamed layers kept in flight ahead of compute; 0 = the default */
+    int prefetch_layers;     /* k: streamed blocks copied ahead of the one computing, [0, 64]; 0 = the
+                              * default (2 on cpu, docs/residency.md) */
 } lrun_engine_opts;
 
 /* What an engine has done since it was made (or last reset): residency
  * traffic for m:stats(), tests and benchmarks. Times are wall seconds. */
 typedef struct lrun_engine_stats {
     int64_t steps;               /* forward chunks run */
-    uint64_t bytes_streamed;     /* weight bytes copied into device slots */
+    uint64_t bytes_streamed;     /* weight bytes brought to the device for compute: per chunk, every
+                                  * streamed unit's bytes (counted when compute takes it) plus
+                                  * gathered embedding rows (n_tokens * row bytes) */
     uint64_t kv_bytes_moved;     /* KV cache bytes moved between host and device */
-    double copy_seconds;         /* time spent copying streamed weights */
+    double copy_seconds;         /* copy thread/stream time spent copying streamed weights */
     double stall_seconds;        /* time compute waited for a copy to land */
-    int64_t prefetch_hits;       /* streamed layers already resident when compute reached them */
-    int64_t prefetch_misses;     /* streamed layers compute had to wait for */
-    uint64_t host_compute_bytes; /* weight bytes read by matmuls run on the host */
+    int64_t prefetch_hits;       /* streamed units (blocks, head) ready when compute reached them */
+    int64_t prefetch_misses;     /* streamed units compute had to wait for */
+    uint64_t host_compute_bytes; /* weight bytes read by matmuls run on the host (per chunk, each
+                                  * host-compute matrix's bytes; gathered rows of a host-compute table) */
     size_t weight_device_bytes;  /* weights resident on the device */
     size_t slot_bytes;           /* device bytes of the streaming slots */
     size_t kv_bytes;             /* device bytes of the KV cache now */

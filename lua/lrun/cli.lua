@@ -7,7 +7,8 @@
 --       { "--chat", key = "chat", type = "flag" },
 --     }, "generate.lua -m FILE -p TEXT")
 --
--- Types: "string" (default), "int", "number", "flag". "--name=value" works
+-- Types: "string" (default), "int", "number", "flag"; list = true collects
+-- every occurrence into a list (repeatable flags). "--name=value" works
 -- too; "-h"/"--help" prints the usage. Words that are not flags are
 -- collected in opts.rest.
 -- @module lrun.cli
@@ -86,7 +87,12 @@ function M.parse(args, spec)
         end
         local v, err = convert(s, name, value)
         if v == nil then return nil, err end
-        opts[s.key] = v
+        if s.list then
+          opts[s.key] = opts[s.key] or {}
+          table.insert(opts[s.key], v)
+        else
+          opts[s.key] = v
+        end
       end
     elseif a:sub(1, 1) == "-" and #a > 1 and not tonumber(a) then
       return nil, "unknown option '" .. a .. "'"
@@ -128,15 +134,32 @@ function M.model_spec()
     { "-s", "--seed", key = "seed", type = "int", help = "sampling seed (default: random)" },
     { "-t", "--threads", key = "threads", type = "int", help = "CPU threads (default: all cores)" },
     { "--device", key = "device", arg = "SPEC", help = "cpu, cuda, cuda:N" },
-    { "--gpu-budget", key = "gpu_budget", arg = "SIZE", help = "device memory cap: 512M, 4G" },
+    { "--gpu-budget", key = "gpu_budget", arg = "SIZE",
+      help = "cap on device memory (weights, KV cache, scratch): 512M, 4G; weights beyond it are offloaded" },
+    { "--cpu-offload-gb", key = "cpu_offload_gb", type = "number", arg = "N",
+      help = "keep N GiB of weights off the device (vLLM's --cpu-offload-gb)" },
+    { "--smart-offload", key = "smart_offload", type = "flag", help = "choose what to offload with the smart policy" },
+    { "--policy", key = "policy", arg = "FILE|NAME",
+      help = "placement policy: conservative, aggressive, layers, smart or a .lua file" },
+    { "-ot", "--override-tensor", key = "overrides", arg = "PATTERN=TIER", list = true,
+      help = "place tensors matching a Lua pattern: device, pinned, host, mmap, cpu (host compute); repeatable" },
+    { "-ngl", "--n-gpu-layers", key = "n_gpu_layers", type = "int", help = "layers on the device (policy layers)" },
+    { "--prefetch", key = "prefetch", type = "int", arg = "K", help = "streamed layers copied ahead (default 2)" },
+    { "--explain", key = "explain", type = "flag", help = "print the placement and why to stderr" },
     { "--system", key = "system", arg = "TEXT", help = "system prompt for chat" },
   }
 end
 
 --- lrun.load options from parsed flags.
 function M.load_options(opts)
-  return { threads = opts.threads, device = opts.device, gpu_budget = opts.gpu_budget,
-    n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil }
+  local o = { threads = opts.threads, device = opts.device, gpu_budget = opts.gpu_budget,
+    n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil,
+    policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
+    overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch }
+  if o.n_gpu_layers and not o.policy then o.policy = "layers" end
+  -- a budget on the command line means: plan the weights into it (the default policy)
+  if o.gpu_budget and not o.policy and not o.smart_offload then o.policy = "aggressive" end
+  return o
 end
 
 --- generate options from parsed flags (temperature 0 means greedy).
@@ -164,6 +187,7 @@ function M.load_or_exit(opts)
     io.stderr:write((arg and arg[0] or "lrun") .. ": " .. tostring(err) .. "\n")
     os.exit(1)
   end
+  if opts.explain then io.stderr:write(tostring(m:placement()), "\n") end
   return m
 end
 

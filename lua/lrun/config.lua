@@ -1,6 +1,7 @@
 --- lrun.config — defaults for lrun.load when not started by the launcher.
 -- The launcher replaces this module with package.loaded["lrun.config"] =
--- {root=, lib=, policies={…}, device=, gpu_budget=, threads=, interactive=},
+-- {root=, lib=, policies={…}, device=, gpu_budget=, threads=, interactive=,
+-- cpu_offload_gb=, smart_offload=, overrides={…}, prefetch_layers=},
 -- so `luajit` and `lrun` find the same library and options.
 -- @module lrun.config
 

@@ -19,6 +19,9 @@ M.config = require("lrun.config")
 --   cache_implementation ("dynamic"|"static"), rope_style ("adjacent"|"half"),
 --   kv_dtype ("f16", the default, or "f32": the KV cache's element type; f32
 --   gives llama.cpp's bits with its f32 cache, docs/numerics.md).
+--   Placement (docs/policies.md): policy (name, .lua file or table),
+--   cpu_offload_gb, smart_offload, overrides ({"pattern=tier", …}),
+--   n_gpu_layers, prefetch_layers, offload_tier.
 --   Missing options come from the launcher's command line (lrun.config).
 -- @treturn[1] lrun.model
 -- @treturn[2] nil

@@ -24,7 +24,9 @@ M.Model = Model
 local load_opt_types = {
   device = "string", gpu_budget = "number|string", threads = "number", progress = "boolean",
   n_ctx = "number", cache_implementation = "string", rope_style = "string", kv_dtype = "string",
-  policy = "any", -- read by the offload layer; accepted here so scripts can pass it through
+  -- placement (lrun.residency): any of these makes load plan and apply a placement
+  policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
+  prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
 }
 
 local function check_load_opts(opts)
@@ -48,11 +50,17 @@ local function check_load_opts(opts)
   if opts.rope_style and opts.rope_style ~= "adjacent" and opts.rope_style ~= "half" then
     error("lrun.load: rope_style must be \"adjacent\" or \"half\", got \"" .. opts.rope_style .. "\"", 3)
   end
-  for _, k in ipairs({ "threads", "n_ctx" }) do
+  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers" }) do
     local v = opts[k]
     if v ~= nil and (v < 0 or v % 1 ~= 0) then
       error("lrun.load: option '" .. k .. "' must be a whole number >= 0, got " .. v, 3)
     end
+  end
+  if opts.cpu_offload_gb and opts.cpu_offload_gb < 0 then
+    error("lrun.load: option 'cpu_offload_gb' must be >= 0, got " .. opts.cpu_offload_gb, 3)
+  end
+  if opts.prefetch_layers and opts.prefetch_layers > 64 then
+    error("lrun.load: option 'prefetch_layers' must be at most 64, got " .. opts.prefetch_layers, 3)
   end
   return opts
 end
@@ -117,6 +125,21 @@ function M.load(path, opts)
   self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
   local info = C.lrun_model_get_info(handle)
   self.n_vocab = tonumber(info.n_vocab)
+
+  -- placement options not given here come from the launcher's command line
+  local popts = {}
+  for k, v in pairs(opts) do popts[k] = v end
+  for _, k in ipairs({ "cpu_offload_gb", "smart_offload", "overrides", "prefetch_layers" }) do
+    if popts[k] == nil then popts[k] = config[k] end
+  end
+  local residency = require("lrun.residency")
+  if residency.wanted(popts) then
+    local placed, err = self:place(popts)
+    if not placed then
+      self:free()
+      return nil, err
+    end
+  end
   return self
 end
 
@@ -156,6 +179,10 @@ function Model:engine()
   eo.cache_kind = self.cache_kind
   eo.n_threads = self.threads
   eo.kv_dtype = self.kv_dtype
+  if self.residency then
+    eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
+    eo.prefetch_layers = self.residency.prefetch
+  end
   local out = ffi.new("lrun_engine *[1]")
   local status = C.lrun_engine_init(out, h, eo)
   if status ~= C.LRUN_OK then return nil, errors.from_status(status, "making the engine") end
@@ -336,20 +363,65 @@ function Model:tensors()
 end
 
 --- Where the weights are right now.
--- @treturn table {tensors = {[name] = tier name}, bytes = {device=, pinned=, host=, mmap=}}
---   (bytes per tier, from lrun_model_tier_bytes)
+-- @treturn table {tensors = {[name] = tier name}, bytes = {device=, pinned=, host=, mmap=},
+--   host_compute = {[name] = true}, policy = name or nil, explain = text or nil}
+--   (bytes per tier, from lrun_model_tier_bytes); prints as a summary
 function Model:placement()
   local h = live(self, "placement")
-  local tensors = {}
+  local tensors, host_compute = {}, {}
   for i = 0, tonumber(C.lrun_model_tensor_count(h)) - 1 do
     local t = C.lrun_model_tensor(h, i)
-    tensors[ffi.string(C.lrun_tensor_name(t))] = ffi.string(C.lrun_tier_name(C.lrun_tensor_tier(t)))
+    local name = ffi.string(C.lrun_tensor_name(t))
+    tensors[name] = ffi.string(C.lrun_tier_name(C.lrun_tensor_tier(t)))
+    if C.lrun_tensor_host_compute(t) ~= 0 and tensors[name] ~= "device" then host_compute[name] = true end
   end
   local bytes = {}
   for tier = 0, C.LRUN_TIER_COUNT - 1 do
     bytes[ffi.string(C.lrun_tier_name(tier))] = tonumber(C.lrun_model_tier_bytes(h, tier))
   end
-  return { tensors = tensors, bytes = bytes }
+  local r = self.residency
+  return setmetatable({ tensors = tensors, bytes = bytes, host_compute = host_compute,
+    policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch },
+    { __tostring = require("lrun.pretty").placement })
+end
+
+--- Plans and applies a placement now (see lrun.load's placement options
+-- and lrun.residency): the engine is remade, the KV cache starts empty.
+-- @tparam table opts policy=, cpu_offload_gb=, smart_offload=, overrides=,
+--   prefetch_layers=, n_gpu_layers=, offload_tier=
+-- @treturn[1] table the plan result ({explain=, policy=, off_bytes=, …})
+-- @treturn[2] nil
+-- @treturn[2] table error
+function Model:place(opts)
+  live(self, "place")
+  if opts ~= nil and type(opts) ~= "table" then error("model:place: opts must be a table", 2) end
+  local o = { n_ctx = self.n_ctx, threads = self.threads,
+    kv_dtype = self.kv_dtype == C.LRUN_KV_DTYPE_F32 and "f32" or "f16",
+    cache_implementation = self.cache_kind == C.LRUN_CACHE_KIND_STATIC and "static" or "dynamic" }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return require("lrun.residency").place(self, o)
+end
+
+--- What the engine has done since it was made or since stats(true):
+-- bytes streamed, copy and stall seconds, prefetch hits and misses,
+-- host-compute bytes, device bytes of weights, slots, KV cache, scratch.
+-- @tparam[opt] boolean reset clear the counters after reading them
+-- @treturn table (numbers; prints as a summary) or nil, err when no engine can be made
+function Model:stats(reset)
+  live(self, "stats")
+  local e, err = self:engine()
+  if not e then return nil, err end
+  local s = ffi.new("lrun_engine_stats")
+  C.lrun_engine_get_stats(e, s)
+  if reset then C.lrun_engine_reset_stats(e) end
+  return setmetatable({
+    steps = tonumber(s.steps), bytes_streamed = tonumber(s.bytes_streamed),
+    kv_bytes_moved = tonumber(s.kv_bytes_moved), copy_seconds = s.copy_seconds,
+    stall_seconds = s.stall_seconds, prefetch_hits = tonumber(s.prefetch_hits),
+    prefetch_misses = tonumber(s.prefetch_misses), host_compute_bytes = tonumber(s.host_compute_bytes),
+    weight_device_bytes = tonumber(s.weight_device_bytes), slot_bytes = tonumber(s.slot_bytes),
+    kv_bytes = tonumber(s.kv_bytes), scratch_bytes = tonumber(s.scratch_bytes),
+  }, { __tostring = require("lrun.pretty").stats })
 end
 
 Model.__tostring = function(self)

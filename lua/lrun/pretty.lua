@@ -128,6 +128,54 @@ function M.format(v, opts)
   return fmt(v, 0)
 end
 
+-- ---------------------------------------------------------------- residency views
+
+local function bytes_text(n)
+  local units = { "B", "KiB", "MiB", "GiB", "TiB" }
+  local i, v = 1, n or 0
+  while v >= 1024 and i < #units do v, i = v / 1024, i + 1 end
+  return i == 1 and string.format("%d B", v) or string.format("%.1f %s", v, units[i])
+end
+
+--- A placement (model:placement()) as text: bytes and tensor counts per
+-- tier, the host-compute tensors, the policy and its explanation.
+function M.placement(p)
+  local order = { "device", "pinned", "host", "mmap" }
+  local count = {}
+  for _, tier in pairs(p.tensors) do count[tier] = (count[tier] or 0) + 1 end
+  local parts = {}
+  for _, tier in ipairs(order) do
+    parts[#parts + 1] = string.format("%s %s (%d)", tier, bytes_text(p.bytes[tier]), count[tier] or 0)
+  end
+  local lines = { "placement: " .. table.concat(parts, ", ") }
+  local hc = {}
+  for name in pairs(p.host_compute or {}) do hc[#hc + 1] = name end
+  table.sort(hc)
+  if #hc > 0 then
+    local shown = {}
+    for i = 1, math.min(#hc, 6) do shown[i] = hc[i] end
+    lines[#lines + 1] = string.format("host compute: %d tensors (%s%s)", #hc, table.concat(shown, ", "),
+      #hc > 6 and ", …" or "")
+  end
+  if p.policy then lines[#lines + 1] = string.format("policy %s, prefetch k = %s", p.policy, tostring(p.prefetch)) end
+  if p.explain then lines[#lines + 1] = p.explain end
+  lines[#lines + 1] = "(fields: tensors, bytes, host_compute, policy, explain)"
+  return table.concat(lines, "\n")
+end
+
+--- Engine statistics (model:stats()) as text.
+function M.stats(s)
+  local units = s.prefetch_hits + s.prefetch_misses
+  return table.concat({
+    string.format("steps %d; streamed %s in %.3f s of copies, compute stalled %.3f s; prefetch %d hits, %d misses%s",
+      s.steps, bytes_text(s.bytes_streamed), s.copy_seconds, s.stall_seconds, s.prefetch_hits, s.prefetch_misses,
+      units > 0 and string.format(" (%.0f%%)", 100 * s.prefetch_hits / units) or ""),
+    string.format("host compute read %s; device: weights %s, slots %s, KV cache %s, scratch %s",
+      bytes_text(s.host_compute_bytes), bytes_text(s.weight_device_bytes), bytes_text(s.slot_bytes),
+      bytes_text(s.kv_bytes), bytes_text(s.scratch_bytes)),
+  }, "\n")
+end
+
 --- Prints values like print, but each through format.
 function M.print(...)
   local n = select("#", ...)

@@ -181,6 +181,12 @@ function M.run(opts)
   local read, tty = opts.read, opts.tty
   if not read then read, tty = M.reader() end
   local env = opts.env or M.env()
+  -- --policy files load now, so a broken one is reported at once; the
+  -- session goes on (lrun.load reports it again if it is used)
+  for _, path in ipairs(require("lrun.config").policies or {}) do
+    local ok, err = require("lrun.policy_file").load(path)
+    if not ok then io.stderr:write("lrun: ", err, "\n") end
+  end
   if tty then
     io.write("lrun ", require("lrun.version"), " (", jit and jit.version or _VERSION,
       ") - lrun.load(path) to begin, Ctrl-D to leave\n")

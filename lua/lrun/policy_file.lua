@@ -1,0 +1,106 @@
+--- lrun.policy_file — finding a policy by name, table or file.
+--
+-- A policy file is a Lua chunk run in a sandbox that offers the predicates
+-- (is_embedding_table, is_norm_vector, is_bias, is_lm_head, is_attention,
+-- is_mlp, layer_range, name_matches, any), OffloadPolicy, the built-in
+-- policies (conservative, aggressive, layers, smart), KiB/MiB/GiB, and the
+-- safe parts of the standard library (no io, os, require, load). It
+-- returns a policy table ({plan = function(tensors, budget) … end}), a
+-- plan function, or defines a global `plan`:
+--
+--     -- keep-embeddings.lua
+--     return OffloadPolicy{predicates = {is_embedding_table, is_norm_vector}}
+--
+-- Errors name the file and line ("p.lua:3: …"), as Lua reports them.
+-- @module lrun.policy_file
+local M = {}
+
+local builtin = { conservative = true, aggressive = true, layers = true, smart = true }
+
+local loaded = {}
+
+--- A module of policies/ ("predicates", "offload_policy", a policy), found
+-- through package.path or, failing that, under lrun's root directory.
+function M.module(name)
+  if loaded[name] then return loaded[name] end
+  local ok, mod = pcall(require, "policies." .. name)
+  if not ok then mod = dofile(require("lrun.config").root .. "/policies/" .. name .. ".lua") end
+  loaded[name] = mod
+  return mod
+end
+
+--- A built-in policy module by name, or nil.
+function M.builtin(name)
+  if not builtin[name] then return nil end
+  return M.module(name)
+end
+
+local function sandbox()
+  local P = M.module("predicates")
+  local env = {
+    OffloadPolicy = M.module("offload_policy"),
+    KiB = 2 ^ 10, MiB = 2 ^ 20, GiB = 2 ^ 30,
+    assert = assert, error = error, ipairs = ipairs, pairs = pairs, next = next, pcall = pcall,
+    print = print, select = select, tonumber = tonumber, tostring = tostring, type = type,
+    unpack = unpack, math = math, string = string, table = table,
+  }
+  for k, v in pairs(P) do env[k] = v end
+  env.predicates = P
+  for name in pairs(builtin) do env[name] = M.builtin(name) end
+  return env
+end
+
+--- Loads a policy file.
+-- @tparam string path
+-- @treturn[1] table policy {name=, plan=, source="path"}
+-- @treturn[2] nil
+-- @treturn[2] string "policy file path:line: why"
+function M.load(path)
+  local f, err = loadfile(path)
+  if not f then return nil, "policy file " .. err end
+  local env = sandbox()
+  setfenv(f, env)
+  local ok, result = pcall(f)
+  if not ok then return nil, "policy file " .. tostring(result) end
+  if result == nil then result = rawget(env, "plan") end
+  if type(result) == "function" then result = { plan = result } end
+  if type(result) ~= "table" or type(result.plan) ~= "function" then
+    return nil, "policy file " .. path .. ": must return a policy ({plan = function(tensors, budget)}), "
+      .. "a plan function, or define plan; got " .. type(result)
+  end
+  local policy = setmetatable({}, { __index = result })
+  policy.name = result.name or path:match("([^/]+)%.lua$") or path
+  policy.source = path
+  return policy
+end
+
+--- Where a policy's plan function is defined, "file:line", for messages.
+-- A file's policy built from a library function (return OffloadPolicy{…})
+-- has its plan defined elsewhere: then the file alone is named.
+function M.where(policy)
+  local info = debug.getinfo(policy.plan, "S")
+  if not info or info.what == "C" then return policy.source or policy.name end
+  local src = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
+  if policy.source and src ~= policy.source then return policy.source end
+  return src .. ":" .. info.linedefined
+end
+
+--- Resolves a policy option: a built-in name, a file path, or a table
+-- with a plan function.
+-- @treturn[1] table policy
+-- @treturn[2] nil
+-- @treturn[2] string
+function M.resolve(spec)
+  if type(spec) == "table" then
+    if type(spec.plan) ~= "function" then return nil, "policy: a table policy needs a plan function" end
+    return spec
+  end
+  if type(spec) ~= "string" then return nil, "policy: expected a name, a file or a table, got " .. type(spec) end
+  local b = M.builtin(spec)
+  if b then return b end
+  if spec:find("/", 1, true) or spec:find("%.lua$") then return M.load(spec) end
+  return nil, "policy '" .. spec .. "': not a built-in policy (conservative, aggressive, layers, smart) "
+    .. "nor a .lua file"
+end
+
+return M

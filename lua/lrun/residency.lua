@@ -1,0 +1,399 @@
+--- lrun.residency — turning a policy and a budget into a placement, and
+-- applying it to a loaded model (docs/policies.md, docs/residency.md).
+--
+--     local r = require("lrun.residency")
+--     local result = assert(r.plan(m, {policy = "smart", cpu_offload_gb = 0.05}))
+--     print(result.explain)
+--     assert(r.apply(m, result))    -- moves tensors; the next engine is AS_PLACED
+--
+-- The device budget (lrun.load's gpu_budget) caps weights + KV cache +
+-- scratch + streaming slots: the bytes that must leave the device are
+-- total weights - (budget - reserve - slots), at least cpu_offload_gb GiB.
+-- Policies offload *up to* a cap (max_bytes); the cap is raised until the
+-- policy offloads at least what is needed, or it can offload no more, which
+-- is an error that says how much is missing.
+-- @module lrun.residency
+local lf = require("lrun.ffi")
+local errors = require("lrun.errors")
+local size = require("lrun.size")
+local policy_file = require("lrun.policy_file")
+local ffi, C = lf.ffi, lf.C
+
+local M = {}
+
+M.default_prefetch = 2 -- LRUN_WS_DEFAULT_PREFETCH in runtime/weight_stream.h
+M.kv_reserve_positions = 512 -- dynamic caches: positions reserved when n_ctx is not given
+
+local GiB = 2 ^ 30
+local unlimited = 2 ^ 62
+local tiers = { device = true, pinned = true, host = true, mmap = true }
+local matrix_roles = { attn_q = true, attn_k = true, attn_v = true, attn_output = true, ffn_gate = true,
+  ffn_up = true, ffn_down = true }
+
+local function fail(kind, msg, fields) return nil, errors.new(kind, msg, fields) end
+
+-- ---------------------------------------------------------------- bandwidths
+
+local bw_cache = {}
+
+--- Measures host→device (pinned and pageable), host read and device read
+-- bandwidths on the model's device, once per device per process.
+-- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=} bytes/s
+function M.bandwidths(model)
+  local dev = C.lrun_model_device(model.handle)
+  local key = ffi.string(C.lrun_device_name(dev))
+  if bw_cache[key] then return bw_cache[key] end
+  local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
+  local bytes = math.max(4096, math.min(16 * 2 ^ 20, math.floor(free / 3 / 4096) * 4096))
+  local out = ffi.new("double[1]")
+  local function measure(from, to)
+    local st = C.lrun_device_measure_bandwidth(dev, from, to, bytes, out)
+    if st ~= C.LRUN_OK then return nil, errors.from_status(st, "measuring bandwidth") end
+    return out[0]
+  end
+  local bw = {}
+  local err
+  bw.h2d_pinned, err = measure(C.LRUN_TIER_PINNED, C.LRUN_TIER_DEVICE)
+  if not bw.h2d_pinned then return nil, err end
+  bw.h2d_pageable = measure(C.LRUN_TIER_HOST, C.LRUN_TIER_DEVICE) or bw.h2d_pinned
+  -- a same-tier copy reads and writes every byte: reading alone is about twice as fast
+  bw.host_read = 2 * (measure(C.LRUN_TIER_HOST, C.LRUN_TIER_HOST) or bw.h2d_pageable)
+  bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
+  bw.bytes = bytes
+  bw_cache[key] = bw
+  return bw
+end
+
+-- ---------------------------------------------------------------- options
+
+--- Parses "-ot" text "PATTERN=TIER" (TIER device, pinned, host, mmap, or
+-- cpu = host with host compute, llama.cpp's buffer name).
+-- @treturn[1] table {pattern, tier}
+-- @treturn[2] nil
+-- @treturn[2] string
+function M.parse_override(text)
+  if type(text) ~= "string" then return nil, "override: expected PATTERN=TIER, got a " .. type(text) end
+  local pattern, tier = text:match("^(.+)=([%w_]+)$")
+  if not pattern then return nil, "override '" .. text .. "': expected PATTERN=TIER" end
+  tier = tier:lower()
+  if not tiers[tier] and tier ~= "cpu" then
+    return nil, "override '" .. text .. "': tier must be device, pinned, host, mmap or cpu"
+  end
+  return { pattern, tier }
+end
+
+--- True when opts ask for a placement (any of the placement options).
+function M.wanted(opts)
+  local cfg = require("lrun.config")
+  return opts.policy ~= nil or opts.smart_offload or opts.cpu_offload_gb ~= nil or opts.overrides ~= nil
+    or opts.n_gpu_layers ~= nil or opts.prefetch_layers ~= nil
+    or (cfg.policies ~= nil and #cfg.policies > 0)
+end
+
+-- ---------------------------------------------------------------- sizes
+
+local function kv_and_scratch(model, opts)
+  local i = C.lrun_model_get_info(model.handle)
+  local n_layer, n_embd, n_ff = tonumber(i.n_layer), tonumber(i.n_embd), tonumber(i.n_ff)
+  local head_dim, n_head, n_head_kv = tonumber(i.head_dim), tonumber(i.n_head), tonumber(i.n_head_kv)
+  local n_ctx = (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or tonumber(i.n_ctx_train)
+  local elem = opts.kv_dtype == "f32" and 4 or 2
+  local positions = opts.cache_implementation == "static" and n_ctx
+    or math.min(n_ctx, (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or M.kv_reserve_positions)
+  local kv = n_layer * 2 * n_head_kv * head_dim * elem * positions
+  local B, q, kvd = 512, n_head * head_dim, n_head_kv * head_dim
+  local nth = opts.threads and opts.threads > 0 and opts.threads or 16
+  local scratch = 4 * B * (3 * n_embd + 2 * q + 2 * kvd + 2 * n_ff + tonumber(i.n_rot) + math.max(n_embd, n_ff))
+    + 4 * nth * (math.ceil(n_ctx / 32) * 32 + head_dim) + 4 * (2 * n_layer + 1) * (n_embd + q + 2 * kvd)
+    + 64 * 1024
+  return kv, scratch
+end
+
+-- Streaming slots the plan needs (see lrun.h, lrun_weight_mode).
+local function slot_bytes(tensors, plan, host_compute, k, tied)
+  local per_layer, head = {}, 0
+  local function streamed(t) return plan[t.name] ~= "device" and not host_compute[t.name] end
+  for _, t in ipairs(tensors) do
+    if matrix_roles[t.role] and streamed(t) then
+      per_layer[t.layer] = (per_layer[t.layer] or 0) + math.ceil(t.bytes / 64) * 64
+    elseif (t.role == "lm_head" or (tied and t.role == "embedding")) and streamed(t) then
+      head = math.ceil(t.bytes / 64) * 64
+    end
+  end
+  local n, biggest = 0, 0
+  for _, b in pairs(per_layer) do n = n + 1; biggest = math.max(biggest, b) end
+  return biggest * math.min(n, k + 1) + head
+end
+
+-- ---------------------------------------------------------------- planning
+
+-- Runs policy.plan, raising its cap until at least need bytes are off.
+local function run_policy(policy, tensors, need, base, total)
+  local where = policy.source and policy_file.where(policy) or (policy.name or "policy")
+  -- an error raised inside the policy ends the search: it is the policy's bug
+  local function call(budget)
+    local ok, plan, off, extra = pcall(policy.plan, tensors, budget)
+    if not ok then return false, "policy " .. where .. ": " .. tostring(plan) end
+    return true, plan, off, extra
+  end
+  local budget = {}
+  for k, v in pairs(base) do budget[k] = v end
+  if need <= 0 then
+    local ok, plan, off, extra = call(budget)
+    if not ok then return nil, plan end
+    if plan == nil then return nil, "policy " .. where .. ": " .. tostring(off) end
+    return plan, off, extra
+  end
+  local cap, last_off, last_msg = need, 0, nil
+  for step = 0, 62 do
+    budget.max_bytes = cap
+    local ok, plan, off, extra = call(budget)
+    if not ok then return nil, plan end
+    if type(plan) == "table" then
+      off = tonumber(off) or 0
+      if off >= need then return plan, off, extra end
+      last_off = math.max(last_off, off)
+    else
+      last_msg = off
+    end
+    if cap >= total then break end
+    cap = math.min(total, cap + math.max(need - (tonumber(off) or 0), 1) * 2 ^ step)
+  end
+  return nil, string.format("policy %s: keeps at most %s of weights off the device, but %s must leave it: "
+    .. "%s missing%s", where, size.format(last_off), size.format(need), size.format(need - last_off),
+    last_msg and (" (" .. tostring(last_msg) .. ")") or "")
+end
+
+--- Computes a placement for model.
+-- @tparam table model an lrun.model
+-- @tparam table opts policy (name, file or table), smart_offload, cpu_offload_gb,
+--   overrides ({{pattern, tier}, ...} or {"pattern=tier", ...}), n_gpu_layers,
+--   prefetch_layers, offload_tier, and the load options n_ctx, kv_dtype,
+--   cache_implementation, threads; reserve_extra (bytes, internal)
+-- @treturn[1] table {plan={[name]=tier}, host_compute={[name]=true}, policy=name,
+--   explain=text, off_bytes=, device_bytes=, slot_bytes=, reserve_bytes=, prefetch=k, budget=}
+-- @treturn[2] nil
+-- @treturn[2] table error
+function M.plan(model, opts)
+  opts = opts or {}
+  local tensors = model:tensors()
+  local by_name, total, tied = {}, 0, true
+  for _, t in ipairs(tensors) do
+    by_name[t.name] = t
+    total = total + t.bytes
+    if t.role == "lm_head" then tied = false end
+  end
+
+  -- the policy
+  local spec = opts.policy
+  if spec == nil and opts.smart_offload then spec = "smart" end
+  if spec == nil then
+    local cfg = require("lrun.config")
+    if cfg.policies and #cfg.policies > 0 then spec = cfg.policies[#cfg.policies] end
+  end
+  -- with nothing that must leave the device, the default policy and smart
+  -- (which only ranks) keep everything on it; an explicit policy has its say
+  local only_if_needed = spec == nil or spec == "smart"
+  if spec == nil then spec = "aggressive" end
+  local policy, perr = policy_file.resolve(spec)
+  if not policy then return fail("arg", perr) end
+  local pname = policy.source or policy.name or "policy"
+
+  -- overrides
+  local overrides = {}
+  for i, o in ipairs(opts.overrides or {}) do
+    if type(o) == "string" then
+      local parsed, err = M.parse_override(o)
+      if not parsed then return fail("arg", err) end
+      o = parsed
+    end
+    if type(o) ~= "table" or type(o[1]) ~= "string" or type(o[2]) ~= "string" then
+      return fail("arg", "override #" .. i .. ": expected {pattern, tier} or \"pattern=tier\"")
+    end
+    local tier = o[2]:lower()
+    if not tiers[tier] and tier ~= "cpu" then
+      return fail("arg", "override '" .. o[1] .. "=" .. o[2] .. "': tier must be device, pinned, host, mmap or cpu")
+    end
+    overrides[#overrides + 1] = { o[1], tier }
+  end
+
+  -- the budget
+  local dev = C.lrun_model_device(model.handle)
+  local capacity = tonumber(C.lrun_device_capacity(dev))
+  if capacity >= unlimited then capacity = nil end
+  local kv, scratch = kv_and_scratch(model, opts)
+  local reserve = kv + scratch + (opts.reserve_extra or 0)
+  local forced = opts.cpu_offload_gb and math.floor(opts.cpu_offload_gb * GiB) or 0
+  if forced > total then forced = total end
+  local k = opts.prefetch_layers and opts.prefetch_layers > 0 and opts.prefetch_layers or M.default_prefetch
+
+  local bw
+  if policy.name == "smart" or opts.smart_offload then
+    local err
+    bw, err = M.bandwidths(model)
+    if not bw then return nil, err end
+  end
+  local base = { tier = opts.offload_tier, n_gpu_layers = opts.n_gpu_layers, bandwidth = bw }
+
+  local slots = 0
+  for _ = 1, 8 do
+    local need = forced
+    if capacity then
+      local room = capacity - reserve - slots
+      if room < 0 then
+        return fail("oom", string.format("budget %s is below the engine's KV cache and scratch (%s) and "
+          .. "streaming slots (%s): %s missing even with every weight off the device", size.format(capacity),
+          size.format(reserve), size.format(slots), size.format(-room)), { requested = reserve + slots, free = capacity })
+      end
+      need = math.max(need, total - room)
+    end
+    local run_base = base
+    if need <= 0 and only_if_needed then
+      run_base = {}
+      for key, v in pairs(base) do run_base[key] = v end
+      run_base.max_bytes = 0
+    end
+    local plan, off, extra = run_policy(policy, tensors, need, run_base, total)
+    if not plan then
+      return fail(capacity and need > forced and "oom" or "arg", tostring(off) .. (capacity and string.format(
+        " (budget %s: %s of weights, %s reserved for KV cache and scratch, %s of slots)", size.format(capacity),
+        size.format(total), size.format(reserve), size.format(slots)) or ""))
+    end
+    if type(plan) ~= "table" then return fail("arg", "policy " .. pname .. ": plan returned " .. type(plan)) end
+    local host_compute = {}
+    if type(extra) == "table" and type(extra.host_compute) == "table" then
+      for name, on in pairs(extra.host_compute) do if on then host_compute[name] = true end end
+    end
+
+    -- the plan must name only real tensors and tiers
+    local where = policy.source and policy_file.where(policy) or pname
+    for name, tier in pairs(plan) do
+      if not by_name[name] then
+        return fail("arg", "policy " .. where .. ": unknown tensor '" .. tostring(name) .. "'")
+      end
+      if not tiers[tier] then
+        return fail("arg", "policy " .. where .. ": tensor '" .. name .. "' has tier '" .. tostring(tier)
+          .. "' (expected device, pinned, host or mmap)")
+      end
+    end
+    for name in pairs(host_compute) do
+      if not by_name[name] then
+        return fail("arg", "policy " .. where .. ": host_compute names unknown tensor '" .. tostring(name) .. "'")
+      end
+    end
+    local final = {}
+    for _, t in ipairs(tensors) do final[t.name] = plan[t.name] or "device" end
+
+    -- -ot overrides, after the policy, in order
+    for _, o in ipairs(overrides) do
+      local hit = false
+      for _, t in ipairs(tensors) do
+        if t.name:find(o[1]) then
+          hit = true
+          if o[2] == "cpu" then final[t.name] = "host"; host_compute[t.name] = true
+          else final[t.name] = o[2]; host_compute[t.name] = nil end
+        end
+      end
+      if not hit then
+        return fail("arg", "override '" .. o[1] .. "=" .. o[2] .. "': the pattern matches no tensor")
+      end
+    end
+    for name in pairs(host_compute) do
+      if final[name] == "device" then host_compute[name] = nil end
+    end
+
+    local dev_bytes, off_bytes = 0, 0
+    for _, t in ipairs(tensors) do
+      if final[t.name] == "device" then dev_bytes = dev_bytes + t.bytes else off_bytes = off_bytes + t.bytes end
+    end
+    local need_slots = slot_bytes(tensors, final, host_compute, k, tied)
+    local fits = not capacity or dev_bytes + need_slots + reserve <= capacity
+    if fits or need_slots <= slots then
+      if not fits then
+        local missing = dev_bytes + need_slots + reserve - capacity
+        return fail("oom", string.format("policy %s cannot meet the budget %s: weights on the device %s + "
+          .. "slots %s + KV cache and scratch %s: %s missing", where, size.format(capacity), size.format(dev_bytes),
+          size.format(need_slots), size.format(reserve), size.format(missing)),
+          { requested = dev_bytes + need_slots + reserve, free = capacity })
+      end
+      if off_bytes < forced then
+        return fail("arg", string.format("policy %s: cpu_offload_gb asks for %s off the device, overrides left "
+          .. "%s: %s missing", where, size.format(forced), size.format(off_bytes), size.format(forced - off_bytes)))
+      end
+      local explain = type(extra) == "table" and extra.explain or nil
+      local n_host = 0
+      for _ in pairs(host_compute) do n_host = n_host + 1 end
+      local summary = string.format("%s: %s on the device, %s off it (%d host-compute tensors), %s of slots "
+        .. "(k = %d), %s reserved for KV cache and scratch%s", policy.name or pname, size.format(dev_bytes),
+        size.format(off_bytes), n_host, size.format(need_slots), k, size.format(reserve),
+        capacity and (", budget " .. size.format(capacity)) or "")
+      return {
+        plan = final, host_compute = host_compute, policy = policy.name or pname, source = policy.source,
+        explain = explain and (summary .. "\n" .. explain) or summary,
+        off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = need_slots, reserve_bytes = reserve,
+        prefetch = k, budget = capacity,
+      }
+    end
+    slots = need_slots
+  end
+  return fail("oom", "policy " .. pname .. ": no placement fits the budget with its streaming slots")
+end
+
+-- ---------------------------------------------------------------- applying
+
+local tier_enum = { device = 0, pinned = 1, host = 2, mmap = 3 }
+
+--- Moves every tensor to the tier of result.plan and marks host-compute
+-- tensors; the model's engine is remade (weight mode AS_PLACED, k =
+-- result.prefetch) on next use. Off-device moves go first, so device
+-- bytes are given back before others are taken.
+-- @treturn[1] true
+-- @treturn[2] nil
+-- @treturn[2] table error
+function M.apply(model, result)
+  local h = model.handle
+  if model.owned.engine ~= nil then
+    C.lrun_engine_free(model.owned.engine)
+    model.owned.engine = nil
+  end
+  local dev = C.lrun_model_device(h)
+  local n = tonumber(C.lrun_model_tensor_count(h))
+  for pass = 1, 2 do
+    for i = 0, n - 1 do
+      local t = C.lrun_model_tensor(h, i)
+      local name = ffi.string(C.lrun_tensor_name(t))
+      local tier = result.plan[name] or "device"
+      if (tier == "device") == (pass == 2) then
+        local st = C.lrun_tensor_move(t, dev, tier_enum[tier])
+        if st ~= C.LRUN_OK then return nil, errors.from_status(st, "placing " .. name .. " in " .. tier) end
+        C.lrun_tensor_set_host_compute(t, result.host_compute[name] and 1 or 0)
+      end
+    end
+  end
+  model.residency = result
+  return true
+end
+
+--- Plans, applies and makes the engine; an engine that does not fit (the
+-- reserve was estimated low) is retried with the reserve raised by what
+-- was missing.
+-- @treturn[1] table the plan result
+-- @treturn[2] nil
+-- @treturn[2] table error
+function M.place(model, opts)
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  for _ = 1, 3 do
+    local result, err = M.plan(model, o)
+    if not result then return nil, err end
+    local ok, aerr = M.apply(model, result)
+    if not ok then return nil, aerr end
+    local engine, eerr = model:engine()
+    if engine then return result end
+    if eerr.kind ~= "oom" or not result.budget or not eerr.requested then return nil, eerr end
+    o.reserve_extra = (o.reserve_extra or 0) + math.max(eerr.requested - (eerr.free or 0), 4096)
+  end
+  return fail("oom", "placement: the engine does not fit the budget after raising the reserve")
+end
+
+return M

@@ -1,0 +1,139 @@
+--- policies.smart — offloads the tensors that save the most device bytes
+-- per unit of added decode latency, choosing per tensor between streaming
+-- it and computing it on the host, from bandwidths measured on the machine.
+--
+-- Cost model, per generated token (docs/policies.md "smart"):
+--   norms, biases, RoPE factors   0 (converted into engine memory at init)
+--   embedding table (untied)      one row crosses: row bytes / H2D
+--   a matrix, streamed            bytes / H2D (pinned staging, the tier is pinned)
+--   a matrix, host compute        bytes / host_read - bytes / device_read
+--                                 (the read moves from device to host memory)
+-- Each tensor takes the cheaper of its two ways; tensors are ranked by
+-- bytes / cost (zero cost first, larger first among equals, then by name)
+-- and taken while they fit under max_bytes.
+--
+-- budget.bandwidth = {h2d_pinned=, h2d_pageable=, host_read=, device_read=}
+-- in bytes/s (lrun.residency measures them); without it the figures of
+-- M.assumed are used and the explanation says so.
+--
+--     local plan, off, info = smart.plan(m:tensors(), {max_bytes = 2^28, bandwidth = bw})
+--     print(info.explain)
+-- @module policies.smart
+local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local common = dofile(here .. "common.lua")
+local P = common.sibling(here, "predicates")
+
+local M = { name = "smart" }
+
+--- Bandwidths used when none are given (bytes/s): PCIe 4 x16 and a
+-- server's memory, for explanation only.
+M.assumed = { h2d_pinned = 25e9, h2d_pageable = 10e9, host_read = 50e9, device_read = 2000e9 }
+
+local vector_roles = { attn_norm = true, ffn_norm = true, output_norm = true, rope_freqs = true, bias = true }
+
+local function is_vector(t) return vector_roles[t.role] == true or P.is_bias(t) end
+
+-- The cost of keeping t off the device (seconds per token) and how.
+local function cost_of(t, bw, tied)
+  if is_vector(t) then return 0, "stream" end
+  if P.is_embedding_table(t) and not tied then
+    local rows = (t.shape and t.shape[2]) or 1
+    return (t.bytes / rows) / bw.h2d_pinned, "stream"
+  end
+  local stream = t.bytes / bw.h2d_pinned
+  local host = math.max(0, t.bytes / bw.host_read - t.bytes / bw.device_read)
+  if host < stream then return host, "host_compute" end
+  return stream, "stream"
+end
+
+local function ms(s) return string.format("%.3f ms", s * 1e3) end
+local function gbs(b) return string.format("%.1f GB/s", b / 1e9) end
+
+--- @tparam {table,...} tensors descriptions (model:tensors())
+-- @tparam[opt] number|table budget max_bytes, or {max_bytes=, tier=, bandwidth=}
+-- @treturn table {[name] = "device"|tier}
+-- @treturn int bytes kept off the device
+-- @treturn table {host_compute = {[name] = true}, explain = text, seconds_per_token = added latency}
+function M.plan(tensors, budget)
+  local explicit_tier = type(budget) == "table" and budget.tier or nil
+  local b = common.budget(budget, nil, "smart.plan")
+  local bw = type(budget) == "table" and budget.bandwidth or nil
+  local measured = bw ~= nil
+  bw = bw or M.assumed
+  for _, k in ipairs({ "h2d_pinned", "host_read", "device_read" }) do
+    if type(bw[k]) ~= "number" or bw[k] <= 0 then
+      error("smart.plan: bandwidth." .. k .. " must be a number of bytes/s > 0", 2)
+    end
+  end
+  local list = common.ordered(tensors, "smart.plan")
+  local tied = true
+  for _, t in ipairs(list) do if P.is_lm_head(t) then tied = false end end
+
+  local ranked = {}
+  for _, t in ipairs(list) do
+    local cost, how = cost_of(t, bw, tied)
+    ranked[#ranked + 1] = { t = t, cost = cost, how = how, score = cost > 0 and t.bytes / cost or math.huge }
+  end
+  table.sort(ranked, function(x, y)
+    if x.score ~= y.score then return x.score > y.score end
+    if x.t.bytes ~= y.t.bytes then return x.t.bytes > y.t.bytes end
+    return x.t.name < y.t.name
+  end)
+
+  local sel = common.selection(b.max_bytes)
+  local host_compute, chosen, added = {}, {}, 0
+  for _, r in ipairs(ranked) do
+    if sel.bytes + r.t.bytes <= sel.max_bytes then
+      sel.off[r.t.name] = true
+      sel.bytes = sel.bytes + r.t.bytes
+      added = added + r.cost
+      if r.how == "host_compute" then host_compute[r.t.name] = true end
+      chosen[#chosen + 1] = r
+    end
+  end
+
+  local plan = {}
+  for _, t in ipairs(list) do
+    if not sel.off[t.name] then plan[t.name] = "device"
+    elseif host_compute[t.name] then plan[t.name] = explicit_tier or "host"
+    else plan[t.name] = explicit_tier or (is_vector(t) and "host" or "pinned") end
+  end
+
+  local n_stream, n_host, b_stream, b_host = 0, 0, 0, 0
+  for _, r in ipairs(chosen) do
+    if r.how == "host_compute" then n_host, b_host = n_host + 1, b_host + r.t.bytes
+    else n_stream, b_stream = n_stream + 1, b_stream + r.t.bytes end
+  end
+  local lines = {
+    string.format("smart: %s bandwidths: host->device pinned %s%s, host read %s, device read %s",
+      measured and "measured" or "assumed (none given)", gbs(bw.h2d_pinned),
+      bw.h2d_pageable and (", pageable " .. gbs(bw.h2d_pageable)) or "", gbs(bw.host_read), gbs(bw.device_read)),
+    string.format("smart: %d tensors (%d bytes) off the device, cap %s: %d streamed (%d bytes), "
+      .. "%d computed on the host (%d bytes); added latency about %s per token",
+      #chosen, sel.bytes, b.max_bytes == math.huge and "none" or string.format("%d", b.max_bytes),
+      n_stream, b_stream, n_host, b_host, ms(added)),
+  }
+  -- the free ones (norms, biases) in one line, then the largest others
+  local free_n, free_b, big = 0, 0, {}
+  for _, r in ipairs(chosen) do
+    if r.cost == 0 and is_vector(r.t) then free_n, free_b = free_n + 1, free_b + r.t.bytes
+    else big[#big + 1] = r end
+  end
+  if free_n > 0 then
+    lines[#lines + 1] = string.format("  %d norms/biases, %d bytes: no cost (converted into engine memory at init)",
+      free_n, free_b)
+  end
+  table.sort(big, function(x, y)
+    if x.t.bytes ~= y.t.bytes then return x.t.bytes > y.t.bytes end
+    return x.t.name < y.t.name
+  end)
+  for i = 1, math.min(#big, 10) do
+    local r = big[i]
+    lines[#lines + 1] = string.format("  %-28s %10d bytes  %-12s +%s/token", r.t.name, r.t.bytes, r.how, ms(r.cost))
+  end
+  if #big > 10 then lines[#lines + 1] = string.format("  … %d more", #big - 10) end
+  return plan, sel.bytes, { host_compute = host_compute, explain = table.concat(lines, "\n"),
+    seconds_per_token = added }
+end
+
+return M

@@ -1,0 +1,412 @@
+-- residency_spec: placements applied to a model (lua/lrun/residency.lua,
+-- lrun.load's placement options, runtime/weight_stream.c through the CPU
+-- engine): every built-in policy and several custom ones give tokens and
+-- logits bit-identical to the fully resident run, on a tiny random model
+-- and on the default model; budgets that cannot be met, broken policy
+-- files, unknown tensors; the engine's streaming statistics; the REPL and
+-- the command line.
+package.path = "./?.lua;" .. package.path
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+local lrun = require("lrun")
+local residency = require("lrun.residency")
+local default_model = os.getenv("LRUN_MODEL")
+
+local root = os.getenv("PWD")
+local tmp_files = {}
+local function tmpfile(text)
+  local p = os.tmpname() .. ".lua"
+  local f = assert(io.open(p, "w")); f:write(text); f:close()
+  tmp_files[#tmp_files + 1] = p
+  return p
+end
+
+-- 4 blocks, untied q8_0 weights and an f16 embedding table (so the LM head
+-- and the table are distinct tensors); tied when asked.
+local function gen_model(tied)
+  local path = os.tmpname() .. ".gguf"
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 4, 64, 4, 2, 128
+  s.n_vocab, s.n_ctx = 512, 256
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_F16, tied and 1 or 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 99, 1
+  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+  tmp_files[#tmp_files + 1] = path
+  return path
+end
+
+local PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
+
+-- Greedy tokens and the logits of every step, as one flat list of numbers.
+local function run(m, n)
+  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = n or 6 }))
+  local logits = assert(m:logits(PROMPT))
+  return ids, logits
+end
+
+local function same(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+local function load(path, opts)
+  opts = opts or {}
+  opts.progress = false
+  opts.threads = opts.threads or 2
+  return lrun.load(path, opts)
+end
+
+local function count(t) local n = 0; for _ in pairs(t) do n = n + 1 end; return n end
+
+local tiny, tiny_tied
+setup(function()
+  tiny = gen_model(false)
+  tiny_tied = gen_model(true)
+end)
+teardown(function() for _, p in ipairs(tmp_files) do os.remove(p) end end)
+
+describe("placements are bit-identical to the resident run", function()
+  local P = require("policies.predicates")
+  local OffloadPolicy = require("policies.offload_policy")
+  local configs = {
+    { "conservative", { policy = "conservative" } },
+    { "aggressive, 0.05 MiB off", { policy = "aggressive", cpu_offload_gb = 0.05 / 1024 } },
+    { "aggressive, everything off, k = 1", { policy = "aggressive", cpu_offload_gb = 1, prefetch_layers = 1 } },
+    { "layers, 2 on the device", { policy = "layers", n_gpu_layers = 2 } },
+    { "layers, none on the device, k = 4", { policy = "layers", n_gpu_layers = 0, prefetch_layers = 4 } },
+    { "smart, 0.1 MiB off", { smart_offload = true, cpu_offload_gb = 0.1 / 1024 } },
+    { "predicates: embedding table and norms",
+      { policy = OffloadPolicy{ predicates = { P.is_embedding_table, P.is_norm_vector } } } },
+    { "layer range 1-2 in mmap, k = 2",
+      { policy = OffloadPolicy{ predicates = { P.layer_range(1, 2) }, tier = "mmap" }, prefetch_layers = 2 } },
+    { "name pattern ffn_ in pinned", { policy = OffloadPolicy{ predicates = { P.name_matches("ffn_") }, tier = "pinned" } } },
+    { "-ot overrides after the policy",
+      { policy = "conservative", overrides = { "blk%.[13]%.attn=host", { "output%.weight", "mmap" } } } },
+    { "host compute (-ot =cpu) next to streaming",
+      { policy = "layers", n_gpu_layers = 2, overrides = { "ffn_down=cpu", "token_embd=cpu" } } },
+  }
+
+  for _, variant in ipairs({ { "untied", function() return tiny end }, { "tied", function() return tiny_tied end } }) do
+    describe(variant[1] .. " tiny model:", function()
+      local ref_ids, ref_logits
+      it("resident run", function()
+        local m = assert(load(variant[2]()))
+        ref_ids, ref_logits = run(m)
+        assert.are.equal(6, #ref_ids)
+        m:free()
+      end)
+      for _, c in ipairs(configs) do
+        it(c[1], function()
+          local m = assert(load(variant[2](), c[2]))
+          local p = m:placement()
+          assert.is_truthy(p.bytes.device + p.bytes.pinned + p.bytes.host + p.bytes.mmap > 0)
+          local ids, logits = run(m)
+          assert.is_true(same(ref_ids, ids), "tokens differ")
+          assert.is_true(same(ref_logits, logits), "logits differ")
+          m:free()
+        end)
+      end
+    end)
+  end
+
+  it("a gpu_budget is met by offloading; device use stays under it", function()
+    local m = assert(load(tiny))
+    local ref_ids, ref_logits = run(m)
+    local total = m:info().weight_bytes
+    local probe = assert(residency.plan(m, { policy = "aggressive", threads = 2 }))
+    m:free()
+    local budget = probe.reserve_bytes + math.floor(total * 0.75)
+    m = assert(load(tiny, { gpu_budget = budget, policy = "aggressive", prefetch_layers = 1 }))
+    local ids, logits = run(m)
+    assert.is_true(same(ref_ids, ids) and same(ref_logits, logits))
+    local dev = C.lrun_model_device(m.handle)
+    assert.is_true(tonumber(C.lrun_device_peak(dev)) <= budget)
+    assert.is_true(m:placement().bytes.device < total)
+    assert.is_true(m:stats().slot_bytes > 0) -- blocks stream
+    m:free()
+  end)
+end)
+
+describe("the default model", function()
+  local configs = {
+    { "smart with cpu_offload_gb 0.03", { smart_offload = true, cpu_offload_gb = 0.03 } },
+    { "aggressive under a 100M budget", { policy = "aggressive", gpu_budget = "100M" } },
+    { "layers 10, k = 1", { policy = "layers", n_gpu_layers = 10, prefetch_layers = 1 } },
+    { "conservative with host-compute MLPs", { policy = "conservative", overrides = { "ffn_=cpu" } } },
+  }
+  local ref_ids, ref_logits
+  it("resident run", function()
+    if not default_model then pending("LRUN_MODEL is not set") return end
+    local m = assert(load(default_model))
+    ref_ids, ref_logits = run(m, 4)
+    m:free()
+  end)
+  for _, c in ipairs(configs) do
+    it(c[1] .. ": bit-identical", function()
+      if not default_model then pending("LRUN_MODEL is not set") return end
+      local m = assert(load(default_model, c[2]))
+      local ids, logits = run(m, 4)
+      assert.is_true(same(ref_ids, ids), "tokens differ")
+      assert.is_true(same(ref_logits, logits), "logits differ")
+      m:free()
+    end)
+  end
+end)
+
+describe("streaming statistics", function()
+  it("count the streamed bytes of every chunk, gathered rows, hits and misses", function()
+    local m = assert(load(tiny, { policy = "layers", n_gpu_layers = 2, prefetch_layers = 1,
+      overrides = { "blk%.3%.ffn_down=cpu" } }))
+    local p = m:placement()
+    local streamed, host, row = 0, 0, nil
+    for _, t in ipairs(m:tensors()) do
+      local matrix = t.role:match("^attn_[qkvo]") or t.role:match("^ffn_[gud]") or t.role == "lm_head"
+      if matrix and t.tier ~= "device" then
+        if p.host_compute[t.name] then host = host + t.bytes else streamed = streamed + t.bytes end
+      end
+      if t.role == "embedding" and t.tier ~= "device" then row = t.bytes / t.shape[2] end
+    end
+    assert.is_truthy(row) -- the layers policy keeps the table off the device
+    assert(m:logits(PROMPT))
+    local s = assert(m:stats(true))
+    assert.are.equal(1, s.steps)
+    assert.are.equal(streamed + #PROMPT * row, s.bytes_streamed)
+    assert.are.equal(host, s.host_compute_bytes)
+    -- blocks 2 and 3 and the head stream: three units a chunk
+    assert.are.equal(3, s.prefetch_hits + s.prefetch_misses)
+    assert.is_true(s.slot_bytes > 0 and s.copy_seconds >= 0 and s.stall_seconds >= 0)
+    assert.are.equal(p.bytes.device, s.weight_device_bytes)
+    assert.is_truthy(tostring(s):find("prefetch", 1, true))
+    local s2 = m:stats()
+    assert.are.equal(0, s2.bytes_streamed) -- reset by stats(true)
+    m:free()
+  end)
+end)
+
+describe("failures", function()
+  it("a budget that cannot be met fails at load, saying how much is missing", function()
+    local m = assert(load(tiny))
+    local probe = assert(residency.plan(m, { policy = "conservative", threads = 2 }))
+    local total = m:info().weight_bytes
+    m:free()
+    local budget = probe.reserve_bytes + 4096
+    local m2, err = load(tiny, { policy = "conservative", gpu_budget = budget })
+    assert.is_nil(m2)
+    assert.are.equal("oom", err.kind)
+    assert.is_truthy(err.message:find("conservative", 1, true))
+    -- conservative keeps only the norms off: total - 4096 must leave, norms can
+    local need, missing = total - 4096, total - 4096 - probe.off_bytes
+    local size = require("lrun.size")
+    assert.is_truthy(err.message:find(size.format(need) .. " must leave it: " .. size.format(missing) .. " missing",
+      1, true), err.message)
+    local m3, err3 = load(tiny, { policy = "aggressive", gpu_budget = 1000 })
+    assert.is_nil(m3)
+    assert.is_truthy(err3.message:find("below the engine's KV cache and scratch", 1, true))
+    assert.is_truthy(err3.message:find("missing", 1, true))
+  end)
+
+  it("cpu_offload_gb more than a policy offloads says what is missing", function()
+    local m, err = load(tiny, { policy = "conservative", cpu_offload_gb = 1 })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find("missing", 1, true))
+  end)
+
+  it("a policy file that does not compile names its file and line", function()
+    local p = tmpfile("local x = 1\nreturn {plan = function(ts) return {} end\n")
+    local m, err = load(tiny, { policy = p })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find(p .. ":3:", 1, true), err.message)
+  end)
+
+  it("a policy that raises names its file and line", function()
+    local p = tmpfile("return {\n  plan = function(ts, b)\n    error('no plan today')\n  end,\n}\n")
+    local m, err = load(tiny, { policy = p })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find(p .. ":3: no plan today", 1, true), err.message)
+  end)
+
+  it("a policy naming an unknown tensor names it, and its file and line", function()
+    local p = tmpfile("-- a typo\nreturn {plan = function(ts)\n  return {['blk.0.atn_q.weight'] = 'host'}, 0\nend}\n")
+    local m, err = load(tiny, { policy = p })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find("unknown tensor 'blk.0.atn_q.weight'", 1, true), err.message)
+    assert.is_truthy(err.message:find(p .. ":2", 1, true), err.message)
+  end)
+
+  it("a policy file that cannot meet the budget names its file", function()
+    local p = tmpfile("return OffloadPolicy{predicates = {is_norm_vector}}\n")
+    local m, err = load(tiny, { policy = p, cpu_offload_gb = 1 })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find(p, 1, true) and err.message:find("missing", 1, true), err.message)
+  end)
+
+  it("an override that matches nothing, or a bad tier, is an error naming it", function()
+    local m, err = load(tiny, { policy = "conservative", overrides = { "nosuchtensor=host" } })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find("'nosuchtensor=host'", 1, true))
+    m, err = load(tiny, { policy = "conservative", overrides = { "ffn=gpu" } })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find("tier must be", 1, true))
+  end)
+
+  it("an unknown policy name is an error", function()
+    local m, err = load(tiny, { policy = "fastest" })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find("'fastest'", 1, true))
+  end)
+
+  it("a model that failed to place can be loaded again, and re-placed at runtime", function()
+    local m = assert(load(tiny, { policy = "conservative" }))
+    local ref_ids = run(m)
+    assert(m:place({ policy = "layers", n_gpu_layers = 1, prefetch_layers = 2 }))
+    local ids = run(m)
+    assert.is_true(same(ref_ids, ids))
+    assert.are.equal("layers", m:placement().policy)
+    local ok, err = m:place({ policy = "nope.lua" })
+    assert.is_nil(ok)
+    assert.is_truthy(err.message:find("nope.lua", 1, true))
+    assert.is_true(same(ref_ids, (run(m)))) -- still works after a failed re-place
+    m:free()
+  end)
+end)
+
+describe("policy files", function()
+  it("see the predicates, OffloadPolicy, sizes and built-in policies", function()
+    local p = tmpfile([[
+local base = OffloadPolicy{predicates = {is_embedding_table, layer_range(3, 3)}, max_bytes = 1 * GiB}
+return {name = "mine", plan = function(ts, budget)
+  local plan, off = base.plan(ts, budget)
+  return plan, off, {host_compute = {["blk.3.ffn_down.weight"] = true}}
+end}
+]])
+    local m = assert(load(tiny, { policy = p }))
+    local pl = m:placement()
+    assert.are.equal("host", pl.tensors["token_embd.weight"])
+    assert.are.equal("host", pl.tensors["blk.3.attn_q.weight"])
+    assert.are.equal("device", pl.tensors["blk.2.attn_q.weight"])
+    assert.is_true(pl.host_compute["blk.3.ffn_down.weight"])
+    assert.are.equal("mine", pl.policy)
+    m:free()
+  end)
+
+  it("cannot reach io or os", function()
+    local p = tmpfile("io.write('x')\nreturn {plan = function() return {} end}\n")
+    local m, err = load(tiny, { policy = p })
+    assert.is_nil(m)
+    assert.is_truthy(err.message:find(p .. ":1:", 1, true))
+  end)
+end)
+
+describe("smart", function()
+  local smart = require("policies.smart")
+  local ts = {
+    { name = "token_embd.weight", role = "embedding", layer = -1, bytes = 1000000, shape = { 100, 10000 } },
+    { name = "output.weight", role = "lm_head", layer = -1, bytes = 1000000, shape = { 100, 10000 } },
+    { name = "blk.0.attn_norm.weight", role = "attn_norm", layer = 0, bytes = 400, shape = { 100 } },
+    { name = "blk.0.ffn_up.weight", role = "ffn_up", layer = 0, bytes = 500000, shape = { 100, 5000 } },
+    { name = "blk.0.ffn_down.weight", role = "ffn_down", layer = 0, bytes = 500000, shape = { 5000, 100 } },
+  }
+  it("offloads what is cheapest per byte first: norms, the gathered table, then matrices", function()
+    local bw = { h2d_pinned = 10e9, h2d_pageable = 5e9, host_read = 40e9, device_read = 1000e9 }
+    local plan, off, info = smart.plan(ts, { max_bytes = 1000400, bandwidth = bw })
+    assert.are.equal("host", plan["blk.0.attn_norm.weight"])
+    assert.are.equal("pinned", plan["token_embd.weight"])
+    assert.are.equal("device", plan["output.weight"])
+    assert.are.equal(1000400, off)
+    assert.is_truthy(info.explain:find("measured", 1, true))
+  end)
+  it("chooses host compute when host memory is faster than the link, streaming otherwise", function()
+    local fast_host = { h2d_pinned = 10e9, host_read = 100e9, device_read = 1000e9 }
+    local _, _, info = smart.plan(ts, { bandwidth = fast_host })
+    assert.is_true(info.host_compute["blk.0.ffn_up.weight"])
+    local slow_host = { h2d_pinned = 50e9, host_read = 20e9, device_read = 1000e9 }
+    local plan2, _, info2 = smart.plan(ts, { bandwidth = slow_host })
+    assert.is_nil(info2.host_compute["blk.0.ffn_up.weight"])
+    assert.are.equal("pinned", plan2["blk.0.ffn_up.weight"])
+  end)
+  it("explains itself in the placement of a loaded model", function()
+    local m = assert(load(tiny, { smart_offload = true, cpu_offload_gb = 0.05 / 1024 }))
+    local text = tostring(m:placement())
+    assert.is_truthy(text:find("smart: measured bandwidths", 1, true), text)
+    m:free()
+  end)
+end)
+
+describe("command line", function()
+  local cli = require("lrun.cli")
+  it("parses the placement flags, -ot repeatable", function()
+    local o = assert(cli.parse({ "--cpu-offload-gb", "2", "--smart-offload", "-ot", "ffn=cpu", "-ot", "attn=host",
+      "--prefetch", "3", "--policy", "layers", "-ngl", "5" }, cli.model_spec()))
+    local lo = cli.load_options(o)
+    assert.are.equal(2, lo.cpu_offload_gb)
+    assert.is_true(lo.smart_offload)
+    assert.same({ "ffn=cpu", "attn=host" }, lo.overrides)
+    assert.are.equal(3, lo.prefetch_layers)
+    assert.are.equal("layers", lo.policy)
+    assert.are.equal(5, lo.n_gpu_layers)
+    assert.are.equal("aggressive", cli.load_options(assert(cli.parse({ "--gpu-budget", "1G" }, cli.model_spec()))).policy)
+  end)
+
+  local function sh(cmd)
+    local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
+    local out = p:read("*a")
+    p:close()
+    local body, rc = out:match("^(.-)rc=(%d+)\n$")
+    return body, tonumber(rc)
+  end
+
+  it("generate.lua runs with a budget and -ot, and prints the placement", function()
+    local out, rc = sh(root .. "/build/lrun " .. root .. "/examples/generate.lua -m " .. tiny
+      .. " -p hello -n 3 --temp 0 --policy layers -ngl 2 -ot ffn_down=cpu --prefetch 1 --explain")
+    assert.are.equal(0, rc, out)
+    assert.is_truthy(out:find("placement: device", 1, true), out)
+    assert.is_truthy(out:find("host compute: 4 tensors", 1, true), out)
+  end)
+
+  it("the REPL survives a bad --policy file and reports its file and line", function()
+    local p = tmpfile("return {plan = function(ts)\n  return nil +\nend}\n")
+    local input = tmpfile(string.format("m, err = lrun.load(%q, {progress = false})\nprint(m, err)\n= 1 + 1\n", tiny))
+    local out, rc = sh(root .. "/build/lrun --policy " .. p .. " < " .. input)
+    assert.are.equal(0, rc, out)
+    assert.is_truthy(out:find(p .. ":3:", 1, true), out)  -- at startup, and again from lrun.load
+    assert.is_truthy(out:find("nil\targ:", 1, true), out)
+    assert.is_truthy(out:find("\n2\n", 1, true), out)
+  end)
+
+  it("the launcher passes --cpu-offload-gb, --smart-offload, -ot and --prefetch to lrun.load", function()
+    local input = tmpfile(string.format(
+      "m = assert(lrun.load(%q, {progress = false}))\nprint(m:placement().policy, m:placement().prefetch)\n", tiny))
+    local out, rc = sh(root .. "/build/lrun --smart-offload --cpu-offload-gb 0.00001 -ot output=cpu --prefetch 3 < " .. input)
+    assert.are.equal(0, rc, out)
+    assert.is_truthy(out:find("smart\t3", 1, true), out)
+  end)
+end)
+
+describe("the policy of docs/policies.md (examples/keep_attention.lua)", function()
+  it("keeps attention, offloads MLPs with host-computed down projections, bit-identically", function()
+    local m = assert(load(tiny))
+    local ref_ids, ref_logits = run(m)
+    m:free()
+    m = assert(load(tiny, { policy = root .. "/examples/keep_attention.lua", cpu_offload_gb = 0.05 / 1024 }))
+    local p = m:placement()
+    assert.are.equal("keep_attention", p.policy)
+    assert.are.equal("device", p.tensors["blk.3.attn_q.weight"])
+    assert.are.equal("pinned", p.tensors["blk.3.ffn_up.weight"])
+    assert.is_true(p.host_compute["blk.3.ffn_down.weight"])
+    local ids, logits = run(m)
+    assert.is_true(same(ref_ids, ids) and same(ref_logits, logits))
+    m:free()
+  end)
+end)
+
+describe("defaults", function()
+  it("with nothing that must leave the device, the default policy and smart keep all on it", function()
+    for _, o in ipairs({ { prefetch_layers = 2 }, { smart_offload = true } }) do
+      local m = assert(load(tiny, o))
+      local p = m:placement()
+      assert.are.equal(m:info().weight_bytes, p.bytes.device)
+      m:free()
+    end
+  end)
+end)
