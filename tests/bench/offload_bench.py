@@ -165,13 +165,14 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         b = row["budget_gib"]
+        bl = f"{b} GiB" if isinstance(b, (int, float)) else "no cap"
         ac = accel.get(b)
         lim = row["pcie_limit_tps"]
-        print(f"| {b} GiB | {row['config']} | {row['n_dev_layers'] if row['n_dev_layers'] >= 0 else '–'} | "
+        print(f"| {bl} | {row['config']} | {row['n_dev_layers'] if row['n_dev_layers'] >= 0 else '–'} | "
               f"{row['offloaded_bytes'] / 1e9:.2f} ({row['streamed_bytes'] / 1e9:.2f} + {row['host_bytes'] / 1e9:.2f}) | "
               f"{row['tps']:.2f} | {lim:.2f} | {100 * row['of_limit']:.0f}% | {1e3 * row['stall_s_per_tok']:.1f} | "
               f"{ac['tps']:.2f} | {row['tps'] / ac['tps']:.1f}× |" if ac and lim else
-              f"| {b} GiB | {row['config']} | {row['n_dev_layers'] if row['n_dev_layers'] >= 0 else '–'} | "
+              f"| {bl} | {row['config']} | {row['n_dev_layers'] if row['n_dev_layers'] >= 0 else '–'} | "
               f"{row['offloaded_bytes'] / 1e9:.2f} | {row['tps']:.2f} | {lim or 0:.2f} | "
               f"{100 * (row['of_limit'] or 0):.0f}% | {1e3 * row['stall_s_per_tok']:.1f} | – | – |")
     if a.out:

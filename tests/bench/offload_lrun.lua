@@ -88,7 +88,7 @@ local function place(h, p)
   local off_index, streamed, host = 0, 0, 0
   for t = 0, tonumber(C.lrun_model_tensor_count(h)) - 1 do
     local tensor = C.lrun_model_tensor(h, t)
-    local role, layer = C.lrun_tensor_role(tensor), C.lrun_tensor_layer(tensor)
+    local role, layer = tonumber(C.lrun_tensor_role(tensor)), C.lrun_tensor_layer(tensor)
     local on_dev, hc = true, 0
     if role == C.LRUN_ROLE_EMBEDDING then on_dev = p.embd
     elseif role == C.LRUN_ROLE_LM_HEAD then on_dev = p.head
