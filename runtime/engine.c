@@ -553,6 +553,13 @@ void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
         out->weight_device_bytes = c.weight_bytes;
         out->kv_bytes = c.kv_bytes;
         out->scratch_bytes = c.scratch_bytes;
+        out->bytes_streamed = c.bytes_streamed;
+        out->copy_seconds = c.copy_seconds;
+        out->stall_seconds = c.stall_seconds;
+        out->prefetch_hits = c.prefetch_hits;
+        out->prefetch_misses = c.prefetch_misses;
+        out->host_compute_bytes = c.host_compute_bytes;
+        out->slot_bytes = c.slot_bytes;
         return;
     }
     *out = engine->stats;

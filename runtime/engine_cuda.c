@@ -32,6 +32,7 @@
 #ifdef LRUN_WITH_CUDA
 #include "cuda_backend.h"
 #include "engine_cuda_internal.h"
+#include "engine_cuda_offload.h"
 #include "kernels.h"
 
 // ---------------------------------------------------------------- sizes
@@ -190,24 +191,26 @@ static lrun_status kv_alloc(lrun_cuda_engine *e, int64_t cap, void **out, size_t
 }
 
 /* Fails with the structured OOM error, before anything moves, when the
- * weights, a static cache and the scratch cannot all fit. */
-static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes)
+ * weights still to move (none when as placed), a static cache, the scratch
+ * and the streaming slots cannot all fit. */
+static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes, size_t slot_bytes, int as_placed)
 {
     size_t weights = 0, need = 0;
-    for (int64_t i = 0; i < e->model->n_tensors; i++) {
+    for (int64_t i = 0; i < e->model->n_tensors && !as_placed; i++) {
         const struct lrun_tensor *t = &e->model->tensors[i];
         if (!(t->tier == LRUN_TIER_DEVICE && t->device == e->device)) weights += t->nbytes;
     }
     const size_t free_b = lrun_device_free_bytes(e->device);
-    if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, e->scratch_bytes, &need) && need <= free_b)
+    if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, e->scratch_bytes, &need) &&
+        lrun_size_add(need, slot_bytes, &need) && need <= free_b)
         return LRUN_OK;
-    char a[32], b[32], c[32], d[32], f[32], cap[32];
+    char a[32], b[32], c[32], d[32], g[32], f[32], cap[32];
     return lrun_fail_oom(need, free_b, "out of memory on %s: the engine needs %s (weights %s, KV cache %s, "
-                         "scratch %s), %s free of %s capacity; lower n_ctx, n_seq or n_batch, raise --gpu-budget, "
-                         "or place some weights off the device",
+                         "scratch %s, streaming slots %s), %s free of %s capacity; lower n_ctx, n_seq or n_batch, "
+                         "raise --gpu-budget, or place some weights off the device",
                          e->device->name, lrun_format_bytes(need, a, sizeof a), lrun_format_bytes(weights, b, sizeof b),
                          lrun_format_bytes(kv_bytes, c, sizeof c), lrun_format_bytes(e->scratch_bytes, d, sizeof d),
-                         lrun_format_bytes(free_b, f, sizeof f),
+                         lrun_format_bytes(slot_bytes, g, sizeof g), lrun_format_bytes(free_b, f, sizeof f),
                          lrun_format_bytes(lrun_device_capacity(e->device), cap, sizeof cap));
 }
 
@@ -237,6 +240,12 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         opts->kv_dtype != LRUN_KV_DTYPE_F32)
         return lrun_fail(LRUN_E_ARG, "engine: kv_dtype %d is not one of LRUN_KV_DTYPE_DEFAULT, _F16, _F32",
                          (int)opts->kv_dtype);
+    if (opts->weight_mode != LRUN_WEIGHT_MODE_ALL_DEVICE && opts->weight_mode != LRUN_WEIGHT_MODE_AS_PLACED)
+        return lrun_fail(LRUN_E_ARG, "engine: weight_mode %d is not LRUN_WEIGHT_MODE_ALL_DEVICE or _AS_PLACED",
+                         (int)opts->weight_mode);
+    if (opts->prefetch_layers < 0 || opts->prefetch_layers > 64)
+        return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
+    const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     const lrun_model_info *in = &model->info;
     lrun_device *dev = model->device;
     lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
@@ -281,8 +290,14 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
     if (st == LRUN_OK && e->cache_kind == LRUN_CACHE_KIND_STATIC && !kv_size(e, e->n_ctx_max, &kv_bytes))
         st = lrun_fail_oom(SIZE_MAX, 0, "engine: a KV cache of %lld positions overflows size_t",
                            (long long)e->n_ctx_max);
-    if (st == LRUN_OK) st = check_fits(e, kv_bytes);
-    if (st == LRUN_OK) st = move_weights(e);
+    size_t slot_bytes = 0;
+    if (st == LRUN_OK && as_placed) st = lrun_cuda_offload_plan(e, opts->prefetch_layers, &slot_bytes);
+    if (st == LRUN_OK) st = check_fits(e, kv_bytes, slot_bytes, as_placed);
+    if (st == LRUN_OK && !as_placed) st = move_weights(e);
+    if (st == LRUN_OK && e->offload) {
+        st = lrun_cuda_offload_init(e);
+        e->graphs_enabled = 0; /* staged copies and host matmuls are host work: steps run eagerly */
+    }
     if (st == LRUN_OK && e->cache_kind == LRUN_CACHE_KIND_STATIC) {
         st = kv_alloc(e, e->n_ctx_max, &e->kv, &e->kv_bytes);
         if (st == LRUN_OK) e->kv_cap = e->n_ctx_max;
@@ -305,7 +320,8 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         lrun_cuda_engine_free(e);
         return st;
     }
-    for (int64_t i = 0; i < model->n_tensors; i++) e->stats.weight_bytes += model->tensors[i].nbytes;
+    for (int64_t i = 0; i < model->n_tensors; i++)
+        if (model->tensors[i].tier == LRUN_TIER_DEVICE) e->stats.weight_bytes += model->tensors[i].nbytes;
     *out = e;
     return LRUN_OK;
 }
@@ -318,6 +334,7 @@ void lrun_cuda_engine_free(lrun_cuda_engine *e)
     for (int n = 0; n <= LRUN_CUDA_GRAPH_MAX_TOKENS; n++)
         if (e->graph_exec[n]) cudaGraphExecDestroy(e->graph_exec[n]);
     (void)cudaGetLastError();
+    lrun_cuda_offload_free(e);
     if (e->kv) lrun_device_release(e->device, e->kv, e->kv_bytes);
     if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
     lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);

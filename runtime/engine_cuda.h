@@ -5,7 +5,10 @@
  * CUDA engine holds on the device:
  *
  *   weights     every tensor of the model, moved to the DEVICE tier at init
- *               (lrun_tensor_move; LRUN_E_OOM names what did not fit);
+ *               (lrun_tensor_move; LRUN_E_OOM names what did not fit); with
+ *               LRUN_WEIGHT_MODE_AS_PLACED only those a policy put there, the
+ *               rest streamed through slots or computed on the host
+ *               (engine_cuda_offload.h);
  *   KV cache    one pool block, (n_layer, 2, n_seq, cap, n_head_kv*head_dim)
  *               in f16 (default) or f32: STATIC takes cap = n_ctx_max at init,
  *               DYNAMIC doubles cap for all sequences together when one needs it;
@@ -48,6 +51,15 @@ typedef struct lrun_cuda_engine_stats {
     size_t kv_bytes;          /* device bytes of the KV cache now */
     size_t scratch_bytes;     /* device bytes of the step scratch */
     size_t weight_bytes;      /* bytes of the model's tensors on the device */
+    /* AS_PLACED streaming and host compute (engine_cuda_offload.h); 0 otherwise */
+    uint64_t bytes_streamed;  /* weight bytes copied into slots (and embedding rows) */
+    double copy_seconds;      /* device time of the slot copies */
+    double stall_seconds;     /* device time compute waited for a copy */
+    int64_t prefetch_hits;    /* streamed units already in their slot when compute reached them */
+    int64_t prefetch_misses;  /* streamed units compute waited for */
+    uint64_t host_compute_bytes; /* weight bytes read by matmuls on the host */
+    size_t slot_bytes;        /* device bytes of the streaming slots */
+    int prefetch_layers;      /* k: units issued ahead of the one computing */
 } lrun_cuda_engine_stats;
 
 void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out);

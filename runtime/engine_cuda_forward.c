@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine_cuda_internal.h"
+#include "engine_cuda_offload.h"
 #include "kernels.h"
 
 // ---------------------------------------------------------------- forward
@@ -14,6 +15,7 @@
 /* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS beyond. */
 static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x, int64_t m, float *y)
 {
+    if (lrun_cuda_offload_on_host(e, w)) return lrun_cuda_offload_host_matmul(e, w, x, m, y);
     if (m <= GEMV_MAX_ROWS)
         return lrun_k_gemv(w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->stream);
     return lrun_k_gemm(e->cublas, w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, slot_dtype(w->dtype),
@@ -24,11 +26,11 @@ static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, cons
  * (decode: m <= GEMV_MAX_ROWS): Q, K and V stored; gate and up through
  * SwiGLU into y[0]; or one weight added into y[0] (the residual stream).
  * fusable says whether weights can share a launch (one dtype and width;
- * otherwise the caller takes matmul per weight). */
-static int fusable(const struct lrun_tensor *const *w, int n_w)
+ * and on the device; otherwise the caller takes matmul per weight). */
+static int fusable(const lrun_cuda_engine *e, const struct lrun_tensor *const *w, int n_w)
 {
-    for (int i = 1; i < n_w; i++)
-        if (w[i]->dtype != w[0]->dtype || w[i]->ne[0] != w[0]->ne[0]) return 0;
+    for (int i = 0; i < n_w; i++)
+        if (w[i]->dtype != w[0]->dtype || w[i]->ne[0] != w[0]->ne[0] || lrun_cuda_offload_on_host(e, w[i])) return 0;
     return 1;
 }
 
@@ -54,7 +56,8 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
     const struct step_table *t = &e->d_table;
     void *s = e->stream;
     const struct lrun_tensor *te = m->tok_embd;
-    TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
+    if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
+    else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
     const size_t plane = plane_bytes(e);
     const float base = (float)in->rope_freq_base, fscale = (float)m->rope_freq_scale;
     /* decode-sized chunks take the fused GEMVs: Q, K and V in one launch,
@@ -62,6 +65,7 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
     const int gemv = n <= GEMV_MAX_ROWS;
     for (int64_t l = 0; l < e->n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
+        if (e->offload) TRY(lrun_cuda_offload_layer_begin(e, l, &L)); /* streamed weights in their slot */
         const struct cuda_layer *E = &e->layers[l];
         char *kc = (char *)e->kv + (size_t)(2 * l) * plane, *vc = kc + plane;
 
@@ -69,7 +73,7 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         TRY(lrun_k_rms_norm(e->x, E->attn_norm, e->xn, n, e->n_embd, e->eps, s));
         const struct lrun_tensor *qkv[3] = {L->wq, L->wk, L->wv};
         float *qkv_out[3] = {e->q, e->k, e->v};
-        if (gemv && fusable(qkv, 3)) {
+        if (gemv && fusable(e, qkv, 3)) {
             TRY(gemv_fused(e, qkv, qkv_out, 3, e->xn, n, LRUN_K_GEMV_STORE));
         } else {
             for (int i = 0; i < 3; i++) TRY(matmul(e, qkv[i], e->xn, n, qkv_out[i]));
@@ -90,8 +94,8 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         }
         TRY(lrun_k_attention(e->kv_dtype, e->q, kc, vc, t->kv_base, t->kv_base, t->n_kv, n, in->n_head,
                              in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work, s));
-        if (gemv) { /* x += a·Woᵀ in the GEMV's epilogue, then + bo */
-            const struct lrun_tensor *wo[1] = {L->wo};
+        const struct lrun_tensor *wo[1] = {L->wo};
+        if (gemv && fusable(e, wo, 1)) { /* x += a·Woᵀ in the GEMV's epilogue, then + bo */
             TRY(gemv_fused(e, wo, &e->x, 1, e->attn, n, LRUN_K_GEMV_ADD));
             if (E->bo) TRY(lrun_k_add_bias(e->x, E->bo, n, e->n_embd, s));
         } else {
@@ -104,20 +108,21 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         TRY(lrun_k_rms_norm(e->x, E->ffn_norm, e->xn, n, e->n_embd, e->eps, s));
         const struct lrun_tensor *gu[2] = {L->w_gate, L->w_up};
         float *gu_out[2] = {e->gate, e->up};
-        if (gemv && fusable(gu, 2)) {
+        if (gemv && fusable(e, gu, 2)) {
             TRY(gemv_fused(e, gu, gu_out, 2, e->xn, n, LRUN_K_GEMV_SWIGLU));
         } else {
             TRY(matmul(e, L->w_gate, e->xn, n, e->gate));
             TRY(matmul(e, L->w_up, e->xn, n, e->up));
             TRY(lrun_k_swiglu(e->gate, e->up, e->gate, n * e->n_ff, s));
         }
-        if (gemv) {
-            const struct lrun_tensor *wd[1] = {L->w_down};
+        const struct lrun_tensor *wd[1] = {L->w_down};
+        if (gemv && fusable(e, wd, 1)) {
             TRY(gemv_fused(e, wd, &e->x, 1, e->gate, n, LRUN_K_GEMV_ADD));
         } else {
             TRY(matmul(e, L->w_down, e->gate, n, e->tmp));
             TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
         }
+        if (e->offload) TRY(lrun_cuda_offload_layer_end(e, l));
     }
     return LRUN_OK;
 }
@@ -141,16 +146,21 @@ static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity
 /* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows). */
 lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 {
-    return matmul(e, e->model->output, e->xn + r0 * e->n_embd, rows, e->logits);
+    const struct lrun_tensor *head = e->offload ? lrun_cuda_offload_head(e) : e->model->output;
+    return matmul(e, head, e->xn + r0 * e->n_embd, rows, e->logits);
 }
 
 /* All device work of a chunk up to the first block of logits. */
 lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv)
 {
     TRY(forward_layers(e, n, max_kv));
-    if (n_want == 0) return LRUN_OK;
-    TRY(output_norm(e, n_want, identity));
-    return lrun_cuda_lm_head(e, 0, min64(n_want, LOGIT_ROWS));
+    /* a streamed head is met every chunk, wanted or not, to keep the copy cycle */
+    if (e->offload) TRY(lrun_cuda_offload_head_begin(e, NULL));
+    if (n_want > 0) {
+        TRY(output_norm(e, n_want, identity));
+        TRY(lrun_cuda_lm_head(e, 0, min64(n_want, LOGIT_ROWS)));
+    }
+    return e->offload ? lrun_cuda_offload_head_end(e) : LRUN_OK;
 }
 
 /* Captures the decode step of n tokens (logits for each) into a graph. On a

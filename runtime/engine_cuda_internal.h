@@ -1,7 +1,8 @@
 /* engine_cuda_internal.h — the state of the CUDA engine, shared by its files:
  *   engine_cuda.c          init, free, the KV cache and sequences;
  *   engine_cuda_forward.c  the kernels of one chunk, layer by layer;
- *   engine_cuda_step.c     steps: the token table, CUDA graphs, logits.
+ *   engine_cuda_step.c     steps: the token table, CUDA graphs, logits;
+ *   engine_cuda_offload.c  AS_PLACED weights off the device: streaming, host compute.
  * Only built with CUDA. */
 #ifndef LRUN_ENGINE_CUDA_INTERNAL_H
 #define LRUN_ENGINE_CUDA_INTERNAL_H
@@ -90,6 +91,7 @@ struct lrun_cuda_engine {
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_cuda_engine_stats stats;
+    struct cuda_offload *offload; /* AS_PLACED weights off the device, or NULL (engine_cuda_offload.h) */
 };
 
 #define TRY(call)                                   \

@@ -7,6 +7,7 @@
 
 #include "device.h"
 #include "engine_cuda_internal.h"
+#include "engine_cuda_offload.h"
 #include "step_tokens.h"
 
 static int graph_capture(lrun_cuda_engine *e, int64_t n)
@@ -63,7 +64,9 @@ static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int
         memcpy(logits + r0 * e->n_vocab, e->h_logits, bytes);
     }
     /* Also where no logits were wanted: the host table is refilled next. */
-    return n_want ? LRUN_OK : cuda_check(cudaStreamSynchronize(s), "forward step", e->device);
+    if (!n_want) TRY(cuda_check(cudaStreamSynchronize(s), "forward step", e->device));
+    if (e->offload) lrun_cuda_offload_account(e);
+    return LRUN_OK;
 }
 
 lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const int32_t *tokens, const int32_t *seq,
@@ -126,6 +129,7 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
          * KV length the same way and agree to the bit. */
         if (e->cache_kind == LRUN_CACHE_KIND_STATIC) max_kv = e->kv_cap;
         st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL);
+        if (st != LRUN_OK && e->offload) lrun_cuda_offload_reset(e);
         if (st != LRUN_OK) return lrun_fail_context(st, "engine step (tokens %lld..%lld)", (long long)c0,
                                                     (long long)(c0 + n - 1));
         rows_out += want;
@@ -147,6 +151,9 @@ void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stat
 void lrun_cuda_engine_reset_stats(lrun_cuda_engine *e)
 {
     e->stats.steps = e->stats.graph_captures = e->stats.graph_launches = 0;
+    e->stats.bytes_streamed = e->stats.host_compute_bytes = 0;
+    e->stats.copy_seconds = e->stats.stall_seconds = 0;
+    e->stats.prefetch_hits = e->stats.prefetch_misses = 0;
 }
 
 #endif

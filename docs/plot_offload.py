@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""plot_offload.py — tokens/s against GPU budget from offload_bench.py's JSON.
+
+    python3 docs/plot_offload.py [docs/offload_bench.json] [docs/offload_sweep.png]
+
+One line each: lrun streaming (k=1), lrun with hybrid host compute (the
+configuration offload_lrun.lua picked at 4 GiB), HF accelerate, the PCIe limit
+of lrun's own placement (bandwidth / bytes it keeps off the device per token)
+and the ideal PCIe limit of the budget (bandwidth / (bytes a step reads -
+budget)). Needs matplotlib.
+"""
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main():
+    src = sys.argv[1] if len(sys.argv) > 1 else "docs/offload_bench.json"
+    dst = sys.argv[2] if len(sys.argv) > 2 else "docs/offload_sweep.png"
+    d = json.load(open(src))
+    rows = [r for r in d["lrun"] if isinstance(r["budget_gib"], (int, float))]
+    budgets = sorted({r["budget_gib"] for r in rows})
+
+    def series(pick):
+        xs, ys = [], []
+        for b in budgets:
+            r = pick([x for x in rows if x["budget_gib"] == b])
+            if r is not None:
+                xs.append(b)
+                ys.append(r)
+        return xs, ys
+
+    stream = series(lambda rs: next((r["tps"] for r in rs if r["config"] == "stream k=1"), None))
+    limit = series(lambda rs: next((r["pcie_limit_tps"] for r in rs if r["config"] == "stream k=1"), None))
+    ideal = series(lambda rs: next((r["ideal_limit_tps"] for r in rs if r["config"] == "stream k=1"), None))
+    hybrid_rows = lambda rs: [r for r in rs if r["config"].startswith("hybrid") and r["config"].endswith("k=2")]
+    hybrid = series(lambda rs: max((r["tps"] for r in hybrid_rows(rs)), default=None))
+    acc = sorted((float(k), v["tps"]) for k, v in d["accelerate"].items())
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(*hybrid, "o-", color="tab:green", label="lrun, hybrid host compute (k=2)")
+    ax.plot(*stream, "o-", color="tab:blue", label="lrun, streaming (k=1)")
+    ax.plot(*limit, "--", color="tab:blue", alpha=0.6, label="PCIe limit of lrun's placement")
+    ax.plot(*ideal, ":", color="gray", label="PCIe limit if the whole budget held weights")
+    ax.plot([a for a, _ in acc], [t for _, t in acc], "s-", color="tab:red", label="HF accelerate (dispatch_model)")
+    ax.set_yscale("log")
+    ax.set_xticks(budgets)
+    ax.set_xlabel("GPU budget (GiB)")
+    ax.set_ylabel("decode tokens/s (batch 1)")
+    ax.set_title(f"Llama-2-7B shape, bf16, {d['gpu']}\npinned H2D {d['h2d_bytes_per_s'] / 1e9:.1f} GB/s", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(dst, dpi=120)
+    print("wrote", dst)
+
+
+if __name__ == "__main__":
+    main()

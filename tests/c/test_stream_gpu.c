@@ -1,0 +1,310 @@
+/* test_stream_gpu.c — an AS_PLACED CUDA engine (runtime/engine_cuda_offload.c)
+ * against the fully resident one.
+ *
+ * Random-weight models (untied head) in bf16 and q8_0. Per placement (every
+ * layer streamed with k = 1, 2, 3; only the FFN streamed; embedding and head
+ * off the device; everything off the device; pinned, host and mmap sources;
+ * a multi-chunk prompt; a static cache) the logits of a prompt and of greedy
+ * decode steps must equal the resident engine's to the bit, and the stats
+ * must account for exactly the streamed bytes and units of each step. Host
+ * compute runs the matmul on the CPU (its own arithmetic), so there the
+ * logits are compared within a tolerance. A budget without room for the
+ * slots fails at init with the structured OOM. Skipped without a GPU. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "lrun.h"
+
+enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 512, NP = 20, ND = 8 };
+
+static const char *gen_model(lrun_dtype wdt, char *path, size_t cap)
+{
+    static int n;
+    snprintf(path, cap, "/tmp/lrun_test_stream_gpu_%d_%d.gguf", (int)getpid(), ++n);
+    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, wdt, 0, 10000.0, 1e-5, 91 + (uint64_t)n, 0, 0};
+    if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
+    return path;
+}
+
+static lrun_model *load(const char *path, size_t budget)
+{
+    const lrun_load_opts o = {"cuda:0", budget, 0, 0, -1};
+    lrun_model *m = NULL;
+    if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load: %s\n", lrun_last_error());
+    return m;
+}
+
+// ---------------------------------------------------------------- placements
+
+/* Where one tensor goes: its tier, and whether its matmul runs on the host. */
+typedef struct {
+    lrun_tier tier;
+    int host_compute;
+} where;
+
+typedef where (*placement_fn)(lrun_role role, int layer);
+
+static int is_matrix(lrun_role r)
+{
+    return r == LRUN_ROLE_ATTN_Q || r == LRUN_ROLE_ATTN_K || r == LRUN_ROLE_ATTN_V || r == LRUN_ROLE_ATTN_OUTPUT ||
+           r == LRUN_ROLE_FFN_GATE || r == LRUN_ROLE_FFN_UP || r == LRUN_ROLE_FFN_DOWN;
+}
+static int is_ffn(lrun_role r) { return r == LRUN_ROLE_FFN_GATE || r == LRUN_ROLE_FFN_UP || r == LRUN_ROLE_FFN_DOWN; }
+
+static const where DEV = {LRUN_TIER_DEVICE, 0}, PIN = {LRUN_TIER_PINNED, 0}, HOST = {LRUN_TIER_HOST, 0},
+                   MMAP = {LRUN_TIER_MMAP, 0}, HOST_CPU = {LRUN_TIER_HOST, 1}, PIN_CPU = {LRUN_TIER_PINNED, 1};
+
+static where layers_pinned(lrun_role r, int l) { return (void)l, is_matrix(r) ? PIN : DEV; }
+static where layers_mmap(lrun_role r, int l) { return (void)l, is_matrix(r) ? MMAP : DEV; }
+static where ffn_host(lrun_role r, int l) { return (void)l, is_ffn(r) ? HOST : DEV; }
+static where embd_head_pinned(lrun_role r, int l)
+{
+    return (void)l, r == LRUN_ROLE_EMBEDDING || r == LRUN_ROLE_LM_HEAD ? PIN : DEV;
+}
+static where all_mmap(lrun_role r, int l) { return (void)r, (void)l, MMAP; }
+/* every other layer half streamed: layers 0 and 2 keep attention, stream the FFN */
+static where mixed(lrun_role r, int l) { return is_ffn(r) && l % 2 == 0 ? PIN : is_matrix(r) && l == 3 ? MMAP : DEV; }
+static where host_layers(lrun_role r, int l)
+{
+    if (!is_matrix(r)) return r == LRUN_ROLE_LM_HEAD ? PIN_CPU : DEV;
+    return l == 1 || l == 2 ? HOST_CPU : PIN;
+}
+
+/* Moves every tensor where place says; returns the bytes one step streams
+ * (*host: bytes its host matmuls read), or -1 on failure. */
+static double apply(lrun_model *m, placement_fn place, double *host)
+{
+    double streamed = 0;
+    *host = 0;
+    lrun_device *dev = lrun_model_device(m);
+    for (int64_t i = 0; i < lrun_model_tensor_count(m); i++) {
+        lrun_tensor *t = lrun_model_tensor(m, i);
+        const lrun_role r = lrun_tensor_role(t);
+        const where w = place(r, lrun_tensor_layer(t));
+        if (lrun_tensor_move(t, w.tier == LRUN_TIER_DEVICE ? dev : NULL, w.tier) != LRUN_OK) {
+            printf("# move %s: %s\n", lrun_tensor_name(t), lrun_last_error());
+            return -1;
+        }
+        lrun_tensor_set_host_compute(t, w.host_compute);
+        if (w.tier == LRUN_TIER_DEVICE || r == LRUN_ROLE_EMBEDDING) continue;
+        if (!is_matrix(r) && r != LRUN_ROLE_LM_HEAD) continue; /* norms are uploaded once */
+        if (w.host_compute) *host += (double)lrun_tensor_bytes(t);
+        else streamed += (double)lrun_tensor_bytes(t);
+    }
+    return streamed;
+}
+
+// ---------------------------------------------------------------- runs
+
+struct run {
+    float *logits;      /* (NP + ND, V) prompt rows, then one per decode step */
+    int32_t gen[ND];    /* greedy tokens */
+    lrun_engine_stats decode; /* the ND decode steps */
+};
+
+static lrun_engine *engine(lrun_model *m, lrun_weight_mode mode, int k, int64_t n_batch, lrun_cache_kind kind)
+{
+    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 256, .n_batch_max = n_batch, .cache_kind = kind,
+                               .weight_mode = mode, .prefetch_layers = k};
+    lrun_engine *e = NULL;
+    if (m && lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# engine: %s\n", lrun_last_error());
+    return e;
+}
+
+/* The prompt (every row's logits), then ND greedy steps. */
+static int run(lrun_engine *e, const int32_t *prompt, struct run *out)
+{
+    int32_t seq[NP] = {0};
+    int64_t n_out = 0;
+    int8_t want[NP];
+    memset(want, 1, sizeof want);
+    if (lrun_engine_step(e, NP, prompt, seq, want, out->logits, NP, &n_out) != LRUN_OK || n_out != NP) {
+        printf("# prompt: %s\n", lrun_last_error());
+        return 0;
+    }
+    lrun_engine_reset_stats(e);
+    const float *last = out->logits + (NP - 1) * V;
+    for (int i = 0; i < ND; i++) {
+        int32_t tok = lrun_logits_argmax(last, V);
+        out->gen[i] = tok;
+        float *row = out->logits + (NP + i) * V;
+        if (lrun_engine_step(e, 1, &tok, seq, NULL, row, 1, &n_out) != LRUN_OK || n_out != 1) {
+            printf("# decode: %s\n", lrun_last_error());
+            return 0;
+        }
+        last = row;
+    }
+    lrun_engine_get_stats(e, &out->decode);
+    return 1;
+}
+
+static double rel_diff(const float *a, const float *b, int64_t n)
+{
+    double d = 0, s = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - (double)b[i]));
+        s = fmax(s, fabs((double)a[i]));
+    }
+    return d / s;
+}
+
+struct placement_case {
+    const char *name;
+    placement_fn place;
+    int k;              /* prefetch_layers; 0 = default */
+    int64_t n_batch;    /* < NP splits the prompt into chunks */
+    int n_units;        /* streamed units per step (layers with streamed matrices + the head) */
+    double tol;         /* 0: bit-identical; else max rel difference (host compute) */
+};
+
+static void test_placement(const char *path, const char *dtype, const int32_t *prompt, const struct run *ref,
+                           const struct placement_case *c, lrun_cache_kind kind)
+{
+    char msg[256];
+    const char *kname = kind == LRUN_CACHE_KIND_STATIC ? ", static cache" : "";
+    lrun_model *m = load(path, 0);
+    double host = 0;
+    const double streamed = m ? apply(m, c->place, &host) : -1;
+    lrun_engine *e = streamed >= 0 ? engine(m, LRUN_WEIGHT_MODE_AS_PLACED, c->k, c->n_batch, kind) : NULL;
+    struct run r = {.logits = calloc((size_t)(NP + ND) * V, sizeof(float))};
+    snprintf(msg, sizeof msg, "%s %s%s: AS_PLACED engine made", dtype, c->name, kname);
+    CHECK(msg, e != NULL);
+    if (!e) goto done;
+
+    lrun_engine_stats s0;
+    lrun_engine_get_stats(e, &s0);
+    const size_t dev_bytes = lrun_model_tier_bytes(m, LRUN_TIER_DEVICE);
+    snprintf(msg, sizeof msg, "%s %s%s: weights stay where placed (%zu device bytes), slots %zu bytes", dtype,
+             c->name, kname, dev_bytes, s0.slot_bytes);
+    CHECK(msg, s0.weight_device_bytes == dev_bytes && (c->n_units == 0) == (s0.slot_bytes == 0));
+
+    const int ran = run(e, prompt, &r);
+    snprintf(msg, sizeof msg, "%s %s%s: prompt and %d greedy steps ran", dtype, c->name, kname, ND);
+    CHECK(msg, ran);
+    if (!ran) goto done;
+    const size_t n = (size_t)(NP + ND) * V;
+    if (c->tol == 0) {
+        snprintf(msg, sizeof msg, "%s %s%s: logits and greedy tokens bit-identical to the resident run", dtype,
+                 c->name, kname);
+        CHECK(msg, memcmp(r.logits, ref->logits, n * sizeof(float)) == 0 &&
+                       memcmp(r.gen, ref->gen, sizeof r.gen) == 0);
+    } else {
+        /* teacher-forced along the resident run's tokens would need a second
+         * pass; the greedy tokens are compared, and printed when they part */
+        const double d = rel_diff(ref->logits, r.logits, (int64_t)NP * V);
+        int same = 0;
+        while (same < ND && r.gen[same] == ref->gen[same]) same++;
+        printf("# %s %s: prompt rel diff %.2e, greedy agrees on %d of %d\n", dtype, c->name, d, same, ND);
+        snprintf(msg, sizeof msg, "%s %s%s: prompt logits within %.0e of the resident run (host matmuls)", dtype,
+                 c->name, kname, c->tol);
+        CHECK(msg, d <= c->tol);
+    }
+    const lrun_engine_stats *st = &r.decode;
+    /* decode embeds one token a step: its row crosses when the table is off the device */
+    double expect = streamed * ND;
+    lrun_tensor *te = lrun_model_find_tensor(m, "token_embd.weight");
+    if (lrun_tensor_tier(te) != LRUN_TIER_DEVICE)
+        expect += (double)ND * (double)lrun_tensor_bytes(te) / (double)lrun_tensor_dim(te, 1);
+    snprintf(msg, sizeof msg, "%s %s%s: %d decode steps streamed %.0f bytes (%llu), %lld hits + %lld misses = %d "
+             "units each, copy %.2f ms, stall %.2f ms", dtype, c->name, kname, ND, expect,
+             (unsigned long long)st->bytes_streamed, (long long)st->prefetch_hits, (long long)st->prefetch_misses,
+             c->n_units, st->copy_seconds * 1e3, st->stall_seconds * 1e3);
+    CHECK(msg, (double)st->bytes_streamed == expect && st->prefetch_hits + st->prefetch_misses == (int64_t)ND * c->n_units &&
+                   st->steps == ND && (c->n_units == 0 || st->copy_seconds > 0) && st->stall_seconds >= 0);
+    snprintf(msg, sizeof msg, "%s %s%s: host matmuls read %.0f bytes per step", dtype, c->name, kname, host);
+    CHECK(msg, (double)st->host_compute_bytes == host * ND);
+done:
+    free(r.logits);
+    lrun_engine_free(e);
+    lrun_model_free(m);
+}
+
+/* The resident reference: every weight moved to the device at init. */
+static int reference(const char *path, const int32_t *prompt, int64_t n_batch, lrun_cache_kind kind, struct run *ref)
+{
+    lrun_model *m = load(path, 0);
+    lrun_engine *e = engine(m, LRUN_WEIGHT_MODE_ALL_DEVICE, 0, n_batch, kind);
+    const int ok = e && run(e, prompt, ref);
+    lrun_engine_free(e);
+    lrun_model_free(m);
+    return ok;
+}
+
+static void test_dtype(lrun_dtype dt, double host_tol)
+{
+    char path[128], msg[160];
+    gen_model(dt, path, sizeof path);
+    const char *name = lrun_dtype_name(dt);
+    int32_t prompt[NP];
+    uint32_t seed = 17u + (uint32_t)dt;
+    for (int i = 0; i < NP; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        prompt[i] = (int32_t)((seed >> 8) % V);
+    }
+    const struct placement_case cases[] = {
+        {"every layer streamed from pinned, k=1", layers_pinned, 1, 64, L, 0},
+        {"every layer streamed from pinned, k=2", layers_pinned, 2, 64, L, 0},
+        {"every layer streamed from mmap, k=3", layers_mmap, 3, 64, L, 0},
+        {"only the FFN streamed, from host memory", ffn_host, 0, 64, L, 0},
+        {"embedding and head off the device (pinned)", embd_head_pinned, 1, 64, 1, 0},
+        {"everything from mmap, prompt in chunks of 8", all_mmap, 2, 8, L + 1, 0},
+        {"mixed: FFN of even layers pinned, layer 3 mmap", mixed, 1, 64, 3, 0},
+        {"layers 1-2 and the head computed on the host", host_layers, 1, 64, L - 2, host_tol},
+    };
+    /* chunks of at most 8 tokens take the GEMV path, longer ones cuBLAS: each
+     * placement is compared with the resident run of its own batch size */
+    struct run ref = {.logits = calloc((size_t)(NP + ND) * V, sizeof(float))};
+    struct run ref8 = {.logits = calloc((size_t)(NP + ND) * V, sizeof(float))};
+    snprintf(msg, sizeof msg, "%s: resident references ran (batch 64 and 8)", name);
+    CHECK(msg, reference(path, prompt, 64, LRUN_CACHE_KIND_DYNAMIC, &ref) &&
+                   reference(path, prompt, 8, LRUN_CACHE_KIND_DYNAMIC, &ref8));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        test_placement(path, name, prompt, cases[i].n_batch == 8 ? &ref8 : &ref, &cases[i], LRUN_CACHE_KIND_DYNAMIC);
+    free(ref8.logits);
+    /* a static cache: the resident engine replays CUDA graphs, the streaming one runs eagerly */
+    snprintf(msg, sizeof msg, "%s: resident reference ran (static cache)", name);
+    CHECK(msg, reference(path, prompt, 64, LRUN_CACHE_KIND_STATIC, &ref));
+    test_placement(path, name, prompt, &ref, &cases[0], LRUN_CACHE_KIND_STATIC);
+    free(ref.logits);
+    unlink(path);
+}
+
+/* Slots that do not fit the budget: the structured OOM at init, nothing moved. */
+static void test_oom(void)
+{
+    char path[128];
+    gen_model(LRUN_DTYPE_BF16, path, sizeof path);
+    lrun_model *m = load(path, (size_t)1 << 20);
+    double host;
+    lrun_engine *e = NULL;
+    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 64, .n_batch_max = 8,
+                                .weight_mode = LRUN_WEIGHT_MODE_AS_PLACED, .prefetch_layers = 2};
+    const lrun_status st = m && apply(m, all_mmap, &host) >= 0 ? lrun_engine_init(&e, m, &o) : LRUN_E_INTERNAL;
+    const char *err = lrun_last_error();
+    printf("# %s\n", err);
+    CHECK("a 1 MiB budget: AS_PLACED init is LRUN_E_OOM naming the streaming slots",
+          st == LRUN_E_OOM && e == NULL && strstr(err, "streaming slots") != NULL &&
+              lrun_last_oom_requested() > lrun_last_oom_free());
+    CHECK("nothing was left on the device", m && lrun_model_tier_bytes(m, LRUN_TIER_DEVICE) == 0);
+    lrun_engine_free(e);
+    lrun_model_free(m);
+    unlink(path);
+}
+
+int main(void)
+{
+    if (lrun_cuda_device_count() == 0) {
+        printf("ok 1 - streaming engine tests # SKIP no GPU visible\n1..1\n");
+        return 0;
+    }
+    /* host matmuls run the CPU engine's arithmetic, not the GPU's (measured
+     * on the H100: bf16 3.5e-3, q8_0 9e-3, whose CPU path quantizes the
+     * activations to 8 bits as llama.cpp does); greedy tokens agreed */
+    test_dtype(LRUN_DTYPE_BF16, 1e-2);
+    test_dtype(LRUN_DTYPE_Q8_0, 5e-2);
+    test_oom();
+    return CHECK_DONE();
+}
