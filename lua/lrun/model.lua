@@ -93,7 +93,9 @@ function M.load(path, opts)
 
   local out = ffi.new("lrun_model *[1]")
   local status = C.lrun_model_load(out, path, lo)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status) end
+  if status ~= C.LRUN_OK then
+    return nil, errors.from_status(status, nil, { device = device or "cpu", phase = "load", stage = "load" })
+  end
 
   -- The engine is freed before its model, whichever the collector finds
   -- first: both are released by the model handle's finalizer. `owned`
@@ -142,25 +144,61 @@ function Model:free()
 end
 Model.close = Model.free
 
---- The engine, made on first use.
+--- The engine (the KV cache and scratch), made on first use and kept.
+-- With `req`, a run asks for the shape it needs: the engine is remade when
+-- the kept one has too few sequence slots, another cache kind or another
+-- step size (a static cache must match exactly: its slots hold memory).
+-- @tparam[opt] table req {n_seq=, cache_kind= (an lrun_cache_kind), n_batch=}
 -- @treturn[1] cdata lrun_engine *
 -- @treturn[2] nil
 -- @treturn[2] table error
-function Model:engine()
+function Model:engine(req)
   local h = live(self, "engine")
-  if self.owned.engine ~= nil then return self.owned.engine end
+  local owned = self.owned
+  if owned.engine ~= nil then
+    if req == nil then return owned.engine end
+    local have = owned.engine_shape
+    local n_seq = req.n_seq or 1
+    local kind = req.cache_kind or self.cache_kind
+    local fits = have.cache_kind == kind and have.n_batch == (req.n_batch or 0)
+      and (have.n_seq == n_seq or (have.n_seq > n_seq and kind == C.LRUN_CACHE_KIND_DYNAMIC))
+    if fits then return owned.engine end
+    C.lrun_engine_free(owned.engine)
+    owned.engine = nil
+  end
+  req = req or {}
   local eo = ffi.new("lrun_engine_opts")
-  eo.n_seq_max = 1
+  eo.n_seq_max = req.n_seq or 1
   eo.n_ctx_max = self.n_ctx
-  eo.n_batch_max = 0
-  eo.cache_kind = self.cache_kind
+  eo.n_batch_max = req.n_batch or 0
+  eo.cache_kind = req.cache_kind or self.cache_kind
   eo.n_threads = self.threads
   eo.kv_dtype = self.kv_dtype
   local out = ffi.new("lrun_engine *[1]")
   local status = C.lrun_engine_init(out, h, eo)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "making the engine") end
-  self.owned.engine = out[0]
+  if status ~= C.LRUN_OK then
+    return nil, errors.from_status(status, "making the engine",
+      { device = self:device_name(), phase = "scratch", stage = "engine" })
+  end
+  owned.engine = out[0]
+  owned.engine_shape = { n_seq = tonumber(eo.n_seq_max), cache_kind = eo.cache_kind, n_batch = tonumber(eo.n_batch_max) }
   return out[0]
+end
+
+--- Frees the engine (its KV cache and scratch) now; the next run makes a
+-- new one. The weights stay.
+function Model:release_engine()
+  if self.owned.engine ~= nil then
+    C.lrun_engine_free(self.owned.engine)
+    self.owned.engine = nil
+  end
+end
+
+--- The name of the model's device ("cpu", "cuda:0").
+-- @treturn string
+function Model:device_name()
+  local dev = C.lrun_model_device(live(self, "device_name"))
+  return dev ~= nil and ffi.string(C.lrun_device_name(dev)) or "?"
 end
 
 -- ---------------------------------------------------------------- tokens
