@@ -30,12 +30,16 @@ function M.write(path)
   if st ~= C.LRUN_OK then error("beam_model: " .. lf.last_error(), 2) end
 end
 
---- A path in /tmp holding the model, written once per process.
+--- A temporary file holding the model, written once per process and
+-- removed when the process ends.
 local cached
 function M.path()
   if cached then return cached end
-  cached = os.tmpname() .. ".gguf"
+  cached = os.tmpname()
   M.write(cached)
+  local sentinel = newproxy(true)
+  getmetatable(sentinel).__gc = function() os.remove(cached) end
+  M._sentinel = sentinel
   return cached
 end
 

@@ -23,6 +23,22 @@ function M.value(name)
   return tonumber(v)
 end
 
+--- The name of an lrun_cache_kind value ("dynamic", …), or nil.
+function M.name(value)
+  for _, n in ipairs(M.names) do
+    if M.value(n) == tonumber(value) then return n end
+  end
+end
+
+--- The cache implementation a run with these generate options uses: the
+-- option, else the model's.
+-- @tparam table config generate options (cache_implementation=, model=)
+function M.current(config)
+  if config.cache_implementation then return config.cache_implementation end
+  if config.model and config.model.cache_kind then return M.name(config.model.cache_kind) or "dynamic" end
+  return "dynamic"
+end
+
 --- True when this build has the cache implementation.
 function M.available(name)
   return M.value(name) ~= nil

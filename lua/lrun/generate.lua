@@ -359,7 +359,9 @@ local function prompt_ids(model, prompt, opts, level)
     else
       error("generate: " .. where .. " must be a string or a table of token ids, got " .. type(p), level + 1)
     end
-    if #ids == 0 then error("generate: " .. where .. " has no tokens", level + 1) end
+    if #ids == 0 then
+      error("generate: " .. (where == "prompt" and "the prompt" or where) .. " has no tokens", level + 1)
+    end
     return ids
   end
   if type(prompt) == "table" and (type(prompt[1]) == "table" or type(prompt[1]) == "string") then
@@ -367,7 +369,7 @@ local function prompt_ids(model, prompt, opts, level)
     for i = 1, #prompt do out[i] = one(prompt[i], "prompt " .. i) end
     return out, true
   end
-  return { one(prompt, "the prompt") }, false
+  return { one(prompt, "prompt") }, false
 end
 
 -- HF's checks of the beam options, as errors naming them.
@@ -450,6 +452,7 @@ function M.generate(model, prompt, opts, level)
   opts = M.check_options(opts, level)
   local prompts, batched = prompt_ids(model, prompt, opts, level)
   check_beam_options(opts, batched, level)
+  if opts.on_oom then require("lrun.resilient").resolve(opts.on_oom, level) end
   if opts.cache_implementation then
     local ok, why = require("lrun.cache_kinds").value(opts.cache_implementation)
     if not ok and why:find("^unknown") then error("generate: option 'cache_implementation': " .. why, level) end
@@ -482,20 +485,24 @@ function M.generate(model, prompt, opts, level)
     results = {}
     for i = 1, n_out do results[i] = { text = "", ids = {}, reason = "length" } end
   elseif opts.on_oom then
-    local chain = opts.on_oom
+    -- Strategies see the generate options plus model (to inspect), rows
+    -- (sequences in the run) and place (placement options to apply).
     local config = {}
     for k, v in pairs(opts) do if k ~= "on_oom" then config[k] = v end end
     config.model = model
+    config.rows = #prompts * (opts.num_beams > 1 and opts.num_beams or opts.num_return_sequences)
     local log = {}
+    local placed = nil
     results, err = require("lrun.resilient").run(function(cfg)
       local o = {}
-      for k, v in pairs(cfg) do if k ~= "model" and k ~= "load" then o[k] = v end end
-      if cfg.load then
-        local ok, rerr = model:reload(cfg.load)
-        if not ok then return nil, rerr end
+      for k, v in pairs(cfg) do if k ~= "model" and k ~= "rows" and k ~= "place" then o[k] = v end end
+      if cfg.place and cfg.place ~= placed then
+        local ok, perr = model:place(cfg.place)
+        if not ok then return nil, perr end
+        placed = cfg.place
       end
       return run_once(model, prompts, o, eos, eos_list, stats)
-    end, chain, config, { log = log })
+    end, opts.on_oom, config, { log = log })
     stats.fallbacks = log
     if not results then
       if type(err) == "table" then err.fallbacks = log end
