@@ -18,6 +18,9 @@
 --                      character or a possible stop string is still open);
 --                      return false to stop
 --   add_special        when the prompt is a string: tokenize it with BOS (default true)
+--   cache_implementation  "dynamic", "static", "offloaded", "offloaded_static" or
+--                      "quantized" (default: the load option's; docs/kv-cache.md)
+--   cache_config       for "quantized": {nbits = 8|4, q_group_size =, residual_length =}
 --
 -- An unknown option or a value of the wrong type is an error naming the option.
 -- The sampling of each step is one lrun_sample call; the prefill is one
@@ -83,6 +86,10 @@ local checks = {
   end,
   on_token = function(v) if type(v) ~= "function" then return "a function(piece, id)" end end,
   add_special = function(v) if type(v) ~= "boolean" then return "a boolean" end end,
+  cache_implementation = function(v)
+    if type(v) ~= "string" then return "one of \"" .. table.concat(require("lrun.cache").names, "\", \"") .. "\"" end
+  end,
+  cache_config = function(v) if type(v) ~= "table" then return "a table" end end,
 }
 
 -- Levenshtein distance, for "did you mean" on a misspelt option.
@@ -127,6 +134,7 @@ function M.check_options(opts, level)
     end
     out[k] = v
   end
+  require("lrun.cache").check("generate", out.cache_implementation, out.cache_config, level)
   for k, v in pairs(M.defaults) do if out[k] == nil then out[k] = v end end
   return out
 end
@@ -189,8 +197,9 @@ end
 -- @treturn[1] cdata float[n_vocab] (reused by the next call)
 -- @treturn[2] nil
 -- @treturn[2] table error
-function M.prefill(model, ids)
-  local engine, err = model:engine()
+function M.prefill(model, ids, opts)
+  opts = opts or {}
+  local engine, err = model:engine(opts.cache_implementation, opts.cache_config)
   if not engine then return nil, err end
   local n = #ids
   local n_ctx = tonumber(C.lrun_engine_n_ctx_max(engine))
@@ -210,7 +219,7 @@ function M.prefill(model, ids)
     tokens[i - 1] = id
   end
   status = C.lrun_engine_step(engine, n, tokens, seq, nil, b.logits, 1, b.n_out)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "prefill") end
+  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "prefill", model.device_name) end
   return b.logits
 end
 
@@ -258,12 +267,12 @@ function M.generate(model, prompt, opts, level)
   end
 
   local t0 = sys.now()
-  local logits, err = M.prefill(model, ids)
+  local logits, err = M.prefill(model, ids, opts)
   if not logits then return nil, err end
   local t1 = sys.now()
   stats.prompt_seconds = t1 - t0
 
-  local engine = model:engine()
+  local engine = model:engine(opts.cache_implementation, opts.cache_config)
   local b = buffers(model)
   local n_vocab = model.n_vocab
   local n_ctx = tonumber(C.lrun_engine_n_ctx_max(engine))
@@ -352,7 +361,7 @@ function M.generate(model, prompt, opts, level)
     b.token[0] = id
     b.seq[0] = 0
     status = C.lrun_engine_step(engine, 1, b.token, b.seq, nil, logits, 1, b.n_out)
-    if status ~= C.LRUN_OK then return nil, errors.from_status(status, "decode step") end
+    if status ~= C.LRUN_OK then return nil, errors.from_status(status, "decode step", model.device_name) end
   end
 
   -- What is still held back (an unfinished character at the very end, or

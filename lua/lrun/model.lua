@@ -23,7 +23,8 @@ M.Model = Model
 
 local load_opt_types = {
   device = "string", gpu_budget = "number|string", threads = "number", progress = "boolean",
-  n_ctx = "number", cache_implementation = "string", rope_style = "string", kv_dtype = "string",
+  n_ctx = "number", cache_implementation = "string", cache_config = "table", rope_style = "string",
+  kv_dtype = "string",
   policy = "any", -- read by the offload layer; accepted here so scripts can pass it through
 }
 
@@ -37,11 +38,7 @@ local function check_load_opts(opts)
       error("lrun.load: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 3)
     end
   end
-  if opts.cache_implementation and opts.cache_implementation ~= "dynamic"
-      and opts.cache_implementation ~= "static" then
-    error("lrun.load: cache_implementation must be \"dynamic\" or \"static\", got \""
-      .. opts.cache_implementation .. "\"", 3)
-  end
+  require("lrun.cache").check("lrun.load", opts.cache_implementation, opts.cache_config, 3)
   if opts.kv_dtype and opts.kv_dtype ~= "f16" and opts.kv_dtype ~= "f32" then
     error("lrun.load: kv_dtype must be \"f16\" or \"f32\", got \"" .. opts.kv_dtype .. "\"", 3)
   end
@@ -93,7 +90,7 @@ function M.load(path, opts)
 
   local out = ffi.new("lrun_model *[1]")
   local status = C.lrun_model_load(out, path, lo)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status) end
+  if status ~= C.LRUN_OK then return nil, errors.from_status(status, nil, device or "cpu") end
 
   -- The engine is freed before its model, whichever the collector finds
   -- first: both are released by the model handle's finalizer. `owned`
@@ -110,11 +107,12 @@ function M.load(path, opts)
     path = path,
     threads = threads,
     n_ctx = opts.n_ctx or 0,
-    cache_kind = opts.cache_implementation == "static" and C.LRUN_CACHE_KIND_STATIC
-      or C.LRUN_CACHE_KIND_DYNAMIC,
+    cache_implementation = opts.cache_implementation or "dynamic",
+    cache_config = opts.cache_config,
     kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
   }, Model)
   self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
+  self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
   self.n_vocab = tonumber(info.n_vocab)
   return self
@@ -142,24 +140,38 @@ function Model:free()
 end
 Model.close = Model.free
 
---- The engine, made on first use.
+--- The engine, made on first use and remade when another cache is asked for.
+-- @tparam[opt] string cache_implementation default: the load option's
+-- @tparam[opt] table cache_config default: the load option's
 -- @treturn[1] cdata lrun_engine *
 -- @treturn[2] nil
 -- @treturn[2] table error
-function Model:engine()
+function Model:engine(cache_implementation, cache_config)
   local h = live(self, "engine")
-  if self.owned.engine ~= nil then return self.owned.engine end
+  local cache = require("lrun.cache")
+  local impl = cache_implementation or self.cache_implementation
+  local config = cache_config or (cache_implementation == nil and self.cache_config) or nil
+  local key = cache.key(impl, config)
+  if self.owned.engine ~= nil then
+    if self.engine_key == key then return self.owned.engine end
+    -- one engine at a time: its cache and scratch go before the next is made
+    C.lrun_engine_free(self.owned.engine)
+    self.owned.engine = nil
+  end
   local eo = ffi.new("lrun_engine_opts")
   eo.n_seq_max = 1
   eo.n_ctx_max = self.n_ctx
   eo.n_batch_max = 0
-  eo.cache_kind = self.cache_kind
   eo.n_threads = self.threads
   eo.kv_dtype = self.kv_dtype
+  for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   local out = ffi.new("lrun_engine *[1]")
   local status = C.lrun_engine_init(out, h, eo)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "making the engine") end
+  if status ~= C.LRUN_OK then
+    return nil, errors.from_status(status, "making the engine", self.device_name)
+  end
   self.owned.engine = out[0]
+  self.engine_key = key
   return out[0]
 end
 
