@@ -79,6 +79,7 @@ struct lrun_engine {
     int64_t *tok_npos;         /* (B) positions each token attends to: pos + 1 */
     const void **tok_k;        /* (B) the token's sequence cache, keys of the current layer */
     const void **tok_v;        /* (B) values (transposed) */
+    const void *const **tok_blocks; /* (B) the token's block table, when the cache is paged */
     int64_t *tok_vstride;      /* (B) the cap of the token's sequence: elements between value dims */
     int64_t *out_rows;         /* (B) chunk rows whose logits are wanted */
     int64_t *seq_count;        /* (n_seq_max) tokens of each sequence in this step */
@@ -243,11 +244,12 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
         e->tok_npos = malloc(B * sizeof *e->tok_npos);
         e->tok_k = malloc(B * sizeof *e->tok_k);
         e->tok_v = malloc(B * sizeof *e->tok_v);
+        e->tok_blocks = malloc(B * sizeof *e->tok_blocks);
         e->tok_vstride = malloc(B * sizeof *e->tok_vstride);
         e->out_rows = malloc(B * sizeof *e->out_rows);
         e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
         e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
-        if (!e->layers || !e->tok_seq || !e->tok_pos || !e->tok_npos || !e->tok_k || !e->tok_v || !e->tok_vstride ||
+        if (!e->layers || !e->tok_seq || !e->tok_pos || !e->tok_npos || !e->tok_k || !e->tok_v || !e->tok_blocks || !e->tok_vstride ||
             !e->out_rows || !e->seq_count || !e->seq_done)
             st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
     }
@@ -286,6 +288,7 @@ void lrun_engine_free(lrun_engine *engine)
     free(engine->tok_npos);
     free(engine->tok_k);
     free(engine->tok_v);
+    free(engine->tok_blocks);
     free(engine->tok_vstride);
     free(engine->out_rows);
     free(engine->seq_count);
@@ -379,11 +382,25 @@ static void rope_store_rows(void *ctx, int64_t first, int64_t last)
         const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
         const size_t eb = e->kv.elem_bytes;
         const lrun_kv_view w = lrun_kv_cache_view(&e->kv, s, c->layer);
-        lrun_cpu_kv_store((char *)w.k + (size_t)(pos * e->kv_dim) * eb, e->kv.dtype, 1, k, e->kv_dim);
-        lrun_cpu_kv_store((char *)w.v + (size_t)pos * eb, e->kv.dtype, w.cap, v, e->kv_dim); /* a column of the transposed values */
+        char *kd, *vd; /* where position pos goes: its block's row and column, or the slot's */
+        int64_t vstride;
+        if (w.blocks) {
+            char *b = w.blocks[pos / w.block_pos];
+            const int64_t j = pos % w.block_pos;
+            kd = b + w.k_off + (size_t)(j * e->kv_dim) * eb;
+            vd = b + w.v_off + (size_t)j * eb;
+            vstride = w.block_pos;
+        } else {
+            kd = (char *)w.k + (size_t)(pos * e->kv_dim) * eb;
+            vd = (char *)w.v + (size_t)pos * eb;
+            vstride = w.cap;
+        }
+        lrun_cpu_kv_store(kd, e->kv.dtype, 1, k, e->kv_dim);
+        lrun_cpu_kv_store(vd, e->kv.dtype, vstride, v, e->kv_dim); /* a column of the transposed values */
         e->tok_k[i] = w.k;
         e->tok_v[i] = w.v;
         e->tok_vstride[i] = w.cap;
+        e->tok_blocks[i] = (const void *const *)w.blocks;
     }
 }
 
@@ -444,9 +461,11 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
         rc = (struct rows_ctx){e, l, NULL, NULL, NULL, NULL};
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
         /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
+        const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], l); /* the layer's block offsets */
         const lrun_attention_batch ab = {n, in->n_head, in->n_head_kv, in->head_dim,
                                          1.0f / sqrtf((float)in->head_dim), e->kv.dtype, n >= 2, e->q, e->attn,
-                                         e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores};
+                                         e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
+                                         w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off};
         lrun_cpu_attention(pool, &ab);
         lrun_kv_cache_layer_end(&e->kv, l); /* new entries back to an offloaded store */
         matmul(e, L->wo, e->attn, n, e->tmp);

@@ -1,6 +1,7 @@
-/* kv_cache.c — per-sequence KV storage of every cache kind, and the step
- * protocol that hands attention a view of it (kv_cache.h). Exact stores live
- * here; the quantized store is kv_quant.c, the device slots kv_offload.c. */
+/* kv_cache.c — the KV cache of every kind behind one interface, and the step
+ * protocol that hands attention a view of it (kv_cache.h). The paged store of
+ * the exact kinds is kv_blocks.c, the quantized store kv_quant.c, the device
+ * slots kv_offload.c. */
 #include "kv_cache.h"
 
 #include <stdlib.h>
@@ -9,98 +10,26 @@
 #include "checked.h"
 #include "device.h"
 #include "error.h"
+#include "kv_blocks.h"
 #include "kv_offload.h"
 #include "kv_quant.h"
-
-/* A dynamic store starts this small; doubling makes the copies amortised O(1).
- * A multiple of LRUN_KV_PAD, as every cap is. */
-#define KV_MIN_CAP 32
 
 static int64_t pad_up(int64_t n) { return (n + LRUN_KV_PAD - 1) / LRUN_KV_PAD * LRUN_KV_PAD; }
 
 static int is_staged(lrun_cache_kind kind) { return kind != LRUN_CACHE_KIND_DYNAMIC && kind != LRUN_CACHE_KIND_STATIC; }
 
-// ---------------------------------------------------------------- exact store memory
-
-static int seq_bytes(const lrun_kv_cache *kv, int64_t cap, size_t *out)
-{
-    size_t n;
-    return lrun_size_mul((size_t)kv->n_layer * 2, (size_t)cap, &n) && lrun_size_mul(n, (size_t)kv->kv_dim, &n) &&
-           lrun_size_mul(n, kv->elem_bytes, out);
-}
-
-/* Store memory: device memory for resident kinds, pinned host memory (outside
- * the device budget) for offloaded ones. */
-static lrun_status store_alloc(lrun_kv_cache *kv, size_t bytes, void **out)
-{
-    if (kv->store_on_device) return lrun_device_alloc(kv->device, bytes, "KV cache", out);
-    return lrun_host_alloc(LRUN_TIER_PINNED, bytes, "offloaded KV cache", out);
-}
-
-static void store_release(lrun_kv_cache *kv, void *p, size_t bytes)
-{
-    if (kv->store_on_device) lrun_device_release(kv->device, p, bytes);
-    else lrun_host_release(LRUN_TIER_PINNED, p);
-}
-
-/* Copies the first len positions of every layer of src (src_cap positions)
- * into dst (dst_cap positions): key rows in one piece per layer, each
- * transposed value dim on its own. len may reach into the zero padding.
- * Returns the bytes copied. */
-static size_t copy_positions(const lrun_kv_cache *kv, char *dst, int64_t dst_cap, const char *src, int64_t src_cap,
-                             int64_t len)
-{
-    const int64_t kv_dim = kv->kv_dim;
-    const size_t eb = kv->elem_bytes, layer_dst = (size_t)(dst_cap * kv_dim) * eb,
-                 layer_src = (size_t)(src_cap * kv_dim) * eb;
-    for (int64_t l = 0; l < kv->n_layer; l++) {
-        const char *sk = src + (size_t)(2 * l) * layer_src, *sv = sk + layer_src;
-        char *dk = dst + (size_t)(2 * l) * layer_dst, *dv = dk + layer_dst;
-        memcpy(dk, sk, (size_t)(len * kv_dim) * eb);
-        for (int64_t c = 0; c < kv_dim; c++)
-            memcpy(dv + (size_t)(c * dst_cap) * eb, sv + (size_t)(c * src_cap) * eb, (size_t)len * eb);
-    }
-    return (size_t)kv->n_layer * 2 * (size_t)(len * kv_dim) * eb;
-}
-
-/* Moves rec's storage to cap positions, keeping its len positions. */
-static lrun_status rec_realloc(lrun_kv_cache *kv, lrun_kv_seq *rec, int64_t seq, int64_t cap)
-{
-    size_t bytes;
-    if (!seq_bytes(kv, cap, &bytes))
-        return lrun_fail(LRUN_E_OOM, "KV cache: %lld positions of sequence %lld overflow size_t", (long long)cap,
-                         (long long)seq);
-    void *mem;
-    lrun_status st = store_alloc(kv, bytes, &mem);
-    if (st != LRUN_OK)
-        return lrun_fail_context(st, "KV cache: sequence %lld, %lld positions", (long long)seq, (long long)cap);
-    if (rec->data && rec->len > 0) copy_positions(kv, mem, cap, rec->data, rec->cap, pad_up(rec->len)); /* with the zeros */
-    if (rec->data) store_release(kv, rec->data, rec->bytes);
-    rec->data = mem;
-    rec->cap = cap;
-    rec->bytes = bytes;
-    return LRUN_OK;
-}
-
-/* Zeroes positions [from, to) of every value dim of every layer of rec. */
-static void zero_values(const lrun_kv_cache *kv, const lrun_kv_seq *s, int64_t from, int64_t to)
-{
-    if (!s->data || from >= to) return;
-    const size_t eb = kv->elem_bytes, layer = (size_t)(s->cap * kv->kv_dim) * eb;
-    for (int64_t l = 0; l < kv->n_layer; l++) {
-        char *v = (char *)s->data + (size_t)(2 * l + 1) * layer;
-        for (int64_t c = 0; c < kv->kv_dim; c++)
-            memset(v + (size_t)(c * s->cap + from) * eb, 0, (size_t)(to - from) * eb);
-    }
-}
-
 // ---------------------------------------------------------------- records of any kind
+
+static int is_paged(lrun_cache_kind kind) { return kind != LRUN_CACHE_KIND_QUANTIZED; }
 
 static void rec_release(lrun_kv_cache *kv, lrun_kv_seq *rec)
 {
-    if (kv->kind == LRUN_CACHE_KIND_QUANTIZED) lrun_kv_quant_release(kv, rec);
-    else if (rec->data) store_release(kv, rec->data, rec->bytes);
-    memset(rec, 0, sizeof *rec);
+    if (!is_paged(kv->kind)) {
+        lrun_kv_quant_release(kv, rec);
+        memset(rec, 0, sizeof *rec);
+    } else if (kv->pool) {
+        lrun_kv_paged_release(kv, rec);
+    }
 }
 
 /* Room for n_pos positions in rec; src: the record rec will copy, or NULL. */
@@ -109,29 +38,19 @@ static lrun_status rec_reserve(lrun_kv_cache *kv, lrun_kv_seq *rec, int64_t seq,
     if (n_pos > kv->n_ctx_max)
         return lrun_fail(LRUN_E_ARG, "KV cache: sequence %lld would hold %lld positions, more than n_ctx_max %lld",
                          (long long)seq, (long long)n_pos, (long long)kv->n_ctx_max);
-    if (kv->kind == LRUN_CACHE_KIND_QUANTIZED) return lrun_oom_phase(lrun_kv_quant_reserve(kv, rec, seq, n_pos, src ? src->q_lo : 0), "cache");
-    if (n_pos > rec->cap) {
-        int64_t cap = rec->cap > 0 ? rec->cap : KV_MIN_CAP;
-        while (cap < n_pos) cap *= 2;
-        if (cap > pad_up(kv->n_ctx_max)) cap = pad_up(kv->n_ctx_max);
-        lrun_status st = rec_realloc(kv, rec, seq, cap);
-        if (st != LRUN_OK) return lrun_oom_phase(st, "cache");
-    }
-    /* the padding groups the new positions enter start as zeros */
-    zero_values(kv, rec, pad_up(rec->len), pad_up(n_pos));
-    return LRUN_OK;
+    if (!is_paged(kv->kind))
+        return lrun_oom_phase(lrun_kv_quant_reserve(kv, rec, seq, n_pos, src ? src->q_lo : 0), "cache");
+    size_t copied = 0;
+    lrun_status st = lrun_kv_paged_reserve(kv, rec, seq, n_pos, &copied);
+    kv->bytes_copied += copied;
+    return st;
 }
 
-/* dst (reserved for src->len) takes src's positions; returns the bytes copied. */
+/* Quantized records: dst (reserved for src->len) takes src's positions;
+ * returns the bytes copied. */
 static size_t rec_copy(lrun_kv_cache *kv, lrun_kv_seq *dst, const lrun_kv_seq *src)
 {
-    size_t moved = 0;
-    if (kv->kind == LRUN_CACHE_KIND_QUANTIZED) {
-        moved = lrun_kv_quant_copy(kv, dst, src);
-    } else {
-        if (src->len > 0) moved = copy_positions(kv, dst->data, dst->cap, src->data, src->cap, pad_up(src->len));
-        if (dst->len > src->len) zero_values(kv, dst, src->len, pad_up(dst->len)); /* dst's extra positions */
-    }
+    const size_t moved = lrun_kv_quant_copy(kv, dst, src);
     dst->len = src->len;
     return moved;
 }
@@ -172,20 +91,15 @@ lrun_status lrun_kv_cache_init(lrun_kv_cache *kv, lrun_device *device, lrun_cach
     kv->seqs = calloc((size_t)n_seq, sizeof *kv->seqs);
     if (!kv->seqs) return lrun_fail_oom((size_t)n_seq * sizeof *kv->seqs, 0, "KV cache: %lld sequence records",
                                         (long long)n_seq);
-    lrun_status st = LRUN_OK;
-    if (is_staged(kind)) {
+    lrun_status st = is_paged(kind) ? lrun_oom_phase(lrun_kv_pool_init(kv), "cache") : LRUN_OK;
+    if (st == LRUN_OK && is_staged(kind)) {
         size_t fixed = 0;
-        if (kind == LRUN_CACHE_KIND_OFFLOADED_STATIC) {
-            size_t per_seq;
-            /* one layer of every sequence at full length: seq_bytes counts all layers */
-            if (!seq_bytes(kv, pad_up(n_ctx_max), &per_seq) || !lrun_size_mul(per_seq / (size_t)n_layer,
-                                                                                (size_t)n_seq, &fixed))
-                st = lrun_fail(LRUN_E_OOM, "KV cache: slots for %lld sequences overflow size_t", (long long)n_seq);
-        }
+        /* OFFLOADED_STATIC: one layer of every sequence at full length in each slot */
+        if (kind == LRUN_CACHE_KIND_OFFLOADED_STATIC &&
+            !lrun_size_mul(2 * (size_t)n_seq * (size_t)pad_up(n_ctx_max), (size_t)kv->kv_dim * kv->elem_bytes, &fixed))
+            st = lrun_fail(LRUN_E_OOM, "KV cache: slots for %lld sequences overflow size_t", (long long)n_seq);
         if (st == LRUN_OK) st = lrun_oom_phase(lrun_kv_stage_init(&kv->stage, kv, fixed), "cache");
     }
-    for (int64_t s = 0; st == LRUN_OK && kv->preallocated && s < n_seq; s++)
-        st = lrun_oom_phase(rec_realloc(kv, &kv->seqs[s], s, pad_up(n_ctx_max)), "cache");
     if (st != LRUN_OK) lrun_kv_cache_free(kv);
     return st;
 }
@@ -196,14 +110,15 @@ void lrun_kv_cache_free(lrun_kv_cache *kv)
     kv->stage = NULL;
     if (!kv->seqs) return;
     for (int64_t s = 0; s < kv->n_seq; s++) rec_release(kv, &kv->seqs[s]);
+    lrun_kv_pool_free(kv);
     free(kv->seqs);
     kv->seqs = NULL;
 }
 
 size_t lrun_kv_cache_device_bytes(const lrun_kv_cache *kv)
 {
-    size_t n = kv->stage ? lrun_kv_stage_bytes(kv->stage) : 0;
-    if (kv->store_on_device && kv->seqs)
+    size_t n = (kv->stage ? lrun_kv_stage_bytes(kv->stage) : 0) + lrun_kv_pool_device_bytes(kv);
+    if (!is_paged(kv->kind) && kv->seqs)
         for (int64_t s = 0; s < kv->n_seq; s++) n += kv->seqs[s].bytes + kv->seqs[s].ring_bytes;
     return n;
 }
@@ -252,10 +167,8 @@ void lrun_kv_cache_layer_begin(lrun_kv_cache *kv, int64_t layer)
 lrun_kv_view lrun_kv_cache_view(const lrun_kv_cache *kv, int64_t seq, int64_t layer)
 {
     if (kv->stage) return lrun_kv_stage_view(kv->stage, seq, layer);
-    const lrun_kv_seq *s = &kv->seqs[seq];
-    const size_t layer_bytes = (size_t)s->cap * (size_t)kv->kv_dim * kv->elem_bytes;
-    char *k = (char *)s->data + (size_t)(2 * layer) * layer_bytes;
-    return (lrun_kv_view){k, k + layer_bytes, s->cap};
+    return (lrun_kv_view){.blocks = kv->seqs[seq].blk, .block_pos = LRUN_KV_BLOCK,
+                          .k_off = lrun_kv_block_k_off(kv, layer), .v_off = lrun_kv_block_v_off(kv, layer)};
 }
 
 void lrun_kv_cache_layer_end(lrun_kv_cache *kv, int64_t layer)
@@ -278,31 +191,16 @@ void lrun_kv_cache_step_end(lrun_kv_cache *kv, const int64_t *seq_count)
 size_t lrun_kv_store_load(lrun_kv_cache *kv, int64_t seq, int64_t layer, int64_t lo, void *k, void *v, int64_t cap)
 {
     const lrun_kv_seq *s = &kv->seqs[seq];
-    if (kv->kind == LRUN_CACHE_KIND_QUANTIZED) return lrun_kv_quant_load(kv, s, layer, lo, k, v, cap);
-    const size_t eb = kv->elem_bytes, layer_bytes = (size_t)(s->cap * kv->kv_dim) * eb;
-    const char *sk = (const char *)s->data + (size_t)(2 * layer) * layer_bytes, *sv = sk + layer_bytes;
-    memcpy(k, sk, (size_t)(lo * kv->kv_dim) * eb);
-    for (int64_t c = 0; c < kv->kv_dim; c++) {
-        char *d = (char *)v + (size_t)(c * cap) * eb;
-        memcpy(d, sv + (size_t)(c * s->cap) * eb, (size_t)lo * eb);
-        memset(d + (size_t)lo * eb, 0, (size_t)(cap - lo) * eb);
-    }
-    return 2 * (size_t)(lo * kv->kv_dim) * eb;
+    if (!is_paged(kv->kind)) return lrun_kv_quant_load(kv, s, layer, lo, k, v, cap);
+    return lrun_kv_paged_load(kv, s, layer, lo, k, v, cap);
 }
 
 size_t lrun_kv_store_write_back(lrun_kv_cache *kv, int64_t seq, int64_t layer, int64_t lo, int64_t hi,
                                 const void *k, const void *v, int64_t cap)
 {
     const lrun_kv_seq *s = &kv->seqs[seq];
-    if (kv->kind == LRUN_CACHE_KIND_QUANTIZED) return lrun_kv_quant_write_back(kv, s, layer, lo, hi, k, v, cap);
-    const size_t eb = kv->elem_bytes, layer_bytes = (size_t)(s->cap * kv->kv_dim) * eb;
-    char *dk = (char *)s->data + (size_t)(2 * layer) * layer_bytes, *dv = dk + layer_bytes;
-    memcpy(dk + (size_t)(lo * kv->kv_dim) * eb, (const char *)k + (size_t)(lo * kv->kv_dim) * eb,
-           (size_t)((hi - lo) * kv->kv_dim) * eb);
-    for (int64_t c = 0; c < kv->kv_dim; c++)
-        memcpy(dv + (size_t)(c * s->cap + lo) * eb, (const char *)v + (size_t)(c * cap + lo) * eb,
-               (size_t)(hi - lo) * eb);
-    return 2 * (size_t)((hi - lo) * kv->kv_dim) * eb;
+    if (!is_paged(kv->kind)) return lrun_kv_quant_write_back(kv, s, layer, lo, hi, k, v, cap);
+    return lrun_kv_paged_write_back(kv, s, layer, lo, hi, k, v, cap);
 }
 
 void lrun_kv_store_chunk_done(lrun_kv_cache *kv, int64_t seq, int64_t hi)
@@ -320,13 +218,13 @@ lrun_status lrun_kv_cache_truncate(lrun_kv_cache *kv, int64_t seq, int64_t len)
     if (len < 0 || len > s->len)
         return lrun_fail(LRUN_E_ARG, "KV cache: cannot truncate sequence %lld of %lld positions to %lld",
                          (long long)seq, (long long)s->len, (long long)len);
-    if (kv->kind == LRUN_CACHE_KIND_QUANTIZED) {
-        if (s->q_lo > len) s->q_lo = len;
-    } else {
-        zero_values(kv, s, len, pad_up(s->len)); /* the forgotten values become padding */
+    if (is_paged(kv->kind)) { /* blocks past len go back to the pool */
+        lrun_kv_paged_truncate(kv, s, len);
+        return LRUN_OK;
     }
+    if (s->q_lo > len) s->q_lo = len;
     s->len = len;
-    if (len == 0 && !kv->preallocated) rec_release(kv, s);
+    if (len == 0) rec_release(kv, s);
     return LRUN_OK;
 }
 
@@ -337,6 +235,10 @@ lrun_status lrun_kv_cache_copy(lrun_kv_cache *kv, int64_t dst, int64_t src)
                          (long long)dst, (long long)kv->n_seq);
     if (src == dst) return LRUN_OK;
     const lrun_kv_seq *s = &kv->seqs[src];
+    if (is_paged(kv->kind)) { /* shares src's blocks: no bytes move */
+        lrun_kv_paged_share(kv, &kv->seqs[dst], s);
+        return LRUN_OK;
+    }
     if (s->len == 0) return lrun_kv_cache_truncate(kv, dst, 0);
     lrun_status st = rec_reserve(kv, &kv->seqs[dst], dst, s->len, s);
     if (st != LRUN_OK) return st;
@@ -353,7 +255,8 @@ lrun_status lrun_kv_cache_reorder(lrun_kv_cache *kv, const int64_t *src_of_dst, 
         if (src_of_dst[d] < 0 || src_of_dst[d] >= kv->n_seq)
             return lrun_fail(LRUN_E_ARG, "KV cache: reorder: source %lld of sequence %lld out of range [0, %lld)",
                              (long long)src_of_dst[d], (long long)d, (long long)kv->n_seq);
-    /* mover[d]: the source d takes by moving its record (no bytes), or -1;
+    if (is_paged(kv->kind)) return lrun_kv_paged_reorder(kv, src_of_dst, n);
+    /* quantized records: mover[d]: the source d takes by moving its record (no bytes), or -1;
      * otherwise d copies into fresh[d], the record of a sequence of [0, n) no
      * destination takes (home[d]), or new storage (home -1). There are as many
      * such records as copies, so a static cache never allocates here.

@@ -54,15 +54,23 @@ typedef struct lrun_kv_seq {
                        * position p at row p % residual */
     size_t ring_bytes;
     int64_t q_lo;     /* QUANTIZED: positions below are read from codes, [q_lo, len) from the ring */
+    /* exact kinds (kv_blocks.h): the block table; cap = nb · LRUN_KV_BLOCK */
+    int32_t *bid;     /* (n_ctx_max / LRUN_KV_BLOCK, rounded up) block ids */
+    void **blk;       /* (same) their memory, for attention */
+    int64_t nb;       /* blocks in the table */
 } lrun_kv_seq;
 
 typedef struct lrun_kv_stage lrun_kv_stage;
 
-/* What attention reads for one sequence and layer. */
+/* What attention reads for one sequence and layer: contiguous (a slot) or
+ * paged (a resident exact store), as blocks is NULL or not. */
 typedef struct lrun_kv_view {
     void *k;          /* (cap, kv_dim) */
     void *v;          /* (kv_dim, cap) */
     int64_t cap;      /* elements between value dims */
+    void *const *blocks;  /* paged: block b holds positions [b·block_pos, (b+1)·block_pos) */
+    int64_t block_pos;
+    size_t k_off, v_off;  /* paged: bytes from a block to the layer's keys, values */
 } lrun_kv_view;
 
 /* The options of the QUANTIZED kind. */
@@ -84,6 +92,7 @@ typedef struct lrun_kv_cache {
     int preallocated;     /* STATIC, OFFLOADED_STATIC: storage taken at init, never given back */
     lrun_kv_seq *seqs;    /* (n_seq) */
     lrun_kv_stage *stage; /* staged kinds: the device slots; NULL for resident kinds */
+    struct lrun_kv_pool *pool; /* exact kinds: the blocks (kv_blocks.h) */
     /* QUANTIZED */
     int q_bits;               /* 8 or 4 */
     int64_t q_group;          /* elements per (scale, min) pair */

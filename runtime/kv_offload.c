@@ -216,7 +216,8 @@ lrun_kv_view lrun_kv_stage_view(const lrun_kv_stage *g, int64_t seq, int64_t lay
 {
     const int64_t i = g->seq_cs[seq];
     char *k = (char *)g->slot[layer % 2] + g->cs_off[i];
-    return (lrun_kv_view){k, k + (size_t)(g->cs_cap[i] * g->kv->kv_dim) * g->kv->elem_bytes, g->cs_cap[i]};
+    return (lrun_kv_view){.k = k, .v = k + (size_t)(g->cs_cap[i] * g->kv->kv_dim) * g->kv->elem_bytes,
+                          .cap = g->cs_cap[i]};
 }
 
 void lrun_kv_stage_layer_end(lrun_kv_stage *g, int64_t layer)

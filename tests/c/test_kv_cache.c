@@ -183,7 +183,7 @@ static void test_oom(const char *path, int64_t n_layer)
     lrun_engine_free(pe);
     lrun_model_free(probe);
     const size_t per_pos = (size_t)n_layer * 2 * KV_DIM * 2;
-    const size_t budget = s0.scratch_bytes + 700 * per_pos;
+    const size_t budget = s0.scratch_bytes + 500 * per_pos; /* 7 blocks of 64 positions */
 
     lrun_model *m = load(path, budget);
     lrun_device *dev = lrun_model_device(m);
@@ -192,13 +192,13 @@ static void test_oom(const char *path, int64_t n_layer)
     float *logits = malloc((size_t)2 * V * sizeof *logits);
     int64_t n_out;
     for (int i = 0; i < 512; i++) tok[i] = 3 + i % 200, sq[i] = 0;
-    lrun_status st = lrun_engine_step(e, 300, tok, sq, NULL, logits, 1, &n_out); /* 512 positions reserved */
+    lrun_status st = lrun_engine_step(e, 300, tok, sq, NULL, logits, 1, &n_out); /* 5 blocks */
     CHECK("a 300-token prompt fits the budget", st == LRUN_OK);
     const size_t used = lrun_device_used(dev);
     for (int i = 0; i < 512; i++) sq[i] = 1;
     st = lrun_engine_step(e, 300, tok, sq, NULL, logits, 1, &n_out);
     printf("# %s\n", lrun_last_error());
-    CHECK("a second 300-token prompt is LRUN_E_OOM", st == LRUN_E_OOM);
+    CHECK("a second 300-token prompt (5 more blocks) is LRUN_E_OOM", st == LRUN_E_OOM);
     CHECK("the OOM names phase \"cache\"", strcmp(lrun_last_oom_phase(), "cache") == 0);
     CHECK("the OOM reports requested > free", lrun_last_oom_requested() > lrun_last_oom_free());
     CHECK("after the OOM nothing leaked and nothing changed",
@@ -216,7 +216,7 @@ static void test_oom(const char *path, int64_t n_layer)
     lrun_engine_stats s;
     lrun_engine_get_stats(e, &s);
     printf("# offloaded: %zu device KV bytes for 300 + 212 positions (a resident cache: %zu)\n", s.kv_bytes,
-           (size_t)512 * per_pos);
+           (size_t)(320 + 256) * per_pos);
     CHECK("offloaded, both prompts fit the budget that failed dynamic", st == LRUN_OK && n_out == 2);
     CHECK("offloaded device KV is at most two layers of the step's sequences",
           s.kv_bytes <= 2 * (size_t)(320 + 224) * 2 * KV_DIM * 2);
@@ -248,39 +248,54 @@ static void test_reorder(lrun_model *m)
 {
     enum { BEAMS = 40, PROMPT = 1000 };
     lrun_engine *e = make_engine(m, LRUN_CACHE_KIND_DYNAMIC, BEAMS, PROMPT + 32, 512, 0, 0);
+    lrun_device *dev = lrun_model_device(m);
     int32_t *tok = malloc(PROMPT * sizeof *tok), *sq = calloc(PROMPT, sizeof *sq);
     for (int i = 0; i < PROMPT; i++) tok[i] = 3 + i % 250;
     float *logits = malloc((size_t)BEAMS * V * sizeof *logits);
     int64_t n_out, src[BEAMS];
     lrun_status st = lrun_engine_step(e, PROMPT, tok, sq, NULL, logits, 1, &n_out);
     lrun_engine_stats s;
-    const uint64_t seq_bytes = (uint64_t)L * 2 * 1024 * KV_DIM * 2; /* 1000 positions padded to 1024 */
-    for (int b = 0; b < BEAMS; b++) src[b] = 0;
+    const uint64_t block = (uint64_t)L * 2 * 64 * KV_DIM * 2; /* one block of 64 positions, every layer, f16 */
+    const size_t used = lrun_device_used(dev);
     lrun_engine_reset_stats(e);
+    st = st ? st : lrun_engine_seq_copy(e, 1, 0);
+    lrun_engine_get_stats(e, &s);
+    CHECK("a copy of a 1000-token sequence copies no KV bytes and takes no memory",
+          st == LRUN_OK && s.kv_bytes_copied == 0 && lrun_device_used(dev) == used && lrun_engine_seq_len(e, 1) == PROMPT);
+    for (int b = 0; b < BEAMS; b++) src[b] = 0;
     st = st ? st : lrun_engine_seq_reorder(e, src, BEAMS);
     lrun_engine_get_stats(e, &s);
-    printf("# fan-out of a %d-token prompt to %d beams: %llu bytes copied (%d copies of %llu)\n", PROMPT, BEAMS,
-           (unsigned long long)s.kv_bytes_copied, BEAMS - 1, (unsigned long long)seq_bytes);
-    CHECK("fan-out: beam 0 keeps its record, 39 copies", st == LRUN_OK && s.kv_bytes_copied == 39 * seq_bytes);
-    /* one decode step for every beam, then reorders */
+    printf("# fan-out of a %d-token prompt to %d beams: %llu bytes copied, %zu more device bytes\n", PROMPT, BEAMS,
+           (unsigned long long)s.kv_bytes_copied, lrun_device_used(dev) - used);
+    CHECK("fan-out to 40 beams copies nothing", st == LRUN_OK && s.kv_bytes_copied == 0 && lrun_device_used(dev) == used);
+    /* one decode step for every beam: each copies the shared, partly filled last block (1000 = 15·64 + 40) */
     for (int b = 0; b < BEAMS; b++) tok[b] = 3 + b, sq[b] = b;
+    lrun_engine_reset_stats(e);
     st = lrun_engine_step(e, BEAMS, tok, sq, NULL, logits, BEAMS, &n_out);
+    lrun_engine_get_stats(e, &s);
+    printf("# first decode step of the 40 beams: %llu bytes copied on write (%llu per block)\n",
+           (unsigned long long)s.kv_bytes_copied, (unsigned long long)block);
+    CHECK("the first decode step copies one block for 39 beams (the last keeps the original)",
+          st == LRUN_OK && s.kv_bytes_copied == 39 * block);
     for (int b = 0; b < BEAMS; b++) src[b] = BEAMS - 1 - b;
     lrun_engine_reset_stats(e);
     st = st ? st : lrun_engine_seq_reorder(e, src, BEAMS);
     lrun_engine_get_stats(e, &s);
-    CHECK("a permutation of 40 beams of 1001 positions copies 0 bytes", st == LRUN_OK && s.kv_bytes_copied == 0);
+    CHECK("a permutation of 40 beams copies 0 bytes", st == LRUN_OK && s.kv_bytes_copied == 0);
     for (int b = 0; b < BEAMS; b++) src[b] = b / 2 * 2; /* every even beam twice, odd ones dropped */
     lrun_engine_reset_stats(e);
     st = lrun_engine_seq_reorder(e, src, BEAMS);
+    for (int b = 0; st == LRUN_OK && b < BEAMS; b++) tok[b] = 7 + b, sq[b] = b;
+    st = st ? st : lrun_engine_step(e, BEAMS, tok, sq, NULL, logits, BEAMS, &n_out);
     lrun_engine_get_stats(e, &s);
-    printf("# reorder with 20 repeated parents: %llu bytes copied (a copy of every beam: %llu)\n",
-           (unsigned long long)s.kv_bytes_copied, (unsigned long long)(BEAMS * seq_bytes));
-    CHECK("20 repeated parents: 20 sequence copies, the other 20 beams move",
-          st == LRUN_OK && s.kv_bytes_copied == 20 * seq_bytes && lrun_engine_seq_len(e, 39) == PROMPT + 1);
+    printf("# reorder with 20 repeated parents, then a step: %llu bytes copied (whole sequences: %llu)\n",
+           (unsigned long long)s.kv_bytes_copied, (unsigned long long)(20 * 16 * block));
+    CHECK("20 repeated parents then a step: one block per repeated parent",
+          st == LRUN_OK && s.kv_bytes_copied == 20 * block && lrun_engine_seq_len(e, 39) == PROMPT + 2);
     const int64_t bad[2] = {0, BEAMS};
     CHECK("a source out of range is LRUN_E_ARG", lrun_engine_seq_reorder(e, bad, 2) == LRUN_E_ARG);
     lrun_engine_free(e);
+    CHECK("every block is given back", lrun_device_used(dev) == 0);
     free(tok);
     free(sq);
     free(logits);
