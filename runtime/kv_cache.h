@@ -14,24 +14,24 @@
  *                             of recent positions exact; slots are filled by
  *                             dequantizing (staged)
  *
- * Exact stores keep one allocation per sequence with all its layers, each
- * layer's keys then its values, cap·n_head_kv·head_dim elements each:
+ * Exact stores are paged (kv_blocks.h): blocks of LRUN_KV_BLOCK positions,
+ * shared between sequences by reference count, each holding per layer
  *
- *   keys   (cap, n_head_kv, head_dim)   a position's keys contiguous,
- *                                       positions kv_dim = n_head_kv*head_dim apart
- *   values (n_head_kv, head_dim, cap)   transposed, as llama.cpp stores V without
- *                                       flash attention: each value dim's positions
- *                                       contiguous, dims cap apart
+ *   keys   (block, n_head_kv, head_dim)   a position's keys contiguous,
+ *                                         positions kv_dim = n_head_kv*head_dim apart
+ *   values (n_head_kv, head_dim, block)   transposed, as llama.cpp stores V without
+ *                                         flash attention: each value dim's positions
+ *                                         contiguous, dims a block apart
  *
- * A slot holds one layer of the sequences of a chunk in the same layout, each
- * sequence with its own cap, so attention cannot tell a slot from a store.
+ * A slot holds one layer of the sequences of a chunk contiguously, keys
+ * (cap, kv_dim) then values (kv_dim, cap), each sequence with its own cap;
+ * attention sums over blocks and over slots in the same order, to the bit.
  *
  * The attention reads the values of each dim up to the positions it sees
  * rounded up to LRUN_KV_PAD, as llama.cpp reads its zeroed cache cells (its
- * softmax gives them p = 0): every cap is a multiple of LRUN_KV_PAD, and the
- * values of positions [len, len rounded up to LRUN_KV_PAD) are kept zero
- * (reserve zeroes the groups new positions enter, truncate zeroes what it
- * forgets, copies carry the zeros along; a slot is zeroed past what it loads).
+ * softmax gives them p = 0): blocks and caps are multiples of LRUN_KV_PAD,
+ * and the values past a sequence's positions are zero (fresh blocks, slots
+ * past what they load) or finite values of a sequence sharing the block.
  *
  * A step runs: step_begin (grow everything, or fail changing nothing), then
  * per chunk of tokens chunk_begin, per layer layer_begin / view / layer_end,
@@ -43,10 +43,11 @@
 
 #define LRUN_KV_PAD 32
 
-/* One sequence's storage. Exact kinds use data/cap; QUANTIZED uses data as
- * its codes (cap positions of codes and group scales per layer) and ring. */
+/* One sequence's storage. Exact kinds use the block table (bid, blk, nb);
+ * QUANTIZED uses data as its codes (cap positions of codes and group scales
+ * per layer) and ring. */
 typedef struct lrun_kv_seq {
-    void *data;       /* (n_layer, [keys, values]) as above, NULL while cap is 0 */
+    void *data;       /* QUANTIZED: codes (kv_quant.h), NULL while cap is 0 */
     int64_t len;      /* positions stored */
     int64_t cap;      /* positions allocated, a multiple of LRUN_KV_PAD */
     size_t bytes;     /* bytes of data */
@@ -100,7 +101,7 @@ typedef struct lrun_kv_cache {
     size_t q_pos_bytes;       /* codes and scales of one position, keys or values, one layer */
     /* accounting */
     uint64_t bytes_moved;     /* bytes between the store and the slots (both ways) */
-    uint64_t bytes_copied;    /* bytes copied by seq copy and reorder */
+    uint64_t bytes_copied;    /* bytes copied by copies, reorders and copy on write */
 } lrun_kv_cache;
 
 /* STATIC and OFFLOADED_STATIC allocate n_ctx_max positions for every slot
@@ -112,8 +113,8 @@ lrun_status lrun_kv_cache_init(lrun_kv_cache *kv, lrun_device *device, lrun_cach
                                int64_t n_ctx_max, const lrun_kv_quant_opts *quant);
 void lrun_kv_cache_free(lrun_kv_cache *kv);
 
-/* Makes room for n_pos positions in seq (doubling a dynamic store) and
- * zeroes the values of the padding groups positions up to n_pos enter. On
+/* Makes room for n_pos positions in seq: new blocks, a private copy of a
+ * shared block it will write into (quantized: a doubling of its codes). On
  * failure the sequence is unchanged. LRUN_E_ARG when n_pos > n_ctx_max. */
 lrun_status lrun_kv_cache_reserve(lrun_kv_cache *kv, int64_t seq, int64_t n_pos);
 
@@ -141,14 +142,17 @@ void lrun_kv_cache_step_end(lrun_kv_cache *kv, const int64_t *seq_count);
 
 /* Forgets positions from len on; a dynamic sequence emptied to 0 gives its memory back. */
 lrun_status lrun_kv_cache_truncate(lrun_kv_cache *kv, int64_t seq, int64_t len);
-/* dst becomes a copy of src (growing dst as needed; on failure dst is unchanged). */
+/* dst becomes a copy of src: exact kinds share src's blocks (no bytes move);
+ * quantized copies (growing dst as needed; on failure dst is unchanged). */
 lrun_status lrun_kv_cache_copy(lrun_kv_cache *kv, int64_t dst, int64_t src);
-/* Sequences [0, n) become copies of src_of_dst[0..n) at once (beam reordering):
- * the first sequence of [0, n) to take a source in [0, n) takes its storage
- * by moving a record, only further takers copy bytes. On failure nothing changes. */
+/* Sequences [0, n) become copies of src_of_dst[0..n) at once (beam
+ * reordering): exact kinds swap block tables (no bytes move); quantized
+ * moves the first taker's record and copies for further takers. On failure
+ * nothing changes. */
 lrun_status lrun_kv_cache_reorder(lrun_kv_cache *kv, const int64_t *src_of_dst, int64_t n);
 
-/* Device bytes held now: the store when on the device, plus the slots. */
+/* Device bytes held now: the store when on the device (blocks with memory,
+ * codes and rings), plus the slots. */
 size_t lrun_kv_cache_device_bytes(const lrun_kv_cache *kv);
 
 /* ---------------------------------------------------------------- stores (kv_cache.c, kv_quant.c)

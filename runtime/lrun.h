@@ -482,7 +482,7 @@ typedef struct lrun_engine_stats {
     size_t slot_bytes;           /* device bytes of the streaming slots */
     size_t kv_bytes;             /* device bytes of the KV cache now (an offloaded store is not) */
     size_t scratch_bytes;        /* device bytes of the step scratch */
-    uint64_t kv_bytes_copied;    /* KV cache bytes copied by seq_copy and seq_reorder */
+    uint64_t kv_bytes_copied;    /* KV cache bytes copied by seq_copy, seq_reorder and copy on write */
 } lrun_engine_stats;
 
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);
@@ -493,14 +493,17 @@ int64_t lrun_engine_n_ctx_max(const lrun_engine *engine);
 int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq);
 /* Forgets the sequence's cache from position len onward (0 = all of it). */
 lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len);
-/* Makes dst's cache a copy of src's (for forks and beams). */
+/* Makes dst's cache a copy of src's (for forks and beams). On the CPU
+ * engine the exact caches share src's blocks of 64 positions: no bytes
+ * move, and a sequence writing into a shared, partly filled block copies
+ * that block first (docs/kv-cache.md). */
 lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src);
 /* Beam reordering in one call: sequences [0, n) become what sequences
- * src_of_dst[0..n) were (sources may repeat and may lie past n). The first
- * destination to take each source below n takes its storage by moving a
- * record: a permutation copies no bytes; only a source taken again is
- * copied, into the storage of a sequence nobody took. On failure nothing
- * changes. kv_bytes_copied in the stats counts what was copied. */
+ * src_of_dst[0..n) were (sources may repeat and may lie past n). Exact
+ * caches swap block tables (no bytes move; the next step copies at most one
+ * block per repeated source); quantized moves records and copies only
+ * repeated sources. On failure nothing changes. kv_bytes_copied in the
+ * stats counts what was copied. CPU engine only for now. */
 lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n);
 
 /* One forward step over n_tokens tokens. Token i belongs to sequence seq[i]
