@@ -17,9 +17,13 @@ M.spec = {
 
 --- Writes the model to path.
 -- @tparam string path
-function M.write(path)
+-- @tparam[opt] table changes fields of M.spec to change (n_layer = 32: the
+--   deep variant the seed scenario's OOM test uses)
+function M.write(path, changes)
   local s = ffi.new("lrun_model_gen_spec")
-  local p = M.spec
+  local p = {}
+  for k, v in pairs(M.spec) do p[k] = v end
+  for k, v in pairs(changes or {}) do p[k] = v end
   s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.n_ff
   s.n_vocab, s.n_ctx = p.n_vocab, p.n_ctx
   s.weight_dtype, s.embd_dtype = C.LRUN_DTYPE_F32, C.LRUN_DTYPE_F32

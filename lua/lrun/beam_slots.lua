@@ -6,7 +6,8 @@
 -- beam left no child. A step that keeps every beam's line costs no copy; a
 -- step where one beam spawns c children costs c - 1 copies (and the slots
 -- of c - 1 dropped beams are reused). The copy is lrun.engine_rows' copy(),
--- the one place to switch to a cheaper engine primitive.
+-- the one place that touches the cache; with the paged store it shares
+-- blocks instead of moving positions.
 -- @module lrun.beam_slots
 local M = {}
 

@@ -35,7 +35,7 @@ end
 -- @tparam table config generate options (cache_implementation=, model=)
 function M.current(config)
   if config.cache_implementation then return config.cache_implementation end
-  if config.model and config.model.cache_kind then return M.name(config.model.cache_kind) or "dynamic" end
+  if config.model and config.model.cache_implementation then return config.model.cache_implementation end
   return "dynamic"
 end
 

@@ -7,7 +7,6 @@
 -- @module lrun.engine_rows
 local lf = require("lrun.ffi")
 local errors = require("lrun.errors")
-local cache_kinds = require("lrun.cache_kinds")
 local ffi, C = lf.ffi, lf.C
 
 local M = {}
@@ -19,24 +18,19 @@ Rows.__index = Rows
 -- another cache kind or step size).
 -- @tparam lrun.model model
 -- @tparam int n_seq
--- @tparam[opt] table opts {cache_implementation=, n_batch=}
+-- @tparam[opt] table opts {cache_implementation=, cache_config=, n_batch=}
 -- @treturn[1] Rows
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.open(model, n_seq, opts)
   opts = opts or {}
-  local kind
-  if opts.cache_implementation then
-    local k, why = cache_kinds.value(opts.cache_implementation)
-    if not k then return nil, errors.new("unsupported", "cache_implementation: " .. why) end
-    kind = k
-  end
-  local engine, err = model:engine({ n_seq = n_seq, cache_kind = kind, n_batch = opts.n_batch })
+  local engine, err = model:engine({ n_seq = n_seq, cache_implementation = opts.cache_implementation,
+    cache_config = opts.cache_config, n_batch = opts.n_batch })
   if not engine then return nil, err end
   local self = setmetatable({
     model = model, engine = engine, n_seq = n_seq, n_vocab = model.n_vocab,
     n_ctx = tonumber(C.lrun_engine_n_ctx_max(engine)),
-    device = model:device_name(),
+    device = model.device_name,
     n_out = ffi.new("int64_t[1]"),
     cap = 0,
   }, Rows)
@@ -110,8 +104,12 @@ function Rows:len(slot)
 end
 
 --- Makes slot dst's cache a copy of slot src's. The one place beam
--- reordering touches the cache: a cheaper engine primitive (shared blocks,
--- a reorder call) replaces this body and nothing else.
+-- reordering touches the cache. With the paged store (kv-caches) an exact
+-- cache's copy shares src's blocks (reference counts, copy on write), so no
+-- positions move until a beam writes into a shared, partly filled block.
+-- (lrun_engine_seq_reorder does a whole permutation in one call; the slot
+-- remapping of lrun.beam_slots already makes only the copies that are
+-- needed, so it is not used.)
 -- @treturn[1] true
 -- @treturn[2] nil
 -- @treturn[2] table error

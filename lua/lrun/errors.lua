@@ -54,8 +54,9 @@ end
 --- The error of a failed core call, from its status and lrun_last_error().
 -- @tparam cdata status an lrun_status other than LRUN_OK
 -- @tparam[opt] string context prefixed to the message ("loading x.gguf")
--- @tparam[opt] table where for an OOM: {device=, phase=, stage=} as the
---   caller knows them (phase is used when the core does not name one)
+-- @tparam[opt] table|string where for an OOM: {device=, phase=, stage=} as the
+--   caller knows them (phase is used when the core does not name one), or
+--   just the device's name
 -- @treturn table
 function M.from_status(status, context, where)
   local lf = require("lrun.ffi")
@@ -65,6 +66,7 @@ function M.from_status(status, context, where)
   if context then msg = context .. ": " .. msg end
   local fields
   if status == C.LRUN_E_OOM then
+    if type(where) == "string" then where = { device = where } end
     where = where or {}
     fields = {
       requested = tonumber(C.lrun_last_oom_requested()),

@@ -18,6 +18,9 @@
 --                      character or a possible stop string is still open);
 --                      return false to stop
 --   add_special        when the prompt is a string: tokenize it with BOS (default true)
+--   cache_implementation  "dynamic", "static", "offloaded", "offloaded_static" or
+--                      "quantized" (default: the load option's; docs/kv-cache.md)
+--   cache_config       for "quantized": {nbits = 8|4, q_group_size =, residual_length =}
 --
 -- Beams (HF semantics, lrun.beam and lrun.beam_groups; docs/generation.md):
 --
@@ -32,7 +35,9 @@
 --
 -- Runs and memory:
 --
---   cache_implementation  the model's   "dynamic", "static" (and the kinds this build has)
+--   cache_implementation  the model's   "dynamic", "static", "offloaded", "offloaded_static",
+--                             "quantized" (docs/kv-cache.md)
+--   cache_config       for "quantized": {nbits = 8|4, q_group_size =, residual_length =}
 --   max_batch_rows     all    sequences in the engine at once; a larger batch of
 --                             prompts runs in chunks (split_batch sets it)
 --   n_batch            512    tokens per engine step before it is split
@@ -117,10 +122,13 @@ local checks = {
   early_stopping = function(v) if not (type(v) == "boolean" or v == "never") then return 'true, false or "never"' end end,
   num_return_sequences = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
   pad_token_id = function(v) if not (is_int(v) and v >= 0) then return "a token id" end end,
-  cache_implementation = function(v) if type(v) ~= "string" then return "a string" end end,
   max_batch_rows = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
   n_batch = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
   on_oom = function(v) if type(v) ~= "table" then return "a list of fallback strategies" end end,
+  cache_implementation = function(v)
+    if type(v) ~= "string" then return "one of \"" .. table.concat(require("lrun.cache").names, "\", \"") .. "\"" end
+  end,
+  cache_config = function(v) if type(v) ~= "table" then return "a table" end end,
 }
 
 -- Levenshtein distance, for "did you mean" on a misspelt option.
@@ -165,6 +173,7 @@ function M.check_options(opts, level)
     end
     out[k] = v
   end
+  require("lrun.cache").check("generate", out.cache_implementation, out.cache_config, level)
   for k, v in pairs(M.defaults) do if out[k] == nil then out[k] = v end end
   return out
 end
@@ -197,8 +206,9 @@ end
 -- @treturn[1] cdata float[n_vocab] (reused by the next call)
 -- @treturn[2] nil
 -- @treturn[2] table error
-function M.prefill(model, ids)
-  local engine, err = model:engine()
+function M.prefill(model, ids, opts)
+  opts = opts or {}
+  local engine, err = model:engine(opts.cache_implementation, opts.cache_config)
   if not engine then return nil, err end
   local n = #ids
   local n_ctx = tonumber(C.lrun_engine_n_ctx_max(engine))
@@ -218,7 +228,7 @@ function M.prefill(model, ids)
     tokens[i - 1] = id
   end
   status = C.lrun_engine_step(engine, n, tokens, seq, nil, b.logits, 1, b.n_out)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "prefill") end
+  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "prefill", model.device_name) end
   return b.logits
 end
 
@@ -453,10 +463,6 @@ function M.generate(model, prompt, opts, level)
   local prompts, batched = prompt_ids(model, prompt, opts, level)
   check_beam_options(opts, batched, level)
   if opts.on_oom then require("lrun.resilient").resolve(opts.on_oom, level) end
-  if opts.cache_implementation then
-    local ok, why = require("lrun.cache_kinds").value(opts.cache_implementation)
-    if not ok and why:find("^unknown") then error("generate: option 'cache_implementation': " .. why, level) end
-  end
 
   local eos, eos_list = {}, {}
   local eos_opt = opts.eos_token_id

@@ -16,7 +16,8 @@ M.config = require("lrun.config")
 -- @tparam string path a GGUF file
 -- @tparam[opt] table opts device ("cpu", "cuda:0"), gpu_budget (bytes or "4G"),
 --   threads, progress (default: stderr is a terminal), n_ctx,
---   cache_implementation ("dynamic"|"static"), rope_style ("adjacent"|"half"),
+--   cache_implementation ("dynamic"|"static"|"offloaded"|"offloaded_static"|"quantized"),
+--   cache_config ({nbits=, q_group_size=, residual_length=}), rope_style ("adjacent"|"half"),
 --   kv_dtype ("f16", the default, or "f32": the KV cache's element type; f32
 --   gives llama.cpp's bits with its f32 cache, docs/numerics.md).
 --   Missing options come from the launcher's command line (lrun.config).

@@ -23,7 +23,8 @@ M.Model = Model
 
 local load_opt_types = {
   device = "string", gpu_budget = "number|string", threads = "number", progress = "boolean",
-  n_ctx = "number", cache_implementation = "string", rope_style = "string", kv_dtype = "string",
+  n_ctx = "number", cache_implementation = "string", cache_config = "table", rope_style = "string",
+  kv_dtype = "string",
   policy = "any", -- read by the offload layer; accepted here so scripts can pass it through
 }
 
@@ -37,11 +38,7 @@ local function check_load_opts(opts)
       error("lrun.load: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 3)
     end
   end
-  if opts.cache_implementation and opts.cache_implementation ~= "dynamic"
-      and opts.cache_implementation ~= "static" then
-    error("lrun.load: cache_implementation must be \"dynamic\" or \"static\", got \""
-      .. opts.cache_implementation .. "\"", 3)
-  end
+  require("lrun.cache").check("lrun.load", opts.cache_implementation, opts.cache_config, 3)
   if opts.kv_dtype and opts.kv_dtype ~= "f16" and opts.kv_dtype ~= "f32" then
     error("lrun.load: kv_dtype must be \"f16\" or \"f32\", got \"" .. opts.kv_dtype .. "\"", 3)
   end
@@ -112,11 +109,12 @@ function M.load(path, opts)
     path = path,
     threads = threads,
     n_ctx = opts.n_ctx or 0,
-    cache_kind = opts.cache_implementation == "static" and C.LRUN_CACHE_KIND_STATIC
-      or C.LRUN_CACHE_KIND_DYNAMIC,
+    cache_implementation = opts.cache_implementation or "dynamic",
+    cache_config = opts.cache_config,
     kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
   }, Model)
   self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
+  self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
   self.n_vocab = tonumber(info.n_vocab)
   return self
@@ -145,43 +143,51 @@ end
 Model.close = Model.free
 
 --- The engine (the KV cache and scratch), made on first use and kept.
--- With `req`, a run asks for the shape it needs: the engine is remade when
--- the kept one has too few sequence slots, another cache kind or another
--- step size (a static cache must match exactly: its slots hold memory).
--- @tparam[opt] table req {n_seq=, cache_kind= (an lrun_cache_kind), n_batch=}
+-- A run asks for the shape it needs: the engine is remade when the kept one
+-- has too few sequence slots, another cache (implementation and config) or
+-- another step size (a static cache must match exactly: its slots hold
+-- memory). One engine at a time: the old one's cache and scratch go first.
+-- @tparam[opt] table|string req {n_seq=, cache_implementation=, cache_config=, n_batch=};
+--   a string is a cache_implementation (with cache_config as the second argument)
+-- @tparam[opt] table cache_config when req is a string
 -- @treturn[1] cdata lrun_engine *
 -- @treturn[2] nil
 -- @treturn[2] table error
-function Model:engine(req)
+function Model:engine(req, cache_config)
   local h = live(self, "engine")
+  if type(req) == "string" then req = { cache_implementation = req, cache_config = cache_config } end
   local owned = self.owned
+  if owned.engine ~= nil and req == nil then return owned.engine end
+  req = req or {}
+  local cache = require("lrun.cache")
+  local impl = req.cache_implementation or self.cache_implementation
+  local config = req.cache_config or (req.cache_implementation == nil and self.cache_config) or nil
+  local key = cache.key(impl, config)
+  local n_seq, n_batch = req.n_seq or 1, req.n_batch or 0
   if owned.engine ~= nil then
-    if req == nil then return owned.engine end
     local have = owned.engine_shape
-    local n_seq = req.n_seq or 1
-    local kind = req.cache_kind or self.cache_kind
-    local fits = have.cache_kind == kind and have.n_batch == (req.n_batch or 0)
-      and (have.n_seq == n_seq or (have.n_seq > n_seq and kind == C.LRUN_CACHE_KIND_DYNAMIC))
-    if fits then return owned.engine end
+    local growable = impl ~= "static" and impl ~= "offloaded_static"
+    if have.key == key and have.n_batch == n_batch and (have.n_seq == n_seq or (have.n_seq > n_seq and growable)) then
+      return owned.engine
+    end
     C.lrun_engine_free(owned.engine)
     owned.engine = nil
   end
-  req = req or {}
   local eo = ffi.new("lrun_engine_opts")
-  eo.n_seq_max = req.n_seq or 1
+  eo.n_seq_max = n_seq
   eo.n_ctx_max = self.n_ctx
-  eo.n_batch_max = req.n_batch or 0
-  eo.cache_kind = req.cache_kind or self.cache_kind
+  eo.n_batch_max = n_batch
   eo.n_threads = self.threads
   eo.kv_dtype = self.kv_dtype
+  for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   local out = ffi.new("lrun_engine *[1]")
   local status = C.lrun_engine_init(out, h, eo)
   if status ~= C.LRUN_OK then
     return nil, errors.from_status(status, "making the engine",
-      { device = self:device_name(), phase = "scratch", stage = "engine" })
+      { device = self.device_name, phase = "scratch", stage = "engine" })
   end
   owned.engine = out[0]
-  owned.engine_shape = { n_seq = tonumber(eo.n_seq_max), cache_kind = eo.cache_kind, n_batch = tonumber(eo.n_batch_max) }
+  owned.engine_shape = { key = key, n_seq = n_seq, n_batch = n_batch }
   return out[0]
 end
 
@@ -194,12 +200,6 @@ function Model:release_engine()
   end
 end
 
---- The name of the model's device ("cpu", "cuda:0").
--- @treturn string
-function Model:device_name()
-  local dev = C.lrun_model_device(live(self, "device_name"))
-  return dev ~= nil and ffi.string(C.lrun_device_name(dev)) or "?"
-end
 
 -- ---------------------------------------------------------------- tokens
 
