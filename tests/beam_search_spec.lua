@@ -59,6 +59,28 @@ describe("beam search against HF transformers", function()
   end
 end)
 
+describe("beam reordering", function()
+  it("copies no cache per step: the seed scenario copies the prompt's slot once per beam, sharing blocks", function()
+    local lf = require("lrun.ffi")
+    local doc = golden()
+    local case
+    for _, c in ipairs(doc.cases) do if c.name == "seed" then case = c end end
+    local m = assert(lrun.load(beam_model.path(), { kv_dtype = "f32", progress = false }))
+    local _, ids, stats = m:generate(doc.prompts.seed, case.options)
+    assert.are.equal(40, #ids)
+    assert.are.equal(39, stats.beam_copies) -- 40 groups of one beam: only the first step forks
+    local s = lf.ffi.new("lrun_engine_stats")
+    lf.C.lrun_engine_get_stats(m:engine(), s)
+    -- bytes copied: at most one 64-position block per beam and layer (copy
+    -- on write of the prompt's last, shared block), not 39 prompts
+    local per_pos = 2 * 32 * 4 -- K and V, kv_dim 32, f32
+    local bound = 40 * beam_model.spec.n_layer * 64 * per_pos
+    assert.is_true(tonumber(s.kv_bytes_copied) <= bound, "copied " .. tostring(s.kv_bytes_copied))
+    assert.is_true(bound < 39 * 1000 * beam_model.spec.n_layer * per_pos / 10)
+    m:free()
+  end)
+end)
+
 describe("batches", function()
   local m
   setup(function() m = assert(lrun.load(beam_model.path(), { kv_dtype = "f32", progress = false })) end)
