@@ -405,50 +405,115 @@ static void attention_scores(float *scores, const float *q, const void *k, int64
     for (; j < n_pos; j++) scores[j] = dot4x8_ref(kb + (size_t)j * row, q, head_dim, f16) * scale;
 }
 
-/* ggml_vec_dot_f32 without SIMD over n (a multiple of 8) elements that
- * stand for a zero-padded multiple of 32: group g of 8 goes to accumulator g % 4. */
-static float dot4x8_groups_ref(const void *x, const float *y, int64_t n, int f16)
+#ifdef LRUN_OPS_AVX2
+/* dot4x8_partial's accumulators, carried across segments: a[0..3] += x·y
+ * over n positions (a multiple of 8); only a last segment has groups past its
+ * last whole 32, so segments of whole 32s sum as one contiguous row. */
+static inline void dot4x8_acc(__m256 a[4], const void *x, const float *y, int64_t n, int f16)
 {
-    float a[4][8] = {{0}};
-    for (int64_t i = 0; i < n; i += 8)
-        for (int l = 0; l < 8; l++) a[(i / 8) % 4][l] = fmaf(load1(x, i + l, f16), y[i + l], a[(i / 8) % 4][l]);
-    return reduce4x8_ref(a);
+    const int64_t np = n & ~(int64_t)31;
+    for (int64_t i = 0; i < np; i += 32) {
+        a[0] = _mm256_fmadd_ps(load8(x, i, f16), _mm256_loadu_ps(y + i), a[0]);
+        a[1] = _mm256_fmadd_ps(load8(x, i + 8, f16), _mm256_loadu_ps(y + i + 8), a[1]);
+        a[2] = _mm256_fmadd_ps(load8(x, i + 16, f16), _mm256_loadu_ps(y + i + 16), a[2]);
+        a[3] = _mm256_fmadd_ps(load8(x, i + 24, f16), _mm256_loadu_ps(y + i + 24), a[3]);
+    }
+    if (np + 8 <= n) a[0] = _mm256_fmadd_ps(load8(x, np, f16), _mm256_loadu_ps(y + np), a[0]);
+    if (np + 16 <= n) a[1] = _mm256_fmadd_ps(load8(x, np + 8, f16), _mm256_loadu_ps(y + np + 8), a[1]);
+    if (np + 24 <= n) a[2] = _mm256_fmadd_ps(load8(x, np + 16, f16), _mm256_loadu_ps(y + np + 16), a[2]);
 }
 
-/* out[d] = Σ_j p[j] · v_d[j] for d < head_dim, v_d = v + d·v_stride (cache
- * dtype, finite), over j < n_pad: n_pos rounded up to 8, p zero from n_pos
- * on. llama.cpp's zero padding to its KV view's multiple of 256 adds exact
- * zeros to the sums: stopping at the multiple of 8 gives the same bits. */
-static void attention_values(float *out, const float *p, const void *v, int64_t v_stride, int64_t n_pad,
-                             int64_t head_dim, int chain8, int f16)
+static inline __m128 dot4x8_finish(const __m256 a[4])
 {
-    const size_t eb = f16 ? 2 : 4, row = (size_t)v_stride * eb;
+    const __m256 s = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+/* chain8_rows4's four chains, carried across segments. */
+static inline void chain8_acc4(__m256 a[4], const char *x0, size_t row, const float *y, int64_t n, int f16)
+{
+    const char *x1 = x0 + row, *x2 = x1 + row, *x3 = x2 + row;
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256 yv = _mm256_loadu_ps(y + i);
+        a[0] = _mm256_fmadd_ps(load8(x0, i, f16), yv, a[0]);
+        a[1] = _mm256_fmadd_ps(load8(x1, i, f16), yv, a[1]);
+        a[2] = _mm256_fmadd_ps(load8(x2, i, f16), yv, a[2]);
+        a[3] = _mm256_fmadd_ps(load8(x3, i, f16), yv, a[3]);
+    }
+}
+
+static inline __m128 chain8_finish4(const __m256 a[4])
+{
+    __m128 t0 = _mm_add_ps(_mm256_extractf128_ps(a[0], 1), _mm256_castps256_ps128(a[0]));
+    __m128 t1 = _mm_add_ps(_mm256_extractf128_ps(a[1], 1), _mm256_castps256_ps128(a[1]));
+    __m128 t2 = _mm_add_ps(_mm256_extractf128_ps(a[2], 1), _mm256_castps256_ps128(a[2]));
+    __m128 t3 = _mm_add_ps(_mm256_extractf128_ps(a[3], 1), _mm256_castps256_ps128(a[3]));
+    _MM_TRANSPOSE4_PS(t0, t1, t2, t3);
+    return _mm_add_ps(_mm_add_ps(t0, t2), _mm_add_ps(t1, t3));
+}
+#endif
+
+/* Values in segments: positions [s·seg, (s+1)·seg) of value dim d are at
+ * vseg[s] + v_off + d·v_stride elements. seg is a multiple of 32 (or covers
+ * all n_pad positions: one contiguous segment). */
+typedef struct value_segs {
+    const char *const *base;
+    size_t off;          /* bytes from a segment's base to dim 0 of the head */
+    int64_t seg;         /* positions per segment */
+    int64_t v_stride;    /* elements between value dims */
+} value_segs;
+
+/* out[d] = Σ_j p[j] · v_d[j] for d < head_dim (v in the cache dtype, finite),
+ * over j < n_pad: n_pos rounded up to 8, p zero from n_pos on. llama.cpp's
+ * zero padding to its KV view's multiple of 256 adds exact zeros to the
+ * sums: stopping at the multiple of 8 gives the same bits. The accumulators
+ * run across segments, so a paged cache sums in the contiguous order. */
+static void attention_values(float *out, const float *p, const value_segs *vs, int64_t n_pad, int64_t head_dim,
+                             int chain8, int f16)
+{
+    const size_t eb = f16 ? 2 : 4, row = (size_t)vs->v_stride * eb;
+    const int64_t seg = vs->seg;
     int64_t d = 0;
 #ifdef LRUN_OPS_AVX2
-    const size_t span = (size_t)n_pad * eb; /* bytes read of each row */
+    const size_t span = (size_t)(n_pad < seg ? n_pad : seg) * eb; /* bytes read of each row of a segment */
     for (; d + 4 <= head_dim; d += 4) {
-        const char *x0 = (const char *)v + (size_t)d * row, *x1 = x0 + row, *x2 = x1 + row, *x3 = x2 + row;
-        /* the value dims are separate short streams (rows are cap apart),
-         * which the hardware prefetcher picks up late: fetch the next four
-         * rows while these four are summed */
-        if (d + 8 <= head_dim)
-            for (int r = 0; r < 4; r++)
-                for (size_t o = 0; o < span; o += 64) _mm_prefetch(x3 + (size_t)(r + 1) * row + o, _MM_HINT_T0);
-        if (chain8) {
-            _mm_storeu_ps(out + d, chain8_rows4(x0, row, p, n_pad, f16));
-        } else {
-            _mm_storeu_ps(out + d, finish4(dot4x8_partial(x0, p, n_pad, f16), dot4x8_partial(x1, p, n_pad, f16),
-                                           dot4x8_partial(x2, p, n_pad, f16), dot4x8_partial(x3, p, n_pad, f16)));
+        __m256 a[4][4];
+        for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = a[r][2] = a[r][3] = _mm256_setzero_ps();
+        __m256 c[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t s0 = 0; s0 < n_pad; s0 += seg) {
+            const int64_t m = n_pad - s0 < seg ? n_pad - s0 : seg;
+            const char *x0 = vs->base[s0 / seg] + vs->off + (size_t)d * row, *x3 = x0 + 3 * row;
+            /* the value dims are separate short streams (rows are cap apart),
+             * which the hardware prefetcher picks up late: fetch the next four
+             * rows while these four are summed */
+            if (d + 8 <= head_dim)
+                for (int r = 0; r < 4; r++)
+                    for (size_t o = 0; o < span; o += 64) _mm_prefetch(x3 + (size_t)(r + 1) * row + o, _MM_HINT_T0);
+            if (chain8) {
+                chain8_acc4(c, x0, row, p + s0, m, f16);
+            } else {
+                for (int r = 0; r < 4; r++) dot4x8_acc(a[r], x0 + (size_t)r * row, p + s0, m, f16);
+            }
         }
+        if (chain8) _mm_storeu_ps(out + d, chain8_finish4(c));
+        else _mm_storeu_ps(out + d, finish4(dot4x8_finish(a[0]), dot4x8_finish(a[1]), dot4x8_finish(a[2]),
+                                            dot4x8_finish(a[3])));
     }
 #endif
     for (; d < head_dim; d++) {
-        const char *x = (const char *)v + (size_t)d * row;
-        if (chain8) {
-            out[d] = chain8_ref(x, p, n_pad, f16);
-        } else {
-            out[d] = dot4x8_groups_ref(x, p, n_pad, f16);
+        /* without SIMD: group g of 8 goes to accumulator g % 4 (4x8) or lane by lane (chain) */
+        float a[4][8] = {{0}}, c8[8] = {0};
+        for (int64_t s0 = 0; s0 < n_pad; s0 += seg) {
+            const int64_t m = n_pad - s0 < seg ? n_pad - s0 : seg;
+            const char *x = vs->base[s0 / seg] + vs->off + (size_t)d * row;
+            for (int64_t i = 0; i < m; i += 8)
+                for (int l = 0; l < 8; l++) {
+                    const float t = load1(x, i + l, f16), y = p[s0 + i + l];
+                    if (chain8) c8[l] = fmaf(t, y, c8[l]);
+                    else a[((s0 + i) / 8) % 4][l] = fmaf(t, y, a[((s0 + i) / 8) % 4][l]);
+                }
         }
+        out[d] = chain8 ? hsum8_ref(c8) : reduce4x8_ref(a);
     }
 }
 
@@ -464,11 +529,14 @@ static void round_f16(float *dst, const float *src, int64_t n)
     for (; i < n; i++) dst[i] = lrun_f16_to_f32(lrun_f32_to_f16(src[i]));
 }
 
-void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t k_stride, const void *v,
-                             int64_t v_stride, lrun_dtype kv_dtype, int64_t n_pos, int64_t head_dim, float scale,
-                             int chain8, float *scores)
+/* Keys in segments as values_segs: position j of segment s at
+ * kbase[s] + k_off + (j - s·seg)·k_stride elements. */
+static void attention_head_segs(float *out, const float *q, const char *const *kbase, size_t k_off, int64_t k_stride,
+                                const value_segs *vs, lrun_dtype kv_dtype, int64_t n_pos, int64_t head_dim,
+                                float scale, int chain8, float *scores)
 {
     const int f16 = kv_dtype == LRUN_DTYPE_F16;
+    const int64_t seg = vs->seg;
     const int64_t n_pad = (n_pos + PAD - 1) / PAD * PAD;
     if (f16) { /* llama.cpp converts q to the cache's f16 before its dots */
         float *q16 = scores + n_pad;
@@ -477,14 +545,30 @@ void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t 
     }
     /* with an f16 cache, a step of >= 2 tokens takes tinyBLAS for K q too
      * (the converted q is contiguous, which llamafile needs); f32 never does */
-    if (f16 && chain8 && head_dim % 8 == 0) attention_scores_chain8(scores, q, k, k_stride, n_pos, head_dim, scale, f16);
-    else attention_scores(scores, q, k, k_stride, n_pos, head_dim, scale, f16);
+    /* each score depends on its own key only; segments are whole groups of 4 keys */
+    for (int64_t s0 = 0; s0 < n_pos; s0 += seg) {
+        const int64_t m = n_pos - s0 < seg ? n_pos - s0 : seg;
+        const char *k = kbase[s0 / seg] + k_off;
+        if (f16 && chain8 && head_dim % 8 == 0)
+            attention_scores_chain8(scores + s0, q, k, k_stride, m, head_dim, scale, f16);
+        else attention_scores(scores + s0, q, k, k_stride, m, head_dim, scale, f16);
+    }
     /* the masked positions: -inf scores give e = 0 exactly, as llama.cpp's mask */
     const int64_t n8 = (n_pos + 7) / 8 * 8;
     for (int64_t j = n_pos; j < n8; j++) scores[j] = -INFINITY;
     lrun_cpu_softmax(scores, n8);
     if (f16) round_f16(scores, scores, n_pos); /* p goes to f16 for the dots with V */
-    attention_values(out, scores, v, v_stride, n8, head_dim, chain8, f16);
+    attention_values(out, scores, vs, n8, head_dim, chain8, f16);
+}
+
+void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t k_stride, const void *v,
+                             int64_t v_stride, lrun_dtype kv_dtype, int64_t n_pos, int64_t head_dim, float scale,
+                             int chain8, float *scores)
+{
+    const char *kb = k, *vb = v;
+    const int64_t all = (n_pos + PAD - 1) / PAD * PAD; /* one segment over every position read */
+    const value_segs vs = {&vb, 0, all, v_stride};
+    attention_head_segs(out, q, &kb, 0, k_stride, &vs, kv_dtype, n_pos, head_dim, scale, chain8, scores);
 }
 
 struct attention_task {
@@ -508,6 +592,14 @@ static void attention_worker(void *ctx, int ith, int nth)
     for (int64_t task = first; task < last; task += spread ? nth : 1) {
         const int64_t i = task / b->n_head, h = task % b->n_head, hk = h / group;
         const int64_t off = (i * b->n_head + h) * b->head_dim;
+        if (b->blocks) { /* paged: block table of the token's sequence */
+            const char *const *base = (const char *const *)b->blocks[i];
+            const value_segs vs = {base, b->v_off + (size_t)(hk * b->head_dim * b->block_pos) * eb, b->block_pos,
+                                   b->block_pos};
+            attention_head_segs(b->out + off, b->q + off, base, b->k_off + (size_t)(hk * b->head_dim) * eb, kv_dim,
+                                &vs, b->kv_dtype, b->n_pos[i], b->head_dim, b->scale, b->pv_chain8, scores);
+            continue;
+        }
         const char *k = (const char *)b->k[i] + (size_t)(hk * b->head_dim) * eb;
         const char *v = (const char *)b->v[i] + (size_t)(hk * b->head_dim * b->v_stride[i]) * eb;
         lrun_cpu_attention_head(b->out + off, b->q + off, k, kv_dim, v, b->v_stride[i], b->kv_dtype, b->n_pos[i],

@@ -96,6 +96,15 @@ typedef struct lrun_attention_batch {
     const int64_t *n_pos;      /* (n_tok) positions the token sees (its own included) */
     float *scores;             /* (n_threads, scores_stride) scratch */
     int64_t scores_stride;     /* >= max n_pos rounded up to 32, plus head_dim */
+    /* A paged cache, when blocks is not NULL (k, v and v_stride are then
+     * unused): token i's positions [b·block_pos, (b+1)·block_pos) are in the
+     * block blocks[i][b], this layer's keys at +k_off bytes as
+     * (block_pos, n_head_kv, head_dim), values at +v_off as
+     * (n_head_kv, head_dim, block_pos). block_pos is a multiple of 32; the
+     * sums run across blocks in the contiguous order, to the same bits. */
+    const void *const *const *blocks; /* (n_tok) → that token's block table */
+    int64_t block_pos;
+    size_t k_off, v_off;
 } lrun_attention_batch;
 
 /* Runs every (token, head) of the batch, spread over the pool's threads.

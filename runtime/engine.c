@@ -73,6 +73,7 @@ struct lrun_engine {
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
     lrun_engine_stats stats;
     lrun_weight_stream *ws;       /* AS_PLACED: slots and copy thread for off-device weights; else NULL */
+    uint64_t kv_moved_base, kv_copied_base; /* the cache's counters at the last stats reset */
 
     /* host bookkeeping, sized at init */
     int64_t *tok_seq;          /* (B) sequence of each token of the chunk */
@@ -80,6 +81,7 @@ struct lrun_engine {
     int64_t *tok_npos;         /* (B) positions each token attends to: pos + 1 */
     const void **tok_k;        /* (B) the token's sequence cache, keys of the current layer */
     const void **tok_v;        /* (B) values (transposed) */
+    const void *const **tok_blocks; /* (B) the token's block table, when the cache is paged */
     int64_t *tok_vstride;      /* (B) the cap of the token's sequence: elements between value dims */
     int64_t *out_rows;         /* (B) chunk rows whose logits are wanted */
     int64_t *seq_count;        /* (n_seq_max) tokens of each sequence in this step */
@@ -187,8 +189,7 @@ static lrun_status load_vectors(lrun_engine *e)
 
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts)
 {
-    static const lrun_engine_opts defaults = {1, 0, 0, LRUN_CACHE_KIND_DYNAMIC, 0, LRUN_KV_DTYPE_DEFAULT,
-                                              LRUN_WEIGHT_MODE_ALL_DEVICE, 0};
+    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
     if (opts && opts->weight_mode != LRUN_WEIGHT_MODE_ALL_DEVICE && opts->weight_mode != LRUN_WEIGHT_MODE_AS_PLACED)
         return lrun_fail(LRUN_E_ARG, "engine: weight_mode %d is not LRUN_WEIGHT_MODE_ALL_DEVICE or _AS_PLACED",
                          (int)opts->weight_mode);
@@ -200,6 +201,10 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     if (!opts) opts = &defaults;
     const lrun_model_info *in = &model->info;
     if (lrun_device_kind_of(model->device) == LRUN_DEVICE_KIND_CUDA) {
+        if (opts->cache_kind != LRUN_CACHE_KIND_DYNAMIC && opts->cache_kind != LRUN_CACHE_KIND_STATIC)
+            return lrun_fail(LRUN_E_UNSUPPORTED, "engine: cache_implementation \"%s\" runs on the CPU engine only "
+                             "for now; the CUDA engine has dynamic and static",
+                             lrun_cache_kind_name(opts->cache_kind));
         lrun_engine *e = calloc(1, sizeof *e);
         if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
         lrun_status st = lrun_cuda_engine_init(&e->cuda, model, opts);
@@ -250,25 +255,29 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
         e->tok_npos = malloc(B * sizeof *e->tok_npos);
         e->tok_k = malloc(B * sizeof *e->tok_k);
         e->tok_v = malloc(B * sizeof *e->tok_v);
+        e->tok_blocks = malloc(B * sizeof *e->tok_blocks);
         e->tok_vstride = malloc(B * sizeof *e->tok_vstride);
         e->out_rows = malloc(B * sizeof *e->out_rows);
         e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
         e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
-        if (!e->layers || !e->tok_seq || !e->tok_pos || !e->tok_npos || !e->tok_k || !e->tok_v || !e->tok_vstride ||
+        if (!e->layers || !e->tok_seq || !e->tok_pos || !e->tok_npos || !e->tok_k || !e->tok_v || !e->tok_blocks || !e->tok_vstride ||
             !e->out_rows || !e->seq_count || !e->seq_done)
             st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
     }
     if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
         st = lrun_fail(LRUN_E_OOM, "engine: scratch for %zu tokens overflows size_t", B);
-    if (st == LRUN_OK) st = lrun_device_alloc(e->device, e->scratch_bytes, "engine scratch", &e->scratch);
+    if (st == LRUN_OK)
+        st = lrun_oom_phase(lrun_device_alloc(e->device, e->scratch_bytes, "engine scratch", &e->scratch), "scratch");
     if (st == LRUN_OK) {
         layout_scratch(e, e->scratch, &e->scratch_bytes);
         st = load_vectors(e);
     }
-    if (st == LRUN_OK)
+    if (st == LRUN_OK) {
+        const lrun_kv_quant_opts q = {opts->kv_quant_bits, opts->kv_quant_group, opts->kv_residual_len};
         st = lrun_kv_cache_init(&e->kv, e->device, opts->cache_kind,
                                 opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16, in->n_layer,
-                                in->n_head_kv, in->head_dim, e->n_seq_max, e->n_ctx_max);
+                                in->n_head_kv, in->head_dim, e->n_seq_max, e->n_ctx_max, &q);
+    }
     /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where they are */
     if (st == LRUN_OK && opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED)
         st = lrun_weight_stream_init(&e->ws, model, opts->prefetch_layers);
@@ -294,6 +303,7 @@ void lrun_engine_free(lrun_engine *engine)
     free(engine->tok_npos);
     free(engine->tok_k);
     free(engine->tok_v);
+    free(engine->tok_blocks);
     free(engine->tok_vstride);
     free(engine->out_rows);
     free(engine->seq_count);
@@ -329,6 +339,13 @@ lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src)
 {
     if (engine->cuda) return lrun_cuda_engine_seq_copy(engine->cuda, dst, src);
     return lrun_kv_cache_copy(&engine->kv, dst, src);
+}
+
+lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n)
+{
+    if (engine->cuda)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "engine: seq_reorder is not on the CUDA engine yet; use seq_copy");
+    return lrun_kv_cache_reorder(&engine->kv, src_of_dst, n);
 }
 
 lrun_cuda_engine *lrun_engine_cuda(lrun_engine *engine) { return engine ? engine->cuda : NULL; }
@@ -377,14 +394,28 @@ static void rope_store_rows(void *ctx, int64_t first, int64_t last)
         const float *cs = e->cs + i * in->n_rot;
         lrun_cpu_rope_apply(&e->rope, cs, q, in->n_head, in->head_dim);
         lrun_cpu_rope_apply(&e->rope, cs, k, in->n_head_kv, in->head_dim);
-        const int64_t s = e->tok_seq[i], pos = e->tok_pos[i], cap = e->kv.seqs[s].cap;
+        const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
         const size_t eb = e->kv.elem_bytes;
-        char *kc = lrun_kv_cache_k(&e->kv, s, c->layer), *vc = lrun_kv_cache_v(&e->kv, s, c->layer);
-        lrun_cpu_kv_store(kc + (size_t)(pos * e->kv_dim) * eb, e->kv.dtype, 1, k, e->kv_dim);
-        lrun_cpu_kv_store(vc + (size_t)pos * eb, e->kv.dtype, cap, v, e->kv_dim); /* a column of the transposed values */
-        e->tok_k[i] = kc;
-        e->tok_v[i] = vc;
-        e->tok_vstride[i] = cap;
+        const lrun_kv_view w = lrun_kv_cache_view(&e->kv, s, c->layer);
+        char *kd, *vd; /* where position pos goes: its block's row and column, or the slot's */
+        int64_t vstride;
+        if (w.blocks) {
+            char *b = w.blocks[pos / w.block_pos];
+            const int64_t j = pos % w.block_pos;
+            kd = b + w.k_off + (size_t)(j * e->kv_dim) * eb;
+            vd = b + w.v_off + (size_t)j * eb;
+            vstride = w.block_pos;
+        } else {
+            kd = (char *)w.k + (size_t)(pos * e->kv_dim) * eb;
+            vd = (char *)w.v + (size_t)pos * eb;
+            vstride = w.cap;
+        }
+        lrun_cpu_kv_store(kd, e->kv.dtype, 1, k, e->kv_dim);
+        lrun_cpu_kv_store(vd, e->kv.dtype, vstride, v, e->kv_dim); /* a column of the transposed values */
+        e->tok_k[i] = w.k;
+        e->tok_v[i] = w.v;
+        e->tok_vstride[i] = w.cap;
+        e->tok_blocks[i] = (const void *const *)w.blocks;
     }
 }
 
@@ -445,13 +476,17 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
             matmul(e, L->wk, W.data[LRUN_WS_K], e->xn, n, e->k);
             matmul(e, L->wv, W.data[LRUN_WS_V], e->xn, n, e->v);
         }
+        lrun_kv_cache_layer_begin(&e->kv, l); /* an offloaded layer is in its device slot from here */
         rc = (struct rows_ctx){e, l, NULL, NULL, NULL, NULL};
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
         /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
+        const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], l); /* the layer's block offsets */
         const lrun_attention_batch ab = {n, in->n_head, in->n_head_kv, in->head_dim,
                                          1.0f / sqrtf((float)in->head_dim), e->kv.dtype, n >= 2, e->q, e->attn,
-                                         e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores};
+                                         e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
+                                         w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off};
         lrun_cpu_attention(pool, &ab);
+        lrun_kv_cache_layer_end(&e->kv, l); /* new entries back to an offloaded store */
         matmul(e, L->wo, W.data[LRUN_WS_O], e->attn, n, e->tmp);
         rc = (struct rows_ctx){e, l, E->ffn_norm, E->bo, e->tmp, NULL};
         lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
@@ -514,11 +549,8 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
                          (long long)n_want, logits ? (long long)logits_rows_cap : 0LL);
 
     // ---- grow every cache first, so a failure changes nothing
-    for (int64_t s = 0; s < e->n_seq_max; s++) {
-        if (!e->seq_count[s]) continue;
-        st = lrun_kv_cache_reserve(&e->kv, s, e->kv.seqs[s].len + e->seq_count[s]);
-        if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
-    }
+    st = lrun_kv_cache_step_begin(&e->kv, e->seq_count);
+    if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
 
     // ---- chunks of n_batch_max tokens, in token order
     memset(e->seq_done, 0, (size_t)e->n_seq_max * sizeof *e->seq_done);
@@ -533,11 +565,13 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
             const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == e->seq_count[s];
             if (wanted) e->out_rows[want++] = i;
         }
+        lrun_kv_cache_chunk_begin(&e->kv, n, e->tok_seq, e->tok_pos);
         forward_chunk(e, tokens + c0, n, want, want ? logits + rows_out * e->n_vocab : NULL);
+        lrun_kv_cache_chunk_end(&e->kv);
         rows_out += want;
         e->stats.steps++;
     }
-    for (int64_t s = 0; s < e->n_seq_max; s++) e->kv.seqs[s].len += e->seq_count[s];
+    lrun_kv_cache_step_end(&e->kv, e->seq_count);
     if (n_out) *n_out = rows_out;
     return LRUN_OK;
 }
@@ -564,7 +598,9 @@ void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
     }
     *out = engine->stats;
     out->weight_device_bytes = lrun_model_tier_bytes(engine->model, LRUN_TIER_DEVICE);
-    for (int64_t i = 0; i < engine->kv.n_seq; i++) out->kv_bytes += engine->kv.seqs[i].bytes;
+    out->kv_bytes = lrun_kv_cache_device_bytes(&engine->kv);
+    out->kv_bytes_moved = engine->kv.bytes_moved - engine->kv_moved_base;
+    out->kv_bytes_copied = engine->kv.bytes_copied - engine->kv_copied_base;
     out->scratch_bytes = engine->scratch_bytes;
     lrun_weight_stream_add_stats(engine->ws, out);
 }
@@ -576,5 +612,7 @@ void lrun_engine_reset_stats(lrun_engine *engine)
     else {
         memset(&engine->stats, 0, sizeof engine->stats);
         lrun_weight_stream_reset_stats(engine->ws);
+        engine->kv_moved_base = engine->kv.bytes_moved;
+        engine->kv_copied_base = engine->kv.bytes_copied;
     }
 }

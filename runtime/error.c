@@ -8,6 +8,7 @@
 static _Thread_local char last_message[1024] = "no error";
 static _Thread_local size_t last_oom_requested;
 static _Thread_local size_t last_oom_free;
+static _Thread_local char last_oom_phase[16]; /* "" until a site names it */
 
 static void set_message(const char *fmt, va_list ap)
 {
@@ -31,7 +32,15 @@ lrun_status lrun_fail_oom(size_t requested, size_t free_bytes, const char *fmt, 
     va_end(ap);
     last_oom_requested = requested;
     last_oom_free = free_bytes;
+    last_oom_phase[0] = '\0';
     return LRUN_E_OOM;
+}
+
+lrun_status lrun_oom_phase(lrun_status status, const char *phase)
+{
+    if (status == LRUN_E_OOM && last_oom_phase[0] == '\0' && phase)
+        snprintf(last_oom_phase, sizeof last_oom_phase, "%s", phase);
+    return status;
 }
 
 lrun_status lrun_fail_context(lrun_status status, const char *fmt, ...)
@@ -57,6 +66,7 @@ lrun_status lrun_fail_context(lrun_status status, const char *fmt, ...)
 const char *lrun_last_error(void) { return last_message; }
 size_t lrun_last_oom_requested(void) { return last_oom_requested; }
 size_t lrun_last_oom_free(void) { return last_oom_free; }
+const char *lrun_last_oom_phase(void) { return last_oom_phase[0] ? last_oom_phase : "unknown"; }
 
 const char *lrun_status_name(lrun_status status)
 {

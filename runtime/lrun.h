@@ -44,6 +44,11 @@ const char *lrun_status_name(lrun_status status);
 /* Details of the last LRUN_E_OOM on this thread (bytes), 0 when unknown. */
 size_t lrun_last_oom_requested(void);
 size_t lrun_last_oom_free(void);
+/* What was being allocated at the last LRUN_E_OOM on this thread: "load"
+ * (weights while a model loads), "weights" (a residency move), "scratch"
+ * (engine scratch), "cache" (KV cache storage or its device slots, at
+ * engine init or while a step grows it), or "unknown". */
+const char *lrun_last_oom_phase(void);
 
 /* ---------------------------------------------------------------- dtypes */
 
@@ -429,8 +434,19 @@ typedef struct lrun_engine lrun_engine;
 
 typedef enum lrun_cache_kind {
     LRUN_CACHE_KIND_DYNAMIC = 0, /* grows as needed */
-    LRUN_CACHE_KIND_STATIC = 1   /* n_ctx_max positions per sequence, allocated up front */
+    LRUN_CACHE_KIND_STATIC = 1,  /* n_ctx_max positions per sequence, allocated up front */
+    LRUN_CACHE_KIND_OFFLOADED = 2,        /* grows in pinned host memory (outside the device budget);
+                                           * only the layer computed and the one prefetched are on
+                                           * the device, in two slots */
+    LRUN_CACHE_KIND_OFFLOADED_STATIC = 3, /* offloaded, host store and slots allocated up front */
+    LRUN_CACHE_KIND_QUANTIZED = 4         /* int8/int4 codes with per-group scales, the last
+                                           * kv_residual_len positions exact (HF QuantizedCache) */
 } lrun_cache_kind;
+
+/* "dynamic", "static", "offloaded", "offloaded_static", "quantized"; LRUN_E_ARG
+ * listing them for any other name. */
+lrun_status lrun_cache_kind_from_name(const char *name, lrun_cache_kind *out);
+const char *lrun_cache_kind_name(lrun_cache_kind kind);
 
 /* Element type of the KV cache. A type of its own rather than lrun_dtype,
  * whose 0 is f32: here 0 must mean the default. */
@@ -481,6 +497,9 @@ typedef struct lrun_engine_opts {
     lrun_weight_mode weight_mode;
     int prefetch_layers;     /* k: streamed blocks copied ahead of the one computing, [0, 64]; 0 = the
                               * default (2 on cpu, docs/residency.md) */
+    int kv_quant_bits;       /* QUANTIZED: 8 or 4; 0 = 8 */
+    int64_t kv_quant_group;  /* QUANTIZED: elements per scale along head_dim; 0 = 64 (or head_dim) */
+    int64_t kv_residual_len; /* QUANTIZED: recent positions kept exact; 0 = 128 */
 } lrun_engine_opts;
 
 /* What an engine has done since it was made (or last reset): residency
@@ -490,7 +509,8 @@ typedef struct lrun_engine_stats {
     uint64_t bytes_streamed;     /* weight bytes brought to the device for compute: per chunk, every
                                   * streamed unit's bytes (counted when compute takes it) plus
                                   * gathered embedding rows (n_tokens * row bytes) */
-    uint64_t kv_bytes_moved;     /* KV cache bytes moved between host and device */
+    uint64_t kv_bytes_moved;     /* KV cache bytes moved between its store and device slots
+                                  * (offloaded: host <-> device; quantized: codes <-> slots) */
     double copy_seconds;         /* copy thread/stream time spent copying streamed weights */
     double stall_seconds;        /* time compute waited for a copy to land */
     int64_t prefetch_hits;       /* streamed units (blocks, head) ready when compute reached them */
@@ -499,8 +519,9 @@ typedef struct lrun_engine_stats {
                                   * host-compute matrix's bytes; gathered rows of a host-compute table) */
     size_t weight_device_bytes;  /* weights resident on the device */
     size_t slot_bytes;           /* device bytes of the streaming slots */
-    size_t kv_bytes;             /* device bytes of the KV cache now */
+    size_t kv_bytes;             /* device bytes of the KV cache now (an offloaded store is not) */
     size_t scratch_bytes;        /* device bytes of the step scratch */
+    uint64_t kv_bytes_copied;    /* KV cache bytes copied by seq_copy, seq_reorder and copy on write */
 } lrun_engine_stats;
 
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);
@@ -511,8 +532,18 @@ int64_t lrun_engine_n_ctx_max(const lrun_engine *engine);
 int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq);
 /* Forgets the sequence's cache from position len onward (0 = all of it). */
 lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len);
-/* Makes dst's cache a copy of src's (for forks and beams). */
+/* Makes dst's cache a copy of src's (for forks and beams). On the CPU
+ * engine the exact caches share src's blocks of 64 positions: no bytes
+ * move, and a sequence writing into a shared, partly filled block copies
+ * that block first (docs/kv-cache.md). */
 lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src);
+/* Beam reordering in one call: sequences [0, n) become what sequences
+ * src_of_dst[0..n) were (sources may repeat and may lie past n). Exact
+ * caches swap block tables (no bytes move; the next step copies at most one
+ * block per repeated source); quantized moves records and copies only
+ * repeated sources. On failure nothing changes. kv_bytes_copied in the
+ * stats counts what was copied. CPU engine only for now. */
+lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n);
 
 /* One forward step over n_tokens tokens. Token i belongs to sequence seq[i]
  * and goes at that sequence's next position; a sequence's tokens appear in

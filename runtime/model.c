@@ -373,7 +373,7 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     if (st == LRUN_OK) st = lrun_threadpool_init(&m->pool, opts->n_threads);
     if (st != LRUN_OK) {
         lrun_model_free(m);
-        return lrun_fail_context(st, "loading %s", path);
+        return lrun_fail_context(lrun_oom_phase(st, "load"), "loading %s", path);
     }
     prefault(m, path, opts->progress);
     *out = m;

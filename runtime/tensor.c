@@ -124,8 +124,8 @@ lrun_status lrun_tensor_set_shape(lrun_tensor *t, const char *name, lrun_dtype d
 /* Storage of nbytes in tier (DEVICE on device); what names it in errors. */
 static lrun_status storage_alloc(lrun_device *device, lrun_tier tier, size_t nbytes, const char *what, void **out)
 {
-    if (tier == LRUN_TIER_DEVICE) return lrun_device_alloc(device, nbytes, what, out);
-    return lrun_host_alloc(tier, nbytes, what, out);
+    if (tier == LRUN_TIER_DEVICE) return lrun_oom_phase(lrun_device_alloc(device, nbytes, what, out), "weights");
+    return lrun_oom_phase(lrun_host_alloc(tier, nbytes, what, out), "weights");
 }
 
 static void storage_release(lrun_device *device, lrun_tier tier, void *data, size_t nbytes)

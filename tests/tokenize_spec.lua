@@ -41,7 +41,7 @@ describe("lrun.load", function()
       "lrun.load: option 'threads' must be a number, got string")
     assert.has_error(function() lrun.load("x.gguf", { gpu_budget = "4X" }) end)
     assert.has_error(function() lrun.load("x.gguf", { cache_implementation = "paged" }) end,
-      'lrun.load: cache_implementation must be "dynamic" or "static", got "paged"')
+      'lrun.load: cache_implementation must be one of "dynamic", "static", "offloaded", "offloaded_static", "quantized", got "paged"')
     assert.has_error(function() lrun.load(42) end, "lrun.load: path must be a string, got number")
   end)
 

@@ -18,6 +18,35 @@
 --                      character or a possible stop string is still open);
 --                      return false to stop
 --   add_special        when the prompt is a string: tokenize it with BOS (default true)
+--   cache_implementation  "dynamic", "static", "offloaded", "offloaded_static" or
+--                      "quantized" (default: the load option's; docs/kv-cache.md)
+--   cache_config       for "quantized": {nbits = 8|4, q_group_size =, residual_length =}
+--
+-- Beams (HF semantics, lrun.beam and lrun.beam_groups; docs/generation.md):
+--
+--   num_beams          1      > 1: beam search
+--   num_beam_groups    1      > 1: group (diverse) beam search
+--   diversity_penalty  0.0    Hamming diversity between groups (> 0 with groups)
+--   length_penalty     1.0    a finished beam scores sum log-prob / length^length_penalty
+--   early_stopping     false  false, true or "never", as HF
+--   num_return_sequences 1    sequences per prompt (<= num_beams; with do_sample, samples)
+--   pad_token_id       the file's padding id, else the first eos id (what a
+--                             finished group contributes to the diversity penalty)
+--
+-- Runs and memory:
+--
+--   cache_implementation  the model's   "dynamic", "static", "offloaded", "offloaded_static",
+--                             "quantized" (docs/kv-cache.md)
+--   cache_config       for "quantized": {nbits = 8|4, q_group_size =, residual_length =}
+--   max_batch_rows     all    sequences in the engine at once; a larger batch of
+--                             prompts runs in chunks (split_batch sets it)
+--   n_batch            512    tokens per engine step before it is split
+--   on_oom             a list of fallback strategies (names of policies/fallback/
+--                             modules, tables or functions) tried in order when the
+--                             run runs out of device memory (docs/fallbacks.md)
+--
+-- A prompt that is a list of prompts (strings or id lists) is a batch: each
+-- prompt its own sequence, no padding; one engine step per token across them.
 --
 -- An unknown option or a value of the wrong type is an error naming the option.
 -- The sampling of each step is one lrun_sample call; the prefill is one
@@ -27,6 +56,8 @@ local lf = require("lrun.ffi")
 local errors = require("lrun.errors")
 local sys = require("lrun.sys")
 local ffi, C = lf.ffi, lf.C
+
+local text_stream = require("lrun.text_stream")
 
 local M = {}
 
@@ -44,7 +75,8 @@ end
 
 M.defaults = {
   max_new_tokens = 20, do_sample = false, temperature = 1.0, top_k = 50, top_p = 1.0,
-  min_p = 0.0, repetition_penalty = 1.0,
+  min_p = 0.0, repetition_penalty = 1.0, num_beams = 1, num_beam_groups = 1, diversity_penalty = 0.0,
+  length_penalty = 1.0, early_stopping = false, num_return_sequences = 1,
 }
 
 -- ---------------------------------------------------------------- options
@@ -83,6 +115,20 @@ local checks = {
   end,
   on_token = function(v) if type(v) ~= "function" then return "a function(piece, id)" end end,
   add_special = function(v) if type(v) ~= "boolean" then return "a boolean" end end,
+  num_beams = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
+  num_beam_groups = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
+  diversity_penalty = function(v) if not (type(v) == "number" and v >= 0 and v < math.huge) then return "a number >= 0" end end,
+  length_penalty = function(v) if not (type(v) == "number" and v == v and math.abs(v) < math.huge) then return "a finite number" end end,
+  early_stopping = function(v) if not (type(v) == "boolean" or v == "never") then return 'true, false or "never"' end end,
+  num_return_sequences = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
+  pad_token_id = function(v) if not (is_int(v) and v >= 0) then return "a token id" end end,
+  max_batch_rows = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
+  n_batch = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
+  on_oom = function(v) if type(v) ~= "table" then return "a list of fallback strategies" end end,
+  cache_implementation = function(v)
+    if type(v) ~= "string" then return "one of \"" .. table.concat(require("lrun.cache").names, "\", \"") .. "\"" end
+  end,
+  cache_config = function(v) if type(v) ~= "table" then return "a table" end end,
 }
 
 -- Levenshtein distance, for "did you mean" on a misspelt option.
@@ -127,43 +173,14 @@ function M.check_options(opts, level)
     end
     out[k] = v
   end
+  require("lrun.cache").check("generate", out.cache_implementation, out.cache_config, level)
   for k, v in pairs(M.defaults) do if out[k] == nil then out[k] = v end end
   return out
 end
 
 -- ---------------------------------------------------------------- text
 
--- Length of the longest prefix of s that ends on a whole UTF-8 character;
--- the bytes after it wait for the next token. Bytes that can never complete
--- (a stray continuation byte, an invalid lead) are released as they are.
-local function utf8_complete_len(s)
-  local n = #s
-  local i = n
-  while i >= 1 and n - i < 3 do
-    local b = s:byte(i)
-    if b < 0x80 or b >= 0xC0 then break end
-    i = i - 1
-  end
-  if i < 1 then return n end
-  local b = s:byte(i)
-  local need = b < 0x80 and 1 or (b >= 0xC0 and b < 0xE0) and 2 or (b >= 0xE0 and b < 0xF0) and 3
-    or (b >= 0xF0 and b < 0xF8) and 4 or 1
-  if n - i + 1 >= need then return n end
-  return i - 1
-end
-M.utf8_complete_len = utf8_complete_len
-
--- Length of the longest suffix of text that begins some stop string (and
--- so may not be shown yet).
-local function held_suffix(text, stops, max_stop)
-  for len = math.min(#text, max_stop - 1), 1, -1 do
-    local tail = text:sub(-len)
-    for _, s in ipairs(stops) do
-      if s:sub(1, len) == tail then return len end
-    end
-  end
-  return 0
-end
+M.utf8_complete_len = text_stream.utf8_complete_len
 
 -- ---------------------------------------------------------------- engine
 
@@ -189,8 +206,9 @@ end
 -- @treturn[1] cdata float[n_vocab] (reused by the next call)
 -- @treturn[2] nil
 -- @treturn[2] table error
-function M.prefill(model, ids)
-  local engine, err = model:engine()
+function M.prefill(model, ids, opts)
+  opts = opts or {}
+  local engine, err = model:engine(opts.cache_implementation, opts.cache_config)
   if not engine then return nil, err end
   local n = #ids
   local n_ctx = tonumber(C.lrun_engine_n_ctx_max(engine))
@@ -210,162 +228,312 @@ function M.prefill(model, ids)
     tokens[i - 1] = id
   end
   status = C.lrun_engine_step(engine, n, tokens, seq, nil, b.logits, 1, b.n_out)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "prefill") end
+  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "prefill", model.device_name) end
   return b.logits
 end
 
--- ---------------------------------------------------------------- the loop
+-- ---------------------------------------------------------------- sampling rows
 
---- Generates a continuation of prompt (see the module's options).
--- @tparam lrun.model model
--- @tparam string|{int,...} prompt
--- @tparam[opt] table opts
--- @tparam[opt=1] int level of the user's call above this function, for errors
--- @treturn[1] string new text
--- @treturn[1] {int,...} new ids (end-of-generation tokens excluded)
--- @treturn[1] table stats {n_prompt, n_generated, prompt_seconds, generate_seconds, stop_reason, seed}
--- @treturn[2] nil
--- @treturn[2] table error
-function M.generate(model, prompt, opts, level)
-  level = (level or 1) + 1
-  opts = M.check_options(opts, level)
-  local ids
-  if type(prompt) == "string" then
-    ids = model:tokenize(prompt, { add_special = opts.add_special ~= false })
-  elseif type(prompt) == "table" then
-    ids = {}
-    for i = 1, #prompt do ids[i] = prompt[i] end
-  else
-    error("generate: prompt must be a string or a table of token ids, got " .. type(prompt), level)
-  end
-  if #ids == 0 then error("generate: the prompt has no tokens", level) end
-
-  local eos = {}
-  local eos_opt = opts.eos_token_id
-  if eos_opt == nil then eos_opt = model.tokenizer:eog_ids() end
-  if type(eos_opt) == "number" then eos[eos_opt] = true
-  elseif type(eos_opt) == "table" then for _, id in ipairs(eos_opt) do eos[id] = true end end
-
-  local stops = type(opts.stop) == "string" and { opts.stop } or opts.stop
-  local max_stop = 0
-  if stops then for _, s in ipairs(stops) do max_stop = math.max(max_stop, #s) end end
-  if max_stop == 0 then stops = nil end
-
-  local stats = { n_prompt = #ids, n_generated = 0, prompt_seconds = 0, generate_seconds = 0 }
-  if opts.max_new_tokens == 0 then
-    stats.stop_reason = "length"
-    return "", {}, stats
-  end
-
-  local t0 = sys.now()
-  local logits, err = M.prefill(model, ids)
-  if not logits then return nil, err end
-  local t1 = sys.now()
-  stats.prompt_seconds = t1 - t0
-
-  local engine = model:engine()
-  local b = buffers(model)
-  local n_vocab = model.n_vocab
-  local n_ctx = tonumber(C.lrun_engine_n_ctx_max(engine))
-
-  local p = b.params
+-- The sampling parameters of the options.
+local function sampling_params(opts)
+  local p = ffi.new("lrun_sampling_params")
   p.do_sample = opts.do_sample and 1 or 0
   p.temperature = opts.temperature
   p.top_k = opts.top_k
   p.top_p = opts.top_p
   p.min_p = opts.min_p
   p.repetition_penalty = opts.repetition_penalty
+  return p
+end
 
-  local rng = nil
-  if opts.do_sample then
-    stats.seed = opts.seed or sys.random_seed()
-    local out = ffi.new("lrun_rng *[1]")
-    local status = C.lrun_rng_init(out, stats.seed)
-    if status ~= C.LRUN_OK then return nil, errors.from_status(status, "seeding") end
-    rng = ffi.gc(out[0], C.lrun_rng_free)
+--- Greedy or sampled decoding of rows, each row its own sequence in slot
+-- row-1, one engine step per token across the rows still running.
+-- @tparam table run {model=, rows={{ids=, seed=},...}, opts=, eos=, stops=}
+-- @treturn[1] {{text=, ids=, reason=},...} one per row
+-- @treturn[2] nil
+-- @treturn[2] table error
+local function sample_rows(run, stats)
+  local model, opts, eos = run.model, run.opts, run.eos
+  local n_rows = #run.rows
+  local rows, err = require("lrun.engine_rows").open(model, n_rows, opts)
+  if not rows then return nil, err end
+  local n_vocab = model.n_vocab
+  local p = sampling_params(opts)
+  local work = ffi.new("uint8_t[?]", C.lrun_sample_work_bytes(n_vocab))
+  local tok = ffi.new("int32_t[1]")
+  local on_token = opts.on_token
+
+  local state = {}
+  local entries = {}
+  for r, row in ipairs(run.rows) do
+    local cap = #row.ids + opts.max_new_tokens
+    local s = {
+      history = ffi.new("int32_t[?]", cap), -- (cap,) prompt ids, then new ids (repetition penalty)
+      n_history = #row.ids, new_ids = {}, reason = "length", running = true,
+      stream = text_stream.new(model.tokenizer, run.stops),
+    }
+    for i = 1, #row.ids do s.history[i - 1] = row.ids[i] end
+    if opts.do_sample then
+      local out = ffi.new("lrun_rng *[1]")
+      local st = C.lrun_rng_init(out, row.seed)
+      if st ~= C.LRUN_OK then rows:release_all(); return nil, errors.from_status(st, "seeding") end
+      s.rng = ffi.gc(out[0], C.lrun_rng_free)
+    end
+    state[r] = s
+    entries[r] = { slot = r - 1, ids = row.ids }
   end
 
-  -- The repetition penalty looks at the prompt and everything generated.
-  local cap = #ids + opts.max_new_tokens
-  local history = ffi.new("int32_t[?]", cap) -- (cap,) prompt ids, then new ids
-  for i = 1, #ids do history[i - 1] = ids[i] end
-  local n_history = #ids
+  local t0 = sys.now()
+  local logits
+  logits, err = rows:prefill(entries)
+  if not logits then rows:release_all(); return nil, err end
+  local t1 = sys.now()
+  stats.prompt_seconds = stats.prompt_seconds + (t1 - t0)
 
-  local new_ids = {}
-  local text, pending, emitted = "", "", 0
-  local on_token = opts.on_token
-  local tok = ffi.new("int32_t[1]")
-  local reason = "length"
-  local last_id
-
+  local live = {} -- row of each logits row
+  for r = 1, n_rows do live[r] = r end
+  local tokens = ffi.new("int32_t[?]", n_rows)
+  local slots = ffi.new("int32_t[?]", n_rows)
   for step = 1, opts.max_new_tokens do
     check_interrupt()
-    local status = C.lrun_sample(logits, n_vocab, p, history, n_history, rng, b.work, tok)
-    if status ~= C.LRUN_OK then return nil, errors.from_status(status, "sampling") end
-    local id = tok[0]
-    if eos[id] then reason = "eos"; break end
-    new_ids[#new_ids + 1] = id
-    history[n_history] = id
-    n_history = n_history + 1
-    last_id = id
-
-    -- Text: whole UTF-8 characters only; stop strings cut it.
-    pending = pending .. model.tokenizer:piece(id, false)
-    local k = utf8_complete_len(pending)
-    local prev_len = #text
-    text = text .. pending:sub(1, k)
-    pending = pending:sub(k + 1)
-    local stopped = false
-    local releasable = #text
-    if stops then
-      local from = math.max(1, prev_len - max_stop + 2)
-      local cut
-      for _, s in ipairs(stops) do
-        local at = text:find(s, from, true)
-        if at and (not cut or at < cut) then cut = at end
-      end
-      if cut then
-        text = text:sub(1, cut - 1)
-        releasable = #text
-        stopped = true
-        pending = ""
+    local n_next = 0
+    for i, r in ipairs(live) do
+      local s = state[r]
+      local status = C.lrun_sample(logits + (i - 1) * n_vocab, n_vocab, p, s.history, s.n_history, s.rng, work, tok)
+      if status ~= C.LRUN_OK then rows:release_all(); return nil, errors.from_status(status, "sampling") end
+      local id = tok[0]
+      if eos[id] then
+        s.reason, s.running = "eos", false
       else
-        releasable = #text - held_suffix(text, stops, max_stop)
+        s.new_ids[#s.new_ids + 1] = id
+        s.history[s.n_history] = id
+        s.n_history = s.n_history + 1
+        s.last_id = id
+        local piece, stopped = s.stream:push(id)
+        if on_token and on_token(piece, id) == false then
+          s.stream:cut_to_shown()
+          s.reason, s.running = "callback", false
+        elseif stopped then
+          s.reason, s.running = "stop", false
+        elseif step == opts.max_new_tokens then
+          s.running = false
+        elseif rows:len(r - 1) >= rows.n_ctx then
+          s.reason, s.running = "context", false
+        end
+      end
+      if s.running then
+        tokens[n_next], slots[n_next] = s.last_id, r - 1
+        n_next = n_next + 1
       end
     end
-    local piece = ""
-    if releasable > emitted then
-      piece = text:sub(emitted + 1, releasable)
-      emitted = releasable
-    end
-    if on_token and on_token(piece, id) == false then
-      text = text:sub(1, emitted) -- the caller saw exactly this
-      pending = ""
-      reason = "callback"
-      break
-    end
-    if stopped then reason = "stop"; break end
-    if step == opts.max_new_tokens then break end
+    if n_next == 0 then break end
+    local next_live = {}
+    for i = 0, n_next - 1 do next_live[i + 1] = slots[i] + 1 end
+    live = next_live
+    logits, err = rows:step(n_next, tokens, slots)
+    if not logits then rows:release_all(); return nil, err end
+  end
+  rows:release_all()
+  stats.generate_seconds = stats.generate_seconds + (sys.now() - t1)
 
-    local pos = tonumber(C.lrun_engine_seq_len(engine, 0))
-    if pos >= n_ctx then reason = "context"; break end
-    b.token[0] = id
-    b.seq[0] = 0
-    status = C.lrun_engine_step(engine, 1, b.token, b.seq, nil, logits, 1, b.n_out)
-    if status ~= C.LRUN_OK then return nil, errors.from_status(status, "decode step") end
+  local out = {}
+  for r, s in ipairs(state) do
+    -- What is still held back belongs to the text, unless a stop string or
+    -- the callback ended it.
+    if s.reason ~= "callback" and s.reason ~= "stop" then
+      local rest = s.stream:finish()
+      if on_token and rest ~= "" then on_token(rest, s.last_id) end
+    end
+    out[r] = { text = s.stream.text, ids = s.new_ids, reason = s.reason }
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------- the entry point
+
+-- Prompts as lists of ids, and whether the caller gave a batch.
+local function prompt_ids(model, prompt, opts, level)
+  local function one(p, where)
+    local ids
+    if type(p) == "string" then
+      ids = model:tokenize(p, { add_special = opts.add_special ~= false })
+    elseif type(p) == "table" then
+      ids = {}
+      for i = 1, #p do
+        local id = p[i]
+        if not is_int(id) or id < 0 or id >= model.n_vocab then
+          error("generate: " .. where .. "[" .. i .. "] = " .. tostring(id) .. " is not a token id of this model", level + 1)
+        end
+        ids[i] = id
+      end
+    else
+      error("generate: " .. where .. " must be a string or a table of token ids, got " .. type(p), level + 1)
+    end
+    if #ids == 0 then
+      error("generate: " .. (where == "prompt" and "the prompt" or where) .. " has no tokens", level + 1)
+    end
+    return ids
+  end
+  if type(prompt) == "table" and (type(prompt[1]) == "table" or type(prompt[1]) == "string") then
+    local out = {}
+    for i = 1, #prompt do out[i] = one(prompt[i], "prompt " .. i) end
+    return out, true
+  end
+  return { one(prompt, "prompt") }, false
+end
+
+-- HF's checks of the beam options, as errors naming them.
+local function check_beam_options(opts, batched, level)
+  local nb, ng = opts.num_beams, opts.num_beam_groups
+  local function bad(msg) error("generate: " .. msg, level + 1) end
+  if opts.num_return_sequences > 1 and nb == 1 and not opts.do_sample then
+    bad("num_return_sequences > 1 needs num_beams > 1 or do_sample (greedy gives one sequence)")
+  end
+  if nb > 1 and opts.num_return_sequences > nb then
+    bad("num_return_sequences (" .. opts.num_return_sequences .. ") must be <= num_beams (" .. nb .. ")")
+  end
+  if ng > 1 then
+    if nb % ng ~= 0 then bad("num_beams (" .. nb .. ") must be a multiple of num_beam_groups (" .. ng .. ")") end
+    if not (opts.diversity_penalty > 0) then bad("num_beam_groups > 1 needs diversity_penalty > 0") end
+    if opts.do_sample then bad("group beam search does not sample (do_sample must be false)") end
+  end
+  if nb > 1 then
+    if opts.do_sample then bad("beam sampling (num_beams > 1 with do_sample) is not supported") end
+    if opts.on_token then bad("on_token streams one sequence; it does not work with beams") end
+    if opts.stop then bad("stop strings are not supported with beams (use eos_token_id)") end
+  elseif batched or opts.num_return_sequences > 1 then
+    if opts.on_token then bad("on_token streams one sequence; it does not work with a batch") end
+  end
+end
+
+-- One run: every prompt, under opts; a batch larger than max_batch_rows runs
+-- in chunks of whole prompts.
+local function run_once(model, prompts, opts, eos, eos_list, stats)
+  local nb = opts.num_beams
+  local per_prompt = nb > 1 and nb or opts.num_return_sequences
+  local max_rows = opts.max_batch_rows or math.huge
+  local chunk = math.max(1, math.floor(max_rows / per_prompt))
+  local results = {}
+  for first = 1, #prompts, chunk do
+    local part = {}
+    for i = first, math.min(#prompts, first + chunk - 1) do part[#part + 1] = prompts[i] end
+    local out, err
+    if nb > 1 then
+      local run = { model = model, prompts = part, opts = opts, eos = eos, eos_list = eos_list,
+        pad = opts.pad_token_id, check_interrupt = check_interrupt }
+      local search = opts.num_beam_groups > 1 and require("lrun.beam_groups") or require("lrun.beam")
+      out, err = search.run(run, stats)
+    else
+      local rows = {}
+      for i, ids in ipairs(part) do
+        for k = 1, opts.num_return_sequences do
+          local global = ((first + i - 2) * opts.num_return_sequences) + (k - 1)
+          rows[#rows + 1] = { ids = ids, seed = stats.seed and (stats.seed + global) % 2 ^ 53 }
+        end
+      end
+      local stops = type(opts.stop) == "string" and { opts.stop } or opts.stop
+      out, err = sample_rows({ model = model, rows = rows, opts = opts, eos = eos, stops = stops }, stats)
+    end
+    if not out then return nil, err end
+    for _, r in ipairs(out) do
+      if not r.text then r.text = model:detokenize(r.ids, { special = false }) end
+      results[#results + 1] = r
+    end
+  end
+  return results
+end
+
+--- Generates continuations (see the module's options).
+-- One prompt and one sequence: text, ids, stats. A batch of prompts or
+-- num_return_sequences > 1: lists of texts and of ids, prompt after prompt
+-- (HF's order), and stats with per-sequence stop_reasons (and
+-- sequences_scores for beams).
+-- @tparam lrun.model model
+-- @tparam string|{int,...}|{string|{int,...},...} prompt
+-- @tparam[opt] table opts
+-- @tparam[opt=1] int level of the user's call above this function, for errors
+-- @treturn[1] string|{string,...} new text
+-- @treturn[1] {int,...}|{{int,...},...} new ids (end-of-generation tokens excluded)
+-- @treturn[1] table stats {n_prompt, n_generated, prompt_seconds, generate_seconds, stop_reason, seed, …}
+-- @treturn[2] nil
+-- @treturn[2] table error
+function M.generate(model, prompt, opts, level)
+  level = (level or 1) + 1
+  opts = M.check_options(opts, level)
+  local prompts, batched = prompt_ids(model, prompt, opts, level)
+  check_beam_options(opts, batched, level)
+  if opts.on_oom then require("lrun.resilient").resolve(opts.on_oom, level) end
+
+  local eos, eos_list = {}, {}
+  local eos_opt = opts.eos_token_id
+  if eos_opt == nil then eos_opt = model.tokenizer:eog_ids() end
+  if type(eos_opt) == "number" then eos_opt = { eos_opt } end
+  if type(eos_opt) == "table" then
+    for _, id in ipairs(eos_opt) do
+      if not eos[id] then eos[id] = true; eos_list[#eos_list + 1] = id end
+    end
+  end
+  if opts.num_beams > 1 and opts.pad_token_id == nil then
+    local pad = model:metadata("tokenizer.ggml.padding_token_id")
+    opts.pad_token_id = type(pad) == "number" and pad or eos_list[1]
   end
 
-  -- What is still held back (an unfinished character at the very end, or
-  -- the start of a stop string that never completed) belongs to the text.
-  if reason ~= "callback" and reason ~= "stop" then
-    text = text .. pending
-    if on_token and #text > emitted then on_token(text:sub(emitted + 1), last_id) end
+  local n_out = #prompts * opts.num_return_sequences
+  local stats = { n_prompt = #prompts[1], n_generated = 0, prompt_seconds = 0, generate_seconds = 0 }
+  if batched then
+    stats.n_prompt = {}
+    for i, p in ipairs(prompts) do stats.n_prompt[i] = #p end
+  end
+  if opts.do_sample then stats.seed = opts.seed or sys.random_seed() end
+
+  local results, err
+  if opts.max_new_tokens == 0 then
+    results = {}
+    for i = 1, n_out do results[i] = { text = "", ids = {}, reason = "length" } end
+  elseif opts.on_oom then
+    -- Strategies see the generate options plus model (to inspect), rows
+    -- (sequences in the run) and place (placement options to apply).
+    local config = {}
+    for k, v in pairs(opts) do if k ~= "on_oom" then config[k] = v end end
+    config.model = model
+    config.rows = #prompts * (opts.num_beams > 1 and opts.num_beams or opts.num_return_sequences)
+    local log = {}
+    local placed = nil
+    results, err = require("lrun.resilient").run(function(cfg)
+      local o = {}
+      for k, v in pairs(cfg) do if k ~= "model" and k ~= "rows" and k ~= "place" then o[k] = v end end
+      if cfg.place and cfg.place ~= placed then
+        local ok, perr = model:place(cfg.place)
+        if not ok then return nil, perr end
+        placed = cfg.place
+      end
+      return run_once(model, prompts, o, eos, eos_list, stats)
+    end, opts.on_oom, config, { log = log })
+    stats.fallbacks = log
+    if not results then
+      if type(err) == "table" then err.fallbacks = log end
+      return nil, err
+    end
+  else
+    results, err = run_once(model, prompts, opts, eos, eos_list, stats)
+    if not results then return nil, err end
   end
 
-  stats.n_generated = #new_ids
-  stats.generate_seconds = sys.now() - t1
-  stats.stop_reason = reason
-  return text, new_ids, stats
+  for _, r in ipairs(results) do stats.n_generated = stats.n_generated + #r.ids end
+  if not batched and n_out == 1 then
+    local r = results[1]
+    stats.stop_reason = r.reason
+    stats.sequence_score = r.score
+    return r.text, r.ids, stats
+  end
+  local texts, ids = {}, {}
+  stats.stop_reasons = {}
+  if opts.num_beams > 1 then stats.sequences_scores = {} end
+  for i, r in ipairs(results) do
+    texts[i], ids[i], stats.stop_reasons[i] = r.text, r.ids, r.reason
+    if stats.sequences_scores then stats.sequences_scores[i] = r.score end
+  end
+  return texts, ids, stats
 end
 
 return M

@@ -16,7 +16,8 @@ M.config = require("lrun.config")
 -- @tparam string path a GGUF file
 -- @tparam[opt] table opts device ("cpu", "cuda:0"), gpu_budget (bytes or "4G"),
 --   threads, progress (default: stderr is a terminal), n_ctx,
---   cache_implementation ("dynamic"|"static"), rope_style ("adjacent"|"half"),
+--   cache_implementation ("dynamic"|"static"|"offloaded"|"offloaded_static"|"quantized"),
+--   cache_config ({nbits=, q_group_size=, residual_length=}), rope_style ("adjacent"|"half"),
 --   kv_dtype ("f16", the default, or "f32": the KV cache's element type; f32
 --   gives llama.cpp's bits with its f32 cache, docs/numerics.md).
 --   Placement (docs/policies.md): policy (name, .lua file or table),
@@ -30,10 +31,21 @@ function M.load(path, opts)
   return require("lrun.model").load(path, opts)
 end
 
+--- Runs fn(config); when it runs out of device memory, asks the fallback
+-- strategies in order for a changed config and runs it again (lrun.resilient,
+-- docs/fallbacks.md).
+-- @tparam function fn function(config) → results, or nil and an error
+-- @tparam {string|table|function,...} strategies e.g. {"offload_kv", "offload_weights"}
+-- @tparam[opt] table config the first configuration
+function M.resilient(fn, strategies, config)
+  return require("lrun.resilient").run(fn, strategies, config)
+end
+
 -- lrun.chat, lrun.pretty … are the submodules, loaded when first read.
 local submodules = {
   chat = true, cli = true, errors = true, ffi = true, generate = true, model = true,
-  pretty = true, repl = true, size = true, tokenizer = true,
+  pretty = true, repl = true, size = true, tokenizer = true, beam = true, beam_groups = true,
+  cache_kinds = true, log = true,
 }
 setmetatable(M, {
   __index = function(t, k)

@@ -23,7 +23,8 @@ M.Model = Model
 
 local load_opt_types = {
   device = "string", gpu_budget = "number|string", threads = "number", progress = "boolean",
-  n_ctx = "number", cache_implementation = "string", rope_style = "string", kv_dtype = "string",
+  n_ctx = "number", cache_implementation = "string", cache_config = "table", rope_style = "string",
+  kv_dtype = "string",
   -- placement (lrun.residency): any of these makes load plan and apply a placement
   policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
   prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
@@ -39,11 +40,7 @@ local function check_load_opts(opts)
       error("lrun.load: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 3)
     end
   end
-  if opts.cache_implementation and opts.cache_implementation ~= "dynamic"
-      and opts.cache_implementation ~= "static" then
-    error("lrun.load: cache_implementation must be \"dynamic\" or \"static\", got \""
-      .. opts.cache_implementation .. "\"", 3)
-  end
+  require("lrun.cache").check("lrun.load", opts.cache_implementation, opts.cache_config, 3)
   if opts.kv_dtype and opts.kv_dtype ~= "f16" and opts.kv_dtype ~= "f32" then
     error("lrun.load: kv_dtype must be \"f16\" or \"f32\", got \"" .. opts.kv_dtype .. "\"", 3)
   end
@@ -101,7 +98,9 @@ function M.load(path, opts)
 
   local out = ffi.new("lrun_model *[1]")
   local status = C.lrun_model_load(out, path, lo)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status) end
+  if status ~= C.LRUN_OK then
+    return nil, errors.from_status(status, nil, { device = device or "cpu", phase = "load", stage = "load" })
+  end
 
   -- The engine is freed before its model, whichever the collector finds
   -- first: both are released by the model handle's finalizer. `owned`
@@ -118,11 +117,12 @@ function M.load(path, opts)
     path = path,
     threads = threads,
     n_ctx = opts.n_ctx or 0,
-    cache_kind = opts.cache_implementation == "static" and C.LRUN_CACHE_KIND_STATIC
-      or C.LRUN_CACHE_KIND_DYNAMIC,
+    cache_implementation = opts.cache_implementation or "dynamic",
+    cache_config = opts.cache_config,
     kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
   }, Model)
   self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
+  self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
   self.n_vocab = tonumber(info.n_vocab)
 
@@ -165,30 +165,68 @@ function Model:free()
 end
 Model.close = Model.free
 
---- The engine, made on first use.
+--- The engine (the KV cache and scratch), made on first use and kept.
+-- A run asks for the shape it needs: the engine is remade when the kept one
+-- has too few sequence slots, another cache (implementation and config) or
+-- another step size (a static cache must match exactly: its slots hold
+-- memory). One engine at a time: the old one's cache and scratch go first.
+-- @tparam[opt] table|string req {n_seq=, cache_implementation=, cache_config=, n_batch=};
+--   a string is a cache_implementation (with cache_config as the second argument)
+-- @tparam[opt] table cache_config when req is a string
 -- @treturn[1] cdata lrun_engine *
 -- @treturn[2] nil
 -- @treturn[2] table error
-function Model:engine()
+function Model:engine(req, cache_config)
   local h = live(self, "engine")
-  if self.owned.engine ~= nil then return self.owned.engine end
+  if type(req) == "string" then req = { cache_implementation = req, cache_config = cache_config } end
+  local owned = self.owned
+  if owned.engine ~= nil and req == nil then return owned.engine end
+  req = req or {}
+  local cache = require("lrun.cache")
+  local impl = req.cache_implementation or self.cache_implementation
+  local config = req.cache_config or (req.cache_implementation == nil and self.cache_config) or nil
+  local key = cache.key(impl, config)
+  local n_seq, n_batch = req.n_seq or 1, req.n_batch or 0
+  if owned.engine ~= nil then
+    local have = owned.engine_shape
+    local growable = impl ~= "static" and impl ~= "offloaded_static"
+    if have.key == key and have.n_batch == n_batch and (have.n_seq == n_seq or (have.n_seq > n_seq and growable)) then
+      return owned.engine
+    end
+    C.lrun_engine_free(owned.engine)
+    owned.engine = nil
+  end
   local eo = ffi.new("lrun_engine_opts")
-  eo.n_seq_max = 1
+  eo.n_seq_max = n_seq
   eo.n_ctx_max = self.n_ctx
-  eo.n_batch_max = 0
-  eo.cache_kind = self.cache_kind
+  eo.n_batch_max = n_batch
   eo.n_threads = self.threads
   eo.kv_dtype = self.kv_dtype
+  for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   if self.residency then
     eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
     eo.prefetch_layers = self.residency.prefetch
   end
   local out = ffi.new("lrun_engine *[1]")
   local status = C.lrun_engine_init(out, h, eo)
-  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "making the engine") end
-  self.owned.engine = out[0]
+  if status ~= C.LRUN_OK then
+    return nil, errors.from_status(status, "making the engine",
+      { device = self.device_name, phase = "scratch", stage = "engine" })
+  end
+  owned.engine = out[0]
+  owned.engine_shape = { key = key, n_seq = n_seq, n_batch = n_batch }
   return out[0]
 end
+
+--- Frees the engine (its KV cache and scratch) now; the next run makes a
+-- new one. The weights stay.
+function Model:release_engine()
+  if self.owned.engine ~= nil then
+    C.lrun_engine_free(self.owned.engine)
+    self.owned.engine = nil
+  end
+end
+
 
 -- ---------------------------------------------------------------- tokens
 

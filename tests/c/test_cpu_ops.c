@@ -414,7 +414,7 @@ static void test_attention(void)
                 float *scores = malloc(2 * 160 * sizeof *scores); /* 64 positions padded to 96, and a q row */
                 const float scale = 1.0f / sqrtf((float)HD);
                 const lrun_attention_batch b = {NT, NH, NKV, HD, scale, dts[di], chain8, q, out, kp, vp, vs, npos,
-                                                scores, 160};
+                                                scores, 160, NULL, 0, 0, 0};
                 lrun_cpu_attention(pool, &b);
                 double worst = 0;
                 int exact = 1;

@@ -370,34 +370,37 @@ static void test_copy_truncate(const char *path)
 
 static void test_oom(const char *path)
 {
+    /* 128 positions: more than one block of the paged cache (kv_blocks.h) */
+    const lrun_engine_opts o128 = {.n_seq_max = 1, .n_ctx_max = 128, .n_batch_max = 512};
     lrun_model *m = load(path, 0, -1);
-    lrun_engine *e = engine(m, 1, 512, LRUN_CACHE_KIND_DYNAMIC);
+    lrun_engine *e = NULL;
+    if (m && lrun_engine_init(&e, m, &o128) != LRUN_OK) e = NULL;
     if (!e) {
         CHECK("engine", 0);
         lrun_model_free(m);
         return;
     }
     const size_t scratch = lrun_device_used(lrun_model_device(m));
-    int32_t tok[40];
-    make_tokens(tok, 40, 4);
-    static float want_logits[40 * V], got[40 * V];
+    int32_t tok[80];
+    make_tokens(tok, 80, 4);
+    static float want_logits[80 * V], got[80 * V];
     CHECK("unbudgeted prefill", prefill_all(e, 0, tok, 16, want_logits) == LRUN_OK);
     lrun_engine_free(e);
     lrun_model_free(m);
 
-    /* room for the scratch and 32 positions (the first allocation, a whole
-     * padding group of the values): the first growth past 32 fails */
+    /* room for the scratch and 64 positions (one block of the paged cache,
+     * kv_blocks.h): the growth past 64 fails */
     const size_t per_pos = (size_t)L * 2 * HK * HD * sizeof(uint16_t);
-    m = load(path, scratch + 32 * per_pos + per_pos / 2, -1);
-    e = engine(m, 1, 512, LRUN_CACHE_KIND_DYNAMIC);
+    m = load(path, scratch + 64 * per_pos + per_pos / 2, -1);
+    if (m && lrun_engine_init(&e, m, &o128) != LRUN_OK) e = NULL;
     CHECK("engine fits the budget", e != NULL);
     if (!e) {
         lrun_model_free(m);
         return;
     }
     CHECK("10 tokens fit", prefill_all(e, 0, tok, 10, got) == LRUN_OK);
-    lrun_status st = prefill_all(e, 0, tok + 10, 30, got);
-    CHECK("40 positions exceed the budget: LRUN_E_OOM", st == LRUN_E_OOM);
+    lrun_status st = prefill_all(e, 0, tok + 10, 60, got);
+    CHECK("70 positions exceed the budget: LRUN_E_OOM", st == LRUN_E_OOM);
     CHECK("the message names the KV cache", strstr(lrun_last_error(), "KV cache") != NULL);
     printf("# %s\n", lrun_last_error());
     CHECK("the OOM records the bytes asked for", lrun_last_oom_requested() > 0);

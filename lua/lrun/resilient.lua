@@ -1,0 +1,144 @@
+--- lrun.resilient — runs a function again under a changed configuration
+-- when it runs out of device memory, asking fallback strategies in order.
+--
+--     local text = lrun.resilient(function(cfg)
+--       return m:generate(prompt, cfg)
+--     end, {"offload_kv", "offload_weights"}, {num_beams = 8, max_new_tokens = 64})
+--
+-- fn(config) returns its results, or nil and an error. On an OOM error
+-- ({kind="oom", ...}, lrun.errors) each strategy in turn is asked
+-- strategy.apply(err, config): the first to return a changed configuration
+-- "fires" and fn runs again with it; a strategy declines with nil and a
+-- reason. When every strategy declines, the OOM error comes back, with the
+-- log of what was tried in err.fallbacks. Every decision is logged
+-- (lrun.log): which strategy fired and why, or why it declined.
+--
+-- A strategy is the name of a module in policies/fallback/ ("offload_kv"),
+-- a table with apply(err, config) (and a name), or a function(err, config).
+-- Strategies never change the config they are given; they return a copy
+-- (M.with). docs/fallbacks.md has the list and how to write one.
+-- @module lrun.resilient
+local errors = require("lrun.errors")
+local log = require("lrun.log")
+
+local M = {}
+
+M.max_retries = 8
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+--- A copy of config with changes applied (one level deep; `load` and
+-- `place` tables are copied too, so a change never reaches the original).
+-- @tparam table config
+-- @tparam table changes
+-- @treturn table
+function M.with(config, changes)
+  local out = {}
+  for k, v in pairs(config) do
+    if (k == "load" or k == "place") and type(v) == "table" then
+      local t = {}
+      for kk, vv in pairs(v) do t[kk] = vv end
+      out[k] = t
+    else
+      out[k] = v
+    end
+  end
+  for k, v in pairs(changes) do out[k] = v end
+  return out
+end
+
+local loaded = {}
+
+-- The strategy module of a name: policies/fallback/<name>.lua under the
+-- checkout root (lrun.config.root), or a module on package.path.
+local function load_strategy(name, level)
+  if loaded[name] then return loaded[name] end
+  if not name:match("^[%w_]+$") then error("fallback: bad strategy name '" .. name .. "'", level) end
+  local ok, mod = pcall(require, "policies.fallback." .. name)
+  if not ok then
+    local root = require("lrun.config").root or "."
+    local path = root .. "/policies/fallback/" .. name .. ".lua"
+    local chunk, err = loadfile(path)
+    if not chunk then error("fallback: no strategy '" .. name .. "' (" .. tostring(err) .. ")", level) end
+    mod = chunk()
+  end
+  if type(mod) ~= "table" or type(mod.apply) ~= "function" then
+    error("fallback: policies/fallback/" .. name .. ".lua does not return a table with apply(err, config)", level)
+  end
+  mod.name = mod.name or name
+  loaded[name] = mod
+  return mod
+end
+
+--- The strategies of a list, resolved (raises on an unknown name).
+-- @tparam {string|table|function,...} list
+-- @treturn {{name=, apply=},...}
+function M.resolve(list, level)
+  level = (level or 1) + 1
+  if type(list) ~= "table" then error("fallback: the strategies must be a list", level) end
+  local out = {}
+  for i, s in ipairs(list) do
+    if type(s) == "string" then
+      out[i] = load_strategy(s, level + 1)
+    elseif type(s) == "function" then
+      out[i] = { name = "function #" .. i, apply = s }
+    elseif type(s) == "table" and type(s.apply) == "function" then
+      out[i] = { name = s.name or ("strategy #" .. i), apply = s.apply }
+    else
+      error("fallback: strategy #" .. i .. " must be a name, a function or a table with apply, got " .. type(s), level)
+    end
+  end
+  return out
+end
+
+local function describe_oom(err)
+  local function mib(n) return n and string.format("%.1f MiB", n / 1048576) or "?" end
+  return string.format("out of memory on %s (%s phase, needs %s, %s free)", err.device or "the device",
+    err.phase or "unknown", mib(err.requested), mib(err.free))
+end
+
+--- Runs fn(config), retrying under the strategies on OOM.
+-- @tparam function fn function(config) → results or nil, err
+-- @tparam {string|table|function,...} strategies
+-- @tparam[opt] table config the first configuration ({} when nil)
+-- @tparam[opt] table opts {log = a list to append {strategy=, fired=, reason=} to}
+-- @return fn's results, or nil and the last error (err.fallbacks = the log)
+function M.run(fn, strategies, config, opts)
+  local chain = M.resolve(strategies, 2)
+  config = config or {}
+  local history = (opts and opts.log) or {}
+  local retries = 0
+  while true do
+    local res = pack(fn(config))
+    local err = res[2]
+    if res[1] ~= nil or not errors.is_oom(err) then return unpack(res, 1, res.n) end
+    if retries >= M.max_retries then
+      log.info("fallback: giving up after %d retries: %s", retries, tostring(err))
+      err.fallbacks = history
+      return nil, err
+    end
+    local fired = false
+    for _, s in ipairs(chain) do
+      local new, why = s.apply(err, config)
+      if new ~= nil then
+        if type(new) ~= "table" then error("fallback: strategy " .. s.name .. " returned a " .. type(new)) end
+        why = why or "changed the configuration"
+        log.info("fallback %s fired: %s; %s", s.name, describe_oom(err), why)
+        history[#history + 1] = { strategy = s.name, fired = true, reason = why, error = tostring(err) }
+        config = new
+        fired = true
+        break
+      end
+      why = why or "declined"
+      log.info("fallback %s declined: %s", s.name, why)
+      history[#history + 1] = { strategy = s.name, fired = false, reason = why, error = tostring(err) }
+    end
+    if not fired then
+      err.fallbacks = history
+      return nil, err
+    end
+    retries = retries + 1
+  end
+end
+
+return M
