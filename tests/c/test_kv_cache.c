@@ -222,6 +222,40 @@ static void test_oom(const char *path, int64_t n_layer)
           s.kv_bytes <= 2 * (size_t)(320 + 224) * 2 * KV_DIM * 2);
     lrun_engine_free(e);
 
+    /* staged kinds under the same budget: a step whose slots (or codes) do not
+     * fit fails with phase "cache", changes nothing, and runs after a truncation */
+    const lrun_cache_kind staged[] = {LRUN_CACHE_KIND_OFFLOADED, LRUN_CACHE_KIND_QUANTIZED};
+    for (int k = 0; k < 2; k++) {
+        const size_t before = lrun_device_used(dev);
+        e = make_engine(m, staged[k], 2, 1024, 64, 8, 16);
+        if (!e) {
+            CHECK("staged engine under the budget", 0);
+            continue;
+        }
+        /* 256 positions of both sequences a step, until the budget ends: the
+         * slots hold one layer of both, so they outgrow it at about 900 each */
+        st = LRUN_OK;
+        for (int round = 0; st == LRUN_OK && round < 4; round++) {
+            for (int i = 0; i < 512; i++) tok[i] = 3 + i % 200, sq[i] = i % 2;
+            st = lrun_engine_step(e, 512, tok, sq, NULL, logits, 2, &n_out);
+        }
+        const int64_t len0 = lrun_engine_seq_len(e, 0), len1 = lrun_engine_seq_len(e, 1);
+        const size_t held = lrun_device_used(dev);
+        char name[128];
+        snprintf(name, sizeof name, "%s: a step over the budget is LRUN_E_OOM, phase \"cache\"",
+                 lrun_cache_kind_name(staged[k]));
+        CHECK(name, st == LRUN_E_OOM && strcmp(lrun_last_oom_phase(), "cache") == 0);
+        printf("# %s: %s\n", lrun_cache_kind_name(staged[k]), lrun_last_error());
+        for (int i = 0; i < 512; i++) sq[i] = 0;
+        snprintf(name, sizeof name, "%s: after the OOM, truncating lets a short step run", lrun_cache_kind_name(staged[k]));
+        CHECK(name, lrun_device_used(dev) == held && lrun_engine_seq_len(e, 0) == len0 &&
+                        lrun_engine_seq_len(e, 1) == len1 && lrun_engine_seq_truncate(e, 0, 0) == LRUN_OK &&
+                        lrun_engine_seq_truncate(e, 1, 0) == LRUN_OK &&
+                        lrun_engine_step(e, 64, tok, sq, NULL, logits, 1, &n_out) == LRUN_OK);
+        lrun_engine_free(e);
+        CHECK("and its memory all comes back", lrun_device_used(dev) == before);
+    }
+
     /* an engine whose static cache does not fit fails at init with phase "cache", leaving nothing */
     const lrun_engine_opts big = {.n_seq_max = 8, .n_ctx_max = 1024, .n_batch_max = 64,
                                   .cache_kind = LRUN_CACHE_KIND_STATIC};
