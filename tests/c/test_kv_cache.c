@@ -268,6 +268,15 @@ static void test_oom(const char *path, int64_t n_layer)
     st = lrun_engine_init(&e, m, &wide);
     CHECK("scratch over the budget: LRUN_E_OOM, phase \"scratch\"",
           st == LRUN_E_OOM && strcmp(lrun_last_oom_phase(), "scratch") == 0 && lrun_device_used(dev) == 0);
+    /* weights: a move to the device that does not fit names phase "weights" and leaves the tensor */
+    lrun_model *small = load(path, 4096);
+    lrun_tensor *w = small ? lrun_model_find_tensor(small, "token_embd.weight") : NULL;
+    const lrun_status mv = w ? lrun_tensor_move(w, lrun_model_device(small), LRUN_TIER_DEVICE) : LRUN_E_ARG;
+    printf("# %s\n", lrun_last_error());
+    CHECK("weights over the budget: LRUN_E_OOM, phase \"weights\", the tensor stays in the file",
+          mv == LRUN_E_OOM && strcmp(lrun_last_oom_phase(), "weights") == 0 && lrun_tensor_tier(w) == LRUN_TIER_MMAP &&
+              lrun_device_used(lrun_model_device(small)) == 0);
+    lrun_model_free(small);
     e = make_engine(m, LRUN_CACHE_KIND_DYNAMIC, 1, 64, 64, 0, 0);
     CHECK("the model stays usable after the failures",
           e && lrun_engine_step(e, 10, tok, sq, NULL, logits, 1, &n_out) == LRUN_OK);
