@@ -3,9 +3,10 @@
  * bit over prefill chunks, decode, copies, truncation and reordering, on tiny
  * random models and (LRUN_MODEL) the default model; quantized stays within
  * stated bounds of them; an offloaded cache holds two layers on the device
- * and moves the bytes it should; OOM of the cache reports its phase, changes
- * nothing, and a retry after truncation succeeds; reordering moves records
- * and copies only repeated sources. */
+ * and moves the bytes it should; OOM of the cache (resident, offloaded,
+ * quantized), the scratch and a weight move reports its phase, changes
+ * nothing, and a retry after truncation succeeds; copies and reorders of
+ * the paged cache share blocks and copy one block per shared write. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
