@@ -3,9 +3,10 @@
  * bit over prefill chunks, decode, copies, truncation and reordering, on tiny
  * random models and (LRUN_MODEL) the default model; quantized stays within
  * stated bounds of them; an offloaded cache holds two layers on the device
- * and moves the bytes it should; OOM of the cache reports its phase, changes
- * nothing, and a retry after truncation succeeds; reordering moves records
- * and copies only repeated sources. */
+ * and moves the bytes it should; OOM of the cache (resident, offloaded,
+ * quantized), the scratch and a weight move reports its phase, changes
+ * nothing, and a retry after truncation succeeds; copies and reorders of
+ * the paged cache share blocks and copy one block per shared write. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +223,40 @@ static void test_oom(const char *path, int64_t n_layer)
           s.kv_bytes <= 2 * (size_t)(320 + 224) * 2 * KV_DIM * 2);
     lrun_engine_free(e);
 
+    /* staged kinds under the same budget: a step whose slots (or codes) do not
+     * fit fails with phase "cache", changes nothing, and runs after a truncation */
+    const lrun_cache_kind staged[] = {LRUN_CACHE_KIND_OFFLOADED, LRUN_CACHE_KIND_QUANTIZED};
+    for (int k = 0; k < 2; k++) {
+        const size_t before = lrun_device_used(dev);
+        e = make_engine(m, staged[k], 2, 1024, 64, 8, 16);
+        if (!e) {
+            CHECK("staged engine under the budget", 0);
+            continue;
+        }
+        /* 256 positions of both sequences a step, until the budget ends: the
+         * slots hold one layer of both, so they outgrow it at about 900 each */
+        st = LRUN_OK;
+        for (int round = 0; st == LRUN_OK && round < 4; round++) {
+            for (int i = 0; i < 512; i++) tok[i] = 3 + i % 200, sq[i] = i % 2;
+            st = lrun_engine_step(e, 512, tok, sq, NULL, logits, 2, &n_out);
+        }
+        const int64_t len0 = lrun_engine_seq_len(e, 0), len1 = lrun_engine_seq_len(e, 1);
+        const size_t held = lrun_device_used(dev);
+        char name[128];
+        snprintf(name, sizeof name, "%s: a step over the budget is LRUN_E_OOM, phase \"cache\"",
+                 lrun_cache_kind_name(staged[k]));
+        CHECK(name, st == LRUN_E_OOM && strcmp(lrun_last_oom_phase(), "cache") == 0);
+        printf("# %s: %s\n", lrun_cache_kind_name(staged[k]), lrun_last_error());
+        for (int i = 0; i < 512; i++) sq[i] = 0;
+        snprintf(name, sizeof name, "%s: after the OOM, truncating lets a short step run", lrun_cache_kind_name(staged[k]));
+        CHECK(name, lrun_device_used(dev) == held && lrun_engine_seq_len(e, 0) == len0 &&
+                        lrun_engine_seq_len(e, 1) == len1 && lrun_engine_seq_truncate(e, 0, 0) == LRUN_OK &&
+                        lrun_engine_seq_truncate(e, 1, 0) == LRUN_OK &&
+                        lrun_engine_step(e, 64, tok, sq, NULL, logits, 1, &n_out) == LRUN_OK);
+        lrun_engine_free(e);
+        CHECK("and its memory all comes back", lrun_device_used(dev) == before);
+    }
+
     /* an engine whose static cache does not fit fails at init with phase "cache", leaving nothing */
     const lrun_engine_opts big = {.n_seq_max = 8, .n_ctx_max = 1024, .n_batch_max = 64,
                                   .cache_kind = LRUN_CACHE_KIND_STATIC};
@@ -234,6 +269,15 @@ static void test_oom(const char *path, int64_t n_layer)
     st = lrun_engine_init(&e, m, &wide);
     CHECK("scratch over the budget: LRUN_E_OOM, phase \"scratch\"",
           st == LRUN_E_OOM && strcmp(lrun_last_oom_phase(), "scratch") == 0 && lrun_device_used(dev) == 0);
+    /* weights: a move to the device that does not fit names phase "weights" and leaves the tensor */
+    lrun_model *small = load(path, 4096);
+    lrun_tensor *w = small ? lrun_model_find_tensor(small, "token_embd.weight") : NULL;
+    const lrun_status mv = w ? lrun_tensor_move(w, lrun_model_device(small), LRUN_TIER_DEVICE) : LRUN_E_ARG;
+    printf("# %s\n", lrun_last_error());
+    CHECK("weights over the budget: LRUN_E_OOM, phase \"weights\", the tensor stays in the file",
+          mv == LRUN_E_OOM && strcmp(lrun_last_oom_phase(), "weights") == 0 && lrun_tensor_tier(w) == LRUN_TIER_MMAP &&
+              lrun_device_used(lrun_model_device(small)) == 0);
+    lrun_model_free(small);
     e = make_engine(m, LRUN_CACHE_KIND_DYNAMIC, 1, 64, 64, 0, 0);
     CHECK("the model stays usable after the failures",
           e && lrun_engine_step(e, 10, tok, sq, NULL, logits, 1, &n_out) == LRUN_OK);
