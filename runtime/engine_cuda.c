@@ -74,7 +74,8 @@ static int layout_scratch(lrun_cuda_engine *e, void *base, size_t *total)
     size_t sz, max_k = (size_t)(e->n_ff > e->n_embd ? e->n_ff : e->n_embd);
     if ((size_t)e->q_dim > max_k) max_k = (size_t)e->q_dim;
     const size_t work = lrun_k_attention_work_bytes(e->n_batch_max, in->n_head, in->head_dim, e->n_ctx_max);
-    const int gemm = e->n_batch_max > GEMV_MAX_ROWS;
+    /* the exact path (engine_cuda_exact.c) has its own matmul for every size */
+    const int gemm = e->n_batch_max > GEMV_MAX_ROWS && !lrun_cuda_exact_eligible(e);
     *total = 0;
     int ok = lrun_size_mul(B * f, (size_t)e->n_embd, &sz) && carve(&c, total, sz, (void **)&e->x) &&
              carve(&c, total, sz, (void **)&e->xn) && carve(&c, total, sz, (void **)&e->tmp) &&
@@ -293,6 +294,7 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         table_at(&e->d_table, e->d_table_base, e->n_batch_max);
         st = load_vectors(e);
     }
+    if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
     if (st == LRUN_OK) {
         size_t hb = e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float);
         st = lrun_host_alloc(LRUN_TIER_PINNED, hb, "engine staging", &e->h_table_base);
@@ -318,6 +320,7 @@ void lrun_cuda_engine_free(lrun_cuda_engine *e)
     for (int n = 0; n <= LRUN_CUDA_GRAPH_MAX_TOKENS; n++)
         if (e->graph_exec[n]) cudaGraphExecDestroy(e->graph_exec[n]);
     (void)cudaGetLastError();
+    lrun_cuda_exact_free(e);
     if (e->kv) lrun_device_release(e->device, e->kv, e->kv_bytes);
     if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
     lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);

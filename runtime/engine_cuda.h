@@ -48,6 +48,7 @@ typedef struct lrun_cuda_engine_stats {
     size_t kv_bytes;          /* device bytes of the KV cache now */
     size_t scratch_bytes;     /* device bytes of the step scratch */
     size_t weight_bytes;      /* bytes of the model's tensors on the device */
+    int exact;                /* 1: the exact path, bit-identical to the CPU engine (Q4_0/Q4_1/Q8_0 models) */
 } lrun_cuda_engine_stats;
 
 void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out);
