@@ -12,6 +12,7 @@
 #include "cuda_backend.h"
 #include "device.h"
 #include "quant.h"
+#include "quant_dot.h"
 
 #include <math.h>
 #include <stdint.h>
