@@ -53,4 +53,26 @@ static __device__ __forceinline__ float lrun_k_reduce4x8(float a[4][8])
 /* x rounded to f16 and back (what llama.cpp's f16 cache does to q and p). */
 static __device__ __forceinline__ float lrun_k_round_f16(float x) { return __half2float(__float2half_rn(x)); }
 
+/* One block of 32 activations quantized by the warp that holds it (lane j
+ * has element j), as lrun_quantize_activations: amax = max |x|, d = amax/127,
+ * id = 127/amax (a second division), q = rint(x·id); lane 0 stores d rounded
+ * to f16 (as a float) and, when s is not NULL (Q8_1), s = f16(d·Σq). The max
+ * and the integer sum do not depend on order. */
+static __device__ __forceinline__ void lrun_k_q8_block(float v, int lane, int8_t *qs, float *d, float *s)
+{
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float db = __fdiv_rn(amax, 127.0f), id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    const int q = (int)rintf(__fmul_rn(v, id));
+    qs[lane] = (int8_t)q;
+    int sum = q;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) {
+        *d = lrun_k_round_f16(db);
+        if (s) *s = lrun_k_round_f16(__fmul_rn(db, (float)sum));
+    }
+}
+
 #endif

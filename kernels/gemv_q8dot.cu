@@ -70,7 +70,10 @@ __global__ void __launch_bounds__(8 * LRUN_K_Q8DOT_ROWS)
         const int8_t *xt = xq + t0 * k + 4 * l;
         const float *dt = xd + t0 * nb;
         const float *st = WT == LRUN_DTYPE_Q4_1 ? xs + t0 * nb : NULL;
-#pragma unroll 8
+        /* decode tiles: many blocks' weight loads in flight per thread (the
+         * chains themselves are short: 4 cycles per block) */
+        constexpr int UNROLL = MT <= 2 ? 16 : 4;
+#pragma unroll UNROLL
         for (int64_t b = 0; b < nb; b++) {
             float dw, mw = 0.0f;
             const int wv = q8dot_w<WT>::load(wr + (size_t)b * q8dot_w<WT>::BYTES, l, &dw, &mw);

@@ -155,6 +155,13 @@ lrun_status lrun_k_q8dot(lrun_dtype w_dtype, const lrun_k_q8dot_part *parts, int
 /* y (n_rows, n) = lrun_cpu_rms_norm of each row of x; y must not alias x; n <= 12288. */
 lrun_status lrun_k_rms_norm_exact(const float *x, const float *w, float *y, int64_t n_rows, int64_t n, float eps,
                                   void *stream);
+/* The same after x += add (when not NULL), then x += bias (when not NULL,
+ * broadcast over rows), x written back; then, when qs is not NULL, y
+ * quantized as lrun_k_quantize_q8 for partner (Q8_0 or Q8_1) into qs, qd
+ * and qsum (n a multiple of 32). One launch per sublayer boundary. */
+lrun_status lrun_k_add_rms_norm_exact(float *x, const float *add, const float *bias, const float *w, float *y,
+                                      int64_t n_rows, int64_t n, float eps, lrun_dtype partner, int8_t *qs,
+                                      float *qd, float *qsum, void *stream);
 
 /* lrun_cpu_rope_apply on q (n_tok, n_head, head_dim) and k (n_tok,
  * n_head_kv, head_dim) in place with cs (n_tok, n_rot): the (cos, sin) pairs
@@ -165,8 +172,11 @@ lrun_status lrun_k_rope_store_exact(float *q, float *k, const float *v, const fl
                                     lrun_dtype kv_dtype, void *cache_k, void *cache_v, const int64_t *row_offset,
                                     void *stream);
 
-/* g (n_rows, n) = lrun_cpu_swiglu(g, u) row by row; n a multiple of 8. */
-lrun_status lrun_k_swiglu_exact(float *g, const float *u, int64_t n_rows, int64_t n, void *stream);
+/* g (n_rows, n) = lrun_cpu_swiglu(g, u) row by row; n a multiple of 8. When
+ * qs is not NULL, g is also quantized as lrun_k_quantize_q8 for partner into
+ * qs, qd and qsum (n a multiple of 32). */
+lrun_status lrun_k_swiglu_exact(float *g, const float *u, int64_t n_rows, int64_t n, lrun_dtype partner, int8_t *qs,
+                                float *qd, float *qsum, void *stream);
 
 /* lrun_cpu_attention_head for each token and query head: q (n_tok, n_head,
  * head_dim); token i attends to positions [0, n_kv[i]) of the cache at

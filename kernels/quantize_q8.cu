@@ -13,18 +13,7 @@ __global__ void __launch_bounds__(32 * LRUN_K_Q8_WARPS)
     const int lane = threadIdx.x & 31;
     const int64_t step = (int64_t)gridDim.x * LRUN_K_Q8_WARPS;
     for (int64_t b = (int64_t)blockIdx.x * LRUN_K_Q8_WARPS + (threadIdx.x >> 5); b < n_blocks; b += step) {
-        const float v = x[b * 32 + lane];
-        const float amax = lrun_k_warp_max(fabsf(v));
-        const float db = __fdiv_rn(amax, 127.0f), id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-        const int q = (int)rintf(__fmul_rn(v, id));
-        qs[b * 32 + lane] = (int8_t)q;
-        int sum = q;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        if (lane == 0) {
-            d[b] = lrun_k_round_f16(db);
-            if (s) s[b] = lrun_k_round_f16(__fmul_rn(db, (float)sum));
-        }
+        lrun_k_q8_block(x[b * 32 + lane], lane, qs + b * 32, d + b, s ? s + b : NULL);
     }
 }
 

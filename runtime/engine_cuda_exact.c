@@ -3,16 +3,17 @@
  * what the CPU engine (engine.c) computes, which is llama.cpp's x86 CPU
  * arithmetic (docs/numerics.md, "On the GPU"):
  *
- *   x = embed(tokens); xn = rms_norm_exact(x) * attn_norm
- *   per layer: xq = quantize_q8(xn)             once per matmul input
- *              q, k, v = q8dot(xq, Wq|Wk|Wv)      one launch (+ biases)
+ *   x = embed(tokens); xn = rms_norm_exact(x) * attn_norm, quantized (one launch)
+ *   per layer: q, k, v = q8dot(xn's quants, Wq|Wk|Wv)   one launch (+ biases)
  *              rope from the host's cos/sin table; k, v stored
- *              a = attention_exact(q, cache)      the CPU's orders for the step size
- *              x += q8dot(quantize_q8(a), Wo) (+ bo)
- *              xn = rms_norm_exact(x) * ffn_norm
- *              g = swiglu_exact(q8dot(quantize_q8(xn), Wg|Wu))
- *              x += q8dot(quantize_q8(g), Wd); xn = rms_norm_exact(x) * next norm
+ *              a = attention_exact(q, cache)       the CPU's orders for the step size
+ *              tmp = q8dot(quantize_q8(a), Wo)
+ *              x += tmp (+ bo); xn = rms_norm_exact(x) * ffn_norm, quantized (one launch)
+ *              g = swiglu_exact(q8dot(xn's quants, Wg|Wu)), quantized (one launch)
+ *              tmp = q8dot(g's quants, Wd)
+ *              x += tmp; xn = rms_norm_exact(x) * next attn_norm, quantized (one launch)
  *   logits = q8dot(quantize_q8(rms_norm_exact(x[wanted]) * output_norm), Whead)
+ * Each matmul input is quantized once, by the kernel that produces it.
  *
  * engine_cuda.c selects this path at init (lrun_cuda_exact_init) and the
  * step and forward files call in here when e->exact is set; the token table,
@@ -158,36 +159,47 @@ lrun_status lrun_cuda_exact_table(lrun_cuda_engine *e, const int32_t *seq, int64
 
 // ---------------------------------------------------------------- forward
 
-/* src (m, k) quantized for weights of dtype w (lrun_dot_partner's choice). */
-static lrun_status quantize(lrun_cuda_engine *e, lrun_dtype w, const float *src, int64_t m, int64_t k)
+static lrun_dtype partner_of(lrun_dtype w) { return w == LRUN_DTYPE_Q4_1 ? LRUN_DTYPE_Q8_1 : LRUN_DTYPE_Q8_0; }
+
+/* The partner the producer of a matmul input quantizes for, so the matmul
+ * need not: that of the weights when they share dtype and width (one input,
+ * one quantization, one launch), else LRUN_DTYPE_F32 (none: each weight
+ * quantizes for itself). */
+static lrun_dtype shared_partner(const struct lrun_tensor *const *w, int n_w)
 {
-    struct cuda_exact *x = e->exact;
-    const lrun_dtype partner = w == LRUN_DTYPE_Q4_1 ? LRUN_DTYPE_Q8_1 : LRUN_DTYPE_Q8_0;
-    return lrun_k_quantize_q8(partner, src, m, k, x->xq, x->xd, x->xs, e->stream);
+    for (int i = 1; i < n_w; i++)
+        if (w[i]->dtype != w[0]->dtype || w[i]->ne[0] != w[0]->ne[0]) return LRUN_DTYPE_F32;
+    return partner_of(w[0]->dtype);
 }
 
-/* y_i (m, n_i) = src · W_iᵀ for n_w weights of one input: src quantized
- * once and one launch when they share dtype and width (as the CPU's decode
- * shares the quantized row between Q, K and V). */
+/* y_i (m, n_i) = src · W_iᵀ for n_w weights of one input. When
+ * shared_partner(w) is a partner, src must already be quantized for it into
+ * the exact scratch (by the kernel that produced src) and the weights share
+ * one launch; otherwise src is quantized here, per weight. */
 static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *const *w, float *const *y, int n_w,
                           const float *src, int64_t m)
 {
     struct cuda_exact *x = e->exact;
     lrun_k_q8dot_part parts[LRUN_K_Q8DOT_MAX_PARTS];
-    int shared = 1;
-    for (int i = 0; i < n_w; i++) {
-        parts[i] = (lrun_k_q8dot_part){w[i]->data, w[i]->row_bytes, w[i]->ne[1], y[i]};
-        shared &= w[i]->dtype == w[0]->dtype && w[i]->ne[0] == w[0]->ne[0];
-    }
-    if (shared) {
-        TRY(quantize(e, w[0]->dtype, src, m, w[0]->ne[0]));
+    for (int i = 0; i < n_w; i++) parts[i] = (lrun_k_q8dot_part){w[i]->data, w[i]->row_bytes, w[i]->ne[1], y[i]};
+    if (shared_partner(w, n_w) != LRUN_DTYPE_F32)
         return lrun_k_q8dot(w[0]->dtype, parts, n_w, w[0]->ne[0], x->xq, x->xd, x->xs, m, e->stream);
-    }
     for (int i = 0; i < n_w; i++) {
-        TRY(quantize(e, w[i]->dtype, src, m, w[i]->ne[0]));
+        TRY(lrun_k_quantize_q8(partner_of(w[i]->dtype), src, m, w[i]->ne[0], x->xq, x->xd, x->xs, e->stream));
         TRY(lrun_k_q8dot(w[i]->dtype, &parts[i], 1, w[i]->ne[0], x->xq, x->xd, x->xs, m, e->stream));
     }
     return LRUN_OK;
+}
+
+/* x += add (+ bias); xn = rms_norm_exact(x) * norm, quantized for the next
+ * weights (next_w, n_next) when they share a partner: one launch. */
+static lrun_status add_norm(lrun_cuda_engine *e, const float *add, const float *bias, const float *norm,
+                            const struct lrun_tensor *const *next_w, int n_next, int64_t n)
+{
+    struct cuda_exact *x = e->exact;
+    const lrun_dtype p = shared_partner(next_w, n_next);
+    return lrun_k_add_rms_norm_exact(e->x, add, bias, norm, e->xn, n, e->n_embd, e->eps, p,
+                                     p == LRUN_DTYPE_F32 ? NULL : x->xq, x->xd, x->xs, e->stream);
 }
 
 static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv)
@@ -199,7 +211,8 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
     void *s = e->stream;
     const struct lrun_tensor *te = m->tok_embd;
     TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
-    TRY(lrun_k_rms_norm_exact(e->x, e->layers[0].attn_norm, e->xn, n, e->n_embd, e->eps, s));
+    const struct lrun_tensor *qkv0[3] = {m->layers[0].wq, m->layers[0].wk, m->layers[0].wv};
+    TRY(add_norm(e, NULL, NULL, e->layers[0].attn_norm, qkv0, 3, n));
     const size_t plane = plane_bytes(e);
     for (int64_t l = 0; l < e->n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
@@ -219,21 +232,27 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         TRY(lrun_k_attention_exact(e->kv_dtype, e->q, kc, vc, t->kv_base, t->n_kv, x->n_valid, n, in->n_head,
                                    in->n_head_kv, in->head_dim, max_kv, e->attn_scale, n >= 2, e->attn, s));
         const struct lrun_tensor *wo[1] = {L->wo};
+        if (shared_partner(wo, 1) != LRUN_DTYPE_F32)
+            TRY(lrun_k_quantize_q8(partner_of(L->wo->dtype), e->attn, n, e->q_dim, x->xq, x->xd, x->xs, s));
         TRY(matmul(e, wo, &e->tmp, 1, e->attn, n));
-        TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s)); /* x += a·Woᵀ, then + bo: engine.c's order */
-        if (E->bo) TRY(lrun_k_add_bias(e->x, E->bo, n, e->n_embd, s));
-        TRY(lrun_k_rms_norm_exact(e->x, E->ffn_norm, e->xn, n, e->n_embd, e->eps, s));
+        /* x += a·Woᵀ, then + bo (engine.c's order), the norm, the quantization for gate and up */
+        const struct lrun_tensor *gu[2] = {L->w_gate, L->w_up};
+        TRY(add_norm(e, e->tmp, E->bo, E->ffn_norm, gu, 2, n));
 
         // feed-forward
-        const struct lrun_tensor *gu[2] = {L->w_gate, L->w_up};
         float *gu_out[2] = {e->gate, e->up};
         TRY(matmul(e, gu, gu_out, 2, e->xn, n));
-        TRY(lrun_k_swiglu_exact(e->gate, e->up, n, e->n_ff, s));
         const struct lrun_tensor *wd[1] = {L->w_down};
+        const lrun_dtype pd = shared_partner(wd, 1);
+        TRY(lrun_k_swiglu_exact(e->gate, e->up, n, e->n_ff, pd, pd == LRUN_DTYPE_F32 ? NULL : x->xq, x->xd, x->xs, s));
         TRY(matmul(e, wd, &e->tmp, 1, e->gate, n));
-        TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
-        if (l + 1 < e->n_layer)
-            TRY(lrun_k_rms_norm_exact(e->x, e->layers[l + 1].attn_norm, e->xn, n, e->n_embd, e->eps, s));
+        if (l + 1 < e->n_layer) {
+            const struct lrun_model_layer *N = &m->layers[l + 1];
+            const struct lrun_tensor *next[3] = {N->wq, N->wk, N->wv};
+            TRY(add_norm(e, e->tmp, NULL, e->layers[l + 1].attn_norm, next, 3, n));
+        } else {
+            TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
+        }
     }
     return LRUN_OK;
 }
@@ -256,8 +275,11 @@ static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity
 
 lrun_status lrun_cuda_exact_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 {
-    const struct lrun_tensor *w = e->model->output;
-    return matmul(e, &w, &e->logits, 1, e->xn + r0 * e->n_embd, rows);
+    const struct lrun_tensor *w[1] = {e->model->output};
+    const float *src = e->xn + r0 * e->n_embd;
+    struct cuda_exact *x = e->exact;
+    TRY(lrun_k_quantize_q8(partner_of(w[0]->dtype), src, rows, e->n_embd, x->xq, x->xd, x->xs, e->stream));
+    return matmul(e, w, &e->logits, 1, src, rows);
 }
 
 lrun_status lrun_cuda_exact_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity,

@@ -182,6 +182,33 @@ static void test_rms_norm(void)
     xfer(g, y, sizeof g, 0);
     CHECK("rms_norm_exact (577 wide, outliers): lrun_cpu_rms_norm's bits", ok && same("rms_norm", c, g, R * N));
     free(x), free(w);
+
+    /* fused: x += add, x += bias, the norm, y quantized for Q8_1 */
+    enum { N2 = 576, NB = N2 / 32 };
+    float *x2 = activations(R * N2), *a2 = activations(R * N2), *b2 = activations(N2), *w2 = activations(N2);
+    float cx[R * N2], cy[R * N2], gx[R * N2], gy[R * N2], gd[R * NB], gs[R * NB];
+    int8_t gq[R * N2];
+    arena_used = 0;
+    float *dx = dcopy(x2, sizeof cx), *dy = dbuf(sizeof cy), *dd = dbuf(sizeof gd), *ds = dbuf(sizeof gs);
+    int8_t *dq = dbuf(sizeof gq);
+    ok = ran(lrun_k_add_rms_norm_exact(dx, dcopy(a2, sizeof cx), dcopy(b2, N2 * 4), dcopy(w2, N2 * 4), dy, R, N2, 1e-5f,
+                                       LRUN_DTYPE_Q8_1, dq, dd, ds, stream));
+    xfer(gx, dx, sizeof gx, 0), xfer(gy, dy, sizeof gy, 0), xfer(gq, dq, sizeof gq, 0), xfer(gd, dd, sizeof gd, 0),
+        xfer(gs, ds, sizeof gs, 0);
+    memcpy(cx, x2, sizeof cx);
+    lrun_block_q8_1 qb[NB];
+    for (int r = 0; r < R; r++) {
+        lrun_cpu_add(cx + r * N2, a2 + r * N2, N2);
+        lrun_cpu_add(cx + r * N2, b2, N2);
+        lrun_cpu_rms_norm(cy + r * N2, cx + r * N2, w2, N2, 1e-5f);
+        lrun_quantize_activations(LRUN_DTYPE_Q8_1, cy + r * N2, qb, N2);
+        for (int b = 0; ok && b < NB; b++)
+            ok = memcmp(qb[b].qs, gq + r * N2 + b * 32, 32) == 0 && memcmp(&qb[b].d, &gd[r * NB + b], 4) == 0 &&
+                 memcmp(&qb[b].s, &gs[r * NB + b], 4) == 0;
+    }
+    CHECK("add_rms_norm_exact (add, bias, norm, q8_1 quantization): the CPU's x, y and bytes",
+          ok && same("add_rms_norm x", cx, gx, R * N2) && same("add_rms_norm y", cy, gy, R * N2));
+    free(x2), free(a2), free(b2), free(w2);
 }
 
 static void test_swiglu(void)
@@ -194,7 +221,7 @@ static void test_swiglu(void)
     for (int r = 0; r < R; r++) lrun_cpu_swiglu(c + r * N, u + r * N, N);
     arena_used = 0;
     float *dg = dcopy(gate, sizeof gate);
-    int ok = ran(lrun_k_swiglu_exact(dg, dcopy(u, sizeof u), R, N, stream));
+    int ok = ran(lrun_k_swiglu_exact(dg, dcopy(u, sizeof u), R, N, LRUN_DTYPE_F32, NULL, NULL, NULL, stream));
     xfer(g, dg, sizeof g, 0);
     CHECK("swiglu_exact (with exp's range branches): lrun_cpu_swiglu's bits", ok && same("swiglu", c, g, R * N));
 }
