@@ -122,6 +122,7 @@ __global__ void __launch_bounds__(32 * LRUN_K_Q8DOT_WARPS)
                 const int ch = t + 32 * c, j = ch >> 3, l = ch & 7;
                 if (j < mt) {
                     float a = acc[c], sm = summs[c];
+#pragma unroll 8
                     for (int bb = 0; bb < nc; bb++) {
                         a = __fmaf_rn(S.lane[bb][j][8], S.lane[bb][j][l], a);
                         if (WT == LRUN_DTYPE_Q4_1 && l == 0) sm = __fmaf_rn(S.m[bb], S.s[bb][j], sm);

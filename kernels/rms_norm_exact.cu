@@ -11,7 +11,7 @@ __global__ void __launch_bounds__(LRUN_K_RMSX_THREADS)
                         const float *__restrict__ w, float *__restrict__ y, int64_t n_rows, int64_t n, float eps,
                         int8_t *__restrict__ qs, float *__restrict__ qd, float *__restrict__ qsum)
 {
-    extern __shared__ float sq[]; /* (n) squares */
+    extern __shared__ double sq[]; /* (n) squares, already widened: the ordered sum is only dependent adds */
     __shared__ float scale;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
@@ -21,12 +21,13 @@ __global__ void __launch_bounds__(LRUN_K_RMSX_THREADS)
             if (add) v = __fadd_rn(v, add[row * n + i]);
             if (bias) v = __fadd_rn(v, bias[i]);
             if (add || bias) xr[i] = v;
-            sq[i] = __fmul_rn(v, v);
+            sq[i] = (double)__fmul_rn(v, v);
         }
         __syncthreads();
         if (threadIdx.x == 0) {
             double sum = 0.0;
-            for (int64_t i = 0; i < n; i++) sum = __dadd_rn(sum, (double)sq[i]);
+#pragma unroll 16
+            for (int64_t i = 0; i < n; i++) sum = __dadd_rn(sum, sq[i]);
             const float mean = __double2float_rn(__ddiv_rn(sum, (double)n));
             scale = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
         }
@@ -61,7 +62,10 @@ extern "C" lrun_status lrun_k_add_rms_norm_exact(float *x, const float *add, con
                          "(with qsum)", op, (long long)n);
     if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
     const unsigned g = (unsigned)(n_rows < LRUN_K_ELTWISE_BLOCKS ? n_rows : LRUN_K_ELTWISE_BLOCKS);
-    rms_norm_exact_rows<<<g, LRUN_K_RMSX_THREADS, (size_t)n * sizeof(float), (cudaStream_t)stream>>>(
+    const size_t smem = (size_t)n * sizeof(double);
+    if (smem > 48 * 1024)
+        (void)cudaFuncSetAttribute(rms_norm_exact_rows, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    rms_norm_exact_rows<<<g, LRUN_K_RMSX_THREADS, smem, (cudaStream_t)stream>>>(
         x, add, bias, w, y, n_rows, n, eps, qs, qs ? qd : NULL, qs && partner == LRUN_DTYPE_Q8_1 ? qsum : NULL);
     return lrun_k_launched(op);
 }

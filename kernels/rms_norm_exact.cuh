@@ -9,7 +9,8 @@
 #include "exact_math.cuh"
 
 #define LRUN_K_RMSX_THREADS 256
-/* Widest row: its squares fill the 48 KiB of shared memory a launch gets without opting in. */
+/* Widest row: its squares, as doubles, in 96 KiB of shared memory (above
+ * 48 KiB the launcher opts in, which every sm_80+ device allows). */
 #define LRUN_K_RMSX_MAX_N 12288
 
 #endif
