@@ -126,6 +126,71 @@ lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, const void *ca
                              int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
                              float *out, void *work, void *stream);
 
+// ---------------------------------------------------------------- the exact path (docs/numerics.md "On the GPU")
+
+/* The ops below compute, to the bit, what the CPU engine computes for
+ * Q4_0/Q4_1/Q8_0 models (runtime/engine_cuda_exact.c uses them); each
+ * follows one section of docs/numerics.md with explicit rounding intrinsics. */
+
+/* x (m, k) f32 to llama.cpp's x86 activation blocks (lrun_quantize_activations):
+ * qs (m, k) int8, d (m, k/32) the f16-rounded scales as floats, and for
+ * partner Q8_1 s (m, k/32) = f16(d·Σq) as floats (NULL for Q8_0). k a multiple of 32. */
+lrun_status lrun_k_quantize_q8(lrun_dtype partner, const float *x, int64_t m, int64_t k, int8_t *qs, float *d,
+                               float *s, void *stream);
+
+/* y_p (m, n_p) = x · W_pᵀ for Q4_0, Q4_1 or Q8_0 weights (all parts one
+ * dtype and k wide), x quantized by lrun_k_quantize_q8 to the dtype's partner
+ * (Q8_1 for Q4_1, else Q8_0): each output is the CPU's block dot, lane for
+ * lane. Any m (decode and prefill). */
+#define LRUN_K_Q8DOT_MAX_PARTS 3
+typedef struct lrun_k_q8dot_part {
+    const void *w;    /* (n, k) blocks, rows row_bytes apart */
+    size_t row_bytes;
+    int64_t n;
+    float *y;         /* (m, n) f32 */
+} lrun_k_q8dot_part;
+lrun_status lrun_k_q8dot(lrun_dtype w_dtype, const lrun_k_q8dot_part *parts, int n_parts, int64_t k,
+                         const int8_t *xq, const float *xd, const float *xs, int64_t m, void *stream);
+
+/* y (n_rows, n) = lrun_cpu_rms_norm of each row of x; y must not alias x; n <= 12288. */
+lrun_status lrun_k_rms_norm_exact(const float *x, const float *w, float *y, int64_t n_rows, int64_t n, float eps,
+                                  void *stream);
+/* The same after x += add (when not NULL), then x += bias (when not NULL,
+ * broadcast over rows), x written back; then, when qs is not NULL, y
+ * quantized as lrun_k_quantize_q8 for partner (Q8_0 or Q8_1) into qs, qd
+ * and qsum (n a multiple of 32). One launch per sublayer boundary. */
+lrun_status lrun_k_add_rms_norm_exact(float *x, const float *add, const float *bias, const float *w, float *y,
+                                      int64_t n_rows, int64_t n, float eps, lrun_dtype partner, int8_t *qs,
+                                      float *qd, float *qsum, void *stream);
+
+/* lrun_cpu_rope_apply on q (n_tok, n_head, head_dim) and k (n_tok,
+ * n_head_kv, head_dim) in place with cs (n_tok, n_rot): the (cos, sin) pairs
+ * of lrun_cpu_rope_cos_sin, made on the host; then the rows of k and v stored
+ * at cache_k/cache_v[row_offset[i] + j] in kv_dtype (F16 or F32). */
+lrun_status lrun_k_rope_store_exact(float *q, float *k, const float *v, const float *cs, int64_t n_tok,
+                                    int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t n_rot, int style,
+                                    lrun_dtype kv_dtype, void *cache_k, void *cache_v, const int64_t *row_offset,
+                                    void *stream);
+
+/* g (n_rows, n) = lrun_cpu_swiglu(g, u) row by row; n a multiple of 8. When
+ * qs is not NULL, g is also quantized as lrun_k_quantize_q8 for partner into
+ * qs, qd and qsum (n a multiple of 32). */
+lrun_status lrun_k_swiglu_exact(float *g, const float *u, int64_t n_rows, int64_t n, lrun_dtype partner, int8_t *qs,
+                                float *qd, float *qsum, void *stream);
+
+/* lrun_cpu_attention_head for each token and query head: q (n_tok, n_head,
+ * head_dim); token i attends to positions [0, n_kv[i]) of the cache at
+ * element offset kv_base[i] (layout (pos, n_head_kv, head_dim) for K and V),
+ * whose first n_valid[i] positions are stored (the rest read as zeros, as
+ * the CPU's cache). chain8: the step has >= 2 tokens (tinyBLAS's orders).
+ * max_kv bounds n_kv; lrun_k_attention_exact_smem gives the shared memory a
+ * launch takes (more than 48 KiB is requested from the device). */
+size_t lrun_k_attention_exact_smem(int64_t head_dim, int64_t max_kv);
+lrun_status lrun_k_attention_exact(lrun_dtype kv_dtype, const float *q, const void *cache_k, const void *cache_v,
+                                   const int64_t *kv_base, const int32_t *n_kv, const int32_t *n_valid,
+                                   int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                                   int64_t max_kv, float scale, int chain8, float *out, void *stream);
+
 // ---------------------------------------------------------------- sampling helpers
 
 /* out[r] = index of the largest of logits[r] (n_rows, n_vocab); the first of equals. */

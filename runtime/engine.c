@@ -219,6 +219,8 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     if (opts->n_seq_max > ((int64_t)1 << 20) || opts->n_batch_max > ((int64_t)1 << 20))
         return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld or n_batch_max %lld above 2^20",
                          (long long)opts->n_seq_max, (long long)opts->n_batch_max);
+    if (opts->numerics != LRUN_NUMERICS_DEFAULT && opts->numerics != LRUN_NUMERICS_EXACT)
+        return lrun_fail(LRUN_E_ARG, "engine: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", (int)opts->numerics);
     if (opts->kv_dtype != LRUN_KV_DTYPE_DEFAULT && opts->kv_dtype != LRUN_KV_DTYPE_F16 &&
         opts->kv_dtype != LRUN_KV_DTYPE_F32)
         return lrun_fail(LRUN_E_ARG, "engine: kv_dtype %d is not one of LRUN_KV_DTYPE_DEFAULT, _F16, _F32",

@@ -75,7 +75,8 @@ static int layout_scratch(lrun_cuda_engine *e, void *base, size_t *total)
     size_t sz, max_k = (size_t)(e->n_ff > e->n_embd ? e->n_ff : e->n_embd);
     if ((size_t)e->q_dim > max_k) max_k = (size_t)e->q_dim;
     const size_t work = lrun_k_attention_work_bytes(e->n_batch_max, in->n_head, in->head_dim, e->n_ctx_max);
-    const int gemm = e->n_batch_max > GEMV_MAX_ROWS;
+    /* the exact path (engine_cuda_exact.c) has its own matmul for every size */
+    const int gemm = e->n_batch_max > GEMV_MAX_ROWS && !lrun_cuda_exact_eligible(e);
     *total = 0;
     int ok = lrun_size_mul(B * f, (size_t)e->n_embd, &sz) && carve(&c, total, sz, (void **)&e->x) &&
              carve(&c, total, sz, (void **)&e->xn) && carve(&c, total, sz, (void **)&e->tmp) &&
@@ -245,7 +246,14 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
                          (int)opts->weight_mode);
     if (opts->prefetch_layers < 0 || opts->prefetch_layers > 64)
         return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
+    if (opts->numerics != LRUN_NUMERICS_DEFAULT && opts->numerics != LRUN_NUMERICS_EXACT)
+        return lrun_fail(LRUN_E_ARG, "engine: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", (int)opts->numerics);
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
+    const char *exact_env = getenv("LRUN_CUDA_EXACT");
+    const int want_exact = opts->numerics == LRUN_NUMERICS_EXACT || (exact_env && strcmp(exact_env, "1") == 0);
+    if (want_exact && as_placed)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics with weights placed off the device is "
+                         "not supported yet (the exact path reads every weight from device memory)");
     const lrun_model_info *in = &model->info;
     lrun_device *dev = model->device;
     lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
@@ -255,6 +263,7 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
     if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
     e->model = model;
     e->device = dev;
+    e->want_exact = want_exact;
     e->stream = lrun_cuda_compute_stream(dev);
     e->cublas = lrun_cuda_cublas(dev);
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
@@ -308,6 +317,12 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         table_at(&e->d_table, e->d_table_base, e->n_batch_max);
         st = load_vectors(e);
     }
+    if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
+    if (st == LRUN_OK && want_exact && !e->exact)
+        st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics need Q4_0/Q4_1/Q8_0 matrices and head, "
+                       "a feed-forward width that is a multiple of 8, a width of at most 12288 and attention scores "
+                       "of n_ctx_max %lld in shared memory; this model or context does not qualify",
+                       (long long)e->n_ctx_max);
     if (st == LRUN_OK) {
         size_t hb = e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float);
         st = lrun_host_alloc(LRUN_TIER_PINNED, hb, "engine staging", &e->h_table_base);
@@ -335,6 +350,7 @@ void lrun_cuda_engine_free(lrun_cuda_engine *e)
         if (e->graph_exec[n]) cudaGraphExecDestroy(e->graph_exec[n]);
     (void)cudaGetLastError();
     lrun_cuda_offload_free(e);
+    lrun_cuda_exact_free(e);
     if (e->kv) lrun_device_release(e->device, e->kv, e->kv_bytes);
     if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
     lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);

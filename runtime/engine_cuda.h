@@ -60,6 +60,7 @@ typedef struct lrun_cuda_engine_stats {
     uint64_t host_compute_bytes; /* weight bytes read by matmuls on the host */
     size_t slot_bytes;        /* device bytes of the streaming slots */
     int prefetch_layers;      /* k: units issued ahead of the one computing */
+    int exact;                /* 1: the exact path, bit-identical to the CPU engine (Q4_0/Q4_1/Q8_0 models) */
 } lrun_cuda_engine_stats;
 
 void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out);

@@ -88,10 +88,12 @@ struct lrun_cuda_engine {
 
     /* CUDA graphs of decode steps, by token count */
     int graphs_enabled;
+    int want_exact;               /* numerics EXACT was asked for (or LRUN_CUDA_EXACT=1 for benchmarks) */
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_cuda_engine_stats stats;
     struct cuda_offload *offload; /* AS_PLACED weights off the device, or NULL (engine_cuda_offload.h) */
+    struct cuda_exact *exact;     /* the exact path's state when the model takes it (engine_cuda_exact.c), or NULL */
 };
 
 #define TRY(call)                                   \
@@ -126,5 +128,19 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need);
 lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv);
 /* logits (rows, n_vocab) on the device = LM head of normed rows [r0, r0+rows). */
 lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows);
+
+/* The exact path (engine_cuda_exact.c): bit-identical to the CPU engine for
+ * models whose matmul weights are all Q4_0/Q4_1/Q8_0. eligible: whether this
+ * model and shape take it (LRUN_CUDA_EXACT=0 says no); init sets e->exact
+ * when eligible; table fills and sends the chunk's extra table (after the
+ * step table of seq's n tokens is filled, seq_done counting this chunk);
+ * enqueue_chunk and lm_head replace the float path's. */
+int lrun_cuda_exact_eligible(const lrun_cuda_engine *e);
+lrun_status lrun_cuda_exact_init(lrun_cuda_engine *e);
+void lrun_cuda_exact_free(lrun_cuda_engine *e);
+lrun_status lrun_cuda_exact_table(lrun_cuda_engine *e, const int32_t *seq, int64_t n);
+lrun_status lrun_cuda_exact_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity,
+                                          int64_t max_kv);
+lrun_status lrun_cuda_exact_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows);
 
 #endif

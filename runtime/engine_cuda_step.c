@@ -128,7 +128,8 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
          * as the captured graphs do, so replayed and eager steps split the
          * KV length the same way and agree to the bit. */
         if (e->cache_kind == LRUN_CACHE_KIND_STATIC) max_kv = e->kv_cap;
-        st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL);
+        st = e->exact ? lrun_cuda_exact_table(e, seq + c0, n) : LRUN_OK; /* the exact path's RoPE table */
+        if (st == LRUN_OK) st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL);
         if (st != LRUN_OK && e->offload) lrun_cuda_offload_reset(e);
         if (st != LRUN_OK) return lrun_fail_context(st, "engine step (tokens %lld..%lld)", (long long)c0,
                                                     (long long)(c0 + n - 1));
@@ -145,6 +146,7 @@ void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stat
     out->graphs_enabled = e->graphs_enabled;
     out->kv_dtype = e->kv_dtype;
     out->kv_bytes = e->kv_bytes;
+    out->exact = e->exact != NULL;
     out->scratch_bytes = e->scratch_bytes;
 }
 

@@ -487,6 +487,17 @@ typedef enum lrun_weight_mode {
     LRUN_WEIGHT_MODE_AS_PLACED = 1   /* keep each weight's tier, as a policy placed them (above) */
 } lrun_weight_mode;
 
+/* Which arithmetic an engine uses. The CPU engine always computes llama.cpp's
+ * CPU bits (docs/numerics.md). On CUDA, DEFAULT takes the fast path (f32
+ * activations, cuBLAS for prompts: close to the CPU, not equal) and EXACT
+ * the exact path, bit-identical to the CPU engine but slower; it needs
+ * Q4_0/Q4_1/Q8_0 matrices and all weights on the device, else engine init
+ * fails with LRUN_E_UNSUPPORTED saying why. */
+typedef enum lrun_numerics {
+    LRUN_NUMERICS_DEFAULT = 0,
+    LRUN_NUMERICS_EXACT = 1
+} lrun_numerics;
+
 typedef struct lrun_engine_opts {
     int64_t n_seq_max;       /* sequences (cache slots); default 1 */
     int64_t n_ctx_max;       /* positions per sequence; 0 = the model's n_ctx_train */
@@ -500,6 +511,7 @@ typedef struct lrun_engine_opts {
     int kv_quant_bits;       /* QUANTIZED: 8 or 4; 0 = 8 */
     int64_t kv_quant_group;  /* QUANTIZED: elements per scale along head_dim; 0 = 64 (or head_dim) */
     int64_t kv_residual_len; /* QUANTIZED: recent positions kept exact; 0 = 128 */
+    lrun_numerics numerics;  /* DEFAULT: the device's fastest arithmetic; EXACT: the CPU engine's bits */
 } lrun_engine_opts;
 
 /* What an engine has done since it was made (or last reset): residency

@@ -1,9 +1,9 @@
 -- engine_gpu_spec: the CUDA engine through the Lua API — lrun.load(path,
 -- {device = "cuda:0"}) generates the same greedy tokens as the CPU on a
 -- random-weight f32 model (dynamic and static caches: the static one replays
--- CUDA graphs), and on the default model as far as the two paths agree
--- (docs/gpu.md: the CPU quantizes activations like llama.cpp, the GPU does
--- not). Without a GPU, asking for cuda fails with a clear device error.
+-- CUDA graphs); on the default model, exactly with numerics = "exact" and as
+-- far as the two agree with the fast default (docs/gpu.md: the CPU quantizes
+-- activations like llama.cpp, the fast GPU path does not). Without a GPU, asking for cuda fails with a clear device error.
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; `make test` runs it too.
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
@@ -23,9 +23,9 @@ local function gen_model(path)
   assert(st == C.LRUN_OK, lf.last_error())
 end
 
-local function greedy(path, device, ids, n, cache)
+local function greedy(path, device, ids, n, cache, numerics)
   local m = assert(lrun.load(path, { device = device, progress = false, n_ctx = 256,
-                                     cache_implementation = cache }))
+                                     cache_implementation = cache, numerics = numerics }))
   local _, out = m:generate(ids, { max_new_tokens = n, do_sample = false, eos_token_id = {} })
   m:free()
   assert(out, "generate on " .. device .. " failed")
@@ -96,14 +96,23 @@ describe("CUDA engine on the default model", function()
     pending(not has_gpu and "no GPU visible" or "LRUN_MODEL is not set")
     return
   end
-  it("starts like the CPU's greedy continuation (prints how far they agree)", function()
+  it("with numerics = \"exact\", continues exactly as the CPU for 32 greedy tokens", function()
+    local m = assert(lrun.load(model_path, { progress = false }))
+    local ids = m:tokenize("The capital of France is")
+    m:free()
+    local cpu = greedy(model_path, "cpu", ids, 32)
+    local gpu = greedy(model_path, "cuda:0", ids, 32, "static", "exact")
+    assert.are.same(cpu, gpu)
+  end)
+
+  it("the default (fast) numerics start like the CPU's greedy continuation (prints how far they agree)", function()
     local m = assert(lrun.load(model_path, { progress = false }))
     local ids = m:tokenize("The capital of France is")
     m:free()
     local cpu = greedy(model_path, "cpu", ids, 32)
     local gpu = greedy(model_path, "cuda:0", ids, 32, "static")
     local n = common_prefix(cpu, gpu)
-    print(string.format("# default model: CUDA and CPU greedy agree on %d of 32 tokens", n))
+    print(string.format("# default model, fast numerics: CUDA and CPU greedy agree on %d of 32 tokens", n))
     assert.truthy(n >= 1)
   end)
 end)

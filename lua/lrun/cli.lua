@@ -134,6 +134,8 @@ function M.model_spec()
     { "-s", "--seed", key = "seed", type = "int", help = "sampling seed (default: random)" },
     { "-t", "--threads", key = "threads", type = "int", help = "CPU threads (default: all cores)" },
     { "--device", key = "device", arg = "SPEC", help = "cpu, cuda, cuda:N" },
+    { "--exact", key = "exact", type = "flag",
+      help = "on cuda: the CPU engine's arithmetic bit for bit (Q4_0/Q4_1/Q8_0 models; slower)" },
     { "--gpu-budget", key = "gpu_budget", arg = "SIZE",
       help = "cap on device memory (weights, KV cache, scratch): 512M, 4G; weights beyond it are offloaded" },
     { "--cpu-offload-gb", key = "cpu_offload_gb", type = "number", arg = "N",
@@ -153,7 +155,7 @@ end
 --- lrun.load options from parsed flags.
 function M.load_options(opts)
   local o = { threads = opts.threads, device = opts.device, gpu_budget = opts.gpu_budget,
-    n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil,
+    n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil, numerics = opts.exact and "exact" or nil,
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch }
   if o.n_gpu_layers and not o.policy then o.policy = "layers" end

@@ -24,7 +24,7 @@ M.Model = Model
 local load_opt_types = {
   device = "string", gpu_budget = "number|string", threads = "number", progress = "boolean",
   n_ctx = "number", cache_implementation = "string", cache_config = "table", rope_style = "string",
-  kv_dtype = "string",
+  kv_dtype = "string", numerics = "string",
   -- placement (lrun.residency): any of these makes load plan and apply a placement
   policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
   prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
@@ -43,6 +43,9 @@ local function check_load_opts(opts)
   require("lrun.cache").check("lrun.load", opts.cache_implementation, opts.cache_config, 3)
   if opts.kv_dtype and opts.kv_dtype ~= "f16" and opts.kv_dtype ~= "f32" then
     error("lrun.load: kv_dtype must be \"f16\" or \"f32\", got \"" .. opts.kv_dtype .. "\"", 3)
+  end
+  if opts.numerics and opts.numerics ~= "default" and opts.numerics ~= "exact" then
+    error("lrun.load: numerics must be \"default\" or \"exact\", got \"" .. opts.numerics .. "\"", 3)
   end
   if opts.rope_style and opts.rope_style ~= "adjacent" and opts.rope_style ~= "half" then
     error("lrun.load: rope_style must be \"adjacent\" or \"half\", got \"" .. opts.rope_style .. "\"", 3)
@@ -120,6 +123,7 @@ function M.load(path, opts)
     cache_implementation = opts.cache_implementation or "dynamic",
     cache_config = opts.cache_config,
     kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
+    numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT,
   }, Model)
   self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
@@ -202,6 +206,7 @@ function Model:engine(req, cache_config)
   eo.n_batch_max = n_batch
   eo.n_threads = self.threads
   eo.kv_dtype = self.kv_dtype
+  eo.numerics = self.numerics
   for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   if self.residency then
     eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
