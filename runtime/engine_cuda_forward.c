@@ -141,12 +141,14 @@ static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity
 /* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows). */
 lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 {
+    lrun_k_set_pdl(e->pdl_enabled);
     return matmul(e, e->model->output, e->xn + r0 * e->n_embd, rows, e->logits);
 }
 
 /* All device work of a chunk up to the first block of logits. */
 lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv)
 {
+    lrun_k_set_pdl(e->pdl_enabled); /* this thread's launches, also inside a graph capture */
     TRY(forward_layers(e, n, max_kv));
     if (n_want == 0) return LRUN_OK;
     TRY(output_norm(e, n_want, identity));
