@@ -10,7 +10,7 @@
  * the rest is one TAP SKIP line where no GPU is visible.
  *
  *   build/tests/test_kernels_gpu           the tests
- *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1)
+ *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1), without and with PDL
  *   build/tests/test_kernels_gpu --sweep   the same for every GEMV shape variant */
 #include "check.h"
 #include "cpu_ops.h"
@@ -996,7 +996,14 @@ static void bench(int sweep)
 {
     static const lrun_dtype types[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_F16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,
                                        LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+    /* back-to-back launches as ordinary kernels, then as programmatic
+     * dependents (each GEMV's weight loads overlap the previous one's tail) */
+    const int pdl = lrun_k_pdl_enabled();
+    lrun_k_set_pdl(0);
     for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default");
+    lrun_k_set_pdl(pdl);
+    if (pdl)
+        for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default, PDL");
     if (!sweep) return;
     static const lrun_dtype tuned[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1};
     const char *desc;
