@@ -25,7 +25,12 @@
 #define LRUN_K_ATTN_TILE 128          /* positions scored per step */
 #define LRUN_K_ATTN_MAX_HEAD_DIM 512  /* 4 output dims per thread */
 #define LRUN_K_ATTN_TARGET_BLOCKS 512 /* about 4 blocks per SM of an H100 */
-#define LRUN_K_ATTN_MIN_SPLIT 256     /* fewest positions worth a split of their own */
+/* Fewest positions of max_kv worth a split of their own. A block walks its
+ * positions one dependent load chain after another, so at decode the
+ * latency of the longest split is the kernel's time: 7B shape, n_kv 192 of
+ * 1024, 32 heads: splits of 256 (4 per head) took ~XXX µs, of 32 (16 per
+ * head, the grid target) ~YYY µs (test_kernels_gpu --bench). */
+#define LRUN_K_ATTN_MIN_SPLIT 32
 
 /* Splits per (token, head) job for this shape (1 when there are enough jobs
  * to fill the GPU, or the cache is short). n_tok * n_head must not overflow. */
