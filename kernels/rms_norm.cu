@@ -1,5 +1,5 @@
 /* rms_norm.cu — RMSNorm, as lrun_cpu_rms_norm (runtime/cpu_ops.c): the CPU
- * sums squares in double; here each thread sums ~n/256 squares in f32 and the
+ * sums squares in double; here each thread sums ~n/1024 squares in f32 and the
  * partial sums are combined in a tree, which keeps the relative error of the
  * mean near 1e-7. y may alias x: every element is read and written by the
  * same thread. */
