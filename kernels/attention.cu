@@ -47,24 +47,12 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
         float m = -INFINITY, l = 0.0f, acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int64_t tile = t0; tile < t1; tile += LRUN_K_ATTN_TILE) {
             const int len = (int)(t1 - tile < LRUN_K_ATTN_TILE ? t1 - tile : LRUN_K_ATTN_TILE);
-            /* a warp scores 4 positions at once: their key loads are
-             * independent, so one memory latency covers all 4 (a decode
-             * split is only a few positions per warp, and latency-bound) */
-            for (int p0 = warp; p0 < len; p0 += 4 * nwarps) {
-                float dot[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                for (int64_t d = lane; d < head_dim; d += 32) {
-                    const float qd = qs[d];
-#pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        const int p = p0 + u * nwarps;
-                        if (p < len) dot[u] = fmaf(qd, kv_at<KV>(ck, kb + (tile + p) * stride + d), dot[u]);
-                    }
-                }
-#pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const float v = lrun_k_warp_sum(dot[u]);
-                    if (lane == 0 && p0 + u * nwarps < len) ps[p0 + u * nwarps] = v;
-                }
+            for (int p = warp; p < len; p += nwarps) {
+                const int64_t kr = kb + (tile + p) * stride;
+                float dot = 0.0f;
+                for (int64_t d = lane; d < head_dim; d += 32) dot = fmaf(qs[d], kv_at<KV>(ck, kr + d), dot);
+                dot = lrun_k_warp_sum(dot);
+                if (lane == 0) ps[p] = dot;
             }
             __syncthreads();
             float tm = -INFINITY;
@@ -87,7 +75,7 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
                 if (d < head_dim) {
                     const int64_t vr = vb + tile * stride + d;
                     float a = acc[j] * corr;
-#pragma unroll 16 /* 16 value loads in flight: a split is often fewer positions */
+#pragma unroll 4
                     for (int p = 0; p < len; p++) a = fmaf(ps[p], kv_at<KV>(cv, vr + p * stride), a);
                     acc[j] = a;
                 }
