@@ -425,9 +425,12 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
     }
     if (e == cudaErrorNotSupported)
         return lrun_fail(LRUN_E_INTERNAL, "%s: no kernel for %s", op, lrun_dtype_name(w_dtype));
-    if (e == cudaErrorInvalidConfiguration && cudaGetLastError() == cudaSuccess)
+    /* our own grid check returns InvalidConfiguration without launching;
+     * a launch the runtime refused left its error pending (peek, not get,
+     * so lrun_k_launched still reports it) */
+    if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
         return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
-    return lrun_k_launched(op); /* a failed launch left its error for cudaGetLastError */
+    return lrun_k_launched(op);
 }
 
 extern "C" lrun_status lrun_k_gemv(lrun_dtype w_dtype, const void *w, size_t row_bytes, int64_t n, int64_t k,
