@@ -25,6 +25,8 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
     float *qs = sh;                          /* (head_dim) q * scale */
     float *ps = sh + head_dim;               /* (TILE) scores, then e^(s - m) */
     float *scratch = ps + LRUN_K_ATTN_TILE;  /* (32) block reductions */
+    lrun_k_pdl_trigger();
+    lrun_k_pdl_wait();
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nwarps = LRUN_K_ATTN_THREADS / 32;
     const int64_t group = n_head / n_head_kv, stride = n_head_kv * head_dim; /* elements between positions */
@@ -108,21 +110,38 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
 __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
     attn_merge(const float *__restrict__ part, int64_t n_th, int64_t n_split, int64_t head_dim, float *__restrict__ out)
 {
+    /* every split's m and l are loaded in one round into shared memory and
+     * its weight e^(m - M) computed once: a decode merges 16 splits per
+     * head, and a loop of dependent global loads per split was most of the
+     * merge's time. Sums run in split order, as before, so the bits are
+     * the same. */
+    __shared__ float sm[LRUN_K_ATTN_TARGET_BLOCKS], sl[LRUN_K_ATTN_TARGET_BLOCKS], inv_sum;
+    lrun_k_pdl_trigger();
+    lrun_k_pdl_wait();
     const int64_t w = head_dim + 2;
     for (int64_t th = blockIdx.x; th < n_th; th += gridDim.x) {
         const float *pp = part + th * n_split * w;
-        float mx = -INFINITY, sum = 0.0f;
-        for (int64_t s = 0; s < n_split; s++)
-            if (pp[s * w + 1] > 0.0f) mx = fmaxf(mx, pp[s * w]);
-        for (int64_t s = 0; s < n_split; s++)
-            if (pp[s * w + 1] > 0.0f) sum += pp[s * w + 1] * expf(pp[s * w] - mx);
-        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+        for (int64_t s = threadIdx.x; s < n_split; s += LRUN_K_ATTN_THREADS) sm[s] = pp[s * w], sl[s] = pp[s * w + 1];
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float mx = -INFINITY, sum = 0.0f;
+            for (int64_t s = 0; s < n_split; s++)
+                if (sl[s] > 0.0f) mx = fmaxf(mx, sm[s]);
+            for (int64_t s = 0; s < n_split; s++) {
+                sm[s] = sl[s] > 0.0f ? expf(sm[s] - mx) : 0.0f; /* m becomes the split's weight */
+                if (sl[s] > 0.0f) sum += sl[s] * sm[s];
+            }
+            inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+        }
+        __syncthreads();
         for (int64_t d = threadIdx.x; d < head_dim; d += LRUN_K_ATTN_THREADS) {
             float a = 0.0f;
+#pragma unroll 8
             for (int64_t s = 0; s < n_split; s++)
-                if (pp[s * w + 1] > 0.0f) a = fmaf(pp[s * w + 2 + d], expf(pp[s * w] - mx), a);
-            out[th * head_dim + d] = a * inv;
+                if (sl[s] > 0.0f) a = fmaf(pp[s * w + 2 + d], sm[s], a);
+            out[th * head_dim + d] = a * inv_sum;
         }
+        __syncthreads(); /* sm, sl and inv_sum are rewritten for the next job */
     }
 }
 
@@ -185,17 +204,12 @@ extern "C" lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, con
     const unsigned g = (unsigned)(jobs < LRUN_K_MAX_GRID ? jobs : LRUN_K_MAX_GRID);
     const size_t shmem = (size_t)(head_dim + LRUN_K_ATTN_TILE + 32) * sizeof(float);
     float *part = (float *)work;
-    if (kv_dtype == LRUN_DTYPE_F16)
-        attn_split<LRUN_DTYPE_F16><<<g, LRUN_K_ATTN_THREADS, shmem, st>>>(q, cache_k, cache_v, k_base, v_base, n_kv,
-                                                                          n_tok, n_head, n_head_kv, head_dim, max_kv,
-                                                                          n_split, scale, out, part);
-    else
-        attn_split<LRUN_DTYPE_F32><<<g, LRUN_K_ATTN_THREADS, shmem, st>>>(q, cache_k, cache_v, k_base, v_base, n_kv,
-                                                                          n_tok, n_head, n_head_kv, head_dim, max_kv,
-                                                                          n_split, scale, out, part);
+    (void)lrun_k_launch(kv_dtype == LRUN_DTYPE_F16 ? attn_split<LRUN_DTYPE_F16> : attn_split<LRUN_DTYPE_F32>, dim3(g),
+                        dim3(LRUN_K_ATTN_THREADS), shmem, st, q, cache_k, cache_v, k_base, v_base, n_kv, n_tok, n_head,
+                        n_head_kv, head_dim, max_kv, n_split, scale, out, part);
     lrun_status s = lrun_k_launched(op);
     if (s != LRUN_OK || n_split == 1) return s;
     const unsigned gm = (unsigned)(n_th < LRUN_K_MAX_GRID ? n_th : LRUN_K_MAX_GRID);
-    attn_merge<<<gm, LRUN_K_ATTN_THREADS, 0, st>>>(part, n_th, n_split, head_dim, out);
+    (void)lrun_k_launch(attn_merge, dim3(gm), dim3(LRUN_K_ATTN_THREADS), 0, st, part, n_th, n_split, head_dim, out);
     return lrun_k_launched(op);
 }

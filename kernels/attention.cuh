@@ -25,7 +25,13 @@
 #define LRUN_K_ATTN_TILE 128          /* positions scored per step */
 #define LRUN_K_ATTN_MAX_HEAD_DIM 512  /* 4 output dims per thread */
 #define LRUN_K_ATTN_TARGET_BLOCKS 512 /* about 4 blocks per SM of an H100 */
-#define LRUN_K_ATTN_MIN_SPLIT 256     /* fewest positions worth a split of their own */
+/* Fewest positions of max_kv worth a split of their own. A block walks its
+ * positions one load latency after another, so at decode the longest split
+ * sets the kernel's time: with 32 (16 splits per head on a 1024-position
+ * cache, the grid target) 7B bf16 decode went from 174 to 181 tok/s on the
+ * H100 against 256 (4 splits per head); the kernel now takes 11 µs at n_kv
+ * 192 and 20 µs at 1000 (test_kernels_gpu --bench, docs/cuda-kernels.md). */
+#define LRUN_K_ATTN_MIN_SPLIT 32
 
 /* Splits per (token, head) job for this shape (1 when there are enough jobs
  * to fill the GPU, or the cache is short). n_tok * n_head must not overflow. */

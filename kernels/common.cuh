@@ -116,6 +116,55 @@ template <int NT, int MAX> static __device__ __forceinline__ float lrun_k_block_
     return v;
 }
 
+// ---------------------------------------------------------------- programmatic dependent launch
+
+/* Decode runs ~8 dependent kernels per layer; between two of them the GPU
+ * idles while the first drains its last blocks and the second ramps up.
+ * With programmatic dependent launch (sm_90+, lrun_k_set_pdl) a kernel is
+ * started while its predecessor still runs: its blocks do what needs no
+ * earlier result (a GEMV issues its weight loads) and then wait here for
+ * the predecessor to complete, its writes visible. Every kernel launched
+ * through lrun_k_launch must call lrun_k_pdl_wait before it reads anything
+ * an earlier kernel writes or writes anything an earlier kernel reads, on
+ * every path through the kernel; without PDL the wait is a no-op. */
+static __device__ __forceinline__ void lrun_k_pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Lets the next kernel of the stream start (its blocks take SM slots as this
+ * kernel's blocks exit). Called first thing: the dependent still waits for
+ * this kernel's completion in its lrun_k_pdl_wait, so the trigger only
+ * decides how early it may be scheduled, never what it sees. */
+static __device__ __forceinline__ void lrun_k_pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Launches kernel on stream, as a programmatic dependent of the kernel
+ * before it when lrun_k_pdl_enabled() (this thread's setting), else as an
+ * ordinary launch. The kernel must follow lrun_k_pdl_wait's rule. */
+template <typename... P, typename... A>
+static inline cudaError_t lrun_k_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem, cudaStream_t st,
+                                        A &&...args)
+{
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = shmem;
+    cfg.stream = st;
+    cfg.attrs = &attr;
+    cfg.numAttrs = lrun_k_pdl_enabled() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, (P)args...);
+}
+
 // ---------------------------------------------------------------- host-side checks
 
 /* Blocks of a grid-stride launch over `work` items, block_threads each: at

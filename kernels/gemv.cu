@@ -123,6 +123,7 @@ __global__ void __launch_bounds__(NT)
     using Q = lrun_k_unit<T>;
     using V = gemv_vals<T>;
     constexpr int RH = RB >= 2 ? RB / 2 : 1; /* output rows of a swiglu block */
+    lrun_k_pdl_trigger();
     const int64_t b = blockIdx.x;
     const int p = (b >= P.b0[1]) + (b >= P.b0[2]);
     const bool sw = mode == LRUN_K_GEMV_SWIGLU;
@@ -146,9 +147,12 @@ __global__ void __launch_bounds__(NT)
 #pragma unroll
         for (int i = 0; i < M; i++) acc[r][i] = 0.0f;
 
-    for (int64_t u0 = threadIdx.x; u0 < units; u0 += NT * U) {
-        typename Q::raw raw[U][RB];
-        /* all loads of the step first: they are what the kernel waits for */
+    /* all loads of a step first: they are what the kernel waits for. The
+     * first step's are issued before the wait for the previous kernel (the
+     * weights are no kernel's output), so under PDL they overlap its tail;
+     * for k = 4096 bf16 that first step is the block's whole tile. */
+    typename Q::raw raw[U][RB];
+    auto load_step = [&](int64_t u0) {
 #pragma unroll
         for (int j = 0; j < U; j++) {
             const int64_t u = u0 + NT * j;
@@ -158,6 +162,11 @@ __global__ void __launch_bounds__(NT)
                 for (int r = 0; r < RB; r++) raw[j][r] = Q::load(rows[r] + off, (int)(u % Q::UNITS));
             }
         }
+    };
+    load_step(threadIdx.x);
+    lrun_k_pdl_wait();
+    for (int64_t u0 = threadIdx.x; u0 < units; u0 += NT * U) {
+        if (u0 != threadIdx.x) load_step(u0);
 #pragma unroll
         for (int j = 0; j < U; j++) {
             const int64_t u = u0 + NT * j;
@@ -232,6 +241,8 @@ __global__ void __launch_bounds__(LRUN_K_GEMV_PLAIN_THREADS)
 {
     const int lane = threadIdx.x & 31;
     const int64_t row = (int64_t)blockIdx.x * (LRUN_K_GEMV_PLAIN_THREADS / 32) + (threadIdx.x >> 5);
+    lrun_k_pdl_trigger();
+    lrun_k_pdl_wait();
     if (row >= n) return; /* no block-level synchronization below */
     const bool sw = mode == LRUN_K_GEMV_SWIGLU;
     const uint8_t *wr = w + (size_t)row * row_bytes, *wr2 = sw ? w2 + (size_t)row * row_bytes2 : wr;
@@ -284,7 +295,7 @@ template <int T, int M, int NT, int RB, int U>
 static cudaError_t launch_tiles(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
 {
     const int64_t rows_out = mode == LRUN_K_GEMV_SWIGLU ? RB / 2 : RB;
-    if (rows_out < 1) return cudaErrorInvalidValue;
+    if (rows_out < 1) return cudaErrorNotSupported;
     const int grid_parts = mode == LRUN_K_GEMV_SWIGLU ? 1 : n_parts; /* up shares gate's blocks */
     int64_t b = 0;
     for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
@@ -293,8 +304,7 @@ static cudaError_t launch_tiles(gemv_parts P, int n_parts, int64_t k, const floa
     }
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const bool xvec = ((uintptr_t)x & 15) == 0;
-    gemv_tiles<T, M, NT, RB, U><<<(unsigned)b, NT, 0, st>>>(P, k, x, xvec, mode);
-    return cudaSuccess;
+    return lrun_k_launch(gemv_tiles<T, M, NT, RB, U>, dim3((unsigned)b), dim3(NT), 0, st, P, k, x, xvec, mode);
 }
 
 template <int T, int M>
@@ -328,8 +338,9 @@ static cudaError_t launch_plain(const gemv_parts &P, int n_parts, int64_t k, con
         const int64_t blocks = (P.n[p] + wpb - 1) / wpb;
         if (blocks > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
         const int q = mode == LRUN_K_GEMV_SWIGLU ? 1 : p;
-        gemv_plain<T, M><<<(unsigned)blocks, LRUN_K_GEMV_PLAIN_THREADS, 0, st>>>(P.w[p], P.w[q], P.rb[p], P.rb[q],
-                                                                                  P.n[p], k, x, P.y[p], mode);
+        const cudaError_t e = lrun_k_launch(gemv_plain<T, M>, dim3((unsigned)blocks), dim3(LRUN_K_GEMV_PLAIN_THREADS),
+                                            0, st, P.w[p], P.w[q], P.rb[p], P.rb[q], P.n[p], k, x, P.y[p], mode);
+        if (e != cudaSuccess) return e;
     }
     return cudaSuccess;
 }
@@ -359,7 +370,7 @@ static cudaError_t launch_m(lrun_dtype t, const gemv_parts &P, int n_parts, int6
     case LRUN_DTYPE_Q8_0: return launch_units<LRUN_DTYPE_Q8_0, M>(P, n_parts, k, x, mode, st);
     case LRUN_DTYPE_Q4_K: return launch_units<LRUN_DTYPE_Q4_K, M>(P, n_parts, k, x, mode, st);
     case LRUN_DTYPE_Q6_K: return launch_units<LRUN_DTYPE_Q6_K, M>(P, n_parts, k, x, mode, st);
-    default: return cudaErrorInvalidValue;
+    default: return cudaErrorNotSupported; /* no kernel for t */
     }
 }
 
@@ -401,7 +412,7 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
         P.n[p] = q->n;
     }
     cudaStream_t st = (cudaStream_t)stream;
-    cudaError_t e = cudaErrorInvalidValue;
+    cudaError_t e = cudaErrorNotSupported;
     switch (m) {
     case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, st); break;
     case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, st); break;
@@ -412,9 +423,13 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
     case 7: e = launch_m<7>(w_dtype, P, n_parts, k, x, mode, st); break;
     case 8: e = launch_m<8>(w_dtype, P, n_parts, k, x, mode, st); break;
     }
-    if (e == cudaErrorInvalidConfiguration)
+    if (e == cudaErrorNotSupported)
+        return lrun_fail(LRUN_E_INTERNAL, "%s: no kernel for %s", op, lrun_dtype_name(w_dtype));
+    /* our own grid check returns InvalidConfiguration without launching;
+     * a launch the runtime refused left its error pending (peek, not get,
+     * so lrun_k_launched still reports it) */
+    if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
         return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
-    if (e != cudaSuccess) return lrun_fail(LRUN_E_INTERNAL, "%s: no kernel for %s", op, lrun_dtype_name(w_dtype));
     return lrun_k_launched(op);
 }
 

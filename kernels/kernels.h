@@ -24,6 +24,19 @@
 extern "C" {
 #endif
 
+// ---------------------------------------------------------------- launch mode
+
+/* Programmatic dependent launch (sm_90 and later only) for the launches this
+ * thread makes from now on: on (1) or off (0, the default). The decode-path
+ * kernels (RMSNorm, GEMV, RoPE+cache store, attention) then start while the
+ * kernel before them drains and wait for its results inside (common.cuh).
+ * Results are the same bits either way. The CUDA engine sets it per step
+ * (LRUN_CUDA_PDL=0 turns it off). */
+void lrun_k_set_pdl(int on);
+int lrun_k_pdl_enabled(void);
+/* 1 when CUDA device cuda_ordinal can launch programmatic dependents (sm_90+). */
+int lrun_k_pdl_supported(int cuda_ordinal);
+
 // ---------------------------------------------------------------- weights
 
 /* dst (n_rows, k) = the rows of W converted to f16 (dst_dtype F16), bf16

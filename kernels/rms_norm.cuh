@@ -7,6 +7,8 @@
 
 #include "common.cuh"
 
-#define LRUN_K_RMS_THREADS 256
+/* 1024: a decode row (4096 wide) is 4 elements a thread, one round of loads;
+ * the norm sits between two GEMVs of every layer, so its latency counts */
+#define LRUN_K_RMS_THREADS 1024
 
 #endif

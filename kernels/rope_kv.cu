@@ -19,6 +19,8 @@ __global__ void rope_kv_pairs(float *q, float *k, const float *__restrict__ v, c
                               double base, double freq_scale, const float *__restrict__ freq_factors, int style,
                               void *cache_k, void *cache_v, const int64_t *__restrict__ row_offset)
 {
+    lrun_k_pdl_trigger();
+    lrun_k_pdl_wait();
     const int64_t pairs = head_dim / 2, half = n_rot / 2, heads = n_head + n_head_kv;
     const int64_t total = n_tok * heads * pairs;
     for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
@@ -86,13 +88,9 @@ extern "C" lrun_status lrun_k_rope_kv_store(float *q, float *k, const float *v, 
                          (long long)(n_head + n_head_kv), (long long)head_dim);
     const unsigned g = lrun_k_grid(total / 2, LRUN_K_ROPE_KV_THREADS, LRUN_K_ELTWISE_BLOCKS);
     cudaStream_t st = (cudaStream_t)stream;
-    if (kv_dtype == LRUN_DTYPE_F16)
-        rope_kv_pairs<LRUN_DTYPE_F16><<<g, LRUN_K_ROPE_KV_THREADS, 0, st>>>(
-            q, k, v, pos, n_tok, n_head, n_head_kv, head_dim, n_rot, (double)base, (double)freq_scale, freq_factors,
-            style, cache_k, cache_v, row_offset);
-    else
-        rope_kv_pairs<LRUN_DTYPE_F32><<<g, LRUN_K_ROPE_KV_THREADS, 0, st>>>(
-            q, k, v, pos, n_tok, n_head, n_head_kv, head_dim, n_rot, (double)base, (double)freq_scale, freq_factors,
-            style, cache_k, cache_v, row_offset);
+    (void)lrun_k_launch(kv_dtype == LRUN_DTYPE_F16 ? rope_kv_pairs<LRUN_DTYPE_F16> : rope_kv_pairs<LRUN_DTYPE_F32>,
+                        dim3(g), dim3(LRUN_K_ROPE_KV_THREADS), 0, st, q, k, v, pos, n_tok, n_head, n_head_kv,
+                        head_dim, n_rot, (double)base, (double)freq_scale, freq_factors, style, cache_k, cache_v,
+                        row_offset);
     return lrun_k_launched(op);
 }

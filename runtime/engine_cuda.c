@@ -282,6 +282,9 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
     e->kv_esize = e->kv_dtype == LRUN_DTYPE_F32 ? 4 : 2;
     const char *g = getenv("LRUN_CUDA_GRAPHS");
     e->graphs_enabled = e->cache_kind == LRUN_CACHE_KIND_STATIC && !(g && strcmp(g, "0") == 0);
+    /* programmatic dependent launch: Hopper and later; LRUN_CUDA_PDL=0 for comparisons */
+    const char *pdl = getenv("LRUN_CUDA_PDL");
+    e->pdl_enabled = lrun_k_pdl_supported(dev->cuda_ordinal) && !(pdl && strcmp(pdl, "0") == 0);
     e->table_bytes = (size_t)e->n_batch_max * 28;
 
     const size_t B = (size_t)e->n_batch_max;

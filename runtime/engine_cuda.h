@@ -47,6 +47,7 @@ typedef struct lrun_cuda_engine_stats {
     int64_t graph_captures;   /* decode shapes captured into a graph */
     int64_t graph_launches;   /* chunks run by replaying a graph */
     int graphs_enabled;       /* 0 when off (DYNAMIC cache, LRUN_CUDA_GRAPHS=0, or a capture failed) */
+    int pdl_enabled;          /* kernels start while their predecessor drains (sm_90+, unless LRUN_CUDA_PDL=0) */
     lrun_dtype kv_dtype;      /* F16 or F32 */
     size_t kv_bytes;          /* device bytes of the KV cache now */
     size_t scratch_bytes;     /* device bytes of the step scratch */

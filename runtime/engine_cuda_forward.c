@@ -146,6 +146,9 @@ static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity
 /* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows). */
 lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 {
+    /* the exact path launches ordinarily; PDL is kept off while weights stream, so no
+     * kernel's early start can run ahead of the copy-stream event it waits for */
+    lrun_k_set_pdl(e->pdl_enabled && !e->exact && !e->offload);
     if (e->exact) return lrun_cuda_exact_lm_head(e, r0, rows); /* Q4_0/Q4_1/Q8_0 models: engine_cuda_exact.c */
     const struct lrun_tensor *head = e->offload ? lrun_cuda_offload_head(e) : e->model->output;
     return matmul(e, head, e->xn + r0 * e->n_embd, rows, e->logits);
@@ -154,6 +157,8 @@ lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 /* All device work of a chunk up to the first block of logits. */
 lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv)
 {
+    /* this thread's launches, also inside a graph capture; see lrun_cuda_lm_head for when it is off */
+    lrun_k_set_pdl(e->pdl_enabled && !e->exact && !e->offload);
     if (e->exact) return lrun_cuda_exact_enqueue_chunk(e, n, n_want, identity, max_kv); /* engine_cuda_exact.c */
     TRY(forward_layers(e, n, max_kv));
     /* a streamed head is met every chunk, wanted or not, to keep the copy cycle */

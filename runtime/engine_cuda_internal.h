@@ -86,6 +86,10 @@ struct lrun_cuda_engine {
     int64_t *out_rows;            /* (B) chunk rows whose logits are wanted */
     int64_t *seq_count, *seq_done;/* (n_seq_max) tokens per sequence in this step; placed so far */
 
+    /* kernels launched as programmatic dependents (lrun_k_set_pdl), set
+     * for this thread at each enqueue */
+    int pdl_enabled;
+
     /* CUDA graphs of decode steps, by token count */
     int graphs_enabled;
     int want_exact;               /* numerics EXACT was asked for (or LRUN_CUDA_EXACT=1 for benchmarks) */

@@ -144,6 +144,7 @@ void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stat
 {
     *out = e->stats;
     out->graphs_enabled = e->graphs_enabled;
+    out->pdl_enabled = e->pdl_enabled;
     out->kv_dtype = e->kv_dtype;
     out->kv_bytes = e->kv_bytes;
     out->exact = e->exact != NULL;

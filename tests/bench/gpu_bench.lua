@@ -12,7 +12,8 @@
 --   decode_tps   128 greedy steps after a 128-token prompt (one step = the
 --                engine step with its logits copied to the host, plus the host
 --                argmax), best of 2; with CUDA graphs (the default for a static
---                cache) and without (LRUN_CUDA_GRAPHS=0)
+--                cache) and without (LRUN_CUDA_GRAPHS=0), and with graphs but
+--                without programmatic dependent launch (LRUN_CUDA_PDL=0)
 --   hbm_tps      measured read bandwidth / bytes of weights one decode step
 --                reads (all tensors but the embedding table, which is read
 --                only when it doubles as the LM head)
@@ -99,8 +100,9 @@ local function decode_bytes(h)
   return head and total - embd or total, total
 end
 
-local function engine(h, graphs)
+local function engine(h, graphs, pdl)
   C.setenv("LRUN_CUDA_GRAPHS", graphs and "1" or "0", 1)
+  C.setenv("LRUN_CUDA_PDL", pdl == false and "0" or "1", 1)
   local eo = ffi.new("lrun_engine_opts")
   eo.n_seq_max, eo.n_ctx_max, eo.n_batch_max, eo.cache_kind = 1, N_CTX, 512, C.LRUN_CACHE_KIND_STATIC
   local out = ffi.new("lrun_engine *[1]")
@@ -134,6 +136,7 @@ local function bench_model(spec)
   local eg = engine(h, true)
   local load_s = sys.now() - t0
   local ee = engine(h, false)
+  local enp = engine(h, true, false)
 
   -- prefill
   step(eg, 16, ids)
@@ -164,12 +167,13 @@ local function bench_model(spec)
   end
   local decode_tps = decode(eg)
   local decode_eager_tps = decode(ee)
+  local decode_nopdl_tps = decode(enp)
 
   local bytes, total = decode_bytes(h)
   local info = C.lrun_model_get_info(h)
   local dtype = gen_dtype or ffi.string(C.lrun_dtype_name(C.lrun_tensor_dtype(C.lrun_model_find_tensor(h,
     "blk.0.ffn_down.weight"))))
-  for _, e in ipairs({ eg, ee }) do
+  for _, e in ipairs({ eg, ee, enp }) do
     ffi.gc(e, nil)
     C.lrun_engine_free(e)
   end
@@ -180,7 +184,7 @@ local function bench_model(spec)
     model = gen_dtype and "llama2-7b-shape" or path:match("[^/]*$"), dtype = dtype,
     n_layer = tonumber(info.n_layer), n_embd = tonumber(info.n_embd), weight_bytes = total,
     decode_bytes = bytes, load_s = load_s, prefill_tps = prefill_tps, decode_tps = decode_tps,
-    decode_eager_tps = decode_eager_tps, hbm_tps = hbm,
+    decode_eager_tps = decode_eager_tps, decode_nopdl_tps = decode_nopdl_tps, hbm_tps = hbm,
   }
 end
 
@@ -198,11 +202,11 @@ print(string.format("GPU: %s; read bandwidth %s GB/s (copy %s GB/s); batch 1, st
   gpu_name, f1(read_gbps), f1(copy_gbps), N_CTX))
 print("")
 print("| model | weights | GB read / token | prefill tok/s (512) | decode tok/s | decode, no graphs | "
-  .. "HBM limit tok/s | % of limit |")
-print("|---|---|---|---|---|---|---|---|")
+  .. "decode, no PDL | HBM limit tok/s | % of limit |")
+print("|---|---|---|---|---|---|---|---|---|")
 for _, r in ipairs(rows) do
-  print(string.format("| %s | %s | %.3f | %.0f | %.1f | %.1f | %s | %s |", r.model, r.dtype, r.decode_bytes / 1e9,
-    r.prefill_tps, r.decode_tps, r.decode_eager_tps, f1(r.hbm_tps),
+  print(string.format("| %s | %s | %.3f | %.0f | %.1f | %.1f | %.1f | %s | %s |", r.model, r.dtype,
+    r.decode_bytes / 1e9, r.prefill_tps, r.decode_tps, r.decode_eager_tps, r.decode_nopdl_tps, f1(r.hbm_tps),
     r.hbm_tps and string.format("%.0f%%", 100 * r.decode_tps / r.hbm_tps) or "–"))
 end
 if hf_decode then

@@ -217,6 +217,47 @@ done:
     lrun_model_free(mg);
 }
 
+/* Programmatic dependent launch changes when kernels start, never what
+ * they compute: an engine with LRUN_CUDA_PDL=0 and no graphs and one with
+ * PDL and graph replay give the same bits over a prompt and 16 decode steps. */
+static void test_pdl(const char *path, const char *what)
+{
+    lrun_model *mg = load(path, "cuda:0", 0);
+    setenv("LRUN_CUDA_PDL", "0", 1);
+    setenv("LRUN_CUDA_GRAPHS", "0", 1);
+    lrun_engine *plain = engine(mg, 1, 512, 64, LRUN_CACHE_KIND_STATIC);
+    unsetenv("LRUN_CUDA_PDL");
+    unsetenv("LRUN_CUDA_GRAPHS");
+    lrun_engine *pdl = engine(mg, 1, 512, 64, LRUN_CACHE_KIND_STATIC);
+    if (!plain || !pdl) goto done;
+    enum { NP = 20, ND = 16 };
+    int32_t tok[NP + ND];
+    make_prompt(tok, NP + ND, V, 9);
+    float a[V], b[V];
+    int ok = run_seq(plain, tok, NP, 0, 0, a) && run_seq(pdl, tok, NP, 0, 0, b), same = ok && !memcmp(a, b, sizeof a);
+    for (int i = 0; ok && i < ND; i++) {
+        const int32_t t1 = tok[NP + i], s0 = 0;
+        int64_t n;
+        ok = lrun_engine_step(plain, 1, &t1, &s0, NULL, a, 1, &n) == LRUN_OK &&
+             lrun_engine_step(pdl, 1, &t1, &s0, NULL, b, 1, &n) == LRUN_OK;
+        same &= ok && !memcmp(a, b, sizeof a);
+    }
+    lrun_cuda_engine_stats sp, sq;
+    lrun_cuda_engine_get_stats(lrun_engine_cuda(pdl), &sp);
+    lrun_cuda_engine_get_stats(lrun_engine_cuda(plain), &sq);
+    printf("# %s: PDL %s, %lld of %lld chunks replayed\n", what, sp.pdl_enabled ? "on" : "off (device before sm_90)",
+           (long long)sp.graph_launches, (long long)sp.steps);
+    char name[160];
+    snprintf(name, sizeof name, "%s: PDL with graphs gives the same bits as LRUN_CUDA_PDL=0 eager (prompt + %d "
+             "steps)", what, ND);
+    CHECK(name, ok && same && sp.graph_launches == ND - 1);
+    CHECK("LRUN_CUDA_PDL=0: PDL off", !sq.pdl_enabled);
+done:
+    lrun_engine_free(plain);
+    lrun_engine_free(pdl);
+    lrun_model_free(mg);
+}
+
 /* A static cache replays decode steps from CUDA graphs; the same engine
  * built with LRUN_CUDA_GRAPHS=0 runs them eagerly. */
 static void test_graphs(const char *path)
@@ -397,10 +438,15 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof tols / sizeof tols[0]; i++) test_dtype(&tols[i]);
 
+    const char *bf16 = gen_model(LRUN_DTYPE_BF16, LRUN_DTYPE_BF16);
+    test_pdl(bf16, "bf16 weights");
+    unlink(bf16);
+
     const char *f32 = gen_model(LRUN_DTYPE_F32, LRUN_DTYPE_F32);
     test_batch(f32);
     test_growth(f32);
     test_graphs(f32);
+    test_pdl(f32, "f32 weights");
     test_oom(f32);
     test_kv_f32(f32);
     unlink(f32);

@@ -10,7 +10,7 @@
  * the rest is one TAP SKIP line where no GPU is visible.
  *
  *   build/tests/test_kernels_gpu           the tests
- *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1)
+ *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1), without and with PDL
  *   build/tests/test_kernels_gpu --sweep   the same for every GEMV shape variant */
 #include "check.h"
 #include "cpu_ops.h"
@@ -228,7 +228,7 @@ static void test_arguments(void)
                            FAKE) == LRUN_E_UNSUPPORTED);
     CHECK("attention work: decode of a long cache needs partials, a short one none",
           lrun_k_attention_work_bytes(1, 32, 128, 4096) >= (size_t)32 * 2 * 130 * 4 &&
-              lrun_k_attention_work_bytes(1, 32, 128, 100) == 0);
+              lrun_k_attention_work_bytes(1, 32, 128, 24) == 0);
     CHECK("attention work: covers every smaller batch",
           lrun_k_attention_work_bytes(64, 32, 128, 4096) >= lrun_k_attention_work_bytes(1, 32, 128, 4096));
     CHECK("argmax: NULL out is LRUN_E_ARG",
@@ -878,6 +878,84 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+// ---------------------------------------------------------------- programmatic dependent launch
+
+/* Six decode layers of a 7B-wide model (bf16 weights, width 4096, f16
+ * cache), launched back to back with no sync: RMSNorm, QKV GEMV, RoPE and
+ * cache store, attention, Wo GEMV added into x, RMSNorm, gate/up SwiGLU
+ * GEMV, down GEMV added into x. Under PDL each kernel starts while the one
+ * before it drains and must wait for its results; a kernel that read too
+ * early would see the previous layer's activations. x and the caches after
+ * the chain must be the same bits with PDL on and off. */
+static void pdl_chain(int pdl, float *x_out, uint16_t *ck_out)
+{
+    enum { D = 4096, FF = 5504, HEADS = 32, HD = 128, LAYERS = 6, CAP = 16 };
+    dreset();
+    const uint64_t rng_was = rng;
+    rng = 0x2545f4914f6cdd1dull; /* the same x and norm weights in every run */
+    const int was = lrun_k_pdl_enabled();
+    lrun_k_set_pdl(pdl);
+    /* the weights are windows of one random buffer, at different offsets */
+    const size_t wsz = (size_t)FF * D * 2; /* the largest weight, bf16 */
+    uint8_t *w = malloc(wsz + 8192);
+    lrun_random_fill(LRUN_DTYPE_BF16, w, 0, (int64_t)FF * D + 4096, 0.02f, 17);
+    void *wq = dcopy(w, (size_t)D * D * 2), *wk = dcopy(w + 1000, (size_t)D * D * 2);
+    void *wv = dcopy(w + 2000, (size_t)D * D * 2), *wo = dcopy(w + 3000, (size_t)D * D * 2);
+    void *wg = dcopy(w, wsz), *wu = dcopy(w + 4000, wsz), *wd = dcopy(w + 6000, wsz);
+    free(w);
+    float *x = frandv(D, -1.0f, 1.0f), *nw = frandv(D, 0.5f, 1.5f);
+    float *dx = dcopy(x, D * 4), *dnw = dcopy(nw, D * 4), *xn = dbuf(D * 4), *q = dbuf(D * 4), *k = dbuf(D * 4);
+    float *v = dbuf(D * 4), *att = dbuf(D * 4), *g = dbuf(FF * 4);
+    void *work = dbuf(lrun_k_attention_work_bytes(1, HEADS, HD, CAP) + 256);
+    uint16_t *zero = calloc((size_t)CAP * D, 2);
+    void *ck = dcopy(zero, (size_t)CAP * D * 2), *cv = dcopy(zero, (size_t)CAP * D * 2);
+    int32_t pos[LAYERS], nkv[LAYERS];
+    int64_t off[LAYERS], base[LAYERS];
+    for (int l = 0; l < LAYERS; l++) pos[l] = l, nkv[l] = l + 1, off[l] = (int64_t)l * D, base[l] = 0;
+    int32_t *dpos = dcopy(pos, sizeof pos), *dnkv = dcopy(nkv, sizeof nkv);
+    int64_t *doff = dcopy(off, sizeof off), *dbase = dcopy(base, sizeof base);
+    free(x), free(nw), free(zero);
+    lrun_status st = LRUN_OK;
+    for (int l = 0; l < LAYERS && st == LRUN_OK; l++) {
+        const lrun_k_gemv_part qkv[3] = {{wq, D * 2, D, q}, {wk, D * 2, D, k}, {wv, D * 2, D, v}};
+        const lrun_k_gemv_part o[1] = {{wo, D * 2, D, dx}}, gu[2] = {{wg, D * 2, FF, g}, {wu, D * 2, FF, NULL}};
+        const lrun_k_gemv_part down[1] = {{wd, FF * 2, D, dx}};
+        st = lrun_k_rms_norm(dx, dnw, xn, 1, D, 1e-5f, stream);
+        if (st == LRUN_OK) st = lrun_k_gemv_multi(LRUN_DTYPE_BF16, qkv, 3, D, xn, 1, LRUN_K_GEMV_STORE, stream);
+        if (st == LRUN_OK)
+            st = lrun_k_rope_kv_store(q, k, v, dpos + l, 1, HEADS, HEADS, HD, HD, 10000.0f, 1.0f, NULL,
+                                      LRUN_ROPE_STYLE_HALF, LRUN_DTYPE_F16, ck, cv, doff + l, stream);
+        if (st == LRUN_OK)
+            st = lrun_k_attention(LRUN_DTYPE_F16, q, ck, cv, dbase, dbase, dnkv + l, 1, HEADS, HEADS, HD, CAP,
+                                  1.0f / sqrtf((float)HD), att, work, stream);
+        if (st == LRUN_OK) st = lrun_k_gemv_multi(LRUN_DTYPE_BF16, o, 1, D, att, 1, LRUN_K_GEMV_ADD, stream);
+        if (st == LRUN_OK) st = lrun_k_rms_norm(dx, dnw, xn, 1, D, 1e-5f, stream);
+        if (st == LRUN_OK) st = lrun_k_gemv_multi(LRUN_DTYPE_BF16, gu, 2, D, xn, 1, LRUN_K_GEMV_SWIGLU, stream);
+        if (st == LRUN_OK) st = lrun_k_gemv_multi(LRUN_DTYPE_BF16, down, 1, FF, g, 1, LRUN_K_GEMV_ADD, stream);
+    }
+    if (!ran(st)) memset(x_out, 0xff, D * 4);
+    else down(x_out, dx, D * 4), down(ck_out, ck, (size_t)CAP * D * 2);
+    lrun_k_set_pdl(was);
+    rng = rng_was;
+}
+
+static void test_pdl(void)
+{
+    enum { D = 4096, CAP = 16 };
+    float *xa = malloc(D * 4), *xb = malloc(D * 4);
+    uint16_t *ca = malloc((size_t)CAP * D * 2), *cb = malloc((size_t)CAP * D * 2);
+    pdl_chain(0, xa, ca);
+    int same = 1, finite = 1;
+    for (int rep = 0; rep < 3; rep++) { /* a race need not show every time */
+        pdl_chain(1, xb, cb);
+        same &= !memcmp(xa, xb, D * 4) && !memcmp(ca, cb, (size_t)CAP * D * 2);
+    }
+    for (int i = 0; i < D; i++) finite &= isfinite(xa[i]) && xa[i] != 0.0f;
+    CHECK("pdl: 6 decode layers (bf16, width 4096) chained without syncs: x and cache the same bits with PDL on "
+          "(3 runs) and off", same && finite);
+    free(xa), free(xb), free(ca), free(cb);
+}
+
 /* GB/s of the m = 1 GEMV on decode-sized matrices, against the H100's
  * 3.35 TB/s HBM3. The calls rotate over copies of the matrix totalling at
  * least 160 MB, so that none is still in the 50 MB L2 from its last call:
@@ -915,13 +993,65 @@ static void bench_type(lrun_dtype t, const char *variant)
     }
 }
 
+/* µs per call of the small kernels of a 7B decode layer (one token, width
+ * 4096, 32 heads of 128, f16 cache of 1024 positions), launched back to back
+ * as the engine launches them: what a decode step spends besides the GEMVs. */
+static void bench_decode_ops(void)
+{
+    enum { D = 4096, HEADS = 32, HD = 128, CAP = 1024, ITERS = 200 };
+    dreset();
+    float *x = frandv(CAP * D, -1.0f, 1.0f);
+    float *dx = dcopy(x, D * 4), *dw = dcopy(x + D, D * 4), *dy = dbuf(D * 4), *q = dcopy(x, D * 4);
+    float *k = dcopy(x + D, D * 4), *v = dcopy(x + 2 * D, D * 4), *out = dbuf(D * 4);
+    uint16_t *h = malloc((size_t)CAP * D * 2);
+    for (int64_t i = 0; i < (int64_t)CAP * D; i++) h[i] = lrun_f32_to_f16(x[i] * 0.5f);
+    void *ck = dcopy(h, (size_t)CAP * D * 2), *cv = dcopy(h, (size_t)CAP * D * 2);
+    free(h), free(x);
+    const int32_t pos = 191;
+    const int64_t off = 191 * (int64_t)D, base = 0;
+    int32_t *dpos = dcopy(&pos, 4);
+    int64_t *doff = dcopy(&off, 8), *dbase = dcopy(&base, 8);
+    void *work = dbuf(lrun_k_attention_work_bytes(1, HEADS, HD, CAP) + 256);
+    static const int32_t nkv[] = {192, 1000};
+    int32_t *dnkv = dcopy(nkv, sizeof nkv);
+    for (int op = 0; op < 4; op++) {
+        double t0 = 0.0;
+        int ok = 1;
+        for (int it = -10; it < ITERS && ok; it++) {
+            if (it == 0) ok = lrun_cuda_stream_sync(dev, stream) == LRUN_OK, t0 = now_s();
+            lrun_status st = LRUN_OK;
+            if (op == 0) st = lrun_k_rms_norm(dx, dw, dy, 1, D, 1e-5f, stream);
+            if (op == 1)
+                st = lrun_k_rope_kv_store(q, k, v, dpos, 1, HEADS, HEADS, HD, HD, 10000.0f, 1.0f, NULL,
+                                          LRUN_ROPE_STYLE_HALF, LRUN_DTYPE_F16, ck, cv, doff, stream);
+            if (op >= 2)
+                st = lrun_k_attention(LRUN_DTYPE_F16, q, ck, cv, dbase, dbase, dnkv + (op - 2), 1, HEADS, HEADS, HD,
+                                      CAP, 1.0f / sqrtf((float)HD), out, work, stream);
+            ok &= st == LRUN_OK;
+        }
+        ok &= lrun_cuda_stream_sync(dev, stream) == LRUN_OK;
+        static const char *names[] = {"rms_norm 1x4096", "rope_kv_store 1 token, 32+32 heads of 128",
+                                      "attention decode, n_kv 192 of 1024", "attention decode, n_kv 1000 of 1024"};
+        printf("# bench op %-40s %7.2f us per call%s%s\n", names[op], (now_s() - t0) / ITERS * 1e6,
+               lrun_k_pdl_enabled() ? " (PDL)" : "", ok ? "" : "  FAILED");
+    }
+}
+
 /* The tuned shapes for every benched type; with --sweep also every shape
  * variant of lrun_k_gemv_tune for the types it covers. */
 static void bench(int sweep)
 {
     static const lrun_dtype types[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_F16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,
                                        LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+    /* back-to-back launches as ordinary kernels, then as programmatic
+     * dependents (each GEMV's weight loads overlap the previous one's tail) */
+    const int pdl = lrun_k_pdl_enabled();
+    lrun_k_set_pdl(0);
     for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default");
+    lrun_k_set_pdl(pdl);
+    if (pdl)
+        for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default, PDL");
+    bench_decode_ops();
     if (!sweep) return;
     static const lrun_dtype tuned[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1};
     const char *desc;
@@ -953,9 +1083,13 @@ int main(int argc, char **argv)
         printf("Bail out! %s\n", lrun_last_error());
         return 1;
     }
+    /* the kernels run as the engine launches them on this device: as
+     * programmatic dependents on sm_90+ (test_pdl compares with PDL off) */
+    lrun_k_set_pdl(lrun_k_pdl_supported(dev->cuda_ordinal));
     if (bench_mode) {
         bench(!strcmp(argv[1], "--sweep"));
     } else {
+        test_pdl();
         test_dequantize();
         test_embed();
         test_matmul();
