@@ -219,12 +219,8 @@ static lrun_dtype kv_dtype_of(const lrun_engine_opts *opts)
     return opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16;
 }
 
-lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+static lrun_status check_opts(const lrun_engine_opts *opts)
 {
-    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
-    *out = NULL;
-    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
-    if (!opts) opts = &defaults;
     if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0)
         return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_ctx_max %lld and n_batch_max %lld must not be "
                          "negative", (long long)opts->n_seq_max, (long long)opts->n_ctx_max,
@@ -245,14 +241,14 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
                          (int)opts->weight_mode);
     if (opts->prefetch_layers < 0 || opts->prefetch_layers > 64)
         return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
-    const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
+    return LRUN_OK;
+}
+
+/* The sizes init and lrun_cuda_engine_estimate derive from the model and options. */
+static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_opts *opts)
+{
     const lrun_model_info *in = &model->info;
     lrun_device *dev = model->device;
-    lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
-    if (st != LRUN_OK) return st;
-
-    lrun_cuda_engine *e = calloc(1, sizeof *e);
-    if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
     e->model = model;
     e->device = dev;
     e->stream = lrun_cuda_compute_stream(dev);
@@ -274,6 +270,45 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
     const char *g = getenv("LRUN_CUDA_GRAPHS");
     e->graphs_enabled = e->cache_kind == LRUN_CACHE_KIND_STATIC && !(g && strcmp(g, "0") == 0);
     e->table_bytes = (size_t)e->n_batch_max * 28;
+}
+
+lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
+{
+    TRY(check_opts(opts));
+    lrun_cuda_engine e;
+    memset(&e, 0, sizeof e);
+    set_dims(&e, model, opts);
+    size_t per = 0, rows = 0;
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || !kv_size(&e, 1, &per) ||
+        !lrun_size_mul((size_t)e.n_batch_max, model->tok_embd->row_bytes, &rows))
+        return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
+    out->kv_bytes_per_position = per;
+    out->kv_min_positions = KV_MIN_CAP;
+    /* as lrun_cuda_offload_plan lays them out: rows 256-aligned, then the index */
+    out->embd_rows_bytes = ((rows + 255) & ~(size_t)255) + (size_t)e.n_batch_max * sizeof(int32_t);
+    out->slot_align = 256;
+    out->head_in_ring = 1;
+    out->pool_arena_bytes = lrun_cuda_pool_arena_bytes();
+    out->pool_own_arena_bytes = lrun_cuda_pool_own_arena_bytes();
+    return LRUN_OK;
+}
+
+lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
+    *out = NULL;
+    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
+    if (!opts) opts = &defaults;
+    TRY(check_opts(opts));
+    const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
+    const lrun_model_info *in = &model->info;
+    lrun_device *dev = model->device;
+    lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
+    if (st != LRUN_OK) return st;
+
+    lrun_cuda_engine *e = calloc(1, sizeof *e);
+    if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
+    set_dims(e, model, opts);
 
     const size_t B = (size_t)e->n_batch_max;
     e->layers = calloc((size_t)in->n_layer, sizeof *e->layers);
@@ -458,6 +493,12 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
 struct lrun_cuda_engine {
     int unused;
 };
+
+lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
+{
+    (void)model, (void)opts, (void)out;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
+}
 
 lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
 {

@@ -27,10 +27,6 @@
  * one is filled by the threads while the other is on the bus. */
 #define N_STAGING 2
 #define STAGING_CHUNK ((size_t)32 << 20)
-/* Units in flight ahead of compute when the caller says 0; measured on the
- * H100 (docs/streaming.md): 1 keeps the copy engine busy at batch 1 and
- * leaves the most memory to resident layers. */
-#define DEFAULT_PREFETCH 1
 #define N_MATS 7
 
 struct offload_weight {
@@ -203,7 +199,7 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, siz
     }
     if (o->head_unit >= 0) o->head = &o->w[o->units[o->head_unit].first].view;
 
-    int k = prefetch_layers > 0 ? prefetch_layers : DEFAULT_PREFETCH;
+    int k = prefetch_layers > 0 ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CUDA);
     if (o->n_units > 0 && k > o->n_units - 1) k = (int)(o->n_units - 1);
     o->k = o->n_units > 0 ? k : 0;
     o->n_slots = o->n_units > 0 ? o->k + 1 : 0;
