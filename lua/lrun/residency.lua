@@ -38,13 +38,47 @@ local function fail(kind, msg, fields) return nil, errors.new(kind, msg, fields)
 
 local bw_cache = {}
 
+-- cuda: how fast the CPU's decode matmul reads each matrix dtype of the
+-- model (host compute), bytes/s, keyed by dtype name.
+local function host_matmul_rates(model)
+  local rates, seen = {}, {}
+  for _, t in ipairs(model:tensors()) do
+    if (matrix_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
+      seen[t.dtype] = true
+      local dt = ffi.new("lrun_dtype[1]")
+      local out = ffi.new("double[1]")
+      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK
+          and C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK
+          and out[0] > 0 then
+        rates[t.dtype] = out[0]
+      end
+    end
+  end
+  return rates
+end
+
 --- Measures host→device (pinned and pageable), host read and device read
--- bandwidths on the model's device, once per device per process.
--- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=} bytes/s
+-- bandwidths on the model's device, once per device per process; on cuda
+-- also the CPU's decode matmul rate per weight dtype of the model (host
+-- compute), cached with the model's dtypes.
+-- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
+--   host_matmul={[dtype]=bytes/s} (cuda)} bytes/s
 function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
   local key = ffi.string(C.lrun_device_name(dev))
-  if bw_cache[key] then return bw_cache[key] end
+  local cuda = C.lrun_device_kind_of(dev) == C.LRUN_DEVICE_KIND_CUDA
+  local cached = bw_cache[key]
+  if cached then
+    if cuda then
+      for _, t in ipairs(model:tensors()) do
+        if (matrix_roles[t.role] or t.role == "lm_head") and not cached.host_matmul[t.dtype] then
+          for dt, rate in pairs(host_matmul_rates(model)) do cached.host_matmul[dt] = cached.host_matmul[dt] or rate end
+          break
+        end
+      end
+    end
+    return cached
+  end
   local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
   local bytes = math.max(4096, math.min(16 * 2 ^ 20, math.floor(free / 3 / 4096) * 4096))
   local out = ffi.new("double[1]")
@@ -62,6 +96,8 @@ function M.bandwidths(model)
   bw.host_read = 2 * (measure(C.LRUN_TIER_HOST, C.LRUN_TIER_HOST) or bw.h2d_pageable)
   bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
   bw.bytes = bytes
+  bw.device = cuda and "cuda" or "cpu"
+  if cuda then bw.host_matmul = host_matmul_rates(model) end
   bw_cache[key] = bw
   return bw
 end
