@@ -227,6 +227,8 @@ describe("the engine's own sizing (lrun_engine_estimate)", function()
     assert.is_true(out[0] > 0)
     assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_host_matmul(m.handle, C.LRUN_DTYPE_Q8_K, 2 ^ 20, out))
     assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_host_matmul(m.handle, C.LRUN_DTYPE_BF16, 100, out))
+    local rates = residency.host_matmul_rates(m)
+    assert.is_true(rates.q8_0 > 0) -- the tiny model's matrices
     m:free()
   end)
 end)

@@ -38,9 +38,9 @@ local function fail(kind, msg, fields) return nil, errors.new(kind, msg, fields)
 
 local bw_cache = {}
 
--- cuda: how fast the CPU's decode matmul reads each matrix dtype of the
--- model (host compute), bytes/s, keyed by dtype name.
-local function host_matmul_rates(model)
+--- How fast the CPU's decode matmul reads each matrix dtype of the model
+-- (host compute on cuda), bytes/s, keyed by dtype name.
+function M.host_matmul_rates(model)
   local rates, seen = {}, {}
   for _, t in ipairs(model:tensors()) do
     if (matrix_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
@@ -72,7 +72,7 @@ function M.bandwidths(model)
     if cuda then
       for _, t in ipairs(model:tensors()) do
         if (matrix_roles[t.role] or t.role == "lm_head") and not cached.host_matmul[t.dtype] then
-          for dt, rate in pairs(host_matmul_rates(model)) do cached.host_matmul[dt] = cached.host_matmul[dt] or rate end
+          for dt, rate in pairs(M.host_matmul_rates(model)) do cached.host_matmul[dt] = cached.host_matmul[dt] or rate end
           break
         end
       end
@@ -97,7 +97,7 @@ function M.bandwidths(model)
   bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
   bw.bytes = bytes
   bw.device = cuda and "cuda" or "cpu"
-  if cuda then bw.host_matmul = host_matmul_rates(model) end
+  if cuda then bw.host_matmul = M.host_matmul_rates(model) end
   bw_cache[key] = bw
   return bw
 end
@@ -177,9 +177,13 @@ local function align_up(b, a) return math.ceil(b / a) * a end
 
 -- Device bytes the engine adds for a placement: streaming slots (as the
 -- device's engine lays them out, see lrun_engine_needs), gathered embedding
--- rows (cuda), and on cuda the pool's fragmentation bound: the open shared
--- arena, and less than own_arena stranded per closed one.
-local function placement_extra(tensors, plan, host_compute, needs, tied)
+-- rows (cuda), and on cuda the pool's fragmentation bound (docs/residency.md
+-- "fragmentation"): blocks of own_arena bytes or more get arenas of their
+-- own size, so what can be stranded is the free tail of the open shared
+-- arena (at most one arena) and less than own_arena per closed one; capped
+-- at 1/16 of the budget, since a budget smaller than a few arenas is one
+-- arena that every block is carved from.
+local function placement_extra(tensors, plan, host_compute, needs, tied, capacity)
   local per_layer, head = {}, 0
   local function streamed(t) return plan[t.name] ~= "device" and not host_compute[t.name] end
   local small, embd_off = 0, false
@@ -204,7 +208,10 @@ local function placement_extra(tensors, plan, host_compute, needs, tied)
   end
   local rows = (embd_off and needs.embd_rows) or 0
   local slack = 0
-  if needs.arena > 0 then slack = needs.arena + math.ceil(small / needs.arena) * needs.own_arena end
+  if needs.arena > 0 then
+    slack = needs.arena + math.ceil(small / needs.arena) * needs.own_arena
+    if capacity then slack = math.min(slack, math.ceil(capacity / 16)) end
+  end
   return slots, rows + slack
 end
 
@@ -391,7 +398,7 @@ function M.plan(model, opts)
     for _, t in ipairs(tensors) do
       if final[t.name] == "device" then dev_bytes = dev_bytes + t.bytes else off_bytes = off_bytes + t.bytes end
     end
-    local slot_b, other_b = placement_extra(tensors, final, host_compute, needs, tied)
+    local slot_b, other_b = placement_extra(tensors, final, host_compute, needs, tied, capacity)
     local need_slots = slot_b + other_b
     local fits = not capacity or dev_bytes + need_slots + reserve <= capacity
     if fits or need_slots <= slots then
