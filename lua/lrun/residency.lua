@@ -72,7 +72,9 @@ function M.bandwidths(model)
     if cuda then
       for _, t in ipairs(model:tensors()) do
         if (matrix_roles[t.role] or t.role == "lm_head") and not cached.host_matmul[t.dtype] then
-          for dt, rate in pairs(M.host_matmul_rates(model)) do cached.host_matmul[dt] = cached.host_matmul[dt] or rate end
+          for dt, rate in pairs(M.host_matmul_rates(model)) do
+            cached.host_matmul[dt] = cached.host_matmul[dt] or rate
+          end
           break
         end
       end
