@@ -267,16 +267,19 @@ size_t lrun_pool_arena_count(const lrun_pool *pool)
 
 // ---------------------------------------------------------------- CUDA pool sizes
 
-/* Blocks below OWN_ARENA_BYTES (norms, small tables and weights) share
+/* Blocks below OWN_ARENA_BYTES (norms, small weights and tables) share
  * arenas of ARENA_BYTES; larger blocks (weight matrices, scratch, KV cache,
- * streaming slots) get an arena of their own size. With one size for all,
- * 86 MiB matrices left 84 MiB holes in 256 MiB arenas that no later block
- * fitted (docs/streaming.md), so a budget lost layers to fragmentation.
- * Now a closed shared arena strands less than OWN_ARENA_BYTES and the open
- * one at most ARENA_BYTES, which is what lrun_engine_estimate reports for
- * placement to reserve (docs/residency.md "fragmentation"). */
-#define ARENA_BYTES ((size_t)64 << 20)
-#define OWN_ARENA_BYTES ((size_t)8 << 20)
+ * streaming slots) get an arena of their own size when no free block holds
+ * them. With one size for all (256 MiB), 86 MiB matrices left 84 MiB holes
+ * that no later matrix fitted (docs/streaming.md), so a budget lost layers
+ * to fragmentation. Now a closed shared arena strands less than
+ * OWN_ARENA_BYTES and the open one at most ARENA_BYTES (none when the
+ * capacity is at most one arena: then the arena is all of it), which is the
+ * bound placement reserves (docs/residency.md "Fragmentation"). Small
+ * shared arenas keep that bound small; the price is one cudaMalloc per
+ * large block, paid once at load. */
+#define ARENA_BYTES ((size_t)16 << 20)
+#define OWN_ARENA_BYTES ((size_t)1 << 20)
 
 size_t lrun_cuda_pool_arena_bytes(void) { return ARENA_BYTES; }
 size_t lrun_cuda_pool_own_arena_bytes(void) { return OWN_ARENA_BYTES; }
@@ -439,6 +442,14 @@ void lrun_cuda_release(lrun_device *device, void *ptr)
     pthread_mutex_unlock(&s->lock);
 }
 
+void lrun_cuda_trim(lrun_device *device)
+{
+    cuda_state *s = state_of(device);
+    pthread_mutex_lock(&s->lock);
+    lrun_pool_trim(&s->pool);
+    pthread_mutex_unlock(&s->lock);
+}
+
 const lrun_pool *lrun_cuda_pool(const lrun_device *device) { return &state_of(device)->pool; }
 
 lrun_status lrun_cuda_memset(lrun_device *device, void *dst, int value, size_t bytes)
@@ -573,6 +584,7 @@ lrun_status lrun_cuda_alloc(lrun_device *device, size_t bytes, const char *what,
 }
 
 void lrun_cuda_release(lrun_device *device, void *ptr) { (void)device, (void)ptr; }
+void lrun_cuda_trim(lrun_device *device) { (void)device; }
 
 lrun_status lrun_cuda_memset(lrun_device *device, void *dst, int value, size_t bytes)
 {

@@ -78,6 +78,9 @@ size_t lrun_cuda_total_memory(const struct lrun_device *device);
 /* Device memory from the pool (no accounting here: device.c keeps the budget). */
 lrun_status lrun_cuda_alloc(struct lrun_device *device, size_t bytes, const char *what, void **out);
 void lrun_cuda_release(struct lrun_device *device, void *ptr);
+/* Gives the pool's idle arenas back (after a transient allocation such as
+ * a bandwidth measurement, so its arenas do not become shared ones). */
+void lrun_cuda_trim(struct lrun_device *device);
 lrun_status lrun_cuda_memset(struct lrun_device *device, void *dst, int value, size_t bytes);
 
 /* Copy directions for lrun_cuda_memcpy. */

@@ -180,11 +180,10 @@ local function align_up(b, a) return math.ceil(b / a) * a end
 -- Device bytes the engine adds for a placement: streaming slots (as the
 -- device's engine lays them out, see lrun_engine_needs), gathered embedding
 -- rows (cuda), and on cuda the pool's fragmentation bound (docs/residency.md
--- "fragmentation"): blocks of own_arena bytes or more get arenas of their
+-- "Fragmentation"): blocks of own_arena bytes or more get arenas of their
 -- own size, so what can be stranded is the free tail of the open shared
--- arena (at most one arena) and less than own_arena per closed one; capped
--- at 1/16 of the budget, since a budget smaller than a few arenas is one
--- arena that every block is carved from.
+-- arena (at most one arena) and less than own_arena per closed one; none
+-- when the budget is at most one arena, which then holds every block.
 local function placement_extra(tensors, plan, host_compute, needs, tied, capacity)
   local per_layer, head = {}, 0
   local function streamed(t) return plan[t.name] ~= "device" and not host_compute[t.name] end
@@ -210,9 +209,8 @@ local function placement_extra(tensors, plan, host_compute, needs, tied, capacit
   end
   local rows = (embd_off and needs.embd_rows) or 0
   local slack = 0
-  if needs.arena > 0 then
+  if needs.arena > 0 and (not capacity or capacity > needs.arena) then
     slack = needs.arena + math.ceil(small / needs.arena) * needs.own_arena
-    if capacity then slack = math.min(slack, math.ceil(capacity / 16)) end
   end
   return slots, rows + slack
 end
