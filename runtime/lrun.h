@@ -447,9 +447,11 @@ typedef enum lrun_kv_dtype {
  *   - a block's matrices (attn q/k/v/output, ffn gate/up/down) and the LM
  *     head that are off the device and not host-compute are *streamed*:
  *     copied, per forward chunk, into slots taken once at engine init from
- *     the device budget: prefetch_layers + 1 ring slots of the largest
- *     block's streamed bytes (fewer when fewer blocks stream) and one slot
- *     of the head's size when the head streams. Copies run on a copy thread
+ *     the device budget: on cpu prefetch_layers + 1 ring slots of the
+ *     largest block's streamed bytes (fewer when fewer blocks stream) and
+ *     one slot of the head's size when the head streams; on cuda
+ *     prefetch_layers + 1 slots of the largest unit, the head being one
+ *     unit of the cycle (lrun_engine_needs). Copies run on a copy thread
  *     (cpu) or copy stream (cuda) in compute order, up to prefetch_layers
  *     blocks ahead, continuing into the next step; compute waits on a
  *     slot's ready event and releases it after the block. No allocation
