@@ -284,6 +284,7 @@ lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts 
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
     out->kv_bytes_per_position = per;
     out->kv_min_positions = KV_MIN_CAP;
+    out->kv_cap_align = 1;
     /* as lrun_cuda_offload_plan lays them out: rows 256-aligned, then the index */
     out->embd_rows_bytes = ((rows + 255) & ~(size_t)255) + (size_t)e.n_batch_max * sizeof(int32_t);
     out->slot_align = 256;

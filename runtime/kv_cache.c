@@ -10,7 +10,7 @@
 
 /* A dynamic cache starts this small; doubling makes the copies amortised O(1).
  * A multiple of LRUN_KV_PAD, as every cap is. */
-#define KV_MIN_CAP 32
+#define KV_MIN_CAP LRUN_KV_MIN_CAP
 
 static int64_t pad_up(int64_t n) { return (n + LRUN_KV_PAD - 1) / LRUN_KV_PAD * LRUN_KV_PAD; }
 

@@ -28,6 +28,8 @@
 #include "lrun.h"
 
 #define LRUN_KV_PAD 32
+/* A dynamic sequence's first capacity, positions; it doubles from there (lrun_engine_estimate). */
+#define LRUN_KV_MIN_CAP 32
 
 typedef struct lrun_kv_seq {
     void *data;       /* (n_layer, [keys, values]) as above, NULL while cap is 0 */

@@ -149,33 +149,35 @@ local function engine_needs(model, opts, k)
   if st ~= C.LRUN_OK then return nil, errors.from_status(st, "estimating the engine's device memory") end
   return {
     scratch = tonumber(n.scratch_bytes), kv_per_position = tonumber(n.kv_bytes_per_position),
-    kv_min_positions = tonumber(n.kv_min_positions), embd_rows = tonumber(n.embd_rows_bytes),
+    kv_min_positions = tonumber(n.kv_min_positions), kv_cap_align = tonumber(n.kv_cap_align),
+    embd_rows = tonumber(n.embd_rows_bytes),
     slot_align = tonumber(n.slot_align), k = tonumber(n.prefetch_layers), head_in_ring = n.head_in_ring ~= 0,
     arena = tonumber(n.pool_arena_bytes), own_arena = tonumber(n.pool_own_arena_bytes),
   }
 end
 
+local function align_up(b, a) return math.ceil(b / a) * a end
+
 -- KV cache bytes to reserve: a static cache holds n_ctx positions; a dynamic
 -- one is reserved for the n_ctx asked (M.kv_reserve_positions when none).
--- On cuda the cache doubles from kv_min_positions, and while it copies the
--- old and the new block are both held: the peak is 1.5 x the capacity.
+-- A dynamic cache doubles from kv_min_positions, and while it copies the old
+-- and the new block are both held: the peak is up to 1.5 x the capacity.
+-- Capacities are rounded up to kv_cap_align positions (the CPU's padding).
 local function kv_reserve(model, opts, needs)
   local n_ctx = (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx
     or tonumber(C.lrun_model_get_info(model.handle).n_ctx_train)
-  if opts.cache_implementation == "static" then return needs.kv_per_position * n_ctx end
+  local max_cap = align_up(n_ctx, needs.kv_cap_align)
+  if opts.cache_implementation == "static" then return needs.kv_per_position * max_cap end
   local positions = math.min(n_ctx, (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or M.kv_reserve_positions)
-  if needs.kv_min_positions == 0 then return needs.kv_per_position * positions end
-  local cap = math.min(needs.kv_min_positions, n_ctx)
+  local cap = math.min(needs.kv_min_positions, max_cap)
   local peak = cap
   while cap < positions do
-    local grown = math.min(cap * 2, n_ctx)
+    local grown = math.min(cap * 2, max_cap)
     peak = math.max(peak, cap + grown)
     cap = grown
   end
   return needs.kv_per_position * peak
 end
-
-local function align_up(b, a) return math.ceil(b / a) * a end
 
 -- Device bytes the engine adds for a placement: streaming slots (as the
 -- device's engine lays them out, see lrun_engine_needs), gathered embedding
