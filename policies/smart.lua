@@ -5,15 +5,28 @@
 -- Cost model, per generated token (docs/policies.md "smart"):
 --   norms, biases, RoPE factors   0 (converted into engine memory at init)
 --   embedding table (untied)      one row crosses: row bytes / H2D
---   a matrix, streamed            bytes / H2D (pinned staging, the tier is pinned)
---   a matrix, host compute        bytes / host_read - bytes / device_read
---                                 (the read moves from device to host memory)
--- Each tensor takes the cheaper of its two ways; tensors are ranked by
--- bytes / cost (zero cost first, larger first among equals, then by name)
--- and taken while they fit under max_bytes.
+-- and for a matrix, by the device the engine runs on:
+--   cpu (budgeted host memory)    streamed: bytes / H2D (a memcpy into a slot);
+--                                 host compute: bytes / host_read - bytes / device_read
+--                                 (the read moves from one memory to the other);
+--                                 each takes the cheaper way
+--   cuda                          streamed: bytes / H2D on the copy engine (pinned
+--                                 DMA); host compute: bytes / host_matmul on the
+--                                 CPU (its decode matmul, measured). The two run
+--                                 at the same time (the copy stream goes on while
+--                                 the CPU computes, docs/streaming.md), so a token
+--                                 costs about max(streamed time, host time): the
+--                                 offloaded matrices are split between them, each
+--                                 (largest first) to the side that then finishes
+--                                 sooner, which balances the two.
+-- Tensors are ranked by bytes / cost (zero cost first, larger first among
+-- equals, then by name) and taken while they fit under max_bytes; on cuda a
+-- matrix's cost for ranking is bytes / (H2D + host_matmul), its share of the
+-- balanced pair.
 --
--- budget.bandwidth = {h2d_pinned=, h2d_pageable=, host_read=, device_read=}
--- in bytes/s (lrun.residency measures them); without it the figures of
+-- budget.bandwidth = {h2d_pinned=, h2d_pageable=, host_read=, device_read=,
+-- device = "cpu"|"cuda", host_matmul = bytes/s or {[dtype] = bytes/s}} in
+-- bytes/s (lrun.residency measures them); without it the figures of
 -- M.assumed are used and the explanation says so.
 --
 --     local plan, off, info = smart.plan(m:tensors(), {max_bytes = 2^28, bandwidth = bw})
@@ -33,17 +46,50 @@ local vector_roles = { attn_norm = true, ffn_norm = true, output_norm = true, ro
 
 local function is_vector(t) return vector_roles[t.role] == true or P.is_bias(t) end
 
--- The cost of keeping t off the device (seconds per token) and how.
+-- Bytes/s at which the CPU's decode matmul reads t (cuda host compute).
+local function host_matmul_rate(t, bw)
+  local h = bw.host_matmul
+  if type(h) == "table" then h = h[t.dtype] or h.default end
+  return type(h) == "number" and h > 0 and h or bw.host_read
+end
+
+-- The cost of keeping t off the device (seconds per token) and how; on
+-- cuda a matrix's way is decided later, by balancing ("either").
 local function cost_of(t, bw, tied)
   if is_vector(t) then return 0, "stream" end
   if P.is_embedding_table(t) and not tied then
     local rows = (t.shape and t.shape[2]) or 1
     return (t.bytes / rows) / bw.h2d_pinned, "stream"
   end
+  if bw.device == "cuda" then return t.bytes / (bw.h2d_pinned + host_matmul_rate(t, bw)), "either" end
   local stream = t.bytes / bw.h2d_pinned
   local host = math.max(0, t.bytes / bw.host_read - t.bytes / bw.device_read)
   if host < stream then return host, "host_compute" end
   return stream, "stream"
+end
+
+-- cuda: splits the chosen matrices between the copy engine and the CPU,
+-- largest first, each to the side that then finishes sooner.
+-- @treturn number seconds per token of the slower side
+local function balance(chosen, bw)
+  local list = {}
+  for _, r in ipairs(chosen) do if r.how == "either" then list[#list + 1] = r end end
+  table.sort(list, function(x, y)
+    if x.t.bytes ~= y.t.bytes then return x.t.bytes > y.t.bytes end
+    return x.t.name < y.t.name
+  end)
+  local t_copy, t_host = 0, 0
+  for _, r in ipairs(list) do
+    r.balanced = true
+    local c = r.t.bytes / bw.h2d_pinned
+    local h = r.t.bytes / host_matmul_rate(r.t, bw)
+    if t_copy + c <= t_host + h then
+      t_copy, r.how, r.cost = t_copy + c, "stream", c
+    else
+      t_host, r.how, r.cost = t_host + h, "host_compute", h
+    end
+  end
+  return t_copy, t_host
 end
 
 local function ms(s) return string.format("%.3f ms", s * 1e3) end
@@ -64,6 +110,9 @@ function M.plan(tensors, budget)
     if type(bw[k]) ~= "number" or bw[k] <= 0 then
       error("smart.plan: bandwidth." .. k .. " must be a number of bytes/s > 0", 2)
     end
+  end
+  if bw.device ~= nil and bw.device ~= "cpu" and bw.device ~= "cuda" then
+    error("smart.plan: bandwidth.device must be \"cpu\" or \"cuda\", got " .. tostring(bw.device), 2)
   end
   local list = common.ordered(tensors, "smart.plan")
   local tied = true
@@ -92,6 +141,15 @@ function M.plan(tensors, budget)
     end
   end
 
+  local t_copy, t_host
+  if bw.device == "cuda" then
+    t_copy, t_host = balance(chosen, bw)
+    for _, r in ipairs(chosen) do if r.how == "host_compute" then host_compute[r.t.name] = true end end
+    -- the two sides overlap: the token pays for the slower one (and the gathered rows)
+    added = math.max(t_copy, t_host)
+    for _, r in ipairs(chosen) do if not r.balanced then added = added + r.cost end end
+  end
+
   local plan = {}
   for _, t in ipairs(list) do
     if not sel.off[t.name] then plan[t.name] = "device"
@@ -113,6 +171,16 @@ function M.plan(tensors, budget)
       #chosen, sel.bytes, b.max_bytes == math.huge and "none" or string.format("%d", b.max_bytes),
       n_stream, b_stream, n_host, b_host, ms(added)),
   }
+  if t_copy then
+    local rates = {}
+    if type(bw.host_matmul) == "table" then
+      for k, v in pairs(bw.host_matmul) do rates[#rates + 1] = k .. " " .. gbs(v) end
+      table.sort(rates)
+    elseif type(bw.host_matmul) == "number" then rates[1] = gbs(bw.host_matmul) end
+    lines[#lines + 1] = string.format("smart: on cuda copies and host matmuls overlap: %s of copies, %s of host "
+      .. "compute per token (host matmul %s), matrices split so the two finish together", ms(t_copy), ms(t_host),
+      #rates > 0 and table.concat(rates, ", ") or ("host read " .. gbs(bw.host_read)))
+  end
   -- the free ones (norms, biases) in one line, then the largest others
   local free_n, free_b, big = 0, 0, {}
   for _, r in ipairs(chosen) do

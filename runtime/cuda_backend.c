@@ -46,6 +46,7 @@ void lrun_pool_init(lrun_pool *pool, size_t limit, size_t arena_bytes, size_t al
     pool->align = align;
     /* An arena smaller than a granule could never hold a block. */
     pool->arena_bytes = arena_bytes < align ? align : arena_bytes & ~(align - 1);
+    pool->own_arena_bytes = pool->arena_bytes;
     pool->reserve = reserve;
     pool->unreserve = unreserve;
     pool->ctx = ctx;
@@ -168,7 +169,7 @@ static lrun_status arena_add(lrun_pool *pool, size_t bytes)
 static size_t arena_size_for(const lrun_pool *pool, size_t need)
 {
     size_t room = pool->limit - pool->reserved;
-    size_t want = need > pool->arena_bytes ? need : pool->arena_bytes;
+    size_t want = need >= pool->own_arena_bytes || need > pool->arena_bytes ? need : pool->arena_bytes;
     if (want > room) want = room & ~(pool->align - 1);
     return want >= need ? want : 0;
 }
@@ -264,12 +265,28 @@ size_t lrun_pool_arena_count(const lrun_pool *pool)
     return n;
 }
 
+// ---------------------------------------------------------------- CUDA pool sizes
+
+/* Blocks below OWN_ARENA_BYTES (norms, small weights and tables) share
+ * arenas of ARENA_BYTES; larger blocks (weight matrices, scratch, KV cache,
+ * streaming slots) get an arena of their own size when no free block holds
+ * them. With one size for all (256 MiB), 86 MiB matrices left 84 MiB holes
+ * that no later matrix fitted (docs/streaming.md), so a budget lost layers
+ * to fragmentation. Now a closed shared arena strands less than
+ * OWN_ARENA_BYTES and the open one at most ARENA_BYTES (none when the
+ * capacity is at most one arena: then the arena is all of it), which is the
+ * bound placement reserves (docs/residency.md "Fragmentation"). Small
+ * shared arenas keep that bound small; the price is one cudaMalloc per
+ * large block, paid once at load. */
+#define ARENA_BYTES ((size_t)16 << 20)
+#define OWN_ARENA_BYTES ((size_t)1 << 20)
+
+size_t lrun_cuda_pool_arena_bytes(void) { return ARENA_BYTES; }
+size_t lrun_cuda_pool_own_arena_bytes(void) { return OWN_ARENA_BYTES; }
+
 #ifdef LRUN_WITH_CUDA
 // ---------------------------------------------------------------- CUDA: errors
 
-/* Fresh arenas are this large: big enough that a model's weights take a
- * handful of cudaMalloc calls, small enough that a budget is not grabbed at once. */
-#define ARENA_BYTES ((size_t)256 << 20)
 /* Left free on the GPU for the CUDA context, cuBLAS workspaces and kernels. */
 #define HEADROOM_BYTES ((size_t)256 << 20)
 /* cudaMalloc returns 256-byte aligned memory; blocks keep that alignment. */
@@ -381,6 +398,7 @@ lrun_status lrun_cuda_open(lrun_device *device, size_t budget_bytes)
     device->capacity = cap & ~(POOL_ALIGN - 1);
     pthread_mutex_init(&s->lock, NULL);
     lrun_pool_init(&s->pool, device->capacity, ARENA_BYTES, POOL_ALIGN, pool_reserve, pool_unreserve, s);
+    s->pool.own_arena_bytes = OWN_ARENA_BYTES;
     device->backend = s;
     return LRUN_OK;
 fail:
@@ -421,6 +439,14 @@ void lrun_cuda_release(lrun_device *device, void *ptr)
     pthread_mutex_lock(&s->lock);
     /* A bad pointer is a caller bug; the message stays in lrun_last_error. */
     (void)lrun_pool_release(&s->pool, ptr);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void lrun_cuda_trim(lrun_device *device)
+{
+    cuda_state *s = state_of(device);
+    pthread_mutex_lock(&s->lock);
+    lrun_pool_trim(&s->pool);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -558,6 +584,7 @@ lrun_status lrun_cuda_alloc(lrun_device *device, size_t bytes, const char *what,
 }
 
 void lrun_cuda_release(lrun_device *device, void *ptr) { (void)device, (void)ptr; }
+void lrun_cuda_trim(lrun_device *device) { (void)device; }
 
 lrun_status lrun_cuda_memset(lrun_device *device, void *dst, int value, size_t bytes)
 {

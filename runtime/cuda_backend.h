@@ -27,7 +27,10 @@ typedef struct lrun_pool_arena lrun_pool_arena;
  * thread-safe by itself (the CUDA backend holds a lock around it). */
 typedef struct lrun_pool {
     size_t limit;            /* most bytes all arenas may reserve together */
-    size_t arena_bytes;      /* size of a fresh arena, bytes (a larger request gets its own) */
+    size_t arena_bytes;      /* size of a fresh shared arena, bytes */
+    size_t own_arena_bytes;  /* a request of at least this many bytes gets an arena of exactly its size
+                              * when no free block holds it, so large blocks never strand a shared
+                              * arena's tail (lrun_pool_init: arena_bytes) */
     size_t align;            /* block alignment and size granule, bytes; a power of two */
     size_t reserved;         /* bytes reserved in arenas now */
     size_t in_use;           /* bytes handed out now, rounded to align */
@@ -40,6 +43,10 @@ typedef struct lrun_pool {
 
 void lrun_pool_init(lrun_pool *pool, size_t limit, size_t arena_bytes, size_t align,
                     lrun_pool_reserve_fn reserve, lrun_pool_unreserve_fn unreserve, void *ctx);
+/* The CUDA pool's shared arena size and own-arena threshold, bytes (for
+ * placement planning through lrun_engine_estimate). */
+size_t lrun_cuda_pool_arena_bytes(void);
+size_t lrun_cuda_pool_own_arena_bytes(void);
 /* Gives back every arena. Blocks still allocated are lost with them. */
 void lrun_pool_destroy(lrun_pool *pool);
 /* A block of at least bytes (0 counts as one granule), align-aligned.
@@ -71,6 +78,9 @@ size_t lrun_cuda_total_memory(const struct lrun_device *device);
 /* Device memory from the pool (no accounting here: device.c keeps the budget). */
 lrun_status lrun_cuda_alloc(struct lrun_device *device, size_t bytes, const char *what, void **out);
 void lrun_cuda_release(struct lrun_device *device, void *ptr);
+/* Gives the pool's idle arenas back (after a transient allocation such as
+ * a bandwidth measurement, so its arenas do not become shared ones). */
+void lrun_cuda_trim(struct lrun_device *device);
 lrun_status lrun_cuda_memset(struct lrun_device *device, void *dst, int value, size_t bytes);
 
 /* Copy directions for lrun_cuda_memcpy. */

@@ -332,6 +332,8 @@ lrun_status lrun_device_measure_bandwidth(lrun_device *device, lrun_tier from_ti
     }
     if (dst) bw_release(device, to_tier, dst, bytes);
     if (src) bw_release(device, src_tier, src, bytes);
+    /* the buffers' arenas would otherwise stay reserved and take small blocks later */
+    if (device->kind == LRUN_DEVICE_KIND_CUDA) lrun_cuda_trim(device);
     if (st != LRUN_OK)
         return lrun_fail_context(st, "measuring bandwidth %s to %s on %s", lrun_tier_name(from_tier),
                                  lrun_tier_name(to_tier), device->name);

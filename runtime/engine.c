@@ -26,6 +26,7 @@
 #include "device.h"
 #include "engine_cuda.h"
 #include "error.h"
+#include "kv_blocks.h"
 #include "kv_cache.h"
 #include "model.h"
 #include "step_tokens.h"
@@ -115,12 +116,11 @@ static void fused_parts(const lrun_engine *e, int64_t l, const lrun_weight_view 
     gu[1] = part(L->w_up, W ? W->data[LRUN_WS_UP] : L->w_up->data, e->xn, e->up);
 }
 
-/* Lays out (or, with base NULL, only sizes) the scratch block. */
-static int layout_scratch(lrun_engine *e, void *base, size_t *total)
+/* Lays out (or, with base NULL, only sizes) the scratch block for nth threads. */
+static int layout_scratch(lrun_engine *e, int nth, void *base, size_t *total)
 {
     const lrun_model *m = e->model;
     const size_t B = (size_t)e->n_batch_max, f = sizeof(float);
-    const int nth = lrun_threadpool_size(e->pool);
     char *c = base;
     size_t work = lrun_cpu_matmul_work_bytes(m->output->dtype, e->n_batch_max, e->n_embd);
     for (int64_t l = 0; l < m->info.n_layer; l++) {
@@ -187,6 +187,67 @@ static lrun_status load_vectors(lrun_engine *e)
     return st;
 }
 
+/* The sizes init and lrun_engine_estimate derive from the model and options. */
+static void set_dims(lrun_engine *e, lrun_model *model, const lrun_engine_opts *opts)
+{
+    const lrun_model_info *in = &model->info;
+    e->model = model;
+    e->device = model->device;
+    e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
+    e->n_ctx_max = opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train;
+    e->n_batch_max = opts->n_batch_max ? opts->n_batch_max : DEFAULT_BATCH;
+    e->n_scores = (e->n_ctx_max + 31) / 32 * 32 + in->head_dim;
+    e->n_embd = in->n_embd;
+    e->q_dim = in->n_head * in->head_dim;
+    e->kv_dim = in->n_head_kv * in->head_dim;
+    e->n_ff = in->n_ff;
+    e->n_vocab = in->n_vocab;
+    e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL};
+}
+
+/* Measured defaults (docs/residency.md, docs/streaming.md): on the CPU two
+ * blocks in flight hide the copy thread's jitter; on an H100 one unit
+ * already keeps the copy engine busy at batch 1, and every further slot is a
+ * layer that can no longer stay resident. */
+int lrun_engine_default_prefetch(lrun_device_kind kind) { return kind == LRUN_DEVICE_KIND_CUDA ? 1 : 2; }
+
+lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    static const lrun_engine_opts defaults = {.n_seq_max = 1};
+    if (!out) return lrun_fail(LRUN_E_ARG, "engine estimate: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!model) return lrun_fail(LRUN_E_ARG, "engine estimate: model is NULL");
+    if (!opts) opts = &defaults;
+    if (opts->prefetch_layers < 0 || opts->prefetch_layers > 64)
+        return lrun_fail(LRUN_E_ARG, "engine estimate: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
+    if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0 || opts->n_threads < 0)
+        return lrun_fail(LRUN_E_ARG, "engine estimate: n_seq_max %lld, n_ctx_max %lld, n_batch_max %lld and "
+                         "n_threads %d must not be negative", (long long)opts->n_seq_max,
+                         (long long)opts->n_ctx_max, (long long)opts->n_batch_max, opts->n_threads);
+    const lrun_device_kind kind = lrun_device_kind_of(model->device);
+    out->prefetch_layers = opts->prefetch_layers ? opts->prefetch_layers : lrun_engine_default_prefetch(kind);
+    if (kind == LRUN_DEVICE_KIND_CUDA) return lrun_cuda_engine_estimate(model, opts, out);
+    if (opts->n_seq_max > ((int64_t)1 << 20) || opts->n_batch_max > ((int64_t)1 << 20) ||
+        opts->n_ctx_max > ((int64_t)1 << 40))
+        return lrun_fail(LRUN_E_ARG, "engine estimate: n_seq_max, n_batch_max or n_ctx_max too large");
+    lrun_engine e;
+    memset(&e, 0, sizeof e);
+    set_dims(&e, model, opts);
+    const int nth = opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool);
+    size_t per = 0;
+    if (!layout_scratch(&e, nth, NULL, &out->scratch_bytes) ||
+        !lrun_size_mul((size_t)(2 * model->info.n_layer) * (size_t)e.n_seq_max, (size_t)e.kv_dim, &per) ||
+        !lrun_size_mul(per, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? 4 : 2, &out->kv_bytes_per_position))
+        return lrun_fail(LRUN_E_OOM, "engine estimate: scratch or KV cache size overflows size_t");
+    /* the paged cache (kv_blocks.h) takes blocks of LRUN_KV_BLOCK positions and copies nothing
+     * when it grows; the planner's doubling-with-copy model over-reserves, which is safe */
+    out->kv_min_positions = LRUN_KV_BLOCK;
+    out->kv_cap_align = LRUN_KV_BLOCK;
+    out->slot_align = lrun_weight_stream_slot_align();
+    out->head_in_ring = 0;
+    return LRUN_OK;
+}
+
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts)
 {
     static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
@@ -230,18 +291,7 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
 
     lrun_engine *e = calloc(1, sizeof *e);
     if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
-    e->model = model;
-    e->device = model->device;
-    e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
-    e->n_ctx_max = opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train;
-    e->n_batch_max = opts->n_batch_max ? opts->n_batch_max : DEFAULT_BATCH;
-    e->n_scores = (e->n_ctx_max + 31) / 32 * 32 + in->head_dim;
-    e->n_embd = in->n_embd;
-    e->q_dim = in->n_head * in->head_dim;
-    e->kv_dim = in->n_head_kv * in->head_dim;
-    e->n_ff = in->n_ff;
-    e->n_vocab = in->n_vocab;
-    e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL};
+    set_dims(e, model, opts);
 
     lrun_status st = LRUN_OK;
     e->pool = model->pool;
@@ -266,12 +316,13 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
             !e->out_rows || !e->seq_count || !e->seq_done)
             st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
     }
-    if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
+    const int nth = e->pool ? lrun_threadpool_size(e->pool) : 1;
+    if (st == LRUN_OK && !layout_scratch(e, nth, NULL, &e->scratch_bytes))
         st = lrun_fail(LRUN_E_OOM, "engine: scratch for %zu tokens overflows size_t", B);
     if (st == LRUN_OK)
         st = lrun_oom_phase(lrun_device_alloc(e->device, e->scratch_bytes, "engine scratch", &e->scratch), "scratch");
     if (st == LRUN_OK) {
-        layout_scratch(e, e->scratch, &e->scratch_bytes);
+        layout_scratch(e, nth, e->scratch, &e->scratch_bytes);
         st = load_vectors(e);
     }
     if (st == LRUN_OK) {

@@ -220,12 +220,15 @@ static lrun_dtype kv_dtype_of(const lrun_engine_opts *opts)
     return opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16;
 }
 
-lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+/* numerics EXACT, or LRUN_CUDA_EXACT=1 in the environment (a process-wide default, for benchmarks) */
+static int want_exact_of(const lrun_engine_opts *opts)
 {
-    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
-    *out = NULL;
-    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
-    if (!opts) opts = &defaults;
+    const char *env = getenv("LRUN_CUDA_EXACT");
+    return opts->numerics == LRUN_NUMERICS_EXACT || (env && strcmp(env, "1") == 0);
+}
+
+static lrun_status check_opts(const lrun_engine_opts *opts)
+{
     if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0)
         return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_ctx_max %lld and n_batch_max %lld must not be "
                          "negative", (long long)opts->n_seq_max, (long long)opts->n_ctx_max,
@@ -248,22 +251,20 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
     if (opts->numerics != LRUN_NUMERICS_DEFAULT && opts->numerics != LRUN_NUMERICS_EXACT)
         return lrun_fail(LRUN_E_ARG, "engine: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", (int)opts->numerics);
-    const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
-    const char *exact_env = getenv("LRUN_CUDA_EXACT");
-    const int want_exact = opts->numerics == LRUN_NUMERICS_EXACT || (exact_env && strcmp(exact_env, "1") == 0);
-    if (want_exact && as_placed)
+    if (want_exact_of(opts) && opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED)
         return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics with weights placed off the device is "
                          "not supported yet (the exact path reads every weight from device memory)");
+    return LRUN_OK;
+}
+
+/* The sizes init and lrun_cuda_engine_estimate derive from the model and options. */
+static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_opts *opts)
+{
     const lrun_model_info *in = &model->info;
     lrun_device *dev = model->device;
-    lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
-    if (st != LRUN_OK) return st;
-
-    lrun_cuda_engine *e = calloc(1, sizeof *e);
-    if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
     e->model = model;
     e->device = dev;
-    e->want_exact = want_exact;
+    e->want_exact = want_exact_of(opts);
     e->stream = lrun_cuda_compute_stream(dev);
     e->cublas = lrun_cuda_cublas(dev);
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
@@ -286,6 +287,46 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
     const char *pdl = getenv("LRUN_CUDA_PDL");
     e->pdl_enabled = lrun_k_pdl_supported(dev->cuda_ordinal) && !(pdl && strcmp(pdl, "0") == 0);
     e->table_bytes = (size_t)e->n_batch_max * 28;
+}
+
+lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
+{
+    TRY(check_opts(opts));
+    lrun_cuda_engine e;
+    memset(&e, 0, sizeof e);
+    set_dims(&e, model, opts);
+    size_t per = 0, rows = 0;
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || !kv_size(&e, 1, &per) ||
+        !lrun_size_mul((size_t)e.n_batch_max, model->tok_embd->row_bytes, &rows))
+        return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
+    out->kv_bytes_per_position = per;
+    out->kv_min_positions = KV_MIN_CAP;
+    out->kv_cap_align = 1;
+    /* as lrun_cuda_offload_plan lays them out: rows 256-aligned, then the index */
+    out->embd_rows_bytes = ((rows + 255) & ~(size_t)255) + (size_t)e.n_batch_max * sizeof(int32_t);
+    out->slot_align = 256;
+    out->head_in_ring = 1;
+    out->pool_arena_bytes = lrun_cuda_pool_arena_bytes();
+    out->pool_own_arena_bytes = lrun_cuda_pool_own_arena_bytes();
+    return LRUN_OK;
+}
+
+lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
+    *out = NULL;
+    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
+    if (!opts) opts = &defaults;
+    TRY(check_opts(opts));
+    const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
+    const lrun_model_info *in = &model->info;
+    lrun_device *dev = model->device;
+    lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
+    if (st != LRUN_OK) return st;
+
+    lrun_cuda_engine *e = calloc(1, sizeof *e);
+    if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
+    set_dims(e, model, opts);
 
     const size_t B = (size_t)e->n_batch_max;
     e->layers = calloc((size_t)in->n_layer, sizeof *e->layers);
@@ -321,7 +362,7 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         st = load_vectors(e);
     }
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
-    if (st == LRUN_OK && want_exact && !e->exact)
+    if (st == LRUN_OK && e->want_exact && !e->exact)
         st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics need Q4_0/Q4_1/Q8_0 matrices and head, "
                        "a feed-forward width that is a multiple of 8, a width of at most 12288 and attention scores "
                        "of n_ctx_max %lld in shared memory; this model or context does not qualify",
@@ -477,6 +518,12 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
 struct lrun_cuda_engine {
     int unused;
 };
+
+lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
+{
+    (void)model, (void)opts, (void)out;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
+}
 
 lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
 {

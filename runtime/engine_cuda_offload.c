@@ -27,10 +27,6 @@
  * one is filled by the threads while the other is on the bus. */
 #define N_STAGING 2
 #define STAGING_CHUNK ((size_t)32 << 20)
-/* Units in flight ahead of compute when the caller says 0; measured on the
- * H100 (docs/streaming.md): 1 keeps the copy engine busy at batch 1 and
- * leaves the most memory to resident layers. */
-#define DEFAULT_PREFETCH 1
 #define N_MATS 7
 
 struct offload_weight {
@@ -203,7 +199,7 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, siz
     }
     if (o->head_unit >= 0) o->head = &o->w[o->units[o->head_unit].first].view;
 
-    int k = prefetch_layers > 0 ? prefetch_layers : DEFAULT_PREFETCH;
+    int k = prefetch_layers > 0 ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CUDA);
     if (o->n_units > 0 && k > o->n_units - 1) k = (int)(o->n_units - 1);
     o->k = o->n_units > 0 ? k : 0;
     o->n_slots = o->n_units > 0 ? o->k + 1 : 0;
@@ -402,7 +398,6 @@ static lrun_status issue_next(lrun_cuda_engine *e)
     TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->copy_stream), "recording a copy end", e->device));
     o->slot_seq[s] = q;
     o->issued++;
-    e->stats.bytes_streamed += u->bytes;
     return LRUN_OK;
 }
 
@@ -425,6 +420,9 @@ static lrun_status unit_begin(lrun_cuda_engine *e, int64_t unit)
     const struct offload_unit *u = &o->units[unit];
     char *slot = o->slots + (size_t)s * o->slot_bytes;
     for (int64_t j = u->first; j < u->first + u->count; j++) o->w[j].view.data = slot + o->w[j].off;
+    /* counted when compute takes the unit (lrun.h), not when it was issued
+     * ahead: a chunk's count is its own units, as on the CPU */
+    e->stats.bytes_streamed += u->bytes;
     return LRUN_OK;
 }
 
@@ -482,7 +480,9 @@ lrun_status lrun_cuda_offload_embed(lrun_cuda_engine *e, int64_t n)
     TRY(cuda_check(cudaMemcpyAsync(o->d_rows, o->h_rows, (size_t)n * rb, cudaMemcpyHostToDevice,
                                    (cudaStream_t)e->stream),
                    "sending embedding rows", e->device));
-    e->stats.bytes_streamed += (uint64_t)n * rb;
+    /* as lrun.h counts gathered rows: host_compute_bytes for a host-compute table */
+    if (te->host_compute) e->stats.host_compute_bytes += (uint64_t)n * rb;
+    else e->stats.bytes_streamed += (uint64_t)n * rb;
     return lrun_k_embed(te->dtype, o->d_rows, rb, e->n_embd, o->d_idx, n, e->x, e->stream);
 }
 

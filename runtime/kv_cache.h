@@ -42,6 +42,8 @@
 #include "lrun.h"
 
 #define LRUN_KV_PAD 32
+/* A dynamic sequence's first capacity, positions; it doubles from there (lrun_engine_estimate). */
+#define LRUN_KV_MIN_CAP 32
 
 /* One sequence's storage. Exact kinds use the block table (bid, blk, nb);
  * QUANTIZED uses data as its codes (cap positions of codes and group scales

@@ -59,7 +59,7 @@ static void print_usage(FILE *f) {
             "  --cpu-offload-gb N keep N GiB of weights off the device\n"
             "  --smart-offload    choose the offloaded weights with the smart policy\n"
             "  -ot PATTERN=TIER   place matching tensors: device, pinned, host, mmap, cpu (repeatable)\n"
-            "  --prefetch K       streamed layers copied ahead of compute\n"
+            "  --prefetch K       streamed layers copied ahead of compute (default: 2 on cpu, 1 on cuda)\n"
             "  -t, --threads N    CPU threads (0 = all cores)\n"
             "  -e CODE            run CODE (repeatable, in order)\n"
             "  -i                 enter the REPL after the script\n"

@@ -463,9 +463,11 @@ typedef enum lrun_kv_dtype {
  *   - a block's matrices (attn q/k/v/output, ffn gate/up/down) and the LM
  *     head that are off the device and not host-compute are *streamed*:
  *     copied, per forward chunk, into slots taken once at engine init from
- *     the device budget: prefetch_layers + 1 ring slots of the largest
- *     block's streamed bytes (fewer when fewer blocks stream) and one slot
- *     of the head's size when the head streams. Copies run on a copy thread
+ *     the device budget: on cpu prefetch_layers + 1 ring slots of the
+ *     largest block's streamed bytes (fewer when fewer blocks stream) and
+ *     one slot of the head's size when the head streams; on cuda
+ *     prefetch_layers + 1 slots of the largest unit, the head being one
+ *     unit of the cycle (lrun_engine_needs). Copies run on a copy thread
  *     (cpu) or copy stream (cuda) in compute order, up to prefetch_layers
  *     blocks ahead, continuing into the next step; compute waits on a
  *     slot's ready event and releases it after the block. No allocation
@@ -507,12 +509,51 @@ typedef struct lrun_engine_opts {
     lrun_kv_dtype kv_dtype;  /* 0 = f16 */
     lrun_weight_mode weight_mode;
     int prefetch_layers;     /* k: streamed blocks copied ahead of the one computing, [0, 64]; 0 = the
-                              * default (2 on cpu, docs/residency.md) */
+                              * device's default (lrun_engine_estimate: 2 on cpu, 1 on cuda; measured,
+                              * docs/residency.md and docs/streaming.md) */
     int kv_quant_bits;       /* QUANTIZED: 8 or 4; 0 = 8 */
     int64_t kv_quant_group;  /* QUANTIZED: elements per scale along head_dim; 0 = 64 (or head_dim) */
     int64_t kv_residual_len; /* QUANTIZED: recent positions kept exact; 0 = 128 */
     lrun_numerics numerics;  /* DEFAULT: the device's fastest arithmetic; EXACT: the CPU engine's bits */
 } lrun_engine_opts;
+
+/* What an engine made with these options would take from the device budget
+ * besides the weights the placement leaves on the device, computed by the
+ * engine's own sizing code without allocating anything: placement
+ * (lrun.residency) plans its reserve from it, so the reserve is not a copy
+ * of the engine's arithmetic that can drift. Slot bytes depend on the
+ * placement, so they are described here rather than summed:
+ *   head_in_ring 0 (cpu):  (k+1 limited to the streamed blocks) x the
+ *                          largest block's streamed bytes + the head's;
+ *   head_in_ring 1 (cuda): (k+1 limited to the streamed units) x the largest
+ *                          unit, the head being one unit of the cycle;
+ * each matrix rounded up to slot_align inside its unit. */
+typedef struct lrun_engine_needs {
+    size_t scratch_bytes;         /* the step scratch (norms in f32 included), bytes */
+    size_t kv_bytes_per_position; /* KV cache, every layer's k and v for n_seq_max sequences, bytes */
+    size_t kv_min_positions;      /* a DYNAMIC cache's first capacity; it doubles, the old and new
+                                   * blocks living together while it copies */
+    size_t kv_cap_align;          /* capacities are rounded up to this many positions (n_ctx_max too) */
+    size_t embd_rows_bytes;       /* device rows gathered from an off-device embedding table, bytes
+                                   * (cuda; 0 on cpu, which reads the table in place) */
+    size_t slot_align;            /* streamed matrices start at multiples of this in their slot, bytes */
+    int prefetch_layers;          /* k the engine uses: opts->prefetch_layers, or the device's default */
+    int head_in_ring;             /* see above */
+    size_t pool_arena_bytes;      /* cuda: small blocks share pool arenas of this size (0 on cpu) */
+    size_t pool_own_arena_bytes;  /* cuda: blocks of at least this many bytes get an arena of their own
+                                   * size, so they leave no hole (docs/residency.md "fragmentation") */
+} lrun_engine_needs;
+
+/* Fills out for model on its device; LRUN_E_ARG for options init would refuse. */
+lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts);
+/* k that prefetch_layers = 0 means on a device of this kind: the one place both engines take it from. */
+int lrun_engine_default_prefetch(lrun_device_kind kind);
+/* How fast host compute reads weights: bytes of a zeroed weight of dtype
+ * (rows of 4096 elements) over the seconds of one-row lrun_cpu_matmul on
+ * the model's threads; one warm-up, then the best of three. bytes in
+ * [1 MiB, 4 GiB], taken from host memory for the call. */
+lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
+                                           double *bytes_per_s);
 
 /* What an engine has done since it was made (or last reset): residency
  * traffic for m:stats(), tests and benchmarks. Times are wall seconds. */

@@ -133,6 +133,8 @@ static void *copy_main(void *arg)
 // ---------------------------------------------------------------- init
 
 /* Lays out the streamed matrices of a unit; 0 when nothing is streamed. */
+size_t lrun_weight_stream_slot_align(void) { return SLOT_ALIGN; }
+
 static size_t plan_unit(struct unit *u, int64_t layer, const struct lrun_tensor *mats[LRUN_WS_N_MATS], int n)
 {
     memset(u, 0, sizeof *u);
@@ -157,7 +159,7 @@ lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model,
     *out = NULL;
     if (prefetch_layers < 0 || prefetch_layers > 64)
         return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d must be in [0, 64] (0 = the default, %d)",
-                         prefetch_layers, LRUN_WS_DEFAULT_PREFETCH);
+                         prefetch_layers, lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU));
     const int64_t n_layer = model->info.n_layer;
     lrun_weight_stream *ws = calloc(1, sizeof *ws);
     if (!ws) return lrun_fail_oom(sizeof *ws, 0, "engine: weight stream record");
@@ -208,7 +210,7 @@ lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model,
     }
 
     // ---- slots: one allocation from the device budget
-    const int k = prefetch_layers ? prefetch_layers : LRUN_WS_DEFAULT_PREFETCH;
+    const int k = prefetch_layers ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU);
     ws->n_ring = n_block_units < k + 1 ? n_block_units : k + 1;
     size_t total = 0;
     if (!lrun_size_mul(ring_bytes, (size_t)ws->n_ring, &total) || !lrun_size_add(total, head_bytes, &total)) {

@@ -24,10 +24,6 @@
 /* The matrices of a block, in a fixed order. */
 enum lrun_ws_mat { LRUN_WS_Q, LRUN_WS_K, LRUN_WS_V, LRUN_WS_O, LRUN_WS_GATE, LRUN_WS_UP, LRUN_WS_DOWN, LRUN_WS_N_MATS };
 
-/* Streamed layers kept in flight ahead of compute when the engine options
- * leave prefetch_layers at 0 (docs/residency.md: measured choice). */
-#define LRUN_WS_DEFAULT_PREFETCH 2
-
 /* Where compute reads each weight this time: a slot, or the tensor's own
  * bytes. For the LM head (layer n_layer) only data[0] is used. */
 typedef struct lrun_weight_view {
@@ -38,7 +34,8 @@ typedef struct lrun_weight_stream lrun_weight_stream;
 
 /* Plans the units of model's current placement, takes the slots from the
  * device budget (LRUN_E_OOM says how much they need) and starts the copy
- * thread when anything is streamed. prefetch_layers 0 = the default. */
+ * thread when anything is streamed. prefetch_layers 0 = the default
+ * (lrun_engine_default_prefetch). */
 lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model, int prefetch_layers);
 void lrun_weight_stream_free(lrun_weight_stream *ws);
 
@@ -52,6 +49,9 @@ void lrun_weight_stream_release(lrun_weight_stream *ws, int64_t layer);
 /* Passes layer's turn without computing it (the head of a chunk that wants
  * no logits): its copy, if streamed, is waited for and counted, then freed. */
 void lrun_weight_stream_skip(lrun_weight_stream *ws, int64_t layer);
+
+/* Streamed matrices start at multiples of this many bytes in their slot. */
+size_t lrun_weight_stream_slot_align(void);
 
 /* Counts n_rows embedding rows gathered from an off-device table. */
 void lrun_weight_stream_note_rows(lrun_weight_stream *ws, int64_t n_rows);

@@ -184,6 +184,55 @@ describe("streaming statistics", function()
   end)
 end)
 
+describe("the engine's own sizing (lrun_engine_estimate)", function()
+  it("gives the scratch, KV cache and slots the CPU engine then takes", function()
+    for _, k in ipairs({ 1, 2, 3 }) do
+      local m = assert(load(tiny, { policy = "layers", n_gpu_layers = 1, prefetch_layers = k, n_ctx = 64,
+        cache_implementation = "static" }))
+      local p = m:placement()
+      local r = m.residency
+      assert(m:logits(PROMPT))
+      local s = m:stats()
+      assert.are.equal(r.slot_bytes, s.slot_bytes)
+      assert.are.equal(r.reserve_bytes, s.scratch_bytes + s.kv_bytes)
+      assert.are.equal(k, r.prefetch)
+      assert.are.equal(0, r.extra_bytes) -- no pool and no gathered rows on cpu
+      assert.are.equal(p.bytes.device, s.weight_device_bytes)
+      m:free()
+    end
+  end)
+  it("prefetch_layers 0 means the device's default, from one place", function()
+    assert.are.equal(2, C.lrun_engine_default_prefetch(C.LRUN_DEVICE_KIND_CPU))
+    assert.are.equal(1, C.lrun_engine_default_prefetch(C.LRUN_DEVICE_KIND_CUDA))
+    local m = assert(load(tiny, { policy = "layers", n_gpu_layers = 0 }))
+    assert.are.equal(2, m.residency.prefetch)
+    m:free()
+  end)
+  it("refuses options the engine would refuse", function()
+    local m = assert(load(tiny))
+    local n, eo = ffi.new("lrun_engine_needs"), ffi.new("lrun_engine_opts")
+    eo.prefetch_layers = 65
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_engine_estimate(n, m.handle, eo))
+    assert.is_truthy(lf.last_error():find("prefetch_layers", 1, true))
+    eo.prefetch_layers = 0
+    assert.are.equal(C.LRUN_OK, C.lrun_engine_estimate(n, m.handle, eo))
+    assert.are.equal(2, n.prefetch_layers)
+    assert.is_true(tonumber(n.scratch_bytes) > 0 and tonumber(n.kv_bytes_per_position) > 0)
+    m:free()
+  end)
+  it("measures the CPU's decode matmul for host compute", function()
+    local m = assert(load(tiny))
+    local out = ffi.new("double[1]")
+    assert.are.equal(C.LRUN_OK, C.lrun_model_measure_host_matmul(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 20, out))
+    assert.is_true(out[0] > 0)
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_host_matmul(m.handle, C.LRUN_DTYPE_Q8_K, 2 ^ 20, out))
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_host_matmul(m.handle, C.LRUN_DTYPE_BF16, 100, out))
+    local rates = residency.host_matmul_rates(m)
+    assert.is_true(rates.q8_0 > 0) -- the tiny model's matrices
+    m:free()
+  end)
+end)
+
 describe("failures", function()
   it("a budget that cannot be met fails at load, saying how much is missing", function()
     local m = assert(load(tiny))
@@ -324,6 +373,36 @@ describe("smart", function()
     local plan2, _, info2 = smart.plan(ts, { bandwidth = slow_host })
     assert.is_nil(info2.host_compute["blk.0.ffn_up.weight"])
     assert.are.equal("pinned", plan2["blk.0.ffn_up.weight"])
+  end)
+  it("on cuda splits the matrices between copies and host matmuls so the two finish together", function()
+    local mats = {}
+    for l = 0, 3 do
+      for _, r in ipairs({ "ffn_up", "ffn_down", "ffn_gate" }) do
+        mats[#mats + 1] = { name = string.format("blk.%d.%s.weight", l, r), role = r, layer = l, bytes = 1000000,
+          dtype = "bf16", shape = { 1000, 500 } }
+      end
+    end
+    -- copies at 50 GB/s, the CPU's matmul at 25 GB/s: a third of the bytes go to the CPU
+    local bw = { h2d_pinned = 50e9, host_read = 60e9, device_read = 2000e9, device = "cuda",
+      host_matmul = { bf16 = 25e9 } }
+    local plan, off, info = smart.plan(mats, { bandwidth = bw })
+    assert.are.equal(12e6, off)
+    local host, streamed = 0, 0
+    for name, tier in pairs(plan) do
+      if info.host_compute[name] then host = host + 1; assert.are.equal("host", tier)
+      else streamed = streamed + 1; assert.are.equal("pinned", tier) end
+    end
+    assert.are.equal(4, host)
+    assert.are.equal(8, streamed)
+    -- 8 MB / 50 GB/s = 0.16 ms of copies, 4 MB / 25 GB/s = 0.16 ms on the CPU: the token pays one
+    assert.is_true(math.abs(info.seconds_per_token - 0.16e-3) < 1e-9, tostring(info.seconds_per_token))
+    assert.is_truthy(info.explain:find("overlap", 1, true), info.explain)
+    -- a CPU slower than a tenth of the link gets nothing of 12 equal matrices
+    bw.host_matmul = { bf16 = 3e9 }
+    local _, _, slow = smart.plan(mats, { bandwidth = bw })
+    assert.are.equal(0, count(slow.host_compute))
+    assert.has_error(function() smart.plan(mats, { bandwidth = { h2d_pinned = 1, host_read = 1, device_read = 1,
+      device = "tpu" } }) end)
   end)
   it("explains itself in the placement of a loaded model", function()
     local m = assert(load(tiny, { smart_offload = true, cpu_offload_gb = 0.05 / 1024 }))

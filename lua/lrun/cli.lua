@@ -146,7 +146,8 @@ function M.model_spec()
     { "-ot", "--override-tensor", key = "overrides", arg = "PATTERN=TIER", list = true,
       help = "place tensors matching a Lua pattern: device, pinned, host, mmap, cpu (host compute); repeatable" },
     { "-ngl", "--n-gpu-layers", key = "n_gpu_layers", type = "int", help = "layers on the device (policy layers)" },
-    { "--prefetch", key = "prefetch", type = "int", arg = "K", help = "streamed layers copied ahead (default 2)" },
+    { "--prefetch", key = "prefetch", type = "int", arg = "K",
+      help = "streamed layers copied ahead (default: 2 on cpu, 1 on cuda)" },
     { "--explain", key = "explain", type = "flag", help = "print the placement and why to stderr" },
     { "--system", key = "system", arg = "TEXT", help = "system prompt for chat" },
   }

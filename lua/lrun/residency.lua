@@ -7,8 +7,11 @@
 --     assert(r.apply(m, result))    -- moves tensors; the next engine is AS_PLACED
 --
 -- The device budget (lrun.load's gpu_budget) caps weights + KV cache +
--- scratch + streaming slots: the bytes that must leave the device are
+-- scratch + streaming slots (+ on cuda gathered embedding rows and the
+-- pool's fragmentation bound): the bytes that must leave the device are
 -- total weights - (budget - reserve - slots), at least cpu_offload_gb GiB.
+-- The reserve is the engine's own arithmetic (lrun_engine_estimate), for
+-- the device the model is on.
 -- Policies offload *up to* a cap (max_bytes); the cap is raised until the
 -- policy offloads at least what is needed, or it can offload no more, which
 -- is an error that says how much is missing.
@@ -21,7 +24,6 @@ local ffi, C = lf.ffi, lf.C
 
 local M = {}
 
-M.default_prefetch = 2 -- LRUN_WS_DEFAULT_PREFETCH in runtime/weight_stream.h
 M.kv_reserve_positions = 512 -- dynamic caches: positions reserved when n_ctx is not given
 
 local GiB = 2 ^ 30
@@ -36,13 +38,49 @@ local function fail(kind, msg, fields) return nil, errors.new(kind, msg, fields)
 
 local bw_cache = {}
 
+--- How fast the CPU's decode matmul reads each matrix dtype of the model
+-- (host compute on cuda), bytes/s, keyed by dtype name.
+function M.host_matmul_rates(model)
+  local rates, seen = {}, {}
+  for _, t in ipairs(model:tensors()) do
+    if (matrix_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
+      seen[t.dtype] = true
+      local dt = ffi.new("lrun_dtype[1]")
+      local out = ffi.new("double[1]")
+      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK
+          and C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK
+          and out[0] > 0 then
+        rates[t.dtype] = out[0]
+      end
+    end
+  end
+  return rates
+end
+
 --- Measures host→device (pinned and pageable), host read and device read
--- bandwidths on the model's device, once per device per process.
--- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=} bytes/s
+-- bandwidths on the model's device, once per device per process; on cuda
+-- also the CPU's decode matmul rate per weight dtype of the model (host
+-- compute), cached with the model's dtypes.
+-- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
+--   host_matmul={[dtype]=bytes/s} (cuda)} bytes/s
 function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
   local key = ffi.string(C.lrun_device_name(dev))
-  if bw_cache[key] then return bw_cache[key] end
+  local cuda = C.lrun_device_kind_of(dev) == C.LRUN_DEVICE_KIND_CUDA
+  local cached = bw_cache[key]
+  if cached then
+    if cuda then
+      for _, t in ipairs(model:tensors()) do
+        if (matrix_roles[t.role] or t.role == "lm_head") and not cached.host_matmul[t.dtype] then
+          for dt, rate in pairs(M.host_matmul_rates(model)) do
+            cached.host_matmul[dt] = cached.host_matmul[dt] or rate
+          end
+          break
+        end
+      end
+    end
+    return cached
+  end
   local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
   local bytes = math.max(4096, math.min(16 * 2 ^ 20, math.floor(free / 3 / 4096) * 4096))
   local out = ffi.new("double[1]")
@@ -60,6 +98,8 @@ function M.bandwidths(model)
   bw.host_read = 2 * (measure(C.LRUN_TIER_HOST, C.LRUN_TIER_HOST) or bw.h2d_pageable)
   bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
   bw.bytes = bytes
+  bw.device = cuda and "cuda" or "cpu"
+  if cuda then bw.host_matmul = M.host_matmul_rates(model) end
   bw_cache[key] = bw
   return bw
 end
@@ -92,37 +132,89 @@ end
 
 -- ---------------------------------------------------------------- sizes
 
-local function kv_and_scratch(model, opts)
-  local i = C.lrun_model_get_info(model.handle)
-  local n_layer, n_embd, n_ff = tonumber(i.n_layer), tonumber(i.n_embd), tonumber(i.n_ff)
-  local head_dim, n_head, n_head_kv = tonumber(i.head_dim), tonumber(i.n_head), tonumber(i.n_head_kv)
-  local n_ctx = (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or tonumber(i.n_ctx_train)
-  local elem = opts.kv_dtype == "f32" and 4 or 2
-  local positions = opts.cache_implementation == "static" and n_ctx
-    or math.min(n_ctx, (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or M.kv_reserve_positions)
-  local kv = n_layer * 2 * n_head_kv * head_dim * elem * positions
-  local B, q, kvd = 512, n_head * head_dim, n_head_kv * head_dim
-  local nth = opts.threads and opts.threads > 0 and opts.threads or 16
-  local scratch = 4 * B * (3 * n_embd + 2 * q + 2 * kvd + 2 * n_ff + tonumber(i.n_rot) + math.max(n_embd, n_ff))
-    + 4 * nth * (math.ceil(n_ctx / 32) * 32 + head_dim) + 4 * (2 * n_layer + 1) * (n_embd + q + 2 * kvd)
-    + 64 * 1024
-  return kv, scratch
+-- What the engine will take besides its resident weights, from the engine's
+-- own sizing code (lrun_engine_estimate), for the options Model:engine uses.
+local function engine_needs(model, opts, k)
+  local eo = ffi.new("lrun_engine_opts")
+  eo.n_seq_max = 1
+  eo.n_ctx_max = (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or 0
+  eo.n_batch_max = 0
+  eo.cache_kind = opts.cache_implementation == "static" and C.LRUN_CACHE_KIND_STATIC or C.LRUN_CACHE_KIND_DYNAMIC
+  eo.n_threads = opts.threads or 0
+  eo.kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16
+  eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
+  eo.prefetch_layers = k or 0
+  local n = ffi.new("lrun_engine_needs")
+  local st = C.lrun_engine_estimate(n, model.handle, eo)
+  if st ~= C.LRUN_OK then return nil, errors.from_status(st, "estimating the engine's device memory") end
+  return {
+    scratch = tonumber(n.scratch_bytes), kv_per_position = tonumber(n.kv_bytes_per_position),
+    kv_min_positions = tonumber(n.kv_min_positions), kv_cap_align = tonumber(n.kv_cap_align),
+    embd_rows = tonumber(n.embd_rows_bytes),
+    slot_align = tonumber(n.slot_align), k = tonumber(n.prefetch_layers), head_in_ring = n.head_in_ring ~= 0,
+    arena = tonumber(n.pool_arena_bytes), own_arena = tonumber(n.pool_own_arena_bytes),
+  }
 end
 
--- Streaming slots the plan needs (see lrun.h, lrun_weight_mode).
-local function slot_bytes(tensors, plan, host_compute, k, tied)
+local function align_up(b, a) return math.ceil(b / a) * a end
+
+-- KV cache bytes to reserve: a static cache holds n_ctx positions; a dynamic
+-- one is reserved for the n_ctx asked (M.kv_reserve_positions when none).
+-- A dynamic cache doubles from kv_min_positions, and while it copies the old
+-- and the new block are both held: the peak is up to 1.5 x the capacity.
+-- Capacities are rounded up to kv_cap_align positions (the CPU's padding).
+local function kv_reserve(model, opts, needs)
+  local n_ctx = (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx
+    or tonumber(C.lrun_model_get_info(model.handle).n_ctx_train)
+  local max_cap = align_up(n_ctx, needs.kv_cap_align)
+  if opts.cache_implementation == "static" then return needs.kv_per_position * max_cap end
+  local positions = math.min(n_ctx, (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or M.kv_reserve_positions)
+  local cap = math.min(needs.kv_min_positions, max_cap)
+  local peak = cap
+  while cap < positions do
+    local grown = math.min(cap * 2, max_cap)
+    peak = math.max(peak, cap + grown)
+    cap = grown
+  end
+  return needs.kv_per_position * peak
+end
+
+-- Device bytes the engine adds for a placement: streaming slots (as the
+-- device's engine lays them out, see lrun_engine_needs), gathered embedding
+-- rows (cuda), and on cuda the pool's fragmentation bound (docs/residency.md
+-- "Fragmentation"): blocks of own_arena bytes or more get arenas of their
+-- own size, so what can be stranded is the free tail of the open shared
+-- arena (at most one arena) and less than own_arena per closed one; none
+-- when the budget is at most one arena, which then holds every block.
+local function placement_extra(tensors, plan, host_compute, needs, tied, capacity)
   local per_layer, head = {}, 0
   local function streamed(t) return plan[t.name] ~= "device" and not host_compute[t.name] end
+  local small, embd_off = 0, false
   for _, t in ipairs(tensors) do
     if matrix_roles[t.role] and streamed(t) then
-      per_layer[t.layer] = (per_layer[t.layer] or 0) + math.ceil(t.bytes / 64) * 64
+      per_layer[t.layer] = (per_layer[t.layer] or 0) + align_up(t.bytes, needs.slot_align)
     elseif (t.role == "lm_head" or (tied and t.role == "embedding")) and streamed(t) then
-      head = math.ceil(t.bytes / 64) * 64
+      head = align_up(t.bytes, needs.slot_align)
     end
+    if t.role == "embedding" and plan[t.name] ~= "device" then embd_off = true end
+    if plan[t.name] == "device" and needs.own_arena > 0 and t.bytes < needs.own_arena then small = small + t.bytes end
   end
   local n, biggest = 0, 0
   for _, b in pairs(per_layer) do n = n + 1; biggest = math.max(biggest, b) end
-  return biggest * math.min(n, k + 1) + head
+  local slots
+  if needs.head_in_ring then
+    -- cuda: the head is one unit of the cycle; k+1 slots of the largest unit
+    local units = n + (head > 0 and 1 or 0)
+    slots = units > 0 and math.min(units, needs.k + 1) * math.max(biggest, head) or 0
+  else
+    slots = biggest * math.min(n, needs.k + 1) + head
+  end
+  local rows = (embd_off and needs.embd_rows) or 0
+  local slack = 0
+  if needs.arena > 0 and (not capacity or capacity > needs.arena) then
+    slack = needs.arena + math.ceil(small / needs.arena) * needs.own_arena
+  end
+  return slots, rows + slack
 end
 
 -- ---------------------------------------------------------------- planning
@@ -171,7 +263,8 @@ end
 --   prefetch_layers, offload_tier, and the load options n_ctx, kv_dtype,
 --   cache_implementation, threads; reserve_extra (bytes, internal)
 -- @treturn[1] table {plan={[name]=tier}, host_compute={[name]=true}, policy=name,
---   explain=text, off_bytes=, device_bytes=, slot_bytes=, reserve_bytes=, prefetch=k, budget=}
+--   explain=text, off_bytes=, device_bytes=, slot_bytes=, extra_bytes= (cuda: embedding rows, pool
+--   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=}
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.plan(model, opts)
@@ -221,11 +314,12 @@ function M.plan(model, opts)
   local dev = C.lrun_model_device(model.handle)
   local capacity = tonumber(C.lrun_device_capacity(dev))
   if capacity >= unlimited then capacity = nil end
-  local kv, scratch = kv_and_scratch(model, opts)
-  local reserve = kv + scratch + (opts.reserve_extra or 0)
+  local needs, nerr = engine_needs(model, opts, opts.prefetch_layers)
+  if not needs then return nil, nerr end
+  local reserve = kv_reserve(model, opts, needs) + needs.scratch + (opts.reserve_extra or 0)
   local forced = opts.cpu_offload_gb and math.floor(opts.cpu_offload_gb * GiB) or 0
   if forced > total then forced = total end
-  local k = opts.prefetch_layers and opts.prefetch_layers > 0 and opts.prefetch_layers or M.default_prefetch
+  local k = needs.k -- prefetch_layers, or the device's default (lrun_engine_default_prefetch)
 
   local bw
   if policy.name == "smart" or opts.smart_offload then
@@ -306,14 +400,16 @@ function M.plan(model, opts)
     for _, t in ipairs(tensors) do
       if final[t.name] == "device" then dev_bytes = dev_bytes + t.bytes else off_bytes = off_bytes + t.bytes end
     end
-    local need_slots = slot_bytes(tensors, final, host_compute, k, tied)
+    local slot_b, other_b = placement_extra(tensors, final, host_compute, needs, tied, capacity)
+    local need_slots = slot_b + other_b
     local fits = not capacity or dev_bytes + need_slots + reserve <= capacity
     if fits or need_slots <= slots then
       if not fits then
         local missing = dev_bytes + need_slots + reserve - capacity
         return fail("oom", string.format("policy %s cannot meet the budget %s: weights on the device %s + "
-          .. "slots %s + KV cache and scratch %s: %s missing", where, size.format(capacity), size.format(dev_bytes),
-          size.format(need_slots), size.format(reserve), size.format(missing)),
+          .. "slots %s + embedding rows and pool slack %s + KV cache and scratch %s: %s missing", where,
+          size.format(capacity), size.format(dev_bytes), size.format(slot_b), size.format(other_b),
+          size.format(reserve), size.format(missing)),
           { requested = dev_bytes + need_slots + reserve, free = capacity })
       end
       if off_bytes < forced then
@@ -324,14 +420,15 @@ function M.plan(model, opts)
       local n_host = 0
       for _ in pairs(host_compute) do n_host = n_host + 1 end
       local summary = string.format("%s: %s on the device, %s off it (%d host-compute tensors), %s of slots "
-        .. "(k = %d), %s reserved for KV cache and scratch%s", policy.name or pname, size.format(dev_bytes),
-        size.format(off_bytes), n_host, size.format(need_slots), k, size.format(reserve),
-        capacity and (", budget " .. size.format(capacity)) or "")
+        .. "(k = %d)%s, %s reserved for KV cache and scratch%s", policy.name or pname, size.format(dev_bytes),
+        size.format(off_bytes), n_host, size.format(slot_b), k,
+        other_b > 0 and (", " .. size.format(other_b) .. " for embedding rows and pool slack") or "",
+        size.format(reserve), capacity and (", budget " .. size.format(capacity)) or "")
       return {
         plan = final, host_compute = host_compute, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary,
-        off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = need_slots, reserve_bytes = reserve,
-        prefetch = k, budget = capacity,
+        off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = slot_b, extra_bytes = other_b,
+        reserve_bytes = reserve, prefetch = k, budget = capacity,
       }
     end
     slots = need_slots
@@ -374,26 +471,35 @@ function M.apply(model, result)
   return true
 end
 
---- Plans, applies and makes the engine; an engine that does not fit (the
--- reserve was estimated low) is retried with the reserve raised by what
--- was missing.
+--- Plans, applies and makes the engine. The reserve comes from the
+-- engine's own sizing (lrun_engine_estimate) and a bound on the device
+-- pool's fragmentation, so a placement normally fits at once; should a move
+-- or the engine still not fit (a pool hole larger than the bound), the plan
+-- is retried with the reserve raised by what was missing, at least 1/16 of
+-- the block that failed.
 -- @treturn[1] table the plan result
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.place(model, opts)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  for _ = 1, 3 do
+  local last
+  for _ = 1, 4 do
     local result, err = M.plan(model, o)
     if not result then return nil, err end
     local ok, aerr = M.apply(model, result)
-    if not ok then return nil, aerr end
-    local engine, eerr = model:engine()
-    if engine then return result end
-    if eerr.kind ~= "oom" or not result.budget or not eerr.requested then return nil, eerr end
-    o.reserve_extra = (o.reserve_extra or 0) + math.max(eerr.requested - (eerr.free or 0), 4096)
+    if ok then
+      local engine
+      engine, aerr = model:engine()
+      if engine then return result end
+    end
+    if aerr.kind ~= "oom" or not result.budget or not aerr.requested then return nil, aerr end
+    last = aerr
+    o.reserve_extra = (o.reserve_extra or 0)
+      + math.max(aerr.requested - (aerr.free or 0), math.ceil(aerr.requested / 16), 4096)
   end
-  return fail("oom", "placement: the engine does not fit the budget after raising the reserve")
+  return fail("oom", "placement: the engine does not fit the budget after raising the reserve ("
+    .. tostring(last and last.message) .. ")")
 end
 
 return M

@@ -27,12 +27,14 @@ static void test_open_and_pool(void)
     CHECK("nothing reserved before the first allocation", pool->reserved == 0);
     void *p[64];
     int ok = 1;
-    for (int i = 0; i < 64; i++) ok &= lrun_device_alloc(d, 1 * MiB + 100, "layer", &p[i]) == LRUN_OK;
-    CHECK("64 allocations", ok && lrun_device_used(d) == 64 * (1 * MiB + 100));
+    /* below the own-arena size, and 64 of them fit one shared arena */
+    const size_t each = lrun_cuda_pool_arena_bytes() / 64 - 256;
+    for (int i = 0; i < 64; i++) ok &= lrun_device_alloc(d, each, "layer", &p[i]) == LRUN_OK;
+    CHECK("64 allocations", ok && lrun_device_used(d) == 64 * each);
     CHECK("from one arena (no cudaMalloc per allocation)", pool->n_reserve_calls == 1);
     CHECK("256-byte aligned", ((uintptr_t)p[7] & 255) == 0);
-    for (int i = 0; i < 64; i += 2) lrun_device_release(d, p[i], 1 * MiB + 100);
-    for (int i = 1; i < 64; i += 2) lrun_device_release(d, p[i], 1 * MiB + 100);
+    for (int i = 0; i < 64; i += 2) lrun_device_release(d, p[i], each);
+    for (int i = 1; i < 64; i += 2) lrun_device_release(d, p[i], each);
     CHECK("released: nothing used, arena healed", lrun_device_used(d) == 0 && lrun_pool_free_block_count(pool) == 1);
     void *big = (void *)1;
     CHECK("beyond the budget is LRUN_E_OOM", lrun_device_alloc(d, 600 * MiB, "KV cache", &big) == LRUN_E_OOM &&
