@@ -251,9 +251,6 @@ static lrun_status check_opts(const lrun_engine_opts *opts)
         return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
     if (opts->numerics != LRUN_NUMERICS_DEFAULT && opts->numerics != LRUN_NUMERICS_EXACT)
         return lrun_fail(LRUN_E_ARG, "engine: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", (int)opts->numerics);
-    if (want_exact_of(opts) && opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics with weights placed off the device is "
-                         "not supported yet (the exact path reads every weight from device memory)");
     return LRUN_OK;
 }
 
