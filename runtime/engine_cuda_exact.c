@@ -91,17 +91,39 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
            lrun_k_attention_exact_smem(in->head_dim, e->n_ctx_max) <= (size_t)optin;
 }
 
+/* The widest matmul input: n_embd, n_ff or q_dim elements. */
+static int64_t exact_max_k(const lrun_cuda_engine *e)
+{
+    int64_t k = e->n_embd > e->n_ff ? e->n_embd : e->n_ff;
+    return e->q_dim > k ? e->q_dim : k;
+}
+
+/* The device block's parts, in bytes: a (B, max_k) quants, b (B, max_k/32)
+ * scales (twice: d and s), c (B, n_rot) RoPE pairs, d (B) counts; each at a
+ * 256-byte offset, so the kernels' vector loads stay aligned. Returns the total. */
+static size_t exact_layout(const lrun_cuda_engine *e, size_t *a, size_t *b, size_t *c, size_t *d)
+{
+    const size_t B = (size_t)e->n_batch_max, nr = (size_t)e->model->info.n_rot, K = (size_t)exact_max_k(e);
+    *a = (B * K + 255) & ~(size_t)255;
+    *b = (B * (K / 32) * 4 + 255) & ~(size_t)255;
+    *c = (B * nr * 4 + 255) & ~(size_t)255;
+    *d = B * 4;
+    return *a + 2 * *b + *c + *d;
+}
+
+size_t lrun_cuda_exact_scratch_bytes(const lrun_cuda_engine *e)
+{
+    size_t a, b, c, d;
+    if (e->exact) return e->exact->d_bytes;
+    return lrun_cuda_exact_eligible(e) ? exact_layout(e, &a, &b, &c, &d) : 0;
+}
+
 static lrun_status exact_alloc(lrun_cuda_engine *e, struct cuda_exact *x)
 {
     const lrun_model_info *in = &e->model->info;
-    const size_t B = (size_t)e->n_batch_max, nr = (size_t)in->n_rot;
-    x->max_k = e->n_embd > e->n_ff ? e->n_embd : e->n_ff;
-    if (e->q_dim > x->max_k) x->max_k = e->q_dim;
-    const size_t K = (size_t)x->max_k, nb = K / 32;
-    /* parts at 256-byte offsets, so the kernels' vector loads stay aligned */
-    const size_t a = (B * K + 255) & ~(size_t)255, b = (B * nb * 4 + 255) & ~(size_t)255,
-                 c = (B * nr * 4 + 255) & ~(size_t)255, d = B * 4;
-    x->d_bytes = a + 2 * b + c + d;
+    size_t a, b, c, d;
+    x->max_k = exact_max_k(e);
+    x->d_bytes = exact_layout(e, &a, &b, &c, &d);
     TRY(lrun_device_alloc(e->device, x->d_bytes, "exact-path scratch", &x->d_base));
     char *p = x->d_base;
     x->xq = (int8_t *)p;
