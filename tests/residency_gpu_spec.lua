@@ -14,6 +14,8 @@
 --     compared within the tolerance test_stream_gpu measured on the H100
 --     (max |diff| / max |logit|: bf16 3.5e-3, q8_0 9.0e-3 with 15 host
 --     matmuls; asserted at 1e-2 and 5e-2), and greedy tokens are printed;
+--   * with numerics = "exact", every placement, host compute included, is
+--     bit-identical to the resident exact run and to the CPU engine;
 --   * the engine's slots and scratch equal what the plan reserved for them
 --     (lrun_engine_estimate), device use stays under gpu_budget, and a
 --     budget that cannot be met fails at load, before any generation,
