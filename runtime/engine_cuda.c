@@ -251,9 +251,6 @@ static lrun_status check_opts(const lrun_engine_opts *opts)
         return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
     if (opts->numerics != LRUN_NUMERICS_DEFAULT && opts->numerics != LRUN_NUMERICS_EXACT)
         return lrun_fail(LRUN_E_ARG, "engine: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", (int)opts->numerics);
-    if (want_exact_of(opts) && opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics with weights placed off the device is "
-                         "not supported yet (the exact path reads every weight from device memory)");
     return LRUN_OK;
 }
 
@@ -299,6 +296,8 @@ lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts 
     if (!layout_scratch(&e, NULL, &out->scratch_bytes) || !kv_size(&e, 1, &per) ||
         !lrun_size_mul((size_t)e.n_batch_max, model->tok_embd->row_bytes, &rows))
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
+    /* the exact path's own block counts as scratch: estimate and stats agree */
+    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e);
     out->kv_bytes_per_position = per;
     out->kv_min_positions = KV_MIN_CAP;
     out->kv_cap_align = 1;

@@ -23,13 +23,21 @@
  * and each token's count of stored positions (the CPU's attention reads the
  * padding positions, attention_exact.cu). The path is opt-in
  * (lrun_engine_opts.numerics = LRUN_NUMERICS_EXACT): it is about half as fast
- * as the float path. */
+ * as the float path.
+ *
+ * With weights placed off the device (AS_PLACED, engine_cuda_offload.h) it
+ * takes the float path's hooks: streamed matrices are read from their slot
+ * (the same bytes, so the same bits), the embedding rows are gathered on the
+ * host into the same lrun_k_embed, and a host-computed matrix runs
+ * lrun_cpu_matmul on the f32 input the GPU would have quantized: that is the
+ * CPU engine's own matmul, so the result is still the CPU engine's to the bit. */
 #ifdef LRUN_WITH_CUDA
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
 #include "engine_cuda_internal.h"
+#include "engine_cuda_offload.h"
 #include "kernels.h"
 
 struct cuda_exact {
@@ -60,7 +68,7 @@ static int exact_embedding(const struct lrun_tensor *t)
 
 int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
 {
-    if (!e->want_exact || e->offload) return 0;
+    if (!e->want_exact) return 0;
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
     if (!exact_weight(m->output) || !exact_embedding(m->tok_embd)) return 0;
@@ -83,17 +91,39 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
            lrun_k_attention_exact_smem(in->head_dim, e->n_ctx_max) <= (size_t)optin;
 }
 
+/* The widest matmul input: n_embd, n_ff or q_dim elements. */
+static int64_t exact_max_k(const lrun_cuda_engine *e)
+{
+    int64_t k = e->n_embd > e->n_ff ? e->n_embd : e->n_ff;
+    return e->q_dim > k ? e->q_dim : k;
+}
+
+/* The device block's parts, in bytes: a (B, max_k) quants, b (B, max_k/32)
+ * scales (twice: d and s), c (B, n_rot) RoPE pairs, d (B) counts; each at a
+ * 256-byte offset, so the kernels' vector loads stay aligned. Returns the total. */
+static size_t exact_layout(const lrun_cuda_engine *e, size_t *a, size_t *b, size_t *c, size_t *d)
+{
+    const size_t B = (size_t)e->n_batch_max, nr = (size_t)e->model->info.n_rot, K = (size_t)exact_max_k(e);
+    *a = (B * K + 255) & ~(size_t)255;
+    *b = (B * (K / 32) * 4 + 255) & ~(size_t)255;
+    *c = (B * nr * 4 + 255) & ~(size_t)255;
+    *d = B * 4;
+    return *a + 2 * *b + *c + *d;
+}
+
+size_t lrun_cuda_exact_scratch_bytes(const lrun_cuda_engine *e)
+{
+    size_t a, b, c, d;
+    if (e->exact) return e->exact->d_bytes;
+    return lrun_cuda_exact_eligible(e) ? exact_layout(e, &a, &b, &c, &d) : 0;
+}
+
 static lrun_status exact_alloc(lrun_cuda_engine *e, struct cuda_exact *x)
 {
     const lrun_model_info *in = &e->model->info;
-    const size_t B = (size_t)e->n_batch_max, nr = (size_t)in->n_rot;
-    x->max_k = e->n_embd > e->n_ff ? e->n_embd : e->n_ff;
-    if (e->q_dim > x->max_k) x->max_k = e->q_dim;
-    const size_t K = (size_t)x->max_k, nb = K / 32;
-    /* parts at 256-byte offsets, so the kernels' vector loads stay aligned */
-    const size_t a = (B * K + 255) & ~(size_t)255, b = (B * nb * 4 + 255) & ~(size_t)255,
-                 c = (B * nr * 4 + 255) & ~(size_t)255, d = B * 4;
-    x->d_bytes = a + 2 * b + c + d;
+    size_t a, b, c, d;
+    x->max_k = exact_max_k(e);
+    x->d_bytes = exact_layout(e, &a, &b, &c, &d);
     TRY(lrun_device_alloc(e->device, x->d_bytes, "exact-path scratch", &x->d_base));
     char *p = x->d_base;
     x->xq = (int8_t *)p;
@@ -162,31 +192,47 @@ lrun_status lrun_cuda_exact_table(lrun_cuda_engine *e, const int32_t *seq, int64
 static lrun_dtype partner_of(lrun_dtype w) { return w == LRUN_DTYPE_Q4_1 ? LRUN_DTYPE_Q8_1 : LRUN_DTYPE_Q8_0; }
 
 /* The partner the producer of a matmul input quantizes for, so the matmul
- * need not: that of the weights when they share dtype and width (one input,
- * one quantization, one launch), else LRUN_DTYPE_F32 (none: each weight
- * quantizes for itself). */
-static lrun_dtype shared_partner(const struct lrun_tensor *const *w, int n_w)
+ * need not: that of the weights computed on the device when they share dtype
+ * and width (one input, one quantization, one launch), else LRUN_DTYPE_F32
+ * (none: each weight quantizes for itself, and host-computed weights take
+ * the f32 input to the CPU, which quantizes it the same way). */
+static lrun_dtype shared_partner(const lrun_cuda_engine *e, const struct lrun_tensor *const *w, int n_w)
 {
-    for (int i = 1; i < n_w; i++)
-        if (w[i]->dtype != w[0]->dtype || w[i]->ne[0] != w[0]->ne[0]) return LRUN_DTYPE_F32;
-    return partner_of(w[0]->dtype);
+    const struct lrun_tensor *first = NULL;
+    for (int i = 0; i < n_w; i++) {
+        if (lrun_cuda_offload_on_host(e, w[i])) continue;
+        if (!first) first = w[i];
+        else if (w[i]->dtype != first->dtype || w[i]->ne[0] != first->ne[0]) return LRUN_DTYPE_F32;
+    }
+    return first ? partner_of(first->dtype) : LRUN_DTYPE_F32;
 }
 
-/* y_i (m, n_i) = src · W_iᵀ for n_w weights of one input. When
- * shared_partner(w) is a partner, src must already be quantized for it into
- * the exact scratch (by the kernel that produced src) and the weights share
- * one launch; otherwise src is quantized here, per weight. */
+/* y_i (m, n_i) = src · W_iᵀ for n_w weights of one input. Host-computed
+ * weights take src (f32) to lrun_cpu_matmul. When shared_partner(e, w) is a
+ * partner, src must already be quantized for it into the exact scratch (by
+ * the kernel that produced src) and the device weights share one launch;
+ * otherwise src is quantized here, per weight. */
 static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *const *w, float *const *y, int n_w,
                           const float *src, int64_t m)
 {
     struct cuda_exact *x = e->exact;
     lrun_k_q8dot_part parts[LRUN_K_Q8DOT_MAX_PARTS];
-    for (int i = 0; i < n_w; i++) parts[i] = (lrun_k_q8dot_part){w[i]->data, w[i]->row_bytes, w[i]->ne[1], y[i]};
-    if (shared_partner(w, n_w) != LRUN_DTYPE_F32)
-        return lrun_k_q8dot(w[0]->dtype, parts, n_w, w[0]->ne[0], x->xq, x->xd, x->xs, m, e->stream);
+    const struct lrun_tensor *dev[LRUN_K_Q8DOT_MAX_PARTS];
+    int n_dev = 0;
     for (int i = 0; i < n_w; i++) {
-        TRY(lrun_k_quantize_q8(partner_of(w[i]->dtype), src, m, w[i]->ne[0], x->xq, x->xd, x->xs, e->stream));
-        TRY(lrun_k_q8dot(w[i]->dtype, &parts[i], 1, w[i]->ne[0], x->xq, x->xd, x->xs, m, e->stream));
+        if (lrun_cuda_offload_on_host(e, w[i])) {
+            TRY(lrun_cuda_offload_host_matmul(e, w[i], src, m, y[i]));
+            continue;
+        }
+        dev[n_dev] = w[i];
+        parts[n_dev++] = (lrun_k_q8dot_part){w[i]->data, w[i]->row_bytes, w[i]->ne[1], y[i]};
+    }
+    if (n_dev == 0) return LRUN_OK;
+    if (shared_partner(e, w, n_w) != LRUN_DTYPE_F32)
+        return lrun_k_q8dot(dev[0]->dtype, parts, n_dev, dev[0]->ne[0], x->xq, x->xd, x->xs, m, e->stream);
+    for (int i = 0; i < n_dev; i++) {
+        TRY(lrun_k_quantize_q8(partner_of(dev[i]->dtype), src, m, dev[i]->ne[0], x->xq, x->xd, x->xs, e->stream));
+        TRY(lrun_k_q8dot(dev[i]->dtype, &parts[i], 1, dev[i]->ne[0], x->xq, x->xd, x->xs, m, e->stream));
     }
     return LRUN_OK;
 }
@@ -197,7 +243,7 @@ static lrun_status add_norm(lrun_cuda_engine *e, const float *add, const float *
                             const struct lrun_tensor *const *next_w, int n_next, int64_t n)
 {
     struct cuda_exact *x = e->exact;
-    const lrun_dtype p = shared_partner(next_w, n_next);
+    const lrun_dtype p = shared_partner(e, next_w, n_next);
     return lrun_k_add_rms_norm_exact(e->x, add, bias, norm, e->xn, n, e->n_embd, e->eps, p,
                                      p == LRUN_DTYPE_F32 ? NULL : x->xq, x->xd, x->xs, e->stream);
 }
@@ -210,12 +256,14 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
     struct cuda_exact *x = e->exact;
     void *s = e->stream;
     const struct lrun_tensor *te = m->tok_embd;
-    TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
+    if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
+    else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
     const struct lrun_tensor *qkv0[3] = {m->layers[0].wq, m->layers[0].wk, m->layers[0].wv};
     TRY(add_norm(e, NULL, NULL, e->layers[0].attn_norm, qkv0, 3, n));
     const size_t plane = plane_bytes(e);
     for (int64_t l = 0; l < e->n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
+        if (e->offload) TRY(lrun_cuda_offload_layer_begin(e, l, &L)); /* streamed weights in their slot */
         const struct cuda_layer *E = &e->layers[l];
         char *kc = (char *)e->kv + (size_t)(2 * l) * plane, *vc = kc + plane;
 
@@ -232,7 +280,7 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         TRY(lrun_k_attention_exact(e->kv_dtype, e->q, kc, vc, t->kv_base, t->n_kv, x->n_valid, n, in->n_head,
                                    in->n_head_kv, in->head_dim, max_kv, e->attn_scale, n >= 2, e->attn, s));
         const struct lrun_tensor *wo[1] = {L->wo};
-        if (shared_partner(wo, 1) != LRUN_DTYPE_F32)
+        if (shared_partner(e, wo, 1) != LRUN_DTYPE_F32)
             TRY(lrun_k_quantize_q8(partner_of(L->wo->dtype), e->attn, n, e->q_dim, x->xq, x->xd, x->xs, s));
         TRY(matmul(e, wo, &e->tmp, 1, e->attn, n));
         /* x += a·Woᵀ, then + bo (engine.c's order), the norm, the quantization for gate and up */
@@ -243,7 +291,7 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         float *gu_out[2] = {e->gate, e->up};
         TRY(matmul(e, gu, gu_out, 2, e->xn, n));
         const struct lrun_tensor *wd[1] = {L->w_down};
-        const lrun_dtype pd = shared_partner(wd, 1);
+        const lrun_dtype pd = shared_partner(e, wd, 1);
         TRY(lrun_k_swiglu_exact(e->gate, e->up, n, e->n_ff, pd, pd == LRUN_DTYPE_F32 ? NULL : x->xq, x->xd, x->xs, s));
         TRY(matmul(e, wd, &e->tmp, 1, e->gate, n));
         if (l + 1 < e->n_layer) {
@@ -253,6 +301,7 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         } else {
             TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
         }
+        if (e->offload) TRY(lrun_cuda_offload_layer_end(e, l));
     }
     return LRUN_OK;
 }
@@ -275,10 +324,12 @@ static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity
 
 lrun_status lrun_cuda_exact_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 {
-    const struct lrun_tensor *w[1] = {e->model->output};
+    /* a streamed head is read from its slot (lrun_cuda_offload_head_begin made compute wait for it) */
+    const struct lrun_tensor *w[1] = {e->offload ? lrun_cuda_offload_head(e) : e->model->output};
     const float *src = e->xn + r0 * e->n_embd;
     struct cuda_exact *x = e->exact;
-    TRY(lrun_k_quantize_q8(partner_of(w[0]->dtype), src, rows, e->n_embd, x->xq, x->xd, x->xs, e->stream));
+    if (shared_partner(e, w, 1) != LRUN_DTYPE_F32)
+        TRY(lrun_k_quantize_q8(partner_of(w[0]->dtype), src, rows, e->n_embd, x->xq, x->xd, x->xs, e->stream));
     return matmul(e, w, &e->logits, 1, src, rows);
 }
 
@@ -286,9 +337,13 @@ lrun_status lrun_cuda_exact_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_
                                           int64_t max_kv)
 {
     TRY(forward_layers(e, n, max_kv));
-    if (n_want == 0) return LRUN_OK;
-    TRY(output_norm(e, n_want, identity));
-    return lrun_cuda_exact_lm_head(e, 0, min64(n_want, LOGIT_ROWS));
+    /* a streamed head is met every chunk, wanted or not, to keep the copy cycle */
+    if (e->offload) TRY(lrun_cuda_offload_head_begin(e, NULL));
+    if (n_want > 0) {
+        TRY(output_norm(e, n_want, identity));
+        TRY(lrun_cuda_exact_lm_head(e, 0, min64(n_want, LOGIT_ROWS)));
+    }
+    return e->offload ? lrun_cuda_offload_head_end(e) : LRUN_OK;
 }
 
 #endif

@@ -141,6 +141,9 @@ lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows);
  * enqueue_chunk and lm_head replace the float path's. */
 int lrun_cuda_exact_eligible(const lrun_cuda_engine *e);
 lrun_status lrun_cuda_exact_init(lrun_cuda_engine *e);
+/* Device bytes of the exact path's own scratch: what a made engine holds, or
+ * for the sizes of one not yet made (estimate), what it would take. */
+size_t lrun_cuda_exact_scratch_bytes(const lrun_cuda_engine *e);
 void lrun_cuda_exact_free(lrun_cuda_engine *e);
 lrun_status lrun_cuda_exact_table(lrun_cuda_engine *e, const int32_t *seq, int64_t n);
 lrun_status lrun_cuda_exact_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity,

@@ -148,7 +148,7 @@ void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stat
     out->kv_dtype = e->kv_dtype;
     out->kv_bytes = e->kv_bytes;
     out->exact = e->exact != NULL;
-    out->scratch_bytes = e->scratch_bytes;
+    out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e);
 }
 
 void lrun_cuda_engine_reset_stats(lrun_cuda_engine *e)

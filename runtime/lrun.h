@@ -529,7 +529,7 @@ typedef struct lrun_engine_opts {
  *                          unit, the head being one unit of the cycle;
  * each matrix rounded up to slot_align inside its unit. */
 typedef struct lrun_engine_needs {
-    size_t scratch_bytes;         /* the step scratch (norms in f32 included), bytes */
+    size_t scratch_bytes;         /* the step scratch (norms in f32 and the CUDA exact path's block included), bytes */
     size_t kv_bytes_per_position; /* KV cache, every layer's k and v for n_seq_max sequences, bytes */
     size_t kv_min_positions;      /* a DYNAMIC cache's first capacity; it doubles, the old and new
                                    * blocks living together while it copies */
@@ -573,7 +573,7 @@ typedef struct lrun_engine_stats {
     size_t weight_device_bytes;  /* weights resident on the device */
     size_t slot_bytes;           /* device bytes of the streaming slots */
     size_t kv_bytes;             /* device bytes of the KV cache now (an offloaded store is not) */
-    size_t scratch_bytes;        /* device bytes of the step scratch */
+    size_t scratch_bytes;        /* device bytes of the step scratch (the exact path's block included) */
     uint64_t kv_bytes_copied;    /* KV cache bytes copied by seq_copy, seq_reorder and copy on write */
 } lrun_engine_stats;
 

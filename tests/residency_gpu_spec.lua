@@ -14,6 +14,8 @@
 --     compared within the tolerance test_stream_gpu measured on the H100
 --     (max |diff| / max |logit|: bf16 3.5e-3, q8_0 9.0e-3 with 15 host
 --     matmuls; asserted at 1e-2 and 5e-2), and greedy tokens are printed;
+--   * with numerics = "exact", every placement, host compute included, is
+--     bit-identical to the resident exact run and to the CPU engine;
 --   * the engine's slots and scratch equal what the plan reserved for them
 --     (lrun_engine_estimate), device use stays under gpu_budget, and a
 --     budget that cannot be met fails at load, before any generation,
@@ -196,6 +198,72 @@ describe("placements on cuda", function()
         end)
         ::next::
       end
+    end)
+  end
+end)
+
+-- numerics = "exact" (runtime/engine_cuda_exact.c) with placed weights:
+-- streamed matrices are the same bytes in a slot, and host-computed ones run
+-- the CPU engine's own matmul on the f32 input the GPU would have quantized,
+-- so every placement, host compute included, is bit-identical to the
+-- resident exact run and to the CPU engine (no tolerance).
+describe("placements on cuda with numerics = \"exact\"", function()
+  if not has_gpu then
+    pending("no GPU visible")
+    return
+  end
+  local keep_attention = os.getenv("PWD") .. "/examples/keep_attention.lua"
+  local configs = {
+    { "aggressive, everything off, k = 1", { policy = "aggressive", cpu_offload_gb = 1, prefetch_layers = 1 } },
+    { "smart, everything off", { policy = "smart", cpu_offload_gb = 1 } },
+    { "smart, 1 MiB off (measured bandwidths)", { smart_offload = true, cpu_offload_gb = 1 / 1024 } },
+    { "policy file with host compute (examples/keep_attention.lua)", { policy = keep_attention } },
+    { "-ot host compute next to streaming",
+      { policy = "layers", n_gpu_layers = 2, overrides = { "blk%.3%.ffn_down=cpu", "output%.weight=cpu" } } },
+    { "-ot host-computed table and Q projection",
+      { policy = "layers", n_gpu_layers = 4, overrides = { "token_embd=cpu", "blk%.1%.attn_q=cpu" } } },
+  }
+  for vi, v in ipairs({ { "q8_0", C.LRUN_DTYPE_Q8_0 }, { "q4_1", C.LRUN_DTYPE_Q4_1 } }) do
+    describe(v[1] .. " model:", function()
+      local path, ref_ids, ref_logits, n_host = nil, nil, nil, 0
+      setup(function() path = gen_model(v[2], false, 900 + vi) end)
+      it("resident exact run, bit-identical to the CPU engine", function()
+        local m = assert(load(path, { numerics = "exact" }))
+        ref_ids, ref_logits = run(m)
+        m:free()
+        local c = assert(lrun.load(path, { device = "cpu", progress = false, n_ctx = 256, numerics = "exact" }))
+        local ids, logits = run(c)
+        c:free()
+        assert.is_true(same(ref_ids, ids), "tokens differ from the CPU engine's")
+        assert.is_true(same(ref_logits, logits), "logits differ from the CPU engine's")
+      end)
+      for _, c in ipairs(configs) do
+        it(c[1] .. ": bit-identical to the resident exact run", function()
+          local o = { numerics = "exact" }
+          for k, x in pairs(c[2]) do o[k] = x end
+          local m = assert(load(path, o))
+          assert(m.residency, "a placement was applied")
+          local ids, logits = run(m)
+          local host = count(m:placement().host_compute)
+          n_host = n_host + host
+          print(string.format("# exact %s %s: %d host-computed tensors", v[1], c[1], host))
+          assert.is_true(same(ref_ids, ids), c[1] .. ": tokens differ")
+          assert.is_true(same(ref_logits, logits), c[1] .. ": logits differ")
+          m:free()
+        end)
+      end
+      it("some of those placements computed matrices on the host", function()
+        assert.is_true(n_host > 0)
+      end)
+      it("the plan reserves exactly the exact engine's scratch, static KV cache and slots", function()
+        local m = assert(load(path, { numerics = "exact", policy = "layers", n_gpu_layers = 1,
+          cache_implementation = "static" }))
+        assert(m:logits(PROMPT))
+        local s = m:stats()
+        assert.are.equal(m.residency.reserve_bytes, s.scratch_bytes + s.kv_bytes)
+        assert.are.equal(m.residency.slot_bytes, s.slot_bytes)
+        m:free()
+      end)
     end)
   end
 end)

@@ -144,6 +144,8 @@ local function engine_needs(model, opts, k)
   eo.kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16
   eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
   eo.prefetch_layers = k or 0
+  -- the exact path's scratch differs from the float path's (no cuBLAS slots, its own quants)
+  eo.numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT
   local n = ffi.new("lrun_engine_needs")
   local st = C.lrun_engine_estimate(n, model.handle, eo)
   if st ~= C.LRUN_OK then return nil, errors.from_status(st, "estimating the engine's device memory") end

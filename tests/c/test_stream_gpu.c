@@ -8,7 +8,8 @@
  * decode steps must equal the resident engine's to the bit, and the stats
  * must account for exactly the streamed bytes and units of each step. Host
  * compute runs the matmul on the CPU (its own arithmetic), so there the
- * logits are compared within a tolerance. A budget without room for the
+ * logits are compared within a tolerance (with numerics EXACT they are
+ * bit-identical: test_stream_exact_gpu.c). A budget without room for the
  * slots fails at init with the structured OOM. Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
