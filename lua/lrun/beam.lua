@@ -149,9 +149,7 @@ function M.run(run, stats)
   local nb = o.num_beams
   local model = run.model
   local n_vocab = model.n_vocab
-  local rows, err = require("lrun.engine_rows").open(model, #run.prompts * nb, o)
-  if not rows then return nil, err end
-  local ok, out, err2 = pcall(function()
+  return require("lrun.engine_rows").with_rows(model, #run.prompts * nb, o, function(rows)
     local K = math.max(2, 1 + #run.eos_list) * nb
     local prompts, entries = {}, {}
     for p, ids in ipairs(run.prompts) do
@@ -221,9 +219,6 @@ function M.run(run, stats)
     end
     return results
   end)
-  rows:release_all()
-  if not ok then error(out, 0) end
-  return out, err2
 end
 
 return M

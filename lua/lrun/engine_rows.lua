@@ -124,4 +124,16 @@ function Rows:release_all()
   for s = 0, self.n_seq - 1 do C.lrun_engine_seq_truncate(self.engine, s, 0) end
 end
 
+--- Opens n_seq rows, runs fn(rows) and releases every row whatever fn does:
+-- fn's results are returned as they are; an error it raises is raised again
+-- after the release, so the model stays usable (beam.lua, beam_groups.lua).
+function M.with_rows(model, n_seq, opts, fn)
+  local rows, err = M.open(model, n_seq, opts)
+  if not rows then return nil, err end
+  local ok, out, err2 = pcall(fn, rows)
+  rows:release_all()
+  if not ok then error(out, 0) end
+  return out, err2
+end
+
 return M
