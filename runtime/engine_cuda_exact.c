@@ -310,16 +310,9 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
  * first unless they are rows 0..n_want-1). */
 static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity)
 {
-    const float *src = e->x;
-    if (!identity) {
-        const size_t row = (size_t)e->n_embd * sizeof(float);
-        for (int64_t r = 0; r < n_want; r++)
-            TRY(cuda_check(cudaMemcpyAsync(e->tmp + r * e->n_embd, e->x + e->out_rows[r] * e->n_embd, row,
-                                           cudaMemcpyDeviceToDevice, (cudaStream_t)e->stream),
-                           "gathering output rows", e->device));
-        src = e->tmp;
-    }
-    return lrun_k_rms_norm_exact(src, e->output_norm, e->xn, n_want, e->n_embd, e->eps, e->stream);
+    if (!identity) TRY(lrun_cuda_gather_rows(e, n_want, e->tmp));
+    return lrun_k_rms_norm_exact(identity ? e->x : e->tmp, e->output_norm, e->xn, n_want, e->n_embd, e->eps,
+                                 e->stream);
 }
 
 lrun_status lrun_cuda_exact_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)

@@ -127,20 +127,22 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
     return LRUN_OK;
 }
 
+lrun_status lrun_cuda_gather_rows(lrun_cuda_engine *e, int64_t n_want, float *dst)
+{
+    const size_t row = (size_t)e->n_embd * sizeof(float);
+    for (int64_t r = 0; r < n_want; r++)
+        TRY(cuda_check(cudaMemcpyAsync(dst + r * e->n_embd, e->x + e->out_rows[r] * e->n_embd, row,
+                                       cudaMemcpyDeviceToDevice, (cudaStream_t)e->stream),
+                       "gathering output rows", e->device));
+    return LRUN_OK;
+}
+
 /* xn[0..n_want) = output_norm of the wanted rows of x (rows 0..n_want-1
  * themselves when identity, so no gather is needed). */
 static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity)
 {
-    const float *src = e->x;
-    if (!identity) {
-        const size_t row = (size_t)e->n_embd * sizeof(float);
-        for (int64_t r = 0; r < n_want; r++)
-            TRY(cuda_check(cudaMemcpyAsync(e->xn + r * e->n_embd, e->x + e->out_rows[r] * e->n_embd, row,
-                                           cudaMemcpyDeviceToDevice, (cudaStream_t)e->stream),
-                           "gathering output rows", e->device));
-        src = e->xn;
-    }
-    return lrun_k_rms_norm(src, e->output_norm, e->xn, n_want, e->n_embd, e->eps, e->stream);
+    if (!identity) TRY(lrun_cuda_gather_rows(e, n_want, e->xn));
+    return lrun_k_rms_norm(identity ? e->x : e->xn, e->output_norm, e->xn, n_want, e->n_embd, e->eps, e->stream);
 }
 
 /* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows). */

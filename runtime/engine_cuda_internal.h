@@ -130,6 +130,9 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need);
 /* Queues every kernel of a chunk whose table is on the device, up to the
  * first LOGIT_ROWS rows of logits (engine_cuda_forward.c). */
 lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv);
+/* Copies the chunk's wanted rows of x (out_rows) to dst rows 0..n_want-1, on the
+ * compute stream (engine_cuda_forward.c; the exact path's final norm uses it too). */
+lrun_status lrun_cuda_gather_rows(lrun_cuda_engine *e, int64_t n_want, float *dst);
 /* logits (rows, n_vocab) on the device = LM head of normed rows [r0, r0+rows). */
 lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows);
 
