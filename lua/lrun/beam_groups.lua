@@ -114,11 +114,9 @@ function M.run(run, stats)
       prompts[p] = P
       entries[p] = { slot = base, ids = ids }
     end
-    local t0 = sys.now()
-    local logits, e = rows:prefill(entries)
+    local logits, e = rows:prefill(entries, stats)
     if not logits then return nil, e end
     local t1 = sys.now()
-    stats.prompt_seconds = stats.prompt_seconds + (t1 - t0)
 
     local g = 0
     while true do

@@ -7,6 +7,7 @@
 -- @module lrun.engine_rows
 local lf = require("lrun.ffi")
 local errors = require("lrun.errors")
+local sys = require("lrun.sys")
 local ffi, C = lf.ffi, lf.C
 
 local M = {}
@@ -56,11 +57,14 @@ end
 
 --- Runs prompts into slots in one engine step (the engine splits it into
 -- chunks of n_batch tokens). Logits row i is the last position of entries[i].
+-- The step's wall time is added to stats.prompt_seconds when stats is given.
 -- @tparam {{slot=int, ids={int,...}},...} entries
+-- @tparam[opt] table stats
 -- @treturn[1] cdata float[#entries * n_vocab]
 -- @treturn[2] nil
 -- @treturn[2] table error
-function Rows:prefill(entries)
+function Rows:prefill(entries, stats)
+  local t0 = sys.now()
   local n = 0
   for _, e in ipairs(entries) do
     if #e.ids > self.n_ctx then
@@ -81,6 +85,7 @@ function Rows:prefill(entries)
   local out = self:logits(#entries)
   local st = C.lrun_engine_step(self.engine, n, tokens, seq, nil, out, #entries, self.n_out)
   if st ~= C.LRUN_OK then return nil, self:fail(st, "prefill", "prefill") end
+  if stats then stats.prompt_seconds = stats.prompt_seconds + (sys.now() - t0) end
   return out
 end
 

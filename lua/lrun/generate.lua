@@ -283,12 +283,10 @@ local function sample_rows(run, stats)
     entries[r] = { slot = r - 1, ids = row.ids }
   end
 
-  local t0 = sys.now()
   local logits
-  logits, err = rows:prefill(entries)
+  logits, err = rows:prefill(entries, stats)
   if not logits then rows:release_all(); return nil, err end
   local t1 = sys.now()
-  stats.prompt_seconds = stats.prompt_seconds + (t1 - t0)
 
   local live = {} -- row of each logits row
   for r = 1, n_rows do live[r] = r end
