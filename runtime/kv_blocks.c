@@ -88,12 +88,15 @@ lrun_status lrun_kv_pool_init(lrun_kv_cache *kv)
     p->mem = calloc(n, sizeof *p->mem);
     p->ref = calloc(n, sizeof *p->ref);
     p->free_ids = malloc(n * sizeof *p->free_ids);
+    p->re_ids = malloc(n * sizeof *p->re_ids);
+    p->re_nb = malloc((size_t)kv->n_seq * sizeof *p->re_nb);
+    p->re_len = malloc((size_t)kv->n_seq * sizeof *p->re_len);
     for (int64_t s = 0; s < kv->n_seq; s++) {
         kv->seqs[s].bid = malloc((size_t)per_seq * sizeof *kv->seqs[s].bid);
         kv->seqs[s].blk = malloc((size_t)per_seq * sizeof *kv->seqs[s].blk);
         if (!kv->seqs[s].bid || !kv->seqs[s].blk) p->n_ids = 0;
     }
-    if (!p->mem || !p->ref || !p->free_ids || p->n_ids == 0)
+    if (!p->mem || !p->ref || !p->free_ids || !p->re_ids || !p->re_nb || !p->re_len || p->n_ids == 0)
         return lrun_fail_oom(n * 16, 0, "KV cache: block tables of %zu blocks", n);
     for (int64_t i = 0; i < p->n_ids; i++) p->free_ids[i] = (int32_t)(p->n_ids - 1 - i); /* id 0 on top */
     p->n_free = p->n_ids;
@@ -120,6 +123,9 @@ void lrun_kv_pool_free(lrun_kv_cache *kv)
     free(p->mem);
     free(p->ref);
     free(p->free_ids);
+    free(p->re_ids);
+    free(p->re_nb);
+    free(p->re_len);
     free(p);
     kv->pool = NULL;
 }
@@ -214,16 +220,9 @@ void lrun_kv_paged_share(lrun_kv_cache *kv, lrun_kv_seq *dst, const lrun_kv_seq 
 lrun_status lrun_kv_paged_reorder(lrun_kv_cache *kv, const int64_t *src_of_dst, int64_t n)
 {
     const int64_t per_seq = blocks_for(kv->n_ctx_max);
-    /* the new tables, built aside: sources may be destinations too */
-    int32_t *ids = malloc(((size_t)n * (size_t)per_seq + 1) * sizeof *ids);
-    int64_t *nb = malloc(((size_t)n + 1) * sizeof *nb), *len = malloc(((size_t)n + 1) * sizeof *len);
-    if (!ids || !nb || !len) {
-        free(ids);
-        free(nb);
-        free(len);
-        return lrun_fail_oom((size_t)n * (size_t)per_seq * sizeof *ids, 0, "KV cache: reorder of %lld sequences",
-                             (long long)n);
-    }
+    /* the new tables, built aside in the pool's scratch (n <= n_seq, checked by the caller) */
+    int32_t *ids = kv->pool->re_ids;
+    int64_t *nb = kv->pool->re_nb, *len = kv->pool->re_len;
     for (int64_t d = 0; d < n; d++) {
         const lrun_kv_seq *s = &kv->seqs[src_of_dst[d]];
         nb[d] = blocks_for(s->len);
@@ -241,9 +240,6 @@ lrun_status lrun_kv_paged_reorder(lrun_kv_cache *kv, const int64_t *src_of_dst, 
         r->len = len[d];
         r->cap = nb[d] * LRUN_KV_BLOCK;
     }
-    free(ids);
-    free(nb);
-    free(len);
     return LRUN_OK;
 }
 

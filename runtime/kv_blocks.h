@@ -32,6 +32,10 @@ typedef struct lrun_kv_pool {
     int32_t *free_ids;    /* (n_ids) stack of ids with ref 0 */
     int64_t n_free;
     int64_t n_mem;        /* blocks with memory now */
+    /* reorder's new tables, built aside (sources may be destinations too); taken
+     * here once so a beam step allocates nothing */
+    int32_t *re_ids;      /* (n_ids) */
+    int64_t *re_nb, *re_len; /* (n_seq) */
 } lrun_kv_pool;
 
 lrun_status lrun_kv_pool_init(lrun_kv_cache *kv);
