@@ -139,6 +139,43 @@ lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, const void *ca
                              int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
                              float *out, void *work, void *stream);
 
+// ---------------------------------------------------------------- staged KV caches (kv_stage.cu)
+
+/* Copies rows (n_tok, kv_dim) of kv_dtype from src to dst at the same element
+ * offsets row_offset: the offloaded cache's write-back, dst being pinned host
+ * memory the kernel writes through its mapping. */
+lrun_status lrun_k_kv_copy_rows(lrun_dtype kv_dtype, void *dst_k, void *dst_v, const void *src_k, const void *src_v,
+                                const int64_t *row_offset, int64_t n_tok, int64_t kv_dim, void *stream);
+
+/* The quantized cache's layout (runtime/engine_cuda_kv.c). A position's
+ * record, pos_bytes: kv_dim codes (bits 8) or kv_dim/2 bytes (bits 4, low
+ * nibble first), then a (scale, min) float pair per group of `group`
+ * elements: x ≈ min + q·scale, the record runtime/kv_quant.c writes. Records
+ * of sequence s at (s·cap + pos)·pos_bytes; exact recent positions in a ring
+ * of `residual` rows per sequence, row (s·residual + pos % residual). */
+typedef struct lrun_k_kv_quant {
+    int bits;
+    int64_t group, kv_dim, cap, residual;
+    size_t pos_bytes;
+    lrun_dtype kv_dtype; /* of slots and ring: F16 or F32 */
+} lrun_k_kv_quant;
+
+/* The n_tok new rows of a slot (at row_offset; sequence kv_base / (cap·kv_dim),
+ * position pos) into codes and the ring. */
+lrun_status lrun_k_kv_quant_store(const lrun_k_kv_quant *qz, const void *slot_k, const void *slot_v,
+                                  const int64_t *row_offset, const int64_t *kv_base, const int32_t *pos,
+                                  int64_t n_tok, void *codes_k, void *codes_v, void *ring_k, void *ring_v,
+                                  void *stream);
+/* Fills slot rows [0, seq_len[s]) of each of n_seq sequences (s·cap·kv_dim
+ * apart): below seq_qlo[s] dequantized from codes, from there the ring's
+ * exact bits. max_len bounds seq_len. */
+lrun_status lrun_k_kv_dequant_fill(const lrun_k_kv_quant *qz, void *slot_k, void *slot_v, const void *codes_k,
+                                   const void *codes_v, const void *ring_k, const void *ring_v, const int32_t *seq_len,
+                                   const int32_t *seq_qlo, int64_t n_seq, int64_t max_len, void *stream);
+
+/* x[i] = a pseudo-random value in [-1, 1), a function of (seed, i). */
+lrun_status lrun_k_fill_uniform(float *x, int64_t n, uint64_t seed, void *stream);
+
 // ---------------------------------------------------------------- the exact path (docs/numerics.md "On the GPU")
 
 /* The ops below compute, to the bit, what the CPU engine computes for

@@ -100,6 +100,11 @@ size_t lrun_device_capacity(const lrun_device *device) { return device->capacity
 size_t lrun_device_used(const lrun_device *device) { return __atomic_load_n(&device->used, __ATOMIC_RELAXED); }
 size_t lrun_device_peak(const lrun_device *device) { return __atomic_load_n(&device->peak, __ATOMIC_RELAXED); }
 
+void lrun_device_reset_peak(lrun_device *device)
+{
+    __atomic_store_n(&device->peak, __atomic_load_n(&device->used, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+}
+
 size_t lrun_device_free_bytes(const lrun_device *device)
 {
     return device->capacity - lrun_device_used(device);

@@ -396,9 +396,16 @@ lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src)
 
 lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n)
 {
-    if (engine->cuda)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "engine: seq_reorder is not on the CUDA engine yet; use seq_copy");
+    if (engine->cuda) return lrun_cuda_engine_seq_reorder(engine->cuda, src_of_dst, n);
     return lrun_kv_cache_reorder(&engine->kv, src_of_dst, n);
+}
+
+lrun_status lrun_engine_seq_fill_random(lrun_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed)
+{
+    if (!engine) return lrun_fail(LRUN_E_ARG, "engine fill: engine is NULL");
+    if (engine->cuda) return lrun_cuda_engine_seq_fill_random(engine->cuda, seq, n_pos, seed);
+    return lrun_fail(LRUN_E_UNSUPPORTED, "engine fill: random contexts are for the CUDA engine's long-context "
+                     "benchmarks; on the CPU run a prompt");
 }
 
 lrun_cuda_engine *lrun_engine_cuda(lrun_engine *engine) { return engine ? engine->cuda : NULL; }
@@ -639,6 +646,8 @@ void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
         out->steps = c.steps;
         out->weight_device_bytes = c.weight_bytes;
         out->kv_bytes = c.kv_bytes;
+        out->kv_bytes_moved = c.kv_bytes_moved;
+        out->kv_bytes_copied = c.kv_bytes_copied;
         out->scratch_bytes = c.scratch_bytes;
         out->bytes_streamed = c.bytes_streamed;
         out->copy_seconds = c.copy_seconds;

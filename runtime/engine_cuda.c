@@ -107,14 +107,6 @@ static void table_at(struct step_table *t, void *base, int64_t B)
     t->n_kv = (int32_t *)(p + 24 * B);
 }
 
-static int kv_size(const lrun_cuda_engine *e, int64_t cap, size_t *out)
-{
-    size_t n;
-    return lrun_size_mul((size_t)(2 * e->n_layer), (size_t)e->n_seq_max, &n) && lrun_size_mul(n, (size_t)cap, &n) &&
-           lrun_size_mul(n, (size_t)e->kv_dim, &n) && lrun_size_mul(n, e->kv_esize, out);
-}
-
-/* Bytes of one (layer, k|v) plane: (n_seq_max, kv_cap, kv_dim) elements. */
 // ---------------------------------------------------------------- init
 
 /* Moves every tensor of the model to the device. On failure the tensors this
@@ -182,15 +174,6 @@ static lrun_status load_vectors(lrun_cuda_engine *e)
     return st == LRUN_OK ? st : lrun_fail_context(st, "engine on %s: norms", e->device->name);
 }
 
-static lrun_status kv_alloc(lrun_cuda_engine *e, int64_t cap, void **out, size_t *bytes)
-{
-    if (!kv_size(e, cap, bytes))
-        return lrun_fail_oom(SIZE_MAX, lrun_device_free_bytes(e->device), "engine on %s: a KV cache of %lld "
-                             "positions overflows size_t", e->device->name, (long long)cap);
-    TRY(lrun_device_alloc(e->device, *bytes, "KV cache", out));
-    return LRUN_OK;
-}
-
 /* Fails with the structured OOM error, before anything moves, when the
  * weights still to move (none when as placed), a static cache, the scratch
  * and the streaming slots cannot all fit. */
@@ -238,7 +221,7 @@ static lrun_status check_opts(const lrun_engine_opts *opts)
         return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_batch_max %lld (at most 65536) or n_ctx_max %lld "
                          "(at most 2^30) too large", (long long)opts->n_seq_max, (long long)opts->n_batch_max,
                          (long long)opts->n_ctx_max);
-    if (opts->cache_kind != LRUN_CACHE_KIND_DYNAMIC && opts->cache_kind != LRUN_CACHE_KIND_STATIC)
+    if (opts->cache_kind < LRUN_CACHE_KIND_DYNAMIC || opts->cache_kind > LRUN_CACHE_KIND_QUANTIZED)
         return lrun_fail(LRUN_E_ARG, "engine: unknown cache kind %d", (int)opts->cache_kind);
     if (opts->kv_dtype != LRUN_KV_DTYPE_DEFAULT && opts->kv_dtype != LRUN_KV_DTYPE_F16 &&
         opts->kv_dtype != LRUN_KV_DTYPE_F32)
@@ -292,12 +275,15 @@ lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts 
     lrun_cuda_engine e;
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
-    size_t per = 0, rows = 0;
-    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || !kv_size(&e, 1, &per) ||
+    TRY(lrun_cuda_kv_setup(&e, opts));
+    size_t rows = 0;
+    const size_t per = lrun_cuda_kv_bytes_per_position(&e), fixed = lrun_cuda_kv_fixed_bytes(&e);
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || per == SIZE_MAX || fixed == SIZE_MAX ||
         !lrun_size_mul((size_t)e.n_batch_max, model->tok_embd->row_bytes, &rows))
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
-    /* the exact path's own block counts as scratch: estimate and stats agree */
-    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e);
+    /* the exact path's own block counts as scratch: estimate and stats agree; so
+     * does the quantized cache's ring, a fixed size whatever the length */
+    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + fixed;
     out->kv_bytes_per_position = per;
     out->kv_min_positions = KV_MIN_CAP;
     out->kv_cap_align = 1;
@@ -326,6 +312,7 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
     lrun_cuda_engine *e = calloc(1, sizeof *e);
     if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
     set_dims(e, model, opts);
+    st = lrun_cuda_kv_setup(e, opts);
 
     const size_t B = (size_t)e->n_batch_max;
     e->layers = calloc((size_t)in->n_layer, sizeof *e->layers);
@@ -333,13 +320,13 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
     e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
     e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
     e->out_rows = malloc(B * sizeof *e->out_rows);
-    if (!e->layers || !e->seq_len || !e->seq_count || !e->seq_done || !e->out_rows)
+    if (st == LRUN_OK && (!e->layers || !e->seq_len || !e->seq_count || !e->seq_done || !e->out_rows))
         st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
 
     size_t kv_bytes = 0;
     if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
         st = lrun_fail_oom(SIZE_MAX, 0, "engine: scratch for %zu tokens overflows size_t", B);
-    if (st == LRUN_OK && e->cache_kind == LRUN_CACHE_KIND_STATIC && !kv_size(e, e->n_ctx_max, &kv_bytes))
+    if (st == LRUN_OK && !lrun_cuda_kv_init_bytes(e, &kv_bytes))
         st = lrun_fail_oom(SIZE_MAX, 0, "engine: a KV cache of %lld positions overflows size_t",
                            (long long)e->n_ctx_max);
     size_t slot_bytes = 0;
@@ -350,11 +337,9 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         st = lrun_cuda_offload_init(e);
         e->graphs_enabled = 0; /* staged copies and host matmuls are host work: steps run eagerly */
     }
-    if (st == LRUN_OK && e->cache_kind == LRUN_CACHE_KIND_STATIC) {
-        st = kv_alloc(e, e->n_ctx_max, &e->kv, &e->kv_bytes);
-        if (st == LRUN_OK) e->kv_cap = e->n_ctx_max;
-    }
-    if (st == LRUN_OK) st = lrun_device_alloc(dev, e->scratch_bytes, "engine scratch", &e->scratch);
+    if (st == LRUN_OK) st = lrun_cuda_kv_init(e);
+    if (st == LRUN_OK)
+        st = lrun_oom_phase(lrun_device_alloc(dev, e->scratch_bytes, "engine scratch", &e->scratch), "scratch");
     if (st == LRUN_OK) {
         layout_scratch(e, e->scratch, &e->scratch_bytes);
         table_at(&e->d_table, e->d_table_base, e->n_batch_max);
@@ -394,7 +379,7 @@ void lrun_cuda_engine_free(lrun_cuda_engine *e)
     (void)cudaGetLastError();
     lrun_cuda_offload_free(e);
     lrun_cuda_exact_free(e);
-    if (e->kv) lrun_device_release(e->device, e->kv, e->kv_bytes);
+    lrun_cuda_kv_free(e);
     if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
     lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);
     free(e->layers);
@@ -424,43 +409,7 @@ lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *e, int64_t seq, int6
         return lrun_fail(LRUN_E_ARG, "KV cache: cannot truncate sequence %lld of %lld positions to %lld",
                          (long long)seq, (long long)e->seq_len[seq], (long long)len);
     e->seq_len[seq] = len;
-    if (e->cache_kind == LRUN_CACHE_KIND_DYNAMIC && e->kv) {
-        /* A dynamic cache that holds nothing gives its memory back. */
-        int64_t s = 0;
-        while (s < e->n_seq_max && e->seq_len[s] == 0) s++;
-        if (s == e->n_seq_max) {
-            (void)cudaStreamSynchronize((cudaStream_t)e->stream);
-            lrun_device_release(e->device, e->kv, e->kv_bytes);
-            e->kv = NULL;
-            e->kv_cap = 0;
-            e->kv_bytes = 0;
-        }
-    }
-    return LRUN_OK;
-}
-
-/* Copies positions [0, n_pos) of sequence src to dst (dst's rows in every
- * plane), or the first n_pos positions of every sequence into a cache of
- * another capacity (src < 0): both are one strided copy over all planes. */
-static lrun_status kv_copy_rows(lrun_cuda_engine *e, void *dst, int64_t dst_cap, const void *src, int64_t src_cap,
-                                int64_t n_pos, int64_t dst_seq, int64_t src_seq)
-{
-    const size_t row = (size_t)e->kv_dim * e->kv_esize;
-    const size_t dpitch = (size_t)dst_cap * row, spitch = (size_t)src_cap * row;
-    size_t height = (size_t)(2 * e->n_layer) * (size_t)e->n_seq_max;
-    if (src_seq >= 0) {
-        /* one sequence: rows n_seq_max pitches apart */
-        dst = (char *)dst + (size_t)dst_seq * dpitch;
-        src = (const char *)src + (size_t)src_seq * spitch;
-        height = (size_t)(2 * e->n_layer);
-        return cuda_check(cudaMemcpy2DAsync(dst, dpitch * (size_t)e->n_seq_max, src, spitch * (size_t)e->n_seq_max,
-                                            (size_t)n_pos * row, height, cudaMemcpyDeviceToDevice,
-                                            (cudaStream_t)e->stream),
-                          "KV cache copy", e->device);
-    }
-    return cuda_check(cudaMemcpy2DAsync(dst, dpitch, src, spitch, (size_t)n_pos * row, height,
-                                        cudaMemcpyDeviceToDevice, (cudaStream_t)e->stream),
-                      "KV cache copy", e->device);
+    return lrun_cuda_kv_truncate(e, seq, len);
 }
 
 lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *e, int64_t dst, int64_t src)
@@ -469,45 +418,27 @@ lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *e, int64_t dst, int64_t 
         return lrun_fail(LRUN_E_ARG, "KV cache: copy %lld -> %lld: sequences are [0, %lld)", (long long)src,
                          (long long)dst, (long long)e->n_seq_max);
     if (src == dst) return LRUN_OK;
-    const int64_t n = e->seq_len[src];
-    if (n > 0) {
-        TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
-        TRY(kv_copy_rows(e, e->kv, e->kv_cap, e->kv, e->kv_cap, n, dst, src));
-        TRY(cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "KV cache copy", e->device));
-    }
-    e->seq_len[dst] = n;
+    TRY(lrun_cuda_kv_copy(e, dst, src));
+    e->seq_len[dst] = e->seq_len[src];
     return LRUN_OK;
 }
 
-/* Grows a DYNAMIC cache so every sequence has room for need positions:
- * doubles the capacity, copies what is stored, then releases the old block.
- * On failure the cache is unchanged. */
-lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
+lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *e, const int64_t *src_of_dst, int64_t n)
 {
-    if (need <= e->kv_cap) return LRUN_OK;
-    int64_t cap = e->kv_cap > 0 ? e->kv_cap : min64(KV_MIN_CAP, e->n_ctx_max);
-    while (cap < need) cap *= 2;
-    cap = min64(cap, e->n_ctx_max);
-    void *kv;
-    size_t bytes;
-    lrun_status st = kv_alloc(e, cap, &kv, &bytes);
-    if (st != LRUN_OK)
-        return lrun_fail_context(st, "KV cache: growing to %lld positions per sequence", (long long)cap);
-    int64_t len = 0;
-    for (int64_t s = 0; s < e->n_seq_max; s++) len = e->seq_len[s] > len ? e->seq_len[s] : len;
-    if (e->kv && len > 0) st = kv_copy_rows(e, kv, cap, e->kv, e->kv_cap, len, -1, -1);
-    if (st == LRUN_OK) st = cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "KV cache growth", e->device);
-    if (st != LRUN_OK) {
-        lrun_device_release(e->device, kv, bytes);
-        return st;
-    }
-    if (e->kv) lrun_device_release(e->device, e->kv, e->kv_bytes);
-    e->kv = kv;
-    e->kv_cap = cap;
-    e->kv_bytes = bytes;
-    return LRUN_OK;
+    if (n < 0 || n > e->n_seq_max || (n > 0 && !src_of_dst))
+        return lrun_fail(LRUN_E_ARG, "KV cache: reorder of %lld sequences: need 0 <= n <= %lld and a source array",
+                         (long long)n, (long long)e->n_seq_max);
+    for (int64_t d = 0; d < n; d++)
+        if (src_of_dst[d] < 0 || src_of_dst[d] >= e->n_seq_max)
+            return lrun_fail(LRUN_E_ARG, "KV cache: reorder: source %lld of sequence %lld out of range [0, %lld)",
+                             (long long)src_of_dst[d], (long long)d, (long long)e->n_seq_max);
+    int64_t *len = malloc(((size_t)n + 1) * sizeof *len);
+    if (!len) return lrun_fail_oom(((size_t)n + 1) * sizeof *len, 0, "KV cache reorder: lengths");
+    const lrun_status st = lrun_cuda_kv_reorder(e, src_of_dst, n, len);
+    if (st == LRUN_OK) memcpy(e->seq_len, len, (size_t)n * sizeof *len);
+    free(len);
+    return st;
 }
-
 
 #else
 // ---------------------------------------------------------------- without CUDA
@@ -554,6 +485,18 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *engine, int64_t n_tokens, co
 {
     (void)engine, (void)n_tokens, (void)tokens, (void)seq, (void)want_logits, (void)logits, (void)logits_rows_cap;
     if (n_out) *n_out = 0;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *engine, const int64_t *src_of_dst, int64_t n)
+{
+    (void)engine, (void)src_of_dst, (void)n;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed)
+{
+    (void)engine, (void)seq, (void)n_pos, (void)seed;
     return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
 }
 

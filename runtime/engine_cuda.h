@@ -9,9 +9,13 @@
  *               LRUN_WEIGHT_MODE_AS_PLACED only those a policy put there, the
  *               rest streamed through slots or computed on the host
  *               (engine_cuda_offload.h);
- *   KV cache    one pool block, (n_layer, 2, n_seq, cap, n_head_kv*head_dim)
- *               in f16 (default) or f32: STATIC takes cap = n_ctx_max at init,
- *               DYNAMIC doubles cap for all sequences together when one needs it;
+ *   KV cache    planes (n_layer, 2, n_seq, cap, n_head_kv*head_dim) in f16
+ *               (default) or f32, in one of five kinds (engine_cuda_kv.c):
+ *               STATIC takes cap = n_ctx_max at init, DYNAMIC doubles cap for
+ *               all sequences together when one needs it; OFFLOADED(_STATIC)
+ *               keep the planes in pinned host memory and two layers on the
+ *               device; QUANTIZED keeps int8/int4 codes and a ring of recent
+ *               positions exact on the device, dequantized into two slots;
  *   scratch     one pool block carved into the step's activations, taken once;
  *   staging     pinned host memory for the per-step token table and the logits.
  *
@@ -39,6 +43,8 @@ int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *engine);
 int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *engine, int64_t seq);
 lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *engine, int64_t seq, int64_t len);
 lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *engine, int64_t dst, int64_t src);
+lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *engine, const int64_t *src_of_dst, int64_t n);
+lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed);
 lrun_status lrun_cuda_engine_step(lrun_cuda_engine *engine, int64_t n_tokens, const int32_t *tokens,
                                   const int32_t *seq, const int8_t *want_logits, float *logits,
                                   int64_t logits_rows_cap, int64_t *n_out);
@@ -51,7 +57,9 @@ typedef struct lrun_cuda_engine_stats {
     int graphs_enabled;       /* 0 when off (DYNAMIC cache, LRUN_CUDA_GRAPHS=0, or a capture failed) */
     int pdl_enabled;          /* kernels start while their predecessor drains (sm_90+, unless LRUN_CUDA_PDL=0) */
     lrun_dtype kv_dtype;      /* F16 or F32 */
-    size_t kv_bytes;          /* device bytes of the KV cache now */
+    size_t kv_bytes;          /* device bytes of the KV cache now (an offloaded store is not) */
+    uint64_t kv_bytes_moved;  /* staged caches: bytes between the store and the slots */
+    uint64_t kv_bytes_copied; /* bytes copied by seq_copy */
     size_t scratch_bytes;     /* device bytes of the step scratch */
     size_t weight_bytes;      /* bytes of the model's tensors on the device */
     /* AS_PLACED streaming and host compute (engine_cuda_offload.h); 0 otherwise */

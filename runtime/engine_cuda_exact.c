@@ -260,12 +260,12 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
     else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
     const struct lrun_tensor *qkv0[3] = {m->layers[0].wq, m->layers[0].wk, m->layers[0].wv};
     TRY(add_norm(e, NULL, NULL, e->layers[0].attn_norm, qkv0, 3, n));
-    const size_t plane = plane_bytes(e);
     for (int64_t l = 0; l < e->n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         if (e->offload) TRY(lrun_cuda_offload_layer_begin(e, l, &L)); /* streamed weights in their slot */
         const struct cuda_layer *E = &e->layers[l];
-        char *kc = (char *)e->kv + (size_t)(2 * l) * plane, *vc = kc + plane;
+        char *kc, *vc;
+        TRY(lrun_cuda_kv_layer(e, l, &kc, &vc)); /* a staged cache's slot: engine_cuda_kv.c */
 
         // attention
         const struct lrun_tensor *qkv[3] = {L->wq, L->wk, L->wv};
@@ -279,6 +279,7 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         /* chunks of >= 2 tokens take llama.cpp's prompt orders, as engine.c */
         TRY(lrun_k_attention_exact(e->kv_dtype, e->q, kc, vc, t->kv_base, t->n_kv, x->n_valid, n, in->n_head,
                                    in->n_head_kv, in->head_dim, max_kv, e->attn_scale, n >= 2, e->attn, s));
+        TRY(lrun_cuda_kv_layer_end(e, l, n));
         const struct lrun_tensor *wo[1] = {L->wo};
         if (shared_partner(e, wo, 1) != LRUN_DTYPE_F32)
             TRY(lrun_k_quantize_q8(partner_of(L->wo->dtype), e->attn, n, e->q_dim, x->xq, x->xd, x->xs, s));

@@ -58,7 +58,6 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
     const struct lrun_tensor *te = m->tok_embd;
     if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
     else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
-    const size_t plane = plane_bytes(e);
     const float base = (float)in->rope_freq_base, fscale = (float)m->rope_freq_scale;
     /* decode-sized chunks take the fused GEMVs: Q, K and V in one launch,
      * SwiGLU and the residual adds in the GEMV epilogues */
@@ -67,7 +66,8 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         const struct lrun_model_layer *L = &m->layers[l];
         if (e->offload) TRY(lrun_cuda_offload_layer_begin(e, l, &L)); /* streamed weights in their slot */
         const struct cuda_layer *E = &e->layers[l];
-        char *kc = (char *)e->kv + (size_t)(2 * l) * plane, *vc = kc + plane;
+        char *kc, *vc;
+        TRY(lrun_cuda_kv_layer(e, l, &kc, &vc)); /* a staged cache's slot: engine_cuda_kv.c */
 
         // attention
         TRY(lrun_k_rms_norm(e->x, E->attn_norm, e->xn, n, e->n_embd, e->eps, s));
@@ -94,6 +94,7 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
         }
         TRY(lrun_k_attention(e->kv_dtype, e->q, kc, vc, t->kv_base, t->kv_base, t->n_kv, n, in->n_head,
                              in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work, s));
+        TRY(lrun_cuda_kv_layer_end(e, l, n));
         const struct lrun_tensor *wo[1] = {L->wo};
         if (gemv && fusable(e, wo, 1)) { /* x += a·Woᵀ in the GEMV's epilogue, then + bo */
             TRY(gemv_fused(e, wo, &e->x, 1, e->attn, n, LRUN_K_GEMV_ADD));
@@ -148,9 +149,7 @@ static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity
 /* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows). */
 lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 {
-    /* the exact path launches ordinarily; PDL is kept off while weights stream, so no
-     * kernel's early start can run ahead of the copy-stream event it waits for */
-    lrun_k_set_pdl(e->pdl_enabled && !e->exact && !e->offload);
+    lrun_k_set_pdl(lrun_cuda_pdl_on(e));
     if (e->exact) return lrun_cuda_exact_lm_head(e, r0, rows); /* Q4_0/Q4_1/Q8_0 models: engine_cuda_exact.c */
     const struct lrun_tensor *head = e->offload ? lrun_cuda_offload_head(e) : e->model->output;
     return matmul(e, head, e->xn + r0 * e->n_embd, rows, e->logits);
@@ -160,7 +159,7 @@ lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv)
 {
     /* this thread's launches, also inside a graph capture; see lrun_cuda_lm_head for when it is off */
-    lrun_k_set_pdl(e->pdl_enabled && !e->exact && !e->offload);
+    lrun_k_set_pdl(lrun_cuda_pdl_on(e));
     if (e->exact) return lrun_cuda_exact_enqueue_chunk(e, n, n_want, identity, max_kv); /* engine_cuda_exact.c */
     TRY(forward_layers(e, n, max_kv));
     /* a streamed head is met every chunk, wanted or not, to keep the copy cycle */

@@ -1,5 +1,6 @@
 /* engine_cuda_internal.h — the state of the CUDA engine, shared by its files:
- *   engine_cuda.c          init, free, the KV cache and sequences;
+ *   engine_cuda.c          init, free and sequences;
+ *   engine_cuda_kv.c       the KV cache of every kind: store, slots, growth;
  *   engine_cuda_forward.c  the kernels of one chunk, layer by layer;
  *   engine_cuda_step.c     steps: the token table, CUDA graphs, logits;
  *   engine_cuda_offload.c  AS_PLACED weights off the device: streaming, host compute.
@@ -12,6 +13,7 @@
 #include "device.h"
 #include "engine_cuda.h"
 #include "error.h"
+#include "kernels.h"
 #include "model.h"
 #include "tensor.h"
 
@@ -39,6 +41,35 @@ struct step_table {
     int32_t *n_kv;     /* (B) positions the token attends to: pos + 1 */
 };
 
+/* The KV cache (engine_cuda_kv.c). Every form has per (layer, keys|values) a
+ * plane of (n_seq_max, cap) positions: sequence s's position p at position
+ * index s·cap + p (s the physical sequence, phys), so the step table's
+ * offsets serve every kind. */
+struct cuda_kv {
+    int on_host;          /* OFFLOADED(_STATIC): the store is pinned host memory */
+    int quantized;        /* QUANTIZED: the store is records of codes (q), plus the ring */
+    int staged;           /* either: attention reads two device slots, a layer each */
+    int preallocated;     /* STATIC, OFFLOADED_STATIC: cap = n_ctx_max from init on */
+    int64_t cap;          /* positions per sequence */
+    void *store;          /* (n_layer, 2, n_seq_max, cap) rows of kv_dim elements, or quantized records */
+    void *ring;           /* QUANTIZED: (n_layer, 2, n_seq_max, residual) exact rows, position p at row p % residual */
+    void *slots;          /* staged: 2 x (2, n_seq_max, cap) rows on the device */
+    size_t store_bytes, ring_bytes, slot_bytes;
+    lrun_k_kv_quant q;    /* QUANTIZED: bits, group, residual, record bytes */
+    int64_t *phys;        /* (n_seq_max) the physical sequence (plane row) of each sequence: beam
+                           * reordering remaps these rather than moving positions */
+    int64_t *q_lo;        /* (n_seq_max, by physical sequence) QUANTIZED: positions below are read from codes */
+    int64_t *stored;      /* staged (n_seq_max, by physical sequence): positions in the store when the chunk began */
+    int32_t *h_fill, *d_fill; /* QUANTIZED: (2, n_seq_max) stored lengths and q_lo for the fill, pinned / device */
+    int64_t fill_len;     /* the chunk's longest stored sequence */
+    int fill_dense;       /* offloaded: one copy of fill_len rows for every sequence */
+    uint64_t fill_bytes;  /* bytes one layer's fill moves */
+    cudaStream_t side;    /* staged: slot fills */
+    cudaEvent_t begin, ready[2], done[2]; /* chunk start; slot filled; slot's layer finished */
+    uint64_t bytes_moved; /* between the store and the slots, both ways */
+    uint64_t bytes_copied;/* by seq_copy */
+};
+
 struct lrun_cuda_engine {
     lrun_model *model;
     lrun_device *device;
@@ -52,10 +83,8 @@ struct lrun_cuda_engine {
     lrun_dtype kv_dtype;          /* F16 or F32 */
     size_t kv_esize;              /* bytes per cache element */
 
-    /* KV cache: planes (n_layer, 2) of (n_seq_max, kv_cap, kv_dim) elements */
-    void *kv;
-    int64_t kv_cap;               /* positions per sequence allocated */
-    size_t kv_bytes;
+    struct cuda_kv kv;            /* the KV cache (engine_cuda_kv.c) */
+    uint64_t kv_moved_base, kv_copied_base; /* kv.bytes_moved, bytes_copied at the last stats reset */
     int64_t *seq_len;             /* (n_seq_max) positions stored */
 
     /* device scratch: one block, carved below; B = n_batch_max */
@@ -114,19 +143,51 @@ static inline lrun_status cuda_check(cudaError_t err, const char *what, const lr
                      d->name, what, cudaGetErrorString(err), cudaGetErrorName(err));
 }
 
+/* Programmatic dependent launch for this engine's kernels: the exact path
+ * launches ordinarily; PDL is kept off while weights stream or the KV cache
+ * is staged, so no kernel's early start can run ahead of the side-stream
+ * event it waits for. */
+static inline int lrun_cuda_pdl_on(const lrun_cuda_engine *e)
+{
+    return e->pdl_enabled && !e->exact && !e->offload && !e->kv.staged;
+}
+
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* The cuBLAS slot dtype for a weight: bf16 stays bf16 (no conversion), the
  * rest go through f16, whose 10-bit mantissa keeps more of the activations. */
 static inline lrun_dtype slot_dtype(lrun_dtype w) { return w == LRUN_DTYPE_BF16 ? LRUN_DTYPE_BF16 : LRUN_DTYPE_F16; }
 
-static inline size_t plane_bytes(const lrun_cuda_engine *e)
-{
-    return (size_t)e->n_seq_max * (size_t)e->kv_cap * (size_t)e->kv_dim * e->kv_esize;
-}
-
-/* Grows a DYNAMIC cache so every sequence has room for need positions (engine_cuda.c). */
+/* ---- the KV cache (engine_cuda_kv.c) */
+/* Sets the kind's flags and checks and fills the quantized options (before init's sizing). */
+lrun_status lrun_cuda_kv_setup(lrun_cuda_engine *e, const lrun_engine_opts *opts);
+/* Device bytes per position (all sequences), the fixed part (the quantized ring),
+ * and what init takes (the preallocated kinds); for estimate and check_fits. */
+size_t lrun_cuda_kv_bytes_per_position(const lrun_cuda_engine *e);
+size_t lrun_cuda_kv_fixed_bytes(const lrun_cuda_engine *e);
+int lrun_cuda_kv_init_bytes(const lrun_cuda_engine *e, size_t *out);
+/* Streams, events, and the preallocated kinds' memory. */
+lrun_status lrun_cuda_kv_init(lrun_cuda_engine *e);
+void lrun_cuda_kv_free(lrun_cuda_engine *e);
+size_t lrun_cuda_kv_device_bytes(const lrun_cuda_engine *e);
+/* Bytes of one (layer, keys|values) plane of a slot or a device store. */
+size_t lrun_cuda_kv_plane_bytes(const lrun_cuda_engine *e);
+/* Grows the cache so every sequence has room for need positions; on failure nothing changes. */
 lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need);
+/* After the chunk's table is on the device (kv.stored set): staged kinds start
+ * filling the slots of layers 0 and 1 (load 0: nothing stored is read). */
+lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load);
+/* Layer l's key and value planes; staged kinds make compute wait for its slot. */
+lrun_status lrun_cuda_kv_layer(lrun_cuda_engine *e, int64_t l, char **keys, char **values);
+/* After layer l's attention over n tokens: staged kinds write the new rows
+ * back (offloaded: to the host; quantized: codes and ring) and refill the slot. */
+lrun_status lrun_cuda_kv_layer_end(lrun_cuda_engine *e, int64_t l, int64_t n);
+/* After seq_len took the step's tokens. */
+void lrun_cuda_kv_step_end(lrun_cuda_engine *e);
+lrun_status lrun_cuda_kv_truncate(lrun_cuda_engine *e, int64_t seq, int64_t len);
+lrun_status lrun_cuda_kv_copy(lrun_cuda_engine *e, int64_t dst, int64_t src);
+/* lrun_engine_seq_reorder's cache half: new_len (n) receives the lengths after. */
+lrun_status lrun_cuda_kv_reorder(lrun_cuda_engine *e, const int64_t *src_of_dst, int64_t n, int64_t *new_len);
 /* Queues every kernel of a chunk whose table is on the device, up to the
  * first LOGIT_ROWS rows of logits (engine_cuda_forward.c). */
 lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv);

@@ -100,6 +100,7 @@ const char *lrun_device_name(const lrun_device *device);   /* "cpu", "cuda:0" */
 size_t lrun_device_capacity(const lrun_device *device);   /* bytes lrun may use */
 size_t lrun_device_used(const lrun_device *device);       /* bytes lrun holds now */
 size_t lrun_device_peak(const lrun_device *device);       /* high-water mark, bytes */
+void lrun_device_reset_peak(lrun_device *device);          /* the high-water mark restarts at used */
 /* Physical memory of the device (RAM on cpu, GPU memory on cuda), bytes, for
  * display: an unbudgeted cpu's capacity is SIZE_MAX. */
 size_t lrun_device_total_memory(const lrun_device *device);
@@ -595,8 +596,17 @@ lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src);
  * caches swap block tables (no bytes move; the next step copies at most one
  * block per repeated source); quantized moves records and copies only
  * repeated sources. On failure nothing changes. kv_bytes_copied in the
- * stats counts what was copied. CPU engine only for now. */
+ * stats counts what was copied. The CUDA engine remaps each sequence's
+ * physical row (no bytes move) and copies only repeated sources or sources
+ * past n, one sequence of every layer each. */
 lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n);
+
+/* Appends n_pos positions of pseudo-random keys and values in [-1, 1) (a
+ * function of seed) to seq in every layer, as if a prompt had been run,
+ * without computing one: decode benchmarks at long contexts, whose speed
+ * depends on the length and not on the values (tests/bench/kv_bench.lua).
+ * CUDA engine only (LRUN_E_UNSUPPORTED on the CPU). */
+lrun_status lrun_engine_seq_fill_random(lrun_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed);
 
 /* One forward step over n_tokens tokens. Token i belongs to sequence seq[i]
  * and goes at that sequence's next position; a sequence's tokens appear in

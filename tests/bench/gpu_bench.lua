@@ -20,6 +20,7 @@
 -- The bandwidth, and HF transformers' figures for the 7B shape, come from
 -- tests/bench/hf_bench.py (torch), run first. Prints a markdown table; --out
 -- also writes one JSON line per model.
+package.path = "./?.lua;" .. package.path
 local ffi = require("ffi")
 local lrun = require("lrun")
 local lf = require("lrun.ffi")
@@ -69,23 +70,6 @@ if not read_gbps then io.stderr:write("gpu_bench: hf_bench.py gave no bandwidth 
 
 -- ---------------------------------------------------------------- models
 
-local function generate_7b(dtype_name)
-  local dir = os.getenv("LRUN_BENCH_DIR") or "/tmp"
-  local path = string.format("%s/lrun-bench-llama2-7b-%s.gguf", dir, dtype_name)
-  local dt = ffi.new("lrun_dtype[1]")
-  assert(C.lrun_dtype_from_name(dtype_name, dt) == C.LRUN_OK, "unknown dtype " .. dtype_name)
-  local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 32, 4096, 32, 32, 11008
-  s.n_vocab, s.n_ctx = 32000, 4096
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = dt[0], dt[0], 0
-  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.progress = 10000, 1e-5, 7, 0, 0
-  local t0 = sys.now()
-  local st = C.lrun_model_generate(path, s)
-  if st ~= C.LRUN_OK then error("generating " .. path .. ": " .. lf.last_error(), 0) end
-  io.stderr:write(string.format("gpu_bench: wrote %s in %.1f s\n", path, sys.now() - t0))
-  return path
-end
-
 -- Bytes one decode step reads from the weights.
 local function decode_bytes(h)
   local total, embd, head = 0, 0, false
@@ -113,7 +97,7 @@ end
 local function bench_model(spec)
   local path, generated = spec, false
   local gen_dtype = spec:match("^7b:(.+)$")
-  if gen_dtype then path, generated = generate_7b(gen_dtype), true end
+  if gen_dtype then path, generated = require("tests.bench.llama7b").generate(gen_dtype, "gpu_bench"), true end
   local t0 = sys.now()
   local m = assert(lrun.load(path, { device = "cuda:0", progress = false }))
   local h = m.handle

@@ -1,0 +1,200 @@
+-- kv_cache_gpu_spec: the five KV cache kinds on the CUDA engine
+-- (runtime/engine_cuda_kv.c, docs/kv-cache.md "On the GPU"), on the default
+-- model (LRUN_MODEL) with three sequences of different lengths, prompts in
+-- several chunks, copies, truncation and beam reordering:
+--   static, offloaded and offloaded_static give the dynamic cache's logits
+--   bit for bit; quantized (int8, int4) reports its deviation from them;
+--   offloaded holds two layers on the device; lrun_engine_seq_reorder equals
+--   the same reordering done with seq_copy and copies only repeated sources;
+--   lrun_engine_seq_fill_random builds long contexts for every kind.
+-- Named *_gpu_spec.lua so that `make test-gpu` runs it; `make test` skips it
+-- where no GPU is visible.
+local lrun = require("lrun")
+local lf = require("lrun.ffi")
+local ffi = require("ffi")
+local C = lf.C
+
+local path = os.getenv("LRUN_MODEL")
+local has_gpu = C.lrun_cuda_device_count() > 0
+
+local N_SEQ, N_BATCH, N_CTX = 3, 64, 512
+
+-- Steps of a script over an engine: prompts of 150, 90 and 20 tokens (the
+-- first two in several chunks of N_BATCH), 12 decode steps of all three, a
+-- copy of sequence 0 into 2, a truncation of 1, 6 more steps. Returns every
+-- logit row in order, as one Lua array.
+local function script(engine, n_vocab)
+  local out = {}
+  local logits = ffi.new("float[?]", N_SEQ * n_vocab)
+  local n_out = ffi.new("int64_t[1]")
+  for s = 0, N_SEQ - 1 do assert(C.lrun_engine_seq_truncate(engine, s, 0) == C.LRUN_OK) end
+  local function step(tokens, seqs)
+    local n = #tokens
+    local t, s = ffi.new("int32_t[?]", n), ffi.new("int32_t[?]", n)
+    for i = 1, n do t[i - 1], s[i - 1] = tokens[i], seqs[i] end
+    local st = C.lrun_engine_step(engine, n, t, s, nil, logits, N_SEQ, n_out)
+    assert(st == C.LRUN_OK, lf.last_error())
+    for i = 0, tonumber(n_out[0]) * n_vocab - 1 do out[#out + 1] = logits[i] end
+  end
+  for seq, len in ipairs({ 150, 90, 20 }) do
+    local t, s = {}, {}
+    for i = 1, len do t[i], s[i] = 100 + (i * 37 + seq * 101) % 20000, seq - 1 end
+    step(t, s)
+  end
+  local function decode(k)
+    for i = 1, k do step({ 500 + i, 700 + i, 900 + i }, { 0, 1, 2 }) end
+  end
+  decode(12)
+  assert(C.lrun_engine_seq_copy(engine, 2, 0) == C.LRUN_OK, lf.last_error())
+  assert(C.lrun_engine_seq_truncate(engine, 1, 50) == C.LRUN_OK, lf.last_error())
+  decode(6)
+  return out
+end
+
+local function rel_diff(a, b)
+  local d, s = 0, 1e-30
+  for i = 1, #a do
+    d = math.max(d, math.abs(a[i] - b[i]))
+    s = math.max(s, math.abs(a[i]))
+  end
+  return d / s
+end
+
+local function same(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+local function stats(engine)
+  local s = ffi.new("lrun_engine_stats")
+  C.lrun_engine_get_stats(engine, s)
+  return s
+end
+
+describe("KV cache kinds on cuda", function()
+  if not has_gpu or not path then
+    pending(not has_gpu and "no CUDA device" or "LRUN_MODEL is not set")
+    return
+  end
+  local m, ref, info
+  setup(function()
+    m = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = N_CTX }))
+    ref = script(assert(m:engine({ n_seq = N_SEQ, n_batch = N_BATCH, cache_implementation = "dynamic" })), m.n_vocab)
+    info = C.lrun_model_get_info(m.handle)
+  end)
+  teardown(function() if m then m:free() end end)
+
+  for _, impl in ipairs({ "static", "offloaded", "offloaded_static" }) do
+    it(impl .. " gives the dynamic cache's logits bit for bit", function()
+      local e = assert(m:engine({ n_seq = N_SEQ, n_batch = N_BATCH, cache_implementation = impl }))
+      local got = script(e, m.n_vocab)
+      assert.are.equal(#ref, #got)
+      assert.is_true(same(ref, got), impl .. ": rel diff " .. rel_diff(ref, got))
+      local s = stats(e)
+      if impl:match("offloaded") then
+        -- two slots of one layer each: (2 slots) x (keys, values) x n_seq x cap x kv_dim x f16
+        local kv_dim = tonumber(info.n_head_kv) * tonumber(info.head_dim)
+        local cap = impl == "offloaded_static" and N_CTX or 256
+        assert.are.equal(2 * 2 * N_SEQ * cap * kv_dim * 2, tonumber(s.kv_bytes))
+        assert.is_true(tonumber(s.kv_bytes_moved) > 0)
+        print(string.format("# %s: device KV %.1f MB, %.1f MB moved host <-> device", impl,
+          tonumber(s.kv_bytes) / 1e6, tonumber(s.kv_bytes_moved) / 1e6))
+      end
+    end)
+  end
+
+  for _, bits in ipairs({ 8, 4 }) do
+    it("quantized int" .. bits .. " reports its deviation from dynamic", function()
+      local e = assert(m:engine({ n_seq = N_SEQ, n_batch = N_BATCH, cache_implementation = "quantized",
+        cache_config = { nbits = bits, residual_length = 32 } }))
+      local got = script(e, m.n_vocab)
+      assert.are.equal(#ref, #got)
+      local d = rel_diff(ref, got)
+      -- top-1 agreement over every row
+      local n_vocab, rows, agree = m.n_vocab, #ref / m.n_vocab, 0
+      for r = 0, rows - 1 do
+        local ba, bb, ia, ib = -math.huge, -math.huge, 0, 0
+        for j = 1, n_vocab do
+          local a, b = ref[r * n_vocab + j], got[r * n_vocab + j]
+          if a > ba then ba, ia = a, j end
+          if b > bb then bb, ib = b, j end
+        end
+        if ia == ib then agree = agree + 1 end
+      end
+      print(string.format("# quantized int%d (residual 32): logits rel diff %.3e, top-1 agrees on %d of %d rows",
+        bits, d, agree, rows))
+      assert.is_true(d == d and d < (bits == 8 and 0.1 or 0.5), "rel diff " .. d)
+      assert.is_true(agree >= rows * (bits == 8 and 0.9 or 0.6))
+      assert.is_true(d > 0, "codes are read: the prompts are longer than the residual window")
+    end)
+  end
+
+  for _, impl in ipairs({ "dynamic", "offloaded", "quantized" }) do
+    it(impl .. ": seq_reorder equals the same reordering by seq_copy, copying only repeated sources", function()
+      local function prepare()
+        local e = assert(m:engine({ n_seq = 4, n_batch = N_BATCH, cache_implementation = impl }))
+        for s = 0, 3 do assert(C.lrun_engine_seq_truncate(e, s, 0) == C.LRUN_OK) end
+        local n = 0
+        for s = 0, 3 do
+          local len = 30 + 11 * s
+          local t, q = ffi.new("int32_t[?]", len), ffi.new("int32_t[?]", len)
+          for i = 0, len - 1 do t[i], q[i] = 200 + (i * 13 + s * 7) % 5000, s end
+          local lg = ffi.new("float[?]", m.n_vocab)
+          local no = ffi.new("int64_t[1]")
+          assert(C.lrun_engine_step(e, len, t, q, nil, lg, 1, no) == C.LRUN_OK, lf.last_error())
+          n = n + len
+        end
+        return e
+      end
+      local function next_logits(e)
+        local t, q = ffi.new("int32_t[4]", { 11, 12, 13, 14 }), ffi.new("int32_t[4]", { 0, 1, 2, 3 })
+        local lg = ffi.new("float[?]", 4 * m.n_vocab)
+        local no = ffi.new("int64_t[1]")
+        assert(C.lrun_engine_step(e, 4, t, q, nil, lg, 4, no) == C.LRUN_OK, lf.last_error())
+        local out = {}
+        for i = 0, 4 * m.n_vocab - 1 do out[i + 1] = lg[i] end
+        return out
+      end
+      -- sequences 0..2 become 1, 1, 3; 3 (a source past n) keeps its own
+      local src = { 1, 1, 3 }
+      local e = prepare()
+      local lens = {}
+      for d = 1, 3 do lens[d] = tonumber(C.lrun_engine_seq_len(e, src[d])) end
+      C.lrun_engine_reset_stats(e)
+      assert(C.lrun_engine_seq_reorder(e, ffi.new("int64_t[3]", src), 3) == C.LRUN_OK, lf.last_error())
+      local copied = tonumber(stats(e).kv_bytes_copied)
+      for d = 1, 3 do assert.are.equal(lens[d], tonumber(C.lrun_engine_seq_len(e, d - 1))) end
+      local a = next_logits(e)
+      -- the same by copies, through a spare order: 0 <- 1 first would lose nothing here
+      e = prepare()
+      assert(C.lrun_engine_seq_copy(e, 0, 1) == C.LRUN_OK)
+      assert(C.lrun_engine_seq_copy(e, 2, 3) == C.LRUN_OK)
+      local b = next_logits(e)
+      assert.is_true(same(a, b), "rel diff " .. rel_diff(a, b))
+      -- 1 moves to 0 free; the second taker of 1 and the taker of 3 (past n) are copied
+      local kv_dim = tonumber(info.n_head_kv) * tonumber(info.head_dim)
+      local per_pos = impl == "quantized" and nil or 2 * tonumber(info.n_layer) * kv_dim * 2
+      if per_pos then assert.are.equal((lens[2] + lens[3]) * per_pos, copied) end
+      assert.is_true(copied > 0)
+    end)
+  end
+
+  for _, impl in ipairs({ "dynamic", "static", "offloaded", "offloaded_static", "quantized" }) do
+    it(impl .. ": seq_fill_random builds a context that decode then reads", function()
+      local e = assert(m:engine({ n_seq = 1, n_batch = N_BATCH, cache_implementation = impl }))
+      assert(C.lrun_engine_seq_truncate(e, 0, 0) == C.LRUN_OK)
+      assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e, 0, 300, 7), lf.last_error())
+      assert.are.equal(300, tonumber(C.lrun_engine_seq_len(e, 0)))
+      local lg = ffi.new("float[?]", m.n_vocab)
+      local no = ffi.new("int64_t[1]")
+      assert(C.lrun_engine_step(e, 1, ffi.new("int32_t[1]", { 42 }), ffi.new("int32_t[1]", { 0 }), nil, lg, 1, no)
+        == C.LRUN_OK, lf.last_error())
+      assert.are.equal(301, tonumber(C.lrun_engine_seq_len(e, 0)))
+      for i = 0, m.n_vocab - 1 do assert(lg[i] == lg[i], "NaN logit") end
+      -- past n_ctx is refused, naming the sizes
+      assert.are.equal(C.LRUN_E_ARG, C.lrun_engine_seq_fill_random(e, 0, N_CTX, 7))
+      assert.matches("n_ctx_max", lf.last_error())
+    end)
+  end
+end)
