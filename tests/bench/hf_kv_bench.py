@@ -128,7 +128,7 @@ def make_cache(impl, cfg, capacity, device):
         if impl == "quantized":
             quant.update(compute_dtype=DTYPE, device=device)
             if hasattr(tf.cache_utils, "QuantoQuantizedCacheProcessor"):  # 4.54-4.55
-                return tf.QuantoQuantizedCache(config=cfg, **quant)
+                return tf.QuantoQuantizedCache(**quant)
             return tf.QuantoQuantizedCache(cache_config=tf.QuantizedCacheConfig(backend="quanto", **quant))
     raise ValueError(f"unknown cache implementation {impl!r} (known: {', '.join(IMPLS)})")
 
@@ -160,15 +160,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def decode(model, cache, context, n_warm, n_gen, device):
+def decode(model, cache, context, n_warm, n_gen, device, forced=None):
     """n_warm untimed then n_gen timed greedy steps after `context` cached positions.
 
-    Returns (seconds of the timed steps, logits of the last step)."""
+    forced: (1, n_warm + n_gen) token ids to feed instead of the argmax (--check: one step's
+    rounding must not change the next input). Returns (seconds of the timed steps, last logits)."""
     pos = torch.arange(context, context + n_warm + n_gen, device=device)
     # <= 4.55 takes cache_position (the static kinds write there); 5.x dropped it.
     takes_cache_position = "cache_position" in inspect.signature(model.model.forward).parameters
     tok = torch.randint(0, model.config.vocab_size, (1, 1), device=device,
                         generator=torch.Generator(device=device).manual_seed(2))
+    if forced is not None:
+        tok = forced[:, :1]
     logits = None
     t0 = None
     for i in range(n_warm + n_gen):
@@ -179,7 +182,7 @@ def decode(model, cache, context, n_warm, n_gen, device):
         out = model(input_ids=tok, past_key_values=cache, position_ids=pos[i:i + 1].unsqueeze(0),
                     use_cache=True, **step)
         logits = out.logits[:, -1]
-        tok = logits.argmax(-1, keepdim=True)
+        tok = logits.argmax(-1, keepdim=True) if forced is None else forced[:, i + 1:i + 2]
     sync(device)
     return time.perf_counter() - t0, logits
 
@@ -226,13 +229,16 @@ def error_text(exc):
 def last_logits(model, cfg, impl, context, args, seed):
     cache = make_cache(impl, cfg, context + args.n_warm + args.n_gen, args.device)
     fill_cache(cache, cfg, context, args.device, seed)
+    forced = torch.randint(0, cfg.vocab_size, (1, args.n_warm + args.n_gen),
+                           generator=torch.Generator().manual_seed(3)).to(args.device)
     with torch.no_grad():
-        _, logits = decode(model, cache, context, args.n_warm, args.n_gen, args.device)
+        _, logits = decode(model, cache, context, args.n_warm, args.n_gen, args.device, forced)
     return logits.float().cpu()
 
 
 def check(model, cfg, args):
-    """Compare each impl's last-step logits with dynamic's on the same contents. Returns 0 if all agree."""
+    """Compare each impl's last-step logits with dynamic's on the same contents and the same
+    (forced) input tokens. Returns 0 if all agree."""
     context = args.contexts[0]
     ref = last_logits(model, cfg, "dynamic", context, args, seed=1)
     other = last_logits(model, cfg, "dynamic", context, args, seed=7)
