@@ -31,7 +31,10 @@ a missing quantization backend) prints {"error": ...} and the run goes on.
 The quantized row uses QuantizedCache with the optimum-quanto backend, 4 bits,
 group 64, residual 128 (transformers' defaults). With n_warm + n_gen < 128
 steps the decode never reaches a re-quantization of the residual; each step
-does dequantize the whole cache, which is what this row measures.
+does dequantize the whole cache, which is what this row measures. quanto
+compiles its unpack kernel at first use; that build runs (and is timed,
+quanto_build_s) before the rows, and if it fails the rows use quanto's
+pure-torch unpack and say so (quanto_unpack).
 
 --check runs every implementation on the same filled contents and compares
 the last decode step's logits with the dynamic cache's (they must agree, up to
@@ -41,7 +44,7 @@ contents (which must differ): proof the filled caches are attended to.
 Usage: python3 tests/bench/hf_kv_bench.py [--contexts 4096,16384,32768]
         [--impls dynamic,static,offloaded,offloaded_static,quantized] [--n-gen 16]
         [--n-warm 2] [--layers 32 --embd 4096 --ff 11008 --heads 32 --kv-heads 32
-        --vocab 32000] [--device cuda|cpu] [--out FILE] [--check]
+        --vocab 32000] [--device cuda|cpu] [--out FILE] [--quanto-unpack auto|python] [--check]
 Tiny CPU test: python3 tests/bench/hf_kv_bench.py --device cpu --layers 2 --embd 64
         --ff 128 --heads 4 --kv-heads 4 --vocab 256 --contexts 64,128 --n-gen 4 [--check]
 """
@@ -51,6 +54,7 @@ import inspect
 import json
 import sys
 import time
+import types
 
 import torch
 import transformers
@@ -146,6 +150,44 @@ def fill_cache(cache, cfg, n_pos, device, seed):
         v = torch.rand(shape, generator=gen, device=device, dtype=DTYPE) * 2 - 1
         cache.update(k, v, layer, kwargs)
         del k, v
+
+
+def quanto_python_unpack(packed, bits):
+    """quanto's pure-torch unpack (optimum/quanto/library/unpack.py, the op's "default" kernel),
+    copied: torch.library.impl returns None as a decorator, so the module holds no function to import."""
+    parts = [(packed & (2 ** (bits * (i + 1)) - 1)) >> (bits * i) for i in range(8 // bits)]
+    return torch.cat(parts).to(torch.uint8)
+
+
+def prepare_quanto(device, mode):
+    """Make quanto's unpack usable on `device` before any quantized row; returns what it runs.
+
+    quanto compiles its C++/CUDA unpack kernel (ninja + nvcc) at the first call, which can take
+    minutes or fail (no nvcc, nvcc/torch CUDA mismatch). That happens here, timed, not inside a
+    row's decode. If it fails, or mode is "python", quanto's own pure-torch unpack (the op's
+    "default" implementation: shifts, masks, cat) replaces the kernel."""
+    from optimum.quanto.library import extensions
+
+    kind = torch.device(device).type
+    backend = getattr(extensions, "cuda" if kind == "cuda" else "cpp", None)
+    if backend is None or not hasattr(backend, "ext"):
+        return {"quanto_unpack": "python (quanto registers no kernel here)"}
+
+    def use_python():
+        # The registered kernel looks `ext` up at each call, so this swaps what it runs.
+        backend.ext = types.SimpleNamespace(lib=types.SimpleNamespace(unpack=quanto_python_unpack))
+
+    if mode == "python":
+        use_python()
+        return {"quanto_unpack": "python (--quanto-unpack python)"}
+    t0 = time.perf_counter()
+    try:
+        torch.ops.quanto.unpack(torch.zeros(64, dtype=torch.uint8, device=device), 4)
+        sync(device)
+    except Exception as exc:  # noqa: BLE001 - any build failure: fall back, and say so
+        use_python()
+        return {"quanto_unpack": f"python (kernel build failed: {error_text(exc)})"}
+    return {"quanto_unpack": "kernel", "quanto_build_s": round(time.perf_counter() - t0, 1)}
 
 
 def seq_length(cache):
@@ -283,6 +325,8 @@ def parse_args():
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu only to test this script")
     p.add_argument("--out", help="also write the rows as one JSON list to this file")
+    p.add_argument("--quanto-unpack", default="auto", choices=("auto", "python"),
+                   help="auto: quanto's compiled unpack kernel, its pure-torch one if the build fails")
     p.add_argument("--check", action="store_true", help="compare the kinds' logits on the first context")
     args = p.parse_args()
     try:
@@ -304,6 +348,13 @@ def main():
         print("hf_kv_bench: no CUDA device visible to torch (use --device cpu to test the script)", file=sys.stderr)
         return 1
     model, cfg = build_model(args, args.device)
+    quanto = {}
+    if "quantized" in args.impls:
+        try:
+            quanto = prepare_quanto(args.device, args.quanto_unpack)
+        except ImportError as exc:  # no optimum-quanto: the quantized rows will say so
+            quanto = {"quanto_unpack": error_text(exc)}
+        print(json.dumps(quanto), file=sys.stderr)
     if args.check:
         return check(model, cfg, args)
     common = {"n_gen": args.n_gen, "n_warm": args.n_warm, "torch": torch.__version__,
@@ -322,6 +373,8 @@ def main():
             # Outside the except block, so the traceback (which holds the cache) is gone.
             free_device(args.device)
             row.update(common)
+            if impl == "quantized":
+                row.update(quanto)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:
