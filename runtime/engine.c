@@ -262,10 +262,6 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     if (!opts) opts = &defaults;
     const lrun_model_info *in = &model->info;
     if (lrun_device_kind_of(model->device) == LRUN_DEVICE_KIND_CUDA) {
-        if (opts->cache_kind != LRUN_CACHE_KIND_DYNAMIC && opts->cache_kind != LRUN_CACHE_KIND_STATIC)
-            return lrun_fail(LRUN_E_UNSUPPORTED, "engine: cache_implementation \"%s\" runs on the CPU engine only "
-                             "for now; the CUDA engine has dynamic and static",
-                             lrun_cache_kind_name(opts->cache_kind));
         lrun_engine *e = calloc(1, sizeof *e);
         if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
         lrun_status st = lrun_cuda_engine_init(&e->cuda, model, opts);

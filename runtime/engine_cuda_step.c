@@ -108,7 +108,7 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
     const struct step_table *h = &e->h_table;
     for (int64_t c0 = 0; c0 < n_tokens; c0 += e->n_batch_max) {
         const int64_t n = min64(n_tokens - c0, e->n_batch_max);
-        int64_t want = 0, max_kv = 0;
+        int64_t want = 0, longest = 0;
         int identity = 1;
         if (e->kv.staged) /* what the chunk's layers load from the store */
             for (int64_t s = 0; s < e->n_seq_max; s++) e->kv.stored[e->kv.phys[s]] = e->seq_len[s] + e->seq_done[s];
@@ -120,17 +120,22 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
             h->n_kv[i] = (int32_t)(pos + 1);
             h->kv_base[i] = base;
             h->row_off[i] = base + pos * e->kv_dim;
-            max_kv = pos + 1 > max_kv ? pos + 1 : max_kv;
+            longest = pos + 1 > longest ? pos + 1 : longest;
             const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == e->seq_count[s];
             if (wanted) {
                 identity &= want == i;
                 e->out_rows[want++] = i;
             }
         }
-        /* A static cache always gives the attention its capacity as the bound,
-         * as the captured graphs do, so replayed and eager steps split the
-         * KV length the same way and agree to the bit. */
-        if (e->cache_kind == LRUN_CACHE_KIND_STATIC) max_kv = e->kv.cap;
+        /* Every kind gives the attention n_ctx_max as the bound (a static
+         * cache's capacity, what its captured graphs see): the number of
+         * KV splits follows from it, so all kinds and graph replays split
+         * each length the same way and agree to the bit. The exact path does
+         * not split (its bits never depend on the bound), and sizes its shared
+         * memory by it: it gets the chunk's longest sequence, or a static
+         * cache's capacity. */
+        const int64_t max_kv = !e->exact ? e->n_ctx_max
+                               : e->cache_kind == LRUN_CACHE_KIND_STATIC ? e->kv.cap : longest;
         st = e->exact ? lrun_cuda_exact_table(e, seq + c0, n) : LRUN_OK; /* the exact path's RoPE table */
         if (st == LRUN_OK) st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL);
         if (st != LRUN_OK && e->offload) lrun_cuda_offload_reset(e);
