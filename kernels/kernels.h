@@ -160,11 +160,13 @@ typedef struct lrun_k_kv_quant {
     lrun_dtype kv_dtype; /* of slots and ring: F16 or F32 */
 } lrun_k_kv_quant;
 
-/* The n_tok new rows of a slot (at row_offset; sequence kv_base / (cap·kv_dim),
- * position pos) into codes and the ring. */
+/* The n_tok new rows of a slot (at row_offset; sequence s = kv_base /
+ * (cap·kv_dim), position pos) into codes, and into the ring those with
+ * pos + residual >= chunk_end[s] (the position after s's last in the chunk:
+ * earlier ones would share a ring row with a later one). */
 lrun_status lrun_k_kv_quant_store(const lrun_k_kv_quant *qz, const void *slot_k, const void *slot_v,
                                   const int64_t *row_offset, const int64_t *kv_base, const int32_t *pos,
-                                  int64_t n_tok, void *codes_k, void *codes_v, void *ring_k, void *ring_v,
+                                  const int32_t *chunk_end, int64_t n_tok, void *codes_k, void *codes_v, void *ring_k, void *ring_v,
                                   void *stream);
 /* Fills slot rows [0, seq_len[s]) of each of n_seq sequences (s·cap·kv_dim
  * apart): below seq_qlo[s] dequantized from codes, from there the ring's

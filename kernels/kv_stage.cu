@@ -56,7 +56,8 @@ template <int D> static __device__ __forceinline__ float kv_elem(const void *c, 
 template <int D>
 __global__ void kv_quant_store_groups(int bits, int64_t group, const void *slot_k, const void *slot_v,
                                       const int64_t *__restrict__ row_offset, const int64_t *__restrict__ kv_base,
-                                      const int32_t *__restrict__ pos, int64_t n_tok, int64_t kv_dim, int64_t cap,
+                                      const int32_t *__restrict__ pos, const int32_t *__restrict__ chunk_end,
+                                      int64_t n_tok, int64_t kv_dim, int64_t cap,
                                       int64_t residual, size_t q_pos_bytes, uint8_t *codes_k, uint8_t *codes_v,
                                       void *ring_k, void *ring_v)
 {
@@ -97,7 +98,9 @@ __global__ void kv_quant_store_groups(int bits, int64_t group, const void *slot_
                 rec[e / 2] = (uint8_t)((unsigned)q0 | ((unsigned)q1 << 4));
             }
         }
-        /* the exact bits in the ring, at row pos % residual */
+        /* the exact bits in the ring, at row pos % residual: only the chunk's last
+         * `residual` positions of the sequence, as a later one takes the same row */
+        if (p + residual < chunk_end[s]) continue;
         const int64_t rd = ((int64_t)s * residual + p % residual) * kv_dim + gi * group;
         for (int64_t j = lane; j < group; j += 32) {
             if (D == LRUN_DTYPE_F16) ((uint16_t *)(which ? ring_v : ring_k))[rd + j] = ((const uint16_t *)slot)[src + j];
@@ -108,11 +111,11 @@ __global__ void kv_quant_store_groups(int bits, int64_t group, const void *slot_
 
 extern "C" lrun_status lrun_k_kv_quant_store(const lrun_k_kv_quant *qz, const void *slot_k, const void *slot_v,
                                              const int64_t *row_offset, const int64_t *kv_base, const int32_t *pos,
-                                             int64_t n_tok, void *codes_k, void *codes_v, void *ring_k, void *ring_v,
+                                             const int32_t *chunk_end, int64_t n_tok, void *codes_k, void *codes_v, void *ring_k, void *ring_v,
                                              void *stream)
 {
     static const char op[] = "lrun_k_kv_quant_store";
-    if (!qz || !slot_k || !slot_v || !row_offset || !kv_base || !pos || !codes_k || !codes_v || !ring_k || !ring_v ||
+    if (!qz || !slot_k || !slot_v || !row_offset || !kv_base || !pos || !chunk_end || !codes_k || !codes_v || !ring_k || !ring_v ||
         !stream)
         return lrun_fail(LRUN_E_ARG, "%s: a NULL pointer or stream", op);
     if (n_tok <= 0 || (qz->bits != 8 && qz->bits != 4) || qz->group <= 0 || qz->group % 2 ||
@@ -124,7 +127,7 @@ extern "C" lrun_status lrun_k_kv_quant_store(const lrun_k_kv_quant *qz, const vo
     const unsigned g = lrun_k_grid(warps, LRUN_K_KV_QUANT_WARPS, LRUN_K_ELTWISE_BLOCKS);
     cudaStream_t st = (cudaStream_t)stream;
 #define QS_ARGS                                                                                                        \
-    qz->bits, qz->group, slot_k, slot_v, row_offset, kv_base, pos, n_tok, qz->kv_dim, qz->cap, qz->residual,          \
+    qz->bits, qz->group, slot_k, slot_v, row_offset, kv_base, pos, chunk_end, n_tok, qz->kv_dim, qz->cap, qz->residual,          \
         qz->pos_bytes, (uint8_t *)codes_k, (uint8_t *)codes_v, ring_k, ring_v
     if (qz->kv_dtype == LRUN_DTYPE_F16)
         kv_quant_store_groups<LRUN_DTYPE_F16><<<g, 32 * LRUN_K_KV_QUANT_WARPS, 0, st>>>(QS_ARGS);

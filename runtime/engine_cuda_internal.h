@@ -60,7 +60,8 @@ struct cuda_kv {
                            * reordering remaps these rather than moving positions */
     int64_t *q_lo;        /* (n_seq_max, by physical sequence) QUANTIZED: positions below are read from codes */
     int64_t *stored;      /* staged (n_seq_max, by physical sequence): positions in the store when the chunk began */
-    int32_t *h_fill, *d_fill; /* QUANTIZED: (2, n_seq_max) stored lengths and q_lo for the fill, pinned / device */
+    int64_t *chunk_end;   /* staged (n_seq_max, by physical sequence): positions stored once the chunk is */
+    int32_t *h_fill, *d_fill; /* QUANTIZED: (3, n_seq_max) stored, q_lo and chunk_end, pinned / device */
     int64_t fill_len;     /* the chunk's longest stored sequence */
     int fill_dense;       /* offloaded: one copy of fill_len rows for every sequence */
     uint64_t fill_bytes;  /* bytes one layer's fill moves */
@@ -174,7 +175,7 @@ size_t lrun_cuda_kv_device_bytes(const lrun_cuda_engine *e);
 size_t lrun_cuda_kv_plane_bytes(const lrun_cuda_engine *e);
 /* Grows the cache so every sequence has room for need positions; on failure nothing changes. */
 lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need);
-/* After the chunk's table is on the device (kv.stored set): staged kinds start
+/* After the chunk's table is on the device (kv.stored and kv.chunk_end set): staged kinds start
  * filling the slots of layers 0 and 1 (load 0: nothing stored is read). */
 lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load);
 /* Layer l's key and value planes; staged kinds make compute wait for its slot. */

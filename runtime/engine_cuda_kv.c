@@ -185,9 +185,10 @@ static lrun_status events_init(lrun_cuda_engine *e)
     for (int i = 0; i < 5; i++)
         TRY(cuda_check(cudaEventCreateWithFlags(ev[i], cudaEventDisableTiming), "KV cache events", e->device));
     kv->stored = calloc((size_t)e->n_seq_max, sizeof *kv->stored);
-    if (!kv->stored) return lrun_fail_oom(0, 0, "engine: KV cache bookkeeping");
+    kv->chunk_end = calloc((size_t)e->n_seq_max, sizeof *kv->chunk_end);
+    if (!kv->stored || !kv->chunk_end) return lrun_fail_oom(0, 0, "engine: KV cache bookkeeping");
     if (kv->quantized) {
-        const size_t b = 2 * (size_t)e->n_seq_max * sizeof(int32_t);
+        const size_t b = 3 * (size_t)e->n_seq_max * sizeof(int32_t);
         TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, b, "KV fill table", (void **)&kv->h_fill), "cache"));
         TRY(lrun_oom_phase(lrun_device_alloc(e->device, b, "KV fill table", (void **)&kv->d_fill), "cache"));
     }
@@ -226,8 +227,9 @@ void lrun_cuda_kv_free(lrun_cuda_engine *e)
         if (ev[i]) cudaEventDestroy(ev[i]);
     if (kv->side) cudaStreamDestroy(kv->side);
     if (kv->h_fill) lrun_host_release(LRUN_TIER_PINNED, kv->h_fill);
-    if (kv->d_fill) lrun_device_release(e->device, kv->d_fill, 2 * (size_t)e->n_seq_max * sizeof(int32_t));
+    if (kv->d_fill) lrun_device_release(e->device, kv->d_fill, 3 * (size_t)e->n_seq_max * sizeof(int32_t));
     free(kv->stored);
+    free(kv->chunk_end);
     free(kv->q_lo);
     free(kv->phys);
     memset(kv, 0, sizeof *kv);
@@ -354,10 +356,12 @@ lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load)
      * the previous chunk's write-backs and its last use of both slots */
     TRY(cuda_check(cudaEventRecord(kv->begin, (cudaStream_t)e->stream), "KV chunk event", e->device));
     TRY(cuda_check(cudaStreamWaitEvent(kv->side, kv->begin, 0), "KV chunk wait", e->device));
-    if (kv->quantized && longest > 0)
-        TRY(cuda_check(cudaMemcpyAsync(kv->d_fill, kv->h_fill, 2 * (size_t)e->n_seq_max * sizeof(int32_t),
+    if (kv->quantized) { /* the chunk's ends too: the ring writes read them */
+        for (int64_t s = 0; s < e->n_seq_max; s++) kv->h_fill[2 * e->n_seq_max + s] = (int32_t)kv->chunk_end[s];
+        TRY(cuda_check(cudaMemcpyAsync(kv->d_fill, kv->h_fill, 3 * (size_t)e->n_seq_max * sizeof(int32_t),
                                        cudaMemcpyHostToDevice, kv->side),
                        "KV fill table", e->device));
+    }
     for (int64_t l = 0; l < 2 && l < e->n_layer; l++) TRY(fill_slot(e, l));
     return LRUN_OK;
 }
@@ -386,7 +390,8 @@ lrun_status lrun_cuda_kv_layer_end(lrun_cuda_engine *e, int64_t l, int64_t n)
         const size_t codes_plane = (size_t)e->n_seq_max * (size_t)kv->cap * kv->q.pos_bytes;
         const size_t ring_plane = (size_t)e->n_seq_max * (size_t)kv->q.residual * row_bytes(e);
         char *ring = ring_keys(e, l);
-        TRY(lrun_k_kv_quant_store(&kv->q, slot, slot + plane, t->row_off, t->kv_base, t->pos, n, store,
+        TRY(lrun_k_kv_quant_store(&kv->q, slot, slot + plane, t->row_off, t->kv_base, t->pos,
+                                  kv->d_fill + 2 * e->n_seq_max, n, store,
                                   store + codes_plane, ring, ring + ring_plane, e->stream));
     } else {
         TRY(lrun_k_kv_copy_rows(e->kv_dtype, store, store + plane, slot, slot + plane, t->row_off, n, e->kv_dim,

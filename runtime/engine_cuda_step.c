@@ -127,6 +127,8 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
                 e->out_rows[want++] = i;
             }
         }
+        if (e->kv.staged)
+            for (int64_t s = 0; s < e->n_seq_max; s++) e->kv.chunk_end[e->kv.phys[s]] = e->seq_len[s] + e->seq_done[s];
         /* Every kind gives the attention n_ctx_max as the bound (a static
          * cache's capacity, what its captured graphs see): the number of
          * KV splits follows from it, so all kinds and graph replays split
@@ -182,6 +184,9 @@ lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *e, int64_t seq, i
     for (int64_t c0 = 0; c0 < n_pos && st == LRUN_OK; c0 += e->n_batch_max) {
         const int64_t n = min64(n_pos - c0, e->n_batch_max);
         fill_table_positions(e, seq, len + c0, n);
+        if (e->kv.staged)
+            for (int64_t s = 0; s < e->n_seq_max; s++)
+                e->kv.chunk_end[e->kv.phys[s]] = s == seq ? len + c0 + n : e->seq_len[s];
         st = cuda_check(cudaMemcpyAsync(e->d_table_base, e->h_table_base, e->table_bytes, cudaMemcpyHostToDevice, s),
                         "sending the fill table", e->device);
         if (st == LRUN_OK) st = lrun_cuda_kv_chunk_begin(e, 0); /* nothing stored is read */

@@ -174,8 +174,9 @@ describe("KV cache kinds on cuda", function()
       assert.is_true(same(a, b), "rel diff " .. rel_diff(a, b))
       -- 1 moves to 0 free; the second taker of 1 and the taker of 3 (past n) are copied
       local kv_dim = tonumber(info.n_head_kv) * tonumber(info.head_dim)
-      local per_pos = impl == "quantized" and nil or 2 * tonumber(info.n_layer) * kv_dim * 2
-      if per_pos then assert.are.equal((lens[2] + lens[3]) * per_pos, copied) end
+      -- bytes per position in the store: f16 rows, or int8 codes and a (scale, min) pair per group of 64
+      local per_pos = 2 * tonumber(info.n_layer) * (impl == "quantized" and kv_dim + kv_dim / 64 * 8 or kv_dim * 2)
+      assert.are.equal((lens[2] + lens[3]) * per_pos, copied)
       assert.is_true(copied > 0)
     end)
   end

@@ -24,6 +24,8 @@
 --               device), each at the rate lrun_device_measure_bandwidth
 --               measures here; none for quantized (its own kernels bound it)
 -- Prints a markdown table; --out writes JSON lines (lrun rows, then HF's).
+-- Environment: LRUN_HF_TIMEOUT (seconds) bounds the HF run; extra arguments
+-- for hf_kv_bench.py go in LRUN_HF_ARGS.
 package.path = "./?.lua;" .. package.path
 local ffi = require("ffi")
 local lrun = require("lrun")
@@ -67,7 +69,7 @@ local m = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = 
 local h, dev = m.handle, C.lrun_model_device(m.handle)
 local info = C.lrun_model_get_info(h)
 local n_layer, kv_dim = tonumber(info.n_layer), tonumber(info.n_head_kv) * tonumber(info.head_dim)
-local weight_bytes = tonumber(C.lrun_model_tier_bytes(h, C.LRUN_TIER_DEVICE))
+local weight_bytes = tonumber(info.weight_bytes) -- all on the device once an engine is made
 
 local function rate(from, to)
   local r = ffi.new("double[1]")
@@ -144,8 +146,11 @@ local hf = {}
 if opts.hf then
   local ctx = {}
   for _, L in ipairs(opts.contexts) do ctx[#ctx + 1] = tostring(L) end
-  local cmd = string.format("python3 tests/bench/hf_kv_bench.py --contexts %s --impls %s --n-gen %d",
-    table.concat(ctx, ","), table.concat(opts.kinds, ","), opts.n_gen)
+  -- LRUN_HF_TIMEOUT=seconds bounds HF's whole run; the rows it printed by then are kept
+  local limit = tonumber(os.getenv("LRUN_HF_TIMEOUT") or "")
+  local cmd = string.format("%spython3 tests/bench/hf_kv_bench.py --contexts %s --impls %s --n-gen %d",
+    limit and ("timeout " .. math.floor(limit) .. " ") or "", table.concat(ctx, ","), table.concat(opts.kinds, ","),
+    opts.n_gen) .. " " .. (os.getenv("LRUN_HF_ARGS") or "")
   local p = io.popen(cmd)
   for line in p:lines() do
     if line:match("^{") then hf[#hf + 1] = line end
