@@ -5,7 +5,7 @@
 --
 -- Usage: build/lrun tests/bench/kv_bench.lua [--contexts 4096,16384,32768]
 --          [--kinds dynamic,static,offloaded,offloaded_static,quantized]
---          [--n-gen 16] [--hf] [--out FILE] [MODEL]
+--          [--n-gen 16] [--quant-bits 4] [--hf] [--out FILE] [MODEL]
 --   MODEL: a GGUF path, or 7b:bf16 (the default): the random-weight
 --   Llama-2-7B shape of tests/bench/llama7b.lua.
 --
@@ -23,6 +23,8 @@
 --               the offloaded kinds (every layer's keys and values, host to
 --               device), each at the rate lrun_device_measure_bandwidth
 --               measures here; none for quantized (its own kernels bound it)
+-- quantized runs int4 (--quant-bits), group 64, the last 128 positions exact:
+-- HF QuantizedCache's defaults, which hf_kv_bench.py uses.
 -- Prints a markdown table; --out writes JSON lines (lrun rows, then HF's).
 -- Environment: LRUN_HF_TIMEOUT (seconds) bounds the HF run; extra arguments
 -- for hf_kv_bench.py go in LRUN_HF_ARGS.
@@ -35,7 +37,7 @@ local C = lf.C
 
 local KINDS = { "dynamic", "static", "offloaded", "offloaded_static", "quantized" }
 
-local opts = { contexts = { 4096, 16384, 32768 }, kinds = KINDS, n_gen = 16, model = "7b:bf16" }
+local opts = { contexts = { 4096, 16384, 32768 }, kinds = KINDS, n_gen = 16, model = "7b:bf16", quant_bits = 4 }
 local function list(s, num)
   local out = {}
   for x in s:gmatch("[^,]+") do out[#out + 1] = num and assert(tonumber(x), "not a number: " .. x) or x end
@@ -47,6 +49,7 @@ while i <= #arg do
   if a == "--contexts" then i = i + 1; opts.contexts = list(arg[i], true)
   elseif a == "--kinds" then i = i + 1; opts.kinds = list(arg[i])
   elseif a == "--n-gen" then i = i + 1; opts.n_gen = assert(tonumber(arg[i]), "--n-gen needs a number")
+  elseif a == "--quant-bits" then i = i + 1; opts.quant_bits = assert(tonumber(arg[i]), "--quant-bits needs 8 or 4")
   elseif a == "--hf" then opts.hf = true
   elseif a == "--out" then i = i + 1; opts.out = arg[i]
   elseif a:sub(1, 1) == "-" then io.stderr:write("kv_bench: unknown option " .. a .. "\n"); os.exit(2)
@@ -96,6 +99,7 @@ local function bench(kind, L)
   local kv = ffi.new("lrun_cache_kind[1]")
   assert(C.lrun_cache_kind_from_name(kind, kv) == C.LRUN_OK)
   eo.cache_kind = kv[0]
+  eo.kv_quant_bits = opts.quant_bits -- group 64 and window 128 by default: HF QuantizedCache's defaults
   local out = ffi.new("lrun_engine *[1]")
   if C.lrun_engine_init(out, h, eo) ~= C.LRUN_OK then return { error = lf.last_error() } end
   local e = out[0]
@@ -133,6 +137,7 @@ for _, L in ipairs(opts.contexts) do
   for _, kind in ipairs(opts.kinds) do
     local r = bench(kind, L)
     r.impl, r.context, r.engine, r.weight_bytes, r.n_gen = kind, L, "lrun", weight_bytes, opts.n_gen
+    if kind == "quantized" then r.quant_bits = opts.quant_bits end
     rows[#rows + 1] = r
     io.stderr:write(string.format("kv_bench: %s at %d: %s\n", kind, L,
       r.error or string.format("%.2f tok/s, peak %.2f GB", r.decode_tps, r.peak_bytes / 1e9)))
@@ -169,7 +174,7 @@ end
 local function gb(b) return b and string.format("%.2f", b / 1e9) or "–" end
 local function f2(v) return v and string.format("%.2f", v) or "–" end
 print(string.format("cuda:0, batch 1, f16 KV, %d timed decode steps; HBM read %.0f GB/s, PCIe host->device %.1f GB/s; "
-  .. "weights %.2f GB", opts.n_gen, hbm_read / 1e9, pcie / 1e9, weight_bytes / 1e9))
+  .. "weights %.2f GB; quantized int%d", opts.n_gen, hbm_read / 1e9, pcie / 1e9, weight_bytes / 1e9, opts.quant_bits))
 print("")
 print("| context | cache | lrun tok/s | limit tok/s | % of limit | lrun peak GB | lrun KV on device GB | "
   .. "HF tok/s | HF peak GB | lrun / HF |")
