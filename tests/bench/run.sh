@@ -35,6 +35,8 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   build/lrun tests/bench/gpu_bench.lua "$model" 7b:bf16 7b:q8_0 7b:q4_0 || echo "bench: the GPU bench failed" >&2
   # weights that do not fit: streaming and host compute vs PCIe and accelerate (docs/streaming.md)
   "$python" tests/bench/offload_bench.py --out build/offload_bench.json || echo "bench: the offload bench failed" >&2
+  # KV cache kinds at 4k/16k/32k against HF's same kinds (docs/kv-cache.md, docs/benchmarks.md)
+  build/lrun tests/bench/kv_bench.lua --hf --out build/kv_bench.json || echo "bench: the KV cache bench failed" >&2
 fi
 
 exec "$python" tests/bench/bench.py --model "$model" --threads "$threads" --runs "$runs" \
