@@ -34,6 +34,7 @@
 #include "engine_cuda_internal.h"
 #include "engine_cuda_offload.h"
 #include "kernels.h"
+#include "step_tokens.h"
 
 // ---------------------------------------------------------------- sizes
 
@@ -425,13 +426,7 @@ lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *e, int64_t dst, int64_t 
 
 lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *e, const int64_t *src_of_dst, int64_t n)
 {
-    if (n < 0 || n > e->n_seq_max || (n > 0 && !src_of_dst))
-        return lrun_fail(LRUN_E_ARG, "KV cache: reorder of %lld sequences: need 0 <= n <= %lld and a source array",
-                         (long long)n, (long long)e->n_seq_max);
-    for (int64_t d = 0; d < n; d++)
-        if (src_of_dst[d] < 0 || src_of_dst[d] >= e->n_seq_max)
-            return lrun_fail(LRUN_E_ARG, "KV cache: reorder: source %lld of sequence %lld out of range [0, %lld)",
-                             (long long)src_of_dst[d], (long long)d, (long long)e->n_seq_max);
+    TRY(lrun_reorder_check(src_of_dst, n, e->n_seq_max));
     int64_t *len = malloc(((size_t)n + 1) * sizeof *len);
     if (!len) return lrun_fail_oom(((size_t)n + 1) * sizeof *len, 0, "KV cache reorder: lengths");
     const lrun_status st = lrun_cuda_kv_reorder(e, src_of_dst, n, len);

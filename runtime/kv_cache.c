@@ -11,6 +11,7 @@
 #include "device.h"
 #include "error.h"
 #include "kv_blocks.h"
+#include "step_tokens.h"
 #include "kv_offload.h"
 #include "kv_quant.h"
 
@@ -248,13 +249,8 @@ lrun_status lrun_kv_cache_copy(lrun_kv_cache *kv, int64_t dst, int64_t src)
 
 lrun_status lrun_kv_cache_reorder(lrun_kv_cache *kv, const int64_t *src_of_dst, int64_t n)
 {
-    if (n < 0 || n > kv->n_seq || (n > 0 && !src_of_dst))
-        return lrun_fail(LRUN_E_ARG, "KV cache: reorder of %lld sequences: need 0 <= n <= %lld and a source array",
-                         (long long)n, (long long)kv->n_seq);
-    for (int64_t d = 0; d < n; d++)
-        if (src_of_dst[d] < 0 || src_of_dst[d] >= kv->n_seq)
-            return lrun_fail(LRUN_E_ARG, "KV cache: reorder: source %lld of sequence %lld out of range [0, %lld)",
-                             (long long)src_of_dst[d], (long long)d, (long long)kv->n_seq);
+    lrun_status st = lrun_reorder_check(src_of_dst, n, kv->n_seq);
+    if (st != LRUN_OK) return st;
     if (is_paged(kv->kind)) return lrun_kv_paged_reorder(kv, src_of_dst, n);
     /* quantized records: mover[d]: the source d takes by moving its record (no bytes), or -1;
      * otherwise d copies into fresh[d], the record of a sequence of [0, n) no
@@ -265,7 +261,7 @@ lrun_status lrun_kv_cache_reorder(lrun_kv_cache *kv, const int64_t *src_of_dst, 
     lrun_kv_seq *fresh = calloc(m, sizeof *fresh), *old = malloc(m * sizeof *old);
     int64_t *mover = malloc(m * sizeof *mover), *home = malloc(m * sizeof *home);
     char *taken = calloc(m, 1);
-    lrun_status st = LRUN_OK;
+    st = LRUN_OK;
     if (!fresh || !old || !mover || !home || !taken)
         st = lrun_fail_oom(m * (2 * sizeof *fresh + 2 * sizeof *mover + 1), 0, "KV cache: reorder bookkeeping");
     for (int64_t d = 0; st == LRUN_OK && d < n; d++) {

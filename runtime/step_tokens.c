@@ -23,3 +23,15 @@ lrun_status lrun_step_tokens_check(int64_t n_tokens, const int32_t *tokens, cons
     }
     return LRUN_OK;
 }
+
+lrun_status lrun_reorder_check(const int64_t *src_of_dst, int64_t n, int64_t n_seq)
+{
+    if (n < 0 || n > n_seq || (n > 0 && !src_of_dst))
+        return lrun_fail(LRUN_E_ARG, "KV cache: reorder of %lld sequences: need 0 <= n <= %lld and a source array",
+                         (long long)n, (long long)n_seq);
+    for (int64_t d = 0; d < n; d++)
+        if (src_of_dst[d] < 0 || src_of_dst[d] >= n_seq)
+            return lrun_fail(LRUN_E_ARG, "KV cache: reorder: source %lld of sequence %lld out of range [0, %lld)",
+                             (long long)src_of_dst[d], (long long)d, (long long)n_seq);
+    return LRUN_OK;
+}

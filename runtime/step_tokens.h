@@ -12,4 +12,9 @@ lrun_status lrun_step_tokens_check(int64_t n_tokens, const int32_t *tokens, cons
                                    const int8_t *want_logits, int64_t n_vocab, int64_t n_seq_max,
                                    int64_t *seq_count, int64_t *n_want);
 
+/* Checks a beam reordering's arguments (lrun_engine_seq_reorder): 0 <= n <=
+ * n_seq, a source array when n > 0, every source in [0, n_seq). LRUN_E_ARG
+ * naming the first bad one. */
+lrun_status lrun_reorder_check(const int64_t *src_of_dst, int64_t n, int64_t n_seq);
+
 #endif

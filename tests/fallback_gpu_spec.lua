@@ -11,7 +11,9 @@
 -- The budget is taken between the two measured peaks (printed), so the test
 -- follows the engine's real sizes rather than numbers written here.
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it.
+package.path = "./?.lua;" .. package.path
 local lrun = require("lrun")
+local with = require("tests.compare").with
 local lf = require("lrun.ffi")
 local C = lf.C
 local errors = require("lrun.errors")
@@ -34,12 +36,6 @@ local function seed_prompt(m)
   return p
 end
 
-local function with(t, extra)
-  local o = {}
-  for k, v in pairs(t) do o[k] = v end
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
 
 local function load(budget)
   return assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = 1024, gpu_budget = budget }))

@@ -22,12 +22,7 @@ local function seed_prompt()
   for i = 1, 1000 do p[i] = 259 + (i * 7) % 253 end
   return p
 end
-local function copy(t, extra)
-  local o = {}
-  for k, v in pairs(t) do o[k] = v end
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
+local copy = require("tests.compare").with
 
 -- Captures lrun.log lines while fn runs.
 local function logged(fn)

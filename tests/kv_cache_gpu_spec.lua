@@ -9,6 +9,9 @@
 --   lrun_engine_seq_fill_random builds long contexts for every kind.
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; `make test` skips it
 -- where no GPU is visible.
+package.path = "./?.lua;" .. package.path
+local compare = require("tests.compare")
+local same, rel_diff = compare.same, compare.rel_diff
 local lrun = require("lrun")
 local lf = require("lrun.ffi")
 local ffi = require("ffi")
@@ -49,21 +52,6 @@ local function script(engine, n_vocab)
   assert(C.lrun_engine_seq_truncate(engine, 1, 50) == C.LRUN_OK, lf.last_error())
   decode(6)
   return out
-end
-
-local function rel_diff(a, b)
-  local d, s = 0, 1e-30
-  for i = 1, #a do
-    d = math.max(d, math.abs(a[i] - b[i]))
-    s = math.max(s, math.abs(a[i]))
-  end
-  return d / s
-end
-
-local function same(a, b)
-  if #a ~= #b then return false end
-  for i = 1, #a do if a[i] ~= b[i] then return false end end
-  return true
 end
 
 local function stats(engine)

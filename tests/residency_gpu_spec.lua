@@ -24,6 +24,8 @@
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; `make test` runs it
 -- too, where every case is pending without a GPU.
 package.path = "./?.lua;" .. package.path
+local compare = require("tests.compare")
+local same, rel_diff = compare.same, compare.rel_diff
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
 local lrun = require("lrun")
@@ -74,22 +76,6 @@ local function run(m, prompt)
   local _, ids = assert(m:generate(prompt, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
   local logits = assert(m:logits(prompt))
   return ids, logits
-end
-
-local function same(a, b)
-  if #a ~= #b then return false end
-  for i = 1, #a do if a[i] ~= b[i] then return false end end
-  return true
-end
-
--- max |a - b| / max |a|, as test_stream_gpu's rel_diff
-local function rel_diff(a, b)
-  local d, s = 0, 1e-30
-  for i = 1, #a do
-    d = math.max(d, math.abs(a[i] - b[i]))
-    s = math.max(s, math.abs(a[i]))
-  end
-  return d / s
 end
 
 local function count(t) local n = 0; for _ in pairs(t) do n = n + 1 end; return n end

@@ -6,6 +6,8 @@
 -- files, unknown tensors; the engine's streaming statistics; the REPL and
 -- the command line.
 package.path = "./?.lua;" .. package.path
+local compare = require("tests.compare")
+local same = compare.same
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
 local lrun = require("lrun")
@@ -42,12 +44,6 @@ local function run(m, n)
   local _, ids = assert(m:generate(PROMPT, { max_new_tokens = n or 6 }))
   local logits = assert(m:logits(PROMPT))
   return ids, logits
-end
-
-local function same(a, b)
-  if #a ~= #b then return false end
-  for i = 1, #a do if a[i] ~= b[i] then return false end end
-  return true
 end
 
 local function load(path, opts)

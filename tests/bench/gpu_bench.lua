@@ -206,15 +206,5 @@ if hf_decode then
 end
 
 if opts.out then
-  local f = assert(io.open(opts.out, "w"))
-  for _, r in ipairs(rows) do
-    local parts = {}
-    for k, v in pairs(r) do
-      parts[#parts + 1] = string.format('"%s": %s', k, type(v) == "string" and ('"' .. v .. '"') or tostring(v))
-    end
-    table.sort(parts)
-    f:write("{" .. table.concat(parts, ", ") .. "}\n")
-  end
-  if ref_line ~= "" then f:write(ref_line) end
-  f:close()
+  require("tests.bench.json_lines").write(opts.out, rows, ref_line ~= "" and { (ref_line:gsub("\n$", "")) } or nil)
 end

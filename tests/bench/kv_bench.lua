@@ -195,16 +195,4 @@ for _, r in ipairs(rows) do
   end
 end
 
-if opts.out then
-  local f = assert(io.open(opts.out, "w"))
-  for _, r in ipairs(rows) do
-    local parts = {}
-    for k, v in pairs(r) do
-      parts[#parts + 1] = string.format('"%s": %s', k, type(v) == "string" and string.format("%q", v) or tostring(v))
-    end
-    table.sort(parts)
-    f:write("{" .. table.concat(parts, ", ") .. "}\n")
-  end
-  for _, line in ipairs(hf) do f:write(line .. "\n") end
-  f:close()
-end
+if opts.out then require("tests.bench.json_lines").write(opts.out, rows, hf) end
