@@ -51,10 +51,11 @@ struct cuda_kv {
     int staged;           /* either: attention reads two device slots, a layer each */
     int preallocated;     /* STATIC, OFFLOADED_STATIC: cap = n_ctx_max from init on */
     int64_t cap;          /* positions per sequence */
-    void *store;          /* (n_layer, 2, n_seq_max, cap) rows of kv_dim elements, or quantized records */
+    void **layers;        /* (n_layer) the store, a block per layer: (2, n_seq_max, cap) rows of kv_dim
+                           * elements (device, or pinned host when on_host), or quantized records */
     void *ring;           /* QUANTIZED: (n_layer, 2, n_seq_max, residual) exact rows, position p at row p % residual */
     void *slots;          /* staged: 2 x (2, n_seq_max, cap) rows on the device */
-    size_t store_bytes, ring_bytes, slot_bytes;
+    size_t layer_bytes, ring_bytes, slot_bytes;
     lrun_k_kv_quant q;    /* QUANTIZED: bits, group, residual, record bytes */
     int64_t *phys;        /* (n_seq_max) the physical sequence (plane row) of each sequence: beam
                            * reordering remaps these rather than moving positions */

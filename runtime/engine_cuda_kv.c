@@ -24,6 +24,7 @@
  * steps run eagerly (no CUDA graph): their copies follow the sequences'
  * lengths, which change every step. */
 #ifdef LRUN_WITH_CUDA
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -121,55 +122,62 @@ int lrun_cuda_kv_init_bytes(const lrun_cuda_engine *e, size_t *out)
 }
 
 // ---------------------------------------------------------------- memory
+/* The store is one block per layer (its keys plane, then its values plane),
+ * so a growth copies one layer at a time and holds at most one layer twice,
+ * rather than the whole cache twice. */
 
-/* The parts of a cache of one capacity, allocated together. */
-struct kv_parts {
-    void *store, *ring, *slots;
-    size_t store_bytes, ring_bytes, slot_bytes;
-};
-
-static void parts_release(lrun_cuda_engine *e, struct kv_parts *p)
+static int layer_size(const lrun_cuda_engine *e, int64_t cap, size_t *out)
 {
-    if (p->store) {
-        if (e->kv.on_host) lrun_host_release(LRUN_TIER_PINNED, p->store);
-        else lrun_device_release(e->device, p->store, p->store_bytes);
-    }
-    if (p->ring) lrun_device_release(e->device, p->ring, p->ring_bytes);
-    if (p->slots) lrun_device_release(e->device, p->slots, p->slot_bytes);
-    memset(p, 0, sizeof *p);
+    return planes_size(e, 2, cap, store_pos_bytes(e), out);
 }
 
-/* Allocates the store and slots for cap positions (and the ring when with_ring). */
-static lrun_status parts_alloc(lrun_cuda_engine *e, int64_t cap, int with_ring, struct kv_parts *p)
+static lrun_status layer_alloc(lrun_cuda_engine *e, size_t bytes, void **out)
 {
-    memset(p, 0, sizeof *p);
     const struct cuda_kv *kv = &e->kv;
-    if (!planes_size(e, 2 * e->n_layer, cap, store_pos_bytes(e), &p->store_bytes) ||
-        (kv->staged && !planes_size(e, 4, cap, row_bytes(e), &p->slot_bytes)) ||
-        (with_ring && !planes_size(e, 2 * e->n_layer, kv->q.residual, row_bytes(e), &p->ring_bytes)))
-        return lrun_fail_oom(SIZE_MAX, lrun_device_free_bytes(e->device), "engine on %s: a KV cache of %lld "
-                             "positions overflows size_t", e->device->name, (long long)cap);
-    lrun_status st = kv->on_host ? lrun_host_alloc(LRUN_TIER_PINNED, p->store_bytes, "offloaded KV cache", &p->store)
-                                 : lrun_device_alloc(e->device, p->store_bytes,
-                                                     kv->quantized ? "quantized KV cache (codes)" : "KV cache",
-                                                     &p->store);
-    if (st == LRUN_OK && p->slot_bytes) st = lrun_device_alloc(e->device, p->slot_bytes, "KV cache slots", &p->slots);
-    if (st == LRUN_OK && p->ring_bytes)
-        st = lrun_device_alloc(e->device, p->ring_bytes, "quantized KV cache (recent positions)", &p->ring);
-    if (st != LRUN_OK) parts_release(e, p);
-    return lrun_oom_phase(st, "cache");
+    return lrun_oom_phase(kv->on_host ? lrun_host_alloc(LRUN_TIER_PINNED, bytes, "offloaded KV cache", out)
+                                      : lrun_device_alloc(e->device, bytes,
+                                                          kv->quantized ? "quantized KV cache (codes)" : "KV cache",
+                                                          out),
+                          "cache");
 }
 
-/* Copies positions [0, n_pos) of every sequence from a store of src_cap
- * positions to one of dst_cap: one strided copy over all planes. */
-static lrun_status regrow_copy(lrun_cuda_engine *e, void *dst, int64_t dst_cap, const void *src, int64_t src_cap,
-                               int64_t n_pos)
+static void layer_release(lrun_cuda_engine *e, void *p, size_t bytes)
+{
+    if (!p) return;
+    if (e->kv.on_host) lrun_host_release(LRUN_TIER_PINNED, p);
+    else lrun_device_release(e->device, p, bytes);
+}
+
+static lrun_status device_part(lrun_cuda_engine *e, size_t bytes, const char *what, void **out)
+{
+    return lrun_oom_phase(lrun_device_alloc(e->device, bytes, what, out), "cache");
+}
+
+/* Positions [0, n_pos) of every sequence of one layer, from a block of
+ * src_cap positions per sequence to one of dst_cap: one strided copy, waited
+ * for (the old block is released next). */
+static lrun_status layer_copy(lrun_cuda_engine *e, void *dst, int64_t dst_cap, const void *src, int64_t src_cap,
+                              int64_t n_pos)
 {
     const size_t pb = store_pos_bytes(e);
-    return cuda_check(cudaMemcpy2DAsync(dst, (size_t)dst_cap * pb, src, (size_t)src_cap * pb, (size_t)n_pos * pb,
-                                        (size_t)(2 * e->n_layer) * (size_t)e->n_seq_max, cudaMemcpyDefault,
-                                        (cudaStream_t)e->stream),
-                      "KV cache growth", e->device);
+    TRY(cuda_check(cudaMemcpy2DAsync(dst, (size_t)dst_cap * pb, src, (size_t)src_cap * pb, (size_t)n_pos * pb,
+                                     2 * (size_t)e->n_seq_max, cudaMemcpyDefault, (cudaStream_t)e->stream),
+                   "KV cache growth", e->device));
+    return cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "KV cache growth", e->device);
+}
+
+static void release_all(lrun_cuda_engine *e)
+{
+    struct cuda_kv *kv = &e->kv;
+    for (int64_t l = 0; kv->layers && l < e->n_layer; l++) {
+        layer_release(e, kv->layers[l], kv->layer_bytes);
+        kv->layers[l] = NULL;
+    }
+    if (kv->ring) lrun_device_release(e->device, kv->ring, kv->ring_bytes);
+    if (kv->slots) lrun_device_release(e->device, kv->slots, kv->slot_bytes);
+    kv->ring = kv->slots = NULL;
+    kv->layer_bytes = kv->ring_bytes = kv->slot_bytes = 0;
+    kv->cap = 0;
 }
 
 static lrun_status events_init(lrun_cuda_engine *e)
@@ -177,7 +185,8 @@ static lrun_status events_init(lrun_cuda_engine *e)
     struct cuda_kv *kv = &e->kv;
     kv->phys = malloc((size_t)e->n_seq_max * sizeof *kv->phys);
     kv->q_lo = calloc((size_t)e->n_seq_max, sizeof *kv->q_lo);
-    if (!kv->phys || !kv->q_lo) return lrun_fail_oom(0, 0, "engine: KV cache bookkeeping");
+    kv->layers = calloc((size_t)e->n_layer, sizeof *kv->layers);
+    if (!kv->phys || !kv->q_lo || !kv->layers) return lrun_fail_oom(0, 0, "engine: KV cache bookkeeping");
     for (int64_t s = 0; s < e->n_seq_max; s++) kv->phys[s] = s;
     if (!kv->staged) return LRUN_OK;
     TRY(cuda_check(cudaStreamCreateWithFlags(&kv->side, cudaStreamNonBlocking), "KV cache side stream", e->device));
@@ -190,32 +199,54 @@ static lrun_status events_init(lrun_cuda_engine *e)
     if (kv->quantized) {
         const size_t b = 3 * (size_t)e->n_seq_max * sizeof(int32_t);
         TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, b, "KV fill table", (void **)&kv->h_fill), "cache"));
-        TRY(lrun_oom_phase(lrun_device_alloc(e->device, b, "KV fill table", (void **)&kv->d_fill), "cache"));
+        TRY(device_part(e, b, "KV fill table", (void **)&kv->d_fill));
     }
+    return LRUN_OK;
+}
+
+/* The parts besides the layers: slots (staged) and the ring (quantized, once). */
+static lrun_status side_parts_alloc(lrun_cuda_engine *e, int64_t cap, void **slots, size_t *slot_bytes, void **ring,
+                                    size_t *ring_bytes)
+{
+    const struct cuda_kv *kv = &e->kv;
+    *slots = *ring = NULL;
+    *slot_bytes = *ring_bytes = 0;
+    if (kv->staged && !planes_size(e, 4, cap, row_bytes(e), slot_bytes)) return LRUN_E_OOM;
+    if (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.residual, row_bytes(e), ring_bytes))
+        return LRUN_E_OOM;
+    lrun_status st = *slot_bytes ? device_part(e, *slot_bytes, "KV cache slots", slots) : LRUN_OK;
+    if (st == LRUN_OK && *ring_bytes) st = device_part(e, *ring_bytes, "quantized KV cache (recent positions)", ring);
+    if (st != LRUN_OK && *slots) lrun_device_release(e->device, *slots, *slot_bytes), *slots = NULL;
+    return st;
+}
+
+/* Every layer at cap, for a cache that holds nothing (init, or growth from empty). */
+static lrun_status layers_alloc_empty(lrun_cuda_engine *e, int64_t cap, size_t bytes)
+{
+    struct cuda_kv *kv = &e->kv;
+    for (int64_t l = 0; l < e->n_layer; l++) {
+        lrun_status st = layer_alloc(e, bytes, &kv->layers[l]);
+        if (st != LRUN_OK) {
+            for (int64_t j = 0; j < l; j++) layer_release(e, kv->layers[j], bytes), kv->layers[j] = NULL;
+            return st;
+        }
+    }
+    kv->cap = cap;
+    kv->layer_bytes = bytes;
     return LRUN_OK;
 }
 
 lrun_status lrun_cuda_kv_init(lrun_cuda_engine *e)
 {
     TRY(events_init(e));
-    if (!e->kv.preallocated) return LRUN_OK;
-    struct kv_parts p;
-    TRY(parts_alloc(e, e->n_ctx_max, 0, &p));
     struct cuda_kv *kv = &e->kv;
-    kv->store = p.store, kv->store_bytes = p.store_bytes;
-    kv->slots = p.slots, kv->slot_bytes = p.slot_bytes;
-    kv->cap = e->n_ctx_max;
-    return LRUN_OK;
-}
-
-static void release_all(lrun_cuda_engine *e)
-{
-    struct cuda_kv *kv = &e->kv;
-    struct kv_parts p = {kv->store, kv->ring, kv->slots, kv->store_bytes, kv->ring_bytes, kv->slot_bytes};
-    parts_release(e, &p);
-    kv->store = kv->ring = kv->slots = NULL;
-    kv->store_bytes = kv->ring_bytes = kv->slot_bytes = 0;
-    kv->cap = 0;
+    if (!kv->preallocated) return LRUN_OK;
+    size_t bytes;
+    if (!layer_size(e, e->n_ctx_max, &bytes))
+        return lrun_fail_oom(SIZE_MAX, 0, "engine: a KV cache of %lld positions overflows size_t",
+                             (long long)e->n_ctx_max);
+    TRY(side_parts_alloc(e, e->n_ctx_max, &kv->slots, &kv->slot_bytes, &kv->ring, &kv->ring_bytes));
+    return layers_alloc_empty(e, e->n_ctx_max, bytes);
 }
 
 void lrun_cuda_kv_free(lrun_cuda_engine *e)
@@ -232,18 +263,41 @@ void lrun_cuda_kv_free(lrun_cuda_engine *e)
     free(kv->chunk_end);
     free(kv->q_lo);
     free(kv->phys);
+    free(kv->layers);
     memset(kv, 0, sizeof *kv);
 }
 
 size_t lrun_cuda_kv_device_bytes(const lrun_cuda_engine *e)
 {
     const struct cuda_kv *kv = &e->kv;
-    return (kv->on_host ? 0 : kv->store_bytes) + kv->ring_bytes + kv->slot_bytes;
+    return (kv->on_host ? 0 : (size_t)e->n_layer * kv->layer_bytes) + kv->ring_bytes + kv->slot_bytes;
+}
+
+/* Moves layers [0, n_done) back from cap new_cap to the old capacity after
+ * a growth failed at layer n_done; 0 when a block could not be had, and the
+ * cache must then be emptied. */
+static int layers_roll_back(lrun_cuda_engine *e, int64_t n_done, int64_t new_cap, size_t new_bytes, int64_t len)
+{
+    struct cuda_kv *kv = &e->kv;
+    for (int64_t l = 0; l < n_done; l++) {
+        void *old;
+        if (layer_alloc(e, kv->layer_bytes, &old) != LRUN_OK) return 0;
+        if (layer_copy(e, old, kv->cap, kv->layers[l], new_cap, len) != LRUN_OK) {
+            layer_release(e, old, kv->layer_bytes);
+            return 0;
+        }
+        layer_release(e, kv->layers[l], new_bytes);
+        kv->layers[l] = old;
+    }
+    return 1;
 }
 
 /* Grows a cache that is not preallocated so every sequence has room for
- * need positions: doubles the capacity, copies what is stored, then releases
- * the old parts. On failure the cache is unchanged. */
+ * need positions: doubles the capacity, then per layer takes a new block,
+ * copies what is stored and releases the old one. Before anything moves it
+ * checks that the walk fits the device budget (it holds at most one layer
+ * twice), so an OOM changes nothing; were a block refused anyway (the
+ * device itself out of memory), the layers already grown move back. */
 lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
 {
     struct cuda_kv *kv = &e->kv;
@@ -251,37 +305,72 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
     int64_t cap = kv->cap > 0 ? kv->cap : min64(KV_MIN_CAP, e->n_ctx_max);
     while (cap < need) cap *= 2;
     cap = min64(cap, e->n_ctx_max);
-    struct kv_parts p;
-    lrun_status st = parts_alloc(e, cap, kv->quantized && !kv->ring, &p);
-    if (st != LRUN_OK)
-        return lrun_fail_context(st, "KV cache: growing to %lld positions per sequence", (long long)cap);
+    size_t new_bytes, slot_bytes = 0, ring_bytes = 0, walk = 0;
+    if (!layer_size(e, cap, &new_bytes) || (kv->staged && !planes_size(e, 4, cap, row_bytes(e), &slot_bytes)) ||
+        (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.residual, row_bytes(e), &ring_bytes)))
+        return lrun_fail_oom(SIZE_MAX, lrun_device_free_bytes(e->device), "KV cache: %lld positions per sequence "
+                             "overflow size_t", (long long)cap);
+    /* device bytes the walk adds at its highest: every layer grown but the
+     * last, whose old and new blocks are both held, and the new slots */
+    const size_t grow = kv->on_host ? 0 : (size_t)e->n_layer * (new_bytes - kv->layer_bytes) + kv->layer_bytes;
+    const size_t free_b = lrun_device_free_bytes(e->device);
+    if (!lrun_size_add(grow, slot_bytes, &walk) || !lrun_size_add(walk, ring_bytes, &walk) || walk > free_b) {
+        char a[32], b[32];
+        return lrun_oom_phase(lrun_fail_oom(walk, free_b, "KV cache: growing to %lld positions per sequence needs %s "
+                                            "more on %s, %s free", (long long)cap,
+                                            lrun_format_bytes(walk, a, sizeof a), e->device->name,
+                                            lrun_format_bytes(free_b, b, sizeof b)),
+                              "cache");
+    }
+    void *slots, *ring;
+    lrun_status st = side_parts_alloc(e, cap, &slots, &slot_bytes, &ring, &ring_bytes);
+    if (st != LRUN_OK) return lrun_fail_context(st, "KV cache: growing to %lld positions per sequence", (long long)cap);
     int64_t len = 0;
     for (int64_t s = 0; s < e->n_seq_max; s++) len = e->seq_len[s] > len ? e->seq_len[s] : len;
-    if (kv->store && len > 0) st = regrow_copy(e, p.store, cap, kv->store, kv->cap, len);
-    if (st == LRUN_OK) st = cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "KV cache growth", e->device);
-    if (st != LRUN_OK) {
-        parts_release(e, &p);
-        return st;
+    if (!kv->layers[0]) {
+        st = layers_alloc_empty(e, cap, new_bytes);
+    } else {
+        int64_t l = 0;
+        for (; l < e->n_layer && st == LRUN_OK; l++) {
+            void *grown;
+            st = layer_alloc(e, new_bytes, &grown);
+            if (st == LRUN_OK && len > 0) st = layer_copy(e, grown, cap, kv->layers[l], kv->cap, len);
+            if (st != LRUN_OK) {
+                layer_release(e, grown, new_bytes);
+                break;
+            }
+            layer_release(e, kv->layers[l], kv->layer_bytes);
+            kv->layers[l] = grown;
+        }
+        if (st != LRUN_OK && !layers_roll_back(e, l, cap, new_bytes, len)) {
+            /* neither size can be had for every layer: what is stored is lost, said plainly */
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", lrun_last_error());
+            for (int64_t j = 0; j < l; j++) layer_release(e, kv->layers[j], new_bytes), kv->layers[j] = NULL;
+            release_all(e);
+            memset(e->seq_len, 0, (size_t)e->n_seq_max * sizeof *e->seq_len);
+            if (slots) lrun_device_release(e->device, slots, slot_bytes);
+            if (ring) lrun_device_release(e->device, ring, ring_bytes);
+            return lrun_fail(st, "KV cache: growing failed at layer %lld and the old size could not be restored, "
+                             "so every sequence was emptied: %s", (long long)l, msg);
+        }
+        if (st == LRUN_OK) kv->cap = cap, kv->layer_bytes = new_bytes;
     }
-    void *ring = kv->ring;
-    size_t ring_bytes = kv->ring_bytes;
-    kv->ring = NULL, kv->ring_bytes = 0; /* kept across growth: its rows do not depend on cap */
-    release_all(e);
-    kv->store = p.store, kv->store_bytes = p.store_bytes;
-    kv->slots = p.slots, kv->slot_bytes = p.slot_bytes;
-    kv->ring = ring ? ring : p.ring, kv->ring_bytes = ring ? ring_bytes : p.ring_bytes;
-    kv->cap = cap;
+    if (st != LRUN_OK) {
+        if (slots) lrun_device_release(e->device, slots, slot_bytes);
+        if (ring) lrun_device_release(e->device, ring, ring_bytes);
+        return lrun_fail_context(st, "KV cache: growing to %lld positions per sequence", (long long)cap);
+    }
+    if (kv->slots) lrun_device_release(e->device, kv->slots, kv->slot_bytes); /* contents not kept */
+    kv->slots = slots, kv->slot_bytes = slot_bytes;
+    if (ring) kv->ring = ring, kv->ring_bytes = ring_bytes;
     return LRUN_OK;
 }
 
 // ---------------------------------------------------------------- a chunk, layer by layer
 
 /* Device pointers of layer l's planes in the store (keys; values follow a plane later). */
-static char *store_keys(const lrun_cuda_engine *e, int64_t l)
-{
-    const size_t plane = (size_t)e->n_seq_max * (size_t)e->kv.cap * store_pos_bytes(e);
-    return (char *)e->kv.store + (size_t)(2 * l) * plane;
-}
+static char *store_keys(const lrun_cuda_engine *e, int64_t l) { return e->kv.layers[l]; }
 
 static char *ring_keys(const lrun_cuda_engine *e, int64_t l)
 {
@@ -420,7 +509,7 @@ lrun_status lrun_cuda_kv_truncate(lrun_cuda_engine *e, int64_t seq, int64_t len)
 {
     struct cuda_kv *kv = &e->kv;
     if (kv->q_lo[kv->phys[seq]] > len) kv->q_lo[kv->phys[seq]] = len;
-    if (kv->preallocated || !kv->store) return LRUN_OK;
+    if (kv->preallocated || !kv->layers[0]) return LRUN_OK;
     /* a cache that holds nothing gives its memory back */
     for (int64_t s = 0; s < e->n_seq_max; s++)
         if (e->seq_len[s] > 0) return LRUN_OK;
@@ -450,7 +539,8 @@ static lrun_status copy_phys(lrun_cuda_engine *e, int64_t dst, int64_t src, int6
     struct cuda_kv *kv = &e->kv;
     if (n > 0) {
         TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
-        TRY(copy_seq(e, kv->store, 2 * e->n_layer, kv->cap, store_pos_bytes(e), n, dst, src));
+        for (int64_t l = 0; l < e->n_layer; l++)
+            TRY(copy_seq(e, kv->layers[l], 2, kv->cap, store_pos_bytes(e), n, dst, src));
         if (kv->quantized) {
             const int64_t rows = n < kv->q.residual ? n : kv->q.residual;
             TRY(copy_seq(e, kv->ring, 2 * e->n_layer, kv->q.residual, row_bytes(e), rows, dst, src));
