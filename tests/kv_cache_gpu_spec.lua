@@ -48,6 +48,10 @@ local function script(engine, n_vocab)
     for i = 1, k do step({ 500 + i, 700 + i, 900 + i }, { 0, 1, 2 }) end
   end
   decode(12)
+  -- 150 more prompt tokens for sequence 0: the cache grows from 256 positions with what it holds
+  local t, q = {}, {}
+  for i = 1, 150 do t[i], q[i] = 300 + (i * 53) % 20000, 0 end
+  step(t, q)
   assert(C.lrun_engine_seq_copy(engine, 2, 0) == C.LRUN_OK, lf.last_error())
   assert(C.lrun_engine_seq_truncate(engine, 1, 50) == C.LRUN_OK, lf.last_error())
   decode(6)
@@ -83,7 +87,7 @@ describe("KV cache kinds on cuda", function()
       if impl:match("offloaded") then
         -- two slots of one layer each: (2 slots) x (keys, values) x n_seq x cap x kv_dim x f16
         local kv_dim = tonumber(info.n_head_kv) * tonumber(info.head_dim)
-        local cap = impl == "offloaded_static" and N_CTX or 256
+        local cap = impl == "offloaded_static" and N_CTX or 512 -- grown from 256
         assert.are.equal(2 * 2 * N_SEQ * cap * kv_dim * 2, tonumber(s.kv_bytes))
         assert.is_true(tonumber(s.kv_bytes_moved) > 0)
         print(string.format("# %s: device KV %.1f MB, %.1f MB moved host <-> device", impl,
@@ -166,6 +170,29 @@ describe("KV cache kinds on cuda", function()
       local per_pos = 2 * tonumber(info.n_layer) * (impl == "quantized" and kv_dim + kv_dim / 64 * 8 or kv_dim * 2)
       assert.are.equal((lens[2] + lens[3]) * per_pos, copied)
       assert.is_true(copied > 0)
+    end)
+  end
+
+  for _, impl in ipairs({ "dynamic", "quantized" }) do
+    it(impl .. ": a growth holds one layer twice at most", function()
+      local e = assert(m:engine({ n_seq = 1, n_batch = N_BATCH, cache_implementation = impl }))
+      local dev = C.lrun_model_device(m.handle)
+      assert(C.lrun_engine_seq_truncate(e, 0, 0) == C.LRUN_OK)
+      assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e, 0, 200, 3), lf.last_error()) -- 256 positions
+      local before = tonumber(stats(e).kv_bytes)
+      C.lrun_device_reset_peak(dev)
+      assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e, 0, 100, 4), lf.last_error()) -- grows to 512
+      local after = tonumber(stats(e).kv_bytes)
+      local extra = tonumber(C.lrun_device_peak(dev)) - tonumber(C.lrun_device_used(dev))
+      -- one layer of the store at 256 positions (f16 rows, or int8 records), plus for
+      -- quantized the old slots (4 planes of 256 rows), released once the new ones are in
+      local kv_dim = tonumber(info.n_head_kv) * tonumber(info.head_dim)
+      local layer = impl == "quantized" and 2 * 256 * (kv_dim + kv_dim / 64 * 8) + 4 * 256 * kv_dim * 2
+        or 2 * 256 * kv_dim * 2
+      print(string.format("# %s: KV %.2f -> %.2f MB; the growth held %.2f MB more at its peak (allowed %.2f MB)", impl,
+        before / 1e6, after / 1e6, extra / 1e6, layer / 1e6))
+      assert.is_true(after > before)
+      assert.is_true(extra <= layer, "peak above one layer held twice")
     end)
   end
 
