@@ -175,7 +175,8 @@ describe("KV cache kinds on cuda", function()
 
   for _, impl in ipairs({ "dynamic", "quantized" }) do
     it(impl .. ": a growth holds one layer twice at most", function()
-      local e = assert(m:engine({ n_seq = 1, n_batch = N_BATCH, cache_implementation = impl }))
+      -- a batch size of its own: a fresh engine of one sequence, not one kept from the tests above
+      local e = assert(m:engine({ n_seq = 1, n_batch = 32, cache_implementation = impl }))
       local dev = C.lrun_model_device(m.handle)
       assert(C.lrun_engine_seq_truncate(e, 0, 0) == C.LRUN_OK)
       assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e, 0, 200, 3), lf.last_error()) -- 256 positions
