@@ -354,7 +354,7 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
                        (long long)e->n_ctx_max);
     if (st == LRUN_OK) {
         size_t hb = e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float);
-        st = lrun_host_alloc(LRUN_TIER_PINNED, hb, "engine staging", &e->h_table_base);
+        st = lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, hb, "engine staging", &e->h_table_base), "scratch");
         if (st == LRUN_OK) {
             table_at(&e->h_table, e->h_table_base, e->n_batch_max);
             e->h_logits = (float *)((char *)e->h_table_base + e->table_bytes);

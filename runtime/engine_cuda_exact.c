@@ -124,14 +124,14 @@ static lrun_status exact_alloc(lrun_cuda_engine *e, struct cuda_exact *x)
     size_t a, b, c, d;
     x->max_k = exact_max_k(e);
     x->d_bytes = exact_layout(e, &a, &b, &c, &d);
-    TRY(lrun_device_alloc(e->device, x->d_bytes, "exact-path scratch", &x->d_base));
+    TRY(lrun_oom_phase(lrun_device_alloc(e->device, x->d_bytes, "exact-path scratch", &x->d_base), "scratch"));
     char *p = x->d_base;
     x->xq = (int8_t *)p;
     x->xd = (float *)(p + a);
     x->xs = (float *)(p + a + b);
     x->cs = (float *)(p + a + 2 * b);
     x->n_valid = (int32_t *)(p + a + 2 * b + c);
-    TRY(lrun_host_alloc(LRUN_TIER_PINNED, c + d, "exact-path staging", &x->h_base));
+    TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, c + d, "exact-path staging", &x->h_base), "scratch"));
     x->h_cs = x->h_base;
     x->h_valid = (int32_t *)((char *)x->h_base + c);
     if (e->model->rope_freqs) {

@@ -245,7 +245,9 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
 {
     struct cuda_offload *o = e->offload;
     const int64_t B = e->n_batch_max;
-    if (o->device_bytes) TRY(lrun_device_alloc(e->device, o->device_bytes, "streaming slots", (void **)&o->device_block));
+    if (o->device_bytes) /* the slots weights stream through: a weights allocation */
+        TRY(lrun_oom_phase(lrun_device_alloc(e->device, o->device_bytes, "streaming slots", (void **)&o->device_block),
+                           "weights"));
     o->slots = o->device_block;
     TRY(cuda_check(cudaStreamCreateWithFlags(&o->copy_stream, cudaStreamNonBlocking), "creating the copy stream",
                    e->device));

@@ -45,8 +45,9 @@ const char *lrun_status_name(lrun_status status);
 size_t lrun_last_oom_requested(void);
 size_t lrun_last_oom_free(void);
 /* What was being allocated at the last LRUN_E_OOM on this thread: "load"
- * (weights while a model loads), "weights" (a residency move), "scratch"
- * (engine scratch), "cache" (KV cache storage or its device slots, at
+ * (weights while a model loads), "weights" (a residency move, or the
+ * slots streamed weights pass through), "scratch" (engine scratch and its
+ * pinned staging), "cache" (KV cache storage or its device slots, at
  * engine init or while a step grows it), or "unknown". */
 const char *lrun_last_oom_phase(void);
 

@@ -224,7 +224,7 @@ lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model,
     }
     char what[96];
     snprintf(what, sizeof what, "weight streaming slots (%lld x ring, k = %d, + head)", (long long)ws->n_ring, k);
-    lrun_status st = lrun_device_alloc(ws->device, total, what, &ws->memory);
+    lrun_status st = lrun_oom_phase(lrun_device_alloc(ws->device, total, what, &ws->memory), "weights");
     if (st != LRUN_OK) {
         lrun_weight_stream_free(ws);
         return st;
