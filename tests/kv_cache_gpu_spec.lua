@@ -173,6 +173,47 @@ describe("KV cache kinds on cuda", function()
     end)
   end
 
+  it("offloaded with numerics = \"exact\" gives the CPU engine's logits bit for bit", function()
+    -- the exact path's kernels read the offloaded slots as they read a resident cache
+    local cpu = assert(lrun.load(path, { device = "cpu", progress = false, n_ctx = N_CTX }))
+    local want = script(assert(cpu:engine({ n_seq = N_SEQ, n_batch = N_BATCH, cache_implementation = "dynamic" })),
+      cpu.n_vocab)
+    cpu:free()
+    local gx = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = N_CTX, numerics = "exact" }))
+    local got = script(assert(gx:engine({ n_seq = N_SEQ, n_batch = N_BATCH, cache_implementation = "offloaded" })),
+      gx.n_vocab)
+    gx:free()
+    assert.are.equal(#want, #got)
+    assert.is_true(same(want, got), "rel diff " .. rel_diff(want, got))
+  end)
+
+  for _, impl in ipairs({ "offloaded", "quantized" }) do
+    it(impl .. ": a growth past the budget is an OOM of phase cache that changes nothing", function()
+      local one = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = N_CTX }))
+      local dev = C.lrun_model_device(one.handle)
+      local e = assert(one:engine({ n_seq = 1, n_batch = N_BATCH, cache_implementation = impl }))
+      assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e, 0, 250, 5), lf.last_error()) -- cap 256
+      local used = tonumber(C.lrun_device_used(dev))
+      one:free()
+      -- the same again under a budget of what that took plus 4 KiB: growing to 512 cannot fit
+      local m2 = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = N_CTX, gpu_budget = used + 4096 }))
+      local e2 = assert(m2:engine({ n_seq = 1, n_batch = N_BATCH, cache_implementation = impl }))
+      assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e2, 0, 250, 5), lf.last_error())
+      local before = tonumber(C.lrun_device_used(C.lrun_model_device(m2.handle)))
+      assert.are.equal(C.LRUN_E_OOM, C.lrun_engine_seq_fill_random(e2, 0, 10, 6))
+      assert.are.equal("cache", ffi.string(C.lrun_last_oom_phase()))
+      assert.matches("out of memory", lf.last_error())
+      assert.are.equal(250, tonumber(C.lrun_engine_seq_len(e2, 0)))
+      assert.are.equal(before, tonumber(C.lrun_device_used(C.lrun_model_device(m2.handle))))
+      -- still usable: a step within the capacity
+      local lg = ffi.new("float[?]", m2.n_vocab)
+      local no = ffi.new("int64_t[1]")
+      assert.are.equal(C.LRUN_OK, C.lrun_engine_step(e2, 1, ffi.new("int32_t[1]", { 42 }), ffi.new("int32_t[1]", { 0 }),
+        nil, lg, 1, no), lf.last_error())
+      m2:free()
+    end)
+  end
+
   for _, impl in ipairs({ "dynamic", "quantized" }) do
     it(impl .. ": a growth holds one layer twice at most", function()
       -- a batch size of its own: a fresh engine of one sequence, not one kept from the tests above
