@@ -96,6 +96,8 @@ describe("the seed scenario (32-layer tiny model, 26 MiB budget)", function()
       assert.is_true(stats.fallbacks[1].fired)
       assert.matches("fallback offload_kv fired: out of memory on cpu %(cache phase", lines[1])
       assert.matches("dynamic %-> offloaded", lines[1])
+      -- the timings are the successful attempt's; the failed one is counted apart
+      assert.is_true(stats.failed_seconds > 0 and stats.prompt_seconds > 0)
     else
       -- a build without the offloaded cache: both decline, saying why
       local err = ids

@@ -452,7 +452,8 @@ end
 -- @tparam[opt=1] int level of the user's call above this function, for errors
 -- @treturn[1] string|{string,...} new text
 -- @treturn[1] {int,...}|{{int,...},...} new ids (end-of-generation tokens excluded)
--- @treturn[1] table stats {n_prompt, n_generated, prompt_seconds, generate_seconds, stop_reason, seed, …}
+-- @treturn[1] table stats {n_prompt, n_generated, prompt_seconds, generate_seconds, stop_reason, seed, …;
+--   with on_oom: fallbacks, and failed_seconds (the attempts that ran out of memory)}
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.generate(model, prompt, opts, level)
@@ -497,7 +498,15 @@ function M.generate(model, prompt, opts, level)
     config.rows = #prompts * (opts.num_beams > 1 and opts.num_beams or opts.num_return_sequences)
     local log = {}
     local placed = nil
+    local attempts = 0
     results, err = require("lrun.resilient").run(function(cfg)
+      -- the timings are the attempt that answers; the ones that ran out of
+      -- memory before it are summed in failed_seconds
+      attempts = attempts + 1
+      if attempts > 1 then
+        stats.failed_seconds = (stats.failed_seconds or 0) + stats.prompt_seconds + stats.generate_seconds
+        stats.prompt_seconds, stats.generate_seconds = 0, 0
+      end
       local o = {}
       for k, v in pairs(cfg) do if k ~= "model" and k ~= "rows" and k ~= "place" then o[k] = v end end
       if cfg.place and cfg.place ~= placed then
