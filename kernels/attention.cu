@@ -12,23 +12,212 @@ template <int KV> static __device__ __forceinline__ float kv_at(const void *base
 
 // ---------------------------------------------------------------- splits
 
+/* The end of a job: with one split the normalized output, else (m, l,
+ * acc[head_dim]) into part for attn_merge. acc(j, d) gives the sum of dim
+ * d = threadIdx.x + j * LRUN_K_ATTN_THREADS (j < 4: head_dim <= 512). */
+template <typename Acc>
+static __device__ __forceinline__ void job_finish(int64_t job, int64_t th, int64_t head_dim, int64_t n_split, float m,
+                                                  float l, Acc acc, float *__restrict__ out, float *__restrict__ part)
+{
+    const int tid = threadIdx.x;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f; /* n_kv 0: zeros */
+    float *pp = part + job * (head_dim + 2);
+    if (n_split > 1 && tid == 0) pp[0] = m, pp[1] = l;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
+        if (d >= head_dim) break;
+        if (n_split == 1) out[th * head_dim + d] = acc(j, d) * inv;
+        else pp[2 + d] = acc(j, d);
+    }
+}
+
+/* One job, positions [t0, t1) of token tok's head h, scalar: one warp per
+ * position, lanes over head_dim with element loads. Any head_dim and
+ * alignment. sh holds head_dim + LRUN_K_ATTN_TILE + 32 floats. */
+template <int KV>
+static __device__ __forceinline__ void job_scalar(const float *__restrict__ q, const void *__restrict__ ck,
+                                                  const void *__restrict__ cv, int64_t kb, int64_t vb, int64_t t0,
+                                                  int64_t t1, int64_t job, int64_t th, int64_t head_dim,
+                                                  int64_t stride, int64_t n_split, float scale, float *__restrict__ out,
+                                                  float *__restrict__ part, float *sh)
+{
+    float *qs = sh;                          /* (head_dim) q * scale */
+    float *ps = sh + head_dim;               /* (TILE) scores, then e^(s - m) */
+    float *scratch = ps + LRUN_K_ATTN_TILE;  /* (32) block reductions */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int nwarps = LRUN_K_ATTN_THREADS / 32;
+    for (int64_t d = tid; d < head_dim; d += LRUN_K_ATTN_THREADS) qs[d] = q[th * head_dim + d] * scale;
+    __syncthreads();
+
+    float m = -INFINITY, l = 0.0f, acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t tile = t0; tile < t1; tile += LRUN_K_ATTN_TILE) {
+        const int len = (int)(t1 - tile < LRUN_K_ATTN_TILE ? t1 - tile : LRUN_K_ATTN_TILE);
+        for (int p = warp; p < len; p += nwarps) {
+            const int64_t kr = kb + (tile + p) * stride;
+            float dot = 0.0f;
+            for (int64_t d = lane; d < head_dim; d += 32) dot = fmaf(qs[d], kv_at<KV>(ck, kr + d), dot);
+            dot = lrun_k_warp_sum(dot);
+            if (lane == 0) ps[p] = dot;
+        }
+        __syncthreads();
+        float tm = -INFINITY;
+        for (int p = tid; p < len; p += LRUN_K_ATTN_THREADS) tm = fmaxf(tm, ps[p]);
+        tm = lrun_k_block_reduce<LRUN_K_ATTN_THREADS, 1>(tm, scratch);
+        const float mn = fmaxf(m, tm);
+        const float corr = m == -INFINITY ? 0.0f : expf(m - mn); /* rescales what earlier tiles summed */
+        float ts = 0.0f;
+        for (int p = tid; p < len; p += LRUN_K_ATTN_THREADS) {
+            const float e = expf(ps[p] - mn);
+            ps[p] = e;
+            ts += e;
+        }
+        ts = lrun_k_block_reduce<LRUN_K_ATTN_THREADS, 0>(ts, scratch); /* also publishes ps */
+        l = l * corr + ts;
+        m = mn;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
+            if (d < head_dim) {
+                const int64_t vr = vb + tile * stride + d;
+                float a = acc[j] * corr;
+#pragma unroll 4
+                for (int p = 0; p < len; p++) a = fmaf(ps[p], kv_at<KV>(cv, vr + p * stride), a);
+                acc[j] = a;
+            }
+        }
+        __syncthreads(); /* ps is rewritten by the next tile */
+    }
+
+    job_finish(job, th, head_dim, n_split, m, l, [&](int j, int64_t) { return acc[j]; }, out, part);
+}
+
+/* 16 bytes of a cache row as E = 8 (f16) or 4 (f32) floats. */
+template <int KV> static __device__ __forceinline__ void kv_unpack(uint4 w, float *f)
+{
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (KV == LRUN_DTYPE_F16) {
+            const float2 two = __half22float2(*(const __half2 *)&u[i]);
+            f[2 * i] = two.x, f[2 * i + 1] = two.y;
+        } else {
+            f[i] = __uint_as_float(u[i]);
+        }
+    }
+}
+
+/* One job, positions [t0, t1), vectorized: a row of head_dim elements is read
+ * by `lanes` = head_dim / E lanes with one 16-byte load each, so a warp
+ * scores 32 / lanes positions at once with a reduction of log2(lanes)
+ * shuffles. Each group of lanes keeps its own online softmax (m, l, acc)
+ * over LRUN_K_ATTN_VEC_UNROLL positions per step, their K and V rows loaded
+ * before any is used (many loads in flight per thread, no block barrier per
+ * step); the groups are merged in shared memory at the end, in group order.
+ * Needs head_dim = lanes * E with lanes a power of two <= 32 and kb, vb,
+ * stride multiples of E on 16-byte aligned caches (the caller checks). sh
+ * holds LRUN_K_ATTN_VEC_SMEM floats. */
+template <int KV>
+static __device__ __forceinline__ void job_vec(const float *__restrict__ q, const void *__restrict__ ck,
+                                               const void *__restrict__ cv, int64_t kb, int64_t vb, int64_t t0,
+                                               int64_t t1, int64_t job, int64_t th, int64_t head_dim, int64_t stride,
+                                               int64_t n_split, float scale, int lanes, float *__restrict__ out,
+                                               float *__restrict__ part, float *sh)
+{
+    constexpr int E = KV == LRUN_DTYPE_F16 ? 8 : 4, U = LRUN_K_ATTN_VEC_UNROLL;
+    constexpr int64_t ES = KV == LRUN_DTYPE_F16 ? 2 : 4;
+    const int tid = threadIdx.x, g = tid / lanes, sub = tid % lanes, ng = LRUN_K_ATTN_THREADS / lanes;
+    float *gm = sh, *gl = gm + LRUN_K_ATTN_THREADS, *gw = gl + LRUN_K_ATTN_THREADS; /* per group m, l, weight */
+    float *gacc = gw + LRUN_K_ATTN_THREADS;                                         /* (ng, head_dim) */
+    float qr[E], acc[E];
+#pragma unroll
+    for (int i = 0; i < E; i++) qr[i] = q[th * head_dim + sub * E + i] * scale, acc[i] = 0.0f;
+    const uint8_t *kp = (const uint8_t *)ck + (kb + sub * E) * ES, *vp = (const uint8_t *)cv + (vb + sub * E) * ES;
+    const int64_t row = stride * ES;
+    float m = -INFINITY, l = 0.0f;
+    /* every lane runs every step (the shuffles need the whole warp); a
+     * group's positions past t1 are masked */
+    for (int64_t base = t0; base < t1; base += (int64_t)ng * U) {
+        const int64_t t = base + (int64_t)g * U;
+        uint4 kw[U], vw[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (t + u < t1) {
+                kw[u] = lrun_k_ld128_stream(kp + (t + u) * row);
+                vw[u] = lrun_k_ld128_stream(vp + (t + u) * row);
+            } else {
+                kw[u] = vw[u] = make_uint4(0, 0, 0, 0);
+            }
+        }
+        float sc[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            float f[E], dot = 0.0f;
+            kv_unpack<KV>(kw[u], f);
+#pragma unroll
+            for (int i = 0; i < E; i++) dot = fmaf(qr[i], f[i], dot);
+            sc[u] = dot;
+        }
+        for (int o = lanes >> 1; o > 0; o >>= 1)
+#pragma unroll
+            for (int u = 0; u < U; u++) sc[u] += __shfl_xor_sync(0xffffffffu, sc[u], o);
+        float mx = m;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            sc[u] = t + u < t1 ? sc[u] : -INFINITY;
+            mx = fmaxf(mx, sc[u]);
+        }
+        if (mx == -INFINITY) continue; /* nothing of this group's here yet */
+        const float corr = m == -INFINITY ? 0.0f : expf(m - mx); /* rescales what earlier steps summed */
+        l *= corr;
+#pragma unroll
+        for (int i = 0; i < E; i++) acc[i] *= corr;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const float e = t + u < t1 ? expf(sc[u] - mx) : 0.0f;
+            float f[E];
+            kv_unpack<KV>(vw[u], f);
+            l += e;
+#pragma unroll
+            for (int i = 0; i < E; i++) acc[i] = fmaf(e, f[i], acc[i]);
+        }
+        m = mx;
+    }
+    if (sub == 0) gm[g] = m, gl[g] = l;
+#pragma unroll
+    for (int i = 0; i < E; i++) gacc[g * head_dim + sub * E + i] = acc[i];
+    __syncthreads();
+    float mall = -INFINITY;
+    for (int k = 0; k < ng; k++)
+        if (gl[k] > 0.0f) mall = fmaxf(mall, gm[k]);
+    if (tid < ng) gw[tid] = gl[tid] > 0.0f ? expf(gm[tid] - mall) : 0.0f;
+    __syncthreads();
+    float lall = 0.0f;
+    for (int k = 0; k < ng; k++) lall = fmaf(gl[k], gw[k], lall);
+    job_finish(job, th, head_dim, n_split, mall, lall,
+               [&](int, int64_t d) {
+                   float a = 0.0f;
+                   for (int k = 0; k < ng; k++) a = fmaf(gacc[k * head_dim + d], gw[k], a);
+                   return a;
+               },
+               out, part);
+}
+
 /* Job j = (tok * n_head + h) * n_split + split. part (jobs, head_dim + 2):
- * m, l, acc[head_dim] of each job when n_split > 1. */
+ * m, l, acc[head_dim] of each job when n_split > 1. vec_lanes > 0: the
+ * shape allows job_vec with that many lanes per row; a job whose k_base or
+ * v_base is not a multiple of 16 bytes still goes the scalar way. */
 template <int KV>
 __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
     attn_split(const float *__restrict__ q, const void *__restrict__ ck, const void *__restrict__ cv,
                const int64_t *__restrict__ k_base, const int64_t *__restrict__ v_base, const int32_t *__restrict__ n_kv,
                int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, int64_t n_split,
-               float scale, float *__restrict__ out, float *__restrict__ part)
+               float scale, int vec_lanes, float *__restrict__ out, float *__restrict__ part)
 {
     extern __shared__ float sh[];
-    float *qs = sh;                          /* (head_dim) q * scale */
-    float *ps = sh + head_dim;               /* (TILE) scores, then e^(s - m) */
-    float *scratch = ps + LRUN_K_ATTN_TILE;  /* (32) block reductions */
     lrun_k_pdl_trigger();
     lrun_k_pdl_wait();
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int nwarps = LRUN_K_ATTN_THREADS / 32;
+    constexpr int64_t E = KV == LRUN_DTYPE_F16 ? 8 : 4;
     const int64_t group = n_head / n_head_kv, stride = n_head_kv * head_dim; /* elements between positions */
     const int64_t jobs = n_tok * n_head * n_split;
 
@@ -39,67 +228,12 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
         const int64_t chunk = (nk + n_split - 1) / n_split;
         const int64_t t0 = sp * chunk < nk ? sp * chunk : nk;
         const int64_t t1 = t0 + chunk < nk ? t0 + chunk : nk;
-
-        for (int64_t d = tid; d < head_dim; d += LRUN_K_ATTN_THREADS) qs[d] = q[th * head_dim + d] * scale;
-        __syncthreads();
-
         const int64_t kb = k_base[tok] + hk * head_dim, vb = v_base[tok] + hk * head_dim;
-        float m = -INFINITY, l = 0.0f, acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int64_t tile = t0; tile < t1; tile += LRUN_K_ATTN_TILE) {
-            const int len = (int)(t1 - tile < LRUN_K_ATTN_TILE ? t1 - tile : LRUN_K_ATTN_TILE);
-            for (int p = warp; p < len; p += nwarps) {
-                const int64_t kr = kb + (tile + p) * stride;
-                float dot = 0.0f;
-                for (int64_t d = lane; d < head_dim; d += 32) dot = fmaf(qs[d], kv_at<KV>(ck, kr + d), dot);
-                dot = lrun_k_warp_sum(dot);
-                if (lane == 0) ps[p] = dot;
-            }
-            __syncthreads();
-            float tm = -INFINITY;
-            for (int p = tid; p < len; p += LRUN_K_ATTN_THREADS) tm = fmaxf(tm, ps[p]);
-            tm = lrun_k_block_reduce<LRUN_K_ATTN_THREADS, 1>(tm, scratch);
-            const float mn = fmaxf(m, tm);
-            const float corr = m == -INFINITY ? 0.0f : expf(m - mn); /* rescales what earlier tiles summed */
-            float ts = 0.0f;
-            for (int p = tid; p < len; p += LRUN_K_ATTN_THREADS) {
-                const float e = expf(ps[p] - mn);
-                ps[p] = e;
-                ts += e;
-            }
-            ts = lrun_k_block_reduce<LRUN_K_ATTN_THREADS, 0>(ts, scratch); /* also publishes ps */
-            l = l * corr + ts;
-            m = mn;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
-                if (d < head_dim) {
-                    const int64_t vr = vb + tile * stride + d;
-                    float a = acc[j] * corr;
-#pragma unroll 4
-                    for (int p = 0; p < len; p++) a = fmaf(ps[p], kv_at<KV>(cv, vr + p * stride), a);
-                    acc[j] = a;
-                }
-            }
-            __syncthreads(); /* ps is rewritten by the next tile */
-        }
-
-        if (n_split == 1) {
-            const float inv = l > 0.0f ? 1.0f / l : 0.0f; /* n_kv 0: zeros */
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
-                if (d < head_dim) out[th * head_dim + d] = acc[j] * inv;
-            }
-        } else {
-            float *pp = part + job * (head_dim + 2);
-            if (tid == 0) pp[0] = m, pp[1] = l;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
-                if (d < head_dim) pp[2 + d] = acc[j];
-            }
-        }
-        __syncthreads(); /* qs is rewritten by the next job */
+        if (vec_lanes > 0 && kb % E == 0 && vb % E == 0)
+            job_vec<KV>(q, ck, cv, kb, vb, t0, t1, job, th, head_dim, stride, n_split, scale, vec_lanes, out, part, sh);
+        else
+            job_scalar<KV>(q, ck, cv, kb, vb, t0, t1, job, th, head_dim, stride, n_split, scale, out, part, sh);
+        __syncthreads(); /* sh is rewritten by the next job */
     }
 }
 
@@ -202,11 +336,19 @@ extern "C" lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, con
     cudaStream_t st = (cudaStream_t)stream;
     const int64_t jobs = n_th * n_split;
     const unsigned g = (unsigned)(jobs < LRUN_K_MAX_GRID ? jobs : LRUN_K_MAX_GRID);
-    const size_t shmem = (size_t)(head_dim + LRUN_K_ATTN_TILE + 32) * sizeof(float);
+    /* the vector path: a row is a power of two <= 32 of 16-byte pieces, on
+     * 16-byte aligned caches (k_base, v_base are checked per job) */
+    const int64_t per16 = kv_dtype == LRUN_DTYPE_F16 ? 8 : 4, lanes = head_dim / per16;
+    const int vec_lanes = head_dim % per16 == 0 && lanes <= 32 && (lanes & (lanes - 1)) == 0 &&
+                                  ((uintptr_t)cache_k & 15) == 0 && ((uintptr_t)cache_v & 15) == 0
+                              ? (int)lanes
+                              : 0;
+    const size_t scalar_sh = (size_t)(head_dim + LRUN_K_ATTN_TILE + 32), vec_sh = LRUN_K_ATTN_VEC_SMEM(per16);
+    const size_t shmem = (vec_lanes && vec_sh > scalar_sh ? vec_sh : scalar_sh) * sizeof(float);
     float *part = (float *)work;
     (void)lrun_k_launch(kv_dtype == LRUN_DTYPE_F16 ? attn_split<LRUN_DTYPE_F16> : attn_split<LRUN_DTYPE_F32>, dim3(g),
                         dim3(LRUN_K_ATTN_THREADS), shmem, st, q, cache_k, cache_v, k_base, v_base, n_kv, n_tok, n_head,
-                        n_head_kv, head_dim, max_kv, n_split, scale, out, part);
+                        n_head_kv, head_dim, max_kv, n_split, scale, vec_lanes, out, part);
     lrun_status s = lrun_k_launched(op);
     if (s != LRUN_OK || n_split == 1) return s;
     const unsigned gm = (unsigned)(n_th < LRUN_K_MAX_GRID ? n_th : LRUN_K_MAX_GRID);

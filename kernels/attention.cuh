@@ -3,7 +3,13 @@
  *
  * Each (token, head) job's KV range [0, n_kv) is cut into S splits; one block
  * of LRUN_K_ATTN_THREADS threads per (token, head, split), grid-stride over
- * jobs. A block walks its split in tiles of LRUN_K_ATTN_TILE positions:
+ * jobs. Where a cache row is 2..32 16-byte pieces (head_dim 16..256 as a
+ * power of two for f16, 8..128 for f32) on 16-byte aligned bases, a block
+ * runs the vector path: a group of head_dim/8 (f16) lanes per position,
+ * one 16-byte load of K and of V per lane, LRUN_K_ATTN_VEC_UNROLL positions
+ * per group loaded before use, an online softmax per group, and the groups
+ * merged in shared memory at the end. Otherwise (any head_dim, any
+ * alignment) the scalar path walks the split in tiles of LRUN_K_ATTN_TILE:
  *   scores   one warp per position, lanes over head_dim, shuffle reduction;
  *   softmax  online: running max m and sum l, earlier sums rescaled by e^(m-m');
  *   P·V      one thread per output dim (≤ 4 per thread), positions in order.
@@ -29,9 +35,20 @@
  * positions one load latency after another, so at decode the longest split
  * sets the kernel's time: with 32 (16 splits per head on a 1024-position
  * cache, the grid target) 7B bf16 decode went from 174 to 181 tok/s on the
- * H100 against 256 (4 splits per head); the kernel now takes 11 µs at n_kv
- * 192 and 20 µs at 1000 (test_kernels_gpu --bench, docs/cuda-kernels.md). */
+ * H100 against 256 (4 splits per head); with the vector path the kernel
+ * takes 9.6 µs at n_kv 192 and 14 µs at 1000 (test_kernels_gpu --bench,
+ * docs/cuda-kernels.md). */
 #define LRUN_K_ATTN_MIN_SPLIT 32
+/* Positions each group of lanes of the vector path loads per step (K and
+ * V rows of all of them before any is used). 7B decode at n_kv 4096 /
+ * 16384 / 32768 on the H100: 4 gives 33.3 / 103 / 198 µs, 8 gives 34.0 /
+ * 102 / 189, 2 gives 35.6 / 111 / 212 (test_kernels_gpu --bench). */
+#ifndef LRUN_K_ATTN_VEC_UNROLL
+#define LRUN_K_ATTN_VEC_UNROLL 4
+#endif
+/* Shared floats of the vector path for E elements per 16 bytes: per group
+ * m, l and weight, and (groups, head_dim) = THREADS * E partial sums. */
+#define LRUN_K_ATTN_VEC_SMEM(E) ((size_t)LRUN_K_ATTN_THREADS * (3 + (E)))
 
 /* Splits per (token, head) job for this shape (1 when there are enough jobs
  * to fill the GPU, or the cache is short). n_tok * n_head must not overflow. */

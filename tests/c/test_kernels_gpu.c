@@ -10,7 +10,8 @@
  * the rest is one TAP SKIP line where no GPU is visible.
  *
  *   build/tests/test_kernels_gpu           the tests
- *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1), without and with PDL
+ *   build/tests/test_kernels_gpu --bench   GB/s of the decode GEMVs (m = 1), without and with PDL,
+ *                                          and of decode attention at n_kv 4096, 16384, 32768
  *   build/tests/test_kernels_gpu --sweep   the same for every GEMV shape variant */
 #include "check.h"
 #include "cpu_ops.h"
@@ -708,12 +709,15 @@ static void test_rope_kv_store(void)
 }
 
 /* One attention case: n_tok tokens; token i reads n_kv[i] positions of
- * sequence seq[i] (each sequence has its own region of cap positions). */
-static void attention_case(const char *what, int f16, int64_t n_tok, const int32_t *n_kv, const int *seq, int n_seq,
-                           int64_t cap, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv)
+ * sequence seq[i] (each sequence has its own region of cap positions, the
+ * first starting `pad` elements into the cache: pad 1 makes k_base and
+ * v_base odd, which the 16-byte vector path must leave to the scalar one). */
+static void attention_case_at(const char *what, int f16, int64_t n_tok, const int32_t *n_kv, const int *seq, int n_seq,
+                              int64_t cap, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv,
+                              int64_t pad)
 {
     dreset();
-    const int64_t row = n_head_kv * head_dim, cache_n = n_seq * cap * row, qn = n_tok * n_head * head_dim;
+    const int64_t row = n_head_kv * head_dim, cache_n = pad + n_seq * cap * row, qn = n_tok * n_head * head_dim;
     const size_t es = f16 ? 2 : 4;
     float *kf = frandv(cache_n, -1.0f, 1.0f), *vf = frandv(cache_n, -1.0f, 1.0f), *q = frandv(qn, -3.0f, 3.0f);
     uint16_t *kh = malloc((size_t)cache_n * 2), *vh = malloc((size_t)cache_n * 2);
@@ -726,7 +730,7 @@ static void attention_case(const char *what, int f16, int64_t n_tok, const int32
     const float scale = 1.0f / sqrtf((float)head_dim);
     int64_t base[64];
     for (int64_t i = 0; i < n_tok; i++) {
-        base[i] = seq[i] * cap * row;
+        base[i] = pad + seq[i] * cap * row;
         for (int64_t h = 0; h < n_head; h++) {
             /* softmax(scale * K q) · V in double over the cache's own values
              * (f16-rounded for an f16 cache): the CPU twin's attention now
@@ -768,6 +772,12 @@ static void attention_case(const char *what, int f16, int64_t n_tok, const int32
     free(kf), free(vf), free(q), free(kh), free(vh), free(ref), free(got), free(scores);
 }
 
+static void attention_case(const char *what, int f16, int64_t n_tok, const int32_t *n_kv, const int *seq, int n_seq,
+                           int64_t cap, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv)
+{
+    attention_case_at(what, f16, n_tok, n_kv, seq, n_seq, cap, n_head, n_head_kv, head_dim, max_kv, 0);
+}
+
 static void test_attention(void)
 {
     static const int32_t lens[] = {1, 31, 300, 4100};
@@ -798,7 +808,23 @@ static void test_attention(void)
         attention_case("decode head_dim 128", f16, 1, nkv, seq, 1, 300, 4, 4, 128, 300);
         attention_case("decode head_dim 256", f16, 1, nkv, seq, 1, 300, 4, 1, 256, 300);
         attention_case("decode head_dim 80", f16, 1, nkv, seq, 1, 300, 6, 3, 80, 300);
+        /* not a multiple of 8 (f16) or 4 (f32) elements: the scalar path */
+        attention_case("decode head_dim 42", f16, 1, nkv, seq, 1, 300, 6, 3, 42, 300);
+        attention_case_at("decode n_kv 300, k_base/v_base odd", f16, 1, nkv, seq, 1, 300, 4, 4, 128, 300, 1);
+        nkv[0] = 4100;
+        attention_case_at("decode n_kv 4100, k_base/v_base odd", f16, 1, nkv, seq, 1, 4100, 8, 2, 64, 4100, 1);
     }
+    /* 7B decode shapes at long contexts (f16 only: an f32 32768 cache is
+     * over the test arena), and one in a longer cache than it reads */
+    static const int32_t longs[] = {4096, 32768};
+    for (int li = 0; li < 2; li++) {
+        char what[64];
+        snprintf(what, sizeof what, "decode n_kv %d (7B shape)", longs[li]);
+        seq[0] = 0;
+        attention_case(what, 1, 1, &longs[li], seq, 1, longs[li], 32, 32, 128, longs[li]);
+    }
+    nkv[0] = 12345;
+    attention_case("decode n_kv 12345 of 16384 (7B shape)", 1, 1, nkv, seq, 1, 16384, 32, 32, 128, 16384);
 }
 
 // ---------------------------------------------------------------- sampling helpers
@@ -1037,6 +1063,43 @@ static void bench_decode_ops(void)
     }
 }
 
+/* The decode attention of a 7B layer at long contexts (one token, 32 heads
+ * = 32 KV heads of 128, f16 cache of n_kv positions read whole, max_kv =
+ * n_kv): µs per call and the cache's K and V bytes over that time. */
+static void bench_attention_long(void)
+{
+    enum { HEADS = 32, HD = 128, ROW = HEADS * HD, MAXN = 32768, ITERS = 50 };
+    dreset();
+    const size_t cache_bytes = (size_t)MAXN * ROW * 2;
+    uint16_t *h = malloc(cache_bytes);
+    for (int64_t i = 0; i < (int64_t)MAXN * ROW; i++)
+        h[i] = lrun_f32_to_f16((float)((uint32_t)(i * 2654435761u) >> 22) / 1024.0f - 0.5f);
+    void *ck = dcopy(h, cache_bytes), *cv = dcopy(h, cache_bytes);
+    free(h);
+    float *qh = frandv(ROW, -1.0f, 1.0f);
+    float *q = dcopy(qh, ROW * 4), *out = dbuf(ROW * 4);
+    free(qh);
+    const int64_t base = 0;
+    int64_t *dbase = dcopy(&base, 8);
+    static const int32_t lens[] = {4096, 16384, 32768};
+    int32_t *dnkv = dcopy(lens, sizeof lens);
+    void *work = dbuf(lrun_k_attention_work_bytes(1, HEADS, HD, MAXN) + 256);
+    for (int li = 0; li < 3; li++) {
+        double t0 = 0.0;
+        int ok = 1;
+        for (int it = -5; it < ITERS && ok; it++) {
+            if (it == 0) ok = lrun_cuda_stream_sync(dev, stream) == LRUN_OK, t0 = now_s();
+            ok &= lrun_k_attention(LRUN_DTYPE_F16, q, ck, cv, dbase, dbase, dnkv + li, 1, HEADS, HEADS, HD, lens[li],
+                                   1.0f / sqrtf((float)HD), out, work, stream) == LRUN_OK;
+        }
+        ok &= lrun_cuda_stream_sync(dev, stream) == LRUN_OK;
+        const double us = (now_s() - t0) / ITERS * 1e6, bytes = 2.0 * lens[li] * ROW * 2;
+        printf("# bench attn decode f16 n_kv %5d, 32/32 heads of 128: %8.1f us  %7.1f GB/s%s%s\n", lens[li], us,
+               bytes / us * 1e-3,
+               lrun_k_pdl_enabled() ? " (PDL)" : "", ok ? "" : "  FAILED");
+    }
+}
+
 /* The tuned shapes for every benched type; with --sweep also every shape
  * variant of lrun_k_gemv_tune for the types it covers. */
 static void bench(int sweep)
@@ -1052,6 +1115,7 @@ static void bench(int sweep)
     if (pdl)
         for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default, PDL");
     bench_decode_ops();
+    bench_attention_long();
     if (!sweep) return;
     static const lrun_dtype tuned[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1};
     const char *desc;
