@@ -316,9 +316,9 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
     const size_t free_b = lrun_device_free_bytes(e->device);
     if (!lrun_size_add(grow, slot_bytes, &walk) || !lrun_size_add(walk, ring_bytes, &walk) || walk > free_b) {
         char a[32], b[32];
-        return lrun_oom_phase(lrun_fail_oom(walk, free_b, "KV cache: growing to %lld positions per sequence needs %s "
-                                            "more on %s, %s free", (long long)cap,
-                                            lrun_format_bytes(walk, a, sizeof a), e->device->name,
+        return lrun_oom_phase(lrun_fail_oom(walk, free_b, "out of memory on %s: growing the KV cache to %lld "
+                                            "positions per sequence needs %s more, %s free", e->device->name,
+                                            (long long)cap, lrun_format_bytes(walk, a, sizeof a),
                                             lrun_format_bytes(free_b, b, sizeof b)),
                               "cache");
     }

@@ -189,18 +189,22 @@ describe("KV cache kinds on cuda", function()
 
   for _, impl in ipairs({ "offloaded", "quantized" }) do
     it(impl .. ": a growth past the budget is an OOM of phase cache that changes nothing", function()
-      local one = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = N_CTX }))
+      -- two sequences of up to 8192 positions; what 250 positions take, measured
+      local one = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = 8192 }))
       local dev = C.lrun_model_device(one.handle)
-      local e = assert(one:engine({ n_seq = 1, n_batch = N_BATCH, cache_implementation = impl }))
+      local e = assert(one:engine({ n_seq = 2, n_batch = N_BATCH, cache_implementation = impl }))
       assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e, 0, 250, 5), lf.last_error()) -- cap 256
       local used = tonumber(C.lrun_device_used(dev))
       one:free()
-      -- the same again under a budget of what that took plus 4 KiB: growing to 512 cannot fit
-      local m2 = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = N_CTX, gpu_budget = used + 4096 }))
-      local e2 = assert(m2:engine({ n_seq = 1, n_batch = N_BATCH, cache_implementation = impl }))
+      -- the same again under a budget of that plus 20 MiB (room for the pool's
+      -- arena rounding); growing to 8192 positions needs more: slots of 25 MB
+      -- (offloaded), codes of 200 MB (quantized)
+      local m2 = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = 8192,
+        gpu_budget = used + 20 * 2 ^ 20 }))
+      local e2 = assert(m2:engine({ n_seq = 2, n_batch = N_BATCH, cache_implementation = impl }))
       assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e2, 0, 250, 5), lf.last_error())
       local before = tonumber(C.lrun_device_used(C.lrun_model_device(m2.handle)))
-      assert.are.equal(C.LRUN_E_OOM, C.lrun_engine_seq_fill_random(e2, 0, 10, 6))
+      assert.are.equal(C.LRUN_E_OOM, C.lrun_engine_seq_fill_random(e2, 0, 7000, 6))
       assert.are.equal("cache", ffi.string(C.lrun_last_oom_phase()))
       assert.matches("out of memory", lf.last_error())
       assert.are.equal(250, tonumber(C.lrun_engine_seq_len(e2, 0)))
