@@ -155,14 +155,7 @@ describe("streaming statistics", function()
     local m = assert(load(tiny, { policy = "layers", n_gpu_layers = 2, prefetch_layers = 1,
       overrides = { "blk%.3%.ffn_down=cpu" } }))
     local p = m:placement()
-    local streamed, host, row = 0, 0, nil
-    for _, t in ipairs(m:tensors()) do
-      local matrix = t.role:match("^attn_[qkvo]") or t.role:match("^ffn_[gud]") or t.role == "lm_head"
-      if matrix and t.tier ~= "device" then
-        if p.host_compute[t.name] then host = host + t.bytes else streamed = streamed + t.bytes end
-      end
-      if t.role == "embedding" and t.tier ~= "device" then row = t.bytes / t.shape[2] end
-    end
+    local streamed, host, row = require("tests.placed_bytes").of(m)
     assert.is_truthy(row) -- the layers policy keeps the table off the device
     assert(m:logits(PROMPT))
     local s = assert(m:stats(true))
