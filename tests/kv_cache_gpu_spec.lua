@@ -3,7 +3,8 @@
 -- model (LRUN_MODEL) with three sequences of different lengths, prompts in
 -- several chunks, copies, truncation and beam reordering:
 --   static, offloaded and offloaded_static give the dynamic cache's logits
---   bit for bit; quantized (int8, int4) reports its deviation from them;
+--   bit for bit; quantized (int8, int4) reports its deviation from them,
+--   and its fused decode attention agrees with the slot path;
 --   offloaded holds two layers on the device; lrun_engine_seq_reorder equals
 --   the same reordering done with seq_copy and copies only repeated sources;
 --   lrun_engine_seq_fill_random builds long contexts for every kind.
@@ -119,6 +120,33 @@ describe("KV cache kinds on cuda", function()
       assert.is_true(d == d and d < (bits == 8 and 0.1 or 0.5), "rel diff " .. d)
       assert.is_true(agree >= rows * (bits == 8 and 0.9 or 0.6))
       assert.is_true(d > 0, "codes are read: the prompts are longer than the residual window")
+    end)
+  end
+
+  -- Decode chunks of the quantized cache read codes and ring in one kernel
+  -- (lrun_k_attention_quant); LRUN_CUDA_QUANT_FUSED=0, read at engine init,
+  -- keeps them on the slot path (dequantize into a slot, then attention).
+  -- Both see the same values (codes rounded to f16, the ring's exact rows);
+  -- only the order of the f32 sums differs.
+  for _, bits in ipairs({ 8, 4 }) do
+    it("quantized int" .. bits .. ": the fused decode attention gives the slot path's logits", function()
+      pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
+      local function run(fused)
+        m:release_engine() -- a kept engine of the same shape would be reused, its choice made at init
+        if fused then ffi.C.unsetenv("LRUN_CUDA_QUANT_FUSED") else ffi.C.setenv("LRUN_CUDA_QUANT_FUSED", "0", 1) end
+        local e = assert(m:engine({ n_seq = N_SEQ, n_batch = N_BATCH, cache_implementation = "quantized",
+          cache_config = { nbits = bits, residual_length = 32 } }))
+        ffi.C.unsetenv("LRUN_CUDA_QUANT_FUSED")
+        return script(e, m.n_vocab), tonumber(stats(e).kv_bytes_moved)
+      end
+      local slot, slot_moved = run(false)
+      local fused, fused_moved = run(true)
+      assert.are.equal(#slot, #fused)
+      local d = rel_diff(slot, fused)
+      print(string.format("# quantized int%d (residual 32): fused decode vs slot path, logits rel diff %.3e; "
+        .. "bytes moved to slots %.2f MB -> %.2f MB", bits, d, slot_moved / 1e6, fused_moved / 1e6))
+      assert.is_true(d == d and d <= 1e-3, "rel diff " .. d)
+      assert.is_true(fused_moved < slot_moved, "the decode steps filled no slots")
     end)
   end
 
