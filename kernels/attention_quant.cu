@@ -20,7 +20,9 @@
 #include "attention.cuh"
 
 /* Positions whose codes each group of lanes loads per step. */
+#ifndef LRUN_K_ATTN_QUANT_UNROLL
 #define LRUN_K_ATTN_QUANT_UNROLL 4
+#endif
 
 /* 16 bytes of codes at p, aligned to al (16, 8 or 4: uniform per launch). */
 static __device__ __forceinline__ uint4 codes_load(const uint8_t *p, int al)
