@@ -12,26 +12,6 @@ template <int KV> static __device__ __forceinline__ float kv_at(const void *base
 
 // ---------------------------------------------------------------- splits
 
-/* The end of a job: with one split the normalized output, else (m, l,
- * acc[head_dim]) into part for attn_merge. acc(j, d) gives the sum of dim
- * d = threadIdx.x + j * LRUN_K_ATTN_THREADS (j < 4: head_dim <= 512). */
-template <typename Acc>
-static __device__ __forceinline__ void job_finish(int64_t job, int64_t th, int64_t head_dim, int64_t n_split, float m,
-                                                  float l, Acc acc, float *__restrict__ out, float *__restrict__ part)
-{
-    const int tid = threadIdx.x;
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f; /* n_kv 0: zeros */
-    float *pp = part + job * (head_dim + 2);
-    if (n_split > 1 && tid == 0) pp[0] = m, pp[1] = l;
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
-        if (d >= head_dim) break;
-        if (n_split == 1) out[th * head_dim + d] = acc(j, d) * inv;
-        else pp[2 + d] = acc(j, d);
-    }
-}
-
 /* One job, positions [t0, t1) of token tok's head h, scalar: one warp per
  * position, lanes over head_dim with element loads. Any head_dim and
  * alignment. sh holds head_dim + LRUN_K_ATTN_TILE + 32 floats. */
@@ -92,21 +72,6 @@ static __device__ __forceinline__ void job_scalar(const float *__restrict__ q, c
     job_finish(job, th, head_dim, n_split, m, l, [&](int j, int64_t) { return acc[j]; }, out, part);
 }
 
-/* 16 bytes of a cache row as E = 8 (f16) or 4 (f32) floats. */
-template <int KV> static __device__ __forceinline__ void kv_unpack(uint4 w, float *f)
-{
-    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        if (KV == LRUN_DTYPE_F16) {
-            const float2 two = __half22float2(*(const __half2 *)&u[i]);
-            f[2 * i] = two.x, f[2 * i + 1] = two.y;
-        } else {
-            f[i] = __uint_as_float(u[i]);
-        }
-    }
-}
-
 /* One job, positions [t0, t1), vectorized: a row of head_dim elements is read
  * by `lanes` = head_dim / E lanes with one 16-byte load each, so a warp
  * scores 32 / lanes positions at once with a reduction of log2(lanes)
@@ -127,8 +92,6 @@ static __device__ __forceinline__ void job_vec(const float *__restrict__ q, cons
     constexpr int E = KV == LRUN_DTYPE_F16 ? 8 : 4, U = LRUN_K_ATTN_VEC_UNROLL;
     constexpr int64_t ES = KV == LRUN_DTYPE_F16 ? 2 : 4;
     const int tid = threadIdx.x, g = tid / lanes, sub = tid % lanes, ng = LRUN_K_ATTN_THREADS / lanes;
-    float *gm = sh, *gl = gm + LRUN_K_ATTN_THREADS, *gw = gl + LRUN_K_ATTN_THREADS; /* per group m, l, weight */
-    float *gacc = gw + LRUN_K_ATTN_THREADS;                                         /* (ng, head_dim) */
     float qr[E], acc[E];
 #pragma unroll
     for (int i = 0; i < E; i++) qr[i] = q[th * head_dim + sub * E + i] * scale, acc[i] = 0.0f;
@@ -183,24 +146,7 @@ static __device__ __forceinline__ void job_vec(const float *__restrict__ q, cons
         }
         m = mx;
     }
-    if (sub == 0) gm[g] = m, gl[g] = l;
-#pragma unroll
-    for (int i = 0; i < E; i++) gacc[g * head_dim + sub * E + i] = acc[i];
-    __syncthreads();
-    float mall = -INFINITY;
-    for (int k = 0; k < ng; k++)
-        if (gl[k] > 0.0f) mall = fmaxf(mall, gm[k]);
-    if (tid < ng) gw[tid] = gl[tid] > 0.0f ? expf(gm[tid] - mall) : 0.0f;
-    __syncthreads();
-    float lall = 0.0f;
-    for (int k = 0; k < ng; k++) lall = fmaf(gl[k], gw[k], lall);
-    job_finish(job, th, head_dim, n_split, mall, lall,
-               [&](int, int64_t d) {
-                   float a = 0.0f;
-                   for (int k = 0; k < ng; k++) a = fmaf(gacc[k * head_dim + d], gw[k], a);
-                   return a;
-               },
-               out, part);
+    attn_groups_finish<E>(job, th, head_dim, n_split, lanes, m, l, acc, out, part, sh);
 }
 
 /* Job j = (tok * n_head + h) * n_split + split. part (jobs, head_dim + 2):
@@ -279,6 +225,14 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
     }
 }
 
+lrun_status lrun_k_attn_merge_launch(const float *part, int64_t n_th, int64_t n_split, int64_t head_dim, float *out,
+                                     cudaStream_t st, const char *op)
+{
+    const unsigned gm = (unsigned)(n_th < LRUN_K_MAX_GRID ? n_th : LRUN_K_MAX_GRID);
+    (void)lrun_k_launch(attn_merge, dim3(gm), dim3(LRUN_K_ATTN_THREADS), 0, st, part, n_th, n_split, head_dim, out);
+    return lrun_k_launched(op);
+}
+
 // ---------------------------------------------------------------- launchers
 
 extern "C" size_t lrun_k_attention_work_bytes(int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t max_kv)
@@ -351,7 +305,5 @@ extern "C" lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, con
                         n_head_kv, head_dim, max_kv, n_split, scale, vec_lanes, out, part);
     lrun_status s = lrun_k_launched(op);
     if (s != LRUN_OK || n_split == 1) return s;
-    const unsigned gm = (unsigned)(n_th < LRUN_K_MAX_GRID ? n_th : LRUN_K_MAX_GRID);
-    (void)lrun_k_launch(attn_merge, dim3(gm), dim3(LRUN_K_ATTN_THREADS), 0, st, part, n_th, n_split, head_dim, out);
-    return lrun_k_launched(op);
+    return lrun_k_attn_merge_launch(part, n_th, n_split, head_dim, out, st, op);
 }

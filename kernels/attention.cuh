@@ -62,4 +62,80 @@ static inline int64_t lrun_k_attn_splits(int64_t n_tok, int64_t n_head, int64_t 
     return s < 1 ? 1 : s;
 }
 
+#ifdef __CUDACC__
+// ---------------------------------------------------------------- shared by attention.cu and attention_quant.cu
+
+/* 16 bytes of a cache row as E = 8 (f16) or 4 (f32) floats. */
+template <int KV> static __device__ __forceinline__ void kv_unpack(uint4 w, float *f)
+{
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (KV == LRUN_DTYPE_F16) {
+            const float2 two = __half22float2(*(const __half2 *)&u[i]);
+            f[2 * i] = two.x, f[2 * i + 1] = two.y;
+        } else {
+            f[i] = __uint_as_float(u[i]);
+        }
+    }
+}
+
+/* The end of a job: with one split the normalized output, else (m, l,
+ * acc[head_dim]) into part for attn_merge. acc(j, d) gives the sum of dim
+ * d = threadIdx.x + j * LRUN_K_ATTN_THREADS (j < 4: head_dim <= 512). */
+template <typename Acc>
+static __device__ __forceinline__ void job_finish(int64_t job, int64_t th, int64_t head_dim, int64_t n_split, float m,
+                                                  float l, Acc acc, float *__restrict__ out, float *__restrict__ part)
+{
+    const int tid = threadIdx.x;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f; /* n_kv 0: zeros */
+    float *pp = part + job * (head_dim + 2);
+    if (n_split > 1 && tid == 0) pp[0] = m, pp[1] = l;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int64_t d = tid + (int64_t)j * LRUN_K_ATTN_THREADS;
+        if (d >= head_dim) break;
+        if (n_split == 1) out[th * head_dim + d] = acc(j, d) * inv;
+        else pp[2 + d] = acc(j, d);
+    }
+}
+
+/* The end of a vector job (job_vec, attention_quant.cu): each group of
+ * `lanes` lanes kept its own online softmax (m, l, acc[E] for dims sub·E..);
+ * the groups are merged in shared memory, in group order, and the job
+ * finished. sh holds LRUN_K_ATTN_VEC_SMEM(E) floats. */
+template <int E>
+static __device__ __forceinline__ void attn_groups_finish(int64_t job, int64_t th, int64_t head_dim, int64_t n_split,
+                                                          int lanes, float m, float l, const float *acc,
+                                                          float *__restrict__ out, float *__restrict__ part, float *sh)
+{
+    const int tid = threadIdx.x, g = tid / lanes, sub = tid % lanes, ng = LRUN_K_ATTN_THREADS / lanes;
+    float *gm = sh, *gl = gm + LRUN_K_ATTN_THREADS, *gw = gl + LRUN_K_ATTN_THREADS; /* per group m, l, weight */
+    float *gacc = gw + LRUN_K_ATTN_THREADS;                                         /* (ng, head_dim) */
+    if (sub == 0) gm[g] = m, gl[g] = l;
+#pragma unroll
+    for (int i = 0; i < E; i++) gacc[g * head_dim + sub * E + i] = acc[i];
+    __syncthreads();
+    float mall = -INFINITY;
+    for (int k = 0; k < ng; k++)
+        if (gl[k] > 0.0f) mall = fmaxf(mall, gm[k]);
+    if (tid < ng) gw[tid] = gl[tid] > 0.0f ? expf(gm[tid] - mall) : 0.0f;
+    __syncthreads();
+    float lall = 0.0f;
+    for (int k = 0; k < ng; k++) lall = fmaf(gl[k], gw[k], lall);
+    job_finish(job, th, head_dim, n_split, mall, lall,
+               [&](int, int64_t d) {
+                   float a = 0.0f;
+                   for (int k = 0; k < ng; k++) a = fmaf(gacc[k * head_dim + d], gw[k], a);
+                   return a;
+               },
+               out, part);
+}
+
+
+/* The merge of a launch's splits (attention.cu): out from part's (m, l, acc). */
+lrun_status lrun_k_attn_merge_launch(const float *part, int64_t n_th, int64_t n_split, int64_t head_dim, float *out,
+                                     cudaStream_t st, const char *op);
+#endif
+
 #endif

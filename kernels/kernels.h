@@ -152,17 +152,20 @@ lrun_status lrun_k_kv_copy_rows(lrun_dtype kv_dtype, void *dst_k, void *dst_v, c
  * nibble first), then a (scale, min) float pair per group of `group`
  * elements: x ≈ min + q·scale, the record runtime/kv_quant.c writes. Records
  * of sequence s at (s·cap + pos)·pos_bytes; exact recent positions in a ring
- * of `residual` rows per sequence, row (s·residual + pos % residual). */
+ * of ring_rows rows per sequence, row (s·ring_rows + pos % ring_rows). The
+ * ring holds `residual` positions the cache keeps exact plus room for a
+ * decode chunk's new rows, so that during one all positions attention reads
+ * exact are in it at once (lrun_k_attention_quant). */
 typedef struct lrun_k_kv_quant {
     int bits;
-    int64_t group, kv_dim, cap, residual;
+    int64_t group, kv_dim, cap, residual, ring_rows; /* ring_rows >= residual */
     size_t pos_bytes;
     lrun_dtype kv_dtype; /* of slots and ring: F16 or F32 */
 } lrun_k_kv_quant;
 
 /* The n_tok new rows of a slot (at row_offset; sequence s = kv_base /
  * (cap·kv_dim), position pos) into codes, and into the ring those with
- * pos + residual >= chunk_end[s] (the position after s's last in the chunk:
+ * pos + ring_rows >= chunk_end[s] (the position after s's last in the chunk:
  * earlier ones would share a ring row with a later one). */
 lrun_status lrun_k_kv_quant_store(const lrun_k_kv_quant *qz, const void *slot_k, const void *slot_v,
                                   const int64_t *row_offset, const int64_t *kv_base, const int32_t *pos,
@@ -174,6 +177,22 @@ lrun_status lrun_k_kv_quant_store(const lrun_k_kv_quant *qz, const void *slot_k,
 lrun_status lrun_k_kv_dequant_fill(const lrun_k_kv_quant *qz, void *slot_k, void *slot_v, const void *codes_k,
                                    const void *codes_v, const void *ring_k, const void *ring_v, const int32_t *seq_len,
                                    const int32_t *seq_qlo, int64_t n_seq, int64_t max_len, void *stream);
+
+/* Decode attention straight from a quantized cache (attention_quant.cu):
+ * as lrun_k_attention (q (n_tok, n_head, head_dim) f32, GQA, the same
+ * splits, work of lrun_k_attention_work_bytes, out (n_tok, n_head,
+ * head_dim)), where token i of physical sequence s = kv_base[i] /
+ * (cap·kv_dim) reads position j < seq_qlo[s] dequantized from its record and
+ * rounded to qz->kv_dtype (the value lrun_k_kv_dequant_fill would have put
+ * in the slot), and j >= seq_qlo[s] from ring row j % ring_rows. The caller
+ * keeps [seq_qlo[s], n_kv[i]) in the ring. Shapes it does not take
+ * (lrun_k_attention_quant_supported false) are LRUN_E_UNSUPPORTED. */
+int lrun_k_attention_quant_supported(const lrun_k_kv_quant *qz, int64_t head_dim);
+lrun_status lrun_k_attention_quant(const lrun_k_kv_quant *qz, const float *q, const void *codes_k,
+                                   const void *codes_v, const void *ring_k, const void *ring_v,
+                                   const int64_t *kv_base, const int32_t *n_kv, const int32_t *seq_qlo, int64_t n_tok,
+                                   int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
+                                   float *out, void *work, void *stream);
 
 /* x[i] = a pseudo-random value in [-1, 1), a function of (seed, i). */
 lrun_status lrun_k_fill_uniform(float *x, int64_t n, uint64_t seed, void *stream);

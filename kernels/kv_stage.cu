@@ -58,7 +58,7 @@ __global__ void kv_quant_store_groups(int bits, int64_t group, const void *slot_
                                       const int64_t *__restrict__ row_offset, const int64_t *__restrict__ kv_base,
                                       const int32_t *__restrict__ pos, const int32_t *__restrict__ chunk_end,
                                       int64_t n_tok, int64_t kv_dim, int64_t cap,
-                                      int64_t residual, size_t q_pos_bytes, uint8_t *codes_k, uint8_t *codes_v,
+                                      int64_t ring_rows, size_t q_pos_bytes, uint8_t *codes_k, uint8_t *codes_v,
                                       void *ring_k, void *ring_v)
 {
     const int lane = threadIdx.x % 32;
@@ -98,10 +98,10 @@ __global__ void kv_quant_store_groups(int bits, int64_t group, const void *slot_
                 rec[e / 2] = (uint8_t)((unsigned)q0 | ((unsigned)q1 << 4));
             }
         }
-        /* the exact bits in the ring, at row pos % residual: only the chunk's last
-         * `residual` positions of the sequence, as a later one takes the same row */
-        if (p + residual < chunk_end[s]) continue;
-        const int64_t rd = ((int64_t)s * residual + p % residual) * kv_dim + gi * group;
+        /* the exact bits in the ring, at row pos % ring_rows: only the chunk's last
+         * ring_rows positions of the sequence, as a later one takes the same row */
+        if (p + ring_rows < chunk_end[s]) continue;
+        const int64_t rd = ((int64_t)s * ring_rows + p % ring_rows) * kv_dim + gi * group;
         for (int64_t j = lane; j < group; j += 32) {
             if (D == LRUN_DTYPE_F16) ((uint16_t *)(which ? ring_v : ring_k))[rd + j] = ((const uint16_t *)slot)[src + j];
             else ((float *)(which ? ring_v : ring_k))[rd + j] = ((const float *)slot)[src + j];
@@ -119,15 +119,15 @@ extern "C" lrun_status lrun_k_kv_quant_store(const lrun_k_kv_quant *qz, const vo
         !stream)
         return lrun_fail(LRUN_E_ARG, "%s: a NULL pointer or stream", op);
     if (n_tok <= 0 || (qz->bits != 8 && qz->bits != 4) || qz->group <= 0 || qz->group % 2 ||
-        qz->kv_dim % qz->group || qz->cap <= 0 || qz->residual <= 0)
-        return lrun_fail(LRUN_E_ARG, "%s: n_tok %lld, bits %d, group %lld, kv_dim %lld, cap %lld, residual %lld", op,
+        qz->kv_dim % qz->group || qz->cap <= 0 || qz->ring_rows <= 0)
+        return lrun_fail(LRUN_E_ARG, "%s: n_tok %lld, bits %d, group %lld, kv_dim %lld, cap %lld, ring_rows %lld", op,
                          (long long)n_tok, qz->bits, (long long)qz->group, (long long)qz->kv_dim, (long long)qz->cap,
-                         (long long)qz->residual);
+                         (long long)qz->ring_rows);
     const int64_t warps = n_tok * 2 * (qz->kv_dim / qz->group);
     const unsigned g = lrun_k_grid(warps, LRUN_K_KV_QUANT_WARPS, LRUN_K_ELTWISE_BLOCKS);
     cudaStream_t st = (cudaStream_t)stream;
 #define QS_ARGS                                                                                                        \
-    qz->bits, qz->group, slot_k, slot_v, row_offset, kv_base, pos, chunk_end, n_tok, qz->kv_dim, qz->cap, qz->residual,          \
+    qz->bits, qz->group, slot_k, slot_v, row_offset, kv_base, pos, chunk_end, n_tok, qz->kv_dim, qz->cap, qz->ring_rows,         \
         qz->pos_bytes, (uint8_t *)codes_k, (uint8_t *)codes_v, ring_k, ring_v
     if (qz->kv_dtype == LRUN_DTYPE_F16)
         kv_quant_store_groups<LRUN_DTYPE_F16><<<g, 32 * LRUN_K_KV_QUANT_WARPS, 0, st>>>(QS_ARGS);
@@ -145,7 +145,7 @@ template <int D>
 __global__ void kv_dequant_rows(int bits, int64_t group, void *slot_k, void *slot_v, const uint8_t *codes_k,
                                 const uint8_t *codes_v, const void *ring_k, const void *ring_v,
                                 const int32_t *__restrict__ seq_len, const int32_t *__restrict__ seq_qlo, int64_t n_seq,
-                                int64_t max_len, int64_t kv_dim, int64_t cap, int64_t residual, size_t q_pos_bytes)
+                                int64_t max_len, int64_t kv_dim, int64_t cap, int64_t ring_rows, size_t q_pos_bytes)
 {
     const int64_t tasks = n_seq * max_len * 2;
     for (int64_t task = blockIdx.x; task < tasks; task += gridDim.x) {
@@ -162,7 +162,7 @@ __global__ void kv_dequant_rows(int bits, int64_t group, void *slot_k, void *slo
                 lrun_k_store<D>(dst, at + j, x);
             }
         } else {
-            const int64_t rd = (s * residual + p % residual) * kv_dim;
+            const int64_t rd = (s * ring_rows + p % ring_rows) * kv_dim;
             for (int64_t j = threadIdx.x; j < kv_dim; j += blockDim.x) {
                 if (D == LRUN_DTYPE_F16) ((uint16_t *)dst)[at + j] = ((const uint16_t *)(which ? ring_v : ring_k))[rd + j];
                 else ((float *)dst)[at + j] = ((const float *)(which ? ring_v : ring_k))[rd + j];
@@ -179,7 +179,7 @@ extern "C" lrun_status lrun_k_kv_dequant_fill(const lrun_k_kv_quant *qz, void *s
     static const char op[] = "lrun_k_kv_dequant_fill";
     if (!qz || !slot_k || !slot_v || !codes_k || !codes_v || !ring_k || !ring_v || !seq_len || !seq_qlo || !stream)
         return lrun_fail(LRUN_E_ARG, "%s: a NULL pointer or stream", op);
-    if (n_seq <= 0 || max_len < 0 || max_len > qz->cap)
+    if (n_seq <= 0 || max_len < 0 || max_len > qz->cap || qz->ring_rows <= 0)
         return lrun_fail(LRUN_E_ARG, "%s: n_seq %lld, max_len %lld, cap %lld", op, (long long)n_seq,
                          (long long)max_len, (long long)qz->cap);
     if (max_len == 0) return LRUN_OK;
@@ -188,7 +188,7 @@ extern "C" lrun_status lrun_k_kv_dequant_fill(const lrun_k_kv_quant *qz, void *s
     cudaStream_t st = (cudaStream_t)stream;
 #define DQ_ARGS                                                                                                        \
     qz->bits, qz->group, slot_k, slot_v, (const uint8_t *)codes_k, (const uint8_t *)codes_v, ring_k, ring_v, seq_len, \
-        seq_qlo, n_seq, max_len, qz->kv_dim, qz->cap, qz->residual, qz->pos_bytes
+        seq_qlo, n_seq, max_len, qz->kv_dim, qz->cap, qz->ring_rows, qz->pos_bytes
     if (qz->kv_dtype == LRUN_DTYPE_F16) kv_dequant_rows<LRUN_DTYPE_F16><<<g, threads, 0, st>>>(DQ_ARGS);
     else kv_dequant_rows<LRUN_DTYPE_F32><<<g, threads, 0, st>>>(DQ_ARGS);
 #undef DQ_ARGS

@@ -92,8 +92,11 @@ static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv
                             e->freq_factors, in->rope_style, s));
             TRY(lrun_k_kv_store(e->kv_dtype, kc, vc, t->row_off, e->k, e->v, n, e->kv_dim, s));
         }
-        TRY(lrun_k_attention(e->kv_dtype, e->q, kc, vc, t->kv_base, t->kv_base, t->n_kv, n, in->n_head,
-                             in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work, s));
+        if (lrun_cuda_kv_fused(e)) /* quantized decode: codes and ring, no slot (engine_cuda_kv.c) */
+            TRY(lrun_cuda_kv_fused_attention(e, l, n, max_kv));
+        else
+            TRY(lrun_k_attention(e->kv_dtype, e->q, kc, vc, t->kv_base, t->kv_base, t->n_kv, n, in->n_head,
+                                 in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work, s));
         TRY(lrun_cuda_kv_layer_end(e, l, n));
         const struct lrun_tensor *wo[1] = {L->wo};
         if (gemv && fusable(e, wo, 1)) { /* x += a·Woᵀ in the GEMV's epilogue, then + bo */

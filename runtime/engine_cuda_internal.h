@@ -53,10 +53,14 @@ struct cuda_kv {
     int64_t cap;          /* positions per sequence */
     void **layers;        /* (n_layer) the store, a block per layer: (2, n_seq_max, cap) rows of kv_dim
                            * elements (device, or pinned host when on_host), or quantized records */
-    void *ring;           /* QUANTIZED: (n_layer, 2, n_seq_max, residual) exact rows, position p at row p % residual */
+    void *ring;           /* QUANTIZED: (n_layer, 2, n_seq_max, q.ring_rows) exact rows, position p at row
+                           * p % ring_rows: the last `residual` positions and a decode chunk's new ones */
     void *slots;          /* staged: 2 x (2, n_seq_max, cap) rows on the device */
     size_t layer_bytes, ring_bytes, slot_bytes;
-    lrun_k_kv_quant q;    /* QUANTIZED: bits, group, residual, record bytes */
+    lrun_k_kv_quant q;    /* QUANTIZED: bits, group, residual, ring rows, record bytes */
+    int fused;            /* QUANTIZED: decode chunks read codes in lrun_k_attention_quant (unless
+                           * LRUN_CUDA_QUANT_FUSED=0 or the shape needs the slot path) */
+    int fused_chunk;      /* this chunk does: no slot fills, rows stored before attention */
     int64_t *phys;        /* (n_seq_max) the physical sequence (plane row) of each sequence: beam
                            * reordering remaps these rather than moving positions */
     int64_t *q_lo;        /* (n_seq_max, by physical sequence) QUANTIZED: positions below are read from codes */
@@ -177,8 +181,14 @@ size_t lrun_cuda_kv_plane_bytes(const lrun_cuda_engine *e);
 /* Grows the cache so every sequence has room for need positions; on failure nothing changes. */
 lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need);
 /* After the chunk's table is on the device (kv.stored and kv.chunk_end set): staged kinds start
- * filling the slots of layers 0 and 1 (load 0: nothing stored is read). */
-lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load);
+ * filling the slots of layers 0 and 1 (load 0: nothing stored is read). A quantized chunk of
+ * n <= GEMV_MAX_ROWS tokens that loads takes the fused path instead: nothing is filled. */
+lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load, int64_t n);
+/* Whether this chunk's attention is lrun_cuda_kv_fused_attention's (quantized decode). */
+static inline int lrun_cuda_kv_fused(const lrun_cuda_engine *e) { return e->kv.fused_chunk; }
+/* The fused path's layer l: the chunk's new rows (in the slot, from RoPE) into codes and
+ * ring, then attention of e->q straight from them into e->attn. */
+lrun_status lrun_cuda_kv_fused_attention(lrun_cuda_engine *e, int64_t l, int64_t n, int64_t max_kv);
 /* Layer l's key and value planes; staged kinds make compute wait for its slot. */
 lrun_status lrun_cuda_kv_layer(lrun_cuda_engine *e, int64_t l, char **keys, char **values);
 /* After layer l's attention over n tokens: staged kinds write the new rows

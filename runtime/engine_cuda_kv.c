@@ -18,7 +18,10 @@
  *                     group (scale, min) floats, plus a ring of the last
  *                     `residual` positions exact; slots are filled by
  *                     dequantizing on the side stream, and new rows are
- *                     quantized (and kept exact in the ring) as they are written
+ *                     quantized (and kept exact in the ring) as they are written.
+ *                     Decode chunks (n <= GEMV_MAX_ROWS) skip the slots: their
+ *                     new rows go to codes and ring first, and the attention
+ *                     reads codes and ring itself (lrun_k_attention_quant)
  *
  * so device KV memory of the offloaded kinds is two layers' worth. Staged
  * steps run eagerly (no CUDA graph): their copies follow the sequences'
@@ -35,6 +38,11 @@
 #define QUANT_DEFAULT_BITS 8
 #define QUANT_DEFAULT_GROUP 64
 #define QUANT_DEFAULT_RESIDUAL 128 /* HF QuantizedCacheConfig.residual_length */
+/* The ring holds residual + GEMV_MAX_ROWS rows, so that during a decode
+ * chunk the last `residual` positions before it and its own new ones are all
+ * in it: the fused attention reads them there, and the slot path still
+ * reads [q_lo, stored) as before. */
+#define QUANT_RING_EXTRA GEMV_MAX_ROWS
 
 // ---------------------------------------------------------------- sizes
 
@@ -67,7 +75,7 @@ static int device_size(const lrun_cuda_engine *e, int64_t cap, size_t *out)
     const struct cuda_kv *kv = &e->kv;
     if (!kv->on_host && !planes_size(e, 2 * e->n_layer, cap, store_pos_bytes(e), &store)) return 0;
     if (kv->staged && !planes_size(e, 4, cap, row_bytes(e), &slots)) return 0;
-    if (kv->quantized && !planes_size(e, 2 * e->n_layer, kv->q.residual, row_bytes(e), &ring)) return 0;
+    if (kv->quantized && !planes_size(e, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), &ring)) return 0;
     return lrun_size_add(store, slots, out) && lrun_size_add(*out, ring, out);
 }
 
@@ -95,8 +103,13 @@ lrun_status lrun_cuda_kv_setup(lrun_cuda_engine *e, const lrun_engine_opts *opts
                          (long long)residual);
     const size_t codes = bits == 8 ? (size_t)e->kv_dim : (size_t)e->kv_dim / 2;
     kv->q = (lrun_k_kv_quant){.bits = bits, .group = group, .kv_dim = e->kv_dim, .residual = residual,
+                              .ring_rows = residual + QUANT_RING_EXTRA,
                               .pos_bytes = codes + (size_t)(e->kv_dim / group) * 2 * sizeof(float),
                               .kv_dtype = e->kv_dtype};
+    /* LRUN_CUDA_QUANT_FUSED=0 keeps decode on the slot path (comparisons,
+     * benchmarks); shapes the fused kernel does not take always are */
+    const char *env = getenv("LRUN_CUDA_QUANT_FUSED");
+    kv->fused = !(env && strcmp(env, "0") == 0) && lrun_k_attention_quant_supported(&kv->q, head_dim);
     return LRUN_OK;
 }
 
@@ -104,14 +117,14 @@ size_t lrun_cuda_kv_bytes_per_position(const lrun_cuda_engine *e)
 {
     size_t per = 0, ring = 0;
     if (!device_size(e, 1, &per)) return SIZE_MAX;
-    if (e->kv.quantized && !planes_size(e, 2 * e->n_layer, e->kv.q.residual, row_bytes(e), &ring)) return SIZE_MAX;
+    if (e->kv.quantized && !planes_size(e, 2 * e->n_layer, e->kv.q.ring_rows, row_bytes(e), &ring)) return SIZE_MAX;
     return per - ring; /* the ring is fixed: lrun_cuda_kv_fixed_bytes */
 }
 
 size_t lrun_cuda_kv_fixed_bytes(const lrun_cuda_engine *e)
 {
     size_t ring = 0;
-    if (e->kv.quantized && !planes_size(e, 2 * e->n_layer, e->kv.q.residual, row_bytes(e), &ring)) return SIZE_MAX;
+    if (e->kv.quantized && !planes_size(e, 2 * e->n_layer, e->kv.q.ring_rows, row_bytes(e), &ring)) return SIZE_MAX;
     return ring;
 }
 
@@ -212,7 +225,7 @@ static lrun_status side_parts_alloc(lrun_cuda_engine *e, int64_t cap, void **slo
     *slots = *ring = NULL;
     *slot_bytes = *ring_bytes = 0;
     if (kv->staged && !planes_size(e, 4, cap, row_bytes(e), slot_bytes)) return LRUN_E_OOM;
-    if (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.residual, row_bytes(e), ring_bytes))
+    if (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), ring_bytes))
         return LRUN_E_OOM;
     lrun_status st = *slot_bytes ? device_part(e, *slot_bytes, "KV cache slots", slots) : LRUN_OK;
     if (st == LRUN_OK && *ring_bytes) st = device_part(e, *ring_bytes, "quantized KV cache (recent positions)", ring);
@@ -307,7 +320,7 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
     cap = min64(cap, e->n_ctx_max);
     size_t new_bytes, slot_bytes = 0, ring_bytes = 0, walk = 0;
     if (!layer_size(e, cap, &new_bytes) || (kv->staged && !planes_size(e, 4, cap, row_bytes(e), &slot_bytes)) ||
-        (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.residual, row_bytes(e), &ring_bytes)))
+        (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), &ring_bytes)))
         return lrun_fail_oom(SIZE_MAX, lrun_device_free_bytes(e->device), "KV cache: %lld positions per sequence "
                              "overflow size_t", (long long)cap);
     /* device bytes the walk adds at its highest: every layer grown but the
@@ -372,10 +385,19 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
 /* Device pointers of layer l's planes in the store (keys; values follow a plane later). */
 static char *store_keys(const lrun_cuda_engine *e, int64_t l) { return e->kv.layers[l]; }
 
+static size_t ring_plane_bytes(const lrun_cuda_engine *e)
+{
+    return (size_t)e->n_seq_max * (size_t)e->kv.q.ring_rows * row_bytes(e);
+}
+
+static size_t codes_plane_bytes(const lrun_cuda_engine *e)
+{
+    return (size_t)e->n_seq_max * (size_t)e->kv.cap * e->kv.q.pos_bytes;
+}
+
 static char *ring_keys(const lrun_cuda_engine *e, int64_t l)
 {
-    const size_t plane = (size_t)e->n_seq_max * (size_t)e->kv.q.residual * row_bytes(e);
-    return (char *)e->kv.ring + (size_t)(2 * l) * plane;
+    return (char *)e->kv.ring + (size_t)(2 * l) * ring_plane_bytes(e);
 }
 
 static char *slot_keys(const lrun_cuda_engine *e, int64_t l)
@@ -391,8 +413,7 @@ static lrun_status fill_slot(lrun_cuda_engine *e, int64_t l)
     char *dst = slot_keys(e, l);
     if (kv->fill_len > 0 && kv->quantized) {
         kv->q.cap = kv->cap;
-        const size_t codes_plane = (size_t)e->n_seq_max * (size_t)kv->cap * kv->q.pos_bytes;
-        const size_t ring_plane = (size_t)e->n_seq_max * (size_t)kv->q.residual * row;
+        const size_t codes_plane = codes_plane_bytes(e), ring_plane = ring_plane_bytes(e);
         const char *codes = store_keys(e, l), *ring = ring_keys(e, l);
         TRY(lrun_k_kv_dequant_fill(&kv->q, dst, dst + plane, codes, codes + codes_plane, ring, ring + ring_plane,
                                    kv->d_fill, kv->d_fill + e->n_seq_max, e->n_seq_max, kv->fill_len, kv->side));
@@ -415,14 +436,16 @@ static lrun_status fill_slot(lrun_cuda_engine *e, int64_t l)
     return cuda_check(cudaEventRecord(kv->ready[l % 2], kv->side), "KV slot event", e->device);
 }
 
-lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load)
+lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load, int64_t n_tok)
 {
     struct cuda_kv *kv = &e->kv;
     if (!kv->staged) return LRUN_OK;
-    /* what the chunk's layers load: each sequence's stored positions */
+    /* the exact path keeps the slots: its attention reads a slot in its own orders */
+    kv->fused_chunk = kv->fused && load && n_tok <= GEMV_MAX_ROWS && !e->exact;
+    /* what the chunk's layers load: each sequence's stored positions (none when fused) */
     int64_t total = 0, longest = 0;
     for (int64_t s = 0; s < e->n_seq_max; s++) {
-        const int64_t n = load ? kv->stored[s] : 0;
+        const int64_t n = load && !kv->fused_chunk ? kv->stored[s] : 0;
         total += n;
         longest = n > longest ? n : longest;
     }
@@ -430,15 +453,16 @@ lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load)
     /* one dense copy unless it would move a third more than the rows stored */
     kv->fill_dense = 3 * (longest * e->n_seq_max) <= 4 * total;
     kv->fill_bytes = (uint64_t)(kv->fill_dense ? longest * e->n_seq_max : total) * 2 * row_bytes(e);
-    if (kv->quantized && longest > 0) {
+    if (kv->quantized && (longest > 0 || kv->fused_chunk)) {
         kv->fill_bytes = 0;
         for (int64_t s = 0; s < e->n_seq_max; s++) {
-            /* stored and q_lo are by physical sequence, as the fill kernel reads them */
+            /* stored and q_lo are by physical sequence, as the fill and fused kernels read them */
             const int64_t n = kv->stored[s], lo = n - kv->q.residual > kv->q_lo[s] ? n - kv->q.residual : kv->q_lo[s];
             kv->q_lo[s] = lo; /* the ring holds [lo, n) */
             kv->h_fill[s] = (int32_t)n;
             kv->h_fill[e->n_seq_max + s] = (int32_t)lo;
-            kv->fill_bytes += 2 * ((uint64_t)lo * kv->q.pos_bytes + (uint64_t)(n - lo) * row_bytes(e));
+            if (!kv->fused_chunk)
+                kv->fill_bytes += 2 * ((uint64_t)lo * kv->q.pos_bytes + (uint64_t)(n - lo) * row_bytes(e));
         }
     }
     /* the side stream starts after everything the compute stream has queued:
@@ -467,6 +491,18 @@ lrun_status lrun_cuda_kv_layer(lrun_cuda_engine *e, int64_t l, char **keys, char
     return cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, e->kv.ready[l % 2], 0), "KV slot wait", e->device);
 }
 
+/* The chunk's n new rows of layer l's slot into codes and ring (chunk_end in d_fill). */
+static lrun_status quant_store(lrun_cuda_engine *e, int64_t l, int64_t n)
+{
+    struct cuda_kv *kv = &e->kv;
+    const struct step_table *t = &e->d_table;
+    char *slot = slot_keys(e, l), *codes = store_keys(e, l), *ring = ring_keys(e, l);
+    kv->q.cap = kv->cap;
+    return lrun_k_kv_quant_store(&kv->q, slot, slot + lrun_cuda_kv_plane_bytes(e), t->row_off, t->kv_base, t->pos,
+                                 kv->d_fill + 2 * e->n_seq_max, n, codes, codes + codes_plane_bytes(e), ring,
+                                 ring + ring_plane_bytes(e), e->stream);
+}
+
 lrun_status lrun_cuda_kv_layer_end(lrun_cuda_engine *e, int64_t l, int64_t n)
 {
     struct cuda_kv *kv = &e->kv;
@@ -474,15 +510,9 @@ lrun_status lrun_cuda_kv_layer_end(lrun_cuda_engine *e, int64_t l, int64_t n)
     const struct step_table *t = &e->d_table;
     const size_t plane = lrun_cuda_kv_plane_bytes(e);
     char *slot = slot_keys(e, l), *store = store_keys(e, l);
-    if (kv->quantized) {
-        kv->q.cap = kv->cap;
-        const size_t codes_plane = (size_t)e->n_seq_max * (size_t)kv->cap * kv->q.pos_bytes;
-        const size_t ring_plane = (size_t)e->n_seq_max * (size_t)kv->q.residual * row_bytes(e);
-        char *ring = ring_keys(e, l);
-        TRY(lrun_k_kv_quant_store(&kv->q, slot, slot + plane, t->row_off, t->kv_base, t->pos,
-                                  kv->d_fill + 2 * e->n_seq_max, n, store,
-                                  store + codes_plane, ring, ring + ring_plane, e->stream));
-    } else {
+    if (kv->quantized && !kv->fused_chunk) { /* the fused path stored them before its attention */
+        TRY(quant_store(e, l, n));
+    } else if (!kv->quantized) {
         TRY(lrun_k_kv_copy_rows(e->kv_dtype, store, store + plane, slot, slot + plane, t->row_off, n, e->kv_dim,
                                 e->stream));
     }
@@ -491,6 +521,18 @@ lrun_status lrun_cuda_kv_layer_end(lrun_cuda_engine *e, int64_t l, int64_t n)
     if (l + 2 >= e->n_layer) return LRUN_OK;
     TRY(cuda_check(cudaStreamWaitEvent(kv->side, kv->done[l % 2], 0), "KV slot wait", e->device));
     return fill_slot(e, l + 2);
+}
+
+lrun_status lrun_cuda_kv_fused_attention(lrun_cuda_engine *e, int64_t l, int64_t n, int64_t max_kv)
+{
+    const struct cuda_kv *kv = &e->kv;
+    const lrun_model_info *in = &e->model->info;
+    const char *codes = store_keys(e, l), *ring = ring_keys(e, l);
+    TRY(quant_store(e, l, n));
+    return lrun_k_attention_quant(&kv->q, e->q, codes, codes + codes_plane_bytes(e), ring, ring + ring_plane_bytes(e),
+                                  e->d_table.kv_base, e->d_table.n_kv, kv->d_fill + e->n_seq_max, n, in->n_head,
+                                  in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work,
+                                  e->stream);
 }
 
 void lrun_cuda_kv_step_end(lrun_cuda_engine *e)
@@ -542,8 +584,8 @@ static lrun_status copy_phys(lrun_cuda_engine *e, int64_t dst, int64_t src, int6
         for (int64_t l = 0; l < e->n_layer; l++)
             TRY(copy_seq(e, kv->layers[l], 2, kv->cap, store_pos_bytes(e), n, dst, src));
         if (kv->quantized) {
-            const int64_t rows = n < kv->q.residual ? n : kv->q.residual;
-            TRY(copy_seq(e, kv->ring, 2 * e->n_layer, kv->q.residual, row_bytes(e), rows, dst, src));
+            const int64_t rows = n < kv->q.ring_rows ? n : kv->q.ring_rows;
+            TRY(copy_seq(e, kv->ring, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), rows, dst, src));
         }
         kv->bytes_copied += (uint64_t)n * (uint64_t)(2 * e->n_layer) * store_pos_bytes(e);
     }

@@ -42,7 +42,7 @@ static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int
     cudaStream_t s = (cudaStream_t)e->stream;
     TRY(cuda_check(cudaMemcpyAsync(e->d_table_base, e->h_table_base, e->table_bytes, cudaMemcpyHostToDevice, s),
                    "sending the token table", e->device));
-    TRY(lrun_cuda_kv_chunk_begin(e, 1)); /* a staged cache starts loading layers 0 and 1 */
+    TRY(lrun_cuda_kv_chunk_begin(e, 1, n)); /* a staged cache starts loading layers 0 and 1 */
     const int graph_shape = e->graphs_enabled && n <= LRUN_CUDA_GRAPH_MAX_TOKENS && n_want == n && identity;
     if (graph_shape && !e->graph_exec[n] && e->graph_seen[n] > 0) (void)graph_capture(e, n);
     if (graph_shape && e->graph_exec[n]) {
@@ -189,7 +189,7 @@ lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *e, int64_t seq, i
                 e->kv.chunk_end[e->kv.phys[s]] = s == seq ? len + c0 + n : e->seq_len[s];
         st = cuda_check(cudaMemcpyAsync(e->d_table_base, e->h_table_base, e->table_bytes, cudaMemcpyHostToDevice, s),
                         "sending the fill table", e->device);
-        if (st == LRUN_OK) st = lrun_cuda_kv_chunk_begin(e, 0); /* nothing stored is read */
+        if (st == LRUN_OK) st = lrun_cuda_kv_chunk_begin(e, 0, n); /* nothing stored is read */
         for (int64_t l = 0; l < e->n_layer && st == LRUN_OK; l++) {
             const uint64_t at = seed + 0x9e3779b97f4a7c15ull * (uint64_t)((len + c0) * e->n_layer + l + 1);
             char *kc, *vc;

@@ -3,7 +3,8 @@
 -- model (LRUN_MODEL) with three sequences of different lengths, prompts in
 -- several chunks, copies, truncation and beam reordering:
 --   static, offloaded and offloaded_static give the dynamic cache's logits
---   bit for bit; quantized (int8, int4) reports its deviation from them;
+--   bit for bit; quantized (int8, int4) reports its deviation from them,
+--   and its fused decode attention agrees with the slot path;
 --   offloaded holds two layers on the device; lrun_engine_seq_reorder equals
 --   the same reordering done with seq_copy and copies only repeated sources;
 --   lrun_engine_seq_fill_random builds long contexts for every kind.
@@ -119,6 +120,65 @@ describe("KV cache kinds on cuda", function()
       assert.is_true(d == d and d < (bits == 8 and 0.1 or 0.5), "rel diff " .. d)
       assert.is_true(agree >= rows * (bits == 8 and 0.9 or 0.6))
       assert.is_true(d > 0, "codes are read: the prompts are longer than the residual window")
+    end)
+  end
+
+  -- Decode chunks of the quantized cache read codes and ring in one kernel
+  -- (lrun_k_attention_quant); LRUN_CUDA_QUANT_FUSED=0, read at engine init,
+  -- keeps them on the slot path (dequantize into a slot, then attention).
+  -- Both see the same values (codes rounded to f16, the ring's exact rows);
+  -- only the order of the f32 sums differs. The two engines take the same
+  -- prompts (chunks past 8 tokens: the slot path in both, so the same
+  -- codes), then 16 decode steps of all three sequences: fewer than the
+  -- residual window, so what the decodes write is read from the ring only.
+  -- (Over the whole script above the two drift further apart: a decode's
+  -- f32-level differences flip a code now and then once its rows are
+  -- quantized, and later positions build on those codes.)
+  for _, bits in ipairs({ 8, 4 }) do
+    it("quantized int" .. bits .. ": the fused decode attention gives the slot path's logits", function()
+      pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
+      local n_vocab = m.n_vocab
+      local function run(fused)
+        m:release_engine() -- a kept engine of the same shape would be reused, its choice made at init
+        if fused then ffi.C.unsetenv("LRUN_CUDA_QUANT_FUSED") else ffi.C.setenv("LRUN_CUDA_QUANT_FUSED", "0", 1) end
+        local e = assert(m:engine({ n_seq = N_SEQ, n_batch = N_BATCH, cache_implementation = "quantized",
+          cache_config = { nbits = bits, residual_length = 32 } }))
+        ffi.C.unsetenv("LRUN_CUDA_QUANT_FUSED")
+        local logits, n_out = ffi.new("float[?]", N_SEQ * n_vocab), ffi.new("int64_t[1]")
+        local function step(tokens, seqs)
+          local n = #tokens
+          local t, q = ffi.new("int32_t[?]", n), ffi.new("int32_t[?]", n)
+          for i = 1, n do t[i - 1], q[i - 1] = tokens[i], seqs[i] end
+          assert(C.lrun_engine_step(e, n, t, q, nil, logits, N_SEQ, n_out) == C.LRUN_OK, lf.last_error())
+        end
+        for s = 0, N_SEQ - 1 do assert(C.lrun_engine_seq_truncate(e, s, 0) == C.LRUN_OK) end
+        for seq, len in ipairs({ 150, 90, 20 }) do
+          local t, q = {}, {}
+          for i = 1, len do t[i], q[i] = 100 + (i * 37 + seq * 101) % 20000, seq - 1 end
+          step(t, q)
+        end
+        local moved, out = tonumber(stats(e).kv_bytes_moved), {}
+        for i = 1, 16 do
+          step({ 500 + i, 700 + i, 900 + i }, { 0, 1, 2 })
+          for j = 0, N_SEQ * n_vocab - 1 do out[#out + 1] = logits[j] end
+        end
+        return out, tonumber(stats(e).kv_bytes_moved) - moved
+      end
+      local slot, slot_moved = run(false)
+      local fused, fused_moved = run(true)
+      assert.are.equal(#slot, #fused)
+      local a, b = {}, {}
+      for j = 1, N_SEQ * n_vocab do a[j], b[j] = slot[j], fused[j] end
+      local first = rel_diff(a, b)
+      local d = rel_diff(slot, fused)
+      print(string.format("# quantized int%d (residual 32): fused decode vs slot path, logits rel diff %.3e at the "
+        .. "first step, %.3e over 16; the decodes moved %.2f MB to and from slots, fused %.2f MB", bits, first, d,
+        slot_moved / 1e6, fused_moved / 1e6))
+      assert.is_true(d == d and d <= 1e-3, "rel diff " .. d)
+      -- fused: only the new rows' write into codes and ring, no fills
+      local kv_dim = tonumber(info.n_head_kv) * tonumber(info.head_dim)
+      assert.are.equal(16 * N_SEQ * 2 * kv_dim * 2 * tonumber(info.n_layer), fused_moved)
+      assert.is_true(slot_moved > fused_moved)
     end)
   end
 

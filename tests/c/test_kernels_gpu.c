@@ -827,6 +827,133 @@ static void test_attention(void)
     attention_case("decode n_kv 12345 of 16384 (7B shape)", 1, 1, nkv, seq, 1, 16384, 32, 32, 128, 16384);
 }
 
+/* One case of lrun_k_attention_quant: random int8/int4 records (codes and
+ * a (scale, min) pair per group) and a random ring; token i of sequence
+ * seq[i] reads n_kv[i] positions, those below qlo[seq] from the records
+ * (dequantized as the slot path would store them: min + q·scale in f32,
+ * rounded to the cache dtype), the rest from ring row j % ring_rows. The
+ * reference is a double softmax over exactly those values. */
+static void attention_quant_case(const char *what, int bits, int f16, int64_t n_tok, const int32_t *n_kv,
+                                 const int *seq, int n_seq, const int32_t *qlo, int64_t cap, int64_t n_head,
+                                 int64_t n_head_kv, int64_t head_dim, int64_t group, int64_t ring_rows)
+{
+    dreset();
+    const int64_t kv_dim = n_head_kv * head_dim, n_groups = kv_dim / group, qn = n_tok * n_head * head_dim;
+    const size_t code_bytes = bits == 8 ? (size_t)kv_dim : (size_t)kv_dim / 2;
+    const size_t pos_bytes = code_bytes + (size_t)n_groups * 2 * sizeof(float), es = f16 ? 2 : 4;
+    const size_t plane = (size_t)n_seq * (size_t)cap * pos_bytes, ring_n = (size_t)n_seq * ring_rows * kv_dim;
+    uint8_t *codes = malloc(2 * plane);
+    float *ringf = frandv(2 * (int64_t)ring_n, -1.0f, 1.0f), *q = frandv(qn, -3.0f, 3.0f);
+    uint16_t *ringh = malloc(2 * ring_n * 2);
+    for (size_t i = 0; i < 2 * ring_n; i++) {
+        ringh[i] = lrun_f32_to_f16(ringf[i]);
+        if (f16) ringf[i] = lrun_f16_to_f32(ringh[i]);
+    }
+    for (size_t r = 0; r < 2 * (size_t)n_seq * (size_t)cap; r++) {
+        uint8_t *rec = codes + r * pos_bytes;
+        for (size_t b = 0; b < code_bytes; b++) rec[b] = (uint8_t)(rand() & 255);
+        float *par = (float *)(rec + code_bytes);
+        for (int64_t g = 0; g < n_groups; g++) par[2 * g] = frand(0.001f, 0.02f), par[2 * g + 1] = frand(-1.5f, -0.5f);
+    }
+    /* the value a position holds for the attention: which (0 keys, 1 values), sequence s, position j, element d */
+    float *vals = malloc((size_t)2 * n_seq * cap * kv_dim * sizeof(float));
+    for (int w = 0; w < 2; w++)
+        for (int s = 0; s < n_seq; s++)
+            for (int64_t j = 0; j < cap; j++) {
+                float *x = vals + (((size_t)w * n_seq + s) * cap + j) * kv_dim;
+                const uint8_t *rec = codes + (size_t)w * plane + ((size_t)s * cap + j) * pos_bytes;
+                const float *par = (const float *)(rec + code_bytes);
+                for (int64_t d = 0; d < kv_dim; d++) {
+                    if (j >= qlo[s]) {
+                        x[d] = ringf[(size_t)w * ring_n + ((size_t)s * ring_rows + j % ring_rows) * kv_dim + d];
+                        continue;
+                    }
+                    const unsigned c = bits == 8 ? rec[d] : (rec[d / 2] >> (4 * (d % 2))) & 15u;
+                    const float prod = (float)c * par[2 * (d / group)], v = par[2 * (d / group) + 1] + prod;
+                    x[d] = f16 ? lrun_f16_to_f32(lrun_f32_to_f16(v)) : v;
+                }
+            }
+    float *ref = malloc((size_t)qn * 4), *got = malloc((size_t)qn * 4);
+    double *scores = malloc((size_t)cap * sizeof *scores);
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    int64_t base[8];
+    for (int64_t i = 0; i < n_tok; i++) {
+        base[i] = seq[i] * cap * kv_dim;
+        const float *K = vals + (size_t)seq[i] * cap * kv_dim, *V = vals + ((size_t)n_seq + seq[i]) * cap * kv_dim;
+        for (int64_t h = 0; h < n_head; h++) {
+            const int64_t hk = h / (n_head / n_head_kv), o = (i * n_head + h) * head_dim;
+            double mx = -1e300, sum = 0.0;
+            for (int64_t t = 0; t < n_kv[i]; t++) {
+                double sc = 0.0;
+                for (int64_t d = 0; d < head_dim; d++) sc += (double)q[o + d] * K[t * kv_dim + hk * head_dim + d];
+                scores[t] = sc * scale;
+                mx = scores[t] > mx ? scores[t] : mx;
+            }
+            for (int64_t t = 0; t < n_kv[i]; t++) sum += (scores[t] = exp(scores[t] - mx));
+            for (int64_t d = 0; d < head_dim; d++) {
+                double a = 0.0;
+                for (int64_t t = 0; t < n_kv[i]; t++) a += scores[t] * V[t * kv_dim + hk * head_dim + d];
+                ref[o + d] = (float)(a / sum);
+            }
+        }
+    }
+    const lrun_k_kv_quant qz = {.bits = bits, .group = group, .kv_dim = kv_dim, .cap = cap, .residual = ring_rows,
+                                .ring_rows = ring_rows, .pos_bytes = pos_bytes,
+                                .kv_dtype = f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32};
+    uint8_t *dcodes = dcopy(codes, 2 * plane);
+    uint8_t *dring = dcopy(f16 ? (void *)ringh : (void *)ringf, 2 * ring_n * es);
+    float *dq = dcopy(q, (size_t)qn * 4), *dout = dbuf((size_t)qn * 4);
+    int64_t *dbase = dcopy(base, (size_t)n_tok * 8);
+    int32_t *dnkv = dcopy(n_kv, (size_t)n_tok * 4), *dqlo = dcopy(qlo, (size_t)n_seq * 4);
+    const size_t wb = lrun_k_attention_work_bytes(n_tok, n_head, head_dim, cap);
+    void *work = wb ? dbuf(wb) : NULL;
+    int ok = ran(lrun_k_attention_quant(&qz, dq, dcodes, dcodes + plane, dring, dring + ring_n * es, dbase, dnkv, dqlo,
+                                        n_tok, n_head, n_head_kv, head_dim, cap, scale, dout, work, stream));
+    down(got, dout, (size_t)qn * 4);
+    const double e = nmse(ref, got, qn);
+    char name[240];
+    snprintf(name, sizeof name, "attention_quant int%d %s %s: heads %lld/%lld, head_dim %lld, group %lld, record %zu B: "
+             "nmse %.2e <= 1e-7", bits, f16 ? "f16" : "f32", what, (long long)n_head, (long long)n_head_kv,
+             (long long)head_dim, (long long)group, pos_bytes, e);
+    CHECK(name, ok && e <= 1e-7);
+    free(codes), free(ringf), free(q), free(ringh), free(vals), free(ref), free(got), free(scores);
+}
+
+static void test_attention_quant(void)
+{
+    const int seq0[1] = {0};
+    for (int bits = 8; bits >= 4; bits -= 4) {
+        static const int32_t lens[] = {1, 300, 4096};
+        for (int li = 0; li < 3; li++) {
+            /* the last 128 positions and the new one from the ring (n_kv 1: only the ring) */
+            const int32_t nkv[1] = {lens[li]}, lo[1] = {lens[li] - 1 > 128 ? lens[li] - 1 - 128 : 0};
+            char what[80];
+            snprintf(what, sizeof what, "decode n_kv %d, ring from %d (GQA)", lens[li], lo[0]);
+            attention_quant_case(what, bits, 1, 1, nkv, seq0, 1, lo, lens[li], 32, 8, 128, 64, 136);
+        }
+        const int32_t n300[1] = {300}, lo0[1] = {300}, lo_all[1] = {0};
+        attention_quant_case("decode n_kv 300, all from codes", bits, 1, 1, n300, seq0, 1, lo0, 300, 8, 2, 128, 64,
+                             136);
+        attention_quant_case("decode n_kv 300, all from the ring", bits, 1, 1, n300, seq0, 1, lo_all, 300, 8, 2, 128,
+                             64, 400);
+        const int32_t lo171[1] = {171};
+        attention_quant_case("decode n_kv 300, ring from 171", bits, 0, 1, n300, seq0, 1, lo171, 300, 8, 2, 128, 64,
+                             136);
+        attention_quant_case("decode n_kv 300, group 32", bits, 1, 1, n300, seq0, 1, lo171, 300, 8, 2, 128, 32, 136);
+        /* SmolLM2's shape: records of 216 (int8) or 120 (int4) bytes, narrower code loads */
+        attention_quant_case("decode n_kv 300, head_dim 64, 9/3 heads", bits, 1, 1, n300, seq0, 1, lo171, 300, 9, 3,
+                             64, 64, 136);
+        /* a decode chunk of 5 tokens in 2 sequences: 3 new positions of one, 2 of the other */
+        const int seqs[5] = {0, 0, 0, 1, 1};
+        const int32_t nk5[5] = {298, 299, 300, 1000, 1001}, lo2[2] = {170, 872};
+        attention_quant_case("chunk of 5 tokens in 2 sequences", bits, 1, 5, nk5, seqs, 2, lo2, 1001, 8, 2, 128, 64,
+                             136);
+    }
+    const lrun_k_kv_quant odd = {.bits = 8, .group = 42, .kv_dim = 84, .cap = 8, .residual = 8, .ring_rows = 8,
+                                 .pos_bytes = 84 + 16, .kv_dtype = LRUN_DTYPE_F16};
+    CHECK("attention_quant: head_dim 42 is not taken (the slot path's)", !lrun_k_attention_quant_supported(&odd, 42));
+}
+
 // ---------------------------------------------------------------- sampling helpers
 
 static void test_argmax(void)
@@ -1164,6 +1291,7 @@ int main(int argc, char **argv)
         test_kv_store();
         test_rope_kv_store();
         test_attention();
+        test_attention_quant();
         test_argmax();
         test_topk();
     }
