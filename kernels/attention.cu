@@ -121,30 +121,7 @@ static __device__ __forceinline__ void job_vec(const float *__restrict__ q, cons
             for (int i = 0; i < E; i++) dot = fmaf(qr[i], f[i], dot);
             sc[u] = dot;
         }
-        for (int o = lanes >> 1; o > 0; o >>= 1)
-#pragma unroll
-            for (int u = 0; u < U; u++) sc[u] += __shfl_xor_sync(0xffffffffu, sc[u], o);
-        float mx = m;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            sc[u] = t + u < t1 ? sc[u] : -INFINITY;
-            mx = fmaxf(mx, sc[u]);
-        }
-        if (mx == -INFINITY) continue; /* nothing of this group's here yet */
-        const float corr = m == -INFINITY ? 0.0f : expf(m - mx); /* rescales what earlier steps summed */
-        l *= corr;
-#pragma unroll
-        for (int i = 0; i < E; i++) acc[i] *= corr;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const float e = t + u < t1 ? expf(sc[u] - mx) : 0.0f;
-            float f[E];
-            kv_unpack<KV>(vw[u], f);
-            l += e;
-#pragma unroll
-            for (int i = 0; i < E; i++) acc[i] = fmaf(e, f[i], acc[i]);
-        }
-        m = mx;
+        attn_group_step<U, E>(sc, t, t1, lanes, m, l, acc, [&](int u, float *f) { kv_unpack<KV>(vw[u], f); });
     }
     attn_groups_finish<E>(job, th, head_dim, n_split, lanes, m, l, acc, out, part, sh);
 }

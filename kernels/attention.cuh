@@ -100,6 +100,42 @@ static __device__ __forceinline__ void job_finish(int64_t job, int64_t th, int64
     }
 }
 
+/* One step of a lane group's online softmax over U positions t .. t+U-1 (those
+ * below t1 count): sc holds each lane's part of the U dot products, summed
+ * here over the group's lanes; v_of(u, f) unpacks position u's part of its
+ * value row into f[E]. m, l and acc carry the group's softmax from step to
+ * step. Both vector jobs (attention.cu, attention_quant.cu) run it, so they
+ * sum in the same order. */
+template <int U, int E, typename ValueOf>
+static __device__ __forceinline__ void attn_group_step(float (&sc)[U], int64_t t, int64_t t1, int lanes, float &m,
+                                                       float &l, float (&acc)[E], ValueOf v_of)
+{
+    for (int o = lanes >> 1; o > 0; o >>= 1)
+#pragma unroll
+        for (int u = 0; u < U; u++) sc[u] += __shfl_xor_sync(0xffffffffu, sc[u], o);
+    float mx = m;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        sc[u] = t + u < t1 ? sc[u] : -INFINITY;
+        mx = fmaxf(mx, sc[u]);
+    }
+    if (mx == -INFINITY) return; /* nothing of this group's here yet */
+    const float corr = m == -INFINITY ? 0.0f : expf(m - mx); /* rescales what earlier steps summed */
+    l *= corr;
+#pragma unroll
+    for (int i = 0; i < E; i++) acc[i] *= corr;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const float e = t + u < t1 ? expf(sc[u] - mx) : 0.0f;
+        float f[E];
+        v_of(u, f);
+        l += e;
+#pragma unroll
+        for (int i = 0; i < E; i++) acc[i] = fmaf(e, f[i], acc[i]);
+    }
+    m = mx;
+}
+
 /* The end of a vector job (job_vec, attention_quant.cu): each group of
  * `lanes` lanes kept its own online softmax (m, l, acc[E] for dims sub·E..);
  * the groups are merged in shared memory, in group order, and the job

@@ -128,30 +128,8 @@ static __device__ __forceinline__ void job_quant(const float *__restrict__ q, co
             for (int i = 0; i < E; i++) dot = fmaf(qr[i], f[i], dot);
             sc[u] = dot;
         }
-        for (int o = lanes >> 1; o > 0; o >>= 1)
-#pragma unroll
-            for (int u = 0; u < U; u++) sc[u] += __shfl_xor_sync(0xffffffffu, sc[u], o);
-        float mx = m;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            sc[u] = t + u < c1 ? sc[u] : -INFINITY;
-            mx = fmaxf(mx, sc[u]);
-        }
-        if (mx == -INFINITY) continue; /* nothing of this group's here yet */
-        const float corr = m == -INFINITY ? 0.0f : expf(m - mx);
-        l *= corr;
-#pragma unroll
-        for (int i = 0; i < E; i++) acc[i] *= corr;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const float e = t + u < c1 ? expf(sc[u] - mx) : 0.0f;
-            float f[E];
-            codes_unpack<KV, BITS>(vw[u], vp[u], f);
-            l += e;
-#pragma unroll
-            for (int i = 0; i < E; i++) acc[i] = fmaf(e, f[i], acc[i]);
-        }
-        m = mx;
+        attn_group_step<U, E>(sc, t, c1, lanes, m, l, acc,
+                              [&](int u, float *f) { codes_unpack<KV, BITS>(vw[u], vp[u], f); });
     }
 
     /* the ring: at most residual + a chunk's positions, one per group and step */
