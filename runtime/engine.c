@@ -575,6 +575,11 @@ static void forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int6
     lrun_weight_stream_release(e->ws, in->n_layer);
 }
 
+static int64_t seq_len_of(const void *engine, int64_t seq)
+{
+    return ((const lrun_engine *)engine)->kv.seqs[seq].len;
+}
+
 lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
                              const int32_t *seq, const int8_t *want_logits,
                              float *logits, int64_t logits_rows_cap, int64_t *n_out)
@@ -583,26 +588,14 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
     if (e && e->cuda)
         return lrun_cuda_engine_step(e->cuda, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap, n_out);
     if (n_out) *n_out = 0;
-    if (!e || n_tokens < 0 || (n_tokens > 0 && (!tokens || !seq)))
-        return lrun_fail(LRUN_E_ARG, "engine step: need an engine, n_tokens >= 0 (%lld) and tokens and seq arrays",
-                         (long long)n_tokens);
+    if (!e) return lrun_fail(LRUN_E_ARG, "engine step: engine is NULL");
 
     // ---- validate, count tokens per sequence and wanted rows
-    int64_t n_want;
-    lrun_status st = lrun_step_tokens_check(n_tokens, tokens, seq, want_logits, e->n_vocab, e->n_seq_max,
-                                            e->seq_count, &n_want);
+    int64_t n_want, need;
+    const lrun_step_shape shape = {e->n_vocab, e->n_seq_max, e->n_ctx_max, e, seq_len_of};
+    lrun_status st = lrun_step_check(&shape, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap,
+                                     e->seq_count, &n_want, &need);
     if (st != LRUN_OK) return st;
-    for (int64_t s = 0; s < e->n_seq_max; s++) {
-        if (!e->seq_count[s]) continue;
-        if (!want_logits) n_want++;
-        if (e->kv.seqs[s].len + e->seq_count[s] > e->n_ctx_max)
-            return lrun_fail(LRUN_E_ARG, "engine step: sequence %lld would reach %lld positions, more than n_ctx_max "
-                             "%lld", (long long)s, (long long)(e->kv.seqs[s].len + e->seq_count[s]),
-                             (long long)e->n_ctx_max);
-    }
-    if (n_want > 0 && (!logits || logits_rows_cap < n_want))
-        return lrun_fail(LRUN_E_ARG, "engine step: %lld logit rows are wanted but the buffer holds %lld",
-                         (long long)n_want, logits ? (long long)logits_rows_cap : 0LL);
 
     // ---- grow every cache first, so a failure changes nothing
     st = lrun_kv_cache_step_begin(&e->kv, e->seq_count);

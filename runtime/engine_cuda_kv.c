@@ -465,6 +465,12 @@ lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load, int64_t n_to
                 kv->fill_bytes += 2 * ((uint64_t)lo * kv->q.pos_bytes + (uint64_t)(n - lo) * row_bytes(e));
         }
     }
+    if (kv->fused_chunk) { /* no slot is filled: the table goes on the compute stream, no side-stream handshakes */
+        for (int64_t s = 0; s < e->n_seq_max; s++) kv->h_fill[2 * e->n_seq_max + s] = (int32_t)kv->chunk_end[s];
+        return cuda_check(cudaMemcpyAsync(kv->d_fill, kv->h_fill, 3 * (size_t)e->n_seq_max * sizeof(int32_t),
+                                          cudaMemcpyHostToDevice, (cudaStream_t)e->stream),
+                          "KV fill table", e->device);
+    }
     /* the side stream starts after everything the compute stream has queued:
      * the previous chunk's write-backs and its last use of both slots */
     TRY(cuda_check(cudaEventRecord(kv->begin, (cudaStream_t)e->stream), "KV chunk event", e->device));
@@ -488,6 +494,7 @@ lrun_status lrun_cuda_kv_layer(lrun_cuda_engine *e, int64_t l, char **keys, char
     }
     *keys = slot_keys(e, l);
     *values = *keys + lrun_cuda_kv_plane_bytes(e);
+    if (e->kv.fused_chunk) return LRUN_OK; /* nothing fills the slot: only RoPE writes the new rows there */
     return cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, e->kv.ready[l % 2], 0), "KV slot wait", e->device);
 }
 
@@ -517,6 +524,7 @@ lrun_status lrun_cuda_kv_layer_end(lrun_cuda_engine *e, int64_t l, int64_t n)
                                 e->stream));
     }
     kv->bytes_moved += (uint64_t)n * 2 * row_bytes(e);
+    if (kv->fused_chunk) return LRUN_OK; /* no slot to refill */
     TRY(cuda_check(cudaEventRecord(kv->done[l % 2], (cudaStream_t)e->stream), "KV slot event", e->device));
     if (l + 2 >= e->n_layer) return LRUN_OK;
     TRY(cuda_check(cudaStreamWaitEvent(kv->side, kv->done[l % 2], 0), "KV slot wait", e->device));

@@ -70,31 +70,23 @@ static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int
     return LRUN_OK;
 }
 
+static int64_t seq_len_of(const void *engine, int64_t seq)
+{
+    return ((const lrun_cuda_engine *)engine)->seq_len[seq];
+}
+
 lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const int32_t *tokens, const int32_t *seq,
                                   const int8_t *want_logits, float *logits, int64_t logits_rows_cap, int64_t *n_out)
 {
     if (n_out) *n_out = 0;
-    if (!e || n_tokens < 0 || (n_tokens > 0 && (!tokens || !seq)))
-        return lrun_fail(LRUN_E_ARG, "engine step: need an engine, n_tokens >= 0 (%lld) and tokens and seq arrays",
-                         (long long)n_tokens);
+    if (!e) return lrun_fail(LRUN_E_ARG, "engine step: engine is NULL");
 
     // ---- validate, count tokens per sequence and wanted rows
-    int64_t n_want, need = 0;
-    lrun_status st = lrun_step_tokens_check(n_tokens, tokens, seq, want_logits, e->n_vocab, e->n_seq_max,
-                                            e->seq_count, &n_want);
+    int64_t n_want, need;
+    const lrun_step_shape shape = {e->n_vocab, e->n_seq_max, e->n_ctx_max, e, seq_len_of};
+    lrun_status st = lrun_step_check(&shape, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap,
+                                     e->seq_count, &n_want, &need);
     if (st != LRUN_OK) return st;
-    for (int64_t s = 0; s < e->n_seq_max; s++) {
-        if (!e->seq_count[s]) continue;
-        if (!want_logits) n_want++;
-        const int64_t len = e->seq_len[s] + e->seq_count[s];
-        if (len > e->n_ctx_max)
-            return lrun_fail(LRUN_E_ARG, "engine step: sequence %lld would reach %lld positions, more than n_ctx_max "
-                             "%lld", (long long)s, (long long)len, (long long)e->n_ctx_max);
-        need = len > need ? len : need;
-    }
-    if (n_want > 0 && (!logits || logits_rows_cap < n_want))
-        return lrun_fail(LRUN_E_ARG, "engine step: %lld logit rows are wanted but the buffer holds %lld",
-                         (long long)n_want, logits ? (long long)logits_rows_cap : 0LL);
     if (n_tokens == 0) return LRUN_OK;
     TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
 

@@ -5,12 +5,16 @@
 
 #include "error.h"
 
-lrun_status lrun_step_tokens_check(int64_t n_tokens, const int32_t *tokens, const int32_t *seq,
-                                   const int8_t *want_logits, int64_t n_vocab, int64_t n_seq_max,
-                                   int64_t *seq_count, int64_t *n_want)
+lrun_status lrun_step_check(const lrun_step_shape *shape, int64_t n_tokens, const int32_t *tokens,
+                            const int32_t *seq, const int8_t *want_logits, const float *logits,
+                            int64_t logits_rows_cap, int64_t *seq_count, int64_t *n_want, int64_t *need)
 {
+    const int64_t n_vocab = shape->n_vocab, n_seq_max = shape->n_seq_max;
+    *n_want = *need = 0;
+    if (n_tokens < 0 || (n_tokens > 0 && (!tokens || !seq)))
+        return lrun_fail(LRUN_E_ARG, "engine step: need n_tokens >= 0 (%lld) and tokens and seq arrays",
+                         (long long)n_tokens);
     memset(seq_count, 0, (size_t)n_seq_max * sizeof *seq_count);
-    *n_want = 0;
     for (int64_t i = 0; i < n_tokens; i++) {
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
             return lrun_fail(LRUN_E_ARG, "engine step: token %lld is id %d, outside the vocabulary [0, %lld)",
@@ -21,6 +25,18 @@ lrun_status lrun_step_tokens_check(int64_t n_tokens, const int32_t *tokens, cons
         seq_count[seq[i]]++;
         if (want_logits && want_logits[i]) ++*n_want;
     }
+    for (int64_t s = 0; s < n_seq_max; s++) {
+        if (!seq_count[s]) continue;
+        if (!want_logits) ++*n_want;
+        const int64_t len = shape->len_of(shape->engine, s) + seq_count[s];
+        if (len > shape->n_ctx_max)
+            return lrun_fail(LRUN_E_ARG, "engine step: sequence %lld would reach %lld positions, more than n_ctx_max "
+                             "%lld", (long long)s, (long long)len, (long long)shape->n_ctx_max);
+        *need = len > *need ? len : *need;
+    }
+    if (*n_want > 0 && (!logits || logits_rows_cap < *n_want))
+        return lrun_fail(LRUN_E_ARG, "engine step: %lld logit rows are wanted but the buffer holds %lld",
+                         (long long)*n_want, logits ? (long long)logits_rows_cap : 0LL);
     return LRUN_OK;
 }
 
