@@ -39,7 +39,7 @@ else
 CU_SRC     :=
 endif
 
-LIB_SRC  := $(filter-out runtime/launcher.c,$(wildcard runtime/*.c))
+LIB_SRC  := $(wildcard runtime/*.c runtime/*/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
 LIB      := $(BUILD)/liblrun.so
 LAUNCHER := $(BUILD)/lrun
@@ -62,11 +62,11 @@ check-deps:
 	done
 	@command -v luajit >/dev/null || { echo "missing luajit: apt-get install luajit"; exit 1; }
 
-$(BUILD)/%.o: %.c $(wildcard runtime/*.h)
+$(BUILD)/%.o: %.c $(wildcard runtime/*.h runtime/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh) $(wildcard runtime/*.h)
+$(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh) $(wildcard runtime/*.h runtime/*/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
@@ -74,7 +74,7 @@ $(LIB): $(LIB_OBJ)
 	$(CC) -shared -o $@ $^ $(LIB_LDLIBS)
 
 # The launcher embeds LuaJIT; readline is linked in so the REPL reaches it through ffi.C.
-$(LAUNCHER): $(BUILD)/runtime/launcher.o $(LIB)
+$(LAUNCHER): $(BUILD)/app/launcher.o $(LIB)
 	$(CC) -o $@ $< -Wl,--no-as-needed -lreadline -Wl,--as-needed \
 	  $(shell pkg-config --libs luajit) -ldl $(LDLIBS) -Wl,-E
 

@@ -15,7 +15,7 @@
 
 #include "kernels.h"
 extern "C" {
-#include "error.h" /* a C header without its own extern "C" */
+#include "core/error.h" /* a C header without its own extern "C" */
 }
 
 // ---------------------------------------------------------------- limits

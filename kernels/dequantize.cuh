@@ -18,10 +18,10 @@
  *                  it needs any of them;
  *   offset(u, r)   the element of the block where run r of unit u starts.
  *
- * The arithmetic is the CPU twin's (runtime/quant.c), operation for
+ * The arithmetic is the CPU twin's (runtime/quant/quant.c), operation for
  * operation, with __fmul_rn/__fadd_rn so that no multiply-add is contracted
  * into an FMA: dequantization to f32 is bit-exact. The block layouts are
- * those of runtime/quant.h (GGUF/ggml). */
+ * those of runtime/quant/quant.h (GGUF/ggml). */
 #ifndef LRUN_KERNELS_DEQUANTIZE_CUH
 #define LRUN_KERNELS_DEQUANTIZE_CUH
 

@@ -7,7 +7,7 @@
 
 #include "common.cuh"
 
-/* ggml_v_expf (its AVX2+FMA form) on one float, as v_expf1 in runtime/cpu_ops.c. */
+/* ggml_v_expf (its AVX2+FMA form) on one float, as v_expf1 in runtime/cpu/cpu_ops.c. */
 static __device__ __forceinline__ float lrun_k_v_expf(float x)
 {
     const float r = 0x1.8p23f;

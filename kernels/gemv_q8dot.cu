@@ -1,5 +1,5 @@
 /* gemv_q8dot.cu — the exact Q4_0/Q4_1/Q8_0 matmul (see gemv_q8dot.cuh).
- * Per output, as dot1_q4_0 / dot1_q4_1 / dot1_q8_0 in runtime/quant_dot.c:
+ * Per output, as dot1_q4_0 / dot1_q4_1 / dot1_q8_0 in runtime/quant/quant_dot.c:
  *   for each block b: dd = dw·dx; acc[l] = fma(dd, lane_l, acc[l])
  *                     (Q4_1: summs = fma(mw, s_x, summs))
  *   y = hsum8(acc) (+ summs)

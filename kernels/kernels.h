@@ -1,7 +1,7 @@
 /* kernels.h — the CUDA kernels of lrun, as C-callable launchers.
  *
  * One op per kernels/<op>.cu + <op>.cuh pair; this header is the catalogue
- * the C core (runtime/engine_cuda.c) calls. Every launcher:
+ * the C core (runtime/cuda/engine_cuda.c) calls. Every launcher:
  *   - takes its cudaStream_t as `void *stream` (never the legacy default stream);
  *   - checks the launch (cudaGetLastError) and returns LRUN_E_DEVICE with the
  *     op name and the CUDA error string through lrun_fail;
@@ -13,7 +13,7 @@
  * types, exactly as in the GGUF file).
  *
  * Only built when CUDA=1 (LRUN_WITH_CUDA); the CPU twins of every op live in
- * runtime/quant.c, runtime/cpu_matmul.c and runtime/cpu_ops.c, and
+ * runtime/quant/quant.c, runtime/cpu/cpu_matmul.c and runtime/cpu/cpu_ops.c, and
  * tests/c/test_kernels_gpu.c checks each kernel against its twin. */
 #ifndef LRUN_KERNELS_H
 #define LRUN_KERNELS_H
@@ -147,10 +147,10 @@ lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, const void *ca
 lrun_status lrun_k_kv_copy_rows(lrun_dtype kv_dtype, void *dst_k, void *dst_v, const void *src_k, const void *src_v,
                                 const int64_t *row_offset, int64_t n_tok, int64_t kv_dim, void *stream);
 
-/* The quantized cache's layout (runtime/engine_cuda_kv.c). A position's
+/* The quantized cache's layout (runtime/cuda/engine_cuda_kv.c). A position's
  * record, pos_bytes: kv_dim codes (bits 8) or kv_dim/2 bytes (bits 4, low
  * nibble first), then a (scale, min) float pair per group of `group`
- * elements: x ≈ min + q·scale, the record runtime/kv_quant.c writes. Records
+ * elements: x ≈ min + q·scale, the record runtime/kv/kv_quant.c writes. Records
  * of sequence s at (s·cap + pos)·pos_bytes; exact recent positions in a ring
  * of ring_rows rows per sequence, row (s·ring_rows + pos % ring_rows). The
  * ring holds `residual` positions the cache keeps exact plus room for a
@@ -200,7 +200,7 @@ lrun_status lrun_k_fill_uniform(float *x, int64_t n, uint64_t seed, void *stream
 // ---------------------------------------------------------------- the exact path (docs/numerics.md "On the GPU")
 
 /* The ops below compute, to the bit, what the CPU engine computes for
- * Q4_0/Q4_1/Q8_0 models (runtime/engine_cuda_exact.c uses them); each
+ * Q4_0/Q4_1/Q8_0 models (runtime/cuda/engine_cuda_exact.c uses them); each
  * follows one section of docs/numerics.md with explicit rounding intrinsics. */
 
 /* x (m, k) f32 to llama.cpp's x86 activation blocks (lrun_quantize_activations):

@@ -1,11 +1,11 @@
-/* kv_stage.cu — what the staged KV caches (runtime/engine_cuda_kv.c) run on
+/* kv_stage.cu — what the staged KV caches (runtime/cuda/engine_cuda_kv.c) run on
  * the device besides the attention:
  *   copy_rows     the chunk's new rows from the slot to the offloaded store,
  *                 written straight into pinned host memory (mapped: UVA), so a
  *                 decode step's few rows need no copy call per sequence;
  *   quant_store   the chunk's new rows into int8/int4 codes with a (scale,
  *                 min) pair per group, and their exact bits into the ring of
- *                 recent positions: the record runtime/kv_quant.c writes on
+ *                 recent positions: the record runtime/kv/kv_quant.c writes on
  *                 the CPU (codes, then the pairs as floats);
  *   dequant_fill  a layer's slot from codes (positions below q_lo) and the
  *                 ring (q_lo up to the stored length), per sequence;

@@ -1,5 +1,5 @@
 /* quantize_q8.cu — x (m, k) f32 to 8-bit blocks of 32, as
- * lrun_quantize_activations (runtime/quant.c): amax = max |x|, d = amax/127,
+ * lrun_quantize_activations (runtime/quant/quant.c): amax = max |x|, d = amax/127,
  * id = 127/amax (a second division), q = rint(x·id) ties to even, d stored
  * f16-rounded, and for Q8_1 s = f16(d·Σq) from the unrounded d. The max and
  * the integer sum do not depend on order, so a warp per block gives the

@@ -1,4 +1,4 @@
-/* rms_norm.cu — RMSNorm, as lrun_cpu_rms_norm (runtime/cpu_ops.c): the CPU
+/* rms_norm.cu — RMSNorm, as lrun_cpu_rms_norm (runtime/cpu/cpu_ops.c): the CPU
  * sums squares in double; here each thread sums ~n/1024 squares in f32 and the
  * partial sums are combined in a tree, which keeps the relative error of the
  * mean near 1e-7. y may alias x: every element is read and written by the

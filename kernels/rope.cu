@@ -1,5 +1,5 @@
 /* rope.cu — RoPE as lrun_cpu_rope_cos_sin + lrun_cpu_rope_apply
- * (runtime/cpu_ops.c): theta_i = pos * freq_scale * base^(-2i/n_rot)
+ * (runtime/cpu/cpu_ops.c): theta_i = pos * freq_scale * base^(-2i/n_rot)
  * [/ freq_factors[i]] in double, like the CPU twin (and ggml), then cos and sin
  * rounded to float and the rotation in f32. Double keeps theta exact enough
  * at positions in the hundreds of thousands, where an f32 theta would be off

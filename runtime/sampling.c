@@ -13,8 +13,8 @@
  * Candidates are ordered by logit, highest first, ties by lower token id.
  * That order is strict, so the kept sets are deterministic whatever the
  * selection's pivots were. */
-#include "checked.h"
-#include "error.h"
+#include "core/checked.h"
+#include "core/error.h"
 
 #include <math.h>
 #if defined(__AVX2__)

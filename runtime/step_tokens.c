@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "error.h"
+#include "core/error.h"
 
 lrun_status lrun_step_check(const lrun_step_shape *shape, int64_t n_tokens, const int32_t *tokens,
                             const int32_t *seq, const int8_t *want_logits, const float *logits,

@@ -1,5 +1,5 @@
 -- kv_cache_gpu_spec: the five KV cache kinds on the CUDA engine
--- (runtime/engine_cuda_kv.c, docs/kv-cache.md "On the GPU"), on the default
+-- (runtime/cuda/engine_cuda_kv.c, docs/kv-cache.md "On the GPU"), on the default
 -- model (LRUN_MODEL) with three sequences of different lengths, prompts in
 -- several chunks, copies, truncation and beam reordering:
 --   static, offloaded and offloaded_static give the dynamic cache's logits

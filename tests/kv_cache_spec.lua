@@ -1,5 +1,5 @@
 -- kv_cache_spec: the cache_implementation option through lrun.load and
--- generate (lua/lrun/cache.lua, runtime/kv_cache.c): validation, the exact
+-- generate (lua/lrun/cache.lua, runtime/kv/kv_cache.c): validation, the exact
 -- caches giving the same greedy tokens, quantized running, and an OOM of the
 -- cache as a structured error that an offloaded cache then avoids.
 local path = os.getenv("LRUN_MODEL")

@@ -1,6 +1,6 @@
 -- residency_gpu_spec: placements on the CUDA engine through lrun.load's
 -- placement options (lua/lrun/residency.lua planning, applied to an
--- AS_PLACED engine: runtime/engine_cuda_offload.c streaming, host compute,
+-- AS_PLACED engine: runtime/cuda/engine_cuda_offload.c streaming, host compute,
 -- gathered embedding rows). Every built-in policy and several custom ones
 -- (policy files, -ot overrides, host-compute marks, k = 1, 2) on random
 -- bf16 and q8_0 models and, with LRUN_MODEL, on the default model:
@@ -188,7 +188,7 @@ describe("placements on cuda", function()
   end
 end)
 
--- numerics = "exact" (runtime/engine_cuda_exact.c) with placed weights:
+-- numerics = "exact" (runtime/cuda/engine_cuda_exact.c) with placed weights:
 -- streamed matrices are the same bytes in a slot, and host-computed ones run
 -- the CPU engine's own matmul on the f32 input the GPU would have quantized,
 -- so every placement, host compute included, is bit-identical to the

@@ -14,8 +14,8 @@
  * m = 64 (prefill): GFLOP/s (2·m·n·k per product), one matrix (cache-resident,
  * as each weight is reused 64 times anyway).
  * With LRUN_MODEL set: also every matmul of one decode step of that GGUF. */
-#include "cpu_matmul.h"
-#include "quant.h"
+#include "cpu/cpu_matmul.h"
+#include "quant/quant.h"
 
 #include <immintrin.h>
 #include <stdatomic.h>

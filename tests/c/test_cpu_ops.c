@@ -5,11 +5,11 @@
 #include <string.h>
 
 #include "check.h"
-#include "cpu_matmul.h"
-#include "cpu_ops.h"
-#include "quant.h"
-#include "tensor.h"
-#include "threadpool.h"
+#include "cpu/cpu_matmul.h"
+#include "cpu/cpu_ops.h"
+#include "quant/quant.h"
+#include "core/tensor.h"
+#include "core/threadpool.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static float frand(float lo, float hi)

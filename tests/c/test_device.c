@@ -1,9 +1,9 @@
 /* test_device.c — device budgets and OOM reports, host tiers, copies, cpu
  * streams and events, and the pool's free-list allocator on a host arena. */
 #include "check.h"
-#include "cuda_backend.h"
-#include "device.h"
-#include "error.h"
+#include "cuda/cuda_backend.h"
+#include "core/device.h"
+#include "core/error.h"
 
 #include <stdint.h>
 #include <stdlib.h>

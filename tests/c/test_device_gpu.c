@@ -3,9 +3,9 @@
  * element access on the GPU, pinned memory, and stream/event ordering.
  * Every check is skipped (TAP SKIP) where no GPU is visible. */
 #include "check.h"
-#include "cuda_backend.h"
-#include "device.h"
-#include "tensor.h"
+#include "cuda/cuda_backend.h"
+#include "core/device.h"
+#include "core/tensor.h"
 
 #include <stdint.h>
 #include <stdlib.h>

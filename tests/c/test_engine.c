@@ -14,7 +14,7 @@
 
 #include "check.h"
 #include "lrun.h"
-#include "quant.h"
+#include "quant/quant.h"
 
 enum { L = 2, D = 64, H = 4, HK = 2, HD = D / H, F = 96, V = 300, CTX = 128 };
 

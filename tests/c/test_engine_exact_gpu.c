@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "engine_cuda.h"
+#include "cuda/engine_cuda.h"
 #include "lrun.h"
 
 enum { L = 2, D = 160, H = 4, HK = 2, F = 224, V = 997, CTX = 256, BATCH = 16, NSEQ = 3 };

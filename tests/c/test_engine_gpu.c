@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "engine_cuda.h"
+#include "cuda/engine_cuda.h"
 #include "lrun.h"
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 1024 };

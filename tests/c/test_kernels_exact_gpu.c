@@ -8,11 +8,11 @@
  * head sizes 64 and 40). Inputs are random with odd shapes, and the norm and
  * SwiGLU inputs include outliers and the exp's out-of-range branches. */
 #include "check.h"
-#include "cpu_ops.h"
-#include "cuda_backend.h"
-#include "device.h"
-#include "quant.h"
-#include "quant_dot.h"
+#include "cpu/cpu_ops.h"
+#include "cuda/cuda_backend.h"
+#include "core/device.h"
+#include "quant/quant.h"
+#include "quant/quant_dot.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -14,10 +14,10 @@
  *                                          and of decode attention at n_kv 4096, 16384, 32768
  *   build/tests/test_kernels_gpu --sweep   the same for every GEMV shape variant */
 #include "check.h"
-#include "cpu_ops.h"
-#include "cuda_backend.h"
-#include "device.h"
-#include "quant.h"
+#include "cpu/cpu_ops.h"
+#include "cuda/cuda_backend.h"
+#include "core/device.h"
+#include "quant/quant.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -734,7 +734,7 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
         for (int64_t h = 0; h < n_head; h++) {
             /* softmax(scale * K q) · V in double over the cache's own values
              * (f16-rounded for an f16 cache): the CPU twin's attention now
-             * reads a transposed V (runtime/cpu_ops.h), a layout kernels.h
+             * reads a transposed V (runtime/cpu/cpu_ops.h), a layout kernels.h
              * does not share, so the reference is written out here */
             const int64_t hk = h / (n_head / n_head_kv), o = (i * n_head + h) * head_dim;
             double mx = -1e300, sum = 0.0;

@@ -2,8 +2,8 @@
  * weight dtype, decode (m = 1) and prefill shapes, odd n, several thread
  * counts; the bits must not depend on the thread count nor on m. */
 #include "check.h"
-#include "cpu_matmul.h"
-#include "quant_dot.h"
+#include "cpu/cpu_matmul.h"
+#include "quant/quant_dot.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * F16C conversions, gguf-py's codecs (tests/golden/quant_blocks.json, from
  * tests/golden/make_quant_golden.py) and float dots of dequantized rows. */
 #include "check.h"
-#include "quant_dot.h"
+#include "quant/quant_dot.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /* test_stream_exact_gpu.c — the CUDA engine's exact path (numerics EXACT,
- * runtime/engine_cuda_exact.c) with weights placed off the device
- * (AS_PLACED, runtime/engine_cuda_offload.c), against the resident exact
+ * runtime/cuda/engine_cuda_exact.c) with weights placed off the device
+ * (AS_PLACED, runtime/cuda/engine_cuda_offload.c), against the resident exact
  * run and the CPU engine, to the bit.
  *
  * Streamed weights are the same bytes read from a slot, and a host-computed
@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "engine_cuda.h"
+#include "cuda/engine_cuda.h"
 #include "lrun.h"
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 256, NP = 20, ND = 8 };

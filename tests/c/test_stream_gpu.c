@@ -1,4 +1,4 @@
-/* test_stream_gpu.c — an AS_PLACED CUDA engine (runtime/engine_cuda_offload.c)
+/* test_stream_gpu.c — an AS_PLACED CUDA engine (runtime/cuda/engine_cuda_offload.c)
  * against the fully resident one.
  *
  * Random-weight models (untied head) in bf16 and q8_0. Per placement (every

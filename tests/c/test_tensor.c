@@ -1,8 +1,8 @@
 /* test_tensor.c — tensor shapes, names of roles and tiers, element access in
  * several dtypes, and moves through every tier on cpu with byte accounting. */
 #include "check.h"
-#include "device.h"
-#include "tensor.h"
+#include "core/device.h"
+#include "core/tensor.h"
 
 #include <stdint.h>
 #include <stdlib.h>

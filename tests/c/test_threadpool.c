@@ -2,7 +2,7 @@
  * runs (spinning workers), runs after long pauses (sleeping workers), slow
  * workers (a sleeping caller), and a dispatch latency figure. */
 #include "check.h"
-#include "threadpool.h"
+#include "core/threadpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

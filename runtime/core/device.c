@@ -1,0 +1,347 @@
+/* device.c — opening a compute device, its byte budget, and the allocation
+ * and copy entry points of every tier.
+ *
+ * On cpu, device memory is 64-byte aligned host memory counted against the
+ * budget, so placement, OOM and fallbacks behave on a laptop as on a GPU.
+ * On cuda, it comes from the backend's pool (cuda_backend.c). */
+#include "core/device.h"
+
+#include "core/checked.h"
+#include "cuda/cuda_backend.h"
+#include "core/error.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Host allocations are aligned for AVX-512 loads and whole cache lines. */
+#define HOST_ALIGN ((size_t)64)
+
+const char *lrun_format_bytes(size_t bytes, char *buf, size_t cap)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    if (bytes < 1024) {
+        snprintf(buf, cap, "%zu B", bytes);
+        return buf;
+    }
+    double v = (double)bytes / 1024.0;
+    int u = 0;
+    while (v >= 1024.0 && u < 5) {
+        v /= 1024.0;
+        u++;
+    }
+    snprintf(buf, cap, "%.1f %s", v, units[u]);
+    return buf;
+}
+
+// ---------------------------------------------------------------- opening
+
+/* "cpu" → -1, "cuda" → 0, "cuda:N" → N; -2 when spec is none of these. */
+static int parse_spec(const char *spec)
+{
+    if (strcmp(spec, "cpu") == 0) return -1;
+    if (strcmp(spec, "cuda") == 0) return 0;
+    if (strncmp(spec, "cuda:", 5) != 0) return -2;
+    const char *p = spec + 5;
+    if (*p == '\0' || strlen(p) > 4) return -2;
+    int n = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9') return -2;
+        n = n * 10 + (*p - '0');
+    }
+    return n;
+}
+
+lrun_status lrun_device_open(lrun_device **out, const char *spec, size_t budget_bytes)
+{
+    *out = NULL;
+    if (!spec) return lrun_fail(LRUN_E_ARG, "lrun_device_open: spec is NULL (expected \"cpu\", \"cuda\" or \"cuda:N\")");
+    int ordinal = parse_spec(spec);
+    if (ordinal == -2)
+        return lrun_fail(LRUN_E_ARG, "device \"%.64s\": not a device (expected \"cpu\", \"cuda\" or \"cuda:N\")", spec);
+
+    lrun_device *d = calloc(1, sizeof *d);
+    if (!d) return lrun_fail_oom(sizeof *d, 0, "opening device %s: host memory for the handle", spec);
+    d->budget = budget_bytes;
+    d->cuda_ordinal = ordinal;
+    if (ordinal < 0) {
+        d->kind = LRUN_DEVICE_KIND_CPU;
+        snprintf(d->name, sizeof d->name, "cpu");
+        d->capacity = budget_bytes ? budget_bytes : SIZE_MAX;
+        *out = d;
+        return LRUN_OK;
+    }
+    d->kind = LRUN_DEVICE_KIND_CUDA;
+    snprintf(d->name, sizeof d->name, "cuda:%d", ordinal);
+    lrun_status st = lrun_cuda_open(d, budget_bytes);
+    if (st != LRUN_OK) {
+        free(d);
+        return st;
+    }
+    *out = d;
+    return LRUN_OK;
+}
+
+void lrun_device_free(lrun_device *device)
+{
+    if (!device) return;
+    if (device->kind == LRUN_DEVICE_KIND_CUDA) lrun_cuda_close(device);
+    free(device);
+}
+
+lrun_device_kind lrun_device_kind_of(const lrun_device *device) { return device->kind; }
+const char *lrun_device_name(const lrun_device *device) { return device->name; }
+size_t lrun_device_capacity(const lrun_device *device) { return device->capacity; }
+size_t lrun_device_used(const lrun_device *device) { return __atomic_load_n(&device->used, __ATOMIC_RELAXED); }
+size_t lrun_device_peak(const lrun_device *device) { return __atomic_load_n(&device->peak, __ATOMIC_RELAXED); }
+
+void lrun_device_reset_peak(lrun_device *device)
+{
+    __atomic_store_n(&device->peak, __atomic_load_n(&device->used, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+}
+
+size_t lrun_device_free_bytes(const lrun_device *device)
+{
+    return device->capacity - lrun_device_used(device);
+}
+
+size_t lrun_device_total_memory(const lrun_device *device)
+{
+    if (device->kind == LRUN_DEVICE_KIND_CUDA) return lrun_cuda_total_memory(device);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+}
+
+// ---------------------------------------------------------------- the budget
+
+/* Takes bytes from the budget, or returns 0 when they do not fit. A CAS loop
+ * rather than a lock: allocations may come from a prefetch thread too. */
+static int budget_take(lrun_device *d, size_t bytes)
+{
+    size_t used = __atomic_load_n(&d->used, __ATOMIC_RELAXED);
+    do {
+        if (bytes > d->capacity - used) return 0;
+    } while (!__atomic_compare_exchange_n(&d->used, &used, used + bytes, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    size_t now = used + bytes, peak = __atomic_load_n(&d->peak, __ATOMIC_RELAXED);
+    while (now > peak && !__atomic_compare_exchange_n(&d->peak, &peak, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return 1;
+}
+
+static void budget_give(lrun_device *d, size_t bytes)
+{
+    size_t used = __atomic_load_n(&d->used, __ATOMIC_RELAXED);
+    /* Never below zero, even if a caller releases more than it took. */
+    while (!__atomic_compare_exchange_n(&d->used, &used, used > bytes ? used - bytes : 0, 1, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+    }
+}
+
+/* "of a 64.0 MiB budget" or "of 79.1 GiB capacity", for OOM messages. */
+static const char *limit_text(const lrun_device *d, char *buf, size_t cap)
+{
+    char b[32];
+    if (d->capacity == SIZE_MAX) snprintf(buf, cap, "with no budget set");
+    else if (d->budget && d->budget == d->capacity)
+        snprintf(buf, cap, "of a %s budget", lrun_format_bytes(d->capacity, b, sizeof b));
+    else snprintf(buf, cap, "of %s capacity", lrun_format_bytes(d->capacity, b, sizeof b));
+    return buf;
+}
+
+static lrun_status fail_budget(const lrun_device *d, size_t bytes, const char *what, const char *why)
+{
+    char need[32], avail[32], limit[64];
+    size_t free_b = lrun_device_free_bytes(d);
+    lrun_format_bytes(bytes, need, sizeof need);
+    lrun_format_bytes(free_b, avail, sizeof avail);
+    limit_text(d, limit, sizeof limit);
+    if (why)
+        return lrun_fail_oom(bytes, free_b, "out of memory on %s: %s needs %s, %s free %s: %s", d->name, what, need,
+                             avail, limit, why);
+    return lrun_fail_oom(bytes, free_b, "out of memory on %s: %s needs %s, %s free %s", d->name, what, need, avail,
+                         limit);
+}
+
+// ---------------------------------------------------------------- device memory
+
+lrun_status lrun_device_alloc(lrun_device *device, size_t bytes, const char *what, void **out)
+{
+    *out = NULL;
+    if (!what) what = "an allocation";
+    if (!device) return lrun_fail(LRUN_E_ARG, "%s: device memory needs a device (got NULL)", what);
+    if (!budget_take(device, bytes)) return fail_budget(device, bytes, what, NULL);
+
+    if (device->kind == LRUN_DEVICE_KIND_CUDA) {
+        lrun_status st = lrun_cuda_alloc(device, bytes, what, out);
+        if (st == LRUN_OK) return LRUN_OK;
+        budget_give(device, bytes);
+        if (st != LRUN_E_OOM) return lrun_fail_context(st, "allocating %s on %s", what, device->name);
+        char why[512];
+        snprintf(why, sizeof why, "%s", lrun_last_error());
+        return fail_budget(device, bytes, what, why);
+    }
+
+    /* Whole 64-byte lines, so vector loops may read a row's tail safely. */
+    size_t rounded;
+    if (!lrun_size_align_up(bytes ? bytes : 1, HOST_ALIGN, &rounded)) {
+        budget_give(device, bytes);
+        return fail_budget(device, bytes, what, "the size overflows");
+    }
+    int err = posix_memalign(out, HOST_ALIGN, rounded);
+    if (err != 0) {
+        *out = NULL;
+        budget_give(device, bytes);
+        return fail_budget(device, bytes, what, strerror(err));
+    }
+    return LRUN_OK;
+}
+
+void lrun_device_release(lrun_device *device, void *ptr, size_t bytes)
+{
+    if (!device || !ptr) return;
+    if (device->kind == LRUN_DEVICE_KIND_CUDA) lrun_cuda_release(device, ptr);
+    else free(ptr);
+    budget_give(device, bytes);
+}
+
+// ---------------------------------------------------------------- host tiers
+
+static pthread_once_t gpu_once = PTHREAD_ONCE_INIT;
+static int gpu_present;
+
+static void gpu_probe(void) { gpu_present = lrun_cuda_device_count() > 0; }
+
+/* Pinned memory is page-locked only when there is a GPU to DMA from it;
+ * otherwise it is ordinary memory, so the tier still works on a laptop. */
+static int pinned_is_cuda(void)
+{
+    pthread_once(&gpu_once, gpu_probe);
+    return gpu_present;
+}
+
+lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void **out)
+{
+    *out = NULL;
+    if (!what) what = "an allocation";
+    if (tier != LRUN_TIER_PINNED && tier != LRUN_TIER_HOST)
+        return lrun_fail(LRUN_E_ARG, "%s: host memory of tier %d: only pinned or host", what, (int)tier);
+    char need[32];
+    if (tier == LRUN_TIER_PINNED && pinned_is_cuda()) {
+        lrun_status st = lrun_cuda_host_alloc(bytes, out);
+        if (st != LRUN_OK) {
+            *out = NULL;
+            return lrun_fail_context(st, "%s (%s of pinned memory)", what,
+                                     lrun_format_bytes(bytes, need, sizeof need));
+        }
+        return LRUN_OK;
+    }
+    size_t rounded;
+    int err = lrun_size_align_up(bytes ? bytes : 1, HOST_ALIGN, &rounded) ? posix_memalign(out, HOST_ALIGN, rounded)
+                                                                          : ENOMEM;
+    if (err != 0) {
+        *out = NULL;
+        return lrun_fail_oom(bytes, 0, "out of memory in %s memory: %s needs %s: %s", lrun_tier_name(tier), what,
+                             lrun_format_bytes(bytes, need, sizeof need), strerror(err));
+    }
+    return LRUN_OK;
+}
+
+void lrun_host_release(lrun_tier tier, void *ptr)
+{
+    if (!ptr) return;
+    if (tier == LRUN_TIER_PINNED && pinned_is_cuda()) lrun_cuda_host_free(ptr);
+    else free(ptr);
+}
+
+// ---------------------------------------------------------------- copies
+
+lrun_status lrun_copy_bytes(lrun_device *device, void *dst, lrun_tier dst_tier, const void *src,
+                            lrun_tier src_tier, size_t bytes)
+{
+    if ((unsigned)dst_tier >= LRUN_TIER_COUNT || (unsigned)src_tier >= LRUN_TIER_COUNT)
+        return lrun_fail(LRUN_E_ARG, "copy of %zu bytes: tier %d to %d: no such tier", bytes, (int)src_tier,
+                         (int)dst_tier);
+    if (dst_tier == LRUN_TIER_MMAP)
+        return lrun_fail(LRUN_E_ARG, "copy of %zu bytes: the mmap tier is the read-only model file", bytes);
+    if (bytes == 0) return LRUN_OK;
+    if (!dst || !src) return lrun_fail(LRUN_E_ARG, "copy of %zu bytes: %s pointer is NULL", bytes, dst ? "source" : "destination");
+    int dst_dev = dst_tier == LRUN_TIER_DEVICE, src_dev = src_tier == LRUN_TIER_DEVICE;
+    if ((dst_dev || src_dev) && !device)
+        return lrun_fail(LRUN_E_ARG, "copy of %zu bytes %s to %s: a device-tier side needs its device", bytes,
+                         lrun_tier_name(src_tier), lrun_tier_name(dst_tier));
+    if ((dst_dev || src_dev) && device->kind == LRUN_DEVICE_KIND_CUDA) {
+        lrun_copy_kind kind = dst_dev && src_dev ? LRUN_COPY_DEVICE_TO_DEVICE
+                              : dst_dev          ? LRUN_COPY_HOST_TO_DEVICE
+                                                 : LRUN_COPY_DEVICE_TO_HOST;
+        lrun_status st = lrun_cuda_memcpy(device, dst, src, bytes, kind);
+        if (st != LRUN_OK)
+            return lrun_fail_context(st, "copy of %zu bytes %s to %s on %s", bytes, lrun_tier_name(src_tier),
+                                     lrun_tier_name(dst_tier), device->name);
+        return LRUN_OK;
+    }
+    memmove(dst, src, bytes);
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- bandwidth
+
+static double clock_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A buffer of the tier for a measurement: device memory from the budget, or host memory. */
+static lrun_status bw_alloc(lrun_device *d, lrun_tier tier, size_t bytes, void **out)
+{
+    if (tier == LRUN_TIER_DEVICE) return lrun_device_alloc(d, bytes, "bandwidth measurement buffer", out);
+    lrun_status st = lrun_host_alloc(tier, bytes, "bandwidth measurement buffer", out);
+    if (st == LRUN_OK) memset(*out, 1, bytes); /* touch every page: first-touch faults are not bandwidth */
+    return st;
+}
+
+static void bw_release(lrun_device *d, lrun_tier tier, void *p, size_t bytes)
+{
+    if (tier == LRUN_TIER_DEVICE) lrun_device_release(d, p, bytes);
+    else lrun_host_release(tier, p);
+}
+
+lrun_status lrun_device_measure_bandwidth(lrun_device *device, lrun_tier from_tier, lrun_tier to_tier, size_t bytes,
+                                          double *bytes_per_s)
+{
+    *bytes_per_s = 0;
+    if (!device) return lrun_fail(LRUN_E_ARG, "measuring bandwidth: device is NULL");
+    if ((unsigned)from_tier >= LRUN_TIER_COUNT || (unsigned)to_tier >= LRUN_TIER_COUNT || to_tier == LRUN_TIER_MMAP)
+        return lrun_fail(LRUN_E_ARG, "measuring bandwidth from tier %d to tier %d: the source is any tier, the "
+                         "destination device, pinned or host", (int)from_tier, (int)to_tier);
+    if (bytes < 4096 || bytes > ((size_t)1 << 34))
+        return lrun_fail(LRUN_E_ARG, "measuring bandwidth: %zu bytes is outside [4 KiB, 16 GiB]", bytes);
+    /* the mmap tier is page-cache memory once read: measured as host */
+    const lrun_tier src_tier = from_tier == LRUN_TIER_MMAP ? LRUN_TIER_HOST : from_tier;
+    void *src = NULL, *dst = NULL;
+    lrun_status st = bw_alloc(device, src_tier, bytes, &src);
+    if (st == LRUN_OK) st = bw_alloc(device, to_tier, bytes, &dst);
+    double best = 0;
+    /* one warm-up copy, then the best of three */
+    for (int i = 0; i < 4 && st == LRUN_OK; i++) {
+        const double t0 = clock_seconds();
+        st = lrun_copy_bytes(device, dst, to_tier, src, src_tier, bytes);
+        const double dt = clock_seconds() - t0;
+        if (st == LRUN_OK && i > 0 && dt > 0 && (double)bytes / dt > best) best = (double)bytes / dt;
+    }
+    if (dst) bw_release(device, to_tier, dst, bytes);
+    if (src) bw_release(device, src_tier, src, bytes);
+    /* the buffers' arenas would otherwise stay reserved and take small blocks later */
+    if (device->kind == LRUN_DEVICE_KIND_CUDA) lrun_cuda_trim(device);
+    if (st != LRUN_OK)
+        return lrun_fail_context(st, "measuring bandwidth %s to %s on %s", lrun_tier_name(from_tier),
+                                 lrun_tier_name(to_tier), device->name);
+    *bytes_per_s = best;
+    return LRUN_OK;
+}

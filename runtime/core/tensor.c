@@ -1,0 +1,339 @@
+/* tensor.c — tensor records: shape, names of roles and tiers, element access
+ * in any tier, and moves between tiers with their byte accounting.
+ *
+ * Invariant kept by every function here: t->tier says where t->data lives.
+ * DEVICE: t->data is device memory counted on t->device (host memory on a
+ * cpu device, a pool block on cuda). PINNED / HOST: t->data came from
+ * lrun_host_alloc of that tier. MMAP: t->data == t->file_data, bytes in the
+ * read-only model mapping, owned by the file. */
+#include "core/tensor.h"
+
+#include "core/checked.h"
+#include "cuda/cuda_backend.h"
+#include "core/device.h"
+#include "core/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+// ---------------------------------------------------------------- names
+
+static const char *const tier_names[LRUN_TIER_COUNT] = {"device", "pinned", "host", "mmap"};
+
+const char *lrun_tier_name(lrun_tier tier)
+{
+    return (unsigned)tier < LRUN_TIER_COUNT ? tier_names[tier] : "unknown";
+}
+
+lrun_status lrun_tier_from_name(const char *name, lrun_tier *out)
+{
+    if (!name) return lrun_fail(LRUN_E_ARG, "lrun_tier_from_name: name is NULL");
+    for (int i = 0; i < LRUN_TIER_COUNT; i++) {
+        if (strcasecmp(name, tier_names[i]) == 0) {
+            *out = (lrun_tier)i;
+            return LRUN_OK;
+        }
+    }
+    return lrun_fail(LRUN_E_ARG, "tier \"%.64s\": unknown (expected device, pinned, host or mmap)", name);
+}
+
+/* Indexed by lrun_role; also the GGUF tensor-name stems of the block roles. */
+static const char *const role_names[LRUN_ROLE_COUNT] = {
+    "other",    "embedding", "output_norm", "lm_head", "attn_norm", "attn_q",   "attn_k",     "attn_v",
+    "attn_output", "ffn_norm", "ffn_gate", "ffn_up",  "ffn_down",  "rope_freqs", "bias",
+};
+
+const char *lrun_role_name(lrun_role role)
+{
+    return (unsigned)role < LRUN_ROLE_COUNT ? role_names[role] : "unknown";
+}
+
+void lrun_tensor_classify(const char *name, lrun_role *role, int *layer)
+{
+    *role = LRUN_ROLE_OTHER;
+    *layer = -1;
+    size_t len = strlen(name);
+    if (len > 5 && strcmp(name + len - 5, ".bias") == 0) *role = LRUN_ROLE_BIAS;
+    const char *stem = name;
+    if (strncmp(name, "blk.", 4) == 0 && name[4] >= '0' && name[4] <= '9') {
+        char *end;
+        long n = strtol(name + 4, &end, 10);
+        if (*end != '.' || n > 1000000) return;
+        *layer = (int)n;
+        stem = end + 1;
+    } else {
+        if (strcmp(name, "token_embd.weight") == 0) *role = LRUN_ROLE_EMBEDDING;
+        else if (strcmp(name, "output_norm.weight") == 0) *role = LRUN_ROLE_OUTPUT_NORM;
+        else if (strcmp(name, "output.weight") == 0) *role = LRUN_ROLE_LM_HEAD;
+        else if (strcmp(name, "rope_freqs.weight") == 0) *role = LRUN_ROLE_ROPE_FREQS;
+        return;
+    }
+    if (*role == LRUN_ROLE_BIAS) return;
+    for (int r = LRUN_ROLE_ATTN_NORM; r <= LRUN_ROLE_FFN_DOWN; r++) {
+        size_t n = strlen(role_names[r]);
+        if (strncmp(stem, role_names[r], n) == 0 && strcmp(stem + n, ".weight") == 0) {
+            *role = (lrun_role)r;
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- shape
+
+lrun_status lrun_tensor_set_shape(lrun_tensor *t, const char *name, lrun_dtype dtype, int ndim, const int64_t *dims)
+{
+    if (!name) return lrun_fail(LRUN_E_ARG, "tensor shape: name is NULL");
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof t->name)
+        return lrun_fail(LRUN_E_ARG, "tensor \"%.80s\": name is %zu bytes (expected 1..%zu)", name, len,
+                         sizeof t->name - 1);
+    int64_t block = lrun_dtype_block_elems(dtype);
+    if (block <= 0) return lrun_fail(LRUN_E_ARG, "tensor %s: unknown dtype %d", name, (int)dtype);
+    if (ndim < 1 || ndim > LRUN_MAX_DIMS)
+        return lrun_fail(LRUN_E_ARG, "tensor %s: %d dimensions (expected 1..%d)", name, ndim, LRUN_MAX_DIMS);
+    if (!dims) return lrun_fail(LRUN_E_ARG, "tensor %s: dims is NULL", name);
+    int64_t ne[LRUN_MAX_DIMS] = {1, 1, 1, 1}, n_elem = 1, n_rows = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (dims[i] <= 0)
+            return lrun_fail(LRUN_E_ARG, "tensor %s: dim %d is %lld (expected > 0)", name, i, (long long)dims[i]);
+        ne[i] = dims[i];
+        if (!lrun_i64_mul(n_elem, dims[i], &n_elem) || (i > 0 && !lrun_i64_mul(n_rows, dims[i], &n_rows)))
+            return lrun_fail(LRUN_E_ARG, "tensor %s: the element count overflows", name);
+    }
+    if (ne[0] % block != 0)
+        return lrun_fail(LRUN_E_ARG, "tensor %s: ne[0] = %lld is not a multiple of the %s block of %lld", name,
+                         (long long)ne[0], lrun_dtype_name(dtype), (long long)block);
+    size_t row, total;
+    lrun_status st = lrun_dtype_row_bytes(dtype, ne[0], &row);
+    if (st != LRUN_OK) return lrun_fail_context(st, "tensor %s", name);
+    if (!lrun_size_mul(row, (size_t)n_rows, &total))
+        return lrun_fail(LRUN_E_ARG, "tensor %s: the byte size overflows", name);
+    memcpy(t->name, name, len + 1);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    memcpy(t->ne, ne, sizeof ne);
+    t->row_bytes = row;
+    t->nbytes = total;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- storage
+
+/* Storage of nbytes in tier (DEVICE on device); what names it in errors. */
+static lrun_status storage_alloc(lrun_device *device, lrun_tier tier, size_t nbytes, const char *what, void **out)
+{
+    if (tier == LRUN_TIER_DEVICE) return lrun_oom_phase(lrun_device_alloc(device, nbytes, what, out), "weights");
+    return lrun_oom_phase(lrun_host_alloc(tier, nbytes, what, out), "weights");
+}
+
+static void storage_release(lrun_device *device, lrun_tier tier, void *data, size_t nbytes)
+{
+    if (tier == LRUN_TIER_DEVICE) lrun_device_release(device, data, nbytes);
+    else if (tier == LRUN_TIER_PINNED || tier == LRUN_TIER_HOST) lrun_host_release(tier, data);
+    /* MMAP: the file owns the bytes. */
+}
+
+/* 1 when the bytes of a tier on device are not host-addressable. */
+static int on_gpu(const lrun_device *device, lrun_tier tier)
+{
+    return tier == LRUN_TIER_DEVICE && device && device->kind == LRUN_DEVICE_KIND_CUDA;
+}
+
+void lrun_tensor_release_data(lrun_tensor *t)
+{
+    if (t->tier != LRUN_TIER_MMAP) storage_release(t->device, t->tier, t->data, t->nbytes);
+    if (t->file_data) {
+        t->tier = LRUN_TIER_MMAP;
+        t->data = (void *)t->file_data;
+    } else {
+        t->data = NULL;
+    }
+}
+
+lrun_status lrun_tensor_init(lrun_tensor **out, lrun_device *device, const char *name, lrun_dtype dtype, int ndim,
+                             const int64_t *dims, lrun_tier tier)
+{
+    *out = NULL;
+    if ((unsigned)tier >= LRUN_TIER_COUNT)
+        return lrun_fail(LRUN_E_ARG, "tensor %.64s: tier %d (expected device, pinned or host)", name ? name : "?",
+                         (int)tier);
+    if (tier == LRUN_TIER_MMAP)
+        return lrun_fail(LRUN_E_ARG, "tensor %.64s: a new tensor cannot live in the mmap tier (only a model "
+                         "file's tensors do)", name ? name : "?");
+    if (tier == LRUN_TIER_DEVICE && !device)
+        return lrun_fail(LRUN_E_ARG, "tensor %.64s: the device tier needs a device (got NULL)", name ? name : "?");
+    lrun_tensor *t = calloc(1, sizeof *t);
+    if (!t) return lrun_fail_oom(sizeof *t, 0, "tensor %.64s: host memory for the record", name ? name : "?");
+    lrun_status st = lrun_tensor_set_shape(t, name, dtype, ndim, dims);
+    if (st == LRUN_OK) st = storage_alloc(device, tier, t->nbytes, t->name, &t->data);
+    if (st != LRUN_OK) {
+        free(t);
+        return st;
+    }
+    lrun_tensor_classify(t->name, &t->role, &t->layer);
+    t->tier = tier;
+    t->device = device;
+    if (on_gpu(device, tier)) st = lrun_cuda_memset(device, t->data, 0, t->nbytes);
+    else memset(t->data, 0, t->nbytes);
+    if (st != LRUN_OK) {
+        lrun_tensor_free(t);
+        return st;
+    }
+    *out = t;
+    return LRUN_OK;
+}
+
+void lrun_tensor_free(lrun_tensor *tensor)
+{
+    if (!tensor) return;
+    lrun_tensor_release_data(tensor);
+    free(tensor);
+}
+
+// ---------------------------------------------------------------- accessors
+
+const char *lrun_tensor_name(const lrun_tensor *tensor) { return tensor->name; }
+lrun_dtype lrun_tensor_dtype(const lrun_tensor *tensor) { return tensor->dtype; }
+int lrun_tensor_ndim(const lrun_tensor *tensor) { return tensor->ndim; }
+size_t lrun_tensor_bytes(const lrun_tensor *tensor) { return tensor->nbytes; }
+lrun_role lrun_tensor_role(const lrun_tensor *tensor) { return tensor->role; }
+int lrun_tensor_layer(const lrun_tensor *tensor) { return tensor->layer; }
+lrun_tier lrun_tensor_tier(const lrun_tensor *tensor) { return tensor->tier; }
+void lrun_tensor_set_host_compute(lrun_tensor *tensor, int on) { tensor->host_compute = on != 0; }
+int lrun_tensor_host_compute(const lrun_tensor *tensor) { return tensor->host_compute; }
+
+int64_t lrun_tensor_dim(const lrun_tensor *tensor, int axis)
+{
+    return axis >= 0 && axis < tensor->ndim ? tensor->ne[axis] : 1;
+}
+
+int64_t lrun_tensor_nelements(const lrun_tensor *tensor)
+{
+    /* set_shape checked that this product fits. */
+    return tensor->ne[0] * tensor->ne[1] * tensor->ne[2] * tensor->ne[3];
+}
+
+const void *lrun_tensor_host_data(const lrun_tensor *tensor)
+{
+    if (on_gpu(tensor->device, tensor->tier)) return NULL;
+    return tensor->tier == LRUN_TIER_MMAP ? tensor->file_data : tensor->data;
+}
+
+// ---------------------------------------------------------------- element access
+
+/* Byte range of elements [first, first+n); both must be whole blocks inside the tensor. */
+static lrun_status elem_range(const lrun_tensor *t, const char *what, int64_t first, int64_t n, size_t *off,
+                              size_t *len)
+{
+    int64_t total = lrun_tensor_nelements(t), block = lrun_dtype_block_elems(t->dtype);
+    if (first < 0 || n < 0 || first > total || n > total - first)
+        return lrun_fail(LRUN_E_ARG, "%s of tensor %s: elements [%lld, %lld+%lld) outside its %lld", what, t->name,
+                         (long long)first, (long long)first, (long long)n, (long long)total);
+    if (first % block || n % block)
+        return lrun_fail(LRUN_E_ARG, "%s of tensor %s: first %lld and n %lld must be whole %s blocks of %lld", what,
+                         t->name, (long long)first, (long long)n, lrun_dtype_name(t->dtype), (long long)block);
+    size_t bb = lrun_dtype_block_bytes(t->dtype);
+    /* Both fit: they are at most nbytes, which set_shape computed without overflow. */
+    *off = (size_t)(first / block) * bb;
+    *len = (size_t)(n / block) * bb;
+    return LRUN_OK;
+}
+
+lrun_status lrun_tensor_read_f32(const lrun_tensor *tensor, int64_t first, int64_t n, float *dst)
+{
+    size_t off, len;
+    lrun_status st = elem_range(tensor, "read", first, n, &off, &len);
+    if (st != LRUN_OK || n == 0) return st;
+    if (!dst) return lrun_fail(LRUN_E_ARG, "read of tensor %s: dst is NULL", tensor->name);
+    if (!on_gpu(tensor->device, tensor->tier)) {
+        st = lrun_dtype_to_f32(tensor->dtype, (const char *)lrun_tensor_host_data(tensor) + off, dst, n);
+        return st == LRUN_OK ? st : lrun_fail_context(st, "read of tensor %s", tensor->name);
+    }
+    /* On a GPU: bring just the blocks asked for to the host, then convert. */
+    void *tmp = malloc(len);
+    if (!tmp) return lrun_fail_oom(len, 0, "read of tensor %s: %zu bytes of host staging", tensor->name, len);
+    st = lrun_copy_bytes(tensor->device, tmp, LRUN_TIER_HOST, (const char *)tensor->data + off, LRUN_TIER_DEVICE, len);
+    if (st == LRUN_OK) st = lrun_dtype_to_f32(tensor->dtype, tmp, dst, n);
+    free(tmp);
+    return st == LRUN_OK ? st : lrun_fail_context(st, "read of tensor %s", tensor->name);
+}
+
+lrun_status lrun_tensor_write_f32(lrun_tensor *tensor, int64_t first, int64_t n, const float *src)
+{
+    size_t off, len;
+    lrun_status st = elem_range(tensor, "write", first, n, &off, &len);
+    if (st != LRUN_OK || n == 0) return st;
+    if (!src) return lrun_fail(LRUN_E_ARG, "write of tensor %s: src is NULL", tensor->name);
+    if (tensor->tier == LRUN_TIER_MMAP)
+        return lrun_fail(LRUN_E_ARG, "write of tensor %s: it lives in the read-only model file (mmap tier); "
+                         "move it to another tier first", tensor->name);
+    if (!on_gpu(tensor->device, tensor->tier)) {
+        st = lrun_dtype_from_f32(tensor->dtype, src, (char *)tensor->data + off, n);
+        return st == LRUN_OK ? st : lrun_fail_context(st, "write of tensor %s", tensor->name);
+    }
+    void *tmp = malloc(len);
+    if (!tmp) return lrun_fail_oom(len, 0, "write of tensor %s: %zu bytes of host staging", tensor->name, len);
+    st = lrun_dtype_from_f32(tensor->dtype, src, tmp, n);
+    if (st == LRUN_OK)
+        st = lrun_copy_bytes(tensor->device, (char *)tensor->data + off, LRUN_TIER_DEVICE, tmp, LRUN_TIER_HOST, len);
+    free(tmp);
+    return st == LRUN_OK ? st : lrun_fail_context(st, "write of tensor %s", tensor->name);
+}
+
+// ---------------------------------------------------------------- moves
+
+/* The tier a copy should treat a side as: device memory of a cpu device is host memory. */
+static lrun_tier copy_tier(const lrun_device *device, lrun_tier tier)
+{
+    return tier == LRUN_TIER_DEVICE && !on_gpu(device, tier) ? LRUN_TIER_HOST : tier;
+}
+
+lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier)
+{
+    if (!t) return lrun_fail(LRUN_E_ARG, "lrun_tensor_move: tensor is NULL");
+    if ((unsigned)tier >= LRUN_TIER_COUNT)
+        return lrun_fail(LRUN_E_ARG, "moving tensor %s: tier %d (expected device, pinned, host or mmap)", t->name,
+                         (int)tier);
+    lrun_device *dev = device ? device : t->device;
+    if (tier == LRUN_TIER_DEVICE && !dev)
+        return lrun_fail(LRUN_E_ARG, "moving tensor %s to the device tier: no device given", t->name);
+    if (t->tier == tier && (tier != LRUN_TIER_DEVICE || dev == t->device)) return LRUN_OK;
+
+    if (tier == LRUN_TIER_MMAP) {
+        if (!t->file_data)
+            return lrun_fail(LRUN_E_ARG, "moving tensor %s to mmap: it did not come from a model file", t->name);
+        /* The file still holds the bytes: dropping this copy is the whole move. */
+        storage_release(t->device, t->tier, t->data, t->nbytes);
+        t->tier = LRUN_TIER_MMAP;
+        t->data = (void *)t->file_data;
+        return LRUN_OK;
+    }
+
+    char what[96];
+    snprintf(what, sizeof what, "tensor %s", t->name);
+    void *dst = NULL;
+    lrun_status st = storage_alloc(dev, tier, t->nbytes, what, &dst);
+    if (st != LRUN_OK) return st; /* nothing changed yet */
+
+    const void *src = t->tier == LRUN_TIER_MMAP ? t->file_data : t->data;
+    lrun_tier st_src = copy_tier(t->device, t->tier), st_dst = copy_tier(dev, tier);
+    if (st_src == LRUN_TIER_DEVICE && st_dst == LRUN_TIER_DEVICE && t->device != dev) {
+        storage_release(dev, tier, dst, t->nbytes);
+        return lrun_fail(LRUN_E_UNSUPPORTED, "moving tensor %s from %s to %s: copies between two GPUs are not "
+                         "supported yet (move it to host first)", t->name, t->device->name, dev->name);
+    }
+    lrun_device *copy_dev = st_src == LRUN_TIER_DEVICE ? t->device : dev;
+    st = lrun_copy_bytes(copy_dev, dst, st_dst, src, st_src, t->nbytes);
+    if (st != LRUN_OK) {
+        storage_release(dev, tier, dst, t->nbytes);
+        return lrun_fail_context(st, "moving tensor %s from %s to %s", t->name, lrun_tier_name(t->tier),
+                                 lrun_tier_name(tier));
+    }
+    if (t->tier != LRUN_TIER_MMAP) storage_release(t->device, t->tier, t->data, t->nbytes);
+    t->tier = tier;
+    t->data = dst;
+    if (device || tier == LRUN_TIER_DEVICE) t->device = dev;
+    return LRUN_OK;
+}

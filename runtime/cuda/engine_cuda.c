@@ -1,0 +1,505 @@
+/* engine_cuda.c — the forward pass of a llama model on a CUDA device.
+ *
+ * The same math as engine.c, step for step, with every op a kernel of
+ * kernels/ on the device's compute stream:
+ *
+ *   x = embed(tokens)
+ *   per layer: xn = rms_norm(x) * attn_norm
+ *              q, k, v = xn Wqᵀ, xn Wkᵀ, xn Wvᵀ (+ biases)    gemv (m ≤ 8) or cuBLAS gemm
+ *              rope(q, k); k, v stored in the cache at each token's row
+ *              x += attention(q, cache) Woᵀ (+ bo)
+ *              xn = rms_norm(x) * ffn_norm
+ *              x += (silu(xn Wgᵀ) * (xn Wuᵀ)) Wdᵀ
+ *   logits = rms_norm(x[wanted rows]) * output_norm · Wheadᵀ, copied to the host
+ *
+ * Per chunk the host sends one table (token ids, positions, cache offsets,
+ * lengths) in one copy and reads back the logits of the wanted rows; nothing
+ * else crosses the bus. Everything on the device is allocated at init (and
+ * when a DYNAMIC cache grows), never per step. See engine_cuda.h for what
+ * lives where and for the CUDA graph of the decode step. */
+#include "cuda/engine_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/checked.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "model/model.h"
+
+#ifdef LRUN_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#include "cuda/engine_cuda_internal.h"
+#include "cuda/engine_cuda_offload.h"
+#include "kernels.h"
+#include "step_tokens.h"
+
+// ---------------------------------------------------------------- sizes
+
+/* Scratch buffers are aligned like the pool's blocks (256), so vector loads stay aligned. */
+static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
+{
+    return lrun_carve(cursor, total, n_bytes, 256, out);
+}
+
+
+/* Bytes of the gemm weight slot: the largest weight that must be converted. */
+static size_t w_slot_bytes(const lrun_model *m)
+{
+    size_t best = 0;
+    const struct lrun_tensor *head = m->output;
+    for (int64_t l = -1; l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = l >= 0 ? &m->layers[l] : NULL;
+        const struct lrun_tensor *ws[7] = {head};
+        if (L) {
+            const struct lrun_tensor *t[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+            memcpy(ws, t, sizeof t);
+        }
+        for (int i = 0; i < 7 && ws[i]; i++) {
+            if (ws[i]->dtype == slot_dtype(ws[i]->dtype)) continue;
+            size_t b = (size_t)ws[i]->ne[0] * (size_t)ws[i]->ne[1] * 2; /* fits: the tensor's bytes did */
+            if (b > best) best = b;
+        }
+    }
+    return best;
+}
+
+/* Lays out (or, with base NULL, only sizes) the device scratch block. */
+static int layout_scratch(lrun_cuda_engine *e, void *base, size_t *total)
+{
+    const lrun_model *m = e->model;
+    const lrun_model_info *in = &m->info;
+    const size_t B = (size_t)e->n_batch_max, f = sizeof(float);
+    char *c = base;
+    size_t sz, max_k = (size_t)(e->n_ff > e->n_embd ? e->n_ff : e->n_embd);
+    if ((size_t)e->q_dim > max_k) max_k = (size_t)e->q_dim;
+    const size_t work = lrun_k_attention_work_bytes(e->n_batch_max, in->n_head, in->head_dim, e->n_ctx_max);
+    /* the exact path (engine_cuda_exact.c) has its own matmul for every size */
+    const int gemm = e->n_batch_max > GEMV_MAX_ROWS && !lrun_cuda_exact_eligible(e);
+    *total = 0;
+    int ok = lrun_size_mul(B * f, (size_t)e->n_embd, &sz) && carve(&c, total, sz, (void **)&e->x) &&
+             carve(&c, total, sz, (void **)&e->xn) && carve(&c, total, sz, (void **)&e->tmp) &&
+             lrun_size_mul(B * f, (size_t)e->q_dim, &sz) && carve(&c, total, sz, (void **)&e->q) &&
+             carve(&c, total, sz, (void **)&e->attn) && lrun_size_mul(B * f, (size_t)e->kv_dim, &sz) &&
+             carve(&c, total, sz, (void **)&e->k) && carve(&c, total, sz, (void **)&e->v) &&
+             lrun_size_mul(B * f, (size_t)e->n_ff, &sz) && carve(&c, total, sz, (void **)&e->gate) &&
+             carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(LOGIT_ROWS * f, (size_t)e->n_vocab, &sz) &&
+             carve(&c, total, sz, (void **)&e->logits) && lrun_size_mul(lrun_model_vector_floats(m), f, &sz) &&
+             carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work, &e->attn_work) &&
+             carve(&c, total, e->table_bytes, &e->d_table_base);
+    if (ok && gemm) {
+        const size_t ws = w_slot_bytes(m);
+        if (ws) ok = carve(&c, total, ws, &e->w_slot);
+        ok = ok && lrun_size_mul(B * 2, max_k, &sz) && carve(&c, total, sz, &e->x_slot);
+    }
+    return ok;
+}
+
+/* Points the five arrays of a table at base (B entries each). */
+static void table_at(struct step_table *t, void *base, int64_t B)
+{
+    char *p = base;
+    t->row_off = (int64_t *)p;
+    t->kv_base = (int64_t *)(p + 8 * B);
+    t->tokens = (int32_t *)(p + 16 * B);
+    t->pos = (int32_t *)(p + 20 * B);
+    t->n_kv = (int32_t *)(p + 24 * B);
+}
+
+// ---------------------------------------------------------------- init
+
+/* Moves every tensor of the model to the device. On failure the tensors this
+ * call moved go back to the file mapping (or their old tier). */
+static lrun_status move_weights(lrun_cuda_engine *e)
+{
+    lrun_model *m = e->model;
+    lrun_tier *old = malloc((size_t)m->n_tensors * sizeof *old);
+    if (!old) return lrun_fail_oom((size_t)m->n_tensors * sizeof *old, 0, "engine: tier records");
+    lrun_status st = LRUN_OK;
+    int64_t i = 0;
+    for (; i < m->n_tensors; i++) {
+        struct lrun_tensor *t = &m->tensors[i];
+        old[i] = t->tier;
+        if ((st = lrun_tensor_move(t, e->device, LRUN_TIER_DEVICE)) != LRUN_OK) break;
+    }
+    if (st != LRUN_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lrun_last_error());
+        for (int64_t j = 0; j < i; j++) {
+            struct lrun_tensor *t = &m->tensors[j];
+            if (old[j] == LRUN_TIER_DEVICE && t->device == e->device) continue;
+            (void)lrun_tensor_move(t, NULL, t->file_data ? LRUN_TIER_MMAP : old[j]);
+        }
+        st = lrun_fail(st, "%s", msg); /* the move's message, not a rollback's */
+    }
+    free(old);
+    return st;
+}
+
+/* Converts the vector tensors to f32 on the host and uploads them at once. */
+static lrun_status load_vectors(lrun_cuda_engine *e)
+{
+    const lrun_model *m = e->model;
+    const size_t n = lrun_model_vector_floats(m);
+    float *h = malloc(n * sizeof *h);
+    if (!h) return lrun_fail_oom(n * sizeof *h, 0, "engine: %zu floats of host staging for the norms", n);
+    size_t at = 0;
+    lrun_status st = LRUN_OK;
+#define VEC(tensor, dst)                                                                          \
+    do {                                                                                          \
+        const struct lrun_tensor *t_ = (tensor);                                                  \
+        (dst) = NULL;                                                                             \
+        if (!t_ || st != LRUN_OK) break;                                                          \
+        st = lrun_tensor_read_f32(t_, 0, t_->ne[0], h + at);                                      \
+        (dst) = e->vectors + at;                                                                  \
+        at += (size_t)t_->ne[0];                                                                  \
+    } while (0)
+    VEC(m->output_norm, e->output_norm);
+    VEC(m->rope_freqs, e->freq_factors);
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        const struct lrun_model_layer *L = &m->layers[l];
+        struct cuda_layer *E = &e->layers[l];
+        VEC(L->attn_norm, E->attn_norm);
+        VEC(L->ffn_norm, E->ffn_norm);
+        VEC(L->bq, E->bq);
+        VEC(L->bk, E->bk);
+        VEC(L->bv, E->bv);
+        VEC(L->bo, E->bo);
+    }
+#undef VEC
+    if (st == LRUN_OK)
+        st = lrun_copy_bytes(e->device, e->vectors, LRUN_TIER_DEVICE, h, LRUN_TIER_HOST, at * sizeof *h);
+    free(h);
+    return st == LRUN_OK ? st : lrun_fail_context(st, "engine on %s: norms", e->device->name);
+}
+
+/* Fails with the structured OOM error, before anything moves, when the
+ * weights still to move (none when as placed), a static cache, the scratch
+ * and the streaming slots cannot all fit. */
+static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes, size_t slot_bytes, int as_placed)
+{
+    size_t weights = 0, need = 0;
+    for (int64_t i = 0; i < e->model->n_tensors && !as_placed; i++) {
+        const struct lrun_tensor *t = &e->model->tensors[i];
+        if (!(t->tier == LRUN_TIER_DEVICE && t->device == e->device)) weights += t->nbytes;
+    }
+    const size_t free_b = lrun_device_free_bytes(e->device);
+    if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, e->scratch_bytes, &need) &&
+        lrun_size_add(need, slot_bytes, &need) && need <= free_b)
+        return LRUN_OK;
+    char a[32], b[32], c[32], d[32], g[32], f[32], cap[32];
+    return lrun_fail_oom(need, free_b, "out of memory on %s: the engine needs %s (weights %s, KV cache %s, "
+                         "scratch %s, streaming slots %s), %s free of %s capacity; lower n_ctx, n_seq or n_batch, "
+                         "raise --gpu-budget, or place some weights off the device",
+                         e->device->name, lrun_format_bytes(need, a, sizeof a), lrun_format_bytes(weights, b, sizeof b),
+                         lrun_format_bytes(kv_bytes, c, sizeof c), lrun_format_bytes(e->scratch_bytes, d, sizeof d),
+                         lrun_format_bytes(slot_bytes, g, sizeof g), lrun_format_bytes(free_b, f, sizeof f),
+                         lrun_format_bytes(lrun_device_capacity(e->device), cap, sizeof cap));
+}
+
+static lrun_dtype kv_dtype_of(const lrun_engine_opts *opts)
+{
+    return opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16;
+}
+
+/* numerics EXACT, or LRUN_CUDA_EXACT=1 in the environment (a process-wide default, for benchmarks) */
+static int want_exact_of(const lrun_engine_opts *opts)
+{
+    const char *env = getenv("LRUN_CUDA_EXACT");
+    return opts->numerics == LRUN_NUMERICS_EXACT || (env && strcmp(env, "1") == 0);
+}
+
+static lrun_status check_opts(const lrun_engine_opts *opts)
+{
+    if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0)
+        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_ctx_max %lld and n_batch_max %lld must not be "
+                         "negative", (long long)opts->n_seq_max, (long long)opts->n_ctx_max,
+                         (long long)opts->n_batch_max);
+    if (opts->n_seq_max > ((int64_t)1 << 16) || opts->n_batch_max > ((int64_t)1 << 16) ||
+        opts->n_ctx_max > ((int64_t)1 << 30))
+        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_batch_max %lld (at most 65536) or n_ctx_max %lld "
+                         "(at most 2^30) too large", (long long)opts->n_seq_max, (long long)opts->n_batch_max,
+                         (long long)opts->n_ctx_max);
+    if (opts->cache_kind < LRUN_CACHE_KIND_DYNAMIC || opts->cache_kind > LRUN_CACHE_KIND_QUANTIZED)
+        return lrun_fail(LRUN_E_ARG, "engine: unknown cache kind %d", (int)opts->cache_kind);
+    if (opts->kv_dtype != LRUN_KV_DTYPE_DEFAULT && opts->kv_dtype != LRUN_KV_DTYPE_F16 &&
+        opts->kv_dtype != LRUN_KV_DTYPE_F32)
+        return lrun_fail(LRUN_E_ARG, "engine: kv_dtype %d is not one of LRUN_KV_DTYPE_DEFAULT, _F16, _F32",
+                         (int)opts->kv_dtype);
+    if (opts->weight_mode != LRUN_WEIGHT_MODE_ALL_DEVICE && opts->weight_mode != LRUN_WEIGHT_MODE_AS_PLACED)
+        return lrun_fail(LRUN_E_ARG, "engine: weight_mode %d is not LRUN_WEIGHT_MODE_ALL_DEVICE or _AS_PLACED",
+                         (int)opts->weight_mode);
+    if (opts->prefetch_layers < 0 || opts->prefetch_layers > 64)
+        return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
+    if (opts->numerics != LRUN_NUMERICS_DEFAULT && opts->numerics != LRUN_NUMERICS_EXACT)
+        return lrun_fail(LRUN_E_ARG, "engine: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", (int)opts->numerics);
+    return LRUN_OK;
+}
+
+/* The sizes init and lrun_cuda_engine_estimate derive from the model and options. */
+static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_opts *opts)
+{
+    const lrun_model_info *in = &model->info;
+    lrun_device *dev = model->device;
+    e->model = model;
+    e->device = dev;
+    e->want_exact = want_exact_of(opts);
+    e->stream = lrun_cuda_compute_stream(dev);
+    e->cublas = lrun_cuda_cublas(dev);
+    e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;
+    e->n_ctx_max = opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train;
+    e->n_batch_max = opts->n_batch_max ? opts->n_batch_max : DEFAULT_BATCH;
+    e->n_layer = in->n_layer;
+    e->n_embd = in->n_embd;
+    e->q_dim = in->n_head * in->head_dim;
+    e->kv_dim = in->n_head_kv * in->head_dim;
+    e->n_ff = in->n_ff;
+    e->n_vocab = in->n_vocab;
+    e->eps = (float)in->rms_eps;
+    e->attn_scale = (float)(1.0 / sqrt((double)in->head_dim));
+    e->cache_kind = opts->cache_kind;
+    e->kv_dtype = kv_dtype_of(opts);
+    e->kv_esize = e->kv_dtype == LRUN_DTYPE_F32 ? 4 : 2;
+    const char *g = getenv("LRUN_CUDA_GRAPHS");
+    e->graphs_enabled = e->cache_kind == LRUN_CACHE_KIND_STATIC && !(g && strcmp(g, "0") == 0);
+    /* programmatic dependent launch: Hopper and later; LRUN_CUDA_PDL=0 for comparisons */
+    const char *pdl = getenv("LRUN_CUDA_PDL");
+    e->pdl_enabled = lrun_k_pdl_supported(dev->cuda_ordinal) && !(pdl && strcmp(pdl, "0") == 0);
+    e->table_bytes = (size_t)e->n_batch_max * 28;
+}
+
+lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
+{
+    TRY(check_opts(opts));
+    lrun_cuda_engine e;
+    memset(&e, 0, sizeof e);
+    set_dims(&e, model, opts);
+    TRY(lrun_cuda_kv_setup(&e, opts));
+    size_t rows = 0;
+    const size_t per = lrun_cuda_kv_bytes_per_position(&e), fixed = lrun_cuda_kv_fixed_bytes(&e);
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || per == SIZE_MAX || fixed == SIZE_MAX ||
+        !lrun_size_mul((size_t)e.n_batch_max, model->tok_embd->row_bytes, &rows))
+        return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
+    /* the exact path's own block counts as scratch: estimate and stats agree; so
+     * does the quantized cache's ring, a fixed size whatever the length */
+    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + fixed;
+    out->kv_bytes_per_position = per;
+    out->kv_min_positions = KV_MIN_CAP;
+    out->kv_cap_align = 1;
+    /* as lrun_cuda_offload_plan lays them out: rows 256-aligned, then the index */
+    out->embd_rows_bytes = ((rows + 255) & ~(size_t)255) + (size_t)e.n_batch_max * sizeof(int32_t);
+    out->slot_align = 256;
+    out->head_in_ring = 1;
+    out->pool_arena_bytes = lrun_cuda_pool_arena_bytes();
+    out->pool_own_arena_bytes = lrun_cuda_pool_own_arena_bytes();
+    return LRUN_OK;
+}
+
+lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
+    *out = NULL;
+    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
+    if (!opts) opts = &defaults;
+    TRY(check_opts(opts));
+    const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
+    const lrun_model_info *in = &model->info;
+    lrun_device *dev = model->device;
+    lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
+    if (st != LRUN_OK) return st;
+
+    lrun_cuda_engine *e = calloc(1, sizeof *e);
+    if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
+    set_dims(e, model, opts);
+    st = lrun_cuda_kv_setup(e, opts);
+
+    const size_t B = (size_t)e->n_batch_max;
+    e->layers = calloc((size_t)in->n_layer, sizeof *e->layers);
+    e->seq_len = calloc((size_t)e->n_seq_max, sizeof *e->seq_len);
+    e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
+    e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
+    e->out_rows = malloc(B * sizeof *e->out_rows);
+    if (st == LRUN_OK && (!e->layers || !e->seq_len || !e->seq_count || !e->seq_done || !e->out_rows))
+        st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
+
+    size_t kv_bytes = 0;
+    if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
+        st = lrun_fail_oom(SIZE_MAX, 0, "engine: scratch for %zu tokens overflows size_t", B);
+    if (st == LRUN_OK && !lrun_cuda_kv_init_bytes(e, &kv_bytes))
+        st = lrun_fail_oom(SIZE_MAX, 0, "engine: a KV cache of %lld positions overflows size_t",
+                           (long long)e->n_ctx_max);
+    size_t slot_bytes = 0;
+    if (st == LRUN_OK && as_placed) st = lrun_cuda_offload_plan(e, opts->prefetch_layers, &slot_bytes);
+    if (st == LRUN_OK) st = check_fits(e, kv_bytes, slot_bytes, as_placed);
+    if (st == LRUN_OK && !as_placed) st = move_weights(e);
+    if (st == LRUN_OK && e->offload) {
+        st = lrun_cuda_offload_init(e);
+        e->graphs_enabled = 0; /* staged copies and host matmuls are host work: steps run eagerly */
+    }
+    if (st == LRUN_OK) st = lrun_cuda_kv_init(e);
+    if (st == LRUN_OK)
+        st = lrun_oom_phase(lrun_device_alloc(dev, e->scratch_bytes, "engine scratch", &e->scratch), "scratch");
+    if (st == LRUN_OK) {
+        layout_scratch(e, e->scratch, &e->scratch_bytes);
+        table_at(&e->d_table, e->d_table_base, e->n_batch_max);
+        st = load_vectors(e);
+    }
+    if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
+    if (st == LRUN_OK && e->want_exact && !e->exact)
+        st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics need Q4_0/Q4_1/Q8_0 matrices and head, "
+                       "a feed-forward width that is a multiple of 8, a width of at most 12288 and attention scores "
+                       "of n_ctx_max %lld in shared memory; this model or context does not qualify",
+                       (long long)e->n_ctx_max);
+    if (st == LRUN_OK) {
+        size_t hb = e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float);
+        st = lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, hb, "engine staging", &e->h_table_base), "scratch");
+        if (st == LRUN_OK) {
+            table_at(&e->h_table, e->h_table_base, e->n_batch_max);
+            e->h_logits = (float *)((char *)e->h_table_base + e->table_bytes);
+        }
+    }
+    if (st != LRUN_OK) {
+        lrun_cuda_engine_free(e);
+        return st;
+    }
+    for (int64_t i = 0; i < model->n_tensors; i++)
+        if (model->tensors[i].tier == LRUN_TIER_DEVICE) e->stats.weight_bytes += model->tensors[i].nbytes;
+    *out = e;
+    return LRUN_OK;
+}
+
+void lrun_cuda_engine_free(lrun_cuda_engine *e)
+{
+    if (!e) return;
+    if (cudaSetDevice(e->device->cuda_ordinal) == cudaSuccess && e->stream)
+        (void)cudaStreamSynchronize((cudaStream_t)e->stream);
+    for (int n = 0; n <= LRUN_CUDA_GRAPH_MAX_TOKENS; n++)
+        if (e->graph_exec[n]) cudaGraphExecDestroy(e->graph_exec[n]);
+    (void)cudaGetLastError();
+    lrun_cuda_offload_free(e);
+    lrun_cuda_exact_free(e);
+    lrun_cuda_kv_free(e);
+    if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
+    lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);
+    free(e->layers);
+    free(e->seq_len);
+    free(e->seq_count);
+    free(e->seq_done);
+    free(e->out_rows);
+    free(e);
+}
+
+// ---------------------------------------------------------------- sequences
+
+int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *e) { return e->n_seq_max; }
+int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *e) { return e->n_ctx_max; }
+
+int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *e, int64_t seq)
+{
+    return seq >= 0 && seq < e->n_seq_max ? e->seq_len[seq] : -1;
+}
+
+lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *e, int64_t seq, int64_t len)
+{
+    if (seq < 0 || seq >= e->n_seq_max)
+        return lrun_fail(LRUN_E_ARG, "KV cache: sequence %lld out of range [0, %lld)", (long long)seq,
+                         (long long)e->n_seq_max);
+    if (len < 0 || len > e->seq_len[seq])
+        return lrun_fail(LRUN_E_ARG, "KV cache: cannot truncate sequence %lld of %lld positions to %lld",
+                         (long long)seq, (long long)e->seq_len[seq], (long long)len);
+    e->seq_len[seq] = len;
+    return lrun_cuda_kv_truncate(e, seq, len);
+}
+
+lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *e, int64_t dst, int64_t src)
+{
+    if (src < 0 || src >= e->n_seq_max || dst < 0 || dst >= e->n_seq_max)
+        return lrun_fail(LRUN_E_ARG, "KV cache: copy %lld -> %lld: sequences are [0, %lld)", (long long)src,
+                         (long long)dst, (long long)e->n_seq_max);
+    if (src == dst) return LRUN_OK;
+    TRY(lrun_cuda_kv_copy(e, dst, src));
+    e->seq_len[dst] = e->seq_len[src];
+    return LRUN_OK;
+}
+
+lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *e, const int64_t *src_of_dst, int64_t n)
+{
+    TRY(lrun_reorder_check(src_of_dst, n, e->n_seq_max));
+    int64_t *len = malloc(((size_t)n + 1) * sizeof *len);
+    if (!len) return lrun_fail_oom(((size_t)n + 1) * sizeof *len, 0, "KV cache reorder: lengths");
+    const lrun_status st = lrun_cuda_kv_reorder(e, src_of_dst, n, len);
+    if (st == LRUN_OK) memcpy(e->seq_len, len, (size_t)n * sizeof *len);
+    free(len);
+    return st;
+}
+
+#else
+// ---------------------------------------------------------------- without CUDA
+
+/* A model can only be on a cuda device when the build has CUDA, so these are
+ * reached only by direct calls; each fails the same clear way. */
+struct lrun_cuda_engine {
+    int unused;
+};
+
+lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
+{
+    (void)model, (void)opts, (void)out;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    (void)model, (void)opts;
+    *out = NULL;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
+}
+
+void lrun_cuda_engine_free(lrun_cuda_engine *engine) { (void)engine; }
+int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *engine) { (void)engine; return 0; }
+int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *engine) { (void)engine; return 0; }
+int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *engine, int64_t seq) { (void)engine, (void)seq; return -1; }
+
+lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *engine, int64_t seq, int64_t len)
+{
+    (void)engine, (void)seq, (void)len;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *engine, int64_t dst, int64_t src)
+{
+    (void)engine, (void)dst, (void)src;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_step(lrun_cuda_engine *engine, int64_t n_tokens, const int32_t *tokens,
+                                  const int32_t *seq, const int8_t *want_logits, float *logits,
+                                  int64_t logits_rows_cap, int64_t *n_out)
+{
+    (void)engine, (void)n_tokens, (void)tokens, (void)seq, (void)want_logits, (void)logits, (void)logits_rows_cap;
+    if (n_out) *n_out = 0;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *engine, const int64_t *src_of_dst, int64_t n)
+{
+    (void)engine, (void)src_of_dst, (void)n;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed)
+{
+    (void)engine, (void)seq, (void)n_pos, (void)seed;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
+}
+
+void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out)
+{
+    (void)engine;
+    memset(out, 0, sizeof *out);
+}
+
+void lrun_cuda_engine_reset_stats(lrun_cuda_engine *engine) { (void)engine; }
+#endif

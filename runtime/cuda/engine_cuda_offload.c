@@ -1,0 +1,542 @@
+/* engine_cuda_offload.c — streaming, host compute and host embeddings for
+ * an AS_PLACED CUDA engine (engine_cuda_offload.h says what and why).
+ *
+ * The pipeline, per streamed unit c (a layer's off-device matrices, or the
+ * LM head), with s = c mod (k+1) its slot:
+ *
+ *   copy stream     [wait: nothing, the CPU waited] start[s] · H2D copies · done[s]
+ *   compute stream  reach[s] · wait done[s] · the unit's kernels · free[s]
+ *
+ * layer_begin(c) issues unit c if a cold pipeline has not yet; layer_end(c)
+ * issues the units up to c+k, after the CPU has seen free[] of the slot it
+ * refills (the unit before c: by then the GPU is busy with c). The CPU thus
+ * runs at most k+1 units ahead of the GPU, which is also what lets it read
+ * each unit's event times before the events are recorded again. */
+#ifdef LRUN_WITH_CUDA
+#include "cuda/engine_cuda_offload.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/checked.h"
+#include "cpu/cpu_matmul.h"
+#include "core/device.h"
+#include "kernels.h"
+
+/* Host and mmap bytes cross through this many pinned buffers of this size:
+ * one is filled by the threads while the other is on the bus. */
+#define N_STAGING 2
+#define STAGING_CHUNK ((size_t)32 << 20)
+#define N_MATS 7
+
+struct offload_weight {
+    const struct lrun_tensor *src; /* the model's record: the bytes off the device */
+    struct lrun_tensor view;       /* the same weight in its slot; data set by each begin */
+    size_t off;                    /* byte offset in the slot */
+};
+
+struct offload_unit {
+    int64_t layer;                 /* block index; -1 for the LM head */
+    int64_t first, count;          /* its weights in o->w */
+    size_t bytes;                  /* bytes copied per use */
+};
+
+struct cuda_offload {
+    int k;                         /* units issued ahead of the one computing */
+    int n_slots;                   /* k + 1 (0 when nothing streams) */
+    int64_t n_units;
+    struct offload_unit *units;    /* (n_units) in the order compute meets them */
+    int64_t *unit_of_layer;        /* (n_layer) unit of each layer, -1 when it streams nothing */
+    int64_t head_unit;             /* unit of the LM head, or -1 */
+    struct offload_weight *w;      /* (n_w) every streamed weight */
+    int64_t n_w;
+    struct lrun_model_layer *layers; /* (n_layer) the model's layers, streamed weights swapped for views */
+    const struct lrun_tensor *head;  /* the LM head as compute sees it */
+    size_t slot_bytes;             /* one slot: the largest unit, parts 256-aligned */
+    size_t device_bytes;           /* slots + embedding rows + their index, one pool block */
+    char *device_block;
+    char *slots;                   /* (n_slots, slot_bytes) device */
+    cudaStream_t copy_stream;
+    cudaEvent_t *ev_start, *ev_done, *ev_reach, *ev_free; /* (n_slots) each */
+    int64_t *slot_seq;             /* (n_slots) sequence number of the unit in the slot, -1 when empty */
+    int *slot_pending;             /* (n_slots) consumed, its times not yet in the stats */
+    int64_t issued, consumed;      /* unit sequence numbers, since init or the last reset */
+
+    char *staging;                 /* (N_STAGING, STAGING_CHUNK) pinned, NULL when every source is pinned */
+    cudaEvent_t staging_free[N_STAGING];
+    int staging_next;
+
+    int embd_host;                 /* token_embd off the device */
+    size_t embd_row_bytes;
+    void *d_rows;                  /* (B, row) device: the step's embedding rows */
+    int32_t *d_idx;                /* (B) device: 0, 1, …, B-1 */
+    void *h_rows;                  /* (B, row) pinned staging */
+
+    int any_host;                  /* a matmul runs on the host */
+    float *h_x, *h_y;              /* pinned: (B, max k) activations down, (B, max n) products up */
+    size_t h_x_floats, h_y_floats;
+    void *work;                    /* lrun_cpu_matmul work, host */
+    lrun_threadpool *pool;
+};
+
+static void layer_mats(const struct lrun_model_layer *L, const struct lrun_tensor *out[N_MATS])
+{
+    out[0] = L->wq, out[1] = L->wk, out[2] = L->wv, out[3] = L->wo;
+    out[4] = L->w_gate, out[5] = L->w_up, out[6] = L->w_down;
+}
+
+/* The slot of a layer's view record for matrix i (the struct field it replaces). */
+static struct lrun_tensor **layer_field(struct lrun_model_layer *L, int i)
+{
+    struct lrun_tensor **f[N_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return f[i];
+}
+
+static int off_device(const struct lrun_tensor *t) { return t->tier != LRUN_TIER_DEVICE; }
+
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+// ---------------------------------------------------------------- plan
+
+/* Counts a host-computed weight's buffer needs: rows up to rows_max. */
+static lrun_status plan_host(struct cuda_offload *o, const struct lrun_tensor *t, int64_t rows_max, size_t *work)
+{
+    o->any_host = 1;
+    const size_t xk = (size_t)rows_max * (size_t)t->ne[0], yn = (size_t)rows_max * (size_t)t->ne[1];
+    if (xk > o->h_x_floats) o->h_x_floats = xk;
+    if (yn > o->h_y_floats) o->h_y_floats = yn;
+    const size_t wb = lrun_cpu_matmul_work_bytes(t->dtype, rows_max, t->ne[0]);
+    if (wb == SIZE_MAX)
+        return lrun_fail_oom(SIZE_MAX, 0, "engine: host matmul work for %s overflows size_t", t->name);
+    if (wb > *work) *work = wb;
+    return LRUN_OK;
+}
+
+/* Appends unit (layer, its streamed weights) when it has any. */
+static void plan_unit(struct cuda_offload *o, int64_t layer, const struct lrun_tensor *const *ts, int n)
+{
+    struct offload_unit *u = &o->units[o->n_units];
+    u->layer = layer;
+    u->first = o->n_w;
+    u->count = 0;
+    u->bytes = 0;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        struct offload_weight *w = &o->w[o->n_w++];
+        w->src = ts[i];
+        w->view = *ts[i];
+        w->view.tier = LRUN_TIER_DEVICE;
+        w->view.host_compute = 0;
+        w->off = off;
+        off += align256(ts[i]->nbytes);
+        u->bytes += ts[i]->nbytes;
+        u->count++;
+    }
+    if (u->count == 0) return;
+    if (off > o->slot_bytes) o->slot_bytes = off;
+    o->n_units++;
+}
+
+lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, size_t *device_bytes)
+{
+    lrun_model *m = e->model;
+    *device_bytes = 0;
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        const struct lrun_tensor *t = &m->tensors[i];
+        if (t->tier == LRUN_TIER_DEVICE && t->device != e->device)
+            return lrun_fail(LRUN_E_ARG, "engine on %s: weight %s is on another device", e->device->name, t->name);
+    }
+    const int64_t nl = m->info.n_layer, B = e->n_batch_max;
+    struct cuda_offload *o = calloc(1, sizeof *o);
+    if (!o) return lrun_fail_oom(sizeof *o, 0, "engine: offload record");
+    e->offload = o;
+    o->units = calloc((size_t)nl + 1, sizeof *o->units);
+    o->w = calloc((size_t)(nl + 1) * N_MATS, sizeof *o->w);
+    o->unit_of_layer = malloc((size_t)nl * sizeof *o->unit_of_layer);
+    o->layers = malloc((size_t)nl * sizeof *o->layers);
+    if (!o->units || !o->w || !o->unit_of_layer || !o->layers)
+        return lrun_fail_oom(0, 0, "engine: offload tables for %lld layers", (long long)nl);
+    o->pool = lrun_model_threadpool(m);
+    o->head_unit = -1;
+    size_t work = 0;
+    for (int64_t l = 0; l < nl; l++) {
+        const struct lrun_tensor *mats[N_MATS], *streamed[N_MATS];
+        int n = 0;
+        layer_mats(&m->layers[l], mats);
+        for (int i = 0; i < N_MATS; i++) {
+            if (!off_device(mats[i])) continue;
+            if (mats[i]->host_compute) TRY(plan_host(o, mats[i], B, &work));
+            else streamed[n++] = mats[i];
+        }
+        const int64_t before = o->n_units;
+        plan_unit(o, l, streamed, n);
+        o->unit_of_layer[l] = o->n_units > before ? before : -1;
+    }
+    const struct lrun_tensor *head = m->output;
+    o->head = head;
+    if (off_device(head)) {
+        if (head->host_compute) TRY(plan_host(o, head, min64(B, LOGIT_ROWS), &work));
+        else {
+            o->head_unit = o->n_units;
+            plan_unit(o, -1, &head, 1);
+        }
+    }
+    o->embd_host = off_device(m->tok_embd);
+    if (o->n_units == 0 && !o->any_host && !o->embd_host) {
+        lrun_cuda_offload_free(e); /* every weight is on the device: nothing to do per step */
+        return LRUN_OK;
+    }
+    /* views of every layer, streamed weights swapped in */
+    for (int64_t l = 0; l < nl; l++) {
+        o->layers[l] = m->layers[l];
+        if (o->unit_of_layer[l] < 0) continue;
+        const struct offload_unit *u = &o->units[o->unit_of_layer[l]];
+        for (int64_t j = u->first; j < u->first + u->count; j++) {
+            struct lrun_model_layer *V = &o->layers[l];
+            for (int i = 0; i < N_MATS; i++)
+                if (*layer_field(V, i) == o->w[j].src) *layer_field(V, i) = &o->w[j].view;
+        }
+    }
+    if (o->head_unit >= 0) o->head = &o->w[o->units[o->head_unit].first].view;
+
+    int k = prefetch_layers > 0 ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CUDA);
+    if (o->n_units > 0 && k > o->n_units - 1) k = (int)(o->n_units - 1);
+    o->k = o->n_units > 0 ? k : 0;
+    o->n_slots = o->n_units > 0 ? o->k + 1 : 0;
+    size_t bytes = 0, rows = 0;
+    if (!lrun_size_mul((size_t)o->n_slots, o->slot_bytes, &bytes))
+        return lrun_fail_oom(SIZE_MAX, 0, "engine: streaming slots overflow size_t");
+    if (o->embd_host) {
+        o->embd_row_bytes = m->tok_embd->row_bytes;
+        if (!lrun_size_mul((size_t)B, o->embd_row_bytes, &rows) ||
+            !lrun_size_add(bytes, align256(rows) + (size_t)B * sizeof(int32_t), &bytes))
+            return lrun_fail_oom(SIZE_MAX, 0, "engine: embedding rows overflow size_t");
+    }
+    o->device_bytes = bytes;
+    o->work = NULL;
+    if (work) {
+        o->work = malloc(work);
+        if (!o->work) return lrun_fail_oom(work, 0, "engine: host matmul work");
+    }
+    *device_bytes = bytes;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- init, free
+
+static lrun_status make_events(lrun_cuda_engine *e, cudaEvent_t **out, int n, unsigned flags)
+{
+    *out = calloc((size_t)n, sizeof **out);
+    if (!*out) return lrun_fail_oom((size_t)n * sizeof **out, 0, "engine: events");
+    for (int i = 0; i < n; i++)
+        TRY(cuda_check(cudaEventCreateWithFlags(&(*out)[i], flags), "creating a streaming event", e->device));
+    return LRUN_OK;
+}
+
+static void free_events(cudaEvent_t *ev, int n)
+{
+    if (!ev) return;
+    for (int i = 0; i < n; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    free(ev);
+}
+
+lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
+{
+    struct cuda_offload *o = e->offload;
+    const int64_t B = e->n_batch_max;
+    if (o->device_bytes) /* the slots weights stream through: a weights allocation */
+        TRY(lrun_oom_phase(lrun_device_alloc(e->device, o->device_bytes, "streaming slots", (void **)&o->device_block),
+                           "weights"));
+    o->slots = o->device_block;
+    TRY(cuda_check(cudaStreamCreateWithFlags(&o->copy_stream, cudaStreamNonBlocking), "creating the copy stream",
+                   e->device));
+    TRY(make_events(e, &o->ev_start, o->n_slots, cudaEventDefault));
+    TRY(make_events(e, &o->ev_done, o->n_slots, cudaEventDefault));
+    TRY(make_events(e, &o->ev_reach, o->n_slots, cudaEventDefault));
+    TRY(make_events(e, &o->ev_free, o->n_slots, cudaEventDisableTiming));
+    for (int i = 0; i < N_STAGING; i++)
+        TRY(cuda_check(cudaEventCreateWithFlags(&o->staging_free[i], cudaEventDisableTiming),
+                       "creating a staging event", e->device));
+    o->slot_seq = malloc((size_t)(o->n_slots + 1) * sizeof *o->slot_seq);
+    o->slot_pending = calloc((size_t)o->n_slots + 1, sizeof *o->slot_pending);
+    if (!o->slot_seq || !o->slot_pending) return lrun_fail_oom(0, 0, "engine: slot records");
+    for (int i = 0; i < o->n_slots; i++) o->slot_seq[i] = -1;
+
+    int staged = 0;
+    for (int64_t j = 0; j < o->n_w; j++) staged |= o->w[j].src->tier != LRUN_TIER_PINNED;
+    if (staged) TRY(lrun_host_alloc(LRUN_TIER_PINNED, N_STAGING * STAGING_CHUNK, "streaming staging",
+                                    (void **)&o->staging));
+    if (o->embd_host) {
+        const size_t rows = (size_t)B * o->embd_row_bytes;
+        o->d_rows = o->device_block + (size_t)o->n_slots * o->slot_bytes;
+        o->d_idx = (int32_t *)((char *)o->d_rows + align256(rows));
+        TRY(lrun_host_alloc(LRUN_TIER_PINNED, rows, "embedding row staging", &o->h_rows));
+        int32_t *idx = malloc((size_t)B * sizeof *idx);
+        if (!idx) return lrun_fail_oom((size_t)B * sizeof *idx, 0, "engine: embedding index");
+        for (int64_t i = 0; i < B; i++) idx[i] = (int32_t)i;
+        const lrun_status st = cuda_check(cudaMemcpy(o->d_idx, idx, (size_t)B * sizeof *idx, cudaMemcpyHostToDevice),
+                                          "uploading the embedding index", e->device);
+        free(idx);
+        TRY(st);
+    }
+    if (o->any_host) {
+        TRY(lrun_host_alloc(LRUN_TIER_PINNED, o->h_x_floats * sizeof(float), "host matmul input", (void **)&o->h_x));
+        TRY(lrun_host_alloc(LRUN_TIER_PINNED, o->h_y_floats * sizeof(float), "host matmul output", (void **)&o->h_y));
+    }
+    e->stats.slot_bytes = (size_t)o->n_slots * o->slot_bytes;
+    e->stats.prefetch_layers = o->k;
+    return LRUN_OK;
+}
+
+void lrun_cuda_offload_free(lrun_cuda_engine *e)
+{
+    struct cuda_offload *o = e->offload;
+    if (!o) return;
+    if (o->copy_stream) {
+        (void)cudaStreamSynchronize(o->copy_stream);
+        cudaStreamDestroy(o->copy_stream);
+    }
+    free_events(o->ev_start, o->n_slots);
+    free_events(o->ev_done, o->n_slots);
+    free_events(o->ev_reach, o->n_slots);
+    free_events(o->ev_free, o->n_slots);
+    for (int i = 0; i < N_STAGING; i++)
+        if (o->staging_free[i]) cudaEventDestroy(o->staging_free[i]);
+    (void)cudaGetLastError();
+    if (o->device_block) lrun_device_release(e->device, o->device_block, o->device_bytes);
+    lrun_host_release(LRUN_TIER_PINNED, o->staging);
+    lrun_host_release(LRUN_TIER_PINNED, o->h_rows);
+    lrun_host_release(LRUN_TIER_PINNED, o->h_x);
+    lrun_host_release(LRUN_TIER_PINNED, o->h_y);
+    free(o->work);
+    free(o->slot_seq);
+    free(o->slot_pending);
+    free(o->units);
+    free(o->w);
+    free(o->unit_of_layer);
+    free(o->layers);
+    free(o);
+    e->offload = NULL;
+}
+
+// ---------------------------------------------------------------- copies
+
+struct par_copy {
+    char *dst;
+    const char *src;
+    size_t bytes;
+};
+
+/* Host memcpy split over the pool: one thread does not saturate memory. */
+static void par_copy_task(void *ctx, int ith, int nth)
+{
+    const struct par_copy *c = ctx;
+    const size_t per = (c->bytes / (size_t)nth + 4095) & ~(size_t)4095;
+    const size_t a = per * (size_t)ith, b = a + per < c->bytes ? a + per : c->bytes;
+    if (a < b) memcpy(c->dst + a, c->src + a, b - a);
+}
+
+/* dst (device) = t's bytes, on the copy stream: by DMA from pinned memory,
+ * through the staging buffers otherwise. */
+static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct lrun_tensor *t)
+{
+    struct cuda_offload *o = e->offload;
+    if (t->tier == LRUN_TIER_PINNED)
+        return cuda_check(cudaMemcpyAsync(dst, t->data, t->nbytes, cudaMemcpyHostToDevice, o->copy_stream),
+                          "streaming a pinned weight", e->device);
+    const char *src = t->data;
+    for (size_t at = 0; at < t->nbytes; at += STAGING_CHUNK) {
+        const size_t len = t->nbytes - at < STAGING_CHUNK ? t->nbytes - at : STAGING_CHUNK;
+        const int b = o->staging_next;
+        o->staging_next = (b + 1) % N_STAGING;
+        char *stage = o->staging + (size_t)b * STAGING_CHUNK;
+        TRY(cuda_check(cudaEventSynchronize(o->staging_free[b]), "waiting for a staging buffer", e->device));
+        struct par_copy c = {stage, src + at, len};
+        lrun_threadpool_run(o->pool, par_copy_task, &c);
+        TRY(cuda_check(cudaMemcpyAsync(dst + at, stage, len, cudaMemcpyHostToDevice, o->copy_stream),
+                       "streaming a staged weight", e->device));
+        TRY(cuda_check(cudaEventRecord(o->staging_free[b], o->copy_stream), "recording a staging event", e->device));
+    }
+    return LRUN_OK;
+}
+
+/* Folds slot s's last unit into the stats; its events have completed. A
+ * unit whose copy landed after compute reached it is a miss, and the gap
+ * is time compute stalled. */
+static void account_slot(lrun_cuda_engine *e, int s)
+{
+    struct cuda_offload *o = e->offload;
+    if (!o->slot_pending[s]) return;
+    float copy_ms = 0, gap_ms = 0;
+    if (cudaEventElapsedTime(&copy_ms, o->ev_start[s], o->ev_done[s]) == cudaSuccess)
+        e->stats.copy_seconds += copy_ms * 1e-3;
+    const int timed = cudaEventElapsedTime(&gap_ms, o->ev_reach[s], o->ev_done[s]) == cudaSuccess;
+    (void)cudaGetLastError();
+    if (timed && gap_ms <= 0) {
+        e->stats.prefetch_hits++;
+    } else {
+        e->stats.prefetch_misses++;
+        if (timed) e->stats.stall_seconds += gap_ms * 1e-3;
+    }
+    o->slot_pending[s] = 0;
+}
+
+/* Issues the next unit of the cycle into its slot. */
+static lrun_status issue_next(lrun_cuda_engine *e)
+{
+    struct cuda_offload *o = e->offload;
+    const int64_t q = o->issued;
+    const int s = (int)(q % o->n_slots);
+    const struct offload_unit *u = &o->units[q % o->n_units];
+    if (o->slot_seq[s] >= 0) {
+        /* the slot's last reader has run, and its times are read before its events are reused */
+        TRY(cuda_check(cudaEventSynchronize(o->ev_free[s]), "waiting for a streaming slot", e->device));
+        account_slot(e, s);
+    }
+    char *slot = o->slots + (size_t)s * o->slot_bytes;
+    TRY(cuda_check(cudaEventRecord(o->ev_start[s], o->copy_stream), "recording a copy start", e->device));
+    for (int64_t j = u->first; j < u->first + u->count; j++) TRY(copy_weight(e, slot + o->w[j].off, o->w[j].src));
+    TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->copy_stream), "recording a copy end", e->device));
+    o->slot_seq[s] = q;
+    o->issued++;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- units
+
+/* Makes compute wait for unit `unit` (the next of the cycle) and points its
+ * views at its slot. */
+static lrun_status unit_begin(lrun_cuda_engine *e, int64_t unit)
+{
+    struct cuda_offload *o = e->offload;
+    const int64_t c = o->consumed;
+    if (c % o->n_units != unit)
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: streamed unit %lld reached out of order (expected %lld)",
+                         e->device->name, (long long)unit, (long long)(c % o->n_units));
+    while (o->issued <= c) TRY(issue_next(e));
+    const int s = (int)(c % o->n_slots);
+    cudaStream_t cs = (cudaStream_t)e->stream;
+    TRY(cuda_check(cudaEventRecord(o->ev_reach[s], cs), "recording a compute arrival", e->device));
+    TRY(cuda_check(cudaStreamWaitEvent(cs, o->ev_done[s], 0), "waiting for a streamed layer", e->device));
+    const struct offload_unit *u = &o->units[unit];
+    char *slot = o->slots + (size_t)s * o->slot_bytes;
+    for (int64_t j = u->first; j < u->first + u->count; j++) o->w[j].view.data = slot + o->w[j].off;
+    /* counted when compute takes the unit (lrun.h), not when it was issued
+     * ahead: a chunk's count is its own units, as on the CPU */
+    e->stats.bytes_streamed += u->bytes;
+    return LRUN_OK;
+}
+
+static lrun_status unit_end(lrun_cuda_engine *e)
+{
+    struct cuda_offload *o = e->offload;
+    const int s = (int)(o->consumed % o->n_slots);
+    TRY(cuda_check(cudaEventRecord(o->ev_free[s], (cudaStream_t)e->stream), "recording a slot release", e->device));
+    o->slot_pending[s] = 1;
+    o->consumed++;
+    while (o->issued < o->consumed + o->k) TRY(issue_next(e));
+    return LRUN_OK;
+}
+
+lrun_status lrun_cuda_offload_layer_begin(lrun_cuda_engine *e, int64_t l, const struct lrun_model_layer **out)
+{
+    struct cuda_offload *o = e->offload;
+    *out = &o->layers[l];
+    return o->unit_of_layer[l] >= 0 ? unit_begin(e, o->unit_of_layer[l]) : LRUN_OK;
+}
+
+lrun_status lrun_cuda_offload_layer_end(lrun_cuda_engine *e, int64_t l)
+{
+    return e->offload->unit_of_layer[l] >= 0 ? unit_end(e) : LRUN_OK;
+}
+
+lrun_status lrun_cuda_offload_head_begin(lrun_cuda_engine *e, const struct lrun_tensor **out)
+{
+    struct cuda_offload *o = e->offload;
+    if (out) *out = o->head;
+    return o->head_unit >= 0 ? unit_begin(e, o->head_unit) : LRUN_OK;
+}
+
+lrun_status lrun_cuda_offload_head_end(lrun_cuda_engine *e)
+{
+    return e->offload->head_unit >= 0 ? unit_end(e) : LRUN_OK;
+}
+
+/* Valid until the next unit of the cycle is issued into the head's slot:
+ * that happens in the next chunk, after this one's logits were synchronized. */
+const struct lrun_tensor *lrun_cuda_offload_head(const lrun_cuda_engine *e) { return e->offload->head; }
+
+// ---------------------------------------------------------------- embeddings
+
+int lrun_cuda_offload_embeds_on_host(const lrun_cuda_engine *e) { return e->offload->embd_host; }
+
+lrun_status lrun_cuda_offload_embed(lrun_cuda_engine *e, int64_t n)
+{
+    struct cuda_offload *o = e->offload;
+    const struct lrun_tensor *te = e->model->tok_embd;
+    const size_t rb = o->embd_row_bytes;
+    /* the previous chunk's copy out of h_rows finished: run_chunk synchronized */
+    for (int64_t i = 0; i < n; i++)
+        memcpy((char *)o->h_rows + (size_t)i * rb, (const char *)te->data + (size_t)e->h_table.tokens[i] * rb, rb);
+    TRY(cuda_check(cudaMemcpyAsync(o->d_rows, o->h_rows, (size_t)n * rb, cudaMemcpyHostToDevice,
+                                   (cudaStream_t)e->stream),
+                   "sending embedding rows", e->device));
+    /* as lrun.h counts gathered rows: host_compute_bytes for a host-compute table */
+    if (te->host_compute) e->stats.host_compute_bytes += (uint64_t)n * rb;
+    else e->stats.bytes_streamed += (uint64_t)n * rb;
+    return lrun_k_embed(te->dtype, o->d_rows, rb, e->n_embd, o->d_idx, n, e->x, e->stream);
+}
+
+// ---------------------------------------------------------------- host compute
+
+int lrun_cuda_offload_on_host(const lrun_cuda_engine *e, const struct lrun_tensor *w)
+{
+    return e->offload && w->host_compute && w->tier != LRUN_TIER_DEVICE;
+}
+
+lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x,
+                                          int64_t m, float *y)
+{
+    struct cuda_offload *o = e->offload;
+    const int64_t k = w->ne[0], n = w->ne[1];
+    const size_t xf = (size_t)m * (size_t)k, yf = (size_t)m * (size_t)n;
+    if (xf > o->h_x_floats || yf > o->h_y_floats)
+        return lrun_fail(LRUN_E_INTERNAL, "engine: host matmul of %s with %lld rows exceeds its buffers", w->name,
+                         (long long)m);
+    cudaStream_t s = (cudaStream_t)e->stream;
+    TRY(cuda_check(cudaMemcpyAsync(o->h_x, x, xf * sizeof(float), cudaMemcpyDeviceToHost, s),
+                   "activations to the host", e->device));
+    /* also waits for the last host product's copy up, so h_y is free */
+    TRY(cuda_check(cudaStreamSynchronize(s), "waiting for activations", e->device));
+    lrun_cpu_matmul(o->pool, w->dtype, w->data, w->row_bytes, n, k, o->h_x, m, o->h_y, o->work);
+    TRY(cuda_check(cudaMemcpyAsync(y, o->h_y, yf * sizeof(float), cudaMemcpyHostToDevice, s),
+                   "host product to the device", e->device));
+    e->stats.host_compute_bytes += w->nbytes;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- stats, reset
+
+void lrun_cuda_offload_account(lrun_cuda_engine *e)
+{
+    struct cuda_offload *o = e->offload;
+    for (int s = 0; s < o->n_slots; s++)
+        if (o->slot_pending[s] && cudaEventQuery(o->ev_free[s]) == cudaSuccess) account_slot(e, s);
+    (void)cudaGetLastError();
+}
+
+void lrun_cuda_offload_reset(lrun_cuda_engine *e)
+{
+    struct cuda_offload *o = e->offload;
+    (void)cudaStreamSynchronize((cudaStream_t)e->stream);
+    (void)cudaStreamSynchronize(o->copy_stream);
+    (void)cudaGetLastError();
+    for (int s = 0; s < o->n_slots; s++) {
+        o->slot_seq[s] = -1;
+        o->slot_pending[s] = 0;
+    }
+    o->issued = o->consumed = 0;
+}
+
+#endif

@@ -1,0 +1,68 @@
+/* engine_cuda_offload.h — weights that stay off the device in a CUDA engine
+ * made with LRUN_WEIGHT_MODE_AS_PLACED.
+ *
+ * A policy gave every weight a tier; the engine leaves it there:
+ *
+ *   DEVICE tier        used in place;
+ *   pinned/host/mmap   streamed: each layer's off-device matrices form one
+ *                      "unit", copied into one of k+1 reusable device slots
+ *                      on a copy stream, k units ahead of compute (the LM
+ *                      head is a unit too). Pinned bytes go straight by DMA;
+ *                      host and mmap bytes go through two pinned staging
+ *                      buffers, filled by the model's threads while the
+ *                      other one is on the bus;
+ *   host compute       (lrun_tensor_set_host_compute) the matmul runs on the
+ *                      CPU where the bytes are: activations down, product up;
+ *   token_embd         off the device: only the rows of the step's tokens
+ *                      cross, gathered on the host into pinned staging.
+ *
+ * Units are consumed in a fixed cyclic order (layers, then the head), so
+ * the copies for the next step start while this one finishes. Events order
+ * every unit's compute after its copy and every slot's refill after the
+ * compute that read it. Slots, staging and events are made at init; the
+ * step allocates nothing. Steps that use any of this run eagerly (no CUDA
+ * graphs: the staged copies are host work). */
+#ifndef LRUN_ENGINE_CUDA_OFFLOAD_H
+#define LRUN_ENGINE_CUDA_OFFLOAD_H
+
+#include "cuda/engine_cuda_internal.h"
+
+/* Classifies the model's weights for an AS_PLACED engine and sizes what the
+ * offload needs on the device (*device_bytes, before check_fits). Leaves
+ * e->offload NULL when every weight is already on the device. */
+lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, size_t *device_bytes);
+/* Takes the slots from the device pool, the staging and the events. */
+lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e);
+void lrun_cuda_offload_free(lrun_cuda_engine *e);
+
+/* The weights of layer l as this step sees them: the model's layer, with
+ * streamed matrices pointing into their slot. Issues the copies k units
+ * ahead and makes compute wait for this layer's copy. */
+lrun_status lrun_cuda_offload_layer_begin(lrun_cuda_engine *e, int64_t l, const struct lrun_model_layer **out);
+/* After the layer's last kernel: its slot may be refilled once they ran. */
+lrun_status lrun_cuda_offload_layer_end(lrun_cuda_engine *e, int64_t l);
+/* The same for the LM head (layer index -1); head_begin gives the tensor. */
+lrun_status lrun_cuda_offload_head_begin(lrun_cuda_engine *e, const struct lrun_tensor **out);
+lrun_status lrun_cuda_offload_head_end(lrun_cuda_engine *e);
+/* The head tensor the last head_begin gave (for later row blocks of logits). */
+const struct lrun_tensor *lrun_cuda_offload_head(const lrun_cuda_engine *e);
+
+/* 1 when token_embd is off the device, and then: x (n, n_embd) = the rows
+ * of the n tokens of the host table, gathered on the host, one copy. */
+int lrun_cuda_offload_embeds_on_host(const lrun_cuda_engine *e);
+lrun_status lrun_cuda_offload_embed(lrun_cuda_engine *e, int64_t n);
+
+/* 1 when w's matmul runs on the host. */
+int lrun_cuda_offload_on_host(const lrun_cuda_engine *e, const struct lrun_tensor *w);
+/* y (m, n) = x (m, k) · Wᵀ on the CPU, x and y on the device. */
+lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x,
+                                          int64_t m, float *y);
+
+/* After the compute stream was synchronized: folds the finished units'
+ * event times into the stats. */
+void lrun_cuda_offload_account(lrun_cuda_engine *e);
+/* After a failed step: waits for both streams and forgets what was in
+ * flight, so the next step starts from an empty pipeline. */
+void lrun_cuda_offload_reset(lrun_cuda_engine *e);
+
+#endif

@@ -1,0 +1,492 @@
+/* model_gen.c — writes random-weight llama models as GGUF files.
+ *
+ * Flow: check the spec; declare metadata, a byte-level BPE vocabulary and
+ * every tensor to a gguf writer; then stream the data. Data goes through two
+ * buffers: while a writer thread hands one to the kernel, a pool of fill
+ * threads produces the next with lrun_random_fill (counter-based, so each
+ * thread fills its own slice of every tensor independently). Writes are tens
+ * of MB each, sequential.
+ */
+#include "core/checked.h"
+#include "core/error.h"
+#include "lrun.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GEN_CHUNK_BYTES ((size_t)64 << 20) /* per buffer; two are in flight */
+#define GEN_MAX_THREADS 256
+#define GEN_N_SPECIAL 3                    /* <|endoftext|>, <|im_start|>, <|im_end|> */
+#define GEN_NORM_NOISE 0.02f               /* norms are 1 + U(-noise, noise) */
+
+// ---------------------------------------------------------------- spec checks
+
+static lrun_status bad_spec(const char *field, long long value, const char *why)
+{
+    return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.%s = %lld: %s", field, value, why);
+}
+
+static lrun_status check_spec(const lrun_model_gen_spec *s)
+{
+    const struct { const char *name; int64_t v; } pos[] = {
+        {"n_layer", s->n_layer}, {"n_embd", s->n_embd}, {"n_head", s->n_head}, {"n_head_kv", s->n_head_kv},
+        {"n_ff", s->n_ff}, {"n_vocab", s->n_vocab}, {"n_ctx", s->n_ctx}};
+    for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++) {
+        /* stored as u32 in the file; token ids are int32 */
+        if (pos[i].v <= 0 || pos[i].v > INT32_MAX) return bad_spec(pos[i].name, pos[i].v, "must be in 1..2^31-1");
+    }
+    if (s->n_layer > 100000) return bad_spec("n_layer", s->n_layer, "must be at most 100000");
+    if (s->n_embd % s->n_head != 0) return bad_spec("n_embd", s->n_embd, "must be a multiple of n_head");
+    if ((s->n_embd / s->n_head) % 2 != 0) return bad_spec("n_head", s->n_head, "head size n_embd/n_head must be even (RoPE)");
+    if (s->n_head % s->n_head_kv != 0) return bad_spec("n_head_kv", s->n_head_kv, "must divide n_head");
+    if (s->n_vocab < 256 + GEN_N_SPECIAL)
+        return bad_spec("n_vocab", s->n_vocab, "must be at least 259 (256 byte tokens and 3 specials)");
+    if (!lrun_dtype_is_supported((int)s->weight_dtype))
+        return bad_spec("weight_dtype", (long long)s->weight_dtype, "is not a supported weight type");
+    if (!lrun_dtype_is_supported((int)s->embd_dtype))
+        return bad_spec("embd_dtype", (long long)s->embd_dtype, "is not a supported weight type");
+    if (!(s->rope_freq_base > 0) || !isfinite(s->rope_freq_base))
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rope_freq_base = %g: must be > 0", s->rope_freq_base);
+    if (!(s->rms_eps > 0) || !(s->rms_eps < 1))
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rms_eps = %g: must be in (0, 1)", s->rms_eps);
+    if (s->n_threads < 0 || s->n_threads > GEN_MAX_THREADS)
+        return bad_spec("n_threads", s->n_threads, "must be 0 (all cores) .. 256");
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- the tensor list
+
+typedef struct gen_tensor {
+    char name[64];
+    lrun_dtype dtype;
+    int ndim;
+    int64_t ne[2];              /* ne[0] innermost: a weight [out, in] is {in, out} */
+    int64_t nelem;
+    int64_t block;              /* elements per block of dtype */
+    size_t block_bytes;
+    float scale;                /* values U(-scale, scale) */
+    int is_norm;                /* 1: f32 values 1 + noise */
+    uint64_t seed;              /* from the run's seed and the tensor's name */
+} gen_tensor;
+
+typedef struct gen_list {
+    gen_tensor *t;              /* (n) in file order */
+    int64_t n;
+    size_t total_bytes;         /* sum of tensor bytes, without padding */
+} gen_list;
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    while (*s) h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+    return h;
+}
+
+static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *name, lrun_dtype dtype, int64_t ne0,
+                       int64_t ne1)
+{
+    gen_tensor *t = &l->t[l->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = dtype;
+    t->ndim = ne1 > 0 ? 2 : 1;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1 > 0 ? ne1 : 1;
+    t->block = lrun_dtype_block_elems(dtype);
+    t->block_bytes = lrun_dtype_block_bytes(dtype);
+    if (ne0 % t->block != 0)
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate: tensor '%s' has rows of %lld elements, not whole %s blocks of %lld",
+                         name, (long long)ne0, lrun_dtype_name(dtype), (long long)t->block);
+    size_t bytes;
+    if (!lrun_i64_mul(ne0, t->ne[1], &t->nelem) ||
+        !lrun_size_mul((size_t)(t->nelem / t->block), t->block_bytes, &bytes) ||
+        !lrun_size_add(l->total_bytes, bytes, &l->total_bytes))
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate: tensor '%s' {%lld, %lld} is too large", name,
+                         (long long)ne0, (long long)t->ne[1]);
+    t->is_norm = ne1 <= 0;
+    t->scale = t->is_norm ? GEN_NORM_NOISE : (float)(1.0 / sqrt((double)ne0)); /* fan_in = ne[0] */
+    t->seed = s->seed ^ name_hash(name);
+    return LRUN_OK;
+}
+
+/* token_embd, the blocks in llama.cpp's order, output_norm, output. */
+static lrun_status build_list(gen_list *l, const lrun_model_gen_spec *s)
+{
+    const int64_t head_dim = s->n_embd / s->n_head, n_embd_kv = head_dim * s->n_head_kv;
+    l->t = calloc((size_t)s->n_layer * 9 + 3, sizeof *l->t);
+    if (!l->t) return lrun_fail_oom(((size_t)s->n_layer * 9 + 3) * sizeof *l->t, 0, "lrun_model_generate: tensor list");
+    lrun_status st = add(l, s, "token_embd.weight", s->embd_dtype, s->n_embd, s->n_vocab);
+    for (int64_t i = 0; st == LRUN_OK && i < s->n_layer; i++) {
+        const struct { const char *what; int weight; int64_t ne0, ne1; } blk[] = {
+            {"attn_norm", 0, s->n_embd, 0},     {"attn_q", 1, s->n_embd, s->n_embd},
+            {"attn_k", 1, s->n_embd, n_embd_kv}, {"attn_v", 1, s->n_embd, n_embd_kv},
+            {"attn_output", 1, s->n_embd, s->n_embd}, {"ffn_norm", 0, s->n_embd, 0},
+            {"ffn_gate", 1, s->n_embd, s->n_ff}, {"ffn_down", 1, s->n_ff, s->n_embd},
+            {"ffn_up", 1, s->n_embd, s->n_ff}};
+        for (size_t j = 0; st == LRUN_OK && j < sizeof blk / sizeof blk[0]; j++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)i, blk[j].what);
+            st = add(l, s, name, blk[j].weight ? s->weight_dtype : LRUN_DTYPE_F32, blk[j].ne0, blk[j].ne1);
+        }
+    }
+    if (st == LRUN_OK) st = add(l, s, "output_norm.weight", LRUN_DTYPE_F32, s->n_embd, 0);
+    if (st == LRUN_OK && !s->tied_embeddings) st = add(l, s, "output.weight", s->embd_dtype, s->n_embd, s->n_vocab);
+    return st;
+}
+
+// ---------------------------------------------------------------- vocabulary
+
+/* Byte-level BPE maps each byte to a printable code point (REFERENCE.md):
+ * these bytes keep theirs, the other 68 take U+0100 upward in byte order. */
+static int byte_is_printable(int b) { return (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || b >= 0xae; }
+
+static int utf8_put(char *out, unsigned cp)
+{
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    out[0] = (char)(0xc0 | (cp >> 6));
+    out[1] = (char)(0x80 | (cp & 0x3f));
+    return 2; /* every code point here is below U+0800 */
+}
+
+/* tokens (n_vocab), token types (n_vocab) and merges (n_merges), all
+ * pointing into one arena. */
+typedef struct gen_vocab {
+    char **tokens;
+    int32_t *types;
+    char **merges;
+    int64_t n_merges;
+    char *arena;
+} gen_vocab;
+
+static void vocab_free(gen_vocab *v)
+{
+    free(v->tokens);
+    free(v->types);
+    free(v->merges);
+    free(v->arena);
+}
+
+/* Ids 0..255: the byte tokens in byte order. 256..258: specials. Then
+ * fillers: strings of a first symbol from {Ġ, a..z} and then letters, by
+ * length (2, 3, …) and in counting order, each with the merge
+ * "<all but the last letter> <last letter>"; all shorter strings come
+ * before, so every merge joins two tokens that exist, and BPE can reach
+ * every filler. */
+static lrun_status build_vocab(gen_vocab *v, int64_t n_vocab)
+{
+    static const char *const specials[GEN_N_SPECIAL] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+    const int64_t n_fill = n_vocab - 256 - GEN_N_SPECIAL;
+    /* a filler of m symbols takes m+2 bytes as a token (Ġ is 2 bytes, plus
+     * the NUL) and m+3 as a merge; m <= 8 for any int32 vocabulary */
+    size_t arena_bytes = (size_t)256 * 3 + 64 + (size_t)n_fill * 24;
+    v->tokens = calloc((size_t)n_vocab, sizeof *v->tokens);
+    v->types = calloc((size_t)n_vocab, sizeof *v->types);
+    v->merges = calloc((size_t)n_fill + 1, sizeof *v->merges);
+    v->arena = malloc(arena_bytes);
+    if (!v->tokens || !v->types || !v->merges || !v->arena)
+        return lrun_fail_oom(arena_bytes, 0, "lrun_model_generate: vocabulary of %lld tokens", (long long)n_vocab);
+    char *p = v->arena;
+    unsigned next_cp = 0x100;
+    for (int b = 0; b < 256; b++) {
+        v->tokens[b] = p;
+        p += utf8_put(p, byte_is_printable(b) ? (unsigned)b : next_cp++);
+        *p++ = 0;
+        v->types[b] = LRUN_TOKEN_TYPE_NORMAL;
+    }
+    for (int i = 0; i < GEN_N_SPECIAL; i++) {
+        v->tokens[256 + i] = p;
+        p += sprintf(p, "%s", specials[i]) + 1;
+        v->types[256 + i] = LRUN_TOKEN_TYPE_CONTROL;
+    }
+    int64_t id = 256 + GEN_N_SPECIAL;
+    for (int len = 2; id < n_vocab; len++) {
+        int64_t per_level = 27; /* first symbol: Ġ or a letter; then letters */
+        for (int k = 1; k < len; k++) per_level *= 26;
+        for (int64_t j = 0; j < per_level && id < n_vocab; j++, id++) {
+            int digits[32];
+            int64_t x = j;
+            for (int k = len - 1; k >= 1; k--) { digits[k] = (int)(x % 26); x /= 26; }
+            digits[0] = (int)x; /* 0 = Ġ, 1..26 = a..z */
+            char text[64];
+            int n = 0;
+            if (digits[0] == 0) n += utf8_put(text, 0x120);
+            else text[n++] = (char)('a' + digits[0] - 1);
+            for (int k = 1; k < len; k++) text[n++] = (char)('a' + digits[k]);
+            v->tokens[id] = p;
+            memcpy(p, text, (size_t)n);
+            p[n] = 0;
+            p += n + 1;
+            v->types[id] = LRUN_TOKEN_TYPE_NORMAL;
+            v->merges[v->n_merges++] = p;
+            memcpy(p, text, (size_t)n - 1);
+            p[n - 1] = ' ';
+            p[n] = text[n - 1];
+            p[n + 1] = 0;
+            p += n + 2;
+        }
+    }
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- metadata
+
+static uint32_t file_type_of(lrun_dtype d)
+{
+    switch (d) { /* llama_ftype values */
+    case LRUN_DTYPE_F32: return 0;
+    case LRUN_DTYPE_F16: return 1;
+    case LRUN_DTYPE_Q4_0: return 2;
+    case LRUN_DTYPE_Q4_1: return 3;
+    case LRUN_DTYPE_Q8_0: return 7;
+    case LRUN_DTYPE_Q4_K: return 14; /* Q4_K_S: every matrix q4_K */
+    case LRUN_DTYPE_Q6_K: return 18;
+    case LRUN_DTYPE_BF16: return 32;
+    default: return 0;
+    }
+}
+
+static const char chatml_template[] =
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec *s, const gen_vocab *v)
+{
+    const int64_t head_dim = s->n_embd / s->n_head;
+    lrun_status st = lrun_gguf_writer_set_str(w, "general.architecture", "llama");
+#define KV(call) if (st == LRUN_OK) st = (call)
+    KV(lrun_gguf_writer_set_str(w, "general.name", "lrun random llama"));
+    KV(lrun_gguf_writer_set_u32(w, "general.file_type", file_type_of(s->weight_dtype)));
+    KV(lrun_gguf_writer_set_u32(w, "general.quantization_version", 2));
+    KV(lrun_gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)s->n_vocab));
+    KV(lrun_gguf_writer_set_u32(w, "llama.context_length", (uint32_t)s->n_ctx));
+    KV(lrun_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)s->n_embd));
+    KV(lrun_gguf_writer_set_u32(w, "llama.block_count", (uint32_t)s->n_layer));
+    KV(lrun_gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)s->n_ff));
+    KV(lrun_gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim));
+    KV(lrun_gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)s->n_head));
+    KV(lrun_gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)s->n_head_kv));
+    KV(lrun_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)s->rms_eps));
+    KV(lrun_gguf_writer_set_f32(w, "llama.rope.freq_base", (float)s->rope_freq_base));
+    KV(lrun_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2"));
+    /* "gpt-2", not "gpt2": the pre-tokenizer name llama.cpp knows (its converter writes it) */
+    KV(lrun_gguf_writer_set_str(w, "tokenizer.ggml.pre", "gpt-2"));
+    KV(lrun_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, s->n_vocab));
+    KV(lrun_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", v->types, s->n_vocab));
+    KV(lrun_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, v->n_merges));
+    KV(lrun_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 256));
+    KV(lrun_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 256));
+    KV(lrun_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0));
+    KV(lrun_gguf_writer_set_str(w, "tokenizer.chat_template", chatml_template));
+#undef KV
+    return st;
+}
+
+// ---------------------------------------------------------------- chunks
+
+/* A run of whole blocks of one tensor, placed in a chunk buffer. */
+typedef struct piece {
+    int64_t tensor;
+    int64_t first, n;           /* elements of the tensor */
+    size_t at;                  /* byte offset in the buffer */
+} piece;
+
+typedef struct chunk {
+    uint8_t *buf;               /* (GEN_CHUNK_BYTES or less) */
+    size_t cap, used;           /* bytes */
+    piece *pieces;              /* (n_pieces) */
+    int64_t n_pieces, cap_pieces;
+} chunk;
+
+/* Packs the next tensor data (from tensor *t, element *e onward) into c. */
+static lrun_status chunk_pack(chunk *c, const gen_list *l, int64_t *t, int64_t *e)
+{
+    c->used = 0;
+    c->n_pieces = 0;
+    while (*t < l->n) {
+        const gen_tensor *g = &l->t[*t];
+        int64_t fit = (int64_t)((c->cap - c->used) / g->block_bytes) * g->block;
+        int64_t n = g->nelem - *e < fit ? g->nelem - *e : fit;
+        if (n <= 0) break;
+        if (c->n_pieces == c->cap_pieces) {
+            int64_t cap = c->cap_pieces ? c->cap_pieces * 2 : 64;
+            piece *p = realloc(c->pieces, (size_t)cap * sizeof *p);
+            if (!p) return lrun_fail_oom((size_t)cap * sizeof *p, 0, "lrun_model_generate: chunk pieces");
+            c->pieces = p;
+            c->cap_pieces = cap;
+        }
+        c->pieces[c->n_pieces++] = (piece){*t, *e, n, c->used};
+        c->used += (size_t)(n / g->block) * g->block_bytes;
+        *e += n;
+        if (*e == g->nelem) {
+            ++*t;
+            *e = 0;
+        }
+    }
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- fill and write threads
+
+typedef struct fill_job {
+    const gen_list *list;
+    const chunk *c;
+    int ith, nth;
+    lrun_status status;
+    char message[256];          /* lrun_last_error is per thread: carried back here */
+} fill_job;
+
+/* Worker ith fills its share (blocks [ith/nth, (ith+1)/nth) of every piece). */
+static void *fill_main(void *arg)
+{
+    fill_job *j = arg;
+    j->status = LRUN_OK;
+    for (int64_t p = 0; p < j->c->n_pieces && j->status == LRUN_OK; p++) {
+        const piece *pc = &j->c->pieces[p];
+        const gen_tensor *g = &j->list->t[pc->tensor];
+        int64_t nb = pc->n / g->block;
+        int64_t b0 = nb * j->ith / j->nth, b1 = nb * (j->ith + 1) / j->nth;
+        if (b1 <= b0) continue;
+        uint8_t *dst = j->c->buf + pc->at + (size_t)b0 * g->block_bytes;
+        j->status = lrun_random_fill(g->dtype, dst, pc->first + b0 * g->block, (b1 - b0) * g->block, g->scale, g->seed);
+        if (j->status == LRUN_OK && g->is_norm)
+            for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] += 1.0f;
+    }
+    if (j->status != LRUN_OK) snprintf(j->message, sizeof j->message, "%s", lrun_last_error());
+    return NULL;
+}
+
+static lrun_status fill_chunk(const gen_list *l, const chunk *c, int nth)
+{
+    fill_job jobs[GEN_MAX_THREADS];
+    pthread_t tid[GEN_MAX_THREADS];
+    int started[GEN_MAX_THREADS];
+    for (int i = 0; i < nth; i++) {
+        jobs[i] = (fill_job){.list = l, .c = c, .ith = i, .nth = nth};
+        started[i] = i > 0 && pthread_create(&tid[i], NULL, fill_main, &jobs[i]) == 0;
+    }
+    for (int i = 0; i < nth; i++)
+        if (!started[i]) fill_main(&jobs[i]); /* this thread's share, and any a thread could not take */
+    for (int i = 1; i < nth; i++)
+        if (started[i]) pthread_join(tid[i], NULL);
+    for (int i = 0; i < nth; i++)
+        if (jobs[i].status != LRUN_OK) return lrun_fail(jobs[i].status, "%s", jobs[i].message);
+    return LRUN_OK;
+}
+
+typedef struct write_job {
+    lrun_gguf_writer *w;
+    const chunk *c;
+    lrun_status status;
+    char message[512];
+} write_job;
+
+static void *write_main(void *arg)
+{
+    write_job *j = arg;
+    /* pieces are contiguous in the buffer; one call per piece lets the
+     * writer pad between tensors */
+    j->status = LRUN_OK;
+    for (int64_t p = 0; p < j->c->n_pieces && j->status == LRUN_OK; p++) {
+        size_t end = p + 1 < j->c->n_pieces ? j->c->pieces[p + 1].at : j->c->used;
+        j->status = lrun_gguf_writer_write_data(j->w, j->c->buf + j->c->pieces[p].at, end - j->c->pieces[p].at);
+    }
+    if (j->status != LRUN_OK) snprintf(j->message, sizeof j->message, "%s", lrun_last_error());
+    return NULL;
+}
+
+// ---------------------------------------------------------------- progress
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void progress_draw(size_t done, size_t total, double t0, int last)
+{
+    double dt = now_s() - t0, gb = (double)done / 1e9;
+    fprintf(stderr, "\rgenerating [%3d%%] %.2f / %.2f GB  %.2f GB/s%s", (int)(100.0 * (double)done / (double)total),
+            gb, (double)total / 1e9, dt > 0 ? gb / dt : 0.0, last ? "\n" : "");
+    fflush(stderr);
+}
+
+// ---------------------------------------------------------------- entry point
+
+static lrun_status stream_data(lrun_gguf_writer *w, const gen_list *l, const lrun_model_gen_spec *s)
+{
+    int nth = s->n_threads > 0 ? s->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (nth < 1) nth = 1;
+    if (nth > GEN_MAX_THREADS) nth = GEN_MAX_THREADS;
+    const int show = s->progress && isatty(2);
+    const double t0 = now_s();
+    size_t cap = l->total_bytes < GEN_CHUNK_BYTES ? l->total_bytes + 4096 : GEN_CHUNK_BYTES;
+    chunk c[2] = {{.cap = cap}, {.cap = cap}};
+    lrun_status st = LRUN_OK;
+    for (int i = 0; i < 2 && st == LRUN_OK; i++)
+        if (posix_memalign((void **)&c[i].buf, 4096, cap) != 0)
+            st = lrun_fail_oom(cap, 0, "lrun_model_generate: %zu-byte data buffer", cap);
+
+    int64_t t = 0, e = 0;
+    size_t written = 0;
+    write_job wj = {.w = w};
+    pthread_t writer;
+    int writing = 0;            /* a writer thread holds the other buffer */
+    for (int cur = 0; st == LRUN_OK; cur ^= 1) {
+        if ((st = chunk_pack(&c[cur], l, &t, &e)) != LRUN_OK) break;
+        if (c[cur].n_pieces > 0) st = fill_chunk(l, &c[cur], nth);
+        if (writing) {
+            pthread_join(writer, NULL);
+            writing = 0;
+            if (st == LRUN_OK && wj.status != LRUN_OK) st = lrun_fail(wj.status, "%s", wj.message);
+            written += c[cur ^ 1].used;
+            if (show) progress_draw(written, l->total_bytes, t0, 0);
+        }
+        if (st != LRUN_OK || c[cur].n_pieces == 0) break;
+        wj.c = &c[cur];
+        if (pthread_create(&writer, NULL, write_main, &wj) == 0) {
+            writing = 1;
+        } else {
+            write_main(&wj); /* no thread: write in this one, without overlap */
+            if (wj.status != LRUN_OK) st = lrun_fail(wj.status, "%s", wj.message);
+            written += c[cur].used;
+        }
+    }
+    if (writing) pthread_join(writer, NULL);
+    if (show) progress_draw(written, l->total_bytes, t0, 1);
+    for (int i = 0; i < 2; i++) {
+        free(c[i].buf);
+        free(c[i].pieces);
+    }
+    return st;
+}
+
+lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec)
+{
+    if (!path || !spec) return lrun_fail(LRUN_E_ARG, "lrun_model_generate: path and spec must not be NULL");
+    lrun_status st = check_spec(spec);
+    if (st != LRUN_OK) return st;
+
+    gen_list list = {0};
+    gen_vocab vocab = {0};
+    lrun_gguf_writer *w = NULL;
+    st = build_list(&list, spec);
+    if (st == LRUN_OK) st = build_vocab(&vocab, spec->n_vocab);
+    if (st == LRUN_OK) st = lrun_gguf_writer_open(&w, path);
+    if (st == LRUN_OK) st = write_metadata(w, spec, &vocab);
+    for (int64_t i = 0; st == LRUN_OK && i < list.n; i++) {
+        const gen_tensor *g = &list.t[i];
+        st = lrun_gguf_writer_add_tensor(w, g->name, g->dtype, g->ndim, g->ne);
+    }
+    vocab_free(&vocab); /* the writer holds its own copy */
+    if (st == LRUN_OK) st = stream_data(w, &list, spec);
+    if (st == LRUN_OK) st = lrun_gguf_writer_finish(w);
+    lrun_gguf_writer_free(w); /* removes the file unless finish succeeded */
+    free(list.t);
+    if (st != LRUN_OK) return lrun_fail_context(st, "generating %s", path);
+    return LRUN_OK;
+}

@@ -1,0 +1,59 @@
+/* quant_dot.h — the row kernels behind lrun_vec_dot, lrun_quantize_row and
+ * lrun_cpu_matmul (internal to quant.c, quant_dot*.c and cpu_matmul.c).
+ *
+ * Each weight dtype has one dot kernel that multiplies one weight row with up
+ * to LRUN_DOT_MAX_ROWS activation rows already converted to the partner type
+ * (lrun_dot_partner), so prefill decodes each weight block once per group of
+ * activation rows. A kernel computes each output in the same order whatever
+ * nx is, so a row's result does not depend on how rows were grouped. */
+#ifndef LRUN_QUANT_DOT_H
+#define LRUN_QUANT_DOT_H
+
+#include "quant/quant.h"
+
+#define LRUN_DOT_MAX_ROWS 4
+
+/* out[r] (nx) = sum over k of w[i]*x_r[i] for r < nx ≤ LRUN_DOT_MAX_ROWS, where
+ * w is one row of k weights and x_r = x + r*x_stride (bytes) a partner row. */
+typedef void (*lrun_dot_fn)(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+
+/* The fastest kernel this build has for weight_dtype (AVX2 when compiled
+ * with it), or NULL for a dtype that is not a weight type. */
+lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype);
+/* The portable scalar kernel: the reference the SIMD kernels are tested against. */
+lrun_dot_fn lrun_dot_kernel_scalar(lrun_dtype weight_dtype);
+/* Every kernel this build has for weight_dtype, the chosen one among them and
+ * the scalar one last, with short names ("avx2", "avx2-128", "scalar"):
+ * fills up to max entries, returns how many there are. For the tests. */
+int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **names, int max);
+
+/* As lrun_quantize_row, without SIMD (the SIMD activation quantizers give
+ * the same bytes; tests check that). */
+void lrun_quantize_row_scalar(lrun_dtype dtype, const float *src, void *dst, int64_t n);
+
+/* dst = the activation row src (n) in partner = lrun_dot_partner(weight
+ * dtype), the way llama.cpp's x86 build quantizes matmul inputs
+ * (quantize_row_q8_0 / q8_1; docs/numerics.md §3), which the dot kernels
+ * below must be fed for llama.cpp's bits. Per block of 32: amax = max |x|,
+ * d = amax/127 (f32), id = 127/amax (a second division, not 1/d), q =
+ * x·id rounded half to even; Q8_0 stores f16(d); Q8_1 stores f16(d) and
+ * s = f16(d·Σq) (from the unrounded d) as floats. This differs from ggml's
+ * reference rule (id = 1/d, ties away from zero) that lrun_quantize_row
+ * keeps for Q8_0 weights; Q8_1 exists only for activations, so
+ * lrun_quantize_row(Q8_1) is this rule too. Q8_K and the float types are
+ * as lrun_quantize_row. */
+void lrun_quantize_activations(lrun_dtype partner, const float *src, void *dst, int64_t n);
+/* The same without SIMD: identical bytes (tests check that). */
+void lrun_quantize_activations_scalar(lrun_dtype partner, const float *src, void *dst, int64_t n);
+
+/* The K-quant kernels (quant_dot_k.c). */
+void lrun_dot_q4_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q6_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LRUN_HAVE_AVX2 1
+void lrun_dot_q4_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q6_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q4_K_avx128(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+#endif
+
+#endif
