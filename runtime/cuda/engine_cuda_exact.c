@@ -31,7 +31,6 @@
  * host into the same lrun_k_embed, and a host-computed matrix runs
  * lrun_cpu_matmul on the f32 input the GPU would have quantized: that is the
  * CPU engine's own matmul, so the result is still the CPU engine's to the bit. */
-#ifdef LRUN_WITH_CUDA
 #include <stdlib.h>
 #include <string.h>
 
@@ -339,5 +338,3 @@ lrun_status lrun_cuda_exact_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_
     }
     return e->offload ? lrun_cuda_offload_head_end(e) : LRUN_OK;
 }
-
-#endif

@@ -3,7 +3,6 @@
  * projection, SwiGLU feed-forward, residual adds), the final norm and the LM
  * head. engine_cuda_step.c fills the token table and runs this eagerly or
  * inside a CUDA graph. */
-#ifdef LRUN_WITH_CUDA
 #include <string.h>
 
 #include "cuda/engine_cuda_internal.h"
@@ -177,4 +176,3 @@ lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_wa
 /* Captures the decode step of n tokens (logits for each) into a graph. On a
  * capture failure graphs are turned off for this engine and the caller runs
  * the step eagerly; the reason stays in lrun_last_error for whoever looks. */
-#endif
