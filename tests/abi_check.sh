@@ -9,7 +9,7 @@ set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 lib=${ABI_LIB:-$here/build/liblrun.so}
 header=$here/runtime/lrun.h
-echo "1..1"
+echo "1..2"
 if [ ! -f "$lib" ]; then echo "not ok 1 - abi: $lib not found (run make)"; exit 1; fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
@@ -31,5 +31,14 @@ else
   echo "not ok 1 - abi: liblrun.so exports $n_exp symbols, lrun.h declares $n_decl functions"
   [ -z "$extra" ] || echo "#   exported but not in lrun.h: $extra"
   [ -z "$missing" ] || echo "#   in lrun.h but not exported: $missing"
-  exit 1
+  status=1
 fi
+
+# The ffi.cdef text stays plain C: LRUN_API expands to nothing under LRUN_CDEF.
+if ${CC:-cc} -E -P -DLRUN_CDEF "$header" | grep -qE 'LRUN_API|__attribute__|visibility'; then
+  echo "not ok 2 - abi: the ffi.cdef text (cc -E -P -DLRUN_CDEF lrun.h) still has the export mark"
+  status=1
+else
+  echo "ok 2 - abi: the ffi.cdef text is plain C"
+fi
+exit ${status:-0}
