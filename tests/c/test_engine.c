@@ -645,6 +645,14 @@ static void test_arguments(const char *path)
     CHECK("no logits wanted: no buffer needed", lrun_engine_step(e, 3, tok, seq, (const int8_t[]){0, 0, 0}, NULL, 0, &n_out) == LRUN_OK &&
                                                      n_out == 0 && lrun_engine_seq_len(e, 0) == 2);
     CHECK("n_ctx_max and n_seq_max", lrun_engine_n_ctx_max(e) == 64 && lrun_engine_n_seq_max(e) == 2);
+    /* the CPU backend's table has no random fill: the facade says so */
+    CHECK("seq_fill_random on the CPU is LRUN_E_UNSUPPORTED, unchanged",
+          lrun_engine_seq_fill_random(e, 0, 4, 1) == LRUN_E_UNSUPPORTED && lrun_engine_seq_len(e, 0) == 2);
+    lrun_engine_stats st;
+    lrun_engine_get_stats(e, &st);
+    CHECK("one stats record: the CUDA backend's fields are 0 on the CPU",
+          st.graph_captures == 0 && st.graph_launches == 0 && !st.graphs_enabled && !st.pdl_enabled && !st.exact &&
+              st.kv_dtype == LRUN_KV_DTYPE_F16 && st.prefetch_layers == 0 && st.steps == 1);
     lrun_engine_free(e);
     lrun_model_free(m);
 }
