@@ -243,8 +243,6 @@ lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, cons
      * when it grows; the planner's doubling-with-copy model over-reserves, which is safe */
     out->kv_min_positions = LRUN_KV_BLOCK;
     out->kv_cap_align = LRUN_KV_BLOCK;
-    out->slot_align = lrun_weight_stream_slot_align();
-    out->head_in_ring = 0;
     return LRUN_OK;
 }
 

@@ -290,11 +290,29 @@ lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts 
     out->kv_cap_align = 1;
     /* as lrun_cuda_offload_plan lays them out: rows 256-aligned, then the index */
     out->embd_rows_bytes = ((rows + 255) & ~(size_t)255) + (size_t)e.n_batch_max * sizeof(int32_t);
-    out->slot_align = 256;
-    out->head_in_ring = 1;
-    out->pool_arena_bytes = lrun_cuda_pool_arena_bytes();
-    out->pool_own_arena_bytes = lrun_cuda_pool_own_arena_bytes();
     return LRUN_OK;
+}
+
+lrun_status lrun_cuda_engine_size_placement(lrun_model *model, const lrun_engine_opts *opts,
+                                            const struct lrun_placement *p, lrun_placement_size *out)
+{
+    TRY(check_opts(opts));
+    lrun_cuda_engine e;
+    memset(&e, 0, sizeof e);
+    set_dims(&e, model, opts);
+    TRY(lrun_cuda_kv_setup(&e, opts));
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
+        return lrun_fail_oom(SIZE_MAX, 0, "engine size: scratch or KV cache size overflows size_t");
+    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e);
+    /* init's own plan of slots and rows, for the proposed tiers */
+    size_t block = 0;
+    lrun_status st = lrun_cuda_offload_plan(&e, p, opts->prefetch_layers, &block);
+    if (st == LRUN_OK) {
+        out->slot_bytes = lrun_cuda_offload_slot_bytes(&e);
+        out->embd_rows_bytes = block - out->slot_bytes;
+    }
+    lrun_cuda_offload_free(&e);
+    return st;
 }
 
 lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
@@ -331,7 +349,7 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         st = lrun_fail_oom(SIZE_MAX, 0, "engine: a KV cache of %lld positions overflows size_t",
                            (long long)e->n_ctx_max);
     size_t slot_bytes = 0;
-    if (st == LRUN_OK && as_placed) st = lrun_cuda_offload_plan(e, opts->prefetch_layers, &slot_bytes);
+    if (st == LRUN_OK && as_placed) st = lrun_cuda_offload_plan(e, NULL, opts->prefetch_layers, &slot_bytes);
     if (st == LRUN_OK) st = check_fits(e, kv_bytes, slot_bytes, as_placed);
     if (st == LRUN_OK && !as_placed) st = move_weights(e);
     if (st == LRUN_OK && e->offload) {
@@ -447,6 +465,13 @@ struct lrun_cuda_engine {
 lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
 {
     (void)model, (void)opts, (void)out;
+    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
+}
+
+lrun_status lrun_cuda_engine_size_placement(lrun_model *model, const lrun_engine_opts *opts,
+                                            const struct lrun_placement *p, lrun_placement_size *out)
+{
+    (void)model, (void)opts, (void)p, (void)out;
     return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
 }
 

@@ -37,6 +37,11 @@ typedef struct lrun_cuda_engine lrun_cuda_engine;
 lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts);
 /* lrun_engine_estimate's cuda half: fills every field of out but prefetch_layers. */
 lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out);
+/* lrun_engine_size_placement's cuda half: scratch, KV cache, slots and rows
+ * for placement p, by init's own layout (the caller adds weights and pool slack). */
+struct lrun_placement;
+lrun_status lrun_cuda_engine_size_placement(lrun_model *model, const lrun_engine_opts *opts,
+                                            const struct lrun_placement *p, lrun_placement_size *out);
 void lrun_cuda_engine_free(lrun_cuda_engine *engine);
 int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *engine);
 int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *engine);
