@@ -150,7 +150,8 @@ local function engine_opts(opts, n_ctx)
   eo.prefetch_layers = opts.prefetch_layers or 0
   -- the exact path's scratch differs from the float path's (no cuBLAS slots, its own quants)
   eo.numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT
-  for k, v in pairs(require("lrun.cache").engine_fields(opts.cache_implementation, opts.cache_config)) do eo[k] = v end
+  local fields = require("lrun.cache").engine_fields(opts.cache_implementation, opts.cache_config)
+  for k, v in pairs(fields) do eo[k] = v end
   return eo
 end
 
@@ -175,17 +176,17 @@ end
 function M.size_with(model, eo, plan, host_compute)
   local h = model.handle
   local n = tonumber(C.lrun_model_tensor_count(h))
-  local tiers, hc
+  local tier_of, hc
   if plan then
-    tiers, hc = ffi.new("lrun_tier[?]", n + 1), ffi.new("int8_t[?]", n + 1)
+    tier_of, hc = ffi.new("lrun_tier[?]", n + 1), ffi.new("int8_t[?]", n + 1)
     for i = 0, n - 1 do
       local name = ffi.string(C.lrun_tensor_name(C.lrun_model_tensor(h, i)))
-      tiers[i] = tier_enum[plan[name] or "device"]
+      tier_of[i] = tier_enum[plan[name] or "device"]
       hc[i] = (host_compute and host_compute[name]) and 1 or 0
     end
   end
   local out = ffi.new("lrun_placement_size")
-  local st = C.lrun_engine_size_placement(out, h, eo, tiers, hc)
+  local st = C.lrun_engine_size_placement(out, h, eo, tier_of, hc)
   if st ~= C.LRUN_OK then return nil, errors.from_status(st, "sizing the placement") end
   return {
     weights = tonumber(out.weight_bytes), slots = tonumber(out.slot_bytes), rows = tonumber(out.embd_rows_bytes),
@@ -307,14 +308,14 @@ function M.plan(model, opts)
   if capacity >= unlimited then capacity = nil end
   -- the engine's scratch and KV cache do not depend on the placement: sized for all on the device
   local eo = engine_opts(opts)
-  local base, serr = M.size_with(model, eo, {})
-  if not base then return nil, serr end
-  local kv, kerr = kv_reserve(model, opts, base)
+  local resident, serr = M.size_with(model, eo, {})
+  if not resident then return nil, serr end
+  local kv, kerr = kv_reserve(model, opts, resident)
   if not kv then return nil, kerr end
-  local reserve = kv + base.scratch + (opts.reserve_extra or 0)
+  local reserve = kv + resident.scratch + (opts.reserve_extra or 0)
   local forced = opts.cpu_offload_gb and math.floor(opts.cpu_offload_gb * GiB) or 0
   if forced > total then forced = total end
-  local k = base.k -- prefetch_layers, or the device's default (lrun_engine_default_prefetch)
+  local k = resident.k -- prefetch_layers, or the device's default (lrun_engine_default_prefetch)
 
   local bw
   if policy.name == "smart" or opts.smart_offload then
