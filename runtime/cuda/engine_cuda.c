@@ -301,7 +301,8 @@ lrun_status lrun_cuda_engine_size_placement(lrun_model *model, const lrun_engine
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
     TRY(lrun_cuda_kv_setup(&e, opts));
-    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) ||
+        !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
         return lrun_fail_oom(SIZE_MAX, 0, "engine size: scratch or KV cache size overflows size_t");
     out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e);
     /* init's own plan of slots and rows, for the proposed tiers */

@@ -28,7 +28,8 @@ void lrun_kv_quant_release(lrun_kv_cache *kv, lrun_kv_seq *rec);
 /* The sizes reserve takes, shared with lrun_kv_cache_size: the ring's bytes
  * (0 on overflow); the code capacity a record of cap positions grows to for
  * n_pos positions and n_codes copied (doubling from 32; cap when it is
- * enough; 0 while the ring holds every position); the bytes of codes for cap positions (0 on overflow). */
+ * enough, so 0 while the ring holds every position); the bytes of codes for
+ * cap positions (0 on overflow). */
 int lrun_kv_quant_ring_bytes(const lrun_kv_cache *kv, size_t *out);
 int64_t lrun_kv_quant_code_cap(const lrun_kv_cache *kv, int64_t cap, int64_t n_pos, int64_t n_codes);
 int lrun_kv_quant_codes_bytes(const lrun_kv_cache *kv, int64_t cap, size_t *out);

@@ -97,15 +97,19 @@ lrun_status lrun_engine_size_placement(lrun_placement_size *out, lrun_model *mod
         return st;
     }
     out->prefetch_layers = needs.prefetch_layers;
-    for (int64_t i = 0; i < model->n_tensors; i++)
-        if (lrun_placement_tier(&p, &model->tensors[i]) == LRUN_TIER_DEVICE) out->weight_bytes += model->tensors[i].nbytes;
+    for (int64_t i = 0; i < model->n_tensors; i++) {
+        const struct lrun_tensor *t = &model->tensors[i];
+        if (lrun_placement_tier(&p, t) == LRUN_TIER_DEVICE) out->weight_bytes += t->nbytes;
+    }
     if (cuda) out->pool_slack_bytes = pool_slack(model, &p, out);
     const size_t init[] = {out->slot_bytes, out->embd_rows_bytes, out->scratch_bytes, out->kv_init_bytes};
     const size_t peak[] = {out->weight_bytes, out->slot_bytes, out->embd_rows_bytes, out->scratch_bytes,
                            out->kv_max_bytes, out->pool_slack_bytes};
     int ok = 1;
-    for (size_t i = 0; i < sizeof init / sizeof init[0]; i++) ok = ok && lrun_size_add(out->init_bytes, init[i], &out->init_bytes);
-    for (size_t i = 0; i < sizeof peak / sizeof peak[0]; i++) ok = ok && lrun_size_add(out->peak_bytes, peak[i], &out->peak_bytes);
+    for (size_t i = 0; i < sizeof init / sizeof init[0]; i++)
+        ok = ok && lrun_size_add(out->init_bytes, init[i], &out->init_bytes);
+    for (size_t i = 0; i < sizeof peak / sizeof peak[0]; i++)
+        ok = ok && lrun_size_add(out->peak_bytes, peak[i], &out->peak_bytes);
     if (!ok) {
         memset(out, 0, sizeof *out);
         return lrun_fail(LRUN_E_OOM, "engine size: the placement's bytes overflow size_t");

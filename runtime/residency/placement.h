@@ -18,7 +18,9 @@ typedef struct lrun_placement {
     const int8_t *host_compute;  /* (n_tensors) the same; NULL: each tensor's own flag */
 } lrun_placement;
 
-/* The tier of t (a tensor of p->model, or of any model when p is NULL). */
+/* The tier of t. With arrays, t must be one of p->model->tensors (the
+ * records the model's layer pointers, output and tok_embd point to): its
+ * index there is its index in the arrays. */
 static inline lrun_tier lrun_placement_tier(const lrun_placement *p, const struct lrun_tensor *t)
 {
     return p && p->tier ? p->tier[t - p->model->tensors] : t->tier;
