@@ -526,11 +526,6 @@ typedef struct lrun_engine_opts {
 typedef struct lrun_engine_needs {
     size_t scratch_bytes;         /* the step scratch (norms in f32 and the CUDA exact path's block included), bytes */
     size_t kv_bytes_per_position; /* KV cache, every layer's k and v for n_seq_max sequences, bytes */
-    size_t kv_min_positions;      /* a DYNAMIC cache's first capacity; it doubles (cuda: copying layer
-                                   * by layer, one layer held twice; cpu: taking blocks) */
-    size_t kv_cap_align;          /* capacities are rounded up to this many positions (n_ctx_max too) */
-    size_t embd_rows_bytes;       /* device rows gathered from an off-device embedding table, bytes
-                                   * (cuda; 0 on cpu, which reads the table in place) */
     int prefetch_layers;          /* k the engine uses: opts->prefetch_layers, or the device's default */
 } lrun_engine_needs;
 

@@ -418,10 +418,11 @@ function M.plan(model, opts)
       local n_host = 0
       for _ in pairs(host_compute) do n_host = n_host + 1 end
       local summary = string.format("%s: %s on the device, %s off it (%d host-compute tensors), %s of slots "
-        .. "(k = %d)%s, %s reserved for KV cache and scratch%s", policy.name or pname, size.format(dev_bytes),
-        size.format(off_bytes), n_host, size.format(slot_b), k,
+        .. "(k = %d)%s, %s reserved for the %s KV cache and scratch%s", policy.name or pname,
+        size.format(dev_bytes), size.format(off_bytes), n_host, size.format(slot_b), k,
         other_b > 0 and (", " .. size.format(other_b) .. " for embedding rows and pool slack") or "",
-        size.format(reserve), capacity and (", budget " .. size.format(capacity)) or "")
+        size.format(reserve), opts.cache_implementation or "dynamic",
+        capacity and (", budget " .. size.format(capacity)) or "")
       return {
         plan = final, host_compute = host_compute, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary,

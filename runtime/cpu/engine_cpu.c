@@ -239,10 +239,6 @@ lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, cons
         !lrun_size_mul((size_t)(2 * model->info.n_layer) * (size_t)e.n_seq_max, (size_t)e.kv_dim, &per) ||
         !lrun_size_mul(per, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? 4 : 2, &out->kv_bytes_per_position))
         return lrun_fail(LRUN_E_OOM, "engine estimate: scratch or KV cache size overflows size_t");
-    /* the paged cache (kv_blocks.h) takes blocks of LRUN_KV_BLOCK positions and copies nothing
-     * when it grows; the planner's doubling-with-copy model over-reserves, which is safe */
-    out->kv_min_positions = LRUN_KV_BLOCK;
-    out->kv_cap_align = LRUN_KV_BLOCK;
     return LRUN_OK;
 }
 

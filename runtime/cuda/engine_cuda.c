@@ -277,19 +277,13 @@ lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts 
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
     TRY(lrun_cuda_kv_setup(&e, opts));
-    size_t rows = 0;
     const size_t per = lrun_cuda_kv_bytes_per_position(&e), fixed = lrun_cuda_kv_fixed_bytes(&e);
-    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || per == SIZE_MAX || fixed == SIZE_MAX ||
-        !lrun_size_mul((size_t)e.n_batch_max, model->tok_embd->row_bytes, &rows))
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || per == SIZE_MAX || fixed == SIZE_MAX)
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
     /* the exact path's own block counts as scratch: estimate and stats agree; so
      * does the quantized cache's ring, a fixed size whatever the length */
     out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + fixed;
     out->kv_bytes_per_position = per;
-    out->kv_min_positions = KV_MIN_CAP;
-    out->kv_cap_align = 1;
-    /* as lrun_cuda_offload_plan lays them out: rows 256-aligned, then the index */
-    out->embd_rows_bytes = ((rows + 255) & ~(size_t)255) + (size_t)e.n_batch_max * sizeof(int32_t);
     return LRUN_OK;
 }
 
