@@ -114,6 +114,7 @@ describe("placements are bit-identical to the resident run", function()
     m:free()
     local budget = probe.reserve_bytes + math.floor(total * 0.75)
     m = assert(load(tiny, { gpu_budget = budget, policy = "aggressive", prefetch_layers = 1 }))
+    assert.are.equal(1, m.residency.attempts) -- sized by the engine's own layout: no retry
     local ids, logits = run(m)
     assert.is_true(same(ref_ids, ids) and same(ref_logits, logits))
     local dev = C.lrun_model_device(m.handle)
