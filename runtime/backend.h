@@ -21,6 +21,8 @@
 
 #include "lrun.h"
 
+struct lrun_placement; /* residency/placement.h */
+
 /* One step's arguments, already checked by the facade (lrun_step_check):
  * every id in range, no sequence past n_ctx_max, logits large enough. */
 typedef struct lrun_step_args {
@@ -40,6 +42,11 @@ typedef struct lrun_backend_iface {
     const char *name; /* "cpu", "cuda" */
     /* Fills out (all but prefetch_layers, which the facade sets) without allocating. */
     lrun_status (*estimate)(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts);
+    /* Sizes placement p (residency/placement.h) with init's own layout code, without allocating:
+     * fills scratch, slots, embedding rows, the KV cache and pool slack; the facade adds the
+     * weights and the totals (lrun_placement_total). */
+    lrun_status (*size_placement)(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                  const struct lrun_placement *p);
     lrun_status (*init)(void **ctx, lrun_model *model, const lrun_engine_opts *opts);
     void (*free)(void *ctx);
     int64_t (*n_seq_max)(const void *ctx);

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "core/error.h"
 #include "model/model.h"
+#include "residency/placement.h"
 #include "step_tokens.h"
 
 struct lrun_engine {
@@ -96,6 +97,26 @@ lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, cons
     if (st == LRUN_OK) st = b->estimate(out, model, &o);
     out->prefetch_layers = o.prefetch_layers;
     return st;
+}
+
+lrun_status lrun_engine_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                       const lrun_tier *tiers, const int8_t *host_compute)
+{
+    if (!out) return lrun_fail(LRUN_E_ARG, "engine size: out is NULL");
+    memset(out, 0, sizeof *out);
+    const lrun_engine_opts o = with_defaults(opts, model);
+    const lrun_backend_iface *b;
+    lrun_status st = resolve(&b, model, &o, "engine size");
+    if (st == LRUN_OK) st = lrun_placement_check(model, tiers);
+    const lrun_placement p = {model, tiers, host_compute};
+    if (st == LRUN_OK) st = b->size_placement(out, model, &o, &p);
+    if (st == LRUN_OK) st = lrun_placement_total(out, &p);
+    if (st != LRUN_OK) {
+        memset(out, 0, sizeof *out);
+        return st;
+    }
+    out->prefetch_layers = o.prefetch_layers;
+    return LRUN_OK;
 }
 
 // ---------------------------------------------------------------- lifetime

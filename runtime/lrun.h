@@ -481,7 +481,7 @@ typedef enum lrun_kv_dtype {
  *     largest block's streamed bytes (fewer when fewer blocks stream) and
  *     one slot of the head's size when the head streams; on cuda
  *     prefetch_layers + 1 slots of the largest unit, the head being one
- *     unit of the cycle (lrun_engine_needs). Copies run on a copy thread
+ *     unit of the cycle (lrun_engine_size_placement sizes them). Copies run on a copy thread
  *     (cpu) or copy stream (cuda) in compute order, up to prefetch_layers
  *     blocks ahead, continuing into the next step; compute waits on a
  *     slot's ready event and releases it after the block. No allocation
@@ -532,35 +532,48 @@ typedef struct lrun_engine_opts {
 } lrun_engine_opts;
 
 /* What an engine made with these options would take from the device budget
- * besides the weights the placement leaves on the device, computed by the
- * engine's own sizing code without allocating anything: placement
- * (lrun.residency) plans its reserve from it, so the reserve is not a copy
- * of the engine's arithmetic that can drift. Slot bytes depend on the
- * placement, so they are described here rather than summed:
- *   head_in_ring 0 (cpu):  (k+1 limited to the streamed blocks) x the
- *                          largest block's streamed bytes + the head's;
- *   head_in_ring 1 (cuda): (k+1 limited to the streamed units) x the largest
- *                          unit, the head being one unit of the cycle;
- * each matrix rounded up to slot_align inside its unit. */
+ * besides the weights, computed by the engine's own sizing code without
+ * allocating anything. For a whole placement (slots, rows, pool slack) see
+ * lrun_engine_size_placement. */
 typedef struct lrun_engine_needs {
     size_t scratch_bytes;         /* the step scratch (norms in f32 and the CUDA exact path's block included), bytes */
     size_t kv_bytes_per_position; /* KV cache, every layer's k and v for n_seq_max sequences, bytes */
-    size_t kv_min_positions;      /* a DYNAMIC cache's first capacity; it doubles (cuda: copying layer
-                                   * by layer, one layer held twice; cpu: taking blocks), so a plan
-                                   * that keeps the old and new capacity together over-reserves */
-    size_t kv_cap_align;          /* capacities are rounded up to this many positions (n_ctx_max too) */
-    size_t embd_rows_bytes;       /* device rows gathered from an off-device embedding table, bytes
-                                   * (cuda; 0 on cpu, which reads the table in place) */
-    size_t slot_align;            /* streamed matrices start at multiples of this in their slot, bytes */
     int prefetch_layers;          /* k the engine uses: opts->prefetch_layers, or the device's default */
-    int head_in_ring;             /* see above */
-    size_t pool_arena_bytes;      /* cuda: small blocks share pool arenas of this size (0 on cpu) */
-    size_t pool_own_arena_bytes;  /* cuda: blocks of at least this many bytes get an arena of their own
-                                   * size, so they leave no hole (docs/residency.md "fragmentation") */
 } lrun_engine_needs;
 
 /* Fills out for model on its device; LRUN_E_ARG for options init would refuse. */
 LRUN_API lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts);
+/* The device bytes an AS_PLACED engine made with opts would take were the
+ * model's weights placed as proposed, broken down, without moving a weight
+ * or allocating device memory: the engines' own layout code (the functions
+ * their init runs) sizes it, so a placement planned with it fits when the
+ * engine is made (lrun.residency plans with it; docs/residency.md). */
+typedef struct lrun_placement_size {
+    size_t weight_bytes;     /* weights the placement leaves on the device */
+    size_t slot_bytes;       /* streaming slots: cpu, k+1 ring slots of the largest streamed block and
+                              * one of the head's size; cuda, k+1 slots of the largest unit (a block's
+                              * streamed matrices, or the head) */
+    size_t embd_rows_bytes;  /* cuda: rows gathered from an off-device embedding table, and their
+                              * index; 0 on cpu, which reads the table in place */
+    size_t scratch_bytes;    /* the step scratch (norms in f32, the CUDA exact path's block) */
+    size_t kv_init_bytes;    /* the KV cache right after init: static kinds' whole store or slots */
+    size_t kv_max_bytes;     /* the KV cache at its highest while every sequence grows to n_ctx_max:
+                              * the store when it is on the device (not an offloaded one), staging
+                              * slots, quantized rings, and what the last growth holds twice */
+    size_t pool_slack_bytes; /* cuda: the most the device pool can strand in arena tails
+                              * (docs/residency.md "Fragmentation"); 0 on cpu */
+    size_t init_bytes;       /* what engine init takes: slots + rows + scratch + kv_init */
+    size_t peak_bytes;       /* weights + slots + rows + scratch + kv_max + pool slack: the budget
+                              * the placement needs */
+    int prefetch_layers;     /* k the engine uses: opts->prefetch_layers, or the device's default */
+} lrun_placement_size;
+
+/* tiers and host_compute: (lrun_model_tensor_count) indexed like
+ * lrun_model_tensor; NULL = each tensor's tier and host-compute flag now.
+ * opts as for lrun_engine_init (weight_mode is taken as AS_PLACED).
+ * LRUN_E_ARG for options init would refuse or a tier out of range. */
+LRUN_API lrun_status lrun_engine_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                       const lrun_tier *tiers, const int8_t *host_compute);
 /* k that prefetch_layers = 0 means on a device of this kind: the one place both engines take it from. */
 LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
 /* How fast host compute reads weights: bytes of a zeroed weight of dtype

@@ -440,7 +440,8 @@ function Model:place(opts)
   if opts ~= nil and type(opts) ~= "table" then error("model:place: opts must be a table", 2) end
   local o = { n_ctx = self.n_ctx, threads = self.threads,
     kv_dtype = self.kv_dtype == C.LRUN_KV_DTYPE_F32 and "f32" or "f16",
-    cache_implementation = require("lrun.cache_kinds").name(self.cache_kind) or "dynamic" }
+    cache_implementation = self.cache_implementation, cache_config = self.cache_config,
+    numerics = self.numerics == C.LRUN_NUMERICS_EXACT and "exact" or nil }
   for k, v in pairs(opts or {}) do o[k] = v end
   return require("lrun.residency").place(self, o)
 end

@@ -10,8 +10,10 @@
 -- scratch + streaming slots (+ on cuda gathered embedding rows and the
 -- pool's fragmentation bound): the bytes that must leave the device are
 -- total weights - (budget - reserve - slots), at least cpu_offload_gb GiB.
--- The reserve is the engine's own arithmetic (lrun_engine_estimate), for
--- the device the model is on.
+-- Every size (slots, rows, scratch, KV cache, pool slack) comes from the
+-- engine's own layout code for the device the model is on
+-- (lrun_engine_size_placement, M.size): this module searches and explains,
+-- it does not copy the engine's arithmetic.
 -- Policies offload *up to* a cap (max_bytes); the cap is raised until the
 -- policy offloads at least what is needed, or it can offload no more, which
 -- is an error that says how much is missing.
@@ -132,91 +134,79 @@ end
 
 -- ---------------------------------------------------------------- sizes
 
--- What the engine will take besides its resident weights, from the engine's
--- own sizing code (lrun_engine_estimate), for the options Model:engine uses.
-local function engine_needs(model, opts, k)
+local tier_enum = { device = 0, pinned = 1, host = 2, mmap = 3 }
+
+-- The options Model:engine makes the placed engine with (one sequence, the
+-- load's n_ctx, cache kind and config, threads, KV dtype, numerics, k);
+-- n_ctx overrides the context for sizing a dynamic cache's reserve.
+local function engine_opts(opts, n_ctx)
   local eo = ffi.new("lrun_engine_opts")
   eo.n_seq_max = 1
-  eo.n_ctx_max = (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or 0
+  eo.n_ctx_max = n_ctx or ((opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or 0)
   eo.n_batch_max = 0
-  eo.cache_kind = opts.cache_implementation == "static" and C.LRUN_CACHE_KIND_STATIC or C.LRUN_CACHE_KIND_DYNAMIC
   eo.n_threads = opts.threads or 0
   eo.kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16
   eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
-  eo.prefetch_layers = k or 0
+  eo.prefetch_layers = opts.prefetch_layers or 0
   -- the exact path's scratch differs from the float path's (no cuBLAS slots, its own quants)
   eo.numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT
-  local n = ffi.new("lrun_engine_needs")
-  local st = C.lrun_engine_estimate(n, model.handle, eo)
-  if st ~= C.LRUN_OK then return nil, errors.from_status(st, "estimating the engine's device memory") end
+  local fields = require("lrun.cache").engine_fields(opts.cache_implementation, opts.cache_config)
+  for k, v in pairs(fields) do eo[k] = v end
+  return eo
+end
+
+--- What an AS_PLACED engine would take on the device were the model placed
+-- as proposed, by the engine's own layout code (lrun_engine_size_placement):
+-- nothing moves and nothing is allocated on the device.
+-- @tparam table model an lrun.model
+-- @tparam[opt] table plan {[name] = tier}; nil: where the weights are now
+-- @tparam[opt] table host_compute {[name] = true}
+-- @tparam[opt] table opts the engine's options as for M.plan (n_ctx, cache_implementation, cache_config,
+--   kv_dtype, threads, numerics, prefetch_layers)
+-- @treturn[1] table {weights=, slots=, rows=, scratch=, kv_init=, kv_max=, slack=, init=, peak=, k=} bytes
+--   (lrun.h's lrun_placement_size)
+-- @treturn[2] nil
+-- @treturn[2] table error
+function M.size(model, plan, host_compute, opts)
+  return M.size_with(model, engine_opts(opts or {}), plan, host_compute)
+end
+
+--- M.size with the lrun_engine_opts already made (the planner sizes many
+-- candidates with one set of options).
+function M.size_with(model, eo, plan, host_compute)
+  local h = model.handle
+  local n = tonumber(C.lrun_model_tensor_count(h))
+  local tier_of, hc
+  if plan then
+    tier_of, hc = ffi.new("lrun_tier[?]", n + 1), ffi.new("int8_t[?]", n + 1)
+    for i = 0, n - 1 do
+      local name = ffi.string(C.lrun_tensor_name(C.lrun_model_tensor(h, i)))
+      tier_of[i] = tier_enum[plan[name] or "device"]
+      hc[i] = (host_compute and host_compute[name]) and 1 or 0
+    end
+  end
+  local out = ffi.new("lrun_placement_size")
+  local st = C.lrun_engine_size_placement(out, h, eo, tier_of, hc)
+  if st ~= C.LRUN_OK then return nil, errors.from_status(st, "sizing the placement") end
   return {
-    scratch = tonumber(n.scratch_bytes), kv_per_position = tonumber(n.kv_bytes_per_position),
-    kv_min_positions = tonumber(n.kv_min_positions), kv_cap_align = tonumber(n.kv_cap_align),
-    embd_rows = tonumber(n.embd_rows_bytes),
-    slot_align = tonumber(n.slot_align), k = tonumber(n.prefetch_layers), head_in_ring = n.head_in_ring ~= 0,
-    arena = tonumber(n.pool_arena_bytes), own_arena = tonumber(n.pool_own_arena_bytes),
+    weights = tonumber(out.weight_bytes), slots = tonumber(out.slot_bytes), rows = tonumber(out.embd_rows_bytes),
+    scratch = tonumber(out.scratch_bytes), kv_init = tonumber(out.kv_init_bytes),
+    kv_max = tonumber(out.kv_max_bytes), slack = tonumber(out.pool_slack_bytes), init = tonumber(out.init_bytes),
+    peak = tonumber(out.peak_bytes), k = tonumber(out.prefetch_layers),
   }
 end
 
-local function align_up(b, a) return math.ceil(b / a) * a end
-
--- KV cache bytes to reserve: a static cache holds n_ctx positions; a dynamic
--- one is reserved for the n_ctx asked (M.kv_reserve_positions when none).
--- A dynamic cache doubles from kv_min_positions, and while it copies the old
--- and the new block are both held: the peak is up to 1.5 x the capacity.
--- Capacities are rounded up to kv_cap_align positions (the CPU's padding).
-local function kv_reserve(model, opts, needs)
-  local n_ctx = (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx
-    or tonumber(C.lrun_model_get_info(model.handle).n_ctx_train)
-  local max_cap = align_up(n_ctx, needs.kv_cap_align)
-  if opts.cache_implementation == "static" then return needs.kv_per_position * max_cap end
-  local positions = math.min(n_ctx, (opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or M.kv_reserve_positions)
-  local cap = math.min(needs.kv_min_positions, max_cap)
-  local peak = cap
-  while cap < positions do
-    local grown = math.min(cap * 2, max_cap)
-    peak = math.max(peak, cap + grown)
-    cap = grown
-  end
-  return needs.kv_per_position * peak
-end
-
--- Device bytes the engine adds for a placement: streaming slots (as the
--- device's engine lays them out, see lrun_engine_needs), gathered embedding
--- rows (cuda), and on cuda the pool's fragmentation bound (docs/residency.md
--- "Fragmentation"): blocks of own_arena bytes or more get arenas of their
--- own size, so what can be stranded is the free tail of the open shared
--- arena (at most one arena) and less than own_arena per closed one; none
--- when the budget is at most one arena, which then holds every block.
-local function placement_extra(tensors, plan, host_compute, needs, tied, capacity)
-  local per_layer, head = {}, 0
-  local function streamed(t) return plan[t.name] ~= "device" and not host_compute[t.name] end
-  local small, embd_off = 0, false
-  for _, t in ipairs(tensors) do
-    if matrix_roles[t.role] and streamed(t) then
-      per_layer[t.layer] = (per_layer[t.layer] or 0) + align_up(t.bytes, needs.slot_align)
-    elseif (t.role == "lm_head" or (tied and t.role == "embedding")) and streamed(t) then
-      head = align_up(t.bytes, needs.slot_align)
-    end
-    if t.role == "embedding" and plan[t.name] ~= "device" then embd_off = true end
-    if plan[t.name] == "device" and needs.own_arena > 0 and t.bytes < needs.own_arena then small = small + t.bytes end
-  end
-  local n, biggest = 0, 0
-  for _, b in pairs(per_layer) do n = n + 1; biggest = math.max(biggest, b) end
-  local slots
-  if needs.head_in_ring then
-    -- cuda: the head is one unit of the cycle; k+1 slots of the largest unit
-    local units = n + (head > 0 and 1 or 0)
-    slots = units > 0 and math.min(units, needs.k + 1) * math.max(biggest, head) or 0
-  else
-    slots = biggest * math.min(n, needs.k + 1) + head
-  end
-  local rows = (embd_off and needs.embd_rows) or 0
-  local slack = 0
-  if needs.arena > 0 and (not capacity or capacity > needs.arena) then
-    slack = needs.arena + math.ceil(small / needs.arena) * needs.own_arena
-  end
-  return slots, rows + slack
+-- KV cache bytes to reserve: the cache at its highest for the n_ctx asked
+-- (static kinds hold it from the start); a growing cache with no n_ctx is
+-- reserved for M.kv_reserve_positions, not the model's whole context.
+local function kv_reserve(model, opts, sized)
+  local impl = opts.cache_implementation or "dynamic"
+  local growing = impl ~= "static" and impl ~= "offloaded_static"
+  if not growing or (opts.n_ctx and opts.n_ctx > 0) then return sized.kv_max end
+  local n_train = tonumber(C.lrun_model_get_info(model.handle).n_ctx_train)
+  local short, err = M.size_with(model, engine_opts(opts, math.min(n_train, M.kv_reserve_positions)), {})
+  if not short then return nil, err end
+  return short.kv_max
 end
 
 -- ---------------------------------------------------------------- planning
@@ -263,20 +253,20 @@ end
 -- @tparam table opts policy (name, file or table), smart_offload, cpu_offload_gb,
 --   overrides ({{pattern, tier}, ...} or {"pattern=tier", ...}), n_gpu_layers,
 --   prefetch_layers, offload_tier, and the load options n_ctx, kv_dtype,
---   cache_implementation, threads; reserve_extra (bytes, internal)
+--   cache_implementation, cache_config, threads, numerics; reserve_extra (bytes, internal)
 -- @treturn[1] table {plan={[name]=tier}, host_compute={[name]=true}, policy=name,
 --   explain=text, off_bytes=, device_bytes=, slot_bytes=, extra_bytes= (cuda: embedding rows, pool
---   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=}
+--   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
+--   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made)}
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.plan(model, opts)
   opts = opts or {}
   local tensors = model:tensors()
-  local by_name, total, tied = {}, 0, true
+  local by_name, total = {}, 0
   for _, t in ipairs(tensors) do
     by_name[t.name] = t
     total = total + t.bytes
-    if t.role == "lm_head" then tied = false end
   end
 
   -- the policy
@@ -316,12 +306,16 @@ function M.plan(model, opts)
   local dev = C.lrun_model_device(model.handle)
   local capacity = tonumber(C.lrun_device_capacity(dev))
   if capacity >= unlimited then capacity = nil end
-  local needs, nerr = engine_needs(model, opts, opts.prefetch_layers)
-  if not needs then return nil, nerr end
-  local reserve = kv_reserve(model, opts, needs) + needs.scratch + (opts.reserve_extra or 0)
+  -- the engine's scratch and KV cache do not depend on the placement: sized for all on the device
+  local eo = engine_opts(opts)
+  local resident, serr = M.size_with(model, eo, {})
+  if not resident then return nil, serr end
+  local kv, kerr = kv_reserve(model, opts, resident)
+  if not kv then return nil, kerr end
+  local reserve = kv + resident.scratch + (opts.reserve_extra or 0)
   local forced = opts.cpu_offload_gb and math.floor(opts.cpu_offload_gb * GiB) or 0
   if forced > total then forced = total end
-  local k = needs.k -- prefetch_layers, or the device's default (lrun_engine_default_prefetch)
+  local k = resident.k -- prefetch_layers, or the device's default (lrun_engine_default_prefetch)
 
   local bw
   if policy.name == "smart" or opts.smart_offload then
@@ -398,11 +392,13 @@ function M.plan(model, opts)
       if final[name] == "device" then host_compute[name] = nil end
     end
 
-    local dev_bytes, off_bytes = 0, 0
+    local off_bytes = 0
     for _, t in ipairs(tensors) do
-      if final[t.name] == "device" then dev_bytes = dev_bytes + t.bytes else off_bytes = off_bytes + t.bytes end
+      if final[t.name] ~= "device" then off_bytes = off_bytes + t.bytes end
     end
-    local slot_b, other_b = placement_extra(tensors, final, host_compute, needs, tied, capacity)
+    local sized, zerr = M.size_with(model, eo, final, host_compute)
+    if not sized then return nil, zerr end
+    local dev_bytes, slot_b, other_b = sized.weights, sized.slots, sized.rows + sized.slack
     local need_slots = slot_b + other_b
     local fits = not capacity or dev_bytes + need_slots + reserve <= capacity
     if fits or need_slots <= slots then
@@ -422,15 +418,17 @@ function M.plan(model, opts)
       local n_host = 0
       for _ in pairs(host_compute) do n_host = n_host + 1 end
       local summary = string.format("%s: %s on the device, %s off it (%d host-compute tensors), %s of slots "
-        .. "(k = %d)%s, %s reserved for KV cache and scratch%s", policy.name or pname, size.format(dev_bytes),
-        size.format(off_bytes), n_host, size.format(slot_b), k,
+        .. "(k = %d)%s, %s reserved for the %s KV cache and scratch%s", policy.name or pname,
+        size.format(dev_bytes), size.format(off_bytes), n_host, size.format(slot_b), k,
         other_b > 0 and (", " .. size.format(other_b) .. " for embedding rows and pool slack") or "",
-        size.format(reserve), capacity and (", budget " .. size.format(capacity)) or "")
+        size.format(reserve), opts.cache_implementation or "dynamic",
+        capacity and (", budget " .. size.format(capacity)) or "")
       return {
         plan = final, host_compute = host_compute, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary,
         off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = slot_b, extra_bytes = other_b,
-        reserve_bytes = reserve, prefetch = k, budget = capacity,
+        reserve_bytes = reserve, prefetch = k, budget = capacity, size = sized,
+        cache_implementation = opts.cache_implementation or "dynamic",
       }
     end
     slots = need_slots
@@ -439,8 +437,6 @@ function M.plan(model, opts)
 end
 
 -- ---------------------------------------------------------------- applying
-
-local tier_enum = { device = 0, pinned = 1, host = 2, mmap = 3 }
 
 --- Moves every tensor to the tier of result.plan and marks host-compute
 -- tensors; the model's engine is remade (weight mode AS_PLACED, k =
@@ -473,12 +469,12 @@ function M.apply(model, result)
   return true
 end
 
---- Plans, applies and makes the engine. The reserve comes from the
--- engine's own sizing (lrun_engine_estimate) and a bound on the device
--- pool's fragmentation, so a placement normally fits at once; should a move
--- or the engine still not fit (a pool hole larger than the bound), the plan
--- is retried with the reserve raised by what was missing, at least 1/16 of
--- the block that failed.
+--- Plans, applies and makes the engine. The plan is sized by the engine's
+-- own layout code (lrun_engine_size_placement), so it fits at the first
+-- attempt (result.attempts is 1; the CPU specs check it). The retry below is
+-- only a safety net, for a hole in the CUDA pool larger than the bound
+-- placement reserves for fragmentation: the plan is made again with the
+-- reserve raised by what was missing, at least 1/16 of the block that failed.
 -- @treturn[1] table the plan result
 -- @treturn[2] nil
 -- @treturn[2] table error
@@ -486,9 +482,10 @@ function M.place(model, opts)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   local last
-  for _ = 1, 4 do
+  for attempt = 1, 4 do
     local result, err = M.plan(model, o)
     if not result then return nil, err end
+    result.attempts = attempt
     local ok, aerr = M.apply(model, result)
     if ok then
       local engine

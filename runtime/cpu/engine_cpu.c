@@ -33,6 +33,7 @@
 #include "kv/kv_cache.h"
 #include "model/model.h"
 #include "step_tokens.h"
+#include "residency/placement.h"
 #include "residency/weight_stream.h"
 
 #define DEFAULT_BATCH 512
@@ -221,13 +222,28 @@ static lrun_status cpu_estimate(lrun_engine_needs *out, lrun_model *model, const
         !lrun_size_mul((size_t)(2 * model->info.n_layer) * (size_t)e.n_seq_max, (size_t)e.kv_dim, &per) ||
         !lrun_size_mul(per, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? 4 : 2, &out->kv_bytes_per_position))
         return lrun_fail(LRUN_E_OOM, "engine estimate: scratch or KV cache size overflows size_t");
-    /* the paged cache (kv_blocks.h) takes blocks of LRUN_KV_BLOCK positions and copies nothing
-     * when it grows; the planner's doubling-with-copy model over-reserves, which is safe */
-    out->kv_min_positions = LRUN_KV_BLOCK;
-    out->kv_cap_align = LRUN_KV_BLOCK;
-    out->slot_align = lrun_weight_stream_slot_align();
-    out->head_in_ring = 0;
     return LRUN_OK;
+}
+
+/* The table's size_placement: the estimate's scratch, weight_stream.c's
+ * slot layout and the KV cache's own sizing, for the proposed tiers. The
+ * shape defaults are init's: 1 sequence, n_ctx_train positions. */
+static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                      const struct lrun_placement *p)
+{
+    const lrun_model_info *in = &model->info;
+    const lrun_kv_quant_opts q = {opts->kv_quant_bits, opts->kv_quant_group, opts->kv_residual_len};
+    lrun_engine_needs needs;
+    memset(&needs, 0, sizeof needs);
+    lrun_status st = cpu_estimate(&needs, model, opts);
+    out->scratch_bytes = needs.scratch_bytes;
+    if (st == LRUN_OK) st = lrun_weight_stream_size(model, p, opts->prefetch_layers, &out->slot_bytes);
+    if (st == LRUN_OK)
+        st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
+                                in->n_layer, in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
+                                opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train, &q, &out->kv_init_bytes,
+                                &out->kv_max_bytes);
+    return st;
 }
 
 static void cpu_free(void *ctx);
@@ -565,6 +581,7 @@ static void cpu_reset_stats(void *ctx)
 const lrun_backend_iface lrun_cpu_backend = {
     .name = "cpu",
     .estimate = cpu_estimate,
+    .size_placement = cpu_size_placement,
     .init = cpu_init,
     .free = cpu_free,
     .n_seq_max = cpu_n_seq_max,

@@ -31,6 +31,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
+#include "residency/placement.h"
 #include "kernels.h"
 #include "step_tokens.h"
 
@@ -247,24 +248,60 @@ lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model,
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
     TRY(lrun_cuda_kv_setup(&e, opts));
-    size_t rows = 0;
     const size_t per = lrun_cuda_kv_bytes_per_position(&e), fixed = lrun_cuda_kv_fixed_bytes(&e);
-    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || per == SIZE_MAX || fixed == SIZE_MAX ||
-        !lrun_size_mul((size_t)e.n_batch_max, model->tok_embd->row_bytes, &rows))
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) || per == SIZE_MAX || fixed == SIZE_MAX)
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
     /* the exact path's own block counts as scratch: estimate and stats agree; so
      * does the quantized cache's ring, a fixed size whatever the length */
     out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + fixed;
     out->kv_bytes_per_position = per;
-    out->kv_min_positions = KV_MIN_CAP;
-    out->kv_cap_align = 1;
-    /* as lrun_cuda_offload_plan lays them out: rows 256-aligned, then the index */
-    out->embd_rows_bytes = ((rows + 255) & ~(size_t)255) + (size_t)e.n_batch_max * sizeof(int32_t);
-    out->slot_align = 256;
-    out->head_in_ring = 1;
-    out->pool_arena_bytes = lrun_cuda_pool_arena_bytes();
-    out->pool_own_arena_bytes = lrun_cuda_pool_own_arena_bytes();
     return LRUN_OK;
+}
+
+/* The pool's fragmentation bound (docs/residency.md "Fragmentation"):
+ * blocks of at least own_arena bytes get arenas of their own size and leave
+ * no hole; smaller ones share arenas of arena bytes, so what can be stranded
+ * is the free tail of the open shared arena (at most one arena) and less
+ * than own_arena per closed one. None when the capacity is at most one
+ * arena, which then holds every block. */
+static size_t pool_slack(const lrun_model *model, const struct lrun_placement *p, const lrun_placement_size *s)
+{
+    const size_t arena = lrun_cuda_pool_arena_bytes(), own = lrun_cuda_pool_own_arena_bytes();
+    if (lrun_device_capacity(model->device) <= arena) return 0;
+    size_t small = 0;
+    for (int64_t i = 0; i < model->n_tensors; i++) {
+        const struct lrun_tensor *t = &model->tensors[i];
+        if (lrun_placement_tier(p, t) == LRUN_TIER_DEVICE && t->nbytes < own) small += t->nbytes;
+    }
+    /* the engine's own blocks: scratch, slots with rows, the KV cache */
+    const size_t blocks[] = {s->scratch_bytes, s->slot_bytes + s->embd_rows_bytes, s->kv_max_bytes};
+    for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
+        if (blocks[i] < own) small += blocks[i];
+    return arena + (small + arena - 1) / arena * own;
+}
+
+/* The table's size_placement: init's own scratch layout, KV sizing and slot
+ * plan for the proposed tiers, plus the pool's slack. */
+lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                            const struct lrun_placement *p)
+{
+    lrun_cuda_engine e;
+    memset(&e, 0, sizeof e);
+    set_dims(&e, model, opts);
+    TRY(lrun_cuda_kv_setup(&e, opts));
+    if (!layout_scratch(&e, NULL, &out->scratch_bytes) ||
+        !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
+        return lrun_fail_oom(SIZE_MAX, 0, "engine size: scratch or KV cache size overflows size_t");
+    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e);
+    size_t block = 0;
+    lrun_status st = lrun_cuda_offload_plan(&e, p, opts->prefetch_layers, &block);
+    if (st == LRUN_OK) {
+        out->slot_bytes = lrun_cuda_offload_slot_bytes(&e);
+        out->embd_rows_bytes = block - out->slot_bytes;
+        out->pool_slack_bytes = pool_slack(model, p, out);
+    }
+    lrun_cuda_offload_free(&e);
+    return st;
 }
 
 lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engine_opts *opts)
@@ -295,7 +332,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
         st = lrun_fail_oom(SIZE_MAX, 0, "engine: a KV cache of %lld positions overflows size_t",
                            (long long)e->n_ctx_max);
     size_t slot_bytes = 0;
-    if (st == LRUN_OK && as_placed) st = lrun_cuda_offload_plan(e, opts->prefetch_layers, &slot_bytes);
+    if (st == LRUN_OK && as_placed) st = lrun_cuda_offload_plan(e, NULL, opts->prefetch_layers, &slot_bytes);
     if (st == LRUN_OK) st = check_fits(e, kv_bytes, slot_bytes, as_placed);
     if (st == LRUN_OK && !as_placed) st = move_weights(e);
     if (st == LRUN_OK && e->offload) {
@@ -409,6 +446,7 @@ lrun_status lrun_cuda_engine_seq_reorder(void *ctx, const int64_t *src_of_dst, i
 const lrun_backend_iface lrun_cuda_backend = {
     .name = "cuda",
     .estimate = lrun_cuda_engine_estimate,
+    .size_placement = lrun_cuda_engine_size_placement,
     .init = lrun_cuda_engine_init,
     .free = lrun_cuda_engine_free,
     .n_seq_max = lrun_cuda_engine_n_seq_max,

@@ -42,6 +42,9 @@ typedef struct lrun_cuda_engine lrun_cuda_engine;
  * in engine_cuda_step.c. */
 lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts);
 lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engine_opts *opts);
+struct lrun_placement;
+lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                            const struct lrun_placement *p);
 void lrun_cuda_engine_free(void *ctx);
 int64_t lrun_cuda_engine_n_seq_max(const void *ctx);
 int64_t lrun_cuda_engine_n_ctx_max(const void *ctx);

@@ -172,6 +172,10 @@ lrun_status lrun_cuda_kv_setup(lrun_cuda_engine *e, const lrun_engine_opts *opts
 size_t lrun_cuda_kv_bytes_per_position(const lrun_cuda_engine *e);
 size_t lrun_cuda_kv_fixed_bytes(const lrun_cuda_engine *e);
 int lrun_cuda_kv_init_bytes(const lrun_cuda_engine *e, size_t *out);
+/* Device bytes the cache takes at init (with the quantized fill table) and
+ * at its highest while growing to n_ctx_max, from the sizes init and
+ * lrun_cuda_kv_reserve use (lrun_engine_size_placement); 0 on overflow. */
+int lrun_cuda_kv_size(const lrun_cuda_engine *e, size_t *init_bytes, size_t *max_bytes);
 /* Streams, events, and the preallocated kinds' memory. */
 lrun_status lrun_cuda_kv_init(lrun_cuda_engine *e);
 void lrun_cuda_kv_free(lrun_cuda_engine *e);

@@ -133,6 +133,21 @@ int lrun_cuda_kv_init_bytes(const lrun_cuda_engine *e, size_t *out)
     return !e->kv.preallocated || device_size(e, e->n_ctx_max, out);
 }
 
+/* The quantized cache's fill table on the device: 3 int32 per sequence. */
+static size_t fill_table_bytes(const lrun_cuda_engine *e)
+{
+    return e->kv.quantized ? 3 * (size_t)e->n_seq_max * sizeof(int32_t) : 0;
+}
+
+/* The capacity a cache of cap positions per sequence grows to for need:
+ * doubling from KV_MIN_CAP, at most n_ctx_max. */
+static int64_t grown_cap(const lrun_cuda_engine *e, int64_t cap, int64_t need)
+{
+    cap = cap > 0 ? cap : min64(KV_MIN_CAP, e->n_ctx_max);
+    while (cap < need) cap *= 2;
+    return min64(cap, e->n_ctx_max);
+}
+
 // ---------------------------------------------------------------- memory
 /* The store is one block per layer (its keys plane, then its values plane),
  * so a growth copies one layer at a time and holds at most one layer twice,
@@ -141,6 +156,29 @@ int lrun_cuda_kv_init_bytes(const lrun_cuda_engine *e, size_t *out)
 static int layer_size(const lrun_cuda_engine *e, int64_t cap, size_t *out)
 {
     return planes_size(e, 2, cap, store_pos_bytes(e), out);
+}
+
+int lrun_cuda_kv_size(const lrun_cuda_engine *e, size_t *init_bytes, size_t *max_bytes)
+{
+    const struct cuda_kv *kv = &e->kv;
+    const size_t fill = fill_table_bytes(e);
+    if (!lrun_cuda_kv_init_bytes(e, init_bytes) || !lrun_size_add(*init_bytes, fill, init_bytes)) return 0;
+    if (kv->preallocated) {
+        *max_bytes = *init_bytes;
+        return 1;
+    }
+    /* the last growth, from prev to n_ctx_max: every layer grown, the last
+     * one's old block and the old slots still held (lrun_cuda_kv_reserve) */
+    int64_t prev = 0, cap = grown_cap(e, 0, 1);
+    while (cap < e->n_ctx_max) {
+        prev = cap;
+        cap = grown_cap(e, cap, cap + 1);
+    }
+    size_t all, old_layer = 0, old_slots = 0;
+    if (!device_size(e, cap, &all) || !lrun_size_add(all, fill, &all)) return 0;
+    if (prev > 0 && !kv->on_host && !layer_size(e, prev, &old_layer)) return 0;
+    if (prev > 0 && kv->staged && !planes_size(e, 4, prev, row_bytes(e), &old_slots)) return 0;
+    return lrun_size_add(all, old_layer, max_bytes) && lrun_size_add(*max_bytes, old_slots, max_bytes);
 }
 
 static lrun_status layer_alloc(lrun_cuda_engine *e, size_t bytes, void **out)
@@ -209,7 +247,7 @@ static lrun_status events_init(lrun_cuda_engine *e)
     kv->chunk_end = calloc((size_t)e->n_seq_max, sizeof *kv->chunk_end);
     if (!kv->stored || !kv->chunk_end) return lrun_fail_oom(0, 0, "engine: KV cache bookkeeping");
     if (kv->quantized) {
-        const size_t b = 3 * (size_t)e->n_seq_max * sizeof(int32_t);
+        const size_t b = fill_table_bytes(e);
         TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, b, "KV fill table", (void **)&kv->h_fill), "cache"));
         TRY(device_part(e, b, "KV fill table", (void **)&kv->d_fill));
     }
@@ -270,7 +308,7 @@ void lrun_cuda_kv_free(lrun_cuda_engine *e)
         if (ev[i]) cudaEventDestroy(ev[i]);
     if (kv->side) cudaStreamDestroy(kv->side);
     if (kv->h_fill) lrun_host_release(LRUN_TIER_PINNED, kv->h_fill);
-    if (kv->d_fill) lrun_device_release(e->device, kv->d_fill, 3 * (size_t)e->n_seq_max * sizeof(int32_t));
+    if (kv->d_fill) lrun_device_release(e->device, kv->d_fill, fill_table_bytes(e));
     free(kv->stored);
     free(kv->chunk_end);
     free(kv->q_lo);
@@ -314,9 +352,7 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
 {
     struct cuda_kv *kv = &e->kv;
     if (need <= kv->cap) return LRUN_OK;
-    int64_t cap = kv->cap > 0 ? kv->cap : min64(KV_MIN_CAP, e->n_ctx_max);
-    while (cap < need) cap *= 2;
-    cap = min64(cap, e->n_ctx_max);
+    const int64_t cap = grown_cap(e, kv->cap, need);
     size_t new_bytes, slot_bytes = 0, ring_bytes = 0, walk = 0;
     if (!layer_size(e, cap, &new_bytes) || (kv->staged && !planes_size(e, 4, cap, row_bytes(e), &slot_bytes)) ||
         (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), &ring_bytes)))

@@ -21,6 +21,7 @@
 #include "cpu/cpu_matmul.h"
 #include "core/device.h"
 #include "kernels.h"
+#include "residency/placement.h"
 
 /* Host and mmap bytes cross through this many pinned buffers of this size:
  * one is filled by the threads while the other is on the bus. */
@@ -91,7 +92,11 @@ static struct lrun_tensor **layer_field(struct lrun_model_layer *L, int i)
     return f[i];
 }
 
-static int off_device(const struct lrun_tensor *t) { return t->tier != LRUN_TIER_DEVICE; }
+/* Off the device under placement p (NULL: where the tensor is). */
+static int placed_off(const lrun_placement *p, const struct lrun_tensor *t)
+{
+    return lrun_placement_tier(p, t) != LRUN_TIER_DEVICE;
+}
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
@@ -136,11 +141,12 @@ static void plan_unit(struct cuda_offload *o, int64_t layer, const struct lrun_t
     o->n_units++;
 }
 
-lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, size_t *device_bytes)
+lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p, int prefetch_layers,
+                                   size_t *device_bytes)
 {
     lrun_model *m = e->model;
     *device_bytes = 0;
-    for (int64_t i = 0; i < m->n_tensors; i++) {
+    for (int64_t i = 0; !p && i < m->n_tensors; i++) {
         const struct lrun_tensor *t = &m->tensors[i];
         if (t->tier == LRUN_TIER_DEVICE && t->device != e->device)
             return lrun_fail(LRUN_E_ARG, "engine on %s: weight %s is on another device", e->device->name, t->name);
@@ -163,8 +169,8 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, siz
         int n = 0;
         layer_mats(&m->layers[l], mats);
         for (int i = 0; i < N_MATS; i++) {
-            if (!off_device(mats[i])) continue;
-            if (mats[i]->host_compute) TRY(plan_host(o, mats[i], B, &work));
+            if (!placed_off(p, mats[i])) continue;
+            if (lrun_placement_host_compute(p, mats[i])) TRY(plan_host(o, mats[i], B, &work));
             else streamed[n++] = mats[i];
         }
         const int64_t before = o->n_units;
@@ -173,14 +179,14 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, siz
     }
     const struct lrun_tensor *head = m->output;
     o->head = head;
-    if (off_device(head)) {
-        if (head->host_compute) TRY(plan_host(o, head, min64(B, LOGIT_ROWS), &work));
+    if (placed_off(p, head)) {
+        if (lrun_placement_host_compute(p, head)) TRY(plan_host(o, head, min64(B, LOGIT_ROWS), &work));
         else {
             o->head_unit = o->n_units;
             plan_unit(o, -1, &head, 1);
         }
     }
-    o->embd_host = off_device(m->tok_embd);
+    o->embd_host = placed_off(p, m->tok_embd);
     if (o->n_units == 0 && !o->any_host && !o->embd_host) {
         lrun_cuda_offload_free(e); /* every weight is on the device: nothing to do per step */
         return LRUN_OK;
@@ -213,12 +219,18 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, siz
     }
     o->device_bytes = bytes;
     o->work = NULL;
-    if (work) {
+    if (work && !p) { /* sizing only needs the bytes */
         o->work = malloc(work);
         if (!o->work) return lrun_fail_oom(work, 0, "engine: host matmul work");
     }
     *device_bytes = bytes;
     return LRUN_OK;
+}
+
+size_t lrun_cuda_offload_slot_bytes(const lrun_cuda_engine *e)
+{
+    const struct cuda_offload *o = e->offload;
+    return o ? (size_t)o->n_slots * o->slot_bytes : 0;
 }
 
 // ---------------------------------------------------------------- init, free

@@ -29,8 +29,16 @@
 
 /* Classifies the model's weights for an AS_PLACED engine and sizes what the
  * offload needs on the device (*device_bytes, before check_fits). Leaves
- * e->offload NULL when every weight is already on the device. */
-lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, int prefetch_layers, size_t *device_bytes);
+ * e->offload NULL when every weight is already on the device. p: NULL at
+ * init (the tensors' tiers); a proposed placement when
+ * lrun_engine_size_placement sizes one with this same plan (then nothing
+ * is allocated but the plan's host tables, freed by lrun_cuda_offload_free). */
+struct lrun_placement;
+lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const struct lrun_placement *p, int prefetch_layers,
+                                   size_t *device_bytes);
+/* The planned slots' device bytes (k+1 of the largest unit); the rest of
+ * *device_bytes are the embedding rows and their index. */
+size_t lrun_cuda_offload_slot_bytes(const lrun_cuda_engine *e);
 /* Takes the slots from the device pool, the staging and the events. */
 lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e);
 void lrun_cuda_offload_free(lrun_cuda_engine *e);

@@ -13,6 +13,13 @@ static int64_t blocks_for(int64_t n_pos) { return (n_pos + LRUN_KV_BLOCK - 1) / 
 
 // ---------------------------------------------------------------- the pool
 
+int64_t lrun_kv_blocks_per_seq(const lrun_kv_cache *kv) { return blocks_for(kv->n_ctx_max); }
+
+size_t lrun_kv_block_bytes(const lrun_kv_cache *kv)
+{
+    return 2 * (size_t)kv->n_layer * LRUN_KV_BLOCK * (size_t)kv->kv_dim * kv->elem_bytes;
+}
+
 static lrun_status mem_alloc(lrun_kv_cache *kv, void **out)
 {
     const size_t bytes = kv->pool->block_bytes;
@@ -78,13 +85,13 @@ lrun_status lrun_kv_pool_init(lrun_kv_cache *kv)
 {
     lrun_kv_pool *p = calloc(1, sizeof *p);
     kv->pool = p;
-    const int64_t per_seq = blocks_for(kv->n_ctx_max);
+    const int64_t per_seq = lrun_kv_blocks_per_seq(kv);
     size_t n;
     if (!p || !lrun_size_mul((size_t)per_seq, (size_t)kv->n_seq, &n) || n > INT32_MAX)
         return lrun_fail_oom(sizeof *p, 0, "KV cache: block pool of %lld sequences x %lld blocks", (long long)kv->n_seq,
                              (long long)per_seq);
     p->n_ids = (int64_t)n;
-    p->block_bytes = 2 * (size_t)kv->n_layer * LRUN_KV_BLOCK * (size_t)kv->kv_dim * kv->elem_bytes;
+    p->block_bytes = lrun_kv_block_bytes(kv);
     p->mem = calloc(n, sizeof *p->mem);
     p->ref = calloc(n, sizeof *p->ref);
     p->free_ids = malloc(n * sizeof *p->free_ids);
@@ -219,7 +226,7 @@ void lrun_kv_paged_share(lrun_kv_cache *kv, lrun_kv_seq *dst, const lrun_kv_seq 
 
 lrun_status lrun_kv_paged_reorder(lrun_kv_cache *kv, const int64_t *src_of_dst, int64_t n)
 {
-    const int64_t per_seq = blocks_for(kv->n_ctx_max);
+    const int64_t per_seq = lrun_kv_blocks_per_seq(kv);
     /* the new tables, built aside in the pool's scratch (n <= n_seq, checked by the caller) */
     int32_t *ids = kv->pool->re_ids;
     int64_t *nb = kv->pool->re_nb, *len = kv->pool->re_len;

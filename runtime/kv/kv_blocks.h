@@ -38,6 +38,12 @@ typedef struct lrun_kv_pool {
     int64_t *re_nb, *re_len; /* (n_seq) */
 } lrun_kv_pool;
 
+/* Bytes of one block (every layer's keys and values), and the blocks a
+ * sequence of n_ctx_max positions takes: what the pool allocates, and what
+ * lrun_kv_cache_size counts. */
+size_t lrun_kv_block_bytes(const lrun_kv_cache *kv);
+int64_t lrun_kv_blocks_per_seq(const lrun_kv_cache *kv);
+
 lrun_status lrun_kv_pool_init(lrun_kv_cache *kv);
 void lrun_kv_pool_free(lrun_kv_cache *kv);
 /* Device bytes of the blocks (0 for an offloaded store). */

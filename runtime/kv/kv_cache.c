@@ -58,9 +58,24 @@ static size_t rec_copy(lrun_kv_cache *kv, lrun_kv_seq *dst, const lrun_kv_seq *s
 
 // ---------------------------------------------------------------- lifecycle
 
-lrun_status lrun_kv_cache_init(lrun_kv_cache *kv, lrun_device *device, lrun_cache_kind kind, lrun_dtype dtype,
-                               int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_seq,
-                               int64_t n_ctx_max, const lrun_kv_quant_opts *quant)
+/* Bytes of a slot holding n_pos positions of one sequence, one layer: keys and values. */
+static int slot_seq_bytes(const lrun_kv_cache *kv, int64_t n_pos, size_t *out)
+{
+    return lrun_size_mul(2 * (size_t)pad_up(n_pos), (size_t)kv->kv_dim * kv->elem_bytes, out);
+}
+
+/* OFFLOADED_STATIC's slots, each one layer of every sequence at full length; 0 for other kinds. */
+static int fixed_slot_bytes(const lrun_kv_cache *kv, size_t *out)
+{
+    *out = 0;
+    if (kv->kind != LRUN_CACHE_KIND_OFFLOADED_STATIC) return 1;
+    return slot_seq_bytes(kv, kv->n_ctx_max, out) && lrun_size_mul(*out, (size_t)kv->n_seq, out);
+}
+
+/* Checks the shape and fills kv's fields; allocates nothing (init and lrun_kv_cache_size). */
+static lrun_status setup(lrun_kv_cache *kv, lrun_device *device, lrun_cache_kind kind, lrun_dtype dtype,
+                         int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_seq, int64_t n_ctx_max,
+                         const lrun_kv_quant_opts *quant)
 {
     memset(kv, 0, sizeof *kv);
     if (n_layer <= 0 || n_head_kv <= 0 || head_dim <= 0 || n_seq <= 0 || n_ctx_max <= 0)
@@ -86,23 +101,84 @@ lrun_status lrun_kv_cache_init(lrun_kv_cache *kv, lrun_device *device, lrun_cach
     kv->preallocated = kind == LRUN_CACHE_KIND_STATIC || kind == LRUN_CACHE_KIND_OFFLOADED_STATIC;
     if (kind == LRUN_CACHE_KIND_QUANTIZED) {
         lrun_kv_quant_opts dflt = {0, 0, 0};
-        lrun_status st = lrun_kv_quant_setup(kv, quant ? quant : &dflt);
-        if (st != LRUN_OK) return st;
+        return lrun_kv_quant_setup(kv, quant ? quant : &dflt);
     }
+    return LRUN_OK;
+}
+
+lrun_status lrun_kv_cache_init(lrun_kv_cache *kv, lrun_device *device, lrun_cache_kind kind, lrun_dtype dtype,
+                               int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_seq,
+                               int64_t n_ctx_max, const lrun_kv_quant_opts *quant)
+{
+    lrun_status st = setup(kv, device, kind, dtype, n_layer, n_head_kv, head_dim, n_seq, n_ctx_max, quant);
+    if (st != LRUN_OK) return st;
     kv->seqs = calloc((size_t)n_seq, sizeof *kv->seqs);
     if (!kv->seqs) return lrun_fail_oom((size_t)n_seq * sizeof *kv->seqs, 0, "KV cache: %lld sequence records",
                                         (long long)n_seq);
-    lrun_status st = is_paged(kind) ? lrun_oom_phase(lrun_kv_pool_init(kv), "cache") : LRUN_OK;
+    st = is_paged(kind) ? lrun_oom_phase(lrun_kv_pool_init(kv), "cache") : LRUN_OK;
     if (st == LRUN_OK && is_staged(kind)) {
         size_t fixed = 0;
-        /* OFFLOADED_STATIC: one layer of every sequence at full length in each slot */
-        if (kind == LRUN_CACHE_KIND_OFFLOADED_STATIC &&
-            !lrun_size_mul(2 * (size_t)n_seq * (size_t)pad_up(n_ctx_max), (size_t)kv->kv_dim * kv->elem_bytes, &fixed))
+        if (!fixed_slot_bytes(kv, &fixed))
             st = lrun_fail(LRUN_E_OOM, "KV cache: slots for %lld sequences overflow size_t", (long long)n_seq);
         if (st == LRUN_OK) st = lrun_oom_phase(lrun_kv_stage_init(&kv->stage, kv, fixed), "cache");
     }
     if (st != LRUN_OK) lrun_kv_cache_free(kv);
     return st;
+}
+
+/* Device bytes of the staged kinds' two slots once every sequence steps at
+ * n_pos positions, and the two they replace when they grew there from one
+ * padding step below (both are held while the slots are regrown). */
+static int slots_at(const lrun_kv_cache *kv, int64_t n_pos, size_t *now, size_t *before)
+{
+    *now = *before = 0;
+    if (!is_staged(kv->kind)) return 1;
+    size_t a, b = 0;
+    if (kv->kind == LRUN_CACHE_KIND_OFFLOADED_STATIC) return fixed_slot_bytes(kv, &a) && lrun_size_mul(a, 2, now);
+    const int64_t below = pad_up(n_pos) - LRUN_KV_PAD;
+    if (!slot_seq_bytes(kv, n_pos, &a) || !lrun_size_mul(a, 2 * (size_t)kv->n_seq, now)) return 0;
+    return below <= 0 || (slot_seq_bytes(kv, below, &b) && lrun_size_mul(b, 2 * (size_t)kv->n_seq, before));
+}
+
+/* Device bytes of the store at n_ctx_max positions in every sequence, and
+ * what its last growth held besides (quantized: the old codes of one
+ * sequence while they are copied; exact stores take blocks, copying none). */
+static int store_at_max(const lrun_kv_cache *kv, size_t *now, size_t *extra)
+{
+    *now = *extra = 0;
+    if (is_paged(kv->kind)) {
+        if (!kv->store_on_device) return 1;
+        return lrun_size_mul(lrun_kv_block_bytes(kv), (size_t)lrun_kv_blocks_per_seq(kv), now) &&
+               lrun_size_mul(*now, (size_t)kv->n_seq, now);
+    }
+    size_t ring, codes = 0;
+    const int64_t cap = lrun_kv_quant_code_cap(kv, 0, kv->n_ctx_max, 0);
+    if (!lrun_kv_quant_ring_bytes(kv, &ring) || (cap > 0 && !lrun_kv_quant_codes_bytes(kv, cap, &codes)) ||
+        !lrun_size_add(ring, codes, now) || !lrun_size_mul(*now, (size_t)kv->n_seq, now))
+        return 0;
+    const int64_t before = lrun_kv_quant_code_cap_before(kv, cap);
+    return before == 0 || lrun_kv_quant_codes_bytes(kv, before, extra);
+}
+
+lrun_status lrun_kv_cache_size(lrun_cache_kind kind, lrun_dtype dtype, int64_t n_layer, int64_t n_head_kv,
+                               int64_t head_dim, int64_t n_seq, int64_t n_ctx_max, const lrun_kv_quant_opts *quant,
+                               size_t *init_bytes, size_t *max_bytes)
+{
+    *init_bytes = *max_bytes = 0;
+    lrun_kv_cache kv;
+    lrun_status st = setup(&kv, NULL, kind, dtype, n_layer, n_head_kv, head_dim, n_seq, n_ctx_max, quant);
+    if (st != LRUN_OK) return st;
+    /* a step grows the stores first (the old slots still held), then the
+     * slots (old and new held): the two transients do not overlap */
+    size_t store, grow, slots, old_slots, sum;
+    if (!store_at_max(&kv, &store, &grow) || !slots_at(&kv, n_ctx_max, &slots, &old_slots) ||
+        !lrun_size_add(store, old_slots, &sum) || !lrun_size_add(sum, grow > slots ? grow : slots, max_bytes))
+        return lrun_fail(LRUN_E_OOM, "KV cache: %lld sequences of %lld positions overflow size_t", (long long)n_seq,
+                         (long long)n_ctx_max);
+    /* init takes what static kinds preallocate: every block (static), the slots (offloaded_static) */
+    if (kind == LRUN_CACHE_KIND_STATIC) *init_bytes = store;
+    if (kind == LRUN_CACHE_KIND_OFFLOADED_STATIC) *init_bytes = slots;
+    return LRUN_OK;
 }
 
 void lrun_kv_cache_free(lrun_kv_cache *kv)
@@ -150,7 +226,9 @@ lrun_status lrun_kv_cache_step_begin(lrun_kv_cache *kv, const int64_t *seq_count
         const int64_t n_pos = kv->seqs[s].len + seq_count[s];
         lrun_status st = rec_reserve(kv, &kv->seqs[s], s, n_pos, NULL);
         if (st != LRUN_OK) return st;
-        slot += 2 * (size_t)pad_up(n_pos) * (size_t)kv->kv_dim * kv->elem_bytes;
+        size_t b = 0;
+        (void)slot_seq_bytes(kv, n_pos, &b); /* rec_reserve bounded n_pos by n_ctx_max */
+        slot += b;
     }
     return kv->stage ? lrun_oom_phase(lrun_kv_stage_reserve(kv->stage, slot), "cache") : LRUN_OK;
 }

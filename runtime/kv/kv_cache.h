@@ -114,6 +114,14 @@ lrun_status lrun_kv_cache_init(lrun_kv_cache *kv, lrun_device *device, lrun_cach
                                int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_seq,
                                int64_t n_ctx_max, const lrun_kv_quant_opts *quant);
 void lrun_kv_cache_free(lrun_kv_cache *kv);
+/* The device bytes a cache of this shape takes right after init
+ * (*init_bytes) and at its highest while every sequence grows to n_ctx_max
+ * (*max_bytes: the store when on the device, the slots, and what the last
+ * growth holds twice), from the sizes init and the growth use; allocates
+ * nothing (lrun_engine_size_placement). */
+lrun_status lrun_kv_cache_size(lrun_cache_kind kind, lrun_dtype dtype, int64_t n_layer, int64_t n_head_kv,
+                               int64_t head_dim, int64_t n_seq, int64_t n_ctx_max, const lrun_kv_quant_opts *quant,
+                               size_t *init_bytes, size_t *max_bytes);
 
 /* Makes room for n_pos positions in seq: new blocks, a private copy of a
  * shared block it will write into (quantized: a doubling of its codes). On

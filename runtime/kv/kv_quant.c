@@ -100,25 +100,49 @@ static char *ring_at(const lrun_kv_cache *kv, const lrun_kv_seq *rec, int64_t la
 
 // ---------------------------------------------------------------- memory
 
+int lrun_kv_quant_ring_bytes(const lrun_kv_cache *kv, size_t *out)
+{
+    return lrun_size_mul((size_t)kv->n_layer * 2 * (size_t)kv->q_residual, (size_t)kv->kv_dim * kv->elem_bytes, out);
+}
+
+int64_t lrun_kv_quant_code_cap(const lrun_kv_cache *kv, int64_t cap, int64_t n_pos, int64_t n_codes)
+{
+    const int64_t R = kv->q_residual;
+    /* positions that may have left the ring, or that a copy brings as codes */
+    const int64_t need = n_pos - R > n_codes ? n_pos - R : n_codes;
+    if (need <= cap) return cap;
+    cap = cap > 0 ? cap : MIN_CODE_CAP;
+    while (cap < need) cap *= 2;
+    return cap;
+}
+
+int64_t lrun_kv_quant_code_cap_before(const lrun_kv_cache *kv, int64_t cap)
+{
+    (void)kv;
+    return cap > MIN_CODE_CAP ? cap / 2 : 0;
+}
+
+int lrun_kv_quant_codes_bytes(const lrun_kv_cache *kv, int64_t cap, size_t *out)
+{
+    return lrun_size_mul((size_t)kv->n_layer * 2 * (size_t)cap, kv->q_pos_bytes, out);
+}
+
 lrun_status lrun_kv_quant_reserve(lrun_kv_cache *kv, lrun_kv_seq *rec, int64_t seq, int64_t n_pos, int64_t n_codes)
 {
     const int64_t R = kv->q_residual;
     void *ring = NULL;
     size_t ring_bytes = 0;
     if (!rec->ring && n_pos > 0) {
-        if (!lrun_size_mul((size_t)kv->n_layer * 2 * (size_t)R, (size_t)kv->kv_dim * kv->elem_bytes, &ring_bytes))
+        if (!lrun_kv_quant_ring_bytes(kv, &ring_bytes))
             return lrun_fail(LRUN_E_OOM, "quantized KV cache: ring of %lld positions overflows", (long long)R);
         lrun_status st = lrun_device_alloc(kv->device, ring_bytes, "quantized KV cache (recent positions)", &ring);
         if (st != LRUN_OK) return lrun_fail_context(st, "KV cache: sequence %lld", (long long)seq);
     }
-    /* positions that may have left the ring, or that a copy brings as codes */
-    const int64_t need = n_pos - R > n_codes ? n_pos - R : n_codes;
-    if (need > rec->cap) {
-        int64_t cap = rec->cap > 0 ? rec->cap : MIN_CODE_CAP;
-        while (cap < need) cap *= 2;
+    const int64_t cap = lrun_kv_quant_code_cap(kv, rec->cap, n_pos, n_codes);
+    if (cap > rec->cap) {
         size_t bytes;
         void *mem = NULL;
-        lrun_status st = lrun_size_mul((size_t)kv->n_layer * 2 * (size_t)cap, kv->q_pos_bytes, &bytes)
+        lrun_status st = lrun_kv_quant_codes_bytes(kv, cap, &bytes)
                              ? lrun_device_alloc(kv->device, bytes, "quantized KV cache (codes)", &mem)
                              : lrun_fail(LRUN_E_OOM, "quantized KV cache: %lld positions overflow", (long long)cap);
         if (st != LRUN_OK) {

@@ -25,6 +25,16 @@ lrun_status lrun_kv_quant_setup(lrun_kv_cache *kv, const lrun_kv_quant_opts *opt
  * doubling. On failure rec is unchanged. */
 lrun_status lrun_kv_quant_reserve(lrun_kv_cache *kv, lrun_kv_seq *rec, int64_t seq, int64_t n_pos, int64_t n_codes);
 void lrun_kv_quant_release(lrun_kv_cache *kv, lrun_kv_seq *rec);
+/* The sizes reserve takes, shared with lrun_kv_cache_size: the ring's bytes
+ * (0 on overflow); the code capacity a record of cap positions grows to for
+ * n_pos positions and n_codes copied (doubling from 32; cap when it is
+ * enough, so 0 while the ring holds every position); the bytes of codes for
+ * cap positions (0 on overflow). */
+int lrun_kv_quant_ring_bytes(const lrun_kv_cache *kv, size_t *out);
+int64_t lrun_kv_quant_code_cap(const lrun_kv_cache *kv, int64_t cap, int64_t n_pos, int64_t n_codes);
+int lrun_kv_quant_codes_bytes(const lrun_kv_cache *kv, int64_t cap, size_t *out);
+/* The capacity a record had before it doubled to cap (0: cap was its first). */
+int64_t lrun_kv_quant_code_cap_before(const lrun_kv_cache *kv, int64_t cap);
 /* dst (reserved for src->len) takes src's contents; returns the bytes copied. */
 size_t lrun_kv_quant_copy(const lrun_kv_cache *kv, lrun_kv_seq *dst, const lrun_kv_seq *src);
 

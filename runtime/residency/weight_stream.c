@@ -21,6 +21,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "model/model.h"
+#include "residency/placement.h"
 
 #define SLOT_ALIGN ((size_t)64)
 
@@ -85,7 +86,6 @@ static void layer_mats(const lrun_model *m, int64_t l, const struct lrun_tensor 
     out[LRUN_WS_DOWN] = L->w_down;
 }
 
-static int is_streamed(const struct lrun_tensor *t) { return t->tier != LRUN_TIER_DEVICE && !t->host_compute; }
 static int is_host_computed(const struct lrun_tensor *t) { return t->tier != LRUN_TIER_DEVICE && t->host_compute; }
 
 // ---------------------------------------------------------------- the copy thread
@@ -132,16 +132,16 @@ static void *copy_main(void *arg)
 
 // ---------------------------------------------------------------- init
 
-/* Lays out the streamed matrices of a unit; 0 when nothing is streamed. */
-size_t lrun_weight_stream_slot_align(void) { return SLOT_ALIGN; }
-
-static size_t plan_unit(struct unit *u, int64_t layer, const struct lrun_tensor *mats[LRUN_WS_N_MATS], int n)
+/* Lays out the streamed matrices of a unit (placement p, NULL: the tensors'
+ * own); 0 when nothing is streamed, SIZE_MAX on overflow. */
+static size_t plan_unit(struct unit *u, const lrun_placement *p, int64_t layer,
+                        const struct lrun_tensor *mats[LRUN_WS_N_MATS], int n)
 {
     memset(u, 0, sizeof *u);
     u->layer = layer;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        if (!mats[i] || !is_streamed(mats[i])) continue;
+        if (!mats[i] || !lrun_placement_streamed(p, mats[i])) continue;
         u->mats[i] = mats[i];
         u->offset[i] = off;
         size_t end;
@@ -154,12 +154,82 @@ static size_t plan_unit(struct unit *u, int64_t layer, const struct lrun_tensor 
     return off;
 }
 
-lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model, int prefetch_layers)
+/* What the slots must hold for a placement. */
+struct slot_layout {
+    size_t ring_bytes;      /* one ring slot: the largest block unit */
+    size_t head_bytes;      /* the head slot, 0 when the head is not streamed */
+    int64_t n_block_units;  /* blocks that stream anything */
+    int64_t n_units;        /* those and the head */
+    int64_t n_ring;         /* ring slots: k + 1, at most n_block_units */
+    size_t total;           /* n_ring x ring_bytes + head_bytes */
+};
+
+/* The units of model under placement p and the slots they need, for init
+ * (units and unit_of_layer: (n_layer + 1) records to fill) and for sizing
+ * (both NULL): one layout, so a size is what init then takes. */
+static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, int prefetch_layers,
+                                struct unit *units, int64_t *unit_of_layer, struct slot_layout *out)
 {
-    *out = NULL;
+    memset(out, 0, sizeof *out);
+    const int64_t n_layer = model->info.n_layer;
+    for (int64_t l = 0; l <= n_layer; l++) {
+        const struct lrun_tensor *mats[LRUN_WS_N_MATS] = {0};
+        int n = 1;
+        if (l < n_layer) {
+            layer_mats(model, l, mats);
+            n = LRUN_WS_N_MATS;
+        } else {
+            mats[0] = model->output;
+        }
+        struct unit scratch;
+        const size_t need = plan_unit(units ? &units[out->n_units] : &scratch, p, l, mats, n);
+        if (need == SIZE_MAX)
+            return lrun_fail(LRUN_E_OOM, "engine: the streamed weights of layer %lld overflow size_t", (long long)l);
+        if (need == 0) {
+            if (unit_of_layer) unit_of_layer[l] = -1;
+            continue;
+        }
+        if (unit_of_layer) unit_of_layer[l] = out->n_units;
+        out->n_units++;
+        if (l < n_layer) {
+            out->n_block_units++;
+            if (need > out->ring_bytes) out->ring_bytes = need;
+        } else {
+            out->head_bytes = need;
+        }
+    }
+    const int k = prefetch_layers ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU);
+    out->n_ring = out->n_block_units < k + 1 ? out->n_block_units : k + 1;
+    if (!lrun_size_mul(out->ring_bytes, (size_t)out->n_ring, &out->total) ||
+        !lrun_size_add(out->total, out->head_bytes, &out->total))
+        return lrun_fail(LRUN_E_OOM, "engine: weight stream slots overflow size_t");
+    return LRUN_OK;
+}
+
+static lrun_status check_prefetch(int prefetch_layers)
+{
     if (prefetch_layers < 0 || prefetch_layers > 64)
         return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d must be in [0, 64] (0 = the default, %d)",
                          prefetch_layers, lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU));
+    return LRUN_OK;
+}
+
+lrun_status lrun_weight_stream_size(const lrun_model *model, const lrun_placement *p, int prefetch_layers,
+                                    size_t *slot_bytes)
+{
+    *slot_bytes = 0;
+    lrun_status st = check_prefetch(prefetch_layers);
+    struct slot_layout L;
+    if (st == LRUN_OK) st = layout_slots(model, p, prefetch_layers, NULL, NULL, &L);
+    if (st == LRUN_OK) *slot_bytes = L.total;
+    return st;
+}
+
+lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model, int prefetch_layers)
+{
+    *out = NULL;
+    lrun_status st = check_prefetch(prefetch_layers);
+    if (st != LRUN_OK) return st;
     const int64_t n_layer = model->info.n_layer;
     lrun_weight_stream *ws = calloc(1, sizeof *ws);
     if (!ws) return lrun_fail_oom(sizeof *ws, 0, "engine: weight stream record");
@@ -176,34 +246,13 @@ lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model,
     }
 
     // ---- units and slot sizes
-    size_t ring_bytes = 0, head_bytes = 0;
-    int64_t n_block_units = 0;
-    for (int64_t l = 0; l <= n_layer; l++) {
-        const struct lrun_tensor *mats[LRUN_WS_N_MATS] = {0};
-        int n = 1;
-        if (l < n_layer) {
-            layer_mats(model, l, mats);
-            n = LRUN_WS_N_MATS;
-        } else {
-            mats[0] = model->output;
-        }
-        size_t need = plan_unit(&ws->units[ws->n_units], l, mats, n);
-        if (need == SIZE_MAX) {
-            lrun_weight_stream_free(ws);
-            return lrun_fail(LRUN_E_OOM, "engine: the streamed weights of layer %lld overflow size_t", (long long)l);
-        }
-        if (need == 0) {
-            ws->unit_of_layer[l] = -1;
-            continue;
-        }
-        ws->unit_of_layer[l] = ws->n_units++;
-        if (l < n_layer) {
-            n_block_units++;
-            if (need > ring_bytes) ring_bytes = need;
-        } else {
-            head_bytes = need;
-        }
+    struct slot_layout L;
+    st = layout_slots(model, NULL, prefetch_layers, ws->units, ws->unit_of_layer, &L);
+    if (st != LRUN_OK) {
+        lrun_weight_stream_free(ws);
+        return st;
     }
+    ws->n_units = L.n_units;
     if (ws->n_units == 0) {
         *out = ws; /* nothing to stream: host-compute counting only */
         return LRUN_OK;
@@ -211,12 +260,7 @@ lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model,
 
     // ---- slots: one allocation from the device budget
     const int k = prefetch_layers ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU);
-    ws->n_ring = n_block_units < k + 1 ? n_block_units : k + 1;
-    size_t total = 0;
-    if (!lrun_size_mul(ring_bytes, (size_t)ws->n_ring, &total) || !lrun_size_add(total, head_bytes, &total)) {
-        lrun_weight_stream_free(ws);
-        return lrun_fail(LRUN_E_OOM, "engine: weight stream slots overflow size_t");
-    }
+    ws->n_ring = L.n_ring;
     ws->ring = calloc(ws->n_ring ? (size_t)ws->n_ring : 1, sizeof *ws->ring);
     if (!ws->ring) {
         lrun_weight_stream_free(ws);
@@ -224,14 +268,14 @@ lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model,
     }
     char what[96];
     snprintf(what, sizeof what, "weight streaming slots (%lld x ring, k = %d, + head)", (long long)ws->n_ring, k);
-    lrun_status st = lrun_oom_phase(lrun_device_alloc(ws->device, total, what, &ws->memory), "weights");
+    st = lrun_oom_phase(lrun_device_alloc(ws->device, L.total, what, &ws->memory), "weights");
     if (st != LRUN_OK) {
         lrun_weight_stream_free(ws);
         return st;
     }
-    ws->memory_bytes = total;
-    for (int64_t i = 0; i < ws->n_ring; i++) ws->ring[i].base = (char *)ws->memory + (size_t)i * ring_bytes;
-    if (head_bytes) ws->head.base = (char *)ws->memory + (size_t)ws->n_ring * ring_bytes;
+    ws->memory_bytes = L.total;
+    for (int64_t i = 0; i < ws->n_ring; i++) ws->ring[i].base = (char *)ws->memory + (size_t)i * L.ring_bytes;
+    if (L.head_bytes) ws->head.base = (char *)ws->memory + (size_t)ws->n_ring * L.ring_bytes;
 
     if (pthread_create(&ws->thread, NULL, copy_main, ws) != 0) {
         lrun_weight_stream_free(ws);

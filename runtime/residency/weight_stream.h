@@ -37,6 +37,12 @@ typedef struct lrun_weight_stream lrun_weight_stream;
  * thread when anything is streamed. prefetch_layers 0 = the default
  * (lrun_engine_default_prefetch). */
 lrun_status lrun_weight_stream_init(lrun_weight_stream **out, lrun_model *model, int prefetch_layers);
+/* The device bytes init would take for the slots were the weights placed
+ * as p says (lrun_engine_size_placement), by init's own layout; allocates
+ * nothing. */
+struct lrun_placement;
+lrun_status lrun_weight_stream_size(const lrun_model *model, const struct lrun_placement *p, int prefetch_layers,
+                                    size_t *slot_bytes);
 void lrun_weight_stream_free(lrun_weight_stream *ws);
 
 /* The weights of block layer (n_layer: the LM head) for compute, waiting
@@ -49,9 +55,6 @@ void lrun_weight_stream_release(lrun_weight_stream *ws, int64_t layer);
 /* Passes layer's turn without computing it (the head of a chunk that wants
  * no logits): its copy, if streamed, is waited for and counted, then freed. */
 void lrun_weight_stream_skip(lrun_weight_stream *ws, int64_t layer);
-
-/* Streamed matrices start at multiples of this many bytes in their slot. */
-size_t lrun_weight_stream_slot_align(void);
 
 /* Counts n_rows embedding rows gathered from an off-device table. */
 void lrun_weight_stream_note_rows(lrun_weight_stream *ws, int64_t n_rows);

@@ -11,7 +11,7 @@
 -- Every configuration is placed the way users place a model: lrun.load's
 -- options (gpu_budget, policy, offload_tier, prefetch_layers, cpu_offload_gb,
 -- smart_offload), which plan under the budget with the engine's own sizes
--- (lrun_engine_estimate) and apply the plan (docs/residency.md):
+-- (lrun_engine_size_placement) and apply the plan (docs/residency.md):
 --   stream k=N          policy "layers" (llama.cpp's -ngl: the first blocks on
 --                       the device, as many as the budget holds), the rest in
 --                       pinned memory (offload_tier), streamed k ahead
