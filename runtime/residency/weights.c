@@ -48,7 +48,13 @@ static lrun_status cpu_skip(void *ctx, int64_t unit)
     return LRUN_OK;
 }
 
-static const lrun_weights_i cpu_iface = {cpu_begin, cpu_get, cpu_end, cpu_skip};
+static lrun_weight_ref cpu_peek(void *ctx, int64_t unit, lrun_arch_tensor id)
+{
+    const lrun_weights_cpu *c = ctx;
+    return (lrun_weight_ref){lrun_model_arch_tensor(c->model, unit < c->model->info.n_layer ? unit : -1, id), NULL, 0};
+}
+
+static const lrun_weights_i cpu_iface = {cpu_begin, cpu_get, cpu_end, cpu_skip, cpu_peek};
 
 lrun_weights lrun_weights_cpu_init(lrun_weights_cpu *src, lrun_weight_stream *ws, const lrun_model *model)
 {

@@ -14,7 +14,7 @@
  * end; units are met in the fixed cycle block 0 … n_layer-1, head, once per
  * chunk, and a chunk that computes no logits skips the head's turn. Each
  * backend makes its source from its own streaming code (lrun_weights_cpu
- * below; lrun_cuda_weights in cuda/). */
+ * below; lrun_cuda_weights_init in cuda/engine_cuda_weights.c). */
 #ifndef LRUN_WEIGHTS_H
 #define LRUN_WEIGHTS_H
 
@@ -38,6 +38,9 @@ typedef struct lrun_weights_i {
     lrun_status (*end)(void *ctx, int64_t unit);
     /* Passes the unit's turn without computing it (the head of a chunk that wants no logits). */
     lrun_status (*skip)(void *ctx, int64_t unit);
+    /* A weight of any unit as it will be computed (w, on_host), data NULL:
+     * for ops that prepare their output for the next op's weights. */
+    lrun_weight_ref (*peek)(void *ctx, int64_t unit, lrun_arch_tensor id);
 } lrun_weights_i;
 
 typedef struct lrun_weights {
@@ -52,6 +55,10 @@ static inline lrun_weight_ref lrun_weights_get(const lrun_weights *w, int64_t un
 }
 static inline lrun_status lrun_weights_end(const lrun_weights *w, int64_t unit) { return w->iface->end(w->ctx, unit); }
 static inline lrun_status lrun_weights_skip(const lrun_weights *w, int64_t unit) { return w->iface->skip(w->ctx, unit); }
+static inline lrun_weight_ref lrun_weights_peek(const lrun_weights *w, int64_t unit, lrun_arch_tensor id)
+{
+    return w->iface->peek(w->ctx, unit, id);
+}
 
 /* ---------------------------------------------------------------- the CPU's source */
 
