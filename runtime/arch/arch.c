@@ -19,6 +19,8 @@ const lrun_arch *lrun_arch_find(const char *name)
     return NULL;
 }
 
+const lrun_arch *lrun_arch_known(int i) { return i >= 0 && i < N_KNOWN ? known[i] : NULL; }
+
 const char *lrun_arch_known_names(void)
 {
     static char names[256];
@@ -84,6 +86,12 @@ static const struct {
     [LRUN_ARCH_OP_MATMUL_SWIGLU] = {"matmul_swiglu", 2, 2, 2, W_MATRICES},
 };
 
+static const char *dim_name(lrun_arch_dim d)
+{
+    static const char *const names[] = {"-", "n_embd", "q_dim", "kv_dim", "n_ff", "n_vocab", "n_rot/2"};
+    return d >= 0 && d < (int)(sizeof names / sizeof names[0]) ? names[d] : "?";
+}
+
 static int is_block_tensor(lrun_arch_tensor t) { return t >= 0 && t < LRUN_ARCH_TENSOR_BLOCK_COUNT; }
 
 /* Checks that weight t of op i exists in a with shape {d0, d1}. */
@@ -94,9 +102,9 @@ static lrun_status check_weight(const lrun_arch *a, int i, lrun_arch_tensor t, l
         return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s) uses tensor %d, not a block tensor of the description",
                          a->name, i, kinds[a->ops[i].kind].name, (int)t);
     if (d->ne[0] != d0 || d->ne[1] != d1)
-        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s): '%s' has shape dims {%d, %d}, the op's buffers need "
-                         "{%d, %d}", a->name, i, kinds[a->ops[i].kind].name, d->name, (int)d->ne[0], (int)d->ne[1],
-                         (int)d0, (int)d1);
+        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s): '%s' has shape {%s, %s}, the op's buffers need "
+                         "{%s, %s}", a->name, i, kinds[a->ops[i].kind].name, d->name, dim_name(d->ne[0]),
+                         dim_name(d->ne[1]), dim_name(d0), dim_name(d1));
     return LRUN_OK;
 }
 

@@ -170,6 +170,8 @@ extern const lrun_arch lrun_arch_llama;
 
 /* The description for general.architecture name, or NULL. */
 const lrun_arch *lrun_arch_find(const char *name);
+/* The i-th known architecture, NULL past the last. */
+const lrun_arch *lrun_arch_known(int i);
 /* "llama, …": the known names, for messages. */
 const char *lrun_arch_known_names(void);
 
