@@ -2,7 +2,8 @@
  *
  * One step takes tokens of many sequences; they are processed in chunks of
  * n_batch_max tokens, every matmul covering all tokens of the chunk at once
- * (m = n_tok). Per layer:
+ * (m = n_tok); forward_cpu.c runs a chunk through the architecture's op
+ * table (arch/arch.h). For llama, per layer:
  *
  *   xn = rms_norm(x) * attn_norm
  *   q, k, v = xn Wqᵀ, xn Wkᵀ, xn Wvᵀ          (+ biases when the file has them)
