@@ -21,20 +21,18 @@ const lrun_arch *lrun_arch_find(const char *name)
 
 const lrun_arch *lrun_arch_known(int i) { return i >= 0 && i < N_KNOWN ? known[i] : NULL; }
 
-const char *lrun_arch_known_names(void)
+const char *lrun_arch_known_names(char *buf, size_t cap)
 {
-    static char names[256];
-    if (!names[0]) {
-        size_t n = 0;
-        for (int i = 0; i < N_KNOWN && n < sizeof names; i++) {
-            const size_t len = strlen(known[i]->name);
-            if (n + len + 3 > sizeof names) break;
-            if (i) memcpy(names + n, ", ", 2), n += 2;
-            memcpy(names + n, known[i]->name, len + 1);
-            n += len;
-        }
+    size_t n = 0;
+    if (cap) buf[0] = '\0';
+    for (int i = 0; i < N_KNOWN; i++) {
+        const size_t len = strlen(known[i]->name);
+        if (n + len + 3 > cap) break;
+        if (i) memcpy(buf + n, ", ", 2), n += 2;
+        memcpy(buf + n, known[i]->name, len + 1);
+        n += len;
     }
-    return names;
+    return buf;
 }
 
 lrun_arch_dim lrun_arch_buf_dim(lrun_arch_buf buf)

@@ -172,8 +172,8 @@ extern const lrun_arch lrun_arch_llama;
 const lrun_arch *lrun_arch_find(const char *name);
 /* The i-th known architecture, NULL past the last. */
 const lrun_arch *lrun_arch_known(int i);
-/* "llama, …": the known names, for messages. */
-const char *lrun_arch_known_names(void);
+/* "llama, …": the known names, for messages, into buf (cap bytes); returns buf. */
+const char *lrun_arch_known_names(char *buf, size_t cap);
 
 /* The width of a buffer's rows. */
 lrun_arch_dim lrun_arch_buf_dim(lrun_arch_buf buf);

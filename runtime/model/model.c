@@ -172,9 +172,11 @@ static lrun_status read_hparams(lrun_model *m)
     if ((st = read_str(g, "general.architecture", arch, sizeof arch)) != LRUN_OK) return st;
     if (!arch[0]) return lrun_fail(LRUN_E_FORMAT, "missing key 'general.architecture'");
     m->arch = lrun_arch_find(arch);
-    if (!m->arch)
+    if (!m->arch) {
+        char known[256];
         return lrun_fail(LRUN_E_UNSUPPORTED, "architecture '%s' is not supported (known: %s)", arch,
-                         lrun_arch_known_names());
+                         lrun_arch_known_names(known, sizeof known));
+    }
     snprintf(in->arch, sizeof in->arch, "%s", m->arch->name);
 
     /* mixture of experts: no op of the vocabulary routes tokens yet */

@@ -39,7 +39,8 @@ static void test_llama_description(void)
     const lrun_arch *a = lrun_arch_find("llama");
     CHECK("llama is known", a == &lrun_arch_llama);
     CHECK("an unknown name finds nothing", lrun_arch_find("qwen9") == NULL && lrun_arch_find(NULL) == NULL);
-    CHECK("the known names list llama", strstr(lrun_arch_known_names(), "llama") != NULL);
+    char names[256];
+    CHECK("the known names list llama", strstr(lrun_arch_known_names(names, sizeof names), "llama") != NULL);
     const lrun_status st = lrun_arch_validate(a);
     if (st != LRUN_OK) printf("# %s\n", lrun_last_error());
     CHECK("llama's tables agree (shapes, every block tensor used once, hyper-parameters)", st == LRUN_OK);
