@@ -73,12 +73,18 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
     if (!exact_weight(m->output) || !exact_embedding(m->tok_embd)) return 0;
-    for (int64_t l = 0; l < in->n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct lrun_tensor *ws[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
-            if (!exact_weight(ws[i])) return 0;
-    }
+    /* every matrix of the architecture's matmul ops (a MATMUL_ADD's second weight is its bias) */
+    for (int64_t l = 0; l < in->n_layer; l++)
+        for (int i = 0; i < m->arch->n_ops; i++) {
+            const lrun_arch_op *op = &m->arch->ops[i];
+            const int n_mat = op->kind == LRUN_ARCH_OP_MATMUL || op->kind == LRUN_ARCH_OP_MATMUL_SWIGLU
+                                  ? lrun_arch_op_n_w(op)
+                                  : op->kind == LRUN_ARCH_OP_MATMUL_ADD;
+            for (int j = 0; j < n_mat; j++) {
+                const struct lrun_tensor *t = m->layers[l].t[op->w[j]];
+                if (!t || !exact_weight(t)) return 0;
+            }
+        }
     /* SwiGLU rows of whole groups of 8 (the CPU's expf tail is glibc's), the
      * norm's squares in one block's shared memory, the scores of the longest
      * context in shared memory */
