@@ -32,16 +32,20 @@ LIB_LDLIBS := $(LDLIBS) -lpcre2-8
 ifeq ($(CUDA),1)
 CFLAGS     += -DLRUN_WITH_CUDA -I$(CUDA_HOME)/include
 LIB_LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
-NVCCFLAGS  ?= -O3 -std=c++17 -Xcompiler -fPIC,-Wall,-Wextra -Iruntime -Ikernels -DLRUN_WITH_CUDA \
+NVCCFLAGS  ?= -O3 -std=c++17 -Xcompiler -fPIC,-Wall,-Wextra,-fvisibility=hidden -Iruntime -Ikernels -DLRUN_WITH_CUDA \
               -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
 CU_SRC     := $(wildcard kernels/*.cu)
 else
 CU_SRC     :=
 endif
 
-LIB_SRC  := $(wildcard runtime/*.c runtime/*/*.c)
+# runtime/cuda/ is the CUDA backend: compiled only with CUDA=1 (a CPU build has no CUDA code at all).
+LIB_SRC  := $(filter-out $(if $(filter 1,$(CUDA)),,runtime/cuda/%),$(wildcard runtime/*.c runtime/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
 LIB      := $(BUILD)/liblrun.so
+# The same objects as an archive: C tests that reach internals link it, since
+# the shared library exports only what lrun.h declares (-fvisibility=hidden, LRUN_API).
+LIB_A    := $(BUILD)/liblrun.a
 LAUNCHER := $(BUILD)/lrun
 CDEF     := $(BUILD)/lua/lrun/cdef.lua
 C_TESTS  := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
@@ -50,7 +54,7 @@ MODEL_DIR  := models
 MODEL      := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .PHONY: all model demo test test-gpu bench clean check-deps
-all: check-deps $(LIB) $(LAUNCHER) $(CDEF)
+all: check-deps $(LIB) $(LIB_A) $(LAUNCHER) $(CDEF)
 
 # Names the Debian package to install when a header is missing.
 check-deps:
@@ -70,8 +74,13 @@ $(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh) $(wildcard runtime/
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
+$(BUILD)/runtime/%.o: CFLAGS += -fvisibility=hidden
+
 $(LIB): $(LIB_OBJ)
 	$(CC) -shared -o $@ $^ $(LIB_LDLIBS)
+
+$(LIB_A): $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
 
 # The launcher embeds LuaJIT; readline is linked in so the REPL reaches it through ffi.C.
 $(LAUNCHER): $(BUILD)/app/launcher.o $(LIB)
@@ -84,9 +93,9 @@ $(CDEF): runtime/lrun.h
 	{ echo '-- generated from runtime/lrun.h by make; do not edit'; \
 	  echo 'return [==['; $(CC) -E -P -DLRUN_CDEF runtime/lrun.h; echo ']==]'; } > $@
 
-$(BUILD)/tests/%: tests/c/%.c $(LIB) $(wildcard tests/c/*.h)
+$(BUILD)/tests/%: tests/c/%.c $(LIB_A) $(wildcard tests/c/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/c -o $@ $< -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -llrun $(LDLIBS) -lcjson
+	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(LIB_A) $(LIB_LDLIBS) -lcjson
 
 model: $(MODEL)
 $(MODEL):
@@ -100,7 +109,7 @@ demo: all $(MODEL)
 	$(LAUNCHER) examples/generate.lua -m $(MODEL) --chat -n 96 --temp 0 -p "What is the capital of France? Answer in one sentence."
 
 test: all $(C_TESTS) $(MODEL)
-	@LRUN_MODEL=$(MODEL) tests/run.sh $(C_TESTS)
+	@LRUN_MODEL=$(MODEL) ABI_LIB=$(LIB) tests/run.sh tests/abi_check.sh $(C_TESTS)
 
 # The GPU machine has no network: the default-model checks run when the
 # model is already in models/ and are skipped otherwise (no download).

@@ -11,10 +11,22 @@
  *     lrun_last_error() names what went wrong and where;
  *   - int64_t for element counts and shapes, size_t for bytes;
  *   - output arguments come first after the object they act on;
- *   - objects are opaque handles with _init/_free (or _open/_close) pairs.
+ *   - objects are opaque handles with _init/_free (or _open/_close) pairs;
+ *   - every function is marked LRUN_API: the library is built with
+ *     -fvisibility=hidden, so what this header declares is exactly what
+ *     liblrun.so exports (tests/abi_check.sh keeps the two equal).
  */
 #ifndef LRUN_H
 #define LRUN_H
+
+/* The export mark; empty in the ffi.cdef text, which must stay plain C. */
+#if defined(LRUN_CDEF)
+#define LRUN_API
+#elif defined(__GNUC__)
+#define LRUN_API __attribute__((visibility("default")))
+#else
+#define LRUN_API
+#endif
 
 #ifndef LRUN_CDEF
 #include <stddef.h>
@@ -38,18 +50,18 @@ typedef enum lrun_status {
 } lrun_status;
 
 /* The message of the last failure on this thread: "what: where: why". */
-const char *lrun_last_error(void);
+LRUN_API const char *lrun_last_error(void);
 /* "ok", "oom", "format", "io", "arg", "unsupported", "device", "internal". */
-const char *lrun_status_name(lrun_status status);
+LRUN_API const char *lrun_status_name(lrun_status status);
 /* Details of the last LRUN_E_OOM on this thread (bytes), 0 when unknown. */
-size_t lrun_last_oom_requested(void);
-size_t lrun_last_oom_free(void);
+LRUN_API size_t lrun_last_oom_requested(void);
+LRUN_API size_t lrun_last_oom_free(void);
 /* What was being allocated at the last LRUN_E_OOM on this thread: "load"
  * (weights while a model loads), "weights" (a residency move, or the
  * slots streamed weights pass through), "scratch" (engine scratch and its
  * pinned staging), "cache" (KV cache storage or its device slots, at
  * engine init or while a step grows it), or "unknown". */
-const char *lrun_last_oom_phase(void);
+LRUN_API const char *lrun_last_oom_phase(void);
 
 /* ---------------------------------------------------------------- dtypes */
 
@@ -68,19 +80,19 @@ typedef enum lrun_dtype {
 } lrun_dtype;
 
 /* 1 if lrun can store weights of this type, else 0. */
-int lrun_dtype_is_supported(int type_id);
-const char *lrun_dtype_name(lrun_dtype dtype);
+LRUN_API int lrun_dtype_is_supported(int type_id);
+LRUN_API const char *lrun_dtype_name(lrun_dtype dtype);
 /* Parses "f32", "q4_0", "Q4_K" …; returns LRUN_E_ARG for an unknown name. */
-lrun_status lrun_dtype_from_name(const char *name, lrun_dtype *out);
-int64_t lrun_dtype_block_elems(lrun_dtype dtype); /* elements per block (1 for float types) */
-size_t lrun_dtype_block_bytes(lrun_dtype dtype);  /* bytes per block */
+LRUN_API lrun_status lrun_dtype_from_name(const char *name, lrun_dtype *out);
+LRUN_API int64_t lrun_dtype_block_elems(lrun_dtype dtype); /* elements per block (1 for float types) */
+LRUN_API size_t lrun_dtype_block_bytes(lrun_dtype dtype);  /* bytes per block */
 /* Bytes of a row of n elements; LRUN_E_ARG when n is not a multiple of the
  * block size, LRUN_E_FORMAT on overflow. */
-lrun_status lrun_dtype_row_bytes(lrun_dtype dtype, int64_t n, size_t *out);
+LRUN_API lrun_status lrun_dtype_row_bytes(lrun_dtype dtype, int64_t n, size_t *out);
 
 /* Conversions of whole rows, for tests, the REPL and the model generator. */
-lrun_status lrun_dtype_to_f32(lrun_dtype dtype, const void *src, float *dst, int64_t n);
-lrun_status lrun_dtype_from_f32(lrun_dtype dtype, const float *src, void *dst, int64_t n);
+LRUN_API lrun_status lrun_dtype_to_f32(lrun_dtype dtype, const void *src, float *dst, int64_t n);
+LRUN_API lrun_status lrun_dtype_from_f32(lrun_dtype dtype, const float *src, void *dst, int64_t n);
 
 /* ---------------------------------------------------------------- devices */
 
@@ -94,21 +106,21 @@ typedef enum lrun_device_kind {
 /* spec: "cpu", "cuda" or "cuda:N". budget_bytes caps what lrun allocates on
  * the device (0 = its whole free memory; on "cpu" 0 = unlimited).
  * LRUN_E_DEVICE with a clear message when CUDA is absent. */
-lrun_status lrun_device_open(lrun_device **out, const char *spec, size_t budget_bytes);
-void lrun_device_free(lrun_device *device);
-lrun_device_kind lrun_device_kind_of(const lrun_device *device);
-const char *lrun_device_name(const lrun_device *device);   /* "cpu", "cuda:0" */
-size_t lrun_device_capacity(const lrun_device *device);   /* bytes lrun may use */
-size_t lrun_device_used(const lrun_device *device);       /* bytes lrun holds now */
-size_t lrun_device_peak(const lrun_device *device);       /* high-water mark, bytes */
-void lrun_device_reset_peak(lrun_device *device);          /* the high-water mark restarts at used */
+LRUN_API lrun_status lrun_device_open(lrun_device **out, const char *spec, size_t budget_bytes);
+LRUN_API void lrun_device_free(lrun_device *device);
+LRUN_API lrun_device_kind lrun_device_kind_of(const lrun_device *device);
+LRUN_API const char *lrun_device_name(const lrun_device *device);   /* "cpu", "cuda:0" */
+LRUN_API size_t lrun_device_capacity(const lrun_device *device);   /* bytes lrun may use */
+LRUN_API size_t lrun_device_used(const lrun_device *device);       /* bytes lrun holds now */
+LRUN_API size_t lrun_device_peak(const lrun_device *device);       /* high-water mark, bytes */
+LRUN_API void lrun_device_reset_peak(lrun_device *device);          /* the high-water mark restarts at used */
 /* Physical memory of the device (RAM on cpu, GPU memory on cuda), bytes, for
  * display: an unbudgeted cpu's capacity is SIZE_MAX. */
-size_t lrun_device_total_memory(const lrun_device *device);
+LRUN_API size_t lrun_device_total_memory(const lrun_device *device);
 /* Number of CUDA devices visible (0 in a CPU-only build or without a GPU). */
-int lrun_cuda_device_count(void);
+LRUN_API int lrun_cuda_device_count(void);
 /* 1 when this library was built with CUDA. */
-int lrun_built_with_cuda(void);
+LRUN_API int lrun_built_with_cuda(void);
 
 /* ---------------------------------------------------------------- streams and events */
 
@@ -117,15 +129,15 @@ typedef struct lrun_event lrun_event;
 
 /* On cpu a stream runs work in the calling thread, in order; on cuda it is a
  * cudaStream_t. */
-lrun_status lrun_stream_init(lrun_stream **out, lrun_device *device);
-void lrun_stream_free(lrun_stream *stream);
-lrun_status lrun_stream_sync(lrun_stream *stream);
-lrun_status lrun_event_init(lrun_event **out, lrun_device *device);
-void lrun_event_free(lrun_event *event);
-lrun_status lrun_event_record(lrun_event *event, lrun_stream *stream);
+LRUN_API lrun_status lrun_stream_init(lrun_stream **out, lrun_device *device);
+LRUN_API void lrun_stream_free(lrun_stream *stream);
+LRUN_API lrun_status lrun_stream_sync(lrun_stream *stream);
+LRUN_API lrun_status lrun_event_init(lrun_event **out, lrun_device *device);
+LRUN_API void lrun_event_free(lrun_event *event);
+LRUN_API lrun_status lrun_event_record(lrun_event *event, lrun_stream *stream);
 /* Work queued on stream after this call waits for the event. */
-lrun_status lrun_stream_wait_event(lrun_stream *stream, lrun_event *event);
-lrun_status lrun_event_sync(lrun_event *event);
+LRUN_API lrun_status lrun_stream_wait_event(lrun_stream *stream, lrun_event *event);
+LRUN_API lrun_status lrun_event_sync(lrun_event *event);
 
 /* ---------------------------------------------------------------- tensors and residency */
 
@@ -138,8 +150,8 @@ typedef enum lrun_tier {
     LRUN_TIER_COUNT = 4
 } lrun_tier;
 
-const char *lrun_tier_name(lrun_tier tier); /* "device", "pinned", "host", "mmap" */
-lrun_status lrun_tier_from_name(const char *name, lrun_tier *out);
+LRUN_API const char *lrun_tier_name(lrun_tier tier); /* "device", "pinned", "host", "mmap" */
+LRUN_API lrun_status lrun_tier_from_name(const char *name, lrun_tier *out);
 
 /* Measures the copy rate of bytes from a buffer in from_tier to one in
  * to_tier through the runtime's own copy path (what residency moves and
@@ -150,7 +162,7 @@ lrun_status lrun_tier_from_name(const char *name, lrun_tier *out);
  * [4 KiB, 16 GiB]. Same-tier copies read and write every byte, so the read
  * rate of that memory is about twice the result. Not cached: callers keep
  * results (policies/smart.lua caches per process). */
-lrun_status lrun_device_measure_bandwidth(lrun_device *device, lrun_tier from_tier, lrun_tier to_tier,
+LRUN_API lrun_status lrun_device_measure_bandwidth(lrun_device *device, lrun_tier from_tier, lrun_tier to_tier,
                                           size_t bytes, double *bytes_per_s);
 
 /* What a tensor is for, as policies see it. */
@@ -173,7 +185,7 @@ typedef enum lrun_role {
     LRUN_ROLE_COUNT = 15
 } lrun_role;
 
-const char *lrun_role_name(lrun_role role); /* "embedding", "attn_q", … */
+LRUN_API const char *lrun_role_name(lrun_role role); /* "embedding", "attn_q", … */
 
 typedef struct lrun_tensor lrun_tensor;
 
@@ -181,38 +193,38 @@ typedef struct lrun_tensor lrun_tensor;
 
 /* A fresh tensor of zeros in tier, on device (device may be NULL for host tiers).
  * dims[0] is innermost (contiguous), as in GGUF. */
-lrun_status lrun_tensor_init(lrun_tensor **out, lrun_device *device, const char *name,
+LRUN_API lrun_status lrun_tensor_init(lrun_tensor **out, lrun_device *device, const char *name,
                              lrun_dtype dtype, int ndim, const int64_t *dims, lrun_tier tier);
-void lrun_tensor_free(lrun_tensor *tensor);
-const char *lrun_tensor_name(const lrun_tensor *tensor);
-lrun_dtype lrun_tensor_dtype(const lrun_tensor *tensor);
-int lrun_tensor_ndim(const lrun_tensor *tensor);
-int64_t lrun_tensor_dim(const lrun_tensor *tensor, int axis); /* 1 past ndim */
-int64_t lrun_tensor_nelements(const lrun_tensor *tensor);
-size_t lrun_tensor_bytes(const lrun_tensor *tensor);
-lrun_role lrun_tensor_role(const lrun_tensor *tensor);
-int lrun_tensor_layer(const lrun_tensor *tensor); /* block index, -1 outside blocks */
-lrun_tier lrun_tensor_tier(const lrun_tensor *tensor);
+LRUN_API void lrun_tensor_free(lrun_tensor *tensor);
+LRUN_API const char *lrun_tensor_name(const lrun_tensor *tensor);
+LRUN_API lrun_dtype lrun_tensor_dtype(const lrun_tensor *tensor);
+LRUN_API int lrun_tensor_ndim(const lrun_tensor *tensor);
+LRUN_API int64_t lrun_tensor_dim(const lrun_tensor *tensor, int axis); /* 1 past ndim */
+LRUN_API int64_t lrun_tensor_nelements(const lrun_tensor *tensor);
+LRUN_API size_t lrun_tensor_bytes(const lrun_tensor *tensor);
+LRUN_API lrun_role lrun_tensor_role(const lrun_tensor *tensor);
+LRUN_API int lrun_tensor_layer(const lrun_tensor *tensor); /* block index, -1 outside blocks */
+LRUN_API lrun_tier lrun_tensor_tier(const lrun_tensor *tensor);
 /* Host-addressable bytes, or NULL while the tensor lives on a CUDA device. */
-const void *lrun_tensor_host_data(const lrun_tensor *tensor);
+LRUN_API const void *lrun_tensor_host_data(const lrun_tensor *tensor);
 /* Copies elements [first, first+n) of the flattened tensor to dst as f32;
  * first and n must be whole blocks. Works in every tier. */
-lrun_status lrun_tensor_read_f32(const lrun_tensor *tensor, int64_t first, int64_t n, float *dst);
+LRUN_API lrun_status lrun_tensor_read_f32(const lrun_tensor *tensor, int64_t first, int64_t n, float *dst);
 /* Converts src to the tensor's dtype and writes it at [first, first+n). */
-lrun_status lrun_tensor_write_f32(lrun_tensor *tensor, int64_t first, int64_t n, const float *src);
+LRUN_API lrun_status lrun_tensor_write_f32(lrun_tensor *tensor, int64_t first, int64_t n, const float *src);
 
 /* Moves the tensor's bytes to another tier: allocate there, copy, release
  * the old copy (an mmap copy is simply dropped). LRUN_E_OOM leaves the
  * tensor where it was. Moving to LRUN_TIER_MMAP is allowed only for a
  * tensor that came from a model file. */
-lrun_status lrun_tensor_move(lrun_tensor *tensor, lrun_device *device, lrun_tier tier);
+LRUN_API lrun_status lrun_tensor_move(lrun_tensor *tensor, lrun_device *device, lrun_tier tier);
 
 /* Marks a weight whose home is off the device as "compute on host": an engine
  * made with LRUN_WEIGHT_MODE_AS_PLACED then runs its matmul on the CPU where
  * the bytes live (llama.cpp's partial offload) instead of streaming it into a
  * device slot. Ignored for DEVICE-tier tensors. */
-void lrun_tensor_set_host_compute(lrun_tensor *tensor, int on);
-int lrun_tensor_host_compute(const lrun_tensor *tensor);
+LRUN_API void lrun_tensor_set_host_compute(lrun_tensor *tensor, int on);
+LRUN_API int lrun_tensor_host_compute(const lrun_tensor *tensor);
 
 /* ---------------------------------------------------------------- GGUF files */
 
@@ -236,41 +248,41 @@ typedef enum lrun_gguf_type {
     LRUN_GGUF_TYPE_F64 = 12
 } lrun_gguf_type;
 
-lrun_status lrun_gguf_open(lrun_gguf **out, const char *path);
-void lrun_gguf_close(lrun_gguf *gguf);
-uint32_t lrun_gguf_version(const lrun_gguf *gguf);
-size_t lrun_gguf_file_bytes(const lrun_gguf *gguf);
-size_t lrun_gguf_alignment(const lrun_gguf *gguf);
-size_t lrun_gguf_data_offset(const lrun_gguf *gguf); /* start of tensor data, bytes */
+LRUN_API lrun_status lrun_gguf_open(lrun_gguf **out, const char *path);
+LRUN_API void lrun_gguf_close(lrun_gguf *gguf);
+LRUN_API uint32_t lrun_gguf_version(const lrun_gguf *gguf);
+LRUN_API size_t lrun_gguf_file_bytes(const lrun_gguf *gguf);
+LRUN_API size_t lrun_gguf_alignment(const lrun_gguf *gguf);
+LRUN_API size_t lrun_gguf_data_offset(const lrun_gguf *gguf); /* start of tensor data, bytes */
 
 /* Key/value metadata. find returns the index or -1. */
-int64_t lrun_gguf_kv_count(const lrun_gguf *gguf);
-int64_t lrun_gguf_find_key(const lrun_gguf *gguf, const char *key);
-const char *lrun_gguf_key(const lrun_gguf *gguf, int64_t kv);
-lrun_gguf_type lrun_gguf_kv_type(const lrun_gguf *gguf, int64_t kv);
+LRUN_API int64_t lrun_gguf_kv_count(const lrun_gguf *gguf);
+LRUN_API int64_t lrun_gguf_find_key(const lrun_gguf *gguf, const char *key);
+LRUN_API const char *lrun_gguf_key(const lrun_gguf *gguf, int64_t kv);
+LRUN_API lrun_gguf_type lrun_gguf_kv_type(const lrun_gguf *gguf, int64_t kv);
 /* Typed reads: LRUN_E_ARG when the stored type does not convert
  * (integers convert among themselves when the value fits; f32/f64 to double). */
-lrun_status lrun_gguf_get_i64(const lrun_gguf *gguf, int64_t kv, int64_t *out);
-lrun_status lrun_gguf_get_f64(const lrun_gguf *gguf, int64_t kv, double *out);
-lrun_status lrun_gguf_get_bool(const lrun_gguf *gguf, int64_t kv, int *out);
+LRUN_API lrun_status lrun_gguf_get_i64(const lrun_gguf *gguf, int64_t kv, int64_t *out);
+LRUN_API lrun_status lrun_gguf_get_f64(const lrun_gguf *gguf, int64_t kv, double *out);
+LRUN_API lrun_status lrun_gguf_get_bool(const lrun_gguf *gguf, int64_t kv, int *out);
 /* The string's bytes (not NUL-terminated in the file: *len gives the length). */
-lrun_status lrun_gguf_get_str(const lrun_gguf *gguf, int64_t kv, const char **str, size_t *len);
+LRUN_API lrun_status lrun_gguf_get_str(const lrun_gguf *gguf, int64_t kv, const char **str, size_t *len);
 /* Arrays: element type and count, then typed element reads. */
-lrun_status lrun_gguf_get_arr(const lrun_gguf *gguf, int64_t kv, lrun_gguf_type *elem_type, int64_t *count);
-lrun_status lrun_gguf_get_arr_i64(const lrun_gguf *gguf, int64_t kv, int64_t i, int64_t *out);
-lrun_status lrun_gguf_get_arr_f64(const lrun_gguf *gguf, int64_t kv, int64_t i, double *out);
-lrun_status lrun_gguf_get_arr_str(const lrun_gguf *gguf, int64_t kv, int64_t i, const char **str, size_t *len);
+LRUN_API lrun_status lrun_gguf_get_arr(const lrun_gguf *gguf, int64_t kv, lrun_gguf_type *elem_type, int64_t *count);
+LRUN_API lrun_status lrun_gguf_get_arr_i64(const lrun_gguf *gguf, int64_t kv, int64_t i, int64_t *out);
+LRUN_API lrun_status lrun_gguf_get_arr_f64(const lrun_gguf *gguf, int64_t kv, int64_t i, double *out);
+LRUN_API lrun_status lrun_gguf_get_arr_str(const lrun_gguf *gguf, int64_t kv, int64_t i, const char **str, size_t *len);
 
 /* Tensor infos. find returns the index or -1. */
-int64_t lrun_gguf_tensor_count(const lrun_gguf *gguf);
-int64_t lrun_gguf_find_tensor(const lrun_gguf *gguf, const char *name);
-const char *lrun_gguf_tensor_name(const lrun_gguf *gguf, int64_t t);
-lrun_dtype lrun_gguf_tensor_dtype(const lrun_gguf *gguf, int64_t t);
-int lrun_gguf_tensor_ndim(const lrun_gguf *gguf, int64_t t);
-int64_t lrun_gguf_tensor_dim(const lrun_gguf *gguf, int64_t t, int axis); /* ne[axis], 1 past ndim */
-size_t lrun_gguf_tensor_bytes(const lrun_gguf *gguf, int64_t t);
-size_t lrun_gguf_tensor_offset(const lrun_gguf *gguf, int64_t t); /* from the data start */
-const void *lrun_gguf_tensor_data(const lrun_gguf *gguf, int64_t t); /* into the mapping */
+LRUN_API int64_t lrun_gguf_tensor_count(const lrun_gguf *gguf);
+LRUN_API int64_t lrun_gguf_find_tensor(const lrun_gguf *gguf, const char *name);
+LRUN_API const char *lrun_gguf_tensor_name(const lrun_gguf *gguf, int64_t t);
+LRUN_API lrun_dtype lrun_gguf_tensor_dtype(const lrun_gguf *gguf, int64_t t);
+LRUN_API int lrun_gguf_tensor_ndim(const lrun_gguf *gguf, int64_t t);
+LRUN_API int64_t lrun_gguf_tensor_dim(const lrun_gguf *gguf, int64_t t, int axis); /* ne[axis], 1 past ndim */
+LRUN_API size_t lrun_gguf_tensor_bytes(const lrun_gguf *gguf, int64_t t);
+LRUN_API size_t lrun_gguf_tensor_offset(const lrun_gguf *gguf, int64_t t); /* from the data start */
+LRUN_API const void *lrun_gguf_tensor_data(const lrun_gguf *gguf, int64_t t); /* into the mapping */
 
 /* ---------------------------------------------------------------- GGUF writer */
 
@@ -279,32 +291,32 @@ const void *lrun_gguf_tensor_data(const lrun_gguf *gguf, int64_t t); /* into the
  * generator and by tests that craft files. */
 typedef struct lrun_gguf_writer lrun_gguf_writer;
 
-lrun_status lrun_gguf_writer_open(lrun_gguf_writer **out, const char *path);
+LRUN_API lrun_status lrun_gguf_writer_open(lrun_gguf_writer **out, const char *path);
 /* Closes the file; on a writer that did not finish, the partial file is removed. */
-void lrun_gguf_writer_free(lrun_gguf_writer *writer);
-lrun_status lrun_gguf_writer_set_u32(lrun_gguf_writer *writer, const char *key, uint32_t value);
-lrun_status lrun_gguf_writer_set_i32(lrun_gguf_writer *writer, const char *key, int32_t value);
-lrun_status lrun_gguf_writer_set_u64(lrun_gguf_writer *writer, const char *key, uint64_t value);
-lrun_status lrun_gguf_writer_set_f32(lrun_gguf_writer *writer, const char *key, float value);
-lrun_status lrun_gguf_writer_set_bool(lrun_gguf_writer *writer, const char *key, int value);
-lrun_status lrun_gguf_writer_set_str(lrun_gguf_writer *writer, const char *key, const char *value);
-lrun_status lrun_gguf_writer_set_arr_str(lrun_gguf_writer *writer, const char *key, const char *const *values, int64_t count);
-lrun_status lrun_gguf_writer_set_arr_f32(lrun_gguf_writer *writer, const char *key, const float *values, int64_t count);
-lrun_status lrun_gguf_writer_set_arr_i32(lrun_gguf_writer *writer, const char *key, const int32_t *values, int64_t count);
+LRUN_API void lrun_gguf_writer_free(lrun_gguf_writer *writer);
+LRUN_API lrun_status lrun_gguf_writer_set_u32(lrun_gguf_writer *writer, const char *key, uint32_t value);
+LRUN_API lrun_status lrun_gguf_writer_set_i32(lrun_gguf_writer *writer, const char *key, int32_t value);
+LRUN_API lrun_status lrun_gguf_writer_set_u64(lrun_gguf_writer *writer, const char *key, uint64_t value);
+LRUN_API lrun_status lrun_gguf_writer_set_f32(lrun_gguf_writer *writer, const char *key, float value);
+LRUN_API lrun_status lrun_gguf_writer_set_bool(lrun_gguf_writer *writer, const char *key, int value);
+LRUN_API lrun_status lrun_gguf_writer_set_str(lrun_gguf_writer *writer, const char *key, const char *value);
+LRUN_API lrun_status lrun_gguf_writer_set_arr_str(lrun_gguf_writer *writer, const char *key, const char *const *values, int64_t count);
+LRUN_API lrun_status lrun_gguf_writer_set_arr_f32(lrun_gguf_writer *writer, const char *key, const float *values, int64_t count);
+LRUN_API lrun_status lrun_gguf_writer_set_arr_i32(lrun_gguf_writer *writer, const char *key, const int32_t *values, int64_t count);
 /* Declares a tensor; all declarations come before the first write_tensor_data. */
-lrun_status lrun_gguf_writer_add_tensor(lrun_gguf_writer *writer, const char *name, lrun_dtype dtype,
+LRUN_API lrun_status lrun_gguf_writer_add_tensor(lrun_gguf_writer *writer, const char *name, lrun_dtype dtype,
                                         int ndim, const int64_t *dims);
 /* Appends the next declared tensor's bytes; may be called several times per
  * tensor (in order) until its size is reached. */
-lrun_status lrun_gguf_writer_write_data(lrun_gguf_writer *writer, const void *bytes, size_t n);
+LRUN_API lrun_status lrun_gguf_writer_write_data(lrun_gguf_writer *writer, const void *bytes, size_t n);
 /* Checks that every tensor was written in full, flushes and closes. */
-lrun_status lrun_gguf_writer_finish(lrun_gguf_writer *writer);
+LRUN_API lrun_status lrun_gguf_writer_finish(lrun_gguf_writer *writer);
 
 /* Fills dst with n pseudo-random elements of dtype, values ~ U(-scale, scale)
  * before quantization, from a counter-based generator: the same (seed, first)
  * always gives the same bytes, so writers can split a tensor over threads.
  * first and n must be whole blocks. */
-lrun_status lrun_random_fill(lrun_dtype dtype, void *dst, int64_t first, int64_t n, float scale, uint64_t seed);
+LRUN_API lrun_status lrun_random_fill(lrun_dtype dtype, void *dst, int64_t first, int64_t n, float scale, uint64_t seed);
 
 /* ---------------------------------------------------------------- model generator */
 
@@ -333,7 +345,7 @@ typedef struct lrun_model_gen_spec {
  * U(-1/sqrt(fan_in), 1/sqrt(fan_in)). LRUN_E_ARG names the field of a bad
  * spec (or the tensor whose row is not whole blocks of its dtype); on any
  * failure no file is left behind. */
-lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec);
+LRUN_API lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec);
 
 /* ---------------------------------------------------------------- tokenizer */
 
@@ -351,31 +363,31 @@ typedef enum lrun_token_type {
 
 /* Builds the tokenizer named by tokenizer.ggml.model ("gpt2" byte-level BPE
  * with the pre-tokenizer of tokenizer.ggml.pre, or "llama" SentencePiece BPE). */
-lrun_status lrun_tokenizer_init_gguf(lrun_tokenizer **out, const lrun_gguf *gguf);
-void lrun_tokenizer_free(lrun_tokenizer *tokenizer);
-int64_t lrun_tokenizer_vocab_size(const lrun_tokenizer *tokenizer);
-int32_t lrun_tokenizer_bos(const lrun_tokenizer *tokenizer); /* -1 when none */
-int32_t lrun_tokenizer_eos(const lrun_tokenizer *tokenizer); /* -1 when none */
+LRUN_API lrun_status lrun_tokenizer_init_gguf(lrun_tokenizer **out, const lrun_gguf *gguf);
+LRUN_API void lrun_tokenizer_free(lrun_tokenizer *tokenizer);
+LRUN_API int64_t lrun_tokenizer_vocab_size(const lrun_tokenizer *tokenizer);
+LRUN_API int32_t lrun_tokenizer_bos(const lrun_tokenizer *tokenizer); /* -1 when none */
+LRUN_API int32_t lrun_tokenizer_eos(const lrun_tokenizer *tokenizer); /* -1 when none */
 /* Extra end-of-generation ids (eot, eom, <|im_end|> …), as llama.cpp finds them. */
-int64_t lrun_tokenizer_eog_count(const lrun_tokenizer *tokenizer);
-int32_t lrun_tokenizer_eog(const lrun_tokenizer *tokenizer, int64_t i);
-int lrun_tokenizer_add_bos(const lrun_tokenizer *tokenizer); /* the file's add_bos_token */
-lrun_token_type lrun_tokenizer_token_type(const lrun_tokenizer *tokenizer, int32_t id);
+LRUN_API int64_t lrun_tokenizer_eog_count(const lrun_tokenizer *tokenizer);
+LRUN_API int32_t lrun_tokenizer_eog(const lrun_tokenizer *tokenizer, int64_t i);
+LRUN_API int lrun_tokenizer_add_bos(const lrun_tokenizer *tokenizer); /* the file's add_bos_token */
+LRUN_API lrun_token_type lrun_tokenizer_token_type(const lrun_tokenizer *tokenizer, int32_t id);
 /* The vocabulary entry as stored (e.g. "Ġthe"); NULL for an id out of range. */
-const char *lrun_tokenizer_token_text(const lrun_tokenizer *tokenizer, int32_t id);
+LRUN_API const char *lrun_tokenizer_token_text(const lrun_tokenizer *tokenizer, int32_t id);
 /* Id of an exact vocabulary entry, or -1. */
-int32_t lrun_tokenizer_find(const lrun_tokenizer *tokenizer, const char *text, size_t len);
+LRUN_API int32_t lrun_tokenizer_find(const lrun_tokenizer *tokenizer, const char *text, size_t len);
 
 /* Encodes len bytes of text. add_special: prepend BOS when the model asks
  * for it. parse_special: match control/user-defined token texts ("<|im_end|>")
  * as single tokens. Writes at most cap ids; *n_out is the full count, so a
  * caller whose cap was too small can retry with a larger buffer. */
-lrun_status lrun_tokenizer_encode(const lrun_tokenizer *tokenizer, const char *text, size_t len,
+LRUN_API lrun_status lrun_tokenizer_encode(const lrun_tokenizer *tokenizer, const char *text, size_t len,
                                   int add_special, int parse_special,
                                   int32_t *ids, int64_t cap, int64_t *n_out);
 /* The bytes a token stands for (byte-level decoded; may be part of a UTF-8
  * character). Control tokens give their text when render_special, else "". */
-lrun_status lrun_tokenizer_decode_token(const lrun_tokenizer *tokenizer, int32_t id, int render_special,
+LRUN_API lrun_status lrun_tokenizer_decode_token(const lrun_tokenizer *tokenizer, int32_t id, int render_special,
                                         char *buf, size_t cap, size_t *n_out);
 
 /* ---------------------------------------------------------------- models */
@@ -414,17 +426,17 @@ typedef struct lrun_load_opts {
     int rope_style;          /* -1: from the file; else an lrun_rope_style to force */
 } lrun_load_opts;
 
-lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_opts *opts);
-void lrun_model_free(lrun_model *model);
-const lrun_model_info *lrun_model_get_info(const lrun_model *model);
-lrun_device *lrun_model_device(lrun_model *model);
-const lrun_tokenizer *lrun_model_tokenizer(const lrun_model *model);
-const lrun_gguf *lrun_model_gguf(const lrun_model *model);
-int64_t lrun_model_tensor_count(const lrun_model *model);
-lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i);
-lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name); /* NULL when absent */
+LRUN_API lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_opts *opts);
+LRUN_API void lrun_model_free(lrun_model *model);
+LRUN_API const lrun_model_info *lrun_model_get_info(const lrun_model *model);
+LRUN_API lrun_device *lrun_model_device(lrun_model *model);
+LRUN_API const lrun_tokenizer *lrun_model_tokenizer(const lrun_model *model);
+LRUN_API const lrun_gguf *lrun_model_gguf(const lrun_model *model);
+LRUN_API int64_t lrun_model_tensor_count(const lrun_model *model);
+LRUN_API lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i);
+LRUN_API lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name); /* NULL when absent */
 /* Bytes of weights in each tier right now. */
-size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier);
+LRUN_API size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier);
 
 /* ---------------------------------------------------------------- engine */
 
@@ -447,8 +459,8 @@ typedef enum lrun_cache_kind {
 
 /* "dynamic", "static", "offloaded", "offloaded_static", "quantized"; LRUN_E_ARG
  * listing them for any other name. */
-lrun_status lrun_cache_kind_from_name(const char *name, lrun_cache_kind *out);
-const char *lrun_cache_kind_name(lrun_cache_kind kind);
+LRUN_API lrun_status lrun_cache_kind_from_name(const char *name, lrun_cache_kind *out);
+LRUN_API const char *lrun_cache_kind_name(lrun_cache_kind kind);
 
 /* Element type of the KV cache. A type of its own rather than lrun_dtype,
  * whose 0 is f32: here 0 must mean the default. */
@@ -548,14 +560,14 @@ typedef struct lrun_engine_needs {
 } lrun_engine_needs;
 
 /* Fills out for model on its device; LRUN_E_ARG for options init would refuse. */
-lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts);
+LRUN_API lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts);
 /* k that prefetch_layers = 0 means on a device of this kind: the one place both engines take it from. */
-int lrun_engine_default_prefetch(lrun_device_kind kind);
+LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
 /* How fast host compute reads weights: bytes of a zeroed weight of dtype
  * (rows of 4096 elements) over the seconds of one-row lrun_cpu_matmul on
  * the model's threads; one warm-up, then the best of three. bytes in
  * [1 MiB, 4 GiB], taken from host memory for the call. */
-lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
+LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                            double *bytes_per_s);
 
 /* What an engine has done since it was made (or last reset): residency
@@ -578,21 +590,30 @@ typedef struct lrun_engine_stats {
     size_t kv_bytes;             /* device bytes of the KV cache now (an offloaded store is not) */
     size_t scratch_bytes;        /* device bytes of the step scratch (the exact path's block included) */
     uint64_t kv_bytes_copied;    /* KV cache bytes copied by seq_copy, seq_reorder and copy on write */
+    lrun_kv_dtype kv_dtype;      /* the cache's element type: LRUN_KV_DTYPE_F16 or _F32 (never DEFAULT) */
+    int prefetch_layers;         /* k: streamed units issued ahead of the one computing (0: nothing streams) */
+    /* The CUDA backend's own; 0 on backends without them (the CPU). */
+    int64_t graph_captures;      /* decode shapes captured into a CUDA graph */
+    int64_t graph_launches;      /* forward chunks run by replaying a graph */
+    int graphs_enabled;          /* 1: decode steps may run as graphs (a STATIC cache, LRUN_CUDA_GRAPHS not 0,
+                                  * no capture failed, nothing streamed) */
+    int pdl_enabled;             /* 1: kernels start while their predecessor drains (sm_90+, LRUN_CUDA_PDL not 0) */
+    int exact;                   /* 1: the exact path, bit-identical to the CPU engine (LRUN_NUMERICS_EXACT) */
 } lrun_engine_stats;
 
-lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);
-void lrun_engine_free(lrun_engine *engine);
-int64_t lrun_engine_n_seq_max(const lrun_engine *engine);
-int64_t lrun_engine_n_ctx_max(const lrun_engine *engine);
+LRUN_API lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);
+LRUN_API void lrun_engine_free(lrun_engine *engine);
+LRUN_API int64_t lrun_engine_n_seq_max(const lrun_engine *engine);
+LRUN_API int64_t lrun_engine_n_ctx_max(const lrun_engine *engine);
 /* Positions stored for a sequence (its next token goes at this position). */
-int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq);
+LRUN_API int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq);
 /* Forgets the sequence's cache from position len onward (0 = all of it). */
-lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len);
+LRUN_API lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len);
 /* Makes dst's cache a copy of src's (for forks and beams). On the CPU
  * engine the exact caches share src's blocks of 64 positions: no bytes
  * move, and a sequence writing into a shared, partly filled block copies
  * that block first (docs/kv-cache.md). */
-lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src);
+LRUN_API lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src);
 /* Beam reordering in one call: sequences [0, n) become what sequences
  * src_of_dst[0..n) were (sources may repeat and may lie past n). Exact
  * caches swap block tables (no bytes move; the next step copies at most one
@@ -601,14 +622,14 @@ lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src);
  * stats counts what was copied. The CUDA engine remaps each sequence's
  * physical row (no bytes move) and copies only repeated sources or sources
  * past n, one sequence of every layer each. */
-lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n);
+LRUN_API lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n);
 
 /* Appends n_pos positions of pseudo-random keys and values in [-1, 1) (a
  * function of seed) to seq in every layer, as if a prompt had been run,
  * without computing one: decode benchmarks at long contexts, whose speed
  * depends on the length and not on the values (tests/bench/kv_bench.lua).
- * CUDA engine only (LRUN_E_UNSUPPORTED on the CPU). */
-lrun_status lrun_engine_seq_fill_random(lrun_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed);
+ * CUDA engine only (LRUN_E_UNSUPPORTED on a backend without it, the CPU's). */
+LRUN_API lrun_status lrun_engine_seq_fill_random(lrun_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed);
 
 /* One forward step over n_tokens tokens. Token i belongs to sequence seq[i]
  * and goes at that sequence's next position; a sequence's tokens appear in
@@ -616,20 +637,20 @@ lrun_status lrun_engine_seq_fill_random(lrun_engine *engine, int64_t seq, int64_
  * last token of each sequence in this step), one row of n_vocab logits is
  * written to logits, in token order: logits is (n_out, n_vocab) and *n_out
  * says how many rows were written. On any failure no sequence is changed. */
-lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
+LRUN_API lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
                              const int32_t *seq, const int8_t *want_logits,
                              float *logits, int64_t logits_rows_cap, int64_t *n_out);
 
-void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out);
-void lrun_engine_reset_stats(lrun_engine *engine);
+LRUN_API void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out);
+LRUN_API void lrun_engine_reset_stats(lrun_engine *engine);
 
 /* ---------------------------------------------------------------- sampling */
 
 /* A seeded random generator (xoshiro256**): the same seed, the same draws. */
 typedef struct lrun_rng lrun_rng;
-lrun_status lrun_rng_init(lrun_rng **out, uint64_t seed);
-void lrun_rng_free(lrun_rng *rng);
-double lrun_rng_uniform(lrun_rng *rng); /* [0, 1) */
+LRUN_API lrun_status lrun_rng_init(lrun_rng **out, uint64_t seed);
+LRUN_API void lrun_rng_free(lrun_rng *rng);
+LRUN_API double lrun_rng_uniform(lrun_rng *rng); /* [0, 1) */
 
 /* HF GenerationConfig semantics; the defaults are HF's. */
 typedef struct lrun_sampling_params {
@@ -642,20 +663,20 @@ typedef struct lrun_sampling_params {
 } lrun_sampling_params;
 
 /* Index of the largest logit (the first of equals). */
-int32_t lrun_logits_argmax(const float *logits, int64_t n_vocab);
+LRUN_API int32_t lrun_logits_argmax(const float *logits, int64_t n_vocab);
 /* For each distinct id in history: a logit < 0 is multiplied by penalty, else divided. */
-lrun_status lrun_logits_repetition_penalty(float *logits, int64_t n_vocab, const int32_t *history,
+LRUN_API lrun_status lrun_logits_repetition_penalty(float *logits, int64_t n_vocab, const int32_t *history,
                                            int64_t n_history, float penalty);
 /* Applies repetition penalty, then temperature, top-k, top-p, min-p (HF order),
  * then draws one token (or takes the argmax when !do_sample). logits is
  * modified. work must hold n_vocab floats and n_vocab int32 (see
  * lrun_sample_work_bytes). */
-size_t lrun_sample_work_bytes(int64_t n_vocab);
-lrun_status lrun_sample(float *logits, int64_t n_vocab, const lrun_sampling_params *params,
+LRUN_API size_t lrun_sample_work_bytes(int64_t n_vocab);
+LRUN_API lrun_status lrun_sample(float *logits, int64_t n_vocab, const lrun_sampling_params *params,
                         const int32_t *history, int64_t n_history, lrun_rng *rng, void *work,
                         int32_t *out_token);
 /* log-softmax in place; used by beams and by tests comparing distributions. */
-void lrun_logits_log_softmax(float *logits, int64_t n_vocab);
+LRUN_API void lrun_logits_log_softmax(float *logits, int64_t n_vocab);
 
 #ifndef LRUN_CDEF
 #ifdef __cplusplus

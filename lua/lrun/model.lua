@@ -447,7 +447,8 @@ end
 
 --- What the engine has done since it was made or since stats(true):
 -- bytes streamed, copy and stall seconds, prefetch hits and misses,
--- host-compute bytes, device bytes of weights, slots, KV cache, scratch.
+-- host-compute bytes, device bytes of weights, slots, KV cache, scratch;
+-- the KV dtype and prefetch depth; on CUDA, graphs, PDL and the exact path.
 -- @tparam[opt] boolean reset clear the counters after reading them
 -- @treturn table (numbers; prints as a summary) or nil, err when no engine can be made
 function Model:stats(reset)
@@ -464,6 +465,12 @@ function Model:stats(reset)
     prefetch_misses = tonumber(s.prefetch_misses), host_compute_bytes = tonumber(s.host_compute_bytes),
     weight_device_bytes = tonumber(s.weight_device_bytes), slot_bytes = tonumber(s.slot_bytes),
     kv_bytes = tonumber(s.kv_bytes), scratch_bytes = tonumber(s.scratch_bytes),
+    kv_bytes_copied = tonumber(s.kv_bytes_copied),
+    kv_dtype = s.kv_dtype == C.LRUN_KV_DTYPE_F32 and "f32" or "f16",
+    prefetch_layers = s.prefetch_layers,
+    -- the CUDA backend's own (0 / false on the CPU)
+    graph_captures = tonumber(s.graph_captures), graph_launches = tonumber(s.graph_launches),
+    graphs_enabled = s.graphs_enabled ~= 0, pdl_enabled = s.pdl_enabled ~= 0, exact = s.exact ~= 0,
   }, { __tostring = require("lrun.pretty").stats })
 end
 

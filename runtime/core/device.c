@@ -1,13 +1,12 @@
 /* device.c — opening a compute device, its byte budget, and the allocation
  * and copy entry points of every tier.
  *
- * On cpu, device memory is 64-byte aligned host memory counted against the
- * budget, so placement, OOM and fallbacks behave on a laptop as on a GPU.
- * On cuda, it comes from the backend's pool (cuda_backend.c). */
+ * The budget is kept here for every kind of device; the bytes come from the
+ * device's table (device.h): on cpu 64-byte aligned host memory
+ * (device_cpu.c), on cuda the pool of cuda/cuda_backend.c. */
 #include "core/device.h"
 
 #include "core/checked.h"
-#include "cuda/cuda_backend.h"
 #include "core/error.h"
 
 #include <errno.h>
@@ -65,20 +64,21 @@ lrun_status lrun_device_open(lrun_device **out, const char *spec, size_t budget_
     if (ordinal == -2)
         return lrun_fail(LRUN_E_ARG, "device \"%.64s\": not a device (expected \"cpu\", \"cuda\" or \"cuda:N\")", spec);
 
+    const lrun_device_kind kind = ordinal < 0 ? LRUN_DEVICE_KIND_CPU : LRUN_DEVICE_KIND_CUDA;
+    char name[sizeof ((lrun_device *)0)->name];
+    if (ordinal < 0) snprintf(name, sizeof name, "cpu");
+    else snprintf(name, sizeof name, "cuda:%d", ordinal);
+    /* the registry lists only the kinds this build has */
+    const lrun_device_iface *iface = lrun_device_iface_for(kind);
+    if (!iface) return lrun_fail(LRUN_E_DEVICE, "opening %s: no CUDA device: this build has no CUDA", name);
     lrun_device *d = calloc(1, sizeof *d);
     if (!d) return lrun_fail_oom(sizeof *d, 0, "opening device %s: host memory for the handle", spec);
+    d->iface = iface;
+    d->kind = kind;
     d->budget = budget_bytes;
     d->cuda_ordinal = ordinal;
-    if (ordinal < 0) {
-        d->kind = LRUN_DEVICE_KIND_CPU;
-        snprintf(d->name, sizeof d->name, "cpu");
-        d->capacity = budget_bytes ? budget_bytes : SIZE_MAX;
-        *out = d;
-        return LRUN_OK;
-    }
-    d->kind = LRUN_DEVICE_KIND_CUDA;
-    snprintf(d->name, sizeof d->name, "cuda:%d", ordinal);
-    lrun_status st = lrun_cuda_open(d, budget_bytes);
+    memcpy(d->name, name, sizeof name);
+    lrun_status st = iface->open(d, budget_bytes);
     if (st != LRUN_OK) {
         free(d);
         return st;
@@ -90,7 +90,7 @@ lrun_status lrun_device_open(lrun_device **out, const char *spec, size_t budget_
 void lrun_device_free(lrun_device *device)
 {
     if (!device) return;
-    if (device->kind == LRUN_DEVICE_KIND_CUDA) lrun_cuda_close(device);
+    device->iface->close(device);
     free(device);
 }
 
@@ -112,9 +112,7 @@ size_t lrun_device_free_bytes(const lrun_device *device)
 
 size_t lrun_device_total_memory(const lrun_device *device)
 {
-    if (device->kind == LRUN_DEVICE_KIND_CUDA) return lrun_cuda_total_memory(device);
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+    return device->iface->total_memory(device);
 }
 
 // ---------------------------------------------------------------- the budget
@@ -176,52 +174,36 @@ lrun_status lrun_device_alloc(lrun_device *device, size_t bytes, const char *wha
     if (!device) return lrun_fail(LRUN_E_ARG, "%s: device memory needs a device (got NULL)", what);
     if (!budget_take(device, bytes)) return fail_budget(device, bytes, what, NULL);
 
-    if (device->kind == LRUN_DEVICE_KIND_CUDA) {
-        lrun_status st = lrun_cuda_alloc(device, bytes, what, out);
-        if (st == LRUN_OK) return LRUN_OK;
-        budget_give(device, bytes);
-        if (st != LRUN_E_OOM) return lrun_fail_context(st, "allocating %s on %s", what, device->name);
-        char why[512];
-        snprintf(why, sizeof why, "%s", lrun_last_error());
-        return fail_budget(device, bytes, what, why);
-    }
-
-    /* Whole 64-byte lines, so vector loops may read a row's tail safely. */
-    size_t rounded;
-    if (!lrun_size_align_up(bytes ? bytes : 1, HOST_ALIGN, &rounded)) {
-        budget_give(device, bytes);
-        return fail_budget(device, bytes, what, "the size overflows");
-    }
-    int err = posix_memalign(out, HOST_ALIGN, rounded);
-    if (err != 0) {
-        *out = NULL;
-        budget_give(device, bytes);
-        return fail_budget(device, bytes, what, strerror(err));
-    }
-    return LRUN_OK;
+    lrun_status st = device->iface->alloc(device, bytes, what, out);
+    if (st == LRUN_OK) return LRUN_OK;
+    *out = NULL;
+    budget_give(device, bytes);
+    if (st != LRUN_E_OOM) return lrun_fail_context(st, "allocating %s on %s", what, device->name);
+    char why[512];
+    snprintf(why, sizeof why, "%s", lrun_last_error());
+    return fail_budget(device, bytes, what, why);
 }
 
 void lrun_device_release(lrun_device *device, void *ptr, size_t bytes)
 {
     if (!device || !ptr) return;
-    if (device->kind == LRUN_DEVICE_KIND_CUDA) lrun_cuda_release(device, ptr);
-    else free(ptr);
+    device->iface->release(device, ptr);
     budget_give(device, bytes);
 }
 
 // ---------------------------------------------------------------- host tiers
 
-static pthread_once_t gpu_once = PTHREAD_ONCE_INIT;
-static int gpu_present;
+static pthread_once_t pinned_once = PTHREAD_ONCE_INIT;
+static const lrun_device_iface *pinned_iface;
 
-static void gpu_probe(void) { gpu_present = lrun_cuda_device_count() > 0; }
+static void pinned_probe(void) { pinned_iface = lrun_device_pinned_iface(); }
 
 /* Pinned memory is page-locked only when there is a GPU to DMA from it;
  * otherwise it is ordinary memory, so the tier still works on a laptop. */
-static int pinned_is_cuda(void)
+static const lrun_device_iface *pinner(void)
 {
-    pthread_once(&gpu_once, gpu_probe);
-    return gpu_present;
+    pthread_once(&pinned_once, pinned_probe);
+    return pinned_iface;
 }
 
 lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void **out)
@@ -231,8 +213,8 @@ lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void
     if (tier != LRUN_TIER_PINNED && tier != LRUN_TIER_HOST)
         return lrun_fail(LRUN_E_ARG, "%s: host memory of tier %d: only pinned or host", what, (int)tier);
     char need[32];
-    if (tier == LRUN_TIER_PINNED && pinned_is_cuda()) {
-        lrun_status st = lrun_cuda_host_alloc(bytes, out);
+    if (tier == LRUN_TIER_PINNED && pinner()) {
+        lrun_status st = pinner()->host_alloc(bytes, out);
         if (st != LRUN_OK) {
             *out = NULL;
             return lrun_fail_context(st, "%s (%s of pinned memory)", what,
@@ -254,7 +236,7 @@ lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void
 void lrun_host_release(lrun_tier tier, void *ptr)
 {
     if (!ptr) return;
-    if (tier == LRUN_TIER_PINNED && pinned_is_cuda()) lrun_cuda_host_free(ptr);
+    if (tier == LRUN_TIER_PINNED && pinner()) pinner()->host_free(ptr);
     else free(ptr);
 }
 
@@ -274,11 +256,11 @@ lrun_status lrun_copy_bytes(lrun_device *device, void *dst, lrun_tier dst_tier, 
     if ((dst_dev || src_dev) && !device)
         return lrun_fail(LRUN_E_ARG, "copy of %zu bytes %s to %s: a device-tier side needs its device", bytes,
                          lrun_tier_name(src_tier), lrun_tier_name(dst_tier));
-    if ((dst_dev || src_dev) && device->kind == LRUN_DEVICE_KIND_CUDA) {
+    if (dst_dev || src_dev) {
         lrun_copy_kind kind = dst_dev && src_dev ? LRUN_COPY_DEVICE_TO_DEVICE
                               : dst_dev          ? LRUN_COPY_HOST_TO_DEVICE
                                                  : LRUN_COPY_DEVICE_TO_HOST;
-        lrun_status st = lrun_cuda_memcpy(device, dst, src, bytes, kind);
+        lrun_status st = device->iface->memcpy(device, dst, src, bytes, kind);
         if (st != LRUN_OK)
             return lrun_fail_context(st, "copy of %zu bytes %s to %s on %s", bytes, lrun_tier_name(src_tier),
                                      lrun_tier_name(dst_tier), device->name);
@@ -338,7 +320,7 @@ lrun_status lrun_device_measure_bandwidth(lrun_device *device, lrun_tier from_ti
     if (dst) bw_release(device, to_tier, dst, bytes);
     if (src) bw_release(device, src_tier, src, bytes);
     /* the buffers' arenas would otherwise stay reserved and take small blocks later */
-    if (device->kind == LRUN_DEVICE_KIND_CUDA) lrun_cuda_trim(device);
+    device->iface->trim(device);
     if (st != LRUN_OK)
         return lrun_fail_context(st, "measuring bandwidth %s to %s on %s", lrun_tier_name(from_tier),
                                  lrun_tier_name(to_tier), device->name);

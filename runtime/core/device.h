@@ -1,11 +1,67 @@
-/* device.h — the compute device inside the core: byte budgets and the
- * allocation entry points every tier goes through. */
+/* device.h — the compute device inside the core: byte budgets, the
+ * allocation entry points every tier goes through, and the table of
+ * functions each kind of device implements.
+ *
+ * device.c and stream.c keep the budget and the records, and reach the
+ * memory and queues of a device only through its table (lrun_device_iface):
+ * the CPU's is here in core (device_cpu.c), the CUDA one in cuda/
+ * (cuda_backend.c), and the registry (backend.c) says which kinds this
+ * build has. Nothing in core names CUDA. */
 #ifndef LRUN_DEVICE_H
 #define LRUN_DEVICE_H
 
 #include "lrun.h"
 
+/* Copy directions, for a table's memcpy. */
+typedef enum lrun_copy_kind {
+    LRUN_COPY_HOST_TO_DEVICE = 0,
+    LRUN_COPY_DEVICE_TO_HOST = 1,
+    LRUN_COPY_DEVICE_TO_DEVICE = 2
+} lrun_copy_kind;
+
+/* What a kind of device implements. Budget accounting is not its job
+ * (device.c keeps the budget); queue handles are opaque (a cudaStream_t or
+ * cudaEvent_t on cuda). Queue entries are NULL on a device whose work runs
+ * in the calling thread as it is issued (cpu): its streams are always
+ * drained and its events complete once recorded. */
+typedef struct lrun_device_iface {
+    const char *name;                                   /* "cpu", "cuda" */
+    int (*device_count)(void);                          /* devices of this kind visible now */
+    /* sets device->capacity (budget_bytes, or what the device has) and device->backend */
+    lrun_status (*open)(lrun_device *device, size_t budget_bytes);
+    void (*close)(lrun_device *device);
+    size_t (*total_memory)(const lrun_device *device);  /* physical memory, bytes, for display */
+    lrun_status (*alloc)(lrun_device *device, size_t bytes, const char *what, void **out);
+    void (*release)(lrun_device *device, void *ptr);
+    void (*trim)(lrun_device *device);                  /* gives idle pool arenas back */
+    lrun_status (*memset)(lrun_device *device, void *dst, int value, size_t bytes);
+    /* copies in order after the work queued on the compute stream, and waits */
+    lrun_status (*memcpy)(lrun_device *device, void *dst, const void *src, size_t bytes, lrun_copy_kind kind);
+    /* page-locked host memory for the pinned tier; NULL: pinned is plain host memory */
+    lrun_status (*host_alloc)(size_t bytes, void **out);
+    void (*host_free)(void *ptr);
+    void *(*compute_stream)(const lrun_device *device); /* the queue a NULL lrun_stream means */
+    lrun_status (*stream_create)(lrun_device *device, void **out);
+    void (*stream_destroy)(lrun_device *device, void *stream);
+    lrun_status (*stream_sync)(lrun_device *device, void *stream);
+    lrun_status (*event_create)(lrun_device *device, void **out);
+    void (*event_destroy)(lrun_device *device, void *event);
+    lrun_status (*event_record)(lrun_device *device, void *event, void *stream);
+    lrun_status (*stream_wait_event)(lrun_device *device, void *stream, void *event);
+    lrun_status (*event_sync)(lrun_device *device, void *event);
+} lrun_device_iface;
+
+/* The CPU's table (device_cpu.c). */
+extern const lrun_device_iface lrun_cpu_device_iface;
+
+/* The registry (backend.c): the table of a device kind, NULL when this build
+ * has none; and the table whose host_alloc backs the pinned tier (a kind with
+ * devices present that pins memory), or NULL. */
+const lrun_device_iface *lrun_device_iface_for(lrun_device_kind kind);
+const lrun_device_iface *lrun_device_pinned_iface(void);
+
 struct lrun_device {
+    const lrun_device_iface *iface; /* what this kind of device implements */
     lrun_device_kind kind;
     char name[16];         /* "cpu", "cuda:0" */
     int cuda_ordinal;      /* -1 on cpu */
@@ -13,7 +69,7 @@ struct lrun_device {
     size_t budget;         /* the cap the user asked for, bytes; 0 = none */
     size_t used;           /* bytes held now */
     size_t peak;           /* high-water mark of used */
-    void *backend;         /* cuda_backend state (pool, default stream); NULL on cpu */
+    void *backend;         /* the table's own state (cuda: pool, compute stream); NULL on cpu */
 };
 
 /* Device memory, counted against the budget. LRUN_E_OOM (with requested and
@@ -24,14 +80,18 @@ void lrun_device_release(lrun_device *device, void *ptr, size_t bytes);
 /* Bytes that can still be allocated under the budget. */
 size_t lrun_device_free_bytes(const lrun_device *device);
 
-/* Host memory of a host tier (pinned through CUDA when built with it, else
- * plain), 64-byte aligned. */
+/* Host memory of a host tier (pinned through lrun_device_pinned_iface when
+ * there is one, else plain), 64-byte aligned. */
 lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void **out);
 void lrun_host_release(lrun_tier tier, void *ptr);
 
 /* Copies between any two tiers' memory (device may be NULL for host-only copies). */
 lrun_status lrun_copy_bytes(lrun_device *device, void *dst, lrun_tier dst_tier, const void *src,
                             lrun_tier src_tier, size_t bytes);
+
+/* The queue handle behind a stream (NULL on cpu), for kernel launches, and its device. */
+void *lrun_stream_handle(const lrun_stream *stream);
+lrun_device *lrun_stream_device(const lrun_stream *stream);
 
 /* "512 B", "3.1 MiB", "4.0 GiB" into buf (cap >= 16); returns buf. */
 const char *lrun_format_bytes(size_t bytes, char *buf, size_t cap);

@@ -9,7 +9,6 @@
 #include "core/tensor.h"
 
 #include "core/checked.h"
-#include "cuda/cuda_backend.h"
 #include "core/device.h"
 #include "core/error.h"
 
@@ -175,7 +174,7 @@ lrun_status lrun_tensor_init(lrun_tensor **out, lrun_device *device, const char 
     lrun_tensor_classify(t->name, &t->role, &t->layer);
     t->tier = tier;
     t->device = device;
-    if (on_gpu(device, tier)) st = lrun_cuda_memset(device, t->data, 0, t->nbytes);
+    if (on_gpu(device, tier)) st = device->iface->memset(device, t->data, 0, t->nbytes);
     else memset(t->data, 0, t->nbytes);
     if (st != LRUN_OK) {
         lrun_tensor_free(t);

@@ -1,4 +1,7 @@
-/* engine.c — the CPU forward pass of a llama model over a batch of sequences.
+/* engine_cpu.c — the CPU backend: the forward pass of a llama model over a
+ * batch of sequences, behind the backend table (backend.h: lrun_cpu_backend).
+ * The facade (engine.c) has checked the options and a step's arguments
+ * before any function here runs.
  *
  * One step takes tokens of many sequences; they are processed in chunks of
  * n_batch_max tokens, every matmul covering all tokens of the chunk at once
@@ -21,12 +24,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "core/checked.h"
 #include "cpu/cpu_matmul.h"
 #include "cpu/cpu_ops.h"
 #include "cpu/engine_cpu_internal.h"
 #include "core/device.h"
-#include "cuda/engine_cuda.h"
 #include "core/error.h"
 #include "kv/kv_blocks.h"
 #include "kv/kv_cache.h"
@@ -52,7 +55,7 @@ static lrun_matvec part(const struct lrun_tensor *w, const void *data, const flo
 
 /* The products decode fuses into one parallel region each: q, k, v and gate, up.
  * W NULL: the weights' own bytes (sizing only). */
-static void fused_parts(const lrun_engine *e, int64_t l, const lrun_weight_view *W, lrun_matvec qkv[3],
+static void fused_parts(const cpu_engine *e, int64_t l, const lrun_weight_view *W, lrun_matvec qkv[3],
                         lrun_matvec gu[2])
 {
     const struct lrun_model_layer *L = &e->model->layers[l];
@@ -64,7 +67,7 @@ static void fused_parts(const lrun_engine *e, int64_t l, const lrun_weight_view 
 }
 
 /* Lays out (or, with base NULL, only sizes) the scratch block for nth threads. */
-static int layout_scratch(lrun_engine *e, int nth, void *base, size_t *total)
+static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
 {
     const lrun_model *m = e->model;
     const size_t B = (size_t)e->n_batch_max, f = sizeof(float);
@@ -115,7 +118,7 @@ static lrun_status load_vector(const struct lrun_tensor *t, float **cursor, cons
     return LRUN_OK;
 }
 
-static lrun_status load_vectors(lrun_engine *e)
+static lrun_status load_vectors(cpu_engine *e)
 {
     const lrun_model *m = e->model;
     float *c = e->vectors;
@@ -134,8 +137,8 @@ static lrun_status load_vectors(lrun_engine *e)
     return st;
 }
 
-/* The sizes init and lrun_engine_estimate derive from the model and options. */
-static void set_dims(lrun_engine *e, lrun_model *model, const lrun_engine_opts *opts)
+/* The sizes init and cpu_estimate derive from the model and options. */
+static void set_dims(cpu_engine *e, lrun_model *model, const lrun_engine_opts *opts)
 {
     const lrun_model_info *in = &model->info;
     e->model = model;
@@ -152,32 +155,10 @@ static void set_dims(lrun_engine *e, lrun_model *model, const lrun_engine_opts *
     e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL};
 }
 
-/* Measured defaults (docs/residency.md, docs/streaming.md): on the CPU two
- * blocks in flight hide the copy thread's jitter; on an H100 one unit
- * already keeps the copy engine busy at batch 1, and every further slot is a
- * layer that can no longer stay resident. */
-int lrun_engine_default_prefetch(lrun_device_kind kind) { return kind == LRUN_DEVICE_KIND_CUDA ? 1 : 2; }
-
-lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
+/* The facade (engine.c) has checked opts and resolved prefetch_layers. */
+static lrun_status cpu_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
 {
-    static const lrun_engine_opts defaults = {.n_seq_max = 1};
-    if (!out) return lrun_fail(LRUN_E_ARG, "engine estimate: out is NULL");
-    memset(out, 0, sizeof *out);
-    if (!model) return lrun_fail(LRUN_E_ARG, "engine estimate: model is NULL");
-    if (!opts) opts = &defaults;
-    if (opts->prefetch_layers < 0 || opts->prefetch_layers > 64)
-        return lrun_fail(LRUN_E_ARG, "engine estimate: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
-    if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0 || opts->n_threads < 0)
-        return lrun_fail(LRUN_E_ARG, "engine estimate: n_seq_max %lld, n_ctx_max %lld, n_batch_max %lld and "
-                         "n_threads %d must not be negative", (long long)opts->n_seq_max,
-                         (long long)opts->n_ctx_max, (long long)opts->n_batch_max, opts->n_threads);
-    const lrun_device_kind kind = lrun_device_kind_of(model->device);
-    out->prefetch_layers = opts->prefetch_layers ? opts->prefetch_layers : lrun_engine_default_prefetch(kind);
-    if (kind == LRUN_DEVICE_KIND_CUDA) return lrun_cuda_engine_estimate(model, opts, out);
-    if (opts->n_seq_max > ((int64_t)1 << 20) || opts->n_batch_max > ((int64_t)1 << 20) ||
-        opts->n_ctx_max > ((int64_t)1 << 40))
-        return lrun_fail(LRUN_E_ARG, "engine estimate: n_seq_max, n_batch_max or n_ctx_max too large");
-    lrun_engine e;
+    cpu_engine e;
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
     const int nth = opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool);
@@ -195,44 +176,12 @@ lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, cons
     return LRUN_OK;
 }
 
-lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts)
-{
-    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
-    if (opts && opts->weight_mode != LRUN_WEIGHT_MODE_ALL_DEVICE && opts->weight_mode != LRUN_WEIGHT_MODE_AS_PLACED)
-        return lrun_fail(LRUN_E_ARG, "engine: weight_mode %d is not LRUN_WEIGHT_MODE_ALL_DEVICE or _AS_PLACED",
-                         (int)opts->weight_mode);
-    if (opts && (opts->prefetch_layers < 0 || opts->prefetch_layers > 64))
-        return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d must be in [0, 64] (0 = the default)",
-                         opts->prefetch_layers);
-    *out = NULL;
-    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
-    if (!opts) opts = &defaults;
-    const lrun_model_info *in = &model->info;
-    if (lrun_device_kind_of(model->device) == LRUN_DEVICE_KIND_CUDA) {
-        lrun_engine *e = calloc(1, sizeof *e);
-        if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
-        lrun_status st = lrun_cuda_engine_init(&e->cuda, model, opts);
-        if (st != LRUN_OK) free(e);
-        else *out = e;
-        return st;
-    }
-    if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0 || opts->n_threads < 0)
-        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_ctx_max %lld, n_batch_max %lld and n_threads %d "
-                         "must not be negative", (long long)opts->n_seq_max, (long long)opts->n_ctx_max,
-                         (long long)opts->n_batch_max, opts->n_threads);
-    if (opts->n_seq_max > ((int64_t)1 << 20) || opts->n_batch_max > ((int64_t)1 << 20))
-        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld or n_batch_max %lld above 2^20",
-                         (long long)opts->n_seq_max, (long long)opts->n_batch_max);
-    if (opts->numerics != LRUN_NUMERICS_DEFAULT && opts->numerics != LRUN_NUMERICS_EXACT)
-        return lrun_fail(LRUN_E_ARG, "engine: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", (int)opts->numerics);
-    if (opts->kv_dtype != LRUN_KV_DTYPE_DEFAULT && opts->kv_dtype != LRUN_KV_DTYPE_F16 &&
-        opts->kv_dtype != LRUN_KV_DTYPE_F32)
-        return lrun_fail(LRUN_E_ARG, "engine: kv_dtype %d is not one of LRUN_KV_DTYPE_DEFAULT, _F16, _F32",
-                         (int)opts->kv_dtype);
-    if (opts->n_ctx_max > ((int64_t)1 << 40))
-        return lrun_fail(LRUN_E_ARG, "engine: n_ctx_max %lld above 2^40", (long long)opts->n_ctx_max);
+static void cpu_free(void *ctx);
 
-    lrun_engine *e = calloc(1, sizeof *e);
+static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    const lrun_model_info *in = &model->info;
+    cpu_engine *e = calloc(1, sizeof *e);
     if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
     set_dims(e, model, opts);
 
@@ -253,10 +202,9 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
         e->tok_blocks = malloc(B * sizeof *e->tok_blocks);
         e->tok_vstride = malloc(B * sizeof *e->tok_vstride);
         e->out_rows = malloc(B * sizeof *e->out_rows);
-        e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
         e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
         if (!e->layers || !e->tok_seq || !e->tok_pos || !e->tok_npos || !e->tok_k || !e->tok_v || !e->tok_blocks || !e->tok_vstride ||
-            !e->out_rows || !e->seq_count || !e->seq_done)
+            !e->out_rows || !e->seq_done)
             st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
     }
     const int nth = e->pool ? lrun_threadpool_size(e->pool) : 1;
@@ -277,18 +225,18 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where they are */
     if (st == LRUN_OK && opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED)
         st = lrun_weight_stream_init(&e->ws, model, opts->prefetch_layers);
+    if (st == LRUN_OK && e->ws) e->prefetch_layers = opts->prefetch_layers;
     if (st != LRUN_OK) {
-        lrun_engine_free(e);
+        cpu_free(e);
         return st;
     }
     *out = e;
     return LRUN_OK;
 }
 
-void lrun_engine_free(lrun_engine *engine)
+static void cpu_free(void *ctx)
 {
-    if (!engine) return;
-    lrun_cuda_engine_free(engine->cuda);
+    cpu_engine *engine = ctx;
     lrun_weight_stream_free(engine->ws); /* stops the copy thread before its slots go */
     lrun_kv_cache_free(&engine->kv);
     if (engine->scratch) lrun_device_release(engine->device, engine->scratch, engine->scratch_bytes);
@@ -302,81 +250,43 @@ void lrun_engine_free(lrun_engine *engine)
     free(engine->tok_blocks);
     free(engine->tok_vstride);
     free(engine->out_rows);
-    free(engine->seq_count);
     free(engine->seq_done);
     free(engine);
 }
 
 // ---------------------------------------------------------------- sequences
 
-int64_t lrun_engine_n_seq_max(const lrun_engine *engine)
+static int64_t cpu_n_seq_max(const void *ctx) { return ((const cpu_engine *)ctx)->n_seq_max; }
+static int64_t cpu_n_ctx_max(const void *ctx) { return ((const cpu_engine *)ctx)->n_ctx_max; }
+static int64_t cpu_n_vocab(const void *ctx) { return ((const cpu_engine *)ctx)->n_vocab; }
+static int64_t cpu_seq_len(const void *ctx, int64_t seq) { return ((const cpu_engine *)ctx)->kv.seqs[seq].len; }
+
+static lrun_status cpu_seq_truncate(void *ctx, int64_t seq, int64_t len)
 {
-    return engine->cuda ? lrun_cuda_engine_n_seq_max(engine->cuda) : engine->n_seq_max;
+    return lrun_kv_cache_truncate(&((cpu_engine *)ctx)->kv, seq, len);
 }
 
-int64_t lrun_engine_n_ctx_max(const lrun_engine *engine)
+static lrun_status cpu_seq_copy(void *ctx, int64_t dst, int64_t src)
 {
-    return engine->cuda ? lrun_cuda_engine_n_ctx_max(engine->cuda) : engine->n_ctx_max;
+    return lrun_kv_cache_copy(&((cpu_engine *)ctx)->kv, dst, src);
 }
 
-int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq)
+static lrun_status cpu_seq_reorder(void *ctx, const int64_t *src_of_dst, int64_t n)
 {
-    if (engine->cuda) return lrun_cuda_engine_seq_len(engine->cuda, seq);
-    return seq >= 0 && seq < engine->n_seq_max ? engine->kv.seqs[seq].len : -1;
+    return lrun_kv_cache_reorder(&((cpu_engine *)ctx)->kv, src_of_dst, n);
 }
 
-lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len)
+/* A step the facade has checked (backend.h). */
+static lrun_status cpu_step(void *ctx, const lrun_step_args *a)
 {
-    if (engine->cuda) return lrun_cuda_engine_seq_truncate(engine->cuda, seq, len);
-    return lrun_kv_cache_truncate(&engine->kv, seq, len);
-}
-
-lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src)
-{
-    if (engine->cuda) return lrun_cuda_engine_seq_copy(engine->cuda, dst, src);
-    return lrun_kv_cache_copy(&engine->kv, dst, src);
-}
-
-lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n)
-{
-    if (engine->cuda) return lrun_cuda_engine_seq_reorder(engine->cuda, src_of_dst, n);
-    return lrun_kv_cache_reorder(&engine->kv, src_of_dst, n);
-}
-
-lrun_status lrun_engine_seq_fill_random(lrun_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed)
-{
-    if (!engine) return lrun_fail(LRUN_E_ARG, "engine fill: engine is NULL");
-    if (engine->cuda) return lrun_cuda_engine_seq_fill_random(engine->cuda, seq, n_pos, seed);
-    return lrun_fail(LRUN_E_UNSUPPORTED, "engine fill: random contexts are for the CUDA engine's long-context "
-                     "benchmarks; on the CPU run a prompt");
-}
-
-lrun_cuda_engine *lrun_engine_cuda(lrun_engine *engine) { return engine ? engine->cuda : NULL; }
-
-static int64_t seq_len_of(const void *engine, int64_t seq)
-{
-    return ((const lrun_engine *)engine)->kv.seqs[seq].len;
-}
-
-lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
-                             const int32_t *seq, const int8_t *want_logits,
-                             float *logits, int64_t logits_rows_cap, int64_t *n_out)
-{
-    lrun_engine *e = engine;
-    if (e && e->cuda)
-        return lrun_cuda_engine_step(e->cuda, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap, n_out);
-    if (n_out) *n_out = 0;
-    if (!e) return lrun_fail(LRUN_E_ARG, "engine step: engine is NULL");
-
-    // ---- validate, count tokens per sequence and wanted rows
-    int64_t n_want, need;
-    const lrun_step_shape shape = {e->n_vocab, e->n_seq_max, e->n_ctx_max, e, seq_len_of};
-    lrun_status st = lrun_step_check(&shape, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap,
-                                     e->seq_count, &n_want, &need);
-    if (st != LRUN_OK) return st;
+    cpu_engine *e = ctx;
+    const int64_t n_tokens = a->n_tokens;
+    const int32_t *tokens = a->tokens, *seq = a->seq;
+    const int8_t *want_logits = a->want_logits;
+    float *logits = a->logits;
 
     // ---- grow every cache first, so a failure changes nothing
-    st = lrun_kv_cache_step_begin(&e->kv, e->seq_count);
+    lrun_status st = lrun_kv_cache_step_begin(&e->kv, a->seq_count);
     if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
 
     // ---- chunks of n_batch_max tokens, in token order
@@ -389,7 +299,7 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
             const int64_t s = seq[c0 + i];
             e->tok_seq[i] = s;
             e->tok_pos[i] = e->kv.seqs[s].len + e->seq_done[s]++;
-            const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == e->seq_count[s];
+            const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == a->seq_count[s];
             if (wanted) e->out_rows[want++] = i;
         }
         lrun_kv_cache_chunk_begin(&e->kv, n, e->tok_seq, e->tok_pos);
@@ -398,50 +308,51 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
         rows_out += want;
         e->stats.steps++;
     }
-    lrun_kv_cache_step_end(&e->kv, e->seq_count);
-    if (n_out) *n_out = rows_out;
+    lrun_kv_cache_step_end(&e->kv, a->seq_count);
+    (void)rows_out; /* == a->n_want: the facade reports it */
     return LRUN_OK;
 }
 
-void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
+static void cpu_get_stats(const void *ctx, lrun_engine_stats *out)
 {
-    memset(out, 0, sizeof *out);
-    if (!engine) return;
-    if (engine->cuda) {
-        lrun_cuda_engine_stats c;
-        lrun_cuda_engine_get_stats(engine->cuda, &c);
-        out->steps = c.steps;
-        out->weight_device_bytes = c.weight_bytes;
-        out->kv_bytes = c.kv_bytes;
-        out->kv_bytes_moved = c.kv_bytes_moved;
-        out->kv_bytes_copied = c.kv_bytes_copied;
-        out->scratch_bytes = c.scratch_bytes;
-        out->bytes_streamed = c.bytes_streamed;
-        out->copy_seconds = c.copy_seconds;
-        out->stall_seconds = c.stall_seconds;
-        out->prefetch_hits = c.prefetch_hits;
-        out->prefetch_misses = c.prefetch_misses;
-        out->host_compute_bytes = c.host_compute_bytes;
-        out->slot_bytes = c.slot_bytes;
-        return;
-    }
+    const cpu_engine *engine = ctx;
     *out = engine->stats;
     out->weight_device_bytes = lrun_model_tier_bytes(engine->model, LRUN_TIER_DEVICE);
     out->kv_bytes = lrun_kv_cache_device_bytes(&engine->kv);
     out->kv_bytes_moved = engine->kv.bytes_moved - engine->kv_moved_base;
     out->kv_bytes_copied = engine->kv.bytes_copied - engine->kv_copied_base;
     out->scratch_bytes = engine->scratch_bytes;
+    out->kv_dtype = engine->kv.dtype == LRUN_DTYPE_F32 ? LRUN_KV_DTYPE_F32 : LRUN_KV_DTYPE_F16;
+    out->prefetch_layers = engine->prefetch_layers;
     lrun_weight_stream_add_stats(engine->ws, out);
 }
 
-void lrun_engine_reset_stats(lrun_engine *engine)
+static void cpu_reset_stats(void *ctx)
 {
-    if (!engine) return;
-    if (engine->cuda) lrun_cuda_engine_reset_stats(engine->cuda);
-    else {
-        memset(&engine->stats, 0, sizeof engine->stats);
-        lrun_weight_stream_reset_stats(engine->ws);
-        engine->kv_moved_base = engine->kv.bytes_moved;
-        engine->kv_copied_base = engine->kv.bytes_copied;
-    }
+    cpu_engine *engine = ctx;
+    memset(&engine->stats, 0, sizeof engine->stats);
+    lrun_weight_stream_reset_stats(engine->ws);
+    engine->kv_moved_base = engine->kv.bytes_moved;
+    engine->kv_copied_base = engine->kv.bytes_copied;
 }
+
+// ---------------------------------------------------------------- the table
+
+/* No random fill: the long-context benchmarks it serves are the CUDA engine's. */
+const lrun_backend_iface lrun_cpu_backend = {
+    .name = "cpu",
+    .estimate = cpu_estimate,
+    .init = cpu_init,
+    .free = cpu_free,
+    .n_seq_max = cpu_n_seq_max,
+    .n_ctx_max = cpu_n_ctx_max,
+    .n_vocab = cpu_n_vocab,
+    .seq_len = cpu_seq_len,
+    .seq_truncate = cpu_seq_truncate,
+    .seq_copy = cpu_seq_copy,
+    .seq_reorder = cpu_seq_reorder,
+    .seq_fill_random = NULL,
+    .step = cpu_step,
+    .get_stats = cpu_get_stats,
+    .reset_stats = cpu_reset_stats,
+};

@@ -5,7 +5,6 @@
 #define LRUN_ENGINE_CPU_INTERNAL_H
 
 #include "cpu/cpu_ops.h"
-#include "cuda/engine_cuda.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
 #include "residency/weight_stream.h"
@@ -18,8 +17,9 @@ struct engine_layer {
     const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd); NULL when absent */
 };
 
-struct lrun_engine {
-    lrun_cuda_engine *cuda;       /* set when the model is on cuda: every entry forwards to engine_cuda.c */
+typedef struct cpu_engine cpu_engine;
+
+struct cpu_engine {
     lrun_model *model;
     lrun_device *device;
     lrun_threadpool *pool;        /* the model's, or own_pool */
@@ -50,6 +50,7 @@ struct lrun_engine {
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
     lrun_engine_stats stats;
     lrun_weight_stream *ws;       /* AS_PLACED: slots and copy thread for off-device weights; else NULL */
+    int prefetch_layers;          /* k of ws; 0 without it */
     uint64_t kv_moved_base, kv_copied_base; /* the cache's counters at the last stats reset */
 
     /* host bookkeeping, sized at init */
@@ -61,12 +62,11 @@ struct lrun_engine {
     const void *const **tok_blocks; /* (B) the token's block table, when the cache is paged */
     int64_t *tok_vstride;      /* (B) the cap of the token's sequence: elements between value dims */
     int64_t *out_rows;         /* (B) chunk rows whose logits are wanted */
-    int64_t *seq_count;        /* (n_seq_max) tokens of each sequence in this step */
     int64_t *seq_done;         /* (n_seq_max) of those, already placed */
 };
 
 /* Runs n tokens (tok_seq/tok_pos filled) through every layer; writes the
  * logits of the n_want rows listed in out_rows to logits (forward_cpu.c). */
-void lrun_cpu_forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits);
+void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits);
 
 #endif

@@ -18,7 +18,7 @@
 
 /* One parallel pass over chunk rows; each field is used by some passes. */
 struct rows_ctx {
-    lrun_engine *e;
+    cpu_engine *e;
     int64_t layer;
     const float *norm;     /* (n_embd) weight of the norm to apply */
     const float *bias;     /* (n_embd) added with the residual, or NULL */
@@ -34,7 +34,7 @@ struct rows_ctx {
 static void residual_norm_rows(void *ctx, int64_t first, int64_t last)
 {
     const struct rows_ctx *c = ctx;
-    const lrun_engine *e = c->e;
+    const cpu_engine *e = c->e;
     const int64_t d = e->n_embd;
     const float eps = (float)e->model->info.rms_eps;
     for (int64_t i = first; i < last; i++) {
@@ -59,7 +59,7 @@ static void bias_rows(void *ctx, int64_t first, int64_t last)
 static void rope_store_rows(void *ctx, int64_t first, int64_t last)
 {
     const struct rows_ctx *c = ctx;
-    lrun_engine *e = c->e;
+    cpu_engine *e = c->e;
     const lrun_model_info *in = &e->model->info;
     for (int64_t i = first; i < last; i++) {
         float *q = e->q + i * e->q_dim, *k = e->k + i * e->kv_dim, *v = e->v + i * e->kv_dim;
@@ -93,7 +93,7 @@ static void rope_store_rows(void *ctx, int64_t first, int64_t last)
 
 static void swiglu_rows(void *ctx, int64_t first, int64_t last)
 {
-    const lrun_engine *e = ((const struct rows_ctx *)ctx)->e;
+    const cpu_engine *e = ((const struct rows_ctx *)ctx)->e;
     /* row by row, as ggml: where n_ff is not a multiple of 8 each row has its own tail */
     for (int64_t i = first; i < last; i++) lrun_cpu_swiglu(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
 }
@@ -106,19 +106,19 @@ static void swiglu_rows(void *ctx, int64_t first, int64_t last)
 
 /* One chunk's run: the engine, its n tokens, where weights come from. */
 struct run {
-    lrun_engine *e;
+    cpu_engine *e;
     int64_t n;
     int64_t layer;
     const lrun_weights *W;
 };
 
-static float *buf(const lrun_engine *e, lrun_arch_buf b)
+static float *buf(const cpu_engine *e, lrun_arch_buf b)
 {
     float *const bufs[LRUN_ARCH_BUF_COUNT] = {e->x, e->xn, e->q, e->k, e->v, e->attn, e->gate, e->up};
     return bufs[b];
 }
 
-static int64_t buf_width(const lrun_engine *e, lrun_arch_buf b)
+static int64_t buf_width(const cpu_engine *e, lrun_arch_buf b)
 {
     switch (lrun_arch_buf_dim(b)) {
     case LRUN_ARCH_DIM_Q: return e->q_dim;
@@ -129,7 +129,7 @@ static int64_t buf_width(const lrun_engine *e, lrun_arch_buf b)
 }
 
 /* The f32 copy init made of a block vector (norms, biases), or NULL when absent. */
-static const float *vector(const lrun_engine *e, int64_t l, lrun_arch_tensor id)
+static const float *vector(const cpu_engine *e, int64_t l, lrun_arch_tensor id)
 {
     const struct engine_layer *E = &e->layers[l];
     switch (id) {
@@ -144,7 +144,7 @@ static const float *vector(const lrun_engine *e, int64_t l, lrun_arch_tensor id)
 }
 
 /* y (m, n) = x (m, k) · Wᵀ, W read where the weight source says. */
-static void matmul(lrun_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
+static void matmul(cpu_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
 {
     lrun_cpu_matmul(e->pool, w.w->dtype, w.data, w.w->row_bytes, w.w->ne[1], w.w->ne[0], x, m, y, e->mm_work);
 }
@@ -152,7 +152,7 @@ static void matmul(lrun_engine *e, lrun_weight_ref w, const float *x, int64_t m,
 /* out[i] = in · w[i]ᵀ for the op's weights; decode runs several in one region. */
 static void op_matmul(struct run *r, const lrun_arch_op *op, int n_w)
 {
-    lrun_engine *e = r->e;
+    cpu_engine *e = r->e;
     const float *x = buf(e, op->in);
     if (r->n == 1 && n_w > 1) {
         lrun_matvec parts[LRUN_ARCH_OP_MAX_W];
@@ -189,7 +189,7 @@ static void op_rope_store(struct run *r)
 
 static void op_attention(struct run *r)
 {
-    lrun_engine *e = r->e;
+    cpu_engine *e = r->e;
     const lrun_model_info *in = &e->model->info;
     /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
     const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], r->layer); /* the layer's block offsets */
@@ -205,7 +205,7 @@ static void op_attention(struct run *r)
  * a norm follows (NULL: none). */
 static void op_matmul_add(struct run *r, const lrun_arch_op *op, const float *next_norm)
 {
-    lrun_engine *e = r->e;
+    cpu_engine *e = r->e;
     matmul(e, lrun_weights_get(r->W, r->layer, op->w[0]), buf(e, op->in), r->n, e->tmp);
     const float *bias = op->w[1] != LRUN_ARCH_TENSOR_NONE ? vector(e, r->layer, op->w[1]) : NULL;
     struct rows_ctx rc = {.e = e, .layer = r->layer, .norm = next_norm, .bias = bias, .add = e->tmp};
@@ -229,7 +229,7 @@ static void op_matmul_swiglu(struct run *r, const lrun_arch_op *op)
 
 /* The norm op after op i of block l (the next block's first when i is the
  * last), whose weight a projection's residual add takes; NULL when none. */
-static const float *norm_after(const lrun_engine *e, int64_t l, int i)
+static const float *norm_after(const cpu_engine *e, int64_t l, int i)
 {
     const lrun_arch *a = e->model->arch;
     if (i + 1 < a->n_ops) return a->ops[i + 1].kind == LRUN_ARCH_OP_NORM ? vector(e, l, a->ops[i + 1].w[0]) : NULL;
@@ -266,7 +266,7 @@ static void run_block(struct run *r, int *normed)
     }
 }
 
-void lrun_cpu_forward_chunk(lrun_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits)
+void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits)
 {
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;

@@ -28,8 +28,6 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "model/model.h"
-
-#ifdef LRUN_WITH_CUDA
 #include "cuda/cuda_backend.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
@@ -211,33 +209,6 @@ static int want_exact_of(const lrun_engine_opts *opts)
     return opts->numerics == LRUN_NUMERICS_EXACT || (env && strcmp(env, "1") == 0);
 }
 
-static lrun_status check_opts(const lrun_engine_opts *opts)
-{
-    if (opts->n_seq_max < 0 || opts->n_ctx_max < 0 || opts->n_batch_max < 0)
-        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_ctx_max %lld and n_batch_max %lld must not be "
-                         "negative", (long long)opts->n_seq_max, (long long)opts->n_ctx_max,
-                         (long long)opts->n_batch_max);
-    if (opts->n_seq_max > ((int64_t)1 << 16) || opts->n_batch_max > ((int64_t)1 << 16) ||
-        opts->n_ctx_max > ((int64_t)1 << 30))
-        return lrun_fail(LRUN_E_ARG, "engine: n_seq_max %lld, n_batch_max %lld (at most 65536) or n_ctx_max %lld "
-                         "(at most 2^30) too large", (long long)opts->n_seq_max, (long long)opts->n_batch_max,
-                         (long long)opts->n_ctx_max);
-    if (opts->cache_kind < LRUN_CACHE_KIND_DYNAMIC || opts->cache_kind > LRUN_CACHE_KIND_QUANTIZED)
-        return lrun_fail(LRUN_E_ARG, "engine: unknown cache kind %d", (int)opts->cache_kind);
-    if (opts->kv_dtype != LRUN_KV_DTYPE_DEFAULT && opts->kv_dtype != LRUN_KV_DTYPE_F16 &&
-        opts->kv_dtype != LRUN_KV_DTYPE_F32)
-        return lrun_fail(LRUN_E_ARG, "engine: kv_dtype %d is not one of LRUN_KV_DTYPE_DEFAULT, _F16, _F32",
-                         (int)opts->kv_dtype);
-    if (opts->weight_mode != LRUN_WEIGHT_MODE_ALL_DEVICE && opts->weight_mode != LRUN_WEIGHT_MODE_AS_PLACED)
-        return lrun_fail(LRUN_E_ARG, "engine: weight_mode %d is not LRUN_WEIGHT_MODE_ALL_DEVICE or _AS_PLACED",
-                         (int)opts->weight_mode);
-    if (opts->prefetch_layers < 0 || opts->prefetch_layers > 64)
-        return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d is not in [0, 64]", opts->prefetch_layers);
-    if (opts->numerics != LRUN_NUMERICS_DEFAULT && opts->numerics != LRUN_NUMERICS_EXACT)
-        return lrun_fail(LRUN_E_ARG, "engine: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", (int)opts->numerics);
-    return LRUN_OK;
-}
-
 /* The sizes init and lrun_cuda_engine_estimate derive from the model and options. */
 static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_opts *opts)
 {
@@ -270,9 +241,8 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->table_bytes = (size_t)e->n_batch_max * 28;
 }
 
-lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
+lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
 {
-    TRY(check_opts(opts));
     lrun_cuda_engine e;
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
@@ -297,13 +267,8 @@ lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts 
     return LRUN_OK;
 }
 
-lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engine_opts *opts)
 {
-    static const lrun_engine_opts defaults = {.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
-    *out = NULL;
-    if (!model) return lrun_fail(LRUN_E_ARG, "engine: model is NULL");
-    if (!opts) opts = &defaults;
-    TRY(check_opts(opts));
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     const lrun_model_info *in = &model->info;
     lrun_device *dev = model->device;
@@ -318,10 +283,9 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
     const size_t B = (size_t)e->n_batch_max;
     e->layers = calloc((size_t)in->n_layer, sizeof *e->layers);
     e->seq_len = calloc((size_t)e->n_seq_max, sizeof *e->seq_len);
-    e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
     e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
     e->out_rows = malloc(B * sizeof *e->out_rows);
-    if (st == LRUN_OK && (!e->layers || !e->seq_len || !e->seq_count || !e->seq_done || !e->out_rows))
+    if (st == LRUN_OK && (!e->layers || !e->seq_len || !e->seq_done || !e->out_rows))
         st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
 
     size_t kv_bytes = 0;
@@ -365,13 +329,14 @@ lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, con
         return st;
     }
     for (int64_t i = 0; i < model->n_tensors; i++)
-        if (model->tensors[i].tier == LRUN_TIER_DEVICE) e->stats.weight_bytes += model->tensors[i].nbytes;
+        if (model->tensors[i].tier == LRUN_TIER_DEVICE) e->stats.weight_device_bytes += model->tensors[i].nbytes;
     *out = e;
     return LRUN_OK;
 }
 
-void lrun_cuda_engine_free(lrun_cuda_engine *e)
+void lrun_cuda_engine_free(void *ctx)
 {
+    lrun_cuda_engine *e = ctx;
     if (!e) return;
     if (cudaSetDevice(e->device->cuda_ordinal) == cudaSuccess && e->stream)
         (void)cudaStreamSynchronize((cudaStream_t)e->stream);
@@ -385,7 +350,6 @@ void lrun_cuda_engine_free(lrun_cuda_engine *e)
     lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);
     free(e->layers);
     free(e->seq_len);
-    free(e->seq_count);
     free(e->seq_done);
     free(e->out_rows);
     free(e);
@@ -393,16 +357,19 @@ void lrun_cuda_engine_free(lrun_cuda_engine *e)
 
 // ---------------------------------------------------------------- sequences
 
-int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *e) { return e->n_seq_max; }
-int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *e) { return e->n_ctx_max; }
+int64_t lrun_cuda_engine_n_seq_max(const void *ctx) { return ((const lrun_cuda_engine *)ctx)->n_seq_max; }
+int64_t lrun_cuda_engine_n_ctx_max(const void *ctx) { return ((const lrun_cuda_engine *)ctx)->n_ctx_max; }
+int64_t lrun_cuda_engine_n_vocab(const void *ctx) { return ((const lrun_cuda_engine *)ctx)->n_vocab; }
 
-int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *e, int64_t seq)
+int64_t lrun_cuda_engine_seq_len(const void *ctx, int64_t seq)
 {
+    const lrun_cuda_engine *e = ctx;
     return seq >= 0 && seq < e->n_seq_max ? e->seq_len[seq] : -1;
 }
 
-lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *e, int64_t seq, int64_t len)
+lrun_status lrun_cuda_engine_seq_truncate(void *ctx, int64_t seq, int64_t len)
 {
+    lrun_cuda_engine *e = ctx;
     if (seq < 0 || seq >= e->n_seq_max)
         return lrun_fail(LRUN_E_ARG, "KV cache: sequence %lld out of range [0, %lld)", (long long)seq,
                          (long long)e->n_seq_max);
@@ -413,8 +380,9 @@ lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *e, int64_t seq, int6
     return lrun_cuda_kv_truncate(e, seq, len);
 }
 
-lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *e, int64_t dst, int64_t src)
+lrun_status lrun_cuda_engine_seq_copy(void *ctx, int64_t dst, int64_t src)
 {
+    lrun_cuda_engine *e = ctx;
     if (src < 0 || src >= e->n_seq_max || dst < 0 || dst >= e->n_seq_max)
         return lrun_fail(LRUN_E_ARG, "KV cache: copy %lld -> %lld: sequences are [0, %lld)", (long long)src,
                          (long long)dst, (long long)e->n_seq_max);
@@ -424,8 +392,9 @@ lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *e, int64_t dst, int64_t 
     return LRUN_OK;
 }
 
-lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *e, const int64_t *src_of_dst, int64_t n)
+lrun_status lrun_cuda_engine_seq_reorder(void *ctx, const int64_t *src_of_dst, int64_t n)
 {
+    lrun_cuda_engine *e = ctx;
     TRY(lrun_reorder_check(src_of_dst, n, e->n_seq_max));
     int64_t *len = malloc(((size_t)n + 1) * sizeof *len);
     if (!len) return lrun_fail_oom(((size_t)n + 1) * sizeof *len, 0, "KV cache reorder: lengths");
@@ -435,71 +404,22 @@ lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *e, const int64_t *src
     return st;
 }
 
-#else
-// ---------------------------------------------------------------- without CUDA
+// ---------------------------------------------------------------- the table
 
-/* A model can only be on a cuda device when the build has CUDA, so these are
- * reached only by direct calls; each fails the same clear way. */
-struct lrun_cuda_engine {
-    int unused;
+const lrun_backend_iface lrun_cuda_backend = {
+    .name = "cuda",
+    .estimate = lrun_cuda_engine_estimate,
+    .init = lrun_cuda_engine_init,
+    .free = lrun_cuda_engine_free,
+    .n_seq_max = lrun_cuda_engine_n_seq_max,
+    .n_ctx_max = lrun_cuda_engine_n_ctx_max,
+    .n_vocab = lrun_cuda_engine_n_vocab,
+    .seq_len = lrun_cuda_engine_seq_len,
+    .seq_truncate = lrun_cuda_engine_seq_truncate,
+    .seq_copy = lrun_cuda_engine_seq_copy,
+    .seq_reorder = lrun_cuda_engine_seq_reorder,
+    .seq_fill_random = lrun_cuda_engine_seq_fill_random,
+    .step = lrun_cuda_engine_step,
+    .get_stats = lrun_cuda_engine_get_stats,
+    .reset_stats = lrun_cuda_engine_reset_stats,
 };
-
-lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out)
-{
-    (void)model, (void)opts, (void)out;
-    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
-}
-
-lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts)
-{
-    (void)model, (void)opts;
-    *out = NULL;
-    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: no CUDA device: this build has no CUDA");
-}
-
-void lrun_cuda_engine_free(lrun_cuda_engine *engine) { (void)engine; }
-int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *engine) { (void)engine; return 0; }
-int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *engine) { (void)engine; return 0; }
-int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *engine, int64_t seq) { (void)engine, (void)seq; return -1; }
-
-lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *engine, int64_t seq, int64_t len)
-{
-    (void)engine, (void)seq, (void)len;
-    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
-}
-
-lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *engine, int64_t dst, int64_t src)
-{
-    (void)engine, (void)dst, (void)src;
-    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
-}
-
-lrun_status lrun_cuda_engine_step(lrun_cuda_engine *engine, int64_t n_tokens, const int32_t *tokens,
-                                  const int32_t *seq, const int8_t *want_logits, float *logits,
-                                  int64_t logits_rows_cap, int64_t *n_out)
-{
-    (void)engine, (void)n_tokens, (void)tokens, (void)seq, (void)want_logits, (void)logits, (void)logits_rows_cap;
-    if (n_out) *n_out = 0;
-    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
-}
-
-lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *engine, const int64_t *src_of_dst, int64_t n)
-{
-    (void)engine, (void)src_of_dst, (void)n;
-    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
-}
-
-lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed)
-{
-    (void)engine, (void)seq, (void)n_pos, (void)seed;
-    return lrun_fail(LRUN_E_DEVICE, "engine on cuda: this build has no CUDA");
-}
-
-void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out)
-{
-    (void)engine;
-    memset(out, 0, sizeof *out);
-}
-
-void lrun_cuda_engine_reset_stats(lrun_cuda_engine *engine) { (void)engine; }
-#endif

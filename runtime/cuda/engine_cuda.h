@@ -1,8 +1,10 @@
-/* engine_cuda.h — the forward pass of a llama model on a CUDA device.
+/* engine_cuda.h — the CUDA backend: the forward pass of a llama model on a
+ * CUDA device, behind the backend table (backend.h: lrun_cuda_backend).
  *
- * engine.c forwards every lrun_engine_* call here when the model's device is
- * cuda; the contract is the one lrun.h states for lrun_engine_*. What the
- * CUDA engine holds on the device:
+ * The facade (engine.c) checks the options and a step's arguments, then
+ * calls through the table; the contract is the one lrun.h states for
+ * lrun_engine_*. Compiled only when CUDA=1. What the CUDA engine holds on
+ * the device:
  *
  *   weights     every tensor of the model, moved to the DEVICE tier at init
  *               (lrun_tensor_move; LRUN_E_OOM names what did not fit); with
@@ -24,60 +26,33 @@
  * time its shape is seen and replayed afterwards: the kernels read positions,
  * cache offsets and lengths from device memory, so one graph serves every
  * position. LRUN_CUDA_GRAPHS=0 in the environment (read at init) turns graphs
- * off, for measurement. */
+ * off, for measurement. lrun_engine_stats reports graphs, PDL and the exact
+ * path (graphs_enabled, graph_captures, graph_launches, pdl_enabled, exact). */
 #ifndef LRUN_ENGINE_CUDA_H
 #define LRUN_ENGINE_CUDA_H
 
-#include "lrun.h"
+#include "backend.h"
 
 #define LRUN_CUDA_GRAPH_MAX_TOKENS 8
 
 typedef struct lrun_cuda_engine lrun_cuda_engine;
 
-lrun_status lrun_cuda_engine_init(lrun_cuda_engine **out, lrun_model *model, const lrun_engine_opts *opts);
-/* lrun_engine_estimate's cuda half: fills every field of out but prefetch_layers. */
-lrun_status lrun_cuda_engine_estimate(lrun_model *model, const lrun_engine_opts *opts, lrun_engine_needs *out);
-void lrun_cuda_engine_free(lrun_cuda_engine *engine);
-int64_t lrun_cuda_engine_n_seq_max(const lrun_cuda_engine *engine);
-int64_t lrun_cuda_engine_n_ctx_max(const lrun_cuda_engine *engine);
-int64_t lrun_cuda_engine_seq_len(const lrun_cuda_engine *engine, int64_t seq);
-lrun_status lrun_cuda_engine_seq_truncate(lrun_cuda_engine *engine, int64_t seq, int64_t len);
-lrun_status lrun_cuda_engine_seq_copy(lrun_cuda_engine *engine, int64_t dst, int64_t src);
-lrun_status lrun_cuda_engine_seq_reorder(lrun_cuda_engine *engine, const int64_t *src_of_dst, int64_t n);
-lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed);
-lrun_status lrun_cuda_engine_step(lrun_cuda_engine *engine, int64_t n_tokens, const int32_t *tokens,
-                                  const int32_t *seq, const int8_t *want_logits, float *logits,
-                                  int64_t logits_rows_cap, int64_t *n_out);
-
-/* What an engine did, for tests and benchmarks. */
-typedef struct lrun_cuda_engine_stats {
-    int64_t steps;            /* forward chunks run */
-    int64_t graph_captures;   /* decode shapes captured into a graph */
-    int64_t graph_launches;   /* chunks run by replaying a graph */
-    int graphs_enabled;       /* 0 when off (DYNAMIC cache, LRUN_CUDA_GRAPHS=0, or a capture failed) */
-    int pdl_enabled;          /* kernels start while their predecessor drains (sm_90+, unless LRUN_CUDA_PDL=0) */
-    lrun_dtype kv_dtype;      /* F16 or F32 */
-    size_t kv_bytes;          /* device bytes of the KV cache now (an offloaded store is not) */
-    uint64_t kv_bytes_moved;  /* staged caches: bytes between the store and the slots */
-    uint64_t kv_bytes_copied; /* bytes copied by seq_copy */
-    size_t scratch_bytes;     /* device bytes of the step scratch */
-    size_t weight_bytes;      /* bytes of the model's tensors on the device */
-    /* AS_PLACED streaming and host compute (engine_cuda_offload.h); 0 otherwise */
-    uint64_t bytes_streamed;  /* weight bytes copied into slots (and embedding rows) */
-    double copy_seconds;      /* device time of the slot copies */
-    double stall_seconds;     /* device time compute waited for a copy */
-    int64_t prefetch_hits;    /* streamed units already in their slot when compute reached them */
-    int64_t prefetch_misses;  /* streamed units compute waited for */
-    uint64_t host_compute_bytes; /* weight bytes read by matmuls on the host */
-    size_t slot_bytes;        /* device bytes of the streaming slots */
-    int prefetch_layers;      /* k: units issued ahead of the one computing */
-    int exact;                /* 1: the exact path, bit-identical to the CPU engine (Q4_0/Q4_1/Q8_0 models) */
-} lrun_cuda_engine_stats;
-
-void lrun_cuda_engine_get_stats(const lrun_cuda_engine *engine, lrun_cuda_engine_stats *out);
-void lrun_cuda_engine_reset_stats(lrun_cuda_engine *engine);
-
-/* The CUDA engine behind an lrun_engine, or NULL for a CPU one (in engine.c). */
-lrun_cuda_engine *lrun_engine_cuda(lrun_engine *engine);
+/* The table's entries (backend.h), ctx a lrun_cuda_engine: init, free,
+ * estimate and sequences in engine_cuda.c; steps, the random fill and stats
+ * in engine_cuda_step.c. */
+lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts);
+lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engine_opts *opts);
+void lrun_cuda_engine_free(void *ctx);
+int64_t lrun_cuda_engine_n_seq_max(const void *ctx);
+int64_t lrun_cuda_engine_n_ctx_max(const void *ctx);
+int64_t lrun_cuda_engine_n_vocab(const void *ctx);
+int64_t lrun_cuda_engine_seq_len(const void *ctx, int64_t seq);
+lrun_status lrun_cuda_engine_seq_truncate(void *ctx, int64_t seq, int64_t len);
+lrun_status lrun_cuda_engine_seq_copy(void *ctx, int64_t dst, int64_t src);
+lrun_status lrun_cuda_engine_seq_reorder(void *ctx, const int64_t *src_of_dst, int64_t n);
+lrun_status lrun_cuda_engine_seq_fill_random(void *ctx, int64_t seq, int64_t n_pos, uint64_t seed);
+lrun_status lrun_cuda_engine_step(void *ctx, const lrun_step_args *args);
+void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out);
+void lrun_cuda_engine_reset_stats(void *ctx);
 
 #endif

@@ -31,7 +31,6 @@
  * host into the same lrun_k_embed, and a host-computed matrix runs
  * lrun_cpu_matmul on the f32 input the GPU would have quantized: that is the
  * CPU engine's own matmul, so the result is still the CPU engine's to the bit. */
-#ifdef LRUN_WITH_CUDA
 #include <stdlib.h>
 #include <string.h>
 
@@ -306,5 +305,3 @@ lrun_status lrun_cuda_exact_output_norm(lrun_cuda_engine *e, int64_t n_want, int
     return lrun_k_rms_norm_exact(identity ? e->x : e->tmp, e->output_norm, e->xn, n_want, e->n_embd, e->eps,
                                  e->stream);
 }
-
-#endif

@@ -11,7 +11,6 @@
  * projection's residual add with the norm after it (and that norm with the
  * quantization of the next weights' input). Weights come from
  * residency/weights.h; the KV cache from engine_cuda_kv.c. */
-#ifdef LRUN_WITH_CUDA
 #include <string.h>
 
 #include "cuda/engine_cuda_internal.h"
@@ -375,5 +374,3 @@ lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_wa
     }
     return lrun_weights_end(&W, e->n_layer);
 }
-
-#endif

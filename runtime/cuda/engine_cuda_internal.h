@@ -120,7 +120,7 @@ struct lrun_cuda_engine {
 
     /* host bookkeeping */
     int64_t *out_rows;            /* (B) chunk rows whose logits are wanted */
-    int64_t *seq_count, *seq_done;/* (n_seq_max) tokens per sequence in this step; placed so far */
+    int64_t *seq_done;            /* (n_seq_max) tokens of each sequence placed so far in this step */
 
     /* kernels launched as programmatic dependents (lrun_k_set_pdl), set
      * for this thread at each enqueue */
@@ -131,7 +131,7 @@ struct lrun_cuda_engine {
     int want_exact;               /* numerics EXACT was asked for (or LRUN_CUDA_EXACT=1 for benchmarks) */
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
-    lrun_cuda_engine_stats stats;
+    lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */
     struct cuda_offload *offload; /* AS_PLACED weights off the device, or NULL (engine_cuda_offload.h) */
     struct cuda_exact *exact;     /* the exact path's state when the model takes it (engine_cuda_exact.c), or NULL */
 };

@@ -26,7 +26,6 @@
  * so device KV memory of the offloaded kinds is two layers' worth. Staged
  * steps run eagerly (no CUDA graph): their copies follow the sequences'
  * lengths, which change every step. */
-#ifdef LRUN_WITH_CUDA
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -652,5 +651,3 @@ lrun_status lrun_cuda_kv_reorder(lrun_cuda_engine *e, const int64_t *src_of_dst,
     free(taken);
     return st;
 }
-
-#endif

@@ -12,7 +12,6 @@
  * refills (the unit before c: by then the GPU is busy with c). The CPU thus
  * runs at most k+1 units ahead of the GPU, which is also what lets it read
  * each unit's event times before the events are recorded again. */
-#ifdef LRUN_WITH_CUDA
 #include "cuda/engine_cuda_offload.h"
 
 #include <stdlib.h>
@@ -538,5 +537,3 @@ void lrun_cuda_offload_reset(lrun_cuda_engine *e)
     }
     o->issued = o->consumed = 0;
 }
-
-#endif

@@ -1,14 +1,12 @@
-/* engine_cuda_step.c — one lrun_engine_step on the CUDA engine: validate the
- * tokens, grow the cache, fill the pinned token table per chunk, send it in
- * one copy, run the chunk (replaying a CUDA graph for static decode shapes)
- * and bring back the wanted logits. */
-#ifdef LRUN_WITH_CUDA
+/* engine_cuda_step.c — one lrun_engine_step on the CUDA engine (the facade
+ * has checked the tokens): grow the cache, fill the pinned token table per
+ * chunk, send it in one copy, run the chunk (replaying a CUDA graph for
+ * static decode shapes) and bring back the wanted logits. */
 #include <string.h>
 
 #include "core/device.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
-#include "step_tokens.h"
 
 static int graph_capture(lrun_cuda_engine *e, int64_t n)
 {
@@ -70,28 +68,17 @@ static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int
     return LRUN_OK;
 }
 
-static int64_t seq_len_of(const void *engine, int64_t seq)
+lrun_status lrun_cuda_engine_step(void *ctx, const lrun_step_args *a)
 {
-    return ((const lrun_cuda_engine *)engine)->seq_len[seq];
-}
-
-lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const int32_t *tokens, const int32_t *seq,
-                                  const int8_t *want_logits, float *logits, int64_t logits_rows_cap, int64_t *n_out)
-{
-    if (n_out) *n_out = 0;
-    if (!e) return lrun_fail(LRUN_E_ARG, "engine step: engine is NULL");
-
-    // ---- validate, count tokens per sequence and wanted rows
-    int64_t n_want, need;
-    const lrun_step_shape shape = {e->n_vocab, e->n_seq_max, e->n_ctx_max, e, seq_len_of};
-    lrun_status st = lrun_step_check(&shape, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap,
-                                     e->seq_count, &n_want, &need);
-    if (st != LRUN_OK) return st;
-    if (n_tokens == 0) return LRUN_OK;
+    lrun_cuda_engine *e = ctx;
+    const int64_t n_tokens = a->n_tokens, need = a->need;
+    const int32_t *tokens = a->tokens, *seq = a->seq;
+    const int8_t *want_logits = a->want_logits;
+    float *logits = a->logits;
     TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
 
     // ---- grow the cache first, so a failure changes nothing
-    st = lrun_cuda_kv_reserve(e, need);
+    lrun_status st = lrun_cuda_kv_reserve(e, need);
     if (st != LRUN_OK) return lrun_fail_context(st, "engine step");
 
     // ---- chunks of n_batch_max tokens, in token order
@@ -113,7 +100,7 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
             h->kv_base[i] = base;
             h->row_off[i] = base + pos * e->kv_dim;
             longest = pos + 1 > longest ? pos + 1 : longest;
-            const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == e->seq_count[s];
+            const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == a->seq_count[s];
             if (wanted) {
                 identity &= want == i;
                 e->out_rows[want++] = i;
@@ -137,9 +124,9 @@ lrun_status lrun_cuda_engine_step(lrun_cuda_engine *e, int64_t n_tokens, const i
                                                     (long long)(c0 + n - 1));
         rows_out += want;
     }
-    for (int64_t s = 0; s < e->n_seq_max; s++) e->seq_len[s] += e->seq_count[s];
+    for (int64_t s = 0; s < e->n_seq_max; s++) e->seq_len[s] += a->seq_count[s];
     lrun_cuda_kv_step_end(e);
-    if (n_out) *n_out = rows_out;
+    (void)rows_out; /* == a->n_want: the facade reports it */
     return LRUN_OK;
 }
 
@@ -157,8 +144,9 @@ static void fill_table_positions(lrun_cuda_engine *e, int64_t seq, int64_t from,
     }
 }
 
-lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *e, int64_t seq, int64_t n_pos, uint64_t seed)
+lrun_status lrun_cuda_engine_seq_fill_random(void *ctx, int64_t seq, int64_t n_pos, uint64_t seed)
 {
+    lrun_cuda_engine *e = ctx;
     if (seq < 0 || seq >= e->n_seq_max || n_pos < 0 || e->seq_len[seq] + n_pos > e->n_ctx_max)
         return lrun_fail(LRUN_E_ARG, "engine fill: sequence %lld (of %lld) with %lld + %lld positions (n_ctx_max %lld)",
                          (long long)seq, (long long)e->n_seq_max, (long long)(seq >= 0 && seq < e->n_seq_max ?
@@ -203,12 +191,13 @@ lrun_status lrun_cuda_engine_seq_fill_random(lrun_cuda_engine *e, int64_t seq, i
     return LRUN_OK;
 }
 
-void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stats *out)
+void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out)
 {
+    const lrun_cuda_engine *e = ctx;
     *out = e->stats;
     out->graphs_enabled = e->graphs_enabled;
     out->pdl_enabled = e->pdl_enabled;
-    out->kv_dtype = e->kv_dtype;
+    out->kv_dtype = e->kv_dtype == LRUN_DTYPE_F32 ? LRUN_KV_DTYPE_F32 : LRUN_KV_DTYPE_F16;
     out->kv_bytes = lrun_cuda_kv_device_bytes(e);
     out->kv_bytes_moved = e->kv.bytes_moved - e->kv_moved_base;
     out->kv_bytes_copied = e->kv.bytes_copied - e->kv_copied_base;
@@ -216,8 +205,9 @@ void lrun_cuda_engine_get_stats(const lrun_cuda_engine *e, lrun_cuda_engine_stat
     out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e);
 }
 
-void lrun_cuda_engine_reset_stats(lrun_cuda_engine *e)
+void lrun_cuda_engine_reset_stats(void *ctx)
 {
+    lrun_cuda_engine *e = ctx;
     e->stats.steps = e->stats.graph_captures = e->stats.graph_launches = 0;
     e->stats.bytes_streamed = e->stats.host_compute_bytes = 0;
     e->stats.copy_seconds = e->stats.stall_seconds = 0;
@@ -225,5 +215,3 @@ void lrun_cuda_engine_reset_stats(lrun_cuda_engine *e)
     e->kv_moved_base = e->kv.bytes_moved;
     e->kv_copied_base = e->kv.bytes_copied;
 }
-
-#endif

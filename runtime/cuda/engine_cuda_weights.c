@@ -2,7 +2,6 @@
  * a block's weights as engine_cuda_offload.c stages them (slot views for
  * streamed matrices, host compute for the marked ones), or in place when
  * nothing is off the device. The LM head is unit n_layer. */
-#ifdef LRUN_WITH_CUDA
 #include "cuda/engine_cuda_offload.h"
 
 static lrun_status cuda_begin(void *ctx, int64_t unit)
@@ -57,5 +56,3 @@ lrun_weights lrun_cuda_weights_init(struct lrun_cuda_weights *src, lrun_cuda_eng
     src->layer = NULL;
     return (lrun_weights){&cuda_iface, src};
 }
-
-#endif

@@ -1,7 +1,7 @@
 /* test_device.c — device budgets and OOM reports, host tiers, copies, cpu
  * streams and events, and the pool's free-list allocator on a host arena. */
 #include "check.h"
-#include "cuda/cuda_backend.h"
+#include "core/pool.h"
 #include "core/device.h"
 #include "core/error.h"
 

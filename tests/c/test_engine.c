@@ -645,7 +645,55 @@ static void test_arguments(const char *path)
     CHECK("no logits wanted: no buffer needed", lrun_engine_step(e, 3, tok, seq, (const int8_t[]){0, 0, 0}, NULL, 0, &n_out) == LRUN_OK &&
                                                      n_out == 0 && lrun_engine_seq_len(e, 0) == 2);
     CHECK("n_ctx_max and n_seq_max", lrun_engine_n_ctx_max(e) == 64 && lrun_engine_n_seq_max(e) == 2);
+    /* the CPU backend's table has no random fill: the facade says so */
+    CHECK("seq_fill_random on the CPU is LRUN_E_UNSUPPORTED, unchanged",
+          lrun_engine_seq_fill_random(e, 0, 4, 1) == LRUN_E_UNSUPPORTED && lrun_engine_seq_len(e, 0) == 2);
+    lrun_engine_stats st;
+    lrun_engine_get_stats(e, &st);
+    CHECK("one stats record: the CUDA backend's fields are 0 on the CPU",
+          st.graph_captures == 0 && st.graph_launches == 0 && !st.graphs_enabled && !st.pdl_enabled && !st.exact &&
+              st.kv_dtype == LRUN_KV_DTYPE_F16 && st.prefetch_layers == 0 && st.steps == 1);
     lrun_engine_free(e);
+    lrun_model_free(m);
+}
+
+/* The facade's limits (runtime/engine.c), one set for every backend:
+ * n_seq_max and n_batch_max at most 2^16, n_ctx_max at most 2^30, checked
+ * before any backend sees the options, by init and estimate alike. */
+static void test_limits(const char *path)
+{
+    lrun_model *m = load(path, 0, -1);
+    if (!m) {
+        CHECK("model", 0);
+        return;
+    }
+    static const struct {
+        const char *name;
+        lrun_engine_opts opts;
+    } bad[] = {
+        {"n_seq_max 2^16 + 1", {.n_seq_max = ((int64_t)1 << 16) + 1}},
+        {"n_batch_max 2^16 + 1", {.n_seq_max = 1, .n_batch_max = ((int64_t)1 << 16) + 1}},
+        {"n_ctx_max 2^30 + 1", {.n_seq_max = 1, .n_ctx_max = ((int64_t)1 << 30) + 1}},
+        {"a negative n_threads", {.n_seq_max = 1, .n_threads = -1}},
+        {"cache kind 9", {.n_seq_max = 1, .cache_kind = (lrun_cache_kind)9}},
+        {"prefetch_layers 65", {.n_seq_max = 1, .prefetch_layers = 65}},
+        {"numerics 7", {.n_seq_max = 1, .numerics = (lrun_numerics)7}},
+        {"weight_mode 3", {.n_seq_max = 1, .weight_mode = (lrun_weight_mode)3}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char name[96];
+        lrun_engine *e = (lrun_engine *)1;
+        lrun_engine_needs needs;
+        snprintf(name, sizeof name, "%s: LRUN_E_ARG from init and from estimate", bad[i].name);
+        CHECK(name, lrun_engine_init(&e, m, &bad[i].opts) == LRUN_E_ARG && e == NULL &&
+                        lrun_engine_estimate(&needs, m, &bad[i].opts) == LRUN_E_ARG);
+    }
+    /* at the limits: accepted by the checks (estimate allocates nothing) */
+    const lrun_engine_opts edge = {.n_seq_max = (int64_t)1 << 16, .n_batch_max = (int64_t)1 << 16,
+                                   .n_ctx_max = (int64_t)1 << 30};
+    lrun_engine_needs needs;
+    CHECK("n_seq_max and n_batch_max 2^16, n_ctx_max 2^30: estimate accepts them",
+          lrun_engine_estimate(&needs, m, &edge) == LRUN_OK && needs.prefetch_layers == 2);
     lrun_model_free(m);
 }
 
@@ -670,6 +718,7 @@ int main(void)
     test_static_dynamic(q41);
     test_kv_dtypes(q41);
     test_arguments(f32);
+    test_limits(f32);
     test_llamacpp_golden();
 
     for (int i = 0; i < 3; i++) remove(paths[i]);

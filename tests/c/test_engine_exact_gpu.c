@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "cuda/engine_cuda.h"
 #include "lrun.h"
 
 enum { L = 2, D = 160, H = 4, HK = 2, F = 224, V = 997, CTX = 256, BATCH = 16, NSEQ = 3 };
@@ -84,8 +83,8 @@ static void test_random(const char *path, const char *name, lrun_kv_dtype kv, lr
     lrun_model *mc = load(path, "cpu"), *mg = load(path, "cuda:0");
     lrun_engine *ec = engine(mc, CTX, BATCH, LRUN_CACHE_KIND_DYNAMIC, kv);
     lrun_engine *eg = engine(mg, CTX, BATCH, kind, kv);
-    lrun_cuda_engine_stats cs = {0};
-    if (eg) lrun_cuda_engine_get_stats(lrun_engine_cuda(eg), &cs);
+    lrun_engine_stats cs = {0};
+    if (eg) lrun_engine_get_stats(eg, &cs);
     snprintf(msg, sizeof msg, "%s: the CUDA engine takes the exact path", label);
     CHECK(msg, ec && eg && cs.exact == 1);
     if (!ec || !eg || !cs.exact) goto done;
@@ -127,7 +126,7 @@ static void test_random(const char *path, const char *name, lrun_kv_dtype kv, lr
     snprintf(msg, sizeof msg, "%s: 6 one-token decode steps, bit-identical", label);
     CHECK(msg, good);
     if (kind == LRUN_CACHE_KIND_STATIC) {
-        lrun_cuda_engine_get_stats(lrun_engine_cuda(eg), &cs);
+        lrun_engine_get_stats(eg, &cs);
         snprintf(msg, sizeof msg, "%s: decode steps were replayed from CUDA graphs (%lld launches)", label,
                  (long long)cs.graph_launches);
         CHECK(msg, cs.graph_launches > 0);
@@ -192,8 +191,8 @@ static void test_golden(const char *model, const char *golden, lrun_kv_dtype kv)
     lrun_model *mc = load(model, "cpu"), *mg = load(model, "cuda:0");
     lrun_engine *ec = engine(mc, 1024, 512, LRUN_CACHE_KIND_DYNAMIC, kv);
     lrun_engine *eg = engine(mg, 1024, 512, LRUN_CACHE_KIND_STATIC, kv);
-    lrun_cuda_engine_stats cs = {0};
-    if (eg) lrun_cuda_engine_get_stats(lrun_engine_cuda(eg), &cs);
+    lrun_engine_stats cs = {0};
+    if (eg) lrun_engine_get_stats(eg, &cs);
     CHECK("default model: the CUDA engine takes the exact path", ec && eg && cs.exact == 1);
     if (!cJSON_IsArray(cases) || !ec || !eg) goto done;
     const int64_t nv = lrun_model_get_info(mc)->n_vocab;
@@ -257,8 +256,8 @@ static void test_selection(const char *q8_path, const char *f32_path)
     lrun_engine *e = NULL;
     const lrun_engine_opts fast = {.n_seq_max = 1, .n_ctx_max = CTX};
     CHECK("default numerics: an engine is made", m && lrun_engine_init(&e, m, &fast) == LRUN_OK);
-    lrun_cuda_engine_stats cs = {0};
-    if (e) lrun_cuda_engine_get_stats(lrun_engine_cuda(e), &cs);
+    lrun_engine_stats cs = {0};
+    if (e) lrun_engine_get_stats(e, &cs);
     CHECK("default numerics take the fast path", e && cs.exact == 0);
     lrun_engine_free(e);
     lrun_model_free(m);

@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "cuda/engine_cuda.h"
 #include "lrun.h"
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 1024 };
@@ -242,9 +241,9 @@ static void test_pdl(const char *path, const char *what)
              lrun_engine_step(pdl, 1, &t1, &s0, NULL, b, 1, &n) == LRUN_OK;
         same &= ok && !memcmp(a, b, sizeof a);
     }
-    lrun_cuda_engine_stats sp, sq;
-    lrun_cuda_engine_get_stats(lrun_engine_cuda(pdl), &sp);
-    lrun_cuda_engine_get_stats(lrun_engine_cuda(plain), &sq);
+    lrun_engine_stats sp, sq;
+    lrun_engine_get_stats(pdl, &sp);
+    lrun_engine_get_stats(plain, &sq);
     printf("# %s: PDL %s, %lld of %lld chunks replayed\n", what, sp.pdl_enabled ? "on" : "off (device before sm_90)",
            (long long)sp.graph_launches, (long long)sp.steps);
     char name[160];
@@ -286,9 +285,9 @@ static void test_graphs(const char *path)
              lrun_engine_step(graph, 2, t2, s2, NULL, b, 2, &n) == LRUN_OK;
         worst = fmax(worst, rel_diff(a, b, 2 * V));
     }
-    lrun_cuda_engine_stats sg, se;
-    lrun_cuda_engine_get_stats(lrun_engine_cuda(graph), &sg);
-    lrun_cuda_engine_get_stats(lrun_engine_cuda(eager), &se);
+    lrun_engine_stats sg, se;
+    lrun_engine_get_stats(graph, &sg);
+    lrun_engine_get_stats(eager, &se);
     printf("# graph replay vs eager: worst rel %.3g over %d steps; %lld captures, %lld of %lld chunks replayed\n",
            worst, 2 * ND, (long long)sg.graph_captures, (long long)sg.graph_launches, (long long)sg.steps);
     CHECK("decode steps replayed from CUDA graphs match eager ones", ok && worst < 1e-5);
@@ -329,9 +328,9 @@ static void test_kv_f32(const char *path)
     lrun_engine *eg = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_STATIC);
     kv_dtype = LRUN_KV_DTYPE_DEFAULT;
     if (!ec || !eg) goto done;
-    lrun_cuda_engine_stats st;
-    lrun_cuda_engine_get_stats(lrun_engine_cuda(eg), &st);
-    CHECK("kv_dtype f32: the device cache is f32", st.kv_dtype == LRUN_DTYPE_F32 &&
+    lrun_engine_stats st;
+    lrun_engine_get_stats(eg, &st);
+    CHECK("kv_dtype f32: the device cache is f32", st.kv_dtype == LRUN_KV_DTYPE_F32 &&
                                                       st.kv_bytes == (size_t)2 * L * 256 * HK * (D / H) * 4);
     int32_t tok[24];
     make_prompt(tok, 24, V, 17);

@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "cuda/engine_cuda.h"
 #include "lrun.h"
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 256, NP = 20, ND = 8 };
@@ -181,8 +180,8 @@ static void test_placement(const char *path, const char *dtype, const int32_t *p
              kind == LRUN_CACHE_KIND_STATIC ? ", static cache" : "");
     lrun_model *m = load(path, "cuda:0");
     lrun_engine *e = m && apply(m, c->place) ? engine(m, LRUN_WEIGHT_MODE_AS_PLACED, c->k, n_batch, kind) : NULL;
-    lrun_cuda_engine_stats cs = {0};
-    if (e) lrun_cuda_engine_get_stats(lrun_engine_cuda(e), &cs);
+    lrun_engine_stats cs = {0};
+    if (e) lrun_engine_get_stats(e, &cs);
     snprintf(msg, sizeof msg, "%s: AS_PLACED exact engine made, on the exact path", label);
     CHECK(msg, e && cs.exact == 1);
     struct run r = {.logits = calloc((size_t)(NP + ND) * V, sizeof(float))};

@@ -1,0 +1,71 @@
+/* backend.h — what an engine backend implements, and how the facade finds one.
+ *
+ * An lrun_engine (lrun.h) is a facade over a backend, as in ggml-backend: a
+ * table of functions plus the backend's own context. The facade (engine.c)
+ * checks the options and a step's arguments once, with one set of limits for
+ * every backend, then calls through the table; it never knows which backend
+ * it holds. A backend is chosen from the model's device kind through the
+ * registry (backend.c), the one file that names every backend: a CPU-only
+ * build has no CUDA entry at all.
+ *
+ *   lrun_engine_init(model, opts)
+ *     └─ engine.c: check opts, resolve defaults ─► registry: backend of the device kind
+ *          └─ iface->init(&ctx, model, opts) ─► cpu/engine_cpu.c | cuda/engine_cuda*.c
+ *   lrun_engine_step(...)
+ *     └─ engine.c: lrun_step_check ─► iface->step(ctx, &step)
+ *
+ * The device layer has a table of its own (core/device.h: lrun_device_iface),
+ * found through the same registry. */
+#ifndef LRUN_BACKEND_H
+#define LRUN_BACKEND_H
+
+#include "lrun.h"
+
+/* One step's arguments, already checked by the facade (lrun_step_check):
+ * every id in range, no sequence past n_ctx_max, logits large enough. */
+typedef struct lrun_step_args {
+    int64_t n_tokens;           /* >= 1 */
+    const int32_t *tokens;      /* (n_tokens) ids in [0, n_vocab) */
+    const int32_t *seq;         /* (n_tokens) sequence of each token, in [0, n_seq_max) */
+    const int8_t *want_logits;  /* (n_tokens) or NULL: the last token of each sequence */
+    float *logits;              /* (n_want, n_vocab) */
+    const int64_t *seq_count;   /* (n_seq_max) tokens of each sequence in this step */
+    int64_t n_want;             /* logits rows the step writes */
+    int64_t need;               /* the longest sequence after the step, positions */
+} lrun_step_args;
+
+/* An engine backend. ctx is what init made. Options reach init and estimate
+ * checked and never NULL; sequence ids reaching seq_len are in range. */
+typedef struct lrun_backend_iface {
+    const char *name; /* "cpu", "cuda" */
+    /* Fills out (all but prefetch_layers, which the facade sets) without allocating. */
+    lrun_status (*estimate)(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts);
+    lrun_status (*init)(void **ctx, lrun_model *model, const lrun_engine_opts *opts);
+    void (*free)(void *ctx);
+    int64_t (*n_seq_max)(const void *ctx);
+    int64_t (*n_ctx_max)(const void *ctx);
+    int64_t (*n_vocab)(const void *ctx);
+    int64_t (*seq_len)(const void *ctx, int64_t seq);
+    lrun_status (*seq_truncate)(void *ctx, int64_t seq, int64_t len);
+    lrun_status (*seq_copy)(void *ctx, int64_t dst, int64_t src);
+    lrun_status (*seq_reorder)(void *ctx, const int64_t *src_of_dst, int64_t n);
+    /* NULL when the backend has no random fill (LRUN_E_UNSUPPORTED) */
+    lrun_status (*seq_fill_random)(void *ctx, int64_t seq, int64_t n_pos, uint64_t seed);
+    /* Runs a checked step; writes args->n_want rows. On failure no sequence changes. */
+    lrun_status (*step)(void *ctx, const lrun_step_args *args);
+    /* Fills every field the backend has; out arrives zeroed. */
+    void (*get_stats)(const void *ctx, lrun_engine_stats *out);
+    void (*reset_stats)(void *ctx);
+} lrun_backend_iface;
+
+/* The backends this build has, each a peer; declared here so the registry can
+ * name them (backend.c). */
+extern const lrun_backend_iface lrun_cpu_backend;
+#ifdef LRUN_WITH_CUDA
+extern const lrun_backend_iface lrun_cuda_backend;
+#endif
+
+/* The engine backend for a device kind, or NULL when this build has none. */
+const lrun_backend_iface *lrun_backend_for(lrun_device_kind kind);
+
+#endif

@@ -1,0 +1,213 @@
+/* engine.c — the public engine (lrun.h lrun_engine_*): a facade over a backend.
+ *
+ * Every call checks its arguments here, once, for every backend, and then
+ * goes through the backend's table (backend.h). The facade keeps only what
+ * the checks need: the backend's sizes and the per-step token counts. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "step_tokens.h"
+
+struct lrun_engine {
+    const lrun_backend_iface *iface;
+    void *ctx;                    /* the backend's engine */
+    int64_t n_vocab, n_seq_max, n_ctx_max;
+    int64_t *seq_count;           /* (n_seq_max) tokens of each sequence in the step being checked */
+};
+
+// ---------------------------------------------------------------- options
+
+/* One set of limits for every backend, so that options one device accepts
+ * no other refuses, and a plan made for one is valid on another. They are
+ * the CUDA backend's, the tighter: its kernels index sequences and batch rows
+ * in grid dimensions of at most 65535 and keep positions in int32 tables
+ * (2^30 leaves room for position + length arithmetic). The CPU engine allowed
+ * 2^20 sequences and 2^40 positions, more than any cache can hold. */
+#define LIMIT_SEQ ((int64_t)1 << 16)
+#define LIMIT_BATCH ((int64_t)1 << 16)
+#define LIMIT_CTX ((int64_t)1 << 30)
+
+/* LRUN_E_ARG naming the first option out of its range; who is the caller. */
+static lrun_status check_opts(const lrun_engine_opts *o, const char *who)
+{
+    if (o->n_seq_max < 0 || o->n_ctx_max < 0 || o->n_batch_max < 0 || o->n_threads < 0)
+        return lrun_fail(LRUN_E_ARG, "%s: n_seq_max %lld, n_ctx_max %lld, n_batch_max %lld and n_threads %d must "
+                         "not be negative", who, (long long)o->n_seq_max, (long long)o->n_ctx_max,
+                         (long long)o->n_batch_max, o->n_threads);
+    if (o->n_seq_max > LIMIT_SEQ || o->n_batch_max > LIMIT_BATCH || o->n_ctx_max > LIMIT_CTX)
+        return lrun_fail(LRUN_E_ARG, "%s: n_seq_max %lld, n_batch_max %lld (at most 65536) or n_ctx_max %lld "
+                         "(at most 2^30) too large", who, (long long)o->n_seq_max, (long long)o->n_batch_max,
+                         (long long)o->n_ctx_max);
+    if (o->cache_kind < LRUN_CACHE_KIND_DYNAMIC || o->cache_kind > LRUN_CACHE_KIND_QUANTIZED)
+        return lrun_fail(LRUN_E_ARG, "%s: unknown cache kind %d", who, (int)o->cache_kind);
+    if (o->kv_dtype != LRUN_KV_DTYPE_DEFAULT && o->kv_dtype != LRUN_KV_DTYPE_F16 && o->kv_dtype != LRUN_KV_DTYPE_F32)
+        return lrun_fail(LRUN_E_ARG, "%s: kv_dtype %d is not one of LRUN_KV_DTYPE_DEFAULT, _F16, _F32", who,
+                         (int)o->kv_dtype);
+    if (o->weight_mode != LRUN_WEIGHT_MODE_ALL_DEVICE && o->weight_mode != LRUN_WEIGHT_MODE_AS_PLACED)
+        return lrun_fail(LRUN_E_ARG, "%s: weight_mode %d is not LRUN_WEIGHT_MODE_ALL_DEVICE or _AS_PLACED", who,
+                         (int)o->weight_mode);
+    if (o->prefetch_layers < 0 || o->prefetch_layers > 64)
+        return lrun_fail(LRUN_E_ARG, "%s: prefetch_layers %d is not in [0, 64] (0 = the default)", who,
+                         o->prefetch_layers);
+    if (o->numerics != LRUN_NUMERICS_DEFAULT && o->numerics != LRUN_NUMERICS_EXACT)
+        return lrun_fail(LRUN_E_ARG, "%s: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", who, (int)o->numerics);
+    return LRUN_OK;
+}
+
+/* The backend of the model's device, after the options are checked. */
+static lrun_status resolve(const lrun_backend_iface **out, lrun_model *model, const lrun_engine_opts *opts,
+                           const char *who)
+{
+    *out = NULL;
+    if (!model) return lrun_fail(LRUN_E_ARG, "%s: model is NULL", who);
+    lrun_status st = check_opts(opts, who);
+    if (st != LRUN_OK) return st;
+    const lrun_device_kind kind = lrun_device_kind_of(model->device);
+    *out = lrun_backend_for(kind);
+    if (!*out) return lrun_fail(LRUN_E_DEVICE, "%s: no engine backend for device %s in this build", who,
+                                lrun_device_name(model->device));
+    return LRUN_OK;
+}
+
+/* Measured defaults (docs/residency.md, docs/streaming.md): on the CPU two
+ * blocks in flight hide the copy thread's jitter; on an H100 one unit
+ * already keeps the copy engine busy at batch 1, and every further slot is a
+ * layer that can no longer stay resident. */
+int lrun_engine_default_prefetch(lrun_device_kind kind) { return kind == LRUN_DEVICE_KIND_CUDA ? 1 : 2; }
+
+/* opts with its defaults resolved where every backend takes the same one. */
+static lrun_engine_opts with_defaults(const lrun_engine_opts *opts, const lrun_model *model)
+{
+    lrun_engine_opts o = opts ? *opts : (lrun_engine_opts){.n_seq_max = 1, .cache_kind = LRUN_CACHE_KIND_DYNAMIC};
+    if (o.prefetch_layers == 0 && model) o.prefetch_layers = lrun_engine_default_prefetch(lrun_device_kind_of(model->device));
+    return o;
+}
+
+lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    if (!out) return lrun_fail(LRUN_E_ARG, "engine estimate: out is NULL");
+    memset(out, 0, sizeof *out);
+    const lrun_engine_opts o = with_defaults(opts, model);
+    const lrun_backend_iface *b;
+    lrun_status st = resolve(&b, model, &o, "engine estimate");
+    if (st == LRUN_OK) st = b->estimate(out, model, &o);
+    out->prefetch_layers = o.prefetch_layers;
+    return st;
+}
+
+// ---------------------------------------------------------------- lifetime
+
+lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts)
+{
+    if (!out) return lrun_fail(LRUN_E_ARG, "engine: out is NULL");
+    *out = NULL;
+    const lrun_engine_opts o = with_defaults(opts, model);
+    const lrun_backend_iface *b;
+    lrun_status st = resolve(&b, model, &o, "engine");
+    if (st != LRUN_OK) return st;
+    lrun_engine *e = calloc(1, sizeof *e);
+    if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
+    e->iface = b;
+    st = b->init(&e->ctx, model, &o);
+    if (st != LRUN_OK) {
+        free(e);
+        return st;
+    }
+    e->n_vocab = b->n_vocab(e->ctx);
+    e->n_seq_max = b->n_seq_max(e->ctx);
+    e->n_ctx_max = b->n_ctx_max(e->ctx);
+    e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
+    if (!e->seq_count) {
+        lrun_engine_free(e);
+        return lrun_fail_oom((size_t)e->n_seq_max * sizeof(int64_t), 0, "engine: counts of %lld sequences",
+                             (long long)e->n_seq_max);
+    }
+    *out = e;
+    return LRUN_OK;
+}
+
+void lrun_engine_free(lrun_engine *engine)
+{
+    if (!engine) return;
+    if (engine->ctx) engine->iface->free(engine->ctx);
+    free(engine->seq_count);
+    free(engine);
+}
+
+// ---------------------------------------------------------------- sequences
+
+int64_t lrun_engine_n_seq_max(const lrun_engine *engine) { return engine->n_seq_max; }
+int64_t lrun_engine_n_ctx_max(const lrun_engine *engine) { return engine->n_ctx_max; }
+
+int64_t lrun_engine_seq_len(const lrun_engine *engine, int64_t seq)
+{
+    return seq >= 0 && seq < engine->n_seq_max ? engine->iface->seq_len(engine->ctx, seq) : -1;
+}
+
+lrun_status lrun_engine_seq_truncate(lrun_engine *engine, int64_t seq, int64_t len)
+{
+    if (!engine) return lrun_fail(LRUN_E_ARG, "engine truncate: engine is NULL");
+    return engine->iface->seq_truncate(engine->ctx, seq, len);
+}
+
+lrun_status lrun_engine_seq_copy(lrun_engine *engine, int64_t dst, int64_t src)
+{
+    if (!engine) return lrun_fail(LRUN_E_ARG, "engine copy: engine is NULL");
+    return engine->iface->seq_copy(engine->ctx, dst, src);
+}
+
+lrun_status lrun_engine_seq_reorder(lrun_engine *engine, const int64_t *src_of_dst, int64_t n)
+{
+    if (!engine) return lrun_fail(LRUN_E_ARG, "engine reorder: engine is NULL");
+    return engine->iface->seq_reorder(engine->ctx, src_of_dst, n);
+}
+
+lrun_status lrun_engine_seq_fill_random(lrun_engine *engine, int64_t seq, int64_t n_pos, uint64_t seed)
+{
+    if (!engine) return lrun_fail(LRUN_E_ARG, "engine fill: engine is NULL");
+    if (!engine->iface->seq_fill_random)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "engine fill: random contexts are for the long-context benchmarks of "
+                         "the CUDA engine; on %s run a prompt", engine->iface->name);
+    return engine->iface->seq_fill_random(engine->ctx, seq, n_pos, seed);
+}
+
+// ---------------------------------------------------------------- steps
+
+static int64_t seq_len_of(const void *engine, int64_t seq)
+{
+    const lrun_engine *e = engine;
+    return e->iface->seq_len(e->ctx, seq);
+}
+
+lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_t *tokens,
+                             const int32_t *seq, const int8_t *want_logits,
+                             float *logits, int64_t logits_rows_cap, int64_t *n_out)
+{
+    lrun_engine *e = engine;
+    if (n_out) *n_out = 0;
+    if (!e) return lrun_fail(LRUN_E_ARG, "engine step: engine is NULL");
+    lrun_step_args a = {n_tokens, tokens, seq, want_logits, logits, e->seq_count, 0, 0};
+    const lrun_step_shape shape = {e->n_vocab, e->n_seq_max, e->n_ctx_max, e, seq_len_of};
+    lrun_status st = lrun_step_check(&shape, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap,
+                                     e->seq_count, &a.n_want, &a.need);
+    if (st != LRUN_OK || n_tokens == 0) return st;
+    st = e->iface->step(e->ctx, &a);
+    if (st == LRUN_OK && n_out) *n_out = a.n_want;
+    return st;
+}
+
+// ---------------------------------------------------------------- stats
+
+void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (engine) engine->iface->get_stats(engine->ctx, out);
+}
+
+void lrun_engine_reset_stats(lrun_engine *engine)
+{
+    if (engine) engine->iface->reset_stats(engine->ctx);
+}
