@@ -347,15 +347,20 @@ static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity
 /* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows).
  * A streamed head is read from its slot (the chunk's head_begin made
  * compute wait for it; it stays there until the next chunk). */
-lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
+static lrun_status lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 {
-    lrun_k_set_pdl(lrun_cuda_pdl_on(e));
     struct lrun_cuda_weights src;
     const lrun_weights W = lrun_cuda_weights_init(&src, e);
     const lrun_weight_ref head = lrun_weights_get(&W, e->n_layer, LRUN_ARCH_TENSOR_OUTPUT);
     const float *x = e->xn + r0 * e->n_embd;
     if (e->exact) return lrun_cuda_exact_matmul(e, &head, &e->logits, 1, x, rows, 0);
     return matmul(e, head, x, rows, e->logits);
+}
+
+lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
+{
+    lrun_k_set_pdl(lrun_cuda_pdl_on(e));
+    return lm_head(e, r0, rows);
 }
 
 /* All device work of a chunk up to the first block of logits. */
@@ -370,7 +375,8 @@ lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_wa
     TRY(lrun_weights_begin(&W, e->n_layer));
     if (n_want > 0) {
         TRY(output_norm(e, n_want, identity));
-        TRY(lrun_cuda_lm_head(e, 0, min64(n_want, LOGIT_ROWS)));
+        const int64_t rows = min64(n_want, LOGIT_ROWS);
+        TRY(e->exact ? lm_head(e, 0, rows) : lrun_cuda_lm_head(e, 0, rows)); /* as the two paths always did */
     }
     return lrun_weights_end(&W, e->n_layer);
 }
