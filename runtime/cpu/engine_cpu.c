@@ -5,7 +5,8 @@
  *
  * One step takes tokens of many sequences; they are processed in chunks of
  * n_batch_max tokens, every matmul covering all tokens of the chunk at once
- * (m = n_tok). Per layer:
+ * (m = n_tok); forward_cpu.c runs a chunk through the architecture's op
+ * table (arch/arch.h). For llama, per layer:
  *
  *   xn = rms_norm(x) * attn_norm
  *   q, k, v = xn Wqᵀ, xn Wkᵀ, xn Wvᵀ          (+ biases when the file has them)
@@ -27,6 +28,7 @@
 #include "core/checked.h"
 #include "cpu/cpu_matmul.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/engine_cpu_internal.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "kv/kv_blocks.h"
@@ -37,62 +39,6 @@
 #include "residency/weight_stream.h"
 
 #define DEFAULT_BATCH 512
-
-/* Norm weights, biases and RoPE frequency factors are converted to f32 once,
- * at init, into engine memory: a residency move of those tiny tensors later
- * cannot leave the engine pointing at released bytes. */
-struct engine_layer {
-    const float *attn_norm, *ffn_norm; /* (n_embd) */
-    const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd); NULL when absent */
-};
-
-typedef struct cpu_engine cpu_engine;
-
-struct cpu_engine {
-    lrun_model *model;
-    lrun_device *device;
-    lrun_threadpool *pool;        /* the model's, or own_pool */
-    lrun_threadpool *own_pool;    /* when opts asked for another thread count */
-    int64_t n_seq_max, n_ctx_max, n_batch_max;
-    int64_t n_scores;             /* scratch per thread: n_ctx_max rounded up to 32 (the attention pads), + head_dim */
-    int64_t n_embd, q_dim, kv_dim, n_ff, n_vocab;
-    lrun_kv_cache kv;
-    lrun_rope rope;
-    struct engine_layer *layers;  /* (n_layer) */
-    const float *output_norm;     /* (n_embd) */
-
-    /* device scratch: one allocation, carved below; B = n_batch_max */
-    void *scratch;
-    size_t scratch_bytes;
-    float *x;        /* (B, n_embd) residual stream */
-    float *xn;       /* (B, n_embd) normed input of a sublayer */
-    float *q;        /* (B, q_dim) */
-    float *k, *v;    /* (B, kv_dim) */
-    float *attn;     /* (B, q_dim) attention output */
-    float *tmp;      /* (B, n_embd) sublayer output before the residual add */
-    float *gate;     /* (B, n_ff) */
-    float *up;       /* (B, n_ff) */
-    float *cs;       /* (B, n_rot) cos/sin pairs per token */
-    float *scores;   /* (n_threads, n_scores) attention scratch */
-    float *vectors;  /* norms and biases in f32, pointed to by layers */
-    void *mm_work;   /* lrun_cpu_matmul work for B rows */
-    void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
-    lrun_engine_stats stats;
-    lrun_weight_stream *ws;       /* AS_PLACED: slots and copy thread for off-device weights; else NULL */
-    int prefetch_layers;          /* k of ws; 0 without it */
-    uint64_t kv_moved_base, kv_copied_base; /* the cache's counters at the last stats reset */
-
-    /* host bookkeeping, sized at init */
-    int64_t *tok_seq;          /* (B) sequence of each token of the chunk */
-    int64_t *tok_pos;          /* (B) position of each token */
-    int64_t *tok_npos;         /* (B) positions each token attends to: pos + 1 */
-    const void **tok_k;        /* (B) the token's sequence cache, keys of the current layer */
-    const void **tok_v;        /* (B) values (transposed) */
-    const void *const **tok_blocks; /* (B) the token's block table, when the cache is paged */
-    int64_t *tok_vstride;      /* (B) the cap of the token's sequence: elements between value dims */
-    int64_t *out_rows;         /* (B) chunk rows whose logits are wanted */
-    int64_t *seq_done;         /* (n_seq_max) of those, already placed */
-};
 
 // ---------------------------------------------------------------- init
 
@@ -346,175 +292,6 @@ static lrun_status cpu_seq_reorder(void *ctx, const int64_t *src_of_dst, int64_t
     return lrun_kv_cache_reorder(&((cpu_engine *)ctx)->kv, src_of_dst, n);
 }
 
-// ---------------------------------------------------------------- row passes
-
-/* One parallel pass over chunk rows; each field is used by some passes. */
-struct rows_ctx {
-    cpu_engine *e;
-    int64_t layer;
-    const float *norm;     /* (n_embd) weight of the norm to apply */
-    const float *bias;     /* (n_embd) added with the residual, or NULL */
-    const float *add;      /* (n, n_embd) added to x first, or NULL */
-    const int64_t *rows;   /* row map for the output norm, or NULL */
-};
-
-/* x[i] += add[i] (+ bias); xn[i] = rms_norm(x[i]) * norm. Fuses the residual
- * add with the next norm so the rows are read once. */
-static void residual_norm_rows(void *ctx, int64_t first, int64_t last)
-{
-    const struct rows_ctx *c = ctx;
-    const cpu_engine *e = c->e;
-    const int64_t d = e->n_embd;
-    const float eps = (float)e->model->info.rms_eps;
-    for (int64_t i = first; i < last; i++) {
-        const int64_t src = c->rows ? c->rows[i] : i;
-        float *x = e->x + src * d;
-        if (c->add) lrun_cpu_add(x, c->add + src * d, d);
-        if (c->bias) lrun_cpu_add(x, c->bias, d);
-        if (c->norm) lrun_cpu_rms_norm(e->xn + i * d, x, c->norm, d, eps);
-    }
-}
-
-/* Biases, RoPE at each token's position, and k, v appended to its cache. */
-static void rope_store_rows(void *ctx, int64_t first, int64_t last)
-{
-    const struct rows_ctx *c = ctx;
-    cpu_engine *e = c->e;
-    const struct engine_layer *E = &e->layers[c->layer];
-    const lrun_model_info *in = &e->model->info;
-    for (int64_t i = first; i < last; i++) {
-        float *q = e->q + i * e->q_dim, *k = e->k + i * e->kv_dim, *v = e->v + i * e->kv_dim;
-        if (E->bq) lrun_cpu_add(q, E->bq, e->q_dim);
-        if (E->bk) lrun_cpu_add(k, E->bk, e->kv_dim);
-        if (E->bv) lrun_cpu_add(v, E->bv, e->kv_dim);
-        const float *cs = e->cs + i * in->n_rot;
-        lrun_cpu_rope_apply(&e->rope, cs, q, in->n_head, in->head_dim);
-        lrun_cpu_rope_apply(&e->rope, cs, k, in->n_head_kv, in->head_dim);
-        const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
-        const size_t eb = e->kv.elem_bytes;
-        const lrun_kv_view w = lrun_kv_cache_view(&e->kv, s, c->layer);
-        char *kd, *vd; /* where position pos goes: its block's row and column, or the slot's */
-        int64_t vstride;
-        if (w.blocks) {
-            char *b = w.blocks[pos / w.block_pos];
-            const int64_t j = pos % w.block_pos;
-            kd = b + w.k_off + (size_t)(j * e->kv_dim) * eb;
-            vd = b + w.v_off + (size_t)j * eb;
-            vstride = w.block_pos;
-        } else {
-            kd = (char *)w.k + (size_t)(pos * e->kv_dim) * eb;
-            vd = (char *)w.v + (size_t)pos * eb;
-            vstride = w.cap;
-        }
-        lrun_cpu_kv_store(kd, e->kv.dtype, 1, k, e->kv_dim);
-        lrun_cpu_kv_store(vd, e->kv.dtype, vstride, v, e->kv_dim); /* a column of the transposed values */
-        e->tok_k[i] = w.k;
-        e->tok_v[i] = w.v;
-        e->tok_vstride[i] = w.cap;
-        e->tok_blocks[i] = (const void *const *)w.blocks;
-    }
-}
-
-static void swiglu_rows(void *ctx, int64_t first, int64_t last)
-{
-    const cpu_engine *e = ((const struct rows_ctx *)ctx)->e;
-    /* row by row, as ggml: where n_ff is not a multiple of 8 each row has its own tail */
-    for (int64_t i = first; i < last; i++) lrun_cpu_swiglu(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
-}
-
-/* Chunk row passes cost little per row: below this many rows a dispatch to
- * the pool costs more than it saves. */
-#define ROWS_PARALLEL 4
-
-// ---------------------------------------------------------------- forward
-
-static void matmul(cpu_engine *e, const struct lrun_tensor *w, const void *data, const float *x, int64_t m,
-                   float *y)
-{
-    lrun_cpu_matmul(e->pool, w->dtype, data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->mm_work);
-}
-
-/* Runs n tokens (tok_seq/tok_pos filled) through every layer; writes the
- * logits of the n_want rows listed in out_rows to logits. */
-static void forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits)
-{
-    const lrun_model *m = e->model;
-    const lrun_model_info *in = &m->info;
-    lrun_threadpool *pool = e->pool;
-
-    /* embeddings and rotary tables; validated ids cannot fail here */
-    for (int64_t i = 0; i < n; i++) {
-        (void)lrun_cpu_embedding_row(m->tok_embd, tokens[i], e->x + i * e->n_embd);
-        lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
-        e->tok_npos[i] = e->tok_pos[i] + 1;
-    }
-    lrun_weight_stream_note_rows(e->ws, n);
-
-    struct rows_ctx rc = {e, 0, e->layers[0].attn_norm, NULL, NULL, NULL};
-    lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
-    for (int64_t l = 0; l < in->n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct engine_layer *E = &e->layers[l];
-        lrun_weight_view W; /* this layer's weights: streamed into a slot, or where they live */
-        lrun_weight_stream_acquire(e->ws, m, l, &W);
-
-        /* one token (decode): products sharing an input run in one parallel
-         * region; the weights are read at their current home, so take the
-         * parts now, not at init */
-        lrun_matvec qkv[3], gu[2];
-        if (n == 1) fused_parts(e, l, &W, qkv, gu);
-
-        // attention
-        if (n == 1) {
-            lrun_cpu_matvec_multi(pool, qkv, 3, e->mv_work);
-        } else {
-            matmul(e, L->wq, W.data[LRUN_WS_Q], e->xn, n, e->q);
-            matmul(e, L->wk, W.data[LRUN_WS_K], e->xn, n, e->k);
-            matmul(e, L->wv, W.data[LRUN_WS_V], e->xn, n, e->v);
-        }
-        lrun_kv_cache_layer_begin(&e->kv, l); /* an offloaded layer is in its device slot from here */
-        rc = (struct rows_ctx){e, l, NULL, NULL, NULL, NULL};
-        lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
-        /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
-        const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], l); /* the layer's block offsets */
-        const lrun_attention_batch ab = {n, in->n_head, in->n_head_kv, in->head_dim,
-                                         1.0f / sqrtf((float)in->head_dim), e->kv.dtype, n >= 2, e->q, e->attn,
-                                         e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
-                                         w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off};
-        lrun_cpu_attention(pool, &ab);
-        lrun_kv_cache_layer_end(&e->kv, l); /* new entries back to an offloaded store */
-        matmul(e, L->wo, W.data[LRUN_WS_O], e->attn, n, e->tmp);
-        rc = (struct rows_ctx){e, l, E->ffn_norm, E->bo, e->tmp, NULL};
-        lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
-
-        // feed-forward
-        if (n == 1) {
-            lrun_cpu_matvec_multi(pool, gu, 2, e->mv_work);
-        } else {
-            matmul(e, L->w_gate, W.data[LRUN_WS_GATE], e->xn, n, e->gate);
-            matmul(e, L->w_up, W.data[LRUN_WS_UP], e->xn, n, e->up);
-        }
-        lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, swiglu_rows, &rc);
-        matmul(e, L->w_down, W.data[LRUN_WS_DOWN], e->gate, n, e->tmp);
-        lrun_weight_stream_release(e->ws, l);
-        const float *next_norm = l + 1 < in->n_layer ? e->layers[l + 1].attn_norm : NULL;
-        rc = (struct rows_ctx){e, l, next_norm, NULL, e->tmp, NULL};
-        lrun_cpu_parallel_for(pool, n, ROWS_PARALLEL, residual_norm_rows, &rc);
-    }
-    if (n_want == 0) {
-        lrun_weight_stream_skip(e->ws, in->n_layer); /* the head's turn in the streaming cycle */
-        return;
-    }
-
-    // output: norm the wanted rows into xn[0..n_want), then the LM head
-    lrun_weight_view H;
-    lrun_weight_stream_acquire(e->ws, m, in->n_layer, &H);
-    rc = (struct rows_ctx){e, 0, e->output_norm, NULL, NULL, e->out_rows};
-    lrun_cpu_parallel_for(pool, n_want, ROWS_PARALLEL, residual_norm_rows, &rc);
-    matmul(e, m->output, H.data[0], e->xn, n_want, logits);
-    lrun_weight_stream_release(e->ws, in->n_layer);
-}
-
 /* A step the facade has checked (backend.h). */
 static lrun_status cpu_step(void *ctx, const lrun_step_args *a)
 {
@@ -542,7 +319,7 @@ static lrun_status cpu_step(void *ctx, const lrun_step_args *a)
             if (wanted) e->out_rows[want++] = i;
         }
         lrun_kv_cache_chunk_begin(&e->kv, n, e->tok_seq, e->tok_pos);
-        forward_chunk(e, tokens + c0, n, want, want ? logits + rows_out * e->n_vocab : NULL);
+        lrun_cpu_forward_chunk(e, tokens + c0, n, want, want ? logits + rows_out * e->n_vocab : NULL);
         lrun_kv_cache_chunk_end(&e->kv);
         rows_out += want;
         e->stats.steps++;

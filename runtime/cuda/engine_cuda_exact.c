@@ -38,6 +38,7 @@
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "kernels.h"
+#include "residency/weights.h"
 
 struct cuda_exact {
     lrun_rope rope;        /* the CPU engine's RoPE parameters; freq_factors is h_freq */
@@ -71,12 +72,18 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
     if (!exact_weight(m->output) || !exact_embedding(m->tok_embd)) return 0;
-    for (int64_t l = 0; l < in->n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct lrun_tensor *ws[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
-            if (!exact_weight(ws[i])) return 0;
-    }
+    /* every matrix of the architecture's matmul ops (a MATMUL_ADD's second weight is its bias) */
+    for (int64_t l = 0; l < in->n_layer; l++)
+        for (int i = 0; i < m->arch->n_ops; i++) {
+            const lrun_arch_op *op = &m->arch->ops[i];
+            const int n_mat = op->kind == LRUN_ARCH_OP_MATMUL || op->kind == LRUN_ARCH_OP_MATMUL_SWIGLU
+                                  ? lrun_arch_op_n_w(op)
+                                  : op->kind == LRUN_ARCH_OP_MATMUL_ADD;
+            for (int j = 0; j < n_mat; j++) {
+                const struct lrun_tensor *t = m->layers[l].t[op->w[j]];
+                if (!t || !exact_weight(t)) return 0;
+            }
+        }
     /* SwiGLU rows of whole groups of 8 (the CPU's expf tail is glibc's), the
      * norm's squares in one block's shared memory, the scores of the longest
      * context in shared memory */
@@ -186,7 +193,11 @@ lrun_status lrun_cuda_exact_table(lrun_cuda_engine *e, const int32_t *seq, int64
                       "sending the stored-position counts", e->device);
 }
 
-// ---------------------------------------------------------------- forward
+// ---------------------------------------------------------------- op variants
+
+/* The exact variants of the ops engine_cuda_forward.c runs when e->exact is
+ * set (engine_cuda_internal.h lists them). Weights come as weights.h refs:
+ * on_host products run lrun_cpu_matmul through the offload code. */
 
 static lrun_dtype partner_of(lrun_dtype w) { return w == LRUN_DTYPE_Q4_1 ? LRUN_DTYPE_Q8_1 : LRUN_DTYPE_Q8_0; }
 
@@ -195,39 +206,46 @@ static lrun_dtype partner_of(lrun_dtype w) { return w == LRUN_DTYPE_Q4_1 ? LRUN_
  * and width (one input, one quantization, one launch), else LRUN_DTYPE_F32
  * (none: each weight quantizes for itself, and host-computed weights take
  * the f32 input to the CPU, which quantizes it the same way). */
-static lrun_dtype shared_partner(const lrun_cuda_engine *e, const struct lrun_tensor *const *w, int n_w)
+lrun_dtype lrun_cuda_exact_partner(const lrun_weight_ref *w, int n_w)
 {
     const struct lrun_tensor *first = NULL;
     for (int i = 0; i < n_w; i++) {
-        if (lrun_cuda_offload_on_host(e, w[i])) continue;
-        if (!first) first = w[i];
-        else if (w[i]->dtype != first->dtype || w[i]->ne[0] != first->ne[0]) return LRUN_DTYPE_F32;
+        if (w[i].on_host) continue;
+        if (!first) first = w[i].w;
+        else if (w[i].w->dtype != first->dtype || w[i].w->ne[0] != first->ne[0]) return LRUN_DTYPE_F32;
     }
     return first ? partner_of(first->dtype) : LRUN_DTYPE_F32;
 }
 
 /* y_i (m, n_i) = src · W_iᵀ for n_w weights of one input. Host-computed
- * weights take src (f32) to lrun_cpu_matmul. When shared_partner(e, w) is a
- * partner, src must already be quantized for it into the exact scratch (by
- * the kernel that produced src) and the device weights share one launch;
+ * weights take src (f32) to lrun_cpu_matmul. When the weights share a
+ * partner, src is quantized for it into the exact scratch once, here unless
+ * its producer did (quantized), and the device weights share one launch;
  * otherwise src is quantized here, per weight. */
-static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *const *w, float *const *y, int n_w,
-                          const float *src, int64_t m)
+lrun_status lrun_cuda_exact_matmul(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
+                                   const float *src, int64_t m, int quantized)
 {
     struct cuda_exact *x = e->exact;
+    const lrun_dtype shared = lrun_cuda_exact_partner(w, n_w);
     lrun_k_q8dot_part parts[LRUN_K_Q8DOT_MAX_PARTS];
     const struct lrun_tensor *dev[LRUN_K_Q8DOT_MAX_PARTS];
     int n_dev = 0;
+    if (shared != LRUN_DTYPE_F32 && !quantized) {
+        int64_t k = 0;
+        for (int i = 0; i < n_w && !k; i++)
+            if (!w[i].on_host) k = w[i].w->ne[0];
+        TRY(lrun_k_quantize_q8(shared, src, m, k, x->xq, x->xd, x->xs, e->stream));
+    }
     for (int i = 0; i < n_w; i++) {
-        if (lrun_cuda_offload_on_host(e, w[i])) {
-            TRY(lrun_cuda_offload_host_matmul(e, w[i], src, m, y[i]));
+        if (w[i].on_host) {
+            TRY(lrun_cuda_offload_host_matmul(e, w[i].w, src, m, y[i]));
             continue;
         }
-        dev[n_dev] = w[i];
-        parts[n_dev++] = (lrun_k_q8dot_part){w[i]->data, w[i]->row_bytes, w[i]->ne[1], y[i]};
+        dev[n_dev] = w[i].w;
+        parts[n_dev++] = (lrun_k_q8dot_part){w[i].data, w[i].w->row_bytes, w[i].w->ne[1], y[i]};
     }
     if (n_dev == 0) return LRUN_OK;
-    if (shared_partner(e, w, n_w) != LRUN_DTYPE_F32)
+    if (shared != LRUN_DTYPE_F32)
         return lrun_k_q8dot(dev[0]->dtype, parts, n_dev, dev[0]->ne[0], x->xq, x->xd, x->xs, m, e->stream);
     for (int i = 0; i < n_dev; i++) {
         TRY(lrun_k_quantize_q8(partner_of(dev[i]->dtype), src, m, dev[i]->ne[0], x->xq, x->xd, x->xs, e->stream));
@@ -236,105 +254,54 @@ static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *const *
     return LRUN_OK;
 }
 
-/* x += add (+ bias); xn = rms_norm_exact(x) * norm, quantized for the next
- * weights (next_w, n_next) when they share a partner: one launch. */
-static lrun_status add_norm(lrun_cuda_engine *e, const float *add, const float *bias, const float *norm,
-                            const struct lrun_tensor *const *next_w, int n_next, int64_t n)
+/* x += add (+ bias) when add is not NULL; xn = rms_norm_exact(x) * norm,
+ * quantized for the next weights (next, n_next) when they share a partner:
+ * one launch. Returns through *quantized whether it did. */
+lrun_status lrun_cuda_exact_add_norm(lrun_cuda_engine *e, const float *add, const float *bias, const float *norm,
+                                     const lrun_weight_ref *next, int n_next, int64_t n, int *quantized)
 {
     struct cuda_exact *x = e->exact;
-    const lrun_dtype p = shared_partner(e, next_w, n_next);
+    const lrun_dtype p = lrun_cuda_exact_partner(next, n_next);
+    *quantized = p != LRUN_DTYPE_F32;
     return lrun_k_add_rms_norm_exact(e->x, add, bias, norm, e->xn, n, e->n_embd, e->eps, p,
                                      p == LRUN_DTYPE_F32 ? NULL : x->xq, x->xd, x->xs, e->stream);
 }
 
-static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv)
+/* gate = silu(gate) * up, as the CPU's SwiGLU, quantized for the next
+ * weights when they share a partner (*quantized says whether). */
+lrun_status lrun_cuda_exact_swiglu(lrun_cuda_engine *e, const lrun_weight_ref *next, int n_next, int64_t n,
+                                   int *quantized)
 {
-    const lrun_model *m = e->model;
-    const lrun_model_info *in = &m->info;
-    const struct step_table *t = &e->d_table;
     struct cuda_exact *x = e->exact;
-    void *s = e->stream;
-    const struct lrun_tensor *te = m->tok_embd;
-    if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
-    else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
-    const struct lrun_tensor *qkv0[3] = {m->layers[0].wq, m->layers[0].wk, m->layers[0].wv};
-    TRY(add_norm(e, NULL, NULL, e->layers[0].attn_norm, qkv0, 3, n));
-    for (int64_t l = 0; l < e->n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        if (e->offload) TRY(lrun_cuda_offload_layer_begin(e, l, &L)); /* streamed weights in their slot */
-        const struct cuda_layer *E = &e->layers[l];
-        char *kc, *vc;
-        TRY(lrun_cuda_kv_layer(e, l, &kc, &vc)); /* a staged cache's slot: engine_cuda_kv.c */
+    const lrun_dtype pd = lrun_cuda_exact_partner(next, n_next);
+    *quantized = pd != LRUN_DTYPE_F32;
+    return lrun_k_swiglu_exact(e->gate, e->up, n, e->n_ff, pd, pd == LRUN_DTYPE_F32 ? NULL : x->xq, x->xd, x->xs,
+                               e->stream);
+}
 
-        // attention
-        const struct lrun_tensor *qkv[3] = {L->wq, L->wk, L->wv};
-        float *qkv_out[3] = {e->q, e->k, e->v};
-        TRY(matmul(e, qkv, qkv_out, 3, e->xn, n));
-        if (E->bq) TRY(lrun_k_add_bias(e->q, E->bq, n, e->q_dim, s));
-        if (E->bk) TRY(lrun_k_add_bias(e->k, E->bk, n, e->kv_dim, s));
-        if (E->bv) TRY(lrun_k_add_bias(e->v, E->bv, n, e->kv_dim, s));
-        TRY(lrun_k_rope_store_exact(e->q, e->k, e->v, x->cs, n, in->n_head, in->n_head_kv, in->head_dim, in->n_rot,
-                                    in->rope_style, e->kv_dtype, kc, vc, t->row_off, s));
-        /* chunks of >= 2 tokens take llama.cpp's prompt orders, as engine.c */
-        TRY(lrun_k_attention_exact(e->kv_dtype, e->q, kc, vc, t->kv_base, t->n_kv, x->n_valid, n, in->n_head,
-                                   in->n_head_kv, in->head_dim, max_kv, e->attn_scale, n >= 2, e->attn, s));
-        TRY(lrun_cuda_kv_layer_end(e, l, n));
-        const struct lrun_tensor *wo[1] = {L->wo};
-        if (shared_partner(e, wo, 1) != LRUN_DTYPE_F32)
-            TRY(lrun_k_quantize_q8(partner_of(L->wo->dtype), e->attn, n, e->q_dim, x->xq, x->xd, x->xs, s));
-        TRY(matmul(e, wo, &e->tmp, 1, e->attn, n));
-        /* x += a·Woᵀ, then + bo (engine.c's order), the norm, the quantization for gate and up */
-        const struct lrun_tensor *gu[2] = {L->w_gate, L->w_up};
-        TRY(add_norm(e, e->tmp, E->bo, E->ffn_norm, gu, 2, n));
+/* q, k rotated with the host's cos/sin table; k, v into the cache planes. */
+lrun_status lrun_cuda_exact_rope_store(lrun_cuda_engine *e, char *kc, char *vc, int64_t n)
+{
+    const lrun_model_info *in = &e->model->info;
+    return lrun_k_rope_store_exact(e->q, e->k, e->v, e->exact->cs, n, in->n_head, in->n_head_kv, in->head_dim,
+                                   in->n_rot, in->rope_style, e->kv_dtype, kc, vc, e->d_table.row_off, e->stream);
+}
 
-        // feed-forward
-        float *gu_out[2] = {e->gate, e->up};
-        TRY(matmul(e, gu, gu_out, 2, e->xn, n));
-        const struct lrun_tensor *wd[1] = {L->w_down};
-        const lrun_dtype pd = shared_partner(e, wd, 1);
-        TRY(lrun_k_swiglu_exact(e->gate, e->up, n, e->n_ff, pd, pd == LRUN_DTYPE_F32 ? NULL : x->xq, x->xd, x->xs, s));
-        TRY(matmul(e, wd, &e->tmp, 1, e->gate, n));
-        if (l + 1 < e->n_layer) {
-            const struct lrun_model_layer *N = &m->layers[l + 1];
-            const struct lrun_tensor *next[3] = {N->wq, N->wk, N->wv};
-            TRY(add_norm(e, e->tmp, NULL, e->layers[l + 1].attn_norm, next, 3, n));
-        } else {
-            TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
-        }
-        if (e->offload) TRY(lrun_cuda_offload_layer_end(e, l));
-    }
-    return LRUN_OK;
+/* attn = attention of q over the cache planes; chunks of >= 2 tokens take
+ * llama.cpp's prompt orders, as the CPU engine. */
+lrun_status lrun_cuda_exact_attention(lrun_cuda_engine *e, char *kc, char *vc, int64_t n, int64_t max_kv)
+{
+    const lrun_model_info *in = &e->model->info;
+    const struct step_table *t = &e->d_table;
+    return lrun_k_attention_exact(e->kv_dtype, e->q, kc, vc, t->kv_base, t->n_kv, e->exact->n_valid, n, in->n_head,
+                                  in->n_head_kv, in->head_dim, max_kv, e->attn_scale, n >= 2, e->attn, e->stream);
 }
 
 /* xn[0..n_want) = output_norm of the wanted rows of x (gathered into tmp
  * first unless they are rows 0..n_want-1). */
-static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity)
+lrun_status lrun_cuda_exact_output_norm(lrun_cuda_engine *e, int64_t n_want, int identity)
 {
     if (!identity) TRY(lrun_cuda_gather_rows(e, n_want, e->tmp));
     return lrun_k_rms_norm_exact(identity ? e->x : e->tmp, e->output_norm, e->xn, n_want, e->n_embd, e->eps,
                                  e->stream);
-}
-
-lrun_status lrun_cuda_exact_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
-{
-    /* a streamed head is read from its slot (lrun_cuda_offload_head_begin made compute wait for it) */
-    const struct lrun_tensor *w[1] = {e->offload ? lrun_cuda_offload_head(e) : e->model->output};
-    const float *src = e->xn + r0 * e->n_embd;
-    struct cuda_exact *x = e->exact;
-    if (shared_partner(e, w, 1) != LRUN_DTYPE_F32)
-        TRY(lrun_k_quantize_q8(partner_of(w[0]->dtype), src, rows, e->n_embd, x->xq, x->xd, x->xs, e->stream));
-    return matmul(e, w, &e->logits, 1, src, rows);
-}
-
-lrun_status lrun_cuda_exact_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity,
-                                          int64_t max_kv)
-{
-    TRY(forward_layers(e, n, max_kv));
-    /* a streamed head is met every chunk, wanted or not, to keep the copy cycle */
-    if (e->offload) TRY(lrun_cuda_offload_head_begin(e, NULL));
-    if (n_want > 0) {
-        TRY(output_norm(e, n_want, identity));
-        TRY(lrun_cuda_exact_lm_head(e, 0, min64(n_want, LOGIT_ROWS)));
-    }
-    return e->offload ? lrun_cuda_offload_head_end(e) : LRUN_OK;
 }

@@ -1,23 +1,79 @@
-/* engine_cuda_forward.c — the kernels of one chunk on the compute stream:
- * embedding, every layer (norm, QKV, RoPE and cache store, attention, output
- * projection, SwiGLU feed-forward, residual adds), the final norm and the LM
- * head. engine_cuda_step.c fills the token table and runs this eagerly or
- * inside a CUDA graph. */
+/* engine_cuda_forward.c — one chunk on the compute stream: the embedding,
+ * the architecture's op table (arch/arch.h) for every block, the final norm
+ * and the LM head. engine_cuda_step.c fills the token table and runs this
+ * eagerly or inside a CUDA graph.
+ *
+ * Each op picks its kernels: the exact variants (engine_cuda_exact.c, when
+ * e->exact: the CPU engine's bits) or the fast ones here, where
+ * decode-sized chunks (n <= GEMV_MAX_ROWS) take the fused GEMVs: the
+ * weights of one MATMUL in one launch, SwiGLU in the gate/up epilogue and
+ * the residual add in the projection's epilogue. The exact variants fuse a
+ * projection's residual add with the norm after it (and that norm with the
+ * quantization of the next weights' input). Weights come from
+ * residency/weights.h; the KV cache from engine_cuda_kv.c. */
 #include <string.h>
 
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "kernels.h"
 
-// ---------------------------------------------------------------- forward
+/* One chunk's run through a block. */
+struct run {
+    lrun_cuda_engine *e;
+    int64_t n, max_kv;     /* tokens; bound on n_kv over the chunk (the cache capacity in a graph) */
+    int64_t layer;
+    const lrun_weights *W;
+    char *kc, *vc;         /* the layer's key and value planes (a staged cache's slot) */
+    int normed;            /* the block's next norm op was done by the op before (fused) */
+    int quantized;         /* exact: the next matmul's input is already quantized for it */
+};
+
+static float *buf(const lrun_cuda_engine *e, lrun_arch_buf b)
+{
+    float *const bufs[LRUN_ARCH_BUF_COUNT] = {e->x, e->xn, e->q, e->k, e->v, e->attn, e->gate, e->up};
+    return bufs[b];
+}
+
+static int64_t buf_width(const lrun_cuda_engine *e, lrun_arch_buf b)
+{
+    switch (lrun_arch_buf_dim(b)) {
+    case LRUN_ARCH_DIM_Q: return e->q_dim;
+    case LRUN_ARCH_DIM_KV: return e->kv_dim;
+    case LRUN_ARCH_DIM_FF: return e->n_ff;
+    default: return e->n_embd;
+    }
+}
+
+/* The device f32 copy of a block vector (norms, biases), or NULL when absent. */
+static const float *vector(const lrun_cuda_engine *e, int64_t l, lrun_arch_tensor id)
+{
+    const struct cuda_layer *E = &e->layers[l];
+    switch (id) {
+    case LRUN_ARCH_TENSOR_ATTN_NORM: return E->attn_norm;
+    case LRUN_ARCH_TENSOR_FFN_NORM: return E->ffn_norm;
+    case LRUN_ARCH_TENSOR_Q_BIAS: return E->bq;
+    case LRUN_ARCH_TENSOR_K_BIAS: return E->bk;
+    case LRUN_ARCH_TENSOR_V_BIAS: return E->bv;
+    case LRUN_ARCH_TENSOR_O_BIAS: return E->bo;
+    default: return NULL;
+    }
+}
+
+/* The refs of op's weights for this block (n of them). */
+static void refs(const struct run *r, const lrun_arch_op *op, int n, lrun_weight_ref *out)
+{
+    for (int i = 0; i < n; i++) out[i] = lrun_weights_get(r->W, r->layer, op->w[i]);
+}
+
+// ---------------------------------------------------------------- fast matmuls
 
 /* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS beyond. */
-static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x, int64_t m, float *y)
+static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
 {
-    if (lrun_cuda_offload_on_host(e, w)) return lrun_cuda_offload_host_matmul(e, w, x, m, y);
-    if (m <= GEMV_MAX_ROWS)
-        return lrun_k_gemv(w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->stream);
-    return lrun_k_gemm(e->cublas, w->dtype, w->data, w->row_bytes, w->ne[1], w->ne[0], x, m, y, slot_dtype(w->dtype),
+    const struct lrun_tensor *t = w.w;
+    if (w.on_host) return lrun_cuda_offload_host_matmul(e, t, x, m, y);
+    if (m <= GEMV_MAX_ROWS) return lrun_k_gemv(t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, e->stream);
+    return lrun_k_gemm(e->cublas, t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, slot_dtype(t->dtype),
                        e->w_slot, e->x_slot, e->stream);
 }
 
@@ -26,109 +82,248 @@ static lrun_status matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, cons
  * SwiGLU into y[0]; or one weight added into y[0] (the residual stream).
  * fusable says whether weights can share a launch (one dtype and width;
  * and on the device; otherwise the caller takes matmul per weight). */
-static int fusable(const lrun_cuda_engine *e, const struct lrun_tensor *const *w, int n_w)
+static int fusable(const lrun_weight_ref *w, int n_w)
 {
     for (int i = 0; i < n_w; i++)
-        if (w[i]->dtype != w[0]->dtype || w[i]->ne[0] != w[0]->ne[0] || lrun_cuda_offload_on_host(e, w[i])) return 0;
+        if (w[i].w->dtype != w[0].w->dtype || w[i].w->ne[0] != w[0].w->ne[0] || w[i].on_host) return 0;
     return 1;
 }
 
-static lrun_status gemv_fused(lrun_cuda_engine *e, const struct lrun_tensor *const *w, float *const *y, int n_w,
+static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
                               const float *x, int64_t m, int mode)
 {
     lrun_k_gemv_part parts[LRUN_K_GEMV_MAX_PARTS];
     for (int i = 0; i < n_w; i++) {
-        parts[i].w = w[i]->data;
-        parts[i].row_bytes = w[i]->row_bytes;
-        parts[i].n = w[i]->ne[1];
+        parts[i].w = w[i].data;
+        parts[i].row_bytes = w[i].w->row_bytes;
+        parts[i].n = w[i].w->ne[1];
         parts[i].y = y[i];
     }
-    return lrun_k_gemv_multi(w[0]->dtype, parts, n_w, w[0]->ne[0], x, m, mode, e->stream);
+    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode, e->stream);
 }
 
-/* Every layer over the n tokens of the table already on the device. max_kv
- * bounds n_kv over the chunk (the cache capacity when captured in a graph). */
-static lrun_status forward_layers(lrun_cuda_engine *e, int64_t n, int64_t max_kv)
+// ---------------------------------------------------------------- ops
+
+/* The weights of the op after op i of the block (the next block's first op
+ * after the last), for an op that prepares its output for them; *n_next 0
+ * when it is no matmul. */
+static void peek_next(const struct run *r, int i, lrun_weight_ref *next, int *n_next)
 {
-    const lrun_model *m = e->model;
-    const lrun_model_info *in = &m->info;
-    const struct step_table *t = &e->d_table;
-    void *s = e->stream;
-    const struct lrun_tensor *te = m->tok_embd;
-    if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
-    else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, t->tokens, n, e->x, s));
-    const float base = (float)in->rope_freq_base, fscale = (float)m->rope_freq_scale;
-    /* decode-sized chunks take the fused GEMVs: Q, K and V in one launch,
-     * SwiGLU and the residual adds in the GEMV epilogues */
-    const int gemv = n <= GEMV_MAX_ROWS;
-    for (int64_t l = 0; l < e->n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        if (e->offload) TRY(lrun_cuda_offload_layer_begin(e, l, &L)); /* streamed weights in their slot */
-        const struct cuda_layer *E = &e->layers[l];
-        char *kc, *vc;
-        TRY(lrun_cuda_kv_layer(e, l, &kc, &vc)); /* a staged cache's slot: engine_cuda_kv.c */
+    const lrun_arch *a = r->e->model->arch;
+    int64_t l = r->layer;
+    if (++i == a->n_ops) i = 0, l++;
+    *n_next = 0;
+    if (l >= r->e->n_layer) return;
+    const lrun_arch_op *op = &a->ops[i];
+    if (op->kind != LRUN_ARCH_OP_MATMUL && op->kind != LRUN_ARCH_OP_MATMUL_SWIGLU && op->kind != LRUN_ARCH_OP_MATMUL_ADD)
+        return;
+    *n_next = op->kind == LRUN_ARCH_OP_MATMUL_ADD ? 1 : lrun_arch_op_n_w(op);
+    for (int j = 0; j < *n_next; j++) next[j] = lrun_weights_peek(r->W, l, op->w[j]);
+}
 
-        // attention
-        TRY(lrun_k_rms_norm(e->x, E->attn_norm, e->xn, n, e->n_embd, e->eps, s));
-        const struct lrun_tensor *qkv[3] = {L->wq, L->wk, L->wv};
-        float *qkv_out[3] = {e->q, e->k, e->v};
-        if (gemv && fusable(e, qkv, 3)) {
-            TRY(gemv_fused(e, qkv, qkv_out, 3, e->xn, n, LRUN_K_GEMV_STORE));
-        } else {
-            for (int i = 0; i < 3; i++) TRY(matmul(e, qkv[i], e->xn, n, qkv_out[i]));
-        }
-        if (E->bq) TRY(lrun_k_add_bias(e->q, E->bq, n, e->q_dim, s));
-        if (E->bk) TRY(lrun_k_add_bias(e->k, E->bk, n, e->kv_dim, s));
-        if (E->bv) TRY(lrun_k_add_bias(e->v, E->bv, n, e->kv_dim, s));
-        if (in->head_dim % 2 == 0) {
-            TRY(lrun_k_rope_kv_store(e->q, e->k, e->v, t->pos, n, in->n_head, in->n_head_kv, in->head_dim,
-                                     in->n_rot, base, fscale, e->freq_factors, in->rope_style, e->kv_dtype, kc, vc,
-                                     t->row_off, s));
-        } else {
-            TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
-                            in->rope_style, s));
-            TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale,
-                            e->freq_factors, in->rope_style, s));
-            TRY(lrun_k_kv_store(e->kv_dtype, kc, vc, t->row_off, e->k, e->v, n, e->kv_dim, s));
-        }
-        if (lrun_cuda_kv_fused(e)) /* quantized decode: codes and ring, no slot (engine_cuda_kv.c) */
-            TRY(lrun_cuda_kv_fused_attention(e, l, n, max_kv));
-        else
-            TRY(lrun_k_attention(e->kv_dtype, e->q, kc, vc, t->kv_base, t->kv_base, t->n_kv, n, in->n_head,
-                                 in->n_head_kv, in->head_dim, max_kv, e->attn_scale, e->attn, e->attn_work, s));
-        TRY(lrun_cuda_kv_layer_end(e, l, n));
-        const struct lrun_tensor *wo[1] = {L->wo};
-        if (gemv && fusable(e, wo, 1)) { /* x += a·Woᵀ in the GEMV's epilogue, then + bo */
-            TRY(gemv_fused(e, wo, &e->x, 1, e->attn, n, LRUN_K_GEMV_ADD));
-            if (E->bo) TRY(lrun_k_add_bias(e->x, E->bo, n, e->n_embd, s));
-        } else {
-            TRY(matmul(e, L->wo, e->attn, n, e->tmp));
-            if (E->bo) TRY(lrun_k_add_bias(e->tmp, E->bo, n, e->n_embd, s));
-            TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
-        }
+/* The norm op after op i (the next block's first after the last), or NULL. */
+static const lrun_arch_op *norm_after(const struct run *r, int i, int64_t *l_norm)
+{
+    const lrun_arch *a = r->e->model->arch;
+    *l_norm = r->layer;
+    if (++i == a->n_ops) i = 0, ++*l_norm;
+    if (*l_norm >= r->e->n_layer || a->ops[i].kind != LRUN_ARCH_OP_NORM) return NULL;
+    return &a->ops[i];
+}
 
-        // feed-forward
-        TRY(lrun_k_rms_norm(e->x, E->ffn_norm, e->xn, n, e->n_embd, e->eps, s));
-        const struct lrun_tensor *gu[2] = {L->w_gate, L->w_up};
-        float *gu_out[2] = {e->gate, e->up};
-        if (gemv && fusable(e, gu, 2)) {
-            TRY(gemv_fused(e, gu, gu_out, 2, e->xn, n, LRUN_K_GEMV_SWIGLU));
-        } else {
-            TRY(matmul(e, L->w_gate, e->xn, n, e->gate));
-            TRY(matmul(e, L->w_up, e->xn, n, e->up));
-            TRY(lrun_k_swiglu(e->gate, e->up, e->gate, n * e->n_ff, s));
-        }
-        const struct lrun_tensor *wd[1] = {L->w_down};
-        if (gemv && fusable(e, wd, 1)) {
-            TRY(gemv_fused(e, wd, &e->x, 1, e->gate, n, LRUN_K_GEMV_ADD));
-        } else {
-            TRY(matmul(e, L->w_down, e->gate, n, e->tmp));
-            TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, s));
-        }
-        if (e->offload) TRY(lrun_cuda_offload_layer_end(e, l));
+/* out[0] = rms_norm(in) * w; exact: with the quantization for the next op's weights. */
+static lrun_status op_norm(struct run *r, const lrun_arch_op *op, int i)
+{
+    lrun_cuda_engine *e = r->e;
+    const float *w = vector(e, r->layer, op->w[0]);
+    if (e->exact) {
+        lrun_weight_ref next[LRUN_ARCH_OP_MAX_W];
+        int n_next;
+        peek_next(r, i, next, &n_next);
+        return lrun_cuda_exact_add_norm(e, NULL, NULL, w, next, n_next, r->n, &r->quantized);
+    }
+    return lrun_k_rms_norm(buf(e, op->in), w, buf(e, op->out[0]), r->n, e->n_embd, e->eps, e->stream);
+}
+
+/* out[i] = in · w[i]ᵀ: one launch for decode when the weights allow. */
+static lrun_status op_matmul(struct run *r, const lrun_arch_op *op, int n_w)
+{
+    lrun_cuda_engine *e = r->e;
+    lrun_weight_ref w[LRUN_ARCH_OP_MAX_W];
+    float *y[LRUN_ARCH_OP_MAX_W];
+    refs(r, op, n_w, w);
+    for (int i = 0; i < n_w; i++) y[i] = buf(e, op->out[i]);
+    if (e->exact) {
+        TRY(lrun_cuda_exact_matmul(e, w, y, n_w, buf(e, op->in), r->n, r->quantized));
+        r->quantized = 0;
+        return LRUN_OK;
+    }
+    if (r->n <= GEMV_MAX_ROWS && fusable(w, n_w)) return gemv_fused(e, w, y, n_w, buf(e, op->in), r->n, LRUN_K_GEMV_STORE);
+    for (int i = 0; i < n_w; i++) TRY(matmul(e, w[i], buf(e, op->in), r->n, y[i]));
+    return LRUN_OK;
+}
+
+/* out[i] += b[i] for the biases the file has (both numerics). */
+static lrun_status op_bias(struct run *r, const lrun_arch_op *op, int n_w)
+{
+    lrun_cuda_engine *e = r->e;
+    for (int i = 0; i < n_w; i++) {
+        const float *b = vector(e, r->layer, op->w[i]);
+        if (b) TRY(lrun_k_add_bias(buf(e, op->out[i]), b, r->n, buf_width(e, op->out[i]), e->stream));
     }
     return LRUN_OK;
 }
+
+static lrun_status op_rope_store(struct run *r)
+{
+    lrun_cuda_engine *e = r->e;
+    if (e->exact) return lrun_cuda_exact_rope_store(e, r->kc, r->vc, r->n);
+    const lrun_model *m = e->model;
+    const lrun_model_info *in = &m->info;
+    const struct step_table *t = &e->d_table;
+    const float base = (float)in->rope_freq_base, fscale = (float)m->rope_freq_scale;
+    void *s = e->stream;
+    const int64_t n = r->n;
+    if (in->head_dim % 2 == 0)
+        return lrun_k_rope_kv_store(e->q, e->k, e->v, t->pos, n, in->n_head, in->n_head_kv, in->head_dim, in->n_rot,
+                                    base, fscale, e->freq_factors, in->rope_style, e->kv_dtype, r->kc, r->vc,
+                                    t->row_off, s);
+    TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
+                    in->rope_style, s));
+    TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
+                    in->rope_style, s));
+    return lrun_k_kv_store(e->kv_dtype, r->kc, r->vc, t->row_off, e->k, e->v, n, e->kv_dim, s);
+}
+
+/* attn = attention(q, cache); then a staged cache writes the layer back. */
+static lrun_status op_attention(struct run *r)
+{
+    lrun_cuda_engine *e = r->e;
+    const lrun_model_info *in = &e->model->info;
+    const struct step_table *t = &e->d_table;
+    if (e->exact)
+        TRY(lrun_cuda_exact_attention(e, r->kc, r->vc, r->n, r->max_kv));
+    else if (lrun_cuda_kv_fused(e)) /* quantized decode: codes and ring, no slot (engine_cuda_kv.c) */
+        TRY(lrun_cuda_kv_fused_attention(e, r->layer, r->n, r->max_kv));
+    else
+        TRY(lrun_k_attention(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n, in->n_head,
+                             in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, e->attn, e->attn_work,
+                             e->stream));
+    r->quantized = 0;
+    return lrun_cuda_kv_layer_end(e, r->layer, r->n);
+}
+
+/* Exact: tmp = in · wᵀ; x += tmp (+ bias), fused with the norm after when
+ * there is one (and its quantization for the weights after that). */
+static lrun_status exact_matmul_add(struct run *r, int i, lrun_weight_ref w, const float *bias)
+{
+    lrun_cuda_engine *e = r->e;
+    const lrun_arch_op *op = &e->model->arch->ops[i];
+    TRY(lrun_cuda_exact_matmul(e, &w, &e->tmp, 1, buf(e, op->in), r->n, r->quantized));
+    int64_t l_norm;
+    const lrun_arch_op *norm = norm_after(r, i, &l_norm);
+    if (!norm) {
+        r->quantized = 0;
+        if (bias) TRY(lrun_k_add_bias(e->tmp, bias, r->n, e->n_embd, e->stream));
+        return lrun_k_add(e->x, e->tmp, r->n * e->n_embd, e->stream);
+    }
+    lrun_weight_ref next[LRUN_ARCH_OP_MAX_W];
+    int n_next;
+    const struct run at_norm = {e, r->n, r->max_kv, l_norm, r->W, NULL, NULL, 0, 0};
+    peek_next(&at_norm, (int)(norm - e->model->arch->ops), next, &n_next);
+    r->normed = 1;
+    return lrun_cuda_exact_add_norm(e, e->tmp, bias, vector(e, l_norm, norm->w[0]), next, n_next, r->n,
+                                    &r->quantized);
+}
+
+/* out[0] += in · w[0]ᵀ (+ w[1]): in the GEMV's epilogue for decode, then the bias. */
+static lrun_status op_matmul_add(struct run *r, const lrun_arch_op *op, int i)
+{
+    lrun_cuda_engine *e = r->e;
+    const lrun_weight_ref w = lrun_weights_get(r->W, r->layer, op->w[0]);
+    const float *bias = op->w[1] != LRUN_ARCH_TENSOR_NONE ? vector(e, r->layer, op->w[1]) : NULL;
+    if (e->exact) return exact_matmul_add(r, i, w, bias);
+    float *x = buf(e, op->out[0]);
+    if (r->n <= GEMV_MAX_ROWS && fusable(&w, 1)) {
+        TRY(gemv_fused(e, &w, &x, 1, buf(e, op->in), r->n, LRUN_K_GEMV_ADD));
+        return bias ? lrun_k_add_bias(x, bias, r->n, e->n_embd, e->stream) : LRUN_OK;
+    }
+    TRY(matmul(e, w, buf(e, op->in), r->n, e->tmp));
+    if (bias) TRY(lrun_k_add_bias(e->tmp, bias, r->n, e->n_embd, e->stream));
+    return lrun_k_add(x, e->tmp, r->n * e->n_embd, e->stream);
+}
+
+/* out[0] = silu(in · w[0]ᵀ) * (in · w[1]ᵀ): SwiGLU in the GEMV's epilogue for decode. */
+static lrun_status op_matmul_swiglu(struct run *r, const lrun_arch_op *op, int i)
+{
+    lrun_cuda_engine *e = r->e;
+    lrun_weight_ref w[2];
+    refs(r, op, 2, w);
+    float *y[2] = {buf(e, op->out[0]), buf(e, op->out[1])};
+    if (e->exact) {
+        TRY(lrun_cuda_exact_matmul(e, w, y, 2, buf(e, op->in), r->n, r->quantized));
+        lrun_weight_ref next[LRUN_ARCH_OP_MAX_W];
+        int n_next;
+        peek_next(r, i, next, &n_next);
+        return lrun_cuda_exact_swiglu(e, next, n_next, r->n, &r->quantized);
+    }
+    if (r->n <= GEMV_MAX_ROWS && fusable(w, 2)) return gemv_fused(e, w, y, 2, buf(e, op->in), r->n, LRUN_K_GEMV_SWIGLU);
+    TRY(matmul(e, w[0], buf(e, op->in), r->n, y[0]));
+    TRY(matmul(e, w[1], buf(e, op->in), r->n, y[1]));
+    return lrun_k_swiglu(y[0], y[1], y[0], r->n * e->n_ff, e->stream);
+}
+
+// ---------------------------------------------------------------- the interpreter
+
+static lrun_status run_block(struct run *r)
+{
+    const lrun_arch *a = r->e->model->arch;
+    for (int i = 0; i < a->n_ops; i++) {
+        const lrun_arch_op *op = &a->ops[i];
+        const int n_w = lrun_arch_op_n_w(op);
+        switch (op->kind) {
+        case LRUN_ARCH_OP_NORM:
+            if (!r->normed) TRY(op_norm(r, op, i));
+            r->normed = 0;
+            break;
+        case LRUN_ARCH_OP_MATMUL: TRY(op_matmul(r, op, n_w)); break;
+        case LRUN_ARCH_OP_BIAS: TRY(op_bias(r, op, n_w)); break;
+        case LRUN_ARCH_OP_ROPE_STORE: TRY(op_rope_store(r)); break;
+        case LRUN_ARCH_OP_ATTENTION: TRY(op_attention(r)); break;
+        case LRUN_ARCH_OP_MATMUL_ADD: TRY(op_matmul_add(r, op, i)); break;
+        case LRUN_ARCH_OP_MATMUL_SWIGLU: TRY(op_matmul_swiglu(r, op, i)); break;
+        default:
+            return lrun_fail(LRUN_E_INTERNAL, "engine on %s: op kind %d has no CUDA implementation", r->e->device->name,
+                             (int)op->kind);
+        }
+    }
+    return LRUN_OK;
+}
+
+/* Every block over the n tokens of the table already on the device. */
+static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, int64_t n, int64_t max_kv)
+{
+    const lrun_model *m = e->model;
+    const struct lrun_tensor *te = m->tok_embd;
+    if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
+    else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
+    struct run r = {e, n, max_kv, 0, W, NULL, NULL, 0, 0};
+    /* exact: the first norm, with its quantization, right after the embedding */
+    if (e->exact && m->arch->ops[0].kind == LRUN_ARCH_OP_NORM) {
+        TRY(op_norm(&r, &m->arch->ops[0], 0));
+        r.normed = 1;
+    }
+    for (int64_t l = 0; l < e->n_layer; l++) {
+        r.layer = l;
+        TRY(lrun_weights_begin(W, l));                 /* streamed weights in their slot */
+        TRY(lrun_cuda_kv_layer(e, l, &r.kc, &r.vc));   /* a staged cache's slot: engine_cuda_kv.c */
+        TRY(run_block(&r));
+        TRY(lrun_weights_end(W, l));
+    }
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- output
 
 lrun_status lrun_cuda_gather_rows(lrun_cuda_engine *e, int64_t n_want, float *dst)
 {
@@ -144,35 +339,44 @@ lrun_status lrun_cuda_gather_rows(lrun_cuda_engine *e, int64_t n_want, float *ds
  * themselves when identity, so no gather is needed). */
 static lrun_status output_norm(lrun_cuda_engine *e, int64_t n_want, int identity)
 {
+    if (e->exact) return lrun_cuda_exact_output_norm(e, n_want, identity);
     if (!identity) TRY(lrun_cuda_gather_rows(e, n_want, e->xn));
     return lrun_k_rms_norm(identity ? e->x : e->xn, e->output_norm, e->xn, n_want, e->n_embd, e->eps, e->stream);
 }
 
-/* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows). */
+/* logits (rows, n_vocab) on the device = LM head of xn rows [r0, r0+rows).
+ * A streamed head is read from its slot (the chunk's head_begin made
+ * compute wait for it; it stays there until the next chunk). */
+static lrun_status lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
+{
+    struct lrun_cuda_weights src;
+    const lrun_weights W = lrun_cuda_weights_init(&src, e);
+    const lrun_weight_ref head = lrun_weights_get(&W, e->n_layer, LRUN_ARCH_TENSOR_OUTPUT);
+    const float *x = e->xn + r0 * e->n_embd;
+    if (e->exact) return lrun_cuda_exact_matmul(e, &head, &e->logits, 1, x, rows, 0);
+    return matmul(e, head, x, rows, e->logits);
+}
+
 lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
 {
     lrun_k_set_pdl(lrun_cuda_pdl_on(e));
-    if (e->exact) return lrun_cuda_exact_lm_head(e, r0, rows); /* Q4_0/Q4_1/Q8_0 models: engine_cuda_exact.c */
-    const struct lrun_tensor *head = e->offload ? lrun_cuda_offload_head(e) : e->model->output;
-    return matmul(e, head, e->xn + r0 * e->n_embd, rows, e->logits);
+    return lm_head(e, r0, rows);
 }
 
 /* All device work of a chunk up to the first block of logits. */
 lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv)
 {
-    /* this thread's launches, also inside a graph capture; see lrun_cuda_lm_head for when it is off */
+    /* this thread's launches, also inside a graph capture; see lrun_cuda_pdl_on for when it is off */
     lrun_k_set_pdl(lrun_cuda_pdl_on(e));
-    if (e->exact) return lrun_cuda_exact_enqueue_chunk(e, n, n_want, identity, max_kv); /* engine_cuda_exact.c */
-    TRY(forward_layers(e, n, max_kv));
+    struct lrun_cuda_weights src;
+    const lrun_weights W = lrun_cuda_weights_init(&src, e);
+    TRY(forward_layers(e, &W, n, max_kv));
     /* a streamed head is met every chunk, wanted or not, to keep the copy cycle */
-    if (e->offload) TRY(lrun_cuda_offload_head_begin(e, NULL));
+    TRY(lrun_weights_begin(&W, e->n_layer));
     if (n_want > 0) {
         TRY(output_norm(e, n_want, identity));
-        TRY(lrun_cuda_lm_head(e, 0, min64(n_want, LOGIT_ROWS)));
+        const int64_t rows = min64(n_want, LOGIT_ROWS);
+        TRY(e->exact ? lm_head(e, 0, rows) : lrun_cuda_lm_head(e, 0, rows)); /* as the two paths always did */
     }
-    return e->offload ? lrun_cuda_offload_head_end(e) : LRUN_OK;
+    return lrun_weights_end(&W, e->n_layer);
 }
-
-/* Captures the decode step of n tokens (logits for each) into a graph. On a
- * capture failure graphs are turned off for this engine and the caller runs
- * the step eagerly; the reason stays in lrun_last_error for whoever looks. */

@@ -1,7 +1,7 @@
 /* engine_cuda_internal.h — the state of the CUDA engine, shared by its files:
  *   engine_cuda.c          init, free and sequences;
  *   engine_cuda_kv.c       the KV cache of every kind: store, slots, growth;
- *   engine_cuda_forward.c  the kernels of one chunk, layer by layer;
+ *   engine_cuda_forward.c  one chunk: the architecture's op table, each op's kernels (fast or exact);
  *   engine_cuda_step.c     steps: the token table, CUDA graphs, logits;
  *   engine_cuda_offload.c  AS_PLACED weights off the device: streaming, host compute.
  * Only built with CUDA. */
@@ -16,6 +16,7 @@
 #include "kernels.h"
 #include "model/model.h"
 #include "core/tensor.h"
+#include "residency/weights.h"
 
 #define DEFAULT_BATCH 512
 /* lrun_k_gemv takes at most this many activation rows (kernels.h). */
@@ -217,8 +218,7 @@ lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows);
  * models whose matmul weights are all Q4_0/Q4_1/Q8_0. eligible: whether this
  * model and shape take it (LRUN_CUDA_EXACT=0 says no); init sets e->exact
  * when eligible; table fills and sends the chunk's extra table (after the
- * step table of seq's n tokens is filled, seq_done counting this chunk);
- * enqueue_chunk and lm_head replace the float path's. */
+ * step table of seq's n tokens is filled, seq_done counting this chunk). */
 int lrun_cuda_exact_eligible(const lrun_cuda_engine *e);
 lrun_status lrun_cuda_exact_init(lrun_cuda_engine *e);
 /* Device bytes of the exact path's own scratch: what a made engine holds, or
@@ -226,8 +226,20 @@ lrun_status lrun_cuda_exact_init(lrun_cuda_engine *e);
 size_t lrun_cuda_exact_scratch_bytes(const lrun_cuda_engine *e);
 void lrun_cuda_exact_free(lrun_cuda_engine *e);
 lrun_status lrun_cuda_exact_table(lrun_cuda_engine *e, const int32_t *seq, int64_t n);
-lrun_status lrun_cuda_exact_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity,
-                                          int64_t max_kv);
-lrun_status lrun_cuda_exact_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows);
+/* The exact variants of the forward's ops (engine_cuda_forward.c picks them
+ * when e->exact is set). partner: what the producer of the input of
+ * weights w quantizes for (LRUN_DTYPE_F32: nothing); matmul quantizes src
+ * itself unless quantized says its producer did; add_norm (add NULL: the
+ * norm alone) and swiglu quantize for the next weights and say whether. */
+lrun_dtype lrun_cuda_exact_partner(const lrun_weight_ref *w, int n_w);
+lrun_status lrun_cuda_exact_matmul(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
+                                   const float *src, int64_t m, int quantized);
+lrun_status lrun_cuda_exact_add_norm(lrun_cuda_engine *e, const float *add, const float *bias, const float *norm,
+                                     const lrun_weight_ref *next, int n_next, int64_t n, int *quantized);
+lrun_status lrun_cuda_exact_swiglu(lrun_cuda_engine *e, const lrun_weight_ref *next, int n_next, int64_t n,
+                                   int *quantized);
+lrun_status lrun_cuda_exact_rope_store(lrun_cuda_engine *e, char *kc, char *vc, int64_t n);
+lrun_status lrun_cuda_exact_attention(lrun_cuda_engine *e, char *kc, char *vc, int64_t n, int64_t max_kv);
+lrun_status lrun_cuda_exact_output_norm(lrun_cuda_engine *e, int64_t n_want, int identity);
 
 #endif

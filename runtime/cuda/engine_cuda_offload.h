@@ -66,6 +66,15 @@ int lrun_cuda_offload_on_host(const lrun_cuda_engine *e, const struct lrun_tenso
 lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x,
                                           int64_t m, float *y);
 
+/* The engine's weights for its forward (residency/weights.h), over the
+ * streaming above when e->offload is set, else every weight in place
+ * (engine_cuda_weights.c). src lives as long as the chunk. */
+struct lrun_cuda_weights {
+    lrun_cuda_engine *e;
+    const struct lrun_model_layer *layer; /* the block begun last, streamed weights as their slot views */
+};
+lrun_weights lrun_cuda_weights_init(struct lrun_cuda_weights *src, lrun_cuda_engine *e);
+
 /* After the compute stream was synchronized: folds the finished units'
  * event times into the stats. */
 void lrun_cuda_offload_account(lrun_cuda_engine *e);

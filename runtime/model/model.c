@@ -1,4 +1,4 @@
-/* model.c — loading a llama-architecture GGUF model.
+/* model.c — loading a GGUF model through its architecture's description (arch/arch.h).
  *
  * The weights stay in the memory-mapped file (home tier MMAP, zero copy, as
  * llama.cpp's mmap loading): each lrun_tensor points into the mapping. The
@@ -79,71 +79,119 @@ static lrun_status read_str(const lrun_gguf *g, const char *key, char *buf, size
     return LRUN_OK;
 }
 
+/* One hyper-parameter of the description, "<arch>.<key>", into iv/fv. */
+static lrun_status read_hparam(const lrun_gguf *g, const lrun_arch *a, const lrun_arch_hparam_desc *h,
+                               int64_t iv[LRUN_ARCH_HPARAM_COUNT], double fv[LRUN_ARCH_HPARAM_COUNT])
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", a->name, h->key);
+    const int required = h->def == LRUN_ARCH_DEFAULT_REQUIRED;
+    if (h->kind == LRUN_ARCH_HPARAM_KIND_POS_FLOAT)
+        return read_pos_float(g, key, required, h->def == LRUN_ARCH_DEFAULT_SAME_AS ? fv[h->same_as] : h->value,
+                              &fv[h->id]);
+    int64_t def = (int64_t)h->value;
+    if (h->def == LRUN_ARCH_DEFAULT_SAME_AS) def = iv[h->same_as];
+    if (h->def == LRUN_ARCH_DEFAULT_EMBD_PER_HEAD) {
+        const int64_t embd = iv[LRUN_ARCH_HPARAM_EMBD], head = iv[LRUN_ARCH_HPARAM_HEAD];
+        if (find_key(g, key) < 0 && embd % head != 0)
+            return lrun_fail(LRUN_E_FORMAT, "head_count %lld does not divide embedding_length %lld", (long long)head,
+                             (long long)embd);
+        def = embd / head;
+    }
+    return read_int(g, key, required, def, h->kind == LRUN_ARCH_HPARAM_KIND_CTX ? MAX_CTX : MAX_DIM, &iv[h->id]);
+}
+
+/* The description's hyper-parameters into m->info, then the rules every
+ * architecture the engines run must keep. */
+static lrun_status read_arch_hparams(lrun_model *m)
+{
+    const lrun_arch *a = m->arch;
+    lrun_model_info *in = &m->info;
+    int64_t iv[LRUN_ARCH_HPARAM_COUNT] = {0};
+    double fv[LRUN_ARCH_HPARAM_COUNT] = {0};
+    for (int i = 0; i < a->n_hparams; i++) {
+        lrun_status st = read_hparam(m->gguf, a, &a->hparams[i], iv, fv);
+        if (st != LRUN_OK) return st;
+    }
+    in->n_ctx_train = iv[LRUN_ARCH_HPARAM_CTX_TRAIN];
+    in->n_embd = iv[LRUN_ARCH_HPARAM_EMBD];
+    in->n_layer = iv[LRUN_ARCH_HPARAM_LAYER];
+    in->n_ff = iv[LRUN_ARCH_HPARAM_FF];
+    in->n_head = iv[LRUN_ARCH_HPARAM_HEAD];
+    in->n_head_kv = iv[LRUN_ARCH_HPARAM_HEAD_KV];
+    in->head_dim = iv[LRUN_ARCH_HPARAM_HEAD_DIM];
+    in->n_rot = iv[LRUN_ARCH_HPARAM_ROT];
+    in->rms_eps = fv[LRUN_ARCH_HPARAM_RMS_EPS];
+    in->rope_freq_base = fv[LRUN_ARCH_HPARAM_ROPE_BASE];
+    if (iv[LRUN_ARCH_HPARAM_V_DIM] != in->head_dim)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "value_length %lld differs from key_length %lld",
+                         (long long)iv[LRUN_ARCH_HPARAM_V_DIM], (long long)in->head_dim);
+    if (in->n_head % in->n_head_kv != 0)
+        return lrun_fail(LRUN_E_FORMAT, "head_count %lld is not a multiple of head_count_kv %lld",
+                         (long long)in->n_head, (long long)in->n_head_kv);
+    if (in->n_rot % 2 != 0 || in->n_rot > in->head_dim)
+        return lrun_fail(LRUN_E_FORMAT, "rope.dimension_count %lld must be even and at most the head size %lld",
+                         (long long)in->n_rot, (long long)in->head_dim);
+    return LRUN_OK;
+}
+
+/* RoPE scaling: linear is a plain position scale; the others change the
+ * math and are not implemented. */
+static lrun_status read_rope_scaling(lrun_model *m)
+{
+    const lrun_gguf *g = m->gguf;
+    const char *arch = m->arch->name;
+    char key[128], scaling[32];
+    lrun_status st;
+    m->rope_freq_scale = 1.0;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if ((st = read_str(g, key, scaling, sizeof scaling)) != LRUN_OK) return st;
+    double factor;
+    if (strcmp(scaling, "linear") == 0) {
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        if ((st = read_pos_float(g, key, 1, 1.0, &factor)) != LRUN_OK) return st;
+        m->rope_freq_scale = 1.0 / factor;
+        return LRUN_OK;
+    }
+    if (scaling[0] && strcmp(scaling, "none") != 0)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "rope.scaling.type '%s' is not supported", scaling);
+    snprintf(key, sizeof key, "%s.rope.scale_linear", arch);
+    if (find_key(g, key) >= 0) {
+        if ((st = read_pos_float(g, key, 1, 1.0, &factor)) != LRUN_OK) return st;
+        m->rope_freq_scale = 1.0 / factor;
+    }
+    return LRUN_OK;
+}
+
 static lrun_status read_hparams(lrun_model *m)
 {
     const lrun_gguf *g = m->gguf;
     lrun_model_info *in = &m->info;
     lrun_status st;
-    char arch[64];
+    char arch[64], key[128];
     if ((st = read_str(g, "general.architecture", arch, sizeof arch)) != LRUN_OK) return st;
     if (!arch[0]) return lrun_fail(LRUN_E_FORMAT, "missing key 'general.architecture'");
-    if (strcmp(arch, "llama") != 0)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "architecture '%s' is not supported (only 'llama')", arch);
-    memcpy(in->arch, "llama", sizeof "llama");
+    m->arch = lrun_arch_find(arch);
+    if (!m->arch) {
+        char known[256];
+        return lrun_fail(LRUN_E_UNSUPPORTED, "architecture '%s' is not supported (known: %s)", arch,
+                         lrun_arch_known_names(known, sizeof known));
+    }
+    snprintf(in->arch, sizeof in->arch, "%s", m->arch->name);
 
+    /* mixture of experts: no op of the vocabulary routes tokens yet */
     int64_t experts = 0;
-    const int64_t ekv = find_key(g, "llama.expert_count");
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    const int64_t ekv = find_key(g, key);
     if (ekv >= 0 && lrun_gguf_get_i64(g, ekv, &experts) != LRUN_OK)
-        return lrun_fail(LRUN_E_FORMAT, "key 'llama.expert_count' is not an integer");
+        return lrun_fail(LRUN_E_FORMAT, "key '%s' is not an integer", key);
     if (experts > 0)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "llama with %lld experts (mixture of experts) is not supported",
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s with %lld experts (mixture of experts) is not supported", arch,
                          (long long)experts);
 
-    if ((st = read_int(g, "llama.context_length", 1, 0, MAX_CTX, &in->n_ctx_train)) != LRUN_OK) return st;
-    if ((st = read_int(g, "llama.embedding_length", 1, 0, MAX_DIM, &in->n_embd)) != LRUN_OK) return st;
-    if ((st = read_int(g, "llama.block_count", 1, 0, MAX_DIM, &in->n_layer)) != LRUN_OK) return st;
-    if ((st = read_int(g, "llama.feed_forward_length", 1, 0, MAX_DIM, &in->n_ff)) != LRUN_OK) return st;
-    if ((st = read_int(g, "llama.attention.head_count", 1, 0, MAX_DIM, &in->n_head)) != LRUN_OK) return st;
-    if ((st = read_int(g, "llama.attention.head_count_kv", 0, in->n_head, MAX_DIM, &in->n_head_kv)) != LRUN_OK)
-        return st;
-    if (find_key(g, "llama.attention.key_length") < 0 && in->n_embd % in->n_head != 0)
-        return lrun_fail(LRUN_E_FORMAT, "head_count %lld does not divide embedding_length %lld",
-                         (long long)in->n_head, (long long)in->n_embd);
-    if ((st = read_int(g, "llama.attention.key_length", 0, in->n_embd / in->n_head, MAX_DIM, &in->head_dim)) !=
-        LRUN_OK)
-        return st;
-    int64_t v_len;
-    if ((st = read_int(g, "llama.attention.value_length", 0, in->head_dim, MAX_DIM, &v_len)) != LRUN_OK) return st;
-    if (v_len != in->head_dim)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "value_length %lld differs from key_length %lld", (long long)v_len,
-                         (long long)in->head_dim);
-    if (in->n_head % in->n_head_kv != 0)
-        return lrun_fail(LRUN_E_FORMAT, "head_count %lld is not a multiple of head_count_kv %lld",
-                         (long long)in->n_head, (long long)in->n_head_kv);
-    if ((st = read_int(g, "llama.rope.dimension_count", 0, in->head_dim, MAX_DIM, &in->n_rot)) != LRUN_OK) return st;
-    if (in->n_rot % 2 != 0 || in->n_rot > in->head_dim)
-        return lrun_fail(LRUN_E_FORMAT, "rope.dimension_count %lld must be even and at most the head size %lld",
-                         (long long)in->n_rot, (long long)in->head_dim);
-    if ((st = read_pos_float(g, "llama.attention.layer_norm_rms_epsilon", 1, 0, &in->rms_eps)) != LRUN_OK) return st;
-    if ((st = read_pos_float(g, "llama.rope.freq_base", 0, 10000.0, &in->rope_freq_base)) != LRUN_OK) return st;
-
-    /* RoPE scaling: linear is a plain position scale; the others change the
-     * math and are not implemented. */
-    char scaling[32];
-    m->rope_freq_scale = 1.0;
-    if ((st = read_str(g, "llama.rope.scaling.type", scaling, sizeof scaling)) != LRUN_OK) return st;
-    if (strcmp(scaling, "linear") == 0) {
-        double factor;
-        if ((st = read_pos_float(g, "llama.rope.scaling.factor", 1, 1.0, &factor)) != LRUN_OK) return st;
-        m->rope_freq_scale = 1.0 / factor;
-    } else if (scaling[0] && strcmp(scaling, "none") != 0) {
-        return lrun_fail(LRUN_E_UNSUPPORTED, "rope.scaling.type '%s' is not supported", scaling);
-    } else if (find_key(g, "llama.rope.scale_linear") >= 0) {
-        double factor;
-        if ((st = read_pos_float(g, "llama.rope.scale_linear", 1, 1.0, &factor)) != LRUN_OK) return st;
-        m->rope_freq_scale = 1.0 / factor;
-    }
-    in->rope_style = LRUN_ROPE_STYLE_ADJACENT; /* the GGUF converter permuted q/k for it */
+    if ((st = read_arch_hparams(m)) != LRUN_OK) return st;
+    if ((st = read_rope_scaling(m)) != LRUN_OK) return st;
+    in->rope_style = m->arch->rope_style;
 
     /* vocabulary size: the tokenizer's, as llama.cpp; else the embedding's */
     in->n_vocab = 0;
@@ -154,7 +202,8 @@ static lrun_status read_hparams(lrun_model *m)
             return lrun_fail(LRUN_E_FORMAT, "key 'tokenizer.ggml.tokens' must be a non-empty array of at most %lld "
                              "strings", (long long)MAX_DIM);
     } else {
-        const int64_t t = lrun_gguf_find_tensor(g, "token_embd.weight");
+        const lrun_arch_tensor_desc *te = lrun_arch_tensor_find(m->arch, LRUN_ARCH_TENSOR_TOKEN_EMBD);
+        const int64_t t = lrun_gguf_find_tensor(g, te->name);
         if (t >= 0) in->n_vocab = lrun_gguf_tensor_dim(g, t, 1);
     }
     return LRUN_OK;
@@ -162,52 +211,72 @@ static lrun_status read_hparams(lrun_model *m)
 
 // ---------------------------------------------------------------- tensors
 
-/* The role (an lrun_role) and layer of a tensor from its GGUF name: -1 for a
- * name the llama forward pass does not use, -2 for a block past n_layer.
- * Sets *slot to where the model keeps it. */
-static int parse_name(lrun_model *m, const char *name, int *layer, struct lrun_tensor ***slot)
+/* The named fields of a block follow lrun_arch_tensor's order. */
+_Static_assert(offsetof(struct lrun_model_layer, wq) == LRUN_ARCH_TENSOR_Q * sizeof(void *), "layer field order");
+_Static_assert(offsetof(struct lrun_model_layer, bo) == LRUN_ARCH_TENSOR_O_BIAS * sizeof(void *), "layer field order");
+_Static_assert(offsetof(struct lrun_model_layer, w_down) == LRUN_ARCH_TENSOR_DOWN * sizeof(void *), "layer field order");
+
+/* Where the model keeps tensor id (of block layer, for a block's). */
+static struct lrun_tensor **tensor_slot(lrun_model *m, int64_t layer, lrun_arch_tensor id)
 {
-    *layer = -1;
-    *slot = NULL;
-    if (strcmp(name, "token_embd.weight") == 0) return *slot = &m->tok_embd, LRUN_ROLE_EMBEDDING;
-    if (strcmp(name, "output_norm.weight") == 0) return *slot = &m->output_norm, LRUN_ROLE_OUTPUT_NORM;
-    if (strcmp(name, "output.weight") == 0) return *slot = &m->output, LRUN_ROLE_LM_HEAD;
-    if (strcmp(name, "rope_freqs.weight") == 0) return *slot = &m->rope_freqs, LRUN_ROLE_ROPE_FREQS;
-    if (strncmp(name, "blk.", 4) != 0) return -1;
-    const char *p = name + 4;
+    if (id >= 0 && id < LRUN_ARCH_TENSOR_BLOCK_COUNT) return &m->layers[layer].t[id];
+    switch (id) {
+    case LRUN_ARCH_TENSOR_TOKEN_EMBD: return &m->tok_embd;
+    case LRUN_ARCH_TENSOR_OUTPUT_NORM: return &m->output_norm;
+    case LRUN_ARCH_TENSOR_OUTPUT: return &m->output;
+    case LRUN_ARCH_TENSOR_ROPE_FREQS: return &m->rope_freqs;
+    default: return NULL;
+    }
+}
+
+struct lrun_tensor *lrun_model_arch_tensor(const lrun_model *model, int64_t layer, lrun_arch_tensor id)
+{
+    if (id >= 0 && id < LRUN_ARCH_TENSOR_BLOCK_COUNT)
+        return layer >= 0 && layer < model->info.n_layer ? model->layers[layer].t[id] : NULL;
+    struct lrun_tensor **slot = tensor_slot((lrun_model *)model, -1, id);
+    return slot ? *slot : NULL;
+}
+
+/* Whether name fits pattern, a GGUF name with at most one %d (a block
+ * index of up to 9 digits, stored in *layer). */
+static int name_matches(const char *pattern, const char *name, int *layer)
+{
+    const char *d = strstr(pattern, "%d");
+    if (!d) return strcmp(pattern, name) == 0;
+    const size_t pre = (size_t)(d - pattern);
+    if (strncmp(pattern, name, pre) != 0) return 0;
+    const char *p = name + pre;
     long n = 0;
     int digits = 0;
     while (*p >= '0' && *p <= '9' && digits < 9) n = n * 10 + (*p++ - '0'), digits++;
-    if (digits == 0 || *p != '.') return -1;
-    p++;
+    if (digits == 0 || strcmp(p, d + 2) != 0) return 0;
     *layer = (int)n;
-    if (n >= m->info.n_layer) return -2; /* reported by the caller */
-    struct lrun_model_layer *L = &m->layers[n];
-    static const struct {
-        const char *suffix;
-        lrun_role role;
-        size_t offset;
-    } table[] = {
-        {"attn_norm.weight", LRUN_ROLE_ATTN_NORM, offsetof(struct lrun_model_layer, attn_norm)},
-        {"attn_q.weight", LRUN_ROLE_ATTN_Q, offsetof(struct lrun_model_layer, wq)},
-        {"attn_k.weight", LRUN_ROLE_ATTN_K, offsetof(struct lrun_model_layer, wk)},
-        {"attn_v.weight", LRUN_ROLE_ATTN_V, offsetof(struct lrun_model_layer, wv)},
-        {"attn_output.weight", LRUN_ROLE_ATTN_OUTPUT, offsetof(struct lrun_model_layer, wo)},
-        {"attn_q.bias", LRUN_ROLE_BIAS, offsetof(struct lrun_model_layer, bq)},
-        {"attn_k.bias", LRUN_ROLE_BIAS, offsetof(struct lrun_model_layer, bk)},
-        {"attn_v.bias", LRUN_ROLE_BIAS, offsetof(struct lrun_model_layer, bv)},
-        {"attn_output.bias", LRUN_ROLE_BIAS, offsetof(struct lrun_model_layer, bo)},
-        {"ffn_norm.weight", LRUN_ROLE_FFN_NORM, offsetof(struct lrun_model_layer, ffn_norm)},
-        {"ffn_gate.weight", LRUN_ROLE_FFN_GATE, offsetof(struct lrun_model_layer, w_gate)},
-        {"ffn_up.weight", LRUN_ROLE_FFN_UP, offsetof(struct lrun_model_layer, w_up)},
-        {"ffn_down.weight", LRUN_ROLE_FFN_DOWN, offsetof(struct lrun_model_layer, w_down)},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (strcmp(p, table[i].suffix) == 0) {
-            *slot = (struct lrun_tensor **)((char *)L + table[i].offset);
-            return table[i].role;
-        }
-    return -1;
+    return 1;
+}
+
+/* The description of a tensor from its GGUF name, or NULL for a name the
+ * architecture does not use; *layer its block (-1 for the model's own). */
+static const lrun_arch_tensor_desc *parse_name(const lrun_arch *a, const char *name, int *layer)
+{
+    for (int i = 0; i < a->n_tensors; i++) {
+        *layer = -1;
+        if (name_matches(a->tensors[i].name, name, layer)) return &a->tensors[i];
+    }
+    return NULL;
+}
+
+/* A dimension of the description in this model's numbers (0 for NONE). */
+static int64_t dim_value(const lrun_model_info *in, lrun_arch_dim d)
+{
+    switch (d) {
+    case LRUN_ARCH_DIM_EMBD: return in->n_embd;
+    case LRUN_ARCH_DIM_Q: return in->n_head * in->head_dim;
+    case LRUN_ARCH_DIM_KV: return in->n_head_kv * in->head_dim;
+    case LRUN_ARCH_DIM_FF: return in->n_ff;
+    case LRUN_ARCH_DIM_VOCAB: return in->n_vocab;
+    case LRUN_ARCH_DIM_ROT_HALF: return in->n_rot / 2;
+    default: return 0;
+    }
 }
 
 static int is_float_dtype(lrun_dtype d) { return d == LRUN_DTYPE_F32 || d == LRUN_DTYPE_F16 || d == LRUN_DTYPE_BF16; }
@@ -256,60 +325,37 @@ static lrun_status build_tensors(lrun_model *m)
         for (int d = 0; d < LRUN_MAX_DIMS; d++) dims[d] = lrun_gguf_tensor_dim(g, i, d);
         lrun_status st = lrun_tensor_set_shape(t, name, dtype, ndim, dims);
         if (st != LRUN_OK) return st;
-        struct lrun_tensor **slot;
         int layer;
-        const int role = parse_name(m, name, &layer, &slot);
-        if (role == -2)
+        const lrun_arch_tensor_desc *d = parse_name(m->arch, name, &layer);
+        if (!d)
+            return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' is not part of the %s architecture", name, m->arch->name);
+        if (layer >= in->n_layer)
             return lrun_fail(LRUN_E_FORMAT, "tensor '%s' names block %d, but the model has %lld blocks", name, layer,
                              (long long)in->n_layer);
-        if (role < 0) return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' is not part of the llama architecture", name);
-        t->role = (lrun_role)role;
+        t->role = d->role;
         t->layer = layer;
         t->tier = LRUN_TIER_MMAP;
         t->file_data = lrun_gguf_tensor_data(g, i);
         t->data = (void *)t->file_data; /* zero copy: the mapping is read-only, and so are weights */
         t->device = NULL;
-        *slot = t;
+        *tensor_slot(m, layer, d->id) = t;
         m->info.weight_bytes += t->nbytes;
     }
 
-    /* every tensor the forward pass reads, with its exact shape */
-    const int64_t q_dim = in->n_head * in->head_dim, kv_dim = in->n_head_kv * in->head_dim;
-    lrun_status st;
-    if ((st = check_tensor(m->tok_embd, "token_embd.weight", in->n_embd, in->n_vocab, 1)) != LRUN_OK) return st;
-    if ((st = check_tensor(m->output_norm, "output_norm.weight", in->n_embd, 0, 1)) != LRUN_OK) return st;
-    if ((st = check_tensor(m->output, "output.weight", in->n_embd, in->n_vocab, 0)) != LRUN_OK) return st;
-    if ((st = check_tensor(m->rope_freqs, "rope_freqs.weight", in->n_rot / 2, 0, 0)) != LRUN_OK) return st;
-    if (m->rope_freqs && m->rope_freqs->dtype != LRUN_DTYPE_F32)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "tensor 'rope_freqs.weight' must be f32");
-    for (int64_t l = 0; l < in->n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct {
-            const struct lrun_tensor *t;
-            const char *suffix;
-            int64_t d0, d1;
-            int required;
-        } want[] = {
-            {L->attn_norm, "attn_norm.weight", in->n_embd, 0, 1},
-            {L->wq, "attn_q.weight", in->n_embd, q_dim, 1},
-            {L->wk, "attn_k.weight", in->n_embd, kv_dim, 1},
-            {L->wv, "attn_v.weight", in->n_embd, kv_dim, 1},
-            {L->wo, "attn_output.weight", q_dim, in->n_embd, 1},
-            {L->bq, "attn_q.bias", q_dim, 0, 0},
-            {L->bk, "attn_k.bias", kv_dim, 0, 0},
-            {L->bv, "attn_v.bias", kv_dim, 0, 0},
-            {L->bo, "attn_output.bias", in->n_embd, 0, 0},
-            {L->ffn_norm, "ffn_norm.weight", in->n_embd, 0, 1},
-            {L->w_gate, "ffn_gate.weight", in->n_embd, in->n_ff, 1},
-            {L->w_up, "ffn_up.weight", in->n_embd, in->n_ff, 1},
-            {L->w_down, "ffn_down.weight", in->n_ff, in->n_embd, 1},
-        };
-        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-            char name[64];
-            snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, want[i].suffix);
-            if ((st = check_tensor(want[i].t, name, want[i].d0, want[i].d1, want[i].required)) != LRUN_OK) return st;
+    /* every tensor the forward pass reads, with its exact shape: the model's own, then block by block */
+    for (int64_t l = -1; l < in->n_layer; l++)
+        for (int i = 0; i < m->arch->n_tensors; i++) {
+            const lrun_arch_tensor_desc *d = &m->arch->tensors[i];
+            const int block = d->id < LRUN_ARCH_TENSOR_BLOCK_COUNT;
+            if (block != (l >= 0)) continue;
+            char name[96];
+            snprintf(name, sizeof name, d->name, (int)l); /* a model tensor's name has no %d */
+            const struct lrun_tensor *t = *tensor_slot(m, l, d->id);
+            lrun_status st = check_tensor(t, name, dim_value(in, d->ne[0]), dim_value(in, d->ne[1]), d->required);
+            if (st != LRUN_OK) return st;
+            if (t && d->f32_only && t->dtype != LRUN_DTYPE_F32)
+                return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' must be f32", name);
         }
-    }
     m->info.tied_embeddings = m->output == NULL;
     if (!m->output) m->output = m->tok_embd;
     return LRUN_OK;

@@ -5,23 +5,33 @@
 #include "lrun.h"
 #include "core/tensor.h"
 #include "core/threadpool.h"
+#include "arch/arch.h"
 
-/* The weights of one block; shapes are GGUF ne (innermost first). */
+/* The weights of one block; shapes are GGUF ne (innermost first). The
+ * same pointers by name and, for code that runs an architecture's op table,
+ * by lrun_arch_tensor (t[LRUN_ARCH_TENSOR_Q] is wq): the names follow the
+ * enum's order. NULL when an optional tensor is absent. */
 struct lrun_model_layer {
-    struct lrun_tensor *attn_norm;    /* {n_embd} */
-    struct lrun_tensor *wq;           /* {n_embd, n_head*head_dim} */
-    struct lrun_tensor *wk;           /* {n_embd, n_head_kv*head_dim} */
-    struct lrun_tensor *wv;           /* {n_embd, n_head_kv*head_dim} */
-    struct lrun_tensor *wo;           /* {n_head*head_dim, n_embd} */
-    struct lrun_tensor *bq, *bk, *bv, *bo; /* optional biases of those four, NULL when absent */
-    struct lrun_tensor *ffn_norm;     /* {n_embd} */
-    struct lrun_tensor *w_gate;       /* {n_embd, n_ff} */
-    struct lrun_tensor *w_up;         /* {n_embd, n_ff} */
-    struct lrun_tensor *w_down;       /* {n_ff, n_embd} */
+    union {
+        struct {
+            struct lrun_tensor *attn_norm;    /* {n_embd} */
+            struct lrun_tensor *wq;           /* {n_embd, n_head*head_dim} */
+            struct lrun_tensor *wk;           /* {n_embd, n_head_kv*head_dim} */
+            struct lrun_tensor *wv;           /* {n_embd, n_head_kv*head_dim} */
+            struct lrun_tensor *wo;           /* {n_head*head_dim, n_embd} */
+            struct lrun_tensor *bq, *bk, *bv, *bo; /* optional biases of those four */
+            struct lrun_tensor *ffn_norm;     /* {n_embd} */
+            struct lrun_tensor *w_gate;       /* {n_embd, n_ff} */
+            struct lrun_tensor *w_up;         /* {n_embd, n_ff} */
+            struct lrun_tensor *w_down;       /* {n_ff, n_embd} */
+        };
+        struct lrun_tensor *t[LRUN_ARCH_TENSOR_BLOCK_COUNT];
+    };
 };
 
 struct lrun_model {
     lrun_model_info info;
+    const lrun_arch *arch;            /* the description general.architecture named */
     double rope_freq_scale;           /* 1, or 1/factor with linear RoPE scaling */
     lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into */
     lrun_device *device;
@@ -35,6 +45,9 @@ struct lrun_model {
     struct lrun_tensor *rope_freqs;   /* {n_rot/2} frequency divisors, or NULL */
     struct lrun_model_layer *layers;  /* (n_layer) */
 };
+
+/* The model's tensor id (a block's with layer >= 0), or NULL when absent. */
+struct lrun_tensor *lrun_model_arch_tensor(const lrun_model *model, int64_t layer, lrun_arch_tensor id);
 
 /* Floats of the f32 vectors an engine keeps converted: norms, biases, RoPE factors. */
 size_t lrun_model_vector_floats(const lrun_model *model);

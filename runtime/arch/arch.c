@@ -1,0 +1,188 @@
+/* arch.c — the list of known architectures, and the checks that keep a
+ * description's tables in agreement with each other. */
+#include "arch/arch.h"
+
+#include <string.h>
+
+#include "core/error.h"
+
+/* Every architecture lrun can run: a new one is a file in this folder and a line here. */
+static const lrun_arch *const known[] = {
+    &lrun_arch_llama,
+};
+#define N_KNOWN ((int)(sizeof known / sizeof known[0]))
+
+const lrun_arch *lrun_arch_find(const char *name)
+{
+    for (int i = 0; name && i < N_KNOWN; i++)
+        if (strcmp(known[i]->name, name) == 0) return known[i];
+    return NULL;
+}
+
+const lrun_arch *lrun_arch_known(int i) { return i >= 0 && i < N_KNOWN ? known[i] : NULL; }
+
+const char *lrun_arch_known_names(char *buf, size_t cap)
+{
+    size_t n = 0;
+    if (cap) buf[0] = '\0';
+    for (int i = 0; i < N_KNOWN; i++) {
+        const size_t len = strlen(known[i]->name);
+        if (n + len + 3 > cap) break;
+        if (i) memcpy(buf + n, ", ", 2), n += 2;
+        memcpy(buf + n, known[i]->name, len + 1);
+        n += len;
+    }
+    return buf;
+}
+
+lrun_arch_dim lrun_arch_buf_dim(lrun_arch_buf buf)
+{
+    switch (buf) {
+    case LRUN_ARCH_BUF_X:
+    case LRUN_ARCH_BUF_XN: return LRUN_ARCH_DIM_EMBD;
+    case LRUN_ARCH_BUF_Q:
+    case LRUN_ARCH_BUF_ATTN: return LRUN_ARCH_DIM_Q;
+    case LRUN_ARCH_BUF_K:
+    case LRUN_ARCH_BUF_V: return LRUN_ARCH_DIM_KV;
+    case LRUN_ARCH_BUF_GATE:
+    case LRUN_ARCH_BUF_UP: return LRUN_ARCH_DIM_FF;
+    default: return LRUN_ARCH_DIM_NONE;
+    }
+}
+
+const lrun_arch_tensor_desc *lrun_arch_tensor_find(const lrun_arch *a, lrun_arch_tensor id)
+{
+    for (int i = 0; i < a->n_tensors; i++)
+        if (a->tensors[i].id == id) return &a->tensors[i];
+    return NULL;
+}
+
+int lrun_arch_op_n_w(const lrun_arch_op *op)
+{
+    int n = 0;
+    while (n < LRUN_ARCH_OP_MAX_W && op->w[n] != LRUN_ARCH_TENSOR_NONE) n++;
+    return n;
+}
+
+// ---------------------------------------------------------------- validation
+
+/* What each op kind takes: weights (min, max), outputs, and whether its
+ * weights are matrices (in → out[i]), vectors of out[i]'s width, or a
+ * matrix then an optional bias (MATMUL_ADD). */
+enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS };
+static const struct {
+    const char *name;
+    int w_min, w_max, n_out;
+    enum w_form form;
+} kinds[LRUN_ARCH_OP_KIND_COUNT] = {
+    [LRUN_ARCH_OP_NORM] = {"norm", 1, 1, 1, W_VECTOR_IN},
+    [LRUN_ARCH_OP_MATMUL] = {"matmul", 1, 3, 0, W_MATRICES}, /* n_out: one per weight */
+    [LRUN_ARCH_OP_BIAS] = {"bias", 1, 3, 0, W_VECTORS_OUT},
+    [LRUN_ARCH_OP_ROPE_STORE] = {"rope_store", 0, 0, 3, W_NONE},
+    [LRUN_ARCH_OP_ATTENTION] = {"attention", 0, 0, 1, W_NONE},
+    [LRUN_ARCH_OP_MATMUL_ADD] = {"matmul_add", 1, 2, 1, W_MATRIX_BIAS},
+    [LRUN_ARCH_OP_MATMUL_SWIGLU] = {"matmul_swiglu", 2, 2, 2, W_MATRICES},
+};
+
+static const char *dim_name(lrun_arch_dim d)
+{
+    static const char *const names[] = {"-", "n_embd", "q_dim", "kv_dim", "n_ff", "n_vocab", "n_rot/2"};
+    return d >= 0 && d < (int)(sizeof names / sizeof names[0]) ? names[d] : "?";
+}
+
+static int is_block_tensor(lrun_arch_tensor t) { return t >= 0 && t < LRUN_ARCH_TENSOR_BLOCK_COUNT; }
+
+/* Checks that weight t of op i exists in a with shape {d0, d1}. */
+static lrun_status check_weight(const lrun_arch *a, int i, lrun_arch_tensor t, lrun_arch_dim d0, lrun_arch_dim d1)
+{
+    const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, t);
+    if (!is_block_tensor(t) || !d)
+        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s) uses tensor %d, not a block tensor of the description",
+                         a->name, i, kinds[a->ops[i].kind].name, (int)t);
+    if (d->ne[0] != d0 || d->ne[1] != d1)
+        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s): '%s' has shape {%s, %s}, the op's buffers need "
+                         "{%s, %s}", a->name, i, kinds[a->ops[i].kind].name, d->name, dim_name(d->ne[0]),
+                         dim_name(d->ne[1]), dim_name(d0), dim_name(d1));
+    return LRUN_OK;
+}
+
+static lrun_status check_op(const lrun_arch *a, int i, int used[LRUN_ARCH_TENSOR_COUNT])
+{
+    const lrun_arch_op *op = &a->ops[i];
+    if (op->kind < 0 || op->kind >= LRUN_ARCH_OP_KIND_COUNT)
+        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d has kind %d", a->name, i, (int)op->kind);
+    const int n_w = lrun_arch_op_n_w(op);
+    if (n_w < kinds[op->kind].w_min || n_w > kinds[op->kind].w_max)
+        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s) has %d weights, expected %d to %d", a->name, i,
+                         kinds[op->kind].name, n_w, kinds[op->kind].w_min, kinds[op->kind].w_max);
+    const lrun_arch_dim in = lrun_arch_buf_dim(op->in);
+    for (int j = 0; j < n_w; j++) {
+        const lrun_arch_dim out = lrun_arch_buf_dim(op->out[kinds[op->kind].form == W_MATRIX_BIAS ? 0 : j]);
+        lrun_status st = LRUN_OK;
+        switch (kinds[op->kind].form) {
+        case W_VECTOR_IN: st = check_weight(a, i, op->w[j], in, LRUN_ARCH_DIM_NONE); break;
+        case W_VECTORS_OUT: st = check_weight(a, i, op->w[j], out, LRUN_ARCH_DIM_NONE); break;
+        case W_MATRICES: st = check_weight(a, i, op->w[j], in, out); break;
+        case W_MATRIX_BIAS:
+            st = check_weight(a, i, op->w[j], j == 0 ? in : out, j == 0 ? out : LRUN_ARCH_DIM_NONE);
+            break;
+        case W_NONE: break;
+        }
+        if (st != LRUN_OK) return st;
+        if (used[op->w[j]]++)
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s) uses '%s', which an earlier op uses too", a->name,
+                             i, kinds[op->kind].name, lrun_arch_tensor_find(a, op->w[j])->name);
+    }
+    const int n_out = kinds[op->kind].n_out ? kinds[op->kind].n_out : n_w;
+    for (int j = 0; j < n_out; j++)
+        if (op->out[j] < 0 || op->out[j] >= LRUN_ARCH_BUF_COUNT)
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s) output %d is buffer %d", a->name, i,
+                             kinds[op->kind].name, j, (int)op->out[j]);
+    return LRUN_OK;
+}
+
+lrun_status lrun_arch_validate(const lrun_arch *a)
+{
+    int used[LRUN_ARCH_TENSOR_COUNT] = {0};
+    for (int i = 0; i < a->n_ops; i++) {
+        lrun_status st = check_op(a, i, used);
+        if (st != LRUN_OK) return st;
+    }
+    for (int i = 0; i < a->n_tensors; i++) {
+        const lrun_arch_tensor_desc *d = &a->tensors[i];
+        if (d->id < 0 || d->id >= LRUN_ARCH_TENSOR_COUNT || lrun_arch_tensor_find(a, d->id) != d)
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: tensor '%s' has id %d, out of range or listed twice",
+                             a->name, d->name, (int)d->id);
+        const int block = is_block_tensor(d->id), pattern = strstr(d->name, "%d") != NULL;
+        if (block != pattern)
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: tensor '%s' %s a block index (%%d) in its name", a->name,
+                             d->name, block ? "lacks" : "has");
+        if (block && !used[d->id])
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: no op uses block tensor '%s'", a->name, d->name);
+    }
+    /* the engines' own steps around the blocks */
+    const lrun_arch_tensor model[] = {LRUN_ARCH_TENSOR_TOKEN_EMBD, LRUN_ARCH_TENSOR_OUTPUT_NORM};
+    for (size_t i = 0; i < sizeof model / sizeof model[0]; i++) {
+        const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, model[i]);
+        if (!d || !d->required)
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: the embedding and the output norm must be required tensors",
+                             a->name);
+    }
+    int have[LRUN_ARCH_HPARAM_COUNT] = {0};
+    for (int i = 0; i < a->n_hparams; i++) {
+        const lrun_arch_hparam_desc *h = &a->hparams[i];
+        if (h->id < 0 || h->id >= LRUN_ARCH_HPARAM_COUNT || have[h->id])
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: key '%s' has hyper-parameter %d, out of range or read twice",
+                             a->name, h->key, (int)h->id);
+        if (h->def == LRUN_ARCH_DEFAULT_SAME_AS && !have[h->same_as])
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: key '%s' defaults to a hyper-parameter read after it",
+                             a->name, h->key);
+        if (h->def == LRUN_ARCH_DEFAULT_EMBD_PER_HEAD && (!have[LRUN_ARCH_HPARAM_EMBD] || !have[LRUN_ARCH_HPARAM_HEAD]))
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: key '%s' defaults to n_embd/n_head, read after it", a->name,
+                             h->key);
+        have[h->id] = 1;
+    }
+    for (int i = 0; i < LRUN_ARCH_HPARAM_COUNT; i++)
+        if (!have[i]) return lrun_fail(LRUN_E_INTERNAL, "arch %s: hyper-parameter %d has no key", a->name, i);
+    return LRUN_OK;
+}

@@ -1,0 +1,191 @@
+/* arch.h — what an architecture is, written once for every backend.
+ *
+ * An architecture (general.architecture in a GGUF file) is a description:
+ *
+ *   hparams   the GGUF keys of its hyper-parameters ("<arch>.<key>"), with
+ *             their defaults and bounds;
+ *   tensors   its tensors: GGUF name (a pattern with %d for a block's
+ *             index), role, required or optional, and the expected shape in
+ *             terms of the hyper-parameters;
+ *   ops       the order of operations in one block, as a short table.
+ *
+ * The model loader (model/model.c) reads hyper-parameters and tensors
+ * through the description that general.architecture names. Each backend
+ * (cpu/forward_cpu.c, cuda/engine_cuda_forward.c) runs the op table with
+ * its own implementation of each op kind, and may fuse neighbouring ops
+ * (a projection's residual add with the next norm; Q, K and V in one
+ * launch; SwiGLU in the gate/up epilogue) as long as it computes what the
+ * ops say. docs/architectures.md says how to add one. */
+#ifndef LRUN_ARCH_H
+#define LRUN_ARCH_H
+
+#include <stddef.h>
+
+#include "lrun.h"
+
+/* ---------------------------------------------------------------- tensors */
+
+/* A tensor by what the ops use it for. Block tensors come first: a block of
+ * the model is an array of them (struct lrun_model_layer); the model's own
+ * tensors follow. */
+typedef enum lrun_arch_tensor {
+    LRUN_ARCH_TENSOR_ATTN_NORM,  /* {n_embd} */
+    LRUN_ARCH_TENSOR_Q,          /* {n_embd, q_dim} */
+    LRUN_ARCH_TENSOR_K,          /* {n_embd, kv_dim} */
+    LRUN_ARCH_TENSOR_V,          /* {n_embd, kv_dim} */
+    LRUN_ARCH_TENSOR_O,          /* {q_dim, n_embd} */
+    LRUN_ARCH_TENSOR_Q_BIAS,     /* {q_dim} */
+    LRUN_ARCH_TENSOR_K_BIAS,     /* {kv_dim} */
+    LRUN_ARCH_TENSOR_V_BIAS,     /* {kv_dim} */
+    LRUN_ARCH_TENSOR_O_BIAS,     /* {n_embd} */
+    LRUN_ARCH_TENSOR_FFN_NORM,   /* {n_embd} */
+    LRUN_ARCH_TENSOR_GATE,       /* {n_embd, n_ff} */
+    LRUN_ARCH_TENSOR_UP,         /* {n_embd, n_ff} */
+    LRUN_ARCH_TENSOR_DOWN,       /* {n_ff, n_embd} */
+    LRUN_ARCH_TENSOR_BLOCK_COUNT,
+    LRUN_ARCH_TENSOR_TOKEN_EMBD = LRUN_ARCH_TENSOR_BLOCK_COUNT, /* {n_embd, n_vocab} */
+    LRUN_ARCH_TENSOR_OUTPUT_NORM,  /* {n_embd} */
+    LRUN_ARCH_TENSOR_OUTPUT,       /* {n_embd, n_vocab}; absent: tied to the embedding */
+    LRUN_ARCH_TENSOR_ROPE_FREQS,   /* {n_rot/2} */
+    LRUN_ARCH_TENSOR_COUNT,
+    LRUN_ARCH_TENSOR_NONE = -1     /* an unused weight slot of an op */
+} lrun_arch_tensor;
+
+/* A dimension in terms of the hyper-parameters. */
+typedef enum lrun_arch_dim {
+    LRUN_ARCH_DIM_NONE,      /* no such dimension: a vector's second */
+    LRUN_ARCH_DIM_EMBD,      /* n_embd */
+    LRUN_ARCH_DIM_Q,         /* n_head · head_dim */
+    LRUN_ARCH_DIM_KV,        /* n_head_kv · head_dim */
+    LRUN_ARCH_DIM_FF,        /* n_ff */
+    LRUN_ARCH_DIM_VOCAB,     /* n_vocab */
+    LRUN_ARCH_DIM_ROT_HALF,  /* n_rot / 2 */
+} lrun_arch_dim;
+
+typedef struct lrun_arch_tensor_desc {
+    lrun_arch_tensor id;
+    const char *name;        /* GGUF name; a block's has one %d, its index: "blk.%d.attn_q.weight" */
+    lrun_role role;
+    int required;            /* 0: optional (biases, an untied head, RoPE factors) */
+    lrun_arch_dim ne[2];     /* shape, GGUF ne order (innermost first); ne[1] NONE for a vector */
+    int f32_only;            /* 1: must be f32 (vectors are otherwise f32, f16 or bf16) */
+} lrun_arch_tensor_desc;
+
+/* ---------------------------------------------------------------- hyper-parameters */
+
+/* Where a hyper-parameter lands (the fields of lrun_model_info). */
+typedef enum lrun_arch_hparam {
+    LRUN_ARCH_HPARAM_CTX_TRAIN,   /* n_ctx_train */
+    LRUN_ARCH_HPARAM_EMBD,        /* n_embd */
+    LRUN_ARCH_HPARAM_LAYER,       /* n_layer */
+    LRUN_ARCH_HPARAM_FF,          /* n_ff */
+    LRUN_ARCH_HPARAM_HEAD,        /* n_head */
+    LRUN_ARCH_HPARAM_HEAD_KV,     /* n_head_kv */
+    LRUN_ARCH_HPARAM_HEAD_DIM,    /* head_dim (the key length) */
+    LRUN_ARCH_HPARAM_V_DIM,       /* the value length: must equal head_dim */
+    LRUN_ARCH_HPARAM_ROT,         /* n_rot: rotated dims per head */
+    LRUN_ARCH_HPARAM_RMS_EPS,     /* rms_eps */
+    LRUN_ARCH_HPARAM_ROPE_BASE,   /* rope_freq_base */
+    LRUN_ARCH_HPARAM_COUNT
+} lrun_arch_hparam;
+
+/* What an absent key takes. */
+typedef enum lrun_arch_default {
+    LRUN_ARCH_DEFAULT_REQUIRED,   /* none: the key must be there */
+    LRUN_ARCH_DEFAULT_VALUE,      /* the constant value */
+    LRUN_ARCH_DEFAULT_SAME_AS,    /* the value of hyper-parameter same_as (read before) */
+    LRUN_ARCH_DEFAULT_EMBD_PER_HEAD, /* n_embd / n_head, which must divide */
+} lrun_arch_default;
+
+typedef enum lrun_arch_hparam_kind {
+    LRUN_ARCH_HPARAM_KIND_DIM,    /* an integer in [1, 2^24] */
+    LRUN_ARCH_HPARAM_KIND_CTX,    /* an integer in [1, 2^31] */
+    LRUN_ARCH_HPARAM_KIND_POS_FLOAT, /* a finite number > 0 */
+} lrun_arch_hparam_kind;
+
+typedef struct lrun_arch_hparam_desc {
+    lrun_arch_hparam id;
+    const char *key;              /* after "<arch>.": "attention.head_count" */
+    lrun_arch_hparam_kind kind;
+    lrun_arch_default def;
+    double value;                 /* DEFAULT_VALUE */
+    lrun_arch_hparam same_as;     /* DEFAULT_SAME_AS */
+} lrun_arch_hparam_desc;
+
+/* ---------------------------------------------------------------- ops of a block */
+
+/* Per-token activation buffers the ops read and write; widths in lrun_arch_buf_dim. */
+typedef enum lrun_arch_buf {
+    LRUN_ARCH_BUF_X,      /* (n_tok, n_embd) the residual stream */
+    LRUN_ARCH_BUF_XN,     /* (n_tok, n_embd) a sublayer's normed input */
+    LRUN_ARCH_BUF_Q,      /* (n_tok, q_dim) */
+    LRUN_ARCH_BUF_K,      /* (n_tok, kv_dim) */
+    LRUN_ARCH_BUF_V,      /* (n_tok, kv_dim) */
+    LRUN_ARCH_BUF_ATTN,   /* (n_tok, q_dim) attention output */
+    LRUN_ARCH_BUF_GATE,   /* (n_tok, n_ff) */
+    LRUN_ARCH_BUF_UP,     /* (n_tok, n_ff) */
+    LRUN_ARCH_BUF_COUNT
+} lrun_arch_buf;
+
+/* The op vocabulary. Each says what it computes; how (which kernel, what
+ * fusion with its neighbours, which numerics) is the backend's. */
+typedef enum lrun_arch_op_kind {
+    LRUN_ARCH_OP_NORM,          /* out[0] = rms_norm(in) * w[0] */
+    LRUN_ARCH_OP_MATMUL,        /* out[i] = in · w[i]ᵀ, for each weight: one input, so one launch */
+    LRUN_ARCH_OP_BIAS,          /* out[i] += w[i], for each (optional) bias the file has */
+    LRUN_ARCH_OP_ROPE_STORE,    /* out[0], out[1] (q, k) rotated at each token's position; out[1], out[2]
+                                 * (k, v) appended to the token's sequence in the KV cache */
+    LRUN_ARCH_OP_ATTENTION,     /* out[0] = softmax(q Kᵀ / sqrt(head_dim)) V over the positions the token
+                                 * sees, in = q; GQA by n_head / n_head_kv */
+    LRUN_ARCH_OP_MATMUL_ADD,    /* out[0] += in · w[0]ᵀ, then += w[1] (optional bias): a projection
+                                 * into the residual stream */
+    LRUN_ARCH_OP_MATMUL_SWIGLU, /* out[0] = silu(in · w[0]ᵀ) * (in · w[1]ᵀ), out[1] scratch for the latter */
+    LRUN_ARCH_OP_KIND_COUNT
+} lrun_arch_op_kind;
+
+#define LRUN_ARCH_OP_MAX_W 3
+
+typedef struct lrun_arch_op {
+    lrun_arch_op_kind kind;
+    lrun_arch_tensor w[LRUN_ARCH_OP_MAX_W];  /* block tensors; LRUN_ARCH_TENSOR_NONE after the last */
+    lrun_arch_buf in;
+    lrun_arch_buf out[LRUN_ARCH_OP_MAX_W];   /* as many as the kind uses */
+} lrun_arch_op;
+
+/* ---------------------------------------------------------------- an architecture */
+
+typedef struct lrun_arch {
+    const char *name;                      /* general.architecture, and the prefix of its keys */
+    const lrun_arch_hparam_desc *hparams;  /* (n_hparams), read in this order */
+    int n_hparams;
+    const lrun_arch_tensor_desc *tensors;  /* (n_tensors) */
+    int n_tensors;
+    const lrun_arch_op *ops;               /* (n_ops) one block, in order */
+    int n_ops;
+    lrun_rope_style rope_style;            /* the pairs RoPE rotates in this format's q/k layout */
+} lrun_arch;
+
+/* The known architectures (arch.c lists them). */
+extern const lrun_arch lrun_arch_llama;
+
+/* The description for general.architecture name, or NULL. */
+const lrun_arch *lrun_arch_find(const char *name);
+/* The i-th known architecture, NULL past the last. */
+const lrun_arch *lrun_arch_known(int i);
+/* "llama, …": the known names, for messages, into buf (cap bytes); returns buf. */
+const char *lrun_arch_known_names(char *buf, size_t cap);
+
+/* The width of a buffer's rows. */
+lrun_arch_dim lrun_arch_buf_dim(lrun_arch_buf buf);
+/* The description of tensor id in a, or NULL when a has none. */
+const lrun_arch_tensor_desc *lrun_arch_tensor_find(const lrun_arch *a, lrun_arch_tensor id);
+/* The number of weights op uses (up to the first NONE). */
+int lrun_arch_op_n_w(const lrun_arch_op *op);
+
+/* Checks that a's tables agree: every op's weights are block tensors of a,
+ * with shapes matching the op's buffers; every block tensor is used by one
+ * op; every hyper-parameter and model tensor the engines need is there.
+ * LRUN_E_INTERNAL naming the first disagreement. */
+lrun_status lrun_arch_validate(const lrun_arch *a);
+
+#endif

@@ -1,0 +1,72 @@
+/* engine_cpu_internal.h — the CPU engine's state, shared by its files:
+ *   engine_cpu.c    init, free, sequences, steps and stats;
+ *   forward_cpu.c   one chunk through the architecture's op table. */
+#ifndef LRUN_ENGINE_CPU_INTERNAL_H
+#define LRUN_ENGINE_CPU_INTERNAL_H
+
+#include "cpu/cpu_ops.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "residency/weight_stream.h"
+
+/* Norm weights, biases and RoPE frequency factors are converted to f32 once,
+ * at init, into engine memory: a residency move of those tiny tensors later
+ * cannot leave the engine pointing at released bytes. */
+struct engine_layer {
+    const float *attn_norm, *ffn_norm; /* (n_embd) */
+    const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd); NULL when absent */
+};
+
+typedef struct cpu_engine cpu_engine;
+
+struct cpu_engine {
+    lrun_model *model;
+    lrun_device *device;
+    lrun_threadpool *pool;        /* the model's, or own_pool */
+    lrun_threadpool *own_pool;    /* when opts asked for another thread count */
+    int64_t n_seq_max, n_ctx_max, n_batch_max;
+    int64_t n_scores;             /* scratch per thread: n_ctx_max rounded up to 32 (the attention pads), + head_dim */
+    int64_t n_embd, q_dim, kv_dim, n_ff, n_vocab;
+    lrun_kv_cache kv;
+    lrun_rope rope;
+    struct engine_layer *layers;  /* (n_layer) */
+    const float *output_norm;     /* (n_embd) */
+
+    /* device scratch: one allocation, carved below; B = n_batch_max */
+    void *scratch;
+    size_t scratch_bytes;
+    float *x;        /* (B, n_embd) residual stream */
+    float *xn;       /* (B, n_embd) normed input of a sublayer */
+    float *q;        /* (B, q_dim) */
+    float *k, *v;    /* (B, kv_dim) */
+    float *attn;     /* (B, q_dim) attention output */
+    float *tmp;      /* (B, n_embd) sublayer output before the residual add */
+    float *gate;     /* (B, n_ff) */
+    float *up;       /* (B, n_ff) */
+    float *cs;       /* (B, n_rot) cos/sin pairs per token */
+    float *scores;   /* (n_threads, n_scores) attention scratch */
+    float *vectors;  /* norms and biases in f32, pointed to by layers */
+    void *mm_work;   /* lrun_cpu_matmul work for B rows */
+    void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
+    lrun_engine_stats stats;
+    lrun_weight_stream *ws;       /* AS_PLACED: slots and copy thread for off-device weights; else NULL */
+    int prefetch_layers;          /* k of ws; 0 without it */
+    uint64_t kv_moved_base, kv_copied_base; /* the cache's counters at the last stats reset */
+
+    /* host bookkeeping, sized at init */
+    int64_t *tok_seq;          /* (B) sequence of each token of the chunk */
+    int64_t *tok_pos;          /* (B) position of each token */
+    int64_t *tok_npos;         /* (B) positions each token attends to: pos + 1 */
+    const void **tok_k;        /* (B) the token's sequence cache, keys of the current layer */
+    const void **tok_v;        /* (B) values (transposed) */
+    const void *const **tok_blocks; /* (B) the token's block table, when the cache is paged */
+    int64_t *tok_vstride;      /* (B) the cap of the token's sequence: elements between value dims */
+    int64_t *out_rows;         /* (B) chunk rows whose logits are wanted */
+    int64_t *seq_done;         /* (n_seq_max) of those, already placed */
+};
+
+/* Runs n tokens (tok_seq/tok_pos filled) through every layer; writes the
+ * logits of the n_want rows listed in out_rows to logits (forward_cpu.c). */
+void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits);
+
+#endif

@@ -1,0 +1,302 @@
+/* forward_cpu.c — one chunk of tokens through the model on the CPU: the
+ * architecture's op table (arch/arch.h) run with the CPU's ops.
+ *
+ * Every matmul covers all n tokens of the chunk at once (m = n); a one-token
+ * chunk (decode) runs the products of one op that share an input in one
+ * parallel region (lrun_cpu_matvec_multi). A projection's residual add is
+ * fused with the norm that follows it (the next op, or the next block's
+ * first), so the rows are read once. All compute is f32 in llama.cpp's
+ * order of operations (docs/numerics.md): the same float operations in the
+ * same order as llama.cpp, to the bit. Weights come from residency/weights.h. */
+#include <math.h>
+
+#include "cpu/cpu_matmul.h"
+#include "cpu/engine_cpu_internal.h"
+#include "residency/weights.h"
+
+// ---------------------------------------------------------------- row passes
+
+/* One parallel pass over chunk rows; each field is used by some passes. */
+struct rows_ctx {
+    cpu_engine *e;
+    int64_t layer;
+    const float *norm;     /* (n_embd) weight of the norm to apply */
+    const float *bias;     /* (n_embd) added with the residual, or NULL */
+    const float *add;      /* (n, n_embd) added to x first, or NULL */
+    const int64_t *rows;   /* row map for the output norm, or NULL */
+    float *y[3];           /* bias rows: the outputs (widths w[i]) */
+    const float *b[3];     /*            their biases, NULL when absent */
+    int64_t w[3];
+};
+
+/* x[i] += add[i] (+ bias); xn[i] = rms_norm(x[i]) * norm. Fuses the residual
+ * add with the next norm so the rows are read once. */
+static void residual_norm_rows(void *ctx, int64_t first, int64_t last)
+{
+    const struct rows_ctx *c = ctx;
+    const cpu_engine *e = c->e;
+    const int64_t d = e->n_embd;
+    const float eps = (float)e->model->info.rms_eps;
+    for (int64_t i = first; i < last; i++) {
+        const int64_t src = c->rows ? c->rows[i] : i;
+        float *x = e->x + src * d;
+        if (c->add) lrun_cpu_add(x, c->add + src * d, d);
+        if (c->bias) lrun_cpu_add(x, c->bias, d);
+        if (c->norm) lrun_cpu_rms_norm(e->xn + i * d, x, c->norm, d, eps);
+    }
+}
+
+/* y_j[i] += b_j for the biases present. */
+static void bias_rows(void *ctx, int64_t first, int64_t last)
+{
+    const struct rows_ctx *c = ctx;
+    for (int64_t i = first; i < last; i++)
+        for (int j = 0; j < 3; j++)
+            if (c->b[j]) lrun_cpu_add(c->y[j] + i * c->w[j], c->b[j], c->w[j]);
+}
+
+/* RoPE at each token's position, and k, v appended to its cache. */
+static void rope_store_rows(void *ctx, int64_t first, int64_t last)
+{
+    const struct rows_ctx *c = ctx;
+    cpu_engine *e = c->e;
+    const lrun_model_info *in = &e->model->info;
+    for (int64_t i = first; i < last; i++) {
+        float *q = e->q + i * e->q_dim, *k = e->k + i * e->kv_dim, *v = e->v + i * e->kv_dim;
+        const float *cs = e->cs + i * in->n_rot;
+        lrun_cpu_rope_apply(&e->rope, cs, q, in->n_head, in->head_dim);
+        lrun_cpu_rope_apply(&e->rope, cs, k, in->n_head_kv, in->head_dim);
+        const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
+        const size_t eb = e->kv.elem_bytes;
+        const lrun_kv_view w = lrun_kv_cache_view(&e->kv, s, c->layer);
+        char *kd, *vd; /* where position pos goes: its block's row and column, or the slot's */
+        int64_t vstride;
+        if (w.blocks) {
+            char *b = w.blocks[pos / w.block_pos];
+            const int64_t j = pos % w.block_pos;
+            kd = b + w.k_off + (size_t)(j * e->kv_dim) * eb;
+            vd = b + w.v_off + (size_t)j * eb;
+            vstride = w.block_pos;
+        } else {
+            kd = (char *)w.k + (size_t)(pos * e->kv_dim) * eb;
+            vd = (char *)w.v + (size_t)pos * eb;
+            vstride = w.cap;
+        }
+        lrun_cpu_kv_store(kd, e->kv.dtype, 1, k, e->kv_dim);
+        lrun_cpu_kv_store(vd, e->kv.dtype, vstride, v, e->kv_dim); /* a column of the transposed values */
+        e->tok_k[i] = w.k;
+        e->tok_v[i] = w.v;
+        e->tok_vstride[i] = w.cap;
+        e->tok_blocks[i] = (const void *const *)w.blocks;
+    }
+}
+
+static void swiglu_rows(void *ctx, int64_t first, int64_t last)
+{
+    const cpu_engine *e = ((const struct rows_ctx *)ctx)->e;
+    /* row by row, as ggml: where n_ff is not a multiple of 8 each row has its own tail */
+    for (int64_t i = first; i < last; i++) lrun_cpu_swiglu(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
+}
+
+/* Chunk row passes cost little per row: below this many rows a dispatch to
+ * the pool costs more than it saves. */
+#define ROWS_PARALLEL 4
+
+// ---------------------------------------------------------------- the CPU's ops
+
+/* One chunk's run: the engine, its n tokens, where weights come from. */
+struct run {
+    cpu_engine *e;
+    int64_t n;
+    int64_t layer;
+    const lrun_weights *W;
+};
+
+static float *buf(const cpu_engine *e, lrun_arch_buf b)
+{
+    float *const bufs[LRUN_ARCH_BUF_COUNT] = {e->x, e->xn, e->q, e->k, e->v, e->attn, e->gate, e->up};
+    return bufs[b];
+}
+
+static int64_t buf_width(const cpu_engine *e, lrun_arch_buf b)
+{
+    switch (lrun_arch_buf_dim(b)) {
+    case LRUN_ARCH_DIM_Q: return e->q_dim;
+    case LRUN_ARCH_DIM_KV: return e->kv_dim;
+    case LRUN_ARCH_DIM_FF: return e->n_ff;
+    default: return e->n_embd;
+    }
+}
+
+/* The f32 copy init made of a block vector (norms, biases), or NULL when absent. */
+static const float *vector(const cpu_engine *e, int64_t l, lrun_arch_tensor id)
+{
+    const struct engine_layer *E = &e->layers[l];
+    switch (id) {
+    case LRUN_ARCH_TENSOR_ATTN_NORM: return E->attn_norm;
+    case LRUN_ARCH_TENSOR_FFN_NORM: return E->ffn_norm;
+    case LRUN_ARCH_TENSOR_Q_BIAS: return E->bq;
+    case LRUN_ARCH_TENSOR_K_BIAS: return E->bk;
+    case LRUN_ARCH_TENSOR_V_BIAS: return E->bv;
+    case LRUN_ARCH_TENSOR_O_BIAS: return E->bo;
+    default: return NULL;
+    }
+}
+
+/* y (m, n) = x (m, k) · Wᵀ, W read where the weight source says. */
+static void matmul(cpu_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
+{
+    lrun_cpu_matmul(e->pool, w.w->dtype, w.data, w.w->row_bytes, w.w->ne[1], w.w->ne[0], x, m, y, e->mm_work);
+}
+
+/* out[i] = in · w[i]ᵀ for the op's weights; decode runs several in one region. */
+static void op_matmul(struct run *r, const lrun_arch_op *op, int n_w)
+{
+    cpu_engine *e = r->e;
+    const float *x = buf(e, op->in);
+    if (r->n == 1 && n_w > 1) {
+        lrun_matvec parts[LRUN_ARCH_OP_MAX_W];
+        for (int i = 0; i < n_w; i++) {
+            const lrun_weight_ref w = lrun_weights_get(r->W, r->layer, op->w[i]);
+            parts[i] = (lrun_matvec){w.w->dtype, w.data, w.w->row_bytes, w.w->ne[1], w.w->ne[0], x, buf(e, op->out[i])};
+        }
+        lrun_cpu_matvec_multi(e->pool, parts, n_w, e->mv_work);
+        return;
+    }
+    for (int i = 0; i < n_w; i++) matmul(e, lrun_weights_get(r->W, r->layer, op->w[i]), x, r->n, buf(e, op->out[i]));
+}
+
+/* out[i] += b[i] for the biases the file has. */
+static void op_bias(struct run *r, const lrun_arch_op *op, int n_w)
+{
+    struct rows_ctx rc = {.e = r->e, .layer = r->layer};
+    int any = 0;
+    for (int i = 0; i < n_w; i++) {
+        rc.b[i] = vector(r->e, r->layer, op->w[i]);
+        rc.y[i] = buf(r->e, op->out[i]);
+        rc.w[i] = buf_width(r->e, op->out[i]);
+        any |= rc.b[i] != NULL;
+    }
+    if (any) lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL * 4, bias_rows, &rc);
+}
+
+static void op_rope_store(struct run *r)
+{
+    lrun_kv_cache_layer_begin(&r->e->kv, r->layer); /* an offloaded layer is in its device slot from here */
+    struct rows_ctx rc = {.e = r->e, .layer = r->layer};
+    lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
+}
+
+static void op_attention(struct run *r)
+{
+    cpu_engine *e = r->e;
+    const lrun_model_info *in = &e->model->info;
+    /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
+    const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], r->layer); /* the layer's block offsets */
+    const lrun_attention_batch ab = {r->n, in->n_head, in->n_head_kv, in->head_dim,
+                                     1.0f / sqrtf((float)in->head_dim), e->kv.dtype, r->n >= 2, e->q, e->attn,
+                                     e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
+                                     w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off};
+    lrun_cpu_attention(e->pool, &ab);
+    lrun_kv_cache_layer_end(&e->kv, r->layer); /* new entries back to an offloaded store */
+}
+
+/* x += in · w[0]ᵀ (+ w[1]); then, fused, xn = rms_norm(x) * next_norm when
+ * a norm follows (NULL: none). */
+static void op_matmul_add(struct run *r, const lrun_arch_op *op, const float *next_norm)
+{
+    cpu_engine *e = r->e;
+    matmul(e, lrun_weights_get(r->W, r->layer, op->w[0]), buf(e, op->in), r->n, e->tmp);
+    const float *bias = op->w[1] != LRUN_ARCH_TENSOR_NONE ? vector(e, r->layer, op->w[1]) : NULL;
+    struct rows_ctx rc = {.e = e, .layer = r->layer, .norm = next_norm, .bias = bias, .add = e->tmp};
+    lrun_cpu_parallel_for(e->pool, r->n, ROWS_PARALLEL, residual_norm_rows, &rc);
+}
+
+static void op_norm(struct run *r, const lrun_arch_op *op)
+{
+    struct rows_ctx rc = {.e = r->e, .layer = r->layer, .norm = vector(r->e, r->layer, op->w[0])};
+    lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL, residual_norm_rows, &rc);
+}
+
+static void op_matmul_swiglu(struct run *r, const lrun_arch_op *op)
+{
+    op_matmul(r, op, 2);
+    struct rows_ctx rc = {.e = r->e, .layer = r->layer};
+    lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL, swiglu_rows, &rc);
+}
+
+// ---------------------------------------------------------------- the interpreter
+
+/* The norm op after op i of block l (the next block's first when i is the
+ * last), whose weight a projection's residual add takes; NULL when none. */
+static const float *norm_after(const cpu_engine *e, int64_t l, int i)
+{
+    const lrun_arch *a = e->model->arch;
+    if (i + 1 < a->n_ops) return a->ops[i + 1].kind == LRUN_ARCH_OP_NORM ? vector(e, l, a->ops[i + 1].w[0]) : NULL;
+    if (l + 1 < e->model->info.n_layer && a->ops[0].kind == LRUN_ARCH_OP_NORM) return vector(e, l + 1, a->ops[0].w[0]);
+    return NULL;
+}
+
+/* Block l's ops. *normed: the block's first op (a norm) was already done by
+ * the previous block's last; set for the next block the same way. */
+static void run_block(struct run *r, int *normed)
+{
+    const lrun_arch *a = r->e->model->arch;
+    for (int i = 0; i < a->n_ops; i++) {
+        const lrun_arch_op *op = &a->ops[i];
+        const int n_w = lrun_arch_op_n_w(op);
+        switch (op->kind) {
+        case LRUN_ARCH_OP_NORM:
+            if (!*normed) op_norm(r, op);
+            *normed = 0;
+            break;
+        case LRUN_ARCH_OP_MATMUL: op_matmul(r, op, n_w); break;
+        case LRUN_ARCH_OP_BIAS: op_bias(r, op, n_w); break;
+        case LRUN_ARCH_OP_ROPE_STORE: op_rope_store(r); break;
+        case LRUN_ARCH_OP_ATTENTION: op_attention(r); break;
+        case LRUN_ARCH_OP_MATMUL_ADD: {
+            const float *next = norm_after(r->e, r->layer, i);
+            op_matmul_add(r, op, next);
+            *normed = next != NULL; /* the following norm is done */
+            break;
+        }
+        case LRUN_ARCH_OP_MATMUL_SWIGLU: op_matmul_swiglu(r, op); break;
+        default: break;
+        }
+    }
+}
+
+void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits)
+{
+    const lrun_model *m = e->model;
+    const lrun_model_info *in = &m->info;
+    lrun_weights_cpu src;
+    const lrun_weights W = lrun_weights_cpu_init(&src, e->ws, m);
+
+    /* embeddings and rotary tables; validated ids cannot fail here */
+    for (int64_t i = 0; i < n; i++) {
+        (void)lrun_cpu_embedding_row(m->tok_embd, tokens[i], e->x + i * e->n_embd);
+        lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
+        e->tok_npos[i] = e->tok_pos[i] + 1;
+    }
+    lrun_weight_stream_note_rows(e->ws, n);
+
+    int normed = 0;
+    for (int64_t l = 0; l < in->n_layer; l++) {
+        struct run r = {e, n, l, &W};
+        (void)lrun_weights_begin(&W, l); /* this layer's weights: streamed into a slot, or where they live */
+        run_block(&r, &normed);
+        (void)lrun_weights_end(&W, l);
+    }
+    if (n_want == 0) {
+        (void)lrun_weights_skip(&W, in->n_layer); /* the head's turn in the streaming cycle */
+        return;
+    }
+
+    // output: norm the wanted rows into xn[0..n_want), then the LM head
+    (void)lrun_weights_begin(&W, in->n_layer);
+    struct rows_ctx rc = {.e = e, .norm = e->output_norm, .rows = e->out_rows};
+    lrun_cpu_parallel_for(e->pool, n_want, ROWS_PARALLEL, residual_norm_rows, &rc);
+    matmul(e, lrun_weights_get(&W, in->n_layer, LRUN_ARCH_TENSOR_OUTPUT), e->xn, n_want, logits);
+    (void)lrun_weights_end(&W, in->n_layer);
+}
