@@ -14,7 +14,9 @@
 static inline lrun_model *fixture_load(const char *path, const char *device, size_t budget, int n_threads,
                                        int rope_style)
 {
-    const lrun_load_opts o = {.device = device, .device_budget = budget, .n_threads = n_threads,
+    const lrun_load_opts o = {.device = device,
+                              .device_budget = budget,
+                              .n_threads = n_threads,
                               .rope_style = rope_style};
     lrun_model *m = NULL;
     if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load %s on %s: %s\n", path, device, lrun_last_error());
