@@ -126,6 +126,9 @@ $(shell mkdir -p $(BUILD))
 $(file >$(FLAGS_STAMP),$(FLAGS_NOW))
 endif
 endif
+# When the stamp is gone (make clean all), it is written again.
+$(FLAGS_STAMP):
+	@$(shell mkdir -p $(BUILD))$(file >$@,$(FLAGS_NOW))
 -include $(LIB_OBJ:.o=.d) $(BUILD)/app/launcher.d $(C_TESTS:=.d)
 # ---------------------------------------------------------------- end habits: flags stamp
 
