@@ -197,9 +197,11 @@ static int parse_options(int argc, char **argv, options *o) {
 static int find_root(char *root, char *build, size_t cap) {
     const char *env = getenv("LRUN_ROOT");
     if (env && *env) {
-        if (strlen(env) + sizeof "/build" > cap) return -1;
-        strcpy(root, env);
-        snprintf(build, cap, "%s/build", root);
+        const size_t n = strlen(env);
+        if (n + sizeof "/build" > cap) return -1;
+        memcpy(root, env, n + 1);
+        memcpy(build, env, n);
+        memcpy(build + n, "/build", sizeof "/build");
         return 0;
     }
     ssize_t n = readlink("/proc/self/exe", root, cap - 1);
