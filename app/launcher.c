@@ -188,13 +188,20 @@ static int parse_options(int argc, char **argv, options *o) {
 
 /* ---------------------------------------------------------------- paths */
 
-/* The checkout's root: the launcher lives in <root>/build/lrun. LRUN_ROOT
- * overrides it (an installed copy, or a launcher copied elsewhere). */
-static int find_root(char *root, size_t cap) {
+/* The checkout's root and the build directory: the launcher lives in
+ * <root>/<build>/lrun (build/, or build-asan/ and the like), and takes the
+ * library and the generated Lua files from its own directory, so every
+ * build of a checkout runs its own library. LRUN_ROOT overrides the root
+ * (an installed copy, or a launcher copied elsewhere); the build directory
+ * is then <root>/build. */
+static int find_root(char *root, char *build, size_t cap) {
     const char *env = getenv("LRUN_ROOT");
     if (env && *env) {
-        if (strlen(env) >= cap) return -1;
-        strcpy(root, env);
+        const size_t n = strlen(env);
+        if (n + sizeof "/build" > cap) return -1;
+        memcpy(root, env, n + 1);
+        memcpy(build, env, n);
+        memcpy(build + n, "/build", sizeof "/build");
         return 0;
     }
     ssize_t n = readlink("/proc/self/exe", root, cap - 1);
@@ -204,6 +211,7 @@ static int find_root(char *root, size_t cap) {
         char *slash = strrchr(root, '/');
         if (!slash) return -1;
         *slash = '\0';
+        if (up == 0) strcpy(build, root[0] ? root : "/");
     }
     if (root[0] == '\0') strcpy(root, "/");
     return 0;
@@ -211,11 +219,11 @@ static int find_root(char *root, size_t cap) {
 
 /* package.path = our directories first, then whatever LuaJIT chose
  * (LUA_PATH or its default), so busted and other rocks still load. */
-static void set_package_path(lua_State *L, const char *root) {
+static void set_package_path(lua_State *L, const char *root, const char *build) {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     const char *old = lua_tostring(L, -1);
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/build/lua/?.lua;%s", root, root, root,
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/lua/?.lua;%s", root, root, build,
                     old ? old : "");
     lua_setfield(L, -3, "path");
     lua_pop(L, 2);
@@ -314,19 +322,21 @@ static int report(lua_State *L, int status) {
 
 /* ---------------------------------------------------------------- setup */
 
-/* package.loaded["lrun.config"] = {root=, lib=, policies={…}, device=,
+/* package.loaded["lrun.config"] = {root=, build=, lib=, policies={…}, device=,
  * gpu_budget=, threads=, interactive=}. gpu_budget is parsed by
  * lrun.size so there is one parser for the launcher and lrun.load. */
-static int push_config(lua_State *L, const options *o, const char *root) {
+static int push_config(lua_State *L, const options *o, const char *root, const char *build) {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     lua_newtable(L);
 
     lua_pushstring(L, root);
     lua_setfield(L, -2, "root");
+    lua_pushstring(L, build);
+    lua_setfield(L, -2, "build");
     const char *lib = getenv("LRUN_LIB");
     if (lib && *lib) lua_pushstring(L, lib);
-    else lua_pushfstring(L, "%s/build/liblrun.so", root);
+    else lua_pushfstring(L, "%s/liblrun.so", build);
     lua_setfield(L, -2, "lib");
 
     lua_newtable(L);
@@ -438,8 +448,8 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    char root[PATH_MAX];
-    if (find_root(root, sizeof root) != 0) {
+    char root[PATH_MAX], build[PATH_MAX];
+    if (find_root(root, build, sizeof root) != 0) {
         fprintf(stderr, "%s: cannot find the lrun directory from /proc/self/exe; set LRUN_ROOT\n", progname);
         return 1;
     }
@@ -452,7 +462,7 @@ int main(int argc, char **argv) {
     lua_gc(L, LUA_GCSTOP, 0);
     luaL_openlibs(L);
     lua_gc(L, LUA_GCRESTART, -1);
-    set_package_path(L, root);
+    set_package_path(L, root, build);
 
     int status = 0;
     if (o.version) {
@@ -461,7 +471,7 @@ int main(int argc, char **argv) {
         return status;
     }
     push_arg_table(L, argc, argv, o.script);
-    if (push_config(L, &o, root) != 0) {
+    if (push_config(L, &o, root, build) != 0) {
         lua_close(L);
         return 1;
     }

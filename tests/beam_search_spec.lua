@@ -12,13 +12,7 @@ local beam_model = require("tests.beam_model")
 
 local SCORE_TOL = 1e-4
 
-local function golden()
-  local dir = (debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$")) or "."
-  local f = assert(io.open(dir .. "/golden/beam_search.json"))
-  local doc = require("dkjson").decode(f:read("*a"))
-  f:close()
-  return doc
-end
+local function golden() return require("tests.golden").read("beam_search.json") end
 
 describe("beam search against HF transformers", function()
   local m, doc
@@ -188,7 +182,6 @@ end)
 
 describe("the REPL after an OOM", function()
   it("prints the error and goes on", function()
-    local root = os.getenv("PWD")
     local tmp = os.tmpname()
     local f = assert(io.open(tmp, "w"))
     f:write(string.format([[
@@ -197,7 +190,8 @@ print(m:generate({300, 301}, {num_beams = 8, max_new_tokens = 3, n_batch = 4096}
 print(#select(2, m:generate({300, 301}, {max_new_tokens = 2, eos_token_id = {}})))
 ]], beam_model.path()))
     f:close()
-    local pipe = assert(io.popen("'" .. root .. "/build/lrun' < '" .. tmp .. "' 2>&1"))
+    local shell = require("tests.shell")
+    local pipe = assert(io.popen(shell.quote(shell.launcher) .. " < " .. shell.quote(tmp) .. " 2>&1"))
     local out = pipe:read("*a")
     pipe:close()
     os.remove(tmp)

@@ -49,12 +49,9 @@ describe("generate", function()
   local m, golden_ids
   setup(function()
     m = assert(require("lrun").load(path, { progress = false }))
-    local dir = (debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$")) or "."
-    local f = assert(io.open(dir .. "/golden/smollm2_greedy.json"))
-    for _, c in ipairs(require("dkjson").decode(f:read("*a")).cases) do
+    for _, c in ipairs(require("tests.golden").read("smollm2_greedy.json").cases) do
       if c.name == "short" then golden_ids = c.continuation_ids end
     end
-    f:close()
   end)
   teardown(function() if m then m:free() end end)
 
@@ -269,16 +266,12 @@ describe("generate", function()
   describe("the examples", function()
     local root = (debug.getinfo(1, "S").source:match("^@(.*)/tests/[^/]*$"))
     if root == nil or root == "." then root = os.getenv("PWD") end
-    local function sh(cmd)
-      local p = assert(io.popen("cd '" .. root .. "' && " .. cmd .. " 2>&1; echo \"rc=$?\""))
-      local out = p:read("*a")
-      p:close()
-      local body, rc = out:match("^(.-)rc=(%d+)\n$")
-      return body, tonumber(rc)
-    end
+    local shell = require("tests.shell")
+    local function sh(cmd) return shell.run("cd " .. shell.quote(root) .. " && " .. cmd) end
 
     it("generate.lua streams the greedy continuation and reports rates", function()
-      local out, rc = sh("build/lrun examples/generate.lua -m '" .. path .. "' -p '" .. PROMPT .. "' -n 6 --temp 0")
+      local out, rc = sh(shell.launcher .. " examples/generate.lua -m '" .. path .. "' -p '"
+        .. PROMPT .. "' -n 6 --temp 0")
       assert.are.equal(0, rc)
       assert.are.equal(PROMPT .. m:generate(PROMPT, { max_new_tokens = 6 }) .. "\n", out:match("^(.-\n)\n?prompt:"))
       assert.matches("prompt: 5 tokens in [%d.]+ s %([%d.]+ tokens/s%)", out)
@@ -286,8 +279,8 @@ describe("generate", function()
     end)
 
     it("chat.lua answers piped turns, /reset and /quit", function()
-      local out, rc = sh("printf 'Say hello.\\n/reset\\n/quit\\nnot sent\\n' | build/lrun examples/chat.lua -m '"
-        .. path .. "' --temp 0 -n 48")
+      local out, rc = sh("printf 'Say hello.\\n/reset\\n/quit\\nnot sent\\n' | " .. shell.launcher
+        .. " examples/chat.lua -m '" .. path .. "' --temp 0 -n 48")
       assert.are.equal(0, rc)
       local reply = m:chat({ { role = "user", content = "Say hello." } }, { max_new_tokens = 48 })
       assert.are.equal(reply .. "\n(conversation reset)\n", out)

@@ -2,9 +2,12 @@
 local root = (debug.getinfo(1, "S").source:match("^@(.*)/tests/[^/]*$"))
 if root == nil or root == "." then root = os.getenv("PWD")
 elseif root:sub(1, 1) ~= "/" then root = os.getenv("PWD") .. "/" .. root end
-local lrun = root .. "/build/lrun"
-
-local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+package.path = "./?.lua;" .. package.path
+local shell = require("tests.shell")
+-- The launcher that runs the specs (build/, or build-asan/ under make asan).
+local build = require("lrun.config").build
+local lrun = shell.launcher
+local sh_quote = shell.quote
 
 -- Runs lrun with the given words (quoted), stdin from `input`; returns
 -- stdout+stderr and the exit code.
@@ -12,20 +15,7 @@ local function run(words, input)
   local cmd = { sh_quote(lrun) }
   for _, w in ipairs(words) do cmd[#cmd + 1] = sh_quote(w) end
   local line = table.concat(cmd, " ")
-  local tmp
-  if input then
-    tmp = os.tmpname()
-    local f = assert(io.open(tmp, "w")); f:write(input); f:close()
-    line = line .. " < " .. sh_quote(tmp)
-  else
-    line = line .. " < /dev/null"
-  end
-  local p = assert(io.popen(line .. " 2>&1; echo \"rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  if tmp then os.remove(tmp) end
-  local body, rc = out:match("^(.-)rc=(%d+)\n$")
-  return body, tonumber(rc)
+  return shell.run(input and line or line .. " < /dev/null", input)
 end
 
 local function script(text)
@@ -169,7 +159,7 @@ describe("lrun launcher", function()
       .. " -e \"io.write(require('lrun').version, ' ', require('lrun.config').lib)\" 2>&1"))
     local out = p:read("*a")
     p:close()
-    assert.are.equal(require("lrun.version") .. " " .. root .. "/build/liblrun.so", out)
+    assert.are.equal(require("lrun.version") .. " " .. build .. "/liblrun.so", out)
   end)
 
   describe("config", function()

@@ -14,7 +14,6 @@
 --   4. the first step: log_softmax of lrun's logits against llama.cpp's top-20
 --      log-probabilities, within LOGPROB_TOL, and the same top-1.
 -- Pending when LRUN_MODEL is unset.
-local json = require("dkjson")
 
 -- Why exact. SmolLM2-135M has massive activation outliers, and llama.cpp
 -- quantizes every activation vector to 8 bits before each Q4_1/Q8_0 matmul: a
@@ -36,20 +35,8 @@ local GOLDENS = {"smollm2_greedy.json", "smollm2_greedy_f16.json"}
 
 local N_THREADS = 2
 
-local function spec_dir()
-  local src = debug.getinfo(1, "S").source:sub(2)
-  return src:match("^(.*)/[^/]*$") or "."
-end
-
-local function read_golden(name)
-  local path = spec_dir() .. "/golden/" .. name
-  local f = assert(io.open(path, "r"), "cannot open " .. path)
-  local text = f:read("*a")
-  f:close()
-  local doc, _, err = json.decode(text)
-  assert(doc, "cannot parse " .. path .. ": " .. tostring(err))
-  return doc
-end
+package.path = "./?.lua;" .. package.path
+local read_golden = require("tests.golden").read
 
 -- lrun may hand back a Lua array (1-based) or a cdata float array (0-based);
 -- get(i) is 0-based either way.

@@ -1,20 +1,9 @@
--- repl_spec: the REPL, fed through a pipe to build/lrun.
-local root = (debug.getinfo(1, "S").source:match("^@(.*)/tests/[^/]*$"))
-if root == nil or root == "." then root = os.getenv("PWD")
-elseif root:sub(1, 1) ~= "/" then root = os.getenv("PWD") .. "/" .. root end
-local lrun = root .. "/build/lrun"
+-- repl_spec: the REPL, fed through a pipe to the launcher (build/lrun).
+package.path = "./?.lua;" .. package.path
+local shell = require("tests.shell")
 
 -- Feeds input to the REPL; returns stdout+stderr and the exit code.
-local function repl(input)
-  local tmp = os.tmpname()
-  local f = assert(io.open(tmp, "w")); f:write(input); f:close()
-  local p = assert(io.popen("'" .. lrun .. "' < '" .. tmp .. "' 2>&1; echo \"rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  os.remove(tmp)
-  local body, rc = out:match("^(.-)rc=(%d+)\n$")
-  return body, tonumber(rc)
-end
+local function repl(input) return shell.run(shell.quote(shell.launcher), input) end
 
 describe("the REPL", function()
   it("prints the value of an expression", function()

@@ -603,16 +603,11 @@ describe("command line", function()
     assert.are.equal("aggressive", cli.load_options(assert(cli.parse({ "--gpu-budget", "1G" }, cli.model_spec()))).policy)
   end)
 
-  local function sh(cmd)
-    local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
-    local out = p:read("*a")
-    p:close()
-    local body, rc = out:match("^(.-)rc=(%d+)\n$")
-    return body, tonumber(rc)
-  end
+  local shell = require("tests.shell")
+  local sh, launcher = shell.run, shell.launcher
 
   it("generate.lua runs with a budget and -ot, and prints the placement", function()
-    local out, rc = sh(root .. "/build/lrun " .. root .. "/examples/generate.lua -m " .. tiny
+    local out, rc = sh(launcher .. " " .. root .. "/examples/generate.lua -m " .. tiny
       .. " -p hello -n 3 --temp 0 --policy layers -ngl 2 -ot ffn_down=cpu --prefetch 1 --explain")
     assert.are.equal(0, rc, out)
     assert.is_truthy(out:find("placement: device", 1, true), out)
@@ -622,7 +617,7 @@ describe("command line", function()
   it("the REPL survives a bad --policy file and reports its file and line", function()
     local p = tmpfile("return {plan = function(ts)\n  return nil +\nend}\n")
     local input = tmpfile(string.format("m, err = lrun.load(%q, {progress = false})\nprint(m, err)\n= 1 + 1\n", tiny))
-    local out, rc = sh(root .. "/build/lrun --policy " .. p .. " < " .. input)
+    local out, rc = sh(launcher .. " --policy " .. p .. " < " .. input)
     assert.are.equal(0, rc, out)
     assert.is_truthy(out:find(p .. ":3:", 1, true), out)  -- at startup, and again from lrun.load
     assert.is_truthy(out:find("nil\targ:", 1, true), out)
@@ -632,7 +627,7 @@ describe("command line", function()
   it("the launcher passes --cpu-offload-gb, --smart-offload, -ot and --prefetch to lrun.load", function()
     local input = tmpfile(string.format(
       "m = assert(lrun.load(%q, {progress = false}))\nprint(m:placement().policy, m:placement().prefetch)\n", tiny))
-    local out, rc = sh(root .. "/build/lrun --smart-offload --cpu-offload-gb 0.00001 -ot output=cpu --prefetch 3 < " .. input)
+    local out, rc = sh(launcher .. " --smart-offload --cpu-offload-gb 0.00001 -ot output=cpu --prefetch 3 < " .. input)
     assert.are.equal(0, rc, out)
     assert.is_truthy(out:find("smart\t3", 1, true), out)
   end)

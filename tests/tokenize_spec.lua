@@ -3,13 +3,8 @@
 -- llama.cpp's tokenization of the same file (tests/golden/smollm2_greedy.json).
 local path = os.getenv("LRUN_MODEL")
 
-local function golden()
-  local dir = (debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$")) or "."
-  local f = assert(io.open(dir .. "/golden/smollm2_greedy.json"))
-  local g = require("dkjson").decode(f:read("*a"))
-  f:close()
-  return g
-end
+package.path = "./?.lua;" .. package.path
+local function golden() return require("tests.golden").read("smollm2_greedy.json") end
 
 local function golden_case(name)
   for _, c in ipairs(golden().cases) do if c.name == name then return c end end

@@ -31,7 +31,7 @@ function Hyps:add(tokens, sum_logprobs, generated_len, eos)
     if #beams > self.n then
       -- sorted by (score, index): the lowest goes, the next lowest is the new worst
       local order = {}
-      for i, b in ipairs(beams) do order[i] = i end
+      for i in ipairs(beams) do order[i] = i end
       table.sort(order, function(a, b)
         if beams[a].score ~= beams[b].score then return beams[a].score < beams[b].score end
         return a < b

@@ -1,6 +1,6 @@
 --- lrun.config — defaults for lrun.load when not started by the launcher.
 -- The launcher replaces this module with package.loaded["lrun.config"] =
--- {root=, lib=, policies={…}, device=, gpu_budget=, threads=, interactive=,
+-- {root=, build=, lib=, policies={…}, device=, gpu_budget=, threads=, interactive=,
 -- cpu_offload_gb=, smart_offload=, overrides={…}, prefetch_layers=},
 -- so `luajit` and `lrun` find the same library and options.
 -- @module lrun.config
@@ -12,6 +12,7 @@ if root == nil or root == "" then root = "." end
 
 return {
   root = root,
+  build = root .. "/build", -- the launcher's own directory when it runs us
   lib = os.getenv("LRUN_LIB") or (root .. "/build/liblrun.so"),
   policies = {},
 }

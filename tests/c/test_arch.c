@@ -138,6 +138,7 @@ static lrun_status write_from(const lrun_arch *a, const char *name, const char *
                  : lrun_gguf_writer_set_u32(w, key, (uint32_t)value[h->id]);
     }
     struct { char name[96]; int64_t d0, d1; } t[128];
+    memset(t, 0, sizeof t);
     int n = 0;
     for (int i = 0; i < a->n_tensors; i++) {
         const lrun_arch_tensor_desc *d = &a->tensors[i];

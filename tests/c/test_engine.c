@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 #include "quant/quant.h"
 
@@ -29,14 +30,6 @@ static const char *gen_model(int slot, lrun_dtype wdt, lrun_dtype edt, int tied)
     lrun_status st = lrun_model_generate(paths[slot], &spec);
     if (st != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return paths[slot];
-}
-
-static lrun_model *load(const char *path, size_t budget, int rope_style)
-{
-    const lrun_load_opts o = {"cpu", budget, 2, 0, rope_style};
-    lrun_model *m = NULL;
-    if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load: %s\n", lrun_last_error());
-    return m;
 }
 
 static lrun_engine *engine_kv(lrun_model *m, int64_t n_seq, int64_t n_batch, lrun_cache_kind kind, int threads,
@@ -223,7 +216,7 @@ static lrun_status prefill_all(lrun_engine *e, int32_t seq_id, const int32_t *to
 static void test_reference(const char *path, const char *what, int rope_style, double tol)
 {
     enum { N = 12 };
-    lrun_model *m = load(path, 0, rope_style);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, rope_style);
     lrun_engine *e = engine(m, 1, 512, LRUN_CACHE_KIND_DYNAMIC);
     if (!e) {
         CHECK(what, 0);
@@ -251,7 +244,7 @@ static void test_reference(const char *path, const char *what, int rope_style, d
 static void test_prefill_vs_steps(const char *path, const char *what)
 {
     enum { N = 10 };
-    lrun_model *m = load(path, 0, -1);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     lrun_engine *e = engine(m, 1, 512, LRUN_CACHE_KIND_DYNAMIC);
     int32_t tok[N];
     make_tokens(tok, N, 2);
@@ -273,7 +266,7 @@ static void test_prefill_vs_steps(const char *path, const char *what)
 static void test_batch(const char *path)
 {
     enum { N0 = 5, N1 = 3, N2 = 8, NT = N0 + N1 + N2 };
-    lrun_model *m = load(path, 0, -1);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     /* n_batch_max 4: the step is cut into chunks in the middle of sequences */
     lrun_engine *eb = engine(m, 3, 4, LRUN_CACHE_KIND_DYNAMIC), *ea = engine(m, 1, 512, LRUN_CACHE_KIND_DYNAMIC);
     if (!eb || !ea) {
@@ -333,7 +326,7 @@ done:
 static void test_copy_truncate(const char *path)
 {
     enum { N = 9 };
-    lrun_model *m = load(path, 0, -1);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     lrun_engine *e = engine(m, 2, 512, LRUN_CACHE_KIND_DYNAMIC);
     if (!e) {
         CHECK("engine", 0);
@@ -372,7 +365,7 @@ static void test_oom(const char *path)
 {
     /* 128 positions: more than one block of the paged cache (kv_blocks.h) */
     const lrun_engine_opts o128 = {.n_seq_max = 1, .n_ctx_max = 128, .n_batch_max = 512};
-    lrun_model *m = load(path, 0, -1);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     lrun_engine *e = NULL;
     if (m && lrun_engine_init(&e, m, &o128) != LRUN_OK) e = NULL;
     if (!e) {
@@ -391,7 +384,7 @@ static void test_oom(const char *path)
     /* room for the scratch and 64 positions (one block of the paged cache,
      * kv_blocks.h): the growth past 64 fails */
     const size_t per_pos = (size_t)L * 2 * HK * HD * sizeof(uint16_t);
-    m = load(path, scratch + 64 * per_pos + per_pos / 2, -1);
+    m = fixture_load(path, "cpu", scratch + 64 * per_pos + per_pos / 2, 2, -1);
     if (m && lrun_engine_init(&e, m, &o128) != LRUN_OK) e = NULL;
     CHECK("engine fits the budget", e != NULL);
     if (!e) {
@@ -424,7 +417,7 @@ static void test_oom(const char *path)
 static void test_static_dynamic(const char *path)
 {
     enum { N = 20 };
-    lrun_model *m = load(path, 0, -1);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     lrun_engine *ed = engine(m, 2, 8, LRUN_CACHE_KIND_DYNAMIC), *es = engine(m, 2, 8, LRUN_CACHE_KIND_STATIC);
     int32_t tok[N];
     make_tokens(tok, N, 5);
@@ -456,7 +449,7 @@ static int run_script(lrun_engine *e, float *out)
 static void test_kv_dtypes(const char *path)
 {
     enum { NR = 23 };
-    lrun_model *m = load(path, 0, -1);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     static float out[2][2][NR * V]; /* [f16, f32][1, 2 threads] */
     const lrun_kv_dtype kvs[2] = {LRUN_KV_DTYPE_F16, LRUN_KV_DTYPE_F32};
     int ok = m != NULL;
@@ -523,22 +516,6 @@ static void server_logprobs(const float *logits, int64_t n, int32_t *order, floa
     for (int64_t i = 0; i < n; i++) lp[i] = logf(expf(logits[i] - lmax) / sum);
 }
 
-static cJSON *read_json(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)len + 1);
-    const size_t got = fread(text, 1, (size_t)len, f);
-    fclose(f);
-    text[got] = 0;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    return root;
-}
-
 static void test_llamacpp_golden(void)
 {
     const char *path = getenv("LRUN_MODEL");
@@ -546,7 +523,7 @@ static void test_llamacpp_golden(void)
         printf("ok %d - llama.cpp parity # SKIP LRUN_MODEL is not set\n", ++check_count);
         return;
     }
-    cJSON *root = read_json("tests/golden/smollm2_greedy.json");
+    cJSON *root = fixture_read_json("tests/golden/smollm2_greedy.json");
     cJSON *cases = cJSON_GetObjectItem(root, "cases");
     CHECK("tests/golden/smollm2_greedy.json opens and parses (run from the repository root)", cJSON_IsArray(cases));
     if (!cJSON_IsArray(cases)) {
@@ -621,7 +598,7 @@ static void test_llamacpp_golden(void)
 
 static void test_arguments(const char *path)
 {
-    lrun_model *m = load(path, 0, -1);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     lrun_engine *e = engine(m, 2, 512, LRUN_CACHE_KIND_DYNAMIC);
     if (!e) {
         CHECK("engine", 0);
@@ -662,7 +639,7 @@ static void test_arguments(const char *path)
  * before any backend sees the options, by init and estimate alike. */
 static void test_limits(const char *path)
 {
-    lrun_model *m = load(path, 0, -1);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     if (!m) {
         CHECK("model", 0);
         return;

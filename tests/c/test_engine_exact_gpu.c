@@ -19,19 +19,12 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 
 enum { L = 2, D = 160, H = 4, HK = 2, F = 224, V = 997, CTX = 256, BATCH = 16, NSEQ = 3 };
 
 // ---------------------------------------------------------------- helpers
-
-static lrun_model *load(const char *path, const char *device)
-{
-    const lrun_load_opts o = {device, 0, 2, 0, -1};
-    lrun_model *m = NULL;
-    if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load %s: %s\n", device, lrun_last_error());
-    return m;
-}
 
 static lrun_engine *engine(lrun_model *m, int64_t n_ctx, int64_t n_batch, lrun_cache_kind kind, lrun_kv_dtype kv)
 {
@@ -80,7 +73,7 @@ static void test_random(const char *path, const char *name, lrun_kv_dtype kv, lr
     char label[128], msg[256];
     snprintf(label, sizeof label, "%s, %s cache, %s", name, kv == LRUN_KV_DTYPE_F32 ? "f32" : "f16",
              kind == LRUN_CACHE_KIND_STATIC ? "STATIC (graphs)" : "DYNAMIC");
-    lrun_model *mc = load(path, "cpu"), *mg = load(path, "cuda:0");
+    lrun_model *mc = fixture_load(path, "cpu", 0, 2, -1), *mg = fixture_load(path, "cuda:0", 0, 2, -1);
     lrun_engine *ec = engine(mc, CTX, BATCH, LRUN_CACHE_KIND_DYNAMIC, kv);
     lrun_engine *eg = engine(mg, CTX, BATCH, kind, kv);
     lrun_engine_stats cs = {0};
@@ -163,32 +156,16 @@ done:
 
 // ---------------------------------------------------------------- the default model
 
-static cJSON *read_json(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)len + 1);
-    const size_t got = fread(text, 1, (size_t)len, f);
-    fclose(f);
-    text[got] = 0;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    return root;
-}
-
 /* Every case of a golden file: the prompt in one step, then greedy decoding
  * on both engines for the case's continuation length (up to its eog_at). */
 static void test_golden(const char *model, const char *golden, lrun_kv_dtype kv)
 {
-    cJSON *root = read_json(golden);
+    cJSON *root = fixture_read_json(golden);
     cJSON *cases = cJSON_GetObjectItem(root, "cases");
     char msg[300];
     snprintf(msg, sizeof msg, "%s opens and parses (run from the repository root)", golden);
     CHECK(msg, cJSON_IsArray(cases));
-    lrun_model *mc = load(model, "cpu"), *mg = load(model, "cuda:0");
+    lrun_model *mc = fixture_load(model, "cpu", 0, 2, -1), *mg = fixture_load(model, "cuda:0", 0, 2, -1);
     lrun_engine *ec = engine(mc, 1024, 512, LRUN_CACHE_KIND_DYNAMIC, kv);
     lrun_engine *eg = engine(mg, 1024, 512, LRUN_CACHE_KIND_STATIC, kv);
     lrun_engine_stats cs = {0};
@@ -252,7 +229,7 @@ done:
  * asking for exact on a model it cannot serve fails at init, saying why. */
 static void test_selection(const char *q8_path, const char *f32_path)
 {
-    lrun_model *m = load(q8_path, "cuda:0");
+    lrun_model *m = fixture_load(q8_path, "cuda:0", 0, 2, -1);
     lrun_engine *e = NULL;
     const lrun_engine_opts fast = {.n_seq_max = 1, .n_ctx_max = CTX};
     CHECK("default numerics: an engine is made", m && lrun_engine_init(&e, m, &fast) == LRUN_OK);
@@ -262,7 +239,7 @@ static void test_selection(const char *q8_path, const char *f32_path)
     lrun_engine_free(e);
     lrun_model_free(m);
 
-    m = load(f32_path, "cuda:0");
+    m = fixture_load(f32_path, "cuda:0", 0, 2, -1);
     e = NULL;
     const lrun_engine_opts exact = {.n_seq_max = 1, .n_ctx_max = CTX, .numerics = LRUN_NUMERICS_EXACT};
     const lrun_status st = m ? lrun_engine_init(&e, m, &exact) : LRUN_E_INTERNAL;

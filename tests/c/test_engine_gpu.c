@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 1024 };
@@ -34,14 +35,6 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
     const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0};
     if (lrun_model_generate(p, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return p;
-}
-
-static lrun_model *load(const char *path, const char *device, size_t budget)
-{
-    const lrun_load_opts o = {device, budget, 0, 0, -1};
-    lrun_model *m = NULL;
-    if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load %s: %s\n", device, lrun_last_error());
-    return m;
 }
 
 static lrun_kv_dtype kv_dtype = LRUN_KV_DTYPE_DEFAULT; /* of the engines made next */
@@ -107,7 +100,7 @@ static void test_dtype(const struct tol *t)
 {
     const char *name = lrun_dtype_name(t->dtype);
     const char *path = gen_model(t->dtype, t->dtype == LRUN_DTYPE_F32 || t->dtype == LRUN_DTYPE_BF16 ? t->dtype : LRUN_DTYPE_Q8_0);
-    lrun_model *mc = load(path, "cpu", 0), *mg = load(path, "cuda:0", 0);
+    lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *ec = engine(mc, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     lrun_engine *eg = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     char msg[160];
@@ -150,7 +143,7 @@ done:
  * each in one step, against the CPU doing the same. */
 static void test_batch(const char *path)
 {
-    lrun_model *mc = load(path, "cpu", 0), *mg = load(path, "cuda:0", 0);
+    lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *ec = engine(mc, 3, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     lrun_engine *eg = engine(mg, 3, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     if (!ec || !eg) goto done;
@@ -194,7 +187,7 @@ done:
 /* A dynamic cache growing past its first capacity (256) across chunks of 128. */
 static void test_growth(const char *path)
 {
-    lrun_model *mc = load(path, "cpu", 0), *mg = load(path, "cuda:0", 0);
+    lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *ec = engine(mc, 2, CTX, 128, LRUN_CACHE_KIND_DYNAMIC);
     lrun_engine *eg = engine(mg, 2, CTX, 128, LRUN_CACHE_KIND_DYNAMIC);
     if (!ec || !eg) goto done;
@@ -221,7 +214,7 @@ done:
  * PDL and graph replay give the same bits over a prompt and 16 decode steps. */
 static void test_pdl(const char *path, const char *what)
 {
-    lrun_model *mg = load(path, "cuda:0", 0);
+    lrun_model *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     setenv("LRUN_CUDA_PDL", "0", 1);
     setenv("LRUN_CUDA_GRAPHS", "0", 1);
     lrun_engine *plain = engine(mg, 1, 512, 64, LRUN_CACHE_KIND_STATIC);
@@ -261,7 +254,7 @@ done:
  * built with LRUN_CUDA_GRAPHS=0 runs them eagerly. */
 static void test_graphs(const char *path)
 {
-    lrun_model *mg = load(path, "cuda:0", 0);
+    lrun_model *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     setenv("LRUN_CUDA_GRAPHS", "0", 1);
     lrun_engine *eager = engine(mg, 2, 512, 64, LRUN_CACHE_KIND_STATIC);
     unsetenv("LRUN_CUDA_GRAPHS");
@@ -304,7 +297,7 @@ done:
  * larger one works. */
 static void test_oom(const char *path)
 {
-    lrun_model *m = load(path, "cuda:0", 4 << 20);
+    lrun_model *m = fixture_load(path, "cuda:0", 4 << 20, 0, -1);
     lrun_engine *e = NULL;
     const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 256, .n_batch_max = 64, .cache_kind = LRUN_CACHE_KIND_STATIC};
     lrun_status st = m ? lrun_engine_init(&e, m, &o) : LRUN_E_INTERNAL;
@@ -323,7 +316,7 @@ static void test_oom(const char *path)
 static void test_kv_f32(const char *path)
 {
     kv_dtype = LRUN_KV_DTYPE_F32;
-    lrun_model *mc = load(path, "cpu", 0), *mg = load(path, "cuda:0", 0);
+    lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *ec = engine(mc, 1, 256, 64, LRUN_CACHE_KIND_STATIC);
     lrun_engine *eg = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_STATIC);
     kv_dtype = LRUN_KV_DTYPE_DEFAULT;
@@ -354,7 +347,7 @@ done:
 
 static void test_default_model(const char *path)
 {
-    lrun_model *mc = load(path, "cpu", 0), *mg = load(path, "cuda:0", 0);
+    lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *ec = engine(mc, 1, 512, 512, LRUN_CACHE_KIND_DYNAMIC);
     lrun_engine *eg = engine(mg, 1, 512, 512, LRUN_CACHE_KIND_STATIC);
     if (!ec || !eg) {

@@ -13,19 +13,12 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 
 enum { L = 2, D = 64, H = 4, HK = 2, HD = D / H, F = 96, V = 300, CTX = 1100, KV_DIM = HK * HD };
 
 static char model_path[128];
-
-static lrun_model *load(const char *path, size_t budget)
-{
-    const lrun_load_opts o = {"cpu", budget, 2, 0, -1};
-    lrun_model *m = NULL;
-    if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load: %s\n", lrun_last_error());
-    return m;
-}
 
 static lrun_engine *make_engine(lrun_model *m, lrun_cache_kind kind, int64_t n_seq, int64_t n_ctx, int64_t n_batch,
                                 int bits, int64_t residual)
@@ -177,7 +170,7 @@ static void test_offload_bytes(lrun_model *m)
 static void test_oom(const char *path, int64_t n_layer)
 {
     /* a budget the scratch and a short cache fit, a long dynamic cache does not */
-    lrun_model *probe = load(path, 0);
+    lrun_model *probe = fixture_load(path, "cpu", 0, 2, -1);
     lrun_engine *pe = make_engine(probe, LRUN_CACHE_KIND_DYNAMIC, 2, 1024, 64, 0, 0);
     lrun_engine_stats s0;
     lrun_engine_get_stats(pe, &s0);
@@ -186,7 +179,7 @@ static void test_oom(const char *path, int64_t n_layer)
     const size_t per_pos = (size_t)n_layer * 2 * KV_DIM * 2;
     const size_t budget = s0.scratch_bytes + 500 * per_pos; /* 7 blocks of 64 positions */
 
-    lrun_model *m = load(path, budget);
+    lrun_model *m = fixture_load(path, "cpu", budget, 2, -1);
     lrun_device *dev = lrun_model_device(m);
     lrun_engine *e = make_engine(m, LRUN_CACHE_KIND_DYNAMIC, 2, 1024, 64, 0, 0);
     int32_t tok[512], sq[512];
@@ -270,7 +263,7 @@ static void test_oom(const char *path, int64_t n_layer)
     CHECK("scratch over the budget: LRUN_E_OOM, phase \"scratch\"",
           st == LRUN_E_OOM && strcmp(lrun_last_oom_phase(), "scratch") == 0 && lrun_device_used(dev) == 0);
     /* weights: a move to the device that does not fit names phase "weights" and leaves the tensor */
-    lrun_model *small = load(path, 4096);
+    lrun_model *small = fixture_load(path, "cpu", 4096, 2, -1);
     lrun_tensor *w = small ? lrun_model_find_tensor(small, "token_embd.weight") : NULL;
     const lrun_status mv = w ? lrun_tensor_move(w, lrun_model_device(small), LRUN_TIER_DEVICE) : LRUN_E_ARG;
     printf("# %s\n", lrun_last_error());
@@ -373,7 +366,7 @@ static void test_default_model(void)
         printf("ok %d - default model: exact kinds bit-identical # SKIP LRUN_MODEL is not set\n", ++check_count);
         return;
     }
-    lrun_model *m = load(path, 0);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     if (!m) return;
     /* measured: int8 0.98 / 0.92, int4 2.40 / 0.82 (docs/kv-cache.md); SmolLM2's keys
      * have outlier channels, which per-token groups spread over their whole group */
@@ -388,7 +381,7 @@ int main(void)
     const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, LRUN_DTYPE_Q8_0, LRUN_DTYPE_F16, 0, 10000.0, 1e-5, 77,
                                       1, 0};
     if (lrun_model_generate(model_path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
-    lrun_model *m = load(model_path, 0);
+    lrun_model *m = fixture_load(model_path, "cpu", 0, 2, -1);
     CHECK("tiny model loads", m != NULL);
     if (m) {
         test_names(m);

@@ -323,7 +323,12 @@ static void test_content(void)
         lrun_dtype d = lrun_gguf_tensor_dtype(g, t);
         int64_t ne0 = lrun_gguf_tensor_dim(g, t, 0), ne = ne0 * lrun_gguf_tensor_dim(g, t, 1);
         size_t nb = lrun_gguf_tensor_bytes(g, t);
-        if (nb > cap) want = realloc(want, cap = nb);
+        if (nb > cap) {
+            uint8_t *grown = realloc(want, nb);
+            if (!grown) { all = 0; break; }
+            want = grown;
+            cap = nb;
+        }
         int norm = lrun_gguf_tensor_ndim(g, t) == 1;
         float scale = norm ? 0.02f : (float)(1.0 / sqrt((double)ne0));
         lrun_random_fill(d, want, 0, ne, scale, sp.seed ^ fnv1a(tn));

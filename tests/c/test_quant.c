@@ -4,6 +4,7 @@
  * F16C conversions, gguf-py's codecs (tests/golden/quant_blocks.json, from
  * tests/golden/make_quant_golden.py) and float dots of dequantized rows. */
 #include "check.h"
+#include "fixtures.h"
 #include "quant/quant_dot.h"
 
 #include <cjson/cJSON.h>
@@ -448,20 +449,11 @@ static int hex_bytes(const char *hex, uint8_t *out, size_t cap)
 
 static void test_golden(void)
 {
-    FILE *f = fopen(GOLDEN, "rb");
-    CHECK("golden file " GOLDEN " opens (run from the repository root)", f != NULL);
-    if (!f) return;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)len + 1);
-    size_t got = fread(text, 1, (size_t)len, f);
-    fclose(f);
-    text[got] = 0;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
+    cJSON *root = fixture_read_json(GOLDEN);
+    CHECK("golden file " GOLDEN " opens and parses (run from the repository root)", root != NULL);
+    if (!root) return;
     cJSON *cases = cJSON_GetObjectItem(root, "cases");
-    CHECK("golden file parses", root && cJSON_IsArray(cases) && cJSON_GetArraySize(cases) > 0);
+    CHECK("golden file has cases", cJSON_IsArray(cases) && cJSON_GetArraySize(cases) > 0);
     cJSON *c;
     cJSON_ArrayForEach(c, cases)
     {

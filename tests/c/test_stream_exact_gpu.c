@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 256, NP = 20, ND = 8 };
@@ -91,14 +92,6 @@ struct run {
     lrun_engine_stats stats;  /* the whole run */
 };
 
-static lrun_model *load(const char *path, const char *device)
-{
-    const lrun_load_opts o = {device, 0, 2, 0, -1};
-    lrun_model *m = NULL;
-    if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load %s: %s\n", device, lrun_last_error());
-    return m;
-}
-
 static lrun_engine *engine(lrun_model *m, lrun_weight_mode mode, int k, int64_t n_batch, lrun_cache_kind kind)
 {
     const lrun_engine_opts o = {.numerics = LRUN_NUMERICS_EXACT, .n_seq_max = 1, .n_ctx_max = CTX,
@@ -155,7 +148,7 @@ static int same_run(const char *what, const struct run *a, const struct run *b)
 static int reference(const char *path, const char *device, const int32_t *prompt, int64_t n_batch,
                      lrun_cache_kind kind, struct run *out)
 {
-    lrun_model *m = load(path, device);
+    lrun_model *m = fixture_load(path, device, 0, 2, -1);
     lrun_engine *e = engine(m, LRUN_WEIGHT_MODE_ALL_DEVICE, 0, n_batch, kind);
     const int ok = e && run(e, prompt, out);
     lrun_engine_free(e);
@@ -178,7 +171,7 @@ static void test_placement(const char *path, const char *dtype, const int32_t *p
     char label[200], msg[320];
     snprintf(label, sizeof label, "%s, %s, batch %lld%s", dtype, c->name, (long long)n_batch,
              kind == LRUN_CACHE_KIND_STATIC ? ", static cache" : "");
-    lrun_model *m = load(path, "cuda:0");
+    lrun_model *m = fixture_load(path, "cuda:0", 0, 2, -1);
     lrun_engine *e = m && apply(m, c->place) ? engine(m, LRUN_WEIGHT_MODE_AS_PLACED, c->k, n_batch, kind) : NULL;
     lrun_engine_stats cs = {0};
     if (e) lrun_engine_get_stats(e, &cs);

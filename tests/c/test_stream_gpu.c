@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 512, NP = 20, ND = 8 };
@@ -28,14 +29,6 @@ static const char *gen_model(lrun_dtype wdt, char *path, size_t cap)
     const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, wdt, 0, 10000.0, 1e-5, 91 + (uint64_t)n, 0, 0};
     if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return path;
-}
-
-static lrun_model *load(const char *path, size_t budget)
-{
-    const lrun_load_opts o = {"cuda:0", budget, 0, 0, -1};
-    lrun_model *m = NULL;
-    if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load: %s\n", lrun_last_error());
-    return m;
 }
 
 // ---------------------------------------------------------------- placements
@@ -166,7 +159,7 @@ static void test_placement(const char *path, const char *dtype, const int32_t *p
 {
     char msg[256];
     const char *kname = kind == LRUN_CACHE_KIND_STATIC ? ", static cache" : "";
-    lrun_model *m = load(path, 0);
+    lrun_model *m = fixture_load(path, "cuda:0", 0, 0, -1);
     double host = 0;
     const double streamed = m ? apply(m, c->place, &host) : -1;
     lrun_engine *e = streamed >= 0 ? engine(m, LRUN_WEIGHT_MODE_AS_PLACED, c->k, c->n_batch, kind) : NULL;
@@ -226,7 +219,7 @@ done:
 /* The resident reference: every weight moved to the device at init. */
 static int reference(const char *path, const int32_t *prompt, int64_t n_batch, lrun_cache_kind kind, struct run *ref)
 {
-    lrun_model *m = load(path, 0);
+    lrun_model *m = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *e = engine(m, LRUN_WEIGHT_MODE_ALL_DEVICE, 0, n_batch, kind);
     const int ok = e && run(e, prompt, ref);
     lrun_engine_free(e);
@@ -278,7 +271,7 @@ static void test_oom(void)
 {
     char path[128];
     gen_model(LRUN_DTYPE_BF16, path, sizeof path);
-    lrun_model *m = load(path, (size_t)1 << 20);
+    lrun_model *m = fixture_load(path, "cuda:0", (size_t)1 << 20, 0, -1);
     double host;
     lrun_engine *e = NULL;
     const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 64, .n_batch_max = 8,

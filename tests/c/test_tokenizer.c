@@ -8,6 +8,7 @@
  * are skipped without it), the SentencePiece ones from the JSON itself.
  */
 #include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 
 #include <cjson/cJSON.h>
@@ -613,29 +614,13 @@ static void test_hostile_metadata(void)
 
 /* ---------------------------------------------------------------- main */
 
-static cJSON *load_golden(void)
-{
-    FILE *f = fopen(GOLDEN, "rb");
-    if (f == NULL) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)size + 1);
-    size_t got = fread(text, 1, (size_t)size, f);
-    fclose(f);
-    text[got] = '\0';
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    return j;
-}
-
 int main(void)
 {
     if (mkdtemp(tmp_dir) == NULL) {
         perror("mkdtemp");
         return 1;
     }
-    cJSON *golden = load_golden();
+    cJSON *golden = fixture_read_json(GOLDEN);
     CHECK("golden file " GOLDEN " parses", golden != NULL);
     test_hostile_metadata();
     if (golden != NULL) test_spm(golden);

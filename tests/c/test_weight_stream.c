@@ -9,19 +9,12 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 
 enum { L = 3, D = 64, H = 4, HK = 2, F = 96, V = 300, CTX = 64, STEPS = 6 };
 
 static char path[128];
-
-static lrun_model *load(size_t budget)
-{
-    const lrun_load_opts o = {"cpu", budget, 2, 0, -1};
-    lrun_model *m = NULL;
-    if (lrun_model_load(&m, path, &o) != LRUN_OK) printf("# load: %s\n", lrun_last_error());
-    return m;
-}
 
 static lrun_engine *make_engine(lrun_model *m, lrun_weight_mode mode, int k)
 {
@@ -90,7 +83,7 @@ static void test_identical(void)
 {
     float ref[(STEPS + 1) * V], got[(STEPS + 1) * V];
     int32_t ref_tok[STEPS], got_tok[STEPS];
-    lrun_model *m = load(0);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     lrun_engine *e = make_engine(m, LRUN_WEIGHT_MODE_ALL_DEVICE, 0);
     CHECK("resident run", e && run(e, ref, ref_tok));
     lrun_engine_free(e);
@@ -148,7 +141,7 @@ static void test_identical(void)
 static void test_budget_and_args(void)
 {
     /* slots need the largest block's matrices twice (k = 1) + the head */
-    lrun_model *m = load(0);
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
     lrun_engine *e = make_engine(m, LRUN_WEIGHT_MODE_AS_PLACED, 1);
     lrun_engine_stats s;
     lrun_engine_get_stats(e, &s);
@@ -156,7 +149,7 @@ static void test_budget_and_args(void)
     lrun_engine_free(e);
     lrun_model_free(m);
 
-    m = load(need);
+    m = fixture_load(path, "cpu", need, 2, -1);
     const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = CTX, .n_batch_max = 4, .weight_mode = LRUN_WEIGHT_MODE_AS_PLACED,
                                 .prefetch_layers = 1};
     e = NULL;
