@@ -14,7 +14,7 @@
  *     PCRE2 then never sees invalid UTF-8.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "text/tokenizer_internal.h"
+#include "text/vocab.h"
 
 #include "core/checked.h"
 

@@ -5,7 +5,7 @@
  * tests compare against, id for id); where lrun differs on purpose it says
  * so here and in docs/tokenizer.md.
  */
-#include "text/tokenizer_internal.h"
+#include "text/vocab.h"
 
 #include "core/checked.h"
 

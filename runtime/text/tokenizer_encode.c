@@ -7,7 +7,7 @@
  * user-defined ones still are (as in HF tokenizers and llama.cpp). The plain
  * fragments then go to the model's tokenizer (tokenizer_bpe.c / _spm.c).
  */
-#include "text/tokenizer_internal.h"
+#include "text/vocab.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -8,7 +8,7 @@
  * is spelled with byte tokens <0xNN>. Same heap-and-linked-list scheme as
  * tokenizer_bpe.c, following llama.cpp's llm_tokenizer_spm_session.
  */
-#include "text/tokenizer_internal.h"
+#include "text/vocab.h"
 
 #include <stdio.h>
 #include <stdlib.h>

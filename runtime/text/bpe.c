@@ -8,7 +8,7 @@
  * pairs that went stale (a neighbour merged first) are skipped when popped,
  * as in llama.cpp's llm_tokenizer_bpe_session.
  */
-#include "text/tokenizer_internal.h"
+#include "text/vocab.h"
 
 #include "core/checked.h"
 

@@ -1,4 +1,4 @@
-/* tokenizer_internal.h — what the tokenizer's files share (not part of the API).
+/* vocab.h — what the tokenizer's files share (not part of the API).
  *
  * Data flow of lrun_tokenizer_encode:
  *   text ─► special-token partition (tokenizer.c: control/user-defined texts
@@ -14,8 +14,8 @@
  * results of merges that are not tokens themselves) is a "piece": an id into
  * one table of NUL-terminated strings; ids below n_vocab are token ids.
  */
-#ifndef LRUN_TOKENIZER_INTERNAL_H
-#define LRUN_TOKENIZER_INTERNAL_H
+#ifndef LRUN_TEXT_VOCAB_H
+#define LRUN_TEXT_VOCAB_H
 
 #include "core/error.h"
 #include "lrun.h"

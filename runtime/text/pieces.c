@@ -5,7 +5,7 @@
  * every candidate merge this way, and a 1000-token prompt must take well
  * under 10 ms.
  */
-#include "text/tokenizer_internal.h"
+#include "text/vocab.h"
 
 #include "core/checked.h"
 
