@@ -8,6 +8,11 @@
 #include "text/vocab.h"
 
 #include "core/checked.h"
+#include "core/error.h"
+#include "text/bpe.h"
+#include "text/pieces.h"
+#include "text/pretokenizer.h"
+#include "text/spm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
