@@ -1,5 +1,5 @@
-/* device.c — opening a compute device, its byte budget, and the allocation
- * and copy entry points of every tier.
+/* device.c — opening a compute device, its byte budget, the names of the
+ * tiers, and the allocation and copy entry points of every tier.
  *
  * The budget is kept here for every kind of device; the bytes come from the
  * device's table (device.h): on cpu 64-byte aligned host memory
@@ -15,8 +15,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+// ---------------------------------------------------------------- tier names
+
+/* Tiers are the device layer's vocabulary (where bytes live), so their names
+ * are kept here; tensor.c uses them, never the other way round. */
+static const char *const tier_names[LRUN_TIER_COUNT] = {"device", "pinned", "host", "mmap"};
+
+const char *lrun_tier_name(lrun_tier tier)
+{
+    return (unsigned)tier < LRUN_TIER_COUNT ? tier_names[tier] : "unknown";
+}
+
+lrun_status lrun_tier_from_name(const char *name, lrun_tier *out)
+{
+    if (!name) return lrun_fail(LRUN_E_ARG, "lrun_tier_from_name: name is NULL");
+    for (int i = 0; i < LRUN_TIER_COUNT; i++) {
+        if (strcasecmp(name, tier_names[i]) == 0) {
+            *out = (lrun_tier)i;
+            return LRUN_OK;
+        }
+    }
+    return lrun_fail(LRUN_E_ARG, "tier \"%.64s\": unknown (expected device, pinned, host or mmap)", name);
+}
 
 /* Host allocations are aligned for AVX-512 loads and whole cache lines. */
 #define HOST_ALIGN ((size_t)64)

@@ -1,4 +1,4 @@
-/* tensor.c — tensor records: shape, names of roles and tiers, element access
+/* tensor.c — tensor records: shape, names of roles, element access
  * in any tier, and moves between tiers with their byte accounting.
  *
  * Invariant kept by every function here: t->tier says where t->data lives.
@@ -15,28 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 // ---------------------------------------------------------------- names
-
-static const char *const tier_names[LRUN_TIER_COUNT] = {"device", "pinned", "host", "mmap"};
-
-const char *lrun_tier_name(lrun_tier tier)
-{
-    return (unsigned)tier < LRUN_TIER_COUNT ? tier_names[tier] : "unknown";
-}
-
-lrun_status lrun_tier_from_name(const char *name, lrun_tier *out)
-{
-    if (!name) return lrun_fail(LRUN_E_ARG, "lrun_tier_from_name: name is NULL");
-    for (int i = 0; i < LRUN_TIER_COUNT; i++) {
-        if (strcasecmp(name, tier_names[i]) == 0) {
-            *out = (lrun_tier)i;
-            return LRUN_OK;
-        }
-    }
-    return lrun_fail(LRUN_E_ARG, "tier \"%.64s\": unknown (expected device, pinned, host or mmap)", name);
-}
 
 /* Indexed by lrun_role; also the GGUF tensor-name stems of the block roles. */
 static const char *const role_names[LRUN_ROLE_COUNT] = {

@@ -5,9 +5,14 @@
  * tests compare against, id for id); where lrun differs on purpose it says
  * so here and in docs/tokenizer.md.
  */
-#include "text/tokenizer_internal.h"
+#include "text/vocab.h"
 
 #include "core/checked.h"
+#include "core/error.h"
+#include "text/bpe.h"
+#include "text/pieces.h"
+#include "text/pretokenizer.h"
+#include "text/spm.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,9 +5,14 @@
  * splitting every still-plain fragment at all its occurrences. With
  * parse_special off, control and unknown tokens are not matched, but
  * user-defined ones still are (as in HF tokenizers and llama.cpp). The plain
- * fragments then go to the model's tokenizer (tokenizer_bpe.c / _spm.c).
+ * fragments then go to the model's tokenizer (bpe.c / spm.c).
  */
-#include "text/tokenizer_internal.h"
+#include "text/vocab.h"
+
+#include "core/error.h"
+#include "text/bpe.h"
+#include "text/pieces.h"
+#include "text/spm.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* tokenizer_bpe.c — byte-level BPE (tokenizer.ggml.model = "gpt2").
+/* bpe.c — byte-level BPE (tokenizer.ggml.model = "gpt2").
  *
  * A word from the pre-tokenizer becomes one symbol per byte, each the
  * printable character GPT-2's byte↔unicode table maps that byte to. Then,
@@ -8,9 +8,12 @@
  * pairs that went stale (a neighbour merged first) are skipped when popped,
  * as in llama.cpp's llm_tokenizer_bpe_session.
  */
-#include "text/tokenizer_internal.h"
+#include "text/bpe.h"
 
 #include "core/checked.h"
+#include "core/error.h"
+#include "text/pretokenizer.h"
+#include "text/utf8.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,13 +1,14 @@
-/* tokenizer_vocab.c — the tokenizer's string table ("pieces") and id lists.
+/* pieces.c — the tokenizer's string table ("pieces") and id lists.
  *
  * Pieces are interned byte strings found through an open-addressing hash
  * table, so that text → id is one hash and one memcmp: tokenization looks up
  * every candidate merge this way, and a 1000-token prompt must take well
  * under 10 ms.
  */
-#include "text/tokenizer_internal.h"
+#include "text/pieces.h"
 
 #include "core/checked.h"
+#include "core/error.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* tokenizer_spm.c — SentencePiece BPE (tokenizer.ggml.model = "llama").
+/* spm.c — SentencePiece BPE (tokenizer.ggml.model = "llama").
  *
  * Spaces become "▁" (U+2581), with one more "▁" in front when the fragment
  * starts the text or follows a special token and add_space_prefix is on.
@@ -6,9 +6,12 @@
  * merges: join the adjacent pair whose concatenation is a vocabulary entry
  * with the highest score (ties: leftmost). A final symbol that is not a token
  * is spelled with byte tokens <0xNN>. Same heap-and-linked-list scheme as
- * tokenizer_bpe.c, following llama.cpp's llm_tokenizer_spm_session.
+ * bpe.c, following llama.cpp's llm_tokenizer_spm_session.
  */
-#include "text/tokenizer_internal.h"
+#include "text/spm.h"
+
+#include "core/error.h"
+#include "text/utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
