@@ -42,9 +42,10 @@ static void seq_in_slot(const lrun_kv_stage *g, char *base, int64_t i, char **k,
 // ---------------------------------------------------------------- the ring's callbacks
 
 /* Fills slot with layer for every chunk sequence (the fill thread). */
-static lrun_status fill_layer(void *owner, int64_t layer, void *slot, size_t *bytes)
+static lrun_status fill_layer(void *owner, int64_t layer, int slot_index, void *slot, size_t *bytes)
 {
     const lrun_kv_stage *g = owner;
+    (void)slot_index;
     size_t moved = 0;
     for (int64_t i = 0; i < g->n_cs; i++) {
         char *k, *v;
@@ -55,10 +56,12 @@ static lrun_status fill_layer(void *owner, int64_t layer, void *slot, size_t *by
     return LRUN_OK;
 }
 
-/* The chunk's new entries of layer, from slot back to the store (the compute thread). */
-static lrun_status write_back_layer(void *owner, int64_t layer, void *slot, size_t *bytes)
+/* The ring's release hook: the chunk's new entries of layer, from slot back
+ * to the store (the compute thread). */
+static lrun_status write_back_layer(void *owner, int64_t layer, int slot_index, void *slot, size_t *bytes)
 {
     const lrun_kv_stage *g = owner;
+    (void)slot_index;
     size_t moved = 0;
     for (int64_t i = 0; i < g->n_cs; i++) {
         char *k, *v;
@@ -93,7 +96,7 @@ lrun_status lrun_kv_stage_init(lrun_kv_stage **out, const lrun_kv_stage_opts *op
     /* a thread that cannot start leaves the fills to layer_begin: slower, same bytes */
     const lrun_ring_opts ro = {.n_units = opts->n_layer, .n_ring = 2, .own_unit = -1,
                                .order = LRUN_RING_ORDER_PASS, .fill = fill_layer,
-                               .write_back = write_back_layer, .owner = g};
+                               .release = write_back_layer, .owner = g};
     lrun_status st = lrun_ring_init(&g->ring, &ro);
     if (st == LRUN_OK && opts->fixed_bytes > 0) {
         st = lrun_kv_stage_reserve(g, opts->fixed_bytes);

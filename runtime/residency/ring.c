@@ -3,9 +3,18 @@
  * Two counters walk the same order: the fill side's (fill_seq, fill_ring)
  * and compute's (use_seq, use_ring); *_ring counts the fills that went to
  * rotating slots, so slot = *_ring mod n_ring for any unit but own_unit.
- * A slot goes FREE → FILLING → READY (fill thread) → IN_USE (acquire) →
- * FREE (release); the mutex guards states, counters and stats, never a
- * copy. */
+ * A slot goes FREE → FILLING → READY (fill) → IN_USE (acquire) → FREE
+ * (release); the mutex guards states, counters and stats, never a copy.
+ *
+ * QUEUED rings keep the same counters but no states: a fill is only issued
+ * into the device's queue, so "ready" and "free" are the owner's events,
+ * and the calling thread issues fill q once compute acquires it (a cold
+ * start) or releases unit q-k-1 … in the owner's words, the schedule of
+ * engine_cuda_offload.c:
+ *
+ *   acquire(c)   issue fills up to c · on_acquire(slot of c)
+ *   release(c)   release hook(slot of c) · issue fills up to c+k
+ *   issue q      before_refill(slot) when it held a unit · fill(q) */
 #include "residency/ring.h"
 
 #include <pthread.h>
@@ -31,6 +40,7 @@ struct lrun_ring {
 
     pthread_t thread;
     int has_thread;
+    lrun_ring_driver driver;     /* FILL_THREAD only while the thread runs */
     pthread_mutex_t mu;
     pthread_cond_t cv;     /* any state change, both directions */
     int stop;
@@ -67,7 +77,7 @@ static void fill_one(lrun_ring *r, struct slot *s)
     pthread_mutex_unlock(&r->mu);
     const double t0 = now_seconds();
     size_t bytes = 0;
-    const lrun_status st = r->o.fill(r->o.owner, unit, s->base, &bytes);
+    const lrun_status st = r->o.fill(r->o.owner, unit, (int)(s - r->slots), s->base, &bytes);
     const double dt = now_seconds() - t0;
     pthread_mutex_lock(&r->mu);
     r->stats.fill_seconds += dt;
@@ -123,10 +133,16 @@ lrun_status lrun_ring_init(lrun_ring **out, const lrun_ring_opts *opts)
     r->o.ring_slots = NULL; /* the owner's array need not outlive init */
     for (int i = 0; i < opts->n_ring; i++) r->slots[i].base = opts->ring_slots ? opts->ring_slots[i] : NULL;
     r->slots[opts->n_ring].base = opts->own_slot;
+    for (int i = 0; i <= opts->n_ring; i++) r->slots[i].seq = -1; /* holds no unit yet */
     r->fill_end = opts->order == LRUN_RING_ORDER_CYCLIC ? INT64_MAX : 0;
+    r->driver = opts->driver;
+    if (r->driver == LRUN_RING_FILL_QUEUED) r->o.own_unit = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
-    if (!opts->no_thread) r->has_thread = pthread_create(&r->thread, NULL, fill_main, r) == 0;
+    if (r->driver == LRUN_RING_FILL_THREAD) {
+        r->has_thread = pthread_create(&r->thread, NULL, fill_main, r) == 0;
+        if (!r->has_thread) r->driver = LRUN_RING_FILL_INLINE;
+    }
     *out = r;
     return LRUN_OK;
 }
@@ -163,7 +179,10 @@ void lrun_ring_begin(lrun_ring *r)
 {
     pthread_mutex_lock(&r->mu);
     quiesce(r);
-    for (int i = 0; i <= r->o.n_ring; i++) r->slots[i].state = SLOT_FREE;
+    for (int i = 0; i <= r->o.n_ring; i++) {
+        r->slots[i].state = SLOT_FREE;
+        r->slots[i].seq = -1;
+    }
     r->fill_seq = r->fill_ring = r->use_seq = r->use_ring = 0;
     r->failed = LRUN_OK;
     r->fill_end = r->o.order == LRUN_RING_ORDER_CYCLIC ? INT64_MAX : r->o.n_units;
@@ -188,10 +207,74 @@ void lrun_ring_set_slot(lrun_ring *r, int i, void *base)
 
 // ---------------------------------------------------------------- compute side
 
+// ---------------------------------------------------------------- QUEUED: issued on the calling thread
+
+/* Issues the next fill of the order into its slot (no lock: one thread). */
+static lrun_status issue_next(lrun_ring *r)
+{
+    const int s = (int)(r->fill_seq % r->o.n_ring);
+    struct slot *sl = &r->slots[s];
+    if (sl->seq >= 0) {
+        /* the slot's last reader has run (and the owner read its events) */
+        const lrun_status st = r->o.before_refill ? r->o.before_refill(r->o.owner, s) : LRUN_OK;
+        if (st != LRUN_OK) return st;
+    }
+    size_t bytes = 0;
+    const lrun_status st = r->o.fill(r->o.owner, r->fill_seq % r->o.n_units, s, sl->base, &bytes);
+    if (st != LRUN_OK) return st;
+    sl->seq = r->fill_seq;
+    sl->bytes = bytes;
+    r->fill_seq++;
+    return LRUN_OK;
+}
+
+static lrun_status queued_acquire(lrun_ring *r, void **slot, size_t *bytes)
+{
+    while (r->fill_seq <= r->use_seq) {
+        const lrun_status st = issue_next(r);
+        if (st != LRUN_OK) return st;
+    }
+    const int s = (int)(r->use_seq % r->o.n_ring);
+    if (r->o.on_acquire) {
+        const lrun_status st = r->o.on_acquire(r->o.owner, s);
+        if (st != LRUN_OK) return st;
+    }
+    r->stats.bytes_filled += r->slots[s].bytes;
+    if (bytes) *bytes = r->slots[s].bytes;
+    *slot = r->slots[s].base;
+    return LRUN_OK;
+}
+
+static lrun_status queued_release(lrun_ring *r, int64_t unit, size_t *bytes)
+{
+    const int s = (int)(r->use_seq % r->o.n_ring);
+    size_t moved = 0;
+    if (r->o.release) {
+        const lrun_status st = r->o.release(r->o.owner, unit, s, r->slots[s].base, &moved);
+        if (st != LRUN_OK) return st;
+    }
+    if (bytes) *bytes = moved;
+    r->use_seq++;
+    r->use_ring++;
+    while (r->fill_seq < r->use_seq + r->o.n_ring - 1) {
+        const lrun_status st = issue_next(r);
+        if (st != LRUN_OK) return st;
+    }
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- compute side
+
 lrun_status lrun_ring_acquire(lrun_ring *r, int64_t unit, void **slot, size_t *bytes)
 {
     *slot = NULL;
     if (bytes) *bytes = 0;
+    if (r->driver == LRUN_RING_FILL_QUEUED) {
+        if (unit != r->use_seq % r->o.n_units)
+            return lrun_fail(LRUN_E_INTERNAL, "ring: unit %lld acquired out of order (expected %lld)",
+                             (long long)unit, (long long)(r->use_seq % r->o.n_units));
+        return queued_acquire(r, slot, bytes);
+    }
     pthread_mutex_lock(&r->mu);
     /* the order is fixed: compute's next unit must be this one */
     if (unit != r->use_seq % r->o.n_units) {
@@ -209,7 +292,7 @@ lrun_status lrun_ring_acquire(lrun_ring *r, int64_t unit, void **slot, size_t *b
         const double t0 = now_seconds();
         /* the fills before this one are in the slots or done; without a
          * thread, this one runs here */
-        if (!r->has_thread && r->fill_seq == r->use_seq && r->failed == LRUN_OK) {
+        if (r->driver == LRUN_RING_FILL_INLINE && r->fill_seq == r->use_seq && r->failed == LRUN_OK) {
             if (r->fill_end <= r->fill_seq) r->fill_end = r->fill_seq + 1;
             if (s->state == SLOT_FREE) fill_one(r, s);
         }
@@ -236,15 +319,20 @@ lrun_status lrun_ring_acquire(lrun_ring *r, int64_t unit, void **slot, size_t *b
 lrun_status lrun_ring_release(lrun_ring *r, int64_t unit, size_t *bytes)
 {
     if (bytes) *bytes = 0;
+    if (r->driver == LRUN_RING_FILL_QUEUED) {
+        if (unit != r->use_seq % r->o.n_units || r->fill_seq <= r->use_seq)
+            return lrun_fail(LRUN_E_INTERNAL, "ring: unit %lld released without being acquired", (long long)unit);
+        return queued_release(r, unit, bytes);
+    }
     pthread_mutex_lock(&r->mu);
     struct slot *s = slot_for(r, r->use_seq, r->use_ring);
     const int held = s->state == SLOT_IN_USE && r->use_seq % r->o.n_units == unit;
     pthread_mutex_unlock(&r->mu);
     if (!held) return lrun_fail(LRUN_E_INTERNAL, "ring: unit %lld released without being acquired", (long long)unit);
 
-    /* the slot is IN_USE: no fill touches it, so the write-back runs unlocked */
+    /* the slot is IN_USE: no fill touches it, so the release hook runs unlocked */
     size_t wb = 0;
-    const lrun_status st = r->o.write_back ? r->o.write_back(r->o.owner, unit, s->base, &wb) : LRUN_OK;
+    const lrun_status st = r->o.release ? r->o.release(r->o.owner, unit, (int)(s - r->slots), s->base, &wb) : LRUN_OK;
 
     pthread_mutex_lock(&r->mu);
     r->stats.bytes_written_back += wb;

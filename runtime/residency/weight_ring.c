@@ -60,8 +60,9 @@ static int is_block_matrix(const lrun_arch *a, lrun_arch_tensor id)
 
 /* The ring's fill: unit u's tensors into slot, a plain copy (host-addressable
  * on cpu; the CUDA engine fills with cudaMemcpyAsync on its copy stream). */
-static lrun_status fill_unit(void *owner, int64_t u, void *slot, size_t *bytes)
+static lrun_status fill_unit(void *owner, int64_t u, int slot_index, void *slot, size_t *bytes)
 {
+    (void)slot_index;
     const lrun_weight_ring *wr = owner;
     const struct unit *un = &wr->units[u];
     for (int i = 0; i < un->n; i++) memcpy((char *)slot + un->offset[i], un->t[i]->data, un->t[i]->nbytes);

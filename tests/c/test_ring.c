@@ -24,8 +24,9 @@ struct owner {
     int n_written;
 };
 
-static lrun_status fill(void *ctx, int64_t unit, void *slot, size_t *bytes)
+static lrun_status fill(void *ctx, int64_t unit, int slot_index, void *slot, size_t *bytes)
 {
+    (void)slot_index;
     struct owner *o = ctx;
     pthread_mutex_lock(&o->mu);
     if (o->n_fills < MAX_FILLS) {
@@ -40,8 +41,9 @@ static lrun_status fill(void *ctx, int64_t unit, void *slot, size_t *bytes)
     return LRUN_OK;
 }
 
-static lrun_status write_back(void *ctx, int64_t unit, void *slot, size_t *bytes)
+static lrun_status write_back(void *ctx, int64_t unit, int slot_index, void *slot, size_t *bytes)
 {
+    (void)slot_index;
     struct owner *o = ctx;
     if (o->n_written < MAX_FILLS) o->written[o->n_written++] = unit;
     *bytes = *(int32_t *)slot == (int32_t)unit ? 10 : 0;
@@ -144,8 +146,8 @@ static void test_pass(int no_thread)
     int32_t mem[2];
     void *ring_slots[2] = {&mem[0], &mem[1]};
     const lrun_ring_opts opts = {.n_units = 3, .n_ring = 2, .ring_slots = ring_slots, .own_unit = -1,
-                                 .order = LRUN_RING_ORDER_PASS, .no_thread = no_thread, .fill = fill,
-                                 .write_back = write_back, .owner = &o};
+                                 .order = LRUN_RING_ORDER_PASS, .driver = no_thread ? LRUN_RING_FILL_INLINE : LRUN_RING_FILL_THREAD, .fill = fill,
+                                 .release = write_back, .owner = &o};
     lrun_ring *r = NULL;
     const char *tag = no_thread ? "pass, no thread" : "pass";
     char name[128];
@@ -209,7 +211,7 @@ static void test_fill_error(int no_thread)
     int32_t mem[2];
     void *ring_slots[2] = {&mem[0], &mem[1]};
     const lrun_ring_opts opts = {.n_units = 3, .n_ring = 2, .ring_slots = ring_slots, .own_unit = -1,
-                                 .order = LRUN_RING_ORDER_PASS, .no_thread = no_thread, .fill = fill,
+                                 .order = LRUN_RING_ORDER_PASS, .driver = no_thread ? LRUN_RING_FILL_INLINE : LRUN_RING_FILL_THREAD, .fill = fill,
                                  .owner = &o};
     lrun_ring *r = NULL;
     int ok = lrun_ring_init(&r, &opts) == LRUN_OK;
