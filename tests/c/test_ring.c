@@ -1,7 +1,8 @@
 /* test_ring.c — the staging ring (runtime/residency/ring.h) on its own:
  * fill order and slots, k units ahead and no further, wait and release,
  * the stats, a PASS ring's passes and write-back, an error from the fill
- * callback reaching acquire, and misuse refused. Units are 4 bytes: the
+ * callback reaching acquire, a QUEUED ring's hook order (the CUDA weight
+ * staging's), and misuse refused. Units are 4 bytes: the
  * fill writes the unit and its fill count into the slot. */
 #include <pthread.h>
 #include <stdlib.h>
@@ -246,6 +247,80 @@ static void test_fill_error(int no_thread)
     pthread_mutex_destroy(&o.mu);
 }
 
+/* ---------------------------------------------------------------- QUEUED: the hooks' order */
+
+static char qlog[512];
+
+static void qlogf(const char *fmt, int64_t a, int b)
+{
+    char item[32];
+    snprintf(item, sizeof item, fmt, (long long)a, b);
+    strncat(qlog, item, sizeof qlog - strlen(qlog) - 1);
+}
+
+static lrun_status q_fill(void *ctx, int64_t unit, int s, void *slot, size_t *bytes)
+{
+    (void)ctx, (void)slot;
+    qlogf("F%lld.%d ", unit, s);
+    *bytes = 10 * (size_t)(unit + 1);
+    return LRUN_OK;
+}
+static lrun_status q_release(void *ctx, int64_t unit, int s, void *slot, size_t *bytes)
+{
+    (void)ctx, (void)slot, (void)bytes;
+    qlogf("R%lld.%d ", unit, s);
+    return LRUN_OK;
+}
+static lrun_status q_acquire(void *ctx, int s)
+{
+    (void)ctx;
+    qlogf("A%lld.%d ", 0, s);
+    return LRUN_OK;
+}
+static lrun_status q_refill(void *ctx, int s)
+{
+    (void)ctx;
+    qlogf("B%lld.%d ", 0, s);
+    return LRUN_OK;
+}
+
+/* A QUEUED ring of 2 slots (k = 1) over 3 units, as engine_cuda_offload.c
+ * drives it: fills issued at a cold acquire and k ahead at each release,
+ * before_refill only for a slot that held a unit. */
+static void test_queued(void)
+{
+    int32_t mem[2];
+    void *ring_slots[2] = {&mem[0], &mem[1]};
+    const lrun_ring_opts opts = {.n_units = 3, .n_ring = 2, .ring_slots = ring_slots, .own_unit = -1,
+                                 .order = LRUN_RING_ORDER_CYCLIC, .driver = LRUN_RING_FILL_QUEUED,
+                                 .fill = q_fill, .release = q_release, .on_acquire = q_acquire,
+                                 .before_refill = q_refill};
+    lrun_ring *r = NULL;
+    int ok = lrun_ring_init(&r, &opts) == LRUN_OK;
+    settle();
+    CHECK("queued: nothing is issued before the first acquire", ok && qlog[0] == 0);
+    void *slot = NULL;
+    size_t bytes = 0;
+    for (int64_t u = 0; u < 3; u++) {
+        ok &= lrun_ring_acquire(r, u, &slot, &bytes) == LRUN_OK && slot == ring_slots[u % 2] &&
+              bytes == 10 * (size_t)(u + 1);
+        ok &= lrun_ring_release(r, u, NULL) == LRUN_OK;
+    }
+    CHECK("queued: fill, wait, release and refill in the CUDA pipeline's order",
+          ok && strcmp(qlog, "F0.0 A0.0 R0.0 F1.1 A0.1 R1.1 B0.0 F2.0 A0.0 R2.0 B0.1 F0.1 ") == 0);
+    if (!ok || strcmp(qlog, "F0.0 A0.0 R0.0 F1.1 A0.1 R1.1 B0.0 F2.0 A0.0 R2.0 B0.1 F0.1 ") != 0)
+        printf("# %s\n", qlog);
+    CHECK("queued: out of order is LRUN_E_INTERNAL", lrun_ring_acquire(r, 2, &slot, NULL) == LRUN_E_INTERNAL);
+    qlog[0] = 0;
+    lrun_ring_begin(r); /* after a failed step: every slot empty, from unit 0 */
+    ok = lrun_ring_acquire(r, 0, &slot, NULL) == LRUN_OK && slot == ring_slots[0];
+    CHECK("queued: begin empties the pipeline (no before_refill)", ok && strcmp(qlog, "F0.0 A0.0 ") == 0);
+    lrun_ring_stats st;
+    lrun_ring_stats_get(r, &st);
+    CHECK("queued: bytes_filled counts acquired fills", st.bytes_filled == 10 + 20 + 30 + 10);
+    lrun_ring_free(r);
+}
+
 static void test_init_refused(void)
 {
     struct owner o;
@@ -270,6 +345,7 @@ int main(void)
     test_pass(1);
     test_fill_error(0);
     test_fill_error(1);
+    test_queued();
     test_init_refused();
     return CHECK_DONE();
 }
