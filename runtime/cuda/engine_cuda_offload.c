@@ -575,5 +575,5 @@ void lrun_cuda_offload_reset(lrun_cuda_engine *e)
     (void)cudaStreamSynchronize(o->copy_stream);
     (void)cudaGetLastError();
     for (int s = 0; s < o->n_slots; s++) o->slot_pending[s] = 0;
-    if (o->ring) lrun_ring_begin(o->ring); /* every slot empty, the cycle from its first unit */
+    if (o->ring) (void)lrun_ring_begin(o->ring); /* every slot empty, the cycle from its first unit: issues nothing */
 }

@@ -177,7 +177,7 @@ void lrun_kv_stage_chunk_begin(lrun_kv_stage *g, int64_t n, const int64_t *tok_s
         g->cs_off[i] = off;
         off += 2 * (size_t)(g->cs_cap[i] * g->o.kv_dim) * g->o.elem_bytes;
     }
-    lrun_ring_begin(g->ring); /* fills layers 0 and 1 from here */
+    (void)lrun_ring_begin(g->ring); /* the fill thread fills layers 0 and 1 from here: nothing to fail now */
 }
 
 void lrun_kv_stage_layer_begin(lrun_kv_stage *g, int64_t layer)

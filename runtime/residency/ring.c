@@ -13,8 +13,11 @@
  * engine_cuda_offload.c:
  *
  *   acquire(c)   issue fills up to c · on_acquire(slot of c)
- *   release(c)   release hook(slot of c) · issue fills up to c+k
- *   issue q      before_refill(slot) when it held a unit · fill(q) */
+ *   release(c)   release hook(slot of c) · issue fills up to c + ahead
+ *   issue q      before_refill(slot) when it held a unit · fill(q)
+ *
+ * and, for the CUDA KV cache (engine_cuda_kv.c), a PASS begun per chunk
+ * that issues fills 0 and 1 at once, with ahead = n_ring = 2. */
 #include "residency/ring.h"
 
 #include <pthread.h>
@@ -137,6 +140,7 @@ lrun_status lrun_ring_init(lrun_ring **out, const lrun_ring_opts *opts)
     r->fill_end = opts->order == LRUN_RING_ORDER_CYCLIC ? INT64_MAX : 0;
     r->driver = opts->driver;
     if (r->driver == LRUN_RING_FILL_QUEUED) r->o.own_unit = -1;
+    if (r->o.ahead <= 0) r->o.ahead = r->o.n_ring - 1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     if (r->driver == LRUN_RING_FILL_THREAD) {
@@ -175,7 +179,9 @@ static void quiesce(lrun_ring *r)
     }
 }
 
-void lrun_ring_begin(lrun_ring *r)
+static lrun_status issue_next(lrun_ring *r);
+
+lrun_status lrun_ring_begin(lrun_ring *r)
 {
     pthread_mutex_lock(&r->mu);
     quiesce(r);
@@ -188,6 +194,12 @@ void lrun_ring_begin(lrun_ring *r)
     r->fill_end = r->o.order == LRUN_RING_ORDER_CYCLIC ? INT64_MAX : r->o.n_units;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    if (r->driver != LRUN_RING_FILL_QUEUED || r->o.order != LRUN_RING_ORDER_PASS) return LRUN_OK;
+    while (r->fill_seq < r->o.ahead && r->fill_seq < r->fill_end) {
+        const lrun_status st = issue_next(r);
+        if (st != LRUN_OK) return st;
+    }
+    return LRUN_OK;
 }
 
 void lrun_ring_end(lrun_ring *r)
@@ -230,6 +242,7 @@ static lrun_status issue_next(lrun_ring *r)
 
 static lrun_status queued_acquire(lrun_ring *r, void **slot, size_t *bytes)
 {
+    if (r->use_seq >= r->fill_end) return lrun_fail(LRUN_E_INTERNAL, "ring: a unit acquired past the end of its pass");
     while (r->fill_seq <= r->use_seq) {
         const lrun_status st = issue_next(r);
         if (st != LRUN_OK) return st;
@@ -254,9 +267,10 @@ static lrun_status queued_release(lrun_ring *r, int64_t unit, size_t *bytes)
         if (st != LRUN_OK) return st;
     }
     if (bytes) *bytes = moved;
+    const int64_t last = r->use_seq + r->o.ahead; /* the released unit + ahead */
     r->use_seq++;
     r->use_ring++;
-    while (r->fill_seq < r->use_seq + r->o.n_ring - 1) {
+    while (r->fill_seq <= last && r->fill_seq < r->fill_end) {
         const lrun_status st = issue_next(r);
         if (st != LRUN_OK) return st;
     }

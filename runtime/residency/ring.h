@@ -80,7 +80,11 @@ typedef struct lrun_ring_opts {
     lrun_ring_fill_fn fill;
     lrun_ring_release_fn release;      /* NULL: nothing to do at release */
     lrun_ring_slot_fn on_acquire;      /* QUEUED: compute waits for the slot's fill */
-    lrun_ring_slot_fn before_refill;   /* QUEUED: the slot's last reader has run */
+    lrun_ring_slot_fn before_refill;   /* QUEUED: the slot's last reader has run (or will have, in queue order) */
+    int ahead;                         /* QUEUED: releasing unit c issues the fills up to c + ahead
+                                        * (0 = n_ring - 1: a slot is refilled one unit after its
+                                        * release, once the owner saw it free; n_ring: at once, behind
+                                        * a wait in the queue); a PASS begin issues fills 0 … ahead-1 */
     void *owner;                       /* passed to every callback */
 } lrun_ring_opts;
 
@@ -115,8 +119,9 @@ lrun_status lrun_ring_release(lrun_ring *ring, int64_t unit, size_t *bytes);
 
 /* Starts a pass at unit 0 (PASS rings; a CYCLIC ring only after a failed
  * fill or step): waits for the fill in progress, then forgets every slot's
- * unit. A QUEUED ring's owner first drains its queues. */
-void lrun_ring_begin(lrun_ring *ring);
+ * unit. A QUEUED ring's owner first drains its queues (or orders them);
+ * a QUEUED PASS ring then issues its first fills, whose error it returns. */
+lrun_status lrun_ring_begin(lrun_ring *ring);
 /* Stops filling: waits for the fill in progress; none starts until the
  * next lrun_ring_begin (a PASS ring's owner, before it rewrites what its
  * fills read). */

@@ -1,11 +1,15 @@
-/* launch_trace/offload_main.c — the CUDA weight staging's runtime calls
- * (engine_cuda_offload.c), logged without a GPU (offload.sh): every CUDA
- * runtime call it makes is a stub that prints the call with its stream,
- * event and pointer arguments as small ids, and a driver runs the
- * engine's order of layer/head begin and end, stats accounting and a reset
- * over placements with pinned, host and mmap weights, host compute, a
- * host embedding table and k = 1, 2, 3, 8. Compiled once against the
- * tree and once against a base commit; the logs must be identical. */
+/* launch_trace/offload_main.c — the CUDA staging's runtime calls, logged
+ * without a GPU (offload.sh): weights (engine_cuda_offload.c) and the KV
+ * cache's slots (engine_cuda_kv.c). Every CUDA runtime call and kernel they
+ * make is a stub that prints the call with its stream, event and pointer
+ * arguments as small ids. One driver runs the engine's order of layer/head
+ * begin and end, stats accounting and a reset over weight placements with
+ * pinned, host and mmap weights, host compute, a host embedding table and
+ * k = 1, 2, 3, 8; another runs chunks (prefill, decode, no-read, a failed
+ * chunk, dense copies) through the offloaded, offloaded_static and
+ * quantized caches (fused and slot decode) with 1, 2 and 5 layers.
+ * Compiled once against the tree and once against a base commit; the logs
+ * must be identical. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -140,6 +144,51 @@ lrun_status lrun_k_embed(lrun_dtype d, const void *t, size_t rb, int64_t ne, con
     return LRUN_OK;
 }
 
+/* ---------------------------------------------------------------- stubs engine_cuda_kv.c needs */
+cudaError_t cudaSetDevice(int d) { L("cudaSetDevice %d\n", d); return cudaSuccess; }
+cudaError_t cudaMemcpy2DAsync(void *d, size_t dp, const void *s, size_t sp, size_t w, size_t h, enum cudaMemcpyKind k,
+                              cudaStream_t st)
+{
+    L("cudaMemcpy2DAsync %ld %zu %ld %zu %zu %zu %d s%ld\n", P(d), dp, P(s), sp, w, h, (int)k, H(st));
+    return cudaSuccess;
+}
+lrun_status lrun_fail_context(lrun_status st, const char *fmt, ...) { (void)fmt; return st; }
+size_t lrun_device_free_bytes(const lrun_device *d) { (void)d; return (size_t)1 << 40; }
+const char *lrun_format_bytes(size_t b, char *buf, size_t cap) { snprintf(buf, cap, "%zu", b); return buf; }
+int lrun_k_attention_quant_supported(const lrun_k_kv_quant *qz, int64_t hd) { (void)qz, (void)hd; return 1; }
+lrun_status lrun_k_attention_quant(const lrun_k_kv_quant *qz, const float *q, const void *ck, const void *cv,
+                                   const void *rk, const void *rv, const int64_t *kb, const int32_t *nkv,
+                                   const int32_t *qlo, int64_t nt, int64_t nh, int64_t nhk, int64_t hd, int64_t mk,
+                                   float sc, float *o, void *w, void *s)
+{
+    (void)qz, (void)q, (void)kb, (void)nkv, (void)qlo, (void)nh, (void)nhk, (void)hd, (void)mk, (void)sc, (void)o, (void)w;
+    L("attention_quant %ld %ld %ld %ld %ld s%ld\n", P(ck), P(cv), P(rk), P(rv), (long)nt, H(s));
+    return LRUN_OK;
+}
+lrun_status lrun_k_kv_copy_rows(lrun_dtype d, void *dk, void *dv, const void *sk, const void *sv, const int64_t *ro,
+                                int64_t n, int64_t kvd, void *s)
+{
+    L("kv_copy_rows %d %ld %ld %ld %ld %ld %ld %ld s%ld\n", (int)d, P(dk), P(dv), P(sk), P(sv), P(ro), (long)n,
+      (long)kvd, H(s));
+    return LRUN_OK;
+}
+lrun_status lrun_k_kv_quant_store(const lrun_k_kv_quant *qz, const void *sk, const void *sv, const int64_t *ro,
+                                  const int64_t *kb, const int32_t *pos, const int32_t *ce, int64_t n, void *ck,
+                                  void *cv, void *rk, void *rv, void *s)
+{
+    L("kv_quant_store cap=%ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld s%ld\n", (long)qz->cap, P(sk), P(sv), P(ro),
+      P(kb), P(pos), P(ce), (long)n, P(ck), P(cv), P(rk), P(rv), H(s));
+    return LRUN_OK;
+}
+lrun_status lrun_k_kv_dequant_fill(const lrun_k_kv_quant *qz, void *sk, void *sv, const void *ck, const void *cv,
+                                   const void *rk, const void *rv, const int32_t *len, const int32_t *qlo, int64_t n,
+                                   int64_t ml, void *s)
+{
+    L("kv_dequant_fill cap=%ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld s%ld\n", (long)qz->cap, P(sk), P(sv), P(ck),
+      P(cv), P(rk), P(rv), P(len), P(qlo), (long)n, (long)ml, H(s));
+    return LRUN_OK;
+}
+
 /* ---------------------------------------------------------------- a model */
 enum { NL = 4, NMAT = 7 };
 static struct lrun_tensor tensors[NL * NMAT + 2];
@@ -271,6 +320,76 @@ static void scenario(const char *name, tier_fn tf, int k)
     lrun_cuda_offload_free(&e);
 }
 
+/* ---------------------------------------------------------------- the KV cache's staging */
+
+static int64_t row_off[8], kv_base[8], seq_len[3];
+static int32_t pos32[8];
+
+/* One chunk as the forward drives the cache: chunk_begin, then per layer
+ * the slot (wait), the attention's write-back and the release. */
+static void kv_chunk(lrun_cuda_engine *e, int load, int64_t n, const int64_t *stored, int fail_at)
+{
+    for (int64_t s = 0; s < e->n_seq_max; s++) {
+        seq_len[s] = stored[s];
+        e->kv.stored[s] = stored[s];
+        e->kv.chunk_end[s] = stored[s] + (s < n ? 1 : 0);
+    }
+    L("kv_reserve -> %d\n", lrun_cuda_kv_reserve(e, stored[0] + n + 1));
+    const lrun_status st = lrun_cuda_kv_chunk_begin(e, load, n);
+    L("chunk_begin load=%d n=%lld -> %d fused=%d\n", load, (long long)n, st, e->kv.fused_chunk);
+    for (int64_t l = 0; l < e->n_layer; l++) {
+        char *k = NULL, *v = NULL;
+        const lrun_status st = lrun_cuda_kv_layer(e, l, &k, &v);
+        L("kv_layer %lld -> %d %ld %ld\n", (long long)l, st, P(k), P(v));
+        if (l == fail_at) {
+            L("chunk fails in layer %lld\n", (long long)l);
+            return;
+        }
+        L("kv_layer_end %lld -> %d\n", (long long)l, lrun_cuda_kv_layer_end(e, l, n));
+    }
+    L("moved %llu\n", (unsigned long long)e->kv.bytes_moved);
+}
+
+static void kv_scenario(const char *name, lrun_cache_kind kind, int64_t n_layer, int quant_fused)
+{
+    L("=== kv %s layers=%lld fused=%d\n", name, (long long)n_layer, quant_fused);
+    arena_used = 0;
+    next_handle = 1;
+    static lrun_model km;
+    memset(&km, 0, sizeof km);
+    km.info.head_dim = 64;
+    km.info.n_layer = n_layer;
+    lrun_cuda_engine e;
+    memset(&e, 0, sizeof e);
+    e.model = &km;
+    e.device = &device;
+    e.stream = (void *)(intptr_t)9999;
+    e.n_layer = n_layer;
+    e.n_seq_max = 3;
+    e.n_ctx_max = 512;
+    e.n_batch_max = 8;
+    e.kv_dim = 128;
+    e.kv_dtype = LRUN_DTYPE_F16;
+    e.kv_esize = 2;
+    e.seq_len = seq_len;
+    e.d_table.row_off = row_off;
+    e.d_table.kv_base = kv_base;
+    e.d_table.pos = pos32;
+    const lrun_engine_opts o = {.cache_kind = kind, .n_ctx_max = 512, .n_seq_max = 3};
+    setenv("LRUN_CUDA_QUANT_FUSED", quant_fused ? "1" : "0", 1);
+    const lrun_status st = lrun_cuda_kv_setup(&e, &o);
+    L("kv_setup -> %d staged=%d fused=%d\n", st, e.kv.staged, e.kv.fused);
+    L("kv_init -> %d\n", lrun_cuda_kv_init(&e));
+    const int64_t none[3] = {0, 0, 0}, some[3] = {5, 0, 3}, more[3] = {40, 7, 3}, dense[3] = {40, 39, 38};
+    kv_chunk(&e, 1, 3, none, -1);  /* prefill of three sequences */
+    kv_chunk(&e, 1, 1, some, -1);  /* decode */
+    kv_chunk(&e, 0, 2, some, -1);  /* a chunk that reads nothing stored */
+    kv_chunk(&e, 1, 1, more, 1);   /* fails after layer 1's slot */
+    kv_chunk(&e, 1, 1, dense, -1); /* the next chunk starts clean; one dense copy */
+    kv_chunk(&e, 1, 8, more, -1);  /* a prefill chunk: no fused path */
+    lrun_cuda_kv_free(&e);
+}
+
 int main(void)
 {
     const int ks[] = {1, 2, 3, 8};
@@ -279,6 +398,13 @@ int main(void)
         scenario("mixed tiers, host compute, host table", mixed, ks[i]);
         scenario("head only", head_only, ks[i]);
         scenario("odd layers from host memory", odd_layers, ks[i]);
+    }
+    const int64_t nls[] = {1, 2, 5};
+    for (int i = 0; i < 3; i++) {
+        kv_scenario("offloaded", LRUN_CACHE_KIND_OFFLOADED, nls[i], 0);
+        kv_scenario("offloaded_static", LRUN_CACHE_KIND_OFFLOADED_STATIC, nls[i], 0);
+        kv_scenario("quantized", LRUN_CACHE_KIND_QUANTIZED, nls[i], 0);
+        kv_scenario("quantized", LRUN_CACHE_KIND_QUANTIZED, nls[i], 1);
     }
     return 0;
 }
