@@ -30,7 +30,7 @@
  * one is filled by the threads while the other is on the bus. */
 #define N_STAGING 2
 #define STAGING_CHUNK ((size_t)32 << 20)
-#define N_MATS 7
+#define N_MATS LRUN_ARCH_TENSOR_BLOCK_COUNT /* a block's matrices, at most */
 
 struct offload_weight {
     const struct lrun_tensor *src; /* the model's record: the bytes off the device */
@@ -81,17 +81,14 @@ struct cuda_offload {
     lrun_threadpool *pool;
 };
 
-static void layer_mats(const struct lrun_model_layer *L, const struct lrun_tensor *out[N_MATS])
+/* Block l's matrices as the architecture describes them, in tensor id
+ * order (llama: q, k, v, o, gate, up, down); returns how many. */
+static int layer_mats(const lrun_model *m, int64_t l, const struct lrun_tensor *out[N_MATS])
 {
-    out[0] = L->wq, out[1] = L->wk, out[2] = L->wv, out[3] = L->wo;
-    out[4] = L->w_gate, out[5] = L->w_up, out[6] = L->w_down;
-}
-
-/* The slot of a layer's view record for matrix i (the struct field it replaces). */
-static struct lrun_tensor **layer_field(struct lrun_model_layer *L, int i)
-{
-    struct lrun_tensor **f[N_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    return f[i];
+    int n = 0;
+    for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++)
+        if (lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id) && m->layers[l].t[id]) out[n++] = m->layers[l].t[id];
+    return n;
 }
 
 /* Off the device under placement p (NULL: where the tensor is). */
@@ -169,8 +166,8 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
     for (int64_t l = 0; l < nl; l++) {
         const struct lrun_tensor *mats[N_MATS], *streamed[N_MATS];
         int n = 0;
-        layer_mats(&m->layers[l], mats);
-        for (int i = 0; i < N_MATS; i++) {
+        const int n_mats = layer_mats(m, l, mats);
+        for (int i = 0; i < n_mats; i++) {
             if (!placed_off(p, mats[i])) continue;
             if (lrun_placement_host_compute(p, mats[i])) TRY(plan_host(o, mats[i], B, &work));
             else streamed[n++] = mats[i];
@@ -200,8 +197,8 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
         const struct offload_unit *u = &o->units[o->unit_of_layer[l]];
         for (int64_t j = u->first; j < u->first + u->count; j++) {
             struct lrun_model_layer *V = &o->layers[l];
-            for (int i = 0; i < N_MATS; i++)
-                if (*layer_field(V, i) == o->w[j].src) *layer_field(V, i) = &o->w[j].view;
+            for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++)
+                if (V->t[id] == o->w[j].src) V->t[id] = &o->w[j].view;
         }
     }
     if (o->head_unit >= 0) o->head = &o->w[o->units[o->head_unit].first].view;

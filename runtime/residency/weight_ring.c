@@ -48,13 +48,8 @@ struct lrun_weight_ring {
 
 static int is_host_computed(const struct lrun_tensor *t) { return t->tier != LRUN_TIER_DEVICE && t->host_compute; }
 
-/* 1 when the architecture's block tensor id is a matrix (the tensors a
- * unit may stage; vectors are read where they live). */
-static int is_block_matrix(const lrun_arch *a, lrun_arch_tensor id)
-{
-    const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, id);
-    return d && d->ne[1] != LRUN_ARCH_DIM_NONE;
-}
+/* A unit stages the block's matrices (vectors are read where they live). */
+static int is_block_matrix(const lrun_arch *a, lrun_arch_tensor id) { return lrun_arch_is_matrix(a, id); }
 
 // ---------------------------------------------------------------- the fill
 

@@ -226,6 +226,7 @@ static void make_model(tier_fn tf)
     }
     memset(&model, 0, sizeof model);
     model.info.n_layer = NL;
+    model.arch = &lrun_arch_llama;
     model.n_tensors = NL * NMAT + 2;
     model.tensors = tensors;
     model.layers = layers;
