@@ -217,8 +217,6 @@ void lrun_ring_set_slot(lrun_ring *r, int i, void *base)
     pthread_mutex_unlock(&r->mu);
 }
 
-// ---------------------------------------------------------------- compute side
-
 // ---------------------------------------------------------------- QUEUED: issued on the calling thread
 
 /* Issues the next fill of the order into its slot (no lock: one thread). */
