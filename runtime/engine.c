@@ -74,7 +74,7 @@ static lrun_status resolve(const lrun_backend_iface **out, lrun_model *model, co
 }
 
 /* Measured defaults (docs/residency.md, docs/streaming.md): on the CPU two
- * blocks in flight hide the copy thread's jitter; on an H100 one unit
+ * blocks in flight hide the fill thread's jitter; on an H100 one unit
  * already keeps the copy engine busy at batch 1, and every further slot is a
  * layer that can no longer stay resident. */
 int lrun_engine_default_prefetch(lrun_device_kind kind) { return kind == LRUN_DEVICE_KIND_CUDA ? 1 : 2; }

@@ -481,11 +481,12 @@ typedef enum lrun_kv_dtype {
  *     largest block's streamed bytes (fewer when fewer blocks stream) and
  *     one slot of the head's size when the head streams; on cuda
  *     prefetch_layers + 1 slots of the largest unit, the head being one
- *     unit of the cycle (lrun_engine_size_placement sizes them). Copies run on a copy thread
- *     (cpu) or copy stream (cuda) in compute order, up to prefetch_layers
- *     blocks ahead, continuing into the next step; compute waits on a
- *     slot's ready event and releases it after the block. No allocation
- *     after init. Slot bytes are reported in lrun_engine_stats.slot_bytes;
+ *     unit of the cycle (lrun_engine_size_placement sizes them). The
+ *     staging ring fills them (a fill thread on cpu, a copy stream on cuda)
+ *     in compute order, up to prefetch_layers blocks ahead, continuing into
+ *     the next step; compute waits for a slot's fill and releases it after
+ *     the block. No allocation after init ("streamed" in these names means
+ *     staged through the slots: docs/streaming.md). Slot bytes are reported in lrun_engine_stats.slot_bytes;
  *   - a host-compute matrix is never copied: its matmul reads it where it
  *     lives (on cuda: on the CPU, activations crossing instead);
  *   - an off-device embedding table is only gathered: the rows of the
@@ -592,8 +593,9 @@ typedef struct lrun_engine_stats {
                                   * gathered embedding rows (n_tokens * row bytes) */
     uint64_t kv_bytes_moved;     /* KV cache bytes moved between its store and device slots
                                   * (offloaded: host <-> device; quantized: codes <-> slots) */
-    double copy_seconds;         /* copy thread/stream time spent copying streamed weights */
-    double stall_seconds;        /* time compute waited for a copy to land */
+    double copy_seconds;         /* time the staging ring spent filling weight slots (cpu: its fill
+                                  * thread; cuda: the copy stream) */
+    double stall_seconds;        /* time compute waited for a slot's fill */
     int64_t prefetch_hits;       /* streamed units (blocks, head) ready when compute reached them */
     int64_t prefetch_misses;     /* streamed units compute had to wait for */
     uint64_t host_compute_bytes; /* weight bytes read by matmuls run on the host (per chunk, each

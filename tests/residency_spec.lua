@@ -1,5 +1,5 @@
 -- residency_spec: placements applied to a model (lua/lrun/residency.lua,
--- lrun.load's placement options, runtime/residency/weight_stream.c through the CPU
+-- lrun.load's placement options, runtime/residency/weight_ring.c through the CPU
 -- engine): every built-in policy and several custom ones give tokens and
 -- logits bit-identical to the fully resident run, on a tiny random model
 -- and on the default model; budgets that cannot be met, broken policy

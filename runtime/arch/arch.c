@@ -57,6 +57,12 @@ const lrun_arch_tensor_desc *lrun_arch_tensor_find(const lrun_arch *a, lrun_arch
     return NULL;
 }
 
+int lrun_arch_is_matrix(const lrun_arch *a, lrun_arch_tensor id)
+{
+    const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, id);
+    return d && d->ne[1] != LRUN_ARCH_DIM_NONE;
+}
+
 int lrun_arch_op_n_w(const lrun_arch_op *op)
 {
     int n = 0;

@@ -179,6 +179,9 @@ const char *lrun_arch_known_names(char *buf, size_t cap);
 lrun_arch_dim lrun_arch_buf_dim(lrun_arch_buf buf);
 /* The description of tensor id in a, or NULL when a has none. */
 const lrun_arch_tensor_desc *lrun_arch_tensor_find(const lrun_arch *a, lrun_arch_tensor id);
+/* 1 when a describes tensor id as a matrix (a second dimension): what a
+ * block's staged unit holds (residency/weight_ring.c, cuda/engine_cuda_offload.c). */
+int lrun_arch_is_matrix(const lrun_arch *a, lrun_arch_tensor id);
 /* The number of weights op uses (up to the first NONE). */
 int lrun_arch_op_n_w(const lrun_arch_op *op);
 

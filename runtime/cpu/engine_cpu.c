@@ -36,7 +36,7 @@
 #include "model/model.h"
 #include "step_tokens.h"
 #include "residency/placement.h"
-#include "residency/weight_stream.h"
+#include "residency/weight_ring.h"
 
 #define DEFAULT_BATCH 512
 
@@ -48,7 +48,7 @@ static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
     return lrun_carve(cursor, total, n_bytes, 64, out);
 }
 
-/* data: where the weight's bytes are read this time (a streaming slot or its own). */
+/* data: where the weight's bytes are read this time (a staging slot or its own). */
 static lrun_matvec part(const struct lrun_tensor *w, const void *data, const float *x, float *y)
 {
     return (lrun_matvec){w->dtype, data, w->row_bytes, w->ne[1], w->ne[0], x, y};
@@ -60,11 +60,11 @@ static void fused_parts(const cpu_engine *e, int64_t l, const lrun_weight_view *
                         lrun_matvec gu[2])
 {
     const struct lrun_model_layer *L = &e->model->layers[l];
-    qkv[0] = part(L->wq, W ? W->data[LRUN_WS_Q] : L->wq->data, e->xn, e->q);
-    qkv[1] = part(L->wk, W ? W->data[LRUN_WS_K] : L->wk->data, e->xn, e->k);
-    qkv[2] = part(L->wv, W ? W->data[LRUN_WS_V] : L->wv->data, e->xn, e->v);
-    gu[0] = part(L->w_gate, W ? W->data[LRUN_WS_GATE] : L->w_gate->data, e->xn, e->gate);
-    gu[1] = part(L->w_up, W ? W->data[LRUN_WS_UP] : L->w_up->data, e->xn, e->up);
+    qkv[0] = part(L->wq, W ? W->data[LRUN_ARCH_TENSOR_Q] : L->wq->data, e->xn, e->q);
+    qkv[1] = part(L->wk, W ? W->data[LRUN_ARCH_TENSOR_K] : L->wk->data, e->xn, e->k);
+    qkv[2] = part(L->wv, W ? W->data[LRUN_ARCH_TENSOR_V] : L->wv->data, e->xn, e->v);
+    gu[0] = part(L->w_gate, W ? W->data[LRUN_ARCH_TENSOR_GATE] : L->w_gate->data, e->xn, e->gate);
+    gu[1] = part(L->w_up, W ? W->data[LRUN_ARCH_TENSOR_UP] : L->w_up->data, e->xn, e->up);
 }
 
 /* Lays out (or, with base NULL, only sizes) the scratch block for nth threads. */
@@ -171,7 +171,7 @@ static lrun_status cpu_estimate(lrun_engine_needs *out, lrun_model *model, const
     return LRUN_OK;
 }
 
-/* The table's size_placement: the estimate's scratch, weight_stream.c's
+/* The table's size_placement: the estimate's scratch, weight_ring.c's
  * slot layout and the KV cache's own sizing, for the proposed tiers. The
  * shape defaults are init's: 1 sequence, n_ctx_train positions. */
 static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
@@ -183,7 +183,7 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
     memset(&needs, 0, sizeof needs);
     lrun_status st = cpu_estimate(&needs, model, opts);
     out->scratch_bytes = needs.scratch_bytes;
-    if (st == LRUN_OK) st = lrun_weight_stream_size(model, p, opts->prefetch_layers, &out->slot_bytes);
+    if (st == LRUN_OK) st = lrun_weight_ring_size(model, p, opts->prefetch_layers, &out->slot_bytes);
     if (st == LRUN_OK)
         st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
                                 in->n_layer, in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
@@ -240,8 +240,8 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
     }
     /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where they are */
     if (st == LRUN_OK && opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED)
-        st = lrun_weight_stream_init(&e->ws, model, opts->prefetch_layers);
-    if (st == LRUN_OK && e->ws) e->prefetch_layers = opts->prefetch_layers;
+        st = lrun_weight_ring_init(&e->wr, model, opts->prefetch_layers);
+    if (st == LRUN_OK && e->wr) e->prefetch_layers = opts->prefetch_layers;
     if (st != LRUN_OK) {
         cpu_free(e);
         return st;
@@ -253,7 +253,7 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
 static void cpu_free(void *ctx)
 {
     cpu_engine *engine = ctx;
-    lrun_weight_stream_free(engine->ws); /* stops the copy thread before its slots go */
+    lrun_weight_ring_free(engine->wr); /* stops the fill thread before its slots go */
     lrun_kv_cache_free(&engine->kv);
     if (engine->scratch) lrun_device_release(engine->device, engine->scratch, engine->scratch_bytes);
     if (engine->own_pool) lrun_threadpool_free(engine->own_pool);
@@ -340,14 +340,14 @@ static void cpu_get_stats(const void *ctx, lrun_engine_stats *out)
     out->scratch_bytes = engine->scratch_bytes;
     out->kv_dtype = engine->kv.dtype == LRUN_DTYPE_F32 ? LRUN_KV_DTYPE_F32 : LRUN_KV_DTYPE_F16;
     out->prefetch_layers = engine->prefetch_layers;
-    lrun_weight_stream_add_stats(engine->ws, out);
+    lrun_weight_ring_add_stats(engine->wr, out);
 }
 
 static void cpu_reset_stats(void *ctx)
 {
     cpu_engine *engine = ctx;
     memset(&engine->stats, 0, sizeof engine->stats);
-    lrun_weight_stream_reset_stats(engine->ws);
+    lrun_weight_ring_reset_stats(engine->wr);
     engine->kv_moved_base = engine->kv.bytes_moved;
     engine->kv_copied_base = engine->kv.bytes_copied;
 }

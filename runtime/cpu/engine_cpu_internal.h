@@ -7,7 +7,7 @@
 #include "cpu/cpu_ops.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
-#include "residency/weight_stream.h"
+#include "residency/weight_ring.h"
 
 /* Norm weights, biases and RoPE frequency factors are converted to f32 once,
  * at init, into engine memory: a residency move of those tiny tensors later
@@ -49,8 +49,8 @@ struct cpu_engine {
     void *mm_work;   /* lrun_cpu_matmul work for B rows */
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
     lrun_engine_stats stats;
-    lrun_weight_stream *ws;       /* AS_PLACED: slots and copy thread for off-device weights; else NULL */
-    int prefetch_layers;          /* k of ws; 0 without it */
+    lrun_weight_ring *wr;         /* AS_PLACED: slots and fill thread for off-device weights; else NULL */
+    int prefetch_layers;          /* k of wr; 0 without it */
     uint64_t kv_moved_base, kv_copied_base; /* the cache's counters at the last stats reset */
 
     /* host bookkeeping, sized at init */

@@ -271,7 +271,7 @@ void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
     lrun_weights_cpu src;
-    const lrun_weights W = lrun_weights_cpu_init(&src, e->ws, m);
+    const lrun_weights W = lrun_weights_cpu_init(&src, e->wr, m);
 
     /* embeddings and rotary tables; validated ids cannot fail here */
     for (int64_t i = 0; i < n; i++) {
@@ -279,7 +279,7 @@ void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int
         lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
         e->tok_npos[i] = e->tok_pos[i] + 1;
     }
-    lrun_weight_stream_note_rows(e->ws, n);
+    lrun_weight_ring_note_rows(e->wr, n);
 
     int normed = 0;
     for (int64_t l = 0; l < in->n_layer; l++) {

@@ -73,6 +73,7 @@ struct cuda_kv {
     uint64_t fill_bytes;  /* bytes one layer's fill moves */
     cudaStream_t side;    /* staged: slot fills */
     cudaEvent_t begin, ready[2], done[2]; /* chunk start; slot filled; slot's layer finished */
+    struct lrun_ring *stage_ring; /* staged: the order of slot fills and uses (residency/ring.h, QUEUED) */
     uint64_t bytes_moved; /* between the store and the slots, both ways */
     uint64_t bytes_copied;/* by seq_copy */
 };

@@ -10,10 +10,12 @@
  *   DYNAMIC, STATIC   the store is device memory; attention reads it in place
  *                     (STATIC: cap = n_ctx_max at init, decode in CUDA graphs)
  *   OFFLOADED(_STATIC) the store is pinned host memory with the same planes;
- *                     two device slots hold a layer each. A side stream copies
+ *                     two device slots hold a layer each. A side stream fills
  *                     layer l+2 into a slot as soon as layer l has finished with
- *                     it; the chunk's new rows go back to the host store from a
- *                     kernel writing through the pinned mapping
+ *                     it (a staging ring, residency/ring.h: a PASS per chunk,
+ *                     QUEUED with ahead = 2); the chunk's new rows go back to
+ *                     the host store from a kernel writing through the pinned
+ *                     mapping
  *   QUANTIZED         the store is device records of int8/int4 codes with per
  *                     group (scale, min) floats, plus a ring of the last
  *                     `residual` positions exact; slots are filled by
@@ -33,6 +35,7 @@
 #include "core/checked.h"
 #include "cuda/engine_cuda_internal.h"
 #include "kernels.h"
+#include "residency/ring.h"
 
 #define QUANT_DEFAULT_BITS 8
 #define QUANT_DEFAULT_GROUP 64
@@ -230,6 +233,8 @@ static void release_all(lrun_cuda_engine *e)
     kv->cap = 0;
 }
 
+static lrun_status stage_ring_init(lrun_cuda_engine *e);
+
 static lrun_status events_init(lrun_cuda_engine *e)
 {
     struct cuda_kv *kv = &e->kv;
@@ -243,6 +248,7 @@ static lrun_status events_init(lrun_cuda_engine *e)
     cudaEvent_t *ev[5] = {&kv->begin, &kv->ready[0], &kv->ready[1], &kv->done[0], &kv->done[1]};
     for (int i = 0; i < 5; i++)
         TRY(cuda_check(cudaEventCreateWithFlags(ev[i], cudaEventDisableTiming), "KV cache events", e->device));
+    TRY(stage_ring_init(e));
     kv->stored = calloc((size_t)e->n_seq_max, sizeof *kv->stored);
     kv->chunk_end = calloc((size_t)e->n_seq_max, sizeof *kv->chunk_end);
     if (!kv->stored || !kv->chunk_end) return lrun_fail_oom(0, 0, "engine: KV cache bookkeeping");
@@ -307,6 +313,7 @@ void lrun_cuda_kv_free(lrun_cuda_engine *e)
     for (int i = 0; i < 5; i++)
         if (ev[i]) cudaEventDestroy(ev[i]);
     if (kv->side) cudaStreamDestroy(kv->side);
+    lrun_ring_free(kv->stage_ring);
     if (kv->h_fill) lrun_host_release(LRUN_TIER_PINNED, kv->h_fill);
     if (kv->d_fill) lrun_device_release(e->device, kv->d_fill, fill_table_bytes(e));
     free(kv->stored);
@@ -471,6 +478,49 @@ static lrun_status fill_slot(lrun_cuda_engine *e, int64_t l)
     return cuda_check(cudaEventRecord(kv->ready[l % 2], kv->side), "KV slot event", e->device);
 }
 
+// ---- the staging ring's hooks: slot s holds layer l with s = l % 2 (a pass per chunk)
+
+static lrun_status stage_fill(void *owner, int64_t l, int s, void *slot, size_t *bytes)
+{
+    lrun_cuda_engine *e = owner;
+    const uint64_t before = e->kv.bytes_moved;
+    (void)s, (void)slot; /* the slots move when they grow: slot_keys finds them */
+    const lrun_status st = fill_slot(e, l);
+    *bytes = (size_t)(e->kv.bytes_moved - before);
+    return st;
+}
+
+/* compute reads the slot after its fill */
+static lrun_status stage_on_acquire(void *owner, int s)
+{
+    lrun_cuda_engine *e = owner;
+    return cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, e->kv.ready[s], 0), "KV slot wait", e->device);
+}
+
+/* the layer's compute (and its write-back) is queued: done[s] marks its end */
+static lrun_status stage_release(void *owner, int64_t l, int s, void *slot, size_t *bytes)
+{
+    lrun_cuda_engine *e = owner;
+    (void)l, (void)slot, (void)bytes;
+    return cuda_check(cudaEventRecord(e->kv.done[s], (cudaStream_t)e->stream), "KV slot event", e->device);
+}
+
+/* the refill waits, on the side stream, for the layer that used the slot */
+static lrun_status stage_before_refill(void *owner, int s)
+{
+    lrun_cuda_engine *e = owner;
+    return cuda_check(cudaStreamWaitEvent(e->kv.side, e->kv.done[s], 0), "KV slot wait", e->device);
+}
+
+static lrun_status stage_ring_init(lrun_cuda_engine *e)
+{
+    const lrun_ring_opts o = {.n_units = e->n_layer, .n_ring = 2, .own_unit = -1, .order = LRUN_RING_ORDER_PASS,
+                              .driver = LRUN_RING_FILL_QUEUED, .ahead = 2, .fill = stage_fill,
+                              .release = stage_release, .on_acquire = stage_on_acquire,
+                              .before_refill = stage_before_refill, .owner = e};
+    return lrun_ring_init(&e->kv.stage_ring, &o);
+}
+
 lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load, int64_t n_tok)
 {
     struct cuda_kv *kv = &e->kv;
@@ -516,8 +566,7 @@ lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load, int64_t n_to
                                        cudaMemcpyHostToDevice, kv->side),
                        "KV fill table", e->device));
     }
-    for (int64_t l = 0; l < 2 && l < e->n_layer; l++) TRY(fill_slot(e, l));
-    return LRUN_OK;
+    return lrun_ring_begin(kv->stage_ring); /* fills layers 0 and 1 */
 }
 
 lrun_status lrun_cuda_kv_layer(lrun_cuda_engine *e, int64_t l, char **keys, char **values)
@@ -530,7 +579,8 @@ lrun_status lrun_cuda_kv_layer(lrun_cuda_engine *e, int64_t l, char **keys, char
     *keys = slot_keys(e, l);
     *values = *keys + lrun_cuda_kv_plane_bytes(e);
     if (e->kv.fused_chunk) return LRUN_OK; /* nothing fills the slot: only RoPE writes the new rows there */
-    return cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, e->kv.ready[l % 2], 0), "KV slot wait", e->device);
+    void *slot;
+    return lrun_ring_acquire(e->kv.stage_ring, l, &slot, NULL);
 }
 
 /* The chunk's n new rows of layer l's slot into codes and ring (chunk_end in d_fill). */
@@ -560,10 +610,7 @@ lrun_status lrun_cuda_kv_layer_end(lrun_cuda_engine *e, int64_t l, int64_t n)
     }
     kv->bytes_moved += (uint64_t)n * 2 * row_bytes(e);
     if (kv->fused_chunk) return LRUN_OK; /* no slot to refill */
-    TRY(cuda_check(cudaEventRecord(kv->done[l % 2], (cudaStream_t)e->stream), "KV slot event", e->device));
-    if (l + 2 >= e->n_layer) return LRUN_OK;
-    TRY(cuda_check(cudaStreamWaitEvent(kv->side, kv->done[l % 2], 0), "KV slot wait", e->device));
-    return fill_slot(e, l + 2);
+    return lrun_ring_release(kv->stage_ring, l, NULL); /* done[l % 2]; fills layer l+2 behind it */
 }
 
 lrun_status lrun_cuda_kv_fused_attention(lrun_cuda_engine *e, int64_t l, int64_t n, int64_t max_kv)

@@ -1,17 +1,19 @@
-/* engine_cuda_offload.c — streaming, host compute and host embeddings for
- * an AS_PLACED CUDA engine (engine_cuda_offload.h says what and why).
+/* engine_cuda_offload.c — staged weights, host compute and host embeddings
+ * for an AS_PLACED CUDA engine (engine_cuda_offload.h says what and why).
  *
- * The pipeline, per streamed unit c (a layer's off-device matrices, or the
- * LM head), with s = c mod (k+1) its slot:
+ * Staging runs on a QUEUED staging ring (residency/ring.h), whose hooks
+ * below put, per staged unit c (a layer's off-device matrices, or the LM
+ * head), with s = c mod (k+1) its slot:
  *
- *   copy stream     [wait: nothing, the CPU waited] start[s] · H2D copies · done[s]
- *   compute stream  reach[s] · wait done[s] · the unit's kernels · free[s]
+ *   copy stream     [wait: nothing, the CPU waited] start[s] · H2D copies · done[s]   (fill)
+ *   compute stream  reach[s] · wait done[s] (on_acquire) · the unit's kernels · free[s] (release)
  *
- * layer_begin(c) issues unit c if a cold pipeline has not yet; layer_end(c)
- * issues the units up to c+k, after the CPU has seen free[] of the slot it
- * refills (the unit before c: by then the GPU is busy with c). The CPU thus
- * runs at most k+1 units ahead of the GPU, which is also what lets it read
- * each unit's event times before the events are recorded again. */
+ * The ring issues unit c's fill at acquire if a cold pipeline has not yet,
+ * and at release(c) the fills up to c+k, each after before_refill has seen
+ * free[] of the slot it refills (the unit before c: by then the GPU is busy
+ * with c). The CPU thus runs at most k+1 units ahead of the GPU, which is
+ * also what lets it read each unit's event times before the events are
+ * recorded again. */
 #include "cuda/engine_cuda_offload.h"
 
 #include <stdlib.h>
@@ -22,12 +24,13 @@
 #include "core/device.h"
 #include "kernels.h"
 #include "residency/placement.h"
+#include "residency/ring.h"
 
 /* Host and mmap bytes cross through this many pinned buffers of this size:
  * one is filled by the threads while the other is on the bus. */
 #define N_STAGING 2
 #define STAGING_CHUNK ((size_t)32 << 20)
-#define N_MATS 7
+#define N_MATS LRUN_ARCH_TENSOR_BLOCK_COUNT /* a block's matrices, at most */
 
 struct offload_weight {
     const struct lrun_tensor *src; /* the model's record: the bytes off the device */
@@ -58,9 +61,8 @@ struct cuda_offload {
     char *slots;                   /* (n_slots, slot_bytes) device */
     cudaStream_t copy_stream;
     cudaEvent_t *ev_start, *ev_done, *ev_reach, *ev_free; /* (n_slots) each */
-    int64_t *slot_seq;             /* (n_slots) sequence number of the unit in the slot, -1 when empty */
-    int *slot_pending;             /* (n_slots) consumed, its times not yet in the stats */
-    int64_t issued, consumed;      /* unit sequence numbers, since init or the last reset */
+    int *slot_pending;             /* (n_slots) released, its times not yet in the stats */
+    lrun_ring *ring;               /* the order of fills and uses (QUEUED); NULL when nothing is staged */
 
     char *staging;                 /* (N_STAGING, STAGING_CHUNK) pinned, NULL when every source is pinned */
     cudaEvent_t staging_free[N_STAGING];
@@ -79,17 +81,14 @@ struct cuda_offload {
     lrun_threadpool *pool;
 };
 
-static void layer_mats(const struct lrun_model_layer *L, const struct lrun_tensor *out[N_MATS])
+/* Block l's matrices as the architecture describes them, in tensor id
+ * order (llama: q, k, v, o, gate, up, down); returns how many. */
+static int layer_mats(const lrun_model *m, int64_t l, const struct lrun_tensor *out[N_MATS])
 {
-    out[0] = L->wq, out[1] = L->wk, out[2] = L->wv, out[3] = L->wo;
-    out[4] = L->w_gate, out[5] = L->w_up, out[6] = L->w_down;
-}
-
-/* The slot of a layer's view record for matrix i (the struct field it replaces). */
-static struct lrun_tensor **layer_field(struct lrun_model_layer *L, int i)
-{
-    struct lrun_tensor **f[N_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    return f[i];
+    int n = 0;
+    for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++)
+        if (lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id) && m->layers[l].t[id]) out[n++] = m->layers[l].t[id];
+    return n;
 }
 
 /* Off the device under placement p (NULL: where the tensor is). */
@@ -167,8 +166,8 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
     for (int64_t l = 0; l < nl; l++) {
         const struct lrun_tensor *mats[N_MATS], *streamed[N_MATS];
         int n = 0;
-        layer_mats(&m->layers[l], mats);
-        for (int i = 0; i < N_MATS; i++) {
+        const int n_mats = layer_mats(m, l, mats);
+        for (int i = 0; i < n_mats; i++) {
             if (!placed_off(p, mats[i])) continue;
             if (lrun_placement_host_compute(p, mats[i])) TRY(plan_host(o, mats[i], B, &work));
             else streamed[n++] = mats[i];
@@ -198,8 +197,8 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
         const struct offload_unit *u = &o->units[o->unit_of_layer[l]];
         for (int64_t j = u->first; j < u->first + u->count; j++) {
             struct lrun_model_layer *V = &o->layers[l];
-            for (int i = 0; i < N_MATS; i++)
-                if (*layer_field(V, i) == o->w[j].src) *layer_field(V, i) = &o->w[j].view;
+            for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++)
+                if (V->t[id] == o->w[j].src) V->t[id] = &o->w[j].view;
         }
     }
     if (o->head_unit >= 0) o->head = &o->w[o->units[o->head_unit].first].view;
@@ -252,6 +251,8 @@ static void free_events(cudaEvent_t *ev, int n)
     free(ev);
 }
 
+static lrun_status make_ring(lrun_cuda_engine *e);
+
 lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
 {
     struct cuda_offload *o = e->offload;
@@ -269,10 +270,9 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
     for (int i = 0; i < N_STAGING; i++)
         TRY(cuda_check(cudaEventCreateWithFlags(&o->staging_free[i], cudaEventDisableTiming),
                        "creating a staging event", e->device));
-    o->slot_seq = malloc((size_t)(o->n_slots + 1) * sizeof *o->slot_seq);
     o->slot_pending = calloc((size_t)o->n_slots + 1, sizeof *o->slot_pending);
-    if (!o->slot_seq || !o->slot_pending) return lrun_fail_oom(0, 0, "engine: slot records");
-    for (int i = 0; i < o->n_slots; i++) o->slot_seq[i] = -1;
+    if (!o->slot_pending) return lrun_fail_oom(0, 0, "engine: slot records");
+    if (o->n_slots > 0) TRY(make_ring(e));
 
     int staged = 0;
     for (int64_t j = 0; j < o->n_w; j++) staged |= o->w[j].src->tier != LRUN_TIER_PINNED;
@@ -321,7 +321,7 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
     lrun_host_release(LRUN_TIER_PINNED, o->h_x);
     lrun_host_release(LRUN_TIER_PINNED, o->h_y);
     free(o->work);
-    free(o->slot_seq);
+    lrun_ring_free(o->ring);
     free(o->slot_pending);
     free(o->units);
     free(o->w);
@@ -393,25 +393,66 @@ static void account_slot(lrun_cuda_engine *e, int s)
     o->slot_pending[s] = 0;
 }
 
-/* Issues the next unit of the cycle into its slot. */
-static lrun_status issue_next(lrun_cuda_engine *e)
+// ---------------------------------------------------------------- the ring's hooks
+
+/* fill: unit u into slot s, on the copy stream, between its timing events. */
+static lrun_status ring_fill(void *owner, int64_t unit, int s, void *slot, size_t *bytes)
+{
+    lrun_cuda_engine *e = owner;
+    struct cuda_offload *o = e->offload;
+    const struct offload_unit *u = &o->units[unit];
+    TRY(cuda_check(cudaEventRecord(o->ev_start[s], o->copy_stream), "recording a copy start", e->device));
+    for (int64_t j = u->first; j < u->first + u->count; j++)
+        TRY(copy_weight(e, (char *)slot + o->w[j].off, o->w[j].src));
+    TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->copy_stream), "recording a copy end", e->device));
+    *bytes = u->bytes;
+    return LRUN_OK;
+}
+
+/* before_refill: the slot's last reader has run, and its times are read
+ * before its events are reused. */
+static lrun_status ring_before_refill(void *owner, int s)
+{
+    lrun_cuda_engine *e = owner;
+    TRY(cuda_check(cudaEventSynchronize(e->offload->ev_free[s]), "waiting for a streaming slot", e->device));
+    account_slot(e, s);
+    return LRUN_OK;
+}
+
+/* on_acquire: compute marks its arrival and waits for the slot's copies. */
+static lrun_status ring_on_acquire(void *owner, int s)
+{
+    lrun_cuda_engine *e = owner;
+    struct cuda_offload *o = e->offload;
+    cudaStream_t cs = (cudaStream_t)e->stream;
+    TRY(cuda_check(cudaEventRecord(o->ev_reach[s], cs), "recording a compute arrival", e->device));
+    return cuda_check(cudaStreamWaitEvent(cs, o->ev_done[s], 0), "waiting for a streamed layer", e->device);
+}
+
+/* release: the slot's reader is the compute issued so far. */
+static lrun_status ring_release(void *owner, int64_t unit, int s, void *slot, size_t *bytes)
+{
+    lrun_cuda_engine *e = owner;
+    struct cuda_offload *o = e->offload;
+    (void)unit, (void)slot, (void)bytes;
+    TRY(cuda_check(cudaEventRecord(o->ev_free[s], (cudaStream_t)e->stream), "recording a slot release", e->device));
+    o->slot_pending[s] = 1;
+    return LRUN_OK;
+}
+
+static lrun_status make_ring(lrun_cuda_engine *e)
 {
     struct cuda_offload *o = e->offload;
-    const int64_t q = o->issued;
-    const int s = (int)(q % o->n_slots);
-    const struct offload_unit *u = &o->units[q % o->n_units];
-    if (o->slot_seq[s] >= 0) {
-        /* the slot's last reader has run, and its times are read before its events are reused */
-        TRY(cuda_check(cudaEventSynchronize(o->ev_free[s]), "waiting for a streaming slot", e->device));
-        account_slot(e, s);
-    }
-    char *slot = o->slots + (size_t)s * o->slot_bytes;
-    TRY(cuda_check(cudaEventRecord(o->ev_start[s], o->copy_stream), "recording a copy start", e->device));
-    for (int64_t j = u->first; j < u->first + u->count; j++) TRY(copy_weight(e, slot + o->w[j].off, o->w[j].src));
-    TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->copy_stream), "recording a copy end", e->device));
-    o->slot_seq[s] = q;
-    o->issued++;
-    return LRUN_OK;
+    void **bases = malloc((size_t)o->n_slots * sizeof *bases);
+    if (!bases) return lrun_fail_oom((size_t)o->n_slots * sizeof *bases, 0, "engine: slot records");
+    for (int i = 0; i < o->n_slots; i++) bases[i] = o->slots + (size_t)i * o->slot_bytes;
+    const lrun_ring_opts ro = {.n_units = o->n_units, .n_ring = o->n_slots, .ring_slots = bases, .own_unit = -1,
+                               .order = LRUN_RING_ORDER_CYCLIC, .driver = LRUN_RING_FILL_QUEUED,
+                               .fill = ring_fill, .release = ring_release, .on_acquire = ring_on_acquire,
+                               .before_refill = ring_before_refill, .owner = e};
+    const lrun_status st = lrun_ring_init(&o->ring, &ro);
+    free(bases);
+    return st;
 }
 
 // ---------------------------------------------------------------- units
@@ -421,33 +462,19 @@ static lrun_status issue_next(lrun_cuda_engine *e)
 static lrun_status unit_begin(lrun_cuda_engine *e, int64_t unit)
 {
     struct cuda_offload *o = e->offload;
-    const int64_t c = o->consumed;
-    if (c % o->n_units != unit)
-        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: streamed unit %lld reached out of order (expected %lld)",
-                         e->device->name, (long long)unit, (long long)(c % o->n_units));
-    while (o->issued <= c) TRY(issue_next(e));
-    const int s = (int)(c % o->n_slots);
-    cudaStream_t cs = (cudaStream_t)e->stream;
-    TRY(cuda_check(cudaEventRecord(o->ev_reach[s], cs), "recording a compute arrival", e->device));
-    TRY(cuda_check(cudaStreamWaitEvent(cs, o->ev_done[s], 0), "waiting for a streamed layer", e->device));
+    void *slot;
+    TRY(lrun_ring_acquire(o->ring, unit, &slot, NULL));
     const struct offload_unit *u = &o->units[unit];
-    char *slot = o->slots + (size_t)s * o->slot_bytes;
-    for (int64_t j = u->first; j < u->first + u->count; j++) o->w[j].view.data = slot + o->w[j].off;
+    for (int64_t j = u->first; j < u->first + u->count; j++) o->w[j].view.data = (char *)slot + o->w[j].off;
     /* counted when compute takes the unit (lrun.h), not when it was issued
      * ahead: a chunk's count is its own units, as on the CPU */
     e->stats.bytes_streamed += u->bytes;
     return LRUN_OK;
 }
 
-static lrun_status unit_end(lrun_cuda_engine *e)
+static lrun_status unit_end(lrun_cuda_engine *e, int64_t unit)
 {
-    struct cuda_offload *o = e->offload;
-    const int s = (int)(o->consumed % o->n_slots);
-    TRY(cuda_check(cudaEventRecord(o->ev_free[s], (cudaStream_t)e->stream), "recording a slot release", e->device));
-    o->slot_pending[s] = 1;
-    o->consumed++;
-    while (o->issued < o->consumed + o->k) TRY(issue_next(e));
-    return LRUN_OK;
+    return lrun_ring_release(e->offload->ring, unit, NULL);
 }
 
 lrun_status lrun_cuda_offload_layer_begin(lrun_cuda_engine *e, int64_t l, const struct lrun_model_layer **out)
@@ -459,7 +486,8 @@ lrun_status lrun_cuda_offload_layer_begin(lrun_cuda_engine *e, int64_t l, const 
 
 lrun_status lrun_cuda_offload_layer_end(lrun_cuda_engine *e, int64_t l)
 {
-    return e->offload->unit_of_layer[l] >= 0 ? unit_end(e) : LRUN_OK;
+    const int64_t u = e->offload->unit_of_layer[l];
+    return u >= 0 ? unit_end(e, u) : LRUN_OK;
 }
 
 lrun_status lrun_cuda_offload_head_begin(lrun_cuda_engine *e, const struct lrun_tensor **out)
@@ -471,7 +499,7 @@ lrun_status lrun_cuda_offload_head_begin(lrun_cuda_engine *e, const struct lrun_
 
 lrun_status lrun_cuda_offload_head_end(lrun_cuda_engine *e)
 {
-    return e->offload->head_unit >= 0 ? unit_end(e) : LRUN_OK;
+    return e->offload->head_unit >= 0 ? unit_end(e, e->offload->head_unit) : LRUN_OK;
 }
 
 /* Valid until the next unit of the cycle is issued into the head's slot:
@@ -543,9 +571,6 @@ void lrun_cuda_offload_reset(lrun_cuda_engine *e)
     (void)cudaStreamSynchronize((cudaStream_t)e->stream);
     (void)cudaStreamSynchronize(o->copy_stream);
     (void)cudaGetLastError();
-    for (int s = 0; s < o->n_slots; s++) {
-        o->slot_seq[s] = -1;
-        o->slot_pending[s] = 0;
-    }
-    o->issued = o->consumed = 0;
+    for (int s = 0; s < o->n_slots; s++) o->slot_pending[s] = 0;
+    if (o->ring) (void)lrun_ring_begin(o->ring); /* every slot empty, the cycle from its first unit: issues nothing */
 }

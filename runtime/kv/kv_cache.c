@@ -1,7 +1,7 @@
 /* kv_cache.c — the KV cache of every kind behind one interface, and the step
  * protocol that hands attention a view of it (kv_cache.h). The paged store of
  * the exact kinds is kv_blocks.c, the quantized store kv_quant.c, the device
- * slots kv_offload.c. */
+ * slots kv_stage.c. */
 #include "kv/kv_cache.h"
 
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "kv/kv_blocks.h"
 #include "step_tokens.h"
-#include "kv/kv_offload.h"
+#include "kv/kv_stage.h"
 #include "kv/kv_quant.h"
 
 static int64_t pad_up(int64_t n) { return (n + LRUN_KV_PAD - 1) / LRUN_KV_PAD * LRUN_KV_PAD; }
@@ -106,6 +106,31 @@ static lrun_status setup(lrun_kv_cache *kv, lrun_device *device, lrun_cache_kind
     return LRUN_OK;
 }
 
+// ---- the stage's calls into the store (kv_stage.h knows the cache only through these)
+
+static size_t stage_load(void *kv, int64_t seq, int64_t layer, int64_t lo, void *k, void *v, int64_t cap)
+{
+    return lrun_kv_store_load(kv, seq, layer, lo, k, v, cap);
+}
+
+static size_t stage_write_back(void *kv, int64_t seq, int64_t layer, int64_t lo, int64_t hi, const void *k,
+                               const void *v, int64_t cap)
+{
+    return lrun_kv_store_write_back(kv, seq, layer, lo, hi, k, v, cap);
+}
+
+static void stage_chunk_done(void *kv, int64_t seq, int64_t hi) { lrun_kv_store_chunk_done(kv, seq, hi); }
+
+static lrun_status stage_init(lrun_kv_cache *kv, size_t fixed_bytes)
+{
+    const lrun_kv_stage_opts o = {.device = kv->device, .n_layer = kv->n_layer, .n_seq = kv->n_seq,
+                                  .kv_dim = kv->kv_dim, .elem_bytes = kv->elem_bytes, .pad = LRUN_KV_PAD,
+                                  .fixed_bytes = fixed_bytes, .bytes_moved = &kv->bytes_moved,
+                                  .load = stage_load, .write_back = stage_write_back,
+                                  .chunk_done = stage_chunk_done, .owner = kv};
+    return lrun_kv_stage_init(&kv->stage, &o);
+}
+
 lrun_status lrun_kv_cache_init(lrun_kv_cache *kv, lrun_device *device, lrun_cache_kind kind, lrun_dtype dtype,
                                int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_seq,
                                int64_t n_ctx_max, const lrun_kv_quant_opts *quant)
@@ -120,7 +145,7 @@ lrun_status lrun_kv_cache_init(lrun_kv_cache *kv, lrun_device *device, lrun_cach
         size_t fixed = 0;
         if (!fixed_slot_bytes(kv, &fixed))
             st = lrun_fail(LRUN_E_OOM, "KV cache: slots for %lld sequences overflow size_t", (long long)n_seq);
-        if (st == LRUN_OK) st = lrun_oom_phase(lrun_kv_stage_init(&kv->stage, kv, fixed), "cache");
+        if (st == LRUN_OK) st = lrun_oom_phase(stage_init(kv, fixed), "cache");
     }
     if (st != LRUN_OK) lrun_kv_cache_free(kv);
     return st;
@@ -245,7 +270,11 @@ void lrun_kv_cache_layer_begin(lrun_kv_cache *kv, int64_t layer)
 
 lrun_kv_view lrun_kv_cache_view(const lrun_kv_cache *kv, int64_t seq, int64_t layer)
 {
-    if (kv->stage) return lrun_kv_stage_view(kv->stage, seq, layer);
+    if (kv->stage) {
+        lrun_kv_view w = {0};
+        lrun_kv_stage_view(kv->stage, seq, layer, &w.k, &w.v, &w.cap);
+        return w;
+    }
     return (lrun_kv_view){.blocks = kv->seqs[seq].blk, .block_pos = LRUN_KV_BLOCK,
                           .k_off = lrun_kv_block_k_off(kv, layer), .v_off = lrun_kv_block_v_off(kv, layer)};
 }

@@ -7,8 +7,8 @@
  *                             in place (resident)
  *   OFFLOADED, OFFLOADED_STATIC  the store is pinned host memory, not counted in
  *                             the device budget; attention reads two device
- *                             slots (kv_offload.c): the layer computed and the
- *                             next one, loaded by a copy thread (staged)
+ *                             slots (kv_stage.c): the layer computed and the
+ *                             next one, filled by a ring's fill thread (staged)
  *   QUANTIZED                 the store (kv_quant.c, device memory) holds int8
  *                             or int4 codes with per-group scales plus a window
  *                             of recent positions exact; slots are filled by
@@ -166,7 +166,7 @@ lrun_status lrun_kv_cache_reorder(lrun_kv_cache *kv, const int64_t *src_of_dst, 
 size_t lrun_kv_cache_device_bytes(const lrun_kv_cache *kv);
 
 /* ---------------------------------------------------------------- stores (kv_cache.c, kv_quant.c)
- * What the slots (kv_offload.c) call: load fills a slot's keys rows [0, lo)
+ * What the stage (kv_stage.c) calls, through kv_cache.c: load fills a slot's keys rows [0, lo)
  * and value columns [0, lo) of seq's layer from the store and zeroes value
  * columns [lo, cap); write_back copies rows and columns [lo, hi) to the store.
  * Both return the bytes they moved. */

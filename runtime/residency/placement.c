@@ -4,7 +4,7 @@
  * rest with its own init's layout code (backend.h, size_placement):
  *
  *   scratch   each engine's layout_scratch
- *   slots     cpu: lrun_weight_stream_size (weight_stream.c's init layout);
+ *   slots     cpu: lrun_weight_ring_size (weight_ring.c's init layout);
  *             cuda: lrun_cuda_offload_plan run for the proposed tiers
  *   KV cache  cpu: lrun_kv_cache_size; cuda: lrun_cuda_kv_size
  *   slack     cuda: the pool's fragmentation bound (cuda/engine_cuda.c)

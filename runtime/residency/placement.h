@@ -2,7 +2,7 @@
  *
  * lrun_engine_size_placement (lrun.h) sizes an AS_PLACED engine for a
  * placement that is only proposed: the weights have not moved. The layout
- * code both engines run at init (weight_stream.c on the CPU,
+ * code both engines run at init (weight_ring.c on the CPU,
  * engine_cuda_offload.c on CUDA) therefore asks this record, not the
  * tensors, where a weight is: at init the record is NULL and the tensors'
  * own tiers and host-compute flags answer; when sizing, the arrays do. */

@@ -5,15 +5,15 @@
  * lrun_arch_tensor id. The answer says where to read the bytes this time:
  *
  *   resident      the tensor's own bytes (on the device, or host-addressable on the CPU);
- *   staged        a staging slot the backend's streaming filled ahead of compute
- *                 (residency/weight_stream.c on the CPU, cuda/engine_cuda_offload.c on CUDA);
+ *   staged        a slot of the backend's staging ring, filled ahead of compute
+ *                 (residency/weight_ring.c on the CPU, cuda/engine_cuda_offload.c on CUDA);
  *   host compute  a device backend runs this product on the host, where the bytes live.
  *
  * Architectures and ops never see tiers: they ask, read `data`, and run
  * `on_host` products on the host. A unit's weights are valid from begin to
  * end; units are met in the fixed cycle block 0 … n_layer-1, head, once per
  * chunk, and a chunk that computes no logits skips the head's turn. Each
- * backend makes its source from its own streaming code (lrun_weights_cpu
+ * backend makes its source from its own staging code (lrun_weights_cpu
  * below; lrun_cuda_weights_init in cuda/engine_cuda_weights.c). */
 #ifndef LRUN_WEIGHTS_H
 #define LRUN_WEIGHTS_H
@@ -21,7 +21,7 @@
 #include "lrun.h"
 #include "arch/arch.h"
 #include "core/tensor.h"
-#include "residency/weight_stream.h"
+#include "residency/weight_ring.h"
 
 typedef struct lrun_weight_ref {
     const struct lrun_tensor *w; /* dtype, shape {k, n}, row_bytes, name; NULL when the file has no such tensor */
@@ -62,14 +62,14 @@ static inline lrun_weight_ref lrun_weights_peek(const lrun_weights *w, int64_t u
 
 /* ---------------------------------------------------------------- the CPU's source */
 
-/* The CPU engine's weights: streamed by ws (AS_PLACED), or with ws NULL
+/* The CPU engine's weights: staged by wr (AS_PLACED), or with wr NULL
  * every weight where it lives. The record lives as long as the chunk. */
 typedef struct lrun_weights_cpu {
-    lrun_weight_stream *ws;
+    lrun_weight_ring *wr;
     const lrun_model *model;
-    lrun_weight_view view;       /* the unit begun last: a slot or the tensors' own bytes, by LRUN_WS_* */
+    lrun_weight_view view;       /* the unit begun last: a slot or the tensors' own bytes, by lrun_arch_tensor */
 } lrun_weights_cpu;
 
-lrun_weights lrun_weights_cpu_init(lrun_weights_cpu *src, lrun_weight_stream *ws, const lrun_model *model);
+lrun_weights lrun_weights_cpu_init(lrun_weights_cpu *src, lrun_weight_ring *wr, const lrun_model *model);
 
 #endif

@@ -1,5 +1,5 @@
 /* test_weight_stream.c — the CPU engine with LRUN_WEIGHT_MODE_AS_PLACED
- * (runtime/residency/weight_stream.c): weights placed in every tier, streamed into
+ * (runtime/residency/weight_ring.c): weights placed in every tier, staged into
  * slots k = 1, 2, 4 blocks ahead or computed on the host, give logits
  * bit-identical to the resident run; the stats count exactly the bytes the
  * contract in lrun.h says; slots come from the device budget; and

@@ -1,0 +1,323 @@
+/* weight_ring.c — the units and slots of weight_ring.h, filled by the
+ * staging ring (ring.h).
+ *
+ * Ordering: units form a cycle (the staged blocks in order, then the head
+ * when it is staged), a CYCLIC ring: fills run ahead across steps, so the
+ * first k blocks of the next token are filled while the caller samples.
+ * The head has a slot of its own (the ring's own_unit): its size is not a
+ * block's. */
+#include "residency/weight_ring.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/checked.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "residency/placement.h"
+#include "residency/ring.h"
+
+#define SLOT_ALIGN ((size_t)64)
+
+/* A unit holds at most one tensor per id: a block's matrices, or the head. */
+#define UNIT_MAX LRUN_ARCH_TENSOR_COUNT
+
+struct unit {
+    int64_t layer;                        /* block index, n_layer for the head */
+    int n;                                /* staged tensors */
+    lrun_arch_tensor id[UNIT_MAX];        /* (n) which, in slot order */
+    const struct lrun_tensor *t[UNIT_MAX]; /* (n) their records */
+    size_t offset[UNIT_MAX];              /* (n) where each goes in the slot */
+    size_t bytes;                         /* bytes copied per fill */
+};
+
+struct lrun_weight_ring {
+    lrun_device *device;
+    const lrun_model *model;
+    int64_t n_units;            /* block units, then the head unit if any */
+    struct unit *units;         /* (n_units) */
+    int64_t *unit_of_layer;     /* (n_layer + 1) index into units, -1 when nothing is staged */
+    lrun_ring *ring;            /* NULL when nothing is staged */
+    void *memory;               /* the one device allocation all slots are carved from */
+    size_t memory_bytes;
+    /* compute side only (the engine's thread) */
+    uint64_t rows_bytes, host_compute_bytes;
+};
+
+static int is_host_computed(const struct lrun_tensor *t) { return t->tier != LRUN_TIER_DEVICE && t->host_compute; }
+
+/* A unit stages the block's matrices (vectors are read where they live). */
+static int is_block_matrix(const lrun_arch *a, lrun_arch_tensor id) { return lrun_arch_is_matrix(a, id); }
+
+// ---------------------------------------------------------------- the fill
+
+/* The ring's fill: unit u's tensors into slot, a plain copy (host-addressable
+ * on cpu; the CUDA engine fills with cudaMemcpyAsync on its copy stream). */
+static lrun_status fill_unit(void *owner, int64_t u, int slot_index, void *slot, size_t *bytes)
+{
+    (void)slot_index;
+    const lrun_weight_ring *wr = owner;
+    const struct unit *un = &wr->units[u];
+    for (int i = 0; i < un->n; i++) memcpy((char *)slot + un->offset[i], un->t[i]->data, un->t[i]->nbytes);
+    *bytes = un->bytes;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- layout
+
+/* Lays out the staged tensors of a unit (placement p, NULL: the tensors'
+ * own); 0 when nothing is staged, SIZE_MAX on overflow. */
+static size_t plan_unit(struct unit *u, const lrun_placement *p, int64_t layer, const lrun_arch_tensor *ids,
+                        const struct lrun_tensor *const *ts, int n)
+{
+    memset(u, 0, sizeof *u);
+    u->layer = layer;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ts[i] || !lrun_placement_streamed(p, ts[i])) continue;
+        u->id[u->n] = ids[i];
+        u->t[u->n] = ts[i];
+        u->offset[u->n] = off;
+        u->bytes += ts[i]->nbytes;
+        u->n++;
+        size_t end;
+        if (!lrun_size_align_up(off + ts[i]->nbytes, SLOT_ALIGN, &end)) return SIZE_MAX;
+        off = end;
+    }
+    return off;
+}
+
+/* The tensors a unit of layer may stage, in slot order: the block's
+ * matrices by the architecture's description, or the head. */
+static int unit_tensors(const lrun_model *m, int64_t layer, lrun_arch_tensor ids[UNIT_MAX],
+                        const struct lrun_tensor *ts[UNIT_MAX])
+{
+    if (layer == m->info.n_layer) {
+        ids[0] = LRUN_ARCH_TENSOR_OUTPUT;
+        ts[0] = m->output;
+        return 1;
+    }
+    int n = 0;
+    for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
+        if (!is_block_matrix(m->arch, (lrun_arch_tensor)id)) continue;
+        ids[n] = (lrun_arch_tensor)id;
+        ts[n++] = m->layers[layer].t[id];
+    }
+    return n;
+}
+
+/* What the slots must hold for a placement. */
+struct slot_layout {
+    size_t ring_bytes;      /* one ring slot: the largest block unit */
+    size_t head_bytes;      /* the head slot, 0 when the head is not staged */
+    int64_t n_block_units;  /* blocks that stage anything */
+    int64_t n_units;        /* those and the head */
+    int64_t n_ring;         /* ring slots: k + 1, at most n_block_units */
+    int k;                  /* the prefetch asked for (or the default) */
+    size_t total;           /* n_ring x ring_bytes + head_bytes */
+};
+
+/* The units of model under placement p and the slots they need, for init
+ * (units and unit_of_layer: (n_layer + 1) records to fill) and for sizing
+ * (both NULL): one layout, so a size is what init then takes. */
+static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, int prefetch_layers,
+                                struct unit *units, int64_t *unit_of_layer, struct slot_layout *out)
+{
+    memset(out, 0, sizeof *out);
+    const int64_t n_layer = model->info.n_layer;
+    for (int64_t l = 0; l <= n_layer; l++) {
+        lrun_arch_tensor ids[UNIT_MAX];
+        const struct lrun_tensor *ts[UNIT_MAX];
+        const int n = unit_tensors(model, l, ids, ts);
+        struct unit scratch;
+        const size_t need = plan_unit(units ? &units[out->n_units] : &scratch, p, l, ids, ts, n);
+        if (need == SIZE_MAX)
+            return lrun_fail(LRUN_E_OOM, "engine: the staged weights of layer %lld overflow size_t", (long long)l);
+        if (need == 0) {
+            if (unit_of_layer) unit_of_layer[l] = -1;
+            continue;
+        }
+        if (unit_of_layer) unit_of_layer[l] = out->n_units;
+        out->n_units++;
+        if (l < n_layer) {
+            out->n_block_units++;
+            if (need > out->ring_bytes) out->ring_bytes = need;
+        } else {
+            out->head_bytes = need;
+        }
+    }
+    out->k = prefetch_layers ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU);
+    out->n_ring = out->n_block_units < out->k + 1 ? out->n_block_units : out->k + 1;
+    if (!lrun_size_mul(out->ring_bytes, (size_t)out->n_ring, &out->total) ||
+        !lrun_size_add(out->total, out->head_bytes, &out->total))
+        return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
+    return LRUN_OK;
+}
+
+static lrun_status check_prefetch(int prefetch_layers)
+{
+    if (prefetch_layers < 0 || prefetch_layers > 64)
+        return lrun_fail(LRUN_E_ARG, "engine: prefetch_layers %d must be in [0, 64] (0 = the default, %d)",
+                         prefetch_layers, lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU));
+    return LRUN_OK;
+}
+
+lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement *p, int prefetch_layers,
+                                  size_t *slot_bytes)
+{
+    *slot_bytes = 0;
+    lrun_status st = check_prefetch(prefetch_layers);
+    struct slot_layout L;
+    if (st == LRUN_OK) st = layout_slots(model, p, prefetch_layers, NULL, NULL, &L);
+    if (st == LRUN_OK) *slot_bytes = L.total;
+    return st;
+}
+
+// ---------------------------------------------------------------- init, free
+
+/* The slots (one allocation from the device budget) and the ring over them. */
+static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
+{
+    char what[96];
+    snprintf(what, sizeof what, "weight streaming slots (%lld x ring, k = %d, + head)", (long long)L->n_ring, L->k);
+    lrun_status st = lrun_oom_phase(lrun_device_alloc(wr->device, L->total, what, &wr->memory), "weights");
+    if (st != LRUN_OK) return st;
+    wr->memory_bytes = L->total;
+    void **bases = malloc((size_t)(L->n_ring ? L->n_ring : 1) * sizeof *bases);
+    if (!bases) return lrun_fail_oom((size_t)L->n_ring * sizeof *bases, 0, "engine: weight slot records");
+    for (int64_t i = 0; i < L->n_ring; i++) bases[i] = (char *)wr->memory + (size_t)i * L->ring_bytes;
+    const int64_t head = wr->unit_of_layer[wr->model->info.n_layer];
+    const lrun_ring_opts o = {
+        .n_units = wr->n_units,
+        /* only the head staged: the ring's one rotating slot is never used */
+        .n_ring = L->n_ring ? (int)L->n_ring : 1,
+        .ring_slots = L->n_ring ? (void *const *)bases : NULL,
+        .own_unit = L->head_bytes ? head : -1,
+        .own_slot = L->head_bytes ? (char *)wr->memory + (size_t)L->n_ring * L->ring_bytes : NULL,
+        .order = LRUN_RING_ORDER_CYCLIC,
+        .fill = fill_unit,
+        .owner = wr,
+    };
+    st = lrun_ring_init(&wr->ring, &o);
+    free(bases);
+    return st;
+}
+
+lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int prefetch_layers)
+{
+    *out = NULL;
+    lrun_status st = check_prefetch(prefetch_layers);
+    if (st != LRUN_OK) return st;
+    const int64_t n_layer = model->info.n_layer;
+    lrun_weight_ring *wr = calloc(1, sizeof *wr);
+    if (!wr) return lrun_fail_oom(sizeof *wr, 0, "engine: weight ring record");
+    wr->device = model->device;
+    wr->model = model;
+    wr->units = calloc((size_t)n_layer + 1, sizeof *wr->units);
+    wr->unit_of_layer = malloc(((size_t)n_layer + 1) * sizeof *wr->unit_of_layer);
+    if (!wr->units || !wr->unit_of_layer)
+        st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
+    struct slot_layout L;
+    if (st == LRUN_OK) st = layout_slots(model, NULL, prefetch_layers, wr->units, wr->unit_of_layer, &L);
+    if (st == LRUN_OK) {
+        wr->n_units = L.n_units;
+        /* nothing to stage: host-compute counting only */
+        if (wr->n_units > 0) st = start_ring(wr, &L);
+    }
+    if (st != LRUN_OK) {
+        lrun_weight_ring_free(wr);
+        return st;
+    }
+    *out = wr;
+    return LRUN_OK;
+}
+
+void lrun_weight_ring_free(lrun_weight_ring *wr)
+{
+    if (!wr) return;
+    lrun_ring_free(wr->ring); /* stops the fill thread before its slots go */
+    if (wr->memory) lrun_device_release(wr->device, wr->memory, wr->memory_bytes);
+    free(wr->units);
+    free(wr->unit_of_layer);
+    free(wr);
+}
+
+// ---------------------------------------------------------------- compute side
+
+lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *model, int64_t layer,
+                                     lrun_weight_view *out)
+{
+    memset(out, 0, sizeof *out);
+    const int64_t n_layer = model->info.n_layer;
+    uint64_t host_bytes = 0;
+    if (layer < n_layer) {
+        for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
+            const struct lrun_tensor *t = model->layers[layer].t[id];
+            out->data[id] = t ? t->data : NULL;
+            if (t && is_block_matrix(model->arch, (lrun_arch_tensor)id) && is_host_computed(t))
+                host_bytes += t->nbytes;
+        }
+    } else {
+        out->data[LRUN_ARCH_TENSOR_OUTPUT] = model->output->data;
+        if (is_host_computed(model->output)) host_bytes += model->output->nbytes;
+    }
+    if (!wr) return LRUN_OK;
+    wr->host_compute_bytes += host_bytes;
+    const int64_t ui = wr->unit_of_layer[layer];
+    if (ui < 0) return LRUN_OK;
+    void *slot;
+    const lrun_status st = lrun_ring_acquire(wr->ring, ui, &slot, NULL);
+    if (st != LRUN_OK) return st;
+    const struct unit *u = &wr->units[ui];
+    for (int i = 0; i < u->n; i++) out->data[u->id[i]] = (char *)slot + u->offset[i];
+    return LRUN_OK;
+}
+
+lrun_status lrun_weight_ring_release(lrun_weight_ring *wr, int64_t layer)
+{
+    if (!wr || wr->unit_of_layer[layer] < 0) return LRUN_OK;
+    return lrun_ring_release(wr->ring, wr->unit_of_layer[layer], NULL);
+}
+
+lrun_status lrun_weight_ring_skip(lrun_weight_ring *wr, int64_t layer)
+{
+    if (!wr || wr->unit_of_layer[layer] < 0) return LRUN_OK;
+    /* only the head is skipped, and a staged head has no host-computed part */
+    lrun_weight_view unused;
+    const lrun_status st = lrun_weight_ring_acquire(wr, wr->model, layer, &unused);
+    if (st != LRUN_OK) return st;
+    return lrun_weight_ring_release(wr, layer);
+}
+
+void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows)
+{
+    const struct lrun_tensor *t = wr ? wr->model->tok_embd : NULL;
+    if (!t || t->tier == LRUN_TIER_DEVICE) return;
+    if (t->host_compute) wr->host_compute_bytes += (uint64_t)n_rows * t->row_bytes;
+    else wr->rows_bytes += (uint64_t)n_rows * t->row_bytes;
+}
+
+// ---------------------------------------------------------------- statistics
+
+void lrun_weight_ring_add_stats(lrun_weight_ring *wr, lrun_engine_stats *out)
+{
+    if (!wr) return;
+    lrun_ring_stats s = {0};
+    if (wr->ring) lrun_ring_stats_get(wr->ring, &s);
+    out->bytes_streamed += s.bytes_filled + wr->rows_bytes;
+    out->copy_seconds += s.fill_seconds;
+    out->stall_seconds += s.stall_seconds;
+    out->prefetch_hits += s.hits;
+    out->prefetch_misses += s.misses;
+    out->host_compute_bytes += wr->host_compute_bytes;
+    out->slot_bytes += wr->memory_bytes;
+}
+
+void lrun_weight_ring_reset_stats(lrun_weight_ring *wr)
+{
+    if (!wr) return;
+    if (wr->ring) lrun_ring_stats_reset(wr->ring);
+    wr->rows_bytes = wr->host_compute_bytes = 0;
+}

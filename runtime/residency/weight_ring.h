@@ -1,0 +1,68 @@
+/* weight_ring.h — off-device weights filled into slots just in time for the
+ * CPU engine's compute (LRUN_WEIGHT_MODE_AS_PLACED; the contract is in
+ * lrun.h and docs/residency.md), over the staging ring of ring.h.
+ *
+ * A *unit* is what one step of compute needs at once: the staged matrices
+ * of one block (the block's matrices in the architecture's description,
+ * arch.h, that are neither in the DEVICE tier nor marked host-compute), or
+ * the LM head. Units are filled, in the order compute uses them (block 0,
+ * 1, …, the head, then block 0 of the next step …), by the ring's fill
+ * thread into slots taken once from the device budget at init:
+ *
+ *   ring   (k + 1) slots of the largest block unit: block i computes from
+ *          one while blocks i+1 … i+k are filled into the others;
+ *   head   one slot of the LM head's size, when the head is staged.
+ *
+ * Compute waits for a slot's fill and releases it after, so it can be
+ * filled again; nothing is allocated after init. Matrices marked
+ * host-compute are read where they live, never copied. */
+#ifndef LRUN_WEIGHT_RING_H
+#define LRUN_WEIGHT_RING_H
+
+#include "lrun.h"
+#include "arch/arch.h"
+
+/* Where compute reads each weight of a unit this time, by lrun_arch_tensor:
+ * a slot, or the tensor's own bytes (NULL when the model has no such
+ * tensor). A block's unit sets the block ids, the head's unit
+ * data[LRUN_ARCH_TENSOR_OUTPUT]. */
+typedef struct lrun_weight_view {
+    const void *data[LRUN_ARCH_TENSOR_COUNT];
+} lrun_weight_view;
+
+typedef struct lrun_weight_ring lrun_weight_ring;
+
+/* Plans the units of model's current placement, takes the slots from the
+ * device budget (LRUN_E_OOM says how much they need) and starts the fill
+ * thread when anything is staged. prefetch_layers 0 = the default
+ * (lrun_engine_default_prefetch). */
+lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int prefetch_layers);
+/* The device bytes init would take for the slots were the weights placed
+ * as p says (lrun_engine_size_placement), by init's own layout; allocates
+ * nothing. */
+struct lrun_placement;
+lrun_status lrun_weight_ring_size(const lrun_model *model, const struct lrun_placement *p, int prefetch_layers,
+                                  size_t *slot_bytes);
+void lrun_weight_ring_free(lrun_weight_ring *wr);
+
+/* The weights of block layer (n_layer: the LM head) for compute, waiting
+ * for their fill when they are staged. wr NULL: every weight where it is.
+ * Every acquire is followed by a release of the same layer, in the order
+ * block 0 … n_layer-1, then the head, once per chunk. */
+lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *model, int64_t layer,
+                                     lrun_weight_view *out);
+lrun_status lrun_weight_ring_release(lrun_weight_ring *wr, int64_t layer);
+/* Passes layer's turn without computing it (the head of a chunk that wants
+ * no logits): its fill, if staged, is waited for and counted, then released. */
+lrun_status lrun_weight_ring_skip(lrun_weight_ring *wr, int64_t layer);
+
+/* Counts n_rows embedding rows gathered from an off-device table. */
+void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows);
+
+/* Adds the ring's counters to out (lrun.h's names: bytes_streamed = bytes
+ * filled into slots, copy_seconds = fill time, stall_seconds, prefetch
+ * hits and misses, host_compute_bytes, slot_bytes). */
+void lrun_weight_ring_add_stats(lrun_weight_ring *wr, lrun_engine_stats *out);
+void lrun_weight_ring_reset_stats(lrun_weight_ring *wr);
+
+#endif
