@@ -83,7 +83,9 @@ all: deps $(LIB) $(LIB_A) $(LAUNCHER) $(CDEF)
 
 # ---------------------------------------------------------------- habits: Debian set-up
 # `make`, `make demo` and `make test` set up a fresh Debian 12 machine: the
-# packages the goals need are checked with dpkg-query; missing ones are
+# packages the goals need are checked by what they provide (the header or
+# the command, so files unpacked by hand count: the GPU machine has no apt
+# registry), else with dpkg-query; missing ones are
 # installed (one apt-get update, then one apt-get install, said aloud) when
 # make runs as root or with passwordless sudo; otherwise make prints the one
 # apt-get line and stops. python3-pip counts as missing only when
@@ -104,8 +106,19 @@ deps:
 	@command -v dpkg-query >/dev/null || { echo "deps: not a Debian system; make sure these (or their equivalents) are installed: $(strip $(DEBS))"; exit 0; }; \
 	missing=""; \
 	for p in $(DEBS); do \
-	  if [ $$p = python3-pip ]; then $(PYTHON) -m pip --version >/dev/null 2>&1 && continue; \
-	  else dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' && continue; fi; \
+	  case $$p in \
+	    python3-pip) $(PYTHON) -m pip --version >/dev/null 2>&1 && continue;; \
+	    luajit|lua-check|cppcheck|clang-format|pkg-config|unzip|python3) \
+	      command -v $$(echo $$p | sed 's/^lua-check$$/luacheck/') >/dev/null && continue;; \
+	    lua-busted) command -v busted >/dev/null && continue;; \
+	    build-essential) command -v cc >/dev/null && command -v make >/dev/null && continue;; \
+	    ca-certificates) [ -d /etc/ssl/certs ] && continue;; \
+	    libluajit-5.1-dev) [ -f /usr/include/luajit-2.1/lua.h ] && continue;; \
+	    libcjson-dev) [ -f /usr/include/cjson/cJSON.h ] && continue;; \
+	    libpcre2-dev) [ -f /usr/include/pcre2.h ] && continue;; \
+	    libreadline-dev) [ -f /usr/include/readline/readline.h ] && continue;; \
+	  esac; \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' && continue; \
 	  missing="$$missing $$p"; \
 	done; \
 	[ -z "$$missing" ] && exit 0; \
