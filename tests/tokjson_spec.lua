@@ -246,3 +246,53 @@ describe("malformed tokenizer.json", function()
     assert.matches('bos_token = "<nope>" is not a token', tostring(err))
   end)
 end)
+
+-- ---------------------------------------------------------------- the default model as tokenizer.json
+
+describe("the default model's tokenizer as tokenizer.json (hf_tokenizer_from_gguf.py)", function()
+  local model_path = os.getenv("LRUN_MODEL")
+  if not model_path then
+    pending("LRUN_MODEL is not set")
+    return
+  end
+  if os.execute("python3 -c 'import tokenizers, gguf' >/dev/null 2>&1") ~= 0 then
+    pending("python3 cannot import tokenizers and gguf")
+    return
+  end
+  local tmp = os.tmpname()
+  os.remove(tmp)
+  local m, tok, hf
+  setup(function()
+    assert(os.execute("python3 tests/golden/hf_tokenizer_from_gguf.py " .. model_path .. " " .. tmp .. " >/dev/null") == 0,
+      "hf_tokenizer_from_gguf.py failed")
+    m = assert(lrun.load(model_path, { progress = false }))
+    tok = assert(lrun.tokenizer(tmp .. "/tokenizer.json", { config = tmp .. "/tokenizer_config.json" }))
+    hf = read_json(tmp .. "/hf_ids.json")
+  end)
+  teardown(function()
+    if m then m:free() end
+    os.execute("rm -rf " .. tmp)
+  end)
+
+  it("has the GGUF's vocabulary and special ids", function()
+    assert.are.equal(m.tokenizer.n_vocab, tok.n_vocab)
+    assert.are.equal(m.tokenizer.bos_id, tok.bos_id)
+    assert.are.equal(m.tokenizer.eos_id, tok.eos_id)
+    assert.are.equal(m.tokenizer.adds_bos, tok.adds_bos)
+    assert.truthy(tok.chat_template:find("<|im_start|>", 1, true))
+  end)
+
+  it("gives HF's ids and the GGUF tokenizer's ids on every string", function()
+    local bad = {}
+    for _, c in ipairs(hf.cases) do
+      local want = plain(c.ids)
+      local from_json = tok:encode(c.text, { add_special = true, parse_special = true })
+      local from_gguf = m:tokenize(c.text, { add_special = true, parse_special = true })
+      if not same(want, from_json) then bad[#bad + 1] = string.format("%q: json %s, HF %s", c.text, show(from_json), show(want)) end
+      if not same(want, from_gguf) then bad[#bad + 1] = string.format("%q: gguf %s, HF %s", c.text, show(from_gguf), show(want)) end
+      local dec = tok:decode(c.ids)
+      if dec ~= c.decoded then bad[#bad + 1] = string.format("%q: decode %q, HF %q", c.text, dec, c.decoded) end
+    end
+    assert(#bad == 0, table.concat(bad, "\n"))
+  end)
+end)
