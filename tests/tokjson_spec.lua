@@ -129,6 +129,25 @@ describe("lrun.tokenizer", function()
     assert.are.same({ eot }, tok:eog_ids())
   end)
 
+  it("streams byte-level pieces that join to the decoded text", function()
+    local tok = assert(lrun.tokenizer(golden_dir .. "/gpt2.tokenizer.json"))
+    local text = "Hello, y'all! 🦙 Cửa Việt <|endoftext|>\n 333"
+    local ids = tok:encode(text, { parse_special = true })
+    local parts = {}
+    for i, id in ipairs(ids) do parts[i] = tok:piece(id, true) end
+    assert.are.equal(text, table.concat(parts))
+    assert.are.equal(text, tok:decode(ids))
+  end)
+
+  it("streams SentencePiece pieces with their spaces (the decoder drops only the first)", function()
+    local tok = assert(lrun.tokenizer(golden_dir .. "/llama2.tokenizer.json"))
+    local ids = tok:encode("Hello world", { add_special = false })
+    local parts = {}
+    for i, id in ipairs(ids) do parts[i] = tok:piece(id) end
+    assert.are.equal(" Hello world", table.concat(parts))
+    assert.are.equal("Hello world", tok:decode(ids))
+  end)
+
   it("rejects bad arguments", function()
     assert.has_error(function() lrun.tokenizer(42) end, "lrun.tokenizer: path must be a string, got number")
     assert.has_error(function() lrun.tokenizer("x", { conf = "y" }) end, "lrun.tokenizer: unknown option 'conf'")
