@@ -71,6 +71,8 @@ STRINGS = [
     "e\u0301 café naïve Æsir ǅemal",
     "नमस्ते दुनिया", "مرحبا بالعالم", "こんにちは世界", "안녕하세요 세계",
     "Mixed: English, русский, 中文, العربية, 123abc456def.",
+    "zero\u200bwidth joiner\u200d! \u0001\u007f control", "mongolian\u180evowel separator",
+    "bom\ufeffx \u2029para\u000bvt\u000cff \u1680ogham \u205fmath", "ΑΒΓ Σίσυφος ÀÉÎ ÕÜ Straße İstanbul",
     "  leading and trailing spaces  ", " " * 40 + "x" + "\n" * 20 + "9" * 30,
 ]
 
