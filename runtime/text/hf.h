@@ -10,8 +10,9 @@
  *        ─► model: BPE on each word (char symbols, merges by rank,
  *           byte_fallback <0xNN>, unk)
  *        ─► post-processor: prefix/suffix ids (TemplateProcessing) when add_special.
- * Decode: runs of model tokens go through the decoder list (hf_dec) as one
- * chunk; added tokens are copied as their text between chunks.
+ * Decode: the tokens' texts (added ones too, a normalized added token as its
+ * normalized text; special ones dropped unless rendered) go through the
+ * decoder list (hf_dec) as one list of strings, then are joined.
  */
 #ifndef LRUN_TEXT_HF_H
 #define LRUN_TEXT_HF_H

@@ -318,14 +318,13 @@ static lrun_status split_words(const hf_pre *pre, const hf_buf *arena, const hf_
 
 /* ---------------------------------------------------------------- rewriting steps */
 
-/* ByteLevel: an optional leading space, then every byte as its printable character. */
-static lrun_status byte_level_map(const hf_pre *pre, hf_buf *arena, hf_words *words)
+/* ByteLevel: every byte as its printable character (GPT-2's byte↔unicode table). */
+static lrun_status byte_level_map(hf_buf *arena, hf_words *words)
 {
     lrun_status st = LRUN_OK;
     for (int64_t i = 0; i < words->n && st == LRUN_OK; ++i) {
         hf_word *w = &words->v[i];
         size_t start = arena->n, off = w->off, len = w->len;
-        (void)pre;
         for (size_t k = 0; k < len && st == LRUN_OK; ++k) {
             char u[2];
             size_t n = lrun_bpe_byte_to_utf8((uint8_t)arena->v[off + k], u);
@@ -395,7 +394,7 @@ lrun_status lrun_hf_pretokenize(const lrun_hf *hf, hf_buf *arena, int first, hf_
             *words = next;
             next = t;
         }
-        if (pre->kind == HF_PRE_BYTELEVEL) st = byte_level_map(pre, arena, words);
+        if (pre->kind == HF_PRE_BYTELEVEL) st = byte_level_map(arena, words);
     }
     free(next.v);
     free(pl.v);
