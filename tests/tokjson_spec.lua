@@ -7,7 +7,7 @@ local json = require("dkjson")
 local lrun = require("lrun")
 
 local golden_dir = "tests/golden/tokjson"
-local families = { "gpt2", "llama3", "qwen2", "llama2", "metaspace", "words", "words2" }
+local families = { "gpt2", "gpt2-prefix", "llama3", "qwen2", "llama2", "metaspace", "metaspace-split", "words", "words2" }
 
 local function read_json(path)
   local f = assert(io.open(path, "r"), "cannot open " .. path)

@@ -7,6 +7,7 @@ corpus tests/golden/tokenizer_corpus.txt (a few hundred merges, so the files
 stay small):
 
   gpt2      byte-level BPE, ByteLevel pre-tokenizer (GPT-2 regex), ByteLevel decoder
+            ("gpt2-prefix": with add_prefix_space)
   llama3    Split(Llama-3 regex) + ByteLevel(use_regex=false), ignore_merges,
             TemplateProcessing "<|begin_of_text|> $A"
   qwen2     NFC, Split(Qwen2 regex: single digits) + ByteLevel(use_regex=false)
@@ -15,6 +16,7 @@ stay small):
             ByteFallback, Fuse, Strip; TemplateProcessing "<s> $A"
   metaspace SentencePiece-style BPE with the Metaspace pre-tokenizer
             (prepend_scheme first) and decoder, byte_fallback
+            ("metaspace-split": prepend_scheme always, split on ▁)
   words     WhitespaceSplit, Punctuation, Digits(individual) pre-tokenizers
             (and Whitespace + Digits contiguous in "words2"), unk, Strip normalizer
 
@@ -118,8 +120,8 @@ def bpe(tokens, merges, **kw):
 def byte_level_family(name, specials):
     tokens, merges = train(pre_tokenizers.ByteLevel(add_prefix_space=False), 1200, pre_tokenizers.ByteLevel.alphabet())
     t = Tokenizer(bpe(tokens, merges, ignore_merges=(name == "llama3")))
-    if name == "gpt2":
-        t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if name in ("gpt2", "gpt2-prefix"):
+        t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=(name == "gpt2-prefix"), use_regex=True)
         t.post_processor = processors.ByteLevel(trim_offsets=False)
     else:
         regex = LLAMA3_RE if name == "llama3" else QWEN2_RE
@@ -147,8 +149,9 @@ def spm_family(name):
         t.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                        decoders.Strip(" ", 1, 0)])
     else:
-        t.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
-        t.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first"),
+        scheme = "first" if name == "metaspace" else "always"
+        t.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=(scheme == "always"))
+        t.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme=scheme),
                                        decoders.ByteFallback(), decoders.Fuse()])
     t.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
     t.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in ["<unk>", "<s>", "</s>"]])
@@ -176,10 +179,12 @@ def words_family(name):
 
 FAMILIES = {
     "gpt2": lambda: byte_level_family("gpt2", ["<|endoftext|>"]),
+    "gpt2-prefix": lambda: byte_level_family("gpt2-prefix", ["<|endoftext|>"]),
     "llama3": lambda: byte_level_family("llama3", ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]),
     "qwen2": lambda: byte_level_family("qwen2", ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
     "llama2": lambda: spm_family("llama2"),
     "metaspace": lambda: spm_family("metaspace"),
+    "metaspace-split": lambda: spm_family("metaspace-split"),
     "words": lambda: words_family("words"),
     "words2": lambda: words_family("words2"),
 }
