@@ -18,7 +18,9 @@ stay small):
             (prepend_scheme first) and decoder, byte_fallback
             ("metaspace-split": prepend_scheme always, split on ▁)
   words     WhitespaceSplit, Punctuation, Digits(individual) pre-tokenizers
-            (and Whitespace + Digits contiguous in "words2"), unk, Strip normalizer
+            (and Whitespace + Digits contiguous + Splits of every behaviour in
+            "words2"; Replace(regex) + Lowercase + Punctuation contiguous in
+            "words3"), unk, Strip normalizer
 
 Every family also gets 32 added tokens, one per combination of the flags
 special, lstrip, rstrip, normalized and single_word.
@@ -27,7 +29,8 @@ For every family it records, for each string of STRINGS (REFERENCE.md's
 tricky strings, specials alone and inside text): HF's ids with
 add_special_tokens on and off, with special tokens not parsed
 (encode_special_tokens), and decode() with and without skip_special_tokens.
-Strings that NFC changes are flagged (lrun's NFC normalizer is the identity).
+Strings that NFC changes are flagged (lrun's NFC normalizer is the identity),
+and so are strings with capitals beyond Latin-1 (lrun's Lowercase stops there).
 
     python3 tests/golden/make_tokenizer_json_golden.py [OUT_DIR]
 
@@ -162,6 +165,10 @@ def words_family(name):
     if name == "words":
         pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
                                        pre_tokenizers.Digits(individual_digits=True)])
+    elif name == "words3":
+        pre = pre_tokenizers.Sequence([pre_tokenizers.Punctuation(behavior="contiguous"),
+                                       pre_tokenizers.Split(Regex(r"\s+"), behavior="merged_with_next"),
+                                       pre_tokenizers.Split(Regex(r"[lr]"), behavior="isolated", invert=True)])
     else:
         pre = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=False),
                                        pre_tokenizers.Split(Regex(r"[aeiou]"), behavior="merged_with_previous"),
@@ -170,7 +177,11 @@ def words_family(name):
                                        pre_tokenizers.Split(Regex(r"z"), behavior="removed", invert=True)])
     tokens, merges = train(pre, 700)
     t = Tokenizer(bpe(["[UNK]"] + tokens, merges, unk_token="[UNK]"))
-    t.normalizer = normalizers.Sequence([normalizers.Strip(left=True, right=False)])
+    if name == "words3":
+        t.normalizer = normalizers.Sequence([normalizers.Replace(Regex(r"e{2,}|!+"), "#"), normalizers.Lowercase(),
+                                             normalizers.Strip(left=False, right=True)])
+    else:
+        t.normalizer = normalizers.Sequence([normalizers.Strip(left=True, right=False)])
     t.pre_tokenizer = pre
     t.decoder = decoders.Fuse() if name == "words" else None
     t.add_special_tokens([AddedToken("[UNK]", special=True, normalized=False)])
@@ -187,6 +198,7 @@ FAMILIES = {
     "metaspace-split": lambda: spm_family("metaspace-split"),
     "words": lambda: words_family("words"),
     "words2": lambda: words_family("words2"),
+    "words3": lambda: words_family("words3"),
 }
 
 
@@ -214,6 +226,7 @@ def record(t, strings):
             "decoded": t.decode(ids, skip_special_tokens=False),
             "decoded_skip": t.decode(ids, skip_special_tokens=True),
             "nfc_changes": unicodedata.normalize("NFC", s) != s,
+            "lowercase_beyond_latin1": any(c.lower() != c and not (c.isascii() or 0xC0 <= ord(c) <= 0xDE) for c in s),
         })
     return cases
 
