@@ -52,7 +52,8 @@ ALL_CFLAGS    = $(LRUN_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(SAN_FLAGS) -MMD -MP
 ALL_LDFLAGS   = $(SAN_FLAGS) $(EXTRA_LDFLAGS)
 # ---------------------------------------------------------------- end habits: flags
 LDLIBS   := -lm -pthread
-LIB_LDLIBS := $(LDLIBS) -lpcre2-8
+# cJSON (the card's JSON library) reads tokenizer.json and the HF configs.
+LIB_LDLIBS := $(LDLIBS) -lpcre2-8 -lcjson
 
 ifeq ($(CUDA),1)
 LRUN_CFLAGS += -DLRUN_WITH_CUDA -I$(CUDA_HOME)/include
@@ -178,7 +179,7 @@ $(CDEF): runtime/lrun.h
 
 $(BUILD)/tests/%: tests/c/%.c $(LIB_A) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MF $@.d $(ALL_LDFLAGS) -Itests/c -o $@ $< $(LIB_A) $(LIB_LDLIBS) -lcjson
+	$(CC) $(ALL_CFLAGS) -MF $@.d $(ALL_LDFLAGS) -Itests/c -o $@ $< $(LIB_A) $(LIB_LDLIBS)
 
 model: $(MODEL)
 $(MODEL): | deps

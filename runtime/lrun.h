@@ -364,6 +364,15 @@ typedef enum lrun_token_type {
 /* Builds the tokenizer named by tokenizer.ggml.model ("gpt2" byte-level BPE
  * with the pre-tokenizer of tokenizer.ggml.pre, or "llama" SentencePiece BPE). */
 LRUN_API lrun_status lrun_tokenizer_init_gguf(lrun_tokenizer **out, const lrun_gguf *gguf);
+/* Builds a tokenizer from a Hugging Face tokenizer.json (BPE: byte-level or
+ * SentencePiece-style; docs/models.md lists the normalizers, pre-tokenizers,
+ * decoders and post-processors). config_path (may be NULL) names the
+ * tokenizer_config.json that supplies bos_token, eos_token, add_bos_token,
+ * add_eos_token and chat_template. Encoding and decoding then give HF
+ * tokenizers' ids and text. Errors name the file and the field. */
+LRUN_API lrun_status lrun_tokenizer_load_json(lrun_tokenizer **out, const char *path, const char *config_path);
+/* The chat template of tokenizer_config.json; NULL when none (and for GGUF, whose template is metadata). */
+LRUN_API const char *lrun_tokenizer_chat_template(const lrun_tokenizer *tokenizer);
 LRUN_API void lrun_tokenizer_free(lrun_tokenizer *tokenizer);
 LRUN_API int64_t lrun_tokenizer_vocab_size(const lrun_tokenizer *tokenizer);
 LRUN_API int32_t lrun_tokenizer_bos(const lrun_tokenizer *tokenizer); /* -1 when none */
@@ -389,6 +398,13 @@ LRUN_API lrun_status lrun_tokenizer_encode(const lrun_tokenizer *tokenizer, cons
  * character). Control tokens give their text when render_special, else "". */
 LRUN_API lrun_status lrun_tokenizer_decode_token(const lrun_tokenizer *tokenizer, int32_t id, int render_special,
                                         char *buf, size_t cap, size_t *n_out);
+/* Decodes n ids to text as a whole (HF decode: a tokenizer.json's decoders
+ * run over the text, e.g. dropping the leading space of SentencePiece;
+ * GGUF: the tokens' bytes one after the other). Control tokens are rendered
+ * when render_special, else skipped. Writes at most cap bytes; *n_out is the
+ * full length. */
+LRUN_API lrun_status lrun_tokenizer_decode(const lrun_tokenizer *tokenizer, const int32_t *ids, int64_t n,
+                                  int render_special, char *buf, size_t cap, size_t *n_out);
 
 /* ---------------------------------------------------------------- models */
 

@@ -1,6 +1,10 @@
---- lrun.tokenizer — text to token ids and back, over a model's lrun_tokenizer.
--- The tokenizer belongs to its model; this wrapper keeps the model alive
--- while it is reachable.
+--- lrun.tokenizer — text to token ids and back, over an lrun_tokenizer.
+-- A model's tokenizer belongs to its model (the wrapper keeps the model
+-- alive while it is reachable); `lrun.tokenizer(path)` loads a Hugging Face
+-- tokenizer.json on its own.
+--
+--     local tok = assert(lrun.tokenizer("dir/tokenizer.json", { config = "dir/tokenizer_config.json" }))
+--     tok:encode("Hello")  --> ids as HF tokenizers gives them
 -- @module lrun.tokenizer
 local lf = require("lrun.ffi")
 local errors = require("lrun.errors")
@@ -24,6 +28,35 @@ function M.wrap(handle, owner)
   t.adds_bos = C.lrun_tokenizer_add_bos(handle) ~= 0
   return t
 end
+
+--- Loads a Hugging Face tokenizer.json (no model needed).
+-- @tparam string path the tokenizer.json
+-- @tparam[opt] table opts config (path of a tokenizer_config.json: bos/eos
+--   tokens, add_bos_token, chat_template)
+-- @treturn[1] lrun.tokenizer
+-- @treturn[2] nil
+-- @treturn[2] table error {kind=, message=} naming the file and the field
+function M.load(path, opts)
+  if type(path) ~= "string" then error("lrun.tokenizer: path must be a string, got " .. type(path), 2) end
+  opts = opts or {}
+  if type(opts) ~= "table" then error("lrun.tokenizer: opts must be a table", 2) end
+  for k in pairs(opts) do
+    if k ~= "config" then error("lrun.tokenizer: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  if opts.config ~= nil and type(opts.config) ~= "string" then
+    error("lrun.tokenizer: option 'config' must be a string", 2)
+  end
+  local out = ffi.new("lrun_tokenizer *[1]")
+  local status = C.lrun_tokenizer_load_json(out, path, opts.config)
+  if status ~= C.LRUN_OK then return nil, errors.from_status(status, "tokenizer") end
+  local handle = ffi.gc(out[0], C.lrun_tokenizer_free)
+  local t = M.wrap(handle, handle)
+  local tpl = C.lrun_tokenizer_chat_template(handle)
+  if tpl ~= nil then t.chat_template = ffi.string(tpl) end
+  return t
+end
+
+setmetatable(M, { __call = function(_, path, opts) return M.load(path, opts) end })
 
 local allowed = {
   tokenize = { add_special = true, parse_special = true },
@@ -100,15 +133,26 @@ function Tokenizer:decode(ids, opts)
   if type(ids) ~= "table" then error("detokenize: ids must be a table of token ids", 2) end
   opts = check_opts(opts, "detokenize")
   local special = opts.special ~= false
-  local parts = {}
-  for i = 1, #ids do
+  local n = #ids
+  local arr = ffi.new("int32_t[?]", n > 0 and n or 1)
+  for i = 1, n do
     local id = ids[i]
     if type(id) ~= "number" or id < 0 or id >= self.n_vocab or id % 1 ~= 0 then
       error("detokenize: ids[" .. i .. "] = " .. tostring(id) .. " is not a token id of this vocabulary", 2)
     end
-    parts[i] = self:piece(id, special)
+    arr[i - 1] = id
   end
-  return table.concat(parts)
+  -- The whole text at once: a tokenizer.json's decoders act on it as HF's decode does.
+  local len = ffi.new("size_t[1]")
+  local cap = 4 * n + 64
+  for _ = 1, 2 do
+    local buf = ffi.new("char[?]", cap)
+    local status = C.lrun_tokenizer_decode(self.handle, arr, n, special and 1 or 0, buf, cap, len)
+    if status ~= C.LRUN_OK then error(tostring(errors.from_status(status, "detokenize")), 2) end
+    if tonumber(len[0]) <= cap then return ffi.string(buf, len[0]) end
+    cap = tonumber(len[0])
+  end
+  error("detokenize: the text length changed between two decodings", 2)
 end
 
 --- The vocabulary entry of an id as stored ("Ġthe"), or nil.

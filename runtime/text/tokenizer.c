@@ -10,6 +10,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "text/bpe.h"
+#include "text/hf.h"
 #include "text/pieces.h"
 #include "text/pretokenizer.h"
 #include "text/spm.h"
@@ -356,6 +357,7 @@ void lrun_tokenizer_free(lrun_tokenizer *tok)
     if (tok == NULL) return;
     lrun_pieces_free(&tok->pieces);
     lrun_pretokenizer_free(tok->pre);
+    lrun_hf_free(tok->hf);
     free(tok->type);
     free(tok->score);
     free(tok->merges);

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "text/bpe.h"
+#include "text/hf.h"
 #include "text/pieces.h"
 #include "text/spm.h"
 
@@ -103,8 +104,12 @@ lrun_status lrun_tokenizer_encode(const lrun_tokenizer *tok, const char *text, s
     *n_out = 0;
     fragments frags = {0};
     lrun_ids out = {0};
-    lrun_status st = partition(tok, text, len, parse_special, &frags);
-    if (st != LRUN_OK) return st;
+    lrun_status st;
+    if (tok->hf != NULL) { /* tokenizer.json: HF's pipeline end to end */
+        if ((st = lrun_hf_encode(tok, text, len, add_special, parse_special, &out)) != LRUN_OK) goto done;
+        goto copy;
+    }
+    if ((st = partition(tok, text, len, parse_special, &frags)) != LRUN_OK) return st;
 
     if (add_special && tok->add_bos && tok->bos >= 0 && (st = lrun_ids_push(&out, tok->bos)) != LRUN_OK) goto done;
     int prev_special = 1; /* SentencePiece: a fragment at the start or after a special gets the "▁" prefix */
@@ -123,6 +128,7 @@ lrun_status lrun_tokenizer_encode(const lrun_tokenizer *tok, const char *text, s
     }
     if (add_special && tok->add_eos && tok->eos >= 0 && (st = lrun_ids_push(&out, tok->eos)) != LRUN_OK) goto done;
 
+copy:
     if (cap > 0 && out.n > 0) memcpy(ids, out.v, (size_t)(out.n < cap ? out.n : cap) * sizeof *ids);
     *n_out = out.n;
 done:
@@ -158,6 +164,13 @@ lrun_status lrun_tokenizer_decode_token(const lrun_tokenizer *tok, int32_t id, i
     if (id < 0 || id >= tok->n_vocab)
         return lrun_fail(LRUN_E_ARG, "tokenizer: decode: token %d is outside the vocabulary of %lld", (int)id,
                          (long long)tok->n_vocab);
+    if (tok->hf != NULL) {
+        hf_buf b = {0};
+        lrun_status st = lrun_hf_decode_piece(tok, id, render_special, &b);
+        if (st == LRUN_OK) st = put(b.v, b.n, buf, cap, n_out);
+        free(b.v);
+        return st;
+    }
     const char *text = lrun_pieces_text(&tok->pieces, id);
     size_t len = tok->pieces.len[id];
     switch ((lrun_token_type)tok->type[id]) {
@@ -197,5 +210,30 @@ lrun_status lrun_tokenizer_decode_token(const lrun_tokenizer *tok, int32_t id, i
     }
     lrun_status st = put(tmp, n, buf, cap, n_out);
     if (tmp != small) free(tmp);
+    return st;
+}
+
+lrun_status lrun_tokenizer_decode(const lrun_tokenizer *tok, const int32_t *ids, int64_t n, int render_special, char *buf,
+                                  size_t cap, size_t *n_out)
+{
+    if (tok == NULL || n_out == NULL) return lrun_fail(LRUN_E_ARG, "tokenizer: decode: tokenizer or n_out is NULL");
+    *n_out = 0;
+    if ((ids == NULL && n > 0) || n < 0) return lrun_fail(LRUN_E_ARG, "tokenizer: decode: %lld ids without an array", (long long)n);
+    if (buf == NULL && cap > 0) return lrun_fail(LRUN_E_ARG, "tokenizer: decode: cap %zu without buf", cap);
+    hf_buf out = {0};
+    lrun_status st = hf_buf_put(&out, NULL, 0); /* never a NULL buffer, even for no ids */
+    if (st != LRUN_OK) {
+    } else if (tok->hf != NULL) {
+        st = lrun_hf_decode(tok, ids, n, render_special, &out);
+    } else { /* GGUF: the pieces one after the other */
+        for (int64_t i = 0; i < n && st == LRUN_OK; ++i) {
+            size_t need = 0;
+            if ((st = lrun_tokenizer_decode_token(tok, ids[i], render_special, NULL, 0, &need)) != LRUN_OK) break;
+            if ((st = hf_buf_put(&out, NULL, need)) != LRUN_OK) break;
+            st = lrun_tokenizer_decode_token(tok, ids[i], render_special, out.v + out.n - need, need, &need);
+        }
+    }
+    if (st == LRUN_OK) st = put(out.v, out.n, buf, cap, n_out);
+    free(out.v);
     return st;
 }

@@ -11,6 +11,8 @@
  *             llama : " " → "▁" (+ a leading "▁"), highest-score merges,
  *                     <0xNN> byte fallback (spm.c)
  *        ─► ids.
+ * A tokenizer loaded from tokenizer.json (tokjson.c) fills the same record
+ * and sets hf: encoding and decoding then follow HF tokenizers (text/hf.h).
  *
  * Layers of text/ (each file includes only headers of its own layer or below):
  *   utf8.h (spans, UTF-8), pieces.h (id lists, interned strings)
@@ -69,6 +71,9 @@ struct lrun_tokenizer {
     int64_t n_eog;
     int32_t *specials;         /* (n_specials) control/user-defined/unknown ids, longest text first */
     int64_t n_specials;
+
+    /* tokenizer.json: the HF pipeline (text/hf.h) that encode and decode run; NULL for GGUF */
+    struct lrun_hf *hf;
 };
 
 #endif
