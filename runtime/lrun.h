@@ -338,6 +338,9 @@ typedef struct lrun_model_gen_spec {
     uint64_t seed;              /* same seed, same weights (in every dtype, up to rounding) */
     int n_threads;              /* fill threads; 0 = all cores */
     int progress;               /* 1: progress bar on stderr when it is a terminal */
+    int trained_stats;          /* 0: matrices U(-1/sqrt(fan_in), ..); 1: shaped like trained weights
+                                 * (synthetic): normal, a per-tensor deviation 0.5..1.5 x 1/sqrt(3 fan_in),
+                                 * about one outlier (8..15 x) per 1024 values; for packed ratios */
 } lrun_model_gen_spec;
 
 /* Writes a complete llama-architecture GGUF at path: standard metadata, a

@@ -229,6 +229,8 @@ static lrun_status encode_run(job *j, lrun_threadpool *pool, size_t cap, size_t 
     for (int t = 0; t < nth; t++)
         for (int e = 0; e < 256; e++) hist[e] += j->hist[t][e];
     codebook_choose(&j->cb, j->dtype, hist);
+    memcpy(lay->book1, j->cb.book1, sizeof lay->book1);
+    memcpy(lay->book2, j->cb.book2, sizeof lay->book2);
     run(pool, task_count, j);
     uint64_t c2 = 0, c3 = 0;
     for (uint64_t b = 0; b <= lay->nb; b++) { /* the table: where each block's entries start */
@@ -342,6 +344,8 @@ static lrun_status check_frame(lrun_packed_layout *lay, codebook *cb, const uint
                          (unsigned long long)hd.n, size);
     memcpy(cb->book1, hd.book1, sizeof cb->book1);
     memcpy(cb->book2, hd.book2, sizeof cb->book2);
+    memcpy(lay->book1, hd.book1, sizeof lay->book1);
+    memcpy(lay->book2, hd.book2, sizeof lay->book2);
     if (!codebook_index(cb, hd.dtype))
         return lrun_fail(LRUN_E_FORMAT, "packed tensor '%s': codebook repeats an exponent or holds one out of range", what);
     const uint8_t *last = in + lay->table + 16 * lay->nb;
@@ -408,10 +412,8 @@ lrun_status lrun_packed_decode(uint16_t *dst, int want_dtype, uint64_t want_n, c
 void lrun_packed_decode_range(uint16_t *dst, const void *src, const lrun_packed_layout *lay, uint64_t first, uint64_t count)
 {
     job j = {.in = src, .in_size = lay->total, .lay = lay, .dtype = lay->dtype};
-    lrun_packed_header hd;
-    memcpy(&hd, src, sizeof hd);
-    memcpy(j.cb.book1, hd.book1, sizeof j.cb.book1);
-    memcpy(j.cb.book2, hd.book2, sizeof j.cb.book2);
+    memcpy(j.cb.book1, lay->book1, sizeof j.cb.book1);
+    memcpy(j.cb.book2, lay->book2, sizeof j.cb.book2);
     codebook_index(&j.cb, lay->dtype);
     uint16_t scratch[LRUN_PACKED_BLOCK];
     for (uint64_t i = first; i < first + count;) {

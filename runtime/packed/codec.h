@@ -35,6 +35,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* kernels/packed_decode.cu reads the layout */
+#endif
+
 #define LRUN_PACKED_BLOCK 1024   /* elements per independent block */
 #define LRUN_PACKED_MAGIC 0x31584550u /* "PEX1": the first 4 bytes of a packed tensor */
 #define LRUN_PACKED_N1 3         /* tier-1 symbols (2-bit codes, 3 = escape) */
@@ -60,6 +64,7 @@ typedef struct lrun_packed_layout {
     size_t rest, hi, code1, table, code2, esc; /* section offsets */
     size_t code2_bytes, esc_bytes; /* the variable sections' sizes */
     size_t total;                /* bytes of the whole packed tensor */
+    uint8_t book1[LRUN_PACKED_N1], book2[LRUN_PACKED_N2]; /* the codebooks, from the header */
 } lrun_packed_layout;
 
 /* Is dtype one the codec packs? */
@@ -89,5 +94,9 @@ void lrun_packed_decode_range(uint16_t *dst, const void *src, const lrun_packed_
  * want_n must match the header). pool may be NULL. */
 lrun_status lrun_packed_decode(uint16_t *dst, int want_dtype, uint64_t want_n, const void *src, size_t size,
                                const char *what, struct lrun_threadpool *pool);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
