@@ -67,7 +67,9 @@ static void print_usage(FILE *f) {
             "  -h, --help         print this help and exit\n"
             "  --                 stop handling options\n"
             "  -                  read the script from stdin\n"
-            "With no script and no -e, lrun starts the REPL.\n",
+            "With no script and no -e, lrun starts the REPL.\n"
+            "Commands (a first word that is no file): lrun pack [-t N] IN.gguf OUT.lrpk,\n"
+            "  lrun unpack [-t N] IN.lrpk OUT.gguf (packed bf16/f16 weights: docs/packed.md)\n",
             progname);
 }
 
