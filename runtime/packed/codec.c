@@ -120,9 +120,10 @@ static void codebook_choose(codebook *cb, int dtype, const uint64_t hist[256])
 {
     uint8_t taken[256] = {0}, pick[LRUN_PACKED_N1 + LRUN_PACKED_N2];
     for (unsigned k = 0; k < sizeof pick; k++) {
-        int best = -1;
-        for (int e = 0; e <= exp_max(dtype); e++)
-            if (!taken[e] && (best < 0 || hist[e] > hist[best])) best = e;
+        int best = 0; /* the first free exponent, then any more frequent one: ties go to the smaller */
+        while (taken[best]) best++;
+        for (int e = best + 1; e <= exp_max(dtype); e++)
+            if (!taken[e] && hist[e] > hist[best]) best = e;
         taken[best] = 1;
         pick[k] = (uint8_t)best;
     }
@@ -289,15 +290,19 @@ static const char *decode_block(const job *j, uint64_t b, uint16_t *out)
     const uint8_t *code2 = in + lay->code2 + o2, *esc = in + lay->esc + o3;
     const size_t len2 = (size_t)(e2 - o2);
     uint64_t i0 = b * LRUN_PACKED_BLOCK, i1 = i0 + LRUN_PACKED_BLOCK < lay->n ? i0 + LRUN_PACKED_BLOCK : lay->n;
+    const uint8_t *code1 = in + lay->code1;
     uint64_t n2 = 0, n3 = 0;
-    for (uint64_t i = i0; i < i1; i++) n2 += field_get(in + lay->code1, lay->table - lay->code1, i, 2) == 3;
+    for (uint64_t q = i0 / 4; q < (i1 + 3) / 4; q++) { /* escapes (code 3) of 4 codes a byte; padding bits are 0 */
+        const unsigned x = code1[q];
+        n2 += (uint64_t)__builtin_popcount(x & (x >> 1) & 0x55u);
+    }
     if (bits_bytes(n2, 3) != len2) return "tier-2 bytes differ from the block's escapes";
     for (uint64_t k = 0; k < n2; k++) n3 += field_get(code2, len2, k, 3) == 7;
     if (n3 != e3 - o3) return "tier-3 bytes differ from the block's tier-2 escapes";
     if (n2 % 8 && (code2[len2 - 1] >> ((n2 * 3) & 7))) return "tier-2 padding bits are not zero";
     uint64_t k2 = 0, k3 = 0;
     for (uint64_t i = i0; i < i1; i++) {
-        unsigned c = field_get(in + lay->code1, lay->table - lay->code1, i, 2), e;
+        unsigned c = (code1[i >> 2] >> (2 * (i & 3))) & 3u, e;
         if (c < 3) e = j->cb.book1[c];
         else {
             unsigned c2 = field_get(code2, len2, k2++, 3);
@@ -318,7 +323,7 @@ static void task_decode(void *ctx, int ith, int nth)
 {
     job *j = ctx;
     uint64_t b0, b1;
-    uint16_t scratch[LRUN_PACKED_BLOCK];
+    uint16_t scratch[LRUN_PACKED_BLOCK] = {0}; /* validation only: the values are dropped */
     block_span(j->lay->nb, ith, nth, &b0, &b1);
     j->bad_block[ith] = -1;
     for (uint64_t b = b0; b < b1; b++)
