@@ -64,6 +64,14 @@ static lrun_status source_from_gguf(pack_source *s, const char *path)
     s->head = s->n ? (const uint8_t *)s->t[0].data - s->t[0].offset - s->head_bytes : NULL;
     qsort(s->t, (size_t)s->n, sizeof *s->t, by_offset);
     if (s->n == 0) return lrun_fail(LRUN_E_ARG, "packing %s: the file has no tensors", path);
+    uint64_t end = 0; /* the packed format bounds the GGUF padding (packed_file.h) */
+    for (int64_t i = 0; i <= s->n; i++) {
+        const uint64_t at = i < s->n ? s->t[i].offset : s->data_bytes;
+        if (at < end || at - end >= LRUN_PACKED_MAX_GAP)
+            return lrun_fail(LRUN_E_ARG, "packing %s: %s at data offset %llu (padding of 1 MiB or more, or overlapping tensors)",
+                             path, i < s->n ? "a tensor" : "the end of the data", (unsigned long long)at);
+        if (i < s->n) end = at + s->t[i].bytes;
+    }
     return LRUN_OK;
 }
 

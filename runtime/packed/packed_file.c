@@ -81,9 +81,13 @@ static lrun_status check_entry(const lrun_packed_file *f, const lrun_packed_entr
     snprintf(what, sizeof what, "entry %lld: ", (long long)i);
     if (e->plain_bytes > f->data_bytes || e->plain_offset > f->data_bytes - e->plain_bytes)
         return bad(p, "%splain range at %lld (+%lld) is outside the data section", what, (long long)e->plain_offset, (long long)e->plain_bytes);
-    if (prev && e->plain_offset < prev->plain_offset + prev->plain_bytes)
+    const uint64_t prev_end = prev ? prev->plain_offset + prev->plain_bytes : 0;
+    if (e->plain_offset < prev_end)
         return bad(p, "%splain range at %lld overlaps or precedes the one before, ending at %lld", what,
-                   (long long)e->plain_offset, (long long)(prev->plain_offset + prev->plain_bytes));
+                   (long long)e->plain_offset, (long long)prev_end);
+    if (e->plain_offset - prev_end >= LRUN_PACKED_MAX_GAP)
+        return bad(p, "%splain range at %lld leaves a gap of 1 MiB or more after %lld", what, (long long)e->plain_offset,
+                   (long long)prev_end);
     if (e->packed_size > f->packed_bytes || e->packed_offset > f->packed_bytes - e->packed_size)
         return bad(p, "%spacked range at %lld (+%lld) is outside the packed section", what, (long long)e->packed_offset, (long long)e->packed_size);
     if (e->packed_offset % LRUN_PACKED_ALIGN)
@@ -129,6 +133,10 @@ static lrun_status read_entries(lrun_packed_file *f)
         lrun_status st = check_entry(f, e, i ? e - 1 : NULL, i);
         if (st != LRUN_OK) return st;
     }
+    const uint64_t end = f->n_entries ? f->entries[f->n_entries - 1].plain_offset + f->entries[f->n_entries - 1].plain_bytes : 0;
+    if (f->data_bytes - end >= LRUN_PACKED_MAX_GAP)
+        return bad(f->path, "%sthe data section of %lld bytes ends 1 MiB or more after the last tensor, at %lld", "",
+                   (long long)f->data_bytes, (long long)end);
     return check_gaps(f);
 }
 

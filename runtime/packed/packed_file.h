@@ -17,7 +17,9 @@
  *   head         H bytes
  *   packed       P bytes; each tensor starts at a multiple of 64 from the
  *                section's start; the bytes between tensors are zero
- * The file is exactly 48 + 40 N + H + P bytes. Unpacking writes the head,
+ * The file is exactly 48 + 40 N + H + P bytes. The GGUF padding before,
+ * between and after the tensors' plain ranges is under 1 MiB each, so a
+ * small file cannot make the reader size a huge output. Unpacking writes the head,
  * then each tensor at its plain offset (the GGUF's own padding is zeros):
  * the original GGUF file, byte for byte. Mode 1 loads a packed file by
  * unpacking it into an anonymous memory file and opening that with the GGUF
@@ -37,6 +39,7 @@
 #define LRUN_PACKED_FILE_HEADER 48  /* bytes before the entries */
 #define LRUN_PACKED_ENTRY_BYTES 40
 #define LRUN_PACKED_ALIGN 64        /* packed tensors start on this, from the section start */
+#define LRUN_PACKED_MAX_GAP ((uint64_t)1 << 20) /* bytes of GGUF padding before, between or after tensors, at most */
 
 enum { LRUN_PACKED_CODEC_RAW = 0, LRUN_PACKED_CODEC_EXP = 1 };
 

@@ -164,6 +164,14 @@ static void e_dtype(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(1) + 36, 7
 static void e_raw_size(uint8_t *b, size_t *n) { (void)n; put64(b + ENTRY(1) + 24, get64(b + ENTRY(1) + 24) - 4); }
 static void e_codec_dtype(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(1) + 32, 1); } /* an f32 norm "packed" */
 static void e_codec(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(0) + 32, 9); }
+static void e_data_tail(uint8_t *b, size_t *n) { (void)n; put64(b + 24, get64(b + 24) + ((uint64_t)1 << 21)); }
+static void e_plain_gap(uint8_t *b, size_t *n)
+{
+    (void)n; /* the last tensor 2 MiB further, the data section as much longer */
+    const size_t last = ENTRY(n_entries(b) - 1);
+    put64(b + last, get64(b + last) + ((uint64_t)1 << 21));
+    put64(b + 24, get64(b + 24) + ((uint64_t)1 << 21));
+}
 static void e_gap(uint8_t *b, size_t *n)
 {
     (void)n; /* the byte after the first tensor, before the second (aligned) */
@@ -201,6 +209,8 @@ static void bad_files(void)
     bad_rule("head size off", e_head, 0);
     bad_rule("plain range outside the data", e_plain_out, 0);
     bad_rule("plain ranges overlap", e_plain_overlap, 0);
+    bad_rule("a gap of 2 MiB between plain ranges", e_plain_gap, 0);
+    bad_rule("data section 2 MiB longer than its tensors", e_data_tail, 0);
     bad_rule("packed range outside the section", e_packed_out, 0);
     bad_rule("packed offset not aligned", e_packed_align, 0);
     bad_rule("packed ranges overlap", e_packed_overlap, 0);
