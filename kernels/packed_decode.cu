@@ -9,6 +9,8 @@ struct packed_args {
     uint64_t n, first, count;
     uint64_t rest, hi, code1, table, code2, esc; /* section offsets, bytes */
     int is_bf16;
+    int rest_aligned;            /* 1: in + rest is 4-byte aligned (32-bit loads of kept bytes) */
+    int dst_aligned;             /* 1: dst is 8-byte aligned (64-bit stores) */
     uint8_t book1[4], book2[8];
 };
 
@@ -82,18 +84,31 @@ __global__ void __launch_bounds__(LRUN_K_PACKED_THREADS) packed_decode_blocks(pa
         hi = v >> (bit & 7);
     }
     uint16_t out[4];
+    uint8_t rest[4];
+    if (m == 4 && a.rest_aligned) { /* one 32-bit load of the four kept bytes */
+        const uchar4 r4 = *(const uchar4 *)(in + a.rest + i0);
+        rest[0] = r4.x, rest[1] = r4.y, rest[2] = r4.z, rest[3] = r4.w;
+    } else {
+        for (int k = 0; k < m; k++) rest[k] = in[a.rest + i0 + k];
+    }
     for (int k = 0; k < m; k++) {
         const unsigned c = (c1 >> (2 * k)) & 3u;
         unsigned e;
         if (c < 3) e = a.book1[c];
         else if (c2[k] < 7) e = a.book2[c2[k]];
         else e = esc[p3++];
-        const unsigned r = in[a.rest + i0 + k];
+        const unsigned r = rest[k];
         if (a.is_bf16) out[k] = (uint16_t)(((r & 0x80u) << 8) | (e << 7) | (r & 0x7fu));
         else {
             const unsigned h = (hi >> (3 * k)) & 7u;
             out[k] = (uint16_t)(((h & 4u) << 13) | (e << 10) | ((h & 3u) << 8) | r);
         }
+    }
+    if (m == 4 && i0 >= a.first && i0 + 4 <= a.first + a.count && ((i0 - a.first) & 3) == 0 && a.dst_aligned) {
+        /* one 8-byte store: dst + (i0 - first) is 8-byte aligned here */
+        *(uint2 *)(a.dst + (i0 - a.first)) = make_uint2((uint32_t)out[0] | ((uint32_t)out[1] << 16),
+                                                        (uint32_t)out[2] | ((uint32_t)out[3] << 16));
+        return;
     }
     for (int k = 0; k < m; k++) {
         const uint64_t i = i0 + k;
@@ -118,6 +133,8 @@ extern "C" lrun_status lrun_k_packed_decode(uint16_t *dst, const void *packed, c
     a.n = lay->n, a.first = first, a.count = count;
     a.rest = lay->rest, a.hi = lay->hi, a.code1 = lay->code1, a.table = lay->table, a.code2 = lay->code2, a.esc = lay->esc;
     a.is_bf16 = lay->dtype == LRUN_DTYPE_BF16;
+    a.rest_aligned = ((uintptr_t)packed + lay->rest) % 4 == 0;
+    a.dst_aligned = (uintptr_t)dst % 8 == 0;
     memcpy(a.book1, lay->book1, sizeof lay->book1); /* from the host: no read-back, the launch stays asynchronous */
     memcpy(a.book2, lay->book2, sizeof lay->book2);
     const uint64_t b0 = first / LRUN_K_PACKED_BLOCK, b1 = (first + count + LRUN_K_PACKED_BLOCK - 1) / LRUN_K_PACKED_BLOCK;

@@ -50,8 +50,9 @@ static uint16_t to_bf16(float f)
     return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
 }
 
-/* Packs src, decodes [first, first+count) on the GPU and on the CPU; 1 when equal. */
-static int gpu_matches(int dtype, const uint16_t *src, uint64_t n, uint64_t first, uint64_t count)
+/* Packs src, decodes [first, first+count) on the GPU (the packed bytes odd
+ * bytes past an aligned address) and on the CPU; 1 when equal. */
+static int gpu_matches_at(int dtype, const uint16_t *src, uint64_t n, uint64_t first, uint64_t count, size_t odd)
 {
     size_t cap = lrun_packed_bound(dtype, n), bytes = 0;
     uint8_t *p = malloc(cap);
@@ -60,10 +61,10 @@ static int gpu_matches(int dtype, const uint16_t *src, uint64_t n, uint64_t firs
     void *dp = NULL, *dd = NULL;
     int ok = p && cpu && gpu && lrun_packed_encode(p, cap, &bytes, dtype, src, n, NULL) == LRUN_OK &&
              lrun_packed_validate(&lay, p, bytes, "gpu") == LRUN_OK &&
-             lrun_cuda_alloc(dev, bytes, "packed", &dp) == LRUN_OK &&
+             lrun_cuda_alloc(dev, bytes + odd, "packed", &dp) == LRUN_OK &&
              lrun_cuda_alloc(dev, (count ? count : 1) * 2, "plain", &dd) == LRUN_OK &&
-             lrun_cuda_memcpy(dev, dp, p, bytes, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK &&
-             lrun_k_packed_decode(dd, dp, &lay, first, count, stream) == LRUN_OK &&
+             lrun_cuda_memcpy(dev, (char *)dp + odd, p, bytes, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK &&
+             lrun_k_packed_decode(dd, (char *)dp + odd, &lay, first, count, stream) == LRUN_OK &&
              lrun_cuda_stream_sync(dev, stream) == LRUN_OK &&
              lrun_cuda_memcpy(dev, gpu, dd, count * 2, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK;
     if (ok) lrun_packed_decode_range(cpu, p, &lay, first, count);
@@ -74,6 +75,11 @@ static int gpu_matches(int dtype, const uint16_t *src, uint64_t n, uint64_t firs
     if (dd) lrun_cuda_release(dev, dd);
     free(p), free(cpu), free(gpu);
     return ok;
+}
+
+static int gpu_matches(int dtype, const uint16_t *src, uint64_t n, uint64_t first, uint64_t count)
+{
+    return gpu_matches_at(dtype, src, n, first, count, 0);
 }
 
 static void cases(int dtype, const char *name)
@@ -108,6 +114,8 @@ static void cases(int dtype, const char *name)
     }
     snprintf(label, sizeof label, "%s: any element range decodes alone", name);
     CHECK(label, ok);
+    snprintf(label, sizeof label, "%s: packed bytes at an odd address (no 32-bit loads)", name);
+    CHECK(label, gpu_matches_at(dtype, v, 100000, 0, 100000, 1) && gpu_matches_at(dtype, v, 100000, 3, 5000, 3));
     free(v);
 }
 
