@@ -11,7 +11,8 @@ struct packed_args {
     int is_bf16;
     int rest_aligned;            /* 1: in + rest is 4-byte aligned (32-bit loads of kept bytes) */
     int dst_aligned;             /* 1: dst is 8-byte aligned (64-bit stores) */
-    uint8_t book1[4], book2[8];
+    uint32_t book1;              /* tier-1 exponents, byte k = code k (shifts, not an indexed array: */
+    uint64_t book2;              /* tier-2 exponents    an array in params would be copied to local memory) */
 };
 
 __device__ __forceinline__ uint64_t ld64_bytes(const uint8_t *p)
@@ -55,7 +56,8 @@ __global__ void __launch_bounds__(LRUN_K_PACKED_THREADS) packed_decode_blocks(pa
     const int m = i0 >= a.n ? 0 : (a.n - i0 >= 4 ? 4 : (int)(a.n - i0)); /* elements of this thread */
 
     unsigned c1 = m ? in[a.code1 + (i0 >> 2)] : 0, esc1 = 0;
-    for (int k = 0; k < m; k++) esc1 += ((c1 >> (2 * k)) & 3u) == 3u;
+#pragma unroll
+    for (int k = 0; k < 4; k++) esc1 += k < m && ((c1 >> (2 * k)) & 3u) == 3u;
     unsigned n2;
     const unsigned p2 = block_scan(esc1, warp_sums, &n2);
     const uint8_t *tb = in + a.table + 16 * b;
@@ -63,8 +65,9 @@ __global__ void __launch_bounds__(LRUN_K_PACKED_THREADS) packed_decode_blocks(pa
     const unsigned len2 = (n2 * 3 + 7) / 8;
 
     unsigned c2[4] = {0, 0, 0, 0}, esc2 = 0, j = p2;
-    for (int k = 0; k < m; k++) {
-        if (((c1 >> (2 * k)) & 3u) != 3u) continue;
+#pragma unroll /* constant indices keep c2, rest and out in registers */
+    for (int k = 0; k < 4; k++) {
+        if (k >= m || ((c1 >> (2 * k)) & 3u) != 3u) continue;
         const unsigned bit = 3 * j++, byte = bit >> 3;
         unsigned v = code2[byte];
         if (byte + 1 < len2) v |= (unsigned)code2[byte + 1] << 8;
@@ -89,13 +92,15 @@ __global__ void __launch_bounds__(LRUN_K_PACKED_THREADS) packed_decode_blocks(pa
         const uchar4 r4 = *(const uchar4 *)(in + a.rest + i0);
         rest[0] = r4.x, rest[1] = r4.y, rest[2] = r4.z, rest[3] = r4.w;
     } else {
-        for (int k = 0; k < m; k++) rest[k] = in[a.rest + i0 + k];
+#pragma unroll
+        for (int k = 0; k < 4; k++) rest[k] = k < m ? in[a.rest + i0 + k] : 0;
     }
-    for (int k = 0; k < m; k++) {
-        const unsigned c = (c1 >> (2 * k)) & 3u;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const unsigned c = k < m ? (c1 >> (2 * k)) & 3u : 0u; /* past the tensor's end: any value, never stored */
         unsigned e;
-        if (c < 3) e = a.book1[c];
-        else if (c2[k] < 7) e = a.book2[c2[k]];
+        if (c < 3) e = (a.book1 >> (8 * c)) & 0xffu;
+        else if (c2[k] < 7) e = (unsigned)(a.book2 >> (8 * c2[k])) & 0xffu;
         else e = esc[p3++];
         const unsigned r = rest[k];
         if (a.is_bf16) out[k] = (uint16_t)(((r & 0x80u) << 8) | (e << 7) | (r & 0x7fu));
@@ -110,9 +115,10 @@ __global__ void __launch_bounds__(LRUN_K_PACKED_THREADS) packed_decode_blocks(pa
                                                         (uint32_t)out[2] | ((uint32_t)out[3] << 16));
         return;
     }
-    for (int k = 0; k < m; k++) {
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
         const uint64_t i = i0 + k;
-        if (i >= a.first && i < a.first + a.count) a.dst[i - a.first] = out[k];
+        if (k < m && i >= a.first && i < a.first + a.count) a.dst[i - a.first] = out[k];
     }
 }
 
@@ -135,8 +141,9 @@ extern "C" lrun_status lrun_k_packed_decode(uint16_t *dst, const void *packed, c
     a.is_bf16 = lay->dtype == LRUN_DTYPE_BF16;
     a.rest_aligned = ((uintptr_t)packed + lay->rest) % 4 == 0;
     a.dst_aligned = (uintptr_t)dst % 8 == 0;
-    memcpy(a.book1, lay->book1, sizeof lay->book1); /* from the host: no read-back, the launch stays asynchronous */
-    memcpy(a.book2, lay->book2, sizeof lay->book2);
+    for (int k = 0; k < LRUN_PACKED_N1; k++) a.book1 |= (uint32_t)lay->book1[k] << (8 * k);
+    for (int k = 0; k < LRUN_PACKED_N2; k++) a.book2 |= (uint64_t)lay->book2[k] << (8 * k);
+    /* the codebooks come from the host: no read-back, the launch stays asynchronous */
     const uint64_t b0 = first / LRUN_K_PACKED_BLOCK, b1 = (first + count + LRUN_K_PACKED_BLOCK - 1) / LRUN_K_PACKED_BLOCK;
     for (uint64_t b = b0; b < b1; b += 0x7fffffffull) { /* grid.x is at most 2^31-1 blocks */
         const uint64_t nb = b1 - b < 0x7fffffffull ? b1 - b : 0x7fffffffull;
