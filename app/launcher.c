@@ -67,7 +67,9 @@ static void print_usage(FILE *f) {
             "  -h, --help         print this help and exit\n"
             "  --                 stop handling options\n"
             "  -                  read the script from stdin\n"
-            "With no script and no -e, lrun starts the REPL.\n",
+            "With no script and no -e, lrun starts the REPL.\n"
+            "Commands (a first word that is no file): lrun pack [-t N] IN.gguf OUT.lrpk,\n"
+            "  lrun unpack [-t N] IN.lrpk OUT.gguf (packed bf16/f16 weights: docs/packed.md)\n",
             progname);
 }
 
@@ -436,6 +438,23 @@ static int print_version(lua_State *L) {
 
 /* ---------------------------------------------------------------- main */
 
+/* A subcommand (`lrun pack IN OUT`): a word that is no file and that
+ * lrun.commands knows. A file of that name still runs as a script. */
+static int is_command(lua_State *L, const char *word) {
+    if (strcmp(word, "-") == 0 || strchr(word, '/') || strchr(word, '.') || access(word, F_OK) == 0) return 0;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "lrun.commands");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_getfield(L, -1, "has");
+    lua_pushstring(L, word);
+    int yes = lua_pcall(L, 1, 1, 0) == 0 && lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    return yes;
+}
+
 int main(int argc, char **argv) {
     if (argv[0] && argv[0][0]) {
         const char *slash = strrchr(argv[0], '/');
@@ -464,7 +483,7 @@ int main(int argc, char **argv) {
     lua_gc(L, LUA_GCRESTART, -1);
     set_package_path(L, root, build);
 
-    int status = 0;
+    int status = 0, exit_code = 0;
     if (o.version) {
         status = print_version(L);
         lua_close(L);
@@ -486,12 +505,19 @@ int main(int argc, char **argv) {
     int has_script = o.script < argc;
     if (status == 0 && has_script) {
         const char *path = argv[o.script];
-        status = luaL_loadfile(L, strcmp(path, "-") == 0 ? NULL : path);
+        const int command = is_command(L, path);
+        status = command ? luaL_loadstring(L, "return require('lrun.commands').run(...)")
+                         : luaL_loadfile(L, strcmp(path, "-") == 0 ? NULL : path);
         if (status == 0) {
             int n = argc - o.script - 1; /* the script gets its arguments as ... too */
-            luaL_checkstack(L, n, "too many arguments to the script");
+            luaL_checkstack(L, n + 1, "too many arguments to the script");
+            if (command) lua_pushstring(L, path);
             for (int i = 0; i < n; i++) lua_pushstring(L, argv[o.script + 1 + i]);
-            status = docall(L, n, 0);
+            status = docall(L, n + command, command);
+            if (status == 0 && command) { /* a command returns its exit status */
+                if (lua_tointeger(L, -1) != 0) exit_code = (int)lua_tointeger(L, -1);
+                lua_pop(L, 1);
+            }
         }
         report(L, status);
     }
@@ -501,5 +527,5 @@ int main(int argc, char **argv) {
     }
     fflush(stdout);
     lua_close(L);
-    return status ? 1 : 0;
+    return status ? 1 : exit_code;
 }

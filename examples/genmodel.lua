@@ -43,6 +43,8 @@ local spec = {
   { "--rms-eps", key = "rms_eps", type = "number", default = 1e-5, help = "RMSNorm epsilon" },
   { "--seed", key = "seed", type = "int", default = 1, help = "same seed, same weights" },
   { "--threads", key = "threads", type = "int", default = 0, help = "fill threads, 0 = all cores" },
+  { "--trained", key = "trained", type = "flag",
+    help = "matrices shaped like trained weights (synthetic: normal, per-tensor scales, outliers)" },
   { "-q", "--quiet", key = "quiet", type = "flag", help = "no progress bar" },
 }
 local synopsis = "lrun examples/genmodel.lua -o FILE (--preset NAME | --layers N --embd N --ff N --heads N "
@@ -99,6 +101,7 @@ s.embd_dtype = dtype("--embd-dtype", opts.embd_dtype or opts.dtype)
 s.tied_embeddings = opts.untied and 0 or 1
 s.rope_freq_base, s.rms_eps = opts.rope_base, opts.rms_eps
 s.seed, s.n_threads, s.progress = opts.seed, opts.threads, opts.quiet and 0 or 1
+s.trained_stats = opts.trained and 1 or 0
 
 -- The C side names spec fields; say them as the options they came from.
 local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--heads", n_head_kv = "--kv-heads",

@@ -272,6 +272,16 @@ lrun_status lrun_k_argmax(const float *logits, int64_t n_rows, int64_t n_vocab, 
 lrun_status lrun_k_topk(const float *logits, int64_t n_rows, int64_t n_vocab, int64_t k, float *values,
                         int32_t *ids, void *stream);
 
+// ---------------------------------------------------------------- packed weights
+
+/* dst (count) = elements first .. first+count-1 of a packed bf16/f16 tensor
+ * (runtime/packed/codec.h) at packed in device memory, whose layout lay was
+ * filled on the host by lrun_packed_validate (or lrun_packed_encode): the
+ * kernel trusts it. Bit-exact with lrun_packed_decode_range. */
+struct lrun_packed_layout;
+lrun_status lrun_k_packed_decode(uint16_t *dst, const void *packed, const struct lrun_packed_layout *lay, uint64_t first,
+                                 uint64_t count, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -338,6 +338,9 @@ typedef struct lrun_model_gen_spec {
     uint64_t seed;              /* same seed, same weights (in every dtype, up to rounding) */
     int n_threads;              /* fill threads; 0 = all cores */
     int progress;               /* 1: progress bar on stderr when it is a terminal */
+    int trained_stats;          /* 0: matrices U(-1/sqrt(fan_in), ..); 1: shaped like trained weights
+                                 * (synthetic): normal, a per-tensor deviation 0.5..1.5 x 1/sqrt(3 fan_in),
+                                 * about one outlier (8..15 x) per 1024 values; for packed ratios */
 } lrun_model_gen_spec;
 
 /* Writes a complete llama-architecture GGUF at path: standard metadata, a
@@ -346,6 +349,30 @@ typedef struct lrun_model_gen_spec {
  * spec (or the tensor whose row is not whole blocks of its dtype); on any
  * failure no file is left behind. */
 LRUN_API lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec);
+
+/* ---------------------------------------------------------------- packed weights (docs/packed.md) */
+
+typedef struct lrun_pack_opts {
+    int n_threads;              /* 0 = every core */
+    int progress;               /* 1: progress bar on stderr when it is a terminal */
+} lrun_pack_opts;
+
+typedef struct lrun_pack_stats {
+    size_t in_bytes;            /* the input file */
+    size_t out_bytes;           /* the packed file */
+    size_t plain_bytes;         /* bf16/f16 tensors, plain */
+    size_t packed_bytes;        /* the same tensors, packed */
+    int64_t n_packed;           /* tensors packed */
+    int64_t n_raw;              /* tensors stored as they are (f32, quantized) */
+    double seconds;
+} lrun_pack_stats;
+
+/* Writes the packed form of the GGUF file in to out: bf16 and f16 tensors
+ * losslessly compressed, everything else as it is (stats may be NULL). A
+ * packed file loads with lrun_model_load like the GGUF (decoded at load). */
+LRUN_API lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opts, lrun_pack_stats *stats);
+/* Writes the GGUF file a packed file came from, byte for byte. */
+LRUN_API lrun_status lrun_unpack(const char *in, const char *out, const lrun_pack_opts *opts);
 
 /* ---------------------------------------------------------------- tokenizer */
 

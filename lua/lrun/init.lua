@@ -41,6 +41,14 @@ function M.resilient(fn, strategies, config)
   return require("lrun.resilient").run(fn, strategies, config)
 end
 
+--- Packs the bf16/f16 tensors of a GGUF file losslessly (lrun.pack, docs/packed.md).
+-- @treturn[1] table stats (ratio, bytes, seconds)
+-- @treturn[2] nil
+-- @treturn[2] string error
+function M.pack(input, output, opts)
+  return require("lrun.pack").pack(input, output, opts)
+end
+
 -- lrun.chat, lrun.pretty … are the submodules, loaded when first read.
 local submodules = {
   chat = true, cli = true, errors = true, ffi = true, generate = true, model = true,

@@ -6,6 +6,7 @@
  * up front, so the forward pass can trust them, then prefaults the mapping
  * so the first token does not pay for page faults. */
 #include "model/model.h"
+#include "packed/packed_file.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -409,7 +410,9 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
 
     lrun_model *m = calloc(1, sizeof *m);
     if (!m) return lrun_fail_oom(sizeof *m, 0, "loading %s: model record", path);
-    lrun_status st = lrun_gguf_open(&m->gguf, path);
+    /* mode 1: a packed file is decoded here, whatever tier its tensors go to next */
+    lrun_status st = lrun_packed_file_sniff(path) ? lrun_packed_open_gguf(&m->gguf, path, opts->n_threads, opts->progress)
+                                                  : lrun_gguf_open(&m->gguf, path);
     if (st == LRUN_OK) st = read_hparams(m);
     if (st == LRUN_OK) st = build_tensors(m);
     if (st == LRUN_OK && opts->rope_style >= 0) m->info.rope_style = (lrun_rope_style)opts->rope_style;

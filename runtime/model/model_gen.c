@@ -10,6 +10,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "lrun.h"
+#include "model/random_fill.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -71,6 +72,7 @@ typedef struct gen_tensor {
     size_t block_bytes;
     float scale;                /* values U(-scale, scale) */
     int is_norm;                /* 1: f32 values 1 + noise */
+    int trained;                /* 1: trained-like values of deviation scale (lrun_random_fill_trained) */
     uint64_t seed;              /* from the run's seed and the tensor's name */
 } gen_tensor;
 
@@ -110,6 +112,9 @@ static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *na
     t->is_norm = ne1 <= 0;
     t->scale = t->is_norm ? GEN_NORM_NOISE : (float)(1.0 / sqrt((double)ne0)); /* fan_in = ne[0] */
     t->seed = s->seed ^ name_hash(name);
+    t->trained = s->trained_stats && !t->is_norm;
+    if (t->trained) /* the uniform's deviation, times a per-tensor factor in [0.5, 1.5) */
+        t->scale = (float)(t->scale / sqrt(3.0) * (0.5 + (double)(name_hash(name) >> 11) / 9007199254740992.0));
     return LRUN_OK;
 }
 
@@ -351,7 +356,8 @@ static void *fill_main(void *arg)
         int64_t b0 = nb * j->ith / j->nth, b1 = nb * (j->ith + 1) / j->nth;
         if (b1 <= b0) continue;
         uint8_t *dst = j->c->buf + pc->at + (size_t)b0 * g->block_bytes;
-        j->status = lrun_random_fill(g->dtype, dst, pc->first + b0 * g->block, (b1 - b0) * g->block, g->scale, g->seed);
+        j->status = (g->trained ? lrun_random_fill_trained : lrun_random_fill)(g->dtype, dst, pc->first + b0 * g->block,
+                                                                               (b1 - b0) * g->block, g->scale, g->seed);
         if (j->status == LRUN_OK && g->is_norm)
             for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] += 1.0f;
     }

@@ -14,8 +14,10 @@
  */
 #include "core/error.h"
 #include "lrun.h"
+#include "model/random_fill.h"
 #include "quant/quant.h"
 
+#include <math.h>
 #include <string.h>
 #if defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
@@ -137,31 +139,55 @@ static void to_f16(uint16_t *restrict dst, const float *restrict src, int64_t n)
     for (; j < n; j++) dst[j] = lrun_f32_to_f16(src[j]);
 }
 
-// ---------------------------------------------------------------- entry point
+// ---------------------------------------------------------------- trained-like values (synthetic)
 
-lrun_status lrun_random_fill(lrun_dtype dtype, void *dst, int64_t first, int64_t n, float scale, uint64_t seed)
+/* dst (n) = values first .. first+n-1 of a normal stream of deviation std,
+ * with about one element in 1024 an outlier 8..15 times larger: the shape of
+ * trained weights (per-tensor normal scales, a few large values per row),
+ * for the packed codec's ratio. Synthetic: not a real checkpoint. */
+static void fill_trained_f32(float *restrict dst, int64_t first, int64_t n, float std, uint64_t key)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const uint64_t z = mix64(key ^ ((uint64_t)(first + j) * 0x9e3779b97f4a7c15ull));
+        const double u1 = ((double)(z >> 40) + 0.5) / 16777216.0, u2 = (double)((z >> 16) & 0xffffff) / 16777216.0;
+        double v = (double)std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        if ((z & 0x3ff) == 0) v *= (double)(8 + ((z >> 10) & 7));
+        dst[j] = (float)v;
+    }
+}
+
+// ---------------------------------------------------------------- entry points
+
+typedef void (*fill_fn)(float *restrict dst, int64_t first, int64_t n, float scale, uint64_t key);
+
+static lrun_status check_args(const char *fn, lrun_dtype dtype, const void *dst, int64_t first, int64_t n, float scale)
 {
     if (!lrun_dtype_is_supported((int)dtype))
-        return lrun_fail(LRUN_E_ARG, "lrun_random_fill: dtype id %d is not a weight type", (int)dtype);
+        return lrun_fail(LRUN_E_ARG, "%s: dtype id %d is not a weight type", fn, (int)dtype);
     int64_t block = lrun_dtype_block_elems(dtype);
     if (first < 0 || n < 0 || first % block != 0 || n % block != 0 || first > INT64_MAX - n)
-        return lrun_fail(LRUN_E_ARG, "lrun_random_fill: first %lld and n %lld must be whole %s blocks of %lld",
+        return lrun_fail(LRUN_E_ARG, "%s: first %lld and n %lld must be whole %s blocks of %lld", fn,
                          (long long)first, (long long)n, lrun_dtype_name(dtype), (long long)block);
-    if (n > 0 && !dst) return lrun_fail(LRUN_E_ARG, "lrun_random_fill: dst is NULL");
+    if (n > 0 && !dst) return lrun_fail(LRUN_E_ARG, "%s: dst is NULL", fn);
     if (!(scale >= 0.0f) || scale > 1e30f)
-        return lrun_fail(LRUN_E_ARG, "lrun_random_fill: scale %g must be finite and >= 0", (double)scale);
-    const uint64_t key = mix64(seed ^ 0x6c72756e2d726e67ull); /* "lrun-rng": seed 0 is not special */
+        return lrun_fail(LRUN_E_ARG, "%s: scale %g must be finite and >= 0", fn, (double)scale);
+    return LRUN_OK;
+}
 
+/* Values of fill, staged FILL_TILE at a time and encoded to dtype. */
+static lrun_status fill_encode(fill_fn fill, lrun_dtype dtype, void *dst, int64_t first, int64_t n, float scale, uint64_t key)
+{
     if (dtype == LRUN_DTYPE_F32) {
-        fill_f32(dst, first, n, scale, key);
+        fill(dst, first, n, scale, key);
         return LRUN_OK;
     }
     float tile[FILL_TILE];          /* (FILL_TILE) staged values */
+    const int64_t block = lrun_dtype_block_elems(dtype);
     const size_t tile_bytes = (size_t)(FILL_TILE / block) * lrun_dtype_block_bytes(dtype);
     uint8_t *out = dst;
     for (int64_t done = 0; done < n; done += FILL_TILE) {
         int64_t k = n - done < FILL_TILE ? n - done : FILL_TILE;
-        fill_f32(tile, first + done, k, scale, key);
+        fill(tile, first + done, k, scale, key);
         if (dtype == LRUN_DTYPE_BF16) {
             to_bf16((uint16_t *)out, tile, k);
         } else if (dtype == LRUN_DTYPE_F16) {
@@ -173,4 +199,19 @@ lrun_status lrun_random_fill(lrun_dtype dtype, void *dst, int64_t first, int64_t
         out += tile_bytes; /* only the last tile can be short */
     }
     return LRUN_OK;
+}
+
+lrun_status lrun_random_fill(lrun_dtype dtype, void *dst, int64_t first, int64_t n, float scale, uint64_t seed)
+{
+    lrun_status st = check_args("lrun_random_fill", dtype, dst, first, n, scale);
+    if (st != LRUN_OK) return st;
+    const uint64_t key = mix64(seed ^ 0x6c72756e2d726e67ull); /* "lrun-rng": seed 0 is not special */
+    return fill_encode(fill_f32, dtype, dst, first, n, scale, key);
+}
+
+lrun_status lrun_random_fill_trained(lrun_dtype dtype, void *dst, int64_t first, int64_t n, float std, uint64_t seed)
+{
+    lrun_status st = check_args("lrun_random_fill_trained", dtype, dst, first, n, std);
+    if (st != LRUN_OK) return st;
+    return fill_encode(fill_trained_f32, dtype, dst, first, n, std, mix64(seed ^ 0x747261696e6564ull)); /* "trained" */
 }

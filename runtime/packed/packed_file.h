@@ -1,0 +1,81 @@
+/* packed_file.h — the packed model file: a GGUF file whose bf16/f16 tensors
+ * are stored packed (codec.h), read back bit for bit.
+ *
+ * File layout (every integer little-endian):
+ *   magic        8 bytes "LRUNPACK"
+ *   version      u32 = 1
+ *   reserved     u32 = 0
+ *   head_bytes   u64 H: the original GGUF up to its tensor data (header,
+ *                metadata, tensor infos, alignment padding), kept verbatim
+ *   data_bytes   u64 D: the original GGUF's tensor data section
+ *   n_entries    u64 N: one per tensor of the GGUF, by increasing data offset
+ *   packed_bytes u64 P: the packed section
+ *   entries      N x 40 bytes: u64 plain_offset, u64 plain_bytes (the tensor's
+ *                place in the GGUF data section), u64 packed_offset, u64
+ *                packed_size (its place in the packed section), u32 codec
+ *                (0 stored as is, 1 packed), u32 dtype (LRUN_DTYPE_*)
+ *   head         H bytes
+ *   packed       P bytes; each tensor starts at a multiple of 64 from the
+ *                section's start; the bytes between tensors are zero
+ * The file is exactly 48 + 40 N + H + P bytes. The GGUF padding before,
+ * between and after the tensors' plain ranges is under 1 MiB each, so a
+ * small file cannot make the reader size a huge output. Unpacking writes the head,
+ * then each tensor at its plain offset (the GGUF's own padding is zeros):
+ * the original GGUF file, byte for byte. Mode 1 loads a packed file by
+ * unpacking it into an anonymous memory file and opening that with the GGUF
+ * reader, which checks the head as strictly as any GGUF; every entry must
+ * then match one GGUF tensor exactly (offset, bytes, dtype).
+ */
+#ifndef LRUN_PACKED_FILE_H
+#define LRUN_PACKED_FILE_H
+
+#include "lrun.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LRUN_PACKED_FILE_MAGIC "LRUNPACK"
+#define LRUN_PACKED_FILE_VERSION 1
+#define LRUN_PACKED_FILE_HEADER 48  /* bytes before the entries */
+#define LRUN_PACKED_ENTRY_BYTES 40
+#define LRUN_PACKED_ALIGN 64        /* packed tensors start on this, from the section start */
+#define LRUN_PACKED_MAX_GAP ((uint64_t)1 << 20) /* bytes of GGUF padding before, between or after tensors, at most */
+
+enum { LRUN_PACKED_CODEC_RAW = 0, LRUN_PACKED_CODEC_EXP = 1 };
+
+typedef struct lrun_packed_entry {
+    uint64_t plain_offset;      /* bytes from the GGUF data start */
+    uint64_t plain_bytes;
+    uint64_t packed_offset;     /* bytes from the packed section start */
+    uint64_t packed_size;
+    uint32_t codec;             /* LRUN_PACKED_CODEC_* */
+    uint32_t dtype;             /* LRUN_DTYPE_* of the plain tensor */
+} lrun_packed_entry;
+
+typedef struct lrun_packed_file {
+    const char *path;
+    const uint8_t *map;         /* (size) the whole file, read-only */
+    size_t size;
+    uint64_t head_bytes, data_bytes, packed_bytes;
+    int64_t n_entries;
+    lrun_packed_entry *entries; /* (n_entries) */
+    const uint8_t *head;        /* (head_bytes) into map */
+    const uint8_t *packed;      /* (packed_bytes) into map */
+} lrun_packed_file;
+
+/* 1 when the file at path starts with the packed magic (0 on any error). */
+int lrun_packed_file_sniff(const char *path);
+
+/* Maps and checks the frame and every entry (not yet the packed bytes). */
+lrun_status lrun_packed_file_open(lrun_packed_file **out, const char *path);
+void lrun_packed_file_close(lrun_packed_file *f);
+
+/* Writes the plain GGUF into fd (truncated to its size), decoding every
+ * packed tensor (which checks it); n_threads <= 0: every core. */
+lrun_status lrun_packed_file_unpack_fd(const lrun_packed_file *f, int fd, int n_threads, int progress);
+
+/* Mode 1: the plain GGUF of a packed file, unpacked into anonymous memory
+ * and opened with the GGUF reader; the entries are checked against it. */
+lrun_status lrun_packed_open_gguf(lrun_gguf **out, const char *path, int n_threads, int progress);
+
+#endif

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# packed_bench.sh — builds and runs tests/bench/packed_decode_bench.c against
+# the build's static library: the packed codec's ratio, CPU encode/decode MB/s
+# and (with CUDA=1 and a GPU) the decode kernel's GB/s (docs/packed.md).
+#   make CUDA=1 && tests/bench/packed_bench.sh [rows cols]
+#   tests/bench/packed_bench.sh --gguf models/SmolLM2-135M-Instruct.Q4_1.gguf
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${LRUN_BUILD:-build}
+cuda_home=${CUDA_HOME:-/usr/local/cuda}
+flags=(-O2 -march=native -std=c11 -D_GNU_SOURCE -pthread -Iruntime -Ikernels)
+libs=("$build/liblrun.a" -lpcre2-8 -lm)
+if grep -q LRUN_WITH_CUDA "$build/.flags" 2>/dev/null; then
+  flags+=(-DLRUN_WITH_CUDA "-I$cuda_home/include")
+  libs+=("-L$cuda_home/lib64" "-Wl,-rpath,$cuda_home/lib64" -lcudart -lcublas -lstdc++)
+fi
+cc "${flags[@]}" tests/bench/packed_decode_bench.c -o "$build/packed_decode_bench" "${libs[@]}"
+exec "$build/packed_decode_bench" "$@"
