@@ -52,7 +52,8 @@ ALL_CFLAGS    = $(LRUN_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(SAN_FLAGS) -MMD -MP
 ALL_LDFLAGS   = $(SAN_FLAGS) $(EXTRA_LDFLAGS)
 # ---------------------------------------------------------------- end habits: flags
 LDLIBS   := -lm -pthread
-LIB_LDLIBS := $(LDLIBS) -lpcre2-8
+# cJSON: the JSON of HF model directories (safetensors headers, config.json, the index)
+LIB_LDLIBS := $(LDLIBS) -lpcre2-8 -lcjson
 
 ifeq ($(CUDA),1)
 LRUN_CFLAGS += -DLRUN_WITH_CUDA -I$(CUDA_HOME)/include
