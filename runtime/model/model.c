@@ -163,7 +163,7 @@ static lrun_status read_rope_scaling(lrun_model *m)
     return LRUN_OK;
 }
 
-static lrun_status read_hparams(lrun_model *m)
+lrun_status lrun_model_read_hparams(lrun_model *m)
 {
     const lrun_gguf *g = m->gguf;
     lrun_model_info *in = &m->info;
@@ -304,44 +304,58 @@ static lrun_status check_tensor(const struct lrun_tensor *t, const char *name, i
     return LRUN_OK;
 }
 
+lrun_status lrun_model_tensors_init(lrun_model *m, int64_t n)
+{
+    m->n_tensors = n;
+    m->layers = calloc((size_t)m->info.n_layer, sizeof *m->layers);
+    m->tensors = calloc(n > 0 ? (size_t)n : 1, sizeof *m->tensors);
+    if (!m->layers || !m->tensors) return lrun_fail_oom(0, 0, "model: tensor records");
+    return LRUN_OK;
+}
+
+lrun_status lrun_model_add_tensor(lrun_model *m, int64_t i, const char *name, lrun_dtype dtype, int ndim,
+                                  const int64_t *dims, const void *data)
+{
+    struct lrun_tensor *t = &m->tensors[i];
+    if (!lrun_dtype_is_supported((int)dtype))
+        return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' has dtype %d, which lrun cannot compute with", name,
+                         (int)dtype);
+    lrun_status st = lrun_tensor_set_shape(t, name, dtype, ndim, dims);
+    if (st != LRUN_OK) return st;
+    int layer;
+    const lrun_arch_tensor_desc *d = parse_name(m->arch, name, &layer);
+    if (!d)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' is not part of the %s architecture", name, m->arch->name);
+    if (layer >= m->info.n_layer)
+        return lrun_fail(LRUN_E_FORMAT, "tensor '%s' names block %d, but the model has %lld blocks", name, layer,
+                         (long long)m->info.n_layer);
+    t->role = d->role;
+    t->layer = layer;
+    t->tier = LRUN_TIER_MMAP;
+    t->file_data = data;
+    t->data = (void *)t->file_data; /* zero copy: the mapping is read-only, and so are weights */
+    t->device = NULL;
+    *tensor_slot(m, layer, d->id) = t;
+    m->info.weight_bytes += t->nbytes;
+    return LRUN_OK;
+}
+
 static lrun_status build_tensors(lrun_model *m)
 {
     const lrun_gguf *g = m->gguf;
-    const lrun_model_info *in = &m->info;
-    m->n_tensors = lrun_gguf_tensor_count(g);
-    m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
-    m->tensors = calloc(m->n_tensors > 0 ? (size_t)m->n_tensors : 1, sizeof *m->tensors);
-    if (!m->layers || !m->tensors) return lrun_fail_oom(0, 0, "model: tensor records");
-
-    for (int64_t i = 0; i < m->n_tensors; i++) {
-        struct lrun_tensor *t = &m->tensors[i];
-        const char *name = lrun_gguf_tensor_name(g, i);
-        const lrun_dtype dtype = lrun_gguf_tensor_dtype(g, i);
-        if (!lrun_dtype_is_supported((int)dtype))
-            return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' has dtype %d, which lrun cannot compute with", name,
-                             (int)dtype);
+    lrun_status st = lrun_model_tensors_init(m, lrun_gguf_tensor_count(g));
+    for (int64_t i = 0; st == LRUN_OK && i < m->n_tensors; i++) {
         int64_t dims[LRUN_MAX_DIMS];
-        const int ndim = lrun_gguf_tensor_ndim(g, i);
         for (int d = 0; d < LRUN_MAX_DIMS; d++) dims[d] = lrun_gguf_tensor_dim(g, i, d);
-        lrun_status st = lrun_tensor_set_shape(t, name, dtype, ndim, dims);
-        if (st != LRUN_OK) return st;
-        int layer;
-        const lrun_arch_tensor_desc *d = parse_name(m->arch, name, &layer);
-        if (!d)
-            return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' is not part of the %s architecture", name, m->arch->name);
-        if (layer >= in->n_layer)
-            return lrun_fail(LRUN_E_FORMAT, "tensor '%s' names block %d, but the model has %lld blocks", name, layer,
-                             (long long)in->n_layer);
-        t->role = d->role;
-        t->layer = layer;
-        t->tier = LRUN_TIER_MMAP;
-        t->file_data = lrun_gguf_tensor_data(g, i);
-        t->data = (void *)t->file_data; /* zero copy: the mapping is read-only, and so are weights */
-        t->device = NULL;
-        *tensor_slot(m, layer, d->id) = t;
-        m->info.weight_bytes += t->nbytes;
+        st = lrun_model_add_tensor(m, i, lrun_gguf_tensor_name(g, i), lrun_gguf_tensor_dtype(g, i),
+                                   lrun_gguf_tensor_ndim(g, i), dims, lrun_gguf_tensor_data(g, i));
     }
+    return st == LRUN_OK ? lrun_model_check_tensors(m) : st;
+}
 
+lrun_status lrun_model_check_tensors(lrun_model *m)
+{
+    const lrun_model_info *in = &m->info;
     /* every tensor the forward pass reads, with its exact shape: the model's own, then block by block */
     for (int64_t l = -1; l < in->n_layer; l++)
         for (int i = 0; i < m->arch->n_tensors; i++) {
@@ -363,31 +377,61 @@ static lrun_status build_tensors(lrun_model *m)
 
 // ---------------------------------------------------------------- prefault
 
-/* Asks the kernel to read the weights ahead and touches one byte per page,
- * in file order, so the first forward pass does not stall on page faults and
- * the user sees the load happen. Skipped (beyond the hint) when the file is
- * larger than physical memory: touching would only evict earlier pages. */
-static void prefault(const lrun_model *m, const char *path, int show)
+/* The mapped bytes of the weights: the GGUF's data section, or each
+ * safetensors shard's. */
+typedef struct region {
+    const char *start;
+    size_t len;
+} region;
+
+static int weight_regions(const lrun_model *m, region *r, int cap)
 {
+    if (m->st) {
+        const int n = lrun_st_set_n_files(m->st) < cap ? lrun_st_set_n_files(m->st) : cap;
+        for (int i = 0; i < n; i++) r[i].start = lrun_safetensors_data(lrun_st_set_file(m->st, i), &r[i].len);
+        return n;
+    }
     const lrun_gguf *g = m->gguf;
-    if (m->n_tensors == 0) return;
+    if (m->n_tensors == 0 || cap < 1) return 0;
     const char *start = (const char *)lrun_gguf_tensor_data(g, 0) - lrun_gguf_tensor_offset(g, 0);
     const size_t file = lrun_gguf_file_bytes(g), off = lrun_gguf_data_offset(g);
-    if (!start || off >= file) return;
-    const size_t len = file - off;
+    if (!start || off >= file) return 0;
+    r[0] = (region){start, file - off};
+    return 1;
+}
+
+/* Asks the kernel to read the weights ahead and touches one byte per page,
+ * in file order, so the first forward pass does not stall on page faults and
+ * the user sees the load happen (bytes, shard, speed). Skipped (beyond the
+ * hint) when the weights are larger than physical memory: touching would
+ * only evict earlier pages. */
+static void prefault(const lrun_model *m, const char *path, int show)
+{
+    region r[256];
+    const int n = weight_regions(m, r, (int)(sizeof r / sizeof r[0]));
     const long page_l = sysconf(_SC_PAGESIZE), phys = sysconf(_SC_PHYS_PAGES);
     const size_t page = page_l > 0 ? (size_t)page_l : 4096;
-    const uintptr_t aligned = (uintptr_t)start & ~(uintptr_t)(page - 1);
-    (void)madvise((void *)aligned, len + ((uintptr_t)start - aligned), MADV_WILLNEED);
-    if (phys > 0 && len / page > (size_t)phys) return;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const uintptr_t aligned = (uintptr_t)r[i].start & ~(uintptr_t)(page - 1);
+        (void)madvise((void *)aligned, r[i].len + ((uintptr_t)r[i].start - aligned), MADV_WILLNEED);
+        total += r[i].len;
+    }
+    if (n == 0 || (phys > 0 && total / page > (size_t)phys)) return;
 
     lrun_progress bar;
-    lrun_progress_begin(&bar, show, path, len);
+    lrun_progress_begin(&bar, show, path, total);
+    const char *slash = strrchr(path, '/');
     volatile unsigned char sink = 0;
     const size_t report_every = (size_t)4 << 20;
-    for (size_t o = 0; o < len; o += page) {
-        sink ^= (unsigned char)start[o];
-        if (o % report_every < page) lrun_progress_update(&bar, o);
+    size_t done = 0;
+    for (int i = 0; i < n; i++) {
+        if (n > 1) snprintf(bar.label, sizeof bar.label, "loading %.24s %d/%d", slash ? slash + 1 : path, i + 1, n);
+        for (size_t o = 0; o < r[i].len; o += page) {
+            sink ^= (unsigned char)r[i].start[o];
+            if (o % report_every < page) lrun_progress_update(&bar, done + o);
+        }
+        done += r[i].len;
     }
     (void)sink;
     lrun_progress_end(&bar);
@@ -409,12 +453,17 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
 
     lrun_model *m = calloc(1, sizeof *m);
     if (!m) return lrun_fail_oom(sizeof *m, 0, "loading %s: model record", path);
-    lrun_status st = lrun_gguf_open(&m->gguf, path);
-    if (st == LRUN_OK) st = read_hparams(m);
-    if (st == LRUN_OK) st = build_tensors(m);
+    lrun_status st;
+    if (lrun_model_is_hf(path)) {
+        st = lrun_model_open_hf(m, path, opts->progress);
+    } else {
+        st = lrun_gguf_open(&m->gguf, path);
+        if (st == LRUN_OK) st = lrun_model_read_hparams(m);
+        if (st == LRUN_OK) st = build_tensors(m);
+        if (st == LRUN_OK && find_key(m->gguf, "tokenizer.ggml.model") >= 0)
+            st = lrun_tokenizer_init_gguf(&m->tokenizer, m->gguf);
+    }
     if (st == LRUN_OK && opts->rope_style >= 0) m->info.rope_style = (lrun_rope_style)opts->rope_style;
-    if (st == LRUN_OK && find_key(m->gguf, "tokenizer.ggml.model") >= 0)
-        st = lrun_tokenizer_init_gguf(&m->tokenizer, m->gguf);
     if (st == LRUN_OK) st = lrun_device_open(&m->device, opts->device ? opts->device : "cpu", opts->device_budget);
     if (st == LRUN_OK) st = lrun_threadpool_init(&m->pool, opts->n_threads);
     if (st != LRUN_OK) {
@@ -435,6 +484,8 @@ void lrun_model_free(lrun_model *model)
     if (model->tokenizer) lrun_tokenizer_free(model->tokenizer);
     if (model->device) lrun_device_free(model->device);
     if (model->gguf) lrun_gguf_close(model->gguf);
+    if (model->st) lrun_st_set_close(model->st);
+    free(model->owned);
     free(model->tensors);
     free(model->layers);
     free(model);
@@ -456,9 +507,12 @@ lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i)
 
 lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name)
 {
-    /* tensors are kept in file order, so the file's index is ours */
-    const int64_t i = name ? lrun_gguf_find_tensor(model->gguf, name) : -1;
-    return lrun_model_tensor(model, i);
+    if (!name) return NULL;
+    /* a GGUF's tensors are kept in file order, so the file's index is ours */
+    if (!model->st) return lrun_model_tensor(model, lrun_gguf_find_tensor(model->gguf, name));
+    for (int64_t i = 0; i < model->n_tensors; i++)
+        if (strcmp(model->tensors[i].name, name) == 0) return &model->tensors[i];
+    return NULL;
 }
 
 size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)
