@@ -347,6 +347,13 @@ typedef struct lrun_model_gen_spec {
  * failure no file is left behind. */
 LRUN_API lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec);
 
+/* The same model (the same values) as a Hugging Face directory at dir
+ * (created when absent): config.json, generation_config.json and
+ * model.safetensors, or n_shards > 1 files with model.safetensors.index.json.
+ * Weights and embeddings must be f32, f16 or bf16; q/k rows are in HF
+ * layout (half-split RoPE), so the directory computes what the GGUF does. */
+LRUN_API lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *spec, int n_shards);
+
 /* ---------------------------------------------------------------- tokenizer */
 
 typedef struct lrun_tokenizer lrun_tokenizer;

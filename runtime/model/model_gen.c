@@ -10,6 +10,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "lrun.h"
+#include "model/model_gen.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -31,7 +32,7 @@ static lrun_status bad_spec(const char *field, long long value, const char *why)
     return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.%s = %lld: %s", field, value, why);
 }
 
-static lrun_status check_spec(const lrun_model_gen_spec *s)
+lrun_status lrun_gen_check_spec(const lrun_model_gen_spec *s)
 {
     const struct { const char *name; int64_t v; } pos[] = {
         {"n_layer", s->n_layer}, {"n_embd", s->n_embd}, {"n_head", s->n_head}, {"n_head_kv", s->n_head_kv},
@@ -60,25 +61,6 @@ static lrun_status check_spec(const lrun_model_gen_spec *s)
 }
 
 // ---------------------------------------------------------------- the tensor list
-
-typedef struct gen_tensor {
-    char name[64];
-    lrun_dtype dtype;
-    int ndim;
-    int64_t ne[2];              /* ne[0] innermost: a weight [out, in] is {in, out} */
-    int64_t nelem;
-    int64_t block;              /* elements per block of dtype */
-    size_t block_bytes;
-    float scale;                /* values U(-scale, scale) */
-    int is_norm;                /* 1: f32 values 1 + noise */
-    uint64_t seed;              /* from the run's seed and the tensor's name */
-} gen_tensor;
-
-typedef struct gen_list {
-    gen_tensor *t;              /* (n) in file order */
-    int64_t n;
-    size_t total_bytes;         /* sum of tensor bytes, without padding */
-} gen_list;
 
 static uint64_t name_hash(const char *s)
 {
@@ -113,8 +95,7 @@ static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *na
     return LRUN_OK;
 }
 
-/* token_embd, the blocks in llama.cpp's order, output_norm, output. */
-static lrun_status build_list(gen_list *l, const lrun_model_gen_spec *s)
+lrun_status lrun_gen_build_list(gen_list *l, const lrun_model_gen_spec *s)
 {
     const int64_t head_dim = s->n_embd / s->n_head, n_embd_kv = head_dim * s->n_head_kv;
     l->t = calloc((size_t)s->n_layer * 9 + 3, sizeof *l->t);
@@ -468,13 +449,13 @@ static lrun_status stream_data(lrun_gguf_writer *w, const gen_list *l, const lru
 lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec)
 {
     if (!path || !spec) return lrun_fail(LRUN_E_ARG, "lrun_model_generate: path and spec must not be NULL");
-    lrun_status st = check_spec(spec);
+    lrun_status st = lrun_gen_check_spec(spec);
     if (st != LRUN_OK) return st;
 
     gen_list list = {0};
     gen_vocab vocab = {0};
     lrun_gguf_writer *w = NULL;
-    st = build_list(&list, spec);
+    st = lrun_gen_build_list(&list, spec);
     if (st == LRUN_OK) st = build_vocab(&vocab, spec->n_vocab);
     if (st == LRUN_OK) st = lrun_gguf_writer_open(&w, path);
     if (st == LRUN_OK) st = write_metadata(w, spec, &vocab);

@@ -1,0 +1,34 @@
+/* model_gen.h — the random model's tensor list, shared by the GGUF
+ * generator (model_gen.c) and the HF-directory one (model_gen_hf.c), so both
+ * write the same weights: each tensor's values follow from the run's seed,
+ * its GGUF name and the element index (lrun_random_fill). */
+#ifndef LRUN_MODEL_GEN_H
+#define LRUN_MODEL_GEN_H
+
+#include "lrun.h"
+
+typedef struct gen_tensor {
+    char name[64];
+    lrun_dtype dtype;
+    int ndim;
+    int64_t ne[2];              /* ne[0] innermost: a weight [out, in] is {in, out} */
+    int64_t nelem;
+    int64_t block;              /* elements per block of dtype */
+    size_t block_bytes;
+    float scale;                /* values U(-scale, scale) */
+    int is_norm;                /* 1: f32 values 1 + noise */
+    uint64_t seed;              /* from the run's seed and the tensor's name */
+} gen_tensor;
+
+typedef struct gen_list {
+    gen_tensor *t;              /* (n) in file order */
+    int64_t n;
+    size_t total_bytes;         /* sum of tensor bytes, without padding */
+} gen_list;
+
+/* Checks the spec; LRUN_E_ARG naming the field. */
+lrun_status lrun_gen_check_spec(const lrun_model_gen_spec *s);
+/* token_embd, the blocks in llama.cpp's order, output_norm, output (untied). */
+lrun_status lrun_gen_build_list(gen_list *l, const lrun_model_gen_spec *s);
+
+#endif
