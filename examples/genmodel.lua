@@ -1,5 +1,8 @@
--- genmodel.lua — writes a random-weight llama model as GGUF (lrun_model_generate).
+-- genmodel.lua — writes a random-weight llama model as GGUF (lrun_model_generate),
+-- or as a Hugging Face directory with --hf (lrun_model_generate_hf: the same
+-- weights in HF names and layout; f32, f16 or bf16; --shards N).
 --
+--   lrun examples/genmodel.lua -o out-dir --hf --shards 3 --preset tiny --dtype bf16
 --   lrun examples/genmodel.lua -o out.gguf --preset llama2-7b
 --   lrun examples/genmodel.lua -o out.gguf --layers 32 --embd 4096 --ff 11008 \
 --        --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 [--seed N] [--threads N]
@@ -44,6 +47,8 @@ local spec = {
   { "--seed", key = "seed", type = "int", default = 1, help = "same seed, same weights" },
   { "--threads", key = "threads", type = "int", default = 0, help = "fill threads, 0 = all cores" },
   { "-q", "--quiet", key = "quiet", type = "flag", help = "no progress bar" },
+  { "--hf", key = "hf", type = "flag", help = "write an HF directory (config.json, safetensors) at -o" },
+  { "--shards", key = "shards", type = "int", default = 1, help = "with --hf: safetensors files (default 1)" },
 }
 local synopsis = "lrun examples/genmodel.lua -o FILE (--preset NAME | --layers N --embd N --ff N --heads N "
   .. "--vocab N) [options]"
@@ -106,13 +111,22 @@ local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--head
   rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads" }
 
 local t0 = sys.now()
-local ok, err = lrun.check(C.lrun_model_generate(opts.output, s))
+local ok, err
+if opts.hf then ok, err = lrun.check(C.lrun_model_generate_hf(opts.output, s, opts.shards))
+else ok, err = lrun.check(C.lrun_model_generate(opts.output, s)) end
 if not ok then
   fail((err:gsub("spec%.([%w_]+)", function(f) return field_option[f] or ("spec." .. f) end)))
 end
 local seconds = sys.now() - t0
-local f = io.open(opts.output, "rb")
-local bytes = f and f:seek("end") or 0
-if f then f:close() end
+local bytes
+if opts.hf then
+  local p = io.popen("du -sb '" .. opts.output .. "' 2>/dev/null")
+  bytes = tonumber((p:read("*a") or ""):match("^(%d+)")) or 0
+  p:close()
+else
+  local f = io.open(opts.output, "rb")
+  bytes = f and f:seek("end") or 0
+  if f then f:close() end
+end
 io.stdout:write(string.format("wrote %s: %.2f GB in %.2f s (%.2f GB/s)\n", opts.output, bytes / 1e9, seconds,
   seconds > 0 and bytes / 1e9 / seconds or 0))
