@@ -173,12 +173,32 @@ static lrun_status put_rotary(lrun_gguf_writer *w, const char *file, const char 
     return set_int(w, key, (uint64_t)((double)hd * f->valuedouble));
 }
 
+/* The RoPE settings object: rope_scaling, or transformers 5's rope_parameters
+ * (which also carries rope_theta); NULL when neither. */
+static const cJSON *rope_object(const cJSON *cfg)
+{
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    if (!rs || cJSON_IsNull(rs)) rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_parameters");
+    return rs && !cJSON_IsNull(rs) ? rs : NULL;
+}
+
+/* rope_theta inside rope_parameters, when the top level has none. */
+static lrun_status put_rope_theta(lrun_gguf_writer *w, const char *arch, const cJSON *cfg)
+{
+    const cJSON *rs = rope_object(cfg);
+    const cJSON *theta = rs ? cJSON_GetObjectItemCaseSensitive(rs, "rope_theta") : NULL;
+    if (cJSON_GetObjectItemCaseSensitive(cfg, "rope_theta") || !cJSON_IsNumber(theta)) return LRUN_OK;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    return lrun_gguf_writer_set_f32(w, key, (float)theta->valuedouble);
+}
+
 /* rope_scaling: linear is a key; llama3 becomes RoPE factors (hf_rope_llama3);
  * any other type is passed on so the loader names it as unsupported. */
 static lrun_status put_rope_scaling(lrun_gguf_writer *w, const char *file, const char *arch, const cJSON *cfg)
 {
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
-    if (!rs || cJSON_IsNull(rs)) return LRUN_OK;
+    const cJSON *rs = rope_object(cfg);
+    if (!rs) return LRUN_OK;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
     if (!cJSON_IsObject(rs) || !cJSON_IsString(type))
@@ -269,6 +289,7 @@ static lrun_status put_all(lrun_gguf_writer *w, const char *file, const char *ar
     if (st == LRUN_OK) st = lrun_gguf_writer_set_str(w, "general.file_type_hf", "safetensors");
     for (int i = 0; st == LRUN_OK && lrun_hf_key_at(i); i++) st = put_key(w, file, arch, cfg, lrun_hf_key_at(i));
     if (st == LRUN_OK) st = put_rotary(w, file, arch, cfg);
+    if (st == LRUN_OK) st = put_rope_theta(w, arch, cfg);
     if (st == LRUN_OK) st = put_rope_scaling(w, file, arch, cfg);
     if (st == LRUN_OK) st = put_special_ids(w, cfg);
     if (st == LRUN_OK) st = put_generation(w, file, gen, cfg);
@@ -355,7 +376,7 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
  * divided by factor, and blended in between. */
 static lrun_status add_rope_llama3(lrun_model *m, const char *file, const cJSON *cfg)
 {
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    const cJSON *rs = rope_object(cfg);
     const cJSON *type = rs ? cJSON_GetObjectItemCaseSensitive(rs, "rope_type") : NULL;
     if (!cJSON_IsString(type)) type = rs ? cJSON_GetObjectItemCaseSensitive(rs, "type") : NULL;
     if (!cJSON_IsString(type) || strcmp(type->valuestring, "llama3") != 0) return LRUN_OK;

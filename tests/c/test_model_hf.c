@@ -124,6 +124,25 @@ static int load_fails(const char *path, lrun_status want, const char *needle)
     return ok;
 }
 
+/* rope_scaling llama3 becomes rope_freqs: factor 1 for the fastest pair, factor for the slowest. */
+static void test_llama3(const char *d)
+{
+    char cmd[900];
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"rope_theta\"/\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, "
+             "\"low_freq_factor\": 1, \"high_freq_factor\": 4, \"original_max_position_embeddings\": 32}, "
+             "\"rope_theta\"/' '%s/config.json'", d);
+    CHECK("(edit config: llama3 rope_scaling)", system(cmd) == 0);
+    lrun_model *m = fixture_load(d, "cpu", 0, 1, -1);
+    lrun_tensor *t = m ? lrun_model_find_tensor(m, "rope_freqs.weight") : NULL;
+    float f[8] = {0};
+    const int ok = t && lrun_tensor_nelements(t) == 8 && lrun_tensor_read_f32(t, 0, 8, f) == LRUN_OK;
+    CHECK("llama3 rope_scaling: 8 RoPE factors, 1 (short wavelengths) up to 8 (long)", ok && f[0] == 1.0f &&
+          f[7] == 8.0f && f[3] > 1.0f && f[3] <= 8.0f);
+    lrun_model_free(m);
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"rope_scaling\": {[^}]*}, //' '%s/config.json'", d);
+    CHECK("(edit config back)", system(cmd) == 0);
+}
+
 static void test_failures(void)
 {
     char d[320], p[400], cmd[900];
@@ -132,6 +151,7 @@ static void test_failures(void)
     if (lrun_model_generate_hf(d, &s, 1) != LRUN_OK) printf("# %s\n", lrun_last_error());
     snprintf(p, sizeof p, "%s/model.safetensors", d);
     CHECK("a .safetensors with a config beside it loads", load_fails(p, LRUN_OK, ""));
+    test_llama3(d);
     snprintf(cmd, sizeof cmd, "sed -i 's/\"model_type\":[^,]*/\"model_type\": \"gpt_neox\"/' '%s/config.json'", d);
     CHECK("(edit config)", system(cmd) == 0);
     CHECK("an unknown model_type is named", load_fails(d, LRUN_E_UNSUPPORTED, "model_type 'gpt_neox'"));
