@@ -426,7 +426,13 @@ static void prefault(const lrun_model *m, const char *path, int show)
     const size_t report_every = (size_t)4 << 20;
     size_t done = 0;
     for (int i = 0; i < n; i++) {
-        if (n > 1) snprintf(bar.label, sizeof bar.label, "loading %.24s %d/%d", slash ? slash + 1 : path, i + 1, n);
+        if (n > 1) { /* the shard on the bar's label, cut to the label's size */
+            char label[96];
+            snprintf(label, sizeof label, "loading %.24s %d/%d", slash ? slash + 1 : path, i + 1, n);
+            const size_t len = strnlen(label, sizeof bar.label - 1);
+            memcpy(bar.label, label, len);
+            bar.label[len] = '\0';
+        }
         for (size_t o = 0; o < r[i].len; o += page) {
             sink ^= (unsigned char)r[i].start[o];
             if (o % report_every < page) lrun_progress_update(&bar, done + o);
