@@ -491,6 +491,7 @@ void lrun_model_free(lrun_model *model)
     if (model->device) lrun_device_free(model->device);
     if (model->gguf) lrun_gguf_close(model->gguf);
     if (model->st) lrun_st_set_close(model->st);
+    for (int i = 0; i < model->n_owned; i++) free(model->owned[i]);
     free(model->owned);
     free(model->tensors);
     free(model->layers);

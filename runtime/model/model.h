@@ -37,7 +37,9 @@ struct lrun_model {
     lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into; for an HF
                                        * directory, its config as GGUF metadata (no tensors) */
     lrun_st_set *st;                  /* an HF directory's safetensors: owns the tensors' mappings */
-    void *owned;                      /* bytes the model made itself (HF llama3 RoPE factors), or NULL */
+    void **owned;                     /* (n_owned) buffers the model made itself: an HF directory's
+                                       * llama3 RoPE factors, its FP8 weights widened to bf16 */
+    int n_owned;
     lrun_device *device;
     lrun_tokenizer *tokenizer;        /* NULL when the file carries no tokenizer */
     lrun_threadpool *pool;

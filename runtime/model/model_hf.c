@@ -33,6 +33,8 @@
 #include "arch/hf.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "quant/fp8.h"
+#include "quant/quant.h"
 
 #define MAX_JSON_BYTES ((size_t)64 << 20)
 #define PATH_CAP 4096
@@ -318,14 +320,117 @@ static lrun_status write_metadata(lrun_model *m, const char *file, const char *a
 
 // ---------------------------------------------------------------- weights
 
+/* bytes of host memory the model owns (freed with it), or NULL with an OOM error set. */
+static void *own(lrun_model *m, size_t bytes, const char *what)
+{
+    void **list = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *list);
+    void *p = list ? malloc(bytes ? bytes : 1) : NULL;
+    if (list) m->owned = list;
+    if (!p) {
+        lrun_fail_oom(bytes, 0, "%s", what);
+        return NULL;
+    }
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+// ---------------------------------------------------------------- FP8 weights
+
+/* One element of a scale tensor (F32, BF16 or F16) as a float. */
+static float scale_at(const lrun_st_tensor *s, int64_t i)
+{
+    const uint8_t *p = s->data;
+    if (s->dtype == LRUN_ST_F32) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return s->dtype == LRUN_ST_BF16 ? lrun_bf16_to_f32(h) : lrun_f16_to_f32(h);
+}
+
+static int64_t numel(const lrun_st_tensor *t)
+{
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+/* The scale tensor of FP8 weight t: "<prefix>weight_scale" or
+ * "<prefix>weight_scale_inv" (both multiply), or NULL. */
+static const lrun_st_tensor *fp8_scale(const lrun_st_set *s, const char *weight)
+{
+    static const char *const suffix[] = {"_scale", "_scale_inv"};
+    char name[256];
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "%s%s", weight, suffix[i]);
+        const int64_t k = lrun_st_set_find(s, name);
+        if (k >= 0) return lrun_st_set_tensor(s, k);
+    }
+    return NULL;
+}
+
+/* 1 for the companions of an FP8 weight that no computation reads here:
+ * its scales (applied at load) and activation scales (lrun computes in bf16). */
+static int is_fp8_companion(const lrun_st_set *s, const char *name)
+{
+    static const char *const suffix[] = {"weight_scale", "weight_scale_inv", "input_scale"};
+    const size_t n = strlen(name);
+    for (int i = 0; i < 3; i++) {
+        const size_t k = strlen(suffix[i]);
+        char base[256];
+        if (n <= k || n - k + 6 >= sizeof base || strcmp(name + n - k, suffix[i]) != 0) continue;
+        snprintf(base, sizeof base, "%.*sweight", (int)(n - k), name);
+        const int64_t w = lrun_st_set_find(s, base);
+        if (w >= 0 && lrun_st_set_tensor(s, w)->dtype == LRUN_ST_F8_E4M3) return 1;
+    }
+    return 0;
+}
+
+/* An F8_E4M3 weight [out, in] times its scale (per tensor, per output row,
+ * or per block of block[0] × block[1]) as bf16 the model owns. */
+static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tensor *t, const int block[2],
+                             const void **out)
+{
+    const int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : numel(t);
+    const lrun_st_tensor *sc = fp8_scale(m->st, t->name);
+    enum { ONE, ROW, BLOCK } kind = ONE;
+    int64_t bcols = 1;
+    if (sc && (sc->dtype != LRUN_ST_F32 && sc->dtype != LRUN_ST_BF16 && sc->dtype != LRUN_ST_F16))
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: scale of '%s' is %s (F32, BF16 or F16 expected)", file, t->name,
+                         lrun_st_dtype_name(sc->dtype));
+    if (sc && numel(sc) == 1) kind = ONE;
+    else if (sc && numel(sc) == rows && sc->shape[0] == rows) kind = ROW;
+    else if (sc && sc->ndim == 2 && sc->shape[0] == (rows + block[0] - 1) / block[0] &&
+             sc->shape[1] == (cols + block[1] - 1) / block[1])
+        kind = BLOCK, bcols = sc->shape[1];
+    else if (sc)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: the scale of '%s' has a shape that is not per tensor, per row "
+                         "or per %dx%d block", file, t->name, block[0], block[1]);
+    uint16_t *dst = own(m, (size_t)rows * (size_t)cols * sizeof *dst, "FP8 weight widened to bf16");
+    if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
+    const uint8_t *src = t->data;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            const float s = !sc ? 1.0f : kind == ONE ? scale_at(sc, 0) : kind == ROW ? scale_at(sc, r)
+                                                                             : scale_at(sc, r / block[0] * bcols + c / block[1]);
+            dst[r * cols + c] = lrun_f32_to_bf16(lrun_fp8_e4m3_to_f32(src[r * cols + c]) * s);
+        }
+    *out = dst;
+    return LRUN_OK;
+}
+
 static lrun_status dtype_of(const lrun_st_tensor *t, const char *file, lrun_dtype *out)
 {
     switch (t->dtype) {
     case LRUN_ST_F32: *out = LRUN_DTYPE_F32; return LRUN_OK;
     case LRUN_ST_F16: *out = LRUN_DTYPE_F16; return LRUN_OK;
     case LRUN_ST_BF16: *out = LRUN_DTYPE_BF16; return LRUN_OK;
+    case LRUN_ST_F8_E4M3: *out = LRUN_DTYPE_BF16; return LRUN_OK; /* widened at load (widen_fp8) */
     default:
-        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' is %s; lrun computes with F32, F16 and BF16 weights",
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' is %s; lrun computes with F32, F16 and BF16 weights "
+                         "(and widens F8_E4M3)",
                          file, t->name, lrun_st_dtype_name(t->dtype));
     }
 }
@@ -340,7 +445,7 @@ static int aligned_for(const void *p, lrun_dtype d)
 /* The HF tensors under their GGUF names, shapes reversed (row-major [out,
  * in] is ne {in, out}), pointing into the shards' mappings. lm_head is left
  * out when config ties it to the embedding (transformers ignores it then). */
-static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra)
+static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra, const int block[2])
 {
     const lrun_st_set *s = m->st;
     lrun_status st = lrun_model_tensors_init(m, lrun_st_set_count(s) + extra);
@@ -349,13 +454,16 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
         const lrun_st_tensor *t = lrun_st_set_tensor(s, i);
         char name[96];
         const int mapped = lrun_hf_tensor_to_gguf(m->arch->name, t->name, name, sizeof name);
-        if (mapped < 0 || (tied && strcmp(name, "output.weight") == 0)) continue;
+        if (mapped < 0 || (tied && mapped > 0 && strcmp(name, "output.weight") == 0)) continue;
+        if (mapped == 0 && is_fp8_companion(s, t->name)) continue;
         if (mapped == 0)
             return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' has no GGUF name for %s in arch/hf.c", file,
                              t->name, m->arch->name);
         lrun_dtype dtype;
         if ((st = dtype_of(t, file, &dtype)) != LRUN_OK) return st;
-        if (!aligned_for(t->data, dtype))
+        const void *data = t->data;
+        if (t->dtype == LRUN_ST_F8_E4M3 && (st = widen_fp8(m, file, t, block, &data)) != LRUN_OK) return st;
+        if (!aligned_for(data, dtype))
             return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' starts at a byte not aligned for %s", file,
                              t->name, lrun_dtype_name(dtype));
         if (t->ndim < 1 || t->ndim > LRUN_MAX_DIMS)
@@ -363,7 +471,7 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
                              t->ndim, LRUN_MAX_DIMS);
         int64_t ne[LRUN_MAX_DIMS] = {1, 1, 1, 1};
         for (int d = 0; d < t->ndim; d++) ne[d] = t->shape[t->ndim - 1 - d];
-        st = lrun_model_add_tensor(m, n++, name, dtype, t->ndim, ne, t->data);
+        st = lrun_model_add_tensor(m, n++, name, dtype, t->ndim, ne, data);
         if (st != LRUN_OK) return lrun_fail_context(st, "%s (HF tensor '%s')", file, t->name);
     }
     m->n_tensors = n;
@@ -390,9 +498,8 @@ static lrun_status add_rope_llama3(lrun_model *m, const char *file, const cJSON 
     }
     if (!(v[2] > v[1])) return lrun_fail(LRUN_E_FORMAT, "%s: rope_scaling: high_freq_factor must exceed low_freq_factor", file);
     const int64_t half = m->info.n_rot / 2;
-    float *f = malloc((size_t)half * sizeof *f);
-    if (!f) return lrun_fail_oom((size_t)half * sizeof *f, 0, "%s: RoPE factors", file);
-    m->owned = f;
+    float *f = own(m, (size_t)half * sizeof *f, "RoPE factors");
+    if (!f) return lrun_fail_context(LRUN_E_OOM, "%s", file);
     const double low_wavelen = v[3] / v[1], high_wavelen = v[3] / v[2];
     for (int64_t i = 0; i < half; i++) {
         const double freq = pow(m->info.rope_freq_base, -2.0 * (double)i / (double)m->info.n_rot);
@@ -487,7 +594,14 @@ lrun_status lrun_model_open_hf(lrun_model *m, const char *path, int progress)
         m->info.rope_style = LRUN_ROPE_STYLE_HALF; /* HF layout: q/k not permuted */
         st = open_weights(m, &p, progress);
     }
-    if (st == LRUN_OK) st = add_tensors(m, p.weights, tied, 1);
+    int block[2] = {128, 128}; /* quantization_config.weight_block_size of block-scaled FP8 */
+    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(cfg, "quantization_config");
+    const cJSON *wbs = qc ? cJSON_GetObjectItemCaseSensitive(qc, "weight_block_size") : NULL;
+    if (cJSON_GetArraySize(wbs) == 2 && cJSON_IsNumber(wbs->child) && cJSON_IsNumber(wbs->child->next) &&
+        wbs->child->valuedouble >= 1 && wbs->child->next->valuedouble >= 1 && wbs->child->valuedouble < 1e6 &&
+        wbs->child->next->valuedouble < 1e6)
+        block[0] = (int)wbs->child->valuedouble, block[1] = (int)wbs->child->next->valuedouble;
+    if (st == LRUN_OK) st = add_tensors(m, p.weights, tied, 1, block);
     if (st == LRUN_OK) st = add_rope_llama3(m, file, cfg);
     if (st == LRUN_OK && !tied && !m->output)
         st = lrun_fail(LRUN_E_FORMAT, "%s: tie_word_embeddings is false but the weights have no lm_head.weight", file);
