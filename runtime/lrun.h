@@ -348,8 +348,10 @@ typedef struct lrun_model_gen_spec {
 LRUN_API lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec);
 
 /* The same model (the same values) as a Hugging Face directory at dir
- * (created when absent): config.json, generation_config.json and
- * model.safetensors, or n_shards > 1 files with model.safetensors.index.json.
+ * (created when absent): config.json, generation_config.json,
+ * tokenizer.json and tokenizer_config.json (the same vocabulary and chat
+ * template), and model.safetensors, or n_shards > 1 files with
+ * model.safetensors.index.json.
  * Weights and embeddings must be f32, f16 or bf16; q/k rows are in HF
  * layout (half-split RoPE), so the directory computes what the GGUF does. */
 LRUN_API lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *spec, int n_shards);

@@ -3,7 +3,8 @@
 -- HF directory of the same weights give the same greedy tokens and logits;
 -- without tokenizer.json support the model says so when asked for text;
 -- generation_config.json supplies generate()'s defaults; the launcher's -m
--- takes a directory.
+-- takes a directory; the directory's tokenizer.json, read by HF `tokenizers`
+-- (PyPI; pending without it), gives the GGUF tokenizer's ids.
 package.path = "./?.lua;" .. package.path
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
@@ -57,8 +58,9 @@ describe("HF directories", function()
     end)
   end
 
-  it("say that text needs tokenizer.json support, and still generate from ids", function()
+  it("without a tokenizer, say that text needs tokenizer.json, and still generate from ids", function()
     local _, dir = gen(C.LRUN_DTYPE_F32)
+    os.remove(dir .. "/tokenizer.json")
     local m = assert(lrun.load(dir, { threads = 1 }))
     local ok, err = pcall(m.tokenize, m, "hello")
     assert.is_false(ok)
@@ -89,6 +91,31 @@ describe("HF directories", function()
     assert.is_true(#ids <= 5)
   end)
 
+  it("carry a tokenizer.json that HF tokenizers reads as the GGUF's vocabulary", function()
+    local have = os.execute("python3 -c 'import tokenizers' >/dev/null 2>&1")
+    if not (have == true or have == 0) then
+      pending("python3 with the tokenizers package is not available")
+      return
+    end
+    local gguf, dir = gen(C.LRUN_DTYPE_F32)
+    local json = require("dkjson")
+    local texts = { "Hello world", " abc xyz<|im_end|>", "h\195\169llo\n\n  a", "the cat sat on the mat" }
+    local base = os.tmpname()
+    tmp[#tmp + 1] = base
+    write(base, json.encode(texts))
+    write(base .. ".py", "import json, sys\nfrom tokenizers import Tokenizer\n"
+      .. "t = Tokenizer.from_file(sys.argv[1])\n"
+      .. "print(json.dumps([t.encode(s).ids for s in json.load(open(sys.argv[2]))]))\n")
+    local p = io.popen("python3 '" .. base .. ".py' '" .. dir .. "/tokenizer.json' '" .. base .. "'")
+    local out = p:read("*a")
+    p:close()
+    os.remove(base .. ".py")
+    local want = json.decode(out)
+    assert.is_table(want, out)
+    local m = assert(lrun.load(gguf, { threads = 1 }))
+    for i, t in ipairs(texts) do assert.are.same(want[i], m:tokenize(t, { parse_special = true }), t) end
+  end)
+
   it("load from a .safetensors file beside its config.json, and from the launcher's -m", function()
     local _, dir = gen(C.LRUN_DTYPE_F32)
     local m = assert(lrun.load(dir .. "/model.safetensors", { threads = 1 }))
@@ -99,7 +126,8 @@ describe("HF directories", function()
     local out = dir .. "-cli"
     tmp[#tmp + 1] = out
     local p = io.popen(build .. "/lrun examples/genmodel.lua -q --hf --shards 2 --preset tiny --dtype f16 -o '"
-      .. out .. "' 2>&1 && " .. build .. "/lrun examples/generate.lua -m '" .. out .. "' -p hi 2>&1")
+      .. out .. "' 2>&1 && rm '" .. out .. "/tokenizer.json' && " .. build .. "/lrun examples/generate.lua -m '"
+      .. out .. "' -p hi 2>&1")
     local text = p:read("*a")
     p:close()
     assert.truthy(text:find("wrote " .. out, 1, true), text)

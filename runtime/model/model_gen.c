@@ -133,17 +133,7 @@ static int utf8_put(char *out, unsigned cp)
     return 2; /* every code point here is below U+0800 */
 }
 
-/* tokens (n_vocab), token types (n_vocab) and merges (n_merges), all
- * pointing into one arena. */
-typedef struct gen_vocab {
-    char **tokens;
-    int32_t *types;
-    char **merges;
-    int64_t n_merges;
-    char *arena;
-} gen_vocab;
-
-static void vocab_free(gen_vocab *v)
+void lrun_gen_vocab_free(gen_vocab *v)
 {
     free(v->tokens);
     free(v->types);
@@ -157,7 +147,7 @@ static void vocab_free(gen_vocab *v)
  * "<all but the last letter> <last letter>"; all shorter strings come
  * before, so every merge joins two tokens that exist, and BPE can reach
  * every filler. */
-static lrun_status build_vocab(gen_vocab *v, int64_t n_vocab)
+lrun_status lrun_gen_build_vocab(gen_vocab *v, int64_t n_vocab)
 {
     static const char *const specials[GEN_N_SPECIAL] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
     const int64_t n_fill = n_vocab - 256 - GEN_N_SPECIAL;
@@ -230,7 +220,7 @@ static uint32_t file_type_of(lrun_dtype d)
     }
 }
 
-static const char chatml_template[] =
+const char lrun_gen_chatml_template[] =
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
     "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
@@ -261,7 +251,7 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
     KV(lrun_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 256));
     KV(lrun_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 256));
     KV(lrun_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0));
-    KV(lrun_gguf_writer_set_str(w, "tokenizer.chat_template", chatml_template));
+    KV(lrun_gguf_writer_set_str(w, "tokenizer.chat_template", lrun_gen_chatml_template));
 #undef KV
     return st;
 }
@@ -456,14 +446,14 @@ lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spe
     gen_vocab vocab = {0};
     lrun_gguf_writer *w = NULL;
     st = lrun_gen_build_list(&list, spec);
-    if (st == LRUN_OK) st = build_vocab(&vocab, spec->n_vocab);
+    if (st == LRUN_OK) st = lrun_gen_build_vocab(&vocab, spec->n_vocab);
     if (st == LRUN_OK) st = lrun_gguf_writer_open(&w, path);
     if (st == LRUN_OK) st = write_metadata(w, spec, &vocab);
     for (int64_t i = 0; st == LRUN_OK && i < list.n; i++) {
         const gen_tensor *g = &list.t[i];
         st = lrun_gguf_writer_add_tensor(w, g->name, g->dtype, g->ndim, g->ne);
     }
-    vocab_free(&vocab); /* the writer holds its own copy */
+    lrun_gen_vocab_free(&vocab); /* the writer holds its own copy */
     if (st == LRUN_OK) st = stream_data(w, &list, spec);
     if (st == LRUN_OK) st = lrun_gguf_writer_finish(w);
     lrun_gguf_writer_free(w); /* removes the file unless finish succeeded */

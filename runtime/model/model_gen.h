@@ -26,6 +26,24 @@ typedef struct gen_list {
     size_t total_bytes;         /* sum of tensor bytes, without padding */
 } gen_list;
 
+/* tokens (n_vocab), token types (n_vocab) and merges (n_merges), all
+ * pointing into one arena. */
+typedef struct gen_vocab {
+    char **tokens;
+    int32_t *types;
+    char **merges;
+    int64_t n_merges;
+    char *arena;
+} gen_vocab;
+
+/* The byte-level BPE vocabulary of the random models: ids 0..255 the bytes
+ * (in GPT-2's printable mapping), 256..258 <|endoftext|>, <|im_start|>,
+ * <|im_end|> (control), then letter fillers each with its merge. */
+lrun_status lrun_gen_build_vocab(gen_vocab *v, int64_t n_vocab);
+void lrun_gen_vocab_free(gen_vocab *v);
+/* The ChatML template both formats carry. */
+extern const char lrun_gen_chatml_template[];
+
 /* Checks the spec; LRUN_E_ARG naming the field. */
 lrun_status lrun_gen_check_spec(const lrun_model_gen_spec *s);
 /* token_embd, the blocks in llama.cpp's order, output_norm, output (untied). */

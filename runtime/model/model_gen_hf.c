@@ -8,7 +8,12 @@
  * adjacent pairs (convert_hf_to_gguf.py): GGUF row h·hd + 2i + j holds HF
  * row h·hd + j·hd/2 + i (head h, i < hd/2, j ∈ {0, 1}). Writing HF row r
  * from GGUF row perm(r) gives a directory whose half-split RoPE computes
- * what the GGUF computes, so tests can compare the two loads. */
+ * what the GGUF computes, so tests can compare the two loads.
+ *
+ * tokenizer.json holds the GGUF's byte-level BPE vocabulary as the HF
+ * `tokenizers` library reads it (model BPE with vocab and merges,
+ * pre-tokenizer and decoder ByteLevel, the three specials as added
+ * tokens), and tokenizer_config.json its ChatML template. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -90,6 +95,81 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s)
     if (st == LRUN_OK) st = write_json(dir, "generation_config.json", g);
     cJSON_Delete(c);
     cJSON_Delete(g);
+    return st;
+}
+
+// ---------------------------------------------------------------- tokenizer
+
+static cJSON *byte_level(const char *type)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "type", type);
+    cJSON_AddBoolToObject(b, "add_prefix_space", 0);
+    cJSON_AddBoolToObject(b, "trim_offsets", 1);
+    cJSON_AddBoolToObject(b, "use_regex", 1);
+    return b;
+}
+
+static cJSON *bpe_model(const gen_vocab *v, int64_t n_vocab)
+{
+    cJSON *m = cJSON_CreateObject(), *vocab = cJSON_CreateObject(), *merges = cJSON_CreateArray();
+    cJSON_AddStringToObject(m, "type", "BPE");
+    cJSON_AddNullToObject(m, "dropout");
+    cJSON_AddNullToObject(m, "unk_token");
+    cJSON_AddBoolToObject(m, "fuse_unk", 0);
+    cJSON_AddBoolToObject(m, "byte_fallback", 0);
+    cJSON_AddBoolToObject(m, "ignore_merges", 0);
+    for (int64_t i = 0; i < n_vocab; i++) cJSON_AddNumberToObject(vocab, v->tokens[i], (double)i);
+    for (int64_t i = 0; i < v->n_merges; i++) cJSON_AddItemToArray(merges, cJSON_CreateString(v->merges[i]));
+    cJSON_AddItemToObject(m, "vocab", vocab);
+    cJSON_AddItemToObject(m, "merges", merges);
+    return m;
+}
+
+static lrun_status write_tokenizer(const char *dir, const lrun_model_gen_spec *s)
+{
+    gen_vocab v = {0};
+    lrun_status st = lrun_gen_build_vocab(&v, s->n_vocab);
+    cJSON *t = st == LRUN_OK ? cJSON_CreateObject() : NULL, *added = cJSON_CreateArray();
+    cJSON *tc = cJSON_CreateObject();
+    if (st == LRUN_OK && (!t || !added || !tc)) st = lrun_fail_oom(0, 0, "lrun_model_generate_hf: tokenizer.json");
+    if (st == LRUN_OK) {
+        cJSON_AddStringToObject(t, "version", "1.0");
+        cJSON_AddNullToObject(t, "truncation");
+        cJSON_AddNullToObject(t, "padding");
+        for (int64_t i = 0; i < s->n_vocab; i++) {
+            if (v.types[i] != LRUN_TOKEN_TYPE_CONTROL) continue;
+            cJSON *a = cJSON_CreateObject();
+            cJSON_AddNumberToObject(a, "id", (double)i);
+            cJSON_AddStringToObject(a, "content", v.tokens[i]);
+            cJSON_AddBoolToObject(a, "single_word", 0);
+            cJSON_AddBoolToObject(a, "lstrip", 0);
+            cJSON_AddBoolToObject(a, "rstrip", 0);
+            cJSON_AddBoolToObject(a, "normalized", 0);
+            cJSON_AddBoolToObject(a, "special", 1);
+            cJSON_AddItemToArray(added, a);
+        }
+        cJSON_AddItemToObject(t, "added_tokens", added);
+        added = NULL;
+        cJSON_AddNullToObject(t, "normalizer");
+        cJSON_AddItemToObject(t, "pre_tokenizer", byte_level("ByteLevel"));
+        cJSON_AddNullToObject(t, "post_processor");
+        cJSON_AddItemToObject(t, "decoder", byte_level("ByteLevel"));
+        cJSON_AddItemToObject(t, "model", bpe_model(&v, s->n_vocab));
+        st = write_json(dir, "tokenizer.json", t);
+    }
+    if (st == LRUN_OK) {
+        cJSON_AddStringToObject(tc, "tokenizer_class", "PreTrainedTokenizerFast");
+        cJSON_AddStringToObject(tc, "bos_token", v.tokens[256]);
+        cJSON_AddStringToObject(tc, "eos_token", v.tokens[256]);
+        cJSON_AddBoolToObject(tc, "add_bos_token", 0);
+        cJSON_AddStringToObject(tc, "chat_template", lrun_gen_chatml_template);
+        st = write_json(dir, "tokenizer_config.json", tc);
+    }
+    cJSON_Delete(t);
+    cJSON_Delete(added);
+    cJSON_Delete(tc);
+    lrun_gen_vocab_free(&v);
     return st;
 }
 
@@ -209,6 +289,7 @@ lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *s
     }
     if (st == LRUN_OK && !(buf = malloc(cap))) st = lrun_fail_oom(cap, 0, "lrun_model_generate_hf: row buffer");
     if (st == LRUN_OK) st = write_configs(dir, spec);
+    if (st == LRUN_OK) st = write_tokenizer(dir, spec);
     if (st == LRUN_OK) st = write_weights(dir, &list, spec, n_shards, buf);
     free(buf);
     free(list.t);
