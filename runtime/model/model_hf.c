@@ -141,6 +141,9 @@ static lrun_status put_key(lrun_gguf_writer *w, const char *file, const char *ar
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, k->hf);
     if (!v || cJSON_IsNull(v) || (k->arch && strcmp(k->arch, arch) != 0)) return LRUN_OK;
+    /* Qwen2 configs carry a sliding_window they do not use */
+    if (strcmp(k->hf, "sliding_window") == 0 && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(cfg, "use_sliding_window")))
+        return LRUN_OK;
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, k->gguf_suffix);
     uint64_t u;
