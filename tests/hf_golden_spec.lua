@@ -27,7 +27,7 @@ describe("HF Llama against transformers", function()
   for _, m in ipairs(golden.models) do
     it(m.name .. ": logits and greedy tokens", function()
       local dir = "tests/golden/" .. m.dir
-      local model = assert(lrun.load(dir, { threads = 1 }))
+      local model = assert(lrun.load(dir, { threads = 1, kv_dtype = "f32" })) -- f16 KV alone moves logits ~5e-4
       for _, c in ipairs(m.cases) do
         local got = assert(model:logits(c.prompt))
         local worst = 0
