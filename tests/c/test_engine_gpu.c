@@ -38,6 +38,7 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
 }
 
 static lrun_kv_dtype kv_dtype = LRUN_KV_DTYPE_DEFAULT; /* of the engines made next */
+static int rope_style = -1;                              /* of the models test_dtype loads: -1 from the file */
 
 static lrun_engine *engine(lrun_model *m, int64_t n_seq, int64_t n_ctx, int64_t n_batch, lrun_cache_kind kind)
 {
@@ -100,10 +101,11 @@ static void test_dtype(const struct tol *t)
 {
     const char *name = lrun_dtype_name(t->dtype);
     const char *path = gen_model(t->dtype, t->dtype == LRUN_DTYPE_F32 || t->dtype == LRUN_DTYPE_BF16 ? t->dtype : LRUN_DTYPE_Q8_0);
-    lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
+    lrun_model *mc = fixture_load(path, "cpu", 0, 0, rope_style), *mg = fixture_load(path, "cuda:0", 0, 0, rope_style);
     lrun_engine *ec = engine(mc, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     lrun_engine *eg = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     char msg[160];
+    if (rope_style == LRUN_ROPE_STYLE_HALF) name = "half-split (NeoX) RoPE";
     snprintf(msg, sizeof msg, "%s: CUDA engine made, every weight on the device", name);
     CHECK(msg, eg && lrun_model_tier_bytes(mg, LRUN_TIER_DEVICE) == lrun_model_get_info(mg)->weight_bytes);
     if (!ec || !eg) goto done;
@@ -429,6 +431,9 @@ int main(void)
         {LRUN_DTYPE_Q4_0, 5e-2, 5e-2}, {LRUN_DTYPE_Q4_1, 5e-2, 5e-2},
     };
     for (size_t i = 0; i < sizeof tols / sizeof tols[0]; i++) test_dtype(&tols[i]);
+    rope_style = LRUN_ROPE_STYLE_HALF; /* NeoX pairs (i, i + n_rot/2), as qwen2/qwen3/phi3/gemma rotate */
+    test_dtype(&tols[0]);
+    rope_style = -1;
 
     const char *bf16 = gen_model(LRUN_DTYPE_BF16, LRUN_DTYPE_BF16);
     test_pdl(bf16, "bf16 weights");
