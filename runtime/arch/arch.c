@@ -9,6 +9,7 @@
 /* Every architecture lrun can run: a new one is a file in this folder and a line here. */
 static const lrun_arch *const known[] = {
     &lrun_arch_llama,
+    &lrun_arch_qwen2,
 };
 #define N_KNOWN ((int)(sizeof known / sizeof known[0]))
 

@@ -162,11 +162,19 @@ typedef struct lrun_arch {
     int n_tensors;
     const lrun_arch_op *ops;               /* (n_ops) one block, in order */
     int n_ops;
-    lrun_rope_style rope_style;            /* the pairs RoPE rotates in this format's q/k layout */
+    lrun_rope_style rope_style;            /* the pairs RoPE rotates in this format's q/k layout: ADJACENT
+                                            * where llama.cpp's converter permuted q/k (llama), HALF (NeoX)
+                                            * where llama.cpp uses LLAMA_ROPE_TYPE_NEOX (qwen2, qwen3, phi3,
+                                            * gemma2, gemma3) */
 } lrun_arch;
 
 /* The known architectures (arch.c lists them). */
 extern const lrun_arch lrun_arch_llama;
+extern const lrun_arch lrun_arch_qwen2;
+
+/* llama's hyper-parameter keys, which qwen2 and qwen3 share (under their own prefix). */
+#define LRUN_ARCH_LLAMA_N_HPARAMS 11
+extern const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS];
 
 /* The description for general.architecture name, or NULL. */
 const lrun_arch *lrun_arch_find(const char *name);

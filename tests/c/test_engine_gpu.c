@@ -23,7 +23,8 @@
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 1024 };
 
-static char path_buf[8][128];
+static char path_buf[16][128];
+static const char *gen_arch; /* the architecture gen_model writes: NULL for llama */
 static int n_paths;
 
 // ---------------------------------------------------------------- helpers
@@ -32,7 +33,7 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
 {
     char *p = path_buf[n_paths++];
     snprintf(p, 128, "/tmp/lrun_test_engine_gpu_%d_%d.gguf", (int)getpid(), n_paths);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0};
+    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, 0};
     if (lrun_model_generate(p, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return p;
 }
@@ -105,7 +106,9 @@ static void test_dtype(const struct tol *t)
     lrun_engine *ec = engine(mc, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     lrun_engine *eg = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     char msg[160];
+    char arch_name[64];
     if (rope_style == LRUN_ROPE_STYLE_HALF) name = "half-split (NeoX) RoPE";
+    if (gen_arch) name = (snprintf(arch_name, sizeof arch_name, "%s %s", gen_arch, name), arch_name);
     snprintf(msg, sizeof msg, "%s: CUDA engine made, every weight on the device", name);
     CHECK(msg, eg && lrun_model_tier_bytes(mg, LRUN_TIER_DEVICE) == lrun_model_get_info(mg)->weight_bytes);
     if (!ec || !eg) goto done;
@@ -434,6 +437,14 @@ int main(void)
     rope_style = LRUN_ROPE_STYLE_HALF; /* NeoX pairs (i, i + n_rot/2), as qwen2/qwen3/phi3/gemma rotate */
     test_dtype(&tols[0]);
     rope_style = -1;
+    /* every other architecture (docs/architectures.md), f32 and q8_0 */
+    static const char *const archs[] = {"qwen2"};
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
+        gen_arch = archs[i];
+        test_dtype(&tols[0]);
+        test_dtype(&tols[2]);
+    }
+    gen_arch = NULL;
 
     const char *bf16 = gen_model(LRUN_DTYPE_BF16, LRUN_DTYPE_BF16);
     test_pdl(bf16, "bf16 weights");

@@ -9,6 +9,7 @@
  * tensors, same dequantized sums) and llama.cpp through `xllamacpp` (loads
  * the model and tokenizes with its merges). Each is a SKIP when missing.
  */
+#include "arch/arch.h"
 #include "check.h"
 #include "lrun.h"
 
@@ -458,6 +459,47 @@ static void test_llamacpp(void)
     }
 }
 
+/* Every architecture: the generator writes what its description requires,
+ * under its own key prefix, and lrun loads it back with the description's
+ * RoPE pairs; an unknown architecture or an odd head_dim is refused. */
+static void test_archs(void)
+{
+    char name[160];
+    for (int i = 0; lrun_arch_known(i); i++) {
+        const lrun_arch *a = lrun_arch_known(i);
+        lrun_model_gen_spec sp = tiny(LRUN_DTYPE_F16);
+        sp.arch = a->name;
+        sp.head_dim = 32; /* not n_embd / n_head (16): explicit key_length */
+        lrun_status st = lrun_model_generate(path, &sp);
+        lrun_model *m = NULL;
+        const lrun_load_opts o = {.device = "cpu", .n_threads = 1, .rope_style = -1};
+        if (st == LRUN_OK) st = lrun_model_load(&m, path, &o);
+        const lrun_model_info *in = m ? lrun_model_get_info(m) : NULL;
+        int tensors = m != NULL;
+        for (int j = 0; m && j < a->n_tensors; j++) {
+            const lrun_arch_tensor_desc *d = &a->tensors[j];
+            char tn[64];
+            snprintf(tn, sizeof tn, d->name, 1);
+            tensors &= !d->required || lrun_model_find_tensor(m, tn) != NULL;
+        }
+        snprintf(name, sizeof name, "%s: generated with every required tensor, loads with its own keys and RoPE pairs",
+                 a->name);
+        CHECK(name, st == LRUN_OK && in && strcmp(in->arch, a->name) == 0 && in->head_dim == 32 &&
+                        in->n_rot == 32 && in->rope_style == a->rope_style && tensors);
+        if (st != LRUN_OK) printf("#   %s\n", lrun_last_error());
+        lrun_model_free(m);
+    }
+    lrun_model_gen_spec sp = tiny(LRUN_DTYPE_F32);
+    sp.arch = "gpt9";
+    CHECK("an unknown spec.arch is refused, naming the known ones",
+          lrun_model_generate(path, &sp) == LRUN_E_ARG && strstr(lrun_last_error(), "gpt9") &&
+              strstr(lrun_last_error(), "llama"));
+    sp.arch = NULL;
+    sp.head_dim = 7;
+    CHECK("an odd head_dim is refused", lrun_model_generate(path, &sp) == LRUN_E_ARG &&
+                                            strstr(lrun_last_error(), "head_dim"));
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "%s", "/tmp/lrun-test-model-gen-XXXXXX");
@@ -470,6 +512,7 @@ int main(void)
     test_content();
     test_gguf_package();
     test_llamacpp();
+    test_archs();
 
     unlink(path);
     rmdir(dir);
