@@ -15,6 +15,9 @@ M.models = {
   { name = "llama_f32", arch = "llama", dtype = "f32" },
   { name = "qwen2_f32", arch = "qwen2", dtype = "f32" },
   { name = "qwen2_q8_0", arch = "qwen2", dtype = "q8_0" },
+  -- head size 64, not n_embd / n_head = 32: q_dim 256 > n_embd, as Qwen3's
+  { name = "qwen3_f32", arch = "qwen3", dtype = "f32", head_dim = 64 },
+  { name = "qwen3_q8_0", arch = "qwen3", dtype = "q8_0", head_dim = 64 },
 }
 
 -- The shape every entry starts from: 2 layers, GQA 4:2, head size 32.

@@ -339,11 +339,21 @@ describe("lrun against llama.cpp on each architecture (random weights, arch_gree
           end
           assert(worst <= LOGPROB_TOL, string.format("%s/%s: max |log-prob difference| over llama.cpp's top-20 is "
             .. "%.6f (token %d) > %g", gm.name, case.name, worst, worst_id, LOGPROB_TOL))
+          -- the same ids up to the step where llama.cpp's raw argmax was an
+          -- end-of-generation token (eog_at, 0-based; its ignore_eos biased it
+          -- away), where lrun (eos_token_id = {}) must take one too
           local _, ids = model:generate(copy_ids(case.prompt_ids), {max_new_tokens = golden.n_predict,
             do_sample = false, eos_token_id = {}})
-          local got, skip = {}, #ids == #case.prompt_ids + golden.n_predict and #case.prompt_ids or 0
-          for k = 1, golden.n_predict do got[k] = ids[skip + k] end
-          assert.are.same(case.continuation_ids, got)
+          local skip = #ids == #case.prompt_ids + golden.n_predict and #case.prompt_ids or 0
+          local n_cmp = case.eog_at and case.eog_at or golden.n_predict
+          local got, want = {}, {}
+          for k = 1, n_cmp do got[k], want[k] = ids[skip + k], case.continuation_ids[k] end
+          assert.are.same(want, got)
+          if case.eog_at then
+            local at = ids[skip + case.eog_at + 1]
+            assert(contains(case.eog_ids, at), string.format("%s/%s: step %d: lrun took %s, llama.cpp's raw argmax "
+              .. "was end-of-generation", gm.name, case.name, case.eog_at, tostring(at)))
+          end
         end)
       end
     end)

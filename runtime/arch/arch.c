@@ -10,8 +10,14 @@
 static const lrun_arch *const known[] = {
     &lrun_arch_llama,
     &lrun_arch_qwen2,
+    &lrun_arch_qwen3,
 };
 #define N_KNOWN ((int)(sizeof known / sizeof known[0]))
+
+const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS] = {
+    LRUN_ARCH_TENSOR_ATTN_NORM, LRUN_ARCH_TENSOR_FFN_NORM, LRUN_ARCH_TENSOR_Q_BIAS, LRUN_ARCH_TENSOR_K_BIAS,
+    LRUN_ARCH_TENSOR_V_BIAS,    LRUN_ARCH_TENSOR_O_BIAS,   LRUN_ARCH_TENSOR_Q_NORM, LRUN_ARCH_TENSOR_K_NORM,
+};
 
 const lrun_arch *lrun_arch_find(const char *name)
 {
@@ -76,7 +82,7 @@ int lrun_arch_op_n_w(const lrun_arch_op *op)
 /* What each op kind takes: weights (min, max), outputs, and whether its
  * weights are matrices (in → out[i]), vectors of out[i]'s width, or a
  * matrix then an optional bias (MATMUL_ADD). */
-enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS };
+enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS, W_VECTORS_HEAD };
 static const struct {
     const char *name;
     int w_min, w_max, n_out;
@@ -89,11 +95,12 @@ static const struct {
     [LRUN_ARCH_OP_ATTENTION] = {"attention", 0, 0, 1, W_NONE},
     [LRUN_ARCH_OP_MATMUL_ADD] = {"matmul_add", 1, 2, 1, W_MATRIX_BIAS},
     [LRUN_ARCH_OP_MATMUL_SWIGLU] = {"matmul_swiglu", 2, 2, 2, W_MATRICES},
+    [LRUN_ARCH_OP_HEAD_NORM] = {"head_norm", 1, 3, 0, W_VECTORS_HEAD}, /* n_out: one per weight */
 };
 
 static const char *dim_name(lrun_arch_dim d)
 {
-    static const char *const names[] = {"-", "n_embd", "q_dim", "kv_dim", "n_ff", "n_vocab", "n_rot/2"};
+    static const char *const names[] = {"-", "n_embd", "q_dim", "kv_dim", "n_ff", "n_vocab", "n_rot/2", "head_dim"};
     return d >= 0 && d < (int)(sizeof names / sizeof names[0]) ? names[d] : "?";
 }
 
@@ -129,6 +136,7 @@ static lrun_status check_op(const lrun_arch *a, int i, int used[LRUN_ARCH_TENSOR
         switch (kinds[op->kind].form) {
         case W_VECTOR_IN: st = check_weight(a, i, op->w[j], in, LRUN_ARCH_DIM_NONE); break;
         case W_VECTORS_OUT: st = check_weight(a, i, op->w[j], out, LRUN_ARCH_DIM_NONE); break;
+        case W_VECTORS_HEAD: st = check_weight(a, i, op->w[j], LRUN_ARCH_DIM_HEAD, LRUN_ARCH_DIM_NONE); break;
         case W_MATRICES: st = check_weight(a, i, op->w[j], in, out); break;
         case W_MATRIX_BIAS:
             st = check_weight(a, i, op->w[j], j == 0 ? in : out, j == 0 ? out : LRUN_ARCH_DIM_NONE);

@@ -42,6 +42,8 @@ typedef enum lrun_arch_tensor {
     LRUN_ARCH_TENSOR_GATE,       /* {n_embd, n_ff} */
     LRUN_ARCH_TENSOR_UP,         /* {n_embd, n_ff} */
     LRUN_ARCH_TENSOR_DOWN,       /* {n_ff, n_embd} */
+    LRUN_ARCH_TENSOR_Q_NORM,     /* {head_dim} qwen3, gemma3: RMSNorm of each query head */
+    LRUN_ARCH_TENSOR_K_NORM,     /* {head_dim} and of each key head */
     LRUN_ARCH_TENSOR_BLOCK_COUNT,
     LRUN_ARCH_TENSOR_TOKEN_EMBD = LRUN_ARCH_TENSOR_BLOCK_COUNT, /* {n_embd, n_vocab} */
     LRUN_ARCH_TENSOR_OUTPUT_NORM,  /* {n_embd} */
@@ -60,6 +62,7 @@ typedef enum lrun_arch_dim {
     LRUN_ARCH_DIM_FF,        /* n_ff */
     LRUN_ARCH_DIM_VOCAB,     /* n_vocab */
     LRUN_ARCH_DIM_ROT_HALF,  /* n_rot / 2 */
+    LRUN_ARCH_DIM_HEAD,      /* head_dim */
 } lrun_arch_dim;
 
 typedef struct lrun_arch_tensor_desc {
@@ -140,6 +143,8 @@ typedef enum lrun_arch_op_kind {
     LRUN_ARCH_OP_MATMUL_ADD,    /* out[0] += in · w[0]ᵀ, then += w[1] (optional bias): a projection
                                  * into the residual stream */
     LRUN_ARCH_OP_MATMUL_SWIGLU, /* out[0] = silu(in · w[0]ᵀ) * (in · w[1]ᵀ), out[1] scratch for the latter */
+    LRUN_ARCH_OP_HEAD_NORM,     /* out[i] = rms_norm(each head_dim-long head of out[i]) * w[i], in place,
+                                 * for each weight (qwen3's q/k norms, before RoPE) */
     LRUN_ARCH_OP_KIND_COUNT
 } lrun_arch_op_kind;
 
@@ -171,10 +176,16 @@ typedef struct lrun_arch {
 /* The known architectures (arch.c lists them). */
 extern const lrun_arch lrun_arch_llama;
 extern const lrun_arch lrun_arch_qwen2;
+extern const lrun_arch lrun_arch_qwen3;
 
 /* llama's hyper-parameter keys, which qwen2 and qwen3 share (under their own prefix). */
 #define LRUN_ARCH_LLAMA_N_HPARAMS 11
 extern const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS];
+
+/* The block vectors (norms, biases), in the order the engines convert them
+ * to f32 at init: llama's first, in the order they always had. */
+#define LRUN_ARCH_N_BLOCK_VECTORS 8
+extern const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS];
 
 /* The description for general.architecture name, or NULL. */
 const lrun_arch *lrun_arch_find(const char *name);

@@ -128,12 +128,10 @@ static lrun_status load_vectors(cpu_engine *e)
     for (int64_t l = 0; st == LRUN_OK && l < m->info.n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         struct engine_layer *E = &e->layers[l];
-        if ((st = load_vector(L->attn_norm, &c, &E->attn_norm)) != LRUN_OK) break;
-        if ((st = load_vector(L->ffn_norm, &c, &E->ffn_norm)) != LRUN_OK) break;
-        if ((st = load_vector(L->bq, &c, &E->bq)) != LRUN_OK) break;
-        if ((st = load_vector(L->bk, &c, &E->bk)) != LRUN_OK) break;
-        if ((st = load_vector(L->bv, &c, &E->bv)) != LRUN_OK) break;
-        st = load_vector(L->bo, &c, &E->bo);
+        for (int i = 0; st == LRUN_OK && i < LRUN_ARCH_N_BLOCK_VECTORS; i++) {
+            const lrun_arch_tensor id = lrun_arch_block_vectors[i];
+            st = load_vector(L->t[id], &c, &E->vec[id]);
+        }
     }
     return st;
 }

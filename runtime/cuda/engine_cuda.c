@@ -160,12 +160,8 @@ static lrun_status load_vectors(lrun_cuda_engine *e)
     for (int64_t l = 0; l < m->info.n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         struct cuda_layer *E = &e->layers[l];
-        VEC(L->attn_norm, E->attn_norm);
-        VEC(L->ffn_norm, E->ffn_norm);
-        VEC(L->bq, E->bq);
-        VEC(L->bk, E->bk);
-        VEC(L->bv, E->bv);
-        VEC(L->bo, E->bo);
+        for (int i = 0; i < LRUN_ARCH_N_BLOCK_VECTORS; i++)
+            VEC(L->t[lrun_arch_block_vectors[i]], E->vec[lrun_arch_block_vectors[i]]);
     }
 #undef VEC
     if (st == LRUN_OK)

@@ -275,6 +275,7 @@ static int64_t dim_value(const lrun_model_info *in, lrun_arch_dim d)
     case LRUN_ARCH_DIM_FF: return in->n_ff;
     case LRUN_ARCH_DIM_VOCAB: return in->n_vocab;
     case LRUN_ARCH_DIM_ROT_HALF: return in->n_rot / 2;
+    case LRUN_ARCH_DIM_HEAD: return in->head_dim;
     default: return 0;
     }
 }
@@ -471,13 +472,12 @@ size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)
 
 size_t lrun_model_vector_floats(const lrun_model *m)
 {
-    size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
+    size_t n = (size_t)m->info.n_embd; /* output_norm */
     if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
-    for (int64_t l = 0; l < m->info.n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct lrun_tensor *b[] = {L->bq, L->bk, L->bv, L->bo};
-        for (int i = 0; i < 4; i++)
-            if (b[i]) n += (size_t)b[i]->ne[0];
-    }
+    for (int64_t l = 0; l < m->info.n_layer; l++)
+        for (int i = 0; i < LRUN_ARCH_N_BLOCK_VECTORS; i++) {
+            const struct lrun_tensor *t = m->layers[l].t[lrun_arch_block_vectors[i]];
+            if (t) n += (size_t)t->ne[0];
+        }
     return n;
 }

@@ -44,6 +44,7 @@ static int64_t gen_dim(const lrun_model_gen_spec *s, lrun_arch_dim d)
     case LRUN_ARCH_DIM_FF: return s->n_ff;
     case LRUN_ARCH_DIM_VOCAB: return s->n_vocab;
     case LRUN_ARCH_DIM_ROT_HALF: return gen_head_dim(s) / 2;
+    case LRUN_ARCH_DIM_HEAD: return gen_head_dim(s);
     default: return 0;
     }
 }

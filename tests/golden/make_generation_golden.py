@@ -164,14 +164,20 @@ ARCH_PROMPTS = [
 
 
 def arch_case(cli, name, ids):
+    """One prompt; eog_at as in the SmolLM2 golden: the first step whose raw
+    argmax is an end-of-generation token (ignore_eos biased it away)."""
     r = cli.post("/completion", dict(GEN_BODY, prompt=ids, n_predict=ARCH_N_PREDICT))
     probs = r["completion_probabilities"]
     out_ids = r["tokens"]
     if len(out_ids) != ARCH_N_PREDICT:
         sys.exit("%s: expected %d tokens, got %d" % (name, ARCH_N_PREDICT, len(out_ids)))
+    eog = sorted(b["token"] for b in r["generation_settings"]["logit_bias"] if b["bias"] is None)
+    eog_at = next((k for k, st in enumerate(probs) if st["top_logprobs"][0]["id"] in eog), None)
     return {
         "name": name,
         "prompt_ids": ids,
+        "eog_ids": eog,
+        "eog_at": eog_at,
         "continuation_ids": out_ids,
         "first_step_top20": [[t["id"], t["logprob"]] for t in probs[0]["top_logprobs"]],
         "steps": [{"id": st["id"], "top2": [[t["id"], t["logprob"]] for t in st["top_logprobs"][:2]]}
