@@ -340,6 +340,9 @@ typedef struct lrun_model_gen_spec {
     int progress;               /* 1: progress bar on stderr when it is a terminal */
     const char *arch;           /* general.architecture ("llama", "qwen2", …, docs/architectures.md); NULL: llama */
     int64_t head_dim;           /* key/value length per head; 0: n_embd / n_head */
+    double rope_llama3_factor;  /* 0: none; else rope_freqs.weight of Llama 3.1's rope_scaling with this factor
+                                 * (low_freq_factor 1, high_freq_factor 4, original context 8192) */
+    int64_t sliding_window;     /* <arch>.attention.sliding_window in positions; 0: none (not written) */
 } lrun_model_gen_spec;
 
 /* Writes a complete GGUF of architecture spec.arch at path (the tensors and

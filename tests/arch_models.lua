@@ -13,6 +13,10 @@ local M = {}
 -- name, arch, weight dtype, and what differs from the base shape below.
 M.models = {
   { name = "llama_f32", arch = "llama", dtype = "f32" },
+  -- Llama 3.1's rope_scaling as rope_freqs.weight (factor 8; head size 64 so
+  -- that the low, smoothed and high frequency bands all occur)
+  { name = "llama3_rope_f32", arch = "llama", dtype = "f32", head_dim = 64, rope_llama3_factor = 8,
+    rope_freq_base = 500000 },
   { name = "qwen2_f32", arch = "qwen2", dtype = "f32" },
   { name = "qwen2_q8_0", arch = "qwen2", dtype = "q8_0" },
   -- head size 64, not n_embd / n_head = 32: q_dim 256 > n_embd, as Qwen3's
@@ -22,13 +26,14 @@ M.models = {
 
 -- The shape every entry starts from: 2 layers, GQA 4:2, head size 32.
 local BASE = { n_layer = 2, n_embd = 128, n_head = 4, n_head_kv = 2, n_ff = 256, n_vocab = 512, n_ctx = 256,
-  head_dim = 0, rope_freq_base = 10000, rms_eps = 1e-5, seed = 2026, tied = 1 }
+  head_dim = 0, rope_freq_base = 10000, rms_eps = 1e-5, seed = 2026, tied = 1, rope_llama3_factor = 0,
+  sliding_window = 0 }
 
 --- Writes entry e's GGUF at path; raises with lrun's message on failure.
 function M.generate(e, path)
   local s = ffi.new("lrun_model_gen_spec")
   for _, k in ipairs({ "n_layer", "n_embd", "n_head", "n_head_kv", "n_ff", "n_vocab", "n_ctx", "head_dim",
-                       "rope_freq_base", "rms_eps", "seed" }) do
+                       "rope_freq_base", "rms_eps", "seed", "rope_llama3_factor", "sliding_window" }) do
     s[k] = e[k] or BASE[k]
   end
   local dt = ffi.new("lrun_dtype[1]")

@@ -13,6 +13,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "lrun.h"
+#include "model/rope_scaling.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -85,6 +86,11 @@ static lrun_status check_spec(const lrun_model_gen_spec *s)
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rope_freq_base = %g: must be > 0", s->rope_freq_base);
     if (!(s->rms_eps > 0) || !(s->rms_eps < 1))
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rms_eps = %g: must be in (0, 1)", s->rms_eps);
+    if (!(s->rope_llama3_factor == 0 || (s->rope_llama3_factor >= 1 && isfinite(s->rope_llama3_factor))))
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rope_llama3_factor = %g: must be 0 (none) or >= 1",
+                         s->rope_llama3_factor);
+    if (s->sliding_window < 0 || s->sliding_window > INT32_MAX)
+        return bad_spec("sliding_window", s->sliding_window, "must be 0 (none) .. 2^31-1");
     if (s->n_threads < 0 || s->n_threads > GEN_MAX_THREADS)
         return bad_spec("n_threads", s->n_threads, "must be 0 (all cores) .. 256");
     return LRUN_OK;
@@ -102,11 +108,13 @@ typedef struct gen_tensor {
     size_t block_bytes;
     float scale;                /* values U(-scale, scale) */
     int is_norm;                /* 1: f32 values 1 + noise */
+    const float *values;        /* (nelem) f32 values to write as they are (RoPE factors), or NULL */
     uint64_t seed;              /* from the run's seed and the tensor's name */
 } gen_tensor;
 
 typedef struct gen_list {
     gen_tensor *t;              /* (n) in file order */
+    float *rope_factors;        /* (head_dim / 2) values of rope_freqs.weight, or NULL */
     int64_t n;
     size_t total_bytes;         /* sum of tensor bytes, without padding */
 } gen_list;
@@ -144,10 +152,13 @@ static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *na
     return LRUN_OK;
 }
 
-/* Whether the generator writes tensor d: the required ones, and the head when untied. */
+/* Whether the generator writes tensor d: the required ones, the head when
+ * untied, the RoPE factors when the spec scales RoPE. */
 static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc *d)
 {
-    return d->id == LRUN_ARCH_TENSOR_OUTPUT ? !s->tied_embeddings : d->required;
+    if (d->id == LRUN_ARCH_TENSOR_OUTPUT) return !s->tied_embeddings;
+    if (d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) return s->rope_llama3_factor > 0;
+    return d->required;
 }
 
 /* Tensor d (of block layer, for a block's) in the spec's shape: matrices in
@@ -161,6 +172,13 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
     const int head = d->id == LRUN_ARCH_TENSOR_TOKEN_EMBD || d->id == LRUN_ARCH_TENSOR_OUTPUT;
     const lrun_dtype dt = !matrix ? LRUN_DTYPE_F32 : head ? s->embd_dtype : s->weight_dtype;
     lrun_status st = add(l, s, name, dt, gen_dim(s, d->ne[0]), matrix ? gen_dim(s, d->ne[1]) : 0);
+    if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) {
+        l->rope_factors = malloc((size_t)gen_head_dim(s) / 2 * sizeof(float));
+        if (!l->rope_factors) return lrun_fail_oom(0, 0, "lrun_model_generate: RoPE factors");
+        lrun_rope_llama3_factors(l->rope_factors, gen_head_dim(s), s->rope_freq_base, s->rope_llama3_factor, 1.0,
+                                 4.0, 8192.0);
+        l->t[l->n - 1].values = l->rope_factors;
+    }
     if (st == LRUN_OK && d->role == LRUN_ROLE_BIAS) {
         l->t[l->n - 1].is_norm = 0;
         l->t[l->n - 1].scale = GEN_BIAS_SCALE;
@@ -424,6 +442,10 @@ static void *fill_main(void *arg)
         int64_t b0 = nb * j->ith / j->nth, b1 = nb * (j->ith + 1) / j->nth;
         if (b1 <= b0) continue;
         uint8_t *dst = j->c->buf + pc->at + (size_t)b0 * g->block_bytes;
+        if (g->values) { /* f32: one element per block */
+            memcpy(dst, g->values + pc->first + b0, (size_t)(b1 - b0) * sizeof(float));
+            continue;
+        }
         j->status = lrun_random_fill(g->dtype, dst, pc->first + b0 * g->block, (b1 - b0) * g->block, g->scale, g->seed);
         if (j->status == LRUN_OK && g->is_norm)
             for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] += 1.0f;
@@ -560,6 +582,7 @@ lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spe
     if (st == LRUN_OK) st = lrun_gguf_writer_finish(w);
     lrun_gguf_writer_free(w); /* removes the file unless finish succeeded */
     free(list.t);
+    free(list.rope_factors);
     if (st != LRUN_OK) return lrun_fail_context(st, "generating %s", path);
     return LRUN_OK;
 }

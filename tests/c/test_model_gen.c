@@ -489,6 +489,31 @@ static void test_archs(void)
         if (st != LRUN_OK) printf("#   %s\n", lrun_last_error());
         lrun_model_free(m);
     }
+    /* Llama 3.1's rope_scaling as rope_freqs.weight: the high frequencies
+     * unscaled, the low ones divided by the factor, smoothed between (head 64,
+     * base 500000: 15 unscaled, 3 smoothed, 14 scaled) */
+    lrun_model_gen_spec r3 = tiny(LRUN_DTYPE_F32);
+    r3.head_dim = 64;
+    r3.rope_freq_base = 500000;
+    r3.rope_llama3_factor = 8;
+    lrun_model *m = NULL;
+    const lrun_load_opts o = {.device = "cpu", .n_threads = 1, .rope_style = -1};
+    int ok = lrun_model_generate(path, &r3) == LRUN_OK && lrun_model_load(&m, path, &o) == LRUN_OK;
+    lrun_tensor *rf = ok ? lrun_model_find_tensor(m, "rope_freqs.weight") : NULL;
+    float f[32] = {0};
+    ok = rf && lrun_tensor_nelements(rf) == 32 && lrun_tensor_read_f32(rf, 0, 32, f) == LRUN_OK;
+    int ones = 0, eights = 0, mono = 1;
+    for (int i = 0; ok && i < 32; i++) {
+        ones += f[i] == 1.0f;
+        eights += f[i] == 8.0f;
+        if (i) mono &= f[i] >= f[i - 1];
+    }
+    CHECK("rope_llama3_factor writes Llama 3.1's rope_freqs.weight (1 for high, 8 for low frequencies, smooth between)",
+          ok && ones == 15 && eights == 14 && mono && f[15] > 1.5f && f[17] < 5.3f);
+    lrun_model_free(m);
+    r3.rope_llama3_factor = 0.5;
+    CHECK("a rope_llama3_factor below 1 is refused", lrun_model_generate(path, &r3) == LRUN_E_ARG);
+
     lrun_model_gen_spec sp = tiny(LRUN_DTYPE_F32);
     sp.arch = "gpt9";
     CHECK("an unknown spec.arch is refused, naming the known ones",
