@@ -31,7 +31,7 @@ local TOL = { f32 = 1e-2, q8_0 = 5e-2 }
 -- The placements: name, load options on top of the device's.
 local PLACEMENTS = {
   { "resident", {} },
-  { "streamed (every matrix off the device, k = 1)", { policy = "aggressive", cpu_offload_gb = 1, prefetch_layers = 1 } },
+  { "streamed (every block off the device, k = 1)", { policy = "layers", n_gpu_layers = 0, prefetch_layers = 1 } },
   { "streamed (layers, one on the device, k = 2)", { policy = "layers", n_gpu_layers = 1, prefetch_layers = 2 } },
   { "host compute (-ot blk.1.ffn_down=cpu, blk.0.attn_k=cpu)",
     { policy = "conservative", overrides = { "blk%.1%.ffn_down=cpu", "blk%.0%.attn_k=cpu" } } },

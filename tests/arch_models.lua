@@ -22,6 +22,9 @@ M.models = {
   -- head size 64, not n_embd / n_head = 32: q_dim 256 > n_embd, as Qwen3's
   { name = "qwen3_f32", arch = "qwen3", dtype = "f32", head_dim = 64 },
   { name = "qwen3_q8_0", arch = "qwen3", dtype = "q8_0", head_dim = 64 },
+  -- fused attn_qkv and ffn_up [gate; up], split by the loader
+  { name = "phi3_f32", arch = "phi3", dtype = "f32" },
+  { name = "phi3_q8_0", arch = "phi3", dtype = "q8_0" },
 }
 
 -- The shape every entry starts from: 2 layers, GQA 4:2, head size 32.

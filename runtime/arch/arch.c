@@ -11,6 +11,7 @@ static const lrun_arch *const known[] = {
     &lrun_arch_llama,
     &lrun_arch_qwen2,
     &lrun_arch_qwen3,
+    &lrun_arch_phi3,
 };
 #define N_KNOWN ((int)(sizeof known / sizeof known[0]))
 
@@ -70,6 +71,21 @@ int lrun_arch_is_matrix(const lrun_arch *a, lrun_arch_tensor id)
     return d && d->ne[1] != LRUN_ARCH_DIM_NONE;
 }
 
+const lrun_arch_split *lrun_arch_split_of(const lrun_arch *a, lrun_arch_tensor id)
+{
+    for (int i = 0; i < a->n_splits; i++)
+        if (a->splits[i].fused == id) return &a->splits[i];
+    return NULL;
+}
+
+int lrun_arch_is_split_part(const lrun_arch *a, lrun_arch_tensor id)
+{
+    for (int i = 0; i < a->n_splits; i++)
+        for (int j = 0; j < LRUN_ARCH_OP_MAX_W && a->splits[i].parts[j] != LRUN_ARCH_TENSOR_NONE; j++)
+            if (a->splits[i].parts[j] == id) return 1;
+    return 0;
+}
+
 int lrun_arch_op_n_w(const lrun_arch_op *op)
 {
     int n = 0;
@@ -100,7 +116,8 @@ static const struct {
 
 static const char *dim_name(lrun_arch_dim d)
 {
-    static const char *const names[] = {"-", "n_embd", "q_dim", "kv_dim", "n_ff", "n_vocab", "n_rot/2", "head_dim"};
+    static const char *const names[] = {"-",       "n_embd",   "q_dim",           "kv_dim", "n_ff",
+                                        "n_vocab", "n_rot/2", "head_dim", "q_dim+2*kv_dim", "2*n_ff"};
     return d >= 0 && d < (int)(sizeof names / sizeof names[0]) ? names[d] : "?";
 }
 
@@ -172,8 +189,18 @@ lrun_status lrun_arch_validate(const lrun_arch *a)
         if (block != pattern)
             return lrun_fail(LRUN_E_INTERNAL, "arch %s: tensor '%s' %s a block index (%%d) in its name", a->name,
                              d->name, block ? "lacks" : "has");
-        if (block && !used[d->id])
+        const lrun_arch_split *sp = lrun_arch_split_of(a, d->id);
+        if (block && !used[d->id] && !sp)
             return lrun_fail(LRUN_E_INTERNAL, "arch %s: no op uses block tensor '%s'", a->name, d->name);
+        if (sp && (used[d->id] || d->required || d->ne[1] == LRUN_ARCH_DIM_NONE))
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: fused '%s' must be an optional matrix no op uses", a->name,
+                             d->name);
+        for (int j = 0; sp && j < LRUN_ARCH_OP_MAX_W && sp->parts[j] != LRUN_ARCH_TENSOR_NONE; j++) {
+            const lrun_arch_tensor_desc *pd = lrun_arch_tensor_find(a, sp->parts[j]);
+            if (!pd || !used[pd->id] || pd->ne[0] != d->ne[0])
+                return lrun_fail(LRUN_E_INTERNAL, "arch %s: a part of fused '%s' is no used matrix of its width",
+                                 a->name, d->name);
+        }
     }
     /* the engines' own steps around the blocks */
     const lrun_arch_tensor model[] = {LRUN_ARCH_TENSOR_TOKEN_EMBD, LRUN_ARCH_TENSOR_OUTPUT_NORM};

@@ -44,6 +44,8 @@ typedef enum lrun_arch_tensor {
     LRUN_ARCH_TENSOR_DOWN,       /* {n_ff, n_embd} */
     LRUN_ARCH_TENSOR_Q_NORM,     /* {head_dim} qwen3, gemma3: RMSNorm of each query head */
     LRUN_ARCH_TENSOR_K_NORM,     /* {head_dim} and of each key head */
+    LRUN_ARCH_TENSOR_QKV,        /* {n_embd, q_dim + 2 kv_dim} phi3's fused [q; k; v], split at load */
+    LRUN_ARCH_TENSOR_GATE_UP,    /* {n_embd, 2 n_ff} phi3's fused [gate; up] (its ffn_up), split at load */
     LRUN_ARCH_TENSOR_BLOCK_COUNT,
     LRUN_ARCH_TENSOR_TOKEN_EMBD = LRUN_ARCH_TENSOR_BLOCK_COUNT, /* {n_embd, n_vocab} */
     LRUN_ARCH_TENSOR_OUTPUT_NORM,  /* {n_embd} */
@@ -63,6 +65,8 @@ typedef enum lrun_arch_dim {
     LRUN_ARCH_DIM_VOCAB,     /* n_vocab */
     LRUN_ARCH_DIM_ROT_HALF,  /* n_rot / 2 */
     LRUN_ARCH_DIM_HEAD,      /* head_dim */
+    LRUN_ARCH_DIM_QKV,       /* q_dim + 2 kv_dim */
+    LRUN_ARCH_DIM_FF2,       /* 2 n_ff */
 } lrun_arch_dim;
 
 typedef struct lrun_arch_tensor_desc {
@@ -157,6 +161,17 @@ typedef struct lrun_arch_op {
     lrun_arch_buf out[LRUN_ARCH_OP_MAX_W];   /* as many as the kind uses */
 } lrun_arch_op;
 
+/* ---------------------------------------------------------------- fused matrices */
+
+/* A matrix the file stores fused, which the loader splits by rows into the
+ * parts the ops use (phi3's attn_qkv into q, k, v): the parts' rows are
+ * contiguous in the file, so each part is a view of the file's bytes and
+ * every backend, placement and staging path sees ordinary matrices. */
+typedef struct lrun_arch_split {
+    lrun_arch_tensor fused;                      /* a block tensor no op uses; optional in the file */
+    lrun_arch_tensor parts[LRUN_ARCH_OP_MAX_W];  /* in row order; NONE after the last */
+} lrun_arch_split;
+
 /* ---------------------------------------------------------------- an architecture */
 
 typedef struct lrun_arch {
@@ -171,12 +186,15 @@ typedef struct lrun_arch {
                                             * where llama.cpp's converter permuted q/k (llama), HALF (NeoX)
                                             * where llama.cpp uses LLAMA_ROPE_TYPE_NEOX (qwen2, qwen3, phi3,
                                             * gemma2, gemma3) */
+    const lrun_arch_split *splits;         /* (n_splits) fused matrices the loader splits, or NULL */
+    int n_splits;
 } lrun_arch;
 
 /* The known architectures (arch.c lists them). */
 extern const lrun_arch lrun_arch_llama;
 extern const lrun_arch lrun_arch_qwen2;
 extern const lrun_arch lrun_arch_qwen3;
+extern const lrun_arch lrun_arch_phi3;
 
 /* llama's hyper-parameter keys, which qwen2 and qwen3 share (under their own prefix). */
 #define LRUN_ARCH_LLAMA_N_HPARAMS 11
@@ -201,6 +219,11 @@ const lrun_arch_tensor_desc *lrun_arch_tensor_find(const lrun_arch *a, lrun_arch
 /* 1 when a describes tensor id as a matrix (a second dimension): what a
  * block's staged unit holds (residency/weight_ring.c, cuda/engine_cuda_offload.c). */
 int lrun_arch_is_matrix(const lrun_arch *a, lrun_arch_tensor id);
+/* The split of a whose fused tensor is id, or NULL. */
+const lrun_arch_split *lrun_arch_split_of(const lrun_arch *a, lrun_arch_tensor id);
+/* 1 when id is a part of one of a's splits. */
+int lrun_arch_is_split_part(const lrun_arch *a, lrun_arch_tensor id);
+
 /* The number of weights op uses (up to the first NONE). */
 int lrun_arch_op_n_w(const lrun_arch_op *op);
 

@@ -75,4 +75,5 @@ const lrun_arch lrun_arch_llama = {
     tensors, (int)(sizeof tensors / sizeof tensors[0]),
     ops, (int)(sizeof ops / sizeof ops[0]),
     LRUN_ROPE_STYLE_ADJACENT,
+    NULL, 0,
 };

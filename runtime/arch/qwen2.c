@@ -56,4 +56,5 @@ const lrun_arch lrun_arch_qwen2 = {
     tensors, (int)(sizeof tensors / sizeof tensors[0]),
     ops, (int)(sizeof ops / sizeof ops[0]),
     LRUN_ROPE_STYLE_HALF,
+    NULL, 0,
 };

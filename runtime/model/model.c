@@ -276,6 +276,8 @@ static int64_t dim_value(const lrun_model_info *in, lrun_arch_dim d)
     case LRUN_ARCH_DIM_VOCAB: return in->n_vocab;
     case LRUN_ARCH_DIM_ROT_HALF: return in->n_rot / 2;
     case LRUN_ARCH_DIM_HEAD: return in->head_dim;
+    case LRUN_ARCH_DIM_QKV: return (in->n_head + 2 * in->n_head_kv) * in->head_dim;
+    case LRUN_ARCH_DIM_FF2: return 2 * in->n_ff;
     default: return 0;
     }
 }
@@ -305,13 +307,68 @@ static lrun_status check_tensor(const struct lrun_tensor *t, const char *name, i
     return LRUN_OK;
 }
 
+/* Records a split adds per block: its parts after the first, which reuses the fused record. */
+static int64_t split_extra(const lrun_arch *a)
+{
+    int64_t n = 0;
+    for (int i = 0; i < a->n_splits; i++)
+        for (int j = 1; j < LRUN_ARCH_OP_MAX_W && a->splits[i].parts[j] != LRUN_ARCH_TENSOR_NONE; j++) n++;
+    return n;
+}
+
+/* Block l's fused matrix of split sp, when the file has it, becomes its
+ * parts: row ranges of the same file bytes (the fused record turns into the
+ * first part, the others are appended to m->tensors). */
+static lrun_status split_one(lrun_model *m, int64_t l, const lrun_arch_split *sp)
+{
+    struct lrun_tensor *f = m->layers[l].t[sp->fused];
+    if (!f) return LRUN_OK;
+    const lrun_arch *a = m->arch;
+    const char *const fused_name = lrun_arch_tensor_find(a, sp->fused)->name;
+    char fname[96];
+    snprintf(fname, sizeof fname, "%s", f->name);
+    int64_t rows = 0;
+    int n = 0;
+    for (; n < LRUN_ARCH_OP_MAX_W && sp->parts[n] != LRUN_ARCH_TENSOR_NONE; n++) {
+        rows += dim_value(&m->info, lrun_arch_tensor_find(a, sp->parts[n])->ne[1]);
+        if (m->layers[l].t[sp->parts[n]])
+            return lrun_fail(LRUN_E_FORMAT, "block %lld has both the fused '%s' and its part '%s'", (long long)l,
+                             fname, m->layers[l].t[sp->parts[n]]->name);
+    }
+    if (f->ndim != 2 || f->ne[1] != rows || f->ne[0] != m->info.n_embd)
+        return lrun_fail(LRUN_E_FORMAT, "tensor '%s' has shape {%lld, %lld}, expected {%lld, %lld} (pattern '%s')", fname,
+                         (long long)f->ne[0], (long long)f->ne[1], (long long)m->info.n_embd, (long long)rows,
+                         fused_name);
+    const char *bytes = f->file_data;
+    const struct lrun_tensor whole = *f;
+    for (int j = 0; j < n; j++) {
+        const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, sp->parts[j]);
+        struct lrun_tensor *t = j == 0 ? f : &m->tensors[m->n_tensors++];
+        *t = whole;
+        char name[96];
+        snprintf(name, sizeof name, d->name, (int)l);
+        const int64_t dims[LRUN_MAX_DIMS] = {whole.ne[0], dim_value(&m->info, d->ne[1]), 1, 1};
+        lrun_status st = lrun_tensor_set_shape(t, name, whole.dtype, 2, dims);
+        if (st != LRUN_OK) return st;
+        t->role = d->role;
+        t->file_data = bytes;
+        t->data = (void *)bytes;
+        bytes += t->nbytes;
+        m->layers[l].t[sp->parts[j]] = t;
+    }
+    m->layers[l].t[sp->fused] = NULL;
+    return LRUN_OK;
+}
+
 static lrun_status build_tensors(lrun_model *m)
 {
     const lrun_gguf *g = m->gguf;
     const lrun_model_info *in = &m->info;
     m->n_tensors = lrun_gguf_tensor_count(g);
     m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
-    m->tensors = calloc(m->n_tensors > 0 ? (size_t)m->n_tensors : 1, sizeof *m->tensors);
+    /* room for the parts of fused matrices (no later realloc: layers point into it) */
+    const size_t cap = (size_t)m->n_tensors + (size_t)in->n_layer * (size_t)split_extra(m->arch);
+    m->tensors = calloc(cap > 0 ? cap : 1, sizeof *m->tensors);
     if (!m->layers || !m->tensors) return lrun_fail_oom(0, 0, "model: tensor records");
 
     for (int64_t i = 0; i < m->n_tensors; i++) {
@@ -339,9 +396,16 @@ static lrun_status build_tensors(lrun_model *m)
         t->file_data = lrun_gguf_tensor_data(g, i);
         t->data = (void *)t->file_data; /* zero copy: the mapping is read-only, and so are weights */
         t->device = NULL;
-        *tensor_slot(m, layer, d->id) = t;
+        struct lrun_tensor **slot = tensor_slot(m, layer, d->id);
+        if (*slot) return lrun_fail(LRUN_E_FORMAT, "tensor '%s' appears twice", name);
+        *slot = t;
         m->info.weight_bytes += t->nbytes;
     }
+    for (int64_t l = 0; l < in->n_layer; l++)
+        for (int i = 0; i < m->arch->n_splits; i++) {
+            lrun_status st = split_one(m, l, &m->arch->splits[i]);
+            if (st != LRUN_OK) return st;
+        }
 
     /* every tensor the forward pass reads, with its exact shape: the model's own, then block by block */
     for (int64_t l = -1; l < in->n_layer; l++)
@@ -457,9 +521,14 @@ lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i)
 
 lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name)
 {
-    /* tensors are kept in file order, so the file's index is ours */
+    /* tensors are kept in file order, so the file's index is ours; the parts
+     * of a split fused matrix (phi3's attn_qkv) have names of their own */
     const int64_t i = name ? lrun_gguf_find_tensor(model->gguf, name) : -1;
-    return lrun_model_tensor(model, i);
+    lrun_tensor *t = lrun_model_tensor(model, i);
+    if (t && strcmp(t->name, name) == 0) return t;
+    for (int64_t j = 0; name && j < model->n_tensors; j++)
+        if (strcmp(model->tensors[j].name, name) == 0) return &model->tensors[j];
+    return NULL;
 }
 
 size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)

@@ -46,6 +46,8 @@ static int64_t gen_dim(const lrun_model_gen_spec *s, lrun_arch_dim d)
     case LRUN_ARCH_DIM_VOCAB: return s->n_vocab;
     case LRUN_ARCH_DIM_ROT_HALF: return gen_head_dim(s) / 2;
     case LRUN_ARCH_DIM_HEAD: return gen_head_dim(s);
+    case LRUN_ARCH_DIM_QKV: return (s->n_head + 2 * s->n_head_kv) * gen_head_dim(s);
+    case LRUN_ARCH_DIM_FF2: return 2 * s->n_ff;
     default: return 0;
     }
 }
@@ -152,10 +154,14 @@ static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *na
     return LRUN_OK;
 }
 
-/* Whether the generator writes tensor d: the required ones, the head when
+/* Whether the generator writes tensor d: the required ones (fused matrices
+ * rather than their parts, as llama.cpp's converter does), the head when
  * untied, the RoPE factors when the spec scales RoPE. */
 static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc *d)
 {
+    const lrun_arch *a = gen_arch(s);
+    if (lrun_arch_split_of(a, d->id)) return 1;
+    if (lrun_arch_is_split_part(a, d->id)) return 0;
     if (d->id == LRUN_ARCH_TENSOR_OUTPUT) return !s->tied_embeddings;
     if (d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) return s->rope_llama3_factor > 0;
     return d->required;
@@ -346,7 +352,9 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
 {
     const lrun_arch *a = gen_arch(s);
     char key[128], name[64];
-    snprintf(name, sizeof name, "lrun random %s", a->name);
+    /* not "lrun random phi3": llama.cpp's vocabulary loader sets token attributes
+     * of Phi-3's own tokens (</s>, <unk>, <s>) for any model name with "phi3" in it */
+    snprintf(name, sizeof name, "lrun random model of %s", strcmp(a->name, "phi3") == 0 ? "phi-three" : a->name);
     lrun_status st = lrun_gguf_writer_set_str(w, "general.architecture", a->name);
 #define KV(call) if (st == LRUN_OK) st = (call)
     KV(lrun_gguf_writer_set_str(w, "general.name", name));

@@ -438,7 +438,7 @@ int main(void)
     test_dtype(&tols[0]);
     rope_style = -1;
     /* every other architecture (docs/architectures.md), f32 and q8_0 */
-    static const char *const archs[] = {"qwen2", "qwen3"};
+    static const char *const archs[] = {"qwen2", "qwen3", "phi3"};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
         gen_arch = archs[i];
         test_dtype(&tols[0]);

@@ -489,6 +489,28 @@ static void test_archs(void)
         if (st != LRUN_OK) printf("#   %s\n", lrun_last_error());
         lrun_model_free(m);
     }
+    /* phi3: the fused attn_qkv and ffn_up [gate; up] are split by rows into
+     * views of the file's bytes, named as llama's tensors */
+    lrun_model_gen_spec p3 = tiny(LRUN_DTYPE_Q8_0);
+    p3.arch = "phi3";
+    lrun_model *pm = NULL;
+    const lrun_load_opts po = {.device = "cpu", .n_threads = 1, .rope_style = -1};
+    int pok = lrun_model_generate(path, &p3) == LRUN_OK && lrun_model_load(&pm, path, &po) == LRUN_OK;
+    const char *const part[] = {"blk.1.attn_q.weight", "blk.1.attn_k.weight", "blk.1.attn_v.weight",
+                                "blk.1.ffn_gate.weight", "blk.1.ffn_up.weight"};
+    const int64_t rows[] = {64, 32, 32, 128, 128};
+    lrun_tensor *pt[5] = {0};
+    for (int i = 0; pok && i < 5; i++) {
+        pt[i] = lrun_model_find_tensor(pm, part[i]);
+        pok = pt[i] && lrun_tensor_dim(pt[i], 0) == 64 && lrun_tensor_dim(pt[i], 1) == rows[i];
+    }
+    /* contiguous: each part starts where the one before it ends */
+    pok = pok && (const char *)lrun_tensor_host_data(pt[1]) == (const char *)lrun_tensor_host_data(pt[0]) + lrun_tensor_bytes(pt[0]) &&
+          (const char *)lrun_tensor_host_data(pt[2]) == (const char *)lrun_tensor_host_data(pt[1]) + lrun_tensor_bytes(pt[1]) &&
+          (const char *)lrun_tensor_host_data(pt[4]) == (const char *)lrun_tensor_host_data(pt[3]) + lrun_tensor_bytes(pt[3]);
+    CHECK("phi3: attn_qkv and ffn_up are split by rows into q, k, v and gate, up (views of the file's bytes)", pok);
+    lrun_model_free(pm);
+
     /* Llama 3.1's rope_scaling as rope_freqs.weight: the high frequencies
      * unscaled, the low ones divided by the factor, smoothed between (head 64,
      * base 500000: 15 unscaled, 3 smoothed, 14 scaled) */
