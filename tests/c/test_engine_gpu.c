@@ -24,7 +24,8 @@
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 1024 };
 
 static char path_buf[16][128];
-static const char *gen_arch; /* the architecture gen_model writes: NULL for llama */
+static const char *gen_arch;  /* the architecture gen_model writes: NULL for llama */
+static int64_t gen_head_dim;  /* its head size: 0 for n_embd / n_head */
 static int n_paths;
 
 // ---------------------------------------------------------------- helpers
@@ -33,7 +34,7 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
 {
     char *p = path_buf[n_paths++];
     snprintf(p, 128, "/tmp/lrun_test_engine_gpu_%d_%d.gguf", (int)getpid(), n_paths);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, 0, 0, 0};
+    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, gen_head_dim, 0, 0};
     if (lrun_model_generate(p, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return p;
 }
@@ -108,7 +109,9 @@ static void test_dtype(const struct tol *t)
     char msg[160];
     char arch_name[64];
     if (rope_style == LRUN_ROPE_STYLE_HALF) name = "half-split (NeoX) RoPE";
-    if (gen_arch) name = (snprintf(arch_name, sizeof arch_name, "%s %s", gen_arch, name), arch_name);
+    if (gen_arch)
+        name = (snprintf(arch_name, sizeof arch_name, "%s%s %s", gen_arch, gen_head_dim ? " (head 64)" : "", name),
+                arch_name);
     snprintf(msg, sizeof msg, "%s: CUDA engine made, every weight on the device", name);
     CHECK(msg, eg && lrun_model_tier_bytes(mg, LRUN_TIER_DEVICE) == lrun_model_get_info(mg)->weight_bytes);
     if (!ec || !eg) goto done;
@@ -444,7 +447,11 @@ int main(void)
         test_dtype(&tols[0]);
         test_dtype(&tols[2]);
     }
+    gen_arch = "qwen3";
+    gen_head_dim = 64; /* q_dim 512 > n_embd 256, as Qwen3's */
+    test_dtype(&tols[0]);
     gen_arch = NULL;
+    gen_head_dim = 0;
 
     const char *bf16 = gen_model(LRUN_DTYPE_BF16, LRUN_DTYPE_BF16);
     test_pdl(bf16, "bf16 weights");
