@@ -24,6 +24,7 @@ local arch_models = require("tests.arch_models")
 local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
 local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
 
+-- longer than the sliding-window models' window (8)
 local PROMPT = { 257, 84, 104, 101, 32, 99, 97, 112, 105, 116, 97, 108, 300, 42, 7, 260, 99, 12 }
 local N_NEW = 8
 local TOL = { f32 = 1e-2, q8_0 = 5e-2 }
@@ -57,7 +58,13 @@ describe("every architecture on cuda against the CPU", function()
   local tmp = {}
   teardown(function() for _, p in ipairs(tmp) do os.remove(p) end end)
 
-  for _, e in ipairs(arch_models.models) do
+  -- every model of the llama.cpp check, the sliding-window ones, and a
+  -- quantized sliding-window model for the exact path
+  local all = {}
+  for _, e in ipairs(arch_models.models) do all[#all + 1] = e end
+  for _, e in ipairs(arch_models.float_models) do all[#all + 1] = e end
+  all[#all + 1] = { name = "mistral_swa_q8_0", arch = "llama", dtype = "q8_0", sliding_window = 8 }
+  for _, e in ipairs(all) do
     describe(e.name .. ":", function()
       local path, cpu_ids, cpu_logits, fast_ids, fast_logits
       setup(function()

@@ -4,7 +4,8 @@
 -- backends (tests/engine_gpu_spec.lua). Tiny shapes; the same seed gives the
 -- same file, so the golden's models are regenerated, never committed.
 --
---   lrun tests/arch_models.lua OUTDIR     writes OUTDIR/<name>.gguf for every entry
+--   lrun tests/arch_models.lua OUTDIR [float]   writes OUTDIR/<name>.gguf for every
+--                                               entry of M.models (of M.float_models with "float")
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
 
@@ -25,6 +26,13 @@ M.models = {
   -- fused attn_qkv and ffn_up [gate; up], split by the loader
   { name = "phi3_f32", arch = "phi3", dtype = "f32" },
   { name = "phi3_q8_0", arch = "phi3", dtype = "q8_0" },
+}
+
+-- Models llama.cpp cannot check: its llama architecture ignores
+-- llama.attention.sliding_window. The reference is a float64 forward with
+-- the window (tests/golden/make_swa_golden.py → swa_float64.json).
+M.float_models = {
+  { name = "mistral_swa_f32", arch = "llama", dtype = "f32", sliding_window = 8 },
 }
 
 -- The shape every entry starts from: 2 layers, GQA 4:2, head size 32.
@@ -50,7 +58,7 @@ end
 
 if arg and arg[0] and arg[0]:match("arch_models%.lua$") then
   local dir = assert(arg[1], "usage: lrun tests/arch_models.lua OUTDIR")
-  for _, e in ipairs(M.models) do
+  for _, e in ipairs(arg[2] == "float" and M.float_models or M.models) do
     M.generate(e, dir .. "/" .. e.name .. ".gguf")
     io.stdout:write(e.name, "\n")
   end

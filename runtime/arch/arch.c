@@ -225,6 +225,6 @@ lrun_status lrun_arch_validate(const lrun_arch *a)
         have[h->id] = 1;
     }
     for (int i = 0; i < LRUN_ARCH_HPARAM_COUNT; i++)
-        if (!have[i]) return lrun_fail(LRUN_E_INTERNAL, "arch %s: hyper-parameter %d has no key", a->name, i);
+        if (!have[i] && i != LRUN_ARCH_HPARAM_SWA) return lrun_fail(LRUN_E_INTERNAL, "arch %s: hyper-parameter %d has no key", a->name, i);
     return LRUN_OK;
 }

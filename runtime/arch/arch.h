@@ -93,6 +93,8 @@ typedef enum lrun_arch_hparam {
     LRUN_ARCH_HPARAM_ROT,         /* n_rot: rotated dims per head */
     LRUN_ARCH_HPARAM_RMS_EPS,     /* rms_eps */
     LRUN_ARCH_HPARAM_ROPE_BASE,   /* rope_freq_base */
+    LRUN_ARCH_HPARAM_SWA,         /* sliding window in positions (Mistral), 0: none; optional in a description
+                                   * (absent: 0), as llama.cpp reads the key only for some architectures */
     LRUN_ARCH_HPARAM_COUNT
 } lrun_arch_hparam;
 
@@ -108,6 +110,7 @@ typedef enum lrun_arch_hparam_kind {
     LRUN_ARCH_HPARAM_KIND_DIM,    /* an integer in [1, 2^24] */
     LRUN_ARCH_HPARAM_KIND_CTX,    /* an integer in [1, 2^31] */
     LRUN_ARCH_HPARAM_KIND_POS_FLOAT, /* a finite number > 0 */
+    LRUN_ARCH_HPARAM_KIND_COUNT0, /* an integer in [0, 2^31] */
 } lrun_arch_hparam_kind;
 
 typedef struct lrun_arch_hparam_desc {
@@ -196,8 +199,9 @@ extern const lrun_arch lrun_arch_qwen2;
 extern const lrun_arch lrun_arch_qwen3;
 extern const lrun_arch lrun_arch_phi3;
 
-/* llama's hyper-parameter keys, which qwen2 and qwen3 share (under their own prefix). */
-#define LRUN_ARCH_LLAMA_N_HPARAMS 11
+/* llama's hyper-parameter keys, which qwen2, qwen3 and phi3 share (under
+ * their own prefix) but for the last, llama's attention.sliding_window. */
+#define LRUN_ARCH_LLAMA_N_HPARAMS 12
 extern const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS];
 
 /* The block vectors (norms, biases), in the order the engines convert them

@@ -1,7 +1,9 @@
-/* llama.c — the llama architecture (Llama 1-3, SmolLM, Mistral without
- * sliding windows, TinyLlama …): pre-norm blocks of grouped-query
+/* llama.c — the llama architecture (Llama 1-3, SmolLM, Mistral with or
+ * without a sliding window, TinyLlama …): pre-norm blocks of grouped-query
  * attention and a SwiGLU feed-forward, RMSNorm, RoPE on adjacent pairs
- * (the GGUF converter permuted q and k for it). Per block:
+ * (the GGUF converter permuted q and k for it); with
+ * llama.attention.sliding_window, each position attends to the last
+ * n_swa positions only (itself included). Per block:
  *
  *   xn = rms_norm(x) * attn_norm
  *   q, k, v = xn Wqᵀ, xn Wkᵀ, xn Wvᵀ  (+ biases when the file has them)
@@ -35,6 +37,8 @@ const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS] =
      LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
     {LRUN_ARCH_HPARAM_ROPE_BASE, "rope.freq_base", LRUN_ARCH_HPARAM_KIND_POS_FLOAT, LRUN_ARCH_DEFAULT_VALUE, 10000.0,
      0},
+    /* last: the others share the entries before it */
+    {LRUN_ARCH_HPARAM_SWA, "attention.sliding_window", LRUN_ARCH_HPARAM_KIND_COUNT0, LRUN_ARCH_DEFAULT_VALUE, 0, 0},
 };
 
 static const lrun_arch_tensor_desc tensors[] = {

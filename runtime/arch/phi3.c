@@ -59,7 +59,7 @@ static const lrun_arch_op ops[] = {
 
 const lrun_arch lrun_arch_phi3 = {
     "phi3",
-    lrun_arch_llama_hparams, LRUN_ARCH_LLAMA_N_HPARAMS,
+    lrun_arch_llama_hparams, LRUN_ARCH_LLAMA_N_HPARAMS - 1, /* no sliding window */
     tensors, (int)(sizeof tensors / sizeof tensors[0]),
     ops, (int)(sizeof ops / sizeof ops[0]),
     LRUN_ROPE_STYLE_HALF,

@@ -215,7 +215,8 @@ static void op_attention(struct run *r)
     const lrun_attention_batch ab = {r->n, in->n_head, in->n_head_kv, in->head_dim,
                                      1.0f / sqrtf((float)in->head_dim), e->kv.dtype, r->n >= 2, e->q, e->attn,
                                      e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
-                                     w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off};
+                                     w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off,
+                                     e->model->n_swa};
     lrun_cpu_attention(e->pool, &ab);
     lrun_kv_cache_layer_end(&e->kv, r->layer); /* new entries back to an offloaded store */
 }

@@ -221,6 +221,10 @@ static lrun_status op_attention(struct run *r)
         TRY(lrun_cuda_exact_attention(e, r->kc, r->vc, r->n, r->max_kv));
     else if (lrun_cuda_kv_fused(e)) /* quantized decode: codes and ring, no slot (engine_cuda_kv.c) */
         TRY(lrun_cuda_kv_fused_attention(e, r->layer, r->n, r->max_kv));
+    else if (e->model->n_swa > 0) /* a sliding window (Mistral) */
+        TRY(lrun_k_attention_window(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n,
+                                    in->n_head, in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale,
+                                    e->model->n_swa, e->attn, e->attn_work, e->stream));
     else
         TRY(lrun_k_attention(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n, in->n_head,
                              in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, e->attn, e->attn_work,

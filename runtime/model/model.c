@@ -27,8 +27,8 @@
 
 static int64_t find_key(const lrun_gguf *g, const char *key) { return lrun_gguf_find_key(g, key); }
 
-/* An integer hyper-parameter in [1, max]; def when absent and not required. */
-static lrun_status read_int(const lrun_gguf *g, const char *key, int required, int64_t def, int64_t max,
+/* An integer hyper-parameter in [min, max]; def when absent and not required. */
+static lrun_status read_int(const lrun_gguf *g, const char *key, int required, int64_t def, int64_t min, int64_t max,
                             int64_t *out)
 {
     const int64_t kv = find_key(g, key);
@@ -41,9 +41,9 @@ static lrun_status read_int(const lrun_gguf *g, const char *key, int required, i
         return lrun_fail(LRUN_E_UNSUPPORTED, "key '%s' is an array (per-layer values are not supported)", key);
     if (lrun_gguf_get_i64(g, kv, out) != LRUN_OK)
         return lrun_fail(LRUN_E_FORMAT, "key '%s' is not an integer (type %d)", key, (int)lrun_gguf_kv_type(g, kv));
-    if (*out < 1 || *out > max)
-        return lrun_fail(LRUN_E_FORMAT, "key '%s' = %lld is out of range [1, %lld]", key, (long long)*out,
-                         (long long)max);
+    if (*out < min || *out > max)
+        return lrun_fail(LRUN_E_FORMAT, "key '%s' = %lld is out of range [%lld, %lld]", key, (long long)*out,
+                         (long long)min, (long long)max);
     return LRUN_OK;
 }
 
@@ -98,7 +98,8 @@ static lrun_status read_hparam(const lrun_gguf *g, const lrun_arch *a, const lru
                              (long long)embd);
         def = embd / head;
     }
-    return read_int(g, key, required, def, h->kind == LRUN_ARCH_HPARAM_KIND_CTX ? MAX_CTX : MAX_DIM, &iv[h->id]);
+    return read_int(g, key, required, def, h->kind == LRUN_ARCH_HPARAM_KIND_COUNT0 ? 0 : 1,
+                    h->kind == LRUN_ARCH_HPARAM_KIND_DIM ? MAX_DIM : MAX_CTX, &iv[h->id]);
 }
 
 /* The description's hyper-parameters into m->info, then the rules every
@@ -123,6 +124,7 @@ static lrun_status read_arch_hparams(lrun_model *m)
     in->n_rot = iv[LRUN_ARCH_HPARAM_ROT];
     in->rms_eps = fv[LRUN_ARCH_HPARAM_RMS_EPS];
     in->rope_freq_base = fv[LRUN_ARCH_HPARAM_ROPE_BASE];
+    m->n_swa = iv[LRUN_ARCH_HPARAM_SWA]; /* 0 where the description has no such key */
     if (iv[LRUN_ARCH_HPARAM_V_DIM] != in->head_dim)
         return lrun_fail(LRUN_E_UNSUPPORTED, "value_length %lld differs from key_length %lld",
                          (long long)iv[LRUN_ARCH_HPARAM_V_DIM], (long long)in->head_dim);

@@ -33,6 +33,7 @@ struct lrun_model {
     lrun_model_info info;
     const lrun_arch *arch;            /* the description general.architecture named */
     double rope_freq_scale;           /* 1, or 1/factor with linear RoPE scaling */
+    int64_t n_swa;                    /* sliding window in positions (every block), 0: none */
     lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into */
     lrun_device *device;
     lrun_tokenizer *tokenizer;        /* NULL when the file carries no tokenizer */

@@ -344,6 +344,7 @@ static double gen_hparam(const lrun_model_gen_spec *s, lrun_arch_hparam h)
     case LRUN_ARCH_HPARAM_ROT: return (double)gen_head_dim(s);
     case LRUN_ARCH_HPARAM_RMS_EPS: return s->rms_eps;
     case LRUN_ARCH_HPARAM_ROPE_BASE: return s->rope_freq_base;
+    case LRUN_ARCH_HPARAM_SWA: return (double)s->sliding_window;
     default: return 0;
     }
 }
@@ -367,6 +368,7 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
         const lrun_arch_hparam_desc *h = &a->hparams[i];
         snprintf(key, sizeof key, "%s.%s", a->name, h->key);
         const double x = gen_hparam(s, h->id);
+        if (h->kind == LRUN_ARCH_HPARAM_KIND_COUNT0 && x == 0) continue; /* none: no key, as converters write */
         if (h->kind == LRUN_ARCH_HPARAM_KIND_POS_FLOAT) st = lrun_gguf_writer_set_f32(w, key, (float)x);
         else st = lrun_gguf_writer_set_u32(w, key, (uint32_t)x);
     }

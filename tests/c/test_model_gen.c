@@ -536,6 +536,20 @@ static void test_archs(void)
     r3.rope_llama3_factor = 0.5;
     CHECK("a rope_llama3_factor below 1 is refused", lrun_model_generate(path, &r3) == LRUN_E_ARG);
 
+    /* Mistral's sliding window: the key only when asked for */
+    lrun_model_gen_spec sw = tiny(LRUN_DTYPE_F32);
+    sw.sliding_window = 8;
+    lrun_gguf *g = NULL;
+    int swok = lrun_model_generate(path, &sw) == LRUN_OK && lrun_gguf_open(&g, path) == LRUN_OK &&
+               get_int(g, "llama.attention.sliding_window") == 8;
+    lrun_gguf_close(g);
+    g = NULL;
+    sw.sliding_window = 0;
+    swok = swok && lrun_model_generate(path, &sw) == LRUN_OK && lrun_gguf_open(&g, path) == LRUN_OK &&
+           lrun_gguf_find_key(g, "llama.attention.sliding_window") < 0;
+    lrun_gguf_close(g);
+    CHECK("spec.sliding_window writes llama.attention.sliding_window, and no key without one", swok);
+
     lrun_model_gen_spec sp = tiny(LRUN_DTYPE_F32);
     sp.arch = "gpt9";
     CHECK("an unknown spec.arch is refused, naming the known ones",
