@@ -1,6 +1,7 @@
--- genmodel.lua — writes a random-weight llama model as GGUF (lrun_model_generate),
--- or as a Hugging Face directory with --hf (lrun_model_generate_hf: the same
--- weights in HF names and layout; f32, f16 or bf16; --shards N).
+-- genmodel.lua — writes a random-weight model as GGUF (lrun_model_generate), of any
+-- architecture lrun knows (--arch; docs/architectures.md), or as a Hugging Face
+-- directory with --hf (lrun_model_generate_hf: the same weights in HF names and
+-- layout; f32, f16 or bf16; --shards N).
 --
 --   lrun examples/genmodel.lua -o out-dir --hf --shards 3 --preset tiny --dtype bf16
 --   lrun examples/genmodel.lua -o out.gguf --preset llama2-7b
@@ -32,6 +33,8 @@ table.sort(preset_names)
 local spec = {
   { "-o", "--output", key = "output", arg = "FILE", help = "where to write the GGUF file" },
   { "--preset", key = "preset", arg = "NAME", help = table.concat(preset_names, ", ") },
+  { "--arch", key = "arch", arg = "NAME", default = "llama", help = "llama qwen2 qwen3 phi3" },
+  { "--head-dim", key = "head_dim", type = "int", help = "key/value length per head (default --embd/--heads)" },
   { "--layers", key = "layers", type = "int", help = "blocks" },
   { "--embd", key = "embd", type = "int", help = "width" },
   { "--ff", key = "ff", type = "int", help = "feed-forward width" },
@@ -79,8 +82,11 @@ for _, o in ipairs({ { "layers", "--layers" }, { "embd", "--embd" }, { "ff", "--
   if v == nil then fail(o[2] .. ": missing (give it, or a --preset)") end
   if v < 1 or v > 2 ^ 31 - 1 then fail(o[2] .. ": must be in 1 .. 2^31-1, got " .. v) end
 end
-if opts.embd % opts.heads ~= 0 then fail("--embd: " .. opts.embd .. " is not a multiple of --heads " .. opts.heads) end
-if (opts.embd / opts.heads) % 2 ~= 0 then fail("--heads: head size --embd/--heads must be even (RoPE)") end
+if opts.head_dim and (opts.head_dim < 2 or opts.head_dim % 2 ~= 0) then fail("--head-dim: must be even, >= 2") end
+if not opts.head_dim and opts.embd % opts.heads ~= 0 then
+  fail("--embd: " .. opts.embd .. " is not a multiple of --heads " .. opts.heads)
+end
+if not opts.head_dim and (opts.embd / opts.heads) % 2 ~= 0 then fail("--heads: head size --embd/--heads must be even (RoPE)") end
 if opts.heads % opts.kv_heads ~= 0 then fail("--kv-heads: " .. opts.kv_heads .. " does not divide --heads " .. opts.heads) end
 if opts.vocab < 259 then fail("--vocab: must be at least 259 (256 byte tokens and 3 specials), got " .. opts.vocab) end
 if opts.seed < 0 then fail("--seed: must be >= 0") end
@@ -104,11 +110,13 @@ s.embd_dtype = dtype("--embd-dtype", opts.embd_dtype or opts.dtype)
 s.tied_embeddings = opts.untied and 0 or 1
 s.rope_freq_base, s.rms_eps = opts.rope_base, opts.rms_eps
 s.seed, s.n_threads, s.progress = opts.seed, opts.threads, opts.quiet and 0 or 1
+s.arch, s.head_dim = opts.arch, opts.head_dim or 0 -- opts.arch stays referenced while s is used
 
 -- The C side names spec fields; say them as the options they came from.
 local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--heads", n_head_kv = "--kv-heads",
   n_ff = "--ff", n_vocab = "--vocab", n_ctx = "--ctx", weight_dtype = "--dtype", embd_dtype = "--embd-dtype",
-  rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads" }
+  rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads", arch = "--arch",
+  head_dim = "--head-dim" }
 
 local t0 = sys.now()
 local ok, err

@@ -27,6 +27,13 @@ const char *lrun_hf_arch_for_model_type(const char *model_type)
     return NULL;
 }
 
+const char *lrun_hf_model_type_for_arch(const char *arch)
+{
+    for (size_t i = 0; arch && i < sizeof model_types / sizeof model_types[0]; i++)
+        if (strcmp(model_types[i].arch, arch) == 0) return model_types[i].model_type;
+    return NULL;
+}
+
 // ---------------------------------------------------------------- config.json keys
 
 static const lrun_hf_key keys[] = {

@@ -15,6 +15,9 @@
 /* The architecture (arch.h name) for config.json's model_type, or NULL. */
 const char *lrun_hf_arch_for_model_type(const char *model_type);
 
+/* The first model_type that names arch ("llama" for llama), or NULL: for writers. */
+const char *lrun_hf_model_type_for_arch(const char *arch);
+
 /* A config.json key and the GGUF key it becomes ("<arch>." + gguf_suffix). */
 typedef enum lrun_hf_kind {
     LRUN_HF_INT,      /* a whole number */

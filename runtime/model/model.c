@@ -27,8 +27,8 @@
 
 static int64_t find_key(const lrun_gguf *g, const char *key) { return lrun_gguf_find_key(g, key); }
 
-/* An integer hyper-parameter in [1, max]; def when absent and not required. */
-static lrun_status read_int(const lrun_gguf *g, const char *key, int required, int64_t def, int64_t max,
+/* An integer hyper-parameter in [min, max]; def when absent and not required. */
+static lrun_status read_int(const lrun_gguf *g, const char *key, int required, int64_t def, int64_t min, int64_t max,
                             int64_t *out)
 {
     const int64_t kv = find_key(g, key);
@@ -41,9 +41,9 @@ static lrun_status read_int(const lrun_gguf *g, const char *key, int required, i
         return lrun_fail(LRUN_E_UNSUPPORTED, "key '%s' is an array (per-layer values are not supported)", key);
     if (lrun_gguf_get_i64(g, kv, out) != LRUN_OK)
         return lrun_fail(LRUN_E_FORMAT, "key '%s' is not an integer (type %d)", key, (int)lrun_gguf_kv_type(g, kv));
-    if (*out < 1 || *out > max)
-        return lrun_fail(LRUN_E_FORMAT, "key '%s' = %lld is out of range [1, %lld]", key, (long long)*out,
-                         (long long)max);
+    if (*out < min || *out > max)
+        return lrun_fail(LRUN_E_FORMAT, "key '%s' = %lld is out of range [%lld, %lld]", key, (long long)*out,
+                         (long long)min, (long long)max);
     return LRUN_OK;
 }
 
@@ -98,7 +98,8 @@ static lrun_status read_hparam(const lrun_gguf *g, const lrun_arch *a, const lru
                              (long long)embd);
         def = embd / head;
     }
-    return read_int(g, key, required, def, h->kind == LRUN_ARCH_HPARAM_KIND_CTX ? MAX_CTX : MAX_DIM, &iv[h->id]);
+    return read_int(g, key, required, def, h->kind == LRUN_ARCH_HPARAM_KIND_COUNT0 ? 0 : 1,
+                    h->kind == LRUN_ARCH_HPARAM_KIND_DIM ? MAX_DIM : MAX_CTX, &iv[h->id]);
 }
 
 /* The description's hyper-parameters into m->info, then the rules every
@@ -123,6 +124,7 @@ static lrun_status read_arch_hparams(lrun_model *m)
     in->n_rot = iv[LRUN_ARCH_HPARAM_ROT];
     in->rms_eps = fv[LRUN_ARCH_HPARAM_RMS_EPS];
     in->rope_freq_base = fv[LRUN_ARCH_HPARAM_ROPE_BASE];
+    m->n_swa = iv[LRUN_ARCH_HPARAM_SWA]; /* 0 where the description has no such key */
     if (iv[LRUN_ARCH_HPARAM_V_DIM] != in->head_dim)
         return lrun_fail(LRUN_E_UNSUPPORTED, "value_length %lld differs from key_length %lld",
                          (long long)iv[LRUN_ARCH_HPARAM_V_DIM], (long long)in->head_dim);
@@ -275,6 +277,9 @@ static int64_t dim_value(const lrun_model_info *in, lrun_arch_dim d)
     case LRUN_ARCH_DIM_FF: return in->n_ff;
     case LRUN_ARCH_DIM_VOCAB: return in->n_vocab;
     case LRUN_ARCH_DIM_ROT_HALF: return in->n_rot / 2;
+    case LRUN_ARCH_DIM_HEAD: return in->head_dim;
+    case LRUN_ARCH_DIM_QKV: return (in->n_head + 2 * in->n_head_kv) * in->head_dim;
+    case LRUN_ARCH_DIM_FF2: return 2 * in->n_ff;
     default: return 0;
     }
 }
@@ -304,11 +309,66 @@ static lrun_status check_tensor(const struct lrun_tensor *t, const char *name, i
     return LRUN_OK;
 }
 
+/* Records a split adds per block: its parts after the first, which reuses the fused record. */
+static int64_t split_extra(const lrun_arch *a)
+{
+    int64_t n = 0;
+    for (int i = 0; i < a->n_splits; i++)
+        for (int j = 1; j < LRUN_ARCH_OP_MAX_W && a->splits[i].parts[j] != LRUN_ARCH_TENSOR_NONE; j++) n++;
+    return n;
+}
+
+/* Block l's fused matrix of split sp, when the file has it, becomes its
+ * parts: row ranges of the same file bytes (the fused record turns into the
+ * first part, the others are appended to m->tensors). */
+static lrun_status split_one(lrun_model *m, int64_t l, const lrun_arch_split *sp)
+{
+    struct lrun_tensor *f = m->layers[l].t[sp->fused];
+    if (!f) return LRUN_OK;
+    const lrun_arch *a = m->arch;
+    const char *const fused_name = lrun_arch_tensor_find(a, sp->fused)->name;
+    char fname[96];
+    snprintf(fname, sizeof fname, "%s", f->name);
+    int64_t rows = 0;
+    int n = 0;
+    for (; n < LRUN_ARCH_OP_MAX_W && sp->parts[n] != LRUN_ARCH_TENSOR_NONE; n++) {
+        rows += dim_value(&m->info, lrun_arch_tensor_find(a, sp->parts[n])->ne[1]);
+        if (m->layers[l].t[sp->parts[n]])
+            return lrun_fail(LRUN_E_FORMAT, "block %lld has both the fused '%s' and its part '%s'", (long long)l,
+                             fname, m->layers[l].t[sp->parts[n]]->name);
+    }
+    if (f->ndim != 2 || f->ne[1] != rows || f->ne[0] != m->info.n_embd)
+        return lrun_fail(LRUN_E_FORMAT, "tensor '%s' has shape {%lld, %lld}, expected {%lld, %lld} (pattern '%s')", fname,
+                         (long long)f->ne[0], (long long)f->ne[1], (long long)m->info.n_embd, (long long)rows,
+                         fused_name);
+    const char *bytes = f->file_data;
+    const struct lrun_tensor whole = *f;
+    for (int j = 0; j < n; j++) {
+        const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, sp->parts[j]);
+        struct lrun_tensor *t = j == 0 ? f : &m->tensors[m->n_tensors++];
+        *t = whole;
+        char name[96];
+        snprintf(name, sizeof name, d->name, (int)l);
+        const int64_t dims[LRUN_MAX_DIMS] = {whole.ne[0], dim_value(&m->info, d->ne[1]), 1, 1};
+        lrun_status st = lrun_tensor_set_shape(t, name, whole.dtype, 2, dims);
+        if (st != LRUN_OK) return st;
+        t->role = d->role;
+        t->file_data = bytes;
+        t->data = (void *)bytes;
+        bytes += t->nbytes;
+        m->layers[l].t[sp->parts[j]] = t;
+    }
+    m->layers[l].t[sp->fused] = NULL;
+    return LRUN_OK;
+}
+
 lrun_status lrun_model_tensors_init(lrun_model *m, int64_t n)
 {
     m->n_tensors = n;
     m->layers = calloc((size_t)m->info.n_layer, sizeof *m->layers);
-    m->tensors = calloc(n > 0 ? (size_t)n : 1, sizeof *m->tensors);
+    /* room for the parts of fused matrices (no later realloc: layers point into it) */
+    const size_t cap = (size_t)n + (size_t)m->info.n_layer * (size_t)split_extra(m->arch);
+    m->tensors = calloc(cap > 0 ? cap : 1, sizeof *m->tensors);
     if (!m->layers || !m->tensors) return lrun_fail_oom(0, 0, "model: tensor records");
     return LRUN_OK;
 }
@@ -335,7 +395,9 @@ lrun_status lrun_model_add_tensor(lrun_model *m, int64_t i, const char *name, lr
     t->file_data = data;
     t->data = (void *)t->file_data; /* zero copy: the mapping is read-only, and so are weights */
     t->device = NULL;
-    *tensor_slot(m, layer, d->id) = t;
+    struct lrun_tensor **slot = tensor_slot(m, layer, d->id);
+    if (*slot) return lrun_fail(LRUN_E_FORMAT, "tensor '%s' appears twice", name);
+    *slot = t;
     m->info.weight_bytes += t->nbytes;
     return LRUN_OK;
 }
@@ -344,7 +406,7 @@ static lrun_status build_tensors(lrun_model *m)
 {
     const lrun_gguf *g = m->gguf;
     lrun_status st = lrun_model_tensors_init(m, lrun_gguf_tensor_count(g));
-    for (int64_t i = 0; st == LRUN_OK && i < m->n_tensors; i++) {
+    for (int64_t i = 0; st == LRUN_OK && i < lrun_gguf_tensor_count(g); i++) {
         int64_t dims[LRUN_MAX_DIMS];
         for (int d = 0; d < LRUN_MAX_DIMS; d++) dims[d] = lrun_gguf_tensor_dim(g, i, d);
         st = lrun_model_add_tensor(m, i, lrun_gguf_tensor_name(g, i), lrun_gguf_tensor_dtype(g, i),
@@ -356,6 +418,11 @@ static lrun_status build_tensors(lrun_model *m)
 lrun_status lrun_model_check_tensors(lrun_model *m)
 {
     const lrun_model_info *in = &m->info;
+    for (int64_t l = 0; l < in->n_layer; l++)
+        for (int i = 0; i < m->arch->n_splits; i++) {
+            lrun_status st = split_one(m, l, &m->arch->splits[i]);
+            if (st != LRUN_OK) return st;
+        }
     /* every tensor the forward pass reads, with its exact shape: the model's own, then block by block */
     for (int64_t l = -1; l < in->n_layer; l++)
         for (int i = 0; i < m->arch->n_tensors; i++) {
@@ -514,11 +581,13 @@ lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i)
 
 lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name)
 {
-    if (!name) return NULL;
-    /* a GGUF's tensors are kept in file order, so the file's index is ours */
-    if (!model->st) return lrun_model_tensor(model, lrun_gguf_find_tensor(model->gguf, name));
-    for (int64_t i = 0; i < model->n_tensors; i++)
-        if (strcmp(model->tensors[i].name, name) == 0) return &model->tensors[i];
+    /* tensors are kept in file order, so the file's index is ours; the parts
+     * of a split fused matrix (phi3's attn_qkv) have names of their own */
+    const int64_t i = name ? lrun_gguf_find_tensor(model->gguf, name) : -1;
+    lrun_tensor *t = lrun_model_tensor(model, i);
+    if (t && strcmp(t->name, name) == 0) return t;
+    for (int64_t j = 0; name && j < model->n_tensors; j++)
+        if (strcmp(model->tensors[j].name, name) == 0) return &model->tensors[j];
     return NULL;
 }
 
@@ -532,13 +601,12 @@ size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)
 
 size_t lrun_model_vector_floats(const lrun_model *m)
 {
-    size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
+    size_t n = (size_t)m->info.n_embd; /* output_norm */
     if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
-    for (int64_t l = 0; l < m->info.n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct lrun_tensor *b[] = {L->bq, L->bk, L->bv, L->bo};
-        for (int i = 0; i < 4; i++)
-            if (b[i]) n += (size_t)b[i]->ne[0];
-    }
+    for (int64_t l = 0; l < m->info.n_layer; l++)
+        for (int i = 0; i < LRUN_ARCH_N_BLOCK_VECTORS; i++) {
+            const struct lrun_tensor *t = m->layers[l].t[lrun_arch_block_vectors[i]];
+            if (t) n += (size_t)t->ne[0];
+        }
     return n;
 }

@@ -34,6 +34,7 @@ struct lrun_model {
     lrun_model_info info;
     const lrun_arch *arch;            /* the description general.architecture named */
     double rope_freq_scale;           /* 1, or 1/factor with linear RoPE scaling */
+    int64_t n_swa;                    /* sliding window in positions (every block), 0: none */
     lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into; for an HF
                                        * directory, its config as GGUF metadata (no tensors) */
     lrun_st_set *st;                  /* an HF directory's safetensors: owns the tensors' mappings */

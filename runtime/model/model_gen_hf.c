@@ -1,14 +1,18 @@
-/* model_gen_hf.c — writes the random llama model of model_gen.c as a
+/* model_gen_hf.c — writes the random model of model_gen.c (any architecture
+ * with an HF model_type in arch/hf.c) as a
  * Hugging Face directory: config.json, generation_config.json and the
  * weights as model.safetensors, or n shards with model.safetensors.index.json.
  *
  * The values are the GGUF generator's (model_gen.h: same seed, same name,
  * same element index), in HF names and layout: shapes row-major [out, in],
- * and q/k rows un-permuted. A GGUF llama's q/k rows are permuted for RoPE on
+ * and, for llama, q/k rows un-permuted. A GGUF llama's q/k rows are permuted for RoPE on
  * adjacent pairs (convert_hf_to_gguf.py): GGUF row h·hd + 2i + j holds HF
  * row h·hd + j·hd/2 + i (head h, i < hd/2, j ∈ {0, 1}). Writing HF row r
  * from GGUF row perm(r) gives a directory whose half-split RoPE computes
- * what the GGUF computes, so tests can compare the two loads.
+ * what the GGUF computes, so tests can compare the two loads. Architectures
+ * whose GGUF already uses the half-split RoPE (qwen2, qwen3, phi3) keep
+ * their rows. RoPE factors are not a tensor in HF: config.json's
+ * rope_scaling says them.
  *
  * tokenizer.json holds the GGUF's byte-level BPE vocabulary as the HF
  * `tokenizers` library reads it (model BPE with vocab and merges,
@@ -69,20 +73,34 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s)
         cJSON_Delete(c), cJSON_Delete(arch), cJSON_Delete(g);
         return lrun_fail_oom(0, 0, "lrun_model_generate_hf: config");
     }
-    cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
+    const char *name = lrun_gen_arch(s)->name, *model_type = lrun_hf_model_type_for_arch(name);
+    static const struct { const char *arch, *cls; } classes[] = {
+        {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
+        {"phi3", "Phi3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3", "Gemma3ForCausalLM"}};
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+        if (strcmp(classes[i].arch, name) == 0) cJSON_AddItemToArray(arch, cJSON_CreateString(classes[i].cls));
     cJSON_AddItemToObject(c, "architectures", arch);
-    cJSON_AddStringToObject(c, "model_type", "llama");
+    cJSON_AddStringToObject(c, "model_type", model_type);
     cJSON_AddNumberToObject(c, "hidden_size", (double)s->n_embd);
     cJSON_AddNumberToObject(c, "intermediate_size", (double)s->n_ff);
     cJSON_AddNumberToObject(c, "num_hidden_layers", (double)s->n_layer);
     cJSON_AddNumberToObject(c, "num_attention_heads", (double)s->n_head);
     cJSON_AddNumberToObject(c, "num_key_value_heads", (double)s->n_head_kv);
-    cJSON_AddNumberToObject(c, "head_dim", (double)(s->n_embd / s->n_head));
+    cJSON_AddNumberToObject(c, "head_dim", (double)lrun_gen_head_dim(s));
     cJSON_AddNumberToObject(c, "max_position_embeddings", (double)s->n_ctx);
     cJSON_AddNumberToObject(c, "vocab_size", (double)s->n_vocab);
     cJSON_AddNumberToObject(c, "rms_norm_eps", s->rms_eps);
     cJSON_AddNumberToObject(c, "rope_theta", s->rope_freq_base);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tied_embeddings != 0);
+    if (s->sliding_window > 0) cJSON_AddNumberToObject(c, "sliding_window", (double)s->sliding_window);
+    if (s->rope_llama3_factor > 0) { /* the values model_gen.c gives lrun_rope_llama3_factors */
+        cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", "llama3");
+        cJSON_AddNumberToObject(rs, "factor", s->rope_llama3_factor);
+        cJSON_AddNumberToObject(rs, "low_freq_factor", 1.0);
+        cJSON_AddNumberToObject(rs, "high_freq_factor", 4.0);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", 8192);
+    }
     cJSON_AddStringToObject(c, "hidden_act", "silu");
     cJSON_AddBoolToObject(c, "attention_bias", 0);
     cJSON_AddBoolToObject(c, "mlp_bias", 0);
@@ -175,12 +193,13 @@ static lrun_status write_tokenizer(const char *dir, const lrun_model_gen_spec *s
 
 // ---------------------------------------------------------------- tensor data
 
-/* The GGUF row HF row r of t comes from: perm for q and k, else r. */
+/* The GGUF row HF row r of t comes from: perm for q and k of an
+ * architecture whose GGUF rotates adjacent pairs, else r. */
 static int64_t source_row(const gen_tensor *t, const lrun_model_gen_spec *s, int64_t r)
 {
     const int is_q = strstr(t->name, ".attn_q.weight") != NULL, is_k = strstr(t->name, ".attn_k.weight") != NULL;
-    if (!is_q && !is_k) return r;
-    const int64_t hd = s->n_embd / s->n_head, half = hd / 2;
+    if ((!is_q && !is_k) || lrun_gen_arch(s)->rope_style != LRUN_ROPE_STYLE_ADJACENT) return r;
+    const int64_t hd = lrun_gen_head_dim(s), half = hd / 2;
     const int64_t h = r / hd, rem = r % hd, j = rem / half, i = rem % half;
     return h * hd + 2 * i + j;
 }
@@ -236,7 +255,8 @@ static void shard_name(char *out, size_t cap, int k, int n)
     else snprintf(out, cap, "model-%05d-of-%05d.safetensors", k + 1, n);
 }
 
-/* Tensor i goes to shard i·n/N: every shard gets one at least. */
+/* Tensor i goes to shard i·n/N: every shard gets one at least. l has no
+ * rope_freqs (lrun_model_generate_hf drops it). */
 static lrun_status write_weights(const char *dir, const gen_list *l, const lrun_model_gen_spec *s, int n, uint8_t *buf)
 {
     cJSON *index = cJSON_CreateObject(), *map = cJSON_CreateObject(), *meta = cJSON_CreateObject();
@@ -266,6 +286,20 @@ static lrun_status write_weights(const char *dir, const gen_list *l, const lrun_
     return st;
 }
 
+/* RoPE factors are config.json's rope_scaling in HF, not a tensor. */
+static void drop_rope_freqs(gen_list *l)
+{
+    int64_t k = 0;
+    for (int64_t i = 0; i < l->n; i++) {
+        if (strcmp(l->t[i].name, "rope_freqs.weight") == 0) {
+            l->total_bytes -= (size_t)(l->t[i].nelem / l->t[i].block) * l->t[i].block_bytes;
+            continue;
+        }
+        l->t[k++] = l->t[i];
+    }
+    l->n = k;
+}
+
 lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *spec, int n_shards)
 {
     if (!dir || !spec) return lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: dir and spec must not be NULL");
@@ -278,6 +312,7 @@ lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *s
         return lrun_fail(LRUN_E_IO, "lrun_model_generate_hf: %s: cannot create: %s", dir, strerror(errno));
     gen_list list = {0};
     st = lrun_gen_build_list(&list, spec);
+    if (st == LRUN_OK) drop_rope_freqs(&list);
     if (st == LRUN_OK && (n_shards < 1 || n_shards > list.n))
         st = lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: n_shards = %d: must be in 1..%lld (the tensor count)",
                        n_shards, (long long)list.n);
@@ -293,6 +328,7 @@ lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *s
     if (st == LRUN_OK) st = write_weights(dir, &list, spec, n_shards, buf);
     free(buf);
     free(list.t);
+    free(list.rope_factors);
     if (st != LRUN_OK) return lrun_fail_context(st, "generating %s", dir);
     return LRUN_OK;
 }

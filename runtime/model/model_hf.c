@@ -33,6 +33,7 @@
 #include "arch/hf.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "model/rope_scaling.h"
 #include "quant/fp8.h"
 #include "quant/quant.h"
 
@@ -481,10 +482,8 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
     return st;
 }
 
-/* Llama 3's rope_scaling as per-frequency divisors (the rope_freqs tensor
- * llama.cpp's converter writes): frequencies of wavelength below
- * original_max/high_freq_factor are kept, above original_max/low_freq_factor
- * divided by factor, and blended in between. */
+/* Llama 3's rope_scaling as per-frequency divisors: the rope_freqs tensor
+ * llama.cpp's converter writes (model/rope_scaling.h). */
 static lrun_status add_rope_llama3(lrun_model *m, const char *file, const cJSON *cfg)
 {
     const cJSON *rs = rope_object(cfg);
@@ -503,17 +502,7 @@ static lrun_status add_rope_llama3(lrun_model *m, const char *file, const cJSON 
     const int64_t half = m->info.n_rot / 2;
     float *f = own(m, (size_t)half * sizeof *f, "RoPE factors");
     if (!f) return lrun_fail_context(LRUN_E_OOM, "%s", file);
-    const double low_wavelen = v[3] / v[1], high_wavelen = v[3] / v[2];
-    for (int64_t i = 0; i < half; i++) {
-        const double freq = pow(m->info.rope_freq_base, -2.0 * (double)i / (double)m->info.n_rot);
-        const double wavelen = 2.0 * M_PI / freq;
-        if (wavelen < high_wavelen) f[i] = 1.0f;
-        else if (wavelen > low_wavelen) f[i] = (float)v[0];
-        else {
-            const double smooth = (v[3] / wavelen - v[1]) / (v[2] - v[1]);
-            f[i] = (float)(1.0 / ((1.0 - smooth) / v[0] + smooth));
-        }
-    }
+    lrun_rope_llama3_factors(f, m->info.n_rot, m->info.rope_freq_base, v[0], v[1], v[2], v[3]);
     const int64_t ne[1] = {half};
     return lrun_model_add_tensor(m, m->n_tensors++, "rope_freqs.weight", LRUN_DTYPE_F32, 1, ne, f);
 }

@@ -26,6 +26,14 @@ static lrun_model_gen_spec spec(lrun_dtype w, int tied)
                                  .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 99, .n_threads = 1};
 }
 
+/* The same, of architecture arch (head_dim 0: n_embd / n_head), llama3 RoPE factor, sliding window. */
+static lrun_model_gen_spec spec_arch(const char *arch, int64_t head_dim, double llama3, int64_t swa)
+{
+    lrun_model_gen_spec s = spec(LRUN_DTYPE_F32, 1);
+    s.arch = arch, s.head_dim = head_dim, s.rope_llama3_factor = llama3, s.sliding_window = swa;
+    return s;
+}
+
 /* Prefill of tok then GEN greedy steps: the prefill's last logits and the tokens. */
 static int run(lrun_model *m, const int32_t *tok, float *logits, int32_t *out)
 {
@@ -59,12 +67,11 @@ static float max_diff(const float *a, const float *b, int n)
     return m;
 }
 
-static void compare(const char *what, lrun_dtype w, int tied, int shards)
+static void compare_spec(const char *what, const lrun_model_gen_spec s, int shards)
 {
     char gguf[320], hf[320], name[160];
     snprintf(gguf, sizeof gguf, "%s/%s.gguf", dir, what);
     snprintf(hf, sizeof hf, "%s/%s", dir, what);
-    const lrun_model_gen_spec s = spec(w, tied);
     snprintf(name, sizeof name, "%s: generated as GGUF and as an HF directory", what);
     const int made = lrun_model_generate(gguf, &s) == LRUN_OK && lrun_model_generate_hf(hf, &s, shards) == LRUN_OK;
     CHECK(name, made);
@@ -82,8 +89,10 @@ static void compare(const char *what, lrun_dtype w, int tied, int shards)
               ia->n_vocab == ib->n_vocab && ia->n_ff == ib->n_ff && ia->n_rot == ib->n_rot &&
               ia->n_ctx_train == ib->n_ctx_train && ia->rms_eps == ib->rms_eps &&
               ia->tied_embeddings == ib->tied_embeddings && ia->weight_bytes == ib->weight_bytes &&
-              ib->rope_style == LRUN_ROPE_STYLE_HALF && ia->rope_style == LRUN_ROPE_STYLE_ADJACENT &&
-              strcmp(ib->arch, "llama") == 0);
+              ib->rope_style == LRUN_ROPE_STYLE_HALF && strcmp(ib->arch, ia->arch) == 0 &&
+              ia->head_dim == ib->head_dim &&
+              (lrun_model_find_tensor(a, "rope_freqs.weight") != NULL) ==
+                  (lrun_model_find_tensor(b, "rope_freqs.weight") != NULL));
         snprintf(name, sizeof name, "%s: weights stay in the mapping (mmap tier)", what);
         CHECK(name, lrun_model_tier_bytes(b, LRUN_TIER_MMAP) == ib->weight_bytes);
         static const int32_t tok[N] = {256, 72, 101, 108, 108, 111};
@@ -95,17 +104,28 @@ static void compare(const char *what, lrun_dtype w, int tied, int shards)
         CHECK(name, ok && d < 1e-4f);
         snprintf(name, sizeof name, "%s: the same %d greedy tokens", what, GEN);
         CHECK(name, ok && memcmp(ga, gb, sizeof ga) == 0);
-        /* the control: the directory with the GGUF's RoPE pairs computes something else */
+        /* the control: the directory with adjacent RoPE pairs computes something else */
         lrun_model *c = fixture_load(hf, "cpu", 0, 1, LRUN_ROPE_STYLE_ADJACENT);
         static float lc[V];
         int32_t gc[GEN];
         snprintf(name, sizeof name, "%s: adjacent RoPE on HF layout differs (the layouts matter)", what);
         CHECK(name, c && run(c, tok, lc, gc) && max_diff(la, lc, V) > 1e-3f);
         lrun_model_free(c);
+        if (ia->rope_style == LRUN_ROPE_STYLE_ADJACENT) {
+            /* llama3 factors: the GGUF's tensor, computed at load from config.json for HF */
+            lrun_tensor *fa = lrun_model_find_tensor(a, "rope_freqs.weight"), *fb = lrun_model_find_tensor(b, "rope_freqs.weight");
+            float va[64] = {0}, vb[64] = {0};
+            const int64_t nf = fa ? lrun_tensor_nelements(fa) : 0;
+            if (fa && fb && nf <= 64) lrun_tensor_read_f32(fa, 0, nf, va), lrun_tensor_read_f32(fb, 0, nf, vb);
+            snprintf(name, sizeof name, "%s: the same RoPE factors (or none)", what);
+            CHECK(name, (!fa && !fb) || (fa && fb && nf == lrun_tensor_nelements(fb) && memcmp(va, vb, sizeof va) == 0));
+        }
     }
     lrun_model_free(a);
     lrun_model_free(b);
 }
+
+static void compare(const char *what, lrun_dtype w, int tied, int shards) { compare_spec(what, spec(w, tied), shards); }
 
 static void write_file(const char *path, const char *text)
 {
@@ -180,6 +200,11 @@ int main(void)
     compare("f32", LRUN_DTYPE_F32, 1, 1);
     compare("f16-untied", LRUN_DTYPE_F16, 0, 1);
     compare("bf16-sharded", LRUN_DTYPE_BF16, 1, 3);
+    compare_spec("llama3-rope", spec_arch("llama", 0, 8.0, 0), 1);
+    compare_spec("mistral-swa", spec_arch("llama", 0, 0, 3), 1);
+    compare_spec("qwen2", spec_arch("qwen2", 0, 0, 0), 2);
+    compare_spec("qwen3", spec_arch("qwen3", 32, 0, 0), 1);
+    compare_spec("phi3", spec_arch("phi3", 0, 0, 0), 1);
     test_failures();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
