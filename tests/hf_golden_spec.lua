@@ -1,22 +1,23 @@
--- hf_golden_spec: lrun against transformers on tiny random Llama models
+-- hf_golden_spec: lrun against transformers on tiny random models (llama,
+-- llama3 rope_scaling, qwen2, qwen3, phi3)
 -- saved with save_pretrained (tests/golden/make_hf_golden.py writes the
--- directories under tests/golden/hf/ and tests/golden/hf_llama.json on a
+-- directories under tests/golden/hf/ and tests/golden/hf_models.json on a
 -- machine with torch): the last position's f32 logits within 1e-4 (absolute,
 -- logits of order 1) and the greedy continuations identical, on the CPU.
 package.path = "./?.lua;" .. package.path
 local lrun = require("lrun")
 
-local GOLDEN = "tests/golden/hf_llama.json"
+local GOLDEN = "tests/golden/hf_models.json"
 local TOL = 1e-4
 
 local function read_golden()
   local f = io.open(GOLDEN, "r")
   if not f then return nil end
   f:close()
-  return require("tests.golden").read("hf_llama.json")
+  return require("tests.golden").read("hf_models.json")
 end
 
-describe("HF Llama against transformers", function()
+describe("HF models against transformers", function()
   local golden = read_golden()
   if not golden then
     it("(golden absent)", function()
