@@ -52,7 +52,7 @@ ALL_CFLAGS    = $(LRUN_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(SAN_FLAGS) -MMD -MP
 ALL_LDFLAGS   = $(SAN_FLAGS) $(EXTRA_LDFLAGS)
 # ---------------------------------------------------------------- end habits: flags
 LDLIBS   := -lm -pthread
-# cJSON (the card's JSON library) reads tokenizer.json and the HF configs.
+# cJSON (the card's JSON library): tokenizer.json, HF configs, safetensors headers, the index
 LIB_LDLIBS := $(LDLIBS) -lpcre2-8 -lcjson
 
 ifeq ($(CUDA),1)

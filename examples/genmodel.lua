@@ -1,5 +1,9 @@
--- genmodel.lua — writes a random-weight llama model as GGUF (lrun_model_generate).
+-- genmodel.lua — writes a random-weight model as GGUF (lrun_model_generate), of any
+-- architecture lrun knows (--arch; docs/architectures.md), or as a Hugging Face
+-- directory with --hf (lrun_model_generate_hf: the same weights in HF names and
+-- layout; f32, f16 or bf16; --shards N).
 --
+--   lrun examples/genmodel.lua -o out-dir --hf --shards 3 --preset tiny --dtype bf16
 --   lrun examples/genmodel.lua -o out.gguf --preset llama2-7b
 --   lrun examples/genmodel.lua -o out.gguf --layers 32 --embd 4096 --ff 11008 \
 --        --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 [--seed N] [--threads N]
@@ -29,6 +33,8 @@ table.sort(preset_names)
 local spec = {
   { "-o", "--output", key = "output", arg = "FILE", help = "where to write the GGUF file" },
   { "--preset", key = "preset", arg = "NAME", help = table.concat(preset_names, ", ") },
+  { "--arch", key = "arch", arg = "NAME", default = "llama", help = "llama qwen2 qwen3 phi3" },
+  { "--head-dim", key = "head_dim", type = "int", help = "key/value length per head (default --embd/--heads)" },
   { "--layers", key = "layers", type = "int", help = "blocks" },
   { "--embd", key = "embd", type = "int", help = "width" },
   { "--ff", key = "ff", type = "int", help = "feed-forward width" },
@@ -46,6 +52,8 @@ local spec = {
   { "--trained", key = "trained", type = "flag",
     help = "matrices shaped like trained weights (synthetic: normal, per-tensor scales, outliers)" },
   { "-q", "--quiet", key = "quiet", type = "flag", help = "no progress bar" },
+  { "--hf", key = "hf", type = "flag", help = "write an HF directory (config.json, safetensors) at -o" },
+  { "--shards", key = "shards", type = "int", default = 1, help = "with --hf: safetensors files (default 1)" },
 }
 local synopsis = "lrun examples/genmodel.lua -o FILE (--preset NAME | --layers N --embd N --ff N --heads N "
   .. "--vocab N) [options]"
@@ -76,8 +84,11 @@ for _, o in ipairs({ { "layers", "--layers" }, { "embd", "--embd" }, { "ff", "--
   if v == nil then fail(o[2] .. ": missing (give it, or a --preset)") end
   if v < 1 or v > 2 ^ 31 - 1 then fail(o[2] .. ": must be in 1 .. 2^31-1, got " .. v) end
 end
-if opts.embd % opts.heads ~= 0 then fail("--embd: " .. opts.embd .. " is not a multiple of --heads " .. opts.heads) end
-if (opts.embd / opts.heads) % 2 ~= 0 then fail("--heads: head size --embd/--heads must be even (RoPE)") end
+if opts.head_dim and (opts.head_dim < 2 or opts.head_dim % 2 ~= 0) then fail("--head-dim: must be even, >= 2") end
+if not opts.head_dim and opts.embd % opts.heads ~= 0 then
+  fail("--embd: " .. opts.embd .. " is not a multiple of --heads " .. opts.heads)
+end
+if not opts.head_dim and (opts.embd / opts.heads) % 2 ~= 0 then fail("--heads: head size --embd/--heads must be even (RoPE)") end
 if opts.heads % opts.kv_heads ~= 0 then fail("--kv-heads: " .. opts.kv_heads .. " does not divide --heads " .. opts.heads) end
 if opts.vocab < 259 then fail("--vocab: must be at least 259 (256 byte tokens and 3 specials), got " .. opts.vocab) end
 if opts.seed < 0 then fail("--seed: must be >= 0") end
@@ -102,20 +113,31 @@ s.tied_embeddings = opts.untied and 0 or 1
 s.rope_freq_base, s.rms_eps = opts.rope_base, opts.rms_eps
 s.seed, s.n_threads, s.progress = opts.seed, opts.threads, opts.quiet and 0 or 1
 s.trained_stats = opts.trained and 1 or 0
+s.arch, s.head_dim = opts.arch, opts.head_dim or 0 -- opts.arch stays referenced while s is used
 
 -- The C side names spec fields; say them as the options they came from.
 local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--heads", n_head_kv = "--kv-heads",
   n_ff = "--ff", n_vocab = "--vocab", n_ctx = "--ctx", weight_dtype = "--dtype", embd_dtype = "--embd-dtype",
-  rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads" }
+  rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads", arch = "--arch",
+  head_dim = "--head-dim" }
 
 local t0 = sys.now()
-local ok, err = lrun.check(C.lrun_model_generate(opts.output, s))
+local ok, err
+if opts.hf then ok, err = lrun.check(C.lrun_model_generate_hf(opts.output, s, opts.shards))
+else ok, err = lrun.check(C.lrun_model_generate(opts.output, s)) end
 if not ok then
   fail((err:gsub("spec%.([%w_]+)", function(f) return field_option[f] or ("spec." .. f) end)))
 end
 local seconds = sys.now() - t0
-local f = io.open(opts.output, "rb")
-local bytes = f and f:seek("end") or 0
-if f then f:close() end
+local bytes
+if opts.hf then
+  local p = io.popen("du -sb '" .. opts.output .. "' 2>/dev/null")
+  bytes = tonumber((p:read("*a") or ""):match("^(%d+)")) or 0
+  p:close()
+else
+  local f = io.open(opts.output, "rb")
+  bytes = f and f:seek("end") or 0
+  if f then f:close() end
+end
 io.stdout:write(string.format("wrote %s: %.2f GB in %.2f s (%.2f GB/s)\n", opts.output, bytes / 1e9, seconds,
   seconds > 0 and bytes / 1e9 / seconds or 0))

@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
     attn_split(const float *__restrict__ q, const void *__restrict__ ck, const void *__restrict__ cv,
                const int64_t *__restrict__ k_base, const int64_t *__restrict__ v_base, const int32_t *__restrict__ n_kv,
                int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, int64_t n_split,
-               float scale, int vec_lanes, float *__restrict__ out, float *__restrict__ part)
+               float scale, int vec_lanes, int64_t n_swa, float *__restrict__ out, float *__restrict__ part)
 {
     extern __shared__ float sh[];
     lrun_k_pdl_trigger();
@@ -148,8 +148,10 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
         const int64_t sp = job % n_split, th = job / n_split, h = th % n_head, tok = th / n_head, hk = h / group;
         int64_t nk = n_kv[tok];
         nk = nk < 0 ? 0 : (nk > max_kv ? max_kv : nk); /* never past what work and the caches were sized for */
-        const int64_t chunk = (nk + n_split - 1) / n_split;
-        const int64_t t0 = sp * chunk < nk ? sp * chunk : nk;
+        /* a sliding window (n_swa > 0): only the last n_swa positions, split the same way */
+        const int64_t lo = n_swa > 0 && nk > n_swa ? nk - n_swa : 0;
+        const int64_t chunk = (nk - lo + n_split - 1) / n_split;
+        const int64_t t0 = lo + sp * chunk < nk ? lo + sp * chunk : nk;
         const int64_t t1 = t0 + chunk < nk ? t0 + chunk : nk;
         const int64_t kb = k_base[tok] + hk * head_dim, vb = v_base[tok] + hk * head_dim;
         if (vec_lanes > 0 && kb % E == 0 && vb % E == 0)
@@ -235,6 +237,16 @@ extern "C" lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, con
                                         int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
                                         int64_t max_kv, float scale, float *out, void *work, void *stream)
 {
+    return lrun_k_attention_window(kv_dtype, q, cache_k, cache_v, k_base, v_base, n_kv, n_tok, n_head, n_head_kv,
+                                   head_dim, max_kv, scale, 0, out, work, stream);
+}
+
+extern "C" lrun_status lrun_k_attention_window(lrun_dtype kv_dtype, const float *q, const void *cache_k,
+                                               const void *cache_v, const int64_t *k_base, const int64_t *v_base,
+                                               const int32_t *n_kv, int64_t n_tok, int64_t n_head, int64_t n_head_kv,
+                                               int64_t head_dim, int64_t max_kv, float scale, int64_t n_swa,
+                                               float *out, void *work, void *stream)
+{
     static const char op[] = "lrun_k_attention";
     if (!q || !cache_k || !cache_v || !k_base || !v_base || !n_kv || !out)
         return lrun_fail(LRUN_E_ARG, "%s: %s is NULL", op,
@@ -255,6 +267,7 @@ extern "C" lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, con
     if (!(scale == scale) || scale == INFINITY || scale == -INFINITY)
         return lrun_fail(LRUN_E_ARG, "%s: scale %g is not finite", op, (double)scale);
     if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    if (n_swa < 0) return lrun_fail(LRUN_E_ARG, "%s: n_swa %lld (0: no window, else > 0)", op, (long long)n_swa);
     int64_t n_th, qn;
     if (__builtin_mul_overflow(n_tok, n_head, &n_th) || __builtin_mul_overflow(n_th, head_dim, &qn))
         return lrun_fail(LRUN_E_ARG, "%s: n_tok %lld x n_head %lld x head_dim %lld overflows", op, (long long)n_tok,
@@ -279,7 +292,7 @@ extern "C" lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, con
     float *part = (float *)work;
     (void)lrun_k_launch(kv_dtype == LRUN_DTYPE_F16 ? attn_split<LRUN_DTYPE_F16> : attn_split<LRUN_DTYPE_F32>, dim3(g),
                         dim3(LRUN_K_ATTN_THREADS), shmem, st, q, cache_k, cache_v, k_base, v_base, n_kv, n_tok, n_head,
-                        n_head_kv, head_dim, max_kv, n_split, scale, vec_lanes, out, part);
+                        n_head_kv, head_dim, max_kv, n_split, scale, vec_lanes, n_swa, out, part);
     lrun_status s = lrun_k_launched(op);
     if (s != LRUN_OK || n_split == 1) return s;
     return lrun_k_attn_merge_launch(part, n_th, n_split, head_dim, out, st, op);

@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(LRUN_K_ATTNX_THREADS)
     attention_exact_heads(const float *__restrict__ q, const void *cache_k, const void *cache_v,
                           const int64_t *__restrict__ kv_base, const int32_t *__restrict__ n_kv,
                           const int32_t *__restrict__ n_valid, int64_t n_tok, int64_t n_head, int64_t group,
-                          int64_t head_dim, float scale, int chain8, float *__restrict__ out)
+                          int64_t head_dim, float scale, int chain8, int64_t n_swa, float *__restrict__ out)
 {
     extern __shared__ float sh[];
     __shared__ float red[32];
@@ -34,6 +34,7 @@ __global__ void __launch_bounds__(LRUN_K_ATTNX_THREADS)
     for (int64_t task = blockIdx.x; task < n_tok * n_head; task += gridDim.x) {
         const int64_t i = task / n_head, h = task % n_head;
         const int64_t n_pos = n_kv[i], n_val = n_valid[i], n8 = (n_pos + 7) / 8 * 8;
+        const int64_t lo = n_swa > 0 && n_pos > n_swa ? n_pos - n_swa : 0; /* a sliding window's first position */
         const float *qh = q + task * head_dim;
         for (int64_t d = tid; d < head_dim; d += LRUN_K_ATTNX_THREADS) qs[d] = F16 ? lrun_k_round_f16(qh[d]) : qh[d];
         __syncthreads();
@@ -67,7 +68,7 @@ __global__ void __launch_bounds__(LRUN_K_ATTNX_THREADS)
                 for (int64_t e = np; e < head_dim; e++) s = __dadd_rn(s, (double)__fmul_rn(kv_load<F16>(cache_k, kj + e), qs[e]));
                 sc = __double2float_rn(s);
             }
-            p[j] = __fmul_rn(sc, scale);
+            p[j] = j < lo ? -INFINITY : __fmul_rn(sc, scale); /* masked as the CPU does: e = 0, same sums */
         }
         for (int64_t j = n_pos + tid; j < n8; j += LRUN_K_ATTNX_THREADS) p[j] = -INFINITY;
         __syncthreads();
@@ -140,6 +141,16 @@ extern "C" lrun_status lrun_k_attention_exact(lrun_dtype kv_dtype, const float *
                                               int64_t head_dim, int64_t max_kv, float scale, int chain8, float *out,
                                               void *stream)
 {
+    return lrun_k_attention_exact_window(kv_dtype, q, cache_k, cache_v, kv_base, n_kv, n_valid, n_tok, n_head,
+                                         n_head_kv, head_dim, max_kv, scale, chain8, 0, out, stream);
+}
+
+extern "C" lrun_status lrun_k_attention_exact_window(lrun_dtype kv_dtype, const float *q, const void *cache_k,
+                                                     const void *cache_v, const int64_t *kv_base, const int32_t *n_kv,
+                                                     const int32_t *n_valid, int64_t n_tok, int64_t n_head,
+                                                     int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
+                                                     int chain8, int64_t n_swa, float *out, void *stream)
+{
     static const char op[] = "lrun_k_attention_exact";
     if (!q || !cache_k || !cache_v || !kv_base || !n_kv || !n_valid || !out)
         return lrun_fail(LRUN_E_ARG, "%s: q, the caches, kv_base, n_kv, n_valid and out must not be NULL", op);
@@ -150,6 +161,7 @@ extern "C" lrun_status lrun_k_attention_exact(lrun_dtype kv_dtype, const float *
                          op, (long long)n_tok, (long long)n_head, (long long)n_head_kv, (long long)head_dim,
                          (long long)max_kv);
     if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    if (n_swa < 0) return lrun_fail(LRUN_E_ARG, "%s: n_swa %lld (0: no window, else > 0)", op, (long long)n_swa);
     const size_t smem = lrun_k_attention_exact_smem(head_dim, max_kv);
     const int64_t tasks = n_tok * n_head;
     const unsigned g = (unsigned)(tasks < LRUN_K_ELTWISE_BLOCKS ? tasks : LRUN_K_ELTWISE_BLOCKS);
@@ -160,13 +172,13 @@ extern "C" lrun_status lrun_k_attention_exact(lrun_dtype kv_dtype, const float *
             (void)cudaFuncSetAttribute(attention_exact_heads<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         attention_exact_heads<1><<<g, LRUN_K_ATTNX_THREADS, smem, s>>>(q, cache_k, cache_v, kv_base, n_kv, n_valid,
                                                                        n_tok, n_head, group, head_dim, scale, chain8,
-                                                                       out);
+                                                                       n_swa, out);
     } else {
         if (smem > 48 * 1024)
             (void)cudaFuncSetAttribute(attention_exact_heads<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         attention_exact_heads<0><<<g, LRUN_K_ATTNX_THREADS, smem, s>>>(q, cache_k, cache_v, kv_base, n_kv, n_valid,
                                                                        n_tok, n_head, group, head_dim, scale, chain8,
-                                                                       out);
+                                                                       n_swa, out);
     }
     return lrun_k_launched(op);
 }

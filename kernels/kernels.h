@@ -138,6 +138,12 @@ lrun_status lrun_k_attention(lrun_dtype kv_dtype, const float *q, const void *ca
                              const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
                              int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
                              float *out, void *work, void *stream);
+/* The same with a sliding window: token i attends to its last n_swa
+ * positions only, [n_kv[i] - n_swa, n_kv[i]) (Mistral); n_swa 0: all. */
+lrun_status lrun_k_attention_window(lrun_dtype kv_dtype, const float *q, const void *cache_k, const void *cache_v,
+                                    const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
+                                    int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
+                                    int64_t n_swa, float *out, void *work, void *stream);
 
 // ---------------------------------------------------------------- staged KV caches (kv_stage.cu)
 
@@ -261,6 +267,14 @@ lrun_status lrun_k_attention_exact(lrun_dtype kv_dtype, const float *q, const vo
                                    const int64_t *kv_base, const int32_t *n_kv, const int32_t *n_valid,
                                    int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
                                    int64_t max_kv, float scale, int chain8, float *out, void *stream);
+/* The same with a sliding window as lrun_cpu_attention's n_swa: the scores
+ * of positions before n_kv[i] - n_swa masked to -inf in place, so the sums
+ * keep the CPU's order and bits; n_swa 0: none. */
+lrun_status lrun_k_attention_exact_window(lrun_dtype kv_dtype, const float *q, const void *cache_k,
+                                          const void *cache_v, const int64_t *kv_base, const int32_t *n_kv,
+                                          const int32_t *n_valid, int64_t n_tok, int64_t n_head, int64_t n_head_kv,
+                                          int64_t head_dim, int64_t max_kv, float scale, int chain8, int64_t n_swa,
+                                          float *out, void *stream);
 
 // ---------------------------------------------------------------- sampling helpers
 

@@ -320,8 +320,8 @@ LRUN_API lrun_status lrun_random_fill(lrun_dtype dtype, void *dst, int64_t first
 
 /* ---------------------------------------------------------------- model generator */
 
-/* The shape of a random-weight llama model (docs/gguf.md). Plain data: fill
- * every field. */
+/* The shape of a random-weight model (docs/gguf.md). Plain data: fill
+ * every field (arch and head_dim may stay NULL/0). */
 typedef struct lrun_model_gen_spec {
     int64_t n_layer;
     int64_t n_embd;             /* width; a multiple of n_head */
@@ -338,17 +338,32 @@ typedef struct lrun_model_gen_spec {
     uint64_t seed;              /* same seed, same weights (in every dtype, up to rounding) */
     int n_threads;              /* fill threads; 0 = all cores */
     int progress;               /* 1: progress bar on stderr when it is a terminal */
+    const char *arch;           /* general.architecture ("llama", "qwen2", …, docs/architectures.md); NULL: llama */
+    int64_t head_dim;           /* key/value length per head; 0: n_embd / n_head */
+    double rope_llama3_factor;  /* 0: none; else rope_freqs.weight of Llama 3.1's rope_scaling with this factor
+                                 * (low_freq_factor 1, high_freq_factor 4, original context 8192) */
+    int64_t sliding_window;     /* <arch>.attention.sliding_window in positions; 0: none (not written) */
     int trained_stats;          /* 0: matrices U(-1/sqrt(fan_in), ..); 1: shaped like trained weights
                                  * (synthetic): normal, a per-tensor deviation 0.5..1.5 x 1/sqrt(3 fan_in),
                                  * about one outlier (8..15 x) per 1024 values; for packed ratios */
 } lrun_model_gen_spec;
 
-/* Writes a complete llama-architecture GGUF at path: standard metadata, a
+/* Writes a complete GGUF of architecture spec.arch at path (the tensors and
+ * keys its description in runtime/arch/ lists, as llama.cpp names them): standard metadata, a
  * byte-level BPE ("gpt2") vocabulary, f32 norms near 1 and weights
  * U(-1/sqrt(fan_in), 1/sqrt(fan_in)). LRUN_E_ARG names the field of a bad
  * spec (or the tensor whose row is not whole blocks of its dtype); on any
  * failure no file is left behind. */
 LRUN_API lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec);
+
+/* The same model (the same values) as a Hugging Face directory at dir
+ * (created when absent): config.json, generation_config.json,
+ * tokenizer.json and tokenizer_config.json (the same vocabulary and chat
+ * template), and model.safetensors, or n_shards > 1 files with
+ * model.safetensors.index.json.
+ * Weights and embeddings must be f32, f16 or bf16; q/k rows are in HF
+ * layout (half-split RoPE), so the directory computes what the GGUF does. */
+LRUN_API lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *spec, int n_shards);
 
 /* ---------------------------------------------------------------- packed weights (docs/packed.md) */
 

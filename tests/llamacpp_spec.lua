@@ -290,3 +290,72 @@ describe("lrun against llama.cpp (SmolLM2-135M-Instruct Q4_1, " .. golden_name .
   end
 end)
 end
+
+-- Every architecture against llama.cpp: the random-weight model of each entry
+-- of tests/arch_models.lua (regenerated here by lrun's generator; the golden
+-- tests/golden/arch_greedy.json was made by make_generation_golden.py --archs
+-- from the same files). lrun's CPU pass follows llama.cpp's arithmetic for
+-- every op the architectures use (docs/numerics.md, docs/architectures.md),
+-- so the tolerance is the one above (LOGPROB_TOL, 1e-3 nats); measured: 1e-6.
+-- A wrong op moves log-probs by far more (the other RoPE pairs: 0.28 on
+-- qwen2, 0.50 on llama). Needs no model file.
+describe("lrun against llama.cpp on each architecture (random weights, arch_greedy.json)", function()
+  local golden = read_golden("arch_greedy.json")
+  local arch_models = require("tests.arch_models")
+  local lrun = require("lrun")
+  local by_name = {}
+  for _, e in ipairs(arch_models.models) do by_name[e.name] = e end
+
+  it("reads a golden made by llama.cpp for every model of tests/arch_models.lua", function()
+    assert.are.equal("xllamacpp", golden.reference.package)
+    assert.are.equal("f32", golden.settings.cache_type_k)
+    assert.are.equal(#arch_models.models, #golden.models)
+    for _, m in ipairs(golden.models) do assert.truthy(by_name[m.name], m.name) end
+  end)
+
+  for _, gm in ipairs(golden.models) do
+    describe(gm.name, function()
+      local model, path, n_vocab
+      setup(function()
+        path = os.tmpname()
+        arch_models.generate(by_name[gm.name], path)
+        local err
+        model, err = lrun.load(path, {threads = N_THREADS, kv_dtype = "f32", progress = false})
+        assert(model, "lrun.load(" .. gm.name .. "): " .. tostring(err))
+        n_vocab = tonumber(model:info().n_vocab)
+      end)
+      teardown(function()
+        if model then model:free() end
+        if path then os.remove(path) end
+      end)
+
+      for _, case in ipairs(gm.cases) do
+        it(case.name .. ": first-step log-probs within tolerance, and the same greedy ids", function()
+          local lp = log_softmax(model:logits(copy_ids(case.prompt_ids)), n_vocab)
+          local worst, worst_id = 0, -1
+          for _, pair in ipairs(case.first_step_top20) do
+            local d = math.abs(lp(pair[1]) - pair[2])
+            if d > worst then worst, worst_id = d, pair[1] end
+          end
+          assert(worst <= LOGPROB_TOL, string.format("%s/%s: max |log-prob difference| over llama.cpp's top-20 is "
+            .. "%.6f (token %d) > %g", gm.name, case.name, worst, worst_id, LOGPROB_TOL))
+          -- the same ids up to the step where llama.cpp's raw argmax was an
+          -- end-of-generation token (eog_at, 0-based; its ignore_eos biased it
+          -- away), where lrun (eos_token_id = {}) must take one too
+          local _, ids = model:generate(copy_ids(case.prompt_ids), {max_new_tokens = golden.n_predict,
+            do_sample = false, eos_token_id = {}})
+          local skip = #ids == #case.prompt_ids + golden.n_predict and #case.prompt_ids or 0
+          local n_cmp = case.eog_at and case.eog_at or golden.n_predict
+          local got, want = {}, {}
+          for k = 1, n_cmp do got[k], want[k] = ids[skip + k], case.continuation_ids[k] end
+          assert.are.same(want, got)
+          if case.eog_at then
+            local at = ids[skip + case.eog_at + 1]
+            assert(contains(case.eog_ids, at), string.format("%s/%s: step %d: lrun took %s, llama.cpp's raw argmax "
+              .. "was end-of-generation", gm.name, case.name, case.eog_at, tostring(at)))
+          end
+        end)
+      end
+    end)
+  end
+end)

@@ -123,7 +123,8 @@ end
 -- @treturn table a spec for parse
 function M.model_spec()
   return {
-    { "-m", "--model", key = "model", arg = "FILE", help = "GGUF model ($LRUN_MODEL)", default = os.getenv("LRUN_MODEL") },
+    { "-m", "--model", key = "model", arg = "PATH", default = os.getenv("LRUN_MODEL"),
+      help = "GGUF file, HF model directory or .safetensors ($LRUN_MODEL)" },
     { "-n", "--n-predict", key = "n_predict", type = "int", default = 128, help = "tokens to generate at most" },
     { "-c", "--ctx-size", key = "ctx_size", type = "int", default = 0, help = "context length, 0 = the model's" },
     { "--temp", key = "temp", type = "number", default = 0.8, help = "temperature, 0 = greedy" },
@@ -182,7 +183,7 @@ end
 --- Loads the model named by the flags, or prints why not and exits.
 function M.load_or_exit(opts)
   if not opts.model then
-    io.stderr:write((arg and arg[0] or "lrun") .. ": no model: pass -m FILE or set LRUN_MODEL\n")
+    io.stderr:write((arg and arg[0] or "lrun") .. ": no model: pass -m PATH or set LRUN_MODEL\n")
     os.exit(1)
   end
   local m, err = require("lrun").load(opts.model, M.load_options(opts))

@@ -149,8 +149,11 @@ end
 --- Checks generate options; raises an error at `level` naming a bad one.
 -- @tparam table|nil opts
 -- @tparam int level error level, as for error()
+-- @tparam[opt] table model_defaults the model's own defaults (an HF
+--   directory's generation_config.json), under opts and over M.defaults;
+--   a value the checks refuse is left out, as transformers warns and ignores
 -- @treturn table opts with the defaults filled in (a new table)
-function M.check_options(opts, level)
+function M.check_options(opts, level, model_defaults)
   level = (level or 1) + 1
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then error("generate: opts must be a table, got " .. type(opts), level) end
@@ -174,6 +177,9 @@ function M.check_options(opts, level)
     out[k] = v
   end
   require("lrun.cache").check("generate", out.cache_implementation, out.cache_config, level)
+  for k, v in pairs(model_defaults or {}) do
+    if out[k] == nil and checks[k] and not checks[k](v) then out[k] = v end
+  end
   for k, v in pairs(M.defaults) do if out[k] == nil then out[k] = v end end
   return out
 end
@@ -458,7 +464,7 @@ end
 -- @treturn[2] table error
 function M.generate(model, prompt, opts, level)
   level = (level or 1) + 1
-  opts = M.check_options(opts, level)
+  opts = M.check_options(opts, level, model.generation_config)
   local prompts, batched = prompt_ids(model, prompt, opts, level)
   check_beam_options(opts, batched, level)
   if opts.on_oom then require("lrun.resilient").resolve(opts.on_oom, level) end

@@ -125,10 +125,16 @@ function M.load(path, opts)
     kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
     numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT,
   }, Model)
-  self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
   self.n_vocab = tonumber(info.n_vocab)
+  local tok = C.lrun_model_tokenizer(handle)
+  if tok ~= nil then
+    self.tokenizer = require("lrun.tokenizer").wrap(tok, self)
+  else
+    self.tokenizer = require("lrun.tokenizer").missing(path, self.n_vocab, self:metadata_ints("generation.eos_token_id"))
+  end
+  self.generation_config = self:read_generation_config()
 
   -- placement options not given here come from the launcher's command line
   local popts = {}
@@ -376,6 +382,42 @@ function Model:metadata(key)
     if C.lrun_gguf_get_i64(g, kv, v) ~= C.LRUN_OK then return nil end
     return tonumber(v[0])
   end
+end
+
+--- An integer array of the metadata as a table, or nil.
+-- @tparam string key
+function Model:metadata_ints(key)
+  local g = C.lrun_model_gguf(live(self, "metadata"))
+  if g == nil then return nil end
+  local kv = C.lrun_gguf_find_key(g, key)
+  local et, cnt = ffi.new("lrun_gguf_type[1]"), ffi.new("int64_t[1]")
+  if kv < 0 or C.lrun_gguf_get_arr(g, kv, et, cnt) ~= C.LRUN_OK then return nil end
+  local out, v = {}, ffi.new("int64_t[1]")
+  for i = 0, tonumber(cnt[0]) - 1 do
+    if C.lrun_gguf_get_arr_i64(g, kv, i, v) ~= C.LRUN_OK then return nil end
+    out[#out + 1] = tonumber(v[0])
+  end
+  return out
+end
+
+-- generation.* keys: what an HF directory's generation_config.json set
+-- (model_hf.c), with the type generate() checks.
+local generation_keys = { "temperature", "top_p", "top_k", "min_p", "do_sample", "max_new_tokens",
+  "repetition_penalty" }
+
+--- generate() defaults the model brings (an HF directory's
+-- generation_config.json, as transformers applies it); {} when none.
+-- @treturn table
+function Model:read_generation_config()
+  local out = {}
+  for _, k in ipairs(generation_keys) do
+    local v = self:metadata("generation." .. k)
+    -- stored as f32: 0.6 reads back as 0.60000002384; keep the digits f32 holds
+    if type(v) == "number" and v % 1 ~= 0 then v = tonumber(string.format("%.7g", v)) end
+    out[k] = v
+  end
+  out.eos_token_id = self:metadata_ints("generation.eos_token_id")
+  return out
 end
 
 -- ---------------------------------------------------------------- placement

@@ -188,6 +188,39 @@ function Tokenizer:eog_ids()
   return out
 end
 
+-- ---------------------------------------------------------------- no tokenizer
+
+-- A model loaded without a tokenizer (an HF directory, until the
+-- tokenizer.json reader is wired in model_hf.c's load_tokenizer): ids in and
+-- out work; text does not, and says why.
+local Missing = {}
+Missing.__index = Missing
+
+--- A stand-in for a model without a tokenizer.
+-- @tparam string path the model's path, for the messages
+-- @tparam int n_vocab
+-- @tparam[opt] {int,...} eog end-of-generation ids (from the model's config)
+-- @treturn table
+function M.missing(path, n_vocab, eog)
+  return setmetatable({ path = path, n_vocab = n_vocab, bos_id = -1, eos_id = eog and eog[1] or -1,
+    adds_bos = false, eog = eog or {}, missing = true }, Missing)
+end
+
+function Missing:why()
+  return "model " .. self.path .. " has no tokenizer: reading tokenizer.json (Hugging Face directories) "
+    .. "is not supported yet; pass token ids"
+end
+
+function Missing:encode() error("tokenize: " .. self:why(), 2) end
+function Missing:decode() error("detokenize: " .. self:why(), 2) end
+--- Text of a token: none without a tokenizer (generation from ids still runs).
+function Missing.piece() return "" end
+function Missing.token_text() return nil end
+function Missing.find() return nil end
+function Missing.is_control() return false end
+function Missing:eog_ids() return self.eog end
+Missing.__tostring = function(t) return "lrun.tokenizer<none: " .. t:why() .. ">" end
+
 Tokenizer.__tostring = function(t)
   return string.format("lrun.tokenizer<%d tokens, bos=%d, eos=%d>", t.n_vocab, t.bos_id, t.eos_id)
 end

@@ -9,8 +9,16 @@
 /* Every architecture lrun can run: a new one is a file in this folder and a line here. */
 static const lrun_arch *const known[] = {
     &lrun_arch_llama,
+    &lrun_arch_qwen2,
+    &lrun_arch_qwen3,
+    &lrun_arch_phi3,
 };
 #define N_KNOWN ((int)(sizeof known / sizeof known[0]))
+
+const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS] = {
+    LRUN_ARCH_TENSOR_ATTN_NORM, LRUN_ARCH_TENSOR_FFN_NORM, LRUN_ARCH_TENSOR_Q_BIAS, LRUN_ARCH_TENSOR_K_BIAS,
+    LRUN_ARCH_TENSOR_V_BIAS,    LRUN_ARCH_TENSOR_O_BIAS,   LRUN_ARCH_TENSOR_Q_NORM, LRUN_ARCH_TENSOR_K_NORM,
+};
 
 const lrun_arch *lrun_arch_find(const char *name)
 {
@@ -63,6 +71,21 @@ int lrun_arch_is_matrix(const lrun_arch *a, lrun_arch_tensor id)
     return d && d->ne[1] != LRUN_ARCH_DIM_NONE;
 }
 
+const lrun_arch_split *lrun_arch_split_of(const lrun_arch *a, lrun_arch_tensor id)
+{
+    for (int i = 0; i < a->n_splits; i++)
+        if (a->splits[i].fused == id) return &a->splits[i];
+    return NULL;
+}
+
+int lrun_arch_is_split_part(const lrun_arch *a, lrun_arch_tensor id)
+{
+    for (int i = 0; i < a->n_splits; i++)
+        for (int j = 0; j < LRUN_ARCH_OP_MAX_W && a->splits[i].parts[j] != LRUN_ARCH_TENSOR_NONE; j++)
+            if (a->splits[i].parts[j] == id) return 1;
+    return 0;
+}
+
 int lrun_arch_op_n_w(const lrun_arch_op *op)
 {
     int n = 0;
@@ -75,7 +98,7 @@ int lrun_arch_op_n_w(const lrun_arch_op *op)
 /* What each op kind takes: weights (min, max), outputs, and whether its
  * weights are matrices (in → out[i]), vectors of out[i]'s width, or a
  * matrix then an optional bias (MATMUL_ADD). */
-enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS };
+enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS, W_VECTORS_HEAD };
 static const struct {
     const char *name;
     int w_min, w_max, n_out;
@@ -88,11 +111,13 @@ static const struct {
     [LRUN_ARCH_OP_ATTENTION] = {"attention", 0, 0, 1, W_NONE},
     [LRUN_ARCH_OP_MATMUL_ADD] = {"matmul_add", 1, 2, 1, W_MATRIX_BIAS},
     [LRUN_ARCH_OP_MATMUL_SWIGLU] = {"matmul_swiglu", 2, 2, 2, W_MATRICES},
+    [LRUN_ARCH_OP_HEAD_NORM] = {"head_norm", 1, 3, 0, W_VECTORS_HEAD}, /* n_out: one per weight */
 };
 
 static const char *dim_name(lrun_arch_dim d)
 {
-    static const char *const names[] = {"-", "n_embd", "q_dim", "kv_dim", "n_ff", "n_vocab", "n_rot/2"};
+    static const char *const names[] = {"-",       "n_embd",   "q_dim",           "kv_dim", "n_ff",
+                                        "n_vocab", "n_rot/2", "head_dim", "q_dim+2*kv_dim", "2*n_ff"};
     return d >= 0 && d < (int)(sizeof names / sizeof names[0]) ? names[d] : "?";
 }
 
@@ -128,6 +153,7 @@ static lrun_status check_op(const lrun_arch *a, int i, int used[LRUN_ARCH_TENSOR
         switch (kinds[op->kind].form) {
         case W_VECTOR_IN: st = check_weight(a, i, op->w[j], in, LRUN_ARCH_DIM_NONE); break;
         case W_VECTORS_OUT: st = check_weight(a, i, op->w[j], out, LRUN_ARCH_DIM_NONE); break;
+        case W_VECTORS_HEAD: st = check_weight(a, i, op->w[j], LRUN_ARCH_DIM_HEAD, LRUN_ARCH_DIM_NONE); break;
         case W_MATRICES: st = check_weight(a, i, op->w[j], in, out); break;
         case W_MATRIX_BIAS:
             st = check_weight(a, i, op->w[j], j == 0 ? in : out, j == 0 ? out : LRUN_ARCH_DIM_NONE);
@@ -163,8 +189,18 @@ lrun_status lrun_arch_validate(const lrun_arch *a)
         if (block != pattern)
             return lrun_fail(LRUN_E_INTERNAL, "arch %s: tensor '%s' %s a block index (%%d) in its name", a->name,
                              d->name, block ? "lacks" : "has");
-        if (block && !used[d->id])
+        const lrun_arch_split *sp = lrun_arch_split_of(a, d->id);
+        if (block && !used[d->id] && !sp)
             return lrun_fail(LRUN_E_INTERNAL, "arch %s: no op uses block tensor '%s'", a->name, d->name);
+        if (sp && (used[d->id] || d->required || d->ne[1] == LRUN_ARCH_DIM_NONE))
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: fused '%s' must be an optional matrix no op uses", a->name,
+                             d->name);
+        for (int j = 0; sp && j < LRUN_ARCH_OP_MAX_W && sp->parts[j] != LRUN_ARCH_TENSOR_NONE; j++) {
+            const lrun_arch_tensor_desc *pd = lrun_arch_tensor_find(a, sp->parts[j]);
+            if (!pd || !used[pd->id] || pd->ne[0] != d->ne[0])
+                return lrun_fail(LRUN_E_INTERNAL, "arch %s: a part of fused '%s' is no used matrix of its width",
+                                 a->name, d->name);
+        }
     }
     /* the engines' own steps around the blocks */
     const lrun_arch_tensor model[] = {LRUN_ARCH_TENSOR_TOKEN_EMBD, LRUN_ARCH_TENSOR_OUTPUT_NORM};
@@ -189,6 +225,6 @@ lrun_status lrun_arch_validate(const lrun_arch *a)
         have[h->id] = 1;
     }
     for (int i = 0; i < LRUN_ARCH_HPARAM_COUNT; i++)
-        if (!have[i]) return lrun_fail(LRUN_E_INTERNAL, "arch %s: hyper-parameter %d has no key", a->name, i);
+        if (!have[i] && i != LRUN_ARCH_HPARAM_SWA) return lrun_fail(LRUN_E_INTERNAL, "arch %s: hyper-parameter %d has no key", a->name, i);
     return LRUN_OK;
 }

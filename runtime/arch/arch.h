@@ -42,6 +42,10 @@ typedef enum lrun_arch_tensor {
     LRUN_ARCH_TENSOR_GATE,       /* {n_embd, n_ff} */
     LRUN_ARCH_TENSOR_UP,         /* {n_embd, n_ff} */
     LRUN_ARCH_TENSOR_DOWN,       /* {n_ff, n_embd} */
+    LRUN_ARCH_TENSOR_Q_NORM,     /* {head_dim} qwen3, gemma3: RMSNorm of each query head */
+    LRUN_ARCH_TENSOR_K_NORM,     /* {head_dim} and of each key head */
+    LRUN_ARCH_TENSOR_QKV,        /* {n_embd, q_dim + 2 kv_dim} phi3's fused [q; k; v], split at load */
+    LRUN_ARCH_TENSOR_GATE_UP,    /* {n_embd, 2 n_ff} phi3's fused [gate; up] (its ffn_up), split at load */
     LRUN_ARCH_TENSOR_BLOCK_COUNT,
     LRUN_ARCH_TENSOR_TOKEN_EMBD = LRUN_ARCH_TENSOR_BLOCK_COUNT, /* {n_embd, n_vocab} */
     LRUN_ARCH_TENSOR_OUTPUT_NORM,  /* {n_embd} */
@@ -60,6 +64,9 @@ typedef enum lrun_arch_dim {
     LRUN_ARCH_DIM_FF,        /* n_ff */
     LRUN_ARCH_DIM_VOCAB,     /* n_vocab */
     LRUN_ARCH_DIM_ROT_HALF,  /* n_rot / 2 */
+    LRUN_ARCH_DIM_HEAD,      /* head_dim */
+    LRUN_ARCH_DIM_QKV,       /* q_dim + 2 kv_dim */
+    LRUN_ARCH_DIM_FF2,       /* 2 n_ff */
 } lrun_arch_dim;
 
 typedef struct lrun_arch_tensor_desc {
@@ -86,6 +93,8 @@ typedef enum lrun_arch_hparam {
     LRUN_ARCH_HPARAM_ROT,         /* n_rot: rotated dims per head */
     LRUN_ARCH_HPARAM_RMS_EPS,     /* rms_eps */
     LRUN_ARCH_HPARAM_ROPE_BASE,   /* rope_freq_base */
+    LRUN_ARCH_HPARAM_SWA,         /* sliding window in positions (Mistral), 0: none; optional in a description
+                                   * (absent: 0), as llama.cpp reads the key only for some architectures */
     LRUN_ARCH_HPARAM_COUNT
 } lrun_arch_hparam;
 
@@ -101,6 +110,7 @@ typedef enum lrun_arch_hparam_kind {
     LRUN_ARCH_HPARAM_KIND_DIM,    /* an integer in [1, 2^24] */
     LRUN_ARCH_HPARAM_KIND_CTX,    /* an integer in [1, 2^31] */
     LRUN_ARCH_HPARAM_KIND_POS_FLOAT, /* a finite number > 0 */
+    LRUN_ARCH_HPARAM_KIND_COUNT0, /* an integer in [0, 2^31] */
 } lrun_arch_hparam_kind;
 
 typedef struct lrun_arch_hparam_desc {
@@ -140,6 +150,8 @@ typedef enum lrun_arch_op_kind {
     LRUN_ARCH_OP_MATMUL_ADD,    /* out[0] += in · w[0]ᵀ, then += w[1] (optional bias): a projection
                                  * into the residual stream */
     LRUN_ARCH_OP_MATMUL_SWIGLU, /* out[0] = silu(in · w[0]ᵀ) * (in · w[1]ᵀ), out[1] scratch for the latter */
+    LRUN_ARCH_OP_HEAD_NORM,     /* out[i] = rms_norm(each head_dim-long head of out[i]) * w[i], in place,
+                                 * for each weight (qwen3's q/k norms, before RoPE) */
     LRUN_ARCH_OP_KIND_COUNT
 } lrun_arch_op_kind;
 
@@ -152,6 +164,17 @@ typedef struct lrun_arch_op {
     lrun_arch_buf out[LRUN_ARCH_OP_MAX_W];   /* as many as the kind uses */
 } lrun_arch_op;
 
+/* ---------------------------------------------------------------- fused matrices */
+
+/* A matrix the file stores fused, which the loader splits by rows into the
+ * parts the ops use (phi3's attn_qkv into q, k, v): the parts' rows are
+ * contiguous in the file, so each part is a view of the file's bytes and
+ * every backend, placement and staging path sees ordinary matrices. */
+typedef struct lrun_arch_split {
+    lrun_arch_tensor fused;                      /* a block tensor no op uses; optional in the file */
+    lrun_arch_tensor parts[LRUN_ARCH_OP_MAX_W];  /* in row order; NONE after the last */
+} lrun_arch_split;
+
 /* ---------------------------------------------------------------- an architecture */
 
 typedef struct lrun_arch {
@@ -162,11 +185,29 @@ typedef struct lrun_arch {
     int n_tensors;
     const lrun_arch_op *ops;               /* (n_ops) one block, in order */
     int n_ops;
-    lrun_rope_style rope_style;            /* the pairs RoPE rotates in this format's q/k layout */
+    lrun_rope_style rope_style;            /* the pairs RoPE rotates in this format's q/k layout: ADJACENT
+                                            * where llama.cpp's converter permuted q/k (llama), HALF (NeoX)
+                                            * where llama.cpp uses LLAMA_ROPE_TYPE_NEOX (qwen2, qwen3, phi3,
+                                            * gemma2, gemma3) */
+    const lrun_arch_split *splits;         /* (n_splits) fused matrices the loader splits, or NULL */
+    int n_splits;
 } lrun_arch;
 
 /* The known architectures (arch.c lists them). */
 extern const lrun_arch lrun_arch_llama;
+extern const lrun_arch lrun_arch_qwen2;
+extern const lrun_arch lrun_arch_qwen3;
+extern const lrun_arch lrun_arch_phi3;
+
+/* llama's hyper-parameter keys, which qwen2, qwen3 and phi3 share (under
+ * their own prefix) but for the last, llama's attention.sliding_window. */
+#define LRUN_ARCH_LLAMA_N_HPARAMS 12
+extern const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS];
+
+/* The block vectors (norms, biases), in the order the engines convert them
+ * to f32 at init: llama's first, in the order they always had. */
+#define LRUN_ARCH_N_BLOCK_VECTORS 8
+extern const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS];
 
 /* The description for general.architecture name, or NULL. */
 const lrun_arch *lrun_arch_find(const char *name);
@@ -182,6 +223,11 @@ const lrun_arch_tensor_desc *lrun_arch_tensor_find(const lrun_arch *a, lrun_arch
 /* 1 when a describes tensor id as a matrix (a second dimension): what a
  * block's staged unit holds (residency/weight_ring.c, cuda/engine_cuda_offload.c). */
 int lrun_arch_is_matrix(const lrun_arch *a, lrun_arch_tensor id);
+/* The split of a whose fused tensor is id, or NULL. */
+const lrun_arch_split *lrun_arch_split_of(const lrun_arch *a, lrun_arch_tensor id);
+/* 1 when id is a part of one of a's splits. */
+int lrun_arch_is_split_part(const lrun_arch *a, lrun_arch_tensor id);
+
 /* The number of weights op uses (up to the first NONE). */
 int lrun_arch_op_n_w(const lrun_arch_op *op);
 

@@ -1,7 +1,9 @@
-/* llama.c — the llama architecture (Llama 1-3, SmolLM, Mistral without
- * sliding windows, TinyLlama …): pre-norm blocks of grouped-query
+/* llama.c — the llama architecture (Llama 1-3, SmolLM, Mistral with or
+ * without a sliding window, TinyLlama …): pre-norm blocks of grouped-query
  * attention and a SwiGLU feed-forward, RMSNorm, RoPE on adjacent pairs
- * (the GGUF converter permuted q and k for it). Per block:
+ * (the GGUF converter permuted q and k for it); with
+ * llama.attention.sliding_window, each position attends to the last
+ * n_swa positions only (itself included). Per block:
  *
  *   xn = rms_norm(x) * attn_norm
  *   q, k, v = xn Wqᵀ, xn Wkᵀ, xn Wvᵀ  (+ biases when the file has them)
@@ -16,7 +18,8 @@
 #define BUF(b) LRUN_ARCH_BUF_##b
 #define DIM(d) LRUN_ARCH_DIM_##d
 
-static const lrun_arch_hparam_desc hparams[] = {
+/* Also qwen2's and qwen3's: the same keys under their own prefix. */
+const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS] = {
     {LRUN_ARCH_HPARAM_CTX_TRAIN, "context_length", LRUN_ARCH_HPARAM_KIND_CTX, LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
     {LRUN_ARCH_HPARAM_EMBD, "embedding_length", LRUN_ARCH_HPARAM_KIND_DIM, LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
     {LRUN_ARCH_HPARAM_LAYER, "block_count", LRUN_ARCH_HPARAM_KIND_DIM, LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
@@ -34,6 +37,8 @@ static const lrun_arch_hparam_desc hparams[] = {
      LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
     {LRUN_ARCH_HPARAM_ROPE_BASE, "rope.freq_base", LRUN_ARCH_HPARAM_KIND_POS_FLOAT, LRUN_ARCH_DEFAULT_VALUE, 10000.0,
      0},
+    /* last: the others share the entries before it */
+    {LRUN_ARCH_HPARAM_SWA, "attention.sliding_window", LRUN_ARCH_HPARAM_KIND_COUNT0, LRUN_ARCH_DEFAULT_VALUE, 0, 0},
 };
 
 static const lrun_arch_tensor_desc tensors[] = {
@@ -52,8 +57,8 @@ static const lrun_arch_tensor_desc tensors[] = {
     {T(O_BIAS), "blk.%d.attn_output.bias", LRUN_ROLE_BIAS, 0, {DIM(EMBD), DIM(NONE)}, 0},
     {T(FFN_NORM), "blk.%d.ffn_norm.weight", LRUN_ROLE_FFN_NORM, 1, {DIM(EMBD), DIM(NONE)}, 0},
     {T(GATE), "blk.%d.ffn_gate.weight", LRUN_ROLE_FFN_GATE, 1, {DIM(EMBD), DIM(FF)}, 0},
-    {T(UP), "blk.%d.ffn_up.weight", LRUN_ROLE_FFN_UP, 1, {DIM(EMBD), DIM(FF)}, 0},
     {T(DOWN), "blk.%d.ffn_down.weight", LRUN_ROLE_FFN_DOWN, 1, {DIM(FF), DIM(EMBD)}, 0},
+    {T(UP), "blk.%d.ffn_up.weight", LRUN_ROLE_FFN_UP, 1, {DIM(EMBD), DIM(FF)}, 0},
 };
 
 static const lrun_arch_op ops[] = {
@@ -70,8 +75,9 @@ static const lrun_arch_op ops[] = {
 
 const lrun_arch lrun_arch_llama = {
     "llama",
-    hparams, (int)(sizeof hparams / sizeof hparams[0]),
+    lrun_arch_llama_hparams, LRUN_ARCH_LLAMA_N_HPARAMS,
     tensors, (int)(sizeof tensors / sizeof tensors[0]),
     ops, (int)(sizeof ops / sizeof ops[0]),
     LRUN_ROPE_STYLE_ADJACENT,
+    NULL, 0,
 };

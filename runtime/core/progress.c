@@ -21,8 +21,9 @@ static void draw(const lrun_progress *p, size_t done, int permille)
     const int fill = permille * BAR_WIDTH / 1000;
     for (int i = 0; i < BAR_WIDTH; i++) bar[i] = i < fill ? '#' : '.';
     bar[BAR_WIDTH] = '\0';
-    fprintf(stderr, "\r%s [%s] %3d%% %.1f/%.1f MiB", p->label, bar, permille / 10, (double)done / 1048576.0,
-            (double)p->total / 1048576.0);
+    const double dt = now_seconds() - p->t0;
+    fprintf(stderr, "\r%s [%s] %3d%% %.1f/%.1f MiB %.0f MiB/s ", p->label, bar, permille / 10,
+            (double)done / 1048576.0, (double)p->total / 1048576.0, dt > 0 ? (double)done / 1048576.0 / dt : 0.0);
     fflush(stderr);
 }
 

@@ -532,8 +532,8 @@ static void round_f16(float *dst, const float *src, int64_t n)
 /* Keys in segments as values_segs: position j of segment s at
  * kbase[s] + k_off + (j - s·seg)·k_stride elements. */
 static void attention_head_segs(float *out, const float *q, const char *const *kbase, size_t k_off, int64_t k_stride,
-                                const value_segs *vs, lrun_dtype kv_dtype, int64_t n_pos, int64_t head_dim,
-                                float scale, int chain8, float *scores)
+                                const value_segs *vs, lrun_dtype kv_dtype, int64_t n_pos, int64_t n_swa,
+                                int64_t head_dim, float scale, int chain8, float *scores)
 {
     const int f16 = kv_dtype == LRUN_DTYPE_F16;
     const int64_t seg = vs->seg;
@@ -553,7 +553,10 @@ static void attention_head_segs(float *out, const float *q, const char *const *k
             attention_scores_chain8(scores + s0, q, k, k_stride, m, head_dim, scale, f16);
         else attention_scores(scores + s0, q, k, k_stride, m, head_dim, scale, f16);
     }
-    /* the masked positions: -inf scores give e = 0 exactly, as llama.cpp's mask */
+    /* the masked positions: -inf scores give e = 0 exactly, as llama.cpp's
+     * mask; with a sliding window, also those before the last n_swa (the
+     * sums keep every position's place, as llama.cpp's masked cells do) */
+    for (int64_t j = 0; n_swa > 0 && j < n_pos - n_swa; j++) scores[j] = -INFINITY;
     const int64_t n8 = (n_pos + 7) / 8 * 8;
     for (int64_t j = n_pos; j < n8; j++) scores[j] = -INFINITY;
     lrun_cpu_softmax(scores, n8);
@@ -568,7 +571,7 @@ void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t 
     const char *kb = k, *vb = v;
     const int64_t all = (n_pos + PAD - 1) / PAD * PAD; /* one segment over every position read */
     const value_segs vs = {&vb, 0, all, v_stride};
-    attention_head_segs(out, q, &kb, 0, k_stride, &vs, kv_dtype, n_pos, head_dim, scale, chain8, scores);
+    attention_head_segs(out, q, &kb, 0, k_stride, &vs, kv_dtype, n_pos, 0, head_dim, scale, chain8, scores);
 }
 
 struct attention_task {
@@ -597,13 +600,17 @@ static void attention_worker(void *ctx, int ith, int nth)
             const value_segs vs = {base, b->v_off + (size_t)(hk * b->head_dim * b->block_pos) * eb, b->block_pos,
                                    b->block_pos};
             attention_head_segs(b->out + off, b->q + off, base, b->k_off + (size_t)(hk * b->head_dim) * eb, kv_dim,
-                                &vs, b->kv_dtype, b->n_pos[i], b->head_dim, b->scale, b->pv_chain8, scores);
+                                &vs, b->kv_dtype, b->n_pos[i], b->n_swa, b->head_dim, b->scale, b->pv_chain8,
+                                scores);
             continue;
         }
         const char *k = (const char *)b->k[i] + (size_t)(hk * b->head_dim) * eb;
         const char *v = (const char *)b->v[i] + (size_t)(hk * b->head_dim * b->v_stride[i]) * eb;
-        lrun_cpu_attention_head(b->out + off, b->q + off, k, kv_dim, v, b->v_stride[i], b->kv_dtype, b->n_pos[i],
-                                b->head_dim, b->scale, b->pv_chain8, scores);
+        const char *vb = v;
+        const int64_t all = (b->n_pos[i] + PAD - 1) / PAD * PAD; /* one segment over every position read */
+        const value_segs vs = {&vb, 0, all, b->v_stride[i]};
+        attention_head_segs(b->out + off, b->q + off, &k, 0, kv_dim, &vs, b->kv_dtype, b->n_pos[i], b->n_swa,
+                            b->head_dim, b->scale, b->pv_chain8, scores);
     }
 }
 

@@ -105,6 +105,7 @@ typedef struct lrun_attention_batch {
     const void *const *const *blocks; /* (n_tok) → that token's block table */
     int64_t block_pos;
     size_t k_off, v_off;
+    int64_t n_swa;             /* a sliding window: each token sees only its last n_swa positions; 0: all */
 } lrun_attention_batch;
 
 /* Runs every (token, head) of the batch, spread over the pool's threads.

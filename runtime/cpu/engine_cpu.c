@@ -54,17 +54,24 @@ static lrun_matvec part(const struct lrun_tensor *w, const void *data, const flo
     return (lrun_matvec){w->dtype, data, w->row_bytes, w->ne[1], w->ne[0], x, y};
 }
 
-/* The products decode fuses into one parallel region each: q, k, v and gate, up.
- * W NULL: the weights' own bytes (sizing only). */
-static void fused_parts(const cpu_engine *e, int64_t l, const lrun_weight_view *W, lrun_matvec qkv[3],
-                        lrun_matvec gu[2])
+/* Work bytes of the products decode fuses into one parallel region: the
+ * weights of each multi-weight MATMUL or MATMUL_SWIGLU op of block l
+ * (llama: q, k, v and gate, up), as forward_cpu.c runs them. */
+static size_t fused_work(const cpu_engine *e, int64_t l)
 {
+    const lrun_arch *a = e->model->arch;
     const struct lrun_model_layer *L = &e->model->layers[l];
-    qkv[0] = part(L->wq, W ? W->data[LRUN_ARCH_TENSOR_Q] : L->wq->data, e->xn, e->q);
-    qkv[1] = part(L->wk, W ? W->data[LRUN_ARCH_TENSOR_K] : L->wk->data, e->xn, e->k);
-    qkv[2] = part(L->wv, W ? W->data[LRUN_ARCH_TENSOR_V] : L->wv->data, e->xn, e->v);
-    gu[0] = part(L->w_gate, W ? W->data[LRUN_ARCH_TENSOR_GATE] : L->w_gate->data, e->xn, e->gate);
-    gu[1] = part(L->w_up, W ? W->data[LRUN_ARCH_TENSOR_UP] : L->w_up->data, e->xn, e->up);
+    size_t best = 0;
+    for (int i = 0; i < a->n_ops; i++) {
+        const lrun_arch_op *op = &a->ops[i];
+        const int n_w = lrun_arch_op_n_w(op);
+        if ((op->kind != LRUN_ARCH_OP_MATMUL && op->kind != LRUN_ARCH_OP_MATMUL_SWIGLU) || n_w < 2) continue;
+        lrun_matvec parts[LRUN_ARCH_OP_MAX_W];
+        for (int j = 0; j < n_w; j++) parts[j] = part(L->t[op->w[j]], L->t[op->w[j]]->data, e->xn, NULL);
+        const size_t w = lrun_cpu_matvec_work_bytes(parts, n_w);
+        if (w > best) best = w;
+    }
+    return best;
 }
 
 /* Lays out (or, with base NULL, only sizes) the scratch block for nth threads. */
@@ -74,21 +81,17 @@ static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
     const size_t B = (size_t)e->n_batch_max, f = sizeof(float);
     char *c = base;
     size_t work = lrun_cpu_matmul_work_bytes(m->output->dtype, e->n_batch_max, e->n_embd);
-    for (int64_t l = 0; l < m->info.n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct lrun_tensor *ws[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
-            const size_t w = lrun_cpu_matmul_work_bytes(ws[i]->dtype, e->n_batch_max, ws[i]->ne[0]);
+    for (int64_t l = 0; l < m->info.n_layer; l++) /* every matrix of the block the description names */
+        for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
+            const struct lrun_tensor *t = m->layers[l].t[id];
+            if (!t || !lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id)) continue;
+            const size_t w = lrun_cpu_matmul_work_bytes(t->dtype, e->n_batch_max, t->ne[0]);
             if (w > work) work = w;
         }
-    }
     size_t mv_work = 0;
     for (int64_t l = 0; l < m->info.n_layer; l++) {
-        lrun_matvec qkv[3], gu[2];
-        fused_parts(e, l, NULL, qkv, gu);
-        const size_t a = lrun_cpu_matvec_work_bytes(qkv, 3), b = lrun_cpu_matvec_work_bytes(gu, 2);
-        mv_work = a > mv_work ? a : mv_work;
-        mv_work = b > mv_work ? b : mv_work;
+        const size_t w = fused_work(e, l);
+        mv_work = w > mv_work ? w : mv_work;
     }
     *total = 0;
     size_t sz;
@@ -128,12 +131,10 @@ static lrun_status load_vectors(cpu_engine *e)
     for (int64_t l = 0; st == LRUN_OK && l < m->info.n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         struct engine_layer *E = &e->layers[l];
-        if ((st = load_vector(L->attn_norm, &c, &E->attn_norm)) != LRUN_OK) break;
-        if ((st = load_vector(L->ffn_norm, &c, &E->ffn_norm)) != LRUN_OK) break;
-        if ((st = load_vector(L->bq, &c, &E->bq)) != LRUN_OK) break;
-        if ((st = load_vector(L->bk, &c, &E->bk)) != LRUN_OK) break;
-        if ((st = load_vector(L->bv, &c, &E->bv)) != LRUN_OK) break;
-        st = load_vector(L->bo, &c, &E->bo);
+        for (int i = 0; st == LRUN_OK && i < LRUN_ARCH_N_BLOCK_VECTORS; i++) {
+            const lrun_arch_tensor id = lrun_arch_block_vectors[i];
+            st = load_vector(L->t[id], &c, &E->vec[id]);
+        }
     }
     return st;
 }

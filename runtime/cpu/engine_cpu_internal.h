@@ -13,8 +13,9 @@
  * at init, into engine memory: a residency move of those tiny tensors later
  * cannot leave the engine pointing at released bytes. */
 struct engine_layer {
-    const float *attn_norm, *ffn_norm; /* (n_embd) */
-    const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd); NULL when absent */
+    /* by lrun_arch_tensor, for the block vectors of lrun_arch_block_vectors:
+     * attn_norm (n_embd), bq (q_dim), q_norm (head_dim) …; NULL when absent */
+    const float *vec[LRUN_ARCH_TENSOR_BLOCK_COUNT];
 };
 
 typedef struct cpu_engine cpu_engine;

@@ -55,6 +55,21 @@ static void bias_rows(void *ctx, int64_t first, int64_t last)
             if (c->b[j]) lrun_cpu_add(c->y[j] + i * c->w[j], c->b[j], c->w[j]);
 }
 
+/* Each head_dim-long head of y_j[i] normed in place: rms_norm · b_j. */
+static void head_norm_rows(void *ctx, int64_t first, int64_t last)
+{
+    const struct rows_ctx *c = ctx;
+    const lrun_model_info *in = &c->e->model->info;
+    const int64_t hd = in->head_dim;
+    const float eps = (float)in->rms_eps;
+    for (int64_t i = first; i < last; i++)
+        for (int j = 0; j < 3; j++)
+            for (int64_t h = 0; c->b[j] && h < c->w[j] / hd; h++) {
+                float *y = c->y[j] + i * c->w[j] + h * hd;
+                lrun_cpu_rms_norm(y, y, c->b[j], hd, eps); /* reads each x[i] before writing y[i] */
+            }
+}
+
 /* RoPE at each token's position, and k, v appended to its cache. */
 static void rope_store_rows(void *ctx, int64_t first, int64_t last)
 {
@@ -131,16 +146,7 @@ static int64_t buf_width(const cpu_engine *e, lrun_arch_buf b)
 /* The f32 copy init made of a block vector (norms, biases), or NULL when absent. */
 static const float *vector(const cpu_engine *e, int64_t l, lrun_arch_tensor id)
 {
-    const struct engine_layer *E = &e->layers[l];
-    switch (id) {
-    case LRUN_ARCH_TENSOR_ATTN_NORM: return E->attn_norm;
-    case LRUN_ARCH_TENSOR_FFN_NORM: return E->ffn_norm;
-    case LRUN_ARCH_TENSOR_Q_BIAS: return E->bq;
-    case LRUN_ARCH_TENSOR_K_BIAS: return E->bk;
-    case LRUN_ARCH_TENSOR_V_BIAS: return E->bv;
-    case LRUN_ARCH_TENSOR_O_BIAS: return E->bo;
-    default: return NULL;
-    }
+    return id >= 0 && id < LRUN_ARCH_TENSOR_BLOCK_COUNT ? e->layers[l].vec[id] : NULL;
 }
 
 /* y (m, n) = x (m, k) · Wᵀ, W read where the weight source says. */
@@ -180,6 +186,19 @@ static void op_bias(struct run *r, const lrun_arch_op *op, int n_w)
     if (any) lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL * 4, bias_rows, &rc);
 }
 
+/* out[i] = rms_norm(each head of out[i]) * w[i], as llama.cpp's qwen3 does
+ * (ggml_rms_norm over head_dim rows, then the weight). */
+static void op_head_norm(struct run *r, const lrun_arch_op *op, int n_w)
+{
+    struct rows_ctx rc = {.e = r->e, .layer = r->layer};
+    for (int i = 0; i < n_w; i++) {
+        rc.b[i] = vector(r->e, r->layer, op->w[i]);
+        rc.y[i] = buf(r->e, op->out[i]);
+        rc.w[i] = buf_width(r->e, op->out[i]);
+    }
+    lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL, head_norm_rows, &rc);
+}
+
 static void op_rope_store(struct run *r)
 {
     lrun_kv_cache_layer_begin(&r->e->kv, r->layer); /* an offloaded layer is in its device slot from here */
@@ -196,7 +215,8 @@ static void op_attention(struct run *r)
     const lrun_attention_batch ab = {r->n, in->n_head, in->n_head_kv, in->head_dim,
                                      1.0f / sqrtf((float)in->head_dim), e->kv.dtype, r->n >= 2, e->q, e->attn,
                                      e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
-                                     w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off};
+                                     w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off,
+                                     e->model->n_swa};
     lrun_cpu_attention(e->pool, &ab);
     lrun_kv_cache_layer_end(&e->kv, r->layer); /* new entries back to an offloaded store */
 }
@@ -252,6 +272,7 @@ static void run_block(struct run *r, int *normed)
             break;
         case LRUN_ARCH_OP_MATMUL: op_matmul(r, op, n_w); break;
         case LRUN_ARCH_OP_BIAS: op_bias(r, op, n_w); break;
+        case LRUN_ARCH_OP_HEAD_NORM: op_head_norm(r, op, n_w); break;
         case LRUN_ARCH_OP_ROPE_STORE: op_rope_store(r); break;
         case LRUN_ARCH_OP_ATTENTION: op_attention(r); break;
         case LRUN_ARCH_OP_MATMUL_ADD: {

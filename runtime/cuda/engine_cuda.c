@@ -49,19 +49,15 @@ static size_t w_slot_bytes(const lrun_model *m)
 {
     size_t best = 0;
     const struct lrun_tensor *head = m->output;
-    for (int64_t l = -1; l < m->info.n_layer; l++) {
-        const struct lrun_model_layer *L = l >= 0 ? &m->layers[l] : NULL;
-        const struct lrun_tensor *ws[7] = {head};
-        if (L) {
-            const struct lrun_tensor *t[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-            memcpy(ws, t, sizeof t);
-        }
-        for (int i = 0; i < 7 && ws[i]; i++) {
-            if (ws[i]->dtype == slot_dtype(ws[i]->dtype)) continue;
-            size_t b = (size_t)ws[i]->ne[0] * (size_t)ws[i]->ne[1] * 2; /* fits: the tensor's bytes did */
+    /* the head, then every matrix of each block the description names */
+    for (int64_t l = -1; l < m->info.n_layer; l++)
+        for (int id = 0; id < (l < 0 ? 1 : LRUN_ARCH_TENSOR_BLOCK_COUNT); id++) {
+            const struct lrun_tensor *w = l < 0 ? head : m->layers[l].t[id];
+            if (!w || (l >= 0 && !lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id))) continue;
+            if (w->dtype == slot_dtype(w->dtype)) continue;
+            size_t b = (size_t)w->ne[0] * (size_t)w->ne[1] * 2; /* fits: the tensor's bytes did */
             if (b > best) best = b;
         }
-    }
     return best;
 }
 
@@ -160,12 +156,8 @@ static lrun_status load_vectors(lrun_cuda_engine *e)
     for (int64_t l = 0; l < m->info.n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         struct cuda_layer *E = &e->layers[l];
-        VEC(L->attn_norm, E->attn_norm);
-        VEC(L->ffn_norm, E->ffn_norm);
-        VEC(L->bq, E->bq);
-        VEC(L->bk, E->bk);
-        VEC(L->bv, E->bv);
-        VEC(L->bo, E->bo);
+        for (int i = 0; i < LRUN_ARCH_N_BLOCK_VECTORS; i++)
+            VEC(L->t[lrun_arch_block_vectors[i]], E->vec[lrun_arch_block_vectors[i]]);
     }
 #undef VEC
     if (st == LRUN_OK)

@@ -293,6 +293,10 @@ lrun_status lrun_cuda_exact_attention(lrun_cuda_engine *e, char *kc, char *vc, i
 {
     const lrun_model_info *in = &e->model->info;
     const struct step_table *t = &e->d_table;
+    if (e->model->n_swa > 0) /* a sliding window (Mistral): the same kernel, masking as the CPU does */
+        return lrun_k_attention_exact_window(e->kv_dtype, e->q, kc, vc, t->kv_base, t->n_kv, e->exact->n_valid, n,
+                                             in->n_head, in->n_head_kv, in->head_dim, max_kv, e->attn_scale, n >= 2,
+                                             e->model->n_swa, e->attn, e->stream);
     return lrun_k_attention_exact(e->kv_dtype, e->q, kc, vc, t->kv_base, t->n_kv, e->exact->n_valid, n, in->n_head,
                                   in->n_head_kv, in->head_dim, max_kv, e->attn_scale, n >= 2, e->attn, e->stream);
 }

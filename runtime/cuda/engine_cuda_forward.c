@@ -47,16 +47,7 @@ static int64_t buf_width(const lrun_cuda_engine *e, lrun_arch_buf b)
 /* The device f32 copy of a block vector (norms, biases), or NULL when absent. */
 static const float *vector(const lrun_cuda_engine *e, int64_t l, lrun_arch_tensor id)
 {
-    const struct cuda_layer *E = &e->layers[l];
-    switch (id) {
-    case LRUN_ARCH_TENSOR_ATTN_NORM: return E->attn_norm;
-    case LRUN_ARCH_TENSOR_FFN_NORM: return E->ffn_norm;
-    case LRUN_ARCH_TENSOR_Q_BIAS: return E->bq;
-    case LRUN_ARCH_TENSOR_K_BIAS: return E->bk;
-    case LRUN_ARCH_TENSOR_V_BIAS: return E->bv;
-    case LRUN_ARCH_TENSOR_O_BIAS: return E->bo;
-    default: return NULL;
-    }
+    return id >= 0 && id < LRUN_ARCH_TENSOR_BLOCK_COUNT ? e->layers[l].vec[id] : NULL;
 }
 
 /* The refs of op's weights for this block (n of them). */
@@ -174,6 +165,31 @@ static lrun_status op_bias(struct run *r, const lrun_arch_op *op, int n_w)
     return LRUN_OK;
 }
 
+/* out[i] = rms_norm(each head of out[i]) * w[i], in place. Exact: the CPU's
+ * norm (lrun_k_rms_norm_exact, which must not write its input) into attn,
+ * free until the attention, then copied back. */
+static lrun_status op_head_norm(struct run *r, const lrun_arch_op *op, int n_w)
+{
+    lrun_cuda_engine *e = r->e;
+    const int64_t hd = e->model->info.head_dim;
+    for (int i = 0; i < n_w; i++) {
+        const float *w = vector(e, r->layer, op->w[i]);
+        float *y = buf(e, op->out[i]);
+        const int64_t width = buf_width(e, op->out[i]), rows = r->n * (width / hd);
+        if (!w) return lrun_fail(LRUN_E_INTERNAL, "engine on %s: head norm %d of block %lld has no weight",
+                                 e->device->name, i, (long long)r->layer);
+        if (!e->exact) {
+            TRY(lrun_k_rms_norm(y, w, y, rows, hd, e->eps, e->stream));
+            continue;
+        }
+        TRY(lrun_k_rms_norm_exact(y, w, e->attn, rows, hd, e->eps, e->stream));
+        TRY(cuda_check(cudaMemcpyAsync(y, e->attn, (size_t)(r->n * width) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                       (cudaStream_t)e->stream),
+                       "head norm", e->device));
+    }
+    return LRUN_OK;
+}
+
 static lrun_status op_rope_store(struct run *r)
 {
     lrun_cuda_engine *e = r->e;
@@ -205,6 +221,10 @@ static lrun_status op_attention(struct run *r)
         TRY(lrun_cuda_exact_attention(e, r->kc, r->vc, r->n, r->max_kv));
     else if (lrun_cuda_kv_fused(e)) /* quantized decode: codes and ring, no slot (engine_cuda_kv.c) */
         TRY(lrun_cuda_kv_fused_attention(e, r->layer, r->n, r->max_kv));
+    else if (e->model->n_swa > 0) /* a sliding window (Mistral) */
+        TRY(lrun_k_attention_window(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n,
+                                    in->n_head, in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale,
+                                    e->model->n_swa, e->attn, e->attn_work, e->stream));
     else
         TRY(lrun_k_attention(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n, in->n_head,
                              in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, e->attn, e->attn_work,
@@ -288,6 +308,7 @@ static lrun_status run_block(struct run *r)
             break;
         case LRUN_ARCH_OP_MATMUL: TRY(op_matmul(r, op, n_w)); break;
         case LRUN_ARCH_OP_BIAS: TRY(op_bias(r, op, n_w)); break;
+        case LRUN_ARCH_OP_HEAD_NORM: TRY(op_head_norm(r, op, n_w)); break;
         case LRUN_ARCH_OP_ROPE_STORE: TRY(op_rope_store(r)); break;
         case LRUN_ARCH_OP_ATTENTION: TRY(op_attention(r)); break;
         case LRUN_ARCH_OP_MATMUL_ADD: TRY(op_matmul_add(r, op, i)); break;

@@ -28,8 +28,9 @@
 
 /* Device pointers of one block's f32 vectors (NULL when the file has none). */
 struct cuda_layer {
-    const float *attn_norm, *ffn_norm; /* (n_embd) */
-    const float *bq, *bk, *bv, *bo;    /* (q_dim), (kv_dim), (kv_dim), (n_embd) */
+    /* by lrun_arch_tensor, for the block vectors of lrun_arch_block_vectors:
+     * attn_norm (n_embd), bq (q_dim), q_norm (head_dim) …; NULL when absent */
+    const float *vec[LRUN_ARCH_TENSOR_BLOCK_COUNT];
 };
 
 /* The table of one chunk: the same layout in pinned host memory and on the

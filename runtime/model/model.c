@@ -28,8 +28,8 @@
 
 static int64_t find_key(const lrun_gguf *g, const char *key) { return lrun_gguf_find_key(g, key); }
 
-/* An integer hyper-parameter in [1, max]; def when absent and not required. */
-static lrun_status read_int(const lrun_gguf *g, const char *key, int required, int64_t def, int64_t max,
+/* An integer hyper-parameter in [min, max]; def when absent and not required. */
+static lrun_status read_int(const lrun_gguf *g, const char *key, int required, int64_t def, int64_t min, int64_t max,
                             int64_t *out)
 {
     const int64_t kv = find_key(g, key);
@@ -42,9 +42,9 @@ static lrun_status read_int(const lrun_gguf *g, const char *key, int required, i
         return lrun_fail(LRUN_E_UNSUPPORTED, "key '%s' is an array (per-layer values are not supported)", key);
     if (lrun_gguf_get_i64(g, kv, out) != LRUN_OK)
         return lrun_fail(LRUN_E_FORMAT, "key '%s' is not an integer (type %d)", key, (int)lrun_gguf_kv_type(g, kv));
-    if (*out < 1 || *out > max)
-        return lrun_fail(LRUN_E_FORMAT, "key '%s' = %lld is out of range [1, %lld]", key, (long long)*out,
-                         (long long)max);
+    if (*out < min || *out > max)
+        return lrun_fail(LRUN_E_FORMAT, "key '%s' = %lld is out of range [%lld, %lld]", key, (long long)*out,
+                         (long long)min, (long long)max);
     return LRUN_OK;
 }
 
@@ -99,7 +99,8 @@ static lrun_status read_hparam(const lrun_gguf *g, const lrun_arch *a, const lru
                              (long long)embd);
         def = embd / head;
     }
-    return read_int(g, key, required, def, h->kind == LRUN_ARCH_HPARAM_KIND_CTX ? MAX_CTX : MAX_DIM, &iv[h->id]);
+    return read_int(g, key, required, def, h->kind == LRUN_ARCH_HPARAM_KIND_COUNT0 ? 0 : 1,
+                    h->kind == LRUN_ARCH_HPARAM_KIND_DIM ? MAX_DIM : MAX_CTX, &iv[h->id]);
 }
 
 /* The description's hyper-parameters into m->info, then the rules every
@@ -124,6 +125,7 @@ static lrun_status read_arch_hparams(lrun_model *m)
     in->n_rot = iv[LRUN_ARCH_HPARAM_ROT];
     in->rms_eps = fv[LRUN_ARCH_HPARAM_RMS_EPS];
     in->rope_freq_base = fv[LRUN_ARCH_HPARAM_ROPE_BASE];
+    m->n_swa = iv[LRUN_ARCH_HPARAM_SWA]; /* 0 where the description has no such key */
     if (iv[LRUN_ARCH_HPARAM_V_DIM] != in->head_dim)
         return lrun_fail(LRUN_E_UNSUPPORTED, "value_length %lld differs from key_length %lld",
                          (long long)iv[LRUN_ARCH_HPARAM_V_DIM], (long long)in->head_dim);
@@ -164,7 +166,7 @@ static lrun_status read_rope_scaling(lrun_model *m)
     return LRUN_OK;
 }
 
-static lrun_status read_hparams(lrun_model *m)
+lrun_status lrun_model_read_hparams(lrun_model *m)
 {
     const lrun_gguf *g = m->gguf;
     lrun_model_info *in = &m->info;
@@ -276,6 +278,9 @@ static int64_t dim_value(const lrun_model_info *in, lrun_arch_dim d)
     case LRUN_ARCH_DIM_FF: return in->n_ff;
     case LRUN_ARCH_DIM_VOCAB: return in->n_vocab;
     case LRUN_ARCH_DIM_ROT_HALF: return in->n_rot / 2;
+    case LRUN_ARCH_DIM_HEAD: return in->head_dim;
+    case LRUN_ARCH_DIM_QKV: return (in->n_head + 2 * in->n_head_kv) * in->head_dim;
+    case LRUN_ARCH_DIM_FF2: return 2 * in->n_ff;
     default: return 0;
     }
 }
@@ -305,44 +310,120 @@ static lrun_status check_tensor(const struct lrun_tensor *t, const char *name, i
     return LRUN_OK;
 }
 
+/* Records a split adds per block: its parts after the first, which reuses the fused record. */
+static int64_t split_extra(const lrun_arch *a)
+{
+    int64_t n = 0;
+    for (int i = 0; i < a->n_splits; i++)
+        for (int j = 1; j < LRUN_ARCH_OP_MAX_W && a->splits[i].parts[j] != LRUN_ARCH_TENSOR_NONE; j++) n++;
+    return n;
+}
+
+/* Block l's fused matrix of split sp, when the file has it, becomes its
+ * parts: row ranges of the same file bytes (the fused record turns into the
+ * first part, the others are appended to m->tensors). */
+static lrun_status split_one(lrun_model *m, int64_t l, const lrun_arch_split *sp)
+{
+    struct lrun_tensor *f = m->layers[l].t[sp->fused];
+    if (!f) return LRUN_OK;
+    const lrun_arch *a = m->arch;
+    const char *const fused_name = lrun_arch_tensor_find(a, sp->fused)->name;
+    char fname[96];
+    snprintf(fname, sizeof fname, "%s", f->name);
+    int64_t rows = 0;
+    int n = 0;
+    for (; n < LRUN_ARCH_OP_MAX_W && sp->parts[n] != LRUN_ARCH_TENSOR_NONE; n++) {
+        rows += dim_value(&m->info, lrun_arch_tensor_find(a, sp->parts[n])->ne[1]);
+        if (m->layers[l].t[sp->parts[n]])
+            return lrun_fail(LRUN_E_FORMAT, "block %lld has both the fused '%s' and its part '%s'", (long long)l,
+                             fname, m->layers[l].t[sp->parts[n]]->name);
+    }
+    if (f->ndim != 2 || f->ne[1] != rows || f->ne[0] != m->info.n_embd)
+        return lrun_fail(LRUN_E_FORMAT, "tensor '%s' has shape {%lld, %lld}, expected {%lld, %lld} (pattern '%s')", fname,
+                         (long long)f->ne[0], (long long)f->ne[1], (long long)m->info.n_embd, (long long)rows,
+                         fused_name);
+    const char *bytes = f->file_data;
+    const struct lrun_tensor whole = *f;
+    for (int j = 0; j < n; j++) {
+        const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, sp->parts[j]);
+        struct lrun_tensor *t = j == 0 ? f : &m->tensors[m->n_tensors++];
+        *t = whole;
+        char name[96];
+        snprintf(name, sizeof name, d->name, (int)l);
+        const int64_t dims[LRUN_MAX_DIMS] = {whole.ne[0], dim_value(&m->info, d->ne[1]), 1, 1};
+        lrun_status st = lrun_tensor_set_shape(t, name, whole.dtype, 2, dims);
+        if (st != LRUN_OK) return st;
+        t->role = d->role;
+        t->file_data = bytes;
+        t->data = (void *)bytes;
+        bytes += t->nbytes;
+        m->layers[l].t[sp->parts[j]] = t;
+    }
+    m->layers[l].t[sp->fused] = NULL;
+    return LRUN_OK;
+}
+
+lrun_status lrun_model_tensors_init(lrun_model *m, int64_t n)
+{
+    m->n_tensors = n;
+    m->layers = calloc((size_t)m->info.n_layer, sizeof *m->layers);
+    /* room for the parts of fused matrices (no later realloc: layers point into it) */
+    const size_t cap = (size_t)n + (size_t)m->info.n_layer * (size_t)split_extra(m->arch);
+    m->tensors = calloc(cap > 0 ? cap : 1, sizeof *m->tensors);
+    if (!m->layers || !m->tensors) return lrun_fail_oom(0, 0, "model: tensor records");
+    return LRUN_OK;
+}
+
+lrun_status lrun_model_add_tensor(lrun_model *m, int64_t i, const char *name, lrun_dtype dtype, int ndim,
+                                  const int64_t *dims, const void *data)
+{
+    struct lrun_tensor *t = &m->tensors[i];
+    if (!lrun_dtype_is_supported((int)dtype))
+        return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' has dtype %d, which lrun cannot compute with", name,
+                         (int)dtype);
+    lrun_status st = lrun_tensor_set_shape(t, name, dtype, ndim, dims);
+    if (st != LRUN_OK) return st;
+    int layer;
+    const lrun_arch_tensor_desc *d = parse_name(m->arch, name, &layer);
+    if (!d)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' is not part of the %s architecture", name, m->arch->name);
+    if (layer >= m->info.n_layer)
+        return lrun_fail(LRUN_E_FORMAT, "tensor '%s' names block %d, but the model has %lld blocks", name, layer,
+                         (long long)m->info.n_layer);
+    t->role = d->role;
+    t->layer = layer;
+    t->tier = LRUN_TIER_MMAP;
+    t->file_data = data;
+    t->data = (void *)t->file_data; /* zero copy: the mapping is read-only, and so are weights */
+    t->device = NULL;
+    struct lrun_tensor **slot = tensor_slot(m, layer, d->id);
+    if (*slot) return lrun_fail(LRUN_E_FORMAT, "tensor '%s' appears twice", name);
+    *slot = t;
+    m->info.weight_bytes += t->nbytes;
+    return LRUN_OK;
+}
+
 static lrun_status build_tensors(lrun_model *m)
 {
     const lrun_gguf *g = m->gguf;
-    const lrun_model_info *in = &m->info;
-    m->n_tensors = lrun_gguf_tensor_count(g);
-    m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
-    m->tensors = calloc(m->n_tensors > 0 ? (size_t)m->n_tensors : 1, sizeof *m->tensors);
-    if (!m->layers || !m->tensors) return lrun_fail_oom(0, 0, "model: tensor records");
-
-    for (int64_t i = 0; i < m->n_tensors; i++) {
-        struct lrun_tensor *t = &m->tensors[i];
-        const char *name = lrun_gguf_tensor_name(g, i);
-        const lrun_dtype dtype = lrun_gguf_tensor_dtype(g, i);
-        if (!lrun_dtype_is_supported((int)dtype))
-            return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' has dtype %d, which lrun cannot compute with", name,
-                             (int)dtype);
+    lrun_status st = lrun_model_tensors_init(m, lrun_gguf_tensor_count(g));
+    for (int64_t i = 0; st == LRUN_OK && i < lrun_gguf_tensor_count(g); i++) {
         int64_t dims[LRUN_MAX_DIMS];
-        const int ndim = lrun_gguf_tensor_ndim(g, i);
         for (int d = 0; d < LRUN_MAX_DIMS; d++) dims[d] = lrun_gguf_tensor_dim(g, i, d);
-        lrun_status st = lrun_tensor_set_shape(t, name, dtype, ndim, dims);
-        if (st != LRUN_OK) return st;
-        int layer;
-        const lrun_arch_tensor_desc *d = parse_name(m->arch, name, &layer);
-        if (!d)
-            return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' is not part of the %s architecture", name, m->arch->name);
-        if (layer >= in->n_layer)
-            return lrun_fail(LRUN_E_FORMAT, "tensor '%s' names block %d, but the model has %lld blocks", name, layer,
-                             (long long)in->n_layer);
-        t->role = d->role;
-        t->layer = layer;
-        t->tier = LRUN_TIER_MMAP;
-        t->file_data = lrun_gguf_tensor_data(g, i);
-        t->data = (void *)t->file_data; /* zero copy: the mapping is read-only, and so are weights */
-        t->device = NULL;
-        *tensor_slot(m, layer, d->id) = t;
-        m->info.weight_bytes += t->nbytes;
+        st = lrun_model_add_tensor(m, i, lrun_gguf_tensor_name(g, i), lrun_gguf_tensor_dtype(g, i),
+                                   lrun_gguf_tensor_ndim(g, i), dims, lrun_gguf_tensor_data(g, i));
     }
+    return st == LRUN_OK ? lrun_model_check_tensors(m) : st;
+}
 
+lrun_status lrun_model_check_tensors(lrun_model *m)
+{
+    const lrun_model_info *in = &m->info;
+    for (int64_t l = 0; l < in->n_layer; l++)
+        for (int i = 0; i < m->arch->n_splits; i++) {
+            lrun_status st = split_one(m, l, &m->arch->splits[i]);
+            if (st != LRUN_OK) return st;
+        }
     /* every tensor the forward pass reads, with its exact shape: the model's own, then block by block */
     for (int64_t l = -1; l < in->n_layer; l++)
         for (int i = 0; i < m->arch->n_tensors; i++) {
@@ -364,31 +445,67 @@ static lrun_status build_tensors(lrun_model *m)
 
 // ---------------------------------------------------------------- prefault
 
-/* Asks the kernel to read the weights ahead and touches one byte per page,
- * in file order, so the first forward pass does not stall on page faults and
- * the user sees the load happen. Skipped (beyond the hint) when the file is
- * larger than physical memory: touching would only evict earlier pages. */
-static void prefault(const lrun_model *m, const char *path, int show)
+/* The mapped bytes of the weights: the GGUF's data section, or each
+ * safetensors shard's. */
+typedef struct region {
+    const char *start;
+    size_t len;
+} region;
+
+static int weight_regions(const lrun_model *m, region *r, int cap)
 {
+    if (m->st) {
+        const int n = lrun_st_set_n_files(m->st) < cap ? lrun_st_set_n_files(m->st) : cap;
+        for (int i = 0; i < n; i++) r[i].start = lrun_safetensors_data(lrun_st_set_file(m->st, i), &r[i].len);
+        return n;
+    }
     const lrun_gguf *g = m->gguf;
-    if (m->n_tensors == 0) return;
+    if (m->n_tensors == 0 || cap < 1) return 0;
     const char *start = (const char *)lrun_gguf_tensor_data(g, 0) - lrun_gguf_tensor_offset(g, 0);
     const size_t file = lrun_gguf_file_bytes(g), off = lrun_gguf_data_offset(g);
-    if (!start || off >= file) return;
-    const size_t len = file - off;
+    if (!start || off >= file) return 0;
+    r[0] = (region){start, file - off};
+    return 1;
+}
+
+/* Asks the kernel to read the weights ahead and touches one byte per page,
+ * in file order, so the first forward pass does not stall on page faults and
+ * the user sees the load happen (bytes, shard, speed). Skipped (beyond the
+ * hint) when the weights are larger than physical memory: touching would
+ * only evict earlier pages. */
+static void prefault(const lrun_model *m, const char *path, int show)
+{
+    region r[256];
+    const int n = weight_regions(m, r, (int)(sizeof r / sizeof r[0]));
     const long page_l = sysconf(_SC_PAGESIZE), phys = sysconf(_SC_PHYS_PAGES);
     const size_t page = page_l > 0 ? (size_t)page_l : 4096;
-    const uintptr_t aligned = (uintptr_t)start & ~(uintptr_t)(page - 1);
-    (void)madvise((void *)aligned, len + ((uintptr_t)start - aligned), MADV_WILLNEED);
-    if (phys > 0 && len / page > (size_t)phys) return;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const uintptr_t aligned = (uintptr_t)r[i].start & ~(uintptr_t)(page - 1);
+        (void)madvise((void *)aligned, r[i].len + ((uintptr_t)r[i].start - aligned), MADV_WILLNEED);
+        total += r[i].len;
+    }
+    if (n == 0 || (phys > 0 && total / page > (size_t)phys)) return;
 
     lrun_progress bar;
-    lrun_progress_begin(&bar, show, path, len);
+    lrun_progress_begin(&bar, show, path, total);
+    const char *slash = strrchr(path, '/');
     volatile unsigned char sink = 0;
     const size_t report_every = (size_t)4 << 20;
-    for (size_t o = 0; o < len; o += page) {
-        sink ^= (unsigned char)start[o];
-        if (o % report_every < page) lrun_progress_update(&bar, o);
+    size_t done = 0;
+    for (int i = 0; i < n; i++) {
+        if (n > 1) { /* the shard on the bar's label, cut to the label's size */
+            char label[96];
+            snprintf(label, sizeof label, "loading %.24s %d/%d", slash ? slash + 1 : path, i + 1, n);
+            const size_t len = strnlen(label, sizeof bar.label - 1);
+            memcpy(bar.label, label, len);
+            bar.label[len] = '\0';
+        }
+        for (size_t o = 0; o < r[i].len; o += page) {
+            sink ^= (unsigned char)r[i].start[o];
+            if (o % report_every < page) lrun_progress_update(&bar, done + o);
+        }
+        done += r[i].len;
     }
     (void)sink;
     lrun_progress_end(&bar);
@@ -410,14 +527,19 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
 
     lrun_model *m = calloc(1, sizeof *m);
     if (!m) return lrun_fail_oom(sizeof *m, 0, "loading %s: model record", path);
-    /* mode 1: a packed file is decoded here, whatever tier its tensors go to next */
-    lrun_status st = lrun_packed_file_sniff(path) ? lrun_packed_open_gguf(&m->gguf, path, opts->n_threads, opts->progress)
-                                                  : lrun_gguf_open(&m->gguf, path);
-    if (st == LRUN_OK) st = read_hparams(m);
-    if (st == LRUN_OK) st = build_tensors(m);
+    lrun_status st;
+    if (lrun_model_is_hf(path)) {
+        st = lrun_model_open_hf(m, path, opts->progress);
+    } else {
+        /* mode 1: a packed file is decoded here, whatever tier its tensors go to next */
+        st = lrun_packed_file_sniff(path) ? lrun_packed_open_gguf(&m->gguf, path, opts->n_threads, opts->progress)
+                                          : lrun_gguf_open(&m->gguf, path);
+        if (st == LRUN_OK) st = lrun_model_read_hparams(m);
+        if (st == LRUN_OK) st = build_tensors(m);
+        if (st == LRUN_OK && find_key(m->gguf, "tokenizer.ggml.model") >= 0)
+            st = lrun_tokenizer_init_gguf(&m->tokenizer, m->gguf);
+    }
     if (st == LRUN_OK && opts->rope_style >= 0) m->info.rope_style = (lrun_rope_style)opts->rope_style;
-    if (st == LRUN_OK && find_key(m->gguf, "tokenizer.ggml.model") >= 0)
-        st = lrun_tokenizer_init_gguf(&m->tokenizer, m->gguf);
     if (st == LRUN_OK) st = lrun_device_open(&m->device, opts->device ? opts->device : "cpu", opts->device_budget);
     if (st == LRUN_OK) st = lrun_threadpool_init(&m->pool, opts->n_threads);
     if (st != LRUN_OK) {
@@ -438,6 +560,9 @@ void lrun_model_free(lrun_model *model)
     if (model->tokenizer) lrun_tokenizer_free(model->tokenizer);
     if (model->device) lrun_device_free(model->device);
     if (model->gguf) lrun_gguf_close(model->gguf);
+    if (model->st) lrun_st_set_close(model->st);
+    for (int i = 0; i < model->n_owned; i++) free(model->owned[i]);
+    free(model->owned);
     free(model->tensors);
     free(model->layers);
     free(model);
@@ -459,9 +584,14 @@ lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i)
 
 lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name)
 {
-    /* tensors are kept in file order, so the file's index is ours */
+    /* tensors are kept in file order, so the file's index is ours; the parts
+     * of a split fused matrix (phi3's attn_qkv) have names of their own */
     const int64_t i = name ? lrun_gguf_find_tensor(model->gguf, name) : -1;
-    return lrun_model_tensor(model, i);
+    lrun_tensor *t = lrun_model_tensor(model, i);
+    if (t && strcmp(t->name, name) == 0) return t;
+    for (int64_t j = 0; name && j < model->n_tensors; j++)
+        if (strcmp(model->tensors[j].name, name) == 0) return &model->tensors[j];
+    return NULL;
 }
 
 size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)
@@ -474,13 +604,12 @@ size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)
 
 size_t lrun_model_vector_floats(const lrun_model *m)
 {
-    size_t n = (size_t)(2 * m->info.n_layer + 1) * (size_t)m->info.n_embd;
+    size_t n = (size_t)m->info.n_embd; /* output_norm */
     if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
-    for (int64_t l = 0; l < m->info.n_layer; l++) {
-        const struct lrun_model_layer *L = &m->layers[l];
-        const struct lrun_tensor *b[] = {L->bq, L->bk, L->bv, L->bo};
-        for (int i = 0; i < 4; i++)
-            if (b[i]) n += (size_t)b[i]->ne[0];
-    }
+    for (int64_t l = 0; l < m->info.n_layer; l++)
+        for (int i = 0; i < LRUN_ARCH_N_BLOCK_VECTORS; i++) {
+            const struct lrun_tensor *t = m->layers[l].t[lrun_arch_block_vectors[i]];
+            if (t) n += (size_t)t->ne[0];
+        }
     return n;
 }

@@ -6,6 +6,7 @@
 #include "core/tensor.h"
 #include "core/threadpool.h"
 #include "arch/arch.h"
+#include "formats/safetensors.h"
 
 /* The weights of one block; shapes are GGUF ne (innermost first). The
  * same pointers by name and, for code that runs an architecture's op table,
@@ -33,7 +34,13 @@ struct lrun_model {
     lrun_model_info info;
     const lrun_arch *arch;            /* the description general.architecture named */
     double rope_freq_scale;           /* 1, or 1/factor with linear RoPE scaling */
-    lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into */
+    int64_t n_swa;                    /* sliding window in positions (every block), 0: none */
+    lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into; for an HF
+                                       * directory, its config as GGUF metadata (no tensors) */
+    lrun_st_set *st;                  /* an HF directory's safetensors: owns the tensors' mappings */
+    void **owned;                     /* (n_owned) buffers the model made itself: an HF directory's
+                                       * llama3 RoPE factors, its FP8 weights widened to bf16 */
+    int n_owned;
     lrun_device *device;
     lrun_tokenizer *tokenizer;        /* NULL when the file carries no tokenizer */
     lrun_threadpool *pool;
@@ -54,5 +61,23 @@ size_t lrun_model_vector_floats(const lrun_model *model);
 
 /* The model's thread pool (shared by engines that keep the model's thread count). */
 lrun_threadpool *lrun_model_threadpool(lrun_model *model);
+
+// ---------------------------------------------------------------- loading, shared by the formats
+
+/* general.architecture and the description's hyper-parameters from m->gguf. */
+lrun_status lrun_model_read_hparams(lrun_model *m);
+/* Records for n tensors and m->info.n_layer blocks. */
+lrun_status lrun_model_tensors_init(lrun_model *m, int64_t n);
+/* Tensor i: GGUF name and shape (ne order), its bytes in a mapping (tier MMAP). */
+lrun_status lrun_model_add_tensor(lrun_model *m, int64_t i, const char *name, lrun_dtype dtype, int ndim,
+                                  const int64_t *dims, const void *data);
+/* Every tensor the architecture needs is there with its shape; ties the head. */
+lrun_status lrun_model_check_tensors(lrun_model *m);
+
+/* 1 when path is a Hugging Face model: a directory, a .safetensors file or
+ * a model.safetensors.index.json (model_hf.c). */
+int lrun_model_is_hf(const char *path);
+/* Fills m from an HF model at path (model_hf.c). */
+lrun_status lrun_model_open_hf(lrun_model *m, const char *path, int progress);
 
 #endif

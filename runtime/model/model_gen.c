@@ -1,4 +1,6 @@
-/* model_gen.c — writes random-weight llama models as GGUF files.
+/* model_gen.c — writes random-weight models as GGUF files, of any
+ * architecture in runtime/arch/: its description says which tensors (the
+ * required ones, and the head when untied) and which keys to write.
  *
  * Flow: check the spec; declare metadata, a byte-level BPE vocabulary and
  * every tensor to a gguf writer; then stream the data. Data goes through two
@@ -7,10 +9,13 @@
  * thread fills its own slice of every tensor independently). Writes are tens
  * of MB each, sequential.
  */
+#include "arch/arch.h"
 #include "core/checked.h"
 #include "core/error.h"
 #include "lrun.h"
+#include "model/model_gen.h"
 #include "model/random_fill.h"
+#include "model/rope_scaling.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -24,15 +29,40 @@
 #define GEN_MAX_THREADS 256
 #define GEN_N_SPECIAL 3                    /* <|endoftext|>, <|im_start|>, <|im_end|> */
 #define GEN_NORM_NOISE 0.02f               /* norms are 1 + U(-noise, noise) */
+#define GEN_BIAS_SCALE 0.1f                /* biases are U(-scale, scale) */
 
 // ---------------------------------------------------------------- spec checks
+
+static const lrun_arch *gen_arch(const lrun_model_gen_spec *s) { return lrun_arch_find(s->arch ? s->arch : "llama"); }
+
+static int64_t gen_head_dim(const lrun_model_gen_spec *s) { return s->head_dim > 0 ? s->head_dim : s->n_embd / s->n_head; }
+
+/* A dimension of the description in the spec's numbers (0 for NONE). */
+static int64_t gen_dim(const lrun_model_gen_spec *s, lrun_arch_dim d)
+{
+    switch (d) {
+    case LRUN_ARCH_DIM_EMBD: return s->n_embd;
+    case LRUN_ARCH_DIM_Q: return s->n_head * gen_head_dim(s);
+    case LRUN_ARCH_DIM_KV: return s->n_head_kv * gen_head_dim(s);
+    case LRUN_ARCH_DIM_FF: return s->n_ff;
+    case LRUN_ARCH_DIM_VOCAB: return s->n_vocab;
+    case LRUN_ARCH_DIM_ROT_HALF: return gen_head_dim(s) / 2;
+    case LRUN_ARCH_DIM_HEAD: return gen_head_dim(s);
+    case LRUN_ARCH_DIM_QKV: return (s->n_head + 2 * s->n_head_kv) * gen_head_dim(s);
+    case LRUN_ARCH_DIM_FF2: return 2 * s->n_ff;
+    default: return 0;
+    }
+}
+
+const lrun_arch *lrun_gen_arch(const lrun_model_gen_spec *s) { return gen_arch(s); }
+int64_t lrun_gen_head_dim(const lrun_model_gen_spec *s) { return gen_head_dim(s); }
 
 static lrun_status bad_spec(const char *field, long long value, const char *why)
 {
     return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.%s = %lld: %s", field, value, why);
 }
 
-static lrun_status check_spec(const lrun_model_gen_spec *s)
+lrun_status lrun_gen_check_spec(const lrun_model_gen_spec *s)
 {
     const struct { const char *name; int64_t v; } pos[] = {
         {"n_layer", s->n_layer}, {"n_embd", s->n_embd}, {"n_head", s->n_head}, {"n_head_kv", s->n_head_kv},
@@ -42,8 +72,16 @@ static lrun_status check_spec(const lrun_model_gen_spec *s)
         if (pos[i].v <= 0 || pos[i].v > INT32_MAX) return bad_spec(pos[i].name, pos[i].v, "must be in 1..2^31-1");
     }
     if (s->n_layer > 100000) return bad_spec("n_layer", s->n_layer, "must be at most 100000");
-    if (s->n_embd % s->n_head != 0) return bad_spec("n_embd", s->n_embd, "must be a multiple of n_head");
-    if ((s->n_embd / s->n_head) % 2 != 0) return bad_spec("n_head", s->n_head, "head size n_embd/n_head must be even (RoPE)");
+    if (!gen_arch(s)) {
+        char known[256];
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.arch = '%s': not a known architecture (%s)", s->arch,
+                         lrun_arch_known_names(known, sizeof known));
+    }
+    if (s->head_dim < 0 || s->head_dim > 65536 || s->head_dim % 2 != 0)
+        return bad_spec("head_dim", s->head_dim, "must be 0 (n_embd / n_head) or even, at most 65536 (RoPE)");
+    if (s->head_dim == 0 && s->n_embd % s->n_head != 0) return bad_spec("n_embd", s->n_embd, "must be a multiple of n_head");
+    if (s->head_dim == 0 && (s->n_embd / s->n_head) % 2 != 0)
+        return bad_spec("n_head", s->n_head, "head size n_embd/n_head must be even (RoPE)");
     if (s->n_head % s->n_head_kv != 0) return bad_spec("n_head_kv", s->n_head_kv, "must divide n_head");
     if (s->n_vocab < 256 + GEN_N_SPECIAL)
         return bad_spec("n_vocab", s->n_vocab, "must be at least 259 (256 byte tokens and 3 specials)");
@@ -55,32 +93,17 @@ static lrun_status check_spec(const lrun_model_gen_spec *s)
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rope_freq_base = %g: must be > 0", s->rope_freq_base);
     if (!(s->rms_eps > 0) || !(s->rms_eps < 1))
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rms_eps = %g: must be in (0, 1)", s->rms_eps);
+    if (!(s->rope_llama3_factor == 0 || (s->rope_llama3_factor >= 1 && isfinite(s->rope_llama3_factor))))
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rope_llama3_factor = %g: must be 0 (none) or >= 1",
+                         s->rope_llama3_factor);
+    if (s->sliding_window < 0 || s->sliding_window > INT32_MAX)
+        return bad_spec("sliding_window", s->sliding_window, "must be 0 (none) .. 2^31-1");
     if (s->n_threads < 0 || s->n_threads > GEN_MAX_THREADS)
         return bad_spec("n_threads", s->n_threads, "must be 0 (all cores) .. 256");
     return LRUN_OK;
 }
 
 // ---------------------------------------------------------------- the tensor list
-
-typedef struct gen_tensor {
-    char name[64];
-    lrun_dtype dtype;
-    int ndim;
-    int64_t ne[2];              /* ne[0] innermost: a weight [out, in] is {in, out} */
-    int64_t nelem;
-    int64_t block;              /* elements per block of dtype */
-    size_t block_bytes;
-    float scale;                /* values U(-scale, scale) */
-    int is_norm;                /* 1: f32 values 1 + noise */
-    int trained;                /* 1: trained-like values of deviation scale (lrun_random_fill_trained) */
-    uint64_t seed;              /* from the run's seed and the tensor's name */
-} gen_tensor;
-
-typedef struct gen_list {
-    gen_tensor *t;              /* (n) in file order */
-    int64_t n;
-    size_t total_bytes;         /* sum of tensor bytes, without padding */
-} gen_list;
 
 static uint64_t name_hash(const char *s)
 {
@@ -118,28 +141,63 @@ static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *na
     return LRUN_OK;
 }
 
-/* token_embd, the blocks in llama.cpp's order, output_norm, output. */
-static lrun_status build_list(gen_list *l, const lrun_model_gen_spec *s)
+/* Whether the generator writes tensor d: the required ones (fused matrices
+ * rather than their parts, as llama.cpp's converter does), the head when
+ * untied, the RoPE factors when the spec scales RoPE. */
+static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc *d)
 {
-    const int64_t head_dim = s->n_embd / s->n_head, n_embd_kv = head_dim * s->n_head_kv;
-    l->t = calloc((size_t)s->n_layer * 9 + 3, sizeof *l->t);
-    if (!l->t) return lrun_fail_oom(((size_t)s->n_layer * 9 + 3) * sizeof *l->t, 0, "lrun_model_generate: tensor list");
-    lrun_status st = add(l, s, "token_embd.weight", s->embd_dtype, s->n_embd, s->n_vocab);
-    for (int64_t i = 0; st == LRUN_OK && i < s->n_layer; i++) {
-        const struct { const char *what; int weight; int64_t ne0, ne1; } blk[] = {
-            {"attn_norm", 0, s->n_embd, 0},     {"attn_q", 1, s->n_embd, s->n_embd},
-            {"attn_k", 1, s->n_embd, n_embd_kv}, {"attn_v", 1, s->n_embd, n_embd_kv},
-            {"attn_output", 1, s->n_embd, s->n_embd}, {"ffn_norm", 0, s->n_embd, 0},
-            {"ffn_gate", 1, s->n_embd, s->n_ff}, {"ffn_down", 1, s->n_ff, s->n_embd},
-            {"ffn_up", 1, s->n_embd, s->n_ff}};
-        for (size_t j = 0; st == LRUN_OK && j < sizeof blk / sizeof blk[0]; j++) {
-            char name[64];
-            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)i, blk[j].what);
-            st = add(l, s, name, blk[j].weight ? s->weight_dtype : LRUN_DTYPE_F32, blk[j].ne0, blk[j].ne1);
-        }
+    const lrun_arch *a = gen_arch(s);
+    if (lrun_arch_split_of(a, d->id)) return 1;
+    if (lrun_arch_is_split_part(a, d->id)) return 0;
+    if (d->id == LRUN_ARCH_TENSOR_OUTPUT) return !s->tied_embeddings;
+    if (d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) return s->rope_llama3_factor > 0;
+    return d->required;
+}
+
+/* Tensor d (of block layer, for a block's) in the spec's shape: matrices in
+ * weight_dtype (the embedding and head in embd_dtype), vectors f32. */
+static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lrun_arch_tensor_desc *d, int64_t layer)
+{
+    char name[64];
+    if (layer >= 0) snprintf(name, sizeof name, d->name, (int)layer);
+    else snprintf(name, sizeof name, "%s", d->name);
+    const int matrix = d->ne[1] != LRUN_ARCH_DIM_NONE;
+    const int head = d->id == LRUN_ARCH_TENSOR_TOKEN_EMBD || d->id == LRUN_ARCH_TENSOR_OUTPUT;
+    const lrun_dtype dt = !matrix ? LRUN_DTYPE_F32 : head ? s->embd_dtype : s->weight_dtype;
+    lrun_status st = add(l, s, name, dt, gen_dim(s, d->ne[0]), matrix ? gen_dim(s, d->ne[1]) : 0);
+    if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) {
+        l->rope_factors = malloc((size_t)gen_head_dim(s) / 2 * sizeof(float));
+        if (!l->rope_factors) return lrun_fail_oom(0, 0, "lrun_model_generate: RoPE factors");
+        lrun_rope_llama3_factors(l->rope_factors, gen_head_dim(s), s->rope_freq_base, s->rope_llama3_factor, 1.0,
+                                 4.0, 8192.0);
+        l->t[l->n - 1].values = l->rope_factors;
     }
-    if (st == LRUN_OK) st = add(l, s, "output_norm.weight", LRUN_DTYPE_F32, s->n_embd, 0);
-    if (st == LRUN_OK && !s->tied_embeddings) st = add(l, s, "output.weight", s->embd_dtype, s->n_embd, s->n_vocab);
+    if (st == LRUN_OK && d->role == LRUN_ROLE_BIAS) {
+        l->t[l->n - 1].is_norm = 0;
+        l->t[l->n - 1].scale = GEN_BIAS_SCALE;
+    }
+    return st;
+}
+
+/* token_embd, the blocks (each in the description's order, which is llama.cpp's
+ * converter's), then the model's other tensors. */
+lrun_status lrun_gen_build_list(gen_list *l, const lrun_model_gen_spec *s)
+{
+    const lrun_arch *a = gen_arch(s);
+    const size_t cap = (size_t)(s->n_layer + 1) * (size_t)a->n_tensors;
+    l->t = calloc(cap, sizeof *l->t);
+    if (!l->t) return lrun_fail_oom(cap * sizeof *l->t, 0, "lrun_model_generate: tensor list");
+    const lrun_arch_tensor_desc *embd = lrun_arch_tensor_find(a, LRUN_ARCH_TENSOR_TOKEN_EMBD);
+    lrun_status st = add_desc(l, s, embd, -1);
+    for (int64_t i = 0; st == LRUN_OK && i < s->n_layer; i++)
+        for (int j = 0; st == LRUN_OK && j < a->n_tensors; j++) {
+            const lrun_arch_tensor_desc *d = &a->tensors[j];
+            if (d->id < LRUN_ARCH_TENSOR_BLOCK_COUNT && gen_writes(s, d)) st = add_desc(l, s, d, i);
+        }
+    for (int j = 0; st == LRUN_OK && j < a->n_tensors; j++) {
+        const lrun_arch_tensor_desc *d = &a->tensors[j];
+        if (d->id >= LRUN_ARCH_TENSOR_BLOCK_COUNT && d != embd && gen_writes(s, d)) st = add_desc(l, s, d, -1);
+    }
     return st;
 }
 
@@ -157,17 +215,7 @@ static int utf8_put(char *out, unsigned cp)
     return 2; /* every code point here is below U+0800 */
 }
 
-/* tokens (n_vocab), token types (n_vocab) and merges (n_merges), all
- * pointing into one arena. */
-typedef struct gen_vocab {
-    char **tokens;
-    int32_t *types;
-    char **merges;
-    int64_t n_merges;
-    char *arena;
-} gen_vocab;
-
-static void vocab_free(gen_vocab *v)
+void lrun_gen_vocab_free(gen_vocab *v)
 {
     free(v->tokens);
     free(v->types);
@@ -181,7 +229,7 @@ static void vocab_free(gen_vocab *v)
  * "<all but the last letter> <last letter>"; all shorter strings come
  * before, so every merge joins two tokens that exist, and BPE can reach
  * every filler. */
-static lrun_status build_vocab(gen_vocab *v, int64_t n_vocab)
+lrun_status lrun_gen_build_vocab(gen_vocab *v, int64_t n_vocab)
 {
     static const char *const specials[GEN_N_SPECIAL] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
     const int64_t n_fill = n_vocab - 256 - GEN_N_SPECIAL;
@@ -254,28 +302,53 @@ static uint32_t file_type_of(lrun_dtype d)
     }
 }
 
-static const char chatml_template[] =
+const char lrun_gen_chatml_template[] =
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
     "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/* The spec's value of hyper-parameter h (kind DIM/CTX as an integer). */
+static double gen_hparam(const lrun_model_gen_spec *s, lrun_arch_hparam h)
+{
+    switch (h) {
+    case LRUN_ARCH_HPARAM_CTX_TRAIN: return (double)s->n_ctx;
+    case LRUN_ARCH_HPARAM_EMBD: return (double)s->n_embd;
+    case LRUN_ARCH_HPARAM_LAYER: return (double)s->n_layer;
+    case LRUN_ARCH_HPARAM_FF: return (double)s->n_ff;
+    case LRUN_ARCH_HPARAM_HEAD: return (double)s->n_head;
+    case LRUN_ARCH_HPARAM_HEAD_KV: return (double)s->n_head_kv;
+    case LRUN_ARCH_HPARAM_HEAD_DIM:
+    case LRUN_ARCH_HPARAM_V_DIM:
+    case LRUN_ARCH_HPARAM_ROT: return (double)gen_head_dim(s);
+    case LRUN_ARCH_HPARAM_RMS_EPS: return s->rms_eps;
+    case LRUN_ARCH_HPARAM_ROPE_BASE: return s->rope_freq_base;
+    case LRUN_ARCH_HPARAM_SWA: return (double)s->sliding_window;
+    default: return 0;
+    }
+}
+
 static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec *s, const gen_vocab *v)
 {
-    const int64_t head_dim = s->n_embd / s->n_head;
-    lrun_status st = lrun_gguf_writer_set_str(w, "general.architecture", "llama");
+    const lrun_arch *a = gen_arch(s);
+    char key[128], name[64];
+    /* not "lrun random phi3": llama.cpp's vocabulary loader sets token attributes
+     * of Phi-3's own tokens (</s>, <unk>, <s>) for any model name with "phi3" in it */
+    snprintf(name, sizeof name, "lrun random model of %s", strcmp(a->name, "phi3") == 0 ? "phi-three" : a->name);
+    lrun_status st = lrun_gguf_writer_set_str(w, "general.architecture", a->name);
 #define KV(call) if (st == LRUN_OK) st = (call)
-    KV(lrun_gguf_writer_set_str(w, "general.name", "lrun random llama"));
+    KV(lrun_gguf_writer_set_str(w, "general.name", name));
     KV(lrun_gguf_writer_set_u32(w, "general.file_type", file_type_of(s->weight_dtype)));
     KV(lrun_gguf_writer_set_u32(w, "general.quantization_version", 2));
-    KV(lrun_gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)s->n_vocab));
-    KV(lrun_gguf_writer_set_u32(w, "llama.context_length", (uint32_t)s->n_ctx));
-    KV(lrun_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)s->n_embd));
-    KV(lrun_gguf_writer_set_u32(w, "llama.block_count", (uint32_t)s->n_layer));
-    KV(lrun_gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)s->n_ff));
-    KV(lrun_gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim));
-    KV(lrun_gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)s->n_head));
-    KV(lrun_gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)s->n_head_kv));
-    KV(lrun_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)s->rms_eps));
-    KV(lrun_gguf_writer_set_f32(w, "llama.rope.freq_base", (float)s->rope_freq_base));
+    snprintf(key, sizeof key, "%s.vocab_size", a->name);
+    KV(lrun_gguf_writer_set_u32(w, key, (uint32_t)s->n_vocab));
+    /* every key of the description, so llama.cpp finds what it requires */
+    for (int i = 0; i < a->n_hparams && st == LRUN_OK; i++) {
+        const lrun_arch_hparam_desc *h = &a->hparams[i];
+        snprintf(key, sizeof key, "%s.%s", a->name, h->key);
+        const double x = gen_hparam(s, h->id);
+        if (h->kind == LRUN_ARCH_HPARAM_KIND_COUNT0 && x == 0) continue; /* none: no key, as converters write */
+        if (h->kind == LRUN_ARCH_HPARAM_KIND_POS_FLOAT) st = lrun_gguf_writer_set_f32(w, key, (float)x);
+        else st = lrun_gguf_writer_set_u32(w, key, (uint32_t)x);
+    }
     KV(lrun_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2"));
     /* "gpt-2", not "gpt2": the pre-tokenizer name llama.cpp knows (its converter writes it) */
     KV(lrun_gguf_writer_set_str(w, "tokenizer.ggml.pre", "gpt-2"));
@@ -285,7 +358,7 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
     KV(lrun_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 256));
     KV(lrun_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 256));
     KV(lrun_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0));
-    KV(lrun_gguf_writer_set_str(w, "tokenizer.chat_template", chatml_template));
+    KV(lrun_gguf_writer_set_str(w, "tokenizer.chat_template", lrun_gen_chatml_template));
 #undef KV
     return st;
 }
@@ -356,6 +429,10 @@ static void *fill_main(void *arg)
         int64_t b0 = nb * j->ith / j->nth, b1 = nb * (j->ith + 1) / j->nth;
         if (b1 <= b0) continue;
         uint8_t *dst = j->c->buf + pc->at + (size_t)b0 * g->block_bytes;
+        if (g->values) { /* f32: one element per block */
+            memcpy(dst, g->values + pc->first + b0, (size_t)(b1 - b0) * sizeof(float));
+            continue;
+        }
         j->status = (g->trained ? lrun_random_fill_trained : lrun_random_fill)(g->dtype, dst, pc->first + b0 * g->block,
                                                                                (b1 - b0) * g->block, g->scale, g->seed);
         if (j->status == LRUN_OK && g->is_norm)
@@ -474,25 +551,26 @@ static lrun_status stream_data(lrun_gguf_writer *w, const gen_list *l, const lru
 lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spec)
 {
     if (!path || !spec) return lrun_fail(LRUN_E_ARG, "lrun_model_generate: path and spec must not be NULL");
-    lrun_status st = check_spec(spec);
+    lrun_status st = lrun_gen_check_spec(spec);
     if (st != LRUN_OK) return st;
 
     gen_list list = {0};
     gen_vocab vocab = {0};
     lrun_gguf_writer *w = NULL;
-    st = build_list(&list, spec);
-    if (st == LRUN_OK) st = build_vocab(&vocab, spec->n_vocab);
+    st = lrun_gen_build_list(&list, spec);
+    if (st == LRUN_OK) st = lrun_gen_build_vocab(&vocab, spec->n_vocab);
     if (st == LRUN_OK) st = lrun_gguf_writer_open(&w, path);
     if (st == LRUN_OK) st = write_metadata(w, spec, &vocab);
     for (int64_t i = 0; st == LRUN_OK && i < list.n; i++) {
         const gen_tensor *g = &list.t[i];
         st = lrun_gguf_writer_add_tensor(w, g->name, g->dtype, g->ndim, g->ne);
     }
-    vocab_free(&vocab); /* the writer holds its own copy */
+    lrun_gen_vocab_free(&vocab); /* the writer holds its own copy */
     if (st == LRUN_OK) st = stream_data(w, &list, spec);
     if (st == LRUN_OK) st = lrun_gguf_writer_finish(w);
     lrun_gguf_writer_free(w); /* removes the file unless finish succeeded */
     free(list.t);
+    free(list.rope_factors);
     if (st != LRUN_OK) return lrun_fail_context(st, "generating %s", path);
     return LRUN_OK;
 }

@@ -414,7 +414,30 @@ static void test_attention(void)
                 float *scores = malloc(2 * 160 * sizeof *scores); /* 64 positions padded to 96, and a q row */
                 const float scale = 1.0f / sqrtf((float)HD);
                 const lrun_attention_batch b = {NT, NH, NKV, HD, scale, dts[di], chain8, q, out, kp, vp, vs, npos,
-                                                scores, 160, NULL, 0, 0, 0};
+                                                scores, 160, NULL, 0, 0, 0, 0};
+                /* a sliding window of 5 (Mistral): each token sees its last 5 positions */
+                float *outw = malloc(NT * NH * HD * sizeof *outw);
+                lrun_attention_batch bw = b;
+                bw.out = outw;
+                bw.n_swa = 5;
+                lrun_cpu_attention(pool, &bw);
+                double worst_w = 0;
+                for (int t = 0; t < NT; t++)
+                    for (int h = 0; h < NH; h++) {
+                        const int hk = h / (NH / NKV);
+                        const struct test_cache *cc = cp[t];
+                        const int64_t first = npos[t] > 5 ? npos[t] - 5 : 0;
+                        double ref[64];
+                        attention_reference(ref, q + (t * NH + h) * HD, cc->kf + first * kvd + hk * HD, kvd,
+                                            cc->vf + hk * HD * cc->cap + first, cc->cap, npos[t] - first, HD, scale);
+                        worst_w = fmax(worst_w, max_rel(outw + (t * NH + h) * HD, ref, HD, 1e-2));
+                    }
+                free(outw);
+                char wname[160];
+                snprintf(wname, sizeof wname, "sliding window 5, head dim %lld, %s cache, %s order: the double "
+                         "reference over the last 5 positions (rel %.1e)", (long long)HD, lrun_dtype_name(dts[di]),
+                         chain8 ? "prompt" : "decode", worst_w);
+                CHECK(wname, worst_w < (dts[di] == LRUN_DTYPE_F16 ? 3e-2 : 5e-5)); /* a wrong window: O(1) */
                 lrun_cpu_attention(pool, &b);
                 double worst = 0;
                 int exact = 1;

@@ -23,7 +23,9 @@
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 1024 };
 
-static char path_buf[8][128];
+static char path_buf[16][128];
+static const char *gen_arch;  /* the architecture gen_model writes: NULL for llama */
+static int64_t gen_head_dim;  /* its head size: 0 for n_embd / n_head */
 static int n_paths;
 
 // ---------------------------------------------------------------- helpers
@@ -32,12 +34,13 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
 {
     char *p = path_buf[n_paths++];
     snprintf(p, 128, "/tmp/lrun_test_engine_gpu_%d_%d.gguf", (int)getpid(), n_paths);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0};
+    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, gen_head_dim, 0, 0};
     if (lrun_model_generate(p, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return p;
 }
 
 static lrun_kv_dtype kv_dtype = LRUN_KV_DTYPE_DEFAULT; /* of the engines made next */
+static int rope_style = -1;                              /* of the models test_dtype loads: -1 from the file */
 
 static lrun_engine *engine(lrun_model *m, int64_t n_seq, int64_t n_ctx, int64_t n_batch, lrun_cache_kind kind)
 {
@@ -100,10 +103,15 @@ static void test_dtype(const struct tol *t)
 {
     const char *name = lrun_dtype_name(t->dtype);
     const char *path = gen_model(t->dtype, t->dtype == LRUN_DTYPE_F32 || t->dtype == LRUN_DTYPE_BF16 ? t->dtype : LRUN_DTYPE_Q8_0);
-    lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
+    lrun_model *mc = fixture_load(path, "cpu", 0, 0, rope_style), *mg = fixture_load(path, "cuda:0", 0, 0, rope_style);
     lrun_engine *ec = engine(mc, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     lrun_engine *eg = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     char msg[160];
+    char arch_name[64];
+    if (rope_style == LRUN_ROPE_STYLE_HALF) name = "half-split (NeoX) RoPE";
+    if (gen_arch)
+        name = (snprintf(arch_name, sizeof arch_name, "%s%s %s", gen_arch, gen_head_dim ? " (head 64)" : "", name),
+                arch_name);
     snprintf(msg, sizeof msg, "%s: CUDA engine made, every weight on the device", name);
     CHECK(msg, eg && lrun_model_tier_bytes(mg, LRUN_TIER_DEVICE) == lrun_model_get_info(mg)->weight_bytes);
     if (!ec || !eg) goto done;
@@ -429,6 +437,21 @@ int main(void)
         {LRUN_DTYPE_Q4_0, 5e-2, 5e-2}, {LRUN_DTYPE_Q4_1, 5e-2, 5e-2},
     };
     for (size_t i = 0; i < sizeof tols / sizeof tols[0]; i++) test_dtype(&tols[i]);
+    rope_style = LRUN_ROPE_STYLE_HALF; /* NeoX pairs (i, i + n_rot/2), as qwen2/qwen3/phi3/gemma rotate */
+    test_dtype(&tols[0]);
+    rope_style = -1;
+    /* every other architecture (docs/architectures.md), f32 and q8_0 */
+    static const char *const archs[] = {"qwen2", "qwen3", "phi3"};
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
+        gen_arch = archs[i];
+        test_dtype(&tols[0]);
+        test_dtype(&tols[2]);
+    }
+    gen_arch = "qwen3";
+    gen_head_dim = 64; /* q_dim 512 > n_embd 256, as Qwen3's */
+    test_dtype(&tols[0]);
+    gen_arch = NULL;
+    gen_head_dim = 0;
 
     const char *bf16 = gen_model(LRUN_DTYPE_BF16, LRUN_DTYPE_BF16);
     test_pdl(bf16, "bf16 weights");

@@ -260,8 +260,9 @@ static void test_rope_store(int style, lrun_dtype kv)
 // ---------------------------------------------------------------- attention
 
 /* One token, one KV head of head_dim, n_pos positions stored and n_valid
- * readable (later positions of the same step), cap 64 positions. */
-static void test_attention(lrun_dtype kv, int64_t head_dim, int64_t n_pos, int64_t n_valid, int chain8)
+ * readable (later positions of the same step), cap 64 positions; n_swa > 0:
+ * a sliding window (Mistral), against lrun_cpu_attention with the same. */
+static void test_attention(lrun_dtype kv, int64_t head_dim, int64_t n_pos, int64_t n_valid, int chain8, int64_t n_swa)
 {
     enum { CAP = 64, NH = 2 };
     const size_t eb = kv == LRUN_DTYPE_F16 ? 2 : 4;
@@ -288,18 +289,30 @@ static void test_attention(lrun_dtype kv, int64_t head_dim, int64_t n_pos, int64
     const int32_t nkv = (int32_t)n_pos, nval = (int32_t)n_valid;
     float *out = dbuf((size_t)NH * head_dim * 4);
     /* two query heads on one KV head: GQA */
-    int ok = ran(lrun_k_attention_exact(kv, dcopy(q, (size_t)NH * head_dim * 4), dk, dv, dcopy(&base, 8),
-                                        dcopy(&nkv, 4), dcopy(&nval, 4), 1, NH, 1, head_dim, CAP,
-                                        1.0f / sqrtf((float)head_dim), chain8, out, stream));
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    int ok = ran(n_swa ? lrun_k_attention_exact_window(kv, dcopy(q, (size_t)NH * head_dim * 4), dk, dv, dcopy(&base, 8),
+                                                       dcopy(&nkv, 4), dcopy(&nval, 4), 1, NH, 1, head_dim, CAP, scale,
+                                                       chain8, n_swa, out, stream)
+                       : lrun_k_attention_exact(kv, dcopy(q, (size_t)NH * head_dim * 4), dk, dv, dcopy(&base, 8),
+                                                dcopy(&nkv, 4), dcopy(&nval, 4), 1, NH, 1, head_dim, CAP, scale, chain8,
+                                                out, stream));
     float g[NH * 128], c[NH * 128], scores[CAP + 128];
     xfer(g, out, (size_t)NH * head_dim * 4, 0);
-    for (int h = 0; h < NH; h++)
-        lrun_cpu_attention_head(c + h * head_dim, q + h * head_dim, gk, head_dim, cvt, CAP, kv, n_pos, head_dim,
-                                1.0f / sqrtf((float)head_dim), chain8, scores);
-    char msg[160];
-    snprintf(msg, sizeof msg, "attention_exact %s cache, head %lld, %lld positions (%lld readable), %s order: "
-             "lrun_cpu_attention_head's bits", lrun_dtype_name(kv), (long long)head_dim, (long long)n_pos,
-             (long long)n_valid, chain8 ? "prompt" : "decode");
+    if (n_swa) {
+        const void *kp[1] = {gk}, *vp[1] = {cvt};
+        const int64_t vs[1] = {CAP}, np[1] = {n_pos};
+        const lrun_attention_batch b = {1,  NH, 1,    head_dim, scale, kv,   chain8, q, c, kp, vp, vs, np, scores,
+                                        CAP + 128, NULL, 0, 0, 0, n_swa};
+        lrun_cpu_attention(NULL, &b);
+    } else {
+        for (int h = 0; h < NH; h++)
+            lrun_cpu_attention_head(c + h * head_dim, q + h * head_dim, gk, head_dim, cvt, CAP, kv, n_pos, head_dim,
+                                    scale, chain8, scores);
+    }
+    char msg[192];
+    snprintf(msg, sizeof msg, "attention_exact %s cache, head %lld, %lld positions (%lld readable), %s order%s: "
+             "the CPU's bits", lrun_dtype_name(kv), (long long)head_dim, (long long)n_pos, (long long)n_valid,
+             chain8 ? "prompt" : "decode", n_swa ? ", sliding window 5" : "");
     CHECK(msg, ok && same(msg, c, g, NH * head_dim));
     free(q), free(kf), free(vf), free(gk), free(gvv), free(cvt);
 }
@@ -333,9 +346,11 @@ int main(void)
         test_rope_store(LRUN_ROPE_STYLE_ADJACENT, kd);
         test_rope_store(LRUN_ROPE_STYLE_HALF, kd);
         for (int chain8 = 0; chain8 < 2; chain8++) {
-            test_attention(kd, 64, 37, 39, chain8);
-            test_attention(kd, 40, 50, 50, chain8);
-            test_attention(kd, 64, 1, 3, chain8);
+            test_attention(kd, 64, 37, 39, chain8, 0);
+            test_attention(kd, 40, 50, 50, chain8, 0);
+            test_attention(kd, 64, 1, 3, chain8, 0);
+            test_attention(kd, 64, 37, 39, chain8, 5);
+            test_attention(kd, 40, 50, 50, chain8, 5);
         }
     }
     lrun_device_release(dev, arena, arena_cap);

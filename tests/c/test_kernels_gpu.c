@@ -712,6 +712,8 @@ static void test_rope_kv_store(void)
  * sequence seq[i] (each sequence has its own region of cap positions, the
  * first starting `pad` elements into the cache: pad 1 makes k_base and
  * v_base odd, which the 16-byte vector path must leave to the scalar one). */
+static int64_t attn_swa; /* the sliding window of the cases run next (lrun_k_attention_window); 0: none */
+
 static void attention_case_at(const char *what, int f16, int64_t n_tok, const int32_t *n_kv, const int *seq, int n_seq,
                               int64_t cap, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv,
                               int64_t pad)
@@ -737,17 +739,18 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
              * reads a transposed V (runtime/cpu/cpu_ops.h), a layout kernels.h
              * does not share, so the reference is written out here */
             const int64_t hk = h / (n_head / n_head_kv), o = (i * n_head + h) * head_dim;
+            const int64_t lo = attn_swa > 0 && n_kv[i] > attn_swa ? n_kv[i] - attn_swa : 0; /* the window */
             double mx = -1e300, sum = 0.0;
-            for (int64_t t = 0; t < n_kv[i]; t++) {
+            for (int64_t t = lo; t < n_kv[i]; t++) {
                 double s = 0.0;
                 for (int64_t d = 0; d < head_dim; d++) s += (double)q[o + d] * kf[base[i] + t * row + hk * head_dim + d];
                 scores[t] = s * scale;
                 mx = scores[t] > mx ? scores[t] : mx;
             }
-            for (int64_t t = 0; t < n_kv[i]; t++) sum += (scores[t] = exp(scores[t] - mx));
+            for (int64_t t = lo; t < n_kv[i]; t++) sum += (scores[t] = exp(scores[t] - mx));
             for (int64_t d = 0; d < head_dim; d++) {
                 double a = 0.0;
-                for (int64_t t = 0; t < n_kv[i]; t++) a += scores[t] * vf[base[i] + t * row + hk * head_dim + d];
+                for (int64_t t = lo; t < n_kv[i]; t++) a += scores[t] * vf[base[i] + t * row + hk * head_dim + d];
                 ref[o + d] = (float)(a / sum);
             }
         }
@@ -760,14 +763,17 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
     int32_t *dnkv = dcopy(n_kv, (size_t)n_tok * 4);
     const size_t wb = lrun_k_attention_work_bytes(n_tok, n_head, head_dim, max_kv);
     void *work = wb ? dbuf(wb) : NULL;
-    int ok = ran(lrun_k_attention(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase, dnkv, n_tok, n_head,
-                                  n_head_kv, head_dim, max_kv, scale, dout, work, stream));
+    int ok = ran(attn_swa ? lrun_k_attention_window(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase,
+                                                    dnkv, n_tok, n_head, n_head_kv, head_dim, max_kv, scale, attn_swa,
+                                                    dout, work, stream)
+                          : lrun_k_attention(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase, dnkv,
+                                             n_tok, n_head, n_head_kv, head_dim, max_kv, scale, dout, work, stream));
     down(got, dout, (size_t)qn * 4);
     const double e = nmse(ref, got, qn);
     char name[200];
-    snprintf(name, sizeof name, "attention %s %s: heads %lld/%lld, head_dim %lld, max_kv %lld, work %zu B: nmse %.2e <= 1e-7",
-             f16 ? "f16" : "f32", what, (long long)n_head, (long long)n_head_kv, (long long)head_dim,
-             (long long)max_kv, wb, e);
+    snprintf(name, sizeof name, "attention %s %s%s: heads %lld/%lld, head_dim %lld, max_kv %lld, work %zu B: nmse %.2e "
+             "<= 1e-7", f16 ? "f16" : "f32", what, attn_swa ? " (sliding window 100)" : "", (long long)n_head,
+             (long long)n_head_kv, (long long)head_dim, (long long)max_kv, wb, e);
     CHECK(name, ok && e <= 1e-7);
     free(kf), free(vf), free(q), free(kh), free(vh), free(ref), free(got), free(scores);
 }
@@ -780,6 +786,18 @@ static void attention_case(const char *what, int f16, int64_t n_tok, const int32
 
 static void test_attention(void)
 {
+    /* a sliding window of 100 (Mistral): decode, a batch and a split prefill */
+    {
+        static const int32_t b5[5] = {1, 31, 300, 4100, 17};
+        int sq[40];
+        int32_t nk[40];
+        for (int i = 0; i < 5; i++) sq[i] = i;
+        attn_swa = 100;
+        attention_case("batch decode of 5 sequences", 1, 5, b5, sq, 5, 4100, 8, 2, 64, 4100);
+        for (int i = 0; i < 17; i++) sq[i] = 0, nk[i] = 4083 + i + 1;
+        attention_case("prefill 17 after 4083 (split)", 0, 17, nk, sq, 1, 4100, 8, 2, 64, 4100);
+        attn_swa = 0;
+    }
     static const int32_t lens[] = {1, 31, 300, 4100};
     int seq[40];
     int32_t nkv[40];
@@ -882,8 +900,9 @@ static void attention_quant_case(const char *what, int bits, int f16, int64_t n_
         const float *K = vals + (size_t)seq[i] * cap * kv_dim, *V = vals + ((size_t)n_seq + seq[i]) * cap * kv_dim;
         for (int64_t h = 0; h < n_head; h++) {
             const int64_t hk = h / (n_head / n_head_kv), o = (i * n_head + h) * head_dim;
+            const int64_t lo = attn_swa > 0 && n_kv[i] > attn_swa ? n_kv[i] - attn_swa : 0; /* the window */
             double mx = -1e300, sum = 0.0;
-            for (int64_t t = 0; t < n_kv[i]; t++) {
+            for (int64_t t = lo; t < n_kv[i]; t++) {
                 double sc = 0.0;
                 for (int64_t d = 0; d < head_dim; d++) sc += (double)q[o + d] * K[t * kv_dim + hk * head_dim + d];
                 scores[t] = sc * scale;

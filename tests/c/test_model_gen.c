@@ -9,6 +9,7 @@
  * tensors, same dequantized sums) and llama.cpp through `xllamacpp` (loads
  * the model and tokenizes with its merges). Each is a SKIP when missing.
  */
+#include "arch/arch.h"
 #include "check.h"
 #include "lrun.h"
 
@@ -458,6 +459,108 @@ static void test_llamacpp(void)
     }
 }
 
+/* Every architecture: the generator writes what its description requires,
+ * under its own key prefix, and lrun loads it back with the description's
+ * RoPE pairs; an unknown architecture or an odd head_dim is refused. */
+static void test_archs(void)
+{
+    char name[160];
+    for (int i = 0; lrun_arch_known(i); i++) {
+        const lrun_arch *a = lrun_arch_known(i);
+        lrun_model_gen_spec sp = tiny(LRUN_DTYPE_F16);
+        sp.arch = a->name;
+        sp.head_dim = 32; /* not n_embd / n_head (16): explicit key_length */
+        lrun_status st = lrun_model_generate(path, &sp);
+        lrun_model *m = NULL;
+        const lrun_load_opts o = {.device = "cpu", .n_threads = 1, .rope_style = -1};
+        if (st == LRUN_OK) st = lrun_model_load(&m, path, &o);
+        const lrun_model_info *in = m ? lrun_model_get_info(m) : NULL;
+        int tensors = m != NULL;
+        for (int j = 0; m && j < a->n_tensors; j++) {
+            const lrun_arch_tensor_desc *d = &a->tensors[j];
+            char tn[64];
+            snprintf(tn, sizeof tn, d->name, 1);
+            tensors &= !d->required || lrun_model_find_tensor(m, tn) != NULL;
+        }
+        snprintf(name, sizeof name, "%s: generated with every required tensor, loads with its own keys and RoPE pairs",
+                 a->name);
+        CHECK(name, st == LRUN_OK && in && strcmp(in->arch, a->name) == 0 && in->head_dim == 32 &&
+                        in->n_rot == 32 && in->rope_style == a->rope_style && tensors);
+        if (st != LRUN_OK) printf("#   %s\n", lrun_last_error());
+        lrun_model_free(m);
+    }
+    /* phi3: the fused attn_qkv and ffn_up [gate; up] are split by rows into
+     * views of the file's bytes, named as llama's tensors */
+    lrun_model_gen_spec p3 = tiny(LRUN_DTYPE_Q8_0);
+    p3.arch = "phi3";
+    lrun_model *pm = NULL;
+    const lrun_load_opts po = {.device = "cpu", .n_threads = 1, .rope_style = -1};
+    int pok = lrun_model_generate(path, &p3) == LRUN_OK && lrun_model_load(&pm, path, &po) == LRUN_OK;
+    const char *const part[] = {"blk.1.attn_q.weight", "blk.1.attn_k.weight", "blk.1.attn_v.weight",
+                                "blk.1.ffn_gate.weight", "blk.1.ffn_up.weight"};
+    const int64_t rows[] = {64, 32, 32, 128, 128};
+    lrun_tensor *pt[5] = {0};
+    for (int i = 0; pok && i < 5; i++) {
+        pt[i] = lrun_model_find_tensor(pm, part[i]);
+        pok = pt[i] && lrun_tensor_dim(pt[i], 0) == 64 && lrun_tensor_dim(pt[i], 1) == rows[i];
+    }
+    /* contiguous: each part starts where the one before it ends */
+    pok = pok && (const char *)lrun_tensor_host_data(pt[1]) == (const char *)lrun_tensor_host_data(pt[0]) + lrun_tensor_bytes(pt[0]) &&
+          (const char *)lrun_tensor_host_data(pt[2]) == (const char *)lrun_tensor_host_data(pt[1]) + lrun_tensor_bytes(pt[1]) &&
+          (const char *)lrun_tensor_host_data(pt[4]) == (const char *)lrun_tensor_host_data(pt[3]) + lrun_tensor_bytes(pt[3]);
+    CHECK("phi3: attn_qkv and ffn_up are split by rows into q, k, v and gate, up (views of the file's bytes)", pok);
+    lrun_model_free(pm);
+
+    /* Llama 3.1's rope_scaling as rope_freqs.weight: the high frequencies
+     * unscaled, the low ones divided by the factor, smoothed between (head 64,
+     * base 500000: 15 unscaled, 3 smoothed, 14 scaled) */
+    lrun_model_gen_spec r3 = tiny(LRUN_DTYPE_F32);
+    r3.head_dim = 64;
+    r3.rope_freq_base = 500000;
+    r3.rope_llama3_factor = 8;
+    lrun_model *m = NULL;
+    const lrun_load_opts o = {.device = "cpu", .n_threads = 1, .rope_style = -1};
+    int ok = lrun_model_generate(path, &r3) == LRUN_OK && lrun_model_load(&m, path, &o) == LRUN_OK;
+    lrun_tensor *rf = ok ? lrun_model_find_tensor(m, "rope_freqs.weight") : NULL;
+    float f[32] = {0};
+    ok = rf && lrun_tensor_nelements(rf) == 32 && lrun_tensor_read_f32(rf, 0, 32, f) == LRUN_OK;
+    int ones = 0, eights = 0, mono = 1;
+    for (int i = 0; ok && i < 32; i++) {
+        ones += f[i] == 1.0f;
+        eights += f[i] == 8.0f;
+        if (i) mono &= f[i] >= f[i - 1];
+    }
+    CHECK("rope_llama3_factor writes Llama 3.1's rope_freqs.weight (1 for high, 8 for low frequencies, smooth between)",
+          ok && ones == 15 && eights == 14 && mono && f[15] > 1.5f && f[17] < 5.3f);
+    lrun_model_free(m);
+    r3.rope_llama3_factor = 0.5;
+    CHECK("a rope_llama3_factor below 1 is refused", lrun_model_generate(path, &r3) == LRUN_E_ARG);
+
+    /* Mistral's sliding window: the key only when asked for */
+    lrun_model_gen_spec sw = tiny(LRUN_DTYPE_F32);
+    sw.sliding_window = 8;
+    lrun_gguf *g = NULL;
+    int swok = lrun_model_generate(path, &sw) == LRUN_OK && lrun_gguf_open(&g, path) == LRUN_OK &&
+               get_int(g, "llama.attention.sliding_window") == 8;
+    lrun_gguf_close(g);
+    g = NULL;
+    sw.sliding_window = 0;
+    swok = swok && lrun_model_generate(path, &sw) == LRUN_OK && lrun_gguf_open(&g, path) == LRUN_OK &&
+           lrun_gguf_find_key(g, "llama.attention.sliding_window") < 0;
+    lrun_gguf_close(g);
+    CHECK("spec.sliding_window writes llama.attention.sliding_window, and no key without one", swok);
+
+    lrun_model_gen_spec sp = tiny(LRUN_DTYPE_F32);
+    sp.arch = "gpt9";
+    CHECK("an unknown spec.arch is refused, naming the known ones",
+          lrun_model_generate(path, &sp) == LRUN_E_ARG && strstr(lrun_last_error(), "gpt9") &&
+              strstr(lrun_last_error(), "llama"));
+    sp.arch = NULL;
+    sp.head_dim = 7;
+    CHECK("an odd head_dim is refused", lrun_model_generate(path, &sp) == LRUN_E_ARG &&
+                                            strstr(lrun_last_error(), "head_dim"));
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "%s", "/tmp/lrun-test-model-gen-XXXXXX");
@@ -470,6 +573,7 @@ int main(void)
     test_content();
     test_gguf_package();
     test_llamacpp();
+    test_archs();
 
     unlink(path);
     rmdir(dir);

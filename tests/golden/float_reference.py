@@ -40,8 +40,9 @@ def load(path):
     return hp, w
 
 
-def forward(hp, w, ids):
-    """Logits (n_vocab,) of the last position; x is (T, n_embd)."""
+def forward(hp, w, ids, window=0):
+    """Logits (n_vocab,) of the last position; x is (T, n_embd). window > 0:
+    a sliding window, position t attends to s with t - s < window (Mistral)."""
     n_embd, n_layer = hp["embedding_length"], hp["block_count"]
     n_head, n_head_kv = hp["attention.head_count"], hp["attention.head_count_kv"]
     hd = n_embd // n_head
@@ -61,6 +62,8 @@ def forward(hp, w, ids):
         return out
 
     mask = np.triu(np.full((T, T), -np.inf), 1)
+    if window > 0:
+        mask += np.tril(np.full((T, T), -np.inf), -window)
     x = w["token_embd.weight"][ids]
     for l in range(n_layer):
         p = "blk.%d." % l

@@ -23,11 +23,20 @@ gives the same file. It talks to llama.cpp's server on loopback only.
 
 Usage: python3 tests/golden/make_generation_golden.py [--model PATH] [--kv f32|f16] [--out PATH]
 (both golden files: run it once with --kv f32 and once with --kv f16)
+
+       python3 tests/golden/make_generation_golden.py --archs [--lrun build/lrun]
+writes tests/golden/arch_greedy.json instead: for every random-weight model of
+tests/arch_models.lua (one per architecture, written by lrun's generator into a
+temporary folder; the same seed writes the same file), llama.cpp's greedy
+continuation of ARCH_N_PREDICT tokens and its top-20 first-step log-probs
+after each of ARCH_PROMPTS (token ids), with an f32 KV cache.
 """
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import urllib.request
 
 import xllamacpp
@@ -142,8 +151,80 @@ GEN_BODY = {
 }
 
 
+# ---------------------------------------------------------------- architectures
+
+ARCH_N_PREDICT = 16
+# Token ids (the generated vocabulary: 256 bytes, 3 specials, then letters):
+# a short prompt, a longer one past the first few positions, one with specials.
+ARCH_PROMPTS = [
+    ("short", [84, 104, 101, 32, 99, 97, 112]),
+    ("long", [(i * 37 + 11) % 500 for i in range(40)]),
+    ("specials", [257, 117, 115, 101, 114, 10, 72, 105, 258, 10, 257, 97]),
+]
+
+
+def arch_case(cli, name, ids):
+    """One prompt; eog_at as in the SmolLM2 golden: the first step whose raw
+    argmax is an end-of-generation token (ignore_eos biased it away)."""
+    r = cli.post("/completion", dict(GEN_BODY, prompt=ids, n_predict=ARCH_N_PREDICT))
+    probs = r["completion_probabilities"]
+    out_ids = r["tokens"]
+    if len(out_ids) != ARCH_N_PREDICT:
+        sys.exit("%s: expected %d tokens, got %d" % (name, ARCH_N_PREDICT, len(out_ids)))
+    eog = sorted(b["token"] for b in r["generation_settings"]["logit_bias"] if b["bias"] is None)
+    eog_at = next((k for k, st in enumerate(probs) if st["top_logprobs"][0]["id"] in eog), None)
+    return {
+        "name": name,
+        "prompt_ids": ids,
+        "eog_ids": eog,
+        "eog_at": eog_at,
+        "continuation_ids": out_ids,
+        "first_step_top20": [[t["id"], t["logprob"]] for t in probs[0]["top_logprobs"]],
+        "steps": [{"id": st["id"], "top2": [[t["id"], t["logprob"]] for t in st["top_logprobs"][:2]]}
+                  for st in probs],
+    }
+
+
+def main_archs(args):
+    lrun = args.lrun or os.path.join(ROOT, "build", "lrun")
+    out = args.out or os.path.join(HERE, "arch_greedy.json")
+    models = []
+    with tempfile.TemporaryDirectory() as tmp:
+        names = subprocess.run([lrun, os.path.join(ROOT, "tests", "arch_models.lua"), tmp], check=True,
+                               capture_output=True, text=True, cwd=ROOT).stdout.split()
+        for name in names:
+            path = os.path.join(tmp, name + ".gguf")
+            server, settings = start_server(path, "f32")
+            cli = Client(server.listening_address)
+            props = cli.get("/props")
+            cases = [arch_case(cli, n, ids) for n, ids in ARCH_PROMPTS]
+            models.append({"name": name, "ftype": props.get("model_ftype"), "cases": cases})
+            del server
+            print("%s: %s" % (name, " ".join(str(i) for i in cases[0]["continuation_ids"])))
+    doc = {
+        "generator": "tests/golden/make_generation_golden.py --archs (regenerate, never hand-edit)",
+        "models_from": "tests/arch_models.lua (lrun's generator; same seed, same file)",
+        "reference": {
+            "package": "xllamacpp",
+            "package_version": xllamacpp.__version__,
+            "build": xllamacpp.BUILD_INFO,
+        },
+        "settings": dict(settings, **{k: v for k, v in GEN_BODY.items() if k not in ("seed", "n_predict")}),
+        "n_predict": ARCH_N_PREDICT,
+        "n_probs": N_PROBS,
+        "models": models,
+    }
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    print("wrote %s (%d models)" % (out, len(models)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", action="store_true",
+                    help="write arch_greedy.json: llama.cpp on the random model of each architecture")
+    ap.add_argument("--lrun", help="the launcher that runs tests/arch_models.lua (default build/lrun)")
     ap.add_argument("--model", default=os.environ.get("LRUN_MODEL") or
                     (os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
                      if os.path.exists(os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -153,6 +234,8 @@ def main():
     ap.add_argument("--out", help="default: tests/golden/smollm2_greedy.json for f32, "
                                   "smollm2_greedy_f16.json for f16")
     args = ap.parse_args()
+    if args.archs:
+        return main_archs(args)
     if args.out is None:
         args.out = os.path.join(HERE, "smollm2_greedy.json" if args.kv == "f32" else "smollm2_greedy_f16.json")
 

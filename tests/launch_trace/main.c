@@ -14,6 +14,14 @@ extern const struct lrun_tensor *g_head;
 static size_t cur = 64;
 static void *A(size_t n) { void *p = arena + cur; cur += (n + 63) & ~(size_t)63; return p; }
 
+/* A block vector of the engine's layer: by id where the tree keeps them by
+ * id (cuda_layer.vec), else by its old field name. */
+#ifdef LRUN_ARCH_N_BLOCK_VECTORS
+#define CL(l, field, id) cl[l].vec[LRUN_ARCH_TENSOR_##id]
+#else
+#define CL(l, field, id) cl[l].field
+#endif
+
 #ifdef NEW
 struct lrun_tensor *lrun_model_arch_tensor(const lrun_model *m, int64_t layer, lrun_arch_tensor id)
 {
@@ -74,9 +82,11 @@ int main(int argc, char **argv)
             L->wv = T("wv", q, D, HK * HD); L->wo = T("wo", q, D, D);
             L->w_gate = T("wg", q, D, F); L->w_up = T("wu", mixed && l == 1 ? LRUN_DTYPE_Q4_1 : q, D, F);
             L->w_down = T("wd", mixed && l == 0 ? LRUN_DTYPE_Q8_0 : q, F, D);
-            cl[l].attn_norm = A(64); cl[l].ffn_norm = A(64);
-            if (bias) { cl[l].bq = A(64); cl[l].bk = l ? NULL : A(64); cl[l].bv = A(64); cl[l].bo = A(64); }
-            else cl[l].bq = cl[l].bk = cl[l].bv = cl[l].bo = NULL;
+            CL(l, attn_norm, ATTN_NORM) = A(64); CL(l, ffn_norm, FFN_NORM) = A(64);
+            if (bias) {
+                CL(l, bq, Q_BIAS) = A(64); CL(l, bk, K_BIAS) = l ? NULL : A(64);
+                CL(l, bv, V_BIAS) = A(64); CL(l, bo, O_BIAS) = A(64);
+            } else CL(l, bq, Q_BIAS) = CL(l, bk, K_BIAS) = CL(l, bv, V_BIAS) = CL(l, bo, O_BIAS) = NULL;
         }
         m.layers = layers;
         e.model = &m; e.layers = cl;

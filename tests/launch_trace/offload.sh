@@ -16,10 +16,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 git -C "$root" archive "$base" runtime kernels | tar -x -C "$tmp"
 CF="-std=c11 -D_GNU_SOURCE -DLRUN_WITH_CUDA -I${CUDA_HOME:-/usr/local/cuda}/include -w -g -pthread"
-old_src="$tmp/runtime/cuda/engine_cuda_offload.c $tmp/runtime/cuda/engine_cuda_kv.c $tmp/runtime/arch/arch.c $tmp/runtime/arch/llama.c"
+old_src="$tmp/runtime/cuda/engine_cuda_offload.c $tmp/runtime/cuda/engine_cuda_kv.c $(ls $tmp/runtime/arch/*.c | tr "\n" " ")"
 [ -f "$tmp/runtime/residency/ring.c" ] && old_src="$old_src $tmp/runtime/residency/ring.c"
 new_src="$root/runtime/cuda/engine_cuda_offload.c $root/runtime/cuda/engine_cuda_kv.c $root/runtime/residency/ring.c"
-new_src="$new_src $root/runtime/arch/arch.c $root/runtime/arch/llama.c"
+new_src="$new_src $(ls $root/runtime/arch/*.c | tr "\n" " ")"
 cc $CF -I"$tmp/runtime" -I"$tmp/kernels" -o "$tmp/old" "$here/offload_main.c" $old_src
 cc $CF -I"$root/runtime" -I"$root/kernels" -o "$tmp/new" "$here/offload_main.c" $new_src
 "$tmp/old" > "$tmp/old.log"

@@ -17,9 +17,15 @@ trap 'rm -rf "$tmp"' EXIT
 git -C "$root" archive "$base" runtime kernels | tar -x -C "$tmp"
 CF="-std=c11 -D_GNU_SOURCE -DLRUN_WITH_CUDA -I${CUDA_HOME:-/usr/local/cuda}/include -w -g"
 old_src="$tmp/runtime/cuda/engine_cuda_forward.c $tmp/runtime/cuda/engine_cuda_exact.c"
+# a BASE with the op-table interpreter has the weights interface and the arch descriptions too
+old_new=
+if [ -d "$tmp/runtime/arch" ]; then
+  old_new=-DNEW
+  old_src="$old_src $tmp/runtime/cuda/engine_cuda_weights.c $(ls "$tmp"/runtime/arch/*.c | tr "\n" " ")"
+fi
 new_src="$root/runtime/cuda/engine_cuda_forward.c $root/runtime/cuda/engine_cuda_exact.c"
-new_src="$new_src $root/runtime/cuda/engine_cuda_weights.c $root/runtime/arch/arch.c $root/runtime/arch/llama.c"
-cc $CF -I"$tmp/runtime" -I"$tmp/kernels" -o "$tmp/old" "$here/main.c" "$here/stubs.c" "$here/unused.c" $old_src
+new_src="$new_src $root/runtime/cuda/engine_cuda_weights.c $(ls $root/runtime/arch/*.c | tr "\n" " ")"
+cc $CF $old_new -I"$tmp/runtime" -I"$tmp/kernels" -o "$tmp/old" "$here/main.c" "$here/stubs.c" "$here/unused.c" $old_src
 cc $CF -DNEW -I"$root/runtime" -I"$root/kernels" -o "$tmp/new" "$here/main.c" "$here/stubs.c" "$here/unused.c" $new_src
 "$tmp/old" > "$tmp/old.log"
 "$tmp/new" > "$tmp/new.log"

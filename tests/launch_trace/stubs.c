@@ -49,6 +49,11 @@ lrun_status lrun_k_swiglu_exact(float *g, const float *u, int64_t r, int64_t n, 
 { L("swiglu_exact %ld %ld %ld %ld %d %ld %ld %ld %ld\n", P(g), P(u), (long)r, (long)n, p, P(qs), P(qd), P(qsum), P(s)); return 0; }
 lrun_status lrun_k_attention_exact(lrun_dtype kd, const float *q, const void *ck, const void *cv, const int64_t *kb, const int32_t *nkv, const int32_t *nv, int64_t nt, int64_t nh, int64_t nhk, int64_t hd, int64_t mk, float sc, int c8, float *o, void *s)
 { L("attention_exact %d %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %g %d %ld %ld\n", kd, P(q), P(ck), P(cv), P(kb), P(nkv), P(nv), (long)nt, (long)nh, (long)nhk, (long)hd, (long)mk, sc, c8, P(o), P(s)); return 0; }
+/* sliding-window variants: no scenario has a window (a call would show up in the log) */
+lrun_status lrun_k_attention_window(lrun_dtype kd, const float *q, const void *ck, const void *cv, const int64_t *kb, const int64_t *vb, const int32_t *nkv, int64_t nt, int64_t nh, int64_t nhk, int64_t hd, int64_t mk, float sc, int64_t swa, float *o, void *w, void *s)
+{ L("attention_window %d %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %g %ld %ld %ld %ld\n", kd, P(q), P(ck), P(cv), P(kb), P(vb), P(nkv), (long)nt, (long)nh, (long)nhk, (long)hd, (long)mk, sc, (long)swa, P(o), P(w), P(s)); return 0; }
+lrun_status lrun_k_attention_exact_window(lrun_dtype kd, const float *q, const void *ck, const void *cv, const int64_t *kb, const int32_t *nkv, const int32_t *nv, int64_t nt, int64_t nh, int64_t nhk, int64_t hd, int64_t mk, float sc, int c8, int64_t swa, float *o, void *s)
+{ L("attention_exact_window %d %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %g %d %ld %ld %ld\n", kd, P(q), P(ck), P(cv), P(kb), P(nkv), P(nv), (long)nt, (long)nh, (long)nhk, (long)hd, (long)mk, sc, c8, (long)swa, P(o), P(s)); return 0; }
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k, cudaStream_t st)
 { L("memcpy %ld %ld %zu %d %ld\n", P(d), P(s), n, (int)k, P(st)); return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) { (void)e; return "?"; }

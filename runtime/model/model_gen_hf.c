@@ -1,0 +1,335 @@
+/* model_gen_hf.c — writes the random model of model_gen.c (any architecture
+ * with an HF model_type in arch/hf.c) as a
+ * Hugging Face directory: config.json, generation_config.json and the
+ * weights as model.safetensors, or n shards with model.safetensors.index.json.
+ *
+ * The values are the GGUF generator's (model_gen.h: same seed, same name,
+ * same element index), in HF names and layout: shapes row-major [out, in],
+ * and, for llama, q/k rows un-permuted. A GGUF llama's q/k rows are permuted for RoPE on
+ * adjacent pairs (convert_hf_to_gguf.py): GGUF row h·hd + 2i + j holds HF
+ * row h·hd + j·hd/2 + i (head h, i < hd/2, j ∈ {0, 1}). Writing HF row r
+ * from GGUF row perm(r) gives a directory whose half-split RoPE computes
+ * what the GGUF computes, so tests can compare the two loads. Architectures
+ * whose GGUF already uses the half-split RoPE (qwen2, qwen3, phi3) keep
+ * their rows. RoPE factors are not a tensor in HF: config.json's
+ * rope_scaling says them.
+ *
+ * tokenizer.json holds the GGUF's byte-level BPE vocabulary as the HF
+ * `tokenizers` library reads it (model BPE with vocab and merges,
+ * pre-tokenizer and decoder ByteLevel, the three specials as added
+ * tokens), and tokenizer_config.json its ChatML template. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "arch/hf.h"
+#include "core/error.h"
+#include "formats/safetensors_writer.h"
+#include "lrun.h"
+#include "model/model_gen.h"
+#include "model/random_fill.h"
+
+#define ROWS_BYTES ((size_t)4 << 20) /* rows filled per write */
+
+static lrun_status st_dtype(lrun_dtype d, lrun_st_dtype *out)
+{
+    switch (d) {
+    case LRUN_DTYPE_F32: *out = LRUN_ST_F32; return LRUN_OK;
+    case LRUN_DTYPE_F16: *out = LRUN_ST_F16; return LRUN_OK;
+    case LRUN_DTYPE_BF16: *out = LRUN_ST_BF16; return LRUN_OK;
+    default:
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: %s weights: an HF directory holds f32, f16 or bf16",
+                         lrun_dtype_name(d));
+    }
+}
+
+// ---------------------------------------------------------------- JSON files
+
+static lrun_status write_json(const char *dir, const char *name, const cJSON *j)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *text = cJSON_Print(j);
+    if (!text) return lrun_fail_oom(0, 0, "lrun_model_generate_hf: %s", path);
+    FILE *f = fopen(path, "wb");
+    const int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    const int closed = f && fclose(f) == 0;
+    free(text);
+    if (!ok || !closed) return lrun_fail(LRUN_E_IO, "lrun_model_generate_hf: %s: cannot write: %s", path, strerror(errno));
+    return LRUN_OK;
+}
+
+static const char *torch_dtype(lrun_dtype d)
+{
+    return d == LRUN_DTYPE_BF16 ? "bfloat16" : d == LRUN_DTYPE_F16 ? "float16" : "float32";
+}
+
+static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s)
+{
+    cJSON *c = cJSON_CreateObject(), *arch = cJSON_CreateArray(), *g = cJSON_CreateObject();
+    if (!c || !arch || !g) {
+        cJSON_Delete(c), cJSON_Delete(arch), cJSON_Delete(g);
+        return lrun_fail_oom(0, 0, "lrun_model_generate_hf: config");
+    }
+    const char *name = lrun_gen_arch(s)->name, *model_type = lrun_hf_model_type_for_arch(name);
+    static const struct { const char *arch, *cls; } classes[] = {
+        {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
+        {"phi3", "Phi3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3", "Gemma3ForCausalLM"}};
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+        if (strcmp(classes[i].arch, name) == 0) cJSON_AddItemToArray(arch, cJSON_CreateString(classes[i].cls));
+    cJSON_AddItemToObject(c, "architectures", arch);
+    cJSON_AddStringToObject(c, "model_type", model_type);
+    cJSON_AddNumberToObject(c, "hidden_size", (double)s->n_embd);
+    cJSON_AddNumberToObject(c, "intermediate_size", (double)s->n_ff);
+    cJSON_AddNumberToObject(c, "num_hidden_layers", (double)s->n_layer);
+    cJSON_AddNumberToObject(c, "num_attention_heads", (double)s->n_head);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", (double)s->n_head_kv);
+    cJSON_AddNumberToObject(c, "head_dim", (double)lrun_gen_head_dim(s));
+    cJSON_AddNumberToObject(c, "max_position_embeddings", (double)s->n_ctx);
+    cJSON_AddNumberToObject(c, "vocab_size", (double)s->n_vocab);
+    cJSON_AddNumberToObject(c, "rms_norm_eps", s->rms_eps);
+    cJSON_AddNumberToObject(c, "rope_theta", s->rope_freq_base);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tied_embeddings != 0);
+    if (s->sliding_window > 0) cJSON_AddNumberToObject(c, "sliding_window", (double)s->sliding_window);
+    if (s->rope_llama3_factor > 0) { /* the values model_gen.c gives lrun_rope_llama3_factors */
+        cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", "llama3");
+        cJSON_AddNumberToObject(rs, "factor", s->rope_llama3_factor);
+        cJSON_AddNumberToObject(rs, "low_freq_factor", 1.0);
+        cJSON_AddNumberToObject(rs, "high_freq_factor", 4.0);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", 8192);
+    }
+    cJSON_AddStringToObject(c, "hidden_act", "silu");
+    cJSON_AddBoolToObject(c, "attention_bias", 0);
+    cJSON_AddBoolToObject(c, "mlp_bias", 0);
+    cJSON_AddNumberToObject(c, "bos_token_id", 256); /* <|endoftext|>, as the GGUF's */
+    cJSON_AddNumberToObject(c, "eos_token_id", 256);
+    cJSON_AddStringToObject(c, "torch_dtype", torch_dtype(s->weight_dtype));
+    cJSON_AddNumberToObject(g, "bos_token_id", 256);
+    cJSON_AddNumberToObject(g, "eos_token_id", 256);
+    lrun_status st = write_json(dir, "config.json", c);
+    if (st == LRUN_OK) st = write_json(dir, "generation_config.json", g);
+    cJSON_Delete(c);
+    cJSON_Delete(g);
+    return st;
+}
+
+// ---------------------------------------------------------------- tokenizer
+
+static cJSON *byte_level(const char *type)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "type", type);
+    cJSON_AddBoolToObject(b, "add_prefix_space", 0);
+    cJSON_AddBoolToObject(b, "trim_offsets", 1);
+    cJSON_AddBoolToObject(b, "use_regex", 1);
+    return b;
+}
+
+static cJSON *bpe_model(const gen_vocab *v, int64_t n_vocab)
+{
+    cJSON *m = cJSON_CreateObject(), *vocab = cJSON_CreateObject(), *merges = cJSON_CreateArray();
+    cJSON_AddStringToObject(m, "type", "BPE");
+    cJSON_AddNullToObject(m, "dropout");
+    cJSON_AddNullToObject(m, "unk_token");
+    cJSON_AddBoolToObject(m, "fuse_unk", 0);
+    cJSON_AddBoolToObject(m, "byte_fallback", 0);
+    cJSON_AddBoolToObject(m, "ignore_merges", 0);
+    for (int64_t i = 0; i < n_vocab; i++) cJSON_AddNumberToObject(vocab, v->tokens[i], (double)i);
+    for (int64_t i = 0; i < v->n_merges; i++) cJSON_AddItemToArray(merges, cJSON_CreateString(v->merges[i]));
+    cJSON_AddItemToObject(m, "vocab", vocab);
+    cJSON_AddItemToObject(m, "merges", merges);
+    return m;
+}
+
+static lrun_status write_tokenizer(const char *dir, const lrun_model_gen_spec *s)
+{
+    gen_vocab v = {0};
+    lrun_status st = lrun_gen_build_vocab(&v, s->n_vocab);
+    cJSON *t = st == LRUN_OK ? cJSON_CreateObject() : NULL, *added = cJSON_CreateArray();
+    cJSON *tc = cJSON_CreateObject();
+    if (st == LRUN_OK && (!t || !added || !tc)) st = lrun_fail_oom(0, 0, "lrun_model_generate_hf: tokenizer.json");
+    if (st == LRUN_OK) {
+        cJSON_AddStringToObject(t, "version", "1.0");
+        cJSON_AddNullToObject(t, "truncation");
+        cJSON_AddNullToObject(t, "padding");
+        for (int64_t i = 0; i < s->n_vocab; i++) {
+            if (v.types[i] != LRUN_TOKEN_TYPE_CONTROL) continue;
+            cJSON *a = cJSON_CreateObject();
+            cJSON_AddNumberToObject(a, "id", (double)i);
+            cJSON_AddStringToObject(a, "content", v.tokens[i]);
+            cJSON_AddBoolToObject(a, "single_word", 0);
+            cJSON_AddBoolToObject(a, "lstrip", 0);
+            cJSON_AddBoolToObject(a, "rstrip", 0);
+            cJSON_AddBoolToObject(a, "normalized", 0);
+            cJSON_AddBoolToObject(a, "special", 1);
+            cJSON_AddItemToArray(added, a);
+        }
+        cJSON_AddItemToObject(t, "added_tokens", added);
+        added = NULL;
+        cJSON_AddNullToObject(t, "normalizer");
+        cJSON_AddItemToObject(t, "pre_tokenizer", byte_level("ByteLevel"));
+        cJSON_AddNullToObject(t, "post_processor");
+        cJSON_AddItemToObject(t, "decoder", byte_level("ByteLevel"));
+        cJSON_AddItemToObject(t, "model", bpe_model(&v, s->n_vocab));
+        st = write_json(dir, "tokenizer.json", t);
+    }
+    if (st == LRUN_OK) {
+        cJSON_AddStringToObject(tc, "tokenizer_class", "PreTrainedTokenizerFast");
+        cJSON_AddStringToObject(tc, "bos_token", v.tokens[256]);
+        cJSON_AddStringToObject(tc, "eos_token", v.tokens[256]);
+        cJSON_AddBoolToObject(tc, "add_bos_token", 0);
+        cJSON_AddStringToObject(tc, "chat_template", lrun_gen_chatml_template);
+        st = write_json(dir, "tokenizer_config.json", tc);
+    }
+    cJSON_Delete(t);
+    cJSON_Delete(added);
+    cJSON_Delete(tc);
+    lrun_gen_vocab_free(&v);
+    return st;
+}
+
+// ---------------------------------------------------------------- tensor data
+
+/* The GGUF row HF row r of t comes from: perm for q and k of an
+ * architecture whose GGUF rotates adjacent pairs, else r. */
+static int64_t source_row(const gen_tensor *t, const lrun_model_gen_spec *s, int64_t r)
+{
+    const int is_q = strstr(t->name, ".attn_q.weight") != NULL, is_k = strstr(t->name, ".attn_k.weight") != NULL;
+    if ((!is_q && !is_k) || lrun_gen_arch(s)->rope_style != LRUN_ROPE_STYLE_ADJACENT) return r;
+    const int64_t hd = lrun_gen_head_dim(s), half = hd / 2;
+    const int64_t h = r / hd, rem = r % hd, j = rem / half, i = rem % half;
+    return h * hd + 2 * i + j;
+}
+
+/* Streams t's rows (ne[1] rows of ne[0]) in HF order. */
+static lrun_status write_tensor(lrun_st_writer *w, const gen_tensor *t, const lrun_model_gen_spec *s, uint8_t *buf)
+{
+    const size_t row_bytes = (size_t)t->ne[0] * t->block_bytes / (size_t)t->block;
+    const int64_t per = row_bytes >= ROWS_BYTES ? 1 : (int64_t)(ROWS_BYTES / row_bytes);
+    for (int64_t r0 = 0; r0 < t->ne[1]; r0 += per) {
+        const int64_t n = t->ne[1] - r0 < per ? t->ne[1] - r0 : per;
+        for (int64_t r = 0; r < n; r++) {
+            uint8_t *dst = buf + (size_t)r * row_bytes;
+            lrun_status st = (t->trained ? lrun_random_fill_trained : lrun_random_fill)(
+                t->dtype, dst, source_row(t, s, r0 + r) * t->ne[0], t->ne[0], t->scale, t->seed);
+            if (st != LRUN_OK) return st;
+            if (t->is_norm)
+                for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] += 1.0f;
+        }
+        lrun_status st = lrun_st_writer_write(w, buf, (size_t)n * row_bytes);
+        if (st != LRUN_OK) return st;
+    }
+    return LRUN_OK;
+}
+
+/* One safetensors file with tensors [first, last) of the list. */
+static lrun_status write_shard(const char *path, const gen_list *l, int64_t first, int64_t last,
+                               const lrun_model_gen_spec *s, uint8_t *buf)
+{
+    lrun_st_writer *w = NULL;
+    lrun_status st = lrun_st_writer_open(&w, path);
+    if (st == LRUN_OK) st = lrun_st_writer_set_metadata(w, "format", "pt");
+    for (int64_t i = first; st == LRUN_OK && i < last; i++) {
+        const gen_tensor *t = &l->t[i];
+        char name[128];
+        lrun_st_dtype dt = LRUN_ST_F32;
+        if (!lrun_hf_tensor_from_gguf("llama", t->name, name, sizeof name))
+            st = lrun_fail(LRUN_E_INTERNAL, "lrun_model_generate_hf: no HF name for '%s'", t->name);
+        if (st == LRUN_OK) st = st_dtype(t->dtype, &dt);
+        const int64_t shape[2] = {t->ne[1], t->ne[0]};
+        if (st == LRUN_OK) st = t->ndim == 1 ? lrun_st_writer_add(w, name, dt, 1, &shape[1])
+                                             : lrun_st_writer_add(w, name, dt, 2, shape);
+    }
+    for (int64_t i = first; st == LRUN_OK && i < last; i++) st = write_tensor(w, &l->t[i], s, buf);
+    if (st == LRUN_OK) st = lrun_st_writer_finish(w);
+    lrun_st_writer_free(w);
+    return st;
+}
+
+static void shard_name(char *out, size_t cap, int k, int n)
+{
+    if (n <= 1) snprintf(out, cap, "model.safetensors");
+    else snprintf(out, cap, "model-%05d-of-%05d.safetensors", k + 1, n);
+}
+
+/* Tensor i goes to shard i·n/N: every shard gets one at least. l has no
+ * rope_freqs (lrun_model_generate_hf drops it). */
+static lrun_status write_weights(const char *dir, const gen_list *l, const lrun_model_gen_spec *s, int n, uint8_t *buf)
+{
+    cJSON *index = cJSON_CreateObject(), *map = cJSON_CreateObject(), *meta = cJSON_CreateObject();
+    lrun_status st = index && map && meta ? LRUN_OK : lrun_fail_oom(0, 0, "lrun_model_generate_hf: index");
+    for (int k = 0; st == LRUN_OK && k < n; k++) {
+        const int64_t first = (l->n * k + n - 1) / n, last = (l->n * (k + 1) + n - 1) / n;
+        char file[64], path[4200];
+        shard_name(file, sizeof file, k, n);
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        st = write_shard(path, l, first, last, s, buf);
+        for (int64_t i = first; st == LRUN_OK && i < last; i++) {
+            char name[128];
+            lrun_hf_tensor_from_gguf("llama", l->t[i].name, name, sizeof name);
+            cJSON_AddStringToObject(map, name, file);
+        }
+    }
+    if (st == LRUN_OK && n > 1) {
+        cJSON_AddNumberToObject(meta, "total_size", (double)l->total_bytes);
+        cJSON_AddItemToObject(index, "metadata", meta);
+        cJSON_AddItemToObject(index, "weight_map", map);
+        meta = map = NULL;
+        st = write_json(dir, "model.safetensors.index.json", index);
+    }
+    cJSON_Delete(index);
+    cJSON_Delete(map);
+    cJSON_Delete(meta);
+    return st;
+}
+
+/* RoPE factors are config.json's rope_scaling in HF, not a tensor. */
+static void drop_rope_freqs(gen_list *l)
+{
+    int64_t k = 0;
+    for (int64_t i = 0; i < l->n; i++) {
+        if (strcmp(l->t[i].name, "rope_freqs.weight") == 0) {
+            l->total_bytes -= (size_t)(l->t[i].nelem / l->t[i].block) * l->t[i].block_bytes;
+            continue;
+        }
+        l->t[k++] = l->t[i];
+    }
+    l->n = k;
+}
+
+lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *spec, int n_shards)
+{
+    if (!dir || !spec) return lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: dir and spec must not be NULL");
+    lrun_status st = lrun_gen_check_spec(spec);
+    if (st != LRUN_OK) return st;
+    lrun_st_dtype dt;
+    if ((st = st_dtype(spec->weight_dtype, &dt)) != LRUN_OK || (st = st_dtype(spec->embd_dtype, &dt)) != LRUN_OK)
+        return st;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return lrun_fail(LRUN_E_IO, "lrun_model_generate_hf: %s: cannot create: %s", dir, strerror(errno));
+    gen_list list = {0};
+    st = lrun_gen_build_list(&list, spec);
+    if (st == LRUN_OK) drop_rope_freqs(&list);
+    if (st == LRUN_OK && (n_shards < 1 || n_shards > list.n))
+        st = lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: n_shards = %d: must be in 1..%lld (the tensor count)",
+                       n_shards, (long long)list.n);
+    uint8_t *buf = NULL;
+    size_t cap = ROWS_BYTES;
+    for (int64_t i = 0; st == LRUN_OK && i < list.n; i++) {
+        const size_t row = (size_t)list.t[i].ne[0] * list.t[i].block_bytes / (size_t)list.t[i].block;
+        if (row > cap) cap = row;
+    }
+    if (st == LRUN_OK && !(buf = malloc(cap))) st = lrun_fail_oom(cap, 0, "lrun_model_generate_hf: row buffer");
+    if (st == LRUN_OK) st = write_configs(dir, spec);
+    if (st == LRUN_OK) st = write_tokenizer(dir, spec);
+    if (st == LRUN_OK) st = write_weights(dir, &list, spec, n_shards, buf);
+    free(buf);
+    free(list.t);
+    free(list.rope_factors);
+    if (st != LRUN_OK) return lrun_fail_context(st, "generating %s", dir);
+    return LRUN_OK;
+}

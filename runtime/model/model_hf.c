@@ -1,0 +1,606 @@
+/* model_hf.c — loading a Hugging Face model directory:
+ *
+ *   dir/config.json                     model_type and hyper-parameters
+ *   dir/model.safetensors               the weights, or
+ *   dir/model.safetensors.index.json    + the shards it names
+ *   dir/generation_config.json          generate() defaults (optional)
+ *   dir/tokenizer_config.json           chat_template (optional)
+ *   dir/tokenizer.json                  the tokenizer (load_tokenizer, below)
+ *
+ * A .safetensors file (or an index) with a config.json beside it loads too.
+ *
+ * The config becomes GGUF metadata: config.json's keys are translated by
+ * the table of arch/hf.c into the keys the GGUF loader reads ("hidden_size"
+ * → "llama.embedding_length"), written as a small in-memory GGUF with no
+ * tensors, and read by the same code as a GGUF file's (model.c), so every
+ * hyper-parameter, default and check is the same for both formats, and
+ * model:metadata() answers for both. The tensors come from the safetensors
+ * mapping, zero copy: an HF weight [out, in] row-major is GGUF's {in, out}.
+ * HF checkpoints keep q/k in the half-split RoPE layout (the GGUF converter
+ * permutes them for adjacent pairs), so the model rotates half-split pairs. */
+#include "model/model.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/hf.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "model/rope_scaling.h"
+#include "quant/fp8.h"
+#include "quant/quant.h"
+
+#define MAX_JSON_BYTES ((size_t)64 << 20)
+#define PATH_CAP 4096
+
+/* Where the parts of the model are. */
+typedef struct hf_paths {
+    char dir[PATH_CAP];
+    char weights[PATH_CAP];     /* a .safetensors file or an index */
+    int sharded;                /* weights is an index */
+} hf_paths;
+
+// ---------------------------------------------------------------- paths
+
+static int ends_with(const char *s, const char *suffix)
+{
+    const size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int lrun_model_is_hf(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return 1;
+    return ends_with(path, ".safetensors") || ends_with(path, ".safetensors.index.json");
+}
+
+static lrun_status resolve(hf_paths *p, const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) return lrun_fail(LRUN_E_IO, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) {
+        snprintf(p->dir, sizeof p->dir, "%s", path);
+        snprintf(p->weights, sizeof p->weights, "%s/model.safetensors.index.json", path);
+        p->sharded = is_file(p->weights);
+        if (!p->sharded) snprintf(p->weights, sizeof p->weights, "%s/model.safetensors", path);
+        if (!is_file(p->weights))
+            return lrun_fail(LRUN_E_IO, "%s: a model directory needs model.safetensors or "
+                             "model.safetensors.index.json", path);
+        return LRUN_OK;
+    }
+    const char *slash = strrchr(path, '/');
+    snprintf(p->dir, sizeof p->dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    snprintf(p->weights, sizeof p->weights, "%s", path);
+    p->sharded = ends_with(path, ".json");
+    return LRUN_OK;
+}
+
+/* The parsed JSON file dir/name; NULL with *st = OK when absent. */
+static cJSON *read_json(const char *dir, const char *name, lrun_status *st)
+{
+    char path[PATH_CAP + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    *st = LRUN_OK;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *text = NULL;
+    size_t len = 0;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        const long n = ftell(f);
+        if (n >= 0 && (size_t)n <= MAX_JSON_BYTES && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)))
+            len = fread(text, 1, (size_t)n, f);
+    }
+    fclose(f);
+    if (!text) {
+        *st = lrun_fail(LRUN_E_IO, "%s: cannot read it (or larger than %zu bytes)", path, MAX_JSON_BYTES);
+        return NULL;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        *st = lrun_fail(LRUN_E_FORMAT, "%s: not a JSON object", path);
+        return NULL;
+    }
+    return j;
+}
+
+// ---------------------------------------------------------------- config → GGUF metadata
+
+/* A JSON number that is a whole number >= 0. */
+static int json_whole(const cJSON *j, uint64_t *out)
+{
+    if (!cJSON_IsNumber(j) || !(j->valuedouble >= 0) || j->valuedouble > 9007199254740992.0 ||
+        j->valuedouble != floor(j->valuedouble))
+        return 0;
+    *out = (uint64_t)j->valuedouble;
+    return 1;
+}
+
+static lrun_status set_int(lrun_gguf_writer *w, const char *key, uint64_t v)
+{
+    return v <= UINT32_MAX ? lrun_gguf_writer_set_u32(w, key, (uint32_t)v) : lrun_gguf_writer_set_u64(w, key, v);
+}
+
+/* One row of the key table, when config has the key (null counts as absent). */
+static lrun_status put_key(lrun_gguf_writer *w, const char *file, const char *arch, const cJSON *cfg,
+                           const lrun_hf_key *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, k->hf);
+    if (!v || cJSON_IsNull(v) || (k->arch && strcmp(k->arch, arch) != 0)) return LRUN_OK;
+    /* Qwen2 configs carry a sliding_window they do not use */
+    if (strcmp(k->hf, "sliding_window") == 0 && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(cfg, "use_sliding_window")))
+        return LRUN_OK;
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, k->gguf_suffix);
+    uint64_t u;
+    switch (k->kind) {
+    case LRUN_HF_INT:
+        if (!json_whole(v, &u)) return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must be a whole number >= 0", file, k->hf);
+        return set_int(w, key, u);
+    case LRUN_HF_FLOAT:
+        if (!cJSON_IsNumber(v)) return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must be a number", file, k->hf);
+        return lrun_gguf_writer_set_f32(w, key, (float)v->valuedouble);
+    case LRUN_HF_BOOL:
+        if (!cJSON_IsBool(v)) return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must be true or false", file, k->hf);
+        return lrun_gguf_writer_set_bool(w, key, cJSON_IsTrue(v));
+    }
+    return LRUN_OK;
+}
+
+/* rope.dimension_count: head_dim (or hidden/heads) × partial_rotary_factor, when that is given. */
+static lrun_status put_rotary(lrun_gguf_writer *w, const char *file, const char *arch, const cJSON *cfg)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(cfg, "partial_rotary_factor");
+    if (!f || cJSON_IsNull(f)) return LRUN_OK;
+    uint64_t hd = 0, embd = 0, heads = 0;
+    if (!json_whole(cJSON_GetObjectItemCaseSensitive(cfg, "head_dim"), &hd) &&
+        json_whole(cJSON_GetObjectItemCaseSensitive(cfg, "hidden_size"), &embd) &&
+        json_whole(cJSON_GetObjectItemCaseSensitive(cfg, "num_attention_heads"), &heads) && heads)
+        hd = embd / heads;
+    if (!cJSON_IsNumber(f) || !(f->valuedouble > 0 && f->valuedouble <= 1) || hd == 0)
+        return lrun_fail(LRUN_E_FORMAT, "%s: \"partial_rotary_factor\" must be in (0, 1] with a known head size", file);
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
+    return set_int(w, key, (uint64_t)((double)hd * f->valuedouble));
+}
+
+/* The RoPE settings object: rope_scaling, or transformers 5's rope_parameters
+ * (which also carries rope_theta); NULL when neither. */
+static const cJSON *rope_object(const cJSON *cfg)
+{
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    if (!rs || cJSON_IsNull(rs)) rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_parameters");
+    return rs && !cJSON_IsNull(rs) ? rs : NULL;
+}
+
+/* rope_theta inside rope_parameters, when the top level has none. */
+static lrun_status put_rope_theta(lrun_gguf_writer *w, const char *arch, const cJSON *cfg)
+{
+    const cJSON *rs = rope_object(cfg);
+    const cJSON *theta = rs ? cJSON_GetObjectItemCaseSensitive(rs, "rope_theta") : NULL;
+    if (cJSON_GetObjectItemCaseSensitive(cfg, "rope_theta") || !cJSON_IsNumber(theta)) return LRUN_OK;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    return lrun_gguf_writer_set_f32(w, key, (float)theta->valuedouble);
+}
+
+/* rope_scaling: linear is a key; llama3 becomes RoPE factors (hf_rope_llama3);
+ * any other type is passed on so the loader names it as unsupported. */
+static lrun_status put_rope_scaling(lrun_gguf_writer *w, const char *file, const char *arch, const cJSON *cfg)
+{
+    const cJSON *rs = rope_object(cfg);
+    if (!rs) return LRUN_OK;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!cJSON_IsObject(rs) || !cJSON_IsString(type))
+        return lrun_fail(LRUN_E_FORMAT, "%s: \"rope_scaling\" must be an object with a \"rope_type\"", file);
+    if (strcmp(type->valuestring, "llama3") == 0 || strcmp(type->valuestring, "default") == 0) return LRUN_OK;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    lrun_status st = lrun_gguf_writer_set_str(w, key, type->valuestring);
+    const cJSON *factor = cJSON_GetObjectItemCaseSensitive(rs, "factor");
+    if (st == LRUN_OK && cJSON_IsNumber(factor)) {
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        st = lrun_gguf_writer_set_f32(w, key, (float)factor->valuedouble);
+    }
+    return st;
+}
+
+/* An id or a list of ids as an i32 array under key. */
+static lrun_status put_ids(lrun_gguf_writer *w, const char *file, const char *key, const cJSON *v)
+{
+    int32_t ids[64];
+    int n = 0;
+    uint64_t u;
+    if (json_whole(v, &u) && u <= INT32_MAX) ids[n++] = (int32_t)u;
+    else if (cJSON_IsArray(v))
+        for (const cJSON *c = v->child; c && n < 64; c = c->next) {
+            if (!json_whole(c, &u) || u > INT32_MAX)
+                return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must hold token ids", file, key);
+            ids[n++] = (int32_t)u;
+        }
+    else return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must be a token id or a list of them", file, key);
+    return lrun_gguf_writer_set_arr_i32(w, key, ids, n);
+}
+
+/* config.json: bos/eos ids as the tokenizer keys a GGUF would carry. */
+static lrun_status put_special_ids(lrun_gguf_writer *w, const cJSON *cfg)
+{
+    const cJSON *bos = cJSON_GetObjectItemCaseSensitive(cfg, "bos_token_id");
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(cfg, "eos_token_id");
+    uint64_t u;
+    lrun_status st = LRUN_OK;
+    if (json_whole(bos, &u) && u <= INT32_MAX) st = lrun_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)u);
+    if (st == LRUN_OK && cJSON_IsArray(eos)) eos = eos->child; /* the first; the list goes to generation.* */
+    if (st == LRUN_OK && json_whole(eos, &u) && u <= INT32_MAX)
+        st = lrun_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)u);
+    return st;
+}
+
+/* generation_config.json → "generation.<key>", read by lua/lrun/generate.lua
+ * as generate()'s defaults, as transformers' GenerationConfig supplies them. */
+static lrun_status put_generation(lrun_gguf_writer *w, const char *file, const cJSON *gen, const cJSON *cfg)
+{
+    static const struct { const char *key; lrun_hf_kind kind; } keys[] = {
+        {"temperature", LRUN_HF_FLOAT}, {"top_p", LRUN_HF_FLOAT}, {"top_k", LRUN_HF_INT},
+        {"min_p", LRUN_HF_FLOAT}, {"do_sample", LRUN_HF_BOOL}, {"max_new_tokens", LRUN_HF_INT},
+        {"repetition_penalty", LRUN_HF_FLOAT},
+    };
+    lrun_status st = LRUN_OK;
+    for (size_t i = 0; gen && st == LRUN_OK && i < sizeof keys / sizeof keys[0]; i++) {
+        const lrun_hf_key k = {NULL, keys[i].key, keys[i].key, keys[i].kind};
+        st = put_key(w, file, "generation", gen, &k);
+    }
+    /* eos ids: generation_config's, else config.json's (transformers does the same) */
+    const cJSON *eos = gen ? cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id") : NULL;
+    if (!eos || cJSON_IsNull(eos)) eos = cJSON_GetObjectItemCaseSensitive(cfg, "eos_token_id");
+    if (st == LRUN_OK && eos && !cJSON_IsNull(eos)) st = put_ids(w, file, "generation.eos_token_id", eos);
+    return st;
+}
+
+/* chat_template from tokenizer_config.json (a string; the list form names templates). */
+static lrun_status put_chat_template(lrun_gguf_writer *w, const cJSON *tcfg)
+{
+    const cJSON *t = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "chat_template") : NULL;
+    if (cJSON_IsString(t)) return lrun_gguf_writer_set_str(w, "tokenizer.chat_template", t->valuestring);
+    for (const cJSON *c = cJSON_IsArray(t) ? t->child : NULL; c; c = c->next) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        const cJSON *body = cJSON_GetObjectItemCaseSensitive(c, "template");
+        if (cJSON_IsString(name) && strcmp(name->valuestring, "default") == 0 && cJSON_IsString(body))
+            return lrun_gguf_writer_set_str(w, "tokenizer.chat_template", body->valuestring);
+    }
+    return LRUN_OK;
+}
+
+/* Every key the model's metadata gets from the directory's JSON files. */
+static lrun_status put_all(lrun_gguf_writer *w, const char *file, const char *arch, const cJSON *cfg,
+                           const cJSON *gen, const cJSON *tcfg)
+{
+    lrun_status st = lrun_gguf_writer_set_str(w, "general.architecture", arch);
+    if (st == LRUN_OK) st = lrun_gguf_writer_set_str(w, "general.file_type_hf", "safetensors");
+    for (int i = 0; st == LRUN_OK && lrun_hf_key_at(i); i++) st = put_key(w, file, arch, cfg, lrun_hf_key_at(i));
+    if (st == LRUN_OK) st = put_rotary(w, file, arch, cfg);
+    if (st == LRUN_OK) st = put_rope_theta(w, arch, cfg);
+    if (st == LRUN_OK) st = put_rope_scaling(w, file, arch, cfg);
+    if (st == LRUN_OK) st = put_special_ids(w, cfg);
+    if (st == LRUN_OK) st = put_generation(w, file, gen, cfg);
+    if (st == LRUN_OK) st = put_chat_template(w, tcfg);
+    return st;
+}
+
+/* Writes the metadata as a GGUF of no tensors into an anonymous memory file
+ * and opens it as m->gguf. */
+static lrun_status write_metadata(lrun_model *m, const char *file, const char *arch, const cJSON *cfg,
+                                  const cJSON *gen, const cJSON *tcfg)
+{
+    const int fd = memfd_create("lrun-hf-config", MFD_CLOEXEC);
+    if (fd < 0) return lrun_fail(LRUN_E_IO, "%s: cannot make a memory file for the metadata: %s", file, strerror(errno));
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd); /* the writer and the reader take paths */
+    lrun_gguf_writer *w = NULL;
+    lrun_status st = lrun_gguf_writer_open(&w, path);
+    if (st == LRUN_OK) st = put_all(w, file, arch, cfg, gen, tcfg);
+    if (st == LRUN_OK) st = lrun_gguf_writer_finish(w);
+    lrun_gguf_writer_free(w);
+    if (st == LRUN_OK) st = lrun_gguf_open(&m->gguf, path);
+    close(fd); /* the reader's mapping keeps the bytes */
+    return st;
+}
+
+// ---------------------------------------------------------------- weights
+
+/* bytes of host memory the model owns (freed with it), or NULL with an OOM error set. */
+static void *own(lrun_model *m, size_t bytes, const char *what)
+{
+    void **list = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *list);
+    void *p = list ? malloc(bytes ? bytes : 1) : NULL;
+    if (list) m->owned = list;
+    if (!p) {
+        lrun_fail_oom(bytes, 0, "%s", what);
+        return NULL;
+    }
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+// ---------------------------------------------------------------- FP8 weights
+
+/* One element of a scale tensor (F32, BF16 or F16) as a float. */
+static float scale_at(const lrun_st_tensor *s, int64_t i)
+{
+    const uint8_t *p = s->data;
+    if (s->dtype == LRUN_ST_F32) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return s->dtype == LRUN_ST_BF16 ? lrun_bf16_to_f32(h) : lrun_f16_to_f32(h);
+}
+
+static int64_t numel(const lrun_st_tensor *t)
+{
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+/* The scale tensor of FP8 weight t: "<prefix>weight_scale" or
+ * "<prefix>weight_scale_inv" (both multiply), or NULL. */
+static const lrun_st_tensor *fp8_scale(const lrun_st_set *s, const char *weight)
+{
+    static const char *const suffix[] = {"_scale", "_scale_inv"};
+    char name[256];
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "%s%s", weight, suffix[i]);
+        const int64_t k = lrun_st_set_find(s, name);
+        if (k >= 0) return lrun_st_set_tensor(s, k);
+    }
+    return NULL;
+}
+
+/* 1 for the companions of an FP8 weight that no computation reads here:
+ * its scales (applied at load) and activation scales (lrun computes in bf16). */
+static int is_fp8_companion(const lrun_st_set *s, const char *name)
+{
+    static const char *const suffix[] = {"weight_scale", "weight_scale_inv", "input_scale"};
+    const size_t n = strlen(name);
+    for (int i = 0; i < 3; i++) {
+        const size_t k = strlen(suffix[i]);
+        char base[256];
+        if (n <= k || n - k + 6 >= sizeof base || strcmp(name + n - k, suffix[i]) != 0) continue;
+        snprintf(base, sizeof base, "%.*sweight", (int)(n - k), name);
+        const int64_t w = lrun_st_set_find(s, base);
+        if (w >= 0 && lrun_st_set_tensor(s, w)->dtype == LRUN_ST_F8_E4M3) return 1;
+    }
+    return 0;
+}
+
+/* An F8_E4M3 weight [out, in] times its scale (per tensor, per output row,
+ * or per block of block[0] × block[1]) as bf16 the model owns. */
+static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tensor *t, const int block[2],
+                             const void **out)
+{
+    const int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : numel(t);
+    const lrun_st_tensor *sc = fp8_scale(m->st, t->name);
+    enum { ONE, ROW, BLOCK } kind = ONE;
+    int64_t bcols = 1;
+    if (sc && (sc->dtype != LRUN_ST_F32 && sc->dtype != LRUN_ST_BF16 && sc->dtype != LRUN_ST_F16))
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: scale of '%s' is %s (F32, BF16 or F16 expected)", file, t->name,
+                         lrun_st_dtype_name(sc->dtype));
+    if (sc && numel(sc) == 1) kind = ONE;
+    else if (sc && numel(sc) == rows && sc->shape[0] == rows) kind = ROW;
+    else if (sc && sc->ndim == 2 && sc->shape[0] == (rows + block[0] - 1) / block[0] &&
+             sc->shape[1] == (cols + block[1] - 1) / block[1])
+        kind = BLOCK, bcols = sc->shape[1];
+    else if (sc)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: the scale of '%s' has a shape that is not per tensor, per row "
+                         "or per %dx%d block", file, t->name, block[0], block[1]);
+    uint16_t *dst = own(m, (size_t)rows * (size_t)cols * sizeof *dst, "FP8 weight widened to bf16");
+    if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
+    const uint8_t *src = t->data;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            const float s = !sc ? 1.0f : kind == ONE ? scale_at(sc, 0) : kind == ROW ? scale_at(sc, r)
+                                                                             : scale_at(sc, r / block[0] * bcols + c / block[1]);
+            dst[r * cols + c] = lrun_f32_to_bf16(lrun_fp8_e4m3_to_f32(src[r * cols + c]) * s);
+        }
+    *out = dst;
+    return LRUN_OK;
+}
+
+static lrun_status dtype_of(const lrun_st_tensor *t, const char *file, lrun_dtype *out)
+{
+    switch (t->dtype) {
+    case LRUN_ST_F32: *out = LRUN_DTYPE_F32; return LRUN_OK;
+    case LRUN_ST_F16: *out = LRUN_DTYPE_F16; return LRUN_OK;
+    case LRUN_ST_BF16: *out = LRUN_DTYPE_BF16; return LRUN_OK;
+    case LRUN_ST_F8_E4M3: *out = LRUN_DTYPE_BF16; return LRUN_OK; /* widened at load (widen_fp8) */
+    default:
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' is %s; lrun computes with F32, F16 and BF16 weights "
+                         "(and widens F8_E4M3)",
+                         file, t->name, lrun_st_dtype_name(t->dtype));
+    }
+}
+
+/* 1 when the element type's alignment holds (safetensors does not promise it;
+ * the CPU kernels read whole floats). */
+static int aligned_for(const void *p, lrun_dtype d)
+{
+    return ((uintptr_t)p % (d == LRUN_DTYPE_F32 ? 4u : 2u)) == 0;
+}
+
+/* The HF tensors under their GGUF names, shapes reversed (row-major [out,
+ * in] is ne {in, out}), pointing into the shards' mappings. lm_head is left
+ * out when config ties it to the embedding (transformers ignores it then). */
+static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra, const int block[2])
+{
+    const lrun_st_set *s = m->st;
+    lrun_status st = lrun_model_tensors_init(m, lrun_st_set_count(s) + extra);
+    int64_t n = 0;
+    for (int64_t i = 0; st == LRUN_OK && i < lrun_st_set_count(s); i++) {
+        const lrun_st_tensor *t = lrun_st_set_tensor(s, i);
+        char name[96];
+        const int mapped = lrun_hf_tensor_to_gguf(m->arch->name, t->name, name, sizeof name);
+        if (mapped < 0 || (tied && mapped > 0 && strcmp(name, "output.weight") == 0)) continue;
+        if (mapped == 0 && is_fp8_companion(s, t->name)) continue;
+        if (mapped == 0)
+            return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' has no GGUF name for %s in arch/hf.c", file,
+                             t->name, m->arch->name);
+        lrun_dtype dtype;
+        if ((st = dtype_of(t, file, &dtype)) != LRUN_OK) return st;
+        const void *data = t->data;
+        if (t->dtype == LRUN_ST_F8_E4M3 && (st = widen_fp8(m, file, t, block, &data)) != LRUN_OK) return st;
+        if (!aligned_for(data, dtype))
+            return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' starts at a byte not aligned for %s", file,
+                             t->name, lrun_dtype_name(dtype));
+        if (t->ndim < 1 || t->ndim > LRUN_MAX_DIMS)
+            return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' has %d dimensions (1 to %d)", file, t->name,
+                             t->ndim, LRUN_MAX_DIMS);
+        int64_t ne[LRUN_MAX_DIMS] = {1, 1, 1, 1};
+        for (int d = 0; d < t->ndim; d++) ne[d] = t->shape[t->ndim - 1 - d];
+        st = lrun_model_add_tensor(m, n++, name, dtype, t->ndim, ne, data);
+        if (st != LRUN_OK) return lrun_fail_context(st, "%s (HF tensor '%s')", file, t->name);
+    }
+    m->n_tensors = n;
+    return st;
+}
+
+/* Llama 3's rope_scaling as per-frequency divisors: the rope_freqs tensor
+ * llama.cpp's converter writes (model/rope_scaling.h). */
+static lrun_status add_rope_llama3(lrun_model *m, const char *file, const cJSON *cfg)
+{
+    const cJSON *rs = rope_object(cfg);
+    const cJSON *type = rs ? cJSON_GetObjectItemCaseSensitive(rs, "rope_type") : NULL;
+    if (!cJSON_IsString(type)) type = rs ? cJSON_GetObjectItemCaseSensitive(rs, "type") : NULL;
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "llama3") != 0) return LRUN_OK;
+    const char *names[] = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"};
+    double v[4];
+    for (int i = 0; i < 4; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(rs, names[i]);
+        if (!cJSON_IsNumber(x) || !(x->valuedouble > 0))
+            return lrun_fail(LRUN_E_FORMAT, "%s: rope_scaling llama3 needs \"%s\" > 0", file, names[i]);
+        v[i] = x->valuedouble;
+    }
+    if (!(v[2] > v[1])) return lrun_fail(LRUN_E_FORMAT, "%s: rope_scaling: high_freq_factor must exceed low_freq_factor", file);
+    const int64_t half = m->info.n_rot / 2;
+    float *f = own(m, (size_t)half * sizeof *f, "RoPE factors");
+    if (!f) return lrun_fail_context(LRUN_E_OOM, "%s", file);
+    lrun_rope_llama3_factors(f, m->info.n_rot, m->info.rope_freq_base, v[0], v[1], v[2], v[3]);
+    const int64_t ne[1] = {half};
+    return lrun_model_add_tensor(m, m->n_tensors++, "rope_freqs.weight", LRUN_DTYPE_F32, 1, ne, f);
+}
+
+// ---------------------------------------------------------------- tokenizer
+
+/* The tokenizer of an HF directory: tokenizer.json. This is the one place
+ * that reads it (the tokenizer.json reader, runtime/text, plugs in here);
+ * until it does, the model has no tokenizer, and lua/lrun/model.lua says so
+ * when asked to encode. */
+static lrun_status load_tokenizer(lrun_model *m, const char *dir)
+{
+    (void)m;
+    (void)dir;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- progress over shards
+
+typedef struct open_progress {
+    int show;
+    const char *what;
+} open_progress;
+
+static void on_shard(void *ctx, int i, int n, const char *path, size_t bytes)
+{
+    const open_progress *p = ctx;
+    if (!p->show || !isatty(2) || n < 2) return;
+    const char *slash = strrchr(path, '/');
+    fprintf(stderr, "\rchecked %s shard %d/%d (%s, %.1f MiB)%s", p->what, i + 1, n, slash ? slash + 1 : path,
+            (double)bytes / 1048576.0, i + 1 == n ? "\n" : "");
+    fflush(stderr);
+}
+
+// ---------------------------------------------------------------- load
+
+static lrun_status open_weights(lrun_model *m, const hf_paths *p, int progress)
+{
+    open_progress op = {progress, p->dir};
+    if (p->sharded) return lrun_st_set_open_index(&m->st, p->weights, on_shard, &op);
+    return lrun_st_set_open_file(&m->st, p->weights);
+}
+
+/* The architecture config.json names (model_type, through arch/hf.c). */
+static lrun_status find_arch(const char *file, const cJSON *cfg, const char **arch)
+{
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
+    if (!cJSON_IsString(mt)) return lrun_fail(LRUN_E_FORMAT, "%s: no \"model_type\" string", file);
+    *arch = lrun_hf_arch_for_model_type(mt->valuestring);
+    if (!*arch || !lrun_arch_find(*arch)) {
+        char known[256];
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: model_type '%s' is not supported (architectures: %s)", file,
+                         mt->valuestring, lrun_arch_known_names(known, sizeof known));
+    }
+    return LRUN_OK;
+}
+
+lrun_status lrun_model_open_hf(lrun_model *m, const char *path, int progress)
+{
+    hf_paths p;
+    lrun_status st = resolve(&p, path);
+    if (st != LRUN_OK) return st;
+    char file[PATH_CAP + 16];
+    snprintf(file, sizeof file, "%s/config.json", p.dir);
+    cJSON *cfg = read_json(p.dir, "config.json", &st), *gen = NULL, *tcfg = NULL;
+    if (!cfg && st == LRUN_OK) st = lrun_fail(LRUN_E_IO, "%s: missing (an HF model needs its config)", file);
+    if (st == LRUN_OK) gen = read_json(p.dir, "generation_config.json", &st);
+    if (st == LRUN_OK) tcfg = read_json(p.dir, "tokenizer_config.json", &st);
+    const char *arch = NULL;
+    if (st == LRUN_OK) st = find_arch(file, cfg, &arch);
+    if (st == LRUN_OK) st = write_metadata(m, file, arch, cfg, gen, tcfg);
+    if (st == LRUN_OK) st = lrun_model_read_hparams(m);
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(cfg, "vocab_size");
+    uint64_t n_vocab = 0;
+    if (st == LRUN_OK && (!json_whole(vocab, &n_vocab) || n_vocab < 1 || n_vocab > INT32_MAX))
+        st = lrun_fail(LRUN_E_FORMAT, "%s: \"vocab_size\" must be a whole number in [1, 2^31)", file);
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings");
+    const int tied = !tie || cJSON_IsTrue(tie); /* transformers' default is tied */
+    if (st == LRUN_OK) {
+        m->info.n_vocab = (int64_t)n_vocab;
+        m->info.rope_style = LRUN_ROPE_STYLE_HALF; /* HF layout: q/k not permuted */
+        st = open_weights(m, &p, progress);
+    }
+    int block[2] = {128, 128}; /* quantization_config.weight_block_size of block-scaled FP8 */
+    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(cfg, "quantization_config");
+    const cJSON *wbs = qc ? cJSON_GetObjectItemCaseSensitive(qc, "weight_block_size") : NULL;
+    if (cJSON_GetArraySize(wbs) == 2 && cJSON_IsNumber(wbs->child) && cJSON_IsNumber(wbs->child->next) &&
+        wbs->child->valuedouble >= 1 && wbs->child->next->valuedouble >= 1 && wbs->child->valuedouble < 1e6 &&
+        wbs->child->next->valuedouble < 1e6)
+        block[0] = (int)wbs->child->valuedouble, block[1] = (int)wbs->child->next->valuedouble;
+    if (st == LRUN_OK) st = add_tensors(m, p.weights, tied, 1, block);
+    if (st == LRUN_OK) st = add_rope_llama3(m, file, cfg);
+    if (st == LRUN_OK && !tied && !m->output)
+        st = lrun_fail(LRUN_E_FORMAT, "%s: tie_word_embeddings is false but the weights have no lm_head.weight", file);
+    if (st == LRUN_OK) st = lrun_model_check_tensors(m);
+    if (st == LRUN_OK) st = load_tokenizer(m, p.dir);
+    cJSON_Delete(cfg);
+    cJSON_Delete(gen);
+    cJSON_Delete(tcfg);
+    return st;
+}

@@ -1,0 +1,100 @@
+-- arch_gpu_spec: every architecture of tests/arch_models.lua on the CUDA
+-- engine against the CPU engine, in every placement (docs/architectures.md):
+--
+--   * numerics = "exact" (quantized models: the exact path takes Q4_0/Q4_1/Q8_0
+--     matrices): resident, streamed (every matrix through the slots),
+--     host-computed matrices and an offloaded KV cache all give the CPU
+--     engine's logits bit for bit, and its greedy tokens;
+--   * the fast default: resident logits within the tolerance test_engine_gpu
+--     states for f32 (prefill through cuBLAS with f16 activations: 1e-2) and
+--     q8_0 (the CPU quantizes activations to 8 bits: 5e-2); streamed and
+--     offloaded-KV runs bit-identical to the resident fast run; host compute
+--     within the same tolerance.
+-- Named *_gpu_spec.lua so that `make test-gpu` runs it; every case is
+-- pending without a GPU. LRUN_GPU_SPEC_DEVICE=cpu runs it on the CPU engine
+-- (a dry run of the spec where no GPU is).
+package.path = "./?.lua;" .. package.path
+local compare = require("tests.compare")
+local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
+local lf = require("lrun.ffi")
+local C = lf.C
+local lrun = require("lrun")
+local arch_models = require("tests.arch_models")
+
+local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
+local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
+
+-- longer than the sliding-window models' window (8)
+local PROMPT = { 257, 84, 104, 101, 32, 99, 97, 112, 105, 116, 97, 108, 300, 42, 7, 260, 99, 12 }
+local N_NEW = 8
+local TOL = { f32 = 1e-2, q8_0 = 5e-2 }
+
+-- The placements: name, load options on top of the device's.
+local PLACEMENTS = {
+  { "resident", {} },
+  { "streamed (every block off the device, k = 1)", { policy = "layers", n_gpu_layers = 0, prefetch_layers = 1 } },
+  { "streamed (layers, one on the device, k = 2)", { policy = "layers", n_gpu_layers = 1, prefetch_layers = 2 } },
+  { "host compute (-ot blk.1.ffn_down=cpu, blk.0.attn_k=cpu)",
+    { policy = "conservative", overrides = { "blk%.1%.ffn_down=cpu", "blk%.0%.attn_k=cpu" } } },
+  { "offloaded KV cache", { cache_implementation = "offloaded" } },
+}
+
+local function run(path, opts)
+  local m = assert(lrun.load(path, with({ progress = false, n_ctx = 256, threads = 2 }, opts)))
+  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+  local logits = assert(m:logits(PROMPT))
+  local host = m.placement and m:placement() and m:placement().host_compute
+  local n_host = 0
+  for _ in pairs(host or {}) do n_host = n_host + 1 end
+  m:free()
+  return ids, logits, n_host
+end
+
+describe("every architecture on cuda against the CPU", function()
+  if not has_gpu then
+    pending("no GPU visible")
+    return
+  end
+  local tmp = {}
+  teardown(function() for _, p in ipairs(tmp) do os.remove(p) end end)
+
+  -- every model of the llama.cpp check, the sliding-window ones, and a
+  -- quantized sliding-window model for the exact path
+  local all = {}
+  for _, e in ipairs(arch_models.models) do all[#all + 1] = e end
+  for _, e in ipairs(arch_models.float_models) do all[#all + 1] = e end
+  all[#all + 1] = { name = "mistral_swa_q8_0", arch = "llama", dtype = "q8_0", sliding_window = 8 }
+  for _, e in ipairs(all) do
+    describe(e.name .. ":", function()
+      local path, cpu_ids, cpu_logits, fast_ids, fast_logits
+      setup(function()
+        path = os.tmpname()
+        tmp[#tmp + 1] = path
+        arch_models.generate(e, path)
+        cpu_ids, cpu_logits = run(path, { device = "cpu", numerics = "exact" })
+      end)
+
+      for _, p in ipairs(e.dtype == "f32" and {} or PLACEMENTS) do
+        it("exact, " .. p[1] .. ": the CPU's logits bit for bit and its greedy tokens", function()
+          local ids, logits = run(path, with(p[2], { device = DEVICE, numerics = "exact" }))
+          assert.is_true(same(cpu_ids, ids), "tokens differ")
+          assert.is_true(same(cpu_logits, logits), "logits differ: rel " .. rel_diff(cpu_logits, logits))
+        end)
+      end
+
+      for _, p in ipairs(PLACEMENTS) do
+        it("fast, " .. p[1], function()
+          local ids, logits, n_host = run(path, with(p[2], { device = DEVICE }))
+          if p[1] == "resident" then fast_ids, fast_logits = ids, logits end
+          local d = rel_diff(cpu_logits, logits)
+          print(string.format("# %s fast %s: rel diff to the CPU %.2e, %d host-computed", e.name, p[1], d, n_host))
+          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+          if n_host == 0 and fast_logits then
+            assert.is_true(same(fast_ids, ids), "tokens differ from the resident fast run")
+            assert.is_true(same(fast_logits, logits), "logits differ from the resident fast run")
+          end
+        end)
+      end
+    end)
+  end
+end)

@@ -1,0 +1,67 @@
+--- tests/arch_models.lua — the random-weight model of each architecture that
+-- lrun is checked with against llama.cpp (tests/llamacpp_arch_spec.lua,
+-- golden by tests/golden/make_arch_golden.py) and against itself across
+-- backends (tests/engine_gpu_spec.lua). Tiny shapes; the same seed gives the
+-- same file, so the golden's models are regenerated, never committed.
+--
+--   lrun tests/arch_models.lua OUTDIR [float]   writes OUTDIR/<name>.gguf for every
+--                                               entry of M.models (of M.float_models with "float")
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+
+local M = {}
+
+-- name, arch, weight dtype, and what differs from the base shape below.
+M.models = {
+  { name = "llama_f32", arch = "llama", dtype = "f32" },
+  -- Llama 3.1's rope_scaling as rope_freqs.weight (factor 8; head size 64 so
+  -- that the low, smoothed and high frequency bands all occur)
+  { name = "llama3_rope_f32", arch = "llama", dtype = "f32", head_dim = 64, rope_llama3_factor = 8,
+    rope_freq_base = 500000 },
+  { name = "qwen2_f32", arch = "qwen2", dtype = "f32" },
+  { name = "qwen2_q8_0", arch = "qwen2", dtype = "q8_0" },
+  -- head size 64, not n_embd / n_head = 32: q_dim 256 > n_embd, as Qwen3's
+  { name = "qwen3_f32", arch = "qwen3", dtype = "f32", head_dim = 64 },
+  { name = "qwen3_q8_0", arch = "qwen3", dtype = "q8_0", head_dim = 64 },
+  -- fused attn_qkv and ffn_up [gate; up], split by the loader
+  { name = "phi3_f32", arch = "phi3", dtype = "f32" },
+  { name = "phi3_q8_0", arch = "phi3", dtype = "q8_0" },
+}
+
+-- Models llama.cpp cannot check: its llama architecture ignores
+-- llama.attention.sliding_window. The reference is a float64 forward with
+-- the window (tests/golden/make_swa_golden.py → swa_float64.json).
+M.float_models = {
+  { name = "mistral_swa_f32", arch = "llama", dtype = "f32", sliding_window = 8 },
+}
+
+-- The shape every entry starts from: 2 layers, GQA 4:2, head size 32.
+local BASE = { n_layer = 2, n_embd = 128, n_head = 4, n_head_kv = 2, n_ff = 256, n_vocab = 512, n_ctx = 256,
+  head_dim = 0, rope_freq_base = 10000, rms_eps = 1e-5, seed = 2026, tied = 1, rope_llama3_factor = 0,
+  sliding_window = 0 }
+
+--- Writes entry e's GGUF at path; raises with lrun's message on failure.
+function M.generate(e, path)
+  local s = ffi.new("lrun_model_gen_spec")
+  for _, k in ipairs({ "n_layer", "n_embd", "n_head", "n_head_kv", "n_ff", "n_vocab", "n_ctx", "head_dim",
+                       "rope_freq_base", "rms_eps", "seed", "rope_llama3_factor", "sliding_window" }) do
+    s[k] = e[k] or BASE[k]
+  end
+  local dt = ffi.new("lrun_dtype[1]")
+  assert(C.lrun_dtype_from_name(e.dtype, dt) == C.LRUN_OK, "unknown dtype " .. e.dtype)
+  s.weight_dtype, s.embd_dtype = dt[0], dt[0]
+  s.tied_embeddings = e.tied or BASE.tied
+  s.n_threads, s.progress = 2, 0
+  s.arch = e.arch
+  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+end
+
+if arg and arg[0] and arg[0]:match("arch_models%.lua$") then
+  local dir = assert(arg[1], "usage: lrun tests/arch_models.lua OUTDIR")
+  for _, e in ipairs(arg[2] == "float" and M.float_models or M.models) do
+    M.generate(e, dir .. "/" .. e.name .. ".gguf")
+    io.stdout:write(e.name, "\n")
+  end
+end
+
+return M

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Writes tiny random models with transformers, and what transformers computes with them.
+
+For each model below (seeded, so a rerun gives the same files):
+  - tests/golden/hf/<name>/: LlamaForCausalLM(config) with torch.manual_seed,
+    saved with save_pretrained (f32 safetensors, config.json,
+    generation_config.json): a few hundred KB, committed;
+  - its entry in tests/golden/hf_models.json: for each prompt of token ids, the
+    last position's f32 logits (model(ids).logits[0, -1]) and the greedy
+    continuation of N_GREEDY tokens (argmax step by step, no EOS stop, so
+    transformers' generation config cannot shorten it).
+
+tests/hf_golden_spec.lua loads each directory with lrun and compares: logits
+within a stated tolerance, greedy ids identical. The models cover untied and
+tied heads, grouped-query attention, an explicit head_dim, Llama 3's
+rope_scaling (which lrun turns into RoPE factors), and the other families
+lrun runs from HF directories (qwen2, qwen3, phi3), each with the config
+class of its own model_type. A family this transformers does not know is
+left out with a message; the others are still written.
+
+Needs torch and transformers (the GPU machine has both; the CPU is enough).
+Usage: python3 tests/golden/make_hf_golden.py [--out tests/golden]
+"""
+import argparse
+import json
+import os
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+N_GREEDY = 8
+PROMPTS = [[1, 17, 42, 99, 200, 3], [5], [250, 251, 7, 7, 7, 80, 81, 82, 83, 9, 10, 11]]
+
+MODELS = {
+    "llama": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=256, max_position_embeddings=128, rms_norm_eps=1e-5,
+                  rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+    "llama3-tied": dict(model_type="llama", hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=1, head_dim=16, vocab_size=256, max_position_embeddings=256,
+                        rms_norm_eps=1e-6, rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=1,
+                        eos_token_id=[2, 3],
+                        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
+    "qwen2": dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=256, max_position_embeddings=128,
+                  rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
+                  bos_token_id=1, eos_token_id=2),
+    "qwen3": dict(model_type="qwen3", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=256,
+                  max_position_embeddings=128, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+                  bos_token_id=1, eos_token_id=2),
+    "phi3": dict(model_type="phi3", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=4, vocab_size=256, max_position_embeddings=128,
+                 original_max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0,
+                 tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+}
+
+
+def make(name, kw, out_dir, seed):
+    torch.manual_seed(seed)
+    kw = dict(kw)
+    config = AutoConfig.for_model(kw.pop("model_type"), **kw)
+    model = AutoModelForCausalLM.from_config(config).eval().to(torch.float32)
+    # the default init leaves norms at exactly 1: perturb them so a misplaced norm shows
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.add_(0.1 * torch.randn_like(p))
+    path = os.path.join(out_dir, "hf", name)
+    model.save_pretrained(path, safe_serialization=True)
+    cases = []
+    with torch.no_grad():
+        for ids in PROMPTS:
+            x = torch.tensor([ids])
+            logits = model(x).logits[0, -1].tolist()
+            seq, greedy = list(ids), []
+            for _ in range(N_GREEDY):
+                nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+                greedy.append(nxt)
+                seq.append(nxt)
+            cases.append({"prompt": ids, "logits": [float(f"{v:.7g}") for v in logits], "greedy": greedy})
+    return {"name": name, "dir": os.path.relpath(path, out_dir), "cases": cases}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=HERE)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    models = []
+    for seed, (name, kw) in enumerate(sorted(MODELS.items())):
+        try:
+            models.append(make(name, kw, args.out, seed))
+        except (ValueError, KeyError, ImportError) as e:  # a model_type this transformers lacks
+            print(f"left out {name}: {e}")
+    golden = {"transformers": transformers.__version__, "torch": torch.__version__, "n_greedy": N_GREEDY,
+              "models": models}
+    with open(os.path.join(args.out, "hf_models.json"), "w") as f:
+        json.dump(golden, f, indent=1)
+        f.write("\n")
+    print("wrote", os.path.join(args.out, "hf_models.json"))
+
+
+if __name__ == "__main__":
+    main()
