@@ -343,6 +343,9 @@ typedef struct lrun_model_gen_spec {
     double rope_llama3_factor;  /* 0: none; else rope_freqs.weight of Llama 3.1's rope_scaling with this factor
                                  * (low_freq_factor 1, high_freq_factor 4, original context 8192) */
     int64_t sliding_window;     /* <arch>.attention.sliding_window in positions; 0: none (not written) */
+    int64_t rope_orig_ctx;      /* phi3 LongRoPE: rope_factors_long/short.weight (fixed ramps), and
+                                 * rope.scaling.original_context_length = this, .attn_factor as Phi-3's
+                                 * converter computes it; 0: none */
     int trained_stats;          /* 0: matrices U(-1/sqrt(fan_in), ..); 1: shaped like trained weights
                                  * (synthetic): normal, a per-tensor deviation 0.5..1.5 x 1/sqrt(3 fan_in),
                                  * about one outlier (8..15 x) per 1024 values; for packed ratios */

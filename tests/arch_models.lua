@@ -26,6 +26,9 @@ M.models = {
   -- fused attn_qkv and ffn_up [gate; up], split by the loader
   { name = "phi3_f32", arch = "phi3", dtype = "f32" },
   { name = "phi3_q8_0", arch = "phi3", dtype = "q8_0" },
+  -- the 128k variants' LongRoPE: the long factors (context 256 > 64), then the short ones (256 < 4096)
+  { name = "phi3_longrope_f32", arch = "phi3", dtype = "f32", rope_orig_ctx = 64 },
+  { name = "phi3_shortrope_f32", arch = "phi3", dtype = "f32", rope_orig_ctx = 4096 },
 }
 
 -- Models llama.cpp cannot check: its llama architecture ignores
@@ -38,13 +41,14 @@ M.float_models = {
 -- The shape every entry starts from: 2 layers, GQA 4:2, head size 32.
 local BASE = { n_layer = 2, n_embd = 128, n_head = 4, n_head_kv = 2, n_ff = 256, n_vocab = 512, n_ctx = 256,
   head_dim = 0, rope_freq_base = 10000, rms_eps = 1e-5, seed = 2026, tied = 1, rope_llama3_factor = 0,
-  sliding_window = 0 }
+  sliding_window = 0, rope_orig_ctx = 0 }
 
 --- Writes entry e's GGUF at path; raises with lrun's message on failure.
 function M.generate(e, path)
   local s = ffi.new("lrun_model_gen_spec")
   for _, k in ipairs({ "n_layer", "n_embd", "n_head", "n_head_kv", "n_ff", "n_vocab", "n_ctx", "head_dim",
-                       "rope_freq_base", "rms_eps", "seed", "rope_llama3_factor", "sliding_window" }) do
+                       "rope_freq_base", "rms_eps", "seed", "rope_llama3_factor", "sliding_window",
+                       "rope_orig_ctx" }) do
     s[k] = e[k] or BASE[k]
   end
   local dt = ffi.new("lrun_dtype[1]")

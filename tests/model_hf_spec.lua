@@ -58,6 +58,17 @@ describe("HF directories", function()
     end)
   end
 
+  it("read the directory's tokenizer.json: the GGUF tokenizer's ids and text", function()
+    local gguf, dir = gen(C.LRUN_DTYPE_F32)
+    local a = assert(lrun.load(gguf, { threads = 1 }))
+    local b = assert(lrun.load(dir, { threads = 1 }))
+    for _, text in ipairs({ "hello world", " leading space", "digits 12345 and\nnewlines", "ünïcödé ✓" }) do
+      local ia, ib = a:tokenize(text), b:tokenize(text)
+      assert.are.same(ia, ib, text)
+      assert.are.equal(a:detokenize(ia), b:detokenize(ib))
+    end
+  end)
+
   it("without a tokenizer, say that text needs tokenizer.json, and still generate from ids", function()
     local _, dir = gen(C.LRUN_DTYPE_F32)
     os.remove(dir .. "/tokenizer.json")

@@ -190,9 +190,9 @@ end
 
 -- ---------------------------------------------------------------- no tokenizer
 
--- A model loaded without a tokenizer (an HF directory, until the
--- tokenizer.json reader is wired in model_hf.c's load_tokenizer): ids in and
--- out work; text does not, and says why.
+-- A model loaded without a tokenizer (an HF directory without
+-- tokenizer.json, or a GGUF without tokenizer metadata): ids in and out
+-- work; text does not, and says why.
 local Missing = {}
 Missing.__index = Missing
 
@@ -207,8 +207,8 @@ function M.missing(path, n_vocab, eog)
 end
 
 function Missing:why()
-  return "model " .. self.path .. " has no tokenizer: reading tokenizer.json (Hugging Face directories) "
-    .. "is not supported yet; pass token ids"
+  return "model " .. self.path .. " has no tokenizer (an HF directory needs its tokenizer.json, a GGUF its "
+    .. "tokenizer.ggml.* metadata); pass token ids"
 end
 
 function Missing:encode() error("tokenize: " .. self:why(), 2) end

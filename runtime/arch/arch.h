@@ -51,6 +51,8 @@ typedef enum lrun_arch_tensor {
     LRUN_ARCH_TENSOR_OUTPUT_NORM,  /* {n_embd} */
     LRUN_ARCH_TENSOR_OUTPUT,       /* {n_embd, n_vocab}; absent: tied to the embedding */
     LRUN_ARCH_TENSOR_ROPE_FREQS,   /* {n_rot/2} */
+    LRUN_ARCH_TENSOR_ROPE_LONG,    /* {n_rot/2} phi3 LongRoPE factors past the original context */
+    LRUN_ARCH_TENSOR_ROPE_SHORT,   /* {n_rot/2} and within it */
     LRUN_ARCH_TENSOR_COUNT,
     LRUN_ARCH_TENSOR_NONE = -1     /* an unused weight slot of an op */
 } lrun_arch_tensor;

@@ -1,12 +1,14 @@
-/* phi3.c — the phi3 architecture (Phi-3 and Phi-3.5 mini/medium with 4k
- * context): llama's block with q, k, v fused in one matrix (attn_qkv,
+/* phi3.c — the phi3 architecture (Phi-3 and Phi-3.5 mini/medium, 4k and
+ * 128k contexts): llama's block with q, k, v fused in one matrix (attn_qkv,
  * {n_embd, q_dim + 2 kv_dim}, rows [q; k; v]) and gate and up fused in
  * ffn_up ({n_embd, 2 n_ff}, rows [gate; up]), and RoPE on the half-split
  * pairs (LLAMA_ROPE_TYPE_NEOX). The loader splits both by rows (splits[]
  * below), so the block runs llama's ops; a file with separate attn_q/k/v
  * (which llama.cpp accepts too) loads as it is. The keys are llama's under
- * "phi3."; the 128k variants' LongRoPE factors (rope_factors_long/short)
- * are not supported yet: the loader refuses them by name. Per block:
+ * "phi3.". The 128k variants' LongRoPE: rope_factors_long.weight divides
+ * theta when the engine's context exceeds rope.scaling.original_context_length,
+ * rope_factors_short.weight otherwise, and rope.scaling.attn_factor scales
+ * cos and sin (model.h: lrun_model_rope_factors, rope_attn_factor). Per block:
  *
  *   xn = rms_norm(x) * attn_norm
  *   [q; k; v] = xn Wqkvᵀ
@@ -28,6 +30,8 @@ static const lrun_arch_tensor_desc tensors[] = {
     {T(TOKEN_EMBD), "token_embd.weight", LRUN_ROLE_EMBEDDING, 1, {DIM(EMBD), DIM(VOCAB)}, 0},
     {T(OUTPUT_NORM), "output_norm.weight", LRUN_ROLE_OUTPUT_NORM, 1, {DIM(EMBD), DIM(NONE)}, 0},
     {T(OUTPUT), "output.weight", LRUN_ROLE_LM_HEAD, 0, {DIM(EMBD), DIM(VOCAB)}, 0},
+    {T(ROPE_LONG), "rope_factors_long.weight", LRUN_ROLE_ROPE_FREQS, 0, {DIM(ROT_HALF), DIM(NONE)}, 1},
+    {T(ROPE_SHORT), "rope_factors_short.weight", LRUN_ROLE_ROPE_FREQS, 0, {DIM(ROT_HALF), DIM(NONE)}, 1},
     {T(ATTN_NORM), "blk.%d.attn_norm.weight", LRUN_ROLE_ATTN_NORM, 1, {DIM(EMBD), DIM(NONE)}, 0},
     {T(QKV), "blk.%d.attn_qkv.weight", LRUN_ROLE_ATTN_Q, 0, {DIM(EMBD), DIM(QKV)}, 0},
     {T(Q), "blk.%d.attn_q.weight", LRUN_ROLE_ATTN_Q, 1, {DIM(EMBD), DIM(Q)}, 0},

@@ -127,7 +127,7 @@ static lrun_status load_vectors(cpu_engine *e)
     const lrun_model *m = e->model;
     float *c = e->vectors;
     lrun_status st = load_vector(m->output_norm, &c, &e->output_norm);
-    if (st == LRUN_OK) st = load_vector(m->rope_freqs, &c, &e->rope.freq_factors);
+    if (st == LRUN_OK) st = load_vector(lrun_model_rope_factors(m, e->n_ctx_max), &c, &e->rope.freq_factors);
     for (int64_t l = 0; st == LRUN_OK && l < m->info.n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         struct engine_layer *E = &e->layers[l];

@@ -212,8 +212,10 @@ static void op_attention(struct run *r)
     const lrun_model_info *in = &e->model->info;
     /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
     const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], r->layer); /* the layer's block offsets */
-    const lrun_attention_batch ab = {r->n, in->n_head, in->n_head_kv, in->head_dim,
-                                     1.0f / sqrtf((float)in->head_dim), e->kv.dtype, r->n >= 2, e->q, e->attn,
+    float scale = 1.0f / sqrtf((float)in->head_dim);
+    const double af = e->model->rope_attn_factor; /* LongRoPE scales cos and sin: q·k by its square */
+    if (af != 1.0) scale *= (float)(af * af);
+    const lrun_attention_batch ab = {r->n, in->n_head, in->n_head_kv, in->head_dim, scale, e->kv.dtype, r->n >= 2, e->q, e->attn,
                                      e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
                                      w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off,
                                      e->model->n_swa};

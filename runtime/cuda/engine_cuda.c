@@ -152,7 +152,7 @@ static lrun_status load_vectors(lrun_cuda_engine *e)
         at += (size_t)t_->ne[0];                                                                  \
     } while (0)
     VEC(m->output_norm, e->output_norm);
-    VEC(m->rope_freqs, e->freq_factors);
+    VEC(lrun_model_rope_factors(m, e->n_ctx_max), e->freq_factors);
     for (int64_t l = 0; l < m->info.n_layer; l++) {
         const struct lrun_model_layer *L = &m->layers[l];
         struct cuda_layer *E = &e->layers[l];
@@ -223,6 +223,8 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->n_vocab = in->n_vocab;
     e->eps = (float)in->rms_eps;
     e->attn_scale = (float)(1.0 / sqrt((double)in->head_dim));
+    if (model->rope_attn_factor != 1.0) /* LongRoPE's scale of cos and sin, on q and k: q·k times its square */
+        e->attn_scale *= (float)(model->rope_attn_factor * model->rope_attn_factor);
     e->cache_kind = opts->cache_kind;
     e->kv_dtype = kv_dtype_of(opts);
     e->kv_esize = e->kv_dtype == LRUN_DTYPE_F32 ? 4 : 2;

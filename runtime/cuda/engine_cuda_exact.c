@@ -140,11 +140,12 @@ static lrun_status exact_alloc(lrun_cuda_engine *e, struct cuda_exact *x)
     TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, c + d, "exact-path staging", &x->h_base), "scratch"));
     x->h_cs = x->h_base;
     x->h_valid = (int32_t *)((char *)x->h_base + c);
-    if (e->model->rope_freqs) {
-        const int64_t n = e->model->rope_freqs->ne[0];
+    const struct lrun_tensor *rf = lrun_model_rope_factors(e->model, e->n_ctx_max);
+    if (rf) {
+        const int64_t n = rf->ne[0];
         x->h_freq = malloc((size_t)n * sizeof *x->h_freq);
         if (!x->h_freq) return lrun_fail_oom((size_t)n * sizeof *x->h_freq, 0, "engine: RoPE factors");
-        TRY(lrun_tensor_read_f32(e->model->rope_freqs, 0, n, x->h_freq));
+        TRY(lrun_tensor_read_f32(rf, 0, n, x->h_freq));
     }
     x->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, e->model->rope_freq_scale, x->h_freq};
     return LRUN_OK;

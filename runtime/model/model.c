@@ -147,6 +147,11 @@ static lrun_status read_rope_scaling(lrun_model *m)
     char key[128], scaling[32];
     lrun_status st;
     m->rope_freq_scale = 1.0;
+    /* LongRoPE (phi3 128k): where its factors switch, and the scale of cos and sin */
+    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", arch);
+    if ((st = read_int(g, key, 0, m->info.n_ctx_train, 1, MAX_CTX, &m->n_ctx_orig)) != LRUN_OK) return st;
+    snprintf(key, sizeof key, "%s.rope.scaling.attn_factor", arch);
+    if ((st = read_pos_float(g, key, 0, 1.0, &m->rope_attn_factor)) != LRUN_OK) return st;
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     if ((st = read_str(g, key, scaling, sizeof scaling)) != LRUN_OK) return st;
     double factor;
@@ -228,6 +233,8 @@ static struct lrun_tensor **tensor_slot(lrun_model *m, int64_t layer, lrun_arch_
     case LRUN_ARCH_TENSOR_OUTPUT_NORM: return &m->output_norm;
     case LRUN_ARCH_TENSOR_OUTPUT: return &m->output;
     case LRUN_ARCH_TENSOR_ROPE_FREQS: return &m->rope_freqs;
+    case LRUN_ARCH_TENSOR_ROPE_LONG: return &m->rope_long;
+    case LRUN_ARCH_TENSOR_ROPE_SHORT: return &m->rope_short;
     default: return NULL;
     }
 }
@@ -605,7 +612,8 @@ size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)
 size_t lrun_model_vector_floats(const lrun_model *m)
 {
     size_t n = (size_t)m->info.n_embd; /* output_norm */
-    if (m->rope_freqs) n += (size_t)m->rope_freqs->ne[0];
+    const struct lrun_tensor *rf = m->rope_freqs ? m->rope_freqs : m->rope_long; /* long and short: one size */
+    if (rf) n += (size_t)rf->ne[0];
     for (int64_t l = 0; l < m->info.n_layer; l++)
         for (int i = 0; i < LRUN_ARCH_N_BLOCK_VECTORS; i++) {
             const struct lrun_tensor *t = m->layers[l].t[lrun_arch_block_vectors[i]];

@@ -50,11 +50,24 @@ struct lrun_model {
     struct lrun_tensor *output_norm;  /* {n_embd} */
     struct lrun_tensor *output;       /* {n_embd, n_vocab}; tok_embd when tied */
     struct lrun_tensor *rope_freqs;   /* {n_rot/2} frequency divisors, or NULL */
+    struct lrun_tensor *rope_long;    /* {n_rot/2} LongRoPE divisors past n_ctx_orig (phi3 128k), or NULL */
+    struct lrun_tensor *rope_short;   /* {n_rot/2} and within it, or NULL */
+    int64_t n_ctx_orig;               /* rope.scaling.original_context_length; n_ctx_train when absent */
+    double rope_attn_factor;          /* rope.scaling.attn_factor: cos and sin times it (q·k times its square); 1 */
     struct lrun_model_layer *layers;  /* (n_layer) */
 };
 
 /* The model's tensor id (a block's with layer >= 0), or NULL when absent. */
 struct lrun_tensor *lrun_model_arch_tensor(const lrun_model *model, int64_t layer, lrun_arch_tensor id);
+
+/* The RoPE frequency divisors an engine of n_ctx positions uses: rope_freqs,
+ * or LongRoPE's long factors past the original context and short ones
+ * within it (llama.cpp's choice by context size); NULL when none. */
+static inline const struct lrun_tensor *lrun_model_rope_factors(const lrun_model *m, int64_t n_ctx)
+{
+    if (m->rope_freqs || !m->rope_long || !m->rope_short) return m->rope_freqs;
+    return n_ctx > m->n_ctx_orig ? m->rope_long : m->rope_short;
+}
 
 /* Floats of the f32 vectors an engine keeps converted: norms, biases, RoPE factors. */
 size_t lrun_model_vector_floats(const lrun_model *model);

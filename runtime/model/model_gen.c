@@ -96,6 +96,9 @@ lrun_status lrun_gen_check_spec(const lrun_model_gen_spec *s)
     if (!(s->rope_llama3_factor == 0 || (s->rope_llama3_factor >= 1 && isfinite(s->rope_llama3_factor))))
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rope_llama3_factor = %g: must be 0 (none) or >= 1",
                          s->rope_llama3_factor);
+    if (s->rope_orig_ctx < 0 || s->rope_orig_ctx > INT32_MAX ||
+        (s->rope_orig_ctx > 0 && !lrun_arch_tensor_find(gen_arch(s), LRUN_ARCH_TENSOR_ROPE_LONG)))
+        return bad_spec("rope_orig_ctx", s->rope_orig_ctx, "must be 0, or > 0 for an architecture with LongRoPE (phi3)");
     if (s->sliding_window < 0 || s->sliding_window > INT32_MAX)
         return bad_spec("sliding_window", s->sliding_window, "must be 0 (none) .. 2^31-1");
     if (s->n_threads < 0 || s->n_threads > GEN_MAX_THREADS)
@@ -151,6 +154,7 @@ static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc 
     if (lrun_arch_is_split_part(a, d->id)) return 0;
     if (d->id == LRUN_ARCH_TENSOR_OUTPUT) return !s->tied_embeddings;
     if (d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) return s->rope_llama3_factor > 0;
+    if (d->id == LRUN_ARCH_TENSOR_ROPE_LONG || d->id == LRUN_ARCH_TENSOR_ROPE_SHORT) return s->rope_orig_ctx > 0;
     return d->required;
 }
 
@@ -171,6 +175,16 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
         lrun_rope_llama3_factors(l->rope_factors, gen_head_dim(s), s->rope_freq_base, s->rope_llama3_factor, 1.0,
                                  4.0, 8192.0);
         l->t[l->n - 1].values = l->rope_factors;
+    }
+    if (st == LRUN_OK && (d->id == LRUN_ARCH_TENSOR_ROPE_LONG || d->id == LRUN_ARCH_TENSOR_ROPE_SHORT)) {
+        /* ramps as LongRoPE's: 1 for the fastest dims up to 1 + k·(n-1)/n for the slowest */
+        const int64_t n = gen_head_dim(s) / 2;
+        const int is_long = d->id == LRUN_ARCH_TENSOR_ROPE_LONG;
+        float *v = malloc((size_t)n * sizeof *v);
+        if (!v) return lrun_fail_oom(0, 0, "lrun_model_generate: LongRoPE factors");
+        for (int64_t i = 0; i < n; i++) v[i] = 1.0f + (is_long ? 8.0f : 0.5f) * (float)i / (float)n;
+        *(is_long ? &l->rope_long : &l->rope_short) = v;
+        l->t[l->n - 1].values = v;
     }
     if (st == LRUN_OK && d->role == LRUN_ROLE_BIAS) {
         l->t[l->n - 1].is_norm = 0;
@@ -359,6 +373,14 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
     KV(lrun_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 256));
     KV(lrun_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0));
     KV(lrun_gguf_writer_set_str(w, "tokenizer.chat_template", lrun_gen_chatml_template));
+    if (s->rope_orig_ctx > 0) { /* Phi-3's converter: sqrt(1 + ln(scale) / ln(orig)), scale = n_ctx / orig */
+        const double scale = (double)s->n_ctx / (double)s->rope_orig_ctx;
+        const double af = scale > 1.0 ? sqrt(1.0 + log(scale) / log((double)s->rope_orig_ctx)) : 1.0;
+        snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", a->name);
+        KV(lrun_gguf_writer_set_u32(w, key, (uint32_t)s->rope_orig_ctx));
+        snprintf(key, sizeof key, "%s.rope.scaling.attn_factor", a->name);
+        KV(lrun_gguf_writer_set_f32(w, key, (float)af));
+    }
 #undef KV
     return st;
 }
@@ -571,6 +593,8 @@ lrun_status lrun_model_generate(const char *path, const lrun_model_gen_spec *spe
     lrun_gguf_writer_free(w); /* removes the file unless finish succeeded */
     free(list.t);
     free(list.rope_factors);
+    free(list.rope_long);
+    free(list.rope_short);
     if (st != LRUN_OK) return lrun_fail_context(st, "generating %s", path);
     return LRUN_OK;
 }

@@ -27,6 +27,7 @@ typedef struct gen_tensor {
 typedef struct gen_list {
     gen_tensor *t;              /* (n) in file order */
     float *rope_factors;        /* (head_dim / 2) values of rope_freqs.weight, or NULL */
+    float *rope_long, *rope_short; /* (head_dim / 2) LongRoPE factors, or NULL */
     int64_t n;
     size_t total_bytes;         /* sum of tensor bytes, without padding */
 } gen_list;

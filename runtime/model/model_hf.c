@@ -509,15 +509,20 @@ static lrun_status add_rope_llama3(lrun_model *m, const char *file, const cJSON 
 
 // ---------------------------------------------------------------- tokenizer
 
-/* The tokenizer of an HF directory: tokenizer.json. This is the one place
- * that reads it (the tokenizer.json reader, runtime/text, plugs in here);
- * until it does, the model has no tokenizer, and lua/lrun/model.lua says so
- * when asked to encode. */
+/* The tokenizer of an HF directory: tokenizer.json, with
+ * tokenizer_config.json for bos/eos and add_bos when present (the reader is
+ * runtime/text/tokjson.c). A directory without tokenizer.json loads without
+ * a tokenizer: ids still generate, and lua/lrun/model.lua says so when asked
+ * to encode. */
 static lrun_status load_tokenizer(lrun_model *m, const char *dir)
 {
-    (void)m;
-    (void)dir;
-    return LRUN_OK;
+    char tok[4096], cfg[4096];
+    if (snprintf(tok, sizeof tok, "%s/tokenizer.json", dir) >= (int)sizeof tok ||
+        snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir) >= (int)sizeof cfg)
+        return lrun_fail(LRUN_E_ARG, "loading %s: the directory's path is too long", dir);
+    struct stat st;
+    if (stat(tok, &st) != 0) return LRUN_OK;
+    return lrun_tokenizer_load_json(&m->tokenizer, tok, stat(cfg, &st) == 0 ? cfg : NULL);
 }
 
 // ---------------------------------------------------------------- progress over shards

@@ -260,7 +260,7 @@ int main(void)
         char path[128];
         snprintf(path, sizeof path, "/tmp/lrun_test_engine_exact_gpu_%d_%zu.gguf", (int)getpid(), i);
         const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, dtypes[i], LRUN_DTYPE_Q8_0, 1, 10000.0, 1e-5,
-                                          500 + i, 0, 0, NULL, 0, 0, 0};
+                                          500 + i, 0, 0, NULL, 0, 0, 0, 0};
         const int made = lrun_model_generate(path, &spec) == LRUN_OK;
         if (!made) printf("# generate: %s\n", lrun_last_error());
         CHECK("a random-weight model is generated", made);

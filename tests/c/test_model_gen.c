@@ -536,6 +536,21 @@ static void test_archs(void)
     r3.rope_llama3_factor = 0.5;
     CHECK("a rope_llama3_factor below 1 is refused", lrun_model_generate(path, &r3) == LRUN_E_ARG);
 
+    /* phi3 LongRoPE: both factor tensors and the keys; refused for an architecture without it */
+    lrun_model_gen_spec lr = tiny(LRUN_DTYPE_F32);
+    lr.arch = "phi3";
+    lr.rope_orig_ctx = 64;
+    lrun_gguf *lg = NULL;
+    int lrok = lrun_model_generate(path, &lr) == LRUN_OK && lrun_gguf_open(&lg, path) == LRUN_OK &&
+               lrun_gguf_find_tensor(lg, "rope_factors_long.weight") >= 0 &&
+               lrun_gguf_find_tensor(lg, "rope_factors_short.weight") >= 0 &&
+               get_int(lg, "phi3.rope.scaling.original_context_length") == 64 &&
+               lrun_gguf_find_key(lg, "phi3.rope.scaling.attn_factor") >= 0;
+    lrun_gguf_close(lg);
+    lr.arch = "llama";
+    lrok = lrok && lrun_model_generate(path, &lr) == LRUN_E_ARG && strstr(lrun_last_error(), "rope_orig_ctx");
+    CHECK("spec.rope_orig_ctx writes phi3's LongRoPE factors and keys, and only for phi3", lrok);
+
     /* Mistral's sliding window: the key only when asked for */
     lrun_model_gen_spec sw = tiny(LRUN_DTYPE_F32);
     sw.sliding_window = 8;

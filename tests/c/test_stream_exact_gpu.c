@@ -197,7 +197,7 @@ static void test_dtype(lrun_dtype dt)
 {
     char path[128], msg[200];
     snprintf(path, sizeof path, "/tmp/lrun_test_stream_exact_gpu_%d_%d.gguf", (int)getpid(), (int)dt);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, dt, dt, 0, 10000.0, 1e-5, 700 + (uint64_t)dt, 0, 0, NULL, 0, 0, 0};
+    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, dt, dt, 0, 10000.0, 1e-5, 700 + (uint64_t)dt, 0, 0, NULL, 0, 0, 0, 0};
     const int made = lrun_model_generate(path, &spec) == LRUN_OK;
     if (!made) printf("# generate: %s\n", lrun_last_error());
     const char *name = lrun_dtype_name(dt);
