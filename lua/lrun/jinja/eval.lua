@@ -11,7 +11,7 @@ local O = require("lrun.jinja.ops")
 
 local M = {}
 
-local NONE, fail, truthy, vstr = V.NONE, V.fail, V.truthy, V.str
+local fail, truthy, vstr = V.fail, V.truthy, V.str
 local getmetatable = getmetatable
 
 local E, X = {}, {} -- expression and statement handlers, by node kind
@@ -237,7 +237,7 @@ end
 
 -- ---------------------------------------------------------------- assignment
 
-local function unpack_into(S, names, v, vars)
+local function unpack_into(names, v, vars)
   local items = V.iter(v)
   if #items ~= #names then
     fail((#items > #names and "too many values to unpack" or "not enough values to unpack")
@@ -250,7 +250,7 @@ local function assign(S, target, v, sc)
   if target.k == "name" then
     sc.vars[target.n] = v
   elseif target.k == "names" then
-    unpack_into(S, target.names, v, sc.vars)
+    unpack_into(target.names, v, sc.vars)
   else
     local ns = lookup(S, sc, target.ns)
     if getmetatable(ns) ~= V.Obj or ns.kind ~= "Namespace" then
@@ -275,9 +275,9 @@ X["if"] = function(S, n, sc)
   if n.else_ then return exec(S, n.else_, sc) end
 end
 
-local function bind(S, target, item, vars)
+local function bind(target, item, vars)
   if target.k == "name" then vars[target.n] = item
-  else unpack_into(S, target.names, item, vars) end
+  else unpack_into(target.names, item, vars) end
 end
 
 X["for"] = function(S, n, sc)
@@ -287,7 +287,7 @@ X["for"] = function(S, n, sc)
     items = {}
     for _, item in ipairs(all) do
       local fsc = { vars = {}, parent = sc }
-      bind(S, n.target, item, fsc.vars)
+      bind(n.target, item, fsc.vars)
       if truthy(ev(S, n.cond, fsc)) then items[#items + 1] = item end
     end
   end
@@ -302,7 +302,7 @@ X["for"] = function(S, n, sc)
     S.steps = s
     if s > S.limits.max_steps then S.node = n; limit(S) end
     local isc = { vars = {}, parent = sc }
-    bind(S, n.target, items[i], isc.vars)
+    bind(n.target, items[i], isc.vars)
     loop_attrs = { index = i, index0 = i - 1, revindex = len - i + 1, revindex0 = len - i, first = i == 1,
       last = i == len, length = len, depth = 1, depth0 = 0, cycle = cycle,
       previtem = i > 1 and items[i - 1] or V.undef("there is no previous item"),
@@ -338,7 +338,7 @@ X.with = function(S, n, sc)
   local wsc = { vars = {}, parent = sc }
   for _, a in ipairs(n.assigns) do
     local v = ev(S, a[2], sc)
-    if a[1].k == "name" then wsc.vars[a[1].n] = v else unpack_into(S, a[1].names, v, wsc.vars) end
+    if a[1].k == "name" then wsc.vars[a[1].n] = v else unpack_into(a[1].names, v, wsc.vars) end
   end
   return exec(S, n.body, wsc)
 end

@@ -401,9 +401,10 @@ local MAX_RANGE = 100000 -- jinja2.sandbox.MAX_RANGE
 
 local function range(_, a)
   if #a == 0 then fail("range expected at least 1 argument, got 0") end
-  local start, stop, step = 0, nil, 1
-  if #a == 1 then stop = want_int(a[1], "range arg")
+  local start, stop, step
+  if #a == 1 then start, stop = 0, want_int(a[1], "range arg")
   else start, stop = want_int(a[1], "range arg 1"), want_int(a[2], "range arg 2") end
+  step = 1
   if a[3] ~= nil then step = want_int(a[3], "range arg 3") end
   if step == 0 then fail("range() arg 3 must not be zero") end
   local n = step > 0 and math.ceil((stop - start) / step) or math.ceil((start - stop) / -step)

@@ -14,7 +14,7 @@ local List, Tuple, Dict, Obj, Undef = V.List, V.Tuple, V.Dict, V.Obj, V.Undef
 
 --- Fails when a string being built would pass the output limit.
 function M.check_size(S, n)
-  if n > S.limits.max_output then fail("a string grew past " .. S.limits.max_output .. " bytes", "limit") end
+  if n > S.limits.max_output then fail("a value grew past " .. S.limits.max_output .. " bytes", "limit") end
 end
 
 -- ---------------------------------------------------------------- argument helpers
@@ -50,7 +50,6 @@ M.want_int = want_int
 -- ---------------------------------------------------------------- str methods
 
 local SPACE = "[ \t\n\r\f\v\28-\31]"
-local function pat_escape(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
 
 local function strip(s, chars, left, right)
   chars = opt(chars)
@@ -286,7 +285,7 @@ M.items_of = items_of
 
 local DICT = {}
 DICT.items = function(_, d) return items_of(d) end
-DICT.keys = function(_, d) return V.list({ unpack(d.keys) }) end
+DICT.keys = function(_, d) return V.copy(d.keys, List) end
 DICT.values = function(_, d)
   local out = V.list()
   for i, k in ipairs(d.keys) do out[i] = d.map[k] end
@@ -309,7 +308,7 @@ LIST.count = function(_, l, a)
   for i = 1, #l do if V.eq(l[i], a[1]) then n = n + 1 end end
   return n
 end
-LIST.copy = function(_, l) return V.list({ unpack(l) }) end
+LIST.copy = function(_, l) return V.copy(l, List) end
 
 -- What ImmutableSandboxedEnvironment refuses (modifies_known_mutable).
 local UNSAFE = {
@@ -504,7 +503,7 @@ function M.binop(S, op, a, b)
     local ma = getmetatable(a)
     if (ma == List or ma == Tuple) and getmetatable(b) == ma then
       M.check_size(S, (#a + #b) * 8)
-      local out = setmetatable({ unpack(a) }, ma)
+      local out = V.copy(a, ma)
       for i = 1, #b do out[#out + 1] = b[i] end
       return out
     end

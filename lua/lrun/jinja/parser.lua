@@ -11,7 +11,7 @@
 -- @module lrun.jinja.parser
 local V = require("lrun.jinja.value")
 local lexer = require("lrun.jinja.lexer")
-local filters = require("lrun.jinja.filters")
+local builtin = require("lrun.jinja.filters")
 
 local M = {}
 
@@ -39,8 +39,10 @@ end
 function P:skip(ty, v)
   if self:is(ty, v) then return self:next() end
 end
+local TOKEN_TEXT = { var_begin = "'{{'", var_end = "'}}'", block_begin = "'{%'", block_end = "'%}'",
+  data = "template text", eof = "end of template" }
 local function describe(t)
-  if t.type == "eof" then return "end of template" end
+  if TOKEN_TEXT[t.type] then return TOKEN_TEXT[t.type] end
   if t.value ~= nil then return "'" .. V.str(t.value) .. "'" end
   return t.type
 end
@@ -185,7 +187,7 @@ function P:primary()
   elseif t.type == "int" or t.type == "float" then
     return { k = "lit", v = t.value, pos = t.pos }
   elseif t.type == "op" and t.value == "(" then
-    return self:tuple(t, ")", true)
+    return self:tuple(t, ")")
   elseif t.type == "op" and t.value == "[" then
     local items = {}
     while not self:is("op", "]") do
@@ -208,11 +210,11 @@ function P:primary()
     return { k = "dict", pairs = pairs_, pos = t.pos }
   end
   self.i = self.i - 1
-  self:fail("unexpected " .. describe(t))
+  self:fail("expected an expression, got " .. describe(t))
 end
 
 -- A parenthesised expression or tuple, after "(" (opener) up to ")".
-function P:tuple(opener, closer, explicit)
+function P:tuple(opener, closer)
   local items, comma = {}, false
   while not self:is("op", closer) do
     if #items > 0 then
@@ -224,7 +226,6 @@ function P:tuple(opener, closer, explicit)
   end
   self:next()
   if #items == 1 and not comma then return items[1] end
-  local _ = explicit
   return { k = "tuple", items = items, pos = opener.pos }
 end
 
@@ -298,16 +299,15 @@ function P:call_args()
 end
 
 function P:call(e)
-  local pos = self:peek().pos
   local args, kwargs = self:call_args()
-  return { k = "call", f = e, args = args, kwargs = kwargs, pos = pos }
+  return { k = "call", f = e, args = args, kwargs = kwargs, pos = e.pos }
 end
 
 function P:filter_call(e)
   local t = self:expect("name")
   local name = t.value
   while self:skip("op", ".") do name = name .. "." .. self:expect("name").value end
-  if not filters.filters[name] then self:fail("no filter named '" .. name .. "'", t) end
+  if not builtin.filters[name] then self:fail("no filter named '" .. name .. "'", t) end
   local args, kwargs = {}, {}
   if self:is("op", "(") then args, kwargs = self:call_args() end
   return { k = "filter", e = e, name = name, args = args, kwargs = kwargs, pos = t.pos }

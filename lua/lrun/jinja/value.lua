@@ -46,6 +46,14 @@ function M.dict() return setmetatable({ keys = {}, map = {} }, Dict) end
 function M.obj(kind, attrs) return setmetatable({ kind = kind, attrs = attrs or {} }, Obj) end
 function M.fn(name, f) return setmetatable({ name = name, fn = f }, Fn) end
 
+--- A shallow copy of the array part of t, with metatable mt (no unpack:
+-- lists may be longer than unpack's limit).
+function M.copy(t, mt)
+  local out = {}
+  for i = 1, #t do out[i] = t[i] end
+  return setmetatable(out, mt)
+end
+
 function M.is_undef(x) return getmetatable(x) == Undef end
 function M.is_list(x) local m = getmetatable(x) return m == List or m == Tuple end
 function M.is_dict(x) return getmetatable(x) == Dict end
@@ -337,7 +345,7 @@ local function dump(x, o, level)
     if #x.keys == 0 then return "{}" end
     local keys = x.keys
     if o.sort_keys then
-      keys = { unpack(keys) }
+      keys = M.copy(keys)
       table.sort(keys, function(a, b) return M.lt(a, b) end)
     end
     local parts = {}
@@ -449,7 +457,11 @@ function M.from_lua(x, depth)
   if x == nil then return NONE end
   if t == "string" or t == "number" or t == "boolean" then return x end
   if t == "function" then
-    return M.fn("function", function(_, args) return M.from_lua(x(unpack(args)), 0) end)
+    return M.fn("function", function(_, args)
+      local lua_args = {}
+      for i = 1, #args do lua_args[i] = M.to_lua(args[i]) end
+      return M.from_lua(x(unpack(lua_args, 1, #args)), 0)
+    end)
   end
   if t ~= "table" then error("jinja: cannot pass a " .. t .. " to a template", 0) end
   local m = getmetatable(x)
