@@ -86,6 +86,15 @@ describe("hostile templates", function()
     { "{{ 1 / 0 }}", "render", 1, "division by zero" },
     { "{{ raise_exception('nope: ' ~ 42) }}", "raised", 1, "nope: 42" },
     { "{% break %}", "syntax", 1, "outside a loop" },
+    -- work inside filters, methods and operators counts too
+    { "{% set s = 'x' * 4000000 %}{% for i in range(100000) %}{% if 'y' in s %}{% endif %}{% endfor %}", "limit", 1, "steps" },
+    { "{% set l = range(100000)|list %}{% for i in range(100000) %}{% set x = l|sort %}{% endfor %}", "limit", 1, "steps" },
+    { "{% set s = 'x' * 4000000 %}{% for i in range(100000) %}{% set c = s[5] %}{% endfor %}", "limit", 1, "steps" },
+    { "{% set s = 'x ' * 2000000 %}{% for i in range(100000) %}{% set c = s.split() %}{% endfor %}", "limit", 1, "steps" },
+    { "{% set l = range(100000)|list %}{% for i in range(100000) %}{% set c = l[::-1] %}{% endfor %}", "limit", 1, "steps" },
+    { "{% set a = range(100000)|list %}{% set b = range(100000)|list %}{% for i in range(100000) %}{% set c = a == b %}{% endfor %}",
+      "limit", 1, "steps" },
+    { "{% set l = [range(100000)|list] * 40 %}{{ l|tojson }}", "limit", 1, "steps" },
   }
   for _, h in ipairs(hostile) do
     it("fails cleanly: " .. h[1]:sub(1, 70):gsub("\n", "\\n"), function()
@@ -101,6 +110,14 @@ describe("hostile templates", function()
       assert.is_true(os.clock() - t0 < 10, "took " .. (os.clock() - t0) .. " s")
     end)
   end
+
+  it("lexes long runs of spaces in linear time", function()
+    local t0 = os.clock()
+    local text = string.rep(" ", 2000000) .. "x" .. string.rep(" ", 2000000) .. "{%- if true %}y{% endif %}"
+    assert.are.equal(string.rep(" ", 2000000) .. "xy", jinja.render(text, {}))
+    assert.are.equal("a", jinja.render("{{ s|trim }}{{ s.rstrip()|length }}", { s = "a" .. string.rep(" ", 100000) .. "b" }):sub(1, 1))
+    assert.is_true(os.clock() - t0 < 5, "took " .. (os.clock() - t0) .. " s")
+  end)
 
   it("sees no Lua globals, modules or FFI", function()
     local names = { "os", "io", "_G", "string", "require", "load", "loadstring", "ffi", "jit", "debug", "package",

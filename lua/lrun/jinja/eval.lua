@@ -1,7 +1,8 @@
 --- lrun.jinja.eval — runs a parsed template, as jinja2 would, within limits.
--- State S: buf (the output being written), steps and out_bytes (counted
--- against limits.max_steps and limits.max_output), call_depth, node (the
--- node being evaluated, for error positions). A scope is {vars=, parent=};
+-- State S: buf (the output being written), out_bytes (counted against
+-- limits.max_output), call_depth, node (the node being evaluated, for error
+-- positions). Steps are counted in value.budget (value.tick), which filters
+-- and comparisons pay into too. A scope is {vars=, parent=};
 -- for-loop bodies get a fresh scope per iteration and macros one per call,
 -- as in jinja2 (a set inside a loop does not outlive the iteration).
 -- @module lrun.jinja.eval
@@ -16,15 +17,11 @@ local getmetatable = getmetatable
 
 local E, X = {}, {} -- expression and statement handlers, by node kind
 
-local function limit(S)
-  fail("the template took more than " .. S.limits.max_steps .. " steps (an endless loop?)", "limit")
-end
+local tick = V.tick
 
 local function ev(S, n, sc)
   S.node = n
-  local s = S.steps + 1
-  S.steps = s
-  if s > S.limits.max_steps then limit(S) end
+  tick(1)
   return E[n.k](S, n, sc)
 end
 M.ev = ev
@@ -137,10 +134,20 @@ E.call = function(S, n, sc)
   return M.call(S, f, args, kwargs)
 end
 
+-- Steps a filter or test pays for its input: its items, or 64 bytes a step.
+local function size_cost(v)
+  if type(v) == "string" then return #v / 64 end
+  local m = getmetatable(v)
+  if m == V.List or m == V.Tuple then return #v end
+  if m == V.Dict then return #v.keys end
+  return 0
+end
+
 E.filter = function(S, n, sc)
   local v = ev(S, n.e, sc)
   local args, kwargs = args_of(S, n, sc)
   S.node = n
+  tick(size_cost(v))
   return F.filters[n.name](S, v, args, kwargs)
 end
 
@@ -298,9 +305,8 @@ X["for"] = function(S, n, sc)
     return args[(loop_attrs.index0 % #args) + 1]
   end)
   for i = 1, len do
-    local s = S.steps + 1
-    S.steps = s
-    if s > S.limits.max_steps then S.node = n; limit(S) end
+    S.node = n
+    tick(1)
     local isc = { vars = {}, parent = sc }
     bind(n.target, items[i], isc.vars)
     loop_attrs = { index = i, index0 = i - 1, revindex = len - i + 1, revindex0 = len - i, first = i == 1,
@@ -401,8 +407,12 @@ end
 -- @tparam table limits {max_steps=, max_output=, max_depth=}
 -- @treturn string
 function M.render(body, ctx, globals, limits)
-  local S = { buf = {}, steps = 0, out_bytes = 0, call_depth = 0, ctx = ctx, globals = globals, limits = limits }
+  local S = { buf = {}, out_bytes = 0, call_depth = 0, ctx = ctx, globals = globals, limits = limits }
+  -- a render inside a render (a Lua function passed as a value) keeps the outer budget
+  local saved_budget, saved_max = V.budget, V.max_steps
+  V.budget, V.max_steps = limits.max_steps, limits.max_steps
   local ok, err = pcall(exec, S, body, { vars = {}, parent = nil })
+  V.budget, V.max_steps = saved_budget, saved_max
   if not ok then return nil, err, S.node end
   return table.concat(S.buf)
 end

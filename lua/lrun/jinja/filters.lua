@@ -123,7 +123,7 @@ end
 filters.int = function(_, v, a, k)
   local default = arg(a, k, 1, "default", 0)
   if type(v) == "string" then
-    local s = v:gsub("^%s+", ""):gsub("%s+$", ""):gsub("_", "")
+    local s = V.rstrip((v:gsub("^%s+", ""))):gsub("_", "")
     local n = s:match("^[-+]?%d+$") and tonumber(s) or tonumber(s:match("^[-+]?%d*%.?%d*[eE]?[-+]?%d*$") or "")
     if not n then return default end
     return n < 0 and math.ceil(n) or math.floor(n)
@@ -133,7 +133,7 @@ filters.int = function(_, v, a, k)
   return n < 0 and math.ceil(n) or math.floor(n)
 end
 filters.float = function(_, v, a, k)
-  local n = type(v) == "string" and tonumber((v:gsub("^%s+", ""):gsub("%s+$", ""))) or V.num(v)
+  local n = type(v) == "string" and tonumber(V.rstrip((v:gsub("^%s+", "")))) or V.num(v)
   if not n then return arg(a, k, 1, "default", V.float(0)) end
   return V.float(n)
 end
@@ -411,6 +411,7 @@ local function range(_, a)
   if n > MAX_RANGE then
     fail("Range too big. The sandbox blocks ranges larger than MAX_RANGE (" .. MAX_RANGE .. ").", "limit")
   end
+  V.tick(math.max(n, 0))
   local out = V.list()
   for i = 0, n - 1 do out[i + 1] = start + i * step end
   return out

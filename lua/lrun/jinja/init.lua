@@ -27,7 +27,7 @@ local M = {}
 
 --- Default bounds of a render; pass opts.limits to change them.
 M.limits = {
-  max_steps = 2000000,     -- expression evaluations and loop iterations
+  max_steps = 2000000,     -- evaluations, loop iterations, work in filters (value.tick)
   max_output = 4 * 2 ^ 20, -- bytes of output, and of any string built
   max_depth = 64,          -- nested macro calls
 }

@@ -178,7 +178,7 @@ function M.tokenize(src)
     if sign ~= "-" and sign ~= "+" then sign = "" end
     local text = src:sub(pos, s - 1)
     if sign == "-" then
-      text = text:gsub("%s+$", "")
+      text = V.rstrip(text)
     elseif sign ~= "+" and kind ~= "{" then
       local l_pos = 0
       for i = #text, 1, -1 do if text:byte(i) == 10 then l_pos = i; break end end
@@ -193,7 +193,7 @@ function M.tokenize(src)
       local a, b, esign = src:find("{%%([-+]?)%s*endraw%s*[-+]?%%}", body)
       if not a then syntax(src, s, "missing end of raw directive") end
       local content = src:sub(body, a - 1)
-      if esign == "-" then content = content:gsub("%s+$", "")
+      if esign == "-" then content = V.rstrip(content)
       elseif esign ~= "+" then
         local l_pos = 0
         for i = #content, 1, -1 do if content:byte(i) == 10 then l_pos = i; break end end

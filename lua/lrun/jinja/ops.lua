@@ -15,6 +15,7 @@ local List, Tuple, Dict, Obj, Undef = V.List, V.Tuple, V.Dict, V.Obj, V.Undef
 --- Fails when a string being built would pass the output limit.
 function M.check_size(S, n)
   if n > S.limits.max_output then fail("a value grew past " .. S.limits.max_output .. " bytes", "limit") end
+  V.tick(n / 64)
 end
 
 -- ---------------------------------------------------------------- argument helpers
@@ -55,7 +56,7 @@ local function strip(s, chars, left, right)
   chars = opt(chars)
   if chars == nil then
     if left then s = s:gsub("^" .. SPACE .. "+", "") end
-    if right then s = s:gsub(SPACE .. "+$", "") end
+    if right then s = V.rstrip(s) end
     return s
   end
   want_str(chars, "strip arg")
@@ -74,9 +75,10 @@ local function split_ws(s, maxsplit)
   local pos = s:find("[^ \t\n\r\f\v\28-\31]") or #s + 1
   while pos <= #s do
     if maxsplit >= 0 and #out >= maxsplit then
-      out[#out + 1] = (s:sub(pos):gsub(SPACE .. "+$", ""))
+      out[#out + 1] = V.rstrip(s:sub(pos))
       return out
     end
+    V.tick(1)
     local a, b = s:find(SPACE .. "+", pos)
     if not a then out[#out + 1] = s:sub(pos); break end
     out[#out + 1] = s:sub(pos, a - 1)
@@ -93,6 +95,7 @@ local function split(s, sep, maxsplit)
   local out, pos = V.list(), 1
   while true do
     if maxsplit >= 0 and #out >= maxsplit then break end
+    V.tick(1)
     local a, b = s:find(sep, pos, true)
     if not a then break end
     out[#out + 1] = s:sub(pos, a - 1)
@@ -317,8 +320,13 @@ local UNSAFE = {
     sort = true },
 }
 
+-- A method bound to its object; a call costs steps by the object's size.
 local function bound(name, self, m)
-  return V.fn(name, function(S, args, kwargs) return m(S, self, args, kwargs) end)
+  local size = type(self) == "string" and #self / 64 or (getmetatable(self) == Dict and #self.keys) or #self
+  return V.fn(name, function(S, args, kwargs)
+    V.tick(size)
+    return m(S, self, args, kwargs)
+  end)
 end
 
 -- ---------------------------------------------------------------- attributes, items, slices
@@ -400,6 +408,7 @@ function M.slice(o, a, b, c)
   local step = c and want_int(c, "slice step") or 1
   if step == 0 then fail("slice step cannot be zero") end
   local n = #items
+  V.tick(n)
   local lower, upper = 0, n
   if step < 0 then lower, upper = -1, n - 1 end
   local function bound_of(x, default)

@@ -32,6 +32,38 @@ function M.fail(msg, kind)
 end
 local fail = M.fail
 
+-- ---------------------------------------------------------------- work budget
+
+-- Steps left in the render under way: expression evaluations, loop
+-- iterations, and work inside filters and comparisons (an item compared, a
+-- value printed, 64 bytes of string built or scanned), so that a template
+-- cannot stall in a filter on a huge value either. lrun.jinja.eval sets it
+-- per render.
+M.budget = math.huge
+M.max_steps = math.huge
+
+function M.tick(n)
+  local b = M.budget - n
+  M.budget = b
+  if b < 0 then
+    fail("the template took more than " .. M.max_steps .. " steps (an endless loop?)", "limit")
+  end
+end
+local tick = M.tick
+
+-- ---------------------------------------------------------------- strings: trailing space
+
+local SPACE_BYTE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true,
+  [28] = true, [29] = true, [30] = true, [31] = true }
+
+--- s without trailing whitespace (a byte loop: "%s+$" would be quadratic
+-- on long runs of spaces).
+function M.rstrip(s)
+  local i = #s
+  while i > 0 and SPACE_BYTE[s:byte(i)] do i = i - 1 end
+  return s:sub(1, i)
+end
+
 -- ---------------------------------------------------------------- types
 
 M.NONE = setmetatable({}, { __tostring = function() return "None" end })
@@ -134,6 +166,7 @@ end
 --- The code points of s as a table of UTF-8 strings (bytes that are not
 -- UTF-8 count one each).
 function M.chars(s)
+  tick(#s / 4)
   local out = {}
   if not s:find("[\128-\255]") then
     for i = 1, #s do out[i] = s:sub(i, i) end
@@ -255,6 +288,7 @@ local function check_depth(depth)
 end
 
 repr = function(x, depth)
+  tick(1)
   depth = (depth or 0) + 1
   check_depth(depth)
   if type(x) == "string" then return str_repr(x) end
@@ -322,6 +356,7 @@ local function json_key(k, o)
 end
 
 local function dump(x, o, level)
+  tick(1)
   check_depth(level)
   local t = type(x)
   if t == "string" then return M.json_string(x, o.ascii)
@@ -367,6 +402,7 @@ end
 -- ---------------------------------------------------------------- equality and order
 
 local function eq(a, b)
+  tick(1)
   if a == b then return true end
   local na, nb = M.num(a), M.num(b)
   if na and nb then return na == nb end
@@ -391,6 +427,7 @@ end
 M.eq = eq
 
 function M.lt(a, b)
+  tick(1)
   local na, nb = M.num(a), M.num(b)
   if na and nb then return na < nb end
   if type(a) == "string" and type(b) == "string" then return a < b end
@@ -413,8 +450,12 @@ end
 function M.iter(x)
   if type(x) == "string" then return M.chars(x) end
   local m = getmetatable(x)
-  if m == List or m == Tuple then return x
-  elseif m == Dict then return x.keys
+  if m == List or m == Tuple then
+    tick(#x)
+    return x
+  elseif m == Dict then
+    tick(#x.keys)
+    return x.keys
   elseif m == Undef then return {} end
   fail("'" .. M.typename(x) .. "' object is not iterable")
 end
@@ -430,6 +471,7 @@ end
 
 function M.contains(c, item)
   if type(c) == "string" then
+    tick(#c / 64)
     if type(item) ~= "string" then fail("'in <string>' requires string as left operand, not " .. M.typename(item)) end
     return c:find(item, 1, true) ~= nil
   end
