@@ -348,7 +348,7 @@ function Model:info()
     eos_token_id = t.eos_id >= 0 and t.eos_id or nil,
     eog_token_ids = t:eog_ids(),
     add_bos = t.adds_bos,
-    chat_template = self:metadata("tokenizer.chat_template"),
+    chat_template = require("lrun.chat").model_template(self),
   }
 end
 

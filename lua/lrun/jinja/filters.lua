@@ -46,6 +46,9 @@ filters.title = function(_, v)
 end
 filters.capitalize = function(_, v) return O.capitalize(vstr(v)) end
 filters.string = function(_, v) return vstr(v) end
+filters.center = function(S, v, a, k)
+  return O.getattr(vstr(v), "center").fn(S, { arg(a, k, 1, "width", 80) }, {})
+end
 filters.safe = function(_, v) return v end
 filters.replace = function(S, v, a, k)
   return O.replace(S, vstr(v), vstr(arg(a, k, 1, "old")), vstr(arg(a, k, 2, "new")), opt(arg(a, k, 3, "count")))
@@ -122,6 +125,18 @@ end
 
 filters.int = function(_, v, a, k)
   local default = arg(a, k, 1, "default", 0)
+  local base = arg(a, k, 2, "base", 10)
+  if type(v) == "string" and base ~= 10 then
+    base = want_int(base, "base")
+    local s = V.rstrip((v:gsub("^%s+", ""))):gsub("_", ""):lower()
+    local sign = s:match("^[-+]") or ""
+    s = s:sub(#sign + 1)
+    local prefix = ({ [16] = "0x", [8] = "0o", [2] = "0b" })[base]
+    if prefix and s:sub(1, 2) == prefix then s = s:sub(3) end
+    local n = base >= 2 and base <= 36 and s:match("^%w+$") and tonumber(s, base)
+    if not n then return default end
+    return sign == "-" and -n or n
+  end
   if type(v) == "string" then
     local s = V.rstrip((v:gsub("^%s+", ""))):gsub("_", "")
     local n = s:match("^[-+]?%d+$") and tonumber(s) or tonumber(s:match("^[-+]?%d*%.?%d*[eE]?[-+]?%d*$") or "")

@@ -75,7 +75,7 @@ local function split_ws(s, maxsplit)
   local pos = s:find("[^ \t\n\r\f\v\28-\31]") or #s + 1
   while pos <= #s do
     if maxsplit >= 0 and #out >= maxsplit then
-      out[#out + 1] = V.rstrip(s:sub(pos))
+      out[#out + 1] = s:sub(pos)
       return out
     end
     V.tick(1)
@@ -105,9 +105,31 @@ local function split(s, sep, maxsplit)
   return out
 end
 
+-- str.rsplit(None, maxsplit): words from the right; what is left keeps its
+-- leading text and loses its trailing space.
+local function rsplit_ws(s, maxsplit)
+  V.tick(#s / 8)
+  local rev = {}
+  local e = #s
+  while true do
+    while e > 0 and s:sub(e, e):match(SPACE) do e = e - 1 end
+    if e == 0 then break end
+    if #rev >= maxsplit then rev[#rev + 1] = s:sub(1, e); break end
+    V.tick(1)
+    local b = e
+    while b > 0 and not s:sub(b, b):match(SPACE) do b = b - 1 end
+    rev[#rev + 1] = s:sub(b + 1, e)
+    e = b
+  end
+  local out = V.list()
+  for i = #rev, 1, -1 do out[#out + 1] = rev[i] end
+  return out
+end
+
 local function rsplit(s, sep, maxsplit)
   maxsplit = maxsplit and want_int(maxsplit, "maxsplit") or -1
-  if maxsplit < 0 or opt(sep) == nil then return split(s, sep, maxsplit >= 0 and maxsplit or nil) end
+  if maxsplit < 0 then return split(s, sep) end
+  if opt(sep) == nil then return rsplit_ws(s, maxsplit) end
   local parts = split(s, sep)
   local keep = #parts - maxsplit
   if keep <= 1 then return parts end
@@ -467,7 +489,9 @@ function M.percent_format(S, s, args)
     i = i + 1
     local v = args[i]
     if v == nil then fail("not enough arguments for format string") end
-    if conv == "s" then return V.str(v) elseif conv == "r" then return V.repr(v) end
+    if conv == "s" or conv == "r" then
+      return string.format("%" .. flags:gsub("[^-%d]", "") .. "s", conv == "s" and V.str(v) or V.repr(v))
+    end
     local x = V.num(v)
     if not x then fail("%" .. conv .. " format: a real number is required, not " .. V.typename(v)) end
     if conv == "d" or conv == "i" then conv = "d"; x = x < 0 and math.ceil(x) or floor(x) end
@@ -522,7 +546,7 @@ function M.binop(S, op, a, b)
     elseif tb == "string" or V.is_list(b) then r = repeat_seq(S, b, a) end
     if r then return r end
   elseif op == "%" and ta == "string" then
-    return M.percent_format(S, a, V.is_list(b) and b or { b })
+    return M.percent_format(S, a, getmetatable(b) == Tuple and b or { b })
   end
   return unsupported(op, a, b)
 end
