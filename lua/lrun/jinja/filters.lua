@@ -187,6 +187,7 @@ filters.first = function(_, v)
   return items[1]
 end
 filters.last = function(_, v)
+  if getmetatable(v) == V.Gen then fail("'" .. v.kind .. "' object is not reversible") end
   local items = seq(v)
   if #items == 0 then return undef("last", "No last item, sequence was empty.") end
   return items[#items]
@@ -196,9 +197,12 @@ filters.list = function(_, v)
   for i, x in ipairs(seq(v)) do out[i] = x end
   return out
 end
+-- a string reversed; a list's reversed() iterator; anything else a list
 filters.reverse = function(_, v)
   if type(v) == "string" then return concat(O.slice(V.list(V.chars(v)), nil, nil, -1)) end
-  return O.slice(filters.list(nil, v), nil, nil, -1)
+  local r = O.slice(filters.list(nil, v), nil, nil, -1)
+  if V.is_list(v) then return V.gen(r, "list_reverseiterator") end
+  return r
 end
 filters.join = function(S, v, a, k)
   local sep = vstr(arg(a, k, 1, "d", ""))
@@ -217,7 +221,7 @@ end
 filters.items = function(_, v)
   if getmetatable(v) == V.Undef then return V.list() end
   if not V.is_dict(v) then fail("can only get item pairs from a mapping, not " .. V.typename(v)) end
-  return O.items_of(v)
+  return V.gen(O.items_of(v))
 end
 filters.default = function(_, v, a, k)
   local d = arg(a, k, 1, "default_value", "")
@@ -230,7 +234,7 @@ filters.batch = function(_, v, a, k)
   local n = want_int(arg(a, k, 1, "linecount"), "linecount")
   if n <= 0 then fail("batch: linecount must be positive") end
   local fill = arg(a, k, 2, "fill_with")
-  local out, cur = V.list(), V.list()
+  local out, cur = V.gen({}), V.list()
   for _, x in ipairs(seq(v)) do
     if #cur == n then out[#out + 1] = cur; cur = V.list() end
     cur[#cur + 1] = x
@@ -280,7 +284,7 @@ end
 filters.unique = function(_, v, a, k)
   local cs = truthy(arg(a, k, 1, "case_sensitive", false))
   local key = sort_key(cs, opt(arg(a, k, 2, "attribute")))
-  local out, seen = V.list(), {}
+  local out, seen = V.gen({}), {}
   for _, x in ipairs(seq(v)) do
     local kx = key(x)
     local dup = false
@@ -328,7 +332,8 @@ local function select(S, v, a, k, by_attr, keep)
     test = tests[vstr(name)]
     if not test then fail("no test named '" .. vstr(name) .. "'") end
   end
-  local out = V.list()
+  local out = V.gen({})
+  if not truthy(v) then return out end -- jinja2: "if value:", so None selects nothing
   for _, x in ipairs(seq(v)) do
     local y = x
     if get then y = get(x) end
@@ -342,7 +347,8 @@ filters.selectattr = function(S, v, a, k) return select(S, v, a, k, true, true) 
 filters.rejectattr = function(S, v, a, k) return select(S, v, a, k, true, false) end
 
 filters.map = function(S, v, a, k)
-  local out = V.list()
+  local out = V.gen({})
+  if not truthy(v) then return out end -- jinja2: "if value:", so None maps to nothing
   local attribute = arg({}, k, 1, "attribute")
   if attribute ~= nil then
     local get = attr_getter(attribute)
@@ -379,8 +385,11 @@ tests.number = function(_, v) return isnum(v) end
 tests.integer = function(_, v) return type(v) == "number" and V.is_int(v) end
 tests.float = function(_, v) return isnum(v) and not V.is_int(v) or getmetatable(v) == V.Float end
 tests.mapping = function(_, v) return V.is_dict(v) end
-tests.sequence = function(_, v) return type(v) == "string" or V.is_list(v) or V.is_dict(v) end
-tests.iterable = tests.sequence
+-- jinja2's Undefined has __len__, __getitem__ and __iter__: a sequence, iterable
+tests.sequence = function(_, v)
+  return type(v) == "string" or V.is_list(v) or V.is_dict(v) or getmetatable(v) == V.Undef
+end
+tests.iterable = function(S, v) return tests.sequence(S, v) or getmetatable(v) == V.Gen end
 tests.callable = function(_, v) return getmetatable(v) == V.Fn end
 tests.odd = function(_, v) return want_int(v, "odd test value") % 2 == 1 end
 tests.even = function(_, v) return want_int(v, "even test value") % 2 == 0 end

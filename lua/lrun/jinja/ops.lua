@@ -425,7 +425,10 @@ function M.slice(o, a, b, c)
   if m == Undef then V.undef_fail(o) end
   local items = o
   if type(o) == "string" then items = V.chars(o)
-  elseif m ~= List and m ~= Tuple then fail("'" .. V.typename(o) .. "' object is not subscriptable") end
+  elseif m ~= List and m ~= Tuple then
+    -- jinja2's getitem turns the TypeError into an Undefined
+    return undef("slice", "'" .. V.typename(o) .. "' object is not subscriptable")
+  end
   a, b, c = opt(a), opt(b), opt(c)
   local step = c and want_int(c, "slice step") or 1
   if step == 0 then fail("slice step cannot be zero") end

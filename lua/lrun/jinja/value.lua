@@ -13,6 +13,9 @@
 --   Dict {keys={...}, map={}}  insertion-ordered
 --   Obj {attrs={}, kind=}      namespace() and loop: attributes only
 --   Fn {name=, fn=}            a callable: fn(S, args, kwargs) → value
+--   Gen {kind=, ...}           what a Python generator or iterator would be
+--                              (map, select…, reverse): iterates as its items,
+--                              is always true, has no len() and no JSON
 -- @module lrun.jinja.value
 local M = {}
 
@@ -68,8 +71,8 @@ end
 
 M.NONE = setmetatable({}, { __tostring = function() return "None" end })
 local NONE = M.NONE
-local Undef, Float, List, Tuple, Dict, Obj, Fn = {}, {}, {}, {}, {}, {}, {}
-M.Undef, M.Float, M.List, M.Tuple, M.Dict, M.Obj, M.Fn = Undef, Float, List, Tuple, Dict, Obj, Fn
+local Undef, Float, List, Tuple, Dict, Obj, Fn, Gen = {}, {}, {}, {}, {}, {}, {}, {}
+M.Undef, M.Float, M.List, M.Tuple, M.Dict, M.Obj, M.Fn, M.Gen = Undef, Float, List, Tuple, Dict, Obj, Fn, Gen
 
 function M.undef(name, hint) return setmetatable({ name = name, hint = hint }, Undef) end
 function M.list(t) return setmetatable(t or {}, List) end
@@ -77,6 +80,11 @@ function M.tuple(t) return setmetatable(t or {}, Tuple) end
 function M.dict() return setmetatable({ keys = {}, map = {} }, Dict) end
 function M.obj(kind, attrs) return setmetatable({ kind = kind, attrs = attrs or {} }, Obj) end
 function M.fn(name, f) return setmetatable({ name = name, fn = f }, Fn) end
+--- A generator (kind: its Python type name) over the items of list t.
+function M.gen(t, kind)
+  t.kind = kind or "generator"
+  return setmetatable(t, Gen)
+end
 
 --- A shallow copy of the array part of t, with metatable mt (no unpack:
 -- lists may be longer than unpack's limit).
@@ -253,7 +261,7 @@ function M.typename(x)
   local m = getmetatable(x)
   if m == Float then return "float" elseif m == List then return "list" elseif m == Tuple then return "tuple"
   elseif m == Dict then return "dict" elseif m == Undef then return "Undefined"
-  elseif m == Obj then return x.kind elseif m == Fn then return "function" end
+  elseif m == Obj or m == Gen then return x.kind elseif m == Fn then return "function" end
   return t
 end
 
@@ -316,7 +324,8 @@ function M.str(x)
   local m = getmetatable(x)
   if m == Undef then return "" elseif m == Float then return M.float_repr(x.v)
   elseif m == List or m == Tuple or m == Dict then return repr(x)
-  elseif m == Obj then return "<" .. x.kind .. ">" elseif m == Fn then return "<function " .. x.name .. ">" end
+  elseif m == Obj then return "<" .. x.kind .. ">" elseif m == Fn then return "<function " .. x.name .. ">"
+  elseif m == Gen then return "<" .. x.kind .. " object>" end
   return tostring(x)
 end
 
@@ -450,7 +459,7 @@ end
 function M.iter(x)
   if type(x) == "string" then return M.chars(x) end
   local m = getmetatable(x)
-  if m == List or m == Tuple then
+  if m == List or m == Tuple or m == Gen then
     tick(#x)
     return x
   elseif m == Dict then
@@ -476,7 +485,7 @@ function M.contains(c, item)
     return c:find(item, 1, true) ~= nil
   end
   local m = getmetatable(c)
-  if m == List or m == Tuple then
+  if m == List or m == Tuple or m == Gen then
     for i = 1, #c do if eq(c[i], item) then return true end end
     return false
   elseif m == Dict then
@@ -543,7 +552,7 @@ function M.to_lua(x)
   if x == NONE or getmetatable(x) == Undef then return nil end
   local m = getmetatable(x)
   if m == Float then return x.v end
-  if m == List or m == Tuple then
+  if m == List or m == Tuple or m == Gen then
     local out = {}
     for i = 1, #x do out[i] = M.to_lua(x[i]) end
     return out
