@@ -304,13 +304,20 @@ X["for"] = function(S, n, sc)
     if #args == 0 then fail("no items for cycling given") end
     return args[(loop_attrs.index0 % #args) + 1]
   end)
+  local last_changed = {} -- loop.changed(*values): true when the values differ from the last call's
+  local changed = V.fn("changed", function(_, args)
+    local now = V.tuple(args)
+    if last_changed.v ~= nil and V.eq(last_changed.v, now) then return false end
+    last_changed.v = now
+    return true
+  end)
   for i = 1, len do
     S.node = n
     tick(1)
     local isc = { vars = {}, parent = sc }
     bind(n.target, items[i], isc.vars)
     loop_attrs = { index = i, index0 = i - 1, revindex = len - i + 1, revindex0 = len - i, first = i == 1,
-      last = i == len, length = len, depth = 1, depth0 = 0, cycle = cycle,
+      last = i == len, length = len, depth = 1, depth0 = 0, cycle = cycle, changed = changed,
       previtem = i > 1 and items[i - 1] or V.undef("there is no previous item"),
       nextitem = i < len and items[i + 1] or V.undef("there is no next item") }
     isc.vars.loop = V.obj("LoopContext", loop_attrs)
@@ -355,9 +362,10 @@ end
 
 -- A macro (or a call block's caller) as a callable: binds arguments to the
 -- parameters in a fresh scope under the defining one, renders the body.
-local function macro(name, params, body, defscope)
+local function macro(name, params, body, defscope, extra)
+  extra = extra or {}
   return V.fn(name, function(S, args, kwargs, caller)
-    if #args > #params then
+    if #args > #params and not extra.varargs then
       fail("macro '" .. name .. "' takes not more than " .. #params .. " argument(s)")
     end
     S.call_depth = S.call_depth + 1
@@ -366,13 +374,23 @@ local function macro(name, params, body, defscope)
     end
     local msc = { vars = {}, parent = defscope }
     local given = {}
-    for i, a in ipairs(args) do given[i] = a end
+    local varargs, kwextra = V.tuple(), V.dict()
+    for i, a in ipairs(args) do
+      if i <= #params then given[i] = a else varargs[#varargs + 1] = a end
+    end
     for _, kv in ipairs(kwargs) do
       local i = kwarg_index(params, kv[1])
+      if not i and extra.kwargs then
+        V.dset(kwextra, kv[1], kv[2])
+        goto next_kwarg
+      end
       if not i then fail("macro '" .. name .. "' takes no keyword argument '" .. kv[1] .. "'") end
       if given[i] ~= nil then fail("macro '" .. name .. "' got multiple values for argument '" .. kv[1] .. "'") end
       given[i] = kv[2]
+      ::next_kwarg::
     end
+    if extra.varargs then msc.vars.varargs = varargs end
+    if extra.kwargs then msc.vars.kwargs = kwextra end
     for i, p in ipairs(params) do
       local v = given[i]
       if v == nil then
@@ -388,7 +406,7 @@ local function macro(name, params, body, defscope)
   end)
 end
 
-X.macro = function(_, n, sc) sc.vars[n.name] = macro(n.name, n.params, n.body, sc) end
+X.macro = function(_, n, sc) sc.vars[n.name] = macro(n.name, n.params, n.body, sc, n) end
 
 X.callblock = function(S, n, sc)
   local caller = macro("caller", n.params, n.body, sc)

@@ -179,6 +179,7 @@ function P:primary()
     if v == "true" or v == "True" then return { k = "lit", v = true, pos = t.pos } end
     if v == "false" or v == "False" then return { k = "lit", v = false, pos = t.pos } end
     if v == "none" or v == "None" then return { k = "lit", v = V.NONE, pos = t.pos } end
+    self.names[v] = true
     return { k = "name", n = v, pos = t.pos }
   elseif t.type == "string" then
     local parts = { t.value }
@@ -499,9 +500,17 @@ function S.macro(self, t)
   if not self:is("op", "(") then self:fail("expected '(' after the macro's name") end
   local params = self:params()
   self:end_tag()
+  -- as jinja2: a macro takes extra arguments only when its body reads
+  -- varargs (extra positional ones) or kwargs (extra keyword ones)
+  local outer = self.names
+  self.names = {}
   local body = self:body({ endmacro = true }, t)
+  local uses = self.names
+  self.names = outer
+  for k in pairs(uses) do outer[k] = true end
   self:end_tag()
-  return { k = "macro", name = name, params = params, body = body, pos = t.pos }
+  return { k = "macro", name = name, params = params, body = body, varargs = uses.varargs, kwargs = uses.kwargs,
+    pos = t.pos }
 end
 
 function S.call(self, t)
@@ -591,7 +600,7 @@ end
 -- @treturn string the normalised text (for positions)
 function M.parse(src)
   local toks, norm = lexer.tokenize(src)
-  local p = setmetatable({ toks = toks, i = 1, src = norm, depth = 0, loop_depth = 0 }, P)
+  local p = setmetatable({ toks = toks, i = 1, src = norm, depth = 0, loop_depth = 0, names = {} }, P)
   return p:body({}, nil), norm
 end
 
