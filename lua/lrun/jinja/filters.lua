@@ -74,10 +74,6 @@ local html = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&#34;",
 filters.escape = function(_, v) return (vstr(v):gsub("[&<>\"']", html)) end
 filters.e = filters.escape
 filters.format = function(S, v, a) return O.percent_format(S, vstr(v), a) end
-filters.split = function(S, v, a, k)
-  local f = O.getattr(vstr(v), "split")
-  return f.fn(S, a, k)
-end
 
 -- indent(width=4, first=False, blank=False), as jinja2 3.1 does it
 filters.indent = function(S, v, a, k)
