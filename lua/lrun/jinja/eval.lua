@@ -12,7 +12,7 @@ local O = require("lrun.jinja.ops")
 
 local M = {}
 
-local fail, truthy, vstr = V.fail, V.truthy, V.str
+local fail, truthy, vstr, plain = V.fail, V.truthy, V.str, V.plain
 local getmetatable = getmetatable
 
 local E, X = {}, {} -- expression and statement handlers, by node kind
@@ -67,10 +67,12 @@ local function lookup(S, sc, name)
   return V.undef(name)
 end
 
+-- Arguments of a call, filter or test; a Markup passes as its string (only
+-- + and % treat it apart).
 local function args_of(S, n, sc)
   local args, kwargs = {}, {}
-  for i, a in ipairs(n.args) do args[i] = ev(S, a, sc) end
-  for i, kv in ipairs(n.kwargs) do kwargs[i] = { kv[1], ev(S, kv[2], sc) } end
+  for i, a in ipairs(n.args) do args[i] = plain(ev(S, a, sc)) end
+  for i, kv in ipairs(n.kwargs) do kwargs[i] = { kv[1], plain(ev(S, kv[2], sc)) } end
   return args, kwargs
 end
 
@@ -100,7 +102,7 @@ end
 E.dict = function(S, n, sc)
   local out = V.dict()
   for _, kv in ipairs(n.pairs) do
-    local k = ev(S, kv[1], sc)
+    local k = plain(ev(S, kv[1], sc))
     if getmetatable(k) == V.Undef then V.undef_fail(k) end
     V.dset(out, k, ev(S, kv[2], sc))
   end
@@ -108,18 +110,18 @@ E.dict = function(S, n, sc)
 end
 
 E.getattr = function(S, n, sc)
-  local o = ev(S, n.o, sc)
+  local o = plain(ev(S, n.o, sc))
   S.node = n
   return O.getattr(o, n.n)
 end
 E.getitem = function(S, n, sc)
-  local o = ev(S, n.o, sc)
-  local key = ev(S, n.key, sc)
+  local o = plain(ev(S, n.o, sc))
+  local key = plain(ev(S, n.key, sc))
   S.node = n
   return O.getitem(o, key)
 end
 E.slice = function(S, n, sc)
-  local o = ev(S, n.o, sc)
+  local o = plain(ev(S, n.o, sc))
   local a = n.a and ev(S, n.a, sc)
   local b = n.b and ev(S, n.b, sc)
   local c = n.c and ev(S, n.c, sc)
@@ -143,8 +145,12 @@ local function size_cost(v)
   return 0
 end
 
+-- The filters that see a Markup as a Markup.
+local MARKUP_AWARE = { safe = true, escape = true, e = true }
+
 E.filter = function(S, n, sc)
   local v = ev(S, n.e, sc)
+  if not MARKUP_AWARE[n.name] then v = plain(v) end
   local args, kwargs = args_of(S, n, sc)
   S.node = n
   tick(size_cost(v))
@@ -158,6 +164,7 @@ E.test = function(S, n, sc)
     fail("no test named '" .. n.name .. "'")
   end
   local v = ev(S, n.e, sc)
+  if n.name ~= "escaped" then v = plain(v) end
   local args, kwargs = args_of(S, n, sc)
   S.node = n
   local r = truthy(test(S, v, args, kwargs))
@@ -185,7 +192,7 @@ end
 E["not"] = function(S, n, sc) return not truthy(ev(S, n.e, sc)) end
 
 E.neg = function(S, n, sc)
-  local v = ev(S, n.e, sc)
+  local v = plain(ev(S, n.e, sc))
   local x, isf = V.num(v)
   S.node = n
   if not x then

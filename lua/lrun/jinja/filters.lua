@@ -49,7 +49,10 @@ filters.string = function(_, v) return vstr(v) end
 filters.center = function(S, v, a, k)
   return O.getattr(vstr(v), "center").fn(S, { arg(a, k, 1, "width", 80) }, {})
 end
-filters.safe = function(_, v) return v end
+filters.safe = function(_, v)
+  if getmetatable(v) == V.Markup then return v end
+  return V.markup(vstr(v))
+end
 filters.replace = function(S, v, a, k)
   return O.replace(S, vstr(v), vstr(arg(a, k, 1, "old")), vstr(arg(a, k, 2, "new")), opt(arg(a, k, 3, "count")))
 end
@@ -70,8 +73,10 @@ filters.wordcount = function(_, v)
   end
   return n
 end
-local html = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&#34;", ["'"] = "&#39;" }
-filters.escape = function(_, v) return (vstr(v):gsub("[&<>\"']", html)) end
+filters.escape = function(_, v)
+  if getmetatable(v) == V.Markup then return v end
+  return V.markup(V.escape(vstr(v)))
+end
 filters.e = filters.escape
 filters.format = function(S, v, a) return O.percent_format(S, vstr(v), a) end
 
@@ -397,7 +402,7 @@ end
 tests.lower = function(_, v) return type(v) == "string" and v == v:lower() end
 tests.upper = function(_, v) return type(v) == "string" and v == v:upper() end
 tests.sameas = function(_, v, a) return v == a[1] end
-tests.escaped = function() return false end
+tests.escaped = function(_, v) return getmetatable(v) == V.Markup end
 tests["in"] = function(_, v, a) return V.contains(a[1], v) end
 local function cmp(f) return function(_, v, a) return f(v, a[1]) end end
 tests["=="] = cmp(V.eq)

@@ -500,12 +500,37 @@ function M.percent_format(S, s, args)
     if conv == "d" or conv == "i" then conv = "d"; x = x < 0 and math.ceil(x) or floor(x) end
     return string.format("%" .. flags .. conv, x)
   end)
+  if i < #args then fail("not all arguments converted during string formatting") end
   M.check_size(S, #out)
   return out
 end
 
+-- Markup + str escapes the str (either side); Markup % args escapes the
+-- string args; a Markup is a plain string to every other operator.
+local function markup_binop(S, op, a, b)
+  local ma, mb = getmetatable(a) == V.Markup, getmetatable(b) == V.Markup
+  if op == "+" and (ma or type(a) == "string") and (mb or type(b) == "string") then
+    local x, y = ma and a.s or V.escape(a), mb and b.s or V.escape(b)
+    M.check_size(S, #x + #y)
+    return V.markup(x .. y)
+  elseif op == "%" and ma then
+    local args = getmetatable(b) == Tuple and b or { b }
+    local esc = {}
+    for i = 1, #args do
+      local v = args[i]
+      esc[i] = type(v) == "string" and V.escape(v) or V.plain(v)
+    end
+    return V.markup(M.percent_format(S, a.s, esc))
+  end
+end
+
 --- a op b for + - * / // % **.
 function M.binop(S, op, a, b)
+  if getmetatable(a) == V.Markup or getmetatable(b) == V.Markup then
+    local r = markup_binop(S, op, a, b)
+    if r then return r end
+    a, b = V.plain(a), V.plain(b)
+  end
   local x, xf = V.num(a)
   local y, yf = V.num(b)
   local isf = xf or yf

@@ -13,6 +13,9 @@
 --   Dict {keys={...}, map={}}  insertion-ordered
 --   Obj {attrs={}, kind=}      namespace() and loop: attributes only
 --   Fn {name=, fn=}            a callable: fn(S, args, kwargs) → value
+--   Markup {s=}                markupsafe's Markup, from safe and escape: a
+--                              string, except that + and % escape the
+--                              plain strings they meet
 --   Gen {kind=, ...}           what a Python generator or iterator would be
 --                              (map, select…, reverse): iterates as its items,
 --                              is always true, has no len() and no JSON
@@ -71,8 +74,9 @@ end
 
 M.NONE = setmetatable({}, { __tostring = function() return "None" end })
 local NONE = M.NONE
-local Undef, Float, List, Tuple, Dict, Obj, Fn, Gen = {}, {}, {}, {}, {}, {}, {}, {}
+local Undef, Float, List, Tuple, Dict, Obj, Fn, Gen, Markup = {}, {}, {}, {}, {}, {}, {}, {}, {}
 M.Undef, M.Float, M.List, M.Tuple, M.Dict, M.Obj, M.Fn, M.Gen = Undef, Float, List, Tuple, Dict, Obj, Fn, Gen
+M.Markup = Markup
 
 function M.undef(name, hint) return setmetatable({ name = name, hint = hint }, Undef) end
 function M.list(t) return setmetatable(t or {}, List) end
@@ -80,6 +84,19 @@ function M.tuple(t) return setmetatable(t or {}, Tuple) end
 function M.dict() return setmetatable({ keys = {}, map = {} }, Dict) end
 function M.obj(kind, attrs) return setmetatable({ kind = kind, attrs = attrs or {} }, Obj) end
 function M.fn(name, f) return setmetatable({ name = name, fn = f }, Fn) end
+function M.markup(s) return setmetatable({ s = s }, Markup) end
+
+local HTML = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&#34;", ["'"] = "&#39;" }
+--- s with & < > " ' as HTML entities (markupsafe.escape).
+function M.escape(s) return (s:gsub("[&<>\"']", HTML)) end
+
+--- A Markup as its plain string; any other value as it is.
+function M.plain(v)
+  if getmetatable(v) == Markup then return v.s end
+  return v
+end
+local plain = M.plain
+
 --- A generator (kind: its Python type name) over the items of list t.
 function M.gen(t, kind)
   t.kind = kind or "generator"
@@ -261,7 +278,8 @@ function M.typename(x)
   local m = getmetatable(x)
   if m == Float then return "float" elseif m == List then return "list" elseif m == Tuple then return "tuple"
   elseif m == Dict then return "dict" elseif m == Undef then return "Undefined"
-  elseif m == Obj or m == Gen then return x.kind elseif m == Fn then return "function" end
+  elseif m == Obj or m == Gen then return x.kind elseif m == Fn then return "function"
+  elseif m == Markup then return "Markup" end
   return t
 end
 
@@ -272,7 +290,8 @@ function M.truthy(x)
   if x == NONE then return false end
   local m = getmetatable(x)
   if m == Undef then return false elseif m == Float then return x.v ~= 0
-  elseif m == List or m == Tuple then return #x > 0 elseif m == Dict then return #x.keys > 0 end
+  elseif m == List or m == Tuple then return #x > 0 elseif m == Dict then return #x.keys > 0
+  elseif m == Markup then return x.s ~= "" end
   return true
 end
 
@@ -301,6 +320,7 @@ repr = function(x, depth)
   check_depth(depth)
   if type(x) == "string" then return str_repr(x) end
   local m = getmetatable(x)
+  if m == Markup then return "Markup(" .. str_repr(x.s) .. ")" end
   if m == List or m == Tuple then
     local parts = {}
     for i = 1, #x do parts[i] = repr(x[i], depth) end
@@ -322,7 +342,7 @@ function M.str(x)
   elseif t == "boolean" then return x and "True" or "False" end
   if x == NONE then return "None" end
   local m = getmetatable(x)
-  if m == Undef then return "" elseif m == Float then return M.float_repr(x.v)
+  if m == Undef then return "" elseif m == Float then return M.float_repr(x.v) elseif m == Markup then return x.s
   elseif m == List or m == Tuple or m == Dict then return repr(x)
   elseif m == Obj then return "<" .. x.kind .. ">" elseif m == Fn then return "<function " .. x.name .. ">"
   elseif m == Gen then return "<" .. x.kind .. " object>" end
@@ -376,7 +396,7 @@ local function dump(x, o, level)
   end
   if x == NONE then return "null" end
   local m = getmetatable(x)
-  if m == Float then return M.float_repr(x.v) end
+  if m == Float then return M.float_repr(x.v) elseif m == Markup then return M.json_string(x.s, o.ascii) end
   local nl = o.indent and "\n" .. string.rep(o.indent, level + 1) or nil
   local close = o.indent and "\n" .. string.rep(o.indent, level) or ""
   local sep = nl and (o.item_sep .. nl) or o.item_sep
@@ -412,6 +432,7 @@ end
 
 local function eq(a, b)
   tick(1)
+  a, b = plain(a), plain(b)
   if a == b then return true end
   local na, nb = M.num(a), M.num(b)
   if na and nb then return na == nb end
@@ -437,6 +458,7 @@ M.eq = eq
 
 function M.lt(a, b)
   tick(1)
+  a, b = plain(a), plain(b)
   local na, nb = M.num(a), M.num(b)
   if na and nb then return na < nb end
   if type(a) == "string" and type(b) == "string" then return a < b end
@@ -457,6 +479,7 @@ end
 --- The items a for loop sees: list/tuple items, dict keys, string
 -- characters; nothing for Undefined.
 function M.iter(x)
+  x = plain(x)
   if type(x) == "string" then return M.chars(x) end
   local m = getmetatable(x)
   if m == List or m == Tuple or m == Gen then
@@ -470,6 +493,7 @@ function M.iter(x)
 end
 
 function M.len(x)
+  x = plain(x)
   if type(x) == "string" then return M.strlen(x) end
   local m = getmetatable(x)
   if m == List or m == Tuple then return #x
@@ -479,6 +503,7 @@ function M.len(x)
 end
 
 function M.contains(c, item)
+  c, item = plain(c), plain(item)
   if type(c) == "string" then
     tick(#c / 64)
     if type(item) ~= "string" then fail("'in <string>' requires string as left operand, not " .. M.typename(item)) end
@@ -551,7 +576,7 @@ end
 function M.to_lua(x)
   if x == NONE or getmetatable(x) == Undef then return nil end
   local m = getmetatable(x)
-  if m == Float then return x.v end
+  if m == Float then return x.v elseif m == Markup then return x.s end
   if m == List or m == Tuple or m == Gen then
     local out = {}
     for i = 1, #x do out[i] = M.to_lua(x[i]) end
