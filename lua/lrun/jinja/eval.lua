@@ -270,6 +270,7 @@ local function assign(S, target, v, sc)
     if getmetatable(ns) ~= V.Obj or ns.kind ~= "Namespace" then
       fail("cannot assign attribute on non-namespace object")
     end
+    if ns.attrs[target.attr] == nil then ns.order[#ns.order + 1] = target.attr end
     ns.attrs[target.attr] = v
   end
 end

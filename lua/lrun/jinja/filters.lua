@@ -443,13 +443,17 @@ local function range(_, a)
 end
 
 local function namespace(_, a, k)
-  local attrs = {}
+  local attrs, order = {}, {}
+  local function set(name, v)
+    if attrs[name] == nil then order[#order + 1] = name end
+    attrs[name] = v
+  end
   if a[1] ~= nil then
     if not V.is_dict(a[1]) then fail("namespace() takes a mapping or keyword arguments") end
-    for _, key in ipairs(a[1].keys) do attrs[vstr(key)] = a[1].map[key] end
+    for _, key in ipairs(a[1].keys) do set(vstr(key), a[1].map[key]) end
   end
-  for _, kv in ipairs(k) do attrs[kv[1]] = kv[2] end
-  return V.obj("Namespace", attrs)
+  for _, kv in ipairs(k) do set(kv[1], kv[2]) end
+  return V.obj("Namespace", attrs, order)
 end
 
 local function dict(_, a, k)

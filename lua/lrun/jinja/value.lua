@@ -82,7 +82,8 @@ function M.undef(name, hint) return setmetatable({ name = name, hint = hint }, U
 function M.list(t) return setmetatable(t or {}, List) end
 function M.tuple(t) return setmetatable(t or {}, Tuple) end
 function M.dict() return setmetatable({ keys = {}, map = {} }, Dict) end
-function M.obj(kind, attrs) return setmetatable({ kind = kind, attrs = attrs or {} }, Obj) end
+-- order: the attribute names in the order they were set (for printing)
+function M.obj(kind, attrs, order) return setmetatable({ kind = kind, attrs = attrs or {}, order = order }, Obj) end
 function M.fn(name, f) return setmetatable({ name = name, fn = f }, Fn) end
 function M.markup(s) return setmetatable({ s = s }, Markup) end
 
@@ -335,6 +336,15 @@ repr = function(x, depth)
 end
 M.repr = repr
 
+-- <Namespace {'a': 1}> and <LoopContext 2/5>, as jinja2 prints them.
+function M.obj_str(x)
+  if x.kind == "LoopContext" then return "<LoopContext " .. x.attrs.index .. "/" .. x.attrs.length .. ">" end
+  if not x.order then return "<" .. x.kind .. ">" end
+  local parts = {}
+  for i, k in ipairs(x.order) do parts[i] = repr(k) .. ": " .. repr(x.attrs[k]) end
+  return "<" .. x.kind .. " {" .. concat(parts, ", ") .. "}>"
+end
+
 --- Python's str() of a value, as {{ }} prints it (Undefined prints "").
 function M.str(x)
   local t = type(x)
@@ -344,7 +354,7 @@ function M.str(x)
   local m = getmetatable(x)
   if m == Undef then return "" elseif m == Float then return M.float_repr(x.v) elseif m == Markup then return x.s
   elseif m == List or m == Tuple or m == Dict then return repr(x)
-  elseif m == Obj then return "<" .. x.kind .. ">" elseif m == Fn then return "<function " .. x.name .. ">"
+  elseif m == Obj then return M.obj_str(x) elseif m == Fn then return "<function " .. x.name .. ">"
   elseif m == Gen then return "<" .. x.kind .. " object>" end
   return tostring(x)
 end
