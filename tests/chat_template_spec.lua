@@ -177,6 +177,15 @@ describe("lrun.chat with Jinja templates", function()
       bos_token = "<s>", eos_token = "</s>" }))
   end)
 
+  it("takes tools as JSON text, keeping the key order", function()
+    local text = '[{"type": "function", "function": {"name": "f", "parameters": {"z": 1, "a": 2}}}]'
+    local out = assert(chat.render({ { role = "user", content = "Hi" } }, { chat_template = "{{ tools|tojson }}", tools = text }))
+    assert.are.equal(text, out)
+    local none, err = chat.render({}, { chat_template = "{{ tools }}", tools = "[1," })
+    assert.is_nil(none)
+    assert.are.equal("unsupported", err.kind)
+  end)
+
   it("passes extra variables (enable_thinking)", function()
     local qwen3 = cases.read(cases.dir .. "/chat_templates/qwen3.jinja")
     local out = chat.render({ { role = "user", content = "Hi" } }, { chat_template = qwen3, vars = { enable_thinking = false } })

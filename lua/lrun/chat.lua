@@ -430,7 +430,8 @@ end
 -- @tparam string text the template
 -- @tparam table messages
 -- @tparam[opt] table opts add_generation_prompt (default true), tools,
---   documents, bos_token, eos_token (and any other special token by name),
+--   documents (tables, or JSON text whose key order is kept), bos_token,
+--   eos_token (and any other special token by name),
 --   vars (extra template variables, e.g. {enable_thinking = false}), limits
 -- @treturn[1] string
 -- @treturn[2] nil
@@ -445,8 +446,15 @@ function M.render_jinja(text, messages, opts)
     if opts[k] ~= nil then vars[k] = opts[k] end
   end
   vars.messages = messages
-  vars.tools = opts.tools or M.null
-  vars.documents = opts.documents or M.null
+  for _, k in ipairs({ "tools", "documents" }) do
+    local v = opts[k]
+    if type(v) == "string" then -- JSON text: decoded with its key order kept
+      local decoded, jerr = require("lrun.jinja.json").decode(v)
+      if decoded == nil then return nil, errors.new("arg", "opts." .. k .. ": " .. tostring(jerr)) end
+      v = decoded
+    end
+    vars[k] = v or M.null
+  end
   vars.add_generation_prompt = opts.add_generation_prompt ~= false
   return t:render(vars, { limits = opts.limits })
 end
