@@ -93,12 +93,13 @@ describe("chat templates", function()
     end)
   end
 
-  it("returns nil for a template it does not know", function()
-    assert.is_nil(chat.detect("{{ messages }}"))
-    local text, err = chat.render(conversation, { chat_template = "{{ messages }}" })
+  it("returns nil for a template it can neither run nor recognise", function()
+    assert.is_nil(chat.detect("{% include 'x' %}{{ messages }}"))
+    local text, err = chat.render(conversation, { chat_template = "{% include 'x' %}{{ messages }}" })
     assert.is_nil(text)
     assert.are.equal("unsupported", err.kind)
     assert.matches("opts.template", tostring(err), 1, true)
+    assert.matches("unknown tag 'include'", tostring(err), 1, true)
   end)
 
   it("treats a family name as a template", function()

@@ -1,17 +1,26 @@
---- lrun.chat — chat templates without a Jinja engine.
--- The template is recognised from tokenizer.chat_template by the substrings
--- llama.cpp looks for (src/llama-chat.cpp, first match wins), and rendered by
--- a small Lua function per family. A template that hard-codes a default
--- system prompt (SmolLM2: "You are a helpful AI assistant named SmolLM,
--- trained by Hugging Face") gets it when the conversation has none.
+--- lrun.chat — chat templates.
+-- A model's Jinja chat template (GGUF tokenizer.chat_template, or
+-- tokenizer_config.json's chat_template for an HF directory) is rendered by
+-- lrun.jinja the way transformers' apply_chat_template renders it, with
+-- messages, tools, documents, add_generation_prompt and the special tokens.
+-- When the engine cannot run a template (a construct outside its subset, or
+-- a template error), the template is recognised instead by the substrings
+-- llama.cpp looks for (src/llama-chat.cpp, first match wins) and rendered by
+-- a small Lua function per family; a line on the log says so. A template
+-- that hard-codes a default system prompt (SmolLM2: "You are a helpful AI
+-- assistant named SmolLM, trained by Hugging Face") gets it in that path too.
 --
 --     local chat = require("lrun.chat")
 --     chat.render({{role="user", content="Hi"}}, {template = "chatml"})
 --     --> "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+--     chat.render(msgs, {chat_template = jinja_text, bos_token = "<s>"})
 --
 -- A template may also be a Lua function(messages, add_generation_prompt) → string.
+-- docs/chat.md has the supported Jinja subset and how to debug a template.
 -- @module lrun.chat
 local errors = require("lrun.errors")
+local jinja = require("lrun.jinja")
+local log = require("lrun.log")
 
 local M = {}
 
@@ -375,24 +384,91 @@ end
 
 -- ---------------------------------------------------------------- rendering
 
+--- Python's None for message fields (content of a tool-call message):
+-- a Lua nil leaves the field out, which a template sees as undefined.
+M.null = jinja.value.NONE
+
 local function check_messages(messages, level)
   if type(messages) ~= "table" then error("chat: messages must be a table of {role=, content=}", level) end
   for i, m in ipairs(messages) do
-    if type(m) ~= "table" or type(m.role) ~= "string" or type(m.content) ~= "string" then
+    if type(m) ~= "table" or type(m.role) ~= "string" then
       error("chat: messages[" .. i .. "] must be {role=string, content=string}", level)
     end
   end
 end
 
+-- The family renderers take text content only: a misuse when the caller
+-- chose the family (level given), an expected failure on the fallback path.
+local function text_only(messages, level)
+  for i, m in ipairs(messages) do
+    if type(m.content) ~= "string" then
+      local msg = "messages[" .. i .. "] must be {role=string, content=string}"
+      if level then error("chat: " .. msg, level + 1) end
+      return nil, errors.new("arg", msg .. " for lrun's built-in chat formats")
+    end
+  end
+  return true
+end
+
+-- Fallbacks already logged (error and family), so a chat loop says it once.
+local warned = {}
+
+-- The last compiled template, so that a chat loop parses it once.
+local cache = { text = nil, template = nil }
+
+local function compiled(text)
+  if cache.text ~= text then
+    local t, err = jinja.compile(text)
+    if not t then return nil, err end
+    cache.text, cache.template = text, t
+  end
+  return cache.template
+end
+
+--- Renders messages with a Jinja chat template, with the variables
+-- transformers' apply_chat_template passes.
+-- @tparam string text the template
+-- @tparam table messages
+-- @tparam[opt] table opts add_generation_prompt (default true), tools,
+--   documents (tables, or JSON text whose key order is kept), bos_token,
+--   eos_token (and any other special token by name),
+--   vars (extra template variables, e.g. {enable_thinking = false}), limits
+-- @treturn[1] string
+-- @treturn[2] nil
+-- @treturn[2] table error {kind="template", reason=, line=, col=}
+function M.render_jinja(text, messages, opts)
+  opts = opts or {}
+  local t, err = compiled(text)
+  if not t then return nil, err end
+  local vars = {}
+  for k, v in pairs(opts.vars or {}) do vars[k] = v end
+  for _, k in ipairs({ "bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token" }) do
+    if opts[k] ~= nil then vars[k] = opts[k] end
+  end
+  vars.messages = messages
+  for _, k in ipairs({ "tools", "documents" }) do
+    local v = opts[k]
+    if type(v) == "string" then -- JSON text: decoded with its key order kept
+      local decoded, jerr = require("lrun.jinja.json").decode(v)
+      if decoded == nil then return nil, errors.new("arg", "opts." .. k .. ": " .. tostring(jerr)) end
+      v = decoded
+    end
+    vars[k] = v or M.null
+  end
+  vars.add_generation_prompt = opts.add_generation_prompt ~= false
+  return t:render(vars, { limits = opts.limits })
+end
+
 --- Renders a conversation to prompt text.
 -- @tparam {{role=,content=},...} messages
 -- @tparam[opt] table opts template (a family name or a function(messages,
---   add_generation_prompt) → string), chat_template (a Jinja template to
---   recognise; its default system prompt is used too), add_generation_prompt
---   (default true), default_system
+--   add_generation_prompt) → string), chat_template (a Jinja template:
+--   rendered by lrun.jinja; recognised by its substrings when that fails),
+--   add_generation_prompt (default true), default_system, and for the Jinja
+--   path tools, documents, bos_token, eos_token, vars (see render_jinja)
 -- @treturn[1] string
 -- @treturn[2] nil
--- @treturn[2] table error {kind="unsupported"} for a template it cannot recognise
+-- @treturn[2] table error {kind="unsupported"} for a template it can neither run nor recognise
 function M.render(messages, opts, level)
   level = (level or 1) + 1
   opts = opts or {}
@@ -405,37 +481,71 @@ function M.render(messages, opts, level)
     return out
   end
   local ctx = { default_system = opts.default_system }
+  local chosen = tmpl ~= nil
   if tmpl == nil then
-    local jinja = opts.chat_template
-    if jinja == nil then
+    local text = opts.chat_template
+    if text == nil then
       tmpl = "chatml" -- llama.cpp's choice for a model without a template
     else
-      tmpl = M.detect(jinja)
+      local out, jerr = M.render_jinja(text, messages, opts)
+      if out then return out end
+      tmpl = M.detect(text)
       if not tmpl then
-        return nil, errors.new("unsupported", "the model's chat template is not one lrun recognises; "
-          .. "pass opts.template (a name such as \"chatml\" or a function)")
+        return nil, errors.new("unsupported", "the model's chat template cannot be rendered (" .. tostring(jerr)
+          .. ") and is not one lrun recognises; pass opts.template (a name such as \"chatml\" or a function)",
+          { cause = jerr })
       end
-      if ctx.default_system == nil then ctx.default_system = M.default_system(jinja) end
+      local said = tostring(jerr) .. tmpl
+      if not warned[said] then
+        warned[said] = true
+        log.info("chat template: %s; using lrun's built-in %s format instead", tostring(jerr), tmpl)
+      end
+      if ctx.default_system == nil then ctx.default_system = M.default_system(text) end
     end
   end
   if type(tmpl) ~= "string" then error("chat: template must be a name or a function", level) end
   local fn = T[tmpl]
   if not fn then error("chat: unknown template '" .. tmpl .. "'", level) end
+  local ok, err = text_only(messages, chosen and level or nil)
+  if not ok then return nil, err end
   return fn(messages, add_ass, ctx)
 end
 
+--- The model's chat template text: model.chat_template when the loader set
+-- one (an HF directory's tokenizer_config.json), else the GGUF
+-- tokenizer.chat_template; nil when the model has none.
+function M.model_template(model)
+  local t = rawget(model, "chat_template")
+  if type(t) == "string" then return t end
+  return model:metadata("tokenizer.chat_template")
+end
+
+-- The special tokens a template sees: model.special_tokens when the loader
+-- set them (tokenizer_config.json), else the texts of the BOS and EOS ids.
+local function special_tokens(model)
+  local st = rawget(model, "special_tokens")
+  if type(st) == "table" then return st end
+  local out, tok = {}, model.tokenizer
+  if tok.bos_id >= 0 then out.bos_token = tok:token_text(tok.bos_id) end
+  if tok.eos_id >= 0 then out.eos_token = tok:token_text(tok.eos_id) end
+  return out
+end
+
 --- Renders messages with the model's own template (or opts.template).
+-- @tparam table opts template, add_generation_prompt, tools, documents, vars
 -- @treturn[1] string
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.apply(model, messages, opts, level)
   level = (level or 1) + 1
   opts = opts or {}
-  local chat_template = opts.template == nil and model:metadata("tokenizer.chat_template") or nil
-  return M.render(messages, {
-    template = opts.template, chat_template = chat_template,
-    add_generation_prompt = opts.add_generation_prompt,
-  }, level)
+  local ropts = { template = opts.template, add_generation_prompt = opts.add_generation_prompt,
+    tools = opts.tools, documents = opts.documents, vars = opts.vars }
+  if opts.template == nil then
+    ropts.chat_template = M.model_template(model)
+    for k, v in pairs(special_tokens(model)) do ropts[k] = v end
+  end
+  return M.render(messages, ropts, level)
 end
 
 --- True when prompt already begins with the model's BOS text (so

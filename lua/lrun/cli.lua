@@ -151,6 +151,8 @@ function M.model_spec()
       help = "streamed layers copied ahead (default: 2 on cpu, 1 on cuda)" },
     { "--explain", key = "explain", type = "flag", help = "print the placement and why to stderr" },
     { "--system", key = "system", arg = "TEXT", help = "system prompt for chat" },
+    { "--chat-template", key = "chat_template", arg = "FILE",
+      help = "a Jinja chat template file to use instead of the model's" },
   }
 end
 
@@ -192,6 +194,15 @@ function M.load_or_exit(opts)
     os.exit(1)
   end
   if opts.explain then io.stderr:write(tostring(m:placement()), "\n") end
+  if opts.chat_template then
+    local f, ferr = io.open(opts.chat_template, "rb")
+    if not f then
+      io.stderr:write((arg and arg[0] or "lrun") .. ": --chat-template: " .. tostring(ferr) .. "\n")
+      os.exit(1)
+    end
+    m.chat_template = f:read("*a")
+    f:close()
+  end
   return m
 end
 

@@ -53,7 +53,7 @@ end
 local submodules = {
   chat = true, cli = true, errors = true, ffi = true, generate = true, model = true,
   pretty = true, repl = true, size = true, tokenizer = true, beam = true, beam_groups = true,
-  cache_kinds = true, log = true,
+  cache_kinds = true, log = true, jinja = true,
 }
 setmetatable(M, {
   __index = function(t, k)

@@ -274,25 +274,30 @@ function Model:generate(prompt, opts)
   return require("lrun.generate").generate(self, prompt, opts, 2)
 end
 
+-- Options of model:chat that go to the chat template, not to generate.
+local CHAT_OPTS = { template = "template", tools = "tools", documents = "documents", chat_vars = "vars" }
+
 --- Answers a conversation: applies the chat template with the generation
 -- prompt, then generates.
 -- @tparam {{role=string,content=string},...} messages
 -- @tparam[opt] table opts generate options, plus template (a name such as
---   "chatml" or a function(messages, add_generation_prompt) → string)
+--   "chatml" or a function(messages, add_generation_prompt) → string),
+--   tools and documents (for the model's Jinja template), chat_vars (extra
+--   template variables, e.g. {enable_thinking = false})
 -- @treturn string
 -- @treturn {int,...}
 -- @treturn table stats
 function Model:chat(messages, opts)
   live(self, "chat")
-  local gen_opts, template = {}, nil
+  local gen_opts, chat_opts = {}, { add_generation_prompt = true }
   if opts ~= nil then
     if type(opts) ~= "table" then error("model:chat: opts must be a table", 2) end
     for k, v in pairs(opts) do
-      if k == "template" then template = v else gen_opts[k] = v end
+      if CHAT_OPTS[k] then chat_opts[CHAT_OPTS[k]] = v else gen_opts[k] = v end
     end
   end
   local chat = require("lrun.chat")
-  local prompt, err = chat.apply(self, messages, { template = template, add_generation_prompt = true }, 2)
+  local prompt, err = chat.apply(self, messages, chat_opts, 2)
   if not prompt then return nil, err end
   local ids = self:tokenize(prompt, { add_special = not chat.starts_with_bos(self, prompt),
     parse_special = true })
@@ -349,7 +354,7 @@ function Model:info()
     eos_token_id = t.eos_id >= 0 and t.eos_id or nil,
     eog_token_ids = t:eog_ids(),
     add_bos = t.adds_bos,
-    chat_template = self:metadata("tokenizer.chat_template"),
+    chat_template = require("lrun.chat").model_template(self),
   }
 end
 
