@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 build=${LRUN_BUILD:-build}
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
 flags=(-O2 -march=native -std=c11 -D_GNU_SOURCE -pthread -Iruntime -Ikernels)
-libs=("$build/liblrun.a" -lpcre2-8 -lm)
+libs=("$build/liblrun.a" -lpcre2-8 -lcjson -lm)
 if grep -q LRUN_WITH_CUDA "$build/.flags" 2>/dev/null; then
   flags+=(-DLRUN_WITH_CUDA "-I$cuda_home/include")
   libs+=("-L$cuda_home/lib64" "-Wl,-rpath,$cuda_home/lib64" -lcudart -lcublas -lstdc++)
