@@ -71,11 +71,18 @@ typedef enum lrun_dtype {
     LRUN_DTYPE_F16 = 1,
     LRUN_DTYPE_Q4_0 = 2,
     LRUN_DTYPE_Q4_1 = 3,
+    LRUN_DTYPE_Q5_0 = 6,
+    LRUN_DTYPE_Q5_1 = 7,
     LRUN_DTYPE_Q8_0 = 8,
     LRUN_DTYPE_Q8_1 = 9,  /* activations only: q8 with the block sum, partner of Q4_1 */
+    LRUN_DTYPE_Q2_K = 10,
+    LRUN_DTYPE_Q3_K = 11,
     LRUN_DTYPE_Q4_K = 12,
+    LRUN_DTYPE_Q5_K = 13,
     LRUN_DTYPE_Q6_K = 14,
     LRUN_DTYPE_Q8_K = 15, /* activations only: partner of the K-quants */
+    LRUN_DTYPE_IQ4_NL = 20,
+    LRUN_DTYPE_IQ4_XS = 23,
     LRUN_DTYPE_BF16 = 30
 } lrun_dtype;
 

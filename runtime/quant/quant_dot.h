@@ -49,6 +49,36 @@ void lrun_quantize_activations_scalar(lrun_dtype partner, const float *src, void
 /* The K-quant kernels (quant_dot_k.c). */
 void lrun_dot_q4_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q6_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+/* The kernels and codecs of Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL and IQ4_XS
+ * (quant_dot_more.c, quant_more.c): scalar only. */
+void lrun_dot_q5_0_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q5_1_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_iq4_nl_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q2_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q3_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q5_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_iq4_xs_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+/* y (nb blocks) = the blocks at src, decoded; dst (nb blocks) = x encoded. */
+void lrun_dequant_q5_0(const void *src, float *y, int64_t nb);
+void lrun_dequant_q5_1(const void *src, float *y, int64_t nb);
+void lrun_dequant_q2_K(const void *src, float *y, int64_t nb);
+void lrun_dequant_q3_K(const void *src, float *y, int64_t nb);
+void lrun_dequant_q5_K(const void *src, float *y, int64_t nb);
+void lrun_dequant_iq4_nl(const void *src, float *y, int64_t nb);
+void lrun_dequant_iq4_xs(const void *src, float *y, int64_t nb);
+void lrun_quant_q5_0(const float *x, void *dst, int64_t nb);
+void lrun_quant_q5_1(const float *x, void *dst, int64_t nb);
+void lrun_quant_q2_K(const float *x, void *dst, int64_t nb);
+void lrun_quant_q3_K(const float *x, void *dst, int64_t nb);
+void lrun_quant_q5_K(const float *x, void *dst, int64_t nb);
+void lrun_quant_iq4_nl(const float *x, void *dst, int64_t nb);
+void lrun_quant_iq4_xs(const float *x, void *dst, int64_t nb);
+/* Scale (and min) fields: Q4_K/Q5_K sub-block j (0..7) → 6-bit scale and
+ * min; Q3_K sub-block j (0..15) → −32..31; IQ4_XS sub-block j (0..7) → −32..31. */
+void lrun_k4_scale_min(const uint8_t *s, int j, int *sc, int *m);
+int lrun_q3_K_scale(const uint8_t s[12], int j);
+int lrun_iq4_xs_scale(const lrun_block_iq4_xs *b, int j);
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LRUN_HAVE_AVX2 1
 void lrun_dot_q4_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
