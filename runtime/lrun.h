@@ -345,6 +345,11 @@ typedef struct lrun_model_gen_spec {
     uint64_t seed;              /* same seed, same weights (in every dtype, up to rounding) */
     int n_threads;              /* fill threads; 0 = all cores */
     int progress;               /* 1: progress bar on stderr when it is a terminal */
+    /* A mixed recipe like llama.cpp's Q*_K_M: when not F32 (0), attn_v and
+     * ffn_down of the layers llama.cpp's use_more_bits picks (the first and
+     * last eighth, and every third between), and output.weight, are stored
+     * in mix_dtype (Q6_K for Q4_K_M); 0 keeps one weight_dtype throughout. */
+    lrun_dtype mix_dtype;
 } lrun_model_gen_spec;
 
 /* Writes a complete llama-architecture GGUF at path: standard metadata, a

@@ -50,6 +50,8 @@ static lrun_status check_spec(const lrun_model_gen_spec *s)
         return bad_spec("weight_dtype", (long long)s->weight_dtype, "is not a supported weight type");
     if (!lrun_dtype_is_supported((int)s->embd_dtype))
         return bad_spec("embd_dtype", (long long)s->embd_dtype, "is not a supported weight type");
+    if (!lrun_dtype_is_supported((int)s->mix_dtype))
+        return bad_spec("mix_dtype", (long long)s->mix_dtype, "is not a supported weight type (0: no mix)");
     if (!(s->rope_freq_base > 0) || !isfinite(s->rope_freq_base))
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rope_freq_base = %g: must be > 0", s->rope_freq_base);
     if (!(s->rms_eps > 0) || !(s->rms_eps < 1))
@@ -113,6 +115,17 @@ static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *na
     return LRUN_OK;
 }
 
+/* llama.cpp's use_more_bits (llama-quant.cpp): the layers whose attn_v and
+ * ffn_down a Q*_K_M recipe stores with more bits. */
+static int more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* The dtype of matrix `what` of layer i. */
+static lrun_dtype layer_dtype(const lrun_model_gen_spec *s, const char *what, int64_t i)
+{
+    const int mixed = s->mix_dtype != LRUN_DTYPE_F32 && (strcmp(what, "attn_v") == 0 || strcmp(what, "ffn_down") == 0);
+    return mixed && more_bits(i, s->n_layer) ? s->mix_dtype : s->weight_dtype;
+}
+
 /* token_embd, the blocks in llama.cpp's order, output_norm, output. */
 static lrun_status build_list(gen_list *l, const lrun_model_gen_spec *s)
 {
@@ -130,11 +143,14 @@ static lrun_status build_list(gen_list *l, const lrun_model_gen_spec *s)
         for (size_t j = 0; st == LRUN_OK && j < sizeof blk / sizeof blk[0]; j++) {
             char name[64];
             snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)i, blk[j].what);
-            st = add(l, s, name, blk[j].weight ? s->weight_dtype : LRUN_DTYPE_F32, blk[j].ne0, blk[j].ne1);
+            st = add(l, s, name, blk[j].weight ? layer_dtype(s, blk[j].what, i) : LRUN_DTYPE_F32, blk[j].ne0,
+                     blk[j].ne1);
         }
     }
     if (st == LRUN_OK) st = add(l, s, "output_norm.weight", LRUN_DTYPE_F32, s->n_embd, 0);
-    if (st == LRUN_OK && !s->tied_embeddings) st = add(l, s, "output.weight", s->embd_dtype, s->n_embd, s->n_vocab);
+    if (st == LRUN_OK && !s->tied_embeddings)
+        st = add(l, s, "output.weight", s->mix_dtype != LRUN_DTYPE_F32 ? s->mix_dtype : s->embd_dtype, s->n_embd,
+                 s->n_vocab);
     return st;
 }
 
@@ -234,16 +250,23 @@ static lrun_status build_vocab(gen_vocab *v, int64_t n_vocab)
 
 // ---------------------------------------------------------------- metadata
 
-static uint32_t file_type_of(lrun_dtype d)
+static uint32_t file_type_of(lrun_dtype d, int mixed)
 {
-    switch (d) { /* llama_ftype values */
+    switch (d) { /* llama_ftype values; a mixed recipe is the _M one */
     case LRUN_DTYPE_F32: return 0;
     case LRUN_DTYPE_F16: return 1;
     case LRUN_DTYPE_Q4_0: return 2;
     case LRUN_DTYPE_Q4_1: return 3;
     case LRUN_DTYPE_Q8_0: return 7;
-    case LRUN_DTYPE_Q4_K: return 14; /* Q4_K_S: every matrix q4_K */
+    case LRUN_DTYPE_Q5_0: return 8;
+    case LRUN_DTYPE_Q5_1: return 9;
+    case LRUN_DTYPE_Q2_K: return 10;
+    case LRUN_DTYPE_Q3_K: return mixed ? 12 : 11;
+    case LRUN_DTYPE_Q4_K: return mixed ? 15 : 14; /* Q4_K_S: every matrix q4_K */
+    case LRUN_DTYPE_Q5_K: return mixed ? 17 : 16;
     case LRUN_DTYPE_Q6_K: return 18;
+    case LRUN_DTYPE_IQ4_NL: return 25;
+    case LRUN_DTYPE_IQ4_XS: return 30;
     case LRUN_DTYPE_BF16: return 32;
     default: return 0;
     }
@@ -259,7 +282,7 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
     lrun_status st = lrun_gguf_writer_set_str(w, "general.architecture", "llama");
 #define KV(call) if (st == LRUN_OK) st = (call)
     KV(lrun_gguf_writer_set_str(w, "general.name", "lrun random llama"));
-    KV(lrun_gguf_writer_set_u32(w, "general.file_type", file_type_of(s->weight_dtype)));
+    KV(lrun_gguf_writer_set_u32(w, "general.file_type", file_type_of(s->weight_dtype, s->mix_dtype != LRUN_DTYPE_F32)));
     KV(lrun_gguf_writer_set_u32(w, "general.quantization_version", 2));
     KV(lrun_gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)s->n_vocab));
     KV(lrun_gguf_writer_set_u32(w, "llama.context_length", (uint32_t)s->n_ctx));
