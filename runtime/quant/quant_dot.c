@@ -632,6 +632,10 @@ int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **nam
         ADD(lrun_dot_q4_K_avx128, "avx2-128");
         break;
     case LRUN_DTYPE_Q6_K: ADD(lrun_dot_q6_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q5_0: ADD(lrun_dot_q5_0_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q5_1: ADD(lrun_dot_q5_1_avx2, "avx2"); break;
+    case LRUN_DTYPE_IQ4_NL: ADD(lrun_dot_iq4_nl_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q5_K: ADD(lrun_dot_q5_K_avx2, "avx2"); break;
     default: break;
     }
 #endif
@@ -660,6 +664,10 @@ lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q4_K: return lrun_dot_q4_K_avx2;
 #endif
     case LRUN_DTYPE_Q6_K: return lrun_dot_q6_K_avx2;
+    case LRUN_DTYPE_Q5_0: return lrun_dot_q5_0_avx2;
+    case LRUN_DTYPE_Q5_1: return lrun_dot_q5_1_avx2;
+    case LRUN_DTYPE_IQ4_NL: return lrun_dot_iq4_nl_avx2;
+    case LRUN_DTYPE_Q5_K: return lrun_dot_q5_K_avx2;
     default: return lrun_dot_kernel_scalar(weight_dtype); /* the types with scalar kernels only */
     }
 #else

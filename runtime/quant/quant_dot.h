@@ -50,7 +50,7 @@ void lrun_quantize_activations_scalar(lrun_dtype partner, const float *src, void
 void lrun_dot_q4_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q6_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 /* The kernels and codecs of Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL and IQ4_XS
- * (quant_dot_more.c, quant_more.c): scalar only. */
+ * (quant_dot_more.c, quant_more.c); AVX2 forms of some below. */
 void lrun_dot_q5_0_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q5_1_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_iq4_nl_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
@@ -84,6 +84,11 @@ int lrun_iq4_xs_scale(const lrun_block_iq4_xs *b, int j);
 void lrun_dot_q4_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q6_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q4_K_avx128(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+/* quant_dot_more.c: Q5_0, Q5_1 and IQ4_NL give their scalar kernels' bits */
+void lrun_dot_q5_0_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q5_1_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_iq4_nl_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q5_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 #endif
 
 #endif

@@ -15,6 +15,7 @@
 #include "quant/quant_dot.h"
 
 #include <math.h>
+#include <string.h>
 
 #define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
 
@@ -207,3 +208,233 @@ void lrun_dot_iq4_xs_scalar(int64_t k, const void *w, const void *x, size_t xs, 
 {
     for (int r = 0; r < nx; ++r) out[r] = dot1_iq4_xs(k, w, ROW(x, r, xs));
 }
+
+// ---------------------------------------------------------------- AVX2
+
+/* The same results as the scalar kernels above: bit for bit for the
+ * 32-element types (the lanes are the vector's lanes, each an exact integer
+ * sum before its FMA), to f32 rounding for the super-block types (8 lanes of
+ * partial sums per super-block, added at the end). */
+#if defined(LRUN_HAVE_AVX2)
+#include <immintrin.h>
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+#define DISPATCH_NX(call)                                                                                   \
+    switch (nx) {                                                                                           \
+    case 1: call(1); break;                                                                                 \
+    case 2: call(2); break;                                                                                 \
+    case 3: call(3); break;                                                                                 \
+    default: call(4); break;                                                                                \
+    }
+
+/* AVX's horizontal sum of 8 lanes, in hsum8_ref's order. */
+static ALWAYS_INLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The 32 nibbles of qs[16] in element order (low nibbles 0..15, high 16..31). */
+static ALWAYS_INLINE __m256i nibbles32(const uint8_t *qs)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+
+/* Bit i of the 32-bit word at qh as byte i (0 or 1), i = 0..31. */
+static ALWAYS_INLINE __m256i bits32(const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
+                                            0x0303030303030303);
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), shuf); /* byte i = byte i/8 of h */
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(1));
+}
+
+/* 8 lanes: lane l = Σ of the 4 products of elements 4l..4l+3, u unsigned (≤ 127·2 per pair fits). */
+static ALWAYS_INLINE __m256 lanes_us(__m256i u, __m256i s)
+{
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+/* The same for signed w: |w| times x with w's sign. */
+static ALWAYS_INLINE __m256 lanes_ss(__m256i w, __m256i x) { return lanes_us(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)); }
+
+/* Q5 quants (0..31) of a block. */
+static ALWAYS_INLINE __m256i q5_quants(const uint8_t *qs, const uint8_t *qh)
+{
+    return _mm256_or_si256(nibbles32(qs), _mm256_slli_epi16(bits32(qh), 4));
+}
+
+static ALWAYS_INLINE void dot_q5_0_nx(int64_t k, const lrun_block_q5_0 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i q = _mm256_sub_epi8(q5_quants(w[b].qs, w[b].qh), _mm256_set1_epi8(16));
+        const float dw = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256 dd = _mm256_set1_ps(dw * _cvtsh_ss(xr[r][b].d));
+            acc[r] = _mm256_fmadd_ps(dd, lanes_ss(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+static ALWAYS_INLINE void dot_q5_1_nx(int64_t k, const lrun_block_q5_1 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    float summs[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+        summs[r] = 0.0f;
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i q = q5_quants(w[b].qs, w[b].qh);
+        const float dw = _cvtsh_ss(w[b].d), mw = _cvtsh_ss(w[b].m);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            summs[r] = fmaf(mw, xr[r][b].s, summs[r]);
+            const __m256 dd = _mm256_set1_ps(dw * xr[r][b].d);
+            acc[r] = _mm256_fmadd_ps(dd, lanes_us(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + summs[r];
+}
+
+/* The 16 IQ4 values as a 128-bit table for pshufb, in both lanes. */
+static ALWAYS_INLINE __m256i iq4_table(void)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_iq4nl);
+    return _mm256_set_m128i(t, t);
+}
+
+static ALWAYS_INLINE void dot_iq4_nl_nx(int64_t k, const lrun_block_iq4_nl *w, const void *x, size_t xs, const int NX,
+                                        float *out)
+{
+    const __m256i table = iq4_table();
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS][2]; /* even and odd blocks */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i v = _mm256_shuffle_epi8(table, nibbles32(w[b].qs));
+        const float dw = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256 dd = _mm256_set1_ps(_cvtsh_ss(xr[r][b].d) * dw);
+            acc[r][b & 1] =
+                _mm256_fmadd_ps(dd, lanes_ss(v, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r][b & 1]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+/* Q5_K: Q4_K's kernel (quant_dot_k.c) with the fifth bits: bit 2c of qh[l]
+ * for the low nibbles of chunk c, bit 2c+1 for the high ones. */
+static ALWAYS_INLINE void dot_q5_K_nx(int64_t k, const lrun_block_q5_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = accm[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; ++j) {
+            int s, mm;
+            lrun_k4_scale_min(w[b].scales, j, &s, &mm);
+            sc[j] = (uint8_t)s;
+            m[j] = (uint8_t)mm;
+        }
+        const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+        const __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* [m0 m0 m1 m1 …] */
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)w[b].qh);
+        __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+        UNROLL
+        for (int c = 0; c < 4; ++c) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
+            const __m256i hl = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
+            const __m256i hh = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, low4), hl);
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4), hh);
+            const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const int8_t *y = xr[r][b].qs + 64 * c;
+                const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
+                const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(plo, slo));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(phi, shi));
+            }
+        }
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_K *xb = &xr[r][b];
+            const __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * xb->d), _mm256_cvtepi32_ps(pm), accm[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
+}
+
+void lrun_dot_q5_0_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q5_0_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_q5_1_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q5_1_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_iq4_nl_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_iq4_nl_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_q5_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q5_K_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+#endif /* LRUN_HAVE_AVX2 */

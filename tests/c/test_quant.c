@@ -574,7 +574,8 @@ static void test_dots(void)
                 lrun_quantize_activations(p, x[r], xs + r * xrow, k);
             }
             /* the 32-element block kernels all give llama.cpp's bits: the scalar kernel's */
-            const int exact_type = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0;
+            const int exact_type = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 ||
+                                   t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL;
             float scalar4[4];
             lrun_dot_kernel_scalar(t)(k, wq, xs, xrow, 4, scalar4);
 
