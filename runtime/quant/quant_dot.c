@@ -636,6 +636,9 @@ int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **nam
     case LRUN_DTYPE_Q5_1: ADD(lrun_dot_q5_1_avx2, "avx2"); break;
     case LRUN_DTYPE_IQ4_NL: ADD(lrun_dot_iq4_nl_avx2, "avx2"); break;
     case LRUN_DTYPE_Q5_K: ADD(lrun_dot_q5_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q2_K: ADD(lrun_dot_q2_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q3_K: ADD(lrun_dot_q3_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_IQ4_XS: ADD(lrun_dot_iq4_xs_avx2, "avx2"); break;
     default: break;
     }
 #endif
@@ -668,7 +671,10 @@ lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q5_1: return lrun_dot_q5_1_avx2;
     case LRUN_DTYPE_IQ4_NL: return lrun_dot_iq4_nl_avx2;
     case LRUN_DTYPE_Q5_K: return lrun_dot_q5_K_avx2;
-    default: return lrun_dot_kernel_scalar(weight_dtype); /* the types with scalar kernels only */
+    case LRUN_DTYPE_Q2_K: return lrun_dot_q2_K_avx2;
+    case LRUN_DTYPE_Q3_K: return lrun_dot_q3_K_avx2;
+    case LRUN_DTYPE_IQ4_XS: return lrun_dot_iq4_xs_avx2;
+    default: return lrun_dot_kernel_scalar(weight_dtype);
     }
 #else
     return lrun_dot_kernel_scalar(weight_dtype);

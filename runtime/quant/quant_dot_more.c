@@ -409,6 +409,165 @@ static ALWAYS_INLINE void dot_q5_K_nx(int64_t k, const lrun_block_q5_K *w, const
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
 }
 
+/* Q2_K and Q3_K share their layout: 32-byte group n of qs holds elements
+ * 128n + 32j + l (l < 32) in bits 2j, whose 16-element sub-blocks are 8n+2j
+ * and 8n+2j+1. s16 has the 16 sub-block scales as int16. */
+static ALWAYS_INLINE __m256i pair_scales(const int16_t *s16, int sub)
+{
+    return _mm256_setr_m128i(_mm_set1_epi16(s16[sub]), _mm_set1_epi16(s16[sub + 1]));
+}
+
+/* Q2_K: Σ (dl·q − ml)·y = d·Σ_j sc_j Σ q·y − dmin·Σ_j m_j bsums_j. */
+static ALWAYS_INLINE void dot_q2_K_nx(int64_t k, const lrun_block_q2_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const __m256i three = _mm256_set1_epi8(3);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = accm[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
+        int16_t s16[16];
+        _mm256_storeu_si256((__m256i *)s16, _mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0x0F))));
+        const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+        __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+        UNROLL
+        for (int n = 0; n < 2; ++n) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * n));
+            UNROLL
+            for (int j = 0; j < 4; ++j) {
+                const __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three);
+                const __m256i s = pair_scales(s16, 8 * n + 2 * j);
+                UNROLL
+                for (int r = 0; r < NX; ++r) {
+                    const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), s));
+                }
+            }
+        }
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_K *xb = &xr[r][b];
+            const __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * dmin), _mm256_cvtepi32_ps(pm), accm[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
+}
+
+/* Q3_K: with q' = q + 4·hbit (0..7), Σ (q' − 4)·y·sc = Σ_j sc_j (Σ q'·y − 4·bsums_j). */
+static ALWAYS_INLINE void dot_q3_K_nx(int64_t k, const lrun_block_q3_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        int16_t s16[16];
+        for (int j = 0; j < 16; ++j) s16[j] = (int16_t)lrun_q3_K_scale(w[b].scales, j);
+        const __m256i sc = _mm256_loadu_si256((const __m256i *)s16);
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)w[b].hmask);
+        __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256i corr = _mm256_madd_epi16(sc, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
+        }
+        UNROLL
+        for (int n = 0; n < 2; ++n) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * n));
+            UNROLL
+            for (int j = 0; j < 4; ++j) {
+                const __m256i h = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + j), one), 2);
+                const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three), h);
+                const __m256i s = pair_scales(s16, 8 * n + 2 * j);
+                UNROLL
+                for (int r = 0; r < NX; ++r) {
+                    const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), s));
+                }
+            }
+        }
+        const float d = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r)
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+/* IQ4_XS: table values (signed) per 32-element sub-block, its 6-bit scale applied with madd. */
+static ALWAYS_INLINE void dot_iq4_xs_nx(int64_t k, const lrun_block_iq4_xs *w, const void *x, size_t xs, const int NX,
+                                        float *out)
+{
+    const __m256i table = iq4_table();
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+        UNROLL
+        for (int j = 0; j < 8; ++j) {
+            const __m256i v = _mm256_shuffle_epi8(table, nibbles32(w[b].qs + 16 * j));
+            const __m256i av = _mm256_sign_epi8(v, v), s = _mm256_set1_epi16((int16_t)lrun_iq4_xs_scale(&w[b], j));
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 32 * j));
+                const __m256i p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(y, v));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s));
+            }
+        }
+        const float d = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r)
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+void lrun_dot_q2_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q2_K_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_q3_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q3_K_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_iq4_xs_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_iq4_xs_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
 void lrun_dot_q5_0_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
 {
 #define CALL(N) dot_q5_0_nx(k, w, x, xs, N, out)

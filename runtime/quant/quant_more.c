@@ -25,18 +25,6 @@ static inline int q5_elem(const uint8_t *qs, const uint8_t *qh, int e)
     return lo | (int)((h >> e) & 1) << 4;
 }
 
-/* The 6-bit scale and min of sub-block j (0..7) of Q4_K/Q5_K scales (quant.c's q4_K_scale_min). */
-void lrun_k4_scale_min(const uint8_t *s, int j, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
 static void k4_pack_scale_min(uint8_t s[12], const uint8_t sc[8], const uint8_t mn[8])
 {
     memset(s, 0, 12);
@@ -50,19 +38,6 @@ static void k4_pack_scale_min(uint8_t s[12], const uint8_t sc[8], const uint8_t 
             s[j] |= (uint8_t)((mn[j] >> 4) << 6);
         }
     }
-}
-
-/* Q3_K's 16 six-bit scales (stored + 32): the low nibble of j in byte j%8
- * (bits 4·(j/8)), its high two bits in byte 8 + j%4 (bits 2·(j/4)). */
-int lrun_q3_K_scale(const uint8_t s[12], int j)
-{
-    return (((s[j & 7] >> (4 * (j >> 3))) & 0xF) | (((s[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4)) - 32;
-}
-
-/* IQ4_XS's scale of sub-block j (0..7), in −32..31. */
-int lrun_iq4_xs_scale(const lrun_block_iq4_xs *b, int j)
-{
-    return (((b->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b->scales_h >> (2 * j)) & 3) << 4)) - 32;
 }
 
 /* The 2-bit field of element 128n + 32j + l of Q2_K/Q3_K (l < 32): bits 2j of qs[32n + l]. */

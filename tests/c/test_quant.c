@@ -666,7 +666,26 @@ static void test_dot_extremes(void)
     memset(wk.qs, 0xFF, sizeof wk.qs);
     memset(xk.qs, 127, sizeof xk.qs);
     for (int j = 0; j < 16; ++j) xk.bsums[j] = 16 * 127;
+    /* the newer super-block types at their largest quants and scales */
+    lrun_block_q5_K w5k = {.d = 0x3c00, .dmin = 0};
+    memcpy(w5k.scales, wk.scales, 12); /* every scale 63, mins 0 */
+    memset(w5k.qh, 0xFF, sizeof w5k.qh);
+    memset(w5k.qs, 0xFF, sizeof w5k.qs); /* every q = 31 */
+    lrun_block_q3_K w3k = {.d = 0x3c00};
+    memset(w3k.hmask, 0xFF, sizeof w3k.hmask); /* no −4: every q = 3 */
+    memset(w3k.qs, 0xFF, sizeof w3k.qs);
+    memset(w3k.scales, 0xFF, sizeof w3k.scales); /* every scale 63 − 32 = 31 */
+    lrun_block_q2_K w2k = {.d = 0x3c00, .dmin = 0};
+    memset(w2k.scales, 0x0F, sizeof w2k.scales); /* scale 15, min 0 */
+    memset(w2k.qs, 0xFF, sizeof w2k.qs);          /* every q = 3 */
+    lrun_block_iq4_xs wxs = {.d = 0x3c00, .scales_h = 0};
+    memset(wxs.scales_l, 0, sizeof wxs.scales_l); /* every scale 0 − 32 */
+    memset(wxs.qs, 0, sizeof wxs.qs);             /* every value −127 */
     const struct { lrun_dtype t; const void *w, *x; int k; double want; } cases[] = {
+        {LRUN_DTYPE_Q5_K, &w5k, &xk, 256, 256.0 * 63 * 31 * 127},
+        {LRUN_DTYPE_Q3_K, &w3k, &xk, 256, 256.0 * 31 * 3 * 127},
+        {LRUN_DTYPE_Q2_K, &w2k, &xk, 256, 256.0 * 15 * 3 * 127},
+        {LRUN_DTYPE_IQ4_XS, &wxs, &xk, 256, 256.0 * -32 * -127 * 127},
         {LRUN_DTYPE_Q8_0, w8, x8, 32 * NB, 32.0 * NB * 127 * 127},
         {LRUN_DTYPE_Q4_0, w40, x8, 32 * NB, 0.0}, /* ±127 alternating against -8: cancels */
         {LRUN_DTYPE_Q4_1, w41, x81, 32 * NB, 32.0 * NB * 15 * 127},
