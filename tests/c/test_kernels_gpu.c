@@ -1238,11 +1238,15 @@ static void bench(int sweep)
 {
     static const lrun_dtype types[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_F16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,
                                        LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+    /* the types added later, after the others so those lines keep their order */
+    static const lrun_dtype more[] = {LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_Q2_K,
+                                      LRUN_DTYPE_Q3_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_XS};
     /* back-to-back launches as ordinary kernels, then as programmatic
      * dependents (each GEMV's weight loads overlap the previous one's tail) */
     const int pdl = lrun_k_pdl_enabled();
     lrun_k_set_pdl(0);
     for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default");
+    for (int ti = 0; ti < 7; ti++) bench_type(more[ti], "default");
     lrun_k_set_pdl(pdl);
     if (pdl)
         for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default, PDL");
