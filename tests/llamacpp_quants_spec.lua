@@ -6,7 +6,9 @@
 --   0. the file lrun writes is the one llama.cpp ran (size and Adler-32);
 --   1. first step: log_softmax of lrun's logits against llama.cpp's top-20
 --      log-probabilities, within LOGPROB_TOL, and the same greedy pick;
---   2. every step of llama.cpp's greedy continuation, with llama.cpp's
+--   2. m:generate's own greedy tokens equal llama.cpp's continuation, up to
+--      the first step where llama.cpp's raw argmax was a banned id (below);
+--   3. every step of llama.cpp's greedy continuation, with llama.cpp's
 --      tokens as the context: lrun's log-probs of llama.cpp's top-8 within
 --      LOGPROB_TOL and lrun's greedy pick = llama.cpp's token, id for id.
 --      Given the same context at every step, the same picks are the same
@@ -142,6 +144,32 @@ describe("lrun against llama.cpp on generated quant-type models", function()
           assert(worst <= LOGPROB_TOL, string.format("%s/%s: max |log-prob difference| %.6f (%s)",
             gm.name, case.name, worst, worst_at))
         end)
+
+        -- Free-running: m:generate's own greedy tokens, up to the first step
+        -- where llama.cpp's raw argmax was a banned id (lrun, unbiased, takes it).
+        local n_free = #case.steps
+        for k, step in ipairs(case.steps) do
+          if step.top[1][1] ~= step.id then n_free = k - 1; break end
+        end
+        if n_free > 0 then
+          it(case.name .. ": m:generate's greedy continuation is llama.cpp's (" .. n_free .. " tokens)", function()
+            local prompt = {}
+            for i, v in ipairs(case.prompt_ids) do prompt[i] = v end
+            local text, ids = model:generate(prompt, {max_new_tokens = n_free, do_sample = false, eos_token_id = {}})
+            assert(text, "generate: " .. tostring(ids))
+            for k = 1, n_free do
+              local step = case.steps[k]
+              if ids[k] ~= step.id then
+                -- a tie in llama.cpp's own log-probs ends the comparison
+                local other
+                for _, pair in ipairs(step.top) do if pair[1] == ids[k] then other = pair[2] end end
+                assert(other and step.logprob - other < TIE_TOL, string.format(
+                  "%s/%s: generated token %d: lrun %s, llama.cpp %d", gm.name, case.name, k, tostring(ids[k]), step.id))
+                break
+              end
+            end
+          end)
+        end
       end
     end)
   end
