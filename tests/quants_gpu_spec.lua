@@ -81,6 +81,20 @@ describe("CUDA engine on the quant-type models", function()
         end)
       end
 
+      it("numerics = \"exact\" (Q4_0/Q4_1/Q8_0 only) is refused as unsupported, saying why", function()
+        -- the refusal comes from load or from the engine's creation
+        local mx, err = lrun.load(path, {device = "cuda:0", progress = false, numerics = "exact"})
+        if mx then
+          local e
+          e, err = mx:engine()
+          mx:free()
+          assert.is_nil(e)
+        end
+        assert.is_table(err)
+        assert.are.equal("unsupported", err.kind)
+        assert.truthy(err.message:find("exact"))
+      end)
+
       it("greedy decode (GEMV) follows the CPU's tokens up to a near-tie", function()
         local _, c = cpu:generate(prompts.gemv, {max_new_tokens = 8, do_sample = false, eos_token_id = {}})
         local _, g = gpu:generate(prompts.gemv, {max_new_tokens = 8, do_sample = false, eos_token_id = {}})
