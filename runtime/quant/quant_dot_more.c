@@ -1,17 +1,18 @@
 /* quant_dot_more.c — dot products of the Q5_0, Q5_1, IQ4_NL (with Q8_0/Q8_1
- * activations) and Q2_K, Q3_K, Q5_K, IQ4_XS (with Q8_K) weights: scalar
- * kernels in llama.cpp's arithmetic.
+ * activations) and Q2_K, Q3_K, Q5_K, IQ4_XS (with Q8_K) weights, in
+ * llama.cpp's arithmetic: scalar kernels, then AVX2 ones.
  *
  * The 32-element types keep the lane form of quant_dot.c (lane l = the exact
  * integer sum of the products of elements 4l..4l+3; per block acc[l] =
  * fma(dw·dx, lane, acc[l]); the result AVX's hsum of the 8 lanes), which is
  * what llama.cpp's x86 kernels compute (ggml_vec_dot_q5_0_q8_0 and q5_1_q8_1
- * as Q4_0/Q4_1; iq4_nl_q8_0 with two accumulators, even and odd blocks).
- * The 256-element types sum each super-block exactly in integers (quants ×
- * activation quants × sub-block scales; the mins of Q2_K/Q5_K through Q8_K's
- * bsums) and add one float product per super-block, as llama.cpp's generic
- * kernels do; its SIMD kernels round the same sums in a different order, a
- * difference of f32 rounding (tests/llamacpp_quants_spec.lua bounds it). */
+ * as Q4_0/Q4_1; iq4_nl_q8_0 with two accumulators, even and odd blocks), so
+ * scalar and AVX2 give the same bits. The 256-element types sum each
+ * super-block exactly in integers (quants × activation quants × sub-block
+ * scales; Q2_K's and Q5_K's mins and Q3_K's −4 through Q8_K's bsums) and add
+ * one float product per super-block (scalar) or per lane (AVX2), as
+ * llama.cpp's kernels do in their own orders: a difference of f32 rounding
+ * (tests/llamacpp_quants_spec.lua bounds what it does to a model). */
 #include "quant/quant_dot.h"
 
 #include <math.h>
