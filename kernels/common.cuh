@@ -201,6 +201,13 @@ static inline int64_t lrun_k_block(lrun_dtype t, size_t *block_bytes)
     case LRUN_DTYPE_Q8_0: *block_bytes = 34; return 32;
     case LRUN_DTYPE_Q4_K: *block_bytes = 144; return 256;
     case LRUN_DTYPE_Q6_K: *block_bytes = 210; return 256;
+    case LRUN_DTYPE_Q5_0: *block_bytes = 22; return 32;
+    case LRUN_DTYPE_Q5_1: *block_bytes = 24; return 32;
+    case LRUN_DTYPE_IQ4_NL: *block_bytes = 18; return 32;
+    case LRUN_DTYPE_Q2_K: *block_bytes = 84; return 256;
+    case LRUN_DTYPE_Q3_K: *block_bytes = 110; return 256;
+    case LRUN_DTYPE_Q5_K: *block_bytes = 176; return 256;
+    case LRUN_DTYPE_IQ4_XS: *block_bytes = 136; return 256;
     default: *block_bytes = 0; return 0;
     }
 }
@@ -218,7 +225,10 @@ static inline size_t lrun_k_row_bytes(lrun_dtype t, int64_t k)
  * stride: the widest field load each block layout allows. */
 static inline size_t lrun_k_weight_align(lrun_dtype t)
 {
-    return (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q4_K || t == LRUN_DTYPE_F32) ? 4 : 2;
+    return (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q4_K || t == LRUN_DTYPE_F32 || t == LRUN_DTYPE_Q5_1 ||
+            t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q5_K || t == LRUN_DTYPE_IQ4_XS)
+               ? 4
+               : 2;
 }
 
 /* The checks every launcher that reads a weight matrix makes: a supported

@@ -227,6 +227,225 @@ template <> struct lrun_k_unit<LRUN_DTYPE_Q6_K> {
     static __device__ __forceinline__ int offset(int u, int run) { return 128 * (u >> 3) + 4 * (u & 7) + 32 * run; }
 };
 
+// ---------------------------------------------------------------- more 32-element blocks
+
+/* The fifth bit of element i (0..31) of a Q5 block: bit i of qh. */
+static __device__ __forceinline__ int lrun_k_q5_bit(uint32_t qh, int i) { return (int)((qh >> i) & 1u) << 4; }
+
+/* Q5_0: f16 d; u8 qh[4]; u8 qs[16] (22 bytes, 2-aligned). Unit u (0..3) as
+ * Q4_0's: qs[4u..4u+3], elements 4u.. (low nibbles) and 16+4u.. (high);
+ * y = (q − 16)·d with q = nibble | qh bit << 4. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q5_0> {
+    static constexpr int ELEMS = 32, BYTES = 22, UNITS = 4, RUNS = 2;
+    struct raw { uint32_t q, qh, d; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32_a2(blk + 6 + 4 * u), lrun_k_ld32_a2(blk + 2), lrun_k_ld16(blk)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int u, float *w)
+    {
+        const float d = lrun_k_f16((uint16_t)r.d);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff);
+            w[e] = __fmul_rn((float)(((b & 0xf) | lrun_k_q5_bit(r.qh, 4 * u + e)) - 16), d);
+            w[4 + e] = __fmul_rn((float)(((b >> 4) | lrun_k_q5_bit(r.qh, 16 + 4 * u + e)) - 16), d);
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 4 * u + 16 * run; }
+};
+
+/* Q5_1: f16 d, m; u8 qh[4]; u8 qs[16] (24 bytes, 4-aligned). Units as Q5_0; y = q·d + m. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q5_1> {
+    static constexpr int ELEMS = 32, BYTES = 24, UNITS = 4, RUNS = 2;
+    struct raw { uint32_t q, qh, dm; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32(blk + 8 + 4 * u), lrun_k_ld32(blk + 4), lrun_k_ld32(blk)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int u, float *w)
+    {
+        const float d = lrun_k_f16((uint16_t)(r.dm & 0xffff)), m = lrun_k_f16((uint16_t)(r.dm >> 16));
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff);
+            w[e] = __fadd_rn(__fmul_rn((float)((b & 0xf) | lrun_k_q5_bit(r.qh, 4 * u + e)), d), m);
+            w[4 + e] = __fadd_rn(__fmul_rn((float)((b >> 4) | lrun_k_q5_bit(r.qh, 16 + 4 * u + e)), d), m);
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 4 * u + 16 * run; }
+};
+
+/* kvalues_iq4nl[i] (−127 … 113) from registers: the 16 int8 values packed in
+ * four words, one byte permute (an indexed array would go to local memory). */
+static __device__ __forceinline__ float lrun_k_iq4_val(int i)
+{
+    const uint32_t lo = i < 8 ? 0xBFAD9881u : 0x26190D01u, hi = i < 8 ? 0xF6EADDCFu : 0x71594535u;
+    return (float)(int8_t)(__byte_perm(lo, hi, (unsigned)(i & 7)) & 0xff);
+}
+
+/* IQ4_NL: f16 d; u8 qs[16] (18 bytes). Units as Q4_0's; y = d·kvalues[nibble]. */
+template <> struct lrun_k_unit<LRUN_DTYPE_IQ4_NL> {
+    static constexpr int ELEMS = 32, BYTES = 18, UNITS = 4, RUNS = 2;
+    struct raw { uint32_t q, d; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32_a2(blk + 2 + 4 * u), lrun_k_ld16(blk)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const float d = lrun_k_f16((uint16_t)r.d);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff);
+            w[e] = __fmul_rn(d, lrun_k_iq4_val(b & 0xf));
+            w[4 + e] = __fmul_rn(d, lrun_k_iq4_val(b >> 4));
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 4 * u + 16 * run; }
+};
+
+// ---------------------------------------------------------------- more 256-element blocks
+
+/* Byte j of w0..w2 (j 0..11) by selects. */
+static __device__ __forceinline__ int lrun_k_byte12(uint32_t w0, uint32_t w1, uint32_t w2, int j)
+{
+    const uint32_t word = j < 4 ? w0 : (j < 8 ? w1 : w2);
+    return (int)((word >> (8 * (j & 3))) & 0xff);
+}
+
+/* Q2_K: u8 scales[16]; u8 qs[64]; f16 d, dmin (84 bytes, 4-aligned). Unit u
+ * (0..15) is word t = u%8 of half n = u/8 (qs[32n+4t..32n+4t+3]); run j
+ * (0..3) is bits 2j of those bytes: elements 128n + 32j + 4t.., sub-block
+ * 8n + 2j + t/4, whose scale byte holds scale (low 4 bits) and min (high). */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q2_K> {
+    static constexpr int ELEMS = 256, BYTES = 84, UNITS = 16, RUNS = 4;
+    struct raw { uint32_t q, sc, dm; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        const int n = u >> 3, t = u & 7;
+        const uint8_t *s = blk + 8 * n + (t >> 2); /* scales[8n + 2j + t/4], j = 0..3 */
+        const uint32_t sc = (uint32_t)__ldg(s) | ((uint32_t)__ldg(s + 2) << 8) | ((uint32_t)__ldg(s + 4) << 16) |
+                            ((uint32_t)__ldg(s + 6) << 24);
+        return {lrun_k_ld32(blk + 16 + 32 * n + 4 * t), sc, lrun_k_ld32(blk + 80)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const float d = lrun_k_f16((uint16_t)(r.dm & 0xffff)), dmin = lrun_k_f16((uint16_t)(r.dm >> 16));
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int sc = (int)((r.sc >> (8 * j)) & 0xff);
+            const float dl = __fmul_rn(d, (float)(sc & 0xf)), ml = __fmul_rn(dmin, (float)(sc >> 4));
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                w[4 * j + e] = __fsub_rn(__fmul_rn(dl, (float)((r.q >> (8 * e + 2 * j)) & 3)), ml);
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 128 * (u >> 3) + 32 * run + 4 * (u & 7); }
+};
+
+/* Q3_K: u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d (110 bytes, 2-aligned).
+ * Units and runs as Q2_K; the third bit of element 128n + 32j + l is bit
+ * 4n + j of hmask[l] (set: no −4); scales as quant_more.c's lrun_q3_K_scale. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q3_K> {
+    static constexpr int ELEMS = 256, BYTES = 110, UNITS = 16, RUNS = 4;
+    struct raw { uint32_t q, hm, s0, s1, s2, d; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        const int n = u >> 3, t = u & 7;
+        return {lrun_k_ld32_a2(blk + 32 + 32 * n + 4 * t), lrun_k_ld32_a2(blk + 4 * t), lrun_k_ld32_a2(blk + 96),
+                lrun_k_ld32_a2(blk + 100), lrun_k_ld32_a2(blk + 104), lrun_k_ld16(blk + 108)};
+    }
+    static __device__ __forceinline__ int scale(const raw &r, int s)
+    {
+        return ((lrun_k_byte12(r.s0, r.s1, r.s2, s & 7) >> (4 * (s >> 3))) & 0xf) |
+               (((lrun_k_byte12(r.s0, r.s1, r.s2, 8 + (s & 3)) >> (2 * (s >> 2))) & 3) << 4);
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int u, float *w)
+    {
+        const int n = u >> 3, t = u & 7;
+        const float d = lrun_k_f16((uint16_t)r.d);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float dl = __fmul_rn(d, (float)(scale(r, 8 * n + 2 * j + (t >> 2)) - 32));
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int q = (int)((r.q >> (8 * e + 2 * j)) & 3);
+                const int h = (int)((r.hm >> (8 * e + 4 * n + j)) & 1);
+                w[4 * j + e] = __fmul_rn(dl, (float)(q - (h ? 0 : 4)));
+            }
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 128 * (u >> 3) + 32 * run + 4 * (u & 7); }
+};
+
+/* Q5_K: f16 d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128] (176 bytes,
+ * 4-aligned). Units as Q4_K's (word t of chunk c); the fifth bits are bits
+ * 2c (low nibbles) and 2c+1 (high) of qh[4t..4t+3]. */
+template <> struct lrun_k_unit<LRUN_DTYPE_Q5_K> {
+    static constexpr int ELEMS = 256, BYTES = 176, UNITS = 32, RUNS = 2;
+    struct raw { uint32_t q, qh, dm, s0, s1, s2; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32(blk + 48 + 4 * u), lrun_k_ld32(blk + 16 + 4 * (u & 7)), lrun_k_ld32(blk),
+                lrun_k_ld32(blk + 4), lrun_k_ld32(blk + 8), lrun_k_ld32(blk + 12)};
+    }
+    /* the 6-bit scale and min of sub-block j, as Q4_K's */
+    static __device__ __forceinline__ void scale_min(const raw &r, int j, int *sc, int *m)
+    {
+        if (j < 4) {
+            *sc = lrun_k_byte12(r.s0, r.s1, r.s2, j) & 63;
+            *m = lrun_k_byte12(r.s0, r.s1, r.s2, j + 4) & 63;
+        } else {
+            *sc = (lrun_k_byte12(r.s0, r.s1, r.s2, j + 4) & 0xf) | ((lrun_k_byte12(r.s0, r.s1, r.s2, j - 4) >> 6) << 4);
+            *m = (lrun_k_byte12(r.s0, r.s1, r.s2, j + 4) >> 4) | ((lrun_k_byte12(r.s0, r.s1, r.s2, j) >> 6) << 4);
+        }
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int u, float *w)
+    {
+        const int c = u >> 3;
+        const float d = lrun_k_f16((uint16_t)(r.dm & 0xffff)), dmin = lrun_k_f16((uint16_t)(r.dm >> 16));
+        int sc0, m0, sc1, m1;
+        scale_min(r, 2 * c, &sc0, &m0);
+        scale_min(r, 2 * c + 1, &sc1, &m1);
+        const float d0 = __fmul_rn(d, (float)sc0), mm0 = __fmul_rn(dmin, (float)m0);
+        const float d1 = __fmul_rn(d, (float)sc1), mm1 = __fmul_rn(dmin, (float)m1);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff), h = (int)((r.qh >> (8 * e)) & 0xff);
+            w[e] = __fsub_rn(__fmul_rn(d0, (float)((b & 0xf) + ((h >> (2 * c)) & 1) * 16)), mm0);
+            w[4 + e] = __fsub_rn(__fmul_rn(d1, (float)((b >> 4) + ((h >> (2 * c + 1)) & 1) * 16)), mm1);
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 64 * (u >> 3) + 4 * (u & 7) + 32 * run; }
+};
+
+/* IQ4_XS: f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128] (136 bytes,
+ * 4-aligned). Unit u (0..31) is word t = u%4 of sub-block j = u/4
+ * (qs[16j+4t..]): low nibbles are elements 32j + 4t.., high 32j + 16 + 4t..;
+ * the sub-block's 6-bit scale (−32..31) is scales_l's nibble j and bits 2j of scales_h. */
+template <> struct lrun_k_unit<LRUN_DTYPE_IQ4_XS> {
+    static constexpr int ELEMS = 256, BYTES = 136, UNITS = 32, RUNS = 2;
+    struct raw { uint32_t q, dh, sl; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        return {lrun_k_ld32(blk + 8 + 4 * u), lrun_k_ld32(blk), lrun_k_ld32(blk + 4)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int u, float *w)
+    {
+        const int j = u >> 2;
+        const int ls = (int)(((r.sl >> (4 * j)) & 0xf) | (((r.dh >> (16 + 2 * j)) & 3) << 4)) - 32;
+        const float dl = __fmul_rn(lrun_k_f16((uint16_t)(r.dh & 0xffff)), (float)ls);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff);
+            w[e] = __fmul_rn(dl, lrun_k_iq4_val(b & 0xf));
+            w[4 + e] = __fmul_rn(dl, lrun_k_iq4_val(b >> 4));
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 32 * (u >> 2) + 4 * (u & 3) + 16 * run; }
+};
+
 // ---------------------------------------------------------------- row conversion kernels
 
 /* dst row i (k elements of dtype D, rows k apart) = row ids[i] of src
@@ -284,9 +503,11 @@ static cudaError_t lrun_k_rows_launch(lrun_dtype t, const void *src, size_t row_
 {
     const uint8_t *s = (const uint8_t *)src;
     const int nt = LRUN_K_ROWS_THREADS;
-    const int64_t ue = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 || t == LRUN_DTYPE_Q4_K
+    const int64_t ue = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 || t == LRUN_DTYPE_Q4_K ||
+                               t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL ||
+                               t == LRUN_DTYPE_Q5_K || t == LRUN_DTYPE_IQ4_XS
                            ? 8
-                           : (t == LRUN_DTYPE_Q6_K ? 16 : 1); /* elements per thread */
+                           : (t == LRUN_DTYPE_Q6_K || t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q3_K ? 16 : 1); /* elements per thread */
     const unsigned g = lrun_k_grid(n_rows * (k / ue), nt, LRUN_K_ELTWISE_BLOCKS);
     switch (t) {
     case LRUN_DTYPE_F32: lrun_k_rows_elems<LRUN_DTYPE_F32, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
@@ -297,6 +518,13 @@ static cudaError_t lrun_k_rows_launch(lrun_dtype t, const void *src, size_t row_
     case LRUN_DTYPE_Q8_0: lrun_k_rows_units<LRUN_DTYPE_Q8_0, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
     case LRUN_DTYPE_Q4_K: lrun_k_rows_units<LRUN_DTYPE_Q4_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
     case LRUN_DTYPE_Q6_K: lrun_k_rows_units<LRUN_DTYPE_Q6_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q5_0: lrun_k_rows_units<LRUN_DTYPE_Q5_0, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q5_1: lrun_k_rows_units<LRUN_DTYPE_Q5_1, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_IQ4_NL: lrun_k_rows_units<LRUN_DTYPE_IQ4_NL, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q2_K: lrun_k_rows_units<LRUN_DTYPE_Q2_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q3_K: lrun_k_rows_units<LRUN_DTYPE_Q3_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_Q5_K: lrun_k_rows_units<LRUN_DTYPE_Q5_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_IQ4_XS: lrun_k_rows_units<LRUN_DTYPE_IQ4_XS, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
     default: return cudaErrorInvalidValue;
     }
     return cudaSuccess;

@@ -71,11 +71,18 @@ typedef enum lrun_dtype {
     LRUN_DTYPE_F16 = 1,
     LRUN_DTYPE_Q4_0 = 2,
     LRUN_DTYPE_Q4_1 = 3,
+    LRUN_DTYPE_Q5_0 = 6,
+    LRUN_DTYPE_Q5_1 = 7,
     LRUN_DTYPE_Q8_0 = 8,
     LRUN_DTYPE_Q8_1 = 9,  /* activations only: q8 with the block sum, partner of Q4_1 */
+    LRUN_DTYPE_Q2_K = 10,
+    LRUN_DTYPE_Q3_K = 11,
     LRUN_DTYPE_Q4_K = 12,
+    LRUN_DTYPE_Q5_K = 13,
     LRUN_DTYPE_Q6_K = 14,
     LRUN_DTYPE_Q8_K = 15, /* activations only: partner of the K-quants */
+    LRUN_DTYPE_IQ4_NL = 20,
+    LRUN_DTYPE_IQ4_XS = 23,
     LRUN_DTYPE_BF16 = 30
 } lrun_dtype;
 
@@ -349,6 +356,11 @@ typedef struct lrun_model_gen_spec {
     int trained_stats;          /* 0: matrices U(-1/sqrt(fan_in), ..); 1: shaped like trained weights
                                  * (synthetic): normal, a per-tensor deviation 0.5..1.5 x 1/sqrt(3 fan_in),
                                  * about one outlier (8..15 x) per 1024 values; for packed ratios */
+    /* A mixed recipe like llama.cpp's Q*_K_M: when not F32 (0), attn_v and
+     * ffn_down of the layers llama.cpp's use_more_bits picks (the first and
+     * last eighth, and every third between), and output.weight, are stored
+     * in mix_dtype (Q6_K for Q4_K_M); 0 keeps one weight_dtype throughout. */
+    lrun_dtype mix_dtype;
 } lrun_model_gen_spec;
 
 /* Writes a complete GGUF of architecture spec.arch at path (the tensors and

@@ -89,6 +89,8 @@ lrun_status lrun_gen_check_spec(const lrun_model_gen_spec *s)
         return bad_spec("weight_dtype", (long long)s->weight_dtype, "is not a supported weight type");
     if (!lrun_dtype_is_supported((int)s->embd_dtype))
         return bad_spec("embd_dtype", (long long)s->embd_dtype, "is not a supported weight type");
+    if (!lrun_dtype_is_supported((int)s->mix_dtype))
+        return bad_spec("mix_dtype", (long long)s->mix_dtype, "is not a supported weight type (0: no mix)");
     if (!(s->rope_freq_base > 0) || !isfinite(s->rope_freq_base))
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.rope_freq_base = %g: must be > 0", s->rope_freq_base);
     if (!(s->rms_eps > 0) || !(s->rms_eps < 1))
@@ -144,6 +146,10 @@ static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *na
     return LRUN_OK;
 }
 
+/* llama.cpp's use_more_bits (llama-quant.cpp): the layers whose attn_v and
+ * ffn_down a Q*_K_M recipe keeps in more bits. */
+static int more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
 /* Whether the generator writes tensor d: the required ones (fused matrices
  * rather than their parts, as llama.cpp's converter does), the head when
  * untied, the RoPE factors when the spec scales RoPE. */
@@ -167,7 +173,11 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
     else snprintf(name, sizeof name, "%s", d->name);
     const int matrix = d->ne[1] != LRUN_ARCH_DIM_NONE;
     const int head = d->id == LRUN_ARCH_TENSOR_TOKEN_EMBD || d->id == LRUN_ARCH_TENSOR_OUTPUT;
-    const lrun_dtype dt = !matrix ? LRUN_DTYPE_F32 : head ? s->embd_dtype : s->weight_dtype;
+    lrun_dtype dt = !matrix ? LRUN_DTYPE_F32 : head ? s->embd_dtype : s->weight_dtype;
+    if (matrix && s->mix_dtype != LRUN_DTYPE_F32 &&
+        (d->id == LRUN_ARCH_TENSOR_OUTPUT ||
+         ((d->id == LRUN_ARCH_TENSOR_V || d->id == LRUN_ARCH_TENSOR_DOWN) && more_bits(layer, s->n_layer))))
+        dt = s->mix_dtype;
     lrun_status st = add(l, s, name, dt, gen_dim(s, d->ne[0]), matrix ? gen_dim(s, d->ne[1]) : 0);
     if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) {
         l->rope_factors = malloc((size_t)gen_head_dim(s) / 2 * sizeof(float));
@@ -301,16 +311,23 @@ lrun_status lrun_gen_build_vocab(gen_vocab *v, int64_t n_vocab)
 
 // ---------------------------------------------------------------- metadata
 
-static uint32_t file_type_of(lrun_dtype d)
+static uint32_t file_type_of(lrun_dtype d, int mixed)
 {
-    switch (d) { /* llama_ftype values */
+    switch (d) { /* llama_ftype values; a mixed recipe is the _M one */
     case LRUN_DTYPE_F32: return 0;
     case LRUN_DTYPE_F16: return 1;
     case LRUN_DTYPE_Q4_0: return 2;
     case LRUN_DTYPE_Q4_1: return 3;
     case LRUN_DTYPE_Q8_0: return 7;
-    case LRUN_DTYPE_Q4_K: return 14; /* Q4_K_S: every matrix q4_K */
+    case LRUN_DTYPE_Q5_0: return 8;
+    case LRUN_DTYPE_Q5_1: return 9;
+    case LRUN_DTYPE_Q2_K: return 10;
+    case LRUN_DTYPE_Q3_K: return mixed ? 12 : 11;
+    case LRUN_DTYPE_Q4_K: return mixed ? 15 : 14; /* Q4_K_S: every matrix q4_K */
+    case LRUN_DTYPE_Q5_K: return mixed ? 17 : 16;
     case LRUN_DTYPE_Q6_K: return 18;
+    case LRUN_DTYPE_IQ4_NL: return 25;
+    case LRUN_DTYPE_IQ4_XS: return 30;
     case LRUN_DTYPE_BF16: return 32;
     default: return 0;
     }
@@ -350,7 +367,7 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
     lrun_status st = lrun_gguf_writer_set_str(w, "general.architecture", a->name);
 #define KV(call) if (st == LRUN_OK) st = (call)
     KV(lrun_gguf_writer_set_str(w, "general.name", name));
-    KV(lrun_gguf_writer_set_u32(w, "general.file_type", file_type_of(s->weight_dtype)));
+    KV(lrun_gguf_writer_set_u32(w, "general.file_type", file_type_of(s->weight_dtype, s->mix_dtype != LRUN_DTYPE_F32)));
     KV(lrun_gguf_writer_set_u32(w, "general.quantization_version", 2));
     snprintf(key, sizeof key, "%s.vocab_size", a->name);
     KV(lrun_gguf_writer_set_u32(w, key, (uint32_t)s->n_vocab));

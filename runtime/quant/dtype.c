@@ -25,6 +25,13 @@ static const dtype_info infos[] = {
     {LRUN_DTYPE_Q8_0, "q8_0", LRUN_QK8_0, sizeof(lrun_block_q8_0), 1},
     {LRUN_DTYPE_Q4_K, "q4_k", LRUN_QK_K, sizeof(lrun_block_q4_K), 1},
     {LRUN_DTYPE_Q6_K, "q6_k", LRUN_QK_K, sizeof(lrun_block_q6_K), 1},
+    {LRUN_DTYPE_Q5_0, "q5_0", LRUN_QK5_0, sizeof(lrun_block_q5_0), 1},
+    {LRUN_DTYPE_Q5_1, "q5_1", LRUN_QK5_1, sizeof(lrun_block_q5_1), 1},
+    {LRUN_DTYPE_Q2_K, "q2_k", LRUN_QK_K, sizeof(lrun_block_q2_K), 1},
+    {LRUN_DTYPE_Q3_K, "q3_k", LRUN_QK_K, sizeof(lrun_block_q3_K), 1},
+    {LRUN_DTYPE_Q5_K, "q5_k", LRUN_QK_K, sizeof(lrun_block_q5_K), 1},
+    {LRUN_DTYPE_IQ4_NL, "iq4_nl", LRUN_QK4_NL, sizeof(lrun_block_iq4_nl), 1},
+    {LRUN_DTYPE_IQ4_XS, "iq4_xs", LRUN_QK_K, sizeof(lrun_block_iq4_xs), 1},
     /* Activation-only types: they have a geometry (work buffers are sized with
      * it) but no file stores them, so neither the allow-list nor from_name
      * admits them. */
@@ -40,6 +47,13 @@ _Static_assert(sizeof(lrun_block_q8_1) == 40, "q8_1 block is 40 bytes");
 _Static_assert(sizeof(lrun_block_q4_K) == 144, "q4_K block is 144 bytes");
 _Static_assert(sizeof(lrun_block_q6_K) == 210, "q6_K block is 210 bytes");
 _Static_assert(sizeof(lrun_block_q8_K) == 292, "q8_K block is 292 bytes");
+_Static_assert(sizeof(lrun_block_q5_0) == 22, "q5_0 block is 22 bytes");
+_Static_assert(sizeof(lrun_block_q5_1) == 24, "q5_1 block is 24 bytes");
+_Static_assert(sizeof(lrun_block_q2_K) == 84, "q2_K block is 84 bytes");
+_Static_assert(sizeof(lrun_block_q3_K) == 110, "q3_K block is 110 bytes");
+_Static_assert(sizeof(lrun_block_q5_K) == 176, "q5_K block is 176 bytes");
+_Static_assert(sizeof(lrun_block_iq4_nl) == 18, "iq4_nl block is 18 bytes");
+_Static_assert(sizeof(lrun_block_iq4_xs) == 136, "iq4_xs block is 136 bytes");
 
 static const dtype_info *find(int type_id)
 {
@@ -73,7 +87,7 @@ lrun_status lrun_dtype_from_name(const char *name, lrun_dtype *out)
     }
     return lrun_fail(LRUN_E_ARG,
                      "lrun_dtype_from_name: unknown dtype \"%s\" (expected f32, f16, bf16, q4_0, q4_1, "
-                     "q8_0, q4_k or q6_k)",
+                     "q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl or iq4_xs)",
                      name);
 }
 

@@ -3,7 +3,8 @@
  * (ggml's reference rules where ggml has a simple one: Q4_0, Q4_1, Q8_0,
  * Q8_K; plain round-to-nearest with 6/8-bit scales for Q4_K and Q6_K),
  * plus the activation quantizers of the matmuls, which follow llama.cpp's
- * x86 build instead (Q8_0, Q8_1: docs/numerics.md).
+ * x86 build instead (Q8_0, Q8_1: docs/numerics.md). The codecs of Q5_0,
+ * Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL and IQ4_XS are in quant_more.c.
  * Block layouts: quant.h and REFERENCE.md. */
 #include "core/bits.h"
 #include "quant/quant_dot.h"
@@ -172,6 +173,13 @@ void lrun_dequantize_row(lrun_dtype dtype, const void *src, float *dst, int64_t 
     case LRUN_DTYPE_Q4_K: dequant_q4_K(src, dst, n / LRUN_QK_K); break;
     case LRUN_DTYPE_Q6_K: dequant_q6_K(src, dst, n / LRUN_QK_K); break;
     case LRUN_DTYPE_Q8_K: dequant_q8_K(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_Q5_0: lrun_dequant_q5_0(src, dst, n / LRUN_QK5_0); break;
+    case LRUN_DTYPE_Q5_1: lrun_dequant_q5_1(src, dst, n / LRUN_QK5_1); break;
+    case LRUN_DTYPE_Q2_K: lrun_dequant_q2_K(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_Q3_K: lrun_dequant_q3_K(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_Q5_K: lrun_dequant_q5_K(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_IQ4_NL: lrun_dequant_iq4_nl(src, dst, n / LRUN_QK4_NL); break;
+    case LRUN_DTYPE_IQ4_XS: lrun_dequant_iq4_xs(src, dst, n / LRUN_QK_K); break;
     }
 }
 
@@ -431,6 +439,13 @@ void lrun_quantize_row_scalar(lrun_dtype dtype, const float *src, void *dst, int
     case LRUN_DTYPE_Q4_K: quant_q4_K(src, dst, n / LRUN_QK_K); break;
     case LRUN_DTYPE_Q6_K: quant_q6_K(src, dst, n / LRUN_QK_K); break;
     case LRUN_DTYPE_Q8_K: quant_q8_K(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_Q5_0: lrun_quant_q5_0(src, dst, n / LRUN_QK5_0); break;
+    case LRUN_DTYPE_Q5_1: lrun_quant_q5_1(src, dst, n / LRUN_QK5_1); break;
+    case LRUN_DTYPE_Q2_K: lrun_quant_q2_K(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_Q3_K: lrun_quant_q3_K(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_Q5_K: lrun_quant_q5_K(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_IQ4_NL: lrun_quant_iq4_nl(src, dst, n / LRUN_QK4_NL); break;
+    case LRUN_DTYPE_IQ4_XS: lrun_quant_iq4_xs(src, dst, n / LRUN_QK_K); break;
     }
 }
 

@@ -562,10 +562,17 @@ lrun_dtype lrun_dot_partner(lrun_dtype weight_dtype)
 {
     switch (weight_dtype) {
     case LRUN_DTYPE_Q4_0:
+    case LRUN_DTYPE_Q5_0:
+    case LRUN_DTYPE_IQ4_NL:
     case LRUN_DTYPE_Q8_0: return LRUN_DTYPE_Q8_0;
-    case LRUN_DTYPE_Q4_1: return LRUN_DTYPE_Q8_1;
+    case LRUN_DTYPE_Q4_1:
+    case LRUN_DTYPE_Q5_1: return LRUN_DTYPE_Q8_1;
+    case LRUN_DTYPE_Q2_K:
+    case LRUN_DTYPE_Q3_K:
     case LRUN_DTYPE_Q4_K:
-    case LRUN_DTYPE_Q6_K: return LRUN_DTYPE_Q8_K;
+    case LRUN_DTYPE_Q5_K:
+    case LRUN_DTYPE_Q6_K:
+    case LRUN_DTYPE_IQ4_XS: return LRUN_DTYPE_Q8_K;
     default: return LRUN_DTYPE_F32;
     }
 }
@@ -581,6 +588,13 @@ lrun_dot_fn lrun_dot_kernel_scalar(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q8_0: return dot_q8_0_scalar;
     case LRUN_DTYPE_Q4_K: return lrun_dot_q4_K_scalar;
     case LRUN_DTYPE_Q6_K: return lrun_dot_q6_K_scalar;
+    case LRUN_DTYPE_Q5_0: return lrun_dot_q5_0_scalar;
+    case LRUN_DTYPE_Q5_1: return lrun_dot_q5_1_scalar;
+    case LRUN_DTYPE_Q2_K: return lrun_dot_q2_K_scalar;
+    case LRUN_DTYPE_Q3_K: return lrun_dot_q3_K_scalar;
+    case LRUN_DTYPE_Q5_K: return lrun_dot_q5_K_scalar;
+    case LRUN_DTYPE_IQ4_NL: return lrun_dot_iq4_nl_scalar;
+    case LRUN_DTYPE_IQ4_XS: return lrun_dot_iq4_xs_scalar;
     default: return NULL;
     }
 }
@@ -618,6 +632,13 @@ int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **nam
         ADD(lrun_dot_q4_K_avx128, "avx2-128");
         break;
     case LRUN_DTYPE_Q6_K: ADD(lrun_dot_q6_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q5_0: ADD(lrun_dot_q5_0_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q5_1: ADD(lrun_dot_q5_1_avx2, "avx2"); break;
+    case LRUN_DTYPE_IQ4_NL: ADD(lrun_dot_iq4_nl_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q5_K: ADD(lrun_dot_q5_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q2_K: ADD(lrun_dot_q2_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_Q3_K: ADD(lrun_dot_q3_K_avx2, "avx2"); break;
+    case LRUN_DTYPE_IQ4_XS: ADD(lrun_dot_iq4_xs_avx2, "avx2"); break;
     default: break;
     }
 #endif
@@ -646,7 +667,14 @@ lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q4_K: return lrun_dot_q4_K_avx2;
 #endif
     case LRUN_DTYPE_Q6_K: return lrun_dot_q6_K_avx2;
-    default: return NULL;
+    case LRUN_DTYPE_Q5_0: return lrun_dot_q5_0_avx2;
+    case LRUN_DTYPE_Q5_1: return lrun_dot_q5_1_avx2;
+    case LRUN_DTYPE_IQ4_NL: return lrun_dot_iq4_nl_avx2;
+    case LRUN_DTYPE_Q5_K: return lrun_dot_q5_K_avx2;
+    case LRUN_DTYPE_Q2_K: return lrun_dot_q2_K_avx2;
+    case LRUN_DTYPE_Q3_K: return lrun_dot_q3_K_avx2;
+    case LRUN_DTYPE_IQ4_XS: return lrun_dot_iq4_xs_avx2;
+    default: return lrun_dot_kernel_scalar(weight_dtype);
     }
 #else
     return lrun_dot_kernel_scalar(weight_dtype);

@@ -49,11 +49,72 @@ void lrun_quantize_activations_scalar(lrun_dtype partner, const float *src, void
 /* The K-quant kernels (quant_dot_k.c). */
 void lrun_dot_q4_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q6_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+/* The kernels and codecs of Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL and IQ4_XS
+ * (quant_dot_more.c, quant_more.c); AVX2 forms of some below. */
+void lrun_dot_q5_0_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q5_1_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_iq4_nl_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q2_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q3_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q5_K_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_iq4_xs_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+/* y (nb blocks) = the blocks at src, decoded; dst (nb blocks) = x encoded. */
+void lrun_dequant_q5_0(const void *src, float *y, int64_t nb);
+void lrun_dequant_q5_1(const void *src, float *y, int64_t nb);
+void lrun_dequant_q2_K(const void *src, float *y, int64_t nb);
+void lrun_dequant_q3_K(const void *src, float *y, int64_t nb);
+void lrun_dequant_q5_K(const void *src, float *y, int64_t nb);
+void lrun_dequant_iq4_nl(const void *src, float *y, int64_t nb);
+void lrun_dequant_iq4_xs(const void *src, float *y, int64_t nb);
+void lrun_quant_q5_0(const float *x, void *dst, int64_t nb);
+void lrun_quant_q5_1(const float *x, void *dst, int64_t nb);
+void lrun_quant_q2_K(const float *x, void *dst, int64_t nb);
+void lrun_quant_q3_K(const float *x, void *dst, int64_t nb);
+void lrun_quant_q5_K(const float *x, void *dst, int64_t nb);
+void lrun_quant_iq4_nl(const float *x, void *dst, int64_t nb);
+void lrun_quant_iq4_xs(const float *x, void *dst, int64_t nb);
+
+/* The 6-bit scale and min of sub-block j (0..7) of Q4_K/Q5_K scales: j < 4
+ * in the low 6 bits of bytes j and j+4; j ≥ 4 a low nibble in byte j+4 and
+ * 2 high bits in the top of bytes j-4 (scale) and j (min). */
+static inline void lrun_k4_scale_min(const uint8_t *s, int j, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* Q3_K's scale of sub-block j (0..15), −32..31: stored + 32 in 6 bits, the
+ * low nibble in byte j%8 (bits 4·(j/8)), the high two bits in byte 8 + j%4
+ * (bits 2·(j/4)). */
+static inline int lrun_q3_K_scale(const uint8_t s[12], int j)
+{
+    return (((s[j & 7] >> (4 * (j >> 3))) & 0xF) | (((s[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4)) - 32;
+}
+
+/* IQ4_XS's scale of sub-block j (0..7), −32..31: nibble j of scales_l, bits 2j of scales_h. */
+static inline int lrun_iq4_xs_scale(const lrun_block_iq4_xs *b, int j)
+{
+    return (((b->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b->scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LRUN_HAVE_AVX2 1
 void lrun_dot_q4_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q6_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q4_K_avx128(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+/* quant_dot_more.c: Q5_0, Q5_1 and IQ4_NL give their scalar kernels' bits */
+void lrun_dot_q5_0_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q5_1_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_iq4_nl_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q5_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q2_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_q3_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_iq4_xs_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 #endif
 
 #endif

@@ -111,7 +111,7 @@ static const struct { const char *rule; const char *message; lrun_status status;
     [F_NELEM_OVERFLOW] = {"element count overflowing int64", "element count overflows int64", LRUN_E_FORMAT},
     [F_BYTES_OVERFLOW] = {"byte size overflowing size_t", "byte size overflows", LRUN_E_FORMAT},
     [F_TYPE_UNKNOWN] = {"unknown ggml type id", "unknown ggml type id 99", LRUN_E_FORMAT},
-    [F_TYPE_UNSUPPORTED] = {"known but unsupported type (q5_0)", "type q5_0 (id 6) is not supported",
+    [F_TYPE_UNSUPPORTED] = {"known but unsupported type (iq2_xxs)", "type iq2_xxs (id 16) is not supported",
                             LRUN_E_UNSUPPORTED},
     [F_BLOCK] = {"ne[0] not a multiple of the block", "ne[0] = 33 is not a multiple of the q8_0 block size 32",
                  LRUN_E_FORMAT},
@@ -181,7 +181,7 @@ static void build(buf *b, enum fault fault)
     if (fault != F_NDIMS_0) u64(b, IF(F_DIM_0, 0, IF(F_NELEM_OVERFLOW, 1ull << 40, IF(F_BYTES_OVERFLOW, 1ull << 32, 2))));
     if (fault == F_NELEM_OVERFLOW) u64(b, 1ull << 40);
     if (fault == F_NDIMS_5) { u64(b, 1); u64(b, 1); u64(b, 1); }
-    u32(b, IF(F_TYPE_UNKNOWN, 99, IF(F_TYPE_UNSUPPORTED, 6, 0)));
+    u32(b, IF(F_TYPE_UNKNOWN, 99, IF(F_TYPE_UNSUPPORTED, 16, 0)));
     u64(b, IF(F_OFFSET_UNALIGNED, 4, IF(F_OFFSET_OVERFLOW, UINT64_MAX - 31, 0)));
     /* tensor 1: b.weight, q8_0 {32}: one 34-byte block at offset 256 */
     str(b, IF(F_NAME_DUP, "a.weight", "b.weight"));

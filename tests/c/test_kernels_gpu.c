@@ -145,8 +145,10 @@ static size_t row_bytes(lrun_dtype t, int64_t k)
     return b;
 }
 
-static const lrun_dtype weight_types[] = {LRUN_DTYPE_F32,  LRUN_DTYPE_F16,  LRUN_DTYPE_BF16, LRUN_DTYPE_Q4_0,
-                                          LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+static const lrun_dtype weight_types[] = {LRUN_DTYPE_F32,    LRUN_DTYPE_F16,   LRUN_DTYPE_BF16, LRUN_DTYPE_Q4_0,
+                                          LRUN_DTYPE_Q4_1,   LRUN_DTYPE_Q8_0,  LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K,
+                                          LRUN_DTYPE_Q5_0,   LRUN_DTYPE_Q5_1,  LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
+                                          LRUN_DTYPE_Q5_K,   LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
 #define N_WEIGHT_TYPES ((int)(sizeof weight_types / sizeof weight_types[0]))
 
 static int is_float_type(lrun_dtype t)
@@ -426,6 +428,9 @@ static void test_matmul(void)
     test_matmul_case(LRUN_DTYPE_BF16, 33, 768, 0, 1, 0);
     test_matmul_case(LRUN_DTYPE_Q6_K, 7, 768, 210, 0, 1);  /* padded K-quant rows */
     test_matmul_case(LRUN_DTYPE_Q4_K, 5, 4096, 0, 0, 1);   /* a 7B-wide row */
+    test_matmul_case(LRUN_DTYPE_Q3_K, 7, 768, 110, 0, 1);  /* 2-aligned K-quant rows, padded */
+    test_matmul_case(LRUN_DTYPE_Q5_0, 7, 768, 22, 0, 1);   /* 2-aligned 32-element rows, padded */
+    test_matmul_case(LRUN_DTYPE_Q5_K, 5, 4096, 0, 0, 1);
 }
 
 /* lrun_k_gemv_multi: Q/K/V-like parts (n 33, 7, 7) stored, one part added
@@ -1252,11 +1257,15 @@ static void bench(int sweep)
 {
     static const lrun_dtype types[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_F16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,
                                        LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+    /* the types added later, after the others so those lines keep their order */
+    static const lrun_dtype more[] = {LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_Q2_K,
+                                      LRUN_DTYPE_Q3_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_XS};
     /* back-to-back launches as ordinary kernels, then as programmatic
      * dependents (each GEMV's weight loads overlap the previous one's tail) */
     const int pdl = lrun_k_pdl_enabled();
     lrun_k_set_pdl(0);
     for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default");
+    for (int ti = 0; ti < 7; ti++) bench_type(more[ti], "default");
     lrun_k_set_pdl(pdl);
     if (pdl)
         for (int ti = 0; ti < 7; ti++) bench_type(types[ti], "default, PDL");

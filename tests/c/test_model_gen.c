@@ -24,8 +24,10 @@
 static char dir[64];
 static char path[128];
 
-static const lrun_dtype all_dtypes[] = {LRUN_DTYPE_F32, LRUN_DTYPE_F16, LRUN_DTYPE_BF16, LRUN_DTYPE_Q4_0,
-                                        LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+static const lrun_dtype all_dtypes[] = {LRUN_DTYPE_F32,  LRUN_DTYPE_F16,  LRUN_DTYPE_BF16,   LRUN_DTYPE_Q4_0,
+                                        LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K,   LRUN_DTYPE_Q6_K,
+                                        LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_Q2_K,   LRUN_DTYPE_Q3_K,
+                                        LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
 enum { N_DTYPES = sizeof all_dtypes / sizeof all_dtypes[0] };
 
 static size_t bytes_of(lrun_dtype d, int64_t n)
@@ -196,8 +198,10 @@ static void check_model(const lrun_model_gen_spec *sp)
             float *v = malloc((size_t)ne * sizeof *v);
             lrun_dtype_to_f32(d, lrun_gguf_tensor_data(g, t), v, ne);
             /* norms 1 ± 0.02; weights within 1/sqrt(fan_in), plus the
-             * quantizers' overshoot (K-quant scales are 6-bit) */
-            double centre = ne1 ? 0.0 : 1.0, lim = ne1 ? 1.0 / sqrt((double)ne0) * 1.08 : 0.0201;
+             * quantizers' overshoot (K-quant scales are 6-bit; Q2_K's 4-bit
+             * scales and mins, and its 4 levels, overshoot and spread more) */
+            const int q2 = d == LRUN_DTYPE_Q2_K;
+            double centre = ne1 ? 0.0 : 1.0, lim = ne1 ? 1.0 / sqrt((double)ne0) * (q2 ? 1.2 : 1.08) : 0.0201;
             double sum = 0, sq = 0;
             for (int64_t e = 0; e < ne; e++) {
                 if (!(fabs(v[e] - centre) <= lim)) ok = 0;
@@ -206,7 +210,7 @@ static void check_model(const lrun_model_gen_spec *sp)
             }
             double sd = sqrt(sq / (double)ne), want_sd = (ne1 ? 1.0 / sqrt((double)ne0) : 0.02) / sqrt(3.0);
             /* spread checks catch a fill that writes zeros or constants */
-            if (ne >= 4096 && fabs(sd - want_sd) > 0.1 * want_sd) ok = 0;
+            if (ne >= 4096 && fabs(sd - want_sd) > (q2 ? 0.15 : 0.1) * want_sd) ok = 0;
             if (!ok) {
                 printf("#   %s: values out of range or spread %g (want %g)\n", tn, sd, want_sd);
                 ranges_ok = 0;
@@ -236,6 +240,37 @@ static void test_generate(void)
         if (st != LRUN_OK) printf("#   %s\n", lrun_last_error());
         else check_model(&sp);
     }
+}
+
+/* A Q4_K_M-like recipe: attn_v and ffn_down of llama.cpp's use_more_bits
+ * layers (n_layer 8: 0, 3, 6, 7) and output.weight in Q6_K, the rest Q4_K. */
+static void test_mix(void)
+{
+    lrun_model_gen_spec sp = tiny(LRUN_DTYPE_Q4_K);
+    sp.n_layer = 8;
+    sp.tied_embeddings = 0;
+    sp.mix_dtype = LRUN_DTYPE_Q6_K;
+    lrun_status st = lrun_model_generate(path, &sp);
+    lrun_gguf *g = NULL;
+    int ok = st == LRUN_OK && lrun_gguf_open(&g, path) == LRUN_OK;
+    for (int i = 0; ok && i < 8; i++) {
+        static const char *what[] = {"attn_q", "attn_v", "ffn_down", "ffn_up"};
+        const int more = i == 0 || i == 3 || i == 6 || i == 7;
+        for (int j = 0; j < 4; j++) {
+            char tn[64];
+            snprintf(tn, sizeof tn, "blk.%d.%s.weight", i, what[j]);
+            const lrun_dtype want = more && (j == 1 || j == 2) ? LRUN_DTYPE_Q6_K : LRUN_DTYPE_Q4_K;
+            ok &= lrun_gguf_tensor_dtype(g, lrun_gguf_find_tensor(g, tn)) == want;
+        }
+    }
+    ok = ok && lrun_gguf_tensor_dtype(g, lrun_gguf_find_tensor(g, "output.weight")) == LRUN_DTYPE_Q6_K &&
+         lrun_gguf_tensor_dtype(g, lrun_gguf_find_tensor(g, "token_embd.weight")) == LRUN_DTYPE_Q4_K &&
+         get_int(g, "general.file_type") == 15;
+    if (g) lrun_gguf_close(g);
+    CHECK("mix_dtype Q6_K over Q4_K: attn_v/ffn_down of layers 0, 3, 6, 7 and output in Q6_K, file type Q4_K_M", ok);
+    sp.mix_dtype = LRUN_DTYPE_Q8_K;
+    CHECK("mix_dtype: an activation-only type is refused naming the field",
+          lrun_model_generate(path, &sp) == LRUN_E_ARG && strstr(lrun_last_error(), "spec.mix_dtype") != NULL);
 }
 
 static int same_file(const char *a, const char *b)
@@ -356,15 +391,12 @@ static int python_has(const char *module)
 
 /* The gguf package lists every tensor (name, type id, dims, sum of the
  * dequantized values); lrun's reader and codecs must agree. */
-static void test_gguf_package(void)
+static void gguf_package_case(lrun_dtype weights, lrun_dtype embd, lrun_dtype mix)
 {
-    if (!python_has("gguf")) {
-        printf("ok %d - gguf Python package reads the generated model # SKIP gguf package not installed\n", ++check_count);
-        return;
-    }
-    lrun_model_gen_spec sp = tiny(LRUN_DTYPE_Q4_K);
+    lrun_model_gen_spec sp = tiny(weights);
     sp.tied_embeddings = 0;
-    sp.embd_dtype = LRUN_DTYPE_Q6_K;
+    sp.embd_dtype = embd;
+    sp.mix_dtype = mix;
     lrun_model_generate(path, &sp);
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
@@ -403,9 +435,24 @@ static void test_gguf_package(void)
         lines++;
     }
     int rc = p ? pclose(p) : -1;
-    CHECK("gguf Python package: same keys, tensors, types, shapes and dequantized sums",
-          same && rc == 0 && g && lines == lrun_gguf_tensor_count(g));
+    char name[200];
+    snprintf(name, sizeof name, "gguf Python package: same keys, tensors, types, shapes and dequantized sums "
+             "(%s weights, %s embeddings%s%s)", lrun_dtype_name(weights), lrun_dtype_name(embd),
+             mix ? ", mix " : "", mix ? lrun_dtype_name(mix) : "");
+    CHECK(name, same && rc == 0 && g && lines == lrun_gguf_tensor_count(g));
     lrun_gguf_close(g);
+}
+
+static void test_gguf_package(void)
+{
+    if (!python_has("gguf")) {
+        printf("ok %d - gguf Python package reads the generated model # SKIP gguf package not installed\n", ++check_count);
+        return;
+    }
+    gguf_package_case(LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K, LRUN_DTYPE_F32);
+    /* the newer types gguf-py decodes (not IQ4_NL/IQ4_XS) */
+    gguf_package_case(LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q3_K, LRUN_DTYPE_Q2_K);
+    gguf_package_case(LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_F32);
 }
 
 /* llama.cpp (through xllamacpp's server, loopback only) loads the model,
@@ -584,6 +631,7 @@ int main(void)
 
     test_fill();
     test_generate();
+    test_mix();
     test_determinism_and_errors();
     test_content();
     test_gguf_package();

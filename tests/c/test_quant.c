@@ -58,11 +58,11 @@ static float bits_f32(uint32_t u)
 
 static void test_dtype_table(void)
 {
-    static const int weights[] = {0, 1, 2, 3, 8, 12, 14, 30};
-    static const int others[] = {-1, 4, 5, 6, 7, 9, 10, 11, 13, 15, 16, 29, 31, 1000};
+    static const int weights[] = {0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 20, 23, 30};
+    static const int others[] = {-1, 4, 5, 9, 15, 16, 19, 21, 22, 29, 31, 1000};
     int ok = 1;
     for (size_t i = 0; i < sizeof weights / sizeof weights[0]; ++i) ok &= lrun_dtype_is_supported(weights[i]) == 1;
-    CHECK("is_supported: the eight weight types", ok);
+    CHECK("is_supported: the fifteen weight types", ok);
     ok = 1;
     for (size_t i = 0; i < sizeof others / sizeof others[0]; ++i) ok &= lrun_dtype_is_supported(others[i]) == 0;
     CHECK("is_supported: activation-only and unknown ids are not", ok);
@@ -71,6 +71,9 @@ static void test_dtype_table(void)
         {"F32", LRUN_DTYPE_F32, 1, 4},       {"f16", LRUN_DTYPE_F16, 1, 2},        {"Bf16", LRUN_DTYPE_BF16, 1, 2},
         {"q4_0", LRUN_DTYPE_Q4_0, 32, 18},   {"Q4_1", LRUN_DTYPE_Q4_1, 32, 20},    {"q8_0", LRUN_DTYPE_Q8_0, 32, 34},
         {"Q4_K", LRUN_DTYPE_Q4_K, 256, 144}, {"q6_k", LRUN_DTYPE_Q6_K, 256, 210},
+        {"q5_0", LRUN_DTYPE_Q5_0, 32, 22},   {"Q5_1", LRUN_DTYPE_Q5_1, 32, 24},    {"q2_k", LRUN_DTYPE_Q2_K, 256, 84},
+        {"Q3_K", LRUN_DTYPE_Q3_K, 256, 110}, {"q5_k", LRUN_DTYPE_Q5_K, 256, 176},
+        {"iq4_nl", LRUN_DTYPE_IQ4_NL, 32, 18}, {"IQ4_XS", LRUN_DTYPE_IQ4_XS, 256, 136},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; ++i) {
         lrun_dtype t = (lrun_dtype)-1;
@@ -85,11 +88,11 @@ static void test_dtype_table(void)
           lrun_dtype_block_elems(LRUN_DTYPE_Q8_1) == 32 && lrun_dtype_block_bytes(LRUN_DTYPE_Q8_1) == 40 &&
               lrun_dtype_block_elems(LRUN_DTYPE_Q8_K) == 256 && lrun_dtype_block_bytes(LRUN_DTYPE_Q8_K) == 292);
     lrun_dtype t;
-    CHECK("from_name rejects an unknown name", lrun_dtype_from_name("q5_0", &t) == LRUN_E_ARG &&
-                                                   strstr(lrun_last_error(), "q5_0") != NULL);
+    CHECK("from_name rejects an unknown name", lrun_dtype_from_name("iq2_xxs", &t) == LRUN_E_ARG &&
+                                                   strstr(lrun_last_error(), "iq4_xs") != NULL);
     CHECK("from_name rejects activation-only types", lrun_dtype_from_name("q8_k", &t) == LRUN_E_ARG);
     CHECK("unknown dtype: 0-sized, named unknown",
-          lrun_dtype_block_bytes((lrun_dtype)6) == 0 && strcmp(lrun_dtype_name((lrun_dtype)6), "unknown") == 0);
+          lrun_dtype_block_bytes((lrun_dtype)5) == 0 && strcmp(lrun_dtype_name((lrun_dtype)5), "unknown") == 0);
 
     size_t bytes = 0;
     CHECK("row_bytes q4_1 576", lrun_dtype_row_bytes(LRUN_DTYPE_Q4_1, 576, &bytes) == LRUN_OK && bytes == 360);
@@ -276,6 +279,19 @@ static float bound_q4_1(const float *x, int n)
  * scale rather than of each sub-block's own. */
 static float bound_q4_K(const float *x, int n) { return range(x, n) / 15.0f * 1.05f; }
 static float bound_q6_K(const float *x, int n) { return max_abs(x, n) / 32.0f * 1.05f; }
+static float bound_q5_0(const float *x, int n) { return max_abs(x, n) / 16.0f * (1.0f + 16.0f / 1024.0f) * 1.001f; }
+static float bound_q5_1(const float *x, int n)
+{
+    float lo = x[0];
+    for (int i = 0; i < n; ++i) lo = fminf(lo, x[i]);
+    return range(x, n) / 31.0f * (0.5f + 31.0f / 2048.0f) * 1.001f + fabsf(lo) / 2048.0f;
+}
+static float bound_q2_K(const float *x, int n) { return range(x, n) / 3.0f * 1.05f; }
+static float bound_q3_K(const float *x, int n) { return max_abs(x, n) / 4.0f * 1.05f; }
+static float bound_q5_K(const float *x, int n) { return range(x, n) / 31.0f * 1.05f; }
+/* IQ4: the widest gap of the table at its ends (+127 → 113), plus (XS) the 6-bit sub-block scales */
+static float bound_iq4_nl(const float *x, int n) { return max_abs(x, n) * 14.0f / 127.0f * 1.05f; }
+static float bound_iq4_xs(const float *x, int n) { return max_abs(x, n) * 16.0f / 127.0f * 1.05f; }
 /* f16: half an ulp, 2^-11 relative; below 2^-14 subnormal, half of 2^-24 */
 static float bound_f16(const float *x, int n) { return fmaxf(max_abs(x, n) / 2048.0f, 0x1p-25f); }
 static float bound_bf16(const float *x, int n) { return max_abs(x, n) / 256.0f; }
@@ -325,6 +341,17 @@ static void test_roundtrips(void)
     CHECK_NEAR("q4_K: relative rms error of a 4-bit code (< 0.12)", rms, 0.06, 0.06);
     roundtrip("q6_K", LRUN_DTYPE_Q6_K, 256, bound_q6_K, &rms);
     CHECK_NEAR("q6_K: relative rms error of a 6-bit code (< 0.03)", rms, 0.015, 0.015);
+    roundtrip("q5_0", LRUN_DTYPE_Q5_0, 32, bound_q5_0, &rms);
+    roundtrip("q5_1", LRUN_DTYPE_Q5_1, 32, bound_q5_1, &rms);
+    roundtrip("q2_K", LRUN_DTYPE_Q2_K, 256, bound_q2_K, &rms);
+    CHECK_NEAR("q2_K: relative rms error of a 2-bit code (< 0.5)", rms, 0.25, 0.25);
+    roundtrip("q3_K", LRUN_DTYPE_Q3_K, 256, bound_q3_K, &rms);
+    CHECK_NEAR("q3_K: relative rms error of a 3-bit code (< 0.25)", rms, 0.125, 0.125);
+    roundtrip("q5_K", LRUN_DTYPE_Q5_K, 256, bound_q5_K, &rms);
+    CHECK_NEAR("q5_K: relative rms error of a 5-bit code (< 0.06)", rms, 0.03, 0.03);
+    roundtrip("iq4_nl", LRUN_DTYPE_IQ4_NL, 32, bound_iq4_nl, &rms);
+    roundtrip("iq4_xs", LRUN_DTYPE_IQ4_XS, 256, bound_iq4_xs, &rms);
+    CHECK_NEAR("iq4_xs: relative rms error of a 4-bit code (< 0.12)", rms, 0.06, 0.06);
 
     /* Q8_1's s is f16(d * sum(q)) with the d before its own f16 rounding */
     float x[64];
@@ -503,8 +530,10 @@ static void test_golden(void)
 
 // ---------------------------------------------------------------- dot products
 
-static const lrun_dtype weight_types[] = {LRUN_DTYPE_F32,  LRUN_DTYPE_F16,  LRUN_DTYPE_BF16, LRUN_DTYPE_Q4_0,
-                                          LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+static const lrun_dtype weight_types[] = {LRUN_DTYPE_F32,  LRUN_DTYPE_F16,  LRUN_DTYPE_BF16,   LRUN_DTYPE_Q4_0,
+                                          LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K,   LRUN_DTYPE_Q6_K,
+                                          LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_Q2_K,   LRUN_DTYPE_Q3_K,
+                                          LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
 
 static void test_dots(void)
 {
@@ -516,6 +545,13 @@ static void test_dots(void)
                           lrun_dot_partner(LRUN_DTYPE_Q8_0) == LRUN_DTYPE_Q8_0 &&
                           lrun_dot_partner(LRUN_DTYPE_Q4_K) == LRUN_DTYPE_Q8_K &&
                           lrun_dot_partner(LRUN_DTYPE_Q6_K) == LRUN_DTYPE_Q8_K &&
+                          lrun_dot_partner(LRUN_DTYPE_Q5_0) == LRUN_DTYPE_Q8_0 &&
+                          lrun_dot_partner(LRUN_DTYPE_Q5_1) == LRUN_DTYPE_Q8_1 &&
+                          lrun_dot_partner(LRUN_DTYPE_IQ4_NL) == LRUN_DTYPE_Q8_0 &&
+                          lrun_dot_partner(LRUN_DTYPE_Q2_K) == LRUN_DTYPE_Q8_K &&
+                          lrun_dot_partner(LRUN_DTYPE_Q3_K) == LRUN_DTYPE_Q8_K &&
+                          lrun_dot_partner(LRUN_DTYPE_Q5_K) == LRUN_DTYPE_Q8_K &&
+                          lrun_dot_partner(LRUN_DTYPE_IQ4_XS) == LRUN_DTYPE_Q8_K &&
                           lrun_dot_partner(LRUN_DTYPE_F16) == LRUN_DTYPE_F32 &&
                           lrun_dot_partner(LRUN_DTYPE_BF16) == LRUN_DTYPE_F32);
     for (size_t ti = 0; ti < sizeof weight_types / sizeof weight_types[0]; ++ti) {
@@ -538,7 +574,8 @@ static void test_dots(void)
                 lrun_quantize_activations(p, x[r], xs + r * xrow, k);
             }
             /* the 32-element block kernels all give llama.cpp's bits: the scalar kernel's */
-            const int exact_type = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0;
+            const int exact_type = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 ||
+                                   t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL;
             float scalar4[4];
             lrun_dot_kernel_scalar(t)(k, wq, xs, xrow, 4, scalar4);
 
@@ -563,13 +600,14 @@ static void test_dots(void)
                         ref += (double)wd[i] * xd[i];
                         mag += fabs((double)wd[i] * xd[i]);
                     }
-                    if (t == LRUN_DTYPE_Q4_1) { /* the min term uses Q8_1's stored s, not d·Σq */
-                        const lrun_block_q4_1 *wb = (const lrun_block_q4_1 *)wq;
+                    if (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_1) { /* the min term uses Q8_1's stored s, not d·Σq */
                         const lrun_block_q8_1 *xb = (const lrun_block_q8_1 *)(xs + r * xrow);
                         for (int64_t bi = 0; bi < k / 32; ++bi) {
+                            const uint16_t m = t == LRUN_DTYPE_Q4_1 ? ((const lrun_block_q4_1 *)wq)[bi].m
+                                                                    : ((const lrun_block_q5_1 *)wq)[bi].m;
                             double sq = 0.0;
                             for (int j = 0; j < 32; ++j) sq += xb[bi].qs[j];
-                            ref += (double)lrun_f16_to_f32(wb[bi].m) * ((double)xb[bi].s - (double)xb[bi].d * sq);
+                            ref += (double)lrun_f16_to_f32(m) * ((double)xb[bi].s - (double)xb[bi].d * sq);
                         }
                     }
                     if (exact_type) rows_agree &= f32_bits(all4[r]) == f32_bits(scalar4[r]);
@@ -628,7 +666,26 @@ static void test_dot_extremes(void)
     memset(wk.qs, 0xFF, sizeof wk.qs);
     memset(xk.qs, 127, sizeof xk.qs);
     for (int j = 0; j < 16; ++j) xk.bsums[j] = 16 * 127;
+    /* the newer super-block types at their largest quants and scales */
+    lrun_block_q5_K w5k = {.d = 0x3c00, .dmin = 0};
+    memcpy(w5k.scales, wk.scales, 12); /* every scale 63, mins 0 */
+    memset(w5k.qh, 0xFF, sizeof w5k.qh);
+    memset(w5k.qs, 0xFF, sizeof w5k.qs); /* every q = 31 */
+    lrun_block_q3_K w3k = {.d = 0x3c00};
+    memset(w3k.hmask, 0xFF, sizeof w3k.hmask); /* no −4: every q = 3 */
+    memset(w3k.qs, 0xFF, sizeof w3k.qs);
+    memset(w3k.scales, 0xFF, sizeof w3k.scales); /* every scale 63 − 32 = 31 */
+    lrun_block_q2_K w2k = {.d = 0x3c00, .dmin = 0};
+    memset(w2k.scales, 0x0F, sizeof w2k.scales); /* scale 15, min 0 */
+    memset(w2k.qs, 0xFF, sizeof w2k.qs);          /* every q = 3 */
+    lrun_block_iq4_xs wxs = {.d = 0x3c00, .scales_h = 0};
+    memset(wxs.scales_l, 0, sizeof wxs.scales_l); /* every scale 0 − 32 */
+    memset(wxs.qs, 0, sizeof wxs.qs);             /* every value −127 */
     const struct { lrun_dtype t; const void *w, *x; int k; double want; } cases[] = {
+        {LRUN_DTYPE_Q5_K, &w5k, &xk, 256, 256.0 * 63 * 31 * 127},
+        {LRUN_DTYPE_Q3_K, &w3k, &xk, 256, 256.0 * 31 * 3 * 127},
+        {LRUN_DTYPE_Q2_K, &w2k, &xk, 256, 256.0 * 15 * 3 * 127},
+        {LRUN_DTYPE_IQ4_XS, &wxs, &xk, 256, 256.0 * -32 * -127 * 127},
         {LRUN_DTYPE_Q8_0, w8, x8, 32 * NB, 32.0 * NB * 127 * 127},
         {LRUN_DTYPE_Q4_0, w40, x8, 32 * NB, 0.0}, /* ±127 alternating against -8: cancels */
         {LRUN_DTYPE_Q4_1, w41, x81, 32 * NB, 32.0 * NB * 15 * 127},

@@ -8,10 +8,14 @@ For each case:
   n            number of elements
   input        float32 inputs (only for types gguf-py can quantize)
   quantized    gguf-py's bytes as hex: its quantization of input, or, for the
-               K-quants gguf-py can only decode, random well-formed blocks
+               K-quants gguf-py can only decode (and Q5_0/Q5_1 too), random
+               raw blocks: any bytes, with f16 scales of sane magnitude
   dequantized  gguf-py's decoding of quantized, float32
   exact_quant  true when gguf-py's quantizer is ggml's round-to-nearest
                reference, so lrun's quantizer must give the same bytes
+
+IQ4_NL and IQ4_XS are not here: gguf-py has no codec for them (their
+reference is llama.cpp itself, tests/llamacpp_quants_spec.lua).
 
 Regenerate with: python3 tests/golden/make_quant_golden.py  (never hand-edit).
 """
@@ -62,20 +66,30 @@ def random_f16(rng, size, lo, hi):
     return (mag * rng.choice([-1.0, 1.0], size)).astype(np.float16)
 
 
-def case_k(rng, name, qtype, n_blocks):
+# Where the f16 fields sit in each raw block: (bytes before them, how many,
+# bytes after them) — ggml-common.h's layouts.
+RAW_LAYOUT = {
+    T.Q4_K: (0, 2, 12 + 128),        # f16 d, dmin; scales[12]; qs[128]
+    T.Q6_K: (128 + 64 + 16, 1, 0),   # ql[128]; qh[64]; scales[16]; f16 d
+    T.Q5_0: (0, 1, 4 + 16),          # f16 d; qh[4]; qs[16]
+    T.Q5_1: (0, 2, 4 + 16),          # f16 d, m; qh[4]; qs[16]
+    T.Q2_K: (16 + 64, 2, 0),         # scales[16]; qs[64]; f16 d, dmin
+    T.Q3_K: (32 + 64 + 12, 1, 0),    # hmask[32]; qs[64]; scales[12]; f16 d
+    T.Q5_K: (0, 2, 12 + 32 + 128),   # f16 d, dmin; scales[12]; qh[32]; qs[128]
+}
+
+
+def case_k(rng, name, qtype, n_blocks, block=256):
+    before, n_f16, after = RAW_LAYOUT[qtype]
     blocks = []
     for _ in range(n_blocks):
-        if qtype == T.Q4_K:  # f16 d, f16 dmin, 12 scale bytes, 128 quant bytes
-            d = random_f16(rng, 2, 1e-4, 1e-1)
-            body = rng.integers(0, 256, 12 + 128, dtype=np.uint8)
-            blocks.append(d.view(np.uint8).tobytes() + body.tobytes())
-        else:  # Q6_K: 128 ql, 64 qh, 16 int8 scales, f16 d
-            body = rng.integers(0, 256, 128 + 64 + 16, dtype=np.uint8)
-            d = random_f16(rng, 1, 1e-4, 1e-1)
-            blocks.append(body.tobytes() + d.view(np.uint8).tobytes())
+        head = rng.integers(0, 256, before, dtype=np.uint8)
+        d = random_f16(rng, n_f16, 1e-4, 1e-1)
+        tail = rng.integers(0, 256, after, dtype=np.uint8)
+        blocks.append(head.tobytes() + d.view(np.uint8).tobytes() + tail.tobytes())
     raw = np.frombuffer(b"".join(blocks), dtype=np.uint8)
     y = quants.dequantize(raw, qtype)
-    return {"type": name, "n": 256 * n_blocks, "kind": "random_blocks",
+    return {"type": name, "n": block * n_blocks, "kind": "random_blocks",
             "quantized": raw.tobytes().hex(), "dequantized": f32_list(y), "exact_quant": False}
 
 
@@ -86,6 +100,13 @@ def main():
         for kind in ("gauss", "positive", "special"):
             cases.append(case_quantizable(rng, name, qtype, 128, kind))
     for name, qtype in (("q4_k", T.Q4_K), ("q6_k", T.Q6_K)):
+        cases.append(case_k(rng, name, qtype, 3))
+    # the types added later, after the first ones so those keep their bytes
+    for name, qtype in (("q5_0", T.Q5_0), ("q5_1", T.Q5_1)):
+        for kind in ("gauss", "positive", "special"):
+            cases.append(case_quantizable(rng, name, qtype, 128, kind))
+        cases.append(case_k(rng, name, qtype, 4, block=32))
+    for name, qtype in (("q2_k", T.Q2_K), ("q3_k", T.Q3_K), ("q5_k", T.Q5_K)):
         cases.append(case_k(rng, name, qtype, 3))
     with open(OUT, "w") as f:
         # one case per line: readable diffs when it is regenerated

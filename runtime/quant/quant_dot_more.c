@@ -1,0 +1,600 @@
+/* quant_dot_more.c — dot products of the Q5_0, Q5_1, IQ4_NL (with Q8_0/Q8_1
+ * activations) and Q2_K, Q3_K, Q5_K, IQ4_XS (with Q8_K) weights, in
+ * llama.cpp's arithmetic: scalar kernels, then AVX2 ones.
+ *
+ * The 32-element types keep the lane form of quant_dot.c (lane l = the exact
+ * integer sum of the products of elements 4l..4l+3; per block acc[l] =
+ * fma(dw·dx, lane, acc[l]); the result AVX's hsum of the 8 lanes), which is
+ * what llama.cpp's x86 kernels compute (ggml_vec_dot_q5_0_q8_0 and q5_1_q8_1
+ * as Q4_0/Q4_1; iq4_nl_q8_0 with two accumulators, even and odd blocks), so
+ * scalar and AVX2 give the same bits. The 256-element types sum each
+ * super-block exactly in integers (quants × activation quants × sub-block
+ * scales; Q2_K's and Q5_K's mins and Q3_K's −4 through Q8_K's bsums) and add
+ * one float product per super-block (scalar) or per lane (AVX2), as
+ * llama.cpp's kernels do in their own orders: a difference of f32 rounding
+ * (tests/llamacpp_quants_spec.lua bounds what it does to a model). */
+#include "quant/quant_dot.h"
+
+#include <math.h>
+#include <string.h>
+
+#define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
+
+// ---------------------------------------------------------------- 32-element blocks
+
+/* AVX's horizontal sum of 8 lanes (quant_dot.c's hsum8_ref). */
+static inline float hsum8_ref(const float a[8])
+{
+    const float t0 = a[4] + a[0], t1 = a[5] + a[1], t2 = a[6] + a[2], t3 = a[7] + a[3];
+    return (t0 + t2) + (t1 + t3);
+}
+
+/* The 32 values of a Q5 block: q (0..31) minus off. */
+static inline void q5_vals(const uint8_t qs[16], const uint8_t qh[4], int off, int v[32])
+{
+    const uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+    for (int j = 0; j < 16; ++j) {
+        v[j] = ((qs[j] & 0xF) | (int)((h >> j) & 1) << 4) - off;
+        v[j + 16] = ((qs[j] >> 4) | (int)((h >> (j + 16)) & 1) << 4) - off;
+    }
+}
+
+/* acc[l] = fma(dd, Σ of the 4 products of lane l, acc[l]). */
+static inline void lanes_fma(float acc[8], float dd, const int v[32], const int8_t *y)
+{
+    for (int l = 0; l < 8; ++l) {
+        int lane = 0;
+        for (int e = 4 * l; e < 4 * l + 4; ++e) lane += v[e] * y[e];
+        acc[l] = fmaf(dd, (float)lane, acc[l]);
+    }
+}
+
+static float dot1_q5_0(int64_t k, const lrun_block_q5_0 *w, const lrun_block_q8_0 *x)
+{
+    float acc[8] = {0};
+    for (int64_t b = 0; b < k / 32; ++b) {
+        int v[32];
+        q5_vals(w[b].qs, w[b].qh, 16, v);
+        lanes_fma(acc, lrun_f16_to_f32(w[b].d) * lrun_f16_to_f32(x[b].d), v, x[b].qs);
+    }
+    return hsum8_ref(acc);
+}
+
+/* Σ (q·dw + mw)·(qx·dx) = dw·dx·Σ q·qx + mw·s, s being Q8_1's dx·Σ qx. */
+static float dot1_q5_1(int64_t k, const lrun_block_q5_1 *w, const lrun_block_q8_1 *x)
+{
+    float acc[8] = {0}, summs = 0.0f;
+    for (int64_t b = 0; b < k / 32; ++b) {
+        int v[32];
+        summs = fmaf(lrun_f16_to_f32(w[b].m), x[b].s, summs);
+        q5_vals(w[b].qs, w[b].qh, 0, v);
+        lanes_fma(acc, lrun_f16_to_f32(w[b].d) * x[b].d, v, x[b].qs);
+    }
+    return hsum8_ref(acc) + summs;
+}
+
+static float dot1_iq4_nl(int64_t k, const lrun_block_iq4_nl *w, const lrun_block_q8_0 *x)
+{
+    float acc[2][8] = {{0}};
+    for (int64_t b = 0; b < k / 32; ++b) {
+        int v[32];
+        for (int j = 0; j < 16; ++j) {
+            v[j] = lrun_kvalues_iq4nl[w[b].qs[j] & 0xF];
+            v[j + 16] = lrun_kvalues_iq4nl[w[b].qs[j] >> 4];
+        }
+        lanes_fma(acc[b & 1], lrun_f16_to_f32(x[b].d) * lrun_f16_to_f32(w[b].d), v, x[b].qs);
+    }
+    float sum[8];
+    for (int l = 0; l < 8; ++l) sum[l] = acc[0][l] + acc[1][l];
+    return hsum8_ref(sum);
+}
+
+// ---------------------------------------------------------------- 256-element blocks
+
+static float dot1_q2_K(int64_t k, const lrun_block_q2_K *w, const lrun_block_q8_K *x)
+{
+    float s = 0.0f;
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        const uint8_t *qs = w[b].qs;
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < 16; ++j) {
+            int part = 0;
+            for (int e = 16 * j; e < 16 * j + 16; ++e)
+                part += ((qs[32 * (e >> 7) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3) * x[b].qs[e];
+            sumi += (w[b].scales[j] & 0xF) * part;
+            summ += (w[b].scales[j] >> 4) * x[b].bsums[j];
+        }
+        const float dall = x[b].d * lrun_f16_to_f32(w[b].d), dmin = x[b].d * lrun_f16_to_f32(w[b].dmin);
+        s += dall * (float)sumi - dmin * (float)summ;
+    }
+    return s;
+}
+
+static float dot1_q3_K(int64_t k, const lrun_block_q3_K *w, const lrun_block_q8_K *x)
+{
+    float s = 0.0f;
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        const uint8_t *qs = w[b].qs, *hm = w[b].hmask;
+        int sumi = 0;
+        for (int j = 0; j < 16; ++j) {
+            int part = 0;
+            for (int e = 16 * j; e < 16 * j + 16; ++e) {
+                const int q = ((qs[32 * (e >> 7) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3) -
+                              (((hm[e & 31] >> (e / 32)) & 1) ? 0 : 4);
+                part += q * x[b].qs[e];
+            }
+            sumi += lrun_q3_K_scale(w[b].scales, j) * part;
+        }
+        s += lrun_f16_to_f32(w[b].d) * x[b].d * (float)sumi;
+    }
+    return s;
+}
+
+static float dot1_q5_K(int64_t k, const lrun_block_q5_K *w, const lrun_block_q8_K *x)
+{
+    float s = 0.0f;
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        int sumi = 0, summ = 0;
+        for (int c = 0; c < 4; ++c) {
+            int sc0, m0, sc1, m1;
+            lrun_k4_scale_min(w[b].scales, 2 * c, &sc0, &m0);
+            lrun_k4_scale_min(w[b].scales, 2 * c + 1, &sc1, &m1);
+            const uint8_t *ql = w[b].qs + 32 * c, *qh = w[b].qh;
+            const int8_t *y = x[b].qs + 64 * c;
+            int lo = 0, hi = 0;
+            for (int l = 0; l < 32; ++l) {
+                lo += ((ql[l] & 0xF) | (((qh[l] >> (2 * c)) & 1) << 4)) * y[l];
+                hi += ((ql[l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4)) * y[l + 32];
+            }
+            sumi += sc0 * lo + sc1 * hi;
+            summ += m0 * (x[b].bsums[4 * c] + x[b].bsums[4 * c + 1]) + m1 * (x[b].bsums[4 * c + 2] + x[b].bsums[4 * c + 3]);
+        }
+        const float dy = x[b].d;
+        s += lrun_f16_to_f32(w[b].d) * dy * (float)sumi - lrun_f16_to_f32(w[b].dmin) * dy * (float)summ;
+    }
+    return s;
+}
+
+static float dot1_iq4_xs(int64_t k, const lrun_block_iq4_xs *w, const lrun_block_q8_K *x)
+{
+    float s = 0.0f;
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        int sumi = 0;
+        for (int j = 0; j < 8; ++j) {
+            const uint8_t *qs = w[b].qs + 16 * j;
+            const int8_t *y = x[b].qs + 32 * j;
+            int part = 0;
+            for (int l = 0; l < 16; ++l)
+                part += lrun_kvalues_iq4nl[qs[l] & 0xF] * y[l] + lrun_kvalues_iq4nl[qs[l] >> 4] * y[l + 16];
+            sumi += lrun_iq4_xs_scale(&w[b], j) * part;
+        }
+        s += lrun_f16_to_f32(w[b].d) * x[b].d * (float)sumi;
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------- row kernels
+
+void lrun_dot_q5_0_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_q5_0(k, w, ROW(x, r, xs));
+}
+
+void lrun_dot_q5_1_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_q5_1(k, w, ROW(x, r, xs));
+}
+
+void lrun_dot_iq4_nl_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_iq4_nl(k, w, ROW(x, r, xs));
+}
+
+void lrun_dot_q2_K_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_q2_K(k, w, ROW(x, r, xs));
+}
+
+void lrun_dot_q3_K_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_q3_K(k, w, ROW(x, r, xs));
+}
+
+void lrun_dot_q5_K_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_q5_K(k, w, ROW(x, r, xs));
+}
+
+void lrun_dot_iq4_xs_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    for (int r = 0; r < nx; ++r) out[r] = dot1_iq4_xs(k, w, ROW(x, r, xs));
+}
+
+// ---------------------------------------------------------------- AVX2
+
+/* The same results as the scalar kernels above: bit for bit for the
+ * 32-element types (the lanes are the vector's lanes, each an exact integer
+ * sum before its FMA), to f32 rounding for the super-block types (8 lanes of
+ * partial sums per super-block, added at the end). */
+#if defined(LRUN_HAVE_AVX2)
+#include <immintrin.h>
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+#define DISPATCH_NX(call)                                                                                   \
+    switch (nx) {                                                                                           \
+    case 1: call(1); break;                                                                                 \
+    case 2: call(2); break;                                                                                 \
+    case 3: call(3); break;                                                                                 \
+    default: call(4); break;                                                                                \
+    }
+
+/* AVX's horizontal sum of 8 lanes, in hsum8_ref's order. */
+static ALWAYS_INLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The 32 nibbles of qs[16] in element order (low nibbles 0..15, high 16..31). */
+static ALWAYS_INLINE __m256i nibbles32(const uint8_t *qs)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+
+/* Bit i of the 32-bit word at qh as byte i (0 or 1), i = 0..31. */
+static ALWAYS_INLINE __m256i bits32(const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
+                                            0x0303030303030303);
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), shuf); /* byte i = byte i/8 of h */
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(1));
+}
+
+/* 8 lanes: lane l = Σ of the 4 products of elements 4l..4l+3, u unsigned (≤ 127·2 per pair fits). */
+static ALWAYS_INLINE __m256 lanes_us(__m256i u, __m256i s)
+{
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+/* The same for signed w: |w| times x with w's sign. */
+static ALWAYS_INLINE __m256 lanes_ss(__m256i w, __m256i x) { return lanes_us(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)); }
+
+/* Q5 quants (0..31) of a block. */
+static ALWAYS_INLINE __m256i q5_quants(const uint8_t *qs, const uint8_t *qh)
+{
+    return _mm256_or_si256(nibbles32(qs), _mm256_slli_epi16(bits32(qh), 4));
+}
+
+static ALWAYS_INLINE void dot_q5_0_nx(int64_t k, const lrun_block_q5_0 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i q = _mm256_sub_epi8(q5_quants(w[b].qs, w[b].qh), _mm256_set1_epi8(16));
+        const float dw = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256 dd = _mm256_set1_ps(dw * _cvtsh_ss(xr[r][b].d));
+            acc[r] = _mm256_fmadd_ps(dd, lanes_ss(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+static ALWAYS_INLINE void dot_q5_1_nx(int64_t k, const lrun_block_q5_1 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    float summs[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+        summs[r] = 0.0f;
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i q = q5_quants(w[b].qs, w[b].qh);
+        const float dw = _cvtsh_ss(w[b].d), mw = _cvtsh_ss(w[b].m);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            summs[r] = fmaf(mw, xr[r][b].s, summs[r]);
+            const __m256 dd = _mm256_set1_ps(dw * xr[r][b].d);
+            acc[r] = _mm256_fmadd_ps(dd, lanes_us(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + summs[r];
+}
+
+/* The 16 IQ4 values as a 128-bit table for pshufb, in both lanes. */
+static ALWAYS_INLINE __m256i iq4_table(void)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_iq4nl);
+    return _mm256_set_m128i(t, t);
+}
+
+static ALWAYS_INLINE void dot_iq4_nl_nx(int64_t k, const lrun_block_iq4_nl *w, const void *x, size_t xs, const int NX,
+                                        float *out)
+{
+    const __m256i table = iq4_table();
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS][2]; /* even and odd blocks */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i v = _mm256_shuffle_epi8(table, nibbles32(w[b].qs));
+        const float dw = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256 dd = _mm256_set1_ps(_cvtsh_ss(xr[r][b].d) * dw);
+            acc[r][b & 1] =
+                _mm256_fmadd_ps(dd, lanes_ss(v, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r][b & 1]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+/* Q5_K: Q4_K's kernel (quant_dot_k.c) with the fifth bits: bit 2c of qh[l]
+ * for the low nibbles of chunk c, bit 2c+1 for the high ones. */
+static ALWAYS_INLINE void dot_q5_K_nx(int64_t k, const lrun_block_q5_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = accm[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; ++j) {
+            int s, mm;
+            lrun_k4_scale_min(w[b].scales, j, &s, &mm);
+            sc[j] = (uint8_t)s;
+            m[j] = (uint8_t)mm;
+        }
+        const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+        const __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* [m0 m0 m1 m1 …] */
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)w[b].qh);
+        __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+        UNROLL
+        for (int c = 0; c < 4; ++c) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
+            const __m256i hl = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
+            const __m256i hh = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, low4), hl);
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4), hh);
+            const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const int8_t *y = xr[r][b].qs + 64 * c;
+                const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
+                const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(plo, slo));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(phi, shi));
+            }
+        }
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_K *xb = &xr[r][b];
+            const __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * xb->d), _mm256_cvtepi32_ps(pm), accm[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
+}
+
+/* Q2_K and Q3_K share their layout: 32-byte group n of qs holds elements
+ * 128n + 32j + l (l < 32) in bits 2j, whose 16-element sub-blocks are 8n+2j
+ * and 8n+2j+1. s16 has the 16 sub-block scales as int16. */
+static ALWAYS_INLINE __m256i pair_scales(const int16_t *s16, int sub)
+{
+    return _mm256_setr_m128i(_mm_set1_epi16(s16[sub]), _mm_set1_epi16(s16[sub + 1]));
+}
+
+/* Q2_K: Σ (dl·q − ml)·y = d·Σ_j sc_j Σ q·y − dmin·Σ_j m_j bsums_j. */
+static ALWAYS_INLINE void dot_q2_K_nx(int64_t k, const lrun_block_q2_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const __m256i three = _mm256_set1_epi8(3);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = accm[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
+        int16_t s16[16];
+        _mm256_storeu_si256((__m256i *)s16, _mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0x0F))));
+        const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+        __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+        UNROLL
+        for (int n = 0; n < 2; ++n) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * n));
+            UNROLL
+            for (int j = 0; j < 4; ++j) {
+                const __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three);
+                const __m256i s = pair_scales(s16, 8 * n + 2 * j);
+                UNROLL
+                for (int r = 0; r < NX; ++r) {
+                    const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), s));
+                }
+            }
+        }
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_K *xb = &xr[r][b];
+            const __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * dmin), _mm256_cvtepi32_ps(pm), accm[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
+}
+
+/* Q3_K: with q' = q + 4·hbit (0..7), Σ (q' − 4)·y·sc = Σ_j sc_j (Σ q'·y − 4·bsums_j). */
+static ALWAYS_INLINE void dot_q3_K_nx(int64_t k, const lrun_block_q3_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        int16_t s16[16];
+        for (int j = 0; j < 16; ++j) s16[j] = (int16_t)lrun_q3_K_scale(w[b].scales, j);
+        const __m256i sc = _mm256_loadu_si256((const __m256i *)s16);
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)w[b].hmask);
+        __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256i corr = _mm256_madd_epi16(sc, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
+        }
+        UNROLL
+        for (int n = 0; n < 2; ++n) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * n));
+            UNROLL
+            for (int j = 0; j < 4; ++j) {
+                const __m256i h = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + j), one), 2);
+                const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three), h);
+                const __m256i s = pair_scales(s16, 8 * n + 2 * j);
+                UNROLL
+                for (int r = 0; r < NX; ++r) {
+                    const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), s));
+                }
+            }
+        }
+        const float d = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r)
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+/* IQ4_XS: table values (signed) per 32-element sub-block, its 6-bit scale applied with madd. */
+static ALWAYS_INLINE void dot_iq4_xs_nx(int64_t k, const lrun_block_iq4_xs *w, const void *x, size_t xs, const int NX,
+                                        float *out)
+{
+    const __m256i table = iq4_table();
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
+        __m256i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+        UNROLL
+        for (int j = 0; j < 8; ++j) {
+            const __m256i v = _mm256_shuffle_epi8(table, nibbles32(w[b].qs + 16 * j));
+            const __m256i av = _mm256_sign_epi8(v, v), s = _mm256_set1_epi16((int16_t)lrun_iq4_xs_scale(&w[b], j));
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 32 * j));
+                const __m256i p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(y, v));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s));
+            }
+        }
+        const float d = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r)
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+void lrun_dot_q2_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q2_K_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_q3_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q3_K_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_iq4_xs_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_iq4_xs_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_q5_0_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q5_0_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_q5_1_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q5_1_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_iq4_nl_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_iq4_nl_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+void lrun_dot_q5_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+#define CALL(N) dot_q5_K_nx(k, w, x, xs, N, out)
+    DISPATCH_NX(CALL)
+#undef CALL
+}
+
+#endif /* LRUN_HAVE_AVX2 */
