@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""hf_load_bench.py — how fast lrun loads a Hugging Face directory onto the GPU.
+
+A Llama-2-7B-shape bf16 directory in 3 safetensors shards (written by lrun's
+generator, examples/genmodel.lua --hf), loaded onto cuda:0:
+  - the disk's sequential read bandwidth over the same shards, measured in the
+    same run (page cache dropped first), is the limit for a cold load;
+  - lrun: lrun.load(dir, {device}) and the engine (every weight on the device),
+    in a fresh process, cold (the shards' pages dropped with
+    posix_fadvise(DONTNEED)) and warm (the shards in the page cache);
+  - transformers: AutoModelForCausalLM.from_pretrained(dir, dtype=bfloat16,
+    device_map=device), cold and warm, the same way.
+Peak host RSS is each process's own (VmHWM), file-backed pages
+included. Prints a markdown table and writes JSON (--out).
+
+Usage: python3 tests/bench/hf_load_bench.py [--dir D] [--device cuda:0] [--runs N] [--out F]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+LRUN = os.path.join(ROOT, "build", "lrun")
+
+
+def shards(d):
+    return sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".safetensors"))
+
+
+def drop_cache(files):
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def read_all(files):
+    """Reads every shard in order: (bytes, seconds)."""
+    buf = bytearray(64 << 20)
+    total, t0 = 0, time.perf_counter()
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            while True:
+                n = fh.readinto(buf)
+                if not n:
+                    break
+                total += n
+    dt = time.perf_counter() - t0
+    return total, dt
+
+
+def disk_bandwidth(files):
+    """Sequential read of every shard from the disk: (bytes, seconds)."""
+    drop_cache(files)
+    return read_all(files)
+
+
+def run_child(argv):
+    """Runs argv in a fresh process; returns the JSON line it printed last
+    (its own load seconds and peak RSS, VmHWM)."""
+    p = subprocess.run(argv, capture_output=True, cwd=ROOT)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (argv[0], p.returncode, p.stderr.decode()[-2000:]))
+    lines = [l for l in p.stdout.decode().splitlines() if l.startswith("{")]
+    return json.loads(lines[-1])
+
+
+LRUN_LOAD = r'''
+local lrun = require("lrun")
+local sys = require("lrun.sys")
+local t0 = sys.now()
+local m = assert(lrun.load(arg[1], { device = arg[2], progress = false, n_ctx = 256 }))
+local e = assert(m:engine())
+local t1 = sys.now()
+local rss = 0
+for line in io.lines("/proc/self/status") do
+  local kb = line:match("^VmHWM:%s+(%d+)")
+  if kb then rss = tonumber(kb) * 1024 end
+end
+print(string.format('{"seconds": %.4f, "peak_rss": %d}', t1 - t0, rss))
+'''
+
+HF_LOAD = r'''
+import json, sys, time, torch
+from transformers import AutoModelForCausalLM
+t0 = time.perf_counter()
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16, device_map=sys.argv[2])
+torch.cuda.synchronize()
+t1 = time.perf_counter()
+rss = 0
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        rss = int(line.split()[1]) * 1024
+print(json.dumps({"seconds": t1 - t0, "peak_rss": rss}))
+'''
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", default=os.path.join(os.environ.get("LRUN_BENCH_DIR", "/tmp"), "lrun-hf-llama2-7b-bf16"))
+    ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--out")
+    ap.add_argument("--no-hf", action="store_true")
+    a = ap.parse_args()
+
+    if not os.path.isdir(a.dir):
+        subprocess.run([LRUN, "examples/genmodel.lua", "-o", a.dir, "--hf", "--shards", "3", "--preset", "llama2-7b",
+                        "--dtype", "bf16"], cwd=ROOT, check=True)
+    files = shards(a.dir)
+    size = sum(os.path.getsize(f) for f in files)
+    largest = max(os.path.getsize(f) for f in files)
+    lua = os.path.join("/tmp", "lrun_hf_load_%d.lua" % os.getpid())
+    with open(lua, "w") as fh:
+        fh.write(LRUN_LOAD)
+    py = os.path.join("/tmp", "lrun_hf_load_%d.py" % os.getpid())
+    with open(py, "w") as fh:
+        fh.write(HF_LOAD)
+
+    nbytes, dt = disk_bandwidth(files)
+    disk = nbytes / dt
+    print("disk: %.2f GB read in %.2f s: %.2f GB/s" % (nbytes / 1e9, dt, disk / 1e9), file=sys.stderr)
+
+    rows = []
+    engines = [("lrun", [LRUN, lua, a.dir, a.device])]
+    if not a.no_hf:
+        engines.append(("transformers", [sys.executable, py, a.dir, a.device]))
+    for name, argv in engines:
+        for state in ("cold", "warm"):
+            best = None
+            for _ in range(a.runs):
+                if state == "cold":
+                    drop_cache(files)
+                else:
+                    read_all(files)  # every page in the cache
+                r = run_child(argv)
+                if best is None or r["seconds"] < best["seconds"]:
+                    best = r
+            row = {"engine": name, "state": state, "seconds": best["seconds"], "gb_s": size / best["seconds"] / 1e9,
+                   "of_disk": size / best["seconds"] / disk, "peak_rss": best["peak_rss"]}
+            rows.append(row)
+            print("%s %s: %.2f s, %.2f GB/s (%.0f%% of disk), peak RSS %.2f GB" % (
+                name, state, row["seconds"], row["gb_s"], 100 * row["of_disk"], row["peak_rss"] / 1e9),
+                file=sys.stderr)
+    os.remove(lua)
+    os.remove(py)
+
+    print("\n%.2f GB in %d shards (largest %.2f GB); disk sequential read %.2f GB/s (cold, same run)\n" % (
+        size / 1e9, len(files), largest / 1e9, disk / 1e9))
+    print("| engine | cache | load s | GB/s | of disk | peak RSS GB | RSS goal (shard + 1 GiB) |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        print("| %s | %s | %.2f | %.2f | %.0f%% | %.2f | %s |" % (
+            r["engine"], r["state"], r["seconds"], r["gb_s"], 100 * r["of_disk"], r["peak_rss"] / 1e9,
+            "met" if r["peak_rss"] <= largest + (1 << 30) else "not met"))
+    by = {(r["engine"], r["state"]): r for r in rows}
+    if ("transformers", "warm") in by:
+        print("\nwarm: lrun %.1fx transformers; cold: lrun %.1fx transformers" % (
+            by[("transformers", "warm")]["seconds"] / by[("lrun", "warm")]["seconds"],
+            by[("transformers", "cold")]["seconds"] / by[("lrun", "cold")]["seconds"]))
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump({"bytes": size, "shards": len(files), "disk_bytes_per_s": disk, "rows": rows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
