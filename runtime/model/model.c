@@ -219,11 +219,6 @@ lrun_status lrun_model_read_hparams(lrun_model *m)
 
 // ---------------------------------------------------------------- tensors
 
-/* The named fields of a block follow lrun_arch_tensor's order. */
-_Static_assert(offsetof(struct lrun_model_layer, wq) == LRUN_ARCH_TENSOR_Q * sizeof(void *), "layer field order");
-_Static_assert(offsetof(struct lrun_model_layer, bo) == LRUN_ARCH_TENSOR_O_BIAS * sizeof(void *), "layer field order");
-_Static_assert(offsetof(struct lrun_model_layer, w_down) == LRUN_ARCH_TENSOR_DOWN * sizeof(void *), "layer field order");
-
 /* Where the model keeps tensor id (of block layer, for a block's). */
 static struct lrun_tensor **tensor_slot(lrun_model *m, int64_t layer, lrun_arch_tensor id)
 {

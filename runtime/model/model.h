@@ -8,26 +8,12 @@
 #include "arch/arch.h"
 #include "formats/safetensors.h"
 
-/* The weights of one block; shapes are GGUF ne (innermost first). The
- * same pointers by name and, for code that runs an architecture's op table,
- * by lrun_arch_tensor (t[LRUN_ARCH_TENSOR_Q] is wq): the names follow the
- * enum's order. NULL when an optional tensor is absent. */
+/* The tensors of one block, by lrun_arch_tensor (t[LRUN_ARCH_TENSOR_Q] is
+ * the query projection): what the block holds and their shapes are the
+ * architecture's description (runtime/arch/), so no field names a family's
+ * tensors. NULL when an optional tensor is absent. */
 struct lrun_model_layer {
-    union {
-        struct {
-            struct lrun_tensor *attn_norm;    /* {n_embd} */
-            struct lrun_tensor *wq;           /* {n_embd, n_head*head_dim} */
-            struct lrun_tensor *wk;           /* {n_embd, n_head_kv*head_dim} */
-            struct lrun_tensor *wv;           /* {n_embd, n_head_kv*head_dim} */
-            struct lrun_tensor *wo;           /* {n_head*head_dim, n_embd} */
-            struct lrun_tensor *bq, *bk, *bv, *bo; /* optional biases of those four */
-            struct lrun_tensor *ffn_norm;     /* {n_embd} */
-            struct lrun_tensor *w_gate;       /* {n_embd, n_ff} */
-            struct lrun_tensor *w_up;         /* {n_embd, n_ff} */
-            struct lrun_tensor *w_down;       /* {n_ff, n_embd} */
-        };
-        struct lrun_tensor *t[LRUN_ARCH_TENSOR_BLOCK_COUNT];
-    };
+    struct lrun_tensor *t[LRUN_ARCH_TENSOR_BLOCK_COUNT];
 };
 
 struct lrun_model {
