@@ -49,25 +49,29 @@ end
 
 local loaded = {}
 
--- The strategy module of a name: policies/fallback/<name>.lua under the
--- checkout root (lrun.config.root), or a module on package.path.
+-- The file of a strategy name: policies/fallback/<name>.lua on
+-- package.path, or under the checkout root (lrun.config.root).
+local function strategy_path(name)
+  local found = package.searchpath("policies.fallback." .. name, package.path)
+  if found then return found end
+  return (require("lrun.config").root or ".") .. "/policies/fallback/" .. name .. ".lua"
+end
+
+-- The strategy module of a name, loaded in a sandbox of its own
+-- (lrun.sandbox): apply runs under the instruction limit.
 local function load_strategy(name, level)
   if loaded[name] then return loaded[name] end
   if not name:match("^[%w_]+$") then error("fallback: bad strategy name '" .. name .. "'", level) end
-  local ok, mod = pcall(require, "policies.fallback." .. name)
-  if not ok then
-    local root = require("lrun.config").root or "."
-    local path = root .. "/policies/fallback/" .. name .. ".lua"
-    local chunk, err = loadfile(path)
-    if not chunk then error("fallback: no strategy '" .. name .. "' (" .. tostring(err) .. ")", level) end
-    mod = chunk()
-  end
+  local sandbox = require("lrun.sandbox")
+  local path = strategy_path(name)
+  local mod, err = sandbox.dofile(path)
+  if mod == nil and type(err) == "string" then error("fallback: no strategy '" .. name .. "' (" .. err .. ")", level) end
   if type(mod) ~= "table" or type(mod.apply) ~= "function" then
     error("fallback: policies/fallback/" .. name .. ".lua does not return a table with apply(err, config)", level)
   end
-  mod.name = mod.name or name
-  loaded[name] = mod
-  return mod
+  local s = { name = mod.name or name, exact = mod.exact, apply = sandbox.guard("fallback " .. path, mod.apply) }
+  loaded[name] = s
+  return s
 end
 
 --- The strategies of a list, resolved (raises on an unknown name).
