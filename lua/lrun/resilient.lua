@@ -101,7 +101,49 @@ local function describe_oom(err)
     err.phase or "unknown", mib(err.requested), mib(err.free))
 end
 
---- Runs fn(config), retrying under the strategies on OOM.
+-- A configuration as a string, keys sorted, to recognise one already
+-- tried. The model (config.model) is the same object every time: left out.
+local function key_of(v, depth)
+  local t = type(v)
+  if t == "string" then return string.format("%q", v) end
+  if t ~= "table" then return tostring(v) end
+  if depth > 4 then return "{...}" end
+  local keys = {}
+  for k in pairs(v) do
+    if not (depth == 0 and k == "model") then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local parts = {}
+  for i, k in ipairs(keys) do parts[i] = tostring(k) .. "=" .. key_of(v[k], depth + 1) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- What an OOM looked like: the failing request, the free memory and where
+-- the weights were (config.model:placement()). Two equal states mean the
+-- retry between them changed nothing that memory sees.
+local function state_of(err, config)
+  local placed = ""
+  local m = config.model
+  if type(m) == "table" and type(m.placement) == "function" then
+    local ok, p = pcall(m.placement, m)
+    if ok and type(p) == "table" then placed = key_of(p.bytes, 1) end
+  end
+  return table.concat({ tostring(err.device), tostring(err.phase), tostring(err.stage), tostring(err.requested),
+    tostring(err.free), placed }, "|")
+end
+
+local function give_up(err, history, strategy, why)
+  log.info("fallback: stopping: %s", why)
+  history[#history + 1] = { strategy = strategy, fired = false, reason = why, error = tostring(err) }
+  err.fallbacks = history
+  return nil, err
+end
+
+--- Runs fn(config), retrying under the strategies on OOM. It stops when
+-- every strategy declines, when a retry changed nothing (the same failing
+-- request, free memory and placement as before it), and after max_retries;
+-- a configuration already tried is never tried again (the strategy that
+-- proposes it counts as declining).
 -- @tparam function fn function(config) → results or nil, err
 -- @tparam {string|table|function,...} strategies
 -- @tparam[opt] table config the first configuration ({} when nil)
@@ -112,10 +154,18 @@ function M.run(fn, strategies, config, opts)
   config = config or {}
   local history = (opts and opts.log) or {}
   local retries = 0
+  local tried = { [key_of(config, 0)] = true }
+  local last_state, last_fired
   while true do
     local res = pack(fn(config))
     local err = res[2]
     if res[1] ~= nil or not errors.is_oom(err) then return unpack(res, 1, res.n) end
+    local state = state_of(err, config)
+    if last_state == state then
+      return give_up(err, history, last_fired, "the retry after " .. last_fired .. " changed nothing (" ..
+        describe_oom(err) .. " again, the same placement)")
+    end
+    last_state = state
     if retries >= M.max_retries then
       log.info("fallback: giving up after %d retries: %s", retries, tostring(err))
       err.fallbacks = history
@@ -126,12 +176,18 @@ function M.run(fn, strategies, config, opts)
       local new, why = s.apply(err, config)
       if new ~= nil then
         if type(new) ~= "table" then error("fallback: strategy " .. s.name .. " returned a " .. type(new)) end
-        why = why or "changed the configuration"
-        log.info("fallback %s fired: %s; %s", s.name, describe_oom(err), why)
-        history[#history + 1] = { strategy = s.name, fired = true, reason = why, error = tostring(err) }
-        config = new
-        fired = true
-        break
+        local key = key_of(new, 0)
+        if tried[key] then
+          new, why = nil, "its configuration was tried already (" .. tostring(why or "no change") .. ")"
+        else
+          tried[key] = true
+          why = why or "changed the configuration"
+          log.info("fallback %s fired: %s; %s", s.name, describe_oom(err), why)
+          history[#history + 1] = { strategy = s.name, fired = true, reason = why, error = tostring(err) }
+          config = new
+          fired = s.name
+          break
+        end
       end
       why = why or "declined"
       log.info("fallback %s declined: %s", s.name, why)
@@ -141,6 +197,7 @@ function M.run(fn, strategies, config, opts)
       err.fallbacks = history
       return nil, err
     end
+    last_fired = fired
     retries = retries + 1
   end
 end
