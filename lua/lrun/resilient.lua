@@ -178,7 +178,7 @@ function M.run(fn, strategies, config, opts)
         if type(new) ~= "table" then error("fallback: strategy " .. s.name .. " returned a " .. type(new)) end
         local key = key_of(new, 0)
         if tried[key] then
-          new, why = nil, "its configuration was tried already (" .. tostring(why or "no change") .. ")"
+          why = "its configuration was tried already (" .. tostring(why or "no change") .. ")"
         else
           tried[key] = true
           why = why or "changed the configuration"
