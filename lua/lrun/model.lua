@@ -125,10 +125,13 @@ function M.load(path, opts)
     kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
     numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT,
   }, Model)
-  self.tokenizer = require("lrun.tokenizer").wrap(C.lrun_model_tokenizer(handle), self)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
   self.n_vocab = tonumber(info.n_vocab)
+  local tok = C.lrun_model_tokenizer(handle)
+  -- a file without tokenizer keys still runs on token ids (lrun.no_tokenizer)
+  self.tokenizer = tok ~= nil and require("lrun.tokenizer").wrap(tok, self)
+    or require("lrun.no_tokenizer").new(path, self.n_vocab)
 
   -- placement options not given here come from the launcher's command line
   local popts = {}
