@@ -95,12 +95,14 @@ DEB_TEST   := lua-busted
 DEB_MODEL  := ca-certificates unzip python3 python3-pip
 DEB_LINT   := cppcheck lua-check
 DEB_FORMAT := clang-format
+DEB_FUZZ   := clang libclang-rt-dev
 GOALS      := $(or $(MAKECMDGOALS),all)
 DEBS := $(if $(filter-out help clean format lint model,$(GOALS)),$(DEB_BUILD)) \
         $(if $(filter test test-gpu asan tsan,$(GOALS)),$(DEB_TEST)) \
         $(if $(filter demo test bench model asan tsan,$(GOALS)),$(DEB_MODEL)) \
         $(if $(filter lint,$(GOALS)),$(DEB_LINT)) \
-        $(if $(filter format,$(GOALS)),$(DEB_FORMAT))
+        $(if $(filter format,$(GOALS)),$(DEB_FORMAT)) \
+        $(if $(filter fuzz fuzz-build,$(GOALS)),$(DEB_FUZZ))
 
 deps:
 	@command -v dpkg-query >/dev/null || { echo "deps: not a Debian system; make sure these (or their equivalents) are installed: $(strip $(DEBS))"; exit 0; }; \
@@ -111,6 +113,8 @@ deps:
 	    luajit|lua-check|cppcheck|clang-format|pkg-config|unzip|python3) \
 	      command -v $$(echo $$p | sed 's/^lua-check$$/luacheck/') >/dev/null && continue;; \
 	    lua-busted) command -v busted >/dev/null && continue;; \
+	    clang) command -v clang >/dev/null && continue;; \
+	    libclang-rt-dev) ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 && continue;; \
 	    build-essential) command -v cc >/dev/null && command -v make >/dev/null && continue;; \
 	    ca-certificates) [ -d /etc/ssl/certs ] && continue;; \
 	    libluajit-5.1-dev) [ -f /usr/include/luajit-2.1/lua.h ] && continue;; \
@@ -239,7 +243,7 @@ FUZZ_LIB_SRC := $(filter-out runtime/cuda/%,$(wildcard runtime/*.c runtime/*/*.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-$(FUZZ_BUILD)/runtime/%.o: runtime/%.c
+$(FUZZ_BUILD)/runtime/%.o: runtime/%.c | deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
