@@ -92,6 +92,19 @@ describe("a policy file", function()
     assert.matches("instructions", err)
   end)
 
+  it("cannot smuggle code out in a plan with a metatable", function()
+    local path = tmpfile([[
+      return function()
+        return setmetatable({}, { __index = function() while true do end end }), 0
+      end
+    ]])
+    local p = assert(policy_file.load(path))
+    local ok, err = pcall(p.plan, {}, {})
+    os.remove(path)
+    assert.is_false(ok)
+    assert.matches("its plan has a metatable", err)
+  end)
+
   it("with an endless loop in its chunk fails to load, naming the file", function()
     local path = tmpfile("local x = 0\nwhile true do x = x + 1 end")
     local p, err = policy_file.load(path)

@@ -53,6 +53,15 @@ local function names()
   return extra
 end
 
+-- lrun reads what a plan returns outside the sandbox's limit, so those
+-- tables must be plain: a metatable's __index could run the file's code
+-- there, unlimited.
+local function plain(path, v, what)
+  if type(v) == "table" and debug.getmetatable(v) ~= nil then
+    error("policy file " .. path .. ": " .. what .. " has a metatable (return plain tables)", 0)
+  end
+end
+
 --- Loads a policy file, in a sandbox of its own (lrun.sandbox): its chunk
 -- and every call of its plan run under the instruction limit.
 -- @tparam string path
@@ -73,7 +82,14 @@ function M.load(path)
   policy.name = result.name or path:match("([^/]+)%.lua$") or path
   policy.source = path
   policy.plan_unguarded = result.plan
-  policy.plan = sandbox.guard("policy file " .. path, result.plan)
+  local guarded = sandbox.guard("policy file " .. path, result.plan)
+  policy.plan = function(tensors, budget)
+    local plan, off, extra = guarded(tensors, budget)
+    plain(path, plan, "its plan")
+    plain(path, extra, "its extra table")
+    if type(extra) == "table" then plain(path, rawget(extra, "host_compute"), "host_compute") end
+    return plan, off, extra
+  end
   return policy
 end
 

@@ -69,7 +69,18 @@ local function load_strategy(name, level)
   if type(mod) ~= "table" or type(mod.apply) ~= "function" then
     error("fallback: policies/fallback/" .. name .. ".lua does not return a table with apply(err, config)", level)
   end
-  local s = { name = mod.name or name, exact = mod.exact, apply = sandbox.guard("fallback " .. path, mod.apply) }
+  local guarded = sandbox.guard("fallback " .. path, mod.apply)
+  -- the configuration it returns is read outside the limit: plain tables only
+  local function apply(oom, config)
+    local new, why = guarded(oom, config)
+    for _, t in ipairs({ new, type(new) == "table" and rawget(new, "place") or nil }) do
+      if type(t) == "table" and debug.getmetatable(t) ~= nil then
+        error("fallback " .. path .. ": returned a configuration with a metatable (return plain tables)", 0)
+      end
+    end
+    return new, why
+  end
+  local s = { name = mod.name or name, exact = mod.exact, apply = apply }
   loaded[name] = s
   return s
 end
