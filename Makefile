@@ -268,7 +268,7 @@ fuzz: fuzz-build
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
 	    -artifact_prefix=$(FUZZ_BUILD)/$$n- $$dict $$opts $$work $$seeds > $(FUZZ_BUILD)/$$n.log 2>&1; rc=$$?; \
-	  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)' \
+	  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)' \
 	    $(FUZZ_BUILD)/$$n.log; \
 	  [ $$rc -eq 0 ] || { tail -40 $(FUZZ_BUILD)/$$n.log; echo "fuzz: $$n FOUND SOMETHING (exit $$rc)"; status=1; }; \
 	done; exit $$status
