@@ -50,7 +50,7 @@ describe("a GGUF without tokenizer metadata", function()
   it("loads through lrun.load and generates from token ids", function()
     local m, err = lrun.load(path, { progress = false })
     assert.is_table(m, tostring(err))
-    assert.is_false(m.tokenizer.available)
+    assert.is_true(m.tokenizer.missing)
     local _, ids = m:generate({ 1, 2, 3 }, { max_new_tokens = 3, eos_token_id = {} })
     assert.are.equal(3, #ids)
     for _, id in ipairs(ids) do assert.is_true(id >= 0 and id < V) end

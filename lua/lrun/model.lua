@@ -128,11 +128,6 @@ function M.load(path, opts)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
   self.n_vocab = tonumber(info.n_vocab)
-  local n_train = tonumber(info.n_ctx_train)
-  if self.n_ctx > n_train and n_train > 0 then
-    require("lrun.log").info("warning: n_ctx %d is longer than the context %s was trained for (%d): "
-      .. "positions past it may give poor output", self.n_ctx, path, n_train)
-  end
   local tok = C.lrun_model_tokenizer(handle)
   -- a file without tokenizer keys still runs on token ids (lrun.no_tokenizer)
   self.tokenizer = tok ~= nil and require("lrun.tokenizer").wrap(tok, self)
@@ -151,6 +146,11 @@ function M.load(path, opts)
       self:free()
       return nil, err
     end
+  end
+  local n_train = tonumber(C.lrun_model_get_info(handle).n_ctx_train)
+  if self.n_ctx > n_train and n_train > 0 then
+    require("lrun.log").info("warning: n_ctx %d is longer than the context %s was trained for (%d): "
+      .. "positions past it may give poor output", self.n_ctx, path, n_train)
   end
   return self
 end

@@ -13,7 +13,7 @@ None.__index = None
 -- @tparam int n_vocab
 function M.new(path, n_vocab)
   return setmetatable({ path = path, n_vocab = n_vocab, bos_id = -1, eos_id = -1, adds_bos = false,
-    available = false }, None)
+    missing = true }, None)
 end
 
 function None:fail(what, level)
