@@ -33,7 +33,9 @@ s.embd_dtype = C.LRUN_DTYPE_F32
 s.weight_dtype = C.LRUN_DTYPE_F32
 s.tied_embeddings, s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 1, 10000, 1e-5, 1, 1
 ok(C.lrun_model_generate(tmp, s))
+-- fuzz_model reads the same files through lrun_model_load
 write(dir .. "fuzz_gguf/generated_model.gguf", read(tmp))
+write(dir .. "fuzz_model/generated_model.gguf", read(tmp))
 
 local w = ffi.new("lrun_gguf_writer *[1]")
 ok(C.lrun_gguf_writer_open(w, tmp))
@@ -55,6 +57,7 @@ ok(C.lrun_gguf_writer_write_data(w, ffi.new("uint16_t[8]"), 16))
 ok(C.lrun_gguf_writer_finish(w))
 C.lrun_gguf_writer_free(w)
 write(dir .. "fuzz_gguf/values.gguf", read(tmp))
+write(dir .. "fuzz_model/values.gguf", read(tmp))
 os.remove(tmp)
 
 -- fuzz_tokenize: mode byte (even: encode, bits 1-2 add/parse special; odd:
