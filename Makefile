@@ -230,8 +230,9 @@ tsan:
 # the CPU library sources under ASan+UBSan, each run FUZZ_SECONDS (default
 # 60) from its committed seed corpus (tests/fuzz/corpus/<target>/, new
 # inputs go to build-fuzz/corpus/, never into the tree) with its dictionary
-# when there is one, and the flags in tests/fuzz/<target>.options. A crash, sanitizer report, leak or timeout fails the
-# goal and leaves the input as build-fuzz/<target>-crash-*.
+# when there is one, and the flags in tests/fuzz/<target>.options (a target
+# without seeds starts empty). A crash, sanitizer report, leak or timeout
+# fails the goal and leaves the input as build-fuzz/<target>-crash-*.
 # make fuzz-build only builds them. docs/reliability.md has the figures.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
@@ -261,7 +262,8 @@ fuzz-build: $(FUZZ_TARGETS)
 
 fuzz: fuzz-build
 	@status=0; for t in $(FUZZ_TARGETS); do \
-	  n=$$(basename $$t); seeds=tests/fuzz/corpus/$$n; work=$(FUZZ_BUILD)/corpus/$$n; mkdir -p $$work; \
+	  n=$$(basename $$t); work=$(FUZZ_BUILD)/corpus/$$n; mkdir -p $$work; \
+	  seeds=$$(test -d tests/fuzz/corpus/$$n && echo tests/fuzz/corpus/$$n); \
 	  dict=$$(test -f tests/fuzz/$$n.dict && echo -dict=tests/fuzz/$$n.dict); \
 	  opts=$$(cat tests/fuzz/$$n.options 2>/dev/null); \
 	  echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
