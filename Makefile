@@ -96,12 +96,14 @@ DEB_TEST   := lua-busted
 DEB_MODEL  := ca-certificates unzip python3 python3-pip
 DEB_LINT   := cppcheck lua-check
 DEB_FORMAT := clang-format
+DEB_FUZZ   := clang libclang-rt-dev
 GOALS      := $(or $(MAKECMDGOALS),all)
 DEBS := $(if $(filter-out help clean format lint model,$(GOALS)),$(DEB_BUILD)) \
         $(if $(filter test test-gpu asan tsan,$(GOALS)),$(DEB_TEST)) \
         $(if $(filter demo test bench model asan tsan,$(GOALS)),$(DEB_MODEL)) \
         $(if $(filter lint,$(GOALS)),$(DEB_LINT)) \
-        $(if $(filter format,$(GOALS)),$(DEB_FORMAT))
+        $(if $(filter format,$(GOALS)),$(DEB_FORMAT)) \
+        $(if $(filter fuzz fuzz-build,$(GOALS)),$(DEB_FUZZ))
 
 deps:
 	@command -v dpkg-query >/dev/null || { echo "deps: not a Debian system; make sure these (or their equivalents) are installed: $(strip $(DEBS))"; exit 0; }; \
@@ -112,6 +114,8 @@ deps:
 	    luajit|lua-check|cppcheck|clang-format|pkg-config|unzip|python3) \
 	      command -v $$(echo $$p | sed 's/^lua-check$$/luacheck/') >/dev/null && continue;; \
 	    lua-busted) command -v busted >/dev/null && continue;; \
+	    clang) command -v clang >/dev/null && continue;; \
+	    libclang-rt-dev) ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 && continue;; \
 	    build-essential) command -v cc >/dev/null && command -v make >/dev/null && continue;; \
 	    ca-certificates) [ -d /etc/ssl/certs ] && continue;; \
 	    libluajit-5.1-dev) [ -f /usr/include/luajit-2.1/lua.h ] && continue;; \
@@ -138,7 +142,7 @@ deps:
 # rewritten only when they differ. Goals that build nothing leave it alone.
 FLAGS_STAMP := $(BUILD)/.flags
 FLAGS_NOW   := $(strip $(CC) $(ALL_CFLAGS) | $(NVCC) $(NVCCFLAGS) | $(CU_SRC) | $(ALL_LDFLAGS) $(LIB_LDLIBS))
-ifneq ($(filter-out help clean deps format lint asan tsan,$(GOALS)),)
+ifneq ($(filter-out help clean deps format lint asan tsan fuzz fuzz-build,$(GOALS)),)
 ifneq ($(FLAGS_NOW),$(strip $(file <$(FLAGS_STAMP))))
 $(shell mkdir -p $(BUILD))
 $(file >$(FLAGS_STAMP),$(FLAGS_NOW))
@@ -222,6 +226,57 @@ tsan:
 	$(MAKE) BUILD=build-tsan CUDA=0 SANITIZE=thread CFLAGS="-O1 -g" test
 # ---------------------------------------------------------------- end habits: sanitizers
 
+# ---------------------------------------------------------------- fuzzing
+# make fuzz: libFuzzer targets (tests/fuzz/fuzz_*.c) built with clang against
+# the CPU library sources under ASan+UBSan, each run FUZZ_SECONDS (default
+# 60) from its committed seed corpus (tests/fuzz/corpus/<target>/, new
+# inputs go to build-fuzz/corpus/, never into the tree) with its dictionary
+# when there is one, and the flags in tests/fuzz/<target>.options (a target
+# without seeds starts empty). A crash, sanitizer report, leak or timeout
+# fails the goal and leaves the input as build-fuzz/<target>-crash-*.
+# make fuzz-build only builds them. docs/reliability.md has the figures.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -pthread -O1 -g $(ARCHFLAGS) -Iruntime -Ikernels \
+                $(shell pkg-config --cflags luajit libpcre2-8 2>/dev/null) $(FUZZ_SAN)
+FUZZ_LIB_SRC := $(filter-out runtime/cuda/%,$(wildcard runtime/*.c runtime/*/*.c))
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+$(FUZZ_BUILD)/runtime/%.o: runtime/%.c | deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/liblrun-fuzz.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/liblrun-fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Iapp -o $@ $< $(FUZZ_BUILD)/liblrun-fuzz.a \
+	  -lpcre2-8 -lcjson $(shell pkg-config --libs luajit) -ldl -lm
+
+-include $(FUZZ_LIB_OBJ:.o=.d)
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	  n=$$(basename $$t); work=$(FUZZ_BUILD)/corpus/$$n; mkdir -p $$work; \
+	  seeds=$$(test -d tests/fuzz/corpus/$$n && echo tests/fuzz/corpus/$$n); \
+	  dict=$$(test -f tests/fuzz/$$n.dict && echo -dict=tests/fuzz/$$n.dict); \
+	  opts=$$(cat tests/fuzz/$$n.options 2>/dev/null); \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/$$n- $$dict $$opts $$work $$seeds > $(FUZZ_BUILD)/$$n.log 2>&1; rc=$$?; \
+	  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)' \
+	    $(FUZZ_BUILD)/$$n.log; \
+	  [ $$rc -eq 0 ] || { tail -40 $(FUZZ_BUILD)/$$n.log; echo "fuzz: $$n FOUND SOMETHING (exit $$rc)"; status=1; }; \
+	done; exit $$status
+# ---------------------------------------------------------------- end fuzzing
+
 # ---------------------------------------------------------------- habits: format, lint, help
 # make format FILES="a.c b.h": clang-format -i with the committed .clang-format
 # (default: every C, header and CUDA file git knows).
@@ -248,6 +303,7 @@ help:
 	@echo '  asan           make test in build-asan/ under ASan+UBSan (CUDA=0)'
 	@echo '  tsan           make test in build-tsan/ under TSan (CUDA=0)'
 	@echo '  lint           cppcheck on runtime/ app/ tests/c, luacheck on the Lua'
+	@echo '  fuzz           libFuzzer targets (tests/fuzz/) under ASan+UBSan, FUZZ_SECONDS each (default 60)'
 	@echo '  format         clang-format -i FILES (default: every C/CUDA file)'
 	@echo '  deps           install the missing Debian packages (every goal does this first)'
 	@echo '  clean          remove $$(BUILD)'

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "residency/placement.h"
@@ -121,6 +122,32 @@ lrun_status lrun_engine_size_placement(lrun_placement_size *out, lrun_model *mod
 
 // ---------------------------------------------------------------- lifetime
 
+/* Refuses an engine whose KV cache and scratch alone (what init surely
+ * allocates; sized by the backend's own layout) exceed the device's free
+ * bytes, before anything is allocated: a static cache of 10^9 positions on
+ * the CPU is an ordinary OOM naming the sizes, never the kernel's OOM killer
+ * (issue 16). Where the sizing itself fails, init reports its own error. */
+static lrun_status check_init_fits(const lrun_backend_iface *b, lrun_model *model, const lrun_engine_opts *o)
+{
+    lrun_placement_size ps;
+    memset(&ps, 0, sizeof ps);
+    const lrun_placement p = {model, NULL, NULL};
+    if (b->size_placement(&ps, model, o, &p) != LRUN_OK) return LRUN_OK;
+    const size_t free_b = lrun_device_free_bytes(model->device);
+    const size_t need = ps.kv_init_bytes + ps.scratch_bytes;
+    if (need >= ps.kv_init_bytes && need <= free_b) return LRUN_OK;
+    char kv[32], sc[32], fr[32];
+    const int kv_big = ps.kv_init_bytes > free_b || ps.kv_init_bytes >= ps.scratch_bytes;
+    return lrun_oom_phase(lrun_fail_oom(need, free_b, "out of memory on %s: engine init needs a %s KV cache "
+                                        "(%lld positions x %lld sequences) and %s of scratch, %s free",
+                                        lrun_device_name(model->device),
+                                        lrun_format_bytes(ps.kv_init_bytes, kv, sizeof kv),
+                                        (long long)(o->n_ctx_max ? o->n_ctx_max : model->info.n_ctx_train),
+                                        (long long)o->n_seq_max, lrun_format_bytes(ps.scratch_bytes, sc, sizeof sc),
+                                        lrun_format_bytes(free_b, fr, sizeof fr)),
+                          kv_big ? "cache" : "scratch");
+}
+
 lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts)
 {
     if (!out) return lrun_fail(LRUN_E_ARG, "engine: out is NULL");
@@ -128,6 +155,7 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     const lrun_engine_opts o = with_defaults(opts, model);
     const lrun_backend_iface *b;
     lrun_status st = resolve(&b, model, &o, "engine");
+    if (st == LRUN_OK) st = check_init_fits(b, model, &o);
     if (st != LRUN_OK) return st;
     lrun_engine *e = calloc(1, sizeof *e);
     if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");

@@ -16,6 +16,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 
+#include <float.h>
 #include <math.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -531,7 +532,11 @@ lrun_status lrun_sample(float *logits, int64_t n_vocab, const lrun_sampling_para
     if (st != LRUN_OK) return st;
 
     const int64_t n = n_vocab;
-    const float t = params->temperature, inv_t = 1.0f / t;
+    /* A temperature below 1/FLT_MAX (subnormal) would make 1/T infinite and
+     * the max's own weight 0·inf = NaN, so no token would weigh anything:
+     * 1/T is capped at FLT_MAX, where the max still weighs e^0 = 1 and every
+     * lower logit 0 (issue 16: the sampler drew token -1). */
+    const float t = params->temperature, inv_t = 1.0f / t <= FLT_MAX ? 1.0f / t : FLT_MAX;
     float *w = work;                   /* (n_vocab) weight by token id; valid for candidates only */
     int32_t *idx = (int32_t *)(w + n); /* (n_vocab) candidate token ids */
 
@@ -599,6 +604,7 @@ lrun_status lrun_sample(float *logits, int64_t n_vocab, const lrun_sampling_para
     // draw, then leave the processed scores as HF's warpers do: l / T where kept, -inf elsewhere
     if (dense) {
         *out_token = draw_dense(w, (const float *)idx, n, z, rng);
+        if (*out_token < 0) *out_token = lrun_logits_argmax(logits, n); /* no mass at all: cannot happen, the max weighs 1 */
         if (t != 1.0f && m != INFINITY) dense_divide(logits, n, t);
         return LRUN_OK;
     }

@@ -219,7 +219,10 @@ describe("lrun.resilient", function()
     local lines, a, b = logged(function()
       return lrun.resilient(function(cfg)
         calls[#calls + 1] = cfg.size
-        if cfg.size > 2 then return nil, oom() end
+        -- each retry asks for less (a retry that changed nothing stops the chain)
+        if cfg.size > 2 then
+          return nil, oom({ device = "cpu", requested = cfg.size * 37.5 * 2 ^ 20, free = 100 * 2 ^ 20, phase = "cache" })
+        end
         return "done", cfg.size
       end, {
         { name = "never", apply = function() return nil, "not my case" end },
@@ -250,14 +253,64 @@ describe("lrun.resilient", function()
   it("stops after max_retries", function()
     local n = 0
     local lines, res, err = logged(function()
-      return lrun.resilient(function() n = n + 1; return nil, oom() end,
-        { function(_, c) return resilient.with(c, {}), "again" end })
+      -- each retry changes the configuration and the failing request
+      return lrun.resilient(function(c)
+        n = n + 1
+        return nil, oom({ device = "cpu", requested = 300 * 2 ^ 20 + c.k, free = 100 * 2 ^ 20, phase = "cache" })
+      end, { function(_, c) return resilient.with(c, { k = c.k + 1 }), "again" end }, { k = 0 })
     end)
     assert.are.equal(resilient.max_retries + 1, n)
     assert.is_nil(res)
     assert.is_true(errors.is_oom(err))
     assert.are.equal(resilient.max_retries, #err.fallbacks)
     assert.matches("giving up after 8 retries", lines[#lines])
+  end)
+
+  -- Issue 16: under --gpu-budget 100M with 40 beams the chain retried 8
+  -- times, five of them with nothing changed. These failed before.
+  it("never runs a configuration twice: a strategy proposing one already tried declines", function()
+    local n = 0
+    local lines, res, err = logged(function()
+      return lrun.resilient(function() n = n + 1; return nil, oom() end,
+        { function(_, c) return resilient.with(c, {}), "again" end })
+    end)
+    assert.are.equal(1, n)
+    assert.is_nil(res)
+    assert.is_true(errors.is_oom(err))
+    assert.matches("tried already", err.fallbacks[1].reason)
+    assert.matches("fallback function #1 declined: its configuration was tried already", lines[1])
+  end)
+
+  it("stops when a retry changed nothing: same request, free memory and placement, and says why", function()
+    -- a model whose placement cannot move: offload_weights raises
+    -- cpu_offload_gb each time, and nothing that memory sees changes
+    local placed = 0
+    local model = {
+      placement = function() return { bytes = { device = 80 * 2 ^ 20, host = 4 * 2 ^ 20 } } end,
+      place = function() placed = placed + 1; return true end,
+    }
+    local n = 0
+    local lines, res, err = logged(function()
+      return resilient.run(function() n = n + 1; return nil, oom() end,
+        { "offload_kv", "offload_weights", "split_batch" },
+        { model = model, rows = 40, num_beams = 40, cache_implementation = "offloaded" })
+    end)
+    assert.is_nil(res)
+    assert.is_true(errors.is_oom(err))
+    assert.are.equal(2, n)
+    local last = err.fallbacks[#err.fallbacks]
+    assert.are.equal("offload_weights", last.strategy)
+    assert.is_false(last.fired)
+    assert.matches("changed nothing", last.reason)
+    assert.matches("fallback: stopping: the retry after offload_weights changed nothing %(out of memory on cpu",
+      lines[#lines])
+    local keys = {}
+    for _, e in ipairs(err.fallbacks) do
+      if e.fired then
+        assert.is_nil(keys[e.reason], "fired twice with " .. e.reason)
+        keys[e.reason] = true
+      end
+    end
   end)
 
   it("names a strategy that does not exist", function()

@@ -150,6 +150,11 @@ function M.load(path, opts)
       return nil, err
     end
   end
+  local n_train = tonumber(C.lrun_model_get_info(handle).n_ctx_train)
+  if self.n_ctx > n_train and n_train > 0 then
+    require("lrun.log").info("warning: n_ctx %d is longer than the context %s was trained for (%d): "
+      .. "positions past it may give poor output", self.n_ctx, path, n_train)
+  end
   return self
 end
 

@@ -4,7 +4,9 @@
 -- (is_embedding_table, is_norm_vector, is_bias, is_lm_head, is_attention,
 -- is_mlp, layer_range, name_matches, any), OffloadPolicy, the built-in
 -- policies (conservative, aggressive, layers, smart), KiB/MiB/GiB, and the
--- safe parts of the standard library (no io, os, require, load). It
+-- safe parts of the standard library (lrun.sandbox: private copies of
+-- string, table and math; no io, os, ffi, debug, load; an instruction
+-- limit; docs/policies.md). It
 -- returns a policy table ({plan = function(tensors, budget) … end}), a
 -- plan function, or defines a global `plan`:
 --
@@ -35,33 +37,41 @@ function M.builtin(name)
   return M.module(name)
 end
 
-local function sandbox()
+-- What a policy file finds in its environment besides lrun.sandbox's
+-- (docs/policies.md): the predicates, OffloadPolicy, the built-in policies
+-- and the size units, as read-only views.
+local function names()
+  local sandbox = require("lrun.sandbox")
   local P = M.module("predicates")
-  local env = {
-    OffloadPolicy = M.module("offload_policy"),
+  local extra = {
+    OffloadPolicy = sandbox.readonly(M.module("offload_policy"), "OffloadPolicy"),
     KiB = 2 ^ 10, MiB = 2 ^ 20, GiB = 2 ^ 30,
-    assert = assert, error = error, ipairs = ipairs, pairs = pairs, next = next, pcall = pcall,
-    print = print, select = select, tonumber = tonumber, tostring = tostring, type = type,
-    unpack = unpack, math = math, string = string, table = table,
+    predicates = sandbox.readonly(P, "predicates"),
   }
-  for k, v in pairs(P) do env[k] = v end
-  env.predicates = P
-  for name in pairs(builtin) do env[name] = M.builtin(name) end
-  return env
+  for k, v in pairs(P) do extra[k] = v end
+  for name in pairs(builtin) do extra[name] = sandbox.readonly(M.builtin(name), name) end
+  return extra
 end
 
---- Loads a policy file.
+-- lrun reads what a plan returns outside the sandbox's limit, so those
+-- tables must be plain: a metatable's __index could run the file's code
+-- there, unlimited.
+local function plain(path, v, what)
+  if type(v) == "table" and debug.getmetatable(v) ~= nil then
+    error("policy file " .. path .. ": " .. what .. " has a metatable (return plain tables)", 0)
+  end
+end
+
+--- Loads a policy file, in a sandbox of its own (lrun.sandbox): its chunk
+-- and every call of its plan run under the instruction limit.
 -- @tparam string path
 -- @treturn[1] table policy {name=, plan=, source="path"}
 -- @treturn[2] nil
 -- @treturn[2] string "policy file path:line: why"
 function M.load(path)
-  local f, err = loadfile(path)
-  if not f then return nil, "policy file " .. err end
-  local env = sandbox()
-  setfenv(f, env)
-  local ok, result = pcall(f)
-  if not ok then return nil, "policy file " .. tostring(result) end
+  local sandbox = require("lrun.sandbox")
+  local result, env = sandbox.dofile(path, names())
+  if result == nil and type(env) == "string" then return nil, "policy file " .. env end
   if result == nil then result = rawget(env, "plan") end
   if type(result) == "function" then result = { plan = result } end
   if type(result) ~= "table" or type(result.plan) ~= "function" then
@@ -71,6 +81,15 @@ function M.load(path)
   local policy = setmetatable({}, { __index = result })
   policy.name = result.name or path:match("([^/]+)%.lua$") or path
   policy.source = path
+  policy.plan_unguarded = result.plan
+  local guarded = sandbox.guard("policy file " .. path, result.plan)
+  policy.plan = function(tensors, budget)
+    local plan, off, extra = guarded(tensors, budget)
+    plain(path, plan, "its plan")
+    plain(path, extra, "its extra table")
+    if type(extra) == "table" then plain(path, rawget(extra, "host_compute"), "host_compute") end
+    return plan, off, extra
+  end
   return policy
 end
 
@@ -78,7 +97,7 @@ end
 -- A file's policy built from a library function (return OffloadPolicy{…})
 -- has its plan defined elsewhere: then the file alone is named.
 function M.where(policy)
-  local info = debug.getinfo(policy.plan, "S")
+  local info = debug.getinfo(policy.plan_unguarded or policy.plan, "S")
   if not info or info.what == "C" then return policy.source or policy.name end
   local src = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
   if policy.source and src ~= policy.source then return policy.source end

@@ -49,25 +49,40 @@ end
 
 local loaded = {}
 
--- The strategy module of a name: policies/fallback/<name>.lua under the
--- checkout root (lrun.config.root), or a module on package.path.
+-- The file of a strategy name: policies/fallback/<name>.lua on
+-- package.path, or under the checkout root (lrun.config.root).
+local function strategy_path(name)
+  local found = package.searchpath("policies.fallback." .. name, package.path)
+  if found then return found end
+  return (require("lrun.config").root or ".") .. "/policies/fallback/" .. name .. ".lua"
+end
+
+-- The strategy module of a name, loaded in a sandbox of its own
+-- (lrun.sandbox): apply runs under the instruction limit.
 local function load_strategy(name, level)
   if loaded[name] then return loaded[name] end
   if not name:match("^[%w_]+$") then error("fallback: bad strategy name '" .. name .. "'", level) end
-  local ok, mod = pcall(require, "policies.fallback." .. name)
-  if not ok then
-    local root = require("lrun.config").root or "."
-    local path = root .. "/policies/fallback/" .. name .. ".lua"
-    local chunk, err = loadfile(path)
-    if not chunk then error("fallback: no strategy '" .. name .. "' (" .. tostring(err) .. ")", level) end
-    mod = chunk()
-  end
+  local sandbox = require("lrun.sandbox")
+  local path = strategy_path(name)
+  local mod, err = sandbox.dofile(path)
+  if mod == nil and type(err) == "string" then error("fallback: no strategy '" .. name .. "' (" .. err .. ")", level) end
   if type(mod) ~= "table" or type(mod.apply) ~= "function" then
     error("fallback: policies/fallback/" .. name .. ".lua does not return a table with apply(err, config)", level)
   end
-  mod.name = mod.name or name
-  loaded[name] = mod
-  return mod
+  local guarded = sandbox.guard("fallback " .. path, mod.apply)
+  -- the configuration it returns is read outside the limit: plain tables only
+  local function apply(oom, config)
+    local new, why = guarded(oom, config)
+    for _, t in ipairs({ new, type(new) == "table" and rawget(new, "place") or nil }) do
+      if type(t) == "table" and debug.getmetatable(t) ~= nil then
+        error("fallback " .. path .. ": returned a configuration with a metatable (return plain tables)", 0)
+      end
+    end
+    return new, why
+  end
+  local s = { name = mod.name or name, exact = mod.exact, apply = apply }
+  loaded[name] = s
+  return s
 end
 
 --- The strategies of a list, resolved (raises on an unknown name).
@@ -97,7 +112,49 @@ local function describe_oom(err)
     err.phase or "unknown", mib(err.requested), mib(err.free))
 end
 
---- Runs fn(config), retrying under the strategies on OOM.
+-- A configuration as a string, keys sorted, to recognise one already
+-- tried. The model (config.model) is the same object every time: left out.
+local function key_of(v, depth)
+  local t = type(v)
+  if t == "string" then return string.format("%q", v) end
+  if t ~= "table" then return tostring(v) end
+  if depth > 4 then return "{...}" end
+  local keys = {}
+  for k in pairs(v) do
+    if not (depth == 0 and k == "model") then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local parts = {}
+  for i, k in ipairs(keys) do parts[i] = tostring(k) .. "=" .. key_of(v[k], depth + 1) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- What an OOM looked like: the failing request, the free memory and where
+-- the weights were (config.model:placement()). Two equal states mean the
+-- retry between them changed nothing that memory sees.
+local function state_of(err, config)
+  local placed = ""
+  local m = config.model
+  if type(m) == "table" and type(m.placement) == "function" then
+    local ok, p = pcall(m.placement, m)
+    if ok and type(p) == "table" then placed = key_of(p.bytes, 1) end
+  end
+  return table.concat({ tostring(err.device), tostring(err.phase), tostring(err.stage), tostring(err.requested),
+    tostring(err.free), placed }, "|")
+end
+
+local function give_up(err, history, strategy, why)
+  log.info("fallback: stopping: %s", why)
+  history[#history + 1] = { strategy = strategy, fired = false, reason = why, error = tostring(err) }
+  err.fallbacks = history
+  return nil, err
+end
+
+--- Runs fn(config), retrying under the strategies on OOM. It stops when
+-- every strategy declines, when a retry changed nothing (the same failing
+-- request, free memory and placement as before it), and after max_retries;
+-- a configuration already tried is never tried again (the strategy that
+-- proposes it counts as declining).
 -- @tparam function fn function(config) → results or nil, err
 -- @tparam {string|table|function,...} strategies
 -- @tparam[opt] table config the first configuration ({} when nil)
@@ -108,10 +165,18 @@ function M.run(fn, strategies, config, opts)
   config = config or {}
   local history = (opts and opts.log) or {}
   local retries = 0
+  local tried = { [key_of(config, 0)] = true }
+  local last_state, last_fired
   while true do
     local res = pack(fn(config))
     local err = res[2]
     if res[1] ~= nil or not errors.is_oom(err) then return unpack(res, 1, res.n) end
+    local state = state_of(err, config)
+    if last_state == state then
+      return give_up(err, history, last_fired, "the retry after " .. last_fired .. " changed nothing (" ..
+        describe_oom(err) .. " again, the same placement)")
+    end
+    last_state = state
     if retries >= M.max_retries then
       log.info("fallback: giving up after %d retries: %s", retries, tostring(err))
       err.fallbacks = history
@@ -122,12 +187,18 @@ function M.run(fn, strategies, config, opts)
       local new, why = s.apply(err, config)
       if new ~= nil then
         if type(new) ~= "table" then error("fallback: strategy " .. s.name .. " returned a " .. type(new)) end
-        why = why or "changed the configuration"
-        log.info("fallback %s fired: %s; %s", s.name, describe_oom(err), why)
-        history[#history + 1] = { strategy = s.name, fired = true, reason = why, error = tostring(err) }
-        config = new
-        fired = true
-        break
+        local key = key_of(new, 0)
+        if tried[key] then
+          why = "its configuration was tried already (" .. tostring(why or "no change") .. ")"
+        else
+          tried[key] = true
+          why = why or "changed the configuration"
+          log.info("fallback %s fired: %s; %s", s.name, describe_oom(err), why)
+          history[#history + 1] = { strategy = s.name, fired = true, reason = why, error = tostring(err) }
+          config = new
+          fired = s.name
+          break
+        end
       end
       why = why or "declined"
       log.info("fallback %s declined: %s", s.name, why)
@@ -137,6 +208,7 @@ function M.run(fn, strategies, config, opts)
       err.fallbacks = history
       return nil, err
     end
+    last_fired = fired
     retries = retries + 1
   end
 end

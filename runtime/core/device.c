@@ -169,6 +169,8 @@ static const char *limit_text(const lrun_device *d, char *buf, size_t cap)
 {
     char b[32];
     if (d->capacity == SIZE_MAX) snprintf(buf, cap, "with no budget set");
+    else if (!d->budget && d->kind == LRUN_DEVICE_KIND_CPU)
+        snprintf(buf, cap, "of %s host memory available at open", lrun_format_bytes(d->capacity, b, sizeof b));
     else if (d->budget && d->budget == d->capacity)
         snprintf(buf, cap, "of a %s budget", lrun_format_bytes(d->capacity, b, sizeof b));
     else snprintf(buf, cap, "of %s capacity", lrun_format_bytes(d->capacity, b, sizeof b));
@@ -230,13 +232,26 @@ static const lrun_device_iface *pinner(void)
     return pinned_iface;
 }
 
+/* Host blocks from this size on are checked against available memory. */
+#define HOST_CHECK_BYTES ((size_t)64 << 20)
+
 lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void **out)
 {
     *out = NULL;
     if (!what) what = "an allocation";
     if (tier != LRUN_TIER_PINNED && tier != LRUN_TIER_HOST)
         return lrun_fail(LRUN_E_ARG, "%s: host memory of tier %d: only pinned or host", what, (int)tier);
-    char need[32];
+    char need[32], avail_s[32];
+    /* Checked first: a lazily committed block past real memory ends in the
+     * kernel's OOM killer, not in an error. Reading /proc/meminfo costs
+     * microseconds, so only blocks that could matter pay for it. */
+    if (bytes >= HOST_CHECK_BYTES) {
+        size_t avail = lrun_host_memory_available();
+        if (avail && bytes > avail)
+            return lrun_fail_oom(bytes, avail, "out of memory in %s memory: %s needs %s, the host has %s available",
+                                 lrun_tier_name(tier), what, lrun_format_bytes(bytes, need, sizeof need),
+                                 lrun_format_bytes(avail, avail_s, sizeof avail_s));
+    }
     if (tier == LRUN_TIER_PINNED && pinner()) {
         lrun_status st = pinner()->host_alloc(bytes, out);
         if (st != LRUN_OK) {

@@ -80,8 +80,13 @@ void lrun_device_release(lrun_device *device, void *ptr, size_t bytes);
 /* Bytes that can still be allocated under the budget. */
 size_t lrun_device_free_bytes(const lrun_device *device);
 
+/* Bytes of host memory the kernel can still give without swapping
+ * (MemAvailable of /proc/meminfo, at most physical memory); 0 when unknown. */
+size_t lrun_host_memory_available(void);
+
 /* Host memory of a host tier (pinned through lrun_device_pinned_iface when
- * there is one, else plain), 64-byte aligned. */
+ * there is one, else plain), 64-byte aligned. A request larger than the host
+ * has available is LRUN_E_OOM before any allocation. */
 lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void **out);
 void lrun_host_release(lrun_tier tier, void *ptr);
 

@@ -8,6 +8,7 @@
 #include "core/error.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +19,38 @@
 
 static int cpu_count(void) { return 1; }
 
+/* Physical memory in bytes (sysconf), 0 when unknown. */
+static size_t physical_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+}
+
+size_t lrun_host_memory_available(void)
+{
+    size_t avail = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[128];
+        unsigned long long kib;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+                avail = (size_t)kib * 1024;
+                break;
+            }
+        fclose(f);
+    }
+    size_t phys = physical_bytes();
+    return avail && (!phys || avail < phys) ? avail : phys;
+}
+
+/* Without a budget the CPU device holds what the machine has free when it
+ * opens (MemAvailable), never "16 EiB": a request past it is an ordinary OOM
+ * from the budget, before any allocation, not the kernel's OOM killer. */
 static lrun_status cpu_open(lrun_device *device, size_t budget_bytes)
 {
-    device->capacity = budget_bytes ? budget_bytes : SIZE_MAX;
+    size_t avail = lrun_host_memory_available();
+    device->capacity = budget_bytes ? budget_bytes : avail ? avail : SIZE_MAX;
     return LRUN_OK;
 }
 
@@ -29,8 +59,7 @@ static void cpu_close(lrun_device *device) { (void)device; }
 static size_t cpu_total_memory(const lrun_device *device)
 {
     (void)device;
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+    return physical_bytes();
 }
 
 /* Whole 64-byte lines, so vector loops may read a row's tail safely. */

@@ -30,6 +30,8 @@
  */
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/hash.h"
+#include "formats/gguf_probes.h"
 #include "lrun.h"
 
 #include <errno.h>
@@ -90,6 +92,7 @@ struct lrun_gguf {
     size_t kv_cap;              /* power of two */
     int64_t *tensor_slots;      /* (tensor_cap) same for tensor names */
     size_t tensor_cap;
+    size_t index_probes;        /* slots looked at while indexing (formats/gguf_probes.h) */
 };
 
 // ---------------------------------------------------------------- names and hashing
@@ -127,20 +130,16 @@ static const char *ggml_type_name(uint32_t id)
     return id < sizeof names / sizeof names[0] ? names[id] : NULL;
 }
 
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h;
-}
-
 /* Finds name in an open-addressed table; returns the slot holding it, or the
- * empty slot where it would go. names(i) gives the name of entry i. */
+ * empty slot where it would go. names(i) gives the name of entry i; probes,
+ * when not NULL, counts the slots looked at. The hash is keyed per process
+ * (core/hash.h): a file cannot choose names that share one cluster. */
 static size_t slot_find(const int64_t *slots, size_t cap, const char *name,
-                        const char *(*names)(const lrun_gguf *, int64_t), const lrun_gguf *g)
+                        const char *(*names)(const lrun_gguf *, int64_t), const lrun_gguf *g, size_t *probes)
 {
-    size_t i = hash_bytes(name, strlen(name)) & (cap - 1);
-    while (slots[i] >= 0 && strcmp(names(g, slots[i]), name) != 0) i = (i + 1) & (cap - 1);
+    size_t i = lrun_hash_keyed(name, strlen(name)) & (cap - 1), n = 1;
+    for (; slots[i] >= 0 && strcmp(names(g, slots[i]), name) != 0; n++) i = (i + 1) & (cap - 1);
+    if (probes) *probes += n;
     return i;
 }
 
@@ -323,7 +322,7 @@ static lrun_status read_kv(cursor *c, lrun_gguf *g, int64_t index)
     memcpy(kv->key, key, key_len);
     kv->key[key_len] = 0;
 
-    size_t slot = slot_find(g->kv_slots, g->kv_cap, kv->key, kv_name, g);
+    size_t slot = slot_find(g->kv_slots, g->kv_cap, kv->key, kv_name, g, &g->index_probes);
     if (g->kv_slots[slot] >= 0)
         return FAIL(c, "kv #%lld '%.80s': duplicate key (first at kv #%lld)", (long long)index, kv->key,
                     (long long)g->kv_slots[slot]);
@@ -375,7 +374,7 @@ static lrun_status read_tensor_info(cursor *c, lrun_gguf *g, int64_t index)
     if (memchr(name, 0, name_len)) return FAIL(c, "tensor #%lld: name contains a NUL byte", (long long)index);
     memcpy(t->name, name, name_len);
     t->name[name_len] = 0;
-    size_t slot = slot_find(g->tensor_slots, g->tensor_cap, t->name, tensor_name, g);
+    size_t slot = slot_find(g->tensor_slots, g->tensor_cap, t->name, tensor_name, g, &g->index_probes);
     if (g->tensor_slots[slot] >= 0)
         return FAIL(c, "tensor '%s' (#%lld): duplicate tensor name (first at #%lld)", t->name, (long long)index,
                     (long long)g->tensor_slots[slot]);
@@ -582,7 +581,7 @@ int64_t lrun_gguf_kv_count(const lrun_gguf *g) { return g->n_kv; }
 int64_t lrun_gguf_find_key(const lrun_gguf *g, const char *key)
 {
     if (!key) return -1;
-    return g->kv_slots[slot_find(g->kv_slots, g->kv_cap, key, kv_name, g)];
+    return g->kv_slots[slot_find(g->kv_slots, g->kv_cap, key, kv_name, g, NULL)];
 }
 
 const char *lrun_gguf_key(const lrun_gguf *g, int64_t kv)
@@ -760,7 +759,7 @@ int64_t lrun_gguf_tensor_count(const lrun_gguf *g) { return g->n_tensors; }
 int64_t lrun_gguf_find_tensor(const lrun_gguf *g, const char *name)
 {
     if (!name) return -1;
-    return g->tensor_slots[slot_find(g->tensor_slots, g->tensor_cap, name, tensor_name, g)];
+    return g->tensor_slots[slot_find(g->tensor_slots, g->tensor_cap, name, tensor_name, g, NULL)];
 }
 
 static int tensor_ok(const lrun_gguf *g, int64_t t) { return g && t >= 0 && t < g->n_tensors; }
@@ -794,3 +793,5 @@ const void *lrun_gguf_tensor_data(const lrun_gguf *g, int64_t t)
 {
     return tensor_ok(g, t) ? g->map + g->data_offset + g->tensors[t].offset : NULL;
 }
+
+size_t lrun_gguf_index_probes(const lrun_gguf *g) { return g ? g->index_probes : 0; }

@@ -146,6 +146,9 @@ lrun_status lrun_pretokenizer_init(lrun_pretokenizer **out, const char *pre, siz
             const char *kind = p->def->kind;
             pcre2_get_error_message(err, msg, sizeof msg);
             lrun_pretokenizer_free(p);
+            if (err == PCRE2_ERROR_HEAP_FAILED) /* PCRE2's own allocation failed: an ordinary OOM */
+                return lrun_fail_oom(0, 0, "tokenizer: pre-tokenizer %s: regex %d: out of memory compiling it (%s)",
+                                     kind, i, (const char *)msg);
             return lrun_fail(LRUN_E_INTERNAL, "tokenizer: pre-tokenizer %s: regex %d does not compile at %zu: %s",
                              kind, i, (size_t)err_off, (const char *)msg);
         }
@@ -184,6 +187,9 @@ static lrun_status split_one(const pcre2_code *code, pcre2_match_data *md, const
         if (rc < 0) {
             PCRE2_UCHAR msg[128];
             pcre2_get_error_message(rc, msg, sizeof msg);
+            if (rc == PCRE2_ERROR_NOMEMORY)
+                return lrun_fail_oom(0, 0, "tokenizer: pre-tokenizer: out of memory matching at byte %zu: %s",
+                                     start + offset, (const char *)msg);
             return lrun_fail(LRUN_E_INTERNAL, "tokenizer: pre-tokenizer: match failed at byte %zu: %s", start + offset,
                              (const char *)msg);
         }

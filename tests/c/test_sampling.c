@@ -422,6 +422,123 @@ static void test_frequencies(void)
     lrun_rng_free(rng);
 }
 
+// ---------------------------------------------------------------- edge values (issue 16)
+
+/* Logits strictly above token tok's: top-k keeps tok when this is < k (HF
+ * keeps every token tied with the k-th). */
+static int64_t rank_of(const float *l, int64_t n, int32_t tok)
+{
+    int64_t r = 0;
+    for (int64_t i = 0; i < n; i++) r += l[i] > l[tok];
+    return r;
+}
+
+/* Every accepted combination of edge temperatures, top_k, top_p and min_p
+ * over edge logits draws a real token, one its own filters kept: the issue's
+ * fuzz run saw −1 and filtered tokens with a subnormal temperature. */
+static void test_edge_values(void)
+{
+    const float temps[] = {1e-45f, 1e-40f, 1.17549435e-38f, 1e-30f, 1e-6f, 0.7f, 1e30f, 3.4e38f};
+    const float top_ps[] = {1e-45f, 1e-30f, 0.5f, 0.999999f, 1.0f};
+    const float min_ps[] = {0.0f, 1e-45f, 1e-30f, 0.5f, 1.0f};
+    const int top_ks[] = {0, 1, 2, 7, 8, 9, 2147483647};
+    enum { N = 8, CASES = 5 };
+    const float logits[CASES][N] = {
+        {0.5f, -1.0f, 3.0f, 2.0f, -4.0f, 0.0f, 1.0f, 2.5f},
+        {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f},
+        {-INFINITY, -3.0f, -INFINITY, -1e30f, -2.0f, -INFINITY, -INFINITY, -INFINITY},
+        {1.0f, INFINITY, 2.0f, INFINITY, -INFINITY, 0.0f, 3e38f, -3e38f},
+        {3e38f, -3e38f, 3.4e38f, -3.4e38f, 1e-45f, -1e-45f, 0.0f, 3.3e38f},
+    };
+    lrun_rng *rng;
+    lrun_rng_init(&rng, 7);
+    void *work = malloc(lrun_sample_work_bytes(N));
+    int bad = 0, not_max = 0, calls = 0;
+    for (int c = 0; c < CASES; c++)
+        for (size_t a = 0; a < sizeof temps / sizeof *temps; a++)
+            for (size_t b = 0; b < sizeof top_ps / sizeof *top_ps; b++)
+                for (size_t d = 0; d < sizeof min_ps / sizeof *min_ps; d++)
+                    for (size_t e = 0; e < sizeof top_ks / sizeof *top_ks; e++) {
+                        lrun_sampling_params p = defaults();
+                        p.temperature = temps[a];
+                        p.top_p = top_ps[b];
+                        p.min_p = min_ps[d];
+                        p.top_k = top_ks[e];
+                        float l[N];
+                        memcpy(l, logits[c], sizeof l);
+                        int32_t tok = -7;
+                        lrun_status st = lrun_sample(l, N, &p, NULL, 0, rng, work, &tok);
+                        calls++;
+                        if (st != LRUN_OK || tok < 0 || tok >= N) {
+                            if (bad++ < 5)
+                                printf("# case %d T=%g top_p=%g min_p=%g top_k=%d: status %d token %d\n", c,
+                                       (double)p.temperature, (double)p.top_p, (double)p.min_p, p.top_k, st, tok);
+                            continue;
+                        }
+                        if (logits[c][tok] == -INFINITY || (p.top_k > 0 && rank_of(logits[c], N, tok) >= p.top_k)) {
+                            if (bad++ < 5)
+                                printf("# case %d T=%g top_p=%g min_p=%g top_k=%d: token %d (logit %g) filtered\n", c,
+                                       (double)p.temperature, (double)p.top_p, (double)p.min_p, p.top_k, tok,
+                                       (double)logits[c][tok]);
+                        }
+                        /* below 1e-30 only the largest logits carry any weight */
+                        if (p.temperature <= 1e-30f && logits[c][tok] != logits[c][lrun_logits_argmax(logits[c], N)])
+                            not_max++;
+                    }
+    CHECK("edge temperatures, top_k, top_p, min_p: always a real, kept token", bad == 0 && calls > 0);
+    CHECK("a temperature down to subnormal draws among the largest logits", not_max == 0);
+
+    /* NaN and inf logits: NaN is an error when sampling, ignored by argmax */
+    float nanl[4] = {1.0f, NAN, 2.0f, 0.0f};
+    lrun_sampling_params p = defaults();
+    int32_t tok = -7;
+    CHECK("a NaN logit is an argument error when sampling",
+          lrun_sample(nanl, 4, &p, NULL, 0, rng, work, &tok) == LRUN_E_ARG);
+    float nanl2[4] = {1.0f, NAN, 2.0f, 0.0f};
+    p.do_sample = 0;
+    CHECK("greedy skips a NaN logit", lrun_sample(nanl2, 4, &p, NULL, 0, rng, work, &tok) == LRUN_OK && tok == 2);
+    float alln[3] = {NAN, NAN, NAN};
+    CHECK("greedy over all-NaN logits gives a real token",
+          lrun_sample(alln, 3, &p, NULL, 0, rng, work, &tok) == LRUN_OK && tok >= 0 && tok < 3);
+    p = defaults();
+    const float bad_t[] = {0.0f, -0.0f, -1e-45f, -1.0f, NAN, INFINITY, -INFINITY};
+    int refused = 1;
+    for (size_t i = 0; i < sizeof bad_t / sizeof *bad_t; i++) {
+        p.temperature = bad_t[i];
+        float l[4] = {1, 2, 3, 4};
+        refused &= lrun_sample(l, 4, &p, NULL, 0, rng, work, &tok) == LRUN_E_ARG;
+    }
+    p = defaults();
+    const float bad_p[] = {0.0f, -1e-45f, NAN, 1.0000001f, INFINITY};
+    for (size_t i = 0; i < sizeof bad_p / sizeof *bad_p; i++) {
+        p.top_p = bad_p[i];
+        float l[4] = {1, 2, 3, 4};
+        refused &= lrun_sample(l, 4, &p, NULL, 0, rng, work, &tok) == LRUN_E_ARG;
+        p.top_p = 1.0f;
+        p.min_p = bad_p[i] == 0.0f ? -1e-45f : bad_p[i];
+        refused &= lrun_sample(l, 4, &p, NULL, 0, rng, work, &tok) == LRUN_E_ARG;
+        p.min_p = 0.0f;
+    }
+    p.top_k = -1;
+    float l4[4] = {1, 2, 3, 4};
+    refused &= lrun_sample(l4, 4, &p, NULL, 0, rng, work, &tok) == LRUN_E_ARG;
+    CHECK("zero, negative, NaN and infinite temperature, top_p, min_p, top_k are argument errors", refused);
+    /* repetition penalties at the edges keep the draw real */
+    const float pens[] = {1e-45f, 1e-30f, 3e38f};
+    int pen_ok = 1;
+    for (size_t i = 0; i < sizeof pens / sizeof *pens; i++) {
+        p = defaults();
+        p.repetition_penalty = pens[i];
+        float l[4] = {1, -2, 0, 4};
+        int32_t hist[3] = {0, 1, 3};
+        lrun_status st = lrun_sample(l, 4, &p, hist, 3, rng, work, &tok);
+        pen_ok &= st == LRUN_OK && tok >= 0 && tok < 4;
+    }
+    CHECK("edge repetition penalties still draw a real token", pen_ok);
+    free(work);
+    lrun_rng_free(rng);
+}
+
 int main(void)
 {
     test_rng();
@@ -431,5 +548,6 @@ int main(void)
     test_bad_params();
     test_large_vocab();
     test_frequencies();
+    test_edge_values();
     return CHECK_DONE();
 }

@@ -1,0 +1,89 @@
+--- tests/fuzz/make_seeds.lua — writes the seed corpora of the fuzz targets
+-- (tests/fuzz/corpus/<target>/) from lrun's own writer and generator, so the
+-- committed seeds can be made again: build/lrun tests/fuzz/make_seeds.lua
+package.path = "./?.lua;" .. package.path
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+
+local dir = "tests/fuzz/corpus/"
+
+local function write(path, bytes)
+  os.execute("mkdir -p " .. path:match("^(.*)/"))
+  local f = assert(io.open(path, "wb"))
+  f:write(bytes)
+  f:close()
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function ok(st) assert(st == C.LRUN_OK, lf.last_error()) end
+
+-- fuzz_gguf: a generated model with a tokenizer (tiny widths, 300 tokens),
+-- and a file of every value kind with a few tensors and no tokenizer.
+local tmp = os.tmpname()
+local s = ffi.new("lrun_model_gen_spec")
+s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 1, 8, 2, 1, 16
+s.n_vocab, s.n_ctx = 300, 32
+s.embd_dtype = C.LRUN_DTYPE_F32
+s.weight_dtype = C.LRUN_DTYPE_F32
+s.tied_embeddings, s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 1, 10000, 1e-5, 1, 1
+ok(C.lrun_model_generate(tmp, s))
+-- fuzz_model reads the same files through lrun_model_load
+write(dir .. "fuzz_gguf/generated_model.gguf", read(tmp))
+write(dir .. "fuzz_model/generated_model.gguf", read(tmp))
+
+local w = ffi.new("lrun_gguf_writer *[1]")
+ok(C.lrun_gguf_writer_open(w, tmp))
+w = w[0]
+ok(C.lrun_gguf_writer_set_str(w, "general.architecture", "llama"))
+ok(C.lrun_gguf_writer_set_u32(w, "llama.block_count", 1))
+ok(C.lrun_gguf_writer_set_i32(w, "a.i32", -5))
+ok(C.lrun_gguf_writer_set_u64(w, "a.u64", 2 ^ 40))
+ok(C.lrun_gguf_writer_set_f32(w, "a.f32", 0.5))
+ok(C.lrun_gguf_writer_set_bool(w, "a.bool", 1))
+local strs = ffi.new("const char *[3]", { "x", "", "\xc3\xa9" })
+ok(C.lrun_gguf_writer_set_arr_str(w, "a.strs", strs, 3))
+ok(C.lrun_gguf_writer_set_arr_f32(w, "a.f32s", ffi.new("float[2]", { 1, -1 }), 2))
+ok(C.lrun_gguf_writer_set_arr_i32(w, "a.i32s", ffi.new("int32_t[2]", { 7, -7 }), 2))
+ok(C.lrun_gguf_writer_add_tensor(w, "t.f32", C.LRUN_DTYPE_F32, 2, ffi.new("int64_t[2]", { 4, 2 })))
+ok(C.lrun_gguf_writer_add_tensor(w, "t.f16", C.LRUN_DTYPE_F16, 1, ffi.new("int64_t[1]", { 8 })))
+ok(C.lrun_gguf_writer_write_data(w, ffi.new("float[8]"), 32))
+ok(C.lrun_gguf_writer_write_data(w, ffi.new("uint16_t[8]"), 16))
+ok(C.lrun_gguf_writer_finish(w))
+C.lrun_gguf_writer_free(w)
+write(dir .. "fuzz_gguf/values.gguf", read(tmp))
+write(dir .. "fuzz_model/values.gguf", read(tmp))
+os.remove(tmp)
+
+-- fuzz_tokenize: mode byte (even: encode, bits 1-2 add/parse special; odd:
+-- decode int32 ids), then the text or ids
+write(dir .. "fuzz_tokenize/plain", "\0Hello, world! It's 2026.\n\tTabs  and   spaces")
+write(dir .. "fuzz_tokenize/specials", "\6<s>Hi</s><|im_end|>")
+write(dir .. "fuzz_tokenize/unicode", "\0caf\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x98\x80 \xff\xfe bad")
+write(dir .. "fuzz_tokenize/ids", "\1" .. ffi.string(ffi.new("int32_t[6]", { 0, 1, 255, 258, 299, -1 }), 24))
+
+-- fuzz_sampler: do_sample, T, top_k, top_p, min_p, penalty, n, n_history, history, logits
+local function sampler_seed(name, f)
+  local b = ffi.new("uint32_t[64]")
+  local fl = ffi.cast("float *", b)
+  b[0] = f.do_sample; fl[1] = f.t; b[2] = f.top_k; fl[3] = f.top_p; fl[4] = f.min_p; fl[5] = f.pen
+  b[6] = f.n - 1; b[7] = 2; b[8] = 1; b[9] = 3
+  for i = 0, f.n - 1 do fl[10 + i] = f.logits[i + 1] end
+  write(dir .. "fuzz_sampler/" .. name, ffi.string(b, 4 * (10 + f.n + 1)))
+end
+sampler_seed("greedy", { do_sample = 0, t = 1, top_k = 0, top_p = 1, min_p = 0, pen = 1, n = 4, logits = { 1, 2, 3, 0 } })
+sampler_seed("filters", { do_sample = 1, t = 0.7, top_k = 3, top_p = 0.9, min_p = 0.05, pen = 1.1, n = 6,
+  logits = { 1, 2, 3, 0, -1, 2.5 } })
+sampler_seed("subnormal_t", { do_sample = 1, t = 1e-45, top_k = 0, top_p = 1, min_p = 0.5, pen = 1, n = 4,
+  logits = { 0.5, 3, 1, 3 } })
+
+-- fuzz_cli: argv split at NUL bytes
+write(dir .. "fuzz_cli/script", "--gpu-budget=4G\0-t\0" .. "8\0--policy\0tests/fuzz/make_seeds.lua\0x.lua\0arg")
+write(dir .. "fuzz_cli/options", "-ot\0blk\\.0=host\0--prefetch\0" .. "2\0--cpu-offload-gb\0" .. "1.5\0-e\0print(1)\0-i")
+write(dir .. "fuzz_cli/end", "--device\0cuda:0\0--smart-offload\0--\0-v")
+print("seeds written under " .. dir)
