@@ -8,7 +8,8 @@ local lrun = require("lrun")
 
 local golden_dir = "tests/golden/tokjson"
 local families = {
-  "gpt2", "gpt2-prefix", "llama3", "qwen2", "nfkc", "nfkd", "nfd-lower", "llama2", "metaspace", "metaspace-split", "words", "words2", "words3",
+  "gpt2", "gpt2-prefix", "llama3", "qwen2", "nfkc", "nfkd", "nfd-lower", "llama2", "metaspace", "metaspace-split",
+  "words", "words2", "words3",
 }
 
 local function read_json(path)
