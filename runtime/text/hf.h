@@ -47,8 +47,11 @@ typedef struct hf_added {
 typedef enum hf_norm_kind {
     HF_NORM_PREPEND = 0,  /* a = text put in front of a non-empty fragment */
     HF_NORM_REPLACE,      /* re (or literal a) → b */
-    HF_NORM_NFC,          /* identity: see docs/models.md (text in NFC is unchanged) */
-    HF_NORM_LOWERCASE,    /* ASCII and Latin-1 letters */
+    HF_NORM_NFC,          /* Unicode normalization forms (text/unorm.h) */
+    HF_NORM_NFD,
+    HF_NORM_NFKC,
+    HF_NORM_NFKD,
+    HF_NORM_LOWERCASE,    /* char::to_lowercase of each character (text/unorm.h) */
     HF_NORM_STRIP         /* left/right: strip Unicode whitespace */
 } hf_norm_kind;
 

@@ -64,6 +64,36 @@ static int valid_utf8(const char *s, size_t n)
     return len == n; /* every replaced byte grows to three */
 }
 
+/* Appends s[0, n) to out with each maximal invalid UTF-8 subpart replaced by
+ * one U+FFFD, as Rust's String::from_utf8_lossy (HF's ByteLevel decoder). */
+static lrun_status put_lossy(hf_buf *out, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    lrun_status st = LRUN_OK;
+    size_t done = 0, i = 0;
+    while (i < n && st == LRUN_OK) {
+        unsigned char c = u[i];
+        size_t need = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : 9;
+        unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        size_t k = 1;
+        if (need != 9) {
+            for (; k <= need && i + k < n; ++k) {
+                unsigned b = u[i + k];
+                if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) break;
+            }
+        }
+        if (need != 9 && k == need + 1) {
+            i += k;
+            continue;
+        }
+        if ((st = hf_buf_put(out, s + done, i - done)) == LRUN_OK) st = hf_buf_put(out, "\xEF\xBF\xBD", 3);
+        i += k;
+        done = i;
+    }
+    if (st != LRUN_OK) return st;
+    return hf_buf_put(out, s + done, n - done);
+}
+
 /* ---------------------------------------------------------------- one decoder */
 
 /* Applies dec to in (which it empties) giving out. mid: a streamed piece in
@@ -95,6 +125,12 @@ static lrun_status apply(const lrun_tokenizer *tok, const hf_dec *dec, int mid, 
             } else {
                 st = hf_buf_put(&acc, t->v, t->n);
             }
+        }
+        if (st == LRUN_OK && dec->kind == HF_DEC_BYTELEVEL && !mid) { /* a whole text: invalid UTF-8 → U+FFFD */
+            hf_buf fixed = {0};
+            if ((st = put_lossy(&fixed, acc.v ? acc.v : "", acc.n)) == LRUN_OK) st = strs_push(out, fixed.v ? fixed.v : "", fixed.n);
+            free(fixed.v);
+            break;
         }
         if (st == LRUN_OK) st = strs_push(out, acc.v ? acc.v : "", acc.n);
         break;

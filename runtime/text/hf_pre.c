@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "text/bpe.h"
+#include "text/unorm.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -119,26 +120,6 @@ static lrun_status replace_all(const pcre2_code *re, const char *from, size_t fr
     return hf_buf_put(out, in + pos, n - pos);
 }
 
-static lrun_status lowercase(const char *in, size_t n, hf_buf *out)
-{
-    lrun_status st = LRUN_OK;
-    for (size_t i = 0; i < n && st == LRUN_OK;) {
-        size_t l;
-        uint32_t cp = lrun_hf_cpt(in + i, n - i, &l);
-        if (cp >= 'A' && cp <= 'Z') {
-            char c = (char)(cp + 32);
-            st = hf_buf_put(out, &c, 1);
-        } else if (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) { /* Latin-1 capitals: +0x20, still two bytes */
-            char u[2] = {(char)(0xC0 | ((cp + 32) >> 6)), (char)(0x80 | ((cp + 32) & 0x3F))};
-            st = hf_buf_put(out, u, 2);
-        } else {
-            st = hf_buf_put(out, in + i, l);
-        }
-        i += l;
-    }
-    return st;
-}
-
 static lrun_status strip(const hf_norm *nm, const char *in, size_t n, hf_buf *out)
 {
     size_t a = 0, b = n, l;
@@ -167,9 +148,12 @@ lrun_status lrun_hf_normalize(const lrun_hf *hf, const char *text, size_t len, h
             if ((st = hf_buf_put(&tmp, nm->a, nm->a_len)) == LRUN_OK) st = hf_buf_put(&tmp, out->v, out->n);
             break;
         case HF_NORM_REPLACE: st = replace_all(nm->re, nm->a, nm->a_len, nm->b, nm->b_len, out->v, out->n, &tmp); break;
-        case HF_NORM_LOWERCASE: st = lowercase(out->v, out->n, &tmp); break;
+        case HF_NORM_LOWERCASE: st = lrun_ulower(out->v, out->n, &tmp.v, &tmp.n, &tmp.cap); break;
         case HF_NORM_STRIP: st = strip(nm, out->v, out->n, &tmp); break;
-        case HF_NORM_NFC: continue;
+        case HF_NORM_NFC: st = lrun_unorm(LRUN_NFC, out->v, out->n, &tmp.v, &tmp.n, &tmp.cap); break;
+        case HF_NORM_NFD: st = lrun_unorm(LRUN_NFD, out->v, out->n, &tmp.v, &tmp.n, &tmp.cap); break;
+        case HF_NORM_NFKC: st = lrun_unorm(LRUN_NFKC, out->v, out->n, &tmp.v, &tmp.n, &tmp.cap); break;
+        case HF_NORM_NFKD: st = lrun_unorm(LRUN_NFKD, out->v, out->n, &tmp.v, &tmp.n, &tmp.cap); break;
         }
         if (st != LRUN_OK) break;
         hf_buf t = *out;

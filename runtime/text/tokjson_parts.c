@@ -153,9 +153,13 @@ lrun_status lrun_hf_parse_normalizer(hf_ctx *c, const cJSON *o, const char *fiel
         if ((st = get_str(c, o, field, "content", 1, &s)) != LRUN_OK) return st;
         return owned(c, s, &n->b, &n->b_len);
     }
-    if (strcmp(type, "NFC") == 0) {
-        n->kind = HF_NORM_NFC;
-        return LRUN_OK;
+    static const char *const forms[] = {"NFC", "NFD", "NFKC", "NFKD"};
+    static const hf_norm_kind kinds[] = {HF_NORM_NFC, HF_NORM_NFD, HF_NORM_NFKC, HF_NORM_NFKD};
+    for (int i = 0; i < 4; ++i) {
+        if (strcmp(type, forms[i]) == 0) {
+            n->kind = kinds[i];
+            return LRUN_OK;
+        }
     }
     if (strcmp(type, "Lowercase") == 0) {
         n->kind = HF_NORM_LOWERCASE;
@@ -167,7 +171,7 @@ lrun_status lrun_hf_parse_normalizer(hf_ctx *c, const cJSON *o, const char *fiel
         return get_bool(c, o, field, "strip_right", 1, &n->right);
     }
     return lrun_fail(LRUN_E_UNSUPPORTED,
-                     "tokenizer.json %s: %s.type = \"%.40s\" is not supported (Sequence, Prepend, Replace, NFC, Lowercase, Strip)",
+                     "tokenizer.json %s: %s.type = \"%.40s\" is not supported (Sequence, Prepend, Replace, NFC, NFD, NFKC, NFKD, Lowercase, Strip)",
                      c->path, field, type);
 }
 

@@ -11,6 +11,8 @@ stay small):
   llama3    Split(Llama-3 regex) + ByteLevel(use_regex=false), ignore_merges,
             TemplateProcessing "<|begin_of_text|> $A"
   qwen2     NFC, Split(Qwen2 regex: single digits) + ByteLevel(use_regex=false)
+            ("nfkc", "nfkd": the NFKC or NFKD normalizer instead; "nfd-lower":
+            NFD then Lowercase)
   llama2    SentencePiece-style BPE: Prepend("▁") + Replace(" ", "▁") normalizers,
             no pre-tokenizer, byte_fallback <0xNN>, unk, decoders Replace,
             ByteFallback, Fuse, Strip; TemplateProcessing "<s> $A"
@@ -29,8 +31,8 @@ For every family it records, for each string of STRINGS (REFERENCE.md's
 tricky strings, specials alone and inside text): HF's ids with
 add_special_tokens on and off, with special tokens not parsed
 (encode_special_tokens), and decode() with and without skip_special_tokens.
-Strings that NFC changes are flagged (lrun's NFC normalizer is the identity),
-and so are strings with capitals beyond Latin-1 (lrun's Lowercase stops there).
+Byte-level families also record decode() of id lists whose bytes are not
+valid UTF-8 (HF gives U+FFFD for each maximal invalid subpart).
 
     python3 tests/golden/make_tokenizer_json_golden.py [OUT_DIR]
 
@@ -40,7 +42,6 @@ into a temporary directory when `tokenizers` is importable.
 import json
 import os
 import sys
-import unicodedata
 
 import tokenizers
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -78,7 +79,10 @@ STRINGS = [
     "Mixed: English, русский, 中文, العربية, 123abc456def.",
     "zero\u200bwidth joiner\u200d! \u0001\u007f control", "mongolian\u180evowel separator",
     "bom\ufeffx \u2029para\u000bvt\u000cff \u1680ogham \u205fmath", "ΑΒΓ Σίσυφος ÀÉÎ ÕÜ Straße İstanbul",
-    "  leading and trailing spaces  ", " " * 40 + "x" + "\n" * 20 + "9" * 30,
+    "  leading and trailing spaces  ",
+    "\ufb01ne \u2460 \u3300 \u2126 \u212b A\u030a \u1e9b\u0323 \u0345\u0301a\u0300\u0316 \u1100\u1161\u11a8 \uac00\u11a8",
+    "\u0130stanbul I\u0307 \u0130 \u1e9e \u01c4\u01c5\u01c6 \u03a3\u0391\u03a3 \u2c6f \ua7ad \U00010400 \u1f88 \u2160",
+    "o\u0308\u0301 \u00f6\u0301 \u0ddc \u0dd9\u0dcf\u0dca \u304b\u3099 \u30cf\u309a \ufe30 \uff21\uff42 \u00bd\u2044", " " * 40 + "x" + "\n" * 20 + "9" * 30,
 ]
 
 # Added tokens: one per combination of (special, lstrip, rstrip, normalized, single_word).
@@ -127,12 +131,18 @@ def byte_level_family(name, specials):
         t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=(name == "gpt2-prefix"), use_regex=True)
         t.post_processor = processors.ByteLevel(trim_offsets=False)
     else:
-        regex = LLAMA3_RE if name == "llama3" else QWEN2_RE
+        regex = LLAMA3_RE if name == "llama3" else QWEN2_RE  # qwen2 and the normalizer families
         t.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     if name == "qwen2":
         t.normalizer = normalizers.NFC()
+    elif name == "nfkc":
+        t.normalizer = normalizers.NFKC()
+    elif name == "nfkd":
+        t.normalizer = normalizers.NFKD()
+    elif name == "nfd-lower":
+        t.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase()])
     t.decoder = decoders.ByteLevel()
     t.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     if name == "llama3":
@@ -193,6 +203,9 @@ FAMILIES = {
     "gpt2-prefix": lambda: byte_level_family("gpt2-prefix", ["<|endoftext|>"]),
     "llama3": lambda: byte_level_family("llama3", ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]),
     "qwen2": lambda: byte_level_family("qwen2", ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
+    "nfkc": lambda: byte_level_family("nfkc", ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
+    "nfkd": lambda: byte_level_family("nfkd", ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
+    "nfd-lower": lambda: byte_level_family("nfd-lower", ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
     "llama2": lambda: spm_family("llama2"),
     "metaspace": lambda: spm_family("metaspace"),
     "metaspace-split": lambda: spm_family("metaspace-split"),
@@ -212,6 +225,32 @@ def add_flag_tokens(t):
             t.add_tokens([tok])
 
 
+def bytes_to_unicode():
+    """GPT-2's byte → char map (the ByteLevel alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def invalid_decodes(t):
+    """decode() of id lists whose bytes are not valid UTF-8 (byte-level families)."""
+    chars = bytes_to_unicode()
+    seqs = [b"\xf0\x9f", b"ab\xe2\x82A", b"\xff", b"\xc3", b"\xed\xa0\x80x", b"\xf4\x90\x80\x80", b"\xe0\x80",
+            b"\xf0\x9f\xa6\x99\xf0\x9f\xa6", b"\xc0\xaf!", b"\x80\x80\xe4\xb8"]
+    out = []
+    for bs in seqs:
+        ids = [t.token_to_id(chars[b]) for b in bs]
+        if None in ids:
+            continue
+        out.append({"ids": ids, "decoded": t.decode(ids, skip_special_tokens=False)})
+    return out
+
+
 def record(t, strings):
     cases = []
     for s in strings:
@@ -225,8 +264,6 @@ def record(t, strings):
             "text": s, "ids": ids, "ids_plain": plain, "ids_nospecial": nospecial,
             "decoded": t.decode(ids, skip_special_tokens=False),
             "decoded_skip": t.decode(ids, skip_special_tokens=True),
-            "nfc_changes": unicodedata.normalize("NFC", s) != s,
-            "lowercase_beyond_latin1": any(c.lower() != c and not (c.isascii() or 0xC0 <= ord(c) <= 0xDE) for c in s),
         })
     return cases
 
@@ -246,6 +283,8 @@ def main():
             "family": name, "tokenizer": name + ".tokenizer.json",
             "cases": record(t, strings),
         }
+        if isinstance(t.decoder, decoders.ByteLevel):
+            golden["invalid_decodes"] = invalid_decodes(t)
         with open(os.path.join(out_dir, name + ".golden.json"), "w", encoding="utf-8") as f:
             json.dump(golden, f, ensure_ascii=False, separators=(",", ":"))
             f.write("\n")
