@@ -353,6 +353,8 @@ static double gen_hparam(const lrun_model_gen_spec *s, lrun_arch_hparam h)
     case LRUN_ARCH_HPARAM_RMS_EPS: return s->rms_eps;
     case LRUN_ARCH_HPARAM_ROPE_BASE: return s->rope_freq_base;
     case LRUN_ARCH_HPARAM_SWA: return (double)s->sliding_window;
+    case LRUN_ARCH_HPARAM_ATTN_SOFTCAP: return 50.0; /* Gemma 2's */
+    case LRUN_ARCH_HPARAM_FINAL_SOFTCAP: return 30.0;
     default: return 0;
     }
 }
