@@ -11,7 +11,7 @@ local ffi, C = lf.ffi, lf.C
 
 local M = {}
 
-local GEMMA_CUDA = "GeGLU, post-norms, soft-capping and per-block windows are not in the CUDA forward yet"
+local GEMMA_CUDA = "GeGLU, post-norms, soft-capping, per-block windows and RoPE bases are not in the CUDA forward yet"
 
 -- name, arch, weight dtype, and what differs from the base shape below.
 M.models = {
@@ -40,6 +40,12 @@ M.models = {
     cpu_only = GEMMA_CUDA },
   { name = "gemma2_q8_0", arch = "gemma2", dtype = "q8_0", n_layer = 4, head_dim = 64, sliding_window = 4, seed = 2027,
     cpu_only = GEMMA_CUDA },
+  -- gemma3: q/k head norms, no soft-caps; 7 layers so that block 5 is global (5 local : 1) and block 6 local
+  -- again; global RoPE base 1e6 against the local blocks' 10000
+  { name = "gemma3_f32", arch = "gemma3", dtype = "f32", n_layer = 7, head_dim = 64, sliding_window = 4,
+    rope_freq_base = 1000000, cpu_only = GEMMA_CUDA },
+  { name = "gemma3_q8_0", arch = "gemma3", dtype = "q8_0", n_layer = 7, head_dim = 64, sliding_window = 4,
+    rope_freq_base = 1000000, cpu_only = GEMMA_CUDA },
 }
 
 -- Models llama.cpp cannot check: its llama architecture ignores

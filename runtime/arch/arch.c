@@ -13,6 +13,7 @@ static const lrun_arch *const known[] = {
     &lrun_arch_qwen3,
     &lrun_arch_phi3,
     &lrun_arch_gemma2,
+    &lrun_arch_gemma3,
 };
 #define N_KNOWN ((int)(sizeof known / sizeof known[0]))
 

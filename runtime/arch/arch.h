@@ -206,6 +206,8 @@ typedef struct lrun_arch {
                                             * block l with l % p < p - 1 (gemma2: 2, the even blocks) */
     int big_attn_scale_layers;             /* n_layer at which llama.cpp takes 1/sqrt(n_embd/n_head) for the
                                             * attention scale (gemma2 27B: 46); 0: never, 1/sqrt(head_dim) */
+    double rope_base_local;                /* > 0: the RoPE base of the windowed blocks (gemma3: 10000), which
+                                            * take no linear scaling either; 0: one base for all */
 } lrun_arch;
 
 /* The known architectures (arch.c lists them). */
@@ -214,6 +216,7 @@ extern const lrun_arch lrun_arch_qwen2;
 extern const lrun_arch lrun_arch_qwen3;
 extern const lrun_arch lrun_arch_phi3;
 extern const lrun_arch lrun_arch_gemma2;
+extern const lrun_arch lrun_arch_gemma3;
 
 /* llama's hyper-parameter keys, which qwen2, qwen3 and phi3 share (under
  * their own prefix) but for the last, llama's attention.sliding_window. */

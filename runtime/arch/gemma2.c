@@ -84,4 +84,5 @@ const lrun_arch lrun_arch_gemma2 = {
     1, /* embedding times sqrt(n_embd) */
     2, /* the window on the even blocks */
     46, /* the 27B's attention scale */
+    0,  /* one RoPE base */
 };

@@ -80,9 +80,11 @@ static void rope_store_rows(void *ctx, int64_t first, int64_t last)
     const lrun_model_info *in = &e->model->info;
     for (int64_t i = first; i < last; i++) {
         float *q = e->q + i * e->q_dim, *k = e->k + i * e->kv_dim, *v = e->v + i * e->kv_dim;
-        const float *cs = e->cs + i * in->n_rot;
-        lrun_cpu_rope_apply(&e->rope, cs, q, in->n_head, in->head_dim);
-        lrun_cpu_rope_apply(&e->rope, cs, k, in->n_head_kv, in->head_dim);
+        const int local = e->model->arch->rope_base_local > 0 && lrun_model_layer_is_local(e->model, c->layer);
+        const lrun_rope *rope = local ? &e->rope_local : &e->rope;
+        const float *cs = (local ? e->cs_local : e->cs) + i * in->n_rot;
+        lrun_cpu_rope_apply(rope, cs, q, in->n_head, in->head_dim);
+        lrun_cpu_rope_apply(rope, cs, k, in->n_head_kv, in->head_dim);
         const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
         const size_t eb = e->kv.elem_bytes;
         const lrun_kv_view w = lrun_kv_cache_view(&e->kv, s, c->layer);
@@ -335,6 +337,7 @@ void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int
         if (m->arch->embd_scale) /* gemma: ggml_scale by sqrtf(n_embd) */
             lrun_cpu_scale(e->x + i * e->n_embd, sqrtf((float)e->n_embd), e->n_embd);
         lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
+        if (m->arch->rope_base_local > 0) lrun_cpu_rope_cos_sin(&e->rope_local, e->tok_pos[i], e->cs_local + i * in->n_rot);
         e->tok_npos[i] = e->tok_pos[i] + 1;
     }
     lrun_weight_ring_note_rows(e->wr, n);

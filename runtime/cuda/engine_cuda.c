@@ -242,7 +242,8 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
 static lrun_status cuda_arch_check(const lrun_model *model)
 {
     const lrun_arch *a = model->arch;
-    int ok = !a->embd_scale && a->swa_pattern == 0 && model->attn_softcap == 0 && model->final_softcap == 0;
+    int ok = !a->embd_scale && a->swa_pattern == 0 && a->rope_base_local == 0 && model->attn_softcap == 0 &&
+             model->final_softcap == 0;
     for (int i = 0; ok && i < a->n_ops; i++)
         ok = a->ops[i].kind != LRUN_ARCH_OP_MATMUL_GEGLU && a->ops[i].kind != LRUN_ARCH_OP_MATMUL_NORM_ADD;
     return ok ? LRUN_OK

@@ -59,6 +59,13 @@ static inline const struct lrun_tensor *lrun_model_rope_factors(const lrun_model
     return n_ctx > m->n_ctx_orig ? m->rope_long : m->rope_short;
 }
 
+/* 1 when the description's swa_pattern makes block l a windowed ("local") one. */
+static inline int lrun_model_layer_is_local(const lrun_model *m, int64_t l)
+{
+    const int p = m->arch->swa_pattern;
+    return p > 0 && l % p < p - 1;
+}
+
 /* The sliding window of block l: n_swa on the blocks the description's
  * swa_pattern picks (every block when 0), else 0 (all positions). */
 static inline int64_t lrun_model_layer_swa(const lrun_model *m, int64_t l)

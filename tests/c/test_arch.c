@@ -116,6 +116,7 @@ static int64_t dim(lrun_arch_dim d)
     case LRUN_ARCH_DIM_FF: return F;
     case LRUN_ARCH_DIM_VOCAB: return V;
     case LRUN_ARCH_DIM_ROT_HALF: return D / H / 2;
+    case LRUN_ARCH_DIM_HEAD: return D / H;
     default: return 0;
     }
 }
@@ -238,6 +239,15 @@ static void test_gemma2(void)
               lrun_model_layer_swa(m, 0) == 7 && lrun_model_layer_swa(m, 1) == 0 && lrun_model_layer_swa(m, 2) == 7);
         CHECK("the attention scale is 1/sqrt(head_dim) below 46 blocks",
               lrun_model_attn_scale(m) == 1.0 / sqrt((double)(D / H)));
+        lrun_model_free(m);
+    }
+    m = expect_load("a file written from the gemma3 description loads", &lrun_arch_gemma3, "gemma3", NULL, LRUN_OK, 0,
+                    0);
+    if (m) {
+        CHECK("gemma3: no soft-caps", m->attn_softcap == 0 && m->final_softcap == 0);
+        CHECK("gemma3: 5 local blocks to 1 global", lrun_model_layer_is_local(m, 0) && lrun_model_layer_is_local(m, 4) &&
+                                                        !lrun_model_layer_is_local(m, 5) &&
+                                                        lrun_model_layer_is_local(m, 6));
         lrun_model_free(m);
     }
     m = expect_load("llama's window covers every block", &lrun_arch_llama, "llama", NULL, LRUN_OK, 0, 0);
