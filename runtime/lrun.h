@@ -349,7 +349,8 @@ typedef struct lrun_model_gen_spec {
     int64_t head_dim;           /* key/value length per head; 0: n_embd / n_head */
     double rope_llama3_factor;  /* 0: none; else rope_freqs.weight of Llama 3.1's rope_scaling with this factor
                                  * (low_freq_factor 1, high_freq_factor 4, original context 8192) */
-    int64_t sliding_window;     /* <arch>.attention.sliding_window in positions; 0: none (not written) */
+    int64_t sliding_window;     /* <arch>.attention.sliding_window in positions; 0: none (not written;
+                                 * gemma3, which requires the key: n_ctx) */
     int64_t rope_orig_ctx;      /* phi3 LongRoPE: rope_factors_long/short.weight (fixed ramps), and
                                  * rope.scaling.original_context_length = this, .attn_factor as Phi-3's
                                  * converter computes it; 0: none */

@@ -12,12 +12,15 @@ static const lrun_arch *const known[] = {
     &lrun_arch_qwen2,
     &lrun_arch_qwen3,
     &lrun_arch_phi3,
+    &lrun_arch_gemma2,
+    &lrun_arch_gemma3,
 };
 #define N_KNOWN ((int)(sizeof known / sizeof known[0]))
 
 const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS] = {
     LRUN_ARCH_TENSOR_ATTN_NORM, LRUN_ARCH_TENSOR_FFN_NORM, LRUN_ARCH_TENSOR_Q_BIAS, LRUN_ARCH_TENSOR_K_BIAS,
     LRUN_ARCH_TENSOR_V_BIAS,    LRUN_ARCH_TENSOR_O_BIAS,   LRUN_ARCH_TENSOR_Q_NORM, LRUN_ARCH_TENSOR_K_NORM,
+    LRUN_ARCH_TENSOR_ATTN_POST_NORM, LRUN_ARCH_TENSOR_FFN_POST_NORM,
 };
 
 const lrun_arch *lrun_arch_find(const char *name)
@@ -112,6 +115,8 @@ static const struct {
     [LRUN_ARCH_OP_MATMUL_ADD] = {"matmul_add", 1, 2, 1, W_MATRIX_BIAS},
     [LRUN_ARCH_OP_MATMUL_SWIGLU] = {"matmul_swiglu", 2, 2, 2, W_MATRICES},
     [LRUN_ARCH_OP_HEAD_NORM] = {"head_norm", 1, 3, 0, W_VECTORS_HEAD}, /* n_out: one per weight */
+    [LRUN_ARCH_OP_MATMUL_GEGLU] = {"matmul_geglu", 2, 2, 2, W_MATRICES},
+    [LRUN_ARCH_OP_MATMUL_NORM_ADD] = {"matmul_norm_add", 2, 2, 1, W_MATRIX_BIAS}, /* the norm's weight: out's width */
 };
 
 static const char *dim_name(lrun_arch_dim d)
@@ -225,6 +230,8 @@ lrun_status lrun_arch_validate(const lrun_arch *a)
         have[h->id] = 1;
     }
     for (int i = 0; i < LRUN_ARCH_HPARAM_COUNT; i++)
-        if (!have[i] && i != LRUN_ARCH_HPARAM_SWA) return lrun_fail(LRUN_E_INTERNAL, "arch %s: hyper-parameter %d has no key", a->name, i);
+        if (!have[i] && i != LRUN_ARCH_HPARAM_SWA && i != LRUN_ARCH_HPARAM_ATTN_SOFTCAP &&
+            i != LRUN_ARCH_HPARAM_FINAL_SOFTCAP)
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: hyper-parameter %d has no key", a->name, i);
     return LRUN_OK;
 }

@@ -46,6 +46,8 @@ typedef enum lrun_arch_tensor {
     LRUN_ARCH_TENSOR_K_NORM,     /* {head_dim} and of each key head */
     LRUN_ARCH_TENSOR_QKV,        /* {n_embd, q_dim + 2 kv_dim} phi3's fused [q; k; v], split at load */
     LRUN_ARCH_TENSOR_GATE_UP,    /* {n_embd, 2 n_ff} phi3's fused [gate; up] (its ffn_up), split at load */
+    LRUN_ARCH_TENSOR_ATTN_POST_NORM, /* {n_embd} gemma2/3: RMSNorm of the attention's projection, before the add */
+    LRUN_ARCH_TENSOR_FFN_POST_NORM,  /* {n_embd} and of the feed-forward's */
     LRUN_ARCH_TENSOR_BLOCK_COUNT,
     LRUN_ARCH_TENSOR_TOKEN_EMBD = LRUN_ARCH_TENSOR_BLOCK_COUNT, /* {n_embd, n_vocab} */
     LRUN_ARCH_TENSOR_OUTPUT_NORM,  /* {n_embd} */
@@ -97,6 +99,8 @@ typedef enum lrun_arch_hparam {
     LRUN_ARCH_HPARAM_ROPE_BASE,   /* rope_freq_base */
     LRUN_ARCH_HPARAM_SWA,         /* sliding window in positions (Mistral), 0: none; optional in a description
                                    * (absent: 0), as llama.cpp reads the key only for some architectures */
+    LRUN_ARCH_HPARAM_ATTN_SOFTCAP, /* gemma2: attention scores s become cap·tanh(s/cap); optional (absent: 0, none) */
+    LRUN_ARCH_HPARAM_FINAL_SOFTCAP, /* gemma2: and the logits; optional (absent: 0, none) */
     LRUN_ARCH_HPARAM_COUNT
 } lrun_arch_hparam;
 
@@ -154,6 +158,10 @@ typedef enum lrun_arch_op_kind {
     LRUN_ARCH_OP_MATMUL_SWIGLU, /* out[0] = silu(in · w[0]ᵀ) * (in · w[1]ᵀ), out[1] scratch for the latter */
     LRUN_ARCH_OP_HEAD_NORM,     /* out[i] = rms_norm(each head_dim-long head of out[i]) * w[i], in place,
                                  * for each weight (qwen3's q/k norms, before RoPE) */
+    LRUN_ARCH_OP_MATMUL_GEGLU,  /* out[0] = gelu(in · w[0]ᵀ) * (in · w[1]ᵀ), GELU's tanh approximation
+                                 * (gemma2/3), out[1] scratch for the latter */
+    LRUN_ARCH_OP_MATMUL_NORM_ADD, /* out[0] += rms_norm(in · w[0]ᵀ) * w[1]: a projection normed before the
+                                   * residual add (gemma2/3's post-attention and post-FFN norms) */
     LRUN_ARCH_OP_KIND_COUNT
 } lrun_arch_op_kind;
 
@@ -193,6 +201,13 @@ typedef struct lrun_arch {
                                             * gemma2, gemma3) */
     const lrun_arch_split *splits;         /* (n_splits) fused matrices the loader splits, or NULL */
     int n_splits;
+    int embd_scale;                        /* 1: the embedding rows times sqrt(n_embd) (gemma2/3) */
+    int swa_pattern;                       /* 0: the sliding window (if any) on every block; p > 0: only on
+                                            * block l with l % p < p - 1 (gemma2: 2, the even blocks) */
+    int big_attn_scale_layers;             /* n_layer at which llama.cpp takes 1/sqrt(n_embd/n_head) for the
+                                            * attention scale (gemma2 27B: 46); 0: never, 1/sqrt(head_dim) */
+    double rope_base_local;                /* > 0: the RoPE base of the windowed blocks (gemma3: 10000), which
+                                            * take no linear scaling either; 0: one base for all */
 } lrun_arch;
 
 /* The known architectures (arch.c lists them). */
@@ -200,6 +215,8 @@ extern const lrun_arch lrun_arch_llama;
 extern const lrun_arch lrun_arch_qwen2;
 extern const lrun_arch lrun_arch_qwen3;
 extern const lrun_arch lrun_arch_phi3;
+extern const lrun_arch lrun_arch_gemma2;
+extern const lrun_arch lrun_arch_gemma3;
 
 /* llama's hyper-parameter keys, which qwen2, qwen3 and phi3 share (under
  * their own prefix) but for the last, llama's attention.sliding_window. */
@@ -208,7 +225,7 @@ extern const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPA
 
 /* The block vectors (norms, biases), in the order the engines convert them
  * to f32 at init: llama's first, in the order they always had. */
-#define LRUN_ARCH_N_BLOCK_VECTORS 8
+#define LRUN_ARCH_N_BLOCK_VECTORS 10
 extern const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS];
 
 /* The description for general.architecture name, or NULL. */

@@ -157,6 +157,35 @@ void lrun_cpu_swiglu(float *g, const float *u, int64_t n)
     for (; i < n; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
 }
 
+void lrun_cpu_scale(float *y, float s, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] *= s;
+}
+
+/* ggml_gelu_f32, the value ggml's table holds for an f16 input (before its rounding to f16). */
+static float gelu_tanh(float x)
+{
+    const float coef_a = 0.044715f, sqrt_2_over_pi = 0.79788456080286535587989211986876f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + coef_a * x * x)));
+}
+
+void lrun_cpu_geglu(float *g, const float *u, int64_t n)
+{
+    /* the table lookup computed in place: the same f16 in, the same f16 out */
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        if (x <= -10.0f) g[i] = 0.0f;
+        else if (x >= 10.0f) g[i] = x * u[i];
+        else g[i] = lrun_f16_to_f32(lrun_f32_to_f16(gelu_tanh(lrun_f16_to_f32(lrun_f32_to_f16(x))))) * u[i];
+    }
+}
+
+void lrun_cpu_softcap(float *x, int64_t n, float cap)
+{
+    const float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
+}
+
 void lrun_cpu_softmax(float *x, int64_t n)
 {
     /* ggml_vec_soft_max_f32: e = exp(x - max) per group of 8 through v_expf,
@@ -533,7 +562,7 @@ static void round_f16(float *dst, const float *src, int64_t n)
  * kbase[s] + k_off + (j - s·seg)·k_stride elements. */
 static void attention_head_segs(float *out, const float *q, const char *const *kbase, size_t k_off, int64_t k_stride,
                                 const value_segs *vs, lrun_dtype kv_dtype, int64_t n_pos, int64_t n_swa,
-                                int64_t head_dim, float scale, int chain8, float *scores)
+                                int64_t head_dim, float scale, float softcap, int chain8, float *scores)
 {
     const int f16 = kv_dtype == LRUN_DTYPE_F16;
     const int64_t seg = vs->seg;
@@ -553,6 +582,7 @@ static void attention_head_segs(float *out, const float *q, const char *const *k
             attention_scores_chain8(scores + s0, q, k, k_stride, m, head_dim, scale, f16);
         else attention_scores(scores + s0, q, k, k_stride, m, head_dim, scale, f16);
     }
+    if (softcap > 0) lrun_cpu_softcap(scores, n_pos, softcap); /* gemma2: before the mask, as llama.cpp */
     /* the masked positions: -inf scores give e = 0 exactly, as llama.cpp's
      * mask; with a sliding window, also those before the last n_swa (the
      * sums keep every position's place, as llama.cpp's masked cells do) */
@@ -571,7 +601,7 @@ void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t 
     const char *kb = k, *vb = v;
     const int64_t all = (n_pos + PAD - 1) / PAD * PAD; /* one segment over every position read */
     const value_segs vs = {&vb, 0, all, v_stride};
-    attention_head_segs(out, q, &kb, 0, k_stride, &vs, kv_dtype, n_pos, 0, head_dim, scale, chain8, scores);
+    attention_head_segs(out, q, &kb, 0, k_stride, &vs, kv_dtype, n_pos, 0, head_dim, scale, 0.0f, chain8, scores);
 }
 
 struct attention_task {
@@ -600,8 +630,8 @@ static void attention_worker(void *ctx, int ith, int nth)
             const value_segs vs = {base, b->v_off + (size_t)(hk * b->head_dim * b->block_pos) * eb, b->block_pos,
                                    b->block_pos};
             attention_head_segs(b->out + off, b->q + off, base, b->k_off + (size_t)(hk * b->head_dim) * eb, kv_dim,
-                                &vs, b->kv_dtype, b->n_pos[i], b->n_swa, b->head_dim, b->scale, b->pv_chain8,
-                                scores);
+                                &vs, b->kv_dtype, b->n_pos[i], b->n_swa, b->head_dim, b->scale, b->softcap,
+                                b->pv_chain8, scores);
             continue;
         }
         const char *k = (const char *)b->k[i] + (size_t)(hk * b->head_dim) * eb;
@@ -610,7 +640,7 @@ static void attention_worker(void *ctx, int ith, int nth)
         const int64_t all = (b->n_pos[i] + PAD - 1) / PAD * PAD; /* one segment over every position read */
         const value_segs vs = {&vb, 0, all, b->v_stride[i]};
         attention_head_segs(b->out + off, b->q + off, &k, 0, kv_dim, &vs, b->kv_dtype, b->n_pos[i], b->n_swa,
-                            b->head_dim, b->scale, b->pv_chain8, scores);
+                            b->head_dim, b->scale, b->softcap, b->pv_chain8, scores);
     }
 }
 

@@ -26,12 +26,20 @@ void lrun_cpu_rms_norm(float *y, const float *x, const float *w, int64_t n, floa
 /* g (n) = silu(g) * u, silu(a) = a / (1 + e^-a), as ggml_vec_swiglu_f32:
  * e^-a by ggml_v_expf for each whole group of 8, by expf for the rest. */
 void lrun_cpu_swiglu(float *g, const float *u, int64_t n);
+/* g (n) = gelu(g) * u, GELU's tanh approximation through ggml's f16 table
+ * (GGML_GELU_FP16, ggml_vec_geglu_f32): g rounded to f16, its GELU in f32
+ * rounded to f16; 0 at g <= -10, g·u at g >= 10. */
+void lrun_cpu_geglu(float *g, const float *u, int64_t n);
+/* x (n) = cap·tanh(x/cap), as ggml: x·(1/cap), tanhf, ·cap. */
+void lrun_cpu_softcap(float *x, int64_t n, float cap);
 /* x (n) = e^(x - max) / sum e^(x - max), in place, as ggml_vec_soft_max_f32
  * and its caller: ggml_v_expf per group of 8, each group's sum added into a
  * double, expf for the rest; then x times (float)(1/sum). -inf gives 0. */
 void lrun_cpu_softmax(float *x, int64_t n);
 /* y (n) += x (n). */
 void lrun_cpu_add(float *y, const float *x, int64_t n);
+/* y (n) *= s, as ggml_scale (f32 products). */
+void lrun_cpu_scale(float *y, float s, int64_t n);
 
 /* ---------------------------------------------------------------- embedding */
 
@@ -106,6 +114,7 @@ typedef struct lrun_attention_batch {
     int64_t block_pos;
     size_t k_off, v_off;
     int64_t n_swa;             /* a sliding window: each token sees only its last n_swa positions; 0: all */
+    float softcap;             /* scores s (scaled) become cap·tanh(s/cap) before the softmax (gemma2); 0: none */
 } lrun_attention_batch;
 
 /* Runs every (token, head) of the batch, spread over the pool's threads.

@@ -102,7 +102,7 @@ static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
            carve(&c, total, sz, (void **)&e->k) && carve(&c, total, sz, (void **)&e->v) &&
            lrun_size_mul(B * f, (size_t)e->n_ff, &sz) && carve(&c, total, sz, (void **)&e->gate) &&
            carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(B * f, (size_t)m->info.n_rot, &sz) &&
-           carve(&c, total, sz, (void **)&e->cs) && lrun_size_mul((size_t)nth * f, (size_t)e->n_scores, &sz) &&
+           carve(&c, total, sz, (void **)&e->cs) && carve(&c, total, sz, (void **)&e->cs_local) && lrun_size_mul((size_t)nth * f, (size_t)e->n_scores, &sz) &&
            carve(&c, total, sz, (void **)&e->scores) && lrun_size_mul(lrun_model_vector_floats(m), f, &sz) &&
            carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work > 0 ? work : 64, &e->mm_work) &&
            carve(&c, total, mv_work > 0 ? mv_work : 64, &e->mv_work);
@@ -155,6 +155,8 @@ static void set_dims(cpu_engine *e, lrun_model *model, const lrun_engine_opts *o
     e->n_ff = in->n_ff;
     e->n_vocab = in->n_vocab;
     e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL};
+    /* gemma3's windowed blocks: their own base, no linear scaling (llama.cpp's rope_freq_*_train_swa) */
+    e->rope_local = (lrun_rope){in->n_rot, in->rope_style, model->arch->rope_base_local, 1.0, NULL};
 }
 
 /* The facade (engine.c) has checked opts and resolved prefetch_layers. */

@@ -30,6 +30,7 @@ struct cpu_engine {
     int64_t n_embd, q_dim, kv_dim, n_ff, n_vocab;
     lrun_kv_cache kv;
     lrun_rope rope;
+    lrun_rope rope_local;         /* the windowed blocks' RoPE where the description has its own base (gemma3) */
     struct engine_layer *layers;  /* (n_layer) */
     const float *output_norm;     /* (n_embd) */
 
@@ -45,6 +46,7 @@ struct cpu_engine {
     float *gate;     /* (B, n_ff) */
     float *up;       /* (B, n_ff) */
     float *cs;       /* (B, n_rot) cos/sin pairs per token */
+    float *cs_local; /* (B, n_rot) the same at rope_local (gemma3's windowed blocks) */
     float *scores;   /* (n_threads, n_scores) attention scratch */
     float *vectors;  /* norms and biases in f32, pointed to by layers */
     void *mm_work;   /* lrun_cpu_matmul work for B rows */

@@ -23,6 +23,7 @@ struct rows_ctx {
     const float *norm;     /* (n_embd) weight of the norm to apply */
     const float *bias;     /* (n_embd) added with the residual, or NULL */
     const float *add;      /* (n, n_embd) added to x first, or NULL */
+    const float *post;     /* (n_embd) the norm of add's rows before the add (gemma2's sandwich), or NULL */
     const int64_t *rows;   /* row map for the output norm, or NULL */
     float *y[3];           /* bias rows: the outputs (widths w[i]) */
     const float *b[3];     /*            their biases, NULL when absent */
@@ -40,6 +41,7 @@ static void residual_norm_rows(void *ctx, int64_t first, int64_t last)
     for (int64_t i = first; i < last; i++) {
         const int64_t src = c->rows ? c->rows[i] : i;
         float *x = e->x + src * d;
+        if (c->post) lrun_cpu_rms_norm((float *)c->add + src * d, c->add + src * d, c->post, d, eps); /* e->tmp */
         if (c->add) lrun_cpu_add(x, c->add + src * d, d);
         if (c->bias) lrun_cpu_add(x, c->bias, d);
         if (c->norm) lrun_cpu_rms_norm(e->xn + i * d, x, c->norm, d, eps);
@@ -78,9 +80,11 @@ static void rope_store_rows(void *ctx, int64_t first, int64_t last)
     const lrun_model_info *in = &e->model->info;
     for (int64_t i = first; i < last; i++) {
         float *q = e->q + i * e->q_dim, *k = e->k + i * e->kv_dim, *v = e->v + i * e->kv_dim;
-        const float *cs = e->cs + i * in->n_rot;
-        lrun_cpu_rope_apply(&e->rope, cs, q, in->n_head, in->head_dim);
-        lrun_cpu_rope_apply(&e->rope, cs, k, in->n_head_kv, in->head_dim);
+        const int local = e->model->arch->rope_base_local > 0 && lrun_model_layer_is_local(e->model, c->layer);
+        const lrun_rope *rope = local ? &e->rope_local : &e->rope;
+        const float *cs = (local ? e->cs_local : e->cs) + i * in->n_rot;
+        lrun_cpu_rope_apply(rope, cs, q, in->n_head, in->head_dim);
+        lrun_cpu_rope_apply(rope, cs, k, in->n_head_kv, in->head_dim);
         const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
         const size_t eb = e->kv.elem_bytes;
         const lrun_kv_view w = lrun_kv_cache_view(&e->kv, s, c->layer);
@@ -111,6 +115,12 @@ static void swiglu_rows(void *ctx, int64_t first, int64_t last)
     const cpu_engine *e = ((const struct rows_ctx *)ctx)->e;
     /* row by row, as ggml: where n_ff is not a multiple of 8 each row has its own tail */
     for (int64_t i = first; i < last; i++) lrun_cpu_swiglu(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
+}
+
+static void geglu_rows(void *ctx, int64_t first, int64_t last)
+{
+    const cpu_engine *e = ((const struct rows_ctx *)ctx)->e;
+    for (int64_t i = first; i < last; i++) lrun_cpu_geglu(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
 }
 
 /* Chunk row passes cost little per row: below this many rows a dispatch to
@@ -212,13 +222,14 @@ static void op_attention(struct run *r)
     const lrun_model_info *in = &e->model->info;
     /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
     const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], r->layer); /* the layer's block offsets */
-    float scale = 1.0f / sqrtf((float)in->head_dim);
+    const int big = e->model->arch->big_attn_scale_layers; /* gemma2 27B: llama.cpp's n_embd/n_head */
+    float scale = 1.0f / sqrtf((float)(big && in->n_layer == big ? in->n_embd / in->n_head : in->head_dim));
     const double af = e->model->rope_attn_factor; /* LongRoPE scales cos and sin: q·k by its square */
     if (af != 1.0) scale *= (float)(af * af);
     const lrun_attention_batch ab = {r->n, in->n_head, in->n_head_kv, in->head_dim, scale, e->kv.dtype, r->n >= 2, e->q, e->attn,
                                      e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
                                      w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off,
-                                     e->model->n_swa};
+                                     lrun_model_layer_swa(e->model, r->layer), (float)e->model->attn_softcap};
     lrun_cpu_attention(e->pool, &ab);
     lrun_kv_cache_layer_end(&e->kv, r->layer); /* new entries back to an offloaded store */
 }
@@ -234,6 +245,16 @@ static void op_matmul_add(struct run *r, const lrun_arch_op *op, const float *ne
     lrun_cpu_parallel_for(e->pool, r->n, ROWS_PARALLEL, residual_norm_rows, &rc);
 }
 
+/* x += rms_norm(in · w[0]ᵀ) * w[1]; then the next norm fused, as op_matmul_add. */
+static void op_matmul_norm_add(struct run *r, const lrun_arch_op *op, const float *next_norm)
+{
+    cpu_engine *e = r->e;
+    matmul(e, lrun_weights_get(r->W, r->layer, op->w[0]), buf(e, op->in), r->n, e->tmp);
+    struct rows_ctx rc = {.e = e, .layer = r->layer, .norm = next_norm, .add = e->tmp,
+                          .post = vector(e, r->layer, op->w[1])};
+    lrun_cpu_parallel_for(e->pool, r->n, ROWS_PARALLEL, residual_norm_rows, &rc);
+}
+
 static void op_norm(struct run *r, const lrun_arch_op *op)
 {
     struct rows_ctx rc = {.e = r->e, .layer = r->layer, .norm = vector(r->e, r->layer, op->w[0])};
@@ -245,6 +266,13 @@ static void op_matmul_swiglu(struct run *r, const lrun_arch_op *op)
     op_matmul(r, op, 2);
     struct rows_ctx rc = {.e = r->e, .layer = r->layer};
     lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL, swiglu_rows, &rc);
+}
+
+static void op_matmul_geglu(struct run *r, const lrun_arch_op *op)
+{
+    op_matmul(r, op, 2);
+    struct rows_ctx rc = {.e = r->e, .layer = r->layer};
+    lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL, geglu_rows, &rc);
 }
 
 // ---------------------------------------------------------------- the interpreter
@@ -283,7 +311,14 @@ static void run_block(struct run *r, int *normed)
             *normed = next != NULL; /* the following norm is done */
             break;
         }
+        case LRUN_ARCH_OP_MATMUL_NORM_ADD: {
+            const float *next = norm_after(r->e, r->layer, i);
+            op_matmul_norm_add(r, op, next);
+            *normed = next != NULL;
+            break;
+        }
         case LRUN_ARCH_OP_MATMUL_SWIGLU: op_matmul_swiglu(r, op); break;
+        case LRUN_ARCH_OP_MATMUL_GEGLU: op_matmul_geglu(r, op); break;
         default: break;
         }
     }
@@ -299,7 +334,10 @@ void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int
     /* embeddings and rotary tables; validated ids cannot fail here */
     for (int64_t i = 0; i < n; i++) {
         (void)lrun_cpu_embedding_row(m->tok_embd, tokens[i], e->x + i * e->n_embd);
+        if (m->arch->embd_scale) /* gemma: ggml_scale by sqrtf(n_embd) */
+            lrun_cpu_scale(e->x + i * e->n_embd, sqrtf((float)e->n_embd), e->n_embd);
         lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
+        if (m->arch->rope_base_local > 0) lrun_cpu_rope_cos_sin(&e->rope_local, e->tok_pos[i], e->cs_local + i * in->n_rot);
         e->tok_npos[i] = e->tok_pos[i] + 1;
     }
     lrun_weight_ring_note_rows(e->wr, n);
@@ -321,5 +359,6 @@ void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int
     struct rows_ctx rc = {.e = e, .norm = e->output_norm, .rows = e->out_rows};
     lrun_cpu_parallel_for(e->pool, n_want, ROWS_PARALLEL, residual_norm_rows, &rc);
     matmul(e, lrun_weights_get(&W, in->n_layer, LRUN_ARCH_TENSOR_OUTPUT), e->xn, n_want, logits);
+    if (m->final_softcap > 0) lrun_cpu_softcap(logits, n_want * in->n_vocab, (float)m->final_softcap);
     (void)lrun_weights_end(&W, in->n_layer);
 }

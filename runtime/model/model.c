@@ -126,6 +126,8 @@ static lrun_status read_arch_hparams(lrun_model *m)
     in->rms_eps = fv[LRUN_ARCH_HPARAM_RMS_EPS];
     in->rope_freq_base = fv[LRUN_ARCH_HPARAM_ROPE_BASE];
     m->n_swa = iv[LRUN_ARCH_HPARAM_SWA]; /* 0 where the description has no such key */
+    m->attn_softcap = fv[LRUN_ARCH_HPARAM_ATTN_SOFTCAP]; /* likewise */
+    m->final_softcap = fv[LRUN_ARCH_HPARAM_FINAL_SOFTCAP];
     if (iv[LRUN_ARCH_HPARAM_V_DIM] != in->head_dim)
         return lrun_fail(LRUN_E_UNSUPPORTED, "value_length %lld differs from key_length %lld",
                          (long long)iv[LRUN_ARCH_HPARAM_V_DIM], (long long)in->head_dim);

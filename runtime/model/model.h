@@ -2,6 +2,8 @@
 #ifndef LRUN_MODEL_H
 #define LRUN_MODEL_H
 
+#include <math.h>
+
 #include "lrun.h"
 #include "core/tensor.h"
 #include "core/threadpool.h"
@@ -20,7 +22,9 @@ struct lrun_model {
     lrun_model_info info;
     const lrun_arch *arch;            /* the description general.architecture named */
     double rope_freq_scale;           /* 1, or 1/factor with linear RoPE scaling */
-    int64_t n_swa;                    /* sliding window in positions (every block), 0: none */
+    int64_t n_swa;                    /* sliding window in positions (the blocks arch->swa_pattern picks), 0: none */
+    double attn_softcap;              /* attention scores s → cap·tanh(s/cap) (gemma2); 0: none */
+    double final_softcap;             /* and the logits; 0: none */
     lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into; for an HF
                                        * directory, its config as GGUF metadata (no tensors) */
     lrun_st_set *st;                  /* an HF directory's safetensors: owns the tensors' mappings */
@@ -53,6 +57,31 @@ static inline const struct lrun_tensor *lrun_model_rope_factors(const lrun_model
 {
     if (m->rope_freqs || !m->rope_long || !m->rope_short) return m->rope_freqs;
     return n_ctx > m->n_ctx_orig ? m->rope_long : m->rope_short;
+}
+
+/* 1 when the description's swa_pattern makes block l a windowed ("local") one. */
+static inline int lrun_model_layer_is_local(const lrun_model *m, int64_t l)
+{
+    const int p = m->arch->swa_pattern;
+    return p > 0 && l % p < p - 1;
+}
+
+/* The sliding window of block l: n_swa on the blocks the description's
+ * swa_pattern picks (every block when 0), else 0 (all positions). */
+static inline int64_t lrun_model_layer_swa(const lrun_model *m, int64_t l)
+{
+    const int p = m->arch->swa_pattern;
+    return p <= 0 || l % p < p - 1 ? m->n_swa : 0;
+}
+
+/* The attention's scale of q·k before any LongRoPE factor, as llama.cpp
+ * takes it: 1/sqrt(head_dim), or 1/sqrt(n_embd/n_head) at the block count
+ * the description names (gemma2 27B). */
+static inline double lrun_model_attn_scale(const lrun_model *m)
+{
+    const lrun_model_info *in = &m->info;
+    const int big = m->arch->big_attn_scale_layers;
+    return 1.0 / sqrt((double)(big && in->n_layer == big ? in->n_embd / in->n_head : in->head_dim));
 }
 
 /* Floats of the f32 vectors an engine keeps converted: norms, biases, RoPE factors. */

@@ -353,6 +353,8 @@ static double gen_hparam(const lrun_model_gen_spec *s, lrun_arch_hparam h)
     case LRUN_ARCH_HPARAM_RMS_EPS: return s->rms_eps;
     case LRUN_ARCH_HPARAM_ROPE_BASE: return s->rope_freq_base;
     case LRUN_ARCH_HPARAM_SWA: return (double)s->sliding_window;
+    case LRUN_ARCH_HPARAM_ATTN_SOFTCAP: return 50.0; /* Gemma 2's */
+    case LRUN_ARCH_HPARAM_FINAL_SOFTCAP: return 30.0;
     default: return 0;
     }
 }
@@ -375,8 +377,13 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
     for (int i = 0; i < a->n_hparams && st == LRUN_OK; i++) {
         const lrun_arch_hparam_desc *h = &a->hparams[i];
         snprintf(key, sizeof key, "%s.%s", a->name, h->key);
-        const double x = gen_hparam(s, h->id);
-        if (h->kind == LRUN_ARCH_HPARAM_KIND_COUNT0 && x == 0) continue; /* none: no key, as converters write */
+        double x = gen_hparam(s, h->id);
+        /* none: no key, as converters write; where the key is required (gemma3's window), a window of the
+         * whole context, which no position falls out of */
+        if (h->kind == LRUN_ARCH_HPARAM_KIND_COUNT0 && x == 0) {
+            if (h->def != LRUN_ARCH_DEFAULT_REQUIRED) continue;
+            x = (double)s->n_ctx;
+        }
         if (h->kind == LRUN_ARCH_HPARAM_KIND_POS_FLOAT) st = lrun_gguf_writer_set_f32(w, key, (float)x);
         else st = lrun_gguf_writer_set_u32(w, key, (uint32_t)x);
     }

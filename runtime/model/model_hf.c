@@ -562,6 +562,11 @@ static lrun_status find_arch(const char *file, const cJSON *cfg, const char **ar
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: model_type '%s' is not supported (architectures: %s)", file,
                          mt->valuestring, lrun_arch_known_names(known, sizeof known));
     }
+    /* HF stores Gemma's norm weights as w of (1 + w), and its soft-caps and
+     * query_pre_attn_scalar under config names: not read yet */
+    if (lrun_arch_find(*arch)->embd_scale)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: model_type '%s' loads from GGUF only (its HF directory is not "
+                         "supported yet)", file, mt->valuestring);
     return LRUN_OK;
 }
 

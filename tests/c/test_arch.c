@@ -3,6 +3,7 @@
  * naming what is wrong; and a GGUF file written from a description loads
  * through it, while an unknown architecture or a missing required tensor
  * is refused naming it. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -115,6 +116,7 @@ static int64_t dim(lrun_arch_dim d)
     case LRUN_ARCH_DIM_FF: return F;
     case LRUN_ARCH_DIM_VOCAB: return V;
     case LRUN_ARCH_DIM_ROT_HALF: return D / H / 2;
+    case LRUN_ARCH_DIM_HEAD: return D / H;
     default: return 0;
     }
 }
@@ -218,11 +220,52 @@ static void test_files(void)
     remove(path);
 }
 
+/* gemma2: its keys land where the engines read them; the window is on the even blocks. */
+static void test_gemma2(void)
+{
+    snprintf(path, sizeof path, "/tmp/lrun_test_arch_%d.gguf", (int)getpid());
+    const lrun_arch *a = &lrun_arch_gemma2;
+    CHECK("gemma2 is known", lrun_arch_find("gemma2") == a);
+    lrun_model *m = expect_load("a file written from the gemma2 description loads", a, "gemma2", NULL, LRUN_OK, 0, 0);
+    if (m) {
+        CHECK("its soft-caps are read (attn_logit_softcapping, final_logit_softcapping)",
+              m->attn_softcap == 10000.0 && m->final_softcap == 10000.0);
+        CHECK("its head is the embedding", m->output == m->tok_embd);
+        CHECK("the post-norms are block tensors",
+              lrun_model_arch_tensor(m, 1, LRUN_ARCH_TENSOR_ATTN_POST_NORM) != NULL &&
+                  lrun_model_arch_tensor(m, 1, LRUN_ARCH_TENSOR_FFN_POST_NORM) != NULL);
+        m->n_swa = 7;
+        CHECK("the window is on the even blocks only (llama.cpp's pattern 2)",
+              lrun_model_layer_swa(m, 0) == 7 && lrun_model_layer_swa(m, 1) == 0 && lrun_model_layer_swa(m, 2) == 7);
+        CHECK("the attention scale is 1/sqrt(head_dim) below 46 blocks",
+              lrun_model_attn_scale(m) == 1.0 / sqrt((double)(D / H)));
+        lrun_model_free(m);
+    }
+    m = expect_load("a file written from the gemma3 description loads", &lrun_arch_gemma3, "gemma3", NULL, LRUN_OK, 0,
+                    0);
+    if (m) {
+        CHECK("gemma3: no soft-caps", m->attn_softcap == 0 && m->final_softcap == 0);
+        CHECK("gemma3: 5 local blocks to 1 global", lrun_model_layer_is_local(m, 0) && lrun_model_layer_is_local(m, 4) &&
+                                                        !lrun_model_layer_is_local(m, 5) &&
+                                                        lrun_model_layer_is_local(m, 6));
+        lrun_model_free(m);
+    }
+    m = expect_load("llama's window covers every block", &lrun_arch_llama, "llama", NULL, LRUN_OK, 0, 0);
+    if (m) {
+        m->n_swa = 7;
+        CHECK("(llama: every block)", lrun_model_layer_swa(m, 0) == 7 && lrun_model_layer_swa(m, 1) == 7);
+        CHECK("and no soft-caps", m->attn_softcap == 0 && m->final_softcap == 0);
+        lrun_model_free(m);
+    }
+    remove(path);
+}
+
 int main(void)
 {
     test_known();
     test_llama_description();
     test_broken_descriptions();
     test_files();
+    test_gemma2();
     return CHECK_DONE();
 }

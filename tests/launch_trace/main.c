@@ -5,6 +5,16 @@
 #include <string.h>
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
+/* model.h without the named block fields (e02a51d on): the names as ids */
+#ifdef LRUN_TRACE_IDS
+#define wq t[LRUN_ARCH_TENSOR_Q]
+#define wk t[LRUN_ARCH_TENSOR_K]
+#define wv t[LRUN_ARCH_TENSOR_V]
+#define wo t[LRUN_ARCH_TENSOR_O]
+#define w_gate t[LRUN_ARCH_TENSOR_GATE]
+#define w_up t[LRUN_ARCH_TENSOR_UP]
+#define w_down t[LRUN_ARCH_TENSOR_DOWN]
+#endif
 
 extern char arena[];
 extern char *g_kc, *g_vc;

@@ -14,6 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# a model.h without the named block fields (wq, w_down …): the harness names them by id
+ids() { grep -q 'lrun_tensor \*wq' "$1/runtime/model/model.h" || echo -DLRUN_TRACE_IDS; }
 git -C "$root" archive "$base" runtime kernels | tar -x -C "$tmp"
 CF="-std=c11 -D_GNU_SOURCE -DLRUN_WITH_CUDA -I${CUDA_HOME:-/usr/local/cuda}/include -w -g"
 old_src="$tmp/runtime/cuda/engine_cuda_forward.c $tmp/runtime/cuda/engine_cuda_exact.c"
@@ -25,8 +27,8 @@ if [ -d "$tmp/runtime/arch" ]; then
 fi
 new_src="$root/runtime/cuda/engine_cuda_forward.c $root/runtime/cuda/engine_cuda_exact.c"
 new_src="$new_src $root/runtime/cuda/engine_cuda_weights.c $(ls $root/runtime/arch/*.c | tr "\n" " ")"
-cc $CF $old_new -I"$tmp/runtime" -I"$tmp/kernels" -o "$tmp/old" "$here/main.c" "$here/stubs.c" "$here/unused.c" $old_src
-cc $CF -DNEW -I"$root/runtime" -I"$root/kernels" -o "$tmp/new" "$here/main.c" "$here/stubs.c" "$here/unused.c" $new_src
+cc $CF $(ids "$tmp") $old_new -I"$tmp/runtime" -I"$tmp/kernels" -o "$tmp/old" "$here/main.c" "$here/stubs.c" "$here/unused.c" $old_src
+cc $CF $(ids "$root") -DNEW -I"$root/runtime" -I"$root/kernels" -o "$tmp/new" "$here/main.c" "$here/stubs.c" "$here/unused.c" $new_src
 "$tmp/old" > "$tmp/old.log"
 "$tmp/new" > "$tmp/new.log"
 echo "$(grep -c '^===' "$tmp/old.log") scenarios, $(wc -l < "$tmp/old.log") logged calls at $base"
