@@ -71,14 +71,19 @@ __global__ void kv_quant_store_groups(int bits, int64_t group, const void *slot_
         const void *slot = which ? slot_v : slot_k;
         const int64_t src = row_offset[i] + gi * group;
         float lo = INFINITY, hi = -INFINITY;
+        bool finite = true;
         for (int64_t j = lane; j < group; j += 32) {
             const float x = kv_elem<D>(slot, src + j);
+            finite &= isfinite(x);
             lo = fminf(lo, x);
             hi = fmaxf(hi, x);
         }
         lo = -lrun_k_warp_max(-lo);
         hi = lrun_k_warp_max(hi);
-        const float scale = (hi - lo) / qmax, inv = scale > 0 ? 1.0f / scale : 0.0f;
+        /* a NaN or infinity poisons the group as in kv_quant.c: scale and minimum NaN, codes 0 */
+        const bool poison = !__all_sync(0xffffffffu, finite);
+        const float scale = poison ? NAN : (hi - lo) / qmax, inv = scale > 0 ? 1.0f / scale : 0.0f;
+        if (poison) lo = NAN;
         const int64_t s = kv_base[i] / (cap * kv_dim), p = pos[i];
         uint8_t *rec = (which ? codes_v : codes_k) + ((size_t)s * (size_t)cap + (size_t)p) * q_pos_bytes;
         float *params = (float *)(rec + (bits == 8 ? kv_dim : kv_dim / 2));
@@ -88,6 +93,7 @@ __global__ void kv_quant_store_groups(int bits, int64_t group, const void *slot_
         }
         for (int64_t j = 2 * lane; j < group; j += 64) { /* a pair per lane: one int4 byte */
             const float x0 = kv_elem<D>(slot, src + j), x1 = kv_elem<D>(slot, src + j + 1);
+            /* fmaxf(NaN, 0) is 0: a poisoned group's codes are 0 */
             const float q0 = fminf(fmaxf(rintf(__fmul_rn(__fsub_rn(x0, lo), inv)), 0.0f), qmax);
             const float q1 = fminf(fmaxf(rintf(__fmul_rn(__fsub_rn(x1, lo), inv)), 0.0f), qmax);
             const int64_t e = gi * group + j;

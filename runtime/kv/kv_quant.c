@@ -3,7 +3,11 @@
  * A group of g elements x is stored as codes q = round((x - min) / scale),
  * scale = (max - min) / (2^bits - 1), clamped to [0, 2^bits - 1], and read
  * back as min + q·scale (asymmetric, as quanto's and HQQ's int4 with a zero
- * point): the error of an element is at most scale / 2. */
+ * point): the error of an element is at most scale / 2. A group holding a
+ * NaN or an infinity stores NaN as its scale and minimum, so it reads back as
+ * NaN (the f32 cache would make that position's scores NaN too) instead of
+ * converting NaN to an integer, which C leaves undefined (issue #16); the
+ * CUDA store (kernels/kv_stage.cu) does the same. */
 #include "kv/kv_quant.h"
 
 #include <math.h>
@@ -50,17 +54,25 @@ static void quantize(const lrun_kv_cache *kv, uint8_t *dst, const float *x)
     float *params = (float *)(dst + (kv->q_bits == 8 ? n : n / 2));
     if (kv->q_bits == 4) memset(dst, 0, (size_t)n / 2);
     for (int64_t j = 0; j < n; j += g) {
-        float lo = x[j], hi = x[j];
-        for (int64_t i = j + 1; i < j + g; i++) {
+        float lo = INFINITY, hi = -INFINITY;
+        int finite = 1;
+        for (int64_t i = j; i < j + g; i++) {
+            finite &= isfinite(x[i]) != 0;
             lo = x[i] < lo ? x[i] : lo;
             hi = x[i] > hi ? x[i] : hi;
+        }
+        if (!finite) { /* poison: the group reads back as NaN, as an f32 cache would give NaN scores */
+            params[2 * (j / g)] = NAN;
+            params[2 * (j / g) + 1] = NAN;
+            if (kv->q_bits == 8) memset(dst + j, 0, (size_t)g);
+            continue;
         }
         const float scale = (hi - lo) / qmax, inv = scale > 0 ? 1.0f / scale : 0.0f;
         params[2 * (j / g)] = scale;
         params[2 * (j / g) + 1] = lo;
         for (int64_t i = j; i < j + g; i++) {
             float q = nearbyintf((x[i] - lo) * inv);
-            q = q < 0 ? 0 : q > qmax ? qmax : q;
+            q = q >= 0 ? (q <= qmax ? q : qmax) : 0; /* NaN (hi - lo past FLT_MAX) is 0, as fmaxf on the GPU */
             if (kv->q_bits == 8) dst[i] = (uint8_t)q;
             else dst[i / 2] |= (uint8_t)((uint8_t)q << (4 * (i % 2)));
         }

@@ -8,6 +8,7 @@
  * Block layouts: quant.h and REFERENCE.md. */
 #include "core/bits.h"
 #include "quant/quant_dot.h"
+#include "quant/quant_round.h"
 
 #include <math.h>
 #include <string.h>
@@ -200,9 +201,8 @@ static void quant_q4_0(const float *x, lrun_block_q4_0 *b, int64_t nb)
         float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         b[i].d = lrun_f32_to_f16(d);
         for (int j = 0; j < 16; ++j) {
-            int q0 = (int)(int8_t)(x[j] * id + 8.5f), q1 = (int)(int8_t)(x[j + 16] * id + 8.5f);
-            q0 = q0 > 15 ? 15 : q0;
-            q1 = q1 > 15 ? 15 : q1;
+            /* ggml: MIN(15, (int8_t)v), v >= 0.5 for finite x */
+            const int q0 = lrun_trunc_sat(x[j] * id + 8.5f, 0, 15, 8), q1 = lrun_trunc_sat(x[j + 16] * id + 8.5f, 0, 15, 8);
             b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }
@@ -220,9 +220,8 @@ static void quant_q4_1(const float *x, lrun_block_q4_1 *b, int64_t nb)
         b[i].d = lrun_f32_to_f16(d);
         b[i].m = lrun_f32_to_f16(min);
         for (int j = 0; j < 16; ++j) {
-            int q0 = (int)(int8_t)((x[j] - min) * id + 0.5f), q1 = (int)(int8_t)((x[j + 16] - min) * id + 0.5f);
-            q0 = q0 > 15 ? 15 : q0;
-            q1 = q1 > 15 ? 15 : q1;
+            const int q0 = lrun_trunc_sat((x[j] - min) * id + 0.5f, 0, 15, 0),
+                      q1 = lrun_trunc_sat((x[j + 16] - min) * id + 0.5f, 0, 15, 0);
             b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }
@@ -240,7 +239,7 @@ static void quant_q8_0(const float *x, lrun_block_q8_0 *b, int64_t nb)
     for (int64_t i = 0; i < nb; ++i, x += 32) {
         float d = absmax(x, 32) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         b[i].d = lrun_f32_to_f16(d);
-        for (int j = 0; j < 32; ++j) b[i].qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < 32; ++j) b[i].qs[j] = (int8_t)lrun_trunc_sat(roundf(x[j] * id), -128, 127, 0);
     }
 }
 
@@ -261,7 +260,7 @@ static float q8_act_block(const float *x, int8_t *qs, int *sum)
     const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
     int s = 0;
     for (int j = 0; j < 32; ++j) {
-        qs[j] = (int8_t)nearbyintf(x[j] * id); /* the default rounding mode: ties to even */
+        qs[j] = (int8_t)lrun_nearest_sat(x[j] * id, -128, 127, 0); /* the default rounding mode: ties to even */
         s += qs[j];
     }
     *sum = s;
@@ -288,11 +287,6 @@ static void quant_act_q8_1(const float *x, lrun_block_q8_1 *b, int64_t nb)
 
 // ---------------------------------------------------------------- quantize: K types
 
-/* Round to nearest, ties to even, as ggml's nearest_int. */
-static inline int nearest(float f) { return (int)nearbyintf(f); }
-
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
 /* Q4_K: each 32-element sub-block gets an affine range [−min, −min + 15·scale]
  * with min ≤ 0 clamped so zero is representable; the 8 scales and 8 mins are
  * then rounded to 6 bits against the block's d and dmin, and the values are
@@ -317,8 +311,8 @@ static void quant_q4_K(const float *x, lrun_block_q4_K *b, int64_t nb)
         float d = lrun_f16_to_f32(b[i].d), dmin = lrun_f16_to_f32(b[i].dmin);
         uint8_t sc[8], mn[8];
         for (int j = 0; j < 8; ++j) {
-            sc[j] = (uint8_t)(d > 0.0f ? clampi(nearest(scale[j] / d), 0, 63) : 0);
-            mn[j] = (uint8_t)(dmin > 0.0f ? clampi(nearest(mins[j] / dmin), 0, 63) : 0);
+            sc[j] = (uint8_t)(d > 0.0f ? lrun_nearest_sat(scale[j] / d, 0, 63, 0) : 0);
+            mn[j] = (uint8_t)(dmin > 0.0f ? lrun_nearest_sat(mins[j] / dmin, 0, 63, 0) : 0);
         }
         memset(b[i].scales, 0, sizeof b[i].scales);
         for (int j = 0; j < 8; ++j) {
@@ -335,7 +329,7 @@ static void quant_q4_K(const float *x, lrun_block_q4_K *b, int64_t nb)
         for (int j = 0; j < 8; ++j) {
             float ds = d * (float)sc[j], dm = dmin * (float)mn[j];
             for (int l = 0; l < 32; ++l)
-                q[32 * j + l] = (uint8_t)(ds > 0.0f ? clampi(nearest((x[32 * j + l] + dm) / ds), 0, 15) : 0);
+                q[32 * j + l] = (uint8_t)(ds > 0.0f ? lrun_nearest_sat((x[32 * j + l] + dm) / ds, 0, 15, 0) : 0);
         }
         for (int c = 0; c < 4; ++c)
             for (int l = 0; l < 32; ++l) b[i].qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
@@ -375,10 +369,10 @@ static void quant_q6_K(const float *x, lrun_block_q6_K *b, int64_t nb)
         float d = lrun_f16_to_f32(b[i].d);
         uint8_t q[256];
         for (int j = 0; j < 16; ++j) {
-            b[i].scales[j] = (int8_t)clampi(nearest(iscale * scale[j]), -128, 127);
+            b[i].scales[j] = (int8_t)lrun_nearest_sat(iscale * scale[j], -128, 127, 0);
             float ds = d * (float)b[i].scales[j];
             for (int l = 0; l < 16; ++l)
-                q[16 * j + l] = (uint8_t)(ds != 0.0f ? clampi(nearest(x[16 * j + l] / ds), -32, 31) + 32 : 32);
+                q[16 * j + l] = (uint8_t)(ds != 0.0f ? lrun_nearest_sat(x[16 * j + l] / ds, -32, 31, 0) + 32 : 32);
         }
         for (int h = 0; h < 2; ++h) {
             uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
@@ -410,8 +404,7 @@ static void quant_q8_K(const float *x, lrun_block_q8_K *b, int64_t nb)
         }
         float iscale = -127.0f / max;
         for (int j = 0; j < 256; ++j) {
-            int v = nearest(iscale * x[j]);
-            b[i].qs[j] = (int8_t)(v > 127 ? 127 : v);
+            b[i].qs[j] = (int8_t)lrun_nearest_sat(iscale * x[j], -128, 127, 0);
         }
         for (int j = 0; j < 16; ++j) {
             int s = 0;

@@ -6,14 +6,13 @@
  * only changes which valid block a row becomes, never how it decodes.
  * Block layouts: quant.h. */
 #include "quant/quant_dot.h"
+#include "quant/quant_round.h"
 
 #include <math.h>
 #include <string.h>
 
 const int8_t lrun_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-static inline int nearest(float f) { return (int)nearbyintf(f); } /* ties to even, as ggml's nearest_int */
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 // ---------------------------------------------------------------- shared bit layouts
 
@@ -164,8 +163,7 @@ void lrun_quant_q5_0(const float *x, void *dst, int64_t nb)
         const float d = max / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         int q[32];
         for (int j = 0; j < 32; ++j) {
-            const int v = (int)(int8_t)(x[j] * id + 16.5f);
-            q[j] = v > 31 ? 31 : v;
+            q[j] = lrun_trunc_sat(x[j] * id + 16.5f, 0, 31, 16); /* ggml: MIN(31, (int8_t)v) */
         }
         b[i].d = lrun_f32_to_f16(d);
         q5_pack(q, b[i].qs, b[i].qh);
@@ -185,8 +183,7 @@ void lrun_quant_q5_1(const float *x, void *dst, int64_t nb)
         const float d = (max - min) / 31.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         int q[32];
         for (int j = 0; j < 32; ++j) {
-            const int v = (int)(int8_t)((x[j] - min) * id + 0.5f);
-            q[j] = v > 31 ? 31 : v;
+            q[j] = lrun_trunc_sat((x[j] - min) * id + 0.5f, 0, 31, 0);
         }
         b[i].d = lrun_f32_to_f16(d);
         b[i].m = lrun_f32_to_f16(min);
@@ -260,11 +257,11 @@ static void affine_subblocks(const float *x, int n_sub, int len, int qmax, int s
     *dmin16 = lrun_f32_to_f16(max_min / (float)smax);
     const float d = lrun_f16_to_f32(*d16), dmin = lrun_f16_to_f32(*dmin16);
     for (int j = 0; j < n_sub; ++j) {
-        sc[j] = (uint8_t)(d > 0.0f ? clampi(nearest(scale[j] / d), 0, smax) : 0);
-        mn[j] = (uint8_t)(dmin > 0.0f ? clampi(nearest(mins[j] / dmin), 0, smax) : 0);
+        sc[j] = (uint8_t)(d > 0.0f ? lrun_nearest_sat(scale[j] / d, 0, smax, 0) : 0);
+        mn[j] = (uint8_t)(dmin > 0.0f ? lrun_nearest_sat(mins[j] / dmin, 0, smax, 0) : 0);
         const float ds = d * (float)sc[j], dm = dmin * (float)mn[j];
         for (int l = 0; l < len; ++l)
-            q[len * j + l] = (uint8_t)(ds > 0.0f ? clampi(nearest((x[len * j + l] + dm) / ds), 0, qmax) : 0);
+            q[len * j + l] = (uint8_t)(ds > 0.0f ? lrun_nearest_sat((x[len * j + l] + dm) / ds, 0, qmax, 0) : 0);
     }
     *d_out = d;
     *dmin_out = dmin;
@@ -318,7 +315,7 @@ static float symmetric_scales(const float *x, int n_sub, int len, float lowest, 
     }
     *d16 = lrun_f32_to_f16(max_scale / -32.0f);
     const float d = lrun_f16_to_f32(*d16);
-    for (int j = 0; j < n_sub; ++j) ls[j] = (int8_t)(d != 0.0f ? clampi(nearest(scale[j] / d), -32, 31) : 0);
+    for (int j = 0; j < n_sub; ++j) ls[j] = (int8_t)(d != 0.0f ? lrun_nearest_sat(scale[j] / d, -32, 31, 0) : 0);
     return d;
 }
 
@@ -338,7 +335,7 @@ void lrun_quant_q3_K(const float *x, void *dst, int64_t nb)
         memset(b[i].hmask, 0, sizeof b[i].hmask);
         for (int e = 0; e < 256; ++e) {
             const float ds = d * (float)ls[e / 16];
-            const int q = (ds != 0.0f ? clampi(nearest(x[e] / ds), -4, 3) : 0) + 4; /* 0..7 */
+            const int q = (ds != 0.0f ? lrun_nearest_sat(x[e] / ds, -4, 3, 0) : 0) + 4; /* 0..7 */
             b[i].qs[32 * (e >> 7) + (e & 31)] |= (uint8_t)((q & 3) << (2 * ((e >> 5) & 3)));
             b[i].hmask[e & 31] |= (uint8_t)((q >> 2) << (e / 32));
         }

@@ -14,6 +14,7 @@
 
 #include "check.h"
 #include "fixtures.h"
+#include "kv/kv_cache.h"
 #include "lrun.h"
 
 enum { L = 2, D = 64, H = 4, HK = 2, HD = D / H, F = 96, V = 300, CTX = 1100, KV_DIM = HK * HD };
@@ -375,6 +376,52 @@ static void test_default_model(void)
     lrun_model_free(m);
 }
 
+/* A NaN or an infinity in the keys or values (a diverging model) poisons its
+ * group of the quantized store: the group reads back as NaN, as an f32 cache
+ * would make that position's scores NaN, while the position's other groups
+ * and other positions keep their values. Before (issue #16) the quantizer
+ * converted NaN to an integer code, which C leaves undefined. */
+static void test_nonfinite_quantized(lrun_model *m)
+{
+    enum { QD = 64, CAP = 4 }; /* one head of 64: two groups of 32 */
+    for (int bits = 8; bits >= 4; bits -= 4) {
+        lrun_kv_cache kv;
+        const lrun_kv_quant_opts q = {.bits = bits, .group = 32, .residual = 1};
+        if (lrun_kv_cache_init(&kv, lrun_model_device(m), LRUN_CACHE_KIND_QUANTIZED, LRUN_DTYPE_F32, 1, 1, QD, 1, CAP, &q) !=
+            LRUN_OK) {
+            CHECK(lrun_last_error(), 0);
+            return;
+        }
+        static float k[CAP * QD], v[QD * CAP], k2[CAP * QD], v2[QD * CAP];
+        for (int p = 0; p < 3; p++)
+            for (int c = 0; c < QD; c++) k[p * QD + c] = v[c * CAP + p] = 0.01f * (float)((p * 7 + c * 3) % 19 - 9);
+        k[0 * QD + 5] = NAN;             /* position 0, group 0 */
+        v[40 * CAP + 0] = INFINITY;      /* position 0, group 1 of the values */
+        k[1 * QD + 33] = -INFINITY;      /* position 1, group 1 */
+        v[2 * CAP + 1] = NAN;            /* position 1, group 0 of the values */
+        int ok = lrun_kv_cache_reserve(&kv, 0, 3) == LRUN_OK;
+        if (ok) {
+            lrun_kv_store_write_back(&kv, 0, 0, 0, 3, k, v, CAP);
+            lrun_kv_store_chunk_done(&kv, 0, 3);
+            lrun_kv_store_load(&kv, 0, 0, 3, k2, v2, CAP);
+        }
+        const float tol = bits == 8 ? 0.18f / 255 : 0.18f / 15; /* half a step of the range 0.18 */
+        for (int p = 0; ok && p < 3; p++)
+            for (int c = 0; c < QD; c++) {
+                const int g = c / 32;
+                const int k_bad = (p == 0 && g == 0) || (p == 1 && g == 1), v_bad = (p == 0 && g == 1) || (p == 1 && g == 0);
+                const float kw = k[p * QD + c], vw = v[c * CAP + p], kg = k2[p * QD + c], vg = v2[c * CAP + p];
+                ok &= k_bad ? isnan(kg) != 0 : p == 2 ? kg == kw : fabsf(kg - kw) <= tol;
+                ok &= v_bad ? isnan(vg) != 0 : p == 2 ? vg == vw : fabsf(vg - vw) <= tol;
+            }
+        char name[120];
+        snprintf(name, sizeof name, "int%d KV store: a group with NaN or inf reads back NaN, the others within half a step",
+                 bits);
+        CHECK(name, ok);
+        lrun_kv_cache_free(&kv);
+    }
+}
+
 int main(void)
 {
     snprintf(model_path, sizeof model_path, "/tmp/lrun_test_kv_cache_%d.gguf", (int)getpid());
@@ -391,6 +438,7 @@ int main(void)
         test_exact_kinds(m, "tiny, one chunk", 40, 512, 128, bounds);
         test_offload_bytes(m);
         test_reorder(m);
+        test_nonfinite_quantized(m);
         lrun_model_free(m);
     }
     lrun_model_gen_spec deep = spec;

@@ -706,6 +706,75 @@ static void test_dot_extremes(void)
     }
 }
 
+/* Non-finite and huge inputs (issue #16): every quantizer, weight rule and
+ * activation rule, scalar and SIMD, on rows of 256-element blocks where one
+ * block is finite and the others hold a NaN, +inf, -inf, ±1e38, or only
+ * subnormals. Before, these cast NaN or out-of-range floats to integers
+ * (undefined; the ASan+UBSan build checks float-cast-overflow). Now: the
+ * finite block quantizes to the same bytes as alone (blocks are independent),
+ * and a NaN among finite values in a symmetric type leaves the others within
+ * the type's step of their value. */
+static void test_nonfinite_inputs(void)
+{
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1,
+                                       LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K, LRUN_DTYPE_Q4_K,
+                                       LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
+    enum { NB = 6, N = 256 * NB };
+    static float x[N], y[N], alone[256];
+    static uint8_t q[N * 2], qa[512];
+    for (int i = 0; i < N; ++i) x[i] = rnd_gauss() * 0.05f;
+    x[256 + 7] = NAN;
+    x[512 + 3] = INFINITY;
+    x[768 + 9] = -INFINITY;
+    for (int i = 1024; i < 1280; ++i) x[i] = (i % 2 ? 1e38f : -1e38f) * (float)(1 + i % 3);
+    for (int i = 1280; i < 1536; ++i) x[i] = (float)(i % 7 - 3) * 0x1p-140f;
+    for (int i = 0; i < 256; ++i) alone[i] = x[i];
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; ++t) {
+        const lrun_dtype dt = types[t];
+        size_t rb = 0, ab = 0;
+        if (lrun_dtype_row_bytes(dt, N, &rb) != LRUN_OK || lrun_dtype_row_bytes(dt, 256, &ab) != LRUN_OK || rb > sizeof q) {
+            CHECK(lrun_dtype_name(dt), 0);
+            continue;
+        }
+        char name[96];
+        for (int simd = 0; simd < 2; ++simd) {
+            memset(q, 0xAB, sizeof q);
+            if (simd) lrun_quantize_row(dt, x, q, N);
+            else lrun_quantize_row_scalar(dt, x, q, N);
+            if (simd) lrun_quantize_row(dt, alone, qa, 256);
+            else lrun_quantize_row_scalar(dt, alone, qa, 256);
+            lrun_dequantize_row(dt, q, y, N);
+            int near = 1;
+            float step = 0.0f; /* the symmetric types' worst step on the NaN block: amax / levels */
+            for (int i = 256; i < 512; ++i)
+                if (i != 256 + 7) step = fmaxf(step, fabsf(x[i]));
+            step /= (dt == LRUN_DTYPE_Q8_0 ? 127.0f : dt == LRUN_DTYPE_Q5_0 ? 15.0f : 7.0f);
+            if (dt == LRUN_DTYPE_Q4_0 || dt == LRUN_DTYPE_Q5_0 || dt == LRUN_DTYPE_Q8_0)
+                for (int i = 256; i < 512; ++i)
+                    if (i != 256 + 7) near &= fabsf(y[i] - x[i]) <= step;
+            snprintf(name, sizeof name, "%s %s: a finite block is independent of non-finite neighbours%s",
+                     lrun_dtype_name(dt), simd ? "simd" : "scalar",
+                     dt == LRUN_DTYPE_Q4_0 || dt == LRUN_DTYPE_Q5_0 || dt == LRUN_DTYPE_Q8_0 ? "; NaN is skipped" : "");
+            CHECK(name, memcmp(q, qa, ab) == 0 && near);
+        }
+    }
+    /* the activation rules (Q8_0, Q8_1, Q8_K partners) */
+    static const lrun_dtype partners[] = {LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K};
+    for (size_t t = 0; t < 3; ++t) {
+        static uint8_t act[N * 2], act1[N * 2];
+        lrun_quantize_activations(partners[t], x, act, N);
+        lrun_quantize_activations_scalar(partners[t], x, act1, N);
+        const lrun_dtype pd = lrun_dot_partner(partners[t]);
+        char name[96];
+        snprintf(name, sizeof name, "activations for %s: defined on non-finite rows, finite block as scalar",
+                 lrun_dtype_name(partners[t]));
+        const size_t first = pd == LRUN_DTYPE_Q8_K   ? sizeof(lrun_block_q8_K)
+                             : pd == LRUN_DTYPE_Q8_1 ? 8 * sizeof(lrun_block_q8_1)
+                                                     : 8 * sizeof(lrun_block_q8_0); /* the first 256 elements */
+        CHECK(name, memcmp(act, act1, first) == 0);
+    }
+}
+
 int main(void)
 {
     test_dtype_table();
@@ -717,5 +786,6 @@ int main(void)
     test_golden();
     test_dots();
     test_dot_extremes();
+    test_nonfinite_inputs();
     return CHECK_DONE();
 }
