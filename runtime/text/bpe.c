@@ -67,22 +67,13 @@ size_t lrun_bpe_unmap(const struct lrun_tokenizer *tok, const char *text, size_t
 
 /* ---------------------------------------------------------------- merges */
 
-static uint64_t merge_key(int32_t left, int32_t right) { return (((uint64_t)(uint32_t)left << 32) | (uint32_t)right) + 1; }
-
-static size_t merge_hash(uint64_t key)
-{
-    key ^= key >> 33;
-    key *= 0xff51afd7ed558ccdull;
-    key ^= key >> 33;
-    return (size_t)key;
-}
 
 int lrun_bpe_merge_find(const struct lrun_tokenizer *tok, int32_t left, int32_t right, int32_t *rank, int32_t *result)
 {
     if (left < 0 || right < 0 || tok->merge_cap == 0) return 0;
-    uint64_t key = merge_key(left, right);
+    uint64_t key = lrun_bpe_merge_key(left, right);
     size_t mask = tok->merge_cap - 1;
-    for (size_t i = merge_hash(key) & mask;; i = (i + 1) & mask) {
+    for (size_t i = lrun_bpe_merge_hash(key) & mask;; i = (i + 1) & mask) {
         const lrun_merge_slot *s = &tok->merges[i];
         if (s->key == 0) return 0;
         if (s->key == key) {
@@ -146,9 +137,9 @@ lrun_status lrun_bpe_load_merges(struct lrun_tokenizer *tok, const lrun_gguf *gg
             st = lrun_fail(LRUN_E_FORMAT, "tokenizer: %s: too many distinct pieces", key);
             break;
         }
-        uint64_t k = merge_key((int32_t)a, (int32_t)b);
+        uint64_t k = lrun_bpe_merge_key((int32_t)a, (int32_t)b);
         size_t mask = cap - 1;
-        for (size_t h = merge_hash(k) & mask;; h = (h + 1) & mask) {
+        for (size_t h = lrun_bpe_merge_hash(k) & mask;; h = (h + 1) & mask) {
             lrun_merge_slot *slot = &tok->merges[h];
             if (slot->key == k) break; /* a repeated pair keeps its first (lowest) rank, as llama.cpp's emplace */
             if (slot->key == 0) {

@@ -10,6 +10,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/hash.h"
+
+/* The merge table's key of the pair (left, right): never 0, which marks an empty slot. */
+static inline uint64_t lrun_bpe_merge_key(int32_t left, int32_t right)
+{
+    return (((uint64_t)(uint32_t)left << 32) | (uint32_t)right) + 1;
+}
+/* Its slot hash, keyed (core/hash.h): the pairs come from the file's merge
+ * list, and a fixed mix would let a crafted list collide in one chain. */
+static inline size_t lrun_bpe_merge_hash(uint64_t key) { return (size_t)lrun_hash_keyed(&key, sizeof key); }
+
 /* Merge lookup: rank and result piece of (left, right), or 0 when they do not merge. */
 int lrun_bpe_merge_find(const struct lrun_tokenizer *tok, int32_t left, int32_t right, int32_t *rank, int32_t *result);
 /* Reads tokenizer.ggml.merges into tok->merges (tokens already loaded). */

@@ -36,6 +36,7 @@ typedef struct lrun_pieces {
     int64_t cap;
     uint32_t *slots;    /* (slot_cap) open-addressing table of piece id + 1; 0 = empty */
     size_t slot_cap;    /* a power of two, at least twice n */
+    uint64_t probes;    /* slots looked at while indexing pieces (tests bound it: text/pieces.c) */
 } lrun_pieces;
 
 /* Id of the piece with these bytes, or -1. */

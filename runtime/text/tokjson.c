@@ -254,15 +254,6 @@ static lrun_status load_vocab(hf_ctx *c, const cJSON *model, const cJSON *added)
 
 /* ---------------------------------------------------------------- merges */
 
-static uint64_t merge_key(int32_t a, int32_t b) { return (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1; }
-
-static size_t merge_hash(uint64_t key)
-{
-    key ^= key >> 33;
-    key *= 0xff51afd7ed558ccdull;
-    key ^= key >> 33;
-    return (size_t)key;
-}
 
 /* The token id of a merge half, or a message naming it. */
 static lrun_status merge_part(const hf_ctx *c, int64_t i, const char *s, size_t len, int32_t *id)
@@ -313,8 +304,8 @@ static lrun_status load_merges(hf_ctx *c, const cJSON *model)
         if ((st = merge_part(c, i, a, la, &ia)) != LRUN_OK || (st = merge_part(c, i, b, lb, &ib)) != LRUN_OK) break;
         if ((st = hf_buf_put(&joined, a, la)) != LRUN_OK || (st = hf_buf_put(&joined, b, lb)) != LRUN_OK) break;
         if ((st = merge_part(c, i, joined.v, joined.n, &ir)) != LRUN_OK) break;
-        uint64_t k = merge_key(ia, ib);
-        for (size_t h = merge_hash(k) & (cap - 1);; h = (h + 1) & (cap - 1)) {
+        uint64_t k = lrun_bpe_merge_key(ia, ib);
+        for (size_t h = lrun_bpe_merge_hash(k) & (cap - 1);; h = (h + 1) & (cap - 1)) {
             lrun_merge_slot *slot = &tok->merges[h];
             if (slot->key == 0 || slot->key == k) { /* a repeated pair: the later rank, as HF's map collect */
                 *slot = (lrun_merge_slot){k, (int32_t)i, ir};
