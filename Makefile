@@ -185,6 +185,14 @@ $(BUILD)/tests/%: tests/c/%.c $(LIB_A) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MF $@.d $(ALL_LDFLAGS) -Itests/c -o $@ $< $(LIB_A) $(LIB_LDLIBS)
 
+# test_alloc_fail steps a failure through every allocation the library makes:
+# the linker sends the library's calls to its wrappers.
+ALLOC_WRAP := $(foreach f,malloc calloc realloc posix_memalign aligned_alloc strdup strndup free,-Wl,--wrap=$(f))
+$(BUILD)/tests/test_alloc_fail: LIB_LDLIBS += $(ALLOC_WRAP)
+# and on CUDA also device arenas, pool grants and page-locked memory
+$(BUILD)/tests/test_alloc_fail_gpu: LIB_LDLIBS += $(ALLOC_WRAP) \
+    $(if $(filter 1,$(CUDA)),$(foreach f,cudaMalloc cudaHostAlloc lrun_pool_alloc,-Wl,--wrap=$(f)))
+
 model: $(MODEL)
 $(MODEL): | deps
 	@mkdir -p $(MODEL_DIR)
@@ -221,7 +229,7 @@ SAN_ENV := $(if $(filter address%,$(SANITIZE)), \
              UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=86) \
            $(if $(filter thread,$(SANITIZE)),TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:exitcode=86)
 asan:
-	$(MAKE) BUILD=build-asan CUDA=0 SANITIZE=address,undefined CFLAGS="-O1 -g" test
+	$(MAKE) BUILD=build-asan CUDA=0 SANITIZE=address,undefined,float-cast-overflow CFLAGS="-O1 -g" test
 tsan:
 	$(MAKE) BUILD=build-tsan CUDA=0 SANITIZE=thread CFLAGS="-O1 -g" test
 # ---------------------------------------------------------------- end habits: sanitizers
