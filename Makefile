@@ -79,7 +79,7 @@ C_TESTS  := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c)
 MODEL_DIR  := models
 MODEL      := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all model demo test test-gpu bench clean deps help format lint asan tsan
+.PHONY: all model demo test test-gpu bench clean deps help format lint asan tsan tsan-core
 all: deps $(LIB) $(LIB_A) $(LAUNCHER) $(CDEF)
 
 # ---------------------------------------------------------------- habits: Debian set-up
@@ -142,7 +142,7 @@ deps:
 # rewritten only when they differ. Goals that build nothing leave it alone.
 FLAGS_STAMP := $(BUILD)/.flags
 FLAGS_NOW   := $(strip $(CC) $(ALL_CFLAGS) | $(NVCC) $(NVCCFLAGS) | $(CU_SRC) | $(ALL_LDFLAGS) $(LIB_LDLIBS))
-ifneq ($(filter-out help clean deps format lint asan tsan fuzz fuzz-build,$(GOALS)),)
+ifneq ($(filter-out help clean deps format lint asan tsan tsan-core fuzz fuzz-build,$(GOALS)),)
 ifneq ($(FLAGS_NOW),$(strip $(file <$(FLAGS_STAMP))))
 $(shell mkdir -p $(BUILD))
 $(file >$(FLAGS_STAMP),$(FLAGS_NOW))
@@ -232,6 +232,13 @@ asan:
 	$(MAKE) BUILD=build-asan CUDA=0 SANITIZE=address,undefined,float-cast-overflow CFLAGS="-O1 -g" test
 tsan:
 	$(MAKE) BUILD=build-tsan CUDA=0 SANITIZE=thread CFLAGS="-O1 -g" test
+# make tsan-core: what CI runs of TSan (make tsan, everything, takes ~26
+# minutes on 2 cores): the thread pool, the staging ring and weight
+# streaming, and the engine's threaded CPU paths, as C tests.
+TSAN_CORE := test_threadpool test_ring test_weight_stream test_engine
+tsan-core:
+	$(MAKE) BUILD=build-tsan CUDA=0 SANITIZE=thread CFLAGS="-O1 -g" $(addprefix build-tsan/tests/,$(TSAN_CORE))
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:exitcode=86 tests/run.sh --c-only $(addprefix build-tsan/tests/,$(TSAN_CORE))
 # ---------------------------------------------------------------- end habits: sanitizers
 
 # ---------------------------------------------------------------- fuzzing
@@ -310,6 +317,7 @@ help:
 	@echo '  bench          tokens/s of lrun and llama.cpp on the default model'
 	@echo '  asan           make test in build-asan/ under ASan+UBSan (CUDA=0)'
 	@echo '  tsan           make test in build-tsan/ under TSan (CUDA=0)'
+	@echo '  tsan-core      the thread pool, ring, streaming and engine C tests under TSan (CI)'
 	@echo '  lint           cppcheck on runtime/ app/ tests/c, luacheck on the Lua'
 	@echo '  fuzz           libFuzzer targets (tests/fuzz/) under ASan+UBSan, FUZZ_SECONDS each (default 60)'
 	@echo '  format         clang-format -i FILES (default: every C/CUDA file)'

@@ -170,9 +170,9 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     e->n_ctx_max = b->n_ctx_max(e->ctx);
     e->seq_count = calloc((size_t)e->n_seq_max, sizeof *e->seq_count);
     if (!e->seq_count) {
+        const int64_t n_seq = e->n_seq_max; /* read before the record is freed */
         lrun_engine_free(e);
-        return lrun_fail_oom((size_t)e->n_seq_max * sizeof(int64_t), 0, "engine: counts of %lld sequences",
-                             (long long)e->n_seq_max);
+        return lrun_fail_oom((size_t)n_seq * sizeof(int64_t), 0, "engine: counts of %lld sequences", (long long)n_seq);
     }
     *out = e;
     return LRUN_OK;

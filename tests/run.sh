@@ -11,14 +11,16 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 status=0
+c_only=
+if [ "${1:-}" = --c-only ]; then c_only=1; shift; fi # the C programs, no busted specs
 for t in "$@"; do
   echo "# $t"
   "$t" 2>&1 | tee -a "$log" || status=1
 done
-echo "# busted"
+[ -n "$c_only" ] || echo "# busted"
 specs=(tests/*_spec.lua)
 if [ -n "${LRUN_GPU:-}" ]; then specs=(tests/*_gpu_spec.lua); fi
-if [ -e "${specs[0]}" ]; then
+if [ -z "$c_only" ] && [ -e "${specs[0]}" ]; then
   "${LRUN_BUILD:-build}/lrun" /usr/bin/busted -o TAP "${specs[@]}" 2>&1 | tee -a "$log" || status=1
 fi
 skipped=$(grep -cE '^ok [0-9]* ?-? ?.*# SKIP' "$log")

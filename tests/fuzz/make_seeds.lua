@@ -86,4 +86,23 @@ sampler_seed("subnormal_t", { do_sample = 1, t = 1e-45, top_k = 0, top_p = 1, mi
 write(dir .. "fuzz_cli/script", "--gpu-budget=4G\0-t\0" .. "8\0--policy\0tests/fuzz/make_seeds.lua\0x.lua\0arg")
 write(dir .. "fuzz_cli/options", "-ot\0blk\\.0=host\0--prefetch\0" .. "2\0--cpu-offload-gb\0" .. "1.5\0-e\0print(1)\0-i")
 write(dir .. "fuzz_cli/end", "--device\0cuda:0\0--smart-offload\0--\0-v")
+-- fuzz_safetensors: mode byte (even: one .safetensors file; odd: an index
+-- beside the target's two shards a.safetensors {x} and b.safetensors {y});
+-- fuzz_hfdir: config.json, tokenizer.json, tokenizer_config.json joined by
+-- NUL bytes, of an HF directory generated with fuzz_hfdir.c's spec
+local hf = os.tmpname()
+os.remove(hf)
+local h = ffi.new("lrun_model_gen_spec")
+h.n_layer, h.n_embd, h.n_head, h.n_head_kv, h.n_ff = 1, 8, 2, 1, 16
+h.n_vocab, h.n_ctx = 300, 32
+h.embd_dtype, h.weight_dtype = C.LRUN_DTYPE_F32, C.LRUN_DTYPE_F32
+h.tied_embeddings, h.rope_freq_base, h.rms_eps, h.seed, h.n_threads = 1, 10000, 1e-5, 1, 1
+ok(C.lrun_model_generate_hf(hf, h, 1))
+write(dir .. "fuzz_safetensors/generated.safetensors", "\0" .. read(hf .. "/model.safetensors"))
+write(dir .. "fuzz_safetensors/index", "\1" .. '{"metadata":{"total_size":16},"weight_map":{"x":"a.safetensors","y":"b.safetensors"}}')
+write(dir .. "fuzz_hfdir/generated", read(hf .. "/config.json") .. "\0" .. read(hf .. "/tokenizer.json") .. "\0" ..
+  read(hf .. "/tokenizer_config.json"))
+write(dir .. "fuzz_hfdir/no_tokenizer", read(hf .. "/config.json"))
+os.execute("rm -rf " .. hf)
+
 print("seeds written under " .. dir)
