@@ -654,7 +654,9 @@ LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
 /* How fast host compute reads weights: bytes of a zeroed weight of dtype
  * (rows of 4096 elements) over the seconds of one-row lrun_cpu_matmul on
  * the model's threads; one warm-up, then the best of three. bytes in
- * [1 MiB, 4 GiB], taken from host memory for the call. */
+ * [1 MiB, 4 GiB], taken from host memory for the call, and raised to twice
+ * the machine's last-level cache (1 GiB when unknown; at most a quarter of
+ * free memory) so that the figure is DRAM's, as a model's weights are read. */
 LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                            double *bytes_per_s);
 
