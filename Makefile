@@ -210,7 +210,8 @@ test: all $(C_TESTS) $(MODEL)
 # The GPU machine has no network: the default-model checks run when the
 # model is already in models/ and are skipped otherwise (no download).
 test-gpu: all $(filter %_gpu,$(C_TESTS))
-	@$(if $(wildcard $(MODEL)),LRUN_MODEL=$(MODEL)) LRUN_BUILD=$(BUILD) LRUN_GPU=1 tests/run.sh $(filter %_gpu,$(C_TESTS))
+	@$(if $(wildcard $(MODEL)),LRUN_MODEL=$(MODEL)) LRUN_BUILD=$(BUILD) LRUN_GPU=1 tests/run.sh $(filter %_gpu,$(C_TESTS)) \
+	  tests/gpu_sanitize.sh
 
 bench: all $(MODEL)
 	LRUN_MODEL=$(MODEL) tests/bench/run.sh

@@ -436,6 +436,15 @@ int main(void)
         {LRUN_DTYPE_F32, 1e-2, 2e-3},  {LRUN_DTYPE_BF16, 3e-2, 1e-2}, {LRUN_DTYPE_Q8_0, 5e-2, 5e-2},
         {LRUN_DTYPE_Q4_0, 5e-2, 5e-2}, {LRUN_DTYPE_Q4_1, 5e-2, 5e-2},
     };
+    if (getenv("LRUN_TEST_QUICK")) { /* under compute-sanitizer (tests/gpu_sanitize.sh): a slice of the above */
+        test_dtype(&tols[0]);
+        test_dtype(&tols[3]);
+        const char *f32 = gen_model(LRUN_DTYPE_F32, LRUN_DTYPE_F32);
+        test_batch(f32);
+        test_graphs(f32);
+        unlink(f32);
+        return CHECK_DONE();
+    }
     for (size_t i = 0; i < sizeof tols / sizeof tols[0]; i++) test_dtype(&tols[i]);
     rope_style = LRUN_ROPE_STYLE_HALF; /* NeoX pairs (i, i + n_rot/2), as qwen2/qwen3/phi3/gemma rotate */
     test_dtype(&tols[0]);
