@@ -209,7 +209,10 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
     upload_progress up = {.files = w, .n_files = n_files, .last_file = -1,
                           .name = slash ? slash + 1 : m->weights_path ? m->weights_path : "weights"};
     lrun_progress_begin(&up.bar, m->progress && total >= ((size_t)64 << 20), up.name, total);
-    const lrun_loader_opts o = {.device = m->device, .drop_cache = 1, .progress = on_progress, .progress_ctx = &up};
+    /* the page cache of what was read goes, unless LRUN_LOAD_KEEP_CACHE=1 keeps it for the next load */
+    const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
+    const lrun_loader_opts o = {.device = m->device, .drop_cache = !(keep && strcmp(keep, "1") == 0),
+                                .progress = on_progress, .progress_ctx = &up};
     lrun_status st = lrun_loader_read(paths, n_files, r, k, &o, &m->load_stats);
     if (st == LRUN_OK) lrun_progress_end(&up.bar);
     else if (up.bar.active) fprintf(stderr, "\n");
