@@ -452,7 +452,7 @@ function M.apply(model, result)
     model.owned.engine = nil
   end
   local n = tonumber(C.lrun_model_tensor_count(h))
-  local index, tiers = ffi.new("int64_t[?]", math.max(n, 1)), ffi.new("lrun_tier[?]", math.max(n, 1))
+  local index, to = ffi.new("int64_t[?]", math.max(n, 1)), ffi.new("lrun_tier[?]", math.max(n, 1))
   for pass = 1, 2 do
     -- one batch per pass: tensors still in the file are read by the streaming loader
     local k = 0
@@ -461,12 +461,12 @@ function M.apply(model, result)
       local name = ffi.string(C.lrun_tensor_name(t))
       local tier = result.plan[name] or "device"
       if (tier == "device") == (pass == 2) then
-        index[k], tiers[k] = i, tier_enum[tier]
+        index[k], to[k] = i, tier_enum[tier]
         k = k + 1
         C.lrun_tensor_set_host_compute(t, result.host_compute[name] and 1 or 0)
       end
     end
-    local st = C.lrun_model_move_tensors(h, k, index, tiers)
+    local st = C.lrun_model_move_tensors(h, k, index, to)
     if st ~= C.LRUN_OK then
       return nil, errors.from_status(st, "placing " .. (pass == 1 and "the off-device" or "the device") .. " weights")
     end

@@ -234,10 +234,24 @@ lrun_status lrun_model_move_tensors(lrun_model *model, int64_t n, const int64_t 
     const int cap = m->st ? lrun_st_set_n_files(m->st) : 1;
     weight_file *w = malloc((size_t)cap * sizeof *w);
     move *mv = calloc((size_t)(n ? n : 1), sizeof *mv);
-    if (!w || !mv) {
+    unsigned char *seen = calloc((size_t)(m->n_tensors ? m->n_tensors : 1), 1);
+    if (!w || !mv || !seen) {
         free(w);
         free(mv);
+        free(seen);
         return lrun_fail_oom((size_t)n * sizeof *mv, 0, "moving %lld tensors: records", (long long)n);
+    }
+    int64_t dup = -1;
+    for (int64_t i = 0; i < n && dup < 0; i++) {
+        if (seen[index[i]]) dup = index[i];
+        seen[index[i]] = 1;
+    }
+    free(seen);
+    if (dup >= 0) {
+        free(w);
+        free(mv);
+        return lrun_fail(LRUN_E_ARG, "lrun_model_move_tensors: tensor %lld (%s) is listed twice", (long long)dup,
+                         m->tensors[dup].name);
     }
     const int n_files = weight_files(m, w, cap);
     int64_t k = 0;

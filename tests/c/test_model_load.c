@@ -193,6 +193,9 @@ static void test_hf_rss(void)
     CHECK("hf: back to the file", move_all(m, LRUN_TIER_MMAP) == LRUN_OK);
     CHECK("hf: to the pinned tier", move_all(m, LRUN_TIER_PINNED) == LRUN_OK && weights_match_file(m, LRUN_TIER_PINNED));
     CHECK("hf: to the device tier (cpu)", move_all(m, LRUN_TIER_DEVICE) == LRUN_OK && weights_match_file(m, LRUN_TIER_DEVICE));
+    const int64_t twice[2] = {0, 0};
+    const lrun_tier host2[2] = {LRUN_TIER_HOST, LRUN_TIER_HOST};
+    CHECK("hf: a tensor listed twice is LRUN_E_ARG", lrun_model_move_tensors(m, 2, twice, host2) == LRUN_E_ARG);
     lrun_model_free(m);
 
     /* the naive path, for scale: the mapping faulted in, then copied from */
