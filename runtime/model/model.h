@@ -109,6 +109,12 @@ lrun_status lrun_model_add_tensor(lrun_model *m, int64_t i, const char *name, lr
 /* Every tensor the architecture needs is there with its shape; ties the head. */
 lrun_status lrun_model_check_tensors(lrun_model *m);
 
+/* Where t's bytes are in a model file the streaming loader (or a direct-I/O
+ * reader) can open: 1 with *path (owned by the model) and *offset (bytes
+ * from the file's start); 0 when they are not in one (FP8 weights widened
+ * at load, RoPE factors made at load, a packed GGUF decoded into memory). */
+int lrun_model_tensor_location(const lrun_model *m, const lrun_tensor *t, const char **path, uint64_t *offset);
+
 /* Touches the pages of the tensors still in the file mapping (tier MMAP),
  * in file order, once per model, so the first forward pass does not stall
  * on page faults; engine init calls it after the weights it moves have

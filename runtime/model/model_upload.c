@@ -76,6 +76,16 @@ static int tensor_file(const lrun_tensor *t, const weight_file *w, int n, uint64
     return -1;
 }
 
+int lrun_model_tensor_location(const lrun_model *m, const lrun_tensor *t, const char **path, uint64_t *offset)
+{
+    const int cap = m->st ? lrun_st_set_n_files(m->st) : 1;
+    weight_file *w = malloc((size_t)cap * sizeof *w);
+    const int f = w ? tensor_file(t, w, weight_files(m, w, cap), offset) : -1;
+    if (f >= 0) *path = w[f].path;
+    free(w);
+    return f >= 0;
+}
+
 /* The whole pages inside [p, p + len) of a file mapping as [*begin, *begin + *n). */
 static int inner_pages(const void *p, size_t len, uintptr_t *begin, size_t *n)
 {

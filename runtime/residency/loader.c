@@ -52,6 +52,7 @@ typedef struct reader {
     void *event[2];
     int pending[2];            /* 1: event[i] guards a queued copy out of chunk[i] */
     int turn;                  /* the chunk the next read goes to */
+    int ready;                 /* 1 once staging_init ran (whatever it made is released at the end) */
 } reader;
 
 static double now_seconds(void)
@@ -113,17 +114,21 @@ static lrun_status staging_init(reader *rd)
 {
     loader *l = rd->l;
     lrun_device *d = l->opts->device;
-    for (int i = 0; i < 2; i++) {
-        lrun_status st = lrun_host_alloc(LRUN_TIER_PINNED, l->chunk, "model load staging chunk", &rd->chunk[i]);
-        if (st != LRUN_OK) return st;
+    lrun_status st = LRUN_OK;
+    /* the queues first: creating them makes the device current on this thread */
+    if (d->iface->memcpy_async) { /* without it, copies as issued: one chunk at a time */
+        st = d->iface->stream_create(d, &rd->stream);
+        for (int i = 0; st == LRUN_OK && i < 2; i++) st = d->iface->event_create(d, &rd->event[i]);
+    }
+    for (int i = 0; st == LRUN_OK && i < 2; i++) {
+        st = lrun_host_alloc(LRUN_TIER_PINNED, l->chunk, "model load staging chunk", &rd->chunk[i]);
+        if (st != LRUN_OK) break;
         pthread_mutex_lock(&l->lock);
         l->staging += l->chunk;
         if (l->staging > l->staging_peak) l->staging_peak = l->staging;
         pthread_mutex_unlock(&l->lock);
     }
-    if (!d->iface->memcpy_async) return LRUN_OK; /* copies as issued: one chunk at a time */
-    lrun_status st = d->iface->stream_create(d, &rd->stream);
-    for (int i = 0; st == LRUN_OK && i < 2; i++) st = d->iface->event_create(d, &rd->event[i]);
+    rd->ready = 1; /* staging_free releases what was made, all or part */
     return st;
 }
 
@@ -159,7 +164,7 @@ static lrun_status read_to_device(reader *rd, const lrun_load_range *r, const pi
     loader *l = rd->l;
     lrun_device *d = l->opts->device;
     lrun_status st = LRUN_OK;
-    if (!rd->chunk[0] && (st = staging_init(rd)) != LRUN_OK) return st;
+    if (!rd->ready && (st = staging_init(rd)) != LRUN_OK) return st;
     const int b = rd->turn;
     rd->turn ^= 1;
     if (rd->pending[b] && (st = d->iface->event_sync(d, rd->event[b])) != LRUN_OK) return st;
@@ -209,7 +214,7 @@ static void *reader_main(void *arg)
             finished(l, p);
         }
     }
-    if (rd->chunk[0]) {
+    if (rd->ready) {
         const lrun_status sd = staging_drain(rd);
         if (st == LRUN_OK) st = sd;
     }

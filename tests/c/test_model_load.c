@@ -248,6 +248,17 @@ static void test_gguf(void)
     CHECK("gguf: every weight moves to the host tier", move_all(m, LRUN_TIER_HOST) == LRUN_OK);
     CHECK("gguf: read by the loader", m->load_stats.bytes == lrun_model_get_info(m)->weight_bytes);
     CHECK("gguf: the host copies are the file's bytes, bit for bit", weights_match_file(m, LRUN_TIER_HOST));
+    const lrun_tensor *t0 = lrun_model_tensor(m, 0);
+    const char *where = NULL;
+    uint64_t off = 0;
+    const int found = lrun_model_tensor_location(m, t0, &where, &off);
+    int same = 0;
+    FILE *f = found ? fopen(where, "rb") : NULL;
+    unsigned char head[64];
+    if (f && fseek(f, (long)off, SEEK_SET) == 0 && fread(head, 1, sizeof head, f) == sizeof head)
+        same = memcmp(head, t0->file_data, sizeof head) == 0;
+    if (f) fclose(f);
+    CHECK("gguf: a tensor's location is its file and offset", found && strcmp(where, path) == 0 && same);
     lrun_model_free(m);
 }
 
