@@ -165,6 +165,7 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
         free(e);
         return st;
     }
+    lrun_model_prefault(model); /* what init left in the file (the weights it moved are read already) */
     e->n_vocab = b->n_vocab(e->ctx);
     e->n_seq_max = b->n_seq_max(e->ctx);
     e->n_ctx_max = b->n_ctx_max(e->ctx);

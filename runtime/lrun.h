@@ -511,6 +511,17 @@ LRUN_API lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i);
 LRUN_API lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name); /* NULL when absent */
 /* Bytes of weights in each tier right now. */
 LRUN_API size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier);
+/* Moves tensors index[i] (0 .. lrun_model_tensor_count) to tier[i] on the
+ * model's device, as lrun_tensor_move would each, all or nothing (on failure
+ * every tensor is where it was). The ones still in the model file are read
+ * by the streaming loader: reader threads pread them into their host
+ * destination, or through small pinned chunks onto the GPU, and drop the
+ * page cache behind them, so loading never holds the model twice (peak host
+ * memory: the destinations plus a few tens of MiB of staging;
+ * docs/models.md "Loading"). A progress bar shows when the model was loaded
+ * with progress on and stderr is a terminal. */
+LRUN_API lrun_status lrun_model_move_tensors(lrun_model *model, int64_t n, const int64_t *index,
+                                             const lrun_tier *tier);
 
 /* ---------------------------------------------------------------- engine */
 

@@ -451,18 +451,24 @@ function M.apply(model, result)
     C.lrun_engine_free(model.owned.engine)
     model.owned.engine = nil
   end
-  local dev = C.lrun_model_device(h)
   local n = tonumber(C.lrun_model_tensor_count(h))
+  local index, to = ffi.new("int64_t[?]", math.max(n, 1)), ffi.new("lrun_tier[?]", math.max(n, 1))
   for pass = 1, 2 do
+    -- one batch per pass: tensors still in the file are read by the streaming loader
+    local k = 0
     for i = 0, n - 1 do
       local t = C.lrun_model_tensor(h, i)
       local name = ffi.string(C.lrun_tensor_name(t))
       local tier = result.plan[name] or "device"
       if (tier == "device") == (pass == 2) then
-        local st = C.lrun_tensor_move(t, dev, tier_enum[tier])
-        if st ~= C.LRUN_OK then return nil, errors.from_status(st, "placing " .. name .. " in " .. tier) end
+        index[k], to[k] = i, tier_enum[tier]
+        k = k + 1
         C.lrun_tensor_set_host_compute(t, result.host_compute[name] and 1 or 0)
       end
+    end
+    local st = C.lrun_model_move_tensors(h, k, index, to)
+    if st ~= C.LRUN_OK then
+      return nil, errors.from_status(st, "placing " .. (pass == 1 and "the off-device" or "the device") .. " weights")
     end
   end
   model.residency = result

@@ -37,6 +37,11 @@ typedef struct lrun_device_iface {
     lrun_status (*memset)(lrun_device *device, void *dst, int value, size_t bytes);
     /* copies in order after the work queued on the compute stream, and waits */
     lrun_status (*memcpy)(lrun_device *device, void *dst, const void *src, size_t bytes, lrun_copy_kind kind);
+    /* queues a copy on stream (a handle from stream_create) and returns; NULL on a device whose
+     * work runs as issued. The loader's staging (residency/loader.c) uses it to overlap reads
+     * with copies. */
+    lrun_status (*memcpy_async)(lrun_device *device, void *dst, const void *src, size_t bytes,
+                                lrun_copy_kind kind, void *stream);
     /* page-locked host memory for the pinned tier; NULL: pinned is plain host memory */
     lrun_status (*host_alloc)(size_t bytes, void **out);
     void (*host_free)(void *ptr);

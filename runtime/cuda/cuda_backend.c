@@ -220,6 +220,16 @@ lrun_status lrun_cuda_memcpy(lrun_device *device, void *dst, const void *src, si
     return LRUN_OK;
 }
 
+static lrun_status lrun_cuda_memcpy_async(lrun_device *device, void *dst, const void *src, size_t bytes,
+                                          lrun_copy_kind kind, void *stream)
+{
+    static const enum cudaMemcpyKind kinds[] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
+                                                cudaMemcpyDeviceToDevice};
+    CUDA_CHECK(cudaSetDevice(device->cuda_ordinal), device->cuda_ordinal);
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kinds[kind], (cudaStream_t)stream), device->cuda_ordinal);
+    return LRUN_OK;
+}
+
 lrun_status lrun_cuda_host_alloc(size_t bytes, void **out)
 {
     /* Portable: the pages are pinned for every GPU, not just the current one. */
@@ -315,6 +325,7 @@ const lrun_device_iface lrun_cuda_device_iface = {
     .trim = lrun_cuda_trim,
     .memset = lrun_cuda_memset,
     .memcpy = lrun_cuda_memcpy,
+    .memcpy_async = lrun_cuda_memcpy_async,
     .host_alloc = lrun_cuda_host_alloc,
     .host_free = lrun_cuda_host_free,
     .compute_stream = lrun_cuda_compute_stream,

@@ -105,31 +105,20 @@ static void table_at(struct step_table *t, void *base, int64_t B)
 
 // ---------------------------------------------------------------- init
 
-/* Moves every tensor of the model to the device. On failure the tensors this
- * call moved go back to the file mapping (or their old tier). */
+/* Moves every tensor of the model to the device: those still in the file
+ * through the streaming loader (model_upload.c: reader threads, pinned
+ * chunks, no second host copy). On failure nothing has moved. */
 static lrun_status move_weights(lrun_cuda_engine *e)
 {
     lrun_model *m = e->model;
-    lrun_tier *old = malloc((size_t)m->n_tensors * sizeof *old);
-    if (!old) return lrun_fail_oom((size_t)m->n_tensors * sizeof *old, 0, "engine: tier records");
-    lrun_status st = LRUN_OK;
-    int64_t i = 0;
-    for (; i < m->n_tensors; i++) {
-        struct lrun_tensor *t = &m->tensors[i];
-        old[i] = t->tier;
-        if ((st = lrun_tensor_move(t, e->device, LRUN_TIER_DEVICE)) != LRUN_OK) break;
-    }
-    if (st != LRUN_OK) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", lrun_last_error());
-        for (int64_t j = 0; j < i; j++) {
-            struct lrun_tensor *t = &m->tensors[j];
-            if (old[j] == LRUN_TIER_DEVICE && t->device == e->device) continue;
-            (void)lrun_tensor_move(t, NULL, t->file_data ? LRUN_TIER_MMAP : old[j]);
-        }
-        st = lrun_fail(st, "%s", msg); /* the move's message, not a rollback's */
-    }
-    free(old);
+    const int64_t n = m->n_tensors;
+    int64_t *index = malloc((size_t)(n ? n : 1) * sizeof *index);
+    lrun_tier *tier = malloc((size_t)(n ? n : 1) * sizeof *tier);
+    lrun_status st = index && tier ? LRUN_OK : lrun_fail_oom((size_t)n * sizeof *index, 0, "engine: tier records");
+    for (int64_t i = 0; st == LRUN_OK && i < n; i++) index[i] = i, tier[i] = LRUN_TIER_DEVICE;
+    if (st == LRUN_OK) st = lrun_model_move_tensors(m, n, index, tier);
+    free(index);
+    free(tier);
     return st;
 }
 

@@ -3,8 +3,10 @@
  * The weights stay in the memory-mapped file (home tier MMAP, zero copy, as
  * llama.cpp's mmap loading): each lrun_tensor points into the mapping. The
  * loader checks every hyper-parameter and every tensor's shape and dtype
- * up front, so the forward pass can trust them, then prefaults the mapping
- * so the first token does not pay for page faults. */
+ * up front, so the forward pass can trust them. Loading reads no weight:
+ * the weights are read when they first move (model_upload.c: the streaming
+ * loader, several threads, pinned staging, no second copy) or, for those
+ * that stay in the file, prefaulted when an engine is made. */
 #include "model/model.h"
 #include "packed/packed_file.h"
 
@@ -12,12 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "core/device.h"
 #include "core/error.h"
-#include "core/progress.h"
 
 /* Bounds on hyper-parameters: far above any real model, low enough that the
  * products sizing buffers cannot overflow. */
@@ -447,74 +446,6 @@ lrun_status lrun_model_check_tensors(lrun_model *m)
     return LRUN_OK;
 }
 
-// ---------------------------------------------------------------- prefault
-
-/* The mapped bytes of the weights: the GGUF's data section, or each
- * safetensors shard's. */
-typedef struct region {
-    const char *start;
-    size_t len;
-} region;
-
-static int weight_regions(const lrun_model *m, region *r, int cap)
-{
-    if (m->st) {
-        const int n = lrun_st_set_n_files(m->st) < cap ? lrun_st_set_n_files(m->st) : cap;
-        for (int i = 0; i < n; i++) r[i].start = lrun_safetensors_data(lrun_st_set_file(m->st, i), &r[i].len);
-        return n;
-    }
-    const lrun_gguf *g = m->gguf;
-    if (m->n_tensors == 0 || cap < 1) return 0;
-    const char *start = (const char *)lrun_gguf_tensor_data(g, 0) - lrun_gguf_tensor_offset(g, 0);
-    const size_t file = lrun_gguf_file_bytes(g), off = lrun_gguf_data_offset(g);
-    if (!start || off >= file) return 0;
-    r[0] = (region){start, file - off};
-    return 1;
-}
-
-/* Asks the kernel to read the weights ahead and touches one byte per page,
- * in file order, so the first forward pass does not stall on page faults and
- * the user sees the load happen (bytes, shard, speed). Skipped (beyond the
- * hint) when the weights are larger than physical memory: touching would
- * only evict earlier pages. */
-static void prefault(const lrun_model *m, const char *path, int show)
-{
-    region r[256];
-    const int n = weight_regions(m, r, (int)(sizeof r / sizeof r[0]));
-    const long page_l = sysconf(_SC_PAGESIZE), phys = sysconf(_SC_PHYS_PAGES);
-    const size_t page = page_l > 0 ? (size_t)page_l : 4096;
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        const uintptr_t aligned = (uintptr_t)r[i].start & ~(uintptr_t)(page - 1);
-        (void)madvise((void *)aligned, r[i].len + ((uintptr_t)r[i].start - aligned), MADV_WILLNEED);
-        total += r[i].len;
-    }
-    if (n == 0 || (phys > 0 && total / page > (size_t)phys)) return;
-
-    lrun_progress bar;
-    lrun_progress_begin(&bar, show, path, total);
-    const char *slash = strrchr(path, '/');
-    volatile unsigned char sink = 0;
-    const size_t report_every = (size_t)4 << 20;
-    size_t done = 0;
-    for (int i = 0; i < n; i++) {
-        if (n > 1) { /* the shard on the bar's label, cut to the label's size */
-            char label[96];
-            snprintf(label, sizeof label, "loading %.24s %d/%d", slash ? slash + 1 : path, i + 1, n);
-            const size_t len = strnlen(label, sizeof bar.label - 1);
-            memcpy(bar.label, label, len);
-            bar.label[len] = '\0';
-        }
-        for (size_t o = 0; o < r[i].len; o += page) {
-            sink ^= (unsigned char)r[i].start[o];
-            if (o % report_every < page) lrun_progress_update(&bar, done + o);
-        }
-        done += r[i].len;
-    }
-    (void)sink;
-    lrun_progress_end(&bar);
-}
-
 // ---------------------------------------------------------------- load and free
 
 lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_opts *opts)
@@ -534,10 +465,15 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     lrun_status st;
     if (lrun_model_is_hf(path)) {
         st = lrun_model_open_hf(m, path, opts->progress);
+        if (st == LRUN_OK && !(m->weights_path = strdup(path)))
+            st = lrun_fail_oom(strlen(path) + 1, 0, "loading %s: its path", path);
     } else {
         /* mode 1: a packed file is decoded here, whatever tier its tensors go to next */
-        st = lrun_packed_file_sniff(path) ? lrun_packed_open_gguf(&m->gguf, path, opts->n_threads, opts->progress)
-                                          : lrun_gguf_open(&m->gguf, path);
+        const int packed = lrun_packed_file_sniff(path);
+        st = packed ? lrun_packed_open_gguf(&m->gguf, path, opts->n_threads, opts->progress)
+                    : lrun_gguf_open(&m->gguf, path);
+        if (st == LRUN_OK && !packed && !(m->weights_path = strdup(path)))
+            st = lrun_fail_oom(strlen(path) + 1, 0, "loading %s: its path", path);
         if (st == LRUN_OK) st = lrun_model_read_hparams(m);
         if (st == LRUN_OK) st = build_tensors(m);
         if (st == LRUN_OK && find_key(m->gguf, "tokenizer.ggml.model") >= 0)
@@ -550,7 +486,9 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
         lrun_model_free(m);
         return lrun_fail_context(lrun_oom_phase(st, "load"), "loading %s", path);
     }
-    prefault(m, path, opts->progress);
+    m->progress = opts->progress;
+    /* the weights are read when they move (lrun_model_move_tensors) or, for
+     * those that stay in the file, prefaulted at engine init */
     *out = m;
     return LRUN_OK;
 }
@@ -567,6 +505,7 @@ void lrun_model_free(lrun_model *model)
     if (model->st) lrun_st_set_close(model->st);
     for (int i = 0; i < model->n_owned; i++) free(model->owned[i]);
     free(model->owned);
+    free(model->weights_path);
     free(model->tensors);
     free(model->layers);
     free(model);

@@ -9,6 +9,7 @@
 #include "core/threadpool.h"
 #include "arch/arch.h"
 #include "formats/safetensors.h"
+#include "residency/loader.h"
 
 /* The tensors of one block, by lrun_arch_tensor (t[LRUN_ARCH_TENSOR_Q] is
  * the query projection): what the block holds and their shapes are the
@@ -31,6 +32,12 @@ struct lrun_model {
     void **owned;                     /* (n_owned) buffers the model made itself: an HF directory's
                                        * llama3 RoPE factors, its FP8 weights widened to bf16 */
     int n_owned;
+    char *weights_path;               /* the path loaded: the GGUF file the streaming loader reads
+                                       * (model_upload.c), or an HF model's directory (its shards are
+                                       * in st); NULL for a GGUF decoded into memory (a packed file) */
+    int progress;                     /* 1: loads draw a progress bar on stderr when it is a terminal */
+    int prefaulted;                   /* 1 once lrun_model_prefault ran */
+    lrun_loader_stats load_stats;     /* the last streaming load (lrun_model_move_tensors) */
     lrun_device *device;
     lrun_tokenizer *tokenizer;        /* NULL when the file carries no tokenizer */
     lrun_threadpool *pool;
@@ -101,6 +108,18 @@ lrun_status lrun_model_add_tensor(lrun_model *m, int64_t i, const char *name, lr
                                   const int64_t *dims, const void *data);
 /* Every tensor the architecture needs is there with its shape; ties the head. */
 lrun_status lrun_model_check_tensors(lrun_model *m);
+
+/* Where t's bytes are in a model file the streaming loader (or a direct-I/O
+ * reader) can open: 1 with *path (owned by the model) and *offset (bytes
+ * from the file's start); 0 when they are not in one (FP8 weights widened
+ * at load, RoPE factors made at load, a packed GGUF decoded into memory). */
+int lrun_model_tensor_location(const lrun_model *m, const lrun_tensor *t, const char **path, uint64_t *offset);
+
+/* Touches the pages of the tensors still in the file mapping (tier MMAP),
+ * in file order, once per model, so the first forward pass does not stall
+ * on page faults; engine init calls it after the weights it moves have
+ * moved, so pages of moved weights are never faulted in (model_upload.c). */
+void lrun_model_prefault(lrun_model *m);
 
 /* 1 when path is a Hugging Face model: a directory, a .safetensors file or
  * a model.safetensors.index.json (model_hf.c). */

@@ -421,6 +421,12 @@ static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tens
                                                                              : scale_at(sc, r / block[0] * bcols + c / block[1]);
             dst[r * cols + c] = lrun_f32_to_bf16(lrun_fp8_e4m3_to_f32(src[r * cols + c]) * s);
         }
+    /* the FP8 bytes are not read again: give their pages of the (file-backed,
+     * read-only) mapping back, so the load does not hold both forms */
+    const long pg = sysconf(_SC_PAGESIZE);
+    const uintptr_t page = pg > 0 ? (uintptr_t)pg : 4096, a = (uintptr_t)src;
+    const uintptr_t b = (a + page - 1) / page * page, e = (a + t->nbytes) / page * page;
+    if (e > b) (void)madvise((void *)b, (size_t)(e - b), MADV_DONTNEED);
     *out = dst;
     return LRUN_OK;
 }

@@ -1,0 +1,78 @@
+/* loader.h — reading byte ranges of model files into host or device memory,
+ * fast and without keeping the file's pages.
+ *
+ * What a model load does once per weight: bytes at (file, offset, length)
+ * go to a destination that is host memory (a host or pinned tier, or the
+ * cpu device) or device memory (cuda). The naive way — touch the mmap'd
+ * file, then copy each tensor from the mapping — reads the disk on one
+ * thread through page faults, copies to the GPU from pageable memory, and
+ * leaves every page of the file mapped in the process (RSS = the model).
+ *
+ * The loader instead:
+ *   - splits the ranges into pieces of at most chunk_bytes and hands them to
+ *     n_threads reader threads in order (a shard is read front to back, each
+ *     thread one piece at a time, so the disk sees several large requests);
+ *   - host destinations: pread straight into dst (no staging, no copy);
+ *   - device destinations: each thread preads into one of its two pinned
+ *     chunks and queues the copy on its own stream (memcpy_async), so the
+ *     next read overlaps the copy of the last one (double buffering);
+ *     pinned memory held: n_threads × 2 × chunk_bytes;
+ *   - drop_cache: once a piece is read, POSIX_FADV_DONTNEED on the whole
+ *     pages inside it, so the page cache does not keep what was uploaded;
+ *     it never maps the file, so no file page counts in the process's RSS.
+ *
+ * Nothing here knows models or tensors (model/model_upload.c maps tensors
+ * to ranges): any reader of file bytes — the disk tier, a packed file —
+ * can use it. */
+#ifndef LRUN_LOADER_H
+#define LRUN_LOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lrun.h"
+
+#define LRUN_LOADER_CHUNK_DEFAULT ((size_t)16 << 20) /* bytes: one read, one pinned staging chunk */
+#define LRUN_LOADER_THREADS_MAX 64
+
+typedef struct lrun_load_range {
+    int file;          /* index into the paths given to lrun_loader_read */
+    uint64_t offset;   /* bytes from the file's start */
+    size_t bytes;
+    void *dst;         /* bytes destination: host memory, or device memory when on_device */
+    int on_device;     /* 1: dst is memory of opts->device the host cannot address (cuda) */
+} lrun_load_range;
+
+/* Called after each piece, from a reader thread, under the loader's lock:
+ * done = bytes read so far (all ranges), file = the file of this piece. */
+typedef void (*lrun_loader_progress_fn)(void *ctx, size_t done, int file);
+
+typedef struct lrun_loader_opts {
+    lrun_device *device;       /* for on_device ranges; NULL when there are none */
+    int n_threads;             /* reader threads; 0: LRUN_LOAD_THREADS from the environment, else
+                                * min(cores, 8) */
+    size_t chunk_bytes;        /* bytes per piece and per staging chunk; 0: LRUN_LOAD_CHUNK_MB from
+                                * the environment, else LRUN_LOADER_CHUNK_DEFAULT */
+    int drop_cache;            /* 1: drop the page cache of each piece once it is read */
+    lrun_loader_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
+} lrun_loader_opts;
+
+/* What a run did, for benchmarks and tests. */
+typedef struct lrun_loader_stats {
+    uint64_t bytes;            /* bytes read */
+    int n_threads;             /* reader threads that ran */
+    size_t chunk_bytes;        /* piece size used */
+    size_t staging_bytes;      /* pinned staging held at the peak (0 without device ranges) */
+    double seconds;            /* wall time of the run */
+} lrun_loader_stats;
+
+/* Reads every range into its destination; returns when all bytes are in
+ * place (device copies included). Ranges of one file given in file order
+ * read fastest. A file shorter than a range is LRUN_E_IO naming the file,
+ * the offset and the bytes that were there. On failure destinations hold
+ * unspecified bytes. stats may be NULL. */
+lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_load_range *ranges, int64_t n,
+                             const lrun_loader_opts *opts, lrun_loader_stats *stats);
+
+#endif
