@@ -42,6 +42,7 @@ struct job {
     char *dst;
     size_t span;       /* bytes to read (aligned) */
     size_t need;       /* bytes that must arrive (lead + len): past them EOF is fine */
+    size_t piece;      /* bytes per pread (the reader's request size) */
     size_t n_pieces, next, done;
     int err;           /* first errno, 0: none */
     size_t short_at;   /* first byte that did not arrive, SIZE_MAX: none */
@@ -53,6 +54,7 @@ struct lrun_disk_reader {
     struct disk_tensor *tensors; /* (n_tensors) located so far */
     int n_tensors, cap_tensors;
     int n_threads;               /* reads in flight, the caller included */
+    size_t request;              /* bytes per pread: LRUN_DISK_REQUEST or $LRUN_DISK_REQUEST */
     pthread_t *threads;          /* (n_threads - 1) */
     int n_started;
     pthread_mutex_t mu;
@@ -76,7 +78,7 @@ static double now_seconds(void)
  * that arrived. Stops early at EOF (a short read). */
 static int read_piece(const struct job *j, size_t i, size_t *got)
 {
-    const size_t a = i * LRUN_DISK_REQUEST, b = a + LRUN_DISK_REQUEST < j->span ? a + LRUN_DISK_REQUEST : j->span;
+    const size_t a = i * j->piece, b = a + j->piece < j->span ? a + j->piece : j->span;
     size_t at = a;
     while (at < b) {
         const ssize_t n = pread(j->fd, j->dst + at, b - at, (off_t)(j->off + at));
@@ -102,7 +104,7 @@ static void serve(lrun_disk_reader *r)
         size_t got;
         const int err = read_piece(j, i, &got);
         pthread_mutex_lock(&r->mu);
-        const size_t start = i * LRUN_DISK_REQUEST, want_end = start + LRUN_DISK_REQUEST;
+        const size_t start = i * j->piece, want_end = start + j->piece;
         const size_t need_end = want_end < j->need ? want_end : j->need;
         if (err && !j->err) j->err = err;
         if (!err && start + got < need_end && start + got < j->short_at) j->short_at = start + got;
@@ -144,6 +146,10 @@ lrun_status lrun_disk_reader_init(lrun_disk_reader **out, int n_threads)
     lrun_disk_reader *r = calloc(1, sizeof *r);
     if (!r) return lrun_fail_oom(sizeof *r, 0, "disk tier: reader record");
     r->n_threads = threads_wanted(n_threads);
+    /* $LRUN_DISK_REQUEST (whole blocks) tunes the request size: benches and tests */
+    const char *req = getenv("LRUN_DISK_REQUEST");
+    const long long rq = req ? atoll(req) : 0;
+    r->request = rq > 0 && rq % (long long)LRUN_DISK_ALIGN == 0 ? (size_t)rq : LRUN_DISK_REQUEST;
     r->stats.queue_depth = r->n_threads;
     r->stats.direct = 1;
     pthread_mutex_init(&r->mu, NULL);
@@ -243,9 +249,12 @@ static lrun_status add_file(lrun_disk_reader *r, uintptr_t p, const char *tensor
     if (!find_mapping(p, f))
         return lrun_fail(LRUN_E_UNSUPPORTED, "disk tier: tensor %s is not in a mapped file (the loader decoded or "
                          "converted it into memory): place it in host or pinned instead", tensor);
-    if (strstr(f->path, " (deleted)"))
+    char *deleted = strstr(f->path, " (deleted)");
+    if (deleted) {
+        *deleted = '\0';
         return lrun_fail(LRUN_E_IO, "disk tier: tensor %s: its file %s was removed after the model was loaded",
                          tensor, f->path);
+    }
     const lrun_status st = open_file(f, tensor);
     if (st != LRUN_OK) return st;
     pthread_mutex_lock(&r->mu);
@@ -288,8 +297,8 @@ lrun_status lrun_disk_reader_add(lrun_disk_reader *r, const struct lrun_tensor *
 static int run_job(lrun_disk_reader *r, int fd, uint64_t off, char *dst, size_t span, size_t need, size_t *short_at)
 {
     pthread_mutex_lock(&r->mu);
-    r->job = (struct job){.fd = fd, .off = off, .dst = dst, .span = span, .need = need,
-                          .n_pieces = (span + LRUN_DISK_REQUEST - 1) / LRUN_DISK_REQUEST, .short_at = SIZE_MAX};
+    r->job = (struct job){.fd = fd, .off = off, .dst = dst, .span = span, .need = need, .piece = r->request,
+                          .n_pieces = (span + r->request - 1) / r->request, .short_at = SIZE_MAX};
     r->generation++;
     if (r->job.n_pieces > 1) pthread_cond_broadcast(&r->work);
     serve(r);

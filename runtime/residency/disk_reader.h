@@ -37,7 +37,8 @@
 #include "lrun.h"
 
 #define LRUN_DISK_ALIGN ((size_t)4096)         /* O_DIRECT alignment of offsets, lengths and buffers */
-#define LRUN_DISK_REQUEST ((size_t)4 << 20)    /* one pread: large enough for sequential throughput */
+#define LRUN_DISK_REQUEST ((size_t)4 << 20)    /* one pread: large enough for sequential throughput
+                                                * ($LRUN_DISK_REQUEST overrides, whole blocks) */
 #define LRUN_DISK_THREADS_DEFAULT 4            /* reads in flight (docs/residency.md: measured) */
 
 struct lrun_tensor;

@@ -359,6 +359,11 @@ lrun_status lrun_weight_ring_skip(lrun_weight_ring *wr, int64_t layer)
     return lrun_weight_ring_release(wr, layer);
 }
 
+void lrun_weight_ring_restart(lrun_weight_ring *wr)
+{
+    if (wr && wr->ring) (void)lrun_ring_begin(wr->ring);
+}
+
 void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows)
 {
     const struct lrun_tensor *t = wr ? wr->model->tok_embd : NULL;
