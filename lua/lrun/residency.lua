@@ -496,14 +496,20 @@ function M.plan(model, opts)
           size.format(reserve), size.format(missing)),
           { requested = dev_bytes + need_slots + reserve, free = capacity })
       end
-      local host_bytes, moved
+      local host_bytes, moved = nil, 0
       if host_budget then
-        host_bytes, moved = fit_host(host_ctx, final, host_compute, sized, host_budget)
-        if not host_bytes then return fail("oom", moved, { requested = host_budget, free = host_budget }) end
-        if moved > 0 then -- disk regions are aligned: the slots are sized again
+        -- disk regions are aligned, so a move can grow the slots: size again until nothing moves
+        for _ = 1, 4 do
+          local held, mv = fit_host(host_ctx, final, host_compute, sized, host_budget)
+          if not held then return fail("oom", mv, { requested = host_budget, free = host_budget }) end
+          host_bytes = held
+          if mv == 0 then break end
+          moved = moved + mv
           sized, zerr = M.size_with(model, eo, final, host_compute)
           if not sized then return nil, zerr end
           dev_bytes, slot_b = sized.weights, sized.slots
+          local f, h = host_held(host_ctx, final, host_compute, sized)
+          host_bytes = f + h
           local total_dev = dev_bytes + slot_b + sized.rows + sized.slack + reserve
           if capacity and total_dev > capacity then
             return fail("oom", string.format("policy %s: moving weights to disk for the host budget %s grew the "
@@ -511,7 +517,11 @@ function M.plan(model, opts)
               size.format(slot_b), size.format(capacity), size.format(total_dev - capacity)),
               { requested = total_dev, free = capacity })
           end
-          host_bytes = fit_host(host_ctx, final, host_compute, sized, math.huge)
+        end
+        if host_bytes > host_budget then
+          return fail("oom", string.format("host budget %s cannot be met: %s held after moving %s to disk: %s missing",
+            size.format(host_budget), size.format(host_bytes), size.format(moved),
+            size.format(host_bytes - host_budget)), { requested = host_bytes, free = host_budget })
         end
       else
         local f, h = host_held(host_ctx, final, host_compute, sized)
