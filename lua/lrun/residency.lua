@@ -417,8 +417,9 @@ function M.plan(model, opts)
     if capacity then
       local room = capacity - reserve - slots
       if room < 0 then
-        return fail("oom", string.format("budget %s is below the engine's KV cache and scratch (%s) and "
-          .. "streaming slots (%s): %s missing even with every weight off the device", size.format(capacity),
+        return fail("oom", string.format("%s %s is below the engine's KV cache and scratch (%s) and "
+          .. "streaming slots (%s): %s missing even with every weight off the device",
+          device_capped and "host budget (the cpu device's room)" or "budget", size.format(capacity),
           size.format(reserve), size.format(slots), size.format(-room)), { requested = reserve + slots, free = capacity })
       end
       need = math.max(need, total - room)

@@ -39,7 +39,7 @@
 #define LRUN_DISK_ALIGN ((size_t)4096)         /* O_DIRECT alignment of offsets, lengths and buffers */
 #define LRUN_DISK_REQUEST ((size_t)4 << 20)    /* one pread: large enough for sequential throughput
                                                 * ($LRUN_DISK_REQUEST overrides, whole blocks) */
-#define LRUN_DISK_THREADS_DEFAULT 4            /* reads in flight (docs/residency.md: measured) */
+#define LRUN_DISK_THREADS_DEFAULT 8            /* reads in flight (docs/residency.md: measured) */
 
 struct lrun_tensor;
 typedef struct lrun_disk_reader lrun_disk_reader;

@@ -161,7 +161,7 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         lrun_arch_tensor ids[UNIT_MAX];
         const struct lrun_tensor *ts[UNIT_MAX];
         const int n = unit_tensors(model, l, ids, ts);
-        struct unit scratch;
+        struct unit scratch = {0};
         struct unit *u = units ? &units[out->n_units] : &scratch;
         const size_t need = plan_unit(u, p, l, ids, ts, n);
         out->any_disk |= need != SIZE_MAX && u->any_disk;
