@@ -249,6 +249,10 @@ static lrun_status add_file(lrun_disk_reader *r, uintptr_t p, const char *tensor
     if (!find_mapping(p, f))
         return lrun_fail(LRUN_E_UNSUPPORTED, "disk tier: tensor %s is not in a mapped file (the loader decoded or "
                          "converted it into memory): place it in host or pinned instead", tensor);
+    if (strncmp(f->path, "/memfd:", 7) == 0)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "disk tier: tensor %s lives in memory the loader made (%s: a packed "
+                         "file decoded at load), not in a file on disk: place it in host or pinned instead", tensor,
+                         f->path);
     char *deleted = strstr(f->path, " (deleted)");
     if (deleted) {
         *deleted = '\0';
