@@ -13,10 +13,13 @@
 #include "core/checked.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/filemap.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 // ---------------------------------------------------------------- names
 
@@ -118,6 +121,23 @@ static void storage_release(lrun_device *device, lrun_tier tier, void *data, siz
 
 /* 1 for the tiers whose bytes are the model file's (data = file_data, nothing owned). */
 static int is_file_tier(lrun_tier tier) { return tier == LRUN_TIER_MMAP || tier == LRUN_TIER_DISK; }
+
+/* After a copy out of the model file: the process's mapped pages of the
+ * tensor are dropped (MADV_DONTNEED on a file mapping only unmaps them; the
+ * page cache keeps them, reclaimable; a later read faults them back), so
+ * resident memory holds the copy once, not twice: a model placed under a
+ * budget stays at its own size. Only whole pages inside the tensor, and only
+ * when the kernel says a file backs them: on anonymous memory (weights a
+ * loader converted) DONTNEED would zero them. */
+static void drop_file_pages(const lrun_tensor *t)
+{
+    const long pl = sysconf(_SC_PAGESIZE);
+    const uintptr_t page = pl > 0 ? (uintptr_t)pl : 4096, a = (uintptr_t)t->file_data;
+    const uintptr_t first = (a + page - 1) & ~(page - 1), end = (a + t->nbytes) & ~(page - 1);
+    lrun_filemap m;
+    if (!t->file_data || end <= first || !lrun_filemap_find(t->file_data, &m) || end > m.hi) return;
+    (void)madvise((void *)first, end - first, MADV_DONTNEED);
+}
 
 /* 1 when the bytes of a tier on device are not host-addressable. */
 static int on_gpu(const lrun_device *device, lrun_tier tier)
@@ -289,8 +309,10 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
         if (!t->file_data)
             return lrun_fail(LRUN_E_ARG, "moving tensor %s to %s: it did not come from a model file", t->name,
                              lrun_tier_name(tier));
-        /* The file still holds the bytes: dropping this copy is the whole move. */
+        /* The file still holds the bytes: dropping this copy is the whole move
+         * (and for disk, which reads the file directly, the mapped pages too). */
         if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, t->nbytes);
+        if (tier == LRUN_TIER_DISK) drop_file_pages(t);
         t->tier = tier;
         t->data = (void *)t->file_data;
         return LRUN_OK;
@@ -317,6 +339,7 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
                                  lrun_tier_name(tier));
     }
     if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, t->nbytes);
+    else drop_file_pages(t);
     t->tier = tier;
     t->data = dst;
     if (device || tier == LRUN_TIER_DEVICE) t->device = dev;

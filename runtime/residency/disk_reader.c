@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/filemap.h"
 #include "core/tensor.h"
 
 #define MAX_FILES 256  /* shards of one model */
@@ -188,31 +189,16 @@ void lrun_disk_reader_free(lrun_disk_reader *r)
 
 // ---------------------------------------------------------------- locating
 
-/* The file mapping that holds address p, from /proc/self/maps: path, range
- * and the file offset of its start. 0 when p is in no file mapping. */
+/* The file mapping that holds address p (core/filemap.h), into f. */
 static int find_mapping(uintptr_t p, struct disk_file *f)
 {
-    FILE *maps = fopen("/proc/self/maps", "r");
-    if (!maps) return 0;
-    char line[1024];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, maps)) {
-        unsigned long lo, hi, off, inode;
-        char perms[8], dev[32];
-        int path_at = 0;
-        if (sscanf(line, "%lx-%lx %7s %lx %31s %lu %n", &lo, &hi, perms, &off, dev, &inode, &path_at) < 6) continue;
-        if (p < lo || p >= hi) continue;
-        char *path = line + path_at;
-        path[strcspn(path, "\n")] = '\0';
-        if (inode == 0 || path[0] != '/') break; /* anonymous memory: not a file */
-        snprintf(f->path, sizeof f->path, "%s", path);
-        f->map_lo = lo;
-        f->map_hi = hi;
-        f->map_off = off;
-        found = 1;
-    }
-    fclose(maps);
-    return found;
+    lrun_filemap m;
+    if (!lrun_filemap_find((const void *)p, &m)) return 0;
+    snprintf(f->path, sizeof f->path, "%s", m.path);
+    f->map_lo = m.lo;
+    f->map_hi = m.hi;
+    f->map_off = m.offset;
+    return 1;
 }
 
 static void warn_buffered(const char *path, int err)
