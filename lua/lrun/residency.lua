@@ -544,10 +544,12 @@ function M.plan(model, opts)
         size.format(reserve), opts.cache_implementation or "dynamic",
         capacity and (", " .. (device_capped and "host budget as device budget " or "budget ")
           .. size.format(capacity)) or "")
-      summary = summary .. string.format("\nhost memory held %s%s; disk tier %s (read with direct I/O, k = %d ahead)",
-        size.format(host_bytes), host_budget and (" of a host budget " .. size.format(host_budget)
-          .. (moved > 0 and (", " .. size.format(moved) .. " moved to disk to meet it") or "")) or "",
-        size.format(disk_bytes), k)
+      if host_budget or disk_bytes > 0 then -- the host side, when it was asked about or used
+        summary = summary .. string.format("\nhost memory held %s%s; disk tier %s (read with direct I/O, k = %d "
+          .. "ahead)", size.format(host_bytes), host_budget and (" of a host budget " .. size.format(host_budget)
+            .. (moved > 0 and (", " .. size.format(moved) .. " moved to disk to meet it") or "")) or "",
+          size.format(disk_bytes), k)
+      end
       return {
         plan = final, host_compute = host_compute, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary,
