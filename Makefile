@@ -205,7 +205,8 @@ demo: all $(MODEL)
 	$(LAUNCHER) examples/generate.lua -m $(MODEL) --chat -n 96 --temp 0 -p "What is the capital of France? Answer in one sentence."
 
 test: all $(C_TESTS) $(MODEL)
-	@$(SAN_ENV) LRUN_BUILD=$(BUILD) LRUN_MODEL=$(MODEL) ABI_LIB=$(LIB) tests/run.sh tests/abi_check.sh $(C_TESTS)
+	@$(SAN_ENV) LRUN_BUILD=$(BUILD) LRUN_MODEL=$(MODEL) ABI_LIB=$(LIB) tests/run.sh tests/abi_check.sh \
+	  tests/disk/cgroup_test.sh $(C_TESTS)
 
 # The GPU machine has no network: the default-model checks run when the
 # model is already in models/ and are skipped otherwise (no download).

@@ -36,6 +36,7 @@ typedef struct options {
     int n_chunks;
     const char *device;                 /* --device, NULL = the library's default */
     const char *gpu_budget;             /* --gpu-budget text, parsed by lrun.size */
+    const char *host_budget;            /* --host-budget text, parsed by lrun.size */
     double cpu_offload_gb;              /* --cpu-offload-gb; < 0 = not given */
     int smart_offload;                  /* --smart-offload */
     long prefetch;                      /* --prefetch K; -1 = not given */
@@ -56,6 +57,7 @@ static void print_usage(FILE *f) {
             "  --policy FILE      load a placement policy (repeatable)\n"
             "  --device SPEC      compute device: cpu, cuda, cuda:N\n"
             "  --gpu-budget SIZE  cap on device memory: 512M, 4G, 4GiB, 1.5G\n"
+            "  --host-budget SIZE cap on host memory lrun holds; weights beyond it are read from disk\n"
             "  --cpu-offload-gb N keep N GiB of weights off the device\n"
             "  --smart-offload    choose the offloaded weights with the smart policy\n"
             "  -ot PATTERN=TIER   place matching tensors: device, pinned, host, mmap, cpu (repeatable)\n"
@@ -134,6 +136,9 @@ static int parse_options(int argc, char **argv, options *o) {
         } else if (strcmp(name, "--gpu-budget") == 0) {
             if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
             o->gpu_budget = v;
+        } else if (strcmp(name, "--host-budget") == 0) {
+            if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
+            o->host_budget = v;
         } else if (strcmp(name, "-t") == 0 || strcmp(name, "--threads") == 0) {
             if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
             char *end;
@@ -324,8 +329,28 @@ static int report(lua_State *L, int status) {
 
 /* ---------------------------------------------------------------- setup */
 
+/* config[key] = require("lrun.size").parse(text), the config table on top
+ * of the stack: one parser for the launcher and lrun.load. 1 (after a
+ * message naming flag) when text is not a size. */
+static int set_size(lua_State *L, const char *flag, const char *text, const char *key) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lrun.size");
+    if (docall(L, 1, 1)) return report(L, 1);
+    lua_getfield(L, -1, "parse");
+    lua_pushstring(L, text);
+    if (docall(L, 1, 2)) return report(L, 1);
+    if (lua_isnil(L, -2)) {
+        fprintf(stderr, "%s: %s %s: %s\n", progname, flag, text, lua_tostring(L, -1));
+        return 1;
+    }
+    lua_pop(L, 1);
+    lua_setfield(L, -3, key);
+    lua_pop(L, 1); /* the lrun.size module */
+    return 0;
+}
+
 /* package.loaded["lrun.config"] = {root=, build=, lib=, policies={…}, device=,
- * gpu_budget=, threads=, interactive=}. gpu_budget is parsed by
+ * gpu_budget=, host_budget=, threads=, interactive=}. The budgets are parsed by
  * lrun.size so there is one parser for the launcher and lrun.load. */
 static int push_config(lua_State *L, const options *o, const char *root, const char *build) {
     lua_getglobal(L, "package");
@@ -379,22 +404,8 @@ static int push_config(lua_State *L, const options *o, const char *root, const c
     lua_pushboolean(L, o->interactive);
     lua_setfield(L, -2, "interactive");
 
-    if (o->gpu_budget) {
-        /* local n, err = require("lrun.size").parse(text) */
-        lua_getglobal(L, "require");
-        lua_pushliteral(L, "lrun.size");
-        if (docall(L, 1, 1)) return report(L, 1);
-        lua_getfield(L, -1, "parse");
-        lua_pushstring(L, o->gpu_budget);
-        if (docall(L, 1, 2)) return report(L, 1);
-        if (lua_isnil(L, -2)) {
-            fprintf(stderr, "%s: --gpu-budget %s: %s\n", progname, o->gpu_budget, lua_tostring(L, -1));
-            return 1;
-        }
-        lua_pop(L, 1);
-        lua_setfield(L, -3, "gpu_budget");
-        lua_pop(L, 1); /* the lrun.size module */
-    }
+    if (o->gpu_budget && set_size(L, "--gpu-budget", o->gpu_budget, "gpu_budget")) return 1;
+    if (o->host_budget && set_size(L, "--host-budget", o->host_budget, "host_budget")) return 1;
 
     lua_setfield(L, -2, "lrun.config");
 

@@ -9,7 +9,7 @@
 -- @module policies.common
 local M = {}
 
-local tiers = { device = true, pinned = true, host = true, mmap = true }
+local tiers = { device = true, pinned = true, host = true, mmap = true, disk = true }
 
 --- Reads the budget argument of plan(tensors, budget).
 -- budget is nil (no cap), a number (max_bytes) or a table
@@ -29,7 +29,7 @@ function M.budget(budget, cap, who)
   if cap ~= nil then max = math.min(max, cap) end
   local tier = b.tier or "host"
   if not tiers[tier] or tier == "device" then
-    error(who .. ": tier must be \"pinned\", \"host\" or \"mmap\", got " .. tostring(tier), 3)
+    error(who .. ": tier must be \"pinned\", \"host\", \"mmap\" or \"disk\", got " .. tostring(tier), 3)
   end
   return { max_bytes = max, tier = tier, n_gpu_layers = b.n_gpu_layers }
 end

@@ -154,10 +154,13 @@ typedef enum lrun_tier {
     LRUN_TIER_PINNED = 1, /* page-locked host memory (plain host memory without CUDA) */
     LRUN_TIER_HOST = 2,   /* ordinary host memory */
     LRUN_TIER_MMAP = 3,   /* still in the memory-mapped model file */
-    LRUN_TIER_COUNT = 4
+    LRUN_TIER_DISK = 4,   /* in the model file, read with direct I/O into a staging slot when
+                           * compute needs it (no page cache); data = the mapping, for readers
+                           * that are not staged (norms at init, gathered embedding rows) */
+    LRUN_TIER_COUNT = 5
 } lrun_tier;
 
-LRUN_API const char *lrun_tier_name(lrun_tier tier); /* "device", "pinned", "host", "mmap" */
+LRUN_API const char *lrun_tier_name(lrun_tier tier); /* "device", "pinned", "host", "mmap", "disk" */
 LRUN_API lrun_status lrun_tier_from_name(const char *name, lrun_tier *out);
 
 /* Measures the copy rate of bytes from a buffer in from_tier to one in
@@ -222,8 +225,10 @@ LRUN_API lrun_status lrun_tensor_write_f32(lrun_tensor *tensor, int64_t first, i
 
 /* Moves the tensor's bytes to another tier: allocate there, copy, release
  * the old copy (an mmap copy is simply dropped). LRUN_E_OOM leaves the
- * tensor where it was. Moving to LRUN_TIER_MMAP is allowed only for a
- * tensor that came from a model file. */
+ * tensor where it was. Moving to LRUN_TIER_MMAP or LRUN_TIER_DISK is
+ * allowed only for a tensor that came from a model file (both drop the
+ * copy; an engine made after checks that a DISK tensor's bytes are in a
+ * file it can open). */
 LRUN_API lrun_status lrun_tensor_move(lrun_tensor *tensor, lrun_device *device, lrun_tier tier);
 
 /* Marks a weight whose home is off the device as "compute on host": an engine
@@ -701,6 +706,12 @@ typedef struct lrun_engine_stats {
                                   * no capture failed, nothing streamed) */
     int pdl_enabled;             /* 1: kernels start while their predecessor drains (sm_90+, LRUN_CUDA_PDL not 0) */
     int exact;                   /* 1: the exact path, bit-identical to the CPU engine (LRUN_NUMERICS_EXACT) */
+    /* The disk tier's reads (residency/disk_reader.c); 0 when no weight is in LRUN_TIER_DISK. */
+    uint64_t disk_bytes_read;    /* bytes read from the model file(s), aligned spans included */
+    double disk_read_seconds;    /* wall time spent in disk reads (bandwidth = bytes / seconds) */
+    int disk_queue_depth;        /* reads in flight at once: the reader's threads (pread pool) */
+    int disk_direct;             /* 1: O_DIRECT (page cache bypassed); 0: buffered (the filesystem refused) */
+    int64_t disk_stalls;         /* acquires of a unit with disk-tier weights that waited for its fill */
 } lrun_engine_stats;
 
 LRUN_API lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);

@@ -139,13 +139,15 @@ function M.model_spec()
       help = "on cuda: the CPU engine's arithmetic bit for bit (Q4_0/Q4_1/Q8_0 models; slower)" },
     { "--gpu-budget", key = "gpu_budget", arg = "SIZE",
       help = "cap on device memory (weights, KV cache, scratch): 512M, 4G; weights beyond it are offloaded" },
+    { "--host-budget", key = "host_budget", arg = "SIZE",
+      help = "cap on host memory lrun holds (pinned, host, slots, KV): weights beyond it are read from disk" },
     { "--cpu-offload-gb", key = "cpu_offload_gb", type = "number", arg = "N",
       help = "keep N GiB of weights off the device (vLLM's --cpu-offload-gb)" },
     { "--smart-offload", key = "smart_offload", type = "flag", help = "choose what to offload with the smart policy" },
     { "--policy", key = "policy", arg = "FILE|NAME",
       help = "placement policy: conservative, aggressive, layers, smart or a .lua file" },
     { "-ot", "--override-tensor", key = "overrides", arg = "PATTERN=TIER", list = true,
-      help = "place tensors matching a Lua pattern: device, pinned, host, mmap, cpu (host compute); repeatable" },
+      help = "place tensors matching a Lua pattern: device, pinned, host, mmap, disk, cpu (host compute); repeatable" },
     { "-ngl", "--n-gpu-layers", key = "n_gpu_layers", type = "int", help = "layers on the device (policy layers)" },
     { "--prefetch", key = "prefetch", type = "int", arg = "K",
       help = "streamed layers copied ahead (default: 2 on cpu, 1 on cuda)" },
@@ -159,12 +161,13 @@ end
 --- lrun.load options from parsed flags.
 function M.load_options(opts)
   local o = { threads = opts.threads, device = opts.device, gpu_budget = opts.gpu_budget,
+    host_budget = opts.host_budget,
     n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil, numerics = opts.exact and "exact" or nil,
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch }
   if o.n_gpu_layers and not o.policy then o.policy = "layers" end
   -- a budget on the command line means: plan the weights into it (the default policy)
-  if o.gpu_budget and not o.policy and not o.smart_offload then o.policy = "aggressive" end
+  if (o.gpu_budget or o.host_budget) and not o.policy and not o.smart_offload then o.policy = "aggressive" end
   return o
 end
 

@@ -1,6 +1,6 @@
 --- lrun.config — defaults for lrun.load when not started by the launcher.
 -- The launcher replaces this module with package.loaded["lrun.config"] =
--- {root=, build=, lib=, policies={…}, device=, gpu_budget=, threads=, interactive=,
+-- {root=, build=, lib=, policies={…}, device=, gpu_budget=, host_budget=, threads=, interactive=,
 -- cpu_offload_gb=, smart_offload=, overrides={…}, prefetch_layers=},
 -- so `luajit` and `lrun` find the same library and options.
 -- @module lrun.config

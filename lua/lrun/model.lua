@@ -28,6 +28,7 @@ local load_opt_types = {
   -- placement (lrun.residency): any of these makes load plan and apply a placement
   policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
   prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
+  host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
 }
 
 local function check_load_opts(opts)
@@ -55,6 +56,10 @@ local function check_load_opts(opts)
     if v ~= nil and (v < 0 or v % 1 ~= 0) then
       error("lrun.load: option '" .. k .. "' must be a whole number >= 0, got " .. v, 3)
     end
+  end
+  if opts.host_budget ~= nil then
+    local n, err = size.parse(opts.host_budget)
+    if not n then error("lrun.load: option 'host_budget': " .. err, 3) end
   end
   if opts.cpu_offload_gb and opts.cpu_offload_gb < 0 then
     error("lrun.load: option 'cpu_offload_gb' must be >= 0, got " .. opts.cpu_offload_gb, 3)
@@ -139,7 +144,7 @@ function M.load(path, opts)
   -- placement options not given here come from the launcher's command line
   local popts = {}
   for k, v in pairs(opts) do popts[k] = v end
-  for _, k in ipairs({ "cpu_offload_gb", "smart_offload", "overrides", "prefetch_layers" }) do
+  for _, k in ipairs({ "cpu_offload_gb", "smart_offload", "overrides", "prefetch_layers", "host_budget", "gpu_budget" }) do
     if popts[k] == nil then popts[k] = config[k] end
   end
   local residency = require("lrun.residency")
@@ -458,7 +463,7 @@ function Model:tensors()
 end
 
 --- Where the weights are right now.
--- @treturn table {tensors = {[name] = tier name}, bytes = {device=, pinned=, host=, mmap=},
+-- @treturn table {tensors = {[name] = tier name}, bytes = {device=, pinned=, host=, mmap=, disk=},
 --   host_compute = {[name] = true}, policy = name or nil, explain = text or nil}
 --   (bytes per tier, from lrun_model_tier_bytes); prints as a summary
 function Model:placement()
@@ -483,7 +488,7 @@ end
 --- Plans and applies a placement now (see lrun.load's placement options
 -- and lrun.residency): the engine is remade, the KV cache starts empty.
 -- @tparam table opts policy=, cpu_offload_gb=, smart_offload=, overrides=,
---   prefetch_layers=, n_gpu_layers=, offload_tier=
+--   prefetch_layers=, n_gpu_layers=, offload_tier=, host_budget=
 -- @treturn[1] table the plan result ({explain=, policy=, off_bytes=, …})
 -- @treturn[2] nil
 -- @treturn[2] table error
@@ -524,6 +529,10 @@ function Model:stats(reset)
     -- the CUDA backend's own (0 / false on the CPU)
     graph_captures = tonumber(s.graph_captures), graph_launches = tonumber(s.graph_launches),
     graphs_enabled = s.graphs_enabled ~= 0, pdl_enabled = s.pdl_enabled ~= 0, exact = s.exact ~= 0,
+    -- the disk tier's reads (0 when no weight is in it); bandwidth = bytes / seconds
+    disk_bytes_read = tonumber(s.disk_bytes_read), disk_read_seconds = s.disk_read_seconds,
+    disk_read_bandwidth = s.disk_read_seconds > 0 and tonumber(s.disk_bytes_read) / s.disk_read_seconds or 0,
+    disk_queue_depth = s.disk_queue_depth, disk_direct = s.disk_direct ~= 0, disk_stalls = tonumber(s.disk_stalls),
   }, { __tostring = require("lrun.pretty").stats })
 end
 

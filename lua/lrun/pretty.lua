@@ -140,7 +140,7 @@ end
 --- A placement (model:placement()) as text: bytes and tensor counts per
 -- tier, the host-compute tensors, the policy and its explanation.
 function M.placement(p)
-  local order = { "device", "pinned", "host", "mmap" }
+  local order = { "device", "pinned", "host", "mmap", "disk" }
   local count = {}
   for _, tier in pairs(p.tensors) do count[tier] = (count[tier] or 0) + 1 end
   local parts = {}
@@ -173,6 +173,9 @@ function M.stats(s)
     string.format("host compute read %s; device: weights %s, slots %s, KV cache %s, scratch %s",
       bytes_text(s.host_compute_bytes), bytes_text(s.weight_device_bytes), bytes_text(s.slot_bytes),
       bytes_text(s.kv_bytes), bytes_text(s.scratch_bytes)),
+    (s.disk_bytes_read or 0) > 0 and string.format("disk read %s in %.3f s (%.0f MB/s), %s, queue depth %d, %d stalls",
+      bytes_text(s.disk_bytes_read), s.disk_read_seconds, (s.disk_read_bandwidth or 0) / 1e6,
+      s.disk_direct and "O_DIRECT" or "buffered", s.disk_queue_depth, s.disk_stalls) or nil,
   }, "\n")
 end
 

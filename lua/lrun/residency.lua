@@ -17,6 +17,17 @@
 -- Policies offload *up to* a cap (max_bytes); the cap is raised until the
 -- policy offloads at least what is needed, or it can offload no more, which
 -- is an error that says how much is missing.
+--
+-- The host budget (host_budget, --host-budget) caps the host memory lrun
+-- holds: weights in pinned and host memory, and on a cpu device everything
+-- on the device too (its memory is host memory: weights, slots, KV cache,
+-- scratch); on cuda the pinned staging buffers and an offloaded KV store.
+-- Weights in mmap (page cache, reclaimable) and disk (read with direct I/O
+-- into the slots) hold none. On cpu the budget lowers the device's room
+-- and what leaves the device goes to disk; on cuda the off-device weights
+-- that do not fit move from pinned/host to disk (streamed ones, largest
+-- first; host-computed ones stay, since the CPU reads them in place). A
+-- budget no placement meets fails at planning, naming what is missing.
 -- @module lrun.residency
 local lf = require("lrun.ffi")
 local errors = require("lrun.errors")
@@ -30,7 +41,7 @@ M.kv_reserve_positions = 512 -- dynamic caches: positions reserved when n_ctx is
 
 local GiB = 2 ^ 30
 local unlimited = 2 ^ 62
-local tiers = { device = true, pinned = true, host = true, mmap = true }
+local tiers = { device = true, pinned = true, host = true, mmap = true, disk = true }
 local matrix_roles = { attn_q = true, attn_k = true, attn_v = true, attn_output = true, ffn_gate = true,
   ffn_up = true, ffn_down = true }
 
@@ -108,7 +119,7 @@ end
 
 -- ---------------------------------------------------------------- options
 
---- Parses "-ot" text "PATTERN=TIER" (TIER device, pinned, host, mmap, or
+--- Parses "-ot" text "PATTERN=TIER" (TIER device, pinned, host, mmap, disk, or
 -- cpu = host with host compute, llama.cpp's buffer name).
 -- @treturn[1] table {pattern, tier}
 -- @treturn[2] nil
@@ -119,7 +130,7 @@ function M.parse_override(text)
   if not pattern then return nil, "override '" .. text .. "': expected PATTERN=TIER" end
   tier = tier:lower()
   if not tiers[tier] and tier ~= "cpu" then
-    return nil, "override '" .. text .. "': tier must be device, pinned, host, mmap or cpu"
+    return nil, "override '" .. text .. "': tier must be device, pinned, host, mmap, disk or cpu"
   end
   return { pattern, tier }
 end
@@ -128,13 +139,13 @@ end
 function M.wanted(opts)
   local cfg = require("lrun.config")
   return opts.policy ~= nil or opts.smart_offload or opts.cpu_offload_gb ~= nil or opts.overrides ~= nil
-    or opts.n_gpu_layers ~= nil or opts.prefetch_layers ~= nil
+    or opts.n_gpu_layers ~= nil or opts.prefetch_layers ~= nil or opts.host_budget ~= nil
     or (cfg.policies ~= nil and #cfg.policies > 0)
 end
 
 -- ---------------------------------------------------------------- sizes
 
-local tier_enum = { device = 0, pinned = 1, host = 2, mmap = 3 }
+local tier_enum = { device = 0, pinned = 1, host = 2, mmap = 3, disk = 4 }
 
 -- The options Model:engine makes the placed engine with (one sequence, the
 -- load's n_ctx, cache kind and config, threads, KV dtype, numerics, k);
@@ -209,6 +220,58 @@ local function kv_reserve(model, opts, sized)
   return short.kv_max
 end
 
+-- ---------------------------------------------------------------- the host budget
+
+M.cuda_staging_bytes = 2 * 32 * 2 ^ 20 -- engine_cuda_offload.c: two pinned staging buffers (N_STAGING x STAGING_CHUNK)
+
+-- Host bytes a placement holds (the module's comment says which). ctx:
+-- {cpu=, reserve=, kv_host= (cuda: an offloaded KV store), tensors=}.
+local function host_held(ctx, final, host_compute, sized)
+  local fixed, held, staged = 0, 0, false
+  if ctx.cpu then fixed = sized.weights + sized.slots + sized.rows + sized.slack + ctx.reserve end
+  for _, t in ipairs(ctx.tensors) do
+    local tier = final[t.name]
+    if tier == "pinned" or tier == "host" then held = held + t.bytes end
+    if tier ~= "device" and tier ~= "pinned" and not host_compute[t.name] then staged = true end
+  end
+  if not ctx.cpu then fixed = fixed + (staged and M.cuda_staging_bytes or 0) + ctx.kv_host end
+  return fixed, held
+end
+
+-- Moves streamed pinned/host weights to disk, largest first, until the
+-- placement's host bytes fit host_budget. Returns the bytes held and moved,
+-- or nil and a message naming what is missing.
+local function fit_host(ctx, final, host_compute, sized, host_budget)
+  local fixed, held = host_held(ctx, final, host_compute, sized)
+  local movable, moved = {}, 0
+  for _, t in ipairs(ctx.tensors) do
+    local tier = final[t.name]
+    if (tier == "pinned" or tier == "host") and not host_compute[t.name] then movable[#movable + 1] = t end
+  end
+  table.sort(movable, function(a, b)
+    if a.bytes ~= b.bytes then return a.bytes > b.bytes end
+    return a.name < b.name
+  end)
+  for _, t in ipairs(movable) do
+    if fixed + held <= host_budget then break end
+    final[t.name] = "disk"
+    held, moved = held - t.bytes, moved + t.bytes
+  end
+  if fixed + held > host_budget then
+    local hc = 0
+    for name in pairs(host_compute) do
+      if final[name] == "pinned" or final[name] == "host" then
+        for _, t in ipairs(ctx.tensors) do if t.name == name then hc = hc + t.bytes end end
+      end
+    end
+    return nil, string.format("host budget %s cannot be met: %s %s + host-computed weights in host memory %s: "
+      .. "%s missing", size.format(host_budget), ctx.cpu and "the cpu device's weights, slots, KV cache and scratch"
+      or "pinned staging and offloaded KV cache", size.format(fixed), size.format(hc),
+      size.format(fixed + held - host_budget))
+  end
+  return fixed + held, moved
+end
+
 -- ---------------------------------------------------------------- planning
 
 -- Runs policy.plan, raising its cap until at least need bytes are off.
@@ -252,12 +315,13 @@ end
 -- @tparam table model an lrun.model
 -- @tparam table opts policy (name, file or table), smart_offload, cpu_offload_gb,
 --   overrides ({{pattern, tier}, ...} or {"pattern=tier", ...}), n_gpu_layers,
---   prefetch_layers, offload_tier, and the load options n_ctx, kv_dtype,
+--   prefetch_layers, offload_tier, host_budget (bytes or "4G"), and the load options n_ctx, kv_dtype,
 --   cache_implementation, cache_config, threads, numerics; reserve_extra (bytes, internal)
 -- @treturn[1] table {plan={[name]=tier}, host_compute={[name]=true}, policy=name,
 --   explain=text, off_bytes=, device_bytes=, slot_bytes=, extra_bytes= (cuda: embedding rows, pool
 --   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
---   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made)}
+--   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made),
+--   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier)}
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.plan(model, opts)
@@ -297,7 +361,7 @@ function M.plan(model, opts)
     end
     local tier = o[2]:lower()
     if not tiers[tier] and tier ~= "cpu" then
-      return fail("arg", "override '" .. o[1] .. "=" .. o[2] .. "': tier must be device, pinned, host, mmap or cpu")
+      return fail("arg", "override '" .. o[1] .. "=" .. o[2] .. "': tier must be device, pinned, host, mmap, disk or cpu")
     end
     overrides[#overrides + 1] = { o[1], tier }
   end
@@ -306,6 +370,18 @@ function M.plan(model, opts)
   local dev = C.lrun_model_device(model.handle)
   local capacity = tonumber(C.lrun_device_capacity(dev))
   if capacity >= unlimited then capacity = nil end
+  local cpu = C.lrun_device_kind_of(dev) ~= C.LRUN_DEVICE_KIND_CUDA
+  local host_budget
+  if opts.host_budget ~= nil then
+    local hb, herr = size.parse(opts.host_budget)
+    if not hb then return fail("arg", "host_budget: " .. tostring(herr)) end
+    host_budget = hb
+  end
+  -- a cpu device's memory is host memory: the host budget is its room too
+  local device_capped = false
+  if cpu and host_budget and (not capacity or host_budget < capacity) then
+    capacity, device_capped = host_budget, true
+  end
   -- the engine's scratch and KV cache do not depend on the placement: sized for all on the device
   local eo = engine_opts(opts)
   local resident, serr = M.size_with(model, eo, {})
@@ -323,7 +399,17 @@ function M.plan(model, opts)
     bw, err = M.bandwidths(model)
     if not bw then return nil, err end
   end
-  local base = { tier = opts.offload_tier, n_gpu_layers = opts.n_gpu_layers, bandwidth = bw }
+  -- where offloaded weights go unless asked: on cpu with a host budget the
+  -- disk (it holds no host memory); on cpu with a device budget the file's
+  -- mapping (a copy in host memory would hold the model twice, docs/residency.md);
+  -- else the policy's own (host)
+  local off_tier = opts.offload_tier
+  if off_tier == nil and cpu and host_budget then off_tier = "disk"
+  elseif off_tier == nil and cpu and opts.gpu_budget ~= nil then off_tier = "mmap" end
+  local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, bandwidth = bw }
+  local host_ctx = { cpu = cpu, reserve = reserve, tensors = tensors,
+    kv_host = (opts.cache_implementation == "offloaded" or opts.cache_implementation == "offloaded_static")
+      and kv or 0 }
 
   local slots = 0
   for _ = 1, 8 do
@@ -331,8 +417,9 @@ function M.plan(model, opts)
     if capacity then
       local room = capacity - reserve - slots
       if room < 0 then
-        return fail("oom", string.format("budget %s is below the engine's KV cache and scratch (%s) and "
-          .. "streaming slots (%s): %s missing even with every weight off the device", size.format(capacity),
+        return fail("oom", string.format("%s %s is below the engine's KV cache and scratch (%s) and "
+          .. "streaming slots (%s): %s missing even with every weight off the device",
+          device_capped and "host budget (the cpu device's room)" or "budget", size.format(capacity),
           size.format(reserve), size.format(slots), size.format(-room)), { requested = reserve + slots, free = capacity })
       end
       need = math.max(need, total - room)
@@ -363,7 +450,7 @@ function M.plan(model, opts)
       end
       if not tiers[tier] then
         return fail("arg", "policy " .. where .. ": tensor '" .. name .. "' has tier '" .. tostring(tier)
-          .. "' (expected device, pinned, host or mmap)")
+          .. "' (expected device, pinned, host, mmap or disk)")
       end
     end
     for name in pairs(host_compute) do
@@ -410,6 +497,39 @@ function M.plan(model, opts)
           size.format(reserve), size.format(missing)),
           { requested = dev_bytes + need_slots + reserve, free = capacity })
       end
+      local host_bytes, moved = nil, 0
+      if host_budget then
+        -- disk regions are aligned, so a move can grow the slots: size again until nothing moves
+        for _ = 1, 4 do
+          local held, mv = fit_host(host_ctx, final, host_compute, sized, host_budget)
+          if not held then return fail("oom", mv, { requested = host_budget, free = host_budget }) end
+          host_bytes = held
+          if mv == 0 then break end
+          moved = moved + mv
+          sized, zerr = M.size_with(model, eo, final, host_compute)
+          if not sized then return nil, zerr end
+          dev_bytes, slot_b = sized.weights, sized.slots
+          local f, h = host_held(host_ctx, final, host_compute, sized)
+          host_bytes = f + h
+          local total_dev = dev_bytes + slot_b + sized.rows + sized.slack + reserve
+          if capacity and total_dev > capacity then
+            return fail("oom", string.format("policy %s: moving weights to disk for the host budget %s grew the "
+              .. "slots to %s: the device budget %s is %s short", where, size.format(host_budget),
+              size.format(slot_b), size.format(capacity), size.format(total_dev - capacity)),
+              { requested = total_dev, free = capacity })
+          end
+        end
+        if host_bytes > host_budget then
+          return fail("oom", string.format("host budget %s cannot be met: %s held after moving %s to disk: %s missing",
+            size.format(host_budget), size.format(host_bytes), size.format(moved),
+            size.format(host_bytes - host_budget)), { requested = host_bytes, free = host_budget })
+        end
+      else
+        local f, h = host_held(host_ctx, final, host_compute, sized)
+        host_bytes = f + h
+      end
+      local disk_bytes = 0
+      for _, t in ipairs(tensors) do if final[t.name] == "disk" then disk_bytes = disk_bytes + t.bytes end end
       if off_bytes < forced then
         return fail("arg", string.format("policy %s: cpu_offload_gb asks for %s off the device, overrides left "
           .. "%s: %s missing", where, size.format(forced), size.format(off_bytes), size.format(forced - off_bytes)))
@@ -422,12 +542,20 @@ function M.plan(model, opts)
         size.format(dev_bytes), size.format(off_bytes), n_host, size.format(slot_b), k,
         other_b > 0 and (", " .. size.format(other_b) .. " for embedding rows and pool slack") or "",
         size.format(reserve), opts.cache_implementation or "dynamic",
-        capacity and (", budget " .. size.format(capacity)) or "")
+        capacity and (", " .. (device_capped and "host budget as device budget " or "budget ")
+          .. size.format(capacity)) or "")
+      if host_budget or disk_bytes > 0 then -- the host side, when it was asked about or used
+        summary = summary .. string.format("\nhost memory held %s%s; disk tier %s (read with direct I/O, k = %d "
+          .. "ahead)", size.format(host_bytes), host_budget and (" of a host budget " .. size.format(host_budget)
+            .. (moved > 0 and (", " .. size.format(moved) .. " moved to disk to meet it") or "")) or "",
+          size.format(disk_bytes), k)
+      end
       return {
         plan = final, host_compute = host_compute, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary,
         off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = slot_b, extra_bytes = other_b,
         reserve_bytes = reserve, prefetch = k, budget = capacity, size = sized,
+        host_bytes = host_bytes, host_budget = host_budget, disk_bytes = disk_bytes,
         cache_implementation = opts.cache_implementation or "dynamic",
       }
     end

@@ -23,7 +23,7 @@
 
 /* Tiers are the device layer's vocabulary (where bytes live), so their names
  * are kept here; tensor.c uses them, never the other way round. */
-static const char *const tier_names[LRUN_TIER_COUNT] = {"device", "pinned", "host", "mmap"};
+static const char *const tier_names[LRUN_TIER_COUNT] = {"device", "pinned", "host", "mmap", "disk"};
 
 const char *lrun_tier_name(lrun_tier tier)
 {
@@ -39,7 +39,7 @@ lrun_status lrun_tier_from_name(const char *name, lrun_tier *out)
             return LRUN_OK;
         }
     }
-    return lrun_fail(LRUN_E_ARG, "tier \"%.64s\": unknown (expected device, pinned, host or mmap)", name);
+    return lrun_fail(LRUN_E_ARG, "tier \"%.64s\": unknown (expected device, pinned, host, mmap or disk)", name);
 }
 
 /* Host allocations are aligned for AVX-512 loads and whole cache lines. */
@@ -287,8 +287,11 @@ lrun_status lrun_copy_bytes(lrun_device *device, void *dst, lrun_tier dst_tier, 
     if ((unsigned)dst_tier >= LRUN_TIER_COUNT || (unsigned)src_tier >= LRUN_TIER_COUNT)
         return lrun_fail(LRUN_E_ARG, "copy of %zu bytes: tier %d to %d: no such tier", bytes, (int)src_tier,
                          (int)dst_tier);
-    if (dst_tier == LRUN_TIER_MMAP)
-        return lrun_fail(LRUN_E_ARG, "copy of %zu bytes: the mmap tier is the read-only model file", bytes);
+    if (dst_tier == LRUN_TIER_MMAP || dst_tier == LRUN_TIER_DISK)
+        return lrun_fail(LRUN_E_ARG, "copy of %zu bytes: the %s tier is the read-only model file", bytes,
+                         lrun_tier_name(dst_tier));
+    /* a disk tier's bytes are read through its mapping here (the engines read it with direct I/O) */
+    if (src_tier == LRUN_TIER_MMAP || src_tier == LRUN_TIER_DISK) src_tier = LRUN_TIER_HOST;
     if (bytes == 0) return LRUN_OK;
     if (!dst || !src) return lrun_fail(LRUN_E_ARG, "copy of %zu bytes: %s pointer is NULL", bytes, dst ? "source" : "destination");
     int dst_dev = dst_tier == LRUN_TIER_DEVICE, src_dev = src_tier == LRUN_TIER_DEVICE;
@@ -338,13 +341,14 @@ lrun_status lrun_device_measure_bandwidth(lrun_device *device, lrun_tier from_ti
 {
     *bytes_per_s = 0;
     if (!device) return lrun_fail(LRUN_E_ARG, "measuring bandwidth: device is NULL");
-    if ((unsigned)from_tier >= LRUN_TIER_COUNT || (unsigned)to_tier >= LRUN_TIER_COUNT || to_tier == LRUN_TIER_MMAP)
+    if ((unsigned)from_tier >= LRUN_TIER_COUNT || (unsigned)to_tier >= LRUN_TIER_COUNT || to_tier == LRUN_TIER_MMAP ||
+        to_tier == LRUN_TIER_DISK)
         return lrun_fail(LRUN_E_ARG, "measuring bandwidth from tier %d to tier %d: the source is any tier, the "
                          "destination device, pinned or host", (int)from_tier, (int)to_tier);
     if (bytes < 4096 || bytes > ((size_t)1 << 34))
         return lrun_fail(LRUN_E_ARG, "measuring bandwidth: %zu bytes is outside [4 KiB, 16 GiB]", bytes);
     /* the mmap tier is page-cache memory once read: measured as host */
-    const lrun_tier src_tier = from_tier == LRUN_TIER_MMAP ? LRUN_TIER_HOST : from_tier;
+    const lrun_tier src_tier = from_tier == LRUN_TIER_MMAP || from_tier == LRUN_TIER_DISK ? LRUN_TIER_HOST : from_tier;
     void *src = NULL, *dst = NULL;
     lrun_status st = bw_alloc(device, src_tier, bytes, &src);
     if (st == LRUN_OK) st = bw_alloc(device, to_tier, bytes, &dst);

@@ -5,16 +5,21 @@
  * DEVICE: t->data is device memory counted on t->device (host memory on a
  * cpu device, a pool block on cuda). PINNED / HOST: t->data came from
  * lrun_host_alloc of that tier. MMAP: t->data == t->file_data, bytes in the
- * read-only model mapping, owned by the file. */
+ * read-only model mapping, owned by the file. DISK: the same pointer (for
+ * readers that are not staged); engines stage its bytes from the file with
+ * direct I/O (residency/disk_reader.h). */
 #include "core/tensor.h"
 
 #include "core/checked.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/filemap.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 // ---------------------------------------------------------------- names
 
@@ -111,7 +116,27 @@ static void storage_release(lrun_device *device, lrun_tier tier, void *data, siz
 {
     if (tier == LRUN_TIER_DEVICE) lrun_device_release(device, data, nbytes);
     else if (tier == LRUN_TIER_PINNED || tier == LRUN_TIER_HOST) lrun_host_release(tier, data);
-    /* MMAP: the file owns the bytes. */
+    /* MMAP, DISK: the file owns the bytes. */
+}
+
+/* 1 for the tiers whose bytes are the model file's (data = file_data, nothing owned). */
+static int is_file_tier(lrun_tier tier) { return tier == LRUN_TIER_MMAP || tier == LRUN_TIER_DISK; }
+
+/* After a copy out of the model file: the process's mapped pages of the
+ * tensor are dropped (MADV_DONTNEED on a file mapping only unmaps them; the
+ * page cache keeps them, reclaimable; a later read faults them back), so
+ * resident memory holds the copy once, not twice: a model placed under a
+ * budget stays at its own size. Only whole pages inside the tensor, and only
+ * when the kernel says a file backs them: on anonymous memory (weights a
+ * loader converted) DONTNEED would zero them. */
+static void drop_file_pages(const lrun_tensor *t)
+{
+    const long pl = sysconf(_SC_PAGESIZE);
+    const uintptr_t page = pl > 0 ? (uintptr_t)pl : 4096, a = (uintptr_t)t->file_data;
+    const uintptr_t first = (a + page - 1) & ~(page - 1), end = (a + t->nbytes) & ~(page - 1);
+    lrun_filemap m;
+    if (!t->file_data || end <= first || !lrun_filemap_find(t->file_data, &m) || end > m.hi) return;
+    (void)madvise((void *)first, end - first, MADV_DONTNEED);
 }
 
 /* 1 when the bytes of a tier on device are not host-addressable. */
@@ -122,7 +147,7 @@ static int on_gpu(const lrun_device *device, lrun_tier tier)
 
 void lrun_tensor_release_data(lrun_tensor *t)
 {
-    if (t->tier != LRUN_TIER_MMAP) storage_release(t->device, t->tier, t->data, t->nbytes);
+    if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, t->nbytes);
     if (t->file_data) {
         t->tier = LRUN_TIER_MMAP;
         t->data = (void *)t->file_data;
@@ -138,9 +163,9 @@ lrun_status lrun_tensor_init(lrun_tensor **out, lrun_device *device, const char 
     if ((unsigned)tier >= LRUN_TIER_COUNT)
         return lrun_fail(LRUN_E_ARG, "tensor %.64s: tier %d (expected device, pinned or host)", name ? name : "?",
                          (int)tier);
-    if (tier == LRUN_TIER_MMAP)
-        return lrun_fail(LRUN_E_ARG, "tensor %.64s: a new tensor cannot live in the mmap tier (only a model "
-                         "file's tensors do)", name ? name : "?");
+    if (is_file_tier(tier))
+        return lrun_fail(LRUN_E_ARG, "tensor %.64s: a new tensor cannot live in the %s tier (only a model "
+                         "file's tensors do)", name ? name : "?", lrun_tier_name(tier));
     if (tier == LRUN_TIER_DEVICE && !device)
         return lrun_fail(LRUN_E_ARG, "tensor %.64s: the device tier needs a device (got NULL)", name ? name : "?");
     lrun_tensor *t = calloc(1, sizeof *t);
@@ -197,7 +222,7 @@ int64_t lrun_tensor_nelements(const lrun_tensor *tensor)
 const void *lrun_tensor_host_data(const lrun_tensor *tensor)
 {
     if (on_gpu(tensor->device, tensor->tier)) return NULL;
-    return tensor->tier == LRUN_TIER_MMAP ? tensor->file_data : tensor->data;
+    return is_file_tier(tensor->tier) ? tensor->file_data : tensor->data;
 }
 
 // ---------------------------------------------------------------- element access
@@ -245,9 +270,9 @@ lrun_status lrun_tensor_write_f32(lrun_tensor *tensor, int64_t first, int64_t n,
     lrun_status st = elem_range(tensor, "write", first, n, &off, &len);
     if (st != LRUN_OK || n == 0) return st;
     if (!src) return lrun_fail(LRUN_E_ARG, "write of tensor %s: src is NULL", tensor->name);
-    if (tensor->tier == LRUN_TIER_MMAP)
-        return lrun_fail(LRUN_E_ARG, "write of tensor %s: it lives in the read-only model file (mmap tier); "
-                         "move it to another tier first", tensor->name);
+    if (is_file_tier(tensor->tier))
+        return lrun_fail(LRUN_E_ARG, "write of tensor %s: it lives in the read-only model file (%s tier); "
+                         "move it to another tier first", tensor->name, lrun_tier_name(tensor->tier));
     if (!on_gpu(tensor->device, tensor->tier)) {
         st = lrun_dtype_from_f32(tensor->dtype, src, (char *)tensor->data + off, n);
         return st == LRUN_OK ? st : lrun_fail_context(st, "write of tensor %s", tensor->name);
@@ -273,19 +298,22 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
 {
     if (!t) return lrun_fail(LRUN_E_ARG, "lrun_tensor_move: tensor is NULL");
     if ((unsigned)tier >= LRUN_TIER_COUNT)
-        return lrun_fail(LRUN_E_ARG, "moving tensor %s: tier %d (expected device, pinned, host or mmap)", t->name,
+        return lrun_fail(LRUN_E_ARG, "moving tensor %s: tier %d (expected device, pinned, host, mmap or disk)", t->name,
                          (int)tier);
     lrun_device *dev = device ? device : t->device;
     if (tier == LRUN_TIER_DEVICE && !dev)
         return lrun_fail(LRUN_E_ARG, "moving tensor %s to the device tier: no device given", t->name);
     if (t->tier == tier && (tier != LRUN_TIER_DEVICE || dev == t->device)) return LRUN_OK;
 
-    if (tier == LRUN_TIER_MMAP) {
+    if (is_file_tier(tier)) {
         if (!t->file_data)
-            return lrun_fail(LRUN_E_ARG, "moving tensor %s to mmap: it did not come from a model file", t->name);
-        /* The file still holds the bytes: dropping this copy is the whole move. */
-        storage_release(t->device, t->tier, t->data, t->nbytes);
-        t->tier = LRUN_TIER_MMAP;
+            return lrun_fail(LRUN_E_ARG, "moving tensor %s to %s: it did not come from a model file", t->name,
+                             lrun_tier_name(tier));
+        /* The file still holds the bytes: dropping this copy is the whole move
+         * (and for disk, which reads the file directly, the mapped pages too). */
+        if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, t->nbytes);
+        if (tier == LRUN_TIER_DISK) drop_file_pages(t);
+        t->tier = tier;
         t->data = (void *)t->file_data;
         return LRUN_OK;
     }
@@ -296,7 +324,7 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
     lrun_status st = storage_alloc(dev, tier, t->nbytes, what, &dst);
     if (st != LRUN_OK) return st; /* nothing changed yet */
 
-    const void *src = t->tier == LRUN_TIER_MMAP ? t->file_data : t->data;
+    const void *src = is_file_tier(t->tier) ? t->file_data : t->data;
     lrun_tier st_src = copy_tier(t->device, t->tier), st_dst = copy_tier(dev, tier);
     if (st_src == LRUN_TIER_DEVICE && st_dst == LRUN_TIER_DEVICE && t->device != dev) {
         storage_release(dev, tier, dst, t->nbytes);
@@ -310,7 +338,8 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
         return lrun_fail_context(st, "moving tensor %s from %s to %s", t->name, lrun_tier_name(t->tier),
                                  lrun_tier_name(tier));
     }
-    if (t->tier != LRUN_TIER_MMAP) storage_release(t->device, t->tier, t->data, t->nbytes);
+    if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, t->nbytes);
+    else drop_file_pages(t);
     t->tier = tier;
     t->data = dst;
     if (device || tier == LRUN_TIER_DEVICE) t->device = dev;

@@ -322,8 +322,12 @@ static lrun_status cpu_step(void *ctx, const lrun_step_args *a)
             if (wanted) e->out_rows[want++] = i;
         }
         lrun_kv_cache_chunk_begin(&e->kv, n, e->tok_seq, e->tok_pos);
-        lrun_cpu_forward_chunk(e, tokens + c0, n, want, want ? logits + rows_out * e->n_vocab : NULL);
+        st = lrun_cpu_forward_chunk(e, tokens + c0, n, want, want ? logits + rows_out * e->n_vocab : NULL);
         lrun_kv_cache_chunk_end(&e->kv);
+        if (st != LRUN_OK) { /* the lengths stay: the entries written past them are not seen */
+            lrun_weight_ring_restart(e->wr);
+            return lrun_fail_context(st, "engine step");
+        }
         rows_out += want;
         e->stats.steps++;
     }

@@ -70,6 +70,8 @@ struct cpu_engine {
 
 /* Runs n tokens (tok_seq/tok_pos filled) through every layer; writes the
  * logits of the n_want rows listed in out_rows to logits (forward_cpu.c). */
-void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits);
+/* Fails only when a weight's staging fill does (a disk-tier read); the
+ * caller then restarts the weight ring (lrun_weight_ring_restart). */
+lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits);
 
 #endif

@@ -324,7 +324,7 @@ static void run_block(struct run *r, int *normed)
     }
 }
 
-void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits)
+lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits)
 {
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
@@ -345,20 +345,22 @@ void lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int
     int normed = 0;
     for (int64_t l = 0; l < in->n_layer; l++) {
         struct run r = {e, n, l, &W};
-        (void)lrun_weights_begin(&W, l); /* this layer's weights: streamed into a slot, or where they live */
+        /* this layer's weights: staged into a slot, or where they live; a fill
+         * fails only when its source does (a disk read: the file changed) */
+        lrun_status st = lrun_weights_begin(&W, l);
+        if (st != LRUN_OK) return st;
         run_block(&r, &normed);
-        (void)lrun_weights_end(&W, l);
+        st = lrun_weights_end(&W, l);
+        if (st != LRUN_OK) return st;
     }
-    if (n_want == 0) {
-        (void)lrun_weights_skip(&W, in->n_layer); /* the head's turn in the streaming cycle */
-        return;
-    }
+    if (n_want == 0) return lrun_weights_skip(&W, in->n_layer); /* the head's turn in the staging cycle */
 
     // output: norm the wanted rows into xn[0..n_want), then the LM head
-    (void)lrun_weights_begin(&W, in->n_layer);
+    const lrun_status st = lrun_weights_begin(&W, in->n_layer);
+    if (st != LRUN_OK) return st;
     struct rows_ctx rc = {.e = e, .norm = e->output_norm, .rows = e->out_rows};
     lrun_cpu_parallel_for(e->pool, n_want, ROWS_PARALLEL, residual_norm_rows, &rc);
     matmul(e, lrun_weights_get(&W, in->n_layer, LRUN_ARCH_TENSOR_OUTPUT), e->xn, n_want, logits);
     if (m->final_softcap > 0) lrun_cpu_softcap(logits, n_want * in->n_vocab, (float)m->final_softcap);
-    (void)lrun_weights_end(&W, in->n_layer);
+    return lrun_weights_end(&W, in->n_layer);
 }

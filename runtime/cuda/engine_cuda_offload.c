@@ -13,7 +13,14 @@
  * free[] of the slot it refills (the unit before c: by then the GPU is busy
  * with c). The CPU thus runs at most k+1 units ahead of the GPU, which is
  * also what lets it read each unit's event times before the events are
- * recorded again. */
+ * recorded again.
+ *
+ * Disk-tier sources (LRUN_TIER_DISK) are read from the model file with
+ * direct I/O (residency/disk_reader.h) into the same pinned staging
+ * buffers the host and mmap sources are copied into, then sent by the same
+ * DMA: only the fill of a buffer differs. Those buffers then get two spare
+ * blocks each, since an aligned read starts up to one block before the
+ * bytes wanted. */
 #include "cuda/engine_cuda_offload.h"
 
 #include <stdlib.h>
@@ -23,6 +30,7 @@
 #include "cpu/cpu_matmul.h"
 #include "core/device.h"
 #include "kernels.h"
+#include "residency/disk_reader.h"
 #include "residency/placement.h"
 #include "residency/ring.h"
 
@@ -36,12 +44,14 @@ struct offload_weight {
     const struct lrun_tensor *src; /* the model's record: the bytes off the device */
     struct lrun_tensor view;       /* the same weight in its slot; data set by each begin */
     size_t off;                    /* byte offset in the slot */
+    int disk_id;                   /* disk tier: the reader's id for src */
 };
 
 struct offload_unit {
     int64_t layer;                 /* block index; -1 for the LM head */
     int64_t first, count;          /* its weights in o->w */
     size_t bytes;                  /* bytes copied per use */
+    int any_disk;                  /* a weight of it is read from the file */
 };
 
 struct cuda_offload {
@@ -64,9 +74,14 @@ struct cuda_offload {
     int *slot_pending;             /* (n_slots) released, its times not yet in the stats */
     lrun_ring *ring;               /* the order of fills and uses (QUEUED); NULL when nothing is staged */
 
-    char *staging;                 /* (N_STAGING, STAGING_CHUNK) pinned, NULL when every source is pinned */
+    char *staging;                 /* (N_STAGING, staging_stride) pinned, NULL when every source is pinned */
+    size_t staging_stride;         /* STAGING_CHUNK, + 2 LRUN_DISK_ALIGN when a source is on disk */
     cudaEvent_t staging_free[N_STAGING];
     int staging_next;
+    lrun_disk_reader *disk;        /* direct reads of disk-tier sources; NULL when none */
+    int *slot_disk;                /* (n_slots) the slot's last unit read from the file */
+    uint64_t disk_bytes_seen;      /* reader bytes already in e->stats */
+    double disk_seconds_seen;
 
     int embd_host;                 /* token_embd off the device */
     size_t embd_row_bytes;
@@ -131,8 +146,10 @@ static void plan_unit(struct cuda_offload *o, int64_t layer, const struct lrun_t
         w->view.tier = LRUN_TIER_DEVICE;
         w->view.host_compute = 0;
         w->off = off;
+        w->disk_id = -1;
         off += align256(ts[i]->nbytes);
         u->bytes += ts[i]->nbytes;
+        u->any_disk |= ts[i]->tier == LRUN_TIER_DISK;
         u->count++;
     }
     if (u->count == 0) return;
@@ -253,6 +270,18 @@ static void free_events(cudaEvent_t *ev, int n)
 
 static lrun_status make_ring(lrun_cuda_engine *e);
 
+/* The reader for the disk-tier sources, each located in its file. */
+static lrun_status open_disk(struct cuda_offload *o)
+{
+    TRY(lrun_disk_reader_init(&o->disk, 0));
+    for (int64_t j = 0; j < o->n_w; j++) {
+        if (o->w[j].src->tier != LRUN_TIER_DISK) continue;
+        size_t lead;
+        TRY(lrun_disk_reader_add(o->disk, o->w[j].src, &o->w[j].disk_id, &lead));
+    }
+    return LRUN_OK;
+}
+
 lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
 {
     struct cuda_offload *o = e->offload;
@@ -274,9 +303,17 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
     if (!o->slot_pending) return lrun_fail_oom(0, 0, "engine: slot records");
     if (o->n_slots > 0) TRY(make_ring(e));
 
-    int staged = 0;
-    for (int64_t j = 0; j < o->n_w; j++) staged |= o->w[j].src->tier != LRUN_TIER_PINNED;
-    if (staged) TRY(lrun_host_alloc(LRUN_TIER_PINNED, N_STAGING * STAGING_CHUNK, "streaming staging",
+    int staged = 0, disk = 0;
+    for (int64_t j = 0; j < o->n_w; j++) {
+        staged |= o->w[j].src->tier != LRUN_TIER_PINNED;
+        disk |= o->w[j].src->tier == LRUN_TIER_DISK;
+    }
+    if (disk) TRY(open_disk(o));
+    o->staging_stride = STAGING_CHUNK + (disk ? 2 * LRUN_DISK_ALIGN : 0);
+    o->slot_disk = calloc((size_t)o->n_slots + 1, sizeof *o->slot_disk);
+    if (!o->slot_disk) return lrun_fail_oom(0, 0, "engine: slot records");
+    /* pinned memory is page-aligned (cudaHostAlloc), so each buffer is block-aligned */
+    if (staged) TRY(lrun_host_alloc(LRUN_TIER_PINNED, N_STAGING * o->staging_stride, "streaming staging",
                                     (void **)&o->staging));
     if (o->embd_host) {
         const size_t rows = (size_t)B * o->embd_row_bytes;
@@ -322,6 +359,8 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
     lrun_host_release(LRUN_TIER_PINNED, o->h_y);
     free(o->work);
     lrun_ring_free(o->ring);
+    lrun_disk_reader_free(o->disk);
+    free(o->slot_disk);
     free(o->slot_pending);
     free(o->units);
     free(o->w);
@@ -348,11 +387,13 @@ static void par_copy_task(void *ctx, int ith, int nth)
     if (a < b) memcpy(c->dst + a, c->src + a, b - a);
 }
 
-/* dst (device) = t's bytes, on the copy stream: by DMA from pinned memory,
- * through the staging buffers otherwise. */
-static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct lrun_tensor *t)
+/* dst (device) = w's bytes, on the copy stream: by DMA from pinned memory,
+ * through the staging buffers otherwise (filled by a parallel memcpy, or by
+ * direct reads from the file for the disk tier). */
+static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct offload_weight *w)
 {
     struct cuda_offload *o = e->offload;
+    const struct lrun_tensor *t = w->src;
     if (t->tier == LRUN_TIER_PINNED)
         return cuda_check(cudaMemcpyAsync(dst, t->data, t->nbytes, cudaMemcpyHostToDevice, o->copy_stream),
                           "streaming a pinned weight", e->device);
@@ -361,11 +402,16 @@ static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct lrun
         const size_t len = t->nbytes - at < STAGING_CHUNK ? t->nbytes - at : STAGING_CHUNK;
         const int b = o->staging_next;
         o->staging_next = (b + 1) % N_STAGING;
-        char *stage = o->staging + (size_t)b * STAGING_CHUNK;
+        char *stage = o->staging + (size_t)b * o->staging_stride;
+        size_t lead = 0;
         TRY(cuda_check(cudaEventSynchronize(o->staging_free[b]), "waiting for a staging buffer", e->device));
-        struct par_copy c = {stage, src + at, len};
-        lrun_threadpool_run(o->pool, par_copy_task, &c);
-        TRY(cuda_check(cudaMemcpyAsync(dst + at, stage, len, cudaMemcpyHostToDevice, o->copy_stream),
+        if (w->disk_id >= 0) {
+            TRY(lrun_disk_reader_read(o->disk, w->disk_id, at, len, stage, &lead));
+        } else {
+            struct par_copy c = {stage, src + at, len};
+            lrun_threadpool_run(o->pool, par_copy_task, &c);
+        }
+        TRY(cuda_check(cudaMemcpyAsync(dst + at, stage + lead, len, cudaMemcpyHostToDevice, o->copy_stream),
                        "streaming a staged weight", e->device));
         TRY(cuda_check(cudaEventRecord(o->staging_free[b], o->copy_stream), "recording a staging event", e->device));
     }
@@ -388,6 +434,7 @@ static void account_slot(lrun_cuda_engine *e, int s)
         e->stats.prefetch_hits++;
     } else {
         e->stats.prefetch_misses++;
+        if (o->slot_disk[s]) e->stats.disk_stalls++;
         if (timed) e->stats.stall_seconds += gap_ms * 1e-3;
     }
     o->slot_pending[s] = 0;
@@ -403,7 +450,7 @@ static lrun_status ring_fill(void *owner, int64_t unit, int s, void *slot, size_
     const struct offload_unit *u = &o->units[unit];
     TRY(cuda_check(cudaEventRecord(o->ev_start[s], o->copy_stream), "recording a copy start", e->device));
     for (int64_t j = u->first; j < u->first + u->count; j++)
-        TRY(copy_weight(e, (char *)slot + o->w[j].off, o->w[j].src));
+        TRY(copy_weight(e, (char *)slot + o->w[j].off, &o->w[j]));
     TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->copy_stream), "recording a copy end", e->device));
     *bytes = u->bytes;
     return LRUN_OK;
@@ -434,9 +481,10 @@ static lrun_status ring_release(void *owner, int64_t unit, int s, void *slot, si
 {
     lrun_cuda_engine *e = owner;
     struct cuda_offload *o = e->offload;
-    (void)unit, (void)slot, (void)bytes;
+    (void)slot, (void)bytes;
     TRY(cuda_check(cudaEventRecord(o->ev_free[s], (cudaStream_t)e->stream), "recording a slot release", e->device));
     o->slot_pending[s] = 1;
+    o->slot_disk[s] = o->units[unit].any_disk;
     return LRUN_OK;
 }
 
@@ -563,6 +611,16 @@ void lrun_cuda_offload_account(lrun_cuda_engine *e)
     for (int s = 0; s < o->n_slots; s++)
         if (o->slot_pending[s] && cudaEventQuery(o->ev_free[s]) == cudaSuccess) account_slot(e, s);
     (void)cudaGetLastError();
+    if (o->disk) { /* the reader's counters run on; the stats take what is new */
+        lrun_disk_stats d;
+        lrun_disk_reader_stats(o->disk, &d);
+        e->stats.disk_bytes_read += d.bytes_read - o->disk_bytes_seen;
+        e->stats.disk_read_seconds += d.read_seconds - o->disk_seconds_seen;
+        o->disk_bytes_seen = d.bytes_read;
+        o->disk_seconds_seen = d.read_seconds;
+        e->stats.disk_queue_depth = d.queue_depth;
+        e->stats.disk_direct = d.direct;
+    }
 }
 
 void lrun_cuda_offload_reset(lrun_cuda_engine *e)

@@ -212,6 +212,9 @@ void lrun_cuda_engine_reset_stats(void *ctx)
     e->stats.bytes_streamed = e->stats.host_compute_bytes = 0;
     e->stats.copy_seconds = e->stats.stall_seconds = 0;
     e->stats.prefetch_hits = e->stats.prefetch_misses = 0;
+    e->stats.disk_bytes_read = 0;
+    e->stats.disk_read_seconds = 0;
+    e->stats.disk_stalls = 0;
     e->kv_moved_base = e->kv.bytes_moved;
     e->kv_copied_base = e->kv.bytes_copied;
 }

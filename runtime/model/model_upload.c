@@ -271,7 +271,9 @@ lrun_status lrun_model_move_tensors(lrun_model *model, int64_t n, const int64_t 
         if (t->tier == to && (to != LRUN_TIER_DEVICE || t->device == m->device)) continue;
         move *x = &mv[k++];
         *x = (move){.t = t, .to = to, .from = t->tier, .from_device = t->device, .file = -1};
-        if (t->tier == LRUN_TIER_MMAP && to != LRUN_TIER_MMAP) x->file = tensor_file(t, w, n_files, &x->offset);
+        /* out of the file (mmap, or disk, whose bytes are the file's too) into memory: the loader reads it */
+        const int in_file = t->tier == LRUN_TIER_MMAP || t->tier == LRUN_TIER_DISK;
+        if (in_file && to != LRUN_TIER_MMAP && to != LRUN_TIER_DISK) x->file = tensor_file(t, w, n_files, &x->offset);
     }
     lrun_status st = prepare(m, mv, k);
     if (st == LRUN_OK) st = read_all(m, mv, k, w, n_files);

@@ -5,7 +5,15 @@
  * when it is staged), a CYCLIC ring: fills run ahead across steps, so the
  * first k blocks of the next token are filled while the caller samples.
  * The head has a slot of its own (the ring's own_unit): its size is not a
- * block's. */
+ * block's.
+ *
+ * Disk-tier weights (LRUN_TIER_DISK) are filled by direct reads from the
+ * model file (disk_reader.h) instead of a copy from the mapping. O_DIRECT
+ * reads whole aligned blocks, so such a weight gets an aligned region of
+ * lrun_disk_region(bytes) in its unit (room for any offset in the file),
+ * its bytes landing `lead` bytes in; units with one are rounded to whole
+ * blocks and the slots' memory to a block boundary, so every region is
+ * aligned. Sizing reserves the same regions without opening the file. */
 #include "residency/weight_ring.h"
 
 #include <stdio.h>
@@ -16,6 +24,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "model/model.h"
+#include "residency/disk_reader.h"
 #include "residency/placement.h"
 #include "residency/ring.h"
 
@@ -29,7 +38,10 @@ struct unit {
     int n;                                /* staged tensors */
     lrun_arch_tensor id[UNIT_MAX];        /* (n) which, in slot order */
     const struct lrun_tensor *t[UNIT_MAX]; /* (n) their records */
-    size_t offset[UNIT_MAX];              /* (n) where each goes in the slot */
+    size_t offset[UNIT_MAX];              /* (n) where each tensor's bytes are in the slot */
+    size_t region[UNIT_MAX];              /* (n) disk tier: its aligned region's start (offset - lead) */
+    int disk_id[UNIT_MAX];                /* (n) disk tier: the reader's id; -1: copied from memory */
+    int any_disk;                         /* 1: some tensor is read from the file */
     size_t bytes;                         /* bytes copied per fill */
 };
 
@@ -42,6 +54,8 @@ struct lrun_weight_ring {
     lrun_ring *ring;            /* NULL when nothing is staged */
     void *memory;               /* the one device allocation all slots are carved from */
     size_t memory_bytes;
+    lrun_disk_reader *disk;     /* direct reads of disk-tier weights; NULL when none */
+    int64_t disk_stalls;        /* compute side: acquires of a unit with disk weights that waited */
     /* compute side only (the engine's thread) */
     uint64_t rows_bytes, host_compute_bytes;
 };
@@ -60,7 +74,16 @@ static lrun_status fill_unit(void *owner, int64_t u, int slot_index, void *slot,
     (void)slot_index;
     const lrun_weight_ring *wr = owner;
     const struct unit *un = &wr->units[u];
-    for (int i = 0; i < un->n; i++) memcpy((char *)slot + un->offset[i], un->t[i]->data, un->t[i]->nbytes);
+    for (int i = 0; i < un->n; i++) {
+        if (un->disk_id[i] < 0) {
+            memcpy((char *)slot + un->offset[i], un->t[i]->data, un->t[i]->nbytes);
+            continue;
+        }
+        size_t lead;
+        const lrun_status st =
+            lrun_disk_reader_read(wr->disk, un->disk_id[i], 0, un->t[i]->nbytes, (char *)slot + un->region[i], &lead);
+        if (st != LRUN_OK) return st;
+    }
     *bytes = un->bytes;
     return LRUN_OK;
 }
@@ -77,15 +100,21 @@ static size_t plan_unit(struct unit *u, const lrun_placement *p, int64_t layer, 
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         if (!ts[i] || !lrun_placement_streamed(p, ts[i])) continue;
+        const int disk = lrun_placement_tier(p, ts[i]) == LRUN_TIER_DISK;
+        size_t end;
+        if (disk && !lrun_size_align_up(off, LRUN_DISK_ALIGN, &off)) return SIZE_MAX;
         u->id[u->n] = ids[i];
         u->t[u->n] = ts[i];
-        u->offset[u->n] = off;
+        u->offset[u->n] = u->region[u->n] = off; /* a disk tensor's lead is added at init */
+        u->disk_id[u->n] = -1;
+        u->any_disk |= disk;
         u->bytes += ts[i]->nbytes;
         u->n++;
-        size_t end;
-        if (!lrun_size_align_up(off + ts[i]->nbytes, SLOT_ALIGN, &end)) return SIZE_MAX;
+        const size_t len = disk ? lrun_disk_region(ts[i]->nbytes) : ts[i]->nbytes;
+        if (len < ts[i]->nbytes || !lrun_size_align_up(off + len, SLOT_ALIGN, &end)) return SIZE_MAX;
         off = end;
     }
+    if (u->any_disk && !lrun_size_align_up(off, LRUN_DISK_ALIGN, &off)) return SIZE_MAX;
     return off;
 }
 
@@ -116,7 +145,8 @@ struct slot_layout {
     int64_t n_units;        /* those and the head */
     int64_t n_ring;         /* ring slots: k + 1, at most n_block_units */
     int k;                  /* the prefetch asked for (or the default) */
-    size_t total;           /* n_ring x ring_bytes + head_bytes */
+    int any_disk;           /* a unit reads from the file: slots aligned to LRUN_DISK_ALIGN */
+    size_t total;           /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) */
 };
 
 /* The units of model under placement p and the slots they need, for init
@@ -131,8 +161,10 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         lrun_arch_tensor ids[UNIT_MAX];
         const struct lrun_tensor *ts[UNIT_MAX];
         const int n = unit_tensors(model, l, ids, ts);
-        struct unit scratch;
-        const size_t need = plan_unit(units ? &units[out->n_units] : &scratch, p, l, ids, ts, n);
+        struct unit scratch = {0};
+        struct unit *u = units ? &units[out->n_units] : &scratch;
+        const size_t need = plan_unit(u, p, l, ids, ts, n);
+        out->any_disk |= need != SIZE_MAX && u->any_disk;
         if (need == SIZE_MAX)
             return lrun_fail(LRUN_E_OOM, "engine: the staged weights of layer %lld overflow size_t", (long long)l);
         if (need == 0) {
@@ -148,10 +180,14 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
             out->head_bytes = need;
         }
     }
+    /* every ring slot starts on a block when any unit reads from the file */
+    if (out->any_disk && !lrun_size_align_up(out->ring_bytes, LRUN_DISK_ALIGN, &out->ring_bytes))
+        return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
     out->k = prefetch_layers ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU);
     out->n_ring = out->n_block_units < out->k + 1 ? out->n_block_units : out->k + 1;
     if (!lrun_size_mul(out->ring_bytes, (size_t)out->n_ring, &out->total) ||
-        !lrun_size_add(out->total, out->head_bytes, &out->total))
+        !lrun_size_add(out->total, out->head_bytes, &out->total) ||
+        !lrun_size_add(out->total, out->any_disk ? LRUN_DISK_ALIGN : 0, &out->total))
         return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
     return LRUN_OK;
 }
@@ -177,17 +213,42 @@ lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement 
 
 // ---------------------------------------------------------------- init, free
 
+/* Opens the files of the disk-tier weights and puts each one's bytes at its
+ * lead inside its region. */
+static lrun_status open_disk(lrun_weight_ring *wr)
+{
+    for (int64_t ui = 0; ui < wr->n_units; ui++) {
+        struct unit *u = &wr->units[ui];
+        for (int i = 0; i < u->n; i++) {
+            if (u->t[i]->tier != LRUN_TIER_DISK) continue;
+            if (!wr->disk) {
+                const lrun_status st = lrun_disk_reader_init(&wr->disk, 0);
+                if (st != LRUN_OK) return st;
+            }
+            size_t lead;
+            const lrun_status st = lrun_disk_reader_add(wr->disk, u->t[i], &u->disk_id[i], &lead);
+            if (st != LRUN_OK) return st;
+            u->offset[i] = u->region[i] + lead;
+        }
+    }
+    return LRUN_OK;
+}
+
 /* The slots (one allocation from the device budget) and the ring over them. */
 static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
 {
     char what[96];
     snprintf(what, sizeof what, "weight streaming slots (%lld x ring, k = %d, + head)", (long long)L->n_ring, L->k);
-    lrun_status st = lrun_oom_phase(lrun_device_alloc(wr->device, L->total, what, &wr->memory), "weights");
+    lrun_status st = L->any_disk ? open_disk(wr) : LRUN_OK;
+    if (st == LRUN_OK) st = lrun_oom_phase(lrun_device_alloc(wr->device, L->total, what, &wr->memory), "weights");
     if (st != LRUN_OK) return st;
     wr->memory_bytes = L->total;
+    /* direct reads need block-aligned buffers: the layout kept one block spare for this */
+    char *base = L->any_disk ? (char *)(((uintptr_t)wr->memory + LRUN_DISK_ALIGN - 1) & ~(uintptr_t)(LRUN_DISK_ALIGN - 1))
+                             : wr->memory;
     void **bases = malloc((size_t)(L->n_ring ? L->n_ring : 1) * sizeof *bases);
     if (!bases) return lrun_fail_oom((size_t)L->n_ring * sizeof *bases, 0, "engine: weight slot records");
-    for (int64_t i = 0; i < L->n_ring; i++) bases[i] = (char *)wr->memory + (size_t)i * L->ring_bytes;
+    for (int64_t i = 0; i < L->n_ring; i++) bases[i] = base + (size_t)i * L->ring_bytes;
     const int64_t head = wr->unit_of_layer[wr->model->info.n_layer];
     const lrun_ring_opts o = {
         .n_units = wr->n_units,
@@ -195,7 +256,7 @@ static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
         .n_ring = L->n_ring ? (int)L->n_ring : 1,
         .ring_slots = L->n_ring ? (void *const *)bases : NULL,
         .own_unit = L->head_bytes ? head : -1,
-        .own_slot = L->head_bytes ? (char *)wr->memory + (size_t)L->n_ring * L->ring_bytes : NULL,
+        .own_slot = L->head_bytes ? base + (size_t)L->n_ring * L->ring_bytes : NULL,
         .order = LRUN_RING_ORDER_CYCLIC,
         .fill = fill_unit,
         .owner = wr,
@@ -238,6 +299,7 @@ void lrun_weight_ring_free(lrun_weight_ring *wr)
 {
     if (!wr) return;
     lrun_ring_free(wr->ring); /* stops the fill thread before its slots go */
+    lrun_disk_reader_free(wr->disk);
     if (wr->memory) lrun_device_release(wr->device, wr->memory, wr->memory_bytes);
     free(wr->units);
     free(wr->unit_of_layer);
@@ -267,10 +329,16 @@ lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *mod
     wr->host_compute_bytes += host_bytes;
     const int64_t ui = wr->unit_of_layer[layer];
     if (ui < 0) return LRUN_OK;
+    const struct unit *u = &wr->units[ui];
+    lrun_ring_stats before = {0}, after = {0};
+    if (u->any_disk) lrun_ring_stats_get(wr->ring, &before);
     void *slot;
     const lrun_status st = lrun_ring_acquire(wr->ring, ui, &slot, NULL);
     if (st != LRUN_OK) return st;
-    const struct unit *u = &wr->units[ui];
+    if (u->any_disk) {
+        lrun_ring_stats_get(wr->ring, &after);
+        wr->disk_stalls += after.misses - before.misses;
+    }
     for (int i = 0; i < u->n; i++) out->data[u->id[i]] = (char *)slot + u->offset[i];
     return LRUN_OK;
 }
@@ -289,6 +357,11 @@ lrun_status lrun_weight_ring_skip(lrun_weight_ring *wr, int64_t layer)
     const lrun_status st = lrun_weight_ring_acquire(wr, wr->model, layer, &unused);
     if (st != LRUN_OK) return st;
     return lrun_weight_ring_release(wr, layer);
+}
+
+void lrun_weight_ring_restart(lrun_weight_ring *wr)
+{
+    if (wr && wr->ring) (void)lrun_ring_begin(wr->ring);
 }
 
 void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows)
@@ -313,11 +386,22 @@ void lrun_weight_ring_add_stats(lrun_weight_ring *wr, lrun_engine_stats *out)
     out->prefetch_misses += s.misses;
     out->host_compute_bytes += wr->host_compute_bytes;
     out->slot_bytes += wr->memory_bytes;
+    if (wr->disk) {
+        lrun_disk_stats d;
+        lrun_disk_reader_stats(wr->disk, &d);
+        out->disk_bytes_read += d.bytes_read;
+        out->disk_read_seconds += d.read_seconds;
+        out->disk_queue_depth = d.queue_depth;
+        out->disk_direct = d.direct;
+        out->disk_stalls += wr->disk_stalls;
+    }
 }
 
 void lrun_weight_ring_reset_stats(lrun_weight_ring *wr)
 {
     if (!wr) return;
     if (wr->ring) lrun_ring_stats_reset(wr->ring);
+    lrun_disk_reader_reset_stats(wr->disk);
     wr->rows_bytes = wr->host_compute_bytes = 0;
+    wr->disk_stalls = 0;
 }

@@ -56,6 +56,10 @@ lrun_status lrun_weight_ring_release(lrun_weight_ring *wr, int64_t layer);
  * no logits): its fill, if staged, is waited for and counted, then released. */
 lrun_status lrun_weight_ring_skip(lrun_weight_ring *wr, int64_t layer);
 
+/* After a failed acquire (a fill failed: its error was returned) or a step
+ * abandoned midway: the cycle starts again at block 0, every slot empty. */
+void lrun_weight_ring_restart(lrun_weight_ring *wr);
+
 /* Counts n_rows embedding rows gathered from an off-device table. */
 void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows);
 
