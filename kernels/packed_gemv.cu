@@ -119,22 +119,25 @@ static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint6
             }
         }
     }
+    /* this block's and the next block's table entries give the sizes of its
+     * tier-2 and tier-3 streams: both are staged while the codes arrive */
     const uint8_t *tb = in + t.table + 16 * cb;
     const uint64_t o2 = pg_ld64(tb, t.tab_a8), o3 = pg_ld64(tb + 8, t.tab_a8);
+    const uint64_t o2n = pg_ld64(tb + 16, t.tab_a8), o3n = pg_ld64(tb + 24, t.tab_a8);
+    const uint32_t len2 = o2n - o2 < 384 ? (uint32_t)(o2n - o2) : 384u; /* (validated: at most 384) */
+    const uint32_t len3 = o3n - o3 < LRUN_K_PG_STAGE3 ? (uint32_t)(o3n - o3) : LRUN_K_PG_STAGE3;
+    const uint32_t fill = (len2 & ~3u) + 8; /* zeros after the codes: a lane reads the word after its first */
+    const uint8_t *c2p = in + t.code2 + o2, *esc = in + t.esc + o3;
+    uint8_t *stage3 = stage + LRUN_K_PG_STAGE2;
+    for (uint32_t j = lane; j < fill; j += 32) stage[j] = j < len2 ? __ldg(c2p + j) : 0;
+    for (uint32_t j = lane; j < len3; j += 32) stage3[j] = __ldg(esc + j);
 
     /* tier-1 escapes: field g of cnt counts the lane's escapes in group g */
     uint64_t cnt = 0, tot;
 #pragma unroll
     for (int g = 0; g < 4; g++) cnt |= (uint64_t)pg_popc(pg_esc_mask(c1[g])) << (16 * g);
     const uint64_t p2 = pg_group_prefix(pg_scan(cnt, lane, &tot), tot);
-    const uint32_t n2 = (uint32_t)((tot + (tot >> 16) + (tot >> 32) + (tot >> 48)) & 0xffffu);
-
-    /* the block's tier-2 codes into shared memory, zeros after them: a
-     * lane reads the word after its codes' first word */
-    const uint32_t len2 = (3 * n2 + 7) / 8, fill = (len2 & ~3u) + 8;
-    const uint8_t *c2p = in + t.code2 + o2;
-    for (uint32_t j = lane; j < fill; j += 32) stage[j] = j < len2 ? __ldg(c2p + j) : 0;
-    __syncwarp();
+    __syncwarp(); /* the stage is written */
     uint32_t v2[4];
     uint64_t cnt3 = 0;
 #pragma unroll
@@ -143,21 +146,21 @@ static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint6
                          (uint32_t)(cnt >> (16 * g)) & 0xffffu);
         cnt3 |= (uint64_t)pg_count7(v2[g]) << (16 * g);
     }
-    __syncwarp(); /* the stage is refilled by the warp's next block */
     const uint64_t p3 = pg_group_prefix(pg_scan(cnt3, lane, &tot), tot);
 
-    const uint8_t *esc = in + t.esc + o3;
+#define PG_ESC(i) ((i) < len3 ? (uint32_t)stage3[i] : (uint32_t)__ldg(esc + (i)))
 #pragma unroll
     for (int g = 0; g < 4; g++) {
         const uint64_t e = base + 256 * g;
         if (e < e0 || e >= e1) continue;
         uint32_t ex[2], out[4];
         const uint32_t r[2] = {rs[g].x, rs[g].y};
-        PG_EXPONENTS(ex, c1[g], t.book1, t.book2lo, t.book2hi, v2[g], esc, (uint32_t)(p3 >> (16 * g)) & 0xffffu,
-                     __ldg);
+        PG_EXPONENTS(ex, c1[g], t.book1, t.book2lo, t.book2hi, v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, PG_ESC);
         pg_assemble(out, BF16, r, ex, hb[g]);
         *(uint4 *)(dst + (e - e0)) = make_uint4(out[0], out[1], out[2], out[3]);
     }
+    __syncwarp(); /* the stage is refilled by the warp's next block */
+#undef PG_ESC
 }
 
 // ---------------------------------------------------------------- fused GEMV

@@ -88,9 +88,9 @@ PG_FN uint32_t pg_f16(uint32_t r, uint32_t e, uint32_t h)
 /* The exponents of the 8 elements, bytes of e[0] (elements 0..3) and e[1]
  * (4..7). book1: tier-1 exponents in bytes 0..2 (byte 3 zero); book2lo/hi:
  * tier-2 exponents in bytes 0..6 of the pair (byte 7 zero); v2 the lane's
- * tier-2 codes (pg_tier2); esc the block's tier-3 bytes and p3 the lane's
- * first index in them. ESC_LOAD(ptr) reads one tier-3 byte. */
-#define PG_EXPONENTS(e, c1, book1, book2lo, book2hi, v2, esc, p3, ESC_LOAD)                                       \
+ * tier-2 codes (pg_tier2); p3 the lane's first index in the block's tier-3
+ * bytes, ESC(i) tier-3 byte i of the block. */
+#define PG_EXPONENTS(e, c1, book1, book2lo, book2hi, v2, p3, ESC)                                                 \
     do {                                                                                                          \
         const uint32_t pg_s_ = pg_spread(c1), pg_m_ = pg_esc_mask(c1);                                            \
         (e)[0] = pg_perm((book1), 0, pg_s_ & 0xffffu);                                                            \
@@ -102,7 +102,7 @@ PG_FN uint32_t pg_f16(uint32_t r, uint32_t e, uint32_t h)
                 const uint32_t pg_c_ = pg_v_ & 7u;                                                                \
                 pg_v_ >>= 3;                                                                                      \
                 const uint32_t pg_x_ =                                                                            \
-                    pg_c_ < 7u ? pg_perm((book2lo), (book2hi), pg_c_) : (uint32_t)ESC_LOAD((esc) + pg_p_++);      \
+                    pg_c_ < 7u ? pg_perm((book2lo), (book2hi), pg_c_) : (uint32_t)ESC(pg_p_++);                   \
                 (e)[pg_j_ >> 2] = pg_perm((e)[pg_j_ >> 2], pg_x_, PG_PATCH(pg_j_ & 3));                           \
             }                                                                                                     \
         }                                                                                                         \
