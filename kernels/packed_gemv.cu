@@ -14,13 +14,13 @@ static_assert(LRUN_K_PG_BLOCK == LRUN_PACKED_BLOCK, "a warp decodes one codec bl
  * byte, the codebooks as words (byte k = code k; kernel parameters indexed
  * dynamically would go through local memory). */
 struct pg_tensor {
-    const uint8_t *in;           /* the packed tensor (16-byte aligned) */
-    uint64_t n;                  /* elements, a multiple of 8 */
+    const uint8_t *in;                           /* the packed tensor (16-byte aligned) */
+    uint64_t n;                                  /* elements, a multiple of 8 */
     uint64_t rest, hi, code1, table, code2, esc; /* section offsets, bytes */
-    uint32_t book1;              /* tier-1 exponents in bytes 0..2, byte 3 zero */
-    uint32_t book2lo, book2hi;   /* tier-2 exponents in bytes 0..6, byte 7 zero */
-    int c1_a2;                   /* 1: in + code1 is 2-byte aligned (16-bit loads of codes) */
-    int tab_a8;                  /* 1: in + table is 8-byte aligned (64-bit loads of the table) */
+    uint32_t book1;                              /* tier-1 exponents in bytes 0..2, byte 3 zero */
+    uint32_t book2lo, book2hi;                   /* tier-2 exponents in bytes 0..6, byte 7 zero */
+    int c1_a2;                                   /* 1: in + code1 is 2-byte aligned (16-bit loads of codes) */
+    int tab_a8;                                  /* 1: in + table is 8-byte aligned (64-bit loads of the table) */
 };
 
 static pg_tensor pg_tensor_of(const void *packed, const lrun_packed_layout *lay)
@@ -109,7 +109,8 @@ static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint6
          * e0, e1 and n are multiples of 8: a lane's 8 elements are all in or all out */
         if (e < e1) {
             const uint8_t *q = in + t.code1 + e / 4;
-            c1[g] = t.c1_a2 ? (uint32_t)__ldg((const unsigned short *)q) : (uint32_t)__ldg(q) | ((uint32_t)__ldg(q + 1) << 8);
+            c1[g] = t.c1_a2 ? (uint32_t)__ldg((const unsigned short *)q)
+                            : (uint32_t)__ldg(q) | ((uint32_t)__ldg(q + 1) << 8);
         }
         if (e >= e0 && e < e1) {
             rs[g] = __ldg((const uint2 *)(in + t.rest + e)); /* rest is at 32 + e: 8-byte aligned */
@@ -168,8 +169,8 @@ static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint6
 /* The weights of one launch, concatenated by row blocks as lrun_k_gemv_multi's. */
 struct pg_parts {
     pg_tensor t[LRUN_K_GEMV_MAX_PARTS];
-    float *y[LRUN_K_GEMV_MAX_PARTS];   /* (m, n[p]) */
-    int64_t n[LRUN_K_GEMV_MAX_PARTS];  /* rows */
+    float *y[LRUN_K_GEMV_MAX_PARTS];  /* (m, n[p]) */
+    int64_t n[LRUN_K_GEMV_MAX_PARTS]; /* rows */
     int64_t b0[LRUN_K_GEMV_MAX_PARTS + 1];
 };
 
@@ -201,9 +202,8 @@ static __device__ __forceinline__ float4 pg_ldx4(const float *p, bool xvec)
  * on them, row by row: the same units per thread in the same order, the
  * same FMA chains, warp sums and block sum. */
 template <int T, int M, int NT>
-__global__ void __launch_bounds__(NT)
-    packed_gemv_tiles(const __grid_constant__ pg_parts P, int64_t k, int rb, const float *__restrict__ x, bool xvec,
-                      int mode)
+__global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ pg_parts P, int64_t k, int rb,
+                                                        const float *__restrict__ x, bool xvec, int mode)
 {
     constexpr bool BF16 = T == LRUN_DTYPE_BF16;
     constexpr int NW = NT / 32;
@@ -261,8 +261,11 @@ __global__ void __launch_bounds__(NT)
                 float v[8];
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    if (BF16) v[2 * j] = __uint_as_float(wv[j] << 16), v[2 * j + 1] = __uint_as_float(wv[j] & 0xffff0000u);
-                    else v[2 * j] = lrun_k_f16((uint16_t)(wv[j] & 0xffff)), v[2 * j + 1] = lrun_k_f16((uint16_t)(wv[j] >> 16));
+                    if (BF16)
+                        v[2 * j] = __uint_as_float(wv[j] << 16), v[2 * j + 1] = __uint_as_float(wv[j] & 0xffff0000u);
+                    else
+                        v[2 * j] = lrun_k_f16((uint16_t)(wv[j] & 0xffff)),
+                              v[2 * j + 1] = lrun_k_f16((uint16_t)(wv[j] >> 16));
                 }
 #pragma unroll
                 for (int i = 0; i < M; i++) {
@@ -356,7 +359,8 @@ static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x,
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const size_t smem = (size_t)rb * (size_t)k * 2;
     auto kern = packed_gemv_tiles<T, M, NT>;
-    size_t limit = 48 * 1024 - sizeof(uint8_t[NT / 32][LRUN_K_PG_STAGE]) - sizeof(float[NT / 32][LRUN_K_PG_MAX_RB * M]);
+    size_t limit =
+        48 * 1024 - sizeof(uint8_t[NT / 32][LRUN_K_PG_STAGE]) - sizeof(float[NT / 32][LRUN_K_PG_MAX_RB * M]);
     if (smem > limit) {
         const cudaError_t e = pg_smem_limit<T, M, NT>(&limit);
         if (e != cudaSuccess) return e;
@@ -411,7 +415,8 @@ extern "C" lrun_status lrun_k_packed_gemv_multi(const lrun_k_packed_part *parts,
 {
     static const char op[] = "lrun_k_packed_gemv";
     if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
-        return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0, LRUN_K_GEMV_MAX_PARTS);
+        return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
+                         LRUN_K_GEMV_MAX_PARTS);
     if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
         return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
     if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
@@ -447,8 +452,9 @@ extern "C" lrun_status lrun_k_packed_gemv_multi(const lrun_k_packed_part *parts,
                               ? pg_launch_m<LRUN_DTYPE_BF16>(P, n_parts, k, x, m, mode, st)
                               : pg_launch_m<LRUN_DTYPE_F16>(P, n_parts, k, x, m, mode, st);
     if (e == cudaErrorNotSupported)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: rows of %lld elements do not fit a shared-memory tile (decode into a slot)",
-                         op, (long long)k);
+        return lrun_fail(LRUN_E_UNSUPPORTED,
+                         "%s: rows of %lld elements do not fit a shared-memory tile (decode into a slot)", op,
+                         (long long)k);
     if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
         return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
     if (e != cudaSuccess && cudaPeekAtLastError() == cudaSuccess)
@@ -504,8 +510,11 @@ extern "C" lrun_status lrun_k_packed_decode_rows(uint16_t *dst, const void *pack
         const uint64_t nb = cb_end - cb < chunk ? cb_end - cb : chunk;
         const unsigned grid = (unsigned)((nb + per - 1) / per);
         if (lay->dtype == LRUN_DTYPE_BF16)
-            packed_decode_rows_k<true><<<grid, LRUN_K_PG_DECODE_THREADS, 0, (cudaStream_t)stream>>>(t, e0, e1, cb, dst);
-        else packed_decode_rows_k<false><<<grid, LRUN_K_PG_DECODE_THREADS, 0, (cudaStream_t)stream>>>(t, e0, e1, cb, dst);
+            packed_decode_rows_k<true>
+                <<<grid, LRUN_K_PG_DECODE_THREADS, 0, (cudaStream_t)stream>>>(t, e0, e1, cb, dst);
+        else
+            packed_decode_rows_k<false>
+                <<<grid, LRUN_K_PG_DECODE_THREADS, 0, (cudaStream_t)stream>>>(t, e0, e1, cb, dst);
         if ((s = lrun_k_launched(op)) != LRUN_OK) return s;
     }
     return LRUN_OK;

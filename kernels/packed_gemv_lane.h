@@ -75,7 +75,7 @@ PG_FN uint32_t pg_count7(uint32_t v) { return pg_popc(v & (v >> 1) & (v >> 2) & 
 PG_FN uint32_t pg_bf16x2(uint32_t r4, uint32_t e4, uint32_t sel)
 {
     const uint32_t r = pg_perm(r4, 0, sel), e = pg_perm(e4, 0, sel); /* 0x00bb00aa */
-    const uint32_t s = r & 0x00800080u;                                /* the signs, bits 7 and 23 */
+    const uint32_t s = r & 0x00800080u;                              /* the signs, bits 7 and 23 */
     return (r - s) + (s << 8) + (e << 7); /* sign to bit 15, exponent to 7..14, mantissa stays */
 }
 
@@ -90,22 +90,22 @@ PG_FN uint32_t pg_f16(uint32_t r, uint32_t e, uint32_t h)
  * tier-2 exponents in bytes 0..6 of the pair (byte 7 zero); v2 the lane's
  * tier-2 codes (pg_tier2); p3 the lane's first index in the block's tier-3
  * bytes, ESC(i) tier-3 byte i of the block. */
-#define PG_EXPONENTS(e, c1, book1, book2lo, book2hi, v2, p3, ESC)                                                 \
-    do {                                                                                                          \
-        const uint32_t pg_s_ = pg_spread(c1), pg_m_ = pg_esc_mask(c1);                                            \
-        (e)[0] = pg_perm((book1), 0, pg_s_ & 0xffffu);                                                            \
-        (e)[1] = pg_perm((book1), 0, pg_s_ >> 16);                                                                \
-        if (pg_m_) {                                                                                              \
-            uint32_t pg_v_ = (v2), pg_p_ = (p3);                                                                  \
-            PG_UNROLL for (int pg_j_ = 0; pg_j_ < 8; pg_j_++) {                                                          \
-                if (!(pg_m_ & (1u << (2 * pg_j_)))) continue;                                                     \
-                const uint32_t pg_c_ = pg_v_ & 7u;                                                                \
-                pg_v_ >>= 3;                                                                                      \
-                const uint32_t pg_x_ =                                                                            \
-                    pg_c_ < 7u ? pg_perm((book2lo), (book2hi), pg_c_) : (uint32_t)ESC(pg_p_++);                   \
-                (e)[pg_j_ >> 2] = pg_perm((e)[pg_j_ >> 2], pg_x_, PG_PATCH(pg_j_ & 3));                           \
-            }                                                                                                     \
-        }                                                                                                         \
+#define PG_EXPONENTS(e, c1, book1, book2lo, book2hi, v2, p3, ESC)                                                    \
+    do {                                                                                                             \
+        const uint32_t pg_s_ = pg_spread(c1), pg_m_ = pg_esc_mask(c1);                                               \
+        (e)[0] = pg_perm((book1), 0, pg_s_ & 0xffffu);                                                               \
+        (e)[1] = pg_perm((book1), 0, pg_s_ >> 16);                                                                   \
+        if (pg_m_) {                                                                                                 \
+            uint32_t pg_v_ = (v2), pg_p_ = (p3);                                                                     \
+            PG_UNROLL for (int pg_j_ = 0; pg_j_ < 8; pg_j_++)                                                        \
+            {                                                                                                        \
+                if (!(pg_m_ & (1u << (2 * pg_j_)))) continue;                                                        \
+                const uint32_t pg_c_ = pg_v_ & 7u;                                                                   \
+                pg_v_ >>= 3;                                                                                         \
+                const uint32_t pg_x_ = pg_c_ < 7u ? pg_perm((book2lo), (book2hi), pg_c_) : (uint32_t)ESC(pg_p_++);   \
+                (e)[pg_j_ >> 2] = pg_perm((e)[pg_j_ >> 2], pg_x_, PG_PATCH(pg_j_ & 3));                              \
+            }                                                                                                        \
+        }                                                                                                            \
     } while (0)
 
 /* The 8 decoded 16-bit values as 4 words (element 2i in the low half of
@@ -118,7 +118,10 @@ PG_FN void pg_assemble(uint32_t *out, int is_bf16, const uint32_t *r, const uint
         out[2] = pg_bf16x2(r[1], e[1], 0x4140u), out[3] = pg_bf16x2(r[1], e[1], 0x4342u);
         return;
     }
-    PG_UNROLL for (int i = 0; i < 4; i++) {
+#ifdef __CUDACC__
+#pragma unroll
+#endif
+    for (int i = 0; i < 4; i++) {
         const int j = 2 * i, w = j >> 2, b = 8 * (j & 3);
         const uint32_t lo = pg_f16((r[w] >> b) & 0xffu, (e[w] >> b) & 0xffu, (hb >> (3 * j)) & 7u);
         const uint32_t hi = pg_f16((r[w] >> (b + 8)) & 0xffu, (e[w] >> (b + 8)) & 0xffu, (hb >> (3 * j + 3)) & 7u);

@@ -18,11 +18,11 @@
 #include <string.h>
 
 #define BLOCK 1024
-#define STAGE2 400    /* LRUN_K_PG_STAGE2 */
-#define STAGE3 128    /* LRUN_K_PG_STAGE3 */
+#define STAGE2 400 /* LRUN_K_PG_STAGE2 */
+#define STAGE3 128 /* LRUN_K_PG_STAGE3 */
 #define STAGE (STAGE2 + STAGE3)
-#define TILE 24576    /* LRUN_K_PG_TILE */
-#define MAX_RB 8      /* LRUN_K_PG_MAX_RB */
+#define TILE 24576 /* LRUN_K_PG_TILE */
+#define MAX_RB 8   /* LRUN_K_PG_MAX_RB */
 
 static int stage_overreads; /* tier-2 words read past the staged (zero-filled) bytes */
 
@@ -141,8 +141,7 @@ static int emu_tiles(const uint8_t *in, const lrun_packed_layout *lay, const uin
                 const uint64_t cb = e0 / BLOCK + (uint64_t)(i - s * nc);
                 emu_decode_block(in, lay, cb, e0, e1, tile + (size_t)s * rh * k);
             }
-        for (int s = 0; s < nseg; s++)
-            ok &= !memcmp(tile + (size_t)s * rh * k, plain + e0, (size_t)(e1 - e0) * 2);
+        for (int s = 0; s < nseg; s++) ok &= !memcmp(tile + (size_t)s * rh * k, plain + e0, (size_t)(e1 - e0) * 2);
     }
     free(tile);
     return ok;
@@ -167,7 +166,8 @@ static int emu_case(int dtype, const uint16_t *v, int64_t rows, int64_t k)
         for (uint64_t cb = e0 / BLOCK; cb * BLOCK < e1; cb++) emu_decode_block(p, &lay, cb, e0, e1, d);
         ok &= !memcmp(d, v + e0, (size_t)(e1 - e0) * 2);
     }
-    if (!ok) printf("# %lld x %lld (%s): %s\n", (long long)rows, (long long)k, lrun_dtype_name(dtype), lrun_last_error());
+    if (!ok)
+        printf("# %lld x %lld (%s): %s\n", (long long)rows, (long long)k, lrun_dtype_name(dtype), lrun_last_error());
     free(d), free(p);
     return ok;
 }
@@ -181,8 +181,8 @@ static uint32_t rnd(void)
 
 int main(void)
 {
-    static const int64_t shapes[][2] = {{64, 4096}, {37, 11008}, {11, 24}, {3, 776}, {1, 8}, {5, 1000},
-                                        {129, 4104}, {7, 2048}, {2, 12296}, {1, 30000}};
+    static const int64_t shapes[][2] = {{64, 4096}, {37, 11008}, {11, 24},  {3, 776},   {1, 8},
+                                        {5, 1000},  {129, 4104}, {7, 2048}, {2, 12296}, {1, 30000}};
     const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
     const size_t most = 64 * 4096 > 37 * 11008 ? 64 * 4096 : 37 * 11008;
     uint16_t *v = malloc(most * 2);
@@ -209,14 +209,17 @@ int main(void)
             v[i] = dtype == LRUN_DTYPE_BF16 ? (uint16_t)(((r >> 8) & 0x807f) | (e << 7))
                                             : (uint16_t)(((r >> 8) & 0x83ff) | (e << 10));
         }
-        snprintf(label, sizeof label, "%s: exponents over 40 values (tier 3 everywhere)", lrun_dtype_name((lrun_dtype)dtype));
+        snprintf(label, sizeof label, "%s: exponents over 40 values (tier 3 everywhere)",
+                 lrun_dtype_name((lrun_dtype)dtype));
         CHECK(label, emu_case(dtype, v, 37, 11008) && emu_case(dtype, v, 13, 776));
         for (uint32_t i = 0; i < 65536; i++) v[i] = (uint16_t)i;
-        snprintf(label, sizeof label, "%s: every bit pattern, 16 x 4096 and 64 x 1024", lrun_dtype_name((lrun_dtype)dtype));
+        snprintf(label, sizeof label, "%s: every bit pattern, 16 x 4096 and 64 x 1024",
+                 lrun_dtype_name((lrun_dtype)dtype));
         CHECK(label, emu_case(dtype, v, 16, 4096) && emu_case(dtype, v, 64, 1024));
         for (size_t i = 0; i < 8192; i++) v[i] = (uint16_t)(dtype == LRUN_DTYPE_BF16 ? 0x3f80 : 0x3c00);
         for (size_t i = 0; i < 8192; i += 97) v[i] = (uint16_t)(dtype == LRUN_DTYPE_BF16 ? 0x4f80 : 0x7800);
-        snprintf(label, sizeof label, "%s: one exponent with rare others (empty tier-2 streams)", lrun_dtype_name((lrun_dtype)dtype));
+        snprintf(label, sizeof label, "%s: one exponent with rare others (empty tier-2 streams)",
+                 lrun_dtype_name((lrun_dtype)dtype));
         CHECK(label, emu_case(dtype, v, 8, 1024) && emu_case(dtype, v, 3, 2728));
     }
     CHECK("no tier-2 word is read past the staged bytes", stage_overreads == 0);

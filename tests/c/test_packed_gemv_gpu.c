@@ -135,7 +135,8 @@ static int fused_matches(int dtype, weight *w, int np, int64_t m, int mode, doub
     *err = 0;
     for (int p = 0; ok && mode == LRUN_K_GEMV_STORE && p < np; p++) {
         uint16_t *dec = malloc((size_t)(w[p].n * k) * 2);
-        if (!dec || lrun_packed_decode(dec, dtype, (uint64_t)(w[p].n * k), w[p].packed, w[p].bytes, "test", NULL) != LRUN_OK) {
+        if (!dec || lrun_packed_decode(dec, dtype, (uint64_t)(w[p].n * k), w[p].packed, w[p].bytes, "test", NULL) !=
+                        LRUN_OK) {
             free(dec);
             same = 0;
             break;
@@ -176,14 +177,18 @@ static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
         worst = e > worst ? e : worst;
     }
     snprintf(label, sizeof label, "%s %lld x %lld%s: fused = plain GEMV bit for bit%s; error/terms %.1e <= 1e-6",
-             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k, kind ? " (exponents over 40 values)" : "",
-             all_m ? ", m 1/2/3/8" : "", worst);
+             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
+             kind ? " (exponents over 40 values)" : "", all_m ? ", m 1/2/3/8" : "", worst);
     CHECK(label, ok && same && worst <= 1e-6);
-    same = ok && fused_matches(dtype, w, 3, 1, LRUN_K_GEMV_STORE, &e) && fused_matches(dtype, w, 1, 1, LRUN_K_GEMV_ADD, &e) &&
+    same = ok && fused_matches(dtype, w, 3, 1, LRUN_K_GEMV_STORE, &e) &&
+           fused_matches(dtype, w, 1, 1, LRUN_K_GEMV_ADD, &e) &&
            fused_matches(dtype, w, 2, 1, LRUN_K_GEMV_SWIGLU, &e);
-    if (all_m) same = same && fused_matches(dtype, w, 2, 3, LRUN_K_GEMV_SWIGLU, &e) && fused_matches(dtype, w, 1, 2, LRUN_K_GEMV_ADD, &e);
+    if (all_m)
+        same = same && fused_matches(dtype, w, 2, 3, LRUN_K_GEMV_SWIGLU, &e) &&
+               fused_matches(dtype, w, 1, 2, LRUN_K_GEMV_ADD, &e);
     snprintf(label, sizeof label, "%s %lld x %lld%s: 3 weights stored, added, gate/up SwiGLU = plain bit for bit",
-             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k, kind ? " (exponents over 40 values)" : "");
+             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
+             kind ? " (exponents over 40 values)" : "");
     CHECK(label, same);
 
     /* decode_rows of the whole matrix and of a row range, against the CPU */
@@ -200,8 +205,8 @@ static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
          lrun_cuda_memcpy(dev, back, dd, (size_t)(nr * k) * 2, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
          !memcmp(back, w[0].plain + r0 * k, (size_t)(nr * k) * 2);
     snprintf(label, sizeof label, "%s %lld x %lld%s: decode_rows (all, rows %lld +%lld) = the CPU decoder",
-             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k, kind ? " (exponents over 40 values)" : "",
-             (long long)r0, (long long)nr);
+             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
+             kind ? " (exponents over 40 values)" : "", (long long)r0, (long long)nr);
     CHECK(label, ok);
     if (dd) lrun_cuda_release(dev, dd);
     free(back);
@@ -215,7 +220,8 @@ static void case_gemm(int dtype, int64_t n, int64_t k)
     weight w;
     const int64_t mmax = 64;
     int ok = weight_make(&w, dtype, n, k, 0, 5);
-    float *x = malloc((size_t)(mmax * k) * 4), *a = malloc((size_t)(mmax * n) * 4), *b = malloc((size_t)(mmax * n) * 4);
+    float *x = malloc((size_t)(mmax * k) * 4), *a = malloc((size_t)(mmax * n) * 4),
+          *b = malloc((size_t)(mmax * n) * 4);
     void *dx = NULL, *dya = NULL, *dyb = NULL, *ws = NULL, *xs = NULL;
     ok = ok && x && a && b && lrun_cuda_alloc(dev, (size_t)(mmax * k) * 4, "x", &dx) == LRUN_OK &&
          lrun_cuda_alloc(dev, (size_t)(mmax * n) * 4, "ya", &dya) == LRUN_OK &&
@@ -229,13 +235,15 @@ static void case_gemm(int dtype, int64_t n, int64_t k)
         const int64_t m = ms[mi];
         ok = lrun_k_gemm(lrun_cuda_cublas(dev), (lrun_dtype)dtype, w.d_plain, (size_t)k * 2, n, k, dx, m, dya,
                          (lrun_dtype)dtype, ws, xs, stream) == LRUN_OK &&
-             lrun_k_packed_gemm(lrun_cuda_cublas(dev), w.d_packed, &w.lay, n, k, dx, m, dyb, ws, xs, stream) == LRUN_OK &&
+             lrun_k_packed_gemm(lrun_cuda_cublas(dev), w.d_packed, &w.lay, n, k, dx, m, dyb, ws, xs, stream) ==
+                 LRUN_OK &&
              lrun_cuda_stream_sync(dev, stream) == LRUN_OK &&
              lrun_cuda_memcpy(dev, a, dya, (size_t)(m * n) * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
              lrun_cuda_memcpy(dev, b, dyb, (size_t)(m * n) * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
              !memcmp(a, b, (size_t)(m * n) * 4);
     }
-    snprintf(label, sizeof label, "%s %lld x %lld: packed GEMM (decode into the slot + cuBLAS) = plain GEMM bit for bit, m 17/64",
+    snprintf(label, sizeof label,
+             "%s %lld x %lld: packed GEMM (decode into the slot + cuBLAS) = plain GEMM bit for bit, m 17/64",
              lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k);
     CHECK(label, ok);
     void *bufs[] = {dx, dya, dyb, ws, xs};
@@ -259,7 +267,8 @@ static void args(void)
           lrun_k_packed_gemv(p16, &lay, 12, 20, x, 1, y, s) == LRUN_E_UNSUPPORTED);
     lay.n = 12 * 24;
     CHECK("args: n x k not the tensor's elements", lrun_k_packed_gemv(p16, &lay, 11, 24, x, 1, y, s) == LRUN_E_ARG);
-    CHECK("args: packed not 16-byte aligned", lrun_k_packed_gemv((void *)264, &lay, 12, 24, x, 1, y, s) == LRUN_E_ARG);
+    CHECK("args: packed not 16-byte aligned",
+          lrun_k_packed_gemv((void *)264, &lay, 12, 24, x, 1, y, s) == LRUN_E_ARG);
     CHECK("args: m 9", lrun_k_packed_gemv(p16, &lay, 12, 24, x, 9, y, s) == LRUN_E_ARG);
     CHECK("args: NULL stream", lrun_k_packed_gemv(p16, &lay, 12, 24, x, 1, y, NULL) == LRUN_E_ARG);
     CHECK("args: NULL layout", lrun_k_packed_gemv(p16, NULL, 12, 24, x, 1, y, s) == LRUN_E_ARG);
