@@ -296,6 +296,42 @@ struct lrun_packed_layout;
 lrun_status lrun_k_packed_decode(uint16_t *dst, const void *packed, const struct lrun_packed_layout *lay, uint64_t first,
                                  uint64_t count, void *stream);
 
+/* Mode 3 (kernels/packed_gemv.cu, docs/packed.md "Mode 3 kernels"): products
+ * with packed bf16/f16 weights resident on the device. A weight of n rows of
+ * k (k a multiple of 8, lay->n = n*k) is packed in device memory on a
+ * 16-byte boundary, with the layout lrun_packed_validate filled on the host.
+ *
+ * lrun_k_packed_gemv_multi is lrun_k_gemv_multi (same parts, modes STORE,
+ * ADD and SWIGLU, 1 <= m <= 8) on packed weights, decoded on chip and never
+ * written to global memory: y is bit-identical to lrun_k_gemv_multi on the
+ * decoded weights (contiguous rows). Rows too long for a shared-memory tile
+ * (k above ~100k) are LRUN_E_UNSUPPORTED, as is k % 8 != 0: the caller then
+ * decodes into a slot (lrun_k_packed_decode) and calls lrun_k_gemv_multi. */
+typedef struct lrun_k_packed_part {
+    const void *packed;                   /* the packed tensor, device memory */
+    const struct lrun_packed_layout *lay; /* its layout (host memory) */
+    int64_t n;                            /* rows */
+    float *y;                             /* (m, n) f32 */
+} lrun_k_packed_part;
+lrun_status lrun_k_packed_gemv_multi(const lrun_k_packed_part *parts, int n_parts, int64_t k, const float *x,
+                                     int64_t m, int mode, void *stream);
+lrun_status lrun_k_packed_gemv(const void *packed, const struct lrun_packed_layout *lay, int64_t n, int64_t k,
+                               const float *x, int64_t m, float *y, void *stream);
+
+/* dst (n_rows, k) = rows row0 .. row0+n_rows-1 of a packed matrix of rows of
+ * k (k a multiple of 8, dst 16-byte aligned), one warp per codec block:
+ * the same values as lrun_k_packed_decode of that range. */
+lrun_status lrun_k_packed_decode_rows(uint16_t *dst, const void *packed, const struct lrun_packed_layout *lay,
+                                      int64_t k, int64_t row0, int64_t n_rows, void *stream);
+
+/* Prefill: y (m, n) = x (m, k) · Wᵀ for a packed W: decoded into w_slot (n*k
+ * values of its own dtype) by lrun_k_packed_decode_rows, then lrun_k_gemm
+ * on the slot in place, the call the plain weight makes with slot_dtype =
+ * its dtype: the same bits. x_slot as lrun_k_gemm's. */
+lrun_status lrun_k_packed_gemm(void *cublas, const void *packed, const struct lrun_packed_layout *lay, int64_t n,
+                               int64_t k, const float *x, int64_t m, float *y, void *w_slot, void *x_slot,
+                               void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,7 +2,10 @@
  * on an 11008 x 4096 bf16 matrix shaped like trained weights (synthetic:
  * lrun_random_fill_trained): the ratio, CPU encode and decode MB/s with
  * every core, and with a GPU the decode kernel's GB/s next to a plain
- * device-to-device copy of the same plain bytes. Not part of `make test`:
+ * device-to-device copy of the same plain bytes, then mode 3 on 11008 x 4096
+ * and 4096 x 11008: the fused packed GEMV (lrun_k_packed_gemv) against the
+ * plain bf16 GEMV and decode-then-GEMV, and the packed prefill GEMM.
+ * Not part of `make test`:
  *
  *   make CUDA=1 && cc -O2 -march=native -std=c11 -D_GNU_SOURCE -pthread -DLRUN_WITH_CUDA \
  *      -Iruntime -Ikernels -I/usr/local/cuda/include tests/bench/packed_decode_bench.c -o build/packed_decode_bench \
@@ -36,6 +39,130 @@ static double now_s(void)
 }
 
 #ifdef LRUN_WITH_CUDA
+/* The calls a mode-3 timing makes: copy c of the weights (rotated so that
+ * no call finds its weights in L2). */
+enum { PLAIN_GEMV, FUSED_GEMV, DECODE_GEMV, ROWS_GEMV, DECODE, DECODE_ROWS, PLAIN_GEMM, PACKED_GEMM };
+struct m3 {
+    void *s, *cublas, *plain[4], *packed[4], *slot, *x_slot, *x, *y;
+    int n_plain, n_packed;
+    int64_t rows, cols, m;
+    lrun_packed_layout lay;
+};
+
+static lrun_status m3_call(struct m3 *b, int what, int c)
+{
+    void *p = b->plain[c % b->n_plain], *q = b->packed[c % b->n_packed];
+    const int64_t n = b->rows * b->cols;
+    lrun_status st = LRUN_OK;
+    switch (what) {
+    case PLAIN_GEMV: return lrun_k_gemv(LRUN_DTYPE_BF16, p, (size_t)b->cols * 2, b->rows, b->cols, b->x, 1, b->y, b->s);
+    case FUSED_GEMV: return lrun_k_packed_gemv(q, &b->lay, b->rows, b->cols, b->x, 1, b->y, b->s);
+    case DECODE: return lrun_k_packed_decode(b->slot, q, &b->lay, 0, (uint64_t)n, b->s);
+    case DECODE_ROWS: return lrun_k_packed_decode_rows(b->slot, q, &b->lay, b->cols, 0, b->rows, b->s);
+    case DECODE_GEMV: st = lrun_k_packed_decode(b->slot, q, &b->lay, 0, (uint64_t)n, b->s); break;
+    case ROWS_GEMV: st = lrun_k_packed_decode_rows(b->slot, q, &b->lay, b->cols, 0, b->rows, b->s); break;
+    case PLAIN_GEMM:
+        return lrun_k_gemm(b->cublas, LRUN_DTYPE_BF16, p, (size_t)b->cols * 2, b->rows, b->cols, b->x, b->m, b->y,
+                           LRUN_DTYPE_BF16, b->slot, b->x_slot, b->s);
+    case PACKED_GEMM:
+        return lrun_k_packed_gemm(b->cublas, q, &b->lay, b->rows, b->cols, b->x, b->m, b->y, b->slot, b->x_slot, b->s);
+    }
+    if (st != LRUN_OK) return st;
+    return lrun_k_gemv(LRUN_DTYPE_BF16, b->slot, (size_t)b->cols * 2, b->rows, b->cols, b->x, 1, b->y, b->s);
+}
+
+/* Seconds per call of what: the best of 5 runs of 100 calls back to back. */
+static double m3_time(lrun_device *dev, struct m3 *b, int what)
+{
+    double best = 1e9;
+    for (int c = 0; c < 3; c++) m3_call(b, what, c);
+    lrun_cuda_stream_sync(dev, b->s);
+    for (int r = 0; r < 5; r++) {
+        const double t0 = now_s();
+        for (int c = 0; c < 100; c++)
+            if (m3_call(b, what, c) != LRUN_OK) {
+                printf("mode 3: %s\n", lrun_last_error());
+                return 1e9;
+            }
+        lrun_cuda_stream_sync(dev, b->s);
+        const double t = (now_s() - t0) / 100;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+/* Mode 3 on one rows x cols bf16 matrix (trained-like): the fused packed
+ * GEMV against the plain bf16 GEMV and against decoding into a slot first;
+ * the prefill GEMM (m 512) plain and packed. GB/s count the bytes each
+ * reads: plain bytes for the plain kernels, packed bytes for the others. */
+static void mode3_bench(lrun_device *dev, void *s, int64_t rows, int64_t cols)
+{
+    struct m3 b;
+    memset(&b, 0, sizeof b);
+    b.s = s, b.cublas = lrun_cuda_cublas(dev), b.rows = rows, b.cols = cols, b.m = 512;
+    const int64_t n = rows * cols;
+    const size_t plain_bytes = (size_t)n * 2, cap = lrun_packed_bound(LRUN_DTYPE_BF16, (uint64_t)n);
+    uint16_t *plain = malloc(plain_bytes);
+    uint8_t *packed = malloc(cap);
+    float *x = malloc((size_t)(b.m * cols) * 4), *y0 = malloc((size_t)rows * 4), *y1 = malloc((size_t)rows * 4);
+    size_t bytes = 0;
+    if (!plain || !packed || !x || !y0 || !y1 ||
+        lrun_random_fill_trained(LRUN_DTYPE_BF16, plain, 0, n, 0.02f, 3) != LRUN_OK ||
+        lrun_packed_encode(packed, cap, &bytes, LRUN_DTYPE_BF16, plain, (uint64_t)n, NULL) != LRUN_OK ||
+        lrun_packed_validate(&b.lay, packed, bytes, "bench") != LRUN_OK) {
+        printf("mode 3: %s\n", lrun_last_error());
+        return;
+    }
+    for (int64_t i = 0; i < b.m * cols; i++) x[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+    /* copies totalling at least 160 MB: more than the 50-60 MB of L2 */
+    b.n_plain = (int)((160e6 + plain_bytes - 1) / plain_bytes), b.n_packed = (int)((160e6 + bytes - 1) / bytes);
+    b.n_plain = b.n_plain > 4 ? 4 : b.n_plain, b.n_packed = b.n_packed > 4 ? 4 : b.n_packed;
+    int ok = lrun_cuda_alloc(dev, plain_bytes, "slot", &b.slot) == LRUN_OK &&
+             lrun_cuda_alloc(dev, (size_t)(b.m * cols) * 2, "x_slot", &b.x_slot) == LRUN_OK &&
+             lrun_cuda_alloc(dev, (size_t)(b.m * cols) * 4, "x", &b.x) == LRUN_OK &&
+             lrun_cuda_alloc(dev, (size_t)(b.m * rows) * 4, "y", &b.y) == LRUN_OK &&
+             lrun_cuda_memcpy(dev, b.x, x, (size_t)(b.m * cols) * 4, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK;
+    for (int c = 0; ok && c < b.n_plain; c++)
+        ok = lrun_cuda_alloc(dev, plain_bytes, "plain", &b.plain[c]) == LRUN_OK &&
+             lrun_cuda_memcpy(dev, b.plain[c], plain, plain_bytes, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK;
+    for (int c = 0; ok && c < b.n_packed; c++)
+        ok = lrun_cuda_alloc(dev, bytes, "packed", &b.packed[c]) == LRUN_OK &&
+             lrun_cuda_memcpy(dev, b.packed[c], packed, bytes, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK;
+    /* bit-exactness of the fused GEMV on this matrix */
+    ok = ok && m3_call(&b, PLAIN_GEMV, 0) == LRUN_OK && lrun_cuda_stream_sync(dev, s) == LRUN_OK &&
+         lrun_cuda_memcpy(dev, y0, b.y, (size_t)rows * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
+         m3_call(&b, FUSED_GEMV, 0) == LRUN_OK && lrun_cuda_stream_sync(dev, s) == LRUN_OK &&
+         lrun_cuda_memcpy(dev, y1, b.y, (size_t)rows * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK;
+    if (!ok) {
+        printf("mode 3: %s\n", lrun_last_error());
+        return;
+    }
+    printf("mode 3, %lld x %lld bf16 (ratio %.4f), m 1, fused y = plain y bit for bit: %s\n", (long long)rows,
+           (long long)cols, (double)bytes / (double)plain_bytes, memcmp(y0, y1, (size_t)rows * 4) ? "NO" : "yes");
+    for (int pdl = 0; pdl < 2; pdl++) {
+        if (pdl && !lrun_k_pdl_supported(0)) break;
+        lrun_k_set_pdl(pdl);
+        const double tp = m3_time(dev, &b, PLAIN_GEMV), tf = m3_time(dev, &b, FUSED_GEMV);
+        const double td = m3_time(dev, &b, DECODE_GEMV), tr = m3_time(dev, &b, ROWS_GEMV);
+        printf("  pdl %s: plain bf16 GEMV %.1f us (%.0f GB/s plain) | fused %.1f us (%.0f GB/s packed, %.2fx plain speed)"
+               " | decode+GEMV %.1f us (%.2fx) | decode_rows+GEMV %.1f us (%.2fx)\n",
+               pdl ? "on" : "off", tp * 1e6, plain_bytes / tp / 1e9, tf * 1e6, bytes / tf / 1e9, tp / tf, td * 1e6,
+               tp / td, tr * 1e6, tp / tr);
+    }
+    lrun_k_set_pdl(0);
+    const double d0 = m3_time(dev, &b, DECODE), d1 = m3_time(dev, &b, DECODE_ROWS);
+    printf("  decode alone: lrun_k_packed_decode %.1f us (%.0f GB/s plain out), lrun_k_packed_decode_rows %.1f us (%.0f GB/s)\n",
+           d0 * 1e6, plain_bytes / d0 / 1e9, d1 * 1e6, plain_bytes / d1 / 1e9);
+    const double g0 = m3_time(dev, &b, PLAIN_GEMM), g1 = m3_time(dev, &b, PACKED_GEMM);
+    printf("  prefill m %lld: plain GEMM %.1f us | packed (decode_rows into the slot + cuBLAS) %.1f us (%.2fx)\n",
+           (long long)b.m, g0 * 1e6, g1 * 1e6, g0 / g1);
+    for (int c = 0; c < b.n_plain; c++) lrun_cuda_release(dev, b.plain[c]);
+    for (int c = 0; c < b.n_packed; c++) lrun_cuda_release(dev, b.packed[c]);
+    lrun_cuda_release(dev, b.slot), lrun_cuda_release(dev, b.x_slot), lrun_cuda_release(dev, b.x),
+        lrun_cuda_release(dev, b.y);
+    free(plain), free(packed), free(x), free(y0), free(y1);
+}
+
 /* Best seconds of reps decodes of the whole tensor, and of a plain copy. */
 static void gpu_bench(const uint8_t *packed, size_t bytes, const lrun_packed_layout *lay, const uint16_t *plain)
 {
@@ -75,6 +202,8 @@ static void gpu_bench(const uint8_t *packed, size_t bytes, const lrun_packed_lay
            plain_bytes / best_copy / 1e9);
     free(back);
     lrun_cuda_release(dev, dp), lrun_cuda_release(dev, dd), lrun_cuda_release(dev, dc);
+    mode3_bench(dev, s, 11008, 4096);
+    mode3_bench(dev, s, 4096, 11008);
     lrun_device_free(dev);
 }
 #endif

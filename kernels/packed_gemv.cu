@@ -1,0 +1,537 @@
+/* packed_gemv.cu — decode packed bf16/f16 weights on chip inside the GEMV of
+ * decode, and into a slot for prefill GEMMs (see packed_gemv.cuh). Layout:
+ * runtime/packed/codec.h; per-lane bit work: packed_gemv_lane.h. */
+#include "packed_gemv.cuh"
+#include "packed_gemv_lane.h"
+
+#include "packed/codec.h"
+
+#include <string.h>
+
+static_assert(LRUN_K_PG_BLOCK == LRUN_PACKED_BLOCK, "a warp decodes one codec block of 4 groups of 256");
+
+/* One packed weight as the kernels read it: section offsets from its first
+ * byte, the codebooks as words (byte k = code k; kernel parameters indexed
+ * dynamically would go through local memory). */
+struct pg_tensor {
+    const uint8_t *in;                           /* the packed tensor (16-byte aligned) */
+    uint64_t n;                                  /* elements, a multiple of 8 */
+    uint64_t rest, hi, code1, table, code2, esc; /* section offsets, bytes */
+    uint32_t book1;                              /* tier-1 exponents in bytes 0..2, byte 3 zero */
+    uint32_t book2lo, book2hi;                   /* tier-2 exponents in bytes 0..6, byte 7 zero */
+    int c1_a2;                                   /* 1: in + code1 is 2-byte aligned (16-bit loads of codes) */
+    int tab_a8;                                  /* 1: in + table is 8-byte aligned (64-bit loads of the table) */
+};
+
+static pg_tensor pg_tensor_of(const void *packed, const lrun_packed_layout *lay)
+{
+    pg_tensor t;
+    memset(&t, 0, sizeof t);
+    t.in = (const uint8_t *)packed;
+    t.n = lay->n;
+    t.rest = lay->rest, t.hi = lay->hi, t.code1 = lay->code1, t.table = lay->table, t.code2 = lay->code2,
+    t.esc = lay->esc;
+    for (int k = 0; k < LRUN_PACKED_N1; k++) t.book1 |= (uint32_t)lay->book1[k] << (8 * k);
+    for (int k = 0; k < LRUN_PACKED_N2; k++) {
+        if (k < 4) t.book2lo |= (uint32_t)lay->book2[k] << (8 * k);
+        else t.book2hi |= (uint32_t)lay->book2[k] << (8 * (k - 4));
+    }
+    t.c1_a2 = ((uintptr_t)packed + lay->code1) % 2 == 0;
+    t.tab_a8 = ((uintptr_t)packed + lay->table) % 8 == 0;
+    return t;
+}
+
+// ---------------------------------------------------------------- device helpers
+
+/* A little-endian u64 of the block table (8-byte aligned, or read by bytes). */
+static __device__ __forceinline__ uint64_t pg_ld64(const uint8_t *p, int a8)
+{
+    if (a8) return __ldg((const unsigned long long *)p);
+    uint64_t v = 0;
+#pragma unroll
+    for (int k = 7; k >= 0; k--) v = (v << 8) | __ldg(p + k);
+    return v;
+}
+
+/* Exclusive prefix sum over the warp of v (four 16-bit counters side by
+ * side: one scan for the 4 groups), and the warp's total in *total. */
+static __device__ __forceinline__ uint64_t pg_scan(uint64_t v, unsigned lane, uint64_t *total)
+{
+    uint64_t x = v;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const uint64_t y = __shfl_up_sync(0xffffffffu, x, d);
+        if (lane >= (unsigned)d) x += y;
+    }
+    *total = __shfl_sync(0xffffffffu, x, 31);
+    return x - v;
+}
+
+/* The counters of groups before g added to field g: the block-wide prefix of
+ * a group-wise exclusive scan ex whose group totals are tot. */
+static __device__ __forceinline__ uint64_t pg_group_prefix(uint64_t ex, uint64_t tot)
+{
+    return ex + (tot << 16) + (tot << 32) + (tot << 48);
+}
+
+static __device__ __forceinline__ void pg_prefetch(const uint8_t *p)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+/* Asks L2 for the 128-byte lines of bytes [a, b) of in, from thread t of nt. */
+static __device__ __forceinline__ void pg_prefetch_range(const uint8_t *in, uint64_t a, uint64_t b, unsigned t,
+                                                         unsigned nt)
+{
+    if (b <= a) return;
+    const uint64_t l0 = ((uintptr_t)in + a) >> 7, l1 = ((uintptr_t)in + b - 1) >> 7;
+    for (uint64_t l = l0 + t; l <= l1; l += nt) pg_prefetch((const uint8_t *)(uintptr_t)(l << 7));
+}
+
+/* The whole warp decodes codec block cb of t and stores its elements in
+ * [e0, e1) (multiples of 8, within the tensor) to dst[element - e0] (dst
+ * 16-byte aligned: shared or global memory). stage: the warp's
+ * LRUN_K_PG_STAGE bytes of shared memory, 16-byte aligned. */
+template <bool BF16>
+static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint64_t cb, uint64_t e0, uint64_t e1,
+                                                       uint16_t *dst, uint8_t *stage, unsigned lane)
+{
+    const uint8_t *in = t.in;
+    const uint64_t base = cb * LRUN_K_PG_BLOCK + 8 * lane; /* the lane's first element of group 0 */
+    uint32_t c1[4], hb[4];
+    uint2 rs[4];
+#pragma unroll
+    for (int g = 0; g < 4; g++) { /* every load of the block first */
+        const uint64_t e = base + 256 * g;
+        c1[g] = 0, hb[g] = 0, rs[g] = make_uint2(0, 0);
+        /* codes up to e1 (those before e0 place the tier-2 and tier-3
+         * entries of the rest; none after e1 does); values in [e0, e1).
+         * e0, e1 and n are multiples of 8: a lane's 8 elements are all in or all out */
+        if (e < e1) {
+            const uint8_t *q = in + t.code1 + e / 4;
+            c1[g] = t.c1_a2 ? (uint32_t)__ldg((const unsigned short *)q)
+                            : (uint32_t)__ldg(q) | ((uint32_t)__ldg(q + 1) << 8);
+        }
+        if (e >= e0 && e < e1) {
+            rs[g] = __ldg((const uint2 *)(in + t.rest + e)); /* rest is at 32 + e: 8-byte aligned */
+            if (!BF16) {
+                const uint8_t *h = in + t.hi + e / 8 * 3; /* 24 bits, starting on a byte */
+                hb[g] = (uint32_t)__ldg(h) | ((uint32_t)__ldg(h + 1) << 8) | ((uint32_t)__ldg(h + 2) << 16);
+            }
+        }
+    }
+    /* this block's and the next block's table entries give the sizes of its
+     * tier-2 and tier-3 streams: both are staged while the codes arrive */
+    const uint8_t *tb = in + t.table + 16 * cb;
+    const uint64_t o2 = pg_ld64(tb, t.tab_a8), o3 = pg_ld64(tb + 8, t.tab_a8);
+    const uint64_t o2n = pg_ld64(tb + 16, t.tab_a8), o3n = pg_ld64(tb + 24, t.tab_a8);
+    const uint32_t len2 = o2n - o2 < 384 ? (uint32_t)(o2n - o2) : 384u; /* (validated: at most 384) */
+    const uint32_t len3 = o3n - o3 < LRUN_K_PG_STAGE3 ? (uint32_t)(o3n - o3) : LRUN_K_PG_STAGE3;
+    const uint32_t fill = (len2 & ~3u) + 8; /* zeros after the codes: a lane reads the word after its first */
+    const uint8_t *c2p = in + t.code2 + o2, *esc = in + t.esc + o3;
+    uint8_t *stage3 = stage + LRUN_K_PG_STAGE2;
+    for (uint32_t j = lane; j < fill; j += 32) stage[j] = j < len2 ? __ldg(c2p + j) : 0;
+    for (uint32_t j = lane; j < len3; j += 32) stage3[j] = __ldg(esc + j);
+
+    /* tier-1 escapes: field g of cnt counts the lane's escapes in group g */
+    uint64_t cnt = 0, tot;
+#pragma unroll
+    for (int g = 0; g < 4; g++) cnt |= (uint64_t)pg_popc(pg_esc_mask(c1[g])) << (16 * g);
+    const uint64_t p2 = pg_group_prefix(pg_scan(cnt, lane, &tot), tot);
+    __syncwarp(); /* the stage is written */
+    uint32_t v2[4];
+    uint64_t cnt3 = 0;
+#pragma unroll
+    for (int g = 0; g < 4; g++) {
+        v2[g] = pg_tier2((const uint32_t *)stage, (uint32_t)(p2 >> (16 * g)) & 0xffffu,
+                         (uint32_t)(cnt >> (16 * g)) & 0xffffu);
+        cnt3 |= (uint64_t)pg_count7(v2[g]) << (16 * g);
+    }
+    const uint64_t p3 = pg_group_prefix(pg_scan(cnt3, lane, &tot), tot);
+
+#define PG_ESC(i) ((i) < len3 ? (uint32_t)stage3[i] : (uint32_t)__ldg(esc + (i)))
+#pragma unroll
+    for (int g = 0; g < 4; g++) {
+        const uint64_t e = base + 256 * g;
+        if (e < e0 || e >= e1) continue;
+        uint32_t ex[2], out[4];
+        const uint32_t r[2] = {rs[g].x, rs[g].y};
+        PG_EXPONENTS(ex, c1[g], t.book1, t.book2lo, t.book2hi, v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, PG_ESC);
+        pg_assemble(out, BF16, r, ex, hb[g]);
+        *(uint4 *)(dst + (e - e0)) = make_uint4(out[0], out[1], out[2], out[3]);
+    }
+    __syncwarp(); /* the stage is refilled by the warp's next block */
+#undef PG_ESC
+}
+
+// ---------------------------------------------------------------- fused GEMV
+
+/* The weights of one launch, concatenated by row blocks as lrun_k_gemv_multi's. */
+struct pg_parts {
+    pg_tensor t[LRUN_K_GEMV_MAX_PARTS];
+    float *y[LRUN_K_GEMV_MAX_PARTS];  /* (m, n[p]) */
+    int64_t n[LRUN_K_GEMV_MAX_PARTS]; /* rows */
+    int64_t b0[LRUN_K_GEMV_MAX_PARTS + 1];
+};
+
+#define PG_SEL3(a, p) ((p) == 0 ? (a)[0] : ((p) == 1 ? (a)[1] : (a)[2]))
+/* field f of tensor q by selects (no dynamic index into the parameters) */
+#define PG_TF(P, q, f) ((q) == 0 ? (P).t[0].f : ((q) == 1 ? (P).t[1].f : (P).t[2].f))
+
+static __device__ __forceinline__ pg_tensor pg_tensor_at(const pg_parts &P, int q)
+{
+    pg_tensor t;
+    t.in = PG_TF(P, q, in), t.n = PG_TF(P, q, n);
+    t.rest = PG_TF(P, q, rest), t.hi = PG_TF(P, q, hi), t.code1 = PG_TF(P, q, code1);
+    t.table = PG_TF(P, q, table), t.code2 = PG_TF(P, q, code2), t.esc = PG_TF(P, q, esc);
+    t.book1 = PG_TF(P, q, book1), t.book2lo = PG_TF(P, q, book2lo), t.book2hi = PG_TF(P, q, book2hi);
+    t.c1_a2 = PG_TF(P, q, c1_a2), t.tab_a8 = PG_TF(P, q, tab_a8);
+    return t;
+}
+
+static __device__ __forceinline__ float pg_swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+static __device__ __forceinline__ float4 pg_ldx4(const float *p, bool xvec)
+{
+    if (xvec) return __ldg((const float4 *)p);
+    return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
+}
+
+/* Block b: rows row0 .. row0+rh-1 of part p (swiglu: of gate and of up),
+ * decoded into the tile (rb rows of k), then gemv.cu's gemv_tiles arithmetic
+ * on them, row by row: the same units per thread in the same order, the
+ * same FMA chains, warp sums and block sum. */
+template <int T, int M, int NT>
+__global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ pg_parts P, int64_t k, int rb,
+                                                        const float *__restrict__ x, bool xvec, int mode)
+{
+    constexpr bool BF16 = T == LRUN_DTYPE_BF16;
+    constexpr int NW = NT / 32;
+    extern __shared__ __align__(16) uint8_t pg_dyn[];
+    uint16_t *tile = (uint16_t *)pg_dyn; /* (rb, k) plain values */
+    __shared__ __align__(16) uint8_t stage[NW][LRUN_K_PG_STAGE];
+    __shared__ float red[NW][LRUN_K_PG_MAX_RB * M];
+    lrun_k_pdl_trigger();
+
+    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t b = blockIdx.x;
+    const int p = (b >= P.b0[1]) + (b >= P.b0[2]);
+    const bool sw = mode == LRUN_K_GEMV_SWIGLU;
+    const int rh = sw ? rb / 2 : rb; /* rows of each segment (swiglu: gate rows, then up rows) */
+    const int nseg = sw ? 2 : 1;
+    const int64_t n = PG_SEL3(P.n, p), row0 = (b - P.b0[p]) * rh;
+    const int64_t live = n - row0 < rh ? n - row0 : rh; /* rows of the segment inside the weight */
+    const uint64_t e0 = (uint64_t)(row0 * k), e1 = (uint64_t)((row0 + live) * k); /* a segment's elements */
+
+    /* every line of the block's packed rows on its way to L2 first, so the
+     * warps' dependent loads below wait for L2, not for HBM */
+    for (int s = 0; s < nseg; s++) {
+        const pg_tensor t = pg_tensor_at(P, sw ? s : p);
+        const uint64_t cb0 = e0 / LRUN_K_PG_BLOCK, cb1 = (e1 - 1) / LRUN_K_PG_BLOCK + 1;
+        pg_prefetch_range(t.in, t.rest + e0, t.rest + e1, threadIdx.x, NT);
+        pg_prefetch_range(t.in, t.code1 + cb0 * LRUN_K_PG_BLOCK / 4, t.code1 + e1 / 4, threadIdx.x, NT);
+        if (!BF16) pg_prefetch_range(t.in, t.hi + e0 / 8 * 3, t.hi + e1 / 8 * 3, threadIdx.x, NT);
+        pg_prefetch_range(t.in, t.table + 16 * cb0, t.table + 16 * cb1, threadIdx.x, NT);
+    }
+
+    /* decode: the codec blocks of segment 0, then of segment 1, a warp each */
+    const int64_t nc = (int64_t)((e1 - 1) / LRUN_K_PG_BLOCK - e0 / LRUN_K_PG_BLOCK + 1); /* its codec blocks */
+    for (int64_t i = warp; i < nseg * nc; i += NW) {
+        const int s = i >= nc;
+        const pg_tensor t = pg_tensor_at(P, sw ? s : p);
+        const uint64_t cb = e0 / LRUN_K_PG_BLOCK + (uint64_t)(i - s * nc);
+        pg_decode_block<BF16>(t, cb, e0, e1, tile + (size_t)s * rh * k, stage[warp], lane);
+    }
+    __syncthreads();
+    lrun_k_pdl_wait(); /* x is the previous kernel's output */
+
+    /* gemv_tiles on the tile: thread t, units t, t+NT, ...; each unit's
+     * 8-term chain from 0, added to the row's sum (gemv_vals' scale 1) */
+    const int64_t units = k / 8;
+    for (int r = 0; r < rb; r++) {
+        const int rr = sw && r >= rh ? r - rh : r; /* row within its segment */
+        float acc[M];
+#pragma unroll
+        for (int i = 0; i < M; i++) acc[i] = 0.0f;
+        if (rr < live) {
+            const uint16_t *trow = tile + (size_t)r * k;
+            for (int64_t u = threadIdx.x; u < units; u += NT) {
+                const uint4 raw = *(const uint4 *)(trow + 8 * u);
+                const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+                float v[8];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    if (BF16)
+                        v[2 * j] = __uint_as_float(wv[j] << 16), v[2 * j + 1] = __uint_as_float(wv[j] & 0xffff0000u);
+                    else
+                        v[2 * j] = lrun_k_f16((uint16_t)(wv[j] & 0xffff)),
+                              v[2 * j + 1] = lrun_k_f16((uint16_t)(wv[j] >> 16));
+                }
+#pragma unroll
+                for (int i = 0; i < M; i++) {
+                    const float4 x0 = pg_ldx4(x + i * k + 8 * u, xvec), x1 = pg_ldx4(x + i * k + 8 * u + 4, xvec);
+                    float d = 0.0f;
+                    d = fmaf(v[0], x0.x, d);
+                    d = fmaf(v[1], x0.y, d);
+                    d = fmaf(v[2], x0.z, d);
+                    d = fmaf(v[3], x0.w, d);
+                    d = fmaf(v[4], x1.x, d);
+                    d = fmaf(v[5], x1.y, d);
+                    d = fmaf(v[6], x1.z, d);
+                    d = fmaf(v[7], x1.w, d);
+                    acc[i] = fmaf(1.0f, d, acc[i]);
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < M; i++) {
+            const float v = lrun_k_warp_sum(acc[i]);
+            if (lane == 0) red[warp][r * M + i] = v;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < rb * M) {
+        float s = red[0][threadIdx.x];
+#pragma unroll
+        for (int w = 1; w < NW; w++) s += red[w][threadIdx.x];
+        red[0][threadIdx.x] = s; /* each thread reads and writes only its own column */
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < rh * M) {
+        const int r = threadIdx.x / M, i = threadIdx.x % M;
+        const int64_t row = row0 + r;
+        if (row < n) {
+            float *y = PG_SEL3(P.y, p) + i * n + row;
+            if (sw) *y = pg_swiglu(red[0][threadIdx.x], red[0][(r + rh) * M + i]);
+            else if (mode == LRUN_K_GEMV_ADD) *y += red[0][threadIdx.x];
+            else *y = red[0][threadIdx.x];
+        }
+    }
+}
+
+/* Rows per block: a power of two up to LRUN_K_PG_MAX_RB whose tile is about
+ * LRUN_K_PG_TILE elements (fewer codec blocks shared with the next block's
+ * rows the larger it is); at least 2 for a gate/up pair. */
+static int pg_rows_per_block(int64_t k, bool sw)
+{
+    int rb = 1;
+    while (rb < LRUN_K_PG_MAX_RB && 2 * rb * k <= LRUN_K_PG_TILE) rb *= 2;
+    return sw && rb < 2 ? 2 : rb;
+}
+
+/* Lets packed_gemv_tiles<T, M, NT> use the device's opt-in shared memory
+ * (asked once per device): tiles of long rows take more than the default
+ * 48 KiB. *limit: the dynamic bytes it may then take. */
+template <int T, int M, int NT> static cudaError_t pg_smem_limit(size_t *limit)
+{
+    static size_t limits[64]; /* per device ordinal; 0: not asked yet */
+    int dev = 0, optin = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    const bool cached = dev >= 0 && dev < 64;
+    if (cached && limits[dev]) {
+        *limit = limits[dev];
+        return cudaSuccess;
+    }
+    cudaFuncAttributes fa;
+    if ((e = cudaFuncGetAttributes(&fa, packed_gemv_tiles<T, M, NT>)) != cudaSuccess) return e;
+    if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return e;
+    const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
+    e = cudaFuncSetAttribute(packed_gemv_tiles<T, M, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
+    if (e != cudaSuccess) return e;
+    if (cached) limits[dev] = dyn;
+    *limit = dyn;
+    return cudaSuccess;
+}
+
+template <int T, int M>
+static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
+{
+    constexpr int NT = lrun_k_gemv_shape<T, M>::NT; /* the plain GEMV's threads: its order of sums */
+    const bool sw = mode == LRUN_K_GEMV_SWIGLU;
+    const int rb = pg_rows_per_block(k, sw), rows_out = sw ? rb / 2 : rb;
+    const int grid_parts = sw ? 1 : n_parts; /* up shares gate's blocks */
+    int64_t b = 0;
+    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
+        P.b0[p] = b;
+        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
+    }
+    if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
+    const size_t smem = (size_t)rb * (size_t)k * 2;
+    auto kern = packed_gemv_tiles<T, M, NT>;
+    size_t limit =
+        48 * 1024 - sizeof(uint8_t[NT / 32][LRUN_K_PG_STAGE]) - sizeof(float[NT / 32][LRUN_K_PG_MAX_RB * M]);
+    if (smem > limit) {
+        const cudaError_t e = pg_smem_limit<T, M, NT>(&limit);
+        if (e != cudaSuccess) return e;
+        if (smem > limit) return cudaErrorNotSupported; /* rows too long for a tile: the caller decodes into a slot */
+    }
+    const bool xvec = ((uintptr_t)x & 15) == 0;
+    return lrun_k_launch(kern, dim3((unsigned)b), dim3(NT), smem, st, P, k, rb, x, xvec, mode);
+}
+
+template <int T>
+static cudaError_t pg_launch_m(const pg_parts &P, int n_parts, int64_t k, const float *x, int64_t m, int mode,
+                               cudaStream_t st)
+{
+    switch (m) {
+    case 1: return pg_launch<T, 1>(P, n_parts, k, x, mode, st);
+    case 2: return pg_launch<T, 2>(P, n_parts, k, x, mode, st);
+    case 3: return pg_launch<T, 3>(P, n_parts, k, x, mode, st);
+    case 4: return pg_launch<T, 4>(P, n_parts, k, x, mode, st);
+    case 5: return pg_launch<T, 5>(P, n_parts, k, x, mode, st);
+    case 6: return pg_launch<T, 6>(P, n_parts, k, x, mode, st);
+    case 7: return pg_launch<T, 7>(P, n_parts, k, x, mode, st);
+    case 8: return pg_launch<T, 8>(P, n_parts, k, x, mode, st);
+    default: return cudaErrorNotSupported;
+    }
+}
+
+/* The checks of one packed weight of n rows of k: LRUN_E_ARG (or
+ * LRUN_E_UNSUPPORTED for a layout the kernels do not take) naming op. */
+static lrun_status pg_check(const char *op, const void *packed, const lrun_packed_layout *lay, int64_t n, int64_t k,
+                            int part)
+{
+    if (!packed || !lay) return lrun_fail(LRUN_E_ARG, "%s: weight %d: packed or lay is NULL", op, part);
+    if (n <= 0 || k <= 0)
+        return lrun_fail(LRUN_E_ARG, "%s: weight %d: shape n %lld, k %lld (both must be > 0)", op, part, (long long)n,
+                         (long long)k);
+    if (!lrun_packed_dtype_ok(lay->dtype))
+        return lrun_fail(LRUN_E_ARG, "%s: weight %d: dtype %d is not bf16 or f16", op, part, lay->dtype);
+    if (k % 8 != 0)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: weight %d: k %lld is not a multiple of 8 (decode into a slot)", op,
+                         part, (long long)k);
+    int64_t nk;
+    if (__builtin_mul_overflow(n, k, &nk) || (uint64_t)nk != lay->n)
+        return lrun_fail(LRUN_E_ARG, "%s: weight %d: %lld x %lld is not the packed tensor's %llu elements", op, part,
+                         (long long)n, (long long)k, (unsigned long long)lay->n);
+    if ((uintptr_t)packed % 16 != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: weight %d: the packed tensor must start on a 16-byte boundary", op, part);
+    return LRUN_OK;
+}
+
+extern "C" lrun_status lrun_k_packed_gemv_multi(const lrun_k_packed_part *parts, int n_parts, int64_t k,
+                                                const float *x, int64_t m, int mode, void *stream)
+{
+    static const char op[] = "lrun_k_packed_gemv";
+    if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
+        return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
+                         LRUN_K_GEMV_MAX_PARTS);
+    if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
+        return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
+    if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
+        return lrun_fail(LRUN_E_ARG, "%s: swiglu takes 2 weights (gate, up) with the same rows", op);
+    if (!x || ((uintptr_t)x & 3) != 0) return lrun_fail(LRUN_E_ARG, "%s: x is NULL or not 4-byte aligned", op);
+    if (m < 1 || m > LRUN_K_GEMV_MAX_M)
+        return lrun_fail(LRUN_E_ARG, "%s: m %lld (expected 1..%d; use lrun_k_packed_gemm for more rows)", op,
+                         (long long)m, LRUN_K_GEMV_MAX_M);
+    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    int64_t xn;
+    if (__builtin_mul_overflow(m, k, &xn))
+        return lrun_fail(LRUN_E_ARG, "%s: m %lld times k %lld overflows", op, (long long)m, (long long)k);
+    pg_parts P;
+    memset(&P, 0, sizeof P);
+    for (int p = 0; p < n_parts; p++) {
+        const lrun_k_packed_part *q = &parts[p];
+        lrun_status s = pg_check(op, q->packed, q->lay, q->n, k, p);
+        if (s != LRUN_OK) return s;
+        if (q->lay->dtype != parts[0].lay->dtype)
+            return lrun_fail(LRUN_E_ARG, "%s: weight %d is not of weight 0's dtype", op, p);
+        const bool needs_y = mode != LRUN_K_GEMV_SWIGLU || p == 0;
+        if (needs_y && (!q->y || ((uintptr_t)q->y & 3) != 0))
+            return lrun_fail(LRUN_E_ARG, "%s: y of weight %d is NULL or not 4-byte aligned", op, p);
+        int64_t yn;
+        if (__builtin_mul_overflow(m, q->n, &yn))
+            return lrun_fail(LRUN_E_ARG, "%s: m %lld times n %lld overflows", op, (long long)m, (long long)q->n);
+        P.t[p] = pg_tensor_of(q->packed, q->lay);
+        P.y[p] = q->y;
+        P.n[p] = q->n;
+    }
+    const cudaStream_t st = (cudaStream_t)stream;
+    const cudaError_t e = parts[0].lay->dtype == LRUN_DTYPE_BF16
+                              ? pg_launch_m<LRUN_DTYPE_BF16>(P, n_parts, k, x, m, mode, st)
+                              : pg_launch_m<LRUN_DTYPE_F16>(P, n_parts, k, x, m, mode, st);
+    if (e == cudaErrorNotSupported)
+        return lrun_fail(LRUN_E_UNSUPPORTED,
+                         "%s: rows of %lld elements do not fit a shared-memory tile (decode into a slot)", op,
+                         (long long)k);
+    if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
+        return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
+    if (e != cudaSuccess && cudaPeekAtLastError() == cudaSuccess)
+        return lrun_fail(LRUN_E_DEVICE, "%s: %s (%s)", op, cudaGetErrorString(e), cudaGetErrorName(e));
+    return lrun_k_launched(op);
+}
+
+extern "C" lrun_status lrun_k_packed_gemv(const void *packed, const lrun_packed_layout *lay, int64_t n, int64_t k,
+                                          const float *x, int64_t m, float *y, void *stream)
+{
+    const lrun_k_packed_part part = {packed, lay, n, y};
+    if (!y) return lrun_fail(LRUN_E_ARG, "lrun_k_packed_gemv: y is NULL");
+    return lrun_k_packed_gemv_multi(&part, 1, k, x, m, LRUN_K_GEMV_STORE, stream);
+}
+
+// ---------------------------------------------------------------- decode into a slot (prefill)
+
+/* Warp w of block b decodes codec block cb0 + 8b + w, keeping [e0, e1). */
+template <bool BF16>
+__global__ void __launch_bounds__(LRUN_K_PG_DECODE_THREADS)
+    packed_decode_rows_k(pg_tensor t, uint64_t e0, uint64_t e1, uint64_t cb0, uint16_t *dst)
+{
+    __shared__ __align__(16) uint8_t stage[LRUN_K_PG_DECODE_THREADS / 32][LRUN_K_PG_STAGE];
+    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const uint64_t cb = cb0 + (uint64_t)blockIdx.x * (LRUN_K_PG_DECODE_THREADS / 32) + warp;
+    if (cb * LRUN_K_PG_BLOCK >= e1) return; /* the whole warp: no block barrier below */
+    pg_decode_block<BF16>(t, cb, e0, e1, dst, stage[warp], lane);
+}
+
+extern "C" lrun_status lrun_k_packed_decode_rows(uint16_t *dst, const void *packed, const lrun_packed_layout *lay,
+                                                 int64_t k, int64_t row0, int64_t n_rows, void *stream)
+{
+    static const char op[] = "lrun_k_packed_decode_rows";
+    if (!dst || ((uintptr_t)dst & 15) != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: dst is NULL or not 16-byte aligned", op);
+    if (!lay) return lrun_fail(LRUN_E_ARG, "%s: lay is NULL", op);
+    if (k <= 0 || lay->n % (uint64_t)k != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: k %lld does not divide the tensor's %llu elements", op, (long long)k,
+                         (unsigned long long)lay->n);
+    const int64_t rows = (int64_t)(lay->n / (uint64_t)k);
+    lrun_status s = pg_check(op, packed, lay, rows, k, 0);
+    if (s != LRUN_OK) return s;
+    if (row0 < 0 || n_rows < 0 || row0 > rows || n_rows > rows - row0)
+        return lrun_fail(LRUN_E_ARG, "%s: rows %lld +%lld outside the tensor's %lld", op, (long long)row0,
+                         (long long)n_rows, (long long)rows);
+    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    if (n_rows == 0) return LRUN_OK;
+    const pg_tensor t = pg_tensor_of(packed, lay);
+    const uint64_t e0 = (uint64_t)row0 * (uint64_t)k, e1 = e0 + (uint64_t)n_rows * (uint64_t)k;
+    const uint64_t cb_first = e0 / LRUN_K_PG_BLOCK, cb_end = (e1 - 1) / LRUN_K_PG_BLOCK + 1;
+    const uint64_t per = LRUN_K_PG_DECODE_THREADS / 32, chunk = (uint64_t)LRUN_K_MAX_GRID * per;
+    for (uint64_t cb = cb_first; cb < cb_end; cb += chunk) {
+        const uint64_t nb = cb_end - cb < chunk ? cb_end - cb : chunk;
+        const unsigned grid = (unsigned)((nb + per - 1) / per);
+        if (lay->dtype == LRUN_DTYPE_BF16)
+            packed_decode_rows_k<true>
+                <<<grid, LRUN_K_PG_DECODE_THREADS, 0, (cudaStream_t)stream>>>(t, e0, e1, cb, dst);
+        else
+            packed_decode_rows_k<false>
+                <<<grid, LRUN_K_PG_DECODE_THREADS, 0, (cudaStream_t)stream>>>(t, e0, e1, cb, dst);
+        if ((s = lrun_k_launched(op)) != LRUN_OK) return s;
+    }
+    return LRUN_OK;
+}
+
+extern "C" lrun_status lrun_k_packed_gemm(void *cublas, const void *packed, const lrun_packed_layout *lay, int64_t n,
+                                          int64_t k, const float *x, int64_t m, float *y, void *w_slot, void *x_slot,
+                                          void *stream)
+{
+    static const char op[] = "lrun_k_packed_gemm";
+    lrun_status s = pg_check(op, packed, lay, n, k, 0);
+    if (s != LRUN_OK) return s;
+    if (!w_slot) return lrun_fail(LRUN_E_ARG, "%s: w_slot is NULL", op);
+    s = lrun_k_packed_decode_rows((uint16_t *)w_slot, packed, lay, k, 0, n, stream);
+    if (s != LRUN_OK) return lrun_fail_context(s, "%s", op);
+    /* the slot holds W in its own dtype: lrun_k_gemm uses it in place, the
+     * call the plain weight makes (same shapes, same cuBLAS algorithm) */
+    const lrun_dtype dt = (lrun_dtype)lay->dtype;
+    return lrun_k_gemm(cublas, dt, w_slot, (size_t)k * 2, n, k, x, m, y, dt, w_slot, x_slot, stream);
+}

@@ -1,0 +1,320 @@
+/* test_packed_gemv_gpu.c — mode 3's kernels (kernels/packed_gemv.cu):
+ * lrun_k_packed_gemv_multi against lrun_k_gemv_multi on the same weights
+ * unpacked, bit for bit (every mode: Q/K/V stored, added into y, gate/up
+ * through SwiGLU; m 1, 2, 3 and 8), and against a double product of the CPU
+ * decode; lrun_k_packed_decode_rows against the CPU decoder; and
+ * lrun_k_packed_gemm against lrun_k_gemm on the plain weight, bit for bit.
+ * Weights: the generator's trained-like values (lrun_random_fill_trained),
+ * exponents spread over 40 values (tier 3 everywhere); shapes 4096 x 4096,
+ * 11008 x 4096, 4096 x 11008, rows not whole codec blocks, tiny ones. The
+ * argument checks run anywhere; one TAP SKIP line where no GPU is visible. */
+#include "check.h"
+#include "core/device.h"
+#include "model/random_fill.h"
+#include "packed/codec.h"
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef LRUN_WITH_CUDA
+int main(void)
+{
+    printf("ok %d - # SKIP built without CUDA\n", ++check_count);
+    return CHECK_DONE();
+}
+#else
+#include "cuda/cuda_backend.h"
+#include "kernels.h"
+
+static lrun_device *dev;
+static void *stream;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+
+/* A weight of n rows of k: plain values, packed bytes and layout, both on the device. */
+typedef struct weight {
+    int64_t n, k;
+    uint16_t *plain;
+    uint8_t *packed;
+    size_t bytes;
+    lrun_packed_layout lay;
+    void *d_plain, *d_packed;
+} weight;
+
+static void weight_free(weight *w)
+{
+    if (w->d_plain) lrun_cuda_release(dev, w->d_plain);
+    if (w->d_packed) lrun_cuda_release(dev, w->d_packed);
+    free(w->plain), free(w->packed);
+    memset(w, 0, sizeof *w);
+}
+
+/* kind 0: trained-like; 1: exponents over 40 values. */
+static int weight_make(weight *w, int dtype, int64_t n, int64_t k, int kind, uint64_t seed)
+{
+    memset(w, 0, sizeof *w);
+    w->n = n, w->k = k;
+    const int64_t count = n * k, whole = (count + 255) / 256 * 256;
+    size_t cap = lrun_packed_bound(dtype, (uint64_t)count);
+    w->plain = malloc((size_t)whole * 2);
+    w->packed = malloc(cap);
+    if (!w->plain || !w->packed) return 0;
+    if (kind == 0) {
+        if (lrun_random_fill_trained((lrun_dtype)dtype, w->plain, 0, whole, 0.02f, seed) != LRUN_OK) return 0;
+    } else
+        for (int64_t i = 0; i < count; i++) {
+            const uint32_t r = rnd(), e = dtype == LRUN_DTYPE_BF16 ? 100 + r % 40 : 1 + r % 30;
+            w->plain[i] = dtype == LRUN_DTYPE_BF16 ? (uint16_t)(((r >> 8) & 0x807f) | (e << 7))
+                                                   : (uint16_t)(((r >> 8) & 0x83ff) | (e << 10));
+        }
+    return lrun_packed_encode(w->packed, cap, &w->bytes, dtype, w->plain, (uint64_t)count, NULL) == LRUN_OK &&
+           lrun_packed_validate(&w->lay, w->packed, w->bytes, "test") == LRUN_OK &&
+           lrun_cuda_alloc(dev, (size_t)count * 2, "plain", &w->d_plain) == LRUN_OK &&
+           lrun_cuda_alloc(dev, w->bytes, "packed", &w->d_packed) == LRUN_OK &&
+           lrun_cuda_memcpy(dev, w->d_plain, w->plain, (size_t)count * 2, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK &&
+           lrun_cuda_memcpy(dev, w->d_packed, w->packed, w->bytes, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK;
+}
+
+static double value(int dtype, uint16_t h)
+{
+    if (dtype == LRUN_DTYPE_BF16) {
+        uint32_t u = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    return lrun_f16_to_f32(h);
+}
+
+/* Runs the plain and the packed GEMV of x (m, k) with weights w[0..np) in
+ * mode on the same y start values; 1 when every y is bit-identical. *err:
+ * the largest |y - double product| / Σ|w·x| of a STORE part (0 otherwise). */
+static int fused_matches(int dtype, weight *w, int np, int64_t m, int mode, double *err)
+{
+    const int64_t k = w[0].k;
+    float *x = malloc((size_t)(m * k) * 4), *y0[3] = {0}, *got[2][3] = {{0}};
+    void *dx = NULL, *dy[2][3] = {{0}};
+    int ok = x != NULL;
+    for (int64_t i = 0; ok && i < m * k; i++) x[i] = (float)(rnd() / 2147483648.0 - 1.0);
+    ok = ok && lrun_cuda_alloc(dev, (size_t)(m * k) * 4, "x", &dx) == LRUN_OK &&
+         lrun_cuda_memcpy(dev, dx, x, (size_t)(m * k) * 4, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK;
+    lrun_k_gemv_part plain[3];
+    lrun_k_packed_part packed[3];
+    for (int p = 0; ok && p < np; p++) {
+        const size_t yb = (size_t)(m * w[p].n) * 4;
+        y0[p] = malloc(yb), got[0][p] = malloc(yb), got[1][p] = malloc(yb);
+        ok = y0[p] && got[0][p] && got[1][p];
+        for (int64_t i = 0; ok && i < m * w[p].n; i++) y0[p][i] = (float)(rnd() / 4294967296.0);
+        for (int v = 0; ok && v < 2; v++)
+            ok = lrun_cuda_alloc(dev, yb, "y", &dy[v][p]) == LRUN_OK &&
+                 lrun_cuda_memcpy(dev, dy[v][p], y0[p], yb, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK;
+        if (!ok) break;
+        plain[p] = (lrun_k_gemv_part){w[p].d_plain, (size_t)k * 2, w[p].n, dy[0][p]};
+        packed[p] = (lrun_k_packed_part){w[p].d_packed, &w[p].lay, w[p].n, dy[1][p]};
+    }
+    ok = ok && lrun_k_gemv_multi((lrun_dtype)dtype, plain, np, k, dx, m, mode, stream) == LRUN_OK &&
+         lrun_k_packed_gemv_multi(packed, np, k, dx, m, mode, stream) == LRUN_OK &&
+         lrun_cuda_stream_sync(dev, stream) == LRUN_OK;
+    const int nout = mode == LRUN_K_GEMV_SWIGLU ? 1 : np;
+    for (int p = 0; ok && p < nout; p++)
+        for (int v = 0; ok && v < 2; v++)
+            ok = lrun_cuda_memcpy(dev, got[v][p], dy[v][p], (size_t)(m * w[p].n) * 4, LRUN_COPY_DEVICE_TO_HOST) ==
+                 LRUN_OK;
+    if (!ok) printf("# %s\n", lrun_last_error());
+    int same = ok;
+    for (int p = 0; ok && p < nout; p++) same &= !memcmp(got[0][p], got[1][p], (size_t)(m * w[p].n) * 4);
+    *err = 0;
+    for (int p = 0; ok && mode == LRUN_K_GEMV_STORE && p < np; p++) {
+        uint16_t *dec = malloc((size_t)(w[p].n * k) * 2);
+        if (!dec || lrun_packed_decode(dec, dtype, (uint64_t)(w[p].n * k), w[p].packed, w[p].bytes, "test", NULL) !=
+                        LRUN_OK) {
+            free(dec);
+            same = 0;
+            break;
+        }
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t r = 0; r < w[p].n; r++) {
+                double s = 0, mag = 0;
+                for (int64_t c = 0; c < k; c++) {
+                    const double t = value(dtype, dec[r * k + c]) * x[i * k + c];
+                    s += t, mag += fabs(t);
+                }
+                const double e = fabs(s - got[1][p][i * w[p].n + r]) / (mag > 0 ? mag : 1);
+                *err = e > *err ? e : *err;
+            }
+        free(dec);
+    }
+    for (int p = 0; p < 3; p++) {
+        free(y0[p]), free(got[0][p]), free(got[1][p]);
+        for (int v = 0; v < 2; v++)
+            if (dy[v][p]) lrun_cuda_release(dev, dy[v][p]);
+    }
+    if (dx) lrun_cuda_release(dev, dx);
+    free(x);
+    return same;
+}
+
+static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
+{
+    char label[200];
+    weight w[3];
+    int ok = 1;
+    for (int p = 0; p < 3; p++) ok &= weight_make(&w[p], dtype, n, k, kind, 11 + (uint64_t)p);
+    static const int64_t ms[] = {1, 2, 3, 8};
+    double worst = 0, e = 0;
+    int same = ok;
+    for (int mi = 0; ok && mi < (all_m ? 4 : 1); mi++) {
+        same &= fused_matches(dtype, w, 1, ms[mi], LRUN_K_GEMV_STORE, &e);
+        worst = e > worst ? e : worst;
+    }
+    snprintf(label, sizeof label, "%s %lld x %lld%s: fused = plain GEMV bit for bit%s; error/terms %.1e <= 1e-6",
+             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
+             kind ? " (exponents over 40 values)" : "", all_m ? ", m 1/2/3/8" : "", worst);
+    CHECK(label, ok && same && worst <= 1e-6);
+    same = ok && fused_matches(dtype, w, 3, 1, LRUN_K_GEMV_STORE, &e) &&
+           fused_matches(dtype, w, 1, 1, LRUN_K_GEMV_ADD, &e) &&
+           fused_matches(dtype, w, 2, 1, LRUN_K_GEMV_SWIGLU, &e);
+    if (all_m)
+        same = same && fused_matches(dtype, w, 2, 3, LRUN_K_GEMV_SWIGLU, &e) &&
+               fused_matches(dtype, w, 1, 2, LRUN_K_GEMV_ADD, &e);
+    snprintf(label, sizeof label, "%s %lld x %lld%s: 3 weights stored, added, gate/up SwiGLU = plain bit for bit",
+             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
+             kind ? " (exponents over 40 values)" : "");
+    CHECK(label, same);
+
+    /* decode_rows of the whole matrix and of a row range, against the CPU */
+    uint16_t *back = malloc((size_t)(n * k) * 2);
+    void *dd = NULL;
+    const int64_t r0 = n / 3, nr = n - r0 < 7 ? n - r0 : 7;
+    ok = ok && back && lrun_cuda_alloc(dev, (size_t)(n * k) * 2, "decoded", &dd) == LRUN_OK &&
+         lrun_k_packed_decode_rows(dd, w[0].d_packed, &w[0].lay, k, 0, n, stream) == LRUN_OK &&
+         lrun_cuda_stream_sync(dev, stream) == LRUN_OK &&
+         lrun_cuda_memcpy(dev, back, dd, (size_t)(n * k) * 2, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
+         !memcmp(back, w[0].plain, (size_t)(n * k) * 2);
+    ok = ok && lrun_k_packed_decode_rows(dd, w[0].d_packed, &w[0].lay, k, r0, nr, stream) == LRUN_OK &&
+         lrun_cuda_stream_sync(dev, stream) == LRUN_OK &&
+         lrun_cuda_memcpy(dev, back, dd, (size_t)(nr * k) * 2, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
+         !memcmp(back, w[0].plain + r0 * k, (size_t)(nr * k) * 2);
+    snprintf(label, sizeof label, "%s %lld x %lld%s: decode_rows (all, rows %lld +%lld) = the CPU decoder",
+             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
+             kind ? " (exponents over 40 values)" : "", (long long)r0, (long long)nr);
+    CHECK(label, ok);
+    if (dd) lrun_cuda_release(dev, dd);
+    free(back);
+    for (int p = 0; p < 3; p++) weight_free(&w[p]);
+}
+
+/* lrun_k_packed_gemm against lrun_k_gemm on the plain weight, m 17 and 64. */
+static void case_gemm(int dtype, int64_t n, int64_t k)
+{
+    char label[160];
+    weight w;
+    const int64_t mmax = 64;
+    int ok = weight_make(&w, dtype, n, k, 0, 5);
+    float *x = malloc((size_t)(mmax * k) * 4), *a = malloc((size_t)(mmax * n) * 4),
+          *b = malloc((size_t)(mmax * n) * 4);
+    void *dx = NULL, *dya = NULL, *dyb = NULL, *ws = NULL, *xs = NULL;
+    ok = ok && x && a && b && lrun_cuda_alloc(dev, (size_t)(mmax * k) * 4, "x", &dx) == LRUN_OK &&
+         lrun_cuda_alloc(dev, (size_t)(mmax * n) * 4, "ya", &dya) == LRUN_OK &&
+         lrun_cuda_alloc(dev, (size_t)(mmax * n) * 4, "yb", &dyb) == LRUN_OK &&
+         lrun_cuda_alloc(dev, (size_t)(n * k) * 2, "w_slot", &ws) == LRUN_OK &&
+         lrun_cuda_alloc(dev, (size_t)(mmax * k) * 2, "x_slot", &xs) == LRUN_OK;
+    for (int64_t i = 0; ok && i < mmax * k; i++) x[i] = (float)(rnd() / 2147483648.0 - 1.0);
+    ok = ok && lrun_cuda_memcpy(dev, dx, x, (size_t)(mmax * k) * 4, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK;
+    static const int64_t ms[] = {17, 64};
+    for (int mi = 0; ok && mi < 2; mi++) {
+        const int64_t m = ms[mi];
+        ok = lrun_k_gemm(lrun_cuda_cublas(dev), (lrun_dtype)dtype, w.d_plain, (size_t)k * 2, n, k, dx, m, dya,
+                         (lrun_dtype)dtype, ws, xs, stream) == LRUN_OK &&
+             lrun_k_packed_gemm(lrun_cuda_cublas(dev), w.d_packed, &w.lay, n, k, dx, m, dyb, ws, xs, stream) ==
+                 LRUN_OK &&
+             lrun_cuda_stream_sync(dev, stream) == LRUN_OK &&
+             lrun_cuda_memcpy(dev, a, dya, (size_t)(m * n) * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
+             lrun_cuda_memcpy(dev, b, dyb, (size_t)(m * n) * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
+             !memcmp(a, b, (size_t)(m * n) * 4);
+    }
+    snprintf(label, sizeof label,
+             "%s %lld x %lld: packed GEMM (decode into the slot + cuBLAS) = plain GEMM bit for bit, m 17/64",
+             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k);
+    CHECK(label, ok);
+    void *bufs[] = {dx, dya, dyb, ws, xs};
+    for (int i = 0; i < 5; i++)
+        if (bufs[i]) lrun_cuda_release(dev, bufs[i]);
+    free(x), free(a), free(b);
+    weight_free(&w);
+}
+
+/* Argument checks: each fails before touching the GPU. */
+static void args(void)
+{
+    lrun_packed_layout lay;
+    memset(&lay, 0, sizeof lay);
+    lay.dtype = LRUN_DTYPE_BF16;
+    lay.n = 12 * 20;
+    float y[16];
+    const float x[24] = {0};
+    void *s = (void *)16, *p16 = (void *)256;
+    CHECK("args: k not a multiple of 8 is LRUN_E_UNSUPPORTED",
+          lrun_k_packed_gemv(p16, &lay, 12, 20, x, 1, y, s) == LRUN_E_UNSUPPORTED);
+    lay.n = 12 * 24;
+    CHECK("args: n x k not the tensor's elements", lrun_k_packed_gemv(p16, &lay, 11, 24, x, 1, y, s) == LRUN_E_ARG);
+    CHECK("args: packed not 16-byte aligned",
+          lrun_k_packed_gemv((void *)264, &lay, 12, 24, x, 1, y, s) == LRUN_E_ARG);
+    CHECK("args: m 9", lrun_k_packed_gemv(p16, &lay, 12, 24, x, 9, y, s) == LRUN_E_ARG);
+    CHECK("args: NULL stream", lrun_k_packed_gemv(p16, &lay, 12, 24, x, 1, y, NULL) == LRUN_E_ARG);
+    CHECK("args: NULL layout", lrun_k_packed_gemv(p16, NULL, 12, 24, x, 1, y, s) == LRUN_E_ARG);
+    lay.dtype = LRUN_DTYPE_F32;
+    CHECK("args: f32 is not a packed dtype", lrun_k_packed_gemv(p16, &lay, 12, 24, x, 1, y, s) == LRUN_E_ARG);
+    lay.dtype = LRUN_DTYPE_BF16;
+    CHECK("args: decode_rows past the last row",
+          lrun_k_packed_decode_rows((uint16_t *)p16, p16, &lay, 24, 10, 3, s) == LRUN_E_ARG);
+    CHECK("args: decode_rows into an unaligned dst",
+          lrun_k_packed_decode_rows((uint16_t *)(void *)258, p16, &lay, 24, 0, 3, s) == LRUN_E_ARG);
+}
+
+int main(void)
+{
+    args();
+    if (lrun_cuda_device_count() == 0) {
+        printf("ok %d - # SKIP no GPU\n", ++check_count);
+        return CHECK_DONE();
+    }
+    if (lrun_device_open(&dev, "cuda:0", 0) != LRUN_OK) {
+        printf("Bail out! %s\n", lrun_last_error());
+        return 1;
+    }
+    stream = lrun_cuda_compute_stream(dev);
+    for (int pdl = 0; pdl < 2; pdl++) {
+        if (pdl && !lrun_k_pdl_supported(0)) break;
+        lrun_k_set_pdl(pdl);
+        printf("# programmatic dependent launch %s\n", pdl ? "on" : "off");
+        case_shape(LRUN_DTYPE_BF16, 4096, 4096, 0, !pdl);
+        case_shape(LRUN_DTYPE_BF16, 11008, 4096, 0, 0);
+        case_shape(LRUN_DTYPE_BF16, 4096, 11008, 0, !pdl);
+    }
+    lrun_k_set_pdl(0);
+    static const int64_t odd[][2] = {{37, 776}, {5, 1000}, {1, 8}, {3, 24}, {129, 4104}, {2, 30000}, {7, 12296}};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        case_shape(LRUN_DTYPE_BF16, odd[i][0], odd[i][1], 0, 1);
+        case_shape(LRUN_DTYPE_F16, odd[i][0], odd[i][1], 0, 0);
+    }
+    case_shape(LRUN_DTYPE_BF16, 300, 4096, 1, 1);
+    case_shape(LRUN_DTYPE_F16, 300, 4096, 1, 0);
+    case_shape(LRUN_DTYPE_BF16, 37, 11008, 1, 0);
+    case_shape(LRUN_DTYPE_F16, 1024, 1024, 0, 1);
+    case_gemm(LRUN_DTYPE_BF16, 4096, 4096);
+    case_gemm(LRUN_DTYPE_BF16, 1000, 776);
+    case_gemm(LRUN_DTYPE_F16, 4096, 11008);
+    lrun_device_free(dev);
+    return CHECK_DONE();
+}
+#endif
