@@ -217,8 +217,11 @@ static void test_hf_rss(void)
             ok &= lrun_tensor_move(lrun_model_tensor(m, i), NULL, LRUN_TIER_HOST) == LRUN_OK;
         const long long naive = status_bytes("VmHWM") - b0;
         printf("# naive path (prefault, then copy from the mapping): +%.1f MiB\n", naive / 1048576.0);
-        CHECK_RSS("hf: the naive path holds the file beside the copy (the measure sees it)",
-              ok && naive >= (long long)(weights + shard));
+        /* lrun_tensor_move drops each tensor's mapped pages once copied (the disk
+         * tier's change), so the naive peak is the faulted-in file plus about one
+         * tensor: what matters here is that VmHWM counts the mapping's pages */
+        CHECK_RSS("hf: the naive path's peak counts the mapping it faulted in (the measure sees file pages)",
+                  ok && naive >= (long long)weights);
     }
     lrun_model_free(m);
 

@@ -14,7 +14,11 @@ cd "$here"
 limit_mib=${LRUN_CGROUP_LIMIT_MIB:-256}
 model_mib=${LRUN_CGROUP_MODEL_MIB:-600}
 build=${LRUN_CGROUP_BUILD:-}
-if [ -z "$build" ]; then if [ -x build-cpu/lrun ]; then build=build-cpu; else build=${LRUN_BUILD:-build}; fi; fi
+# build-cpu only when it is at least as new as the build under test (a stale one would test old code)
+main_build=${LRUN_BUILD:-build}
+if [ -z "$build" ]; then
+  if [ -x build-cpu/lrun ] && ! [ build-cpu/lrun -ot "$main_build/lrun" ]; then build=build-cpu; else build=$main_build; fi
+fi
 budget=$([ "$build" = build-cpu ] && echo 160M || echo 100M)
 echo "1..5"
 skip_all() { for i in 1 2 3 4 5; do echo "ok $i - # SKIP $1"; done; exit 0; }
