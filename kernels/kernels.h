@@ -103,6 +103,17 @@ lrun_status lrun_k_rope(float *x, const int32_t *pos, int64_t n_tok, int64_t n_h
 /* out (n) = silu(gate) * up. */
 lrun_status lrun_k_swiglu(const float *gate, const float *up, float *out, int64_t n, void *stream);
 
+/* out (n) = gelu(gate) * up, GELU's tanh approximation as lrun_cpu_geglu
+ * (ggml's f16 table: the input and the GELU rounded to f16); out may alias
+ * gate or up (gemma2/3). */
+lrun_status lrun_k_geglu(const float *gate, const float *up, float *out, int64_t n, void *stream);
+
+/* x (n) *= s (gemma's embedding scale). */
+lrun_status lrun_k_scale(float *x, float s, int64_t n, void *stream);
+
+/* x (n) = tanh(x / cap) * cap, cap > 0 (gemma2's final logit soft-cap). */
+lrun_status lrun_k_softcap(float *x, int64_t n, float cap, void *stream);
+
 /* y (n) += x (n). */
 lrun_status lrun_k_add(float *y, const float *x, int64_t n, void *stream);
 
@@ -144,6 +155,14 @@ lrun_status lrun_k_attention_window(lrun_dtype kv_dtype, const float *q, const v
                                     const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
                                     int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
                                     int64_t n_swa, float *out, void *work, void *stream);
+
+/* The same with the scaled scores s soft-capped first, s → cap·tanh(s/cap)
+ * (gemma2; lrun_attention_batch.softcap), before the window; softcap 0:
+ * none, exactly lrun_k_attention_window's kernels. */
+lrun_status lrun_k_attention_softcap(lrun_dtype kv_dtype, const float *q, const void *cache_k, const void *cache_v,
+                                     const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
+                                     int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
+                                     int64_t n_swa, float softcap, float *out, void *work, void *stream);
 
 // ---------------------------------------------------------------- staged KV caches (kv_stage.cu)
 
