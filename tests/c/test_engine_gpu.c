@@ -35,7 +35,7 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
 {
     char *p = path_buf[n_paths++];
     snprintf(p, 128, "/tmp/lrun_test_engine_gpu_%d_%d.gguf", (int)getpid(), n_paths);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, gen_head_dim, 0, gen_swa, 0};
+    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, gen_head_dim, 0, gen_swa, 0, 0, 0};
     if (lrun_model_generate(p, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return p;
 }
