@@ -1,5 +1,6 @@
-/* geglu.cu — out = gelu(gate) * up with GELU's tanh approximation, as
- * lrun_cpu_geglu computes it (ggml's GGML_GELU_FP16 table): the input
+/* geglu.cu — out = gelu(gate) * up with GELU's tanh approximation. f16_table
+ * 0: in f32 as torch's gelu(approximate="tanh") (an HF gemma, as the CPU's
+ * geglu_f32); 1: as lrun_cpu_geglu computes it (ggml's GGML_GELU_FP16 table): the input
  * rounded to f16, ggml_gelu_f32 of it rounded to f16; 0 at <= -10 and the
  * identity at >= 10. CUDA's tanhf is not glibc's, so the result may differ
  * from the CPU's in the f16 rounding of an ulp-close tie: the fast path's
@@ -12,25 +13,27 @@ static __device__ __forceinline__ float gelu_tanh(float x)
     return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + coef_a * x * x)));
 }
 
-__global__ void geglu_elems(const float *gate, const float *up, float *out, int64_t n)
+__global__ void geglu_elems(const float *gate, const float *up, float *out, int64_t n, int f16_table)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const float x = gate[i];
         float g;
-        if (x <= -10.0f) g = 0.0f;
+        if (!f16_table) g = 0.5f * x * (1.0f + tanhf(0.79788456080286535587989211986876f * (x + 0.044715f * x * x * x)));
+        else if (x <= -10.0f) g = 0.0f;
         else if (x >= 10.0f) g = x;
         else g = __half2float(__float2half_rn(gelu_tanh(__half2float(__float2half_rn(x)))));
         out[i] = g * up[i];
     }
 }
 
-extern "C" lrun_status lrun_k_geglu(const float *gate, const float *up, float *out, int64_t n, void *stream)
+extern "C" lrun_status lrun_k_geglu(const float *gate, const float *up, float *out, int64_t n, int f16_table,
+                                    void *stream)
 {
     static const char op[] = "lrun_k_geglu";
     if (!gate || !up || !out) return lrun_fail(LRUN_E_ARG, "%s: %s is NULL", op, !gate ? "gate" : (!up ? "up" : "out"));
     if (n <= 0) return lrun_fail(LRUN_E_ARG, "%s: n %lld (must be > 0)", op, (long long)n);
     if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
     const unsigned g = lrun_k_grid(n, LRUN_K_GEGLU_THREADS, LRUN_K_ELTWISE_BLOCKS);
-    geglu_elems<<<g, LRUN_K_GEGLU_THREADS, 0, (cudaStream_t)stream>>>(gate, up, out, n);
+    geglu_elems<<<g, LRUN_K_GEGLU_THREADS, 0, (cudaStream_t)stream>>>(gate, up, out, n, f16_table);
     return lrun_k_launched(op);
 }

@@ -103,10 +103,11 @@ lrun_status lrun_k_rope(float *x, const int32_t *pos, int64_t n_tok, int64_t n_h
 /* out (n) = silu(gate) * up. */
 lrun_status lrun_k_swiglu(const float *gate, const float *up, float *out, int64_t n, void *stream);
 
-/* out (n) = gelu(gate) * up, GELU's tanh approximation as lrun_cpu_geglu
- * (ggml's f16 table: the input and the GELU rounded to f16); out may alias
- * gate or up (gemma2/3). */
-lrun_status lrun_k_geglu(const float *gate, const float *up, float *out, int64_t n, void *stream);
+/* out (n) = gelu(gate) * up, GELU's tanh approximation: f16_table 1 as
+ * lrun_cpu_geglu (ggml's f16 table: the input and the GELU rounded to f16, a
+ * GGUF gemma), 0 in f32 as transformers (an HF gemma); out may alias gate or
+ * up (gemma2/3). */
+lrun_status lrun_k_geglu(const float *gate, const float *up, float *out, int64_t n, int f16_table, void *stream);
 
 /* x (n) *= s (gemma's embedding scale). */
 lrun_status lrun_k_scale(float *x, float s, int64_t n, void *stream);

@@ -330,7 +330,7 @@ static lrun_status op_matmul_geglu(struct run *r, const lrun_arch_op *op)
         TRY(matmul(e, w[0], buf(e, op->in), r->n, y[0]));
         TRY(matmul(e, w[1], buf(e, op->in), r->n, y[1]));
     }
-    return lrun_k_geglu(y[0], y[1], y[0], r->n * e->n_ff, e->stream);
+    return lrun_k_geglu(y[0], y[1], y[0], r->n * e->n_ff, !e->model->gelu_f32, e->stream);
 }
 
 // ---------------------------------------------------------------- the interpreter
