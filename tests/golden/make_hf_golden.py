@@ -95,10 +95,12 @@ def make(name, kw, out_dir, seed):
     with torch.no_grad():
         for ids in PROMPTS:
             x = torch.tensor([ids])
-            logits = model(x).logits[0, -1].tolist()
+            # no cache: each call is one full causal forward (gemma's hybrid cache of older transformers
+            # versions handled a prompt longer than the window differently); the same logits for the others
+            logits = model(x, use_cache=False).logits[0, -1].tolist()
             seq, greedy = list(ids), []
             for _ in range(N_GREEDY):
-                nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+                nxt = int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax())
                 greedy.append(nxt)
                 seq.append(nxt)
             cases.append({"prompt": ids, "logits": [float(f"{v:.7g}") for v in logits], "greedy": greedy})
