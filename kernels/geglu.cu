@@ -7,23 +7,10 @@
  * tolerance, not the exact path's bits. out may alias gate or up. */
 #include "geglu.cuh"
 
-static __device__ __forceinline__ float gelu_tanh(float x)
-{
-    const float coef_a = 0.044715f, sqrt_2_over_pi = 0.79788456080286535587989211986876f;
-    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + coef_a * x * x)));
-}
-
 __global__ void geglu_elems(const float *gate, const float *up, float *out, int64_t n, int f16_table)
 {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float x = gate[i];
-        float g;
-        if (!f16_table) g = 0.5f * x * (1.0f + tanhf(0.79788456080286535587989211986876f * (x + 0.044715f * x * x * x)));
-        else if (x <= -10.0f) g = 0.0f;
-        else if (x >= 10.0f) g = x;
-        else g = __half2float(__float2half_rn(gelu_tanh(__half2float(__float2half_rn(x)))));
-        out[i] = g * up[i];
-    }
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = lrun_k_geglu1(gate[i], up[i], f16_table != 0);
 }
 
 extern "C" lrun_status lrun_k_geglu(const float *gate, const float *up, float *out, int64_t n, int f16_table,

@@ -56,7 +56,8 @@ lrun_status lrun_k_gemv(lrun_dtype w_dtype, const void *w, size_t row_bytes, int
  * and k wide. mode STORE writes y_p; ADD adds into y_p (a residual stream);
  * SWIGLU takes exactly 2 parts (gate, up) of equal n and writes
  * silu(x·W_0ᵀ) · (x·W_1ᵀ) into parts[0].y (parts[1].y is unused). No y may
- * overlap x. 1 ≤ m ≤ 8, as lrun_k_gemv. */
+ * overlap x. 1 ≤ m ≤ 8, as lrun_k_gemv. GEGLU and GEGLU_F32 are SWIGLU's
+launches with gelu(x·W_0ᵀ) · (x·W_1ᵀ) as lrun_k_geglu computes it. */
 #define LRUN_K_GEMV_MAX_PARTS 3
 typedef struct lrun_k_gemv_part {
     const void *w;    /* (n, k) in w_dtype, rows row_bytes apart */
@@ -64,7 +65,13 @@ typedef struct lrun_k_gemv_part {
     int64_t n;
     float *y;         /* (m, n) f32 */
 } lrun_k_gemv_part;
-typedef enum { LRUN_K_GEMV_STORE = 0, LRUN_K_GEMV_ADD = 1, LRUN_K_GEMV_SWIGLU = 2 } lrun_k_gemv_mode;
+typedef enum {
+    LRUN_K_GEMV_STORE = 0,
+    LRUN_K_GEMV_ADD = 1,
+    LRUN_K_GEMV_SWIGLU = 2,
+    LRUN_K_GEMV_GEGLU = 3,     /* as SWIGLU with gelu (lrun_k_geglu's f16 table: a GGUF gemma) */
+    LRUN_K_GEMV_GEGLU_F32 = 4, /* and with lrun_k_geglu's f32 GELU (an HF gemma) */
+} lrun_k_gemv_mode;
 lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                               const float *x, int64_t m, int mode, void *stream);
 

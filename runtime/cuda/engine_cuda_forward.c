@@ -316,21 +316,21 @@ static lrun_status op_matmul_norm_add(struct run *r, const lrun_arch_op *op)
     return lrun_k_add(buf(e, op->out[0]), e->tmp, r->n * e->n_embd, e->stream);
 }
 
-/* out[0] = gelu_tanh(in · w[0]ᵀ) * (in · w[1]ᵀ): gate and up in one GEMV
- * launch for decode, then the GeGLU kernel (fast path only, as above). */
+/* out[0] = gelu_tanh(in · w[0]ᵀ) * (in · w[1]ᵀ): GeGLU in the GEMV's
+ * epilogue for decode, else the GeGLU kernel after the products (fast path
+ * only, as above). */
 static lrun_status op_matmul_geglu(struct run *r, const lrun_arch_op *op)
 {
     lrun_cuda_engine *e = r->e;
     lrun_weight_ref w[2];
     refs(r, op, 2, w);
     float *y[2] = {buf(e, op->out[0]), buf(e, op->out[1])};
-    if (r->n <= GEMV_MAX_ROWS && fusable(w, 2)) {
-        TRY(gemv_fused(e, w, y, 2, buf(e, op->in), r->n, LRUN_K_GEMV_STORE));
-    } else {
-        TRY(matmul(e, w[0], buf(e, op->in), r->n, y[0]));
-        TRY(matmul(e, w[1], buf(e, op->in), r->n, y[1]));
-    }
-    return lrun_k_geglu(y[0], y[1], y[0], r->n * e->n_ff, !e->model->gelu_f32, e->stream);
+    const int table = !e->model->gelu_f32; /* a GGUF's f16-table GELU, an HF directory's f32 one */
+    if (r->n <= GEMV_MAX_ROWS && fusable(w, 2))
+        return gemv_fused(e, w, y, 2, buf(e, op->in), r->n, table ? LRUN_K_GEMV_GEGLU : LRUN_K_GEMV_GEGLU_F32);
+    TRY(matmul(e, w[0], buf(e, op->in), r->n, y[0]));
+    TRY(matmul(e, w[1], buf(e, op->in), r->n, y[1]));
+    return lrun_k_geglu(y[0], y[1], y[0], r->n * e->n_ff, table, e->stream);
 }
 
 // ---------------------------------------------------------------- the interpreter
