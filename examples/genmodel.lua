@@ -33,7 +33,7 @@ table.sort(preset_names)
 local spec = {
   { "-o", "--output", key = "output", arg = "FILE", help = "where to write the GGUF file" },
   { "--preset", key = "preset", arg = "NAME", help = table.concat(preset_names, ", ") },
-  { "--arch", key = "arch", arg = "NAME", default = "llama", help = "llama qwen2 qwen3 phi3" },
+  { "--arch", key = "arch", arg = "NAME", default = "llama", help = "llama qwen2 qwen3 phi3 gemma2 gemma3" },
   { "--head-dim", key = "head_dim", type = "int", help = "key/value length per head (default --embd/--heads)" },
   { "--layers", key = "layers", type = "int", help = "blocks" },
   { "--embd", key = "embd", type = "int", help = "width" },
@@ -46,6 +46,10 @@ local spec = {
   { "--embd-dtype", key = "embd_dtype", arg = "TYPE", help = "token_embd and output type (default: --dtype)" },
   { "--untied", key = "untied", type = "flag", help = "write output.weight (default: tied to token_embd)" },
   { "--rope-base", key = "rope_base", type = "number", help = "RoPE frequency base (default 10000)" },
+  { "--sliding-window", key = "sliding_window", type = "int", default = 0,
+    help = "attention window in positions (Mistral; gemma2/3's local blocks); 0: none" },
+  { "--rope-orig-ctx", key = "rope_orig_ctx", type = "int", default = 0,
+    help = "phi3: LongRoPE factors with this original context (config.json rope_scaling with --hf); 0: none" },
   { "--rms-eps", key = "rms_eps", type = "number", default = 1e-5, help = "RMSNorm epsilon" },
   { "--seed", key = "seed", type = "int", default = 1, help = "same seed, same weights" },
   { "--threads", key = "threads", type = "int", default = 0, help = "fill threads, 0 = all cores" },
@@ -114,12 +118,13 @@ s.rope_freq_base, s.rms_eps = opts.rope_base, opts.rms_eps
 s.seed, s.n_threads, s.progress = opts.seed, opts.threads, opts.quiet and 0 or 1
 s.trained_stats = opts.trained and 1 or 0
 s.arch, s.head_dim = opts.arch, opts.head_dim or 0 -- opts.arch stays referenced while s is used
+s.sliding_window, s.rope_orig_ctx = opts.sliding_window, opts.rope_orig_ctx
 
 -- The C side names spec fields; say them as the options they came from.
 local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--heads", n_head_kv = "--kv-heads",
   n_ff = "--ff", n_vocab = "--vocab", n_ctx = "--ctx", weight_dtype = "--dtype", embd_dtype = "--embd-dtype",
   rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads", arch = "--arch",
-  head_dim = "--head-dim" }
+  head_dim = "--head-dim", sliding_window = "--sliding-window", rope_orig_ctx = "--rope-orig-ctx" }
 
 local t0 = sys.now()
 local ok, err

@@ -15,12 +15,12 @@ template <int KV> static __device__ __forceinline__ float kv_at(const void *base
 /* One job, positions [t0, t1) of token tok's head h, scalar: one warp per
  * position, lanes over head_dim with element loads. Any head_dim and
  * alignment. sh holds head_dim + LRUN_K_ATTN_TILE + 32 floats. */
-template <int KV>
+template <int KV, bool CAP>
 static __device__ __forceinline__ void job_scalar(const float *__restrict__ q, const void *__restrict__ ck,
                                                   const void *__restrict__ cv, int64_t kb, int64_t vb, int64_t t0,
                                                   int64_t t1, int64_t job, int64_t th, int64_t head_dim,
-                                                  int64_t stride, int64_t n_split, float scale, float *__restrict__ out,
-                                                  float *__restrict__ part, float *sh)
+                                                  int64_t stride, int64_t n_split, float scale, float cap,
+                                                  float *__restrict__ out, float *__restrict__ part, float *sh)
 {
     float *qs = sh;                          /* (head_dim) q * scale */
     float *ps = sh + head_dim;               /* (TILE) scores, then e^(s - m) */
@@ -38,6 +38,7 @@ static __device__ __forceinline__ void job_scalar(const float *__restrict__ q, c
             float dot = 0.0f;
             for (int64_t d = lane; d < head_dim; d += 32) dot = fmaf(qs[d], kv_at<KV>(ck, kr + d), dot);
             dot = lrun_k_warp_sum(dot);
+            if (CAP) dot = tanhf(dot * (1.0f / cap)) * cap; /* gemma2's soft-cap of the scaled score */
             if (lane == 0) ps[p] = dot;
         }
         __syncthreads();
@@ -82,12 +83,12 @@ static __device__ __forceinline__ void job_scalar(const float *__restrict__ q, c
  * Needs head_dim = lanes * E with lanes a power of two <= 32 and kb, vb,
  * stride multiples of E on 16-byte aligned caches (the caller checks). sh
  * holds LRUN_K_ATTN_VEC_SMEM floats. */
-template <int KV>
+template <int KV, bool CAP>
 static __device__ __forceinline__ void job_vec(const float *__restrict__ q, const void *__restrict__ ck,
                                                const void *__restrict__ cv, int64_t kb, int64_t vb, int64_t t0,
                                                int64_t t1, int64_t job, int64_t th, int64_t head_dim, int64_t stride,
-                                               int64_t n_split, float scale, int lanes, float *__restrict__ out,
-                                               float *__restrict__ part, float *sh)
+                                               int64_t n_split, float scale, float cap, int lanes,
+                                               float *__restrict__ out, float *__restrict__ part, float *sh)
 {
     constexpr int E = KV == LRUN_DTYPE_F16 ? 8 : 4, U = LRUN_K_ATTN_VEC_UNROLL;
     constexpr int64_t ES = KV == LRUN_DTYPE_F16 ? 2 : 4;
@@ -121,7 +122,8 @@ static __device__ __forceinline__ void job_vec(const float *__restrict__ q, cons
             for (int i = 0; i < E; i++) dot = fmaf(qr[i], f[i], dot);
             sc[u] = dot;
         }
-        attn_group_step<U, E>(sc, t, t1, lanes, m, l, acc, [&](int u, float *f) { kv_unpack<KV>(vw[u], f); });
+        attn_group_step<U, E, CAP>(sc, t, t1, lanes, m, l, acc, [&](int u, float *f) { kv_unpack<KV>(vw[u], f); },
+                                   cap);
     }
     attn_groups_finish<E>(job, th, head_dim, n_split, lanes, m, l, acc, out, part, sh);
 }
@@ -130,12 +132,13 @@ static __device__ __forceinline__ void job_vec(const float *__restrict__ q, cons
  * m, l, acc[head_dim] of each job when n_split > 1. vec_lanes > 0: the
  * shape allows job_vec with that many lanes per row; a job whose k_base or
  * v_base is not a multiple of 16 bytes still goes the scalar way. */
-template <int KV>
+template <int KV, bool CAP>
 __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
     attn_split(const float *__restrict__ q, const void *__restrict__ ck, const void *__restrict__ cv,
                const int64_t *__restrict__ k_base, const int64_t *__restrict__ v_base, const int32_t *__restrict__ n_kv,
                int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, int64_t n_split,
-               float scale, int vec_lanes, int64_t n_swa, float *__restrict__ out, float *__restrict__ part)
+               float scale, float cap, int vec_lanes, int64_t n_swa, float *__restrict__ out,
+               float *__restrict__ part)
 {
     extern __shared__ float sh[];
     lrun_k_pdl_trigger();
@@ -155,9 +158,11 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
         const int64_t t1 = t0 + chunk < nk ? t0 + chunk : nk;
         const int64_t kb = k_base[tok] + hk * head_dim, vb = v_base[tok] + hk * head_dim;
         if (vec_lanes > 0 && kb % E == 0 && vb % E == 0)
-            job_vec<KV>(q, ck, cv, kb, vb, t0, t1, job, th, head_dim, stride, n_split, scale, vec_lanes, out, part, sh);
+            job_vec<KV, CAP>(q, ck, cv, kb, vb, t0, t1, job, th, head_dim, stride, n_split, scale, cap, vec_lanes, out,
+                             part, sh);
         else
-            job_scalar<KV>(q, ck, cv, kb, vb, t0, t1, job, th, head_dim, stride, n_split, scale, out, part, sh);
+            job_scalar<KV, CAP>(q, ck, cv, kb, vb, t0, t1, job, th, head_dim, stride, n_split, scale, cap, out, part,
+                                sh);
         __syncthreads(); /* sh is rewritten by the next job */
     }
 }
@@ -247,6 +252,16 @@ extern "C" lrun_status lrun_k_attention_window(lrun_dtype kv_dtype, const float 
                                                int64_t head_dim, int64_t max_kv, float scale, int64_t n_swa,
                                                float *out, void *work, void *stream)
 {
+    return lrun_k_attention_softcap(kv_dtype, q, cache_k, cache_v, k_base, v_base, n_kv, n_tok, n_head, n_head_kv,
+                                    head_dim, max_kv, scale, n_swa, 0.0f, out, work, stream);
+}
+
+extern "C" lrun_status lrun_k_attention_softcap(lrun_dtype kv_dtype, const float *q, const void *cache_k,
+                                                const void *cache_v, const int64_t *k_base, const int64_t *v_base,
+                                                const int32_t *n_kv, int64_t n_tok, int64_t n_head, int64_t n_head_kv,
+                                                int64_t head_dim, int64_t max_kv, float scale, int64_t n_swa,
+                                                float softcap, float *out, void *work, void *stream)
+{
     static const char op[] = "lrun_k_attention";
     if (!q || !cache_k || !cache_v || !k_base || !v_base || !n_kv || !out)
         return lrun_fail(LRUN_E_ARG, "%s: %s is NULL", op,
@@ -268,6 +283,8 @@ extern "C" lrun_status lrun_k_attention_window(lrun_dtype kv_dtype, const float 
         return lrun_fail(LRUN_E_ARG, "%s: scale %g is not finite", op, (double)scale);
     if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
     if (n_swa < 0) return lrun_fail(LRUN_E_ARG, "%s: n_swa %lld (0: no window, else > 0)", op, (long long)n_swa);
+    if (!(softcap >= 0.0f) || softcap == INFINITY)
+        return lrun_fail(LRUN_E_ARG, "%s: softcap %g (0: none, else finite > 0)", op, (double)softcap);
     int64_t n_th, qn;
     if (__builtin_mul_overflow(n_tok, n_head, &n_th) || __builtin_mul_overflow(n_th, head_dim, &qn))
         return lrun_fail(LRUN_E_ARG, "%s: n_tok %lld x n_head %lld x head_dim %lld overflows", op, (long long)n_tok,
@@ -290,9 +307,13 @@ extern "C" lrun_status lrun_k_attention_window(lrun_dtype kv_dtype, const float 
     const size_t scalar_sh = (size_t)(head_dim + LRUN_K_ATTN_TILE + 32), vec_sh = LRUN_K_ATTN_VEC_SMEM(per16);
     const size_t shmem = (vec_lanes && vec_sh > scalar_sh ? vec_sh : scalar_sh) * sizeof(float);
     float *part = (float *)work;
-    (void)lrun_k_launch(kv_dtype == LRUN_DTYPE_F16 ? attn_split<LRUN_DTYPE_F16> : attn_split<LRUN_DTYPE_F32>, dim3(g),
-                        dim3(LRUN_K_ATTN_THREADS), shmem, st, q, cache_k, cache_v, k_base, v_base, n_kv, n_tok, n_head,
-                        n_head_kv, head_dim, max_kv, n_split, scale, vec_lanes, n_swa, out, part);
+    /* the soft-capped kernels are their own instantiations: without a cap the code is what it was */
+    const bool f16 = kv_dtype == LRUN_DTYPE_F16;
+    auto kern = softcap > 0.0f ? (f16 ? attn_split<LRUN_DTYPE_F16, true> : attn_split<LRUN_DTYPE_F32, true>)
+                               : (f16 ? attn_split<LRUN_DTYPE_F16, false> : attn_split<LRUN_DTYPE_F32, false>);
+    (void)lrun_k_launch(kern, dim3(g), dim3(LRUN_K_ATTN_THREADS), shmem, st, q, cache_k, cache_v, k_base, v_base, n_kv,
+                        n_tok, n_head, n_head_kv, head_dim, max_kv, n_split, scale, softcap, vec_lanes, n_swa, out,
+                        part);
     lrun_status s = lrun_k_launched(op);
     if (s != LRUN_OK || n_split == 1) return s;
     return lrun_k_attn_merge_launch(part, n_th, n_split, head_dim, out, st, op);

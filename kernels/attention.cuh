@@ -106,13 +106,16 @@ static __device__ __forceinline__ void job_finish(int64_t job, int64_t th, int64
  * value row into f[E]. m, l and acc carry the group's softmax from step to
  * step. Both vector jobs (attention.cu, attention_quant.cu) run it, so they
  * sum in the same order. */
-template <int U, int E, typename ValueOf>
+template <int U, int E, bool CAP = false, typename ValueOf>
 static __device__ __forceinline__ void attn_group_step(float (&sc)[U], int64_t t, int64_t t1, int lanes, float &m,
-                                                       float &l, float (&acc)[E], ValueOf v_of)
+                                                       float &l, float (&acc)[E], ValueOf v_of, float cap = 0.0f)
 {
     for (int o = lanes >> 1; o > 0; o >>= 1)
 #pragma unroll
         for (int u = 0; u < U; u++) sc[u] += __shfl_xor_sync(0xffffffffu, sc[u], o);
+    if (CAP) /* gemma2's soft-cap of the summed, scaled scores (compiled out without one) */
+#pragma unroll
+        for (int u = 0; u < U; u++) sc[u] = tanhf(sc[u] * (1.0f / cap)) * cap;
     float mx = m;
 #pragma unroll
     for (int u = 0; u < U; u++) {

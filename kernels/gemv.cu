@@ -4,6 +4,7 @@
  * once to the block's sum (d·Σq·x rather than Σ(q·d)·x), so y differs from a
  * float reference of the dequantized rows only by f32 rounding. */
 #include "gemv.cuh"
+#include "geglu.cuh"
 
 #include <stdio.h>
 #include <string.h>
@@ -108,6 +109,15 @@ struct gemv_parts {
 /* silu(g)·u as lrun_k_swiglu (the accurate expf). */
 static __device__ __forceinline__ float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
+/* A mode whose two parts (gate, up) make one output: SwiGLU or GeGLU. */
+#define PAIRED(mode) ((mode) >= LRUN_K_GEMV_SWIGLU)
+
+/* The pair's epilogue: silu or gelu (as lrun_k_geglu, f16 table or f32). */
+static __device__ __forceinline__ float pair1(float g, float u, int mode)
+{
+    return mode == LRUN_K_GEMV_SWIGLU ? swiglu1(g, u) : lrun_k_geglu1(g, u, mode == LRUN_K_GEMV_GEGLU);
+}
+
 static __device__ __forceinline__ void put(float *y, float v, int mode)
 {
     if (mode == LRUN_K_GEMV_ADD) *y += v;
@@ -126,7 +136,7 @@ __global__ void __launch_bounds__(NT)
     lrun_k_pdl_trigger();
     const int64_t b = blockIdx.x;
     const int p = (b >= P.b0[1]) + (b >= P.b0[2]);
-    const bool sw = mode == LRUN_K_GEMV_SWIGLU;
+    const bool sw = PAIRED(mode);
     const int64_t n = SEL3(P.n, p), row0 = (b - P.b0[p]) * (sw ? RH : RB);
 
     /* rows past n re-read row n-1 (valid memory) and are not written; a
@@ -225,7 +235,7 @@ __global__ void __launch_bounds__(NT)
         const int64_t row = row0 + r;
         if (row < n) {
             float *y = SEL3(P.y, p) + i * n + row;
-            if (sw) *y = swiglu1(red[0][threadIdx.x], red[0][(r + RH) * M + i]);
+            if (sw) *y = pair1(red[0][threadIdx.x], red[0][(r + RH) * M + i], mode);
             else put(y, red[0][threadIdx.x], mode);
         }
     }
@@ -244,7 +254,7 @@ __global__ void __launch_bounds__(LRUN_K_GEMV_PLAIN_THREADS)
     lrun_k_pdl_trigger();
     lrun_k_pdl_wait();
     if (row >= n) return; /* no block-level synchronization below */
-    const bool sw = mode == LRUN_K_GEMV_SWIGLU;
+    const bool sw = PAIRED(mode);
     const uint8_t *wr = w + (size_t)row * row_bytes, *wr2 = sw ? w2 + (size_t)row * row_bytes2 : wr;
     float acc[M], acc2[M];
 #pragma unroll
@@ -263,7 +273,7 @@ __global__ void __launch_bounds__(LRUN_K_GEMV_PLAIN_THREADS)
     if (lane == 0)
 #pragma unroll
         for (int i = 0; i < M; i++) {
-            if (sw) y[i * n + row] = swiglu1(acc[i], acc2[i]);
+            if (sw) y[i * n + row] = pair1(acc[i], acc2[i], mode);
             else put(y + i * n + row, acc[i], mode);
         }
 }
@@ -294,9 +304,9 @@ extern "C" const char *lrun_k_gemv_tune(int variant)
 template <int T, int M, int NT, int RB, int U>
 static cudaError_t launch_tiles(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
 {
-    const int64_t rows_out = mode == LRUN_K_GEMV_SWIGLU ? RB / 2 : RB;
+    const int64_t rows_out = PAIRED(mode) ? RB / 2 : RB;
     if (rows_out < 1) return cudaErrorNotSupported;
-    const int grid_parts = mode == LRUN_K_GEMV_SWIGLU ? 1 : n_parts; /* up shares gate's blocks */
+    const int grid_parts = PAIRED(mode) ? 1 : n_parts; /* up shares gate's blocks */
     int64_t b = 0;
     for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
         P.b0[p] = b;
@@ -314,7 +324,7 @@ static cudaError_t launch_units(const gemv_parts &P, int n_parts, int64_t k, con
     typedef lrun_k_gemv_shape<T, M> S;
     if constexpr (M == 1 && (T == LRUN_DTYPE_BF16 || T == LRUN_DTYPE_F16 || T == LRUN_DTYPE_Q8_0 ||
                              T == LRUN_DTYPE_Q4_0 || T == LRUN_DTYPE_Q4_1)) {
-        if (g_variant > 0 && mode != LRUN_K_GEMV_SWIGLU) switch (g_variant) {
+        if (g_variant > 0 && !PAIRED(mode)) switch (g_variant) {
             case 1: return launch_tiles<T, M, 128, 8, 2>(P, n_parts, k, x, mode, st);
             case 2: return launch_tiles<T, M, 128, 8, 1>(P, n_parts, k, x, mode, st);
             case 3: return launch_tiles<T, M, 128, 16, 1>(P, n_parts, k, x, mode, st);
@@ -333,11 +343,11 @@ static cudaError_t launch_plain(const gemv_parts &P, int n_parts, int64_t k, con
                                 cudaStream_t st)
 {
     const int wpb = LRUN_K_GEMV_PLAIN_THREADS / 32;
-    const int launches = mode == LRUN_K_GEMV_SWIGLU ? 1 : n_parts;
+    const int launches = PAIRED(mode) ? 1 : n_parts;
     for (int p = 0; p < launches; p++) {
         const int64_t blocks = (P.n[p] + wpb - 1) / wpb;
         if (blocks > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
-        const int q = mode == LRUN_K_GEMV_SWIGLU ? 1 : p;
+        const int q = PAIRED(mode) ? 1 : p;
         const cudaError_t e = lrun_k_launch(gemv_plain<T, M>, dim3((unsigned)blocks), dim3(LRUN_K_GEMV_PLAIN_THREADS),
                                             0, st, P.w[p], P.w[q], P.rb[p], P.rb[q], P.n[p], k, x, P.y[p], mode);
         if (e != cudaSuccess) return e;
@@ -388,9 +398,9 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
     if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
         return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
                          LRUN_K_GEMV_MAX_PARTS);
-    if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
+    if (mode < LRUN_K_GEMV_STORE || mode > LRUN_K_GEMV_GEGLU_F32)
         return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
-    if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
+    if (PAIRED(mode) && (n_parts != 2 || parts[0].n != parts[1].n))
         return lrun_fail(LRUN_E_ARG, "%s: swiglu takes 2 weights (gate, up) with the same rows", op);
     if (!x) return lrun_fail(LRUN_E_ARG, "%s: x is NULL", op);
     if (m < 1 || m > LRUN_K_GEMV_MAX_M)
@@ -407,7 +417,7 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
         const lrun_k_gemv_part *q = &parts[p];
         lrun_status s = lrun_k_check_weight(op, w_dtype, q->w, q->row_bytes, q->n, k);
         if (s != LRUN_OK) return s;
-        const bool needs_y = mode != LRUN_K_GEMV_SWIGLU || p == 0;
+        const bool needs_y = !PAIRED(mode) || p == 0;
         if (needs_y && (!q->y || ((uintptr_t)q->y & 3) != 0))
             return lrun_fail(LRUN_E_ARG, "%s: y of weight %d is NULL or not 4-byte aligned", op, p);
         int64_t yn;

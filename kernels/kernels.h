@@ -56,7 +56,8 @@ lrun_status lrun_k_gemv(lrun_dtype w_dtype, const void *w, size_t row_bytes, int
  * and k wide. mode STORE writes y_p; ADD adds into y_p (a residual stream);
  * SWIGLU takes exactly 2 parts (gate, up) of equal n and writes
  * silu(x·W_0ᵀ) · (x·W_1ᵀ) into parts[0].y (parts[1].y is unused). No y may
- * overlap x. 1 ≤ m ≤ 8, as lrun_k_gemv. */
+ * overlap x. 1 ≤ m ≤ 8, as lrun_k_gemv. GEGLU and GEGLU_F32 are SWIGLU's
+launches with gelu(x·W_0ᵀ) · (x·W_1ᵀ) as lrun_k_geglu computes it. */
 #define LRUN_K_GEMV_MAX_PARTS 3
 typedef struct lrun_k_gemv_part {
     const void *w;    /* (n, k) in w_dtype, rows row_bytes apart */
@@ -64,7 +65,13 @@ typedef struct lrun_k_gemv_part {
     int64_t n;
     float *y;         /* (m, n) f32 */
 } lrun_k_gemv_part;
-typedef enum { LRUN_K_GEMV_STORE = 0, LRUN_K_GEMV_ADD = 1, LRUN_K_GEMV_SWIGLU = 2 } lrun_k_gemv_mode;
+typedef enum {
+    LRUN_K_GEMV_STORE = 0,
+    LRUN_K_GEMV_ADD = 1,
+    LRUN_K_GEMV_SWIGLU = 2,
+    LRUN_K_GEMV_GEGLU = 3,     /* as SWIGLU with gelu (lrun_k_geglu's f16 table: a GGUF gemma) */
+    LRUN_K_GEMV_GEGLU_F32 = 4, /* and with lrun_k_geglu's f32 GELU (an HF gemma) */
+} lrun_k_gemv_mode;
 lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                               const float *x, int64_t m, int mode, void *stream);
 
@@ -102,6 +109,18 @@ lrun_status lrun_k_rope(float *x, const int32_t *pos, int64_t n_tok, int64_t n_h
 
 /* out (n) = silu(gate) * up. */
 lrun_status lrun_k_swiglu(const float *gate, const float *up, float *out, int64_t n, void *stream);
+
+/* out (n) = gelu(gate) * up, GELU's tanh approximation: f16_table 1 as
+ * lrun_cpu_geglu (ggml's f16 table: the input and the GELU rounded to f16, a
+ * GGUF gemma), 0 in f32 as transformers (an HF gemma); out may alias gate or
+ * up (gemma2/3). */
+lrun_status lrun_k_geglu(const float *gate, const float *up, float *out, int64_t n, int f16_table, void *stream);
+
+/* x (n) *= s (gemma's embedding scale). */
+lrun_status lrun_k_scale(float *x, float s, int64_t n, void *stream);
+
+/* x (n) = tanh(x / cap) * cap, cap > 0 (gemma2's final logit soft-cap). */
+lrun_status lrun_k_softcap(float *x, int64_t n, float cap, void *stream);
 
 /* y (n) += x (n). */
 lrun_status lrun_k_add(float *y, const float *x, int64_t n, void *stream);
@@ -144,6 +163,14 @@ lrun_status lrun_k_attention_window(lrun_dtype kv_dtype, const float *q, const v
                                     const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
                                     int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
                                     int64_t n_swa, float *out, void *work, void *stream);
+
+/* The same with the scaled scores s soft-capped first, s → cap·tanh(s/cap)
+ * (gemma2; lrun_attention_batch.softcap), before the window; softcap 0:
+ * none, exactly lrun_k_attention_window's kernels. */
+lrun_status lrun_k_attention_softcap(lrun_dtype kv_dtype, const float *q, const void *cache_k, const void *cache_v,
+                                     const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
+                                     int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
+                                     int64_t n_swa, float softcap, float *out, void *work, void *stream);
 
 // ---------------------------------------------------------------- staged KV caches (kv_stage.cu)
 

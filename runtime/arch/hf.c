@@ -27,6 +27,11 @@ const char *lrun_hf_arch_for_model_type(const char *model_type)
     return NULL;
 }
 
+int lrun_hf_norm_shift(const char *arch)
+{
+    return arch && (strcmp(arch, "gemma2") == 0 || strcmp(arch, "gemma3") == 0);
+}
+
 const char *lrun_hf_model_type_for_arch(const char *arch)
 {
     for (size_t i = 0; arch && i < sizeof model_types / sizeof model_types[0]; i++)

@@ -15,6 +15,10 @@
 /* The architecture (arch.h name) for config.json's model_type, or NULL. */
 const char *lrun_hf_arch_for_model_type(const char *model_type);
 
+/* 1 when arch's HF checkpoints keep norm weights as w of x·(1 + w) (gemma2,
+ * gemma3), which llama.cpp's converter stores as 1 + w. */
+int lrun_hf_norm_shift(const char *arch);
+
 /* The first model_type that names arch ("llama" for llama), or NULL: for writers. */
 const char *lrun_hf_model_type_for_arch(const char *arch);
 

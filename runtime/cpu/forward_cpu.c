@@ -117,10 +117,23 @@ static void swiglu_rows(void *ctx, int64_t first, int64_t last)
     for (int64_t i = first; i < last; i++) lrun_cpu_swiglu(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
 }
 
+/* torch's gelu(x, approximate="tanh") in f32, as transformers computes an HF
+ * gemma's gelu_pytorch_tanh: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+static void geglu_f32(float *g, const float *u, int64_t n)
+{
+    const float beta = 0.79788456080286535587989211986876f, kappa = 0.044715f;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i], inner = beta * (x + kappa * x * x * x);
+        g[i] = 0.5f * x * (1.0f + tanhf(inner)) * u[i];
+    }
+}
+
 static void geglu_rows(void *ctx, int64_t first, int64_t last)
 {
     const cpu_engine *e = ((const struct rows_ctx *)ctx)->e;
-    for (int64_t i = first; i < last; i++) lrun_cpu_geglu(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
+    const int f32 = e->model->gelu_f32; /* an HF gemma: transformers' GELU; a GGUF: llama.cpp's f16 table */
+    for (int64_t i = first; i < last; i++)
+        (f32 ? geglu_f32 : lrun_cpu_geglu)(e->gate + i * e->n_ff, e->up + i * e->n_ff, e->n_ff);
 }
 
 /* Chunk row passes cost little per row: below this many rows a dispatch to
@@ -223,7 +236,9 @@ static void op_attention(struct run *r)
     /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
     const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], r->layer); /* the layer's block offsets */
     const int big = e->model->arch->big_attn_scale_layers; /* gemma2 27B: llama.cpp's n_embd/n_head */
-    float scale = 1.0f / sqrtf((float)(big && in->n_layer == big ? in->n_embd / in->n_head : in->head_dim));
+    const double qpas = e->model->query_pre_attn_scalar; /* an HF gemma's config */
+    float scale = 1.0f / sqrtf(qpas > 0 ? (float)qpas
+                                        : (float)(big && in->n_layer == big ? in->n_embd / in->n_head : in->head_dim));
     const double af = e->model->rope_attn_factor; /* LongRoPE scales cos and sin: q·k by its square */
     if (af != 1.0) scale *= (float)(af * af);
     const lrun_attention_batch ab = {r->n, in->n_head, in->n_head_kv, in->head_dim, scale, e->kv.dtype, r->n >= 2, e->q, e->attn,

@@ -211,7 +211,7 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->n_ff = in->n_ff;
     e->n_vocab = in->n_vocab;
     e->eps = (float)in->rms_eps;
-    e->attn_scale = (float)(1.0 / sqrt((double)in->head_dim));
+    e->attn_scale = (float)lrun_model_attn_scale(model); /* 1/sqrt(head_dim) but for gemma's exceptions */
     if (model->rope_attn_factor != 1.0) /* LongRoPE's scale of cos and sin, on q and k: q·k times its square */
         e->attn_scale *= (float)(model->rope_attn_factor * model->rope_attn_factor);
     e->cache_kind = opts->cache_kind;
@@ -225,24 +225,8 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->table_bytes = (size_t)e->n_batch_max * 28;
 }
 
-/* What the CUDA forward does not run yet (gemma2's GeGLU, sandwich norms,
- * soft-capping, embedding scale and per-block windows): refused by name
- * rather than computed wrong. */
-static lrun_status cuda_arch_check(const lrun_model *model)
-{
-    const lrun_arch *a = model->arch;
-    int ok = !a->embd_scale && a->swa_pattern == 0 && a->rope_base_local == 0 && model->attn_softcap == 0 &&
-             model->final_softcap == 0;
-    for (int i = 0; ok && i < a->n_ops; i++)
-        ok = a->ops[i].kind != LRUN_ARCH_OP_MATMUL_GEGLU && a->ops[i].kind != LRUN_ARCH_OP_MATMUL_NORM_ADD;
-    return ok ? LRUN_OK
-              : lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: architecture '%s' runs on the CPU only (GeGLU, "
-                          "post-norms, soft-capping and per-block windows are not in the CUDA forward yet)", a->name);
-}
-
 lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
 {
-    TRY(cuda_arch_check(model));
     lrun_cuda_engine e;
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
@@ -308,9 +292,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     const lrun_model_info *in = &model->info;
     lrun_device *dev = model->device;
-    lrun_status st = cuda_arch_check(model);
-    if (st != LRUN_OK) return st;
-    st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
+    lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
     if (st != LRUN_OK) return st;
 
     lrun_cuda_engine *e = calloc(1, sizeof *e);

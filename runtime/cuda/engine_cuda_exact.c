@@ -72,6 +72,14 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
     if (!exact_weight(m->output) || !exact_embedding(m->tok_embd)) return 0;
+    /* gemma's soft-caps and GeGLU go through tanhf, whose bits CUDA does not share with glibc; its
+     * post-norms, embedding scale and per-block windows have no exact variant either: the fast path */
+    if (m->arch->embd_scale || m->arch->swa_pattern || m->arch->rope_base_local > 0 || m->attn_softcap > 0 ||
+        m->final_softcap > 0)
+        return 0;
+    for (int i = 0; i < m->arch->n_ops; i++)
+        if (m->arch->ops[i].kind == LRUN_ARCH_OP_MATMUL_GEGLU || m->arch->ops[i].kind == LRUN_ARCH_OP_MATMUL_NORM_ADD)
+            return 0;
     /* every matrix of the architecture's matmul ops (a MATMUL_ADD's second weight is its bias) */
     for (int64_t l = 0; l < in->n_layer; l++)
         for (int i = 0; i < m->arch->n_ops; i++) {

@@ -11,6 +11,7 @@
  * projection's residual add with the norm after it (and that norm with the
  * quantization of the next weights' input). Weights come from
  * residency/weights.h; the KV cache from engine_cuda_kv.c. */
+#include <math.h>
 #include <string.h>
 
 #include "cuda/engine_cuda_internal.h"
@@ -197,17 +198,18 @@ static lrun_status op_rope_store(struct run *r)
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
     const struct step_table *t = &e->d_table;
-    const float base = (float)in->rope_freq_base, fscale = (float)m->rope_freq_scale;
+    /* gemma3's windowed blocks rotate at their own base, without scaling or factors (as the CPU's rope_local) */
+    const int local = m->arch->rope_base_local > 0 && lrun_model_layer_is_local(m, r->layer);
+    const float base = (float)(local ? m->arch->rope_base_local : in->rope_freq_base);
+    const float fscale = local ? 1.0f : (float)m->rope_freq_scale;
+    const float *ff = local ? NULL : e->freq_factors;
     void *s = e->stream;
     const int64_t n = r->n;
     if (in->head_dim % 2 == 0)
         return lrun_k_rope_kv_store(e->q, e->k, e->v, t->pos, n, in->n_head, in->n_head_kv, in->head_dim, in->n_rot,
-                                    base, fscale, e->freq_factors, in->rope_style, e->kv_dtype, r->kc, r->vc,
-                                    t->row_off, s);
-    TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
-                    in->rope_style, s));
-    TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale, e->freq_factors,
-                    in->rope_style, s));
+                                    base, fscale, ff, in->rope_style, e->kv_dtype, r->kc, r->vc, t->row_off, s);
+    TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, ff, in->rope_style, s));
+    TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale, ff, in->rope_style, s));
     return lrun_k_kv_store(e->kv_dtype, r->kc, r->vc, t->row_off, e->k, e->v, n, e->kv_dim, s);
 }
 
@@ -217,14 +219,19 @@ static lrun_status op_attention(struct run *r)
     lrun_cuda_engine *e = r->e;
     const lrun_model_info *in = &e->model->info;
     const struct step_table *t = &e->d_table;
+    const int64_t n_swa = lrun_model_layer_swa(e->model, r->layer); /* every block's n_swa but gemma's */
     if (e->exact)
         TRY(lrun_cuda_exact_attention(e, r->kc, r->vc, r->n, r->max_kv));
     else if (lrun_cuda_kv_fused(e)) /* quantized decode: codes and ring, no slot (engine_cuda_kv.c) */
         TRY(lrun_cuda_kv_fused_attention(e, r->layer, r->n, r->max_kv));
-    else if (e->model->n_swa > 0) /* a sliding window (Mistral) */
+    else if (e->model->attn_softcap > 0) /* gemma2: scores soft-capped, the window on its blocks */
+        TRY(lrun_k_attention_softcap(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n,
+                                     in->n_head, in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, n_swa,
+                                     (float)e->model->attn_softcap, e->attn, e->attn_work, e->stream));
+    else if (n_swa > 0) /* a sliding window (Mistral; gemma3's local blocks) */
         TRY(lrun_k_attention_window(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n,
-                                    in->n_head, in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale,
-                                    e->model->n_swa, e->attn, e->attn_work, e->stream));
+                                    in->n_head, in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, n_swa,
+                                    e->attn, e->attn_work, e->stream));
     else
         TRY(lrun_k_attention(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n, in->n_head,
                              in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, e->attn, e->attn_work,
@@ -293,6 +300,39 @@ static lrun_status op_matmul_swiglu(struct run *r, const lrun_arch_op *op, int i
     return lrun_k_swiglu(y[0], y[1], y[0], r->n * e->n_ff, e->stream);
 }
 
+/* out[0] += rms_norm(in · w[0]ᵀ) * w[1] (gemma's post-attention and
+ * post-FFN norms): the projection into tmp (the GEMV for decode), normed
+ * in place, then added. Fast path only: the exact path refuses gemma
+ * (lrun_cuda_exact_eligible). */
+static lrun_status op_matmul_norm_add(struct run *r, const lrun_arch_op *op)
+{
+    lrun_cuda_engine *e = r->e;
+    const lrun_weight_ref w = lrun_weights_get(r->W, r->layer, op->w[0]);
+    const float *post = vector(e, r->layer, op->w[1]);
+    if (!post) return lrun_fail(LRUN_E_INTERNAL, "engine on %s: the post-norm of block %lld has no weight",
+                                e->device->name, (long long)r->layer);
+    TRY(matmul(e, w, buf(e, op->in), r->n, e->tmp));
+    TRY(lrun_k_rms_norm(e->tmp, post, e->tmp, r->n, e->n_embd, e->eps, e->stream));
+    return lrun_k_add(buf(e, op->out[0]), e->tmp, r->n * e->n_embd, e->stream);
+}
+
+/* out[0] = gelu_tanh(in · w[0]ᵀ) * (in · w[1]ᵀ): GeGLU in the GEMV's
+ * epilogue for decode, else the GeGLU kernel after the products (fast path
+ * only, as above). */
+static lrun_status op_matmul_geglu(struct run *r, const lrun_arch_op *op)
+{
+    lrun_cuda_engine *e = r->e;
+    lrun_weight_ref w[2];
+    refs(r, op, 2, w);
+    float *y[2] = {buf(e, op->out[0]), buf(e, op->out[1])};
+    const int table = !e->model->gelu_f32; /* a GGUF's f16-table GELU, an HF directory's f32 one */
+    if (r->n <= GEMV_MAX_ROWS && fusable(w, 2))
+        return gemv_fused(e, w, y, 2, buf(e, op->in), r->n, table ? LRUN_K_GEMV_GEGLU : LRUN_K_GEMV_GEGLU_F32);
+    TRY(matmul(e, w[0], buf(e, op->in), r->n, y[0]));
+    TRY(matmul(e, w[1], buf(e, op->in), r->n, y[1]));
+    return lrun_k_geglu(y[0], y[1], y[0], r->n * e->n_ff, table, e->stream);
+}
+
 // ---------------------------------------------------------------- the interpreter
 
 static lrun_status run_block(struct run *r)
@@ -313,6 +353,8 @@ static lrun_status run_block(struct run *r)
         case LRUN_ARCH_OP_ATTENTION: TRY(op_attention(r)); break;
         case LRUN_ARCH_OP_MATMUL_ADD: TRY(op_matmul_add(r, op, i)); break;
         case LRUN_ARCH_OP_MATMUL_SWIGLU: TRY(op_matmul_swiglu(r, op, i)); break;
+        case LRUN_ARCH_OP_MATMUL_GEGLU: TRY(op_matmul_geglu(r, op)); break;
+        case LRUN_ARCH_OP_MATMUL_NORM_ADD: TRY(op_matmul_norm_add(r, op)); break;
         default:
             return lrun_fail(LRUN_E_INTERNAL, "engine on %s: op kind %d has no CUDA implementation", r->e->device->name,
                              (int)op->kind);
@@ -328,6 +370,8 @@ static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, in
     const struct lrun_tensor *te = m->tok_embd;
     if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
     else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
+    if (m->arch->embd_scale) /* gemma: each row times sqrtf(n_embd), as the CPU */
+        TRY(lrun_k_scale(e->x, sqrtf((float)e->n_embd), n * e->n_embd, e->stream));
     struct run r = {e, n, max_kv, 0, W, NULL, NULL, 0, 0};
     /* exact: the first norm, with its quantization, right after the embedding */
     if (e->exact && m->arch->ops[0].kind == LRUN_ARCH_OP_NORM) {
@@ -375,7 +419,9 @@ static lrun_status lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
     const lrun_weight_ref head = lrun_weights_get(&W, e->n_layer, LRUN_ARCH_TENSOR_OUTPUT);
     const float *x = e->xn + r0 * e->n_embd;
     if (e->exact) return lrun_cuda_exact_matmul(e, &head, &e->logits, 1, x, rows, 0);
-    return matmul(e, head, x, rows, e->logits);
+    TRY(matmul(e, head, x, rows, e->logits));
+    const double cap = e->model->final_softcap; /* gemma2: every logit soft-capped */
+    return cap > 0 ? lrun_k_softcap(e->logits, rows * e->n_vocab, (float)cap, e->stream) : LRUN_OK;
 }
 
 lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)

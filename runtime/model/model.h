@@ -26,6 +26,10 @@ struct lrun_model {
     int64_t n_swa;                    /* sliding window in positions (the blocks arch->swa_pattern picks), 0: none */
     double attn_softcap;              /* attention scores s → cap·tanh(s/cap) (gemma2); 0: none */
     double final_softcap;             /* and the logits; 0: none */
+    int gelu_f32;                     /* 1: GeGLU's GELU in f32 as transformers' gelu_pytorch_tanh (an HF gemma);
+                                       * 0: through llama.cpp's f16 table (a GGUF) */
+    double query_pre_attn_scalar;     /* > 0: the attention scale is its 1/sqrt (an HF gemma's config); 0: the rule
+                                       * of lrun_model_attn_scale */
     lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into; for an HF
                                        * directory, its config as GGUF metadata (no tensors) */
     lrun_st_set *st;                  /* an HF directory's safetensors: owns the tensors' mappings */
@@ -83,11 +87,13 @@ static inline int64_t lrun_model_layer_swa(const lrun_model *m, int64_t l)
 
 /* The attention's scale of q·k before any LongRoPE factor, as llama.cpp
  * takes it: 1/sqrt(head_dim), or 1/sqrt(n_embd/n_head) at the block count
- * the description names (gemma2 27B). */
+ * the description names (gemma2 27B); an HF gemma's query_pre_attn_scalar
+ * when its config gives one. */
 static inline double lrun_model_attn_scale(const lrun_model *m)
 {
     const lrun_model_info *in = &m->info;
     const int big = m->arch->big_attn_scale_layers;
+    if (m->query_pre_attn_scalar > 0) return 1.0 / sqrt(m->query_pre_attn_scalar);
     return 1.0 / sqrt((double)(big && in->n_layer == big ? in->n_embd / in->n_head : in->head_dim));
 }
 

@@ -67,7 +67,44 @@ static const char *torch_dtype(lrun_dtype d)
     return d == LRUN_DTYPE_BF16 ? "bfloat16" : d == LRUN_DTYPE_F16 ? "float16" : "float32";
 }
 
-static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s)
+/* A list of n floats (LongRoPE factors) as JSON numbers: each f32 exactly, so
+ * the loader's (float) of the parsed double is the GGUF's value. */
+static cJSON *float_list(const float *v, int64_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int64_t i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)v[i]));
+    return a;
+}
+
+/* Gemma's keys as transformers' Gemma2Config / Gemma3TextConfig name them,
+ * with the values the GGUF generator gives the description (model_gen.c). */
+static void gemma_config(cJSON *c, const lrun_model_gen_spec *s)
+{
+    const lrun_arch *a = lrun_gen_arch(s);
+    const int64_t hd = lrun_gen_head_dim(s);
+    /* llama.cpp's attention scale (lrun_model_attn_scale) as transformers' query_pre_attn_scalar */
+    const int big = a->big_attn_scale_layers && s->n_layer == a->big_attn_scale_layers;
+    cJSON_AddNumberToObject(c, "query_pre_attn_scalar", (double)(big ? s->n_embd / s->n_head : hd));
+    cJSON_AddStringToObject(c, "hidden_activation", "gelu_pytorch_tanh");
+    if (strcmp(a->name, "gemma2") == 0) {
+        cJSON_AddNumberToObject(c, "attn_logit_softcapping", 50.0); /* model_gen.c's gen_hparam */
+        cJSON_AddNumberToObject(c, "final_logit_softcapping", 30.0);
+        /* the GGUF's default window when the spec has none */
+        if (s->sliding_window <= 0) cJSON_AddNumberToObject(c, "sliding_window", 4096);
+    } else {
+        cJSON_AddNullToObject(c, "attn_logit_softcapping");
+        cJSON_AddNullToObject(c, "final_logit_softcapping");
+        cJSON_AddNumberToObject(c, "rope_local_base_freq", a->rope_base_local);
+        cJSON_AddNumberToObject(c, "sliding_window_pattern", a->swa_pattern);
+        if (s->sliding_window <= 0) cJSON_AddNumberToObject(c, "sliding_window", (double)s->n_ctx); /* required */
+    }
+    cJSON *types = cJSON_AddArrayToObject(c, "layer_types");
+    for (int64_t l = 0; l < s->n_layer; l++) /* lrun_model_layer_is_local's pattern */
+        cJSON_AddItemToArray(types, cJSON_CreateString(l % a->swa_pattern < a->swa_pattern - 1 ? "sliding_attention"
+                                                                                              : "full_attention"));
+}
+
+static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s, const gen_list *l)
 {
     cJSON *c = cJSON_CreateObject(), *arch = cJSON_CreateArray(), *g = cJSON_CreateObject();
     if (!c || !arch || !g) {
@@ -92,7 +129,9 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s)
     cJSON_AddNumberToObject(c, "vocab_size", (double)s->n_vocab);
     cJSON_AddNumberToObject(c, "rms_norm_eps", s->rms_eps);
     cJSON_AddNumberToObject(c, "rope_theta", s->rope_freq_base);
-    cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tied_embeddings != 0);
+    /* gemma2 has no head of its own: always the embedding */
+    cJSON_AddBoolToObject(c, "tie_word_embeddings",
+                          s->tied_embeddings != 0 || !lrun_arch_tensor_find(lrun_gen_arch(s), LRUN_ARCH_TENSOR_OUTPUT));
     if (s->sliding_window > 0) cJSON_AddNumberToObject(c, "sliding_window", (double)s->sliding_window);
     if (s->rope_llama3_factor > 0) { /* the values model_gen.c gives lrun_rope_llama3_factors */
         cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
@@ -102,7 +141,15 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s)
         cJSON_AddNumberToObject(rs, "high_freq_factor", 4.0);
         cJSON_AddNumberToObject(rs, "original_max_position_embeddings", 8192);
     }
-    cJSON_AddStringToObject(c, "hidden_act", "silu");
+    if (s->rope_orig_ctx > 0 && l->rope_long && l->rope_short) { /* Phi-3 128k's LongRoPE */
+        cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+        cJSON_AddStringToObject(rs, "type", "longrope");
+        cJSON_AddItemToObject(rs, "long_factor", float_list(l->rope_long, lrun_gen_head_dim(s) / 2));
+        cJSON_AddItemToObject(rs, "short_factor", float_list(l->rope_short, lrun_gen_head_dim(s) / 2));
+        cJSON_AddNumberToObject(c, "original_max_position_embeddings", (double)s->rope_orig_ctx);
+    }
+    if (lrun_gen_arch(s)->embd_scale) gemma_config(c, s);
+    cJSON_AddStringToObject(c, "hidden_act", lrun_gen_arch(s)->embd_scale ? "gelu_pytorch_tanh" : "silu");
     cJSON_AddBoolToObject(c, "attention_bias", 0);
     cJSON_AddBoolToObject(c, "mlp_bias", 0);
     cJSON_AddNumberToObject(c, "bos_token_id", 256); /* <|endoftext|>, as the GGUF's */
@@ -217,7 +264,8 @@ static lrun_status write_tensor(lrun_st_writer *w, const gen_tensor *t, const lr
             lrun_status st = (t->trained ? lrun_random_fill_trained : lrun_random_fill)(
                 t->dtype, dst, source_row(t, s, r0 + r) * t->ne[0], t->ne[0], t->scale, t->seed);
             if (st != LRUN_OK) return st;
-            if (t->is_norm)
+            /* the GGUF's norms are noise + 1; HF gemma keeps w of (1 + w), the noise itself */
+            if (t->is_norm && !lrun_hf_norm_shift(lrun_gen_arch(s)->name))
                 for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] += 1.0f;
         }
         lrun_status st = lrun_st_writer_write(w, buf, (size_t)n * row_bytes);
@@ -237,7 +285,7 @@ static lrun_status write_shard(const char *path, const gen_list *l, int64_t firs
         const gen_tensor *t = &l->t[i];
         char name[128];
         lrun_st_dtype dt = LRUN_ST_F32;
-        if (!lrun_hf_tensor_from_gguf("llama", t->name, name, sizeof name))
+        if (!lrun_hf_tensor_from_gguf(lrun_gen_arch(s)->name, t->name, name, sizeof name))
             st = lrun_fail(LRUN_E_INTERNAL, "lrun_model_generate_hf: no HF name for '%s'", t->name);
         if (st == LRUN_OK) st = st_dtype(t->dtype, &dt);
         const int64_t shape[2] = {t->ne[1], t->ne[0]};
@@ -270,7 +318,7 @@ static lrun_status write_weights(const char *dir, const gen_list *l, const lrun_
         st = write_shard(path, l, first, last, s, buf);
         for (int64_t i = first; st == LRUN_OK && i < last; i++) {
             char name[128];
-            lrun_hf_tensor_from_gguf("llama", l->t[i].name, name, sizeof name);
+            lrun_hf_tensor_from_gguf(lrun_gen_arch(s)->name, l->t[i].name, name, sizeof name);
             cJSON_AddStringToObject(map, name, file);
         }
     }
@@ -287,12 +335,12 @@ static lrun_status write_weights(const char *dir, const gen_list *l, const lrun_
     return st;
 }
 
-/* RoPE factors are config.json's rope_scaling in HF, not a tensor. */
+/* RoPE factors (llama3's, LongRoPE's) are config.json's rope_scaling in HF, not tensors. */
 static void drop_rope_freqs(gen_list *l)
 {
     int64_t k = 0;
     for (int64_t i = 0; i < l->n; i++) {
-        if (strcmp(l->t[i].name, "rope_freqs.weight") == 0) {
+        if (strncmp(l->t[i].name, "rope_f", 6) == 0) { /* rope_freqs, rope_factors_long/short */
             l->total_bytes -= (size_t)(l->t[i].nelem / l->t[i].block) * l->t[i].block_bytes;
             continue;
         }
@@ -324,12 +372,14 @@ lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *s
         if (row > cap) cap = row;
     }
     if (st == LRUN_OK && !(buf = malloc(cap))) st = lrun_fail_oom(cap, 0, "lrun_model_generate_hf: row buffer");
-    if (st == LRUN_OK) st = write_configs(dir, spec);
+    if (st == LRUN_OK) st = write_configs(dir, spec, &list);
     if (st == LRUN_OK) st = write_tokenizer(dir, spec);
     if (st == LRUN_OK) st = write_weights(dir, &list, spec, n_shards, buf);
     free(buf);
     free(list.t);
     free(list.rope_factors);
+    free(list.rope_long);
+    free(list.rope_short);
     if (st != LRUN_OK) return lrun_fail_context(st, "generating %s", dir);
     return LRUN_OK;
 }

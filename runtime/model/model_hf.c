@@ -33,6 +33,7 @@
 #include "arch/hf.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "model/model_hf_arch.h"
 #include "model/rope_scaling.h"
 #include "quant/fp8.h"
 #include "quant/quant.h"
@@ -210,6 +211,7 @@ static lrun_status put_rope_scaling(lrun_gguf_writer *w, const char *file, const
     if (!cJSON_IsObject(rs) || !cJSON_IsString(type))
         return lrun_fail(LRUN_E_FORMAT, "%s: \"rope_scaling\" must be an object with a \"rope_type\"", file);
     if (strcmp(type->valuestring, "llama3") == 0 || strcmp(type->valuestring, "default") == 0) return LRUN_OK;
+    if (lrun_hf_is_longrope(rs)) return lrun_hf_put_longrope_keys(w, file, arch, cfg, rs); /* factors: tensors */
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     lrun_status st = lrun_gguf_writer_set_str(w, key, type->valuestring);
@@ -473,6 +475,7 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
         if ((st = dtype_of(t, file, &dtype)) != LRUN_OK) return st;
         const void *data = t->data;
         if (t->dtype == LRUN_ST_F8_E4M3 && (st = widen_fp8(m, file, t, block, &data)) != LRUN_OK) return st;
+        if ((st = lrun_hf_shift_norm(m, file, t, name, &dtype, &data)) != LRUN_OK) return st; /* gemma's 1 + w */
         if (!aligned_for(data, dtype))
             return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' starts at a byte not aligned for %s", file,
                              t->name, lrun_dtype_name(dtype));
@@ -568,11 +571,6 @@ static lrun_status find_arch(const char *file, const cJSON *cfg, const char **ar
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: model_type '%s' is not supported (architectures: %s)", file,
                          mt->valuestring, lrun_arch_known_names(known, sizeof known));
     }
-    /* HF stores Gemma's norm weights as w of (1 + w), and its soft-caps and
-     * query_pre_attn_scalar under config names: not read yet */
-    if (lrun_arch_find(*arch)->embd_scale)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: model_type '%s' loads from GGUF only (its HF directory is not "
-                         "supported yet)", file, mt->valuestring);
     return LRUN_OK;
 }
 
@@ -591,6 +589,7 @@ lrun_status lrun_model_open_hf(lrun_model *m, const char *path, int progress)
     if (st == LRUN_OK) st = find_arch(file, cfg, &arch);
     if (st == LRUN_OK) st = write_metadata(m, file, arch, cfg, gen, tcfg);
     if (st == LRUN_OK) st = lrun_model_read_hparams(m);
+    if (st == LRUN_OK) st = lrun_hf_gemma_config(m, file, cfg);
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(cfg, "vocab_size");
     uint64_t n_vocab = 0;
     if (st == LRUN_OK && (!json_whole(vocab, &n_vocab) || n_vocab < 1 || n_vocab > INT32_MAX))
@@ -609,8 +608,9 @@ lrun_status lrun_model_open_hf(lrun_model *m, const char *path, int progress)
         wbs->child->valuedouble >= 1 && wbs->child->next->valuedouble >= 1 && wbs->child->valuedouble < 1e6 &&
         wbs->child->next->valuedouble < 1e6)
         block[0] = (int)wbs->child->valuedouble, block[1] = (int)wbs->child->next->valuedouble;
-    if (st == LRUN_OK) st = add_tensors(m, p.weights, tied, 1, block);
+    if (st == LRUN_OK) st = add_tensors(m, p.weights, tied, 3, block); /* room for RoPE factors */
     if (st == LRUN_OK) st = add_rope_llama3(m, file, cfg);
+    if (st == LRUN_OK) st = lrun_hf_add_longrope(m, file, rope_object(cfg));
     if (st == LRUN_OK && !tied && !m->output)
         st = lrun_fail(LRUN_E_FORMAT, "%s: tie_word_embeddings is false but the weights have no lm_head.weight", file);
     if (st == LRUN_OK) st = lrun_model_check_tensors(m);

@@ -26,6 +26,7 @@ enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 1024 };
 static char path_buf[16][128];
 static const char *gen_arch;  /* the architecture gen_model writes: NULL for llama */
 static int64_t gen_head_dim;  /* its head size: 0 for n_embd / n_head */
+static int64_t gen_swa;       /* its sliding window in positions: 0 for none (gemma3: the whole context) */
 static int n_paths;
 
 // ---------------------------------------------------------------- helpers
@@ -34,7 +35,7 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
 {
     char *p = path_buf[n_paths++];
     snprintf(p, 128, "/tmp/lrun_test_engine_gpu_%d_%d.gguf", (int)getpid(), n_paths);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, gen_head_dim, 0, 0, 0};
+    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, gen_head_dim, 0, gen_swa, 0, 0, 0};
     if (lrun_model_generate(p, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return p;
 }
@@ -459,8 +460,19 @@ int main(void)
     gen_arch = "qwen3";
     gen_head_dim = 64; /* q_dim 512 > n_embd 256, as Qwen3's */
     test_dtype(&tols[0]);
+    /* gemma2/3 (the fast path: the exact one refuses them): GeGLU, post-norms, soft-caps (gemma2), a
+     * window of 8 on the local blocks (gemma2's even ones; all L = 4 of gemma3's, at RoPE base 10000;
+     * tests/arch_gpu_spec.lua has a global gemma3 block), head size 64 */
+    static const char *const gemmas[] = {"gemma2", "gemma3"};
+    for (size_t i = 0; i < sizeof gemmas / sizeof gemmas[0]; i++) {
+        gen_arch = gemmas[i];
+        gen_swa = 8;
+        test_dtype(&tols[0]);
+        test_dtype(&tols[2]);
+    }
     gen_arch = NULL;
     gen_head_dim = 0;
+    gen_swa = 0;
 
     const char *bf16 = gen_model(LRUN_DTYPE_BF16, LRUN_DTYPE_BF16);
     test_pdl(bf16, "bf16 weights");

@@ -468,7 +468,7 @@ static void test_gemv_fused_case(lrun_dtype t, size_t pad)
     double *wmag = malloc((size_t)(max_m * 33) * sizeof(double));
 
     static const int64_t ms[] = {1, 2, 5, 8};
-    double worst[3] = {0.0, 0.0, 0.0};
+    double worst[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
     int ok = 1;
     for (int mi = 0; mi < 4; mi++) {
         const int64_t m = ms[mi];
@@ -497,13 +497,34 @@ static void test_gemv_fused_case(lrun_dtype t, size_t pad)
         }
         e = nmse_terms(want, got, wmag, m * 33);
         worst[2] = e > worst[2] ? e : worst[2];
+        /* gemma's GeGLU in f32 (an HF directory): |d gelu| <= ~1.13 */
+        ok &= ran(lrun_k_gemv_multi(t, pair, 2, k, dx, m, LRUN_K_GEMV_GEGLU_F32, stream));
+        down(got, dy[0], (size_t)(m * 33) * 4);
+        for (int64_t i = 0; i < m * 33; i++) {
+            const double g = ref[0][i], u = refu[i];
+            const double gg = 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+            want[i] = (float)(gg * u);
+            wmag[i] = 1.3 * u * u * mag[0][i] + gg * gg * magu[i];
+        }
+        e = nmse_terms(want, got, wmag, m * 33);
+        worst[3] = e > worst[3] ? e : worst[3];
+        /* and through llama.cpp's f16 table (a GGUF): lrun_cpu_geglu of the reference products; an f16
+         * rounding that a last-bit difference of g flips moves one value by 2^-11 of it */
+        ok &= ran(lrun_k_gemv_multi(t, pair, 2, k, dx, m, LRUN_K_GEMV_GEGLU, stream));
+        down(got, dy[0], (size_t)(m * 33) * 4);
+        memcpy(want, ref[0], (size_t)(m * 33) * 4);
+        lrun_cpu_geglu(want, refu, m * 33);
+        e = nmse(want, got, m * 33);
+        worst[4] = e > worst[4] ? e : worst[4];
     }
-    static const char *what[3] = {"3 weights (33, 7, 7 rows) stored", "added into y", "gate/up through swiglu"};
-    for (int c = 0; c < 3; c++) {
+    static const char *what[5] = {"3 weights (33, 7, 7 rows) stored", "added into y", "gate/up through swiglu",
+                                  "gate/up through geglu (f32)", "gate/up through geglu (f16 table; nmse)"};
+    for (int c = 0; c < 5; c++) {
+        const double tol = c == 4 ? 1e-6 : 1e-7;
         char name[200];
-        snprintf(name, sizeof name, "gemv_multi %s%s k 768, %s, m 1/2/5/8: error/terms %.2e <= 1e-7",
-                 lrun_dtype_name(t), pad ? " (padded stride)" : "", what[c], worst[c]);
-        CHECK(name, ok && worst[c] <= 1e-7);
+        snprintf(name, sizeof name, "gemv_multi %s%s k 768, %s, m 1/2/5/8: error/terms %.2e <= %.0e",
+                 lrun_dtype_name(t), pad ? " (padded stride)" : "", what[c], worst[c], tol);
+        CHECK(name, ok && worst[c] <= tol);
     }
     for (int p = 0; p < 3; p++) free(w[p]), free(wf[p]), free(ref[p]), free(mag[p]);
     free(x), free(got), free(wu), free(wuf), free(refu), free(magu), free(y0), free(want), free(wmag);
@@ -613,6 +634,41 @@ static void test_elementwise(void)
         down(got, dg, (size_t)n * 4);
         snprintf(name, sizeof name, "add n %lld: exact", (long long)n);
         CHECK(name, ok && memcmp(ref, got, (size_t)n * 4) == 0);
+
+        /* gemma: GeGLU through llama.cpp's f16 table; g is in [-8, 8], so two entries past the table's
+         * -10 / 10 cut-offs (0 below, the identity above) */
+        g[0] = -12.0f, g[n - 1] = 11.0f;
+        up(dg, g, (size_t)n * 4);
+        memcpy(ref, g, (size_t)n * 4);
+        lrun_cpu_geglu(ref, u, n);
+        ok = ran(lrun_k_geglu(dg, du, dout, n, 1, stream));
+        down(got, dout, (size_t)n * 4);
+        e = nmse(ref, got, n);
+        snprintf(name, sizeof name, "geglu (f16 table) n %lld: nmse %.2e <= 1e-7", (long long)n, e);
+        CHECK(name, ok && e <= 1e-7);
+        for (int64_t i = 0; i < n; i++) { /* transformers' f32 tanh GELU, in double */
+            const double x = g[i];
+            ref[i] = (float)(0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))) * u[i]);
+        }
+        ok = ran(lrun_k_geglu(dg, du, dout, n, 0, stream));
+        down(got, dout, (size_t)n * 4);
+        e = nmse(ref, got, n);
+        snprintf(name, sizeof name, "geglu (f32) n %lld: nmse %.2e <= 1e-10", (long long)n, e);
+        CHECK(name, ok && e <= 1e-10);
+
+        memcpy(ref, g, (size_t)n * 4);
+        lrun_cpu_scale(ref, 8.0f, n);
+        ok = ran(lrun_k_scale(dg, 8.0f, n, stream));
+        down(got, dg, (size_t)n * 4);
+        snprintf(name, sizeof name, "scale n %lld: exact", (long long)n);
+        CHECK(name, ok && memcmp(ref, got, (size_t)n * 4) == 0);
+        memcpy(ref, got, (size_t)n * 4);
+        lrun_cpu_softcap(ref, n, 30.0f);
+        ok = ran(lrun_k_softcap(dg, n, 30.0f, stream));
+        down(got, dg, (size_t)n * 4);
+        e = nmse(ref, got, n);
+        snprintf(name, sizeof name, "softcap 30 n %lld: nmse %.2e <= 1e-10", (long long)n, e);
+        CHECK(name, ok && e <= 1e-10);
         free(g), free(u), free(ref), free(got);
     }
     dreset();
@@ -718,6 +774,7 @@ static void test_rope_kv_store(void)
  * first starting `pad` elements into the cache: pad 1 makes k_base and
  * v_base odd, which the 16-byte vector path must leave to the scalar one). */
 static int64_t attn_swa; /* the sliding window of the cases run next (lrun_k_attention_window); 0: none */
+static float attn_cap;   /* the soft-cap of the cases run next (lrun_k_attention_softcap); 0: none */
 
 static void attention_case_at(const char *what, int f16, int64_t n_tok, const int32_t *n_kv, const int *seq, int n_seq,
                               int64_t cap, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv,
@@ -750,6 +807,7 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
                 double s = 0.0;
                 for (int64_t d = 0; d < head_dim; d++) s += (double)q[o + d] * kf[base[i] + t * row + hk * head_dim + d];
                 scores[t] = s * scale;
+                if (attn_cap > 0) scores[t] = attn_cap * tanh(scores[t] / attn_cap); /* gemma2's soft-cap */
                 mx = scores[t] > mx ? scores[t] : mx;
             }
             for (int64_t t = lo; t < n_kv[i]; t++) sum += (scores[t] = exp(scores[t] - mx));
@@ -768,7 +826,10 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
     int32_t *dnkv = dcopy(n_kv, (size_t)n_tok * 4);
     const size_t wb = lrun_k_attention_work_bytes(n_tok, n_head, head_dim, max_kv);
     void *work = wb ? dbuf(wb) : NULL;
-    int ok = ran(attn_swa ? lrun_k_attention_window(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase,
+    int ok = ran(attn_cap > 0 ? lrun_k_attention_softcap(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase,
+                                                          dbase, dnkv, n_tok, n_head, n_head_kv, head_dim, max_kv,
+                                                          scale, attn_swa, attn_cap, dout, work, stream)
+                 : attn_swa ? lrun_k_attention_window(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase,
                                                     dnkv, n_tok, n_head, n_head_kv, head_dim, max_kv, scale, attn_swa,
                                                     dout, work, stream)
                           : lrun_k_attention(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase, dnkv,
@@ -776,8 +837,9 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
     down(got, dout, (size_t)qn * 4);
     const double e = nmse(ref, got, qn);
     char name[200];
-    snprintf(name, sizeof name, "attention %s %s%s: heads %lld/%lld, head_dim %lld, max_kv %lld, work %zu B: nmse %.2e "
-             "<= 1e-7", f16 ? "f16" : "f32", what, attn_swa ? " (sliding window 100)" : "", (long long)n_head,
+    snprintf(name, sizeof name, "attention %s %s%s%s: heads %lld/%lld, head_dim %lld, max_kv %lld, work %zu B: nmse "
+             "%.2e <= 1e-7", f16 ? "f16" : "f32", what, attn_swa ? " (sliding window 100)" : "",
+             attn_cap > 0 ? " (soft-cap 2)" : "", (long long)n_head,
              (long long)n_head_kv, (long long)head_dim, (long long)max_kv, wb, e);
     CHECK(name, ok && e <= 1e-7);
     free(kf), free(vf), free(q), free(kh), free(vh), free(ref), free(got), free(scores);
@@ -801,7 +863,14 @@ static void test_attention(void)
         attention_case("batch decode of 5 sequences", 1, 5, b5, sq, 5, 4100, 8, 2, 64, 4100);
         for (int i = 0; i < 17; i++) sq[i] = 0, nk[i] = 4083 + i + 1;
         attention_case("prefill 17 after 4083 (split)", 0, 17, nk, sq, 1, 4100, 8, 2, 64, 4100);
+        /* gemma2: the scores soft-capped (a cap of 2, so it bends most of them), with and without the
+         * window, vector and scalar (odd base) paths */
+        attn_cap = 2.0f;
+        attention_case("batch decode of 5 sequences", 1, 5, b5, sq, 5, 4100, 8, 2, 64, 4100);
         attn_swa = 0;
+        attention_case("prefill 17 after 4083 (split)", 0, 17, nk, sq, 1, 4100, 8, 2, 64, 4100);
+        attention_case_at("decode, odd base (scalar)", 1, 1, b5 + 2, sq, 1, 4100, 8, 2, 64, 4100, 1);
+        attn_cap = 0.0f;
     }
     static const int32_t lens[] = {1, 31, 300, 4100};
     int seq[40];

@@ -14,8 +14,12 @@ tests/hf_golden_spec.lua loads each directory with lrun and compares: logits
 within a stated tolerance, greedy ids identical. The models cover untied and
 tied heads, grouped-query attention, an explicit head_dim, Llama 3's
 rope_scaling (which lrun turns into RoPE factors), and the other families
-lrun runs from HF directories (qwen2, qwen3, phi3), each with the config
-class of its own model_type. A family this transformers does not know is
+lrun runs from HF directories (qwen2, qwen3, phi3, gemma2, gemma3 — the text
+model, Gemma3ForCausalLM of a Gemma3TextConfig), each with the config class
+of its own model_type. The gemma models run transformers' eager attention
+(the one that applies gemma2's attention soft-cap), a window of 4 so the
+longest prompt crosses it, and a query_pre_attn_scalar other than head_dim
+for gemma2 (llama.cpp's GGUF rule would take head_dim). A family this transformers does not know is
 left out with a message; the others are still written.
 
 Needs torch and transformers (the GPU machine has both; the CPU is enough).
@@ -55,14 +59,31 @@ MODELS = {
                  num_attention_heads=4, num_key_value_heads=4, vocab_size=256, max_position_embeddings=128,
                  original_max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0,
                  tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    # GeGLU (gelu_pytorch_tanh), the four (1 + w) norms, embedding times sqrt(hidden), soft-caps 50/30, the
+    # window on blocks 0 and 2 of 4
+    "gemma2": dict(model_type="gemma2", hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=256,
+                   max_position_embeddings=128, rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=24,
+                   sliding_window=4, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                   hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+                   pad_token_id=0, _attn_implementation="eager"),
+    # q/k head norms, no soft-caps, 7 blocks: 0-4 local (window 4, RoPE base 10000), 5 global (base 1e6), 6 local
+    "gemma3": dict(model_type="gemma3_text", hidden_size=64, intermediate_size=128, num_hidden_layers=7,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=256,
+                   max_position_embeddings=128, rms_norm_eps=1e-6, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                   query_pre_attn_scalar=16, sliding_window=4, hidden_activation="gelu_pytorch_tanh",
+                   tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                   _attn_implementation="eager"),
 }
 
 
 def make(name, kw, out_dir, seed):
     torch.manual_seed(seed)
     kw = dict(kw)
+    attn = kw.pop("_attn_implementation", None)
     config = AutoConfig.for_model(kw.pop("model_type"), **kw)
-    model = AutoModelForCausalLM.from_config(config).eval().to(torch.float32)
+    extra = {"attn_implementation": attn} if attn else {}
+    model = AutoModelForCausalLM.from_config(config, **extra).eval().to(torch.float32)
     # the default init leaves norms at exactly 1: perturb them so a misplaced norm shows
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -74,10 +95,12 @@ def make(name, kw, out_dir, seed):
     with torch.no_grad():
         for ids in PROMPTS:
             x = torch.tensor([ids])
-            logits = model(x).logits[0, -1].tolist()
+            # no cache: each call is one full causal forward (gemma's hybrid cache of older transformers
+            # versions handled a prompt longer than the window differently); the same logits for the others
+            logits = model(x, use_cache=False).logits[0, -1].tolist()
             seq, greedy = list(ids), []
             for _ in range(N_GREEDY):
-                nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+                nxt = int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax())
                 greedy.append(nxt)
                 seq.append(nxt)
             cases.append({"prompt": ids, "logits": [float(f"{v:.7g}") for v in logits], "greedy": greedy})
@@ -90,7 +113,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     models = []
-    for seed, (name, kw) in enumerate(sorted(MODELS.items())):
+    # seeds by this order: the first five are the sorted names the script had before gemma, so their
+    # files and goldens stay what they were
+    order = ["llama", "llama3-tied", "phi3", "qwen2", "qwen3", "gemma2", "gemma3"]
+    assert sorted(order) == sorted(MODELS)
+    for seed, name in enumerate(order):
+        kw = MODELS[name]
         try:
             models.append(make(name, kw, args.out, seed))
         except (ValueError, KeyError, ImportError) as e:  # a model_type this transformers lacks

@@ -27,8 +27,8 @@ if [ -d "$tmp/runtime/arch" ]; then
 fi
 new_src="$root/runtime/cuda/engine_cuda_forward.c $root/runtime/cuda/engine_cuda_exact.c"
 new_src="$new_src $root/runtime/cuda/engine_cuda_weights.c $(ls $root/runtime/arch/*.c | tr "\n" " ")"
-cc $CF $(ids "$tmp") $old_new -I"$tmp/runtime" -I"$tmp/kernels" -o "$tmp/old" "$here/main.c" "$here/stubs.c" "$here/unused.c" $old_src
-cc $CF $(ids "$root") -DNEW -I"$root/runtime" -I"$root/kernels" -o "$tmp/new" "$here/main.c" "$here/stubs.c" "$here/unused.c" $new_src
+cc $CF $(ids "$tmp") $old_new -I"$tmp/runtime" -I"$tmp/kernels" -o "$tmp/old" "$here/main.c" "$here/stubs.c" "$here/unused.c" $old_src -lm
+cc $CF $(ids "$root") -DNEW -I"$root/runtime" -I"$root/kernels" -o "$tmp/new" "$here/main.c" "$here/stubs.c" "$here/unused.c" $new_src -lm
 "$tmp/old" > "$tmp/old.log"
 "$tmp/new" > "$tmp/new.log"
 echo "$(grep -c '^===' "$tmp/old.log") scenarios, $(wc -l < "$tmp/old.log") logged calls at $base"

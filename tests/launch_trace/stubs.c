@@ -76,3 +76,10 @@ lrun_status lrun_cuda_offload_embed(lrun_cuda_engine *e, int64_t n) { (void)e; L
 int lrun_cuda_offload_on_host(const lrun_cuda_engine *e, const struct lrun_tensor *w) { return e->offload && w->host_compute && w->tier != LRUN_TIER_DEVICE; }
 lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x, int64_t m, float *y)
 { (void)e; L("host_matmul %s %ld %ld %ld\n", w->name, P(x), (long)m, P(y)); return 0; }
+/* gemma2/3's kernels: no scenario is a gemma model (a call would show up in the log) */
+lrun_status lrun_k_attention_softcap(lrun_dtype kd, const float *q, const void *ck, const void *cv, const int64_t *kb, const int64_t *vb, const int32_t *nkv, int64_t nt, int64_t nh, int64_t nhk, int64_t hd, int64_t mk, float sc, int64_t swa, float cap, float *o, void *w, void *s)
+{ L("attention_softcap %d %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %g %ld %g %ld %ld %ld\n", kd, P(q), P(ck), P(cv), P(kb), P(vb), P(nkv), (long)nt, (long)nh, (long)nhk, (long)hd, (long)mk, sc, (long)swa, cap, P(o), P(w), P(s)); return 0; }
+lrun_status lrun_k_geglu(const float *g, const float *u, float *o, int64_t n, int t, void *s)
+{ L("geglu %ld %ld %ld %ld %d %ld\n", P(g), P(u), P(o), (long)n, t, P(s)); return 0; }
+lrun_status lrun_k_scale(float *x, float f, int64_t n, void *s) { L("scale %ld %g %ld %ld\n", P(x), f, (long)n, P(s)); return 0; }
+lrun_status lrun_k_softcap(float *x, int64_t n, float cap, void *s) { L("softcap %ld %ld %g %ld\n", P(x), (long)n, cap, P(s)); return 0; }
