@@ -347,6 +347,8 @@ function Model:info()
     n_head_kv = tonumber(i.n_head_kv),
     head_dim = tonumber(i.head_dim),
     n_ff = tonumber(i.n_ff),
+    n_expert = tonumber(i.n_expert),
+    n_expert_used = tonumber(i.n_expert_used),
     n_rot = tonumber(i.n_rot),
     rope_freq_base = tonumber(i.rope_freq_base),
     rms_eps = tonumber(i.rms_eps),

@@ -242,6 +242,9 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
 static lrun_status cuda_arch_check(const lrun_model *model)
 {
     const lrun_arch *a = model->arch;
+    if (lrun_arch_has_experts(a)) /* docs/moe.md: the CPU runs them; the CUDA forward has no routing yet */
+        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: '%s' with %lld experts (mixture of experts) runs on "
+                         "the CPU only for now", a->name, (long long)model->info.n_expert);
     int ok = !a->embd_scale && a->swa_pattern == 0 && a->rope_base_local == 0 && model->attn_softcap == 0 &&
              model->final_softcap == 0;
     for (int i = 0; ok && i < a->n_ops; i++)
