@@ -2,6 +2,7 @@
  * description's tables in agreement with each other. */
 #include "arch/arch.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -167,10 +168,16 @@ static lrun_status check_weight3(const lrun_arch *a, int i, lrun_arch_tensor t, 
     if (!is_block_tensor(t) || !d)
         return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s) uses tensor %d, not a block tensor of the description",
                          a->name, i, kinds[a->ops[i].kind].name, (int)t);
-    if (d->ne[0] != d0 || d->ne[1] != d1 || d->ne[2] != d2)
-        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s): '%s' has shape {%s, %s, %s}, the op's buffers need "
-                         "{%s, %s, %s}", a->name, i, kinds[a->ops[i].kind].name, d->name, dim_name(d->ne[0]),
-                         dim_name(d->ne[1]), dim_name(d->ne[2]), dim_name(d0), dim_name(d1), dim_name(d2));
+    if (d->ne[0] != d0 || d->ne[1] != d1 || d->ne[2] != d2) {
+        char have[64], need[64]; /* the third dimension only where one of them is 3-D */
+        const int three = d->ne[2] != LRUN_ARCH_DIM_NONE || d2 != LRUN_ARCH_DIM_NONE;
+        snprintf(have, sizeof have, "{%s, %s%s%s}", dim_name(d->ne[0]), dim_name(d->ne[1]), three ? ", " : "",
+                 three ? dim_name(d->ne[2]) : "");
+        snprintf(need, sizeof need, "{%s, %s%s%s}", dim_name(d0), dim_name(d1), three ? ", " : "",
+                 three ? dim_name(d2) : "");
+        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s): '%s' has shape %s, the op's buffers need %s", a->name,
+                         i, kinds[a->ops[i].kind].name, d->name, have, need);
+    }
     return LRUN_OK;
 }
 
