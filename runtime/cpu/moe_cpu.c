@@ -23,6 +23,7 @@
 
 #include "cpu/cpu_matmul.h"
 #include "cpu/engine_cpu_internal.h"
+#include "cpu/moe_route.h"
 #include "residency/weights.h"
 
 /* ggml's clamp of the chosen probabilities' sum: the smallest normal f16 */
@@ -38,13 +39,8 @@ void lrun_cpu_moe_route(cpu_engine *e, const lrun_weights *W, int64_t layer, int
                     e->mm_work);
 }
 
-/* Token i's chosen experts and weights from its router logits (in place: the probabilities). */
-static void route_token(cpu_engine *e, int64_t i)
+void lrun_moe_route(float *p, int64_t n_exp, int64_t k, int32_t *ids, float *w)
 {
-    const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
-    float *p = e->router + i * n_exp;
-    int32_t *ids = e->moe_ids + i * k;
-    float *w = e->moe_w + i * k;
     lrun_cpu_softmax(p, n_exp);
     for (int64_t s = 0; s < k; s++) { /* the s-th largest, lower index first among equals */
         int32_t best = -1;
@@ -61,6 +57,13 @@ static void route_token(cpu_engine *e, int64_t i)
     float fsum = (float)sum;
     if (fsum < MOE_MIN_WEIGHT_SUM) fsum = MOE_MIN_WEIGHT_SUM;
     for (int64_t s = 0; s < k; s++) w[s] = w[s] / fsum;
+}
+
+/* Token i's chosen experts and weights from its router logits (in place: the probabilities). */
+static void route_token(cpu_engine *e, int64_t i)
+{
+    const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
+    lrun_moe_route(e->router + i * n_exp, n_exp, k, e->moe_ids + i * k, e->moe_w + i * k);
 }
 
 static void route_rows(void *ctx, int64_t first, int64_t last)

@@ -242,9 +242,6 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
 static lrun_status cuda_arch_check(const lrun_model *model)
 {
     const lrun_arch *a = model->arch;
-    if (lrun_arch_has_experts(a)) /* docs/moe.md: the CPU runs them; the CUDA forward has no routing yet */
-        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: '%s' with %lld experts (mixture of experts) runs on "
-                         "the CPU only for now", a->name, (long long)model->info.n_expert);
     int ok = !a->embd_scale && a->swa_pattern == 0 && a->rope_base_local == 0 && model->attn_softcap == 0 &&
              model->final_softcap == 0;
     for (int i = 0; ok && i < a->n_ops; i++)
@@ -363,6 +360,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
         st = load_vectors(e);
     }
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
+    if (st == LRUN_OK) st = lrun_cuda_moe_init(e); /* a mixture of experts' routing state; none when dense */
     if (st == LRUN_OK && e->want_exact && !e->exact)
         st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics need Q4_0/Q4_1/Q8_0 matrices and head, "
                        "a feed-forward width that is a multiple of 8, a width of at most 12288 and attention scores "
@@ -397,6 +395,7 @@ void lrun_cuda_engine_free(void *ctx)
     (void)cudaGetLastError();
     lrun_cuda_offload_free(e);
     lrun_cuda_exact_free(e);
+    lrun_cuda_moe_free(e);
     lrun_cuda_kv_free(e);
     if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
     lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);

@@ -72,6 +72,7 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
     if (!exact_weight(m->output) || !exact_embedding(m->tok_embd)) return 0;
+    if (lrun_arch_has_experts(m->arch)) return 0; /* no exact routing kernels yet (docs/moe.md) */
     /* every matrix of the architecture's matmul ops (a MATMUL_ADD's second weight is its bias) */
     for (int64_t l = 0; l < in->n_layer; l++)
         for (int i = 0; i < m->arch->n_ops; i++) {
