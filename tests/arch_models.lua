@@ -48,7 +48,7 @@ M.models = {
   { name = "gemma3_q8_0", arch = "gemma3", dtype = "q8_0", n_layer = 7, head_dim = 64, sliding_window = 4,
     rope_freq_base = 1000000, cpu_only = GEMMA_CUDA },
   -- mixtures of experts (docs/moe.md): qwen3moe, 8 experts of width 64, top-4, with qwen3's q/k head norms and
-  -- head size 64; Mixtral (llama with llama.expert_count), 4 experts of width 128, top-2. The router stays f32
+  -- head size 64; Mixtral (llama with llama.expert_count), 4 experts of width 256, top-2. The router stays f32
   -- (llama.cpp never quantizes ffn_gate_inp); the long prompt routes its tokens to every expert. qwen3moe
   -- seed 2027: with 2026 a continuation ends inside a UTF-8 sequence (no probabilities from llama.cpp's server)
   { name = "qwen3moe_f32", arch = "qwen3moe", dtype = "f32", head_dim = 64, n_ff = 64, n_expert = 8,
