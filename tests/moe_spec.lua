@@ -79,6 +79,18 @@ for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32" }) do
         m:free()
       end)
     end
+    it("experts_on_host: host compute counts only the chosen experts' slices", function()
+      local m = assert(lrun.load(path, { threads = 2, progress = false, policy = "experts_on_host" }))
+      local info = m:info()
+      local slice = 0 -- bytes of one expert's gate + up + down slices
+      for _, t in ipairs(m:tensors()) do
+        if t.layer == 0 and t.role:match("_exps$") then slice = slice + t.bytes / info.n_expert end
+      end
+      assert.is_true(m:logits({ 84 }) ~= nil) -- one token: k experts per block
+      local s = m:stats(true)
+      assert.are.equal(info.n_layer * info.n_expert_used * slice, s.host_compute_bytes)
+      m:free()
+    end)
   end)
 end
 

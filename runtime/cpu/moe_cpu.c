@@ -128,6 +128,7 @@ static void run_expert(cpu_engine *e, const lrun_weight_ref g[3], int64_t x, con
     const int64_t d = e->n_embd, k = e->model->info.n_expert_used;
     for (int64_t j = 0; j < cnt; j++) memcpy(e->moe_x + j * d, e->xn + (pairs[j] / k) * d, (size_t)d * sizeof(float));
     float *const outs[2] = {e->gate, e->up};
+    for (int i = 0; i < 3; i++) lrun_weight_ring_note_slice(e->wr, g[i].w, slice_bytes(g[i].w));
     for (int i = 0; i < 2; i++) {
         const struct lrun_tensor *t = g[i].w;
         lrun_cpu_matmul(e->pool, t->dtype, (const char *)g[i].data + (size_t)x * slice_bytes(t), t->row_bytes, t->ne[1],
