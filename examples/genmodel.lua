@@ -8,6 +8,7 @@
 --   lrun examples/genmodel.lua -o out.gguf --layers 32 --embd 4096 --ff 11008 \
 --        --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 [--seed N] [--threads N]
 --   lrun examples/genmodel.lua -o tiny.gguf --preset tiny --dtype q8_0
+--   lrun examples/genmodel.lua -o moe.gguf --preset qwen3-30b-a3b --dtype q4_k [--router-skew 2]
 --
 -- A preset fills every shape option; options given on the command line win.
 -- The model loads in lrun and llama.cpp: same seed, same weights (in every
@@ -25,6 +26,13 @@ local presets = {
   ["llama2-7b"] = { layers = 32, embd = 4096, ff = 11008, heads = 32, kv_heads = 32, vocab = 32000, ctx = 4096 },
   ["llama3-8b"] = { layers = 32, embd = 4096, ff = 14336, heads = 32, kv_heads = 8, vocab = 128256, ctx = 8192,
     rope_base = 500000 },
+  -- mixtures of experts (docs/moe.md): --ff is each expert's width
+  ["qwen3-30b-a3b"] = { arch = "qwen3moe", layers = 48, embd = 2048, ff = 768, heads = 32, kv_heads = 4,
+    head_dim = 128, experts = 128, experts_used = 8, vocab = 151936, ctx = 40960, rope_base = 1000000 },
+  ["mixtral-8x7b"] = { arch = "llama", layers = 32, embd = 4096, ff = 14336, heads = 32, kv_heads = 8, experts = 8,
+    experts_used = 2, vocab = 32000, ctx = 32768, rope_base = 1000000 },
+  ["tiny-moe"] = { arch = "qwen3moe", layers = 2, embd = 64, ff = 64, heads = 4, kv_heads = 2, experts = 8,
+    experts_used = 2, vocab = 512, ctx = 256 },
 }
 local preset_names = {}
 for k in pairs(presets) do preset_names[#preset_names + 1] = k end
@@ -33,11 +41,15 @@ table.sort(preset_names)
 local spec = {
   { "-o", "--output", key = "output", arg = "FILE", help = "where to write the GGUF file" },
   { "--preset", key = "preset", arg = "NAME", help = table.concat(preset_names, ", ") },
-  { "--arch", key = "arch", arg = "NAME", default = "llama", help = "llama qwen2 qwen3 phi3 gemma2 gemma3" },
+  { "--arch", key = "arch", arg = "NAME", help = "llama qwen2 qwen3 phi3 gemma2 gemma3 qwen3moe (default llama)" },
   { "--head-dim", key = "head_dim", type = "int", help = "key/value length per head (default --embd/--heads)" },
   { "--layers", key = "layers", type = "int", help = "blocks" },
   { "--embd", key = "embd", type = "int", help = "width" },
-  { "--ff", key = "ff", type = "int", help = "feed-forward width" },
+  { "--ff", key = "ff", type = "int", help = "feed-forward width (each expert's, with --experts)" },
+  { "--experts", key = "experts", type = "int", help = "experts per block: qwen3moe, or llama for Mixtral" },
+  { "--experts-used", key = "experts_used", type = "int", help = "experts each token takes (with --experts)" },
+  { "--router-skew", key = "router_skew", type = "number",
+    help = "synthetic skewed expert popularity: router row e times 1 + S/(e+1) (default 0: near-uniform)" },
   { "--heads", key = "heads", type = "int", help = "attention heads" },
   { "--kv-heads", key = "kv_heads", type = "int", help = "key/value heads (default: --heads)" },
   { "--vocab", key = "vocab", type = "int", help = "vocabulary size, >= 259" },
@@ -78,6 +90,7 @@ if opts.preset then
   end
 end
 opts.kv_heads = opts.kv_heads or opts.heads
+opts.arch = opts.arch or "llama"
 opts.ctx = opts.ctx or 4096
 opts.rope_base = opts.rope_base or 10000
 
@@ -119,12 +132,14 @@ s.seed, s.n_threads, s.progress = opts.seed, opts.threads, opts.quiet and 0 or 1
 s.trained_stats = opts.trained and 1 or 0
 s.arch, s.head_dim = opts.arch, opts.head_dim or 0 -- opts.arch stays referenced while s is used
 s.sliding_window, s.rope_orig_ctx = opts.sliding_window, opts.rope_orig_ctx
+s.n_expert, s.n_expert_used, s.router_skew = opts.experts or 0, opts.experts_used or 0, opts.router_skew or 0
 
 -- The C side names spec fields; say them as the options they came from.
 local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--heads", n_head_kv = "--kv-heads",
   n_ff = "--ff", n_vocab = "--vocab", n_ctx = "--ctx", weight_dtype = "--dtype", embd_dtype = "--embd-dtype",
   rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads", arch = "--arch",
-  head_dim = "--head-dim", sliding_window = "--sliding-window", rope_orig_ctx = "--rope-orig-ctx" }
+  head_dim = "--head-dim", sliding_window = "--sliding-window", rope_orig_ctx = "--rope-orig-ctx",
+  n_expert = "--experts", n_expert_used = "--experts-used", router_skew = "--router-skew" }
 
 local t0 = sys.now()
 local ok, err

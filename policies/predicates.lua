@@ -4,7 +4,9 @@
 -- receive): {name=, role=, layer=, dtype=, bytes=, shape=}. role is
 -- lrun_role_name's ("embedding", "output_norm", "lm_head", "attn_norm",
 -- "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
--- "ffn_up", "ffn_down", "rope_freqs", "bias", "other"); layer is the block
+-- "ffn_up", "ffn_down", "rope_freqs", "bias", "other", and a mixture of
+-- experts' "ffn_gate_inp" (the router), "ffn_gate_exps", "ffn_up_exps",
+-- "ffn_down_exps" (every expert of the block stacked); layer is the block
 -- index, -1 outside blocks. Each predicate is a plain function t → boolean,
 -- so they compose: OffloadPolicy{predicates = {P.is_norm_vector, P.is_bias}}.
 -- @module policies.predicates
@@ -12,7 +14,9 @@ local M = {}
 
 local norm_roles = { attn_norm = true, ffn_norm = true, output_norm = true }
 local attention_roles = { attn_q = true, attn_k = true, attn_v = true, attn_output = true }
-local mlp_roles = { ffn_gate = true, ffn_up = true, ffn_down = true }
+local mlp_roles = { ffn_gate = true, ffn_up = true, ffn_down = true, ffn_gate_inp = true,
+  ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
+local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
 
 -- Biases carry role "bias" whatever they belong to; the GGUF name says
 -- which matrix ("blk.3.attn_q.bias"), so block membership is read from it.
@@ -45,9 +49,16 @@ function M.is_attention(t)
   return attention_roles[t.role] == true or bias_of(t, "attn_")
 end
 
---- MLP matrices of a block and their biases (not the norm).
+--- MLP matrices of a block and their biases (not the norm); a mixture of
+-- experts' router and experts too.
 function M.is_mlp(t)
   return mlp_roles[t.role] == true or bias_of(t, "ffn_")
+end
+
+--- The experts of a mixture-of-experts block (ffn_*_exps, each holding
+-- every expert of the block; llama.cpp's -ot "exps" pattern), not the router.
+function M.is_expert(t)
+  return expert_roles[t.role] == true
 end
 
 --- A predicate: the tensor belongs to a block with index in [a, b].

@@ -192,7 +192,11 @@ typedef enum lrun_role {
     LRUN_ROLE_FFN_DOWN = 12,
     LRUN_ROLE_ROPE_FREQS = 13,
     LRUN_ROLE_BIAS = 14,
-    LRUN_ROLE_COUNT = 15
+    LRUN_ROLE_FFN_GATE_INP = 15,  /* a mixture of experts' router {n_embd, n_expert} */
+    LRUN_ROLE_FFN_GATE_EXPS = 16, /* the experts' stacked gate {n_embd, n_ff, n_expert} */
+    LRUN_ROLE_FFN_UP_EXPS = 17,   /* up */
+    LRUN_ROLE_FFN_DOWN_EXPS = 18, /* down {n_ff, n_embd, n_expert} */
+    LRUN_ROLE_COUNT = 19
 } lrun_role;
 
 LRUN_API const char *lrun_role_name(lrun_role role); /* "embedding", "attn_q", … */
@@ -367,6 +371,16 @@ typedef struct lrun_model_gen_spec {
      * last eighth, and every third between), and output.weight, are stored
      * in mix_dtype (Q6_K for Q4_K_M); 0 keeps one weight_dtype throughout. */
     lrun_dtype mix_dtype;
+    /* A mixture of experts (arch "qwen3moe", or "llama" for Mixtral): n_expert > 0
+     * experts per block, each token routed to n_expert_used of them; n_ff is each
+     * expert's width. 0: a dense model. */
+    int64_t n_expert;
+    int64_t n_expert_used;
+    /* > 0: skewed expert popularity (synthetic, for cache benchmarks): the
+     * router's row of expert e gets a component along a fixed direction d,
+     * strength router_skew · ln(1/(e+1)) (Zipf-like: popularity ~ 1/(e+1)^s for
+     * inputs aligned with d); 0: a plain random router (near-uniform routing). */
+    double router_skew;
 } lrun_model_gen_spec;
 
 /* Writes a complete GGUF of architecture spec.arch at path (the tensors and
@@ -495,6 +509,8 @@ typedef struct lrun_model_info {
     lrun_rope_style rope_style;
     int tied_embeddings;     /* 1 when there is no output.weight */
     size_t weight_bytes;     /* sum of all tensor bytes */
+    int64_t n_expert;        /* experts per block of a mixture of experts; 0: dense */
+    int64_t n_expert_used;   /* experts each token is routed to */
 } lrun_model_info;
 
 typedef struct lrun_load_opts {

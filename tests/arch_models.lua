@@ -12,6 +12,7 @@ local ffi, C = lf.ffi, lf.C
 local M = {}
 
 local GEMMA_EXACT = "soft-caps and GeGLU go through tanhf, whose bits CUDA does not share with glibc"
+local MOE_CUDA = "the CUDA exact path has no expert routing yet; tests/moe_gpu_spec.lua checks the fast one (docs/moe.md)"
 
 -- name, arch, weight dtype, and what differs from the base shape below.
 M.models = {
@@ -47,6 +48,16 @@ M.models = {
     rope_freq_base = 1000000, no_cuda_exact = GEMMA_EXACT },
   { name = "gemma3_q8_0", arch = "gemma3", dtype = "q8_0", n_layer = 7, head_dim = 64, sliding_window = 4,
     rope_freq_base = 1000000, no_cuda_exact = GEMMA_EXACT },
+  -- mixtures of experts (docs/moe.md): qwen3moe, 8 experts of width 64, top-4, with qwen3's q/k head norms and
+  -- head size 64; Mixtral (llama with llama.expert_count), 4 experts of width 256, top-2. The router stays f32
+  -- (llama.cpp never quantizes ffn_gate_inp); the long prompt routes its tokens to every expert. qwen3moe
+  -- seed 2027: with 2026 a continuation ends inside a UTF-8 sequence (no probabilities from llama.cpp's server)
+  { name = "qwen3moe_f32", arch = "qwen3moe", dtype = "f32", head_dim = 64, n_ff = 64, n_expert = 8,
+    n_expert_used = 4, seed = 2027, no_cuda_exact = MOE_CUDA },
+  { name = "qwen3moe_q8_0", arch = "qwen3moe", dtype = "q8_0", head_dim = 64, n_ff = 64, n_expert = 8,
+    n_expert_used = 4, seed = 2027, no_cuda_exact = MOE_CUDA },
+  { name = "mixtral_f32", arch = "llama", dtype = "f32", n_expert = 4, n_expert_used = 2, no_cuda_exact = MOE_CUDA },
+  { name = "mixtral_q8_0", arch = "llama", dtype = "q8_0", n_expert = 4, n_expert_used = 2, no_cuda_exact = MOE_CUDA },
 }
 
 -- Models llama.cpp cannot check: its llama architecture ignores
@@ -59,14 +70,14 @@ M.float_models = {
 -- The shape every entry starts from: 2 layers, GQA 4:2, head size 32.
 local BASE = { n_layer = 2, n_embd = 128, n_head = 4, n_head_kv = 2, n_ff = 256, n_vocab = 512, n_ctx = 256,
   head_dim = 0, rope_freq_base = 10000, rms_eps = 1e-5, seed = 2026, tied = 1, rope_llama3_factor = 0,
-  sliding_window = 0, rope_orig_ctx = 0 }
+  sliding_window = 0, rope_orig_ctx = 0, n_expert = 0, n_expert_used = 0, router_skew = 0 }
 
 --- Writes entry e's GGUF at path; raises with lrun's message on failure.
 function M.generate(e, path)
   local s = ffi.new("lrun_model_gen_spec")
   for _, k in ipairs({ "n_layer", "n_embd", "n_head", "n_head_kv", "n_ff", "n_vocab", "n_ctx", "head_dim",
                        "rope_freq_base", "rms_eps", "seed", "rope_llama3_factor", "sliding_window",
-                       "rope_orig_ctx" }) do
+                       "rope_orig_ctx", "n_expert", "n_expert_used", "router_skew" }) do
     s[k] = e[k] or BASE[k]
   end
   local dt = ffi.new("lrun_dtype[1]")

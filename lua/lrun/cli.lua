@@ -145,7 +145,7 @@ function M.model_spec()
       help = "keep N GiB of weights off the device (vLLM's --cpu-offload-gb)" },
     { "--smart-offload", key = "smart_offload", type = "flag", help = "choose what to offload with the smart policy" },
     { "--policy", key = "policy", arg = "FILE|NAME",
-      help = "placement policy: conservative, aggressive, layers, smart or a .lua file" },
+      help = "placement policy: conservative, aggressive, layers, smart, experts_on_host or a .lua file" },
     { "-ot", "--override-tensor", key = "overrides", arg = "PATTERN=TIER", list = true,
       help = "place tensors matching a Lua pattern: device, pinned, host, mmap, disk, cpu (host compute); repeatable" },
     { "-ngl", "--n-gpu-layers", key = "n_gpu_layers", type = "int", help = "layers on the device (policy layers)" },

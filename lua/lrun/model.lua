@@ -352,6 +352,8 @@ function Model:info()
     n_head_kv = tonumber(i.n_head_kv),
     head_dim = tonumber(i.head_dim),
     n_ff = tonumber(i.n_ff),
+    n_expert = tonumber(i.n_expert),
+    n_expert_used = tonumber(i.n_expert_used),
     n_rot = tonumber(i.n_rot),
     rope_freq_base = tonumber(i.rope_freq_base),
     rms_eps = tonumber(i.rms_eps),
@@ -462,9 +464,40 @@ function Model:tensors()
   return out
 end
 
+local expert_roles = { ffn_gate_exps = "gate", ffn_up_exps = "up", ffn_down_exps = "down" }
+
+-- A mixture of experts' placement, expert by expert (docs/moe.md): each
+-- expert's slice of a block's stacked gate/up/down tensor is a unit; today
+-- every slice takes its tensor's tier and host-compute flag. nil for a
+-- dense model.
+-- {n_expert=, n_expert_used=, slices = {[tier] = n}, host_compute_slices = n,
+--  layers = {[l] = {gate = tier, up = tier, down = tier}} (0-based l)}
+local function expert_placement(h, tiers, host_compute)
+  local info = C.lrun_model_get_info(h)
+  local n = tonumber(info.n_expert)
+  if n == 0 then return nil end
+  local ex = { n_expert = n, n_expert_used = tonumber(info.n_expert_used), slices = {}, host_compute_slices = 0,
+    layers = {} }
+  for i = 0, tonumber(C.lrun_model_tensor_count(h)) - 1 do
+    local t = C.lrun_model_tensor(h, i)
+    local part = expert_roles[ffi.string(C.lrun_role_name(C.lrun_tensor_role(t)))]
+    if part then
+      local name, l = ffi.string(C.lrun_tensor_name(t)), tonumber(C.lrun_tensor_layer(t))
+      local tier = tiers[name]
+      ex.layers[l] = ex.layers[l] or {}
+      ex.layers[l][part] = tier
+      ex.slices[tier] = (ex.slices[tier] or 0) + n
+      if host_compute[name] then ex.host_compute_slices = ex.host_compute_slices + n end
+    end
+  end
+  return ex
+end
+
 --- Where the weights are right now.
 -- @treturn table {tensors = {[name] = tier name}, bytes = {device=, pinned=, host=, mmap=, disk=},
---   host_compute = {[name] = true}, policy = name or nil, explain = text or nil}
+--   host_compute = {[name] = true}, experts = (a mixture of experts) {n_expert=, n_expert_used=,
+--   slices = {[tier] = expert slices}, host_compute_slices=, layers = {[l] = {gate=, up=, down= tier}}},
+--   policy = name or nil, explain = text or nil}
 --   (bytes per tier, from lrun_model_tier_bytes); prints as a summary
 function Model:placement()
   local h = live(self, "placement")
@@ -481,6 +514,7 @@ function Model:placement()
   end
   local r = self.residency
   return setmetatable({ tensors = tensors, bytes = bytes, host_compute = host_compute,
+    experts = expert_placement(h, tensors, host_compute),
     policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch },
     { __tostring = require("lrun.pretty").placement })
 end

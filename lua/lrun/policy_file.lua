@@ -17,7 +17,7 @@
 -- @module lrun.policy_file
 local M = {}
 
-local builtin = { conservative = true, aggressive = true, layers = true, smart = true }
+local builtin = { conservative = true, aggressive = true, layers = true, smart = true, experts_on_host = true }
 
 local loaded = {}
 
@@ -118,7 +118,8 @@ function M.resolve(spec)
   local b = M.builtin(spec)
   if b then return b end
   if spec:find("/", 1, true) or spec:find("%.lua$") then return M.load(spec) end
-  return nil, "policy '" .. spec .. "': not a built-in policy (conservative, aggressive, layers, smart) "
+  return nil, "policy '" .. spec .. "': not a built-in policy (conservative, aggressive, layers, smart, "
+    .. "experts_on_host) "
     .. "nor a .lua file"
 end
 

@@ -157,9 +157,17 @@ function M.placement(p)
     lines[#lines + 1] = string.format("host compute: %d tensors (%s%s)", #hc, table.concat(shown, ", "),
       #hc > 6 and ", …" or "")
   end
+  if p.experts then
+    local ex, where = p.experts, {}
+    for _, tier in ipairs(order) do
+      if ex.slices[tier] then where[#where + 1] = string.format("%s %d", tier, ex.slices[tier]) end
+    end
+    lines[#lines + 1] = string.format("experts: %d per block, %d used per token; expert slices (gate, up, down): "
+      .. "%s; host compute %d", ex.n_expert, ex.n_expert_used, table.concat(where, ", "), ex.host_compute_slices)
+  end
   if p.policy then lines[#lines + 1] = string.format("policy %s, prefetch k = %s", p.policy, tostring(p.prefetch)) end
   if p.explain then lines[#lines + 1] = p.explain end
-  lines[#lines + 1] = "(fields: tensors, bytes, host_compute, policy, explain)"
+  lines[#lines + 1] = "(fields: tensors, bytes, host_compute, " .. (p.experts and "experts, " or "") .. "policy, explain)"
   return table.concat(lines, "\n")
 end
 

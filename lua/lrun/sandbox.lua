@@ -29,7 +29,7 @@ M.modules = {
   ["lrun.cache_kinds"] = true, ["lrun.resilient"] = true, ["lrun.size"] = true,
   ["policies.predicates"] = true, ["policies.offload_policy"] = true, ["policies.common"] = true,
   ["policies.conservative"] = true, ["policies.aggressive"] = true, ["policies.layers"] = true,
-  ["policies.smart"] = true,
+  ["policies.smart"] = true, ["policies.experts_on_host"] = true,
 }
 
 pcall(ffi.cdef, "extern volatile int lrun_launcher_interrupted;")

@@ -2,6 +2,7 @@
  * description's tables in agreement with each other. */
 #include "arch/arch.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -14,6 +15,7 @@ static const lrun_arch *const known[] = {
     &lrun_arch_phi3,
     &lrun_arch_gemma2,
     &lrun_arch_gemma3,
+    &lrun_arch_qwen3moe,
 };
 #define N_KNOWN ((int)(sizeof known / sizeof known[0]))
 
@@ -28,6 +30,25 @@ const lrun_arch *lrun_arch_find(const char *name)
     for (int i = 0; name && i < N_KNOWN; i++)
         if (strcmp(known[i]->name, name) == 0) return known[i];
     return NULL;
+}
+
+const lrun_arch *lrun_arch_find_moe(const char *name, int64_t n_expert)
+{
+    /* llama.cpp's llama architecture takes experts when the file has them (Mixtral) */
+    if (n_expert > 0 && name && strcmp(name, "llama") == 0) return &lrun_arch_llama_moe;
+    return lrun_arch_find(name);
+}
+
+int lrun_arch_has_experts(const lrun_arch *a)
+{
+    for (int i = 0; a && i < a->n_ops; i++)
+        if (a->ops[i].kind == LRUN_ARCH_OP_MOE_FFN_ADD) return 1;
+    return 0;
+}
+
+int lrun_arch_is_expert_tensor(lrun_arch_tensor id)
+{
+    return id == LRUN_ARCH_TENSOR_GATE_EXPS || id == LRUN_ARCH_TENSOR_UP_EXPS || id == LRUN_ARCH_TENSOR_DOWN_EXPS;
 }
 
 const lrun_arch *lrun_arch_known(int i) { return i >= 0 && i < N_KNOWN ? known[i] : NULL; }
@@ -57,6 +78,7 @@ lrun_arch_dim lrun_arch_buf_dim(lrun_arch_buf buf)
     case LRUN_ARCH_BUF_V: return LRUN_ARCH_DIM_KV;
     case LRUN_ARCH_BUF_GATE:
     case LRUN_ARCH_BUF_UP: return LRUN_ARCH_DIM_FF;
+    case LRUN_ARCH_BUF_ROUTER: return LRUN_ARCH_DIM_EXPERT;
     default: return LRUN_ARCH_DIM_NONE;
     }
 }
@@ -101,7 +123,7 @@ int lrun_arch_op_n_w(const lrun_arch_op *op)
 /* What each op kind takes: weights (min, max), outputs, and whether its
  * weights are matrices (in → out[i]), vectors of out[i]'s width, or a
  * matrix then an optional bias (MATMUL_ADD). */
-enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS, W_VECTORS_HEAD };
+enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS, W_VECTORS_HEAD, W_EXPERTS };
 static const struct {
     const char *name;
     int w_min, w_max, n_out;
@@ -117,28 +139,45 @@ static const struct {
     [LRUN_ARCH_OP_HEAD_NORM] = {"head_norm", 1, 3, 0, W_VECTORS_HEAD}, /* n_out: one per weight */
     [LRUN_ARCH_OP_MATMUL_GEGLU] = {"matmul_geglu", 2, 2, 2, W_MATRICES},
     [LRUN_ARCH_OP_MATMUL_NORM_ADD] = {"matmul_norm_add", 2, 2, 1, W_MATRIX_BIAS}, /* the norm's weight: out's width */
+    [LRUN_ARCH_OP_MOE_ROUTE] = {"moe_route", 1, 1, 1, W_MATRICES},
+    [LRUN_ARCH_OP_MOE_FFN_ADD] = {"moe_ffn_add", 3, 3, 1, W_EXPERTS}, /* gate, up {in, n_ff, n_expert}; down */
 };
 
 static const char *dim_name(lrun_arch_dim d)
 {
     static const char *const names[] = {"-",       "n_embd",   "q_dim",           "kv_dim", "n_ff",
-                                        "n_vocab", "n_rot/2", "head_dim", "q_dim+2*kv_dim", "2*n_ff"};
+                                        "n_vocab", "n_rot/2", "head_dim", "q_dim+2*kv_dim", "2*n_ff", "n_expert"};
     return d >= 0 && d < (int)(sizeof names / sizeof names[0]) ? names[d] : "?";
 }
 
 static int is_block_tensor(lrun_arch_tensor t) { return t >= 0 && t < LRUN_ARCH_TENSOR_BLOCK_COUNT; }
 
-/* Checks that weight t of op i exists in a with shape {d0, d1}. */
+/* Checks that weight t of op i exists in a with shape {d0, d1} (2-D or less). */
+static lrun_status check_weight3(const lrun_arch *a, int i, lrun_arch_tensor t, lrun_arch_dim d0, lrun_arch_dim d1,
+                                 lrun_arch_dim d2);
 static lrun_status check_weight(const lrun_arch *a, int i, lrun_arch_tensor t, lrun_arch_dim d0, lrun_arch_dim d1)
+{
+    return check_weight3(a, i, t, d0, d1, LRUN_ARCH_DIM_NONE);
+}
+
+/* The same with a third dimension (the experts' stacked tensors). */
+static lrun_status check_weight3(const lrun_arch *a, int i, lrun_arch_tensor t, lrun_arch_dim d0, lrun_arch_dim d1,
+                                 lrun_arch_dim d2)
 {
     const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, t);
     if (!is_block_tensor(t) || !d)
         return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s) uses tensor %d, not a block tensor of the description",
                          a->name, i, kinds[a->ops[i].kind].name, (int)t);
-    if (d->ne[0] != d0 || d->ne[1] != d1)
-        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s): '%s' has shape {%s, %s}, the op's buffers need "
-                         "{%s, %s}", a->name, i, kinds[a->ops[i].kind].name, d->name, dim_name(d->ne[0]),
-                         dim_name(d->ne[1]), dim_name(d0), dim_name(d1));
+    if (d->ne[0] != d0 || d->ne[1] != d1 || d->ne[2] != d2) {
+        char have[64], need[64]; /* the third dimension only where one of them is 3-D */
+        const int three = d->ne[2] != LRUN_ARCH_DIM_NONE || d2 != LRUN_ARCH_DIM_NONE;
+        snprintf(have, sizeof have, "{%s, %s%s%s}", dim_name(d->ne[0]), dim_name(d->ne[1]), three ? ", " : "",
+                 three ? dim_name(d->ne[2]) : "");
+        snprintf(need, sizeof need, "{%s, %s%s%s}", dim_name(d0), dim_name(d1), three ? ", " : "",
+                 three ? dim_name(d2) : "");
+        return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (%s): '%s' has shape %s, the op's buffers need %s", a->name,
+                         i, kinds[a->ops[i].kind].name, d->name, have, need);
+    }
     return LRUN_OK;
 }
 
@@ -153,7 +192,8 @@ static lrun_status check_op(const lrun_arch *a, int i, int used[LRUN_ARCH_TENSOR
                          kinds[op->kind].name, n_w, kinds[op->kind].w_min, kinds[op->kind].w_max);
     const lrun_arch_dim in = lrun_arch_buf_dim(op->in);
     for (int j = 0; j < n_w; j++) {
-        const lrun_arch_dim out = lrun_arch_buf_dim(op->out[kinds[op->kind].form == W_MATRIX_BIAS ? 0 : j]);
+        const enum w_form form = kinds[op->kind].form;
+        const lrun_arch_dim out = lrun_arch_buf_dim(op->out[form == W_MATRIX_BIAS || form == W_EXPERTS ? 0 : j]);
         lrun_status st = LRUN_OK;
         switch (kinds[op->kind].form) {
         case W_VECTOR_IN: st = check_weight(a, i, op->w[j], in, LRUN_ARCH_DIM_NONE); break;
@@ -162,6 +202,10 @@ static lrun_status check_op(const lrun_arch *a, int i, int used[LRUN_ARCH_TENSOR
         case W_MATRICES: st = check_weight(a, i, op->w[j], in, out); break;
         case W_MATRIX_BIAS:
             st = check_weight(a, i, op->w[j], j == 0 ? in : out, j == 0 ? out : LRUN_ARCH_DIM_NONE);
+            break;
+        case W_EXPERTS: /* gate and up: in → n_ff per expert; down: n_ff → out */
+            st = j < 2 ? check_weight3(a, i, op->w[j], in, LRUN_ARCH_DIM_FF, LRUN_ARCH_DIM_EXPERT)
+                       : check_weight3(a, i, op->w[j], LRUN_ARCH_DIM_FF, out, LRUN_ARCH_DIM_EXPERT);
             break;
         case W_NONE: break;
         }
@@ -229,9 +273,17 @@ lrun_status lrun_arch_validate(const lrun_arch *a)
                              h->key);
         have[h->id] = 1;
     }
-    for (int i = 0; i < LRUN_ARCH_HPARAM_COUNT; i++)
+    const int moe = lrun_arch_has_experts(a); /* experts need their counts; a dense block has none */
+    for (int i = 0; i < LRUN_ARCH_HPARAM_COUNT; i++) {
+        const int expert = i == LRUN_ARCH_HPARAM_EXPERT || i == LRUN_ARCH_HPARAM_EXPERT_USED;
         if (!have[i] && i != LRUN_ARCH_HPARAM_SWA && i != LRUN_ARCH_HPARAM_ATTN_SOFTCAP &&
-            i != LRUN_ARCH_HPARAM_FINAL_SOFTCAP)
+            i != LRUN_ARCH_HPARAM_FINAL_SOFTCAP && !(expert && !moe))
             return lrun_fail(LRUN_E_INTERNAL, "arch %s: hyper-parameter %d has no key", a->name, i);
+    }
+    for (int i = 0; i + 1 < a->n_ops; i++) /* the experts read the router's logits of the op before */
+        if (a->ops[i + 1].kind == LRUN_ARCH_OP_MOE_FFN_ADD &&
+            (a->ops[i].kind != LRUN_ARCH_OP_MOE_ROUTE || a->ops[i].in != a->ops[i + 1].in))
+            return lrun_fail(LRUN_E_INTERNAL, "arch %s: op %d (moe_ffn_add) must follow a moe_route of its input",
+                             a->name, i + 1);
     return LRUN_OK;
 }

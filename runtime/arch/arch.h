@@ -48,6 +48,10 @@ typedef enum lrun_arch_tensor {
     LRUN_ARCH_TENSOR_GATE_UP,    /* {n_embd, 2 n_ff} phi3's fused [gate; up] (its ffn_up), split at load */
     LRUN_ARCH_TENSOR_ATTN_POST_NORM, /* {n_embd} gemma2/3: RMSNorm of the attention's projection, before the add */
     LRUN_ARCH_TENSOR_FFN_POST_NORM,  /* {n_embd} and of the feed-forward's */
+    LRUN_ARCH_TENSOR_GATE_INP,   /* {n_embd, n_expert} the router of a mixture of experts (ffn_gate_inp) */
+    LRUN_ARCH_TENSOR_GATE_EXPS,  /* {n_embd, n_ff, n_expert} each expert's gate, expert e the rows [e n_ff, (e+1) n_ff) */
+    LRUN_ARCH_TENSOR_UP_EXPS,    /* {n_embd, n_ff, n_expert} and up */
+    LRUN_ARCH_TENSOR_DOWN_EXPS,  /* {n_ff, n_embd, n_expert} and down */
     LRUN_ARCH_TENSOR_BLOCK_COUNT,
     LRUN_ARCH_TENSOR_TOKEN_EMBD = LRUN_ARCH_TENSOR_BLOCK_COUNT, /* {n_embd, n_vocab} */
     LRUN_ARCH_TENSOR_OUTPUT_NORM,  /* {n_embd} */
@@ -71,6 +75,7 @@ typedef enum lrun_arch_dim {
     LRUN_ARCH_DIM_HEAD,      /* head_dim */
     LRUN_ARCH_DIM_QKV,       /* q_dim + 2 kv_dim */
     LRUN_ARCH_DIM_FF2,       /* 2 n_ff */
+    LRUN_ARCH_DIM_EXPERT,    /* n_expert (a mixture of experts) */
 } lrun_arch_dim;
 
 typedef struct lrun_arch_tensor_desc {
@@ -78,7 +83,8 @@ typedef struct lrun_arch_tensor_desc {
     const char *name;        /* GGUF name; a block's has one %d, its index: "blk.%d.attn_q.weight" */
     lrun_role role;
     int required;            /* 0: optional (biases, an untied head, RoPE factors) */
-    lrun_arch_dim ne[2];     /* shape, GGUF ne order (innermost first); ne[1] NONE for a vector */
+    lrun_arch_dim ne[3];     /* shape, GGUF ne order (innermost first); ne[1] NONE for a vector, ne[2] NONE
+                              * but for the experts' 3-D tensors ({.., .., n_expert}) */
     int f32_only;            /* 1: must be f32 (vectors are otherwise f32, f16 or bf16) */
 } lrun_arch_tensor_desc;
 
@@ -101,6 +107,8 @@ typedef enum lrun_arch_hparam {
                                    * (absent: 0), as llama.cpp reads the key only for some architectures */
     LRUN_ARCH_HPARAM_ATTN_SOFTCAP, /* gemma2: attention scores s become cap·tanh(s/cap); optional (absent: 0, none) */
     LRUN_ARCH_HPARAM_FINAL_SOFTCAP, /* gemma2: and the logits; optional (absent: 0, none) */
+    LRUN_ARCH_HPARAM_EXPERT,      /* n_expert: experts per block (expert_count); optional (absent: 0, dense) */
+    LRUN_ARCH_HPARAM_EXPERT_USED, /* n_expert_used: experts each token takes (expert_used_count); optional */
     LRUN_ARCH_HPARAM_COUNT
 } lrun_arch_hparam;
 
@@ -140,6 +148,7 @@ typedef enum lrun_arch_buf {
     LRUN_ARCH_BUF_ATTN,   /* (n_tok, q_dim) attention output */
     LRUN_ARCH_BUF_GATE,   /* (n_tok, n_ff) */
     LRUN_ARCH_BUF_UP,     /* (n_tok, n_ff) */
+    LRUN_ARCH_BUF_ROUTER, /* (n_tok, n_expert) the router's logits */
     LRUN_ARCH_BUF_COUNT
 } lrun_arch_buf;
 
@@ -162,6 +171,12 @@ typedef enum lrun_arch_op_kind {
                                  * (gemma2/3), out[1] scratch for the latter */
     LRUN_ARCH_OP_MATMUL_NORM_ADD, /* out[0] += rms_norm(in · w[0]ᵀ) * w[1]: a projection normed before the
                                    * residual add (gemma2/3's post-attention and post-FFN norms) */
+    LRUN_ARCH_OP_MOE_ROUTE,     /* out[0] = in · w[0]ᵀ: the router's logits (n_tok, n_expert), kept for the
+                                 * next MOE_FFN_ADD */
+    LRUN_ARCH_OP_MOE_FFN_ADD,   /* out[0] += sum over the token's top n_expert_used experts e (by
+                                 * softmax(router logits), renormalised over the chosen ones) of
+                                 * p_e · (silu(in · G_eᵀ) * (in · U_eᵀ)) · D_eᵀ; w = the experts' gate, up,
+                                 * down (3-D, expert e the slice e); docs/moe.md */
     LRUN_ARCH_OP_KIND_COUNT
 } lrun_arch_op_kind;
 
@@ -217,11 +232,16 @@ extern const lrun_arch lrun_arch_qwen3;
 extern const lrun_arch lrun_arch_phi3;
 extern const lrun_arch lrun_arch_gemma2;
 extern const lrun_arch lrun_arch_gemma3;
+extern const lrun_arch lrun_arch_qwen3moe;
+extern const lrun_arch lrun_arch_llama_moe; /* "llama" with <arch>.expert_count > 0: Mixtral */
 
 /* llama's hyper-parameter keys, which qwen2, qwen3 and phi3 share (under
- * their own prefix) but for the last, llama's attention.sliding_window. */
+ * their own prefix) but for the last, llama's attention.sliding_window;
+ * after those, the expert counts, which only llama's mixture-of-experts
+ * description (Mixtral) reads. */
 #define LRUN_ARCH_LLAMA_N_HPARAMS 12
-extern const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS];
+#define LRUN_ARCH_LLAMA_MOE_N_HPARAMS (LRUN_ARCH_LLAMA_N_HPARAMS + 2)
+extern const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_MOE_N_HPARAMS];
 
 /* The block vectors (norms, biases), in the order the engines convert them
  * to f32 at init: llama's first, in the order they always had. */
@@ -230,6 +250,11 @@ extern const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS]
 
 /* The description for general.architecture name, or NULL. */
 const lrun_arch *lrun_arch_find(const char *name);
+/* The same, for a file whose <name>.expert_count is n_expert: llama's
+ * mixture-of-experts description (Mixtral) when n_expert > 0. */
+const lrun_arch *lrun_arch_find_moe(const char *name, int64_t n_expert);
+/* 1 when a's block routes tokens to experts (a MOE_FFN_ADD op). */
+int lrun_arch_has_experts(const lrun_arch *a);
 /* The i-th known architecture, NULL past the last. */
 const lrun_arch *lrun_arch_known(int i);
 /* "llama, …": the known names, for messages, into buf (cap bytes); returns buf. */
@@ -240,8 +265,11 @@ lrun_arch_dim lrun_arch_buf_dim(lrun_arch_buf buf);
 /* The description of tensor id in a, or NULL when a has none. */
 const lrun_arch_tensor_desc *lrun_arch_tensor_find(const lrun_arch *a, lrun_arch_tensor id);
 /* 1 when a describes tensor id as a matrix (a second dimension): what a
- * block's staged unit holds (residency/weight_ring.c, cuda/engine_cuda_offload.c). */
+ * block's staged unit holds (residency/weight_ring.c, cuda/engine_cuda_offload.c).
+ * The experts' 3-D tensors are matrices too (n_expert of them, stacked). */
 int lrun_arch_is_matrix(const lrun_arch *a, lrun_arch_tensor id);
+/* 1 for the experts' stacked tensors (gate/up/down_exps). */
+int lrun_arch_is_expert_tensor(lrun_arch_tensor id);
 /* The split of a whose fused tensor is id, or NULL. */
 const lrun_arch_split *lrun_arch_split_of(const lrun_arch *a, lrun_arch_tensor id);
 /* 1 when id is a part of one of a's splits. */

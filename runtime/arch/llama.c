@@ -19,7 +19,7 @@
 #define DIM(d) LRUN_ARCH_DIM_##d
 
 /* Also qwen2's and qwen3's: the same keys under their own prefix. */
-const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS] = {
+const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_MOE_N_HPARAMS] = {
     {LRUN_ARCH_HPARAM_CTX_TRAIN, "context_length", LRUN_ARCH_HPARAM_KIND_CTX, LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
     {LRUN_ARCH_HPARAM_EMBD, "embedding_length", LRUN_ARCH_HPARAM_KIND_DIM, LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
     {LRUN_ARCH_HPARAM_LAYER, "block_count", LRUN_ARCH_HPARAM_KIND_DIM, LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
@@ -39,6 +39,9 @@ const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_N_HPARAMS] =
      0},
     /* last: the others share the entries before it */
     {LRUN_ARCH_HPARAM_SWA, "attention.sliding_window", LRUN_ARCH_HPARAM_KIND_COUNT0, LRUN_ARCH_DEFAULT_VALUE, 0, 0},
+    /* Mixtral's (lrun_arch_llama_moe) */
+    {LRUN_ARCH_HPARAM_EXPERT, "expert_count", LRUN_ARCH_HPARAM_KIND_DIM, LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
+    {LRUN_ARCH_HPARAM_EXPERT_USED, "expert_used_count", LRUN_ARCH_HPARAM_KIND_DIM, LRUN_ARCH_DEFAULT_REQUIRED, 0, 0},
 };
 
 static const lrun_arch_tensor_desc tensors[] = {

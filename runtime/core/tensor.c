@@ -27,6 +27,7 @@
 static const char *const role_names[LRUN_ROLE_COUNT] = {
     "other",    "embedding", "output_norm", "lm_head", "attn_norm", "attn_q",   "attn_k",     "attn_v",
     "attn_output", "ffn_norm", "ffn_gate", "ffn_up",  "ffn_down",  "rope_freqs", "bias",
+    "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps",
 };
 
 const char *lrun_role_name(lrun_role role)
@@ -55,7 +56,8 @@ void lrun_tensor_classify(const char *name, lrun_role *role, int *layer)
         return;
     }
     if (*role == LRUN_ROLE_BIAS) return;
-    for (int r = LRUN_ROLE_ATTN_NORM; r <= LRUN_ROLE_FFN_DOWN; r++) {
+    for (int r = LRUN_ROLE_ATTN_NORM; r < LRUN_ROLE_COUNT; r++) {
+        if (r == LRUN_ROLE_ROPE_FREQS || r == LRUN_ROLE_BIAS) continue; /* not block stems */
         size_t n = strlen(role_names[r]);
         if (strncmp(stem, role_names[r], n) == 0 && strcmp(stem + n, ".weight") == 0) {
             *role = (lrun_role)r;

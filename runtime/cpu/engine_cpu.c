@@ -74,6 +74,23 @@ static size_t fused_work(const cpu_engine *e, int64_t l)
     return best;
 }
 
+/* The mixture of experts' scratch (moe_cpu.c), after the rest; nothing for a dense model. */
+static int layout_moe(cpu_engine *e, char **c, size_t *total)
+{
+    const lrun_model_info *in = &e->model->info;
+    if (in->n_expert == 0) return 1;
+    const size_t B = (size_t)e->n_batch_max, k = (size_t)in->n_expert_used, E = (size_t)in->n_expert;
+    const size_t f = sizeof(float), bd = B * (size_t)e->n_embd * f;
+    size_t slots;
+    return lrun_size_mul(bd, k, &slots) && carve(c, total, B * E * f, (void **)&e->router) &&
+           carve(c, total, bd, (void **)&e->moe_x) && carve(c, total, bd, (void **)&e->moe_y) &&
+           carve(c, total, slots, (void **)&e->moe_slot) && carve(c, total, B * k * f, (void **)&e->moe_w) &&
+           carve(c, total, B * k * sizeof(int32_t), (void **)&e->moe_ids) &&
+           carve(c, total, B * k * sizeof(int32_t), (void **)&e->moe_pairs) &&
+           carve(c, total, (E + 1) * sizeof(int64_t), (void **)&e->moe_first) &&
+           carve(c, total, E * sizeof(int64_t), (void **)&e->moe_fill);
+}
+
 /* Lays out (or, with base NULL, only sizes) the scratch block for nth threads. */
 static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
 {
@@ -105,7 +122,7 @@ static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
            carve(&c, total, sz, (void **)&e->cs) && carve(&c, total, sz, (void **)&e->cs_local) && lrun_size_mul((size_t)nth * f, (size_t)e->n_scores, &sz) &&
            carve(&c, total, sz, (void **)&e->scores) && lrun_size_mul(lrun_model_vector_floats(m), f, &sz) &&
            carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work > 0 ? work : 64, &e->mm_work) &&
-           carve(&c, total, mv_work > 0 ? mv_work : 64, &e->mv_work);
+           carve(&c, total, mv_work > 0 ? mv_work : 64, &e->mv_work) && layout_moe(e, &c, total);
 }
 
 /* Converts a vector tensor to f32 at *cursor; returns where it went. */

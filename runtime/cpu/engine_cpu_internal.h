@@ -51,6 +51,16 @@ struct cpu_engine {
     float *vectors;  /* norms and biases in f32, pointed to by layers */
     void *mm_work;   /* lrun_cpu_matmul work for B rows */
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
+    /* a mixture of experts (moe_cpu.c), carved only when the model has experts; k = n_expert_used */
+    float *router;     /* (B, n_expert) router logits, then probabilities */
+    float *moe_x;      /* (B, n_embd) the rows of xn routed to one expert, gathered */
+    float *moe_y;      /* (B, n_embd) that expert's outputs */
+    float *moe_slot;   /* (B, k, n_embd) each token's weighted expert outputs, by slot */
+    float *moe_w;      /* (B, k) each token's expert weights */
+    int32_t *moe_ids;  /* (B, k) each token's experts, by descending probability */
+    int32_t *moe_pairs; /* (B·k) token·k + slot, grouped by expert */
+    int64_t *moe_first; /* (n_expert + 1) where each expert's pairs start in moe_pairs */
+    int64_t *moe_fill;  /* (n_expert) fill cursors while grouping */
     lrun_engine_stats stats;
     lrun_weight_ring *wr;         /* AS_PLACED: slots and fill thread for off-device weights; else NULL */
     int prefetch_layers;          /* k of wr; 0 without it */
@@ -73,5 +83,14 @@ struct cpu_engine {
 /* Fails only when a weight's staging fill does (a disk-tier read); the
  * caller then restarts the weight ring (lrun_weight_ring_restart). */
 lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits);
+
+struct lrun_weights;
+/* MOE_ROUTE: router = xn · w[0]ᵀ for the n tokens of the chunk (moe_cpu.c). */
+void lrun_cpu_moe_route(cpu_engine *e, const struct lrun_weights *W, int64_t layer, int64_t n,
+                        const lrun_arch_op *op);
+/* MOE_FFN_ADD without the add: tmp (n, n_embd) = the routed experts' weighted
+ * sum for each token, from the router's logits (moe_cpu.c). */
+void lrun_cpu_moe_ffn(cpu_engine *e, const struct lrun_weights *W, int64_t layer, int64_t n,
+                      const lrun_arch_op *op);
 
 #endif

@@ -152,7 +152,7 @@ struct run {
 
 static float *buf(const cpu_engine *e, lrun_arch_buf b)
 {
-    float *const bufs[LRUN_ARCH_BUF_COUNT] = {e->x, e->xn, e->q, e->k, e->v, e->attn, e->gate, e->up};
+    float *const bufs[LRUN_ARCH_BUF_COUNT] = {e->x, e->xn, e->q, e->k, e->v, e->attn, e->gate, e->up, e->router};
     return bufs[b];
 }
 
@@ -270,6 +270,15 @@ static void op_matmul_norm_add(struct run *r, const lrun_arch_op *op, const floa
     lrun_cpu_parallel_for(e->pool, r->n, ROWS_PARALLEL, residual_norm_rows, &rc);
 }
 
+/* x += the routed experts' weighted sum (moe_cpu.c); then the next norm fused, as op_matmul_add. */
+static void op_moe_ffn_add(struct run *r, const lrun_arch_op *op, const float *next_norm)
+{
+    cpu_engine *e = r->e;
+    lrun_cpu_moe_ffn(e, r->W, r->layer, r->n, op);
+    struct rows_ctx rc = {.e = e, .layer = r->layer, .norm = next_norm, .add = e->tmp};
+    lrun_cpu_parallel_for(e->pool, r->n, ROWS_PARALLEL, residual_norm_rows, &rc);
+}
+
 static void op_norm(struct run *r, const lrun_arch_op *op)
 {
     struct rows_ctx rc = {.e = r->e, .layer = r->layer, .norm = vector(r->e, r->layer, op->w[0])};
@@ -334,6 +343,13 @@ static void run_block(struct run *r, int *normed)
         }
         case LRUN_ARCH_OP_MATMUL_SWIGLU: op_matmul_swiglu(r, op); break;
         case LRUN_ARCH_OP_MATMUL_GEGLU: op_matmul_geglu(r, op); break;
+        case LRUN_ARCH_OP_MOE_ROUTE: lrun_cpu_moe_route(r->e, r->W, r->layer, r->n, op); break;
+        case LRUN_ARCH_OP_MOE_FFN_ADD: {
+            const float *next = norm_after(r->e, r->layer, i);
+            op_moe_ffn_add(r, op, next);
+            *normed = next != NULL;
+            break;
+        }
         default: break;
         }
     }

@@ -331,6 +331,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
         st = load_vectors(e);
     }
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
+    if (st == LRUN_OK) st = lrun_cuda_moe_init(e); /* a mixture of experts' routing state; none when dense */
     if (st == LRUN_OK && e->want_exact && !e->exact)
         st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics need Q4_0/Q4_1/Q8_0 matrices and head, "
                        "a feed-forward width that is a multiple of 8, a width of at most 12288 and attention scores "
@@ -365,6 +366,7 @@ void lrun_cuda_engine_free(void *ctx)
     (void)cudaGetLastError();
     lrun_cuda_offload_free(e);
     lrun_cuda_exact_free(e);
+    lrun_cuda_moe_free(e);
     lrun_cuda_kv_free(e);
     if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
     lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);

@@ -80,6 +80,7 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
     for (int i = 0; i < m->arch->n_ops; i++)
         if (m->arch->ops[i].kind == LRUN_ARCH_OP_MATMUL_GEGLU || m->arch->ops[i].kind == LRUN_ARCH_OP_MATMUL_NORM_ADD)
             return 0;
+    if (lrun_arch_has_experts(m->arch)) return 0; /* no exact routing kernels yet (docs/moe.md) */
     /* every matrix of the architecture's matmul ops (a MATMUL_ADD's second weight is its bias) */
     for (int64_t l = 0; l < in->n_layer; l++)
         for (int i = 0; i < m->arch->n_ops; i++) {

@@ -355,6 +355,9 @@ static lrun_status run_block(struct run *r)
         case LRUN_ARCH_OP_MATMUL_SWIGLU: TRY(op_matmul_swiglu(r, op, i)); break;
         case LRUN_ARCH_OP_MATMUL_GEGLU: TRY(op_matmul_geglu(r, op)); break;
         case LRUN_ARCH_OP_MATMUL_NORM_ADD: TRY(op_matmul_norm_add(r, op)); break;
+        /* engine_cuda_moe.c; the next norm runs as its own op */
+        case LRUN_ARCH_OP_MOE_ROUTE: TRY(lrun_cuda_moe_route(r->e, r->W, r->layer, r->n, op)); break;
+        case LRUN_ARCH_OP_MOE_FFN_ADD: TRY(lrun_cuda_moe_ffn_add(r->e, r->W, r->layer, r->n, op)); break;
         default:
             return lrun_fail(LRUN_E_INTERNAL, "engine on %s: op kind %d has no CUDA implementation", r->e->device->name,
                              (int)op->kind);

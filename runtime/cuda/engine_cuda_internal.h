@@ -136,6 +136,7 @@ struct lrun_cuda_engine {
     lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */
     struct cuda_offload *offload; /* AS_PLACED weights off the device, or NULL (engine_cuda_offload.h) */
     struct cuda_exact *exact;     /* the exact path's state when the model takes it (engine_cuda_exact.c), or NULL */
+    struct cuda_moe *moe;         /* a mixture of experts' routing state (engine_cuda_moe.c), or NULL when dense */
 };
 
 #define TRY(call)                                   \
@@ -222,6 +223,14 @@ lrun_status lrun_cuda_lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows);
  * when eligible; table fills and sends the chunk's extra table (after the
  * step table of seq's n tokens is filled, seq_done counting this chunk). */
 int lrun_cuda_exact_eligible(const lrun_cuda_engine *e);
+/* A mixture of experts (engine_cuda_moe.c): init (nothing for a dense model;
+ * turns CUDA graphs off), free, and the two ops over the chunk's n tokens. */
+lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e);
+void lrun_cuda_moe_free(lrun_cuda_engine *e);
+lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
+                                const lrun_arch_op *op);
+lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
+                                  const lrun_arch_op *op);
 lrun_status lrun_cuda_exact_init(lrun_cuda_engine *e);
 /* Device bytes of the exact path's own scratch: what a made engine holds, or
  * for the sizes of one not yet made (estimate), what it would take. */

@@ -127,6 +127,11 @@ static lrun_status read_arch_hparams(lrun_model *m)
     m->n_swa = iv[LRUN_ARCH_HPARAM_SWA]; /* 0 where the description has no such key */
     m->attn_softcap = fv[LRUN_ARCH_HPARAM_ATTN_SOFTCAP]; /* likewise */
     m->final_softcap = fv[LRUN_ARCH_HPARAM_FINAL_SOFTCAP];
+    in->n_expert = iv[LRUN_ARCH_HPARAM_EXPERT]; /* 0 for a dense description */
+    in->n_expert_used = iv[LRUN_ARCH_HPARAM_EXPERT_USED];
+    if (in->n_expert_used > in->n_expert || (in->n_expert > 0) != (in->n_expert_used > 0))
+        return lrun_fail(LRUN_E_FORMAT, "%s.expert_used_count %lld must be in 1..expert_count %lld", a->name,
+                         (long long)in->n_expert_used, (long long)in->n_expert);
     if (iv[LRUN_ARCH_HPARAM_V_DIM] != in->head_dim)
         return lrun_fail(LRUN_E_UNSUPPORTED, "value_length %lld differs from key_length %lld",
                          (long long)iv[LRUN_ARCH_HPARAM_V_DIM], (long long)in->head_dim);
@@ -180,21 +185,20 @@ lrun_status lrun_model_read_hparams(lrun_model *m)
     char arch[64], key[128];
     if ((st = read_str(g, "general.architecture", arch, sizeof arch)) != LRUN_OK) return st;
     if (!arch[0]) return lrun_fail(LRUN_E_FORMAT, "missing key 'general.architecture'");
-    m->arch = lrun_arch_find(arch);
+    /* a mixture of experts: llama's file with experts is Mixtral (its own description) */
+    int64_t experts = 0;
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    const int64_t ekv = find_key(g, key);
+    if (ekv >= 0 && lrun_gguf_get_i64(g, ekv, &experts) != LRUN_OK)
+        return lrun_fail(LRUN_E_FORMAT, "key '%s' is not an integer", key);
+    m->arch = lrun_arch_find_moe(arch, experts);
     if (!m->arch) {
         char known[256];
         return lrun_fail(LRUN_E_UNSUPPORTED, "architecture '%s' is not supported (known: %s)", arch,
                          lrun_arch_known_names(known, sizeof known));
     }
     snprintf(in->arch, sizeof in->arch, "%s", m->arch->name);
-
-    /* mixture of experts: no op of the vocabulary routes tokens yet */
-    int64_t experts = 0;
-    snprintf(key, sizeof key, "%s.expert_count", arch);
-    const int64_t ekv = find_key(g, key);
-    if (ekv >= 0 && lrun_gguf_get_i64(g, ekv, &experts) != LRUN_OK)
-        return lrun_fail(LRUN_E_FORMAT, "key '%s' is not an integer", key);
-    if (experts > 0)
+    if (experts > 0 && !lrun_arch_has_experts(m->arch))
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s with %lld experts (mixture of experts) is not supported", arch,
                          (long long)experts);
 
@@ -284,6 +288,7 @@ static int64_t dim_value(const lrun_model_info *in, lrun_arch_dim d)
     case LRUN_ARCH_DIM_HEAD: return in->head_dim;
     case LRUN_ARCH_DIM_QKV: return (in->n_head + 2 * in->n_head_kv) * in->head_dim;
     case LRUN_ARCH_DIM_FF2: return 2 * in->n_ff;
+    case LRUN_ARCH_DIM_EXPERT: return in->n_expert;
     default: return 0;
     }
 }
@@ -291,10 +296,11 @@ static int64_t dim_value(const lrun_model_info *in, lrun_arch_dim d)
 static int is_float_dtype(lrun_dtype d) { return d == LRUN_DTYPE_F32 || d == LRUN_DTYPE_F16 || d == LRUN_DTYPE_BF16; }
 
 /* Checks presence, shape {d0} (d1 == 0) or {d0, d1}, and for vectors a float dtype. */
-static lrun_status check_tensor(const struct lrun_tensor *t, const char *name, int64_t d0, int64_t d1, int required)
+static lrun_status check_tensor(const struct lrun_tensor *t, const char *name, int64_t d0, int64_t d1, int64_t d2,
+                                int required)
 {
     if (!t) return required ? lrun_fail(LRUN_E_FORMAT, "missing tensor '%s'", name) : LRUN_OK;
-    const int64_t want[LRUN_MAX_DIMS] = {d0, d1 ? d1 : 1, 1, 1};
+    const int64_t want[LRUN_MAX_DIMS] = {d0, d1 ? d1 : 1, d2 ? d2 : 1, 1};
     int ok = 1;
     for (int i = 0; i < LRUN_MAX_DIMS; i++) ok &= t->ne[i] == want[i];
     if (!ok) {
@@ -303,7 +309,8 @@ static lrun_status check_tensor(const struct lrun_tensor *t, const char *name, i
         for (int i = 1; i < t->ndim && n < (int)sizeof have; i++)
             n += snprintf(have + n, sizeof have - (size_t)n, ", %lld", (long long)t->ne[i]);
         if (n < (int)sizeof have) snprintf(have + n, sizeof have - (size_t)n, "}");
-        if (d1) snprintf(exp, sizeof exp, "{%lld, %lld}", (long long)d0, (long long)d1);
+        if (d2) snprintf(exp, sizeof exp, "{%lld, %lld, %lld}", (long long)d0, (long long)d1, (long long)d2);
+        else if (d1) snprintf(exp, sizeof exp, "{%lld, %lld}", (long long)d0, (long long)d1);
         else snprintf(exp, sizeof exp, "{%lld}", (long long)d0);
         return lrun_fail(LRUN_E_FORMAT, "tensor '%s' has shape %s, expected %s", name, have, exp);
     }
@@ -436,7 +443,8 @@ lrun_status lrun_model_check_tensors(lrun_model *m)
             char name[96];
             snprintf(name, sizeof name, d->name, (int)l); /* a model tensor's name has no %d */
             const struct lrun_tensor *t = *tensor_slot(m, l, d->id);
-            lrun_status st = check_tensor(t, name, dim_value(in, d->ne[0]), dim_value(in, d->ne[1]), d->required);
+            lrun_status st = check_tensor(t, name, dim_value(in, d->ne[0]), dim_value(in, d->ne[1]),
+                                          dim_value(in, d->ne[2]), d->required);
             if (st != LRUN_OK) return st;
             if (t && d->f32_only && t->dtype != LRUN_DTYPE_F32)
                 return lrun_fail(LRUN_E_UNSUPPORTED, "tensor '%s' must be f32", name);

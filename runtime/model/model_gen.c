@@ -33,7 +33,10 @@
 
 // ---------------------------------------------------------------- spec checks
 
-static const lrun_arch *gen_arch(const lrun_model_gen_spec *s) { return lrun_arch_find(s->arch ? s->arch : "llama"); }
+static const lrun_arch *gen_arch(const lrun_model_gen_spec *s)
+{
+    return lrun_arch_find_moe(s->arch ? s->arch : "llama", s->n_expert);
+}
 
 static int64_t gen_head_dim(const lrun_model_gen_spec *s) { return s->head_dim > 0 ? s->head_dim : s->n_embd / s->n_head; }
 
@@ -50,6 +53,7 @@ static int64_t gen_dim(const lrun_model_gen_spec *s, lrun_arch_dim d)
     case LRUN_ARCH_DIM_HEAD: return gen_head_dim(s);
     case LRUN_ARCH_DIM_QKV: return (s->n_head + 2 * s->n_head_kv) * gen_head_dim(s);
     case LRUN_ARCH_DIM_FF2: return 2 * s->n_ff;
+    case LRUN_ARCH_DIM_EXPERT: return s->n_expert;
     default: return 0;
     }
 }
@@ -103,6 +107,14 @@ lrun_status lrun_gen_check_spec(const lrun_model_gen_spec *s)
         return bad_spec("rope_orig_ctx", s->rope_orig_ctx, "must be 0, or > 0 for an architecture with LongRoPE (phi3)");
     if (s->sliding_window < 0 || s->sliding_window > INT32_MAX)
         return bad_spec("sliding_window", s->sliding_window, "must be 0 (none) .. 2^31-1");
+    if (s->n_expert < 0 || s->n_expert > 4096) return bad_spec("n_expert", s->n_expert, "must be 0 (dense) .. 4096");
+    if (s->n_expert > 0 && (s->n_expert_used < 1 || s->n_expert_used > s->n_expert))
+        return bad_spec("n_expert_used", s->n_expert_used, "must be in 1..n_expert");
+    if ((s->n_expert > 0) != lrun_arch_has_experts(gen_arch(s)))
+        return bad_spec("n_expert", s->n_expert, s->n_expert > 0 ? "this architecture has no experts (qwen3moe, llama)"
+                                                                  : "this architecture needs experts (> 0)");
+    if (!(s->router_skew >= 0) || !isfinite(s->router_skew))
+        return lrun_fail(LRUN_E_ARG, "lrun_model_generate: spec.router_skew = %g: must be >= 0", s->router_skew);
     if (s->n_threads < 0 || s->n_threads > GEN_MAX_THREADS)
         return bad_spec("n_threads", s->n_threads, "must be 0 (all cores) .. 256");
     return LRUN_OK;
@@ -118,21 +130,22 @@ static uint64_t name_hash(const char *s)
 }
 
 static lrun_status add(gen_list *l, const lrun_model_gen_spec *s, const char *name, lrun_dtype dtype, int64_t ne0,
-                       int64_t ne1)
+                       int64_t ne1, int64_t ne2)
 {
     gen_tensor *t = &l->t[l->n++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->dtype = dtype;
-    t->ndim = ne1 > 0 ? 2 : 1;
+    t->ndim = ne2 > 0 ? 3 : ne1 > 0 ? 2 : 1;
     t->ne[0] = ne0;
     t->ne[1] = ne1 > 0 ? ne1 : 1;
+    t->ne[2] = ne2 > 0 ? ne2 : 1;
     t->block = lrun_dtype_block_elems(dtype);
     t->block_bytes = lrun_dtype_block_bytes(dtype);
     if (ne0 % t->block != 0)
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: tensor '%s' has rows of %lld elements, not whole %s blocks of %lld",
                          name, (long long)ne0, lrun_dtype_name(dtype), (long long)t->block);
     size_t bytes;
-    if (!lrun_i64_mul(ne0, t->ne[1], &t->nelem) ||
+    if (!lrun_i64_mul(ne0, t->ne[1], &t->nelem) || !lrun_i64_mul(t->nelem, t->ne[2], &t->nelem) ||
         !lrun_size_mul((size_t)(t->nelem / t->block), t->block_bytes, &bytes) ||
         !lrun_size_add(l->total_bytes, bytes, &l->total_bytes))
         return lrun_fail(LRUN_E_ARG, "lrun_model_generate: tensor '%s' {%lld, %lld} is too large", name,
@@ -174,11 +187,13 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
     const int matrix = d->ne[1] != LRUN_ARCH_DIM_NONE;
     const int head = d->id == LRUN_ARCH_TENSOR_TOKEN_EMBD || d->id == LRUN_ARCH_TENSOR_OUTPUT;
     lrun_dtype dt = !matrix ? LRUN_DTYPE_F32 : head ? s->embd_dtype : s->weight_dtype;
+    if (d->id == LRUN_ARCH_TENSOR_GATE_INP) dt = LRUN_DTYPE_F32; /* llama.cpp's quantizer never quantizes the router */
     if (matrix && s->mix_dtype != LRUN_DTYPE_F32 &&
         (d->id == LRUN_ARCH_TENSOR_OUTPUT ||
          ((d->id == LRUN_ARCH_TENSOR_V || d->id == LRUN_ARCH_TENSOR_DOWN) && more_bits(layer, s->n_layer))))
         dt = s->mix_dtype;
-    lrun_status st = add(l, s, name, dt, gen_dim(s, d->ne[0]), matrix ? gen_dim(s, d->ne[1]) : 0);
+    lrun_status st = add(l, s, name, dt, gen_dim(s, d->ne[0]), matrix ? gen_dim(s, d->ne[1]) : 0, gen_dim(s, d->ne[2]));
+    if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_GATE_INP) l->t[l->n - 1].row_skew = s->router_skew;
     if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) {
         l->rope_factors = malloc((size_t)gen_head_dim(s) / 2 * sizeof(float));
         if (!l->rope_factors) return lrun_fail_oom(0, 0, "lrun_model_generate: RoPE factors");
@@ -355,6 +370,8 @@ static double gen_hparam(const lrun_model_gen_spec *s, lrun_arch_hparam h)
     case LRUN_ARCH_HPARAM_SWA: return (double)s->sliding_window;
     case LRUN_ARCH_HPARAM_ATTN_SOFTCAP: return 50.0; /* Gemma 2's */
     case LRUN_ARCH_HPARAM_FINAL_SOFTCAP: return 30.0;
+    case LRUN_ARCH_HPARAM_EXPERT: return (double)s->n_expert;
+    case LRUN_ARCH_HPARAM_EXPERT_USED: return (double)s->n_expert_used;
     default: return 0;
     }
 }
@@ -386,6 +403,15 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
         }
         if (h->kind == LRUN_ARCH_HPARAM_KIND_POS_FLOAT) st = lrun_gguf_writer_set_f32(w, key, (float)x);
         else st = lrun_gguf_writer_set_u32(w, key, (uint32_t)x);
+    }
+    const char *ff_key = "feed_forward_length";
+    for (int i = 0; i < a->n_hparams; i++)
+        if (a->hparams[i].id == LRUN_ARCH_HPARAM_FF) ff_key = a->hparams[i].key;
+    if (s->n_expert > 0 && strcmp(ff_key, "feed_forward_length") != 0) {
+        /* qwen3moe reads the experts' width from expert_feed_forward_length; its converter writes
+         * feed_forward_length too (the dense width, which no block of an all-MoE model uses) */
+        snprintf(key, sizeof key, "%s.feed_forward_length", a->name);
+        KV(lrun_gguf_writer_set_u32(w, key, (uint32_t)s->n_ff));
     }
     KV(lrun_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2"));
     /* "gpt-2", not "gpt2": the pre-tokenizer name llama.cpp knows (its converter writes it) */
@@ -483,6 +509,11 @@ static void *fill_main(void *arg)
                                                                                (b1 - b0) * g->block, g->scale, g->seed);
         if (j->status == LRUN_OK && g->is_norm)
             for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] += 1.0f;
+        if (j->status == LRUN_OK && g->row_skew > 0) /* f32: the skewed router's rows */
+            for (int64_t i = 0; i < (b1 - b0) * g->block; i++) {
+                const int64_t row = (pc->first + b0 * g->block + i) / g->ne[0];
+                ((float *)dst)[i] *= (float)(1.0 + g->row_skew / (double)(row + 1));
+            }
     }
     if (j->status != LRUN_OK) snprintf(j->message, sizeof j->message, "%s", lrun_last_error());
     return NULL;

@@ -13,7 +13,7 @@ typedef struct gen_tensor {
     char name[64];
     lrun_dtype dtype;
     int ndim;
-    int64_t ne[2];              /* ne[0] innermost: a weight [out, in] is {in, out} */
+    int64_t ne[3];              /* ne[0] innermost: a weight [out, in] is {in, out}; experts' {in, out, n_expert} */
     int64_t nelem;
     int64_t block;              /* elements per block of dtype */
     size_t block_bytes;
@@ -22,6 +22,7 @@ typedef struct gen_tensor {
     int trained;                /* 1: trained-like values of deviation scale (lrun_random_fill_trained) */
     const float *values;        /* (nelem) f32 values to write as they are (RoPE factors), or NULL */
     uint64_t seed;              /* from the run's seed and the tensor's name */
+    double row_skew;            /* > 0: row r (f32) times 1 + row_skew / (r + 1): the skewed router */
 } gen_tensor;
 
 typedef struct gen_list {

@@ -354,6 +354,10 @@ lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *s
     if (!dir || !spec) return lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: dir and spec must not be NULL");
     lrun_status st = lrun_gen_check_spec(spec);
     if (st != LRUN_OK) return st;
+    if (spec->n_expert > 0) /* HF keeps one tensor per expert; not written yet (docs/moe.md) */
+        return lrun_fail(LRUN_E_UNSUPPORTED, "lrun_model_generate_hf: spec.n_expert = %lld: mixture-of-experts "
+                         "directories are not written yet; lrun_model_generate writes the GGUF",
+                         (long long)spec->n_expert);
     lrun_st_dtype dt;
     if ((st = st_dtype(spec->weight_dtype, &dt)) != LRUN_OK || (st = st_dtype(spec->embd_dtype, &dt)) != LRUN_OK)
         return st;

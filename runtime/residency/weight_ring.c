@@ -318,7 +318,8 @@ lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *mod
         for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
             const struct lrun_tensor *t = model->layers[layer].t[id];
             out->data[id] = t ? t->data : NULL;
-            if (t && is_block_matrix(model->arch, (lrun_arch_tensor)id) && is_host_computed(t))
+            if (t && is_block_matrix(model->arch, (lrun_arch_tensor)id) && is_host_computed(t) &&
+                !lrun_arch_is_expert_tensor((lrun_arch_tensor)id)) /* experts: lrun_weight_ring_note_slice */
                 host_bytes += t->nbytes;
         }
     } else {
@@ -370,6 +371,11 @@ void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows)
     if (!t || t->tier == LRUN_TIER_DEVICE) return;
     if (t->host_compute) wr->host_compute_bytes += (uint64_t)n_rows * t->row_bytes;
     else wr->rows_bytes += (uint64_t)n_rows * t->row_bytes;
+}
+
+void lrun_weight_ring_note_slice(lrun_weight_ring *wr, const struct lrun_tensor *t, uint64_t bytes)
+{
+    if (wr && is_host_computed(t)) wr->host_compute_bytes += bytes;
 }
 
 // ---------------------------------------------------------------- statistics

@@ -62,6 +62,11 @@ void lrun_weight_ring_restart(lrun_weight_ring *wr);
 
 /* Counts n_rows embedding rows gathered from an off-device table. */
 void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows);
+/* bytes of t (one expert's slice of a stacked tensor) were read by a
+ * product on the host: counted in host_compute_bytes when t is host-computed.
+ * Acquire counts the experts' stacked tensors not whole but by this, slice by
+ * slice as the forward multiplies them (docs/moe.md). */
+void lrun_weight_ring_note_slice(lrun_weight_ring *wr, const struct lrun_tensor *t, uint64_t bytes);
 
 /* Adds the ring's counters to out (lrun.h's names: bytes_streamed = bytes
  * filled into slots, copy_seconds = fill time, stall_seconds, prefetch

@@ -35,6 +35,40 @@ static void test_known(void)
     CHECK("every known architecture's tables agree, and each is found by its name", ok && n >= 1);
 }
 
+/* Mixtral: llama's name with experts, found by the expert count (docs/moe.md). */
+static void test_moe_descriptions(void)
+{
+    const lrun_status st = lrun_arch_validate(&lrun_arch_llama_moe);
+    if (st != LRUN_OK) printf("# %s\n", lrun_last_error());
+    CHECK("llama's mixture-of-experts description (Mixtral) agrees", st == LRUN_OK);
+    CHECK("a llama file with experts takes it, without them llama's",
+          lrun_arch_find_moe("llama", 8) == &lrun_arch_llama_moe && lrun_arch_find_moe("llama", 0) == &lrun_arch_llama &&
+              lrun_arch_find_moe("qwen3moe", 128) == &lrun_arch_qwen3moe && lrun_arch_find_moe("qwen2", 8) == &lrun_arch_qwen2);
+    CHECK("qwen3moe and Mixtral route to experts, llama and qwen3 do not",
+          lrun_arch_has_experts(&lrun_arch_qwen3moe) && lrun_arch_has_experts(&lrun_arch_llama_moe) &&
+              !lrun_arch_has_experts(&lrun_arch_llama) && !lrun_arch_has_experts(&lrun_arch_qwen3));
+    const lrun_arch_tensor_desc *g = lrun_arch_tensor_find(&lrun_arch_qwen3moe, LRUN_ARCH_TENSOR_GATE_EXPS);
+    const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(&lrun_arch_qwen3moe, LRUN_ARCH_TENSOR_DOWN_EXPS);
+    CHECK("the experts' tensors are 3-D: {n_embd, n_ff, n_expert} and {n_ff, n_embd, n_expert}",
+          g && d && g->ne[0] == LRUN_ARCH_DIM_EMBD && g->ne[1] == LRUN_ARCH_DIM_FF && g->ne[2] == LRUN_ARCH_DIM_EXPERT &&
+              d->ne[0] == LRUN_ARCH_DIM_FF && d->ne[1] == LRUN_ARCH_DIM_EMBD && d->ne[2] == LRUN_ARCH_DIM_EXPERT &&
+              lrun_arch_is_matrix(&lrun_arch_qwen3moe, LRUN_ARCH_TENSOR_GATE_EXPS) &&
+              lrun_arch_is_expert_tensor(LRUN_ARCH_TENSOR_UP_EXPS) && !lrun_arch_is_expert_tensor(LRUN_ARCH_TENSOR_GATE_INP));
+
+    /* the experts read the router's logits of the op right before them */
+    lrun_arch_op ops[16];
+    memcpy(ops, lrun_arch_qwen3moe.ops, (size_t)lrun_arch_qwen3moe.n_ops * sizeof *ops);
+    lrun_arch a = lrun_arch_qwen3moe;
+    a.ops = ops;
+    const int n = a.n_ops;
+    const lrun_arch_op route = ops[n - 2];
+    ops[n - 2] = ops[n - 1], ops[n - 1] = route; /* experts before their router */
+    const lrun_status st2 = lrun_arch_validate(&a);
+    printf("# experts before the router -> %s\n", lrun_last_error());
+    CHECK("experts without a router right before them are refused", st2 == LRUN_E_INTERNAL &&
+          strstr(lrun_last_error(), "moe_") != NULL);
+}
+
 static void test_llama_description(void)
 {
     const lrun_arch *a = lrun_arch_find("llama");
@@ -263,6 +297,7 @@ static void test_gemma2(void)
 int main(void)
 {
     test_known();
+    test_moe_descriptions();
     test_llama_description();
     test_broken_descriptions();
     test_files();

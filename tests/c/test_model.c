@@ -224,7 +224,9 @@ static void test_crafted(void)
     expect("n_rot must be even", &(craft){.n_rot = 7}, LRUN_E_FORMAT, "rope.dimension_count", NULL, NULL);
     expect("n_rot must not exceed head_dim", &(craft){.n_rot = 18}, LRUN_E_FORMAT, "rope.dimension_count", NULL, NULL);
     expect("a missing key is named", &(craft){.omit_embd_len = 1}, LRUN_E_FORMAT, "llama.embedding_length", NULL, NULL);
-    expect("mixture of experts is unsupported", &(craft){.experts = 8}, LRUN_E_UNSUPPORTED, "experts", NULL, NULL);
+    /* llama with experts is Mixtral's description (docs/moe.md), which needs the count each token uses */
+    expect("llama with experts needs expert_used_count, named", &(craft){.experts = 8}, LRUN_E_FORMAT,
+           "llama.expert_used_count", NULL, NULL);
     expect("yarn RoPE scaling is unsupported", &(craft){.scaling = "yarn"}, LRUN_E_UNSUPPORTED, "yarn", NULL, NULL);
     expect("a tensor the architecture does not use is named", &(craft){.extra = "blk.0.attn_qkv.weight"},
            LRUN_E_UNSUPPORTED, "blk.0.attn_qkv.weight", NULL, NULL);

@@ -517,6 +517,7 @@ static void test_archs(void)
         lrun_model_gen_spec sp = tiny(LRUN_DTYPE_F16);
         sp.arch = a->name;
         sp.head_dim = 32; /* not n_embd / n_head (16): explicit key_length */
+        if (lrun_arch_has_experts(a)) sp.n_expert = 4, sp.n_expert_used = 2; /* qwen3moe */
         lrun_status st = lrun_model_generate(path, &sp);
         lrun_model *m = NULL;
         const lrun_load_opts o = {.device = "cpu", .n_threads = 1, .rope_style = -1};

@@ -10,3 +10,5 @@ void lrun_host_release(void) {}
 void lrun_k_attention_exact_smem(void) {}
 void lrun_oom_phase(void) {}
 void lrun_tensor_read_f32(void) {}
+void lrun_cuda_moe_route(void) {}
+void lrun_cuda_moe_ffn_add(void) {}

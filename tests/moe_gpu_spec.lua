@@ -1,0 +1,91 @@
+-- moe_gpu_spec: mixtures of experts on the CUDA engine against the CPU
+-- engine (docs/moe.md), the first CUDA version: router on the device,
+-- routing on the host, each expert's slice through the existing GEMV
+-- (decode, ≤ 8 rows) or cuBLAS (prefill: the expert's tokens gathered), fast
+-- numerics only. The models are tests/arch_models.lua's MoE ones (checked
+-- against llama.cpp on the CPU). Per model and placement:
+--   * resident, experts on the host computed there (experts_on_host, -ot
+--     exps=CPU), experts streamed with their block (-ot exps=host), every
+--     block streamed (layers 0): the prompt's logits within test_engine_gpu's
+--     fast tolerances of the CPU's (f32 1e-2, q8_0 5e-2) and the same first
+--     greedy token; streamed runs bit-identical to the resident fast run;
+--   * numerics = "exact" is refused (no exact routing kernels yet).
+-- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
+-- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
+package.path = "./?.lua;" .. package.path
+local compare = require("tests.compare")
+local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
+local lf = require("lrun.ffi")
+local C = lf.C
+local lrun = require("lrun")
+local arch_models = require("tests.arch_models")
+
+local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
+local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
+
+-- 18 tokens: prefill takes cuBLAS for the experts most tokens chose, the GEMV for the others
+local PROMPT = { 257, 84, 104, 101, 32, 99, 97, 112, 105, 116, 97, 108, 300, 42, 7, 260, 99, 12 }
+local N_NEW = 8
+local TOL = { f32 = 1e-2, q8_0 = 5e-2 }
+
+local PLACEMENTS = {
+  { "resident", {}, false },
+  { "experts_on_host (host compute)", { policy = "experts_on_host" }, true },
+  { "-ot exps=host (experts streamed with their block)", { overrides = { "exps=host" } }, false },
+  { "every block streamed (layers 0, k = 1)", { policy = "layers", n_gpu_layers = 0, prefetch_layers = 1 }, false },
+}
+
+local function run(path, opts)
+  local m = assert(lrun.load(path, with({ progress = false, n_ctx = 256, threads = 2 }, opts)))
+  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+  local logits = assert(m:logits(PROMPT))
+  local p = m:placement()
+  m:free()
+  return ids, logits, p
+end
+
+describe("mixtures of experts on cuda against the CPU", function()
+  if not has_gpu then
+    pending("no GPU visible")
+    return
+  end
+  local tmp = {}
+  teardown(function() for _, p in ipairs(tmp) do os.remove(p) end end)
+
+  for _, e in ipairs(arch_models.models) do
+    if (e.n_expert or 0) > 0 then
+      describe(e.name .. ":", function()
+        local path, cpu_ids, cpu_logits, fast_ids, fast_logits
+        setup(function()
+          path = os.tmpname()
+          tmp[#tmp + 1] = path
+          arch_models.generate(e, path)
+          cpu_ids, cpu_logits = run(path, { device = "cpu" })
+        end)
+
+        for _, p in ipairs(PLACEMENTS) do
+          it("fast, " .. p[1], function()
+            local ids, logits, placement = run(path, with(p[2], { device = DEVICE }))
+            if p[1] == "resident" then fast_ids, fast_logits = ids, logits end
+            local d = rel_diff(cpu_logits, logits)
+            print(string.format("# %s fast %s: rel diff to the CPU %.2e", e.name, p[1], d))
+            assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+            assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
+            if p[3] then assert.is_true(placement.experts.host_compute_slices > 0, "no expert host-computed") end
+            if not p[3] and fast_logits then
+              assert.is_true(same(fast_ids, ids), "tokens differ from the resident fast run")
+              assert.is_true(same(fast_logits, logits), "logits differ from the resident fast run")
+            end
+          end)
+        end
+
+        if DEVICE ~= "cpu" then
+          it("exact numerics are refused, naming the requirement", function()
+            local ok = pcall(run, path, { device = DEVICE, numerics = "exact" })
+            assert.is_false(ok)
+          end)
+        end
+      end)
+    end
+  end
+end)

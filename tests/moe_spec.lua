@@ -1,0 +1,143 @@
+-- moe_spec: mixtures of experts on the CPU (docs/moe.md). The models are
+-- tests/arch_models.lua's (checked against llama.cpp in llamacpp_spec); here:
+-- what the loader and generator make of them, and that every placement of
+-- the experts (resident, on the host and computed there as llama.cpp's
+-- -ot exps=CPU, streamed through the staging ring) gives the same logits,
+-- bit for bit, in a prompt and in decode steps.
+package.path = "./?.lua;" .. package.path
+local arch_models = require("tests.arch_models")
+local lrun = require("lrun")
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+
+local function entry(name)
+  for _, e in ipairs(arch_models.models) do if e.name == name then return e end end
+  error("no model " .. name)
+end
+
+local PROMPT = { 84, 104, 101, 32, 99, 97, 112, 10, 72, 105, 258, 10, 257, 97, 300, 301, 302 }
+
+local function same_logits(a, b)
+  if #a ~= #b then return false, "lengths differ" end
+  for i = 1, #a do
+    if a[i] ~= b[i] then return false, string.format("logit %d: %.9g vs %.9g", i - 1, a[i], b[i]) end
+  end
+  return true
+end
+
+for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32" }) do
+  describe("mixture of experts " .. name, function()
+    local path, base
+    setup(function()
+      path = os.tmpname()
+      arch_models.generate(entry(name), path)
+      base = assert(lrun.load(path, { threads = 2, progress = false }))
+    end)
+    teardown(function()
+      if base then base:free() end
+      if path then os.remove(path) end
+    end)
+
+    it("loads with its expert counts, and each expert tensor stacks n_expert slices", function()
+      local e, info = entry(name), base:info()
+      assert.are.equal(e.n_expert, info.n_expert)
+      assert.are.equal(e.n_expert_used, info.n_expert_used)
+      assert.are.equal(e.arch, info.arch)
+      local n = 0
+      for _, t in ipairs(base:tensors()) do
+        if t.role:match("_exps$") then
+          n = n + 1
+          assert.are.equal(3, #t.shape)
+          assert.are.equal(e.n_expert, t.shape[3])
+        elseif t.role == "ffn_gate_inp" then
+          assert.are.same({ info.n_embd, e.n_expert }, t.shape)
+          assert.are.equal("f32", t.dtype) -- llama.cpp never quantizes the router
+        end
+      end
+      assert.are.equal(3 * info.n_layer, n)
+    end)
+
+    for _, how in ipairs({ { "experts_on_host", { policy = "experts_on_host" } },
+                           { "-ot exps=cpu", { overrides = { "exps=cpu" } } },
+                           { "experts streamed (-ot exps=host)", { overrides = { "exps=host" } } } }) do
+      it(how[1] .. ": the same logits as resident, prompt and decode", function()
+        local opts = { threads = 2, progress = false }
+        for k, v in pairs(how[2]) do opts[k] = v end
+        local m = assert(lrun.load(path, opts))
+        local ok, why = same_logits(base:logits(PROMPT), m:logits(PROMPT))
+        assert(ok, why)
+        local _, ia = base:generate(PROMPT, { max_new_tokens = 6, do_sample = false })
+        local _, ib = m:generate(PROMPT, { max_new_tokens = 6, do_sample = false })
+        assert.are.same(ia, ib)
+        local p = m:placement()
+        local ex = assert(p.experts, "placement has no experts field")
+        local slices = entry(name).n_expert * 3 * base:info().n_layer
+        assert.are.equal(slices, ex.slices.host)
+        assert.are.equal(how[2].policy and slices or (how[2].overrides[1] == "exps=cpu" and slices or 0),
+          ex.host_compute_slices)
+        assert.truthy(tostring(p):find("experts: ", 1, true))
+        m:free()
+      end)
+    end
+    it("experts_on_host: host compute counts only the chosen experts' slices", function()
+      local m = assert(lrun.load(path, { threads = 2, progress = false, policy = "experts_on_host" }))
+      local info = m:info()
+      local slice = 0 -- bytes of one expert's gate + up + down slices
+      for _, t in ipairs(m:tensors()) do
+        if t.layer == 0 and t.role:match("_exps$") then slice = slice + t.bytes / info.n_expert end
+      end
+      assert.is_true(m:logits({ 84 }) ~= nil) -- one token: k experts per block
+      local s = m:stats(true)
+      assert.are.equal(info.n_layer * info.n_expert_used * slice, s.host_compute_bytes)
+      m:free()
+    end)
+  end)
+end
+
+describe("mixture-of-experts generator", function()
+  local function spec(arch, n_expert, used)
+    local s = ffi.new("lrun_model_gen_spec")
+    s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab, s.n_ctx = 1, 64, 2, 1, 64, 300, 64
+    s.weight_dtype, s.embd_dtype = C.LRUN_DTYPE_F32, C.LRUN_DTYPE_F32
+    s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.tied_embeddings = 10000, 1e-5, 5, 1, 1
+    s.arch, s.n_expert, s.n_expert_used = arch, n_expert, used
+    return s
+  end
+
+  it("refuses experts on a dense architecture, none on qwen3moe, and more used than there are", function()
+    local path = os.tmpname()
+    for _, c in ipairs({ { "qwen3", 4, 2, "n_expert" }, { "qwen3moe", 0, 0, "n_expert" },
+                         { "qwen3moe", 4, 5, "n_expert_used" }, { "llama", 4, 0, "n_expert_used" } }) do
+      assert.are.equal(C.LRUN_E_ARG, C.lrun_model_generate(path, spec(c[1], c[2], c[3])))
+      assert.truthy(lf.last_error():find("spec." .. c[4], 1, true), lf.last_error())
+    end
+    os.remove(path)
+  end)
+
+  it("a router skew scales router row e by 1 + skew/(e+1) (synthetic popularity)", function()
+    local a, b = os.tmpname(), os.tmpname()
+    local s = spec("qwen3moe", 8, 2)
+    assert.are.equal(C.LRUN_OK, C.lrun_model_generate(a, s), lf.last_error())
+    s.router_skew = 3
+    assert.are.equal(C.LRUN_OK, C.lrun_model_generate(b, s), lf.last_error())
+    local ma, mb = assert(lrun.load(a, { progress = false })), assert(lrun.load(b, { progress = false }))
+    local ta = C.lrun_model_find_tensor(ma.handle, "blk.0.ffn_gate_inp.weight")
+    local tb = C.lrun_model_find_tensor(mb.handle, "blk.0.ffn_gate_inp.weight")
+    local fa = ffi.cast("const float *", C.lrun_tensor_host_data(ta))
+    local fb = ffi.cast("const float *", C.lrun_tensor_host_data(tb))
+    for e = 0, 7 do
+      local i = e * 64 + 5
+      assert(math.abs(fb[i] - fa[i] * (1 + 3 / (e + 1))) <= 1e-6 * math.abs(fb[i]) + 1e-12,
+        string.format("row %d: %.9g vs %.9g", e, fb[i], fa[i]))
+    end
+    ma:free(); mb:free()
+    os.remove(a); os.remove(b)
+  end)
+
+  it("an HF directory of experts is refused for now, naming the field", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert.are.equal(C.LRUN_E_UNSUPPORTED, C.lrun_model_generate_hf(dir, spec("qwen3moe", 4, 2), 1))
+    assert.truthy(lf.last_error():find("n_expert", 1, true))
+  end)
+end)
