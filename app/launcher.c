@@ -76,7 +76,7 @@ static void print_usage(FILE *f) {
 static int usage_error(const char *fmt, const char *what) {
     fprintf(stderr, "%s: ", progname);
     fprintf(stderr, fmt, what);
-    fprintf(stderr, "\n(try '%s --help')\n", progname);
+    fprintf(stderr, " (try '%s --help')\n", progname);
     return -1;
 }
 
@@ -90,6 +90,14 @@ static const char *option_value(int argc, char **argv, int *i, const char *inlin
         return NULL;
     }
     return argv[++*i];
+}
+
+/* The policies --policy takes by name (policies/<name>.lua). */
+static int is_builtin_policy(const char *name) {
+    static const char *const names[] = {"conservative", "aggressive", "layers", "smart"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0) return 1;
+    return 0;
 }
 
 /* Returns 0, or -1 after printing what was wrong. */
@@ -119,8 +127,13 @@ static int parse_options(int argc, char **argv, options *o) {
             if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
             if (o->n_policies == MAX_POLICIES) return usage_error("too many --policy files (%s)", v);
             struct stat st;
+            if (is_builtin_policy(v) && stat(v, &st) != 0) {
+                o->policies[o->n_policies++] = v; /* a name: lrun.residency resolves it */
+                continue;
+            }
             if (stat(v, &st) != 0) {
-                fprintf(stderr, "%s: --policy %s: %s\n", progname, v, strerror(errno));
+                fprintf(stderr, "%s: --policy %s: %s (expected conservative, aggressive, layers, smart or a .lua file)\n",
+                        progname, v, strerror(errno));
                 return -1;
             }
             if (!S_ISREG(st.st_mode) || access(v, R_OK) != 0) {
@@ -389,7 +402,7 @@ static int push_config(lua_State *L, const options *o, const char *root, const c
         if (docall(L, 1, 2)) return report(L, 1);
         if (lua_isnil(L, -2)) {
             fprintf(stderr, "%s: --gpu-budget %s: %s\n", progname, o->gpu_budget, lua_tostring(L, -1));
-            return 1;
+            return 2;
         }
         lua_pop(L, 1);
         lua_setfield(L, -3, "gpu_budget");
@@ -405,6 +418,20 @@ static int push_config(lua_State *L, const options *o, const char *root, const c
     lua_setfield(L, -2, "lrun.launcher");
     lua_pop(L, 2);
     return 0;
+}
+
+/* The option values only Lua knows how to check (--device, -ot), checked
+ * by lrun.cli as the tools check theirs: 0, or 2 after one line. */
+static int check_config(lua_State *L) {
+    static const char code[] = "return require('lrun.cli').check_config(require('lrun.config'))";
+    if (luaL_loadstring(L, code) != 0 || docall(L, 0, 1) != 0) return report(L, 1);
+    int status = 0;
+    if (lua_isstring(L, -1)) {
+        fprintf(stderr, "%s: %s (try '%s --help')\n", progname, lua_tostring(L, -1), progname);
+        status = 2;
+    }
+    lua_pop(L, 1);
+    return status;
 }
 
 /* arg as luajit builds it: the script at index 0, its arguments after it,
@@ -461,7 +488,7 @@ int main(int argc, char **argv) {
         progname = slash ? slash + 1 : argv[0];
     }
     options o;
-    if (parse_options(argc, argv, &o) != 0) return 1;
+    if (parse_options(argc, argv, &o) != 0) return 2; /* a usage error, before anything reaches stdout */
     if (o.help) {
         print_usage(stdout);
         return 0;
@@ -490,9 +517,11 @@ int main(int argc, char **argv) {
         return status;
     }
     push_arg_table(L, argc, argv, o.script);
-    if (push_config(L, &o, root, build) != 0) {
+    int config_status = push_config(L, &o, root, build);
+    if (config_status == 0) config_status = check_config(L);
+    if (config_status != 0) {
         lua_close(L);
-        return 1;
+        return config_status;
     }
 
     /* -e chunks, in order; then the script; then (maybe) the REPL. An error

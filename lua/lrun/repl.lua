@@ -184,8 +184,10 @@ function M.run(opts)
   -- --policy files load now, so a broken one is reported at once; the
   -- session goes on (lrun.load reports it again if it is used)
   for _, path in ipairs(require("lrun.config").policies or {}) do
-    local ok, err = require("lrun.policy_file").load(path)
-    if not ok then io.stderr:write("lrun: ", err, "\n") end
+    if not require("lrun.policy_file").builtin(path) then
+      local ok, err = require("lrun.policy_file").load(path)
+      if not ok then io.stderr:write("lrun: ", err, "\n") end
+    end
   end
   if tty then
     io.write("lrun ", require("lrun.version"), " (", jit and jit.version or _VERSION,
