@@ -178,9 +178,9 @@ function M.parse(args, spec)
   return opts
 end
 
---- The program's name for messages: the script (arg[0]) or "lrun".
+--- The program's name for messages: M.progname when set, else the script (arg[0]), else "lrun".
 function M.prog()
-  return (arg and arg[0]) or "lrun"
+  return M.progname or (arg and arg[0]) or "lrun"
 end
 
 --- Prints "prog: msg" to stderr and exits with status code (default 2, a usage error).
