@@ -4,8 +4,9 @@ processors and warpers applied to fixed logits, for
 tests/logits_process_spec.lua (lrun.logits_process).
 
 torch is not a dependency here, so each class below is transformers'
-generation/logits_process.py (as of transformers 4.46 through main at
-commit 00857b6, where these classes are unchanged) rewritten line for line
+generation/logits_process.py, as read at huggingface/transformers commit
+00857b6cf63a4fa05cbd9bdc8a4fd78b6168c5af (main; the same code as the 4.4x
+releases for these classes apart from comments), rewritten line for line
 in numpy on one float32 row: RepetitionPenaltyLogitsProcessor,
 NoRepeatNGramLogitsProcessor (_get_ngrams, _get_generated_ngrams),
 NoBadWordsLogitsProcessor (a SequenceBiasLogitsProcessor with -inf),
