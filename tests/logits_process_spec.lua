@@ -39,6 +39,30 @@ describe("logits_process against transformers", function()
   end
 end)
 
+describe("logits_process edge cases", function()
+  local lp = require("lrun.logits_process")
+  local function arr(t)
+    local a = ffi.new("float[?]", #t)
+    for i, v in ipairs(t) do a[i - 1] = v end
+    return a
+  end
+
+  it("top_k keeps every tie of the k-th score, as torch.topk's threshold does", function()
+    local s = arr({ 1, 2, 2, 2, 0, -math.huge })
+    lp.top_k(s, 6, 2)
+    assert.are.same({ -math.huge, 2, 2, 2, -math.huge, -math.huge }, { s[0], s[1], s[2], s[3], s[4], s[5] })
+    local t = arr({ 3, -math.huge, 1 })
+    lp.top_k(t, 3, 5) -- fewer finite scores than k: nothing goes
+    assert.are.same({ 3, -math.huge, 1 }, { t[0], t[1], t[2] })
+  end)
+
+  it("typical_p with one finite score keeps it", function()
+    local s = arr({ -math.huge, 0.5, -math.huge })
+    lp.typical(s, 3, 0.5)
+    assert.are.equal(0.5, s[1])
+  end)
+end)
+
 describe("generate's HF options", function()
   local path = os.getenv("LRUN_MODEL")
   if not path then

@@ -127,12 +127,47 @@ local function softmax(scores, n_vocab)
   return p
 end
 
+-- The k-th highest of the finite scores, or nil when there are k or fewer:
+-- a min-heap of the k highest seen, so a large vocabulary costs
+-- n log k comparisons of numbers instead of a sort with a Lua comparator.
+local function kth_highest(scores, n_vocab, k)
+  local heap, n = {}, 0
+  for i = 0, n_vocab - 1 do
+    local v = scores[i]
+    if v > NEG_INF then
+      if n < k then
+        n = n + 1
+        local j = n
+        while j > 1 do -- sift up
+          local parent = math.floor(j / 2)
+          if heap[parent] <= v then break end
+          heap[j] = heap[parent]
+          j = parent
+        end
+        heap[j] = v
+      elseif v > heap[1] then
+        local j = 1
+        while true do -- sift down from the root, replacing the smallest
+          local c = 2 * j
+          if c > k then break end
+          if c < k and heap[c + 1] < heap[c] then c = c + 1 end
+          if heap[c] >= v then break end
+          heap[j] = heap[c]
+          j = c
+        end
+        heap[j] = v
+      end
+    end
+  end
+  if n < k then return nil end
+  return heap[1]
+end
+
 --- TopKLogitsWarper: scores below the k-th highest get -inf.
 function M.top_k(scores, n_vocab, k, keep)
   k = math.min(math.max(k, keep or 1), n_vocab)
-  local order = ranked(scores, n_vocab)
-  if k >= #order then return end
-  local kth = scores[order[k]]
+  local kth = kth_highest(scores, n_vocab, k)
+  if not kth then return end
   for i = 0, n_vocab - 1 do if scores[i] < kth then scores[i] = NEG_INF end end
 end
 
@@ -173,10 +208,14 @@ function M.typical(scores, n_vocab, mass, keep)
   for i = 0, n_vocab - 1 do
     if p[i] > 0 then ent = ent - log(p[i]) * p[i] end
   end
+  -- Only tokens with p > 0 are sorted: the others (shifted = inf) sort
+  -- last, after every finite one, and are already -inf.
   local shifted, order = {}, {}
   for i = 0, n_vocab - 1 do
-    shifted[i] = p[i] > 0 and abs(-log(p[i]) - ent) or math.huge
-    order[#order + 1] = i
+    if p[i] > 0 then
+      shifted[i] = abs(-log(p[i]) - ent)
+      order[#order + 1] = i
+    end
   end
   table.sort(order, function(a, b)
     if shifted[a] ~= shifted[b] then return shifted[a] < shifted[b] end
@@ -189,6 +228,7 @@ function M.typical(scores, n_vocab, mass, keep)
     if cum < mass then last = r else break end
   end
   if last > n_vocab - 1 then last = n_vocab - 1 end
+  if last + 1 > #order then return end -- the cut falls among the -inf ones: nothing more goes
   local cut = shifted[order[last + 1]]
   for r = keep + 1, #order do
     local id = order[r]
