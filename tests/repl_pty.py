@@ -20,10 +20,12 @@ if pid == 0:
 out = b""
 
 
-def read(t=1.0):
+def read_until(marker, timeout=20.0):
+    """Reads what the terminal shows until marker appears after what was read before."""
     global out
-    end = time.time() + t
-    while time.time() < end:
+    begin = len(out)
+    end = time.time() + timeout
+    while time.time() < end and marker not in out[begin:]:
         r, _, _ = select.select([fd], [], [], 0.05)
         if r:
             try:
@@ -32,19 +34,23 @@ def read(t=1.0):
                 return
 
 
-def send(b, t=0.8):
+def send(b, wait_for=b"lrun> "):
+    """Types b, then waits for the next prompt (so a Ctrl-C never arrives
+    before readline is reading)."""
     os.write(fd, b)
-    read(t)
+    read_until(wait_for)
 
 
-
-read(1.5)
-send(b"1 + \x03")           # Ctrl-C cancels the line
+read_until(b"lrun> ")
+os.write(fd, b"1 + ")
+read_until(b"1 + ")
+send(b"\x03")               # Ctrl-C cancels the line
 send(b"40 + 2\r")
 send(b"x = {alpha = 1}\r")
 send(b"x.al\t\r")          # completes to x.alpha
-send(b"lrun.lo\t(nil)\r", 1.5)   # completes to lrun.load
-send(b"\x04", 1.0)
+send(b"lrun.lo\t(nil)\r")  # completes to lrun.load
+os.write(fd, b"\x04")
+read_until(b"\n", 5.0)
 _, status = os.waitpid(pid, 0)
 print(out.decode(errors="replace"))
 print("status", status)

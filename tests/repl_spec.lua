@@ -170,6 +170,7 @@ describe("the REPL on a terminal", function()
     assert.matches("lrun> 40 + 2", out, 1, true)
     assert.matches("\n[^\n]*42\r?\n", out)
     assert.is_nil(out:find("1 + 40", 1, true))
+    assert.is_nil(out:find("43", 1, true)) -- "1 + " was dropped, not joined to the next line
     assert.matches("status 0", out, 1, true)
   end)
 
