@@ -79,7 +79,7 @@ C_TESTS  := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c)
 MODEL_DIR  := models
 MODEL      := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all model demo test test-gpu bench clean deps help format lint asan tsan tsan-core
+.PHONY: all model demo test test-gpu bench clean deps help format lint asan tsan tsan-core install uninstall
 all: deps $(LIB) $(LIB_A) $(LAUNCHER) $(CDEF)
 
 # ---------------------------------------------------------------- habits: Debian set-up
@@ -309,6 +309,23 @@ lint: deps
 	luacheck -q lua policies tests examples
 	@echo "lint: clean"
 
+# make install: the launcher in $(PREFIX)/bin, the Lua package and policies in
+# $(PREFIX)/share/lrun, the libraries, generated Lua and lrun.h in
+# $(PREFIX)/lib/lrun (the launcher finds them from its own path, so the
+# tree moves as a whole); DESTDIR stages it for packagers.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: all $(LIB_A)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lrun $(DESTDIR)$(PREFIX)/lib/lrun/lua/lrun
+	install -m 755 $(LAUNCHER) $(DESTDIR)$(PREFIX)/bin/lrun
+	cp -R lua policies $(DESTDIR)$(PREFIX)/share/lrun/
+	install -m 644 $(LIB) $(LIB_A) runtime/lrun.h $(DESTDIR)$(PREFIX)/lib/lrun/
+	install -m 644 $(CDEF) $(DESTDIR)$(PREFIX)/lib/lrun/lua/lrun/
+	@echo "installed into $(DESTDIR)$(PREFIX) (run $(PREFIX)/bin/lrun)"
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/bin/lrun $(DESTDIR)$(PREFIX)/share/lrun $(DESTDIR)$(PREFIX)/lib/lrun
+
 help:
 	@echo 'Targets:'
 	@echo '  all (default)  build/liblrun.so, the launcher build/lrun, build/lua/lrun/cdef.lua'
@@ -325,6 +342,8 @@ help:
 	@echo '  format         clang-format -i FILES (default: every C/CUDA file)'
 	@echo '  deps           install the missing Debian packages (every goal does this first)'
 	@echo '  clean          remove $$(BUILD)'
+	@echo '  install        the launcher, Lua package and library under $$(PREFIX) (default /usr/local); DESTDIR too'
+	@echo '  uninstall      removes what install put there'
 	@echo 'Variables (make VAR=value):'
 	@echo '  CUDA=0|1       build the CUDA kernels (default 1 when nvcc and a GPU are found; now $(CUDA))'
 	@echo '  BUILD=dir      build directory (default build)'

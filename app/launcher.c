@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <readline/readline.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -78,7 +80,7 @@ static void print_usage(FILE *f) {
 static int usage_error(const char *fmt, const char *what) {
     fprintf(stderr, "%s: ", progname);
     fprintf(stderr, fmt, what);
-    fprintf(stderr, "\n(try '%s --help')\n", progname);
+    fprintf(stderr, " (try '%s --help')\n", progname);
     return -1;
 }
 
@@ -92,6 +94,14 @@ static const char *option_value(int argc, char **argv, int *i, const char *inlin
         return NULL;
     }
     return argv[++*i];
+}
+
+/* The policies --policy takes by name (policies/<name>.lua). */
+static int is_builtin_policy(const char *name) {
+    static const char *const names[] = {"conservative", "aggressive", "layers", "smart"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0) return 1;
+    return 0;
 }
 
 /* Returns 0, or -1 after printing what was wrong. */
@@ -121,8 +131,13 @@ static int parse_options(int argc, char **argv, options *o) {
             if (!(v = option_value(argc, argv, &i, inline_value))) return -1;
             if (o->n_policies == MAX_POLICIES) return usage_error("too many --policy files (%s)", v);
             struct stat st;
+            if (is_builtin_policy(v) && stat(v, &st) != 0) {
+                o->policies[o->n_policies++] = v; /* a name: lrun.residency resolves it */
+                continue;
+            }
             if (stat(v, &st) != 0) {
-                fprintf(stderr, "%s: --policy %s: %s\n", progname, v, strerror(errno));
+                fprintf(stderr, "%s: --policy %s: %s (expected conservative, aggressive, layers, smart or a .lua file)\n",
+                        progname, v, strerror(errno));
                 return -1;
             }
             if (!S_ISREG(st.st_mode) || access(v, R_OK) != 0) {
@@ -224,6 +239,38 @@ static int find_root(char *root, char *build, size_t cap) {
     return 0;
 }
 
+static int is_file(const char *dir, const char *rel) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/%s", dir, rel) >= (int)sizeof path) return 0;
+    return access(path, R_OK) == 0;
+}
+
+/* Where the Lua package is: the checkout layout (<root>/lua, the library in
+ * <root>/<build>), else `make install`'s (<prefix>/bin/lrun,
+ * <prefix>/share/lrun/lua, <prefix>/lib/lrun/liblrun.so). 0, or -1 after a
+ * message saying what was looked for and what to do. */
+static int locate_package(char *root, char *build, size_t cap) {
+    if (is_file(root, "lua/lrun/init.lua")) return 0;
+    char prefix[PATH_MAX];
+    snprintf(prefix, sizeof prefix, "%s", build); /* <prefix>/bin when installed */
+    char *slash = strrchr(prefix, '/');
+    if (slash) *slash = '\0';
+    char share[PATH_MAX], lib[PATH_MAX];
+    if (snprintf(share, sizeof share, "%s/share/lrun", prefix[0] ? prefix : "") < (int)sizeof share
+        && snprintf(lib, sizeof lib, "%s/lib/lrun", prefix[0] ? prefix : "") < (int)sizeof lib
+        && is_file(share, "lua/lrun/init.lua") && strlen(share) < cap && strlen(lib) < cap) {
+        strcpy(root, share);
+        strcpy(build, lib);
+        return 0;
+    }
+    fprintf(stderr,
+            "%s: cannot find the lrun Lua package (looked for %s/lua/lrun/init.lua and %s/lua/lrun/init.lua);\n"
+            "  run the lrun in a checkout's build directory, install it with `make install PREFIX=...`,\n"
+            "  or set LRUN_ROOT to the checkout\n",
+            progname, strcmp(root, "/") == 0 ? "" : root, share);
+    return -1;
+}
+
 /* package.path = our directories first, then whatever LuaJIT chose
  * (LUA_PATH or its default), so busted and other rocks still load. */
 static void set_package_path(lua_State *L, const char *root, const char *build) {
@@ -281,8 +328,8 @@ static int traceback(lua_State *L) {
 
 /* Calls the function below nargs arguments with the traceback handler and,
  * when interruptible, Ctrl-C armed; leaves the results (or the message) on
- * the stack. The REPL's own loop is not interruptible: Ctrl-C at its prompt
- * leaves, as in luajit, and inside a chunk it stops only the chunk. */
+ * the stack. The REPL's own loop is not interruptible: at its prompt Ctrl-C
+ * cancels the line (l_readline), and inside a chunk it stops only the chunk. */
 static int docall_mode(lua_State *L, int nargs, int nresults, int interruptible) {
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback);
@@ -317,6 +364,114 @@ static int l_pcall(lua_State *L) {
     return lua_gettop(L);
 }
 
+/* ---------------------------------------------------------------- line editing */
+
+/* lrun.launcher.readline(prompt, complete) → line | nil (end of input),
+ * and true when Ctrl-C cancelled the line (the line is then ""). The REPL
+ * calls it instead of readline through ffi so that Ctrl-C at the prompt
+ * cancels the line (as in Python and lua) and Tab completion can call Lua:
+ * complete(word, line) returns the candidates for the word being typed. */
+static volatile sig_atomic_t readline_interrupted;
+static lua_State *completing_state; /* the REPL's state while readline runs */
+static int completing_ref = LUA_NOREF;
+
+static void on_sigint_readline(int sig) {
+    (void)sig;
+    readline_interrupted = 1;
+}
+
+/* readline's character source: read(2), so that SIGINT (installed without
+ * SA_RESTART) interrupts it; an interrupted read clears the line and
+ * accepts it. */
+static int getc_interruptible(FILE *f) {
+    for (;;) {
+        if (readline_interrupted) {
+            rl_replace_line("", 0);
+            return '\n';
+        }
+        unsigned char c;
+        ssize_t n = read(fileno(f), &c, 1);
+        if (n == 1) return c;
+        if (n == 0 || errno != EINTR) return EOF;
+    }
+}
+
+/* The candidates of the Lua completer for text, one per call of readline's
+ * generator (state 0 starts over). */
+static char *complete_generator(const char *text, int state) {
+    static int index, count;
+    lua_State *L = completing_state;
+    if (!L) return NULL;
+    if (state == 0) {
+        lua_settop(L, 2); /* drop the previous list; keep prompt and completer */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, completing_ref);
+        lua_pushstring(L, text);
+        lua_pushstring(L, rl_line_buffer ? rl_line_buffer : "");
+        if (lua_pcall(L, 2, 1, 0) != 0 || !lua_istable(L, -1)) {
+            lua_settop(L, 2);
+            return NULL;
+        }
+        index = 0;
+        count = (int)lua_objlen(L, -1);
+    }
+    while (index < count) {
+        lua_rawgeti(L, 3, ++index);
+        const char *s = lua_tostring(L, -1);
+        char *copy = s ? strdup(s) : NULL;
+        lua_pop(L, 1);
+        if (copy) return copy;
+    }
+    return NULL;
+}
+
+static char **complete(const char *text, int start, int end) {
+    (void)start;
+    (void)end;
+    rl_attempted_completion_over = 1; /* no file names */
+    rl_completion_append_character = '\0';
+    return rl_completion_matches(text, complete_generator);
+}
+
+static int l_readline(lua_State *L) {
+    const char *prompt = luaL_optstring(L, 1, "");
+    int has_completer = lua_isfunction(L, 2);
+    lua_settop(L, 2);
+    if (has_completer) {
+        lua_pushvalue(L, 2);
+        completing_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        completing_state = L;
+        rl_attempted_completion_function = complete;
+        rl_completer_word_break_characters = " \t\n\"'()[]{},;+-*/=<>~^%#&|";
+    }
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint_readline; /* no SA_RESTART: read(2) returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    readline_interrupted = 0;
+    rl_catch_signals = 0;
+    rl_getc_function = getc_interruptible;
+    sigaction(SIGINT, &sa, &old);
+    char *line = readline(prompt);
+    sigaction(SIGINT, &old, NULL);
+    int interrupted = readline_interrupted;
+    readline_interrupted = 0;
+    if (has_completer) {
+        luaL_unref(L, LUA_REGISTRYINDEX, completing_ref);
+        completing_ref = LUA_NOREF;
+        completing_state = NULL;
+        rl_attempted_completion_function = NULL;
+    }
+    lua_settop(L, 0);
+    if (!line) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushstring(L, interrupted ? "" : line);
+    free(line);
+    lua_pushboolean(L, interrupted);
+    return 2;
+}
+
 static int report(lua_State *L, int status) {
     if (status && !lua_isnil(L, -1)) {
         const char *msg = lua_tostring(L, -1);
@@ -330,7 +485,7 @@ static int report(lua_State *L, int status) {
 /* ---------------------------------------------------------------- setup */
 
 /* config[key] = require("lrun.size").parse(text), the config table on top
- * of the stack: one parser for the launcher and lrun.load. 1 (after a
+ * of the stack: one parser for the launcher and lrun.load. 2 (after a
  * message naming flag) when text is not a size. */
 static int set_size(lua_State *L, const char *flag, const char *text, const char *key) {
     lua_getglobal(L, "require");
@@ -341,7 +496,7 @@ static int set_size(lua_State *L, const char *flag, const char *text, const char
     if (docall(L, 1, 2)) return report(L, 1);
     if (lua_isnil(L, -2)) {
         fprintf(stderr, "%s: %s %s: %s\n", progname, flag, text, lua_tostring(L, -1));
-        return 1;
+        return 2;
     }
     lua_pop(L, 1);
     lua_setfield(L, -3, key);
@@ -404,8 +559,9 @@ static int push_config(lua_State *L, const options *o, const char *root, const c
     lua_pushboolean(L, o->interactive);
     lua_setfield(L, -2, "interactive");
 
-    if (o->gpu_budget && set_size(L, "--gpu-budget", o->gpu_budget, "gpu_budget")) return 1;
-    if (o->host_budget && set_size(L, "--host-budget", o->host_budget, "host_budget")) return 1;
+    int rc = 0; /* 2: a bad size (a usage error, as every bad flag value) */
+    if (o->gpu_budget && (rc = set_size(L, "--gpu-budget", o->gpu_budget, "gpu_budget"))) return rc;
+    if (o->host_budget && (rc = set_size(L, "--host-budget", o->host_budget, "host_budget"))) return rc;
 
     lua_setfield(L, -2, "lrun.config");
 
@@ -413,9 +569,25 @@ static int push_config(lua_State *L, const options *o, const char *root, const c
     lua_newtable(L);
     lua_pushcfunction(L, l_pcall);
     lua_setfield(L, -2, "pcall");
+    lua_pushcfunction(L, l_readline);
+    lua_setfield(L, -2, "readline");
     lua_setfield(L, -2, "lrun.launcher");
     lua_pop(L, 2);
     return 0;
+}
+
+/* The option values only Lua knows how to check (--device, -ot), checked
+ * by lrun.cli as the tools check theirs: 0, or 2 after one line. */
+static int check_config(lua_State *L) {
+    static const char code[] = "return require('lrun.cli').check_config(require('lrun.config'))";
+    if (luaL_loadstring(L, code) != 0 || docall(L, 0, 1) != 0) return report(L, 1);
+    int status = 0;
+    if (lua_isstring(L, -1)) {
+        fprintf(stderr, "%s: %s (try '%s --help')\n", progname, lua_tostring(L, -1), progname);
+        status = 2;
+    }
+    lua_pop(L, 1);
+    return status;
 }
 
 /* arg as luajit builds it: the script at index 0, its arguments after it,
@@ -435,7 +607,11 @@ static int run_repl(lua_State *L) {
     if (docall(L, 1, 1)) return report(L, 1);
     lua_getfield(L, -1, "run");
     lua_remove(L, -2);
-    return report(L, docall_mode(L, 0, 0, 0));
+    int status = docall_mode(L, 0, 1, 0);
+    if (status != 0) return report(L, status);
+    int failed = lua_toboolean(L, -1); /* an input failed, and input was not a terminal */
+    lua_pop(L, 1);
+    return failed;
 }
 
 static int print_version(lua_State *L) {
@@ -448,6 +624,19 @@ static int print_version(lua_State *L) {
 }
 
 /* ---------------------------------------------------------------- main */
+
+/* A model given where a script would be (`lrun model.gguf`): a .gguf,
+ * .lrpk or .safetensors file, or a directory with a config.json. */
+static int is_model(const char *path) {
+    static const char *const exts[] = {".gguf", ".lrpk", ".safetensors"};
+    const size_t n = strlen(path);
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        const size_t e = strlen(exts[i]);
+        if (n > e && strcmp(path + n - e, exts[i]) == 0) return 1;
+    }
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode) && is_file(path, "config.json");
+}
 
 /* A subcommand (`lrun pack IN OUT`): a word that is no file and that
  * lrun.commands knows. A file of that name still runs as a script. */
@@ -472,7 +661,7 @@ int main(int argc, char **argv) {
         progname = slash ? slash + 1 : argv[0];
     }
     options o;
-    if (parse_options(argc, argv, &o) != 0) return 1;
+    if (parse_options(argc, argv, &o) != 0) return 2; /* a usage error, before anything reaches stdout */
     if (o.help) {
         print_usage(stdout);
         return 0;
@@ -483,6 +672,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: cannot find the lrun directory from /proc/self/exe; set LRUN_ROOT\n", progname);
         return 1;
     }
+    if (locate_package(root, build, sizeof root) != 0) return 1;
 
     lua_State *L = luaL_newstate();
     if (!L) {
@@ -501,10 +691,23 @@ int main(int argc, char **argv) {
         return status;
     }
     push_arg_table(L, argc, argv, o.script);
-    if (push_config(L, &o, root, build) != 0) {
+    int config_status = push_config(L, &o, root, build);
+    if (config_status == 0) config_status = check_config(L);
+    if (config_status != 0) {
+        lua_close(L);
+        return config_status;
+    }
+
+    /* The global `lrun`, as in the REPL, for -e chunks and scripts
+     * (require("lrun") is cheap: its submodules load when first used). */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lrun");
+    if (docall(L, 1, 1) != 0) {
+        report(L, 1);
         lua_close(L);
         return 1;
     }
+    lua_setglobal(L, "lrun");
 
     /* -e chunks, in order; then the script; then (maybe) the REPL. An error
      * ends the run with status 1, except that -i still opens the REPL. */
@@ -516,18 +719,21 @@ int main(int argc, char **argv) {
     int has_script = o.script < argc;
     if (status == 0 && has_script) {
         const char *path = argv[o.script];
-        const int command = is_command(L, path);
-        status = command ? luaL_loadstring(L, "return require('lrun.commands').run(...)")
-                         : luaL_loadfile(L, strcmp(path, "-") == 0 ? NULL : path);
+        const int model = is_model(path);
+        const int command = model || is_command(L, path);
+        status = model     ? luaL_loadstring(L, "return require('lrun.commands').model(...)")
+                 : command ? luaL_loadstring(L, "return require('lrun.commands').run(...)")
+                           : luaL_loadfile(L, strcmp(path, "-") == 0 ? NULL : path);
         if (status == 0) {
             int n = argc - o.script - 1; /* the script gets its arguments as ... too */
             luaL_checkstack(L, n + 1, "too many arguments to the script");
             if (command) lua_pushstring(L, path);
             for (int i = 0; i < n; i++) lua_pushstring(L, argv[o.script + 1 + i]);
-            status = docall(L, n + command, command);
-            if (status == 0 && command) { /* a command returns its exit status */
-                if (lua_tointeger(L, -1) != 0) exit_code = (int)lua_tointeger(L, -1);
-                lua_pop(L, 1);
+            status = docall(L, n + command, command ? 2 : 0);
+            if (status == 0 && command) { /* a command returns its exit status, and whether to open the REPL */
+                if (lua_tointeger(L, -2) != 0) exit_code = (int)lua_tointeger(L, -2);
+                if (lua_toboolean(L, -1)) o.interactive = 1;
+                lua_pop(L, 2);
             }
         }
         report(L, status);

@@ -144,13 +144,13 @@ describe("lrun launcher", function()
 
   it("rejects an unknown option", function()
     local out, rc = run({ "--bogus", "x.lua" })
-    assert.are.equal(1, rc)
+    assert.are.equal(2, rc)
     assert.matches("unknown option '--bogus'", out, 1, true)
   end)
 
   it("rejects an option without its value", function()
     local out, rc = run({ "--device" })
-    assert.are.equal(1, rc)
+    assert.are.equal(2, rc)
     assert.matches("option '--device' needs a value", out, 1, true)
   end)
 
@@ -185,7 +185,7 @@ describe("lrun launcher", function()
 
     it("rejects a bad thread count", function()
       local out, rc = config_of({ "-t", "many" })
-      assert.are.equal(1, rc)
+      assert.are.equal(2, rc)
       assert.matches("-t: expected a thread count", out, 1, true)
     end)
 
@@ -208,7 +208,7 @@ describe("lrun launcher", function()
     for _, bad in ipairs({ "4X", "lots", "-1G", "", "G", "1.2.3G", "4 G B", "1e400" }) do
       it("rejects --gpu-budget '" .. bad .. "' naming the option", function()
         local out, rc = config_of({ "--gpu-budget", bad })
-        assert.are.equal(1, rc)
+        assert.are.equal(2, rc)
         assert.matches("--gpu-budget", out, 1, true)
       end)
     end
@@ -222,13 +222,13 @@ describe("lrun launcher", function()
 
     it("rejects a missing --policy file, naming it", function()
       local out, rc = config_of({ "--policy", "/nonexistent/mine.lua" })
-      assert.are.equal(1, rc)
+      assert.are.equal(2, rc)
       assert.matches("--policy /nonexistent/mine.lua: No such file or directory", out, 1, true)
     end)
 
     it("rejects a --policy that is a directory", function()
       local out, rc = config_of({ "--policy", "/tmp" })
-      assert.are.equal(1, rc)
+      assert.are.equal(2, rc)
       assert.matches("--policy /tmp: not a readable file", out, 1, true)
     end)
   end)
@@ -262,5 +262,78 @@ describe("lrun.size", function()
     assert.are.equal("1.5 KiB", size.format(1536))
     assert.are.equal("12 B", size.format(12))
     assert.are.equal("4.0 GiB", size.format(4 * 2^30))
+  end)
+end)
+
+describe("lrun launcher, for users", function()
+  local model = os.getenv("LRUN_MODEL")
+
+  it("has the lrun global in -e chunks and scripts", function()
+    local out, rc = run({ "-e", "io.write(type(lrun), ' ', type(lrun.load))" })
+    assert.are.equal(0, rc)
+    assert.are.equal("table function", out)
+  end)
+
+  it("runs `lrun MODEL -p TEXT` as the generate tool", function()
+    if not model then return pending("LRUN_MODEL is not set") end
+    local out, rc = run({ model, "-p", "The capital of France is", "-n", "4", "--temp", "0", "--log-disable" })
+    assert.are.equal(0, rc)
+    assert.matches("^The capital of France is Paris", out)
+    local out2, rc2 = run({ model, "-n", "-5" })
+    assert.are.equal(2, rc2)
+    assert.matches("^lrun: %-n %-5: expected", out2)
+  end)
+
+  it("opens `lrun MODEL` in the REPL as m", function()
+    if not model then return pending("LRUN_MODEL is not set") end
+    local out, rc = run({ model }, "m.n_vocab > 0\n")
+    assert.are.equal(0, rc)
+    assert.are.equal("true\n", out)
+  end)
+
+  it("says what to do when `lrun MODEL` cannot load", function()
+    local out, rc = run({ "/nonexistent/model.gguf" })
+    assert.are.equal(1, rc)
+    assert.matches("/nonexistent/model.gguf", out, 1, true)
+    assert.matches("-p TEXT", out, 1, true)
+    assert.is_nil(out:find("unexpected symbol", 1, true)) -- not run as Lua
+  end)
+
+  local function sh(cmd)
+    local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
+    local out = p:read("*a")
+    p:close()
+    local body, rc = out:match("^(.-)rc=(%d+)\n$")
+    return body, tonumber(rc)
+  end
+
+  it("gives a hint when a copied binary cannot find its package", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    local out, rc = sh("mkdir -p " .. sh_quote(dir) .. " && cp " .. sh_quote(lrun) .. " " .. sh_quote(dir .. "/lrun")
+      .. " && env -u LRUN_ROOT " .. sh_quote(dir .. "/lrun") .. " -e 'print(1)'")
+    sh("rm -rf " .. sh_quote(dir))
+    assert.are.equal(1, rc)
+    assert.matches("cannot find the lrun Lua package", out, 1, true)
+    assert.matches("make install", out, 1, true)
+  end)
+
+  it("runs from make install's layout (PREFIX/bin, share/lrun, lib/lrun)", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    local q = sh_quote
+    local setup_cmd = table.concat({
+      "mkdir -p " .. q(dir .. "/bin") .. " " .. q(dir .. "/share/lrun") .. " " .. q(dir .. "/lib/lrun/lua/lrun"),
+      "cp " .. q(lrun) .. " " .. q(dir .. "/bin/lrun"),
+      "ln -s " .. q(root .. "/lua") .. " " .. q(dir .. "/share/lrun/lua"),
+      "ln -s " .. q(root .. "/policies") .. " " .. q(dir .. "/share/lrun/policies"),
+      "ln -s " .. q(build .. "/liblrun.so") .. " " .. q(dir .. "/lib/lrun/liblrun.so"),
+      "ln -s " .. q(build .. "/lua/lrun/cdef.lua") .. " " .. q(dir .. "/lib/lrun/lua/lrun/cdef.lua"),
+    }, " && ")
+    local out, rc = sh(setup_cmd .. " && env -u LRUN_ROOT " .. q(dir .. "/bin/lrun")
+      .. " -e \"io.write(require('lrun.config').lib, ' ', tostring(require('lrun.ffi').C ~= nil))\"")
+    sh("rm -rf " .. q(dir))
+    assert.are.equal(0, rc, out)
+    assert.are.equal(dir .. "/lib/lrun/liblrun.so true", out)
   end)
 end)

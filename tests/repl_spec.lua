@@ -40,14 +40,14 @@ describe("the REPL", function()
 
   it("survives an error and goes on", function()
     local out, rc = repl("error('boom')\nprint('still here')\n")
-    assert.are.equal(0, rc)
+    assert.are.equal(1, rc) -- piped input that failed: status 1 at the end
     assert.matches("stdin:1: boom", out, 1, true)
     assert.matches("still here\n$", out)
   end)
 
   it("survives a syntax error", function()
     local out, rc = repl("x = = 1\n2 * 21\n")
-    assert.are.equal(0, rc)
+    assert.are.equal(1, rc)
     assert.matches("unexpected symbol near '='", out, 1, true)
     assert.matches("42\n$", out)
   end)
@@ -75,7 +75,7 @@ describe("the REPL", function()
 
   it("reports a chunk left incomplete at the end of input", function()
     local out, rc = repl("for i = 1, 3 do\n")
-    assert.are.equal(0, rc)
+    assert.are.equal(1, rc)
     assert.matches("'end' expected", out, 1, true)
   end)
 
@@ -150,5 +150,62 @@ describe("lrun.pretty", function()
     local text = pretty.format(C.lrun_model_find_tensor(m.handle, "token_embd.weight"))
     m:free()
     assert.matches("^lrun_tensor<token_embd.weight q8_0 %[576, 49152%] %a+>$", text)
+  end)
+end)
+
+describe("the REPL on a terminal", function()
+  local have_python = os.execute("python3 -c 'import pty' >/dev/null 2>&1") == 0
+  if not have_python then
+    pending("python3 with pty is not installed")
+    return
+  end
+  local out
+  setup(function()
+    local p = assert(io.popen("python3 tests/repl_pty.py " .. shell.quote(shell.launcher) .. " 2>&1"))
+    out = p:read("*a")
+    p:close()
+  end)
+
+  it("cancels the line on Ctrl-C and goes on", function()
+    assert.matches("lrun> 40 + 2", out, 1, true)
+    assert.matches("\n[^\n]*42\r?\n", out)
+    assert.is_nil(out:find("1 + 40", 1, true))
+    assert.is_nil(out:find("43", 1, true)) -- "1 + " was dropped, not joined to the next line
+    assert.matches("status 0", out, 1, true)
+  end)
+
+  it("completes fields and module functions with Tab", function()
+    assert.matches("x.alpha", out, 1, true)
+    assert.matches("lrun.load(nil)", out, 1, true)
+  end)
+end)
+
+describe("the REPL's helpers", function()
+  local repl = require("lrun.repl")
+
+  it("completes names, fields and methods without evaluating", function()
+    local env = setmetatable({ mytable = { alpha = 1, beta = function() end } }, { __index = _G })
+    assert.are.same({ "mytable.alpha", "mytable.beta" }, repl.complete("mytable.", env))
+    assert.are.same({ "mytable:beta" }, repl.complete("mytable:", env))
+    assert.are.same({ "string.format" }, repl.complete("string.form", env))
+    assert.are.same({}, repl.complete("nosuch.x", env))
+    local found = false
+    for _, c in ipairs(repl.complete("lrun.lo", setmetatable({ lrun = require("lrun") }, { __index = _G }))) do
+      if c == "lrun.load" then found = true end
+    end
+    assert.is_true(found)
+  end)
+
+  it("prints help", function()
+    local out = shell.run(shell.quote(shell.launcher), "help()\nhelp(string)\n")
+    assert.matches("lrun.load", out, 1, true)
+    assert.matches("format()", out, 1, true)
+  end)
+
+  it("exits 1 when piped input fails", function()
+    local _, rc = shell.run(shell.quote(shell.launcher), "1\nerror('x')\n2\n")
+    assert.are.equal(1, rc)
+    local _, rc2 = shell.run(shell.quote(shell.launcher), "1\n")
+    assert.are.equal(0, rc2)
   end)
 end)

@@ -1,4 +1,4 @@
---- lrun.cli — command-line flags for example scripts, llama.cpp style.
+--- lrun.cli — command-line flags for lrun's tools and example scripts, llama.cpp style.
 --
 --     local cli = require("lrun.cli")
 --     local opts = cli.parse_or_exit(arg, {
@@ -7,25 +7,98 @@
 --       { "--chat", key = "chat", type = "flag" },
 --     }, "generate.lua -m FILE -p TEXT")
 --
--- Types: "string" (default), "int", "number", "flag"; list = true collects
--- every occurrence into a list (repeatable flags). "--name=value" works
--- too; "-h"/"--help" prints the usage. Words that are not flags are
+-- A spec is a list of flags: {names…, key=, type=, default=, arg=, help=,
+-- list=, check=, allowed=, llama=}. Types: "string" (default), "int",
+-- "number", "flag"; list = true collects every occurrence (repeatable
+-- flags). check(value) → true, or false and (optionally) what is wrong;
+-- `allowed` says what values are allowed, for the message. "--name=value"
+-- works too; "-h"/"--help" prints the usage. Words that are not flags are
 -- collected in opts.rest.
+--
+-- A bad value is one line naming the flag, the value and what is allowed
+-- ("--top-p 2: expected a number in (0, 1]"); parse_or_exit prints it and
+-- exits with status 2 before anything reaches stdout.
+--
+-- M.flags is the one table of the generation tools' flags (model_spec
+-- returns a copy); docs/cli.md lists them with their llama.cpp equivalents.
 -- @module lrun.cli
 local M = {}
 
+-- ---------------------------------------------------------------- checks
+
+local function whole(v) return v % 1 == 0 end
+
+--- Checks for flag values, each function(v) → true, or false and what is wrong.
+M.checks = {}
+
+function M.checks.device(v)
+  return v == "cpu" or v == "cuda" or v:match("^cuda:%d+$") ~= nil
+end
+
+function M.checks.size(v)
+  return require("lrun.size").parse(v) ~= nil
+end
+
+M.builtin_policies = { "conservative", "aggressive", "layers", "smart", "experts_on_host" }
+
+function M.checks.policy(v)
+  for _, n in ipairs(M.builtin_policies) do if v == n then return true end end
+  local f = io.open(v, "rb")
+  if f then
+    local ok = f:read(0) ~= nil or f:seek("end") == 0 -- a directory opens but cannot be read
+    f:close()
+    if ok then return true end
+  end
+  return false
+end
+
+function M.checks.override(v)
+  local pattern, tier = v:match("^(.+)=([%w_]+)$")
+  if not pattern then return false, "expected PATTERN=TIER (TIER device, pinned, host, mmap, disk or cpu)" end
+  local tiers = { device = true, pinned = true, host = true, mmap = true, disk = true, cpu = true }
+  if not tiers[tier:lower()] then return false, "expected TIER to be device, pinned, host, mmap, disk or cpu" end
+  if not pcall(string.find, "", pattern) then return false, "'" .. pattern .. "' is not a valid Lua pattern" end
+  return true
+end
+
+function M.checks.readable(v)
+  local f = io.open(v, "rb")
+  if not f then return false, "no readable file of that name" end
+  local ok = f:read(0) ~= nil or f:seek("end") == 0
+  f:close()
+  if not ok then return false, "not a readable file" end
+  return true
+end
+
+-- ---------------------------------------------------------------- parsing
+
+local function show(value)
+  if value ~= "" and value:match("^[%w%p]+$") and not value:find("'", 1, true) then return value end
+  return "'" .. value:gsub("'", "'\\''") .. "'"
+end
+
+local type_allowed = { int = "a whole number", number = "a number" }
+
+-- The value of a flag, converted and checked; nil and the message when bad.
 local function convert(spec, name, value)
   local ty = spec.type or "string"
-  if ty == "int" then
-    local n = tonumber(value)
-    if not n or n % 1 ~= 0 then return nil, name .. ": expected a whole number, got '" .. value .. "'" end
-    return n
-  elseif ty == "number" then
-    local n = tonumber(value)
-    if not n then return nil, name .. ": expected a number, got '" .. value .. "'" end
-    return n
+  local allowed = spec.allowed or type_allowed[ty]
+  local function bad(detail)
+    return nil, name .. " " .. show(value) .. ": " .. (detail or ("expected " .. (allowed or "another value")))
   end
-  return value
+  local v = value
+  if ty == "int" then
+    v = tonumber(value)
+    if not v or not whole(v) or v ~= v then return bad() end
+  elseif ty == "number" then
+    v = tonumber(value)
+    if not v or v ~= v or math.abs(v) == math.huge then return bad() end
+  end
+  if spec.check then
+    local ok, detail = spec.check(v)
+    if not ok then return bad(detail) end
+  end
+  return v
 end
 
 --- The usage text of a spec.
@@ -40,7 +113,7 @@ function M.usage(spec, synopsis)
     local left = table.concat(names, ", ")
     if s.type ~= "flag" then left = left .. " " .. (s.arg or (s.type == "int" and "N" or "VALUE")) end
     local help = s.help or ""
-    if s.default ~= nil then help = help .. " (default " .. tostring(s.default) .. ")" end
+    if s.default ~= nil and s.type ~= "flag" then help = help .. " (default " .. tostring(s.default) .. ")" end
     lines[#lines + 1] = string.format("  %-26s %s", left, help)
   end
   lines[#lines + 1] = string.format("  %-26s %s", "-h, --help", "print this help")
@@ -49,7 +122,7 @@ end
 
 --- Parses args against spec.
 -- @tparam {string,...} args usually the script's `arg`
--- @tparam table spec a list of {names…, key=, type=, default=, arg=, help=}
+-- @tparam table spec a list of {names…, key=, type=, default=, arg=, help=, check=, allowed=}
 -- @treturn[1] table options by key, defaults filled in, plus rest = {…}
 -- @treturn[2] nil
 -- @treturn[2] string what was wrong ("help" when help was asked for)
@@ -83,11 +156,12 @@ function M.parse(args, spec)
         if value == nil then
           i = i + 1
           value = args[i]
-          if value == nil then return nil, name .. ": missing value" end
+          if value == nil then return nil, name .. ": missing value" .. (s.arg and (" (" .. s.arg .. ")") or "") end
         end
         local v, err = convert(s, name, value)
         if v == nil then return nil, err end
         if s.list then
+          if opts[s.key] == s.default then opts[s.key] = {} end
           opts[s.key] = opts[s.key] or {}
           table.insert(opts[s.key], v)
         else
@@ -104,7 +178,20 @@ function M.parse(args, spec)
   return opts
 end
 
---- As parse, but prints the usage and exits on an error or on --help.
+--- The program's name for messages: M.progname when set, else the script (arg[0]), else "lrun".
+function M.prog()
+  return M.progname or (arg and arg[0]) or "lrun"
+end
+
+--- Prints "prog: msg" to stderr and exits with status code (default 2, a usage error).
+function M.die(msg, code)
+  io.stdout:flush()
+  io.stderr:write(M.prog(), ": ", msg, "\n")
+  os.exit(code or 2)
+end
+
+--- As parse, but on --help prints the usage and exits 0; on an error prints
+-- one line and exits 2.
 function M.parse_or_exit(args, spec, synopsis)
   local opts, err = M.parse(args, spec)
   if opts then return opts end
@@ -112,50 +199,215 @@ function M.parse_or_exit(args, spec, synopsis)
     io.stdout:write(M.usage(spec, synopsis), "\n")
     os.exit(0)
   end
-  io.stderr:write((arg and arg[0] or "lrun") .. ": " .. err .. "\n" .. M.usage(spec, synopsis) .. "\n")
-  os.exit(1)
+  M.die(err .. " (see --help)")
 end
 
--- ---------------------------------------------------------------- shared by the examples
+-- ---------------------------------------------------------------- the generation tools' flags
+
+local function between(lo, hi, open_lo)
+  return function(v)
+    if open_lo then return v > lo and v <= hi end
+    return v >= lo and v <= hi
+  end
+end
+local function at_least(lo) return function(v) return v >= lo end end
 
 --- The flags of a llama.cpp-style generation tool, with llama.cpp's
--- defaults (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05).
+-- defaults (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05). Each has
+-- `llama`: its llama.cpp name (docs/cli.md), or false where llama.cpp has none.
+M.flags = {
+  { "-m", "--model", key = "model", arg = "PATH", llama = "-m, --model",
+    help = "GGUF file, HF model directory or .safetensors ($LRUN_MODEL)" },
+  { "-p", "--prompt", key = "prompt", arg = "TEXT", llama = "-p, --prompt", help = "the prompt" },
+  { "-f", "--file", key = "file", arg = "FILE", llama = "-f, --file", check = M.checks.readable,
+    help = "read the prompt from FILE" },
+  { "-n", "--n-predict", key = "n_predict", type = "int", default = 128, llama = "-n, --n-predict",
+    check = at_least(-1), allowed = "a whole number >= -1",
+    help = "tokens to generate at most; -1 = until the context is full" },
+  { "-c", "--ctx-size", key = "ctx_size", type = "int", default = 0, llama = "-c, --ctx-size",
+    check = at_least(0), allowed = "a whole number >= 0", help = "context length, 0 = the model's" },
+  { "-b", "--batch-size", key = "batch_size", type = "int", llama = "-b, --batch-size",
+    check = at_least(1), allowed = "a whole number >= 1", help = "prompt tokens per engine step (default 512)" },
+  { "-ub", "--ubatch-size", key = "ubatch_size", type = "int", llama = "-ub, --ubatch-size",
+    check = at_least(1), allowed = "a whole number >= 1", help = "as -b (lrun has one batch size; the smaller wins)" },
+  { "--temp", key = "temp", type = "number", default = 0.8, llama = "--temp",
+    check = at_least(0), allowed = "a number >= 0", help = "temperature, 0 = greedy" },
+  { "--top-k", key = "top_k", type = "int", default = 40, llama = "--top-k",
+    check = at_least(0), allowed = "a whole number >= 0", help = "0 = off" },
+  { "--top-p", key = "top_p", type = "number", default = 0.95, llama = "--top-p",
+    check = between(0, 1, true), allowed = "a number in (0, 1]", help = "1.0 = off" },
+  { "--min-p", key = "min_p", type = "number", default = 0.05, llama = "--min-p",
+    check = between(0, 1), allowed = "a number in [0, 1]", help = "0.0 = off" },
+  { "--typical", key = "typical_p", type = "number", default = 1.0, llama = "--typical",
+    check = between(0, 1, true), allowed = "a number in (0, 1]", help = "locally typical sampling, 1.0 = off" },
+  { "--repeat-penalty", key = "repeat_penalty", type = "number", default = 1.0, llama = "--repeat-penalty",
+    check = function(v) return v > 0 end, allowed = "a number > 0", help = "1.0 = off" },
+  { "--presence-penalty", key = "presence_penalty", type = "number", default = 0.0, llama = "--presence-penalty",
+    help = "subtracted from the logit of every token already present; 0.0 = off" },
+  { "--frequency-penalty", key = "frequency_penalty", type = "number", default = 0.0,
+    llama = "--frequency-penalty", help = "subtracted once per occurrence of a token; 0.0 = off" },
+  { "-s", "--seed", key = "seed", type = "int", llama = "-s, --seed",
+    check = function(v) return v >= -1 and v < 2 ^ 53 end, allowed = "a whole number from -1 to 2^53",
+    help = "sampling seed; -1 = random (the default)" },
+  { "-r", "--reverse-prompt", "--stop", key = "stop", arg = "TEXT", list = true, llama = "-r, --reverse-prompt",
+    check = function(v) return v ~= "" end, allowed = "a non-empty text",
+    help = "stop when the output contains TEXT (cut before it); repeatable" },
+  { "--ignore-eos", key = "ignore_eos", type = "flag", llama = "--ignore-eos",
+    help = "go on past end-of-generation tokens" },
+  { "-t", "--threads", key = "threads", type = "int", llama = "-t, --threads",
+    check = between(0, 4096), allowed = "a thread count from 0 to 4096", help = "CPU threads (default: all cores)" },
+  { "--device", key = "device", arg = "SPEC", llama = "-dev, --device", check = M.checks.device,
+    allowed = "cpu, cuda or cuda:N", help = "cpu, cuda, cuda:N" },
+  { "--exact", key = "exact", type = "flag", llama = false,
+    help = "on cuda: the CPU engine's arithmetic bit for bit (Q4_0/Q4_1/Q8_0 models; slower)" },
+  { "--gpu-budget", key = "gpu_budget", arg = "SIZE", llama = false, check = M.checks.size,
+    allowed = "a size such as 512M, 4G or 4GiB",
+    help = "cap on device memory (weights, KV cache, scratch): 512M, 4G; weights beyond it are offloaded" },
+  { "--host-budget", key = "host_budget", arg = "SIZE", llama = false, check = M.checks.size,
+    allowed = "a size such as 512M, 4G or 4GiB",
+    help = "cap on host memory lrun holds (pinned, host, slots, KV): weights beyond it are read from disk" },
+  { "--cpu-offload-gb", key = "cpu_offload_gb", type = "number", arg = "N", llama = false,
+    check = between(0, 1e6), allowed = "a number of GiB >= 0",
+    help = "keep N GiB of weights off the device (vLLM's --cpu-offload-gb)" },
+  { "--smart-offload", key = "smart_offload", type = "flag", llama = false,
+    help = "choose what to offload with the smart policy" },
+  { "--policy", key = "policy", arg = "FILE|NAME", llama = false, check = M.checks.policy,
+    allowed = "conservative, aggressive, layers, smart, experts_on_host or a readable .lua file",
+    help = "placement policy: conservative, aggressive, layers, smart, experts_on_host or a .lua file" },
+  { "-ot", "--override-tensor", key = "overrides", arg = "PATTERN=TIER", list = true,
+    llama = "-ot, --override-tensor", check = M.checks.override,
+    help = "place tensors matching a Lua pattern: device, pinned, host, mmap, disk, cpu (host compute); repeatable" },
+  { "-ngl", "--n-gpu-layers", key = "n_gpu_layers", type = "int", llama = "-ngl, --n-gpu-layers",
+    check = at_least(0), allowed = "a whole number >= 0", help = "layers on the device (policy layers)" },
+  { "--prefetch", key = "prefetch", type = "int", arg = "K", llama = false,
+    check = between(1, 64), allowed = "a layer count from 1 to 64",
+    help = "streamed layers copied ahead (default: 2 on cpu, 1 on cuda)" },
+  { "--no-mmap", key = "no_mmap", type = "flag", llama = "--no-mmap",
+    help = "read the weights into host memory instead of serving them from the mapped file" },
+  { "--mlock", key = "mlock", type = "flag", llama = "--mlock",
+    help = "lock the model's host memory in RAM (mlockall; warns when not allowed)" },
+  { "--cache-type", key = "cache_type", arg = "KIND", llama = false,
+    check = function(v)
+      for _, n in ipairs(require("lrun.cache_kinds").names) do if v == n then return true end end
+      return false
+    end, allowed = "dynamic, static, offloaded, offloaded_static or quantized",
+    help = "the KV cache: dynamic, static, offloaded, offloaded_static, quantized (docs/kv-cache.md)" },
+  { "--cache-bits", key = "cache_bits", type = "int", arg = "N", llama = false,
+    check = function(v) return v == 8 or v == 4 end, allowed = "8 or 4",
+    help = "bits of the quantized KV cache (implies --cache-type quantized; default 8)" },
+  { "-ctk", "--cache-type-k", key = "cache_type_k", arg = "TYPE", llama = "-ctk, --cache-type-k",
+    check = function(v) return v == "f16" or v == "f32" or v == "q8_0" or v == "q4_0" end,
+    allowed = "f16, f32, q8_0 or q4_0", help = "KV cache element type: f16, f32; q8_0/q4_0 = the quantized cache" },
+  { "-ctv", "--cache-type-v", key = "cache_type_v", arg = "TYPE", llama = "-ctv, --cache-type-v",
+    check = function(v) return v == "f16" or v == "f32" or v == "q8_0" or v == "q4_0" end,
+    allowed = "f16, f32, q8_0 or q4_0", help = "as -ctk (keys and values share one type in lrun)" },
+  { "--explain", key = "explain", type = "flag", llama = false, help = "print the placement and why to stderr" },
+  { "--system", key = "system", arg = "TEXT", llama = "-sys, --system-prompt", help = "system prompt for chat" },
+  { "--chat-template", key = "chat_template", arg = "TEXT|FILE", llama = "--chat-template",
+    help = "a Jinja chat template (text, or a file) to use instead of the model's" },
+  { "--chat-template-file", key = "chat_template_file", arg = "FILE", llama = "--chat-template-file",
+    check = M.checks.readable, help = "a Jinja chat template file to use instead of the model's" },
+  { "--jinja", key = "jinja", type = "flag", llama = "--jinja",
+    help = "accepted for llama.cpp's sake: lrun always renders chat templates with Jinja" },
+  { "--json", key = "json", type = "flag", llama = false,
+    help = "print one JSON object of the run (text, ids, timings, placement) instead of the text" },
+  { "--log-disable", key = "log_disable", type = "flag", llama = "--log-disable",
+    help = "print nothing but the output (no timings, no notes, no progress)" },
+  { "-v", "--verbose", key = "verbose", type = "flag", llama = "-v, --verbose",
+    help = "also print the model's facts and the placement to stderr" },
+}
+
+-- Flags that only the generate tool uses (model_spec leaves them out for
+-- the other examples, which take their prompts otherwise).
+local generate_only = { prompt = true, file = true }
+
+--- The flags of a llama.cpp-style generation tool (a copy of M.flags,
+-- less -p and -f, which generate_spec adds).
 -- @treturn table a spec for parse
 function M.model_spec()
-  return {
-    { "-m", "--model", key = "model", arg = "PATH", default = os.getenv("LRUN_MODEL"),
-      help = "GGUF file, HF model directory or .safetensors ($LRUN_MODEL)" },
-    { "-n", "--n-predict", key = "n_predict", type = "int", default = 128, help = "tokens to generate at most" },
-    { "-c", "--ctx-size", key = "ctx_size", type = "int", default = 0, help = "context length, 0 = the model's" },
-    { "--temp", key = "temp", type = "number", default = 0.8, help = "temperature, 0 = greedy" },
-    { "--top-k", key = "top_k", type = "int", default = 40, help = "0 = off" },
-    { "--top-p", key = "top_p", type = "number", default = 0.95, help = "1.0 = off" },
-    { "--min-p", key = "min_p", type = "number", default = 0.05, help = "0.0 = off" },
-    { "--repeat-penalty", key = "repeat_penalty", type = "number", default = 1.0, help = "1.0 = off" },
-    { "-s", "--seed", key = "seed", type = "int", help = "sampling seed (default: random)" },
-    { "-t", "--threads", key = "threads", type = "int", help = "CPU threads (default: all cores)" },
-    { "--device", key = "device", arg = "SPEC", help = "cpu, cuda, cuda:N" },
-    { "--exact", key = "exact", type = "flag",
-      help = "on cuda: the CPU engine's arithmetic bit for bit (Q4_0/Q4_1/Q8_0 models; slower)" },
-    { "--gpu-budget", key = "gpu_budget", arg = "SIZE",
-      help = "cap on device memory (weights, KV cache, scratch): 512M, 4G; weights beyond it are offloaded" },
-    { "--host-budget", key = "host_budget", arg = "SIZE",
-      help = "cap on host memory lrun holds (pinned, host, slots, KV): weights beyond it are read from disk" },
-    { "--cpu-offload-gb", key = "cpu_offload_gb", type = "number", arg = "N",
-      help = "keep N GiB of weights off the device (vLLM's --cpu-offload-gb)" },
-    { "--smart-offload", key = "smart_offload", type = "flag", help = "choose what to offload with the smart policy" },
-    { "--policy", key = "policy", arg = "FILE|NAME",
-      help = "placement policy: conservative, aggressive, layers, smart, experts_on_host or a .lua file" },
-    { "-ot", "--override-tensor", key = "overrides", arg = "PATTERN=TIER", list = true,
-      help = "place tensors matching a Lua pattern: device, pinned, host, mmap, disk, cpu (host compute); repeatable" },
-    { "-ngl", "--n-gpu-layers", key = "n_gpu_layers", type = "int", help = "layers on the device (policy layers)" },
-    { "--prefetch", key = "prefetch", type = "int", arg = "K",
-      help = "streamed layers copied ahead (default: 2 on cpu, 1 on cuda)" },
-    { "--explain", key = "explain", type = "flag", help = "print the placement and why to stderr" },
-    { "--system", key = "system", arg = "TEXT", help = "system prompt for chat" },
-    { "--chat-template", key = "chat_template", arg = "FILE",
-      help = "a Jinja chat template file to use instead of the model's" },
-  }
+  local spec = {}
+  for _, s in ipairs(M.flags) do
+    if not generate_only[s.key] then
+      local c = {}
+      for k, v in pairs(s) do c[k] = v end
+      spec[#spec + 1] = c
+    end
+  end
+  spec[1].default = os.getenv("LRUN_MODEL")
+  return spec
+end
+
+--- The flags of the generate tool: model_spec plus -p, -f and --chat.
+function M.generate_spec()
+  local spec = M.model_spec()
+  table.insert(spec, 2, M.flag("prompt"))
+  table.insert(spec, 3, M.flag("file"))
+  spec[#spec + 1] = { "--chat", key = "chat", type = "flag", llama = "-cnv, --conversation",
+    help = "wrap the prompt in the model's chat template" }
+  return spec
+end
+
+--- The entry of M.flags with this key (a copy).
+function M.flag(key)
+  for _, s in ipairs(M.flags) do
+    if s.key == key then
+      local c = {}
+      for k, v in pairs(s) do c[k] = v end
+      return c
+    end
+  end
+end
+
+--- Checks one value of a flag of M.flags by its key: the converted value,
+-- or nil and the one-line message ("--device tpu: expected …").
+-- @tparam string key
+-- @tparam string name the flag as the user wrote it
+-- @tparam string value
+function M.check_value(key, name, value)
+  return convert(M.flag(key), name, value)
+end
+
+--- Checks the launcher's options (lrun.config, as the launcher builds it)
+-- with the same checks as the tools' flags: nil, or a one-line message.
+function M.check_config(c)
+  if c.device then
+    local ok, err = M.check_value("device", "--device", c.device)
+    if not ok then return err end
+  end
+  for _, o in ipairs(c.overrides or {}) do
+    local ok, err = M.check_value("overrides", "-ot", o)
+    if not ok then return err end
+  end
+  return nil
+end
+
+--- Checks the flags that depend on one another; nil, or the message.
+function M.check_combination(opts)
+  local k, v = opts.cache_type_k, opts.cache_type_v
+  if k and v and k ~= v then
+    return "-ctk " .. k .. " -ctv " .. v .. ": lrun keeps keys and values in one type; give the same type to both"
+  end
+  local t = k or v
+  if t == "q8_0" or t == "q4_0" then
+    if opts.cache_type and opts.cache_type ~= "quantized" then
+      return "-ctk " .. t .. " --cache-type " .. opts.cache_type .. ": a quantized type needs the quantized cache"
+    end
+    local bits = t == "q8_0" and 8 or 4
+    if opts.cache_bits and opts.cache_bits ~= bits then
+      return "-ctk " .. t .. " --cache-bits " .. opts.cache_bits .. ": the type says " .. bits .. " bits"
+    end
+  end
+  if opts.cache_bits and opts.cache_type and opts.cache_type ~= "quantized" then
+    return "--cache-bits " .. opts.cache_bits .. " --cache-type " .. opts.cache_type
+      .. ": bits are for the quantized cache only"
+  end
+  if opts.file and opts.prompt then return "-f and -p: give the prompt one way" end
+  local ct = opts.chat_template
+  if ct and not ct:find("{", 1, true) then
+    local ok, why = M.checks.readable(ct)
+    if not ok then return "--chat-template " .. show(ct) .. ": expected a Jinja template or a readable file (" .. why .. ")" end
+  end
+  return nil
 end
 
 --- lrun.load options from parsed flags.
@@ -168,44 +420,84 @@ function M.load_options(opts)
   if o.n_gpu_layers and not o.policy then o.policy = "layers" end
   -- a budget on the command line means: plan the weights into it (the default policy)
   if (o.gpu_budget or o.host_budget) and not o.policy and not o.smart_offload then o.policy = "aggressive" end
+  if opts.no_mmap then
+    -- every weight read into host memory; -ot flags after it still win
+    local ov = { ".=host" }
+    for _, x in ipairs(opts.overrides or {}) do ov[#ov + 1] = x end
+    o.overrides = ov
+  end
+  -- the KV cache
+  local t = opts.cache_type_k or opts.cache_type_v
+  if t == "f32" or t == "f16" then o.kv_dtype = t end
+  local bits = opts.cache_bits or (t == "q8_0" and 8) or (t == "q4_0" and 4) or nil
+  o.cache_implementation = opts.cache_type or (bits and "quantized") or nil
+  if bits then o.cache_config = { nbits = bits } end
+  if not o.progress and (opts.log_disable or opts.json) then o.progress = false end
   return o
 end
 
 --- generate options from parsed flags (temperature 0 means greedy).
 function M.generate_options(opts)
   local g = { max_new_tokens = opts.n_predict, repetition_penalty = opts.repeat_penalty }
-  if opts.temp > 0 then
+  if opts.n_predict and opts.n_predict < 0 then g.max_new_tokens = nil end -- the caller fills it in
+  if opts.temp and opts.temp > 0 then
     g.do_sample = true
     g.temperature = opts.temp
     g.top_k = opts.top_k
     g.top_p = opts.top_p
     g.min_p = opts.min_p
-    g.seed = opts.seed
+    if opts.typical_p and opts.typical_p < 1 then g.typical_p = opts.typical_p end
+    if opts.seed and opts.seed >= 0 then g.seed = opts.seed end
   end
+  if opts.presence_penalty and opts.presence_penalty ~= 0 then g.presence_penalty = opts.presence_penalty end
+  if opts.frequency_penalty and opts.frequency_penalty ~= 0 then g.frequency_penalty = opts.frequency_penalty end
+  if opts.stop and #opts.stop > 0 then g.stop = opts.stop end
+  if opts.ignore_eos then g.eos_token_id = false end
+  local b = opts.batch_size
+  if opts.ubatch_size and (not b or opts.ubatch_size < b) then b = opts.ubatch_size end
+  g.n_batch = b
   return g
 end
 
---- Loads the model named by the flags, or prints why not and exits.
+-- The message of an error raised by the library, without its Lua location.
+local function message(e)
+  local s = tostring(e)
+  return (s:gsub("^[^\n:]*%.lua:%d+: ", ""))
+end
+M.message = message
+
+--- Loads the model named by the flags, or prints why not and exits (1).
 function M.load_or_exit(opts)
-  if not opts.model then
-    io.stderr:write((arg and arg[0] or "lrun") .. ": no model: pass -m PATH or set LRUN_MODEL\n")
-    os.exit(1)
-  end
-  local m, err = require("lrun").load(opts.model, M.load_options(opts))
-  if not m then
-    io.stderr:write((arg and arg[0] or "lrun") .. ": " .. tostring(err) .. "\n")
-    os.exit(1)
+  local err = M.check_combination(opts)
+  if err then M.die(err) end
+  if not opts.model then M.die("no model: pass -m PATH or set LRUN_MODEL") end
+  if opts.log_disable or opts.json then require("lrun.log").sink = false end
+  local ok, m
+  ok, m, err = pcall(require("lrun").load, opts.model, M.load_options(opts))
+  if not ok then M.die(message(m), 1) end
+  if not m then M.die(tostring(err), 1) end
+  if opts.mlock then
+    local ffi = require("ffi")
+    pcall(ffi.cdef, "int mlockall(int flags);")
+    if ffi.C.mlockall(1) ~= 0 then -- MCL_CURRENT
+      require("lrun.log").info("warning: --mlock: mlockall failed (errno %d); raise ulimit -l", ffi.errno())
+    end
   end
   if opts.explain then io.stderr:write(tostring(m:placement()), "\n") end
-  if opts.chat_template then
-    local f, ferr = io.open(opts.chat_template, "rb")
-    if not f then
-      io.stderr:write((arg and arg[0] or "lrun") .. ": --chat-template: " .. tostring(ferr) .. "\n")
-      os.exit(1)
-    end
-    m.chat_template = f:read("*a")
+  if opts.verbose then
+    io.stderr:write(require("lrun.pretty").format(m:info()), "\n")
+    if not opts.explain then io.stderr:write(tostring(m:placement()), "\n") end
+  end
+  local template = opts.chat_template
+  local file = opts.chat_template_file
+  if template and not template:find("{", 1, true) then file, template = template, nil end
+  if file then
+    local f, ferr = io.open(file, "rb")
+    if not f then M.die("--chat-template " .. file .. ": " .. tostring(ferr), 1) end
+    template = f:read("*a")
     f:close()
   end
+  if template then m.chat_template = template end
   return m
 end
 

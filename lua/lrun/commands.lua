@@ -52,6 +52,35 @@ function commands.unpack(args)
   return 0
 end
 
+--- `lrun MODEL [flags]`: with flags, the generate tool on MODEL
+-- (lrun.cli_generate, as `lrun examples/generate.lua -m MODEL …`); with
+-- none, loads it as the global `m` and asks the launcher for the REPL.
+-- @treturn int exit status
+-- @treturn boolean whether to open the REPL
+function M.model(path, ...)
+  local args = { ... }
+  local cli = require("lrun.cli")
+  cli.progname = "lrun"
+  if #args > 0 then
+    local words = { "-m", path }
+    for _, a in ipairs(args) do words[#words + 1] = a end
+    return require("lrun.cli_generate").main(words, "lrun MODEL -p TEXT [options]"), false
+  end
+  local ok, m, err = pcall(require("lrun").load, path)
+  if not ok then err = cli.message(m); m = nil end
+  if not m then
+    io.stderr:write("lrun: ", tostring(err), "\n",
+      "  (to generate: lrun ", path, " -p TEXT [-n N] [--temp T]; lrun --help and docs/cli.md list the flags)\n")
+    return 1, false
+  end
+  rawset(_G, "m", m)
+  if require("lrun.sys").isatty(0) then
+    io.write("m = lrun.load(\"", path, "\") - try m:generate(\"Once upon a time\") or\n",
+      "  m:chat({{role = \"user\", content = \"Hi!\"}}); help() for more; lrun ", path, " -p TEXT generates directly\n")
+  end
+  return 0, true
+end
+
 --- Is name a command?
 function M.has(name) return commands[name] ~= nil end
 

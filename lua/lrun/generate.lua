@@ -12,7 +12,25 @@
 --   seed               random the same seed gives the same sample
 --   eos_token_id       the model's end-of-generation ids; a number, a list, or false
 --   stop               a string or a list: generation ends when the text contains one,
---                      and the text returned is cut before it
+--                      and the text returned is cut before it (stop_strings, HF's name, too)
+--   max_length         HF's: prompt + new tokens at most (max_new_tokens wins when both)
+--   min_new_tokens     0      eos ids are masked until this many new tokens
+--   min_length         0      as min_new_tokens, counting the prompt (HF)
+--   no_repeat_ngram_size 0    no n-gram of this size occurs twice (prompt included)
+--   bad_words_ids      {{ids…},…} token sequences that must not be generated
+--   suppress_tokens    {ids…} tokens that are never generated
+--   typical_p          1.0    locally typical sampling (with do_sample); 1.0 = off
+--   presence_penalty   0.0    llama.cpp's: subtracted from tokens present in the sequence
+--   frequency_penalty  0.0    llama.cpp's: subtracted once per occurrence
+--   logits_processor   function(ids, scores, n_vocab) or a list of them: run over each
+--                      step's scores (float[n_vocab] by token id, changed in place or
+--                      returned) after the built-in processors, before the warpers (HF's order)
+--   output_scores      per-step processed scores in stats.scores (float[n_vocab] each)
+--   output_logits      per-step raw logits in stats.logits
+--   return_dict_in_generate  return one table {text=, ids=, sequences=, scores=, logits=, stats=}
+--   streamer           an object with put(self, ids) and end(self): put gets the prompt
+--                      ids, then each new id ({id}), as HF's streamers do
+--   max_time           seconds: generation stops (reason "time") once this much has passed
 --   on_token           function(piece, id): called once per token with the text
 --                      it completes, in whole UTF-8 characters ("" while a
 --                      character or a possible stop string is still open);
@@ -129,7 +147,49 @@ local checks = {
     if type(v) ~= "string" then return "one of \"" .. table.concat(require("lrun.cache").names, "\", \"") .. "\"" end
   end,
   cache_config = function(v) if type(v) ~= "table" then return "a table" end end,
+  max_length = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
+  min_new_tokens = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
+  min_length = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
+  no_repeat_ngram_size = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
+  bad_words_ids = function(v)
+    local want = "a list of lists of token ids"
+    if type(v) ~= "table" or #v == 0 then return want end
+    for _, seq in ipairs(v) do
+      if type(seq) ~= "table" or #seq == 0 then return want end
+      for _, id in ipairs(seq) do if not (is_int(id) and id >= 0) then return want end end
+    end
+  end,
+  suppress_tokens = function(v)
+    if type(v) ~= "table" then return "a list of token ids" end
+    for _, id in ipairs(v) do if not (is_int(id) and id >= 0) then return "a list of token ids" end end
+  end,
+  typical_p = function(v) if not (type(v) == "number" and v > 0 and v <= 1) then return "a number in (0, 1]" end end,
+  presence_penalty = function(v)
+    if not (type(v) == "number" and math.abs(v) < math.huge) then return "a finite number" end
+  end,
+  frequency_penalty = function(v)
+    if not (type(v) == "number" and math.abs(v) < math.huge) then return "a finite number" end
+  end,
+  logits_processor = function(v)
+    if type(v) == "function" then return end
+    if type(v) == "table" then
+      for _, f in ipairs(v) do if type(f) ~= "function" then return "a function or a list of functions" end end
+      return
+    end
+    return "a function(ids, scores, n_vocab) or a list of them"
+  end,
+  output_scores = function(v) if type(v) ~= "boolean" then return "a boolean" end end,
+  output_logits = function(v) if type(v) ~= "boolean" then return "a boolean" end end,
+  return_dict_in_generate = function(v) if type(v) ~= "boolean" then return "a boolean" end end,
+  streamer = function(v)
+    local ok = (type(v) == "table" or type(v) == "userdata") and type(v.put) == "function"
+      and type(v["end"]) == "function"
+    if not ok then return "an object with put(self, ids) and end(self)" end
+  end,
+  max_time = function(v) if not (type(v) == "number" and v > 0) then return "a number of seconds > 0" end end,
 }
+
+checks.stop_strings = checks.stop
 
 -- Levenshtein distance, for "did you mean" on a misspelt option.
 local function distance(a, b)
@@ -177,6 +237,12 @@ function M.check_options(opts, level, model_defaults)
     out[k] = v
   end
   require("lrun.cache").check("generate", out.cache_implementation, out.cache_config, level)
+  if out.stop_strings ~= nil then
+    if out.stop ~= nil then error("generate: give stop or stop_strings, not both", level) end
+    out.stop, out.stop_strings = out.stop_strings, nil
+  end
+  -- max_length (HF: prompt + new) applies when max_new_tokens is not given
+  if out.max_length ~= nil and out.max_new_tokens ~= nil then out.max_length = nil end
   for k, v in pairs(model_defaults or {}) do
     if out[k] == nil and checks[k] and not checks[k](v) then out[k] = v end
   end
@@ -240,6 +306,13 @@ end
 
 -- ---------------------------------------------------------------- sampling rows
 
+-- A copy of one row of logits: float[n_vocab] by token id.
+local function copy_row(row, n_vocab)
+  local c = ffi.new("float[?]", n_vocab)
+  ffi.copy(c, row, n_vocab * 4)
+  return c
+end
+
 -- The sampling parameters of the options.
 local function sampling_params(opts)
   local p = ffi.new("lrun_sampling_params")
@@ -268,6 +341,17 @@ local function sample_rows(run, stats)
   local work = ffi.new("uint8_t[?]", C.lrun_sample_work_bytes(n_vocab))
   local tok = ffi.new("int32_t[1]")
   local on_token = opts.on_token
+  -- the Lua processors (lrun.logits_process) when an option needs them;
+  -- the C sampler then only samples (or takes the argmax)
+  local lp = require("lrun.logits_process")
+  if lp.wanted(opts) then
+    p = sampling_params({ do_sample = opts.do_sample, temperature = 1, top_k = 0, top_p = 1, min_p = 0,
+      repetition_penalty = 1 })
+  else
+    lp = nil
+  end
+  local streamer = opts.streamer
+  local deadline = opts.max_time and (run.t0 + opts.max_time)
 
   local state = {}
   local entries = {}
@@ -275,8 +359,10 @@ local function sample_rows(run, stats)
     local cap = #row.ids + opts.max_new_tokens
     local s = {
       history = ffi.new("int32_t[?]", cap), -- (cap,) prompt ids, then new ids (repetition penalty)
-      n_history = #row.ids, new_ids = {}, reason = "length", running = true,
+      n_history = #row.ids, n_prompt = #row.ids, new_ids = {}, reason = "length", running = true,
       stream = text_stream.new(model.tokenizer, run.stops),
+      max_new = opts.max_length and math.max(0, opts.max_length - #row.ids) or opts.max_new_tokens,
+      scores = opts.output_scores and {} or nil, logits = opts.output_logits and {} or nil,
     }
     for i = 1, #row.ids do s.history[i - 1] = row.ids[i] end
     if opts.do_sample then
@@ -289,6 +375,7 @@ local function sample_rows(run, stats)
     entries[r] = { slot = r - 1, ids = row.ids }
   end
 
+  if streamer then streamer:put(run.rows[1].ids) end
   local logits
   logits, err = rows:prefill(entries, stats)
   if not logits then rows:release_all(); return nil, err end
@@ -303,9 +390,16 @@ local function sample_rows(run, stats)
     local n_next = 0
     for i, r in ipairs(live) do
       local s = state[r]
-      local status = C.lrun_sample(logits + (i - 1) * n_vocab, n_vocab, p, s.history, s.n_history, s.rng, work, tok)
+      local row_logits = logits + (i - 1) * n_vocab
+      if lp then
+        if s.logits then s.logits[#s.logits + 1] = copy_row(row_logits, n_vocab) end
+        lp.apply(opts, row_logits, n_vocab, s.history, s.n_history, s.n_prompt, eos, run.eos_list)
+        if s.scores then s.scores[#s.scores + 1] = copy_row(row_logits, n_vocab) end
+      end
+      local status = C.lrun_sample(row_logits, n_vocab, p, s.history, s.n_history, s.rng, work, tok)
       if status ~= C.LRUN_OK then rows:release_all(); return nil, errors.from_status(status, "sampling") end
       local id = tok[0]
+      if streamer then streamer:put({ id }) end
       if eos[id] then
         s.reason, s.running = "eos", false
       else
@@ -319,8 +413,10 @@ local function sample_rows(run, stats)
           s.reason, s.running = "callback", false
         elseif stopped then
           s.reason, s.running = "stop", false
-        elseif step == opts.max_new_tokens then
+        elseif step >= s.max_new then
           s.running = false
+        elseif deadline and sys.now() >= deadline then
+          s.reason, s.running = "time", false
         elseif rows:len(r - 1) >= rows.n_ctx then
           s.reason, s.running = "context", false
         end
@@ -348,8 +444,9 @@ local function sample_rows(run, stats)
       local rest = s.stream:finish()
       if on_token and rest ~= "" then on_token(rest, s.last_id) end
     end
-    out[r] = { text = s.stream.text, ids = s.new_ids, reason = s.reason }
+    out[r] = { text = s.stream.text, ids = s.new_ids, reason = s.reason, scores = s.scores, logits = s.logits }
   end
+  if streamer then streamer["end"](streamer) end
   return out
 end
 
@@ -405,8 +502,12 @@ local function check_beam_options(opts, batched, level)
     if opts.do_sample then bad("beam sampling (num_beams > 1 with do_sample) is not supported") end
     if opts.on_token then bad("on_token streams one sequence; it does not work with beams") end
     if opts.stop then bad("stop strings are not supported with beams (use eos_token_id)") end
+    if require("lrun.logits_process").wanted(opts) or opts.streamer or opts.max_time or opts.max_length then
+      bad("with beams, the options of lrun.logits_process, streamer, max_time and max_length are not supported")
+    end
   elseif batched or opts.num_return_sequences > 1 then
     if opts.on_token then bad("on_token streams one sequence; it does not work with a batch") end
+    if opts.streamer then bad("a streamer follows one sequence; it does not work with a batch") end
   end
 end
 
@@ -436,7 +537,8 @@ local function run_once(model, prompts, opts, eos, eos_list, stats)
         end
       end
       local stops = type(opts.stop) == "string" and { opts.stop } or opts.stop
-      out, err = sample_rows({ model = model, rows = rows, opts = opts, eos = eos, stops = stops }, stats)
+      out, err = sample_rows({ model = model, rows = rows, opts = opts, eos = eos, eos_list = eos_list,
+        stops = stops, t0 = stats.t0 or sys.now() }, stats)
     end
     if not out then return nil, err end
     for _, r in ipairs(out) do
@@ -467,6 +569,11 @@ function M.generate(model, prompt, opts, level)
   opts = M.check_options(opts, level, model.generation_config)
   local prompts, batched = prompt_ids(model, prompt, opts, level)
   check_beam_options(opts, batched, level)
+  if opts.max_length then
+    local shortest = math.huge
+    for _, p in ipairs(prompts) do shortest = math.min(shortest, #p) end
+    opts.max_new_tokens = math.max(0, opts.max_length - shortest)
+  end
   if opts.on_oom then require("lrun.resilient").resolve(opts.on_oom, level) end
 
   local eos, eos_list = {}, {}
@@ -484,7 +591,7 @@ function M.generate(model, prompt, opts, level)
   end
 
   local n_out = #prompts * opts.num_return_sequences
-  local stats = { n_prompt = #prompts[1], n_generated = 0, prompt_seconds = 0, generate_seconds = 0 }
+  local stats = { n_prompt = #prompts[1], n_generated = 0, prompt_seconds = 0, generate_seconds = 0, t0 = sys.now() }
   if batched then
     stats.n_prompt = {}
     for i, p in ipairs(prompts) do stats.n_prompt[i] = #p end
@@ -532,19 +639,47 @@ function M.generate(model, prompt, opts, level)
     if not results then return nil, err end
   end
 
+  stats.t0 = nil
   for _, r in ipairs(results) do stats.n_generated = stats.n_generated + #r.ids end
-  if not batched and n_out == 1 then
+  local texts, ids
+  local one = not batched and n_out == 1
+  if one then
     local r = results[1]
     stats.stop_reason = r.reason
     stats.sequence_score = r.score
-    return r.text, r.ids, stats
+    stats.scores, stats.logits = r.scores, r.logits
+    texts, ids = r.text, r.ids
+  else
+    texts, ids = {}, {}
+    stats.stop_reasons = {}
+    if opts.num_beams > 1 then stats.sequences_scores = {} end
+    if opts.output_scores then stats.scores = {} end
+    if opts.output_logits then stats.logits = {} end
+    for i, r in ipairs(results) do
+      texts[i], ids[i], stats.stop_reasons[i] = r.text, r.ids, r.reason
+      if stats.sequences_scores then stats.sequences_scores[i] = r.score end
+      if stats.scores then stats.scores[i] = r.scores end
+      if stats.logits then stats.logits[i] = r.logits end
+    end
   end
-  local texts, ids = {}, {}
-  stats.stop_reasons = {}
-  if opts.num_beams > 1 then stats.sequences_scores = {} end
-  for i, r in ipairs(results) do
-    texts[i], ids[i], stats.stop_reasons[i] = r.text, r.ids, r.reason
-    if stats.sequences_scores then stats.sequences_scores[i] = r.score end
+  if opts.return_dict_in_generate then
+    -- HF's GenerateDecoderOnlyOutput: sequences are prompt + new ids
+    local function seq(p, new)
+      local out = {}
+      for i = 1, #p do out[i] = p[i] end
+      for i = 1, #new do out[#p + i] = new[i] end
+      return out
+    end
+    local sequences
+    if one then
+      sequences = seq(prompts[1], ids)
+    else
+      sequences = {}
+      local per = #results / #prompts
+      for i = 1, #results do sequences[i] = seq(prompts[math.floor((i - 1) / per) + 1], ids[i]) end
+    end
+    return { text = texts, ids = ids, sequences = sequences, scores = stats.scores, logits = stats.logits,
+      stats = stats }
   end
   return texts, ids, stats
 end

@@ -1,0 +1,290 @@
+--- lrun.logits_process — generate()'s logits processors and warpers in Lua,
+-- in transformers' order (GenerationMixin._get_logits_processor):
+--
+--   repetition_penalty, presence/frequency penalty (llama.cpp's, not HF's),
+--   no_repeat_ngram_size, bad_words_ids, min_length, min_new_tokens,
+--   suppress_tokens, then the caller's logits_processor functions, then,
+--   when sampling, the warpers temperature, top_k, top_p, min_p, typical_p.
+--
+-- Each works in place on `scores`, a float[n_vocab] indexed by token id,
+-- as transformers' classes do on one row; `ids` is an int32 array of the
+-- sequence so far (prompt, then new tokens), n its length. Masked tokens
+-- get -inf. tests/golden/make_generate_golden.py mirrors transformers'
+-- classes in numpy and tests/logits_process_spec.lua compares.
+--
+-- generate uses this path only when an option needs it (or scores are
+-- asked for); otherwise the C sampler does everything (lrun_sample).
+-- @module lrun.logits_process
+local M = {}
+
+local NEG_INF = -math.huge
+local exp, log, abs = math.exp, math.log, math.abs
+
+-- ---------------------------------------------------------------- processors
+
+--- RepetitionPenaltyLogitsProcessor: each token present in ids, once:
+-- score < 0 → score * penalty, else score / penalty.
+function M.repetition_penalty(scores, ids, n, penalty)
+  local seen = {}
+  for i = 0, n - 1 do
+    local id = ids[i]
+    if not seen[id] then
+      seen[id] = true
+      local s = scores[id]
+      scores[id] = s < 0 and s * penalty or s / penalty
+    end
+  end
+end
+
+--- llama.cpp's presence and frequency penalties (OpenAI's definition):
+-- score -= count * frequency + (count > 0) * presence, over ids.
+function M.presence_frequency(scores, ids, n, presence, frequency)
+  local count = {}
+  for i = 0, n - 1 do
+    local id = ids[i]
+    count[id] = (count[id] or 0) + 1
+  end
+  for id, c in pairs(count) do scores[id] = scores[id] - c * frequency - presence end
+end
+
+--- NoRepeatNGramLogitsProcessor: bans every token that would complete an
+-- n-gram already in ids.
+function M.no_repeat_ngram(scores, ids, n, size)
+  if n + 1 < size then return end
+  local start = n + 1 - size -- 0-based start of the n-1 last tokens
+  for i = 0, n - size do
+    local match = true
+    for j = 0, size - 2 do
+      if ids[i + j] ~= ids[start + j] then match = false; break end
+    end
+    if match then scores[ids[i + size - 1]] = NEG_INF end
+  end
+end
+
+--- NoBadWordsLogitsProcessor: a one-token entry is always banned; the last
+-- token of a longer one when ids end with the rest. Entries that are just
+-- an eos id are dropped, as transformers drops them.
+function M.bad_words(scores, ids, n, bad_words_ids, eos)
+  for _, seq in ipairs(bad_words_ids) do
+    local len = #seq
+    if not (len == 1 and eos[seq[1]]) then
+      local match = len - 1 <= n
+      for j = 1, len - 1 do
+        if not match then break end
+        if ids[n - (len - 1) + (j - 1)] ~= seq[j] then match = false end
+      end
+      if match then scores[seq[len]] = NEG_INF end
+    end
+  end
+end
+
+--- MinLengthLogitsProcessor / MinNewTokensLengthLogitsProcessor: eos ids
+-- get -inf while length < min.
+function M.min_length(scores, length, min, eos_list)
+  if length < min then
+    for _, id in ipairs(eos_list) do scores[id] = NEG_INF end
+  end
+end
+
+--- SuppressTokensLogitsProcessor.
+function M.suppress(scores, list, n_vocab)
+  for _, id in ipairs(list) do
+    if id >= 0 and id < n_vocab then scores[id] = NEG_INF end
+  end
+end
+
+-- ---------------------------------------------------------------- warpers
+
+function M.temperature(scores, n_vocab, t)
+  for i = 0, n_vocab - 1 do scores[i] = scores[i] / t end
+end
+
+-- Token ids with finite scores, sorted by score, highest first (ties by id).
+local function ranked(scores, n_vocab)
+  local order = {}
+  for i = 0, n_vocab - 1 do
+    if scores[i] > NEG_INF then order[#order + 1] = i end
+  end
+  table.sort(order, function(a, b)
+    local sa, sb = scores[a], scores[b]
+    if sa ~= sb then return sa > sb end
+    return a < b
+  end)
+  return order
+end
+
+-- Softmax over all of scores (-inf → 0), as probabilities by id.
+local function softmax(scores, n_vocab)
+  local max = NEG_INF
+  for i = 0, n_vocab - 1 do if scores[i] > max then max = scores[i] end end
+  local p, sum = {}, 0
+  for i = 0, n_vocab - 1 do
+    local e = scores[i] > NEG_INF and exp(scores[i] - max) or 0
+    p[i] = e
+    sum = sum + e
+  end
+  for i = 0, n_vocab - 1 do p[i] = p[i] / sum end
+  return p
+end
+
+-- The k-th highest of the finite scores, or nil when there are k or fewer:
+-- a min-heap of the k highest seen, so a large vocabulary costs
+-- n log k comparisons of numbers instead of a sort with a Lua comparator.
+local function kth_highest(scores, n_vocab, k)
+  local heap, n = {}, 0
+  for i = 0, n_vocab - 1 do
+    local v = scores[i]
+    if v > NEG_INF then
+      if n < k then
+        n = n + 1
+        local j = n
+        while j > 1 do -- sift up
+          local parent = math.floor(j / 2)
+          if heap[parent] <= v then break end
+          heap[j] = heap[parent]
+          j = parent
+        end
+        heap[j] = v
+      elseif v > heap[1] then
+        local j = 1
+        while true do -- sift down from the root, replacing the smallest
+          local c = 2 * j
+          if c > k then break end
+          if c < k and heap[c + 1] < heap[c] then c = c + 1 end
+          if heap[c] >= v then break end
+          heap[j] = heap[c]
+          j = c
+        end
+        heap[j] = v
+      end
+    end
+  end
+  if n < k then return nil end
+  return heap[1]
+end
+
+--- TopKLogitsWarper: scores below the k-th highest get -inf.
+function M.top_k(scores, n_vocab, k, keep)
+  k = math.min(math.max(k, keep or 1), n_vocab)
+  local kth = kth_highest(scores, n_vocab, k)
+  if not kth then return end
+  for i = 0, n_vocab - 1 do if scores[i] < kth then scores[i] = NEG_INF end end
+end
+
+--- TopPLogitsWarper: ascending cumulative probability <= 1 - top_p removed,
+-- the min_tokens_to_keep highest kept.
+function M.top_p(scores, n_vocab, top_p, keep)
+  keep = keep or 1
+  local p = softmax(scores, n_vocab)
+  local order = ranked(scores, n_vocab) -- highest first; cumulate from the lowest
+  local n = #order
+  local cum = 0
+  for r = n, 1, -1 do
+    local id = order[r]
+    cum = cum + p[id]
+    if cum <= 1 - top_p and r > keep then scores[id] = NEG_INF end
+  end
+end
+
+--- MinPLogitsWarper: probability < min_p * the highest probability removed.
+function M.min_p(scores, n_vocab, min_p, keep)
+  keep = keep or 1
+  local p = softmax(scores, n_vocab)
+  local order = ranked(scores, n_vocab)
+  if #order == 0 then return end
+  local threshold = min_p * p[order[1]]
+  for r = keep + 1, #order do
+    local id = order[r]
+    if p[id] < threshold then scores[id] = NEG_INF end
+  end
+end
+
+--- TypicalLogitsWarper: keeps the tokens whose surprise is closest to the
+-- entropy, until their probability mass reaches `mass`.
+function M.typical(scores, n_vocab, mass, keep)
+  keep = keep or 1
+  local p = softmax(scores, n_vocab)
+  local ent = 0
+  for i = 0, n_vocab - 1 do
+    if p[i] > 0 then ent = ent - log(p[i]) * p[i] end
+  end
+  -- Only tokens with p > 0 are sorted: the others (shifted = inf) sort
+  -- last, after every finite one, and are already -inf.
+  local shifted, order = {}, {}
+  for i = 0, n_vocab - 1 do
+    if p[i] > 0 then
+      shifted[i] = abs(-log(p[i]) - ent)
+      order[#order + 1] = i
+    end
+  end
+  table.sort(order, function(a, b)
+    if shifted[a] ~= shifted[b] then return shifted[a] < shifted[b] end
+    return a < b
+  end)
+  -- last_ind: how many leading tokens have cumulative probability < mass
+  local cum, last = 0, 0
+  for r = 1, #order do
+    cum = cum + p[order[r]]
+    if cum < mass then last = r else break end
+  end
+  if last > n_vocab - 1 then last = n_vocab - 1 end
+  if last + 1 > #order then return end -- the cut falls among the -inf ones: nothing more goes
+  local cut = shifted[order[last + 1]]
+  for r = keep + 1, #order do
+    local id = order[r]
+    if shifted[id] > cut then scores[id] = NEG_INF end
+  end
+end
+
+-- ---------------------------------------------------------------- the chain
+
+--- True when the options need the Lua chain (the C sampler does the rest).
+function M.wanted(opts)
+  return (opts.no_repeat_ngram_size or 0) > 0 or opts.bad_words_ids ~= nil or (opts.min_length or 0) > 0
+    or (opts.min_new_tokens or 0) > 0 or opts.suppress_tokens ~= nil or (opts.typical_p or 1) < 1
+    or (opts.presence_penalty or 0) ~= 0 or (opts.frequency_penalty or 0) ~= 0
+    or opts.logits_processor ~= nil or opts.output_scores == true or opts.output_logits == true
+end
+
+--- Applies the chain to one row in place.
+-- @tparam table opts generate's options (checked)
+-- @tparam cdata scores float[n_vocab]
+-- @tparam int n_vocab
+-- @tparam cdata ids int32[n] the sequence so far
+-- @tparam int n
+-- @tparam int n_prompt tokens of the prompt in ids
+-- @tparam table eos {[id]=true}
+-- @tparam {int,...} eos_list
+function M.apply(opts, scores, n_vocab, ids, n, n_prompt, eos, eos_list)
+  if opts.repetition_penalty ~= 1 then M.repetition_penalty(scores, ids, n, opts.repetition_penalty) end
+  if (opts.presence_penalty or 0) ~= 0 or (opts.frequency_penalty or 0) ~= 0 then
+    M.presence_frequency(scores, ids, n, opts.presence_penalty or 0, opts.frequency_penalty or 0)
+  end
+  if (opts.no_repeat_ngram_size or 0) > 0 then M.no_repeat_ngram(scores, ids, n, opts.no_repeat_ngram_size) end
+  if opts.bad_words_ids then M.bad_words(scores, ids, n, opts.bad_words_ids, eos) end
+  if (opts.min_length or 0) > 0 then M.min_length(scores, n, opts.min_length, eos_list) end
+  if (opts.min_new_tokens or 0) > 0 then M.min_length(scores, n - n_prompt, opts.min_new_tokens, eos_list) end
+  if opts.suppress_tokens then M.suppress(scores, opts.suppress_tokens, n_vocab) end
+  local procs = opts.logits_processor
+  if procs then
+    if type(procs) == "function" then procs = { procs } end
+    local list = {}
+    for i = 0, n - 1 do list[i + 1] = ids[i] end
+    for _, f in ipairs(procs) do
+      local out = f(list, scores, n_vocab)
+      if out ~= nil and out ~= scores then
+        for i = 0, n_vocab - 1 do scores[i] = out[i] end
+      end
+    end
+  end
+  if opts.do_sample then
+    local keep = 1
+    if opts.temperature ~= 1 then M.temperature(scores, n_vocab, opts.temperature) end
+    if opts.top_k ~= 0 then M.top_k(scores, n_vocab, opts.top_k, keep) end
+    if opts.top_p < 1 then M.top_p(scores, n_vocab, opts.top_p, keep) end
+    if opts.min_p > 0 then M.min_p(scores, n_vocab, opts.min_p, keep) end
+    if (opts.typical_p or 1) < 1 then M.typical(scores, n_vocab, opts.typical_p, keep) end
+  end
+end
+
+return M

@@ -1,0 +1,201 @@
+-- cli_spec: the command line of the generate tool and the launcher —
+-- one-line errors with status 2 before any output, every flag's mapping to
+-- load and generate options, and runs with the default model (--json).
+package.path = "./?.lua;" .. package.path
+local shell = require("tests.shell")
+local cli = require("lrun.cli")
+local lrun = shell.launcher
+local path = os.getenv("LRUN_MODEL")
+
+-- Runs lrun with words (quoted); stdout and stderr apart.
+local function run(words, input)
+  local cmd = { shell.quote(lrun) }
+  for _, w in ipairs(words) do cmd[#cmd + 1] = shell.quote(w) end
+  local err, inp = os.tmpname(), os.tmpname()
+  local f = io.open(inp, "w"); f:write(input or ""); f:close()
+  local p = assert(io.popen("{ " .. table.concat(cmd, " ") .. " 2>" .. shell.quote(err) .. " < " .. shell.quote(inp)
+    .. "; echo \"rc=$?\"; }"))
+  local all = p:read("*a")
+  p:close()
+  f = io.open(err); local e = f:read("*a"); f:close()
+  os.remove(err); os.remove(inp)
+  local out, rc = all:match("^(.-)rc=(%d+)\n$")
+  return out, tonumber(rc), e
+end
+
+local function tool(words)
+  local w = { "examples/generate.lua", "-m", path or "/nonexistent.gguf" }
+  for _, x in ipairs(words) do w[#w + 1] = x end
+  return run(w)
+end
+
+describe("cli flags", function()
+  local bad = {
+    { { "--gpu-budget", "foo" }, "--gpu-budget foo: expected a size" },
+    { { "-n", "-5" }, "-n -5: expected a whole number >= -1" },
+    { { "--top-p", "2" }, "--top-p 2: expected a number in (0, 1]" },
+    { { "--top-k", "-3" }, "--top-k -3: expected a whole number >= 0" },
+    { { "-c", "-1" }, "-c -1: expected a whole number >= 0" },
+    { { "-ngl", "-1" }, "-ngl -1: expected a whole number >= 0" },
+    { { "--prefetch", "1000" }, "--prefetch 1000: expected a layer count from 1 to 64" },
+    { { "--temp", "-1" }, "--temp -1: expected a number >= 0" },
+    { { "--device", "tpu" }, "--device tpu: expected cpu, cuda or cuda:N" },
+    { { "-ot", "bad" }, "-ot bad: expected PATTERN=TIER" },
+    { { "-ot", "x=disk" }, "-ot x=disk: expected TIER" },
+    { { "-ot", "[=host" }, "is not a valid Lua pattern" },
+    { { "--policy", "smrt" }, "--policy smrt: expected conservative, aggressive, layers, smart" },
+    { { "--min-p", "1.5" }, "--min-p 1.5: expected a number in [0, 1]" },
+    { { "--typical", "0" }, "--typical 0: expected a number in (0, 1]" },
+    { { "--top-p", "0" }, "--top-p 0: expected a number in (0, 1]" },
+    { { "--repeat-penalty", "0" }, "--repeat-penalty 0: expected a number > 0" },
+    { { "-s", "-2" }, "-s -2: expected a whole number from -1" },
+    { { "-t", "many" }, "-t many: expected a thread count" },
+    { { "-b", "0" }, "-b 0: expected a whole number >= 1" },
+    { { "-ub", "x" }, "-ub x: expected a whole number >= 1" },
+    { { "--cache-type", "paged" }, "--cache-type paged: expected dynamic, static" },
+    { { "--cache-bits", "3" }, "--cache-bits 3: expected 8 or 4" },
+    { { "-ctk", "q5_1" }, "-ctk q5_1: expected f16, f32, q8_0 or q4_0" },
+    { { "-ctk", "q8_0", "-ctv", "f16" }, "give the same type to both" },
+    { { "-ctk", "q8_0", "--cache-type", "static" }, "needs the quantized cache" },
+    { { "--cache-bits", "4", "--cache-type", "static" }, "bits are for the quantized cache only" },
+    { { "-f", "/nonexistent/prompt.txt" }, "-f /nonexistent/prompt.txt: no readable file" },
+    { { "--chat-template", "/nonexistent.jinja" }, "--chat-template /nonexistent.jinja: expected a Jinja template" },
+    { { "-r", "" }, "-r '': expected a non-empty text" },
+    { { "--bogus" }, "unknown option '--bogus'" },
+    { { "-p" }, "-p: missing value" },
+    { { "-p", "" }, "-p '': the prompt is empty" },
+    { { "-p", "hi", "-f", "examples/generate.lua" }, "-f and -p" },
+    { {}, "no prompt" },
+  }
+  for _, case in ipairs(bad) do
+    local words, want = case[1], case[2]
+    if #words == 0 or words[1] ~= "-p" and not (words[3] == "-f") then
+      if words[1] ~= "-p" and #words > 0 then table.insert(words, 1, "hi"); table.insert(words, 1, "-p") end
+    end
+    it("rejects " .. table.concat(words, " ") .. " in one line, status 2, nothing on stdout", function()
+      local out, rc, err = tool(words)
+      assert.are.equal(2, rc)
+      assert.are.equal("", out)
+      assert.matches(want, err, 1, true)
+      local _, lines = err:gsub("\n", "")
+      assert.are.equal(1, lines)
+      assert.is_nil(err:find("traceback", 1, true))
+      assert.is_nil(err:find(".lua:%d+:"))
+    end)
+  end
+
+  it("rejects --device tpu and -ot bad at the launcher's start-up", function()
+    for _, words in ipairs({ { "--device", "tpu" }, { "-ot", "bad" }, { "--gpu-budget", "foo" } }) do
+      local w = { words[1], words[2], "-e", "print('ran')" }
+      local out, rc, err = run(w)
+      assert.are.equal(2, rc)
+      assert.are.equal("", out)
+      assert.matches(words[1] .. " " .. words[2], err, 1, true)
+    end
+  end)
+
+  it("takes --policy by name in the launcher", function()
+    local out, rc = run({ "--policy", "smart", "-e", "io.write(require('lrun.config').policies[1])" })
+    assert.are.equal(0, rc)
+    assert.are.equal("smart", out)
+  end)
+
+  it("maps every flag to load and generate options", function()
+    local o = assert(cli.parse({ "-n", "-1", "-b", "64", "-ub", "32", "--temp", "0.5", "--typical", "0.9",
+      "--presence-penalty", "0.5", "--frequency-penalty", "0.25", "-s", "-1", "-r", "a", "--stop", "b",
+      "--ignore-eos", "--no-mmap", "-ot", "ffn=cpu", "-ctk", "q4_0", "-ctv", "q4_0", "--mlock", "--jinja",
+      "--log-disable", "-c", "256" }, cli.generate_spec()))
+    local lo, g = cli.load_options(o), cli.generate_options(o)
+    assert.is_nil(cli.check_combination(o))
+    assert.are.same({ ".=host", "ffn=cpu" }, lo.overrides)
+    assert.are.equal("quantized", lo.cache_implementation)
+    assert.are.same({ nbits = 4 }, lo.cache_config)
+    assert.are.equal(256, lo.n_ctx)
+    assert.are.equal(false, lo.progress)
+    assert.is_nil(g.max_new_tokens) -- -1: filled in from the context
+    assert.are.equal(32, g.n_batch)
+    assert.are.equal(0.9, g.typical_p)
+    assert.are.equal(0.5, g.presence_penalty)
+    assert.are.equal(0.25, g.frequency_penalty)
+    assert.is_nil(g.seed)
+    assert.are.same({ "a", "b" }, g.stop)
+    assert.are.equal(false, g.eos_token_id)
+    assert.is_true(g.do_sample)
+    local o2 = assert(cli.parse({ "--cache-type", "offloaded_static", "-ctk", "f32", "--temp", "0" }, cli.generate_spec()))
+    local lo2, g2 = cli.load_options(o2), cli.generate_options(o2)
+    assert.are.equal("offloaded_static", lo2.cache_implementation)
+    assert.are.equal("f32", lo2.kv_dtype)
+    assert.is_nil(g2.do_sample)
+    local lo3 = cli.load_options(assert(cli.parse({ "--cache-bits", "8" }, cli.generate_spec())))
+    assert.are.equal("quantized", lo3.cache_implementation)
+    assert.are.same({ nbits = 8 }, lo3.cache_config)
+  end)
+
+  it("has a llama.cpp name (or false) and help for every flag", function()
+    for _, s in ipairs(cli.flags) do
+      assert.is_not_nil(s.llama, s[1])
+      assert.is_truthy(s.help, s[1])
+    end
+  end)
+end)
+
+describe("cli runs", function()
+  if not path then
+    pending("LRUN_MODEL is not set")
+    return
+  end
+  local function decode(text) return assert(require("dkjson").decode(text)) end
+
+  it("prints one JSON object with --json", function()
+    local out, rc = tool({ "-p", "The capital of France is", "-n", "6", "--temp", "0", "--json" })
+    assert.are.equal(0, rc)
+    local v = decode(out)
+    assert.are.equal("The capital of France is", v.prompt)
+    assert.are.equal(6, v.n_generated)
+    assert.are.equal("length", v.stop_reason)
+    assert.are.equal(6, #v.ids)
+    assert.is_truthy(v.timings.predicted_per_second)
+    assert.is_truthy(v.placement.bytes)
+  end)
+
+  it("stops at -r text, ignores eos, reads -f, with --log-disable", function()
+    local p = os.tmpname()
+    local f = io.open(p, "w"); f:write("The capital of France is"); f:close()
+    local out, rc, err = tool({ "-f", p, "-n", "20", "--temp", "0", "-r", ".", "--ignore-eos", "--log-disable" })
+    os.remove(p)
+    assert.are.equal(0, rc)
+    assert.are.equal("The capital of France is Paris\n", out)
+    assert.are.equal("", err)
+  end)
+
+  it("runs with the KV cache flags and --no-mmap", function()
+    local base = tool({ "-p", "The capital of France is", "-n", "6", "--temp", "0", "--log-disable" })
+    for _, words in ipairs({ { "--cache-type", "static" }, { "--no-mmap" },
+      { "--cache-type", "offloaded" }, { "-b", "2" } }) do
+      local w = { "-p", "The capital of France is", "-n", "6", "--temp", "0", "--log-disable" }
+      for _, x in ipairs(words) do w[#w + 1] = x end
+      local out, rc = tool(w)
+      assert.are.equal(0, rc)
+      assert.are.equal(base, out, table.concat(words, " "))
+    end
+    local a = tool({ "-p", "Once", "-n", "6", "--typical", "0.5", "--presence-penalty", "0.5",
+      "--frequency-penalty", "0.2", "-s", "3", "--log-disable" })
+    local b = tool({ "-p", "Once", "-n", "6", "--typical", "0.5", "--presence-penalty", "0.5",
+      "--frequency-penalty", "0.2", "-s", "3", "--log-disable" })
+    assert.are.equal(a, b)
+    local out, rc = tool({ "-p", "The capital of France is", "-n", "6", "--temp", "0", "--cache-bits", "8", "--json" })
+    assert.are.equal(0, rc)
+    assert.are.equal(6, decode(out).n_generated)
+    out, rc = tool({ "-p", "The capital of France is", "-n", "6", "--temp", "0", "-ctk", "f32", "-ctv", "f32", "--json" })
+    assert.are.equal(0, rc) -- the f32 cache's numerics differ from f16's: only the run is checked
+    assert.are.equal(6, decode(out).n_generated)
+  end)
+
+  it("fails a load in one line with status 1", function()
+    local out, rc, err = run({ "examples/generate.lua", "-m", "/nonexistent.gguf", "-p", "hi" })
+    assert.are.equal(1, rc)
+    assert.are.equal("", out)
+    assert.matches("/nonexistent.gguf", err, 1, true)
+    assert.is_nil(err:find("traceback", 1, true))
+  end)
+end)
