@@ -41,7 +41,7 @@ describe("cli flags", function()
     { { "--temp", "-1" }, "--temp -1: expected a number >= 0" },
     { { "--device", "tpu" }, "--device tpu: expected cpu, cuda or cuda:N" },
     { { "-ot", "bad" }, "-ot bad: expected PATTERN=TIER" },
-    { { "-ot", "x=tape" }, "-ot x=disk: expected TIER" },
+    { { "-ot", "x=tape" }, "-ot x=tape: expected TIER" },
     { { "-ot", "[=host" }, "is not a valid Lua pattern" },
     { { "--policy", "smrt" }, "--policy smrt: expected conservative, aggressive, layers, smart" },
     { { "--min-p", "1.5" }, "--min-p 1.5: expected a number in [0, 1]" },
