@@ -239,6 +239,11 @@ LRUN_API int lrun_tensor_host_compute(const lrun_tensor *tensor);
  * lrun_tensor_stored_bytes is what its tier holds now (packed or plain). */
 LRUN_API int lrun_tensor_packed(const lrun_tensor *tensor);
 LRUN_API size_t lrun_tensor_stored_bytes(const lrun_tensor *tensor);
+/* The packed size once known (packed now, or before: the layout is kept), else 0. */
+LRUN_API size_t lrun_tensor_packed_bytes(const lrun_tensor *tensor);
+/* 1 when the model file holds this tensor packed (a packed file's matrix):
+ * its LRUN_TIER_MMAP form. */
+LRUN_API int lrun_tensor_file_packed(const lrun_tensor *tensor);
 /* Moves the tensor to tier (as lrun_tensor_move) in the form asked for
  * (packed 1: packed, 0: plain), converting on the host through a temporary
  * buffer: only the new form is allocated in tier. Packing a dtype other

@@ -157,9 +157,15 @@ function M.placement(p)
     lines[#lines + 1] = string.format("host compute: %d tensors (%s%s)", #hc, table.concat(shown, ", "),
       #hc > 6 and ", …" or "")
   end
+  local n_packed = 0
+  for _ in pairs(p.packed or {}) do n_packed = n_packed + 1 end
+  if n_packed > 0 then
+    lines[#lines + 1] = string.format("packed: %d tensors, %s of %s plain (ratio %.3f)", n_packed,
+      bytes_text(p.packed_bytes), bytes_text(p.packed_plain_bytes), p.packed_ratio or 1)
+  end
   if p.policy then lines[#lines + 1] = string.format("policy %s, prefetch k = %s", p.policy, tostring(p.prefetch)) end
   if p.explain then lines[#lines + 1] = p.explain end
-  lines[#lines + 1] = "(fields: tensors, bytes, host_compute, policy, explain)"
+  lines[#lines + 1] = "(fields: tensors, bytes, host_compute, packed, packed_bytes, packed_ratio, policy, explain)"
   return table.concat(lines, "\n")
 end
 

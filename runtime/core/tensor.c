@@ -189,6 +189,8 @@ void lrun_tensor_set_host_compute(lrun_tensor *tensor, int on) { tensor->host_co
 int lrun_tensor_host_compute(const lrun_tensor *tensor) { return tensor->host_compute; }
 int lrun_tensor_packed(const lrun_tensor *tensor) { return tensor->packed; }
 size_t lrun_tensor_stored_bytes(const lrun_tensor *tensor) { return tensor->packed ? tensor->pk.total : tensor->nbytes; }
+size_t lrun_tensor_packed_bytes(const lrun_tensor *tensor) { return tensor->pk.total; }
+int lrun_tensor_file_packed(const lrun_tensor *tensor) { return tensor->file_packed; }
 
 int64_t lrun_tensor_dim(const lrun_tensor *tensor, int axis)
 {
