@@ -246,8 +246,8 @@ LRUN_API size_t lrun_tensor_packed_bytes(const lrun_tensor *tensor);
 LRUN_API int lrun_tensor_file_packed(const lrun_tensor *tensor);
 /* Moves the tensor to tier (as lrun_tensor_move) in the form asked for
  * (packed 1: packed, 0: plain), converting on the host through a temporary
- * buffer: only the new form is allocated in tier. Packing a dtype other
- * than bf16/f16 is LRUN_E_UNSUPPORTED; LRUN_TIER_MMAP only in the file's
+ * buffer: only the new form is allocated in tier. Packing anything but a
+ * bf16/f16 matrix (2 dimensions) is LRUN_E_UNSUPPORTED; LRUN_TIER_MMAP only in the file's
  * own form (LRUN_E_ARG otherwise). On failure the tensor is unchanged. */
 LRUN_API lrun_status lrun_tensor_move_form(lrun_tensor *tensor, lrun_device *device, lrun_tier tier, int packed);
 

@@ -405,9 +405,9 @@ lrun_status lrun_tensor_move_form(lrun_tensor *t, lrun_device *device, lrun_tier
 {
     if (!t) return lrun_fail(LRUN_E_ARG, "lrun_tensor_move_form: tensor is NULL");
     packed = packed != 0;
-    if (packed && !lrun_packed_dtype_ok(t->dtype))
-        return lrun_fail(LRUN_E_UNSUPPORTED, "packing tensor %s: only bf16 and f16 pack, it is %s", t->name,
-                         lrun_dtype_name(t->dtype));
+    if (packed && (!lrun_packed_dtype_ok(t->dtype) || t->ndim != 2))
+        return lrun_fail(LRUN_E_UNSUPPORTED, "packing tensor %s: only bf16 and f16 matrices pack, it is %s with %d "
+                         "dimensions", t->name, lrun_dtype_name(t->dtype), t->ndim);
     if (packed == t->packed) return lrun_tensor_move(t, device, tier);
     if (tier == LRUN_TIER_MMAP) {
         if (!t->file_data || packed != t->file_packed)

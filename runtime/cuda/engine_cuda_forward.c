@@ -15,6 +15,7 @@
 
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
+#include "cuda/engine_cuda_packed.h"
 #include "kernels.h"
 
 /* One chunk's run through a block. */
@@ -63,6 +64,7 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
 {
     const struct lrun_tensor *t = w.w;
     if (w.on_host) return lrun_cuda_offload_host_matmul(e, t, x, m, y);
+    if (t->packed) return lrun_cuda_packed_matvec(e, t, w.data, x, m, y); /* mode 3: engine_cuda_packed.h */
     if (m <= GEMV_MAX_ROWS) return lrun_k_gemv(t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, e->stream);
     return lrun_k_gemm(e->cublas, t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, slot_dtype(t->dtype),
                        e->w_slot, e->x_slot, e->stream);
@@ -76,7 +78,8 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
 static int fusable(const lrun_weight_ref *w, int n_w)
 {
     for (int i = 0; i < n_w; i++)
-        if (w[i].w->dtype != w[0].w->dtype || w[i].w->ne[0] != w[0].w->ne[0] || w[i].on_host) return 0;
+        if (w[i].w->dtype != w[0].w->dtype || w[i].w->ne[0] != w[0].w->ne[0] || w[i].on_host || w[i].w->packed)
+            return 0;
     return 1;
 }
 
@@ -327,7 +330,11 @@ static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, in
     const lrun_model *m = e->model;
     const struct lrun_tensor *te = m->tok_embd;
     if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
-    else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
+    else if (te->packed) { /* a packed table on the device: decoded whole into the packed scratch */
+        const void *plain;
+        TRY(lrun_cuda_packed_decode_scratch(e, te, te->data, &plain));
+        TRY(lrun_k_embed(te->dtype, plain, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
+    } else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
     struct run r = {e, n, max_kv, 0, W, NULL, NULL, 0, 0};
     /* exact: the first norm, with its quantization, right after the embedding */
     if (e->exact && m->arch->ops[0].kind == LRUN_ARCH_OP_NORM) {
