@@ -1,4 +1,4 @@
-/* engine_cuda_packed.c — packed weights resident on the device: decode into
+/* engine_cuda_packed.c — packed weights resident on the device: decoded into
  * the engine's packed scratch, then the plain kernels (engine_cuda_packed.h
  * says where the fused kernel goes). Stream order keeps it safe: every
  * decode and the product that reads it run on the compute stream, so the
@@ -7,12 +7,14 @@
 
 #include "residency/placement.h"
 
-/* The weight matrices compute reads: the blocks' matrices, the head and the table. */
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* Plain bytes t decodes into the scratch, 0 when it is not read packed on the device. */
 static size_t need_of(const lrun_placement *p, const struct lrun_tensor *t, int all_device)
 {
     if (!t || !lrun_placement_packed(p, t)) return 0;
     if (!all_device && lrun_placement_tier(p, t) != LRUN_TIER_DEVICE) return 0;
-    return t->nbytes;
+    return align256(t->nbytes);
 }
 
 size_t lrun_cuda_packed_scratch_bytes(const lrun_model *m, const lrun_placement *p, int all_device)
@@ -20,32 +22,56 @@ size_t lrun_cuda_packed_scratch_bytes(const lrun_model *m, const lrun_placement 
     size_t best = need_of(p, m->output, all_device);
     const size_t te = need_of(p, m->tok_embd, all_device);
     if (te > best) best = te;
+    const lrun_arch *a = m->arch;
     for (int64_t l = 0; l < m->info.n_layer; l++)
-        for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
-            if (!lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id)) continue;
-            const size_t b = need_of(p, m->layers[l].t[id], all_device);
-            if (b > best) best = b;
+        for (int i = 0; i < a->n_ops; i++) { /* the weights one op reads at once */
+            const lrun_arch_op *op = &a->ops[i];
+            size_t sum = 0;
+            for (int j = 0; j < LRUN_ARCH_OP_MAX_W && op->w[j] != LRUN_ARCH_TENSOR_NONE; j++)
+                if (op->w[j] < LRUN_ARCH_TENSOR_BLOCK_COUNT && lrun_arch_is_matrix(a, op->w[j]))
+                    sum += need_of(p, m->layers[l].t[op->w[j]], all_device);
+            if (sum > best) best = sum;
         }
     return best;
 }
 
 lrun_status lrun_cuda_packed_decode_scratch(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
-                                            const void **plain)
+                                            size_t off, const void **plain)
 {
-    if (!e->packed_scratch || w->nbytes > e->packed_scratch_bytes)
-        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: packed weight %s (%zu bytes plain) exceeds the packed "
-                         "scratch (%zu bytes)", e->device->name, w->name, w->nbytes, e->packed_scratch_bytes);
-    TRY(lrun_k_packed_decode((uint16_t *)e->packed_scratch, packed, &w->pk, 0, w->pk.n, e->stream));
-    *plain = e->packed_scratch;
+    if (!e->packed_scratch || off > e->packed_scratch_bytes || w->nbytes > e->packed_scratch_bytes - off)
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: packed weight %s (%zu bytes plain, at %zu) exceeds the "
+                         "packed scratch (%zu bytes)", e->device->name, w->name, w->nbytes, off,
+                         e->packed_scratch_bytes);
+    uint16_t *dst = (uint16_t *)((char *)e->packed_scratch + off);
+    TRY(lrun_k_packed_decode(dst, packed, &w->pk, 0, w->pk.n, e->stream));
+    *plain = dst;
     return LRUN_OK;
 }
 
-lrun_status lrun_cuda_packed_matvec(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
+lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
+                                  const float *x, int64_t m, int mode)
+{
+    /* the fused decode+GEMV kernel replaces this body (engine_cuda_packed.h) */
+    lrun_k_gemv_part parts[LRUN_K_GEMV_MAX_PARTS];
+    size_t off = 0;
+    for (int i = 0; i < n_w; i++) {
+        parts[i].w = w[i].data;
+        if (w[i].w->packed) {
+            TRY(lrun_cuda_packed_decode_scratch(e, w[i].w, w[i].data, off, &parts[i].w));
+            off += align256(w[i].w->nbytes);
+        }
+        parts[i].row_bytes = w[i].w->row_bytes;
+        parts[i].n = w[i].w->ne[1];
+        parts[i].y = y[i];
+    }
+    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode, e->stream);
+}
+
+lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
                                     const float *x, int64_t m, float *y)
 {
     const void *plain;
-    TRY(lrun_cuda_packed_decode_scratch(e, w, packed, &plain));
-    /* the fused decode+GEMV kernel replaces this branch (mode 3) */
+    TRY(lrun_cuda_packed_decode_scratch(e, w, packed, 0, &plain));
     if (m <= GEMV_MAX_ROWS) return lrun_k_gemv(w->dtype, plain, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->stream);
     return lrun_k_gemm(e->cublas, w->dtype, plain, w->row_bytes, w->ne[1], w->ne[0], x, m, y, slot_dtype(w->dtype),
                        e->w_slot, e->x_slot, e->stream);

@@ -8,14 +8,20 @@
  *       compute then reads a plain slot, as for any streamed weight;
  *   host compute                          decoded into host memory per product
  *       (engine_cuda_offload.c, lrun_cuda_offload_host_matmul);
- *   DEVICE tier (mode 3)                  lrun_cuda_packed_matvec below.
+ *   DEVICE tier (mode 3)                  the two functions below.
  *
- * lrun_cuda_packed_matvec is the one seam for mode 3's fused decode+GEMV
- * kernel (the "fused" branch of issue 12): today it decodes the whole weight
- * into the engine's packed scratch on the compute stream and runs the plain
- * kernel on it (bit-exact, as the decode is); the fused kernel replaces the
- * m <= GEMV_MAX_ROWS branch and nothing else changes: callers, scratch size
- * (still needed for prefill GEMMs) and tests stay. */
+ * THE SEAM FOR MODE 3's FUSED KERNEL (issue 12, the "fused" branch): the
+ * forward (engine_cuda_forward.c) calls lrun_cuda_packed_gemv where a plain
+ * model runs lrun_k_gemv_multi (decode, m <= GEMV_MAX_ROWS: Q/K/V stored,
+ * gate/up through SwiGLU, one weight added into the residual), and
+ * lrun_cuda_packed_matmul where it runs lrun_k_gemv/lrun_k_gemm alone. Today
+ * both decode each packed weight whole into its part of the engine's packed
+ * scratch on the compute stream and run exactly the plain kernel on it, so
+ * the logits are bit-identical to the plain model's (the decode is
+ * bit-exact). The fused decode+GEMV kernel replaces the body of
+ * lrun_cuda_packed_gemv (and the m <= GEMV_MAX_ROWS branch of
+ * lrun_cuda_packed_matmul) and must keep lrun_k_gemv_multi's arithmetic;
+ * the scratch then only serves prefill GEMMs (its size: below). */
 #ifndef LRUN_ENGINE_CUDA_PACKED_H
 #define LRUN_ENGINE_CUDA_PACKED_H
 
@@ -23,19 +29,27 @@
 
 struct lrun_placement;
 
-/* Bytes of the packed scratch: the plain size of the largest packed weight
- * matrix that compute reads on the device (placement p, NULL: the tensors'
- * own; all_device: every weight, as an ALL_DEVICE engine moves them all). */
+/* Bytes of the packed scratch: the most plain bytes one op decodes at once
+ * (an op's packed matrices, each 256-aligned; the head; the embedding
+ * table), for the weights compute reads packed on the device (placement p,
+ * NULL: the tensors' own; all_device: every weight, as an ALL_DEVICE
+ * engine moves them all there). 0 when there are none. */
 size_t lrun_cuda_packed_scratch_bytes(const lrun_model *model, const struct lrun_placement *p, int all_device);
 
-/* y (m, n) = x (m, k) · Wᵀ for w packed in device memory at packed (its
- * DEVICE-tier bytes), x and y on the device, on the compute stream. */
-lrun_status lrun_cuda_packed_matvec(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
+/* The GEMV of n_w weights sharing x (m <= GEMV_MAX_ROWS rows), any of them
+ * packed on the device: as lrun_k_gemv_multi(dtype, parts, n_w, k, x, m, mode). */
+lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
+                                  const float *x, int64_t m, int mode);
+
+/* y (m, n) = x (m, k) · Wᵀ for w packed in device memory at packed: as
+ * lrun_k_gemv (m <= GEMV_MAX_ROWS) or lrun_k_gemm on the plain weight. */
+lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
                                     const float *x, int64_t m, float *y);
 
 /* The plain bytes of w (packed on the device) decoded into the packed
- * scratch on the compute stream: valid until the next decode there. */
+ * scratch at byte offset off, on the compute stream; valid until the next
+ * decode there (the embedding table uses it too). */
 lrun_status lrun_cuda_packed_decode_scratch(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
-                                            const void **plain);
+                                            size_t off, const void **plain);
 
 #endif
