@@ -682,6 +682,13 @@ LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
  * [1 MiB, 4 GiB], taken from host memory for the call. */
 LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                            double *bytes_per_s);
+/* How fast packed weights decode (docs/packed.md): plain bytes of synthetic
+ * trained-like bf16 per second, on_device 1: where the model's engine
+ * decodes them (cuda: lrun_k_packed_decode, device memory to device memory;
+ * cpu: the host decoder), 0: the host decoder on the model's threads (host
+ * compute). One warm-up, then the best of three; bytes in [1 MiB, 4 GiB]. */
+LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes,
+                                                      double *bytes_per_s);
 
 /* What an engine has done since it was made (or last reset): residency
  * traffic for m:stats(), tests and benchmarks. Times are wall seconds. */

@@ -59,18 +59,41 @@ function M.host_matmul_rates(model)
   return rates
 end
 
+--- Fills bw.packed_decode and bw.host_decode (plain bytes/s) when the
+-- model has weights that may be packed and they are not measured yet.
+function M.decode_rates(model, bw)
+  if bw.packed_decode then return end
+  local any = false
+  for _, t in ipairs(model:tensors()) do
+    if M.packable(t) then any = true break end
+  end
+  if not any then return end
+  local out = ffi.new("double[1]")
+  if C.lrun_model_measure_packed_decode(model.handle, 1, 16 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+    bw.packed_decode = out[0]
+  end
+  if bw.device ~= "cuda" then bw.host_decode = bw.packed_decode
+  elseif C.lrun_model_measure_packed_decode(model.handle, 0, 16 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+    bw.host_decode = out[0]
+  end
+end
+
 --- Measures host→device (pinned and pageable), host read and device read
 -- bandwidths on the model's device, once per device per process; on cuda
 -- also the CPU's decode matmul rate per weight dtype of the model (host
 -- compute), cached with the model's dtypes.
+-- With bf16/f16 matrices (which may be packed, docs/packed.md), also the
+-- packed decode's speed where the engine decodes (packed_decode: cuda, the
+-- decode kernel; cpu, the host decoder) and on the host (host_decode).
 -- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
---   host_matmul={[dtype]=bytes/s} (cuda)} bytes/s
+--   host_matmul={[dtype]=bytes/s} (cuda), packed_decode=, host_decode= (plain bytes/s, or nil)} bytes/s
 function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
   local key = ffi.string(C.lrun_device_name(dev))
   local cuda = C.lrun_device_kind_of(dev) == C.LRUN_DEVICE_KIND_CUDA
   local cached = bw_cache[key]
   if cached then
+    M.decode_rates(model, cached)
     if cuda then
       for _, t in ipairs(model:tensors()) do
         if (matrix_roles[t.role] or t.role == "lm_head") and not cached.host_matmul[t.dtype] then
@@ -101,6 +124,7 @@ function M.bandwidths(model)
   bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
   bw.bytes = bytes
   bw.device = cuda and "cuda" or "cpu"
+  M.decode_rates(model, bw)
   if cuda then bw.host_matmul = M.host_matmul_rates(model) end
   bw_cache[key] = bw
   return bw
@@ -346,6 +370,8 @@ function M.plan(model, opts)
       local pb = tonumber(C.lrun_tensor_packed_bytes(h))
       t.bytes = want and pb > 0 and pb or t.plain_bytes
     end
+    t.packed = want -- the form the policy weighs
+    t.file_form = t.file_packed
     by_name[t.name] = t
     total = total + t.bytes
   end

@@ -5,6 +5,8 @@
  * next decode into the scratch starts after the last product read it. */
 #include "cuda/engine_cuda_packed.h"
 
+#include <time.h>
+
 #include "residency/placement.h"
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
@@ -75,4 +77,42 @@ lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tenso
     if (m <= GEMV_MAX_ROWS) return lrun_k_gemv(w->dtype, plain, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->stream);
     return lrun_k_gemm(e->cublas, w->dtype, plain, w->row_bytes, w->ne[1], w->ne[0], x, m, y, slot_dtype(w->dtype),
                        e->w_slot, e->x_slot, e->stream);
+}
+
+// ---------------------------------------------------------------- measurement
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* lrun_model_measure_packed_decode on a CUDA device (runtime/packed/measure_decode.c):
+ * the packed bytes uploaded once, then the decode kernel into device memory,
+ * timed between stream synchronizations: plain bytes per second. */
+lrun_status lrun_cuda_measure_packed_decode(lrun_device *device, const void *packed, const lrun_packed_layout *lay,
+                                            double *bytes_per_s)
+{
+    void *d_packed = NULL, *d_plain = NULL;
+    cudaStream_t s = NULL;
+    const size_t plain_bytes = (size_t)lay->n * 2;
+    lrun_status st = cuda_check(cudaSetDevice(device->cuda_ordinal), "cudaSetDevice", device);
+    if (st == LRUN_OK) st = lrun_device_alloc(device, lay->total, "packed decode measurement", &d_packed);
+    if (st == LRUN_OK) st = lrun_device_alloc(device, plain_bytes, "packed decode measurement", &d_plain);
+    if (st == LRUN_OK) st = lrun_copy_bytes(device, d_packed, LRUN_TIER_DEVICE, packed, LRUN_TIER_HOST, lay->total);
+    if (st == LRUN_OK) st = cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "creating a stream", device);
+    double best = 0;
+    for (int i = 0; i < 4 && st == LRUN_OK; i++) {
+        const double t0 = now_seconds();
+        st = lrun_k_packed_decode(d_plain, d_packed, lay, 0, lay->n, s);
+        if (st == LRUN_OK) st = cuda_check(cudaStreamSynchronize(s), "timing the packed decode", device);
+        const double dt = now_seconds() - t0;
+        if (st == LRUN_OK && i > 0 && dt > 0 && (double)plain_bytes / dt > best) best = (double)plain_bytes / dt;
+    }
+    if (s) cudaStreamDestroy(s);
+    if (d_plain) lrun_device_release(device, d_plain, plain_bytes);
+    if (d_packed) lrun_device_release(device, d_packed, lay->total);
+    if (st == LRUN_OK) *bytes_per_s = best;
+    return st;
 }

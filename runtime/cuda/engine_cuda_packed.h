@@ -52,4 +52,9 @@ lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tenso
 lrun_status lrun_cuda_packed_decode_scratch(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
                                             size_t off, const void **plain);
 
+/* The decode kernel's speed on device (plain bytes per second), for
+ * lrun_model_measure_packed_decode (runtime/packed/measure_decode.c). */
+lrun_status lrun_cuda_measure_packed_decode(lrun_device *device, const void *packed, const lrun_packed_layout *lay,
+                                            double *bytes_per_s);
+
 #endif
