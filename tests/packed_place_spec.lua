@@ -111,7 +111,8 @@ describe("packed weights as a placement", function()
 
   it("refuses a form a tensor cannot have, naming it", function()
     local m = assert(load(gguf))
-    local ok, err = m:place { policy = { name = "bad", plan = function() return {}, 0, { packed = { ["output_norm.weight"] = true } } end } }
+    local bad = function() return {}, 0, { packed = { ["output_norm.weight"] = true } } end
+    local ok, err = m:place { policy = { name = "bad", plan = bad } }
     assert.is_nil(ok)
     assert.matches("output_norm.weight.*cannot be packed", err.message)
     ok, err = m:place { packed = 3 }
