@@ -109,6 +109,26 @@ describe("packed weights as a placement", function()
     m:free()
   end)
 
+  it("smart knows the packed decode: measured with the bandwidths, weighed and explained", function()
+    local m = assert(load(lrpk))
+    local bw = assert(require("lrun.residency").bandwidths(m))
+    assert.is_true(bw.packed_decode > 0 and bw.host_decode > 0, "decode rates measured")
+    local smart = require("policies.smart")
+    local _, off, info = smart.plan(m:tensors(), { max_bytes = 2 ^ 17, bandwidth = bw })
+    assert.is_true(off > 0)
+    assert.matches("packed decode [%d.]+ GB/s", info.explain)
+    -- a packed matrix costs more than its packed bytes' copy on cuda: the decode follows it on the copy stream
+    local t = { name = "blk.0.ffn_up.weight", role = "ffn_up", layer = 0, dtype = "bf16", bytes = 700, plain_bytes = 1000,
+      packed = true, shape = { 10, 50 } }
+    local cuda_bw = { h2d_pinned = 1e3, host_read = 1e3, device_read = 1e6, device = "cuda", host_matmul = 1e3,
+      packed_decode = 1e3, host_decode = 1e3 }
+    local _, _, i2 = smart.plan({ t }, { max_bytes = 1e9, bandwidth = cuda_bw })
+    local plain = { name = t.name, role = t.role, layer = 0, dtype = "bf16", bytes = 1000, shape = t.shape }
+    local _, _, i3 = smart.plan({ plain }, { max_bytes = 1e9, bandwidth = cuda_bw })
+    assert.is_true(i2.seconds_per_token > i3.seconds_per_token * 0.99, "decode counted")
+    m:free()
+  end)
+
   it("refuses a form a tensor cannot have, naming it", function()
     local m = assert(load(gguf))
     local bad = function() return {}, 0, { packed = { ["output_norm.weight"] = true } } end
