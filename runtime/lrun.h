@@ -417,8 +417,11 @@ typedef struct lrun_pack_stats {
 } lrun_pack_stats;
 
 /* Writes the packed form of the GGUF file in to out: bf16 and f16 tensors
- * losslessly compressed, everything else as it is (stats may be NULL). A
- * packed file loads with lrun_model_load like the GGUF (decoded at load). */
+ * losslessly compressed, everything else as it is (stats may be NULL). in
+ * may be an HF directory (or .safetensors file): its GGUF, as llama.cpp's
+ * converter would write it, is packed (without the tokenizer, which stays
+ * in tokenizer.json). A packed file loads with lrun_model_load like the
+ * GGUF, its matrices kept packed (docs/packed.md). */
 LRUN_API lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opts, lrun_pack_stats *stats);
 /* Writes the GGUF file a packed file came from, byte for byte. */
 LRUN_API lrun_status lrun_unpack(const char *in, const char *out, const lrun_pack_opts *opts);

@@ -237,6 +237,33 @@ static void run(lrun_dtype dtype, int tied, const char *what, const char *arch)
     if (dtype == LRUN_DTYPE_BF16 && tied && !arch) sizes(gg);
 }
 
+/* lrun pack of an HF directory: written as the GGUF llama.cpp's converter
+ * would (Q/K rows back in GGUF order), packed; it loads packed and gives the
+ * logits of the GGUF the directory was generated from. */
+static void hf_pack(void)
+{
+    static float ref[NEW * V], got[NEW * V];
+    const char *gg = path_of("hf.gguf"), *hf = path_of("hf"), *pk = path_of("hf.lrpk");
+    lrun_model_gen_spec s = {.n_layer = 3, .n_embd = 64, .n_head = 4, .n_head_kv = 2, .n_ff = 160, .n_vocab = V,
+                             .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16, .embd_dtype = LRUN_DTYPE_BF16,
+                             .rope_freq_base = 10000, .rms_eps = 1e-5, .seed = 9, .n_threads = 1, .trained_stats = 1};
+    lrun_pack_stats ps;
+    memset(&ps, 0, sizeof ps);
+    int ok = lrun_model_generate(gg, &s) == LRUN_OK && lrun_model_generate_hf(hf, &s, 2) == LRUN_OK;
+    ok = ok && lrun_pack(hf, pk, NULL, &ps) == LRUN_OK;
+    if (!ok) printf("# %s\n", lrun_last_error());
+    printf("# HF directory packed: %lld tensors packed, %zu -> %zu bytes\n", (long long)ps.n_packed, ps.plain_bytes,
+           ps.packed_bytes);
+    CHECK("lrun pack of an HF directory writes a packed file, and no temporary file is left", ok && ps.n_packed > 0 &&
+          access(path_of("hf.lrpk.hf.gguf.tmp"), F_OK) != 0);
+    lrun_model *a = ok ? fixture_load(gg, "cpu", 0, 2, -1) : NULL, *b = ok ? fixture_load(pk, "cpu", 0, 2, -1) : NULL;
+    ok = a && b && greedy(a, LRUN_WEIGHT_MODE_ALL_DEVICE, ref, NULL) && greedy(b, LRUN_WEIGHT_MODE_ALL_DEVICE, got, NULL);
+    CHECK("it loads packed and gives the logits of the GGUF the directory came from, bit for bit",
+          ok && lrun_tensor_packed(lrun_model_find_tensor(b, "blk.0.attn_q.weight")) && !memcmp(ref, got, sizeof ref));
+    lrun_model_free(a);
+    lrun_model_free(b);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/lrun_test_packed_place_%d", (int)getpid());
@@ -248,6 +275,7 @@ int main(void)
     run(LRUN_DTYPE_F16, 0, "f16", NULL);
     run(LRUN_DTYPE_BF16, 0, "phi3 bf16", "phi3");
     run(LRUN_DTYPE_BF16, 1, "qwen2 bf16 tied", "qwen2");
+    hf_pack();
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) return 1;
     return CHECK_DONE();
