@@ -104,6 +104,24 @@ function M.plan(list, sel, tier)
   return plan
 end
 
+--- The packed set of a policy (its third value's packed): every bf16/f16
+-- weight matrix (which = true), or those any of the predicates accepts.
+-- Vectors and other dtypes are left out: only those matrices pack.
+function M.packed(list, which)
+  local roles = { embedding = true, lm_head = true, attn_q = true, attn_k = true, attn_v = true, attn_output = true,
+    ffn_gate = true, ffn_up = true, ffn_down = true }
+  local out = {}
+  for _, t in ipairs(list) do
+    local ok = (t.dtype == "bf16" or t.dtype == "f16") and roles[t.role] and #(t.shape or {}) == 2
+    if ok and which ~= true then
+      ok = false
+      for _, p in ipairs(which) do if p(t) then ok = true break end end
+    end
+    if ok then out[t.name] = true end
+  end
+  return out
+end
+
 --- Loads a sibling module of policies/ whether or not policies/ is on
 -- package.path (scripts may load a policy file by path).
 function M.sibling(dir, name)

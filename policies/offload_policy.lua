@@ -9,13 +9,16 @@
 -- first predicate is the highest priority), each predicate's tensors in the
 -- common order (outside blocks first, then by layer, then by name), each
 -- taken while it fits under max_bytes. The cap is the smaller of the
--- policy's max_bytes and the budget's.
+-- policy's max_bytes and the budget's. spec.packed (true, or a list of
+-- predicates) holds the bf16/f16 weight matrices it selects packed
+-- (docs/packed.md), wherever they are placed.
 -- @module policies.offload_policy
 local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 local common = dofile(here .. "common.lua")
 
 --- Makes a policy.
--- @tparam table spec {max_bytes=number (optional), predicates={function,...}, tier= (optional), name=}
+-- @tparam table spec {max_bytes=number (optional), predicates={function,...}, tier= (optional), name=,
+--   packed= (optional: true, or {function,...})}
 -- @treturn table {name=, plan=function(tensors, budget)}
 local function OffloadPolicy(spec)
   if type(spec) ~= "table" then error("OffloadPolicy: spec must be a table", 2) end
@@ -29,6 +32,13 @@ local function OffloadPolicy(spec)
   if spec.max_bytes ~= nil and (type(spec.max_bytes) ~= "number" or spec.max_bytes < 0) then
     error("OffloadPolicy: max_bytes must be a number >= 0", 2)
   end
+  local packed = spec.packed
+  if packed ~= nil and packed ~= true and type(packed) ~= "table" then
+    error("OffloadPolicy: packed must be true or a list of predicates", 2)
+  end
+  for i, p in ipairs(type(packed) == "table" and packed or {}) do
+    if type(p) ~= "function" then error("OffloadPolicy: packed predicate #" .. i .. " is a " .. type(p), 2) end
+  end
   local preds_copy = { unpack(preds) }
   local policy = { name = spec.name or "offload_policy" }
   function policy.plan(tensors, budget)
@@ -37,7 +47,8 @@ local function OffloadPolicy(spec)
     local list = common.ordered(tensors, policy.name .. ".plan")
     local sel = common.selection(b.max_bytes)
     for _, p in ipairs(preds_copy) do common.take(sel, list, p) end
-    return common.plan(list, sel, b.tier), sel.bytes
+    if packed == nil then return common.plan(list, sel, b.tier), sel.bytes end
+    return common.plan(list, sel, b.tier), sel.bytes, { packed = common.packed(list, packed) }
   end
   return policy
 end

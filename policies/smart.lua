@@ -19,6 +19,13 @@
 --                                 offloaded matrices are split between them, each
 --                                 (largest first) to the side that then finishes
 --                                 sooner, which balances the two.
+-- Packed weights (t.packed, docs/packed.md): bytes are the packed ones (what
+-- crosses and what the device holds); a packed weight decodes before each
+-- use wherever it is, so on cpu the decode cancels out, and on cuda the
+-- copy stream adds plain bytes / packed_decode (the decode kernel runs
+-- there after the copy, where a resident weight decodes on the compute
+-- stream) and host compute plain bytes / host_decode (measured by
+-- lrun.residency.decode_rates).
 -- Tensors are ranked by bytes / cost (zero cost first, larger first among
 -- equals, then by name) and taken while they fit under max_bytes; on cuda a
 -- matrix's cost for ranking is bytes / (H2D + host_matmul), its share of the
@@ -46,11 +53,23 @@ local vector_roles = { attn_norm = true, ffn_norm = true, output_norm = true, ro
 
 local function is_vector(t) return vector_roles[t.role] == true or P.is_bias(t) end
 
+-- Seconds to decode packed t at rate (0 for a plain one or no rate).
+local function decode_s(t, rate)
+  if not t.packed or type(rate) ~= "number" or rate <= 0 then return 0 end
+  return (t.plain_bytes or t.bytes) / rate
+end
+
 -- Bytes/s at which the CPU's decode matmul reads t (cuda host compute).
 local function host_matmul_rate(t, bw)
   local h = bw.host_matmul
   if type(h) == "table" then h = h[t.dtype] or h.default end
   return type(h) == "number" and h > 0 and h or bw.host_read
+end
+
+-- cuda: seconds per token t adds to the copy stream, and to the host.
+local function copy_s(t, bw) return t.bytes / bw.h2d_pinned + decode_s(t, bw.packed_decode) end
+local function host_s(t, bw)
+  return (t.plain_bytes or t.bytes) / host_matmul_rate(t, bw) + decode_s(t, bw.host_decode or bw.host_read)
 end
 
 -- The cost of keeping t off the device (seconds per token) and how; on
@@ -61,7 +80,11 @@ local function cost_of(t, bw, tied)
     local rows = (t.shape and t.shape[2]) or 1
     return (t.bytes / rows) / bw.h2d_pinned, "stream"
   end
-  if bw.device == "cuda" then return t.bytes / (bw.h2d_pinned + host_matmul_rate(t, bw)), "either" end
+  if bw.device == "cuda" then
+    if not t.packed then return t.bytes / (bw.h2d_pinned + host_matmul_rate(t, bw)), "either" end
+    local c, h = copy_s(t, bw), host_s(t, bw)
+    return c * h / (c + h), "either" -- its share of the balanced pair
+  end
   local stream = t.bytes / bw.h2d_pinned
   local host = math.max(0, t.bytes / bw.host_read - t.bytes / bw.device_read)
   if host < stream then return host, "host_compute" end
@@ -81,8 +104,8 @@ local function balance(chosen, bw)
   local t_copy, t_host = 0, 0
   for _, r in ipairs(list) do
     r.balanced = true
-    local c = r.t.bytes / bw.h2d_pinned
-    local h = r.t.bytes / host_matmul_rate(r.t, bw)
+    local c = copy_s(r.t, bw)
+    local h = host_s(r.t, bw)
     if t_copy + c <= t_host + h then
       t_copy, r.how, r.cost = t_copy + c, "stream", c
     else
@@ -171,6 +194,12 @@ function M.plan(tensors, budget)
       #chosen, sel.bytes, b.max_bytes == math.huge and "none" or string.format("%d", b.max_bytes),
       n_stream, b_stream, n_host, b_host, ms(added)),
   }
+  if bw.packed_decode then
+    local n_packed = 0
+    for _, r in ipairs(chosen) do if r.t.packed then n_packed = n_packed + 1 end end
+    lines[#lines + 1] = string.format("smart: packed decode %s on the %s, %s on the host; %d packed tensors off "
+      .. "the device", gbs(bw.packed_decode), bw.device or "device", gbs(bw.host_decode or bw.packed_decode), n_packed)
+  end
   if t_copy then
     local rates = {}
     if type(bw.host_matmul) == "table" then

@@ -103,13 +103,19 @@ lrun_status lrun_engine_estimate(lrun_engine_needs *out, lrun_model *model, cons
 lrun_status lrun_engine_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
                                        const lrun_tier *tiers, const int8_t *host_compute)
 {
+    return lrun_engine_size_placement_packed(out, model, opts, tiers, host_compute, NULL);
+}
+
+lrun_status lrun_engine_size_placement_packed(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                              const lrun_tier *tiers, const int8_t *host_compute, const int8_t *packed)
+{
     if (!out) return lrun_fail(LRUN_E_ARG, "engine size: out is NULL");
     memset(out, 0, sizeof *out);
     const lrun_engine_opts o = with_defaults(opts, model);
     const lrun_backend_iface *b;
     lrun_status st = resolve(&b, model, &o, "engine size");
     if (st == LRUN_OK) st = lrun_placement_check(model, tiers);
-    const lrun_placement p = {model, tiers, host_compute};
+    const lrun_placement p = {model, tiers, host_compute, packed};
     if (st == LRUN_OK) st = b->size_placement(out, model, &o, &p);
     if (st == LRUN_OK) st = lrun_placement_total(out, &p);
     if (st != LRUN_OK) {
@@ -131,7 +137,7 @@ static lrun_status check_init_fits(const lrun_backend_iface *b, lrun_model *mode
 {
     lrun_placement_size ps;
     memset(&ps, 0, sizeof ps);
-    const lrun_placement p = {model, NULL, NULL};
+    const lrun_placement p = {model, NULL, NULL, NULL};
     if (b->size_placement(&ps, model, o, &p) != LRUN_OK) return LRUN_OK;
     const size_t free_b = lrun_device_free_bytes(model->device);
     const size_t need = ps.kv_init_bytes + ps.scratch_bytes;

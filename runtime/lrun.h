@@ -242,6 +242,24 @@ LRUN_API lrun_status lrun_tensor_move(lrun_tensor *tensor, lrun_device *device, 
 LRUN_API void lrun_tensor_set_host_compute(lrun_tensor *tensor, int on);
 LRUN_API int lrun_tensor_host_compute(const lrun_tensor *tensor);
 
+/* The packed form (docs/packed.md): a bf16/f16 weight may hold its lossless
+ * codec bytes instead of the plain ones, in any tier; engines decode it
+ * (bit for bit) where they compute. lrun_tensor_bytes stays the plain size;
+ * lrun_tensor_stored_bytes is what its tier holds now (packed or plain). */
+LRUN_API int lrun_tensor_packed(const lrun_tensor *tensor);
+LRUN_API size_t lrun_tensor_stored_bytes(const lrun_tensor *tensor);
+/* The packed size once known (packed now, or before: the layout is kept), else 0. */
+LRUN_API size_t lrun_tensor_packed_bytes(const lrun_tensor *tensor);
+/* 1 when the model file holds this tensor packed (a packed file's matrix):
+ * its LRUN_TIER_MMAP form. */
+LRUN_API int lrun_tensor_file_packed(const lrun_tensor *tensor);
+/* Moves the tensor to tier (as lrun_tensor_move) in the form asked for
+ * (packed 1: packed, 0: plain), converting on the host through a temporary
+ * buffer: only the new form is allocated in tier. Packing anything but a
+ * bf16/f16 matrix (2 dimensions) is LRUN_E_UNSUPPORTED; LRUN_TIER_MMAP only in the file's
+ * own form (LRUN_E_ARG otherwise). On failure the tensor is unchanged. */
+LRUN_API lrun_status lrun_tensor_move_form(lrun_tensor *tensor, lrun_device *device, lrun_tier tier, int packed);
+
 /* ---------------------------------------------------------------- GGUF files */
 
 /* A validated, memory-mapped GGUF file. Every rule of the format is checked
@@ -418,8 +436,11 @@ typedef struct lrun_pack_stats {
 } lrun_pack_stats;
 
 /* Writes the packed form of the GGUF file in to out: bf16 and f16 tensors
- * losslessly compressed, everything else as it is (stats may be NULL). A
- * packed file loads with lrun_model_load like the GGUF (decoded at load). */
+ * losslessly compressed, everything else as it is (stats may be NULL). in
+ * may be an HF directory (or .safetensors file): its GGUF, as llama.cpp's
+ * converter would write it, is packed (without the tokenizer, which stays
+ * in tokenizer.json). A packed file loads with lrun_model_load like the
+ * GGUF, its matrices kept packed (docs/packed.md). */
 LRUN_API lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opts, lrun_pack_stats *stats);
 /* Writes the GGUF file a packed file came from, byte for byte. */
 LRUN_API lrun_status lrun_unpack(const char *in, const char *out, const lrun_pack_opts *opts);
@@ -659,7 +680,8 @@ typedef struct lrun_placement_size {
     size_t weight_bytes;     /* weights the placement leaves on the device */
     size_t slot_bytes;       /* streaming slots: cpu, k+1 ring slots of the largest streamed block and
                               * one of the head's size; cuda, k+1 slots of the largest unit (a block's
-                              * streamed matrices, or the head) */
+                              * streamed matrices, or the head); with packed weights, the scratch they
+                              * decode into (docs/packed.md) */
     size_t embd_rows_bytes;  /* cuda: rows gathered from an off-device embedding table, and their
                               * index; 0 on cpu, which reads the table in place */
     size_t scratch_bytes;    /* the step scratch (norms in f32, the CUDA exact path's block) */
@@ -681,6 +703,12 @@ typedef struct lrun_placement_size {
  * LRUN_E_ARG for options init would refuse or a tier out of range. */
 LRUN_API lrun_status lrun_engine_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
                                        const lrun_tier *tiers, const int8_t *host_compute);
+/* The same with packed (indexed the same; NULL = each tensor's form now): 1
+ * sizes the tensor packed (its known packed size; the plain size when it was
+ * never packed), and the slots with the scratch packed weights decode into. */
+LRUN_API lrun_status lrun_engine_size_placement_packed(lrun_placement_size *out, lrun_model *model,
+                                                       const lrun_engine_opts *opts, const lrun_tier *tiers,
+                                                       const int8_t *host_compute, const int8_t *packed);
 /* k that prefetch_layers = 0 means on a device of this kind: the one place both engines take it from. */
 LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
 /* How fast host compute reads weights: bytes of a zeroed weight of dtype
@@ -691,6 +719,13 @@ LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
  * free memory) so that the figure is DRAM's, as a model's weights are read. */
 LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                            double *bytes_per_s);
+/* How fast packed weights decode (docs/packed.md): plain bytes of synthetic
+ * trained-like bf16 per second, on_device 1: where the model's engine
+ * decodes them (cuda: lrun_k_packed_decode, device memory to device memory;
+ * cpu: the host decoder), 0: the host decoder on the model's threads (host
+ * compute). One warm-up, then the best of three; bytes in [1 MiB, 4 GiB]. */
+LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes,
+                                                      double *bytes_per_s);
 
 /* What an engine has done since it was made (or last reset): residency
  * traffic for m:stats(), tests and benchmarks. Times are wall seconds. */

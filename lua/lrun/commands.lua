@@ -30,7 +30,7 @@ local commands = {}
 
 function commands.pack(args)
   local words, threads = threads_of(args)
-  if not words or #words ~= 2 then return usage("pack [-t THREADS] IN.gguf OUT.lrpk") end
+  if not words or #words ~= 2 then return usage("pack [-t THREADS] IN.gguf|HF_DIR OUT.lrpk") end
   local s, err = require("lrun.pack").pack(words[1], words[2], { threads = threads })
   if not s then
     io.stderr:write("lrun pack: ", err, "\n")

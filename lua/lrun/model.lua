@@ -29,6 +29,8 @@ local load_opt_types = {
   policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
   prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
+  -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
+  packed = "any",
 }
 
 local function check_load_opts(opts)
@@ -456,7 +458,10 @@ function Model:tensors()
       role = ffi.string(C.lrun_role_name(C.lrun_tensor_role(t))),
       layer = tonumber(C.lrun_tensor_layer(t)),
       dtype = ffi.string(C.lrun_dtype_name(C.lrun_tensor_dtype(t))),
-      bytes = tonumber(C.lrun_tensor_bytes(t)),
+      -- what its tier holds now: the packed bytes of a packed weight (docs/packed.md)
+      bytes = tonumber(C.lrun_tensor_stored_bytes(t)),
+      plain_bytes = tonumber(C.lrun_tensor_bytes(t)),
+      packed = C.lrun_tensor_packed(t) ~= 0,
       shape = shape,
       tier = ffi.string(C.lrun_tier_name(C.lrun_tensor_tier(t))),
     }
@@ -497,16 +502,24 @@ end
 -- @treturn table {tensors = {[name] = tier name}, bytes = {device=, pinned=, host=, mmap=, disk=},
 --   host_compute = {[name] = true}, experts = (a mixture of experts) {n_expert=, n_expert_used=,
 --   slices = {[tier] = expert slices}, host_compute_slices=, layers = {[l] = {gate=, up=, down= tier}}},
---   policy = name or nil, explain = text or nil}
---   (bytes per tier, from lrun_model_tier_bytes); prints as a summary
+--   packed = {[name] = true}, packed_bytes = (their packed bytes), packed_plain_bytes = (their plain bytes),
+--   packed_ratio = the two's ratio or nil, policy = name or nil, explain = text or nil}
+--   (bytes per tier, from lrun_model_tier_bytes: packed weights count their packed bytes);
+--   prints as a summary
 function Model:placement()
   local h = live(self, "placement")
-  local tensors, host_compute = {}, {}
+  local tensors, host_compute, packed = {}, {}, {}
+  local packed_bytes, packed_plain = 0, 0
   for i = 0, tonumber(C.lrun_model_tensor_count(h)) - 1 do
     local t = C.lrun_model_tensor(h, i)
     local name = ffi.string(C.lrun_tensor_name(t))
     tensors[name] = ffi.string(C.lrun_tier_name(C.lrun_tensor_tier(t)))
     if C.lrun_tensor_host_compute(t) ~= 0 and tensors[name] ~= "device" then host_compute[name] = true end
+    if C.lrun_tensor_packed(t) ~= 0 then
+      packed[name] = true
+      packed_bytes = packed_bytes + tonumber(C.lrun_tensor_stored_bytes(t))
+      packed_plain = packed_plain + tonumber(C.lrun_tensor_bytes(t))
+    end
   end
   local bytes = {}
   for tier = 0, C.LRUN_TIER_COUNT - 1 do
@@ -515,6 +528,8 @@ function Model:placement()
   local r = self.residency
   return setmetatable({ tensors = tensors, bytes = bytes, host_compute = host_compute,
     experts = expert_placement(h, tensors, host_compute),
+    packed = packed, packed_bytes = packed_bytes, packed_plain_bytes = packed_plain,
+    packed_ratio = packed_plain > 0 and packed_bytes / packed_plain or nil,
     policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch },
     { __tostring = require("lrun.pretty").placement })
 end
@@ -522,7 +537,7 @@ end
 --- Plans and applies a placement now (see lrun.load's placement options
 -- and lrun.residency): the engine is remade, the KV cache starts empty.
 -- @tparam table opts policy=, cpu_offload_gb=, smart_offload=, overrides=,
---   prefetch_layers=, n_gpu_layers=, offload_tier=, host_budget=
+--   prefetch_layers=, n_gpu_layers=, offload_tier=, host_budget=, packed= (true, false, a predicate or a list)
 -- @treturn[1] table the plan result ({explain=, policy=, off_bytes=, …})
 -- @treturn[2] nil
 -- @treturn[2] table error

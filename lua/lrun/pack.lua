@@ -21,8 +21,9 @@ local function pack_opts(opts, fn)
   return o
 end
 
---- Packs the GGUF file at input into output.
--- @tparam string input a GGUF file (bf16, f16, f32 or quantized tensors)
+--- Packs the GGUF file (or HF directory) at input into output.
+-- @tparam string input a GGUF file (bf16, f16, f32 or quantized tensors), or an HF directory
+--   (written as its GGUF first; the tokenizer stays in the directory)
 -- @tparam string output the packed file to write
 -- @tparam[opt] table opts threads (default: every core), progress (bar on stderr)
 -- @treturn[1] table stats: in_bytes, out_bytes, plain_bytes, packed_bytes,

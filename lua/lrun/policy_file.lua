@@ -88,6 +88,7 @@ function M.load(path)
     plain(path, plan, "its plan")
     plain(path, extra, "its extra table")
     if type(extra) == "table" then plain(path, rawget(extra, "host_compute"), "host_compute") end
+    if type(extra) == "table" then plain(path, rawget(extra, "packed"), "packed") end
     return plan, off, extra
   end
   return policy

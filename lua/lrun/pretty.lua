@@ -165,9 +165,16 @@ function M.placement(p)
     lines[#lines + 1] = string.format("experts: %d per block, %d used per token; expert slices (gate, up, down): "
       .. "%s; host compute %d", ex.n_expert, ex.n_expert_used, table.concat(where, ", "), ex.host_compute_slices)
   end
+  local n_packed = 0
+  for _ in pairs(p.packed or {}) do n_packed = n_packed + 1 end
+  if n_packed > 0 then
+    lines[#lines + 1] = string.format("packed: %d tensors, %s of %s plain (ratio %.3f)", n_packed,
+      bytes_text(p.packed_bytes), bytes_text(p.packed_plain_bytes), p.packed_ratio or 1)
+  end
   if p.policy then lines[#lines + 1] = string.format("policy %s, prefetch k = %s", p.policy, tostring(p.prefetch)) end
   if p.explain then lines[#lines + 1] = p.explain end
-  lines[#lines + 1] = "(fields: tensors, bytes, host_compute, " .. (p.experts and "experts, " or "") .. "policy, explain)"
+  lines[#lines + 1] = "(fields: tensors, bytes, host_compute, " .. (p.experts and "experts, " or "")
+    .. "packed, packed_bytes, packed_ratio, policy, explain)"
   return table.concat(lines, "\n")
 end
 

@@ -70,18 +70,41 @@ function M.host_matmul_rates(model)
   return rates
 end
 
+--- Fills bw.packed_decode and bw.host_decode (plain bytes/s) when the
+-- model has weights that may be packed and they are not measured yet.
+function M.decode_rates(model, bw)
+  if bw.packed_decode then return end
+  local any = false
+  for _, t in ipairs(model:tensors()) do
+    if M.packable(t) then any = true break end
+  end
+  if not any then return end
+  local out = ffi.new("double[1]")
+  if C.lrun_model_measure_packed_decode(model.handle, 1, 16 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+    bw.packed_decode = out[0]
+  end
+  if bw.device ~= "cuda" then bw.host_decode = bw.packed_decode
+  elseif C.lrun_model_measure_packed_decode(model.handle, 0, 16 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+    bw.host_decode = out[0]
+  end
+end
+
 --- Measures host→device (pinned and pageable), host read and device read
 -- bandwidths on the model's device, once per device per process; on cuda
 -- also the CPU's decode matmul rate per weight dtype of the model (host
 -- compute), cached with the model's dtypes.
+-- With bf16/f16 matrices (which may be packed, docs/packed.md), also the
+-- packed decode's speed where the engine decodes (packed_decode: cuda, the
+-- decode kernel; cpu, the host decoder) and on the host (host_decode).
 -- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
---   host_matmul={[dtype]=bytes/s} (cuda)} bytes/s
+--   host_matmul={[dtype]=bytes/s} (cuda), packed_decode=, host_decode= (plain bytes/s, or nil)} bytes/s
 function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
   local key = ffi.string(C.lrun_device_name(dev))
   local cuda = C.lrun_device_kind_of(dev) == C.LRUN_DEVICE_KIND_CUDA
   local cached = bw_cache[key]
   if cached then
+    M.decode_rates(model, cached)
     if cuda then
       for _, t in ipairs(model:tensors()) do
         if (matrix_roles[t.role] or t.role == "lm_head") and not cached.host_matmul[t.dtype] then
@@ -112,6 +135,7 @@ function M.bandwidths(model)
   bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
   bw.bytes = bytes
   bw.device = cuda and "cuda" or "cpu"
+  M.decode_rates(model, bw)
   if cuda then bw.host_matmul = M.host_matmul_rates(model) end
   bw_cache[key] = bw
   return bw
@@ -139,7 +163,7 @@ end
 function M.wanted(opts)
   local cfg = require("lrun.config")
   return opts.policy ~= nil or opts.smart_offload or opts.cpu_offload_gb ~= nil or opts.overrides ~= nil
-    or opts.n_gpu_layers ~= nil or opts.prefetch_layers ~= nil or opts.host_budget ~= nil
+    or opts.n_gpu_layers ~= nil or opts.prefetch_layers ~= nil or opts.host_budget ~= nil or opts.packed ~= nil
     or (cfg.policies ~= nil and #cfg.policies > 0)
 end
 
@@ -172,22 +196,23 @@ end
 -- @tparam table model an lrun.model
 -- @tparam[opt] table plan {[name] = tier}; nil: where the weights are now
 -- @tparam[opt] table host_compute {[name] = true}
+-- @tparam[opt] table packed {[name] = true|false}: the form proposed (absent: the tensor's form now)
 -- @tparam[opt] table opts the engine's options as for M.plan (n_ctx, cache_implementation, cache_config,
 --   kv_dtype, threads, numerics, prefetch_layers)
 -- @treturn[1] table {weights=, slots=, rows=, scratch=, kv_init=, kv_max=, slack=, init=, peak=, k=} bytes
 --   (lrun.h's lrun_placement_size)
 -- @treturn[2] nil
 -- @treturn[2] table error
-function M.size(model, plan, host_compute, opts)
-  return M.size_with(model, engine_opts(opts or {}), plan, host_compute)
+function M.size(model, plan, host_compute, opts, packed)
+  return M.size_with(model, engine_opts(opts or {}), plan, host_compute, packed)
 end
 
 --- M.size with the lrun_engine_opts already made (the planner sizes many
 -- candidates with one set of options).
-function M.size_with(model, eo, plan, host_compute)
+function M.size_with(model, eo, plan, host_compute, packed)
   local h = model.handle
   local n = tonumber(C.lrun_model_tensor_count(h))
-  local tier_of, hc
+  local tier_of, hc, pk
   if plan then
     tier_of, hc = ffi.new("lrun_tier[?]", n + 1), ffi.new("int8_t[?]", n + 1)
     for i = 0, n - 1 do
@@ -196,8 +221,17 @@ function M.size_with(model, eo, plan, host_compute)
       hc[i] = (host_compute and host_compute[name]) and 1 or 0
     end
   end
+  if packed then
+    pk = ffi.new("int8_t[?]", n + 1)
+    for i = 0, n - 1 do
+      local t = C.lrun_model_tensor(h, i)
+      local want = packed[ffi.string(C.lrun_tensor_name(t))]
+      if want == nil then want = C.lrun_tensor_packed(t) ~= 0 end
+      pk[i] = want and 1 or 0
+    end
+  end
   local out = ffi.new("lrun_placement_size")
-  local st = C.lrun_engine_size_placement(out, h, eo, tier_of, hc)
+  local st = C.lrun_engine_size_placement_packed(out, h, eo, tier_of, hc, pk)
   if st ~= C.LRUN_OK then return nil, errors.from_status(st, "sizing the placement") end
   return {
     weights = tonumber(out.weight_bytes), slots = tonumber(out.slot_bytes), rows = tonumber(out.embd_rows_bytes),
@@ -270,6 +304,64 @@ local function fit_host(ctx, final, host_compute, sized, host_budget)
       size.format(fixed + held - host_budget))
   end
   return fixed + held, moved
+
+-- ---------------------------------------------------------------- packed forms
+
+local packable_dtypes = { bf16 = true, f16 = true }
+
+--- Whether a tensor description may be held packed (docs/packed.md): a
+-- bf16/f16 weight matrix (block matrices, the LM head, the embedding table).
+function M.packable(t)
+  return packable_dtypes[t.dtype] == true and (matrix_roles[t.role] or t.role == "lm_head" or t.role == "embedding")
+    and #(t.shape or {}) == 2
+end
+
+-- opts.packed as a test over descriptions: true (every packable weight),
+-- false (none), a predicate, or a list of predicates (any).
+local function packed_selector(spec)
+  if spec == nil then return nil end
+  if spec == true or spec == false then return function() return spec end end
+  if type(spec) == "function" then return spec end
+  if type(spec) == "table" then
+    for i, p in ipairs(spec) do
+      if type(p) ~= "function" then return nil, "packed: predicate #" .. i .. " is a " .. type(p) end
+    end
+    return function(t)
+      for _, p in ipairs(spec) do if p(t) then return true end end
+      return false
+    end
+  end
+  return nil, "packed: expected true, false, a predicate or a list of predicates, got " .. type(spec)
+end
+
+-- The form of every tensor: its form now, then the policy's extra.packed,
+-- then opts.packed; a form the tensor cannot have is an error naming it
+-- (explicit) or left out (selected by a predicate). The mmap tier holds the
+-- file's form, whatever was asked.
+local function choose_packed(tensors, by_name, extra_packed, select, final, where)
+  local packed = {}
+  for _, t in ipairs(tensors) do packed[t.name] = t.packed or false end
+  if type(extra_packed) == "table" then
+    for name, on in pairs(extra_packed) do
+      local t = by_name[name]
+      if not t then return nil, "policy " .. where .. ": packed names unknown tensor '" .. tostring(name) .. "'" end
+      if on and not M.packable(t) then
+        return nil, "policy " .. where .. ": tensor '" .. name .. "' (" .. t.dtype .. ", " .. t.role
+          .. ") cannot be packed: only bf16/f16 weight matrices"
+      end
+      packed[name] = on and true or false
+    end
+  end
+  if select then
+    for _, t in ipairs(tensors) do
+      local on = select(t)
+      if on and M.packable(t) then packed[t.name] = true elseif not on then packed[t.name] = false end
+    end
+  end
+  for _, t in ipairs(tensors) do
+    if final[t.name] == "mmap" then packed[t.name] = t.file_packed end
+  end
+  return packed
 end
 
 -- ---------------------------------------------------------------- planning
@@ -327,8 +419,22 @@ end
 function M.plan(model, opts)
   opts = opts or {}
   local tensors = model:tensors()
+  local select, serr0 = packed_selector(opts.packed)
+  if serr0 then return fail("arg", serr0) end
   local by_name, total = {}, 0
-  for _, t in ipairs(tensors) do
+  for i, t in ipairs(tensors) do
+    local h = C.lrun_model_tensor(model.handle, i - 1)
+    t.file_packed = C.lrun_tensor_file_packed(h) ~= 0
+    -- the bytes a policy weighs are those of the form asked for (a size known
+    -- from an earlier packing, else the plain size: never under the truth)
+    local want = t.packed
+    if select and M.packable(t) then want = select(t) and true or false end
+    if want ~= t.packed then
+      local pb = tonumber(C.lrun_tensor_packed_bytes(h))
+      t.bytes = want and pb > 0 and pb or t.plain_bytes
+    end
+    t.packed = want -- the form the policy weighs
+    t.file_form = t.file_packed
     by_name[t.name] = t
     total = total + t.bytes
   end
@@ -478,12 +584,14 @@ function M.plan(model, opts)
     for name in pairs(host_compute) do
       if final[name] == "device" then host_compute[name] = nil end
     end
+    local packed, perr2 = choose_packed(tensors, by_name, type(extra) == "table" and extra.packed, select, final, where)
+    if not packed then return fail("arg", perr2) end
 
     local off_bytes = 0
     for _, t in ipairs(tensors) do
       if final[t.name] ~= "device" then off_bytes = off_bytes + t.bytes end
     end
-    local sized, zerr = M.size_with(model, eo, final, host_compute)
+    local sized, zerr = M.size_with(model, eo, final, host_compute, packed)
     if not sized then return nil, zerr end
     local dev_bytes, slot_b, other_b = sized.weights, sized.slots, sized.rows + sized.slack
     local need_slots = slot_b + other_b
@@ -537,13 +645,24 @@ function M.plan(model, opts)
       local explain = type(extra) == "table" and extra.explain or nil
       local n_host = 0
       for _ in pairs(host_compute) do n_host = n_host + 1 end
+      local n_packed, packed_b, packed_plain = 0, 0, 0
+      for _, t in ipairs(tensors) do
+        if packed[t.name] then
+          local pb = tonumber(C.lrun_tensor_packed_bytes(C.lrun_model_find_tensor(model.handle, t.name)))
+          n_packed, packed_plain = n_packed + 1, packed_plain + t.plain_bytes
+          packed_b = packed_b + (pb > 0 and pb or t.plain_bytes)
+        end
+      end
+      local packed_text = n_packed == 0 and "" or string.format("; %d packed tensors: %s of %s plain (ratio %.3f%s)",
+        n_packed, size.format(packed_b), size.format(packed_plain), packed_b / packed_plain,
+        packed_b == packed_plain and ", sizes known once packed" or "")
       local summary = string.format("%s: %s on the device, %s off it (%d host-compute tensors), %s of slots "
         .. "(k = %d)%s, %s reserved for the %s KV cache and scratch%s", policy.name or pname,
         size.format(dev_bytes), size.format(off_bytes), n_host, size.format(slot_b), k,
         other_b > 0 and (", " .. size.format(other_b) .. " for embedding rows and pool slack") or "",
         size.format(reserve), opts.cache_implementation or "dynamic",
         capacity and (", " .. (device_capped and "host budget as device budget " or "budget ")
-          .. size.format(capacity)) or "")
+          .. size.format(capacity)) or "") .. packed_text
       if host_budget or disk_bytes > 0 then -- the host side, when it was asked about or used
         summary = summary .. string.format("\nhost memory held %s%s; disk tier %s (read with direct I/O, k = %d "
           .. "ahead)", size.format(host_bytes), host_budget and (" of a host budget " .. size.format(host_budget)
@@ -551,7 +670,7 @@ function M.plan(model, opts)
           size.format(disk_bytes), k)
       end
       return {
-        plan = final, host_compute = host_compute, policy = policy.name or pname, source = policy.source,
+        plan = final, host_compute = host_compute, packed = packed, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary,
         off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = slot_b, extra_bytes = other_b,
         reserve_bytes = reserve, prefetch = k, budget = capacity, size = sized,
@@ -566,7 +685,8 @@ end
 
 -- ---------------------------------------------------------------- applying
 
---- Moves every tensor to the tier of result.plan and marks host-compute
+--- Moves every tensor to the tier of result.plan in the form of
+-- result.packed (converted on the host on the way) and marks host-compute
 -- tensors; the model's engine is remade (weight mode AS_PLACED, k =
 -- result.prefetch) on next use. Off-device moves go first, so device
 -- bytes are given back before others are taken.
@@ -589,8 +709,15 @@ function M.apply(model, result)
       local name = ffi.string(C.lrun_tensor_name(t))
       local tier = result.plan[name] or "device"
       if (tier == "device") == (pass == 2) then
-        index[k], to[k] = i, tier_enum[tier]
-        k = k + 1
+        local want = result.packed and result.packed[name]
+        if want ~= nil and tier ~= "mmap" and want ~= (C.lrun_tensor_packed(t) ~= 0) then
+          -- a change of form: converted on the host on the way, one tensor at a time
+          local st = C.lrun_tensor_move_form(t, C.lrun_model_device(h), tier_enum[tier], want and 1 or 0)
+          if st ~= C.LRUN_OK then return nil, errors.from_status(st, "placing " .. name .. " in " .. tier) end
+        else
+          index[k], to[k] = i, tier_enum[tier]
+          k = k + 1
+        end
         C.lrun_tensor_set_host_compute(t, result.host_compute[name] and 1 or 0)
       end
     end

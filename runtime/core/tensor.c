@@ -7,13 +7,16 @@
  * lrun_host_alloc of that tier. MMAP: t->data == t->file_data, bytes in the
  * read-only model mapping, owned by the file. DISK: the same pointer (for
  * readers that are not staged); engines stage its bytes from the file with
- * direct I/O (residency/disk_reader.h). */
+ * direct I/O (residency/disk_reader.h). A packed tensor (t->packed) holds
+ * lrun_tensor_stored_bytes = its codec bytes in its tier, and an MMAP or
+ * DISK tensor has the file's form (t->file_packed). */
 #include "core/tensor.h"
 
 #include "core/checked.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/filemap.h"
+#include "core/threadpool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,12 +152,14 @@ static int on_gpu(const lrun_device *device, lrun_tier tier)
 
 void lrun_tensor_release_data(lrun_tensor *t)
 {
-    if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, t->nbytes);
+    if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, lrun_tensor_stored_bytes(t));
     if (t->file_data) {
         t->tier = LRUN_TIER_MMAP;
         t->data = (void *)t->file_data;
+        t->packed = t->file_packed;
     } else {
         t->data = NULL;
+        t->packed = 0;
     }
 }
 
@@ -209,6 +214,10 @@ int lrun_tensor_layer(const lrun_tensor *tensor) { return tensor->layer; }
 lrun_tier lrun_tensor_tier(const lrun_tensor *tensor) { return tensor->tier; }
 void lrun_tensor_set_host_compute(lrun_tensor *tensor, int on) { tensor->host_compute = on != 0; }
 int lrun_tensor_host_compute(const lrun_tensor *tensor) { return tensor->host_compute; }
+int lrun_tensor_packed(const lrun_tensor *tensor) { return tensor->packed; }
+size_t lrun_tensor_stored_bytes(const lrun_tensor *tensor) { return tensor->packed ? tensor->pk.total : tensor->nbytes; }
+size_t lrun_tensor_packed_bytes(const lrun_tensor *tensor) { return tensor->pk.total; }
+int lrun_tensor_file_packed(const lrun_tensor *tensor) { return tensor->file_packed; }
 
 int64_t lrun_tensor_dim(const lrun_tensor *tensor, int axis)
 {
@@ -247,12 +256,37 @@ static lrun_status elem_range(const lrun_tensor *t, const char *what, int64_t fi
     return LRUN_OK;
 }
 
+/* Elements [first, first + n) of a packed tensor, decoded (its packed
+ * bytes come to the host whole when they live on a GPU). */
+static lrun_status read_packed_f32(const lrun_tensor *t, int64_t first, int64_t n, float *dst)
+{
+    const size_t stored = lrun_tensor_stored_bytes(t);
+    const void *src = lrun_tensor_host_data(t);
+    void *tmp = NULL;
+    uint16_t *vals = malloc((size_t)n * sizeof *vals);
+    lrun_status st = vals ? LRUN_OK : lrun_fail_oom((size_t)n * 2, 0, "read of packed tensor %s: decode buffer", t->name);
+    if (st == LRUN_OK && !src) {
+        tmp = malloc(stored);
+        st = tmp ? lrun_copy_bytes(t->device, tmp, LRUN_TIER_HOST, t->data, LRUN_TIER_DEVICE, stored)
+                 : lrun_fail_oom(stored, 0, "read of packed tensor %s: host staging", t->name);
+        src = tmp;
+    }
+    if (st == LRUN_OK) {
+        lrun_packed_decode_range(vals, src, &t->pk, (uint64_t)first, (uint64_t)n);
+        st = lrun_dtype_to_f32(t->dtype, vals, dst, n);
+    }
+    free(tmp);
+    free(vals);
+    return st == LRUN_OK ? st : lrun_fail_context(st, "read of tensor %s", t->name);
+}
+
 lrun_status lrun_tensor_read_f32(const lrun_tensor *tensor, int64_t first, int64_t n, float *dst)
 {
     size_t off, len;
     lrun_status st = elem_range(tensor, "read", first, n, &off, &len);
     if (st != LRUN_OK || n == 0) return st;
     if (!dst) return lrun_fail(LRUN_E_ARG, "read of tensor %s: dst is NULL", tensor->name);
+    if (tensor->packed) return read_packed_f32(tensor, first, n, dst);
     if (!on_gpu(tensor->device, tensor->tier)) {
         st = lrun_dtype_to_f32(tensor->dtype, (const char *)lrun_tensor_host_data(tensor) + off, dst, n);
         return st == LRUN_OK ? st : lrun_fail_context(st, "read of tensor %s", tensor->name);
@@ -275,6 +309,9 @@ lrun_status lrun_tensor_write_f32(lrun_tensor *tensor, int64_t first, int64_t n,
     if (is_file_tier(tensor->tier))
         return lrun_fail(LRUN_E_ARG, "write of tensor %s: it lives in the read-only model file (%s tier); "
                          "move it to another tier first", tensor->name, lrun_tier_name(tensor->tier));
+    if (tensor->packed)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "write of tensor %s: it is packed; unpack it first "
+                         "(lrun_tensor_move_form)", tensor->name);
     if (!on_gpu(tensor->device, tensor->tier)) {
         st = lrun_dtype_from_f32(tensor->dtype, src, (char *)tensor->data + off, n);
         return st == LRUN_OK ? st : lrun_fail_context(st, "write of tensor %s", tensor->name);
@@ -313,37 +350,131 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
                              lrun_tier_name(tier));
         /* The file still holds the bytes: dropping this copy is the whole move
          * (and for disk, which reads the file directly, the mapped pages too). */
-        if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, t->nbytes);
+        if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, lrun_tensor_stored_bytes(t));
         if (tier == LRUN_TIER_DISK) drop_file_pages(t);
         t->tier = tier;
         t->data = (void *)t->file_data;
+        t->packed = t->file_packed;
         return LRUN_OK;
     }
 
     char what[96];
     snprintf(what, sizeof what, "tensor %s", t->name);
     void *dst = NULL;
-    lrun_status st = storage_alloc(dev, tier, t->nbytes, what, &dst);
+    const size_t bytes = lrun_tensor_stored_bytes(t); /* a move keeps the form */
+    lrun_status st = storage_alloc(dev, tier, bytes, what, &dst);
     if (st != LRUN_OK) return st; /* nothing changed yet */
 
     const void *src = is_file_tier(t->tier) ? t->file_data : t->data;
     lrun_tier st_src = copy_tier(t->device, t->tier), st_dst = copy_tier(dev, tier);
     if (st_src == LRUN_TIER_DEVICE && st_dst == LRUN_TIER_DEVICE && t->device != dev) {
-        storage_release(dev, tier, dst, t->nbytes);
+        storage_release(dev, tier, dst, bytes);
         return lrun_fail(LRUN_E_UNSUPPORTED, "moving tensor %s from %s to %s: copies between two GPUs are not "
                          "supported yet (move it to host first)", t->name, t->device->name, dev->name);
     }
     lrun_device *copy_dev = st_src == LRUN_TIER_DEVICE ? t->device : dev;
-    st = lrun_copy_bytes(copy_dev, dst, st_dst, src, st_src, t->nbytes);
+    st = lrun_copy_bytes(copy_dev, dst, st_dst, src, st_src, bytes);
     if (st != LRUN_OK) {
-        storage_release(dev, tier, dst, t->nbytes);
+        storage_release(dev, tier, dst, bytes);
         return lrun_fail_context(st, "moving tensor %s from %s to %s", t->name, lrun_tier_name(t->tier),
                                  lrun_tier_name(tier));
     }
-    if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, t->nbytes);
+    if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, bytes);
     else drop_file_pages(t);
     t->tier = tier;
     t->data = dst;
+    if (device || tier == LRUN_TIER_DEVICE) t->device = dev;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- form (packed or plain)
+
+/* The tensor's bytes in the other form, in malloc'ed host memory (*out,
+ * *out_bytes; *pk the layout of a packed result). A packed file's tensor
+ * packs by taking the file's bytes (its layout is already t->pk). */
+static lrun_status convert_on_host(const lrun_tensor *t, int packed, void **out, size_t *out_bytes, lrun_threadpool *pool,
+                                   lrun_packed_layout *pk)
+{
+    const void *src = lrun_tensor_host_data(t);
+    const size_t stored = lrun_tensor_stored_bytes(t);
+    void *tmp = NULL, *buf = NULL;
+    lrun_status st = LRUN_OK;
+    if (packed && t->file_packed) src = t->file_data;
+    if (!src) { /* on a GPU: its bytes to the host first */
+        tmp = malloc(stored ? stored : 1);
+        st = tmp ? lrun_copy_bytes(t->device, tmp, LRUN_TIER_HOST, t->data, LRUN_TIER_DEVICE, stored)
+                 : lrun_fail_oom(stored, 0, "tensor %s: host staging to convert it", t->name);
+        src = tmp;
+    }
+    const uint64_t n = (uint64_t)lrun_tensor_nelements(t);
+    if (st == LRUN_OK && packed && t->file_packed) {
+        *pk = t->pk;
+        buf = malloc(pk->total);
+        if (buf) memcpy(buf, src, pk->total);
+        *out_bytes = pk->total;
+    } else if (st == LRUN_OK && packed) {
+        const size_t cap = lrun_packed_bound(t->dtype, n);
+        buf = malloc(cap);
+        if (buf) st = lrun_packed_encode(buf, cap, out_bytes, t->dtype, src, n, pool);
+        if (buf && st == LRUN_OK) st = lrun_packed_validate_mt(pk, buf, *out_bytes, t->name, pool);
+    } else if (st == LRUN_OK) {
+        buf = malloc(t->nbytes);
+        if (buf) lrun_packed_decode_range_mt(buf, src, &t->pk, 0, n, pool);
+        *out_bytes = t->nbytes;
+    }
+    if (st == LRUN_OK && !buf) st = lrun_fail_oom(t->nbytes, 0, "tensor %s: host buffer to convert it", t->name);
+    free(tmp);
+    if (st != LRUN_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    return LRUN_OK;
+}
+
+lrun_status lrun_tensor_move_form(lrun_tensor *t, lrun_device *device, lrun_tier tier, int packed)
+{
+    if (!t) return lrun_fail(LRUN_E_ARG, "lrun_tensor_move_form: tensor is NULL");
+    packed = packed != 0;
+    if (packed && (!lrun_packed_dtype_ok(t->dtype) || t->ndim != 2))
+        return lrun_fail(LRUN_E_UNSUPPORTED, "packing tensor %s: only bf16 and f16 matrices pack, it is %s with %d "
+                         "dimensions", t->name, lrun_dtype_name(t->dtype), t->ndim);
+    if (packed == t->packed) return lrun_tensor_move(t, device, tier);
+    if (is_file_tier(tier)) {
+        if (!t->file_data || packed != t->file_packed)
+            return lrun_fail(LRUN_E_ARG, "moving tensor %s to %s %s: the file holds it %s", t->name,
+                             lrun_tier_name(tier), packed ? "packed" : "plain", t->file_packed ? "packed" : "plain");
+        return lrun_tensor_move(t, device, tier);
+    }
+    if ((unsigned)tier >= LRUN_TIER_COUNT)
+        return lrun_fail(LRUN_E_ARG, "moving tensor %s: tier %d (expected device, pinned, host, mmap or disk)",
+                         t->name, (int)tier);
+    lrun_device *dev = device ? device : t->device;
+    if (tier == LRUN_TIER_DEVICE && !dev)
+        return lrun_fail(LRUN_E_ARG, "moving tensor %s to the device tier: no device given", t->name);
+    lrun_threadpool *pool = NULL; /* every core for a large one; a failed pool only makes it slower */
+    if (t->nbytes >= ((size_t)1 << 20) && lrun_threadpool_init(&pool, 0) != LRUN_OK) pool = NULL;
+    void *buf = NULL, *dst = NULL;
+    size_t bytes = 0;
+    lrun_packed_layout pk = t->pk;
+    lrun_status st = convert_on_host(t, packed, &buf, &bytes, pool, &pk);
+    if (pool) lrun_threadpool_free(pool);
+    char what[96];
+    snprintf(what, sizeof what, "tensor %s (%s)", t->name, packed ? "packed" : "plain");
+    if (st == LRUN_OK) st = storage_alloc(dev, tier, bytes, what, &dst);
+    if (st == LRUN_OK) {
+        st = lrun_copy_bytes(dev, dst, copy_tier(dev, tier), buf, LRUN_TIER_HOST, bytes);
+        if (st != LRUN_OK) storage_release(dev, tier, dst, bytes);
+    }
+    free(buf);
+    if (st != LRUN_OK)
+        return lrun_fail_context(st, "converting tensor %s to %s in %s", t->name, packed ? "packed" : "plain",
+                                 lrun_tier_name(tier));
+    if (!is_file_tier(t->tier)) storage_release(t->device, t->tier, t->data, lrun_tensor_stored_bytes(t));
+    t->tier = tier;
+    t->data = dst;
+    t->packed = packed;
+    if (packed) t->pk = pk;
     if (device || tier == LRUN_TIER_DEVICE) t->device = dev;
     return LRUN_OK;
 }

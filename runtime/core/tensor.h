@@ -3,6 +3,7 @@
 #define LRUN_TENSOR_H
 
 #include "lrun.h"
+#include "packed/codec.h"
 
 struct lrun_tensor {
     char name[64];
@@ -18,7 +19,14 @@ struct lrun_tensor {
     lrun_device *device;       /* the device a DEVICE-tier copy is counted on */
     const void *file_data;     /* the bytes in the mapped model file, NULL if none */
     int host_compute;          /* 1: an AS_PLACED engine runs this weight's matmul on the host */
+    /* The packed form (docs/packed.md): a bf16/f16 matrix may hold its codec
+     * bytes instead of the plain ones, in any tier. nbytes stays the plain
+     * size (the shape's); the tier holds lrun_tensor_stored_bytes. */
+    int packed;                /* 1: data holds the packed bytes (pk.total), 0: the plain nbytes */
+    int file_packed;           /* 1: file_data holds packed bytes (a packed model file) */
+    lrun_packed_layout pk;     /* layout of the packed form, validated; pk.total 0: none made yet */
 };
+
 
 /* Fills a tensor record's shape fields; checks dims and the byte size for overflow. */
 lrun_status lrun_tensor_set_shape(lrun_tensor *t, const char *name, lrun_dtype dtype, int ndim, const int64_t *dims);

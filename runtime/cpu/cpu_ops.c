@@ -231,6 +231,17 @@ lrun_status lrun_cpu_embedding_row(const struct lrun_tensor *table, int64_t row,
                          (long long)table->ne[1], table->name);
     const void *bytes = lrun_tensor_host_data(table);
     if (!bytes) return lrun_fail(LRUN_E_ARG, "embedding: '%s' has no host-addressable bytes", table->name);
+    if (table->packed) { /* the row's elements decoded a block at a time (docs/packed.md) */
+        uint16_t vals[LRUN_PACKED_BLOCK];
+        const int64_t n = table->ne[0];
+        for (int64_t i = 0; i < n; i += LRUN_PACKED_BLOCK) {
+            const int64_t k = n - i < LRUN_PACKED_BLOCK ? n - i : LRUN_PACKED_BLOCK;
+            lrun_packed_decode_range(vals, bytes, &table->pk, (uint64_t)(row * n + i), (uint64_t)k);
+            const lrun_status st = lrun_dtype_to_f32(table->dtype, vals, dst + i, k);
+            if (st != LRUN_OK) return st;
+        }
+        return LRUN_OK;
+    }
     return lrun_dtype_to_f32(table->dtype, (const char *)bytes + (size_t)row * table->row_bytes, dst, table->ne[0]);
 }
 

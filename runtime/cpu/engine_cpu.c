@@ -132,6 +132,7 @@ static lrun_status load_vector(const struct lrun_tensor *t, float **cursor, cons
     if (!t) return LRUN_OK;
     const void *bytes = lrun_tensor_host_data(t);
     if (!bytes) return lrun_fail(LRUN_E_UNSUPPORTED, "engine: '%s' has no host-addressable bytes", t->name);
+    if (t->packed) return lrun_fail(LRUN_E_UNSUPPORTED, "engine: '%s' is packed; only matrices may be", t->name);
     lrun_status st = lrun_dtype_to_f32(t->dtype, bytes, *cursor, t->ne[0]);
     if (st != LRUN_OK) return lrun_fail_context(st, "engine: converting '%s'", t->name);
     *out = *cursor;
@@ -214,6 +215,13 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
 
 static void cpu_free(void *ctx);
 
+static int any_packed(const lrun_model *model)
+{
+    for (int64_t i = 0; i < model->n_tensors; i++)
+        if (model->tensors[i].packed) return 1;
+    return 0;
+}
+
 static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opts *opts)
 {
     const lrun_model_info *in = &model->info;
@@ -258,10 +266,12 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
                                 opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16, in->n_layer,
                                 in->n_head_kv, in->head_dim, e->n_seq_max, e->n_ctx_max, &q);
     }
-    /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where they are */
-    if (st == LRUN_OK && opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED)
-        st = lrun_weight_ring_init(&e->wr, model, opts->prefetch_layers);
-    if (st == LRUN_OK && e->wr) e->prefetch_layers = opts->prefetch_layers;
+    /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where
+     * they are; packed ones are decoded (weight_ring.c), staged or not */
+    const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
+    if (st == LRUN_OK && (as_placed || any_packed(model)))
+        st = lrun_weight_ring_init(&e->wr, model, opts->prefetch_layers, as_placed, e->pool);
+    if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
     if (st != LRUN_OK) {
         cpu_free(e);
         return st;

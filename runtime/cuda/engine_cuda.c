@@ -31,6 +31,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
+#include "cuda/engine_cuda_packed.h"
 #include "residency/placement.h"
 #include "kernels.h"
 #include "step_tokens.h"
@@ -89,6 +90,8 @@ static int layout_scratch(lrun_cuda_engine *e, void *base, size_t *total)
         if (ws) ok = carve(&c, total, ws, &e->w_slot);
         ok = ok && lrun_size_mul(B * 2, max_k, &sz) && carve(&c, total, sz, &e->x_slot);
     }
+    /* last, and only with packed weights on the device: the plain layout above is unchanged */
+    if (ok && e->packed_scratch_bytes) ok = carve(&c, total, e->packed_scratch_bytes, &e->packed_scratch);
     return ok;
 }
 
@@ -163,7 +166,7 @@ static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes, size_t slot_
     size_t weights = 0, need = 0;
     for (int64_t i = 0; i < e->model->n_tensors && !as_placed; i++) {
         const struct lrun_tensor *t = &e->model->tensors[i];
-        if (!(t->tier == LRUN_TIER_DEVICE && t->device == e->device)) weights += t->nbytes;
+        if (!(t->tier == LRUN_TIER_DEVICE && t->device == e->device)) weights += lrun_tensor_stored_bytes(t);
     }
     const size_t free_b = lrun_device_free_bytes(e->device);
     if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, e->scratch_bytes, &need) &&
@@ -231,6 +234,7 @@ lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model,
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
     TRY(lrun_cuda_kv_setup(&e, opts));
+    e.packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(model, NULL, 1);
     const size_t per = lrun_cuda_kv_bytes_per_position(&e), fixed = lrun_cuda_kv_fixed_bytes(&e);
     if (!layout_scratch(&e, NULL, &out->scratch_bytes) || per == SIZE_MAX || fixed == SIZE_MAX)
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
@@ -254,7 +258,8 @@ static size_t pool_slack(const lrun_model *model, const struct lrun_placement *p
     size_t small = 0;
     for (int64_t i = 0; i < model->n_tensors; i++) {
         const struct lrun_tensor *t = &model->tensors[i];
-        if (lrun_placement_tier(p, t) == LRUN_TIER_DEVICE && t->nbytes < own) small += t->nbytes;
+        const size_t b = lrun_placement_stored_bytes(p, t);
+        if (lrun_placement_tier(p, t) == LRUN_TIER_DEVICE && b < own) small += b;
     }
     /* the engine's own blocks: scratch, slots with rows, the KV cache */
     const size_t blocks[] = {s->scratch_bytes, s->slot_bytes + s->embd_rows_bytes, s->kv_max_bytes};
@@ -272,6 +277,7 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
     TRY(lrun_cuda_kv_setup(&e, opts));
+    e.packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(model, p, 0);
     if (!layout_scratch(&e, NULL, &out->scratch_bytes) ||
         !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
         return lrun_fail_oom(SIZE_MAX, 0, "engine size: scratch or KV cache size overflows size_t");
@@ -309,6 +315,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
         st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
 
     size_t kv_bytes = 0;
+    e->packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(model, NULL, !as_placed);
     if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
         st = lrun_fail_oom(SIZE_MAX, 0, "engine: scratch for %zu tokens overflows size_t", B);
     if (st == LRUN_OK && !lrun_cuda_kv_init_bytes(e, &kv_bytes))
@@ -350,7 +357,8 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
         return st;
     }
     for (int64_t i = 0; i < model->n_tensors; i++)
-        if (model->tensors[i].tier == LRUN_TIER_DEVICE) e->stats.weight_device_bytes += model->tensors[i].nbytes;
+        if (model->tensors[i].tier == LRUN_TIER_DEVICE)
+            e->stats.weight_device_bytes += lrun_tensor_stored_bytes(&model->tensors[i]);
     *out = e;
     return LRUN_OK;
 }

@@ -16,6 +16,7 @@
 
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
+#include "cuda/engine_cuda_packed.h"
 #include "kernels.h"
 
 /* One chunk's run through a block. */
@@ -64,6 +65,7 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
 {
     const struct lrun_tensor *t = w.w;
     if (w.on_host) return lrun_cuda_offload_host_matmul(e, t, x, m, y);
+    if (t->packed) return lrun_cuda_packed_matmul(e, t, w.data, x, m, y); /* mode 3: engine_cuda_packed.h */
     if (m <= GEMV_MAX_ROWS) return lrun_k_gemv(t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, e->stream);
     return lrun_k_gemm(e->cublas, t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, slot_dtype(t->dtype),
                        e->w_slot, e->x_slot, e->stream);
@@ -84,6 +86,8 @@ static int fusable(const lrun_weight_ref *w, int n_w)
 static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
                               const float *x, int64_t m, int mode)
 {
+    for (int i = 0; i < n_w; i++) /* packed on the device (mode 3): engine_cuda_packed.h */
+        if (w[i].w->packed) return lrun_cuda_packed_gemv(e, w, y, n_w, x, m, mode);
     lrun_k_gemv_part parts[LRUN_K_GEMV_MAX_PARTS];
     for (int i = 0; i < n_w; i++) {
         parts[i].w = w[i].data;
@@ -372,7 +376,11 @@ static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, in
     const lrun_model *m = e->model;
     const struct lrun_tensor *te = m->tok_embd;
     if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
-    else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
+    else if (te->packed) { /* a packed table on the device: decoded whole into the packed scratch */
+        const void *plain;
+        TRY(lrun_cuda_packed_decode_scratch(e, te, te->data, 0, &plain));
+        TRY(lrun_k_embed(te->dtype, plain, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
+    } else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
     if (m->arch->embd_scale) /* gemma: each row times sqrtf(n_embd), as the CPU */
         TRY(lrun_k_scale(e->x, sqrtf((float)e->n_embd), n * e->n_embd, e->stream));
     struct run r = {e, n, max_kv, 0, W, NULL, NULL, 0, 0};

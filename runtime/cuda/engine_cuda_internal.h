@@ -3,7 +3,8 @@
  *   engine_cuda_kv.c       the KV cache of every kind: store, slots, growth;
  *   engine_cuda_forward.c  one chunk: the architecture's op table, each op's kernels (fast or exact);
  *   engine_cuda_step.c     steps: the token table, CUDA graphs, logits;
- *   engine_cuda_offload.c  AS_PLACED weights off the device: streaming, host compute.
+ *   engine_cuda_offload.c  AS_PLACED weights off the device: streaming, host compute;
+ *   engine_cuda_packed.c   packed weights on the device: decode, then the plain product.
  * Only built with CUDA. */
 #ifndef LRUN_ENGINE_CUDA_INTERNAL_H
 #define LRUN_ENGINE_CUDA_INTERNAL_H
@@ -108,6 +109,9 @@ struct lrun_cuda_engine {
     void *attn_work;              /* lrun_k_attention_work_bytes for (B, n_ctx_max) */
     void *w_slot;                 /* a weight dequantized for cuBLAS, or NULL when no gemm needs one */
     void *x_slot;                 /* (B, max k) activations converted for cuBLAS, or NULL */
+    void *packed_scratch;         /* (packed_scratch_bytes) a DEVICE-tier packed weight decoded for the
+                                   * product that reads it (engine_cuda_packed.c), or NULL when none */
+    size_t packed_scratch_bytes;
     void *d_table_base;
     struct step_table d_table;
     struct cuda_layer *layers;    /* (n_layer), host array of device pointers */

@@ -20,7 +20,15 @@
  * buffers the host and mmap sources are copied into, then sent by the same
  * DMA: only the fill of a buffer differs. Those buffers then get two spare
  * blocks each, since an aligned read starts up to one block before the
- * bytes wanted. */
+ * bytes wanted.
+ *
+ * A packed weight (docs/packed.md, mode 2) crosses as its packed bytes into
+ * one device staging buffer and is decoded from there into its slot by
+ * lrun_k_packed_decode, both on the copy stream, so the next weight's copy
+ * into that buffer waits for the decode in stream order; its slot holds the
+ * plain weight and compute is unchanged. Host compute and a host embedding
+ * table decode packed weights on the host. A packed weight in the disk tier is
+ * refused at init (not read packed from the file yet). */
 #include "cuda/engine_cuda_offload.h"
 
 #include <stdlib.h>
@@ -42,15 +50,17 @@
 
 struct offload_weight {
     const struct lrun_tensor *src; /* the model's record: the bytes off the device */
-    struct lrun_tensor view;       /* the same weight in its slot; data set by each begin */
+    struct lrun_tensor view;       /* the same weight in its slot (plain); data set by each begin */
     size_t off;                    /* byte offset in the slot */
     int disk_id;                   /* disk tier: the reader's id for src */
+    int packed;                    /* 1: its packed bytes cross and are decoded into the slot */
+    size_t bytes;                  /* bytes that cross per fill: packed or plain */
 };
 
 struct offload_unit {
     int64_t layer;                 /* block index; -1 for the LM head */
     int64_t first, count;          /* its weights in o->w */
-    size_t bytes;                  /* bytes copied per use */
+    size_t bytes;                  /* bytes copied per use (packed bytes of packed weights) */
     int any_disk;                  /* a weight of it is read from the file */
 };
 
@@ -69,6 +79,8 @@ struct cuda_offload {
     size_t device_bytes;           /* slots + embedding rows + their index, one pool block */
     char *device_block;
     char *slots;                   /* (n_slots, slot_bytes) device */
+    char *pstage;                  /* (pstage_bytes) device: a packed weight's bytes before their decode, or NULL */
+    size_t pstage_bytes;           /* the largest streamed packed weight's packed bytes, 256-aligned; 0: none */
     cudaStream_t copy_stream;
     cudaEvent_t *ev_start, *ev_done, *ev_reach, *ev_free; /* (n_slots) each */
     int *slot_pending;             /* (n_slots) released, its times not yet in the stats */
@@ -93,6 +105,8 @@ struct cuda_offload {
     float *h_x, *h_y;              /* pinned: (B, max k) activations down, (B, max n) products up */
     size_t h_x_floats, h_y_floats;
     void *work;                    /* lrun_cpu_matmul work, host */
+    uint16_t *h_plain;             /* (h_plain_bytes) host: a packed host-compute weight decoded, or NULL */
+    size_t h_plain_bytes;
     lrun_threadpool *pool;
 };
 
@@ -117,9 +131,11 @@ static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 // ---------------------------------------------------------------- plan
 
 /* Counts a host-computed weight's buffer needs: rows up to rows_max. */
-static lrun_status plan_host(struct cuda_offload *o, const struct lrun_tensor *t, int64_t rows_max, size_t *work)
+static lrun_status plan_host(struct cuda_offload *o, const lrun_placement *p, const struct lrun_tensor *t,
+                             int64_t rows_max, size_t *work)
 {
     o->any_host = 1;
+    if (lrun_placement_packed(p, t) && t->nbytes > o->h_plain_bytes) o->h_plain_bytes = t->nbytes;
     const size_t xk = (size_t)rows_max * (size_t)t->ne[0], yn = (size_t)rows_max * (size_t)t->ne[1];
     if (xk > o->h_x_floats) o->h_x_floats = xk;
     if (yn > o->h_y_floats) o->h_y_floats = yn;
@@ -131,7 +147,8 @@ static lrun_status plan_host(struct cuda_offload *o, const struct lrun_tensor *t
 }
 
 /* Appends unit (layer, its streamed weights) when it has any. */
-static void plan_unit(struct cuda_offload *o, int64_t layer, const struct lrun_tensor *const *ts, int n)
+static void plan_unit(struct cuda_offload *o, const lrun_placement *p, int64_t layer, const struct lrun_tensor *const *ts,
+                      int n)
 {
     struct offload_unit *u = &o->units[o->n_units];
     u->layer = layer;
@@ -145,10 +162,14 @@ static void plan_unit(struct cuda_offload *o, int64_t layer, const struct lrun_t
         w->view = *ts[i];
         w->view.tier = LRUN_TIER_DEVICE;
         w->view.host_compute = 0;
+        w->view.packed = 0; /* decoded into the slot */
+        w->packed = lrun_placement_packed(p, ts[i]);
+        w->bytes = lrun_placement_stored_bytes(p, ts[i]);
+        if (w->packed && align256(w->bytes) > o->pstage_bytes) o->pstage_bytes = align256(w->bytes);
         w->off = off;
         w->disk_id = -1;
         off += align256(ts[i]->nbytes);
-        u->bytes += ts[i]->nbytes;
+        u->bytes += w->bytes;
         u->any_disk |= ts[i]->tier == LRUN_TIER_DISK;
         u->count++;
     }
@@ -186,20 +207,20 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
         const int n_mats = layer_mats(m, l, mats);
         for (int i = 0; i < n_mats; i++) {
             if (!placed_off(p, mats[i])) continue;
-            if (lrun_placement_host_compute(p, mats[i])) TRY(plan_host(o, mats[i], B, &work));
+            if (lrun_placement_host_compute(p, mats[i])) TRY(plan_host(o, p, mats[i], B, &work));
             else streamed[n++] = mats[i];
         }
         const int64_t before = o->n_units;
-        plan_unit(o, l, streamed, n);
+        plan_unit(o, p, l, streamed, n);
         o->unit_of_layer[l] = o->n_units > before ? before : -1;
     }
     const struct lrun_tensor *head = m->output;
     o->head = head;
     if (placed_off(p, head)) {
-        if (lrun_placement_host_compute(p, head)) TRY(plan_host(o, head, min64(B, LOGIT_ROWS), &work));
+        if (lrun_placement_host_compute(p, head)) TRY(plan_host(o, p, head, min64(B, LOGIT_ROWS), &work));
         else {
             o->head_unit = o->n_units;
-            plan_unit(o, -1, &head, 1);
+            plan_unit(o, p, -1, &head, 1);
         }
     }
     o->embd_host = placed_off(p, m->tok_embd);
@@ -225,7 +246,7 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
     o->k = o->n_units > 0 ? k : 0;
     o->n_slots = o->n_units > 0 ? o->k + 1 : 0;
     size_t bytes = 0, rows = 0;
-    if (!lrun_size_mul((size_t)o->n_slots, o->slot_bytes, &bytes))
+    if (!lrun_size_mul((size_t)o->n_slots, o->slot_bytes, &bytes) || !lrun_size_add(bytes, o->pstage_bytes, &bytes))
         return lrun_fail_oom(SIZE_MAX, 0, "engine: streaming slots overflow size_t");
     if (o->embd_host) {
         o->embd_row_bytes = m->tok_embd->row_bytes;
@@ -239,6 +260,10 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
         o->work = malloc(work);
         if (!o->work) return lrun_fail_oom(work, 0, "engine: host matmul work");
     }
+    if (o->h_plain_bytes && !p) {
+        o->h_plain = malloc(o->h_plain_bytes);
+        if (!o->h_plain) return lrun_fail_oom(o->h_plain_bytes, 0, "engine: a packed host-compute weight decoded");
+    }
     *device_bytes = bytes;
     return LRUN_OK;
 }
@@ -246,7 +271,7 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
 size_t lrun_cuda_offload_slot_bytes(const lrun_cuda_engine *e)
 {
     const struct cuda_offload *o = e->offload;
-    return o ? (size_t)o->n_slots * o->slot_bytes : 0;
+    return o ? (size_t)o->n_slots * o->slot_bytes + o->pstage_bytes : 0;
 }
 
 // ---------------------------------------------------------------- init, free
@@ -276,6 +301,9 @@ static lrun_status open_disk(struct cuda_offload *o)
     TRY(lrun_disk_reader_init(&o->disk, 0));
     for (int64_t j = 0; j < o->n_w; j++) {
         if (o->w[j].src->tier != LRUN_TIER_DISK) continue;
+        if (o->w[j].packed)
+            return lrun_fail(LRUN_E_UNSUPPORTED, "tensor %s: a packed weight in the disk tier is not read packed "
+                             "from the file yet (docs/packed.md); place it in another tier", o->w[j].src->name);
         size_t lead;
         TRY(lrun_disk_reader_add(o->disk, o->w[j].src, &o->w[j].disk_id, &lead));
     }
@@ -290,6 +318,7 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
         TRY(lrun_oom_phase(lrun_device_alloc(e->device, o->device_bytes, "streaming slots", (void **)&o->device_block),
                            "weights"));
     o->slots = o->device_block;
+    if (o->pstage_bytes) o->pstage = o->device_block + (size_t)o->n_slots * o->slot_bytes;
     TRY(cuda_check(cudaStreamCreateWithFlags(&o->copy_stream, cudaStreamNonBlocking), "creating the copy stream",
                    e->device));
     TRY(make_events(e, &o->ev_start, o->n_slots, cudaEventDefault));
@@ -317,7 +346,7 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
                                     (void **)&o->staging));
     if (o->embd_host) {
         const size_t rows = (size_t)B * o->embd_row_bytes;
-        o->d_rows = o->device_block + (size_t)o->n_slots * o->slot_bytes;
+        o->d_rows = o->device_block + (size_t)o->n_slots * o->slot_bytes + o->pstage_bytes;
         o->d_idx = (int32_t *)((char *)o->d_rows + align256(rows));
         TRY(lrun_host_alloc(LRUN_TIER_PINNED, rows, "embedding row staging", &o->h_rows));
         int32_t *idx = malloc((size_t)B * sizeof *idx);
@@ -332,7 +361,7 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
         TRY(lrun_host_alloc(LRUN_TIER_PINNED, o->h_x_floats * sizeof(float), "host matmul input", (void **)&o->h_x));
         TRY(lrun_host_alloc(LRUN_TIER_PINNED, o->h_y_floats * sizeof(float), "host matmul output", (void **)&o->h_y));
     }
-    e->stats.slot_bytes = (size_t)o->n_slots * o->slot_bytes;
+    e->stats.slot_bytes = (size_t)o->n_slots * o->slot_bytes + o->pstage_bytes;
     e->stats.prefetch_layers = o->k;
     return LRUN_OK;
 }
@@ -358,6 +387,7 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
     lrun_host_release(LRUN_TIER_PINNED, o->h_x);
     lrun_host_release(LRUN_TIER_PINNED, o->h_y);
     free(o->work);
+    free(o->h_plain);
     lrun_ring_free(o->ring);
     lrun_disk_reader_free(o->disk);
     free(o->slot_disk);
@@ -387,19 +417,20 @@ static void par_copy_task(void *ctx, int ith, int nth)
     if (a < b) memcpy(c->dst + a, c->src + a, b - a);
 }
 
-/* dst (device) = w's bytes, on the copy stream: by DMA from pinned memory,
- * through the staging buffers otherwise (filled by a parallel memcpy, or by
- * direct reads from the file for the disk tier). */
-static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct offload_weight *w)
+/* dst (device) = the first bytes of w's bytes at its home (packed or plain),
+ * on the copy stream: by DMA from pinned memory, through the staging buffers
+ * otherwise (filled by a parallel memcpy, or by direct reads from the file
+ * for the disk tier). */
+static lrun_status copy_bytes(lrun_cuda_engine *e, char *dst, const struct offload_weight *w, size_t bytes)
 {
     struct cuda_offload *o = e->offload;
     const struct lrun_tensor *t = w->src;
     if (t->tier == LRUN_TIER_PINNED)
-        return cuda_check(cudaMemcpyAsync(dst, t->data, t->nbytes, cudaMemcpyHostToDevice, o->copy_stream),
+        return cuda_check(cudaMemcpyAsync(dst, t->data, bytes, cudaMemcpyHostToDevice, o->copy_stream),
                           "streaming a pinned weight", e->device);
     const char *src = t->data;
-    for (size_t at = 0; at < t->nbytes; at += STAGING_CHUNK) {
-        const size_t len = t->nbytes - at < STAGING_CHUNK ? t->nbytes - at : STAGING_CHUNK;
+    for (size_t at = 0; at < bytes; at += STAGING_CHUNK) {
+        const size_t len = bytes - at < STAGING_CHUNK ? bytes - at : STAGING_CHUNK;
         const int b = o->staging_next;
         o->staging_next = (b + 1) % N_STAGING;
         char *stage = o->staging + (size_t)b * o->staging_stride;
@@ -416,6 +447,17 @@ static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct offl
         TRY(cuda_check(cudaEventRecord(o->staging_free[b], o->copy_stream), "recording a staging event", e->device));
     }
     return LRUN_OK;
+}
+
+/* dst (device, the weight's place in its slot) = w's plain bytes, on the
+ * copy stream: copied as they are, or (packed) copied into the packed
+ * staging buffer and decoded from there. */
+static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct offload_weight *w)
+{
+    struct cuda_offload *o = e->offload;
+    if (!w->packed) return copy_bytes(e, dst, w, w->src->nbytes);
+    TRY(copy_bytes(e, o->pstage, w, w->bytes));
+    return lrun_k_packed_decode((uint16_t *)dst, o->pstage, &w->src->pk, 0, w->src->pk.n, o->copy_stream);
 }
 
 /* Folds slot s's last unit into the stats; its events have completed. A
@@ -564,8 +606,14 @@ lrun_status lrun_cuda_offload_embed(lrun_cuda_engine *e, int64_t n)
     const struct lrun_tensor *te = e->model->tok_embd;
     const size_t rb = o->embd_row_bytes;
     /* the previous chunk's copy out of h_rows finished: run_chunk synchronized */
-    for (int64_t i = 0; i < n; i++)
-        memcpy((char *)o->h_rows + (size_t)i * rb, (const char *)te->data + (size_t)e->h_table.tokens[i] * rb, rb);
+    for (int64_t i = 0; i < n; i++) {
+        char *row = (char *)o->h_rows + (size_t)i * rb;
+        const uint64_t tok = (uint64_t)e->h_table.tokens[i];
+        if (te->packed) /* the row decoded from the packed table */
+            lrun_packed_decode_range((uint16_t *)row, te->data, &te->pk, tok * (uint64_t)te->ne[0], (uint64_t)te->ne[0]);
+        else
+            memcpy(row, (const char *)te->data + tok * rb, rb);
+    }
     TRY(cuda_check(cudaMemcpyAsync(o->d_rows, o->h_rows, (size_t)n * rb, cudaMemcpyHostToDevice,
                                    (cudaStream_t)e->stream),
                    "sending embedding rows", e->device));
@@ -596,7 +644,14 @@ lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun
                    "activations to the host", e->device));
     /* also waits for the last host product's copy up, so h_y is free */
     TRY(cuda_check(cudaStreamSynchronize(s), "waiting for activations", e->device));
-    lrun_cpu_matmul(o->pool, w->dtype, w->data, w->row_bytes, n, k, o->h_x, m, o->h_y, o->work);
+    const void *plain = w->data;
+    if (w->packed) { /* decoded over the model's threads, then the same product as a plain weight */
+        if (!o->h_plain || w->nbytes > o->h_plain_bytes)
+            return lrun_fail(LRUN_E_INTERNAL, "engine: packed host-compute weight %s has no decode buffer", w->name);
+        lrun_packed_decode_range_mt(o->h_plain, w->data, &w->pk, 0, w->pk.n, o->pool);
+        plain = o->h_plain;
+    }
+    lrun_cpu_matmul(o->pool, w->dtype, plain, w->row_bytes, n, k, o->h_x, m, o->h_y, o->work);
     TRY(cuda_check(cudaMemcpyAsync(y, o->h_y, yf * sizeof(float), cudaMemcpyHostToDevice, s),
                    "host product to the device", e->device));
     e->stats.host_compute_bytes += w->nbytes;

@@ -454,6 +454,73 @@ lrun_status lrun_model_check_tensors(lrun_model *m)
     return LRUN_OK;
 }
 
+// ---------------------------------------------------------------- packed files
+
+/* 1 when t is a matrix the engines read through the weight interface (a
+ * block's matrix, the LM head, the embedding table): those may stay packed. */
+static int is_weight_matrix(const lrun_model *m, const struct lrun_tensor *t)
+{
+    if (t == m->tok_embd || t == m->output) return 1;
+    for (int64_t l = 0; l < m->info.n_layer; l++)
+        for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++)
+            if (m->layers[l].t[id] == t) return lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id);
+    return 0;
+}
+
+/* The packed bytes of entry e, decoded once into memory the model owns (a
+ * tensor that cannot stay packed: a vector, the part of a split matrix). */
+static lrun_status decode_entry(lrun_model *m, const lrun_packed_entry *e, const uint8_t **out)
+{
+    void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
+    if (!grown) return lrun_fail_oom(0, 0, "model: owned buffer records");
+    m->owned = grown;
+    uint16_t *buf = malloc(e->plain_bytes ? (size_t)e->plain_bytes : 1);
+    if (!buf) return lrun_fail_oom((size_t)e->plain_bytes, 0, "model: a packed tensor decoded at load");
+    m->owned[m->n_owned++] = buf;
+    const lrun_packed_file *f = m->packed_file;
+    *out = (const uint8_t *)buf;
+    return lrun_packed_decode(buf, (int)e->dtype, e->plain_bytes / 2, f->packed + e->packed_offset,
+                              (size_t)e->packed_size, "entry", m->pool);
+}
+
+/* A packed file's tensors: each weight matrix whose entry is exactly it
+ * stays packed in the file (file_packed; its bytes checked once, here); any
+ * other packed entry is decoded into owned memory. Stored entries are in
+ * the head's memory file already. */
+static lrun_status keep_packed(lrun_model *m)
+{
+    const lrun_packed_file *f = m->packed_file;
+    const uint8_t *data0 = (const uint8_t *)lrun_gguf_tensor_data(m->gguf, 0) - lrun_gguf_tensor_offset(m->gguf, 0);
+    const lrun_packed_entry *last = NULL;
+    const uint8_t *decoded = NULL;
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        struct lrun_tensor *t = &m->tensors[i];
+        const uint64_t off = (uint64_t)((const uint8_t *)t->file_data - data0);
+        const lrun_packed_entry *e = lrun_packed_file_entry_at(f, off);
+        if (!e || e->codec != LRUN_PACKED_CODEC_EXP) continue;
+        lrun_status st;
+        if (off == e->plain_offset && e->plain_bytes == t->nbytes && is_weight_matrix(m, t)) {
+            const uint8_t *bytes = f->packed + e->packed_offset;
+            st = lrun_packed_validate_mt(&t->pk, bytes, (size_t)e->packed_size, t->name, m->pool);
+            if (st == LRUN_OK && (t->pk.dtype != (int)t->dtype || t->pk.n != (uint64_t)lrun_tensor_nelements(t)))
+                st = lrun_fail(LRUN_E_FORMAT, "packed tensor '%s': holds %llu values of dtype %d, expected %lld of %d",
+                               t->name, (unsigned long long)t->pk.n, t->pk.dtype,
+                               (long long)lrun_tensor_nelements(t), (int)t->dtype);
+            if (st != LRUN_OK) return lrun_fail_context(st, "packed file %s", f->path);
+            t->file_data = t->data = (void *)bytes;
+            t->file_packed = t->packed = 1;
+            continue;
+        }
+        if (e != last) { /* the parts of a split matrix share their entry */
+            st = decode_entry(m, e, &decoded);
+            if (st != LRUN_OK) return lrun_fail_context(st, "packed file %s, tensor '%s'", f->path, t->name);
+            last = e;
+        }
+        t->file_data = t->data = (void *)(decoded + (off - e->plain_offset));
+    }
+    return LRUN_OK;
+}
+
 // ---------------------------------------------------------------- load and free
 
 lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_opts *opts)
@@ -476,11 +543,10 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
         if (st == LRUN_OK && !(m->weights_path = strdup(path)))
             st = lrun_fail_oom(strlen(path) + 1, 0, "loading %s: its path", path);
     } else {
-        /* mode 1: a packed file is decoded here, whatever tier its tensors go to next */
-        const int packed = lrun_packed_file_sniff(path);
-        st = packed ? lrun_packed_open_gguf(&m->gguf, path, opts->n_threads, opts->progress)
-                    : lrun_gguf_open(&m->gguf, path);
-        if (st == LRUN_OK && !packed && !(m->weights_path = strdup(path)))
+        /* a packed file: its matrices stay packed (keep_packed, below), the head is a GGUF */
+        st = lrun_packed_file_sniff(path) ? lrun_packed_open_lazy(&m->gguf, &m->packed_file, path)
+                                          : lrun_gguf_open(&m->gguf, path);
+        if (st == LRUN_OK && !m->packed_file && !(m->weights_path = strdup(path)))
             st = lrun_fail_oom(strlen(path) + 1, 0, "loading %s: its path", path);
         if (st == LRUN_OK) st = lrun_model_read_hparams(m);
         if (st == LRUN_OK) st = build_tensors(m);
@@ -490,13 +556,15 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     if (st == LRUN_OK && opts->rope_style >= 0) m->info.rope_style = (lrun_rope_style)opts->rope_style;
     if (st == LRUN_OK) st = lrun_device_open(&m->device, opts->device ? opts->device : "cpu", opts->device_budget);
     if (st == LRUN_OK) st = lrun_threadpool_init(&m->pool, opts->n_threads);
+    if (st == LRUN_OK && m->packed_file) st = keep_packed(m);
     if (st != LRUN_OK) {
         lrun_model_free(m);
         return lrun_fail_context(lrun_oom_phase(st, "load"), "loading %s", path);
     }
     m->progress = opts->progress;
     /* the weights are read when they move (lrun_model_move_tensors) or, for
-     * those that stay in the file, prefaulted at engine init */
+     * those that stay in the file, prefaulted at engine init (not a packed
+     * file's: keep_packed read every packed byte while it checked them) */
     *out = m;
     return LRUN_OK;
 }
@@ -511,6 +579,7 @@ void lrun_model_free(lrun_model *model)
     if (model->device) lrun_device_free(model->device);
     if (model->gguf) lrun_gguf_close(model->gguf);
     if (model->st) lrun_st_set_close(model->st);
+    if (model->packed_file) lrun_packed_file_close(model->packed_file);
     for (int i = 0; i < model->n_owned; i++) free(model->owned[i]);
     free(model->owned);
     free(model->weights_path);
@@ -549,7 +618,7 @@ size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier)
 {
     size_t sum = 0;
     for (int64_t i = 0; i < model->n_tensors; i++)
-        if (model->tensors[i].tier == tier) sum += model->tensors[i].nbytes;
+        if (model->tensors[i].tier == tier) sum += lrun_tensor_stored_bytes(&model->tensors[i]);
     return sum;
 }
 

@@ -33,6 +33,8 @@ struct lrun_model {
     lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into; for an HF
                                        * directory, its config as GGUF metadata (no tensors) */
     lrun_st_set *st;                  /* an HF directory's safetensors: owns the tensors' mappings */
+    struct lrun_packed_file *packed_file; /* a packed model file kept packed: owns the packed tensors'
+                                       * bytes (file_data of those with file_packed); NULL otherwise */
     void **owned;                     /* (n_owned) buffers the model made itself: an HF directory's
                                        * llama3 RoPE factors, its FP8 weights widened to bf16 */
     int n_owned;

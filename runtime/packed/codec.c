@@ -429,3 +429,40 @@ void lrun_packed_decode_range(uint16_t *dst, const void *src, const lrun_packed_
         i += take;
     }
 }
+
+lrun_status lrun_packed_validate_mt(lrun_packed_layout *lay, const void *src, size_t size, const char *what,
+                                    lrun_threadpool *pool)
+{
+    if (!lay || (!src && size)) return lrun_fail(LRUN_E_ARG, "lrun_packed_validate: NULL argument");
+    return decode_all(lay, NULL, src, size, what ? what : "?", pool);
+}
+
+typedef struct range_job {
+    uint16_t *dst;
+    const void *src;
+    const lrun_packed_layout *lay;
+    uint64_t first, count;
+} range_job;
+
+static void task_range(void *ctx, int ith, int nth)
+{
+    const range_job *r = ctx;
+    const uint64_t end = r->first + r->count;
+    const uint64_t bfirst = r->first / LRUN_PACKED_BLOCK, blast = (end + LRUN_PACKED_BLOCK - 1) / LRUN_PACKED_BLOCK;
+    uint64_t b0, b1;
+    block_span(blast - bfirst, ith, nth, &b0, &b1);
+    uint64_t i0 = (bfirst + b0) * LRUN_PACKED_BLOCK, i1 = (bfirst + b1) * LRUN_PACKED_BLOCK;
+    if (i0 < r->first) i0 = r->first;
+    if (i1 > end) i1 = end;
+    if (i1 > i0) lrun_packed_decode_range(r->dst + (i0 - r->first), r->src, r->lay, i0, i1 - i0);
+}
+
+void lrun_packed_decode_range_mt(uint16_t *dst, const void *src, const lrun_packed_layout *lay, uint64_t first,
+                                 uint64_t count, lrun_threadpool *pool)
+{
+    range_job r = {dst, src, lay, first, count};
+    if (count == 0) return;
+    /* a thread per block at least: small ranges stay on the caller's thread */
+    if (pool && count > LRUN_PACKED_BLOCK) lrun_threadpool_run(pool, task_range, &r);
+    else task_range(&r, 0, 1);
+}

@@ -90,6 +90,15 @@ lrun_status lrun_packed_validate(lrun_packed_layout *lay, const void *src, size_
 void lrun_packed_decode_range(uint16_t *dst, const void *src, const lrun_packed_layout *lay, uint64_t first,
                               uint64_t count);
 
+/* lrun_packed_validate over pool's threads (NULL: the caller's only). */
+lrun_status lrun_packed_validate_mt(lrun_packed_layout *lay, const void *src, size_t size, const char *what,
+                                    struct lrun_threadpool *pool);
+
+/* lrun_packed_decode_range over pool's threads (NULL: the caller's only),
+ * each thread a run of whole blocks: the host's decode-into-a-scratch. */
+void lrun_packed_decode_range_mt(uint16_t *dst, const void *src, const lrun_packed_layout *lay, uint64_t first,
+                                 uint64_t count, struct lrun_threadpool *pool);
+
 /* Validates and decodes a whole tensor into dst (n values, want_dtype and
  * want_n must match the header). pool may be NULL. */
 lrun_status lrun_packed_decode(uint16_t *dst, int want_dtype, uint64_t want_n, const void *src, size_t size,

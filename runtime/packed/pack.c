@@ -2,8 +2,9 @@
  * lrun_unpack.
  *
  * The input side is one function, source_from_gguf, that describes the
- * plain model as a GGUF head plus tensors (offset, bytes, dtype, data);
- * other inputs (HF directories) only need to produce the same description.
+ * plain model as a GGUF head plus tensors (offset, bytes, dtype, data); an
+ * HF directory is first written as a plain GGUF (pack_hf.c) into a
+ * temporary file next to the output, removed when packing ends.
  * Tensors are packed one after another, each with every thread of the pool
  * (the codec parallelises over blocks), and written as they are done; the
  * entries are written last, then the file is renamed into place, so a
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/threadpool.h"
+#include "model/model.h"
 #include "packed/codec.h"
 #include "packed/packed_file.h"
 
@@ -25,6 +27,8 @@
 #include <unistd.h>
 
 // ---------------------------------------------------------------- the input side
+
+lrun_status lrun_pack_hf_write_gguf(const char *dir, const char *gguf_path, int n_threads); /* pack_hf.c */
 
 typedef struct pack_tensor {
     uint64_t offset;            /* bytes from the data start */
@@ -216,8 +220,15 @@ lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opt
     pack_source s = {0};
     lrun_threadpool *pool = NULL;
     FILE *fp = NULL;
-    char *tmp = NULL;
-    lrun_status st = source_from_gguf(&s, in);
+    char *tmp = NULL, *hf_gguf = NULL;
+    lrun_status st = LRUN_OK;
+    if (lrun_model_is_hf(in)) { /* an HF directory: its plain GGUF first */
+        const size_t n = strlen(out) + 16;
+        if (!(hf_gguf = malloc(n))) return lrun_fail_oom(n, 0, "packing: path");
+        snprintf(hf_gguf, n, "%s.hf.gguf.tmp", out);
+        st = lrun_pack_hf_write_gguf(in, hf_gguf, opts->n_threads);
+    }
+    if (st == LRUN_OK) st = source_from_gguf(&s, hf_gguf ? hf_gguf : in);
     if (st == LRUN_OK) st = lrun_threadpool_init(&pool, opts->n_threads);
     if (st == LRUN_OK) st = open_tmp(&fp, &tmp, out);
     if (st == LRUN_OK) st = write_file(fp, &s, pool, stats, opts->progress, out);
@@ -225,6 +236,8 @@ lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opt
     if (st == LRUN_OK) stats->in_bytes = lrun_gguf_file_bytes(s.gguf);
     if (pool) lrun_threadpool_free(pool);
     source_free(&s);
+    if (hf_gguf) unlink(hf_gguf);
+    free(hf_gguf);
     stats->seconds = now_s() - t0;
     return st == LRUN_OK ? st : lrun_fail_context(st, "lrun pack %s %s", in, out);
 }

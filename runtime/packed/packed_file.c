@@ -274,3 +274,62 @@ lrun_status lrun_packed_open_gguf(lrun_gguf **out, const char *path, int n_threa
     lrun_packed_file_close(f);
     return st;
 }
+
+// ---------------------------------------------------------------- kept packed
+
+lrun_status lrun_packed_open_lazy(lrun_gguf **out, lrun_packed_file **file, const char *path)
+{
+    *out = NULL;
+    *file = NULL;
+    lrun_packed_file *f = NULL;
+    lrun_status st = lrun_packed_file_open(&f, path);
+    if (st != LRUN_OK) return st;
+    int fd = memfd_create("lrun-packed-head", MFD_CLOEXEC);
+    if (fd < 0) st = lrun_fail(LRUN_E_IO, "opening %s: memfd_create: %s", path, strerror(errno));
+    const size_t size = (size_t)(f->head_bytes + f->data_bytes);
+    /* sized, not filled: the packed tensors' ranges stay holes, which take no memory */
+    if (st == LRUN_OK && ftruncate(fd, (off_t)size) != 0)
+        st = lrun_fail(LRUN_E_IO, "opening %s: cannot size the head's memory file to %zu bytes: %s", path, size,
+                       strerror(errno));
+    uint8_t *m = MAP_FAILED;
+    if (st == LRUN_OK && size) {
+        m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) st = lrun_fail_oom(size, 0, "opening %s: cannot map %zu bytes", path, size);
+    }
+    if (st == LRUN_OK && size) {
+        memcpy(m, f->head, (size_t)f->head_bytes);
+        for (int64_t i = 0; i < f->n_entries; i++)
+            if (f->entries[i].codec == LRUN_PACKED_CODEC_RAW) st = unpack_entry(f, i, m + f->head_bytes, NULL);
+    }
+    if (m != MAP_FAILED) munmap(m, size);
+    if (st == LRUN_OK) {
+        char fd_path[64];
+        snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", fd);
+        st = lrun_gguf_open(out, fd_path); /* the mapping keeps the memory file once fd is closed */
+        if (st != LRUN_OK) lrun_fail_context(st, "the GGUF head of %s", path);
+        if (st == LRUN_OK && (st = match_gguf(f, *out)) != LRUN_OK) {
+            lrun_gguf_close(*out);
+            *out = NULL;
+        }
+    }
+    if (fd >= 0) close(fd);
+    if (st != LRUN_OK) {
+        lrun_packed_file_close(f);
+        return st;
+    }
+    *file = f;
+    return LRUN_OK;
+}
+
+const lrun_packed_entry *lrun_packed_file_entry_at(const lrun_packed_file *f, uint64_t plain_offset)
+{
+    int64_t lo = 0, hi = f->n_entries - 1; /* entries are sorted by plain offset */
+    while (lo <= hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        const lrun_packed_entry *e = &f->entries[mid];
+        if (plain_offset >= e->plain_offset && plain_offset - e->plain_offset < e->plain_bytes) return e;
+        if (e->plain_offset < plain_offset) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return NULL;
+}

@@ -78,4 +78,14 @@ lrun_status lrun_packed_file_unpack_fd(const lrun_packed_file *f, int fd, int n_
  * and opened with the GGUF reader; the entries are checked against it. */
 lrun_status lrun_packed_open_gguf(lrun_gguf **out, const char *path, int n_threads, int progress);
 
+/* Mode 1 keeping tensors packed: the GGUF head (and the stored tensors)
+ * in a sized anonymous memory file whose packed tensors' ranges stay holes
+ * (no memory), opened with the GGUF reader and matched to the entries as
+ * lrun_packed_open_gguf does. *file stays open: the model points its packed
+ * tensors into f->packed, and decodes the ones it keeps plain
+ * (model.c, keep_packed). */
+lrun_status lrun_packed_open_lazy(lrun_gguf **out, lrun_packed_file **file, const char *path);
+/* The entry whose plain range holds plain_offset, or NULL. */
+const lrun_packed_entry *lrun_packed_file_entry_at(const lrun_packed_file *f, uint64_t plain_offset);
+
 #endif

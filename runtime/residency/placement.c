@@ -32,7 +32,7 @@ lrun_status lrun_placement_total(lrun_placement_size *out, const lrun_placement 
     out->weight_bytes = 0;
     for (int64_t i = 0; i < model->n_tensors; i++) {
         const struct lrun_tensor *t = &model->tensors[i];
-        if (lrun_placement_tier(p, t) == LRUN_TIER_DEVICE) out->weight_bytes += t->nbytes;
+        if (lrun_placement_tier(p, t) == LRUN_TIER_DEVICE) out->weight_bytes += lrun_placement_stored_bytes(p, t);
     }
     const size_t init[] = {out->slot_bytes, out->embd_rows_bytes, out->scratch_bytes, out->kv_init_bytes};
     const size_t peak[] = {out->weight_bytes, out->slot_bytes, out->embd_rows_bytes, out->scratch_bytes,

@@ -16,6 +16,7 @@ typedef struct lrun_placement {
     const lrun_model *model;
     const lrun_tier *tier;       /* (n_tensors) indexed like model->tensors; NULL: each tensor's own tier */
     const int8_t *host_compute;  /* (n_tensors) the same; NULL: each tensor's own flag */
+    const int8_t *packed;        /* (n_tensors) the same: 1 packed form; NULL: each tensor's own form */
 } lrun_placement;
 
 /* The tier of t. With arrays, t must be one of p->model->tensors (the
@@ -37,6 +38,19 @@ static inline int lrun_placement_host_compute(const lrun_placement *p, const str
 static inline int lrun_placement_streamed(const lrun_placement *p, const struct lrun_tensor *t)
 {
     return lrun_placement_tier(p, t) != LRUN_TIER_DEVICE && !lrun_placement_host_compute(p, t);
+}
+
+/* 1 when t is held in its packed form (docs/packed.md). */
+static inline int lrun_placement_packed(const lrun_placement *p, const struct lrun_tensor *t)
+{
+    return p && p->packed ? p->packed[t - p->model->tensors] != 0 : t->packed != 0;
+}
+
+/* Bytes t takes in its tier: packed (its known packed size; the plain size,
+ * an upper bound in practice, for one never packed yet) or plain. */
+static inline size_t lrun_placement_stored_bytes(const lrun_placement *p, const struct lrun_tensor *t)
+{
+    return lrun_placement_packed(p, t) && t->pk.total ? t->pk.total : t->nbytes;
 }
 
 /* LRUN_E_ARG naming the first tier out of range (tiers may be NULL). */

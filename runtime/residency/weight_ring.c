@@ -13,7 +13,15 @@
  * lrun_disk_region(bytes) in its unit (room for any offset in the file),
  * its bytes landing `lead` bytes in; units with one are rounded to whole
  * blocks and the slots' memory to a block boundary, so every region is
- * aligned. Sizing reserves the same regions without opening the file. */
+ * aligned. Sizing reserves the same regions without opening the file.
+ *
+ * Packed weights (docs/packed.md): a staged packed matrix is decoded into
+ * its slot by the fill (the slot holds the plain bytes, so compute is the
+ * same); a packed matrix read in place (DEVICE tier, host compute, or any
+ * tier when nothing is staged) is decoded at acquire into the decode
+ * scratch, over the engine's threads, and read from there. One scratch
+ * serves every unit: units are computed one at a time. A packed weight in the
+ * disk tier is refused at init (not read packed from the file yet). */
 #include "residency/weight_ring.h"
 
 #include <stdio.h>
@@ -23,6 +31,7 @@
 #include "core/checked.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/threadpool.h"
 #include "model/model.h"
 #include "residency/disk_reader.h"
 #include "residency/placement.h"
@@ -45,6 +54,14 @@ struct unit {
     size_t bytes;                         /* bytes copied per fill */
 };
 
+/* The packed matrices of one layer read in place: decoded at acquire. */
+struct decode_plan {
+    int n;
+    lrun_arch_tensor id[UNIT_MAX];         /* (n) which */
+    const struct lrun_tensor *t[UNIT_MAX]; /* (n) their records */
+    size_t offset[UNIT_MAX];               /* (n) where each goes in the decode scratch */
+};
+
 struct lrun_weight_ring {
     lrun_device *device;
     const lrun_model *model;
@@ -52,10 +69,14 @@ struct lrun_weight_ring {
     struct unit *units;         /* (n_units) */
     int64_t *unit_of_layer;     /* (n_layer + 1) index into units, -1 when nothing is staged */
     lrun_ring *ring;            /* NULL when nothing is staged */
-    void *memory;               /* the one device allocation all slots are carved from */
+    void *memory;               /* the one device allocation all slots (and the decode scratch) are carved from */
     size_t memory_bytes;
     lrun_disk_reader *disk;     /* direct reads of disk-tier weights; NULL when none */
     int64_t disk_stalls;        /* compute side: acquires of a unit with disk weights that waited */
+    int stage;                  /* 0: nothing staged (an ALL_DEVICE engine that only decodes packed weights) */
+    struct decode_plan *decode; /* (n_layer + 1) */
+    void *decode_scratch;       /* the plain bytes of the largest decode plan, in memory */
+    lrun_threadpool *pool;      /* the engine's threads, for the decode at acquire (may be NULL) */
     /* compute side only (the engine's thread) */
     uint64_t rows_bytes, host_compute_bytes;
 };
@@ -75,14 +96,17 @@ static lrun_status fill_unit(void *owner, int64_t u, int slot_index, void *slot,
     const lrun_weight_ring *wr = owner;
     const struct unit *un = &wr->units[u];
     for (int i = 0; i < un->n; i++) {
-        if (un->disk_id[i] < 0) {
-            memcpy((char *)slot + un->offset[i], un->t[i]->data, un->t[i]->nbytes);
-            continue;
+        const struct lrun_tensor *t = un->t[i];
+        if (un->disk_id[i] >= 0) { /* direct reads from the file into its aligned region */
+            size_t lead;
+            const lrun_status st =
+                lrun_disk_reader_read(wr->disk, un->disk_id[i], 0, t->nbytes, (char *)slot + un->region[i], &lead);
+            if (st != LRUN_OK) return st;
+        } else if (t->packed) { /* on the fill thread: the plain bytes into the slot */
+            lrun_packed_decode_range((uint16_t *)((char *)slot + un->offset[i]), t->data, &t->pk, 0, t->pk.n);
+        } else {
+            memcpy((char *)slot + un->offset[i], t->data, t->nbytes);
         }
-        size_t lead;
-        const lrun_status st =
-            lrun_disk_reader_read(wr->disk, un->disk_id[i], 0, un->t[i]->nbytes, (char *)slot + un->region[i], &lead);
-        if (st != LRUN_OK) return st;
     }
     *bytes = un->bytes;
     return LRUN_OK;
@@ -92,14 +116,14 @@ static lrun_status fill_unit(void *owner, int64_t u, int slot_index, void *slot,
 
 /* Lays out the staged tensors of a unit (placement p, NULL: the tensors'
  * own); 0 when nothing is staged, SIZE_MAX on overflow. */
-static size_t plan_unit(struct unit *u, const lrun_placement *p, int64_t layer, const lrun_arch_tensor *ids,
+static size_t plan_unit(struct unit *u, const lrun_placement *p, int stage, int64_t layer, const lrun_arch_tensor *ids,
                         const struct lrun_tensor *const *ts, int n)
 {
     memset(u, 0, sizeof *u);
     u->layer = layer;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        if (!ts[i] || !lrun_placement_streamed(p, ts[i])) continue;
+        if (!ts[i] || !stage || !lrun_placement_streamed(p, ts[i])) continue;
         const int disk = lrun_placement_tier(p, ts[i]) == LRUN_TIER_DISK;
         size_t end;
         if (disk && !lrun_size_align_up(off, LRUN_DISK_ALIGN, &off)) return SIZE_MAX;
@@ -108,13 +132,32 @@ static size_t plan_unit(struct unit *u, const lrun_placement *p, int64_t layer, 
         u->offset[u->n] = u->region[u->n] = off; /* a disk tensor's lead is added at init */
         u->disk_id[u->n] = -1;
         u->any_disk |= disk;
-        u->bytes += ts[i]->nbytes;
+        u->bytes += lrun_placement_stored_bytes(p, ts[i]);
         u->n++;
         const size_t len = disk ? lrun_disk_region(ts[i]->nbytes) : ts[i]->nbytes;
         if (len < ts[i]->nbytes || !lrun_size_align_up(off + len, SLOT_ALIGN, &end)) return SIZE_MAX;
         off = end;
     }
     if (u->any_disk && !lrun_size_align_up(off, LRUN_DISK_ALIGN, &off)) return SIZE_MAX;
+    return off;
+}
+
+/* Lays out the packed matrices of a layer that are read in place (not
+ * staged) in the decode scratch; its bytes, SIZE_MAX on overflow. */
+static size_t plan_decode(struct decode_plan *d, const lrun_placement *p, int stage, const lrun_arch_tensor *ids,
+                          const struct lrun_tensor *const *ts, int n)
+{
+    memset(d, 0, sizeof *d);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ts[i] || !lrun_placement_packed(p, ts[i]) || (stage && lrun_placement_streamed(p, ts[i]))) continue;
+        d->id[d->n] = ids[i];
+        d->t[d->n] = ts[i];
+        d->offset[d->n++] = off;
+        size_t end;
+        if (!lrun_size_align_up(off + ts[i]->nbytes, SLOT_ALIGN, &end)) return SIZE_MAX;
+        off = end;
+    }
     return off;
 }
 
@@ -141,19 +184,21 @@ static int unit_tensors(const lrun_model *m, int64_t layer, lrun_arch_tensor ids
 struct slot_layout {
     size_t ring_bytes;      /* one ring slot: the largest block unit */
     size_t head_bytes;      /* the head slot, 0 when the head is not staged */
+    size_t decode_bytes;    /* the decode scratch: the largest layer's packed matrices read in place */
     int64_t n_block_units;  /* blocks that stage anything */
     int64_t n_units;        /* those and the head */
     int64_t n_ring;         /* ring slots: k + 1, at most n_block_units */
     int k;                  /* the prefetch asked for (or the default) */
     int any_disk;           /* a unit reads from the file: slots aligned to LRUN_DISK_ALIGN */
-    size_t total;           /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) */
+    size_t total;           /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) + decode_bytes */
 };
 
 /* The units of model under placement p and the slots they need, for init
  * (units and unit_of_layer: (n_layer + 1) records to fill) and for sizing
  * (both NULL): one layout, so a size is what init then takes. */
-static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, int prefetch_layers,
-                                struct unit *units, int64_t *unit_of_layer, struct slot_layout *out)
+static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, int prefetch_layers, int stage,
+                                struct unit *units, int64_t *unit_of_layer, struct decode_plan *decode,
+                                struct slot_layout *out)
 {
     memset(out, 0, sizeof *out);
     const int64_t n_layer = model->info.n_layer;
@@ -162,8 +207,13 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         const struct lrun_tensor *ts[UNIT_MAX];
         const int n = unit_tensors(model, l, ids, ts);
         struct unit scratch = {0};
+        struct decode_plan dscratch;
+        const size_t dneed = plan_decode(decode ? &decode[l] : &dscratch, p, stage, ids, ts, n);
+        if (dneed == SIZE_MAX)
+            return lrun_fail(LRUN_E_OOM, "engine: the packed weights of layer %lld overflow size_t", (long long)l);
+        if (dneed > out->decode_bytes) out->decode_bytes = dneed;
         struct unit *u = units ? &units[out->n_units] : &scratch;
-        const size_t need = plan_unit(u, p, l, ids, ts, n);
+        const size_t need = plan_unit(u, p, stage, l, ids, ts, n);
         out->any_disk |= need != SIZE_MAX && u->any_disk;
         if (need == SIZE_MAX)
             return lrun_fail(LRUN_E_OOM, "engine: the staged weights of layer %lld overflow size_t", (long long)l);
@@ -187,7 +237,8 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
     out->n_ring = out->n_block_units < out->k + 1 ? out->n_block_units : out->k + 1;
     if (!lrun_size_mul(out->ring_bytes, (size_t)out->n_ring, &out->total) ||
         !lrun_size_add(out->total, out->head_bytes, &out->total) ||
-        !lrun_size_add(out->total, out->any_disk ? LRUN_DISK_ALIGN : 0, &out->total))
+        !lrun_size_add(out->total, out->any_disk ? LRUN_DISK_ALIGN : 0, &out->total) ||
+        !lrun_size_add(out->total, out->decode_bytes, &out->total))
         return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
     return LRUN_OK;
 }
@@ -206,7 +257,7 @@ lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement 
     *slot_bytes = 0;
     lrun_status st = check_prefetch(prefetch_layers);
     struct slot_layout L;
-    if (st == LRUN_OK) st = layout_slots(model, p, prefetch_layers, NULL, NULL, &L);
+    if (st == LRUN_OK) st = layout_slots(model, p, prefetch_layers, 1, NULL, NULL, NULL, &L);
     if (st == LRUN_OK) *slot_bytes = L.total;
     return st;
 }
@@ -221,6 +272,9 @@ static lrun_status open_disk(lrun_weight_ring *wr)
         struct unit *u = &wr->units[ui];
         for (int i = 0; i < u->n; i++) {
             if (u->t[i]->tier != LRUN_TIER_DISK) continue;
+            if (u->t[i]->packed)
+                return lrun_fail(LRUN_E_UNSUPPORTED, "tensor %s: a packed weight in the disk tier is not read packed "
+                                 "from the file yet (docs/packed.md); place it in another tier", u->t[i]->name);
             if (!wr->disk) {
                 const lrun_status st = lrun_disk_reader_init(&wr->disk, 0);
                 if (st != LRUN_OK) return st;
@@ -234,15 +288,25 @@ static lrun_status open_disk(lrun_weight_ring *wr)
     return LRUN_OK;
 }
 
-/* The slots (one allocation from the device budget) and the ring over them. */
-static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
+/* The slots and the decode scratch: one allocation from the device budget
+ * (and the disk-tier weights' files opened first). */
+static lrun_status alloc_slots(lrun_weight_ring *wr, const struct slot_layout *L)
 {
-    char what[96];
-    snprintf(what, sizeof what, "weight streaming slots (%lld x ring, k = %d, + head)", (long long)L->n_ring, L->k);
+    char what[128];
+    snprintf(what, sizeof what, "weight streaming slots (%lld x ring, k = %d, + head, + %zu bytes to decode packed weights)",
+             (long long)L->n_ring, L->k, L->decode_bytes);
     lrun_status st = L->any_disk ? open_disk(wr) : LRUN_OK;
     if (st == LRUN_OK) st = lrun_oom_phase(lrun_device_alloc(wr->device, L->total, what, &wr->memory), "weights");
     if (st != LRUN_OK) return st;
     wr->memory_bytes = L->total;
+    wr->decode_scratch = (char *)wr->memory + (L->total - L->decode_bytes);
+    return LRUN_OK;
+}
+
+/* The ring over the slots. */
+static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
+{
+    lrun_status st;
     /* direct reads need block-aligned buffers: the layout kept one block spare for this */
     char *base = L->any_disk ? (char *)(((uintptr_t)wr->memory + LRUN_DISK_ALIGN - 1) & ~(uintptr_t)(LRUN_DISK_ALIGN - 1))
                              : wr->memory;
@@ -266,7 +330,8 @@ static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
     return st;
 }
 
-lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int prefetch_layers)
+lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int prefetch_layers, int stage,
+                                  struct lrun_threadpool *pool)
 {
     *out = NULL;
     lrun_status st = check_prefetch(prefetch_layers);
@@ -276,16 +341,21 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int
     if (!wr) return lrun_fail_oom(sizeof *wr, 0, "engine: weight ring record");
     wr->device = model->device;
     wr->model = model;
+    wr->stage = stage != 0;
+    wr->pool = pool;
     wr->units = calloc((size_t)n_layer + 1, sizeof *wr->units);
     wr->unit_of_layer = malloc(((size_t)n_layer + 1) * sizeof *wr->unit_of_layer);
-    if (!wr->units || !wr->unit_of_layer)
+    wr->decode = calloc((size_t)n_layer + 1, sizeof *wr->decode);
+    if (!wr->units || !wr->unit_of_layer || !wr->decode)
         st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
     struct slot_layout L;
-    if (st == LRUN_OK) st = layout_slots(model, NULL, prefetch_layers, wr->units, wr->unit_of_layer, &L);
+    if (st == LRUN_OK)
+        st = layout_slots(model, NULL, prefetch_layers, wr->stage, wr->units, wr->unit_of_layer, wr->decode, &L);
     if (st == LRUN_OK) {
         wr->n_units = L.n_units;
-        /* nothing to stage: host-compute counting only */
-        if (wr->n_units > 0) st = start_ring(wr, &L);
+        if (L.total > 0) st = alloc_slots(wr, &L);
+        /* nothing to stage: decoding and host-compute counting only */
+        if (st == LRUN_OK && wr->n_units > 0) st = start_ring(wr, &L);
     }
     if (st != LRUN_OK) {
         lrun_weight_ring_free(wr);
@@ -303,10 +373,24 @@ void lrun_weight_ring_free(lrun_weight_ring *wr)
     if (wr->memory) lrun_device_release(wr->device, wr->memory, wr->memory_bytes);
     free(wr->units);
     free(wr->unit_of_layer);
+    free(wr->decode);
     free(wr);
 }
 
 // ---------------------------------------------------------------- compute side
+
+/* The layer's packed matrices read in place, decoded into the scratch over
+ * the engine's threads; out then points at the plain bytes. */
+static void decode_in_place(lrun_weight_ring *wr, int64_t layer, lrun_weight_view *out)
+{
+    const struct decode_plan *d = &wr->decode[layer];
+    for (int i = 0; i < d->n; i++) {
+        const struct lrun_tensor *t = d->t[i];
+        uint16_t *dst = (uint16_t *)((char *)wr->decode_scratch + d->offset[i]);
+        lrun_packed_decode_range_mt(dst, t->data, &t->pk, 0, t->pk.n, wr->pool);
+        out->data[d->id[i]] = dst;
+    }
+}
 
 lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *model, int64_t layer,
                                      lrun_weight_view *out)
@@ -327,7 +411,8 @@ lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *mod
         if (is_host_computed(model->output)) host_bytes += model->output->nbytes;
     }
     if (!wr) return LRUN_OK;
-    wr->host_compute_bytes += host_bytes;
+    if (wr->stage) wr->host_compute_bytes += host_bytes;
+    decode_in_place(wr, layer, out);
     const int64_t ui = wr->unit_of_layer[layer];
     if (ui < 0) return LRUN_OK;
     const struct unit *u = &wr->units[ui];
@@ -367,7 +452,7 @@ void lrun_weight_ring_restart(lrun_weight_ring *wr)
 
 void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows)
 {
-    const struct lrun_tensor *t = wr ? wr->model->tok_embd : NULL;
+    const struct lrun_tensor *t = wr && wr->stage ? wr->model->tok_embd : NULL;
     if (!t || t->tier == LRUN_TIER_DEVICE) return;
     if (t->host_compute) wr->host_compute_bytes += (uint64_t)n_rows * t->row_bytes;
     else wr->rows_bytes += (uint64_t)n_rows * t->row_bytes;

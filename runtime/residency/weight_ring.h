@@ -13,6 +13,10 @@
  *          one while blocks i+1 … i+k are filled into the others;
  *   head   one slot of the LM head's size, when the head is staged.
  *
+ * A packed matrix (docs/packed.md) is decoded, not copied: into its slot
+ * by the fill when staged, else at acquire into a decode scratch taken with
+ * the slots (one for every unit: they compute one at a time).
+ *
  * Compute waits for a slot's fill and releases it after, so it can be
  * filled again; nothing is allocated after init. Matrices marked
  * host-compute are read where they live, never copied. */
@@ -35,8 +39,13 @@ typedef struct lrun_weight_ring lrun_weight_ring;
 /* Plans the units of model's current placement, takes the slots from the
  * device budget (LRUN_E_OOM says how much they need) and starts the fill
  * thread when anything is staged. prefetch_layers 0 = the default
- * (lrun_engine_default_prefetch). */
-lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int prefetch_layers);
+ * (lrun_engine_default_prefetch). stage 0: nothing is staged (an
+ * ALL_DEVICE engine, which only needs packed weights decoded). Packed
+ * matrices read in place are decoded at acquire into a scratch taken with
+ * the slots, over pool's threads (NULL: the caller's). */
+struct lrun_threadpool;
+lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int prefetch_layers, int stage,
+                                  struct lrun_threadpool *pool);
 /* The device bytes init would take for the slots were the weights placed
  * as p says (lrun_engine_size_placement), by init's own layout; allocates
  * nothing. */

@@ -3,13 +3,15 @@
  * accepted, never crash, read out of bounds or leak. Not part of `make test`:
  *
  *   S="runtime/packed/packed_file.c runtime/packed/codec.c runtime/core/error.c runtime/core/threadpool.c \
- *      runtime/core/progress.c runtime/formats/gguf.c runtime/quant/dtype.c runtime/quant/quant.c"
+ *      runtime/core/progress.c runtime/core/hash.c runtime/formats/gguf.c runtime/quant/dtype.c \
+ *      runtime/quant/quant.c runtime/quant/quant_more.c runtime/quant/fp8.c"
  *   clang -g -O1 -std=c11 -D_GNU_SOURCE -pthread -Iruntime -fsanitize=fuzzer,address,undefined \
  *      tests/fuzz/fuzz_packed.c $S -o build/fuzz_packed -lm
  *   build/fuzz_packed -max_total_time=60 -max_len=65536
  *
  * The first input byte picks the target: even, the input is a packed file
- * (opened, checked, unpacked and opened as a GGUF: mode 1); odd, the rest is
+ * (opened, checked, unpacked and opened as a GGUF; and opened as a load
+ * does, its packed entries checked in place); odd, the rest is
  * one packed tensor (validated and decoded with the CPU decoder). */
 #include "packed/codec.h"
 #include "packed/packed_file.h"
@@ -29,6 +31,18 @@ static void fuzz_file(const uint8_t *data, size_t size)
         snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
         lrun_gguf *g = NULL;
         if (lrun_packed_open_gguf(&g, path, 1, 0) == LRUN_OK) lrun_gguf_close(g);
+        /* the load's way (tensors kept packed): the head opened, each packed entry checked */
+        lrun_packed_file *f = NULL;
+        if (lrun_packed_open_lazy(&g, &f, path) == LRUN_OK) {
+            for (int64_t i = 0; i < f->n_entries; i++) {
+                const lrun_packed_entry *e = &f->entries[i];
+                lrun_packed_layout lay;
+                if (e->codec == LRUN_PACKED_CODEC_EXP)
+                    (void)lrun_packed_validate_mt(&lay, f->packed + e->packed_offset, (size_t)e->packed_size, "fuzz", NULL);
+            }
+            lrun_gguf_close(g);
+            lrun_packed_file_close(f);
+        }
     }
     close(fd);
 }

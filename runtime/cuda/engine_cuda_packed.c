@@ -1,0 +1,118 @@
+/* engine_cuda_packed.c — packed weights resident on the device: decoded into
+ * the engine's packed scratch, then the plain kernels (engine_cuda_packed.h
+ * says where the fused kernel goes). Stream order keeps it safe: every
+ * decode and the product that reads it run on the compute stream, so the
+ * next decode into the scratch starts after the last product read it. */
+#include "cuda/engine_cuda_packed.h"
+
+#include <time.h>
+
+#include "residency/placement.h"
+
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* Plain bytes t decodes into the scratch, 0 when it is not read packed on the device. */
+static size_t need_of(const lrun_placement *p, const struct lrun_tensor *t, int all_device)
+{
+    if (!t || !lrun_placement_packed(p, t)) return 0;
+    if (!all_device && lrun_placement_tier(p, t) != LRUN_TIER_DEVICE) return 0;
+    return align256(t->nbytes);
+}
+
+size_t lrun_cuda_packed_scratch_bytes(const lrun_model *m, const lrun_placement *p, int all_device)
+{
+    size_t best = need_of(p, m->output, all_device);
+    const size_t te = need_of(p, m->tok_embd, all_device);
+    if (te > best) best = te;
+    const lrun_arch *a = m->arch;
+    for (int64_t l = 0; l < m->info.n_layer; l++)
+        for (int i = 0; i < a->n_ops; i++) { /* the weights one op reads at once */
+            const lrun_arch_op *op = &a->ops[i];
+            size_t sum = 0;
+            for (int j = 0; j < LRUN_ARCH_OP_MAX_W && op->w[j] != LRUN_ARCH_TENSOR_NONE; j++)
+                if (op->w[j] < LRUN_ARCH_TENSOR_BLOCK_COUNT && lrun_arch_is_matrix(a, op->w[j]))
+                    sum += need_of(p, m->layers[l].t[op->w[j]], all_device);
+            if (sum > best) best = sum;
+        }
+    return best;
+}
+
+lrun_status lrun_cuda_packed_decode_scratch(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
+                                            size_t off, const void **plain)
+{
+    if (!e->packed_scratch || off > e->packed_scratch_bytes || w->nbytes > e->packed_scratch_bytes - off)
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: packed weight %s (%zu bytes plain, at %zu) exceeds the "
+                         "packed scratch (%zu bytes)", e->device->name, w->name, w->nbytes, off,
+                         e->packed_scratch_bytes);
+    uint16_t *dst = (uint16_t *)((char *)e->packed_scratch + off);
+    TRY(lrun_k_packed_decode(dst, packed, &w->pk, 0, w->pk.n, e->stream));
+    *plain = dst;
+    return LRUN_OK;
+}
+
+lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
+                                  const float *x, int64_t m, int mode)
+{
+    /* the fused decode+GEMV kernel replaces this body (engine_cuda_packed.h) */
+    lrun_k_gemv_part parts[LRUN_K_GEMV_MAX_PARTS];
+    size_t off = 0;
+    for (int i = 0; i < n_w; i++) {
+        parts[i].w = w[i].data;
+        if (w[i].w->packed) {
+            TRY(lrun_cuda_packed_decode_scratch(e, w[i].w, w[i].data, off, &parts[i].w));
+            off += align256(w[i].w->nbytes);
+        }
+        parts[i].row_bytes = w[i].w->row_bytes;
+        parts[i].n = w[i].w->ne[1];
+        parts[i].y = y[i];
+    }
+    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode, e->stream);
+}
+
+lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
+                                    const float *x, int64_t m, float *y)
+{
+    const void *plain;
+    TRY(lrun_cuda_packed_decode_scratch(e, w, packed, 0, &plain));
+    if (m <= GEMV_MAX_ROWS) return lrun_k_gemv(w->dtype, plain, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->stream);
+    return lrun_k_gemm(e->cublas, w->dtype, plain, w->row_bytes, w->ne[1], w->ne[0], x, m, y, slot_dtype(w->dtype),
+                       e->w_slot, e->x_slot, e->stream);
+}
+
+// ---------------------------------------------------------------- measurement
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* lrun_model_measure_packed_decode on a CUDA device (runtime/packed/measure_decode.c):
+ * the packed bytes uploaded once, then the decode kernel into device memory,
+ * timed between stream synchronizations: plain bytes per second. */
+lrun_status lrun_cuda_measure_packed_decode(lrun_device *device, const void *packed, const lrun_packed_layout *lay,
+                                            double *bytes_per_s)
+{
+    void *d_packed = NULL, *d_plain = NULL;
+    cudaStream_t s = NULL;
+    const size_t plain_bytes = (size_t)lay->n * 2;
+    lrun_status st = cuda_check(cudaSetDevice(device->cuda_ordinal), "cudaSetDevice", device);
+    if (st == LRUN_OK) st = lrun_device_alloc(device, lay->total, "packed decode measurement", &d_packed);
+    if (st == LRUN_OK) st = lrun_device_alloc(device, plain_bytes, "packed decode measurement", &d_plain);
+    if (st == LRUN_OK) st = lrun_copy_bytes(device, d_packed, LRUN_TIER_DEVICE, packed, LRUN_TIER_HOST, lay->total);
+    if (st == LRUN_OK) st = cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "creating a stream", device);
+    double best = 0;
+    for (int i = 0; i < 4 && st == LRUN_OK; i++) {
+        const double t0 = now_seconds();
+        st = lrun_k_packed_decode(d_plain, d_packed, lay, 0, lay->n, s);
+        if (st == LRUN_OK) st = cuda_check(cudaStreamSynchronize(s), "timing the packed decode", device);
+        const double dt = now_seconds() - t0;
+        if (st == LRUN_OK && i > 0 && dt > 0 && (double)plain_bytes / dt > best) best = (double)plain_bytes / dt;
+    }
+    if (s) cudaStreamDestroy(s);
+    if (d_plain) lrun_device_release(device, d_plain, plain_bytes);
+    if (d_packed) lrun_device_release(device, d_packed, lay->total);
+    if (st == LRUN_OK) *bytes_per_s = best;
+    return st;
+}

@@ -1,0 +1,60 @@
+/* engine_cuda_packed.h — packed weights (docs/packed.md) in the CUDA engine.
+ *
+ * Where a packed weight lives decides how it is computed:
+ *
+ *   streamed (pinned/host/mmap, mode 2)  its packed bytes cross into a device
+ *       staging buffer and lrun_k_packed_decode writes the plain weight into
+ *       its slot, both on the copy stream, k units ahead (engine_cuda_offload.c);
+ *       compute then reads a plain slot, as for any streamed weight;
+ *   host compute                          decoded into host memory per product
+ *       (engine_cuda_offload.c, lrun_cuda_offload_host_matmul);
+ *   DEVICE tier (mode 3)                  the two functions below.
+ *
+ * THE SEAM FOR MODE 3's FUSED KERNEL (issue 12, the "fused" branch): the
+ * forward (engine_cuda_forward.c) calls lrun_cuda_packed_gemv where a plain
+ * model runs lrun_k_gemv_multi (decode, m <= GEMV_MAX_ROWS: Q/K/V stored,
+ * gate/up through SwiGLU, one weight added into the residual), and
+ * lrun_cuda_packed_matmul where it runs lrun_k_gemv/lrun_k_gemm alone. Today
+ * both decode each packed weight whole into its part of the engine's packed
+ * scratch on the compute stream and run exactly the plain kernel on it, so
+ * the logits are bit-identical to the plain model's (the decode is
+ * bit-exact). The fused decode+GEMV kernel replaces the body of
+ * lrun_cuda_packed_gemv (and the m <= GEMV_MAX_ROWS branch of
+ * lrun_cuda_packed_matmul) and must keep lrun_k_gemv_multi's arithmetic;
+ * the scratch then only serves prefill GEMMs (its size: below). */
+#ifndef LRUN_ENGINE_CUDA_PACKED_H
+#define LRUN_ENGINE_CUDA_PACKED_H
+
+#include "cuda/engine_cuda_internal.h"
+
+struct lrun_placement;
+
+/* Bytes of the packed scratch: the most plain bytes one op decodes at once
+ * (an op's packed matrices, each 256-aligned; the head; the embedding
+ * table), for the weights compute reads packed on the device (placement p,
+ * NULL: the tensors' own; all_device: every weight, as an ALL_DEVICE
+ * engine moves them all there). 0 when there are none. */
+size_t lrun_cuda_packed_scratch_bytes(const lrun_model *model, const struct lrun_placement *p, int all_device);
+
+/* The GEMV of n_w weights sharing x (m <= GEMV_MAX_ROWS rows), any of them
+ * packed on the device: as lrun_k_gemv_multi(dtype, parts, n_w, k, x, m, mode). */
+lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
+                                  const float *x, int64_t m, int mode);
+
+/* y (m, n) = x (m, k) · Wᵀ for w packed in device memory at packed: as
+ * lrun_k_gemv (m <= GEMV_MAX_ROWS) or lrun_k_gemm on the plain weight. */
+lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
+                                    const float *x, int64_t m, float *y);
+
+/* The plain bytes of w (packed on the device) decoded into the packed
+ * scratch at byte offset off, on the compute stream; valid until the next
+ * decode there (the embedding table uses it too). */
+lrun_status lrun_cuda_packed_decode_scratch(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
+                                            size_t off, const void **plain);
+
+/* The decode kernel's speed on device (plain bytes per second), for
+ * lrun_model_measure_packed_decode (runtime/packed/measure_decode.c). */
+lrun_status lrun_cuda_measure_packed_decode(lrun_device *device, const void *packed, const lrun_packed_layout *lay,
+                                            double *bytes_per_s);
+
+#endif

@@ -1,0 +1,79 @@
+/* measure_decode.c — how fast packed weights decode where they are used.
+ *
+ * Placing a weight packed trades device (or link) bytes for a decode before
+ * each use (docs/packed.md): the streamed bytes shrink to the packed ones,
+ * and the decode runs on the copy stream (mode 2), before the product
+ * (mode 3's engine path) or on the host (host compute). policies/smart.lua
+ * weighs both with this figure, measured like the bandwidths: a warm-up,
+ * then the best of three, over synthetic trained-like bf16 (the decoder's
+ * speed depends on how many exponents escape the codebooks, so values
+ * shaped like trained weights, not zeros). */
+#include "lrun.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "model/model.h"
+#include "model/random_fill.h"
+#include "packed/codec.h"
+
+#ifdef LRUN_WITH_CUDA
+lrun_status lrun_cuda_measure_packed_decode(lrun_device *device, const void *packed, const lrun_packed_layout *lay,
+                                            double *bytes_per_s);
+#endif
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The host decoder over the model's threads: plain bytes per second. */
+static double host_rate(lrun_threadpool *pool, const void *packed, const lrun_packed_layout *lay, uint16_t *dst)
+{
+    double best = 0;
+    for (int i = 0; i < 4; i++) {
+        const double t0 = now_seconds();
+        lrun_packed_decode_range_mt(dst, packed, lay, 0, lay->n, pool);
+        const double dt = now_seconds() - t0;
+        if (i > 0 && dt > 0 && (double)lay->n * 2 / dt > best) best = (double)lay->n * 2 / dt;
+    }
+    return best;
+}
+
+lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes, double *bytes_per_s)
+{
+    if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring packed decode: bytes_per_s is NULL");
+    *bytes_per_s = 0;
+    if (!model) return lrun_fail(LRUN_E_ARG, "measuring packed decode: model is NULL");
+    if (bytes < ((size_t)1 << 20) || bytes > ((size_t)1 << 32))
+        return lrun_fail(LRUN_E_ARG, "measuring packed decode: %zu bytes is outside [1 MiB, 4 GiB]", bytes);
+    const uint64_t n = bytes / 2;
+    const size_t cap = lrun_packed_bound(LRUN_DTYPE_BF16, n);
+    uint16_t *plain = malloc((size_t)n * 2);
+    void *packed = malloc(cap);
+    lrun_status st = plain && packed ? LRUN_OK : lrun_fail_oom(cap + bytes, 0, "measuring packed decode: host buffers");
+    lrun_threadpool *pool = lrun_model_threadpool(model);
+    size_t size = 0;
+    lrun_packed_layout lay;
+    if (st == LRUN_OK) st = lrun_random_fill_trained(LRUN_DTYPE_BF16, plain, 0, (int64_t)n, 0.02f, 12);
+    if (st == LRUN_OK) st = lrun_packed_encode(packed, cap, &size, LRUN_DTYPE_BF16, plain, n, pool);
+    if (st == LRUN_OK) st = lrun_packed_validate_mt(&lay, packed, size, "measurement", pool);
+    double best = 0;
+    lrun_device *dev = lrun_model_device(model);
+    if (st == LRUN_OK && on_device && lrun_device_kind_of(dev) == LRUN_DEVICE_KIND_CUDA) {
+#ifdef LRUN_WITH_CUDA
+        st = lrun_cuda_measure_packed_decode(dev, packed, &lay, &best);
+#else
+        st = lrun_fail(LRUN_E_DEVICE, "measuring packed decode: this build has no CUDA");
+#endif
+    } else if (st == LRUN_OK) {
+        best = host_rate(pool, packed, &lay, plain);
+    }
+    free(plain);
+    free(packed);
+    if (st == LRUN_OK) *bytes_per_s = best;
+    return st;
+}

@@ -1,0 +1,282 @@
+/* test_packed_place.c — packed weights as a residency form on the CPU
+ * (docs/packed.md): a packed file loads with its matrices still packed
+ * (its mmap tier holds the packed bytes), and for every placement — packed
+ * or plain, in every tier, streamed, host-computed, decoded in place, with
+ * nothing staged (ALL_DEVICE) — the logits are bit-identical to the plain
+ * GGUF's; packing at placement time (lrun_tensor_move_form) gives the same;
+ * the engine's sizes for a proposed packed placement are what init takes. */
+#include "check.h"
+#include "fixtures.h"
+#include "lrun.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { V = 300, NEW = 6, CTX = 64 };
+
+static char dir[64];
+
+static const char *path_of(const char *name)
+{
+    static char buf[4][128];
+    static int k;
+    char *p = buf[k++ % 4];
+    snprintf(p, 128, "%s/%s", dir, name);
+    return p;
+}
+
+static void make_model(const char *path, lrun_dtype dtype, int tied, const char *arch)
+{
+    lrun_model_gen_spec s = {.arch = arch, .n_layer = 3, .n_embd = 64, .n_head = 4, .n_head_kv = 2, .n_ff = 160, .n_vocab = V,
+                             .n_ctx = CTX, .weight_dtype = dtype, .embd_dtype = dtype, .rope_freq_base = 10000,
+                             .rms_eps = 1e-5, .seed = 5, .n_threads = 1, .tied_embeddings = tied, .trained_stats = 1};
+    if (lrun_model_generate(path, &s) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
+}
+
+/* Greedy decode of NEW tokens after a 4-token prompt; logits (NEW x V). */
+static int greedy(lrun_model *m, lrun_weight_mode mode, float *logits, lrun_engine_stats *stats)
+{
+    lrun_engine *e = NULL;
+    const lrun_engine_opts eo = {.n_seq_max = 1, .n_ctx_max = CTX, .n_batch_max = 8, .weight_mode = mode,
+                                 .prefetch_layers = 1};
+    int ok = lrun_engine_init(&e, m, &eo) == LRUN_OK;
+    if (!ok) printf("# engine: %s\n", lrun_last_error());
+    int32_t prompt[4] = {1, 50, 120, 7}, seq[4] = {0, 0, 0, 0};
+    int64_t n_out = 0;
+    ok = ok && lrun_engine_step(e, 4, prompt, seq, NULL, logits, 1, &n_out) == LRUN_OK;
+    for (int i = 0; ok && i + 1 < NEW; i++) {
+        const float *row = logits + (int64_t)i * V;
+        int32_t best = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (row[v] > row[best]) best = (int32_t)v;
+        ok = lrun_engine_step(e, 1, &best, seq, NULL, logits + (int64_t)(i + 1) * V, 1, &n_out) == LRUN_OK;
+    }
+    if (ok && stats) lrun_engine_get_stats(e, stats);
+    lrun_engine_free(e);
+    return ok;
+}
+
+static int is_matrix(const lrun_tensor *t)
+{
+    return lrun_tensor_ndim(t) == 2 && lrun_tensor_dim(t, 1) > 1 && lrun_tensor_role(t) != LRUN_ROLE_BIAS;
+}
+
+/* A placement: for each matrix, its tier, form and host-compute flag by a rule. */
+typedef struct place {
+    const char *name;
+    lrun_tier block_tier, head_tier, embd_tier;
+    int packed;          /* 1: matrices packed, 0: plain, 2: every other block packed */
+    int host_compute;    /* off-device matrices computed on the host */
+    lrun_weight_mode mode;
+} place;
+
+static int apply(lrun_model *m, const place *p)
+{
+    lrun_device *d = lrun_model_device(m);
+    for (int64_t i = 0; i < lrun_model_tensor_count(m); i++) {
+        lrun_tensor *t = lrun_model_tensor(m, i);
+        if (!is_matrix(t)) continue;
+        const lrun_role r = lrun_tensor_role(t);
+        const lrun_tier tier = r == LRUN_ROLE_EMBEDDING ? p->embd_tier : r == LRUN_ROLE_LM_HEAD ? p->head_tier
+                                                                                            : p->block_tier;
+        int packed = p->packed == 2 ? lrun_tensor_layer(t) % 2 == 0 : p->packed;
+        if (tier == LRUN_TIER_MMAP) packed = lrun_tensor_file_packed(t); /* the mmap tier holds the file's form */
+        if (lrun_tensor_move_form(t, d, tier, packed) != LRUN_OK) {
+            printf("# %s: %s: %s\n", p->name, lrun_tensor_name(t), lrun_last_error());
+            return 0;
+        }
+        lrun_tensor_set_host_compute(t, p->host_compute);
+    }
+    return 1;
+}
+
+static const place places[] = {
+    {"as loaded, ALL_DEVICE", LRUN_TIER_MMAP, LRUN_TIER_MMAP, LRUN_TIER_MMAP, -1, 0, LRUN_WEIGHT_MODE_ALL_DEVICE},
+    {"device packed", LRUN_TIER_DEVICE, LRUN_TIER_DEVICE, LRUN_TIER_DEVICE, 1, 0, LRUN_WEIGHT_MODE_AS_PLACED},
+    {"pinned packed, streamed (mode 2)", LRUN_TIER_PINNED, LRUN_TIER_PINNED, LRUN_TIER_HOST, 1, 0,
+     LRUN_WEIGHT_MODE_AS_PLACED},
+    {"host packed, host compute", LRUN_TIER_HOST, LRUN_TIER_HOST, LRUN_TIER_HOST, 1, 1, LRUN_WEIGHT_MODE_AS_PLACED},
+    {"mixed forms, streamed", LRUN_TIER_HOST, LRUN_TIER_DEVICE, LRUN_TIER_PINNED, 2, 0, LRUN_WEIGHT_MODE_AS_PLACED},
+    {"mixed forms, host compute", LRUN_TIER_PINNED, LRUN_TIER_HOST, LRUN_TIER_DEVICE, 2, 1,
+     LRUN_WEIGHT_MODE_AS_PLACED},
+    {"plain again", LRUN_TIER_HOST, LRUN_TIER_DEVICE, LRUN_TIER_HOST, 0, 0, LRUN_WEIGHT_MODE_AS_PLACED},
+    {"back to the file", LRUN_TIER_MMAP, LRUN_TIER_MMAP, LRUN_TIER_MMAP, -1, 0, LRUN_WEIGHT_MODE_AS_PLACED},
+};
+
+/* Every placement of the model at path gives the reference's logits. */
+static void every_placement(const char *path, const float *ref, const char *what, int from_packed_file)
+{
+    static float got[NEW * V];
+    char label[160];
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
+    for (size_t i = 0; m && i < sizeof places / sizeof places[0]; i++) {
+        place p = places[i];
+        if (p.packed < 0) p.packed = from_packed_file; /* the mmap tier holds the file's form */
+        lrun_engine_stats s;
+        memset(&s, 0, sizeof s);
+        const int ok = apply(m, &p) && greedy(m, p.mode, got, &s);
+        snprintf(label, sizeof label, "%s: %s: bit-identical logits", what, p.name);
+        CHECK(label, ok && !memcmp(got, ref, sizeof got));
+        if (p.mode == LRUN_WEIGHT_MODE_AS_PLACED && p.block_tier != LRUN_TIER_DEVICE && !p.host_compute &&
+            p.packed == 1) {
+            snprintf(label, sizeof label, "%s: %s: the streamed bytes are the packed ones", what, p.name);
+            size_t packed = 0;
+            for (int64_t t = 0; t < lrun_model_tensor_count(m); t++) {
+                const lrun_tensor *x = lrun_model_tensor(m, t);
+                if (lrun_tensor_layer(x) >= 0 && is_matrix(x)) packed += lrun_tensor_stored_bytes(x);
+            }
+            /* NEW chunks, each streaming every block's matrices once (the head too when off-device) */
+            const uint64_t blocks = (uint64_t)packed * NEW;
+            CHECK(label, s.bytes_streamed >= blocks && s.bytes_streamed < blocks + (uint64_t)NEW * 300 * 64 * 2 + 4096);
+        }
+    }
+    lrun_model_free(m);
+}
+
+/* Loading a packed file keeps its matrices packed: the mmap tier holds packed bytes. */
+static void kept_packed(const char *gg, const char *pk)
+{
+    lrun_model *a = fixture_load(gg, "cpu", 0, 2, -1), *b = fixture_load(pk, "cpu", 0, 2, -1);
+    int n_packed = 0, all = 1;
+    for (int64_t i = 0; a && b && i < lrun_model_tensor_count(b); i++) {
+        const lrun_tensor *t = lrun_model_tensor(b, i);
+        if (is_matrix(t)) {
+            n_packed += lrun_tensor_packed(t);
+            all = all && lrun_tensor_packed(t) && lrun_tensor_stored_bytes(t) < lrun_tensor_bytes(t);
+        } else {
+            all = all && !lrun_tensor_packed(t);
+        }
+    }
+    CHECK("a packed file loads with every matrix packed, vectors plain", b && n_packed > 0 && all);
+    const size_t pa = a ? lrun_model_tier_bytes(a, LRUN_TIER_MMAP) : 0, pb = b ? lrun_model_tier_bytes(b, LRUN_TIER_MMAP) : 0;
+    printf("# mmap tier: plain %zu bytes, packed %zu bytes (%.3f)\n", pa, pb, pa ? (double)pb / (double)pa : 0.0);
+    CHECK("its mmap tier counts the packed bytes", pb > 0 && pb < pa * 8 / 10);
+    float v[64];
+    lrun_tensor *t = b ? lrun_model_tensor(b, 0) : NULL;
+    for (int64_t i = 0; b && i < lrun_model_tensor_count(b) && !lrun_tensor_packed(t); i++) t = lrun_model_tensor(b, i);
+    lrun_tensor *ta = t && a ? lrun_model_find_tensor(a, lrun_tensor_name(t)) : NULL;
+    float w[64];
+    CHECK("lrun_tensor_read_f32 decodes a packed tensor",
+          ta && lrun_tensor_read_f32(t, 100, 64, v) == LRUN_OK && lrun_tensor_read_f32(ta, 100, 64, w) == LRUN_OK &&
+              !memcmp(v, w, sizeof v));
+    CHECK("writing a packed tensor is refused",
+          t && lrun_tensor_move(t, NULL, LRUN_TIER_HOST) == LRUN_OK && lrun_tensor_packed(t) &&
+              lrun_tensor_write_f32(t, 0, 64, v) == LRUN_E_UNSUPPORTED);
+    lrun_tensor *norm = b ? lrun_model_find_tensor(b, "output_norm.weight") : NULL;
+    CHECK("packing an f32 tensor is LRUN_E_UNSUPPORTED",
+          norm && lrun_tensor_move_form(norm, NULL, LRUN_TIER_HOST, 1) == LRUN_E_UNSUPPORTED);
+    CHECK("the file's form only in mmap",
+          t && lrun_tensor_move_form(t, NULL, LRUN_TIER_MMAP, 0) == LRUN_E_ARG && lrun_tensor_packed(t));
+    lrun_model_free(a);
+    lrun_model_free(b);
+}
+
+/* lrun_engine_size_placement_packed: a proposed packed placement sizes what init then takes. */
+static void sizes(const char *gg)
+{
+    lrun_model *m = fixture_load(gg, "cpu", 0, 2, -1);
+    const int64_t n = m ? lrun_model_tensor_count(m) : 0;
+    lrun_tier *tiers = calloc((size_t)n + 1, sizeof *tiers);
+    int8_t *hc = calloc((size_t)n + 1, 1), *pk = calloc((size_t)n + 1, 1);
+    for (int64_t i = 0; m && i < n; i++) {
+        lrun_tensor *t = lrun_model_tensor(m, i);
+        tiers[i] = is_matrix(t) && lrun_tensor_layer(t) != 1 ? LRUN_TIER_HOST : LRUN_TIER_DEVICE;
+        pk[i] = (int8_t)is_matrix(t);
+        hc[i] = (int8_t)(lrun_tensor_role(t) == LRUN_ROLE_LM_HEAD);
+    }
+    const lrun_engine_opts eo = {.n_seq_max = 1, .n_ctx_max = CTX, .n_batch_max = 8,
+                                 .weight_mode = LRUN_WEIGHT_MODE_AS_PLACED, .prefetch_layers = 1};
+    lrun_placement_size ps;
+    int ok = m && lrun_engine_size_placement_packed(&ps, m, &eo, tiers, hc, pk) == LRUN_OK;
+    for (int64_t i = 0; ok && i < n; i++) {
+        lrun_tensor *t = lrun_model_tensor(m, i);
+        ok = lrun_tensor_move_form(t, lrun_model_device(m), tiers[i], pk[i]) == LRUN_OK;
+        lrun_tensor_set_host_compute(t, hc[i]);
+    }
+    /* packed sizes are known now: size again, as a planner would after packing */
+    ok = ok && lrun_engine_size_placement_packed(&ps, m, &eo, tiers, hc, pk) == LRUN_OK;
+    lrun_device *d = m ? lrun_model_device(m) : NULL;
+    const size_t before = d ? lrun_device_used(d) : 0;
+    lrun_engine *e = NULL;
+    ok = ok && lrun_engine_init(&e, m, &eo) == LRUN_OK;
+    lrun_engine_stats s;
+    if (ok) lrun_engine_get_stats(e, &s);
+    printf("# weights %zu, slots %zu (with the decode scratch), init %zu; taken %zu\n", ps.weight_bytes, ps.slot_bytes,
+           ps.init_bytes, d ? lrun_device_used(d) - before : 0);
+    CHECK("size_placement_packed: the device weights are the packed bytes", ok && ps.weight_bytes == before);
+    CHECK("size_placement_packed: slots and decode scratch as init takes them", ok && s.slot_bytes == ps.slot_bytes);
+    CHECK("size_placement_packed: init takes init_bytes", ok && lrun_device_used(d) - before == ps.init_bytes);
+    lrun_engine_free(e);
+    lrun_model_free(m);
+    free(tiers);
+    free(hc);
+    free(pk);
+}
+
+/* arch NULL: llama; phi3's fused attn_qkv is split at load, so its parts are
+ * decoded at load and packed again at placement; qwen2 has f32 biases. */
+static void run(lrun_dtype dtype, int tied, const char *what, const char *arch)
+{
+    static float ref[NEW * V];
+    const char *gg = path_of("m.gguf"), *pk = path_of("m.lrpk");
+    make_model(gg, dtype, tied, arch);
+    lrun_model *m = fixture_load(gg, "cpu", 0, 2, -1);
+    const int ok = m && lrun_pack(gg, pk, NULL, NULL) == LRUN_OK && greedy(m, LRUN_WEIGHT_MODE_ALL_DEVICE, ref, NULL);
+    lrun_model_free(m);
+    char label[128];
+    snprintf(label, sizeof label, "%s: reference model and its packed file", what);
+    CHECK(label, ok);
+    if (!ok) return;
+    if (dtype == LRUN_DTYPE_BF16 && !tied && !arch) kept_packed(gg, pk);
+    snprintf(label, sizeof label, "%s packed file", what);
+    every_placement(pk, ref, label, 1);
+    snprintf(label, sizeof label, "%s GGUF packed at placement", what);
+    every_placement(gg, ref, label, 0);
+    if (dtype == LRUN_DTYPE_BF16 && tied && !arch) sizes(gg);
+}
+
+/* lrun pack of an HF directory: written as the GGUF llama.cpp's converter
+ * would (Q/K rows back in GGUF order), packed; it loads packed and gives the
+ * logits of the GGUF the directory was generated from. */
+static void hf_pack(void)
+{
+    static float ref[NEW * V], got[NEW * V];
+    const char *gg = path_of("hf.gguf"), *hf = path_of("hf"), *pk = path_of("hf.lrpk");
+    lrun_model_gen_spec s = {.n_layer = 3, .n_embd = 64, .n_head = 4, .n_head_kv = 2, .n_ff = 160, .n_vocab = V,
+                             .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16, .embd_dtype = LRUN_DTYPE_BF16,
+                             .rope_freq_base = 10000, .rms_eps = 1e-5, .seed = 9, .n_threads = 1, .trained_stats = 1};
+    lrun_pack_stats ps;
+    memset(&ps, 0, sizeof ps);
+    int ok = lrun_model_generate(gg, &s) == LRUN_OK && lrun_model_generate_hf(hf, &s, 2) == LRUN_OK;
+    ok = ok && lrun_pack(hf, pk, NULL, &ps) == LRUN_OK;
+    if (!ok) printf("# %s\n", lrun_last_error());
+    printf("# HF directory packed: %lld tensors packed, %zu -> %zu bytes\n", (long long)ps.n_packed, ps.plain_bytes,
+           ps.packed_bytes);
+    CHECK("lrun pack of an HF directory writes a packed file, and no temporary file is left", ok && ps.n_packed > 0 &&
+          access(path_of("hf.lrpk.hf.gguf.tmp"), F_OK) != 0);
+    lrun_model *a = ok ? fixture_load(gg, "cpu", 0, 2, -1) : NULL, *b = ok ? fixture_load(pk, "cpu", 0, 2, -1) : NULL;
+    ok = a && b && greedy(a, LRUN_WEIGHT_MODE_ALL_DEVICE, ref, NULL) && greedy(b, LRUN_WEIGHT_MODE_ALL_DEVICE, got, NULL);
+    CHECK("it loads packed and gives the logits of the GGUF the directory came from, bit for bit",
+          ok && lrun_tensor_packed(lrun_model_find_tensor(b, "blk.0.attn_q.weight")) && !memcmp(ref, got, sizeof ref));
+    lrun_model_free(a);
+    lrun_model_free(b);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/lrun_test_packed_place_%d", (int)getpid());
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+    if (system(cmd) != 0) return 1;
+    run(LRUN_DTYPE_BF16, 0, "bf16", NULL);
+    run(LRUN_DTYPE_BF16, 1, "bf16 tied", NULL);
+    run(LRUN_DTYPE_F16, 0, "f16", NULL);
+    run(LRUN_DTYPE_BF16, 0, "phi3 bf16", "phi3");
+    run(LRUN_DTYPE_BF16, 1, "qwen2 bf16 tied", "qwen2");
+    hf_pack();
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) return 1;
+    return CHECK_DONE();
+}
