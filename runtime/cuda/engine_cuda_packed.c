@@ -1,15 +1,30 @@
-/* engine_cuda_packed.c — packed weights resident on the device: decoded into
- * the engine's packed scratch, then the plain kernels (engine_cuda_packed.h
- * says where the fused kernel goes). Stream order keeps it safe: every
+/* engine_cuda_packed.c — packed weights resident on the device: batch-1
+ * products through the fused decode+GEMV (kernels/packed_gemv.cu), the rest
+ * decoded into the engine's packed scratch, then the plain kernels. Stream order keeps it safe: every
  * decode and the product that reads it run on the compute stream, so the
  * next decode into the scratch starts after the last product read it. */
 #include "cuda/engine_cuda_packed.h"
 
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "residency/placement.h"
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* The fused decode+GEMV for batch-1 products of device-packed weights: on
+ * unless LRUN_PACKED_FUSED=0 (then decode into the scratch and the plain
+ * kernel, for comparison; both give the same bits). */
+static int fused_enabled(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("LRUN_PACKED_FUSED");
+        on = !(v && strcmp(v, "0") == 0);
+    }
+    return on;
+}
 
 /* Plain bytes t decodes into the scratch, 0 when it is not read packed on the device. */
 static size_t need_of(const lrun_placement *p, const struct lrun_tensor *t, int all_device)
@@ -53,7 +68,19 @@ lrun_status lrun_cuda_packed_decode_scratch(lrun_cuda_engine *e, const struct lr
 lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
                                   const float *x, int64_t m, int mode)
 {
-    /* the fused decode+GEMV kernel replaces this body (engine_cuda_packed.h) */
+    /* every weight packed, in a mode and shape the fused kernel takes: decoded
+     * on chip (kernels/packed_gemv.cu), bit-identical to the decode and
+     * lrun_k_gemv_multi below; LRUN_E_UNSUPPORTED (k not a multiple of 8,
+     * rows too long for its tile) falls through to them */
+    int all_packed = fused_enabled() && m <= GEMV_MAX_ROWS &&
+                     (mode == LRUN_K_GEMV_STORE || mode == LRUN_K_GEMV_ADD || mode == LRUN_K_GEMV_SWIGLU);
+    for (int i = 0; all_packed && i < n_w; i++) all_packed = w[i].w->packed;
+    if (all_packed) {
+        lrun_k_packed_part pp[LRUN_K_GEMV_MAX_PARTS];
+        for (int i = 0; i < n_w; i++) pp[i] = (lrun_k_packed_part){w[i].data, &w[i].w->pk, w[i].w->ne[1], y[i]};
+        const lrun_status st = lrun_k_packed_gemv_multi(pp, n_w, w[0].w->ne[0], x, m, mode, e->stream);
+        if (st != LRUN_E_UNSUPPORTED) return st;
+    }
     lrun_k_gemv_part parts[LRUN_K_GEMV_MAX_PARTS];
     size_t off = 0;
     for (int i = 0; i < n_w; i++) {
@@ -72,6 +99,10 @@ lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w,
 lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
                                     const float *x, int64_t m, float *y)
 {
+    if (m <= GEMV_MAX_ROWS && m <= GEMV_MAX_ROWS && fused_enabled()) { /* fused, as lrun_cuda_packed_gemv */
+        const lrun_status st = lrun_k_packed_gemv(packed, &w->pk, w->ne[1], w->ne[0], x, m, y, e->stream);
+        if (st != LRUN_E_UNSUPPORTED) return st;
+    }
     const void *plain;
     TRY(lrun_cuda_packed_decode_scratch(e, w, packed, 0, &plain));
     if (m <= GEMV_MAX_ROWS) return lrun_k_gemv(w->dtype, plain, w->row_bytes, w->ne[1], w->ne[0], x, m, y, e->stream);

@@ -10,18 +10,18 @@
  *       (engine_cuda_offload.c, lrun_cuda_offload_host_matmul);
  *   DEVICE tier (mode 3)                  the two functions below.
  *
- * THE SEAM FOR MODE 3's FUSED KERNEL (issue 12, the "fused" branch): the
- * forward (engine_cuda_forward.c) calls lrun_cuda_packed_gemv where a plain
- * model runs lrun_k_gemv_multi (decode, m <= GEMV_MAX_ROWS: Q/K/V stored,
- * gate/up through SwiGLU, one weight added into the residual), and
- * lrun_cuda_packed_matmul where it runs lrun_k_gemv/lrun_k_gemm alone. Today
- * both decode each packed weight whole into its part of the engine's packed
- * scratch on the compute stream and run exactly the plain kernel on it, so
- * the logits are bit-identical to the plain model's (the decode is
- * bit-exact). The fused decode+GEMV kernel replaces the body of
- * lrun_cuda_packed_gemv (and the m <= GEMV_MAX_ROWS branch of
- * lrun_cuda_packed_matmul) and must keep lrun_k_gemv_multi's arithmetic;
- * the scratch then only serves prefill GEMMs (its size: below). */
+ * Mode 3: the forward (engine_cuda_forward.c) calls lrun_cuda_packed_gemv
+ * where a plain model runs lrun_k_gemv_multi (decode, m <= GEMV_MAX_ROWS:
+ * Q/K/V stored, gate/up through SwiGLU, one weight added into the
+ * residual), and lrun_cuda_packed_matmul where it runs lrun_k_gemv/lrun_k_gemm
+ * alone. Batch-1 products of packed weights run the fused decode+GEMV
+ * (lrun_k_packed_gemv_multi: decoded on chip, never written to global
+ * memory), which keeps lrun_k_gemv_multi's arithmetic, so the logits are
+ * bit-identical to the plain model's. Mixed parts, the GeGLU modes, shapes
+ * the fused kernel refuses (LRUN_E_UNSUPPORTED) and prefill decode each
+ * weight whole into its part of the engine's packed scratch on the compute
+ * stream and run the plain kernel on it (the decode is bit-exact too).
+ * LRUN_PACKED_FUSED=0 turns the fused kernel off, for comparison. */
 #ifndef LRUN_ENGINE_CUDA_PACKED_H
 #define LRUN_ENGINE_CUDA_PACKED_H
 
