@@ -186,7 +186,11 @@ static const cJSON *rope_object(const cJSON *cfg)
 {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
     if (!rs || cJSON_IsNull(rs)) rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_parameters");
-    return rs && !cJSON_IsNull(rs) ? rs : NULL;
+    if (!rs || cJSON_IsNull(rs)) return NULL;
+    /* transformers 5's gemma3 keeps one per layer type: the global blocks' is
+     * the model's RoPE (model_hf_arch.c checks the local one) */
+    const cJSON *full = cJSON_GetObjectItemCaseSensitive(rs, "full_attention");
+    return cJSON_IsObject(full) ? full : rs;
 }
 
 /* rope_theta inside rope_parameters, when the top level has none. */

@@ -120,6 +120,11 @@ lrun_status lrun_hf_gemma_config(lrun_model *m, const char *file, const cJSON *c
     if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(cfg, "final_logit_softcapping"))) m->final_softcap = 0;
     /* what the description fixes: the local blocks' RoPE base and which blocks are local */
     const cJSON *lb = cJSON_GetObjectItemCaseSensitive(cfg, "rope_local_base_freq");
+    if (!lb) { /* transformers 5: rope_parameters.sliding_attention.rope_theta */
+        const cJSON *rp = cJSON_GetObjectItemCaseSensitive(cfg, "rope_parameters");
+        const cJSON *sl = rp ? cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention") : NULL;
+        lb = sl ? cJSON_GetObjectItemCaseSensitive(sl, "rope_theta") : NULL;
+    }
     if (cJSON_IsNumber(lb) && a->rope_base_local > 0 && lb->valuedouble != a->rope_base_local)
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: \"rope_local_base_freq\" %g (%s's local blocks rotate at %g)", file,
                          lb->valuedouble, a->name, a->rope_base_local);
