@@ -304,6 +304,7 @@ local function fit_host(ctx, final, host_compute, sized, host_budget)
       size.format(fixed + held - host_budget))
   end
   return fixed + held, moved
+end
 
 -- ---------------------------------------------------------------- packed forms
 
