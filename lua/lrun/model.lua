@@ -28,6 +28,7 @@ local load_opt_types = {
   -- placement (lrun.residency): any of these makes load plan and apply a placement
   policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
   prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
+  n_cpu_moe = "number", -- a mixture of experts: the first N blocks' experts host-computed (policies/n_cpu_moe.lua)
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
   -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
   packed = "any",
@@ -53,7 +54,7 @@ local function check_load_opts(opts)
   if opts.rope_style and opts.rope_style ~= "adjacent" and opts.rope_style ~= "half" then
     error("lrun.load: rope_style must be \"adjacent\" or \"half\", got \"" .. opts.rope_style .. "\"", 3)
   end
-  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers" }) do
+  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe" }) do
     local v = opts[k]
     if v ~= nil and (v < 0 or v % 1 ~= 0) then
       error("lrun.load: option '" .. k .. "' must be a whole number >= 0, got " .. v, 3)
@@ -537,7 +538,7 @@ end
 --- Plans and applies a placement now (see lrun.load's placement options
 -- and lrun.residency): the engine is remade, the KV cache starts empty.
 -- @tparam table opts policy=, cpu_offload_gb=, smart_offload=, overrides=,
---   prefetch_layers=, n_gpu_layers=, offload_tier=, host_budget=, packed= (true, false, a predicate or a list)
+--   prefetch_layers=, n_gpu_layers=, n_cpu_moe=, offload_tier=, host_budget=, packed= (true, false, a predicate or a list)
 -- @treturn[1] table the plan result ({explain=, policy=, off_bytes=, …})
 -- @treturn[2] nil
 -- @treturn[2] table error
