@@ -395,9 +395,9 @@ typedef struct lrun_model_gen_spec {
     int64_t n_expert;
     int64_t n_expert_used;
     /* > 0: skewed expert popularity (synthetic, for cache benchmarks): the
-     * router's row of expert e gets a component along a fixed direction d,
-     * strength router_skew · ln(1/(e+1)) (Zipf-like: popularity ~ 1/(e+1)^s for
-     * inputs aligned with d); 0: a plain random router (near-uniform routing). */
+     * router's row of expert e is multiplied by 1 + router_skew/(e+1), so
+     * low-numbered experts win the top-k more often (measured in docs/moe.md);
+     * 0: a plain random router. */
     double router_skew;
 } lrun_model_gen_spec;
 
