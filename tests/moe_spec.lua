@@ -157,6 +157,34 @@ for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32" }) do
   end)
 end
 
+describe("policies.n_cpu_moe", function()
+  local pol = require("policies.n_cpu_moe")
+  local function t(name, layer, role, bytes) return { name = name, layer = layer, role = role, bytes = bytes } end
+  local list = { t("token_embd.weight", -1, "token_embd", 10), t("blk.0.ffn_up_exps.weight", 0, "ffn_up_exps", 100),
+    t("blk.0.ffn_gate_inp.weight", 0, "ffn_gate_inp", 5), t("blk.1.ffn_down_exps.weight", 1, "ffn_down_exps", 100) }
+
+  it("takes the first N blocks' experts, all without N, none of a dense model", function()
+    local plan, off, extra = pol.plan(list, { n_cpu_moe = 1 })
+    assert.are.equal("host", plan["blk.0.ffn_up_exps.weight"])
+    assert.are.equal("device", plan["blk.1.ffn_down_exps.weight"])
+    assert.are.equal("device", plan["blk.0.ffn_gate_inp.weight"])
+    assert.are.equal(100, off)
+    assert.is_true(extra.host_compute["blk.0.ffn_up_exps.weight"])
+    local _, all = pol.plan(list)
+    assert.are.equal(200, all)
+    local _, none = pol.plan({ t("blk.0.ffn_up.weight", 0, "ffn_up", 50) }, { n_cpu_moe = 4 })
+    assert.are.equal(0, none)
+  end)
+
+  it("refuses an N that is not a whole number >= 0", function()
+    for _, n in ipairs({ -1, 1.5, "2" }) do
+      local ok, err = pcall(pol.plan, list, { n_cpu_moe = n })
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("n_cpu_moe must be a whole number", 1, true), tostring(err))
+    end
+  end)
+end)
+
 describe("mixture-of-experts generator", function()
   local function spec(arch, n_expert, used)
     local s = ffi.new("lrun_model_gen_spec")
