@@ -63,6 +63,9 @@ typedef struct lrun_backend_iface {
     /* Fills every field the backend has; out arrives zeroed. */
     void (*get_stats)(const void *ctx, lrun_engine_stats *out);
     void (*reset_stats)(void *ctx);
+    /* The expert selections counted since init or reset_stats (moe_route.h); NULL entry or a table with
+     * no counts: none (a dense model). reset_stats clears them. */
+    const struct lrun_moe_counts *(*moe_counts)(const void *ctx);
 } lrun_backend_iface;
 
 /* The backends this build has, each a peer; declared here so the registry can

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "cpu/moe_route.h"
 #include "model/model.h"
 #include "residency/placement.h"
 #include "step_tokens.h"
@@ -266,4 +267,14 @@ void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
 void lrun_engine_reset_stats(lrun_engine *engine)
 {
     if (engine) engine->iface->reset_stats(engine->ctx);
+}
+
+lrun_status lrun_engine_expert_counts(const lrun_engine *engine, int64_t *counts, int64_t *tokens)
+{
+    if (!engine) return lrun_fail(LRUN_E_ARG, "lrun_engine_expert_counts: engine is NULL");
+    const lrun_moe_counts *c = engine->iface->moe_counts ? engine->iface->moe_counts(engine->ctx) : NULL;
+    if (!c || !c->counts) return LRUN_OK;
+    if (counts) memcpy(counts, c->counts, (size_t)(c->n_layer * c->n_expert) * sizeof *counts);
+    if (tokens) memcpy(tokens, c->tokens, (size_t)c->n_layer * sizeof *tokens);
+    return LRUN_OK;
 }

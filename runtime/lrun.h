@@ -395,9 +395,9 @@ typedef struct lrun_model_gen_spec {
     int64_t n_expert;
     int64_t n_expert_used;
     /* > 0: skewed expert popularity (synthetic, for cache benchmarks): the
-     * router's row of expert e gets a component along a fixed direction d,
-     * strength router_skew · ln(1/(e+1)) (Zipf-like: popularity ~ 1/(e+1)^s for
-     * inputs aligned with d); 0: a plain random router (near-uniform routing). */
+     * router's row of expert e is multiplied by 1 + router_skew/(e+1), so
+     * low-numbered experts win the top-k more often (measured in docs/moe.md);
+     * 0: a plain random router. */
     double router_skew;
 } lrun_model_gen_spec;
 
@@ -807,6 +807,15 @@ LRUN_API lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, con
 
 LRUN_API void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out);
 LRUN_API void lrun_engine_reset_stats(lrun_engine *engine);
+/* A mixture of experts' routing since the engine was made (or its stats
+ * last reset), counted where the router's top-k runs (both backends):
+ * counts (n_layer * n_expert, row l = block l) = how many tokens chose
+ * expert x in block l; tokens (n_layer) = tokens routed through block l
+ * (prompt and decode alike, every chunk). Row l sums to tokens[l] *
+ * n_expert_used. Either pointer may be NULL; sizes are the model's
+ * (lrun_model_info). A dense model writes nothing. LRUN_E_ARG on a NULL
+ * engine. */
+LRUN_API lrun_status lrun_engine_expert_counts(const lrun_engine *engine, int64_t *counts, int64_t *tokens);
 
 /* ---------------------------------------------------------------- sampling */
 

@@ -37,6 +37,8 @@ describe("cli flags", function()
     { { "--top-k", "-3" }, "--top-k -3: expected a whole number >= 0" },
     { { "-c", "-1" }, "-c -1: expected a whole number >= 0" },
     { { "-ngl", "-1" }, "-ngl -1: expected a whole number >= 0" },
+    { { "--n-cpu-moe", "-2" }, "--n-cpu-moe -2: expected a whole number >= 0" },
+    { { "--n-cpu-moe", "x" }, "--n-cpu-moe x: expected a whole number >= 0" },
     { { "--prefetch", "1000" }, "--prefetch 1000: expected a layer count from 1 to 64" },
     { { "--temp", "-1" }, "--temp -1: expected a number >= 0" },
     { { "--device", "tpu" }, "--device tpu: expected cpu, cuda or cuda:N" },
@@ -129,6 +131,8 @@ describe("cli flags", function()
     local lo3 = cli.load_options(assert(cli.parse({ "--cache-bits", "8" }, cli.generate_spec())))
     assert.are.equal("quantized", lo3.cache_implementation)
     assert.are.same({ nbits = 8 }, lo3.cache_config)
+    local lo4 = cli.load_options(assert(cli.parse({ "--n-cpu-moe", "3" }, cli.generate_spec())))
+    assert.are.equal(3, lo4.n_cpu_moe)
   end)
 
   it("has a llama.cpp name (or false) and help for every flag", function()

@@ -9,6 +9,7 @@
 --     block streamed (layers 0): the prompt's logits within test_engine_gpu's
 --     fast tolerances of the CPU's (f32 1e-2, q8_0 5e-2) and the same first
 --     greedy token; streamed runs bit-identical to the resident fast run;
+--   * the expert counts (m:stats().experts): each block's sum to tokens x top-k;
 --   * numerics = "exact" is refused (no exact routing kernels yet).
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
 -- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
@@ -31,6 +32,7 @@ local TOL = { f32 = 1e-2, q8_0 = 5e-2 }
 local PLACEMENTS = {
   { "resident", {}, false },
   { "experts_on_host (host compute)", { policy = "experts_on_host" }, true },
+  { "n_cpu_moe 1 (block 0's experts host-computed)", { n_cpu_moe = 1 }, true },
   { "-ot exps=host (experts streamed with their block)", { overrides = { "exps=host" } }, false },
   { "every block streamed (layers 0, k = 1)", { policy = "layers", n_gpu_layers = 0, prefetch_layers = 1 }, false },
 }
@@ -78,6 +80,19 @@ describe("mixtures of experts on cuda against the CPU", function()
             end
           end)
         end
+
+        it("counts each block's expert selections where the host routes", function()
+          local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE }))
+          assert(m:logits(PROMPT))
+          local ex = assert(m:stats(true).experts, "no experts in the stats")
+          assert.are.equal(#PROMPT, ex.tokens)
+          for l = 0, m:info().n_layer - 1 do
+            local sum = 0
+            for _, c in ipairs(ex.layers[l]) do sum = sum + c end
+            assert.are.equal(#PROMPT * e.n_expert_used, sum)
+          end
+          m:free()
+        end)
 
         if DEVICE ~= "cpu" then
           it("exact numerics are refused, naming the requirement", function()

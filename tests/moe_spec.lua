@@ -79,6 +79,69 @@ for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32" }) do
         m:free()
       end)
     end
+    it("n_cpu_moe = 0, 1, all: the same logits as resident; the first N blocks' experts on the host", function()
+      local n_layer = base:info().n_layer
+      local want = base:logits(PROMPT)
+      local _, ia = base:generate(PROMPT, { max_new_tokens = 4, do_sample = false })
+      for _, n in ipairs({ 0, 1, n_layer }) do
+        local m = assert(lrun.load(path, { threads = 2, progress = false, n_cpu_moe = n }))
+        local ok, why = same_logits(want, m:logits(PROMPT))
+        assert(ok, "n_cpu_moe " .. n .. ": " .. tostring(why))
+        local _, ib = m:generate(PROMPT, { max_new_tokens = 4, do_sample = false })
+        assert.are.same(ia, ib)
+        local p = m:placement()
+        assert.are.equal("n_cpu_moe", p.policy)
+        for l = 0, n_layer - 1 do
+          for _, part in ipairs({ "gate", "up", "down" }) do
+            assert.are.equal(l < n and "host" or "device", p.experts.layers[l][part], "block " .. l .. " " .. part)
+            assert.are.equal(l < n or nil, p.host_compute["blk." .. l .. ".ffn_" .. part .. "_exps.weight"])
+          end
+        end
+        assert.are.equal(n * 3 * entry(name).n_expert, p.experts.host_compute_slices)
+        for _, t in ipairs(m:tensors()) do -- nothing but experts leaves the device
+          if not t.role:match("_exps$") then assert.are.equal("device", p.tensors[t.name], t.name) end
+        end
+        m:free()
+      end
+    end)
+
+    it("n_cpu_moe beside another placement request: its blocks as overrides", function()
+      local m = assert(lrun.load(path, { threads = 2, progress = false, n_cpu_moe = 1, policy = "conservative" }))
+      local p = m:placement()
+      assert.are.equal("host", p.experts.layers[0].up)
+      assert.is_true(p.host_compute["blk.0.ffn_up_exps.weight"])
+      assert.are.equal("device", p.experts.layers[1].up)
+      local ok, why = same_logits(base:logits(PROMPT), m:logits(PROMPT))
+      assert(ok, why)
+      m:free()
+    end)
+
+    it("counts each block's expert selections: tokens x top-k per block, prompt and decode", function()
+      local m = assert(lrun.load(path, { threads = 2, progress = false, n_cpu_moe = 1 }))
+      local info = m:info()
+      m:stats(true)
+      local _, ids = m:generate(PROMPT, { max_new_tokens = 3, do_sample = false })
+      local s = m:stats(true)
+      local ex = assert(s.experts, "stats have no experts field")
+      local tokens = #PROMPT + #ids - 1 -- the last generated token is never run
+      assert.are.equal(tokens, ex.tokens)
+      assert.are.equal(tokens * info.n_expert_used * info.n_layer, ex.selections)
+      for l = 0, info.n_layer - 1 do
+        local sum = 0
+        assert.are.equal(info.n_expert, #ex.layers[l])
+        for _, c in ipairs(ex.layers[l]) do
+          assert.is_true(c <= tokens) -- an expert is chosen at most once per token
+          sum = sum + c
+        end
+        assert.are.equal(tokens * info.n_expert_used, sum)
+      end
+      assert.is_true(ex.top1_share > 0 and ex.top1_share <= 1)
+      assert.is_true(ex.top10_share >= 0.1 - 1e-9 and ex.top10_share <= 1)
+      assert.truthy(tostring(s):find("experts: " .. ex.selections .. " selections", 1, true))
+      assert.are.equal(0, m:stats().experts.selections) -- the reset cleared them
+      m:free()
+    end)
+
     it("experts_on_host: host compute counts only the chosen experts' slices", function()
       local m = assert(lrun.load(path, { threads = 2, progress = false, policy = "experts_on_host" }))
       local info = m:info()
@@ -93,6 +156,34 @@ for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32" }) do
     end)
   end)
 end
+
+describe("policies.n_cpu_moe", function()
+  local pol = require("policies.n_cpu_moe")
+  local function t(name, layer, role, bytes) return { name = name, layer = layer, role = role, bytes = bytes } end
+  local list = { t("token_embd.weight", -1, "token_embd", 10), t("blk.0.ffn_up_exps.weight", 0, "ffn_up_exps", 100),
+    t("blk.0.ffn_gate_inp.weight", 0, "ffn_gate_inp", 5), t("blk.1.ffn_down_exps.weight", 1, "ffn_down_exps", 100) }
+
+  it("takes the first N blocks' experts, all without N, none of a dense model", function()
+    local plan, off, extra = pol.plan(list, { n_cpu_moe = 1 })
+    assert.are.equal("host", plan["blk.0.ffn_up_exps.weight"])
+    assert.are.equal("device", plan["blk.1.ffn_down_exps.weight"])
+    assert.are.equal("device", plan["blk.0.ffn_gate_inp.weight"])
+    assert.are.equal(100, off)
+    assert.is_true(extra.host_compute["blk.0.ffn_up_exps.weight"])
+    local _, all = pol.plan(list)
+    assert.are.equal(200, all)
+    local _, none = pol.plan({ t("blk.0.ffn_up.weight", 0, "ffn_up", 50) }, { n_cpu_moe = 4 })
+    assert.are.equal(0, none)
+  end)
+
+  it("refuses an N that is not a whole number >= 0", function()
+    for _, n in ipairs({ -1, 1.5, "2" }) do
+      local ok, err = pcall(pol.plan, list, { n_cpu_moe = n })
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("n_cpu_moe must be a whole number", 1, true), tostring(err))
+    end
+  end)
+end)
 
 describe("mixture-of-experts generator", function()
   local function spec(arch, n_expert, used)

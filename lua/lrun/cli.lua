@@ -39,7 +39,7 @@ function M.checks.size(v)
   return require("lrun.size").parse(v) ~= nil
 end
 
-M.builtin_policies = { "conservative", "aggressive", "layers", "smart", "experts_on_host" }
+M.builtin_policies = { "conservative", "aggressive", "layers", "smart", "experts_on_host", "n_cpu_moe" }
 
 function M.checks.policy(v)
   for _, n in ipairs(M.builtin_policies) do if v == n then return true end end
@@ -272,13 +272,16 @@ M.flags = {
   { "--smart-offload", key = "smart_offload", type = "flag", llama = false,
     help = "choose what to offload with the smart policy" },
   { "--policy", key = "policy", arg = "FILE|NAME", llama = false, check = M.checks.policy,
-    allowed = "conservative, aggressive, layers, smart, experts_on_host or a readable .lua file",
-    help = "placement policy: conservative, aggressive, layers, smart, experts_on_host or a .lua file" },
+    allowed = "conservative, aggressive, layers, smart, experts_on_host, n_cpu_moe or a readable .lua file",
+    help = "placement policy: conservative, aggressive, layers, smart, experts_on_host, n_cpu_moe or a .lua file" },
   { "-ot", "--override-tensor", key = "overrides", arg = "PATTERN=TIER", list = true,
     llama = "-ot, --override-tensor", check = M.checks.override,
     help = "place tensors matching a Lua pattern: device, pinned, host, mmap, disk, cpu (host compute); repeatable" },
   { "-ngl", "--n-gpu-layers", key = "n_gpu_layers", type = "int", llama = "-ngl, --n-gpu-layers",
     check = at_least(0), allowed = "a whole number >= 0", help = "layers on the device (policy layers)" },
+  { "--n-cpu-moe", key = "n_cpu_moe", type = "int", arg = "N", llama = "--n-cpu-moe",
+    check = at_least(0), allowed = "a whole number >= 0",
+    help = "MoE: the experts of the first N blocks on the host, computed there (policy n_cpu_moe)" },
   { "--prefetch", key = "prefetch", type = "int", arg = "K", llama = false,
     check = between(1, 64), allowed = "a layer count from 1 to 64",
     help = "streamed layers copied ahead (default: 2 on cpu, 1 on cuda)" },
@@ -416,8 +419,9 @@ function M.load_options(opts)
     host_budget = opts.host_budget,
     n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil, numerics = opts.exact and "exact" or nil,
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
-    overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch }
-  if o.n_gpu_layers and not o.policy then o.policy = "layers" end
+    overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,
+    n_cpu_moe = opts.n_cpu_moe }
+  if o.n_gpu_layers and not o.policy then o.policy = "layers" end -- with --n-cpu-moe: its blocks as overrides
   -- a budget on the command line means: plan the weights into it (the default policy)
   if (o.gpu_budget or o.host_budget) and not o.policy and not o.smart_offload then o.policy = "aggressive" end
   if opts.no_mmap then

@@ -22,7 +22,7 @@ M.config = require("lrun.config")
 --   gives llama.cpp's bits with its f32 cache, docs/numerics.md).
 --   Placement (docs/policies.md): policy (name, .lua file or table),
 --   cpu_offload_gb, smart_offload, overrides ({"pattern=tier", …}),
---   n_gpu_layers, prefetch_layers, offload_tier.
+--   n_gpu_layers, n_cpu_moe, prefetch_layers, offload_tier.
 --   Missing options come from the launcher's command line (lrun.config).
 -- @treturn[1] lrun.model
 -- @treturn[2] nil

@@ -28,6 +28,7 @@ local load_opt_types = {
   -- placement (lrun.residency): any of these makes load plan and apply a placement
   policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
   prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
+  n_cpu_moe = "number", -- a mixture of experts: the first N blocks' experts host-computed (policies/n_cpu_moe.lua)
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
   -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
   packed = "any",
@@ -53,7 +54,7 @@ local function check_load_opts(opts)
   if opts.rope_style and opts.rope_style ~= "adjacent" and opts.rope_style ~= "half" then
     error("lrun.load: rope_style must be \"adjacent\" or \"half\", got \"" .. opts.rope_style .. "\"", 3)
   end
-  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers" }) do
+  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe" }) do
     local v = opts[k]
     if v ~= nil and (v < 0 or v % 1 ~= 0) then
       error("lrun.load: option '" .. k .. "' must be a whole number >= 0, got " .. v, 3)
@@ -537,7 +538,7 @@ end
 --- Plans and applies a placement now (see lrun.load's placement options
 -- and lrun.residency): the engine is remade, the KV cache starts empty.
 -- @tparam table opts policy=, cpu_offload_gb=, smart_offload=, overrides=,
---   prefetch_layers=, n_gpu_layers=, offload_tier=, host_budget=, packed= (true, false, a predicate or a list)
+--   prefetch_layers=, n_gpu_layers=, n_cpu_moe=, offload_tier=, host_budget=, packed= (true, false, a predicate or a list)
 -- @treturn[1] table the plan result ({explain=, policy=, off_bytes=, …})
 -- @treturn[2] nil
 -- @treturn[2] table error
@@ -552,8 +553,43 @@ function Model:place(opts)
   return require("lrun.residency").place(self, o)
 end
 
+-- A mixture of experts' routing counts (lrun_engine_expert_counts); nil
+-- for a dense model. {n_expert=, n_expert_used=, tokens= (routed through
+-- each block), selections= (all blocks: tokens · n_layer · n_expert_used),
+-- layers = {[l] = {[x + 1] = selections of expert x}} (0-based l, as in
+-- m:placement().experts), top1_share= (per block, the busiest expert's
+-- selections, summed, over all selections), top10_share= (the busiest
+-- tenth of the (block, expert) pairs' selections over all selections)}
+local function expert_stats(self, e)
+  local info = self:info()
+  local L, E, k = info.n_layer, info.n_expert or 0, info.n_expert_used or 0
+  if E == 0 then return nil end
+  local counts, tokens = ffi.new("int64_t[?]", L * E), ffi.new("int64_t[?]", L)
+  if C.lrun_engine_expert_counts(e, counts, tokens) ~= C.LRUN_OK then return nil end
+  local layers, all, n_tok, total, top1 = {}, {}, 0, 0, 0
+  for l = 0, L - 1 do
+    local row, busiest = {}, 0
+    for x = 0, E - 1 do
+      local c = tonumber(counts[l * E + x])
+      row[x + 1] = c
+      all[#all + 1] = c
+      total = total + c
+      if c > busiest then busiest = c end
+    end
+    top1 = top1 + busiest
+    layers[l] = row
+    n_tok = math.max(n_tok, tonumber(tokens[l]))
+  end
+  table.sort(all, function(a, b) return a > b end)
+  local n10, top10 = math.max(1, math.ceil(#all / 10)), 0
+  for i = 1, n10 do top10 = top10 + all[i] end
+  return { n_expert = E, n_expert_used = k, tokens = n_tok, selections = total, layers = layers,
+    top1_share = total > 0 and top1 / total or 0, top10_share = total > 0 and top10 / total or 0 }
+end
+
 --- What the engine has done since it was made or since stats(true):
 -- bytes streamed, copy and stall seconds, prefetch hits and misses,
+-- a mixture of experts' routing counts (experts),
 -- host-compute bytes, device bytes of weights, slots, KV cache, scratch;
 -- the KV dtype and prefetch depth; on CUDA, graphs, PDL and the exact path.
 -- @tparam[opt] boolean reset clear the counters after reading them
@@ -564,6 +600,7 @@ function Model:stats(reset)
   if not e then return nil, err end
   local s = ffi.new("lrun_engine_stats")
   C.lrun_engine_get_stats(e, s)
+  local experts = expert_stats(self, e) -- before a reset clears the counts
   if reset then C.lrun_engine_reset_stats(e) end
   return setmetatable({
     steps = tonumber(s.steps), bytes_streamed = tonumber(s.bytes_streamed),
@@ -582,6 +619,7 @@ function Model:stats(reset)
     disk_bytes_read = tonumber(s.disk_bytes_read), disk_read_seconds = s.disk_read_seconds,
     disk_read_bandwidth = s.disk_read_seconds > 0 and tonumber(s.disk_bytes_read) / s.disk_read_seconds or 0,
     disk_queue_depth = s.disk_queue_depth, disk_direct = s.disk_direct ~= 0, disk_stalls = tonumber(s.disk_stalls),
+    experts = experts, -- a mixture of experts' routing counts (nil when dense)
   }, { __tostring = require("lrun.pretty").stats })
 end
 

@@ -17,7 +17,8 @@
 -- @module lrun.policy_file
 local M = {}
 
-local builtin = { conservative = true, aggressive = true, layers = true, smart = true, experts_on_host = true }
+local builtin = { conservative = true, aggressive = true, layers = true, smart = true, experts_on_host = true,
+  n_cpu_moe = true }
 
 local loaded = {}
 
@@ -120,7 +121,7 @@ function M.resolve(spec)
   if b then return b end
   if spec:find("/", 1, true) or spec:find("%.lua$") then return M.load(spec) end
   return nil, "policy '" .. spec .. "': not a built-in policy (conservative, aggressive, layers, smart, "
-    .. "experts_on_host) "
+    .. "experts_on_host, n_cpu_moe) "
     .. "nor a .lua file"
 end
 

@@ -181,17 +181,24 @@ end
 --- Engine statistics (model:stats()) as text.
 function M.stats(s)
   local units = s.prefetch_hits + s.prefetch_misses
-  return table.concat({
+  local lines = {
     string.format("steps %d; streamed %s in %.3f s of copies, compute stalled %.3f s; prefetch %d hits, %d misses%s",
       s.steps, bytes_text(s.bytes_streamed), s.copy_seconds, s.stall_seconds, s.prefetch_hits, s.prefetch_misses,
       units > 0 and string.format(" (%.0f%%)", 100 * s.prefetch_hits / units) or ""),
     string.format("host compute read %s; device: weights %s, slots %s, KV cache %s, scratch %s",
       bytes_text(s.host_compute_bytes), bytes_text(s.weight_device_bytes), bytes_text(s.slot_bytes),
       bytes_text(s.kv_bytes), bytes_text(s.scratch_bytes)),
-    (s.disk_bytes_read or 0) > 0 and string.format("disk read %s in %.3f s (%.0f MB/s), %s, queue depth %d, %d stalls",
+  }
+  if (s.disk_bytes_read or 0) > 0 then
+    lines[#lines + 1] = string.format("disk read %s in %.3f s (%.0f MB/s), %s, queue depth %d, %d stalls",
       bytes_text(s.disk_bytes_read), s.disk_read_seconds, (s.disk_read_bandwidth or 0) / 1e6,
-      s.disk_direct and "O_DIRECT" or "buffered", s.disk_queue_depth, s.disk_stalls) or nil,
-  }, "\n")
+      s.disk_direct and "O_DIRECT" or "buffered", s.disk_queue_depth, s.disk_stalls)
+  end
+  if s.experts then -- (block, expert) pairs ranked by their selections
+    lines[#lines + 1] = string.format("experts: %d selections over %d tokens, the busiest 10%% of experts take %.0f%% of them",
+      s.experts.selections, s.experts.tokens, 100 * s.experts.top10_share)
+  end
+  return table.concat(lines, "\n")
 end
 
 --- Prints values like print, but each through format.

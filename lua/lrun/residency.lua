@@ -163,7 +163,7 @@ end
 function M.wanted(opts)
   local cfg = require("lrun.config")
   return opts.policy ~= nil or opts.smart_offload or opts.cpu_offload_gb ~= nil or opts.overrides ~= nil
-    or opts.n_gpu_layers ~= nil or opts.prefetch_layers ~= nil or opts.host_budget ~= nil or opts.packed ~= nil
+    or opts.n_gpu_layers ~= nil or opts.n_cpu_moe ~= nil or opts.prefetch_layers ~= nil or opts.host_budget ~= nil or opts.packed ~= nil
     or (cfg.policies ~= nil and #cfg.policies > 0)
 end
 
@@ -443,6 +443,10 @@ function M.plan(model, opts)
   -- the policy
   local spec = opts.policy
   if spec == nil and opts.smart_offload then spec = "smart" end
+  -- n_cpu_moe alone is its policy's; beside another placement request, overrides (below)
+  if spec == nil and opts.n_cpu_moe and opts.n_gpu_layers == nil and opts.cpu_offload_gb == nil then
+    spec = "n_cpu_moe"
+  end
   if spec == nil then
     local cfg = require("lrun.config")
     if cfg.policies and #cfg.policies > 0 then spec = cfg.policies[#cfg.policies] end
@@ -455,8 +459,16 @@ function M.plan(model, opts)
   if not policy then return fail("arg", perr) end
   local pname = policy.source or policy.name or "policy"
 
-  -- overrides
+  -- overrides: n_cpu_moe's blocks when another policy plans (llama.cpp writes --n-cpu-moe as -ot
+  -- patterns too), then the caller's, which win
   local overrides = {}
+  if opts.n_cpu_moe and spec ~= "n_cpu_moe" then
+    for _, t in ipairs(tensors) do
+      if policy_file.module("predicates").is_expert(t) and (t.layer or -1) >= 0 and t.layer < opts.n_cpu_moe then
+        overrides[#overrides + 1] = { "^" .. t.name:gsub("%p", "%%%0") .. "$", "cpu" }
+      end
+    end
+  end
   for i, o in ipairs(opts.overrides or {}) do
     if type(o) == "string" then
       local parsed, err = M.parse_override(o)
@@ -513,7 +525,7 @@ function M.plan(model, opts)
   local off_tier = opts.offload_tier
   if off_tier == nil and cpu and host_budget then off_tier = "disk"
   elseif off_tier == nil and cpu and opts.gpu_budget ~= nil then off_tier = "mmap" end
-  local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, bandwidth = bw }
+  local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, n_cpu_moe = opts.n_cpu_moe, bandwidth = bw }
   local host_ctx = { cpu = cpu, reserve = reserve, tensors = tensors,
     kv_host = (opts.cache_implementation == "offloaded" or opts.cache_implementation == "offloaded_static")
       and kv or 0 }

@@ -30,6 +30,7 @@ M.modules = {
   ["policies.predicates"] = true, ["policies.offload_policy"] = true, ["policies.common"] = true,
   ["policies.conservative"] = true, ["policies.aggressive"] = true, ["policies.layers"] = true,
   ["policies.smart"] = true, ["policies.experts_on_host"] = true,
+  ["policies.n_cpu_moe"] = true,
 }
 
 pcall(ffi.cdef, "extern volatile int lrun_launcher_interrupted;")

@@ -272,6 +272,7 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
     if (st == LRUN_OK && (as_placed || any_packed(model)))
         st = lrun_weight_ring_init(&e->wr, model, opts->prefetch_layers, as_placed, e->pool);
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
+    if (st == LRUN_OK) st = lrun_moe_counts_init(&e->moe_counts, in->n_layer, in->n_expert);
     if (st != LRUN_OK) {
         cpu_free(e);
         return st;
@@ -297,6 +298,7 @@ static void cpu_free(void *ctx)
     free(engine->tok_vstride);
     free(engine->out_rows);
     free(engine->seq_done);
+    lrun_moe_counts_free(&engine->moe_counts);
     free(engine);
 }
 
@@ -384,7 +386,10 @@ static void cpu_reset_stats(void *ctx)
     lrun_weight_ring_reset_stats(engine->wr);
     engine->kv_moved_base = engine->kv.bytes_moved;
     engine->kv_copied_base = engine->kv.bytes_copied;
+    lrun_moe_counts_reset(&engine->moe_counts);
 }
+
+static const lrun_moe_counts *cpu_moe_counts(const void *ctx) { return &((const cpu_engine *)ctx)->moe_counts; }
 
 // ---------------------------------------------------------------- the table
 
@@ -406,4 +411,5 @@ const lrun_backend_iface lrun_cpu_backend = {
     .step = cpu_step,
     .get_stats = cpu_get_stats,
     .reset_stats = cpu_reset_stats,
+    .moe_counts = cpu_moe_counts,
 };

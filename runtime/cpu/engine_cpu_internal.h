@@ -5,6 +5,7 @@
 #define LRUN_ENGINE_CPU_INTERNAL_H
 
 #include "cpu/cpu_ops.h"
+#include "cpu/moe_route.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
 #include "residency/weight_ring.h"
@@ -61,6 +62,7 @@ struct cpu_engine {
     int32_t *moe_pairs; /* (B·k) token·k + slot, grouped by expert */
     int64_t *moe_first; /* (n_expert + 1) where each expert's pairs start in moe_pairs */
     int64_t *moe_fill;  /* (n_expert) fill cursors while grouping */
+    lrun_moe_counts moe_counts; /* selections per block and expert, for m:stats().experts */
     lrun_engine_stats stats;
     lrun_weight_ring *wr;         /* AS_PLACED: slots and fill thread for off-device weights; else NULL */
     int prefetch_layers;          /* k of wr; 0 without it */

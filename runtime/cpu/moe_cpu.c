@@ -19,8 +19,10 @@
  * same order whatever the row count (cpu_matmul.c), so grouping changes no
  * bit, and every product is the one llama.cpp's mul_mat_id computes. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/error.h"
 #include "cpu/cpu_matmul.h"
 #include "cpu/engine_cpu_internal.h"
 #include "cpu/moe_route.h"
@@ -57,6 +59,44 @@ void lrun_moe_route(float *p, int64_t n_exp, int64_t k, int32_t *ids, float *w)
     float fsum = (float)sum;
     if (fsum < MOE_MIN_WEIGHT_SUM) fsum = MOE_MIN_WEIGHT_SUM;
     for (int64_t s = 0; s < k; s++) w[s] = w[s] / fsum;
+}
+
+lrun_status lrun_moe_counts_init(lrun_moe_counts *c, int64_t n_layer, int64_t n_expert)
+{
+    memset(c, 0, sizeof *c);
+    if (n_expert <= 0 || n_layer <= 0) return LRUN_OK;
+    c->counts = calloc((size_t)(n_layer * n_expert), sizeof *c->counts);
+    c->tokens = calloc((size_t)n_layer, sizeof *c->tokens);
+    if (!c->counts || !c->tokens) {
+        lrun_moe_counts_free(c);
+        return lrun_fail_oom((size_t)(n_layer * (n_expert + 1)) * sizeof(int64_t), 0,
+                             "engine: expert statistics for %lld blocks", (long long)n_layer);
+    }
+    c->n_layer = n_layer;
+    c->n_expert = n_expert;
+    return LRUN_OK;
+}
+
+void lrun_moe_counts_free(lrun_moe_counts *c)
+{
+    free(c->counts);
+    free(c->tokens);
+    memset(c, 0, sizeof *c);
+}
+
+void lrun_moe_counts_reset(lrun_moe_counts *c)
+{
+    if (!c->counts) return;
+    memset(c->counts, 0, (size_t)(c->n_layer * c->n_expert) * sizeof *c->counts);
+    memset(c->tokens, 0, (size_t)c->n_layer * sizeof *c->tokens);
+}
+
+void lrun_moe_counts_add(lrun_moe_counts *c, int64_t layer, const int64_t *first, int64_t n)
+{
+    if (!c->counts || layer < 0 || layer >= c->n_layer) return;
+    int64_t *row = c->counts + layer * c->n_expert;
+    for (int64_t x = 0; x < c->n_expert; x++) row[x] += first[x + 1] - first[x];
+    c->tokens[layer] += n;
 }
 
 /* Token i's chosen experts and weights from its router logits (in place: the probabilities). */
@@ -146,6 +186,7 @@ void lrun_cpu_moe_ffn(cpu_engine *e, const lrun_weights *W, int64_t layer, int64
 {
     lrun_cpu_parallel_for(e->pool, n, 4, route_rows, e);
     group_pairs(e, n);
+    lrun_moe_counts_add(&e->moe_counts, layer, e->moe_first, n);
     lrun_weight_ref g[3];
     for (int i = 0; i < 3; i++) g[i] = lrun_weights_get(W, layer, op->w[i]);
     for (int64_t x = 0; x < e->model->info.n_expert; x++) {

@@ -453,4 +453,5 @@ const lrun_backend_iface lrun_cuda_backend = {
     .step = lrun_cuda_engine_step,
     .get_stats = lrun_cuda_engine_get_stats,
     .reset_stats = lrun_cuda_engine_reset_stats,
+    .moe_counts = lrun_cuda_engine_moe_counts,
 };

@@ -57,5 +57,6 @@ lrun_status lrun_cuda_engine_seq_fill_random(void *ctx, int64_t seq, int64_t n_p
 lrun_status lrun_cuda_engine_step(void *ctx, const lrun_step_args *args);
 void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out);
 void lrun_cuda_engine_reset_stats(void *ctx);
+const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx);
 
 #endif

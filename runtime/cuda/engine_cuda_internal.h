@@ -231,6 +231,9 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e);
  * turns CUDA graphs off), free, and the two ops over the chunk's n tokens. */
 lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e);
 void lrun_cuda_moe_free(lrun_cuda_engine *e);
+/* The expert selections counted where the host routes (NULL when dense); reset with the stats. */
+const struct lrun_moe_counts *lrun_cuda_moe_counts(const lrun_cuda_engine *e);
+void lrun_cuda_moe_reset_counts(lrun_cuda_engine *e);
 lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
                                 const lrun_arch_op *op);
 lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,

@@ -39,6 +39,7 @@ struct cuda_moe {
     int32_t *pairs;     /* (B·k) token·k + slot, grouped by expert */
     int64_t *first;     /* (n_expert + 1) where each expert's pairs start */
     int64_t *fill;      /* (n_expert) cursors while grouping */
+    lrun_moe_counts counts; /* selections per block and expert, for m:stats().experts */
 };
 
 lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
@@ -64,6 +65,7 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     m->fill = malloc(E * sizeof *m->fill);
     if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill)
         return lrun_fail_oom(0, 0, "engine: routing tables for %zu tokens", B);
+    TRY(lrun_moe_counts_init(&m->counts, in->n_layer, in->n_expert));
     e->graphs_enabled = 0; /* routing is host work between the block's launches: steps run eagerly */
     return LRUN_OK;
 }
@@ -79,8 +81,16 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     free(m->pairs);
     free(m->first);
     free(m->fill);
+    lrun_moe_counts_free(&m->counts);
     free(m);
     e->moe = NULL;
+}
+
+const lrun_moe_counts *lrun_cuda_moe_counts(const lrun_cuda_engine *e) { return e->moe ? &e->moe->counts : NULL; }
+
+void lrun_cuda_moe_reset_counts(lrun_cuda_engine *e)
+{
+    if (e->moe) lrun_moe_counts_reset(&e->moe->counts);
 }
 
 /* y (rows, n) = x (rows, k) · Wᵀ for w (a whole matrix, or one expert's slice as a view). */
@@ -167,6 +177,7 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     TRY(cuda_check(cudaStreamSynchronize(s), "waiting for the router", e->device));
     for (int64_t i = 0; i < n; i++) lrun_moe_route(m->h_router + i * n_exp, n_exp, k, m->ids + i * k, m->w + i * k);
     group_pairs(m, n, n_exp, k);
+    lrun_moe_counts_add(&m->counts, layer, m->first, n);
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), s), "clearing the experts' sum",
                    e->device));
     lrun_weight_ref g[3];

@@ -205,6 +205,8 @@ void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out)
     out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e);
 }
 
+const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx) { return lrun_cuda_moe_counts(ctx); }
+
 void lrun_cuda_engine_reset_stats(void *ctx)
 {
     lrun_cuda_engine *e = ctx;
@@ -217,4 +219,5 @@ void lrun_cuda_engine_reset_stats(void *ctx)
     e->stats.disk_stalls = 0;
     e->kv_moved_base = e->kv.bytes_moved;
     e->kv_copied_base = e->kv.bytes_copied;
+    lrun_cuda_moe_reset_counts(e);
 }
