@@ -150,9 +150,9 @@ function M.load(path, opts)
     if popts[k] == nil then popts[k] = config[k] end
   end
   local residency = require("lrun.residency")
-  local placed, perr = true, nil
+  local placed, perr
   if residency.wanted(popts) then placed, perr = self:place(popts)
-  else placed, perr = self:auto_fit(popts) end
+  else placed, perr = self:auto_fit(popts) end -- nothing moves when the model fits
   if not placed then
     self:free()
     return nil, perr
