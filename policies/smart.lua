@@ -42,6 +42,7 @@
 local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 local common = dofile(here .. "common.lua")
 local P = common.sibling(here, "predicates")
+local has_predict, predict = pcall(require, "lrun.predict") -- absent when run outside lrun
 
 local M = { name = "smart" }
 
@@ -122,7 +123,8 @@ local function gbs(b) return string.format("%.1f GB/s", b / 1e9) end
 -- @tparam[opt] number|table budget max_bytes, or {max_bytes=, tier=, bandwidth=}
 -- @treturn table {[name] = "device"|tier}
 -- @treturn int bytes kept off the device
--- @treturn table {host_compute = {[name] = true}, explain = text, seconds_per_token = added latency}
+-- @treturn table {host_compute = {[name] = true}, explain = text, seconds_per_token = added latency,
+--   predicted = lrun.predict.decode of the plan (tok_s=, limit=, ...)}
 function M.plan(tensors, budget)
   local explicit_tier = type(budget) == "table" and budget.tier or nil
   local b = common.budget(budget, nil, "smart.plan")
@@ -230,7 +232,7 @@ function M.plan(tensors, budget)
   end
   if #big > 10 then lines[#lines + 1] = string.format("  … %d more", #big - 10) end
   return plan, sel.bytes, { host_compute = host_compute, explain = table.concat(lines, "\n"),
-    seconds_per_token = added }
+    seconds_per_token = added, predicted = has_predict and predict.decode(list, plan, host_compute, bw) or nil }
 end
 
 return M

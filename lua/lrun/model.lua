@@ -151,12 +151,12 @@ function M.load(path, opts)
     if popts[k] == nil then popts[k] = config[k] end
   end
   local residency = require("lrun.residency")
-  if residency.wanted(popts) then
-    local placed, err = self:place(popts)
-    if not placed then
-      self:free()
-      return nil, err
-    end
+  local placed, perr
+  if residency.wanted(popts) then placed, perr = self:place(popts)
+  else placed, perr = self:auto_fit(popts) end -- nothing moves when the model fits
+  if not placed then
+    self:free()
+    return nil, perr
   end
   local n_train = tonumber(C.lrun_model_get_info(handle).n_ctx_train)
   if self.n_ctx > n_train and n_train > 0 then
@@ -504,7 +504,8 @@ end
 --   host_compute = {[name] = true}, experts = (a mixture of experts) {n_expert=, n_expert_used=,
 --   slices = {[tier] = expert slices}, host_compute_slices=, layers = {[l] = {gate=, up=, down= tier}}},
 --   packed = {[name] = true}, packed_bytes = (their packed bytes), packed_plain_bytes = (their plain bytes),
---   packed_ratio = the two's ratio or nil, policy = name or nil, explain = text or nil}
+--   packed_ratio = the two's ratio or nil, policy = name or nil, explain = text or nil,
+--   predicted = lrun.predict.decode of the plan (tok_s=, limit=, …) or nil, auto_fit = true when auto-fit placed it}
 --   (bytes per tier, from lrun_model_tier_bytes: packed weights count their packed bytes);
 --   prints as a summary
 function Model:placement()
@@ -531,7 +532,8 @@ function Model:placement()
     experts = expert_placement(h, tensors, host_compute),
     packed = packed, packed_bytes = packed_bytes, packed_plain_bytes = packed_plain,
     packed_ratio = packed_plain > 0 and packed_bytes / packed_plain or nil,
-    policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch },
+    policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch,
+    predicted = r and r.predicted, auto_fit = r and r.auto_fit ~= nil or nil },
     { __tostring = require("lrun.pretty").placement })
 end
 
@@ -545,12 +547,50 @@ end
 function Model:place(opts)
   live(self, "place")
   if opts ~= nil and type(opts) ~= "table" then error("model:place: opts must be a table", 2) end
+  return require("lrun.residency").place(self, self:place_opts(opts))
+end
+
+-- The options Model:place plans with: the load's engine options, then opts.
+function Model:place_opts(opts)
   local o = { n_ctx = self.n_ctx, threads = self.threads,
     kv_dtype = self.kv_dtype == C.LRUN_KV_DTYPE_F32 and "f32" or "f16",
     cache_implementation = self.cache_implementation, cache_config = self.cache_config,
     numerics = self.numerics == C.LRUN_NUMERICS_EXACT and "exact" or nil }
   for k, v in pairs(opts or {}) do o[k] = v end
-  return require("lrun.residency").place(self, o)
+  return o
+end
+
+--- Auto-fit (lrun.load with no placement option, docs/policies.md): when
+-- engine init would not fit the device (or its budget) with every weight
+-- on it, plans with the smart policy instead of failing there; when it
+-- fits, nothing is planned and nothing moves. When no placement fits
+-- either, says why on the log and leaves the model as it was (engine init
+-- then reports the oom, as without auto-fit).
+-- @tparam[opt] table opts load options (the engine's are taken from the model);
+--   weights_resident = true tests the cuda decision on a cpu device
+-- @treturn[1] table|true the plan result, or true when nothing was planned
+-- @treturn[2] nil
+-- @treturn[2] table error (from sizing)
+function Model:auto_fit(opts)
+  live(self, "auto_fit")
+  local residency = require("lrun.residency")
+  local log = require("lrun.log")
+  local o = self:place_opts(opts)
+  local fits, need, free = residency.fits(self, o)
+  if fits == nil then return nil, need end
+  if fits then return true end
+  o.policy = "smart"
+  local result, err = residency.place(self, o)
+  local what = string.format("auto-fit: %s (%s with scratch and KV cache) does not fit %s (%s free)", self.path,
+    size.format(need), self.device_name, size.format(free))
+  if not result then
+    log.info("%s, and smart found no placement either: %s", what, tostring(err and err.message or err))
+    return true
+  end
+  result.auto_fit = { need = need, free = free }
+  local pred = result.predicted and require("lrun.predict").text(result.predicted):match("^(.-) %(") or nil
+  log.info("%s: placed with smart, see --explain%s", what, pred and ("; " .. pred) or "")
+  return result
 end
 
 -- A mixture of experts' routing counts (lrun_engine_expert_counts); nil

@@ -171,10 +171,13 @@ function M.placement(p)
     lines[#lines + 1] = string.format("packed: %d tensors, %s of %s plain (ratio %.3f)", n_packed,
       bytes_text(p.packed_bytes), bytes_text(p.packed_plain_bytes), p.packed_ratio or 1)
   end
-  if p.policy then lines[#lines + 1] = string.format("policy %s, prefetch k = %s", p.policy, tostring(p.prefetch)) end
+  if p.policy then
+    lines[#lines + 1] = string.format("policy %s, prefetch k = %s%s", p.policy, tostring(p.prefetch),
+      p.auto_fit and " (auto-fit: the model did not fit the device)" or "")
+  end
   if p.explain then lines[#lines + 1] = p.explain end
   lines[#lines + 1] = "(fields: tensors, bytes, host_compute, " .. (p.experts and "experts, " or "")
-    .. "packed, packed_bytes, packed_ratio, policy, explain)"
+    .. "packed, packed_bytes, packed_ratio, policy, explain" .. (p.predicted and ", predicted" or "") .. ")"
   return table.concat(lines, "\n")
 end
 

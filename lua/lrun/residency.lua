@@ -33,6 +33,7 @@ local lf = require("lrun.ffi")
 local errors = require("lrun.errors")
 local size = require("lrun.size")
 local policy_file = require("lrun.policy_file")
+local predict = require("lrun.predict")
 local ffi, C = lf.ffi, lf.C
 
 local M = {}
@@ -254,6 +255,36 @@ local function kv_reserve(model, opts, sized)
   return short.kv_max
 end
 
+--- Whether the model's engine can be made with no placement (auto-fit's
+-- test, lrun.load): what engine init takes for an ALL_DEVICE engine,
+-- weights + slots + embedding rows + scratch + the KV cache as it starts
+-- (lrun_placement_size's init_bytes: a static cache's whole store, a
+-- dynamic one's first block), against the device's room now. Only cuda's
+-- ALL_DEVICE engine moves weights to the device; the cpu engine reads them
+-- in place, so there they count only with opts.weights_resident (tests). A
+-- dynamic cache that outgrows the device later is the on_oom fallbacks'
+-- (docs/fallbacks.md), as today.
+-- @tparam table model an lrun.model
+-- @tparam[opt] table opts the engine's options as for M.plan, weights_resident=
+-- @treturn[1] boolean fits
+-- @treturn[1] number bytes engine init needs
+-- @treturn[1] number|nil bytes free now (nil: no cap)
+-- @treturn[2] nil
+-- @treturn[2] table error
+function M.fits(model, opts)
+  opts = opts or {}
+  local dev = C.lrun_model_device(model.handle)
+  local capacity = tonumber(C.lrun_device_capacity(dev))
+  local resident = opts.weights_resident
+  if resident == nil then resident = C.lrun_device_kind_of(dev) == C.LRUN_DEVICE_KIND_CUDA end
+  if capacity >= unlimited or not resident then return true, 0, nil end
+  local free = capacity - tonumber(C.lrun_device_used(dev))
+  local sized, err = M.size(model, {}, nil, opts)
+  if not sized then return nil, err end
+  local need = sized.weights + sized.init
+  return need <= free, need, free
+end
+
 -- ---------------------------------------------------------------- the host budget
 
 M.cuda_staging_bytes = 2 * 32 * 2 ^ 20 -- engine_cuda_offload.c: two pinned staging buffers (N_STAGING x STAGING_CHUNK)
@@ -414,7 +445,8 @@ end
 --   explain=text, off_bytes=, device_bytes=, slot_bytes=, extra_bytes= (cuda: embedding rows, pool
 --   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
 --   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made),
---   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier)}
+--   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
+--   predicted= (lrun.predict.decode of the plan, when bandwidths were measured: smart)}
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.plan(model, opts)
@@ -682,9 +714,12 @@ function M.plan(model, opts)
             .. (moved > 0 and (", " .. size.format(moved) .. " moved to disk to meet it") or "")) or "",
           size.format(disk_bytes), k)
       end
+      -- the predicted decode speed of the final plan, when bandwidths were measured (lrun.predict)
+      local predicted = bw and predict.decode(tensors, final, host_compute, bw) or nil
+      if predicted then summary = summary .. "\n" .. predict.text(predicted, bw) end
       return {
         plan = final, host_compute = host_compute, packed = packed, policy = policy.name or pname, source = policy.source,
-        explain = explain and (summary .. "\n" .. explain) or summary,
+        explain = explain and (summary .. "\n" .. explain) or summary, predicted = predicted,
         off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = slot_b, extra_bytes = other_b,
         reserve_bytes = reserve, prefetch = k, budget = capacity, size = sized,
         host_bytes = host_bytes, host_budget = host_budget, disk_bytes = disk_bytes,

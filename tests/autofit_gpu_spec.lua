@@ -1,0 +1,62 @@
+-- autofit_gpu_spec: auto-fit on cuda (make test-gpu; docs/policies.md
+-- "Auto-fit"): a model whose ALL_DEVICE engine does not fit gpu_budget
+-- loads with no placement option, placed by smart, with a predicted decode
+-- speed, stays under the budget and generates; one that fits is left alone.
+-- The prediction's accuracy against the measured speed is for the
+-- benchmarks (docs/benchmarks.md), not this spec.
+package.path = "./?.lua;" .. package.path
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+local lrun = require("lrun")
+local residency = require("lrun.residency")
+
+local has_gpu = C.lrun_cuda_device_count() > 0
+
+-- 4 blocks of q8_0 (n_embd 256), an f16 embedding table and a q8_0 head.
+local function gen_model()
+  local path = os.tmpname() .. ".gguf"
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 4, 256, 4, 2, 1024
+  s.n_vocab, s.n_ctx = 2048, 256
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_F16, 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 11, 2
+  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+  return path
+end
+
+describe("auto-fit on cuda", function()
+  if not has_gpu then
+    pending("no GPU visible")
+    return
+  end
+  local path
+  setup(function() path = gen_model() end)
+  teardown(function() os.remove(path) end)
+
+  it("leaves a model that fits alone", function()
+    local m = assert(lrun.load(path, { device = "cuda:0", progress = false }))
+    assert.is_nil(m.residency)
+    local _, ids = assert(m:generate({ 1, 300, 42 }, { max_new_tokens = 4, eos_token_id = {} }))
+    assert.are.equal(4, #ids)
+    m:free()
+  end)
+
+  it("places a model that does not fit gpu_budget with smart and stays under it", function()
+    local probe = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = "1G" }))
+    local fits, need = residency.fits(probe, {})
+    assert.is_true(fits)
+    local total = probe:info().weight_bytes
+    probe:free()
+    local budget = need - math.floor(total / 2)
+    local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = budget }))
+    local p = m:placement()
+    assert.is_true(p.auto_fit)
+    assert.are.equal("smart", p.policy)
+    assert.is_true(p.predicted.tok_s > 0)
+    assert.is_true(p.bytes.device < total)
+    local _, ids = assert(m:generate({ 1, 300, 42 }, { max_new_tokens = 4, eos_token_id = {} }))
+    assert.are.equal(4, #ids)
+    assert.is_true(tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))) <= budget)
+    m:free()
+  end)
+end)

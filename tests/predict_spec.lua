@@ -1,0 +1,219 @@
+-- predict_spec: the predicted decode speed (lua/lrun/predict.lua) with
+-- given bandwidth tables (nothing measured), computed by hand here from the
+-- formula of docs/policies.md "Predicted speed"; smart's plans of a
+-- generated model under budgets carry it; auto-fit (Model:auto_fit, as
+-- lrun.load runs it) places a model that does not fit with smart and
+-- leaves one that fits alone.
+package.path = "./?.lua;" .. package.path
+local compare = require("tests.compare")
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+local lrun = require("lrun")
+local predict = require("lrun.predict")
+local residency = require("lrun.residency")
+local smart = dofile("policies/smart.lua")
+
+local function near(want, got, what)
+  assert.is_true(math.abs(want - got) <= 1e-9 * math.abs(want), string.format("%s: want %.12g, got %.12g",
+    what or "value", want, got))
+end
+
+-- Round bandwidths (bytes/s) so the hand arithmetic stays readable.
+local CUDA = { device = "cuda", device_read = 1e12, h2d_pinned = 2e10, h2d_pageable = 1e10, host_read = 5e10,
+  host_matmul = { q8_0 = 2e10 }, disk_read = 2e9 }
+local CPU = { device = "cpu", device_read = 4e10, h2d_pinned = 2e10, h2d_pageable = 2e10, host_read = 4e10 }
+
+-- One block and the head, by hand: every role the formula treats apart.
+local TENSORS = {
+  { name = "token_embd.weight", role = "embedding", dtype = "f16", bytes = 1000 * 512, shape = { 500, 512 } },
+  { name = "output.weight", role = "lm_head", dtype = "q8_0", bytes = 4e6, shape = { 500, 512 } },
+  { name = "blk.0.attn_norm.weight", role = "attn_norm", dtype = "f32", bytes = 2000, shape = { 500 } },
+  { name = "blk.0.attn_q.weight", role = "attn_q", dtype = "q8_0", bytes = 1e6, shape = { 500, 500 } },
+  { name = "blk.0.ffn_up.weight", role = "ffn_up", dtype = "q8_0", bytes = 2e6, shape = { 500, 1000 } },
+  { name = "blk.0.ffn_gate.weight", role = "ffn_gate", dtype = "q8_0", bytes = 2e6, shape = { 500, 1000 } },
+  { name = "blk.0.ffn_down.weight", role = "ffn_down", dtype = "q8_0", bytes = 2e6, shape = { 1000, 500 } },
+}
+
+describe("predict.decode with given bandwidths", function()
+  it("all on the device: bytes read once per token at device_read (one embedding row)", function()
+    local p = predict.decode(TENSORS, {}, nil, CUDA)
+    local bytes = 1000 + 4e6 + 1e6 + 2e6 + 2e6 + 2e6 -- a row of the table, the norm free
+    near(bytes / 1e12, p.seconds, "seconds")
+    near(1e12 / bytes, p.tok_s, "tok/s")
+    assert.are.equal("device read", p.limit)
+    assert.are.equal(0, p.copy_s)
+    assert.matches("^predicted decode ~%d+%.%d tok/s %(limit: device read 1000%.0 GB/s", predict.text(p, CUDA))
+  end)
+
+  it("cuda: copies by tier overlap device + host compute; the slower side is the limit", function()
+    local plan = { ["blk.0.ffn_up.weight"] = "pinned", ["blk.0.ffn_gate.weight"] = "disk",
+      ["blk.0.ffn_down.weight"] = "host", ["blk.0.attn_q.weight"] = "mmap" }
+    local hc = { ["blk.0.ffn_down.weight"] = true }
+    local p = predict.decode(TENSORS, plan, hc, CUDA)
+    local copy = 2e6 / 2e10 + 2e6 / 2e9 + 1e6 / 1e10 -- pinned, disk, mmap (pageable)
+    local device = (1000 + 4e6 + 1e6 + 2e6 + 2e6) / 1e12 -- resident + streamed, read on the device
+    local host = 2e6 / 2e10 -- q8_0 host matmul
+    near(copy, p.copy_s, "copy")
+    near(device, p.device_s, "device")
+    near(host, p.host_s, "host")
+    near(math.max(copy, device + host), p.seconds, "seconds")
+    assert.are.equal("disk", p.limit) -- 1 ms of the 1.2 ms of copies
+    near(2e6 / 2e9, p.links.disk, "disk link")
+    assert.is_true(p.overlapped)
+  end)
+
+  it("cuda: host compute as the limit, falling back to host_read for an unmeasured dtype", function()
+    local plan = { ["output.weight"] = "host" }
+    local bw = {}
+    for k, v in pairs(CUDA) do bw[k] = v end
+    bw.host_matmul = {}
+    local p = predict.decode(TENSORS, plan, { ["output.weight"] = true }, bw)
+    near(4e6 / 5e10, p.host_s, "host")
+    near((1000 + 7e6) / 1e12 + 4e6 / 5e10, p.seconds, "seconds")
+    assert.are.equal("host matmul", p.limit)
+  end)
+
+  it("cpu: the copies are the engine's own memcpys, so the terms add up", function()
+    local plan = { ["blk.0.ffn_up.weight"] = "pinned", ["blk.0.ffn_down.weight"] = "host" }
+    local p = predict.decode(TENSORS, plan, { ["blk.0.ffn_down.weight"] = true }, CPU)
+    local device = (1000 + 4e6 + 1e6 + 2e6 + 2e6) / 4e10
+    local copy = 2e6 / 2e10
+    local host = 2e6 / 4e10 -- host_read on cpu
+    near(device + copy + host, p.seconds, "seconds")
+    assert.are.equal("device read", p.limit)
+    assert.is_falsy(p.overlapped)
+  end)
+
+  it("tied embeddings: the table is the head, read whole", function()
+    local tied = {}
+    for _, t in ipairs(TENSORS) do if t.role ~= "lm_head" then tied[#tied + 1] = t end end
+    local p = predict.decode(tied, {}, nil, CUDA)
+    near((512000 + 7e6) / 1e12, p.seconds, "seconds")
+  end)
+
+  it("refuses a bandwidth table without the rates it needs", function()
+    assert.has_error(function() predict.decode(TENSORS, {}, nil, { device_read = 1 }) end)
+  end)
+end)
+
+-- 4 blocks of q8_0, an f16 embedding table and a q8_0 head.
+local function gen_model()
+  local path = os.tmpname() .. ".gguf"
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 4, 64, 4, 2, 128
+  s.n_vocab, s.n_ctx = 512, 256
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_F16, 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 7, 1
+  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+  return path
+end
+
+-- The formula again, written out over a plan (tests the module, not itself:
+-- the sums here are by tier and role, the module's per tensor).
+local function by_hand(tensors, plan, hc, bw)
+  local device, copy, host = 0, 0, 0
+  for _, t in ipairs(tensors) do
+    local tier = plan[t.name] or "device"
+    if #t.shape == 2 then
+      local b = t.role == "embedding" and t.bytes / t.shape[2] or t.bytes
+      if tier ~= "device" and hc[t.name] then host = host + b / bw.host_matmul[t.dtype]
+      else
+        device = device + b / bw.device_read
+        if tier == "pinned" then copy = copy + b / bw.h2d_pinned
+        elseif tier ~= "device" then copy = copy + b / bw.h2d_pageable end
+      end
+    end
+  end
+  return 1 / math.max(copy, device + host)
+end
+
+describe("smart's plans of a generated model under budgets", function()
+  local path, m, tensors, total
+  setup(function()
+    path = gen_model()
+    m = assert(lrun.load(path, { progress = false, threads = 1 }))
+    tensors = m:tensors()
+    total = m:info().weight_bytes
+  end)
+  teardown(function()
+    if m then m:free() end
+    os.remove(path)
+  end)
+
+  it("carry the prediction of their plan; more off the device is never faster", function()
+    local bw = { device = "cuda", device_read = 1e12, h2d_pinned = 2e10, h2d_pageable = 1e10, host_read = 5e10,
+      host_matmul = { q8_0 = 1e10, f16 = 1e10 } }
+    local last = math.huge
+    for _, frac in ipairs({ 0, 0.25, 0.5, 0.9 }) do
+      local plan, _, info = smart.plan(tensors, { max_bytes = math.floor(total * frac), bandwidth = bw })
+      local want = by_hand(tensors, plan, info.host_compute, bw)
+      near(want, info.predicted.tok_s, "tok/s at " .. frac)
+      assert.is_true(info.predicted.tok_s <= last * (1 + 1e-12), "slower with more off at " .. frac)
+      last = info.predicted.tok_s
+    end
+    -- nothing off: every byte read on the device
+    local _, _, info0 = smart.plan(tensors, { max_bytes = 0, bandwidth = bw })
+    assert.are.equal("device read", info0.predicted.limit)
+  end)
+
+  it("lrun.load with smart shows the prediction in m:placement() and its explanation", function()
+    local probe = assert(residency.plan(m, { policy = "smart", threads = 1 }))
+    local budget = probe.reserve_bytes + math.floor(total * 0.6)
+    local m2 = assert(lrun.load(path, { progress = false, threads = 1, gpu_budget = budget, policy = "smart" }))
+    local p = m2:placement()
+    assert.is_table(p.predicted)
+    assert.is_true(p.predicted.tok_s > 0)
+    assert.matches("predicted decode ~[%d.]+ tok/s %(limit: ", tostring(p))
+    m2:free()
+  end)
+end)
+
+describe("auto-fit", function()
+  local path
+  setup(function() path = gen_model() end)
+  teardown(function() os.remove(path) end)
+
+  local function run(model)
+    local _, ids = assert(model:generate({ 1, 300, 42, 7 }, { max_new_tokens = 6 }))
+    return ids
+  end
+
+  it("a model that fits is left alone", function()
+    local m = assert(lrun.load(path, { progress = false, threads = 1, gpu_budget = "256M" }))
+    assert.is_nil(m.residency) -- a cpu device reads the weights in place: nothing to fit
+    assert.is_true(m:auto_fit({ weights_resident = true }))
+    assert.is_nil(m.residency)
+    assert.is_nil(m:placement().policy)
+    m:free()
+  end)
+
+  it("a model that does not fit is placed with smart, says so, and gives the same tokens", function()
+    local ref_m = assert(lrun.load(path, { progress = false, threads = 1 }))
+    local ref = run(ref_m)
+    local total = ref_m:info().weight_bytes
+    ref_m:free()
+    local probe = assert(lrun.load(path, { progress = false, threads = 1, gpu_budget = "256M" }))
+    local _, need = residency.fits(probe, { weights_resident = true, threads = 1 })
+    probe:free()
+    assert.is_true(need > total)
+    -- a budget a quarter of the weights short of engine init
+    local budget = need - math.floor(total / 4)
+    local m = assert(lrun.load(path, { progress = false, threads = 1, gpu_budget = budget }))
+    assert.is_false((residency.fits(m, { weights_resident = true, threads = 1 })))
+    local log = require("lrun.log")
+    local lines, sink = {}, log.sink
+    log.sink = function(line) lines[#lines + 1] = line end
+    local result = m:auto_fit({ weights_resident = true })
+    log.sink = sink
+    assert.is_table(result)
+    assert.are.equal("smart", result.policy)
+    assert.matches("^lrun: auto%-fit: .* does not fit cpu %(.* free%): placed with smart, see %-%-explain; "
+      .. "predicted decode ~[%d.]+ tok/s", lines[1])
+    local p = m:placement()
+    assert.is_true(p.auto_fit)
+    assert.is_true(p.bytes.device < total)
+    assert.matches("auto%-fit", tostring(p))
+    assert.is_true(compare.same(ref, run(m)), "tokens differ")
+    m:free()
+  end)
+end)
