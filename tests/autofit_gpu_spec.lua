@@ -47,7 +47,9 @@ describe("auto-fit on cuda", function()
     assert.is_true(fits)
     local total = probe:info().weight_bytes
     probe:free()
-    local budget = need - math.floor(total / 2)
+    -- a quarter of the weights short: the KV cache, scratch and streaming slots stay
+    -- (half was measured on the H200 to leave 263 KiB too little for them)
+    local budget = need - math.floor(total / 4)
     local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = budget }))
     local p = m:placement()
     assert.is_true(p.auto_fit)
