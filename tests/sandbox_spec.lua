@@ -115,15 +115,22 @@ describe("a policy file", function()
 
   it("stops at the first Ctrl-C in the launcher", function()
     local path = tmpfile("return function() local x = 0 while true do x = x + 1 end end")
+    local ready = os.tmpname()
+    os.remove(ready)
     local script = tmpfile(string.format([[
       require("lrun.sandbox").max_instructions = 1e15
       local p = assert(require("lrun.policy_file").load(%q))
+      io.open(%q, "w"):close() -- in the loop from here on
       p.plan({}, {})
-    ]], path))
-    -- timeout sends SIGINT after 1 s, and SIGKILL 20 s later if that did nothing
-    local out, rc = shell.run("timeout -s INT -k 20 1 " .. shell.launcher .. " " .. shell.quote(script))
+    ]], path, ready))
+    -- SIGINT once the script is about to loop (not after a fixed time: a loaded
+    -- machine may not have started it by then), SIGKILL 20 s later if that did nothing
+    local out, rc = shell.run("timeout -k 5 60 sh -c " .. shell.quote(string.format(
+      "%s %s & pid=$!; while [ ! -e %s ]; do sleep 0.05; done; sleep 0.2; kill -INT $pid; "
+      .. "( sleep 20; kill -KILL $pid 2>/dev/null ) & wait $pid", shell.launcher, shell.quote(script), shell.quote(ready))))
     os.remove(path)
     os.remove(script)
+    os.remove(ready)
     assert.matches("interrupted", out)
     assert.are_not.equal(137, rc)
     assert.are_not.equal(0, rc)
