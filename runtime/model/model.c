@@ -467,16 +467,25 @@ static int is_weight_matrix(const lrun_model *m, const struct lrun_tensor *t)
     return 0;
 }
 
+void *lrun_model_own(lrun_model *m, size_t bytes, const char *what)
+{
+    void **list = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *list);
+    void *p = list ? malloc(bytes ? bytes : 1) : NULL;
+    if (list) m->owned = list;
+    if (!p) {
+        lrun_fail_oom(bytes, 0, "%s", what);
+        return NULL;
+    }
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
 /* The packed bytes of entry e, decoded once into memory the model owns (a
  * tensor that cannot stay packed: a vector, the part of a split matrix). */
 static lrun_status decode_entry(lrun_model *m, const lrun_packed_entry *e, const uint8_t **out)
 {
-    void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
-    if (!grown) return lrun_fail_oom(0, 0, "model: owned buffer records");
-    m->owned = grown;
-    uint16_t *buf = malloc(e->plain_bytes ? (size_t)e->plain_bytes : 1);
-    if (!buf) return lrun_fail_oom((size_t)e->plain_bytes, 0, "model: a packed tensor decoded at load");
-    m->owned[m->n_owned++] = buf;
+    uint16_t *buf = lrun_model_own(m, (size_t)e->plain_bytes, "model: a packed tensor decoded at load");
+    if (!buf) return LRUN_E_OOM;
     const lrun_packed_file *f = m->packed_file;
     *out = (const uint8_t *)buf;
     return lrun_packed_decode(buf, (int)e->dtype, e->plain_bytes / 2, f->packed + e->packed_offset,

@@ -128,6 +128,8 @@ int lrun_model_tensor_location(const lrun_model *m, const lrun_tensor *t, const 
  * on page faults; engine init calls it after the weights it moves have
  * moved, so pages of moved weights are never faulted in (model_upload.c). */
 void lrun_model_prefault(lrun_model *m);
+/* bytes of host memory the model owns (freed with it, m->owned), or NULL with an OOM error set naming what. */
+void *lrun_model_own(lrun_model *m, size_t bytes, const char *what);
 
 /* 1 when path is a Hugging Face model: a directory, a .safetensors file or
  * a model.safetensors.index.json (model_hf.c). */

@@ -330,19 +330,6 @@ static lrun_status write_metadata(lrun_model *m, const char *file, const char *a
 
 // ---------------------------------------------------------------- weights
 
-/* bytes of host memory the model owns (freed with it), or NULL with an OOM error set. */
-static void *own(lrun_model *m, size_t bytes, const char *what)
-{
-    void **list = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *list);
-    void *p = list ? malloc(bytes ? bytes : 1) : NULL;
-    if (list) m->owned = list;
-    if (!p) {
-        lrun_fail_oom(bytes, 0, "%s", what);
-        return NULL;
-    }
-    m->owned[m->n_owned++] = p;
-    return p;
-}
 
 // ---------------------------------------------------------------- FP8 weights
 
@@ -418,7 +405,7 @@ static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tens
     else if (sc)
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: the scale of '%s' has a shape that is not per tensor, per row "
                          "or per %dx%d block", file, t->name, block[0], block[1]);
-    uint16_t *dst = own(m, (size_t)rows * (size_t)cols * sizeof *dst, "FP8 weight widened to bf16");
+    uint16_t *dst = lrun_model_own(m, (size_t)rows * (size_t)cols * sizeof *dst, "FP8 weight widened to bf16");
     if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
     const uint8_t *src = t->data;
     for (int64_t r = 0; r < rows; r++)
@@ -513,7 +500,7 @@ static lrun_status add_rope_llama3(lrun_model *m, const char *file, const cJSON 
     }
     if (!(v[2] > v[1])) return lrun_fail(LRUN_E_FORMAT, "%s: rope_scaling: high_freq_factor must exceed low_freq_factor", file);
     const int64_t half = m->info.n_rot / 2;
-    float *f = own(m, (size_t)half * sizeof *f, "RoPE factors");
+    float *f = lrun_model_own(m, (size_t)half * sizeof *f, "RoPE factors");
     if (!f) return lrun_fail_context(LRUN_E_OOM, "%s", file);
     lrun_rope_llama3_factors(f, m->info.n_rot, m->info.rope_freq_base, v[0], v[1], v[2], v[3]);
     const int64_t ne[1] = {half};

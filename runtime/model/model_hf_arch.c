@@ -10,19 +10,6 @@
 #include "core/error.h"
 #include "quant/quant.h"
 
-/* bytes of host memory m owns (freed with it), or NULL with an OOM error set. */
-static void *own(lrun_model *m, size_t bytes, const char *what)
-{
-    void **list = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *list);
-    void *p = list ? malloc(bytes ? bytes : 1) : NULL;
-    if (list) m->owned = list;
-    if (!p) {
-        lrun_fail_oom(bytes, 0, "%s", what);
-        return NULL;
-    }
-    m->owned[m->n_owned++] = p;
-    return p;
-}
 
 // ---------------------------------------------------------------- Phi-3 LongRoPE
 
@@ -75,7 +62,7 @@ static lrun_status factor_list(lrun_model *m, const char *file, const cJSON *rs,
     if (!cJSON_IsArray(l) || cJSON_GetArraySize(l) != n)
         return lrun_fail(LRUN_E_FORMAT, "%s: rope_scaling \"%s\" must be a list of %lld numbers (n_rot / 2)", file,
                          key, (long long)n);
-    float *f = own(m, (size_t)n * sizeof *f, "LongRoPE factors");
+    float *f = lrun_model_own(m, (size_t)n * sizeof *f, "LongRoPE factors");
     if (!f) return lrun_fail_context(LRUN_E_OOM, "%s", file);
     int64_t i = 0;
     for (const cJSON *c = l->child; c; c = c->next, i++) {
@@ -151,7 +138,7 @@ lrun_status lrun_hf_shift_norm(lrun_model *m, const char *file, const lrun_st_te
     if (t->ndim != 1 || (t->dtype != LRUN_ST_F32 && t->dtype != LRUN_ST_F16 && t->dtype != LRUN_ST_BF16))
         return lrun_fail(LRUN_E_FORMAT, "%s: norm '%s' must be a vector of F32, F16 or BF16", file, t->name);
     const int64_t len = t->shape[0];
-    float *f = own(m, (size_t)len * sizeof *f, "norm weights (1 + w)");
+    float *f = lrun_model_own(m, (size_t)len * sizeof *f, "norm weights (1 + w)");
     if (!f) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
     const uint8_t *p = t->data;
     for (int64_t i = 0; i < len; i++) {
