@@ -25,6 +25,8 @@
 #include <lualib.h>
 #include <luajit.h>
 
+#include "sigbus.h"
+
 #define MAX_POLICIES 64
 #define MAX_CHUNKS 64
 #define MAX_OVERRIDES 64
@@ -660,6 +662,7 @@ int main(int argc, char **argv) {
         const char *slash = strrchr(argv[0], '/');
         progname = slash ? slash + 1 : argv[0];
     }
+    sigbus_install(progname); /* a truncated model file: a message naming it, not "Bus error" */
     options o;
     if (parse_options(argc, argv, &o) != 0) return 2; /* a usage error, before anything reaches stdout */
     if (o.help) {
