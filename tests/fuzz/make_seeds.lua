@@ -105,4 +105,9 @@ write(dir .. "fuzz_hfdir/generated", read(hf .. "/config.json") .. "\0" .. read(
 write(dir .. "fuzz_hfdir/no_tokenizer", read(hf .. "/config.json"))
 os.execute("rm -rf " .. hf)
 
+-- fuzz_jinja: the real-format chat templates of tests/chat_templates/
+for _, name in ipairs({ "chatml", "llama3", "gemma3", "deepseek_r1", "features" }) do
+  write(dir .. "fuzz_jinja/" .. name, read("tests/chat_templates/" .. name .. ".jinja"))
+end
+
 print("seeds written under " .. dir)
