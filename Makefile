@@ -271,7 +271,7 @@ $(FUZZ_BUILD)/liblrun-fuzz.a: $(FUZZ_LIB_OBJ)
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/liblrun-fuzz.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Iapp -o $@ $< $(FUZZ_BUILD)/liblrun-fuzz.a \
-	  -lpcre2-8 -lcjson $(shell pkg-config --libs luajit) -ldl -lm
+	  -lpcre2-8 -lcjson $(shell pkg-config --libs luajit) -lreadline -ldl -lm
 
 -include $(FUZZ_LIB_OBJ:.o=.d)
 
