@@ -12,12 +12,15 @@ local beam_model = require("tests.beam_model")
 
 local SCORE_TOL = 1e-4
 
-local function golden() return require("tests.golden").read("beam_search.json") end
+local function golden(name) return require("tests.golden").read(name or "beam_search.json") end
 
-describe("beam search against HF transformers", function()
+-- beam_processors.json: beams with HF's logits processors on the log-probs
+-- (make_beam_golden.py --processors)
+for _, file in ipairs({ "beam_search.json", "beam_processors.json" }) do
+describe("beam search against HF transformers (" .. file .. ")", function()
   local m, doc
   setup(function()
-    doc = golden()
+    doc = golden(file)
     m = assert(lrun.load(beam_model.path(), { kv_dtype = "f32", progress = false }))
   end)
   teardown(function() if m then m:free() end end)
@@ -29,7 +32,7 @@ describe("beam search against HF transformers", function()
     assert.is_true(worst < 1e-5, "max logit difference " .. worst)
   end)
 
-  for _, case in ipairs(golden().cases) do
+  for _, case in ipairs(golden(file).cases) do
     it("case " .. case.name, function()
       local prompts = {}
       for i, name in ipairs(case.prompts) do prompts[i] = doc.prompts[name] end
@@ -52,6 +55,7 @@ describe("beam search against HF transformers", function()
     end)
   end
 end)
+end
 
 describe("beam reordering", function()
   it("copies no cache per step: the seed scenario copies the prompt's slot once per beam, sharing blocks", function()

@@ -211,6 +211,28 @@ describe("generate's HF options", function()
       assert.is_false(ok, k)
       assert.matches("option '" .. k .. "'", err, 1, true)
     end
-    assert.has_error(function() m:generate(P, { num_beams = 2, no_repeat_ngram_size = 2 }) end)
+    assert.has_error(function() m:generate(P, { num_beams = 2, streamer = { put = function() end, ["end"] = function() end } }) end,
+      "generate: a streamer follows one sequence; it does not work with beams")
+    assert.has_error(function() m:generate(P, { num_beams = 2, output_scores = true }) end)
+    assert.has_error(function()
+      m:generate(P, { num_beams = 4, num_beam_groups = 2, diversity_penalty = 1, no_repeat_ngram_size = 2 })
+    end, "generate: group beam search takes only repetition_penalty of the logits processors")
+  end)
+
+  it("runs the processors on beams (no repeated 2-gram in any returned sequence)", function()
+    local _, ids = m:generate(P, { num_beams = 3, num_return_sequences = 3, max_new_tokens = 16,
+      no_repeat_ngram_size = 2, eos_token_id = {} })
+    assert.are.equal(3, #ids)
+    local prompt = m:tokenize(P)
+    for _, seq in ipairs(ids) do
+      local all, seen = {}, {}
+      for _, v in ipairs(prompt) do all[#all + 1] = v end
+      for _, v in ipairs(seq) do all[#all + 1] = v end
+      for i = 1, #all - 1 do
+        local key = all[i] .. " " .. all[i + 1]
+        assert.is_nil(seen[key], "2-gram " .. key .. " repeated")
+        seen[key] = true
+      end
+    end
   end)
 end)

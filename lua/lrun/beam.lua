@@ -45,6 +45,20 @@ local function log_probs(row, n_vocab, penalty, prompt, tokens)
     C.lrun_logits_repetition_penalty(row, n_vocab, h, n, penalty)
   end
 end
+
+-- The same with every processor of lrun.logits_process that the options
+-- ask for (no_repeat_ngram_size, bad_words_ids, min_length, min_new_tokens,
+-- suppress_tokens, the caller's logits_processor; repetition_penalty
+-- among them), in transformers' order, over prompt and beam tokens, as
+-- GenerationMixin._beam_search runs its logits_processor on log_softmax.
+local function processed_log_probs(row, n_vocab, o, prompt, tokens, eos, eos_list)
+  C.lrun_logits_log_softmax(row, n_vocab)
+  local n = #prompt + #tokens
+  local h = ffi.new("int32_t[?]", n)
+  for i = 1, #prompt do h[i - 1] = prompt[i] end
+  for i = 1, #tokens do h[#prompt + i - 1] = tokens[i] end
+  require("lrun.logits_process").apply(o, row, n_vocab, h, n, #prompt, eos, eos_list)
+end
 M.log_probs = log_probs
 
 local function append(list, x)
@@ -66,7 +80,11 @@ local function step_prompt(P, logits, n_vocab, o, g, eos, last)
     local t = tops[b.row]
     if not t then
       local row = logits + b.row * n_vocab
-      log_probs(row, n_vocab, o.repetition_penalty, P.prompt, b.tokens)
+      if P.processors then
+        processed_log_probs(row, n_vocab, o, P.prompt, b.tokens, eos, P.eos_list)
+      else
+        log_probs(row, n_vocab, o.repetition_penalty, P.prompt, b.tokens)
+      end
       local ids, vals = topk.row(row, n_vocab, K)
       t = { ids = ids, vals = vals }
       tops[b.row] = t
@@ -139,7 +157,7 @@ local function is_active(P, o)
 end
 
 --- Runs beam search for a batch of prompts.
--- @tparam table run {model=, prompts={{int,...},...}, opts=, eos={[id]=true}, eos_list=, check_interrupt=}
+-- @tparam table run {model=, prompts={{int,...},...}, opts=, eos={[id]=true}, eos_list=, check_interrupt=, t0=}
 -- @tparam table stats timings are added here
 -- @treturn[1] {{ids=, score=, reason=},...} num_return_sequences per prompt, best first
 -- @treturn[2] nil
@@ -151,11 +169,13 @@ function M.run(run, stats)
   local n_vocab = model.n_vocab
   return require("lrun.engine_rows").with_rows(model, #run.prompts * nb, o, function(rows)
     local K = math.max(2, 1 + #run.eos_list) * nb
+    local processors = require("lrun.logits_process").wanted(o)
+    local deadline = o.max_time and (run.t0 or sys.now()) + o.max_time
     local prompts, entries = {}, {}
     for p, ids in ipairs(run.prompts) do
       local base = (p - 1) * nb
       local P = { prompt = ids, K = K, unsatisfied = true, running = {}, fin = {},
-                  slots = beam_slots.new(rows, base, nb) }
+                  slots = beam_slots.new(rows, base, nb), processors = processors, eos_list = run.eos_list }
       for j = 1, nb do
         P.running[j] = { tokens = {}, score = j == 1 and 0 or NEG, slot = base, row = p - 1 }
         P.fin[j] = { tokens = {}, score = NEG, finished = false }
@@ -170,7 +190,9 @@ function M.run(run, stats)
     local max_new = o.max_new_tokens
     for g = 0, max_new - 1 do
       run.check_interrupt()
-      local last = g + 1 >= max_new
+      -- max_time: a candidate past the deadline hits a stopping criterion,
+      -- as at the last step (HF's MaxTimeCriteria in beam search)
+      local last = g + 1 >= max_new or (deadline ~= nil and sys.now() >= deadline)
       local any = false
       for _, P in ipairs(prompts) do
         if is_active(P, o) then

@@ -502,8 +502,13 @@ local function check_beam_options(opts, batched, level)
     if opts.do_sample then bad("beam sampling (num_beams > 1 with do_sample) is not supported") end
     if opts.on_token then bad("on_token streams one sequence; it does not work with beams") end
     if opts.stop then bad("stop strings are not supported with beams (use eos_token_id)") end
-    if require("lrun.logits_process").wanted(opts) or opts.streamer or opts.max_time or opts.max_length then
-      bad("with beams, the options of lrun.logits_process, streamer, max_time and max_length are not supported")
+    -- transformers refuses a streamer with beams too
+    if opts.streamer then bad("a streamer follows one sequence; it does not work with beams") end
+    if opts.output_scores or opts.output_logits then
+      bad("output_scores and output_logits are not supported with beams (sequences_scores are in the stats)")
+    end
+    if ng > 1 and require("lrun.logits_process").wanted(opts) then
+      bad("group beam search takes only repetition_penalty of the logits processors")
     end
   elseif batched or opts.num_return_sequences > 1 then
     if opts.on_token then bad("on_token streams one sequence; it does not work with a batch") end
@@ -525,7 +530,7 @@ local function run_once(model, prompts, opts, eos, eos_list, stats)
     local out, err
     if nb > 1 then
       local run = { model = model, prompts = part, opts = opts, eos = eos, eos_list = eos_list,
-        pad = opts.pad_token_id, check_interrupt = check_interrupt }
+        pad = opts.pad_token_id, check_interrupt = check_interrupt, t0 = stats.t0 }
       local search = opts.num_beam_groups > 1 and require("lrun.beam_groups") or require("lrun.beam")
       out, err = search.run(run, stats)
     else

@@ -20,7 +20,14 @@ sequence, which is what lrun does) and concatenates the results.
 Needs torch and transformers 4.55.x (the last line with group beam search in
 the library itself; 4.56 moved it to the Hub). CI does not run this script.
 
-Usage: python3 tests/golden/make_beam_golden.py [--lrun build/lrun] [--out PATH]
+With --processors it writes tests/golden/beam_processors.json instead:
+beams with no_repeat_ngram_size, bad_words_ids, suppress_tokens,
+min_new_tokens, min_length and max_length (any transformers from 4.55 on;
+made with 5.17 on the GPU machine). --model takes the model file that
+tests/beam_model.lua writes, for a machine without build/lrun.
+
+Usage: python3 tests/golden/make_beam_golden.py [--lrun build/lrun] [--model FILE]
+       [--processors] [--out PATH]
 """
 import argparse
 import hashlib
@@ -88,14 +95,21 @@ def load_hf(path):
     return m
 
 
+# generate() options of the --processors cases that pass straight to
+# GenerationConfig (lrun's names are HF's)
+PROCESSOR_OPTIONS = ("no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
+                     "suppress_tokens", "max_length")
+
+
 def run_case(model, prompt, o):
     eos = o.get("eos_token_id") or None
     gc = GenerationConfig(
-        max_new_tokens=o["max_new_tokens"], do_sample=False, num_beams=o["num_beams"],
+        max_new_tokens=o.get("max_new_tokens"), do_sample=False, num_beams=o["num_beams"],
         num_beam_groups=o.get("num_beam_groups", 1), diversity_penalty=o.get("diversity_penalty", 0.0),
         length_penalty=o.get("length_penalty", 1.0), early_stopping=o.get("early_stopping", False),
         num_return_sequences=o.get("num_return_sequences", 1),
         repetition_penalty=o.get("repetition_penalty", 1.0),
+        **{k: o[k] for k in PROCESSOR_OPTIONS if k in o},
         eos_token_id=eos, pad_token_id=o.get("pad_token_id", eos[0] if eos else None),
         return_dict_in_generate=True, output_scores=True, use_cache=True)
     ids = torch.tensor([prompt])
@@ -117,14 +131,20 @@ def run_case(model, prompt, o):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lrun", default=os.path.join(ROOT, "build", "lrun"))
-    ap.add_argument("--out", default=os.path.join(HERE, "beam_search.json"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--model", help="the model file tests/beam_model.lua writes (else written with --lrun)")
+    ap.add_argument("--processors", action="store_true",
+                    help="the logits-processor cases (beam_processors.json; any transformers >= 4.55)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = os.path.join(HERE, "beam_processors.json" if args.processors else "beam_search.json")
     torch.manual_seed(0)
     torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "beam_tiny.gguf")
-        write_model(args.lrun, path)
+        path = args.model or os.path.join(tmp, "beam_tiny.gguf")
+        if not args.model:
+            write_model(args.lrun, path)
         with open(path, "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
         model = load_hf(path)
@@ -143,7 +163,45 @@ def main():
     e1, e2 = probe[1], probe[3] if probe[3] != probe[1] else probe[0]
 
     B = {"max_new_tokens": 10, "num_beams": 4, "num_return_sequences": 4}
-    cases = [
+    if args.processors:
+        cases = processor_cases(B, probe, e1)
+    else:
+        cases = base_cases(B, e1, e2)
+    out_cases = []
+    for name, names, opts in cases:
+        expected = []
+        for n in names:
+            expected += run_case(model, prompts[n], opts)
+        out_cases.append({"name": name, "prompts": names, "options": opts, "expected": expected})
+        print(name, [len(e["ids"]) for e in expected])
+
+    doc = {
+        "about": "HF transformers generate() with beams on tests/beam_model.lua's model; "
+                 "made by tests/golden/make_beam_golden.py" + (" --processors" if args.processors else ""),
+        "transformers": transformers.__version__, "torch": torch.__version__,
+        "model_sha256": sha, "prompts": prompts, "logits_a": logits_a, "cases": out_cases,
+    }
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def processor_cases(B, probe, e1):
+    """Beam search with transformers' logits processors on the log-probs."""
+    return [
+        ("ngram2", ["a"], dict(B, max_new_tokens=12, no_repeat_ngram_size=2)),
+        ("ngram3_rep", ["b"], dict(B, max_new_tokens=12, no_repeat_ngram_size=3, repetition_penalty=1.2)),
+        ("bad_words", ["a"], dict(B, bad_words_ids=[[probe[0]], [probe[1], probe[2]]])),
+        ("suppress", ["a"], dict(B, suppress_tokens=[probe[0], probe[2]])),
+        ("min_new_eos", ["a"], dict(B, eos_token_id=[e1], min_new_tokens=6)),
+        ("min_length_eos", ["b"], dict(B, num_beams=3, num_return_sequences=2, eos_token_id=[e1],
+                                       min_length=14 + 5)),
+        ("max_length", ["a"], {"num_beams": 3, "num_return_sequences": 3, "max_length": 9 + 7}),
+    ]
+
+
+def base_cases(B, e1, e2):
+    return [
         ("beam4", ["a"], dict(B, max_new_tokens=8)),
         ("beam4_eos", ["a"], dict(B, eos_token_id=[e1])),
         ("beam4_eos_early_true", ["a"], dict(B, eos_token_id=[e1], early_stopping=True)),
@@ -165,23 +223,6 @@ def main():
         ("seed", ["seed"], dict(max_new_tokens=23, num_beams=40, num_beam_groups=40, diversity_penalty=1.0,
                                 num_return_sequences=40, eos_token_id=[256])),
     ]
-    out_cases = []
-    for name, names, opts in cases:
-        expected = []
-        for n in names:
-            expected += run_case(model, prompts[n], opts)
-        out_cases.append({"name": name, "prompts": names, "options": opts, "expected": expected})
-        print(name, [len(e["ids"]) for e in expected])
-
-    doc = {
-        "about": "HF transformers generate() with beams on tests/beam_model.lua's model; "
-                 "made by tests/golden/make_beam_golden.py",
-        "transformers": transformers.__version__, "torch": torch.__version__,
-        "model_sha256": sha, "prompts": prompts, "logits_a": logits_a, "cases": out_cases,
-    }
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
 TopPLogitsWarper, MinPLogitsWarper, TypicalLogitsWarper; and the chain in
 GenerationMixin._get_logits_processor's order. With torch and
 transformers installed, --check also runs the real classes on the same
-inputs and asserts they agree.
+inputs, and every case through the chain transformers' own generate()
+builds (GenerationMixin._get_logits_processor on a tiny model), and asserts
+they agree (transformers 5.17.0 on the GPU machine, 2026-12-04: 6 processors
+and 18 chains agree).
 
 Usage: python3 tests/golden/make_generate_golden.py [--out PATH] [--check]
 """
@@ -214,10 +217,31 @@ def check_with_transformers(ids, logits, n_prompt, out):
         "top_k": lp.TopKLogitsWarper(10),
     }
     for name, proc in real.items():
-        got = proc(t_ids, t_s.clone())[0].numpy()
-        want = np.array([NEG_INF if v is None else v for v in out[name]], dtype=np.float32)
-        assert np.array_equal(np.isinf(got), np.isinf(want)), name
-        assert np.allclose(got[~np.isinf(got)], want[~np.isinf(want)], rtol=1e-6), name
+        compare(name, proc(t_ids, t_s.clone())[0].numpy(), out[name])
+    # Every case through the chain transformers builds itself in generate():
+    # GenerationMixin._get_logits_processor on a tiny model, with the special
+    # tokens prepared as generate() prepares them. This checks the order of
+    # the chain and the options' defaults, not only each class.
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2, eos_token_id=EOS))
+    for name, o in CASES:
+        gc = GenerationConfig(eos_token_id=EOS, pad_token_id=0, **o)
+        model._prepare_special_tokens(gc, kwargs_has_attention_mask=True, device="cpu")
+        procs = model._get_logits_processor(generation_config=gc, input_ids_seq_length=n_prompt,
+                                            encoder_input_ids=t_ids[:, :n_prompt],
+                                            prefix_allowed_tokens_fn=None, logits_processor=None,
+                                            device="cpu")
+        compare(name, procs(t_ids, t_s.clone())[0].numpy(), out[name])
+    print("transformers agrees on", len(real), "processors and", len(CASES), "chains")
+
+
+def compare(name, got, expect):
+    want = np.array([NEG_INF if v is None else v for v in expect], dtype=np.float32)
+    assert np.array_equal(np.isinf(got), np.isinf(want)), (name, got, want)
+    fin = ~np.isinf(got)
+    assert np.allclose(got[fin], want[fin], rtol=1e-6), (name, got, want)
 
 
 def main():
