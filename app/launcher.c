@@ -51,6 +51,8 @@ typedef struct options {
     int version;                        /* -v */
     int help;                           /* -h */
     int script;                         /* argv index of the script, or argc when none */
+    int generate;                       /* llama-cli's form (`lrun -m MODEL -p TEXT ...`): argv from
+                                           o.script on are the generate command line's words */
 } options;
 
 static const char *progname = "lrun";
@@ -58,6 +60,7 @@ static const char *progname = "lrun";
 static void print_usage(FILE *f) {
     fprintf(f,
             "usage: %s [options] [script.lua [args...]]\n"
+            "       %s [options] MODEL -p TEXT [generate flags]   (or -m MODEL, as llama-cli; docs/cli.md)\n"
             "  --policy FILE      load a placement policy (repeatable)\n"
             "  --device SPEC      compute device: cpu, cuda, cuda:N\n"
             "  --gpu-budget SIZE  cap on device memory: 512M, 4G, 4GiB, 1.5G\n"
@@ -76,7 +79,7 @@ static void print_usage(FILE *f) {
             "With no script and no -e, lrun starts the REPL.\n"
             "Commands (a first word that is no file): lrun pack [-t N] IN.gguf OUT.lrpk,\n"
             "  lrun unpack [-t N] IN.lrpk OUT.gguf (packed bf16/f16 weights: docs/packed.md)\n",
-            progname);
+            progname, progname);
 }
 
 static int usage_error(const char *fmt, const char *what) {
@@ -103,6 +106,17 @@ static int is_builtin_policy(const char *name) {
     static const char *const names[] = {"conservative", "aggressive", "layers", "smart"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(name, names[i]) == 0) return 1;
+    return 0;
+}
+
+/* Whether argv from i on names a model with -m/--model, as llama-cli's
+ * command lines do: then the words from i on are lrun.cli_generate's. */
+static int names_model(int argc, char **argv, int i) {
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) return 0;
+        if (strcmp(argv[i], "-m") == 0 || strcmp(argv[i], "--model") == 0 || strncmp(argv[i], "--model=", 8) == 0)
+            return 1;
+    }
     return 0;
 }
 
@@ -202,6 +216,9 @@ static int parse_options(int argc, char **argv, options *o) {
             o->version = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             o->help = 1;
+        } else if (names_model(argc, argv, i)) {
+            o->generate = 1; /* a flag of the generate command line: lrun.cli_generate checks them all */
+            break;
         } else {
             return usage_error("unknown option '%s'", a);
         }
@@ -720,7 +737,21 @@ int main(int argc, char **argv) {
         report(L, status);
     }
     int has_script = o.script < argc;
-    if (status == 0 && has_script) {
+    if (status == 0 && o.generate) {
+        status = luaL_loadstring(L, "return require('lrun.commands').generate(...)");
+        if (status == 0) {
+            const int n = argc - o.script;
+            luaL_checkstack(L, n, "too many arguments");
+            for (int i = 0; i < n; i++) lua_pushstring(L, argv[o.script + i]);
+            status = docall(L, n, 1);
+            if (status == 0) {
+                exit_code = (int)lua_tointeger(L, -1);
+                lua_pop(L, 1);
+            }
+        }
+        report(L, status);
+        has_script = 1; /* no REPL after a generate command line */
+    } else if (status == 0 && has_script) {
         const char *path = argv[o.script];
         const int model = is_model(path);
         const int command = model || is_command(L, path);

@@ -195,6 +195,24 @@ describe("cli runs", function()
     assert.are.equal(6, decode(out).n_generated)
   end)
 
+  it("takes llama-cli's form: lrun -m MODEL -p TEXT, launcher options first or not", function()
+    local base = tool({ "-p", "The capital of France is", "-n", "6", "--temp", "0", "--log-disable" })
+    for _, words in ipairs({
+      { "-m", path, "-p", "The capital of France is", "-n", "6", "--temp", "0", "--log-disable" },
+      { "--device", "cpu", "-m", path, "-p", "The capital of France is", "-n", "6", "--temp", "0", "--log-disable" },
+      { "-p", "The capital of France is", "-n", "6", "-m", path, "--temp", "0", "--log-disable" },
+      { path, "-p", "The capital of France is", "-n", "6", "--temp", "0", "--log-disable" },
+    }) do
+      local out, rc = run(words)
+      assert.are.equal(0, rc, table.concat(words, " "))
+      assert.are.equal(base, out, table.concat(words, " "))
+    end
+    local out, rc, err = run({ "-m", path, "-p", "hi", "--top-p", "2" })
+    assert.are.equal(2, rc)
+    assert.are.equal("", out)
+    assert.matches("--top-p 2", err, 1, true)
+  end)
+
   it("fails a load in one line with status 1", function()
     local out, rc, err = run({ "examples/generate.lua", "-m", "/nonexistent.gguf", "-p", "hi" })
     assert.are.equal(1, rc)

@@ -81,6 +81,14 @@ function M.model(path, ...)
   return 0, true
 end
 
+--- llama-cli's form, `lrun [launcher options] -m MODEL -p TEXT [flags]`: the
+-- words from the first generate flag on, run as `lrun MODEL ...` runs them.
+-- @treturn int exit status
+function M.generate(...)
+  require("lrun.cli").progname = "lrun"
+  return require("lrun.cli_generate").main({ ... }, "lrun -m MODEL -p TEXT [options]")
+end
+
 --- Is name a command?
 function M.has(name) return commands[name] ~= nil end
 
