@@ -103,7 +103,7 @@ DEBS := $(if $(filter-out help clean format lint model,$(GOALS)),$(DEB_BUILD)) \
         $(if $(filter demo test bench model asan tsan,$(GOALS)),$(DEB_MODEL)) \
         $(if $(filter lint,$(GOALS)),$(DEB_LINT)) \
         $(if $(filter format,$(GOALS)),$(DEB_FORMAT)) \
-        $(if $(filter fuzz fuzz-build,$(GOALS)),$(DEB_FUZZ))
+        $(if $(filter fuzz fuzz-build fuzz-campaign,$(GOALS)),$(DEB_FUZZ))
 
 deps:
 	@command -v dpkg-query >/dev/null || { echo "deps: not a Debian system; make sure these (or their equivalents) are installed: $(strip $(DEBS))"; exit 0; }; \
@@ -142,7 +142,7 @@ deps:
 # rewritten only when they differ. Goals that build nothing leave it alone.
 FLAGS_STAMP := $(BUILD)/.flags
 FLAGS_NOW   := $(strip $(CC) $(ALL_CFLAGS) | $(NVCC) $(NVCCFLAGS) | $(CU_SRC) | $(ALL_LDFLAGS) $(LIB_LDLIBS))
-ifneq ($(filter-out help clean deps format lint asan tsan tsan-core fuzz fuzz-build,$(GOALS)),)
+ifneq ($(filter-out help clean deps format lint asan tsan tsan-core fuzz fuzz-build fuzz-campaign fuzz-hours,$(GOALS)),)
 ifneq ($(FLAGS_NOW),$(strip $(file <$(FLAGS_STAMP))))
 $(shell mkdir -p $(BUILD))
 $(file >$(FLAGS_STAMP),$(FLAGS_NOW))
@@ -292,6 +292,16 @@ fuzz: fuzz-build
 	    $(FUZZ_BUILD)/$$n.log; \
 	  [ $$rc -eq 0 ] || { tail -40 $(FUZZ_BUILD)/$$n.log; echo "fuzz: $$n FOUND SOMETHING (exit $$rc)"; status=1; }; \
 	done; exit $$status
+# make fuzz-campaign: the long runs of issue 16, resumable across sessions
+# (tests/fuzz/campaign.sh): each of FUZZ_TARGETS_RUN until it has used
+# FUZZ_CPU_SECONDS (default 3600) of CPU in build-fuzz/hours.tsv;
+# make fuzz-hours prints that log as docs/reliability.md's table.
+FUZZ_TARGETS_RUN ?= $(notdir $(FUZZ_TARGETS))
+.PHONY: fuzz-campaign fuzz-hours
+fuzz-campaign: fuzz-build
+	tests/fuzz/campaign.sh $(FUZZ_TARGETS_RUN)
+fuzz-hours:
+	@tests/fuzz/campaign.sh --summary
 # ---------------------------------------------------------------- end fuzzing
 
 # ---------------------------------------------------------------- habits: format, lint, help
@@ -339,6 +349,8 @@ help:
 	@echo '  tsan-core      the thread pool, ring, streaming and engine C tests under TSan (CI)'
 	@echo '  lint           cppcheck on runtime/ app/ tests/c, luacheck on the Lua'
 	@echo '  fuzz           libFuzzer targets (tests/fuzz/) under ASan+UBSan, FUZZ_SECONDS each (default 60)'
+	@echo '  fuzz-campaign  each target until it has used FUZZ_CPU_SECONDS of CPU in all (resumable; build-fuzz/hours.tsv)'
+	@echo '  fuzz-hours     that log as a table'
 	@echo '  format         clang-format -i FILES (default: every C/CUDA file)'
 	@echo '  deps           install the missing Debian packages (every goal does this first)'
 	@echo '  clean          remove $$(BUILD)'
