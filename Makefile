@@ -192,6 +192,13 @@ $(BUILD)/tests/test_alloc_fail: LIB_LDLIBS += $(ALLOC_WRAP)
 # and on CUDA also device arenas, pool grants and page-locked memory
 $(BUILD)/tests/test_alloc_fail_gpu: LIB_LDLIBS += $(ALLOC_WRAP) \
     $(if $(filter 1,$(CUDA)),$(foreach f,cudaMalloc cudaHostAlloc lrun_pool_alloc,-Wl,--wrap=$(f)))
+# test_alloc_fail_lua does the same from the Lua package: it embeds LuaJIT,
+# takes the whole library (--whole-archive) and exports its symbols (-E) so
+# that ffi.C finds every lrun_* function in the program itself.
+$(BUILD)/tests/test_alloc_fail_lua: tests/c/test_alloc_fail_lua.c $(LIB_A) $(FLAGS_STAMP) $(CDEF)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MF $@.d $(ALL_LDFLAGS) -Itests/c -o $@ $< -Wl,--whole-archive $(LIB_A) \
+	  -Wl,--no-whole-archive $(LIB_LDLIBS) $(ALLOC_WRAP) $(shell pkg-config --libs luajit) -ldl -Wl,-E
 
 model: $(MODEL)
 $(MODEL): | deps

@@ -5,7 +5,11 @@
  * Weights in the mmap tier are read through the model file's mapping; a
  * read past the end of a file truncated or replaced while it is in use
  * raises SIGBUS, which by default kills the process with "Bus error" and
- * nothing else. The handler names the file whose mapping faulted (looked up
+ * nothing else. Inside an engine step (and engine init) the library's own
+ * handler, installed after this one when the first file is mapped, makes
+ * the fault an LRUN_E_IO error from the step (runtime/core/mapguard.h); the
+ * faults it does not take (outside a step, in a mapping it does not know)
+ * come here. The handler names the file whose mapping faulted (looked up
  * in /proc/self/maps) and says what to do, then exits with 128 + SIGBUS as
  * the default action would. It uses only async-signal-safe calls (open,
  * read, write, close, _exit) and static memory. Weights in the disk tier are

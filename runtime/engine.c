@@ -9,8 +9,10 @@
 #include "backend.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/mapguard.h"
 #include "cpu/moe_route.h"
 #include "model/model.h"
+#include "model/model_guard.h"
 #include "residency/placement.h"
 #include "step_tokens.h"
 
@@ -19,6 +21,7 @@ struct lrun_engine {
     void *ctx;                    /* the backend's engine */
     int64_t n_vocab, n_seq_max, n_ctx_max;
     int64_t *seq_count;           /* (n_seq_max) tokens of each sequence in the step being checked */
+    const lrun_model *model;      /* whose file a step may find truncated (model/model_guard.h) */
 };
 
 // ---------------------------------------------------------------- options
@@ -167,12 +170,20 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     lrun_engine *e = calloc(1, sizeof *e);
     if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
     e->iface = b;
+    e->model = model;
+    lrun_mapguard_enter(); /* init and the prefault read the file mapping: a truncated file is an error */
     st = b->init(&e->ctx, model, &o);
     if (st != LRUN_OK) {
+        lrun_mapguard_leave();
         free(e);
         return st;
     }
     lrun_model_prefault(model); /* what init left in the file (the weights it moved are read already) */
+    lrun_mapguard_leave();
+    if ((st = lrun_model_check_file(model, "engine")) != LRUN_OK) {
+        lrun_engine_free(e);
+        return st;
+    }
     e->n_vocab = b->n_vocab(e->ctx);
     e->n_seq_max = b->n_seq_max(e->ctx);
     e->n_ctx_max = b->n_ctx_max(e->ctx);
@@ -251,7 +262,14 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
     lrun_status st = lrun_step_check(&shape, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap,
                                      e->seq_count, &a.n_want, &a.need);
     if (st != LRUN_OK || n_tokens == 0) return st;
+    /* A model file truncated in use: the weights read past its end are
+     * zeros (core/mapguard.h), so the step, and every later one, fails. */
+    if ((st = lrun_model_check_file(e->model, "engine step")) != LRUN_OK) return st;
+    lrun_mapguard_enter();
     st = e->iface->step(e->ctx, &a);
+    lrun_mapguard_leave();
+    const lrun_status io = lrun_model_check_file(e->model, "engine step");
+    if (io != LRUN_OK) st = io;
     if (st == LRUN_OK && n_out) *n_out = a.n_want;
     return st;
 }

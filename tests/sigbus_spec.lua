@@ -1,7 +1,11 @@
---- A model file truncated while it is in use (issue 16): weights read through
--- its mapping fault with SIGBUS, and the launcher says which file and what
--- to do instead of dying with "Bus error" (app/sigbus.h). The disk tier's
--- clean error for the same case is in disk_tier_spec.lua.
+--- A model file truncated while it is in use (issue 16). Weights read
+-- through its mapping fault with SIGBUS: inside a step the library turns
+-- that into an error naming the file (core/mapguard.h), the generate call
+-- returns nil, err and the script goes on; a fault outside a step reaches
+-- the launcher's handler, which names the file and says what to do instead
+-- of dying with "Bus error" (app/sigbus.h). The disk tier's clean error for
+-- the same case is in disk_tier_spec.lua; tests/c/test_sigbus.c checks the
+-- C API.
 package.path = "./?.lua;" .. package.path
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
@@ -15,35 +19,98 @@ local function tmpfile(text)
   return p
 end
 
+local function sanitizer_build()
+  local build = require("lrun.config").build
+  if build:match("asan") or build:match("tsan") then
+    pending("sanitizer build " .. build .. ": the sanitizer keeps SIGBUS for its own report")
+    return true
+  end
+end
+
+-- f32 weights, so that cutting the file at 8 KiB cuts what a step reads
+local function make_model()
+  local model = os.tmpname() .. ".gguf"
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 2, 256, 4, 2, 512
+  s.n_vocab, s.n_ctx = 512, 128
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_F32, C.LRUN_DTYPE_F32, 1
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 3, 1
+  assert.are.equal(C.LRUN_OK, C.lrun_model_generate(model, s))
+  return model
+end
+
+local function run_script(text)
+  local script = tmpfile(text)
+  local out, rc = shell.run(shell.launcher .. " " .. shell.quote(script))
+  os.remove(script)
+  return out, rc
+end
+
 describe("a model file truncated in use", function()
-  it("ends the launcher with a message naming the file, status 128 + SIGBUS", function()
-    local build = require("lrun.config").build
-    if build:match("asan") or build:match("tsan") then
-      pending("sanitizer build " .. build .. ": the sanitizer keeps SIGBUS for its own report")
-      return
-    end
-    local model = os.tmpname() .. ".gguf"
-    local s = ffi.new("lrun_model_gen_spec")
-    s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 2, 256, 4, 2, 512
-    s.n_vocab, s.n_ctx = 512, 128
-    s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_F32, C.LRUN_DTYPE_F32, 1
-    s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 3, 1
-    assert.are.equal(C.LRUN_OK, C.lrun_model_generate(model, s))
-    -- weights stay in the mmap tier on the CPU: generate once, truncate, generate again
-    local script = tmpfile(string.format([[
-      local m = assert(lrun.load(%q, { device = "cpu", threads = 1 }))
-      assert(m:generate({ 1, 300, 42 }, { max_new_tokens = 2, eos_token_id = {} }))
-      print("first generate ok")
-      io.stdout:flush()
-      assert(os.execute("truncate -s 8192 %s"))
-      m:generate({ 1, 301, 43 }, { max_new_tokens = 2, eos_token_id = {} })
-      print("second generate returned")
-    ]], model, model))
-    local out, rc = shell.run(shell.launcher .. " " .. shell.quote(script))
-    os.remove(script)
+  for _, threads in ipairs({ 1, 2 }) do
+    it("makes generate return nil, err naming the file, and the script goes on (" .. threads .. " threads)", function()
+      if sanitizer_build() then return end
+      local model = make_model()
+      -- weights stay in the mmap tier on the CPU: generate once, truncate, generate again
+      local out, rc = run_script(string.format([[
+        local m = assert(lrun.load(%q, { device = "cpu", threads = %d }))
+        assert(m:generate({ 1, 300, 42 }, { max_new_tokens = 2, eos_token_id = {} }))
+        print("first generate ok")
+        io.stdout:flush()
+        assert(os.execute("truncate -s 8192 %s"))
+        local text, err = m:generate({ 1, 301, 43 }, { max_new_tokens = 2, eos_token_id = {} })
+        print("second generate returned", text, err)
+        local text2, err2 = m:generate({ 1, 302, 44 }, { max_new_tokens = 2, eos_token_id = {} })
+        print("third generate returned", text2, err2 and err2.kind)
+        m:free()
+        print("still running")
+      ]], model, threads, model))
+      os.remove(model)
+      assert.matches("first generate ok", out, 1, true)
+      assert.matches("second generate returned\tnil\tio: ", out, 1, true)
+      assert.matches("model file " .. model .. " was truncated while in use", out, 1, true)
+      assert.matches("third generate returned\tnil\tio", out, 1, true)
+      assert.matches("still running", out, 1, true)
+      assert.are.equal(0, rc)
+    end)
+  end
+
+  it("leaves the REPL running: the generate line prints nil and the error", function()
+    if sanitizer_build() then return end
+    local model = make_model()
+    local input = table.concat({
+      string.format("m = assert(lrun.load(%q, { device = 'cpu', threads = 2 }))", model),
+      "ids = m:generate({ 1, 300, 42 }, { max_new_tokens = 2, eos_token_id = {} }) ~= nil",
+      "ids",
+      string.format("os.execute('truncate -s 8192 %s') ~= nil", model),
+      "m:generate({ 1, 301, 43 }, { max_new_tokens = 2, eos_token_id = {} })",
+      "m:free()",
+      "print('still here', 6 * 7)",
+      "",
+    }, "\n")
+    local out = shell.run(shell.quote(shell.launcher), input)
     os.remove(model)
-    assert.matches("first generate ok", out, 1, true)
-    assert.is_nil(out:find("second generate returned", 1, true))
+    assert.matches("true\ntrue\nnil\t", out)
+    assert.matches("was truncated while in use", out, 1, true)
+    assert.matches("still here\t42\n$", out)
+  end)
+
+  it("outside a step, ends the launcher with a message naming the file, status 128 + SIGBUS", function()
+    if sanitizer_build() then return end
+    local model = make_model()
+    -- a read of the mapping that no step guards: the GGUF reader's own
+    local out, rc = run_script(string.format([[
+      local lf = require("lrun.ffi")
+      local g = lf.ffi.new("lrun_gguf *[1]")
+      assert(lf.C.lrun_gguf_open(g, %q) == lf.C.LRUN_OK)
+      local last = lf.C.lrun_gguf_tensor_count(g[0]) - 1
+      local p = lf.ffi.cast("const volatile uint8_t *", lf.C.lrun_gguf_tensor_data(g[0], last))
+      assert(os.execute("truncate -s 8192 %s"))
+      print("read", p[0])
+      print("read returned")
+    ]], model, model))
+    os.remove(model)
+    assert.is_nil(out:find("read returned", 1, true))
     assert.matches("bus error reading a memory-mapped file (" .. model .. "): it was truncated", out, 1, true)
     assert.are.equal(128 + 7, rc)
   end)

@@ -22,8 +22,15 @@ end
 
 ffi.cdef(read_cdef())
 
-local lib_path = os.getenv("LRUN_LIB") or config.lib or (M.root .. "/build/liblrun.so")
-local ok, lib = pcall(ffi.load, lib_path)
+-- config.lib = false: the library is linked into the running program and
+-- its symbols are global (tests/c/test_alloc_fail_lua.c).
+local lib_path, ok, lib
+if config.lib == false then
+  lib_path, ok, lib = "(this program)", true, ffi.C
+else
+  lib_path = os.getenv("LRUN_LIB") or config.lib or (M.root .. "/build/liblrun.so")
+  ok, lib = pcall(ffi.load, lib_path)
+end
 if not ok then error("lrun: cannot load " .. lib_path .. ": " .. tostring(lib) .. " (run make)", 0) end
 
 M.C = lib

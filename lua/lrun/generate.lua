@@ -457,7 +457,9 @@ local function prompt_ids(model, prompt, opts, level)
   local function one(p, where)
     local ids
     if type(p) == "string" then
-      ids = model:tokenize(p, { add_special = opts.add_special ~= false })
+      local err
+      ids, err = model.tokenizer:try_encode(p, { add_special = opts.add_special ~= false }, level + 2)
+      if not ids then return nil, err end
     elseif type(p) == "table" then
       ids = {}
       for i = 1, #p do
@@ -477,10 +479,16 @@ local function prompt_ids(model, prompt, opts, level)
   end
   if type(prompt) == "table" and (type(prompt[1]) == "table" or type(prompt[1]) == "string") then
     local out = {}
-    for i = 1, #prompt do out[i] = one(prompt[i], "prompt " .. i) end
+    for i = 1, #prompt do
+      local ids, err = one(prompt[i], "prompt " .. i)
+      if not ids then return nil, err end -- the core failed to encode (out of memory)
+      out[i] = ids
+    end
     return out, true
   end
-  return { one(prompt, "prompt") }, false
+  local ids, err = one(prompt, "prompt")
+  if not ids then return nil, err end
+  return { ids }, false
 end
 
 -- HF's checks of the beam options, as errors naming them.
@@ -547,7 +555,11 @@ local function run_once(model, prompts, opts, eos, eos_list, stats)
     end
     if not out then return nil, err end
     for _, r in ipairs(out) do
-      if not r.text then r.text = model:detokenize(r.ids, { special = false }) end
+      if not r.text then
+        local derr
+        r.text, derr = model.tokenizer:try_decode(r.ids, { special = false })
+        if not r.text then return nil, derr end
+      end
       results[#results + 1] = r
     end
   end
@@ -573,6 +585,7 @@ function M.generate(model, prompt, opts, level)
   level = (level or 1) + 1
   opts = M.check_options(opts, level, model.generation_config)
   local prompts, batched = prompt_ids(model, prompt, opts, level)
+  if not prompts then return nil, batched end
   check_beam_options(opts, batched, level)
   if opts.max_length then
     local shortest = math.huge

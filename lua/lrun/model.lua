@@ -312,8 +312,9 @@ function Model:chat(messages, opts)
   local chat = require("lrun.chat")
   local prompt, err = chat.apply(self, messages, chat_opts, 2)
   if not prompt then return nil, err end
-  local ids = self:tokenize(prompt, { add_special = not chat.starts_with_bos(self, prompt),
+  local ids, terr = self.tokenizer:try_encode(prompt, { add_special = not chat.starts_with_bos(self, prompt),
     parse_special = true })
+  if not ids then return nil, terr end
   return require("lrun.generate").generate(self, ids, gen_opts, 2)
 end
 

@@ -63,12 +63,13 @@ local allowed = {
   detokenize = { special = true },
 }
 
-local function check_opts(opts, fn)
+local function check_opts(opts, fn, level)
+  level = level or 3
   if opts == nil then return {} end
-  if type(opts) ~= "table" then error(fn .. ": opts must be a table", 3) end
+  if type(opts) ~= "table" then error(fn .. ": opts must be a table", level) end
   for k, v in pairs(opts) do
-    if not allowed[fn][k] then error(fn .. ": unknown option '" .. tostring(k) .. "'", 3) end
-    if type(v) ~= "boolean" then error(fn .. ": option '" .. k .. "' must be a boolean", 3) end
+    if not allowed[fn][k] then error(fn .. ": unknown option '" .. tostring(k) .. "'", level) end
+    if type(v) ~= "boolean" then error(fn .. ": option '" .. k .. "' must be a boolean", level) end
   end
   return opts
 end
@@ -79,8 +80,24 @@ end
 --   for it, as HF does), parse_special (default false: "<|im_end|>" stays text)
 -- @treturn {int,...} token ids
 function Tokenizer:encode(text, opts)
-  if type(text) ~= "string" then error("tokenize: text must be a string, got " .. type(text), 2) end
-  opts = check_opts(opts, "tokenize")
+  local ids, err = self:try_encode(text, opts, 3)
+  if not ids then error(tostring(err), 2) end
+  return ids
+end
+
+--- Encodes text like encode, but a failure of the core (out of memory) is
+-- returned, not raised, for calls that answer nil, err (generate, chat).
+-- Bad arguments are still raised.
+-- @tparam string text
+-- @tparam[opt] table opts as encode's
+-- @tparam[opt=2] int level error level of the argument errors
+-- @treturn[1] {int,...} token ids
+-- @treturn[2] nil
+-- @treturn[2] table error
+function Tokenizer:try_encode(text, opts, level)
+  level = level or 2
+  if type(text) ~= "string" then error("tokenize: text must be a string, got " .. type(text), level) end
+  opts = check_opts(opts, "tokenize", level + 1)
   local add_special = opts.add_special ~= false
   local parse_special = opts.parse_special == true
   -- Byte-level BPE never yields more tokens than bytes; + 2 for BOS/EOS.
@@ -90,7 +107,7 @@ function Tokenizer:encode(text, opts)
     local ids = ffi.new("int32_t[?]", cap)
     local status = C.lrun_tokenizer_encode(self.handle, text, #text, add_special and 1 or 0,
       parse_special and 1 or 0, ids, cap, n_out)
-    if status ~= C.LRUN_OK then error(tostring(errors.from_status(status, "tokenize")), 2) end
+    if status ~= C.LRUN_OK then return nil, errors.from_status(status, "tokenize") end
     local n = tonumber(n_out[0])
     if n <= cap then
       local out = {}
@@ -99,7 +116,7 @@ function Tokenizer:encode(text, opts)
     end
     cap = n
   end
-  error("tokenize: the token count changed between two encodings of the same text", 2)
+  return nil, errors.new("internal", "tokenize: the token count changed between two encodings of the same text")
 end
 
 local piece_buf_cap = 256
@@ -130,15 +147,30 @@ end
 --   their text, like HF decode without skip_special_tokens)
 -- @treturn string
 function Tokenizer:decode(ids, opts)
-  if type(ids) ~= "table" then error("detokenize: ids must be a table of token ids", 2) end
-  opts = check_opts(opts, "detokenize")
+  local text, err = self:try_decode(ids, opts, 3)
+  if not text then error(tostring(err), 2) end
+  return text
+end
+
+--- Decodes like decode, but a failure of the core (out of memory) is
+-- returned, not raised; bad arguments are still raised.
+-- @tparam {int,...} ids
+-- @tparam[opt] table opts as decode's
+-- @tparam[opt=2] int level error level of the argument errors
+-- @treturn[1] string
+-- @treturn[2] nil
+-- @treturn[2] table error
+function Tokenizer:try_decode(ids, opts, level)
+  level = level or 2
+  if type(ids) ~= "table" then error("detokenize: ids must be a table of token ids", level) end
+  opts = check_opts(opts, "detokenize", level + 1)
   local special = opts.special ~= false
   local n = #ids
   local arr = ffi.new("int32_t[?]", n > 0 and n or 1)
   for i = 1, n do
     local id = ids[i]
     if type(id) ~= "number" or id < 0 or id >= self.n_vocab or id % 1 ~= 0 then
-      error("detokenize: ids[" .. i .. "] = " .. tostring(id) .. " is not a token id of this vocabulary", 2)
+      error("detokenize: ids[" .. i .. "] = " .. tostring(id) .. " is not a token id of this vocabulary", level)
     end
     arr[i - 1] = id
   end
@@ -148,11 +180,11 @@ function Tokenizer:decode(ids, opts)
   for _ = 1, 2 do
     local buf = ffi.new("char[?]", cap)
     local status = C.lrun_tokenizer_decode(self.handle, arr, n, special and 1 or 0, buf, cap, len)
-    if status ~= C.LRUN_OK then error(tostring(errors.from_status(status, "detokenize")), 2) end
+    if status ~= C.LRUN_OK then return nil, errors.from_status(status, "detokenize") end
     if tonumber(len[0]) <= cap then return ffi.string(buf, len[0]) end
     cap = tonumber(len[0])
   end
-  error("detokenize: the text length changed between two decodings", 2)
+  return nil, errors.new("internal", "detokenize: the text length changed between two decodings")
 end
 
 --- The vocabulary entry of an id as stored ("Ġthe"), or nil.
@@ -212,7 +244,9 @@ function Missing:why()
 end
 
 function Missing:encode() error("tokenize: " .. self:why(), 2) end
+function Missing:try_encode() error("tokenize: " .. self:why(), 3) end -- text without a tokenizer is the caller's mistake
 function Missing:decode() error("detokenize: " .. self:why(), 2) end
+function Missing:try_decode() error("detokenize: " .. self:why(), 3) end
 --- Text of a token: none without a tokenizer (generation from ids still runs).
 function Missing.piece() return "" end
 function Missing.token_text() return nil end

@@ -31,6 +31,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/mapguard.h"
 #include "formats/gguf_probes.h"
 #include "lrun.h"
 
@@ -539,6 +540,7 @@ lrun_status lrun_gguf_open(lrun_gguf **out, const char *path)
             return lrun_fail(LRUN_E_IO, "gguf: %s: cannot mmap %zu bytes: %s", path, (size_t)sb.st_size, strerror(e));
         }
         g->map = map;
+        lrun_mapguard_add(map, g->size, path); /* a truncation in use: an error from the step (mapguard.h) */
     }
     close(fd); /* the mapping keeps the file */
 
@@ -563,7 +565,10 @@ void lrun_gguf_close(lrun_gguf *g)
     free(g->tensors);
     free(g->kv_slots);
     free(g->tensor_slots);
-    if (g->map) munmap((void *)g->map, g->size);
+    if (g->map) {
+        lrun_mapguard_remove(g->map);
+        munmap((void *)g->map, g->size);
+    }
     free(g);
 }
 

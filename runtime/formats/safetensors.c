@@ -20,6 +20,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/mapguard.h"
 
 #define EXACT_MAX 9007199254740992.0 /* 2^53: doubles are exact integers below it */
 
@@ -354,6 +355,7 @@ static lrun_status map_file(lrun_safetensors *f)
             return lrun_fail(LRUN_E_IO, "safetensors %s: cannot mmap %zu bytes: %s", f->path, f->size, strerror(e));
         }
         f->map = map;
+        lrun_mapguard_add(map, f->size, f->path); /* a truncation in use: an error from the step (mapguard.h) */
     }
     close(fd); /* the mapping keeps the file */
     return LRUN_OK;
@@ -382,7 +384,10 @@ lrun_status lrun_safetensors_open(lrun_safetensors **out, const char *path)
 void lrun_safetensors_close(lrun_safetensors *f)
 {
     if (!f) return;
-    if (f->map) munmap((void *)f->map, f->size);
+    if (f->map) {
+        lrun_mapguard_remove(f->map);
+        munmap((void *)f->map, f->size);
+    }
     cJSON_Delete(f->json);
     free(f->t);
     free(f->by_name);

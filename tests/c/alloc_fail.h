@@ -14,7 +14,9 @@
 #ifndef LRUN_TEST_ALLOC_FAIL_H
 #define LRUN_TEST_ALLOC_FAIL_H
 
+#ifndef ALLOC_FAIL_WRAPPERS_ONLY
 #include "check.h"
+#endif
 #include "lrun.h"
 
 #include <pthread.h>
@@ -157,6 +159,10 @@ void __wrap_free(void *p)
     }
     __real_free(p);
 }
+
+/* test_alloc_fail_lua.c defines this: it takes the wrappers only, and the
+ * Lua driver does the stepping. */
+#ifndef ALLOC_FAIL_WRAPPERS_ONLY
 
 static void arm(long n)
 {
@@ -322,5 +328,7 @@ static int alloc_fail_suite(void)
     __real_free(live);
     return CHECK_DONE();
 }
+
+#endif /* ALLOC_FAIL_WRAPPERS_ONLY */
 
 #endif

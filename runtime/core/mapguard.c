@@ -1,0 +1,152 @@
+/* mapguard.c — SIGBUS from a model file truncated in use, inside an engine
+ * step, becomes an error (mapguard.h says how and why this way). */
+#include "core/mapguard.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/error.h"
+
+/* One registered mapping. The handler reads lo, len and lost_at; the rest
+ * is written before lo is published (release) and read after it (acquire). */
+typedef struct {
+    _Atomic uintptr_t lo;   /* first byte of the mapping; 0: a free slot */
+    size_t len;             /* bytes mapped: the file's size when it was opened */
+    _Atomic size_t lost_at; /* byte offset of the first page replaced by zeros; SIZE_MAX: none */
+    char path[512];         /* the file, as it was opened (truncated past 511 bytes) */
+} entry;
+
+/* 64 files: an HF model's shards, a few models, and the files tools open. */
+enum { N_ENTRIES = 64 };
+static entry entries[N_ENTRIES];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* add/remove; never taken by the handler */
+static atomic_int guarded;       /* guarded windows open now, in every thread */
+static atomic_int any_lost;      /* 1 once some mapping lost pages: lets checks return at once */
+static atomic_int installed;     /* 1 when sigaction took our handler */
+static struct sigaction previous; /* what SIGBUS did before: the launcher's handler or the default */
+static uintptr_t page_bytes;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+// ---------------------------------------------------------------- the handler
+
+/* Hands the signal to what was installed before us. For SIG_DFL (or
+ * SIG_IGN, which cannot hold for a fault) the default action comes back
+ * and the faulting read, run again, ends the process as it always did. */
+static void chain(int sig, siginfo_t *info, void *uctx)
+{
+    if (previous.sa_flags & SA_SIGINFO) {
+        if (previous.sa_sigaction) previous.sa_sigaction(sig, info, uctx);
+        return;
+    }
+    if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+        previous.sa_handler(sig);
+        return;
+    }
+    signal(SIGBUS, SIG_DFL);
+}
+
+/* Zero pages over [page, end of the mapping): 1 when mmap took them. */
+static int replace_with_zeros(entry *e, uintptr_t lo, uintptr_t addr)
+{
+    const uintptr_t page = addr & ~(page_bytes - 1);
+    const uintptr_t end = (lo + e->len + page_bytes - 1) & ~(page_bytes - 1);
+    void *r = mmap((void *)page, end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (r == MAP_FAILED) return 0;
+    size_t none = SIZE_MAX;
+    atomic_compare_exchange_strong(&e->lost_at, &none, (size_t)(page - lo));
+    atomic_store(&any_lost, 1);
+    return 1;
+}
+
+static void on_sigbus(int sig, siginfo_t *info, void *uctx)
+{
+    const uintptr_t addr = (uintptr_t)info->si_addr;
+    if (info->si_code == BUS_ADRERR && atomic_load(&guarded) > 0) {
+        for (int i = 0; i < N_ENTRIES; i++) {
+            entry *e = &entries[i];
+            const uintptr_t lo = atomic_load_explicit(&e->lo, memory_order_acquire);
+            if (lo && addr >= lo && addr - lo < e->len) {
+                if (replace_with_zeros(e, lo, addr)) return; /* the read runs again, on zeros */
+                break;
+            }
+        }
+    }
+    chain(sig, info, uctx);
+}
+
+static void install(void)
+{
+    const long p = sysconf(_SC_PAGESIZE);
+    page_bytes = p > 0 ? (uintptr_t)p : 4096;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &previous) == 0) atomic_store(&installed, 1);
+}
+
+int lrun_mapguard_installed(void)
+{
+    struct sigaction now;
+    return atomic_load(&installed) && sigaction(SIGBUS, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
+           now.sa_sigaction == on_sigbus;
+}
+
+// ---------------------------------------------------------------- the table
+
+void lrun_mapguard_add(const void *base, size_t len, const char *path)
+{
+    if (!base || !len) return;
+    pthread_once(&once, install);
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < N_ENTRIES; i++) {
+        entry *e = &entries[i];
+        if (atomic_load(&e->lo)) continue;
+        e->len = len;
+        atomic_store(&e->lost_at, SIZE_MAX);
+        snprintf(e->path, sizeof e->path, "%s", path ? path : "");
+        atomic_store_explicit(&e->lo, (uintptr_t)base, memory_order_release);
+        break;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void lrun_mapguard_remove(const void *base)
+{
+    if (!base) return;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < N_ENTRIES; i++)
+        if (atomic_load(&entries[i].lo) == (uintptr_t)base) {
+            atomic_store(&entries[i].lo, 0);
+            break;
+        }
+    pthread_mutex_unlock(&lock);
+}
+
+void lrun_mapguard_enter(void) { atomic_fetch_add(&guarded, 1); }
+void lrun_mapguard_leave(void) { atomic_fetch_sub(&guarded, 1); }
+
+int lrun_mapguard_any_lost(void) { return atomic_load(&any_lost); }
+
+lrun_status lrun_mapguard_check(const char *prefix, size_t prefix_len, const char *who)
+{
+    if (!atomic_load(&any_lost) || !prefix) return LRUN_OK;
+    for (int i = 0; i < N_ENTRIES; i++) {
+        const entry *e = &entries[i];
+        if (!atomic_load_explicit(&e->lo, memory_order_acquire)) continue;
+        const size_t at = atomic_load(&e->lost_at);
+        if (at == SIZE_MAX || strncmp(e->path, prefix, prefix_len) != 0) continue;
+        if (e->path[prefix_len] != '\0' && e->path[prefix_len] != '/') continue;
+        return lrun_fail(LRUN_E_IO, "%s: model file %s was truncated while in use (a weight read at byte %zu of the "
+                         "%zu it had when loaded lies past its end now); the weights read since are zeros, not the "
+                         "file's: load the model again", who, e->path, at, e->len);
+    }
+    return LRUN_OK;
+}
