@@ -84,7 +84,7 @@ function M.run(m, opts, gen, first, single)
     if text == nil or text:match("^%s*/quit%s*$") or text:match("^%s*/exit%s*$") then break end
     if text:match("^%s*/reset%s*$") then
       messages = fresh(opts)
-      if tty then io.stderr:write("(conversation reset)\n") end
+      io.stdout:write("(conversation reset)\n")
     elseif text:find("%S") then
       messages[#messages + 1] = { role = "user", content = (opts.in_prefix or "") .. text .. (opts.in_suffix or "") }
       local ok, reply, err = pcall(m.chat, m, messages, o)
@@ -95,9 +95,8 @@ function M.run(m, opts, gen, first, single)
         if msg ~= "interrupted!" then m:free(); cli.die(msg, 1) end
         messages[#messages] = nil -- Ctrl-C: the answer is dropped, the prompt comes back
       elseif not reply then
-        io.stderr:write(cli.prog(), ": ", tostring(err), "\n")
+        io.stderr:write("error: ", tostring(err), "\n") -- this turn fails; the conversation goes on
         messages[#messages] = nil
-        if not tty then m:free(); return 1 end
       else
         messages[#messages + 1] = { role = "assistant", content = reply }
       end
