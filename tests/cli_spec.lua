@@ -226,6 +226,15 @@ describe("cli flags", function()
     assert.are.equal(3, lo4.n_cpu_moe)
   end)
 
+  it("lists every flag in docs/cli.md's table", function()
+    local f = assert(io.open("docs/cli.md"))
+    local doc = f:read("*a")
+    f:close()
+    for _, s in ipairs(cli.generate_spec()) do
+      assert.is_truthy(doc:find("\n| `" .. s[1] .. "`", 1, true), s[1] .. " is not in docs/cli.md")
+    end
+  end)
+
   it("has a llama.cpp name (or false) and help for every flag", function()
     for _, s in ipairs(cli.flags) do
       assert.is_not_nil(s.llama, s[1])
