@@ -354,6 +354,20 @@ describe("cli runs", function()
     assert.are.equal(d, e)
   end)
 
+  it("on a terminal: Ctrl-C stops an answer and the prompt comes back; Ctrl-C at the prompt ends", function()
+    if os.execute("python3 -c 'import pty' >/dev/null 2>&1") ~= 0 then
+      pending("python3 with pty is not installed")
+      return
+    end
+    local p = assert(io.popen("python3 tests/chat_pty.py " .. shell.quote(lrun) .. " " .. shell.quote(path) .. " 2>&1"))
+    local out = p:read("*a")
+    p:close()
+    assert.matches("> Say hi.", out, 1, true) -- the prompt came back after the first Ctrl-C
+    local _, prompts = out:gsub("> ", "")
+    assert.is_true(prompts >= 3, out)
+    assert.matches("status 0\n$", out)
+  end)
+
   it("renders --chat-template by llama.cpp's built-in names", function()
     local _, rc, err = run({ "-m", path, "-st", "-p", "Hi", "-n", "1", "--temp", "0", "--verbose-prompt",
       "--chat-template", "chatml" })

@@ -28,6 +28,7 @@ function M.read_message(read, tty, multiline)
   local parts = {}
   while true do
     local line, interrupted = read(tty and (#parts == 0 and "> " or "") or "")
+    if interrupted then return nil end -- Ctrl-C at the prompt ends the conversation, as llama-cli's
     if line == nil then
       if #parts > 0 and not interrupted then return table.concat(parts, "\n") end
       return nil
@@ -37,6 +38,34 @@ function M.read_message(read, tty, multiline)
     parts[#parts + 1] = line
     if (multiline and true or false) == cont then return table.concat(parts, "\n") end
   end
+end
+
+local ffi = require("ffi")
+pcall(ffi.cdef, [[
+extern volatile int lrun_launcher_interrupted;
+typedef void (*lrun_chat_sighandler)(int);
+lrun_chat_sighandler signal(int sig, lrun_chat_sighandler handler);
+]])
+local SIGINT = 2
+
+-- The SIGINT handler in force (the launcher's, which stops the running
+-- chunk once and then falls back to the default), or nil.
+local function sigint_handler()
+  local ok, h = pcall(function()
+    local cur = ffi.C.signal(SIGINT, nil) -- nil is SIG_DFL; put back at once
+    ffi.C.signal(SIGINT, cur)
+    return cur
+  end)
+  if ok and h ~= nil then return h end
+  return nil
+end
+
+-- After a Ctrl-C that stopped an answer: the launcher's flag down again
+-- (the error may have come from its hook, before generate saw the flag),
+-- and its handler back, so that the next answer can be stopped too.
+local function clear_interrupt(handler)
+  pcall(function() ffi.C.lrun_launcher_interrupted = 0 end)
+  if handler then pcall(ffi.C.signal, SIGINT, handler) end
 end
 
 -- The conversation's opening: the system message, if any.
@@ -67,6 +96,7 @@ end
 -- @treturn int
 function M.run(m, opts, gen, first, single)
   local read, tty = repl.reader()
+  local handler = sigint_handler()
   local messages = fresh(opts)
   local o = turn_options(gen, opts)
   if tty and not single and not opts.log_disable then
@@ -94,6 +124,7 @@ function M.run(m, opts, gen, first, single)
         local msg = cli.message(reply)
         if msg ~= "interrupted!" then m:free(); cli.die(msg, 1) end
         messages[#messages] = nil -- Ctrl-C: the answer is dropped, the prompt comes back
+        clear_interrupt(handler)
       elseif not reply then
         io.stderr:write("error: ", tostring(err), "\n") -- this turn fails; the conversation goes on
         messages[#messages] = nil
