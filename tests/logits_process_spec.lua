@@ -386,3 +386,26 @@ describe("llama.cpp's samplers in generate()", function()
     assert.has_error(function() m:generate(P, { repeat_last_n = -2 }) end)
   end)
 end)
+
+describe("llama.cpp's penalties window and DRY against llama.cpp (llama_samplers_greedy.json)", function()
+  local path = os.getenv("LRUN_MODEL")
+  local ok, doc = pcall(require("tests.golden").read, "llama_samplers_greedy.json")
+  if not path or not ok then
+    pending("LRUN_MODEL is not set, or llama_samplers_greedy.json is missing (make_llama_sampler_golden.py --model)")
+    return
+  end
+  local m
+  setup(function() m = assert(require("lrun").load(path, { progress = false })) end)
+  teardown(function() if m then m:free() end end)
+  -- llama.cpp's option names → generate()'s
+  local names = { repeat_penalty = "repetition_penalty" }
+
+  for _, case in ipairs(doc.cases) do
+    it(case.name .. ": the same greedy ids", function()
+      local o = { max_new_tokens = doc.n_predict, suppress_tokens = doc.eog_ids, eos_token_id = {} }
+      for k, v in pairs(case.options) do o[names[k] or k] = v end
+      local _, ids = m:generate(case.prompt, o)
+      assert.are.same(case.ids, ids)
+    end)
+  end
+end)

@@ -355,9 +355,8 @@ local function dry_breakers(model, strings)
   local set = model._dry_breakers[key]
   if set then return set end
   set = {}
-  local tok = model.tokenizer
   for id = 0, model.n_vocab - 1 do
-    local text = tok:token_text(id) or ""
+    local text = model:detokenize({ id }, { special = true }) or "" -- the piece, as llama.cpp detokenizes it
     for _, b in ipairs(strings) do
       if text:find(b, 1, true) then set[id] = true; break end
     end

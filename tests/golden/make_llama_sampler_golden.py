@@ -28,6 +28,15 @@ must agree.
     mu after a given token is drawn.
 
 Usage: python3 tests/golden/make_llama_sampler_golden.py [--out PATH]
+
+       python3 tests/golden/make_llama_sampler_golden.py --model PATH [--out PATH]
+writes tests/golden/llama_samplers_greedy.json instead: llama.cpp itself
+(through xllamacpp's server, on loopback, as make_generation_golden.py
+starts it, with an f16 KV cache: lrun's default) continuing a few prompts
+greedily (temperature 0, top_k 1) with the penalties over a window
+(repeat_last_n) and with DRY, whose effect is deterministic there; the
+end-of-generation tokens are biased away (ignore_eos), which lrun matches
+with suppress_tokens.
 """
 import argparse
 import json
@@ -176,10 +185,66 @@ def row(x):
     return [None if not np.isfinite(v) else float(v) for v in x]
 
 
+GREEDY_PROMPTS = [
+    ("repeats", "The the the the the the the the"),
+    ("counting", "1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3,"),
+    ("story", "Once upon a time, there was a little dog who"),
+]
+GREEDY_OPTIONS = [
+    ("repeat_last_n 8", {"repeat_penalty": 1.5, "repeat_last_n": 8}),
+    ("repeat_last_n 64 with presence and frequency",
+     {"repeat_penalty": 1.2, "repeat_last_n": 64, "presence_penalty": 0.5, "frequency_penalty": 0.3}),
+    ("dry", {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2, "dry_penalty_last_n": 1024}),
+    ("dry strong, allowed 1", {"dry_multiplier": 3.0, "dry_base": 2.0, "dry_allowed_length": 1,
+                               "dry_penalty_last_n": 32}),
+]
+GREEDY_N = 24
+
+
+def main_greedy(args):
+    """llama.cpp's greedy continuations under penalties and DRY (xllamacpp)."""
+    import sys
+    sys.path.insert(0, HERE)
+    import make_generation_golden as gen  # start_server, Client, GEN_BODY
+    import xllamacpp
+    server, settings = gen.start_server(args.model, "f16")
+    cli = gen.Client(server.listening_address)
+    props = cli.get("/props")
+    cases = []
+    eog = None
+    for pname, text in GREEDY_PROMPTS:
+        for oname, extra in GREEDY_OPTIONS:
+            body = dict(gen.GEN_BODY, prompt=text, n_predict=GREEDY_N, n_probs=0)
+            body.update(extra)
+            r = cli.post("/completion", body)
+            eog = sorted(b["token"] for b in r["generation_settings"]["logit_bias"] if b["bias"] is None)
+            cases.append({"name": pname + ", " + oname, "prompt": text, "options": extra,
+                          "ids": r["tokens"], "text": r["content"]})
+    doc = {
+        "generator": "tests/golden/make_llama_sampler_golden.py --model (regenerate, never hand-edit)",
+        "reference": {"package": "xllamacpp", "package_version": xllamacpp.__version__,
+                      "llama_cpp_build_info": props.get("build_info")},
+        "model": os.path.basename(args.model),
+        "settings": dict(settings, temperature=0.0, top_k=1, ignore_eos=True),
+        "eog_ids": eog,
+        "n_predict": GREEDY_N,
+        "cases": cases,
+    }
+    del server
+    with open(args.out or os.path.join(HERE, "llama_samplers_greedy.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(HERE, "llama_samplers.json"))
+    ap.add_argument("--out")
+    ap.add_argument("--model", help="with a GGUF file: llama.cpp's greedy continuations (xllamacpp)")
     args = ap.parse_args()
+    if args.model:
+        main_greedy(args)
+        return
+    args.out = args.out or os.path.join(HERE, "llama_samplers.json")
     rng = np.random.default_rng(17)
     logits = (rng.standard_normal(VOCAB) * 2.0).astype(np.float64)
     logits = np.round(logits, 4)
