@@ -373,6 +373,45 @@ end
 
 -- ---------------------------------------------------------------- the chain
 
+-- DRY's sequence breakers as token ids: every token whose text holds one
+-- of the strings (llama.cpp's rule for one-token breakers; a breaker that
+-- spans several tokens is not looked for). Cached on the model per list.
+local DRY_BREAKERS = { "\n", ":", "\"", "*" }
+local function dry_breakers(model, strings)
+  local key = table.concat(strings, "\0")
+  model._dry_breakers = model._dry_breakers or {}
+  local set = model._dry_breakers[key]
+  if set then return set end
+  set = {}
+  for id = 0, model.n_vocab - 1 do
+    local text = model:detokenize({ id }, { special = true }) or "" -- the piece, as llama.cpp detokenizes it
+    for _, b in ipairs(strings) do
+      if text:find(b, 1, true) then set[id] = true; break end
+    end
+  end
+  model._dry_breakers[key] = set
+  return set
+end
+
+--- A row's state for M.apply: XTC's draws (a stream of its own,
+-- from the row's seed), DRY's breakers; mirostat keeps mu in it.
+function M.state(model, opts, seed)
+  local st = {}
+  if (opts.dry_multiplier or 0) > 0 then
+    st.breakers = dry_breakers(model, opts.dry_sequence_breakers or DRY_BREAKERS)
+  end
+  if (opts.xtc_probability or 0) > 0 and seed then
+    local lf = require("lrun.ffi") -- the library only when XTC draws
+    local ffi, C = lf.ffi, lf.C
+    local out = ffi.new("lrun_rng *[1]")
+    if C.lrun_rng_init(out, (seed + 0x58544300) % 2 ^ 53) == C.LRUN_OK then
+      local rng = ffi.gc(out[0], C.lrun_rng_free)
+      st.uniform = function() return C.lrun_rng_uniform(rng) end
+    end
+  end
+  return st
+end
+
 --- True when the options need the Lua chain (the C sampler does the rest).
 function M.wanted(opts)
   return (opts.no_repeat_ngram_size or 0) > 0 or opts.bad_words_ids ~= nil or (opts.min_length or 0) > 0
