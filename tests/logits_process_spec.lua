@@ -236,3 +236,176 @@ describe("generate's HF options", function()
     end
   end)
 end)
+
+describe("llama.cpp's samplers (tests/golden/llama_samplers.json)", function()
+  local lp = require("lrun.logits_process")
+  local ok, doc = pcall(require("tests.golden").read, "llama_samplers.json")
+  if not ok then
+    pending("tests/golden/llama_samplers.json is missing (make_llama_sampler_golden.py)")
+    return
+  end
+  local n = #doc.ids
+  local ids = ffi.new("int32_t[?]", n)
+  for i, id in ipairs(doc.ids) do ids[i - 1] = id end
+  local null = require("dkjson").null
+
+  for _, case in ipairs(doc.cases) do
+    it(case.name, function()
+      local scores = ffi.new("float[?]", doc.vocab)
+      for i, v in ipairs(doc.logits) do scores[i - 1] = v end
+      local o = { repetition_penalty = 1.0, temperature = 1.0, top_k = 0, top_p = 1.0, min_p = 0.0 }
+      for k, v in pairs(case.options) do o[k] = v end
+      local st = { mu = case.mu }
+      if case.breakers then
+        st.breakers = {}
+        for _, id in ipairs(case.breakers) do st.breakers[id] = true end
+      end
+      if case.u then st.uniform = function() return case.u end end
+      lp.apply(o, scores, doc.vocab, ids, n, n, {}, {}, st)
+      for i = 1, doc.vocab do
+        local want, got = case.expect[i], scores[i - 1]
+        if want == null or want == nil then
+          assert.are.equal(-math.huge, got, case.name .. ": id " .. (i - 1) .. " should be masked")
+        else
+          assert.is_true(math.abs(got - want) <= 1e-5 * math.max(1, math.abs(want)),
+            case.name .. ": id " .. (i - 1) .. ": " .. got .. " vs " .. want)
+        end
+      end
+      if case.mu_after then
+        lp.accept(o, st, case.token)
+        assert.is_true(math.abs(st.mu - case.mu_after) < 1e-4, case.name .. ": mu " .. st.mu .. " vs " .. case.mu_after)
+      end
+    end)
+  end
+end)
+
+describe("llama.cpp's samplers by hand", function()
+  local lp = require("lrun.logits_process")
+  local function arr(t)
+    local a = ffi.new("float[?]", #t)
+    for i, v in ipairs(t) do a[i - 1] = v end
+    return a
+  end
+  local function ints(t)
+    local a = ffi.new("int32_t[?]", #t)
+    for i, v in ipairs(t) do a[i - 1] = v end
+    return a
+  end
+
+  it("windows the penalties: last 2 of {1, 2, 1, 3}", function()
+    assert.are.same({ 2, 2 }, { lp.window(4, 2) })
+    assert.are.same({ 0, 4 }, { lp.window(4, -1) })
+    assert.are.same({ 0, 4 }, { lp.window(4, nil) })
+    assert.are.same({ 4, 0 }, { lp.window(4, 0) })
+    local s = arr({ 0, 2, 2, 2 })
+    lp.apply({ repetition_penalty = 2, repeat_last_n = 2 }, s, 4, ints({ 1, 2, 1, 3 }), 4, 4, {}, {})
+    assert.are.same({ 0, 1, 2, 1 }, { s[0], s[1], s[2], s[3] }) -- 2 is outside the window
+  end)
+
+  it("DRY: after 'a b' with 'a b c' before, c loses multiplier * base^(2 - allowed)", function()
+    -- ids a=1 b=2 c=3: 1 2 3 1 2 → 3 would extend a repeat of 2
+    local s = arr({ 0, 0, 0, 0 })
+    lp.dry(s, ints({ 1, 2, 3, 1, 2 }), 0, 5, { dry_multiplier = 1, dry_base = 2, dry_allowed_length = 1 }, {})
+    assert.are.same({ 0, 0, 0, -2 }, { s[0], s[1], s[2], s[3] }) -- 1 * 2^(2-1)
+    local t = arr({ 0, 0, 0, 0 })
+    lp.dry(t, ints({ 1, 2, 3, 1, 2 }), 0, 5, { dry_multiplier = 1, dry_base = 2, dry_allowed_length = 1 },
+      { [1] = true }) -- a breaker at the last 'a': repeats are at most 1 long
+    assert.are.same({ 0, 0, 0, -1 }, { t[0], t[1], t[2], t[3] })
+  end)
+
+  it("top-n-sigma keeps logits within n population deviations of the max", function()
+    local s = arr({ 0, 2, 4, -math.huge }) -- mean 2, std sqrt(8/3) = 1.633
+    lp.top_n_sigma(s, 4, 1)               -- cut 4 - 1.633 = 2.367
+    assert.are.same({ -math.huge, -math.huge, 4, -math.huge }, { s[0], s[1], s[2], s[3] })
+  end)
+
+  it("XTC removes the top choices but the least likely of them", function()
+    local s = arr({ math.log(0.5), math.log(0.3), math.log(0.15), math.log(0.05) })
+    lp.xtc(s, 4, 1, 0.1, 0)
+    assert.are.equal(-math.huge, s[0])
+    assert.are.equal(-math.huge, s[1])
+    assert.is_true(s[2] > -math.huge and s[3] > -math.huge)
+    local t = arr({ math.log(0.5), math.log(0.3), math.log(0.2) })
+    lp.xtc(t, 3, 0.5, 0.1, 0.6) -- the draw is over the probability: nothing goes
+    assert.is_true(t[0] > -math.huge)
+  end)
+
+  it("mirostat v2 keeps the tokens of surprise <= mu and learns from the drawn one", function()
+    local s = arr({ math.log(0.5), math.log(0.25), math.log(0.125), math.log(0.125) })
+    local kept = lp.mirostat_v2(s, 4, 2.5) -- surprises 1, 2, 3, 3 bits: keeps two
+    assert.are.equal(-math.huge, s[2])
+    assert.is_true(math.abs(kept[0] - 2 / 3) < 1e-6)
+    -- drawn id 1 (p 1/3): surprise log2 3; mu - 0.1 * (log2 3 - 3)
+    local mu = lp.mirostat_update(2, kept[1], 3, 0.1)
+    assert.is_true(math.abs(mu - (2 - 0.1 * (math.log(3) / math.log(2) - 3))) < 1e-6)
+  end)
+end)
+
+describe("llama.cpp's samplers in generate()", function()
+  local path = os.getenv("LRUN_MODEL")
+  if not path then
+    pending("LRUN_MODEL is not set")
+    return
+  end
+  local m
+  setup(function() m = assert(require("lrun").load(path, { progress = false })) end)
+  teardown(function() if m then m:free() end end)
+  local P = "The the the the the the the"
+
+  it("repeat_last_n 0 turns the penalty off; -1 is the whole sequence (the default)", function()
+    local plain = { m:generate(P, { max_new_tokens = 8 }) }
+    local off = { m:generate(P, { max_new_tokens = 8, repetition_penalty = 1.5, repeat_last_n = 0 }) }
+    assert.are.same(plain[2], off[2])
+    local all = { m:generate(P, { max_new_tokens = 8, repetition_penalty = 1.5 }) }
+    local minus1 = { m:generate(P, { max_new_tokens = 8, repetition_penalty = 1.5, repeat_last_n = -1 }) }
+    assert.are.same(all[2], minus1[2])
+  end)
+
+  it("runs DRY, top-n-sigma, XTC and mirostat with a seed, the same twice", function()
+    for _, o in ipairs({ { dry_multiplier = 0.8 }, { do_sample = true, top_n_sigma = 1.0 },
+      { do_sample = true, xtc_probability = 0.5, xtc_threshold = 0.05 }, { do_sample = true, mirostat = 1 },
+      { do_sample = true, mirostat = 2, mirostat_tau = 3 } }) do
+      o.max_new_tokens, o.seed = 8, 5
+      local _, a = m:generate(P, o)
+      local _, b = m:generate(P, o)
+      assert.are.same(a, b)
+      assert.are.equal(8, #a)
+    end
+  end)
+
+  it("DRY with a strong multiplier breaks a greedy loop", function()
+    local _, plain = m:generate(P, { max_new_tokens = 12 })
+    local _, dry = m:generate(P, { max_new_tokens = 12, dry_multiplier = 5, dry_allowed_length = 1 })
+    assert.are_not.same(plain, dry)
+  end)
+
+  it("refuses the llama.cpp samplers with beams, and bad values", function()
+    assert.has_error(function() m:generate(P, { num_beams = 2, dry_multiplier = 1 }) end)
+    assert.has_error(function() m:generate(P, { mirostat = 3 }) end)
+    assert.has_error(function() m:generate(P, { xtc_probability = 2 }) end)
+    assert.has_error(function() m:generate(P, { repeat_last_n = -2 }) end)
+  end)
+end)
+
+describe("llama.cpp's penalties window and DRY against llama.cpp (llama_samplers_greedy.json)", function()
+  local path = os.getenv("LRUN_MODEL")
+  local ok, doc = pcall(require("tests.golden").read, "llama_samplers_greedy.json")
+  if not path or not ok then
+    pending("LRUN_MODEL is not set, or llama_samplers_greedy.json is missing (make_llama_sampler_golden.py --model)")
+    return
+  end
+  local m
+  setup(function() m = assert(require("lrun").load(path, { progress = false })) end)
+  teardown(function() if m then m:free() end end)
+  -- llama.cpp's option names → generate()'s
+  local names = { repeat_penalty = "repetition_penalty" }
+
+  for _, case in ipairs(doc.cases) do
+    it(case.name .. ": the same greedy ids", function()
+      local o = { max_new_tokens = doc.n_predict, suppress_tokens = doc.eog_ids, eos_token_id = {} }
+      for k, v in pairs(case.options) do o[names[k] or k] = v end
+      local _, ids = m:generate(case.prompt, o)
+      assert.are.same(case.ids, ids)
+    end)
+  end
+end)

@@ -8,9 +8,11 @@
 --     }, "generate.lua -m FILE -p TEXT")
 --
 -- A spec is a list of flags: {names…, key=, type=, default=, arg=, help=,
--- list=, check=, allowed=, llama=}. Types: "string" (default), "int",
--- "number", "flag"; list = true collects every occurrence (repeatable
--- flags). check(value) → true, or false and (optionally) what is wrong;
+-- list=, check=, allowed=, llama=, values=, unsupported=}. Types: "string"
+-- (default), "int", "number", "flag"; list = true collects every
+-- occurrence (repeatable flags); a flag with `values` (a set) takes one of
+-- them as an optional value (llama.cpp's "-fa [on|off|auto]"); an
+-- `unsupported` flag is a one-line error saying why. check(value) → true, or false and (optionally) what is wrong;
 -- `allowed` says what values are allowed, for the message. "--name=value"
 -- works too; "-h"/"--help" prints the usage. Words that are not flags are
 -- collected in opts.rest.
@@ -32,7 +34,23 @@ local function whole(v) return v % 1 == 0 end
 M.checks = {}
 
 function M.checks.device(v)
-  return v == "cpu" or v == "cuda" or v:match("^cuda:%d+$") ~= nil
+  return v == "cpu" or v == "cuda" or v:match("^cuda:%d+$") ~= nil or v == "none" or v:match("^CUDA%d+$") ~= nil
+end
+
+-- llama.cpp's -ts: proportions per GPU; lrun takes one GPU, so one non-zero part.
+function M.checks.tensor_split(v)
+  local n, nonzero = 0, 0
+  for part in (v .. ","):gmatch("([^,/]*)[,/]") do
+    local x = tonumber(part)
+    if not x or x < 0 then return false, "expected proportions such as 0,1" end
+    n = n + 1
+    if x > 0 then nonzero = nonzero + 1 end
+  end
+  if nonzero > 1 then
+    return false, "lrun runs a model on one GPU (--device cuda:N), offloading what does not fit to host memory"
+      .. " (--gpu-budget, --cpu-offload-gb); give one non-zero part"
+  end
+  return true
 end
 
 function M.checks.size(v)
@@ -111,7 +129,8 @@ function M.usage(spec, synopsis)
     local names = {}
     for _, n in ipairs(s) do names[#names + 1] = n end
     local left = table.concat(names, ", ")
-    if s.type ~= "flag" then left = left .. " " .. (s.arg or (s.type == "int" and "N" or "VALUE")) end
+    if s.type ~= "flag" then left = left .. " " .. (s.arg or (s.type == "int" and "N" or "VALUE"))
+    elseif s.arg then left = left .. " " .. s.arg end
     local help = s.help or ""
     if s.default ~= nil and s.type ~= "flag" then help = help .. " (default " .. tostring(s.default) .. ")" end
     lines[#lines + 1] = string.format("  %-26s %s", left, help)
@@ -147,8 +166,22 @@ function M.parse(args, spec)
     local name, inline = a:match("^(%-%-[^=]+)=(.*)$")
     name = name or a
     local s = by_name[name]
+    if s and s.unsupported then
+      return nil, name .. ": not supported by lrun (" .. s.unsupported .. ")", "final"
+    end
     if s then
-      if s.type == "flag" then
+      if s.type == "flag" and s.values then
+        -- a flag with an optional value (llama.cpp's "-fa [on|off|auto]")
+        local value = inline
+        if value == nil and args[i + 1] and s.values[args[i + 1]] then
+          i = i + 1
+          value = args[i]
+        end
+        if value ~= nil and not s.values[value] then
+          return nil, name .. " " .. show(value) .. ": expected " .. (s.allowed or "another value")
+        end
+        opts[s.key] = value or true
+      elseif s.type == "flag" then
         if inline then return nil, name .. " takes no value" end
         opts[s.key] = true
       else
@@ -193,12 +226,13 @@ end
 --- As parse, but on --help prints the usage and exits 0; on an error prints
 -- one line and exits 2.
 function M.parse_or_exit(args, spec, synopsis)
-  local opts, err = M.parse(args, spec)
+  local opts, err, final = M.parse(args, spec)
   if opts then return opts end
   if err == "help" then
     io.stdout:write(M.usage(spec, synopsis), "\n")
     os.exit(0)
   end
+  if final == "final" then M.die(err) end
   M.die(err .. " (see --help)")
 end
 
@@ -246,6 +280,33 @@ M.flags = {
     help = "subtracted from the logit of every token already present; 0.0 = off" },
   { "--frequency-penalty", key = "frequency_penalty", type = "number", default = 0.0,
     llama = "--frequency-penalty", help = "subtracted once per occurrence of a token; 0.0 = off" },
+  { "--repeat-last-n", key = "repeat_last_n", type = "int", default = 64, llama = "--repeat-last-n",
+    check = at_least(-1), allowed = "a whole number >= -1",
+    help = "the penalties look at the last N tokens; -1 = all, 0 = none (generate()'s default: all)" },
+  { "--dry-multiplier", key = "dry_multiplier", type = "number", default = 0.0, llama = "--dry-multiplier",
+    check = at_least(0), allowed = "a number >= 0", help = "DRY repetition penalty; 0.0 = off" },
+  { "--dry-base", key = "dry_base", type = "number", default = 1.75, llama = "--dry-base",
+    check = function(v) return v > 0 end, allowed = "a number > 0", help = "DRY: the penalty grows as base^(length - allowed)" },
+  { "--dry-allowed-length", key = "dry_allowed_length", type = "int", default = 2, llama = "--dry-allowed-length",
+    check = at_least(0), allowed = "a whole number >= 0", help = "DRY: repeats up to this long go unpenalised" },
+  { "--dry-penalty-last-n", key = "dry_penalty_last_n", type = "int", default = -1, llama = "--dry-penalty-last-n",
+    check = at_least(-1), allowed = "a whole number >= -1", help = "DRY looks at the last N tokens; -1 = all, 0 = off" },
+  { "--dry-sequence-breaker", key = "dry_sequence_breaker", arg = "TEXT", list = true,
+    llama = "--dry-sequence-breaker", check = function(v) return v ~= "" end, allowed = "a non-empty text",
+    help = "DRY: repeats do not reach over TEXT ('none' = no breakers; default \\n : \" *); repeatable" },
+  { "--top-nsigma", "--top-n-sigma", key = "top_n_sigma", type = "number", default = -1, llama = "--top-nsigma",
+    help = "keep logits >= max - N standard deviations; <= 0 = off" },
+  { "--xtc-probability", key = "xtc_probability", type = "number", default = 0.0, llama = "--xtc-probability",
+    check = between(0, 1), allowed = "a number in [0, 1]", help = "XTC: the chance of removing the top choices; 0.0 = off" },
+  { "--xtc-threshold", key = "xtc_threshold", type = "number", default = 0.1, llama = "--xtc-threshold",
+    check = between(0, 1), allowed = "a number in [0, 1]", help = "XTC: tokens with p >= this are the top choices (> 0.5 = off)" },
+  { "--mirostat", key = "mirostat", type = "int", default = 0, llama = "--mirostat",
+    check = function(v) return v == 0 or v == 1 or v == 2 end, allowed = "0, 1 or 2",
+    help = "mirostat sampling 1 or 2 (top-k, top-p, min-p, typical and XTC are then unused); 0 = off" },
+  { "--mirostat-lr", key = "mirostat_eta", type = "number", default = 0.1, llama = "--mirostat-lr",
+    check = at_least(0), allowed = "a number >= 0", help = "mirostat learning rate (eta)" },
+  { "--mirostat-ent", key = "mirostat_tau", type = "number", default = 5.0, llama = "--mirostat-ent",
+    check = at_least(0), allowed = "a number >= 0", help = "mirostat target entropy (tau)" },
   { "-s", "--seed", key = "seed", type = "int", llama = "-s, --seed",
     check = function(v) return v >= -1 and v < 2 ^ 53 end, allowed = "a whole number from -1 to 2^53",
     help = "sampling seed; -1 = random (the default)" },
@@ -256,8 +317,17 @@ M.flags = {
     help = "go on past end-of-generation tokens" },
   { "-t", "--threads", key = "threads", type = "int", llama = "-t, --threads",
     check = between(0, 4096), allowed = "a thread count from 0 to 4096", help = "CPU threads (default: all cores)" },
-  { "--device", key = "device", arg = "SPEC", llama = "-dev, --device", check = M.checks.device,
-    allowed = "cpu, cuda or cuda:N", help = "cpu, cuda, cuda:N" },
+  { "--device", "-dev", key = "device", arg = "SPEC", llama = "-dev, --device", check = M.checks.device,
+    allowed = "cpu, cuda, cuda:N, or llama.cpp's CUDA0 or none (one device)",
+    help = "cpu, cuda, cuda:N (llama.cpp's CUDA0 = cuda:0, none = cpu)" },
+  { "-sm", "--split-mode", key = "split_mode", arg = "MODE", llama = "-sm, --split-mode",
+    check = function(v) return v == "none" or v == "layer" or v == "row" end, allowed = "none, layer or row",
+    help = "accepted: lrun runs a model on one device, offloading to host memory, so nothing is split" },
+  { "-mg", "--main-gpu", key = "main_gpu", type = "int", llama = "-mg, --main-gpu",
+    check = at_least(0), allowed = "a GPU index >= 0", help = "the GPU to run on (= --device cuda:N)" },
+  { "-ts", "--tensor-split", key = "tensor_split", arg = "N0,N1,...", llama = "-ts, --tensor-split",
+    check = M.checks.tensor_split, allowed = "proportions such as 0,1 (one GPU: lrun runs on one)",
+    help = "only one non-zero part (the GPU to run on); lrun does not split a model across GPUs" },
   { "--exact", key = "exact", type = "flag", llama = false,
     help = "on cuda: the CPU engine's arithmetic bit for bit (Q4_0/Q4_1/Q8_0 models; slower)" },
   { "--gpu-budget", key = "gpu_budget", arg = "SIZE", llama = false, check = M.checks.size,
@@ -279,6 +349,8 @@ M.flags = {
     help = "place tensors matching a Lua pattern: device, pinned, host, mmap, disk, cpu (host compute); repeatable" },
   { "-ngl", "--n-gpu-layers", key = "n_gpu_layers", type = "int", llama = "-ngl, --n-gpu-layers",
     check = at_least(0), allowed = "a whole number >= 0", help = "layers on the device (policy layers)" },
+  { "-cmoe", "--cpu-moe", key = "cpu_moe", type = "flag", llama = "-cmoe, --cpu-moe",
+    help = "MoE: every expert on the host, computed there (policy experts_on_host)" },
   { "--n-cpu-moe", key = "n_cpu_moe", type = "int", arg = "N", llama = "--n-cpu-moe",
     check = at_least(0), allowed = "a whole number >= 0",
     help = "MoE: the experts of the first N blocks on the host, computed there (policy n_cpu_moe)" },
@@ -305,9 +377,10 @@ M.flags = {
     check = function(v) return v == "f16" or v == "f32" or v == "q8_0" or v == "q4_0" end,
     allowed = "f16, f32, q8_0 or q4_0", help = "as -ctk (keys and values share one type in lrun)" },
   { "--explain", key = "explain", type = "flag", llama = false, help = "print the placement and why to stderr" },
-  { "--system", key = "system", arg = "TEXT", llama = "-sys, --system-prompt", help = "system prompt for chat" },
-  { "--chat-template", key = "chat_template", arg = "TEXT|FILE", llama = "--chat-template",
-    help = "a Jinja chat template (text, or a file) to use instead of the model's" },
+  { "-sys", "--system-prompt", "--system", key = "system", arg = "TEXT", llama = "-sys, --system-prompt",
+    help = "the system message of a conversation (-cnv, -st)" },
+  { "--chat-template", key = "chat_template", arg = "NAME|TEXT|FILE", llama = "--chat-template",
+    help = "a built-in template by llama.cpp's name (chatml, llama3, ...), Jinja text, or a file" },
   { "--chat-template-file", key = "chat_template_file", arg = "FILE", llama = "--chat-template-file",
     check = M.checks.readable, help = "a Jinja chat template file to use instead of the model's" },
   { "--jinja", key = "jinja", type = "flag", llama = "--jinja",
@@ -318,6 +391,59 @@ M.flags = {
     help = "print nothing but the output (no timings, no notes, no progress)" },
   { "-v", "--verbose", key = "verbose", type = "flag", llama = "-v, --verbose",
     help = "also print the model's facts and the placement to stderr" },
+  { "-lv", "--log-verbosity", key = "log_verbosity", type = "int", llama = "-lv, --log-verbosity",
+    allowed = "a whole number", help = "0 = as --log-disable; 4 and more = as -v; otherwise the default" },
+  { "--verbose-prompt", key = "verbose_prompt", type = "flag", llama = "--verbose-prompt",
+    help = "print the prompt's tokens (id and text) to stderr before generating" },
+  { "--no-display-prompt", key = "no_display_prompt", type = "flag", llama = "--no-display-prompt",
+    help = "print only the generated text, not the prompt before it" },
+  { "--escape", key = "escape", type = "flag", llama = "-e, --escape",
+    help = "process \\n \\r \\t \\' \\\" \\\\ \\xHH in the prompt, -r and --in-prefix/--in-suffix (the default)" },
+  { "--no-escape", key = "no_escape", type = "flag", llama = "--no-escape", help = "take those texts as written" },
+  -- conversation mode (lrun.cli_chat)
+  { "-cnv", "--conversation", key = "conversation", type = "flag", llama = "-cnv, --conversation",
+    help = "chat on the terminal with the model's template (the default with no prompt)" },
+  { "-no-cnv", "--no-conversation", key = "no_conversation", type = "flag", llama = "-no-cnv, --no-conversation",
+    help = "never start a conversation: with no prompt, an error" },
+  { "-mli", "--multiline-input", key = "multiline", type = "flag", llama = "-mli, --multiline-input",
+    help = "conversation: a message goes on until a line ending in \\ (which is dropped)" },
+  { "--in-prefix", key = "in_prefix", arg = "TEXT", llama = "--in-prefix",
+    help = "conversation: text put before each message you type" },
+  { "--in-suffix", key = "in_suffix", arg = "TEXT", llama = "--in-suffix",
+    help = "conversation: text put after each message you type" },
+  -- accepted for llama.cpp's sake; lrun has no use for them
+  { "-fa", "--flash-attn", key = "flash_attn", type = "flag", arg = "[on|off|auto]",
+    values = { on = true, off = true, auto = true }, allowed = "on, off or auto", llama = "-fa, --flash-attn",
+    help = "accepted: lrun's attention kernels are fused already" },
+  { "--no-warmup", key = "no_warmup", type = "flag", llama = "--no-warmup",
+    help = "accepted: lrun runs no warm-up pass" },
+  { "-co", "--color", key = "color", type = "flag", arg = "[on|off|auto]",
+    values = { on = true, off = true, auto = true }, allowed = "on, off or auto", llama = "-co, --color",
+    help = "accepted: lrun prints plain text" },
+  { "-cb", "--cont-batching", key = "cont_batching", type = "flag", llama = "-cb, --cont-batching",
+    help = "accepted: generate() batches its sequences in each step already" },
+  { "-nocb", "--no-cont-batching", key = "no_cont_batching", type = "flag", llama = "-nocb, --no-cont-batching",
+    help = "accepted; no effect" },
+  { "--numa", key = "numa", arg = "TYPE", llama = "--numa",
+    check = function(v) return v == "distribute" or v == "isolate" or v == "numactl" end,
+    allowed = "distribute, isolate or numactl", help = "accepted: lrun leaves NUMA placement to the OS (numactl)" },
+  { "--keep", key = "keep", type = "int", llama = "--keep", check = at_least(-1), allowed = "a whole number >= -1",
+    help = "accepted: lrun ends a run at the context's end (no context shift), so nothing is kept" },
+  -- not supported: one line saying so
+  { "--grammar", key = "grammar", arg = "GRAMMAR", llama = "--grammar",
+    unsupported = "no constrained decoding; a logits_processor in generate() can mask tokens",
+    help = "not supported" },
+  { "--grammar-file", key = "grammar_file", arg = "FILE", llama = "--grammar-file",
+    unsupported = "no constrained decoding; a logits_processor in generate() can mask tokens",
+    help = "not supported" },
+  { "-j", "--json-schema", key = "json_schema", arg = "SCHEMA", llama = "-j, --json-schema",
+    unsupported = "no constrained decoding; a logits_processor in generate() can mask tokens",
+    help = "not supported" },
+  { "--lora", key = "lora", arg = "FILE", llama = "--lora",
+    unsupported = "no LoRA adapters; merge the adapter into the weights first", help = "not supported" },
+  { "--override-kv", key = "override_kv", arg = "KEY=TYPE:VALUE", llama = "--override-kv",
+    unsupported = "GGUF metadata is read as written; edit the file with gguf's gguf_set_metadata.py",
+    help = "not supported" },
 }
 
 -- Flags that only the generate tool uses (model_spec leaves them out for
@@ -340,13 +466,13 @@ function M.model_spec()
   return spec
 end
 
---- The flags of the generate tool: model_spec plus -p, -f and --chat.
+--- The flags of the generate tool: model_spec plus -p, -f and -st (--chat).
 function M.generate_spec()
   local spec = M.model_spec()
   table.insert(spec, 2, M.flag("prompt"))
   table.insert(spec, 3, M.flag("file"))
-  spec[#spec + 1] = { "--chat", key = "chat", type = "flag", llama = "-cnv, --conversation",
-    help = "wrap the prompt in the model's chat template" }
+  spec[#spec + 1] = { "-st", "--single-turn", "--chat", key = "chat", type = "flag", llama = "-st, --single-turn",
+    help = "answer the prompt once in chat form (the model's template) and exit" }
   return spec
 end
 
@@ -370,12 +496,78 @@ function M.check_value(key, name, value)
   return convert(M.flag(key), name, value)
 end
 
+--- lrun's device for a --device value: llama.cpp's CUDA0 is cuda:0, none is cpu.
+function M.device_of(v)
+  if v == nil then return nil end
+  if v == "none" then return "cpu" end
+  local n = v:match("^CUDA(%d+)$")
+  if n then return "cuda:" .. n end
+  return v
+end
+
+-- The GPU a -ts value names: the index of its one non-zero part, or nil.
+local function tensor_split_gpu(v)
+  local i = -1
+  for part in (v .. ","):gmatch("([^,/]*)[,/]") do
+    i = i + 1
+    if (tonumber(part) or 0) > 0 then return i end
+  end
+  return nil
+end
+
+--- llama.cpp's escapes (common's string_process_escapes): \n \r \t \' \" \\
+-- and \xHH (two hex digits); any other backslash stays as written.
+function M.escapes(s)
+  if s == nil or not s:find("\\", 1, true) then return s end
+  local out, i, n = {}, 1, #s
+  local named = { n = "\n", r = "\r", t = "\t", ["'"] = "'", ['"'] = '"', ["\\"] = "\\" }
+  while i <= n do
+    local c = s:sub(i, i)
+    if c == "\\" and i < n then
+      local e = s:sub(i + 1, i + 1)
+      local hex = e == "x" and s:sub(i + 2, i + 3) or ""
+      if named[e] then
+        out[#out + 1] = named[e]
+        i = i + 2
+      elseif hex:match("^%x%x$") then
+        out[#out + 1] = string.char(tonumber(hex, 16))
+        i = i + 4
+      else
+        out[#out + 1] = "\\" .. e
+        i = i + 2
+      end
+    else
+      out[#out + 1] = c
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
+--- The escape-processed texts of the flags (llama.cpp's default; --no-escape
+-- leaves them): the prompt, -r, --in-prefix, --in-suffix, DRY's breakers.
+function M.apply_escapes(opts)
+  if opts.no_escape then return end
+  opts.prompt = M.escapes(opts.prompt)
+  opts.in_prefix = M.escapes(opts.in_prefix)
+  opts.in_suffix = M.escapes(opts.in_suffix)
+  for _, key in ipairs({ "stop", "dry_sequence_breaker" }) do
+    if opts[key] then
+      local t = {}
+      for i, x in ipairs(opts[key]) do t[i] = M.escapes(x) end
+      opts[key] = t
+    end
+  end
+end
+
 --- Checks the launcher's options (lrun.config, as the launcher builds it)
 -- with the same checks as the tools' flags: nil, or a one-line message.
+-- llama.cpp's device names become lrun's (CUDA0 → cuda:0).
 function M.check_config(c)
   if c.device then
     local ok, err = M.check_value("device", "--device", c.device)
     if not ok then return err end
+    c.device = M.device_of(c.device)
   end
   for _, o in ipairs(c.overrides or {}) do
     local ok, err = M.check_value("overrides", "-ot", o)
@@ -406,21 +598,52 @@ function M.check_combination(opts)
   end
   if opts.file and opts.prompt then return "-f and -p: give the prompt one way" end
   local ct = opts.chat_template
-  if ct and not ct:find("{", 1, true) then
+  if ct and not ct:find("{", 1, true) and not M.template_name(ct) then
     local ok, why = M.checks.readable(ct)
-    if not ok then return "--chat-template " .. show(ct) .. ": expected a Jinja template or a readable file (" .. why .. ")" end
+    if not ok then
+      if ct:match("^[%w_.-]+$") and not ct:find("[/.]") then
+        return "--chat-template " .. show(ct) .. ": not a template lrun has built in (it has "
+          .. table.concat(require("lrun.chat").names(), ", ") .. "); or give Jinja text or a file"
+      end
+      return "--chat-template " .. show(ct) .. ": expected a Jinja template, a built-in name or a readable file ("
+        .. why .. ")"
+    end
   end
+  if opts.conversation and opts.no_conversation then return "-cnv and -no-cnv: choose one" end
+  if opts.json and opts.conversation then return "--json and -cnv: --json prints one run, not a conversation" end
+  if opts.main_gpu then
+    local d = M.device_of(opts.device)
+    if d and d ~= "cuda:" .. opts.main_gpu and not (d == "cuda" and opts.main_gpu == 0) then
+      return "-mg " .. opts.main_gpu .. " --device " .. opts.device .. ": they name different devices"
+    end
+  end
+  if opts.tensor_split and (opts.device or opts.main_gpu) then
+    return "-ts " .. opts.tensor_split .. ": give the GPU one way (--device cuda:N)"
+  end
+  return nil
+end
+
+--- The built-in chat template (lrun.chat's, by llama.cpp's names) that a
+-- --chat-template value names, or nil.
+function M.template_name(v)
+  if v and require("lrun.chat").templates[v] then return v end
   return nil
 end
 
 --- lrun.load options from parsed flags.
 function M.load_options(opts)
-  local o = { threads = opts.threads, device = opts.device, gpu_budget = opts.gpu_budget,
+  local device = M.device_of(opts.device)
+  if opts.main_gpu then device = "cuda:" .. opts.main_gpu end
+  if opts.tensor_split and tensor_split_gpu(opts.tensor_split) then
+    device = "cuda:" .. tensor_split_gpu(opts.tensor_split)
+  end
+  local o = { threads = opts.threads, device = device, gpu_budget = opts.gpu_budget,
     host_budget = opts.host_budget,
     n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil, numerics = opts.exact and "exact" or nil,
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,
     n_cpu_moe = opts.n_cpu_moe }
+  if opts.cpu_moe and not o.policy then o.policy = "experts_on_host" end
   if o.n_gpu_layers and not o.policy then o.policy = "layers" end -- with --n-cpu-moe: its blocks as overrides
   -- a budget on the command line means: plan the weights into it (the default policy)
   if (o.gpu_budget or o.host_budget) and not o.policy and not o.smart_offload then o.policy = "aggressive" end
@@ -436,7 +659,7 @@ function M.load_options(opts)
   local bits = opts.cache_bits or (t == "q8_0" and 8) or (t == "q4_0" and 4) or nil
   o.cache_implementation = opts.cache_type or (bits and "quantized") or nil
   if bits then o.cache_config = { nbits = bits } end
-  if not o.progress and (opts.log_disable or opts.json) then o.progress = false end
+  if not o.progress and (opts.log_disable or opts.json or opts.log_verbosity == 0) then o.progress = false end
   return o
 end
 
@@ -456,6 +679,26 @@ function M.generate_options(opts)
   if opts.presence_penalty and opts.presence_penalty ~= 0 then g.presence_penalty = opts.presence_penalty end
   if opts.frequency_penalty and opts.frequency_penalty ~= 0 then g.frequency_penalty = opts.frequency_penalty end
   if opts.stop and #opts.stop > 0 then g.stop = opts.stop end
+  -- llama.cpp's samplers: passed when on, so that generate() keeps its fast path
+  if opts.repeat_last_n then g.repeat_last_n = opts.repeat_last_n end
+  if (opts.dry_multiplier or 0) > 0 then
+    g.dry_multiplier, g.dry_base = opts.dry_multiplier, opts.dry_base
+    g.dry_allowed_length, g.dry_penalty_last_n = opts.dry_allowed_length, opts.dry_penalty_last_n
+    local b = opts.dry_sequence_breaker
+    if b and #b > 0 then
+      g.dry_sequence_breakers = {}
+      for _, x in ipairs(b) do if x ~= "none" then table.insert(g.dry_sequence_breakers, x) end end
+    end
+  end
+  if g.do_sample then
+    if (opts.top_n_sigma or -1) > 0 then g.top_n_sigma = opts.top_n_sigma end
+    if (opts.xtc_probability or 0) > 0 then
+      g.xtc_probability, g.xtc_threshold = opts.xtc_probability, opts.xtc_threshold
+    end
+    if (opts.mirostat or 0) > 0 then
+      g.mirostat, g.mirostat_tau, g.mirostat_eta = opts.mirostat, opts.mirostat_tau, opts.mirostat_eta
+    end
+  end
   if opts.ignore_eos then g.eos_token_id = false end
   local b = opts.batch_size
   if opts.ubatch_size and (not b or opts.ubatch_size < b) then b = opts.ubatch_size end
@@ -475,6 +718,8 @@ function M.load_or_exit(opts)
   local err = M.check_combination(opts)
   if err then M.die(err) end
   if not opts.model then M.die("no model: pass -m PATH or set LRUN_MODEL") end
+  if opts.log_verbosity == 0 then opts.log_disable = true end
+  if (opts.log_verbosity or 0) >= 4 then opts.verbose = true end
   if opts.log_disable or opts.json then require("lrun.log").sink = false end
   local ok, m
   ok, m, err = pcall(require("lrun").load, opts.model, M.load_options(opts))
@@ -494,6 +739,9 @@ function M.load_or_exit(opts)
   end
   local template = opts.chat_template
   local file = opts.chat_template_file
+  if M.template_name(template) then
+    opts.template_name, template = template, nil -- m:chat's template option (cli_chat passes it)
+  end
   if template and not template:find("{", 1, true) then file, template = template, nil end
   if file then
     local f, ferr = io.open(file, "rb")

@@ -75,6 +75,30 @@ end
 
 local function rate(n, s) return s > 0 and n / s or 0 end
 
+--- The chat prompt of messages as the model's template (or --chat-template's
+-- built-in one) renders it, with the generation prompt.
+function M.rendered(m, messages, opts)
+  local text = require("lrun.chat").apply(m, messages, { template = opts.template_name })
+  return text or ""
+end
+
+--- --verbose-prompt: the prompt's tokens to stderr, one "id -> 'text'" a
+-- line, as llama-cli prints them; chat = tokenized as m:chat does.
+function M.show_tokens(m, prompt, chat)
+  local ids
+  if chat then
+    ids = m:tokenize(prompt, { add_special = not require("lrun.chat").starts_with_bos(m, prompt),
+      parse_special = true })
+  else
+    ids = m:tokenize(prompt)
+  end
+  io.stderr:write(string.format("prompt: '%s'\nnumber of tokens in prompt = %d\n", prompt, #ids))
+  for _, id in ipairs(ids) do
+    io.stderr:write(string.format("%6d -> '%s'\n", id, m:detokenize({ id }, { special = true }) or ""))
+  end
+  io.stderr:write("\n")
+end
+
 --- Runs the tool over args; returns the exit status.
 -- @tparam {string,...} args
 -- @tparam[opt] string synopsis for --help
@@ -85,14 +109,37 @@ function M.main(args, synopsis)
   local bad = cli.check_combination(opts)
   if bad then cli.die(bad) end
   local prompt, from = prompt_of(opts)
-  if not prompt then cli.die("no prompt: pass -p TEXT or -f FILE") end
-  if not prompt:find("%S") and not opts.chat then
+  if prompt and not opts.no_escape then prompt = cli.escapes(prompt) end
+  cli.apply_escapes(opts)
+  -- the mode: llama-cli's, except that a prompt without -cnv is completed
+  -- (llama-cli would chat); with no prompt, a model with a chat template
+  -- starts a conversation
+  local mode = opts.chat and "single" or opts.conversation and "conversation" or "complete"
+  if not prompt and mode == "complete" then
+    if opts.no_conversation then cli.die("no prompt: pass -p TEXT or -f FILE") end
+    mode = "auto"
+  end
+  if mode == "complete" and not prompt:find("%S") then
     cli.die(from .. " " .. (prompt == "" and "''" or "(blank)") .. ": the prompt is empty; give some text")
+  end
+  if opts.json and mode ~= "complete" and not (mode == "single" and prompt) then
+    cli.die("--json: one run with a prompt (-p or -f), not a conversation")
   end
 
   local m = cli.load_or_exit(opts)
   local gen = cli.generate_options(opts)
   local n_ctx = m.n_ctx > 0 and m.n_ctx or m:info().n_ctx_train
+  if mode == "auto" then
+    if not require("lrun.chat").model_template(m) and not opts.template_name and not opts.chat_template then
+      m:free()
+      cli.die("no prompt: pass -p TEXT or -f FILE (the model has no chat template for a conversation)")
+    end
+    mode = "conversation"
+  end
+  if mode == "conversation" or (mode == "single" and not prompt) then
+    gen.max_new_tokens = gen.max_new_tokens or n_ctx
+    return require("lrun.cli_chat").run(m, opts, gen, prompt, mode == "single")
+  end
   if not gen.max_new_tokens then
     local n_prompt = #m:tokenize(prompt)
     gen.max_new_tokens = math.max(0, n_ctx - n_prompt)
@@ -105,13 +152,16 @@ function M.main(args, synopsis)
   end
 
   local ok, text, ids, stats = pcall(function()
-    if opts.chat then
+    if mode == "single" then
       local messages = {}
       if opts.system then messages[1] = { role = "system", content = opts.system } end
       messages[#messages + 1] = { role = "user", content = prompt }
+      if opts.verbose_prompt then M.show_tokens(m, M.rendered(m, messages, opts), true) end
+      gen.template = opts.template_name
       return m:chat(messages, gen)
     end
-    if not opts.json then io.stdout:write(prompt) end
+    if opts.verbose_prompt then M.show_tokens(m, prompt) end
+    if not opts.json and not opts.no_display_prompt then io.stdout:write(prompt) end
     return m:generate(prompt, gen)
   end)
   if not ok then
@@ -124,7 +174,7 @@ function M.main(args, synopsis)
   end
   if opts.json then
     io.stdout:write(M.json({
-      model = opts.model, prompt = prompt, chat = opts.chat or false, text = text, ids = ids,
+      model = opts.model, prompt = prompt, chat = mode == "single", text = text, ids = ids,
       n_prompt = stats.n_prompt, n_generated = stats.n_generated, stop_reason = stats.stop_reason,
       seed = stats.seed,
       timings = { prompt_seconds = stats.prompt_seconds, generate_seconds = stats.generate_seconds,

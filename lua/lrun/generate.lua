@@ -31,6 +31,22 @@
 --   streamer           an object with put(self, ids) and end(self): put gets the prompt
 --                      ids, then each new id ({id}), as HF's streamers do
 --   max_time           seconds: generation stops (reason "time") once this much has passed
+--
+-- llama.cpp's samplers (lrun.logits_process; llama.cpp's names and defaults):
+--
+--   repeat_last_n      all    the penalties (repetition, presence, frequency) look at the
+--                             last N tokens; -1 = all (HF), 0 = none; llama.cpp's default is 64
+--   dry_multiplier     0.0    DRY: a token extending a repeat of L >= dry_allowed_length
+--   dry_base           1.75   tokens loses dry_multiplier * dry_base^(L - dry_allowed_length)
+--   dry_allowed_length 2
+--   dry_penalty_last_n -1     tokens DRY looks back over; -1 = all, 0 = off
+--   dry_sequence_breakers {"\n", ":", "\"", "*"}  repeats do not reach over these
+--   top_n_sigma        -1     keep logits >= max - n * std; <= 0 = off
+--   xtc_probability    0.0    XTC: with this chance, remove every token with
+--   xtc_threshold      0.1    p >= threshold but the least likely of them
+--   mirostat           0      1 or 2: mirostat v1/v2 instead of top_k/top_p/min_p/typical_p
+--   mirostat_tau       5.0    target surprise (bits)
+--   mirostat_eta       0.1    learning rate
 --   on_token           function(piece, id): called once per token with the text
 --                      it completes, in whole UTF-8 characters ("" while a
 --                      character or a possible stop string is still open);
@@ -187,6 +203,22 @@ local checks = {
     if not ok then return "an object with put(self, ids) and end(self)" end
   end,
   max_time = function(v) if not (type(v) == "number" and v > 0) then return "a number of seconds > 0" end end,
+  -- llama.cpp's samplers (lrun.logits_process)
+  repeat_last_n = function(v) if not (is_int(v) and v >= -1) then return "a whole number >= -1" end end,
+  top_n_sigma = function(v) if not (type(v) == "number" and math.abs(v) < math.huge) then return "a finite number" end end,
+  xtc_probability = function(v) if not (type(v) == "number" and v >= 0 and v <= 1) then return "a number in [0, 1]" end end,
+  xtc_threshold = function(v) if not (type(v) == "number" and v >= 0 and v <= 1) then return "a number in [0, 1]" end end,
+  dry_multiplier = function(v) if not (type(v) == "number" and v >= 0 and v < math.huge) then return "a number >= 0" end end,
+  dry_base = function(v) if not (type(v) == "number" and v > 0 and v < math.huge) then return "a number > 0" end end,
+  dry_allowed_length = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
+  dry_penalty_last_n = function(v) if not (is_int(v) and v >= -1) then return "a whole number >= -1" end end,
+  dry_sequence_breakers = function(v)
+    if type(v) ~= "table" then return "a list of strings" end
+    for _, x in ipairs(v) do if type(x) ~= "string" or x == "" then return "a list of non-empty strings" end end
+  end,
+  mirostat = function(v) if not (v == 0 or v == 1 or v == 2) then return "0, 1 or 2" end end,
+  mirostat_tau = function(v) if not (type(v) == "number" and v >= 0 and v < math.huge) then return "a number >= 0" end end,
+  mirostat_eta = function(v) if not (type(v) == "number" and v >= 0 and v < math.huge) then return "a number >= 0" end end,
 }
 
 checks.stop_strings = checks.stop
@@ -371,6 +403,7 @@ local function sample_rows(run, stats)
       if st ~= C.LRUN_OK then rows:release_all(); return nil, errors.from_status(st, "seeding") end
       s.rng = ffi.gc(out[0], C.lrun_rng_free)
     end
+    if lp then s.lp = lp.state(model, opts, row.seed) end
     state[r] = s
     entries[r] = { slot = r - 1, ids = row.ids }
   end
@@ -393,12 +426,16 @@ local function sample_rows(run, stats)
       local row_logits = logits + (i - 1) * n_vocab
       if lp then
         if s.logits then s.logits[#s.logits + 1] = copy_row(row_logits, n_vocab) end
-        lp.apply(opts, row_logits, n_vocab, s.history, s.n_history, s.n_prompt, eos, run.eos_list)
+        lp.apply(opts, row_logits, n_vocab, s.history, s.n_history, s.n_prompt, eos, run.eos_list, s.lp)
         if s.scores then s.scores[#s.scores + 1] = copy_row(row_logits, n_vocab) end
       end
-      local status = C.lrun_sample(row_logits, n_vocab, p, s.history, s.n_history, s.rng, work, tok)
+      -- the C sampler's repetition penalty over its window (repeat_last_n)
+      local wfirst, wn = 0, s.n_history
+      if not lp then wfirst, wn = require("lrun.logits_process").window(s.n_history, opts.repeat_last_n) end
+      local status = C.lrun_sample(row_logits, n_vocab, p, s.history + wfirst, wn, s.rng, work, tok)
       if status ~= C.LRUN_OK then rows:release_all(); return nil, errors.from_status(status, "sampling") end
       local id = tok[0]
+      if lp then lp.accept(opts, s.lp, id) end
       if streamer then streamer:put({ id }) end
       if eos[id] then
         s.reason, s.running = "eos", false
@@ -514,6 +551,9 @@ local function check_beam_options(opts, batched, level)
     if opts.streamer then bad("a streamer follows one sequence; it does not work with beams") end
     if opts.output_scores or opts.output_logits then
       bad("output_scores and output_logits are not supported with beams (sequences_scores are in the stats)")
+    end
+    if require("lrun.logits_process").llama_wanted(opts) or (opts.repeat_last_n or -1) >= 0 then
+      bad("llama.cpp's samplers (repeat_last_n, DRY, XTC, top_n_sigma, mirostat) are for sampling and greedy runs, not beams")
     end
     if ng > 1 and require("lrun.logits_process").wanted(opts) then
       bad("group beam search takes only repetition_penalty of the logits processors")
