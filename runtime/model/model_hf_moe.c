@@ -37,6 +37,22 @@ int64_t lrun_hf_expert_records(const lrun_arch *a, int64_t n_layer)
     return lrun_arch_has_experts(a) ? N_PROJ * n_layer : 0;
 }
 
+int lrun_hf_expert_name(const char *arch, const char *gguf_name, int e, char *out, size_t cap)
+{
+    static const char *const proj[N_PROJ] = {"gate", "up", "down"};
+    int l = -1, end = 0;
+    char which[8];
+    if (sscanf(gguf_name, "blk.%d.ffn_%7[a-z]_exps.weight%n", &l, which, &end) != 2 || gguf_name[end] || l < 0)
+        return 0;
+    for (size_t i = 0; arch && i < sizeof per_expert / sizeof per_expert[0]; i++)
+        for (int p = 0; strcmp(per_expert[i].arch, arch) == 0 && p < N_PROJ; p++)
+            if (strcmp(proj[p], which) == 0) {
+                const int n = snprintf(out, cap, per_expert[i].proj[p], l, e);
+                return n > 0 && (size_t)n < cap;
+            }
+    return 0;
+}
+
 // ---------------------------------------------------------------- the sources of one stacked tensor
 
 /* Where expert e's matrix of one projection and block lies: n_expert slices

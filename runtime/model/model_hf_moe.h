@@ -44,6 +44,12 @@ int64_t lrun_hf_expert_records(const lrun_arch *a, int64_t n_layer);
  * is the weights' path, for messages. No-op for a dense architecture. */
 lrun_status lrun_hf_add_experts(lrun_model *m, const char *file, int64_t *n);
 
+/* Writers: the HF name of expert e's matrix of stacked GGUF tensor
+ * gguf_name ("blk.3.ffn_up_exps.weight" → qwen3moe's
+ * "model.layers.3.mlp.experts.<e>.up_proj.weight"), into out (cap bytes);
+ * 1 when gguf_name is an experts' tensor of arch, else 0. */
+int lrun_hf_expert_name(const char *arch, const char *gguf_name, int e, char *out, size_t cap);
+
 /* The config.json keys of a mixture of experts that lrun's description
  * fixes, checked: qwen3_moe's norm_topk_prob (true: the top-k
  * probabilities renormalised, as llama.cpp's qwen3moe always does),
