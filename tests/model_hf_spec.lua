@@ -171,7 +171,8 @@ describe("HF mixtures of experts", function()
     return base .. ".gguf", base
   end
 
-  for _, case in ipairs({ { "qwen3moe", "bf16", 0, "Qwen3MoeForCausalLM" }, { "llama", "f32", 1e-5, "MixtralForCausalLM" } }) do
+  for _, case in ipairs({ { "qwen3moe", "bf16", 0, "Qwen3MoeForCausalLM" },
+                          { "llama", "f32", 1e-5, "MixtralForCausalLM" } }) do
     it(case[4] .. ": the GGUF's logits and greedy tokens, resident and with experts on the host", function()
       local gguf, dir = genmoe(case[1], case[2])
       local f = assert(io.open(dir .. "/config.json"))

@@ -294,8 +294,10 @@ static lrun_status write_tensor(lrun_st_writer *w, const gen_tensor *t, const lr
             /* the GGUF's norms are noise + 1; HF gemma keeps w of (1 + w), the noise itself */
             if (t->is_norm && !lrun_hf_norm_shift(lrun_gen_arch(s)->name))
                 for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] += 1.0f;
-            if (t->row_skew > 0) /* f32: the skewed router, as model_gen.c */
-                for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] *= (float)(1.0 + t->row_skew / (double)(r0 + r + 1));
+            if (t->row_skew > 0) { /* f32: the skewed router, as model_gen.c */
+                const float k = (float)(1.0 + t->row_skew / (double)(r0 + r + 1));
+                for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] *= k;
+            }
         }
         lrun_status st = lrun_st_writer_write(w, buf, (size_t)n * row_bytes);
         if (st != LRUN_OK) return st;

@@ -115,10 +115,13 @@ static int write_tensors(const char *path, out_tensor *t, int n)
 }
 
 /* qwen3moe's experts of block l fused as transformers 5 keeps them: into t[*n], t[*n + 1]. */
-static void fuse_block(lrun_safetensors *f, int l, size_t es, out_tensor *t, int *n)
+static void fuse_block(lrun_safetensors *f, int l, out_tensor *t, int *n)
 {
+    const lrun_st_tensor *first =
+        lrun_safetensors_tensor(f, lrun_safetensors_find(f, "model.layers.0.mlp.experts.0.up_proj.weight"));
+    const size_t es = first->dtype == LRUN_ST_F32 ? 4 : 2;
     static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
-    uint8_t *gu = malloc((size_t)(E * 2 * F * D) * es), *dn = malloc((size_t)(E * D * F) * es);
+    uint8_t *gu = calloc((size_t)(E * 2 * F * D), es), *dn = calloc((size_t)(E * D * F), es);
     const size_t slice = (size_t)(F * D) * es;
     for (int e = 0; e < E; e++)
         for (int p = 0; p < 3; p++) {
@@ -128,7 +131,7 @@ static void fuse_block(lrun_safetensors *f, int l, size_t es, out_tensor *t, int
             uint8_t *dst = p == 2 ? dn + (size_t)e * slice : gu + (size_t)(2 * e + p) * slice;
             memcpy(dst, s->data, slice);
         }
-    out_tensor a = {.dtype = lrun_safetensors_tensor(f, 0)->dtype, .ndim = 3, .shape = {E, 2 * F, D}, .data = gu,
+    out_tensor a = {.dtype = first->dtype, .ndim = 3, .shape = {E, 2 * F, D}, .data = gu,
                     .nbytes = (size_t)(E * 2 * F * D) * es, .own = gu};
     snprintf(a.name, sizeof a.name, "model.layers.%d.mlp.experts.gate_up_proj", l);
     out_tensor b = {.dtype = a.dtype, .ndim = 3, .shape = {E, D, F}, .data = dn, .nbytes = (size_t)(E * D * F) * es,
@@ -161,8 +164,7 @@ static int rewrite(const char *src, const char *dst, enum form form)
         memcpy(o.shape, s->shape, sizeof o.shape);
         t[k++] = o;
     }
-    const size_t es = lrun_safetensors_tensor(f, 0)->dtype == LRUN_ST_F32 ? 4 : 2;
-    for (int l = 0; form == FUSED && l < L; l++) fuse_block(f, l, es, t, &k);
+    for (int l = 0; form == FUSED && l < L; l++) fuse_block(f, l, t, &k);
     if (form == STRAY) { /* a ninth expert the config does not have */
         t[k] = t[k - 1];
         snprintf(t[k].name, sizeof t[k].name, "model.layers.0.mlp.experts.%d.up_proj.weight", E);
