@@ -9,7 +9,14 @@
 --        --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 [--seed N] [--threads N]
 --   lrun examples/genmodel.lua -o tiny.gguf --preset tiny --dtype q8_0
 --   lrun examples/genmodel.lua -o moe.gguf --preset qwen3-30b-a3b --dtype q4_k [--router-skew 2]
+--   lrun examples/genmodel.lua -o moe-dir --hf --preset tiny-moe --arch llama --dtype bf16   (Mixtral)
 --
+-- With --experts, --hf writes Qwen3MoeForCausalLM (--arch qwen3moe) or
+-- MixtralForCausalLM (--arch llama) directories, one tensor per expert as
+-- transformers saves them. --router-skew S multiplies the router's row of
+-- expert e by 1 + S/(e+1) in both formats: expert popularity falls off with
+-- e, Zipf-like, which a random router (near-uniform choices, a cache's worst
+-- case) lacks; docs/moe.md.
 -- A preset fills every shape option; options given on the command line win.
 -- The model loads in lrun and llama.cpp: same seed, same weights (in every
 -- dtype, up to rounding). See docs/gguf.md.

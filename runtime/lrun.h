@@ -415,7 +415,9 @@ LRUN_API lrun_status lrun_model_generate(const char *path, const lrun_model_gen_
  * template), and model.safetensors, or n_shards > 1 files with
  * model.safetensors.index.json.
  * Weights and embeddings must be f32, f16 or bf16; q/k rows are in HF
- * layout (half-split RoPE), so the directory computes what the GGUF does. */
+ * layout (half-split RoPE), so the directory computes what the GGUF does.
+ * With n_expert > 0: Qwen3MoeForCausalLM or MixtralForCausalLM, one tensor
+ * per expert (in expert order), the router skewed as spec.router_skew says. */
 LRUN_API lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *spec, int n_shards);
 
 /* ---------------------------------------------------------------- packed weights (docs/packed.md) */

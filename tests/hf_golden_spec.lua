@@ -1,11 +1,14 @@
 -- hf_golden_spec: lrun against transformers on tiny random models (llama,
--- llama3 rope_scaling, qwen2, qwen3, phi3, gemma2, gemma3)
+-- llama3 rope_scaling, qwen2, qwen3, phi3, gemma2, gemma3, and the mixtures
+-- of experts qwen3moe, mixtral, qwen3moe-fused: transformers 5's fused
+-- expert layout)
 -- saved with save_pretrained (tests/golden/make_hf_golden.py writes the
 -- directories under tests/golden/hf/ and tests/golden/hf_models.json on a
 -- machine with torch): the last position's f32 logits within 1e-4 (absolute,
 -- logits of order 1) and the greedy continuations identical, on the CPU. A
--- model the script writes but the committed golden lacks (gemma2 and gemma3
--- were added after the last run), or whose directory is absent, is pending.
+-- model the script writes but the committed golden lacks (the mixtures of
+-- experts were added after the last run), or whose directory is absent, is
+-- pending.
 -- An HF gemma computes GELU in f32 as transformers does (not llama.cpp's f16
 -- table), so the same tolerance holds.
 package.path = "./?.lua;" .. package.path
@@ -13,7 +16,8 @@ local lrun = require("lrun")
 
 local GOLDEN = "tests/golden/hf_models.json"
 local TOL = 1e-4
-local EXPECTED = { "gemma2", "gemma3", "llama", "llama3-tied", "phi3", "qwen2", "qwen3" }
+local EXPECTED = { "gemma2", "gemma3", "llama", "llama3-tied", "mixtral", "phi3", "qwen2", "qwen3", "qwen3moe",
+  "qwen3moe-fused" }
 
 local function read_golden()
   local f = io.open(GOLDEN, "r")

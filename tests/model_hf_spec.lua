@@ -4,7 +4,11 @@
 -- without tokenizer.json support the model says so when asked for text;
 -- generation_config.json supplies generate()'s defaults; the launcher's -m
 -- takes a directory; the directory's tokenizer.json, read by HF `tokenizers`
--- (PyPI; pending without it), gives the GGUF tokenizer's ids.
+-- (PyPI; pending without it), gives the GGUF tokenizer's ids. Mixtures of
+-- experts (qwen3_moe, mixtral; runtime/model/model_hf_moe.c): the
+-- directory examples/genmodel.lua --hf writes gives the GGUF's logits (bit
+-- for bit for qwen3moe) and greedy tokens, resident and with its experts on
+-- the host (computed there, or streamed).
 package.path = "./?.lua;" .. package.path
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
@@ -144,4 +148,53 @@ describe("HF directories", function()
     assert.truthy(text:find("wrote " .. out, 1, true), text)
     assert.truthy(text:find("tokenizer.json", 1, true), text) -- loaded, then asked for text
   end)
+end)
+
+describe("HF mixtures of experts", function()
+  local build = require("lrun.config").build or "build"
+  local made = {}
+  teardown(function()
+    for _, p in ipairs(made) do os.execute("rm -rf '" .. p .. "' '" .. p .. ".gguf'") end
+  end)
+
+  -- genmodel's GGUF and HF directory (2 shards, a skewed router) of the same weights
+  local function genmoe(arch, dtype)
+    local base = os.tmpname()
+    os.remove(base)
+    made[#made + 1] = base
+    local args = " -q --preset tiny-moe --arch " .. arch .. " --dtype " .. dtype .. " --router-skew 2 --seed 5"
+    local p = io.popen(build .. "/lrun examples/genmodel.lua" .. args .. " -o '" .. base .. ".gguf' 2>&1 && "
+      .. build .. "/lrun examples/genmodel.lua" .. args .. " --hf --shards 2 -o '" .. base .. "' 2>&1")
+    local text = p:read("*a")
+    p:close()
+    assert.truthy(text:find("wrote " .. base, 1, true), text)
+    return base .. ".gguf", base
+  end
+
+  for _, case in ipairs({ { "qwen3moe", "bf16", 0, "Qwen3MoeForCausalLM" },
+                          { "llama", "f32", 1e-5, "MixtralForCausalLM" } }) do
+    it(case[4] .. ": the GGUF's logits and greedy tokens, resident and with experts on the host", function()
+      local gguf, dir = genmoe(case[1], case[2])
+      local f = assert(io.open(dir .. "/config.json"))
+      assert.truthy(f:read("*a"):find(case[4], 1, true))
+      f:close()
+      local a = assert(lrun.load(gguf, { threads = 1 }))
+      local want = assert(a:logits(PROMPT))
+      local _, ia = assert(a:generate(PROMPT, { max_new_tokens = 6, do_sample = false }))
+      for _, opts in ipairs({ {}, { policy = "experts_on_host" }, { overrides = { "exps=host" } } }) do
+        opts.threads = 1
+        local b = assert(lrun.load(dir, opts))
+        assert.are.equal(a:info().n_expert, b:info().n_expert)
+        assert.are.equal(a:info().n_expert_used, b:info().n_expert_used)
+        local got = assert(b:logits(PROMPT))
+        local worst = 0
+        for i = 1, #want do worst = math.max(worst, math.abs(want[i] - got[i])) end
+        assert.is_true(worst <= case[3], "max |diff| " .. worst)
+        local _, ib = assert(b:generate(PROMPT, { max_new_tokens = 6, do_sample = false }))
+        assert.are.same(ia, ib)
+        b:free()
+      end
+      a:free()
+    end)
+  end
 end)

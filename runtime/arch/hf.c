@@ -18,6 +18,8 @@ static const struct { const char *model_type, *arch; } model_types[] = {
     {"phi3", "phi3"},
     {"gemma2", "gemma2"},
     {"gemma3_text", "gemma3"},
+    {"qwen3_moe", "qwen3moe"},
+    {"mixtral", "llama"},     /* llama with experts (num_local_experts): lrun_arch_find_moe */
 };
 
 const char *lrun_hf_arch_for_model_type(const char *model_type)
@@ -59,6 +61,7 @@ static const lrun_hf_key keys[] = {
     {NULL, "num_local_experts", "expert_count", LRUN_HF_INT},   /* mixtral */
     {NULL, "num_experts", "expert_count", LRUN_HF_INT},         /* qwen3moe */
     {NULL, "num_experts_per_tok", "expert_used_count", LRUN_HF_INT},
+    {"qwen3moe", "moe_intermediate_size", "expert_feed_forward_length", LRUN_HF_INT},
 };
 
 const lrun_hf_key *lrun_hf_key_at(int i)
@@ -77,6 +80,11 @@ static const struct { const char *arch, *gguf, *hf; } tensors[] = {
     {"gemma3", "blk.%d.post_attention_norm.weight", "model.layers.%d.post_attention_layernorm.weight"},
     {"gemma3", "blk.%d.ffn_norm.weight", "model.layers.%d.pre_feedforward_layernorm.weight"},
     {"gemma3", "blk.%d.post_ffw_norm.weight", "model.layers.%d.post_feedforward_layernorm.weight"},
+    /* the router of a mixture of experts (the experts themselves, one tensor each or transformers 5's
+     * fused 3-D ones, are stacked by model/model_hf_moe.c); the first row is what writers use */
+    {"qwen3moe", "blk.%d.ffn_gate_inp.weight", "model.layers.%d.mlp.gate.weight"},
+    {"llama", "blk.%d.ffn_gate_inp.weight", "model.layers.%d.block_sparse_moe.gate.weight"},
+    {"llama", "blk.%d.ffn_gate_inp.weight", "model.layers.%d.mlp.gate.weight"}, /* transformers 5's mixtral */
     /* phi3: fused projections ([q; k; v] and [gate; up] rows) */
     {"phi3", "blk.%d.ffn_up.weight", "model.layers.%d.mlp.gate_up_proj.weight"},
     {NULL, "blk.%d.attn_qkv.weight", "model.layers.%d.self_attn.qkv_proj.weight"},

@@ -30,6 +30,7 @@
 #include "formats/safetensors_writer.h"
 #include "lrun.h"
 #include "model/model_gen.h"
+#include "model/model_hf_moe.h"
 #include "model/random_fill.h"
 
 #define ROWS_BYTES ((size_t)4 << 20) /* rows filled per write */
@@ -104,6 +105,25 @@ static void gemma_config(cJSON *c, const lrun_model_gen_spec *s)
                                                                                               : "full_attention"));
 }
 
+/* A mixture of experts' keys as transformers' Qwen3MoeConfig / MixtralConfig
+ * name them. qwen3_moe: every block sparse, the top-k renormalised (what
+ * lrun and llama.cpp compute; the released models' settings); its dense
+ * intermediate_size, which no block uses, is the experts' width. The
+ * router's skew (spec.router_skew) is in its weights, not a key. */
+static void moe_config(cJSON *c, const lrun_model_gen_spec *s)
+{
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", (double)s->n_expert_used);
+    if (strcmp(lrun_gen_arch(s)->name, "qwen3moe") != 0) {
+        cJSON_AddNumberToObject(c, "num_local_experts", (double)s->n_expert);
+        return;
+    }
+    cJSON_AddNumberToObject(c, "num_experts", (double)s->n_expert);
+    cJSON_AddNumberToObject(c, "moe_intermediate_size", (double)s->n_ff);
+    cJSON_AddBoolToObject(c, "norm_topk_prob", 1);
+    cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
+    cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
+}
+
 static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s, const gen_list *l)
 {
     cJSON *c = cJSON_CreateObject(), *arch = cJSON_CreateArray(), *g = cJSON_CreateObject();
@@ -111,12 +131,16 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s, 
         cJSON_Delete(c), cJSON_Delete(arch), cJSON_Delete(g);
         return lrun_fail_oom(0, 0, "lrun_model_generate_hf: config");
     }
+    const int moe = s->n_expert > 0;
     const char *name = lrun_gen_arch(s)->name, *model_type = lrun_hf_model_type_for_arch(name);
-    static const struct { const char *arch, *cls; } classes[] = {
+    if (moe && strcmp(name, "llama") == 0) model_type = "mixtral"; /* llama with experts */
+    static const struct { const char *model_type, *cls; } classes[] = {
         {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
-        {"phi3", "Phi3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3", "Gemma3ForCausalLM"}};
+        {"phi3", "Phi3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
+        {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"mixtral", "MixtralForCausalLM"}};
     for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
-        if (strcmp(classes[i].arch, name) == 0) cJSON_AddItemToArray(arch, cJSON_CreateString(classes[i].cls));
+        if (strcmp(classes[i].model_type, model_type) == 0)
+            cJSON_AddItemToArray(arch, cJSON_CreateString(classes[i].cls));
     cJSON_AddItemToObject(c, "architectures", arch);
     cJSON_AddStringToObject(c, "model_type", model_type);
     cJSON_AddNumberToObject(c, "hidden_size", (double)s->n_embd);
@@ -149,6 +173,7 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s, 
         cJSON_AddNumberToObject(c, "original_max_position_embeddings", (double)s->rope_orig_ctx);
     }
     if (lrun_gen_arch(s)->embd_scale) gemma_config(c, s);
+    if (moe) moe_config(c, s);
     cJSON_AddStringToObject(c, "hidden_act", lrun_gen_arch(s)->embd_scale ? "gelu_pytorch_tanh" : "silu");
     cJSON_AddBoolToObject(c, "attention_bias", 0);
     cJSON_AddBoolToObject(c, "mlp_bias", 0);
@@ -252,13 +277,15 @@ static int64_t source_row(const gen_tensor *t, const lrun_model_gen_spec *s, int
     return h * hd + 2 * i + j;
 }
 
-/* Streams t's rows (ne[1] rows of ne[0]) in HF order. */
+/* Streams t's rows (ne[1] rows of ne[0]; the experts' ne[1] · ne[2], expert
+ * by expert, each its own HF tensor) in HF order. */
 static lrun_status write_tensor(lrun_st_writer *w, const gen_tensor *t, const lrun_model_gen_spec *s, uint8_t *buf)
 {
     const size_t row_bytes = (size_t)t->ne[0] * t->block_bytes / (size_t)t->block;
     const int64_t per = row_bytes >= ROWS_BYTES ? 1 : (int64_t)(ROWS_BYTES / row_bytes);
-    for (int64_t r0 = 0; r0 < t->ne[1]; r0 += per) {
-        const int64_t n = t->ne[1] - r0 < per ? t->ne[1] - r0 : per;
+    const int64_t rows = t->ne[1] * (t->ndim == 3 ? t->ne[2] : 1);
+    for (int64_t r0 = 0; r0 < rows; r0 += per) {
+        const int64_t n = rows - r0 < per ? rows - r0 : per;
         for (int64_t r = 0; r < n; r++) {
             uint8_t *dst = buf + (size_t)r * row_bytes;
             lrun_status st = (t->trained ? lrun_random_fill_trained : lrun_random_fill)(
@@ -267,11 +294,24 @@ static lrun_status write_tensor(lrun_st_writer *w, const gen_tensor *t, const lr
             /* the GGUF's norms are noise + 1; HF gemma keeps w of (1 + w), the noise itself */
             if (t->is_norm && !lrun_hf_norm_shift(lrun_gen_arch(s)->name))
                 for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] += 1.0f;
+            if (t->row_skew > 0) { /* f32: the skewed router, as model_gen.c */
+                const float k = (float)(1.0 + t->row_skew / (double)(r0 + r + 1));
+                for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] *= k;
+            }
         }
         lrun_status st = lrun_st_writer_write(w, buf, (size_t)n * row_bytes);
         if (st != LRUN_OK) return st;
     }
     return LRUN_OK;
+}
+
+/* The HF name of t (expert e's matrix, for the experts' stacked tensors: one
+ * HF tensor each, in expert order, so the loader's stacked tensor is a view). */
+static int hf_name(const lrun_model_gen_spec *s, const gen_tensor *t, int e, char *out, size_t cap)
+{
+    const char *arch = lrun_gen_arch(s)->name;
+    if (t->ndim == 3) return lrun_hf_expert_name(arch, t->name, e, out, cap);
+    return lrun_hf_tensor_from_gguf(arch, t->name, out, cap);
 }
 
 /* One safetensors file with tensors [first, last) of the list. */
@@ -283,14 +323,16 @@ static lrun_status write_shard(const char *path, const gen_list *l, int64_t firs
     if (st == LRUN_OK) st = lrun_st_writer_set_metadata(w, "format", "pt");
     for (int64_t i = first; st == LRUN_OK && i < last; i++) {
         const gen_tensor *t = &l->t[i];
-        char name[128];
         lrun_st_dtype dt = LRUN_ST_F32;
-        if (!lrun_hf_tensor_from_gguf(lrun_gen_arch(s)->name, t->name, name, sizeof name))
-            st = lrun_fail(LRUN_E_INTERNAL, "lrun_model_generate_hf: no HF name for '%s'", t->name);
-        if (st == LRUN_OK) st = st_dtype(t->dtype, &dt);
+        st = st_dtype(t->dtype, &dt);
         const int64_t shape[2] = {t->ne[1], t->ne[0]};
-        if (st == LRUN_OK) st = t->ndim == 1 ? lrun_st_writer_add(w, name, dt, 1, &shape[1])
-                                             : lrun_st_writer_add(w, name, dt, 2, shape);
+        for (int e = 0; st == LRUN_OK && e < (t->ndim == 3 ? t->ne[2] : 1); e++) {
+            char name[128];
+            if (!hf_name(s, t, e, name, sizeof name))
+                st = lrun_fail(LRUN_E_INTERNAL, "lrun_model_generate_hf: no HF name for '%s'", t->name);
+            if (st == LRUN_OK) st = t->ndim == 1 ? lrun_st_writer_add(w, name, dt, 1, &shape[1])
+                                                 : lrun_st_writer_add(w, name, dt, 2, shape);
+        }
     }
     for (int64_t i = first; st == LRUN_OK && i < last; i++) st = write_tensor(w, &l->t[i], s, buf);
     if (st == LRUN_OK) st = lrun_st_writer_finish(w);
@@ -316,11 +358,11 @@ static lrun_status write_weights(const char *dir, const gen_list *l, const lrun_
         shard_name(file, sizeof file, k, n);
         snprintf(path, sizeof path, "%s/%s", dir, file);
         st = write_shard(path, l, first, last, s, buf);
-        for (int64_t i = first; st == LRUN_OK && i < last; i++) {
-            char name[128];
-            lrun_hf_tensor_from_gguf(lrun_gen_arch(s)->name, l->t[i].name, name, sizeof name);
-            cJSON_AddStringToObject(map, name, file);
-        }
+        for (int64_t i = first; st == LRUN_OK && i < last; i++)
+            for (int e = 0; e < (l->t[i].ndim == 3 ? l->t[i].ne[2] : 1); e++) {
+                char name[128];
+                if (hf_name(s, &l->t[i], e, name, sizeof name)) cJSON_AddStringToObject(map, name, file);
+            }
     }
     if (st == LRUN_OK && n > 1) {
         cJSON_AddNumberToObject(meta, "total_size", (double)l->total_bytes);
@@ -354,10 +396,6 @@ lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *s
     if (!dir || !spec) return lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: dir and spec must not be NULL");
     lrun_status st = lrun_gen_check_spec(spec);
     if (st != LRUN_OK) return st;
-    if (spec->n_expert > 0) /* HF keeps one tensor per expert; not written yet (docs/moe.md) */
-        return lrun_fail(LRUN_E_UNSUPPORTED, "lrun_model_generate_hf: spec.n_expert = %lld: mixture-of-experts "
-                         "directories are not written yet; lrun_model_generate writes the GGUF",
-                         (long long)spec->n_expert);
     lrun_st_dtype dt;
     if ((st = st_dtype(spec->weight_dtype, &dt)) != LRUN_OK || (st = st_dtype(spec->embd_dtype, &dt)) != LRUN_OK)
         return st;

@@ -34,6 +34,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "model/model_hf_arch.h"
+#include "model/model_hf_moe.h"
 #include "model/rope_scaling.h"
 #include "quant/fp8.h"
 #include "quant/quant.h"
@@ -451,10 +452,12 @@ static int aligned_for(const void *p, lrun_dtype d)
 static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra, const int block[2])
 {
     const lrun_st_set *s = m->st;
-    lrun_status st = lrun_model_tensors_init(m, lrun_st_set_count(s) + extra);
+    lrun_status st = lrun_model_tensors_init(m, lrun_st_set_count(s) + extra +
+                                                    lrun_hf_expert_records(m->arch, m->info.n_layer));
     int64_t n = 0;
     for (int64_t i = 0; st == LRUN_OK && i < lrun_st_set_count(s); i++) {
         const lrun_st_tensor *t = lrun_st_set_tensor(s, i);
+        if (lrun_hf_is_expert_tensor(m->arch, t->name)) continue; /* stacked below */
         char name[96];
         const int mapped = lrun_hf_tensor_to_gguf(m->arch->name, t->name, name, sizeof name);
         if (mapped < 0 || (tied && mapped > 0 && strcmp(name, "output.weight") == 0)) continue;
@@ -478,6 +481,7 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
         st = lrun_model_add_tensor(m, n++, name, dtype, t->ndim, ne, data);
         if (st != LRUN_OK) return lrun_fail_context(st, "%s (HF tensor '%s')", file, t->name);
     }
+    if (st == LRUN_OK) st = lrun_hf_add_experts(m, file, &n); /* the GGUF's stacked experts (model_hf_moe.h) */
     m->n_tensors = n;
     return st;
 }
@@ -581,6 +585,7 @@ lrun_status lrun_model_open_hf(lrun_model *m, const char *path, int progress)
     if (st == LRUN_OK) st = write_metadata(m, file, arch, cfg, gen, tcfg);
     if (st == LRUN_OK) st = lrun_model_read_hparams(m);
     if (st == LRUN_OK) st = lrun_hf_gemma_config(m, file, cfg);
+    if (st == LRUN_OK) st = lrun_hf_moe_config(m, file, cfg);
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(cfg, "vocab_size");
     uint64_t n_vocab = 0;
     if (st == LRUN_OK && (!json_whole(vocab, &n_vocab) || n_vocab < 1 || n_vocab > INT32_MAX))

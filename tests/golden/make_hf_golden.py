@@ -22,12 +22,27 @@ longest prompt crosses it, and a query_pre_attn_scalar other than head_dim
 for gemma2 (llama.cpp's GGUF rule would take head_dim). A family this transformers does not know is
 left out with a message; the others are still written.
 
+The mixtures of experts (qwen3_moe, mixtral) have their routers scaled by
+ROUTER_SCALE after the default init (std 0.02 would make every token's
+expert probabilities nearly equal, so a rounding difference could swap the
+k-th and (k+1)-th expert; a scaled router picks decisively, as trained
+ones do). transformers saves their experts one tensor each (transformers 5
+by default reverts its fused runtime layout to the checkpoint's);
+"qwen3moe-fused" is saved with save_pretrained(save_original_format=False),
+transformers 5's fused gate_up_proj/down_proj, and is left out with a
+message by a transformers whose save_pretrained has no such option (or
+that writes no fused tensor).
+
 Needs torch and transformers (the GPU machine has both; the CPU is enough).
 Usage: python3 tests/golden/make_hf_golden.py [--out tests/golden]
+Then commit tests/golden/hf_models.json and the directories under tests/golden/hf/.
 """
 import argparse
+import glob
+import inspect
 import json
 import os
+import shutil
 
 import torch
 import transformers
@@ -35,6 +50,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_GREEDY = 8
+ROUTER_SCALE = 8.0
 PROMPTS = [[1, 17, 42, 99, 200, 3], [5], [250, 251, 7, 7, 7, 80, 81, 82, 83, 9, 10, 11]]
 
 MODELS = {
@@ -74,13 +90,27 @@ MODELS = {
                    query_pre_attn_scalar=16, sliding_window=4, hidden_activation="gelu_pytorch_tanh",
                    tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                    _attn_implementation="eager"),
+    # 8 experts of width 32, top-2, normalised top-k (the released models' setting), every block sparse
+    "qwen3moe": dict(model_type="qwen3_moe", hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                     num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1,
+                     mlp_only_layers=[], num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     head_dim=16, vocab_size=256, max_position_embeddings=128, rms_norm_eps=1e-6,
+                     rope_theta=1000000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+    # 4 experts of width 48, top-2 (Mixtral always renormalises), no sliding window
+    "mixtral": dict(model_type="mixtral", hidden_size=64, intermediate_size=48, num_local_experts=4,
+                    num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    vocab_size=256, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=1000000.0,
+                    sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
 }
+# the same config, saved in transformers 5's fused expert layout
+MODELS["qwen3moe-fused"] = dict(MODELS["qwen3moe"], _save_original_format=False)
 
 
 def make(name, kw, out_dir, seed):
     torch.manual_seed(seed)
     kw = dict(kw)
     attn = kw.pop("_attn_implementation", None)
+    original_format = kw.pop("_save_original_format", True)
     config = AutoConfig.for_model(kw.pop("model_type"), **kw)
     extra = {"attn_implementation": attn} if attn else {}
     model = AutoModelForCausalLM.from_config(config, **extra).eval().to(torch.float32)
@@ -89,8 +119,18 @@ def make(name, kw, out_dir, seed):
         for n, p in model.named_parameters():
             if n.endswith("norm.weight"):
                 p.add_(0.1 * torch.randn_like(p))
+            if n.endswith(".gate.weight"):  # a mixture of experts' router (not gate_proj)
+                p.mul_(ROUTER_SCALE)
     path = os.path.join(out_dir, "hf", name)
-    model.save_pretrained(path, safe_serialization=True)
+    if original_format:
+        model.save_pretrained(path, safe_serialization=True)
+    else:
+        if "save_original_format" not in inspect.signature(model.save_pretrained).parameters:
+            raise ValueError("this transformers' save_pretrained has no save_original_format (transformers 5 has)")
+        model.save_pretrained(path, safe_serialization=True, save_original_format=False)
+        if not any(b"gate_up_proj" in open(f, "rb").read(1 << 20) for f in glob.glob(os.path.join(path, "*.safetensors"))):
+            shutil.rmtree(path)
+            raise ValueError("save_original_format=False wrote no fused gate_up_proj")
     cases = []
     with torch.no_grad():
         for ids in PROMPTS:
@@ -114,8 +154,9 @@ def main():
     torch.set_num_threads(1)
     models = []
     # seeds by this order: the first five are the sorted names the script had before gemma, so their
-    # files and goldens stay what they were
-    order = ["llama", "llama3-tied", "phi3", "qwen2", "qwen3", "gemma2", "gemma3"]
+    # files and goldens stay what they were (and the older ones' when the mixtures of experts came)
+    order = ["llama", "llama3-tied", "phi3", "qwen2", "qwen3", "gemma2", "gemma3", "qwen3moe", "mixtral",
+             "qwen3moe-fused"]
     assert sorted(order) == sorted(MODELS)
     for seed, name in enumerate(order):
         kw = MODELS[name]
