@@ -1,8 +1,11 @@
 -- moe_gpu_spec: mixtures of experts on the CUDA engine against the CPU
--- engine (docs/moe.md), the first CUDA version: router on the device,
--- routing on the host, each expert's slice through the existing GEMV
--- (decode, ≤ 8 rows) or cuBLAS (prefill: the expert's tokens gathered), fast
--- numerics only. The models are tests/arch_models.lua's MoE ones (checked
+-- engine (docs/moe.md), fast numerics only: router on the device; decode
+-- chunks (≤ 8 tokens) of blocks whose experts are on the device are routed
+-- on the device (lrun_k_moe_route, the CPU's bits) and their experts
+-- multiplied from the device-side ids (lrun_k_moe_gemv); prefill and host
+-- experts are routed on the host, each expert's slice through the existing
+-- GEMV or cuBLAS (the expert's tokens gathered). Models with n_expert not
+-- a multiple of 8 (the Mixtral ones here: 4) always route on the host. The models are tests/arch_models.lua's MoE ones (checked
 -- against llama.cpp on the CPU). Per model and placement:
 --   * resident, experts on the host computed there (experts_on_host, -ot
 --     exps=CPU), experts streamed with their block (-ot exps=host), every
@@ -10,6 +13,10 @@
 --     fast tolerances of the CPU's (f32 1e-2, q8_0 5e-2) and the same first
 --     greedy token; streamed runs bit-identical to the resident fast run;
 --   * the expert counts (m:stats().experts): each block's sum to tokens x top-k;
+--   * device routing against host routing (LRUN_CUDA_MOE_DEVICE_ROUTE=0):
+--     the same greedy tokens, logits within the fast tolerance; decode
+--     counts summing to tokens x top-k; with a static cache and every
+--     expert resident, decode steps replayed from CUDA graphs;
 --   * numerics = "exact" is refused (no exact routing kernels yet).
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
 -- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
@@ -20,6 +27,9 @@ local lf = require("lrun.ffi")
 local C = lf.C
 local lrun = require("lrun")
 local arch_models = require("tests.arch_models")
+
+local ffi = require("ffi")
+pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
 
 local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
 local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
@@ -94,7 +104,53 @@ describe("mixtures of experts on cuda against the CPU", function()
           m:free()
         end)
 
+        it("counts decode steps' selections too (device-routed where the shape allows)", function()
+          local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE }))
+          assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+          local ex = assert(m:stats(true).experts, "no experts in the stats")
+          assert.is_true(ex.tokens >= #PROMPT + N_NEW - 1,
+            string.format("%d tokens counted after a prompt of %d and %d new", ex.tokens, #PROMPT, N_NEW))
+          for l = 0, m:info().n_layer - 1 do
+            local sum = 0
+            for _, c in ipairs(ex.layers[l]) do sum = sum + c end
+            assert.are.equal(ex.tokens * e.n_expert_used, sum, "block " .. l .. "'s selections")
+          end
+          m:free()
+        end)
+
         if DEVICE ~= "cpu" then
+          it("routes decode on the device as the host does (LRUN_CUDA_MOE_DEVICE_ROUTE=0 for the host)", function()
+            local dev_ids, dev_logits = run(path, { device = DEVICE })
+            ffi.C.setenv("LRUN_CUDA_MOE_DEVICE_ROUTE", "0", 1)
+            local ok, host_ids, host_logits = pcall(run, path, { device = DEVICE })
+            ffi.C.unsetenv("LRUN_CUDA_MOE_DEVICE_ROUTE")
+            assert(ok, host_ids)
+            assert.is_true(same(host_ids, dev_ids), "greedy tokens differ between device and host routing")
+            local d = rel_diff(host_logits, dev_logits)
+            print(string.format("# %s: device vs host routing, rel diff of the prompt's logits %.2e", e.name, d))
+            assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+          end)
+
+          it("replays decode steps from CUDA graphs with a static cache when every expert is resident", function()
+            local function greedy(cache)
+              local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE,
+                                                 cache_implementation = cache }))
+              local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+              local st = m:stats()
+              m:free()
+              return ids, st
+            end
+            local dyn = greedy(nil)
+            local ids, st = greedy("static")
+            assert.is_true(same(dyn, ids), "a static cache's greedy tokens differ from a dynamic one's")
+            if e.n_expert % 8 == 0 then
+              assert.is_true(st.graphs_enabled, "graphs are off although every expert is device-routed")
+              assert.is_true(st.graph_launches + st.graph_captures > 0, "no decode step ran from a graph")
+            else
+              print("# " .. e.name .. ": n_expert not a multiple of 8, routed on the host, no graphs")
+            end
+          end)
+
           it("exact numerics are refused, naming the requirement", function()
             local ok = pcall(run, path, { device = DEVICE, numerics = "exact" })
             assert.is_false(ok)
