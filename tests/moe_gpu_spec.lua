@@ -13,6 +13,10 @@
 --     fast tolerances of the CPU's (f32 1e-2, q8_0 5e-2) and the same first
 --     greedy token; streamed runs bit-identical to the resident fast run;
 --   * the expert counts (m:stats().experts): each block's sum to tokens x top-k;
+--   * the expert cache (moe_host = "cache": host experts copied into device
+--     slots, LRU): all host experts cached, 4 slots (evicting), and mixed
+--     (block 0 cached, the rest resident): bit-identical to the resident
+--     run (the same kernels read the slots), hits/misses/bytes in m:stats();
 --   * device routing against host routing (LRUN_CUDA_MOE_DEVICE_ROUTE=0):
 --     the same greedy tokens, logits within the fast tolerance; decode
 --     counts summing to tokens x top-k; with a static cache and every
@@ -45,15 +49,20 @@ local PLACEMENTS = {
   { "n_cpu_moe 1 (block 0's experts host-computed)", { n_cpu_moe = 1 }, true },
   { "-ot exps=host (experts streamed with their block)", { overrides = { "exps=host" } }, false },
   { "every block streamed (layers 0, k = 1)", { policy = "layers", n_gpu_layers = 0, prefetch_layers = 1 }, false },
+  -- the expert cache: host experts copied into device slots and run there with the resident kernels
+  { "experts_on_host, cached (moe_host = cache)", { policy = "experts_on_host", moe_host = "cache" }, false, true },
+  { "experts_on_host, cached in 4 slots (evicting)", { policy = "experts_on_host", expert_cache_slots = 4 }, false,
+    true },
+  { "mixed: n_cpu_moe 1 cached, the rest resident", { n_cpu_moe = 1, moe_host = "cache" }, false, true },
 }
 
 local function run(path, opts)
   local m = assert(lrun.load(path, with({ progress = false, n_ctx = 256, threads = 2 }, opts)))
   local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
   local logits = assert(m:logits(PROMPT))
-  local p = m:placement()
+  local p, st = m:placement(), m:stats()
   m:free()
-  return ids, logits, p
+  return ids, logits, p, st
 end
 
 describe("mixtures of experts on cuda against the CPU", function()
@@ -77,13 +86,21 @@ describe("mixtures of experts on cuda against the CPU", function()
 
         for _, p in ipairs(PLACEMENTS) do
           it("fast, " .. p[1], function()
-            local ids, logits, placement = run(path, with(p[2], { device = DEVICE }))
+            local ids, logits, placement, st = run(path, with(p[2], { device = DEVICE }))
             if p[1] == "resident" then fast_ids, fast_logits = ids, logits end
             local d = rel_diff(cpu_logits, logits)
             print(string.format("# %s fast %s: rel diff to the CPU %.2e", e.name, p[1], d))
             assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
             assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
             if p[3] then assert.is_true(placement.experts.host_compute_slices > 0, "no expert host-computed") end
+            if p[4] and DEVICE ~= "cpu" then
+              local c = st.expert_cache
+              assert.is_not_nil(c, "no expert cache in m:stats() although moe_host = cache")
+              print(string.format("# %s %s: %d slots, %d hits, %d misses, %d bytes copied", e.name, p[1], c.slots,
+                c.hits, c.misses, c.bytes_copied))
+              assert.is_true(c.misses > 0 and c.bytes_copied > 0, "nothing was copied into the cache")
+              assert.are.equal(0, st.host_compute_bytes, "cached experts were computed on the host")
+            end
             if not p[3] and fast_logits then
               assert.is_true(same(fast_ids, ids), "tokens differ from the resident fast run")
               assert.is_true(same(fast_logits, logits), "logits differ from the resident fast run")

@@ -37,6 +37,7 @@
 
 #include "cpu/moe_route.h"
 #include "cuda/engine_cuda_internal.h"
+#include "cuda/engine_cuda_moe_cache.h"
 #include "cuda/engine_cuda_offload.h"
 #include "kernels.h"
 
@@ -68,6 +69,10 @@ struct cuda_moe {
     unsigned long long *d_counts; /* (n_layer, n_expert + 1) device: selections, then tokens, of device-routed chunks */
     unsigned long long *h_counts; /* (n_layer, n_expert + 1) host: their copy when the stats are read */
     lrun_moe_counts merged;       /* counts + the device's, what lrun_cuda_moe_counts returns */
+    struct cuda_moe_cache *cache; /* host experts copied to device slots (engine_cuda_moe_cache.c), or NULL */
+    int32_t *h_sid;     /* (Bd, k) pinned: a cached block's pairs' slots, for the device-id kernels */
+    float *h_sw;        /* (Bd, k) pinned: and their weights */
+    int64_t *slot_of;   /* (n_expert) a cached block's chunk: each chosen expert's slot */
 };
 
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
@@ -144,13 +149,17 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     m->first = malloc((E + 1) * sizeof *m->first);
     m->fill = malloc(E * sizeof *m->fill);
     m->h_counts = malloc(L * (E + 1) * sizeof *m->h_counts);
-    if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill || !m->h_counts)
+    m->slot_of = malloc(E * sizeof *m->slot_of);
+    TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, 2 * Bd * k * 4, "expert slot ids", (void **)&m->h_sid),
+                       "scratch"));
+    m->h_sw = (float *)(m->h_sid + Bd * k);
+    if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill || !m->h_counts || !m->slot_of)
         return lrun_fail_oom(0, 0, "engine: routing tables for %zu tokens", B);
     TRY(lrun_moe_counts_init(&m->counts, in->n_layer, in->n_expert));
     TRY(lrun_moe_counts_init(&m->merged, in->n_layer, in->n_expert));
     /* host routing is host work between the block's launches: such steps run eagerly */
     if (!all_device_routed(e)) e->graphs_enabled = 0;
-    return LRUN_OK;
+    return lrun_cuda_moe_cache_init(e, &m->cache);
 }
 
 void lrun_cuda_moe_free(lrun_cuda_engine *e)
@@ -158,7 +167,10 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     struct cuda_moe *m = e->moe;
     if (!m) return;
     if (m->d_router) lrun_device_release(e->device, m->d_router, m->d_bytes);
+    lrun_cuda_moe_cache_free(e, m->cache);
     lrun_host_release(LRUN_TIER_PINNED, m->h_router);
+    lrun_host_release(LRUN_TIER_PINNED, m->h_sid);
+    free(m->slot_of);
     free(m->ids);
     free(m->w);
     free(m->pairs);
@@ -173,6 +185,11 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
 
 /* The host-routed counts plus the device-routed ones (waits for the stream);
  * the host ones alone if the device's cannot be read. */
+const lrun_expert_cache *lrun_cuda_moe_cache_counts(const lrun_cuda_engine *e)
+{
+    return e->moe ? lrun_cuda_moe_cache_book(e->moe->cache) : NULL;
+}
+
 const lrun_moe_counts *lrun_cuda_moe_counts(const lrun_cuda_engine *e)
 {
     struct cuda_moe *m = e->moe;
@@ -200,6 +217,7 @@ void lrun_cuda_moe_reset_counts(lrun_cuda_engine *e)
     if (!m) return;
     lrun_moe_counts_reset(&m->counts);
     lrun_moe_counts_reset(&m->merged);
+    if (m->cache) lrun_expert_cache_reset_stats(lrun_cuda_moe_cache_book(m->cache));
     if (cudaMemsetAsync(m->d_counts, 0, (size_t)(m->counts.n_layer * (m->counts.n_expert + 1)) * 8,
                         (cudaStream_t)e->stream) != cudaSuccess)
         (void)cudaGetLastError(); /* a later launch reports a broken device */
@@ -222,22 +240,24 @@ lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int6
     return moe_matmul(e, r.w, r.data, r.on_host, e->xn, n, e->moe->d_router);
 }
 
-/* Expert x's slice of a stacked tensor as a 2-D view (its data where this chunk reads it). */
-static struct lrun_tensor slice_view(const lrun_weight_ref *ref, int64_t x, const void **data)
+/* Expert x's slice of a stacked tensor as a 2-D view (its data where this chunk reads it): in
+ * the tensor, or (slot not NULL) the expert cache's device copy. */
+static struct lrun_tensor slice_view(const lrun_weight_ref *ref, int64_t x, const void *slot, const void **data)
 {
     struct lrun_tensor v = *ref->w;
     const size_t bytes = (size_t)v.ne[1] * v.row_bytes;
     v.ne[2] = 1;
     v.ndim = 2;
     v.nbytes = bytes;
-    *data = (const char *)ref->data + (size_t)x * bytes;
+    *data = slot ? slot : (const char *)ref->data + (size_t)x * bytes;
     v.data = (void *)*data; /* what a host-computed product reads */
     return v;
 }
 
-/* Expert x over its pairs: gather, gate/up, SwiGLU, down, weighted into tmp. */
+/* Expert x over its pairs: gather, gate/up, SwiGLU, down, weighted into
+ * tmp; slot (3 pointers, or NULL) its copies in the expert cache. */
 static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t x, const int32_t *pairs,
-                              int64_t cnt)
+                              int64_t cnt, const void *const *slot)
 {
     struct cuda_moe *m = e->moe;
     cudaStream_t s = (cudaStream_t)e->stream;
@@ -249,13 +269,13 @@ static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     float *const outs[2] = {e->gate, e->up};
     for (int i = 0; i < 2; i++) {
         const void *data;
-        const struct lrun_tensor v = slice_view(&g[i], x, &data);
-        TRY(moe_matmul(e, &v, data, g[i].on_host, m->d_x, cnt, outs[i]));
+        const struct lrun_tensor v = slice_view(&g[i], x, slot ? slot[i] : NULL, &data);
+        TRY(moe_matmul(e, &v, data, g[i].on_host && !slot, m->d_x, cnt, outs[i]));
     }
     TRY(lrun_k_swiglu(e->gate, e->up, e->gate, cnt * e->n_ff, e->stream));
     const void *data;
-    const struct lrun_tensor v = slice_view(&g[2], x, &data);
-    TRY(moe_matmul(e, &v, data, g[2].on_host, e->gate, cnt, m->d_y));
+    const struct lrun_tensor v = slice_view(&g[2], x, slot ? slot[2] : NULL, &data);
+    TRY(moe_matmul(e, &v, data, g[2].on_host && !slot, e->gate, cnt, m->d_y));
     for (int64_t j = 0; j < cnt; j++) {
         const float w = m->w[pairs[j]]; /* host pointer mode: read at the call */
         const cublasStatus_t cs = cublasSaxpy((cublasHandle_t)e->cublas, (int)d, &w, m->d_y + j * d, 1,
@@ -291,6 +311,78 @@ static lrun_status ffn_device(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     return lrun_k_moe_combine(m->d_out, m->d_w, n, k, e->n_embd, e->x, e->stream);
 }
 
+/* A cached block's decode chunk through the device-id kernels, as ffn_device
+ * computes a resident one (the same bits): the slots are a stacked tensor
+ * of their own, the pairs' slot numbers its expert ids. Every chosen
+ * expert must be in a slot at once: the caller checks distinct <= slots. */
+static lrun_status ffn_cached_batch(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    struct cuda_moe_cache *c = m->cache;
+    const int64_t k = e->model->info.n_expert_used;
+    const struct lrun_tensor *gt = g[0].w, *dt = g[2].w;
+    cudaStream_t s = (cudaStream_t)e->stream;
+    for (int64_t j = 0; j < n * k; j++) m->h_sid[j] = (int32_t)m->slot_of[m->ids[j]], m->h_sw[j] = m->w[j];
+    TRY(cuda_check(cudaMemcpyAsync(m->d_ids, m->h_sid, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
+                   "expert slots to the device", e->device));
+    TRY(cuda_check(cudaMemcpyAsync(m->d_w, m->h_sw, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
+                   "expert weights to the device", e->device));
+    TRY(lrun_k_moe_gemv(gt->dtype, lrun_cuda_moe_cache_data(c, 0, 0), lrun_cuda_moe_cache_data(c, 1, 0),
+                        gt->row_bytes, lrun_cuda_moe_cache_stride(c, 0), gt->ne[1], gt->ne[0], m->d_ids, e->xn, k,
+                        n * k, m->d_act, e->stream));
+    TRY(lrun_k_moe_gemv(dt->dtype, lrun_cuda_moe_cache_data(c, 2, 0), NULL, dt->row_bytes,
+                        lrun_cuda_moe_cache_stride(c, 2), dt->ne[1], dt->ne[0], m->d_ids, m->d_act, 1, n * k,
+                        m->d_out, e->stream));
+    return lrun_k_moe_combine(m->d_out, m->d_w, n, k, e->n_embd, e->x, e->stream);
+}
+
+/* Whether a cached block's chunk of n tokens takes ffn_cached_batch. */
+static int cached_batch_ok(const lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t n, int64_t distinct)
+{
+    const struct cuda_moe *m = e->moe;
+    const struct cuda_moe_cache *c = m->cache;
+    if (!m->device_route || n > GEMV_MAX_ROWS || distinct > lrun_cuda_moe_cache_slots(c)) return 0;
+    if (g[0].w->dtype != g[1].w->dtype || g[0].w->row_bytes != g[1].w->row_bytes) return 0;
+    for (int i = 0; i < 3; i++)
+        if (!lrun_k_moe_gemv_supported(g[i].w->dtype, lrun_cuda_moe_cache_data(c, i, 0), g[i].w->row_bytes,
+                                       lrun_cuda_moe_cache_stride(c, i), g[i].w->ne[0]))
+            return 0;
+    return 1;
+}
+
+/* A cached block (its experts' home is the host): each chosen expert's
+ * slot acquired (a miss copies it in), then the device-id kernels for a
+ * decode chunk, or expert by expert as a resident block's prefill runs. */
+static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    struct cuda_moe_cache *c = m->cache;
+    const int64_t n_exp = e->model->info.n_expert;
+    int64_t distinct = 0;
+    for (int64_t x = 0; x < n_exp; x++) distinct += m->first[x + 1] > m->first[x];
+    if (cached_batch_ok(e, g, n, distinct)) {
+        for (int64_t x = 0; x < n_exp; x++)
+            if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &m->slot_of[x]));
+        TRY(ffn_cached_batch(e, g, n));
+        for (int64_t x = 0; x < n_exp; x++)
+            if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_release(e, c, m->slot_of[x]));
+        return LRUN_OK;
+    }
+    TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
+                   "clearing the experts' sum", e->device));
+    for (int64_t x = 0; x < n_exp; x++) {
+        const int64_t cnt = m->first[x + 1] - m->first[x];
+        if (cnt == 0) continue;
+        int64_t slot;
+        TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &slot));
+        const void *const data[3] = {lrun_cuda_moe_cache_data(c, 0, slot), lrun_cuda_moe_cache_data(c, 1, slot),
+                                     lrun_cuda_moe_cache_data(c, 2, slot)};
+        TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, data));
+        TRY(lrun_cuda_moe_cache_release(e, c, slot));
+    }
+    return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
+}
+
 lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
                                   const lrun_arch_op *op)
 {
@@ -307,11 +399,12 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     for (int64_t i = 0; i < n; i++) lrun_moe_route(m->h_router + i * n_exp, n_exp, k, m->ids + i * k, m->w + i * k);
     group_pairs(m, n, n_exp, k);
     lrun_moe_counts_add(&m->counts, layer, m->first, n);
+    if (lrun_cuda_moe_cache_covers(m->cache, layer)) return ffn_cached(e, g, layer, n);
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), s), "clearing the experts' sum",
                    e->device));
     for (int64_t x = 0; x < n_exp; x++) {
         const int64_t cnt = m->first[x + 1] - m->first[x];
-        if (cnt > 0) TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt));
+        if (cnt > 0) TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, NULL));
     }
     return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
 }
