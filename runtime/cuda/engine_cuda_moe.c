@@ -109,7 +109,7 @@ static int all_device_routed(const lrun_cuda_engine *e)
                 const struct lrun_tensor *t = e->model->layers[l].t[a->ops[i].w[j]];
                 g[j] = (lrun_weight_ref){t, t ? t->data : NULL, 0};
             }
-            if (!experts_on_device(g)) return 0;
+            if (!experts_on_device(g) || g[0].w->ne[1] > e->n_ff) return 0;
         }
     }
     return 1;
@@ -341,7 +341,8 @@ static int cached_batch_ok(const lrun_cuda_engine *e, const lrun_weight_ref g[3]
 {
     const struct cuda_moe *m = e->moe;
     const struct cuda_moe_cache *c = m->cache;
-    if (!m->device_route || n > GEMV_MAX_ROWS || distinct > lrun_cuda_moe_cache_slots(c)) return 0;
+    if (!m->device_route || n > GEMV_MAX_ROWS || distinct > lrun_cuda_moe_cache_slots(c) || g[0].w->ne[1] > e->n_ff)
+        return 0;
     if (g[0].w->dtype != g[1].w->dtype || g[0].w->row_bytes != g[1].w->row_bytes) return 0;
     for (int i = 0; i < 3; i++)
         if (!lrun_k_moe_gemv_supported(g[i].w->dtype, lrun_cuda_moe_cache_data(c, i, 0), g[i].w->row_bytes,
@@ -389,7 +390,8 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     struct cuda_moe *m = e->moe;
     lrun_weight_ref g[3];
     for (int i = 0; i < 3; i++) g[i] = lrun_weights_get(W, layer, op->w[i]);
-    if (m->device_route && n <= GEMV_MAX_ROWS && experts_on_device(g)) return ffn_device(e, g, layer, n);
+    if (m->device_route && n <= GEMV_MAX_ROWS && experts_on_device(g) && g[0].w->ne[1] <= e->n_ff)
+        return ffn_device(e, g, layer, n); /* d_act holds n_ff per pair */
     const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
     cudaStream_t s = (cudaStream_t)e->stream;
     TRY(cuda_check(cudaMemcpyAsync(m->h_router, m->d_router, (size_t)(n * n_exp) * sizeof(float),
