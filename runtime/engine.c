@@ -274,7 +274,7 @@ void lrun_engine_reset_stats(lrun_engine *engine)
 }
 
 lrun_status lrun_engine_expert_cache_counts(const lrun_engine *engine, int64_t *hits, int64_t *misses,
-                                            uint64_t *bytes_copied, int64_t *slots)
+                                            int64_t *prefetches, uint64_t *bytes_copied, int64_t *slots)
 {
     if (!engine) return lrun_fail(LRUN_E_ARG, "lrun_engine_expert_cache_counts: engine is NULL");
     const lrun_expert_cache *c = engine->iface->expert_cache ? engine->iface->expert_cache(engine->ctx) : NULL;
@@ -282,6 +282,7 @@ lrun_status lrun_engine_expert_cache_counts(const lrun_engine *engine, int64_t *
     if (!c) return LRUN_OK;
     if (hits) memcpy(hits, c->hits, (size_t)c->n_layer * sizeof *hits);
     if (misses) memcpy(misses, c->misses, (size_t)c->n_layer * sizeof *misses);
+    if (prefetches) memcpy(prefetches, c->prefetches, (size_t)c->n_layer * sizeof *prefetches);
     if (bytes_copied) *bytes_copied = c->bytes_copied;
     return LRUN_OK;
 }

@@ -823,11 +823,13 @@ LRUN_API lrun_status lrun_engine_expert_counts(const lrun_engine *engine, int64_
 /* The expert cache (lrun_engine_opts.expert_cache_slots; CUDA only) since
  * the engine was made or its stats last reset: hits and misses (n_layer
  * each, row l = block l's acquires of a slot that held its expert or had to
- * be filled), bytes copied into slots (all blocks) and the slot count.
- * Any pointer may be NULL. An engine without a cache sets *slots to 0 and
- * writes nothing else. LRUN_E_ARG on a NULL engine. */
+ * be filled), prefetches (n_layer: slots filled ahead with the block's
+ * likely experts, the previous token's choices), bytes copied into slots
+ * (all blocks, prefetches included) and the slot count. Any pointer may be
+ * NULL. An engine without a cache sets *slots to 0 and writes nothing
+ * else. LRUN_E_ARG on a NULL engine. */
 LRUN_API lrun_status lrun_engine_expert_cache_counts(const lrun_engine *engine, int64_t *hits, int64_t *misses,
-                                                     uint64_t *bytes_copied, int64_t *slots);
+                                                     int64_t *prefetches, uint64_t *bytes_copied, int64_t *slots);
 
 /* ---------------------------------------------------------------- sampling */
 

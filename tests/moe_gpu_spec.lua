@@ -16,7 +16,8 @@
 --   * the expert cache (moe_host = "cache": host experts copied into device
 --     slots, LRU): all host experts cached, 4 slots (evicting), and mixed
 --     (block 0 cached, the rest resident): bit-identical to the resident
---     run (the same kernels read the slots), hits/misses/bytes in m:stats();
+--     run (the same kernels read the slots; the prefetch of the next
+--     block's likely experts changes no bit), hits/misses/bytes in m:stats();
 --   * device routing against host routing (LRUN_CUDA_MOE_DEVICE_ROUTE=0):
 --     the same greedy tokens, logits within the fast tolerance; decode
 --     counts summing to tokens x top-k; with a static cache and every
@@ -96,8 +97,8 @@ describe("mixtures of experts on cuda against the CPU", function()
             if p[4] and DEVICE ~= "cpu" then
               local c = st.expert_cache
               assert.is_not_nil(c, "no expert cache in m:stats() although moe_host = cache")
-              print(string.format("# %s %s: %d slots, %d hits, %d misses, %d bytes copied", e.name, p[1], c.slots,
-                c.hits, c.misses, c.bytes_copied))
+              print(string.format("# %s %s: %d slots, %d hits, %d misses, %d prefetched, %d bytes copied", e.name, p[1],
+                c.slots, c.hits, c.misses, c.prefetches, c.bytes_copied))
               assert.is_true(c.misses > 0 and c.bytes_copied > 0, "nothing was copied into the cache")
               assert.are.equal(0, st.host_compute_bytes, "cached experts were computed on the host")
             end

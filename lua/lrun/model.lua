@@ -644,21 +644,23 @@ local function expert_stats(self, e)
 end
 
 -- The expert cache's counts (lrun_engine_expert_cache_counts); nil without
--- a cache. {slots=, hits=, misses=, bytes_copied=, hit_rate= (hits over
--- acquires, all blocks), layers = {[l] = {hits=, misses=}} (0-based, the
--- cached blocks only)}
+-- a cache. {slots=, hits=, misses=, prefetches=, bytes_copied=, hit_rate=
+-- (hits over acquires, all blocks), layers = {[l] = {hits=, misses=,
+-- prefetches=}} (0-based, the cached blocks only)}
 local function expert_cache_stats(self, e)
   local L = self:info().n_layer
-  local hits, misses = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
+  local hits, misses, pre = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
   local bytes, slots = ffi.new("uint64_t[1]"), ffi.new("int64_t[1]")
-  if C.lrun_engine_expert_cache_counts(e, hits, misses, bytes, slots) ~= C.LRUN_OK or slots[0] == 0 then return nil end
-  local layers, h, m = {}, 0, 0
-  for l = 0, L - 1 do
-    local hl, ml = tonumber(hits[l]), tonumber(misses[l])
-    if hl + ml > 0 then layers[l] = { hits = hl, misses = ml } end
-    h, m = h + hl, m + ml
+  if C.lrun_engine_expert_cache_counts(e, hits, misses, pre, bytes, slots) ~= C.LRUN_OK or slots[0] == 0 then
+    return nil
   end
-  return { slots = tonumber(slots[0]), hits = h, misses = m, bytes_copied = tonumber(bytes[0]),
+  local layers, h, m, p = {}, 0, 0, 0
+  for l = 0, L - 1 do
+    local hl, ml, pl = tonumber(hits[l]), tonumber(misses[l]), tonumber(pre[l])
+    if hl + ml + pl > 0 then layers[l] = { hits = hl, misses = ml, prefetches = pl } end
+    h, m, p = h + hl, m + ml, p + pl
+  end
+  return { slots = tonumber(slots[0]), hits = h, misses = m, prefetches = p, bytes_copied = tonumber(bytes[0]),
     hit_rate = h + m > 0 and h / (h + m) or 0, layers = layers }
 end
 

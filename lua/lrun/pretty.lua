@@ -203,8 +203,8 @@ function M.stats(s)
   end
   if s.expert_cache then
     local c = s.expert_cache
-    lines[#lines + 1] = string.format("expert cache: %d slots, %d hits, %d misses (%.0f%% hits), %s copied",
-      c.slots, c.hits, c.misses, 100 * c.hit_rate, bytes_text(c.bytes_copied))
+    lines[#lines + 1] = string.format("expert cache: %d slots, %d hits, %d misses (%.0f%% hits), %d prefetched, %s copied",
+      c.slots, c.hits, c.misses, 100 * c.hit_rate, c.prefetches, bytes_text(c.bytes_copied))
   end
   return table.concat(lines, "\n")
 end

@@ -367,7 +367,7 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         TRY(ffn_cached_batch(e, g, n));
         for (int64_t x = 0; x < n_exp; x++)
             if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_release(e, c, m->slot_of[x]));
-        return LRUN_OK;
+        return lrun_cuda_moe_cache_decoded(e, c, layer, m->ids);
     }
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
                    "clearing the experts' sum", e->device));

@@ -28,6 +28,10 @@ struct cuda_moe_cache {
     cudaStream_t copy;       /* the cache's copy stream */
     cudaEvent_t *ready;      /* (n_slots) the slot's last copy done */
     cudaEvent_t *done;       /* (n_slots) the kernels that last read it queued before this */
+    int64_t k;               /* experts per token */
+    int32_t *prev;           /* (n_layer, k) token 0's experts in each cached block's last decode chunk */
+    uint8_t *prev_ok;        /* (n_layer) 1: prev holds that block's */
+    int prefetch;            /* prefetch the next cached block's likely experts (LRUN_CUDA_MOE_PREFETCH=0: no) */
 };
 
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
@@ -68,8 +72,14 @@ static int64_t slot_count(const lrun_cuda_engine *e, size_t slot_bytes, int64_t 
 static lrun_status cache_init(lrun_cuda_engine *e, struct cuda_moe_cache *c)
 {
     const int64_t L = e->n_layer, E = e->model->info.n_expert;
+    c->k = e->model->info.n_expert_used;
     c->covers = calloc((size_t)L, 1);
-    if (!c->covers) return lrun_fail_oom((size_t)L, 0, "expert cache: %lld blocks", (long long)L);
+    c->prev_ok = calloc((size_t)L, 1);
+    c->prev = calloc((size_t)(L * c->k), sizeof *c->prev);
+    if (!c->covers || !c->prev_ok || !c->prev)
+        return lrun_fail_oom((size_t)(L * c->k) * 4, 0, "expert cache: %lld blocks", (long long)L);
+    const char *pf = getenv("LRUN_CUDA_MOE_PREFETCH");
+    c->prefetch = !(pf && strcmp(pf, "0") == 0);
     int64_t n_host = 0;
     for (int64_t l = 0; l < L; l++) {
         const struct lrun_tensor *t[3];
@@ -134,6 +144,8 @@ void lrun_cuda_moe_cache_free(lrun_cuda_engine *e, struct cuda_moe_cache *c)
     if (c->mem) lrun_device_release(e->device, c->mem, c->mem_bytes);
     lrun_expert_cache_free(&c->book);
     free(c->covers);
+    free(c->prev);
+    free(c->prev_ok);
     free(c);
 }
 
@@ -153,6 +165,22 @@ size_t lrun_cuda_moe_cache_stride(const struct cuda_moe_cache *c, int i) { retur
 
 lrun_expert_cache *lrun_cuda_moe_cache_book(struct cuda_moe_cache *c) { return c ? &c->book : NULL; }
 
+/* Expert x of the stacked host tensors t into slot s on the copy stream, once the slot's last reader ran. */
+static lrun_status copy_in(lrun_cuda_engine *e, struct cuda_moe_cache *c, const struct lrun_tensor *const t[3],
+                           int64_t x, int64_t s)
+{
+    TRY(cuda_check(cudaStreamWaitEvent(c->copy, c->done[s], 0), "expert cache: waiting for a slot", e->device));
+    for (int i = 0; i < 3; i++) {
+        const size_t bytes = (size_t)t[i]->ne[1] * t[i]->row_bytes;
+        const char *src = (const char *)t[i]->data + (size_t)x * bytes; /* the host tensor */
+        TRY(cuda_check(cudaMemcpyAsync(c->base[i] + (size_t)s * c->stride[i], src, bytes, cudaMemcpyHostToDevice,
+                                       c->copy),
+                       "expert cache: copying an expert in", e->device));
+        lrun_expert_cache_copied(&c->book, bytes);
+    }
+    return cuda_check(cudaEventRecord(c->ready[s], c->copy), "expert cache: recording a copy", e->device);
+}
+
 lrun_status lrun_cuda_moe_cache_acquire(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
                                         const lrun_weight_ref g[3], int64_t x, int64_t *slot)
 {
@@ -162,19 +190,41 @@ lrun_status lrun_cuda_moe_cache_acquire(lrun_cuda_engine *e, struct cuda_moe_cac
                          e->device->name, (long long)x, (long long)layer);
     const int64_t s = *slot;
     if (!hit) {
-        TRY(cuda_check(cudaStreamWaitEvent(c->copy, c->done[s], 0), "expert cache: waiting for a slot", e->device));
-        for (int i = 0; i < 3; i++) {
-            const size_t bytes = (size_t)g[i].w->ne[1] * g[i].w->row_bytes;
-            const char *src = (const char *)g[i].w->data + (size_t)x * bytes; /* the host tensor */
-            TRY(cuda_check(cudaMemcpyAsync(c->base[i] + (size_t)s * c->stride[i], src, bytes, cudaMemcpyHostToDevice,
-                                           c->copy),
-                           "expert cache: copying an expert in", e->device));
-            lrun_expert_cache_copied(&c->book, bytes);
-        }
-        TRY(cuda_check(cudaEventRecord(c->ready[s], c->copy), "expert cache: recording a copy", e->device));
+        const struct lrun_tensor *const t[3] = {g[0].w, g[1].w, g[2].w};
+        TRY(copy_in(e, c, t, x, s));
     }
     return cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, c->ready[s], 0), "expert cache: waiting for a copy",
                       e->device);
+}
+
+/* The next cached block after layer (the first one, for the next step, after the last). */
+static int64_t next_covered(const struct cuda_moe_cache *c, int64_t layer)
+{
+    const int64_t L = c->book.n_layer;
+    for (int64_t d = 1; d <= L; d++)
+        if (c->covers[(layer + d) % L]) return (layer + d) % L;
+    return layer;
+}
+
+lrun_status lrun_cuda_moe_cache_decoded(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
+                                        const int32_t *ids)
+{
+    memcpy(c->prev + layer * c->k, ids, (size_t)c->k * sizeof *ids);
+    c->prev_ok[layer] = 1;
+    const int64_t next = next_covered(c, layer);
+    /* too few slots for two blocks' choices: a prefetch would evict what the next acquires need */
+    if (!c->prefetch || next == layer || !c->prev_ok[next] || c->book.n_slots < 2 * c->k) return LRUN_OK;
+    const struct lrun_tensor *t[3];
+    if (!host_experts(e, next, t)) return LRUN_OK;
+    for (int64_t j = 0; j < c->k; j++) {
+        int64_t s;
+        const int took = lrun_expert_cache_prefetch(&c->book, next, c->prev[next * c->k + j], &s);
+        if (took < 0)
+            return lrun_fail(LRUN_E_INTERNAL, "engine on %s: expert cache prefetch of expert %d of block %lld",
+                             e->device->name, c->prev[next * c->k + j], (long long)next);
+        if (took) TRY(copy_in(e, c, t, c->prev[next * c->k + j], s));
+    }
+    return LRUN_OK;
 }
 
 lrun_status lrun_cuda_moe_cache_release(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t slot)

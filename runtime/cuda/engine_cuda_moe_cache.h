@@ -27,6 +27,13 @@ int64_t lrun_cuda_moe_cache_slots(const struct cuda_moe_cache *c);
 lrun_status lrun_cuda_moe_cache_acquire(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
                                         const lrun_weight_ref g[3], int64_t x, int64_t *slot);
 lrun_status lrun_cuda_moe_cache_release(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t slot);
+/* After a decode chunk of cached block layer: remembers token 0's experts
+ * (ids, k of them) and prefetches the next cached block's experts of its
+ * last decode chunk (the previous token's choices there), on the copy
+ * stream, when the cache has at least 2k slots (LRUN_CUDA_MOE_PREFETCH=0:
+ * never). */
+lrun_status lrun_cuda_moe_cache_decoded(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
+                                        const int32_t *ids);
 /* Slot s's copy of projection i (0 gate, 1 up, 2 down); the stride between slots of projection i. */
 const void *lrun_cuda_moe_cache_data(const struct cuda_moe_cache *c, int i, int64_t slot);
 size_t lrun_cuda_moe_cache_stride(const struct cuda_moe_cache *c, int i);

@@ -18,7 +18,8 @@ lrun_status lrun_expert_cache_init(lrun_expert_cache *c, int64_t n_slots, int64_
     c->last_use = calloc((size_t)n_slots, sizeof *c->last_use);
     c->hits = calloc((size_t)n_layer, sizeof *c->hits);
     c->misses = calloc((size_t)n_layer, sizeof *c->misses);
-    if (!c->slot_of || !c->key || !c->last_use || !c->hits || !c->misses) {
+    c->prefetches = calloc((size_t)n_layer, sizeof *c->prefetches);
+    if (!c->slot_of || !c->key || !c->last_use || !c->hits || !c->misses || !c->prefetches) {
         lrun_expert_cache_free(c);
         return lrun_fail_oom(experts * 8 + (size_t)n_slots * 16, 0, "expert cache: tables for %lld slots",
                              (long long)n_slots);
@@ -36,6 +37,7 @@ void lrun_expert_cache_free(lrun_expert_cache *c)
     free(c->last_use);
     free(c->hits);
     free(c->misses);
+    free(c->prefetches);
     memset(c, 0, sizeof *c);
 }
 
@@ -50,6 +52,16 @@ static int64_t victim(const lrun_expert_cache *c)
     return v;
 }
 
+/* The victim slot, given to key k (the slot's previous expert forgotten). */
+static int64_t take(lrun_expert_cache *c, int64_t k)
+{
+    const int64_t s = victim(c);
+    if (c->key[s] >= 0) c->slot_of[c->key[s]] = -1;
+    c->key[s] = k;
+    c->slot_of[k] = s;
+    return s;
+}
+
 int lrun_expert_cache_acquire(lrun_expert_cache *c, int64_t layer, int64_t x, int64_t *slot)
 {
     if (!c->slot_of || layer < 0 || layer >= c->n_layer || x < 0 || x >= c->n_expert) return -1;
@@ -58,15 +70,27 @@ int lrun_expert_cache_acquire(lrun_expert_cache *c, int64_t layer, int64_t x, in
     const int hit = s >= 0;
     if (hit) c->hits[layer]++;
     else {
-        s = victim(c);
-        if (c->key[s] >= 0) c->slot_of[c->key[s]] = -1;
-        c->key[s] = k;
-        c->slot_of[k] = s;
+        s = take(c, k);
         c->misses[layer]++;
     }
     c->last_use[s] = ++c->tick;
     *slot = s;
     return hit;
+}
+
+int lrun_expert_cache_prefetch(lrun_expert_cache *c, int64_t layer, int64_t x, int64_t *slot)
+{
+    if (!c->slot_of || layer < 0 || layer >= c->n_layer || x < 0 || x >= c->n_expert) return -1;
+    const int64_t k = layer * c->n_expert + x;
+    if (c->slot_of[k] >= 0) {
+        *slot = c->slot_of[k];
+        return 0;
+    }
+    const int64_t s = take(c, k);
+    c->prefetches[layer]++;
+    c->last_use[s] = ++c->tick;
+    *slot = s;
+    return 1;
 }
 
 int lrun_expert_cache_holds(const lrun_expert_cache *c, int64_t layer, int64_t x)
@@ -82,5 +106,6 @@ void lrun_expert_cache_reset_stats(lrun_expert_cache *c)
     if (!c->hits) return;
     memset(c->hits, 0, (size_t)c->n_layer * sizeof *c->hits);
     memset(c->misses, 0, (size_t)c->n_layer * sizeof *c->misses);
+    memset(c->prefetches, 0, (size_t)c->n_layer * sizeof *c->prefetches);
     c->bytes_copied = 0;
 }

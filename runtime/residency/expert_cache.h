@@ -27,6 +27,7 @@ typedef struct lrun_expert_cache {
     uint64_t tick;        /* acquires so far */
     int64_t *hits;        /* (n_layer) acquires that found their expert */
     int64_t *misses;      /* (n_layer) acquires that had to copy it */
+    int64_t *prefetches;  /* (n_layer) slots taken ahead of use (lrun_expert_cache_prefetch) */
     uint64_t bytes_copied;/* into slots, all blocks */
 } lrun_expert_cache;
 
@@ -38,10 +39,16 @@ void lrun_expert_cache_free(lrun_expert_cache *c);
  * copies the expert in, bytes counted with lrun_expert_cache_copied; the
  * slot's previous expert, if any, is forgotten), -1 on bad arguments. */
 int lrun_expert_cache_acquire(lrun_expert_cache *c, int64_t layer, int64_t x, int64_t *slot);
+/* Takes a slot for expert x of block layer ahead of its use (the next
+ * block's likely experts): 1 when a slot was taken for it (the caller copies
+ * it in; counted in prefetches, its bytes with lrun_expert_cache_copied), 0
+ * when it is already held (nothing changes), -1 on bad arguments. The slot
+ * becomes most recently used; the block's acquire later counts a hit. */
+int lrun_expert_cache_prefetch(lrun_expert_cache *c, int64_t layer, int64_t x, int64_t *slot);
 /* Whether expert x of block layer is in a slot (no use counted). */
 int lrun_expert_cache_holds(const lrun_expert_cache *c, int64_t layer, int64_t x);
 void lrun_expert_cache_copied(lrun_expert_cache *c, uint64_t bytes);
-/* Zeroes hits, misses and bytes; the slots keep their experts. */
+/* Zeroes hits, misses, prefetches and bytes; the slots keep their experts. */
 void lrun_expert_cache_reset_stats(lrun_expert_cache *c);
 
 #endif

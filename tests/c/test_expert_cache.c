@@ -36,6 +36,20 @@ int main(void)
           c.hits[0] == 0 && c.misses[1] == 0 && c.bytes_copied == 0 && lrun_expert_cache_holds(&c, 0, 5));
     lrun_expert_cache_free(&c);
 
+    /* prefetch: a slot taken ahead of use, then the use is a hit */
+    CHECK("2 slots, 2 blocks of 4", lrun_expert_cache_init(&c, 2, 2, 4) == LRUN_OK);
+    CHECK("(0, 1) misses into slot 0", lrun_expert_cache_acquire(&c, 0, 1, &s) == 0 && s == 0);
+    CHECK("prefetch (1, 3) takes slot 1", lrun_expert_cache_prefetch(&c, 1, 3, &s) == 1 && s == 1);
+    CHECK("prefetch (1, 3) again: already held", lrun_expert_cache_prefetch(&c, 1, 3, &s) == 0 && s == 1);
+    CHECK("(1, 3) then hits", lrun_expert_cache_acquire(&c, 1, 3, &s) == 1 && s == 1);
+    CHECK("prefetch (1, 2) evicts the least recently used (0, 1)",
+          lrun_expert_cache_prefetch(&c, 1, 2, &s) == 1 && s == 0 && !lrun_expert_cache_holds(&c, 0, 1));
+    CHECK("counts: block 1 2 prefetches, 1 hit, 0 misses", c.prefetches[1] == 2 && c.hits[1] == 1 && c.misses[1] == 0);
+    CHECK("a bad prefetch is -1", lrun_expert_cache_prefetch(&c, 0, 4, &s) == -1);
+    lrun_expert_cache_reset_stats(&c);
+    CHECK("reset zeroes prefetches", c.prefetches[1] == 0);
+    lrun_expert_cache_free(&c);
+
     /* a cycle over one more expert than slots misses every time (LRU's worst case) */
     CHECK("2 slots, 1 block of 4", lrun_expert_cache_init(&c, 2, 1, 4) == LRUN_OK);
     int misses = 0;
