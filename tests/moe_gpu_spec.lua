@@ -149,6 +149,21 @@ describe("mixtures of experts on cuda against the CPU", function()
             assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
           end)
 
+          it("prefetches the next cached block's likely experts without changing a bit", function()
+            local opts = { device = DEVICE, policy = "experts_on_host", expert_cache_slots = 2 * e.n_expert_used + 2 }
+            local ids, logits, _, st = run(path, opts)
+            ffi.C.setenv("LRUN_CUDA_MOE_PREFETCH", "0", 1)
+            local ok, ids0, logits0, _, st0 = pcall(run, path, opts)
+            ffi.C.unsetenv("LRUN_CUDA_MOE_PREFETCH")
+            assert(ok, ids0)
+            local c, c0 = assert(st.expert_cache, "no expert cache"), assert(st0.expert_cache, "no expert cache")
+            print(string.format("# %s: %d slots; prefetch on: %d hits, %d misses, %d prefetched; off: %d hits, %d misses",
+              e.name, c.slots, c.hits, c.misses, c.prefetches, c0.hits, c0.misses))
+            assert.are.equal(0, c0.prefetches, "LRUN_CUDA_MOE_PREFETCH=0 still prefetched")
+            assert.is_true(same(ids0, ids), "greedy tokens differ with prefetch on and off")
+            assert.is_true(same(logits0, logits), "logits differ with prefetch on and off")
+          end)
+
           it("replays decode steps from CUDA graphs with a static cache when every expert is resident", function()
             local function greedy(cache)
               local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE,

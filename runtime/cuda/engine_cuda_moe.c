@@ -183,13 +183,13 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     e->moe = NULL;
 }
 
-/* The host-routed counts plus the device-routed ones (waits for the stream);
- * the host ones alone if the device's cannot be read. */
 const lrun_expert_cache *lrun_cuda_moe_cache_counts(const lrun_cuda_engine *e)
 {
     return e->moe ? lrun_cuda_moe_cache_book(e->moe->cache) : NULL;
 }
 
+/* The host-routed counts plus the device-routed ones (waits for the stream);
+ * the host ones alone if the device's cannot be read. */
 const lrun_moe_counts *lrun_cuda_moe_counts(const lrun_cuda_engine *e)
 {
     struct cuda_moe *m = e->moe;
