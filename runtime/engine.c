@@ -11,8 +11,8 @@
 #include "core/error.h"
 #include "cpu/moe_route.h"
 #include "model/model.h"
-#include "residency/expert_cache.h"
 #include "residency/placement.h"
+#include "residency/expert_cache.h"
 #include "step_tokens.h"
 
 struct lrun_engine {
