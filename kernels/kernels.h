@@ -313,6 +313,39 @@ lrun_status lrun_k_argmax(const float *logits, int64_t n_rows, int64_t n_vocab, 
 lrun_status lrun_k_topk(const float *logits, int64_t n_rows, int64_t n_vocab, int64_t k, float *values,
                         int32_t *ids, void *stream);
 
+// ---------------------------------------------------------------- mixture of experts
+
+/* Routing limits of the device kernels (a model beyond them routes on the host). */
+#define LRUN_K_MOE_MAX_EXPERTS 512
+#define LRUN_K_MOE_MAX_K 32
+
+/* Each token's routing from its router logits (n_rows, n_expert), with the
+ * CPU's bits (lrun_moe_route): ids (n_rows, k) the k most probable experts,
+ * descending, equal probabilities by the lower index first; w (n_rows, k)
+ * their probabilities over max(their sum, 2^-14). n_expert a multiple of 8
+ * up to LRUN_K_MOE_MAX_EXPERTS, 1 <= k <= LRUN_K_MOE_MAX_K. counts, when
+ * not NULL: (n_expert + 1) u64 on the device, counts[x] += the selections
+ * of expert x and counts[n_expert] += n_rows (m:stats().experts). */
+lrun_status lrun_k_moe_route(const float *logits, int64_t n_rows, int64_t n_expert, int64_t k, int32_t *ids,
+                             float *w, unsigned long long *counts, void *stream);
+
+/* Whether lrun_k_moe_gemv has a kernel for experts of dtype t stacked at w
+ * (row_bytes per row, expert_bytes per expert, k elements per row). */
+int lrun_k_moe_gemv_supported(lrun_dtype t, const void *w, size_t row_bytes, size_t expert_bytes, int64_t k);
+
+/* y (n_pairs, n) = for each pair p: W_e · x[p / x_div] with e = ids[p] (device)
+ * and W_e the n rows of k at w + e·expert_bytes; with u (the up
+ * projection, same layout) not NULL: silu(W_e ·) · (U_e ·), the CPU's SwiGLU
+ * formula. x (n_pairs / x_div rows of k), f32 on the device. */
+lrun_status lrun_k_moe_gemv(lrun_dtype t, const void *w, const void *u, size_t row_bytes, size_t expert_bytes,
+                            int64_t n, int64_t k, const int32_t *ids, const float *x, int64_t x_div, int64_t n_pairs,
+                            float *y, void *stream);
+
+/* x (n_tok, d) += Σ_s y[t·k + s] · w[t·k + s], per element a multiply then an
+ * add per slot in slot order (the CPU's scatter and sum of slots). */
+lrun_status lrun_k_moe_combine(const float *y, const float *w, int64_t n_tok, int64_t k, int64_t d, float *x,
+                               void *stream);
+
 // ---------------------------------------------------------------- packed weights
 
 /* dst (count) = elements first .. first+count-1 of a packed bf16/f16 tensor

@@ -66,6 +66,8 @@ typedef struct lrun_backend_iface {
     /* The expert selections counted since init or reset_stats (moe_route.h); NULL entry or a table with
      * no counts: none (a dense model). reset_stats clears them. */
     const struct lrun_moe_counts *(*moe_counts)(const void *ctx);
+    /* The expert cache's bookkeeping (residency/expert_cache.h); NULL entry or result: no cache. */
+    const struct lrun_expert_cache *(*expert_cache)(const void *ctx);
 } lrun_backend_iface;
 
 /* The backends this build has, each a peer; declared here so the registry can

@@ -14,6 +14,7 @@
 #include "model/model.h"
 #include "model/model_guard.h"
 #include "residency/placement.h"
+#include "residency/expert_cache.h"
 #include "step_tokens.h"
 
 struct lrun_engine {
@@ -60,6 +61,9 @@ static lrun_status check_opts(const lrun_engine_opts *o, const char *who)
                          o->prefetch_layers);
     if (o->numerics != LRUN_NUMERICS_DEFAULT && o->numerics != LRUN_NUMERICS_EXACT)
         return lrun_fail(LRUN_E_ARG, "%s: numerics %d is not LRUN_NUMERICS_DEFAULT or _EXACT", who, (int)o->numerics);
+    if (o->expert_cache_slots < -1)
+        return lrun_fail(LRUN_E_ARG, "%s: expert_cache_slots %lld (expected -1 = auto, 0 = off, or a slot count)", who,
+                         (long long)o->expert_cache_slots);
     return LRUN_OK;
 }
 
@@ -285,6 +289,20 @@ void lrun_engine_get_stats(const lrun_engine *engine, lrun_engine_stats *out)
 void lrun_engine_reset_stats(lrun_engine *engine)
 {
     if (engine) engine->iface->reset_stats(engine->ctx);
+}
+
+lrun_status lrun_engine_expert_cache_counts(const lrun_engine *engine, int64_t *hits, int64_t *misses,
+                                            int64_t *prefetches, uint64_t *bytes_copied, int64_t *slots)
+{
+    if (!engine) return lrun_fail(LRUN_E_ARG, "lrun_engine_expert_cache_counts: engine is NULL");
+    const lrun_expert_cache *c = engine->iface->expert_cache ? engine->iface->expert_cache(engine->ctx) : NULL;
+    if (slots) *slots = c ? c->n_slots : 0;
+    if (!c) return LRUN_OK;
+    if (hits) memcpy(hits, c->hits, (size_t)c->n_layer * sizeof *hits);
+    if (misses) memcpy(misses, c->misses, (size_t)c->n_layer * sizeof *misses);
+    if (prefetches) memcpy(prefetches, c->prefetches, (size_t)c->n_layer * sizeof *prefetches);
+    if (bytes_copied) *bytes_copied = c->bytes_copied;
+    return LRUN_OK;
 }
 
 lrun_status lrun_engine_expert_counts(const lrun_engine *engine, int64_t *counts, int64_t *tokens)

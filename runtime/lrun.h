@@ -659,6 +659,10 @@ typedef struct lrun_engine_opts {
     int64_t kv_quant_group;  /* QUANTIZED: elements per scale along head_dim; 0 = 64 (or head_dim) */
     int64_t kv_residual_len; /* QUANTIZED: recent positions kept exact; 0 = 128 */
     lrun_numerics numerics;  /* DEFAULT: the device's fastest arithmetic; EXACT: the CPU engine's bits */
+    int64_t expert_cache_slots; /* cuda, a mixture of experts: blocks whose experts are host-computed copy the
+                                 * chosen experts into this many device slots (LRU) and compute them there
+                                 * instead; -1 = as many as half the free device budget holds; 0 = off (host
+                                 * compute). The CPU backend computes host experts in place either way. */
 } lrun_engine_opts;
 
 /* What an engine made with these options would take from the device budget
@@ -818,6 +822,16 @@ LRUN_API void lrun_engine_reset_stats(lrun_engine *engine);
  * (lrun_model_info). A dense model writes nothing. LRUN_E_ARG on a NULL
  * engine. */
 LRUN_API lrun_status lrun_engine_expert_counts(const lrun_engine *engine, int64_t *counts, int64_t *tokens);
+/* The expert cache (lrun_engine_opts.expert_cache_slots; CUDA only) since
+ * the engine was made or its stats last reset: hits and misses (n_layer
+ * each, row l = block l's acquires of a slot that held its expert or had to
+ * be filled), prefetches (n_layer: slots filled ahead with the block's
+ * likely experts, the previous token's choices), bytes copied into slots
+ * (all blocks, prefetches included) and the slot count. Any pointer may be
+ * NULL. An engine without a cache sets *slots to 0 and writes nothing
+ * else. LRUN_E_ARG on a NULL engine. */
+LRUN_API lrun_status lrun_engine_expert_cache_counts(const lrun_engine *engine, int64_t *hits, int64_t *misses,
+                                                     int64_t *prefetches, uint64_t *bytes_copied, int64_t *slots);
 
 /* ---------------------------------------------------------------- sampling */
 

@@ -1,8 +1,11 @@
 -- moe_gpu_spec: mixtures of experts on the CUDA engine against the CPU
--- engine (docs/moe.md), the first CUDA version: router on the device,
--- routing on the host, each expert's slice through the existing GEMV
--- (decode, ≤ 8 rows) or cuBLAS (prefill: the expert's tokens gathered), fast
--- numerics only. The models are tests/arch_models.lua's MoE ones (checked
+-- engine (docs/moe.md), fast numerics only: router on the device; decode
+-- chunks (≤ 8 tokens) of blocks whose experts are on the device are routed
+-- on the device (lrun_k_moe_route, the CPU's bits) and their experts
+-- multiplied from the device-side ids (lrun_k_moe_gemv); prefill and host
+-- experts are routed on the host, each expert's slice through the existing
+-- GEMV or cuBLAS (the expert's tokens gathered). Models with n_expert not
+-- a multiple of 8 (the Mixtral ones here: 4) always route on the host. The models are tests/arch_models.lua's MoE ones (checked
 -- against llama.cpp on the CPU). Per model and placement:
 --   * resident, experts on the host computed there (experts_on_host, -ot
 --     exps=CPU), experts streamed with their block (-ot exps=host), every
@@ -10,6 +13,15 @@
 --     fast tolerances of the CPU's (f32 1e-2, q8_0 5e-2) and the same first
 --     greedy token; streamed runs bit-identical to the resident fast run;
 --   * the expert counts (m:stats().experts): each block's sum to tokens x top-k;
+--   * the expert cache (moe_host = "cache": host experts copied into device
+--     slots, LRU): all host experts cached, 4 slots (evicting), and mixed
+--     (block 0 cached, the rest resident): bit-identical to the resident
+--     run (the same kernels read the slots; the prefetch of the next
+--     block's likely experts changes no bit), hits/misses/bytes in m:stats();
+--   * device routing against host routing (LRUN_CUDA_MOE_DEVICE_ROUTE=0):
+--     the same greedy tokens, logits within the fast tolerance; decode
+--     counts summing to tokens x top-k; with a static cache and every
+--     expert resident, decode steps replayed from CUDA graphs;
 --   * numerics = "exact" is refused (no exact routing kernels yet).
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
 -- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
@@ -20,6 +32,9 @@ local lf = require("lrun.ffi")
 local C = lf.C
 local lrun = require("lrun")
 local arch_models = require("tests.arch_models")
+
+local ffi = require("ffi")
+pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
 
 local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
 local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
@@ -35,15 +50,20 @@ local PLACEMENTS = {
   { "n_cpu_moe 1 (block 0's experts host-computed)", { n_cpu_moe = 1 }, true },
   { "-ot exps=host (experts streamed with their block)", { overrides = { "exps=host" } }, false },
   { "every block streamed (layers 0, k = 1)", { policy = "layers", n_gpu_layers = 0, prefetch_layers = 1 }, false },
+  -- the expert cache: host experts copied into device slots and run there with the resident kernels
+  { "experts_on_host, cached (moe_host = cache)", { policy = "experts_on_host", moe_host = "cache" }, false, true },
+  { "experts_on_host, cached in 4 slots (evicting)", { policy = "experts_on_host", expert_cache_slots = 4 }, false,
+    true },
+  { "mixed: n_cpu_moe 1 cached, the rest resident", { n_cpu_moe = 1, moe_host = "cache" }, false, true },
 }
 
 local function run(path, opts)
   local m = assert(lrun.load(path, with({ progress = false, n_ctx = 256, threads = 2 }, opts)))
   local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
   local logits = assert(m:logits(PROMPT))
-  local p = m:placement()
+  local p, st = m:placement(), m:stats()
   m:free()
-  return ids, logits, p
+  return ids, logits, p, st
 end
 
 describe("mixtures of experts on cuda against the CPU", function()
@@ -67,13 +87,21 @@ describe("mixtures of experts on cuda against the CPU", function()
 
         for _, p in ipairs(PLACEMENTS) do
           it("fast, " .. p[1], function()
-            local ids, logits, placement = run(path, with(p[2], { device = DEVICE }))
+            local ids, logits, placement, st = run(path, with(p[2], { device = DEVICE }))
             if p[1] == "resident" then fast_ids, fast_logits = ids, logits end
             local d = rel_diff(cpu_logits, logits)
             print(string.format("# %s fast %s: rel diff to the CPU %.2e", e.name, p[1], d))
             assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
             assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
             if p[3] then assert.is_true(placement.experts.host_compute_slices > 0, "no expert host-computed") end
+            if p[4] and DEVICE ~= "cpu" then
+              local c = st.expert_cache
+              assert.is_not_nil(c, "no expert cache in m:stats() although moe_host = cache")
+              print(string.format("# %s %s: %d slots, %d hits, %d misses, %d prefetched, %d bytes copied", e.name, p[1],
+                c.slots, c.hits, c.misses, c.prefetches, c.bytes_copied))
+              assert.is_true(c.misses > 0 and c.bytes_copied > 0, "nothing was copied into the cache")
+              assert.are.equal(0, st.host_compute_bytes, "cached experts were computed on the host")
+            end
             if not p[3] and fast_logits then
               assert.is_true(same(fast_ids, ids), "tokens differ from the resident fast run")
               assert.is_true(same(fast_logits, logits), "logits differ from the resident fast run")
@@ -94,7 +122,68 @@ describe("mixtures of experts on cuda against the CPU", function()
           m:free()
         end)
 
+        it("counts decode steps' selections too (device-routed where the shape allows)", function()
+          local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE }))
+          assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+          local ex = assert(m:stats(true).experts, "no experts in the stats")
+          assert.is_true(ex.tokens >= #PROMPT + N_NEW - 1,
+            string.format("%d tokens counted after a prompt of %d and %d new", ex.tokens, #PROMPT, N_NEW))
+          for l = 0, m:info().n_layer - 1 do
+            local sum = 0
+            for _, c in ipairs(ex.layers[l]) do sum = sum + c end
+            assert.are.equal(ex.tokens * e.n_expert_used, sum, "block " .. l .. "'s selections")
+          end
+          m:free()
+        end)
+
         if DEVICE ~= "cpu" then
+          it("routes decode on the device as the host does (LRUN_CUDA_MOE_DEVICE_ROUTE=0 for the host)", function()
+            local dev_ids, dev_logits = run(path, { device = DEVICE })
+            ffi.C.setenv("LRUN_CUDA_MOE_DEVICE_ROUTE", "0", 1)
+            local ok, host_ids, host_logits = pcall(run, path, { device = DEVICE })
+            ffi.C.unsetenv("LRUN_CUDA_MOE_DEVICE_ROUTE")
+            assert(ok, host_ids)
+            assert.is_true(same(host_ids, dev_ids), "greedy tokens differ between device and host routing")
+            local d = rel_diff(host_logits, dev_logits)
+            print(string.format("# %s: device vs host routing, rel diff of the prompt's logits %.2e", e.name, d))
+            assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+          end)
+
+          it("prefetches the next cached block's likely experts without changing a bit", function()
+            local opts = { device = DEVICE, policy = "experts_on_host", expert_cache_slots = 2 * e.n_expert_used + 2 }
+            local ids, logits, _, st = run(path, opts)
+            ffi.C.setenv("LRUN_CUDA_MOE_PREFETCH", "0", 1)
+            local ok, ids0, logits0, _, st0 = pcall(run, path, opts)
+            ffi.C.unsetenv("LRUN_CUDA_MOE_PREFETCH")
+            assert(ok, ids0)
+            local c, c0 = assert(st.expert_cache, "no expert cache"), assert(st0.expert_cache, "no expert cache")
+            print(string.format("# %s: %d slots; prefetch on: %d hits, %d misses, %d prefetched; off: %d hits, %d misses",
+              e.name, c.slots, c.hits, c.misses, c.prefetches, c0.hits, c0.misses))
+            assert.are.equal(0, c0.prefetches, "LRUN_CUDA_MOE_PREFETCH=0 still prefetched")
+            assert.is_true(same(ids0, ids), "greedy tokens differ with prefetch on and off")
+            assert.is_true(same(logits0, logits), "logits differ with prefetch on and off")
+          end)
+
+          it("replays decode steps from CUDA graphs with a static cache when every expert is resident", function()
+            local function greedy(cache)
+              local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE,
+                                                 cache_implementation = cache }))
+              local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+              local st = m:stats()
+              m:free()
+              return ids, st
+            end
+            local dyn = greedy(nil)
+            local ids, st = greedy("static")
+            assert.is_true(same(dyn, ids), "a static cache's greedy tokens differ from a dynamic one's")
+            if e.n_expert % 8 == 0 then
+              assert.is_true(st.graphs_enabled, "graphs are off although every expert is device-routed")
+              assert.is_true(st.graph_launches + st.graph_captures > 0, "no decode step ran from a graph")
+            else
+              print("# " .. e.name .. ": n_expert not a multiple of 8, routed on the host, no graphs")
+            end
+          end)
+
           it("exact numerics are refused, naming the requirement", function()
             local ok = pcall(run, path, { device = DEVICE, numerics = "exact" })
             assert.is_false(ok)

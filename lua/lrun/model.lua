@@ -29,6 +29,9 @@ local load_opt_types = {
   policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
   prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
   n_cpu_moe = "number", -- a mixture of experts: the first N blocks' experts host-computed (policies/n_cpu_moe.lua)
+  -- a mixture of experts on CUDA: host experts computed on the CPU ("compute", the default) or copied
+  -- into an expert cache of device slots ("cache"; expert_cache_slots = N slots, default: half the free budget)
+  moe_host = "string", expert_cache_slots = "number",
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
   -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
   packed = "any",
@@ -59,6 +62,16 @@ local function check_load_opts(opts)
     if v ~= nil and (v < 0 or v % 1 ~= 0) then
       error("lrun.load: option '" .. k .. "' must be a whole number >= 0, got " .. v, 3)
     end
+  end
+  if opts.moe_host and opts.moe_host ~= "compute" and opts.moe_host ~= "cache" then
+    error("lrun.load: moe_host must be \"compute\" or \"cache\", got \"" .. opts.moe_host .. "\"", 3)
+  end
+  local slots = opts.expert_cache_slots
+  if slots ~= nil and (slots < 1 or slots % 1 ~= 0) then
+    error("lrun.load: option 'expert_cache_slots' must be a whole number >= 1, got " .. slots, 3)
+  end
+  if slots ~= nil and opts.moe_host == "compute" then
+    error("lrun.load: expert_cache_slots needs moe_host = \"cache\" (or no moe_host)", 3)
   end
   if opts.host_budget ~= nil then
     local n, err = size.parse(opts.host_budget)
@@ -132,6 +145,8 @@ function M.load(path, opts)
     cache_config = opts.cache_config,
     kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
     numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT,
+    -- lrun_engine_opts.expert_cache_slots: 0 host compute, -1 auto, N slots
+    expert_cache_slots = (opts.moe_host == "cache" or opts.expert_cache_slots) and (opts.expert_cache_slots or -1) or 0,
   }, Model)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
@@ -226,6 +241,7 @@ function Model:engine(req, cache_config)
   eo.n_threads = self.threads
   eo.kv_dtype = self.kv_dtype
   eo.numerics = self.numerics
+  eo.expert_cache_slots = self.expert_cache_slots
   for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   if self.residency then
     eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
@@ -628,6 +644,27 @@ local function expert_stats(self, e)
     top1_share = total > 0 and top1 / total or 0, top10_share = total > 0 and top10 / total or 0 }
 end
 
+-- The expert cache's counts (lrun_engine_expert_cache_counts); nil without
+-- a cache. {slots=, hits=, misses=, prefetches=, bytes_copied=, hit_rate=
+-- (hits over acquires, all blocks), layers = {[l] = {hits=, misses=,
+-- prefetches=}} (0-based, the cached blocks only)}
+local function expert_cache_stats(self, e)
+  local L = self:info().n_layer
+  local hits, misses, pre = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
+  local bytes, slots = ffi.new("uint64_t[1]"), ffi.new("int64_t[1]")
+  if C.lrun_engine_expert_cache_counts(e, hits, misses, pre, bytes, slots) ~= C.LRUN_OK or slots[0] == 0 then
+    return nil
+  end
+  local layers, h, m, p = {}, 0, 0, 0
+  for l = 0, L - 1 do
+    local hl, ml, pl = tonumber(hits[l]), tonumber(misses[l]), tonumber(pre[l])
+    if hl + ml + pl > 0 then layers[l] = { hits = hl, misses = ml, prefetches = pl } end
+    h, m, p = h + hl, m + ml, p + pl
+  end
+  return { slots = tonumber(slots[0]), hits = h, misses = m, prefetches = p, bytes_copied = tonumber(bytes[0]),
+    hit_rate = h + m > 0 and h / (h + m) or 0, layers = layers }
+end
+
 --- What the engine has done since it was made or since stats(true):
 -- bytes streamed, copy and stall seconds, prefetch hits and misses,
 -- a mixture of experts' routing counts (experts),
@@ -642,6 +679,7 @@ function Model:stats(reset)
   local s = ffi.new("lrun_engine_stats")
   C.lrun_engine_get_stats(e, s)
   local experts = expert_stats(self, e) -- before a reset clears the counts
+  local expert_cache = expert_cache_stats(self, e)
   if reset then C.lrun_engine_reset_stats(e) end
   return setmetatable({
     steps = tonumber(s.steps), bytes_streamed = tonumber(s.bytes_streamed),
@@ -661,6 +699,7 @@ function Model:stats(reset)
     disk_read_bandwidth = s.disk_read_seconds > 0 and tonumber(s.disk_bytes_read) / s.disk_read_seconds or 0,
     disk_queue_depth = s.disk_queue_depth, disk_direct = s.disk_direct ~= 0, disk_stalls = tonumber(s.disk_stalls),
     experts = experts, -- a mixture of experts' routing counts (nil when dense)
+    expert_cache = expert_cache, -- the expert cache's hits, misses and bytes (nil without one)
   }, { __tostring = require("lrun.pretty").stats })
 end
 

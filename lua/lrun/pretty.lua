@@ -201,6 +201,11 @@ function M.stats(s)
     lines[#lines + 1] = string.format("experts: %d selections over %d tokens, the busiest 10%% of experts take %.0f%% of them",
       s.experts.selections, s.experts.tokens, 100 * s.experts.top10_share)
   end
+  if s.expert_cache then
+    local c = s.expert_cache
+    lines[#lines + 1] = string.format("expert cache: %d slots, %d hits, %d misses (%.0f%% hits), %d prefetched, %s copied",
+      c.slots, c.hits, c.misses, 100 * c.hit_rate, c.prefetches, bytes_text(c.bytes_copied))
+  end
   return table.concat(lines, "\n")
 end
 

@@ -226,6 +226,7 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     const char *pdl = getenv("LRUN_CUDA_PDL");
     e->pdl_enabled = lrun_k_pdl_supported(dev->cuda_ordinal) && !(pdl && strcmp(pdl, "0") == 0);
     e->table_bytes = (size_t)e->n_batch_max * 28;
+    e->expert_cache_slots = opts->expert_cache_slots;
 }
 
 lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
@@ -454,4 +455,5 @@ const lrun_backend_iface lrun_cuda_backend = {
     .get_stats = lrun_cuda_engine_get_stats,
     .reset_stats = lrun_cuda_engine_reset_stats,
     .moe_counts = lrun_cuda_engine_moe_counts,
+    .expert_cache = lrun_cuda_engine_expert_cache,
 };

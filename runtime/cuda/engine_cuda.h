@@ -58,5 +58,6 @@ lrun_status lrun_cuda_engine_step(void *ctx, const lrun_step_args *args);
 void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out);
 void lrun_cuda_engine_reset_stats(void *ctx);
 const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx);
+const struct lrun_expert_cache *lrun_cuda_engine_expert_cache(const void *ctx);
 
 #endif

@@ -141,6 +141,7 @@ struct lrun_cuda_engine {
     struct cuda_offload *offload; /* AS_PLACED weights off the device, or NULL (engine_cuda_offload.h) */
     struct cuda_exact *exact;     /* the exact path's state when the model takes it (engine_cuda_exact.c), or NULL */
     struct cuda_moe *moe;         /* a mixture of experts' routing state (engine_cuda_moe.c), or NULL when dense */
+    int64_t expert_cache_slots;   /* opts: host experts cached in this many device slots; -1 auto; 0 off */
 };
 
 #define TRY(call)                                   \
@@ -233,6 +234,8 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e);
 void lrun_cuda_moe_free(lrun_cuda_engine *e);
 /* The expert selections counted where the host routes (NULL when dense); reset with the stats. */
 const struct lrun_moe_counts *lrun_cuda_moe_counts(const lrun_cuda_engine *e);
+/* The expert cache's hits, misses and bytes (engine_cuda_moe_cache.c), or NULL when the engine has none. */
+const struct lrun_expert_cache *lrun_cuda_moe_cache_counts(const lrun_cuda_engine *e);
 void lrun_cuda_moe_reset_counts(lrun_cuda_engine *e);
 lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
                                 const lrun_arch_op *op);

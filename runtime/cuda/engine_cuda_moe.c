@@ -1,32 +1,52 @@
-/* engine_cuda_moe.c — a mixture of experts on CUDA, first version
- * (docs/moe.md): every expert where the placement put it (resident,
- * streamed with its block, or host-computed slice by slice), fast numerics.
+/* engine_cuda_moe.c — a mixture of experts on CUDA (docs/moe.md): every
+ * expert where the placement put it (resident, streamed with its block, or
+ * host-computed slice by slice), fast numerics.
  *
  *   MOE_ROUTE    router logits (n, n_expert) = xn · Wrᵀ on the device (the
  *                GEMV/cuBLAS matmul of any weight);
- *   MOE_FFN_ADD  the logits come to the host (one stream sync), where
+ *   MOE_FFN_ADD  two ways:
+ *     device-routed (decode-sized chunks, n <= GEMV_MAX_ROWS, whose block's
+ *                experts are all on the device): lrun_k_moe_route picks
+ *                each token's experts and weights on the device with the
+ *                CPU's bits; lrun_k_moe_gemv multiplies gate and up (SwiGLU
+ *                in its epilogue), then down, reading each pair's expert
+ *                from the device-side ids; lrun_k_moe_combine adds the
+ *                weighted slots into the residual stream. No host round
+ *                trip and no stream sync: decode steps of a model whose
+ *                experts are all on the device keep their CUDA graphs.
+ *     host-routed (prefill chunks, and blocks with experts off the device):
+ *                the logits come to the host (one stream sync), where
  *                lrun_moe_route picks each token's experts and weights as
- *                the CPU does (so both backends route alike up to the
- *                logits' bits); the (token, slot) pairs are grouped by
- *                expert; per expert with pairs, its xn rows are gathered on
- *                the device, gate and up multiplied by the expert's slices of
- *                the stacked tensors (the existing GEMV for ≤ 8 rows, cuBLAS
- *                beyond: a grouped GEMM, one per expert), SwiGLU, down; each
- *                output row is added times its weight into tmp (cublasSaxpy),
- *                and tmp into the residual stream.
+ *                the CPU does (the same bits as the device routing); the
+ *                (token, slot) pairs are grouped by expert; per expert with
+ *                pairs, its xn rows are gathered on the device, gate and up
+ *                multiplied by the expert's slices of the stacked tensors
+ *                (the existing GEMV for <= 8 rows, cuBLAS beyond: a grouped
+ *                GEMM, one per expert), SwiGLU, down; each output row is
+ *                added times its weight into tmp (cublasSaxpy), and tmp into
+ *                the residual stream.
  *
- * The host round trip per MoE block makes steps run eagerly (no CUDA
- * graphs); the exact path refuses experts (lrun_cuda_exact_eligible). A
- * device-side top-k and gather, and expert-level placement, are what comes
- * next (docs/moe.md). */
+ * The two ways multiply in different orders, so their logits agree to
+ * rounding, not to the bit; the exact path refuses experts
+ * (lrun_cuda_exact_eligible). Expert selections are counted on the host
+ * (host-routed) and on the device (device-routed, u64 atomics), and added
+ * when m:stats() reads them. */
 #include <cublas_v2.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu/moe_route.h"
 #include "cuda/engine_cuda_internal.h"
+#include "cuda/engine_cuda_moe_cache.h"
 #include "cuda/engine_cuda_offload.h"
 #include "kernels.h"
+
+/* LRUN_CUDA_MOE_DEVICE_ROUTE=0 routes every chunk on the host (to compare the two ways). */
+static int getenv_device_route(void)
+{
+    const char *v = getenv("LRUN_CUDA_MOE_DEVICE_ROUTE");
+    return !(v && strcmp(v, "0") == 0);
+}
 
 struct cuda_moe {
     float *d_router;    /* (B, n_expert) device: the router's logits */
@@ -39,8 +59,61 @@ struct cuda_moe {
     int32_t *pairs;     /* (B·k) token·k + slot, grouped by expert */
     int64_t *first;     /* (n_expert + 1) where each expert's pairs start */
     int64_t *fill;      /* (n_expert) cursors while grouping */
-    lrun_moe_counts counts; /* selections per block and expert, for m:stats().experts */
+    lrun_moe_counts counts; /* selections per block and expert, for m:stats().experts: host-routed chunks */
+    /* device routing (decode-sized chunks): Bd = min(B, GEMV_MAX_ROWS) tokens */
+    int device_route;   /* the model's shape fits lrun_k_moe_route (n_expert % 8 == 0, limits) */
+    int32_t *d_ids;     /* (Bd, k) device: each token's experts */
+    float *d_w;         /* (Bd, k) device: and weights */
+    float *d_act;       /* (Bd·k, n_ff) device: each pair's SwiGLU(gate, up) */
+    float *d_out;       /* (Bd·k, n_embd) device: each pair's down projection */
+    unsigned long long *d_counts; /* (n_layer, n_expert + 1) device: selections, then tokens, of device-routed chunks */
+    unsigned long long *h_counts; /* (n_layer, n_expert + 1) host: their copy when the stats are read */
+    lrun_moe_counts merged;       /* counts + the device's, what lrun_cuda_moe_counts returns */
+    struct cuda_moe_cache *cache; /* host experts copied to device slots (engine_cuda_moe_cache.c), or NULL */
+    int32_t *h_sid;     /* (Bd, k) pinned: a cached block's pairs' slots, for the device-id kernels */
+    float *h_sw;        /* (Bd, k) pinned: and their weights */
+    int64_t *slot_of;   /* (n_expert) a cached block's chunk: each chosen expert's slot */
 };
+
+static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
+
+/* Bytes of each expert's slice of a stacked tensor t ({k, n, n_expert}). */
+static size_t slice_bytes(const struct lrun_tensor *t) { return (size_t)t->ne[1] * t->row_bytes; }
+
+/* Whether a block's three expert tensors (gate, up, down) can take the
+ * device-routed way: on the device, plain (not packed), a dtype and
+ * alignment lrun_k_moe_gemv reads, gate and up alike. */
+static int experts_on_device(const lrun_weight_ref g[3])
+{
+    for (int i = 0; i < 3; i++) {
+        const struct lrun_tensor *t = g[i].w;
+        if (!t || !g[i].data || g[i].on_host || t->packed ||
+            !lrun_k_moe_gemv_supported(t->dtype, g[i].data, t->row_bytes, slice_bytes(t), t->ne[0]))
+            return 0;
+    }
+    return g[0].w->dtype == g[1].w->dtype && g[0].w->row_bytes == g[1].w->row_bytes &&
+           g[0].w->ne[1] == g[1].w->ne[1] && g[2].w->ne[0] == g[0].w->ne[1];
+}
+
+/* Whether every block's experts take the device-routed way for decode, so
+ * decode steps have no host work and may be captured in CUDA graphs. */
+static int all_device_routed(const lrun_cuda_engine *e)
+{
+    const lrun_arch *a = e->model->arch;
+    if (!e->moe->device_route || e->offload) return 0;
+    for (int i = 0; i < a->n_ops; i++) {
+        if (a->ops[i].kind != LRUN_ARCH_OP_MOE_FFN_ADD) continue;
+        for (int64_t l = 0; l < e->n_layer; l++) {
+            lrun_weight_ref g[3];
+            for (int j = 0; j < 3; j++) {
+                const struct lrun_tensor *t = e->model->layers[l].t[a->ops[i].w[j]];
+                g[j] = (lrun_weight_ref){t, t ? t->data : NULL, 0};
+            }
+            if (!experts_on_device(g) || g[0].w->ne[1] > e->n_ff) return 0;
+        }
+    }
+    return 1;
+}
 
 lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
 {
@@ -50,12 +123,24 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     if (!m) return lrun_fail_oom(sizeof *m, 0, "engine: mixture-of-experts record");
     e->moe = m;
     const size_t B = (size_t)e->n_batch_max, E = (size_t)in->n_expert, k = (size_t)in->n_expert_used;
-    const size_t router = (B * E * sizeof(float) + 255) / 256 * 256, rows = (B * (size_t)e->n_embd * 4 + 255) / 256 * 256;
-    m->d_bytes = router + 2 * rows;
+    const size_t Bd = B < GEMV_MAX_ROWS ? B : GEMV_MAX_ROWS, L = (size_t)in->n_layer;
+    const size_t router = round256(B * E * sizeof(float)), rows = round256(B * (size_t)e->n_embd * 4);
+    const size_t ids = round256(Bd * k * 4), act = round256(Bd * k * (size_t)e->n_ff * 4),
+                 out = round256(Bd * k * (size_t)e->n_embd * 4), cnt = round256(L * (E + 1) * 8);
+    m->d_bytes = router + 2 * rows + 2 * ids + act + out + cnt;
     TRY(lrun_oom_phase(lrun_device_alloc(e->device, m->d_bytes, "mixture-of-experts scratch", (void **)&m->d_router),
                        "scratch"));
-    m->d_x = (float *)((char *)m->d_router + router);
-    m->d_y = (float *)((char *)m->d_x + rows);
+    char *at = (char *)m->d_router + router;
+    m->d_x = (float *)at, at += rows;
+    m->d_y = (float *)at, at += rows;
+    m->d_ids = (int32_t *)at, at += ids;
+    m->d_w = (float *)at, at += ids;
+    m->d_act = (float *)at, at += act;
+    m->d_out = (float *)at, at += out;
+    m->d_counts = (unsigned long long *)at;
+    TRY(cuda_check(cudaMemsetAsync(m->d_counts, 0, L * (E + 1) * 8, (cudaStream_t)e->stream),
+                   "clearing the expert counts", e->device));
+    m->device_route = E % 8 == 0 && E <= LRUN_K_MOE_MAX_EXPERTS && k <= LRUN_K_MOE_MAX_K && getenv_device_route();
     TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, B * E * sizeof(float), "router logits", (void **)&m->h_router),
                        "scratch"));
     m->ids = malloc(B * k * sizeof *m->ids);
@@ -63,11 +148,18 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     m->pairs = malloc(B * k * sizeof *m->pairs);
     m->first = malloc((E + 1) * sizeof *m->first);
     m->fill = malloc(E * sizeof *m->fill);
-    if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill)
+    m->h_counts = malloc(L * (E + 1) * sizeof *m->h_counts);
+    m->slot_of = malloc(E * sizeof *m->slot_of);
+    TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, 2 * Bd * k * 4, "expert slot ids", (void **)&m->h_sid),
+                       "scratch"));
+    m->h_sw = (float *)(m->h_sid + Bd * k);
+    if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill || !m->h_counts || !m->slot_of)
         return lrun_fail_oom(0, 0, "engine: routing tables for %zu tokens", B);
     TRY(lrun_moe_counts_init(&m->counts, in->n_layer, in->n_expert));
-    e->graphs_enabled = 0; /* routing is host work between the block's launches: steps run eagerly */
-    return LRUN_OK;
+    TRY(lrun_moe_counts_init(&m->merged, in->n_layer, in->n_expert));
+    /* host routing is host work between the block's launches: such steps run eagerly */
+    if (!all_device_routed(e)) e->graphs_enabled = 0;
+    return lrun_cuda_moe_cache_init(e, &m->cache);
 }
 
 void lrun_cuda_moe_free(lrun_cuda_engine *e)
@@ -75,22 +167,60 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     struct cuda_moe *m = e->moe;
     if (!m) return;
     if (m->d_router) lrun_device_release(e->device, m->d_router, m->d_bytes);
+    lrun_cuda_moe_cache_free(e, m->cache);
     lrun_host_release(LRUN_TIER_PINNED, m->h_router);
+    lrun_host_release(LRUN_TIER_PINNED, m->h_sid);
+    free(m->slot_of);
     free(m->ids);
     free(m->w);
     free(m->pairs);
     free(m->first);
     free(m->fill);
+    free(m->h_counts);
     lrun_moe_counts_free(&m->counts);
+    lrun_moe_counts_free(&m->merged);
     free(m);
     e->moe = NULL;
 }
 
-const lrun_moe_counts *lrun_cuda_moe_counts(const lrun_cuda_engine *e) { return e->moe ? &e->moe->counts : NULL; }
+const lrun_expert_cache *lrun_cuda_moe_cache_counts(const lrun_cuda_engine *e)
+{
+    return e->moe ? lrun_cuda_moe_cache_book(e->moe->cache) : NULL;
+}
+
+/* The host-routed counts plus the device-routed ones (waits for the stream);
+ * the host ones alone if the device's cannot be read. */
+const lrun_moe_counts *lrun_cuda_moe_counts(const lrun_cuda_engine *e)
+{
+    struct cuda_moe *m = e->moe;
+    if (!m) return NULL;
+    const lrun_moe_counts *c = &m->counts;
+    const int64_t L = c->n_layer, E = c->n_expert;
+    if (!c->counts || !m->merged.counts) return c;
+    const size_t bytes = (size_t)(L * (E + 1)) * sizeof *m->h_counts;
+    if (cudaStreamSynchronize((cudaStream_t)e->stream) != cudaSuccess ||
+        cudaMemcpy(m->h_counts, m->d_counts, bytes, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return c;
+    }
+    for (int64_t l = 0; l < L; l++) {
+        const unsigned long long *d = m->h_counts + l * (E + 1);
+        for (int64_t x = 0; x < E; x++) m->merged.counts[l * E + x] = c->counts[l * E + x] + (int64_t)d[x];
+        m->merged.tokens[l] = c->tokens[l] + (int64_t)d[E];
+    }
+    return &m->merged;
+}
 
 void lrun_cuda_moe_reset_counts(lrun_cuda_engine *e)
 {
-    if (e->moe) lrun_moe_counts_reset(&e->moe->counts);
+    struct cuda_moe *m = e->moe;
+    if (!m) return;
+    lrun_moe_counts_reset(&m->counts);
+    lrun_moe_counts_reset(&m->merged);
+    if (m->cache) lrun_expert_cache_reset_stats(lrun_cuda_moe_cache_book(m->cache));
+    if (cudaMemsetAsync(m->d_counts, 0, (size_t)(m->counts.n_layer * (m->counts.n_expert + 1)) * 8,
+                        (cudaStream_t)e->stream) != cudaSuccess)
+        (void)cudaGetLastError(); /* a later launch reports a broken device */
 }
 
 /* y (rows, n) = x (rows, k) · Wᵀ for w (a whole matrix, or one expert's slice as a view). */
@@ -110,22 +240,24 @@ lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int6
     return moe_matmul(e, r.w, r.data, r.on_host, e->xn, n, e->moe->d_router);
 }
 
-/* Expert x's slice of a stacked tensor as a 2-D view (its data where this chunk reads it). */
-static struct lrun_tensor slice_view(const lrun_weight_ref *ref, int64_t x, const void **data)
+/* Expert x's slice of a stacked tensor as a 2-D view (its data where this chunk reads it): in
+ * the tensor, or (slot not NULL) the expert cache's device copy. */
+static struct lrun_tensor slice_view(const lrun_weight_ref *ref, int64_t x, const void *slot, const void **data)
 {
     struct lrun_tensor v = *ref->w;
     const size_t bytes = (size_t)v.ne[1] * v.row_bytes;
     v.ne[2] = 1;
     v.ndim = 2;
     v.nbytes = bytes;
-    *data = (const char *)ref->data + (size_t)x * bytes;
+    *data = slot ? slot : (const char *)ref->data + (size_t)x * bytes;
     v.data = (void *)*data; /* what a host-computed product reads */
     return v;
 }
 
-/* Expert x over its pairs: gather, gate/up, SwiGLU, down, weighted into tmp. */
+/* Expert x over its pairs: gather, gate/up, SwiGLU, down, weighted into
+ * tmp; slot (3 pointers, or NULL) its copies in the expert cache. */
 static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t x, const int32_t *pairs,
-                              int64_t cnt)
+                              int64_t cnt, const void *const *slot)
 {
     struct cuda_moe *m = e->moe;
     cudaStream_t s = (cudaStream_t)e->stream;
@@ -137,13 +269,13 @@ static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     float *const outs[2] = {e->gate, e->up};
     for (int i = 0; i < 2; i++) {
         const void *data;
-        const struct lrun_tensor v = slice_view(&g[i], x, &data);
-        TRY(moe_matmul(e, &v, data, g[i].on_host, m->d_x, cnt, outs[i]));
+        const struct lrun_tensor v = slice_view(&g[i], x, slot ? slot[i] : NULL, &data);
+        TRY(moe_matmul(e, &v, data, g[i].on_host && !slot, m->d_x, cnt, outs[i]));
     }
     TRY(lrun_k_swiglu(e->gate, e->up, e->gate, cnt * e->n_ff, e->stream));
     const void *data;
-    const struct lrun_tensor v = slice_view(&g[2], x, &data);
-    TRY(moe_matmul(e, &v, data, g[2].on_host, e->gate, cnt, m->d_y));
+    const struct lrun_tensor v = slice_view(&g[2], x, slot ? slot[2] : NULL, &data);
+    TRY(moe_matmul(e, &v, data, g[2].on_host && !slot, e->gate, cnt, m->d_y));
     for (int64_t j = 0; j < cnt; j++) {
         const float w = m->w[pairs[j]]; /* host pointer mode: read at the call */
         const cublasStatus_t cs = cublasSaxpy((cublasHandle_t)e->cublas, (int)d, &w, m->d_y + j * d, 1,
@@ -165,10 +297,101 @@ static void group_pairs(struct cuda_moe *m, int64_t n, int64_t n_exp, int64_t k)
     for (int64_t j = 0; j < n * k; j++) m->pairs[m->fill[m->ids[j]]++] = (int32_t)j;
 }
 
+/* The device-routed way (see the top): route, gate/up with SwiGLU, down, weighted sum into x. */
+static lrun_status ffn_device(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
+    const struct lrun_tensor *gt = g[0].w, *dt = g[2].w;
+    TRY(lrun_k_moe_route(m->d_router, n, n_exp, k, m->d_ids, m->d_w, m->d_counts + layer * (n_exp + 1), e->stream));
+    TRY(lrun_k_moe_gemv(gt->dtype, g[0].data, g[1].data, gt->row_bytes, slice_bytes(gt), gt->ne[1], gt->ne[0],
+                        m->d_ids, e->xn, k, n * k, m->d_act, e->stream));
+    TRY(lrun_k_moe_gemv(dt->dtype, g[2].data, NULL, dt->row_bytes, slice_bytes(dt), dt->ne[1], dt->ne[0], m->d_ids,
+                        m->d_act, 1, n * k, m->d_out, e->stream));
+    return lrun_k_moe_combine(m->d_out, m->d_w, n, k, e->n_embd, e->x, e->stream);
+}
+
+/* A cached block's decode chunk through the device-id kernels, as ffn_device
+ * computes a resident one (the same bits): the slots are a stacked tensor
+ * of their own, the pairs' slot numbers its expert ids. Every chosen
+ * expert must be in a slot at once: the caller checks distinct <= slots. */
+static lrun_status ffn_cached_batch(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    struct cuda_moe_cache *c = m->cache;
+    const int64_t k = e->model->info.n_expert_used;
+    const struct lrun_tensor *gt = g[0].w, *dt = g[2].w;
+    cudaStream_t s = (cudaStream_t)e->stream;
+    for (int64_t j = 0; j < n * k; j++) m->h_sid[j] = (int32_t)m->slot_of[m->ids[j]], m->h_sw[j] = m->w[j];
+    TRY(cuda_check(cudaMemcpyAsync(m->d_ids, m->h_sid, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
+                   "expert slots to the device", e->device));
+    TRY(cuda_check(cudaMemcpyAsync(m->d_w, m->h_sw, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
+                   "expert weights to the device", e->device));
+    TRY(lrun_k_moe_gemv(gt->dtype, lrun_cuda_moe_cache_data(c, 0, 0), lrun_cuda_moe_cache_data(c, 1, 0),
+                        gt->row_bytes, lrun_cuda_moe_cache_stride(c, 0), gt->ne[1], gt->ne[0], m->d_ids, e->xn, k,
+                        n * k, m->d_act, e->stream));
+    TRY(lrun_k_moe_gemv(dt->dtype, lrun_cuda_moe_cache_data(c, 2, 0), NULL, dt->row_bytes,
+                        lrun_cuda_moe_cache_stride(c, 2), dt->ne[1], dt->ne[0], m->d_ids, m->d_act, 1, n * k,
+                        m->d_out, e->stream));
+    return lrun_k_moe_combine(m->d_out, m->d_w, n, k, e->n_embd, e->x, e->stream);
+}
+
+/* Whether a cached block's chunk of n tokens takes ffn_cached_batch. */
+static int cached_batch_ok(const lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t n, int64_t distinct)
+{
+    const struct cuda_moe *m = e->moe;
+    const struct cuda_moe_cache *c = m->cache;
+    if (!m->device_route || n > GEMV_MAX_ROWS || distinct > lrun_cuda_moe_cache_slots(c) || g[0].w->ne[1] > e->n_ff)
+        return 0;
+    if (g[0].w->dtype != g[1].w->dtype || g[0].w->row_bytes != g[1].w->row_bytes) return 0;
+    for (int i = 0; i < 3; i++)
+        if (!lrun_k_moe_gemv_supported(g[i].w->dtype, lrun_cuda_moe_cache_data(c, i, 0), g[i].w->row_bytes,
+                                       lrun_cuda_moe_cache_stride(c, i), g[i].w->ne[0]))
+            return 0;
+    return 1;
+}
+
+/* A cached block (its experts' home is the host): each chosen expert's
+ * slot acquired (a miss copies it in), then the device-id kernels for a
+ * decode chunk, or expert by expert as a resident block's prefill runs. */
+static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    struct cuda_moe_cache *c = m->cache;
+    const int64_t n_exp = e->model->info.n_expert;
+    int64_t distinct = 0;
+    for (int64_t x = 0; x < n_exp; x++) distinct += m->first[x + 1] > m->first[x];
+    if (cached_batch_ok(e, g, n, distinct)) {
+        for (int64_t x = 0; x < n_exp; x++)
+            if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &m->slot_of[x]));
+        TRY(ffn_cached_batch(e, g, n));
+        for (int64_t x = 0; x < n_exp; x++)
+            if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_release(e, c, m->slot_of[x]));
+        return lrun_cuda_moe_cache_decoded(e, c, layer, m->ids);
+    }
+    TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
+                   "clearing the experts' sum", e->device));
+    for (int64_t x = 0; x < n_exp; x++) {
+        const int64_t cnt = m->first[x + 1] - m->first[x];
+        if (cnt == 0) continue;
+        int64_t slot;
+        TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &slot));
+        const void *const data[3] = {lrun_cuda_moe_cache_data(c, 0, slot), lrun_cuda_moe_cache_data(c, 1, slot),
+                                     lrun_cuda_moe_cache_data(c, 2, slot)};
+        TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, data));
+        TRY(lrun_cuda_moe_cache_release(e, c, slot));
+    }
+    return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
+}
+
 lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
                                   const lrun_arch_op *op)
 {
     struct cuda_moe *m = e->moe;
+    lrun_weight_ref g[3];
+    for (int i = 0; i < 3; i++) g[i] = lrun_weights_get(W, layer, op->w[i]);
+    if (m->device_route && n <= GEMV_MAX_ROWS && experts_on_device(g) && g[0].w->ne[1] <= e->n_ff)
+        return ffn_device(e, g, layer, n); /* d_act holds n_ff per pair */
     const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
     cudaStream_t s = (cudaStream_t)e->stream;
     TRY(cuda_check(cudaMemcpyAsync(m->h_router, m->d_router, (size_t)(n * n_exp) * sizeof(float),
@@ -178,13 +401,12 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     for (int64_t i = 0; i < n; i++) lrun_moe_route(m->h_router + i * n_exp, n_exp, k, m->ids + i * k, m->w + i * k);
     group_pairs(m, n, n_exp, k);
     lrun_moe_counts_add(&m->counts, layer, m->first, n);
+    if (lrun_cuda_moe_cache_covers(m->cache, layer)) return ffn_cached(e, g, layer, n);
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), s), "clearing the experts' sum",
                    e->device));
-    lrun_weight_ref g[3];
-    for (int i = 0; i < 3; i++) g[i] = lrun_weights_get(W, layer, op->w[i]);
     for (int64_t x = 0; x < n_exp; x++) {
         const int64_t cnt = m->first[x + 1] - m->first[x];
-        if (cnt > 0) TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt));
+        if (cnt > 0) TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, NULL));
     }
     return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
 }

@@ -206,6 +206,7 @@ void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out)
 }
 
 const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx) { return lrun_cuda_moe_counts(ctx); }
+const struct lrun_expert_cache *lrun_cuda_engine_expert_cache(const void *ctx) { return lrun_cuda_moe_cache_counts(ctx); }
 
 void lrun_cuda_engine_reset_stats(void *ctx)
 {

@@ -1,0 +1,234 @@
+/* engine_cuda_moe_cache.c — the expert cache on CUDA (see engine_cuda_moe_cache.h).
+ *
+ * Device memory: three arrays of n_slots slices, one per projection (gate,
+ * up, down), slot s of projection i at base[i] + s · stride[i], stride the
+ * largest cached block's slice, 256-aligned. So a block's cached experts are
+ * a stacked tensor of their own, indexed by slot: the device-routed kernels
+ * (lrun_k_moe_gemv) read them with the slot numbers as expert ids, and the
+ * per-expert products read a slot as a slice.
+ *
+ * Copies run on a copy stream of their own: a miss makes the copy stream
+ * wait for the slot's done event (its previous expert's kernels), copies the
+ * three slices from the host tensors, records ready; compute waits for
+ * ready before it reads the slot and records done after. Replacement is
+ * residency/expert_cache.c's LRU. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/engine_cuda_moe_cache.h"
+#include "cuda/engine_cuda_offload.h"
+
+struct cuda_moe_cache {
+    lrun_expert_cache book;  /* slots, LRU, hits, misses, bytes */
+    uint8_t *covers;         /* (n_layer) 1: the block's experts are cached */
+    void *mem;               /* one device block: the three slot arrays */
+    size_t mem_bytes;
+    char *base[3];           /* gate, up, down slot arrays (device) */
+    size_t stride[3];        /* bytes between slots of each */
+    cudaStream_t copy;       /* the cache's copy stream */
+    cudaEvent_t *ready;      /* (n_slots) the slot's last copy done */
+    cudaEvent_t *done;       /* (n_slots) the kernels that last read it queued before this */
+    int64_t k;               /* experts per token */
+    int32_t *prev;           /* (n_layer, k) token 0's experts in each cached block's last decode chunk */
+    uint8_t *prev_ok;        /* (n_layer) 1: prev holds that block's */
+    int prefetch;            /* prefetch the next cached block's likely experts (LRUN_CUDA_MOE_PREFETCH=0: no) */
+};
+
+static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
+
+/* The block's three expert tensors when all are host-computed, else 0. */
+static int host_experts(const lrun_cuda_engine *e, int64_t l, const struct lrun_tensor *t[3])
+{
+    const lrun_arch *a = e->model->arch;
+    for (int i = 0; i < a->n_ops; i++) {
+        if (a->ops[i].kind != LRUN_ARCH_OP_MOE_FFN_ADD) continue;
+        for (int j = 0; j < 3; j++) {
+            t[j] = e->model->layers[l].t[a->ops[i].w[j]];
+            if (!t[j] || !lrun_cuda_offload_on_host(e, t[j]) || t[j]->packed) return 0;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static lrun_status make_events(lrun_cuda_engine *e, cudaEvent_t **out, int64_t n)
+{
+    *out = calloc((size_t)n, sizeof **out);
+    if (!*out) return lrun_fail_oom((size_t)n * sizeof **out, 0, "expert cache: events for %lld slots", (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        TRY(cuda_check(cudaEventCreateWithFlags(&(*out)[i], cudaEventDisableTiming), "expert cache: an event",
+                       e->device));
+    return LRUN_OK;
+}
+
+/* Slots: the option, or (-1) half the free budget's worth; at most one per host expert. */
+static int64_t slot_count(const lrun_cuda_engine *e, size_t slot_bytes, int64_t host_experts)
+{
+    int64_t n = e->expert_cache_slots;
+    if (n < 0) n = (int64_t)(lrun_device_free_bytes(e->device) / 2 / slot_bytes);
+    return n < host_experts ? n : host_experts;
+}
+
+static lrun_status cache_init(lrun_cuda_engine *e, struct cuda_moe_cache *c)
+{
+    const int64_t L = e->n_layer, E = e->model->info.n_expert;
+    c->k = e->model->info.n_expert_used;
+    c->covers = calloc((size_t)L, 1);
+    c->prev_ok = calloc((size_t)L, 1);
+    c->prev = calloc((size_t)(L * c->k), sizeof *c->prev);
+    if (!c->covers || !c->prev_ok || !c->prev)
+        return lrun_fail_oom((size_t)(L * c->k) * 4, 0, "expert cache: %lld blocks", (long long)L);
+    const char *pf = getenv("LRUN_CUDA_MOE_PREFETCH");
+    c->prefetch = !(pf && strcmp(pf, "0") == 0);
+    int64_t n_host = 0;
+    for (int64_t l = 0; l < L; l++) {
+        const struct lrun_tensor *t[3];
+        if (!host_experts(e, l, t)) continue;
+        c->covers[l] = 1;
+        n_host += E;
+        for (int i = 0; i < 3; i++) {
+            const size_t b = round256((size_t)t[i]->ne[1] * t[i]->row_bytes);
+            if (b > c->stride[i]) c->stride[i] = b;
+        }
+    }
+    const size_t slot_bytes = c->stride[0] + c->stride[1] + c->stride[2];
+    const int64_t n = slot_count(e, slot_bytes, n_host);
+    if (n < 1)
+        return lrun_fail_oom(slot_bytes, lrun_device_free_bytes(e->device),
+                             "engine on %s: the expert cache has room for no slot of %zu bytes", e->device->name,
+                             slot_bytes);
+    TRY(lrun_expert_cache_init(&c->book, n, L, E));
+    c->mem_bytes = slot_bytes * (size_t)n;
+    TRY(lrun_oom_phase(lrun_device_alloc(e->device, c->mem_bytes, "expert cache", &c->mem), "expert cache"));
+    c->base[0] = c->mem;
+    c->base[1] = c->base[0] + c->stride[0] * (size_t)n;
+    c->base[2] = c->base[1] + c->stride[1] * (size_t)n;
+    TRY(cuda_check(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking), "expert cache: the copy stream",
+                   e->device));
+    TRY(make_events(e, &c->ready, n));
+    return make_events(e, &c->done, n);
+}
+
+lrun_status lrun_cuda_moe_cache_init(lrun_cuda_engine *e, struct cuda_moe_cache **out)
+{
+    *out = NULL;
+    if (e->expert_cache_slots == 0 || !e->offload) return LRUN_OK;
+    int any = 0;
+    for (int64_t l = 0; l < e->n_layer && !any; l++) {
+        const struct lrun_tensor *t[3];
+        any = host_experts(e, l, t);
+    }
+    if (!any) return LRUN_OK;
+    struct cuda_moe_cache *c = calloc(1, sizeof *c);
+    if (!c) return lrun_fail_oom(sizeof *c, 0, "engine: expert cache record");
+    const lrun_status st = cache_init(e, c);
+    if (st != LRUN_OK) {
+        lrun_cuda_moe_cache_free(e, c);
+        return st;
+    }
+    *out = c;
+    return LRUN_OK;
+}
+
+void lrun_cuda_moe_cache_free(lrun_cuda_engine *e, struct cuda_moe_cache *c)
+{
+    if (!c) return;
+    if (c->copy) cudaStreamSynchronize(c->copy);
+    for (int64_t i = 0; i < c->book.n_slots; i++) {
+        if (c->ready && c->ready[i]) cudaEventDestroy(c->ready[i]);
+        if (c->done && c->done[i]) cudaEventDestroy(c->done[i]);
+    }
+    free(c->ready);
+    free(c->done);
+    if (c->copy) cudaStreamDestroy(c->copy);
+    if (c->mem) lrun_device_release(e->device, c->mem, c->mem_bytes);
+    lrun_expert_cache_free(&c->book);
+    free(c->covers);
+    free(c->prev);
+    free(c->prev_ok);
+    free(c);
+}
+
+int lrun_cuda_moe_cache_covers(const struct cuda_moe_cache *c, int64_t layer)
+{
+    return c && layer >= 0 && layer < c->book.n_layer && c->covers[layer];
+}
+
+int64_t lrun_cuda_moe_cache_slots(const struct cuda_moe_cache *c) { return c ? c->book.n_slots : 0; }
+
+const void *lrun_cuda_moe_cache_data(const struct cuda_moe_cache *c, int i, int64_t slot)
+{
+    return c->base[i] + (size_t)slot * c->stride[i];
+}
+
+size_t lrun_cuda_moe_cache_stride(const struct cuda_moe_cache *c, int i) { return c->stride[i]; }
+
+lrun_expert_cache *lrun_cuda_moe_cache_book(struct cuda_moe_cache *c) { return c ? &c->book : NULL; }
+
+/* Expert x of the stacked host tensors t into slot s on the copy stream, once the slot's last reader ran. */
+static lrun_status copy_in(lrun_cuda_engine *e, struct cuda_moe_cache *c, const struct lrun_tensor *const t[3],
+                           int64_t x, int64_t s)
+{
+    TRY(cuda_check(cudaStreamWaitEvent(c->copy, c->done[s], 0), "expert cache: waiting for a slot", e->device));
+    for (int i = 0; i < 3; i++) {
+        const size_t bytes = (size_t)t[i]->ne[1] * t[i]->row_bytes;
+        const char *src = (const char *)t[i]->data + (size_t)x * bytes; /* the host tensor */
+        TRY(cuda_check(cudaMemcpyAsync(c->base[i] + (size_t)s * c->stride[i], src, bytes, cudaMemcpyHostToDevice,
+                                       c->copy),
+                       "expert cache: copying an expert in", e->device));
+        lrun_expert_cache_copied(&c->book, bytes);
+    }
+    return cuda_check(cudaEventRecord(c->ready[s], c->copy), "expert cache: recording a copy", e->device);
+}
+
+lrun_status lrun_cuda_moe_cache_acquire(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
+                                        const lrun_weight_ref g[3], int64_t x, int64_t *slot)
+{
+    const int hit = lrun_expert_cache_acquire(&c->book, layer, x, slot);
+    if (hit < 0)
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: expert cache asked for expert %lld of block %lld",
+                         e->device->name, (long long)x, (long long)layer);
+    const int64_t s = *slot;
+    if (!hit) {
+        const struct lrun_tensor *const t[3] = {g[0].w, g[1].w, g[2].w};
+        TRY(copy_in(e, c, t, x, s));
+    }
+    return cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, c->ready[s], 0), "expert cache: waiting for a copy",
+                      e->device);
+}
+
+/* The next cached block after layer (the first one, for the next step, after the last). */
+static int64_t next_covered(const struct cuda_moe_cache *c, int64_t layer)
+{
+    const int64_t L = c->book.n_layer;
+    for (int64_t d = 1; d <= L; d++)
+        if (c->covers[(layer + d) % L]) return (layer + d) % L;
+    return layer;
+}
+
+lrun_status lrun_cuda_moe_cache_decoded(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
+                                        const int32_t *ids)
+{
+    memcpy(c->prev + layer * c->k, ids, (size_t)c->k * sizeof *ids);
+    c->prev_ok[layer] = 1;
+    const int64_t next = next_covered(c, layer);
+    /* too few slots for two blocks' choices: a prefetch would evict what the next acquires need */
+    if (!c->prefetch || next == layer || !c->prev_ok[next] || c->book.n_slots < 2 * c->k) return LRUN_OK;
+    const struct lrun_tensor *t[3];
+    if (!host_experts(e, next, t)) return LRUN_OK;
+    for (int64_t j = 0; j < c->k; j++) {
+        int64_t s;
+        const int took = lrun_expert_cache_prefetch(&c->book, next, c->prev[next * c->k + j], &s);
+        if (took < 0)
+            return lrun_fail(LRUN_E_INTERNAL, "engine on %s: expert cache prefetch of expert %d of block %lld",
+                             e->device->name, c->prev[next * c->k + j], (long long)next);
+        if (took) TRY(copy_in(e, c, t, c->prev[next * c->k + j], s));
+    }
+    return LRUN_OK;
+}
+
+lrun_status lrun_cuda_moe_cache_release(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t slot)
+{
+    return cuda_check(cudaEventRecord(c->done[slot], (cudaStream_t)e->stream), "expert cache: releasing a slot",
+                      e->device);
+}

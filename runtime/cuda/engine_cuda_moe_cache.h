@@ -1,0 +1,43 @@
+/* engine_cuda_moe_cache.h — the expert cache of the CUDA engine
+ * (engine_cuda_moe_cache.c, docs/moe.md "The expert cache"): host-computed
+ * experts copied on demand into device slots instead of computed on the
+ * CPU. Internal to runtime/cuda/. */
+#ifndef LRUN_ENGINE_CUDA_MOE_CACHE_H
+#define LRUN_ENGINE_CUDA_MOE_CACHE_H
+
+#include "cuda/engine_cuda_internal.h"
+#include "residency/expert_cache.h"
+
+struct cuda_moe_cache;
+
+/* A cache of e->expert_cache_slots slots (-1: as many as half the device's
+ * free budget holds, at most one per host expert) for the blocks whose
+ * expert tensors are all host-computed; *out NULL when the option is 0 or
+ * no block has host experts. */
+lrun_status lrun_cuda_moe_cache_init(lrun_cuda_engine *e, struct cuda_moe_cache **out);
+void lrun_cuda_moe_cache_free(lrun_cuda_engine *e, struct cuda_moe_cache *c);
+/* Whether block layer's experts run from the cache (instead of on the host). */
+int lrun_cuda_moe_cache_covers(const struct cuda_moe_cache *c, int64_t layer);
+int64_t lrun_cuda_moe_cache_slots(const struct cuda_moe_cache *c);
+/* The slot of expert x of block layer (g: its gate, up, down stacked
+ * tensors on the host): a miss copies the three slices in on the copy
+ * stream once the slot's previous expert has run; the compute stream then
+ * waits for the copy. Every acquired slot is released (after the kernels
+ * that read it are queued) before the chunk ends. */
+lrun_status lrun_cuda_moe_cache_acquire(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
+                                        const lrun_weight_ref g[3], int64_t x, int64_t *slot);
+lrun_status lrun_cuda_moe_cache_release(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t slot);
+/* After a decode chunk of cached block layer: remembers token 0's experts
+ * (ids, k of them) and prefetches the next cached block's experts of its
+ * last decode chunk (the previous token's choices there), on the copy
+ * stream, when the cache has at least 2k slots (LRUN_CUDA_MOE_PREFETCH=0:
+ * never). */
+lrun_status lrun_cuda_moe_cache_decoded(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
+                                        const int32_t *ids);
+/* Slot s's copy of projection i (0 gate, 1 up, 2 down); the stride between slots of projection i. */
+const void *lrun_cuda_moe_cache_data(const struct cuda_moe_cache *c, int i, int64_t slot);
+size_t lrun_cuda_moe_cache_stride(const struct cuda_moe_cache *c, int i);
+/* Hits, misses and bytes copied (reset with the engine's stats). */
+lrun_expert_cache *lrun_cuda_moe_cache_book(struct cuda_moe_cache *c);
+
+#endif

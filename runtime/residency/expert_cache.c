@@ -1,0 +1,111 @@
+/* expert_cache.c — slots, LRU replacement and counts of the expert cache (see expert_cache.h). */
+#include "residency/expert_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+lrun_status lrun_expert_cache_init(lrun_expert_cache *c, int64_t n_slots, int64_t n_layer, int64_t n_expert)
+{
+    memset(c, 0, sizeof *c);
+    if (n_slots < 1 || n_layer < 1 || n_expert < 1 || n_expert > INT64_MAX / n_layer)
+        return lrun_fail(LRUN_E_ARG, "expert cache: %lld slots for %lld blocks of %lld experts (each must be >= 1)",
+                         (long long)n_slots, (long long)n_layer, (long long)n_expert);
+    const size_t experts = (size_t)(n_layer * n_expert);
+    c->slot_of = malloc(experts * sizeof *c->slot_of);
+    c->key = malloc((size_t)n_slots * sizeof *c->key);
+    c->last_use = calloc((size_t)n_slots, sizeof *c->last_use);
+    c->hits = calloc((size_t)n_layer, sizeof *c->hits);
+    c->misses = calloc((size_t)n_layer, sizeof *c->misses);
+    c->prefetches = calloc((size_t)n_layer, sizeof *c->prefetches);
+    if (!c->slot_of || !c->key || !c->last_use || !c->hits || !c->misses || !c->prefetches) {
+        lrun_expert_cache_free(c);
+        return lrun_fail_oom(experts * 8 + (size_t)n_slots * 16, 0, "expert cache: tables for %lld slots",
+                             (long long)n_slots);
+    }
+    for (size_t i = 0; i < experts; i++) c->slot_of[i] = -1;
+    for (int64_t s = 0; s < n_slots; s++) c->key[s] = -1;
+    c->n_slots = n_slots, c->n_layer = n_layer, c->n_expert = n_expert;
+    return LRUN_OK;
+}
+
+void lrun_expert_cache_free(lrun_expert_cache *c)
+{
+    free(c->slot_of);
+    free(c->key);
+    free(c->last_use);
+    free(c->hits);
+    free(c->misses);
+    free(c->prefetches);
+    memset(c, 0, sizeof *c);
+}
+
+/* The free slot of the lowest index, else the least recently used one. */
+static int64_t victim(const lrun_expert_cache *c)
+{
+    int64_t v = 0;
+    for (int64_t s = 0; s < c->n_slots; s++) {
+        if (c->key[s] < 0) return s;
+        if (c->last_use[s] < c->last_use[v]) v = s;
+    }
+    return v;
+}
+
+/* The victim slot, given to key k (the slot's previous expert forgotten). */
+static int64_t take(lrun_expert_cache *c, int64_t k)
+{
+    const int64_t s = victim(c);
+    if (c->key[s] >= 0) c->slot_of[c->key[s]] = -1;
+    c->key[s] = k;
+    c->slot_of[k] = s;
+    return s;
+}
+
+int lrun_expert_cache_acquire(lrun_expert_cache *c, int64_t layer, int64_t x, int64_t *slot)
+{
+    if (!c->slot_of || layer < 0 || layer >= c->n_layer || x < 0 || x >= c->n_expert) return -1;
+    const int64_t k = layer * c->n_expert + x;
+    int64_t s = c->slot_of[k];
+    const int hit = s >= 0;
+    if (hit) c->hits[layer]++;
+    else {
+        s = take(c, k);
+        c->misses[layer]++;
+    }
+    c->last_use[s] = ++c->tick;
+    *slot = s;
+    return hit;
+}
+
+int lrun_expert_cache_prefetch(lrun_expert_cache *c, int64_t layer, int64_t x, int64_t *slot)
+{
+    if (!c->slot_of || layer < 0 || layer >= c->n_layer || x < 0 || x >= c->n_expert) return -1;
+    const int64_t k = layer * c->n_expert + x;
+    if (c->slot_of[k] >= 0) {
+        *slot = c->slot_of[k];
+        return 0;
+    }
+    const int64_t s = take(c, k);
+    c->prefetches[layer]++;
+    c->last_use[s] = ++c->tick;
+    *slot = s;
+    return 1;
+}
+
+int lrun_expert_cache_holds(const lrun_expert_cache *c, int64_t layer, int64_t x)
+{
+    return c->slot_of && layer >= 0 && layer < c->n_layer && x >= 0 && x < c->n_expert &&
+           c->slot_of[layer * c->n_expert + x] >= 0;
+}
+
+void lrun_expert_cache_copied(lrun_expert_cache *c, uint64_t bytes) { c->bytes_copied += bytes; }
+
+void lrun_expert_cache_reset_stats(lrun_expert_cache *c)
+{
+    if (!c->hits) return;
+    memset(c->hits, 0, (size_t)c->n_layer * sizeof *c->hits);
+    memset(c->misses, 0, (size_t)c->n_layer * sizeof *c->misses);
+    memset(c->prefetches, 0, (size_t)c->n_layer * sizeof *c->prefetches);
+    c->bytes_copied = 0;
+}

@@ -1,0 +1,309 @@
+/* test_moe_kernels_gpu.c — the mixture-of-experts kernels (kernels/moe_route.cu,
+ * kernels/moe_gemv.cu) against their CPU twins:
+ *   lrun_k_moe_route    bit for bit against lrun_moe_route (runtime/cpu/moe_cpu.c):
+ *                       the same experts in the same order and the same weight bits,
+ *                       over random rows, rows with ties, and wide logits (the
+ *                       exp's scaled range); and the device's selection counts;
+ *   lrun_k_moe_gemv     each pair's expert product against the dequantized weights
+ *                       times x in double, NMSE <= 1e-7 as test_kernels_gpu's GEMV
+ *                       (the SwiGLU pair with the CPU's formula), every weight dtype;
+ *   lrun_k_moe_combine  bit for bit against the CPU's slot products and sums.
+ * The argument checks run everywhere; the rest is one TAP SKIP line where no
+ * GPU is visible. (A file of its own, not test_kernels_gpu.c: that one is past
+ * the house's file size, and the MoE kernels come and go together.) */
+#include "check.h"
+#include "core/device.h"
+#include "cpu/moe_route.h"
+#include "cuda/cuda_backend.h"
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef LRUN_WITH_CUDA
+int main(void)
+{
+    printf("ok %d - # SKIP built without CUDA\n", ++check_count);
+    return CHECK_DONE();
+}
+#else
+#include "kernels.h"
+
+static lrun_device *dev;
+static void *stream;
+static uint8_t *arena; /* one device block, bump-allocated; reset between cases */
+static size_t arena_cap, arena_used;
+
+static void *dbuf(size_t bytes)
+{
+    size_t off = (arena_used + 255) & ~(size_t)255;
+    if (off + bytes > arena_cap) {
+        printf("Bail out! test arena of %zu bytes exhausted\n", arena_cap);
+        exit(1);
+    }
+    arena_used = off + bytes;
+    return arena + off;
+}
+
+static void up(void *d, const void *h, size_t n)
+{
+    if (lrun_cuda_memcpy(dev, d, h, n, LRUN_COPY_HOST_TO_DEVICE) != LRUN_OK) {
+        printf("Bail out! upload: %s\n", lrun_last_error());
+        exit(1);
+    }
+}
+
+static void down(void *h, const void *d, size_t n)
+{
+    if (lrun_cuda_memcpy(dev, h, d, n, LRUN_COPY_DEVICE_TO_HOST) != LRUN_OK) {
+        printf("Bail out! download: %s\n", lrun_last_error());
+        exit(1);
+    }
+}
+
+static void *dcopy(const void *h, size_t n)
+{
+    void *d = dbuf(n);
+    up(d, h, n);
+    return d;
+}
+
+/* A kernel call followed by a stream sync: both must succeed. */
+static int ran(lrun_status st)
+{
+    if (st != LRUN_OK) {
+        printf("# kernel: %s\n", lrun_last_error());
+        return 0;
+    }
+    if (lrun_cuda_stream_sync(dev, stream) != LRUN_OK) {
+        printf("# sync: %s\n", lrun_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static float frand(float lo, float hi) /* U(lo, hi) */
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return lo + (hi - lo) * (float)((rng >> 40) * (1.0 / 16777216.0));
+}
+
+static uint32_t bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+// ---------------------------------------------------------------- argument checks (no GPU needed)
+
+#define FAKE ((void *)(uintptr_t)0x10000) /* never dereferenced: each call fails first */
+
+static int fails_with(lrun_status got, lrun_status want, const char *a)
+{
+    return got == want && strstr(lrun_last_error(), a) != NULL;
+}
+
+static void test_arguments(void)
+{
+    CHECK("moe_route: n_expert 12 (not a multiple of 8) is LRUN_E_ARG",
+          fails_with(lrun_k_moe_route(FAKE, 1, 12, 2, FAKE, FAKE, NULL, FAKE), LRUN_E_ARG, "lrun_k_moe_route"));
+    CHECK("moe_route: k 33 is LRUN_E_ARG",
+          fails_with(lrun_k_moe_route(FAKE, 1, 64, 33, FAKE, FAKE, NULL, FAKE), LRUN_E_ARG, "33"));
+    CHECK("moe_route: NULL ids is LRUN_E_ARG",
+          fails_with(lrun_k_moe_route(FAKE, 1, 64, 2, NULL, FAKE, NULL, FAKE), LRUN_E_ARG, "ids"));
+    CHECK("moe_gemv: a Q8_1 weight is unsupported",
+          lrun_k_moe_gemv(LRUN_DTYPE_Q8_1, FAKE, NULL, 36, 36 * 4, 4, 32, FAKE, FAKE, 1, 1, FAKE, FAKE) != LRUN_OK);
+    CHECK("moe_gemv: expert_bytes below n rows is LRUN_E_ARG",
+          fails_with(lrun_k_moe_gemv(LRUN_DTYPE_Q8_0, FAKE, NULL, 34, 34, 4, 32, FAKE, FAKE, 1, 1, FAKE, FAKE),
+                     LRUN_E_ARG, "expert_bytes"));
+    CHECK("moe_gemv_supported: f16 rows off 16 bytes are not", !lrun_k_moe_gemv_supported(LRUN_DTYPE_F16, FAKE, 24, 48, 12));
+    CHECK("moe_combine: k 0 is LRUN_E_ARG",
+          fails_with(lrun_k_moe_combine(FAKE, FAKE, 1, 0, 8, FAKE, FAKE), LRUN_E_ARG, "lrun_k_moe_combine"));
+}
+
+// ---------------------------------------------------------------- routing
+
+/* rows of n_exp logits: kind 0 random in [-4, 4), 1 rounded to eighths (ties), 2 wide [-120, 120) */
+static void route_case(int64_t n_exp, int64_t k, int kind)
+{
+    const int64_t rows = 37;
+    arena_used = 0;
+    float *l = malloc((size_t)(rows * n_exp) * 4), *ref_w = malloc((size_t)(rows * k) * 4);
+    float *got_w = malloc((size_t)(rows * k) * 4), *p = malloc((size_t)n_exp * 4);
+    int32_t *ref_ids = malloc((size_t)(rows * k) * 4), *got_ids = malloc((size_t)(rows * k) * 4);
+    unsigned long long *cnt = calloc((size_t)n_exp + 1, 8);
+    int64_t *want = calloc((size_t)n_exp, 8);
+    for (int64_t i = 0; i < rows * n_exp; i++) {
+        const float v = kind == 2 ? frand(-120.0f, 120.0f) : frand(-4.0f, 4.0f);
+        l[i] = kind == 1 ? roundf(v * 8.0f) / 8.0f + 0.0f : v;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(p, l + r * n_exp, (size_t)n_exp * 4);
+        lrun_moe_route(p, n_exp, k, ref_ids + r * k, ref_w + r * k);
+        for (int64_t s = 0; s < k; s++) want[ref_ids[r * k + s]]++;
+    }
+    float *dl = dcopy(l, (size_t)(rows * n_exp) * 4), *dw = dbuf((size_t)(rows * k) * 4);
+    int32_t *di = dbuf((size_t)(rows * k) * 4);
+    unsigned long long *dc = dcopy(cnt, ((size_t)n_exp + 1) * 8);
+    const int ok = ran(lrun_k_moe_route(dl, rows, n_exp, k, di, dw, dc, stream));
+    down(got_ids, di, (size_t)(rows * k) * 4), down(got_w, dw, (size_t)(rows * k) * 4);
+    down(cnt, dc, ((size_t)n_exp + 1) * 8);
+    long bad_id = 0, bad_w = 0, bad_cnt = cnt[n_exp] != (unsigned long long)rows;
+    for (int64_t j = 0; j < rows * k; j++) {
+        if (got_ids[j] != ref_ids[j]) {
+            if (bad_id++ == 0)
+                printf("# row %lld slot %lld: expert %d on the device, %d on the CPU\n", (long long)(j / k),
+                       (long long)(j % k), got_ids[j], ref_ids[j]);
+        } else if (bits(got_w[j]) != bits(ref_w[j])) {
+            if (bad_w++ == 0)
+                printf("# row %lld slot %lld: weight %.9g (0x%08x) on the device, %.9g (0x%08x) on the CPU\n",
+                       (long long)(j / k), (long long)(j % k), got_w[j], bits(got_w[j]), ref_w[j], bits(ref_w[j]));
+        }
+    }
+    for (int64_t x = 0; x < n_exp; x++) bad_cnt += cnt[x] != (unsigned long long)want[x];
+    static const char *kinds[] = {"random", "with ties", "wide"};
+    char name[256];
+    snprintf(name, sizeof name, "moe_route %lld experts top-%lld, %s logits: the CPU's ids (%ld differ) and weight bits "
+             "(%ld differ), counts (%ld differ)", (long long)n_exp, (long long)k, kinds[kind], bad_id, bad_w, bad_cnt);
+    CHECK(name, ok && bad_id == 0 && bad_w == 0 && bad_cnt == 0);
+    free(l), free(ref_w), free(got_w), free(p), free(ref_ids), free(got_ids), free(cnt), free(want);
+}
+
+static void test_route(void)
+{
+    static const int64_t shapes[][2] = {{8, 2}, {8, 8}, {64, 6}, {128, 8}, {256, 8}, {512, 32}, {16, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int kind = 0; kind < 3; kind++) route_case(shapes[i][0], shapes[i][1], kind);
+}
+
+// ---------------------------------------------------------------- expert products
+
+static const lrun_dtype types[] = {LRUN_DTYPE_F32,  LRUN_DTYPE_F16,  LRUN_DTYPE_BF16, LRUN_DTYPE_Q4_0,
+                                   LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K,
+                                   LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
+                                   LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
+
+/* E experts of n rows of k elements of t, stacked; random values */
+static uint8_t *experts(lrun_dtype t, int64_t E, int64_t n, int64_t k, size_t rb, uint64_t seed)
+{
+    uint8_t *w = malloc((size_t)(E * n) * rb);
+    for (int64_t r = 0; r < E * n; r++)
+        if (lrun_random_fill(t, w + (size_t)r * rb, r * k, k, 1.0f, seed) != LRUN_OK) {
+            printf("Bail out! random_fill: %s\n", lrun_last_error());
+            exit(1);
+        }
+    return w;
+}
+
+/* row r of expert e times x, in double */
+static double ref_dot(lrun_dtype t, const uint8_t *w, size_t rb, int64_t n, int64_t e, int64_t r, int64_t k,
+                      const float *x, float *tmp)
+{
+    lrun_dequantize_row(t, w + (size_t)(e * n + r) * rb, tmp, k);
+    double s = 0.0;
+    for (int64_t c = 0; c < k; c++) s += (double)tmp[c] * x[c];
+    return s;
+}
+
+static void gemv_case(lrun_dtype t, int swiglu)
+{
+    const int64_t E = 6, n = 40, k = 512, n_tok = 3, k_used = 2, P = n_tok * k_used;
+    size_t rb = 0;
+    lrun_dtype_row_bytes(t, k, &rb);
+    arena_used = 0;
+    uint8_t *w = experts(t, E, n, k, rb, 5), *u = swiglu ? experts(t, E, n, k, rb, 9) : NULL;
+    float *x = malloc((size_t)(n_tok * k) * 4), *got = malloc((size_t)(P * n) * 4), *tmp = malloc((size_t)k * 4);
+    double *ref = malloc((size_t)(P * n) * 8);
+    int32_t ids[6] = {4, 1, 0, 4, 5, 2}; /* token 0: 4, 1; token 1: 0, 4; token 2: 5, 2 */
+    for (int64_t i = 0; i < n_tok * k; i++) x[i] = frand(-1.0f, 1.0f);
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t r = 0; r < n; r++) {
+            const float *xr = x + (p / k_used) * k;
+            const double g = ref_dot(t, w, rb, n, ids[p], r, k, xr, tmp);
+            ref[p * n + r] = swiglu ? g / (1.0 + exp(-g)) * ref_dot(t, u, rb, n, ids[p], r, k, xr, tmp) : g;
+        }
+    const size_t eb = (size_t)n * rb;
+    const void *dw = dcopy(w, (size_t)E * eb), *du = swiglu ? dcopy(u, (size_t)E * eb) : NULL;
+    const float *dx = dcopy(x, (size_t)(n_tok * k) * 4);
+    const int32_t *di = dcopy(ids, sizeof ids);
+    float *dy = dbuf((size_t)(P * n) * 4);
+    const int ok = ran(lrun_k_moe_gemv(t, dw, du, rb, eb, n, k, di, dx, k_used, P, dy, stream));
+    down(got, dy, (size_t)(P * n) * 4);
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < P * n; i++) num += (ref[i] - got[i]) * (ref[i] - got[i]), den += ref[i] * ref[i];
+    const double e = den > 0 ? num / den : num;
+    char name[256];
+    snprintf(name, sizeof name, "moe_gemv %s%s, 6 pairs over 6 experts of 40x512: NMSE %.3g <= 1e-7",
+             lrun_dtype_name(t), swiglu ? " swiglu" : "", e);
+    CHECK(name, ok && e <= 1e-7);
+    free(w), free(u), free(x), free(got), free(tmp), free(ref);
+}
+
+static void test_gemv(void)
+{
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        gemv_case(types[i], 0);
+        gemv_case(types[i], 1);
+    }
+}
+
+static void test_combine(void)
+{
+    const int64_t n_tok = 5, k = 8, d = 300;
+    arena_used = 0;
+    float *y = malloc((size_t)(n_tok * k * d) * 4), *w = malloc((size_t)(n_tok * k) * 4);
+    float *x = malloc((size_t)(n_tok * d) * 4), *ref = malloc((size_t)(n_tok * d) * 4), *got = malloc((size_t)(n_tok * d) * 4);
+    for (int64_t i = 0; i < n_tok * k * d; i++) y[i] = frand(-3.0f, 3.0f);
+    for (int64_t i = 0; i < n_tok * k; i++) w[i] = frand(0.0f, 0.5f);
+    for (int64_t i = 0; i < n_tok * d; i++) x[i] = frand(-1.0f, 1.0f);
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t c = 0; c < d; c++) { /* moe_cpu.c: scatter (y·w) per slot, then the slots summed in order */
+            volatile float o = y[(t * k) * d + c] * w[t * k];
+            for (int64_t s = 1; s < k; s++) {
+                const volatile float ps = y[(t * k + s) * d + c] * w[t * k + s];
+                o = o + ps;
+            }
+            ref[t * d + c] = x[t * d + c] + o;
+        }
+    const float *dy = dcopy(y, (size_t)(n_tok * k * d) * 4), *dw = dcopy(w, (size_t)(n_tok * k) * 4);
+    float *dx = dcopy(x, (size_t)(n_tok * d) * 4);
+    const int ok = ran(lrun_k_moe_combine(dy, dw, n_tok, k, d, dx, stream));
+    down(got, dx, (size_t)(n_tok * d) * 4);
+    long bad = 0;
+    for (int64_t i = 0; i < n_tok * d; i++) bad += bits(got[i]) != bits(ref[i]);
+    char name[128];
+    snprintf(name, sizeof name, "moe_combine 5 tokens top-8 of width 300: the CPU's bits (%ld differ)", bad);
+    CHECK(name, ok && bad == 0);
+    free(y), free(w), free(x), free(ref), free(got);
+}
+
+int main(void)
+{
+    test_arguments();
+    if (lrun_cuda_device_count() == 0) {
+        printf("ok %d - # SKIP no GPU\n", ++check_count);
+        return CHECK_DONE();
+    }
+    if (lrun_device_open(&dev, "cuda:0", 0) != LRUN_OK) {
+        printf("Bail out! %s\n", lrun_last_error());
+        return 1;
+    }
+    stream = lrun_cuda_compute_stream(dev);
+    arena_cap = (size_t)64 << 20;
+    if (lrun_device_alloc(dev, arena_cap, "test arena", (void **)&arena) != LRUN_OK) {
+        printf("Bail out! %s\n", lrun_last_error());
+        return 1;
+    }
+    test_route();
+    test_gemv();
+    test_combine();
+    lrun_device_release(dev, arena, arena_cap);
+    lrun_device_free(dev);
+    return CHECK_DONE();
+}
+#endif
