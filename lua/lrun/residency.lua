@@ -681,8 +681,14 @@ function M.plan(model, opts)
         local f, h = host_held(host_ctx, final, host_compute, sized)
         host_bytes = f + h
       end
-      local disk_bytes = 0
-      for _, t in ipairs(tensors) do if final[t.name] == "disk" then disk_bytes = disk_bytes + t.bytes end end
+      local disk_bytes, disk_packed = 0, 0
+      for _, t in ipairs(tensors) do
+        if final[t.name] == "disk" then
+          disk_bytes = disk_bytes + t.bytes
+          -- a packed file's weights are read packed from it (fewer bytes from the disk)
+          if packed[t.name] then disk_packed = disk_packed + 1 end
+        end
+      end
       if off_bytes < forced then
         return fail("arg", string.format("policy %s: cpu_offload_gb asks for %s off the device, overrides left "
           .. "%s: %s missing", where, size.format(forced), size.format(off_bytes), size.format(forced - off_bytes)))
@@ -710,9 +716,10 @@ function M.plan(model, opts)
           .. size.format(capacity)) or "") .. packed_text
       if host_budget or disk_bytes > 0 then -- the host side, when it was asked about or used
         summary = summary .. string.format("\nhost memory held %s%s; disk tier %s (read with direct I/O, k = %d "
-          .. "ahead)", size.format(host_bytes), host_budget and (" of a host budget " .. size.format(host_budget)
+          .. "ahead%s)", size.format(host_bytes), host_budget and (" of a host budget " .. size.format(host_budget)
             .. (moved > 0 and (", " .. size.format(moved) .. " moved to disk to meet it") or "")) or "",
-          size.format(disk_bytes), k)
+          size.format(disk_bytes), k,
+          disk_packed > 0 and string.format("; disk, packed: %d tensors read packed", disk_packed) or "")
       end
       -- the predicted decode speed of the final plan, when bandwidths were measured (lrun.predict)
       local predicted = bw and predict.decode(tensors, final, host_compute, bw) or nil
