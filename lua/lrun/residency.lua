@@ -142,6 +142,22 @@ function M.bandwidths(model)
   return bw
 end
 
+local disk_cache = {}
+
+--- The disk tier's read bandwidth on the model's file (bytes/s of direct
+-- reads, lrun_model_measure_disk_read over up to 64 MiB of its weights),
+-- measured once per file and device per process; nil when no weight is in
+-- a file on disk.
+function M.disk_read(model)
+  local key = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle))) .. "\0" .. tostring(model.path)
+  if disk_cache[key] == nil then
+    local out = ffi.new("double[1]")
+    local ok = C.lrun_model_measure_disk_read(model.handle, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0
+    disk_cache[key] = ok and out[0] or false
+  end
+  return disk_cache[key] or nil
+end
+
 -- ---------------------------------------------------------------- options
 
 --- Parses "-ot" text "PATTERN=TIER" (TIER device, pinned, host, mmap, disk, or
@@ -557,6 +573,12 @@ function M.plan(model, opts)
   local off_tier = opts.offload_tier
   if off_tier == nil and cpu and host_budget then off_tier = "disk"
   elseif off_tier == nil and cpu and opts.gpu_budget ~= nil then off_tier = "mmap" end
+  if bw and off_tier == "disk" then -- disk placements: the disk's measured read speed (lrun.predict, smart)
+    local with_disk = {}
+    for key, v in pairs(bw) do with_disk[key] = v end
+    with_disk.disk_read = M.disk_read(model)
+    bw = with_disk
+  end
   local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, n_cpu_moe = opts.n_cpu_moe, bandwidth = bw }
   local host_ctx = { cpu = cpu, reserve = reserve, tensors = tensors,
     kv_host = (opts.cache_implementation == "offloaded" or opts.cache_implementation == "offloaded_static")
