@@ -32,8 +32,9 @@
 -- balanced pair.
 --
 -- budget.bandwidth = {h2d_pinned=, h2d_pageable=, host_read=, device_read=,
--- device = "cpu"|"cuda", host_matmul = bytes/s or {[dtype] = bytes/s}} in
--- bytes/s (lrun.residency measures them); without it the figures of
+-- device = "cpu"|"cuda", host_matmul = bytes/s or {[dtype] = bytes/s},
+-- disk_read=} in bytes/s (lrun.residency measures them; disk_read bounds a
+-- plan with tier = "disk"); without it the figures of
 -- M.assumed are used and the explanation says so.
 --
 --     local plan, off, info = smart.plan(m:tensors(), {max_bytes = 2^28, bandwidth = bw})
@@ -116,6 +117,20 @@ local function balance(chosen, bw)
   return t_copy, t_host
 end
 
+-- A disk-tier plan: every byte kept off the device is read from the disk
+-- first, so its read speed (bw.disk_read, measured by
+-- lrun.residency.disk_read; else lrun.predict's assumed figure) bounds both
+-- the copy and a host-computed read.
+local function through_disk(bw)
+  local disk = bw.disk_read or (has_predict and predict.assumed_disk_read) or 3e9
+  local d = {}
+  for k, v in pairs(bw) do d[k] = v end
+  d.h2d_pinned = math.min(bw.h2d_pinned, disk)
+  d.host_read = math.min(bw.host_read, disk)
+  d.disk_read = disk
+  return d
+end
+
 local function ms(s) return string.format("%.3f ms", s * 1e3) end
 local function gbs(b) return string.format("%.1f GB/s", b / 1e9) end
 
@@ -139,6 +154,8 @@ function M.plan(tensors, budget)
   if bw.device ~= nil and bw.device ~= "cpu" and bw.device ~= "cuda" then
     error("smart.plan: bandwidth.device must be \"cpu\" or \"cuda\", got " .. tostring(bw.device), 2)
   end
+  local orig_bw = bw -- lrun.predict handles the disk tier itself
+  if explicit_tier == "disk" then bw = through_disk(bw) end
   local list = common.ordered(tensors, "smart.plan")
   local tied = true
   for _, t in ipairs(list) do if P.is_lm_head(t) then tied = false end end
@@ -196,6 +213,10 @@ function M.plan(tensors, budget)
       #chosen, sel.bytes, b.max_bytes == math.huge and "none" or string.format("%d", b.max_bytes),
       n_stream, b_stream, n_host, b_host, ms(added)),
   }
+  if explicit_tier == "disk" then
+    lines[#lines + 1] = string.format("smart: disk tier: reads at %s (%s) bound the copies and host reads",
+      gbs(bw.disk_read), orig_bw.disk_read and "measured" or "assumed")
+  end
   if bw.packed_decode then
     local n_packed = 0
     for _, r in ipairs(chosen) do if r.t.packed then n_packed = n_packed + 1 end end
@@ -232,7 +253,7 @@ function M.plan(tensors, budget)
   end
   if #big > 10 then lines[#lines + 1] = string.format("  … %d more", #big - 10) end
   return plan, sel.bytes, { host_compute = host_compute, explain = table.concat(lines, "\n"),
-    seconds_per_token = added, predicted = has_predict and predict.decode(list, plan, host_compute, bw) or nil }
+    seconds_per_token = added, predicted = has_predict and predict.decode(list, plan, host_compute, orig_bw) or nil }
 end
 
 return M

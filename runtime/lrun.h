@@ -732,6 +732,12 @@ LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtyp
  * compute). One warm-up, then the best of three; bytes in [1 MiB, 4 GiB]. */
 LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes,
                                                       double *bytes_per_s);
+/* How fast the disk tier reads the model's file (docs/residency.md): bytes
+ * per second of direct reads (O_DIRECT, the tier's request size and queue
+ * depth; buffered where the filesystem refuses it) over up to bytes of the
+ * model's weights in file order, bytes in [1 MiB, 16 GiB]. LRUN_E_UNSUPPORTED
+ * when no weight is a file mapping. */
+LRUN_API lrun_status lrun_model_measure_disk_read(lrun_model *model, size_t bytes, double *bytes_per_s);
 
 /* What an engine has done since it was made (or last reset): residency
  * traffic for m:stats(), tests and benchmarks. Times are wall seconds. */

@@ -77,7 +77,10 @@ function M.decode(tensors, plan, host_compute, bw)
       bytes = 0 -- converted into engine memory at init
     elseif tier ~= "device" and host_compute[t.name] then
       local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
-      p.host_s = p.host_s + plain / host_rate(t, bw)
+      local rate = host_rate(t, bw)
+      -- a disk weight computed on the host is read from the disk first
+      if tier == "disk" then rate = math.min(rate, bw.disk_read or M.assumed_disk_read) end
+      p.host_s = p.host_s + plain / rate
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier ~= "device" then

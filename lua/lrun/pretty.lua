@@ -141,11 +141,17 @@ end
 -- tier, the host-compute tensors, the policy and its explanation.
 function M.placement(p)
   local order = { "device", "pinned", "host", "mmap", "disk" }
-  local count = {}
-  for _, tier in pairs(p.tensors) do count[tier] = (count[tier] or 0) + 1 end
+  local count, packed = {}, {}
+  for name, tier in pairs(p.tensors) do
+    count[tier] = (count[tier] or 0) + 1
+    if p.packed and p.packed[name] then packed[tier] = (packed[tier] or 0) + 1 end
+  end
   local parts = {}
   for _, tier in ipairs(order) do
-    parts[#parts + 1] = string.format("%s %s (%d)", tier, bytes_text(p.bytes[tier]), count[tier] or 0)
+    -- packed weights in a tier: "disk 1.2 GiB (22, packed)", or "(22, 7 packed)" when some are
+    local n, np = count[tier] or 0, packed[tier] or 0
+    local form = np == 0 and "" or np == n and ", packed" or string.format(", %d packed", np)
+    parts[#parts + 1] = string.format("%s %s (%d%s)", tier, bytes_text(p.bytes[tier]), n, form)
   end
   local lines = { "placement: " .. table.concat(parts, ", ") }
   local hc = {}

@@ -142,6 +142,22 @@ function M.bandwidths(model)
   return bw
 end
 
+local disk_cache = {}
+
+--- The disk tier's read bandwidth on the model's file (bytes/s of direct
+-- reads, lrun_model_measure_disk_read over up to 64 MiB of its weights),
+-- measured once per file and device per process; nil when no weight is in
+-- a file on disk.
+function M.disk_read(model)
+  local key = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle))) .. "\0" .. tostring(model.path)
+  if disk_cache[key] == nil then
+    local out = ffi.new("double[1]")
+    local ok = C.lrun_model_measure_disk_read(model.handle, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0
+    disk_cache[key] = ok and out[0] or false
+  end
+  return disk_cache[key] or nil
+end
+
 -- ---------------------------------------------------------------- options
 
 --- Parses "-ot" text "PATTERN=TIER" (TIER device, pinned, host, mmap, disk, or
@@ -557,6 +573,12 @@ function M.plan(model, opts)
   local off_tier = opts.offload_tier
   if off_tier == nil and cpu and host_budget then off_tier = "disk"
   elseif off_tier == nil and cpu and opts.gpu_budget ~= nil then off_tier = "mmap" end
+  if bw and off_tier == "disk" then -- disk placements: the disk's measured read speed (lrun.predict, smart)
+    local with_disk = {}
+    for key, v in pairs(bw) do with_disk[key] = v end
+    with_disk.disk_read = M.disk_read(model)
+    bw = with_disk
+  end
   local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, n_cpu_moe = opts.n_cpu_moe, bandwidth = bw }
   local host_ctx = { cpu = cpu, reserve = reserve, tensors = tensors,
     kv_host = (opts.cache_implementation == "offloaded" or opts.cache_implementation == "offloaded_static")
@@ -681,8 +703,14 @@ function M.plan(model, opts)
         local f, h = host_held(host_ctx, final, host_compute, sized)
         host_bytes = f + h
       end
-      local disk_bytes = 0
-      for _, t in ipairs(tensors) do if final[t.name] == "disk" then disk_bytes = disk_bytes + t.bytes end end
+      local disk_bytes, disk_packed = 0, 0
+      for _, t in ipairs(tensors) do
+        if final[t.name] == "disk" then
+          disk_bytes = disk_bytes + t.bytes
+          -- a packed file's weights are read packed from it (fewer bytes from the disk)
+          if packed[t.name] then disk_packed = disk_packed + 1 end
+        end
+      end
       if off_bytes < forced then
         return fail("arg", string.format("policy %s: cpu_offload_gb asks for %s off the device, overrides left "
           .. "%s: %s missing", where, size.format(forced), size.format(off_bytes), size.format(forced - off_bytes)))
@@ -710,9 +738,10 @@ function M.plan(model, opts)
           .. size.format(capacity)) or "") .. packed_text
       if host_budget or disk_bytes > 0 then -- the host side, when it was asked about or used
         summary = summary .. string.format("\nhost memory held %s%s; disk tier %s (read with direct I/O, k = %d "
-          .. "ahead)", size.format(host_bytes), host_budget and (" of a host budget " .. size.format(host_budget)
+          .. "ahead%s)", size.format(host_bytes), host_budget and (" of a host budget " .. size.format(host_budget)
             .. (moved > 0 and (", " .. size.format(moved) .. " moved to disk to meet it") or "")) or "",
-          size.format(disk_bytes), k)
+          size.format(disk_bytes), k,
+          disk_packed > 0 and string.format("; disk, packed: %d tensors read packed", disk_packed) or "")
       end
       -- the predicted decode speed of the final plan, when bandwidths were measured (lrun.predict)
       local predicted = bw and predict.decode(tensors, final, host_compute, bw) or nil

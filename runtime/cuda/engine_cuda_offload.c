@@ -27,8 +27,10 @@
  * lrun_k_packed_decode, both on the copy stream, so the next weight's copy
  * into that buffer waits for the decode in stream order; its slot holds the
  * plain weight and compute is unchanged. Host compute and a host embedding
- * table decode packed weights on the host. A packed weight in the disk tier is
- * refused at init (not read packed from the file yet). */
+ * table decode packed weights on the host. A packed weight in the disk tier (a
+ * packed model file) is read packed: direct reads of its packed bytes through
+ * the staging buffers into the device staging buffer, decoded from there the
+ * same way, so fewer bytes come from the disk. */
 #include "cuda/engine_cuda_offload.h"
 
 #include <stdlib.h>
@@ -301,9 +303,6 @@ static lrun_status open_disk(struct cuda_offload *o)
     TRY(lrun_disk_reader_init(&o->disk, 0));
     for (int64_t j = 0; j < o->n_w; j++) {
         if (o->w[j].src->tier != LRUN_TIER_DISK) continue;
-        if (o->w[j].packed)
-            return lrun_fail(LRUN_E_UNSUPPORTED, "tensor %s: a packed weight in the disk tier is not read packed "
-                             "from the file yet (docs/packed.md); place it in another tier", o->w[j].src->name);
         size_t lead;
         TRY(lrun_disk_reader_add(o->disk, o->w[j].src, &o->w[j].disk_id, &lead));
     }

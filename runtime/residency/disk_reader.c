@@ -261,7 +261,9 @@ lrun_status lrun_disk_reader_add(lrun_disk_reader *r, const struct lrun_tensor *
     int fi = -1;
     lrun_status st = add_file(r, p, t->name, &fi);
     if (st != LRUN_OK) return st;
-    if (p + t->nbytes > r->files[fi].map_hi)
+    /* the file's form: a packed file holds the packed bytes (docs/packed.md) */
+    const size_t bytes = t->file_packed ? t->pk.total : t->nbytes;
+    if (p + bytes > r->files[fi].map_hi)
         return lrun_fail(LRUN_E_UNSUPPORTED, "disk tier: tensor %s runs past the end of its mapping of %s", t->name,
                          r->files[fi].path);
     if (r->n_tensors == r->cap_tensors) {
@@ -274,7 +276,7 @@ lrun_status lrun_disk_reader_add(lrun_disk_reader *r, const struct lrun_tensor *
     struct disk_tensor *d = &r->tensors[r->n_tensors];
     d->file = fi;
     d->offset = r->files[fi].map_off + (uint64_t)(p - r->files[fi].map_lo);
-    d->nbytes = t->nbytes;
+    d->nbytes = bytes;
     snprintf(d->name, sizeof d->name, "%s", t->name);
     *id = r->n_tensors++;
     *lead = (size_t)(d->offset % LRUN_DISK_ALIGN);

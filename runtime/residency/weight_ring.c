@@ -21,7 +21,9 @@
  * tier when nothing is staged) is decoded at acquire into the decode
  * scratch, over the engine's threads, and read from there. One scratch
  * serves every unit: units are computed one at a time. A packed weight in the
- * disk tier is refused at init (not read packed from the file yet). */
+ * disk tier (a packed model file) is read packed: its packed bytes (fewer
+ * from the disk) land in its aligned region and the fill decodes them into
+ * the plain area that follows the region in the unit. */
 #include "residency/weight_ring.h"
 
 #include <stdio.h>
@@ -99,9 +101,13 @@ static lrun_status fill_unit(void *owner, int64_t u, int slot_index, void *slot,
         const struct lrun_tensor *t = un->t[i];
         if (un->disk_id[i] >= 0) { /* direct reads from the file into its aligned region */
             size_t lead;
-            const lrun_status st =
-                lrun_disk_reader_read(wr->disk, un->disk_id[i], 0, t->nbytes, (char *)slot + un->region[i], &lead);
+            char *region = (char *)slot + un->region[i];
+            const lrun_status st = lrun_disk_reader_read(wr->disk, un->disk_id[i], 0, t->packed ? t->pk.total : t->nbytes,
+                                                         region, &lead);
             if (st != LRUN_OK) return st;
+            /* packed in the file: decoded from the region into the plain area */
+            if (t->packed) lrun_packed_decode_range((uint16_t *)((char *)slot + un->offset[i]), region + lead, &t->pk, 0,
+                                                    t->pk.n);
         } else if (t->packed) { /* on the fill thread: the plain bytes into the slot */
             lrun_packed_decode_range((uint16_t *)((char *)slot + un->offset[i]), t->data, &t->pk, 0, t->pk.n);
         } else {
@@ -134,9 +140,20 @@ static size_t plan_unit(struct unit *u, const lrun_placement *p, int stage, int6
         u->any_disk |= disk;
         u->bytes += lrun_placement_stored_bytes(p, ts[i]);
         u->n++;
-        const size_t len = disk ? lrun_disk_region(ts[i]->nbytes) : ts[i]->nbytes;
-        if (len < ts[i]->nbytes || !lrun_size_align_up(off + len, SLOT_ALIGN, &end)) return SIZE_MAX;
+        /* read packed from the file: its region holds the packed bytes, the
+         * plain bytes they decode to follow it */
+        const int disk_packed = disk && lrun_placement_packed(p, ts[i]);
+        const size_t read = disk_packed && ts[i]->pk.total ? ts[i]->pk.total : ts[i]->nbytes;
+        const size_t len = disk ? lrun_disk_region(read) : ts[i]->nbytes;
+        if (len < read || !lrun_size_align_up(off + len, SLOT_ALIGN, &end)) return SIZE_MAX;
         off = end;
+        if (disk_packed) {
+            u->offset[u->n - 1] = off;
+            size_t plain_end;
+            if (!lrun_size_add(off, ts[i]->nbytes, &plain_end) || !lrun_size_align_up(plain_end, SLOT_ALIGN, &end))
+                return SIZE_MAX;
+            off = end;
+        }
     }
     if (u->any_disk && !lrun_size_align_up(off, LRUN_DISK_ALIGN, &off)) return SIZE_MAX;
     return off;
@@ -272,9 +289,6 @@ static lrun_status open_disk(lrun_weight_ring *wr)
         struct unit *u = &wr->units[ui];
         for (int i = 0; i < u->n; i++) {
             if (u->t[i]->tier != LRUN_TIER_DISK) continue;
-            if (u->t[i]->packed)
-                return lrun_fail(LRUN_E_UNSUPPORTED, "tensor %s: a packed weight in the disk tier is not read packed "
-                                 "from the file yet (docs/packed.md); place it in another tier", u->t[i]->name);
             if (!wr->disk) {
                 const lrun_status st = lrun_disk_reader_init(&wr->disk, 0);
                 if (st != LRUN_OK) return st;
@@ -282,7 +296,7 @@ static lrun_status open_disk(lrun_weight_ring *wr)
             size_t lead;
             const lrun_status st = lrun_disk_reader_add(wr->disk, u->t[i], &u->disk_id[i], &lead);
             if (st != LRUN_OK) return st;
-            u->offset[i] = u->region[i] + lead;
+            if (!u->t[i]->packed) u->offset[i] = u->region[i] + lead; /* packed: decoded after the region */
         }
     }
     return LRUN_OK;
