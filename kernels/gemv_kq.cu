@@ -1,0 +1,322 @@
+/* gemv_kq.cu — the m = 1 decode GEMV of Q4_K, Q5_K and Q6_K (fast numerics;
+ * the exact path never comes here).
+ *
+ * The unit kernel of gemv.cu decodes these types 8 or 16 weights at a time:
+ * per unit it reloads the block's header words and recomputes the 6-bit
+ * scales, and turns every nibble into a float with an I2F (a quarter of the
+ * FMA rate), so it ran at 11-32% of HBM bandwidth. Here a thread takes a
+ * "slice" of 32 weights of one 256-element block (8 slices a block):
+ *   - Q4_K / Q5_K: one 16-byte load of the header (d, dmin, scales), one of
+ *     qs (Q5_K: and one of qh), all 16-byte aligned when the rows are
+ *     (144 and 176 are multiples of 16); the slice is 16 bytes of qs =
+ *     elements l0..l0+15 of sub-block 2c (low nibbles) and of 2c+1 (high);
+ *   - Q6_K (210-byte blocks, 2-aligned): 8 bytes each of ql (two runs) and
+ *     qh by aligned words and funnel shifts, 4 scale bytes and d; the slice
+ *     is elements l0..l0+7 of the four 32-element runs of one half.
+ * Nibbles become floats by byte_perm (2^23 + q) and one subtract; each
+ * sub-block's scale is applied once to its sum (Q4_K/Q5_K: d·sc·Σq·x −
+ * dmin·m·Σx, the x sums shared by the block's rows), so a weight costs about
+ * a PRMT, an FADD and an FFMA. Weights stream past L1 (no_allocate), x stays
+ * in it. A block owns RB rows (RB/2 of gate and of up for a pair), its NT
+ * threads walk the rows' slices side by side, the next slice's loads issued
+ * before the current one's arithmetic. The result differs from the unit
+ * kernel's only by f32 rounding order. */
+#include "gemv_common.cuh"
+
+#include <stdio.h>
+
+// ---------------------------------------------------------------- loads
+
+/* A 32-bit word of weights, past L1; p 4-byte aligned. */
+static __device__ __forceinline__ uint32_t kq_ld32(const uint8_t *p)
+{
+    uint32_t v;
+    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+
+/* 8 bytes at a 2-byte aligned p as 2 words: 3 aligned words and funnel
+ * shifts (a shift of 0 when p is 4-aligned). The third word lies inside the
+ * Q6_K block for every field read with this (see kq_slice<Q6_K>::load). */
+static __device__ __forceinline__ uint2 kq_ld64_a2(const uint8_t *p)
+{
+    const uint8_t *p4 = (const uint8_t *)((uintptr_t)p & ~(uintptr_t)3);
+    const unsigned sh = ((unsigned)(uintptr_t)p & 2u) * 8u;
+    const uint32_t w0 = kq_ld32(p4), w1 = kq_ld32(p4 + 4), w2 = kq_ld32(p4 + 8);
+    return make_uint2(__funnelshift_r(w0, w1, sh), __funnelshift_r(w1, w2, sh));
+}
+
+// ---------------------------------------------------------------- slices
+
+/* Each type: BYTES of a block; raw, the bytes of one slice; load(blk, j) of
+ * slice j (0..7); xoff(j, r), the element of the block where run r (0..7)
+ * of 4 x values starts, xv[4r..4r+3] in dot; HAS_MIN: dot takes the sums of
+ * xv[0..15] and xv[16..31]; dot, the slice's contribution to its row. */
+template <int T> struct kq_slice;
+
+/* Q4_K and Q5_K sub-block j's 6-bit scale and min, as q4_K_scale_min. */
+static __device__ __forceinline__ void kq_scale_min(const uint4 &h, int j, float *sc, float *m)
+{
+    const lrun_k_unit<LRUN_DTYPE_Q4_K>::raw r = {0u, h.x, h.y, h.z, h.w};
+    int s, mi;
+    lrun_k_unit<LRUN_DTYPE_Q4_K>::scale_min(r, j, &s, &mi);
+    *sc = (float)s;
+    *m = (float)mi;
+}
+
+/* Σ (lo bytes)·xv[0..15] and Σ (hi bytes)·xv[16..31] of 4 words of 4
+ * values 0..63 each, then the sub-blocks' scales and mins (c: the chunk). */
+static __device__ __forceinline__ float kq_dot_min(const uint32_t lo[4], const uint32_t hi[4], const uint4 &h,
+                                                   int c, const float *xv, const float *sx)
+{
+    const float c23 = 8388608.0f;
+    float dl = 0.0f, dh = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 4; w++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            dl = fmaf(byte_f(lo[w], e) - c23, xv[4 * w + e], dl);
+            dh = fmaf(byte_f(hi[w], e) - c23, xv[16 + 4 * w + e], dh);
+        }
+    float sc0, m0, sc1, m1;
+    kq_scale_min(h, 2 * c, &sc0, &m0);
+    kq_scale_min(h, 2 * c + 1, &sc1, &m1);
+    const float d = lrun_k_f16((uint16_t)(h.x & 0xffff)), dmin = lrun_k_f16((uint16_t)(h.x >> 16));
+    return fmaf(d, fmaf(sc0, dl, sc1 * dh), -dmin * fmaf(m0, sx[0], m1 * sx[1]));
+}
+
+/* Q4_K: slice j is qs[16j..16j+15]: chunk c = j/2, l0 = 16(j%2); low
+ * nibbles are elements 64c+l0.., high 64c+32+l0.. */
+template <> struct kq_slice<LRUN_DTYPE_Q4_K> {
+    static constexpr int BYTES = 144;
+    static constexpr bool HAS_MIN = true;
+    struct raw { uint4 h, q; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int j)
+    {
+        return {lrun_k_ld128_stream(blk), lrun_k_ld128_stream(blk + 16 + 16 * j)};
+    }
+    static __device__ __forceinline__ int xoff(int j, int r)
+    {
+        return 64 * (j >> 1) + 16 * (j & 1) + (r < 4 ? 4 * r : 32 + 4 * (r - 4));
+    }
+    static __device__ __forceinline__ float dot(const raw &r, int j, const float *xv, const float *sx)
+    {
+        const uint32_t q[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+        uint32_t lo[4], hi[4];
+#pragma unroll
+        for (int w = 0; w < 4; w++) lo[w] = q[w] & 0x0f0f0f0fu, hi[w] = (q[w] >> 4) & 0x0f0f0f0fu;
+        return kq_dot_min(lo, hi, r.h, j >> 1, xv, sx);
+    }
+};
+
+/* Q5_K: as Q4_K (qs at 48), the fifth bits from qh[l0..l0+15] (at 16):
+ * bit 2c for the low nibbles, 2c+1 for the high. */
+template <> struct kq_slice<LRUN_DTYPE_Q5_K> {
+    static constexpr int BYTES = 176;
+    static constexpr bool HAS_MIN = true;
+    struct raw { uint4 h, qh, q; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int j)
+    {
+        return {lrun_k_ld128_stream(blk), lrun_k_ld128_stream(blk + 16 + 16 * (j & 1)),
+                lrun_k_ld128_stream(blk + 48 + 16 * j)};
+    }
+    static __device__ __forceinline__ int xoff(int j, int r) { return kq_slice<LRUN_DTYPE_Q4_K>::xoff(j, r); }
+    static __device__ __forceinline__ float dot(const raw &r, int j, const float *xv, const float *sx)
+    {
+        const int c = j >> 1;
+        const uint32_t q[4] = {r.q.x, r.q.y, r.q.z, r.q.w}, qh[4] = {r.qh.x, r.qh.y, r.qh.z, r.qh.w};
+        uint32_t lo[4], hi[4];
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            lo[w] = (q[w] & 0x0f0f0f0fu) | (((qh[w] >> (2 * c)) & 0x01010101u) << 4);
+            hi[w] = ((q[w] >> 4) & 0x0f0f0f0fu) | (((qh[w] >> (2 * c + 1)) & 0x01010101u) << 4);
+        }
+        return kq_dot_min(lo, hi, r.h, c, xv, sx);
+    }
+};
+
+/* Q6_K: slice j is half h = j/4, l0 = 8(j%4): ql[64h+l0..+7] (a), ql[64h+32+
+ * l0..+7] (b), qh[32h+l0..+7] and scales[8h + l0/16 + {0,2,4,6}] give
+ * elements 128h + l0 + {0, 32, 64, 96} + 0..7 as in lrun_k_unit<Q6_K>. The
+ * 8-byte reads end at most at byte 196 of the 210. */
+template <> struct kq_slice<LRUN_DTYPE_Q6_K> {
+    static constexpr int BYTES = 210;
+    static constexpr bool HAS_MIN = false;
+    struct raw { uint2 a, b, qh; uint32_t sc, d; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int j)
+    {
+        const int h = j >> 2, l0 = 8 * (j & 3);
+        const uint8_t *s = blk + 192 + 8 * h + (l0 >> 4);
+        const uint32_t sc = (uint32_t)__ldg(s) | ((uint32_t)__ldg(s + 2) << 8) | ((uint32_t)__ldg(s + 4) << 16) |
+                            ((uint32_t)__ldg(s + 6) << 24);
+        return {kq_ld64_a2(blk + 64 * h + l0), kq_ld64_a2(blk + 64 * h + 32 + l0), kq_ld64_a2(blk + 128 + 32 * h + l0),
+                sc, lrun_k_ld16(blk + 208)};
+    }
+    static __device__ __forceinline__ int xoff(int j, int r) { return 128 * (j >> 2) + 8 * (j & 3) + 32 * (r >> 1) + 4 * (r & 1); }
+    static __device__ __forceinline__ float dot(const raw &r, int, const float *xv, const float *)
+    {
+        const float c = 8388640.0f; /* 2^23 + 32 */
+        const uint32_t a[2] = {r.a.x, r.a.y}, b[2] = {r.b.x, r.b.y}, qh[2] = {r.qh.x, r.qh.y};
+        float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int w = 0; w < 2; w++) {
+            const uint32_t q[4] = {(a[w] & 0x0f0f0f0fu) | ((qh[w] << 4) & 0x30303030u),
+                                   (b[w] & 0x0f0f0f0fu) | ((qh[w] << 2) & 0x30303030u),
+                                   ((a[w] >> 4) & 0x0f0f0f0fu) | (qh[w] & 0x30303030u),
+                                   ((b[w] >> 4) & 0x0f0f0f0fu) | ((qh[w] >> 2) & 0x30303030u)};
+#pragma unroll
+            for (int g = 0; g < 4; g++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[g] = fmaf(byte_f(q[g], e) - c, xv[8 * g + 4 * w + e], s[g]);
+        }
+        float t = 0.0f;
+#pragma unroll
+        for (int g = 0; g < 4; g++) t = fmaf((float)(int8_t)((r.sc >> (8 * g)) & 0xff), s[g], t);
+        return lrun_k_f16((uint16_t)r.d) * t;
+    }
+};
+
+// ---------------------------------------------------------------- kernel
+
+template <int T, int NT, int RB>
+__global__ void __launch_bounds__(NT)
+    gemv_kq(const __grid_constant__ gemv_parts P, int64_t k, const float *__restrict__ x, bool xvec, int mode)
+{
+    using S = kq_slice<T>;
+    constexpr int RH = RB >= 2 ? RB / 2 : 1; /* output rows of a paired block */
+    lrun_k_pdl_trigger();
+    const int64_t b = blockIdx.x;
+    const int p = (b >= P.b0[1]) + (b >= P.b0[2]);
+    const bool sw = PAIRED(mode);
+    const int64_t n = SEL3(P.n, p), row0 = (b - P.b0[p]) * (sw ? RH : RB);
+
+    /* rows past n re-read row n-1 (valid memory) and are not written; a
+     * paired block reads rows row0.. of gate (part 0) then of up (part 1) */
+    const uint8_t *rows[RB];
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const int q = sw && r >= RH ? 1 : p;
+        int64_t rr = row0 + (sw ? r % RH : r);
+        rr = rr < n ? rr : n - 1;
+        rows[r] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q);
+    }
+
+    const int64_t slices = k / 256 * 8; /* per row */
+    float acc[RB];
+#pragma unroll
+    for (int r = 0; r < RB; r++) acc[r] = 0.0f;
+    /* the first slice's loads before the wait for the previous kernel (the
+     * weights are no kernel's output); then each slice's loads one step ahead */
+    typename S::raw raw[RB];
+    int64_t s = threadIdx.x;
+    if (s < slices)
+#pragma unroll
+        for (int r = 0; r < RB; r++) raw[r] = S::load(rows[r] + (size_t)(s >> 3) * S::BYTES, (int)(s & 7));
+    lrun_k_pdl_wait();
+    for (; s < slices; s += NT) {
+        const int j = (int)(s & 7);
+        const float *xb = x + (s >> 3) * 256;
+        float xv[32];
+#pragma unroll
+        for (int r = 0; r < 8; r++) {
+            const float4 f = ldx4(xb + S::xoff(j, r), xvec);
+            xv[4 * r] = f.x, xv[4 * r + 1] = f.y, xv[4 * r + 2] = f.z, xv[4 * r + 3] = f.w;
+        }
+        typename S::raw cur[RB];
+#pragma unroll
+        for (int r = 0; r < RB; r++) cur[r] = raw[r];
+        const int64_t sn = s + NT;
+        if (sn < slices)
+#pragma unroll
+            for (int r = 0; r < RB; r++) raw[r] = S::load(rows[r] + (size_t)(sn >> 3) * S::BYTES, (int)(sn & 7));
+        float sx[2] = {0.0f, 0.0f};
+        if (S::HAS_MIN)
+#pragma unroll
+            for (int e = 0; e < 16; e++) sx[0] += xv[e], sx[1] += xv[16 + e];
+#pragma unroll
+        for (int r = 0; r < RB; r++) acc[r] += S::dot(cur[r], j, xv, sx);
+    }
+
+    /* warps, then the block: red[w][r] is warp w's sum of row r */
+    __shared__ float red[NT / 32][RB];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const float v = lrun_k_warp_sum(acc[r]);
+        if (lane == 0) red[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < (sw ? RH : RB)) {
+        const int r = threadIdx.x;
+        float v = red[0][r], u = sw ? red[0][r + RH] : 0.0f;
+#pragma unroll
+        for (int w = 1; w < NT / 32; w++) v += red[w][r], u += sw ? red[w][r + RH] : 0.0f;
+        const int64_t row = row0 + r;
+        if (row < n) {
+            float *y = SEL3(P.y, p) + row;
+            if (sw) *y = pair1(v, u, mode);
+            else put(y, v, mode);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- dispatch
+
+/* Threads and rows per block: the default, then lrun_k_gemv_tune's variants
+ * 1..8 (bench only). */
+static const struct { int nt, rb; } kq_shapes[] = {{128, 4}, {64, 4},  {128, 2}, {256, 2},
+                                                   {64, 8},  {128, 8}, {256, 4}, {32, 4}, {64, 2}};
+
+template <int T, int NT, int RB>
+static cudaError_t kq_launch(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
+{
+    const int64_t rows_out = PAIRED(mode) ? RB / 2 : RB;
+    const int grid_parts = PAIRED(mode) ? 1 : n_parts; /* up shares gate's blocks */
+    int64_t b = 0;
+    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
+        P.b0[p] = b;
+        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
+    }
+    if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
+    const bool xvec = ((uintptr_t)x & 15) == 0;
+    return lrun_k_launch(gemv_kq<T, NT, RB>, dim3((unsigned)b), dim3(NT), 0, st, P, k, x, xvec, mode);
+}
+
+template <int T>
+static cudaError_t kq_shape(int v, const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
+                            cudaStream_t st)
+{
+    switch (v) {
+    case 1: return kq_launch<T, 64, 4>(P, n_parts, k, x, mode, st);
+    case 2: return kq_launch<T, 128, 2>(P, n_parts, k, x, mode, st);
+    case 3: return kq_launch<T, 256, 2>(P, n_parts, k, x, mode, st);
+    case 4: return kq_launch<T, 64, 8>(P, n_parts, k, x, mode, st);
+    case 5: return kq_launch<T, 128, 8>(P, n_parts, k, x, mode, st);
+    case 6: return kq_launch<T, 256, 4>(P, n_parts, k, x, mode, st);
+    case 7: return kq_launch<T, 32, 4>(P, n_parts, k, x, mode, st);
+    case 8: return kq_launch<T, 64, 2>(P, n_parts, k, x, mode, st);
+    default: return kq_launch<T, 128, 4>(P, n_parts, k, x, mode, st);
+    }
+}
+
+int lrun_k_gemv_kq(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode, int variant,
+                   cudaStream_t st, cudaError_t *e)
+{
+    static_assert(sizeof kq_shapes / sizeof kq_shapes[0] == 9, "kq_shape's cases");
+    if (t != LRUN_DTYPE_Q4_K && t != LRUN_DTYPE_Q5_K && t != LRUN_DTYPE_Q6_K) return 0;
+    if (t != LRUN_DTYPE_Q6_K) /* 16-byte loads of whole blocks */
+        for (int p = 0; p < n_parts; p++)
+            if (((uintptr_t)P.w[p] & 15) != 0 || (P.rb[p] & 15) != 0) return 0;
+    if (t == LRUN_DTYPE_Q4_K) *e = kq_shape<LRUN_DTYPE_Q4_K>(variant, P, n_parts, k, x, mode, st);
+    else if (t == LRUN_DTYPE_Q5_K) *e = kq_shape<LRUN_DTYPE_Q5_K>(variant, P, n_parts, k, x, mode, st);
+    else *e = kq_shape<LRUN_DTYPE_Q6_K>(variant, P, n_parts, k, x, mode, st);
+    return 1;
+}
+
+/* lrun_k_gemv_tune's description of variant v for these kernels. */
+const char *lrun_k_gemv_kq_shape(int v, char *buf, size_t size)
+{
+    if (v < 0 || v >= (int)(sizeof kq_shapes / sizeof kq_shapes[0])) v = 0;
+    snprintf(buf, size, "kq NT %d RB %d", kq_shapes[v].nt, kq_shapes[v].rb);
+    return buf;
+}
