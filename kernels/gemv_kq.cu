@@ -13,10 +13,10 @@
  *   - Q6_K (210-byte blocks, 2-aligned): 8 bytes each of ql (two runs) and
  *     qh by aligned words and funnel shifts, 4 scale bytes and d; the slice
  *     is elements l0..l0+7 of the four 32-element runs of one half.
- * Nibbles become floats by byte_perm (2^23 + q) and one subtract; each
+ * Quantized values become floats by a mask alone (denormals, kq_dn); each
  * sub-block's scale is applied once to its sum (Q4_K/Q5_K: d·sc·Σq·x −
- * dmin·m·Σx, the x sums shared by the block's rows), so a weight costs about
- * a PRMT, an FADD and an FFMA. Weights stream past L1 (no_allocate), x stays
+ * dmin·m·Σx; Q6_K: d·sc·(Σq·x − 32·Σx), the x sums shared by the block's
+ * rows), so a weight costs about a LOP and an FFMA. Weights stream past L1 (no_allocate), x stays
  * in it. A block owns RB rows (RB/2 of gate and of up for a pair), its NT
  * threads walk the rows' slices side by side, the next slice's loads issued
  * before the current one's arithmetic. The result differs from the unit
@@ -50,46 +50,66 @@ static __device__ __forceinline__ uint2 kq_ld64_a2(const uint8_t *p)
 
 /* Each type: BYTES of a block; raw, the bytes of one slice; load(blk, j) of
  * slice j (0..7); xoff(j, r), the element of the block where run r (0..7)
- * of 4 x values starts, xv[4r..4r+3] in dot; HAS_MIN: dot takes the sums of
- * xv[0..15] and xv[16..31]; dot, the slice's contribution to its row. */
+ * of 4 x values starts, xv[4r..4r+3] in dot; NS: the x sums dot takes
+ * (sx[g] of xv's g-th NS-th); dot, the slice's contribution to its row. */
 template <int T> struct kq_slice;
 
-/* Q4_K and Q5_K sub-block j's 6-bit scale and min, as q4_K_scale_min. */
-static __device__ __forceinline__ void kq_scale_min(const uint4 &h, int j, float *sc, float *m)
+/* The weights of a slice are turned into floats without a conversion or an
+ * offset subtract: a value q < 128 at bits 8e.. of a word (e < 3), masked
+ * out, is the denormal float q·2^(8e−149); byte 3 is shifted down to bit 0
+ * (q·2^−149). The x that value meets was scaled by 2^(KQ_C − 8e) (2^KQ_C
+ * for byte 3), both powers of two and exact, so every product is q·x·2^−49
+ * and the slice's sums are rescaled once by 2^49. FFMA takes denormal
+ * operands at full rate; this needs denormals kept (no -ftz / fast math,
+ * which this tree never uses). |x| must stay below 2^28 (x·2^100 finite);
+ * only |q·x| below ~2^−77 loses bits, far below f32 rounding of the sum. */
+#define KQ_C 100
+#define KQ_UNSCALE 562949953421312.0f /* 2^(149 − KQ_C) = 2^49 */
+
+/* byte e (0..3) of v, whose bytes are < 128, as the denormal above */
+static __device__ __forceinline__ float kq_dn(uint32_t v, int e)
 {
-    const lrun_k_unit<LRUN_DTYPE_Q4_K>::raw r = {0u, h.x, h.y, h.z, h.w};
-    int s, mi;
-    lrun_k_unit<LRUN_DTYPE_Q4_K>::scale_min(r, j, &s, &mi);
-    *sc = (float)s;
-    *m = (float)mi;
+    return __uint_as_float(e < 3 ? v & (0xffu << (8 * e)) : v >> 24);
 }
 
-/* Σ (lo bytes)·xv[0..15] and Σ (hi bytes)·xv[16..31] of 4 words of 4
- * values 0..63 each, then the sub-blocks' scales and mins (c: the chunk). */
+/* the factor of xv[i], the partner of byte i % 4 of its word */
+static __device__ __forceinline__ float kq_xscale(int i)
+{
+    const int e = i & 3;
+    return __uint_as_float((uint32_t)(127 + KQ_C - (e < 3 ? 8 * e : 0)) << 23);
+}
+
+/* byte b (0..3) of v as a float, exactly (2^23 + byte − 2^23) */
+static __device__ __forceinline__ float kq_bytef(uint32_t v, int b) { return byte_f(v, b) - 8388608.0f; }
+
+/* Σ (lo bytes)·xv[0..15] and Σ (hi bytes)·xv[16..31] of 4 words of values
+ * below 64, then the scales and mins of sub-blocks 2c and 2c+1: all eight
+ * 6-bit scales (and mins) of q4_K_scale_min at once, 4 to a word. */
 static __device__ __forceinline__ float kq_dot_min(const uint32_t lo[4], const uint32_t hi[4], const uint4 &h,
                                                    int c, const float *xv, const float *sx)
 {
-    const float c23 = 8388608.0f;
     float dl = 0.0f, dh = 0.0f;
 #pragma unroll
     for (int w = 0; w < 4; w++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            dl = fmaf(byte_f(lo[w], e) - c23, xv[4 * w + e], dl);
-            dh = fmaf(byte_f(hi[w], e) - c23, xv[16 + 4 * w + e], dh);
+            dl = fmaf(kq_dn(lo[w], e), xv[4 * w + e], dl);
+            dh = fmaf(kq_dn(hi[w], e), xv[16 + 4 * w + e], dh);
         }
-    float sc0, m0, sc1, m1;
-    kq_scale_min(h, 2 * c, &sc0, &m0);
-    kq_scale_min(h, 2 * c + 1, &sc1, &m1);
-    const float d = lrun_k_f16((uint16_t)(h.x & 0xffff)), dmin = lrun_k_f16((uint16_t)(h.x >> 16));
-    return fmaf(d, fmaf(sc0, dl, sc1 * dh), -dmin * fmaf(m0, sx[0], m1 * sx[1]));
+    const bool low = c < 2; /* sub-blocks 0..3: plain 6-bit bytes; 4..7: split */
+    const uint32_t scw = low ? h.y & 0x3f3f3f3fu : (h.w & 0x0f0f0f0fu) | ((h.y >> 2) & 0x30303030u);
+    const uint32_t mw = low ? h.z & 0x3f3f3f3fu : ((h.w >> 4) & 0x0f0f0f0fu) | ((h.z >> 2) & 0x30303030u);
+    const int b = 2 * (c & 1);
+    const float d = lrun_k_f16((uint16_t)(h.x & 0xffff)) * KQ_UNSCALE, dmin = lrun_k_f16((uint16_t)(h.x >> 16));
+    const float sdot = fmaf(kq_bytef(scw, b), dl, kq_bytef(scw, b + 1) * dh);
+    return fmaf(d, sdot, -dmin * fmaf(kq_bytef(mw, b), sx[0], kq_bytef(mw, b + 1) * sx[1]));
 }
 
 /* Q4_K: slice j is qs[16j..16j+15]: chunk c = j/2, l0 = 16(j%2); low
  * nibbles are elements 64c+l0.., high 64c+32+l0.. */
 template <> struct kq_slice<LRUN_DTYPE_Q4_K> {
     static constexpr int BYTES = 144;
-    static constexpr bool HAS_MIN = true;
+    static constexpr int NS = 2; /* x sums: of xv[0..15], xv[16..31] */
     struct raw { uint4 h, q; };
     static __device__ __forceinline__ raw load(const uint8_t *blk, int j)
     {
@@ -113,7 +133,7 @@ template <> struct kq_slice<LRUN_DTYPE_Q4_K> {
  * bit 2c for the low nibbles, 2c+1 for the high. */
 template <> struct kq_slice<LRUN_DTYPE_Q5_K> {
     static constexpr int BYTES = 176;
-    static constexpr bool HAS_MIN = true;
+    static constexpr int NS = 2;
     struct raw { uint4 h, qh, q; };
     static __device__ __forceinline__ raw load(const uint8_t *blk, int j)
     {
@@ -138,10 +158,11 @@ template <> struct kq_slice<LRUN_DTYPE_Q5_K> {
 /* Q6_K: slice j is half h = j/4, l0 = 8(j%4): ql[64h+l0..+7] (a), ql[64h+32+
  * l0..+7] (b), qh[32h+l0..+7] and scales[8h + l0/16 + {0,2,4,6}] give
  * elements 128h + l0 + {0, 32, 64, 96} + 0..7 as in lrun_k_unit<Q6_K>. The
- * 8-byte reads end at most at byte 196 of the 210. */
+ * 8-byte reads end at most at byte 196 of the 210. Σ(q − 32)·x of group g is
+ * Σq·x − 32·Σx (sx[g] holds 32·Σx). */
 template <> struct kq_slice<LRUN_DTYPE_Q6_K> {
     static constexpr int BYTES = 210;
-    static constexpr bool HAS_MIN = false;
+    static constexpr int NS = 4; /* x sums of xv[8g..8g+7], times 32 */
     struct raw { uint2 a, b, qh; uint32_t sc, d; };
     static __device__ __forceinline__ raw load(const uint8_t *blk, int j)
     {
@@ -153,9 +174,8 @@ template <> struct kq_slice<LRUN_DTYPE_Q6_K> {
                 sc, lrun_k_ld16(blk + 208)};
     }
     static __device__ __forceinline__ int xoff(int j, int r) { return 128 * (j >> 2) + 8 * (j & 3) + 32 * (r >> 1) + 4 * (r & 1); }
-    static __device__ __forceinline__ float dot(const raw &r, int, const float *xv, const float *)
+    static __device__ __forceinline__ float dot(const raw &r, int, const float *xv, const float *sx)
     {
-        const float c = 8388640.0f; /* 2^23 + 32 */
         const uint32_t a[2] = {r.a.x, r.a.y}, b[2] = {r.b.x, r.b.y}, qh[2] = {r.qh.x, r.qh.y};
         float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
@@ -167,11 +187,12 @@ template <> struct kq_slice<LRUN_DTYPE_Q6_K> {
 #pragma unroll
             for (int g = 0; g < 4; g++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) s[g] = fmaf(byte_f(q[g], e) - c, xv[8 * g + 4 * w + e], s[g]);
+                for (int e = 0; e < 4; e++) s[g] = fmaf(kq_dn(q[g], e), xv[8 * g + 4 * w + e], s[g]);
         }
         float t = 0.0f;
 #pragma unroll
-        for (int g = 0; g < 4; g++) t = fmaf((float)(int8_t)((r.sc >> (8 * g)) & 0xff), s[g], t);
+        for (int g = 0; g < 4; g++)
+            t = fmaf((float)(int8_t)((r.sc >> (8 * g)) & 0xff), fmaf(s[g], KQ_UNSCALE, -sx[g]), t);
         return lrun_k_f16((uint16_t)r.d) * t;
     }
 };
@@ -229,10 +250,17 @@ __global__ void __launch_bounds__(NT)
         if (sn < slices)
 #pragma unroll
             for (int r = 0; r < RB; r++) raw[r] = S::load(rows[r] + (size_t)(sn >> 3) * S::BYTES, (int)(sn & 7));
-        float sx[2] = {0.0f, 0.0f};
-        if (S::HAS_MIN)
+        /* the x sums (Q6_K: times 32), then x scaled for kq_dn's floats */
+        float sx[S::NS];
 #pragma unroll
-            for (int e = 0; e < 16; e++) sx[0] += xv[e], sx[1] += xv[16 + e];
+        for (int g = 0; g < S::NS; g++) {
+            float t = 0.0f;
+#pragma unroll
+            for (int e = 0; e < 32 / S::NS; e++) t += xv[32 / S::NS * g + e];
+            sx[g] = S::NS == 4 ? 32.0f * t : t;
+        }
+#pragma unroll
+        for (int i = 0; i < 32; i++) xv[i] *= kq_xscale(i);
 #pragma unroll
         for (int r = 0; r < RB; r++) acc[r] += S::dot(cur[r], j, xv, sx);
     }
@@ -264,7 +292,7 @@ __global__ void __launch_bounds__(NT)
 
 /* Threads and rows per block: the default, then lrun_k_gemv_tune's variants
  * 1..8 (bench only). */
-static const struct { int nt, rb; } kq_shapes[] = {{128, 4}, {64, 4},  {128, 2}, {256, 2},
+static const struct { int nt, rb; } kq_shapes[] = {{64, 4}, {128, 4},  {128, 2}, {256, 2},
                                                    {64, 8},  {128, 8}, {256, 4}, {32, 4}, {64, 2}};
 
 template <int T, int NT, int RB>
@@ -287,7 +315,7 @@ static cudaError_t kq_shape(int v, const gemv_parts &P, int n_parts, int64_t k, 
                             cudaStream_t st)
 {
     switch (v) {
-    case 1: return kq_launch<T, 64, 4>(P, n_parts, k, x, mode, st);
+    case 1: return kq_launch<T, 128, 4>(P, n_parts, k, x, mode, st);
     case 2: return kq_launch<T, 128, 2>(P, n_parts, k, x, mode, st);
     case 3: return kq_launch<T, 256, 2>(P, n_parts, k, x, mode, st);
     case 4: return kq_launch<T, 64, 8>(P, n_parts, k, x, mode, st);
@@ -295,7 +323,7 @@ static cudaError_t kq_shape(int v, const gemv_parts &P, int n_parts, int64_t k, 
     case 6: return kq_launch<T, 256, 4>(P, n_parts, k, x, mode, st);
     case 7: return kq_launch<T, 32, 4>(P, n_parts, k, x, mode, st);
     case 8: return kq_launch<T, 64, 2>(P, n_parts, k, x, mode, st);
-    default: return kq_launch<T, 128, 4>(P, n_parts, k, x, mode, st);
+    default: return kq_launch<T, 64, 4>(P, n_parts, k, x, mode, st);
     }
 }
 
