@@ -290,10 +290,12 @@ __global__ void __launch_bounds__(NT)
 
 // ---------------------------------------------------------------- dispatch
 
-/* Threads and rows per block: the default, then lrun_k_gemv_tune's variants
- * 1..8 (bench only). */
-static const struct { int nt, rb; } kq_shapes[] = {{64, 4}, {128, 4},  {128, 2}, {256, 2},
-                                                   {64, 8},  {128, 8}, {256, 4}, {32, 4}, {64, 2}};
+/* Threads and rows per block: variant 0 is the default (Q6_K takes 128
+ * threads x 4 rows instead: its fewer, smaller loads per row want more rows
+ * per block), then lrun_k_gemv_tune's variants 1..8 (bench only). Measured
+ * on the H200 with test_kernels_gpu --sweep (docs/benchmarks.md). */
+static const struct { int nt, rb; } kq_shapes[] = {{64, 8}, {128, 4},  {128, 2}, {256, 2},
+                                                   {64, 4},  {128, 8}, {256, 4}, {32, 4}, {64, 2}};
 
 template <int T, int NT, int RB>
 static cudaError_t kq_launch(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
@@ -318,12 +320,14 @@ static cudaError_t kq_shape(int v, const gemv_parts &P, int n_parts, int64_t k, 
     case 1: return kq_launch<T, 128, 4>(P, n_parts, k, x, mode, st);
     case 2: return kq_launch<T, 128, 2>(P, n_parts, k, x, mode, st);
     case 3: return kq_launch<T, 256, 2>(P, n_parts, k, x, mode, st);
-    case 4: return kq_launch<T, 64, 8>(P, n_parts, k, x, mode, st);
+    case 4: return kq_launch<T, 64, 4>(P, n_parts, k, x, mode, st);
     case 5: return kq_launch<T, 128, 8>(P, n_parts, k, x, mode, st);
     case 6: return kq_launch<T, 256, 4>(P, n_parts, k, x, mode, st);
     case 7: return kq_launch<T, 32, 4>(P, n_parts, k, x, mode, st);
     case 8: return kq_launch<T, 64, 2>(P, n_parts, k, x, mode, st);
-    default: return kq_launch<T, 64, 4>(P, n_parts, k, x, mode, st);
+    default:
+        if (T == LRUN_DTYPE_Q6_K) return kq_launch<T, 128, 4>(P, n_parts, k, x, mode, st);
+        return kq_launch<T, 64, 8>(P, n_parts, k, x, mode, st);
     }
 }
 
@@ -344,7 +348,7 @@ int lrun_k_gemv_kq(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const flo
 /* lrun_k_gemv_tune's description of variant v for these kernels. */
 const char *lrun_k_gemv_kq_shape(int v, char *buf, size_t size)
 {
-    if (v < 0 || v >= (int)(sizeof kq_shapes / sizeof kq_shapes[0])) v = 0;
-    snprintf(buf, size, "kq NT %d RB %d", kq_shapes[v].nt, kq_shapes[v].rb);
+    if (v <= 0 || v >= (int)(sizeof kq_shapes / sizeof kq_shapes[0])) snprintf(buf, size, "kq default");
+    else snprintf(buf, size, "kq NT %d RB %d", kq_shapes[v].nt, kq_shapes[v].rb);
     return buf;
 }
