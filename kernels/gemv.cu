@@ -4,30 +4,12 @@
  * once to the block's sum (d·Σq·x rather than Σ(q·d)·x), so y differs from a
  * float reference of the dequantized rows only by f32 rounding. */
 #include "gemv.cuh"
-#include "geglu.cuh"
+#include "gemv_common.cuh"
 
 #include <stdio.h>
 #include <string.h>
 
-// ---------------------------------------------------------------- x
-
-/* 4 consecutive floats of x at p: one 16-byte load when x is 16-byte
- * aligned (xvec, the same for the whole launch), else 4 scalar loads. */
-static __device__ __forceinline__ float4 ldx4(const float *p, bool xvec)
-{
-    if (xvec) return __ldg((const float4 *)p);
-    return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
-}
-
 // ---------------------------------------------------------------- unit · x
-
-/* 2^23 + byte e of v, as a float: the byte's integer value without an
- * int-to-float conversion (I2F issues at a quarter of the FMA rate, and the
- * small-quant GEMVs are otherwise bound by it). */
-static __device__ __forceinline__ float byte_f(uint32_t v, int e)
-{
-    return __uint_as_float(__byte_perm(v, 0x4B000000u, 0x7440u + (unsigned)e));
-}
 
 /* The values of unit u of a block as v[RUNS*4], and w = scale·v + min: the
  * return value is scale, *min the offset (HAS_MIN) or 0. Scaling the block's
@@ -88,41 +70,6 @@ template <> struct gemv_vals<LRUN_DTYPE_Q8_0> {
         return lrun_k_f16((uint16_t)r.d);
     }
 };
-
-// ---------------------------------------------------------------- epilogue
-
-/* The weights of one launch, concatenated by row blocks: block b belongs to
- * part p when b0[p] <= b < b0[p+1] (unused parts start at the grid's end). */
-static_assert(LRUN_K_GEMV_MAX_PARTS == 3, "sel3 and the part lookup assume 3 parts");
-struct gemv_parts {
-    const uint8_t *w[LRUN_K_GEMV_MAX_PARTS];
-    size_t rb[LRUN_K_GEMV_MAX_PARTS]; /* row stride, bytes */
-    float *y[LRUN_K_GEMV_MAX_PARTS];  /* (m, n[p]) */
-    int64_t n[LRUN_K_GEMV_MAX_PARTS];
-    int64_t b0[LRUN_K_GEMV_MAX_PARTS + 1];
-};
-
-/* a[p] by selects: a dynamic index into (or a reference to) the kernel's
- * parameter struct would copy the struct to local memory. */
-#define SEL3(a, p) ((p) == 0 ? (a)[0] : ((p) == 1 ? (a)[1] : (a)[2]))
-
-/* silu(g)·u as lrun_k_swiglu (the accurate expf). */
-static __device__ __forceinline__ float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-
-/* A mode whose two parts (gate, up) make one output: SwiGLU or GeGLU. */
-#define PAIRED(mode) ((mode) >= LRUN_K_GEMV_SWIGLU)
-
-/* The pair's epilogue: silu or gelu (as lrun_k_geglu, f16 table or f32). */
-static __device__ __forceinline__ float pair1(float g, float u, int mode)
-{
-    return mode == LRUN_K_GEMV_SWIGLU ? swiglu1(g, u) : lrun_k_geglu1(g, u, mode == LRUN_K_GEMV_GEGLU);
-}
-
-static __device__ __forceinline__ void put(float *y, float v, int mode)
-{
-    if (mode == LRUN_K_GEMV_ADD) *y += v;
-    else *y = v;
-}
 
 // ---------------------------------------------------------------- unit kernel
 
@@ -281,7 +228,8 @@ __global__ void __launch_bounds__(LRUN_K_GEMV_PLAIN_THREADS)
 // ---------------------------------------------------------------- shape variants (tuning)
 
 /* 0: lrun_k_gemv_shape; v >= 1: variants[v-1] for m = 1 (bf16, f16, q8_0,
- * q4_0, q4_1), set by lrun_k_gemv_tune for the bench. */
+ * q4_0, q4_1) and gemv_kq.cu's variant v (q4_K, q5_K, q6_K), set by
+ * lrun_k_gemv_tune for the bench. */
 static int g_variant;
 static const struct { int nt, rb, u; } variants[] = {{128, 8, 2}, {128, 8, 1}, {128, 16, 1}, {64, 8, 2},
                                                      {256, 8, 1}, {128, 16, 2}, {64, 16, 1}, {512, 2, 2}};
@@ -289,13 +237,14 @@ static const struct { int nt, rb, u; } variants[] = {{128, 8, 2}, {128, 8, 1}, {
 
 extern "C" const char *lrun_k_gemv_tune(int variant)
 {
-    static char desc[64];
+    static char desc[96];
+    char kq[32];
     if (variant < 0 || variant > N_VARIANTS) return NULL;
     g_variant = variant;
     if (variant == 0) snprintf(desc, sizeof desc, "default");
     else
-        snprintf(desc, sizeof desc, "NT %d RB %d U %d", variants[variant - 1].nt, variants[variant - 1].rb,
-                 variants[variant - 1].u);
+        snprintf(desc, sizeof desc, "NT %d RB %d U %d; %s", variants[variant - 1].nt, variants[variant - 1].rb,
+                 variants[variant - 1].u, lrun_k_gemv_kq_shape(variant, kq, sizeof kq));
     return desc;
 }
 
@@ -371,6 +320,8 @@ template <int M>
 static cudaError_t launch_m(lrun_dtype t, const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
                             cudaStream_t st)
 {
+    cudaError_t e;
+    if (M == 1 && lrun_k_gemv_kq(t, P, n_parts, k, x, mode, g_variant, st, &e)) return e;
     switch (t) {
     case LRUN_DTYPE_F32: return launch_float<LRUN_DTYPE_F32, M>(P, n_parts, k, x, mode, st);
     case LRUN_DTYPE_F16: return launch_float<LRUN_DTYPE_F16, M>(P, n_parts, k, x, mode, st);

@@ -75,8 +75,8 @@ typedef enum {
 lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                               const float *x, int64_t m, int mode, void *stream);
 
-/* Bench only: the m = 1 GEMV of bf16, f16, q8_0, q4_0 and q4_1 weights takes
- * shape variant v (1..8) from then on, 0 the tuned default; returns the
+/* Bench only: the m = 1 GEMV of bf16, f16, q8_0, q4_0, q4_1, q4_K, q5_K and
+ * q6_K weights takes shape variant v (1..8) from then on, 0 the tuned default; returns the
  * variant's description, NULL past the last. Not thread-safe. */
 const char *lrun_k_gemv_tune(int variant);
 

@@ -431,6 +431,12 @@ static void test_matmul(void)
     test_matmul_case(LRUN_DTYPE_Q3_K, 7, 768, 110, 0, 1);  /* 2-aligned K-quant rows, padded */
     test_matmul_case(LRUN_DTYPE_Q5_0, 7, 768, 22, 0, 1);   /* 2-aligned 32-element rows, padded */
     test_matmul_case(LRUN_DTYPE_Q5_K, 5, 4096, 0, 0, 1);
+    /* the K-quant slice kernel of m = 1 (gemv_kq.cu): x unaligned, 16-byte
+     * padded rows (its 16-byte loads), and 8-byte padding (the unit kernel) */
+    test_matmul_case(LRUN_DTYPE_Q4_K, 33, 768, 0, 1, 0);
+    test_matmul_case(LRUN_DTYPE_Q5_K, 7, 768, 16, 0, 0);
+    test_matmul_case(LRUN_DTYPE_Q4_K, 7, 768, 8, 0, 0);
+    test_matmul_case(LRUN_DTYPE_Q6_K, 33, 11008, 0, 0, 0); /* several slices per thread */
 }
 
 /* lrun_k_gemv_multi: Q/K/V-like parts (n 33, 7, 7) stored, one part added
@@ -1341,12 +1347,13 @@ static void bench(int sweep)
     bench_decode_ops();
     bench_attention_long();
     if (!sweep) return;
-    static const lrun_dtype tuned[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1};
+    static const lrun_dtype tuned[] = {LRUN_DTYPE_BF16, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,
+                                       LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K, LRUN_DTYPE_Q5_K};
     const char *desc;
     for (int v = 1; (desc = lrun_k_gemv_tune(v)) != NULL; v++) {
         char d[64];
         snprintf(d, sizeof d, "%s", desc);
-        for (int ti = 0; ti < 4; ti++) bench_type(tuned[ti], d);
+        for (int ti = 0; ti < 7; ti++) bench_type(tuned[ti], d);
     }
     lrun_k_gemv_tune(0);
 }

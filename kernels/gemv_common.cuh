@@ -1,0 +1,74 @@
+/* gemv_common.cuh — what the decode GEMV kernels share (gemv.cu: the unit
+ * kernel for every dtype; gemv_kq.cu: the K-quant slice kernel of m = 1):
+ * the parts of one launch, the epilogues and the byte-to-float trick. */
+#ifndef LRUN_KERNELS_GEMV_COMMON_CUH
+#define LRUN_KERNELS_GEMV_COMMON_CUH
+
+#include "gemv.cuh"
+#include "geglu.cuh"
+
+// ---------------------------------------------------------------- x
+
+/* 4 consecutive floats of x at p: one 16-byte load when x is 16-byte
+ * aligned (xvec, the same for the whole launch), else 4 scalar loads. */
+static __device__ __forceinline__ float4 ldx4(const float *p, bool xvec)
+{
+    if (xvec) return __ldg((const float4 *)p);
+    return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
+}
+
+// ---------------------------------------------------------------- bytes
+
+/* 2^23 + byte e of v, as a float: the byte's integer value without an
+ * int-to-float conversion (I2F issues at a quarter of the FMA rate, and the
+ * small-quant GEMVs are otherwise bound by it). */
+static __device__ __forceinline__ float byte_f(uint32_t v, int e)
+{
+    return __uint_as_float(__byte_perm(v, 0x4B000000u, 0x7440u + (unsigned)e));
+}
+
+// ---------------------------------------------------------------- epilogue
+
+/* The weights of one launch, concatenated by row blocks: block b belongs to
+ * part p when b0[p] <= b < b0[p+1] (unused parts start at the grid's end). */
+static_assert(LRUN_K_GEMV_MAX_PARTS == 3, "sel3 and the part lookup assume 3 parts");
+struct gemv_parts {
+    const uint8_t *w[LRUN_K_GEMV_MAX_PARTS];
+    size_t rb[LRUN_K_GEMV_MAX_PARTS]; /* row stride, bytes */
+    float *y[LRUN_K_GEMV_MAX_PARTS];  /* (m, n[p]) */
+    int64_t n[LRUN_K_GEMV_MAX_PARTS];
+    int64_t b0[LRUN_K_GEMV_MAX_PARTS + 1];
+};
+
+/* a[p] by selects: a dynamic index into (or a reference to) the kernel's
+ * parameter struct would copy the struct to local memory. */
+#define SEL3(a, p) ((p) == 0 ? (a)[0] : ((p) == 1 ? (a)[1] : (a)[2]))
+
+/* silu(g)·u as lrun_k_swiglu (the accurate expf). */
+static __device__ __forceinline__ float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/* A mode whose two parts (gate, up) make one output: SwiGLU or GeGLU. */
+#define PAIRED(mode) ((mode) >= LRUN_K_GEMV_SWIGLU)
+
+/* The pair's epilogue: silu or gelu (as lrun_k_geglu, f16 table or f32). */
+static __device__ __forceinline__ float pair1(float g, float u, int mode)
+{
+    return mode == LRUN_K_GEMV_SWIGLU ? swiglu1(g, u) : lrun_k_geglu1(g, u, mode == LRUN_K_GEMV_GEGLU);
+}
+
+static __device__ __forceinline__ void put(float *y, float v, int mode)
+{
+    if (mode == LRUN_K_GEMV_ADD) *y += v;
+    else *y = v;
+}
+
+/* The K-quant slice kernel of m = 1 (gemv_kq.cu) for Q4_K, Q5_K and Q6_K:
+ * returns 0 when it does not take these weights (another dtype, or Q4_K/Q5_K
+ * rows not on 16-byte boundaries), else 1 with the launch's status in *e.
+ * variant: lrun_k_gemv_tune's (0 the default shape). */
+int lrun_k_gemv_kq(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode, int variant,
+                   cudaStream_t st, cudaError_t *e);
+/* The shape of its variant v (0 the default) as text in buf. */
+const char *lrun_k_gemv_kq_shape(int v, char *buf, size_t size);
+
+#endif
