@@ -2,7 +2,7 @@
  * next to the machine's plain memory bandwidth. Not part of `make test`:
  *
  *   make && cc -O2 -march=native -std=c11 -D_GNU_SOURCE -pthread -Iruntime \
- *      tests/bench/matmul_bench.c -o build/matmul_bench -Lbuild -Wl,-rpath,'$ORIGIN' -llrun -lm
+ *      tests/bench/matmul_bench.c -o build/matmul_bench build/liblrun.a -lcjson -lm -ldl
  *   build/matmul_bench [seconds per figure, default 0.5]
  *
  * Every figure is the best single run over the time given, so that other
