@@ -465,11 +465,46 @@ static ALWAYS_INLINE void dot_q2_K_nx(int64_t k, const lrun_block_q2_K *w, const
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
 }
 
-/* Q3_K: with q' = q + 4·hbit (0..7), Σ (q' − 4)·y·sc = Σ_j sc_j (Σ q'·y − 4·bsums_j). */
+/* Q3_K's 16 scales (−32..31) as int8, in sub-block order: the SIMD form of
+ * lrun_q3_K_scale (low nibbles from bytes 0..7, two high bits from 8..11). */
+static ALWAYS_INLINE __m128i q3_K_scales(const uint8_t s[12])
+{
+    uint32_t a[3];
+    memcpy(a, s, 12);
+    const uint32_t lo = 0x0F0F0F0Fu, hi = 0x03030303u;
+    const __m128i sc = _mm_setr_epi32((int)((a[0] & lo) | ((a[2] & hi) << 4)),
+                                      (int)((a[1] & lo) | (((a[2] >> 2) & hi) << 4)),
+                                      (int)(((a[0] >> 4) & lo) | (((a[2] >> 4) & hi) << 4)),
+                                      (int)(((a[1] >> 4) & lo) | (((a[2] >> 6) & hi) << 4)));
+    return _mm_sub_epi8(sc, _mm_set1_epi8(32));
+}
+
+/* pair_scales from registers: half holds the 8 int16 scales of group n in
+ * both 128-bit halves; the result is scale 2j in the low half, 2j + 1 in the
+ * high half (the values pair_scales(s16, 8n + 2j) loads). */
+static ALWAYS_INLINE __m256i q3_K_pair(__m256i half, int j)
+{
+    const short lo = (short)(((4 * j + 1) << 8) | (4 * j)), hi = (short)(((4 * j + 3) << 8) | (4 * j + 2));
+    return _mm256_shuffle_epi8(half, _mm256_setr_m128i(_mm_set1_epi16(lo), _mm_set1_epi16(hi)));
+}
+
+/* Bit b (0..7) of every hmask byte, moved to bit 2 (the 4 of q' = q + 4·hbit). */
+static ALWAYS_INLINE __m256i q3_K_hbit(__m256i hm, int b)
+{
+    const __m256i four = _mm256_set1_epi8(4);
+    if (b < 2) return _mm256_and_si256(_mm256_slli_epi16(hm, 2 - b), four);
+    return _mm256_and_si256(_mm256_srli_epi16(hm, b - 2), four);
+}
+
+/* Q3_K: with q' = q + 4·hbit (0..7), Σ (q' − 4)·y·sc = Σ_j sc_j (Σ q'·y − 4·bsums_j).
+ * The scales are unpacked with SIMD and picked by shuffles from registers
+ * (the scalar unpack through memory cost more than the products); the
+ * integer sums and their lanes are those of the scalar-unpack version, so the
+ * results are unchanged bit for bit. */
 static ALWAYS_INLINE void dot_q3_K_nx(int64_t k, const lrun_block_q3_K *w, const void *x, size_t xs, const int NX,
                                       float *out)
 {
-    const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const __m256i three = _mm256_set1_epi8(3);
     const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
     __m256 acc[LRUN_DOT_MAX_ROWS];
     UNROLL
@@ -478,9 +513,7 @@ static ALWAYS_INLINE void dot_q3_K_nx(int64_t k, const lrun_block_q3_K *w, const
         acc[r] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
-        int16_t s16[16];
-        for (int j = 0; j < 16; ++j) s16[j] = (int16_t)lrun_q3_K_scale(w[b].scales, j);
-        const __m256i sc = _mm256_loadu_si256((const __m256i *)s16);
+        const __m256i sc = _mm256_cvtepi8_epi16(q3_K_scales(w[b].scales)); /* 16 × int16 */
         const __m256i hm = _mm256_loadu_si256((const __m256i *)w[b].hmask);
         __m256i sumi[LRUN_DOT_MAX_ROWS];
         UNROLL
@@ -491,11 +524,13 @@ static ALWAYS_INLINE void dot_q3_K_nx(int64_t k, const lrun_block_q3_K *w, const
         UNROLL
         for (int n = 0; n < 2; ++n) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * n));
+            const __m128i sh = n ? _mm256_extracti128_si256(sc, 1) : _mm256_castsi256_si128(sc);
+            const __m256i half = _mm256_setr_m128i(sh, sh);
             UNROLL
             for (int j = 0; j < 4; ++j) {
-                const __m256i h = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + j), one), 2);
-                const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three), h);
-                const __m256i s = pair_scales(s16, 8 * n + 2 * j);
+                const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three),
+                                                  q3_K_hbit(hm, 4 * n + j));
+                const __m256i s = q3_K_pair(half, j);
                 UNROLL
                 for (int r = 0; r < NX; ++r) {
                     const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));

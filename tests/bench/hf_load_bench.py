@@ -22,6 +22,10 @@ transformers, peak RSS <= one shard + 1 GiB) and writes JSON (--out).
 
 Usage: python3 tests/bench/hf_load_bench.py [--dir D] [--device cuda:0] [--runs N] [--out F]
            [--no-hf] [--load-threads N] [--chunk-mb M] [--keep-cache]
+       python3 tests/bench/hf_load_bench.py --sweep [--sweep-threads 4,8,16] [--sweep-chunk-mb 8,16,64]
+--sweep loads with lrun only, cold and warm, once per (threads, chunk) of the
+grid (best of --runs each) and prints one table, to choose the loader's
+defaults (LRUN_LOADER_THREADS_DEFAULT / LRUN_LOADER_CHUNK_DEFAULT) on a machine.
 """
 import argparse
 import json
@@ -111,6 +115,45 @@ print(json.dumps({"seconds": t1 - t0, "peak_rss": rss}))
 '''
 
 
+def sweep(a, lua, files, size, disk):
+    """lrun alone over the grid of reader threads x chunk MiB: cold and warm
+    seconds of each, one table, the best of each column marked."""
+    grid = [(t, c) for t in (int(x) for x in a.sweep_threads.split(","))
+            for c in (int(x) for x in a.sweep_chunk_mb.split(","))]
+    rows = []
+    for t, c in grid:
+        env = dict(os.environ, LRUN_LOAD_THREADS=str(t), LRUN_LOAD_CHUNK_MB=str(c))
+        if a.keep_cache:
+            env["LRUN_LOAD_KEEP_CACHE"] = "1"
+        row = {"threads": t, "chunk_mb": c}
+        for state in ("cold", "warm"):
+            best = None
+            for _ in range(a.runs):
+                if state == "cold":
+                    drop_cache(files)
+                else:
+                    read_all(files)
+                r = run_child([LRUN, lua, a.dir, a.device], env)
+                best = r if best is None or r["seconds"] < best["seconds"] else best
+            row[state] = best["seconds"]
+            row[state + "_rss"] = best["peak_rss"]
+        rows.append(row)
+        print("threads %d chunk %d MiB: cold %.2f s, warm %.2f s" % (t, c, row["cold"], row["warm"]), file=sys.stderr)
+    best_cold = min(r["cold"] for r in rows)
+    best_warm = min(r["warm"] for r in rows)
+    print("\n%.2f GB; disk sequential read %.2f GB/s (cold, same run)\n" % (size / 1e9, disk / 1e9))
+    print("| threads | chunk MiB | cold s | cold of disk | warm s | warm GB/s | peak RSS GB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print("| %d | %d | %.2f%s | %.0f%% | %.2f%s | %.2f | %.2f |" % (
+            r["threads"], r["chunk_mb"], r["cold"], " *" if r["cold"] == best_cold else "",
+            100 * size / r["cold"] / disk, r["warm"], " *" if r["warm"] == best_warm else "",
+            size / r["warm"] / 1e9, max(r["cold_rss"], r["warm_rss"]) / 1e9))
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump({"bytes": size, "disk_bytes_per_s": disk, "sweep": rows}, fh, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default=os.path.join(os.environ.get("LRUN_BENCH_DIR", "/tmp"), "lrun-hf-llama2-7b-bf16"))
@@ -122,6 +165,10 @@ def main():
     ap.add_argument("--chunk-mb", type=int, help="lrun's read and staging chunk in MiB (LRUN_LOAD_CHUNK_MB)")
     ap.add_argument("--keep-cache", action="store_true", help="lrun keeps the page cache of what it read "
                     "(LRUN_LOAD_KEEP_CACHE=1)")
+    ap.add_argument("--sweep", action="store_true", help="lrun only, over a grid of --sweep-threads x "
+                    "--sweep-chunk-mb; prints one table")
+    ap.add_argument("--sweep-threads", default="2,4,8,16")
+    ap.add_argument("--sweep-chunk-mb", default="4,16,64")
     a = ap.parse_args()
     lrun_env = dict(os.environ)
     if a.load_threads:
@@ -147,6 +194,12 @@ def main():
     nbytes, dt = disk_bandwidth(files)
     disk = nbytes / dt
     print("disk: %.2f GB read in %.2f s: %.2f GB/s" % (nbytes / 1e9, dt, disk / 1e9), file=sys.stderr)
+
+    if a.sweep:
+        sweep(a, lua, files, size, disk)
+        os.remove(lua)
+        os.remove(py)
+        return
 
     rows = []
     engines = [("lrun", [LRUN, lua, a.dir, a.device], lrun_env)]

@@ -2,7 +2,7 @@
  * next to the machine's plain memory bandwidth. Not part of `make test`:
  *
  *   make && cc -O2 -march=native -std=c11 -D_GNU_SOURCE -pthread -Iruntime \
- *      tests/bench/matmul_bench.c -o build/matmul_bench -Lbuild -Wl,-rpath,'$ORIGIN' -llrun -lm
+ *      tests/bench/matmul_bench.c -o build/matmul_bench build/liblrun.a -lcjson -lm -ldl
  *   build/matmul_bench [seconds per figure, default 0.5]
  *
  * Every figure is the best single run over the time given, so that other
@@ -13,7 +13,9 @@
  * the weights come from DRAM, as in a whole decode step, not from cache.
  * m = 64 (prefill): GFLOP/s (2·m·n·k per product), one matrix (cache-resident,
  * as each weight is reused 64 times anyway).
- * With LRUN_MODEL set: also every matmul of one decode step of that GGUF. */
+ * With LRUN_MODEL set: also every matmul of one decode step of that GGUF.
+ * With LRUN_BENCH_TYPES=1: instead, every CPU quant type (the K-quants need
+ * k a multiple of 256) at k=1536 n=1536, m = 1 and 64, to compare types. */
 #include "cpu/cpu_matmul.h"
 #include "quant/quant.h"
 
@@ -192,6 +194,23 @@ static void bench_model(lrun_threadpool *pool, const char *path, int64_t m, doub
     lrun_gguf_close(g);
 }
 
+/* Every quant type on one shape, 1 and 2 threads: the types side by side. */
+static int bench_types(double secs, size_t pool_bytes)
+{
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q4_0,  LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q5_0, LRUN_DTYPE_IQ4_NL,
+                                       LRUN_DTYPE_Q2_K,  LRUN_DTYPE_Q3_K, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,
+                                       LRUN_DTYPE_Q6_K,  LRUN_DTYPE_IQ4_XS};
+    for (int nth = 1; nth <= 2; ++nth) {
+        lrun_threadpool *pool;
+        if (lrun_threadpool_init(&pool, nth) != LRUN_OK) return 1;
+        for (int64_t m = 1; m <= 64; m += 63)
+            for (size_t i = 0; i < sizeof types / sizeof types[0]; ++i)
+                bench_matmul(pool, types[i], 1536, 1536, m, secs, pool_bytes);
+        lrun_threadpool_free(pool);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 0.5;
@@ -204,6 +223,7 @@ int main(int argc, char **argv)
         {LRUN_DTYPE_Q8_0, 576, 49152},  /* token_embd as the tied output */
     };
     printf("| what | throughput | time per product |\n|---|---:|---:|\n");
+    if (getenv("LRUN_BENCH_TYPES")) return bench_types(secs, pool_bytes);
     for (int nth = 1; nth <= 2; ++nth) {
         lrun_threadpool *pool;
         if (lrun_threadpool_init(&pool, nth) != LRUN_OK) return 1;
