@@ -23,7 +23,7 @@
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 1024 };
 
-static char path_buf[16][128];
+static char path_buf[64][128]; /* every model gen_model writes in one run (about 20 today) */
 static const char *gen_arch;  /* the architecture gen_model writes: NULL for llama */
 static int64_t gen_head_dim;  /* its head size: 0 for n_embd / n_head */
 static int64_t gen_swa;       /* its sliding window in positions: 0 for none (gemma3: the whole context) */
@@ -33,6 +33,10 @@ static int n_paths;
 
 static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
 {
+    if (n_paths == (int)(sizeof path_buf / sizeof path_buf[0])) {
+        printf("# gen_model: more than %d models; raise path_buf\n", n_paths);
+        exit(1);
+    }
     char *p = path_buf[n_paths++];
     snprintf(p, 128, "/tmp/lrun_test_engine_gpu_%d_%d.gguf", (int)getpid(), n_paths);
     const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, gen_head_dim, 0, gen_swa, 0, 0, 0};
