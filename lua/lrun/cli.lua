@@ -32,7 +32,32 @@ local function whole(v) return v % 1 == 0 end
 M.checks = {}
 
 function M.checks.device(v)
-  return v == "cpu" or v == "cuda" or v:match("^cuda:%d+$") ~= nil
+  if v == "cpu" or v == "cuda" or v:match("^cuda:%d+$") ~= nil then return true end
+  return M.checks.devices(v)
+end
+
+-- ---- several devices (lrun.multigpu): --device cuda:0,cuda:1, -ts 3,1, --gpu-budget 40G,40G
+
+--- A list of devices for a layer split: "cuda:0,cuda:1".
+function M.checks.devices(v)
+  local ok, err = require("lrun.multigpu").parse_devices(v)
+  if not ok then return false, err end
+  return true
+end
+
+--- -ts proportions: "3,1" (llama.cpp's --tensor-split).
+function M.checks.tensor_split(v)
+  local ok, err = require("lrun.multigpu").parse_split(v)
+  if not ok then return false, err end
+  return true
+end
+
+--- --gpu-budget: one size, or one per device ("40G,40G").
+function M.checks.budgets(v)
+  for item in (v .. ","):gmatch("([^,]*),") do
+    if require("lrun.size").parse(item) == nil then return false end
+  end
+  return true
 end
 
 function M.checks.size(v)
@@ -257,11 +282,14 @@ M.flags = {
   { "-t", "--threads", key = "threads", type = "int", llama = "-t, --threads",
     check = between(0, 4096), allowed = "a thread count from 0 to 4096", help = "CPU threads (default: all cores)" },
   { "--device", key = "device", arg = "SPEC", llama = "-dev, --device", check = M.checks.device,
-    allowed = "cpu, cuda or cuda:N", help = "cpu, cuda, cuda:N" },
+    allowed = "cpu, cuda, cuda:N or a list cuda:0,cuda:1", help = "cpu, cuda, cuda:N; cuda:0,cuda:1 plans a layer split" },
+  { "-ts", "--tensor-split", key = "tensor_split", arg = "N0,N1,...", llama = "-ts, --tensor-split",
+    check = M.checks.tensor_split, allowed = "proportions such as 3,1",
+    help = "layer split over --device's list in these proportions (default: by free memory)" },
   { "--exact", key = "exact", type = "flag", llama = false,
     help = "on cuda: the CPU engine's arithmetic bit for bit (Q4_0/Q4_1/Q8_0 models; slower)" },
-  { "--gpu-budget", key = "gpu_budget", arg = "SIZE", llama = false, check = M.checks.size,
-    allowed = "a size such as 512M, 4G or 4GiB",
+  { "--gpu-budget", key = "gpu_budget", arg = "SIZE", llama = false, check = M.checks.budgets,
+    allowed = "a size such as 512M, 4G or 4GiB, or one per device: 40G,40G",
     help = "cap on device memory (weights, KV cache, scratch): 512M, 4G; weights beyond it are offloaded" },
   { "--host-budget", key = "host_budget", arg = "SIZE", llama = false, check = M.checks.size,
     allowed = "a size such as 512M, 4G or 4GiB",
@@ -416,7 +444,7 @@ end
 --- lrun.load options from parsed flags.
 function M.load_options(opts)
   local o = { threads = opts.threads, device = opts.device, gpu_budget = opts.gpu_budget,
-    host_budget = opts.host_budget,
+    host_budget = opts.host_budget, tensor_split = opts.tensor_split,
     n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil, numerics = opts.exact and "exact" or nil,
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,
