@@ -278,10 +278,11 @@ function M.shape(model, sized)
   return shape
 end
 
---- Each device's room: what lrun may take there (its budget, else its free
--- memory, from lrun_device_open). A device named twice (cuda:0,cuda:0, the
--- split over one GPU) shares its room evenly; one that does not open (no
--- such GPU, a cpu build) or a cpu device has no cap (room nil).
+--- Each device's room: what lrun may take there: its free memory (from
+-- lrun_device_open, less the backend's headroom), shared evenly by a device
+-- named twice (cuda:0,cuda:0, the split over one GPU), and capped by the
+-- entry's budget. A device that does not open (no such GPU, a cpu build)
+-- or has no cap (cpu) has its budget as room, or none (nil).
 -- @tparam {string,...} names
 -- @tparam[opt] {number,...} budgets bytes per device (0: none)
 -- @treturn {{name=, room=},...}
@@ -294,12 +295,12 @@ function M.rooms(names, budgets)
     local room
     local dp = ffi.new("lrun_device *[1]")
     local budget = budgets and budgets[i] or 0
-    if C.lrun_device_open(dp, n, budget) == C.LRUN_OK then
+    if C.lrun_device_open(dp, n, 0) == C.LRUN_OK then
       local cap = tonumber(C.lrun_device_capacity(dp[0])) - tonumber(C.lrun_device_used(dp[0]))
       if cap < 2 ^ 62 then room = math.floor(cap / count[n]) end
       C.lrun_device_free(dp[0])
     end
-    if not room and budget > 0 then room = budget end
+    if budget > 0 and (not room or budget < room) then room = budget end
     out[i] = { name = n, room = room }
   end
   return out
