@@ -191,6 +191,15 @@ describe("lrun.load over several devices (planned on cpu)", function()
     assert.matches("layer split", err.message)
   end)
 
+  it("fails when a device of the list does not open", function()
+    local rooms, err = mg.rooms({ "cpu", "cuda:99" })
+    assert.is_nil(rooms)
+    assert.matches("layer split: opening cuda:99", err.message)
+    rooms = assert(mg.rooms({ "cpu", "cpu" }, { 0, 4096 }))
+    assert.is_true(rooms[1].room == nil or rooms[1].room > 4096) -- cpu: the host memory available, shared
+    assert.equal(4096, rooms[2].room)
+  end)
+
   it("rejects bad options", function()
     assert.has_error(function() lrun.load(path, { devices = "cpu,cpu", tensor_split = "1,1,1" }) end,
       "lrun.load: option 'tensor_split': 3 proportions for 2 devices")

@@ -281,11 +281,13 @@ end
 --- Each device's room: what lrun may take there: its free memory (from
 -- lrun_device_open, less the backend's headroom), shared evenly by a device
 -- named twice (cuda:0,cuda:0, the split over one GPU), and capped by the
--- entry's budget. A device that does not open (no such GPU, a cpu build)
--- or has no cap (cpu) has its budget as room, or none (nil).
+-- entry's budget. A device with no cap (cpu) has its budget as room, or
+-- none (nil).
 -- @tparam {string,...} names
 -- @tparam[opt] {number,...} budgets bytes per device (0: none)
--- @treturn {{name=, room=},...}
+-- @treturn[1] {{name=, room=},...}
+-- @treturn[2] nil
+-- @treturn[2] table error (a device that does not open: no such GPU, a build without CUDA)
 function M.rooms(names, budgets)
   local lf = require("lrun.ffi")
   local ffi, C = lf.ffi, lf.C
@@ -295,11 +297,13 @@ function M.rooms(names, budgets)
     local room
     local dp = ffi.new("lrun_device *[1]")
     local budget = budgets and budgets[i] or 0
-    if C.lrun_device_open(dp, n, 0) == C.LRUN_OK then
-      local cap = tonumber(C.lrun_device_capacity(dp[0])) - tonumber(C.lrun_device_used(dp[0]))
-      if cap < 2 ^ 62 then room = math.floor(cap / count[n]) end
-      C.lrun_device_free(dp[0])
+    local st = C.lrun_device_open(dp, n, 0)
+    if st ~= C.LRUN_OK then
+      return nil, errors.from_status(st, "layer split: opening " .. n, { device = n })
     end
+    local cap = tonumber(C.lrun_device_capacity(dp[0])) - tonumber(C.lrun_device_used(dp[0]))
+    if cap < 2 ^ 62 then room = math.floor(cap / count[n]) end
+    C.lrun_device_free(dp[0])
     if budget > 0 and (not room or budget < room) then room = budget end
     out[i] = { name = n, room = room }
   end
@@ -311,7 +315,9 @@ end
 -- @tparam {string,...} names devices
 -- @tparam table opts {budgets = {bytes,...} or nil, proportions = {…} or nil, sized = lrun.residency.size's answer}
 function M.plan(model, names, opts)
-  return M.split(M.shape(model, opts.sized), M.rooms(names, opts.budgets), { proportions = opts.proportions })
+  local rooms, err = M.rooms(names, opts.budgets)
+  if not rooms then return nil, err end
+  return M.split(M.shape(model, opts.sized), rooms, { proportions = opts.proportions })
 end
 
 return M
