@@ -33,6 +33,7 @@ M.checks = {}
 
 function M.checks.device(v)
   if v == "cpu" or v == "cuda" or v:match("^cuda:%d+$") ~= nil then return true end
+  if not v:find("[,/]") then return false end -- one device: the flag's own message
   return M.checks.devices(v)
 end
 
