@@ -283,7 +283,7 @@ M.flags = {
   { "-t", "--threads", key = "threads", type = "int", llama = "-t, --threads",
     check = between(0, 4096), allowed = "a thread count from 0 to 4096", help = "CPU threads (default: all cores)" },
   { "--device", key = "device", arg = "SPEC", llama = "-dev, --device", check = M.checks.device,
-    allowed = "cpu, cuda, cuda:N or a list cuda:0,cuda:1", help = "cpu, cuda, cuda:N; cuda:0,cuda:1 plans a layer split" },
+    allowed = "cpu, cuda or cuda:N (or a list: cuda:0,cuda:1)", help = "cpu, cuda, cuda:N; cuda:0,cuda:1 plans a layer split" },
   { "-ts", "--tensor-split", key = "tensor_split", arg = "N0,N1,...", llama = "-ts, --tensor-split",
     check = M.checks.tensor_split, allowed = "proportions such as 3,1",
     help = "layer split over --device's list in these proportions (default: by free memory)" },
