@@ -34,21 +34,33 @@ local function whole(v) return v % 1 == 0 end
 M.checks = {}
 
 function M.checks.device(v)
-  return v == "cpu" or v == "cuda" or v:match("^cuda:%d+$") ~= nil or v == "none" or v:match("^CUDA%d+$") ~= nil
+  if v == "cpu" or v == "cuda" or v:match("^cuda:%d+$") ~= nil or v == "none" or v:match("^CUDA%d+$") ~= nil then
+    return true
+  end
+  if not v:find("[,/]") then return false end -- one device: the flag's own message
+  return M.checks.devices(v)
 end
 
--- llama.cpp's -ts: proportions per GPU; lrun takes one GPU, so one non-zero part.
+-- ---- several devices (lrun.multigpu): --device cuda:0,cuda:1, -ts 3,1, --gpu-budget 40G,40G
+
+--- A list of devices for a layer split: "cuda:0,cuda:1".
+function M.checks.devices(v)
+  local ok, err = require("lrun.multigpu").parse_devices(v)
+  if not ok then return false, err end
+  return true
+end
+
+--- -ts proportions: "3,1" (llama.cpp's --tensor-split).
 function M.checks.tensor_split(v)
-  local n, nonzero = 0, 0
-  for part in (v .. ","):gmatch("([^,/]*)[,/]") do
-    local x = tonumber(part)
-    if not x or x < 0 then return false, "expected proportions such as 0,1" end
-    n = n + 1
-    if x > 0 then nonzero = nonzero + 1 end
-  end
-  if nonzero > 1 then
-    return false, "lrun runs a model on one GPU (--device cuda:N), offloading what does not fit to host memory"
-      .. " (--gpu-budget, --cpu-offload-gb); give one non-zero part"
+  local ok, err = require("lrun.multigpu").parse_split(v)
+  if not ok then return false, err end
+  return true
+end
+
+--- --gpu-budget: one size, or one per device ("40G,40G").
+function M.checks.budgets(v)
+  for item in (v .. ","):gmatch("([^,]*),") do
+    if require("lrun.size").parse(item) == nil then return false end
   end
   return true
 end
@@ -318,20 +330,20 @@ M.flags = {
   { "-t", "--threads", key = "threads", type = "int", llama = "-t, --threads",
     check = between(0, 4096), allowed = "a thread count from 0 to 4096", help = "CPU threads (default: all cores)" },
   { "--device", "-dev", key = "device", arg = "SPEC", llama = "-dev, --device", check = M.checks.device,
-    allowed = "cpu, cuda, cuda:N, or llama.cpp's CUDA0 or none (one device)",
-    help = "cpu, cuda, cuda:N (llama.cpp's CUDA0 = cuda:0, none = cpu)" },
+    allowed = "cpu, cuda, cuda:N, llama.cpp's CUDA0 or none, or a list: cuda:0,cuda:1",
+    help = "cpu, cuda, cuda:N (llama.cpp's CUDA0 = cuda:0, none = cpu); cuda:0,cuda:1 plans a layer split" },
   { "-sm", "--split-mode", key = "split_mode", arg = "MODE", llama = "-sm, --split-mode",
     check = function(v) return v == "none" or v == "layer" or v == "row" end, allowed = "none, layer or row",
-    help = "accepted: lrun runs a model on one device, offloading to host memory, so nothing is split" },
+    help = "accepted: a --device list plans a layer split (docs/multigpu.md); nothing else is split" },
   { "-mg", "--main-gpu", key = "main_gpu", type = "int", llama = "-mg, --main-gpu",
     check = at_least(0), allowed = "a GPU index >= 0", help = "the GPU to run on (= --device cuda:N)" },
   { "-ts", "--tensor-split", key = "tensor_split", arg = "N0,N1,...", llama = "-ts, --tensor-split",
-    check = M.checks.tensor_split, allowed = "proportions such as 0,1 (one GPU: lrun runs on one)",
-    help = "only one non-zero part (the GPU to run on); lrun does not split a model across GPUs" },
+    check = M.checks.tensor_split, allowed = "proportions such as 3,1",
+    help = "one non-zero part: the GPU to run on; with a --device list, the layer split's proportions" },
   { "--exact", key = "exact", type = "flag", llama = false,
     help = "on cuda: the CPU engine's arithmetic bit for bit (Q4_0/Q4_1/Q8_0 models; slower)" },
-  { "--gpu-budget", key = "gpu_budget", arg = "SIZE", llama = false, check = M.checks.size,
-    allowed = "a size such as 512M, 4G or 4GiB",
+  { "--gpu-budget", key = "gpu_budget", arg = "SIZE", llama = false, check = M.checks.budgets,
+    allowed = "a size such as 512M, 4G or 4GiB, or one per device: 40G,40G",
     help = "cap on device memory (weights, KV cache, scratch): 512M, 4G; weights beyond it are offloaded" },
   { "--host-budget", key = "host_budget", arg = "SIZE", llama = false, check = M.checks.size,
     allowed = "a size such as 512M, 4G or 4GiB",
@@ -507,12 +519,15 @@ end
 
 -- The GPU a -ts value names: the index of its one non-zero part, or nil.
 local function tensor_split_gpu(v)
-  local i = -1
+  local i, found = -1, nil
   for part in (v .. ","):gmatch("([^,/]*)[,/]") do
     i = i + 1
-    if (tonumber(part) or 0) > 0 then return i end
+    if (tonumber(part) or 0) > 0 then
+      if found then return nil end -- several: a layer split's proportions
+      found = i
+    end
   end
-  return nil
+  return found
 end
 
 --- llama.cpp's escapes (common's string_process_escapes): \n \r \t \' \" \\
@@ -617,8 +632,15 @@ function M.check_combination(opts)
       return "-mg " .. opts.main_gpu .. " --device " .. opts.device .. ": they name different devices"
     end
   end
-  if opts.tensor_split and (opts.device or opts.main_gpu) then
-    return "-ts " .. opts.tensor_split .. ": give the GPU one way (--device cuda:N)"
+  local list = opts.device and opts.device:find("[,/]")
+  if opts.tensor_split and not list then
+    if not tensor_split_gpu(opts.tensor_split) then
+      return "-ts " .. opts.tensor_split .. ": lrun runs a model on one GPU unless --device lists several"
+        .. " (cuda:0,cuda:1 plans a layer split, docs/multigpu.md); give one non-zero part"
+    end
+    if opts.device or opts.main_gpu then
+      return "-ts " .. opts.tensor_split .. ": give the GPU one way (--device cuda:N)"
+    end
   end
   return nil
 end
@@ -634,11 +656,13 @@ end
 function M.load_options(opts)
   local device = M.device_of(opts.device)
   if opts.main_gpu then device = "cuda:" .. opts.main_gpu end
-  if opts.tensor_split and tensor_split_gpu(opts.tensor_split) then
-    device = "cuda:" .. tensor_split_gpu(opts.tensor_split)
+  local split = opts.tensor_split
+  -- one device and one non-zero part: llama.cpp's way of picking a GPU
+  if split and not (device or ""):find("[,/]") and tensor_split_gpu(split) then
+    device, split = "cuda:" .. tensor_split_gpu(split), nil
   end
   local o = { threads = opts.threads, device = device, gpu_budget = opts.gpu_budget,
-    host_budget = opts.host_budget,
+    host_budget = opts.host_budget, tensor_split = split,
     n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil, numerics = opts.exact and "exact" or nil,
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,

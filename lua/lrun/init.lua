@@ -23,6 +23,8 @@ M.config = require("lrun.config")
 --   Placement (docs/policies.md): policy (name, .lua file or table),
 --   cpu_offload_gb, smart_offload, overrides ({"pattern=tier", …}),
 --   n_gpu_layers, n_cpu_moe, prefetch_layers, offload_tier.
+--   Several devices (docs/multigpu.md: the layer split, planned): devices ({"cuda:0", "cuda:1"} or
+--   "cuda:0,cuda:1", also through device), tensor_split ("3,1"), gpu_budget one size or one per device.
 --   Missing options come from the launcher's command line (lrun.config).
 -- @treturn[1] lrun.model
 -- @treturn[2] nil

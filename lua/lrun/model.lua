@@ -22,7 +22,7 @@ M.Model = Model
 -- ---------------------------------------------------------------- options
 
 local load_opt_types = {
-  device = "string", gpu_budget = "number|string", threads = "number", progress = "boolean",
+  device = "string|table", gpu_budget = "number|string|table", threads = "number", progress = "boolean",
   n_ctx = "number", cache_implementation = "string", cache_config = "table", rope_style = "string",
   kv_dtype = "string", numerics = "string",
   -- placement (lrun.residency): any of these makes load plan and apply a placement
@@ -35,7 +35,39 @@ local load_opt_types = {
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
   -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
   packed = "any",
+  -- several devices (lrun.multigpu, docs/multigpu.md): devices = {"cuda:0", "cuda:1"} (or device = the list or
+  -- "cuda:0,cuda:1"), tensor_split = "3,1" or {3, 1} (llama.cpp's -ts), gpu_budget = one size or one per device
+  devices = "string|table", tensor_split = "string|table",
 }
+
+-- Several devices asked for (device/devices with more than one, or
+-- tensor_split): {names=, budgets=, proportions=}, else nil. Errors as
+-- lrun.load's option errors.
+local function multi_device_opts(opts, config)
+  local spec = opts.devices or opts.device or config.device
+  local ts = opts.tensor_split or config.tensor_split
+  local many = type(spec) == "table" or (type(spec) == "string" and spec:find("[,/]") ~= nil)
+  if not many and ts == nil then return nil end
+  local mg = require("lrun.multigpu")
+  local names, err = mg.parse_devices(spec or "cuda")
+  if not names then error("lrun.load: option 'devices': " .. err, 3) end
+  local out = { names = names }
+  local budget = opts.gpu_budget
+  if budget == nil then budget = config.gpu_budget end
+  if budget ~= nil then
+    out.budgets, err = mg.parse_budgets(budget, #names)
+    if not out.budgets then error("lrun.load: option 'gpu_budget': " .. err, 3) end
+  end
+  if ts ~= nil then
+    out.proportions, err = mg.parse_split(ts)
+    if not out.proportions then error("lrun.load: option 'tensor_split': " .. err, 3) end
+    if #out.proportions ~= #names then
+      error(string.format("lrun.load: option 'tensor_split': %d proportions for %d devices", #out.proportions,
+        #names), 3)
+    end
+  end
+  return out
+end
 
 local function check_load_opts(opts)
   if opts == nil then return {} end
@@ -98,6 +130,14 @@ function M.load(path, opts)
   if type(path) ~= "string" then error("lrun.load: path must be a string, got " .. type(path), 2) end
   opts = check_load_opts(opts)
   local config = require("lrun.config")
+  local multi = multi_device_opts(opts, config)
+  if multi then -- the model loads on the first device, with its budget (lrun.multigpu plans the split)
+    local one = {}
+    for k, v in pairs(opts) do one[k] = v end
+    one.device, one.devices, one.tensor_split = multi.names[1], nil, nil
+    if multi.budgets then one.gpu_budget = multi.budgets[1] end
+    opts = one
+  end
 
   local budget = opts.gpu_budget
   if budget == nil then budget = config.gpu_budget end
@@ -166,6 +206,14 @@ function M.load(path, opts)
     if popts[k] == nil then popts[k] = config[k] end
   end
   local residency = require("lrun.residency")
+  if multi then
+    local serr
+    self.split, serr = self:plan_split(multi, popts)
+    if not self.split then
+      self:free()
+      return nil, serr
+    end
+  end
   local placed, perr
   if residency.wanted(popts) then placed, perr = self:place(popts)
   else placed, perr = self:auto_fit(popts) end -- nothing moves when the model fits
@@ -550,8 +598,28 @@ function Model:placement()
     packed = packed, packed_bytes = packed_bytes, packed_plain_bytes = packed_plain,
     packed_ratio = packed_plain > 0 and packed_bytes / packed_plain or nil,
     policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch,
-    predicted = r and r.predicted, auto_fit = r and r.auto_fit ~= nil or nil },
+    predicted = r and r.predicted, auto_fit = r and r.auto_fit ~= nil or nil,
+    split = self.split }, -- several devices: lrun.multigpu.split's answer
     { __tostring = require("lrun.pretty").placement })
+end
+
+-- The layer split over several devices (lrun.multigpu): planned with every
+-- weight on a device, shown by placement() and --explain. The engine runs
+-- on the first device (docs/multigpu.md: running the split is not built).
+function Model:plan_split(multi, popts)
+  local sized, err = require("lrun.residency").size(self, {}, nil, popts)
+  if not sized then return nil, err end
+  local split
+  split, err = require("lrun.multigpu").plan(self, multi.names,
+    { budgets = multi.budgets, proportions = multi.proportions, sized = sized })
+  if not split then return nil, err end
+  local distinct = {}
+  for _, n in ipairs(multi.names) do distinct[n] = true end
+  if next(distinct, next(distinct)) then
+    require("lrun.log").info("warning: %s: the layer split is planned (see --explain) but runs on %s only "
+      .. "(docs/multigpu.md)", table.concat(multi.names, ","), multi.names[1])
+  end
+  return split
 end
 
 --- Plans and applies a placement now (see lrun.load's placement options

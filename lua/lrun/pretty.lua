@@ -182,8 +182,10 @@ function M.placement(p)
       p.auto_fit and " (auto-fit: the model did not fit the device)" or "")
   end
   if p.explain then lines[#lines + 1] = p.explain end
+  if p.split then lines[#lines + 1] = p.split.explain end -- several devices (lrun.multigpu)
   lines[#lines + 1] = "(fields: tensors, bytes, host_compute, " .. (p.experts and "experts, " or "")
-    .. "packed, packed_bytes, packed_ratio, policy, explain" .. (p.predicted and ", predicted" or "") .. ")"
+    .. "packed, packed_bytes, packed_ratio, policy, explain" .. (p.predicted and ", predicted" or "")
+    .. (p.split and ", split" or "") .. ")"
   return table.concat(lines, "\n")
 end
 

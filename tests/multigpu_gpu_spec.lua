@@ -1,0 +1,90 @@
+-- multigpu_gpu_spec: the layer split over CUDA devices (lua/lrun/multigpu.lua,
+-- docs/multigpu.md). Today the split is planned and the model runs on the
+-- list's first device, so these cases check what exists:
+--
+--   * each device's room comes from the CUDA device (free memory, or its
+--     budget), shared evenly when one GPU is named twice (cuda:0,cuda:0);
+--   * -ts and per-device budgets give the planned layer ranges;
+--   * the logits of a load over cuda:0,cuda:0 (and, with two GPUs visible,
+--     cuda:0,cuda:1) are bit-identical to the single-device run with exact
+--     numerics — the assertion that stays when the split's execution (one
+--     engine per device) is built.
+--
+-- Named *_gpu_spec.lua so that `make test-gpu` runs it; `make test` runs it
+-- too, where every case is pending without a GPU.
+package.path = "./?.lua;" .. package.path
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+local lrun = require("lrun")
+local mg = require("lrun.multigpu")
+
+local n_gpu = tonumber(C.lrun_cuda_device_count())
+local PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
+
+local path
+local function gen_model()
+  if path then return path end
+  path = os.tmpname() .. ".gguf"
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 6, 64, 4, 2, 128
+  s.n_vocab, s.n_ctx = 512, 256
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_F16, 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 7, 1
+  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+  return path
+end
+
+local function logits(opts)
+  opts.progress, opts.numerics, opts.n_ctx = false, "exact", 64
+  local m = assert(lrun.load(gen_model(), opts))
+  local l = assert(m:logits(PROMPT))
+  local split = m:placement().split
+  m:free()
+  return l, split
+end
+
+local function ranges(split)
+  local out = {}
+  for i, d in ipairs(split.devices) do out[i] = { d.first, d.last } end
+  return out
+end
+
+describe("layer split over one GPU (cuda:0,cuda:0)", function()
+  teardown(function() if path then os.remove(path) end end)
+
+  it("shares the GPU's room and keeps logits bit-identical", function()
+    if n_gpu < 1 then
+      pending("no GPU visible")
+      return
+    end
+    local rooms = mg.rooms({ "cuda:0", "cuda:0" })
+    assert.truthy(rooms[1].room and rooms[1].room > 0)
+    assert.equal(rooms[1].room, rooms[2].room)
+    local one = mg.rooms({ "cuda:0" })
+    assert.is_true(math.abs(one[1].room - 2 * rooms[1].room) <= 2 ^ 28, "free memory moved more than 256 MiB")
+    local want = logits({ device = "cuda:0" })
+    local got, split = logits({ device = "cuda:0,cuda:0" })
+    assert.same({ { 0, 2 }, { 3, 5 } }, ranges(split))
+    assert.same(want, got)
+    got, split = logits({ devices = { "cuda:0", "cuda:0" }, tensor_split = "2,1", gpu_budget = "1G,1G" })
+    assert.same({ { 0, 3 }, { 4, 5 } }, ranges(split))
+    assert.equal(2 ^ 30, split.devices[1].room)
+    assert.same(want, got)
+  end)
+end)
+
+describe("layer split over two GPUs (cuda:0,cuda:1)", function()
+  it("plans with both devices' rooms and keeps logits bit-identical to one GPU", function()
+    if n_gpu < 2 then
+      pending(string.format("needs two GPUs, %d visible", n_gpu))
+      return
+    end
+    local rooms = mg.rooms({ "cuda:0", "cuda:1" })
+    for _, r in ipairs(rooms) do assert.truthy(r.room and r.room > 0, r.name) end
+    local want = logits({ device = "cuda:0" })
+    local got, split = logits({ device = "cuda:0,cuda:1", tensor_split = "1,1" })
+    assert.same({ { 0, 2 }, { 3, 5 } }, ranges(split))
+    assert.same(want, got)
+    print("# " .. split.explain:gsub("\n", "\n# "))
+  end)
+end)
