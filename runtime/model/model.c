@@ -375,6 +375,12 @@ static lrun_status split_one(lrun_model *m, int64_t l, const lrun_arch_split *sp
 
 lrun_status lrun_model_tensors_init(lrun_model *m, int64_t n)
 {
+    /* every block has tensors of its own in the file: a block count beyond the
+     * tensor count is a crafted header, refused before it sizes an allocation
+     * (fuzz_model: block_count 3e9 asked calloc for 3 GB) */
+    if (m->info.n_layer > n)
+        return lrun_fail(LRUN_E_FORMAT, "model: block_count %lld exceeds the file's %lld tensors",
+                         (long long)m->info.n_layer, (long long)n);
     m->n_tensors = n;
     m->layers = calloc((size_t)m->info.n_layer, sizeof *m->layers);
     /* room for the parts of fused matrices (no later realloc: layers point into it) */
