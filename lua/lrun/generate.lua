@@ -386,6 +386,15 @@ local function sample_rows(run, stats)
   local deadline = opts.max_time and (run.t0 + opts.max_time)
 
   local state = {}
+  -- the rows' sampler states hold C generators (XTC's draws): freed on every
+  -- way out, not left to the collector (a script that calls os.exit leaks them)
+  local function release_all()
+    for _, s in pairs(state) do
+      if s.lp and s.lp.free then s.lp.free() end
+      if s.rng then ffi.gc(s.rng, nil); C.lrun_rng_free(s.rng); s.rng = nil end
+    end
+    rows:release_all()
+  end
   local entries = {}
   for r, row in ipairs(run.rows) do
     local cap = #row.ids + opts.max_new_tokens
@@ -400,7 +409,7 @@ local function sample_rows(run, stats)
     if opts.do_sample then
       local out = ffi.new("lrun_rng *[1]")
       local st = C.lrun_rng_init(out, row.seed)
-      if st ~= C.LRUN_OK then rows:release_all(); return nil, errors.from_status(st, "seeding") end
+      if st ~= C.LRUN_OK then release_all(); return nil, errors.from_status(st, "seeding") end
       s.rng = ffi.gc(out[0], C.lrun_rng_free)
     end
     if lp then s.lp = lp.state(model, opts, row.seed) end
@@ -411,7 +420,7 @@ local function sample_rows(run, stats)
   if streamer then streamer:put(run.rows[1].ids) end
   local logits
   logits, err = rows:prefill(entries, stats)
-  if not logits then rows:release_all(); return nil, err end
+  if not logits then release_all(); return nil, err end
   local t1 = sys.now()
 
   local live = {} -- row of each logits row
@@ -433,7 +442,7 @@ local function sample_rows(run, stats)
       local wfirst, wn = 0, s.n_history
       if not lp then wfirst, wn = require("lrun.logits_process").window(s.n_history, opts.repeat_last_n) end
       local status = C.lrun_sample(row_logits, n_vocab, p, s.history + wfirst, wn, s.rng, work, tok)
-      if status ~= C.LRUN_OK then rows:release_all(); return nil, errors.from_status(status, "sampling") end
+      if status ~= C.LRUN_OK then release_all(); return nil, errors.from_status(status, "sampling") end
       local id = tok[0]
       if lp then lp.accept(opts, s.lp, id) end
       if streamer then streamer:put({ id }) end
@@ -468,9 +477,9 @@ local function sample_rows(run, stats)
     for i = 0, n_next - 1 do next_live[i + 1] = slots[i] + 1 end
     live = next_live
     logits, err = rows:step(n_next, tokens, slots)
-    if not logits then rows:release_all(); return nil, err end
+    if not logits then release_all(); return nil, err end
   end
-  rows:release_all()
+  release_all()
   stats.generate_seconds = stats.generate_seconds + (sys.now() - t1)
 
   local out = {}

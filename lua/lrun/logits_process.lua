@@ -407,6 +407,9 @@ function M.state(model, opts, seed)
     if C.lrun_rng_init(out, (seed + 0x58544300) % 2 ^ 53) == C.LRUN_OK then
       local rng = ffi.gc(out[0], C.lrun_rng_free)
       st.uniform = function() return C.lrun_rng_uniform(rng) end
+      st.free = function()
+        if rng then ffi.gc(rng, nil); C.lrun_rng_free(rng); rng = nil end
+      end
     end
   end
   return st
