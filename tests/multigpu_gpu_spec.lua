@@ -28,7 +28,7 @@ local function gen_model()
   local s = ffi.new("lrun_model_gen_spec")
   s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 6, 64, 4, 2, 128
   s.n_vocab, s.n_ctx = 512, 256
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_F16, 0
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q8_0, 0 -- a Q8_0 head: exact numerics on CUDA need one
   s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 7, 1
   assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
   return path
