@@ -62,6 +62,9 @@ describe("host budget", function()
     assert.is_true(r.host_bytes <= 9 * 2 ^ 20, tostring(r.explain))
     assert.is_truthy(r.explain:find("disk tier", 1, true))
     assert.is_truthy(tostring(pl):find("disk", 1, true))
+    -- the default policy predicts too (measured bandwidths, the disk's included): #15
+    assert.is_true(pl.predicted ~= nil and pl.predicted.tok_s > 0 and pl.predicted.bytes.streamed > 0)
+    assert.is_truthy(r.explain:find("predicted decode", 1, true), r.explain)
     local ids, logits = run(m)
     assert.are.same(ref_ids, ids)
     assert.is_true(same(ref_logits, logits))
@@ -75,6 +78,7 @@ describe("host budget", function()
   it("with room for everything keeps everything on the device", function()
     local m = assert(load(model, { host_budget = "1G" }))
     assert.are.equal(0, m:placement().bytes.disk)
+    assert.is_nil(m:placement().predicted) -- nothing streams: no bandwidths measured
     m:free()
   end)
 

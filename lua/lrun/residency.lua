@@ -462,7 +462,7 @@ end
 --   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
 --   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made),
 --   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
---   predicted= (lrun.predict.decode of the plan, when bandwidths were measured: smart)}
+--   predicted= (lrun.predict.decode of the plan, whenever the plan moves weights off the device, unless opts.predict == false)}
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.plan(model, opts)
@@ -743,9 +743,22 @@ function M.plan(model, opts)
           size.format(disk_bytes), k,
           disk_packed > 0 and string.format("; disk, packed: %d tensors read packed", disk_packed) or "")
       end
-      -- the predicted decode speed of the final plan, when bandwidths were measured (lrun.predict)
-      local predicted = bw and predict.decode(tensors, final, host_compute, bw) or nil
-      if predicted then summary = summary .. "\n" .. predict.text(predicted, bw) end
+      -- the predicted decode speed of the final plan (lrun.predict): smart measured the
+      -- bandwidths already; any other policy that moved weights off the device measures them
+      -- now (once per device per process, well under a second), so that every plan that
+      -- streams says what it should reach before it runs (#15); opts.predict = false skips it
+      local pbw = bw
+      if not pbw and off_bytes > 0 and opts.predict ~= false then
+        pbw = M.bandwidths(model)
+        if pbw and disk_bytes > 0 then
+          local with_disk = {}
+          for key, v in pairs(pbw) do with_disk[key] = v end
+          with_disk.disk_read = M.disk_read(model)
+          pbw = with_disk
+        end
+      end
+      local predicted = pbw and predict.decode(tensors, final, host_compute, pbw) or nil
+      if predicted then summary = summary .. "\n" .. predict.text(predicted, pbw) end
       return {
         plan = final, host_compute = host_compute, packed = packed, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary, predicted = predicted,

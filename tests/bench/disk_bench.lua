@@ -155,6 +155,8 @@ local function run(depth, dd_bps)
     device_bytes = p.bytes.device, host_bytes = p.bytes.host + p.bytes.pinned, disk_bytes = p.bytes.disk,
     mmap_bytes = p.bytes.mmap, gpu_budget_gib = gpu_gib, host_budget_gib = host_gib,
     host_held = m.residency and m.residency.host_bytes or 0,
+    -- the planner's prediction for this placement (lrun.predict), to report its error (#15)
+    predicted_tps = p.predicted and p.predicted.tok_s or nil,
   }
   if m.residency then io.stderr:write(m.residency.explain, "\n") end
   m:free()
@@ -172,11 +174,13 @@ for _, d in ipairs(depths) do rows[#rows + 1] = run(d, dd_bps) end
 print(string.format("\n%s, GPU budget %g GiB, host budget %g GiB; dd iflag=direct %.2f GB/s; file %.2f GB\n",
   device, gpu_gib, host_gib, dd_bps / 1e9, file_bytes() / 1e9))
 print("| queue depth | tok/s | disk GB/token | disk limit tok/s | % of limit | reader GB/s | stalls/token | "
-  .. "time to first token s | file at dd rate s |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  .. "time to first token s | file at dd rate s | predicted tok/s (error) |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for _, r in ipairs(rows) do
-  print(string.format("| %d | %.3f | %.2f | %.3f | %.0f%% | %.2f | %.1f | %.1f | %.1f |", r.depth, r.tps,
+  local pred = r.predicted_tps and string.format("%.3f (%+.0f%%)", r.predicted_tps,
+    100 * (r.predicted_tps - r.tps) / r.tps) or "-"
+  print(string.format("| %d | %.3f | %.2f | %.3f | %.0f%% | %.2f | %.1f | %.1f | %.1f | %s |", r.depth, r.tps,
     r.disk_bytes_per_tok / 1e9, r.disk_limit_tps, r.pct_of_limit, r.reader_bps / 1e9, r.stalls_per_tok, r.ttft_s,
-    r.file_read_s))
+    r.file_read_s, pred))
 end
 if generated then os.remove(path) end

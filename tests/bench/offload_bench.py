@@ -161,20 +161,23 @@ def main():
     print(f"GPU: {gpu}; pinned host->device {bw / 1e9:.1f} GB/s; Llama-2-7B shape, bf16, batch 1, greedy decode")
     print()
     print("| budget | configuration | layers on GPU | off-device GB/token (streamed + host) | lrun tok/s | "
-          "PCIe limit tok/s | % of limit | stall ms/token | accelerate tok/s | × accelerate |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "PCIe limit tok/s | % of limit | stall ms/token | accelerate tok/s | × accelerate | "
+          "predicted tok/s (error) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         b = row["budget_gib"]
         bl = f"{b} GiB" if isinstance(b, (int, float)) else "no cap"
         ac = accel.get(b)
         lim = row["pcie_limit_tps"]
+        pred = row.get("predicted_tps")  # lrun.predict's figure for the plan (#15: within 10%)
+        pred = f"{pred:.2f} ({100 * (pred - row['tps']) / row['tps']:+.0f}%)" if pred else "–"
         print(f"| {bl} | {row['config']} | {row['n_dev_layers'] if row['n_dev_layers'] >= 0 else '–'} | "
               f"{row['offloaded_bytes'] / 1e9:.2f} ({row['streamed_bytes'] / 1e9:.2f} + {row['host_bytes'] / 1e9:.2f}) | "
               f"{row['tps']:.2f} | {lim:.2f} | {100 * row['of_limit']:.0f}% | {1e3 * row['stall_s_per_tok']:.1f} | "
-              f"{ac['tps']:.2f} | {row['tps'] / ac['tps']:.1f}× |" if ac and lim else
+              f"{ac['tps']:.2f} | {row['tps'] / ac['tps']:.1f}× | {pred} |" if ac and lim else
               f"| {bl} | {row['config']} | {row['n_dev_layers'] if row['n_dev_layers'] >= 0 else '–'} | "
               f"{row['offloaded_bytes'] / 1e9:.2f} | {row['tps']:.2f} | {lim or 0:.2f} | "
-              f"{100 * (row['of_limit'] or 0):.0f}% | {1e3 * row['stall_s_per_tok']:.1f} | – | – |")
+              f"{100 * (row['of_limit'] or 0):.0f}% | {1e3 * row['stall_s_per_tok']:.1f} | – | – | {pred} |")
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"gpu": gpu, "h2d_bytes_per_s": bw, "decode_bytes": decode_bytes, "lrun": rows,

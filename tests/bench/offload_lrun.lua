@@ -180,6 +180,8 @@ local function bench(budget_gib, name, opts)
     device_used_bytes = tonumber(s.weight_device_bytes + s.slot_bytes + s.kv_bytes + s.scratch_bytes),
     device_peak_bytes = tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))),
     weight_bytes = info.weight_bytes,
+    -- the planner's prediction (lrun.predict) for this placement, to report its error (#15)
+    predicted_tps = m.residency and m.residency.predicted and m.residency.predicted.tok_s or nil,
   }
   m:free()
   collectgarbage()
