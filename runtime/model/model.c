@@ -9,6 +9,7 @@
  * that stay in the file, prefaulted when an engine is made. */
 #include "model/model.h"
 #include "packed/packed_file.h"
+#include "text/tokjson.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -538,6 +539,23 @@ static lrun_status keep_packed(lrun_model *m)
 
 // ---------------------------------------------------------------- load and free
 
+/* A GGUF written from an HF directory (lrun pack) carries its tokenizer.json
+ * and tokenizer_config.json as strings (text/tokjson.h): the tokenizer comes
+ * from them when the file has no tokenizer.ggml.* vocabulary. */
+static lrun_status tokenizer_from_hf_keys(lrun_model *m, const char *path)
+{
+    const char *json = NULL, *cfg = NULL;
+    size_t len = 0, cfg_len = 0;
+    char name[512], cfg_name[512];
+    snprintf(name, sizeof name, "%s: key %s", path, LRUN_GGUF_KEY_HF_TOKENIZER);
+    snprintf(cfg_name, sizeof cfg_name, "%s: key %s", path, LRUN_GGUF_KEY_HF_TOKENIZER_CONFIG);
+    lrun_status st = lrun_gguf_get_str(m->gguf, find_key(m->gguf, LRUN_GGUF_KEY_HF_TOKENIZER), &json, &len);
+    const int64_t kc = find_key(m->gguf, LRUN_GGUF_KEY_HF_TOKENIZER_CONFIG);
+    if (st == LRUN_OK && kc >= 0) st = lrun_gguf_get_str(m->gguf, kc, &cfg, &cfg_len);
+    if (st != LRUN_OK) return lrun_fail_context(st, "loading %s: the tokenizer's keys", path);
+    return lrun_tokenizer_load_json_text(&m->tokenizer, name, json, len, cfg_name, cfg, cfg_len);
+}
+
 lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_opts *opts)
 {
     static const lrun_load_opts defaults = {NULL, 0, 0, 0, -1};
@@ -567,6 +585,8 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
         if (st == LRUN_OK) st = build_tensors(m);
         if (st == LRUN_OK && find_key(m->gguf, "tokenizer.ggml.model") >= 0)
             st = lrun_tokenizer_init_gguf(&m->tokenizer, m->gguf);
+        else if (st == LRUN_OK && find_key(m->gguf, LRUN_GGUF_KEY_HF_TOKENIZER) >= 0)
+            st = tokenizer_from_hf_keys(m, path);
     }
     if (st == LRUN_OK && opts->rope_style >= 0) m->info.rope_style = (lrun_rope_style)opts->rope_style;
     if (st == LRUN_OK) st = lrun_device_open(&m->device, opts->device ? opts->device : "cpu", opts->device_budget);

@@ -8,16 +8,20 @@
  * rows go back to GGUF's order for an architecture whose GGUF rotates
  * adjacent pairs (llama.cpp's converter permutes them; the HF loader rotates
  * halves instead), so the file is the GGUF llama.cpp would write. The
- * tokenizer stays in the directory: tokenizer.json is not GGUF metadata
- * (docs/packed.md). */
+ * directory's tokenizer.json and tokenizer_config.json go in as string keys
+ * (tokenizer.huggingface.json, the GGUF specification's key, and
+ * lrun.hf.tokenizer_config; text/tokjson.h), so the packed model loads with
+ * its tokenizer and chat template. */
 #include "lrun.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "core/tensor.h"
 #include "model/model.h"
+#include "text/tokjson.h"
 
 /* Integer array elements as i32 (the writer's integer array; config values fit). */
 static lrun_status copy_array(lrun_gguf_writer *w, const lrun_gguf *g, int64_t kv, const char *key)
@@ -110,6 +114,59 @@ static lrun_status copy_kv(lrun_gguf_writer *w, const lrun_gguf *g, int64_t kv)
 }
 
 /* Writes the plain GGUF of the HF directory (or .safetensors file) dir at gguf_path. */
+/* dir/name's text, NUL-terminated, into *out (NULL, LRUN_OK when the file is absent). */
+static lrun_status read_text(const char *dir, const char *name, char **out)
+{
+    char path[4096];
+    *out = NULL;
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+        return lrun_fail(LRUN_E_ARG, "packing %s: the directory's path is too long", dir);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return LRUN_OK;
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (size < 0 || size > (1L << 30) || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return lrun_fail(LRUN_E_IO, "packing %s: cannot find its size or it is over 1 GiB", path);
+    }
+    char *buf = malloc((size_t)size + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return lrun_fail_oom((size_t)size + 1, 0, "packing %s: reading %s", dir, name);
+    }
+    const size_t got = fread(buf, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) {
+        free(buf);
+        return lrun_fail(LRUN_E_IO, "packing %s: short read (%zu of %ld bytes)", path, got, size);
+    }
+    buf[size] = '\0';
+    if (memchr(buf, '\0', (size_t)size) != NULL) {
+        free(buf);
+        return lrun_fail(LRUN_E_FORMAT, "packing %s: a NUL byte in a JSON text", path);
+    }
+    *out = buf;
+    return LRUN_OK;
+}
+
+/* The directory's tokenizer.json and tokenizer_config.json as string keys
+ * (text/tokjson.h), so that the packed model loads with its tokenizer. */
+static lrun_status write_tokenizer_keys(lrun_gguf_writer *w, const char *dir)
+{
+    static const struct {
+        const char *file, *key;
+    } keys[] = {{"tokenizer.json", LRUN_GGUF_KEY_HF_TOKENIZER}, {"tokenizer_config.json", LRUN_GGUF_KEY_HF_TOKENIZER_CONFIG}};
+    lrun_status st = LRUN_OK;
+    for (size_t i = 0; st == LRUN_OK && i < sizeof keys / sizeof keys[0]; i++) {
+        char *text = NULL;
+        st = read_text(dir, keys[i].file, &text);
+        if (st == LRUN_OK && text) st = lrun_gguf_writer_set_str(w, keys[i].key, text);
+        free(text);
+        if (i == 0 && st == LRUN_OK && !text) break; /* no tokenizer: its config alone is no use */
+    }
+    return st;
+}
+
 lrun_status lrun_pack_hf_write_gguf(const char *dir, const char *gguf_path, int n_threads);
 
 /* 1 when t's rows (a vector's elements) are per-head halves to interleave. */
@@ -154,6 +211,7 @@ lrun_status lrun_pack_hf_write_gguf(const char *dir, const char *gguf_path, int 
         st = copy_kv(w, g, kv);
         if (st != LRUN_OK) lrun_fail_context(st, "packing %s: metadata key '%s'", dir, lrun_gguf_key(g, kv));
     }
+    if (st == LRUN_OK && lrun_gguf_find_key(g, "tokenizer.ggml.model") < 0) st = write_tokenizer_keys(w, dir);
     for (int64_t i = 0; st == LRUN_OK && i < m->n_tensors; i++) {
         const struct lrun_tensor *t = &m->tensors[i];
         st = lrun_gguf_writer_add_tensor(w, t->name, t->dtype, t->ndim, t->ne);

@@ -21,6 +21,7 @@
  * open-addressing table of id pairs. tests/c/test_tokjson.c times a 150k one.
  */
 #include "text/hf.h"
+#include "text/tokjson.h"
 
 #include "core/error.h"
 #include "text/bpe.h"
@@ -89,6 +90,24 @@ void lrun_hf_free(lrun_hf *hf)
 
 /* ---------------------------------------------------------------- files */
 
+/* JSON text (len bytes, not necessarily NUL-terminated) into *out, an object; name is
+ * what errors call it (a file's path, or a GGUF key and its file). */
+static lrun_status parse_json(const char *name, const char *text, size_t len, cJSON **out)
+{
+    const char *end = NULL;
+    *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (*out == NULL) {
+        size_t at = end && end >= text ? (size_t)(end - text) : 0;
+        return lrun_fail(LRUN_E_FORMAT, "tokenizer: %s is not valid JSON (near byte %zu)", name, at);
+    }
+    if (!cJSON_IsObject(*out)) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        return lrun_fail(LRUN_E_FORMAT, "tokenizer: %s: the top level is not an object", name);
+    }
+    return LRUN_OK;
+}
+
 static lrun_status read_json(const char *path, cJSON **out)
 {
     FILE *f = fopen(path, "rb");
@@ -113,20 +132,9 @@ static lrun_status read_json(const char *path, cJSON **out)
         return lrun_fail(LRUN_E_IO, "tokenizer: %s: short read (%zu of %ld bytes)", path, got, size);
     }
     buf[size] = '\0';
-    const char *end = NULL;
-    *out = cJSON_ParseWithLengthOpts(buf, (size_t)size, &end, 0);
-    if (*out == NULL) {
-        size_t at = end && end >= buf ? (size_t)(end - buf) : 0;
-        free(buf);
-        return lrun_fail(LRUN_E_FORMAT, "tokenizer: %s is not valid JSON (near byte %zu)", path, at);
-    }
+    lrun_status st = parse_json(path, buf, (size_t)size, out);
     free(buf);
-    if (!cJSON_IsObject(*out)) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        return lrun_fail(LRUN_E_FORMAT, "tokenizer: %s: the top level is not an object", path);
-    }
-    return LRUN_OK;
+    return st;
 }
 
 static lrun_status fail_field(const hf_ctx *c, const char *field, const char *what)
@@ -443,17 +451,14 @@ static lrun_status config_add(const char *path, lrun_tokenizer *tok, const cJSON
     return LRUN_OK;
 }
 
-static lrun_status load_config(lrun_tokenizer *tok, const char *path)
+static lrun_status load_config(lrun_tokenizer *tok, const char *path, cJSON *cfg)
 {
-    cJSON *cfg = NULL;
-    lrun_status st = read_json(path, &cfg);
-    if (st != LRUN_OK) return st;
+    lrun_status st;
     if ((st = config_token(path, tok, cfg, "bos_token", &tok->bos)) == LRUN_OK &&
         (st = config_token(path, tok, cfg, "eos_token", &tok->eos)) == LRUN_OK &&
         (st = config_template(path, tok->hf, cfg)) == LRUN_OK &&
         (st = config_add(path, tok, cfg, "add_bos_token", 1)) == LRUN_OK)
         st = config_add(path, tok, cfg, "add_eos_token", 0);
-    cJSON_Delete(cfg);
     return st;
 }
 
@@ -548,11 +553,11 @@ static lrun_status load(hf_ctx *c, const cJSON *root)
     return finish_specials(c, model);
 }
 
-lrun_status lrun_tokenizer_load_json(lrun_tokenizer **out, const char *path, const char *config_path)
+/* A tokenizer from parsed tokenizer.json (root) and tokenizer_config.json (cfg, or NULL);
+ * name and cfg_name are what errors call them. Takes neither tree. */
+static lrun_status load_parsed(lrun_tokenizer **out, const char *name, const cJSON *root, const char *cfg_name, cJSON *cfg)
 {
-    cJSON *root = NULL;
     lrun_status st;
-    if (out == NULL || path == NULL) return lrun_fail(LRUN_E_ARG, "tokenizer: load_json: out or path is NULL");
     *out = NULL;
     lrun_tokenizer *tok = calloc(1, sizeof *tok);
     lrun_hf *hf = calloc(1, sizeof *hf);
@@ -564,10 +569,9 @@ lrun_status lrun_tokenizer_load_json(lrun_tokenizer **out, const char *path, con
     tok->kind = LRUN_TOK_KIND_BPE;
     tok->hf = hf;
     tok->bos = tok->eos = tok->unk = tok->eot = tok->eom = -1;
-    hf_ctx c = {path, tok, hf};
-    if ((st = read_json(path, &root)) == LRUN_OK) st = load(&c, root);
-    cJSON_Delete(root);
-    if (st == LRUN_OK && config_path != NULL) st = load_config(tok, config_path);
+    hf_ctx c = {name, tok, hf};
+    st = load(&c, root);
+    if (st == LRUN_OK && cfg != NULL) st = load_config(tok, cfg_name, cfg);
     if (st == LRUN_OK) st = finish_eog(tok);
     if (st != LRUN_OK) {
         lrun_tokenizer_free(tok);
@@ -575,6 +579,34 @@ lrun_status lrun_tokenizer_load_json(lrun_tokenizer **out, const char *path, con
     }
     *out = tok;
     return LRUN_OK;
+}
+
+lrun_status lrun_tokenizer_load_json(lrun_tokenizer **out, const char *path, const char *config_path)
+{
+    cJSON *root = NULL, *cfg = NULL;
+    if (out == NULL || path == NULL) return lrun_fail(LRUN_E_ARG, "tokenizer: load_json: out or path is NULL");
+    *out = NULL;
+    lrun_status st = read_json(path, &root);
+    if (st == LRUN_OK && config_path != NULL) st = read_json(config_path, &cfg);
+    if (st == LRUN_OK) st = load_parsed(out, path, root, config_path, cfg);
+    cJSON_Delete(root);
+    cJSON_Delete(cfg);
+    return st;
+}
+
+lrun_status lrun_tokenizer_load_json_text(lrun_tokenizer **out, const char *name, const char *json, size_t len,
+                                          const char *cfg_name, const char *cfg_json, size_t cfg_len)
+{
+    cJSON *root = NULL, *cfg = NULL;
+    if (out == NULL || name == NULL || json == NULL)
+        return lrun_fail(LRUN_E_ARG, "tokenizer: load_json_text: out, name or json is NULL");
+    *out = NULL;
+    lrun_status st = parse_json(name, json, len, &root);
+    if (st == LRUN_OK && cfg_json != NULL) st = parse_json(cfg_name ? cfg_name : name, cfg_json, cfg_len, &cfg);
+    if (st == LRUN_OK) st = load_parsed(out, name, root, cfg_name ? cfg_name : name, cfg);
+    cJSON_Delete(root);
+    cJSON_Delete(cfg);
+    return st;
 }
 
 const char *lrun_tokenizer_chat_template(const lrun_tokenizer *tok)

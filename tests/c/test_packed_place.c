@@ -260,8 +260,23 @@ static void hf_pack(void)
     ok = a && b && greedy(a, LRUN_WEIGHT_MODE_ALL_DEVICE, ref, NULL) && greedy(b, LRUN_WEIGHT_MODE_ALL_DEVICE, got, NULL);
     CHECK("it loads packed and gives the logits of the GGUF the directory came from, bit for bit",
           ok && lrun_tensor_packed(lrun_model_find_tensor(b, "blk.0.attn_q.weight")) && !memcmp(ref, got, sizeof ref));
+    /* the directory's tokenizer.json travels in the packed file (tokenizer.huggingface.json) */
+    lrun_model *c = ok ? fixture_load(hf, "cpu", 0, 2, -1) : NULL;
+    const lrun_tokenizer *tb = b ? lrun_model_tokenizer(b) : NULL, *tc = c ? lrun_model_tokenizer(c) : NULL;
+    static const char text[] = "Hello world, it's 2026!\n  tabs\tand <|im_end|> ünïcödé 12345";
+    int32_t ib[128], ic[128];
+    int64_t nb = -1, nc = -2;
+    int same = tb && tc && lrun_tokenizer_encode(tb, text, sizeof text - 1, 1, 1, ib, 128, &nb) == LRUN_OK &&
+               lrun_tokenizer_encode(tc, text, sizeof text - 1, 1, 1, ic, 128, &nc) == LRUN_OK && nb == nc && nb > 0 &&
+               !memcmp(ib, ic, (size_t)nb * sizeof *ib);
+    same = same && lrun_tokenizer_vocab_size(tb) == lrun_tokenizer_vocab_size(tc) &&
+           lrun_tokenizer_eos(tb) == lrun_tokenizer_eos(tc) && lrun_tokenizer_bos(tb) == lrun_tokenizer_bos(tc);
+    if (!same) printf("# tokenizers: %s %s, %lld vs %lld ids\n", tb ? "packed" : "-", tc ? "dir" : "-", (long long)nb,
+                      (long long)nc);
+    CHECK("the packed file carries the directory's tokenizer: the same ids, vocabulary and special tokens", same);
     lrun_model_free(a);
     lrun_model_free(b);
+    lrun_model_free(c);
 }
 
 int main(void)

@@ -10,6 +10,7 @@
 
 #include "text/bpe.h"
 #include "text/pieces.h"
+#include "text/tokjson.h"
 
 #include "lrun.h"
 
@@ -144,9 +145,30 @@ static void test_args(void)
     CHECK("the message names the file", strstr(lrun_last_error(), "/nonexistent/tokenizer.json") != NULL);
 }
 
+/* tokenizer.json text held in memory (a packed file's tokenizer.huggingface.json key) */
+static void test_text(void)
+{
+    static const char json[] = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, "
+                               "\"merges\": [\"a b\"]}}";
+    lrun_tokenizer *tok = NULL;
+    int32_t ids[8];
+    int64_t n = 0;
+    int ok = lrun_tokenizer_load_json_text(&tok, "m.lrpk: key tokenizer.huggingface.json", json, sizeof json - 1, NULL,
+                                           NULL, 0) == LRUN_OK &&
+             lrun_tokenizer_encode(tok, "abab", 4, 0, 0, ids, 8, &n) == LRUN_OK && n == 2 && ids[0] == 2 && ids[1] == 2;
+    CHECK("a tokenizer.json held in memory loads and encodes", ok);
+    lrun_tokenizer_free(tok);
+    tok = NULL;
+    const lrun_status st = lrun_tokenizer_load_json_text(&tok, "m.lrpk: key tokenizer.huggingface.json", json, 20, NULL,
+                                                         NULL, 0);
+    CHECK("cut short, it is a format error naming the file and key",
+          st == LRUN_E_FORMAT && !tok && strstr(lrun_last_error(), "m.lrpk: key tokenizer.huggingface.json") != NULL);
+}
+
 int main(void)
 {
     test_args();
+    test_text();
     test_big();
     return CHECK_DONE();
 }
