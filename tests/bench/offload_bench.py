@@ -54,8 +54,8 @@ def h2d_bandwidth():
     return n / best, torch.cuda.get_device_name(0)
 
 
-def accelerate_one(budget, ngen):
-    """One budget in this process: prints one JSON line."""
+def accelerate_one(budget, ngen, batch=1):
+    """One budget in this process (batch rows per step): prints one JSON line."""
     import torch
     import transformers
     from accelerate import dispatch_model, infer_auto_device_map
@@ -87,7 +87,7 @@ def accelerate_one(budget, ngen):
     model = dispatch_model(model, device_map=dmap)
     setup_s = time.time() - t0
     on_gpu = sum(1 for v in dmap.values() if v == 0)
-    ids = torch.tensor([[100 + 37 * k for k in range(8)]], device="cuda:0")
+    ids = torch.tensor([[(100 + 37 * k + 11 * r) % 32000 for k in range(8)] for r in range(batch)], device="cuda:0")
     with torch.no_grad():
         out = model(ids, use_cache=True)
         pkv, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
@@ -100,7 +100,8 @@ def accelerate_one(budget, ngen):
             pkv, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
         torch.cuda.synchronize()
         dt = time.time() - t
-    print(json.dumps({"budget_gib": budget, "tps": ngen / dt, "setup_s": setup_s, "modules_on_gpu": on_gpu,
+    print(json.dumps({"budget_gib": budget, "batch": batch, "tps": batch * ngen / dt, "setup_s": setup_s,
+                      "modules_on_gpu": on_gpu,
                       "device_map": {k: str(v) for k, v in dmap.items()},
                       "gpu_alloc_bytes": torch.cuda.max_memory_allocated(0),
                       "transformers": transformers.__version__, "torch": torch.__version__}))
@@ -115,10 +116,12 @@ def main():
     ap.add_argument("--no-accelerate", action="store_true")
     ap.add_argument("--out")
     ap.add_argument("--accelerate-one", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--accel-batch", type=int, default=1, help="rows per step in --accelerate-one "
+                    "(tests/bench/batch_offload.lua's peer at batch 32); tps is then aggregate")
     a = ap.parse_args()
     if a.accelerate_one is not None:
         return accelerate_one(int(a.accelerate_one) if a.accelerate_one.is_integer() else a.accelerate_one,
-                              a.accel_ngen)
+                              a.accel_ngen, a.accel_batch)
     budgets = [float(b) for b in a.budgets.split(",")]
     budgets = [int(b) if b.is_integer() else b for b in budgets]
 
