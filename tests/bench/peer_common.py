@@ -78,8 +78,13 @@ def llama_bench(binary, model, prompts, n_gen, extra, timeout, reps=2):
             if k in t:
                 r[k] = t[k]
     if rc != 0:
-        r["error"] = "timed out" if rc is None else f"rc {rc}: " + (err or "").strip()[-300:]
+        r["error"] = "timed out" if rc is None else f"rc {rc}: " + last_line(err)
     return r
+
+
+def last_line(text):
+    lines = [x for x in (text or "").strip().splitlines() if x.strip()]
+    return lines[-1][-300:] if lines else ""
 
 
 def lrun_side(lrun, model, args, timeout):
@@ -88,7 +93,7 @@ def lrun_side(lrun, model, args, timeout):
     objs = json_objects(out)
     if rc == 0 and objs:
         return objs[-1]
-    return {"error": "timed out" if rc is None else f"rc {rc}: " + (err or "").strip()[-300:]}
+    return {"error": "timed out" if rc is None else f"rc {rc}: " + last_line(err)}
 
 
 def generate_7b(lrun, dtype, timeout):

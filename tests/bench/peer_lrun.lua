@@ -16,7 +16,7 @@
 --     blocks), expert_layer_bytes (one block's), decode_bytes (what one dense
 --     decode step reads: all but the embedding table unless it is the head)
 --   otherwise: prefill_tps.<N> (N prompt tokens fed in steps of 512 from an
---     empty cache, best of 2 after a warm-up), decode_tps (n_gen greedy steps
+--     empty cache, best of 2 after a warm-up, once beyond 512), decode_tps (n_gen greedy steps
 --     after a 1-token prompt, each the engine step with its logits copied to
 --     the host plus the host argmax; best of 2: llama-bench's tg at depth 0),
 --     load_s, weight_device_bytes, host_compute_bytes, bytes_streamed per
@@ -135,7 +135,7 @@ local function bench(m, r)
   r.prefill_tps = {}
   for _, n in ipairs(opts.prefill) do
     local best = math.huge
-    for _ = 1, 2 do
+    for _ = 1, n > UBATCH and 1 or 2 do -- long prompts once: with host experts one can take tens of seconds
       C.lrun_engine_seq_truncate(e, 0, 0)
       local a = sys.now()
       prompt(n)
