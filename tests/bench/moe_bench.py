@@ -74,14 +74,16 @@ def generate(args, router):
     path = model_path(args, router)
     if os.path.exists(path):
         return path
-    cmd = [args.lrun, os.path.join(pc.ROOT, "examples", "genmodel.lua"), "-o", path, "--preset", args.preset,
+    part = path + ".part"  # moved when whole: a killed run leaves no half file under the name
+    cmd = [args.lrun, os.path.join(pc.ROOT, "examples", "genmodel.lua"), "-o", part, "--preset", args.preset,
            "--dtype", args.dtype] + (["--router-skew", str(args.skew)] if router == "skew" else []) + args.gen_args.split()
     rc, out, err = pc.run(cmd, args.timeout)
     pc.log((out or "").strip())
     if rc != 0:
-        if os.path.exists(path):
-            os.remove(path)
-        raise RuntimeError(f"generating {path}: " + ("timed out" if rc is None else (err or "").strip()[-300:]))
+        if os.path.exists(part):
+            os.remove(part)
+        raise RuntimeError(f"generating {path}: " + ("timed out" if rc is None else pc.last_line(err)))
+    os.replace(part, path)
     return path
 
 

@@ -21,9 +21,22 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+_child = None  # the step running now: a SIGTERM to the driver (timeout(1)) ends it too
+
+
+def _on_term(signum, _frame):
+    if _child is not None and _child.poll() is None:
+        os.killpg(_child.pid, signal.SIGKILL)
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_term)
+
+
 def run(cmd, timeout, env=None):
     """Runs cmd (a list) in its own process group; on timeout the whole
     group is killed. Returns (rc, stdout, stderr); rc is None on timeout."""
+    global _child
     t0 = time.time()
     log("+ " + " ".join(cmd) + f"  (timeout {timeout:.0f} s)")
     try:
@@ -31,6 +44,7 @@ def run(cmd, timeout, env=None):
                              start_new_session=True)
     except OSError as e:
         return 127, "", str(e)
+    _child = p
     try:
         out, err = p.communicate(timeout=max(1, timeout))
         rc = p.returncode
@@ -38,6 +52,8 @@ def run(cmd, timeout, env=None):
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate()
         rc = None
+    finally:
+        _child = None
     log(f"  rc={rc} in {time.time() - t0:.1f} s")
     if rc != 0 and err:
         log("  " + err.strip().replace("\n", "\n  ")[-2000:])
@@ -98,14 +114,25 @@ def lrun_side(lrun, model, args, timeout):
 
 def generate_7b(lrun, dtype, timeout):
     """The 7b:<dtype> model's path in $LRUN_BENCH_DIR, written unless it is there already."""
-    path = os.path.join(os.environ.get("LRUN_BENCH_DIR", "/tmp"), f"lrun-bench-llama2-7b-{dtype}.gguf")
+    d = os.environ.get("LRUN_BENCH_DIR", "/tmp")
+    path = os.path.join(d, f"lrun-bench-llama2-7b-{dtype}.gguf")
     if os.path.exists(path):
         return path, 0.0
-    rc, out, err = run([lrun, os.path.join(HERE, "peer_lrun.lua"), "7b:" + dtype, "--generate"], timeout)
-    objs = json_objects(out)
-    if rc != 0 or not objs:
-        raise RuntimeError(f"generating 7b:{dtype}: " + ("timed out" if rc is None else (err or "").strip()[-300:]))
-    return objs[-1]["path"], objs[-1]["gen_s"]
+    # written in a folder of its own and moved: a killed run leaves no half file under the name
+    part = os.path.join(d, f".part-7b-{dtype}")
+    os.makedirs(part, exist_ok=True)
+    env = dict(os.environ, LRUN_BENCH_DIR=part)
+    try:
+        rc, out, err = run([lrun, os.path.join(HERE, "peer_lrun.lua"), "7b:" + dtype, "--generate"], timeout, env)
+        objs = json_objects(out)
+        if rc != 0 or not objs:
+            raise RuntimeError(f"generating 7b:{dtype}: " + ("timed out" if rc is None else last_line(err)))
+        os.replace(objs[-1]["path"], path)
+    finally:
+        for f in os.listdir(part):
+            os.remove(os.path.join(part, f))
+        os.rmdir(part)
+    return path, objs[-1]["gen_s"]
 
 
 def bandwidths(timeout, what="hbm,pcie,dram"):
