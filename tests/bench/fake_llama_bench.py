@@ -18,7 +18,7 @@ def main():
         return 1
     ncmoe = int(opt.get("-ncmoe", opt.get("--n-cpu-moe", "0")))
     size = os.path.getsize(model)
-    tests = [(int(p), 0) for p in opt.get("-p", "512").split(",") if int(p) > 0]
+    tests = [(int(p), 0) for p in opt.get("-p", "512").split(",") if int(p) > 0]  # 0: no such test
     tests += [(0, int(n)) for n in opt.get("-n", "128").split(",") if int(n) > 0]
     out = []
     for n_prompt, n_gen in tests:

@@ -13,7 +13,8 @@ router (near-uniform choices, --router-skew 0); "skew" is --router-skew S
 (synthetic Zipf-like popularity, docs/moe.md). --model uses a file instead.
 
 Per router and budget B GiB (in the order given; rows print as they come):
-  llama.cpp    llama-bench -ngl 99 -ncmoe N -p 512,4096 -n 128 -r 2 -o json,
+  llama.cpp    llama-bench -ngl 99 -ncmoe N -p 512 -n 128 -r 2 -o json, then
+               -p 4096 -n 0 (a second call, so a timeout costs only the long prompt),
                N the fewest blocks whose experts go to the host so that the
                device bytes (all non-expert tensors + the experts of the other
                blocks + reserve for KV cache and compute buffers) fit B; the
@@ -98,7 +99,14 @@ def bench_budget(args, router, path, info, budget, bw, lines, emit):
     base = {"router": router, "budget_gib": budget, "n_cpu_moe": n, "llama_device_bytes": dev_bytes,
             "off_expert_bytes_per_token": off_tok, "limit_tps": lim, "model": os.path.basename(path)}
     if args.llama_bench:
-        r = pc.llama_bench(args.llama_bench, path, args.prefill, args.ngen, ["-ncmoe", str(n)], args.timeout)
+        # two calls: tg and the short prompts first, so a long prompt cut off by the timeout loses only itself
+        short, long_ = [p for p in args.prefill if p <= 512], [p for p in args.prefill if p > 512]
+        r = pc.llama_bench(args.llama_bench, path, short or [0], args.ngen, ["-ncmoe", str(n)], args.timeout)
+        if long_:
+            r2 = pc.llama_bench(args.llama_bench, path, long_, 0, ["-ncmoe", str(n)], args.timeout)
+            r["pp"].update(r2["pp"])
+            if "error" in r2:
+                r["error"] = r2["error"]
         emit(dict(base, engine="llama.cpp", config=f"-ncmoe {n}", prefill_tps=r.get("pp", {}),
                   decode_tps=r.get("tg"), raw=r))
     auto = pc.lrun_side(args.lrun, path, lrun_args(args, budget, []), args.timeout)

@@ -109,7 +109,9 @@ def lrun_side(lrun, model, args, timeout):
     objs = json_objects(out)
     if rc == 0 and objs:
         return objs[-1]
-    return {"error": "timed out" if rc is None else f"rc {rc}: " + last_line(err)}
+    r = dict(objs[-1]) if objs else {}  # the phases that finished (peer_lrun prints after each)
+    r["error"] = "timed out" if rc is None else f"rc {rc}: " + last_line(err)
+    return r
 
 
 def generate_7b(lrun, dtype, timeout):

@@ -9,7 +9,8 @@
 --   MODEL is a GGUF path, or 7b:<dtype> (tests/bench/llama7b.lua's shape,
 --   written to $LRUN_BENCH_DIR and removed afterwards; with --generate it is
 --   only written and kept, and the line is {"path": ..., "gen_s": ...}).
--- Prints one JSON object on stdout:
+-- Prints a JSON object on stdout after each phase (decode, then each prefill
+-- length), each with all the figures so far; the last line is the result:
 --   info only (--info, the model loaded on the CPU, nothing run): the sizes
 --     the drivers size llama.cpp's -ncmoe from: dtype (blk.0's ffn_down), n_layer, n_expert,
 --     n_expert_used, weight_bytes, expert_bytes (the ffn_*_exps tensors, all
@@ -106,7 +107,7 @@ end
 
 -- ---------------------------------------------------------------- timing
 
-local function bench(m, r)
+local function bench(m, r, emit)
   local max_prefill = 0
   for _, n in ipairs(opts.prefill) do max_prefill = math.max(max_prefill, n) end
   local e, err = m:engine({ cache_implementation = "static", n_batch = UBATCH })
@@ -132,18 +133,6 @@ local function bench(m, r)
 
   C.lrun_engine_seq_truncate(e, 0, 0)
   prompt(math.min(16, max_prefill)) -- warm-up: kernels loaded, graphs and caches made
-  r.prefill_tps = {}
-  for _, n in ipairs(opts.prefill) do
-    local best = math.huge
-    for _ = 1, n > UBATCH and 1 or 2 do -- long prompts once: with host experts one can take tens of seconds
-      C.lrun_engine_seq_truncate(e, 0, 0)
-      local a = sys.now()
-      prompt(n)
-      best = math.min(best, sys.now() - a)
-    end
-    r.prefill_tps[tostring(n)] = n / best
-  end
-
   local tok = ffi.new("int32_t[1]")
   local st = ffi.new("lrun_engine_stats")
   local best = math.huge
@@ -174,9 +163,29 @@ local function bench(m, r)
     r.cache_slots = tonumber(slots[0])
     r.cache_hit_rate = hits + misses > 0 and hits / (hits + misses) or 0
   end
+  emit(r) -- decode first: a step cut off by the driver's timeout keeps it
+
+  r.prefill_tps = {}
+  for _, n in ipairs(opts.prefill) do
+    local fastest = math.huge
+    for _ = 1, n > UBATCH and 1 or 2 do -- long prompts once: with host experts one can take tens of seconds
+      C.lrun_engine_seq_truncate(e, 0, 0)
+      local a = sys.now()
+      prompt(n)
+      fastest = math.min(fastest, sys.now() - a)
+    end
+    r.prefill_tps[tostring(n)] = n / fastest
+    emit(r)
+  end
 end
 
 -- ---------------------------------------------------------------- main
+
+-- One line per finished phase, each with everything so far: the driver keeps the last.
+local function emit(r)
+  io.stdout:write(json(r), "\n")
+  io.stdout:flush()
+end
 
 local path, generated = opts.model, false
 local gen_dtype = path:match("^7b:(.+)$")
@@ -200,11 +209,11 @@ local ok, err = pcall(function()
   r.gpu_budget, r.policy, r.n_cpu_moe, r.moe_host = opts.gpu_budget, opts.policy, opts.n_cpu_moe, opts.moe_host
   if not opts.info then
     r.load_s = sys.now() - t0
-    bench(m, r)
+    bench(m, r, emit)
+  else
+    emit(r)
   end
   m:free()
-  io.stdout:write(json(r), "\n")
-  io.stdout:flush()
 end)
 if generated then os.remove(path) end
 if not ok then
