@@ -152,7 +152,7 @@ class Table:
               + " | ".join(pc.fmt(v, ".0f") for v in pp) + f" | {pc.fmt(pc.ratio(d, peer.get('decode_tps')), '.2f')} | "
               + " | ".join(pc.fmt(v, ".2f") for v in ppr)
               + f" | {pc.fmt(lim)} | {pc.fmt(d and lim and 100 * d / lim, '.0f')}% | {pc.fmt(hit, '.2f')} |"
-              + (f" error: {err[:80]}" if err else ""), flush=True)
+              + (f" error: …{err[-100:]}" if err else ""), flush=True)
 
 
 def main():
