@@ -1,0 +1,222 @@
+--- peer_lrun.lua — lrun's side of the same-run llama.cpp peer benchmarks
+-- (tests/bench/cuda_peer.py and moe_bench.py run it): prefill and batch-1
+-- decode tokens/s of one model under one placement, measured the way
+-- llama-bench measures pp<N> and tg<N>.
+--
+-- Usage: build/lrun tests/bench/peer_lrun.lua MODEL [--device cuda:0] [--gpu-budget 8G]
+--          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host cache] [--slots N]
+--          [--prefill 512,4096] [--ngen 128] [--label TEXT] [--info | --generate]
+--   MODEL is a GGUF path, or 7b:<dtype> (tests/bench/llama7b.lua's shape,
+--   written to $LRUN_BENCH_DIR and removed afterwards; with --generate it is
+--   only written and kept, and the line is {"path": ..., "gen_s": ...}).
+-- Prints a JSON object on stdout after each phase (decode, then each prefill
+-- length), each with all the figures so far; the last line is the result:
+--   info only (--info, the model loaded on the CPU, nothing run): the sizes
+--     the drivers size llama.cpp's -ncmoe from: dtype (blk.0's ffn_down), n_layer, n_expert,
+--     n_expert_used, weight_bytes, expert_bytes (the ffn_*_exps tensors, all
+--     blocks), expert_layer_bytes (one block's), decode_bytes (what one dense
+--     decode step reads: all but the embedding table unless it is the head)
+--   otherwise: prefill_tps.<N> (N prompt tokens fed in steps of 512 from an
+--     empty cache, best of 2 after a warm-up, once beyond 512), decode_tps (n_gen greedy steps
+--     after a 1-token prompt, each the engine step with its logits copied to
+--     the host plus the host argmax; best of 2: llama-bench's tg at depth 0),
+--     load_s, weight_device_bytes, host_compute_bytes, bytes_streamed per
+--     decode token, expert cache hit rate (when one is used).
+-- The engine: static KV cache of max(prefill)+n_gen+16 positions, batch 1.
+package.path = "./?.lua;" .. package.path
+local ffi = require("ffi")
+local lrun = require("lrun")
+local lf = require("lrun.ffi")
+local sys = require("lrun.sys")
+local C = lf.C
+
+local UBATCH = 512 -- llama-bench's default n_ubatch: prompts go through in steps of this many tokens
+
+-- ---------------------------------------------------------------- arguments
+
+local opts = { device = "cuda:0", prefill = { 512 }, n_gen = 128 }
+local FLAGS = { ["--device"] = "device", ["--gpu-budget"] = "gpu_budget", ["--policy"] = "policy",
+  ["--n-cpu-moe"] = "n_cpu_moe", ["--moe-host"] = "moe_host", ["--slots"] = "slots", ["--label"] = "label",
+  ["--prefill"] = "prefill", ["--ngen"] = "n_gen" }
+local i = 1
+while i <= #arg do
+  local a = arg[i]
+  if a == "--info" then opts.info = true
+  elseif a == "--generate" then opts.generate = true
+  elseif FLAGS[a] and arg[i + 1] then
+    local k, v = FLAGS[a], arg[i + 1]
+    if k == "prefill" then
+      opts.prefill = {}
+      for n in v:gmatch("[^,]+") do opts.prefill[#opts.prefill + 1] = tonumber(n) end
+    elseif k == "n_cpu_moe" or k == "slots" or k == "n_gen" then opts[k] = tonumber(v)
+    else opts[k] = v end
+    i = i + 1
+  elseif a:sub(1, 1) == "-" then io.stderr:write("peer_lrun: unknown option " .. a .. "\n"); os.exit(2)
+  else opts.model = a end
+  i = i + 1
+end
+if not opts.model then
+  io.stderr:write("usage: lrun tests/bench/peer_lrun.lua MODEL [--device D] [--gpu-budget G] [--policy P] "
+    .. "[--n-cpu-moe N] [--moe-host cache] [--slots N] [--prefill 512,4096] [--ngen 128] [--label L] [--info]\n")
+  os.exit(2)
+end
+
+-- ---------------------------------------------------------------- json
+
+local function json(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    local s
+    if type(v) == "table" then s = json(v)
+    elseif type(v) == "string" then s = string.format("%q", v)
+    elseif type(v) == "boolean" then s = tostring(v)
+    else s = string.format("%.10g", v) end
+    parts[#parts + 1] = string.format("%q: %s", tostring(k), s)
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+-- ---------------------------------------------------------------- sizes
+
+local EXPERT_ROLE = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
+
+-- The sizes a driver needs to place llama.cpp under the same budget.
+local function sizes(m)
+  local info = m:info()
+  local total, embd, head, experts, per_layer, dtype = 0, 0, false, 0, {}, "?"
+  for _, t in ipairs(m:tensors()) do
+    total = total + t.bytes
+    if t.role == "embedding" then embd = t.bytes end
+    if t.role == "lm_head" then head = true end
+    if t.layer == 0 and t.name:match("^blk%.0%.ffn_down") then dtype = t.dtype end
+    if EXPERT_ROLE[t.role] or t.name:match("_exps%.weight$") then
+      experts = experts + t.bytes
+      per_layer[t.layer] = (per_layer[t.layer] or 0) + t.bytes
+    end
+  end
+  local layer_bytes = 0
+  for _, b in pairs(per_layer) do layer_bytes = math.max(layer_bytes, b) end
+  return { n_layer = info.n_layer, n_expert = info.n_expert or 0, n_expert_used = info.n_expert_used or 0,
+    dtype = dtype, weight_bytes = total, expert_bytes = experts, expert_layer_bytes = layer_bytes,
+    decode_bytes = head and total - embd or total }
+end
+
+-- ---------------------------------------------------------------- timing
+
+local function bench(m, r, emit)
+  local max_prefill = 0
+  for _, n in ipairs(opts.prefill) do max_prefill = math.max(max_prefill, n) end
+  local e, err = m:engine({ cache_implementation = "static", n_batch = UBATCH })
+  if not e then error("engine: " .. tostring(err), 0) end
+  local n_vocab = m.n_vocab
+  local ids = ffi.new("int32_t[?]", max_prefill)
+  local seqs = ffi.new("int32_t[?]", UBATCH)
+  local x = 12345
+  for k = 0, max_prefill - 1 do
+    x = (x * 1103515245 + 12345) % 2147483648
+    ids[k] = 3 + x % (n_vocab - 3)
+  end
+  local logits = ffi.new("float[?]", n_vocab)
+  local n_out = ffi.new("int64_t[1]")
+  local function step(n, tokens)
+    if C.lrun_engine_step(e, n, tokens, seqs, nil, logits, 1, n_out) ~= C.LRUN_OK then
+      error("step: " .. lf.last_error(), 0)
+    end
+  end
+  local function prompt(n)
+    for off = 0, n - 1, UBATCH do step(math.min(UBATCH, n - off), ids + off) end
+  end
+
+  C.lrun_engine_seq_truncate(e, 0, 0)
+  prompt(math.min(16, max_prefill)) -- warm-up: kernels loaded, graphs and caches made
+  local tok = ffi.new("int32_t[1]")
+  local st = ffi.new("lrun_engine_stats")
+  local best = math.huge
+  for run = 0, 2 do -- run 0 warms the decode path (graph capture, expert cache)
+    C.lrun_engine_seq_truncate(e, 0, 0)
+    step(1, ids)
+    C.lrun_engine_reset_stats(e)
+    local a = sys.now()
+    for _ = 1, opts.n_gen do
+      tok[0] = C.lrun_logits_argmax(logits, n_vocab)
+      step(1, tok)
+    end
+    local dt = sys.now() - a
+    if run > 0 then best = math.min(best, dt) end
+  end
+  r.decode_tps = opts.n_gen / best
+  C.lrun_engine_get_stats(e, st)
+  r.weight_device_bytes = tonumber(st.weight_device_bytes)
+  r.host_compute_bytes = tonumber(st.host_compute_bytes)
+  r.streamed_bytes_per_token = tonumber(st.bytes_streamed) / opts.n_gen
+  local hits, misses = 0, 0
+  local L = r.n_layer
+  local h, mi, p = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
+  local copied, slots = ffi.new("uint64_t[1]"), ffi.new("int64_t[1]")
+  if r.n_expert > 0 and C.lrun_engine_expert_cache_counts(e, h, mi, p, copied, slots) == C.LRUN_OK
+      and slots[0] > 0 then
+    for l = 0, L - 1 do hits, misses = hits + tonumber(h[l]), misses + tonumber(mi[l]) end
+    r.cache_slots = tonumber(slots[0])
+    r.cache_hit_rate = hits + misses > 0 and hits / (hits + misses) or 0
+  end
+  emit(r) -- decode first: a step cut off by the driver's timeout keeps it
+
+  r.prefill_tps = {}
+  for _, n in ipairs(opts.prefill) do
+    local fastest = math.huge
+    for _ = 1, n > UBATCH and 1 or 2 do -- long prompts once: with host experts one can take tens of seconds
+      C.lrun_engine_seq_truncate(e, 0, 0)
+      local a = sys.now()
+      prompt(n)
+      fastest = math.min(fastest, sys.now() - a)
+    end
+    r.prefill_tps[tostring(n)] = n / fastest
+    emit(r)
+  end
+end
+
+-- ---------------------------------------------------------------- main
+
+-- One line per finished phase, each with everything so far: the driver keeps the last.
+local function emit(r)
+  io.stdout:write(json(r), "\n")
+  io.stdout:flush()
+end
+
+local path, generated = opts.model, false
+local gen_dtype = path:match("^7b:(.+)$")
+local ok, err = pcall(function()
+  if opts.generate then
+    local t0 = sys.now()
+    path = require("tests.bench.llama7b").generate(assert(gen_dtype, "--generate needs 7b:<dtype>"), "peer_lrun")
+    io.stdout:write(json({ path = path, gen_s = sys.now() - t0 }), "\n")
+    return
+  end
+  if gen_dtype then path, generated = require("tests.bench.llama7b").generate(gen_dtype, "peer_lrun"), true end
+  local max_prefill = 0
+  for _, n in ipairs(opts.prefill) do max_prefill = math.max(max_prefill, n) end
+  local lo = { device = opts.info and "cpu" or opts.device, progress = false, n_ctx = max_prefill + opts.n_gen + 16,
+    gpu_budget = opts.gpu_budget, policy = opts.policy, n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host,
+    expert_cache_slots = opts.slots }
+  local t0 = sys.now()
+  local m = assert(lrun.load(path, lo))
+  local r = sizes(m)
+  r.model, r.label, r.device = gen_dtype and ("7b:" .. gen_dtype) or path:match("[^/]*$"), opts.label, lo.device
+  r.gpu_budget, r.policy, r.n_cpu_moe, r.moe_host = opts.gpu_budget, opts.policy, opts.n_cpu_moe, opts.moe_host
+  if not opts.info then
+    r.load_s = sys.now() - t0
+    bench(m, r, emit)
+  else
+    emit(r)
+  end
+  m:free()
+end)
+if generated then os.remove(path) end
+if not ok then
+  io.stderr:write("peer_lrun: " .. opts.model .. ": " .. tostring(err) .. "\n")
+  os.exit(1)
+end
