@@ -25,6 +25,7 @@
 -- Prints one JSON line per batch size and a markdown table at the end.
 -- accelerate's figure at batch 32 comes from
 --   python3 tests/bench/offload_bench.py --accelerate-one 4 --accel-batch 32 --accel-ngen 4
+package.path = "./?.lua;" .. package.path
 local ffi = require("ffi")
 local lrun = require("lrun")
 local lf = require("lrun.ffi")
@@ -54,15 +55,8 @@ while i <= #arg do
 end
 
 local generated = false
-if path == "7b:bf16" then
-  path = (os.getenv("LRUN_BENCH_DIR") or "/tmp") .. "/lrun-batch-llama2-7b-bf16.gguf"
-  local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 32, 4096, 32, 32, 11008
-  s.n_vocab, s.n_ctx = 32000, 4096
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_BF16, C.LRUN_DTYPE_BF16, 0
-  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.progress = 10000, 1e-5, 7, 0, 0
-  if C.lrun_model_generate(path, s) ~= C.LRUN_OK then error("generating " .. path .. ": " .. lf.last_error(), 0) end
-  generated = true
+if path == "7b:bf16" then -- gpu_bench's random Llama-2-7B shape (tests/bench/llama7b.lua)
+  path, generated = require("tests.bench.llama7b").generate("bf16", "batch_offload"), true
 end
 
 local function run(B)
@@ -120,16 +114,7 @@ local function run(B)
   }
   m:free()
   collectgarbage()
-  local keys = {}
-  for k in pairs(row) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local parts = {}
-  for _, k in ipairs(keys) do
-    local v = row[k]
-    parts[#parts + 1] = string.format("%q: %s", k, type(v) == "string" and string.format("%q", v)
-      or string.format("%.10g", v))
-  end
-  print("{" .. table.concat(parts, ", ") .. "}")
+  print(require("tests.bench.json_lines").encode(row))
   io.stdout:flush()
   return row
 end

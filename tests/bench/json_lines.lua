@@ -10,6 +10,24 @@ local function value(v)
   end) .. '"'
 end
 
+--- One JSON object on one line: keys sorted, numbers with 10 significant
+-- digits, nested tables as objects (the drivers' stdout rows).
+function M.encode(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    local s
+    if type(v) == "table" then s = M.encode(v)
+    elseif type(v) == "number" then s = string.format("%.10g", v)
+    else s = value(v) end
+    parts[#parts + 1] = value(tostring(k)) .. ": " .. s
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
 --- Writes rows, then extra (a list of JSON lines), to path.
 function M.write(path, rows, extra)
   local f = assert(io.open(path, "w"))

@@ -23,6 +23,7 @@
 --                       block computed on the host (for comparison with smart)
 --   cpu-offload-gb 4    no budget, 4 GiB of weights off the device: lrun's
 --                       default policy (aggressive) and --smart-offload
+package.path = "./?.lua;" .. package.path
 local ffi = require("ffi")
 local lrun = require("lrun")
 local lf = require("lrun.ffi")
@@ -50,34 +51,11 @@ if not path then
 end
 
 local generated = false
-if path == "7b:bf16" then
-  path = (os.getenv("LRUN_BENCH_DIR") or "/tmp") .. "/lrun-offload-llama2-7b-bf16.gguf"
-  local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 32, 4096, 32, 32, 11008
-  s.n_vocab, s.n_ctx = 32000, 4096
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_BF16, C.LRUN_DTYPE_BF16, 0
-  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.progress = 10000, 1e-5, 7, 0, 0
-  local t0 = sys.now()
-  if C.lrun_model_generate(path, s) ~= C.LRUN_OK then error("generating " .. path .. ": " .. lf.last_error(), 0) end
-  io.stderr:write(string.format("offload_lrun: wrote %s in %.1f s\n", path, sys.now() - t0))
-  generated = true
+if path == "7b:bf16" then -- gpu_bench's random Llama-2-7B shape (tests/bench/llama7b.lua)
+  path, generated = require("tests.bench.llama7b").generate("bf16", "offload_lrun"), true
 end
 
--- ---------------------------------------------------------------- json
-
-local function json(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local parts = {}
-  for _, k in ipairs(keys) do
-    local v = t[k]
-    local s = type(v) == "string" and string.format("%q", v) or type(v) == "boolean" and tostring(v)
-      or v == nil and "null" or string.format("%.10g", v)
-    parts[#parts + 1] = string.format("%q: %s", k, s)
-  end
-  return "{" .. table.concat(parts, ", ") .. "}"
-end
+local json = require("tests.bench.json_lines").encode
 
 -- ---------------------------------------------------------------- placement
 

@@ -61,24 +61,7 @@ if not opts.model then
   os.exit(2)
 end
 
--- ---------------------------------------------------------------- json
-
-local function json(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local parts = {}
-  for _, k in ipairs(keys) do
-    local v = t[k]
-    local s
-    if type(v) == "table" then s = json(v)
-    elseif type(v) == "string" then s = string.format("%q", v)
-    elseif type(v) == "boolean" then s = tostring(v)
-    else s = string.format("%.10g", v) end
-    parts[#parts + 1] = string.format("%q: %s", tostring(k), s)
-  end
-  return "{" .. table.concat(parts, ", ") .. "}"
-end
+local json = require("tests.bench.json_lines").encode
 
 -- ---------------------------------------------------------------- sizes
 
