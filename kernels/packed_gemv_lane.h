@@ -51,10 +51,13 @@
 #define PG_FN static inline
 #define PG_UNROLL
 /* CUDA's __byte_perm: byte i of the result is byte (s >> 4i) & 7 of the
- * 8 bytes y:x (x the low four); the selector's bit 3 (sign replication) is
- * never set here. */
+ * 8 bytes y:x (x the low four), the selector's upper 16 bits unused; bit 3
+ * of a nibble (sign replication on the device) must never be set here:
+ * pg_emu_signsel counts where it is. */
+static int pg_emu_signsel;
 static inline uint32_t pg_perm(uint32_t x, uint32_t y, uint32_t s)
 {
+    if (s & 0x8888u) pg_emu_signsel++;
     const uint64_t v = (uint64_t)y << 32 | x;
     uint32_t r = 0;
     for (int i = 0; i < 4; i++) r |= (uint32_t)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);

@@ -244,6 +244,7 @@ int main(void)
            pg_emu_oob);
     CHECK("every load and store aligned for its width (on a 16-byte aligned tensor and tile)", pg_emu_misaligned == 0);
     CHECK("no load outside the packed tensor", pg_emu_oob == 0);
+    CHECK("no byte-permute selector asks for sign replication (bit 3 of a nibble)", pg_emu_signsel == 0);
     CHECK("a block's staged tier-2 words and zero words fit the stage", stage_too_small == 0);
     printf("# blocks with more tier-3 bytes than the %d staged: %d\n", PG_STAGE3, big_tier3);
     CHECK("adversarial blocks read tier-3 bytes past the stage (that path is exercised)", big_tier3 > 0);
