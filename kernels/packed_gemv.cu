@@ -4,54 +4,13 @@
 #include "packed_gemv.cuh"
 #include "packed_gemv_lane.h"
 
-#include "packed/codec.h"
-
 #include <string.h>
 
-static_assert(LRUN_K_PG_BLOCK == LRUN_PACKED_BLOCK, "a warp decodes one codec block of 4 groups of 256");
-
-/* One packed weight as the kernels read it: section offsets from its first
- * byte, the codebooks as words (byte k = code k; kernel parameters indexed
- * dynamically would go through local memory). */
-struct pg_tensor {
-    const uint8_t *in;                           /* the packed tensor (16-byte aligned) */
-    uint64_t n;                                  /* elements, a multiple of 8 */
-    uint64_t rest, hi, code1, table, code2, esc; /* section offsets, bytes */
-    uint32_t book1;                              /* tier-1 exponents in bytes 0..2, byte 3 zero */
-    uint32_t book2lo, book2hi;                   /* tier-2 exponents in bytes 0..6, byte 7 zero */
-    int c1_a2;                                   /* 1: in + code1 is 2-byte aligned (16-bit loads of codes) */
-    int tab_a8;                                  /* 1: in + table is 8-byte aligned (64-bit loads of the table) */
-};
-
-static pg_tensor pg_tensor_of(const void *packed, const lrun_packed_layout *lay)
-{
-    pg_tensor t;
-    memset(&t, 0, sizeof t);
-    t.in = (const uint8_t *)packed;
-    t.n = lay->n;
-    t.rest = lay->rest, t.hi = lay->hi, t.code1 = lay->code1, t.table = lay->table, t.code2 = lay->code2,
-    t.esc = lay->esc;
-    for (int k = 0; k < LRUN_PACKED_N1; k++) t.book1 |= (uint32_t)lay->book1[k] << (8 * k);
-    for (int k = 0; k < LRUN_PACKED_N2; k++) {
-        if (k < 4) t.book2lo |= (uint32_t)lay->book2[k] << (8 * k);
-        else t.book2hi |= (uint32_t)lay->book2[k] << (8 * (k - 4));
-    }
-    t.c1_a2 = ((uintptr_t)packed + lay->code1) % 2 == 0;
-    t.tab_a8 = ((uintptr_t)packed + lay->table) % 8 == 0;
-    return t;
-}
+static_assert(LRUN_K_PG_BLOCK == LRUN_PACKED_BLOCK && PG_BLOCK == LRUN_PACKED_BLOCK,
+              "a warp decodes one codec block of 4 groups of 256");
+static_assert(LRUN_K_PG_STAGE == PG_STAGE && LRUN_K_PG_MAX_RB == PG_MAX_RB, "packed_gemv_lane.h's sizes");
 
 // ---------------------------------------------------------------- device helpers
-
-/* A little-endian u64 of the block table (8-byte aligned, or read by bytes). */
-static __device__ __forceinline__ uint64_t pg_ld64(const uint8_t *p, int a8)
-{
-    if (a8) return __ldg((const unsigned long long *)p);
-    uint64_t v = 0;
-#pragma unroll
-    for (int k = 7; k >= 0; k--) v = (v << 8) | __ldg(p + k);
-    return v;
-}
 
 /* Exclusive prefix sum over the warp of v (four 16-bit counters side by
  * side: one scan for the 4 groups), and the warp's total in *total. */
@@ -65,13 +24,6 @@ static __device__ __forceinline__ uint64_t pg_scan(uint64_t v, unsigned lane, ui
     }
     *total = __shfl_sync(0xffffffffu, x, 31);
     return x - v;
-}
-
-/* The counters of groups before g added to field g: the block-wide prefix of
- * a group-wise exclusive scan ex whose group totals are tot. */
-static __device__ __forceinline__ uint64_t pg_group_prefix(uint64_t ex, uint64_t tot)
-{
-    return ex + (tot << 16) + (tot << 32) + (tot << 48);
 }
 
 static __device__ __forceinline__ void pg_prefetch(const uint8_t *p)
@@ -90,78 +42,27 @@ static __device__ __forceinline__ void pg_prefetch_range(const uint8_t *in, uint
 
 /* The whole warp decodes codec block cb of t and stores its elements in
  * [e0, e1) (multiples of 8, within the tensor) to dst[element - e0] (dst
- * 16-byte aligned: shared or global memory). stage: the warp's
- * LRUN_K_PG_STAGE bytes of shared memory, 16-byte aligned. */
+ * 16-byte aligned: shared or global memory). stage: the warp's PG_STAGE
+ * bytes of shared memory, 16-byte aligned. The lane's steps are
+ * packed_gemv_lane.h's, which test_packed_gemv_emu.c replays on the host in
+ * this order, with the scans' shuffle steps. */
 template <bool BF16>
 static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint64_t cb, uint64_t e0, uint64_t e1,
                                                        uint16_t *dst, uint8_t *stage, unsigned lane)
 {
-    const uint8_t *in = t.in;
-    const uint64_t base = cb * LRUN_K_PG_BLOCK + 8 * lane; /* the lane's first element of group 0 */
-    uint32_t c1[4], hb[4];
-    uint2 rs[4];
-#pragma unroll
-    for (int g = 0; g < 4; g++) { /* every load of the block first */
-        const uint64_t e = base + 256 * g;
-        c1[g] = 0, hb[g] = 0, rs[g] = make_uint2(0, 0);
-        /* codes up to e1 (those before e0 place the tier-2 and tier-3
-         * entries of the rest; none after e1 does); values in [e0, e1).
-         * e0, e1 and n are multiples of 8: a lane's 8 elements are all in or all out */
-        if (e < e1) {
-            const uint8_t *q = in + t.code1 + e / 4;
-            c1[g] = t.c1_a2 ? (uint32_t)__ldg((const unsigned short *)q)
-                            : (uint32_t)__ldg(q) | ((uint32_t)__ldg(q + 1) << 8);
-        }
-        if (e >= e0 && e < e1) {
-            rs[g] = __ldg((const uint2 *)(in + t.rest + e)); /* rest is at 32 + e: 8-byte aligned */
-            if (!BF16) {
-                const uint8_t *h = in + t.hi + e / 8 * 3; /* 24 bits, starting on a byte */
-                hb[g] = (uint32_t)__ldg(h) | ((uint32_t)__ldg(h + 1) << 8) | ((uint32_t)__ldg(h + 2) << 16);
-            }
-        }
-    }
-    /* this block's and the next block's table entries give the sizes of its
-     * tier-2 and tier-3 streams: both are staged while the codes arrive */
-    const uint8_t *tb = in + t.table + 16 * cb;
-    const uint64_t o2 = pg_ld64(tb, t.tab_a8), o3 = pg_ld64(tb + 8, t.tab_a8);
-    const uint64_t o2n = pg_ld64(tb + 16, t.tab_a8), o3n = pg_ld64(tb + 24, t.tab_a8);
-    const uint32_t len2 = o2n - o2 < 384 ? (uint32_t)(o2n - o2) : 384u; /* (validated: at most 384) */
-    const uint32_t len3 = o3n - o3 < LRUN_K_PG_STAGE3 ? (uint32_t)(o3n - o3) : LRUN_K_PG_STAGE3;
-    const uint32_t fill = (len2 & ~3u) + 8; /* zeros after the codes: a lane reads the word after its first */
-    const uint8_t *c2p = in + t.code2 + o2, *esc = in + t.esc + o3;
-    uint8_t *stage3 = stage + LRUN_K_PG_STAGE2;
-    for (uint32_t j = lane; j < fill; j += 32) stage[j] = j < len2 ? __ldg(c2p + j) : 0;
-    for (uint32_t j = lane; j < len3; j += 32) stage3[j] = __ldg(esc + j);
-
-    /* tier-1 escapes: field g of cnt counts the lane's escapes in group g */
-    uint64_t cnt = 0, tot;
-#pragma unroll
-    for (int g = 0; g < 4; g++) cnt |= (uint64_t)pg_popc(pg_esc_mask(c1[g])) << (16 * g);
+    pg_lane L;
+    pg_lane_load(&L, &t, cb, e0, e1, lane, BF16);
+    const pg_streams s = pg_block_streams(&t, cb);
+    pg_stage_fill(stage, &t, &s, lane);
+    uint64_t tot;
+    const uint64_t cnt = pg_lane_escapes(&L);
     const uint64_t p2 = pg_group_prefix(pg_scan(cnt, lane, &tot), tot);
     __syncwarp(); /* the stage is written */
     uint32_t v2[4];
-    uint64_t cnt3 = 0;
-#pragma unroll
-    for (int g = 0; g < 4; g++) {
-        v2[g] = pg_tier2((const uint32_t *)stage, (uint32_t)(p2 >> (16 * g)) & 0xffffu,
-                         (uint32_t)(cnt >> (16 * g)) & 0xffffu);
-        cnt3 |= (uint64_t)pg_count7(v2[g]) << (16 * g);
-    }
+    const uint64_t cnt3 = pg_lane_tier2(v2, (const uint32_t *)stage, s.sh, p2, cnt);
     const uint64_t p3 = pg_group_prefix(pg_scan(cnt3, lane, &tot), tot);
-
-#define PG_ESC(i) ((i) < len3 ? (uint32_t)stage3[i] : (uint32_t)__ldg(esc + (i)))
-#pragma unroll
-    for (int g = 0; g < 4; g++) {
-        const uint64_t e = base + 256 * g;
-        if (e < e0 || e >= e1) continue;
-        uint32_t ex[2], out[4];
-        const uint32_t r[2] = {rs[g].x, rs[g].y};
-        PG_EXPONENTS(ex, c1[g], t.book1, t.book2lo, t.book2hi, v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, PG_ESC);
-        pg_assemble(out, BF16, r, ex, hb[g]);
-        *(uint4 *)(dst + (e - e0)) = make_uint4(out[0], out[1], out[2], out[3]);
-    }
+    pg_lane_emit(&L, v2, p3, &t, stage, &s, cb, e0, e1, lane, BF16, dst);
     __syncwarp(); /* the stage is refilled by the warp's next block */
-#undef PG_ESC
 }
 
 // ---------------------------------------------------------------- fused GEMV
@@ -185,7 +86,7 @@ static __device__ __forceinline__ pg_tensor pg_tensor_at(const pg_parts &P, int 
     t.rest = PG_TF(P, q, rest), t.hi = PG_TF(P, q, hi), t.code1 = PG_TF(P, q, code1);
     t.table = PG_TF(P, q, table), t.code2 = PG_TF(P, q, code2), t.esc = PG_TF(P, q, esc);
     t.book1 = PG_TF(P, q, book1), t.book2lo = PG_TF(P, q, book2lo), t.book2hi = PG_TF(P, q, book2hi);
-    t.c1_a2 = PG_TF(P, q, c1_a2), t.tab_a8 = PG_TF(P, q, tab_a8);
+    t.c1_a2 = PG_TF(P, q, c1_a2), t.tab_a8 = PG_TF(P, q, tab_a8), t.total = PG_TF(P, q, total);
     return t;
 }
 
@@ -214,32 +115,33 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
     lrun_k_pdl_trigger();
 
     const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int64_t b = blockIdx.x;
-    const int p = (b >= P.b0[1]) + (b >= P.b0[2]);
     const bool sw = mode == LRUN_K_GEMV_SWIGLU;
     const int rh = sw ? rb / 2 : rb; /* rows of each segment (swiglu: gate rows, then up rows) */
     const int nseg = sw ? 2 : 1;
-    const int64_t n = PG_SEL3(P.n, p), row0 = (b - P.b0[p]) * rh;
-    const int64_t live = n - row0 < rh ? n - row0 : rh; /* rows of the segment inside the weight */
-    const uint64_t e0 = (uint64_t)(row0 * k), e1 = (uint64_t)((row0 + live) * k); /* a segment's elements */
+    /* part p, its rows row0 .. row0+live-1 (of each segment), their
+     * elements [e0, e1), codec blocks cb0 .. cb0+nc-1 (packed_gemv_lane.h) */
+    const pg_rows R = pg_block_rows(P.b0, P.n, blockIdx.x, k, rh);
+    const int p = R.p;
+    const int64_t n = PG_SEL3(P.n, p), row0 = R.row0, live = R.live;
+    const uint64_t e0 = R.e0, e1 = R.e1;
 
     /* every line of the block's packed rows on its way to L2 first, so the
      * warps' dependent loads below wait for L2, not for HBM */
     for (int s = 0; s < nseg; s++) {
         const pg_tensor t = pg_tensor_at(P, sw ? s : p);
-        const uint64_t cb0 = e0 / LRUN_K_PG_BLOCK, cb1 = (e1 - 1) / LRUN_K_PG_BLOCK + 1;
+        const uint64_t cb0 = R.cb0, cb1 = R.cb0 + (uint64_t)R.nc;
         pg_prefetch_range(t.in, t.rest + e0, t.rest + e1, threadIdx.x, NT);
         pg_prefetch_range(t.in, t.code1 + cb0 * LRUN_K_PG_BLOCK / 4, t.code1 + e1 / 4, threadIdx.x, NT);
         if (!BF16) pg_prefetch_range(t.in, t.hi + e0 / 8 * 3, t.hi + e1 / 8 * 3, threadIdx.x, NT);
-        pg_prefetch_range(t.in, t.table + 16 * cb0, t.table + 16 * cb1, threadIdx.x, NT);
+        pg_prefetch_range(t.in, t.table + 16 * cb0, t.table + 16 * (cb1 + 1), threadIdx.x, NT);
     }
 
     /* decode: the codec blocks of segment 0, then of segment 1, a warp each */
-    const int64_t nc = (int64_t)((e1 - 1) / LRUN_K_PG_BLOCK - e0 / LRUN_K_PG_BLOCK + 1); /* its codec blocks */
+    const int64_t nc = R.nc;
     for (int64_t i = warp; i < nseg * nc; i += NW) {
         const int s = i >= nc;
         const pg_tensor t = pg_tensor_at(P, sw ? s : p);
-        const uint64_t cb = e0 / LRUN_K_PG_BLOCK + (uint64_t)(i - s * nc);
+        const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
         pg_decode_block<BF16>(t, cb, e0, e1, tile + (size_t)s * rh * k, stage[warp], lane);
     }
     __syncthreads();
@@ -309,16 +211,6 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
     }
 }
 
-/* Rows per block: a power of two up to LRUN_K_PG_MAX_RB whose tile is about
- * LRUN_K_PG_TILE elements (fewer codec blocks shared with the next block's
- * rows the larger it is); at least 2 for a gate/up pair. */
-static int pg_rows_per_block(int64_t k, bool sw)
-{
-    int rb = 1;
-    while (rb < LRUN_K_PG_MAX_RB && 2 * rb * k <= LRUN_K_PG_TILE) rb *= 2;
-    return sw && rb < 2 ? 2 : rb;
-}
-
 /* Lets packed_gemv_tiles<T, M, NT> use the device's opt-in shared memory
  * (asked once per device): tiles of long rows take more than the default
  * 48 KiB. *limit: the dynamic bytes it may then take. */
@@ -350,12 +242,7 @@ static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x,
     constexpr int NT = lrun_k_gemv_shape<T, M>::NT; /* the plain GEMV's threads: its order of sums */
     const bool sw = mode == LRUN_K_GEMV_SWIGLU;
     const int rb = pg_rows_per_block(k, sw), rows_out = sw ? rb / 2 : rb;
-    const int grid_parts = sw ? 1 : n_parts; /* up shares gate's blocks */
-    int64_t b = 0;
-    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
-        P.b0[p] = b;
-        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
-    }
+    const int64_t b = pg_grid(P.b0, P.n, n_parts, rows_out, sw);
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const size_t smem = (size_t)rb * (size_t)k * 2;
     auto kern = packed_gemv_tiles<T, M, NT>;

@@ -22,14 +22,14 @@
 #include "gemv.cuh"
 
 #define LRUN_K_PG_BLOCK 1024 /* LRUN_PACKED_BLOCK */
-/* a warp's staging of a codec block's variable streams in shared memory:
- * tier-2 codes (at most 1024 of 3 bits = 384 bytes, + 8 read past them, to
- * 16), then its first tier-3 bytes (the rest, rare, are read from global) */
+/* a warp's staging of a codec block's variable streams in shared memory
+ * (packed_gemv_lane.h's PG_STAGE*): the 4-byte words holding its tier-2
+ * codes (at most 384 bytes, 97 words) and two zero words, then its first
+ * tier-3 bytes (the rest, rare, are read from global memory) */
 #define LRUN_K_PG_STAGE2 400
 #define LRUN_K_PG_STAGE3 128
 #define LRUN_K_PG_STAGE (LRUN_K_PG_STAGE2 + LRUN_K_PG_STAGE3)
-#define LRUN_K_PG_TILE 24576         /* elements of a tile the row count aims at (48 KiB of bf16) */
-#define LRUN_K_PG_MAX_RB 8           /* rows per block at most */
+#define LRUN_K_PG_MAX_RB 8           /* rows per block at most (PG_MAX_RB) */
 #define LRUN_K_PG_DECODE_THREADS 256 /* lrun_k_packed_decode_rows: 8 warps, a codec block each */
 
 #endif

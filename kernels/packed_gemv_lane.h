@@ -1,132 +1,438 @@
-/* packed_gemv_lane.h — what one lane does to decode 8 packed elements
- * (runtime/packed/codec.h), shared by the CUDA kernels (packed_gemv.cu) and a
- * host emulation of them (tests/c/test_packed_gemv_emu.c), so that the bit
- * arithmetic the GPU runs is the arithmetic `make test` checks on any machine.
+/* packed_gemv_lane.h — everything one lane does to decode its part of a
+ * packed codec block (runtime/packed/codec.h), shared by the CUDA kernels
+ * (packed_gemv.cu) and a host replay of them (tests/c/test_packed_gemv_emu.c):
+ * the loads with their addresses and widths, the staging of a block's tier-2
+ * codes in shared memory, the bit work, and the 16-byte stores. Only the two
+ * warp prefix sums and the warp barriers are the kernel's own (the replay
+ * runs the same shuffle steps over an array of 32 lanes), so `make test`
+ * checks on any machine the index arithmetic the GPU runs, and, on the host,
+ * counts every load or store that would be misaligned on the device.
  *
  * A warp decodes one codec block of 1024 elements as 4 groups of 256; lane l
  * of group g owns elements 256g + 8l .. 256g + 8l + 7 of the block: 16 bits
  * of tier-1 codes, 8 kept bytes (bf16: sign and mantissa; f16: the low
- * mantissa byte) and, for f16, 24 bits of the hi stream. The warp's prefix
- * sums (packed_gemv.cu) give each lane where its tier-2 codes and tier-3
- * bytes start; these functions do the rest without any loop over a bit
- * stream. Everything is 32-bit integer work: byte permutes pick exponents out
- * of the codebooks four at a time. */
+ * mantissa byte) and, for f16, 24 bits of the hi stream. Exponents are picked
+ * out of the codebooks by byte permutes, eight elements at a time, escapes
+ * included (no loop over elements, no walk along a bit stream). */
 #ifndef LRUN_KERNELS_PACKED_GEMV_LANE_H
 #define LRUN_KERNELS_PACKED_GEMV_LANE_H
 
+#include "packed/codec.h"
+
 #include <stdint.h>
+#include <string.h>
+
+#define PG_BLOCK 1024      /* LRUN_PACKED_BLOCK: elements of a codec block */
+#define PG_STAGE2 400      /* a warp's stage of tier-2 codes: <= 97 words of them + 2 zero words (bytes) */
+#define PG_STAGE3 128      /* then its first tier-3 bytes (the rest, rare, are read from global memory) */
+#define PG_STAGE (PG_STAGE2 + PG_STAGE3)
+#define PG_TILE 24576      /* elements of a fused GEMV tile the row count aims at (48 KiB of bf16) */
+#define PG_MAX_RB 8        /* rows per fused GEMV block at most */
 
 #ifdef __CUDACC__
 #define PG_FN static __device__ __forceinline__
+#define PG_UNROLL _Pragma("unroll")
 #define pg_perm(x, y, s) __byte_perm((x), (y), (s))
 #define pg_popc(x) ((uint32_t)__popc(x))
 #define pg_fshr(lo, hi, s) __funnelshift_r((lo), (hi), (s))
-#define PG_UNROLL _Pragma("unroll")
+#define pg_fshrc(lo, hi, s) __funnelshift_rc((lo), (hi), (s))
+/* the packed tensor is read-only while a kernel runs: through the read-only path */
+#define pg_ld8(p) ((uint32_t)__ldg((const unsigned char *)(p)))
+#define pg_ld16(p) ((uint32_t)__ldg((const unsigned short *)(p)))
+#define pg_ld32(p) ((uint32_t)__ldg((const unsigned int *)(p)))
+#define pg_ld64(p) ((uint64_t)__ldg((const unsigned long long *)(p)))
+#define PG_LD2x32(p, a, b)                                                                                           \
+    do {                                                                                                             \
+        const uint2 pg_v_ = __ldg((const uint2 *)(p));                                                               \
+        (a) = pg_v_.x, (b) = pg_v_.y;                                                                                \
+    } while (0)
+#define pg_st128(p, a, b, c, d) (*(uint4 *)(p) = make_uint4((a), (b), (c), (d)))
 #else
-#define PG_UNROLL
 #define PG_FN static inline
+#define PG_UNROLL
 /* CUDA's __byte_perm: byte i of the result is byte (s >> 4i) & 7 of the
- * 8 bytes y:x (x the low four); the selector's bit 3 (sign replication) is
- * never set here. */
+ * 8 bytes y:x (x the low four), the selector's upper 16 bits unused; bit 3
+ * of a nibble (sign replication on the device) must never be set here:
+ * pg_emu_signsel counts where it is. */
+static int pg_emu_signsel;
 static inline uint32_t pg_perm(uint32_t x, uint32_t y, uint32_t s)
 {
+    if (s & 0x8888u) pg_emu_signsel++;
     const uint64_t v = (uint64_t)y << 32 | x;
     uint32_t r = 0;
     for (int i = 0; i < 4; i++) r |= (uint32_t)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
     return r;
 }
 static inline uint32_t pg_popc(uint32_t x) { return (uint32_t)__builtin_popcount(x); }
-/* __funnelshift_r: the low 32 bits of hi:lo shifted right by s & 31. */
+/* __funnelshift_r: the low 32 bits of hi:lo shifted right by s & 31;
+ * __funnelshift_rc: by min(s, 32). */
 static inline uint32_t pg_fshr(uint32_t lo, uint32_t hi, uint32_t s)
 {
     return (uint32_t)((((uint64_t)hi << 32) | lo) >> (s & 31));
 }
+static inline uint32_t pg_fshrc(uint32_t lo, uint32_t hi, uint32_t s)
+{
+    return (uint32_t)((((uint64_t)hi << 32) | lo) >> (s < 32 ? s : 32));
+}
+/* The replay's memory: loads and stores as the device does them, each
+ * counted in pg_emu_misaligned when its address is not a multiple of its
+ * width (the replay keeps buffers at the device's alignment: the packed
+ * tensor and tiles 16-byte aligned), and in pg_emu_oob when it leaves
+ * [pg_emu_lo, pg_emu_hi) (the packed tensor, its reads). */
+static int pg_emu_misaligned, pg_emu_oob;
+static const uint8_t *pg_emu_lo, *pg_emu_hi;
+static inline uint64_t pg_emu_ld(const void *p, int bytes)
+{
+    const uint8_t *q = (const uint8_t *)p;
+    if ((uintptr_t)q % (uintptr_t)bytes) pg_emu_misaligned++;
+    if (pg_emu_lo && (q < pg_emu_lo || q + bytes > pg_emu_hi)) {
+        pg_emu_oob++;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int k = bytes - 1; k >= 0; k--) v = (v << 8) | q[k];
+    return v;
+}
+#define pg_ld8(p) ((uint32_t)pg_emu_ld((p), 1))
+#define pg_ld16(p) ((uint32_t)pg_emu_ld((p), 2))
+#define pg_ld32(p) ((uint32_t)pg_emu_ld((p), 4))
+#define pg_ld64(p) pg_emu_ld((p), 8)
+#define PG_LD2x32(p, a, b)                                                                                           \
+    do {                                                                                                             \
+        const uint64_t pg_v_ = pg_emu_ld((p), 8);                                                                    \
+        (a) = (uint32_t)pg_v_, (b) = (uint32_t)(pg_v_ >> 32);                                                        \
+    } while (0)
+static inline void pg_st128(void *p, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+    if ((uintptr_t)p % 16) pg_emu_misaligned++;
+    const uint32_t w[4] = {a, b, c, d};
+    memcpy(p, w, 16);
+}
 #endif
+
+/* One packed tensor as the kernels read it: section offsets from its first
+ * byte (bytes), the codebooks as words (byte k = code k; kernel parameters
+ * indexed dynamically would go through local memory). */
+typedef struct pg_tensor {
+    const uint8_t *in;                           /* the packed tensor (16-byte aligned) */
+    uint64_t n;                                  /* elements, a multiple of 8 */
+    uint64_t total;                              /* bytes of the packed tensor */
+    uint64_t rest, hi, code1, table, code2, esc; /* section offsets, bytes */
+    uint32_t book1;                              /* tier-1 exponents in bytes 0..2, byte 3 zero */
+    uint32_t book2lo, book2hi;                   /* tier-2 exponents in bytes 0..6, byte 7 zero */
+    int c1_a2;                                   /* 1: in + code1 is 2-byte aligned (16-bit loads of codes) */
+    int tab_a8;                                  /* 1: in + table is 8-byte aligned (64-bit loads of the table) */
+} pg_tensor;
+
+/* Host side: the kernels' view of a validated packed tensor at packed. */
+static inline pg_tensor pg_tensor_of(const void *packed, const lrun_packed_layout *lay)
+{
+    pg_tensor t;
+    memset(&t, 0, sizeof t);
+    t.in = (const uint8_t *)packed;
+    t.n = lay->n, t.total = lay->total;
+    t.rest = lay->rest, t.hi = lay->hi, t.code1 = lay->code1, t.table = lay->table, t.code2 = lay->code2,
+    t.esc = lay->esc;
+    for (int k = 0; k < LRUN_PACKED_N1; k++) t.book1 |= (uint32_t)lay->book1[k] << (8 * k);
+    for (int k = 0; k < LRUN_PACKED_N2; k++) {
+        if (k < 4) t.book2lo |= (uint32_t)lay->book2[k] << (8 * k);
+        else t.book2hi |= (uint32_t)lay->book2[k] << (8 * (k - 4));
+    }
+    t.c1_a2 = ((uintptr_t)packed + lay->code1) % 2 == 0;
+    t.tab_a8 = ((uintptr_t)packed + lay->table) % 8 == 0;
+    return t;
+}
+
+/* What a lane holds of its 32 elements of a codec block (4 groups of 8). */
+typedef struct pg_lane {
+    uint32_t c1[4];    /* tier-1 codes of group g, 16 bits (0 past e1: no escapes) */
+    uint32_t r[4][2];  /* kept bytes of group g: elements 0..3, 4..7 */
+    uint32_t hb[4];    /* f16: 24 hi bits of group g */
+} pg_lane;
+
+/* Where a codec block's variable streams are and what the warp stages. */
+typedef struct pg_streams {
+    uint64_t c2w;  /* byte offset in the tensor of the 4-byte word holding its first tier-2 code byte */
+    uint32_t sh;   /* bits of that word before the block's codes (0, 8, 16, 24) */
+    uint32_t nw;   /* words staged from the tensor (those holding any of its code bytes) */
+    uint32_t len3; /* tier-3 bytes staged (at most PG_STAGE3) */
+    uint64_t esc;  /* byte offset in the tensor of the block's tier-3 bytes */
+} pg_streams;
+
+/* A little-endian u64 of the block table (8-byte aligned, or read by bytes). */
+PG_FN uint64_t pg_table64(const uint8_t *p, int a8)
+{
+    if (a8) return pg_ld64(p);
+    uint64_t v = 0;
+    PG_UNROLL for (int k = 7; k >= 0; k--) v = (v << 8) | pg_ld8(p + k);
+    return v;
+}
+
+/* The loads of lane `lane` for codec block cb, elements [e0, e1) wanted
+ * (multiples of 8 within the tensor): codes up to e1 (those before e0 place
+ * the tier-2 and tier-3 entries of the rest; none after e1 does), kept bytes
+ * and hi bits in [e0, e1). A lane's 8 elements are all in or all out. */
+PG_FN void pg_lane_load(pg_lane *L, const pg_tensor *t, uint64_t cb, uint64_t e0, uint64_t e1, unsigned lane,
+                        int bf16)
+{
+    const uint8_t *in = t->in;
+    const uint64_t base = cb * PG_BLOCK + 8 * lane;
+    PG_UNROLL for (int g = 0; g < 4; g++)
+    {
+        const uint64_t e = base + 256 * g;
+        L->c1[g] = 0, L->hb[g] = 0, L->r[g][0] = 0, L->r[g][1] = 0;
+        if (e < e1) {
+            const uint8_t *q = in + t->code1 + e / 4; /* 2 bits an element: e / 4 is even */
+            L->c1[g] = t->c1_a2 ? pg_ld16(q) : pg_ld8(q) | (pg_ld8(q + 1) << 8);
+        }
+        if (e >= e0 && e < e1) {
+            PG_LD2x32(in + t->rest + e, L->r[g][0], L->r[g][1]); /* rest is at 32: 8-byte aligned */
+            if (!bf16) {
+                const uint8_t *h = in + t->hi + e / 8 * 3; /* 24 bits, starting on a byte */
+                L->hb[g] = pg_ld8(h) | (pg_ld8(h + 1) << 8) | (pg_ld8(h + 2) << 16);
+            }
+        }
+    }
+}
 
 /* Tier-1 escapes (code 3) among the 8 codes of c1: bit 2j set for element j. */
 PG_FN uint32_t pg_esc_mask(uint32_t c1) { return c1 & (c1 >> 1) & 0x5555u; }
+
+/* Field g (16 bits) of the result: the lane's tier-1 escapes in group g. */
+PG_FN uint64_t pg_lane_escapes(const pg_lane *L)
+{
+    uint64_t cnt = 0;
+    PG_UNROLL for (int g = 0; g < 4; g++) cnt |= (uint64_t)pg_popc(pg_esc_mask(L->c1[g])) << (16 * g);
+    return cnt;
+}
+
+/* The counters of groups before g added to field g: the block-wide prefix of
+ * a group-wise exclusive scan ex whose group totals are tot. */
+PG_FN uint64_t pg_group_prefix(uint64_t ex, uint64_t tot) { return ex + (tot << 16) + (tot << 32) + (tot << 48); }
+
+/* Codec block cb's streams from its and the next block's table entries. */
+PG_FN pg_streams pg_block_streams(const pg_tensor *t, uint64_t cb)
+{
+    const uint8_t *tb = t->in + t->table + 16 * cb;
+    const uint64_t o2 = pg_table64(tb, t->tab_a8), o3 = pg_table64(tb + 8, t->tab_a8);
+    const uint64_t o2n = pg_table64(tb + 16, t->tab_a8), o3n = pg_table64(tb + 24, t->tab_a8);
+    const uint64_t len2 = o2n - o2 < 384 ? o2n - o2 : 384; /* (validated: at most 1024 codes of 3 bits) */
+    const uint64_t a = t->code2 + o2;                      /* its first code byte */
+    pg_streams s;
+    s.c2w = a & ~(uint64_t)3;
+    s.sh = (uint32_t)(a & 3) * 8;
+    s.nw = (uint32_t)((a + len2 + 3) / 4 - a / 4);
+    if (len2 == 0) s.nw = 0;
+    s.len3 = o3n - o3 < PG_STAGE3 ? (uint32_t)(o3n - o3) : PG_STAGE3;
+    s.esc = t->esc + o3;
+    return s;
+}
+
+/* Lane `lane`'s share of staging: the words holding the block's tier-2
+ * code bytes (aligned 4-byte loads; the last one by bytes where it would
+ * reach past the tensor), then two zero words (a lane reads the word after
+ * the one its codes start in), then its first tier-3 bytes. stage: the
+ * warp's PG_STAGE bytes, 16-byte aligned. */
+PG_FN void pg_stage_fill(uint8_t *stage, const pg_tensor *t, const pg_streams *s, unsigned lane)
+{
+    uint32_t *w = (uint32_t *)stage;
+    for (uint32_t j = lane; j < s->nw + 2; j += 32) {
+        const uint64_t off = s->c2w + 4 * (uint64_t)j;
+        uint32_t v = 0;
+        if (j < s->nw) {
+            if (off + 4 <= t->total) v = pg_ld32(t->in + off);
+            else
+                for (uint32_t k = 0; off + k < t->total; k++) v |= pg_ld8(t->in + off + k) << (8 * k);
+        }
+        w[j] = v;
+    }
+    for (uint32_t j = lane; j < s->len3; j += 32) stage[PG_STAGE2 + j] = (uint8_t)pg_ld8(t->in + s->esc + j);
+}
+
+/* The tier-2 codes of a lane's group: ng codes (ng <= 8) from code p of the
+ * block, i.e. bit sh + 3p of the staged words (LSB first), 3 bits each; 0
+ * past them. */
+PG_FN uint32_t pg_tier2(const uint32_t *w, uint32_t sh, uint32_t p, uint32_t ng)
+{
+    const uint32_t bit = sh + 3 * p, v = pg_fshr(w[bit >> 5], w[(bit >> 5) + 1], bit & 31);
+    return v & ((1u << (3 * ng)) - 1);
+}
+
+/* Bit 3i set where the 3-bit code i of v is 7 (a tier-2 escape). */
+PG_FN uint32_t pg_sevens(uint32_t v) { return v & (v >> 1) & (v >> 2) & 0x00249249u; }
+
+/* The lane's tier-2 codes per group (v2) from the stage, and field g of the
+ * result: how many of them are tier-2 escapes. p2: the lane's first tier-2
+ * code per group (pg_group_prefix of the escape scan), cnt its escapes. */
+PG_FN uint64_t pg_lane_tier2(uint32_t *v2, const uint32_t *stage_words, uint32_t sh, uint64_t p2, uint64_t cnt)
+{
+    uint64_t cnt3 = 0;
+    PG_UNROLL for (int g = 0; g < 4; g++)
+    {
+        v2[g] = pg_tier2(stage_words, sh, (uint32_t)(p2 >> (16 * g)) & 0xffffu, (uint32_t)(cnt >> (16 * g)) & 0xffffu);
+        cnt3 |= (uint64_t)pg_popc(pg_sevens(v2[g])) << (16 * g);
+    }
+    return cnt3;
+}
+
+/* x + (x & m) * k: the bits of m moved up by log2(k + 1) (an IMAD, which
+ * runs on the FMA pipe, not the integer one) where they land on zeros. */
+#define PG_MOVE(x, m, k) ((x) + ((x) & (m)) * (k))
 
 /* The 8 2-bit codes of c1 spread to the 8 nibbles of a byte-permute
  * selector: nibble j = code j. */
 PG_FN uint32_t pg_spread(uint32_t c1)
 {
     uint32_t s = c1 & 0xffffu;
-    s = (s | (s << 8)) & 0x00ff00ffu;
-    s = (s | (s << 4)) & 0x0f0f0f0fu;
-    return (s | (s << 2)) & 0x33333333u;
+    s = PG_MOVE(s, 0x0000ff00u, 0xffu); /* byte 1 to byte 2 */
+    s = PG_MOVE(s, 0x00f000f0u, 0xfu);  /* bits 4..7 of each half to 8..11 */
+    return PG_MOVE(s, 0x0c0c0c0cu, 3u); /* bits 2..3 of each byte to 4..5 */
 }
 
-/* The tier-2 codes of a lane: ng codes (ng <= 8) from bit 3*p of the block's
- * tier-2 stream, staged as 32-bit words w (LSB first), 3 bits each. */
-PG_FN uint32_t pg_tier2(const uint32_t *w, uint32_t p, uint32_t ng)
+/* The 8 3-bit codes of v (24 bits) spread to nibbles: nibble i = code i. */
+PG_FN uint32_t pg_spread3(uint32_t v)
 {
-    const uint32_t bit = 3 * p, v = pg_fshr(w[bit >> 5], w[(bit >> 5) + 1], bit & 31);
-    return v & ((1u << (3 * ng)) - 1);
+    uint32_t s = PG_MOVE(v, 0x00fff000u, 0xfu); /* codes 4..7 to bits 16..27 */
+    s = PG_MOVE(s, 0x0fc00fc0u, 3u);            /* codes 2, 3 of each half to bits 8..13 */
+    return PG_MOVE(s, 0x38383838u, 1u);         /* odd codes of each byte to bits 4..6 */
 }
 
-/* How many of the 3-bit codes in v are 7 (tier-2 escapes). */
-PG_FN uint32_t pg_count7(uint32_t v) { return pg_popc(v & (v >> 1) & (v >> 2) & 0x00249249u); }
-
-/* Byte-permute selector that replaces byte j (0..3) of x by byte 0 of y. */
-#define PG_PATCH(j) ((0x3210u & ~(0xfu << (4 * (j)))) | (4u << (4 * (j))))
-
-/* bf16 bits of two elements: kept bytes and exponents of elements a, b
- * (sel 0x4140: bytes 0, 1 of r4/e4; 0x4342: bytes 2, 3) as one word, a low. */
-PG_FN uint32_t pg_bf16x2(uint32_t r4, uint32_t e4, uint32_t sel)
+/* The block's tier-3 byte i: staged, or past the stage from the tensor (a
+ * function, not a macro: its argument is evaluated once). */
+PG_FN uint32_t pg_esc_byte(const uint8_t *stage, const pg_tensor *t, const pg_streams *s, uint32_t i)
 {
-    const uint32_t r = pg_perm(r4, 0, sel), e = pg_perm(e4, 0, sel); /* 0x00bb00aa */
-    const uint32_t s = r & 0x00800080u;                              /* the signs, bits 7 and 23 */
-    return (r - s) + (s << 8) + (e << 7); /* sign to bit 15, exponent to 7..14, mantissa stays */
+    return i < s->len3 ? (uint32_t)stage[PG_STAGE2 + i] : pg_ld8(t->in + s->esc + i);
 }
 
-/* f16 bits of element j: kept byte r (mantissa & 0xff), exponent e, 3 hi bits h (sign << 2 | mantissa >> 8). */
-PG_FN uint32_t pg_f16(uint32_t r, uint32_t e, uint32_t h)
+/* The exponents of a group's 8 elements, bytes of e[0] (elements 0..3) and
+ * e[1] (4..7). Tier 1 by two permutes of the codebook; escapes at once: the
+ * lane's compacted tier-2 exponents (c2: byte i = exponent of its i-th
+ * escape) come from two permutes of the tier-2 codebook, and a permute whose
+ * selector nibble is, for an escaped element, 4 + the count of escapes
+ * before it (a multiply gives those counts for all 8) moves them to their
+ * elements. v2: the group's tier-2 codes; p3: its first tier-3 byte. */
+PG_FN void pg_exponents(uint32_t *e, uint32_t c1, uint32_t v2, uint32_t p3, const pg_tensor *t, const uint8_t *stage,
+                        const pg_streams *s)
 {
-    return ((h & 4u) << 13) | (e << 10) | ((h & 3u) << 8) | r;
+    const uint32_t sel = pg_spread(c1);
+    const uint32_t e1lo = pg_perm(t->book1, 0, sel), e1hi = pg_perm(t->book1, 0, sel >> 16);
+    const uint32_t f = sel & (sel >> 1) & 0x11111111u; /* nibble j: 1 where element j escapes */
+    const uint32_t x = f * 0x11111110u;                  /* nibble j: escapes before element j (<= 7) */
+    const uint32_t fm = f * 0xfu;                        /* nibble mask of the escapes */
+    const uint32_t s2 = pg_spread3(v2);
+    uint32_t c2lo = pg_perm(t->book2lo, t->book2hi, s2), c2hi = pg_perm(t->book2lo, t->book2hi, s2 >> 16);
+    const uint32_t m7 = pg_sevens(v2);
+    if (m7) { /* tier-2 escapes (code 7 picked byte 7, a zero): their bytes in order (rare) */
+        uint64_t c2 = (uint64_t)c2hi << 32 | c2lo;
+        uint32_t q = p3;
+        PG_UNROLL for (int i = 0; i < 8; i++)
+        {
+            if (m7 & (1u << (3 * i))) c2 |= (uint64_t)pg_esc_byte(stage, t, s, q++) << (8 * i);
+        }
+        c2lo = (uint32_t)c2, c2hi = (uint32_t)(c2 >> 32);
+    }
+    /* elements 0..3: escapes before them are 0..3: bytes 4..7 of the permute */
+    e[0] = pg_perm(e1lo, c2lo, ((x + 0x44444444u) & fm) | (0x3210u & ~fm));
+    /* elements 4..7: the compacted exponents from the first one theirs (cnt0:
+     * escapes among 0..3, 0..4), so again 0..3 before them */
+    const uint32_t cnt0 = (x >> 16) & 0xfu, xh = (x >> 16) - cnt0 * 0x1111u, fmh = fm >> 16;
+    e[1] = pg_perm(e1hi, pg_fshrc(c2lo, c2hi, 8 * cnt0), ((xh + 0x4444u) & fmh) | (0x3210u & ~fmh));
 }
 
-/* The exponents of the 8 elements, bytes of e[0] (elements 0..3) and e[1]
- * (4..7). book1: tier-1 exponents in bytes 0..2 (byte 3 zero); book2lo/hi:
- * tier-2 exponents in bytes 0..6 of the pair (byte 7 zero); v2 the lane's
- * tier-2 codes (pg_tier2); p3 the lane's first index in the block's tier-3
- * bytes, ESC(i) tier-3 byte i of the block. */
-#define PG_EXPONENTS(e, c1, book1, book2lo, book2hi, v2, p3, ESC)                                                    \
-    do {                                                                                                             \
-        const uint32_t pg_s_ = pg_spread(c1), pg_m_ = pg_esc_mask(c1);                                               \
-        (e)[0] = pg_perm((book1), 0, pg_s_ & 0xffffu);                                                               \
-        (e)[1] = pg_perm((book1), 0, pg_s_ >> 16);                                                                   \
-        if (pg_m_) {                                                                                                 \
-            uint32_t pg_v_ = (v2), pg_p_ = (p3);                                                                     \
-            PG_UNROLL for (int pg_j_ = 0; pg_j_ < 8; pg_j_++)                                                        \
-            {                                                                                                        \
-                if (!(pg_m_ & (1u << (2 * pg_j_)))) continue;                                                        \
-                const uint32_t pg_c_ = pg_v_ & 7u;                                                                   \
-                pg_v_ >>= 3;                                                                                         \
-                const uint32_t pg_x_ = pg_c_ < 7u ? pg_perm((book2lo), (book2hi), pg_c_) : (uint32_t)ESC(pg_p_++);   \
-                (e)[pg_j_ >> 2] = pg_perm((e)[pg_j_ >> 2], pg_x_, PG_PATCH(pg_j_ & 3));                              \
-            }                                                                                                        \
-        }                                                                                                            \
-    } while (0)
+/* f16 bits of an element: kept byte r (mantissa & 0xff), exponent e, 3 hi bits h (sign << 2 | mantissa >> 8). */
+PG_FN uint32_t pg_f16(uint32_t r, uint32_t e, uint32_t h) { return ((h & 4u) << 13) | (e << 10) | ((h & 3u) << 8) | r; }
 
 /* The 8 decoded 16-bit values as 4 words (element 2i in the low half of
- * out[i]): bf16 from the kept bytes r (r[0]: elements 0..3) and exponents e;
- * f16 also from the 24 hi bits hb. */
-PG_FN void pg_assemble(uint32_t *out, int is_bf16, const uint32_t *r, const uint32_t *e, uint32_t hb)
+ * out[i]) from the kept bytes r and exponents e (element j: byte j & 3 of
+ * r[j >> 2], e[j >> 2]); f16 also from the 24 hi bits hb. bf16: low byte
+ * mantissa | exponent bit 0 << 7, high byte exponent >> 1 | sign << 7,
+ * computed four elements a word, then interleaved. */
+PG_FN void pg_assemble(uint32_t *out, int bf16, const uint32_t *r, const uint32_t *e, uint32_t hb)
 {
-    if (is_bf16) {
-        out[0] = pg_bf16x2(r[0], e[0], 0x4140u), out[1] = pg_bf16x2(r[0], e[0], 0x4342u);
-        out[2] = pg_bf16x2(r[1], e[1], 0x4140u), out[3] = pg_bf16x2(r[1], e[1], 0x4342u);
+    if (bf16) {
+        PG_UNROLL for (int w = 0; w < 2; w++)
+        {
+            const uint32_t lo = (r[w] & 0x7f7f7f7fu) | ((e[w] * 128u) & 0x80808080u);
+            const uint32_t hi = (r[w] & 0x80808080u) | ((e[w] >> 1) & 0x7f7f7f7fu);
+            out[2 * w] = pg_perm(lo, hi, 0x5140u), out[2 * w + 1] = pg_perm(lo, hi, 0x7362u);
+        }
         return;
     }
-#ifdef __CUDACC__
-#pragma unroll
-#endif
-    for (int i = 0; i < 4; i++) {
+    PG_UNROLL for (int i = 0; i < 4; i++)
+    {
         const int j = 2 * i, w = j >> 2, b = 8 * (j & 3);
         const uint32_t lo = pg_f16((r[w] >> b) & 0xffu, (e[w] >> b) & 0xffu, (hb >> (3 * j)) & 7u);
         const uint32_t hi = pg_f16((r[w] >> (b + 8)) & 0xffu, (e[w] >> (b + 8)) & 0xffu, (hb >> (3 * j + 3)) & 7u);
         out[i] = lo | (hi << 16);
     }
+}
+
+/* The lane's values in [e0, e1) of codec block cb to dst[element - e0]
+ * (dst 16-byte aligned): one 16-byte store per group. p3: the lane's first
+ * tier-3 byte per group (pg_group_prefix of the second scan). */
+PG_FN void pg_lane_emit(const pg_lane *L, const uint32_t *v2, uint64_t p3, const pg_tensor *t, const uint8_t *stage,
+                        const pg_streams *s, uint64_t cb, uint64_t e0, uint64_t e1, unsigned lane, int bf16,
+                        uint16_t *dst)
+{
+    const uint64_t base = cb * PG_BLOCK + 8 * lane;
+    PG_UNROLL for (int g = 0; g < 4; g++)
+    {
+        const uint64_t e = base + 256 * g;
+        if (e < e0 || e >= e1) continue;
+        uint32_t ex[2], out[4];
+        pg_exponents(ex, L->c1[g], v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, t, stage, s);
+        pg_assemble(out, bf16, L->r[g], ex, L->hb[g]);
+        pg_st128(dst + (e - e0), out[0], out[1], out[2], out[3]);
+    }
+}
+
+/* The fused GEMV's CUDA block b: which weight (part p), its rows row0 ..
+ * row0 + live - 1 (live <= rh: rows per segment), their elements [e0, e1)
+ * and the codec blocks cb0 .. cb0 + nc - 1 covering them. b0: the parts'
+ * first blocks (pg_parts.b0), n: their rows. */
+typedef struct pg_rows {
+    int p;
+    int64_t row0, live;
+    uint64_t e0, e1, cb0;
+    int64_t nc;
+} pg_rows;
+
+PG_FN pg_rows pg_block_rows(const int64_t *b0, const int64_t *n, int64_t b, int64_t k, int rh)
+{
+    pg_rows r;
+    r.p = (b >= b0[1]) + (b >= b0[2]);
+    const int64_t rows = r.p == 0 ? n[0] : (r.p == 1 ? n[1] : n[2]);
+    r.row0 = (b - (r.p == 0 ? b0[0] : (r.p == 1 ? b0[1] : b0[2]))) * rh;
+    r.live = rows - r.row0 < rh ? rows - r.row0 : rh;
+    r.e0 = (uint64_t)(r.row0 * k), r.e1 = (uint64_t)((r.row0 + r.live) * k);
+    r.cb0 = r.e0 / PG_BLOCK;
+    r.nc = (int64_t)((r.e1 - 1) / PG_BLOCK - r.cb0 + 1);
+    return r;
+}
+
+/* Host side: rows per block of the fused GEMV, a power of two up to
+ * PG_MAX_RB whose tile is about PG_TILE elements (fewer codec blocks shared
+ * with the next block's rows the larger it is); at least 2 for a gate/up
+ * pair (sw), whose blocks own rb / 2 rows of each. */
+static inline int pg_rows_per_block(int64_t k, int sw)
+{
+    int rb = 1;
+    while (rb < PG_MAX_RB && 2 * rb * k <= PG_TILE) rb *= 2;
+    return sw && rb < 2 ? 2 : rb;
+}
+
+/* Host side: the grid of the fused GEMV: b0[p] the first block of part p
+ * (b0[3] entries past the parts: the total), rows_out rows of each part a
+ * block; a gate/up pair (sw) is one part's blocks. Returns the blocks. */
+static inline int64_t pg_grid(int64_t *b0, const int64_t *n, int n_parts, int rows_out, int sw)
+{
+    const int grid_parts = sw ? 1 : n_parts; /* up shares gate's blocks */
+    int64_t b = 0;
+    for (int p = 0; p < 4; p++) {
+        b0[p] = b;
+        if (p < grid_parts) b += (n[p] + rows_out - 1) / rows_out;
+    }
+    return b;
 }
 
 #endif

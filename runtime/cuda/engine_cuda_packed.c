@@ -15,9 +15,9 @@ static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
 /* The fused decode+GEMV for batch-1 products of device-packed weights: off
  * unless LRUN_PACKED_FUSED=1. Its first run on the H200 (2026-12-04) gave
- * wrong values where the host emulation of its index arithmetic
- * (test_packed_gemv_emu) passes: until test_packed_gemv_gpu passes, the
- * engine decodes into the scratch and runs the plain kernel (docs/packed.md). */
+ * wrong values (a tier-3 read, fixed since; docs/packed.md "Mode 3
+ * kernels"): until test_packed_gemv_gpu passes on the GPU, the engine
+ * decodes into the scratch and runs the plain kernel. */
 static int fused_enabled(void)
 {
     static int on = -1;

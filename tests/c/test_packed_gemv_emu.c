@@ -1,14 +1,22 @@
-/* test_packed_gemv_emu.c — the mode-3 kernels' decode (kernels/packed_gemv.cu)
- * emulated on the host, lane by lane, with the very bit functions the GPU
- * runs (kernels/packed_gemv_lane.h): every warp's loads, prefix sums, tier-2
- * staging and assembly, and the fused GEMV's mapping of blocks to rows,
- * segments and codec blocks, checked against the CPU decoder on shapes whose
- * rows straddle codec blocks, tiny and odd shapes, gate/up pairs and
- * adversarial exponents. Runs in `make test` on any machine; the GPU itself
- * is tested by test_packed_gemv_gpu.c. */
+/* test_packed_gemv_emu.c — the mode-3 kernels (kernels/packed_gemv.cu)
+ * replayed on the host, thread by thread, with the kernels' own code
+ * (kernels/packed_gemv_lane.h): every lane's loads with their addresses and
+ * widths, the warp's staging of tier-2 codes in its shared memory (words,
+ * kept across the codec blocks a warp decodes, as on the device), the two
+ * warp prefix sums step for step as their shuffles run, the exponent
+ * permutes and the 16-byte stores; the fused GEMV's grid (blocks to parts,
+ * rows, segments, codec blocks, warps) and its product's reads of the tile;
+ * decode_rows' grid. Every tile against the CPU decoder, and no load or
+ * store misaligned for its width or outside the packed tensor. Runs in
+ * `make test` on any machine; the GPU itself is tested by
+ * test_packed_gemv_gpu.c.
+ *
+ * Why: the first version passed a replay of the lane functions alone but
+ * was wrong on the GPU: its tier-3 read was a macro whose argument (p++)
+ * the kernel evaluated twice; only the replay called a function. Now the
+ * replay and the kernel run the same functions. */
 #include "check.h"
 #include "model/random_fill.h"
-#include "packed/codec.h"
 #include "packed_gemv_lane.h"
 #include "quant/quant.h"
 
@@ -17,158 +25,154 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK 1024
-#define STAGE2 400 /* LRUN_K_PG_STAGE2 */
-#define STAGE3 128 /* LRUN_K_PG_STAGE3 */
-#define STAGE (STAGE2 + STAGE3)
-#define TILE 24576 /* LRUN_K_PG_TILE */
-#define MAX_RB 8   /* LRUN_K_PG_MAX_RB */
+#define WARPS_MAX 8
+#define DECODE_WARPS 8 /* LRUN_K_PG_DECODE_THREADS / 32 */
 
-static int stage_overreads; /* tier-2 words read past the staged (zero-filled) bytes */
-
-static uint64_t ld_le(const uint8_t *p, int bytes)
+/* pg_scan: the shuffle steps of an exclusive prefix sum over 32 lanes. */
+static void emu_scan(const uint64_t *v, uint64_t *ex, uint64_t *tot)
 {
-    uint64_t v = 0;
-    for (int k = bytes - 1; k >= 0; k--) v = (v << 8) | p[k];
-    return v;
+    uint64_t x[32], y[32];
+    memcpy(x, v, sizeof x);
+    for (unsigned d = 1; d < 32; d <<= 1) {
+        for (unsigned l = 0; l < 32; l++) y[l] = l >= d ? x[l - d] : x[l]; /* __shfl_up_sync */
+        for (unsigned l = 0; l < 32; l++)
+            if (l >= d) x[l] += y[l];
+    }
+    for (unsigned l = 0; l < 32; l++) ex[l] = x[l] - v[l];
+    *tot = x[31]; /* __shfl_sync(..., 31) */
 }
 
-/* the block's tier-3 bytes: the first STAGE3 staged, the rest from the tensor (PG_ESC) */
-static const uint8_t *emu_esc_base, *emu_stage3;
-static uint32_t emu_len3;
-static int esc_global; /* tier-3 bytes read past the staged ones */
-static uint32_t emu_esc(uint32_t i)
-{
-    if (i < emu_len3) return emu_stage3[i];
-    esc_global++;
-    return emu_esc_base[i];
-}
-#define EMU_ESC(i) emu_esc(i)
+static int stage_too_small; /* a block's staged words would not fit PG_STAGE2 */
+static int big_tier3;       /* blocks with more tier-3 bytes than the stage holds */
 
-/* pg_decode_block for one warp: lanes and groups as loops, the warp's
- * shuffles as sequential prefix sums. */
-static void emu_decode_block(const uint8_t *in, const lrun_packed_layout *lay, uint64_t cb, uint64_t e0, uint64_t e1,
-                             uint16_t *dst)
+/* pg_decode_block for one warp: the lanes' steps between the warp's
+ * barriers, in the kernel's order. stage: the warp's (kept across calls). */
+static void emu_decode_block(const pg_tensor *t, int bf16, uint64_t cb, uint64_t e0, uint64_t e1, uint16_t *dst,
+                             uint8_t *stage)
 {
-    const int bf16 = lay->dtype == LRUN_DTYPE_BF16;
-    uint32_t book1 = 0, b2lo = 0, b2hi = 0;
-    for (int k = 0; k < 3; k++) book1 |= (uint32_t)lay->book1[k] << (8 * k);
-    for (int k = 0; k < 7; k++) {
-        if (k < 4) b2lo |= (uint32_t)lay->book2[k] << (8 * k);
-        else b2hi |= (uint32_t)lay->book2[k] << (8 * (k - 4));
-    }
-    uint32_t c1[32][4], hb[32][4], rs[32][4][2];
-    uint64_t cnt[32], cnt3[32], p2[32], p3[32], tot = 0, tot3 = 0;
-    for (int l = 0; l < 32; l++) {
-        cnt[l] = 0;
-        for (int g = 0; g < 4; g++) {
-            const uint64_t e = cb * BLOCK + 8 * (uint64_t)l + 256 * (uint64_t)g;
-            c1[l][g] = hb[l][g] = rs[l][g][0] = rs[l][g][1] = 0;
-            if (e < e1) c1[l][g] = (uint32_t)ld_le(in + lay->code1 + e / 4, 2);
-            if (e >= e0 && e < e1) {
-                rs[l][g][0] = (uint32_t)ld_le(in + lay->rest + e, 4);
-                rs[l][g][1] = (uint32_t)ld_le(in + lay->rest + e + 4, 4);
-                if (!bf16) hb[l][g] = (uint32_t)ld_le(in + lay->hi + e / 8 * 3, 3);
-            }
-            cnt[l] |= (uint64_t)pg_popc(pg_esc_mask(c1[l][g])) << (16 * g);
-        }
-    }
-    const uint64_t o2 = ld_le(in + lay->table + 16 * cb, 8), o3 = ld_le(in + lay->table + 16 * cb + 8, 8);
-    const uint64_t o2n = ld_le(in + lay->table + 16 * cb + 16, 8), o3n = ld_le(in + lay->table + 16 * cb + 24, 8);
-    const uint32_t len2 = o2n - o2 < 384 ? (uint32_t)(o2n - o2) : 384u;
-    const uint32_t len3 = o3n - o3 < STAGE3 ? (uint32_t)(o3n - o3) : STAGE3;
-    const uint32_t fill = (len2 & ~3u) + 8;
-    uint32_t words[STAGE / 4];
-    uint8_t *stage = (uint8_t *)words, *stage3 = stage + STAGE2;
-    memset(stage, 0xa5, STAGE); /* what a previous block left */
-    for (uint32_t j = 0; j < fill; j++) stage[j] = j < len2 ? in[lay->code2 + o2 + j] : 0;
-    for (uint32_t j = 0; j < len3; j++) stage3[j] = in[lay->esc + o3 + j];
-    emu_stage3 = stage3, emu_len3 = len3, emu_esc_base = in + lay->esc + o3;
-    for (int l = 0; l < 32; l++) tot += cnt[l];
-    for (uint64_t s = 0, l = 0; l < 32; s += cnt[l], l++) p2[l] = s + (tot << 16) + (tot << 32) + (tot << 48);
+    pg_lane L[32];
+    pg_streams s[32];
+    uint64_t cnt[32], p2[32], cnt3[32], p3[32], tot;
     uint32_t v2[32][4];
-    for (int l = 0; l < 32; l++) {
-        cnt3[l] = 0;
-        for (int g = 0; g < 4; g++) {
-            const uint32_t p = (uint32_t)(p2[l] >> (16 * g)) & 0xffffu, ng = (uint32_t)(cnt[l] >> (16 * g)) & 0xffffu;
-            if (((3 * p) >> 5) + 1 >= fill / 4 || fill > STAGE2) stage_overreads++;
-            v2[l][g] = pg_tier2(words, p, ng);
-            cnt3[l] |= (uint64_t)pg_count7(v2[l][g]) << (16 * g);
-        }
+    for (unsigned l = 0; l < 32; l++) {
+        pg_lane_load(&L[l], t, cb, e0, e1, l, bf16);
+        s[l] = pg_block_streams(t, cb);
+        pg_stage_fill(stage, t, &s[l], l);
+        cnt[l] = pg_lane_escapes(&L[l]);
     }
-    for (int l = 0; l < 32; l++) tot3 += cnt3[l];
-    for (uint64_t s = 0, l = 0; l < 32; s += cnt3[l], l++) p3[l] = s + (tot3 << 16) + (tot3 << 32) + (tot3 << 48);
-    for (int l = 0; l < 32; l++)
-        for (int g = 0; g < 4; g++) {
-            const uint64_t e = cb * BLOCK + 8 * (uint64_t)l + 256 * (uint64_t)g;
-            if (e < e0 || e >= e1) continue;
-            uint32_t ex[2], out[4];
-            PG_EXPONENTS(ex, c1[l][g], book1, b2lo, b2hi, v2[l][g], (uint32_t)(p3[l] >> (16 * g)) & 0xffffu, EMU_ESC);
-            pg_assemble(out, bf16, rs[l][g], ex, hb[l][g]);
-            for (int i = 0; i < 4; i++) {
-                dst[e - e0 + 2 * i] = (uint16_t)(out[i] & 0xffff);
-                dst[e - e0 + 2 * i + 1] = (uint16_t)(out[i] >> 16);
-            }
-        }
+    if ((s[0].nw + 2) * 4 > PG_STAGE2) stage_too_small++;
+    {
+        const uint8_t *tb = t->in + t->table + 16 * cb;
+        uint64_t o3, o3n;
+        memcpy(&o3, tb + 8, 8), memcpy(&o3n, tb + 24, 8);
+        if (o3n - o3 > PG_STAGE3) big_tier3++;
+    }
+    emu_scan(cnt, p2, &tot);
+    for (unsigned l = 0; l < 32; l++) p2[l] = pg_group_prefix(p2[l], tot);
+    /* __syncwarp */
+    for (unsigned l = 0; l < 32; l++) cnt3[l] = pg_lane_tier2(v2[l], (const uint32_t *)stage, s[l].sh, p2[l], cnt[l]);
+    emu_scan(cnt3, p3, &tot);
+    for (unsigned l = 0; l < 32; l++) {
+        p3[l] = pg_group_prefix(p3[l], tot);
+        pg_lane_emit(&L[l], v2[l], p3[l], t, stage, &s[l], cb, e0, e1, l, bf16, dst);
+    }
+    /* __syncwarp */
 }
 
-/* pg_rows_per_block */
-static int rows_per_block(int64_t k, int sw)
-{
-    int rb = 1;
-    while (rb < MAX_RB && 2 * rb * k <= TILE) rb *= 2;
-    return sw && rb < 2 ? 2 : rb;
-}
+/* A buffer at the device's alignment (16 bytes), size rounded up. */
+static void *alloc16(size_t bytes) { return aligned_alloc(16, (bytes + 15) / 16 * 16); }
 
-/* The fused GEMV's decode stage for every block of a weight of rows x k
- * (sw: as the gate and the up of a pair, the same tensor twice), warps
- * NW: each block's tile must hold its rows. */
-static int emu_tiles(const uint8_t *in, const lrun_packed_layout *lay, const uint16_t *plain, int64_t rows, int64_t k,
-                     int sw, int nw)
+/* The fused GEMV's grid for a weight of rows x k (sw: as the gate and the
+ * up of a pair, the same tensor twice) with nt threads a block: every
+ * block's tile against the plain values, and its product's reads: each
+ * live row's units read once, 16-byte aligned. */
+static int emu_gemv(const pg_tensor *t, int bf16, const uint16_t *plain, int64_t rows, int64_t k, int sw, int nt)
 {
-    const int rb = rows_per_block(k, sw), rh = sw ? rb / 2 : rb, nseg = sw ? 2 : 1;
-    const int64_t blocks = (rows + rh - 1) / rh;
-    uint16_t *tile = malloc((size_t)rb * (size_t)k * 2);
-    int ok = tile != NULL;
+    const int nw = nt / 32, rb = pg_rows_per_block(k, sw), rh = sw ? rb / 2 : rb, nseg = sw ? 2 : 1;
+    int64_t b0[4], n[3] = {rows, rows, rows};
+    const int64_t blocks = pg_grid(b0, n, sw ? 2 : 1, rh, sw);
+    uint16_t *tile = alloc16((size_t)rb * (size_t)k * 2);
+    uint8_t *stage = alloc16((size_t)WARPS_MAX * PG_STAGE); /* PG_STAGE is a multiple of 16 */
+    unsigned char *seen = malloc((size_t)(k / 8));
+    int ok = tile && stage && seen;
+    if (ok) memset(stage, 0xa5, (size_t)WARPS_MAX * PG_STAGE); /* what the block before left */
     for (int64_t b = 0; ok && b < blocks; b++) {
-        const int64_t row0 = b * rh, live = rows - row0 < rh ? rows - row0 : rh;
-        const uint64_t e0 = (uint64_t)(row0 * k), e1 = (uint64_t)((row0 + live) * k);
-        const int64_t nc = (int64_t)((e1 - 1) / BLOCK - e0 / BLOCK + 1);
+        const pg_rows R = pg_block_rows(b0, n, b, k, rh);
+        ok &= R.p == 0 && R.live >= 1 && R.live <= rh && R.row0 == b * rh;
         memset(tile, 0xff, (size_t)rb * (size_t)k * 2);
         for (int w = 0; w < nw; w++)
-            for (int64_t i = w; i < nseg * nc; i += nw) {
-                const int s = i >= nc;
-                const uint64_t cb = e0 / BLOCK + (uint64_t)(i - s * nc);
-                emu_decode_block(in, lay, cb, e0, e1, tile + (size_t)s * rh * k);
+            for (int64_t i = w; i < nseg * R.nc; i += nw) {
+                const int sg = i >= R.nc;
+                emu_decode_block(t, bf16, R.cb0 + (uint64_t)(i - sg * R.nc), R.e0, R.e1, tile + (size_t)sg * rh * k,
+                                 stage + (size_t)w * PG_STAGE);
             }
-        for (int s = 0; s < nseg; s++) ok &= !memcmp(tile + (size_t)s * rh * k, plain + e0, (size_t)(e1 - e0) * 2);
+        for (int sg = 0; sg < nseg; sg++)
+            ok &= !memcmp(tile + (size_t)sg * rh * k, plain + R.e0, (size_t)(R.e1 - R.e0) * 2);
+        /* the product: row r, thread th, units th, th + nt, ... (uint4 reads) */
+        for (int r = 0; ok && r < rb; r++) {
+            const int rr = sw && r >= rh ? r - rh : r;
+            if (rr >= R.live) continue;
+            memset(seen, 0, (size_t)(k / 8));
+            for (int th = 0; th < nt; th++)
+                for (int64_t u = th; u < k / 8; u += nt) {
+                    const uint16_t *q = tile + (size_t)r * k + 8 * u;
+                    if ((uintptr_t)q % 16) pg_emu_misaligned++;
+                    seen[u]++;
+                }
+            for (int64_t u = 0; u < k / 8; u++) ok &= seen[u] == 1;
+        }
     }
-    free(tile);
+    free(tile), free(stage), free(seen);
     return ok;
 }
 
-/* Packs rows x k values, then checks the tiles (both modes, 8 and 4 warps)
- * and a decode of rows [r0, r0 + nr) as lrun_k_packed_decode_rows does it. */
+/* decode_rows of rows [r0, r0 + nr): warp w of block bi decodes codec block
+ * cb0 + 8 bi + w (a warp past the rows returns). */
+static int emu_decode_rows(const pg_tensor *t, int bf16, const uint16_t *plain, int64_t k, int64_t r0, int64_t nr)
+{
+    const uint64_t e0 = (uint64_t)(r0 * k), e1 = e0 + (uint64_t)(nr * k);
+    const uint64_t cb0 = e0 / PG_BLOCK, cb_end = (e1 - 1) / PG_BLOCK + 1;
+    const uint64_t grid = (cb_end - cb0 + DECODE_WARPS - 1) / DECODE_WARPS;
+    uint16_t *d = alloc16((size_t)(nr * k) * 2);
+    uint8_t *stage = alloc16((size_t)DECODE_WARPS * PG_STAGE);
+    int ok = d && stage;
+    if (ok) memset(stage, 0xa5, (size_t)DECODE_WARPS * PG_STAGE), memset(d, 0xff, (size_t)(nr * k) * 2);
+    for (uint64_t bi = 0; ok && bi < grid; bi++)
+        for (unsigned w = 0; w < DECODE_WARPS; w++) {
+            const uint64_t cb = cb0 + bi * DECODE_WARPS + w;
+            if (cb * PG_BLOCK >= e1) continue;
+            emu_decode_block(t, bf16, cb, e0, e1, d, stage + (size_t)w * PG_STAGE);
+        }
+    ok = ok && !memcmp(d, plain + e0, (size_t)(e1 - e0) * 2);
+    free(d), free(stage);
+    return ok;
+}
+
+/* Packs rows x k values into a 16-byte aligned buffer, then replays the
+ * fused GEMV (8 and 4 warps, a gate/up pair) and decode_rows (all rows, a
+ * range). */
 static int emu_case(int dtype, const uint16_t *v, int64_t rows, int64_t k)
 {
     const uint64_t n = (uint64_t)(rows * k);
     size_t cap = lrun_packed_bound(dtype, n), bytes = 0;
-    uint8_t *p = malloc(cap);
+    uint8_t *p = alloc16(cap);
     lrun_packed_layout lay;
     int ok = p && lrun_packed_encode(p, cap, &bytes, dtype, v, n, NULL) == LRUN_OK &&
              lrun_packed_validate(&lay, p, bytes, "emu") == LRUN_OK;
-    ok = ok && emu_tiles(p, &lay, v, rows, k, 0, 8) && emu_tiles(p, &lay, v, rows, k, 1, 8) &&
-         emu_tiles(p, &lay, v, rows, k, 0, 4);
-    const int64_t r0 = rows / 3, nr = rows - r0 > 5 ? 5 : rows - r0;
-    uint16_t *d = malloc((size_t)(nr * k + 8) * 2);
-    if (ok && d && nr > 0) { /* the decode_rows kernel: warp w of block b takes codec block cb0 + 8b + w */
-        const uint64_t e0 = (uint64_t)(r0 * k), e1 = e0 + (uint64_t)(nr * k);
-        for (uint64_t cb = e0 / BLOCK; cb * BLOCK < e1; cb++) emu_decode_block(p, &lay, cb, e0, e1, d);
-        ok &= !memcmp(d, v + e0, (size_t)(e1 - e0) * 2);
+    if (ok) {
+        const pg_tensor t = pg_tensor_of(p, &lay);
+        const int bf16 = dtype == LRUN_DTYPE_BF16;
+        pg_emu_lo = p, pg_emu_hi = p + bytes;
+        const int64_t r0 = rows / 3, nr = rows - r0 > 5 ? 5 : rows - r0;
+        ok = emu_gemv(&t, bf16, v, rows, k, 0, 256) && emu_gemv(&t, bf16, v, rows, k, 1, 256) &&
+             emu_gemv(&t, bf16, v, rows, k, 0, 128) && emu_decode_rows(&t, bf16, v, k, 0, rows) &&
+             emu_decode_rows(&t, bf16, v, k, r0, nr);
+        pg_emu_lo = pg_emu_hi = NULL;
     }
     if (!ok)
-        printf("# %lld x %lld (%s): %s\n", (long long)rows, (long long)k, lrun_dtype_name(dtype), lrun_last_error());
-    free(d), free(p);
+        printf("# %lld x %lld (%s): a tile or decoded range differs from the values\n", (long long)rows, (long long)k,
+               lrun_dtype_name(dtype));
+    free(p);
     return ok;
 }
 
@@ -179,17 +183,31 @@ static uint32_t rnd(void)
     return (uint32_t)(rng >> 16);
 }
 
+/* The bit helpers on their own, against their definitions. */
+static void helpers(void)
+{
+    int ok = 1;
+    for (int i = 0; i < 20000; i++) {
+        const uint32_t c = rnd() & 0xffff, v = rnd() & 0xffffff;
+        uint32_t a = 0, b = 0;
+        for (int j = 0; j < 8; j++) a |= ((c >> (2 * j)) & 3u) << (4 * j), b |= ((v >> (3 * j)) & 7u) << (4 * j);
+        ok &= pg_spread(c) == a && pg_spread3(v) == b;
+    }
+    CHECK("pg_spread and pg_spread3: code j to nibble j", ok);
+}
+
 int main(void)
 {
-    static const int64_t shapes[][2] = {{64, 4096}, {37, 11008}, {11, 24},  {3, 776},   {1, 8},
-                                        {5, 1000},  {129, 4104}, {7, 2048}, {2, 12296}, {1, 30000}};
+    helpers();
+    static const int64_t shapes[][2] = {{64, 4096}, {37, 11008}, {11, 24},  {3, 776},   {1, 8},   {5, 1000},
+                                        {129, 4104}, {7, 2048}, {2, 12296}, {1, 30000}, {7, 12296}};
     const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
     const size_t most = 64 * 4096 > 37 * 11008 ? 64 * 4096 : 37 * 11008;
     uint16_t *v = malloc(most * 2);
     if (!v) return 1;
     char label[128];
-    for (int t = 0; t < 2; t++) {
-        const int dtype = t ? LRUN_DTYPE_F16 : LRUN_DTYPE_BF16;
+    for (int ty = 0; ty < 2; ty++) {
+        const int dtype = ty ? LRUN_DTYPE_F16 : LRUN_DTYPE_BF16;
         int ok = 1;
         for (int s = 0; s < n_shapes; s++) {
             const int64_t n = shapes[s][0] * shapes[s][1];
@@ -211,7 +229,7 @@ int main(void)
         }
         snprintf(label, sizeof label, "%s: exponents over 40 values (tier 3 everywhere)",
                  lrun_dtype_name((lrun_dtype)dtype));
-        CHECK(label, emu_case(dtype, v, 37, 11008) && emu_case(dtype, v, 13, 776));
+        CHECK(label, emu_case(dtype, v, 37, 11008) && emu_case(dtype, v, 13, 776) && emu_case(dtype, v, 300, 64));
         for (uint32_t i = 0; i < 65536; i++) v[i] = (uint16_t)i;
         snprintf(label, sizeof label, "%s: every bit pattern, 16 x 4096 and 64 x 1024",
                  lrun_dtype_name((lrun_dtype)dtype));
@@ -222,9 +240,14 @@ int main(void)
                  lrun_dtype_name((lrun_dtype)dtype));
         CHECK(label, emu_case(dtype, v, 8, 1024) && emu_case(dtype, v, 3, 2728));
     }
-    CHECK("no tier-2 word is read past the staged bytes", stage_overreads == 0);
-    printf("# tier-3 bytes read from the tensor past the %d staged: %d\n", STAGE3, esc_global);
-    CHECK("adversarial blocks read tier-3 bytes past the stage (that path is exercised)", esc_global > 0);
+    printf("# loads/stores misaligned for their width: %d; outside the packed tensor: %d\n", pg_emu_misaligned,
+           pg_emu_oob);
+    CHECK("every load and store aligned for its width (on a 16-byte aligned tensor and tile)", pg_emu_misaligned == 0);
+    CHECK("no load outside the packed tensor", pg_emu_oob == 0);
+    CHECK("no byte-permute selector asks for sign replication (bit 3 of a nibble)", pg_emu_signsel == 0);
+    CHECK("a block's staged tier-2 words and zero words fit the stage", stage_too_small == 0);
+    printf("# blocks with more tier-3 bytes than the %d staged: %d\n", PG_STAGE3, big_tier3);
+    CHECK("adversarial blocks read tier-3 bytes past the stage (that path is exercised)", big_tier3 > 0);
     free(v);
     return CHECK_DONE();
 }
