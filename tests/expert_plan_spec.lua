@@ -59,6 +59,27 @@ describe("lrun.expert_plan", function()
     assert.are.equal("uniform", src)
   end)
 
+  it("chooses prefill streaming from given bandwidths: from the threshold tokens on, decode stays on the host", function()
+    -- a 30B-A3B expert in Q4_K: 3 · 2048 · 768 params, ~0.56 bytes each; PCIe 25 GB/s, host 40 GB/s, 500 GFLOP/s
+    local params = 3 * 2048 * 768
+    local c = { bytes = params * 0.5625, flops_per_token = 2 * params, pcie = 25e9, host_read = 40e9,
+      host_flops = 500e9 }
+    local t = plan.prefill_stream_threshold(c)
+    -- copy 106 us; host products 18.9 us per token: streaming pays from 6 tokens
+    assert.are.equal(6, t)
+    assert.is_false((plan.prefill_streams(c, { 1 })), "decode (one token) streams")
+    assert.is_false((plan.prefill_streams(c, { 5, 5 })))
+    assert.is_true((plan.prefill_streams(c, { 6, 6 })))
+    -- a skewed chunk: one busy expert pays for several idle ones' copies
+    local yes, dev, host = plan.prefill_streams(c, { 64, 1, 1, 1 })
+    assert.is_true(yes, string.format("%.1f us streaming vs %.1f us on the host", dev * 1e6, host * 1e6))
+    -- a link faster than the host reads memory: always; a host of unbounded flops: never
+    assert.are.equal(1, plan.prefill_stream_threshold({ bytes = 1e6, flops_per_token = 1e6, pcie = 50e9,
+      host_read = 40e9, host_flops = 1e12 }))
+    assert.are.equal(math.huge, plan.prefill_stream_threshold({ bytes = 1e6, flops_per_token = 1e6, pcie = 25e9,
+      host_read = 40e9, host_flops = math.huge }))
+  end)
+
   describe("on a generated qwen3moe model", function()
     local path, m
     setup(function()

@@ -111,6 +111,40 @@ function M.choose(p)
       source == "observed" and "observed frequencies" or "uniform routing (no counts observed yet)") }
 end
 
+--- Prefill's choice for a host expert (docs/moe.md "Prefill: streaming
+-- host experts", the decision only: the engine does not stream yet): the
+-- tokens of a chunk routed to one expert from which copying it to the
+-- device beats computing it on the host. Host: max(bytes / host_read,
+-- t · flops_per_token / host_flops); device: bytes / pcie (its products
+-- are negligible beside the copy).
+-- @tparam table c bytes= (the expert's three slices), flops_per_token= (2 · its parameters),
+--   pcie= (bytes/s, host to device), host_read= (bytes/s, the host matmul's weight rate at one token),
+--   host_flops= (flop/s of the host's batched products)
+-- @treturn number the smallest such token count (math.huge: never; 1: always)
+function M.prefill_stream_threshold(c)
+  local copy = c.bytes / c.pcie
+  if copy < c.bytes / c.host_read then return 1 end -- the copy is faster than one token's host read
+  -- the host's time grows past the copy once t · flops_per_token / host_flops > copy
+  if c.flops_per_token <= 0 or c.host_flops == math.huge then return math.huge end
+  return math.floor(copy * c.host_flops / c.flops_per_token) + 1
+end
+
+--- Whether a chunk whose host experts take tokens[i] tokens each streams
+-- them (per block: the copy of the touched experts against their host
+-- products, summed, as the engine would run them one after another).
+-- @tparam table c as M.prefill_stream_threshold
+-- @tparam table tokens the chunk's token count per touched expert
+-- @treturn boolean
+-- @treturn number seconds streaming, @treturn number seconds on the host
+function M.prefill_streams(c, tokens)
+  local dev, host = 0, 0
+  for _, t in ipairs(tokens) do
+    dev = dev + c.bytes / c.pcie
+    host = host + math.max(c.bytes / c.host_read, t * c.flops_per_token / c.host_flops)
+  end
+  return dev < host, dev, host
+end
+
 --- The cache for a plan (lrun.residency.plan), or nil when there is none:
 -- a model on CUDA loaded with moe_host = "cache" (model.expert_cache_auto,
 -- or model.expert_cache_slots fixed by the user) with cached blocks. Counts: opts.expert_counts, else the routing
