@@ -669,9 +669,10 @@ typedef struct lrun_engine_opts {
     int64_t kv_residual_len; /* QUANTIZED: recent positions kept exact; 0 = 128 */
     lrun_numerics numerics;  /* DEFAULT: the device's fastest arithmetic; EXACT: the CPU engine's bits */
     int64_t expert_cache_slots; /* cuda, a mixture of experts: blocks whose experts are host-computed copy the
-                                 * chosen experts into this many device slots (LRU) and compute them there
-                                 * instead; -1 = as many as half the free device budget holds; 0 = off (host
-                                 * compute). The CPU backend computes host experts in place either way. */
+                                 * chosen experts into this many device slots (replaced by expert_cache_policy)
+                                 * and compute them there instead; -1 = as many as half the free device budget
+                                 * holds; 0 = off (host compute). The CPU backend computes host experts in place
+                                 * either way. */
     lrun_expert_cache_replace expert_cache_policy; /* which slot a miss takes (docs/moe.md "Replacement") */
 } lrun_engine_opts;
 

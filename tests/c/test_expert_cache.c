@@ -116,8 +116,8 @@ static void policies(void)
                  zf = sim_hit_rate(LRUN_EXPERT_CACHE_LFU, 1.0, slots, 3000),
                  ul = sim_hit_rate(LRUN_EXPERT_CACHE_LRU, 0.0, slots, 3000),
                  uf = sim_hit_rate(LRUN_EXPERT_CACHE_LFU, 0.0, slots, 3000);
-    printf("# %lld slots for %d blocks of %d experts, top-%d, 3000 steps: Zipf(1) LRU %.3f LFU %.3f; uniform LRU %.3f "
-           "LFU %.3f\n",
+    printf("# %lld slots for %d blocks of %d experts, top-%d, 3000 steps: Zipf(1) LRU %.3f LFU %.3f; "
+           "uniform LRU %.3f LFU %.3f\n",
            (long long)slots, SIM_LAYERS, SIM_EXPERTS, SIM_K, zl, zf, ul, uf);
     CHECK("Zipf(1): LFU's hit rate beats LRU's by 0.05 or more", zf >= zl + 0.05);
     CHECK("uniform: LFU and LRU within 0.02 of each other", fabs(uf - ul) <= 0.02);
