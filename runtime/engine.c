@@ -64,6 +64,11 @@ static lrun_status check_opts(const lrun_engine_opts *o, const char *who)
     if (o->expert_cache_slots < -1)
         return lrun_fail(LRUN_E_ARG, "%s: expert_cache_slots %lld (expected -1 = auto, 0 = off, or a slot count)", who,
                          (long long)o->expert_cache_slots);
+    const lrun_expert_cache_replace r = o->expert_cache_policy;
+    if (r != LRUN_EXPERT_CACHE_REPLACE_DEFAULT && r != LRUN_EXPERT_CACHE_REPLACE_LRU &&
+        r != LRUN_EXPERT_CACHE_REPLACE_LFU)
+        return lrun_fail(LRUN_E_ARG, "%s: expert_cache_policy %d is not LRUN_EXPERT_CACHE_REPLACE_DEFAULT, _LRU or _LFU",
+                         who, (int)r);
     return LRUN_OK;
 }
 

@@ -644,6 +644,15 @@ typedef enum lrun_numerics {
     LRUN_NUMERICS_EXACT = 1
 } lrun_numerics;
 
+/* The expert cache's replacement: DEFAULT is LFU (least frequently used,
+ * counts halved as they age), which keeps the popular experts of skewed
+ * routing; LRU evicts the least recently used. */
+typedef enum lrun_expert_cache_replace {
+    LRUN_EXPERT_CACHE_REPLACE_DEFAULT = 0,
+    LRUN_EXPERT_CACHE_REPLACE_LRU = 1,
+    LRUN_EXPERT_CACHE_REPLACE_LFU = 2
+} lrun_expert_cache_replace;
+
 typedef struct lrun_engine_opts {
     int64_t n_seq_max;       /* sequences (cache slots); default 1 */
     int64_t n_ctx_max;       /* positions per sequence; 0 = the model's n_ctx_train */
@@ -660,9 +669,11 @@ typedef struct lrun_engine_opts {
     int64_t kv_residual_len; /* QUANTIZED: recent positions kept exact; 0 = 128 */
     lrun_numerics numerics;  /* DEFAULT: the device's fastest arithmetic; EXACT: the CPU engine's bits */
     int64_t expert_cache_slots; /* cuda, a mixture of experts: blocks whose experts are host-computed copy the
-                                 * chosen experts into this many device slots (LRU) and compute them there
-                                 * instead; -1 = as many as half the free device budget holds; 0 = off (host
-                                 * compute). The CPU backend computes host experts in place either way. */
+                                 * chosen experts into this many device slots (replaced by expert_cache_policy)
+                                 * and compute them there instead; -1 = as many as half the free device budget
+                                 * holds; 0 = off (host compute). The CPU backend computes host experts in place
+                                 * either way. */
+    lrun_expert_cache_replace expert_cache_policy; /* which slot a miss takes (docs/moe.md "Replacement") */
 } lrun_engine_opts;
 
 /* What an engine made with these options would take from the device budget

@@ -54,6 +54,8 @@ local PLACEMENTS = {
   { "experts_on_host, cached (moe_host = cache)", { policy = "experts_on_host", moe_host = "cache" }, false, true },
   { "experts_on_host, cached in 4 slots (evicting)", { policy = "experts_on_host", expert_cache_slots = 4 }, false,
     true },
+  { "experts_on_host, cached in 4 slots, LRU replacement", { policy = "experts_on_host", expert_cache_slots = 4,
+    expert_cache_policy = "lru" }, false, true },
   { "mixed: n_cpu_moe 1 cached, the rest resident", { n_cpu_moe = 1, moe_host = "cache" }, false, true },
 }
 
@@ -101,6 +103,13 @@ describe("mixtures of experts on cuda against the CPU", function()
                 c.slots, c.hits, c.misses, c.prefetches, c.bytes_copied))
               assert.is_true(c.misses > 0 and c.bytes_copied > 0, "nothing was copied into the cache")
               assert.are.equal(0, st.host_compute_bytes, "cached experts were computed on the host")
+              -- the planner sized the cache (lrun.expert_plan) unless the slots were given
+              local pe = placement.expert_cache
+              if p[2].moe_host == "cache" and not p[2].expert_cache_slots then
+                assert.is_not_nil(pe, "the planner did not size the expert cache")
+                print("# " .. e.name .. " " .. p[1] .. ": " .. pe.text)
+                if pe.slots > 0 then assert.are.equal(pe.slots, c.slots, "the engine's slots are not the planner's") end
+              end
             end
             if not p[3] and fast_logits then
               assert.is_true(same(fast_ids, ids), "tokens differ from the resident fast run")

@@ -31,7 +31,8 @@ local load_opt_types = {
   n_cpu_moe = "number", -- a mixture of experts: the first N blocks' experts host-computed (policies/n_cpu_moe.lua)
   -- a mixture of experts on CUDA: host experts computed on the CPU ("compute", the default) or copied
   -- into an expert cache of device slots ("cache"; expert_cache_slots = N slots, default: half the free budget)
-  moe_host = "string", expert_cache_slots = "number",
+  -- expert_cache_policy = "lfu" (the default: frequency with aging) or "lru" (docs/moe.md "Replacement")
+  moe_host = "string", expert_cache_slots = "number", expert_cache_policy = "string",
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
   -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
   packed = "any",
@@ -101,6 +102,13 @@ local function check_load_opts(opts)
   local slots = opts.expert_cache_slots
   if slots ~= nil and (slots < 1 or slots % 1 ~= 0) then
     error("lrun.load: option 'expert_cache_slots' must be a whole number >= 1, got " .. slots, 3)
+  end
+  local pol = opts.expert_cache_policy
+  if pol ~= nil and pol ~= "lfu" and pol ~= "lru" then
+    error("lrun.load: expert_cache_policy must be \"lfu\" or \"lru\", got \"" .. pol .. "\"", 3)
+  end
+  if pol ~= nil and opts.moe_host == "compute" then
+    error("lrun.load: expert_cache_policy needs moe_host = \"cache\" (or no moe_host)", 3)
   end
   if slots ~= nil and opts.moe_host == "compute" then
     error("lrun.load: expert_cache_slots needs moe_host = \"cache\" (or no moe_host)", 3)
@@ -187,6 +195,9 @@ function M.load(path, opts)
     numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT,
     -- lrun_engine_opts.expert_cache_slots: 0 host compute, -1 auto, N slots
     expert_cache_slots = (opts.moe_host == "cache" or opts.expert_cache_slots) and (opts.expert_cache_slots or -1) or 0,
+    expert_cache_policy = opts.expert_cache_policy == "lru" and C.LRUN_EXPERT_CACHE_REPLACE_LRU
+      or C.LRUN_EXPERT_CACHE_REPLACE_DEFAULT,
+    expert_cache_auto = opts.moe_host == "cache" and not opts.expert_cache_slots, -- the planner sizes it
   }, Model)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
@@ -290,6 +301,7 @@ function Model:engine(req, cache_config)
   eo.kv_dtype = self.kv_dtype
   eo.numerics = self.numerics
   eo.expert_cache_slots = self.expert_cache_slots
+  eo.expert_cache_policy = self.expert_cache_policy
   for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   if self.residency then
     eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
@@ -598,7 +610,7 @@ function Model:placement()
     packed = packed, packed_bytes = packed_bytes, packed_plain_bytes = packed_plain,
     packed_ratio = packed_plain > 0 and packed_bytes / packed_plain or nil,
     policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch,
-    predicted = r and r.predicted, auto_fit = r and r.auto_fit ~= nil or nil,
+    predicted = r and r.predicted, auto_fit = r and r.auto_fit ~= nil or nil, expert_cache = r and r.expert_cache,
     split = self.split }, -- several devices: lrun.multigpu.split's answer
     { __tostring = require("lrun.pretty").placement })
 end

@@ -759,13 +759,17 @@ function M.plan(model, opts)
       end
       local predicted = pbw and predict.decode(tensors, final, host_compute, pbw) or nil
       if predicted then summary = summary .. "\n" .. predict.text(predicted, pbw) end
+      -- moe_host = "cache": the expert cache gets what the placement left (lrun.expert_plan)
+      local ec = require("lrun.expert_plan").for_plan(model, { tensors = tensors, host_compute = host_compute,
+        packed = packed, cpu = cpu, room = capacity and capacity - (dev_bytes + need_slots + reserve) }, opts)
+      if ec then summary = summary .. "\n" .. ec.text end
       return {
         plan = final, host_compute = host_compute, packed = packed, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary, predicted = predicted,
         off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = slot_b, extra_bytes = other_b,
         reserve_bytes = reserve, prefetch = k, budget = capacity, size = sized,
         host_bytes = host_bytes, host_budget = host_budget, disk_bytes = disk_bytes,
-        cache_implementation = opts.cache_implementation or "dynamic",
+        cache_implementation = opts.cache_implementation or "dynamic", expert_cache = ec,
       }
     end
     slots = need_slots
@@ -817,6 +821,8 @@ function M.apply(model, result)
     end
   end
   model.residency = result
+  -- the planner's slots for an expert cache the user left to it (moe_host = "cache" without expert_cache_slots)
+  if result.expert_cache and model.expert_cache_auto then model.expert_cache_slots = result.expert_cache.slots end
   return true
 end
 

@@ -142,6 +142,7 @@ struct lrun_cuda_engine {
     struct cuda_exact *exact;     /* the exact path's state when the model takes it (engine_cuda_exact.c), or NULL */
     struct cuda_moe *moe;         /* a mixture of experts' routing state (engine_cuda_moe.c), or NULL when dense */
     int64_t expert_cache_slots;   /* opts: host experts cached in this many device slots; -1 auto; 0 off */
+    int expert_cache_lru;         /* opts: 1 LRU replacement, 0 LFU (the default) */
 };
 
 #define TRY(call)                                   \

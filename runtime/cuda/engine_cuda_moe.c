@@ -367,6 +367,7 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         TRY(ffn_cached_batch(e, g, n));
         for (int64_t x = 0; x < n_exp; x++)
             if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_release(e, c, m->slot_of[x]));
+        lrun_cuda_moe_cache_settle(c);
         return lrun_cuda_moe_cache_decoded(e, c, layer, m->ids);
     }
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
@@ -381,6 +382,7 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, data));
         TRY(lrun_cuda_moe_cache_release(e, c, slot));
     }
+    lrun_cuda_moe_cache_settle(c);
     return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
 }
 

@@ -11,7 +11,9 @@
  * wait for the slot's done event (its previous expert's kernels), copies the
  * three slices from the host tensors, records ready; compute waits for
  * ready before it reads the slot and records done after. Replacement is
- * residency/expert_cache.c's LRU. */
+ * residency/expert_cache.c's, LFU or LRU by the engine's option; a chunk's
+ * slots are settled once its kernels are queued (lrun_cuda_moe_cache_release
+ * after the chunk), so a chunk never evicts its own experts. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +21,7 @@
 #include "cuda/engine_cuda_offload.h"
 
 struct cuda_moe_cache {
-    lrun_expert_cache book;  /* slots, LRU, hits, misses, bytes */
+    lrun_expert_cache book;  /* slots, replacement, hits, misses, bytes */
     uint8_t *covers;         /* (n_layer) 1: the block's experts are cached */
     void *mem;               /* one device block: the three slot arrays */
     size_t mem_bytes;
@@ -98,6 +100,7 @@ static lrun_status cache_init(lrun_cuda_engine *e, struct cuda_moe_cache *c)
                              "engine on %s: the expert cache has room for no slot of %zu bytes", e->device->name,
                              slot_bytes);
     TRY(lrun_expert_cache_init(&c->book, n, L, E));
+    lrun_expert_cache_set_policy(&c->book, e->expert_cache_lru ? LRUN_EXPERT_CACHE_LRU : LRUN_EXPERT_CACHE_LFU);
     c->mem_bytes = slot_bytes * (size_t)n;
     TRY(lrun_oom_phase(lrun_device_alloc(e->device, c->mem_bytes, "expert cache", &c->mem), "expert cache"));
     c->base[0] = c->mem;
@@ -205,6 +208,8 @@ static int64_t next_covered(const struct cuda_moe_cache *c, int64_t layer)
         if (c->covers[(layer + d) % L]) return (layer + d) % L;
     return layer;
 }
+
+void lrun_cuda_moe_cache_settle(struct cuda_moe_cache *c) { lrun_expert_cache_settle(&c->book); }
 
 lrun_status lrun_cuda_moe_cache_decoded(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
                                         const int32_t *ids)

@@ -27,6 +27,8 @@ int64_t lrun_cuda_moe_cache_slots(const struct cuda_moe_cache *c);
 lrun_status lrun_cuda_moe_cache_acquire(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
                                         const lrun_weight_ref g[3], int64_t x, int64_t *slot);
 lrun_status lrun_cuda_moe_cache_release(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t slot);
+/* The chunk's slots are all released: replacement may take them again (lrun_expert_cache_settle). */
+void lrun_cuda_moe_cache_settle(struct cuda_moe_cache *c);
 /* After a decode chunk of cached block layer: remembers token 0's experts
  * (ids, k of them) and prefetches the next cached block's experts of its
  * last decode chunk (the previous token's choices there), on the copy

@@ -1,4 +1,4 @@
-/* expert_cache.c — slots, LRU replacement and counts of the expert cache (see expert_cache.h). */
+/* expert_cache.c — slots, LRU and LFU replacement and counts of the expert cache (see expert_cache.h). */
 #include "residency/expert_cache.h"
 
 #include <stdlib.h>
@@ -19,14 +19,18 @@ lrun_status lrun_expert_cache_init(lrun_expert_cache *c, int64_t n_slots, int64_
     c->hits = calloc((size_t)n_layer, sizeof *c->hits);
     c->misses = calloc((size_t)n_layer, sizeof *c->misses);
     c->prefetches = calloc((size_t)n_layer, sizeof *c->prefetches);
-    if (!c->slot_of || !c->key || !c->last_use || !c->hits || !c->misses || !c->prefetches) {
+    c->freq = calloc(experts, sizeof *c->freq);
+    if (!c->slot_of || !c->key || !c->last_use || !c->hits || !c->misses || !c->prefetches || !c->freq) {
         lrun_expert_cache_free(c);
-        return lrun_fail_oom(experts * 8 + (size_t)n_slots * 16, 0, "expert cache: tables for %lld slots",
+        return lrun_fail_oom(experts * 12 + (size_t)n_slots * 16, 0, "expert cache: tables for %lld slots",
                              (long long)n_slots);
     }
     for (size_t i = 0; i < experts; i++) c->slot_of[i] = -1;
     for (int64_t s = 0; s < n_slots; s++) c->key[s] = -1;
     c->n_slots = n_slots, c->n_layer = n_layer, c->n_expert = n_expert;
+    c->policy = LRUN_EXPERT_CACHE_LRU;
+    /* each expert acquired ~4 times a period when uniform: a count is a few periods' history */
+    c->age_period = experts * 4 > 64 ? (uint64_t)experts * 4 : 64;
     return LRUN_OK;
 }
 
@@ -38,18 +42,45 @@ void lrun_expert_cache_free(lrun_expert_cache *c)
     free(c->hits);
     free(c->misses);
     free(c->prefetches);
+    free(c->freq);
     memset(c, 0, sizeof *c);
 }
 
-/* The free slot of the lowest index, else the least recently used one. */
+void lrun_expert_cache_set_policy(lrun_expert_cache *c, lrun_expert_cache_policy policy) { c->policy = policy; }
+
+void lrun_expert_cache_settle(lrun_expert_cache *c) { c->settled = c->tick; }
+
+/* Whether slot a is a better victim than slot b (both held, both settled). */
+static int before(const lrun_expert_cache *c, int64_t a, int64_t b)
+{
+    if (c->policy == LRUN_EXPERT_CACHE_LFU) {
+        const uint32_t fa = c->freq[c->key[a]], fb = c->freq[c->key[b]];
+        if (fa != fb) return fa < fb;
+    }
+    return c->last_use[a] < c->last_use[b];
+}
+
+/* The free slot of the lowest index, else the best settled victim, else
+ * (every slot used since the settle) the least recently used one. */
 static int64_t victim(const lrun_expert_cache *c)
 {
-    int64_t v = 0;
+    int64_t v = -1, oldest = 0;
     for (int64_t s = 0; s < c->n_slots; s++) {
         if (c->key[s] < 0) return s;
-        if (c->last_use[s] < c->last_use[v]) v = s;
+        if (c->last_use[s] < c->last_use[oldest]) oldest = s;
+        if (c->last_use[s] <= c->settled && (v < 0 || before(c, s, v))) v = s;
     }
-    return v;
+    return v >= 0 ? v : oldest;
+}
+
+/* One more acquire of key k in the counts, halving them all each period. */
+static void count_use(lrun_expert_cache *c, int64_t k)
+{
+    if (c->freq[k] < UINT32_MAX) c->freq[k]++;
+    if (++c->since_age < c->age_period) return;
+    c->since_age = 0;
+    const int64_t n = c->n_layer * c->n_expert;
+    for (int64_t i = 0; i < n; i++) c->freq[i] >>= 1;
 }
 
 /* The victim slot, given to key k (the slot's previous expert forgotten). */
@@ -68,6 +99,7 @@ int lrun_expert_cache_acquire(lrun_expert_cache *c, int64_t layer, int64_t x, in
     const int64_t k = layer * c->n_expert + x;
     int64_t s = c->slot_of[k];
     const int hit = s >= 0;
+    count_use(c, k);
     if (hit) c->hits[layer]++;
     else {
         s = take(c, k);

@@ -1,0 +1,144 @@
+-- expert_plan_spec: the planner's sizing of the expert cache (lrun.expert_plan,
+-- docs/moe.md "Sizing the cache") with given rooms, slot sizes and routing
+-- counts: the slots the room holds after the margin, a user's fixed count,
+-- no room, no budget, and the hit rate predicted from observed counts (LFU's
+-- steady state: the most selected pairs' share) or from uniform routing.
+-- The slot layout is checked on a generated qwen3moe model's tensors.
+package.path = "./?.lua;" .. package.path
+local plan = require("lrun.expert_plan")
+local arch_models = require("tests.arch_models")
+local lrun = require("lrun")
+
+local MiB = 2 ^ 20
+
+describe("lrun.expert_plan", function()
+  it("gives the cache the room left after the placement, less the margin", function()
+    -- 2.25 MiB slots, 240 MiB left: 225 MiB usable after 1/16, 100 slots
+    local c = plan.choose({ room = 240 * MiB, slot_bytes = 2.25 * MiB, layers = { 0, 1, 2, 3 }, n_expert = 128 })
+    assert.are.equal(100, c.slots)
+    assert.are.equal(100 * 2.25 * MiB, c.bytes)
+    assert.are.equal("uniform", c.source)
+    assert.is_true(math.abs(c.hit_rate - 100 / 512) < 1e-12)
+    assert.truthy(c.text:find("expert cache: 100 slots", 1, true), c.text)
+    assert.truthy(c.text:find("expected hit rate 0.20 from uniform routing", 1, true), c.text)
+  end)
+
+  it("holds at most one slot per host expert", function()
+    local c = plan.choose({ room = 2 ^ 40, slot_bytes = MiB, layers = { 0, 1 }, n_expert = 8 })
+    assert.are.equal(16, c.slots)
+    assert.are.equal(1, c.hit_rate)
+  end)
+
+  it("keeps the user's slot count and explains it", function()
+    local c = plan.choose({ room = 240 * MiB, slot_bytes = MiB, layers = { 0 }, n_expert = 64, fixed = 8 })
+    assert.are.equal(8, c.slots)
+    assert.truthy(c.text:find("as asked", 1, true), c.text)
+  end)
+
+  it("says so when no slot fits, and leaves the engine's own choice without a budget", function()
+    local c = plan.choose({ room = MiB, slot_bytes = 2 * MiB, layers = { 0, 1 }, n_expert = 8 })
+    assert.are.equal(0, c.slots)
+    assert.truthy(c.text:find("no room for one slot", 1, true), c.text)
+    c = plan.choose({ room = nil, slot_bytes = 2 * MiB, layers = { 0, 1 }, n_expert = 8 })
+    assert.are.equal(-1, c.slots)
+    assert.truthy(c.text:find("no device budget", 1, true), c.text)
+  end)
+
+  it("predicts the hit rate from observed counts: the top slots' share of the cached blocks' selections", function()
+    -- block 0 skewed (60, 20, 10, 10), block 1 uniform (10 each); block 2 not cached
+    local counts = { [0] = { 60, 20, 10, 10 }, [1] = { 10, 10, 10, 10 }, [2] = { 1000, 0, 0, 0 } }
+    local rate, source = plan.hit_rate(counts, { 0, 1 }, 4, 3)
+    assert.are.equal("observed", source)
+    assert.is_true(math.abs(rate - 90 / 140) < 1e-12, rate) -- 60 + 20 + 10 of 140
+    local c = plan.choose({ room = 10 * MiB, slot_bytes = 4 * MiB, layers = { 0, 1 }, n_expert = 4, counts = counts })
+    assert.are.equal(2, c.slots) -- 9.375 MiB usable
+    assert.is_true(math.abs(c.hit_rate - 80 / 140) < 1e-12)
+    assert.truthy(c.text:find("expected hit rate 0.57 from observed frequencies", 1, true), c.text)
+    -- counts all zero (no warm-up yet): uniform
+    local _, src = plan.hit_rate({ [0] = { 0, 0, 0, 0 } }, { 0 }, 4, 2)
+    assert.are.equal("uniform", src)
+  end)
+
+  it("chooses prefill streaming from given bandwidths: from the threshold tokens on, decode stays on the host", function()
+    -- a 30B-A3B expert in Q4_K: 3 · 2048 · 768 params, ~0.56 bytes each; PCIe 25 GB/s, host 40 GB/s, 500 GFLOP/s
+    local params = 3 * 2048 * 768
+    local c = { bytes = params * 0.5625, flops_per_token = 2 * params, pcie = 25e9, host_read = 40e9,
+      host_flops = 500e9 }
+    local t = plan.prefill_stream_threshold(c)
+    -- copy 106 us; host products 18.9 us per token: streaming pays from 6 tokens
+    assert.are.equal(6, t)
+    assert.is_false((plan.prefill_streams(c, { 1 })), "decode (one token) streams")
+    assert.is_false((plan.prefill_streams(c, { 5, 5 })))
+    assert.is_true((plan.prefill_streams(c, { 6, 6 })))
+    -- a skewed chunk: one busy expert pays for several idle ones' copies
+    local yes, dev, host = plan.prefill_streams(c, { 64, 1, 1, 1 })
+    assert.is_true(yes, string.format("%.1f us streaming vs %.1f us on the host", dev * 1e6, host * 1e6))
+    -- a link faster than the host reads memory: always; a host of unbounded flops: never
+    assert.are.equal(1, plan.prefill_stream_threshold({ bytes = 1e6, flops_per_token = 1e6, pcie = 50e9,
+      host_read = 40e9, host_flops = 1e12 }))
+    assert.are.equal(math.huge, plan.prefill_stream_threshold({ bytes = 1e6, flops_per_token = 1e6, pcie = 25e9,
+      host_read = 40e9, host_flops = math.huge }))
+  end)
+
+  describe("on a generated qwen3moe model", function()
+    local path, m
+    setup(function()
+      path = os.tmpname()
+      for _, e in ipairs(arch_models.models) do
+        if e.name == "qwen3moe_q8_0" then arch_models.generate(e, path) end
+      end
+      m = assert(lrun.load(path, { threads = 2, progress = false, device = "cpu" }))
+    end)
+    teardown(function()
+      if m then m:free() end
+      os.remove(path)
+    end)
+
+    it("lays a slot out as the CUDA cache does and covers the blocks with all three parts host-computed", function()
+      local tensors = m:tensors()
+      local info = m:info()
+      local hc, expect = {}, { 0, 0, 0 }
+      local parts = { ffn_gate_exps = 1, ffn_up_exps = 2, ffn_down_exps = 3 }
+      for _, t in ipairs(tensors) do
+        local p = parts[t.role]
+        if p and t.layer ~= 1 then
+          hc[t.name] = true
+          expect[p] = math.max(expect[p], math.ceil(t.plain_bytes / info.n_expert / 256) * 256)
+        end
+        if p == 3 and t.layer == 1 then hc[t.name] = true end -- block 1: only down, not cached
+      end
+      local slot, layers = plan.slot_layout(tensors, hc, info.n_expert)
+      assert.are.equal(expect[1] + expect[2] + expect[3], slot)
+      assert.are.equal(info.n_layer - 1, #layers)
+      for _, l in ipairs(layers) do assert.are_not.equal(1, l) end
+      -- packed experts are not cached
+      local pk = {}
+      for name in pairs(hc) do pk[name] = true end
+      local s0, l0 = plan.slot_layout(tensors, hc, info.n_expert, pk)
+      assert.are.equal(0, s0)
+      assert.are.equal(0, #l0)
+    end)
+
+    it("sizes the cache for a plan only on CUDA with moe_host = cache", function()
+      local r = assert(require("lrun.residency").plan(m, { policy = "experts_on_host" }))
+      local q = { tensors = m:tensors(), host_compute = r.host_compute, packed = r.packed, room = 64 * MiB }
+      assert.is_nil(plan.for_plan(m, q, {}), "planned a cache without moe_host = cache")
+      m.expert_cache_auto = true
+      assert.is_nil(plan.for_plan(m, { tensors = q.tensors, host_compute = q.host_compute, cpu = true }, {}))
+      local counts = {}
+      local info = m:info()
+      for l = 0, info.n_layer - 1 do
+        counts[l] = {}
+        for x = 1, info.n_expert do counts[l][x] = x == 1 and 100 or 1 end
+      end
+      local slot = plan.slot_layout(q.tensors, q.host_compute, info.n_expert, q.packed)
+      q.room = slot * info.n_layer -- 1/16 less: one slot fewer than a slot per block
+      local c = assert(plan.for_plan(m, q, { expert_counts = counts }))
+      assert.are.equal(info.n_layer - 1, c.slots)
+      assert.are.equal(slot, c.slot_bytes)
+      assert.are.equal("observed", c.source)
+      assert.is_true(c.hit_rate > c.slots / (info.n_layer * info.n_expert), "skewed counts predict no better than uniform")
+      m.expert_cache_auto = nil
+    end)
+  end)
+end)
