@@ -42,6 +42,23 @@ void lrun_mapguard_leave(void);
  * it) lost its pages; LRUN_OK otherwise. who starts the message. */
 lrun_status lrun_mapguard_check(const char *prefix, size_t prefix_len, const char *who);
 
+/* A window with a verdict, for readers outside an engine step (loading,
+ * placing, packing, a packed file's checks): begin opens a guarded window
+ * and returns the count of losses so far; end closes it and returns st
+ * unless some registered mapping lost pages in between, in any thread (the
+ * window is process-wide), and then LRUN_E_IO naming that file, the
+ * offset, and what (e.g. "loading m.gguf") was reading. The mapping may
+ * have been removed by then (a reader closed on the error zeros caused).
+ *     unsigned long g = lrun_mapguard_begin();
+ *     st = read_things(...);
+ *     st = lrun_mapguard_end(g, st, "loading x");   */
+unsigned long lrun_mapguard_begin(void);
+lrun_status lrun_mapguard_end(unsigned long since, lrun_status st, const char *what);
+
+/* LRUN_E_IO when the registered mapping at base lost its pages (a packed
+ * file, whose model has no weights_path); LRUN_OK otherwise. */
+lrun_status lrun_mapguard_check_map(const void *base, const char *who);
+
 /* 1 once any registered mapping lost pages (one atomic load: the engine
  * asks after every step). */
 int lrun_mapguard_any_lost(void);
