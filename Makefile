@@ -211,7 +211,15 @@ $(MODEL): | deps
 demo: all $(MODEL)
 	$(LAUNCHER) examples/generate.lua -m $(MODEL) --chat -n 96 --temp 0 -p "What is the capital of France? Answer in one sentence."
 
-test: all $(C_TESTS) $(MODEL)
+# cut_on_map.so: the launcher, preloaded with it, finds a file truncated
+# right after the library maps it (tests/sigbus_spec.lua); plain flags, no
+# sanitizer runtime (the spec is skipped in sanitizer builds).
+CUT_ON_MAP := $(BUILD)/tests/cut_on_map.so
+$(CUT_ON_MAP): tests/c/cut_on_map_preload.c tests/c/cut_on_map.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -fPIC -shared -Wall -Wextra -O2 -o $@ $<
+
+test: all $(C_TESTS) $(CUT_ON_MAP) $(MODEL)
 	@$(SAN_ENV) LRUN_BUILD=$(BUILD) LRUN_MODEL=$(MODEL) ABI_LIB=$(LIB) tests/run.sh tests/abi_check.sh \
 	  tests/disk/cgroup_test.sh $(C_TESTS)
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -203,10 +204,38 @@ static int loss_since(unsigned long since, char *path, size_t path_cap, size_t *
     return best != since;
 }
 
+/* A registered file now shorter than its mapping: a write or pread from
+ * the mapping meets the cut as EFAULT, not SIGBUS, and fails with its own
+ * I/O error, which this names. */
+static int shrunk_file(char *path, size_t path_cap, size_t *now, size_t *len)
+{
+    int found = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < N_ENTRIES && !found; i++) {
+        const entry *e = &entries[i];
+        struct stat sb;
+        if (!atomic_load(&e->lo) || stat(e->path, &sb) != 0 || (size_t)sb.st_size >= e->len) continue;
+        snprintf(path, path_cap, "%s", e->path);
+        *now = (size_t)sb.st_size;
+        *len = e->len;
+        found = 1;
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
 lrun_status lrun_mapguard_end(unsigned long since, lrun_status st, const char *what)
 {
     lrun_mapguard_leave();
-    if (atomic_load(&loss_gen) == since) return st;
+    if (atomic_load(&loss_gen) == since) {
+        char path[512];
+        size_t now = 0, len = 0;
+        if (st == LRUN_E_IO && shrunk_file(path, sizeof path, &now, &len))
+            return lrun_fail_context(st, "%s: file %s was truncated while it was read (%zu bytes now, %zu when "
+                                     "mapped): make the file whole and open it again", what ? what : "reading",
+                                     path, now, len);
+        return st;
+    }
     char path[512] = "(a mapped file)";
     size_t at = 0, len = 0;
     loss_since(since, path, sizeof path, &at, &len);
