@@ -2,7 +2,8 @@
  *
  * Weights in the mmap tier are read through a read-only MAP_PRIVATE mapping
  * of the model file; a read past the end of a file that was truncated in use
- * raises SIGBUS. Inside a guarded window (an engine step, engine init) the
+ * raises SIGBUS. Inside a guarded window (an engine step, engine init, and
+ * the windows with a verdict below: loading, placing, packing) the
  * library's handler does not let that kill the process: it replaces the
  * mapping from the faulting page to its end with zero pages (mmap
  * MAP_FIXED | MAP_ANONYMOUS), records that the mapping lost its file, and
@@ -13,6 +14,7 @@
  * frame is skipped (no siglongjmp), so no lock, allocation or pool barrier
  * is left half-done.
  *
+ * Mappings registered: GGUF files, safetensors shards and packed files.
  * A SIGBUS outside a guarded window, outside every registered mapping, or
  * not raised by a fault (BUS_ADRERR) goes to the handler installed before
  * (the launcher's message, app/sigbus.h) or the default action. The handler
