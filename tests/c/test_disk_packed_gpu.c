@@ -138,10 +138,9 @@ int main(int argc, char **argv)
     snprintf(self, sizeof self, "%s", argc > 0 ? argv[0] : "./x");
     snprintf(gguf, sizeof gguf, "%s/lrun_test_disk_packed_gpu_%d.gguf", dirname(self), (int)getpid());
     snprintf(packed, sizeof packed, "%s.packed", gguf);
-    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F,
-                                      .n_vocab = V, .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16,
-                                      .embd_dtype = LRUN_DTYPE_BF16, .rope_freq_base = 10000.0, .rms_eps = 1e-5,
-                                      .seed = 93};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16, .embd_dtype = LRUN_DTYPE_BF16,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 93};
     if (lrun_model_generate(gguf, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     CHECK("pack the model", lrun_pack(gguf, packed, NULL, NULL) == LRUN_OK);
     static float ref[(STEPS + 1) * V];

@@ -234,10 +234,9 @@ int main(int argc, char **argv)
     char self[200];
     snprintf(self, sizeof self, "%s", argc > 0 ? argv[0] : "./x");
     snprintf(path, sizeof path, "%s/lrun_test_disk_tier_%d.gguf", dirname(self), (int)getpid());
-    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F,
-                                      .n_vocab = V, .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_Q8_0,
-                                      .embd_dtype = LRUN_DTYPE_F16, .rope_freq_base = 10000.0, .rms_eps = 1e-5,
-                                      .seed = 91, .n_threads = 1};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_Q8_0, .embd_dtype = LRUN_DTYPE_F16,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 91, .n_threads = 1};
     if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     const int fd = open(path, O_RDONLY | O_DIRECT);
     fs_direct = fd >= 0;

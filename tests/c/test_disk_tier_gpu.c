@@ -150,10 +150,9 @@ int main(int argc, char **argv)
     char self[200];
     snprintf(self, sizeof self, "%s", argc > 0 ? argv[0] : "./x");
     snprintf(path, sizeof path, "%s/lrun_test_disk_tier_gpu_%d.gguf", dirname(self), (int)getpid());
-    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F,
-                                      .n_vocab = V, .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16,
-                                      .embd_dtype = LRUN_DTYPE_BF16, .rope_freq_base = 10000.0, .rms_eps = 1e-5,
-                                      .seed = 17};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16, .embd_dtype = LRUN_DTYPE_BF16,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 17};
     if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     static float ref[(ND + 1) * V];
     lrun_model *m = fixture_load(path, "cuda:0", 0, 0, -1);
