@@ -241,8 +241,10 @@ clean:
 # check stays on: LuaJIT (Debian's 2.1, GC64) frees its heap at lua_close,
 # and the launcher closes its state, so what is left at exit is ours.
 # TSan's second_deadlock_stack makes a lock-order report name both orders.
+# handle_sigbus=0 leaves SIGBUS to the library's mapping guard, so
+# test_sigbus runs under ASan and LeakSanitizer too.
 SAN_ENV := $(if $(filter address%,$(SANITIZE)), \
-             ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:exitcode=86 \
+             ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:exitcode=86:handle_sigbus=0 \
              UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=86) \
            $(if $(filter thread,$(SANITIZE)),TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:exitcode=86)
 asan:
