@@ -211,7 +211,15 @@ $(MODEL): | deps
 demo: all $(MODEL)
 	$(LAUNCHER) examples/generate.lua -m $(MODEL) --chat -n 96 --temp 0 -p "What is the capital of France? Answer in one sentence."
 
-test: all $(C_TESTS) $(MODEL)
+# cut_on_map.so: the launcher, preloaded with it, finds a file truncated
+# right after the library maps it (tests/sigbus_spec.lua); plain flags, no
+# sanitizer runtime (the spec is skipped in sanitizer builds).
+CUT_ON_MAP := $(BUILD)/tests/cut_on_map.so
+$(CUT_ON_MAP): tests/c/cut_on_map_preload.c tests/c/cut_on_map.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -fPIC -shared -Wall -Wextra -O2 -o $@ $<
+
+test: all $(C_TESTS) $(CUT_ON_MAP) $(MODEL)
 	@$(SAN_ENV) LRUN_BUILD=$(BUILD) LRUN_MODEL=$(MODEL) ABI_LIB=$(LIB) tests/run.sh tests/abi_check.sh \
 	  tests/disk/cgroup_test.sh $(C_TESTS)
 
@@ -233,8 +241,10 @@ clean:
 # check stays on: LuaJIT (Debian's 2.1, GC64) frees its heap at lua_close,
 # and the launcher closes its state, so what is left at exit is ours.
 # TSan's second_deadlock_stack makes a lock-order report name both orders.
+# handle_sigbus=0 leaves SIGBUS to the library's mapping guard, so
+# test_sigbus runs under ASan and LeakSanitizer too.
 SAN_ENV := $(if $(filter address%,$(SANITIZE)), \
-             ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:exitcode=86 \
+             ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:exitcode=86:handle_sigbus=0 \
              UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=86) \
            $(if $(filter thread,$(SANITIZE)),TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:exitcode=86)
 asan:

@@ -3,9 +3,12 @@
 -- that into an error naming the file (core/mapguard.h), the generate call
 -- returns nil, err and the script goes on; a fault outside a step reaches
 -- the launcher's handler, which names the file and says what to do instead
--- of dying with "Bus error" (app/sigbus.h). The disk tier's clean error for
--- the same case is in disk_tier_spec.lua; tests/c/test_sigbus.c checks the
--- C API.
+-- of dying with "Bus error" (app/sigbus.h). The library's own reads
+-- outside a step (lrun.load, lrun pack) turn a truncation into an error as
+-- well: the launcher runs with build/tests/cut_on_map.so preloaded, which
+-- cuts the file right after the library maps it. The disk tier's clean
+-- error for the same case is in disk_tier_spec.lua; tests/c/test_sigbus.c
+-- checks the C API.
 package.path = "./?.lua;" .. package.path
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
@@ -93,6 +96,66 @@ describe("a model file truncated in use", function()
     assert.matches("true\ntrue\nnil\t", out)
     assert.matches("was truncated while in use", out, 1, true)
     assert.matches("still here\t42\n$", out)
+  end)
+
+  -- the launcher with the file cut to bytes right after the library maps it
+  local function cut_on_map(file, bytes)
+    local so = require("lrun.config").build .. "/tests/cut_on_map.so"
+    assert(io.open(so, "rb"), so .. " is missing: make test builds it"):close()
+    return string.format("LD_PRELOAD=%s LRUN_TEST_CUT_FILE=%s LRUN_TEST_CUT_BYTES=%d ",
+      shell.quote(so), shell.quote(file), bytes)
+  end
+
+  it("while lrun.load reads it makes load return nil, err naming the file, and the script goes on", function()
+    if sanitizer_build() then return end
+    local model = make_model()
+    local script = tmpfile(string.format([[
+      local m, err = lrun.load(%q, { device = "cpu", threads = 2 })
+      print("load returned", m, err)
+      print("kind", err and err.kind)
+      print("still running", 6 * 7)
+    ]], model))
+    local out, rc = shell.run(cut_on_map(model, 4096) .. shell.launcher .. " " .. shell.quote(script))
+    os.remove(script)
+    os.remove(model)
+    assert.matches("load returned\tnil\t", out)
+    assert.matches("file " .. model .. " was truncated while it was read", out, 1, true)
+    assert.matches("kind\tio\n", out)
+    assert.matches("still running\t42", out, 1, true)
+    assert.are.equal(0, rc)
+  end)
+
+  it("while lrun.load reads it leaves the REPL running", function()
+    if sanitizer_build() then return end
+    local model = make_model()
+    local input = table.concat({
+      string.format("lrun.load(%q, { device = 'cpu' })", model),
+      "print('still here', 6 * 7)",
+      "",
+    }, "\n")
+    local out = shell.run(cut_on_map(model, 4096) .. shell.quote(shell.launcher), input)
+    os.remove(model)
+    assert.matches("nil\t", out)
+    assert.matches("was truncated while it was read", out, 1, true)
+    assert.matches("still here\t42\n$", out)
+  end)
+
+  it("while lrun pack reads it ends lrun pack with an error naming the file, no output", function()
+    if sanitizer_build() then return end
+    local model = make_model()
+    local packed = model .. ".lrpk"
+    local size = assert(io.open(model, "rb")):seek("end")
+    local out, rc = shell.run(cut_on_map(model, math.floor(size / 2)) .. shell.launcher .. " pack -t 2 "
+      .. shell.quote(model) .. " " .. shell.quote(packed))
+    local made = io.open(packed, "rb")
+    if made then made:close() end
+    os.remove(model)
+    os.remove(packed)
+    assert.matches("lrun pack: ", out, 1, true)
+    assert.matches("file " .. model .. " was truncated while it was read", out, 1, true)
+    assert.is_nil(out:find("bus error", 1, true))
+    assert.is_nil(made)
+    assert.are.equal(1, rc)
   end)
 
   it("outside a step, ends the launcher with a message naming the file, status 128 + SIGBUS", function()

@@ -545,7 +545,13 @@ lrun_status lrun_gguf_open(lrun_gguf **out, const char *path)
     close(fd); /* the mapping keeps the file */
 
     cursor c = {g->map, g->size, 0, path};
+    /* the header, metadata and tensor infos are read from the mapping: a
+     * file truncated meanwhile is an error naming it (core/mapguard.h) */
+    const unsigned long g0 = lrun_mapguard_begin();
     lrun_status st = parse(&c, g);
+    char what[600];
+    snprintf(what, sizeof what, "gguf: %s: reading its header", path);
+    st = lrun_mapguard_end(g0, st, what);
     if (st != LRUN_OK) {
         lrun_gguf_close(g);
         return st;

@@ -18,6 +18,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/mapguard.h"
 
 /* Bounds on hyper-parameters: far above any real model, low enough that the
  * products sizing buffers cannot overflow. */
@@ -570,6 +571,9 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
 
     lrun_model *m = calloc(1, sizeof *m);
     if (!m) return lrun_fail_oom(sizeof *m, 0, "loading %s: model record", path);
+    /* the header, tokenizer arrays and (packed) checks read the file's
+     * mapping: a file truncated meanwhile is an error, not SIGBUS */
+    const unsigned long g0 = lrun_mapguard_begin();
     lrun_status st;
     if (lrun_model_is_hf(path)) {
         st = lrun_model_open_hf(m, path, opts->progress);
@@ -592,6 +596,7 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     if (st == LRUN_OK) st = lrun_device_open(&m->device, opts->device ? opts->device : "cpu", opts->device_budget);
     if (st == LRUN_OK) st = lrun_threadpool_init(&m->pool, opts->n_threads);
     if (st == LRUN_OK && m->packed_file) st = keep_packed(m);
+    st = lrun_mapguard_end(g0, st, "reading the model file");
     if (st != LRUN_OK) {
         lrun_model_free(m);
         return lrun_fail_context(lrun_oom_phase(st, "load"), "loading %s", path);

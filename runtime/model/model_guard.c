@@ -6,11 +6,13 @@
 
 #include "core/mapguard.h"
 #include "model/model.h"
+#include "packed/packed_file.h"
 
 lrun_status lrun_model_check_file(const lrun_model *m, const char *who)
 {
     if (!lrun_mapguard_any_lost()) return LRUN_OK; /* every step comes here: one atomic load */
-    const char *p = m ? m->weights_path : NULL;    /* NULL: no weights in a file mapping (a packed file) */
+    if (m && m->packed_file) return lrun_mapguard_check_map(m->packed_file->map, who); /* its tensors' mapping */
+    const char *p = m ? m->weights_path : NULL; /* NULL: no weights in a file mapping */
     if (!p) return LRUN_OK;
     size_t n = strlen(p);
     /* an HF model: its shards lie in the directory given, or beside the

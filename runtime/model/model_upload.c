@@ -28,6 +28,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/mapguard.h"
 #include "core/progress.h"
 #include "residency/loader.h"
 
@@ -231,7 +232,7 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
     return st;
 }
 
-lrun_status lrun_model_move_tensors(lrun_model *model, int64_t n, const int64_t *index, const lrun_tier *tier)
+static lrun_status move_tensors(lrun_model *model, int64_t n, const int64_t *index, const lrun_tier *tier)
 {
     if (!model || n < 0 || (n > 0 && (!index || !tier)))
         return lrun_fail(LRUN_E_ARG, "lrun_model_move_tensors: model, index and tier must be given (n = %lld)",
@@ -320,6 +321,15 @@ static int64_t mapped_tensors(const lrun_model *m, const weight_file *w, int n_f
     }
     qsort(out, (size_t)k, sizeof *out, by_address);
     return k;
+}
+
+/* Moves read the file's mapping (or pread it, with a fallback to the
+ * mapping): a file truncated meanwhile is an error, not SIGBUS. */
+lrun_status lrun_model_move_tensors(lrun_model *model, int64_t n, const int64_t *index, const lrun_tier *tier)
+{
+    const unsigned long g0 = lrun_mapguard_begin();
+    const lrun_status st = move_tensors(model, n, index, tier);
+    return lrun_mapguard_end(g0, st, "moving tensors out of the model file");
 }
 
 void lrun_model_prefault(lrun_model *m)

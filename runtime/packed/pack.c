@@ -12,6 +12,7 @@
  */
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/mapguard.h"
 #include "core/progress.h"
 #include "core/threadpool.h"
 #include "model/model.h"
@@ -222,6 +223,9 @@ lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opt
     FILE *fp = NULL;
     char *tmp = NULL, *hf_gguf = NULL;
     lrun_status st = LRUN_OK;
+    /* the input is read through its mapping: a file truncated meanwhile is
+     * an error (checked before the output takes its name), not SIGBUS */
+    const unsigned long g0 = lrun_mapguard_begin();
     if (lrun_model_is_hf(in)) { /* an HF directory: its plain GGUF first */
         const size_t n = strlen(out) + 16;
         if (!(hf_gguf = malloc(n))) return lrun_fail_oom(n, 0, "packing: path");
@@ -232,6 +236,7 @@ lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opt
     if (st == LRUN_OK) st = lrun_threadpool_init(&pool, opts->n_threads);
     if (st == LRUN_OK) st = open_tmp(&fp, &tmp, out);
     if (st == LRUN_OK) st = write_file(fp, &s, pool, stats, opts->progress, out);
+    st = lrun_mapguard_end(g0, st, "reading the input");
     st = close_tmp(fp, tmp, out, st);
     if (st == LRUN_OK) stats->in_bytes = lrun_gguf_file_bytes(s.gguf);
     if (pool) lrun_threadpool_free(pool);
@@ -250,6 +255,7 @@ lrun_status lrun_unpack(const char *in, const char *out, const lrun_pack_opts *o
     lrun_packed_file *f = NULL;
     FILE *fp = NULL;
     char *tmp = NULL;
+    const unsigned long g0 = lrun_mapguard_begin(); /* the packed input's mapping: as lrun_pack's */
     lrun_status st = lrun_packed_file_open(&f, in);
     if (st == LRUN_OK) st = open_tmp(&fp, &tmp, out);
     if (st == LRUN_OK) { /* written through a shared mapping, which needs the file open for reading too */
@@ -258,6 +264,9 @@ lrun_status lrun_unpack(const char *in, const char *out, const lrun_pack_opts *o
                     : lrun_packed_file_unpack_fd(f, fd, opts->n_threads, opts->progress);
         if (fd >= 0) close(fd);
     }
+    char what[600];
+    snprintf(what, sizeof what, "lrun unpack %s: reading the input", in);
+    st = lrun_mapguard_end(g0, st, what);
     st = close_tmp(fp, tmp, out, st);
     lrun_packed_file_close(f);
     return st;

@@ -4,6 +4,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/mapguard.h"
 #include "core/progress.h"
 #include "core/threadpool.h"
 #include "packed/codec.h"
@@ -170,10 +171,16 @@ lrun_status lrun_packed_file_open(lrun_packed_file **out, const char *path)
             return lrun_fail(LRUN_E_IO, "packed file %s: cannot mmap %zu bytes", path, (size_t)sb.st_size);
         }
         f->map = map;
+        lrun_mapguard_add(map, f->size, path); /* a truncation in use: an error, not SIGBUS (mapguard.h) */
     }
     close(fd);
+    /* the frame and the entry table are read from the mapping */
+    const unsigned long g0 = lrun_mapguard_begin();
     lrun_status st = check_frame(f);
     if (st == LRUN_OK) st = read_entries(f);
+    char what[600];
+    snprintf(what, sizeof what, "packed file %s: reading its entry table", path);
+    st = lrun_mapguard_end(g0, st, what);
     if (st != LRUN_OK) {
         lrun_packed_file_close(f);
         return st;
@@ -185,7 +192,10 @@ lrun_status lrun_packed_file_open(lrun_packed_file **out, const char *path)
 void lrun_packed_file_close(lrun_packed_file *f)
 {
     if (!f) return;
-    if (f->size) munmap((void *)f->map, f->size);
+    if (f->size) {
+        lrun_mapguard_remove(f->map);
+        munmap((void *)f->map, f->size);
+    }
     free(f->entries);
     free(f);
 }
@@ -259,7 +269,9 @@ lrun_status lrun_packed_open_gguf(lrun_gguf **out, const char *path, int n_threa
     if (st != LRUN_OK) return st;
     int fd = memfd_create("lrun-unpacked", MFD_CLOEXEC);
     if (fd < 0) st = lrun_fail(LRUN_E_IO, "unpacking %s: memfd_create: %s", path, strerror(errno));
+    const unsigned long g0 = lrun_mapguard_begin(); /* the decode reads the mapping */
     if (st == LRUN_OK) st = lrun_packed_file_unpack_fd(f, fd, n_threads, progress);
+    st = lrun_mapguard_end(g0, st, "unpacking a packed file");
     if (st == LRUN_OK) {
         char fd_path[64];
         snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", fd);

@@ -9,6 +9,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/mapguard.h"
 #include "text/bpe.h"
 #include "text/hf.h"
 #include "text/pieces.h"
@@ -296,7 +297,7 @@ static lrun_status build_specials(lrun_tokenizer *tok)
 
 /* ---------------------------------------------------------------- init / free */
 
-lrun_status lrun_tokenizer_init_gguf(lrun_tokenizer **out, const lrun_gguf *gguf)
+static lrun_status init_gguf(lrun_tokenizer **out, const lrun_gguf *gguf)
 {
     const char *model, *pre;
     size_t model_len, pre_len;
@@ -349,6 +350,20 @@ lrun_status lrun_tokenizer_init_gguf(lrun_tokenizer **out, const lrun_gguf *gguf
     return LRUN_OK;
 fail:
     lrun_tokenizer_free(tok);
+    return st;
+}
+
+/* The vocabulary's arrays are read from the GGUF's mapping: a file
+ * truncated meanwhile is an error, not SIGBUS (core/mapguard.h). */
+lrun_status lrun_tokenizer_init_gguf(lrun_tokenizer **out, const lrun_gguf *gguf)
+{
+    const unsigned long g0 = lrun_mapguard_begin();
+    lrun_status st = init_gguf(out, gguf);
+    st = lrun_mapguard_end(g0, st, "tokenizer: reading the GGUF's vocabulary");
+    if (st != LRUN_OK && *out) {
+        lrun_tokenizer_free(*out);
+        *out = NULL;
+    }
     return st;
 }
 

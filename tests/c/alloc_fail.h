@@ -283,7 +283,7 @@ static long step_through(const char *label, const char *path, lrun_model *given,
 /* The whole test: a generated model, then every allocation of loading it and
  * generating, and of engine init and generating on a model loaded before, in
  * each KV cache kind. */
-static int alloc_fail_suite(void)
+static inline int alloc_fail_suite(void) /* inline: test_alloc_fail_gpu without CUDA does not call it */
 {
     live = __real_calloc(LIVE_CAP, sizeof *live);
     char path[64];

@@ -413,8 +413,10 @@ static void test_attention(void)
                 const int64_t vs[NT] = {c[0].cap, c[1].cap, c[0].cap, c[1].cap}, npos[NT] = {1, 7, 64, 33};
                 float *scores = malloc(2 * 160 * sizeof *scores); /* 64 positions padded to 96, and a q row */
                 const float scale = 1.0f / sqrtf((float)HD);
-                const lrun_attention_batch b = {NT, NH, NKV, HD, scale, dts[di], chain8, q, out, kp, vp, vs, npos,
-                                                scores, 160, NULL, 0, 0, 0, 0};
+                const lrun_attention_batch b = {.n_tok = NT, .n_head = NH, .n_head_kv = NKV, .head_dim = HD,
+                                                .scale = scale, .kv_dtype = dts[di], .pv_chain8 = chain8, .q = q,
+                                                .out = out, .k = kp, .v = vp, .v_stride = vs, .n_pos = npos,
+                                                .scores = scores, .scores_stride = 160};
                 /* a sliding window of 5 (Mistral): each token sees its last 5 positions */
                 float *outw = malloc(NT * NH * HD * sizeof *outw);
                 lrun_attention_batch bw = b;

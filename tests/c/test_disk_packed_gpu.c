@@ -7,12 +7,12 @@
  * and mmap matrices, with an LM head larger than one staging buffer, with
  * many small requests; the disk bytes are the packed ones. Skipped without
  * a GPU. */
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "disk_fixture.h"
 #include "fixtures.h"
 #include "lrun.h"
 
@@ -23,57 +23,21 @@ static char gguf[256], packed[300];
 
 static lrun_engine *make_engine(lrun_model *m, lrun_weight_mode mode, int k)
 {
-    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = CTX, .n_batch_max = 4, .weight_mode = mode,
-                                .prefetch_layers = k};
-    lrun_engine *e = NULL;
-    if (lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# engine: %s\n", lrun_last_error());
-    return e;
+    return disk_engine(m, mode, k, CTX, 4);
 }
 
 /* A 7-token prompt (chunks of 4 and 3), then greedy decode: STEPS + 1 logits rows. */
 static int run(lrun_engine *e, float *logits)
 {
-    const int32_t prompt[7] = {1, 17, 42, 99, 123, 7, 26000};
-    const int32_t seq[7] = {0};
-    int64_t n_out = 0;
-    if (lrun_engine_step(e, 7, prompt, seq, NULL, logits, 1, &n_out) != LRUN_OK || n_out != 1) {
-        printf("# prompt: %s\n", lrun_last_error());
-        return 0;
-    }
-    for (int s = 0; s < STEPS; s++) {
-        int32_t tok = lrun_logits_argmax(logits + (size_t)s * V, V);
-        if (lrun_engine_step(e, 1, &tok, seq, NULL, logits + (size_t)(s + 1) * V, 1, &n_out) != LRUN_OK) {
-            printf("# step: %s\n", lrun_last_error());
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int is_matrix(lrun_role r)
-{
-    return r == LRUN_ROLE_ATTN_Q || r == LRUN_ROLE_ATTN_K || r == LRUN_ROLE_ATTN_V || r == LRUN_ROLE_ATTN_OUTPUT ||
-           r == LRUN_ROLE_FFN_GATE || r == LRUN_ROLE_FFN_UP || r == LRUN_ROLE_FFN_DOWN;
+    static const int32_t prompt[7] = {1, 17, 42, 99, 123, 7, 26000};
+    return disk_run(e, 7, prompt, STEPS, V, logits);
 }
 
 /* Matrices and the head to tier_of(layer) (the head: L), the rest on the
- * device, each in its file's form; *plain, *stored: the streamed weights'
- * plain and packed bytes. */
+ * device, each in its file's form, host compute off. */
 static void place(lrun_model *m, const lrun_tier tier_of[L + 1], size_t *plain, size_t *stored)
 {
-    *plain = *stored = 0;
-    for (int64_t i = 0; i < lrun_model_tensor_count(m); i++) {
-        lrun_tensor *t = lrun_model_tensor(m, i);
-        const lrun_role r = lrun_tensor_role(t);
-        lrun_tier tier = LRUN_TIER_DEVICE;
-        if (is_matrix(r)) tier = tier_of[lrun_tensor_layer(t)];
-        if (r == LRUN_ROLE_LM_HEAD) tier = tier_of[L];
-        lrun_tensor_set_host_compute(t, 0);
-        if (lrun_tensor_move(t, lrun_model_device(m), tier) != LRUN_OK) printf("# move: %s\n", lrun_last_error());
-        if (tier == LRUN_TIER_DEVICE) continue;
-        *plain += lrun_tensor_bytes(t);
-        *stored += lrun_tensor_stored_bytes(t);
-    }
+    disk_place(m, tier_of, L, 0, plain, stored);
 }
 
 static const lrun_tier all_disk[L + 1] = {LRUN_TIER_DISK, LRUN_TIER_DISK, LRUN_TIER_DISK, LRUN_TIER_DISK};
@@ -134,14 +98,11 @@ int main(int argc, char **argv)
         return 0;
     }
     /* beside the test program (the build directory: a real disk, unlike a tmpfs /tmp) */
-    char self[200];
-    snprintf(self, sizeof self, "%s", argc > 0 ? argv[0] : "./x");
-    snprintf(gguf, sizeof gguf, "%s/lrun_test_disk_packed_gpu_%d.gguf", dirname(self), (int)getpid());
+    disk_path_beside(gguf, sizeof gguf, argc > 0 ? argv[0] : NULL, "lrun_test_disk_packed_gpu");
     snprintf(packed, sizeof packed, "%s.packed", gguf);
-    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F,
-                                      .n_vocab = V, .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16,
-                                      .embd_dtype = LRUN_DTYPE_BF16, .rope_freq_base = 10000.0, .rms_eps = 1e-5,
-                                      .seed = 93};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16, .embd_dtype = LRUN_DTYPE_BF16,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 93};
     if (lrun_model_generate(gguf, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     CHECK("pack the model", lrun_pack(gguf, packed, NULL, NULL) == LRUN_OK);
     static float ref[(STEPS + 1) * V];

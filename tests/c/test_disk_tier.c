@@ -9,12 +9,12 @@
  * SIGBUS); a removed file keeps serving the open engine and is named at
  * the next init. */
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "disk_fixture.h"
 #include "fixtures.h"
 #include "lrun.h"
 
@@ -25,28 +25,14 @@ static int fs_direct; /* the test directory's filesystem takes O_DIRECT */
 
 static lrun_engine *make_engine(lrun_model *m, lrun_weight_mode mode, int k)
 {
-    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = CTX, .n_batch_max = 4, .weight_mode = mode,
-                                .prefetch_layers = k};
-    lrun_engine *e = NULL;
-    if (lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# engine: %s\n", lrun_last_error());
-    return e;
+    return disk_engine(m, mode, k, CTX, 4);
 }
 
 /* A 7-token prompt (chunks of 4 and 3), then greedy decode: STEPS + 1 logits rows. */
 static int run(lrun_engine *e, float *logits)
 {
-    const int32_t prompt[7] = {1, 17, 42, 99, 123, 7, 260};
-    const int32_t seq[7] = {0};
-    int64_t n_out = 0;
-    if (lrun_engine_step(e, 7, prompt, seq, NULL, logits, 1, &n_out) != LRUN_OK || n_out != 1) return 0;
-    for (int s = 0; s < STEPS; s++) {
-        int32_t tok = lrun_logits_argmax(logits + (size_t)s * V, V);
-        if (lrun_engine_step(e, 1, &tok, seq, NULL, logits + (size_t)(s + 1) * V, 1, &n_out) != LRUN_OK) {
-            printf("# step: %s\n", lrun_last_error());
-            return 0;
-        }
-    }
-    return 1;
+    static const int32_t prompt[7] = {1, 17, 42, 99, 123, 7, 260};
+    return disk_run(e, 7, prompt, STEPS, V, logits);
 }
 
 static lrun_tensor *find(lrun_model *m, const char *name) { return lrun_model_find_tensor(m, name); }
@@ -231,13 +217,10 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* every line out before a crash */
     /* beside the test program (the build directory: a real disk, unlike a tmpfs /tmp) */
-    char self[200];
-    snprintf(self, sizeof self, "%s", argc > 0 ? argv[0] : "./x");
-    snprintf(path, sizeof path, "%s/lrun_test_disk_tier_%d.gguf", dirname(self), (int)getpid());
-    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F,
-                                      .n_vocab = V, .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_Q8_0,
-                                      .embd_dtype = LRUN_DTYPE_F16, .rope_freq_base = 10000.0, .rms_eps = 1e-5,
-                                      .seed = 91, .n_threads = 1};
+    disk_path_beside(path, sizeof path, argc > 0 ? argv[0] : NULL, "lrun_test_disk_tier");
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_Q8_0, .embd_dtype = LRUN_DTYPE_F16,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 91, .n_threads = 1};
     if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     const int fd = open(path, O_RDONLY | O_DIRECT);
     fs_direct = fd >= 0;

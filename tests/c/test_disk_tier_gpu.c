@@ -8,12 +8,12 @@
  * small requests; the stats count the reads and the disk's stalls; a
  * truncated file is an LRUN_E_IO naming the tensor, not a SIGBUS. Skipped
  * without a GPU. */
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "disk_fixture.h"
 #include "fixtures.h"
 #include "lrun.h"
 
@@ -25,54 +25,23 @@ static char path[256];
 /* k < 0: the resident reference (ALL_DEVICE: every weight moved to the device at init) */
 static lrun_engine *make_engine(lrun_model *m, int k)
 {
-    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = CTX, .n_batch_max = 16,
-                                .weight_mode = k < 0 ? LRUN_WEIGHT_MODE_ALL_DEVICE : LRUN_WEIGHT_MODE_AS_PLACED,
-                                .prefetch_layers = k < 0 ? 0 : k};
-    lrun_engine *e = NULL;
-    if (lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# engine: %s\n", lrun_last_error());
-    return e;
+    return disk_engine(m, k < 0 ? LRUN_WEIGHT_MODE_ALL_DEVICE : LRUN_WEIGHT_MODE_AS_PLACED, k < 0 ? 0 : k, CTX, 16);
 }
 
 /* A prompt of NP tokens (last row's logits), then ND greedy steps: ND + 1 rows. */
 static int run(lrun_engine *e, float *logits)
 {
-    int32_t prompt[NP], seq[NP];
-    for (int i = 0; i < NP; i++) prompt[i] = 1 + (i * 37) % (V - 1), seq[i] = 0;
-    int64_t n_out = 0;
-    if (lrun_engine_step(e, NP, prompt, seq, NULL, logits, 1, &n_out) != LRUN_OK) {
-        printf("# prompt: %s\n", lrun_last_error());
-        return 0;
-    }
-    for (int s = 0; s < ND; s++) {
-        int32_t tok = lrun_logits_argmax(logits + (size_t)s * V, V);
-        if (lrun_engine_step(e, 1, &tok, seq, NULL, logits + (size_t)(s + 1) * V, 1, &n_out) != LRUN_OK) {
-            printf("# step: %s\n", lrun_last_error());
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int is_matrix(lrun_role r)
-{
-    return r == LRUN_ROLE_ATTN_Q || r == LRUN_ROLE_ATTN_K || r == LRUN_ROLE_ATTN_V || r == LRUN_ROLE_ATTN_OUTPUT ||
-           r == LRUN_ROLE_FFN_GATE || r == LRUN_ROLE_FFN_UP || r == LRUN_ROLE_FFN_DOWN;
+    int32_t prompt[NP];
+    for (int i = 0; i < NP; i++) prompt[i] = 1 + (i * 37) % (V - 1);
+    return disk_run(e, NP, prompt, ND, V, logits);
 }
 
 /* Matrices and the head to tier_of(layer) (the head: L); the rest on the device. */
 static size_t place(lrun_model *m, const lrun_tier tier_of[L + 1])
 {
-    size_t streamed = 0;
-    for (int64_t i = 0; i < lrun_model_tensor_count(m); i++) {
-        lrun_tensor *t = lrun_model_tensor(m, i);
-        const lrun_role r = lrun_tensor_role(t);
-        lrun_tier tier = LRUN_TIER_DEVICE;
-        if (is_matrix(r)) tier = tier_of[lrun_tensor_layer(t)];
-        if (r == LRUN_ROLE_LM_HEAD) tier = tier_of[L];
-        if (lrun_tensor_move(t, lrun_model_device(m), tier) != LRUN_OK) printf("# move: %s\n", lrun_last_error());
-        if (tier != LRUN_TIER_DEVICE) streamed += lrun_tensor_bytes(t);
-    }
-    return streamed;
+    size_t plain, stored;
+    disk_place(m, tier_of, L, -1, &plain, &stored);
+    return plain;
 }
 
 static const lrun_tier all_disk[L + 1] = {LRUN_TIER_DISK, LRUN_TIER_DISK, LRUN_TIER_DISK, LRUN_TIER_DISK};
@@ -147,13 +116,10 @@ int main(int argc, char **argv)
         printf("ok 1 - disk tier on cuda # SKIP no GPU visible\n1..1\n");
         return 0;
     }
-    char self[200];
-    snprintf(self, sizeof self, "%s", argc > 0 ? argv[0] : "./x");
-    snprintf(path, sizeof path, "%s/lrun_test_disk_tier_gpu_%d.gguf", dirname(self), (int)getpid());
-    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F,
-                                      .n_vocab = V, .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16,
-                                      .embd_dtype = LRUN_DTYPE_BF16, .rope_freq_base = 10000.0, .rms_eps = 1e-5,
-                                      .seed = 17};
+    disk_path_beside(path, sizeof path, argc > 0 ? argv[0] : NULL, "lrun_test_disk_tier_gpu");
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_BF16, .embd_dtype = LRUN_DTYPE_BF16,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 17};
     if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     static float ref[(ND + 1) * V];
     lrun_model *m = fixture_load(path, "cuda:0", 0, 0, -1);

@@ -26,7 +26,10 @@ static char paths[4][128];
 static const char *gen_model(int slot, lrun_dtype wdt, lrun_dtype edt, int tied)
 {
     snprintf(paths[slot], sizeof paths[slot], "/tmp/lrun_test_engine_%d_%d.gguf", (int)getpid(), slot);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, tied, 10000.0, 1e-5, 1234 + (uint64_t)slot, 1, 0, NULL, 0, 0, 0, 0};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = wdt, .embd_dtype = edt, .tied_embeddings = tied,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 1234 + (uint64_t)slot,
+                                      .n_threads = 1};
     lrun_status st = lrun_model_generate(paths[slot], &spec);
     if (st != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return paths[slot];

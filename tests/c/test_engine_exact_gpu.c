@@ -259,8 +259,10 @@ int main(void)
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) {
         char path[128];
         snprintf(path, sizeof path, "/tmp/lrun_test_engine_exact_gpu_%d_%zu.gguf", (int)getpid(), i);
-        const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, dtypes[i], LRUN_DTYPE_Q8_0, 1, 10000.0, 1e-5,
-                                          500 + i, 0, 0, NULL, 0, 0, 0, 0};
+        const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F,
+                                          .n_vocab = V, .n_ctx = CTX, .weight_dtype = dtypes[i],
+                                          .embd_dtype = LRUN_DTYPE_Q8_0, .tied_embeddings = 1,
+                                          .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 500 + i};
         const int made = lrun_model_generate(path, &spec) == LRUN_OK;
         if (!made) printf("# generate: %s\n", lrun_last_error());
         CHECK("a random-weight model is generated", made);

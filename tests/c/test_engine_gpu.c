@@ -39,7 +39,10 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
     }
     char *p = path_buf[n_paths++];
     snprintf(p, 128, "/tmp/lrun_test_engine_gpu_%d_%d.gguf", (int)getpid(), n_paths);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, edt, 1, 10000.0, 1e-5, 77 + (uint64_t)n_paths, 0, 0, gen_arch, gen_head_dim, 0, gen_swa, 0, 0, 0};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = wdt, .embd_dtype = edt, .tied_embeddings = 1,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 77 + (uint64_t)n_paths,
+                                      .arch = gen_arch, .head_dim = gen_head_dim, .sliding_window = gen_swa};
     if (lrun_model_generate(p, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return p;
 }

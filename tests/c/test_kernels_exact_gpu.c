@@ -301,8 +301,10 @@ static void test_attention(lrun_dtype kv, int64_t head_dim, int64_t n_pos, int64
     if (n_swa) {
         const void *kp[1] = {gk}, *vp[1] = {cvt};
         const int64_t vs[1] = {CAP}, np[1] = {n_pos};
-        const lrun_attention_batch b = {1,  NH, 1,    head_dim, scale, kv,   chain8, q, c, kp, vp, vs, np, scores,
-                                        CAP + 128, NULL, 0, 0, 0, n_swa};
+        const lrun_attention_batch b = {.n_tok = 1, .n_head = NH, .n_head_kv = 1, .head_dim = head_dim, .scale = scale,
+                                        .kv_dtype = kv, .pv_chain8 = chain8, .q = q, .out = c, .k = kp, .v = vp,
+                                        .v_stride = vs, .n_pos = np, .scores = scores, .scores_stride = CAP + 128,
+                                        .n_swa = n_swa};
         lrun_cpu_attention(NULL, &b);
     } else {
         for (int h = 0; h < NH; h++)

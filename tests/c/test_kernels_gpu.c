@@ -34,63 +34,9 @@ int main(void)
 }
 #else
 #include "kernels.h"
+#include "gpu_fixture.h"
 
 // ---------------------------------------------------------------- device memory and data
-
-static lrun_device *dev;
-static void *stream;
-static uint8_t *arena; /* one device block, bump-allocated; reset between cases */
-static size_t arena_cap, arena_used;
-
-static void *dbuf(size_t bytes)
-{
-    size_t off = (arena_used + 255) & ~(size_t)255;
-    if (off + bytes > arena_cap) {
-        printf("Bail out! test arena of %zu bytes exhausted\n", arena_cap);
-        exit(1);
-    }
-    arena_used = off + bytes;
-    return arena + off;
-}
-
-static void dreset(void) { arena_used = 0; }
-
-static void up(void *d, const void *h, size_t n)
-{
-    if (lrun_cuda_memcpy(dev, d, h, n, LRUN_COPY_HOST_TO_DEVICE) != LRUN_OK) {
-        printf("Bail out! upload: %s\n", lrun_last_error());
-        exit(1);
-    }
-}
-
-static void down(void *h, const void *d, size_t n)
-{
-    if (lrun_cuda_memcpy(dev, h, d, n, LRUN_COPY_DEVICE_TO_HOST) != LRUN_OK) {
-        printf("Bail out! download: %s\n", lrun_last_error());
-        exit(1);
-    }
-}
-
-static void *dcopy(const void *h, size_t n)
-{
-    void *d = dbuf(n);
-    up(d, h, n);
-    return d;
-}
-
-/* A kernel call followed by a stream sync: both must succeed. */
-static int ran(lrun_status st)
-{
-    if (st != LRUN_OK) {
-        printf("# kernel: %s\n", lrun_last_error());
-        return 0;
-    }
-    if (lrun_cuda_stream_sync(dev, stream) != LRUN_OK) {
-        printf("# sync: %s\n", lrun_last_error());
-        return 0;
-    }
-    return 1;
-}
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(float lo, float hi) /* U(lo, hi) */
@@ -1368,16 +1314,7 @@ int main(int argc, char **argv)
         printf("ok %d - # SKIP no GPU\n", ++check_count);
         return CHECK_DONE();
     }
-    if (lrun_device_open(&dev, "cuda:0", 0) != LRUN_OK) {
-        printf("Bail out! %s\n", lrun_last_error());
-        return 1;
-    }
-    stream = lrun_cuda_compute_stream(dev);
-    arena_cap = (size_t)1 << 30;
-    if (lrun_device_alloc(dev, arena_cap, "test arena", (void **)&arena) != LRUN_OK) {
-        printf("Bail out! %s\n", lrun_last_error());
-        return 1;
-    }
+    if (!gpu_fixture_open((size_t)1 << 30)) return 1;
     /* the kernels run as the engine launches them on this device: as
      * programmatic dependents on sm_90+ (test_pdl compares with PDL off) */
     lrun_k_set_pdl(lrun_k_pdl_supported(dev->cuda_ordinal));
@@ -1399,8 +1336,7 @@ int main(int argc, char **argv)
         test_argmax();
         test_topk();
     }
-    lrun_device_release(dev, arena, arena_cap);
-    lrun_device_free(dev);
+    gpu_fixture_close();
     return bench_mode ? 0 : CHECK_DONE();
 }
 #endif

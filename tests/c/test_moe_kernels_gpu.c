@@ -31,59 +31,7 @@ int main(void)
 }
 #else
 #include "kernels.h"
-
-static lrun_device *dev;
-static void *stream;
-static uint8_t *arena; /* one device block, bump-allocated; reset between cases */
-static size_t arena_cap, arena_used;
-
-static void *dbuf(size_t bytes)
-{
-    size_t off = (arena_used + 255) & ~(size_t)255;
-    if (off + bytes > arena_cap) {
-        printf("Bail out! test arena of %zu bytes exhausted\n", arena_cap);
-        exit(1);
-    }
-    arena_used = off + bytes;
-    return arena + off;
-}
-
-static void up(void *d, const void *h, size_t n)
-{
-    if (lrun_cuda_memcpy(dev, d, h, n, LRUN_COPY_HOST_TO_DEVICE) != LRUN_OK) {
-        printf("Bail out! upload: %s\n", lrun_last_error());
-        exit(1);
-    }
-}
-
-static void down(void *h, const void *d, size_t n)
-{
-    if (lrun_cuda_memcpy(dev, h, d, n, LRUN_COPY_DEVICE_TO_HOST) != LRUN_OK) {
-        printf("Bail out! download: %s\n", lrun_last_error());
-        exit(1);
-    }
-}
-
-static void *dcopy(const void *h, size_t n)
-{
-    void *d = dbuf(n);
-    up(d, h, n);
-    return d;
-}
-
-/* A kernel call followed by a stream sync: both must succeed. */
-static int ran(lrun_status st)
-{
-    if (st != LRUN_OK) {
-        printf("# kernel: %s\n", lrun_last_error());
-        return 0;
-    }
-    if (lrun_cuda_stream_sync(dev, stream) != LRUN_OK) {
-        printf("# sync: %s\n", lrun_last_error());
-        return 0;
-    }
-    return 1;
-}
+#include "gpu_fixture.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static float frand(float lo, float hi) /* U(lo, hi) */
@@ -132,7 +80,7 @@ static void test_arguments(void)
 static void route_case(int64_t n_exp, int64_t k, int kind)
 {
     const int64_t rows = 37;
-    arena_used = 0;
+    dreset();
     float *l = malloc((size_t)(rows * n_exp) * 4), *ref_w = malloc((size_t)(rows * k) * 4);
     float *got_w = malloc((size_t)(rows * k) * 4), *p = malloc((size_t)n_exp * 4);
     int32_t *ref_ids = malloc((size_t)(rows * k) * 4), *got_ids = malloc((size_t)(rows * k) * 4);
@@ -215,7 +163,7 @@ static void gemv_case(lrun_dtype t, int swiglu)
     const int64_t E = 6, n = 40, k = 512, n_tok = 3, k_used = 2, P = n_tok * k_used;
     size_t rb = 0;
     lrun_dtype_row_bytes(t, k, &rb);
-    arena_used = 0;
+    dreset();
     uint8_t *w = experts(t, E, n, k, rb, 5), *u = swiglu ? experts(t, E, n, k, rb, 9) : NULL;
     float *x = malloc((size_t)(n_tok * k) * 4), *got = malloc((size_t)(P * n) * 4), *tmp = malloc((size_t)k * 4);
     double *ref = malloc((size_t)(P * n) * 8);
@@ -255,7 +203,7 @@ static void test_gemv(void)
 static void test_combine(void)
 {
     const int64_t n_tok = 5, k = 8, d = 300;
-    arena_used = 0;
+    dreset();
     float *y = malloc((size_t)(n_tok * k * d) * 4), *w = malloc((size_t)(n_tok * k) * 4);
     float *x = malloc((size_t)(n_tok * d) * 4), *ref = malloc((size_t)(n_tok * d) * 4), *got = malloc((size_t)(n_tok * d) * 4);
     for (int64_t i = 0; i < n_tok * k * d; i++) y[i] = frand(-3.0f, 3.0f);
@@ -289,21 +237,11 @@ int main(void)
         printf("ok %d - # SKIP no GPU\n", ++check_count);
         return CHECK_DONE();
     }
-    if (lrun_device_open(&dev, "cuda:0", 0) != LRUN_OK) {
-        printf("Bail out! %s\n", lrun_last_error());
-        return 1;
-    }
-    stream = lrun_cuda_compute_stream(dev);
-    arena_cap = (size_t)64 << 20;
-    if (lrun_device_alloc(dev, arena_cap, "test arena", (void **)&arena) != LRUN_OK) {
-        printf("Bail out! %s\n", lrun_last_error());
-        return 1;
-    }
+    if (!gpu_fixture_open((size_t)64 << 20)) return 1;
     test_route();
     test_gemv();
     test_combine();
-    lrun_device_release(dev, arena, arena_cap);
-    lrun_device_free(dev);
+    gpu_fixture_close();
     return CHECK_DONE();
 }
 #endif

@@ -197,7 +197,9 @@ static void test_dtype(lrun_dtype dt)
 {
     char path[128], msg[200];
     snprintf(path, sizeof path, "/tmp/lrun_test_stream_exact_gpu_%d_%d.gguf", (int)getpid(), (int)dt);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, dt, dt, 0, 10000.0, 1e-5, 700 + (uint64_t)dt, 0, 0, NULL, 0, 0, 0, 0};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = dt, .embd_dtype = dt, .rope_freq_base = 10000.0,
+                                      .rms_eps = 1e-5, .seed = 700 + (uint64_t)dt};
     const int made = lrun_model_generate(path, &spec) == LRUN_OK;
     if (!made) printf("# generate: %s\n", lrun_last_error());
     const char *name = lrun_dtype_name(dt);

@@ -26,7 +26,9 @@ static const char *gen_model(lrun_dtype wdt, char *path, size_t cap)
 {
     static int n;
     snprintf(path, cap, "/tmp/lrun_test_stream_gpu_%d_%d.gguf", (int)getpid(), ++n);
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, wdt, wdt, 0, 10000.0, 1e-5, 91 + (uint64_t)n, 0, 0, NULL, 0, 0, 0, 0};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = wdt, .embd_dtype = wdt, .rope_freq_base = 10000.0,
+                                      .rms_eps = 1e-5, .seed = 91 + (uint64_t)n};
     if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return path;
 }

@@ -186,7 +186,9 @@ static void test_bandwidth(void)
 int main(void)
 {
     snprintf(path, sizeof path, "/tmp/lrun_test_weight_stream_%d.gguf", (int)getpid());
-    const lrun_model_gen_spec spec = {L, D, H, HK, F, V, CTX, LRUN_DTYPE_Q8_0, LRUN_DTYPE_F16, 0, 10000.0, 1e-5, 77, 1, 0, NULL, 0, 0, 0, 0};
+    const lrun_model_gen_spec spec = {.n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK, .n_ff = F, .n_vocab = V,
+                                      .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_Q8_0, .embd_dtype = LRUN_DTYPE_F16,
+                                      .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 77, .n_threads = 1};
     if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     test_identical();
     test_budget_and_args();
