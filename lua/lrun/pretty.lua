@@ -141,8 +141,10 @@ end
 -- 3.1 GiB (weights 2.9 GiB, slots 0.2 GiB) of a host budget 4.0 GiB, peak 3.2 GiB".
 function M.host_line(h)
   local parts = {}
+  local labels = { weights = "weights", kv_cache = "KV cache", slots = "slots", scratch = "scratch",
+    expert_cache = "expert cache" } -- the C account's names (core/host_account.c)
   for _, k in ipairs({ "weights", "kv_cache", "slots", "scratch", "expert_cache" }) do
-    if (h[k] or 0) > 0 then parts[#parts + 1] = k:gsub("_", " ") .. " " .. bytes_text(h[k]) end
+    if (h[k] or 0) > 0 then parts[#parts + 1] = labels[k] .. " " .. bytes_text(h[k]) end
   end
   return string.format("host memory held %s%s %s, peak %s%s", bytes_text(h.held),
     #parts > 0 and (" (" .. table.concat(parts, ", ") .. ")") or "",
