@@ -553,6 +553,27 @@ LRUN_API const lrun_gguf *lrun_model_gguf(const lrun_model *model);
 LRUN_API int64_t lrun_model_tensor_count(const lrun_model *model);
 LRUN_API lrun_tensor *lrun_model_tensor(lrun_model *model, int64_t i);
 LRUN_API lrun_tensor *lrun_model_find_tensor(lrun_model *model, const char *name); /* NULL when absent */
+/* The model's host account (docs/residency.md "The host budget"): every
+ * host allocation lrun makes for the model and its engines (a cpu device's
+ * memory, pinned and host memory) is charged to it before it is made. With a
+ * budget a charge past it is LRUN_E_OOM naming what was asked and what is
+ * held; without one a large charge is checked against the host's available
+ * memory (MemAvailable, or the memory cgroup's room when smaller). */
+typedef struct lrun_host_stats {
+    size_t budget;       /* bytes; 0 = none (the host's available memory bounds) */
+    size_t held;         /* bytes held now, the sum of the five below */
+    size_t peak;         /* high-water mark of held, bytes */
+    size_t weights;      /* weights copied off the mapping (cpu device, pinned, host tiers) */
+    size_t kv_cache;     /* KV caches and offloaded KV stores */
+    size_t slots;        /* streaming slots and staging buffers */
+    size_t scratch;      /* engine scratch, host matmul buffers */
+    size_t expert_cache; /* expert caches */
+    size_t available;    /* host memory available now (MemAvailable or the cgroup's room), bytes */
+    size_t refused;      /* charges refused so far */
+} lrun_host_stats;
+/* Sets the host budget (bytes; 0 removes it). Bytes already held stay; only later charges are refused. */
+LRUN_API lrun_status lrun_model_set_host_budget(lrun_model *model, size_t bytes);
+LRUN_API void lrun_model_host_stats(lrun_model *model, lrun_host_stats *out);
 /* Bytes of weights in each tier right now. */
 LRUN_API size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier);
 /* Moves tensors index[i] (0 .. lrun_model_tensor_count) to tier[i] on the

@@ -278,6 +278,30 @@ describe("KV cache kinds on cuda", function()
     end)
   end
 
+  it("offloaded: the pinned store is charged to the host account, and a growth past the host budget "
+    .. "is an OOM of phase cache that changes nothing", function()
+    local one = assert(lrun.load(path, { device = "cuda:0", progress = false, n_ctx = 8192 }))
+    local e = assert(one:engine({ n_seq = 2, n_batch = N_BATCH, cache_implementation = "offloaded" }))
+    assert.are.equal(C.LRUN_OK, C.lrun_engine_seq_fill_random(e, 0, 250, 5), lf.last_error())
+    local h = one:host_memory()
+    assert.is_true(h.kv_cache > 0 and h.scratch > 0, require("lrun.pretty").format(h))
+    assert.are.equal(h.held, h.weights + h.kv_cache + h.slots + h.scratch + h.expert_cache)
+    print(string.format("# offloaded: host account %.1f MB (KV cache %.1f MB, scratch %.1f MB)", h.held / 1e6,
+      h.kv_cache / 1e6, h.scratch / 1e6))
+    -- a budget 1 MiB above what is held: growing to 7000 positions needs far more pinned store
+    assert.are.equal(C.LRUN_OK, C.lrun_model_set_host_budget(one.handle, h.held + 2 ^ 20))
+    assert.are.equal(C.LRUN_E_OOM, C.lrun_engine_seq_fill_random(e, 0, 7000, 6))
+    assert.are.equal("cache", ffi.string(C.lrun_last_oom_phase()))
+    assert.matches("host budget [%d.]+ MiB: KV cache [%d.]+ [KMG]iB asked %(.*KV.*%), [%d.]+ [KMG]iB held", lf.last_error())
+    assert.are.equal(250, tonumber(C.lrun_engine_seq_len(e, 0)))
+    assert.are.equal(h.held, one:host_memory().held)
+    local lg = ffi.new("float[?]", one.n_vocab)
+    local no = ffi.new("int64_t[1]")
+    assert.are.equal(C.LRUN_OK, C.lrun_engine_step(e, 1, ffi.new("int32_t[1]", { 42 }), ffi.new("int32_t[1]", { 0 }),
+      nil, lg, 1, no), lf.last_error())
+    one:free()
+  end)
+
   for _, impl in ipairs({ "dynamic", "quantized" }) do
     it(impl .. ": a growth holds one layer twice at most", function()
       -- a batch size of its own: a fresh engine of one sequence, not one kept from the tests above

@@ -216,6 +216,11 @@ function M.load(path, opts)
   for _, k in ipairs({ "cpu_offload_gb", "smart_offload", "overrides", "prefetch_layers", "host_budget", "gpu_budget" }) do
     if popts[k] == nil then popts[k] = config[k] end
   end
+  -- the runtime refuses host allocations past the budget from here on (the
+  -- placement's moves included): lrun_model_set_host_budget
+  if popts.host_budget ~= nil then
+    C.lrun_model_set_host_budget(handle, (size.parse(popts.host_budget)))
+  end
   local residency = require("lrun.residency")
   if multi then
     local serr
@@ -611,6 +616,7 @@ function Model:placement()
     packed_ratio = packed_plain > 0 and packed_bytes / packed_plain or nil,
     policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch,
     predicted = r and r.predicted, auto_fit = r and r.auto_fit ~= nil or nil, expert_cache = r and r.expert_cache,
+    host = self:host_memory(), -- the host account now (held by category, budget, peak)
     split = self.split }, -- several devices: lrun.multigpu.split's answer
     { __tostring = require("lrun.pretty").placement })
 end
@@ -745,11 +751,28 @@ local function expert_cache_stats(self, e)
     hit_rate = h + m > 0 and h / (h + m) or 0, layers = layers }
 end
 
+--- The model's host account: host memory the model and its engines hold
+-- now, by category (every host allocation is charged before it is made;
+-- past the host budget it fails with LRUN_E_OOM).
+-- @treturn table {budget= (bytes, 0 = none), held=, peak=, weights=, kv_cache=, slots=, scratch=,
+--   expert_cache=, available= (host memory available now), refused= (charges refused)}
+function Model:host_memory()
+  local h = live(self, "host_memory")
+  local s = ffi.new("lrun_host_stats")
+  C.lrun_model_host_stats(h, s)
+  return {
+    budget = tonumber(s.budget), held = tonumber(s.held), peak = tonumber(s.peak), weights = tonumber(s.weights),
+    kv_cache = tonumber(s.kv_cache), slots = tonumber(s.slots), scratch = tonumber(s.scratch),
+    expert_cache = tonumber(s.expert_cache), available = tonumber(s.available), refused = tonumber(s.refused),
+  }
+end
+
 --- What the engine has done since it was made or since stats(true):
 -- bytes streamed, copy and stall seconds, prefetch hits and misses,
 -- a mixture of experts' routing counts (experts),
 -- host-compute bytes, device bytes of weights, slots, KV cache, scratch;
--- the KV dtype and prefetch depth; on CUDA, graphs, PDL and the exact path.
+-- the KV dtype and prefetch depth; on CUDA, graphs, PDL and the exact path;
+-- host = the host account (Model:host_memory: bytes held by category, budget, peak).
 -- @tparam[opt] boolean reset clear the counters after reading them
 -- @treturn table (numbers; prints as a summary) or nil, err when no engine can be made
 function Model:stats(reset)
@@ -780,6 +803,7 @@ function Model:stats(reset)
     disk_queue_depth = s.disk_queue_depth, disk_direct = s.disk_direct ~= 0, disk_stalls = tonumber(s.disk_stalls),
     experts = experts, -- a mixture of experts' routing counts (nil when dense)
     expert_cache = expert_cache, -- the expert cache's hits, misses and bytes (nil without one)
+    host = self:host_memory(), -- host bytes held by category, budget, peak
   }, { __tostring = require("lrun.pretty").stats })
 end
 

@@ -137,6 +137,21 @@ local function bytes_text(n)
   return i == 1 and string.format("%d B", v) or string.format("%.1f %s", v, units[i])
 end
 
+--- The host account (model:host_memory()) as one line: "host memory held
+-- 3.1 GiB (weights 2.9 GiB, slots 0.2 GiB) of a host budget 4.0 GiB, peak 3.2 GiB".
+function M.host_line(h)
+  local parts = {}
+  local labels = { weights = "weights", kv_cache = "KV cache", slots = "slots", scratch = "scratch",
+    expert_cache = "expert cache" } -- the C account's names (core/host_account.c)
+  for _, k in ipairs({ "weights", "kv_cache", "slots", "scratch", "expert_cache" }) do
+    if (h[k] or 0) > 0 then parts[#parts + 1] = labels[k] .. " " .. bytes_text(h[k]) end
+  end
+  return string.format("host memory held %s%s %s, peak %s%s", bytes_text(h.held),
+    #parts > 0 and (" (" .. table.concat(parts, ", ") .. ")") or "",
+    h.budget > 0 and ("of a host budget " .. bytes_text(h.budget)) or ("with " .. bytes_text(h.available) .. " available"),
+    bytes_text(h.peak), h.refused > 0 and string.format(", %d requests refused", h.refused) or "")
+end
+
 --- A placement (model:placement()) as text: bytes and tensor counts per
 -- tier, the host-compute tensors, the policy and its explanation.
 function M.placement(p)
@@ -182,9 +197,10 @@ function M.placement(p)
       p.auto_fit and " (auto-fit: the model did not fit the device)" or "")
   end
   if p.explain then lines[#lines + 1] = p.explain end
+  if p.host then lines[#lines + 1] = M.host_line(p.host) .. " (the runtime's account)" end
   if p.split then lines[#lines + 1] = p.split.explain end -- several devices (lrun.multigpu)
   lines[#lines + 1] = "(fields: tensors, bytes, host_compute, " .. (p.experts and "experts, " or "")
-    .. "packed, packed_bytes, packed_ratio, policy, explain" .. (p.predicted and ", predicted" or "")
+    .. "packed, packed_bytes, packed_ratio, policy, explain" .. (p.host and ", host" or "") .. (p.predicted and ", predicted" or "")
     .. (p.split and ", split" or "") .. ")"
   return table.concat(lines, "\n")
 end
@@ -200,6 +216,7 @@ function M.stats(s)
       bytes_text(s.host_compute_bytes), bytes_text(s.weight_device_bytes), bytes_text(s.slot_bytes),
       bytes_text(s.kv_bytes), bytes_text(s.scratch_bytes)),
   }
+  if s.host then lines[#lines + 1] = M.host_line(s.host) end
   if (s.disk_bytes_read or 0) > 0 then
     lines[#lines + 1] = string.format("disk read %s in %.3f s (%.0f MB/s), %s, queue depth %d, %d stalls",
       bytes_text(s.disk_bytes_read), s.disk_read_seconds, (s.disk_read_bandwidth or 0) / 1e6,

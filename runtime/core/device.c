@@ -193,6 +193,45 @@ static lrun_status fail_budget(const lrun_device *d, size_t bytes, const char *w
 
 // ---------------------------------------------------------------- device memory
 
+/* A cpu device's block starts with this header, so that its release gives
+ * the host account back the category and bytes it charged (the release
+ * knows neither). 64 bytes keep the block 64-byte aligned. */
+typedef struct host_block {
+    lrun_host_account *account; /* charged, or NULL */
+    size_t bytes;               /* charged */
+    int category;               /* lrun_host_category */
+    char pad[64 - sizeof(void *) - sizeof(size_t) - sizeof(int)];
+} host_block;
+_Static_assert(sizeof(host_block) == 64, "the header keeps device blocks 64-byte aligned");
+
+static int is_host_device(const lrun_device *d) { return d->kind == LRUN_DEVICE_KIND_CPU; }
+
+/* The table's allocation; on a cpu device behind a header, charged to the host account. */
+static lrun_status device_bytes(lrun_device *device, size_t bytes, const char *what, void **out)
+{
+    if (!is_host_device(device)) return device->iface->alloc(device, bytes, what, out);
+    if (bytes > SIZE_MAX - sizeof(host_block))
+        return lrun_fail_oom(bytes, 0, "%s on %s: the size overflows", what, device->name);
+    const lrun_host_category c = lrun_host_category_of(what);
+    /* a bandwidth measurement's buffers live for a few copies and are sized
+     * by the planner to what is free: not the model's memory */
+    lrun_host_account *a = strncmp(what, "bandwidth measurement", 21) == 0 ? NULL : device->host_account;
+    lrun_status st = lrun_host_account_charge(a, c, bytes, what);
+    if (st != LRUN_OK) return st;
+    void *block = NULL;
+    st = device->iface->alloc(device, bytes + sizeof(host_block), what, &block);
+    if (st != LRUN_OK) {
+        lrun_host_account_credit(a, c, bytes);
+        return st;
+    }
+    host_block *h = block;
+    h->account = a;
+    h->bytes = bytes;
+    h->category = (int)c;
+    *out = h + 1;
+    return LRUN_OK;
+}
+
 lrun_status lrun_device_alloc(lrun_device *device, size_t bytes, const char *what, void **out)
 {
     *out = NULL;
@@ -200,11 +239,13 @@ lrun_status lrun_device_alloc(lrun_device *device, size_t bytes, const char *wha
     if (!device) return lrun_fail(LRUN_E_ARG, "%s: device memory needs a device (got NULL)", what);
     if (!budget_take(device, bytes)) return fail_budget(device, bytes, what, NULL);
 
-    lrun_status st = device->iface->alloc(device, bytes, what, out);
+    lrun_status st = device_bytes(device, bytes, what, out);
     if (st == LRUN_OK) return LRUN_OK;
     *out = NULL;
     budget_give(device, bytes);
-    if (st != LRUN_E_OOM) return lrun_fail_context(st, "allocating %s on %s", what, device->name);
+    /* the host account's refusal names the budget and what is held: kept as it is */
+    if (st != LRUN_E_OOM || strncmp(lrun_last_error(), "host ", 5) == 0)
+        return st == LRUN_E_OOM ? st : lrun_fail_context(st, "allocating %s on %s", what, device->name);
     char why[512];
     snprintf(why, sizeof why, "%s", lrun_last_error());
     return fail_budget(device, bytes, what, why);
@@ -213,6 +254,11 @@ lrun_status lrun_device_alloc(lrun_device *device, size_t bytes, const char *wha
 void lrun_device_release(lrun_device *device, void *ptr, size_t bytes)
 {
     if (!device || !ptr) return;
+    if (is_host_device(device)) {
+        host_block *h = (host_block *)ptr - 1;
+        lrun_host_account_credit(h->account, (lrun_host_category)h->category, h->bytes);
+        ptr = h;
+    }
     device->iface->release(device, ptr);
     budget_give(device, bytes);
 }
@@ -277,6 +323,25 @@ void lrun_host_release(lrun_tier tier, void *ptr)
     if (!ptr) return;
     if (tier == LRUN_TIER_PINNED && pinner()) pinner()->host_free(ptr);
     else free(ptr);
+}
+
+lrun_status lrun_device_host_alloc(lrun_device *device, lrun_host_category c, lrun_tier tier, size_t bytes,
+                                   const char *what, void **out)
+{
+    *out = NULL;
+    lrun_host_account *a = device ? device->host_account : NULL;
+    lrun_status st = lrun_host_account_charge(a, c, bytes, what);
+    if (st != LRUN_OK) return st;
+    st = lrun_host_alloc(tier, bytes, what, out);
+    if (st != LRUN_OK) lrun_host_account_credit(a, c, bytes);
+    return st;
+}
+
+void lrun_device_host_release(lrun_device *device, lrun_host_category c, lrun_tier tier, void *ptr, size_t bytes)
+{
+    if (!ptr) return;
+    lrun_host_release(tier, ptr);
+    lrun_host_account_credit(device ? device->host_account : NULL, c, bytes);
 }
 
 // ---------------------------------------------------------------- copies

@@ -11,6 +11,7 @@
 #define LRUN_DEVICE_H
 
 #include "lrun.h"
+#include "core/host_account.h"
 
 /* Copy directions, for a table's memcpy. */
 typedef enum lrun_copy_kind {
@@ -75,6 +76,8 @@ struct lrun_device {
     size_t used;           /* bytes held now */
     size_t peak;           /* high-water mark of used */
     void *backend;         /* the table's own state (cuda: pool, compute stream); NULL on cpu */
+    lrun_host_account *host_account; /* the owning model's (host_account.h); NULL: none. A cpu
+                                      * device's memory and every lrun_device_host_alloc charge it */
 };
 
 /* Device memory, counted against the budget. LRUN_E_OOM (with requested and
@@ -82,6 +85,9 @@ struct lrun_device {
  * the purpose for the error message ("KV cache", "blk.3.ffn_up.weight"). */
 lrun_status lrun_device_alloc(lrun_device *device, size_t bytes, const char *what, void **out);
 void lrun_device_release(lrun_device *device, void *ptr, size_t bytes);
+/* On a cpu device (its memory is host memory) the bytes are also charged to
+ * device->host_account, in the category lrun_host_category_of(what) names:
+ * past the host budget (or the host's available memory) LRUN_E_OOM. */
 /* Bytes that can still be allocated under the budget. */
 size_t lrun_device_free_bytes(const lrun_device *device);
 
@@ -94,6 +100,14 @@ size_t lrun_host_memory_available(void);
  * has available is LRUN_E_OOM before any allocation. */
 lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void **out);
 void lrun_host_release(lrun_tier tier, void *ptr);
+/* The same, charged to device->host_account (device may be NULL: no
+ * account) in category c before it is made; the release gives back bytes
+ * (what was asked) of c. Every host buffer of a model or an engine goes
+ * through these; lrun_host_alloc alone is for buffers of no model
+ * (measurements). */
+lrun_status lrun_device_host_alloc(lrun_device *device, lrun_host_category c, lrun_tier tier, size_t bytes,
+                                   const char *what, void **out);
+void lrun_device_host_release(lrun_device *device, lrun_host_category c, lrun_tier tier, void *ptr, size_t bytes);
 
 /* Copies between any two tiers' memory (device may be NULL for host-only copies). */
 lrun_status lrun_copy_bytes(lrun_device *device, void *dst, lrun_tier dst_tier, const void *src,

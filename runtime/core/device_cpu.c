@@ -26,26 +26,11 @@ static size_t physical_bytes(void)
     return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
 }
 
-size_t lrun_host_memory_available(void)
-{
-    size_t avail = 0;
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (f) {
-        char line[128];
-        unsigned long long kib;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
-                avail = (size_t)kib * 1024;
-                break;
-            }
-        fclose(f);
-    }
-    size_t phys = physical_bytes();
-    return avail && (!phys || avail < phys) ? avail : phys;
-}
+/* lrun_host_memory_available (MemAvailable, or the memory cgroup's room
+ * when smaller) is core/host_account.c's. */
 
 /* Without a budget the CPU device holds what the machine has free when it
- * opens (MemAvailable), never "16 EiB": a request past it is an ordinary OOM
+ * opens (MemAvailable, or the memory cgroup's room), never "16 EiB": a request past it is an ordinary OOM
  * from the budget, before any allocation, not the kernel's OOM killer. */
 static lrun_status cpu_open(lrun_device *device, size_t budget_bytes)
 {

@@ -114,13 +114,15 @@ lrun_status lrun_tensor_set_shape(lrun_tensor *t, const char *name, lrun_dtype d
 static lrun_status storage_alloc(lrun_device *device, lrun_tier tier, size_t nbytes, const char *what, void **out)
 {
     if (tier == LRUN_TIER_DEVICE) return lrun_oom_phase(lrun_device_alloc(device, nbytes, what, out), "weights");
-    return lrun_oom_phase(lrun_host_alloc(tier, nbytes, what, out), "weights");
+    return lrun_oom_phase(lrun_device_host_alloc(device, LRUN_HOST_CATEGORY_WEIGHTS, tier, nbytes, what, out),
+                          "weights");
 }
 
 static void storage_release(lrun_device *device, lrun_tier tier, void *data, size_t nbytes)
 {
     if (tier == LRUN_TIER_DEVICE) lrun_device_release(device, data, nbytes);
-    else if (tier == LRUN_TIER_PINNED || tier == LRUN_TIER_HOST) lrun_host_release(tier, data);
+    else if (tier == LRUN_TIER_PINNED || tier == LRUN_TIER_HOST)
+        lrun_device_host_release(device, LRUN_HOST_CATEGORY_WEIGHTS, tier, data, nbytes);
     /* MMAP, DISK: the file owns the bytes. */
 }
 

@@ -348,7 +348,9 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
                        (long long)e->n_ctx_max);
     if (st == LRUN_OK) {
         size_t hb = e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float);
-        st = lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, hb, "engine staging", &e->h_table_base), "scratch");
+        st = lrun_oom_phase(lrun_device_host_alloc(dev, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, hb, "engine staging",
+                                                   &e->h_table_base),
+                            "scratch");
         if (st == LRUN_OK) {
             table_at(&e->h_table, e->h_table_base, e->n_batch_max);
             e->h_logits = (float *)((char *)e->h_table_base + e->table_bytes);
@@ -379,7 +381,8 @@ void lrun_cuda_engine_free(void *ctx)
     lrun_cuda_moe_free(e);
     lrun_cuda_kv_free(e);
     if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
-    lrun_host_release(LRUN_TIER_PINNED, e->h_table_base);
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, e->h_table_base,
+                             e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float));
     free(e->layers);
     free(e->seq_len);
     free(e->seq_done);

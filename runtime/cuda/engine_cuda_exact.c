@@ -50,6 +50,7 @@ struct cuda_exact {
     float *cs;             /* (B, n_rot) */
     int32_t *n_valid;      /* (B) stored positions of the token's sequence during its chunk */
     void *h_base;          /* pinned: h_cs (B, n_rot), h_valid (B) */
+    size_t h_bytes;        /* of h_base */
     float *h_cs;
     int32_t *h_valid;
     int64_t max_k;
@@ -146,7 +147,10 @@ static lrun_status exact_alloc(lrun_cuda_engine *e, struct cuda_exact *x)
     x->xs = (float *)(p + a + b);
     x->cs = (float *)(p + a + 2 * b);
     x->n_valid = (int32_t *)(p + a + 2 * b + c);
-    TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, c + d, "exact-path staging", &x->h_base), "scratch"));
+    x->h_bytes = c + d;
+    TRY(lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, x->h_bytes,
+                                              "exact-path staging", &x->h_base),
+                       "scratch"));
     x->h_cs = x->h_base;
     x->h_valid = (int32_t *)((char *)x->h_base + c);
     const struct lrun_tensor *rf = lrun_model_rope_factors(e->model, e->n_ctx_max);
@@ -180,7 +184,7 @@ void lrun_cuda_exact_free(lrun_cuda_engine *e)
     struct cuda_exact *x = e->exact;
     if (!x) return;
     if (x->d_base) lrun_device_release(e->device, x->d_base, x->d_bytes);
-    lrun_host_release(LRUN_TIER_PINNED, x->h_base);
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, x->h_base, x->h_bytes);
     free(x->h_freq);
     free(x);
     e->exact = NULL;

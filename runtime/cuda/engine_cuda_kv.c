@@ -187,7 +187,8 @@ int lrun_cuda_kv_size(const lrun_cuda_engine *e, size_t *init_bytes, size_t *max
 static lrun_status layer_alloc(lrun_cuda_engine *e, size_t bytes, void **out)
 {
     const struct cuda_kv *kv = &e->kv;
-    return lrun_oom_phase(kv->on_host ? lrun_host_alloc(LRUN_TIER_PINNED, bytes, "offloaded KV cache", out)
+    return lrun_oom_phase(kv->on_host ? lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_KV, LRUN_TIER_PINNED,
+                                                               bytes, "offloaded KV cache", out)
                                       : lrun_device_alloc(e->device, bytes,
                                                           kv->quantized ? "quantized KV cache (codes)" : "KV cache",
                                                           out),
@@ -197,7 +198,7 @@ static lrun_status layer_alloc(lrun_cuda_engine *e, size_t bytes, void **out)
 static void layer_release(lrun_cuda_engine *e, void *p, size_t bytes)
 {
     if (!p) return;
-    if (e->kv.on_host) lrun_host_release(LRUN_TIER_PINNED, p);
+    if (e->kv.on_host) lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_KV, LRUN_TIER_PINNED, p, bytes);
     else lrun_device_release(e->device, p, bytes);
 }
 
@@ -254,7 +255,9 @@ static lrun_status events_init(lrun_cuda_engine *e)
     if (!kv->stored || !kv->chunk_end) return lrun_fail_oom(0, 0, "engine: KV cache bookkeeping");
     if (kv->quantized) {
         const size_t b = fill_table_bytes(e);
-        TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, b, "KV fill table", (void **)&kv->h_fill), "cache"));
+        TRY(lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_KV, LRUN_TIER_PINNED, b,
+                                                  "KV fill table", (void **)&kv->h_fill),
+                           "cache"));
         TRY(device_part(e, b, "KV fill table", (void **)&kv->d_fill));
     }
     return LRUN_OK;
@@ -314,7 +317,8 @@ void lrun_cuda_kv_free(lrun_cuda_engine *e)
         if (ev[i]) cudaEventDestroy(ev[i]);
     if (kv->side) cudaStreamDestroy(kv->side);
     lrun_ring_free(kv->stage_ring);
-    if (kv->h_fill) lrun_host_release(LRUN_TIER_PINNED, kv->h_fill);
+    if (kv->h_fill)
+        lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_KV, LRUN_TIER_PINNED, kv->h_fill, fill_table_bytes(e));
     if (kv->d_fill) lrun_device_release(e->device, kv->d_fill, fill_table_bytes(e));
     free(kv->stored);
     free(kv->chunk_end);

@@ -54,6 +54,7 @@ struct cuda_moe {
     float *d_y;         /* (B, n_embd) device: its outputs */
     size_t d_bytes;     /* of the one device block the three are carved from */
     float *h_router;    /* (B, n_expert) pinned: the logits, then probabilities */
+    size_t h_router_bytes, h_sid_bytes; /* of h_router and h_sid (h_sw with it) */
     int32_t *ids;       /* (B, k) each token's experts */
     float *w;           /* (B, k) and weights */
     int32_t *pairs;     /* (B·k) token·k + slot, grouped by expert */
@@ -141,7 +142,9 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     TRY(cuda_check(cudaMemsetAsync(m->d_counts, 0, L * (E + 1) * 8, (cudaStream_t)e->stream),
                    "clearing the expert counts", e->device));
     m->device_route = E % 8 == 0 && E <= LRUN_K_MOE_MAX_EXPERTS && k <= LRUN_K_MOE_MAX_K && getenv_device_route();
-    TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, B * E * sizeof(float), "router logits", (void **)&m->h_router),
+    m->h_router_bytes = B * E * sizeof(float);
+    TRY(lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_router_bytes,
+                                              "router logits", (void **)&m->h_router),
                        "scratch"));
     m->ids = malloc(B * k * sizeof *m->ids);
     m->w = malloc(B * k * sizeof *m->w);
@@ -150,7 +153,9 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     m->fill = malloc(E * sizeof *m->fill);
     m->h_counts = malloc(L * (E + 1) * sizeof *m->h_counts);
     m->slot_of = malloc(E * sizeof *m->slot_of);
-    TRY(lrun_oom_phase(lrun_host_alloc(LRUN_TIER_PINNED, 2 * Bd * k * 4, "expert slot ids", (void **)&m->h_sid),
+    m->h_sid_bytes = 2 * Bd * k * 4;
+    TRY(lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_sid_bytes,
+                                              "expert slot ids", (void **)&m->h_sid),
                        "scratch"));
     m->h_sw = (float *)(m->h_sid + Bd * k);
     if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill || !m->h_counts || !m->slot_of)
@@ -168,8 +173,8 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     if (!m) return;
     if (m->d_router) lrun_device_release(e->device, m->d_router, m->d_bytes);
     lrun_cuda_moe_cache_free(e, m->cache);
-    lrun_host_release(LRUN_TIER_PINNED, m->h_router);
-    lrun_host_release(LRUN_TIER_PINNED, m->h_sid);
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_router, m->h_router_bytes);
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_sid, m->h_sid_bytes);
     free(m->slot_of);
     free(m->ids);
     free(m->w);

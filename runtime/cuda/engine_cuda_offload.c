@@ -102,6 +102,7 @@ struct cuda_offload {
     void *d_rows;                  /* (B, row) device: the step's embedding rows */
     int32_t *d_idx;                /* (B) device: 0, 1, …, B-1 */
     void *h_rows;                  /* (B, row) pinned staging */
+    size_t h_rows_bytes;           /* of h_rows */
 
     int any_host;                  /* a matmul runs on the host */
     float *h_x, *h_y;              /* pinned: (B, max k) activations down, (B, max n) products up */
@@ -341,13 +342,16 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
     o->slot_disk = calloc((size_t)o->n_slots + 1, sizeof *o->slot_disk);
     if (!o->slot_disk) return lrun_fail_oom(0, 0, "engine: slot records");
     /* pinned memory is page-aligned (cudaHostAlloc), so each buffer is block-aligned */
-    if (staged) TRY(lrun_host_alloc(LRUN_TIER_PINNED, N_STAGING * o->staging_stride, "streaming staging",
-                                    (void **)&o->staging));
+    if (staged)
+        TRY(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED,
+                                   N_STAGING * o->staging_stride, "streaming staging", (void **)&o->staging));
     if (o->embd_host) {
         const size_t rows = (size_t)B * o->embd_row_bytes;
         o->d_rows = o->device_block + (size_t)o->n_slots * o->slot_bytes + o->pstage_bytes;
         o->d_idx = (int32_t *)((char *)o->d_rows + align256(rows));
-        TRY(lrun_host_alloc(LRUN_TIER_PINNED, rows, "embedding row staging", &o->h_rows));
+        o->h_rows_bytes = rows;
+        TRY(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED, rows, "embedding row staging",
+                                   &o->h_rows));
         int32_t *idx = malloc((size_t)B * sizeof *idx);
         if (!idx) return lrun_fail_oom((size_t)B * sizeof *idx, 0, "engine: embedding index");
         for (int64_t i = 0; i < B; i++) idx[i] = (int32_t)i;
@@ -357,8 +361,10 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
         TRY(st);
     }
     if (o->any_host) {
-        TRY(lrun_host_alloc(LRUN_TIER_PINNED, o->h_x_floats * sizeof(float), "host matmul input", (void **)&o->h_x));
-        TRY(lrun_host_alloc(LRUN_TIER_PINNED, o->h_y_floats * sizeof(float), "host matmul output", (void **)&o->h_y));
+        TRY(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, o->h_x_floats * sizeof(float),
+                                   "host matmul input", (void **)&o->h_x));
+        TRY(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, o->h_y_floats * sizeof(float),
+                                   "host matmul output", (void **)&o->h_y));
     }
     e->stats.slot_bytes = (size_t)o->n_slots * o->slot_bytes + o->pstage_bytes;
     e->stats.prefetch_layers = o->k;
@@ -381,10 +387,11 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
         if (o->staging_free[i]) cudaEventDestroy(o->staging_free[i]);
     (void)cudaGetLastError();
     if (o->device_block) lrun_device_release(e->device, o->device_block, o->device_bytes);
-    lrun_host_release(LRUN_TIER_PINNED, o->staging);
-    lrun_host_release(LRUN_TIER_PINNED, o->h_rows);
-    lrun_host_release(LRUN_TIER_PINNED, o->h_x);
-    lrun_host_release(LRUN_TIER_PINNED, o->h_y);
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED, o->staging,
+                             N_STAGING * o->staging_stride);
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED, o->h_rows, o->h_rows_bytes);
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, o->h_x, o->h_x_floats * sizeof(float));
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, o->h_y, o->h_y_floats * sizeof(float));
     free(o->work);
     free(o->h_plain);
     lrun_ring_free(o->ring);

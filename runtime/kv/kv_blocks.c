@@ -24,13 +24,14 @@ static lrun_status mem_alloc(lrun_kv_cache *kv, void **out)
 {
     const size_t bytes = kv->pool->block_bytes;
     if (kv->store_on_device) return lrun_device_alloc(kv->device, bytes, "KV cache block", out);
-    return lrun_host_alloc(LRUN_TIER_PINNED, bytes, "offloaded KV cache block", out);
+    return lrun_device_host_alloc(kv->device, LRUN_HOST_CATEGORY_KV, LRUN_TIER_PINNED, bytes, "offloaded KV cache block",
+                                  out);
 }
 
 static void mem_release(lrun_kv_cache *kv, void *p)
 {
     if (kv->store_on_device) lrun_device_release(kv->device, p, kv->pool->block_bytes);
-    else lrun_host_release(LRUN_TIER_PINNED, p);
+    else lrun_device_host_release(kv->device, LRUN_HOST_CATEGORY_KV, LRUN_TIER_PINNED, p, kv->pool->block_bytes);
 }
 
 size_t lrun_kv_block_k_off(const lrun_kv_cache *kv, int64_t layer)

@@ -571,6 +571,7 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
 
     lrun_model *m = calloc(1, sizeof *m);
     if (!m) return lrun_fail_oom(sizeof *m, 0, "loading %s: model record", path);
+    lrun_host_account_init(&m->host);
     /* the header, tokenizer arrays and (packed) checks read the file's
      * mapping: a file truncated meanwhile is an error, not SIGBUS */
     const unsigned long g0 = lrun_mapguard_begin();
@@ -594,6 +595,7 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     }
     if (st == LRUN_OK && opts->rope_style >= 0) m->info.rope_style = (lrun_rope_style)opts->rope_style;
     if (st == LRUN_OK) st = lrun_device_open(&m->device, opts->device ? opts->device : "cpu", opts->device_budget);
+    if (st == LRUN_OK) m->device->host_account = &m->host;
     if (st == LRUN_OK) st = lrun_threadpool_init(&m->pool, opts->n_threads);
     if (st == LRUN_OK && m->packed_file) st = keep_packed(m);
     st = lrun_mapguard_end(g0, st, "reading the model file");
@@ -617,6 +619,7 @@ void lrun_model_free(lrun_model *model)
     if (model->pool) lrun_threadpool_free(model->pool);
     if (model->tokenizer) lrun_tokenizer_free(model->tokenizer);
     if (model->device) lrun_device_free(model->device);
+    lrun_host_account_destroy(&model->host);
     if (model->gguf) lrun_gguf_close(model->gguf);
     if (model->st) lrun_st_set_close(model->st);
     if (model->packed_file) lrun_packed_file_close(model->packed_file);
@@ -632,6 +635,18 @@ void lrun_model_free(lrun_model *model)
 
 const lrun_model_info *lrun_model_get_info(const lrun_model *model) { return &model->info; }
 lrun_device *lrun_model_device(lrun_model *model) { return model->device; }
+
+lrun_status lrun_model_set_host_budget(lrun_model *model, size_t bytes)
+{
+    if (!model) return lrun_fail(LRUN_E_ARG, "lrun_model_set_host_budget: model is NULL");
+    lrun_host_account_set_budget(&model->host, bytes);
+    return LRUN_OK;
+}
+
+void lrun_model_host_stats(lrun_model *model, lrun_host_stats *out)
+{
+    lrun_host_account_get(model ? &model->host : NULL, out);
+}
 const lrun_tokenizer *lrun_model_tokenizer(const lrun_model *model) { return model->tokenizer; }
 const lrun_gguf *lrun_model_gguf(const lrun_model *model) { return model->gguf; }
 int64_t lrun_model_tensor_count(const lrun_model *model) { return model->n_tensors; }

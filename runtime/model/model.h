@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "lrun.h"
+#include "core/host_account.h"
 #include "core/tensor.h"
 #include "core/threadpool.h"
 #include "arch/arch.h"
@@ -44,7 +45,8 @@ struct lrun_model {
     int progress;                     /* 1: loads draw a progress bar on stderr when it is a terminal */
     int prefaulted;                   /* 1 once lrun_model_prefault ran */
     lrun_loader_stats load_stats;     /* the last streaming load (lrun_model_move_tensors) */
-    lrun_device *device;
+    lrun_device *device;              /* its host_account is &host */
+    lrun_host_account host;           /* the host memory the model and its engines hold (host_account.h) */
     lrun_tokenizer *tokenizer;        /* NULL when the file carries no tokenizer */
     lrun_threadpool *pool;
     int64_t n_tensors;

@@ -160,7 +160,7 @@ static void release_dst(lrun_device *dev, const move *mv)
 {
     if (!mv->dst) return;
     if (mv->to == LRUN_TIER_DEVICE) lrun_device_release(dev, mv->dst, mv->t->nbytes);
-    else lrun_host_release(mv->to, mv->dst);
+    else lrun_device_host_release(dev, LRUN_HOST_CATEGORY_WEIGHTS, mv->to, mv->dst, mv->t->nbytes);
 }
 
 /* Puts back what the plain moves of a failed batch moved (as engine init always has). */
@@ -190,7 +190,8 @@ static lrun_status prepare(lrun_model *m, move *mv, int64_t n)
         char what[96];
         snprintf(what, sizeof what, "tensor %s", mv[i].t->name);
         st = mv[i].to == LRUN_TIER_DEVICE ? lrun_device_alloc(m->device, mv[i].t->nbytes, what, &mv[i].dst)
-                                          : lrun_host_alloc(mv[i].to, mv[i].t->nbytes, what, &mv[i].dst);
+                                          : lrun_device_host_alloc(m->device, LRUN_HOST_CATEGORY_WEIGHTS, mv[i].to, mv[i].t->nbytes, what,
+                                                                   &mv[i].dst);
         st = lrun_oom_phase(st, "weights");
     }
     return st;
