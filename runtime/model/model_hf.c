@@ -411,13 +411,51 @@ static void widen_piece(const void *ctx, uint64_t at, const void *src, size_t n,
     }
 }
 
+/* The FP8 weights of a load: their ranges, widened together by one loader
+ * run at the end of add_tensors, so its threads spread over the tensors (a
+ * weight is one or two pieces at the default chunk). */
+typedef struct fp8_batch {
+    lrun_load_range *r;        /* (n, cap) */
+    const char **paths;        /* (n_paths) the shards' paths, owned by the model */
+    int64_t n, cap;
+    int n_paths;
+} fp8_batch;
+
+/* The index of path in b->paths (the model's own strings: equal pointers). */
+static int batch_file(fp8_batch *b, const char *path)
+{
+    for (int i = 0; i < b->n_paths; i++)
+        if (b->paths[i] == path) return i;
+    b->paths[b->n_paths] = path;
+    return b->n_paths++;
+}
+
+static int by_file_offset(const void *a, const void *b)
+{
+    const lrun_load_range *x = a, *y = b;
+    if (x->file != y->file) return x->file < y->file ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Reads and widens every planned FP8 weight into its home. */
+static lrun_status fp8_widen_all(fp8_batch *b, const char *file)
+{
+    if (b->n == 0) return LRUN_OK;
+    qsort(b->r, (size_t)b->n, sizeof *b->r, by_file_offset);
+    const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
+    const lrun_loader_opts o = {.drop_cache = !(keep && strcmp(keep, "1") == 0)};
+    const lrun_status st = lrun_loader_read(b->paths, b->n_paths, b->r, b->n, &o, NULL);
+    return st == LRUN_OK ? st : lrun_fail_context(st, "%s: widening %lld FP8 weights", file, (long long)b->n);
+}
+
 /* An F8_E4M3 weight [out, in] times its scale (per tensor, per output row,
- * or per block of block[0] × block[1]) as bf16 the model owns. The streaming
- * loader reads the FP8 bytes from the file piece by piece and widens each
- * into the destination: the file's mapping is never touched (no page of it
- * counts in RSS), and the page cache of the read bytes is dropped. */
+ * or per block of block[0] × block[1]) as bf16 the model owns: its home is
+ * made here and filled by fp8_widen_all. The streaming loader reads the FP8
+ * bytes from the file piece by piece and widens each into the home: the
+ * file's mapping is never touched (no page of it counts in RSS), and the
+ * page cache of the read bytes is dropped. */
 static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tensor *t, const int block[2],
-                             const void **out)
+                             fp8_batch *b, const void **out)
 {
     const int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : numel(t);
     const lrun_st_tensor *sc = fp8_scale(m->st, t->name);
@@ -442,12 +480,14 @@ static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tens
     uint64_t offset;
     if (!lrun_model_tensor_location(m, &where, &path, &offset))
         return lrun_fail(LRUN_E_FORMAT, "%s: tensor '%s' is not inside a shard's data", file, t->name);
-    const lrun_load_range r = {.file = 0, .offset = offset, .bytes = t->nbytes, .dst = dst, .widen = widen_piece,
-                               .widen_ctx = w, .widen_ratio = (int)sizeof *dst};
-    const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
-    const lrun_loader_opts o = {.drop_cache = !(keep && strcmp(keep, "1") == 0)};
-    const lrun_status st = lrun_loader_read(&path, 1, &r, 1, &o, NULL);
-    if (st != LRUN_OK) return lrun_fail_context(st, "%s: widening FP8 tensor '%s'", file, t->name);
+    if (b->n == b->cap) {
+        const int64_t cap = b->cap ? 2 * b->cap : 64;
+        lrun_load_range *r = realloc(b->r, (size_t)cap * sizeof *r);
+        if (!r) return lrun_fail_oom((size_t)cap * sizeof *r, 0, "%s: FP8 widening ranges", file);
+        b->r = r, b->cap = cap;
+    }
+    b->r[b->n++] = (lrun_load_range){.file = batch_file(b, path), .offset = offset, .bytes = t->nbytes, .dst = dst,
+                                     .widen = widen_piece, .widen_ctx = w, .widen_ratio = (int)sizeof *dst};
     *out = dst;
     return LRUN_OK;
 }
@@ -476,7 +516,7 @@ static int aligned_for(const void *p, lrun_dtype d)
 /* The HF tensors under their GGUF names, shapes reversed (row-major [out,
  * in] is ne {in, out}), pointing into the shards' mappings. lm_head is left
  * out when config ties it to the embedding (transformers ignores it then). */
-static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra, const int block[2])
+static lrun_status add_each(lrun_model *m, const char *file, int tied, int extra, const int block[2], fp8_batch *b)
 {
     const lrun_st_set *s = m->st;
     lrun_status st = lrun_model_tensors_init(m, lrun_st_set_count(s) + extra +
@@ -495,7 +535,11 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
         lrun_dtype dtype;
         if ((st = dtype_of(t, file, &dtype)) != LRUN_OK) return st;
         const void *data = t->data;
-        if (t->dtype == LRUN_ST_F8_E4M3 && (st = widen_fp8(m, file, t, block, &data)) != LRUN_OK) return st;
+        if (t->dtype == LRUN_ST_F8_E4M3 && strstr(name, "norm"))
+            return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' is an F8_E4M3 norm; FP8 checkpoints quantize "
+                             "the linear layers only", file, t->name);
+        /* its home is filled at the end (fp8_widen_all); nothing here reads it before */
+        if (t->dtype == LRUN_ST_F8_E4M3 && (st = widen_fp8(m, file, t, block, b, &data)) != LRUN_OK) return st;
         if ((st = lrun_hf_shift_norm(m, file, t, name, &dtype, &data)) != LRUN_OK) return st; /* gemma's 1 + w */
         if (!aligned_for(data, dtype))
             return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' starts at a byte not aligned for %s", file,
@@ -510,6 +554,19 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
     }
     if (st == LRUN_OK) st = lrun_hf_add_experts(m, file, &n); /* the GGUF's stacked experts (model_hf_moe.h) */
     m->n_tensors = n;
+    return st;
+}
+
+/* add_each, then the FP8 weights widened in one loader run. */
+static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra, const int block[2])
+{
+    const int n_files = lrun_st_set_n_files(m->st);
+    fp8_batch b = {.paths = malloc((size_t)(n_files > 0 ? n_files : 1) * sizeof *b.paths)};
+    if (!b.paths) return lrun_fail_oom((size_t)n_files * sizeof *b.paths, 0, "%s: shard paths", file);
+    lrun_status st = add_each(m, file, tied, extra, block, &b);
+    if (st == LRUN_OK) st = fp8_widen_all(&b, file);
+    free(b.r);
+    free(b.paths);
     return st;
 }
 
