@@ -116,8 +116,15 @@ static int write_fp8(const char *src, const char *dst, enum kind k)
     lrun_model *m = st == LRUN_OK ? fixture_load(dst, "cpu", 0, 1, -1) : NULL;
     int exact = m != NULL;
     for (int64_t i = 0; exact && i < n; i++) {
-        if (!v[i].fp8 || !strstr(v[i].t->name, "layers.0.self_attn.q_proj")) continue;
-        lrun_tensor *t = lrun_model_find_tensor(m, "blk.0.attn_q.weight");
+        if (!v[i].fp8) continue;
+        /* every FP8 weight: they widen together in one loader run, sorted by offset */
+        static const char *const hf[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+        static const char *const gguf[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+        char gname[64] = "";
+        for (int j = 0; j < 7; j++)
+            if (strstr(v[i].t->name, hf[j])) snprintf(gname, sizeof gname, "blk.0.%s.weight", gguf[j]);
+        lrun_tensor *t = lrun_model_find_tensor(m, gname);
+        if (!t) printf("# no tensor %s for %s\n", gname, v[i].t->name);
         const int64_t rows = v[i].t->shape[0], cols = v[i].t->shape[1];
         float *got = malloc((size_t)(rows * cols) * sizeof *got);
         exact = t && lrun_tensor_dtype(t) == LRUN_DTYPE_BF16 && lrun_tensor_read_f32(t, 0, rows * cols, got) == LRUN_OK;
