@@ -26,7 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/mman.h> /* memfd_create */
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +38,7 @@
 #include "model/rope_scaling.h"
 #include "quant/fp8.h"
 #include "quant/quant.h"
+#include "residency/loader.h"
 
 #define MAX_JSON_BYTES ((size_t)64 << 20)
 #define PATH_CAP 4096
@@ -386,41 +387,107 @@ static int is_fp8_companion(const lrun_st_set *s, const char *name)
     return 0;
 }
 
+/* How an FP8 weight's elements find their scale, for widen_piece. */
+typedef struct fp8_widen {
+    const lrun_st_tensor *scale; /* NULL: 1 */
+    enum { ONE, ROW, BLOCK } kind;
+    int64_t cols;                /* elements per row of the weight */
+    int64_t bcols;               /* scale columns (BLOCK) */
+    int block[2];                /* rows, columns per scale (BLOCK) */
+} fp8_widen;
+
+/* The loader's widening (residency/loader.h): n E4M3 bytes, elements at..,
+ * into bf16(value × scale) at dst. Pieces cut rows anywhere. */
+static void widen_piece(const void *ctx, uint64_t at, const void *src, size_t n, void *dst)
+{
+    const fp8_widen *w = ctx;
+    const uint8_t *q = src;
+    uint16_t *out = dst;
+    for (size_t i = 0; i < n; i++) {
+        const int64_t e = (int64_t)(at + i), r = e / w->cols, c = e % w->cols;
+        const float s = !w->scale ? 1.0f : w->kind == ONE ? scale_at(w->scale, 0) : w->kind == ROW ? scale_at(w->scale, r)
+                        : scale_at(w->scale, r / w->block[0] * w->bcols + c / w->block[1]);
+        out[i] = lrun_f32_to_bf16(lrun_fp8_e4m3_to_f32(q[i]) * s);
+    }
+}
+
+/* The FP8 weights of a load: their ranges, widened together by one loader
+ * run at the end of add_tensors, so its threads spread over the tensors (a
+ * weight is one or two pieces at the default chunk). */
+typedef struct fp8_batch {
+    lrun_load_range *r;        /* (n, cap) */
+    const char **paths;        /* (n_paths) the shards' paths, owned by the model */
+    int64_t n, cap;
+    int n_paths;
+} fp8_batch;
+
+/* The index of path in b->paths (the model's own strings: equal pointers). */
+static int batch_file(fp8_batch *b, const char *path)
+{
+    for (int i = 0; i < b->n_paths; i++)
+        if (b->paths[i] == path) return i;
+    b->paths[b->n_paths] = path;
+    return b->n_paths++;
+}
+
+static int by_file_offset(const void *a, const void *b)
+{
+    const lrun_load_range *x = a, *y = b;
+    if (x->file != y->file) return x->file < y->file ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Reads and widens every planned FP8 weight into its home. */
+static lrun_status fp8_widen_all(fp8_batch *b, const char *file)
+{
+    if (b->n == 0) return LRUN_OK;
+    qsort(b->r, (size_t)b->n, sizeof *b->r, by_file_offset);
+    const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
+    const lrun_loader_opts o = {.drop_cache = !(keep && strcmp(keep, "1") == 0)};
+    const lrun_status st = lrun_loader_read(b->paths, b->n_paths, b->r, b->n, &o, NULL);
+    return st == LRUN_OK ? st : lrun_fail_context(st, "%s: widening %lld FP8 weights", file, (long long)b->n);
+}
+
 /* An F8_E4M3 weight [out, in] times its scale (per tensor, per output row,
- * or per block of block[0] × block[1]) as bf16 the model owns. */
+ * or per block of block[0] × block[1]) as bf16 the model owns: its home is
+ * made here and filled by fp8_widen_all. The streaming loader reads the FP8
+ * bytes from the file piece by piece and widens each into the home: the
+ * file's mapping is never touched (no page of it counts in RSS), and the
+ * page cache of the read bytes is dropped. */
 static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tensor *t, const int block[2],
-                             const void **out)
+                             fp8_batch *b, const void **out)
 {
     const int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : numel(t);
     const lrun_st_tensor *sc = fp8_scale(m->st, t->name);
-    enum { ONE, ROW, BLOCK } kind = ONE;
-    int64_t bcols = 1;
+    fp8_widen *w = lrun_model_own(m, sizeof *w, "FP8 widening record");
+    if (!w) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
+    *w = (fp8_widen){.scale = sc, .kind = ONE, .cols = cols > 0 ? cols : 1, .bcols = 1, .block = {block[0], block[1]}};
     if (sc && (sc->dtype != LRUN_ST_F32 && sc->dtype != LRUN_ST_BF16 && sc->dtype != LRUN_ST_F16))
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: scale of '%s' is %s (F32, BF16 or F16 expected)", file, t->name,
                          lrun_st_dtype_name(sc->dtype));
-    if (sc && numel(sc) == 1) kind = ONE;
-    else if (sc && numel(sc) == rows && sc->shape[0] == rows) kind = ROW;
+    if (sc && numel(sc) == 1) w->kind = ONE;
+    else if (sc && numel(sc) == rows && sc->shape[0] == rows) w->kind = ROW;
     else if (sc && sc->ndim == 2 && sc->shape[0] == (rows + block[0] - 1) / block[0] &&
              sc->shape[1] == (cols + block[1] - 1) / block[1])
-        kind = BLOCK, bcols = sc->shape[1];
+        w->kind = BLOCK, w->bcols = sc->shape[1];
     else if (sc)
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: the scale of '%s' has a shape that is not per tensor, per row "
                          "or per %dx%d block", file, t->name, block[0], block[1]);
     uint16_t *dst = lrun_model_own(m, (size_t)rows * (size_t)cols * sizeof *dst, "FP8 weight widened to bf16");
     if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
-    const uint8_t *src = t->data;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) {
-            const float s = !sc ? 1.0f : kind == ONE ? scale_at(sc, 0) : kind == ROW ? scale_at(sc, r)
-                                                                             : scale_at(sc, r / block[0] * bcols + c / block[1]);
-            dst[r * cols + c] = lrun_f32_to_bf16(lrun_fp8_e4m3_to_f32(src[r * cols + c]) * s);
-        }
-    /* the FP8 bytes are not read again: give their pages of the (file-backed,
-     * read-only) mapping back, so the load does not hold both forms */
-    const long pg = sysconf(_SC_PAGESIZE);
-    const uintptr_t page = pg > 0 ? (uintptr_t)pg : 4096, a = (uintptr_t)src;
-    const uintptr_t b = (a + page - 1) / page * page, e = (a + t->nbytes) / page * page;
-    if (e > b) (void)madvise((void *)b, (size_t)(e - b), MADV_DONTNEED);
+    const lrun_tensor where = {.file_data = t->data, .nbytes = t->nbytes};
+    const char *path;
+    uint64_t offset;
+    if (!lrun_model_tensor_location(m, &where, &path, &offset))
+        return lrun_fail(LRUN_E_FORMAT, "%s: tensor '%s' is not inside a shard's data", file, t->name);
+    if (b->n == b->cap) {
+        const int64_t cap = b->cap ? 2 * b->cap : 64;
+        lrun_load_range *r = realloc(b->r, (size_t)cap * sizeof *r);
+        if (!r) return lrun_fail_oom((size_t)cap * sizeof *r, 0, "%s: FP8 widening ranges", file);
+        b->r = r, b->cap = cap;
+    }
+    b->r[b->n++] = (lrun_load_range){.file = batch_file(b, path), .offset = offset, .bytes = t->nbytes, .dst = dst,
+                                     .widen = widen_piece, .widen_ctx = w, .widen_ratio = (int)sizeof *dst};
     *out = dst;
     return LRUN_OK;
 }
@@ -449,7 +516,7 @@ static int aligned_for(const void *p, lrun_dtype d)
 /* The HF tensors under their GGUF names, shapes reversed (row-major [out,
  * in] is ne {in, out}), pointing into the shards' mappings. lm_head is left
  * out when config ties it to the embedding (transformers ignores it then). */
-static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra, const int block[2])
+static lrun_status add_each(lrun_model *m, const char *file, int tied, int extra, const int block[2], fp8_batch *b)
 {
     const lrun_st_set *s = m->st;
     lrun_status st = lrun_model_tensors_init(m, lrun_st_set_count(s) + extra +
@@ -468,7 +535,11 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
         lrun_dtype dtype;
         if ((st = dtype_of(t, file, &dtype)) != LRUN_OK) return st;
         const void *data = t->data;
-        if (t->dtype == LRUN_ST_F8_E4M3 && (st = widen_fp8(m, file, t, block, &data)) != LRUN_OK) return st;
+        if (t->dtype == LRUN_ST_F8_E4M3 && strstr(name, "norm"))
+            return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' is an F8_E4M3 norm; FP8 checkpoints quantize "
+                             "the linear layers only", file, t->name);
+        /* its home is filled at the end (fp8_widen_all); nothing here reads it before */
+        if (t->dtype == LRUN_ST_F8_E4M3 && (st = widen_fp8(m, file, t, block, b, &data)) != LRUN_OK) return st;
         if ((st = lrun_hf_shift_norm(m, file, t, name, &dtype, &data)) != LRUN_OK) return st; /* gemma's 1 + w */
         if (!aligned_for(data, dtype))
             return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' starts at a byte not aligned for %s", file,
@@ -483,6 +554,19 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
     }
     if (st == LRUN_OK) st = lrun_hf_add_experts(m, file, &n); /* the GGUF's stacked experts (model_hf_moe.h) */
     m->n_tensors = n;
+    return st;
+}
+
+/* add_each, then the FP8 weights widened in one loader run. */
+static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra, const int block[2])
+{
+    const int n_files = lrun_st_set_n_files(m->st);
+    fp8_batch b = {.paths = malloc((size_t)(n_files > 0 ? n_files : 1) * sizeof *b.paths)};
+    if (!b.paths) return lrun_fail_oom((size_t)n_files * sizeof *b.paths, 0, "%s: shard paths", file);
+    lrun_status st = add_each(m, file, tied, extra, block, &b);
+    if (st == LRUN_OK) st = fp8_widen_all(&b, file);
+    free(b.r);
+    free(b.paths);
     return st;
 }
 

@@ -8,7 +8,7 @@
  * small pinned chunks into device memory, and drop the page cache behind
  * them. The mapping itself is never touched, so no page of the file counts
  * in the process's RSS, and the model is never held twice: peak host
- * memory is the destinations plus n_threads × 2 × 16 MiB of staging.
+ * memory is the destinations plus n_threads × 2 × chunk of staging.
  * Where pages of the mapping were faulted in before (a prefault, a CPU
  * run), madvise(MADV_DONTNEED) on the moved tensor's whole pages gives them
  * back; that is only ever done on the file's read-only mapping (dropping
@@ -212,8 +212,8 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
     for (int i = 0; i < n_files; i++) paths[i] = w[i].path;
     for (int64_t i = 0; i < n; i++)
         if (mv[i].dst) {
-            r[k++] = (lrun_load_range){mv[i].file, mv[i].offset, mv[i].t->nbytes, mv[i].dst,
-                                       on_gpu(m->device, mv[i].to)};
+            r[k++] = (lrun_load_range){.file = mv[i].file, .offset = mv[i].offset, .bytes = mv[i].t->nbytes,
+                                       .dst = mv[i].dst, .on_device = on_gpu(m->device, mv[i].to)};
             total += mv[i].t->nbytes;
         }
     qsort(r, (size_t)k, sizeof *r, by_file_offset);

@@ -14,13 +14,12 @@
 #include "core/device.h"
 #include "core/error.h"
 
-#define DEFAULT_THREADS 8
-
-/* One read: bytes [at, at + len) of range r. */
+/* One read: file bytes [at, at + len) of range r (dst bytes [at, at + len)
+ * times the range's widen_ratio). */
 typedef struct piece {
     int64_t r;      /* index into ranges */
-    size_t at;      /* bytes from the range's start */
-    size_t len;
+    size_t at;      /* file bytes from the range's start */
+    size_t len;     /* file bytes */
 } piece;
 
 /* What the reader threads share. */
@@ -39,6 +38,8 @@ typedef struct loader {
     size_t done;               /* bytes read */
     size_t staging;            /* pinned bytes held by the threads now */
     size_t staging_peak;
+    size_t scratch;            /* plain scratch bytes held by the threads now (widened ranges) */
+    size_t scratch_peak;
     lrun_status status;        /* the first failure; the others stop at their next piece */
     char message[512];         /* its message (lrun_last_error is per thread) */
 } loader;
@@ -53,6 +54,7 @@ typedef struct reader {
     int pending[2];            /* 1: event[i] guards a queued copy out of chunk[i] */
     int turn;                  /* the chunk the next read goes to */
     int ready;                 /* 1 once staging_init ran (whatever it made is released at the end) */
+    void *scratch;             /* (chunk) bytes: a widened piece's file bytes, NULL until one comes */
 } reader;
 
 static double now_seconds(void)
@@ -146,6 +148,13 @@ static void staging_free(reader *rd)
 {
     loader *l = rd->l;
     lrun_device *d = l->opts->device;
+    if (rd->scratch) {
+        free(rd->scratch);
+        pthread_mutex_lock(&l->lock);
+        l->scratch -= l->chunk;
+        pthread_mutex_unlock(&l->lock);
+    }
+    if (!rd->ready) return;
     for (int i = 0; i < 2; i++) {
         if (rd->event[i]) d->iface->event_destroy(d, rd->event[i]);
         if (!rd->chunk[i]) continue;
@@ -157,23 +166,52 @@ static void staging_free(reader *rd)
     if (rd->stream) d->iface->stream_destroy(d, rd->stream);
 }
 
+/* The file bytes of a widened piece, in the thread's scratch chunk (made at
+ * the first such piece: a widened range never reads its whole into memory). */
+static lrun_status read_scratch(reader *rd, const lrun_load_range *r, const piece *p)
+{
+    loader *l = rd->l;
+    if (!rd->scratch) {
+        if (!(rd->scratch = malloc(l->chunk)))
+            return lrun_fail_oom(l->chunk, 0, "model load: a widening scratch chunk");
+        pthread_mutex_lock(&l->lock);
+        l->scratch += l->chunk;
+        if (l->scratch > l->scratch_peak) l->scratch_peak = l->scratch;
+        pthread_mutex_unlock(&l->lock);
+    }
+    return read_exact(l, r->file, r->offset + p->at, rd->scratch, p->len);
+}
+
+/* One piece of a host range: pread straight into dst, or widened from the scratch. */
+static lrun_status read_to_host(reader *rd, const lrun_load_range *r, const piece *p)
+{
+    if (!r->widen) return read_exact(rd->l, r->file, r->offset + p->at, (char *)r->dst + p->at, p->len);
+    const lrun_status st = read_scratch(rd, r, p);
+    if (st == LRUN_OK) r->widen(r->widen_ctx, p->at, rd->scratch, p->len, (char *)r->dst + p->at * (size_t)r->widen_ratio);
+    return st;
+}
+
 /* One piece of a device range: read into the next chunk (once its last copy
- * is done), then queue its copy to the device. */
+ * is done; a widened piece is read into the scratch first, so that read
+ * overlaps the copy too, and widened into the chunk), then queue its copy. */
 static lrun_status read_to_device(reader *rd, const lrun_load_range *r, const piece *p)
 {
     loader *l = rd->l;
     lrun_device *d = l->opts->device;
     lrun_status st = LRUN_OK;
     if (!rd->ready && (st = staging_init(rd)) != LRUN_OK) return st;
+    if (r->widen && (st = read_scratch(rd, r, p)) != LRUN_OK) return st;
     const int b = rd->turn;
     rd->turn ^= 1;
     if (rd->pending[b] && (st = d->iface->event_sync(d, rd->event[b])) != LRUN_OK) return st;
     rd->pending[b] = 0;
-    if ((st = read_exact(l, r->file, r->offset + p->at, rd->chunk[b], p->len)) != LRUN_OK) return st;
-    char *dst = (char *)r->dst + p->at;
+    const size_t ratio = r->widen ? (size_t)r->widen_ratio : 1, len = p->len * ratio; /* dst bytes */
+    if (r->widen) r->widen(r->widen_ctx, p->at, rd->scratch, p->len, rd->chunk[b]);
+    else if ((st = read_exact(l, r->file, r->offset + p->at, rd->chunk[b], p->len)) != LRUN_OK) return st;
+    char *dst = (char *)r->dst + p->at * ratio;
     if (!d->iface->memcpy_async)
-        return d->iface->memcpy(d, dst, rd->chunk[b], p->len, LRUN_COPY_HOST_TO_DEVICE);
-    st = d->iface->memcpy_async(d, dst, rd->chunk[b], p->len, LRUN_COPY_HOST_TO_DEVICE, rd->stream);
+        return d->iface->memcpy(d, dst, rd->chunk[b], len, LRUN_COPY_HOST_TO_DEVICE);
+    st = d->iface->memcpy_async(d, dst, rd->chunk[b], len, LRUN_COPY_HOST_TO_DEVICE, rd->stream);
     if (st == LRUN_OK) st = d->iface->event_record(d, rd->event[b], rd->stream);
     if (st == LRUN_OK) rd->pending[b] = 1;
     return st;
@@ -208,7 +246,7 @@ static void *reader_main(void *arg)
         const piece *p = &l->pieces[i];
         const lrun_load_range *r = &l->ranges[p->r];
         if (r->on_device) st = read_to_device(rd, r, p);
-        else st = read_exact(l, r->file, r->offset + p->at, (char *)r->dst + p->at, p->len);
+        else st = read_to_host(rd, r, p);
         if (st == LRUN_OK) {
             drop_pages(l, r->file, r->offset + p->at, p->len);
             finished(l, p);
@@ -219,7 +257,7 @@ static void *reader_main(void *arg)
         if (st == LRUN_OK) st = sd;
     }
     if (st != LRUN_OK) record_failure(l, st);
-    staging_free(rd);
+    staging_free(rd); /* and the scratch */
     return NULL;
 }
 
@@ -237,7 +275,7 @@ static int env_int(const char *name, int def, int lo, int hi)
 static int default_threads(void)
 {
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    const int def = cores > 0 && cores < DEFAULT_THREADS ? (int)cores : DEFAULT_THREADS;
+    const int def = cores > 0 && cores < LRUN_LOADER_THREADS_DEFAULT ? (int)cores : LRUN_LOADER_THREADS_DEFAULT;
     return env_int("LRUN_LOAD_THREADS", def, 1, LRUN_LOADER_THREADS_MAX);
 }
 
@@ -246,7 +284,13 @@ static size_t default_chunk(void)
     return (size_t)env_int("LRUN_LOAD_CHUNK_MB", (int)(LRUN_LOADER_CHUNK_DEFAULT >> 20), 1, 1024) << 20;
 }
 
-/* Checks the ranges and cuts them into pieces of at most chunk bytes. */
+/* The file bytes of one piece of r: a widened piece's dst bytes fit one chunk. */
+static size_t piece_bytes(const lrun_load_range *r, size_t chunk)
+{
+    return r->widen ? chunk / (size_t)r->widen_ratio : chunk;
+}
+
+/* Checks the ranges and cuts them into pieces of at most chunk dst bytes. */
 static lrun_status make_pieces(const lrun_load_range *ranges, int64_t n, int n_files, const lrun_loader_opts *o,
                                size_t chunk, piece **out, int64_t *n_out, size_t *total)
 {
@@ -255,18 +299,22 @@ static lrun_status make_pieces(const lrun_load_range *ranges, int64_t n, int n_f
     for (int64_t i = 0; i < n; i++) {
         const lrun_load_range *r = &ranges[i];
         if (r->file < 0 || r->file >= n_files || (!r->dst && r->bytes) || (r->on_device && !o->device) ||
-            r->offset > (uint64_t)INT64_MAX - r->bytes)
+            r->offset > (uint64_t)INT64_MAX - r->bytes ||
+            (r->widen && (r->widen_ratio < 1 || r->widen_ratio > LRUN_LOADER_WIDEN_MAX ||
+                          chunk < (size_t)r->widen_ratio || r->bytes > SIZE_MAX / (size_t)r->widen_ratio)))
             return lrun_fail(LRUN_E_ARG, "loader: range %lld (file %d, offset %llu, %zu bytes) is not valid here",
                              (long long)i, r->file, (unsigned long long)r->offset, r->bytes);
-        count += (int64_t)((r->bytes + chunk - 1) / chunk);
+        count += (int64_t)((r->bytes + piece_bytes(r, chunk) - 1) / piece_bytes(r, chunk));
         *total += r->bytes;
     }
     piece *p = malloc((size_t)(count ? count : 1) * sizeof *p);
     if (!p) return lrun_fail_oom((size_t)count * sizeof *p, 0, "loader: %lld pieces", (long long)count);
     int64_t k = 0;
-    for (int64_t i = 0; i < n; i++)
-        for (size_t at = 0; at < ranges[i].bytes; at += chunk)
-            p[k++] = (piece){i, at, ranges[i].bytes - at < chunk ? ranges[i].bytes - at : chunk};
+    for (int64_t i = 0; i < n; i++) {
+        const size_t step = piece_bytes(&ranges[i], chunk);
+        for (size_t at = 0; at < ranges[i].bytes; at += step)
+            p[k++] = (piece){i, at, ranges[i].bytes - at < step ? ranges[i].bytes - at : step};
+    }
     *out = p;
     *n_out = k;
     return LRUN_OK;
@@ -342,6 +390,6 @@ lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_l
     free(fds);
     free(pieces);
     if (stats && st == LRUN_OK)
-        *stats = (lrun_loader_stats){total, n_threads, chunk, l.staging_peak, now_seconds() - t0};
+        *stats = (lrun_loader_stats){total, n_threads, chunk, l.staging_peak, now_seconds() - t0, l.scratch_peak};
     return st;
 }

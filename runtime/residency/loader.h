@@ -15,8 +15,12 @@
  *   - host destinations: pread straight into dst (no staging, no copy);
  *   - device destinations: each thread preads into one of its two pinned
  *     chunks and queues the copy on its own stream (memcpy_async), so the
- *     next read overlaps the copy of the last one (double buffering);
- *     pinned memory held: n_threads × 2 × chunk_bytes;
+ *     next read overlaps the copy of the last one (double buffering; an
+ *     event per chunk says when its copy is done and it may be read into
+ *     again); pinned memory held: n_threads × 2 × chunk_bytes;
+ *   - widened ranges (FP8 weights to bf16): a piece's file bytes go to a
+ *     per-thread scratch chunk and are widened from there into the host
+ *     destination or into the pinned chunk, piece by piece;
  *   - drop_cache: once a piece is read, POSIX_FADV_DONTNEED on the whole
  *     pages inside it, so the page cache does not keep what was uploaded;
  *     it never maps the file, so no file page counts in the process's RSS.
@@ -32,8 +36,19 @@
 
 #include "lrun.h"
 
-#define LRUN_LOADER_CHUNK_DEFAULT ((size_t)16 << 20) /* bytes: one read, one pinned staging chunk */
+/* The defaults, from tests/bench/hf_load_bench.py --sweep on the H200 machine
+ * (docs/benchmarks.md): 4 threads of 64 MiB pieces read a cold 13.2 GB
+ * directory at 81% of the disk's sequential rate (16 MiB: 72%). */
+#define LRUN_LOADER_CHUNK_DEFAULT ((size_t)64 << 20) /* bytes: one read, one pinned staging chunk */
+#define LRUN_LOADER_THREADS_DEFAULT 4                /* reader threads (the core count when lower) */
 #define LRUN_LOADER_THREADS_MAX 64
+#define LRUN_LOADER_WIDEN_MAX 8                      /* largest dst bytes per file byte of a widening */
+
+/* Widens n file bytes, those at byte at of their range, into n × widen_ratio
+ * bytes at dst (e.g. F8_E4M3 times its scales into bf16). Called once per
+ * piece, from reader threads at once, so it must only read ctx; a piece may
+ * start anywhere in the range (it indexes by at, never by piece). */
+typedef void (*lrun_load_widen_fn)(const void *ctx, uint64_t at, const void *src, size_t n, void *dst);
 
 typedef struct lrun_load_range {
     int file;          /* index into the paths given to lrun_loader_read */
@@ -41,6 +56,14 @@ typedef struct lrun_load_range {
     size_t bytes;
     void *dst;         /* bytes destination: host memory, or device memory when on_device */
     int on_device;     /* 1: dst is memory of opts->device the host cannot address (cuda) */
+    /* NULL: dst receives the file's bytes as they are. Else the bytes are
+     * widened as they stream, piece by piece: bytes counts the file's bytes,
+     * dst receives bytes × widen_ratio, and no whole-range host copy is made
+     * (host dst: read into a per-thread scratch chunk, widened into dst;
+     * device dst: widened into the pinned chunk that is then copied). */
+    lrun_load_widen_fn widen;
+    const void *widen_ctx;
+    int widen_ratio;   /* dst bytes per file byte when widen is set: 1 to LRUN_LOADER_WIDEN_MAX */
 } lrun_load_range;
 
 /* Called after each piece, from a reader thread, under the loader's lock:
@@ -50,7 +73,7 @@ typedef void (*lrun_loader_progress_fn)(void *ctx, size_t done, int file);
 typedef struct lrun_loader_opts {
     lrun_device *device;       /* for on_device ranges; NULL when there are none */
     int n_threads;             /* reader threads; 0: LRUN_LOAD_THREADS from the environment, else
-                                * min(cores, 8) */
+                                * min(cores, LRUN_LOADER_THREADS_DEFAULT) */
     size_t chunk_bytes;        /* bytes per piece and per staging chunk; 0: LRUN_LOAD_CHUNK_MB from
                                 * the environment, else LRUN_LOADER_CHUNK_DEFAULT */
     int drop_cache;            /* 1: drop the page cache of each piece once it is read */
@@ -63,8 +86,11 @@ typedef struct lrun_loader_stats {
     uint64_t bytes;            /* bytes read */
     int n_threads;             /* reader threads that ran */
     size_t chunk_bytes;        /* piece size used */
-    size_t staging_bytes;      /* pinned staging held at the peak (0 without device ranges) */
+    size_t staging_bytes;      /* pinned staging held at the peak (0 without device ranges):
+                                * 2 × chunk_bytes per thread that read a device range */
     double seconds;            /* wall time of the run */
+    size_t scratch_bytes;      /* plain host scratch held at the peak for widened ranges' file
+                                * bytes: chunk_bytes per thread that read one (0 without) */
 } lrun_loader_stats;
 
 /* Reads every range into its destination; returns when all bytes are in

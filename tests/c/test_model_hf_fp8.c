@@ -3,7 +3,10 @@
  * matrices as F8_E4M3 and scales per tensor (weight_scale, plus an
  * input_scale to ignore), per row, and per 32×32 block (weight_scale_inv,
  * quantization_config.weight_block_size). Each loads; each weight reads back
- * exactly as bf16(e4m3 value × its scale); the model runs. */
+ * exactly as bf16(e4m3 value × its scale); the model runs. The widening
+ * streams through the loader (residency/loader.h's widen hook, pieces that
+ * cut rows: test_loader_pipeline.c); the E4M3 table is checked here against
+ * the format's bits. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,8 +116,15 @@ static int write_fp8(const char *src, const char *dst, enum kind k)
     lrun_model *m = st == LRUN_OK ? fixture_load(dst, "cpu", 0, 1, -1) : NULL;
     int exact = m != NULL;
     for (int64_t i = 0; exact && i < n; i++) {
-        if (!v[i].fp8 || !strstr(v[i].t->name, "layers.0.self_attn.q_proj")) continue;
-        lrun_tensor *t = lrun_model_find_tensor(m, "blk.0.attn_q.weight");
+        if (!v[i].fp8) continue;
+        /* every FP8 weight: they widen together in one loader run, sorted by offset */
+        static const char *const hf[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+        static const char *const gguf[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+        char gname[64] = "";
+        for (int j = 0; j < 7; j++)
+            if (strstr(v[i].t->name, hf[j])) snprintf(gname, sizeof gname, "blk.0.%s.weight", gguf[j]);
+        lrun_tensor *t = lrun_model_find_tensor(m, gname);
+        if (!t) printf("# no tensor %s for %s\n", gname, v[i].t->name);
         const int64_t rows = v[i].t->shape[0], cols = v[i].t->shape[1];
         float *got = malloc((size_t)(rows * cols) * sizeof *got);
         exact = t && lrun_tensor_dtype(t) == LRUN_DTYPE_BF16 && lrun_tensor_read_f32(t, 0, rows * cols, got) == LRUN_OK;
@@ -170,6 +180,15 @@ int main(void)
         snprintf(name, sizeof name, "FP8 %s scales: loads, widens exactly to bf16, runs", names[k]);
         CHECK(name, ok && write_fp8(src, dst, (enum kind)k));
     }
+    /* the reference above decodes with lrun's table: check that table against the bits, written here */
+    int table = 1;
+    for (int c = 0; c < 256; c++) {
+        const int e = (c >> 3) & 15, mt = c & 7;
+        const float v = e ? ldexpf(1.0f + (float)mt / 8.0f, e - 7) : ldexpf((float)mt / 8.0f, -6);
+        const float want = (c & 0x80) ? -v : v, got = lrun_fp8_e4m3_to_f32((uint8_t)c);
+        table &= (e == 15 && mt == 7) ? isnan(got) : got == want;
+    }
+    CHECK("lrun's E4M3 values are the format's (sign, exponent bias 7, subnormals, NaN) for all 256 codes", table);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("# could not remove %s\n", dir);
     return CHECK_DONE();

@@ -79,7 +79,7 @@ static void test_loader_ranges(void)
     lrun_load_range r[6];
     size_t at = 0;
     for (int i = 0; i < n; i++) {
-        r[i] = (lrun_load_range){0, want[i].off, want[i].len, dst + at, 0};
+        r[i] = (lrun_load_range){.offset = want[i].off, .bytes = want[i].len, .dst = dst + at};
         at += want[i].len;
     }
     const char *paths[1] = {path};
@@ -96,13 +96,13 @@ static void test_loader_ranges(void)
                                                                stats.chunk_bytes == (64 << 10) && stats.staging_bytes == 0);
 
     /* a file shorter than a range: an IO error naming the file */
-    r[0] = (lrun_load_range){0, SIZE - 10, 20, dst, 0};
+    r[0] = (lrun_load_range){.offset = SIZE - 10, .bytes = 20, .dst = dst};
     st = lrun_loader_read(paths, 1, r, 1, &o, NULL);
     CHECK("loader: a range past the end is LRUN_E_IO", st == LRUN_E_IO);
     CHECK("loader: ... naming the file", strstr(lrun_last_error(), "bytes.bin") != NULL);
     r[0].file = 1;
     CHECK("loader: a range of an unknown file is LRUN_E_ARG", lrun_loader_read(paths, 1, r, 1, &o, NULL) == LRUN_E_ARG);
-    r[0] = (lrun_load_range){0, 0, 16, dst, 1};
+    r[0] = (lrun_load_range){.bytes = 16, .dst = dst, .on_device = 1};
     CHECK("loader: a device range without a device is LRUN_E_ARG",
           lrun_loader_read(paths, 1, r, 1, &o, NULL) == LRUN_E_ARG);
     const char *missing[1] = {"/nonexistent/lrun/shard.safetensors"};

@@ -1,0 +1,271 @@
+/* test_loader_pipeline.c — the streaming loader's copies in flight
+ * (residency/loader.c), on a mock device whose asynchronous copies only
+ * happen when an event or the stream is waited on (as a slow copy engine
+ * would finish them). So:
+ *   - a pinned chunk read into again before its copy finished would show
+ *     as wrong bytes at the destination (every byte is checked);
+ *   - the copies queued and not yet done never exceed 2 per reader thread
+ *     (double buffering) and reach 2 (a read overlaps the last copy);
+ *   - the pinned staging at the peak is threads × 2 × chunk, nothing more;
+ *   - widened ranges (the loader's widen hook, as FP8 weights use it) come
+ *     out right at host and device destinations when pieces cut rows, with
+ *     the E4M3 value and bf16 rounding computed here (not lrun's), and hold
+ *     one scratch chunk per thread. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/device.h"
+#include "lrun.h"
+#include "residency/loader.h"
+
+enum { SIZE = (3 << 20) + 4097, CHUNK = 64 << 10, QCAP = 4096, COLS = 1000 };
+
+// ---------------------------------------------------------------- the mock copy engine
+
+typedef struct mcopy {
+    void *dst;
+    const void *src;
+    size_t bytes;
+} mcopy;
+
+typedef struct mstream {
+    mcopy q[QCAP];
+    int queued, done;          /* copies queued, and done (in order) */
+    int peak;                  /* most copies queued and not done at once */
+} mstream;
+
+typedef struct mevent {
+    mstream *s;
+    int pos;                   /* the copies before it when recorded */
+} mevent;
+
+static pthread_mutex_t mlock = PTHREAD_MUTEX_INITIALIZER;
+static int in_flight, in_flight_peak, stream_peak, overflow;
+static int streams; /* made: one per reader thread that staged a device piece */
+
+/* The copies of s up to pos happen now. */
+static void complete(mstream *s, int pos)
+{
+    pthread_mutex_lock(&mlock);
+    for (; s->done < pos; s->done++) {
+        memcpy(s->q[s->done].dst, s->q[s->done].src, s->q[s->done].bytes);
+        in_flight--;
+    }
+    pthread_mutex_unlock(&mlock);
+}
+
+static lrun_status m_memcpy_async(lrun_device *d, void *dst, const void *src, size_t bytes, lrun_copy_kind k, void *st)
+{
+    (void)d, (void)k;
+    mstream *s = st;
+    pthread_mutex_lock(&mlock);
+    if (s->queued == QCAP) overflow = 1;
+    else s->q[s->queued++] = (mcopy){dst, src, bytes};
+    const int mine = s->queued - s->done;
+    if (mine > s->peak) s->peak = mine;
+    if (mine > stream_peak) stream_peak = mine;
+    if (++in_flight > in_flight_peak) in_flight_peak = in_flight;
+    pthread_mutex_unlock(&mlock);
+    return overflow ? LRUN_E_ARG : LRUN_OK;
+}
+
+static lrun_status m_memcpy(lrun_device *d, void *dst, const void *src, size_t bytes, lrun_copy_kind k)
+{
+    (void)d, (void)k;
+    memcpy(dst, src, bytes);
+    return LRUN_OK;
+}
+
+static lrun_status m_stream_create(lrun_device *d, void **out)
+{
+    (void)d;
+    pthread_mutex_lock(&mlock);
+    streams++;
+    pthread_mutex_unlock(&mlock);
+    *out = calloc(1, sizeof(mstream));
+    return *out ? LRUN_OK : LRUN_E_OOM;
+}
+
+static void m_stream_destroy(lrun_device *d, void *s) { (void)d, free(s); }
+
+static lrun_status m_stream_sync(lrun_device *d, void *st)
+{
+    (void)d;
+    mstream *s = st;
+    complete(s, s->queued);
+    return LRUN_OK;
+}
+
+static lrun_status m_event_create(lrun_device *d, void **out)
+{
+    (void)d;
+    *out = calloc(1, sizeof(mevent));
+    return *out ? LRUN_OK : LRUN_E_OOM;
+}
+
+static void m_event_destroy(lrun_device *d, void *e) { (void)d, free(e); }
+
+static lrun_status m_event_record(lrun_device *d, void *ev, void *st)
+{
+    (void)d;
+    mevent *e = ev;
+    mstream *s = st;
+    pthread_mutex_lock(&mlock);
+    e->s = s;
+    e->pos = s->queued;
+    pthread_mutex_unlock(&mlock);
+    return LRUN_OK;
+}
+
+static lrun_status m_event_sync(lrun_device *d, void *ev)
+{
+    (void)d;
+    mevent *e = ev;
+    if (e->s) complete(e->s, e->pos);
+    return LRUN_OK;
+}
+
+static const lrun_device_iface mock_iface = {
+    .memcpy = m_memcpy, .memcpy_async = m_memcpy_async, .stream_create = m_stream_create,
+    .stream_destroy = m_stream_destroy, .stream_sync = m_stream_sync, .event_create = m_event_create,
+    .event_destroy = m_event_destroy, .event_record = m_event_record, .event_sync = m_event_sync,
+};
+
+static void reset_counts(void) { in_flight = in_flight_peak = stream_peak = overflow = streams = 0; }
+
+// ---------------------------------------------------------------- E4M3 and bf16, written here
+
+/* The value of an E4M3FN byte from its bits (1 sign, 4 exponent bias 7, 3 mantissa; S.1111.111 NaN). */
+static float e4m3(uint8_t b)
+{
+    const int e = (b >> 3) & 15, m = b & 7;
+    if (e == 15 && m == 7) return NAN;
+    const float v = e ? ldexpf(1.0f + (float)m / 8.0f, e - 7) : ldexpf((float)m / 8.0f, -6);
+    return (b & 0x80) ? -v : v;
+}
+
+/* f32 to bf16, round to nearest even (finite inputs). */
+static uint16_t bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* The widening under test: byte e of the range is element (e / COLS, e % COLS), scaled per row. */
+static void widen_rows(const void *ctx, uint64_t at, const void *src, size_t n, void *dst)
+{
+    const float *scale = ctx;
+    const uint8_t *q = src;
+    uint16_t *out = dst;
+    for (size_t i = 0; i < n; i++) out[i] = bf16(e4m3(q[i]) * scale[(at + i) / COLS]);
+}
+
+// ---------------------------------------------------------------- the runs
+
+static char path[256];
+static uint8_t *file;          /* (SIZE) the file's bytes; NaN codes replaced */
+
+static int write_file(void)
+{
+    snprintf(path, sizeof path, "%s/lrun_pipe_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    const int fd = mkstemp(path);
+    if (fd < 0 || !(file = malloc(SIZE))) return 0;
+    uint32_t x = 12345;
+    for (size_t i = 0; i < SIZE; i++) {
+        x = x * 1664525u + 1013904223u;
+        file[i] = (uint8_t)(x >> 24);
+        if ((file[i] & 0x7f) == 0x7f) file[i] = 0x3c; /* no NaN: the comparison is bitwise */
+    }
+    const int ok = write(fd, file, SIZE) == SIZE;
+    return close(fd) == 0 && ok;
+}
+
+/* Plain copies to the mock device with n_threads readers. */
+static void plain(int n_threads)
+{
+    lrun_device dev = {.iface = &mock_iface, .kind = LRUN_DEVICE_KIND_CPU, .cuda_ordinal = -1};
+    uint8_t *dst = calloc(1, SIZE);
+    const lrun_load_range r[2] = {{.offset = 3, .bytes = SIZE / 2, .dst = dst, .on_device = 1},
+                                  {.offset = 3 + SIZE / 2, .bytes = SIZE - 3 - SIZE / 2, .dst = dst + SIZE / 2,
+                                   .on_device = 1}};
+    const char *paths[1] = {path};
+    const lrun_loader_opts o = {.device = &dev, .n_threads = n_threads, .chunk_bytes = CHUNK};
+    lrun_loader_stats s;
+    reset_counts();
+    const lrun_status st = lrun_loader_read(paths, 1, r, 2, &o, &s);
+    if (st != LRUN_OK) printf("# %s\n", lrun_last_error());
+    char name[128];
+    printf("# %d threads (%d staged): %d copies in flight at most (one stream %d), staging %zu bytes\n",
+           n_threads, streams, in_flight_peak, stream_peak, s.staging_bytes);
+    snprintf(name, sizeof name, "%d threads: every byte at the device destination is the file's", n_threads);
+    CHECK(name, st == LRUN_OK && !overflow && memcmp(dst, file + 3, SIZE - 3) == 0);
+    snprintf(name, sizeof name, "%d threads: at most 2 copies in flight per thread, 2 reached", n_threads);
+    CHECK(name, stream_peak == 2 && in_flight_peak <= 2 * n_threads && in_flight == 0);
+    /* a thread the scheduler starts after the last piece stages nothing: count those that did */
+    snprintf(name, sizeof name, "%d threads: peak pinned staging = staging threads x 2 x chunk", n_threads);
+    CHECK(name, s.n_threads == n_threads && streams >= 1 && streams <= n_threads &&
+                    s.staging_bytes == (size_t)streams * 2 * CHUNK && s.scratch_bytes == 0);
+    free(dst);
+}
+
+/* A widened range (ratio 2: E4M3 → bf16 times a per-row scale) to the host and to the mock device. */
+static void widened(int n_threads, int on_device)
+{
+    lrun_device dev = {.iface = &mock_iface, .kind = LRUN_DEVICE_KIND_CPU, .cuda_ordinal = -1};
+    const size_t n = SIZE - 7, rows = (n + COLS - 1) / COLS;
+    float *scale = malloc(rows * sizeof *scale);
+    uint16_t *dst = calloc(n, sizeof *dst);
+    for (size_t i = 0; i < rows; i++) scale[i] = 0.001f * (float)(i % 97 + 1);
+    const lrun_load_range r = {.offset = 7, .bytes = n, .dst = dst, .on_device = on_device, .widen = widen_rows,
+                               .widen_ctx = scale, .widen_ratio = 2};
+    const char *paths[1] = {path};
+    const lrun_loader_opts o = {.device = &dev, .n_threads = n_threads, .chunk_bytes = CHUNK};
+    lrun_loader_stats s;
+    reset_counts();
+    const lrun_status st = lrun_loader_read(paths, 1, &r, 1, &o, &s);
+    if (st != LRUN_OK) printf("# %s\n", lrun_last_error());
+    int same = st == LRUN_OK && !overflow;
+    for (size_t i = 0; same && i < n; i++) same = dst[i] == bf16(e4m3(file[7 + i]) * scale[i / COLS]);
+    char name[160];
+    snprintf(name, sizeof name, "widened to the %s, %d threads: bf16(e4m3 x row scale) at every element",
+             on_device ? "device" : "host", n_threads);
+    CHECK(name, same);
+    snprintf(name, sizeof name, "widened to the %s: one scratch chunk per thread, staging only for the device",
+             on_device ? "device" : "host");
+    CHECK(name, s.scratch_bytes >= CHUNK && s.scratch_bytes <= (size_t)n_threads * CHUNK && s.scratch_bytes % CHUNK == 0 &&
+                    s.staging_bytes == (on_device ? (size_t)streams * 2 * CHUNK : 0) &&
+                    (!on_device || (stream_peak == 2 && in_flight_peak <= 2 * n_threads)));
+    free(scale);
+    free(dst);
+}
+
+int main(void)
+{
+    if (!write_file()) {
+        printf("not ok 1 - a test file\n1..1\n");
+        return 1;
+    }
+    plain(1);
+    plain(3);
+    widened(1, 0);
+    widened(3, 0);
+    widened(1, 1);
+    widened(3, 1);
+    /* a widening whose ratio does not fit the chunk is refused, not looped on */
+    uint16_t out[4];
+    const lrun_load_range bad = {.bytes = 4, .dst = out, .widen = widen_rows, .widen_ctx = out, .widen_ratio = 9};
+    const char *paths[1] = {path};
+    CHECK("a widen ratio past LRUN_LOADER_WIDEN_MAX is LRUN_E_ARG",
+          lrun_loader_read(paths, 1, &bad, 1, NULL, NULL) == LRUN_E_ARG);
+    unlink(path);
+    free(file);
+    printf("1..%d\n", check_count);
+    return check_failures ? 1 : 0;
+}
