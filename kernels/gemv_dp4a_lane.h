@@ -61,7 +61,10 @@ DL_FN uint32_t dl_iq4(uint32_t v)
  * low, element 16 + j high), w[8] the int8 words out. */
 DL_FN void dl_q4_0(const uint32_t qs[4], uint32_t w[8])
 {
-    for (int l = 0; l < 4; l++) w[l] = dl_sub4(dl_lo(qs[l]), 0x08080808u), w[4 + l] = dl_sub4(dl_hi(qs[l]), 0x08080808u);
+    for (int l = 0; l < 4; l++) {
+        w[l] = dl_sub4(dl_lo(qs[l]), 0x08080808u);
+        w[4 + l] = dl_sub4(dl_hi(qs[l]), 0x08080808u);
+    }
 }
 DL_FN void dl_q4_1(const uint32_t qs[4], uint32_t w[8])
 {

@@ -24,7 +24,10 @@ static int dp4a(uint32_t a, uint32_t b, int c)
     return c;
 }
 
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
 
 static float f16(uint32_t h)
@@ -95,13 +98,15 @@ static void emu_unit(lrun_dtype t, const uint8_t *row, int64_t u, uint32_t w[8],
 static int emu_case(lrun_dtype t, int64_t k, unsigned seed, double *worst_el, double *worst_dot)
 {
     srand(seed);
-    float *src = malloc((size_t)k * sizeof *src), *deq = malloc((size_t)k * sizeof *deq);
-    float *x = malloc((size_t)k * sizeof *x);
     size_t rb = 0;
     if (lrun_dtype_row_bytes(t, k, &rb) != LRUN_OK) return 0;
-    uint8_t *row = malloc(rb);
-    uint8_t *xq = malloc((size_t)k / 32 * 34);
-    if (!src || !deq || !x || !row || !xq) return 0;
+    float *src = malloc((size_t)k * sizeof *src), *deq = malloc((size_t)k * sizeof *deq);
+    float *x = malloc((size_t)k * sizeof *x);
+    uint8_t *row = malloc(rb), *xq = malloc((size_t)k / 32 * 34);
+    if (!src || !deq || !x || !row || !xq) {
+        free(src), free(deq), free(x), free(row), free(xq);
+        return 0;
+    }
     for (int64_t i = 0; i < k; i++) {
         src[i] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
         if (i % 61 == 7) src[i] *= 9.0f;
@@ -168,9 +173,11 @@ int main(void)
         double worst_el = 0.0, worst_dot = 0.0;
         int ok = 1;
         for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
-            for (unsigned s = 1; s <= 3; s++) ok &= emu_case(types[ti], ks[ki], s * 31u + (unsigned)ki, &worst_el, &worst_dot);
+            for (unsigned s = 1; s <= 3; s++)
+                ok &= emu_case(types[ti], ks[ki], s * 31u + (unsigned)ki, &worst_el, &worst_dot);
         char name[160];
-        snprintf(name, sizeof name, "%s: unpacked d*q + m vs lrun_dequantize_row %.1e <= 1e-6, dot error/terms %.1e <= 1e-6",
+        snprintf(name, sizeof name,
+                 "%s: unpacked d*q + m vs lrun_dequantize_row %.1e <= 1e-6, dot error/terms %.1e <= 1e-6",
                  lrun_dtype_name(types[ti]), worst_el, worst_dot);
         CHECK(name, ok && worst_el <= 1e-6 && worst_dot <= 1e-6);
     }

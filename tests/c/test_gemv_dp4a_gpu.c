@@ -118,8 +118,8 @@ static uint8_t *random_rows(lrun_dtype t, int64_t n, int64_t k, size_t stride, u
 }
 
 /* ref[r] = Σ dequant(W[r])·xq and terms[r] = Σ|…| in double, xq the q8-rounded x */
-static void reference(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride, const float *x, double *ref,
-                      double *terms)
+static void reference(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride, const float *x,
+                      double *ref, double *terms)
 {
     uint8_t *q = malloc((size_t)k / 32 * 34);
     float *xq = malloc((size_t)k * sizeof *xq), *row = malloc((size_t)k * sizeof *row);
@@ -168,8 +168,9 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
         worst = e > worst ? e : worst;
     }
     char name[200];
-    snprintf(name, sizeof name, "dp4a %s n %lld k %lld%s%s, store and add: error/terms %.2e <= 1e-6", lrun_dtype_name(t),
-             (long long)n, (long long)k, pad ? " (padded stride)" : "", xoff ? " (x unaligned)" : "", worst);
+    snprintf(name, sizeof name, "dp4a %s n %lld k %lld%s%s, store and add: error/terms %.2e <= 1e-6",
+             lrun_dtype_name(t), (long long)n, (long long)k, pad ? " (padded stride)" : "",
+             xoff ? " (x unaligned)" : "", worst);
     CHECK(name, ok && worst <= 1e-6);
     free(w), free(x), free(y), free(ref), free(terms);
 }
@@ -276,11 +277,11 @@ static void bench(void)
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)n, (long long)k);
             if (is_dp4a)
-                printf("# %-7s %13s %10.1f %6.1f%% %10.1f %6.1f%%%s\n", lrun_dtype_name(t), shape, g_old, g_old / 42.2,
-                       g_new, g_new / 42.2, t_old < 0 || t_new < 0 ? "  FAILED" : "");
+                printf("# %-7s %13s %10.1f %6.1f%% %10.1f %6.1f%%%s\n", lrun_dtype_name(t), shape, g_old,
+                       g_old / 42.2, g_new, g_new / 42.2, t_old < 0 || t_new < 0 ? "  FAILED" : "");
             else
-                printf("# %-7s %13s %10.1f %6.1f%% %10s %7s%s\n", lrun_dtype_name(t), shape, g_old, g_old / 42.2, "-", "",
-                       t_old < 0 ? "  FAILED" : "");
+                printf("# %-7s %13s %10.1f %6.1f%% %10s %7s%s\n", lrun_dtype_name(t), shape, g_old, g_old / 42.2,
+                       "-", "", t_old < 0 ? "  FAILED" : "");
         }
 }
 
