@@ -71,4 +71,11 @@ int lrun_k_gemv_kq(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const flo
 /* The shape of its variant v (0 the default) as text in buf. */
 const char *lrun_k_gemv_kq_shape(int v, char *buf, size_t size);
 
+/* The dp4a kernel of m = 1 (gemv_dp4a.cu) for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+ * IQ4_NL and IQ4_XS, taken only under LRUN_K_GEMV_DP4A: returns 0 when it
+ * does not take these weights (another dtype, k beyond its shared memory,
+ * rows not aligned for its word loads), else 1 with the launch's status in *e. */
+int lrun_k_gemv_dp4a(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st,
+                     cudaError_t *e);
+
 #endif

@@ -72,6 +72,12 @@ typedef enum {
     LRUN_K_GEMV_GEGLU = 3,     /* as SWIGLU with gelu (lrun_k_geglu's f16 table: a GGUF gemma) */
     LRUN_K_GEMV_GEGLU_F32 = 4, /* and with lrun_k_geglu's f32 GELU (an HF gemma) */
 } lrun_k_gemv_mode;
+/* OR'd into a mode: m = 1 products of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL
+ * and IQ4_XS weights take the dp4a kernel (gemv_dp4a.cu): x quantized to
+ * q8 blocks of 32 in the kernel, integer dots, so y is the product with the
+ * q8-rounded x (llama.cpp's numerics), not with x. Other types and m > 1
+ * ignore it. Fast numerics only (the engine's LRUN_CUDA_GEMV_DP4A=1). */
+#define LRUN_K_GEMV_DP4A 0x100
 lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                               const float *x, int64_t m, int mode, void *stream);
 

@@ -202,6 +202,9 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->model = model;
     e->device = dev;
     e->want_exact = want_exact_of(opts);
+    /* the dp4a GEMVs (kernels/gemv_dp4a.cu) stay opt-in until the H200 has measured them */
+    const char *dp4a = getenv("LRUN_CUDA_GEMV_DP4A");
+    e->gemv_flags = !e->want_exact && dp4a && strcmp(dp4a, "1") == 0 ? LRUN_K_GEMV_DP4A : 0;
     e->stream = lrun_cuda_compute_stream(dev);
     e->cublas = lrun_cuda_cublas(dev);
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;

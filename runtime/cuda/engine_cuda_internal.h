@@ -135,6 +135,8 @@ struct lrun_cuda_engine {
     /* CUDA graphs of decode steps, by token count */
     int graphs_enabled;
     int want_exact;               /* numerics EXACT was asked for (or LRUN_CUDA_EXACT=1 for benchmarks) */
+    int gemv_flags;               /* OR'd into the decode GEMVs' modes: LRUN_K_GEMV_DP4A under
+                                     LRUN_CUDA_GEMV_DP4A=1 (fast numerics only), else 0 */
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */

@@ -1,0 +1,337 @@
+/* gemv_dp4a.cu — the m = 1 decode GEMV of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+ * IQ4_NL and IQ4_XS with integer dot products, as llama.cpp's mmvq: x is
+ * quantized to int8 blocks of 32 (llama.cpp's and lrun_quantize_activations'
+ * rule: d = amax/127, q = rint(x·127/amax), d rounded to f16) and each weight
+ * block meets it through 8 __dp4a, one float FMA per block and row.
+ * Fast numerics only, and only when the caller asks (LRUN_K_GEMV_DP4A in
+ * the mode; the engine sets it from LRUN_CUDA_GEMV_DP4A=1): y is the dot of
+ * the dequantized weights with the q8-rounded x (what llama.cpp computes),
+ * not with x itself as gemv.cu's kernels do.
+ *
+ * Why: gemv.cu's unit kernel turns every weight into a float (a LOP or
+ * two, an I2F-free add and an FFMA per weight) and reached 0.4-1.8 TB/s on
+ * these types; here a weight costs a quarter of a dp4a plus its unpacking
+ * (gemv_dp4a_lane.h, shared with the host emulation test).
+ *
+ * Shape (gemv_kq.cu's): a block owns RB rows (RB/2 of gate and of up for a
+ * paired mode); its first step's weight loads are issued, then (after the
+ * PDL wait: x is the previous kernel's output) the block's NT threads
+ * quantize all of x into shared memory, one 32-element block per thread
+ * (x is L2-resident; k + 8·k/32 bytes of shared memory, so k ≤ 39321);
+ * then thread t takes weight blocks t, t + NT, ... of every row, the next
+ * block's loads issued before the current one's arithmetic; warp and block
+ * reductions and the epilogues as gemv_kq. */
+#include "exact_math.cuh"
+#include "gemv_common.cuh"
+#include "gemv_dp4a_lane.h"
+
+#define DL_MAX_SHARED (48 * 1024) /* without the opt-in attribute */
+
+// ---------------------------------------------------------------- blocks
+
+/* Each type: unit u of a row (32 elements) at load(row, u); raw's words;
+ * unpack(raw, u, w, &d, &m) as gemv_dp4a_lane.h. */
+template <int T> struct dl_blk;
+
+template <> struct dl_blk<LRUN_DTYPE_Q8_0> { /* d, qs[32]: 34 bytes, 2-aligned */
+    struct raw { uint32_t d, q[8]; };
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u)
+    {
+        const uint8_t *b = row + (size_t)u * 34;
+        raw r;
+        r.d = lrun_k_ld16(b);
+#pragma unroll
+        for (int l = 0; l < 8; l++) r.q[l] = lrun_k_ld32_a2(b + 2 + 4 * l);
+        return r;
+    }
+    static __device__ __forceinline__ void unpack(const raw &r, int64_t, uint32_t w[8], float *d, float *m)
+    {
+#pragma unroll
+        for (int l = 0; l < 8; l++) w[l] = r.q[l];
+        *d = lrun_k_f16((uint16_t)r.d), *m = 0.0f;
+    }
+};
+
+/* d, qs[16]: 18 bytes, 2-aligned (Q4_0 and IQ4_NL) */
+struct dl_raw18 { uint32_t d, q[4]; };
+static __device__ __forceinline__ dl_raw18 dl_load18(const uint8_t *row, int64_t u)
+{
+    const uint8_t *b = row + (size_t)u * 18;
+    dl_raw18 r;
+    r.d = lrun_k_ld16(b);
+#pragma unroll
+    for (int l = 0; l < 4; l++) r.q[l] = lrun_k_ld32_a2(b + 2 + 4 * l);
+    return r;
+}
+template <> struct dl_blk<LRUN_DTYPE_Q4_0> {
+    typedef dl_raw18 raw;
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u) { return dl_load18(row, u); }
+    static __device__ __forceinline__ void unpack(const raw &r, int64_t, uint32_t w[8], float *d, float *m)
+    {
+        dl_q4_0(r.q, w);
+        *d = lrun_k_f16((uint16_t)r.d), *m = 0.0f;
+    }
+};
+template <> struct dl_blk<LRUN_DTYPE_IQ4_NL> {
+    typedef dl_raw18 raw;
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u) { return dl_load18(row, u); }
+    static __device__ __forceinline__ void unpack(const raw &r, int64_t, uint32_t w[8], float *d, float *m)
+    {
+        dl_iq4nl(r.q, w);
+        *d = lrun_k_f16((uint16_t)r.d), *m = 0.0f;
+    }
+};
+
+template <> struct dl_blk<LRUN_DTYPE_Q4_1> { /* d, m, qs[16]: 20 bytes, 4-aligned */
+    struct raw { uint32_t dm, q[4]; };
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u)
+    {
+        const uint8_t *b = row + (size_t)u * 20;
+        raw r;
+        r.dm = lrun_k_ld32(b);
+#pragma unroll
+        for (int l = 0; l < 4; l++) r.q[l] = lrun_k_ld32(b + 4 + 4 * l);
+        return r;
+    }
+    static __device__ __forceinline__ void unpack(const raw &r, int64_t, uint32_t w[8], float *d, float *m)
+    {
+        dl_q4_1(r.q, w);
+        *d = lrun_k_f16((uint16_t)(r.dm & 0xffff)), *m = lrun_k_f16((uint16_t)(r.dm >> 16));
+    }
+};
+
+template <> struct dl_blk<LRUN_DTYPE_Q5_0> { /* d, qh[4], qs[16]: 22 bytes, 2-aligned */
+    struct raw { uint32_t d, qh, q[4]; };
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u)
+    {
+        const uint8_t *b = row + (size_t)u * 22;
+        raw r;
+        r.d = lrun_k_ld16(b);
+        r.qh = lrun_k_ld32_a2(b + 2);
+#pragma unroll
+        for (int l = 0; l < 4; l++) r.q[l] = lrun_k_ld32_a2(b + 6 + 4 * l);
+        return r;
+    }
+    static __device__ __forceinline__ void unpack(const raw &r, int64_t, uint32_t w[8], float *d, float *m)
+    {
+        dl_q5(r.q, r.qh, 0x10101010u, w);
+        *d = lrun_k_f16((uint16_t)r.d), *m = 0.0f;
+    }
+};
+
+template <> struct dl_blk<LRUN_DTYPE_Q5_1> { /* d, m, qh[4], qs[16]: 24 bytes, 4-aligned */
+    struct raw { uint32_t dm, qh, q[4]; };
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u)
+    {
+        const uint8_t *b = row + (size_t)u * 24;
+        raw r;
+        r.dm = lrun_k_ld32(b);
+        r.qh = lrun_k_ld32(b + 4);
+#pragma unroll
+        for (int l = 0; l < 4; l++) r.q[l] = lrun_k_ld32(b + 8 + 4 * l);
+        return r;
+    }
+    static __device__ __forceinline__ void unpack(const raw &r, int64_t, uint32_t w[8], float *d, float *m)
+    {
+        dl_q5(r.q, r.qh, 0u, w);
+        *d = lrun_k_f16((uint16_t)(r.dm & 0xffff)), *m = lrun_k_f16((uint16_t)(r.dm >> 16));
+    }
+};
+
+/* IQ4_XS super-blocks of 256: d, scales_h (one word at 0), scales_l[4] (at
+ * 4), qs[128] (at 8): 136 bytes, 8-aligned. Unit u is sub-block u % 8 of
+ * super-block u / 8: 16 bytes of qs at 8 + 16(u % 8), nibbles as IQ4_NL. */
+template <> struct dl_blk<LRUN_DTYPE_IQ4_XS> {
+    struct raw { uint32_t dh, sl, q[4]; };
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u)
+    {
+        const int j = (int)(u & 7);
+        const uint8_t *b = row + (size_t)(u >> 3) * 136;
+        raw r;
+        r.dh = lrun_k_ld32(b);
+        r.sl = __ldg(b + 4 + (j >> 1));
+#pragma unroll
+        for (int l = 0; l < 4; l++) r.q[l] = lrun_k_ld32(b + 8 + 16 * j + 4 * l);
+        return r;
+    }
+    static __device__ __forceinline__ void unpack(const raw &r, int64_t u, uint32_t w[8], float *d, float *m)
+    {
+        dl_iq4nl(r.q, w);
+        const int ls = dl_iq4xs_ls(r.dh >> 16, r.sl, (int)(u & 7));
+        *d = lrun_k_f16((uint16_t)(r.dh & 0xffff)) * (float)ls, *m = 0.0f;
+    }
+};
+
+// ---------------------------------------------------------------- x
+
+/* x block b (32 floats at xb) to xq (32 int8, 16-byte aligned shared), d
+ * (f16-rounded) and s = d·Σq: the rule of lrun_k_q8_block, one thread a block. */
+static __device__ __forceinline__ void dl_quantize(const float *xb, bool xvec, int8_t *xq, float *d, float *s)
+{
+    float v[32];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const float4 f = ldx4(xb + 4 * i, xvec);
+        v[4 * i] = f.x, v[4 * i + 1] = f.y, v[4 * i + 2] = f.z, v[4 * i + 3] = f.w;
+    }
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+    const float db = __fdiv_rn(amax, 127.0f), id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    uint32_t w[8];
+    int sum = 0;
+#pragma unroll
+    for (int l = 0; l < 8; l++) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int q = (int)rintf(__fmul_rn(v[4 * l + e], id));
+            sum += q;
+            word |= ((uint32_t)q & 0xffu) << (8 * e);
+        }
+        w[l] = word;
+    }
+    int4 *dst = (int4 *)xq;
+    dst[0] = make_int4((int)w[0], (int)w[1], (int)w[2], (int)w[3]);
+    dst[1] = make_int4((int)w[4], (int)w[5], (int)w[6], (int)w[7]);
+    const float dr = lrun_k_round_f16(db);
+    *d = dr;
+    *s = dr * (float)sum;
+}
+
+// ---------------------------------------------------------------- kernel
+
+template <int T, int NT, int RB>
+__global__ void __launch_bounds__(NT)
+    gemv_dp4a(const __grid_constant__ gemv_parts P, int64_t k, const float *__restrict__ x, bool xvec, int mode)
+{
+    using B = dl_blk<T>;
+    constexpr int RH = RB >= 2 ? RB / 2 : 1; /* output rows of a paired block */
+    extern __shared__ int4 dl_smem[];       /* xq (k int8), xd (k/32 f32), xs (k/32 f32) */
+    int8_t *xq = (int8_t *)dl_smem;
+    const int64_t nb = k / 32; /* units per row */
+    float *xd = (float *)(xq + k), *xs = xd + nb;
+    lrun_k_pdl_trigger();
+    const int64_t b = blockIdx.x;
+    const int p = (b >= P.b0[1]) + (b >= P.b0[2]);
+    const bool sw = PAIRED(mode);
+    const int64_t n = SEL3(P.n, p), row0 = (b - P.b0[p]) * (sw ? RH : RB);
+
+    /* rows past n re-read row n-1 (valid memory) and are not written; a
+     * paired block reads rows row0.. of gate (part 0) then of up (part 1) */
+    const uint8_t *rows[RB];
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const int q = sw && r >= RH ? 1 : p;
+        int64_t rr = row0 + (sw ? r % RH : r);
+        rr = rr < n ? rr : n - 1;
+        rows[r] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q);
+    }
+
+    float acc[RB];
+#pragma unroll
+    for (int r = 0; r < RB; r++) acc[r] = 0.0f;
+    /* the first unit's loads before the wait (the weights are no kernel's
+     * output), x quantized after it */
+    typename B::raw raw[RB];
+    int64_t u = threadIdx.x;
+    if (u < nb)
+#pragma unroll
+        for (int r = 0; r < RB; r++) raw[r] = B::load(rows[r], u);
+    lrun_k_pdl_wait();
+    for (int64_t q = threadIdx.x; q < nb; q += NT) dl_quantize(x + q * 32, xvec, xq + q * 32, xd + q, xs + q);
+    __syncthreads();
+
+    for (; u < nb; u += NT) {
+        const int4 *xw4 = (const int4 *)(xq + u * 32);
+        const int4 x0 = xw4[0], x1 = xw4[1];
+        const int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        const float dx = xd[u], sx = xs[u];
+        typename B::raw cur[RB];
+#pragma unroll
+        for (int r = 0; r < RB; r++) cur[r] = raw[r];
+        const int64_t un = u + NT;
+        if (un < nb)
+#pragma unroll
+            for (int r = 0; r < RB; r++) raw[r] = B::load(rows[r], un);
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            uint32_t w[8];
+            float d, m;
+            B::unpack(cur[r], u, w, &d, &m);
+            int sumi = 0;
+#pragma unroll
+            for (int l = 0; l < 8; l++) sumi = __dp4a((int)w[l], xw[l], sumi);
+            acc[r] = fmaf(d * dx, (float)sumi, fmaf(m, sx, acc[r]));
+        }
+    }
+
+    /* warps, then the block: red[w][r] is warp w's sum of row r */
+    __shared__ float red[NT / 32][RB];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const float v = lrun_k_warp_sum(acc[r]);
+        if (lane == 0) red[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < (sw ? RH : RB)) {
+        const int r = threadIdx.x;
+        float v = red[0][r], uu = sw ? red[0][r + RH] : 0.0f;
+#pragma unroll
+        for (int w = 1; w < NT / 32; w++) v += red[w][r], uu += sw ? red[w][r + RH] : 0.0f;
+        const int64_t row = row0 + r;
+        if (row < n) {
+            float *y = SEL3(P.y, p) + row;
+            if (sw) *y = pair1(v, uu, mode);
+            else put(y, v, mode);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- dispatch
+
+template <int T, int NT, int RB>
+static cudaError_t dl_launch(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
+{
+    const int64_t rows_out = PAIRED(mode) ? RB / 2 : RB;
+    const int grid_parts = PAIRED(mode) ? 1 : n_parts; /* up shares gate's blocks */
+    int64_t b = 0;
+    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
+        P.b0[p] = b;
+        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
+    }
+    if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
+    const bool xvec = ((uintptr_t)x & 15) == 0;
+    const size_t shared = (size_t)k + 8 * (size_t)(k / 32);
+    return lrun_k_launch(gemv_dp4a<T, NT, RB>, dim3((unsigned)b), dim3(NT), shared, st, P, k, x, xvec, mode);
+}
+
+/* 128 threads x 8 rows: 8 rows amortize the block's quantization of x over
+ * more weight bytes (16 x the x bytes at k = 4096 for Q4_0); to be tuned on
+ * the H200 (docs/benchmarks.md, "Quantized GEMV kernels (#15)"). */
+template <int T>
+static cudaError_t dl_shape(const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
+{
+    return dl_launch<T, 128, 8>(P, n_parts, k, x, mode, st);
+}
+
+int lrun_k_gemv_dp4a(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st,
+                     cudaError_t *e)
+{
+    if (k % 32 != 0 || (size_t)k + 8 * (size_t)(k / 32) > DL_MAX_SHARED) return 0;
+    /* 4-byte word loads: the 4-aligned layouts need 4-aligned rows */
+    const bool a4 = t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_XS;
+    for (int p = 0; p < n_parts; p++)
+        if (((uintptr_t)P.w[p] & (a4 ? 3 : 1)) != 0 || (P.rb[p] & (a4 ? 3 : 1)) != 0) return 0;
+    switch (t) {
+    case LRUN_DTYPE_Q8_0: *e = dl_shape<LRUN_DTYPE_Q8_0>(P, n_parts, k, x, mode, st); return 1;
+    case LRUN_DTYPE_Q4_0: *e = dl_shape<LRUN_DTYPE_Q4_0>(P, n_parts, k, x, mode, st); return 1;
+    case LRUN_DTYPE_Q4_1: *e = dl_shape<LRUN_DTYPE_Q4_1>(P, n_parts, k, x, mode, st); return 1;
+    case LRUN_DTYPE_Q5_0: *e = dl_shape<LRUN_DTYPE_Q5_0>(P, n_parts, k, x, mode, st); return 1;
+    case LRUN_DTYPE_Q5_1: *e = dl_shape<LRUN_DTYPE_Q5_1>(P, n_parts, k, x, mode, st); return 1;
+    case LRUN_DTYPE_IQ4_NL: *e = dl_shape<LRUN_DTYPE_IQ4_NL>(P, n_parts, k, x, mode, st); return 1;
+    case LRUN_DTYPE_IQ4_XS: *e = dl_shape<LRUN_DTYPE_IQ4_XS>(P, n_parts, k, x, mode, st); return 1;
+    default: return 0;
+    }
+}

@@ -1,0 +1,93 @@
+/* gemv_dp4a_lane.h — what one thread of the dp4a GEMV (gemv_dp4a.cu) does
+ * to one 32-element weight block: its raw words become 8 words of signed
+ * int8 values (word l = elements 4l..4l+3, in the block's order) with a
+ * float scale d and offset m (element i = d·q_i + m), ready for __dp4a
+ * against 8 words of q8 activations. Shared by the CUDA kernel and a host
+ * emulation (tests/c/test_gemv_dp4a_emu.c), so the bit arithmetic the GPU
+ * runs is the arithmetic `make test` checks against lrun_dequantize_row on
+ * any machine. Layouts as docs/REFERENCE (ggml): all little-endian words. */
+#ifndef LRUN_KERNELS_GEMV_DP4A_LANE_H
+#define LRUN_KERNELS_GEMV_DP4A_LANE_H
+
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define DL_FN static __device__ __forceinline__
+#define dl_perm(x, y, s) __byte_perm((x), (y), (s))
+#else
+#define DL_FN static inline
+/* CUDA's __byte_perm: byte i of the result is byte (s >> 4i) & 7 of the 8
+ * bytes y:x (x the low four); selectors here never set bit 3 (sign mode). */
+static inline uint32_t dl_perm(uint32_t x, uint32_t y, uint32_t s)
+{
+    const uint64_t v = (uint64_t)y << 32 | x;
+    uint32_t r = 0;
+    for (int i = 0; i < 4; i++) r |= (uint32_t)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    return r;
+}
+#endif
+
+/* Low / high nibbles of 4 bytes, one per byte. */
+DL_FN uint32_t dl_lo(uint32_t q) { return q & 0x0f0f0f0fu; }
+DL_FN uint32_t dl_hi(uint32_t q) { return (q >> 4) & 0x0f0f0f0fu; }
+
+/* q − c per byte, for bytes of q below 128 and of c at most 128: the 0x80
+ * bit keeps every byte's subtraction from borrowing out of it. */
+DL_FN uint32_t dl_sub4(uint32_t q, uint32_t c) { return ((q | 0x80808080u) - c) ^ 0x80808080u; }
+
+/* Bits 0..3 of v to bit 4 of bytes 0..3 (Q5's fifth bits). */
+DL_FN uint32_t dl_qh4(uint32_t v)
+{
+    return ((v << 4) & 0x10u) | ((v << 11) & 0x1000u) | ((v << 18) & 0x100000u) | ((v << 25) & 0x10000000u);
+}
+
+/* IQ4's codebook (lrun_kvalues_iq4nl) as int8 bytes: entries 0..3, 4..7, 8..11, 12..15. */
+#define DL_IQ4_T0 0xBFAD9881u /* -127 -104 -83 -65 */
+#define DL_IQ4_T1 0xF6EADDCFu /* -49 -35 -22 -10 */
+#define DL_IQ4_T2 0x26190D01u /* 1 13 25 38 */
+#define DL_IQ4_T3 0x71594535u /* 53 69 89 113 */
+
+/* 4 bytes of indices 0..15 to their codebook values: the low 3 bits of each
+ * make a selector nibble into entries 0..7 and into 8..15; bit 3 picks. */
+DL_FN uint32_t dl_iq4(uint32_t v)
+{
+    const uint32_t s = (v & 7u) | ((v >> 4) & 0x70u) | ((v >> 8) & 0x700u) | ((v >> 12) & 0x7000u);
+    const uint32_t lo = dl_perm(DL_IQ4_T0, DL_IQ4_T1, s), hi = dl_perm(DL_IQ4_T2, DL_IQ4_T3, s);
+    const uint32_t pick = ((v >> 3) & 0x01010101u) * 0xffu;
+    return (lo & ~pick) | (hi & pick);
+}
+
+/* The types' unpacking: qs[4] the 16 bytes of nibbles (byte j: element j
+ * low, element 16 + j high), w[8] the int8 words out. */
+DL_FN void dl_q4_0(const uint32_t qs[4], uint32_t w[8])
+{
+    for (int l = 0; l < 4; l++) {
+        w[l] = dl_sub4(dl_lo(qs[l]), 0x08080808u);
+        w[4 + l] = dl_sub4(dl_hi(qs[l]), 0x08080808u);
+    }
+}
+DL_FN void dl_q4_1(const uint32_t qs[4], uint32_t w[8])
+{
+    for (int l = 0; l < 4; l++) w[l] = dl_lo(qs[l]), w[4 + l] = dl_hi(qs[l]);
+}
+/* Q5: qh bit j is element j's fifth bit (j < 32); off 16 (Q5_0) or 0 (Q5_1). */
+DL_FN void dl_q5(const uint32_t qs[4], uint32_t qh, uint32_t off, uint32_t w[8])
+{
+    for (int l = 0; l < 4; l++) {
+        w[l] = dl_sub4(dl_lo(qs[l]) | dl_qh4(qh >> (4 * l)), off);
+        w[4 + l] = dl_sub4(dl_hi(qs[l]) | dl_qh4(qh >> (4 * l + 16)), off);
+    }
+}
+DL_FN void dl_iq4nl(const uint32_t qs[4], uint32_t w[8])
+{
+    for (int l = 0; l < 4; l++) w[l] = dl_iq4(dl_lo(qs[l])), w[4 + l] = dl_iq4(dl_hi(qs[l]));
+}
+/* IQ4_XS sub-block j (0..7) of a super-block: its 6-bit scale from
+ * scales_h (16 bits, 2 per sub-block) and scales_l byte j/2 (a nibble
+ * each); the scale is d·(ls − 32). */
+DL_FN int dl_iq4xs_ls(uint32_t scales_h, uint32_t scales_l_byte, int j)
+{
+    return (int)(((scales_l_byte >> (4 * (j & 1))) & 0xfu) | (((scales_h >> (2 * j)) & 3u) << 4)) - 32;
+}
+
+#endif

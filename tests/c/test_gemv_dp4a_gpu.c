@@ -1,0 +1,312 @@
+/* test_gemv_dp4a_gpu.c — the dp4a decode GEMV (kernels/gemv_dp4a.cu, taken
+ * under LRUN_K_GEMV_DP4A) of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL and
+ * IQ4_XS against the CPU: y must be the dot of lrun_dequantize_row's rows
+ * with x rounded by lrun_quantize_activations (Q8_0 blocks: the q8 x the
+ * kernel computes in shared memory), within f32 summation order (error over
+ * Σ|terms| <= 1e-6), on odd shapes (n 1, 7, 33, 129, 300; k 256 to 11008),
+ * padded strides, an unaligned x, and the modes STORE, ADD and SWIGLU. The
+ * host emulation (test_gemv_dp4a_emu.c) checks the same arithmetic in
+ * `make test`; this is the GPU's own run.
+ *
+ *   build/tests/test_gemv_dp4a_gpu           the tests (one SKIP line without a GPU)
+ *   build/tests/test_gemv_dp4a_gpu --bench   GB/s at m = 1 of every GEMV type on the 7B shapes,
+ *                                            the default kernel against the dp4a one, weights
+ *                                            rotated over >= 200 MB so that L2 does not serve them */
+#include "check.h"
+#include "core/device.h"
+#include "cuda/cuda_backend.h"
+#include "model/random_fill.h"
+#include "quant/quant.h"
+#include "quant/quant_dot.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef LRUN_WITH_CUDA
+int main(void)
+{
+    printf("ok %d - # SKIP built without CUDA\n", ++check_count);
+    return CHECK_DONE();
+}
+#else
+#include "kernels.h"
+
+static lrun_device *dev;
+static void *stream;
+static uint8_t *arena; /* one device block, bump-allocated; reset between cases */
+static size_t arena_cap, arena_used;
+
+static void *dbuf(size_t bytes)
+{
+    size_t off = (arena_used + 255) & ~(size_t)255;
+    if (off + bytes > arena_cap) {
+        printf("Bail out! test arena of %zu bytes exhausted\n", arena_cap);
+        exit(1);
+    }
+    arena_used = off + bytes;
+    return arena + off;
+}
+
+static void up(void *d, const void *h, size_t n)
+{
+    if (lrun_cuda_memcpy(dev, d, h, n, LRUN_COPY_HOST_TO_DEVICE) != LRUN_OK) {
+        printf("Bail out! upload: %s\n", lrun_last_error());
+        exit(1);
+    }
+}
+
+static void down(void *h, const void *d, size_t n)
+{
+    if (lrun_cuda_memcpy(dev, h, d, n, LRUN_COPY_DEVICE_TO_HOST) != LRUN_OK) {
+        printf("Bail out! download: %s\n", lrun_last_error());
+        exit(1);
+    }
+}
+
+static void *dcopy(const void *h, size_t n)
+{
+    void *d = dbuf(n);
+    up(d, h, n);
+    return d;
+}
+
+static int ran(lrun_status st)
+{
+    if (st != LRUN_OK) {
+        printf("# kernel: %s\n", lrun_last_error());
+        return 0;
+    }
+    if (lrun_cuda_stream_sync(dev, stream) != LRUN_OK) {
+        printf("# sync: %s\n", lrun_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(float lo, float hi)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return lo + (hi - lo) * (float)((rng >> 40) * (1.0 / 16777216.0));
+}
+
+static size_t row_bytes(lrun_dtype t, int64_t k)
+{
+    size_t rb = 0;
+    if (lrun_dtype_row_bytes(t, k, &rb) != LRUN_OK) {
+        printf("Bail out! row_bytes: %s\n", lrun_last_error());
+        exit(1);
+    }
+    return rb;
+}
+
+/* n rows of k random elements of t, stride bytes apart (the gap garbage) */
+static uint8_t *random_rows(lrun_dtype t, int64_t n, int64_t k, size_t stride, uint64_t seed)
+{
+    uint8_t *w = malloc((size_t)n * stride);
+    memset(w, 0xa5, (size_t)n * stride);
+    for (int64_t r = 0; r < n; r++)
+        if (lrun_random_fill(t, w + (size_t)r * stride, r * k, k, 1.0f, seed) != LRUN_OK) {
+            printf("Bail out! random_fill: %s\n", lrun_last_error());
+            exit(1);
+        }
+    return w;
+}
+
+/* ref[r] = Σ dequant(W[r])·xq and terms[r] = Σ|…| in double, xq the q8-rounded x */
+static void reference(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride, const float *x,
+                      double *ref, double *terms)
+{
+    uint8_t *q = malloc((size_t)k / 32 * 34);
+    float *xq = malloc((size_t)k * sizeof *xq), *row = malloc((size_t)k * sizeof *row);
+    lrun_quantize_activations(LRUN_DTYPE_Q8_0, x, q, k);
+    lrun_dequantize_row(LRUN_DTYPE_Q8_0, q, xq, k);
+    for (int64_t r = 0; r < n; r++) {
+        lrun_dequantize_row(t, w + (size_t)r * stride, row, k);
+        double s = 0.0, a = 0.0;
+        for (int64_t i = 0; i < k; i++) s += (double)row[i] * xq[i], a += fabs((double)row[i] * xq[i]);
+        ref[r] = s, terms[r] = a;
+    }
+    free(q), free(xq), free(row);
+}
+
+static const lrun_dtype dp4a_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,   LRUN_DTYPE_Q4_1,  LRUN_DTYPE_Q5_0,
+                                        LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
+#define N_DP4A ((int)(sizeof dp4a_types / sizeof dp4a_types[0]))
+
+/* STORE and ADD of one weight, x at an offset of xoff floats; pad bytes after each row. */
+static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
+{
+    arena_used = 0;
+    const size_t stride = row_bytes(t, k) + pad;
+    uint8_t *w = random_rows(t, n, k, stride, (uint64_t)(n * 131 + k));
+    float *x = malloc((size_t)(k + 1) * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+    for (int64_t i = 0; i < k + 1; i++) x[i] = frand(-1.5f, 1.5f);
+    double *ref = malloc((size_t)n * sizeof *ref), *terms = malloc((size_t)n * sizeof *terms);
+    reference(t, w, n, k, stride, x + xoff, ref, terms);
+    void *dw = dcopy(w, (size_t)n * stride);
+    float *dx = dcopy(x, (size_t)(k + 1) * 4), *dy = dbuf((size_t)n * 4);
+    const lrun_k_gemv_part part = {dw, stride, n, dy};
+    double worst = 0.0;
+    int ok = ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_DP4A, stream));
+    down(y, dy, (size_t)n * 4);
+    for (int64_t r = 0; r < n; r++) {
+        const double e = fabs(y[r] - ref[r]) / (terms[r] + 1e-30);
+        worst = e > worst ? e : worst;
+    }
+    /* ADD into y = 1 + r */
+    for (int64_t r = 0; r < n; r++) y[r] = 1.0f + (float)r;
+    up(dy, y, (size_t)n * 4);
+    ok &= ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_ADD | LRUN_K_GEMV_DP4A, stream));
+    down(y, dy, (size_t)n * 4);
+    for (int64_t r = 0; r < n; r++) {
+        const double e = fabs(y[r] - (1.0 + (double)r + ref[r])) / (terms[r] + 1.0 + (double)r);
+        worst = e > worst ? e : worst;
+    }
+    char name[200];
+    snprintf(name, sizeof name, "dp4a %s n %lld k %lld%s%s, store and add: error/terms %.2e <= 1e-6",
+             lrun_dtype_name(t), (long long)n, (long long)k, pad ? " (padded stride)" : "",
+             xoff ? " (x unaligned)" : "", worst);
+    CHECK(name, ok && worst <= 1e-6);
+    free(w), free(x), free(y), free(ref), free(terms);
+}
+
+/* SWIGLU of a gate and an up weight through the dp4a kernel */
+static void test_swiglu(lrun_dtype t)
+{
+    arena_used = 0;
+    const int64_t n = 33, k = 768;
+    const size_t stride = row_bytes(t, k);
+    uint8_t *wg = random_rows(t, n, k, stride, 7), *wu = random_rows(t, n, k, stride, 8);
+    float *x = malloc((size_t)k * sizeof *x), y[33];
+    for (int64_t i = 0; i < k; i++) x[i] = frand(-1.0f, 1.0f);
+    double g[33], u[33], tg[33], tu[33];
+    reference(t, wg, n, k, stride, x, g, tg);
+    reference(t, wu, n, k, stride, x, u, tu);
+    float *dx = dcopy(x, (size_t)k * 4), *dy = dbuf((size_t)n * 4);
+    const lrun_k_gemv_part pair[2] = {{dcopy(wg, (size_t)n * stride), stride, n, dy},
+                                      {dcopy(wu, (size_t)n * stride), stride, n, NULL}};
+    const int ok = ran(lrun_k_gemv_multi(t, pair, 2, k, dx, 1, LRUN_K_GEMV_SWIGLU | LRUN_K_GEMV_DP4A, stream));
+    down(y, dy, sizeof y);
+    double worst = 0.0;
+    for (int r = 0; r < n; r++) {
+        const double want = g[r] / (1.0 + exp(-g[r])) * u[r];
+        const double scale = (tg[r] + 1.0) * (fabs(u[r]) + tu[r] + 1.0); /* the inputs' error bounds, multiplied */
+        const double e = fabs(y[r] - want) / scale;
+        worst = e > worst ? e : worst;
+    }
+    char name[160];
+    snprintf(name, sizeof name, "dp4a %s swiglu n 33 k 768: error/scale %.2e <= 1e-6", lrun_dtype_name(t), worst);
+    CHECK(name, ok && worst <= 1e-6);
+    free(wg), free(wu), free(x);
+}
+
+static void tests(void)
+{
+    static const int64_t shapes[][2] = {{1, 256}, {7, 768}, {33, 4096}, {129, 11008}, {300, 2816}};
+    for (int ti = 0; ti < N_DP4A; ti++) {
+        for (int si = 0; si < 5; si++) test_case(dp4a_types[ti], shapes[si][0], shapes[si][1], 0, 0);
+        test_case(dp4a_types[ti], 37, 1280 - 1280 % 256, 4, 1); /* padded rows, x off 16 bytes */
+        test_swiglu(dp4a_types[ti]);
+    }
+}
+
+// ---------------------------------------------------------------- bench
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* µs per call at m = 1 rotating over copies, flags 0 (the default kernels) or LRUN_K_GEMV_DP4A */
+static double time_gemv(lrun_dtype t, void **dw, int copies, size_t stride, int64_t n, int64_t k, const float *dx,
+                        float *dy, int flags)
+{
+    lrun_k_gemv_part part = {dw[0], stride, n, dy};
+    if (!ran(lrun_k_gemv_multi(t, &part, 1, k, dx, 1, LRUN_K_GEMV_STORE | flags, stream))) return -1.0;
+    const int iters = copies * (1 + 400 / copies);
+    const double t0 = now_s();
+    for (int i = 0; i < iters; i++) {
+        part.w = dw[i % copies];
+        lrun_k_gemv_multi(t, &part, 1, k, dx, 1, LRUN_K_GEMV_STORE | flags, stream);
+    }
+    if (lrun_cuda_stream_sync(dev, stream) != LRUN_OK) return -1.0;
+    return (now_s() - t0) / iters;
+}
+
+static void bench(void)
+{
+    static const lrun_dtype all[] = {LRUN_DTYPE_Q8_0,  LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,   LRUN_DTYPE_Q5_0,
+                                     LRUN_DTYPE_Q5_1,  LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS, LRUN_DTYPE_Q2_K,
+                                     LRUN_DTYPE_Q3_K,  LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,   LRUN_DTYPE_Q6_K,
+                                     LRUN_DTYPE_BF16,  LRUN_DTYPE_F16};
+    static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}; /* n, k */
+    printf("# GB/s at m = 1, weights rotated over >= 200 MB; %% of the H200's 4220 GB/s measured\n");
+    printf("# %-7s %13s %10s %7s %10s %7s\n", "type", "n x k", "default", "%", "dp4a", "%");
+    for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++)
+        for (int si = 0; si < 3; si++) {
+            arena_used = 0;
+            const lrun_dtype t = all[ti];
+            const int64_t n = shapes[si][0], k = shapes[si][1];
+            const size_t stride = row_bytes(t, k), bytes = (size_t)n * stride;
+            int copies = (int)((200000000 + bytes - 1) / bytes) + 1;
+            copies = copies > 64 ? 64 : copies;
+            /* 2^20 random elements tiled: n·k is a multiple of them on these shapes */
+            const int64_t tile = (int64_t)1 << 20;
+            const size_t tile_bytes = row_bytes(t, tile);
+            uint8_t *tw = random_rows(t, 1, tile, tile_bytes, 5), *w = malloc(bytes);
+            for (size_t off = 0; off < bytes; off += tile_bytes) memcpy(w + off, tw, tile_bytes);
+            free(tw);
+            void *dw[64];
+            for (int c = 0; c < copies; c++) dw[c] = dcopy(w, bytes);
+            float *x = malloc((size_t)k * 4);
+            for (int64_t i = 0; i < k; i++) x[i] = frand(-1.0f, 1.0f);
+            float *dx = dcopy(x, (size_t)k * 4), *dy = dbuf((size_t)n * 4);
+            free(w), free(x);
+            const double t_old = time_gemv(t, dw, copies, stride, n, k, dx, dy, 0);
+            int is_dp4a = 0;
+            for (int i = 0; i < N_DP4A; i++) is_dp4a |= dp4a_types[i] == t;
+            const double t_new = is_dp4a ? time_gemv(t, dw, copies, stride, n, k, dx, dy, LRUN_K_GEMV_DP4A) : 0.0;
+            const double g_old = t_old > 0 ? bytes / t_old / 1e9 : 0.0, g_new = t_new > 0 ? bytes / t_new / 1e9 : 0.0;
+            char shape[32];
+            snprintf(shape, sizeof shape, "%lldx%lld", (long long)n, (long long)k);
+            if (is_dp4a)
+                printf("# %-7s %13s %10.1f %6.1f%% %10.1f %6.1f%%%s\n", lrun_dtype_name(t), shape, g_old,
+                       g_old / 42.2, g_new, g_new / 42.2, t_old < 0 || t_new < 0 ? "  FAILED" : "");
+            else
+                printf("# %-7s %13s %10.1f %6.1f%% %10s %7s%s\n", lrun_dtype_name(t), shape, g_old, g_old / 42.2,
+                       "-", "", t_old < 0 ? "  FAILED" : "");
+        }
+}
+
+int main(int argc, char **argv)
+{
+    const int bench_mode = argc > 1 && !strcmp(argv[1], "--bench");
+    if (lrun_cuda_device_count() == 0) {
+        printf("ok %d - # SKIP no GPU\n", ++check_count);
+        return CHECK_DONE();
+    }
+    if (lrun_device_open(&dev, "cuda:0", 0) != LRUN_OK) {
+        printf("Bail out! %s\n", lrun_last_error());
+        return 1;
+    }
+    stream = lrun_cuda_compute_stream(dev);
+    arena_cap = (size_t)1 << 30;
+    if (lrun_device_alloc(dev, arena_cap, "test arena", (void **)&arena) != LRUN_OK) {
+        printf("Bail out! %s\n", lrun_last_error());
+        return 1;
+    }
+    lrun_k_set_pdl(lrun_k_pdl_supported(dev->cuda_ordinal)); /* as the engine launches them */
+    if (bench_mode) bench();
+    else tests();
+    lrun_device_release(dev, arena, arena_cap);
+    lrun_device_free(dev);
+    return bench_mode ? 0 : CHECK_DONE();
+}
+#endif
