@@ -202,9 +202,11 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->model = model;
     e->device = dev;
     e->want_exact = want_exact_of(opts);
-    /* the dp4a GEMVs (kernels/gemv_dp4a.cu) stay opt-in until the H200 has measured them */
+    /* the dp4a GEMVs (kernels/gemv_dp4a.cu): by default for the types where they measured
+     * faster (lrun_cuda_gemv_flags); LRUN_CUDA_GEMV_DP4A=1 all seven types, =0 none */
     const char *dp4a = getenv("LRUN_CUDA_GEMV_DP4A");
     e->gemv_flags = !e->want_exact && dp4a && strcmp(dp4a, "1") == 0 ? LRUN_K_GEMV_DP4A : 0;
+    e->gemv_dp4a_auto = !e->want_exact && !dp4a;
     e->stream = lrun_cuda_compute_stream(dev);
     e->cublas = lrun_cuda_cublas(dev);
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;

@@ -68,7 +68,8 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
     if (t->packed) return lrun_cuda_packed_matmul(e, t, w.data, x, m, y); /* mode 3: engine_cuda_packed.h */
     if (m <= GEMV_MAX_ROWS) {
         const lrun_k_gemv_part part = {w.data, t->row_bytes, t->ne[1], y};
-        return lrun_k_gemv_multi(t->dtype, &part, 1, t->ne[0], x, m, LRUN_K_GEMV_STORE | e->gemv_flags, e->stream);
+        return lrun_k_gemv_multi(t->dtype, &part, 1, t->ne[0], x, m,
+                                 LRUN_K_GEMV_STORE | lrun_cuda_gemv_flags(e, t->dtype), e->stream);
     }
     return lrun_k_gemm(e->cublas, t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, slot_dtype(t->dtype),
                        e->w_slot, e->x_slot, e->stream);
@@ -98,7 +99,8 @@ static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, flo
         parts[i].n = w[i].w->ne[1];
         parts[i].y = y[i];
     }
-    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode | e->gemv_flags, e->stream);
+    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m,
+                             mode | lrun_cuda_gemv_flags(e, w[0].w->dtype), e->stream);
 }
 
 // ---------------------------------------------------------------- ops

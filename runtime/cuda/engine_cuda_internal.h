@@ -135,8 +135,10 @@ struct lrun_cuda_engine {
     /* CUDA graphs of decode steps, by token count */
     int graphs_enabled;
     int want_exact;               /* numerics EXACT was asked for (or LRUN_CUDA_EXACT=1 for benchmarks) */
-    int gemv_flags;               /* OR'd into the decode GEMVs' modes: LRUN_K_GEMV_DP4A under
+    int gemv_flags;               /* OR'd into every decode GEMV's mode: LRUN_K_GEMV_DP4A under
                                      LRUN_CUDA_GEMV_DP4A=1 (fast numerics only), else 0 */
+    int gemv_dp4a_auto;           /* fast numerics, LRUN_CUDA_GEMV_DP4A unset: the dp4a GEMV for the
+                                     types where the H200 measured it faster (lrun_cuda_gemv_flags) */
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */
@@ -171,6 +173,22 @@ static inline int lrun_cuda_pdl_on(const lrun_cuda_engine *e)
 }
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* The mode flags of a decode GEMV of dtype t. By default the dp4a kernel
+ * (kernels/gemv_dp4a.cu: x rounded to 8 bits, as llama.cpp) runs the types
+ * where test_gemv_dp4a_gpu --bench measured it ahead of the default kernel
+ * on the 7B shapes (H200, docs/benchmarks.md: q4_1 +26%/-3%/+34%, q5_0
+ * +12-29%, q5_1 +41-59%, iq4_nl +39-65%, iq4_xs +15-34%); Q8_0 (-15-24%)
+ * and Q4_0 (+17%/-16%/+11%, about even per layer) keep theirs.
+ * LRUN_CUDA_GEMV_DP4A=1 sends all seven types to it, =0 none. */
+static inline int lrun_cuda_gemv_flags(const lrun_cuda_engine *e, lrun_dtype t)
+{
+    if (e->gemv_flags) return e->gemv_flags;
+    return e->gemv_dp4a_auto && (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 ||
+                                 t == LRUN_DTYPE_IQ4_NL || t == LRUN_DTYPE_IQ4_XS)
+               ? LRUN_K_GEMV_DP4A
+               : 0;
+}
 
 /* The cuBLAS slot dtype for a weight: bf16 stays bf16 (no conversion), the
  * rest go through f16, whose 10-bit mantissa keeps more of the activations. */

@@ -1,5 +1,5 @@
-/* test_engine_dp4a_gpu.c — the CUDA engine with LRUN_CUDA_GEMV_DP4A=1 (the
- * opt-in dp4a GEMV, kernels/gemv_dp4a.cu) against the CPU engine, on
+/* test_engine_dp4a_gpu.c — the CUDA engine with LRUN_CUDA_GEMV_DP4A=1 and
+ * with its per-type default (the dp4a GEMV, kernels/gemv_dp4a.cu) against the CPU engine, on
  * random-weight models of every type the kernel takes. The CPU quantizes
  * matmul activations to 8 bits as llama.cpp does, and so does the dp4a
  * kernel, so its decode logits should sit closer to the CPU's than the
@@ -96,12 +96,17 @@ int main(void)
             CHECK(msg, 0);
             continue;
         }
-        int ok_def = 0, ok_dp4a = 0;
-        const double def = decode_rel(path, NULL, &ok_def), dp = decode_rel(path, "1", &ok_dp4a);
-        printf("# %s decode vs CPU, worst rel over %d steps: default GEMV %.3g, dp4a GEMV %.3g\n", name, ND, def, dp);
+        int ok_def = 0, ok_dp4a = 0, ok_auto = 0;
+        /* "0": the older kernel; "1": dp4a for every type; unset: the engine's per-type default */
+        const double def = decode_rel(path, "0", &ok_def), dp = decode_rel(path, "1", &ok_dp4a);
+        const double au = decode_rel(path, NULL, &ok_auto);
+        printf("# %s decode vs CPU, worst rel over %d steps: older GEMV %.3g, dp4a GEMV %.3g, default %.3g\n", name,
+               ND, def, dp, au);
         snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_DP4A=1 decode logits match the CPU (rel %.2g <= 5e-2)", name,
                  dp);
         CHECK(msg, ok_def && ok_dp4a && dp <= 5e-2);
+        snprintf(msg, sizeof msg, "%s: the default GEMV choice matches the CPU (rel %.2g <= 5e-2)", name, au);
+        CHECK(msg, ok_auto && au <= 5e-2);
         unlink(path);
     }
     return CHECK_DONE();
