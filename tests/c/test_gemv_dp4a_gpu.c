@@ -35,57 +35,7 @@ int main(void)
 #else
 #include "kernels.h"
 
-static lrun_device *dev;
-static void *stream;
-static uint8_t *arena; /* one device block, bump-allocated; reset between cases */
-static size_t arena_cap, arena_used;
-
-static void *dbuf(size_t bytes)
-{
-    size_t off = (arena_used + 255) & ~(size_t)255;
-    if (off + bytes > arena_cap) {
-        printf("Bail out! test arena of %zu bytes exhausted\n", arena_cap);
-        exit(1);
-    }
-    arena_used = off + bytes;
-    return arena + off;
-}
-
-static void up(void *d, const void *h, size_t n)
-{
-    if (lrun_cuda_memcpy(dev, d, h, n, LRUN_COPY_HOST_TO_DEVICE) != LRUN_OK) {
-        printf("Bail out! upload: %s\n", lrun_last_error());
-        exit(1);
-    }
-}
-
-static void down(void *h, const void *d, size_t n)
-{
-    if (lrun_cuda_memcpy(dev, h, d, n, LRUN_COPY_DEVICE_TO_HOST) != LRUN_OK) {
-        printf("Bail out! download: %s\n", lrun_last_error());
-        exit(1);
-    }
-}
-
-static void *dcopy(const void *h, size_t n)
-{
-    void *d = dbuf(n);
-    up(d, h, n);
-    return d;
-}
-
-static int ran(lrun_status st)
-{
-    if (st != LRUN_OK) {
-        printf("# kernel: %s\n", lrun_last_error());
-        return 0;
-    }
-    if (lrun_cuda_stream_sync(dev, stream) != LRUN_OK) {
-        printf("# sync: %s\n", lrun_last_error());
-        return 0;
-    }
-    return 1;
-}
+#include "gpu_fixture.h" /* dev, stream, the bump arena, up/down/dcopy, ran */
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(float lo, float hi)
@@ -141,7 +91,7 @@ static const lrun_dtype dp4a_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,   LRUN
 /* STORE and ADD of one weight, x at an offset of xoff floats; pad bytes after each row. */
 static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
 {
-    arena_used = 0;
+    dreset();
     const size_t stride = row_bytes(t, k) + pad;
     uint8_t *w = random_rows(t, n, k, stride, (uint64_t)(n * 131 + k));
     float *x = malloc((size_t)(k + 1) * sizeof *x), *y = malloc((size_t)n * sizeof *y);
@@ -178,7 +128,7 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
 /* SWIGLU of a gate and an up weight through the dp4a kernel */
 static void test_swiglu(lrun_dtype t)
 {
-    arena_used = 0;
+    dreset();
     const int64_t n = 33, k = 768;
     const size_t stride = row_bytes(t, k);
     uint8_t *wg = random_rows(t, n, k, stride, 7), *wu = random_rows(t, n, k, stride, 8);
@@ -251,7 +201,7 @@ static void bench(void)
     printf("# %-7s %13s %10s %7s %10s %7s\n", "type", "n x k", "default", "%", "dp4a", "%");
     for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++)
         for (int si = 0; si < 3; si++) {
-            arena_used = 0;
+            dreset();
             const lrun_dtype t = all[ti];
             const int64_t n = shapes[si][0], k = shapes[si][1];
             const size_t stride = row_bytes(t, k), bytes = (size_t)n * stride;
@@ -292,21 +242,11 @@ int main(int argc, char **argv)
         printf("ok %d - # SKIP no GPU\n", ++check_count);
         return CHECK_DONE();
     }
-    if (lrun_device_open(&dev, "cuda:0", 0) != LRUN_OK) {
-        printf("Bail out! %s\n", lrun_last_error());
-        return 1;
-    }
-    stream = lrun_cuda_compute_stream(dev);
-    arena_cap = (size_t)1 << 30;
-    if (lrun_device_alloc(dev, arena_cap, "test arena", (void **)&arena) != LRUN_OK) {
-        printf("Bail out! %s\n", lrun_last_error());
-        return 1;
-    }
+    if (!gpu_fixture_open((size_t)1 << 30)) return 1;
     lrun_k_set_pdl(lrun_k_pdl_supported(dev->cuda_ordinal)); /* as the engine launches them */
     if (bench_mode) bench();
     else tests();
-    lrun_device_release(dev, arena, arena_cap);
-    lrun_device_free(dev);
+    gpu_fixture_close();
     return bench_mode ? 0 : CHECK_DONE();
 }
 #endif
