@@ -73,11 +73,23 @@ local function unescape(s)
   return table.concat(out)
 end
 
+-- A float literal's value as Python's float() gives it: LuaJIT's tonumber
+-- returns nil where the exponent overflows or underflows a double
+-- ("1e999"), which Python reads as inf or 0.0 (fuzz_jinja found
+-- "{{88888888e888…}}" reaching math.floor with nil).
+local function float_literal(text)
+  local n = tonumber(text)
+  if n then return n end
+  local mantissa, exp_sign = text:match("^([%d.]*)[eE]([-+]?)")
+  if not mantissa or not mantissa:find("[1-9]") or exp_sign == "-" then return 0.0 end
+  return math.huge
+end
+
 -- One token inside a tag at pos: returns type, value, next pos.
 local function expr_token(src, pos)
   local s = src:match("^%d[%d_]*%.%d[%d_]*[eE][-+]?%d[%d_]*", pos) or src:match("^%d[%d_]*[eE][-+]?%d[%d_]*", pos)
     or src:match("^%d[%d_]*%.%d[%d_]*", pos)
-  if s then return "float", V.float(tonumber((s:gsub("_", "")))), pos + #s end
+  if s then return "float", V.float(float_literal((s:gsub("_", "")))), pos + #s end
   s = src:match("^%d[%d_]*", pos)
   if s then return "int", tonumber((s:gsub("_", ""))), pos + #s end
   s = src:match("^[%a_][%w_]*", pos)
