@@ -29,29 +29,8 @@ int main(void)
 
 enum { SIZE = 12 << 20, CHUNK = 1 << 20, COLS = 4096 + 3 };
 
-static float e4m3(uint8_t b)
-{
-    const int e = (b >> 3) & 15, m = b & 7;
-    if (e == 15 && m == 7) return NAN;
-    const float v = e ? ldexpf(1.0f + (float)m / 8.0f, e - 7) : ldexpf((float)m / 8.0f, -6);
-    return (b & 0x80) ? -v : v;
-}
-
-static uint16_t bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static void widen_rows(const void *ctx, uint64_t at, const void *src, size_t n, void *dst)
-{
-    const float *scale = ctx;
-    const uint8_t *q = src;
-    uint16_t *out = dst;
-    for (size_t i = 0; i < n; i++) out[i] = bf16(e4m3(q[i]) * scale[(at + i) / COLS]);
-}
+#define WIDEN_COLS COLS
+#include "widen_ref.h" /* e4m3, bf16, widen_rows: the test's own decode */
 
 int main(void)
 {
