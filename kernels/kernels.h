@@ -390,6 +390,17 @@ lrun_status lrun_k_packed_gemv(const void *packed, const struct lrun_packed_layo
 lrun_status lrun_k_packed_decode_rows(uint16_t *dst, const void *packed, const struct lrun_packed_layout *lay,
                                       int64_t k, int64_t row0, int64_t n_rows, void *stream);
 
+/* out (n_tok, k) f32 = rows tokens[i] of a packed table of rows of k (k a
+ * multiple of 8, packed on a 16-byte boundary, out 16-byte aligned): only
+ * the codec blocks of those rows are decoded, a warp each, and the values
+ * widened to f32 as lrun_k_embed does, so out is bit-identical to decoding
+ * the table whole and calling lrun_k_embed. tokens are device memory (read
+ * by the kernel: the launch depends on n_tok alone, graph-safe); an id
+ * outside the table gives a row of zeros. LRUN_E_UNSUPPORTED when k is not a
+ * multiple of 8. */
+lrun_status lrun_k_packed_embed(const void *packed, const struct lrun_packed_layout *lay, int64_t k,
+                                const int32_t *tokens, int64_t n_tok, float *out, void *stream);
+
 /* Prefill: y (m, n) = x (m, k) · Wᵀ for a packed W: decoded into w_slot (n*k
  * values of its own dtype) by lrun_k_packed_decode_rows, then lrun_k_gemm
  * on the slot in place, the call the plain weight makes with slot_dtype =

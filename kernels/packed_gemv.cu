@@ -40,15 +40,30 @@ static __device__ __forceinline__ void pg_prefetch_range(const uint8_t *in, uint
     for (uint64_t l = l0 + t; l <= l1; l += nt) pg_prefetch((const uint8_t *)(uintptr_t)(l << 7));
 }
 
+/* A lane's values to dst: 16-bit values (a tile, a slot) or f32 (embedding rows). */
+static __device__ __forceinline__ void pg_emit(const pg_lane *L, const uint32_t *v2, uint64_t p3, const pg_tensor *t,
+                                               const uint8_t *stage, const pg_streams *s, uint64_t cb, uint64_t e0,
+                                               uint64_t e1, unsigned lane, int bf16, uint16_t *dst)
+{
+    pg_lane_emit(L, v2, p3, t, stage, s, cb, e0, e1, lane, bf16, dst);
+}
+static __device__ __forceinline__ void pg_emit(const pg_lane *L, const uint32_t *v2, uint64_t p3, const pg_tensor *t,
+                                               const uint8_t *stage, const pg_streams *s, uint64_t cb, uint64_t e0,
+                                               uint64_t e1, unsigned lane, int bf16, float *dst)
+{
+    pg_lane_emit_f32(L, v2, p3, t, stage, s, cb, e0, e1, lane, bf16, dst);
+}
+
 /* The whole warp decodes codec block cb of t and stores its elements in
  * [e0, e1) (multiples of 8, within the tensor) to dst[element - e0] (dst
- * 16-byte aligned: shared or global memory). stage: the warp's PG_STAGE
- * bytes of shared memory, 16-byte aligned. The lane's steps are
- * packed_gemv_lane.h's, which test_packed_gemv_emu.c replays on the host in
- * this order, with the scans' shuffle steps. */
-template <bool BF16>
+ * 16-byte aligned: shared or global memory; D uint16_t for plain values,
+ * float for f32). stage: the warp's PG_STAGE bytes of shared memory,
+ * 16-byte aligned. The lane's steps are packed_gemv_lane.h's, which
+ * test_packed_gemv_emu.c replays on the host in this order, with the scans'
+ * shuffle steps. */
+template <bool BF16, typename D>
 static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint64_t cb, uint64_t e0, uint64_t e1,
-                                                       uint16_t *dst, uint8_t *stage, unsigned lane)
+                                                       D *dst, uint8_t *stage, unsigned lane)
 {
     pg_lane L;
     pg_lane_load(&L, &t, cb, e0, e1, lane, BF16);
@@ -61,7 +76,7 @@ static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint6
     uint32_t v2[4];
     const uint64_t cnt3 = pg_lane_tier2(v2, (const uint32_t *)stage, s.sh, p2, cnt);
     const uint64_t p3 = pg_group_prefix(pg_scan(cnt3, lane, &tot), tot);
-    pg_lane_emit(&L, v2, p3, &t, stage, &s, cb, e0, e1, lane, BF16, dst);
+    pg_emit(&L, v2, p3, &t, stage, &s, cb, e0, e1, lane, BF16, dst);
     __syncwarp(); /* the stage is refilled by the warp's next block */
 }
 
@@ -405,6 +420,62 @@ extern "C" lrun_status lrun_k_packed_decode_rows(uint16_t *dst, const void *pack
         if ((s = lrun_k_launched(op)) != LRUN_OK) return s;
     }
     return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- the embedding gather
+
+/* Warp w of the grid (8 a block): token w / nw of the chunk, the (w % nw)-th
+ * codec block of its row ids[token] (packed_gemv_lane.h's pg_embed_job),
+ * decoded straight into that token's row of out as f32. The ids are read on
+ * the device, so the launch depends on n_tok alone (a CUDA graph replays it). */
+template <bool BF16>
+__global__ void __launch_bounds__(LRUN_K_PG_DECODE_THREADS)
+    packed_embed_k(pg_tensor t, int64_t k, int64_t rows, const int32_t *__restrict__ ids, int64_t n_tok, int nw,
+                   float *__restrict__ out)
+{
+    __shared__ __align__(16) uint8_t stage[LRUN_K_PG_DECODE_THREADS / 32][LRUN_K_PG_STAGE];
+    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t w = (int64_t)blockIdx.x * (LRUN_K_PG_DECODE_THREADS / 32) + warp;
+    if (w >= n_tok * nw) return; /* the whole warp: no block barrier below */
+    const int64_t tok = w / nw;
+    const int j = (int)(w % nw);
+    const pg_embed_job J = pg_embed_job_of(ids[tok], j, rows, k); /* the same id in every lane */
+    float *row = out + tok * k;
+    if (!J.valid) pg_lane_zero_f32(row, j, k, lane);
+    else if (J.live) pg_decode_block<BF16>(t, J.cb, J.e0, J.e1, row, stage[warp], lane);
+}
+
+extern "C" lrun_status lrun_k_packed_embed(const void *packed, const lrun_packed_layout *lay, int64_t k,
+                                           const int32_t *tokens, int64_t n_tok, float *out, void *stream)
+{
+    static const char op[] = "lrun_k_packed_embed";
+    if (!lay) return lrun_fail(LRUN_E_ARG, "%s: lay is NULL", op);
+    if (k <= 0 || lay->n % (uint64_t)k != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: k %lld does not divide the table's %llu elements", op, (long long)k,
+                         (unsigned long long)lay->n);
+    const int64_t rows = (int64_t)(lay->n / (uint64_t)k);
+    lrun_status s = pg_check(op, packed, lay, rows, k, 0);
+    if (s != LRUN_OK) return s;
+    if (!tokens || !out || ((uintptr_t)out & 15) != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: tokens or out is NULL, or out is not 16-byte aligned", op);
+    if (n_tok <= 0) return lrun_fail(LRUN_E_ARG, "%s: n_tok %lld (must be > 0)", op, (long long)n_tok);
+    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    const int nw = pg_embed_warps(k);
+    const int64_t per = LRUN_K_PG_DECODE_THREADS / 32;
+    int64_t warps, total;
+    if (__builtin_mul_overflow(n_tok, (int64_t)nw, &warps) || __builtin_mul_overflow(n_tok, k, &total) ||
+        (warps + per - 1) / per > LRUN_K_MAX_GRID)
+        return lrun_fail(LRUN_E_ARG, "%s: %lld tokens of %lld elements are too many for one launch", op,
+                         (long long)n_tok, (long long)k);
+    const pg_tensor t = pg_tensor_of(packed, lay);
+    const unsigned grid = (unsigned)((warps + per - 1) / per);
+    if (lay->dtype == LRUN_DTYPE_BF16)
+        packed_embed_k<true>
+            <<<grid, LRUN_K_PG_DECODE_THREADS, 0, (cudaStream_t)stream>>>(t, k, rows, tokens, n_tok, nw, out);
+    else
+        packed_embed_k<false>
+            <<<grid, LRUN_K_PG_DECODE_THREADS, 0, (cudaStream_t)stream>>>(t, k, rows, tokens, n_tok, nw, out);
+    return lrun_k_launched(op);
 }
 
 extern "C" lrun_status lrun_k_packed_gemm(void *cublas, const void *packed, const lrun_packed_layout *lay, int64_t n,

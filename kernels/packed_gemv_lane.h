@@ -18,6 +18,11 @@
 #define LRUN_KERNELS_PACKED_GEMV_LANE_H
 
 #include "packed/codec.h"
+#ifdef __CUDACC__
+#include <cuda_fp16.h>
+#else
+#include "quant/quant.h" /* lrun_f16_to_f32 */
+#endif
 
 #include <stdint.h>
 #include <string.h>
@@ -47,6 +52,8 @@
         (a) = pg_v_.x, (b) = pg_v_.y;                                                                                \
     } while (0)
 #define pg_st128(p, a, b, c, d) (*(uint4 *)(p) = make_uint4((a), (b), (c), (d)))
+/* f16 bits → f32 bits: lrun_k_f16's conversion (the embedding gather's, kernels/common.cuh) */
+#define pg_f16_f32(h) __float_as_uint(__half2float(__ushort_as_half((unsigned short)(h))))
 #else
 #define PG_FN static inline
 #define PG_UNROLL
@@ -107,6 +114,14 @@ static inline void pg_st128(void *p, uint32_t a, uint32_t b, uint32_t c, uint32_
     if ((uintptr_t)p % 16) pg_emu_misaligned++;
     const uint32_t w[4] = {a, b, c, d};
     memcpy(p, w, 16);
+}
+/* f16 bits → f32 bits: the CPU engine's conversion (exact, as the device's) */
+static inline uint32_t pg_f16_f32(uint32_t h)
+{
+    const float f = lrun_f16_to_f32((uint16_t)h);
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
 }
 #endif
 
@@ -383,6 +398,83 @@ PG_FN void pg_lane_emit(const pg_lane *L, const uint32_t *v2, uint64_t p3, const
         pg_exponents(ex, L->c1[g], v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, t, stage, s);
         pg_assemble(out, bf16, L->r[g], ex, L->hb[g]);
         pg_st128(dst + (e - e0), out[0], out[1], out[2], out[3]);
+    }
+}
+
+// ---------------------------------------------------------------- the embedding gather (f32 rows)
+
+/* The 8 values of out (pg_assemble's words) as f32 bits, f[j] = value j:
+ * bf16 is the top half of a float, f16 through pg_f16_f32; exactly the
+ * conversion lrun_k_embed applies to a plain table's values. */
+PG_FN void pg_widen(uint32_t *f, const uint32_t *out, int bf16)
+{
+    PG_UNROLL for (int i = 0; i < 4; i++)
+    {
+        if (bf16) f[2 * i] = out[i] << 16, f[2 * i + 1] = out[i] & 0xffff0000u;
+        else f[2 * i] = pg_f16_f32(out[i] & 0xffffu), f[2 * i + 1] = pg_f16_f32(out[i] >> 16);
+    }
+}
+
+/* As pg_lane_emit, but the values as f32 to dst[element - e0] (dst 16-byte
+ * aligned; element - e0 is a multiple of 8): two 16-byte stores per group. */
+PG_FN void pg_lane_emit_f32(const pg_lane *L, const uint32_t *v2, uint64_t p3, const pg_tensor *t,
+                            const uint8_t *stage, const pg_streams *s, uint64_t cb, uint64_t e0, uint64_t e1,
+                            unsigned lane, int bf16, float *dst)
+{
+    const uint64_t base = cb * PG_BLOCK + 8 * lane;
+    PG_UNROLL for (int g = 0; g < 4; g++)
+    {
+        const uint64_t e = base + 256 * g;
+        if (e < e0 || e >= e1) continue;
+        uint32_t ex[2], out[4], f[8];
+        pg_exponents(ex, L->c1[g], v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, t, stage, s);
+        pg_assemble(out, bf16, L->r[g], ex, L->hb[g]);
+        pg_widen(f, out, bf16);
+        pg_st128(dst + (e - e0), f[0], f[1], f[2], f[3]);
+        pg_st128(dst + (e - e0) + 4, f[4], f[5], f[6], f[7]);
+    }
+}
+
+/* Host side: warps per token of the gather, the most codec blocks a row of k
+ * elements (k a multiple of 8) can touch: rows start at multiples of
+ * gcd(k, PG_BLOCK) within a block, so at most PG_BLOCK - gcd into one. */
+static inline int pg_embed_warps(int64_t k)
+{
+    int64_t g = PG_BLOCK;
+    while (k % g) g /= 2; /* PG_BLOCK is a power of two */
+    return (int)((PG_BLOCK - g + k - 1) / PG_BLOCK + 1);
+}
+
+/* What warp j (0 .. nw - 1) of a token does: decode codec block cb of the
+ * table for the row's elements [e0, e1) (live), or nothing (the row ends
+ * before its block), or, for an id outside [0, rows) (valid 0: a token the
+ * host failed to check), write its share of a row of zeros (pg_lane_zero_f32),
+ * as lrun_k_embed gives for a negative id. */
+typedef struct pg_embed_job {
+    int valid, live;
+    uint64_t cb, e0, e1;
+} pg_embed_job;
+
+PG_FN pg_embed_job pg_embed_job_of(int32_t id, int j, int64_t rows, int64_t k)
+{
+    pg_embed_job J;
+    J.valid = id >= 0 && (int64_t)id < rows;
+    J.e0 = J.valid ? (uint64_t)id * (uint64_t)k : 0;
+    J.e1 = J.e0 + (uint64_t)k;
+    J.cb = J.e0 / PG_BLOCK + (uint64_t)j;
+    J.live = J.valid && J.cb * PG_BLOCK < J.e1;
+    return J;
+}
+
+/* An invalid id's row: warp j's lanes zero elements j*PG_BLOCK + 256g + 8l .. +7 below k. */
+PG_FN void pg_lane_zero_f32(float *row, int j, int64_t k, unsigned lane)
+{
+    PG_UNROLL for (int g = 0; g < 4; g++)
+    {
+        const int64_t e = (int64_t)j * PG_BLOCK + 256 * g + 8 * lane;
+        if (e >= k) continue;
+        pg_st128(row + e, 0, 0, 0, 0);
+        pg_st128(row + e + 4, 0, 0, 0, 0);
     }
 }
 

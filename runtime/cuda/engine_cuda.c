@@ -207,6 +207,7 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     const char *dp4a = getenv("LRUN_CUDA_GEMV_DP4A");
     e->gemv_flags = !e->want_exact && dp4a && strcmp(dp4a, "1") == 0 ? LRUN_K_GEMV_DP4A : 0;
     e->gemv_dp4a_auto = !e->want_exact && !dp4a;
+    e->packed_embed_gather = lrun_cuda_packed_embed_gather_on(); /* read with the scratch's size */
     e->stream = lrun_cuda_compute_stream(dev);
     e->cublas = lrun_cuda_cublas(dev);
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;

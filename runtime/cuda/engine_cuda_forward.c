@@ -381,11 +381,8 @@ static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, in
     const lrun_model *m = e->model;
     const struct lrun_tensor *te = m->tok_embd;
     if (e->offload && lrun_cuda_offload_embeds_on_host(e)) TRY(lrun_cuda_offload_embed(e, n));
-    else if (te->packed) { /* a packed table on the device: decoded whole into the packed scratch */
-        const void *plain;
-        TRY(lrun_cuda_packed_decode_scratch(e, te, te->data, 0, &plain));
-        TRY(lrun_k_embed(te->dtype, plain, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
-    } else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
+    else if (te->packed) TRY(lrun_cuda_packed_embed(e, te, n)); /* a packed table on the device */
+    else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
     if (m->arch->embd_scale) /* gemma: each row times sqrtf(n_embd), as the CPU */
         TRY(lrun_k_scale(e->x, sqrtf((float)e->n_embd), n * e->n_embd, e->stream));
     struct run r = {e, n, max_kv, 0, W, NULL, NULL, 0, 0};

@@ -112,6 +112,8 @@ struct lrun_cuda_engine {
     void *packed_scratch;         /* (packed_scratch_bytes) a DEVICE-tier packed weight decoded for the
                                    * product that reads it (engine_cuda_packed.c), or NULL when none */
     size_t packed_scratch_bytes;
+    int packed_embed_gather;      /* 1: a packed table on the device gives only the chunk's rows, decoded
+                                   * by token id into x (lrun_cuda_packed_embed; LRUN_PACKED_EMBED_GATHER) */
     void *d_table_base;
     struct step_table d_table;
     struct cuda_layer *layers;    /* (n_layer), host array of device pointers */

@@ -28,6 +28,19 @@ static int fused_enabled(void)
     return on;
 }
 
+/* Default of LRUN_PACKED_EMBED_GATHER: 0 until lrun_k_packed_embed has run
+ * on a GPU (test_packed_embed_gpu); then 1. */
+#define EMBED_GATHER_DEFAULT 0
+
+int lrun_cuda_packed_embed_gather_on(void)
+{
+    const char *v = getenv("LRUN_PACKED_EMBED_GATHER");
+    return v && *v ? strcmp(v, "0") != 0 : EMBED_GATHER_DEFAULT;
+}
+
+/* Rows of te gathered by token (lrun_k_packed_embed takes rows of a multiple of 8). */
+static int embed_gathered(const struct lrun_tensor *te, int on) { return on && te->ne[0] % 8 == 0; }
+
 /* Plain bytes t decodes into the scratch, 0 when it is not read packed on the device. */
 static size_t need_of(const lrun_placement *p, const struct lrun_tensor *t, int all_device)
 {
@@ -38,8 +51,11 @@ static size_t need_of(const lrun_placement *p, const struct lrun_tensor *t, int 
 
 size_t lrun_cuda_packed_scratch_bytes(const lrun_model *m, const lrun_placement *p, int all_device)
 {
+    /* the head always decodes whole (a tied head is the table itself); the
+     * table only when its rows are not gathered */
     size_t best = need_of(p, m->output, all_device);
-    const size_t te = need_of(p, m->tok_embd, all_device);
+    const size_t te = embed_gathered(m->tok_embd, lrun_cuda_packed_embed_gather_on())
+                          ? 0 : need_of(p, m->tok_embd, all_device);
     if (te > best) best = te;
     const lrun_arch *a = m->arch;
     for (int64_t l = 0; l < m->info.n_layer; l++)
@@ -65,6 +81,15 @@ lrun_status lrun_cuda_packed_decode_scratch(lrun_cuda_engine *e, const struct lr
     TRY(lrun_k_packed_decode(dst, packed, &w->pk, 0, w->pk.n, e->stream));
     *plain = dst;
     return LRUN_OK;
+}
+
+lrun_status lrun_cuda_packed_embed(lrun_cuda_engine *e, const struct lrun_tensor *te, int64_t n)
+{
+    if (embed_gathered(te, e->packed_embed_gather)) /* only the chunk's rows: no scratch, nothing whole */
+        return lrun_k_packed_embed(te->data, &te->pk, te->ne[0], e->d_table.tokens, n, e->x, e->stream);
+    const void *plain;
+    TRY(lrun_cuda_packed_decode_scratch(e, te, te->data, 0, &plain));
+    return lrun_k_embed(te->dtype, plain, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream);
 }
 
 lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,

@@ -32,10 +32,24 @@ struct lrun_placement;
 
 /* Bytes of the packed scratch: the most plain bytes one op decodes at once
  * (an op's packed matrices, each 256-aligned; the head; the embedding
- * table), for the weights compute reads packed on the device (placement p,
- * NULL: the tensors' own; all_device: every weight, as an ALL_DEVICE
- * engine moves them all there). 0 when there are none. */
+ * table, unless its rows are gathered: lrun_cuda_packed_embed_gather_on),
+ * for the weights compute reads packed on the device (placement p, NULL:
+ * the tensors' own; all_device: every weight, as an ALL_DEVICE engine
+ * moves them all there). 0 when there are none. */
 size_t lrun_cuda_packed_scratch_bytes(const lrun_model *model, const struct lrun_placement *p, int all_device);
+
+/* 1 when a packed embedding table on the device gives only the chunk's rows
+ * (lrun_k_packed_embed, decoded by token id straight into x) rather than
+ * being decoded whole into the packed scratch: LRUN_PACKED_EMBED_GATHER=1
+ * (=0 off), read at each call; off by default until the kernel has run on a
+ * GPU (docs/packed.md "The embedding table"). */
+int lrun_cuda_packed_embed_gather_on(void);
+
+/* x (n, n_embd) f32 = the rows of the chunk's tokens (d_table.tokens) of the
+ * embedding table te, packed on the device: gathered by token id
+ * (e->packed_embed_gather, rows of a multiple of 8) or decoded whole into
+ * the packed scratch, then lrun_k_embed. Bit-identical either way. */
+lrun_status lrun_cuda_packed_embed(lrun_cuda_engine *e, const struct lrun_tensor *te, int64_t n);
 
 /* The GEMV of n_w weights sharing x (m <= GEMV_MAX_ROWS rows), any of them
  * packed on the device: as lrun_k_gemv_multi(dtype, parts, n_w, k, x, m, mode). */

@@ -6,7 +6,8 @@
  * warp prefix sums step for step as their shuffles run, the exponent
  * permutes and the 16-byte stores; the fused GEMV's grid (blocks to parts,
  * rows, segments, codec blocks, warps) and its product's reads of the tile;
- * decode_rows' grid. Every tile against the CPU decoder, and no load or
+ * decode_rows' grid; the embedding gather's grid (lrun_k_packed_embed: rows
+ * by token id, as f32). Every tile against the CPU decoder, and no load or
  * store misaligned for its width or outside the packed tensor. Runs in
  * `make test` on any machine; the GPU itself is tested by
  * test_packed_gemv_gpu.c.
@@ -28,6 +29,8 @@
 #define WARPS_MAX 8
 #define DECODE_WARPS 8 /* LRUN_K_PG_DECODE_THREADS / 32 */
 
+static int embed_ok = 1; /* every emu_case's embedding gather so far */
+
 /* pg_scan: the shuffle steps of an exclusive prefix sum over 32 lanes. */
 static void emu_scan(const uint64_t *v, uint64_t *ex, uint64_t *tot)
 {
@@ -46,9 +49,11 @@ static int stage_too_small; /* a block's staged words would not fit PG_STAGE2 */
 static int big_tier3;       /* blocks with more tier-3 bytes than the stage holds */
 
 /* pg_decode_block for one warp: the lanes' steps between the warp's
- * barriers, in the kernel's order. stage: the warp's (kept across calls). */
+ * barriers, in the kernel's order. stage: the warp's (kept across calls).
+ * The values go to dst, or as f32 to dst32 when it is not NULL (the
+ * embedding gather's pg_emit). */
 static void emu_decode_block(const pg_tensor *t, int bf16, uint64_t cb, uint64_t e0, uint64_t e1, uint16_t *dst,
-                             uint8_t *stage)
+                             float *dst32, uint8_t *stage)
 {
     pg_lane L[32];
     pg_streams s[32];
@@ -74,7 +79,8 @@ static void emu_decode_block(const pg_tensor *t, int bf16, uint64_t cb, uint64_t
     emu_scan(cnt3, p3, &tot);
     for (unsigned l = 0; l < 32; l++) {
         p3[l] = pg_group_prefix(p3[l], tot);
-        pg_lane_emit(&L[l], v2[l], p3[l], t, stage, &s[l], cb, e0, e1, l, bf16, dst);
+        if (dst32) pg_lane_emit_f32(&L[l], v2[l], p3[l], t, stage, &s[l], cb, e0, e1, l, bf16, dst32);
+        else pg_lane_emit(&L[l], v2[l], p3[l], t, stage, &s[l], cb, e0, e1, l, bf16, dst);
     }
     /* __syncwarp */
 }
@@ -104,7 +110,7 @@ static int emu_gemv(const pg_tensor *t, int bf16, const uint16_t *plain, int64_t
             for (int64_t i = w; i < nseg * R.nc; i += nw) {
                 const int sg = i >= R.nc;
                 emu_decode_block(t, bf16, R.cb0 + (uint64_t)(i - sg * R.nc), R.e0, R.e1, tile + (size_t)sg * rh * k,
-                                 stage + (size_t)w * PG_STAGE);
+                                 NULL, stage + (size_t)w * PG_STAGE);
             }
         for (int sg = 0; sg < nseg; sg++)
             ok &= !memcmp(tile + (size_t)sg * rh * k, plain + R.e0, (size_t)(R.e1 - R.e0) * 2);
@@ -141,10 +147,55 @@ static int emu_decode_rows(const pg_tensor *t, int bf16, const uint16_t *plain, 
         for (unsigned w = 0; w < DECODE_WARPS; w++) {
             const uint64_t cb = cb0 + bi * DECODE_WARPS + w;
             if (cb * PG_BLOCK >= e1) continue;
-            emu_decode_block(t, bf16, cb, e0, e1, d, stage + (size_t)w * PG_STAGE);
+            emu_decode_block(t, bf16, cb, e0, e1, d, NULL, stage + (size_t)w * PG_STAGE);
         }
     ok = ok && !memcmp(d, plain + e0, (size_t)(e1 - e0) * 2);
     free(d), free(stage);
+    return ok;
+}
+
+/* lrun_k_packed_embed's grid for the token ids of a chunk (valid ones in
+ * every position of the table, repeats, and two outside it): warp w of
+ * block bi is warp 8 bi + w of the gather, token w / nw, the (w % nw)-th
+ * codec block of its row (pg_embed_job_of). Every row as the plain table's
+ * row widened to f32 as lrun_k_embed does (zeros for the outside ids), to
+ * the bit, and nothing stored past the chunk's rows. */
+static int emu_embed(const pg_tensor *t, int bf16, const uint16_t *plain, int64_t rows, int64_t k)
+{
+    const int32_t ids[] = {(int32_t)(rows - 1), 0, (int32_t)(rows / 2), (int32_t)(rows / 3), -1,
+                           (int32_t)rows, (int32_t)(rows / 2), (int32_t)(rows > 1 ? 1 : 0), (int32_t)(rows - 1)};
+    const int64_t n_tok = (int64_t)(sizeof ids / sizeof ids[0]), nw = pg_embed_warps(k), guard = 64;
+    const int64_t warps = n_tok * nw, grid = (warps + DECODE_WARPS - 1) / DECODE_WARPS;
+    float *out = alloc16((size_t)(n_tok * k + guard) * 4);
+    uint8_t *stage = alloc16((size_t)DECODE_WARPS * PG_STAGE);
+    int ok = out && stage;
+    if (ok) memset(stage, 0xa5, (size_t)DECODE_WARPS * PG_STAGE), memset(out, 0xff, (size_t)(n_tok * k + guard) * 4);
+    for (int64_t bi = 0; ok && bi < grid; bi++)
+        for (int w8 = 0; w8 < DECODE_WARPS; w8++) {
+            const int64_t w = bi * DECODE_WARPS + w8;
+            if (w >= warps) continue;
+            const int64_t tok = w / nw;
+            const int j = (int)(w % nw);
+            const pg_embed_job J = pg_embed_job_of(ids[tok], j, rows, k);
+            float *row = out + tok * k;
+            if (!J.valid) {
+                for (unsigned l = 0; l < 32; l++) pg_lane_zero_f32(row, j, k, l);
+            } else if (J.live)
+                emu_decode_block(t, bf16, J.cb, J.e0, J.e1, NULL, row, stage + (size_t)w8 * PG_STAGE);
+        }
+    for (int64_t i = 0; ok && i < n_tok; i++)
+        for (int64_t c = 0; c < k; c++) {
+            const int valid = ids[i] >= 0 && ids[i] < rows;
+            const uint16_t h = valid ? plain[(int64_t)ids[i] * k + c] : 0;
+            const float want = !valid ? 0.0f : bf16 ? lrun_bf16_to_f32(h) : lrun_f16_to_f32(h);
+            ok &= !memcmp(&out[i * k + c], &want, 4);
+        }
+    for (int64_t g = 0; ok && g < guard; g++) {
+        uint32_t u;
+        memcpy(&u, &out[n_tok * k + g], 4);
+        ok &= u == 0xffffffffu;
+    }
+    free(out), free(stage);
     return ok;
 }
 
@@ -167,11 +218,13 @@ static int emu_case(int dtype, const uint16_t *v, int64_t rows, int64_t k)
         ok = emu_gemv(&t, bf16, v, rows, k, 0, 256) && emu_gemv(&t, bf16, v, rows, k, 1, 256) &&
              emu_gemv(&t, bf16, v, rows, k, 0, 128) && emu_decode_rows(&t, bf16, v, k, 0, rows) &&
              emu_decode_rows(&t, bf16, v, k, r0, nr);
+        if (!ok) printf("# %lld x %lld (%s): a tile or decoded range differs from the values\n", (long long)rows,
+                        (long long)k, lrun_dtype_name(dtype));
+        embed_ok &= emu_embed(&t, bf16, v, rows, k);
+        if (!embed_ok) printf("# %lld x %lld (%s): gathered embedding rows differ\n", (long long)rows, (long long)k,
+                              lrun_dtype_name(dtype));
         pg_emu_lo = pg_emu_hi = NULL;
     }
-    if (!ok)
-        printf("# %lld x %lld (%s): a tile or decoded range differs from the values\n", (long long)rows, (long long)k,
-               lrun_dtype_name(dtype));
     free(p);
     return ok;
 }
@@ -181,6 +234,22 @@ static uint32_t rnd(void)
 {
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
     return (uint32_t)(rng >> 16);
+}
+
+/* pg_embed_warps(k): the most codec blocks a row of k touches, over every
+ * row of a table of 4096 rows (rows start at multiples of k). */
+static int embed_warps_ok(void)
+{
+    int ok = 1;
+    for (int64_t k = 8; k <= 20000; k += k < 2100 ? 8 : 776) {
+        int64_t most = 0;
+        for (int64_t r = 0; r < 4096; r++) {
+            const int64_t e0 = r * k, nb = (e0 + k - 1) / PG_BLOCK - e0 / PG_BLOCK + 1;
+            if (nb > most) most = nb;
+        }
+        ok &= pg_embed_warps(k) == most;
+    }
+    return ok;
 }
 
 /* The bit helpers on their own, against their definitions. */
@@ -194,6 +263,7 @@ static void helpers(void)
         ok &= pg_spread(c) == a && pg_spread3(v) == b;
     }
     CHECK("pg_spread and pg_spread3: code j to nibble j", ok);
+    CHECK("pg_embed_warps(k): the most codec blocks one row of k touches", embed_warps_ok());
 }
 
 int main(void)
@@ -242,6 +312,9 @@ int main(void)
     }
     printf("# loads/stores misaligned for their width: %d; outside the packed tensor: %d\n", pg_emu_misaligned,
            pg_emu_oob);
+    CHECK("embedding gather (lrun_k_packed_embed's grid): every chunk row the table row as f32, bit for bit; "
+          "zeros for ids outside it; nothing past the rows",
+          embed_ok);
     CHECK("every load and store aligned for its width (on a 16-byte aligned tensor and tile)", pg_emu_misaligned == 0);
     CHECK("no load outside the packed tensor", pg_emu_oob == 0);
     CHECK("no byte-permute selector asks for sign replication (bit 3 of a nibble)", pg_emu_signsel == 0);
