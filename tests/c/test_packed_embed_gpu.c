@@ -164,7 +164,7 @@ static int kernel_case(const table *t, const int32_t *ids, int64_t n_tok)
 static void test_kernel(void)
 {
     static const int64_t shapes[][2] = {{1000, 256}, {517, 576}, {300, 4104}, {64, 8}};
-    char label[160];
+    char label[256];
     for (int ty = 0; ty < 2; ty++) {
         const int dt = ty ? LRUN_DTYPE_F16 : LRUN_DTYPE_BF16;
         for (int s = 0; s < 4; s++)
