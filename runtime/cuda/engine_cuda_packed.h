@@ -63,7 +63,7 @@ lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tenso
 
 /* The plain bytes of w (packed on the device) decoded into the packed
  * scratch at byte offset off, on the compute stream; valid until the next
- * decode there (the embedding table uses it too). */
+ * decode there (the embedding table too, when its rows are not gathered). */
 lrun_status lrun_cuda_packed_decode_scratch(lrun_cuda_engine *e, const struct lrun_tensor *w, const void *packed,
                                             size_t off, const void **plain);
 
