@@ -54,8 +54,8 @@ size_t lrun_cuda_packed_scratch_bytes(const lrun_model *m, const lrun_placement 
     /* the head always decodes whole (a tied head is the table itself); the
      * table only when its rows are not gathered */
     size_t best = need_of(p, m->output, all_device);
-    const size_t te = embed_gathered(m->tok_embd, lrun_cuda_packed_embed_gather_on())
-                          ? 0 : need_of(p, m->tok_embd, all_device);
+    const int gathered = embed_gathered(m->tok_embd, lrun_cuda_packed_embed_gather_on());
+    const size_t te = gathered ? 0 : need_of(p, m->tok_embd, all_device);
     if (te > best) best = te;
     const lrun_arch *a = m->arch;
     for (int64_t l = 0; l < m->info.n_layer; l++)

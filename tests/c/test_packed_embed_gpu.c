@@ -75,9 +75,8 @@ static void fill_task(void *ctx, int ith, int nth)
 {
     struct fill *f = ctx;
     const int64_t blocks = f->n / 256, b0 = blocks * ith / nth, b1 = blocks * (ith + 1) / nth;
-    if (b1 > b0 &&
-        lrun_random_fill_trained((lrun_dtype)f->dtype, f->dst + b0 * 256, b0 * 256, (b1 - b0) * 256, 0.02f, f->seed) !=
-            LRUN_OK)
+    if (b1 > b0 && lrun_random_fill_trained((lrun_dtype)f->dtype, f->dst + b0 * 256, b0 * 256, (b1 - b0) * 256, 0.02f,
+                                            f->seed) != LRUN_OK)
         f->failed = 1;
 }
 
@@ -249,7 +248,10 @@ struct run {
 static int run(lrun_model *m, int gather, lrun_cache_kind kind, struct run *out)
 {
     setenv("LRUN_PACKED_EMBED_GATHER", gather ? "1" : "0", 1);
-    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 128, .n_batch_max = 32, .cache_kind = kind,
+    const lrun_engine_opts o = {.n_seq_max = 1,
+                                .n_ctx_max = 128,
+                                .n_batch_max = 32,
+                                .cache_kind = kind,
                                 .weight_mode = LRUN_WEIGHT_MODE_AS_PLACED};
     lrun_engine *e = NULL;
     if (lrun_engine_init(&e, m, &o) != LRUN_OK) {
@@ -302,8 +304,8 @@ static void test_engine(lrun_dtype dt, const char *dname, int tied)
             printf("# %s%s: graph launches %lld of %lld steps\n", dname, tied ? " tied" : "",
                    (long long)gath.stats.graph_launches, (long long)gath.stats.steps);
         if (r && tied) {
-            snprintf(label, sizeof label, "%s tied: the scratch keeps the table for the head (%zu = %zu bytes)", dname,
-                     gath.stats.scratch_bytes, whole.stats.scratch_bytes);
+            snprintf(label, sizeof label, "%s tied: the scratch keeps the table for the head (%zu = %zu bytes)",
+                     dname, gath.stats.scratch_bytes, whole.stats.scratch_bytes);
             CHECK(label, gath.stats.scratch_bytes == whole.stats.scratch_bytes);
         }
     }
@@ -338,9 +340,11 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Mean microseconds of `iters` launches of one path (decode whole + embed, or gather) for n tokens. */
-static double time_path(const table *t, void *d_packed, uint16_t *d_plain, const int32_t *d_ids, int64_t n, float *d_x,
-                        int gather, int iters)
+/* Mean microseconds of `iters` launches of one path for n tokens: path 0
+ * decode whole + lrun_k_embed, 1 the gather, 2 lrun_k_embed alone on the
+ * plain table (the unpacked model's cost). */
+static double time_path(const table *t, void *d_packed, uint16_t *d_plain, const int32_t *d_ids, int64_t n,
+                        float *d_x, int path, int iters)
 {
     double t0 = 0;
     for (int i = -3; i < iters; i++) {
@@ -348,9 +352,10 @@ static double time_path(const table *t, void *d_packed, uint16_t *d_plain, const
             if (lrun_cuda_stream_sync(dev, stream) != LRUN_OK) return -1;
             t0 = now();
         }
-        lrun_status st = gather ? lrun_k_packed_embed(d_packed, &t->lay, t->k, d_ids, n, d_x, stream)
-                                : lrun_k_packed_decode(d_plain, d_packed, &t->lay, 0, t->lay.n, stream);
-        if (st == LRUN_OK && !gather)
+        lrun_status st = path == 1   ? lrun_k_packed_embed(d_packed, &t->lay, t->k, d_ids, n, d_x, stream)
+                         : path == 0 ? lrun_k_packed_decode(d_plain, d_packed, &t->lay, 0, t->lay.n, stream)
+                                     : LRUN_OK;
+        if (st == LRUN_OK && path != 1)
             st = lrun_k_embed((lrun_dtype)t->dtype, d_plain, (size_t)t->k * 2, t->k, d_ids, n, d_x, stream);
         if (st != LRUN_OK) {
             printf("# bench: %s\n", lrun_last_error());
@@ -383,14 +388,15 @@ static void bench_7b(void)
     for (int i = 0; ok && i < 2; i++) {
         const double whole = time_path(&t, d_packed, d_plain, d_ids, ns[i], d_a, 0, ns[i] == 1 ? 50 : 20);
         const double gath = time_path(&t, d_packed, d_plain, d_ids, ns[i], d_b, 1, 200);
-        ok = whole > 0 && gath > 0;
+        const double plain = time_path(&t, d_packed, d_plain, d_ids, ns[i], d_a, 2, 200); /* d_plain: decoded */
+        ok = whole > 0 && gath > 0 && plain > 0;
         float *a = malloc((size_t)ns[i] * 4096 * 4), *b = malloc((size_t)ns[i] * 4096 * 4);
         ok = ok && a && b;
         if (ok) down(a, d_a, (size_t)ns[i] * 4096 * 4), down(b, d_b, (size_t)ns[i] * 4096 * 4);
         const int same = ok && !memcmp(a, b, (size_t)ns[i] * 4096 * 4);
-        printf("# embedding of %lld token(s): decode whole + lrun_k_embed %.1f us, gather %.1f us (%.0fx); "
-               "bit-identical: %s\n",
-               (long long)ns[i], whole, gath, gath > 0 ? whole / gath : 0, same ? "yes" : "NO");
+        printf("# embedding of %lld token(s): decode whole + lrun_k_embed %.1f us, gather %.1f us (%.0fx less), "
+               "plain table lrun_k_embed %.1f us; bit-identical: %s\n",
+               (long long)ns[i], whole, gath, gath > 0 ? whole / gath : 0, plain, same ? "yes" : "NO");
         char label[128];
         snprintf(label, sizeof label, "7B-shaped table, %lld token(s): the gather equals decode whole + lrun_k_embed",
                  (long long)ns[i]);

@@ -162,8 +162,8 @@ static int emu_decode_rows(const pg_tensor *t, int bf16, const uint16_t *plain, 
  * the bit, and nothing stored past the chunk's rows. */
 static int emu_embed(const pg_tensor *t, int bf16, const uint16_t *plain, int64_t rows, int64_t k)
 {
-    const int32_t ids[] = {(int32_t)(rows - 1), 0, (int32_t)(rows / 2), (int32_t)(rows / 3), -1,
-                           (int32_t)rows, (int32_t)(rows / 2), (int32_t)(rows > 1 ? 1 : 0), (int32_t)(rows - 1)};
+    const int32_t r = (int32_t)rows;
+    const int32_t ids[] = {r - 1, 0, r / 2, r / 3, -1, r, r / 2, r > 1 ? 1 : 0, r - 1};
     const int64_t n_tok = (int64_t)(sizeof ids / sizeof ids[0]), nw = pg_embed_warps(k), guard = 64;
     const int64_t warps = n_tok * nw, grid = (warps + DECODE_WARPS - 1) / DECODE_WARPS;
     float *out = alloc16((size_t)(n_tok * k + guard) * 4);
@@ -180,8 +180,9 @@ static int emu_embed(const pg_tensor *t, int bf16, const uint16_t *plain, int64_
             float *row = out + tok * k;
             if (!J.valid) {
                 for (unsigned l = 0; l < 32; l++) pg_lane_zero_f32(row, j, k, l);
-            } else if (J.live)
+            } else if (J.live) {
                 emu_decode_block(t, bf16, J.cb, J.e0, J.e1, NULL, row, stage + (size_t)w8 * PG_STAGE);
+            }
         }
     for (int64_t i = 0; ok && i < n_tok; i++)
         for (int64_t c = 0; c < k; c++) {
@@ -218,11 +219,13 @@ static int emu_case(int dtype, const uint16_t *v, int64_t rows, int64_t k)
         ok = emu_gemv(&t, bf16, v, rows, k, 0, 256) && emu_gemv(&t, bf16, v, rows, k, 1, 256) &&
              emu_gemv(&t, bf16, v, rows, k, 0, 128) && emu_decode_rows(&t, bf16, v, k, 0, rows) &&
              emu_decode_rows(&t, bf16, v, k, r0, nr);
-        if (!ok) printf("# %lld x %lld (%s): a tile or decoded range differs from the values\n", (long long)rows,
-                        (long long)k, lrun_dtype_name(dtype));
+        if (!ok)
+            printf("# %lld x %lld (%s): a tile or decoded range differs from the values\n", (long long)rows,
+                   (long long)k, lrun_dtype_name(dtype));
         embed_ok &= emu_embed(&t, bf16, v, rows, k);
-        if (!embed_ok) printf("# %lld x %lld (%s): gathered embedding rows differ\n", (long long)rows, (long long)k,
-                              lrun_dtype_name(dtype));
+        if (!embed_ok)
+            printf("# %lld x %lld (%s): gathered embedding rows differ\n", (long long)rows, (long long)k,
+                   lrun_dtype_name(dtype));
         pg_emu_lo = pg_emu_hi = NULL;
     }
     free(p);
