@@ -108,10 +108,12 @@ static lrun_status block_take(lrun_pool *pool, lrun_pool_arena *a, pool_block *b
  * no arena of its own can be had) any free block of a shared arena. */
 typedef enum { FIT_OWN, FIT_SHARED } fit_mode;
 
-/* A request of need bytes is large from own_arena_bytes on (or beyond a shared arena). */
+/* A request of need bytes is large from own_arena_bytes on (or beyond a
+ * shared arena); none is under a limit of at most one shared arena, which
+ * is then one arena holding every block, as placement assumes (no slack). */
 static int is_large(const lrun_pool *pool, size_t need)
 {
-    return need >= pool->own_arena_bytes || need > pool->arena_bytes;
+    return pool->limit > pool->arena_bytes && (need >= pool->own_arena_bytes || need > pool->arena_bytes);
 }
 
 static lrun_status first_fit(lrun_pool *pool, size_t need, fit_mode mode, void **out, int *found)
@@ -176,7 +178,7 @@ static lrun_status arena_add(lrun_pool *pool, size_t bytes, int own)
 static size_t arena_size_for(const lrun_pool *pool, size_t need)
 {
     size_t room = pool->limit - pool->reserved;
-    size_t want = need >= pool->own_arena_bytes || need > pool->arena_bytes ? need : pool->arena_bytes;
+    size_t want = is_large(pool, need) ? need : pool->arena_bytes;
     if (want > room) want = room & ~(pool->align - 1);
     return want >= need ? want : 0;
 }

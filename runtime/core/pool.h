@@ -30,9 +30,10 @@ typedef struct lrun_pool_arena lrun_pool_arena;
  * every byte of the limit is reservable by one large block except the free
  * room inside shared arenas still in use (lrun_pool_stranded): what the
  * budget says is free is what the pool can give, less that bound
- * (docs/residency.md "Fragmentation"). The one exception: when no arena of
- * its own fits, a large block takes a free run of a shared arena (a limit
- * of about one arena, the budget's last bytes). Not thread-safe by itself
+ * (docs/residency.md "Fragmentation"). The exceptions: under a limit of
+ * at most one shared arena every block is shared (one arena holds all);
+ * when no arena of its own fits, a large block takes a free run of a shared
+ * arena (the budget's last bytes). Not thread-safe by itself
  * (its owner holds a lock around it). */
 typedef struct lrun_pool {
     size_t limit;            /* most bytes all arenas may reserve together */

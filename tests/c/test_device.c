@@ -290,12 +290,21 @@ static void test_pool_own_arenas(void)
     lrun_pool_release(&pool, small);
     lrun_pool_destroy(&pool);
 
-    /* a limit of one shared arena: a large block takes a free run of it */
+    /* a limit of one shared arena: one arena of all of it holds every block */
     lrun_pool_init(&pool, 256 * KiB, 256 * KiB, 256, host_reserve, host_unreserve, &src);
     pool.own_arena_bytes = 64 * KiB;
-    CHECK("one arena: small then large share it", lrun_pool_alloc(&pool, 4 * KiB, "small", &small) == LRUN_OK &&
-                                                      lrun_pool_alloc(&pool, 128 * KiB, "large", &big) == LRUN_OK &&
+    CHECK("one arena: large then small share it", lrun_pool_alloc(&pool, 128 * KiB, "large", &big) == LRUN_OK &&
+                                                      lrun_pool_alloc(&pool, 4 * KiB, "small", &small) == LRUN_OK &&
                                                       lrun_pool_arena_count(&pool) == 1);
+    lrun_pool_destroy(&pool);
+
+    /* the budget's last bytes in a shared arena: a large block takes a free run of it */
+    lrun_pool_init(&pool, 1 * MiB, 256 * KiB, 256, host_reserve, host_unreserve, &src);
+    pool.own_arena_bytes = 64 * KiB;
+    CHECK("the last room: a shared arena, then a large block in it",
+          lrun_pool_alloc(&pool, 768 * KiB, "large", &big) == LRUN_OK &&
+              lrun_pool_alloc(&pool, 4 * KiB, "small", &small) == LRUN_OK &&
+              lrun_pool_alloc(&pool, 128 * KiB, "large", &c) == LRUN_OK && lrun_pool_arena_count(&pool) == 2);
     lrun_pool_destroy(&pool);
 }
 
