@@ -19,6 +19,9 @@
 #include "check.h"
 #include "core/error.h"
 #include "core/pool.h"
+#ifdef LRUN_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 #define MiB ((size_t)1 << 20)
 #define GiB ((size_t)1 << 30)
@@ -278,6 +281,11 @@ static int replay(const scenario *s)
 
 int main(void)
 {
+#ifdef LRUN_WITH_CUDA
+    CHECK("the replay's arena sizes are the CUDA pool's", lrun_cuda_pool_arena_bytes() == ARENA &&
+                                                              lrun_cuda_pool_own_arena_bytes() == OWN &&
+                                                              lrun_cuda_pool_align() == ALIGN);
+#endif
     const size_t budgets[] = {4 * GiB, 8 * GiB, 16 * GiB};
     for (int b = 0; b < 3; b++)
         for (int v = 0; v < 4; v++) {
