@@ -11,6 +11,7 @@ local lrun = require("lrun")
 local residency = require("lrun.residency")
 
 local has_gpu = C.lrun_cuda_device_count() > 0
+local moe = require("tests.autofit_moe")
 
 -- 4 blocks of q8_0 (n_embd 256), an f16 embedding table and a q8_0 head.
 local function gen_model()
@@ -60,5 +61,32 @@ describe("auto-fit on cuda", function()
     assert.are.equal(4, #ids)
     assert.is_true(tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))) <= budget)
     m:free()
+  end)
+end)
+
+-- A mixture of experts at budgets down to just above what the plan needs:
+-- the engine at the first attempt, its scratch (the MoE routing block
+-- included) and slots the plan's, under the budget while the cache grows and
+-- when a static engine with 512-token steps replaces it: the remade engine
+-- found the pool's holes before large blocks owned their arenas
+-- (docs/residency.md "Fragmentation"; the cpu twin is autofit_moe_spec.lua).
+describe("auto-fit of a mixture of experts on cuda under tight budgets", function()
+  if not has_gpu then
+    pending("no GPU visible")
+    return
+  end
+  local path, need, experts
+  setup(function()
+    path = os.tmpname() .. ".gguf"
+    moe.generate(path, moe.large)
+    need, experts = moe.need(path, "cuda:0")
+  end)
+  teardown(function() if path then os.remove(path) end end)
+
+  it("makes the engine at the first attempt at every budget it accepts, and stays under it", function()
+    local accepted, refused, tightest = moe.sweep(path, "cuda:0", need, experts)
+    print(string.format("# %d budgets accepted (the tightest %d bytes, %.0f%% of all-resident), %d refused",
+      accepted, tightest or 0, 100 * (tightest or 0) / need, refused))
+    assert.is_true(accepted >= 3 and refused >= 1)
   end)
 end)

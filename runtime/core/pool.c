@@ -24,6 +24,9 @@ struct lrun_pool_arena {
     uintptr_t base;           /* start address (device or host), align-aligned */
     size_t bytes;             /* size of the arena */
     size_t in_use;            /* bytes of used blocks */
+    int own;                  /* 1: reserved for one large block, exactly its size, and never shared
+                               * (a hole in it could only be filled by a smaller block, which would
+                               * strand the rest); 0: a shared arena of small blocks */
     pool_block *first;        /* lowest address */
     lrun_pool_arena *next;
 };
@@ -100,11 +103,26 @@ static lrun_status block_take(lrun_pool *pool, lrun_pool_arena *a, pool_block *b
     return LRUN_OK;
 }
 
-static lrun_status first_fit(lrun_pool *pool, size_t need, void **out, int *found)
+/* Where a request may go: a large one into an idle arena of its own size,
+ * a small one into shared arenas; the last resort (a large request when
+ * no arena of its own can be had) any free block of a shared arena. */
+typedef enum { FIT_OWN, FIT_SHARED } fit_mode;
+
+/* A request of need bytes is large from own_arena_bytes on (or beyond a
+ * shared arena); none is under a limit of at most one shared arena, which
+ * is then one arena holding every block, as placement assumes (no slack). */
+static int is_large(const lrun_pool *pool, size_t need)
+{
+    return pool->limit > pool->arena_bytes && (need >= pool->own_arena_bytes || need > pool->arena_bytes);
+}
+
+static lrun_status first_fit(lrun_pool *pool, size_t need, fit_mode mode, void **out, int *found)
 {
     *found = 0;
     for (lrun_pool_arena *a = pool->arenas; a; a = a->next) {
-        if (a->bytes - a->in_use < need) continue;
+        if (a->own != (mode == FIT_OWN) || a->bytes - a->in_use < need) continue;
+        /* an own arena takes exactly its size: a larger idle one is trimmed and reserved anew instead */
+        if (mode == FIT_OWN && (a->in_use || a->bytes != need)) continue;
         for (pool_block *b = a->first; b; b = b->next) {
             if (b->used || b->size < need) continue;
             lrun_status st = block_take(pool, a, b, need);
@@ -117,7 +135,7 @@ static lrun_status first_fit(lrun_pool *pool, size_t need, void **out, int *foun
     return LRUN_OK;
 }
 
-static lrun_status arena_add(lrun_pool *pool, size_t bytes)
+static lrun_status arena_add(lrun_pool *pool, size_t bytes, int own)
 {
     lrun_pool_arena *a = calloc(1, sizeof *a);
     pool_block *b = calloc(1, sizeof *b);
@@ -142,6 +160,7 @@ static lrun_status arena_add(lrun_pool *pool, size_t bytes)
     }
     a->base = (uintptr_t)base;
     a->bytes = bytes;
+    a->own = own;
     b->size = bytes;
     a->first = b;
     /* Oldest first, so first fit fills the holes of old arenas before the
@@ -159,7 +178,7 @@ static lrun_status arena_add(lrun_pool *pool, size_t bytes)
 static size_t arena_size_for(const lrun_pool *pool, size_t need)
 {
     size_t room = pool->limit - pool->reserved;
-    size_t want = need >= pool->own_arena_bytes || need > pool->arena_bytes ? need : pool->arena_bytes;
+    size_t want = is_large(pool, need) ? need : pool->arena_bytes;
     if (want > room) want = room & ~(pool->align - 1);
     return want >= need ? want : 0;
 }
@@ -170,15 +189,24 @@ lrun_status lrun_pool_alloc(lrun_pool *pool, size_t bytes, const char *what, voi
     if (!lrun_size_align_up(bytes ? bytes : 1, pool->align, &need))
         return lrun_fail_oom(bytes, lrun_pool_largest_free(pool), "pool: %s: %zu bytes is too large",
                              what, bytes);
+    const int large = is_large(pool, need);
+    const fit_mode mode = large ? FIT_OWN : FIT_SHARED;
     int found;
-    lrun_status st = first_fit(pool, need, out, &found);
+    lrun_status st = first_fit(pool, need, mode, out, &found);
     if (st != LRUN_OK || found) return st;
 
     size_t size = arena_size_for(pool, need);
     if (size == 0) {
-        /* Empty arenas may be in the way of one that fits the request. */
+        /* Idle arenas (a released large block's, an emptied shared one) are
+         * in the way of one that fits the request: they go back first. */
         lrun_pool_trim(pool);
         size = arena_size_for(pool, need);
+    }
+    if (size == 0 && large) {
+        /* No room for an arena of its own (a capacity of about one shared
+         * arena, or the budget's last bytes): a free run of a shared arena. */
+        st = first_fit(pool, need, FIT_SHARED, out, &found);
+        if (st != LRUN_OK || found) return st;
     }
     if (size == 0)
         return lrun_fail_oom(bytes, lrun_pool_largest_free(pool),
@@ -186,15 +214,15 @@ lrun_status lrun_pool_alloc(lrun_pool *pool, size_t bytes, const char *what, voi
                              "%zu of %zu bytes reserved, %zu in use)",
                              need, what, lrun_pool_largest_free(pool), pool->reserved, pool->limit,
                              pool->in_use);
-    st = arena_add(pool, size);
+    st = arena_add(pool, size, large);
     if (st == LRUN_E_OOM && pool->arenas) {
         /* The device refused: hand back idle arenas and try once more. */
         lrun_pool_trim(pool);
         size = arena_size_for(pool, need);
-        st = size ? arena_add(pool, size) : st;
+        st = size ? arena_add(pool, size, large) : st;
     }
     if (st != LRUN_OK) return lrun_fail_context(st, "pool: %s", what);
-    return first_fit(pool, need, out, &found);
+    return first_fit(pool, need, mode, out, &found);
 }
 
 lrun_status lrun_pool_release(lrun_pool *pool, void *ptr)
@@ -233,11 +261,23 @@ lrun_status lrun_pool_release(lrun_pool *pool, void *ptr)
 
 size_t lrun_pool_largest_free(const lrun_pool *pool)
 {
-    size_t best = (pool->limit - pool->reserved) & ~(pool->align - 1);
+    /* the room for a new arena once idle arenas are given back (as an allocation does) */
+    size_t room = pool->limit - pool->reserved;
+    for (const lrun_pool_arena *a = pool->arenas; a; a = a->next)
+        if (a->in_use == 0) room += a->bytes;
+    size_t best = room & ~(pool->align - 1);
     for (const lrun_pool_arena *a = pool->arenas; a; a = a->next)
         for (const pool_block *b = a->first; b; b = b->next)
             if (!b->used && b->size > best) best = b->size;
     return best;
+}
+
+size_t lrun_pool_stranded(const lrun_pool *pool)
+{
+    size_t n = 0;
+    for (const lrun_pool_arena *a = pool->arenas; a; a = a->next)
+        if (a->in_use) n += a->bytes - a->in_use;
+    return n;
 }
 
 size_t lrun_pool_free_block_count(const lrun_pool *pool)

@@ -18,10 +18,23 @@ typedef void (*lrun_pool_unreserve_fn)(void *ctx, void *base);
 
 typedef struct lrun_pool_arena lrun_pool_arena;
 
-/* First-fit free list over a few large arenas, reserved lazily. Blocks are
- * kept in address order per arena; a released block merges with free
- * neighbours, so long-lived allocations do not splinter the arena. Not
- * thread-safe by itself (its owner holds a lock around it). */
+/* First-fit free list over a few large arenas, reserved lazily. Two kinds
+ * of arena, never mixed:
+ *   - shared arenas (arena_bytes) hold small blocks, first fit in address
+ *     order; a released block merges with free neighbours;
+ *   - a large block (own_arena_bytes or more) has an arena of exactly its
+ *     size to itself. Released, the arena is idle: an equal request takes
+ *     it again, any other one leaves it alone, and when a request finds no
+ *     room every idle arena is given back (trim) first.
+ * So a large block never lands in a hole that a smaller block left, and
+ * every byte of the limit is reservable by one large block except the free
+ * room inside shared arenas still in use (lrun_pool_stranded): what the
+ * budget says is free is what the pool can give, less that bound
+ * (docs/residency.md "Fragmentation"). The exceptions: under a limit of
+ * at most one shared arena every block is shared (one arena holds all);
+ * when no arena of its own fits, a large block takes a free run of a shared
+ * arena (the budget's last bytes). Not thread-safe by itself
+ * (its owner holds a lock around it). */
 typedef struct lrun_pool {
     size_t limit;            /* most bytes all arenas may reserve together */
     size_t arena_bytes;      /* size of a fresh shared arena, bytes */
@@ -49,9 +62,12 @@ lrun_status lrun_pool_alloc(lrun_pool *pool, size_t bytes, const char *what, voi
 lrun_status lrun_pool_release(lrun_pool *pool, void *ptr);
 /* Gives back arenas with nothing allocated in them. */
 void lrun_pool_trim(lrun_pool *pool);
-/* The largest single free block (free room in arenas plus room for a new
- * arena), bytes: what one allocation could get without trimming. */
+/* The largest single block one allocation could get, bytes: the room for a
+ * new arena once idle arenas are given back, or a shared arena's free run. */
 size_t lrun_pool_largest_free(const lrun_pool *pool);
+/* Free bytes inside arenas that hold blocks (shared arenas' holes and
+ * tails): reserved, so no large block can have them. */
+size_t lrun_pool_stranded(const lrun_pool *pool);
 /* Free blocks across all arenas: 1 per arena when nothing is fragmented. */
 size_t lrun_pool_free_block_count(const lrun_pool *pool);
 size_t lrun_pool_arena_count(const lrun_pool *pool);

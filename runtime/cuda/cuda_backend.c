@@ -42,6 +42,8 @@ size_t lrun_cuda_pool_own_arena_bytes(void) { return OWN_ARENA_BYTES; }
 /* cudaMalloc returns 256-byte aligned memory; blocks keep that alignment. */
 #define POOL_ALIGN ((size_t)256)
 
+size_t lrun_cuda_pool_align(void) { return POOL_ALIGN; }
+
 typedef struct cuda_state {
     int ordinal;
     size_t total;             /* GPU memory, bytes */

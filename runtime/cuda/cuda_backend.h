@@ -16,10 +16,11 @@
 /* The table the registry lists for LRUN_DEVICE_KIND_CUDA. */
 extern const lrun_device_iface lrun_cuda_device_iface;
 
-/* The CUDA pool's shared arena size and own-arena threshold, bytes (for
- * placement planning through lrun_engine_estimate). */
+/* The CUDA pool's shared arena size, own-arena threshold and block granule,
+ * bytes (for placement planning through lrun_engine_size_placement). */
 size_t lrun_cuda_pool_arena_bytes(void);
 size_t lrun_cuda_pool_own_arena_bytes(void);
+size_t lrun_cuda_pool_align(void);
 
 // ---------------------------------------------------------------- devices
 

@@ -168,8 +168,8 @@ static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes, size_t slot_
         const struct lrun_tensor *t = &e->model->tensors[i];
         if (!(t->tier == LRUN_TIER_DEVICE && t->device == e->device)) weights += lrun_tensor_stored_bytes(t);
     }
-    const size_t free_b = lrun_device_free_bytes(e->device);
-    if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, e->scratch_bytes, &need) &&
+    const size_t free_b = lrun_device_free_bytes(e->device), scratch = e->scratch_bytes + lrun_cuda_moe_scratch_bytes(e);
+    if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, scratch, &need) &&
         lrun_size_add(need, slot_bytes, &need) && need <= free_b)
         return LRUN_OK;
     char a[32], b[32], c[32], d[32], g[32], f[32], cap[32];
@@ -177,7 +177,7 @@ static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes, size_t slot_
                          "scratch %s, streaming slots %s), %s free of %s capacity; lower n_ctx, n_seq or n_batch, "
                          "raise --gpu-budget, or place some weights off the device",
                          e->device->name, lrun_format_bytes(need, a, sizeof a), lrun_format_bytes(weights, b, sizeof b),
-                         lrun_format_bytes(kv_bytes, c, sizeof c), lrun_format_bytes(e->scratch_bytes, d, sizeof d),
+                         lrun_format_bytes(kv_bytes, c, sizeof c), lrun_format_bytes(scratch, d, sizeof d),
                          lrun_format_bytes(slot_bytes, g, sizeof g), lrun_format_bytes(free_b, f, sizeof f),
                          lrun_format_bytes(lrun_device_capacity(e->device), cap, sizeof cap));
 }
@@ -248,32 +248,39 @@ lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model,
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
     /* the exact path's own block counts as scratch: estimate and stats agree; so
      * does the quantized cache's ring, a fixed size whatever the length */
-    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + fixed;
+    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + lrun_cuda_moe_scratch_bytes(&e) + fixed;
     out->kv_bytes_per_position = per;
     return LRUN_OK;
 }
 
 /* The pool's fragmentation bound (docs/residency.md "Fragmentation"):
- * blocks of at least own_arena bytes get arenas of their own size and leave
- * no hole; smaller ones share arenas of arena bytes, so what can be stranded
- * is the free tail of the open shared arena (at most one arena) and less
- * than own_arena per closed one. None when the capacity is at most one
+ * blocks of at least own_arena bytes have arenas of their own size to
+ * themselves (core/pool.h), so a released one leaves an idle arena the pool
+ * gives back, never a hole; smaller ones share arenas of arena bytes, and
+ * what can be stranded is the free room of those: the open one (at most an
+ * arena) and less than own_arena per other one. Besides, every block is
+ * rounded up to the pool's granule. None when the capacity is at most one
  * arena, which then holds every block. */
 static size_t pool_slack(const lrun_model *model, const struct lrun_placement *p, const lrun_placement_size *s)
 {
     const size_t arena = lrun_cuda_pool_arena_bytes(), own = lrun_cuda_pool_own_arena_bytes();
     if (lrun_device_capacity(model->device) <= arena) return 0;
-    size_t small = 0;
+    size_t small = 0, n_blocks = 0;
     for (int64_t i = 0; i < model->n_tensors; i++) {
         const struct lrun_tensor *t = &model->tensors[i];
         const size_t b = lrun_placement_stored_bytes(p, t);
-        if (lrun_placement_tier(p, t) == LRUN_TIER_DEVICE && b < own) small += b;
+        if (lrun_placement_tier(p, t) != LRUN_TIER_DEVICE) continue;
+        n_blocks++;
+        if (b < own) small += b;
     }
-    /* the engine's own blocks: scratch, slots with rows, the KV cache */
-    const size_t blocks[] = {s->scratch_bytes, s->slot_bytes + s->embd_rows_bytes, s->kv_max_bytes};
+    /* the engine's own blocks: scratch, slots with rows, the KV cache (a block per layer), a few more */
+    const size_t layers = (size_t)(model->info.n_layer > 0 ? model->info.n_layer : 1);
+    const size_t blocks[] = {s->scratch_bytes, s->slot_bytes + s->embd_rows_bytes};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         if (blocks[i] < own) small += blocks[i];
-    return arena + (small + arena - 1) / arena * own;
+    if (s->kv_max_bytes / layers < own) small += s->kv_max_bytes;
+    n_blocks += 2 * layers + 16;
+    return arena + (small + arena - 1) / arena * own + n_blocks * (lrun_cuda_pool_align() - 1);
 }
 
 /* The table's size_placement: init's own scratch layout, KV sizing and slot
@@ -289,7 +296,8 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
     if (!layout_scratch(&e, NULL, &out->scratch_bytes) ||
         !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
         return lrun_fail_oom(SIZE_MAX, 0, "engine size: scratch or KV cache size overflows size_t");
-    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e);
+    /* the MoE routing state's block is scratch too (engine_cuda_moe.c), from init's own arithmetic */
+    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + lrun_cuda_moe_scratch_bytes(&e);
     size_t block = 0;
     lrun_status st = lrun_cuda_offload_plan(&e, p, opts->prefetch_layers, &block);
     if (st == LRUN_OK) {

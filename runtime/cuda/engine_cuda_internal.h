@@ -254,6 +254,8 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e);
 /* A mixture of experts (engine_cuda_moe.c): init (nothing for a dense model;
  * turns CUDA graphs off), free, and the two ops over the chunk's n tokens. */
 lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e);
+/* the MoE routing state's device block, bytes; 0 for a dense model (counted as scratch) */
+size_t lrun_cuda_moe_scratch_bytes(const lrun_cuda_engine *e);
 void lrun_cuda_moe_free(lrun_cuda_engine *e);
 /* The expert selections counted where the host routes (NULL when dense); reset with the stats. */
 const struct lrun_moe_counts *lrun_cuda_moe_counts(const lrun_cuda_engine *e);

@@ -116,6 +116,23 @@ static int all_device_routed(const lrun_cuda_engine *e)
     return 1;
 }
 
+/* The one device block of the routing state below, bytes (0 for a dense
+ * model): what init allocates, and what the engine's sizing counts as
+ * scratch (lrun_cuda_engine_size_placement), from the same arithmetic. */
+size_t lrun_cuda_moe_scratch_bytes(const lrun_cuda_engine *e)
+{
+    const lrun_model_info *in = &e->model->info;
+    if (in->n_expert == 0) return 0;
+    const size_t B = (size_t)e->n_batch_max, E = (size_t)in->n_expert, k = (size_t)in->n_expert_used;
+    const size_t Bd = B < GEMV_MAX_ROWS ? B : GEMV_MAX_ROWS, L = (size_t)in->n_layer;
+    /* router logits (B, E); gathered rows and their outputs (B, n_embd) x2; the
+     * device-routed pairs' ids and weights (Bd·k) x2, activations (Bd·k, n_ff),
+     * outputs (Bd·k, n_embd); the selection counts (L, E + 1) */
+    return round256(B * E * sizeof(float)) + 2 * round256(B * (size_t)e->n_embd * 4) + 2 * round256(Bd * k * 4) +
+           round256(Bd * k * (size_t)e->n_ff * 4) + round256(Bd * k * (size_t)e->n_embd * 4) +
+           round256(L * (E + 1) * 8);
+}
+
 lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
 {
     const lrun_model_info *in = &e->model->info;
@@ -127,8 +144,8 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     const size_t Bd = B < GEMV_MAX_ROWS ? B : GEMV_MAX_ROWS, L = (size_t)in->n_layer;
     const size_t router = round256(B * E * sizeof(float)), rows = round256(B * (size_t)e->n_embd * 4);
     const size_t ids = round256(Bd * k * 4), act = round256(Bd * k * (size_t)e->n_ff * 4),
-                 out = round256(Bd * k * (size_t)e->n_embd * 4), cnt = round256(L * (E + 1) * 8);
-    m->d_bytes = router + 2 * rows + 2 * ids + act + out + cnt;
+                 out = round256(Bd * k * (size_t)e->n_embd * 4);
+    m->d_bytes = lrun_cuda_moe_scratch_bytes(e);
     TRY(lrun_oom_phase(lrun_device_alloc(e->device, m->d_bytes, "mixture-of-experts scratch", (void **)&m->d_router),
                        "scratch"));
     char *at = (char *)m->d_router + router;

@@ -202,7 +202,7 @@ void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out)
     out->kv_bytes_moved = e->kv.bytes_moved - e->kv_moved_base;
     out->kv_bytes_copied = e->kv.bytes_copied - e->kv_copied_base;
     out->exact = e->exact != NULL;
-    out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e);
+    out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e) + (e->moe ? lrun_cuda_moe_scratch_bytes(e) : 0);
 }
 
 const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx) { return lrun_cuda_moe_counts(ctx); }

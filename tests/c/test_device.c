@@ -259,6 +259,55 @@ static void test_pool_limits(void)
     lrun_pool_destroy(&pool);
 }
 
+/* Large blocks own their arenas: a released one is not split by a smaller
+ * request (which would strand the rest), an equal one takes it again, and
+ * idle arenas go back when a request needs their room. */
+static void test_pool_own_arenas(void)
+{
+    arena_src src = {0};
+    lrun_pool pool;
+    lrun_pool_init(&pool, 4 * MiB, 256 * KiB, 256, host_reserve, host_unreserve, &src);
+    pool.own_arena_bytes = 64 * KiB;
+    void *a = NULL, *b = NULL, *c = NULL, *small = NULL, *big = NULL;
+    CHECK("two large blocks", lrun_pool_alloc(&pool, 1 * MiB, "a", &a) == LRUN_OK &&
+                                  lrun_pool_alloc(&pool, 1 * MiB, "b", &b) == LRUN_OK && pool.reserved == 2 * MiB);
+    lrun_pool_release(&pool, a);
+    CHECK("a smaller large block does not split the idle arena",
+          lrun_pool_alloc(&pool, 512 * KiB, "c", &c) == LRUN_OK && c != a && pool.reserved == 2 * MiB + 512 * KiB);
+    CHECK("a small block does not either", lrun_pool_alloc(&pool, 4 * KiB, "small", &small) == LRUN_OK &&
+                                              small != a && lrun_pool_arena_count(&pool) == 4);
+    CHECK("idle room counts as free", lrun_pool_largest_free(&pool) == 4 * MiB - pool.reserved + 1 * MiB);
+    CHECK("only shared arenas strand bytes", lrun_pool_stranded(&pool) == 256 * KiB - 4 * KiB);
+    void *again = NULL;
+    CHECK("an equal request takes the idle arena", lrun_pool_alloc(&pool, 1 * MiB, "again", &again) == LRUN_OK &&
+                                                       again == a && src.reserves == 4);
+    lrun_pool_release(&pool, again);
+    lrun_pool_release(&pool, c);
+    CHECK("idle arenas go back for a request that needs their room",
+          lrun_pool_alloc(&pool, 2 * MiB + 512 * KiB, "big", &big) == LRUN_OK && lrun_pool_arena_count(&pool) == 3);
+    lrun_pool_release(&pool, big);
+    lrun_pool_release(&pool, b);
+    lrun_pool_release(&pool, small);
+    lrun_pool_destroy(&pool);
+
+    /* a limit of one shared arena: one arena of all of it holds every block */
+    lrun_pool_init(&pool, 256 * KiB, 256 * KiB, 256, host_reserve, host_unreserve, &src);
+    pool.own_arena_bytes = 64 * KiB;
+    CHECK("one arena: large then small share it", lrun_pool_alloc(&pool, 128 * KiB, "large", &big) == LRUN_OK &&
+                                                      lrun_pool_alloc(&pool, 4 * KiB, "small", &small) == LRUN_OK &&
+                                                      lrun_pool_arena_count(&pool) == 1);
+    lrun_pool_destroy(&pool);
+
+    /* the budget's last bytes in a shared arena: a large block takes a free run of it */
+    lrun_pool_init(&pool, 1 * MiB, 256 * KiB, 256, host_reserve, host_unreserve, &src);
+    pool.own_arena_bytes = 64 * KiB;
+    CHECK("the last room: a shared arena, then a large block in it",
+          lrun_pool_alloc(&pool, 768 * KiB, "large", &big) == LRUN_OK &&
+              lrun_pool_alloc(&pool, 4 * KiB, "small", &small) == LRUN_OK &&
+              lrun_pool_alloc(&pool, 128 * KiB, "large", &c) == LRUN_OK && lrun_pool_arena_count(&pool) == 2);
+    lrun_pool_destroy(&pool);
+}
+
 /* Random allocations and releases: blocks never overlap, stay aligned, the
  * accounting matches, and releasing everything heals each arena to one block. */
 static void test_pool_random(void)
@@ -319,6 +368,7 @@ int main(void)
     test_streams();
     test_pool_basic();
     test_pool_limits();
+    test_pool_own_arenas();
     test_pool_random();
     return CHECK_DONE();
 }
