@@ -6,7 +6,9 @@
 --
 -- Per generated token (batch 1), every weight is read once:
 --   t_device = bytes the device reads / device_read
---              (resident weights and streamed ones once they landed)
+--              (resident weights and streamed ones once they landed; on
+--              cpu / decode_matmul[dtype] when given: the CPU's decode
+--              GEMV, measured from DRAM, is compute-bound on few cores)
 --   t_copy   = sum over streamed weights of bytes / the link of their tier:
 --              pinned h2d_pinned, host and mmap h2d_pageable, disk disk_read
 --   t_host   = sum over host-computed weights of plain bytes / the host's
@@ -77,7 +79,7 @@ end
 -- @tparam table plan {[name] = tier} (names left out: device)
 -- @tparam[opt] table host_compute {[name] = true}
 -- @tparam table bw {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
---   host_matmul= bytes/s or {[dtype]=}, disk_read=} bytes/s
+--   host_matmul= bytes/s or {[dtype]=}, disk_read=, decode_matmul= {[dtype]=} (cpu)} bytes/s
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=,
 --   links = {[name] = seconds}, bytes = {device=, streamed=, host=}}
 function M.decode(tensors, plan, host_compute, bw)
@@ -110,7 +112,9 @@ function M.decode(tensors, plan, host_compute, bw)
       p.links[name] = (p.links[name] or 0) + bytes / rate
       p.bytes.streamed = p.bytes.streamed + bytes
     end
-    p.device_s = p.device_s + bytes / bw.device_read
+    -- cpu: the device's reads are the decode GEMV's, measured per dtype when known (decode_matmul)
+    local dm = bw.device ~= "cuda" and type(bw.decode_matmul) == "table" and bw.decode_matmul[t.dtype]
+    p.device_s = p.device_s + bytes / (dm or bw.device_read)
     p.bytes.device = p.bytes.device + bytes
   end
   local compute = p.device_s + p.host_s

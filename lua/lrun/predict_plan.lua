@@ -20,10 +20,10 @@ local matrix_roles = { attn_q = true, attn_k = true, attn_v = true, attn_output 
 
 -- The largest matrix (n, k) per dtype among the model's block matrices: the
 -- shape the rate is measured at (a stacked expert tensor: one expert's).
-local function shapes(tensors)
+local function shapes(tensors, with_head)
   local best = {}
   for _, t in ipairs(tensors) do
-    if matrix_roles[t.role] and #(t.shape or {}) >= 2 then
+    if (matrix_roles[t.role] or (with_head and t.role == "lm_head")) and #(t.shape or {}) >= 2 then
       local k, n = t.shape[1], t.shape[2]
       local b = best[t.dtype]
       if not b or n * k > b.n * b.k then best[t.dtype] = { n = n, k = k } end
@@ -63,7 +63,28 @@ function M.matmul_rates(model, bw, rows)
     end
   end
   if next(bw.device_matmul) == nil then bw.device_matmul = nil end
+  if bw.device ~= "cuda" then M.decode_rates(model, bw) end
   return bw
+end
+
+local gemv_cache = {} -- [device, dtype] = bytes/s of the cpu's decode GEMV, once per process
+
+--- cpu: fills bw.decode_matmul (bytes/s the decode GEMV reads each matrix
+-- dtype of the model at, from DRAM: lrun_model_measure_host_matmul), which
+-- lrun.predict.decode uses for the device's reads there (two cores compute
+-- slower than the memory bus feeds them).
+function M.decode_rates(model, bw)
+  local dev = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle)))
+  bw.decode_matmul = type(bw.decode_matmul) == "table" and bw.decode_matmul or {}
+  local out, dt = ffi.new("double[1]"), ffi.new("lrun_dtype[1]")
+  for dtype in pairs(shapes(model:tensors(), true)) do
+    local key = dev .. "\0" .. dtype
+    if gemv_cache[key] == nil and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
+      gemv_cache[key] = C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK
+        and out[0] > 0 and out[0] or false
+    end
+    bw.decode_matmul[dtype] = bw.decode_matmul[dtype] or gemv_cache[key] or nil
+  end
 end
 
 --- The prefill query for a model: chunk tokens, attention's width, MoE's k.
