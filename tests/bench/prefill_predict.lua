@@ -4,10 +4,11 @@
 --
 -- Usage (not part of make test):
 --   build/lrun tests/bench/prefill_predict.lua [MODEL] [--device cpu] [--tokens 512] [--ngen 16]
---       [--threads N] [--cases resident,mmap,disk,host]
---   MODEL: a GGUF path; without one a random q8_0 model of ~110 MB (8 blocks,
---   n_embd 768, n_ff 2048, vocab 32000) is written to $LRUN_BENCH_DIR (default
---   /tmp) and removed after.
+--       [--threads N] [--cases resident,mmap,disk,host] [--shape small|1b]
+--   MODEL: a GGUF path; without one a random q8_0 model is written to
+--   $LRUN_BENCH_DIR (default /tmp) and removed after: --shape small (the
+--   default) ~110 MB (8 blocks, n_embd 768, n_ff 2048, vocab 32000), 1b
+--   ~1 GB (16 blocks, n_embd 2048, n_ff 5632) for a GPU.
 --
 -- Cases (each a fresh lrun.load):
 --   resident   nothing planned: m:placement()'s resident prediction
@@ -31,6 +32,7 @@ local C = lf.C
 
 local path, device, T, n_gen, threads = nil, "cpu", 512, 16, nil
 local cases = { "resident", "mmap", "disk", "host" }
+local shape = "small"
 local i = 1
 while i <= #arg do
   local a, v = arg[i], arg[i + 1]
@@ -38,6 +40,7 @@ while i <= #arg do
   elseif a == "--tokens" then T = tonumber(v); i = i + 1
   elseif a == "--ngen" then n_gen = tonumber(v); i = i + 1
   elseif a == "--threads" then threads = tonumber(v); i = i + 1
+  elseif a == "--shape" then shape = v; i = i + 1
   elseif a == "--cases" then
     cases = {}
     for c in v:gmatch("[^,]+") do cases[#cases + 1] = c end
@@ -51,7 +54,8 @@ local generated = false
 if not path then
   path = (os.getenv("LRUN_BENCH_DIR") or "/tmp") .. "/prefill_predict_" .. tostring(sys.now()):gsub("%.", "") .. ".gguf"
   local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 8, 768, 12, 4, 2048
+  if shape == "1b" then s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 16, 2048, 16, 8, 5632
+  else s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 8, 768, 12, 4, 2048 end
   s.n_vocab, s.n_ctx = 32000, 2048
   s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q8_0, 0
   s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 11, 0
