@@ -636,8 +636,9 @@ function Model:resident_prediction()
     self.resident_pred = false
     if bw then
       -- no plan: the engine (weight mode ALL_DEVICE) computes every weight as the device's own
-      local dec, pre, text = require("lrun.predict_plan").predict(self, self:tensors(), {}, {}, bw)
-      self.resident_pred = { predicted = dec, prefill = pre, text = text }
+      local ok, dec, pre, text = pcall(require("lrun.predict_plan").predict, self, self:tensors(), {}, {}, bw)
+      self.resident_pred = ok and { predicted = dec, prefill = pre, text = text }
+        or { text = "no prediction: " .. tostring(dec) }
     end
   end
   return self.resident_pred or nil

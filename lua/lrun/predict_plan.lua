@@ -62,6 +62,15 @@ function M.matmul_rates(model, bw, rows)
       if bw.host_gemm then bw.host_gemm[dtype] = bw.host_gemm[dtype] or c.host end
     end
   end
+  -- a matrix of a dtype not measured (a router, a projection outside the
+  -- blocks) is costed at the slowest rate measured
+  for _, key in ipairs({ "device_matmul", "host_gemm" }) do
+    local t, slow = bw[key], nil
+    if type(t) == "table" then
+      for dtype, r in pairs(t) do if dtype ~= "default" then slow = math.min(slow or r, r) end end
+      t.default = slow
+    end
+  end
   if next(bw.device_matmul) == nil then bw.device_matmul = nil end
   if bw.device ~= "cuda" then M.decode_rates(model, bw) end
   return bw

@@ -761,7 +761,14 @@ function M.plan(model, opts)
       -- and a prefill chunk's (lrun.predict_plan: the batched product's rate measured once per device)
       local predicted, prefill, ptext
       if pbw and opts.predict ~= false then
-        predicted, prefill, ptext = require("lrun.predict_plan").predict(model, tensors, final, host_compute, pbw, opts)
+        -- a prediction never fails a plan: on an error, decode alone (and the error in the text)
+        local ok, d, f, text = pcall(require("lrun.predict_plan").predict, model, tensors, final, host_compute, pbw,
+          opts)
+        if ok then predicted, prefill, ptext = d, f, text
+        else
+          predicted = predict.decode(tensors, final, host_compute, pbw)
+          ptext = predict.text(predicted, pbw) .. "\nno prefill prediction: " .. tostring(d)
+        end
       elseif pbw then
         predicted = predict.decode(tensors, final, host_compute, pbw)
         ptext = predict.text(predicted, pbw)
