@@ -198,7 +198,7 @@ local function host_time(flops, plain, t, tier, bw)
 end
 
 -- Per block, the three expert tensors together: {bytes_e=, plain_e=, params_e=, E=, tier=, host=, dtype=, ts={}}.
-local function expert_blocks(tensors, plan, host_compute)
+local function expert_blocks(tensors)
   local blocks = {}
   for _, t in ipairs(tensors) do
     if expert_roles[t.role] and #(t.shape or {}) >= 3 then
@@ -319,7 +319,7 @@ function M.prefill(tensors, plan, host_compute, bw, q)
       p.bytes.device = p.bytes.device + bytes
     end
   end
-  for _, b in pairs(expert_blocks(tensors, plan, host_compute)) do
+  for _, b in pairs(expert_blocks(tensors)) do
     prefill_experts(p, b, plan, host_compute, bw, qq)
   end
   if q.q_dim and q.n_layer then
