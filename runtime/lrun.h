@@ -757,6 +757,17 @@ LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
  * free memory) so that the figure is DRAM's, as a model's weights are read. */
 LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                            double *bytes_per_s);
+/* How fast a batched product runs (prefill, docs/residency.md "Predicted
+ * prefill"): flop/s (2 · n · k · rows over the seconds) of y (rows, n) =
+ * x (rows, k) · Wᵀ over a zeroed weight of dtype, on_device 1: where the
+ * model's engine computes it (cuda: lrun_k_gemm, the weight dequantized
+ * into an f16/bf16 slot and one cuBLAS GEMM; cpu: lrun_cpu_matmul on the
+ * model's threads), 0: lrun_cpu_matmul on the model's threads (host compute
+ * on cuda). n, k in [1, 65536], k a whole number of the dtype's blocks, rows
+ * in [1, 8192]; on the host n is lowered so one product is at most 2 GFLOP
+ * (a rate, not a model's shape). One warm-up, then the best of three. */
+LRUN_API lrun_status lrun_model_measure_matmul(lrun_model *model, int on_device, lrun_dtype dtype, int64_t n,
+                                               int64_t k, int64_t rows, double *flops_per_s);
 /* How fast packed weights decode (docs/packed.md): plain bytes of synthetic
  * trained-like bf16 per second, on_device 1: where the model's engine
  * decodes them (cuda: lrun_k_packed_decode, device memory to device memory;

@@ -58,9 +58,10 @@ describe("peer benchmark drivers (fake llama-bench, CPU)", function()
       .. "--dram-gbps 100 --reserve-gib 0.0075 --hand eoh --out '" .. dir .. "/moe.jsonl'")
     assert.is_true(ok, out)
     assert.truthy(out:find("-ncmoe 3 (", 1, true), out)
-    assert.truthy(out:find("| file | 0.012 | llama.cpp | -ncmoe 3 | 97.0 |", 1, true), out)
-    assert.truthy(out:find("| file | 0.012 | lrun | auto | %d"), out)
-    assert.truthy(out:find("| file | 0.012 | lrun | eoh | %d"), out)
+    assert.truthy(out:find("| file | 0.012 | llama.cpp | -ncmoe 3 | llama-bench | 97.0 |", 1, true), out)
+    -- lrun's rows say their decode stream (forced: random ids) and carry the planner's prediction
+    assert.truthy(out:find("| file | 0.012 | lrun | auto | forced | %d"), out)
+    assert.truthy(out:find("| file | 0.012 | lrun | eoh | forced | %d[^\n]*| [%d.]+ %([+-]%d+%%%) |"), out)
     assert.are.equal(5, #read_lines(dir .. "/moe.jsonl")) -- bandwidth, info, 3 rows
   end)
 end)

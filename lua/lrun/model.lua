@@ -587,7 +587,10 @@ end
 --   slices = {[tier] = expert slices}, host_compute_slices=, layers = {[l] = {gate=, up=, down= tier}}},
 --   packed = {[name] = true}, packed_bytes = (their packed bytes), packed_plain_bytes = (their plain bytes),
 --   packed_ratio = the two's ratio or nil, policy = name or nil, explain = text or nil,
---   predicted = lrun.predict.decode of the plan (tok_s=, limit=, …) or nil, auto_fit = true when auto-fit placed it}
+--   predicted = lrun.predict.decode of the plan (tok_s=, limit=, …), prefill = lrun.predict.prefill of a
+--   512-token chunk (tok_s=, limit=, …) (both also for a model nothing was planned for: every weight where it
+--   is; nil when not measurable), prediction = their text when no plan carries it, auto_fit = true when
+--   auto-fit placed it}
 --   (bytes per tier, from lrun_model_tier_bytes: packed weights count their packed bytes);
 --   prints as a summary
 function Model:placement()
@@ -610,15 +613,35 @@ function Model:placement()
     bytes[ffi.string(C.lrun_tier_name(tier))] = tonumber(C.lrun_model_tier_bytes(h, tier))
   end
   local r = self.residency
+  local pred = r or self:resident_prediction()
   return setmetatable({ tensors = tensors, bytes = bytes, host_compute = host_compute,
     experts = expert_placement(h, tensors, host_compute),
     packed = packed, packed_bytes = packed_bytes, packed_plain_bytes = packed_plain,
     packed_ratio = packed_plain > 0 and packed_bytes / packed_plain or nil,
     policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch,
-    predicted = r and r.predicted, auto_fit = r and r.auto_fit ~= nil or nil, expert_cache = r and r.expert_cache,
+    predicted = pred and pred.predicted, prefill = pred and pred.prefill,
+    prediction = not r and pred and pred.text or nil, auto_fit = r and r.auto_fit ~= nil or nil, expert_cache = r and r.expert_cache,
     host = self:host_memory(), -- the host account now (held by category, budget, peak)
     split = self.split }, -- several devices: lrun.multigpu.split's answer
     { __tostring = require("lrun.pretty").placement })
+end
+
+-- The predictions for a model nothing was planned for (every weight where
+-- it is: resident), measured once and kept: {predicted=, prefill=, text=},
+-- or nil when the bandwidths cannot be measured or self.predict is false.
+function Model:resident_prediction()
+  if self.predict == false then return nil end
+  if self.resident_pred == nil then
+    local bw = require("lrun.residency").bandwidths(self)
+    self.resident_pred = false
+    if bw then
+      -- no plan: the engine (weight mode ALL_DEVICE) computes every weight as the device's own
+      local ok, dec, pre, text = pcall(require("lrun.predict_plan").predict, self, self:tensors(), {}, {}, bw)
+      self.resident_pred = ok and { predicted = dec, prefill = pre, text = text }
+        or { text = "no prediction: " .. tostring(dec) }
+    end
+  end
+  return self.resident_pred or nil
 end
 
 -- The layer split over several devices (lrun.multigpu): planned with every

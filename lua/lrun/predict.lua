@@ -6,7 +6,9 @@
 --
 -- Per generated token (batch 1), every weight is read once:
 --   t_device = bytes the device reads / device_read
---              (resident weights and streamed ones once they landed)
+--              (resident weights and streamed ones once they landed; on
+--              cpu / decode_matmul[dtype] when given: the CPU's decode
+--              GEMV, measured from DRAM, is compute-bound on few cores)
 --   t_copy   = sum over streamed weights of bytes / the link of their tier:
 --              pinned h2d_pinned, host and mmap h2d_pageable, disk disk_read
 --   t_host   = sum over host-computed weights of plain bytes / the host's
@@ -20,10 +22,31 @@
 -- cpu: the copies are memcpys by the same threads, so
 --   seconds = t_device + t_copy + t_host.
 -- Not modelled: attention over the KV cache, kernel launch and
--- synchronisation overheads, packed weights' decode, prefill.
+-- synchronisation overheads, packed weights' decode.
+--
+-- Prefill (M.prefill, docs/residency.md "Predicted prefill"): one chunk of
+-- T tokens (from position 0) costs, per weight:
+--   device:    max(2·params·T / device_matmul[dtype], bytes / device_read)
+--              (the measured batched product: cuBLAS GEMM with its
+--              dequantization on cuda, lrun_cpu_matmul on cpu)
+--   streamed:  the same on the device, plus bytes / link once per chunk
+--   host:      max(2·params·T / host_gemm[dtype], plain bytes / host_read)
+--              (and at most the disk's speed for a disk weight)
+--   LM head:   one row (the chunk's last token), as in decode
+--   experts:   the chunk's T·k selections; a block touches
+--              D = E·(1 − (1 − k/E)^T) distinct experts (uniform routing),
+--              read or copied once each; host experts are computed on the
+--              host or streamed per lrun.expert_plan.prefill_streams
+--   attention: 2·T²·q_dim flops per layer (causal QKᵀ and PV), at the
+--              device's rate
+-- combined as decode: cuda max(copies, device + host) (the copy stream runs
+-- k units ahead, engine_cuda_offload.c); cpu the sum (the fill thread's
+-- memcpys and the matmuls share the cores and the memory bus).
 --
 --     local p = predict.decode(m:tensors(), plan, host_compute, bw)
 --     print(predict.text(p))   -- predicted decode ~41.3 tok/s (limit: PCIe pinned ...)
+--     local f = predict.prefill(m:tensors(), plan, host_compute, bw, {tokens = 512})
+--     print(predict.summary(f, p))   -- predicted: prefill 512 tok: 1830 tok/s, decode 9.6 tok/s
 -- @module lrun.predict
 local M = {}
 
@@ -56,7 +79,7 @@ end
 -- @tparam table plan {[name] = tier} (names left out: device)
 -- @tparam[opt] table host_compute {[name] = true}
 -- @tparam table bw {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
---   host_matmul= bytes/s or {[dtype]=}, disk_read=} bytes/s
+--   host_matmul= bytes/s or {[dtype]=}, disk_read=, decode_matmul= {[dtype]=} (cpu)} bytes/s
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=,
 --   links = {[name] = seconds}, bytes = {device=, streamed=, host=}}
 function M.decode(tensors, plan, host_compute, bw)
@@ -89,7 +112,9 @@ function M.decode(tensors, plan, host_compute, bw)
       p.links[name] = (p.links[name] or 0) + bytes / rate
       p.bytes.streamed = p.bytes.streamed + bytes
     end
-    p.device_s = p.device_s + bytes / bw.device_read
+    -- cpu: the device's reads are the decode GEMV's, measured per dtype when known (decode_matmul)
+    local dm = bw.device ~= "cuda" and type(bw.decode_matmul) == "table" and bw.decode_matmul[t.dtype]
+    p.device_s = p.device_s + bytes / (dm or bw.device_read)
     p.bytes.device = p.bytes.device + bytes
   end
   local compute = p.device_s + p.host_s
@@ -131,6 +156,223 @@ function M.text(p, bw)
   return string.format("predicted decode ~%.1f tok/s (limit: %s%s; per token %.3f ms device, %.3f ms copies, "
     .. "%.3f ms host compute%s; accuracy to be measured)", p.tok_s, p.limit, rate, p.device_s * 1e3,
     p.copy_s * 1e3, p.host_s * 1e3, p.overlapped and ", copies overlapped" or "")
+end
+
+
+-- ---------------------------------------------------------------- prefill
+
+M.prefill_tokens = 512 -- the chunk predicted when none is given (the engines' n_batch_max default)
+
+local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
+
+-- A rate (flop/s) from a number or a {[dtype] = rate, default = rate} table; nil when unknown.
+local function rate_of(r, dtype)
+  if type(r) == "table" then r = r[dtype] or r.default end
+  return type(r) == "number" and r > 0 and r or nil
+end
+
+-- Elements of one matrix: the product of its first two dimensions.
+local function params2(t) return (t.shape[1] or 1) * (t.shape[2] or 1) end
+
+--- Distinct experts a chunk of T tokens touches in one block under uniform
+-- routing, k of E per token: E·(1 − (1 − k/E)^T).
+function M.distinct_experts(E, k, T)
+  if E <= 0 or k <= 0 then return 0 end
+  return E * (1 - (1 - math.min(k, E) / E) ^ T)
+end
+
+-- The batched product of one weight on the device: flop-bound, or read-bound for a small chunk.
+local function device_time(flops, bytes, dtype, bw)
+  local r = rate_of(bw.device_matmul, dtype)
+  if not r then error("predict.prefill: bandwidth.device_matmul has no rate for " .. tostring(dtype), 3) end
+  return math.max(flops / r, bytes / bw.device_read)
+end
+
+-- The host's batched product (cuda: host_gemm; cpu: the device's own rate).
+local function host_time(flops, plain, t, tier, bw)
+  local r = bw.device ~= "cuda" and rate_of(bw.device_matmul, t.dtype) or rate_of(bw.host_gemm, t.dtype)
+    or rate_of(bw.device_matmul, t.dtype)
+  local read = host_rate(t, bw)
+  if tier == "disk" then read = math.min(read, bw.disk_read or M.assumed_disk_read) end
+  return math.max(flops / r, plain / read)
+end
+
+-- Per block, the three expert tensors together: {bytes_e=, plain_e=, params_e=, E=, tier=, host=, dtype=, ts={}}.
+local function expert_blocks(tensors)
+  local blocks = {}
+  for _, t in ipairs(tensors) do
+    if expert_roles[t.role] and #(t.shape or {}) >= 3 then
+      local l = t.layer or -1
+      local b = blocks[l] or { bytes_e = 0, plain_e = 0, params_e = 0, ts = {} }
+      local E = t.shape[3]
+      b.E = E
+      b.bytes_e = b.bytes_e + t.bytes / E
+      b.plain_e = b.plain_e + (t.plain_bytes or t.bytes) / E
+      b.params_e = b.params_e + params2(t)
+      b.ts[#b.ts + 1] = t
+      blocks[l] = b
+    end
+  end
+  return blocks
+end
+
+-- One block's experts for a chunk: adds to p's device_s, copy_s, host_s.
+local function prefill_experts(p, b, plan, host_compute, bw, q)
+  local T, k = q.tokens, q.n_expert_used or 1
+  local D = M.distinct_experts(b.E, k, T)
+  local touched = D * b.bytes_e
+  local flops = 2 * T * k * b.params_e
+  local first = b.ts[1]
+  local tier = plan[first.name] or "device"
+  local hc = tier ~= "device" and host_compute[first.name]
+  if tier == "device" then
+    p.device_s = p.device_s + device_time(flops, touched, first.dtype, bw)
+    p.bytes.device = p.bytes.device + touched
+    return
+  end
+  local rate, name = link(tier, bw)
+  if not hc then -- streamed whole, as decode: the block's unit holds the stacked tensors
+    local bytes = 0
+    for _, t in ipairs(b.ts) do bytes = bytes + t.bytes end
+    p.copy_s = p.copy_s + bytes / rate
+    p.links[name] = (p.links[name] or 0) + bytes / rate
+    p.bytes.streamed = p.bytes.streamed + bytes
+    p.device_s = p.device_s + device_time(flops, touched, first.dtype, bw)
+    p.bytes.device = p.bytes.device + touched
+    return
+  end
+  -- host experts: computed on the host, or (cuda) the touched ones copied, per expert_plan
+  local per = T * k / math.max(D, 1e-9)
+  local hflops = rate_of(bw.host_gemm, first.dtype) or rate_of(bw.device_matmul, first.dtype)
+  local c = { bytes = b.bytes_e, flops_per_token = 2 * b.params_e, pcie = rate, host_read = host_rate(first, bw),
+    host_flops = bw.device == "cuda" and hflops or rate_of(bw.device_matmul, first.dtype) }
+  local n = math.max(1, math.floor(D + 0.5))
+  local tokens = {}
+  for i = 1, n do tokens[i] = per * D / n end
+  local streams, _, host = require("lrun.expert_plan").prefill_streams(c, tokens)
+  if q.expert_stream ~= nil then streams = q.expert_stream end
+  if bw.device ~= "cuda" then streams = false end -- cpu: host compute is the device's own
+  p.expert_streamed = p.expert_streamed or streams
+  if streams then
+    p.copy_s = p.copy_s + touched / rate
+    p.links[name] = (p.links[name] or 0) + touched / rate
+    p.bytes.streamed = p.bytes.streamed + touched
+    p.device_s = p.device_s + device_time(flops, touched, first.dtype, bw)
+  else
+    if q.expert_stream == false or bw.device ~= "cuda" then
+      host = math.max(flops / c.host_flops, D * b.plain_e / c.host_read)
+    end
+    p.host_s = p.host_s + host
+    p.bytes.host = p.bytes.host + D * b.plain_e
+  end
+end
+
+--- The prefill prediction of a placement: one chunk of q.tokens tokens.
+-- @tparam {table,...} tensors descriptions (model:tensors())
+-- @tparam table plan {[name] = tier} (names left out: device)
+-- @tparam[opt] table host_compute {[name] = true}
+-- @tparam table bw as M.decode, and device_matmul= (flop/s of the device's batched product: a number or
+--   {[dtype]=}; cpu: the host's), host_gemm= (cuda: flop/s of host compute's batched product, same form)
+-- @tparam[opt] table q tokens= (T, default M.prefill_tokens), n_expert_used= (MoE: k),
+--   q_dim= and n_layer= (attention: n_head · head_dim; omitted: attention not counted),
+--   expert_stream= (nil: expert_plan decides; true/false: forced)
+-- @treturn table {tokens=, seconds=, tok_s=, limit=, overlapped=, device_s=, copy_s=, host_s=, attention_s=,
+--   links={}, bytes={device=, streamed=, host=}, expert_streamed= (host experts streamed)}
+function M.prefill(tensors, plan, host_compute, bw, q)
+  host_compute, q = host_compute or {}, q or {}
+  for _, key in ipairs({ "h2d_pinned", "host_read", "device_read" }) do
+    if type(bw[key]) ~= "number" or bw[key] <= 0 then
+      error("predict.prefill: bandwidth." .. key .. " must be a number of bytes/s > 0", 2)
+    end
+  end
+  if bw.device_matmul == nil then error("predict.prefill: bandwidth.device_matmul (flop/s) is missing", 2) end
+  local T = q.tokens or M.prefill_tokens
+  local qq = { tokens = T, n_expert_used = q.n_expert_used, expert_stream = q.expert_stream }
+  local tied = true
+  for _, t in ipairs(tensors) do if t.role == "lm_head" then tied = false end end
+  local p = { tokens = T, device_s = 0, copy_s = 0, host_s = 0, attention_s = 0, links = {},
+    bytes = { device = 0, streamed = 0, host = 0 } }
+  for _, t in ipairs(tensors) do
+    local tier = plan[t.name] or "device"
+    local bytes, flops = t.bytes, 0
+    local head = t.role == "lm_head" or (t.role == "embedding" and tied)
+    if t.role == "embedding" and not tied then
+      bytes = math.min(bytes, T * bytes / ((t.shape and t.shape[2]) or 1)) -- the chunk's rows
+    elseif not head then
+      flops = 2 * T * params2(t)
+    end
+    if is_vector(t) or expert_roles[t.role] then
+      bytes = 0 -- vectors: engine memory; experts: per block below
+    elseif tier ~= "device" and host_compute[t.name] then
+      local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
+      p.host_s = p.host_s + (head and plain / host_rate(t, bw) or host_time(flops, plain, t, tier, bw))
+      p.bytes.host = p.bytes.host + plain
+      bytes = 0
+    elseif tier ~= "device" then
+      local rate, name = link(tier, bw)
+      p.copy_s = p.copy_s + bytes / rate
+      p.links[name] = (p.links[name] or 0) + bytes / rate
+      p.bytes.streamed = p.bytes.streamed + bytes
+    end
+    if bytes > 0 then
+      p.device_s = p.device_s + (flops > 0 and device_time(flops, bytes, t.dtype, bw) or bytes / bw.device_read)
+      p.bytes.device = p.bytes.device + bytes
+    end
+  end
+  for _, b in pairs(expert_blocks(tensors)) do
+    prefill_experts(p, b, plan, host_compute, bw, qq)
+  end
+  if q.q_dim and q.n_layer then
+    local r = rate_of(bw.attention, "f32") or rate_of(bw.device_matmul, "f16") or rate_of(bw.device_matmul, "f32")
+    if not r then
+      for _, v in pairs(type(bw.device_matmul) == "table" and bw.device_matmul or { bw.device_matmul }) do
+        r = math.max(r or 0, v)
+      end
+    end
+    p.attention_s = 2 * q.n_layer * T * T * q.q_dim / r
+  end
+  local compute = p.device_s + p.host_s + p.attention_s
+  if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
+  else p.seconds = compute + p.copy_s end
+  local copies
+  if bw.device == "cuda" then copies = p.copy_s > compute
+  else copies = p.copy_s > p.device_s and p.copy_s > p.host_s and p.copy_s > p.attention_s end
+  if copies then
+    local best, worst = -1, nil
+    for name, sec in pairs(p.links) do
+      if sec > best or (sec == best and name < worst) then best, worst = sec, name end
+    end
+    p.limit = worst
+  elseif p.host_s >= p.device_s and p.host_s >= p.attention_s and p.host_s > 0 then p.limit = "host matmul"
+  elseif p.attention_s > p.device_s then p.limit = "attention"
+  else p.limit = "device matmul" end
+  p.overlapped = bw.device == "cuda"
+  p.tok_s = p.seconds > 0 and T / p.seconds or math.huge
+  return p
+end
+
+local function rate_text(r)
+  if r >= 100 then return string.format("%.0f", r) end
+  if r >= 10 then return string.format("%.1f", r) end
+  return string.format("%.2f", r)
+end
+
+--- One line beside the decode one: "predicted prefill ~1830 tok/s for a 512-token chunk (limit: ...)".
+-- @tparam table p M.prefill's result
+function M.prefill_text(p)
+  return string.format("predicted prefill ~%s tok/s for a %d-token chunk (limit: %s; per chunk %.3f ms device, "
+    .. "%.3f ms copies, %.3f ms host compute, %.3f ms attention%s%s)", rate_text(p.tok_s), p.tokens, p.limit,
+    p.device_s * 1e3, p.copy_s * 1e3, p.host_s * 1e3, p.attention_s * 1e3,
+    p.overlapped and ", copies overlapped" or "", p.expert_streamed and "; host experts streamed" or "")
+end
+
+--- The short line: "predicted: prefill 512 tok: 1830 tok/s, decode 9.6 tok/s" (either may be nil).
+function M.summary(pre, dec)
+  local parts = {}
+  if pre then parts[#parts + 1] = string.format("prefill %d tok: %s tok/s", pre.tokens, rate_text(pre.tok_s)) end
+  if dec then parts[#parts + 1] = string.format("decode %s tok/s", rate_text(dec.tok_s)) end
+  if #parts == 0 then return nil end
+  return "predicted: " .. table.concat(parts, ", ")
 end
 
 return M

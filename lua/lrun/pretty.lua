@@ -197,10 +197,12 @@ function M.placement(p)
       p.auto_fit and " (auto-fit: the model did not fit the device)" or "")
   end
   if p.explain then lines[#lines + 1] = p.explain end
+  if p.prediction then lines[#lines + 1] = p.prediction end -- nothing planned: the resident model's
   if p.host then lines[#lines + 1] = M.host_line(p.host) .. " (the runtime's account)" end
   if p.split then lines[#lines + 1] = p.split.explain end -- several devices (lrun.multigpu)
   lines[#lines + 1] = "(fields: tensors, bytes, host_compute, " .. (p.experts and "experts, " or "")
     .. "packed, packed_bytes, packed_ratio, policy, explain" .. (p.host and ", host" or "") .. (p.predicted and ", predicted" or "")
+    .. (p.prefill and ", prefill" or "")
     .. (p.split and ", split" or "") .. ")"
   return table.concat(lines, "\n")
 end

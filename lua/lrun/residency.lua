@@ -462,7 +462,8 @@ end
 --   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
 --   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made),
 --   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
---   predicted= (lrun.predict.decode of the plan, whenever the plan moves weights off the device, unless opts.predict == false)}
+--   predicted= (lrun.predict.decode of the plan, unless opts.predict == false), prefill= (lrun.predict.prefill
+--   of a chunk of opts.prefill_tokens, default 512; nil when opts.predict == false or no rate was measured)}
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.plan(model, opts)
@@ -744,11 +745,11 @@ function M.plan(model, opts)
           disk_packed > 0 and string.format("; disk, packed: %d tensors read packed", disk_packed) or "")
       end
       -- the predicted decode speed of the final plan (lrun.predict): smart measured the
-      -- bandwidths already; any other policy that moved weights off the device measures them
-      -- now (once per device per process, well under a second), so that every plan that
-      -- streams says what it should reach before it runs (#15); opts.predict = false skips it
+      -- bandwidths already; any other policy measures them now (once per device per process,
+      -- well under a second), so that every plan says what it should reach before it runs
+      -- (#15); opts.predict = false skips it
       local pbw = bw
-      if not pbw and off_bytes > 0 and opts.predict ~= false then
+      if not pbw and opts.predict ~= false then
         pbw = M.bandwidths(model)
         if pbw and disk_bytes > 0 then
           local with_disk = {}
@@ -757,15 +758,29 @@ function M.plan(model, opts)
           pbw = with_disk
         end
       end
-      local predicted = pbw and predict.decode(tensors, final, host_compute, pbw) or nil
-      if predicted then summary = summary .. "\n" .. predict.text(predicted, pbw) end
+      -- and a prefill chunk's (lrun.predict_plan: the batched product's rate measured once per device)
+      local predicted, prefill, ptext
+      if pbw and opts.predict ~= false then
+        -- a prediction never fails a plan: on an error, decode alone (and the error in the text)
+        local ok, d, f, text = pcall(require("lrun.predict_plan").predict, model, tensors, final, host_compute, pbw,
+          opts)
+        if ok then predicted, prefill, ptext = d, f, text
+        else
+          predicted = predict.decode(tensors, final, host_compute, pbw)
+          ptext = predict.text(predicted, pbw) .. "\nno prefill prediction: " .. tostring(d)
+        end
+      elseif pbw then
+        predicted = predict.decode(tensors, final, host_compute, pbw)
+        ptext = predict.text(predicted, pbw)
+      end
+      if ptext then summary = summary .. "\n" .. ptext end
       -- moe_host = "cache": the expert cache gets what the placement left (lrun.expert_plan)
       local ec = require("lrun.expert_plan").for_plan(model, { tensors = tensors, host_compute = host_compute,
         packed = packed, cpu = cpu, room = capacity and capacity - (dev_bytes + need_slots + reserve) }, opts)
       if ec then summary = summary .. "\n" .. ec.text end
       return {
         plan = final, host_compute = host_compute, packed = packed, policy = policy.name or pname, source = policy.source,
-        explain = explain and (summary .. "\n" .. explain) or summary, predicted = predicted,
+        explain = explain and (summary .. "\n" .. explain) or summary, predicted = predicted, prefill = prefill,
         off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = slot_b, extra_bytes = other_b,
         reserve_bytes = reserve, prefetch = k, budget = capacity, size = sized,
         host_bytes = host_bytes, host_budget = host_budget, disk_bytes = disk_bytes,

@@ -1,4 +1,5 @@
-/* measure_matmul.c — how fast the CPU reads weights in a decode matmul.
+/* measure_matmul.c — how fast the CPU reads weights in a decode matmul,
+ * and how fast a batched product (prefill) runs on the host or the device.
  *
  * Host compute (lrun_tensor_set_host_compute) trades bytes over the bus for
  * bytes through the CPU's dot kernels; policies/smart.lua weighs the two
@@ -18,6 +19,12 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "model/model.h"
+
+#ifdef LRUN_WITH_CUDA
+/* runtime/cuda/measure_gemm.c: lrun_model_measure_matmul on a CUDA device. */
+lrun_status lrun_cuda_measure_gemm(lrun_device *device, lrun_dtype dtype, int64_t n, int64_t k, int64_t rows,
+                                   double *flops_per_s);
+#endif
 
 /* Bytes of last-level cache of the whole machine: the largest cache level
  * sysfs lists for cpu0, times the number of such caches (CPUs configured
@@ -114,4 +121,66 @@ lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, 
     free(y);
     if (st == LRUN_OK) *bytes_per_s = best;
     return st;
+}
+
+/* The batched product on the host: n rows of a zeroed weight (the kernels'
+ * speed does not depend on the values), rows activation rows; flop/s. */
+static lrun_status host_gemm_rate(lrun_model *model, lrun_dtype dtype, int64_t n, int64_t k, int64_t rows,
+                                  double *flops_per_s)
+{
+    size_t row_bytes = 0;
+    lrun_status st = lrun_dtype_row_bytes(dtype, k, &row_bytes);
+    if (st != LRUN_OK) return lrun_fail_context(st, "measuring matmul");
+    /* at most 2 GFLOP a product, so a 2-core host measures in about a second */
+    const double max_flops = 2e9;
+    const int64_t n_cap = (int64_t)(max_flops / (2.0 * (double)k * (double)rows));
+    if (n > n_cap) n = n_cap > 0 ? n_cap : 1;
+    const size_t wbytes = (size_t)n * row_bytes, work_bytes = lrun_cpu_matmul_work_bytes(dtype, rows, k);
+    void *w = malloc(wbytes), *work = work_bytes ? malloc(work_bytes) : NULL;
+    float *x = calloc((size_t)rows * (size_t)k, sizeof *x), *y = malloc((size_t)rows * (size_t)n * sizeof *y);
+    if (!w || !x || !y || (work_bytes && !work))
+        st = lrun_fail_oom(wbytes, 0, "measuring matmul: %zu bytes of host memory", wbytes);
+    else
+        memset(w, 0, wbytes); /* written: untouched pages all map the one zero page */
+    double best = 0;
+    lrun_threadpool *pool = lrun_model_threadpool(model);
+    const double flops = 2.0 * (double)n * (double)k * (double)rows;
+    for (int i = 0; i < 4 && st == LRUN_OK; i++) { /* a warm-up, then the best of three */
+        const double t0 = now_seconds();
+        lrun_cpu_matmul(pool, dtype, w, row_bytes, n, k, x, rows, y, work);
+        const double dt = now_seconds() - t0;
+        if (i > 0 && dt > 0 && flops / dt > best) best = flops / dt;
+    }
+    free(w);
+    free(work);
+    free(x);
+    free(y);
+    if (st == LRUN_OK) *flops_per_s = best;
+    return st;
+}
+
+lrun_status lrun_model_measure_matmul(lrun_model *model, int on_device, lrun_dtype dtype, int64_t n, int64_t k,
+                                      int64_t rows, double *flops_per_s)
+{
+    if (!flops_per_s) return lrun_fail(LRUN_E_ARG, "measuring matmul: flops_per_s is NULL");
+    *flops_per_s = 0;
+    if (!model) return lrun_fail(LRUN_E_ARG, "measuring matmul: model is NULL");
+    if (dtype == LRUN_DTYPE_Q8_1 || dtype == LRUN_DTYPE_Q8_K || !lrun_dtype_is_supported((int)dtype))
+        return lrun_fail(LRUN_E_ARG, "measuring matmul: dtype %d is not a weight dtype", (int)dtype);
+    if (n < 1 || n > 65536 || k < 1 || k > 65536 || rows < 1 || rows > 8192)
+        return lrun_fail(LRUN_E_ARG, "measuring matmul: n %lld, k %lld, rows %lld outside [1, 65536], [1, 65536], "
+                         "[1, 8192]", (long long)n, (long long)k, (long long)rows);
+    size_t row_bytes = 0;
+    if (lrun_dtype_row_bytes(dtype, k, &row_bytes) != LRUN_OK)
+        return lrun_fail(LRUN_E_ARG, "measuring matmul: k %lld is not a whole number of %s blocks", (long long)k,
+                         lrun_dtype_name(dtype));
+    lrun_device *dev = lrun_model_device(model);
+    if (on_device && lrun_device_kind_of(dev) == LRUN_DEVICE_KIND_CUDA) {
+#ifdef LRUN_WITH_CUDA
+        return lrun_cuda_measure_gemm(dev, dtype, n, k, rows, flops_per_s);
+#else
+        return lrun_fail(LRUN_E_DEVICE, "measuring matmul: this build has no CUDA");
+#endif
+    }
+    return host_gemm_rate(model, dtype, n, k, rows, flops_per_s);
 }

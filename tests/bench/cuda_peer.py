@@ -15,8 +15,11 @@ out step leaves its cells empty and the next model runs):
              attention left at llama-bench's default, "auto": on where the
              CUDA backend supports it; the JSON says what it used)
   lrun       tests/bench/peer_lrun.lua FILE --device cuda:0 --prefill 512
-             --ngen 128 (prompt of 512 tokens from an empty cache; 128 greedy
-             steps at batch 1 from depth 0, as llama-bench's tg128)
+             --ngen 128 (prompt of 512 tokens from an empty cache; 128 steps
+             at batch 1 from depth 0, as llama-bench's tg128, fed random ids:
+             peer_lrun's default --decode-stream forced; a dense model decodes
+             at the same speed whatever the tokens), beside the planner's
+             predictions (lrun.predict) and their errors
   limit      hbm_read / bytes one decode step reads (gpu_bench.lua's bytes,
              tests/bench/hf_bench.py's bandwidth through peer_bw.py)
 Prints a markdown table; --out gets one JSON line per model (and one for the
@@ -31,8 +34,16 @@ import peer_common as pc  # noqa: E402
 
 TYPES = ("bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k")
 HEADER = ("| model | type | GB read / token | llama.cpp pp512 | llama.cpp tg128 | lrun prefill 512 | lrun decode | "
-          "prefill lrun/llama | decode lrun/llama | HBM limit tok/s | lrun % of limit | llama.cpp % of limit |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "prefill lrun/llama | decode lrun/llama | HBM limit tok/s | lrun % of limit | llama.cpp % of limit | "
+          "lrun predicted pp512 (error) | lrun predicted decode (error) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def predicted(pred, got):
+    """'12.3 (+4%)': lrun.predict's figure and its error against the measured one."""
+    if not pred or not got:
+        return "–"
+    return f"{pred:.1f} ({100 * (pred - got) / got:+.0f}%)"
 
 
 def row(r):
@@ -44,7 +55,8 @@ def row(r):
     gb = lr.get("decode_bytes")
     return (f"| {r['model']} | {r['type']} | {pc.fmt(gb and gb / 1e9, '.3f')} | {pc.fmt(pp, '.0f')} | {pc.fmt(tg)} | "
             f"{pc.fmt(lpp, '.0f')} | {pc.fmt(ltg)} | {pc.fmt(pc.ratio(lpp, pp), '.2f')} | "
-            f"{pc.fmt(pc.ratio(ltg, tg), '.2f')} | {pc.fmt(lim)} | {pct(ltg)} | {pct(tg)} |")
+            f"{pc.fmt(pc.ratio(ltg, tg), '.2f')} | {pc.fmt(lim)} | {pct(ltg)} | {pct(tg)} | "
+            f"{predicted(lr.get('predicted_prefill_tps'), lpp)} | {predicted(lr.get('predicted_decode_tps'), ltg)} |")
 
 
 def bench_one(args, spec, bw, lines):

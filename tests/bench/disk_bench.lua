@@ -5,7 +5,7 @@
 --
 -- Usage (on the GPU machine; not part of make test):
 --   build/lrun tests/bench/disk_bench.lua [MODEL|7b:bf16] [--gpu-budget 2] [--host-budget 4]
---       [--ngen 8] [--depths 1,2,4,8] [--device cuda:0]
+--       [--ngen 8] [--depths 1,2,4,8] [--device cuda:0] [--prefill 512]
 --   7b:bf16 (the default) is the Llama-2-7B shape in bf16 (13.5 GB), written
 --   to $LRUN_BENCH_DIR (default /tmp; keep it on the disk to measure, not a
 --   tmpfs) and removed after. Budgets in GiB.
@@ -19,6 +19,9 @@
 --             per token from the engine's stats; the disk limit is
 --             dd bytes/s / disk bytes per token (what the tier could reach
 --             if compute and PCIe were free); goal >= 90%.
+--   prefill   (unless --prefill 0) one prompt of --prefill tokens (one chunk)
+--             from an empty cache after decode, beside the planner's
+--             predicted prefill (lrun.predict) and its error.
 -- The file is dropped from the page cache before dd and before each run
 -- (posix_fadvise DONTNEED), so neither reads from memory.
 -- Prints one JSON line per run and a markdown table at the end.
@@ -35,6 +38,7 @@ local GiB = 1024 ^ 3
 local N_CTX, N_PROMPT, N_WARM = 256, 8, 2
 
 local path, gpu_gib, host_gib, n_gen, depths = "7b:bf16", 2, 4, 8, { 1, 2, 4, 8 }
+local n_prefill = 512
 local device = os.getenv("LRUN_BENCH_DEVICE") or "cuda:0"
 local i = 1
 while i <= #arg do
@@ -42,6 +46,7 @@ while i <= #arg do
   if a == "--gpu-budget" then gpu_gib = tonumber(v); i = i + 1
   elseif a == "--host-budget" then host_gib = tonumber(v); i = i + 1
   elseif a == "--ngen" then n_gen = tonumber(v); i = i + 1
+  elseif a == "--prefill" then n_prefill = tonumber(v); i = i + 1
   elseif a == "--device" then device = v; i = i + 1
   elseif a == "--depths" then
     depths = {}
@@ -51,6 +56,8 @@ while i <= #arg do
   else io.stderr:write("disk_bench: unknown argument " .. a .. "\n"); os.exit(2) end
   i = i + 1
 end
+
+N_CTX = math.max(N_CTX, n_prefill + 16)
 
 local generated = false
 if path == "7b:bf16" then -- gpu_bench's random Llama-2-7B shape (tests/bench/llama7b.lua)
@@ -121,6 +128,17 @@ local function run(depth, dd_bps)
   local dt = sys.now() - t1
   local s = ffi.new("lrun_engine_stats")
   C.lrun_engine_get_stats(e, s)
+  local prefill_tps
+  if n_prefill > 0 then -- one chunk from an empty cache (#15: beside the predicted prefill)
+    local pids, pseq = ffi.new("int32_t[?]", n_prefill), ffi.new("int32_t[?]", n_prefill)
+    for k = 0, n_prefill - 1 do pids[k] = (100 + 37 * k) % n_vocab end
+    assert(C.lrun_engine_seq_truncate(e, 0, 0) == C.LRUN_OK, lf.last_error())
+    local t2 = sys.now()
+    if C.lrun_engine_step(e, n_prefill, pids, pseq, nil, logits, 1, n_out) ~= C.LRUN_OK then
+      error("prefill: " .. lf.last_error(), 0)
+    end
+    prefill_tps = n_prefill / (sys.now() - t2)
+  end
   local per_tok = tonumber(s.disk_bytes_read) / n_gen
   local limit = per_tok > 0 and dd_bps / per_tok or 0
   local p = m:placement()
@@ -135,6 +153,7 @@ local function run(depth, dd_bps)
     host_held = m.residency and m.residency.host_bytes or 0,
     -- the planner's prediction for this placement (lrun.predict), to report its error (#15)
     predicted_tps = p.predicted and p.predicted.tok_s or nil,
+    prefill_tps = prefill_tps, predicted_prefill_tps = prefill_tps and p.prefill and p.prefill.tok_s or nil,
   }
   if m.residency then io.stderr:write(m.residency.explain, "\n") end
   m:free()
@@ -152,13 +171,15 @@ for _, d in ipairs(depths) do rows[#rows + 1] = run(d, dd_bps) end
 print(string.format("\n%s, GPU budget %g GiB, host budget %g GiB; dd iflag=direct %.2f GB/s; file %.2f GB\n",
   device, gpu_gib, host_gib, dd_bps / 1e9, file_bytes() / 1e9))
 print("| queue depth | tok/s | disk GB/token | disk limit tok/s | % of limit | reader GB/s | stalls/token | "
-  .. "time to first token s | file at dd rate s | predicted tok/s (error) |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  .. "time to first token s | file at dd rate s | predicted tok/s (error) | prefill tok/s | predicted (error) |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for _, r in ipairs(rows) do
   local pred = r.predicted_tps and string.format("%.3f (%+.0f%%)", r.predicted_tps,
     100 * (r.predicted_tps - r.tps) / r.tps) or "-"
-  print(string.format("| %d | %.3f | %.2f | %.3f | %.0f%% | %.2f | %.1f | %.1f | %.1f | %s |", r.depth, r.tps,
-    r.disk_bytes_per_tok / 1e9, r.disk_limit_tps, r.pct_of_limit, r.reader_bps / 1e9, r.stalls_per_tok, r.ttft_s,
-    r.file_read_s, pred))
+  local pf = r.predicted_prefill_tps and string.format("%.1f (%+.0f%%)", r.predicted_prefill_tps,
+    100 * (r.predicted_prefill_tps - r.prefill_tps) / r.prefill_tps) or "-"
+  print(string.format("| %d | %.3f | %.2f | %.3f | %.0f%% | %.2f | %.1f | %.1f | %.1f | %s | %s | %s |", r.depth,
+    r.tps, r.disk_bytes_per_tok / 1e9, r.disk_limit_tps, r.pct_of_limit, r.reader_bps / 1e9, r.stalls_per_tok,
+    r.ttft_s, r.file_read_s, pred, r.prefill_tps and string.format("%.1f", r.prefill_tps) or "-", pf))
 end
 if generated then os.remove(path) end

@@ -4,7 +4,7 @@ llama.cpp's CUDA backend with -ncmoe, and the host-link limit, in one run (#14, 
 
 Usage: python3 tests/bench/moe_bench.py [--llama-bench PATH] [--lrun build/lrun] [--out FILE]
          [--preset qwen3-30b-a3b] [--dtype q4_k] [--routers uniform,skew] [--skew 2] [--budgets 8,4,16]
-         [--prefill 512,4096] [--ngen 128] [--hand eoh,ncmoe] [--reserve-gib 1] [--timeout S]
+         [--prefill 512,4096] [--ngen 128] [--decode-stream forced] [--hand eoh,ncmoe] [--reserve-gib 1] [--timeout S]
          [--model PATH] [--keep] [--generate-only] [--device cuda:0] [--pcie-gbps X --dram-gbps Y]
 The model: examples/genmodel.lua --preset P --dtype T, random weights, written
 to $LRUN_BENCH_DIR (default /tmp) unless there already, deleted when its
@@ -29,6 +29,14 @@ Per router and budget B GiB (in the order given; rows print as they come):
                do not fit B (uniform routing: k/E of them), PCIe and host DRAM
                used together; bandwidths from peer_bw.py, measured in the run
 Decode at batch 1 (128 steps from depth 0), prefill of each --prefill length.
+--decode-stream (lrun rows): "forced" (default) feeds teacher-forced random
+token ids (a fixed seed) as the next token, so the experts a step routes to
+vary as over real text; "greedy" feeds the argmax, which on a random model
+repeats a few tokens and flatters the expert cache (hit rate 1.00 in session
+5); "forced,greedy" runs the lrun rows in both. llama-bench's tg decodes its
+own way (it feeds a fixed token). The stream column says which each row used.
+lrun rows also show the planner's predictions (lrun.predict, of the plan or
+the resident model) for decode and a 512-token prefill chunk, with their error.
 Prints a markdown table; --out gets JSON lines.
 """
 import argparse
@@ -88,9 +96,9 @@ def generate(args, router):
     return path
 
 
-def lrun_args(args, budget, extra):
+def lrun_args(args, budget, extra, stream="forced"):
     return ["--device", args.device, "--gpu-budget", f"{budget}G", "--prefill",
-            ",".join(str(p) for p in args.prefill), "--ngen", str(args.ngen)] + extra
+            ",".join(str(p) for p in args.prefill), "--ngen", str(args.ngen), "--decode-stream", stream] + extra
 
 
 def bench_budget(args, router, path, info, budget, bw, lines, emit):
@@ -107,22 +115,30 @@ def bench_budget(args, router, path, info, budget, bw, lines, emit):
             r["pp"].update(r2["pp"])
             if "error" in r2:
                 r["error"] = r2["error"]
-        emit(dict(base, engine="llama.cpp", config=f"-ncmoe {n}", prefill_tps=r.get("pp", {}),
+        emit(dict(base, engine="llama.cpp", config=f"-ncmoe {n}", stream="llama-bench", prefill_tps=r.get("pp", {}),
                   decode_tps=r.get("tg"), raw=r))
-    auto = pc.lrun_side(args.lrun, path, lrun_args(args, budget, []), args.timeout)
-    emit(dict(base, engine="lrun", config="auto", prefill_tps=auto.get("prefill_tps", {}),
-              decode_tps=auto.get("decode_tps"), raw=auto))
-    for h in args.hand:
-        # ncmoe: llama.cpp's N, or a few more blocks when lrun's reserve for
-        # KV cache and scratch leaves less room than --reserve-gib (the plan
-        # fails before anything is uploaded, so a retry is cheap)
-        for k in range(n, min(info["n_layer"], n + 4) + 1) if h == "ncmoe" else [None]:
-            extra = HAND[h] + (["--n-cpu-moe", str(k)] if k is not None else [])
-            r = pc.lrun_side(args.lrun, path, lrun_args(args, budget, extra), args.timeout)
-            if "oom" not in r.get("error", ""):
-                break
-        emit(dict(base, engine="lrun", config=h if k is None else f"{h} {k}", prefill_tps=r.get("prefill_tps", {}),
-                  decode_tps=r.get("decode_tps"), raw=r))
+    for stream in args.decode_stream:
+        auto = pc.lrun_side(args.lrun, path, lrun_args(args, budget, [], stream), args.timeout)
+        emit(dict(base, engine="lrun", config="auto", stream=stream, prefill_tps=auto.get("prefill_tps", {}),
+                  decode_tps=auto.get("decode_tps"), raw=auto))
+        for h in args.hand:
+            # ncmoe: llama.cpp's N, or a few more blocks when lrun's reserve for
+            # KV cache and scratch leaves less room than --reserve-gib (the plan
+            # fails before anything is uploaded, so a retry is cheap)
+            for k in range(n, min(info["n_layer"], n + 4) + 1) if h == "ncmoe" else [None]:
+                extra = HAND[h] + (["--n-cpu-moe", str(k)] if k is not None else [])
+                r = pc.lrun_side(args.lrun, path, lrun_args(args, budget, extra, stream), args.timeout)
+                if "oom" not in r.get("error", ""):
+                    break
+            emit(dict(base, engine="lrun", config=h if k is None else f"{h} {k}", stream=stream,
+                      prefill_tps=r.get("prefill_tps", {}), decode_tps=r.get("decode_tps"), raw=r))
+
+
+def predicted(pred, got):
+    """'12.3 (+4%)': a prediction and its error against the measured figure; '–' without either."""
+    if not pred or not got:
+        return "–"
+    return f"{pred:.1f} ({100 * (pred - got) / got:+.0f}%)"
 
 
 class Table:
@@ -132,10 +148,11 @@ class Table:
     def __init__(self, prefill, lines):
         self.prefill, self.lines, self.peer = prefill, lines, {}
         pp = " | ".join(f"prefill {p}" for p in self.prefill)
-        print(f"| router | budget GiB | engine | placement | decode tok/s | {pp} | decode / llama.cpp | "
+        print(f"| router | budget GiB | engine | placement | decode stream | decode tok/s | {pp} | decode / llama.cpp | "
               + " | ".join(f"pp{p} / llama.cpp" for p in self.prefill)
-              + " | limit tok/s | % of limit | hit rate |", flush=True)
-        print("|" + "---|" * (9 + 2 * len(self.prefill)), flush=True)
+              + " | limit tok/s | % of limit | hit rate | predicted decode (error) | predicted pp512 (error) |",
+              flush=True)
+        print("|" + "---|" * (12 + 2 * len(self.prefill)), flush=True)
 
     def __call__(self, r):
         self.lines.write(r)
@@ -148,10 +165,14 @@ class Table:
         lim, d = r["limit_tps"], r["decode_tps"]
         hit = r["raw"].get("cache_hit_rate")
         err = r["raw"].get("error")
-        print(f"| {r['router']} | {r['budget_gib']} | {r['engine']} | {r['config']} | {pc.fmt(d)} | "
+        raw = r["raw"]
+        pd, pp512 = raw.get("predicted_decode_tps"), raw.get("predicted_prefill_tps")
+        print(f"| {r['router']} | {r['budget_gib']} | {r['engine']} | {r['config']} | {r.get('stream', '–')} | "
+              f"{pc.fmt(d)} | "
               + " | ".join(pc.fmt(v, ".0f") for v in pp) + f" | {pc.fmt(pc.ratio(d, peer.get('decode_tps')), '.2f')} | "
               + " | ".join(pc.fmt(v, ".2f") for v in ppr)
-              + f" | {pc.fmt(lim)} | {pc.fmt(d and lim and 100 * d / lim, '.0f')}% | {pc.fmt(hit, '.2f')} |"
+              + f" | {pc.fmt(lim)} | {pc.fmt(d and lim and 100 * d / lim, '.0f')}% | {pc.fmt(hit, '.2f')} | "
+              + f"{predicted(pd, d)} | {predicted(pp512, r['prefill_tps'].get('512'))} |"
               + (f" error: …{err[-100:]}" if err else ""), flush=True)
 
 
@@ -170,6 +191,8 @@ def main():
     p.add_argument("--budgets", default="8,4,16", help="GiB")
     p.add_argument("--prefill", default="512,4096")
     p.add_argument("--ngen", type=int, default=128)
+    p.add_argument("--decode-stream", default="forced",
+                   help="lrun rows' decode input: forced (random ids, a fixed seed), greedy, or both: forced,greedy")
     p.add_argument("--hand", default="eoh,ncmoe")
     p.add_argument("--reserve-gib", type=float, default=1.0, help="device bytes llama.cpp needs beside weights")
     p.add_argument("--timeout", type=float, default=240)
@@ -180,6 +203,9 @@ def main():
     args = p.parse_args()
     args.prefill = [int(x) for x in args.prefill.split(",")]
     args.hand = [h for h in args.hand.split(",") if h]
+    args.decode_stream = [x for x in args.decode_stream.split(",") if x]
+    if not args.decode_stream or any(x not in ("forced", "greedy") for x in args.decode_stream):
+        p.error("--decode-stream: forced, greedy or forced,greedy")
     if any(h not in HAND for h in args.hand):
         p.error("--hand: eoh, ncmoe")
     routers = ["file"] if args.model else args.routers.split(",")

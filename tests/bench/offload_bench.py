@@ -165,8 +165,8 @@ def main():
     print()
     print("| budget | configuration | layers on GPU | off-device GB/token (streamed + host) | lrun tok/s | "
           "PCIe limit tok/s | % of limit | stall ms/token | accelerate tok/s | × accelerate | "
-          "predicted tok/s (error) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "predicted tok/s (error) | prefill 512 tok/s | predicted (error) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         b = row["budget_gib"]
         bl = f"{b} GiB" if isinstance(b, (int, float)) else "no cap"
@@ -174,6 +174,9 @@ def main():
         lim = row["pcie_limit_tps"]
         pred = row.get("predicted_tps")  # lrun.predict's figure for the plan (#15: within 10%)
         pred = f"{pred:.2f} ({100 * (pred - row['tps']) / row['tps']:+.0f}%)" if pred else "–"
+        pf, ppf = row.get("prefill_tps"), row.get("predicted_prefill_tps")  # one 512-token chunk (#15)
+        pred += f" | {pf:.0f} | " if pf else " | – | "
+        pred += f"{ppf:.0f} ({100 * (ppf - pf) / pf:+.0f}%)" if pf and ppf else "–"
         print(f"| {bl} | {row['config']} | {row['n_dev_layers'] if row['n_dev_layers'] >= 0 else '–'} | "
               f"{row['offloaded_bytes'] / 1e9:.2f} ({row['streamed_bytes'] / 1e9:.2f} + {row['host_bytes'] / 1e9:.2f}) | "
               f"{row['tps']:.2f} | {lim:.2f} | {100 * row['of_limit']:.0f}% | {1e3 * row['stall_s_per_tok']:.1f} | "

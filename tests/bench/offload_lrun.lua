@@ -3,10 +3,12 @@
 -- budgets too small for it, with the weights that do not fit streamed through
 -- device slots (LRUN_WEIGHT_MODE_AS_PLACED) or computed on the host.
 --
--- Usage: build/lrun tests/bench/offload_lrun.lua MODEL [--budgets 2,4,8,12] [--ngen N]
+-- Usage: build/lrun tests/bench/offload_lrun.lua MODEL [--budgets 2,4,8,12] [--ngen N] [--prefill 512]
 --   MODEL is a GGUF path, or 7b:bf16: the random-weight Llama-2-7B shape of
 --   gpu_bench.lua, written to $LRUN_BENCH_DIR (default /tmp) and removed after.
--- Prints one JSON object per line and configuration.
+-- Prints one JSON object per line and configuration: decode tok/s, then (unless
+-- --prefill 0) one prefill of a --prefill-token prompt (one chunk) from an
+-- empty cache, each beside the planner's prediction (lrun.predict).
 --
 -- Every configuration is placed the way users place a model: lrun.load's
 -- options (gpu_budget, policy, offload_tier, prefetch_layers, cpu_offload_gb,
@@ -32,6 +34,7 @@ local C = lf.C
 
 local GiB = 1024 ^ 3
 local N_CTX, N_PROMPT, N_WARM = 256, 8, 2
+local n_prefill = 512
 
 local path = arg[1]
 local budgets, n_gen = { 2, 4, 8, 12 }, 12
@@ -42,6 +45,7 @@ while i <= #arg do
     for b in arg[i + 1]:gmatch("[^,]+") do budgets[#budgets + 1] = tonumber(b) end
     i = i + 1
   elseif arg[i] == "--ngen" then n_gen = tonumber(arg[i + 1]); i = i + 1
+  elseif arg[i] == "--prefill" then n_prefill = tonumber(arg[i + 1]); i = i + 1
   else io.stderr:write("offload_lrun: unknown argument " .. arg[i] .. "\n"); os.exit(2) end
   i = i + 1
 end
@@ -49,6 +53,8 @@ if not path then
   io.stderr:write("usage: lrun tests/bench/offload_lrun.lua MODEL.gguf [--budgets 2,4,8,12] [--ngen N]\n")
   os.exit(2)
 end
+
+N_CTX = math.max(N_CTX, n_prefill + 16)
 
 local generated = false
 if path == "7b:bf16" then -- gpu_bench's random Llama-2-7B shape (tests/bench/llama7b.lua)
@@ -123,6 +129,21 @@ local function decode(e, n_vocab)
   return n_gen / dt, s
 end
 
+-- One prompt of n_prefill tokens (one chunk) from an empty cache, after the
+-- decode run warmed the path: tokens/s.
+local function prefill(e, n_vocab)
+  if n_prefill <= 0 then return nil end
+  local seq, ids = ffi.new("int32_t[?]", n_prefill), ffi.new("int32_t[?]", n_prefill)
+  for k = 0, n_prefill - 1 do ids[k] = (100 + 37 * k) % n_vocab end
+  local logits, n_out = ffi.new("float[?]", n_vocab), ffi.new("int64_t[1]")
+  assert(C.lrun_engine_seq_truncate(e, 0, 0) == C.LRUN_OK, lf.last_error())
+  local t0 = sys.now()
+  if C.lrun_engine_step(e, n_prefill, ids, seq, nil, logits, 1, n_out) ~= C.LRUN_OK then
+    error("prefill: " .. lf.last_error(), 0)
+  end
+  return n_prefill / (sys.now() - t0)
+end
+
 --- One configuration: lrun.load with the placement options, decode, print.
 local function bench(budget_gib, name, opts)
   local o = { device = os.getenv("LRUN_BENCH_DEVICE") or "cuda:0", progress = false, n_ctx = N_CTX,
@@ -145,6 +166,8 @@ local function bench(budget_gib, name, opts)
   local info = m:info()
   local streamed, host, n_dev = describe_placement(m)
   local tps, s = decode(e, info.n_vocab)
+  local prefill_tps = prefill(e, info.n_vocab)
+  local pl = m:placement() -- the plan's predictions, or the resident model's
   local row = {
     budget_gib = budget_gib or "none", config = name, k = m.residency and m.residency.prefetch or 0, tps = tps,
     policy = m.residency and m.residency.policy or "resident",
@@ -159,7 +182,9 @@ local function bench(budget_gib, name, opts)
     device_peak_bytes = tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))),
     weight_bytes = info.weight_bytes,
     -- the planner's prediction (lrun.predict) for this placement, to report its error (#15)
-    predicted_tps = m.residency and m.residency.predicted and m.residency.predicted.tok_s or nil,
+    predicted_tps = pl.predicted and pl.predicted.tok_s or nil,
+    prefill_tokens = n_prefill, prefill_tps = prefill_tps,
+    predicted_prefill_tps = prefill_tps and pl.prefill and pl.prefill.tok_s or nil,
   }
   m:free()
   collectgarbage()

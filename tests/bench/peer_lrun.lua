@@ -5,7 +5,8 @@
 --
 -- Usage: build/lrun tests/bench/peer_lrun.lua MODEL [--device cuda:0] [--gpu-budget 8G]
 --          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host cache] [--slots N]
---          [--prefill 512,4096] [--ngen 128] [--label TEXT] [--info | --generate]
+--          [--prefill 512,4096] [--ngen 128] [--label TEXT] [--decode-stream forced|greedy]
+--          [--info | --generate]
 --   MODEL is a GGUF path, or 7b:<dtype> (tests/bench/llama7b.lua's shape,
 --   written to $LRUN_BENCH_DIR and removed afterwards; with --generate it is
 --   only written and kept, and the line is {"path": ..., "gen_s": ...}).
@@ -17,9 +18,19 @@
 --     blocks), expert_layer_bytes (one block's), decode_bytes (what one dense
 --     decode step reads: all but the embedding table unless it is the head)
 --   otherwise: prefill_tps.<N> (N prompt tokens fed in steps of 512 from an
---     empty cache, best of 2 after a warm-up, once beyond 512), decode_tps (n_gen greedy steps
+--     empty cache, best of 2 after a warm-up, once beyond 512), decode_tps (n_gen steps
 --     after a 1-token prompt, each the engine step with its logits copied to
 --     the host plus the host argmax; best of 2: llama-bench's tg at depth 0),
+--     decode_stream: what each decode step is fed. "forced" (the default):
+--     teacher-forced random token ids (a fixed seed, a different stretch per
+--     run) instead of the argmax, so the routing of a mixture of experts
+--     varies as over real text; "greedy": the argmax, which on a random
+--     model soon repeats a few tokens and flatters an expert cache (hit rate
+--     1.00 in session 5's run). The argmax is computed in both modes, so the
+--     host work per step is the same,
+--     predicted_decode_tps, predicted_prefill_tps (the planner's prediction
+--     of a 512-token chunk, lrun.predict, from m:placement(); the resident
+--     model's too) and their limits,
 --     load_s, weight_device_bytes, host_compute_bytes, bytes_streamed per
 --     decode token, expert cache hit rate (when one is used).
 -- The engine: static KV cache of max(prefill)+n_gen+16 positions, batch 1.
@@ -34,10 +45,10 @@ local UBATCH = 512 -- llama-bench's default n_ubatch: prompts go through in step
 
 -- ---------------------------------------------------------------- arguments
 
-local opts = { device = "cuda:0", prefill = { 512 }, n_gen = 128 }
+local opts = { device = "cuda:0", prefill = { 512 }, n_gen = 128, decode_stream = "forced" }
 local FLAGS = { ["--device"] = "device", ["--gpu-budget"] = "gpu_budget", ["--policy"] = "policy",
   ["--n-cpu-moe"] = "n_cpu_moe", ["--moe-host"] = "moe_host", ["--slots"] = "slots", ["--label"] = "label",
-  ["--prefill"] = "prefill", ["--ngen"] = "n_gen" }
+  ["--prefill"] = "prefill", ["--ngen"] = "n_gen", ["--decode-stream"] = "decode_stream" }
 local i = 1
 while i <= #arg do
   local a = arg[i]
@@ -57,7 +68,13 @@ while i <= #arg do
 end
 if not opts.model then
   io.stderr:write("usage: lrun tests/bench/peer_lrun.lua MODEL [--device D] [--gpu-budget G] [--policy P] "
-    .. "[--n-cpu-moe N] [--moe-host cache] [--slots N] [--prefill 512,4096] [--ngen 128] [--label L] [--info]\n")
+    .. "[--n-cpu-moe N] [--moe-host cache] [--slots N] [--prefill 512,4096] [--ngen 128] [--label L] "
+    .. "[--decode-stream forced|greedy] [--info]\n")
+  os.exit(2)
+end
+
+if opts.decode_stream ~= "forced" and opts.decode_stream ~= "greedy" then
+  io.stderr:write("peer_lrun: --decode-stream must be forced or greedy, not " .. tostring(opts.decode_stream) .. "\n")
   os.exit(2)
 end
 
@@ -119,6 +136,8 @@ local function bench(m, r, emit)
   local tok = ffi.new("int32_t[1]")
   local st = ffi.new("lrun_engine_stats")
   local best = math.huge
+  local forced = opts.decode_stream ~= "greedy"
+  local y = 777 -- the forced stream's seed: the same ids every run of the bench
   for run = 0, 2 do -- run 0 warms the decode path (graph capture, expert cache)
     C.lrun_engine_seq_truncate(e, 0, 0)
     step(1, ids)
@@ -126,6 +145,10 @@ local function bench(m, r, emit)
     local a = sys.now()
     for _ = 1, opts.n_gen do
       tok[0] = C.lrun_logits_argmax(logits, n_vocab)
+      if forced then -- the next random id, as if the text went on there
+        y = (y * 1103515245 + 12345) % 2147483648
+        tok[0] = 3 + y % (n_vocab - 3)
+      end
       step(1, tok)
     end
     local dt = sys.now() - a
@@ -190,7 +213,13 @@ local ok, err = pcall(function()
   local r = sizes(m)
   r.model, r.label, r.device = gen_dtype and ("7b:" .. gen_dtype) or path:match("[^/]*$"), opts.label, lo.device
   r.gpu_budget, r.policy, r.n_cpu_moe, r.moe_host = opts.gpu_budget, opts.policy, opts.n_cpu_moe, opts.moe_host
+  r.decode_stream = opts.decode_stream
   if not opts.info then
+    -- the planner's predictions (#15): the plan's, or the resident model's
+    local pl = m:placement()
+    r.predicted_decode_tps = pl.predicted and pl.predicted.tok_s or nil
+    r.predicted_prefill_tps = pl.prefill and pl.prefill.tok_s or nil
+    r.predicted_limits = pl.prefill and { decode = pl.predicted.limit, prefill = pl.prefill.limit } or nil
     r.load_s = sys.now() - t0
     bench(m, r, emit)
   else

@@ -1,0 +1,122 @@
+--- lrun.predict_plan — the predictions of a placement for a loaded model
+-- (docs/residency.md "Predicted prefill"): measures what lrun.predict needs
+-- and is not measured yet (the batched product's rate, once per device and
+-- dtype per process, cached in the bandwidth table the way the bandwidths
+-- are), then predicts decode and a prefill chunk. lrun.residency.plan
+-- calls it for every plan; Model:placement for a model nothing was planned
+-- for (all resident). The cost model itself is lrun.predict (pure, tested
+-- with given rates).
+-- @module lrun.predict_plan
+local lf = require("lrun.ffi")
+local predict = require("lrun.predict")
+local ffi, C = lf.ffi, lf.C
+
+local M = {}
+
+local rate_cache = {} -- [device, dtype, n, k, rows] = {device=, host=} flop/s, once per process
+
+local matrix_roles = { attn_q = true, attn_k = true, attn_v = true, attn_output = true, ffn_gate = true,
+  ffn_up = true, ffn_down = true, ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
+
+-- The largest matrix (n, k) per dtype among the model's block matrices: the
+-- shape the rate is measured at (a stacked expert tensor: one expert's).
+local function shapes(tensors, with_head)
+  local best = {}
+  for _, t in ipairs(tensors) do
+    if (matrix_roles[t.role] or (with_head and t.role == "lm_head")) and #(t.shape or {}) >= 2 then
+      local k, n = t.shape[1], t.shape[2]
+      local b = best[t.dtype]
+      if not b or n * k > b.n * b.k then best[t.dtype] = { n = n, k = k } end
+    end
+  end
+  return best
+end
+
+--- Fills bw.device_matmul (flop/s of the engine's batched product per
+-- dtype: cuBLAS on cuda, lrun_cpu_matmul on cpu) and on cuda bw.host_gemm
+-- (host compute's batched product), for the model's matrix dtypes not yet
+-- measured, at rows activation rows. A dtype that cannot be measured is left
+-- out (the prediction then uses another dtype's rate, or none).
+function M.matmul_rates(model, bw, rows)
+  rows = rows or predict.prefill_tokens
+  local dev = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle)))
+  bw.device_matmul = type(bw.device_matmul) == "table" and bw.device_matmul or {}
+  if bw.device == "cuda" then bw.host_gemm = type(bw.host_gemm) == "table" and bw.host_gemm or {} end
+  local out, dt = ffi.new("double[1]"), ffi.new("lrun_dtype[1]")
+  for dtype, s in pairs(shapes(model:tensors())) do
+    local key = string.format("%s\0%s\0%d\0%d\0%d", dev, dtype, s.n, s.k, rows)
+    local c = rate_cache[key]
+    if not c and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
+      c = {}
+      if C.lrun_model_measure_matmul(model.handle, 1, dt[0], s.n, s.k, rows, out) == C.LRUN_OK and out[0] > 0 then
+        c.device = out[0]
+      end
+      if bw.device == "cuda" and C.lrun_model_measure_matmul(model.handle, 0, dt[0], s.n, s.k, rows, out) == C.LRUN_OK
+          and out[0] > 0 then
+        c.host = out[0]
+      end
+      rate_cache[key] = c
+    end
+    if c then
+      bw.device_matmul[dtype] = bw.device_matmul[dtype] or c.device
+      if bw.host_gemm then bw.host_gemm[dtype] = bw.host_gemm[dtype] or c.host end
+    end
+  end
+  -- a matrix of a dtype not measured (a router, a projection outside the
+  -- blocks) is costed at the slowest rate measured
+  for _, key in ipairs({ "device_matmul", "host_gemm" }) do
+    local t, slow = bw[key], nil
+    if type(t) == "table" then
+      for dtype, r in pairs(t) do if dtype ~= "default" then slow = math.min(slow or r, r) end end
+      t.default = slow
+    end
+  end
+  if next(bw.device_matmul) == nil then bw.device_matmul = nil end
+  if bw.device ~= "cuda" then M.decode_rates(model, bw) end
+  return bw
+end
+
+local gemv_cache = {} -- [device, dtype] = bytes/s of the cpu's decode GEMV, once per process
+
+--- cpu: fills bw.decode_matmul (bytes/s the decode GEMV reads each matrix
+-- dtype of the model at, from DRAM: lrun_model_measure_host_matmul), which
+-- lrun.predict.decode uses for the device's reads there (two cores compute
+-- slower than the memory bus feeds them).
+function M.decode_rates(model, bw)
+  local dev = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle)))
+  bw.decode_matmul = type(bw.decode_matmul) == "table" and bw.decode_matmul or {}
+  local out, dt = ffi.new("double[1]"), ffi.new("lrun_dtype[1]")
+  for dtype in pairs(shapes(model:tensors(), true)) do
+    local key = dev .. "\0" .. dtype
+    if gemv_cache[key] == nil and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
+      gemv_cache[key] = C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK
+        and out[0] > 0 and out[0] or false
+    end
+    bw.decode_matmul[dtype] = bw.decode_matmul[dtype] or gemv_cache[key] or nil
+  end
+end
+
+--- The prefill query for a model: chunk tokens, attention's width, MoE's k.
+function M.query(model, tokens)
+  local i = C.lrun_model_get_info(model.handle)
+  return { tokens = tokens or predict.prefill_tokens, n_layer = tonumber(i.n_layer),
+    q_dim = tonumber(i.n_head) * tonumber(i.head_dim), n_expert_used = tonumber(i.n_expert_used) }
+end
+
+--- Decode and prefill predictions of a plan with bandwidths bw (measured;
+-- the matmul rates are measured here when missing).
+-- @treturn table|nil decode (lrun.predict.decode)
+-- @treturn table|nil prefill (lrun.predict.prefill), nil when no matmul rate could be measured
+-- @treturn string the text: the summary line, then the two detail lines
+function M.predict(model, tensors, plan, host_compute, bw, opts)
+  opts = opts or {}
+  M.matmul_rates(model, bw)
+  local dec = predict.decode(tensors, plan, host_compute, bw)
+  local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw,
+    M.query(model, opts.prefill_tokens)) or nil
+  local lines = { predict.summary(pre, dec), predict.text(dec, bw) }
+  if pre then lines[#lines + 1] = predict.prefill_text(pre) end
+  return dec, pre, table.concat(lines, "\n")
+end
+
+return M
