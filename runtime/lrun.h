@@ -83,7 +83,8 @@ typedef enum lrun_dtype {
     LRUN_DTYPE_Q8_K = 15, /* activations only: partner of the K-quants */
     LRUN_DTYPE_IQ4_NL = 20,
     LRUN_DTYPE_IQ4_XS = 23,
-    LRUN_DTYPE_BF16 = 30
+    LRUN_DTYPE_BF16 = 30,
+    LRUN_DTYPE_MXFP4 = 39 /* blocks of 32: an E8M0 scale byte, 16 bytes of E2M1 codes (gpt-oss experts) */
 } lrun_dtype;
 
 /* 1 if lrun can store weights of this type, else 0. */
