@@ -400,6 +400,12 @@ typedef struct lrun_model_gen_spec {
      * low-numbered experts win the top-k more often (measured in docs/moe.md);
      * 0: a plain random router. */
     double router_skew;
+    /* The experts' stacked matrices' dtype when not F32 (0): MXFP4 as gpt-oss ships them;
+     * F32 (0): weight_dtype. */
+    lrun_dtype expert_dtype;
+    /* > 0: YaRN RoPE scaling by this factor (gpt-oss: 32): rope.scaling.type "yarn", .factor, and
+     * .original_context_length = n_ctx / factor (at least 1); 0: none. */
+    double rope_yarn_factor;
 } lrun_model_gen_spec;
 
 /* Writes a complete GGUF of architecture spec.arch at path (the tensors and
