@@ -1,6 +1,6 @@
 /* model_gen.c — writes random-weight models as GGUF files, of any
  * architecture in runtime/arch/: its description says which tensors (the
- * required ones, and the head when untied) and which keys to write.
+ * required ones, and the head when untied or required) and which keys to write.
  *
  * Flow: check the spec; declare metadata, a byte-level BPE vocabulary and
  * every tensor to a gguf writer; then stream the data. Data goes through two
@@ -171,13 +171,13 @@ static int more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 
 
 /* Whether the generator writes tensor d: the required ones (fused matrices
  * rather than their parts, as llama.cpp's converter does), the head when
- * untied, the RoPE factors when the spec scales RoPE. */
+ * untied or required (gpt-oss), the RoPE factors when the spec scales RoPE. */
 static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc *d)
 {
     const lrun_arch *a = gen_arch(s);
     if (lrun_arch_split_of(a, d->id)) return 1;
     if (lrun_arch_is_split_part(a, d->id)) return 0;
-    if (d->id == LRUN_ARCH_TENSOR_OUTPUT) return !s->tied_embeddings;
+    if (d->id == LRUN_ARCH_TENSOR_OUTPUT) return !s->tied_embeddings || d->required; /* gpt-oss requires one */
     if (d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) return s->rope_llama3_factor > 0;
     if (d->id == LRUN_ARCH_TENSOR_ROPE_LONG || d->id == LRUN_ARCH_TENSOR_ROPE_SHORT) return s->rope_orig_ctx > 0;
     return d->required;
