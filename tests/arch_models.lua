@@ -66,6 +66,10 @@ M.models = {
   { name = "gpt_oss_f32", arch = "gpt-oss", dtype = "f32", head_dim = 64, n_ff = 64, n_expert = 8, n_expert_used = 4,
     sliding_window = 8, tied = 0, n_ctx = 4096, rope_freq_base = 150000, expert_dtype = "mxfp4", seed = 2030,
     rope_yarn_factor = 32, cpu_only = "the CUDA engine has no gpt-oss ops (sinks, YaRN, biased experts, MXFP4)" },
+  { name = "gpt_oss_q8_0", arch = "gpt-oss", dtype = "q8_0", head_dim = 64, n_ff = 64, n_expert = 8,
+    n_expert_used = 4, sliding_window = 8, tied = 0, n_ctx = 4096, rope_freq_base = 150000, expert_dtype = "mxfp4",
+    seed = 2030, rope_yarn_factor = 32,
+    cpu_only = "the CUDA engine has no gpt-oss ops (sinks, YaRN, biased experts, MXFP4)" },
 }
 
 -- Models llama.cpp cannot check: its llama architecture ignores
