@@ -10,6 +10,7 @@
 --   lrun examples/genmodel.lua -o tiny.gguf --preset tiny --dtype q8_0
 --   lrun examples/genmodel.lua -o moe.gguf --preset qwen3-30b-a3b --dtype q4_k [--router-skew 2]
 --   lrun examples/genmodel.lua -o moe-dir --hf --preset tiny-moe --arch llama --dtype bf16   (Mixtral)
+--   lrun examples/genmodel.lua -o oss.gguf --preset gpt-oss-tiny --dtype f32      (MXFP4 experts)
 --
 -- With --experts, --hf writes Qwen3MoeForCausalLM (--arch qwen3moe) or
 -- MixtralForCausalLM (--arch llama) directories, one tensor per expert as
@@ -40,6 +41,14 @@ local presets = {
     experts_used = 2, vocab = 32000, ctx = 32768, rope_base = 1000000 },
   ["tiny-moe"] = { arch = "qwen3moe", layers = 2, embd = 64, ff = 64, heads = 4, kv_heads = 2, experts = 8,
     experts_used = 2, vocab = 512, ctx = 256 },
+  -- gpt-oss (docs/moe.md): MXFP4 experts, YaRN RoPE (factor 32), a window of 128 on the even blocks, an
+  -- untied head; the attention, router and head in --dtype (bf16 by default, as the released files)
+  ["gpt-oss-20b"] = { arch = "gpt-oss", layers = 24, embd = 2880, ff = 2880, heads = 64, kv_heads = 8,
+    head_dim = 64, experts = 32, experts_used = 4, vocab = 201088, ctx = 131072, rope_base = 150000,
+    sliding_window = 128, yarn = 32, expert_dtype = "mxfp4", untied = true },
+  ["gpt-oss-tiny"] = { arch = "gpt-oss", layers = 2, embd = 64, ff = 64, heads = 4, kv_heads = 2, head_dim = 32,
+    experts = 8, experts_used = 4, vocab = 512, ctx = 256, rope_base = 150000, sliding_window = 8, yarn = 32,
+    expert_dtype = "mxfp4", untied = true },
 }
 local preset_names = {}
 for k in pairs(presets) do preset_names[#preset_names + 1] = k end
@@ -48,13 +57,16 @@ table.sort(preset_names)
 local spec = {
   { "-o", "--output", key = "output", arg = "FILE", help = "where to write the GGUF file" },
   { "--preset", key = "preset", arg = "NAME", help = table.concat(preset_names, ", ") },
-  { "--arch", key = "arch", arg = "NAME", help = "llama qwen2 qwen3 phi3 gemma2 gemma3 qwen3moe (default llama)" },
+  { "--arch", key = "arch", arg = "NAME",
+    help = "llama qwen2 qwen3 phi3 gemma2 gemma3 qwen3moe gpt-oss (default llama)" },
   { "--head-dim", key = "head_dim", type = "int", help = "key/value length per head (default --embd/--heads)" },
   { "--layers", key = "layers", type = "int", help = "blocks" },
   { "--embd", key = "embd", type = "int", help = "width" },
   { "--ff", key = "ff", type = "int", help = "feed-forward width (each expert's, with --experts)" },
   { "--experts", key = "experts", type = "int", help = "experts per block: qwen3moe, or llama for Mixtral" },
   { "--experts-used", key = "experts_used", type = "int", help = "experts each token takes (with --experts)" },
+  { "--expert-dtype", key = "expert_dtype", arg = "TYPE", help = "the experts' type (default: --dtype; gpt-oss: mxfp4)" },
+  { "--yarn", key = "yarn", type = "number", help = "YaRN RoPE scaling by this factor (gpt-oss: 32); 0: none" },
   { "--router-skew", key = "router_skew", type = "number",
     help = "synthetic skewed expert popularity: router row e times 1 + S/(e+1) (default 0: near-uniform)" },
   { "--heads", key = "heads", type = "int", help = "attention heads" },
@@ -123,7 +135,7 @@ if not (opts.rms_eps > 0 and opts.rms_eps < 1) then fail("--rms-eps: must be in 
 local function dtype(option, name)
   local out = ffi.new("lrun_dtype[1]")
   if C.lrun_dtype_from_name(name, out) ~= C.LRUN_OK then
-    fail(option .. ": unknown type '" .. name .. "' (f32 f16 bf16 q4_0 q4_1 q8_0 q4_k q6_k)")
+    fail(option .. ": unknown type '" .. name .. "' (f32 f16 bf16 q4_0 q4_1 q8_0 q4_k q6_k mxfp4 …)")
   end
   return out[0]
 end
@@ -140,13 +152,16 @@ s.trained_stats = opts.trained and 1 or 0
 s.arch, s.head_dim = opts.arch, opts.head_dim or 0 -- opts.arch stays referenced while s is used
 s.sliding_window, s.rope_orig_ctx = opts.sliding_window, opts.rope_orig_ctx
 s.n_expert, s.n_expert_used, s.router_skew = opts.experts or 0, opts.experts_used or 0, opts.router_skew or 0
+s.expert_dtype = opts.expert_dtype and dtype("--expert-dtype", opts.expert_dtype) or C.LRUN_DTYPE_F32
+s.rope_yarn_factor = opts.yarn or 0
 
 -- The C side names spec fields; say them as the options they came from.
 local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--heads", n_head_kv = "--kv-heads",
   n_ff = "--ff", n_vocab = "--vocab", n_ctx = "--ctx", weight_dtype = "--dtype", embd_dtype = "--embd-dtype",
   rope_freq_base = "--rope-base", rms_eps = "--rms-eps", n_threads = "--threads", arch = "--arch",
   head_dim = "--head-dim", sliding_window = "--sliding-window", rope_orig_ctx = "--rope-orig-ctx",
-  n_expert = "--experts", n_expert_used = "--experts-used", router_skew = "--router-skew" }
+  n_expert = "--experts", n_expert_used = "--experts-used", router_skew = "--router-skew",
+  expert_dtype = "--expert-dtype", rope_yarn_factor = "--yarn" }
 
 local t0 = sys.now()
 local ok, err

@@ -83,7 +83,8 @@ typedef enum lrun_dtype {
     LRUN_DTYPE_Q8_K = 15, /* activations only: partner of the K-quants */
     LRUN_DTYPE_IQ4_NL = 20,
     LRUN_DTYPE_IQ4_XS = 23,
-    LRUN_DTYPE_BF16 = 30
+    LRUN_DTYPE_BF16 = 30,
+    LRUN_DTYPE_MXFP4 = 39 /* blocks of 32: an E8M0 scale byte, 16 bytes of E2M1 codes (gpt-oss experts) */
 } lrun_dtype;
 
 /* 1 if lrun can store weights of this type, else 0. */
@@ -399,6 +400,12 @@ typedef struct lrun_model_gen_spec {
      * low-numbered experts win the top-k more often (measured in docs/moe.md);
      * 0: a plain random router. */
     double router_skew;
+    /* The experts' stacked matrices' dtype when not F32 (0): MXFP4 as gpt-oss ships them;
+     * F32 (0): weight_dtype. */
+    lrun_dtype expert_dtype;
+    /* > 0: YaRN RoPE scaling by this factor (gpt-oss: 32): rope.scaling.type "yarn", .factor, and
+     * .original_context_length = n_ctx / factor (at least 1); 0: none. */
+    double rope_yarn_factor;
 } lrun_model_gen_spec;
 
 /* Writes a complete GGUF of architecture spec.arch at path (the tensors and

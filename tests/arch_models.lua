@@ -58,6 +58,18 @@ M.models = {
     n_expert_used = 4, seed = 2027, no_cuda_exact = MOE_CUDA },
   { name = "mixtral_f32", arch = "llama", dtype = "f32", n_expert = 4, n_expert_used = 2, no_cuda_exact = MOE_CUDA },
   { name = "mixtral_q8_0", arch = "llama", dtype = "q8_0", n_expert = 4, n_expert_used = 2, no_cuda_exact = MOE_CUDA },
+  -- gpt-oss (docs/moe.md): q/k/v/o and router biases, attention sinks, a window of 8 on the even blocks, YaRN
+  -- (factor 32 over an original context of 4096/32 = 128, so the ramp spans dims 0..9), 8 MXFP4 experts of width
+  -- 64 with biases, top-4 by logit and swiglu_oai; an untied head (llama.cpp requires output.weight). CPU only:
+  -- the CUDA engine refuses it by name. Seed 2030: with 2026-2029 a continuation starts inside a UTF-8 sequence,
+  -- and llama.cpp's server then reports a later step's probabilities first (make_generation_golden.py refuses it)
+  { name = "gpt_oss_f32", arch = "gpt-oss", dtype = "f32", head_dim = 64, n_ff = 64, n_expert = 8, n_expert_used = 4,
+    sliding_window = 8, tied = 0, n_ctx = 4096, rope_freq_base = 150000, expert_dtype = "mxfp4", seed = 2030,
+    rope_yarn_factor = 32, cpu_only = "the CUDA engine has no gpt-oss ops (sinks, YaRN, biased experts, MXFP4)" },
+  { name = "gpt_oss_q8_0", arch = "gpt-oss", dtype = "q8_0", head_dim = 64, n_ff = 64, n_expert = 8,
+    n_expert_used = 4, sliding_window = 8, tied = 0, n_ctx = 4096, rope_freq_base = 150000, expert_dtype = "mxfp4",
+    seed = 2030, rope_yarn_factor = 32,
+    cpu_only = "the CUDA engine has no gpt-oss ops (sinks, YaRN, biased experts, MXFP4)" },
 }
 
 -- Models llama.cpp cannot check: its llama architecture ignores
@@ -84,6 +96,11 @@ function M.generate(e, path)
   assert(C.lrun_dtype_from_name(e.dtype, dt) == C.LRUN_OK, "unknown dtype " .. e.dtype)
   s.weight_dtype, s.embd_dtype = dt[0], dt[0]
   s.tied_embeddings = e.tied or BASE.tied
+  if e.expert_dtype then
+    assert(C.lrun_dtype_from_name(e.expert_dtype, dt) == C.LRUN_OK, "unknown dtype " .. e.expert_dtype)
+    s.expert_dtype = dt[0]
+  end
+  s.rope_yarn_factor = e.rope_yarn_factor or 0
   s.n_threads, s.progress = 2, 0
   s.arch = e.arch
   assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())

@@ -25,7 +25,7 @@ local function same_logits(a, b)
   return true
 end
 
-for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32" }) do
+for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32", "gpt_oss_f32" }) do
   describe("mixture of experts " .. name, function()
     local path, base
     setup(function()

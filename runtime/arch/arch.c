@@ -16,6 +16,7 @@ static const lrun_arch *const known[] = {
     &lrun_arch_gemma2,
     &lrun_arch_gemma3,
     &lrun_arch_qwen3moe,
+    &lrun_arch_gpt_oss,
 };
 #define N_KNOWN ((int)(sizeof known / sizeof known[0]))
 
@@ -23,6 +24,9 @@ const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS] = {
     LRUN_ARCH_TENSOR_ATTN_NORM, LRUN_ARCH_TENSOR_FFN_NORM, LRUN_ARCH_TENSOR_Q_BIAS, LRUN_ARCH_TENSOR_K_BIAS,
     LRUN_ARCH_TENSOR_V_BIAS,    LRUN_ARCH_TENSOR_O_BIAS,   LRUN_ARCH_TENSOR_Q_NORM, LRUN_ARCH_TENSOR_K_NORM,
     LRUN_ARCH_TENSOR_ATTN_POST_NORM, LRUN_ARCH_TENSOR_FFN_POST_NORM,
+    /* gpt-oss's, after the others so theirs keep their places */
+    LRUN_ARCH_TENSOR_ATTN_SINKS, LRUN_ARCH_TENSOR_GATE_INP_B, LRUN_ARCH_TENSOR_GATE_EXPS_B,
+    LRUN_ARCH_TENSOR_UP_EXPS_B, LRUN_ARCH_TENSOR_DOWN_EXPS_B,
 };
 
 const lrun_arch *lrun_arch_find(const char *name)
@@ -93,7 +97,13 @@ const lrun_arch_tensor_desc *lrun_arch_tensor_find(const lrun_arch *a, lrun_arch
 int lrun_arch_is_matrix(const lrun_arch *a, lrun_arch_tensor id)
 {
     const lrun_arch_tensor_desc *d = lrun_arch_tensor_find(a, id);
-    return d && d->ne[1] != LRUN_ARCH_DIM_NONE;
+    return d && d->ne[1] != LRUN_ARCH_DIM_NONE && d->role != LRUN_ROLE_BIAS;
+}
+
+/* gpt-oss's per-expert biases, which its MOE_FFN_ADD reads (moe_oai) without naming them. */
+static int is_expert_bias(lrun_arch_tensor id)
+{
+    return id == LRUN_ARCH_TENSOR_GATE_EXPS_B || id == LRUN_ARCH_TENSOR_UP_EXPS_B || id == LRUN_ARCH_TENSOR_DOWN_EXPS_B;
 }
 
 const lrun_arch_split *lrun_arch_split_of(const lrun_arch *a, lrun_arch_tensor id)
@@ -123,7 +133,7 @@ int lrun_arch_op_n_w(const lrun_arch_op *op)
 /* What each op kind takes: weights (min, max), outputs, and whether its
  * weights are matrices (in → out[i]), vectors of out[i]'s width, or a
  * matrix then an optional bias (MATMUL_ADD). */
-enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS, W_VECTORS_HEAD, W_EXPERTS };
+enum w_form { W_NONE, W_VECTOR_IN, W_MATRICES, W_VECTORS_OUT, W_MATRIX_BIAS, W_VECTORS_HEAD, W_EXPERTS, W_SINKS };
 static const struct {
     const char *name;
     int w_min, w_max, n_out;
@@ -133,20 +143,21 @@ static const struct {
     [LRUN_ARCH_OP_MATMUL] = {"matmul", 1, 3, 0, W_MATRICES}, /* n_out: one per weight */
     [LRUN_ARCH_OP_BIAS] = {"bias", 1, 3, 0, W_VECTORS_OUT},
     [LRUN_ARCH_OP_ROPE_STORE] = {"rope_store", 0, 0, 3, W_NONE},
-    [LRUN_ARCH_OP_ATTENTION] = {"attention", 0, 0, 1, W_NONE},
+    [LRUN_ARCH_OP_ATTENTION] = {"attention", 0, 1, 1, W_SINKS}, /* gpt-oss's sinks {n_head} */
     [LRUN_ARCH_OP_MATMUL_ADD] = {"matmul_add", 1, 2, 1, W_MATRIX_BIAS},
     [LRUN_ARCH_OP_MATMUL_SWIGLU] = {"matmul_swiglu", 2, 2, 2, W_MATRICES},
     [LRUN_ARCH_OP_HEAD_NORM] = {"head_norm", 1, 3, 0, W_VECTORS_HEAD}, /* n_out: one per weight */
     [LRUN_ARCH_OP_MATMUL_GEGLU] = {"matmul_geglu", 2, 2, 2, W_MATRICES},
     [LRUN_ARCH_OP_MATMUL_NORM_ADD] = {"matmul_norm_add", 2, 2, 1, W_MATRIX_BIAS}, /* the norm's weight: out's width */
-    [LRUN_ARCH_OP_MOE_ROUTE] = {"moe_route", 1, 1, 1, W_MATRICES},
+    [LRUN_ARCH_OP_MOE_ROUTE] = {"moe_route", 1, 2, 1, W_MATRIX_BIAS}, /* the router, its bias (gpt-oss) */
     [LRUN_ARCH_OP_MOE_FFN_ADD] = {"moe_ffn_add", 3, 3, 1, W_EXPERTS}, /* gate, up {in, n_ff, n_expert}; down */
 };
 
 static const char *dim_name(lrun_arch_dim d)
 {
     static const char *const names[] = {"-",       "n_embd",   "q_dim",           "kv_dim", "n_ff",
-                                        "n_vocab", "n_rot/2", "head_dim", "q_dim+2*kv_dim", "2*n_ff", "n_expert"};
+                                        "n_vocab", "n_rot/2", "head_dim", "q_dim+2*kv_dim", "2*n_ff", "n_expert",
+                                        "n_head"};
     return d >= 0 && d < (int)(sizeof names / sizeof names[0]) ? names[d] : "?";
 }
 
@@ -207,6 +218,7 @@ static lrun_status check_op(const lrun_arch *a, int i, int used[LRUN_ARCH_TENSOR
             st = j < 2 ? check_weight3(a, i, op->w[j], in, LRUN_ARCH_DIM_FF, LRUN_ARCH_DIM_EXPERT)
                        : check_weight3(a, i, op->w[j], LRUN_ARCH_DIM_FF, out, LRUN_ARCH_DIM_EXPERT);
             break;
+        case W_SINKS: st = check_weight(a, i, op->w[j], LRUN_ARCH_DIM_N_HEAD, LRUN_ARCH_DIM_NONE); break;
         case W_NONE: break;
         }
         if (st != LRUN_OK) return st;
@@ -239,7 +251,7 @@ lrun_status lrun_arch_validate(const lrun_arch *a)
             return lrun_fail(LRUN_E_INTERNAL, "arch %s: tensor '%s' %s a block index (%%d) in its name", a->name,
                              d->name, block ? "lacks" : "has");
         const lrun_arch_split *sp = lrun_arch_split_of(a, d->id);
-        if (block && !used[d->id] && !sp)
+        if (block && !used[d->id] && !sp && !(a->moe_oai && is_expert_bias(d->id)))
             return lrun_fail(LRUN_E_INTERNAL, "arch %s: no op uses block tensor '%s'", a->name, d->name);
         if (sp && (used[d->id] || d->required || d->ne[1] == LRUN_ARCH_DIM_NONE))
             return lrun_fail(LRUN_E_INTERNAL, "arch %s: fused '%s' must be an optional matrix no op uses", a->name,

@@ -52,6 +52,11 @@ typedef enum lrun_arch_tensor {
     LRUN_ARCH_TENSOR_GATE_EXPS,  /* {n_embd, n_ff, n_expert} each expert's gate, expert e the rows [e n_ff, (e+1) n_ff) */
     LRUN_ARCH_TENSOR_UP_EXPS,    /* {n_embd, n_ff, n_expert} and up */
     LRUN_ARCH_TENSOR_DOWN_EXPS,  /* {n_ff, n_embd, n_expert} and down */
+    LRUN_ARCH_TENSOR_ATTN_SINKS, /* {n_head} gpt-oss: each head's sink logit, in the softmax's denominator only */
+    LRUN_ARCH_TENSOR_GATE_INP_B, /* {n_expert} gpt-oss: the router's bias */
+    LRUN_ARCH_TENSOR_GATE_EXPS_B, /* {n_ff, n_expert} gpt-oss: each expert's gate bias, expert e the row e */
+    LRUN_ARCH_TENSOR_UP_EXPS_B,  /* {n_ff, n_expert} and up */
+    LRUN_ARCH_TENSOR_DOWN_EXPS_B, /* {n_embd, n_expert} and down */
     LRUN_ARCH_TENSOR_BLOCK_COUNT,
     LRUN_ARCH_TENSOR_TOKEN_EMBD = LRUN_ARCH_TENSOR_BLOCK_COUNT, /* {n_embd, n_vocab} */
     LRUN_ARCH_TENSOR_OUTPUT_NORM,  /* {n_embd} */
@@ -76,6 +81,7 @@ typedef enum lrun_arch_dim {
     LRUN_ARCH_DIM_QKV,       /* q_dim + 2 kv_dim */
     LRUN_ARCH_DIM_FF2,       /* 2 n_ff */
     LRUN_ARCH_DIM_EXPERT,    /* n_expert (a mixture of experts) */
+    LRUN_ARCH_DIM_N_HEAD,    /* n_head (gpt-oss's attention sinks) */
 } lrun_arch_dim;
 
 typedef struct lrun_arch_tensor_desc {
@@ -84,7 +90,8 @@ typedef struct lrun_arch_tensor_desc {
     lrun_role role;
     int required;            /* 0: optional (biases, an untied head, RoPE factors) */
     lrun_arch_dim ne[3];     /* shape, GGUF ne order (innermost first); ne[1] NONE for a vector, ne[2] NONE
-                              * but for the experts' 3-D tensors ({.., .., n_expert}) */
+                              * but for the experts' 3-D tensors ({.., .., n_expert}); a BIAS with ne[1]
+                              * (gpt-oss's experts' {n, n_expert}) is a vector per expert, not a matrix */
     int f32_only;            /* 1: must be f32 (vectors are otherwise f32, f16 or bf16) */
 } lrun_arch_tensor_desc;
 
@@ -161,7 +168,8 @@ typedef enum lrun_arch_op_kind {
     LRUN_ARCH_OP_ROPE_STORE,    /* out[0], out[1] (q, k) rotated at each token's position; out[1], out[2]
                                  * (k, v) appended to the token's sequence in the KV cache */
     LRUN_ARCH_OP_ATTENTION,     /* out[0] = softmax(q Kᵀ / sqrt(head_dim)) V over the positions the token
-                                 * sees, in = q; GQA by n_head / n_head_kv */
+                                 * sees, in = q; GQA by n_head / n_head_kv; w[0] (optional, gpt-oss) each
+                                 * head's sink logit, which joins the softmax's max and denominator only */
     LRUN_ARCH_OP_MATMUL_ADD,    /* out[0] += in · w[0]ᵀ, then += w[1] (optional bias): a projection
                                  * into the residual stream */
     LRUN_ARCH_OP_MATMUL_SWIGLU, /* out[0] = silu(in · w[0]ᵀ) * (in · w[1]ᵀ), out[1] scratch for the latter */
@@ -171,12 +179,15 @@ typedef enum lrun_arch_op_kind {
                                  * (gemma2/3), out[1] scratch for the latter */
     LRUN_ARCH_OP_MATMUL_NORM_ADD, /* out[0] += rms_norm(in · w[0]ᵀ) * w[1]: a projection normed before the
                                    * residual add (gemma2/3's post-attention and post-FFN norms) */
-    LRUN_ARCH_OP_MOE_ROUTE,     /* out[0] = in · w[0]ᵀ: the router's logits (n_tok, n_expert), kept for the
-                                 * next MOE_FFN_ADD */
+    LRUN_ARCH_OP_MOE_ROUTE,     /* out[0] = in · w[0]ᵀ (+ w[1], an optional bias): the router's logits
+                                 * (n_tok, n_expert), kept for the next MOE_FFN_ADD */
     LRUN_ARCH_OP_MOE_FFN_ADD,   /* out[0] += sum over the token's top n_expert_used experts e (by
                                  * softmax(router logits), renormalised over the chosen ones) of
                                  * p_e · (silu(in · G_eᵀ) * (in · U_eᵀ)) · D_eᵀ; w = the experts' gate, up,
-                                 * down (3-D, expert e the slice e); docs/moe.md */
+                                 * down (3-D, expert e the slice e); docs/moe.md. With the description's
+                                 * moe_oai (gpt-oss): E = the top experts by logit, p = softmax over E's
+                                 * logits only, each product plus the expert's bias (GATE/UP/DOWN_EXPS_B),
+                                 * and swiglu_oai for silu·up */
     LRUN_ARCH_OP_KIND_COUNT
 } lrun_arch_op_kind;
 
@@ -223,6 +234,8 @@ typedef struct lrun_arch {
                                             * attention scale (gemma2 27B: 46); 0: never, 1/sqrt(head_dim) */
     double rope_base_local;                /* > 0: the RoPE base of the windowed blocks (gemma3: 10000), which
                                             * take no linear scaling either; 0: one base for all */
+    int moe_oai;                           /* 1: gpt-oss's experts (MOE_FFN_ADD above): routing by the top
+                                            * logits and a softmax over them, per-expert biases, swiglu_oai */
 } lrun_arch;
 
 /* The known architectures (arch.c lists them). */
@@ -234,6 +247,7 @@ extern const lrun_arch lrun_arch_gemma2;
 extern const lrun_arch lrun_arch_gemma3;
 extern const lrun_arch lrun_arch_qwen3moe;
 extern const lrun_arch lrun_arch_llama_moe; /* "llama" with <arch>.expert_count > 0: Mixtral */
+extern const lrun_arch lrun_arch_gpt_oss;
 
 /* llama's hyper-parameter keys, which qwen2, qwen3 and phi3 share (under
  * their own prefix) but for the last, llama's attention.sliding_window;
@@ -245,7 +259,7 @@ extern const lrun_arch_hparam_desc lrun_arch_llama_hparams[LRUN_ARCH_LLAMA_MOE_N
 
 /* The block vectors (norms, biases), in the order the engines convert them
  * to f32 at init: llama's first, in the order they always had. */
-#define LRUN_ARCH_N_BLOCK_VECTORS 10
+#define LRUN_ARCH_N_BLOCK_VECTORS 15
 extern const lrun_arch_tensor lrun_arch_block_vectors[LRUN_ARCH_N_BLOCK_VECTORS];
 
 /* The description for general.architecture name, or NULL. */

@@ -85,4 +85,5 @@ const lrun_arch lrun_arch_gemma2 = {
     2, /* the window on the even blocks */
     46, /* the 27B's attention scale */
     0,  /* one RoPE base */
+    0, /* dense feed-forward */
 };

@@ -89,4 +89,5 @@ const lrun_arch lrun_arch_gemma3 = {
     6,       /* 5 windowed blocks, then 1 global */
     62,      /* the 27B's attention scale */
     10000.0, /* the windowed blocks' RoPE base */
+    0, /* dense feed-forward */
 };

@@ -84,4 +84,5 @@ const lrun_arch lrun_arch_llama = {
     LRUN_ROPE_STYLE_ADJACENT,
     NULL, 0,
     0, 0, 0, 0, /* no embedding scale, the window (if any) on every block, 1/sqrt(head_dim), one RoPE base */
+    0, /* dense feed-forward */
 };

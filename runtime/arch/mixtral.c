@@ -56,4 +56,5 @@ const lrun_arch lrun_arch_llama_moe = {
     LRUN_ROPE_STYLE_ADJACENT,
     NULL, 0,
     0, 0, 0, 0, /* no embedding scale, the window (if any) on every block, 1/sqrt(head_dim), one RoPE base */
+    0, /* experts by softmax routing, renormalised (not gpt-oss's) */
 };

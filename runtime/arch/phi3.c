@@ -69,4 +69,5 @@ const lrun_arch lrun_arch_phi3 = {
     LRUN_ROPE_STYLE_HALF,
     splits, (int)(sizeof splits / sizeof splits[0]),
     0, 0, 0, 0, /* no embedding scale, the window (if any) on every block, 1/sqrt(head_dim), one RoPE base */
+    0, /* dense feed-forward */
 };

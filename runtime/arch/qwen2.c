@@ -58,4 +58,5 @@ const lrun_arch lrun_arch_qwen2 = {
     LRUN_ROPE_STYLE_HALF,
     NULL, 0,
     0, 0, 0, 0, /* no embedding scale, the window (if any) on every block, 1/sqrt(head_dim), one RoPE base */
+    0, /* dense feed-forward */
 };

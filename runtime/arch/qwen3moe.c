@@ -81,4 +81,5 @@ const lrun_arch lrun_arch_qwen3moe = {
     LRUN_ROPE_STYLE_HALF,
     NULL, 0,
     0, 0, 0, 0, /* no embedding scale, no window, 1/sqrt(head_dim), one RoPE base */
+    0, /* experts by softmax routing, renormalised (not gpt-oss's) */
 };

@@ -186,14 +186,11 @@ void lrun_cpu_softcap(float *x, int64_t n, float cap)
     for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
 }
 
-void lrun_cpu_softmax(float *x, int64_t n)
+/* e = exp(x - mx) in place, returns their sum: ggml_vec_soft_max_f32's
+ * groups of 8 through v_expf, each group's hsum8 added into a double, the
+ * rest through expf. */
+static double softmax_exp(float *x, int64_t n, float mx)
 {
-    /* ggml_vec_soft_max_f32: e = exp(x - max) per group of 8 through v_expf,
-     * each group's hsum8 added into a double, the rest through expf; then
-     * every e times (float)(1/sum) */
-    if (n <= 0) return;
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     const int64_t n8 = n - n % 8;
     double sum = 0.0;
     int64_t i = 0;
@@ -213,8 +210,31 @@ void lrun_cpu_softmax(float *x, int64_t n)
         x[i] = expf(x[i] - mx);
         sum += (double)x[i];
     }
+    return sum;
+}
+
+void lrun_cpu_softmax(float *x, int64_t n)
+{
+    /* ggml_vec_soft_max_f32 and its caller: every e times (float)(1/sum) */
+    if (n <= 0) return;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    const float inv = (float)(1.0 / softmax_exp(x, n, mx));
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void lrun_cpu_softmax_sink(float *x, int64_t n, float sink)
+{
+    /* ggml_compute_forward_soft_max_f32 with sinks: the sink joins the max,
+     * and expf(sink - max) the double sum after the row's */
+    if (n <= 0) return;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    mx = mx > sink ? mx : sink;
+    double sum = softmax_exp(x, n, mx);
+    sum += (double)expf(sink - mx);
     const float inv = (float)(1.0 / sum);
-    for (i = 0; i < n; i++) x[i] *= inv;
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
 void lrun_cpu_add(float *y, const float *x, int64_t n)
@@ -247,6 +267,48 @@ lrun_status lrun_cpu_embedding_row(const struct lrun_tensor *table, int64_t row,
 
 // ---------------------------------------------------------------- RoPE
 
+/* ggml_rope_yarn_corr_dim: the dim whose wavelength makes n_rot_beta turns over n_ctx_orig positions. */
+static float yarn_corr_dim(int n_dims, int n_ctx_orig, float beta, float base)
+{
+    return (float)n_dims * logf((float)n_ctx_orig / (beta * 2 * (float)M_PI)) / (2 * logf(base));
+}
+
+void lrun_rope_yarn_init(lrun_rope *rope, int64_t n_ctx_orig)
+{
+    const int n_dims = (int)rope->n_rot, orig = (int)n_ctx_orig;
+    const float base = (float)rope->freq_base, factor = 1.0f / (float)rope->freq_scale;
+    const float start = floorf(yarn_corr_dim(n_dims, orig, 32.0f, base)); /* beta_fast */
+    const float end = ceilf(yarn_corr_dim(n_dims, orig, 1.0f, base));     /* beta_slow */
+    rope->yarn_corr[0] = start > 0 ? start : 0;
+    rope->yarn_corr[1] = (float)(n_dims - 1) < end ? (float)(n_dims - 1) : end;
+    rope->yarn_ext = 1.0f;
+    /* llama_context: get_mscale(factor, 1) times 1 / (1 + 0.1 ln factor), in libllama's unfused f32 */
+    float af = factor <= 1.0f ? 1.0f : 0.1f * 1.0f * logf(factor) + 1.0f;
+    af *= 1.0f / (1.0f + 0.1f * logf(factor));
+    rope->yarn_attn_factor = af;
+}
+
+/* ggml's rope_yarn_ramp: 1 below the low correction dim, 0 above the high one. */
+static float yarn_ramp(float low, float high, int64_t i0)
+{
+    const float y = ((float)(i0 / 2) - low) / fmaxf(0.001f, high - low);
+    return 1.0f - fminf(1.0f, fmaxf(0.0f, y));
+}
+
+/* ggml's rope_yarn for pair i at unscaled angle theta_extrap, as GCC
+ * contracts it in llama.cpp's x86 build: the interpolated and extrapolated
+ * angles mixed by the ramp (the first product fused), cos and sin times
+ * attn_factor · (1 + 0.1 ln(1/freq_scale)). */
+static void yarn_cos_sin(const lrun_rope *rope, float theta_extrap, float freq_scale, int64_t i, float *c, float *s)
+{
+    const float theta_interp = freq_scale * theta_extrap;
+    const float ramp_mix = yarn_ramp(rope->yarn_corr[0], rope->yarn_corr[1], 2 * i) * rope->yarn_ext;
+    const float theta = fmaf(theta_interp, 1.0f - ramp_mix, theta_extrap * ramp_mix);
+    const float mscale = rope->yarn_attn_factor * fmaf(0.1f, logf(1.0f / freq_scale), 1.0f);
+    *c = cosf(theta) * mscale;
+    *s = sinf(theta) * mscale;
+}
+
 void lrun_cpu_rope_cos_sin(const lrun_rope *rope, int64_t pos, float *cs)
 {
     /* ggml_rope_cache_init: theta in f32, multiplied by theta_scale after each
@@ -257,9 +319,13 @@ void lrun_cpu_rope_cos_sin(const lrun_rope *rope, int64_t pos, float *cs)
     float theta = (float)pos;
     for (int64_t i = 0; i < half; i++) {
         const float ff = rope->freq_factors ? rope->freq_factors[i] : 1.0f;
-        const float t = freq_scale * (theta / ff);
-        cs[2 * i] = cosf(t);
-        cs[2 * i + 1] = sinf(t);
+        if (rope->yarn_ext != 0.0f) {
+            yarn_cos_sin(rope, theta / ff, freq_scale, i, &cs[2 * i], &cs[2 * i + 1]);
+        } else {
+            const float t = freq_scale * (theta / ff);
+            cs[2 * i] = cosf(t);
+            cs[2 * i + 1] = sinf(t);
+        }
         theta *= theta_scale;
     }
 }
@@ -573,7 +639,8 @@ static void round_f16(float *dst, const float *src, int64_t n)
  * kbase[s] + k_off + (j - s·seg)·k_stride elements. */
 static void attention_head_segs(float *out, const float *q, const char *const *kbase, size_t k_off, int64_t k_stride,
                                 const value_segs *vs, lrun_dtype kv_dtype, int64_t n_pos, int64_t n_swa,
-                                int64_t head_dim, float scale, float softcap, int chain8, float *scores)
+                                int64_t head_dim, float scale, float softcap, const float *sink, int chain8,
+                                float *scores)
 {
     const int f16 = kv_dtype == LRUN_DTYPE_F16;
     const int64_t seg = vs->seg;
@@ -600,7 +667,8 @@ static void attention_head_segs(float *out, const float *q, const char *const *k
     for (int64_t j = 0; n_swa > 0 && j < n_pos - n_swa; j++) scores[j] = -INFINITY;
     const int64_t n8 = (n_pos + 7) / 8 * 8;
     for (int64_t j = n_pos; j < n8; j++) scores[j] = -INFINITY;
-    lrun_cpu_softmax(scores, n8);
+    if (sink) lrun_cpu_softmax_sink(scores, n8, *sink); /* gpt-oss: the head's sink in the denominator */
+    else lrun_cpu_softmax(scores, n8);
     if (f16) round_f16(scores, scores, n_pos); /* p goes to f16 for the dots with V */
     attention_values(out, scores, vs, n8, head_dim, chain8, f16);
 }
@@ -612,7 +680,8 @@ void lrun_cpu_attention_head(float *out, const float *q, const void *k, int64_t 
     const char *kb = k, *vb = v;
     const int64_t all = (n_pos + PAD - 1) / PAD * PAD; /* one segment over every position read */
     const value_segs vs = {&vb, 0, all, v_stride};
-    attention_head_segs(out, q, &kb, 0, k_stride, &vs, kv_dtype, n_pos, 0, head_dim, scale, 0.0f, chain8, scores);
+    attention_head_segs(out, q, &kb, 0, k_stride, &vs, kv_dtype, n_pos, 0, head_dim, scale, 0.0f, NULL, chain8,
+                        scores);
 }
 
 struct attention_task {
@@ -642,7 +711,7 @@ static void attention_worker(void *ctx, int ith, int nth)
                                    b->block_pos};
             attention_head_segs(b->out + off, b->q + off, base, b->k_off + (size_t)(hk * b->head_dim) * eb, kv_dim,
                                 &vs, b->kv_dtype, b->n_pos[i], b->n_swa, b->head_dim, b->scale, b->softcap,
-                                b->pv_chain8, scores);
+                                b->sinks ? b->sinks + h : NULL, b->pv_chain8, scores);
             continue;
         }
         const char *k = (const char *)b->k[i] + (size_t)(hk * b->head_dim) * eb;
@@ -651,7 +720,7 @@ static void attention_worker(void *ctx, int ith, int nth)
         const int64_t all = (b->n_pos[i] + PAD - 1) / PAD * PAD; /* one segment over every position read */
         const value_segs vs = {&vb, 0, all, b->v_stride[i]};
         attention_head_segs(b->out + off, b->q + off, &k, 0, kv_dim, &vs, b->kv_dtype, b->n_pos[i], b->n_swa,
-                            b->head_dim, b->scale, b->softcap, b->pv_chain8, scores);
+                            b->head_dim, b->scale, b->softcap, b->sinks ? b->sinks + h : NULL, b->pv_chain8, scores);
     }
 }
 

@@ -36,6 +36,10 @@ void lrun_cpu_softcap(float *x, int64_t n, float cap);
  * and its caller: ggml_v_expf per group of 8, each group's sum added into a
  * double, expf for the rest; then x times (float)(1/sum). -inf gives 0. */
 void lrun_cpu_softmax(float *x, int64_t n);
+/* The same with a sink logit in the denominator only, as ggml_soft_max_ext
+ * with sinks (gpt-oss's attention): max = max(x, sink), and the double sum
+ * gains expf(sink - max) after the row's. */
+void lrun_cpu_softmax_sink(float *x, int64_t n, float sink);
 /* y (n) += x (n). */
 void lrun_cpu_add(float *y, const float *x, int64_t n);
 /* y (n) *= s, as ggml_scale (f32 products). */
@@ -61,7 +65,19 @@ typedef struct lrun_rope {
     double freq_base;
     double freq_scale;           /* 1, or 1/factor of linear scaling */
     const float *freq_factors;   /* (n_rot/2) divisors of theta, or NULL */
+    /* YaRN (gpt-oss; ggml's rope_yarn) when yarn_ext != 0: pair i's angle mixes theta·freq_scale and
+     * theta by a ramp between the correction dims, and cos/sin are scaled (lrun_rope_yarn_init) */
+    float yarn_ext;              /* ext_factor: 1 with YaRN, 0 without */
+    float yarn_corr[2];          /* the low and high correction dims */
+    float yarn_attn_factor;      /* llama.cpp's attn_factor, which the ramp's 1 + 0.1 ln(1/freq_scale) multiplies */
 } lrun_rope;
+
+/* Sets rope's YaRN fields as llama.cpp does for rope.scaling.type yarn:
+ * factor = 1/freq_scale, n_ctx_orig the original context, beta_fast 32 and
+ * beta_slow 1 (ggml_rope_yarn_corr_dims), attn_factor = get_mscale(factor)
+ * / (1 + 0.1 ln factor) (llama_context's cancellation, so cos and sin end up
+ * times 0.1 ln factor + 1 once). */
+void lrun_rope_yarn_init(lrun_rope *rope, int64_t n_ctx_orig);
 
 /* cs (n_rot/2, 2) = (cos theta_i, sin theta_i) at position pos. */
 void lrun_cpu_rope_cos_sin(const lrun_rope *rope, int64_t pos, float *cs);
@@ -115,6 +131,8 @@ typedef struct lrun_attention_batch {
     size_t k_off, v_off;
     int64_t n_swa;             /* a sliding window: each token sees only its last n_swa positions; 0: all */
     float softcap;             /* scores s (scaled) become cap·tanh(s/cap) before the softmax (gemma2); 0: none */
+    const float *sinks;        /* (n_head) a learned logit per head, in the softmax's denominator only
+                                * (gpt-oss; lrun_cpu_softmax_sink); NULL: none */
 } lrun_attention_batch;
 
 /* Runs every (token, head) of the batch, spread over the pool's threads.

@@ -133,10 +133,11 @@ static lrun_status load_vector(const struct lrun_tensor *t, float **cursor, cons
     const void *bytes = lrun_tensor_host_data(t);
     if (!bytes) return lrun_fail(LRUN_E_UNSUPPORTED, "engine: '%s' has no host-addressable bytes", t->name);
     if (t->packed) return lrun_fail(LRUN_E_UNSUPPORTED, "engine: '%s' is packed; only matrices may be", t->name);
-    lrun_status st = lrun_dtype_to_f32(t->dtype, bytes, *cursor, t->ne[0]);
+    const int64_t n = t->ne[0] * t->ne[1] * t->ne[2]; /* the experts' biases are {n, n_expert} */
+    lrun_status st = lrun_dtype_to_f32(t->dtype, bytes, *cursor, n);
     if (st != LRUN_OK) return lrun_fail_context(st, "engine: converting '%s'", t->name);
     *out = *cursor;
-    *cursor += t->ne[0];
+    *cursor += n;
     return LRUN_OK;
 }
 
@@ -172,9 +173,10 @@ static void set_dims(cpu_engine *e, lrun_model *model, const lrun_engine_opts *o
     e->kv_dim = in->n_head_kv * in->head_dim;
     e->n_ff = in->n_ff;
     e->n_vocab = in->n_vocab;
-    e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL};
+    e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL, 0, {0, 0}, 0};
+    if (model->rope_yarn) lrun_rope_yarn_init(&e->rope, model->n_ctx_orig);
     /* gemma3's windowed blocks: their own base, no linear scaling (llama.cpp's rope_freq_*_train_swa) */
-    e->rope_local = (lrun_rope){in->n_rot, in->rope_style, model->arch->rope_base_local, 1.0, NULL};
+    e->rope_local = (lrun_rope){in->n_rot, in->rope_style, model->arch->rope_base_local, 1.0, NULL, 0, {0, 0}, 0};
 }
 
 /* The facade (engine.c) has checked opts and resolved prefetch_layers. */

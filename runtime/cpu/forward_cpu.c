@@ -229,7 +229,7 @@ static void op_rope_store(struct run *r)
     lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
 }
 
-static void op_attention(struct run *r)
+static void op_attention(struct run *r, const lrun_arch_op *op)
 {
     cpu_engine *e = r->e;
     const lrun_model_info *in = &e->model->info;
@@ -244,7 +244,8 @@ static void op_attention(struct run *r)
     const lrun_attention_batch ab = {r->n, in->n_head, in->n_head_kv, in->head_dim, scale, e->kv.dtype, r->n >= 2, e->q, e->attn,
                                      e->tok_k, e->tok_v, e->tok_vstride, e->tok_npos, e->scores, e->n_scores,
                                      w0.blocks ? e->tok_blocks : NULL, w0.block_pos, w0.k_off, w0.v_off,
-                                     lrun_model_layer_swa(e->model, r->layer), (float)e->model->attn_softcap};
+                                     lrun_model_layer_swa(e->model, r->layer), (float)e->model->attn_softcap,
+                                     vector(e, r->layer, op->w[0])}; /* gpt-oss's sinks, or NULL */
     lrun_cpu_attention(e->pool, &ab);
     lrun_kv_cache_layer_end(&e->kv, r->layer); /* new entries back to an offloaded store */
 }
@@ -328,7 +329,7 @@ static void run_block(struct run *r, int *normed)
         case LRUN_ARCH_OP_BIAS: op_bias(r, op, n_w); break;
         case LRUN_ARCH_OP_HEAD_NORM: op_head_norm(r, op, n_w); break;
         case LRUN_ARCH_OP_ROPE_STORE: op_rope_store(r); break;
-        case LRUN_ARCH_OP_ATTENTION: op_attention(r); break;
+        case LRUN_ARCH_OP_ATTENTION: op_attention(r, op); break;
         case LRUN_ARCH_OP_MATMUL_ADD: {
             const float *next = norm_after(r->e, r->layer, i);
             op_matmul_add(r, op, next);

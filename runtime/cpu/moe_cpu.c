@@ -39,6 +39,9 @@ void lrun_cpu_moe_route(cpu_engine *e, const lrun_weights *W, int64_t layer, int
     const lrun_weight_ref r = lrun_weights_get(W, layer, op->w[0]);
     lrun_cpu_matmul(e->pool, r.w->dtype, r.data, r.w->row_bytes, r.w->ne[1], r.w->ne[0], e->xn, n, e->router,
                     e->mm_work);
+    const float *bias = op->w[1] != LRUN_ARCH_TENSOR_NONE ? e->layers[layer].vec[op->w[1]] : NULL;
+    const int64_t n_exp = e->model->info.n_expert;
+    for (int64_t i = 0; bias && i < n; i++) lrun_cpu_add(e->router + i * n_exp, bias, n_exp); /* gpt-oss: ggml_add */
 }
 
 void lrun_moe_route(float *p, int64_t n_exp, int64_t k, int32_t *ids, float *w)
@@ -59,6 +62,34 @@ void lrun_moe_route(float *p, int64_t n_exp, int64_t k, int32_t *ids, float *w)
     float fsum = (float)sum;
     if (fsum < MOE_MIN_WEIGHT_SUM) fsum = MOE_MIN_WEIGHT_SUM;
     for (int64_t s = 0; s < k; s++) w[s] = w[s] / fsum;
+}
+
+void lrun_moe_route_oai(float *l, int64_t n_exp, int64_t k, int32_t *ids, float *w)
+{
+    for (int64_t s = 0; s < k; s++) { /* the s-th largest logit, lower index first among equals */
+        int32_t best = -1;
+        for (int64_t x = 0; x < n_exp; x++) {
+            int taken = 0;
+            for (int64_t t = 0; t < s && !taken; t++) taken = ids[t] == x;
+            if (!taken && (best < 0 || l[x] > l[best])) best = (int32_t)x;
+        }
+        ids[s] = best;
+        w[s] = l[best];
+    }
+    lrun_cpu_softmax(w, k); /* ggml_soft_max of the chosen logits */
+}
+
+/* swiglu_oai (ggml_compute_forward_swiglu_oai_f32, alpha 1.702, limit 7):
+ * g (n) = min(g, 7) / (1 + expf(1.702 · -min(g, 7))) · (clamp(u, -7, 7) + 1). */
+static void swiglu_oai(float *g, const float *u, int64_t n)
+{
+    const float alpha = 1.702f, limit = 7.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i] < limit ? g[i] : limit; /* std::min(g, limit) */
+        const float y = u[i] < -limit ? -limit : limit < u[i] ? limit : u[i]; /* std::clamp */
+        const float out_glu = x / (1.0f + expf(alpha * (-x)));
+        g[i] = out_glu * (y + 1.0f);
+    }
 }
 
 lrun_status lrun_moe_counts_init(lrun_moe_counts *c, int64_t n_layer, int64_t n_expert)
@@ -103,7 +134,8 @@ void lrun_moe_counts_add(lrun_moe_counts *c, int64_t layer, const int64_t *first
 static void route_token(cpu_engine *e, int64_t i)
 {
     const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
-    lrun_moe_route(e->router + i * n_exp, n_exp, k, e->moe_ids + i * k, e->moe_w + i * k);
+    (e->model->arch->moe_oai ? lrun_moe_route_oai : lrun_moe_route)(e->router + i * n_exp, n_exp, k,
+                                                                    e->moe_ids + i * k, e->moe_w + i * k);
 }
 
 static void route_rows(void *ctx, int64_t first, int64_t last)
@@ -127,13 +159,23 @@ struct expert_ctx {
     cpu_engine *e;
     const int32_t *pairs;   /* (cnt) token·k + slot */
     int64_t cnt;
+    const float *bias_gate, *bias_up; /* (n_ff) the expert's biases (gpt-oss), or NULL */
+    const float *bias_down;           /* (n_embd) */
 };
 
 static void swiglu_group(void *ctx, int64_t first, int64_t last)
 {
     const struct expert_ctx *c = ctx;
     const cpu_engine *e = c->e;
-    for (int64_t j = first; j < last; j++) lrun_cpu_swiglu(e->gate + j * e->n_ff, e->up + j * e->n_ff, e->n_ff);
+    const int64_t f = e->n_ff;
+    if (c->bias_gate) /* gpt-oss: each product plus the expert's bias (ggml_add_id), then swiglu_oai */
+        for (int64_t j = first; j < last; j++) {
+            lrun_cpu_add(e->up + j * f, c->bias_up, f);
+            lrun_cpu_add(e->gate + j * f, c->bias_gate, f);
+            swiglu_oai(e->gate + j * f, e->up + j * f, f);
+        }
+    else
+        for (int64_t j = first; j < last; j++) lrun_cpu_swiglu(e->gate + j * f, e->up + j * f, f);
 }
 
 /* slot (token·k + s) = w · the expert's output row j (ggml_mul: f32 products) */
@@ -146,7 +188,10 @@ static void scatter_group(void *ctx, int64_t first, int64_t last)
         const int32_t pair = c->pairs[j];
         const float w = e->moe_w[pair], *y = e->moe_y + j * d;
         float *o = e->moe_slot + (int64_t)pair * d;
-        for (int64_t t = 0; t < d; t++) o[t] = y[t] * w;
+        if (c->bias_down) /* gpt-oss: (y + b) · w, ggml_add_id then ggml_mul */
+            for (int64_t t = 0; t < d; t++) o[t] = (y[t] + c->bias_down[t]) * w;
+        else
+            for (int64_t t = 0; t < d; t++) o[t] = y[t] * w;
     }
 }
 
@@ -163,7 +208,8 @@ static void sum_slots(void *ctx, int64_t first, int64_t last)
 }
 
 /* Expert x over its gathered pairs: gate, up, SwiGLU, down, weighted into the slots. */
-static void run_expert(cpu_engine *e, const lrun_weight_ref g[3], int64_t x, const int32_t *pairs, int64_t cnt)
+static void run_expert(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3], int64_t x, const int32_t *pairs,
+                       int64_t cnt)
 {
     const int64_t d = e->n_embd, k = e->model->info.n_expert_used;
     for (int64_t j = 0; j < cnt; j++) memcpy(e->moe_x + j * d, e->xn + (pairs[j] / k) * d, (size_t)d * sizeof(float));
@@ -174,7 +220,11 @@ static void run_expert(cpu_engine *e, const lrun_weight_ref g[3], int64_t x, con
         lrun_cpu_matmul(e->pool, t->dtype, (const char *)g[i].data + (size_t)x * slice_bytes(t), t->row_bytes, t->ne[1],
                         t->ne[0], e->moe_x, cnt, outs[i], e->mm_work);
     }
-    struct expert_ctx c = {e, pairs, cnt};
+    const float *const *vec = e->layers[layer].vec; /* the experts' biases, NULL but for gpt-oss */
+    const float *bg = vec[LRUN_ARCH_TENSOR_GATE_EXPS_B], *bu = vec[LRUN_ARCH_TENSOR_UP_EXPS_B];
+    const float *bd = vec[LRUN_ARCH_TENSOR_DOWN_EXPS_B];
+    struct expert_ctx c = {e, pairs, cnt, bg ? bg + x * e->n_ff : NULL, bu ? bu + x * e->n_ff : NULL,
+                           bd ? bd + x * d : NULL};
     lrun_cpu_parallel_for(e->pool, cnt, 4, swiglu_group, &c);
     const struct lrun_tensor *t = g[2].w;
     lrun_cpu_matmul(e->pool, t->dtype, (const char *)g[2].data + (size_t)x * slice_bytes(t), t->row_bytes, t->ne[1],
@@ -191,7 +241,7 @@ void lrun_cpu_moe_ffn(cpu_engine *e, const lrun_weights *W, int64_t layer, int64
     for (int i = 0; i < 3; i++) g[i] = lrun_weights_get(W, layer, op->w[i]);
     for (int64_t x = 0; x < e->model->info.n_expert; x++) {
         const int64_t cnt = e->moe_first[x + 1] - e->moe_first[x];
-        if (cnt > 0) run_expert(e, g, x, e->moe_pairs + e->moe_first[x], cnt);
+        if (cnt > 0) run_expert(e, layer, g, x, e->moe_pairs + e->moe_first[x], cnt);
     }
     lrun_cpu_parallel_for(e->pool, n, 4, sum_slots, e);
 }

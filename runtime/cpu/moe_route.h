@@ -14,6 +14,11 @@
  * descending order, equal probabilities by the lower index first; w (k) =
  * their probabilities over max(their sum, 2^-14), the sum in double. */
 void lrun_moe_route(float *p, int64_t n_expert, int64_t k, int32_t *ids, float *w);
+/* gpt-oss's routing (llama.cpp's SOFTMAX_WEIGHT gating): l (n_expert) the
+ * token's (biased) router logits, left as they are; ids (k) = the k largest
+ * logits in descending order, equal ones by the lower index first; w (k) =
+ * softmax of those k logits (lrun_cpu_softmax). */
+void lrun_moe_route_oai(float *l, int64_t n_expert, int64_t k, int32_t *ids, float *w);
 
 /* How often each expert was chosen, per block, since the engine was made
  * or its stats reset: both backends count where they route (host code), so

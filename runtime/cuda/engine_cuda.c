@@ -309,12 +309,33 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
     return st;
 }
 
+/* What the CUDA ops cannot compute yet is refused here, by name, rather
+ * than computed wrong or failing at the first launch that meets it:
+ * gpt-oss's block (attention sinks, YaRN RoPE, biased experts with
+ * swiglu_oai), and weights of a dtype the kernels cannot read
+ * (kernels/common.cuh's lrun_k_block has no layout for it: MXFP4). */
+static lrun_status check_supported(const lrun_model *model)
+{
+    if (model->arch->moe_oai || model->rope_yarn)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: %s needs attention sinks, YaRN RoPE and biased "
+                         "experts with swiglu_oai, which have no CUDA ops yet; run it with device = \"cpu\" "
+                         "(docs/moe.md)", model->arch->name);
+    for (int64_t i = 0; i < model->n_tensors; i++)
+        if (model->tensors[i].dtype == LRUN_DTYPE_MXFP4)
+            return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: tensor '%s' is %s, which has no CUDA kernels yet; "
+                             "run this model with device = \"cpu\" (docs/moe.md)", model->tensors[i].name,
+                             lrun_dtype_name(model->tensors[i].dtype));
+    return LRUN_OK;
+}
+
 lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engine_opts *opts)
 {
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     const lrun_model_info *in = &model->info;
     lrun_device *dev = model->device;
-    lrun_status st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
+    lrun_status st = check_supported(model);
+    if (st != LRUN_OK) return st;
+    st = cuda_check(cudaSetDevice(dev->cuda_ordinal), "cudaSetDevice", dev);
     if (st != LRUN_OK) return st;
 
     lrun_cuda_engine *e = calloc(1, sizeof *e);

@@ -160,7 +160,8 @@ static lrun_status exact_alloc(lrun_cuda_engine *e, struct cuda_exact *x)
         if (!x->h_freq) return lrun_fail_oom((size_t)n * sizeof *x->h_freq, 0, "engine: RoPE factors");
         TRY(lrun_tensor_read_f32(rf, 0, n, x->h_freq));
     }
-    x->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, e->model->rope_freq_scale, x->h_freq};
+    x->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, e->model->rope_freq_scale, x->h_freq,
+                          0, {0, 0}, 0}; /* no YaRN: the engine refuses it (engine_cuda.c) */
     return LRUN_OK;
 }
 

@@ -146,8 +146,9 @@ static lrun_status read_arch_hparams(lrun_model *m)
     return LRUN_OK;
 }
 
-/* RoPE scaling: linear is a plain position scale; the others change the
- * math and are not implemented. */
+/* RoPE scaling: linear is a plain position scale; YaRN (gpt-oss) scales
+ * the angles by 1/factor too, and the engines mix in the unscaled ones
+ * (lrun_rope_yarn_init); the others are not implemented. */
 static lrun_status read_rope_scaling(lrun_model *m)
 {
     const lrun_gguf *g = m->gguf;
@@ -167,6 +168,13 @@ static lrun_status read_rope_scaling(lrun_model *m)
         snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
         if ((st = read_pos_float(g, key, 1, 1.0, &factor)) != LRUN_OK) return st;
         m->rope_freq_scale = 1.0 / factor;
+        return LRUN_OK;
+    }
+    if (strcmp(scaling, "yarn") == 0) { /* llama.cpp: a missing factor is 1 (no interpolation) */
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        if ((st = read_pos_float(g, key, 0, 1.0, &factor)) != LRUN_OK) return st;
+        m->rope_freq_scale = 1.0 / factor;
+        m->rope_yarn = 1;
         return LRUN_OK;
     }
     if (scaling[0] && strcmp(scaling, "none") != 0)
@@ -291,6 +299,7 @@ static int64_t dim_value(const lrun_model_info *in, lrun_arch_dim d)
     case LRUN_ARCH_DIM_QKV: return (in->n_head + 2 * in->n_head_kv) * in->head_dim;
     case LRUN_ARCH_DIM_FF2: return 2 * in->n_ff;
     case LRUN_ARCH_DIM_EXPERT: return in->n_expert;
+    case LRUN_ARCH_DIM_N_HEAD: return in->n_head;
     default: return 0;
     }
 }
@@ -685,7 +694,7 @@ size_t lrun_model_vector_floats(const lrun_model *m)
     for (int64_t l = 0; l < m->info.n_layer; l++)
         for (int i = 0; i < LRUN_ARCH_N_BLOCK_VECTORS; i++) {
             const struct lrun_tensor *t = m->layers[l].t[lrun_arch_block_vectors[i]];
-            if (t) n += (size_t)t->ne[0];
+            if (t) n += (size_t)(t->ne[0] * t->ne[1] * t->ne[2]); /* the experts' biases are 2-D */
         }
     return n;
 }

@@ -23,7 +23,8 @@ struct lrun_model_layer {
 struct lrun_model {
     lrun_model_info info;
     const lrun_arch *arch;            /* the description general.architecture named */
-    double rope_freq_scale;           /* 1, or 1/factor with linear RoPE scaling */
+    double rope_freq_scale;           /* 1, or 1/factor with linear or YaRN RoPE scaling */
+    int rope_yarn;                    /* 1: rope.scaling.type yarn (gpt-oss): lrun_rope_yarn_init with n_ctx_orig */
     int64_t n_swa;                    /* sliding window in positions (the blocks arch->swa_pattern picks), 0: none */
     double attn_softcap;              /* attention scores s → cap·tanh(s/cap) (gemma2); 0: none */
     double final_softcap;             /* and the logits; 0: none */

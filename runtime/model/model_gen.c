@@ -1,6 +1,6 @@
 /* model_gen.c — writes random-weight models as GGUF files, of any
  * architecture in runtime/arch/: its description says which tensors (the
- * required ones, and the head when untied) and which keys to write.
+ * required ones, and the head when untied or required) and which keys to write.
  *
  * Flow: check the spec; declare metadata, a byte-level BPE vocabulary and
  * every tensor to a gguf writer; then stream the data. Data goes through two
@@ -30,6 +30,7 @@
 #define GEN_N_SPECIAL 3                    /* <|endoftext|>, <|im_start|>, <|im_end|> */
 #define GEN_NORM_NOISE 0.02f               /* norms are 1 + U(-noise, noise) */
 #define GEN_BIAS_SCALE 0.1f                /* biases are U(-scale, scale) */
+#define GEN_SINK_SCALE 2.0f                /* attention sinks are U(-scale, scale) */
 
 // ---------------------------------------------------------------- spec checks
 
@@ -54,6 +55,7 @@ static int64_t gen_dim(const lrun_model_gen_spec *s, lrun_arch_dim d)
     case LRUN_ARCH_DIM_QKV: return (s->n_head + 2 * s->n_head_kv) * gen_head_dim(s);
     case LRUN_ARCH_DIM_FF2: return 2 * s->n_ff;
     case LRUN_ARCH_DIM_EXPERT: return s->n_expert;
+    case LRUN_ARCH_DIM_N_HEAD: return s->n_head;
     default: return 0;
     }
 }
@@ -108,6 +110,10 @@ lrun_status lrun_gen_check_spec(const lrun_model_gen_spec *s)
     if (s->sliding_window < 0 || s->sliding_window > INT32_MAX)
         return bad_spec("sliding_window", s->sliding_window, "must be 0 (none) .. 2^31-1");
     if (s->n_expert < 0 || s->n_expert > 4096) return bad_spec("n_expert", s->n_expert, "must be 0 (dense) .. 4096");
+    if (!(s->rope_yarn_factor >= 0) || s->rope_yarn_factor > 1e6)
+        return bad_spec("rope_yarn_factor", (int64_t)s->rope_yarn_factor, "must be 0 (none) or a factor up to 1e6");
+    if (s->expert_dtype != LRUN_DTYPE_F32 && !lrun_dtype_is_supported((int)s->expert_dtype))
+        return bad_spec("expert_dtype", (int64_t)s->expert_dtype, "must be F32 (0: weight_dtype) or a weight dtype");
     if (s->n_expert > 0 && (s->n_expert_used < 1 || s->n_expert_used > s->n_expert))
         return bad_spec("n_expert_used", s->n_expert_used, "must be in 1..n_expert");
     if ((s->n_expert > 0) != lrun_arch_has_experts(gen_arch(s)))
@@ -165,13 +171,13 @@ static int more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 
 
 /* Whether the generator writes tensor d: the required ones (fused matrices
  * rather than their parts, as llama.cpp's converter does), the head when
- * untied, the RoPE factors when the spec scales RoPE. */
+ * untied or required (gpt-oss), the RoPE factors when the spec scales RoPE. */
 static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc *d)
 {
     const lrun_arch *a = gen_arch(s);
     if (lrun_arch_split_of(a, d->id)) return 1;
     if (lrun_arch_is_split_part(a, d->id)) return 0;
-    if (d->id == LRUN_ARCH_TENSOR_OUTPUT) return !s->tied_embeddings;
+    if (d->id == LRUN_ARCH_TENSOR_OUTPUT) return !s->tied_embeddings || d->required; /* gpt-oss requires one */
     if (d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) return s->rope_llama3_factor > 0;
     if (d->id == LRUN_ARCH_TENSOR_ROPE_LONG || d->id == LRUN_ARCH_TENSOR_ROPE_SHORT) return s->rope_orig_ctx > 0;
     return d->required;
@@ -188,6 +194,8 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
     const int head = d->id == LRUN_ARCH_TENSOR_TOKEN_EMBD || d->id == LRUN_ARCH_TENSOR_OUTPUT;
     lrun_dtype dt = !matrix ? LRUN_DTYPE_F32 : head ? s->embd_dtype : s->weight_dtype;
     if (d->id == LRUN_ARCH_TENSOR_GATE_INP) dt = LRUN_DTYPE_F32; /* llama.cpp's quantizer never quantizes the router */
+    if (d->role == LRUN_ROLE_BIAS) dt = LRUN_DTYPE_F32; /* gpt-oss's experts' biases {n, n_expert} too */
+    if (lrun_arch_is_expert_tensor(d->id) && s->expert_dtype != LRUN_DTYPE_F32) dt = s->expert_dtype;
     if (matrix && s->mix_dtype != LRUN_DTYPE_F32 &&
         (d->id == LRUN_ARCH_TENSOR_OUTPUT ||
          ((d->id == LRUN_ARCH_TENSOR_V || d->id == LRUN_ARCH_TENSOR_DOWN) && more_bits(layer, s->n_layer))))
@@ -213,7 +221,8 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
     }
     if (st == LRUN_OK && d->role == LRUN_ROLE_BIAS) {
         l->t[l->n - 1].is_norm = 0;
-        l->t[l->n - 1].scale = GEN_BIAS_SCALE;
+        /* gpt-oss's sinks: logits of the scores' order, so that they move the softmax */
+        l->t[l->n - 1].scale = d->id == LRUN_ARCH_TENSOR_ATTN_SINKS ? GEN_SINK_SCALE : GEN_BIAS_SCALE;
     }
     return st;
 }
@@ -430,6 +439,15 @@ static lrun_status write_metadata(lrun_gguf_writer *w, const lrun_model_gen_spec
         KV(lrun_gguf_writer_set_u32(w, key, (uint32_t)s->rope_orig_ctx));
         snprintf(key, sizeof key, "%s.rope.scaling.attn_factor", a->name);
         KV(lrun_gguf_writer_set_f32(w, key, (float)af));
+    }
+    if (s->rope_yarn_factor > 0) { /* gpt-oss: its converter writes the type, factor and original context */
+        const double orig = floor((double)s->n_ctx / s->rope_yarn_factor);
+        snprintf(key, sizeof key, "%s.rope.scaling.type", a->name);
+        KV(lrun_gguf_writer_set_str(w, key, "yarn"));
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", a->name);
+        KV(lrun_gguf_writer_set_f32(w, key, (float)s->rope_yarn_factor));
+        snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", a->name);
+        KV(lrun_gguf_writer_set_u32(w, key, (uint32_t)(orig >= 1 ? orig : 1)));
     }
 #undef KV
     return st;

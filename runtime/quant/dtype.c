@@ -32,6 +32,7 @@ static const dtype_info infos[] = {
     {LRUN_DTYPE_Q5_K, "q5_k", LRUN_QK_K, sizeof(lrun_block_q5_K), 1},
     {LRUN_DTYPE_IQ4_NL, "iq4_nl", LRUN_QK4_NL, sizeof(lrun_block_iq4_nl), 1},
     {LRUN_DTYPE_IQ4_XS, "iq4_xs", LRUN_QK_K, sizeof(lrun_block_iq4_xs), 1},
+    {LRUN_DTYPE_MXFP4, "mxfp4", LRUN_QK_MXFP4, sizeof(lrun_block_mxfp4), 1},
     /* Activation-only types: they have a geometry (work buffers are sized with
      * it) but no file stores them, so neither the allow-list nor from_name
      * admits them. */
@@ -54,6 +55,7 @@ _Static_assert(sizeof(lrun_block_q3_K) == 110, "q3_K block is 110 bytes");
 _Static_assert(sizeof(lrun_block_q5_K) == 176, "q5_K block is 176 bytes");
 _Static_assert(sizeof(lrun_block_iq4_nl) == 18, "iq4_nl block is 18 bytes");
 _Static_assert(sizeof(lrun_block_iq4_xs) == 136, "iq4_xs block is 136 bytes");
+_Static_assert(sizeof(lrun_block_mxfp4) == 17, "mxfp4 block is 17 bytes");
 
 static const dtype_info *find(int type_id)
 {
@@ -87,7 +89,7 @@ lrun_status lrun_dtype_from_name(const char *name, lrun_dtype *out)
     }
     return lrun_fail(LRUN_E_ARG,
                      "lrun_dtype_from_name: unknown dtype \"%s\" (expected f32, f16, bf16, q4_0, q4_1, "
-                     "q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl or iq4_xs)",
+                     "q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs or mxfp4)",
                      name);
 }
 

@@ -181,6 +181,7 @@ void lrun_dequantize_row(lrun_dtype dtype, const void *src, float *dst, int64_t 
     case LRUN_DTYPE_Q5_K: lrun_dequant_q5_K(src, dst, n / LRUN_QK_K); break;
     case LRUN_DTYPE_IQ4_NL: lrun_dequant_iq4_nl(src, dst, n / LRUN_QK4_NL); break;
     case LRUN_DTYPE_IQ4_XS: lrun_dequant_iq4_xs(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_MXFP4: lrun_dequant_mxfp4(src, dst, n / LRUN_QK_MXFP4); break;
     }
 }
 
@@ -439,6 +440,7 @@ void lrun_quantize_row_scalar(lrun_dtype dtype, const float *src, void *dst, int
     case LRUN_DTYPE_Q5_K: lrun_quant_q5_K(src, dst, n / LRUN_QK_K); break;
     case LRUN_DTYPE_IQ4_NL: lrun_quant_iq4_nl(src, dst, n / LRUN_QK4_NL); break;
     case LRUN_DTYPE_IQ4_XS: lrun_quant_iq4_xs(src, dst, n / LRUN_QK_K); break;
+    case LRUN_DTYPE_MXFP4: lrun_quant_mxfp4(src, dst, n / LRUN_QK_MXFP4); break;
     }
 }
 

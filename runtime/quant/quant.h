@@ -14,6 +14,7 @@
 #define LRUN_QK5_1 32
 #define LRUN_QK4_NL 32
 #define LRUN_QK_K 256
+#define LRUN_QK_MXFP4 32
 
 typedef struct { uint16_t d; uint8_t qs[16]; } lrun_block_q4_0;            /* 18 bytes; y = (q-8)*d */
 typedef struct { uint16_t d, m; uint8_t qs[16]; } lrun_block_q4_1;         /* 20 bytes; y = q*d + m */
@@ -33,8 +34,16 @@ typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t q
 /* 136 bytes; 8 sub-blocks of 32 with 6-bit scales (biased by 32: low 4 in scales_l, high 2 in scales_h) */
 typedef struct { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } lrun_block_iq4_xs;
 
+/* 17 bytes; y = e8m0_half(e) * kvalues_mxfp4[q]: the low nibble of qs[j] is element j, the high one
+ * element j + 16 (as Q4_0); the E2M1 values are stored doubled, so the scale is half of 2^(e - 127) */
+typedef struct { uint8_t e; uint8_t qs[16]; } lrun_block_mxfp4;
+
 /* The 16 values an IQ4_NL/IQ4_XS nibble indexes (ggml's kvalues_iq4nl). */
 extern const int8_t lrun_kvalues_iq4nl[16];
+/* The 16 doubled E2M1 values an MXFP4 nibble indexes (ggml's kvalues_mxfp4): 0, ±0.5 … ±6 times 2. */
+extern const int8_t lrun_kvalues_mxfp4[16];
+/* An E8M0 scale byte as ggml_e8m0_to_fp32_half: 2^(e - 128), exact (subnormal for e < 2). */
+float lrun_e8m0_to_f32_half(uint8_t e);
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } lrun_block_q8_K; /* 292 bytes (activations) */
 
 /* IEEE half and bfloat16 from/to float. */

@@ -564,6 +564,7 @@ lrun_dtype lrun_dot_partner(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q4_0:
     case LRUN_DTYPE_Q5_0:
     case LRUN_DTYPE_IQ4_NL:
+    case LRUN_DTYPE_MXFP4:
     case LRUN_DTYPE_Q8_0: return LRUN_DTYPE_Q8_0;
     case LRUN_DTYPE_Q4_1:
     case LRUN_DTYPE_Q5_1: return LRUN_DTYPE_Q8_1;
@@ -595,6 +596,7 @@ lrun_dot_fn lrun_dot_kernel_scalar(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q5_K: return lrun_dot_q5_K_scalar;
     case LRUN_DTYPE_IQ4_NL: return lrun_dot_iq4_nl_scalar;
     case LRUN_DTYPE_IQ4_XS: return lrun_dot_iq4_xs_scalar;
+    case LRUN_DTYPE_MXFP4: return lrun_dot_mxfp4_scalar;
     default: return NULL;
     }
 }
@@ -639,6 +641,7 @@ int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **nam
     case LRUN_DTYPE_Q2_K: ADD(lrun_dot_q2_K_avx2, "avx2"); break;
     case LRUN_DTYPE_Q3_K: ADD(lrun_dot_q3_K_avx2, "avx2"); break;
     case LRUN_DTYPE_IQ4_XS: ADD(lrun_dot_iq4_xs_avx2, "avx2"); break;
+    case LRUN_DTYPE_MXFP4: ADD(lrun_dot_mxfp4_avx2, "avx2"); break;
     default: break;
     }
 #endif
@@ -674,6 +677,7 @@ lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q2_K: return lrun_dot_q2_K_avx2;
     case LRUN_DTYPE_Q3_K: return lrun_dot_q3_K_avx2;
     case LRUN_DTYPE_IQ4_XS: return lrun_dot_iq4_xs_avx2;
+    case LRUN_DTYPE_MXFP4: return lrun_dot_mxfp4_avx2;
     default: return lrun_dot_kernel_scalar(weight_dtype);
     }
 #else

@@ -73,6 +73,11 @@ void lrun_quant_q3_K(const float *x, void *dst, int64_t nb);
 void lrun_quant_q5_K(const float *x, void *dst, int64_t nb);
 void lrun_quant_iq4_nl(const float *x, void *dst, int64_t nb);
 void lrun_quant_iq4_xs(const float *x, void *dst, int64_t nb);
+/* MXFP4 (quant_mxfp4.c): the codec, and the dot with Q8_0 activations in the
+ * order of llama.cpp's repacked x86 kernels (one f32 chain over the blocks). */
+void lrun_dequant_mxfp4(const void *src, float *y, int64_t nb);
+void lrun_quant_mxfp4(const float *x, void *dst, int64_t nb);
+void lrun_dot_mxfp4_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 
 /* The 6-bit scale and min of sub-block j (0..7) of Q4_K/Q5_K scales: j < 4
  * in the low 6 bits of bytes j and j+4; j ≥ 4 a low nibble in byte j+4 and
@@ -115,6 +120,7 @@ void lrun_dot_q5_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride
 void lrun_dot_q2_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_q3_K_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 void lrun_dot_iq4_xs_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+void lrun_dot_mxfp4_avx2(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 #endif
 
 #endif

@@ -79,6 +79,53 @@ static void test_softmax(void)
     CHECK_NEAR("softmax sums to 1", total, 1.0, 1e-6);
 }
 
+/* gpt-oss's attention sinks: the sink joins the max and the denominator only. */
+static void test_softmax_sink(void)
+{
+    enum { N = 45 };
+    float x[N], a[N], b[N];
+    for (int i = 0; i < N; i++) x[i] = frand(-8, 8);
+    memcpy(a, x, sizeof x), memcpy(b, x, sizeof x);
+    lrun_cpu_softmax(a, N);
+    lrun_cpu_softmax_sink(b, N, -INFINITY);
+    CHECK("softmax with a sink of -inf: softmax's bits", memcmp(a, b, sizeof a) == 0);
+    for (int k = 0; k < 2; k++) {
+        const float sink = k ? 20.0f : 1.5f; /* below the max, and above it (the max is the sink's) */
+        double ref[N], mx = sink, sum = 0, total = 0;
+        for (int i = 0; i < N; i++) mx = x[i] > mx ? x[i] : mx;
+        for (int i = 0; i < N; i++) sum += exp(x[i] - mx);
+        sum += exp(sink - mx);
+        for (int i = 0; i < N; i++) ref[i] = exp(x[i] - mx) / sum;
+        memcpy(b, x, sizeof x);
+        lrun_cpu_softmax_sink(b, N, sink);
+        for (int i = 0; i < N; i++) total += b[i];
+        CHECK(k ? "softmax with a sink above the max: the double reference (abs 1e-7)"
+                : "softmax with a sink: the double reference (abs 1e-7)",
+              max_rel(b, ref, N, 1.0) < 1e-7);
+        CHECK_NEAR("softmax with a sink sums to 1 - its share", total, 1.0 - exp(sink - mx) / sum, 1e-6);
+    }
+}
+
+/* YaRN as llama.cpp sets it up for gpt-oss-20b: factor 32, original context
+ * 4096, base 150000, 64 rotated dims: correction dims 8 and 18 (floor and
+ * ceil of 8.09 and 17.4), cos/sin times 1 + 0.1 ln 32, the fast pairs at the
+ * unscaled angle, the slow ones at 1/32 of it. */
+static void test_rope_yarn(void)
+{
+    lrun_rope r = {64, LRUN_ROPE_STYLE_HALF, 150000.0, 1.0 / 32, NULL, 0, {0, 0}, 0};
+    lrun_rope_yarn_init(&r, 4096);
+    CHECK("yarn: correction dims 8 and 18", r.yarn_corr[0] == 8.0f && r.yarn_corr[1] == 18.0f);
+    CHECK_NEAR("yarn: attn_factor about 1 (llama.cpp's cancellation)", r.yarn_attn_factor, 1.0, 1e-6);
+    float cs[64];
+    lrun_cpu_rope_cos_sin(&r, 0, cs);
+    const double mscale = 1.0 + 0.1 * log(32.0);
+    CHECK_NEAR("yarn: cos at position 0 is the magnitude scale", cs[0], mscale, 1e-6);
+    lrun_cpu_rope_cos_sin(&r, 100, cs);
+    const double th0 = 100.0, th31 = 100.0 * pow(150000.0, -62.0 / 64) / 32; /* pair 0 extrapolated, 31 interpolated */
+    CHECK_NEAR("yarn: pair 0 at the unscaled angle", cs[1], sin(th0) * mscale, 1e-4);
+    CHECK_NEAR("yarn: pair 31 at 1/32 of the angle", cs[63], sin(th31) * mscale, 1e-5);
+}
+
 // ---------------------------------------------------------------- f16 rows
 
 static void test_f16(void)
@@ -167,7 +214,7 @@ static void test_rope(void)
                 for (int with_ff = 0; with_ff < 2; with_ff++) {
                     for (int i = 0; i < H * HD; i++) x[i] = frand(-2, 2);
                     const lrun_rope r = {rots[ri], (lrun_rope_style)style, 10000.0, with_ff ? 0.5 : 1.0,
-                                         with_ff ? ff : NULL};
+                                         with_ff ? ff : NULL, 0, {0, 0}, 0};
                     rope_reference(ref, x, H, HD, r.n_rot, r.style, r.freq_base, r.freq_scale, r.freq_factors,
                                    positions[pi]);
                     memcpy(y, x, sizeof y);
@@ -188,7 +235,8 @@ static void test_rope(void)
     for (int i = 0; i < HD; i++) x[i] = frand(-1, 1);
     float a[HD], b[HD];
     memcpy(a, x, sizeof a), memcpy(b, x, sizeof b);
-    const lrun_rope ra = {HD, LRUN_ROPE_STYLE_ADJACENT, 10000.0, 1.0, NULL}, rb = {HD, LRUN_ROPE_STYLE_HALF, 10000.0, 1.0, NULL};
+    const lrun_rope ra = {HD, LRUN_ROPE_STYLE_ADJACENT, 10000.0, 1.0, NULL, 0, {0, 0}, 0},
+                    rb = {HD, LRUN_ROPE_STYLE_HALF, 10000.0, 1.0, NULL, 0, {0, 0}, 0};
     lrun_cpu_rope_cos_sin(&ra, 5, cs);
     lrun_cpu_rope_apply(&ra, cs, a, 1, HD);
     lrun_cpu_rope_apply(&rb, cs, b, 1, HD);
@@ -318,7 +366,7 @@ static void test_llamacpp_order(void)
     CHECK("rms_norm: llama.cpp's bits", memcmp(r, rr, sizeof r) == 0);
 
     /* RoPE: theta iterated in f32, the rotation's fused products */
-    const lrun_rope rope = {64, LRUN_ROPE_STYLE_ADJACENT, 100000.0, 1.0, NULL};
+    const lrun_rope rope = {64, LRUN_ROPE_STYLE_ADJACENT, 100000.0, 1.0, NULL, 0, {0, 0}, 0};
     float cs[64], xr[64], xw[64];
     for (int i = 0; i < 64; i++) xr[i] = xw[i] = frand(-5, 5);
     lrun_cpu_rope_cos_sin(&rope, 37, cs);
@@ -583,5 +631,7 @@ int main(void)
     test_kv_store();
     test_matvec_multi();
     test_parallel_for();
+    test_softmax_sink(); /* last: the others' random inputs stay as they were */
+    test_rope_yarn();
     return CHECK_DONE();
 }

@@ -242,6 +242,61 @@ static void test_faults(void)
     free(b.p);
 }
 
+// ---------------------------------------------------------------- MXFP4 tensors
+
+/* A file with one MXFP4 tensor 'blk.0.ffn_up_exps.weight' {ne0, 2, 2}
+ * (ne0/32 blocks of 17 bytes per row) whose data ends the file; short
+ * drops that many bytes from its end. */
+static void build_mxfp4(buf *b, uint64_t ne0, size_t short_by)
+{
+    b->len = 0;
+    put(b, "GGUF", 4); u32(b, 3); u64(b, 1); u64(b, 1);
+    str(b, "general.architecture"); u32(b, 8); str(b, "gpt-oss");
+    str(b, "blk.0.ffn_up_exps.weight");
+    u32(b, 3); u64(b, ne0); u64(b, 2); u64(b, 2);
+    u32(b, 39);
+    u64(b, 0);
+    pad(b, 32);
+    const size_t data = (size_t)(ne0 / 32) * 17 * 4;
+    for (size_t i = 0; i < data; i++) u8(b, (uint8_t)(i * 7));
+    b->len -= short_by;
+}
+
+static void test_mxfp4(void)
+{
+    buf b = {0};
+    build_mxfp4(&b, 64, 0);
+    save(&b, b.len);
+    lrun_gguf *g = NULL;
+    CHECK("an MXFP4 tensor (type 39) opens", lrun_gguf_open(&g, path) == LRUN_OK);
+    if (g) {
+        CHECK("MXFP4: dtype, 17-byte blocks of 32 (2 per row, 4 rows)",
+              lrun_gguf_tensor_dtype(g, 0) == LRUN_DTYPE_MXFP4 && lrun_gguf_tensor_bytes(g, 0) == 4 * 2 * 17);
+        lrun_gguf_close(g);
+    }
+    CHECK("mxfp4 is a supported weight type named mxfp4",
+          lrun_dtype_is_supported(39) && strcmp(lrun_dtype_name(LRUN_DTYPE_MXFP4), "mxfp4") == 0);
+
+    /* the data one byte short of 4 rows of 2 blocks: rejected, naming the tensor and its bytes */
+    build_mxfp4(&b, 64, 1);
+    save(&b, b.len);
+    CHECK("MXFP4 tensor one byte short of its size: rejected as format", try_open() == LRUN_E_FORMAT);
+    printf("#   %s\n", lrun_last_error());
+    CHECK("the message names the tensor and its byte range",
+          strstr(lrun_last_error(), "tensor 'blk.0.ffn_up_exps.weight' (#0): data [") != NULL &&
+              strstr(lrun_last_error(), "runs past the end of the file") != NULL);
+
+    /* a row that is not whole blocks of 32 */
+    build_mxfp4(&b, 48, 0);
+    save(&b, b.len);
+    CHECK("MXFP4 row of 48 elements: rejected as format", try_open() == LRUN_E_FORMAT);
+    printf("#   %s\n", lrun_last_error());
+    CHECK("the message names the tensor and the block size",
+          strstr(lrun_last_error(), "blk.0.ffn_up_exps.weight") != NULL &&
+              strstr(lrun_last_error(), "ne[0] = 48 is not a multiple of the mxfp4 block size 32") != NULL);
+    free(b.p);
+}
+
 // ---------------------------------------------------------------- every scalar type, by hand
 
 static void test_scalars(void)
@@ -507,6 +562,7 @@ int main(void)
 
     CHECK("missing file is an io error", lrun_gguf_open(&(lrun_gguf *){NULL}, "/nonexistent/x.gguf") == LRUN_E_IO);
     test_faults();
+    test_mxfp4();
     test_scalars();
     test_round_trip(32);
     test_round_trip(64);

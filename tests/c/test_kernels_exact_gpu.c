@@ -231,7 +231,7 @@ static void test_rope_store(int style, lrun_dtype kv)
     enum { T = 3, NH = 4, NHK = 2, HD = 40, NROT = 40 };
     float *q = activations(T * NH * HD), *k = activations(T * NHK * HD), *v = activations(T * NHK * HD);
     float cs[T * NROT];
-    const lrun_rope rope = {NROT, style, 10000.0, 1.0, NULL};
+    const lrun_rope rope = {NROT, style, 10000.0, 1.0, NULL, 0, {0, 0}, 0};
     for (int t = 0; t < T; t++) lrun_cpu_rope_cos_sin(&rope, 5 + 11 * t, cs + t * NROT);
     arena_used = 0;
     const size_t eb = kv == LRUN_DTYPE_F16 ? 2 : 4, cache_bytes = (size_t)T * NHK * HD * eb;

@@ -540,7 +540,7 @@ static void test_rope(void)
                 int32_t pos[17] = {0};
                 for (int64_t i = 0; i < n_tok; i++) pos[i] = (int32_t)frand(0.0f, 5000.0f);
                 memcpy(ref, x, (size_t)n * 4);
-                lrun_rope rope = {n_rot, (lrun_rope_style)style, 10000.0, freq_scale, ff};
+                lrun_rope rope = {n_rot, (lrun_rope_style)style, 10000.0, freq_scale, ff, 0, {0, 0}, 0};
                 float cs[64];
                 for (int64_t i = 0; i < n_tok; i++) {
                     lrun_cpu_rope_cos_sin(&rope, pos[i], cs);

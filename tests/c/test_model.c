@@ -227,7 +227,9 @@ static void test_crafted(void)
     /* llama with experts is Mixtral's description (docs/moe.md), which needs the count each token uses */
     expect("llama with experts needs expert_used_count, named", &(craft){.experts = 8}, LRUN_E_FORMAT,
            "llama.expert_used_count", NULL, NULL);
-    expect("yarn RoPE scaling is unsupported", &(craft){.scaling = "yarn"}, LRUN_E_UNSUPPORTED, "yarn", NULL, NULL);
+    /* yarn loads (gpt-oss, docs/moe.md); a scaling type lrun has no math for is refused by name */
+    expect("longrope as a scaling type is unsupported", &(craft){.scaling = "longrope"}, LRUN_E_UNSUPPORTED, "longrope",
+           NULL, NULL);
     expect("a tensor the architecture does not use is named", &(craft){.extra = "blk.0.attn_qkv.weight"},
            LRUN_E_UNSUPPORTED, "blk.0.attn_qkv.weight", NULL, NULL);
     expect("a block past block_count is named", &(craft){.extra = "blk.7.attn_norm.weight"}, LRUN_E_FORMAT,

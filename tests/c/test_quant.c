@@ -533,7 +533,8 @@ static void test_golden(void)
 static const lrun_dtype weight_types[] = {LRUN_DTYPE_F32,  LRUN_DTYPE_F16,  LRUN_DTYPE_BF16,   LRUN_DTYPE_Q4_0,
                                           LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K,   LRUN_DTYPE_Q6_K,
                                           LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_Q2_K,   LRUN_DTYPE_Q3_K,
-                                          LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
+                                          LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS,
+                                          LRUN_DTYPE_MXFP4};
 
 static void test_dots(void)
 {

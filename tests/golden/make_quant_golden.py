@@ -14,6 +14,10 @@ For each case:
   exact_quant  true when gguf-py's quantizer is ggml's round-to-nearest
                reference, so lrun's quantizer must give the same bytes
 
+MXFP4 (gpt-oss's experts): gguf-py's quantization of the three input kinds
+(lrun's quantizer is gguf-py's rule), and random raw blocks: any codes, with
+E8M0 scales from tiny (subnormal halves) to large.
+
 IQ4_NL and IQ4_XS are not here: gguf-py has no codec for them (their
 reference is llama.cpp itself, tests/llamacpp_quants_spec.lua).
 
@@ -79,6 +83,16 @@ RAW_LAYOUT = {
 }
 
 
+def case_mxfp4_raw(rng, n_blocks):
+    """Random MXFP4 blocks: u8 e (E8M0; 0 and 1 decode to subnormal halves), u8 qs[16]."""
+    e = np.concatenate([[0, 1, 200], rng.integers(100, 140, n_blocks - 3)]).astype(np.uint8)
+    blocks = [bytes([int(x)]) + rng.integers(0, 256, 16, dtype=np.uint8).tobytes() for x in e]
+    raw = np.frombuffer(b"".join(blocks), dtype=np.uint8)
+    y = quants.dequantize(raw, T.MXFP4)
+    return {"type": "mxfp4", "n": 32 * n_blocks, "kind": "random_blocks",
+            "quantized": raw.tobytes().hex(), "dequantized": f32_list(y), "exact_quant": False}
+
+
 def case_k(rng, name, qtype, n_blocks, block=256):
     before, n_f16, after = RAW_LAYOUT[qtype]
     blocks = []
@@ -108,6 +122,9 @@ def main():
         cases.append(case_k(rng, name, qtype, 4, block=32))
     for name, qtype in (("q2_k", T.Q2_K), ("q3_k", T.Q3_K), ("q5_k", T.Q5_K)):
         cases.append(case_k(rng, name, qtype, 3))
+    for kind in ("gauss", "positive", "special"):
+        cases.append(case_quantizable(rng, "mxfp4", T.MXFP4, 128, kind))
+    cases.append(case_mxfp4_raw(rng, 8))
     with open(OUT, "w") as f:
         # one case per line: readable diffs when it is regenerated
         head = {"generator": "tests/golden/make_quant_golden.py, gguf-py " + version("gguf"), "seed": SEED}
