@@ -80,6 +80,29 @@ describe("lrun.expert_plan", function()
       host_read = 40e9, host_flops = math.huge }))
   end)
 
+  it("gives the engine a prefill streaming threshold from a plan's host experts and bandwidths", function()
+    -- a 30B-A3B Q4_K block: 128 experts of 2048x768 per projection, 884736 bytes per slice
+    local tensors, hc = {}, {}
+    for _, r in ipairs({ "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps" }) do
+      local name = "blk.0." .. r .. ".weight"
+      local shape = r == "ffn_down_exps" and { 768, 2048, 128 } or { 2048, 768, 128 }
+      tensors[#tensors + 1] = { name = name, role = r, layer = 0, dtype = "q4_K", plain_bytes = 128 * 884736,
+        shape = shape }
+      hc[name] = true
+    end
+    local bw = { h2d_pinned = 25e9, host_matmul = { q4_K = 40e9 } }
+    -- copy 106 us; the host at 8 x its one-token rate: 8.3 us per token, so from 13 tokens
+    assert.are.equal(13, plan.prefill_stream_tokens(tensors, hc, 128, bw))
+    assert.are.equal(plan.prefill_stream_threshold({ bytes = 3 * 884736, flops_per_token = 2 * 3 * 2048 * 768,
+      pcie = 25e9, host_read = 40e9, host_flops = 40e9 / (3 * 884736) * 2 * 3 * 2048 * 768 * plan.host_batch_gain }),
+      plan.prefill_stream_tokens(tensors, hc, 128, bw))
+    assert.is_nil(plan.prefill_stream_tokens(tensors, {}, 128, bw), "no host experts")
+    assert.is_nil(plan.prefill_stream_tokens(tensors, hc, 128, { h2d_pinned = 25e9 }), "no host matmul rate")
+    -- a link faster than the host reads its weights for one token: every touched expert
+    assert.are.equal(1, plan.prefill_stream_tokens(tensors, hc, 128, { h2d_pinned = 50e9, host_matmul = { q4_K = 40e9 } }))
+    assert.is_nil(plan.prefill_stream_tokens(tensors, hc, 128, nil), "no bandwidths")
+  end)
+
   describe("on a generated qwen3moe model", function()
     local path, m
     setup(function()

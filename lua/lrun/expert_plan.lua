@@ -145,6 +145,47 @@ function M.prefill_streams(c, tokens)
   return dev < host, dev, host
 end
 
+-- The host's batched products are not measured (lrun_model_measure_host_matmul
+-- times one token): a batch re-reads each weight from cache, so its flop rate
+-- is this many times the one-token rate (an assumption, docs/moe.md).
+M.host_batch_gain = 8
+
+--- The threshold the engine's AUTO prefill streaming takes
+-- (lrun_engine_opts.moe_prefill_stream_tokens) for a plan: the smallest
+-- M.prefill_stream_threshold over the blocks whose experts are host-computed,
+-- from the measured bandwidths (pcie: pinned host to device, as the staging
+-- sends; host_read: the host matmul's rate for the experts' dtype; host_flops:
+-- that rate's flops times M.host_batch_gain). nil without host experts or
+-- without a measurement.
+-- @tparam table tensors model:tensors() entries (role, layer, dtype, plain_bytes, shape)
+-- @tparam table host_compute {[name] = true}
+-- @tparam int n_expert experts per block
+-- @tparam table bw lrun.residency.bandwidths (h2d_pinned=, host_matmul={[dtype]=})
+-- @treturn int|nil tokens
+function M.prefill_stream_tokens(tensors, host_compute, n_expert, bw)
+  if not bw or not bw.h2d_pinned or not bw.host_matmul or n_expert < 1 then return nil end
+  local blocks = {} -- [layer] = {bytes=, params=, rate= (the slowest part's host rate)}
+  for _, t in ipairs(tensors) do
+    local rate = bw.host_matmul[t.dtype]
+    if expert_parts[t.role] and t.layer and host_compute[t.name] and rate and rate > 0 then
+      local b = blocks[t.layer] or { bytes = 0, params = 0, rate = math.huge }
+      local params = 1
+      for _, d in ipairs(t.shape or {}) do params = params * d end
+      b.bytes, b.params = b.bytes + t.plain_bytes / n_expert, b.params + params / n_expert
+      b.rate = math.min(b.rate, rate)
+      blocks[t.layer] = b
+    end
+  end
+  local best
+  for _, b in pairs(blocks) do
+    local flops = 2 * b.params
+    local thr = M.prefill_stream_threshold({ bytes = b.bytes, flops_per_token = flops, pcie = bw.h2d_pinned,
+      host_read = b.rate, host_flops = b.rate / b.bytes * flops * M.host_batch_gain })
+    if thr ~= math.huge then best = math.min(best or thr, thr) end
+  end
+  return best
+end
+
 --- The cache for a plan (lrun.residency.plan), or nil when there is none:
 -- a model on CUDA loaded with moe_host = "cache" (model.expert_cache_auto,
 -- or model.expert_cache_slots fixed by the user) with cached blocks. Counts: opts.expert_counts, else the routing

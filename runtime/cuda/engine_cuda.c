@@ -233,6 +233,8 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->table_bytes = (size_t)e->n_batch_max * 28;
     e->expert_cache_slots = opts->expert_cache_slots;
     e->expert_cache_lru = opts->expert_cache_policy == LRUN_EXPERT_CACHE_REPLACE_LRU;
+    e->moe_prefill_stream = opts->moe_prefill_stream;
+    e->moe_prefill_stream_tokens = opts->moe_prefill_stream_tokens;
 }
 
 lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
