@@ -453,6 +453,7 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         lrun_cuda_moe_cache_settle(c);
         return lrun_cuda_moe_cache_decoded(e, c, layer, m->ids);
     }
+    if (m->fast_rows) TRY(upload_pairs(e, n)); /* the same kernels as a resident block's chunk */
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
                    "clearing the experts' sum", e->device));
     for (int64_t x = 0; x < n_exp; x++) {
@@ -462,7 +463,8 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &slot));
         const void *const data[3] = {lrun_cuda_moe_cache_data(c, 0, slot), lrun_cuda_moe_cache_data(c, 1, slot),
                                      lrun_cuda_moe_cache_data(c, 2, slot)};
-        TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, data));
+        if (m->fast_rows) TRY(lrun_cuda_moe_expert_rows(e, g, x, m->first[x], cnt, data));
+        else TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, data));
         TRY(lrun_cuda_moe_cache_release(e, c, slot));
     }
     lrun_cuda_moe_cache_settle(c);
