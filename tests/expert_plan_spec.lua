@@ -163,5 +163,30 @@ describe("lrun.expert_plan", function()
       assert.is_true(c.hit_rate > c.slots / (info.n_layer * info.n_expert), "skewed counts predict no better than uniform")
       m.expert_cache_auto = nil
     end)
+
+    it("keeps prefill streaming's staging out of the cache's room when the engine streams", function()
+      local C = require("lrun.ffi").C
+      local r = assert(require("lrun.residency").plan(m, { policy = "experts_on_host" }))
+      local info = m:info()
+      local q = { tensors = m:tensors(), host_compute = r.host_compute, packed = r.packed }
+      local slot = plan.slot_layout(q.tensors, q.host_compute, info.n_expert, q.packed)
+      local staging = plan.stream_staging_bytes(slot, info.n_expert)
+      assert.are.equal(2 * math.min(plan.stream_group, info.n_expert) * slot, staging)
+      m.expert_cache_auto = true
+      q.room = info.n_layer * info.n_expert * slot -- under a slot per host expert: not capped
+      local saved = m.moe_prefill_stream
+      m.moe_prefill_stream = C.LRUN_MOE_PREFILL_STREAM_OFF
+      assert.is_false(plan.streams_prefill(m))
+      local off = assert(plan.for_plan(m, q, {}))
+      assert.is_nil(off.staging_bytes)
+      m.moe_prefill_stream = C.LRUN_MOE_PREFILL_STREAM_ON
+      assert.is_true(plan.streams_prefill(m))
+      local on = assert(plan.for_plan(m, q, {}))
+      assert.are.equal(staging, on.staging_bytes)
+      assert.is_true(on.slots < off.slots, "the staging took no slot's room")
+      assert.is_truthy(on.text:find("prefill streaming", 1, true), on.text)
+      m.moe_prefill_stream = saved
+      m.expert_cache_auto = nil
+    end)
   end)
 end)

@@ -186,6 +186,27 @@ function M.prefill_stream_tokens(tensors, host_compute, n_expert, bw)
   return best
 end
 
+M.stream_group = 8 -- experts per staging buffer of the engine's prefill streaming (engine_cuda_moe_stream.c)
+
+--- Device bytes the engine's prefill streaming takes for its staging: two
+-- buffers of M.stream_group experts (fewer when the block has fewer), each
+-- expert a slot of slot_bytes (the same three 256-aligned slices).
+function M.stream_staging_bytes(slot_bytes, n_expert)
+  return 2 * math.min(M.stream_group, n_expert) * slot_bytes
+end
+
+--- Whether the model's engine streams prefill experts: its moe_prefill_stream
+-- option ("on" or "auto"), or unset, the environment's LRUN_CUDA_MOE_PREFILL_STREAM.
+function M.streams_prefill(model)
+  local C = require("lrun.ffi").C
+  local v = model.moe_prefill_stream
+  if v == nil or v == C.LRUN_MOE_PREFILL_STREAM_DEFAULT then
+    local env = os.getenv("LRUN_CUDA_MOE_PREFILL_STREAM")
+    return env == "on" or env == "auto"
+  end
+  return v == C.LRUN_MOE_PREFILL_STREAM_ON or v == C.LRUN_MOE_PREFILL_STREAM_AUTO
+end
+
 --- The cache for a plan (lrun.residency.plan), or nil when there is none:
 -- a model on CUDA loaded with moe_host = "cache" (model.expert_cache_auto,
 -- or model.expert_cache_slots fixed by the user) with cached blocks. Counts: opts.expert_counts, else the routing
@@ -204,8 +225,16 @@ function M.for_plan(model, q, opts)
     local ok, st = pcall(model.stats, model)
     counts = ok and st and st.experts and st.experts.layers or nil
   end
-  return M.choose({ room = q.room, slot_bytes = slot_bytes, layers = layers, n_expert = n_expert, counts = counts,
+  -- prefill streaming's staging comes out of the room before the slots do
+  local staging = M.streams_prefill(model) and M.stream_staging_bytes(slot_bytes, n_expert) or 0
+  local c = M.choose({ room = q.room and math.max(0, q.room - staging), slot_bytes = slot_bytes, layers = layers,
+    n_expert = n_expert, counts = counts,
     fixed = not model.expert_cache_auto and model.expert_cache_slots > 0 and model.expert_cache_slots or nil })
+  if staging > 0 and q.room then
+    c.staging_bytes = staging
+    c.text = c.text .. string.format(" (%s kept for prefill streaming's staging)", size.format(staging))
+  end
+  return c
 end
 
 return M

@@ -28,8 +28,8 @@
  * writes it. Experts of the disk tier or packed are not streamed.
  *
  * Staging memory: both device buffers from the device pool at init, each
- * of group_max experts (8, LRUN_CUDA_MOE_STREAM_GROUP, fewer when a quarter
- * of the free device memory does not hold both), per projection group_max
+ * of group_max experts (8, LRUN_CUDA_MOE_STREAM_GROUP, fewer when half the
+ * free device memory does not hold both), per projection group_max
  * places of the largest covered block's slice, 256-aligned: when a slice is
  * a multiple of 256 bytes (Q4_K 2048x768: 884736) a run of consecutive
  * experts is contiguous in the stacked tensor and in the buffer alike. */
@@ -92,13 +92,15 @@ static int streamable(const lrun_cuda_engine *e, int64_t l, const struct lrun_te
     return 0;
 }
 
-/* Experts per group: the option's or 8, at most n_expert, fewer until both buffers take at most a quarter of the free memory. */
+/* Experts per group: the option's or 8, at most n_expert, fewer until both
+ * buffers take at most half the free memory (the planner kept their bytes
+ * out of the expert cache's room: lrun.expert_plan.stream_staging_bytes). */
 static int64_t group_size(const lrun_cuda_engine *e, size_t slot_bytes, int64_t n_expert)
 {
     const char *v = getenv("LRUN_CUDA_MOE_STREAM_GROUP");
     int64_t g = v && atoll(v) > 0 ? atoll(v) : DEFAULT_GROUP;
     if (g > n_expert) g = n_expert;
-    const size_t room = lrun_device_free_bytes(e->device) / 4;
+    const size_t room = lrun_device_free_bytes(e->device) / 2;
     while (g > 0 && (size_t)g * slot_bytes * NB > room) g--;
     return g;
 }
