@@ -716,6 +716,8 @@ typedef struct lrun_engine_opts {
     int64_t moe_prefill_stream_tokens; /* AUTO: an expert streams from this many of the chunk's tokens routed
                                         * to it (the planner's lrun.expert_plan.prefill_stream_threshold);
                                         * 0 = 16 */
+    const int64_t *moe_prefill_stream_block_tokens; /* AUTO: NULL, or (n_layer) block l's own threshold where
+                                                     * > 0 (else moe_prefill_stream_tokens); read at init */
 } lrun_engine_opts;
 
 /* What an engine made with these options would take from the device budget

@@ -96,6 +96,24 @@ describe("lrun.expert_plan", function()
     assert.are.equal(plan.prefill_stream_threshold({ bytes = 3 * 884736, flops_per_token = 2 * 3 * 2048 * 768,
       pcie = 25e9, host_read = 40e9, host_flops = 40e9 / (3 * 884736) * 2 * 3 * 2048 * 768 * plan.host_batch_gain }),
       plan.prefill_stream_tokens(tensors, hc, 128, bw))
+    -- per block: block 1 in Q8_0, whose bytes the host multiplies faster (60 GB/s), streams from more tokens
+    local t2, hc2 = {}, {}
+    for i, t in ipairs(tensors) do
+      t2[i] = t
+      hc2[t.name] = true
+      local name = t.name:gsub("^blk%.0%.", "blk.1.")
+      t2[#tensors + i] = { name = name, role = t.role, layer = 1, dtype = "q8_0", plain_bytes = 128 * 1671168,
+        shape = t.shape }
+      hc2[name] = true
+    end
+    bw.host_matmul.q8_0 = 60e9
+    local best, per = plan.prefill_stream_tokens(t2, hc2, 128, bw)
+    assert.are.equal(13, per[0])
+    assert.are.equal(plan.prefill_stream_threshold({ bytes = 3 * 1671168, flops_per_token = 2 * 3 * 2048 * 768,
+      pcie = 25e9, host_read = 60e9, host_flops = 60e9 / (3 * 1671168) * 2 * 3 * 2048 * 768 * plan.host_batch_gain }),
+      per[1])
+    assert.is_true(per[1] > per[0], "the Q8_0 block's threshold is not above the Q4_K one's")
+    assert.are.equal(per[0], best, "the smallest block's threshold")
     assert.is_nil(plan.prefill_stream_tokens(tensors, {}, 128, bw), "no host experts")
     assert.is_nil(plan.prefill_stream_tokens(tensors, hc, 128, { h2d_pinned = 25e9 }), "no host matmul rate")
     -- a link faster than the host reads its weights for one token: every touched expert

@@ -150,9 +150,10 @@ end
 -- is this many times the one-token rate (an assumption, docs/moe.md).
 M.host_batch_gain = 8
 
---- The threshold the engine's AUTO prefill streaming takes
--- (lrun_engine_opts.moe_prefill_stream_tokens) for a plan: the smallest
--- M.prefill_stream_threshold over the blocks whose experts are host-computed,
+--- The thresholds the engine's AUTO prefill streaming takes for a plan
+-- (lrun_engine_opts.moe_prefill_stream_block_tokens, and the smallest as
+-- moe_prefill_stream_tokens): M.prefill_stream_threshold of each block whose
+-- experts are host-computed,
 -- from the measured bandwidths (pcie: pinned host to device, as the staging
 -- sends; host_read: the host matmul's rate for the experts' dtype; host_flops:
 -- that rate's flops times M.host_batch_gain). nil without host experts or
@@ -161,7 +162,8 @@ M.host_batch_gain = 8
 -- @tparam table host_compute {[name] = true}
 -- @tparam int n_expert experts per block
 -- @tparam table bw lrun.residency.bandwidths (h2d_pinned=, host_matmul={[dtype]=})
--- @treturn int|nil tokens
+-- @treturn int|nil the smallest threshold
+-- @treturn table|nil {[layer] = threshold} (blocks whose host never loses: absent)
 function M.prefill_stream_tokens(tensors, host_compute, n_expert, bw)
   if not bw or not bw.h2d_pinned or not bw.host_matmul or n_expert < 1 then return nil end
   local blocks = {} -- [layer] = {bytes=, params=, rate= (the slowest part's host rate)}
@@ -176,14 +178,17 @@ function M.prefill_stream_tokens(tensors, host_compute, n_expert, bw)
       blocks[t.layer] = b
     end
   end
-  local best
-  for _, b in pairs(blocks) do
+  local best, per = nil, {}
+  for l, b in pairs(blocks) do
     local flops = 2 * b.params
     local thr = M.prefill_stream_threshold({ bytes = b.bytes, flops_per_token = flops, pcie = bw.h2d_pinned,
       host_read = b.rate, host_flops = b.rate / b.bytes * flops * M.host_batch_gain })
-    if thr ~= math.huge then best = math.min(best or thr, thr) end
+    if thr ~= math.huge then
+      best = math.min(best or thr, thr)
+      per[l] = thr
+    end
   end
-  return best
+  return best, best and per or nil
 end
 
 M.stream_group = 8 -- experts per staging buffer of the engine's prefill streaming (engine_cuda_moe_stream.c)

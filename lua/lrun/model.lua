@@ -325,6 +325,15 @@ function Model:engine(req, cache_config)
   eo.moe_prefill_stream = self.moe_prefill_stream
   eo.moe_prefill_stream_tokens = self.moe_prefill_stream_tokens > 0 and self.moe_prefill_stream_tokens
     or (self.residency and self.residency.prefill_stream_tokens or 0)
+  -- the planner's per-block thresholds, unless the caller fixed one: read by lrun_engine_init only
+  local per = self.moe_prefill_stream_tokens == 0 and self.residency and self.residency.prefill_stream_block_tokens
+  if per then
+    local nl = tonumber(C.lrun_model_get_info(h).n_layer)
+    local arr = ffi.new("int64_t[?]", nl)
+    for l = 0, nl - 1 do arr[l] = per[l] or 0 end
+    owned.stream_block_tokens = arr -- kept alive through lrun_engine_init (which copies it)
+    eo.moe_prefill_stream_block_tokens = arr
+  end
   for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   if self.residency then
     eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED

@@ -149,6 +149,7 @@ struct lrun_cuda_engine {
     int expert_cache_lru;         /* opts: 1 LRU replacement, 0 LFU (the default) */
     lrun_moe_prefill_stream moe_prefill_stream; /* opts: prefill chunks stream host experts (engine_cuda_moe_stream.c) */
     int64_t moe_prefill_stream_tokens;           /* opts: AUTO's tokens per expert from which it streams; 0 = 16 */
+    const int64_t *moe_prefill_stream_block_tokens; /* opts: (n_layer) per block, or NULL; valid during init only */
 };
 
 #define TRY(call)                                   \

@@ -360,7 +360,7 @@ static lrun_status ffn_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
                    "clearing the experts' sum", e->device));
     if (n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) {
-        TRY(lrun_cuda_moe_stream_run(e, m->stream, g, m->first, n_exp));
+        TRY(lrun_cuda_moe_stream_run(e, m->stream, g, layer, m->first, n_exp));
     } else {
         for (int64_t x = 0; x < n_exp; x++) {
             const int64_t cnt = m->first[x + 1] - m->first[x];

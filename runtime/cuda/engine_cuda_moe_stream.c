@@ -48,7 +48,7 @@
 
 struct cuda_moe_stream {
     lrun_moe_prefill_stream mode; /* ON or AUTO */
-    int64_t min_tokens;           /* AUTO: an expert streams from this many tokens */
+    int64_t *min_tokens;          /* (n_layer) AUTO: an expert of block l streams from min_tokens[l] tokens */
     int64_t group_max;            /* experts per group = places per projection in a buffer */
     uint8_t *covers;              /* (n_layer) 1: the block's prefill streams its experts */
     size_t stride[3];             /* bytes per place of gate, up, down: the largest slice, 256-aligned */
@@ -126,10 +126,14 @@ static int plan_blocks(lrun_cuda_engine *e, struct cuda_moe_stream *s, int *any_
 static lrun_status stream_init(lrun_cuda_engine *e, struct cuda_moe_stream *s)
 {
     const int64_t E = e->model->info.n_expert;
-    s->min_tokens = e->moe_prefill_stream_tokens > 0 ? e->moe_prefill_stream_tokens : DEFAULT_TOKENS;
     s->covers = calloc((size_t)e->n_layer, 1);
     s->sel = malloc((size_t)E * sizeof *s->sel);
-    if (!s->covers || !s->sel) return lrun_fail_oom((size_t)E * 4, 0, "expert streaming: tables of %lld experts", (long long)E);
+    s->min_tokens = malloc((size_t)e->n_layer * sizeof *s->min_tokens);
+    if (!s->covers || !s->sel || !s->min_tokens)
+        return lrun_fail_oom((size_t)E * 4, 0, "expert streaming: tables of %lld experts", (long long)E);
+    const int64_t all = e->moe_prefill_stream_tokens > 0 ? e->moe_prefill_stream_tokens : DEFAULT_TOKENS;
+    const int64_t *per = e->moe_prefill_stream_block_tokens; /* the caller's, valid during init: copied */
+    for (int64_t l = 0; l < e->n_layer; l++) s->min_tokens[l] = per && per[l] > 0 ? per[l] : all;
     int pageable = 0;
     if (!plan_blocks(e, s, &pageable)) return LRUN_OK;
     const size_t slot = s->stride[0] + s->stride[1] + s->stride[2];
@@ -192,6 +196,7 @@ void lrun_cuda_moe_stream_free(lrun_cuda_engine *e, struct cuda_moe_stream *s)
     if (s->dev) lrun_device_release(e->device, s->dev, NB * s->buf_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED, s->pin, NB * s->buf_bytes);
     free(s->covers);
+    free(s->min_tokens);
     free(s->sel);
     free(s->runs);
     free(s);
@@ -291,9 +296,9 @@ static lrun_status compute_group(lrun_cuda_engine *e, struct cuda_moe_stream *s,
 }
 
 lrun_status lrun_cuda_moe_stream_run(lrun_cuda_engine *e, struct cuda_moe_stream *s, const lrun_weight_ref g[3],
-                                     const int64_t *first, int64_t n_expert)
+                                     int64_t layer, const int64_t *first, int64_t n_expert)
 {
-    const int64_t min_tokens = s->mode == LRUN_MOE_PREFILL_STREAM_ON ? 1 : s->min_tokens;
+    const int64_t min_tokens = s->mode == LRUN_MOE_PREFILL_STREAM_ON ? 1 : s->min_tokens[layer];
     const int64_t ns = lrun_expert_stream_select(first, n_expert, min_tokens, s->sel);
     const int64_t ng = lrun_expert_stream_groups(ns, s->group_max);
     if (ng > 0) TRY(issue(e, s, g, 0, ns));
