@@ -125,6 +125,19 @@ describe("mixtures of experts on cuda: prefill streams host experts", function()
           assert.are.equal(host_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
         end)
 
+        it("takes the planner's per-block thresholds (auto, no threshold given)", function()
+          local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE,
+            policy = "experts_on_host", moe_prefill_stream = "auto" }))
+          local per = m.residency and m.residency.prefill_stream_block_tokens
+          print(string.format("# %s: planner's threshold %s", e.name, tostring(m.residency
+            and m.residency.prefill_stream_tokens)))
+          if ON_GPU then assert.is_not_nil(per, "the plan has no per-block thresholds") end
+          local logits = assert(m:logits(PROMPT))
+          m:free()
+          local d = rel_diff(host_logits, logits)
+          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e to host compute above %.0e", d, TOL[e.dtype]))
+        end)
+
         it("never streams a decode-sized chunk", function()
           local _, _, st = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "on" }, SHORT)
           assert.are.equal(0, st.prefill_stream_experts)
