@@ -46,10 +46,11 @@ if not opts.model then
 end
 
 local function bench(mode)
-  local m = assert(lrun.load(opts.model, { device = opts.device, gpu_budget = opts.gpu_budget, policy = opts.policy,
-    moe_host = opts.moe_host, moe_prefill_stream = mode, progress = false }))
   local max_n = 16
   for _, n in ipairs(opts.prefill) do max_n = math.max(max_n, n) end
+  -- the KV cache of the longest prompt only (the model's n_ctx_train would take GBs of the budget)
+  local m = assert(lrun.load(opts.model, { device = opts.device, gpu_budget = opts.gpu_budget, policy = opts.policy,
+    moe_host = opts.moe_host, moe_prefill_stream = mode, progress = false, n_ctx = max_n + 16 }))
   local e = assert(m:engine({ cache_implementation = "static", n_batch = opts.n_batch }))
   local ids, seqs = ffi.new("int32_t[?]", max_n), ffi.new("int32_t[?]", opts.n_batch)
   local x = 12345
