@@ -352,6 +352,12 @@ lrun_status lrun_k_moe_gemv(lrun_dtype t, const void *w, const void *u, size_t r
 lrun_status lrun_k_moe_combine(const float *y, const float *w, int64_t n_tok, int64_t k, int64_t d, float *x,
                                void *stream);
 
+/* out (·, d) rows tok[j] += w[j] · y[j] (y: (cnt, d)) for one expert's cnt
+ * tokens (distinct), one fmaf per element: a streamed prefill chunk's
+ * expert outputs weighted into the sublayer's sum (tok, w on the device). */
+lrun_status lrun_k_moe_scatter_add(const float *y, const int32_t *tok, const float *w, int64_t cnt, int64_t d,
+                                   float *out, void *stream);
+
 // ---------------------------------------------------------------- packed weights
 
 /* dst (count) = elements first .. first+count-1 of a packed bf16/f16 tensor

@@ -155,3 +155,32 @@ extern "C" lrun_status lrun_k_moe_combine(const float *y, const float *w, int64_
     moe_combine_elems<<<g, LRUN_K_MOE_COMBINE_THREADS, 0, (cudaStream_t)stream>>>(y, w, n_tok, (int)k, d, x);
     return lrun_k_launched(op);
 }
+
+/* out[tok[j]] += w[j] · y[j] for the cnt rows of one expert, one fmaf per
+ * element. An expert takes a token at most once, so no two threads of a
+ * launch write the same element; launches in stream order sum a token's
+ * experts in the order they are launched. */
+__global__ void moe_scatter_add_elems(const float *__restrict__ y, const int32_t *__restrict__ tok,
+                                      const float *__restrict__ w, int64_t cnt, int64_t d, float *__restrict__ out)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < cnt * d; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t j = i / d, c = i % d;
+        float *o = out + (int64_t)tok[j] * d + c;
+        *o = fmaf(w[j], y[i], *o);
+    }
+}
+
+extern "C" lrun_status lrun_k_moe_scatter_add(const float *y, const int32_t *tok, const float *w, int64_t cnt,
+                                              int64_t d, float *out, void *stream)
+{
+    static const char op[] = "lrun_k_moe_scatter_add";
+    if (!y || !tok || !w || !out)
+        return lrun_fail(LRUN_E_ARG, "%s: %s is NULL", op, !y ? "y" : (!tok ? "tok" : (!w ? "w" : "out")));
+    if (cnt < 1 || d < 1) return lrun_fail(LRUN_E_ARG, "%s: cnt %lld, d %lld (both >= 1)", op, (long long)cnt, (long long)d);
+    int64_t total;
+    if (__builtin_mul_overflow(cnt, d, &total)) return lrun_fail(LRUN_E_ARG, "%s: cnt times d overflows", op);
+    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    const unsigned g = lrun_k_grid(total, LRUN_K_MOE_COMBINE_THREADS, LRUN_K_ELTWISE_BLOCKS);
+    moe_scatter_add_elems<<<g, LRUN_K_MOE_COMBINE_THREADS, 0, (cudaStream_t)stream>>>(y, tok, w, cnt, d, out);
+    return lrun_k_launched(op);
+}

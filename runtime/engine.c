@@ -69,6 +69,13 @@ static lrun_status check_opts(const lrun_engine_opts *o, const char *who)
         r != LRUN_EXPERT_CACHE_REPLACE_LFU)
         return lrun_fail(LRUN_E_ARG, "%s: expert_cache_policy %d is not LRUN_EXPERT_CACHE_REPLACE_DEFAULT, _LRU or _LFU",
                          who, (int)r);
+    if ((int)o->moe_prefill_stream < LRUN_MOE_PREFILL_STREAM_DEFAULT ||
+        (int)o->moe_prefill_stream > LRUN_MOE_PREFILL_STREAM_AUTO)
+        return lrun_fail(LRUN_E_ARG, "%s: moe_prefill_stream %d is not LRUN_MOE_PREFILL_STREAM_DEFAULT, _OFF, _ON or _AUTO",
+                         who, (int)o->moe_prefill_stream);
+    if (o->moe_prefill_stream_tokens < 0)
+        return lrun_fail(LRUN_E_ARG, "%s: moe_prefill_stream_tokens %lld (expected 0 = the default, or a token count)",
+                         who, (long long)o->moe_prefill_stream_tokens);
     return LRUN_OK;
 }
 

@@ -681,6 +681,23 @@ typedef enum lrun_expert_cache_replace {
     LRUN_EXPERT_CACHE_REPLACE_LFU = 2
 } lrun_expert_cache_replace;
 
+/* Prefill over host experts on CUDA (docs/moe.md "Prefill: streaming host
+ * experts"): a prefill chunk (more than 8 tokens) of a block whose experts
+ * are host-computed or cached copies the experts it touches to device
+ * staging, grouped, double-buffered on a copy stream, and runs them there
+ * with the resident kernels, instead of computing them on the host (or
+ * through the expert cache one by one). ON: every touched expert; AUTO: the
+ * experts with at least moe_prefill_stream_tokens tokens in the chunk (the
+ * rest stay on the host); OFF: never. DEFAULT is OFF until the path has run
+ * on a GPU, or what the environment variable LRUN_CUDA_MOE_PREFILL_STREAM
+ * says (on, off, auto). */
+typedef enum lrun_moe_prefill_stream {
+    LRUN_MOE_PREFILL_STREAM_DEFAULT = 0,
+    LRUN_MOE_PREFILL_STREAM_OFF = 1,
+    LRUN_MOE_PREFILL_STREAM_ON = 2,
+    LRUN_MOE_PREFILL_STREAM_AUTO = 3
+} lrun_moe_prefill_stream;
+
 typedef struct lrun_engine_opts {
     int64_t n_seq_max;       /* sequences (cache slots); default 1 */
     int64_t n_ctx_max;       /* positions per sequence; 0 = the model's n_ctx_train */
@@ -702,6 +719,12 @@ typedef struct lrun_engine_opts {
                                  * holds; 0 = off (host compute). The CPU backend computes host experts in place
                                  * either way. */
     lrun_expert_cache_replace expert_cache_policy; /* which slot a miss takes (docs/moe.md "Replacement") */
+    lrun_moe_prefill_stream moe_prefill_stream; /* cuda: prefill chunks stream host experts to the device */
+    int64_t moe_prefill_stream_tokens; /* AUTO: an expert streams from this many of the chunk's tokens routed
+                                        * to it (the planner's lrun.expert_plan.prefill_stream_threshold);
+                                        * 0 = 16 */
+    const int64_t *moe_prefill_stream_block_tokens; /* AUTO: NULL, or (n_layer) block l's own threshold where
+                                                     * > 0 (else moe_prefill_stream_tokens); read at init */
 } lrun_engine_opts;
 
 /* What an engine made with these options would take from the device budget
@@ -825,6 +848,9 @@ typedef struct lrun_engine_stats {
     int disk_queue_depth;        /* reads in flight at once: the reader's threads (pread pool) */
     int disk_direct;             /* 1: O_DIRECT (page cache bypassed); 0: buffered (the filesystem refused) */
     int64_t disk_stalls;         /* acquires of a unit with disk-tier weights that waited for its fill */
+    /* Prefill chunks' host experts streamed to the device (lrun_moe_prefill_stream); 0 without. */
+    uint64_t prefill_stream_bytes;  /* expert bytes copied to the staging buffers (gate, up and down slices) */
+    int64_t prefill_stream_experts; /* (block, chunk, expert) triples streamed */
 } lrun_engine_stats;
 
 LRUN_API lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);

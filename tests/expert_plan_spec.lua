@@ -80,6 +80,47 @@ describe("lrun.expert_plan", function()
       host_read = 40e9, host_flops = math.huge }))
   end)
 
+  it("gives the engine a prefill streaming threshold from a plan's host experts and bandwidths", function()
+    -- a 30B-A3B Q4_K block: 128 experts of 2048x768 per projection, 884736 bytes per slice
+    local tensors, hc = {}, {}
+    for _, r in ipairs({ "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps" }) do
+      local name = "blk.0." .. r .. ".weight"
+      local shape = r == "ffn_down_exps" and { 768, 2048, 128 } or { 2048, 768, 128 }
+      tensors[#tensors + 1] = { name = name, role = r, layer = 0, dtype = "q4_K", plain_bytes = 128 * 884736,
+        shape = shape }
+      hc[name] = true
+    end
+    local bw = { h2d_pinned = 25e9, host_matmul = { q4_K = 40e9 } }
+    -- copy 106 us; the host at 8 x its one-token rate: 8.3 us per token, so from 13 tokens
+    assert.are.equal(13, plan.prefill_stream_tokens(tensors, hc, 128, bw))
+    assert.are.equal(plan.prefill_stream_threshold({ bytes = 3 * 884736, flops_per_token = 2 * 3 * 2048 * 768,
+      pcie = 25e9, host_read = 40e9, host_flops = 40e9 / (3 * 884736) * 2 * 3 * 2048 * 768 * plan.host_batch_gain }),
+      plan.prefill_stream_tokens(tensors, hc, 128, bw))
+    -- per block: block 1 in Q8_0, whose bytes the host multiplies faster (60 GB/s), streams from more tokens
+    local t2, hc2 = {}, {}
+    for i, t in ipairs(tensors) do
+      t2[i] = t
+      hc2[t.name] = true
+      local name = t.name:gsub("^blk%.0%.", "blk.1.")
+      t2[#tensors + i] = { name = name, role = t.role, layer = 1, dtype = "q8_0", plain_bytes = 128 * 1671168,
+        shape = t.shape }
+      hc2[name] = true
+    end
+    bw.host_matmul.q8_0 = 60e9
+    local best, per = plan.prefill_stream_tokens(t2, hc2, 128, bw)
+    assert.are.equal(13, per[0])
+    assert.are.equal(plan.prefill_stream_threshold({ bytes = 3 * 1671168, flops_per_token = 2 * 3 * 2048 * 768,
+      pcie = 25e9, host_read = 60e9, host_flops = 60e9 / (3 * 1671168) * 2 * 3 * 2048 * 768 * plan.host_batch_gain }),
+      per[1])
+    assert.is_true(per[1] > per[0], "the Q8_0 block's threshold is not above the Q4_K one's")
+    assert.are.equal(per[0], best, "the smallest block's threshold")
+    assert.is_nil(plan.prefill_stream_tokens(tensors, {}, 128, bw), "no host experts")
+    assert.is_nil(plan.prefill_stream_tokens(tensors, hc, 128, { h2d_pinned = 25e9 }), "no host matmul rate")
+    -- a link faster than the host reads its weights for one token: every touched expert
+    assert.are.equal(1, plan.prefill_stream_tokens(tensors, hc, 128, { h2d_pinned = 50e9, host_matmul = { q4_K = 40e9 } }))
+    assert.is_nil(plan.prefill_stream_tokens(tensors, hc, 128, nil), "no bandwidths")
+  end)
+
   describe("on a generated qwen3moe model", function()
     local path, m
     setup(function()
@@ -138,6 +179,31 @@ describe("lrun.expert_plan", function()
       assert.are.equal(slot, c.slot_bytes)
       assert.are.equal("observed", c.source)
       assert.is_true(c.hit_rate > c.slots / (info.n_layer * info.n_expert), "skewed counts predict no better than uniform")
+      m.expert_cache_auto = nil
+    end)
+
+    it("keeps prefill streaming's staging out of the cache's room when the engine streams", function()
+      local C = require("lrun.ffi").C
+      local r = assert(require("lrun.residency").plan(m, { policy = "experts_on_host" }))
+      local info = m:info()
+      local q = { tensors = m:tensors(), host_compute = r.host_compute, packed = r.packed }
+      local slot = plan.slot_layout(q.tensors, q.host_compute, info.n_expert, q.packed)
+      local staging = plan.stream_staging_bytes(slot, info.n_expert)
+      assert.are.equal(2 * math.min(plan.stream_group, info.n_expert) * slot, staging)
+      m.expert_cache_auto = true
+      q.room = info.n_layer * info.n_expert * slot -- under a slot per host expert: not capped
+      local saved = m.moe_prefill_stream
+      m.moe_prefill_stream = C.LRUN_MOE_PREFILL_STREAM_OFF
+      assert.is_false(plan.streams_prefill(m))
+      local off = assert(plan.for_plan(m, q, {}))
+      assert.is_nil(off.staging_bytes)
+      m.moe_prefill_stream = C.LRUN_MOE_PREFILL_STREAM_ON
+      assert.is_true(plan.streams_prefill(m))
+      local on = assert(plan.for_plan(m, q, {}))
+      assert.are.equal(staging, on.staging_bytes)
+      assert.is_true(on.slots < off.slots, "the staging took no slot's room")
+      assert.is_truthy(on.text:find("prefill streaming", 1, true), on.text)
+      m.moe_prefill_stream = saved
       m.expert_cache_auto = nil
     end)
   end)

@@ -145,6 +145,73 @@ function M.prefill_streams(c, tokens)
   return dev < host, dev, host
 end
 
+-- The host's batched products are not measured (lrun_model_measure_host_matmul
+-- times one token): a batch re-reads each weight from cache, so its flop rate
+-- is this many times the one-token rate (an assumption, docs/moe.md).
+M.host_batch_gain = 8
+
+--- The thresholds the engine's AUTO prefill streaming takes for a plan
+-- (lrun_engine_opts.moe_prefill_stream_block_tokens, and the smallest as
+-- moe_prefill_stream_tokens): M.prefill_stream_threshold of each block whose
+-- experts are host-computed,
+-- from the measured bandwidths (pcie: pinned host to device, as the staging
+-- sends; host_read: the host matmul's rate for the experts' dtype; host_flops:
+-- that rate's flops times M.host_batch_gain). nil without host experts or
+-- without a measurement.
+-- @tparam table tensors model:tensors() entries (role, layer, dtype, plain_bytes, shape)
+-- @tparam table host_compute {[name] = true}
+-- @tparam int n_expert experts per block
+-- @tparam table bw lrun.residency.bandwidths (h2d_pinned=, host_matmul={[dtype]=})
+-- @treturn int|nil the smallest threshold
+-- @treturn table|nil {[layer] = threshold} (blocks whose host never loses: absent)
+function M.prefill_stream_tokens(tensors, host_compute, n_expert, bw)
+  if not bw or not bw.h2d_pinned or not bw.host_matmul or n_expert < 1 then return nil end
+  local blocks = {} -- [layer] = {bytes=, params=, rate= (the slowest part's host rate)}
+  for _, t in ipairs(tensors) do
+    local rate = bw.host_matmul[t.dtype]
+    if expert_parts[t.role] and t.layer and host_compute[t.name] and rate and rate > 0 then
+      local b = blocks[t.layer] or { bytes = 0, params = 0, rate = math.huge }
+      local params = 1
+      for _, d in ipairs(t.shape or {}) do params = params * d end
+      b.bytes, b.params = b.bytes + t.plain_bytes / n_expert, b.params + params / n_expert
+      b.rate = math.min(b.rate, rate)
+      blocks[t.layer] = b
+    end
+  end
+  local best, per = nil, {}
+  for l, b in pairs(blocks) do
+    local flops = 2 * b.params
+    local thr = M.prefill_stream_threshold({ bytes = b.bytes, flops_per_token = flops, pcie = bw.h2d_pinned,
+      host_read = b.rate, host_flops = b.rate / b.bytes * flops * M.host_batch_gain })
+    if thr ~= math.huge then
+      best = math.min(best or thr, thr)
+      per[l] = thr
+    end
+  end
+  return best, best and per or nil
+end
+
+M.stream_group = 8 -- experts per staging buffer of the engine's prefill streaming (engine_cuda_moe_stream.c)
+
+--- Device bytes the engine's prefill streaming takes for its staging: two
+-- buffers of M.stream_group experts (fewer when the block has fewer), each
+-- expert a slot of slot_bytes (the same three 256-aligned slices).
+function M.stream_staging_bytes(slot_bytes, n_expert)
+  return 2 * math.min(M.stream_group, n_expert) * slot_bytes
+end
+
+--- Whether the model's engine streams prefill experts: its moe_prefill_stream
+-- option ("on" or "auto"), or unset, the environment's LRUN_CUDA_MOE_PREFILL_STREAM.
+function M.streams_prefill(model)
+  local C = require("lrun.ffi").C
+  local v = model.moe_prefill_stream
+  if v == nil or v == C.LRUN_MOE_PREFILL_STREAM_DEFAULT then
+    local env = os.getenv("LRUN_CUDA_MOE_PREFILL_STREAM")
+    return env == "on" or env == "auto"
+  end
+  return v == C.LRUN_MOE_PREFILL_STREAM_ON or v == C.LRUN_MOE_PREFILL_STREAM_AUTO
+end
+
 --- The cache for a plan (lrun.residency.plan), or nil when there is none:
 -- a model on CUDA loaded with moe_host = "cache" (model.expert_cache_auto,
 -- or model.expert_cache_slots fixed by the user) with cached blocks. Counts: opts.expert_counts, else the routing
@@ -163,8 +230,16 @@ function M.for_plan(model, q, opts)
     local ok, st = pcall(model.stats, model)
     counts = ok and st and st.experts and st.experts.layers or nil
   end
-  return M.choose({ room = q.room, slot_bytes = slot_bytes, layers = layers, n_expert = n_expert, counts = counts,
+  -- prefill streaming's staging comes out of the room before the slots do
+  local staging = M.streams_prefill(model) and M.stream_staging_bytes(slot_bytes, n_expert) or 0
+  local c = M.choose({ room = q.room and math.max(0, q.room - staging), slot_bytes = slot_bytes, layers = layers,
+    n_expert = n_expert, counts = counts,
     fixed = not model.expert_cache_auto and model.expert_cache_slots > 0 and model.expert_cache_slots or nil })
+  if staging > 0 and q.room then
+    c.staging_bytes = staging
+    c.text = c.text .. string.format(" (%s kept for prefill streaming's staging)", size.format(staging))
+  end
+  return c
 end
 
 return M

@@ -33,6 +33,10 @@ local load_opt_types = {
   -- into an expert cache of device slots ("cache"; expert_cache_slots = N slots, default: half the free budget)
   -- expert_cache_policy = "lfu" (the default: frequency with aging) or "lru" (docs/moe.md "Replacement")
   moe_host = "string", expert_cache_slots = "number", expert_cache_policy = "string",
+  -- prefill chunks stream host experts to the GPU (docs/moe.md "Prefill: streaming host experts"): "on", "off",
+  -- "auto" (experts with at least moe_prefill_stream_tokens tokens in the chunk; the planner's threshold);
+  -- unset: off until GPU-verified, or LRUN_CUDA_MOE_PREFILL_STREAM
+  moe_prefill_stream = "string", moe_prefill_stream_tokens = "number",
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
   -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
   packed = "any",
@@ -112,6 +116,14 @@ local function check_load_opts(opts)
   end
   if slots ~= nil and opts.moe_host == "compute" then
     error("lrun.load: expert_cache_slots needs moe_host = \"cache\" (or no moe_host)", 3)
+  end
+  local ps = opts.moe_prefill_stream
+  if ps ~= nil and ps ~= "auto" and ps ~= "on" and ps ~= "off" then
+    error("lrun.load: moe_prefill_stream must be \"auto\", \"on\" or \"off\", got \"" .. ps .. "\"", 3)
+  end
+  local pt = opts.moe_prefill_stream_tokens
+  if pt ~= nil and (pt < 1 or pt % 1 ~= 0) then
+    error("lrun.load: option 'moe_prefill_stream_tokens' must be a whole number >= 1, got " .. pt, 3)
   end
   if opts.host_budget ~= nil then
     local n, err = size.parse(opts.host_budget)
@@ -198,6 +210,9 @@ function M.load(path, opts)
     expert_cache_policy = opts.expert_cache_policy == "lru" and C.LRUN_EXPERT_CACHE_REPLACE_LRU
       or C.LRUN_EXPERT_CACHE_REPLACE_DEFAULT,
     expert_cache_auto = opts.moe_host == "cache" and not opts.expert_cache_slots, -- the planner sizes it
+    moe_prefill_stream = ({ on = C.LRUN_MOE_PREFILL_STREAM_ON, off = C.LRUN_MOE_PREFILL_STREAM_OFF,
+      auto = C.LRUN_MOE_PREFILL_STREAM_AUTO })[opts.moe_prefill_stream or ""] or C.LRUN_MOE_PREFILL_STREAM_DEFAULT,
+    moe_prefill_stream_tokens = opts.moe_prefill_stream_tokens or 0, -- 0: the planner's, else the engine's 16
   }, Model)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
@@ -307,6 +322,18 @@ function Model:engine(req, cache_config)
   eo.numerics = self.numerics
   eo.expert_cache_slots = self.expert_cache_slots
   eo.expert_cache_policy = self.expert_cache_policy
+  eo.moe_prefill_stream = self.moe_prefill_stream
+  eo.moe_prefill_stream_tokens = self.moe_prefill_stream_tokens > 0 and self.moe_prefill_stream_tokens
+    or (self.residency and self.residency.prefill_stream_tokens or 0)
+  -- the planner's per-block thresholds, unless the caller fixed one: read by lrun_engine_init only
+  local per = self.moe_prefill_stream_tokens == 0 and self.residency and self.residency.prefill_stream_block_tokens
+  if per then
+    local nl = tonumber(C.lrun_model_get_info(h).n_layer)
+    local arr = ffi.new("int64_t[?]", nl)
+    for l = 0, nl - 1 do arr[l] = per[l] or 0 end
+    owned.stream_block_tokens = arr -- kept alive through lrun_engine_init (which copies it)
+    eo.moe_prefill_stream_block_tokens = arr
+  end
   for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   if self.residency then
     eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
@@ -824,6 +851,8 @@ function Model:stats(reset)
     disk_bytes_read = tonumber(s.disk_bytes_read), disk_read_seconds = s.disk_read_seconds,
     disk_read_bandwidth = s.disk_read_seconds > 0 and tonumber(s.disk_bytes_read) / s.disk_read_seconds or 0,
     disk_queue_depth = s.disk_queue_depth, disk_direct = s.disk_direct ~= 0, disk_stalls = tonumber(s.disk_stalls),
+    -- prefill chunks' host experts streamed to the GPU (docs/moe.md): bytes copied, (block, chunk, expert) count
+    prefill_stream_bytes = tonumber(s.prefill_stream_bytes), prefill_stream_experts = tonumber(s.prefill_stream_experts),
     experts = experts, -- a mixture of experts' routing counts (nil when dense)
     expert_cache = expert_cache, -- the expert cache's hits, misses and bytes (nil without one)
     host = self:host_memory(), -- host bytes held by category, budget, peak

@@ -228,6 +228,10 @@ function M.stats(s)
     lines[#lines + 1] = string.format("experts: %d selections over %d tokens, the busiest 10%% of experts take %.0f%% of them",
       s.experts.selections, s.experts.tokens, 100 * s.experts.top10_share)
   end
+  if (s.prefill_stream_experts or 0) > 0 then
+    lines[#lines + 1] = string.format("prefill streamed %d host experts, %s (beside host compute's %s)",
+      s.prefill_stream_experts, bytes_text(s.prefill_stream_bytes), bytes_text(s.host_compute_bytes))
+  end
   if s.expert_cache then
     local c = s.expert_cache
     lines[#lines + 1] = string.format("expert cache: %d slots, %d hits, %d misses (%.0f%% hits), %d prefetched, %s copied",

@@ -778,6 +778,13 @@ function M.plan(model, opts)
       local ec = require("lrun.expert_plan").for_plan(model, { tensors = tensors, host_compute = host_compute,
         packed = packed, cpu = cpu, room = capacity and capacity - (dev_bytes + need_slots + reserve) }, opts)
       if ec then summary = summary .. "\n" .. ec.text end
+      -- prefill streaming of host experts (AUTO): the planner's threshold from the bandwidths
+      local n_expert = cpu and 0 or (model:info().n_expert or 0)
+      local stream_tokens, block_tokens
+      if n_expert > 0 and pbw then
+        stream_tokens, block_tokens = require("lrun.expert_plan").prefill_stream_tokens(tensors, host_compute,
+          n_expert, pbw)
+      end
       return {
         plan = final, host_compute = host_compute, packed = packed, policy = policy.name or pname, source = policy.source,
         explain = explain and (summary .. "\n" .. explain) or summary, predicted = predicted, prefill = prefill,
@@ -785,6 +792,7 @@ function M.plan(model, opts)
         reserve_bytes = reserve, prefetch = k, budget = capacity, size = sized,
         host_bytes = host_bytes, host_budget = host_budget, disk_bytes = disk_bytes,
         cache_implementation = opts.cache_implementation or "dynamic", expert_cache = ec,
+        prefill_stream_tokens = stream_tokens, prefill_stream_block_tokens = block_tokens,
       }
     end
     slots = need_slots

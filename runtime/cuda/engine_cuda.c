@@ -234,6 +234,9 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->table_bytes = (size_t)e->n_batch_max * 28;
     e->expert_cache_slots = opts->expert_cache_slots;
     e->expert_cache_lru = opts->expert_cache_policy == LRUN_EXPERT_CACHE_REPLACE_LRU;
+    e->moe_prefill_stream = opts->moe_prefill_stream;
+    e->moe_prefill_stream_tokens = opts->moe_prefill_stream_tokens;
+    e->moe_prefill_stream_block_tokens = opts->moe_prefill_stream_block_tokens;
 }
 
 lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
@@ -376,6 +379,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     }
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
     if (st == LRUN_OK) st = lrun_cuda_moe_init(e); /* a mixture of experts' routing state; none when dense */
+    e->moe_prefill_stream_block_tokens = NULL; /* the caller's array: read by moe_init only */
     if (st == LRUN_OK && e->want_exact && !e->exact)
         st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics need Q4_0/Q4_1/Q8_0 matrices and head, "
                        "a feed-forward width that is a multiple of 8, a width of at most 12288 and attention scores "

@@ -149,6 +149,9 @@ struct lrun_cuda_engine {
     struct cuda_moe *moe;         /* a mixture of experts' routing state (engine_cuda_moe.c), or NULL when dense */
     int64_t expert_cache_slots;   /* opts: host experts cached in this many device slots; -1 auto; 0 off */
     int expert_cache_lru;         /* opts: 1 LRU replacement, 0 LFU (the default) */
+    lrun_moe_prefill_stream moe_prefill_stream; /* opts: prefill chunks stream host experts (engine_cuda_moe_stream.c) */
+    int64_t moe_prefill_stream_tokens;           /* opts: AUTO's tokens per expert from which it streams; 0 = 16 */
+    const int64_t *moe_prefill_stream_block_tokens; /* opts: (n_layer) per block, or NULL; valid during init only */
 };
 
 #define TRY(call)                                   \
@@ -266,6 +269,13 @@ lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int6
                                 const lrun_arch_op *op);
 lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
                                   const lrun_arch_op *op);
+/* Expert x of block g over its cnt tokens, by the gathering kernels (engine_cuda_moe.c): the
+ * chunk's pair tables from index at (its tokens' rows of xn gathered, its outputs weighted
+ * into tmp), its slices at data (3 device pointers) or, data NULL, where the block's tensors
+ * are (host-computed ones on the host). The streamed prefill (engine_cuda_moe_stream.c) and,
+ * with moe_prefill_stream not off, every host-routed chunk run their experts through it. */
+lrun_status lrun_cuda_moe_expert_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t x, int64_t at,
+                                      int64_t cnt, const void *const *data);
 lrun_status lrun_cuda_exact_init(lrun_cuda_engine *e);
 /* Device bytes of the exact path's own scratch: what a made engine holds, or
  * for the sizes of one not yet made (estimate), what it would take. */

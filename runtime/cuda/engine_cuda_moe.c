@@ -38,6 +38,7 @@
 #include "cpu/moe_route.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_moe_cache.h"
+#include "cuda/engine_cuda_moe_stream.h"
 #include "cuda/engine_cuda_offload.h"
 #include "kernels.h"
 
@@ -74,6 +75,16 @@ struct cuda_moe {
     int32_t *h_sid;     /* (Bd, k) pinned: a cached block's pairs' slots, for the device-id kernels */
     float *h_sw;        /* (Bd, k) pinned: and their weights */
     int64_t *slot_of;   /* (n_expert) a cached block's chunk: each chosen expert's slot */
+    /* moe_prefill_stream not off: host-routed chunks run each expert through
+     * lrun_cuda_moe_expert_rows (one gather and one weighted scatter launch
+     * instead of a copy and a cublasSaxpy per token), from the pair tables */
+    int fast_rows;
+    int32_t *h_tok;     /* (B·k) pinned: each pair's token, pairs grouped by expert (fast_rows) */
+    float *h_pw;        /* (B·k) pinned: and its weight */
+    int32_t *d_tok;     /* (B·k) device: h_tok's copy */
+    float *d_pw;        /* (B·k) device: h_pw's copy */
+    size_t pair_bytes;  /* of each of the four */
+    struct cuda_moe_stream *stream; /* prefill chunks' host experts streamed (engine_cuda_moe_stream.c), or NULL */
 };
 
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
@@ -130,7 +141,9 @@ size_t lrun_cuda_moe_scratch_bytes(const lrun_cuda_engine *e)
      * outputs (Bd·k, n_embd); the selection counts (L, E + 1) */
     return round256(B * E * sizeof(float)) + 2 * round256(B * (size_t)e->n_embd * 4) + 2 * round256(Bd * k * 4) +
            round256(Bd * k * (size_t)e->n_ff * 4) + round256(Bd * k * (size_t)e->n_embd * 4) +
-           round256(L * (E + 1) * 8);
+           round256(L * (E + 1) * 8) +
+           /* with prefill streaming possible, the pairs' token ids and weights (B·k) x2 */
+           (lrun_cuda_moe_stream_mode(e) != LRUN_MOE_PREFILL_STREAM_OFF ? 2 * round256(B * k * 4) : 0);
 }
 
 lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
@@ -144,7 +157,9 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     const size_t Bd = B < GEMV_MAX_ROWS ? B : GEMV_MAX_ROWS, L = (size_t)in->n_layer;
     const size_t router = round256(B * E * sizeof(float)), rows = round256(B * (size_t)e->n_embd * 4);
     const size_t ids = round256(Bd * k * 4), act = round256(Bd * k * (size_t)e->n_ff * 4),
-                 out = round256(Bd * k * (size_t)e->n_embd * 4);
+                 out = round256(Bd * k * (size_t)e->n_embd * 4), cnt = round256(L * (E + 1) * 8);
+    m->fast_rows = lrun_cuda_moe_stream_mode(e) != LRUN_MOE_PREFILL_STREAM_OFF;
+    m->pair_bytes = round256(B * k * 4);
     m->d_bytes = lrun_cuda_moe_scratch_bytes(e);
     TRY(lrun_oom_phase(lrun_device_alloc(e->device, m->d_bytes, "mixture-of-experts scratch", (void **)&m->d_router),
                        "scratch"));
@@ -155,7 +170,15 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     m->d_w = (float *)at, at += ids;
     m->d_act = (float *)at, at += act;
     m->d_out = (float *)at, at += out;
-    m->d_counts = (unsigned long long *)at;
+    m->d_counts = (unsigned long long *)at, at += cnt;
+    if (m->fast_rows) {
+        m->d_tok = (int32_t *)at, at += m->pair_bytes;
+        m->d_pw = (float *)at;
+        TRY(lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED,
+                                                  2 * m->pair_bytes, "expert pair tables", (void **)&m->h_tok),
+                           "scratch"));
+        m->h_pw = (float *)((char *)m->h_tok + m->pair_bytes);
+    }
     TRY(cuda_check(cudaMemsetAsync(m->d_counts, 0, L * (E + 1) * 8, (cudaStream_t)e->stream),
                    "clearing the expert counts", e->device));
     m->device_route = E % 8 == 0 && E <= LRUN_K_MOE_MAX_EXPERTS && k <= LRUN_K_MOE_MAX_K && getenv_device_route();
@@ -181,7 +204,8 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     TRY(lrun_moe_counts_init(&m->merged, in->n_layer, in->n_expert));
     /* host routing is host work between the block's launches: such steps run eagerly */
     if (!all_device_routed(e)) e->graphs_enabled = 0;
-    return lrun_cuda_moe_cache_init(e, &m->cache);
+    TRY(lrun_cuda_moe_cache_init(e, &m->cache));
+    return lrun_cuda_moe_stream_init(e, &m->stream);
 }
 
 void lrun_cuda_moe_free(lrun_cuda_engine *e)
@@ -190,6 +214,8 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     if (!m) return;
     if (m->d_router) lrun_device_release(e->device, m->d_router, m->d_bytes);
     lrun_cuda_moe_cache_free(e, m->cache);
+    lrun_cuda_moe_stream_free(e, m->stream);
+    lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_tok, 2 * m->pair_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_router, m->h_router_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_sid, m->h_sid_bytes);
     free(m->slot_of);
@@ -309,6 +335,60 @@ static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     return LRUN_OK;
 }
 
+lrun_status lrun_cuda_moe_expert_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t x, int64_t at,
+                                      int64_t cnt, const void *const *data)
+{
+    struct cuda_moe *m = e->moe;
+    const int64_t d = e->n_embd;
+    TRY(lrun_k_embed(LRUN_DTYPE_F32, e->xn, (size_t)d * sizeof(float), d, m->d_tok + at, cnt, m->d_x, e->stream));
+    float *const outs[2] = {e->gate, e->up};
+    for (int i = 0; i < 2; i++) {
+        const void *w;
+        const struct lrun_tensor v = slice_view(&g[i], x, data ? data[i] : NULL, &w);
+        TRY(moe_matmul(e, &v, w, g[i].on_host && !data, m->d_x, cnt, outs[i]));
+    }
+    TRY(lrun_k_swiglu(e->gate, e->up, e->gate, cnt * e->n_ff, e->stream));
+    const void *w;
+    const struct lrun_tensor v = slice_view(&g[2], x, data ? data[2] : NULL, &w);
+    TRY(moe_matmul(e, &v, w, g[2].on_host && !data, e->gate, cnt, m->d_y));
+    return lrun_k_moe_scatter_add(m->d_y, m->d_tok + at, m->d_pw + at, cnt, d, e->tmp, e->stream);
+}
+
+/* The chunk's pair tables for lrun_cuda_moe_expert_rows: each grouped pair's
+ * token and weight, one copy each (the host routed after a stream sync, so
+ * the last chunk's copies out of h_tok and h_pw have finished). */
+static lrun_status upload_pairs(lrun_cuda_engine *e, int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    const int64_t k = e->model->info.n_expert_used;
+    cudaStream_t s = (cudaStream_t)e->stream;
+    for (int64_t r = 0; r < n * k; r++) m->h_tok[r] = m->pairs[r] / (int32_t)k, m->h_pw[r] = m->w[m->pairs[r]];
+    TRY(cuda_check(cudaMemcpyAsync(m->d_tok, m->h_tok, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
+                   "expert pair tokens to the device", e->device));
+    return cuda_check(cudaMemcpyAsync(m->d_pw, m->h_pw, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
+                      "expert pair weights to the device", e->device);
+}
+
+/* A host-routed chunk through the pair tables: streamed (a prefill chunk of a
+ * block whose experts stream), else every expert where it is, in expert order. */
+static lrun_status ffn_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    const int64_t n_exp = e->model->info.n_expert;
+    TRY(upload_pairs(e, n));
+    TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
+                   "clearing the experts' sum", e->device));
+    if (n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) {
+        TRY(lrun_cuda_moe_stream_run(e, m->stream, g, layer, m->first, n_exp));
+    } else {
+        for (int64_t x = 0; x < n_exp; x++) {
+            const int64_t cnt = m->first[x + 1] - m->first[x];
+            if (cnt > 0) TRY(lrun_cuda_moe_expert_rows(e, g, x, m->first[x], cnt, NULL));
+        }
+    }
+    return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
+}
+
 /* The (token, slot) pairs grouped by expert, as the CPU groups them. */
 static void group_pairs(struct cuda_moe *m, int64_t n, int64_t n_exp, int64_t k)
 {
@@ -392,6 +472,7 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         lrun_cuda_moe_cache_settle(c);
         return lrun_cuda_moe_cache_decoded(e, c, layer, m->ids);
     }
+    if (m->fast_rows) TRY(upload_pairs(e, n)); /* the same kernels as a resident block's chunk */
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
                    "clearing the experts' sum", e->device));
     for (int64_t x = 0; x < n_exp; x++) {
@@ -401,7 +482,8 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &slot));
         const void *const data[3] = {lrun_cuda_moe_cache_data(c, 0, slot), lrun_cuda_moe_cache_data(c, 1, slot),
                                      lrun_cuda_moe_cache_data(c, 2, slot)};
-        TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, data));
+        if (m->fast_rows) TRY(lrun_cuda_moe_expert_rows(e, g, x, m->first[x], cnt, data));
+        else TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, data));
         TRY(lrun_cuda_moe_cache_release(e, c, slot));
     }
     lrun_cuda_moe_cache_settle(c);
@@ -425,7 +507,10 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     for (int64_t i = 0; i < n; i++) lrun_moe_route(m->h_router + i * n_exp, n_exp, k, m->ids + i * k, m->w + i * k);
     group_pairs(m, n, n_exp, k);
     lrun_moe_counts_add(&m->counts, layer, m->first, n);
+    /* a prefill chunk of a streamed block streams, cached or not */
+    if (m->fast_rows && n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) return ffn_rows(e, g, layer, n);
     if (lrun_cuda_moe_cache_covers(m->cache, layer)) return ffn_cached(e, g, layer, n);
+    if (m->fast_rows) return ffn_rows(e, g, layer, n);
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), s), "clearing the experts' sum",
                    e->device));
     for (int64_t x = 0; x < n_exp; x++) {

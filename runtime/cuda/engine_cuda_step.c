@@ -218,6 +218,8 @@ void lrun_cuda_engine_reset_stats(void *ctx)
     e->stats.disk_bytes_read = 0;
     e->stats.disk_read_seconds = 0;
     e->stats.disk_stalls = 0;
+    e->stats.prefill_stream_bytes = 0;
+    e->stats.prefill_stream_experts = 0;
     e->kv_moved_base = e->kv.bytes_moved;
     e->kv_copied_base = e->kv.bytes_copied;
     lrun_cuda_moe_reset_counts(e);

@@ -7,7 +7,10 @@
  *   lrun_k_moe_gemv     each pair's expert product against the dequantized weights
  *                       times x in double, NMSE <= 1e-7 as test_kernels_gpu's GEMV
  *                       (the SwiGLU pair with the CPU's formula), every weight dtype;
- *   lrun_k_moe_combine  bit for bit against the CPU's slot products and sums.
+ *   lrun_k_moe_combine  bit for bit against the CPU's slot products and sums;
+ *   lrun_k_moe_scatter_add  one expert's weighted rows added into scattered
+ *                       token rows, bit for bit against the host's fmaf (the
+ *                       streamed prefill's sum, engine_cuda_moe_stream.c).
  * The argument checks run everywhere; the rest is one TAP SKIP line where no
  * GPU is visible. (A file of its own, not test_kernels_gpu.c: that one is past
  * the house's file size, and the MoE kernels come and go together.) */
@@ -72,6 +75,10 @@ static void test_arguments(void)
     CHECK("moe_gemv_supported: f16 rows off 16 bytes are not", !lrun_k_moe_gemv_supported(LRUN_DTYPE_F16, FAKE, 24, 48, 12));
     CHECK("moe_combine: k 0 is LRUN_E_ARG",
           fails_with(lrun_k_moe_combine(FAKE, FAKE, 1, 0, 8, FAKE, FAKE), LRUN_E_ARG, "lrun_k_moe_combine"));
+    CHECK("moe_scatter_add: cnt 0 is LRUN_E_ARG",
+          fails_with(lrun_k_moe_scatter_add(FAKE, FAKE, FAKE, 0, 8, FAKE, FAKE), LRUN_E_ARG, "lrun_k_moe_scatter_add"));
+    CHECK("moe_scatter_add: NULL tok is LRUN_E_ARG",
+          fails_with(lrun_k_moe_scatter_add(FAKE, NULL, FAKE, 1, 8, FAKE, FAKE), LRUN_E_ARG, "tok"));
 }
 
 // ---------------------------------------------------------------- routing
@@ -230,6 +237,39 @@ static void test_combine(void)
     free(y), free(w), free(x), free(ref), free(got);
 }
 
+/* Two experts' rows scattered in turn into 7 of 11 token rows (distinct per
+ * expert, some tokens in both): out[tok] = fmaf(w, y, out[tok]) in launch order. */
+static void test_scatter_add(void)
+{
+    const int64_t n_tok = 11, cnt = 7, d = 257;
+    const int32_t tok[2][7] = {{9, 0, 4, 5, 10, 2, 7}, {1, 4, 3, 9, 6, 0, 8}};
+    dreset();
+    float *y = malloc((size_t)(2 * cnt * d) * 4), *w = malloc((size_t)(2 * cnt) * 4);
+    float *out = malloc((size_t)(n_tok * d) * 4), *got = malloc((size_t)(n_tok * d) * 4);
+    for (int64_t i = 0; i < 2 * cnt * d; i++) y[i] = frand(-3.0f, 3.0f);
+    for (int64_t i = 0; i < 2 * cnt; i++) w[i] = frand(0.0f, 0.5f);
+    for (int64_t i = 0; i < n_tok * d; i++) out[i] = frand(-1.0f, 1.0f);
+    float *dout = dcopy(out, (size_t)(n_tok * d) * 4);
+    int ok = 1;
+    for (int x = 0; x < 2; x++) {
+        const float *dy = dcopy(y + x * cnt * d, (size_t)(cnt * d) * 4), *dw = dcopy(w + x * cnt, (size_t)cnt * 4);
+        const int32_t *dt = dcopy(tok[x], sizeof tok[x]);
+        ok &= ran(lrun_k_moe_scatter_add(dy, dt, dw, cnt, d, dout, stream));
+        for (int64_t j = 0; j < cnt; j++)
+            for (int64_t c = 0; c < d; c++) {
+                float *o = &out[tok[x][j] * d + c];
+                *o = fmaf(w[x * cnt + j], y[(x * cnt + j) * d + c], *o);
+            }
+    }
+    down(got, dout, (size_t)(n_tok * d) * 4);
+    long bad = 0;
+    for (int64_t i = 0; i < n_tok * d; i++) bad += bits(got[i]) != bits(out[i]);
+    char name[128];
+    snprintf(name, sizeof name, "moe_scatter_add 2 experts of 7 tokens, width 257: the host fmaf's bits (%ld differ)", bad);
+    CHECK(name, ok && bad == 0);
+    free(y), free(w), free(out), free(got);
+}
+
 int main(void)
 {
     test_arguments();
@@ -241,6 +281,7 @@ int main(void)
     test_route();
     test_gemv();
     test_combine();
+    test_scatter_add();
     gpu_fixture_close();
     return CHECK_DONE();
 }
