@@ -549,6 +549,9 @@ typedef struct lrun_load_opts {
     int n_threads;           /* CPU threads; 0 = all cores */
     int progress;            /* 1: print a progress bar to stderr when it is a terminal */
     int rope_style;          /* -1: from the file; else an lrun_rope_style to force */
+    size_t host_budget;      /* bytes; 0 = none: the model's host account's budget from the start, so
+                              * what the load itself holds (FP8 weights widened, the loader's staging)
+                              * is under it (lrun_model_set_host_budget) */
 } lrun_load_opts;
 
 LRUN_API lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_opts *opts);

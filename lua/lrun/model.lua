@@ -179,6 +179,15 @@ function M.load(path, opts)
   lo.progress = progress and 1 or 0
   lo.rope_style = opts.rope_style == "adjacent" and C.LRUN_ROPE_STYLE_ADJACENT
     or opts.rope_style == "half" and C.LRUN_ROPE_STYLE_HALF or -1
+  -- the host budget holds from the start: what the load itself holds (FP8 weights widened, the
+  -- loader's staging) is charged under it
+  local host_budget = opts.host_budget
+  if host_budget == nil then host_budget = config.host_budget end
+  if host_budget ~= nil then
+    local n, err = size.parse(host_budget)
+    if not n then error("lrun.load: option 'host_budget': " .. err, 2) end
+    lo.host_budget = n
+  end
 
   local out = ffi.new("lrun_model *[1]")
   local status = C.lrun_model_load(out, path, lo)

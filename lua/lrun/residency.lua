@@ -304,6 +304,9 @@ end
 -- ---------------------------------------------------------------- the host budget
 
 M.cuda_staging_bytes = 2 * 32 * 2 ^ 20 -- engine_cuda_offload.c: two pinned staging buffers (N_STAGING x STAGING_CHUNK)
+-- residency/loader.c: weights read from the file onto a GPU pass through at least one reader's two
+-- pinned chunks of LRUN_LOADER_CHUNK_MIN, charged to the host account while the load runs
+M.loader_staging_min = 2 * 2 ^ 20
 
 -- Host bytes a placement holds (the module's comment says which). ctx:
 -- {cpu=, reserve=, kv_host= (cuda: an offloaded KV store), tensors=}.
@@ -324,11 +327,16 @@ end
 -- or nil and a message naming what is missing.
 local function fit_host(ctx, final, host_compute, sized, host_budget)
   local fixed, held = host_held(ctx, final, host_compute, sized)
-  local movable, moved = {}, 0
+  local movable, moved, to_device = {}, 0, false
   for _, t in ipairs(ctx.tensors) do
     local tier = final[t.name]
     if (tier == "pinned" or tier == "host") and not host_compute[t.name] then movable[#movable + 1] = t end
+    if tier == "device" then to_device = true end
   end
+  -- the load's staging comes and goes before the engine's staging is made: the budget keeps room
+  -- for the larger of the two (the placement's host_bytes stay the steady state)
+  local steady = fixed
+  if not ctx.cpu and to_device then fixed = math.max(fixed, M.loader_staging_min) end
   table.sort(movable, function(a, b)
     if a.bytes ~= b.bytes then return a.bytes > b.bytes end
     return a.name < b.name
@@ -350,7 +358,7 @@ local function fit_host(ctx, final, host_compute, sized, host_budget)
       or "pinned staging and offloaded KV cache", size.format(fixed), size.format(hc),
       size.format(fixed + held - host_budget))
   end
-  return fixed + held, moved
+  return steady + held, moved
 end
 
 -- ---------------------------------------------------------------- packed forms

@@ -123,6 +123,15 @@ void lrun_host_account_credit(lrun_host_account *a, lrun_host_category c, size_t
     pthread_mutex_unlock(&a->lock);
 }
 
+size_t lrun_host_account_room(lrun_host_account *a)
+{
+    if (!a) return SIZE_MAX;
+    pthread_mutex_lock(&a->lock);
+    const size_t room = !a->budget ? SIZE_MAX : a->budget > a->total ? a->budget - a->total : 0;
+    pthread_mutex_unlock(&a->lock);
+    return room;
+}
+
 void lrun_host_account_get(lrun_host_account *a, lrun_host_stats *out)
 {
     memset(out, 0, sizeof *out);

@@ -51,6 +51,10 @@ void lrun_host_account_set_budget(lrun_host_account *a, size_t budget);
 lrun_status lrun_host_account_charge(lrun_host_account *a, lrun_host_category c, size_t bytes, const char *what);
 /* Gives back a charge (after the free, or when the allocation failed). */
 void lrun_host_account_credit(lrun_host_account *a, lrun_host_category c, size_t bytes);
+/* Bytes the budget has left (budget − held, 0 when past it); SIZE_MAX
+ * without a budget or without an account (a NULL). What temporary buffers
+ * (the loader's staging) size themselves from. */
+size_t lrun_host_account_room(lrun_host_account *a);
 
 /* The category of a cpu device allocation, from the name its caller gives
  * it (lrun_device_alloc has no other way to say): "KV …" is the KV cache,

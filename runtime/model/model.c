@@ -568,7 +568,7 @@ static lrun_status tokenizer_from_hf_keys(lrun_model *m, const char *path)
 
 lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_opts *opts)
 {
-    static const lrun_load_opts defaults = {NULL, 0, 0, 0, -1};
+    static const lrun_load_opts defaults = {NULL, 0, 0, 0, -1, 0};
     *out = NULL;
     if (!path) return lrun_fail(LRUN_E_ARG, "lrun_model_load: path is NULL");
     if (!opts) opts = &defaults;
@@ -581,6 +581,7 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     lrun_model *m = calloc(1, sizeof *m);
     if (!m) return lrun_fail_oom(sizeof *m, 0, "loading %s: model record", path);
     lrun_host_account_init(&m->host);
+    lrun_host_account_set_budget(&m->host, opts->host_budget);
     /* the header, tokenizer arrays and (packed) checks read the file's
      * mapping: a file truncated meanwhile is an error, not SIGBUS */
     const unsigned long g0 = lrun_mapguard_begin();

@@ -437,13 +437,14 @@ static int by_file_offset(const void *a, const void *b)
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Reads and widens every planned FP8 weight into its home. */
-static lrun_status fp8_widen_all(fp8_batch *b, const char *file)
+/* Reads and widens every planned FP8 weight into its home; the loader's
+ * scratch is charged to the model's host account and fits its budget. */
+static lrun_status fp8_widen_all(lrun_model *m, fp8_batch *b, const char *file)
 {
     if (b->n == 0) return LRUN_OK;
     qsort(b->r, (size_t)b->n, sizeof *b->r, by_file_offset);
     const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
-    const lrun_loader_opts o = {.drop_cache = !(keep && strcmp(keep, "1") == 0)};
+    const lrun_loader_opts o = {.drop_cache = !(keep && strcmp(keep, "1") == 0), .account = &m->host};
     const lrun_status st = lrun_loader_read(b->paths, b->n_paths, b->r, b->n, &o, NULL);
     return st == LRUN_OK ? st : lrun_fail_context(st, "%s: widening %lld FP8 weights", file, (long long)b->n);
 }
@@ -473,8 +474,17 @@ static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tens
     else if (sc)
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: the scale of '%s' has a shape that is not per tensor, per row "
                          "or per %dx%d block", file, t->name, block[0], block[1]);
-    uint16_t *dst = lrun_model_own(m, (size_t)rows * (size_t)cols * sizeof *dst, "FP8 weight widened to bf16");
-    if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
+    /* the home is host memory the model holds as long as it lives: charged as weights */
+    const size_t home = (size_t)rows * (size_t)cols * sizeof(uint16_t);
+    char what[160];
+    snprintf(what, sizeof what, "FP8 weight %s widened to bf16", t->name);
+    lrun_status st = lrun_host_account_charge(&m->host, LRUN_HOST_CATEGORY_WEIGHTS, home, what);
+    if (st != LRUN_OK) return lrun_oom_phase(lrun_fail_context(st, "%s: loading", file), "loading");
+    uint16_t *dst = lrun_model_own(m, home, "FP8 weight widened to bf16");
+    if (!dst) {
+        lrun_host_account_credit(&m->host, LRUN_HOST_CATEGORY_WEIGHTS, home);
+        return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
+    }
     const lrun_tensor where = {.file_data = t->data, .nbytes = t->nbytes};
     const char *path;
     uint64_t offset;
@@ -564,7 +574,7 @@ static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int ex
     fp8_batch b = {.paths = malloc((size_t)(n_files > 0 ? n_files : 1) * sizeof *b.paths)};
     if (!b.paths) return lrun_fail_oom((size_t)n_files * sizeof *b.paths, 0, "%s: shard paths", file);
     lrun_status st = add_each(m, file, tied, extra, block, &b);
-    if (st == LRUN_OK) st = fp8_widen_all(&b, file);
+    if (st == LRUN_OK) st = fp8_widen_all(m, &b, file);
     free(b.r);
     free(b.paths);
     return st;

@@ -8,7 +8,8 @@
  * small pinned chunks into device memory, and drop the page cache behind
  * them. The mapping itself is never touched, so no page of the file counts
  * in the process's RSS, and the model is never held twice: peak host
- * memory is the destinations plus n_threads × 2 × chunk of staging.
+ * memory is the destinations plus n_threads × 2 × chunk of staging, which
+ * is charged to the model's host account and shrinks to fit its budget.
  * Where pages of the mapping were faulted in before (a prefault, a CPU
  * run), madvise(MADV_DONTNEED) on the moved tensor's whole pages gives them
  * back; that is only ever done on the file's read-only mapping (dropping
@@ -224,7 +225,7 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
     /* the page cache of what was read goes, unless LRUN_LOAD_KEEP_CACHE=1 keeps it for the next load */
     const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
     const lrun_loader_opts o = {.device = m->device, .drop_cache = !(keep && strcmp(keep, "1") == 0),
-                                .progress = on_progress, .progress_ctx = &up};
+                                .progress = on_progress, .progress_ctx = &up, .account = &m->host};
     lrun_status st = lrun_loader_read(paths, n_files, r, k, &o, &m->load_stats);
     if (st == LRUN_OK) lrun_progress_end(&up.bar);
     else if (up.bar.active) fprintf(stderr, "\n");

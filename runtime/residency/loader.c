@@ -332,6 +332,52 @@ static lrun_status open_files(const char *const *paths, int n_files, int *fds)
     return LRUN_OK;
 }
 
+// ---------------------------------------------------------------- the staging under the host budget
+
+/* Chunks a reader may hold at once: two pinned ones when a range goes to
+ * the device, one scratch when a range is widened. */
+static int chunks_per_thread(const lrun_load_range *r, int64_t n)
+{
+    int dev = 0, wide = 0;
+    for (int64_t i = 0; i < n; i++) {
+        dev |= r[i].on_device != 0;
+        wide |= r[i].widen != NULL;
+    }
+    return 2 * dev + wide;
+}
+
+int lrun_loader_fit_staging(size_t room, int per_thread, size_t chunk_min, int *n_threads, size_t *chunk)
+{
+    if (per_thread <= 0 || *chunk == 0) return 1;
+    if (*n_threads < 1) *n_threads = 1;
+    const size_t floor = *chunk < chunk_min ? *chunk : chunk_min;
+    for (;;) {
+        /* n_threads × per_thread × chunk ≤ room, without overflow */
+        if (*chunk <= room / ((size_t)*n_threads * (size_t)per_thread)) return 1;
+        if (*n_threads > 1) (*n_threads)--;
+        else if (*chunk > floor) *chunk = *chunk / 2 < floor ? floor : *chunk / 2;
+        else return 0;
+    }
+}
+
+/* Charges the run's staging (n_threads × per × chunk) to the account before
+ * any of it is made; a refusal is the load's oom, naming the staging. */
+static lrun_status charge_staging(lrun_host_account *a, int n_threads, int per, size_t chunk, size_t *charged)
+{
+    *charged = 0;
+    if (!a || per <= 0) return LRUN_OK;
+    char c[32], what[160];
+    snprintf(what, sizeof what, "model load staging: %d thread%s x %d chunk%s of %s", n_threads,
+             n_threads == 1 ? "" : "s", per, per == 1 ? "" : "s", lrun_format_bytes(chunk, c, sizeof c));
+    const size_t bytes = (size_t)n_threads * (size_t)per * chunk;
+    const lrun_status st = lrun_host_account_charge(a, LRUN_HOST_CATEGORY_SLOTS, bytes, what);
+    if (st != LRUN_OK) return lrun_oom_phase(lrun_fail_context(st, "loading"), "loading");
+    *charged = bytes;
+    return LRUN_OK;
+}
+
+// ---------------------------------------------------------------- running
+
 /* Starts the readers, waits for them, and takes the first failure. */
 static lrun_status run_readers(loader *l, int n_threads)
 {
@@ -366,17 +412,25 @@ lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_l
         return lrun_fail(LRUN_E_ARG, "loader: %lld ranges over %d files", (long long)n, n_files);
     if (n == 0) return LRUN_OK;
     const double t0 = now_seconds();
-    const size_t chunk = o->chunk_bytes ? o->chunk_bytes : default_chunk();
+    size_t chunk = o->chunk_bytes ? o->chunk_bytes : default_chunk();
+    int n_threads = o->n_threads > 0 ? o->n_threads : default_threads();
+    if (n_threads > LRUN_LOADER_THREADS_MAX) n_threads = LRUN_LOADER_THREADS_MAX;
+    /* the staging fits what the budget has left (or is the smallest, whose charge fails below) */
+    const int per = o->account ? chunks_per_thread(ranges, n) : 0;
+    const int asked_threads = n_threads;
+    const size_t asked_chunk = chunk;
+    (void)lrun_loader_fit_staging(lrun_host_account_room(o->account), per,
+                                  o->chunk_min ? o->chunk_min : LRUN_LOADER_CHUNK_MIN, &n_threads, &chunk);
+    const int shrunk = n_threads < asked_threads || chunk < asked_chunk;
     piece *pieces = NULL;
     int64_t n_pieces = 0;
-    size_t total = 0;
+    size_t total = 0, charged = 0;
     lrun_status st = make_pieces(ranges, n, n_files, o, chunk, &pieces, &n_pieces, &total);
     int *fds = st == LRUN_OK ? malloc((size_t)(n_files ? n_files : 1) * sizeof *fds) : NULL;
     if (st == LRUN_OK && !fds) st = lrun_fail_oom((size_t)n_files * sizeof *fds, 0, "loader: %d files", n_files);
     if (st == LRUN_OK) st = open_files(paths, n_files, fds);
-    int n_threads = o->n_threads > 0 ? o->n_threads : default_threads();
-    if (n_threads > LRUN_LOADER_THREADS_MAX) n_threads = LRUN_LOADER_THREADS_MAX;
     if (n_threads > n_pieces) n_threads = (int)(n_pieces > 0 ? n_pieces : 1);
+    if (st == LRUN_OK) st = charge_staging(o->account, n_threads, per, chunk, &charged);
     loader l = {.ranges = ranges, .paths = paths, .fds = fds, .pieces = pieces, .n_pieces = n_pieces, .opts = o,
                 .chunk = chunk, .page = sysconf(_SC_PAGESIZE), .status = LRUN_OK};
     if (l.page <= 0) l.page = 4096;
@@ -385,11 +439,13 @@ lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_l
         st = run_readers(&l, n_threads);
         pthread_mutex_destroy(&l.lock);
     }
+    lrun_host_account_credit(o->account, LRUN_HOST_CATEGORY_SLOTS, charged); /* every reader freed its staging */
     for (int i = 0; fds && i < n_files; i++)
         if (fds[i] >= 0) close(fds[i]);
     free(fds);
     free(pieces);
     if (stats && st == LRUN_OK)
-        *stats = (lrun_loader_stats){total, n_threads, chunk, l.staging_peak, now_seconds() - t0, l.scratch_peak};
+        *stats = (lrun_loader_stats){total, n_threads, chunk, l.staging_peak, now_seconds() - t0, l.scratch_peak,
+                                     charged, shrunk};
     return st;
 }

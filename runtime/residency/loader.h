@@ -21,6 +21,12 @@
  *   - widened ranges (FP8 weights to bf16): a piece's file bytes go to a
  *     per-thread scratch chunk and are widened from there into the host
  *     destination or into the pinned chunk, piece by piece;
+ *   - the staging (pinned chunks, widening scratch) is charged to the
+ *     model's host account (opts->account, category slots) for the whole
+ *     run, and sized from what the host budget has left: fewer threads
+ *     first, then halved chunks, down to one thread's chunks of
+ *     LRUN_LOADER_CHUNK_MIN (or the chunk asked, when smaller); when even
+ *     that does not fit, the load is LRUN_E_OOM naming the staging;
  *   - drop_cache: once a piece is read, POSIX_FADV_DONTNEED on the whole
  *     pages inside it, so the page cache does not keep what was uploaded;
  *     it never maps the file, so no file page counts in the process's RSS.
@@ -34,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/host_account.h"
 #include "lrun.h"
 
 /* The defaults, from tests/bench/hf_load_bench.py --sweep on the H200 machine
@@ -42,6 +49,7 @@
 #define LRUN_LOADER_CHUNK_DEFAULT ((size_t)64 << 20) /* bytes: one read, one pinned staging chunk */
 #define LRUN_LOADER_THREADS_DEFAULT 4                /* reader threads (the core count when lower) */
 #define LRUN_LOADER_THREADS_MAX 64
+#define LRUN_LOADER_CHUNK_MIN ((size_t)1 << 20)   /* bytes: the smallest chunk a tight host budget shrinks to */
 #define LRUN_LOADER_WIDEN_MAX 8                      /* largest dst bytes per file byte of a widening */
 
 /* Widens n file bytes, those at byte at of their range, into n × widen_ratio
@@ -77,6 +85,9 @@ typedef struct lrun_loader_opts {
     size_t chunk_bytes;        /* bytes per piece and per staging chunk; 0: LRUN_LOAD_CHUNK_MB from
                                 * the environment, else LRUN_LOADER_CHUNK_DEFAULT */
     int drop_cache;            /* 1: drop the page cache of each piece once it is read */
+    lrun_host_account *account; /* the model's: charged for the staging, which fits what its budget
+                                 * has left; NULL: nothing charged, the staging as asked */
+    size_t chunk_min;          /* bytes: the smallest chunk a budget shrinks to; 0: LRUN_LOADER_CHUNK_MIN */
     lrun_loader_progress_fn progress; /* may be NULL */
     void *progress_ctx;
 } lrun_loader_opts;
@@ -91,10 +102,22 @@ typedef struct lrun_loader_stats {
     double seconds;            /* wall time of the run */
     size_t scratch_bytes;      /* plain host scratch held at the peak for widened ranges' file
                                 * bytes: chunk_bytes per thread that read one (0 without) */
+    size_t charged_bytes;      /* staging and scratch charged to opts->account for the run:
+                                * n_threads × chunks per thread × chunk_bytes (0 without an account) */
+    int shrunk;                /* 1: the host budget's room made threads or chunks smaller than asked */
 } lrun_loader_stats;
 
+/* The staging of n_threads readers that hold per_thread chunks each, shrunk
+ * until n_threads × per_thread × chunk ≤ room: threads first (down to 1),
+ * then chunk halved (down to chunk_min, or the chunk given when smaller).
+ * Returns 1 when it fits (n_threads and chunk set), 0 when even one thread
+ * of the smallest chunks does not (they are left at 1 and that chunk). */
+int lrun_loader_fit_staging(size_t room, int per_thread, size_t chunk_min, int *n_threads, size_t *chunk);
+
 /* Reads every range into its destination; returns when all bytes are in
- * place (device copies included). Ranges of one file given in file order
+ * place (device copies included). With opts->account the staging is charged
+ * before the readers start and given back when they are done; a budget too
+ * small for the smallest staging is LRUN_E_OOM (phase "loading") naming it. Ranges of one file given in file order
  * read fastest. A file shorter than a range is LRUN_E_IO naming the file,
  * the offset and the bytes that were there. On failure destinations hold
  * unspecified bytes. stats may be NULL. */

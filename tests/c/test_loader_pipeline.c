@@ -10,7 +10,12 @@
  *   - widened ranges (the loader's widen hook, as FP8 weights use it) come
  *     out right at host and device destinations when pieces cut rows, with
  *     the E4M3 value and bf16 rounding computed here (not lrun's), and hold
- *     one scratch chunk per thread. */
+ *     one scratch chunk per thread;
+ *   - under a host account with a budget, the staging is charged for the
+ *     run and shrinks to what the budget has left (threads first, then
+ *     halved chunks), the account's peak stays under the budget, and a
+ *     budget too small for one thread's smallest chunks is a clean oom
+ *     naming the staging, with nothing left charged. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -20,6 +25,7 @@
 
 #include "check.h"
 #include "core/device.h"
+#include "core/host_account.h"
 #include "lrun.h"
 #include "residency/loader.h"
 
@@ -227,6 +233,86 @@ static void widened(int n_threads, int on_device)
     free(dst);
 }
 
+/* The sizing alone: threads go first, then chunks halve down to the minimum. */
+static void fit_sizes(void)
+{
+    int t = 4;
+    size_t c = 64 << 20;
+    CHECK("no budget: the staging as asked", lrun_loader_fit_staging(SIZE_MAX, 2, 1 << 20, &t, &c) && t == 4 &&
+                                                 c == (size_t)64 << 20);
+    CHECK("no staging (host ranges, nothing widened): as asked",
+          lrun_loader_fit_staging(0, 0, 1 << 20, &t, &c) && t == 4 && c == (size_t)64 << 20);
+    CHECK("300 MiB of room for 2 chunks a thread: 2 threads of 64 MiB",
+          lrun_loader_fit_staging((size_t)300 << 20, 2, 1 << 20, &t, &c) && t == 2 && c == (size_t)64 << 20);
+    t = 4, c = (size_t)64 << 20;
+    CHECK("40 MiB of room: 1 thread of 16 MiB", lrun_loader_fit_staging((size_t)40 << 20, 2, 1 << 20, &t, &c) &&
+                                                    t == 1 && c == (size_t)16 << 20);
+    t = 4, c = (size_t)64 << 20;
+    CHECK("3 MiB of room, 3 chunks a thread: 1 thread of 1 MiB (the minimum)",
+          lrun_loader_fit_staging((size_t)3 << 20, 3, 1 << 20, &t, &c) && t == 1 && c == (size_t)1 << 20);
+    t = 4, c = (size_t)64 << 20;
+    CHECK("1 MiB of room for 2 chunks of at least 1 MiB: does not fit, left at the smallest",
+          !lrun_loader_fit_staging((size_t)1 << 20, 2, 1 << 20, &t, &c) && t == 1 && c == (size_t)1 << 20);
+    t = 2, c = 300 << 10;
+    CHECK("a chunk asked below the minimum is the floor itself",
+          !lrun_loader_fit_staging(500 << 10, 2, 1 << 20, &t, &c) && t == 1 && c == 300 << 10);
+}
+
+/* Copies to the mock device (widened or not) with 3 threads of 512 KiB asked,
+ * under a budget that leaves room bytes after 100 KiB of weights already held. */
+static void budgeted(size_t room, int widen, int want_threads, size_t want_chunk)
+{
+    lrun_device dev = {.iface = &mock_iface, .kind = LRUN_DEVICE_KIND_CPU, .cuda_ordinal = -1};
+    const size_t held = 100 << 10, n = SIZE - 7, rows = (n + COLS - 1) / COLS;
+    lrun_host_account a;
+    lrun_host_account_init(&a);
+    lrun_host_account_set_budget(&a, held + room);
+    lrun_host_account_charge(&a, LRUN_HOST_CATEGORY_WEIGHTS, held, "weights");
+    float *scale = malloc(rows * sizeof *scale);
+    for (size_t i = 0; i < rows; i++) scale[i] = 0.002f * (float)(i % 89 + 1);
+    uint16_t *dst = calloc(n, sizeof *dst);
+    /* plain: the file's n bytes into dst's first n; widened: n × 2 bytes of bf16 */
+    const lrun_load_range r = {.offset = 7, .bytes = n, .dst = dst, .on_device = 1,
+                               .widen = widen ? widen_rows : NULL, .widen_ctx = scale, .widen_ratio = 2};
+    const char *paths[1] = {path};
+    const lrun_loader_opts o = {.device = &dev, .n_threads = 3, .chunk_bytes = 512 << 10, .account = &a,
+                                .chunk_min = CHUNK};
+    lrun_loader_stats s;
+    reset_counts();
+    const lrun_status st = lrun_loader_read(paths, 1, &r, 1, &o, &s);
+    lrun_host_stats h;
+    lrun_host_account_get(&a, &h);
+    char name[200];
+    const char *kind = widen ? "widened" : "plain";
+    if (!want_threads) {
+        snprintf(name, sizeof name, "%s, %zu KiB of room: an oom naming the loading and the staging, nothing left "
+                 "charged", kind, room >> 10);
+        const char *msg = lrun_last_error();
+        printf("# %s\n", msg);
+        CHECK(name, st == LRUN_E_OOM && strstr(msg, "loading") && strstr(msg, "model load staging") &&
+                        h.held == held && h.refused >= 1 && streams == 0);
+    } else {
+        if (st != LRUN_OK) printf("# %s\n", lrun_last_error());
+        int same = st == LRUN_OK && !overflow;
+        for (size_t i = 0; same && i < n; i++)
+            same = widen ? dst[i] == bf16(e4m3(file[7 + i]) * scale[i / COLS]) : ((uint8_t *)dst)[i] == file[7 + i];
+        const int per = widen ? 3 : 2;
+        printf("# %s, %zu KiB of room: %d threads of %zu KiB, %zu KiB charged, account peak %zu KiB of %zu\n", kind,
+               room >> 10, s.n_threads, s.chunk_bytes >> 10, s.charged_bytes >> 10, h.peak >> 10, h.budget >> 10);
+        snprintf(name, sizeof name, "%s, %zu KiB of room: every byte right with %d thread(s) of %zu KiB", kind,
+                 room >> 10, want_threads, want_chunk >> 10);
+        CHECK(name, same && s.n_threads == want_threads && s.chunk_bytes == want_chunk && s.shrunk);
+        snprintf(name, sizeof name, "%s, %zu KiB of room: the staging charged for the run, the peak under the budget, "
+                 "given back after", kind, room >> 10);
+        CHECK(name, s.charged_bytes == (size_t)want_threads * per * want_chunk &&
+                        s.staging_bytes + s.scratch_bytes <= s.charged_bytes && h.peak == held + s.charged_bytes &&
+                        h.peak <= h.budget && h.held == held && h.slots == 0);
+    }
+    lrun_host_account_destroy(&a);
+    free(scale);
+    free(dst);
+}
+
 int main(void)
 {
     if (!write_file()) {
@@ -239,6 +325,11 @@ int main(void)
     widened(3, 0);
     widened(1, 1);
     widened(3, 1);
+    fit_sizes();
+    budgeted(1200 << 10, 0, 1, 512 << 10); /* 3 × 2 × 512 KiB do not fit, 1 × 2 × 512 KiB do */
+    budgeted(300 << 10, 0, 1, 128 << 10);  /* then the chunk halves: 2 × 128 KiB */
+    budgeted(300 << 10, 1, 1, 64 << 10);   /* widened: 3 chunks a thread (2 pinned, 1 scratch) of 64 KiB */
+    budgeted(100 << 10, 0, 0, 0);          /* 2 × 64 KiB (the minimum) do not fit */
     /* a widening whose ratio does not fit the chunk is refused, not looped on */
     uint16_t out[4];
     const lrun_load_range bad = {.bytes = 4, .dst = out, .widen = widen_rows, .widen_ctx = out, .widen_ratio = 9};

@@ -5,6 +5,10 @@
  * a per-row scale, in 1 MiB chunks (pieces that cut rows), with 1 and 4
  * reader threads; the device bytes, copied back, equal bf16(e4m3 × scale)
  * computed here; pinned staging = staging threads × 2 × chunk, at most.
+ * Then once more under a host account whose budget leaves room for one
+ * thread of 512 KiB chunks (2 pinned, 1 scratch) when 4 threads of 1 MiB
+ * are asked: the staging shrinks to that, the bytes are the same, the
+ * account's peak stays under the budget and the staging is given back.
  * Also prints the rate (file bytes per second). Skipped (TAP SKIP) where no
  * GPU is visible. The CPU twin on a mock copy engine is test_loader_pipeline.c. */
 #include "check.h"
@@ -16,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/device.h"
+#include "core/host_account.h"
 #include "lrun.h"
 #include "residency/loader.h"
 
@@ -84,7 +89,36 @@ int main(void)
         CHECK(name, st == LRUN_OK && s.staging_bytes >= 2 * (size_t)CHUNK && s.staging_bytes % (2 * CHUNK) == 0 &&
                         s.staging_bytes <= (size_t)threads[k] * 2 * CHUNK);
     }
-    if (d) lrun_device_release(dev, d, (size_t)SIZE * 2);
+    if (d) {
+        lrun_host_account a;
+        lrun_host_account_init(&a);
+        lrun_host_account_set_budget(&a, 3 * (512 << 10) + (100 << 10)); /* 1.5 MiB of staging and a little */
+        const lrun_load_range r = {.offset = 0, .bytes = SIZE, .dst = d, .on_device = 1, .widen = widen_rows,
+                                   .widen_ctx = scale, .widen_ratio = 2};
+        const char *paths[1] = {path};
+        const lrun_loader_opts o = {.device = dev, .n_threads = 4, .chunk_bytes = CHUNK, .account = &a,
+                                    .chunk_min = 256 << 10};
+        lrun_loader_stats s = {0};
+        lrun_status st = dev->iface->memset(dev, d, 0, (size_t)SIZE * 2);
+        if (st == LRUN_OK) st = lrun_loader_read(paths, 1, &r, 1, &o, &s);
+        if (st != LRUN_OK) printf("# %s\n", lrun_last_error());
+        if (st == LRUN_OK) st = lrun_copy_bytes(dev, back, LRUN_TIER_HOST, d, LRUN_TIER_DEVICE, (size_t)SIZE * 2);
+        int same = st == LRUN_OK;
+        for (size_t i = 0; same && i < SIZE; i++) same = back[i] == bf16(e4m3(file[i]) * scale[i / COLS]);
+        lrun_host_stats h;
+        lrun_host_account_get(&a, &h);
+        printf("# under a 1.6 MiB host budget: %d thread(s) of %zu KiB, %.2f GB/s, %zu KiB charged, peak %zu KiB\n",
+               s.n_threads, s.chunk_bytes >> 10, s.seconds > 0 ? 1e-9 * SIZE / s.seconds : 0.0,
+               s.charged_bytes >> 10, h.peak >> 10);
+        CHECK("under a host budget: the device holds bf16(e4m3 x row scale) at every element", same);
+        CHECK("under a host budget: 1 thread of 512 KiB chunks, charged for the run, the peak under the budget, "
+              "given back",
+              st == LRUN_OK && s.n_threads == 1 && s.chunk_bytes == 512 << 10 && s.shrunk &&
+                  s.charged_bytes == 3 * (512 << 10) && h.peak == s.charged_bytes && h.peak <= h.budget &&
+                  h.held == 0 && s.staging_bytes + s.scratch_bytes <= s.charged_bytes);
+        lrun_host_account_destroy(&a);
+        lrun_device_release(dev, d, (size_t)SIZE * 2);
+    }
     lrun_device_free(dev);
     unlink(path);
     free(file);
