@@ -85,8 +85,8 @@ static void reference(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size
     free(q), free(xq), free(row);
 }
 
-static const lrun_dtype dp4a_types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0,   LRUN_DTYPE_Q4_1,
-                                        LRUN_DTYPE_Q5_0,   LRUN_DTYPE_Q5_1,   LRUN_DTYPE_IQ4_NL,
+static const lrun_dtype dp4a_types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,
+                                        LRUN_DTYPE_Q5_0,   LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL,
                                         LRUN_DTYPE_IQ4_XS, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K};
 #define N_DP4A ((int)(sizeof dp4a_types / sizeof dp4a_types[0]))
 
