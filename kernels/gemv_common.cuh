@@ -1,6 +1,7 @@
 /* gemv_common.cuh — what the decode GEMV kernels share (gemv.cu: the unit
- * kernel for every dtype; gemv_kq.cu: the K-quant slice kernel of m = 1):
- * the parts of one launch, the epilogues and the byte-to-float trick. */
+ * kernel for every dtype; gemv_kq.cu: the K-quant slice kernel of m = 1;
+ * gemv_dp4a.cu: the dp4a kernel of m = 1): the parts of one launch, the
+ * epilogues, the row blocks' reduction and the byte-to-float trick. */
 #ifndef LRUN_KERNELS_GEMV_COMMON_CUH
 #define LRUN_KERNELS_GEMV_COMMON_CUH
 
@@ -60,6 +61,43 @@ static __device__ __forceinline__ void put(float *y, float v, int mode)
 {
     if (mode == LRUN_K_GEMV_ADD) *y += v;
     else *y = v;
+}
+
+// ---------------------------------------------------------------- reduction
+
+/* The end of the m = 1 row-block kernels (gemv_kq.cu, gemv_dp4a.cu): each
+ * thread's acc[RB] (its share of the block's RB rows) summed over the warp,
+ * then over the block's NT / 32 warps in warp order, and the rows < n
+ * written through the mode's epilogue into part p's y (row0 the block's
+ * first row); a paired block (sw) sums rows r and RH + r (gate and up) into
+ * output row r. P is the kernel's __grid_constant__ parameter (a reference
+ * to it copies nothing). */
+template <int NT, int RB>
+static __device__ __forceinline__ void gemv_block_out(const float (&acc)[RB], const gemv_parts &P, int p,
+                                                      int64_t row0, int64_t n, bool sw, int mode)
+{
+    constexpr int RH = RB >= 2 ? RB / 2 : 1; /* output rows of a paired block */
+    /* warps, then the block: red[w][r] is warp w's sum of row r */
+    __shared__ float red[NT / 32][RB];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const float v = lrun_k_warp_sum(acc[r]);
+        if (lane == 0) red[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < (sw ? RH : RB)) {
+        const int r = threadIdx.x;
+        float v = red[0][r], u = sw ? red[0][r + RH] : 0.0f;
+#pragma unroll
+        for (int w = 1; w < NT / 32; w++) v += red[w][r], u += sw ? red[w][r + RH] : 0.0f;
+        const int64_t row = row0 + r;
+        if (row < n) {
+            float *y = SEL3(P.y, p) + row;
+            if (sw) *y = pair1(v, u, mode);
+            else put(y, v, mode);
+        }
+    }
 }
 
 /* The K-quant slice kernel of m = 1 (gemv_kq.cu) for Q4_K, Q5_K and Q6_K:

@@ -1,5 +1,5 @@
 /* gemv_dp4a.cu — the m = 1 decode GEMV of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
- * IQ4_NL and IQ4_XS with integer dot products, as llama.cpp's mmvq: x is
+ * IQ4_NL, IQ4_XS, Q2_K and Q3_K with integer dot products, as llama.cpp's mmvq: x is
  * quantized to int8 blocks of 32 (llama.cpp's and lrun_quantize_activations'
  * rule: d = amax/127, q = rint(x·127/amax), d rounded to f16) and each weight
  * block meets it through 8 __dp4a, one float FMA per block and row.
@@ -162,6 +162,100 @@ template <> struct dl_blk<LRUN_DTYPE_IQ4_XS> {
     }
 };
 
+/* Q2_K super-blocks of 256: scales[16] (a scale nibble low, a min nibble
+ * high per 16-element sub-block), qs[64] (at 16), d, dmin (one word at 80):
+ * 84 bytes, 4-aligned. Unit u is unit u % 8 of super-block u / 8
+ * (gemv_dp4a_lane.h): the 8 qs words of half (u % 8) / 4, the 16 bits of
+ * scales[2(u % 8)..], d and dmin. */
+template <> struct dl_blk<LRUN_DTYPE_Q2_K> {
+    struct raw { uint32_t q[8], sc, dm; };
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u)
+    {
+        const int j = (int)(u & 7);
+        const uint8_t *b = row + (size_t)(u >> 3) * 84;
+        raw r;
+#pragma unroll
+        for (int l = 0; l < 8; l++) r.q[l] = lrun_k_ld32(b + 16 + 32 * (j >> 2) + 4 * l);
+        r.sc = lrun_k_ld16(b + 2 * j);
+        r.dm = lrun_k_ld32(b + 80);
+        return r;
+    }
+    /* d·dx·Σ_s sc_s Σ q·xq − dmin·dx·Σ_s m_s Σ xq over the unit's two sub-blocks */
+    static __device__ __forceinline__ float step(const raw &r, int64_t u, const uint32_t xw[8], float dx, float,
+                                                 float acc)
+    {
+        uint32_t w[8];
+        dl_q2k(r.q, (int)(u & 7), w);
+        const int sumi = dl_dot2(w, xw, (int)(r.sc & 15), (int)((r.sc >> 8) & 15));
+        const int summ = dl_sum2(xw, (int)((r.sc >> 4) & 15), (int)((r.sc >> 12) & 15));
+        const float d = lrun_k_f16((uint16_t)(r.dm & 0xffff)), dmin = lrun_k_f16((uint16_t)(r.dm >> 16));
+        return fmaf(d * dx, (float)sumi, fmaf(-dmin * dx, (float)summ, acc));
+    }
+};
+
+/* Q3_K super-blocks of 256: hmask[32], qs[64] (at 32), scales[12] (at 96),
+ * d (at 108): 110 bytes, 2-aligned. Unit u (j = u % 8): all 8 hmask words
+ * (bit j of each byte), the 8 qs words of half j / 4, the scale bytes of
+ * dl_q3k_scale and d. */
+template <> struct dl_blk<LRUN_DTYPE_Q3_K> {
+    struct raw { uint32_t hm[8], q[8], sl, sh, d; };
+    static __device__ __forceinline__ raw load(const uint8_t *row, int64_t u)
+    {
+        const int j = (int)(u & 7);
+        const uint8_t *b = row + (size_t)(u >> 3) * 110;
+        raw r;
+#pragma unroll
+        for (int l = 0; l < 8; l++) r.hm[l] = lrun_k_ld32_a2(b + 4 * l);
+#pragma unroll
+        for (int l = 0; l < 8; l++) r.q[l] = lrun_k_ld32_a2(b + 32 + 32 * (j >> 2) + 4 * l);
+        r.sl = lrun_k_ld16(b + 96 + (2 * j & 7));
+        r.sh = lrun_k_ld16(b + 104 + (2 * j & 3));
+        r.d = lrun_k_ld16(b + 108);
+        return r;
+    }
+    /* d·dx·Σ_s sc_s Σ q·xq over the unit's two sub-blocks */
+    static __device__ __forceinline__ float step(const raw &r, int64_t u, const uint32_t xw[8], float dx, float,
+                                                 float acc)
+    {
+        const int j = (int)(u & 7);
+        uint32_t w[8];
+        dl_q3k(r.q, r.hm, j, w);
+        const int sumi = dl_dot2(w, xw, dl_q3k_scale(r.sl, r.sh, j, 0), dl_q3k_scale(r.sl, r.sh, j, 1));
+        return fmaf(lrun_k_f16((uint16_t)r.d) * dx, (float)sumi, acc);
+    }
+};
+
+// ---------------------------------------------------------------- steps
+
+/* One unit of one row into acc: unpack to words, d and m (the types of
+ * 32-element blocks and IQ4_XS), 8 dp4a, one FMA on the unit's s = dx·Σxq;
+ * Q2_K and Q3_K, whose units have two sub-block scales, take their own
+ * step (dl_blk<T>::step). */
+template <int T>
+static __device__ __forceinline__ float dl_step(const typename dl_blk<T>::raw &r, int64_t u, const uint32_t xw[8],
+                                                float dx, float sx, float acc)
+{
+    uint32_t w[8];
+    float d, m;
+    dl_blk<T>::unpack(r, u, w, &d, &m);
+    int sumi = 0;
+#pragma unroll
+    for (int l = 0; l < 8; l++) sumi = __dp4a((int)w[l], (int)xw[l], sumi);
+    return fmaf(d * dx, (float)sumi, fmaf(m, sx, acc));
+}
+template <>
+__device__ __forceinline__ float dl_step<LRUN_DTYPE_Q2_K>(const dl_blk<LRUN_DTYPE_Q2_K>::raw &r, int64_t u,
+                                                          const uint32_t xw[8], float dx, float sx, float acc)
+{
+    return dl_blk<LRUN_DTYPE_Q2_K>::step(r, u, xw, dx, sx, acc);
+}
+template <>
+__device__ __forceinline__ float dl_step<LRUN_DTYPE_Q3_K>(const dl_blk<LRUN_DTYPE_Q3_K>::raw &r, int64_t u,
+                                                          const uint32_t xw[8], float dx, float sx, float acc)
+{
+    return dl_blk<LRUN_DTYPE_Q3_K>::step(r, u, xw, dx, sx, acc);
+}
+
 // ---------------------------------------------------------------- x
 
 /* x block b (32 floats at xb) to xq (32 int8, 16-byte aligned shared), d
@@ -245,7 +339,8 @@ __global__ void __launch_bounds__(NT)
     for (; u < nb; u += NT) {
         const int4 *xw4 = (const int4 *)(xq + u * 32);
         const int4 x0 = xw4[0], x1 = xw4[1];
-        const int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        const uint32_t xw[8] = {(uint32_t)x0.x, (uint32_t)x0.y, (uint32_t)x0.z, (uint32_t)x0.w,
+                                (uint32_t)x1.x, (uint32_t)x1.y, (uint32_t)x1.z, (uint32_t)x1.w};
         const float dx = xd[u], sx = xs[u];
         typename B::raw cur[RB];
 #pragma unroll
@@ -255,38 +350,10 @@ __global__ void __launch_bounds__(NT)
 #pragma unroll
             for (int r = 0; r < RB; r++) raw[r] = B::load(rows[r], un);
 #pragma unroll
-        for (int r = 0; r < RB; r++) {
-            uint32_t w[8];
-            float d, m;
-            B::unpack(cur[r], u, w, &d, &m);
-            int sumi = 0;
-#pragma unroll
-            for (int l = 0; l < 8; l++) sumi = __dp4a((int)w[l], xw[l], sumi);
-            acc[r] = fmaf(d * dx, (float)sumi, fmaf(m, sx, acc[r]));
-        }
+        for (int r = 0; r < RB; r++) acc[r] = dl_step<T>(cur[r], u, xw, dx, sx, acc[r]);
     }
 
-    /* warps, then the block: red[w][r] is warp w's sum of row r */
-    __shared__ float red[NT / 32][RB];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int r = 0; r < RB; r++) {
-        const float v = lrun_k_warp_sum(acc[r]);
-        if (lane == 0) red[warp][r] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < (sw ? RH : RB)) {
-        const int r = threadIdx.x;
-        float v = red[0][r], uu = sw ? red[0][r + RH] : 0.0f;
-#pragma unroll
-        for (int w = 1; w < NT / 32; w++) v += red[w][r], uu += sw ? red[w][r + RH] : 0.0f;
-        const int64_t row = row0 + r;
-        if (row < n) {
-            float *y = SEL3(P.y, p) + row;
-            if (sw) *y = pair1(v, uu, mode);
-            else put(y, v, mode);
-        }
-    }
+    gemv_block_out<NT, RB>(acc, P, p, row0, n, sw, mode);
 }
 
 // ---------------------------------------------------------------- dispatch
@@ -320,8 +387,9 @@ int lrun_k_gemv_dp4a(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const f
                      cudaError_t *e)
 {
     if (k % 32 != 0 || (size_t)k + 8 * (size_t)(k / 32) > DL_MAX_SHARED) return 0;
+    if ((t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q3_K) && k % 256 != 0) return 0; /* whole super-blocks */
     /* 4-byte word loads: the 4-aligned layouts need 4-aligned rows */
-    const bool a4 = t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_XS;
+    const bool a4 = t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_XS || t == LRUN_DTYPE_Q2_K;
     for (int p = 0; p < n_parts; p++)
         if (((uintptr_t)P.w[p] & (a4 ? 3 : 1)) != 0 || (P.rb[p] & (a4 ? 3 : 1)) != 0) return 0;
     switch (t) {
@@ -332,6 +400,8 @@ int lrun_k_gemv_dp4a(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const f
     case LRUN_DTYPE_Q5_1: *e = dl_shape<LRUN_DTYPE_Q5_1>(P, n_parts, k, x, mode, st); return 1;
     case LRUN_DTYPE_IQ4_NL: *e = dl_shape<LRUN_DTYPE_IQ4_NL>(P, n_parts, k, x, mode, st); return 1;
     case LRUN_DTYPE_IQ4_XS: *e = dl_shape<LRUN_DTYPE_IQ4_XS>(P, n_parts, k, x, mode, st); return 1;
+    case LRUN_DTYPE_Q2_K: *e = dl_shape<LRUN_DTYPE_Q2_K>(P, n_parts, k, x, mode, st); return 1;
+    case LRUN_DTYPE_Q3_K: *e = dl_shape<LRUN_DTYPE_Q3_K>(P, n_parts, k, x, mode, st); return 1;
     default: return 0;
     }
 }

@@ -27,6 +27,17 @@ static inline uint32_t dl_perm(uint32_t x, uint32_t y, uint32_t s)
 }
 #endif
 
+#ifdef __CUDACC__
+#define dl_dp4a(a, b, c) __dp4a((int)(a), (int)(b), (c))
+#else
+/* CUDA's __dp4a(a, b, c): c + Σ of the 4 signed byte products */
+static inline int dl_dp4a(uint32_t a, uint32_t b, int c)
+{
+    for (int e = 0; e < 4; e++) c += (int)(int8_t)(a >> (8 * e)) * (int)(int8_t)(b >> (8 * e));
+    return c;
+}
+#endif
+
 /* Low / high nibbles of 4 bytes, one per byte. */
 DL_FN uint32_t dl_lo(uint32_t q) { return q & 0x0f0f0f0fu; }
 DL_FN uint32_t dl_hi(uint32_t q) { return (q >> 4) & 0x0f0f0f0fu; }
@@ -88,6 +99,56 @@ DL_FN void dl_iq4nl(const uint32_t qs[4], uint32_t w[8])
 DL_FN int dl_iq4xs_ls(uint32_t scales_h, uint32_t scales_l_byte, int j)
 {
     return (int)(((scales_l_byte >> (4 * (j & 1))) & 0xfu) | (((scales_h >> (2 * j)) & 3u) << 4)) - 32;
+}
+
+// ---------------------------------------------------------------- Q2_K, Q3_K
+
+/* Unit u (0..7) of a Q2_K or Q3_K super-block is elements 32u..32u+31: the
+ * 2-bit field u % 4 (bits 2(u % 4)) of the 32 qs bytes of half u / 4, byte
+ * l element 32u + l; its two 16-element sub-blocks 2u and 2u + 1 (words
+ * 0..3 and 4..7) have their own scales, so a unit's integer dot is
+ * sc0·Σ_{words 0..3} + sc1·Σ_{words 4..7}, one dp4a per word. */
+
+/* Q2_K's 2-bit values of unit u from its 8 qs words: 0..3 per byte. */
+DL_FN void dl_q2k(const uint32_t q[8], int u, uint32_t w[8])
+{
+    for (int l = 0; l < 8; l++) w[l] = (q[l] >> (2 * (u & 3))) & 0x03030303u;
+}
+
+/* Q3_K's values of unit u: the 2-bit field, plus 4 where hmask byte l's bit
+ * u is set, minus 4 (element = d·sc·(q − (hbit ? 0 : 4))): −4..3 per byte.
+ * hm[8]: the 32 hmask bytes (byte l belongs to element 32u + l of every u). */
+DL_FN void dl_q3k(const uint32_t q[8], const uint32_t hm[8], int u, uint32_t w[8])
+{
+    for (int l = 0; l < 8; l++)
+        w[l] = dl_sub4(((q[l] >> (2 * (u & 3))) & 0x03030303u) | (((hm[l] >> u) & 0x01010101u) << 2), 0x04040404u);
+}
+
+/* Q3_K's scale of sub-block 2u + t (t 0, 1), −32..31: its low 4 bits are
+ * the nibble 4(i / 8) of scales byte i % 8, its high 2 bits bits 2(i / 4)
+ * of byte 8 + i % 4 (i = 2u + t). sl: the 16 bits of scales bytes 2u % 8,
+ * 2u % 8 + 1; sh: of bytes 8 + 2u % 4, 9 + 2u % 4. */
+DL_FN int dl_q3k_scale(uint32_t sl, uint32_t sh, int u, int t)
+{
+    return (int)(((sl >> (8 * t + 4 * (u >> 2))) & 0xfu) | (((sh >> (8 * t + 2 * (u >> 1))) & 3u) << 4)) - 32;
+}
+
+/* sc0·Σ w·xq over words 0..3 + sc1·Σ over words 4..7 (exact in int:
+ * |sc| ≤ 32, |w| ≤ 4, |xq| ≤ 127). */
+DL_FN int dl_dot2(const uint32_t w[8], const uint32_t xw[8], int sc0, int sc1)
+{
+    int s0 = 0, s1 = 0;
+    for (int l = 0; l < 4; l++) s0 = dl_dp4a(w[l], xw[l], s0), s1 = dl_dp4a(w[4 + l], xw[4 + l], s1);
+    return sc0 * s0 + sc1 * s1;
+}
+
+/* m0·Σ xq over words 0..3 + m1·Σ over words 4..7: Q2_K's mins meet the
+ * sums of x's halves, not the whole unit's s. */
+DL_FN int dl_sum2(const uint32_t xw[8], int m0, int m1)
+{
+    int s0 = 0, s1 = 0;
+    for (int l = 0; l < 4; l++) s0 = dl_dp4a(0x01010101u, xw[l], s0), s1 = dl_dp4a(0x01010101u, xw[4 + l], s1);
+    return m0 * s0 + m1 * s1;
 }
 
 #endif

@@ -265,27 +265,7 @@ __global__ void __launch_bounds__(NT)
         for (int r = 0; r < RB; r++) acc[r] += S::dot(cur[r], j, xv, sx);
     }
 
-    /* warps, then the block: red[w][r] is warp w's sum of row r */
-    __shared__ float red[NT / 32][RB];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int r = 0; r < RB; r++) {
-        const float v = lrun_k_warp_sum(acc[r]);
-        if (lane == 0) red[warp][r] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < (sw ? RH : RB)) {
-        const int r = threadIdx.x;
-        float v = red[0][r], u = sw ? red[0][r + RH] : 0.0f;
-#pragma unroll
-        for (int w = 1; w < NT / 32; w++) v += red[w][r], u += sw ? red[w][r + RH] : 0.0f;
-        const int64_t row = row0 + r;
-        if (row < n) {
-            float *y = SEL3(P.y, p) + row;
-            if (sw) *y = pair1(v, u, mode);
-            else put(y, v, mode);
-        }
-    }
+    gemv_block_out<NT, RB>(acc, P, p, row0, n, sw, mode);
 }
 
 // ---------------------------------------------------------------- dispatch

@@ -141,6 +141,8 @@ struct lrun_cuda_engine {
                                      LRUN_CUDA_GEMV_DP4A=1 (fast numerics only), else 0 */
     int gemv_dp4a_auto;           /* fast numerics, LRUN_CUDA_GEMV_DP4A unset: the dp4a GEMV for the
                                      types where the H200 measured it faster (lrun_cuda_gemv_flags) */
+    uint64_t gemv_dp4a_types;     /* bit t: dtype t named in LRUN_CUDA_GEMV_DP4A=<list> (fast
+                                     numerics only) takes the dp4a GEMV; 0 without a list */
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */
@@ -184,11 +186,15 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
  * where test_gemv_dp4a_gpu --bench measured it ahead of the default kernel
  * on the 7B shapes (H200, docs/benchmarks.md: q4_1 +26%/-3%/+34%, q5_0
  * +12-29%, q5_1 +41-59%, iq4_nl +39-65%, iq4_xs +15-34%); Q8_0 (-15-24%)
- * and Q4_0 (+17%/-16%/+11%, about even per layer) keep theirs.
- * LRUN_CUDA_GEMV_DP4A=1 sends all seven types to it, =0 none. */
+ * and Q4_0 (+17%/-16%/+11%, about even per layer) keep theirs; Q2_K and
+ * Q3_K (new, not yet measured on a GPU) keep theirs too.
+ * LRUN_CUDA_GEMV_DP4A=1 sends all nine types to it, =0 none, a list of
+ * dtype names ("q2_k,q3_k") only those. */
 static inline int lrun_cuda_gemv_flags(const lrun_cuda_engine *e, lrun_dtype t)
 {
     if (e->gemv_flags) return e->gemv_flags;
+    if (e->gemv_dp4a_types)
+        return (int)t >= 0 && (int)t < 64 && ((e->gemv_dp4a_types >> (int)t) & 1) ? LRUN_K_GEMV_DP4A : 0;
     return e->gemv_dp4a_auto && (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 ||
                                  t == LRUN_DTYPE_IQ4_NL || t == LRUN_DTYPE_IQ4_XS)
                ? LRUN_K_GEMV_DP4A

@@ -1,5 +1,5 @@
-/* test_engine_dp4a_gpu.c — the CUDA engine with LRUN_CUDA_GEMV_DP4A=1 and
- * with its per-type default (the dp4a GEMV, kernels/gemv_dp4a.cu) against the CPU engine, on
+/* test_engine_dp4a_gpu.c — the CUDA engine with LRUN_CUDA_GEMV_DP4A=1 (and
+ * =q2_k / =q3_k, the list form, for those types) and with its per-type default (the dp4a GEMV, kernels/gemv_dp4a.cu) against the CPU engine, on
  * random-weight models of every type the kernel takes. The CPU quantizes
  * matmul activations to 8 bits as llama.cpp does, and so does the dp4a
  * kernel, so its decode logits should sit closer to the CPU's than the
@@ -80,8 +80,9 @@ int main(void)
         printf("ok 1 - dp4a engine tests # SKIP no GPU visible\n1..1\n");
         return 0;
     }
-    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,   LRUN_DTYPE_Q4_1,  LRUN_DTYPE_Q5_0,
-                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,
+                                       LRUN_DTYPE_Q5_0,   LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL,
+                                       LRUN_DTYPE_IQ4_XS, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         char path[128], msg[200];
         snprintf(path, sizeof path, "/tmp/lrun_test_engine_dp4a_%d_%zu.gguf", (int)getpid(), i);
@@ -107,6 +108,13 @@ int main(void)
         CHECK(msg, ok_def && ok_dp4a && dp <= 5e-2);
         snprintf(msg, sizeof msg, "%s: the default GEMV choice matches the CPU (rel %.2g <= 5e-2)", name, au);
         CHECK(msg, ok_auto && au <= 5e-2);
+        if (types[i] == LRUN_DTYPE_Q2_K || types[i] == LRUN_DTYPE_Q3_K) { /* the list form: this type only */
+            int ok_list = 0;
+            const double li = decode_rel(path, name, &ok_list);
+            snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_DP4A=%s decode logits match the CPU (rel %.2g <= 5e-2)",
+                     name, name, li);
+            CHECK(msg, ok_list && li <= 5e-2);
+        }
         unlink(path);
     }
     return CHECK_DONE();

@@ -1,6 +1,6 @@
 /* test_gemv_dp4a_gpu.c — the dp4a decode GEMV (kernels/gemv_dp4a.cu, taken
- * under LRUN_K_GEMV_DP4A) of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL and
- * IQ4_XS against the CPU: y must be the dot of lrun_dequantize_row's rows
+ * under LRUN_K_GEMV_DP4A) of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS,
+ * Q2_K and Q3_K against the CPU (Q2_K/Q3_K also against the generic kernel): y must be the dot of lrun_dequantize_row's rows
  * with x rounded by lrun_quantize_activations (Q8_0 blocks: the q8 x the
  * kernel computes in shared memory), within f32 summation order (error over
  * Σ|terms| <= 1e-6), on odd shapes (n 1, 7, 33, 129, 300; k 256 to 11008),
@@ -11,7 +11,8 @@
  *   build/tests/test_gemv_dp4a_gpu           the tests (one SKIP line without a GPU)
  *   build/tests/test_gemv_dp4a_gpu --bench   GB/s at m = 1 of every GEMV type on the 7B shapes,
  *                                            the default kernel against the dp4a one, weights
- *                                            rotated over >= 200 MB so that L2 does not serve them */
+ *                                            rotated over >= 200 MB so that L2 does not serve them
+ *   build/tests/test_gemv_dp4a_gpu --bench q2_k,q3_k   only the types named */
 #include "check.h"
 #include "core/device.h"
 #include "cuda/cuda_backend.h"
@@ -84,8 +85,9 @@ static void reference(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size
     free(q), free(xq), free(row);
 }
 
-static const lrun_dtype dp4a_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0,   LRUN_DTYPE_Q4_1,  LRUN_DTYPE_Q5_0,
-                                        LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
+static const lrun_dtype dp4a_types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,
+                                        LRUN_DTYPE_Q5_0,   LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL,
+                                        LRUN_DTYPE_IQ4_XS, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K};
 #define N_DP4A ((int)(sizeof dp4a_types / sizeof dp4a_types[0]))
 
 /* STORE and ADD of one weight, x at an offset of xoff floats; pad bytes after each row. */
@@ -116,6 +118,24 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
     for (int64_t r = 0; r < n; r++) {
         const double e = fabs(y[r] - (1.0 + (double)r + ref[r])) / (terms[r] + 1.0 + (double)r);
         worst = e > worst ? e : worst;
+    }
+    /* Q2_K/Q3_K (new on the GPU): also against the generic kernel (x not
+     * rounded): they differ by x's q8 rounding only, a few 1e-3 of terms */
+    double worst_gen = 0.0;
+    if (t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q3_K) {
+        float *yg = malloc((size_t)n * sizeof *yg);
+        ok &= ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_DP4A, stream));
+        down(y, dy, (size_t)n * 4);
+        ok &= ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_STORE, stream));
+        down(yg, dy, (size_t)n * 4);
+        for (int64_t r = 0; r < n; r++) {
+            const double e = fabs((double)y[r] - yg[r]) / (terms[r] + 1e-30);
+            worst_gen = e > worst_gen ? e : worst_gen;
+        }
+        printf("# dp4a %s n %lld k %lld vs the generic kernel: difference/terms %.2e <= 2e-2\n", lrun_dtype_name(t),
+               (long long)n, (long long)k, worst_gen);
+        ok &= worst_gen <= 2e-2;
+        free(yg);
     }
     char name[200];
     snprintf(name, sizeof name, "dp4a %s n %lld k %lld%s%s, store and add: error/terms %.2e <= 1e-6",
@@ -190,7 +210,7 @@ static double time_gemv(lrun_dtype t, void **dw, int copies, size_t stride, int6
     return (now_s() - t0) / iters;
 }
 
-static void bench(void)
+static void bench(const char *only)
 {
     static const lrun_dtype all[] = {LRUN_DTYPE_Q8_0,  LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,   LRUN_DTYPE_Q5_0,
                                      LRUN_DTYPE_Q5_1,  LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS, LRUN_DTYPE_Q2_K,
@@ -201,6 +221,7 @@ static void bench(void)
     printf("# %-7s %13s %10s %7s %10s %7s\n", "type", "n x k", "default", "%", "dp4a", "%");
     for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++)
         for (int si = 0; si < 3; si++) {
+            if (only && !strstr(only, lrun_dtype_name(all[ti]))) continue;
             dreset();
             const lrun_dtype t = all[ti];
             const int64_t n = shapes[si][0], k = shapes[si][1];
@@ -244,7 +265,7 @@ int main(int argc, char **argv)
     }
     if (!gpu_fixture_open((size_t)1 << 30)) return 1;
     lrun_k_set_pdl(lrun_k_pdl_supported(dev->cuda_ordinal)); /* as the engine launches them */
-    if (bench_mode) bench();
+    if (bench_mode) bench(argc > 2 ? argv[2] : NULL);
     else tests();
     gpu_fixture_close();
     return bench_mode ? 0 : CHECK_DONE();
