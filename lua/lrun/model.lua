@@ -726,8 +726,10 @@ end
 -- engine init would not fit the device (or its budget) with every weight
 -- on it, plans with the smart policy instead of failing there; when it
 -- fits, nothing is planned and nothing moves. When no placement fits
--- either, says why on the log and leaves the model as it was (engine init
--- then reports the oom, as without auto-fit).
+-- either, says why on the log (engine init then reports the oom, as
+-- without auto-fit): the model is as it was when smart found no plan, and
+-- holds smart's last applied placement when its engine did not fit (the
+-- log says which).
 -- @tparam[opt] table opts load options (the engine's are taken from the model);
 --   weights_resident = true tests the cuda decision on a cpu device
 -- @treturn[1] table|true the plan result, or true when nothing was planned
@@ -746,7 +748,8 @@ function Model:auto_fit(opts)
   local what = string.format("auto-fit: %s (%s with scratch and KV cache) does not fit %s (%s free)", self.path,
     size.format(need), self.device_name, size.format(free))
   if not result then
-    log.info("%s, and smart found no placement either: %s", what, tostring(err and err.message or err))
+    local held = type(err) == "table" and err.applied and " (the model keeps smart's last placement)" or ""
+    log.info("%s, and smart found no placement either: %s%s", what, tostring(err and err.message or err), held)
     return true
   end
   result.auto_fit = { need = need, free = free }

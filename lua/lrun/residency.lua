@@ -880,13 +880,15 @@ function M.place(model, opts)
       engine, aerr = model:engine()
       if engine then return result end
     end
+    -- the model now holds this attempt's placement (callers say so: Model:auto_fit)
+    if type(aerr) == "table" then aerr.applied = true end
     if aerr.kind ~= "oom" or not result.budget or not aerr.requested then return nil, aerr end
     last = aerr
     o.reserve_extra = (o.reserve_extra or 0)
       + math.max(aerr.requested - (aerr.free or 0), math.ceil(aerr.requested / 16), 4096)
   end
   return fail("oom", "placement: the engine does not fit the budget after raising the reserve ("
-    .. tostring(last and last.message) .. ")")
+    .. tostring(last and last.message) .. ")", { applied = true })
 end
 
 return M
