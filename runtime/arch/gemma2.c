@@ -18,72 +18,40 @@
  * The attention scale is 1/sqrt(head_dim), or 1/sqrt(n_embd/n_head) for
  * the 27B (46 blocks), as llama.cpp chooses it by model size: no GGUF key
  * carries query_pre_attn_scalar. */
-#include "arch/arch.h"
-
-#define T(id) LRUN_ARCH_TENSOR_##id
-#define NO LRUN_ARCH_TENSOR_NONE
-#define BUF(b) LRUN_ARCH_BUF_##b
-#define DIM(d) LRUN_ARCH_DIM_##d
-#define H(id) LRUN_ARCH_HPARAM_##id
-#define KIND(k) LRUN_ARCH_HPARAM_KIND_##k
-#define DEF(d) LRUN_ARCH_DEFAULT_##d
+#include "arch/arch_rows.h"
 
 /* llama's keys, and gemma2's window and caps with llama.cpp's defaults. */
 static const lrun_arch_hparam_desc hparams[] = {
-    {H(CTX_TRAIN), "context_length", KIND(CTX), DEF(REQUIRED), 0, 0},
-    {H(EMBD), "embedding_length", KIND(DIM), DEF(REQUIRED), 0, 0},
-    {H(LAYER), "block_count", KIND(DIM), DEF(REQUIRED), 0, 0},
-    {H(FF), "feed_forward_length", KIND(DIM), DEF(REQUIRED), 0, 0},
-    {H(HEAD), "attention.head_count", KIND(DIM), DEF(REQUIRED), 0, 0},
-    {H(HEAD_KV), "attention.head_count_kv", KIND(DIM), DEF(SAME_AS), 0, H(HEAD)},
-    {H(HEAD_DIM), "attention.key_length", KIND(DIM), DEF(EMBD_PER_HEAD), 0, 0},
-    {H(V_DIM), "attention.value_length", KIND(DIM), DEF(SAME_AS), 0, H(HEAD_DIM)},
-    {H(ROT), "rope.dimension_count", KIND(DIM), DEF(SAME_AS), 0, H(HEAD_DIM)},
-    {H(RMS_EPS), "attention.layer_norm_rms_epsilon", KIND(POS_FLOAT), DEF(REQUIRED), 0, 0},
-    {H(ROPE_BASE), "rope.freq_base", KIND(POS_FLOAT), DEF(VALUE), 10000.0, 0},
-    {H(SWA), "attention.sliding_window", KIND(COUNT0), DEF(VALUE), 4096, 0},
-    {H(ATTN_SOFTCAP), "attn_logit_softcapping", KIND(POS_FLOAT), DEF(VALUE), 50.0, 0},
-    {H(FINAL_SOFTCAP), "final_logit_softcapping", KIND(POS_FLOAT), DEF(VALUE), 30.0, 0},
+    ARCH_HPARAM_ROWS_SIZES,
+    ARCH_HPARAM_ROW_FF("feed_forward_length"),
+    ARCH_HPARAM_ROWS_ATTENTION,
+    ARCH_HPARAM_ROW_SWA(DEF(VALUE), 4096),
+    {HP(ATTN_SOFTCAP), "attn_logit_softcapping", KIND(POS_FLOAT), DEF(VALUE), 50.0, 0},
+    {HP(FINAL_SOFTCAP), "final_logit_softcapping", KIND(POS_FLOAT), DEF(VALUE), 30.0, 0},
 };
 
 /* In gguf-py's MODEL_TENSORS order (the generator writes them so). */
 static const lrun_arch_tensor_desc tensors[] = {
-    {T(TOKEN_EMBD), "token_embd.weight", LRUN_ROLE_EMBEDDING, 1, {DIM(EMBD), DIM(VOCAB)}, 0},
-    {T(OUTPUT_NORM), "output_norm.weight", LRUN_ROLE_OUTPUT_NORM, 1, {DIM(EMBD), DIM(NONE)}, 0},
-    {T(Q), "blk.%d.attn_q.weight", LRUN_ROLE_ATTN_Q, 1, {DIM(EMBD), DIM(Q)}, 0},
-    {T(K), "blk.%d.attn_k.weight", LRUN_ROLE_ATTN_K, 1, {DIM(EMBD), DIM(KV)}, 0},
-    {T(V), "blk.%d.attn_v.weight", LRUN_ROLE_ATTN_V, 1, {DIM(EMBD), DIM(KV)}, 0},
-    {T(O), "blk.%d.attn_output.weight", LRUN_ROLE_ATTN_OUTPUT, 1, {DIM(Q), DIM(EMBD)}, 0},
-    {T(GATE), "blk.%d.ffn_gate.weight", LRUN_ROLE_FFN_GATE, 1, {DIM(EMBD), DIM(FF)}, 0},
-    {T(DOWN), "blk.%d.ffn_down.weight", LRUN_ROLE_FFN_DOWN, 1, {DIM(FF), DIM(EMBD)}, 0},
-    {T(UP), "blk.%d.ffn_up.weight", LRUN_ROLE_FFN_UP, 1, {DIM(EMBD), DIM(FF)}, 0},
-    {T(ATTN_NORM), "blk.%d.attn_norm.weight", LRUN_ROLE_ATTN_NORM, 1, {DIM(EMBD), DIM(NONE)}, 0},
-    {T(ATTN_POST_NORM), "blk.%d.post_attention_norm.weight", LRUN_ROLE_ATTN_NORM, 1, {DIM(EMBD), DIM(NONE)}, 0},
-    {T(FFN_NORM), "blk.%d.ffn_norm.weight", LRUN_ROLE_FFN_NORM, 1, {DIM(EMBD), DIM(NONE)}, 0},
-    {T(FFN_POST_NORM), "blk.%d.post_ffw_norm.weight", LRUN_ROLE_FFN_NORM, 1, {DIM(EMBD), DIM(NONE)}, 0},
+    ARCH_ROW_TOKEN_EMBD,
+    ARCH_ROW_OUTPUT_NORM,
+    ARCH_ROWS_QKVO,
+    ARCH_ROWS_GATE_DOWN_UP,
+    ARCH_ROWS_SANDWICH_NORMS,
 };
 
 static const lrun_arch_op ops[] = {
-    {LRUN_ARCH_OP_NORM, {T(ATTN_NORM), NO, NO}, BUF(X), {BUF(XN)}},
-    {LRUN_ARCH_OP_MATMUL, {T(Q), T(K), T(V)}, BUF(XN), {BUF(Q), BUF(K), BUF(V)}},
-    {LRUN_ARCH_OP_ROPE_STORE, {NO, NO, NO}, BUF(Q), {BUF(Q), BUF(K), BUF(V)}},
-    {LRUN_ARCH_OP_ATTENTION, {NO, NO, NO}, BUF(Q), {BUF(ATTN)}},
-    {LRUN_ARCH_OP_MATMUL_NORM_ADD, {T(O), T(ATTN_POST_NORM), NO}, BUF(ATTN), {BUF(X)}},
-    {LRUN_ARCH_OP_NORM, {T(FFN_NORM), NO, NO}, BUF(X), {BUF(XN)}},
-    {LRUN_ARCH_OP_MATMUL_GEGLU, {T(GATE), T(UP), NO}, BUF(XN), {BUF(GATE), BUF(UP)}},
-    {LRUN_ARCH_OP_MATMUL_NORM_ADD, {T(DOWN), T(FFN_POST_NORM), NO}, BUF(GATE), {BUF(X)}},
+    ARCH_OP_ATTN_NORM, ARCH_OP_QKV,
+    ARCH_OP_ROPE_STORE, ARCH_OP_ATTENTION(NO), ARCH_OP_O_NORM_ADD,
+    ARCH_OP_FFN_NORM, ARCH_OP_GEGLU, ARCH_OP_DOWN_NORM_ADD,
 };
 
+/* One RoPE base, dense. */
 const lrun_arch lrun_arch_gemma2 = {
-    "gemma2",
-    hparams, (int)(sizeof hparams / sizeof hparams[0]),
-    tensors, (int)(sizeof tensors / sizeof tensors[0]),
-    ops, (int)(sizeof ops / sizeof ops[0]),
-    LRUN_ROPE_STYLE_HALF,
-    NULL, 0,
-    1, /* embedding times sqrt(n_embd) */
-    2, /* the window on the even blocks */
-    46, /* the 27B's attention scale */
-    0,  /* one RoPE base */
-    0, /* dense feed-forward */
+    .name = "gemma2",
+    .hparams = hparams, .n_hparams = ARCH_N(hparams),
+    ARCH_TABLES(tensors, ops),
+    .rope_style = LRUN_ROPE_STYLE_HALF,
+    .embd_scale = 1,             /* embedding times sqrt(n_embd) */
+    .swa_pattern = 2,            /* the window on the even blocks */
+    .big_attn_scale_layers = 46, /* the 27B's attention scale */
 };

@@ -9,6 +9,7 @@
  * activation rows so that a weight block is unpacked once and used for all
  * of them (prefill). */
 #include "quant/quant_dot.h"
+#include "quant/quant_dot_nx.h"
 
 #include <math.h>
 #include <string.h>
@@ -223,34 +224,9 @@ static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const
     }
 }
 
-/* The switch turns NX into a constant so each case is unrolled with its
- * accumulators in registers. */
-#define DISPATCH_NX(call)                                                                                   \
-    switch (nx) {                                                                                           \
-    case 1: call(1); break;                                                                                 \
-    case 2: call(2); break;                                                                                 \
-    case 3: call(3); break;                                                                                 \
-    default: call(4); break;                                                                                \
-    }
-
-static void dot_f32_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_float_nx(0, k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
-static void dot_f16_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_float_nx(1, k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
-static void dot_bf16_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_float_nx(2, k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+static DOT_NX_FN_KIND(dot_f32_avx2, dot_float_nx, 0)
+static DOT_NX_FN_KIND(dot_f16_avx2, dot_float_nx, 1)
+static DOT_NX_FN_KIND(dot_bf16_avx2, dot_float_nx, 2)
 
 // ---------------------------------------------------------------- AVX2: 32-element blocks
 
@@ -346,24 +322,9 @@ static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const 
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
 }
 
-static void dot_q4_1_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q4_1_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
-static void dot_q4_0_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q8x_nx(1, k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
-static void dot_q8_0_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q8x_nx(0, k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+static DOT_NX_FN(dot_q4_1_avx2, dot_q4_1_nx)
+static DOT_NX_FN_KIND(dot_q4_0_avx2, dot_q8x_nx, 1)
+static DOT_NX_FN_KIND(dot_q8_0_avx2, dot_q8x_nx, 0)
 
 // ---------------------------------------------------------------- AVX2, 128-bit form
 
@@ -541,18 +502,8 @@ static void dot_q4_1_avx128(int64_t k, const void *w, const void *x, size_t xs, 
     default: dot_q4_1_nx_128(k, w, x, xs, 4, out); break;
     }
 }
-static void dot_q4_0_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q8x_nx_128(1, k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
-static void dot_q8_0_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q8x_nx_128(0, k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+static DOT_NX_FN_KIND(dot_q4_0_avx128, dot_q8x_nx_128, 1)
+static DOT_NX_FN_KIND(dot_q8_0_avx128, dot_q8x_nx_128, 0)
 
 #endif /* LRUN_HAVE_AVX2 */
 

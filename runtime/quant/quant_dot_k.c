@@ -6,6 +6,7 @@
  * constant parts (Q4_K's mins, Q6_K's −32 offset) are taken out with Q8_K's
  * per-16 sums (bsums). One float multiply-add per super-block and row. */
 #include "quant/quant_dot.h"
+#include "quant/quant_dot_nx.h"
 
 #include <string.h>
 #if defined(LRUN_HAVE_AVX2)
@@ -107,14 +108,6 @@ static ALWAYS_INLINE float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-#define DISPATCH_NX(call)                                                                                   \
-    switch (nx) {                                                                                           \
-    case 1: call(1); break;                                                                                 \
-    case 2: call(2); break;                                                                                 \
-    case 3: call(3); break;                                                                                 \
-    default: call(4); break;                                                                                \
-    }
-
 static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const void *x, size_t xs, const int NX,
                                       float *out)
 {
@@ -163,12 +156,7 @@ static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
 }
 
-void lrun_dot_q4_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q4_K_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_q4_K_avx2, dot_q4_K_nx)
 
 static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const void *x, size_t xs, const int NX,
                                       float *out)
@@ -226,12 +214,7 @@ static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
 }
 
-void lrun_dot_q6_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q6_K_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_q6_K_avx2, dot_q6_K_nx)
 
 /* The 128-bit form of the Q4_K kernel for cores that split 256-bit
  * operations (LRUN_SPLIT_256, quant_dot.c): the two 16-element halves of a
@@ -294,11 +277,6 @@ static ALWAYS_INLINE void dot_q4_K_nx_128(int64_t k, const lrun_block_q4_K *w, c
     }
 }
 
-void lrun_dot_q4_K_avx128(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q4_K_nx_128(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_q4_K_avx128, dot_q4_K_nx_128)
 
 #endif /* LRUN_HAVE_AVX2 */

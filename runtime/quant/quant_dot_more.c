@@ -14,6 +14,7 @@
  * llama.cpp's kernels do in their own orders: a difference of f32 rounding
  * (tests/llamacpp_quants_spec.lua bounds what it does to a model). */
 #include "quant/quant_dot.h"
+#include "quant/quant_dot_nx.h"
 
 #include <math.h>
 #include <string.h>
@@ -221,14 +222,6 @@ void lrun_dot_iq4_xs_scalar(int64_t k, const void *w, const void *x, size_t xs, 
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
-#define DISPATCH_NX(call)                                                                                   \
-    switch (nx) {                                                                                           \
-    case 1: call(1); break;                                                                                 \
-    case 2: call(2); break;                                                                                 \
-    case 3: call(3); break;                                                                                 \
-    default: call(4); break;                                                                                \
-    }
-
 /* AVX's horizontal sum of 8 lanes, in hsum8_ref's order. */
 static ALWAYS_INLINE float hsum8(__m256 v)
 {
@@ -583,53 +576,18 @@ static ALWAYS_INLINE void dot_iq4_xs_nx(int64_t k, const lrun_block_iq4_xs *w, c
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
 }
 
-void lrun_dot_q2_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q2_K_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_q2_K_avx2, dot_q2_K_nx)
 
-void lrun_dot_q3_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q3_K_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_q3_K_avx2, dot_q3_K_nx)
 
-void lrun_dot_iq4_xs_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_iq4_xs_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_iq4_xs_avx2, dot_iq4_xs_nx)
 
-void lrun_dot_q5_0_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q5_0_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_q5_0_avx2, dot_q5_0_nx)
 
-void lrun_dot_q5_1_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q5_1_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_q5_1_avx2, dot_q5_1_nx)
 
-void lrun_dot_iq4_nl_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_iq4_nl_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_iq4_nl_avx2, dot_iq4_nl_nx)
 
-void lrun_dot_q5_K_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
-{
-#define CALL(N) dot_q5_K_nx(k, w, x, xs, N, out)
-    DISPATCH_NX(CALL)
-#undef CALL
-}
+DOT_NX_FN(lrun_dot_q5_K_avx2, dot_q5_K_nx)
 
 #endif /* LRUN_HAVE_AVX2 */
