@@ -9,7 +9,8 @@
 # A finding (non-zero exit: crash, sanitizer report, leak, timeout) stops
 # that target and leaves the input as build-fuzz/<target>-crash-* and the
 # output as build-fuzz/<target>.finding.log. Several campaigns may run at
-# once on different targets (one per core). `--summary` prints the log as
+# once on different targets (one per core; a lock file per target skips
+# a target another campaign is running). `--summary` prints the log as
 # the table of docs/reliability.md. Built by `make fuzz-build`; run through
 # `make fuzz-campaign FUZZ_TARGETS_RUN="fuzz_gguf fuzz_model"`.
 set -u
@@ -34,6 +35,10 @@ fi
 for t in "$@"; do
   bin=$dir/$t
   [ -x "$bin" ] || { echo "campaign: $bin is not built (make fuzz-build)" >&2; exit 2; }
+  # one campaign per target at a time: two would share its output and time
+  # files and write each other's figures into the log
+  exec {lock}>"$dir/$t.lock"
+  flock -n "$lock" || { echo "campaign: $t is running in another campaign; skipped" >&2; exec {lock}>&-; continue; }
   while :; do
     used=$(cpu_used "$t")
     [ "$used" -ge "$goal" ] && { echo "campaign: $t has $used CPU s (goal $goal)"; break; }
@@ -61,4 +66,5 @@ for t in "$@"; do
     echo "campaign: $t ran $wall s (exit $rc), $(cpu_used "$t") CPU s so far"
     if [ "$rc" -ne 0 ]; then cp "$out" "$dir/$t.finding.log"; echo "campaign: $t FOUND SOMETHING" >&2; break; fi
   done
+  exec {lock}>&-
 done
