@@ -242,3 +242,23 @@ void lrun_threadpool_run(lrun_threadpool *pool, lrun_task_fn fn, void *ctx)
         atomic_store(&pool->caller_sleeping, 0);
     }
 }
+
+struct pool_copy {
+    char *dst;
+    const char *src;
+    size_t bytes;
+};
+
+static void pool_copy_task(void *ctx, int ith, int nth)
+{
+    const struct pool_copy *c = ctx;
+    const size_t per = (c->bytes / (size_t)nth + 4095) & ~(size_t)4095;
+    const size_t a = per * (size_t)ith, b = a + per < c->bytes ? a + per : c->bytes;
+    if (a < b) memcpy(c->dst + a, c->src + a, b - a);
+}
+
+void lrun_threadpool_memcpy(lrun_threadpool *pool, void *dst, const void *src, size_t bytes)
+{
+    struct pool_copy c = {dst, src, bytes};
+    lrun_threadpool_run(pool, pool_copy_task, &c);
+}

@@ -18,5 +18,9 @@ void lrun_threadpool_free(lrun_threadpool *pool);
 int lrun_threadpool_size(const lrun_threadpool *pool);
 /* Runs fn on all threads and returns when every one has finished. */
 void lrun_threadpool_run(lrun_threadpool *pool, lrun_task_fn fn, void *ctx);
+/* memcpy(dst, src, bytes) split over the pool in page-aligned pieces: one
+ * thread does not saturate host memory bandwidth (the streaming copies into
+ * pinned staging buffers use it). pool may be NULL (one plain memcpy). */
+void lrun_threadpool_memcpy(lrun_threadpool *pool, void *dst, const void *src, size_t bytes);
 
 #endif

@@ -213,21 +213,6 @@ static char *place_at(const struct cuda_moe_stream *s, char *base, int b, int p,
     return base + (size_t)b * s->buf_bytes + s->off[p] + (size_t)place * s->stride[p];
 }
 
-struct par_copy {
-    char *dst;
-    const char *src;
-    size_t bytes;
-};
-
-/* A host memcpy split over the pool: one thread does not saturate memory. */
-static void par_copy_task(void *ctx, int ith, int nth)
-{
-    const struct par_copy *c = ctx;
-    const size_t per = (c->bytes / (size_t)nth + 4095) & ~(size_t)4095;
-    const size_t a = per * (size_t)ith, b = a + per < c->bytes ? a + per : c->bytes;
-    if (a < b) memcpy(c->dst + a, c->src + a, b - a);
-}
-
 /* Run r's slices of projection p (slice bytes each) from src into base's places; one copy when the places are as dense as the tensor. */
 static lrun_status copy_run(lrun_cuda_engine *e, struct cuda_moe_stream *s, char *base, int b, int p,
                             const lrun_expert_run *r, const char *src, size_t slice)
@@ -238,8 +223,7 @@ static lrun_status copy_run(lrun_cuda_engine *e, struct cuda_moe_stream *s, char
         char *dst = place_at(s, base, b, p, r->slot0 + j);
         const char *from = src + (size_t)(r->x0 + j) * slice;
         if (base == s->pin) {
-            struct par_copy c = {dst, from, bytes};
-            lrun_threadpool_run(s->pool, par_copy_task, &c);
+            lrun_threadpool_memcpy(s->pool, dst, from, bytes);
         } else {
             TRY(cuda_check(cudaMemcpyAsync(dst, from, bytes, cudaMemcpyHostToDevice, s->copy),
                            "streaming a pinned expert", e->device));

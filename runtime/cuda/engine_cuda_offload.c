@@ -408,21 +408,6 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
 
 // ---------------------------------------------------------------- copies
 
-struct par_copy {
-    char *dst;
-    const char *src;
-    size_t bytes;
-};
-
-/* Host memcpy split over the pool: one thread does not saturate memory. */
-static void par_copy_task(void *ctx, int ith, int nth)
-{
-    const struct par_copy *c = ctx;
-    const size_t per = (c->bytes / (size_t)nth + 4095) & ~(size_t)4095;
-    const size_t a = per * (size_t)ith, b = a + per < c->bytes ? a + per : c->bytes;
-    if (a < b) memcpy(c->dst + a, c->src + a, b - a);
-}
-
 /* dst (device) = the first bytes of w's bytes at its home (packed or plain),
  * on the copy stream: by DMA from pinned memory, through the staging buffers
  * otherwise (filled by a parallel memcpy, or by direct reads from the file
@@ -445,8 +430,7 @@ static lrun_status copy_bytes(lrun_cuda_engine *e, char *dst, const struct offlo
         if (w->disk_id >= 0) {
             TRY(lrun_disk_reader_read(o->disk, w->disk_id, at, len, stage, &lead));
         } else {
-            struct par_copy c = {stage, src + at, len};
-            lrun_threadpool_run(o->pool, par_copy_task, &c);
+            lrun_threadpool_memcpy(o->pool, stage, src + at, len);
         }
         TRY(cuda_check(cudaMemcpyAsync(dst + at, stage + lead, len, cudaMemcpyHostToDevice, o->copy_stream),
                        "streaming a staged weight", e->device));

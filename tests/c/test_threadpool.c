@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -141,6 +142,31 @@ static void test_pool(int n_threads)
     lrun_threadpool_free(pool);
 }
 
+/* Every byte lands where memcpy would put it, whatever the split: sizes
+ * below, at and across the 4 KiB pieces, for 1, 3 and a NULL pool. */
+static void test_memcpy(void)
+{
+    static const size_t sizes[] = {0, 1, 4095, 4096, 4097, 3 * 4096 + 5, (3u << 20) + 13};
+    const size_t max = (3u << 20) + 13;
+    unsigned char *src = malloc(max), *dst = malloc(max + 1);
+    for (size_t i = 0; i < max; i++) src[i] = (unsigned char)(i * 131u + 7u);
+    lrun_threadpool *pools[3] = {NULL, NULL, NULL};
+    lrun_threadpool_init(&pools[1], 1);
+    lrun_threadpool_init(&pools[2], 3);
+    int ok = 1;
+    for (int p = 0; p < 3; p++)
+        for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+            memset(dst, 0xAB, max + 1);
+            lrun_threadpool_memcpy(pools[p], dst, src, sizes[k]);
+            ok &= memcmp(dst, src, sizes[k]) == 0 && dst[sizes[k]] == 0xAB;
+        }
+    CHECK("threadpool memcpy copies exactly the bytes asked, any pool", ok);
+    lrun_threadpool_free(pools[1]);
+    lrun_threadpool_free(pools[2]);
+    free(src);
+    free(dst);
+}
+
 int main(void)
 {
     cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -148,6 +174,7 @@ int main(void)
     test_pool(2);
     test_pool(3);
     test_pool(0);
+    test_memcpy();
 
     counter_ctx c;
     memset(&c, 0, sizeof c);
