@@ -252,7 +252,8 @@ struct pool_copy {
 static void pool_copy_task(void *ctx, int ith, int nth)
 {
     const struct pool_copy *c = ctx;
-    const size_t per = (c->bytes / (size_t)nth + 4095) & ~(size_t)4095;
+    /* ceil(bytes / nth) rounded up to a page; the floor lost copies shorter than nth bytes */
+    const size_t per = ((c->bytes + (size_t)nth - 1) / (size_t)nth + 4095) & ~(size_t)4095;
     const size_t a = per * (size_t)ith, b = a + per < c->bytes ? a + per : c->bytes;
     if (a < b) memcpy(c->dst + a, c->src + a, b - a);
 }
