@@ -808,6 +808,20 @@ LRUN_API lrun_status lrun_model_measure_matmul(lrun_model *model, int on_device,
  * compute). One warm-up, then the best of three; bytes in [1 MiB, 4 GiB]. */
 LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes,
                                                       double *bytes_per_s);
+/* How fast the CPU's decode GEMV reads the model's own matrices of dtype
+ * (docs/residency.md "Predicted decode on the CPU"): bytes over the median
+ * seconds of five passes (after a warm-up) of one-row lrun_cpu_matmul on
+ * the model's threads over its matrices in file order, where the host reads
+ * them (the engine's copy, else the file mapping), until bytes, raised to
+ * twice the last-level cache, are covered (a smaller model: all of them).
+ * bytes in [1 MiB, 4 GiB]; LRUN_E_UNSUPPORTED when no matrix of dtype is
+ * readable by the host (packed, or on a GPU only). */
+LRUN_API lrun_status lrun_model_measure_weights_gemv(lrun_model *model, lrun_dtype dtype, size_t bytes,
+                                                     double *bytes_per_s);
+/* Seconds of one layer's one-token attention over n_pos cached positions
+ * (f16 cache, the model's heads) on the model's threads: the median of nine
+ * runs after a warm-up. n_pos in [1, 2^20]. */
+LRUN_API lrun_status lrun_model_measure_decode_attention(lrun_model *model, int64_t n_pos, double *seconds);
 /* How fast the disk tier reads the model's file (docs/residency.md): bytes
  * per second of direct reads (O_DIRECT, the tier's request size and queue
  * depth; buffered where the filesystem refuses it) over up to bytes of the

@@ -8,7 +8,8 @@
 --   t_device = bytes the device reads / device_read
 --              (resident weights and streamed ones once they landed; on
 --              cpu / decode_matmul[dtype] when given: the CPU's decode
---              GEMV, measured from DRAM, is compute-bound on few cores)
+--              GEMV over the model's own weights, compute-bound on few
+--              cores; docs/residency.md "Predicted decode on the CPU")
 --   t_copy   = sum over streamed weights of bytes / the link of their tier:
 --              pinned h2d_pinned, host and mmap h2d_pageable, disk disk_read
 --   t_host   = sum over host-computed weights of plain bytes / the host's
@@ -20,9 +21,12 @@
 -- (the per-layer max summed over layers is at least this; with streamed
 -- weights spread evenly over the layers the two agree);
 -- cpu: the copies are memcpys by the same threads, so
---   seconds = t_device + t_copy + t_host.
--- Not modelled: attention over the KV cache, kernel launch and
--- synchronisation overheads, packed weights' decode.
+--   seconds = t_device + t_copy + t_host + t_attention,
+-- t_attention = bw.decode_attention_s when given: a token's attention over
+-- the cached context, every layer (lrun.predict_plan measures it on cpu at
+-- the prefill chunk's 512 positions; 13% of a step of the bench's model).
+-- Not modelled: attention on cuda, kernel launch and synchronisation
+-- overheads, packed weights' decode.
 --
 -- Prefill (M.prefill, docs/residency.md "Predicted prefill"): one chunk of
 -- T tokens (from position 0) costs, per weight:
@@ -79,8 +83,9 @@ end
 -- @tparam table plan {[name] = tier} (names left out: device)
 -- @tparam[opt] table host_compute {[name] = true}
 -- @tparam table bw {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
---   host_matmul= bytes/s or {[dtype]=}, disk_read=, decode_matmul= {[dtype]=} (cpu)} bytes/s
--- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=,
+--   host_matmul= bytes/s or {[dtype]=}, disk_read=, decode_matmul= {[dtype]=} (cpu)} bytes/s,
+--   decode_attention_s= (cpu: seconds of one token's attention, every layer)
+-- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=, attention_s=,
 --   links = {[name] = seconds}, bytes = {device=, streamed=, host=}}
 function M.decode(tensors, plan, host_compute, bw)
   host_compute = host_compute or {}
@@ -119,20 +124,27 @@ function M.decode(tensors, plan, host_compute, bw)
   end
   local compute = p.device_s + p.host_s
   if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
-  else p.seconds = compute + p.copy_s end
+  else
+    local a = bw.decode_attention_s
+    p.attention_s = type(a) == "number" and a > 0 and a or 0
+    p.seconds = compute + p.copy_s + p.attention_s
+  end
   -- the limit: the term that sets the time (cuda: the copies when they are
   -- the slower side; cpu: the largest of the three), and for copies the
   -- link that takes longest
   local copies
   if bw.device == "cuda" then copies = p.copy_s > compute
-  else copies = p.copy_s > p.device_s and p.copy_s > p.host_s end
+  else copies = p.copy_s > p.device_s and p.copy_s > p.host_s and p.copy_s > p.attention_s end
   if copies then
     local best, worst = -1, nil
     for name, s in pairs(p.links) do
       if s > best or (s == best and name < worst) then best, worst = s, name end
     end
     p.limit = worst
-  elseif p.host_s > p.device_s then p.limit = "host matmul"
+  elseif p.host_s > p.device_s and p.host_s >= (p.attention_s or 0) then p.limit = "host matmul"
+  elseif (p.attention_s or 0) > p.device_s then p.limit = "attention"
+  elseif bw.device ~= "cuda" and type(bw.decode_matmul) == "table" and next(bw.decode_matmul) then
+    p.limit = "decode GEMV"
   else p.limit = "device read" end
   p.overlapped = bw.device == "cuda"
   p.tok_s = p.seconds > 0 and 1 / p.seconds or math.huge
@@ -150,12 +162,14 @@ function M.text(p, bw)
     local r = p.limit == "PCIe pinned" and bw.h2d_pinned
       or p.limit == "PCIe pageable" and (bw.h2d_pageable or bw.h2d_pinned)
       or p.limit == "disk" and (bw.disk_read or M.assumed_disk_read)
-      or p.limit == "device read" and bw.device_read or nil
+      or p.limit == "device read" and bw.device_read
+      or p.limit == "decode GEMV" and p.device_s > 0 and p.bytes.device / p.device_s or nil
     if r then rate = " " .. gbs(r) end
   end
+  local attn = (p.attention_s or 0) > 0 and string.format(", %.3f ms attention", p.attention_s * 1e3) or ""
   return string.format("predicted decode ~%.1f tok/s (limit: %s%s; per token %.3f ms device, %.3f ms copies, "
-    .. "%.3f ms host compute%s; accuracy to be measured)", p.tok_s, p.limit, rate, p.device_s * 1e3,
-    p.copy_s * 1e3, p.host_s * 1e3, p.overlapped and ", copies overlapped" or "")
+    .. "%.3f ms host compute%s%s; accuracy to be measured)", p.tok_s, p.limit, rate, p.device_s * 1e3,
+    p.copy_s * 1e3, p.host_s * 1e3, attn, p.overlapped and ", copies overlapped" or "")
 end
 
 

@@ -13,7 +13,7 @@ local ffi, C = lf.ffi, lf.C
 
 local M = {}
 
-local rate_cache = {} -- [device, dtype, n, k, rows] = {device=, host=} flop/s, once per process
+local rate_cache = {} -- [device, threads, dtype, n, k, rows] = {device=, host=} flop/s, once per process
 
 local matrix_roles = { attn_q = true, attn_k = true, attn_v = true, attn_output = true, ffn_gate = true,
   ffn_up = true, ffn_down = true, ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
@@ -32,19 +32,31 @@ local function shapes(tensors, with_head)
   return best
 end
 
+-- The pool size a model's measurements ran on, for the caches' keys: a
+-- figure measured on two threads is not a one-thread model's (the bench's
+-- first load used to fix it for every later one).
+local function threads_key(model)
+  return tostring(model.threads or 0)
+end
+
 --- Fills bw.device_matmul (flop/s of the engine's batched product per
 -- dtype: cuBLAS on cuda, lrun_cpu_matmul on cpu) and on cuda bw.host_gemm
 -- (host compute's batched product), for the model's matrix dtypes not yet
 -- measured, at rows activation rows. A dtype that cannot be measured is left
 -- out (the prediction then uses another dtype's rate, or none).
-function M.matmul_rates(model, bw, rows)
+function M.matmul_rates(model, bw, rows, context)
   rows = rows or predict.prefill_tokens
   local dev = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle)))
-  bw.device_matmul = type(bw.device_matmul) == "table" and bw.device_matmul or {}
-  if bw.device == "cuda" then bw.host_gemm = type(bw.host_gemm) == "table" and bw.host_gemm or {} end
+  local function copy(t) -- the caller's rates, kept; this model's measured ones added to the copy
+    local c = {}
+    if type(t) == "table" then for k, v in pairs(t) do c[k] = v end end
+    return c
+  end
+  bw.device_matmul = copy(bw.device_matmul)
+  if bw.device == "cuda" then bw.host_gemm = copy(bw.host_gemm) end
   local out, dt = ffi.new("double[1]"), ffi.new("lrun_dtype[1]")
   for dtype, s in pairs(shapes(model:tensors())) do
-    local key = string.format("%s\0%s\0%d\0%d\0%d", dev, dtype, s.n, s.k, rows)
+    local key = string.format("%s\0%s\0%s\0%d\0%d\0%d", dev, threads_key(model), dtype, s.n, s.k, rows)
     local c = rate_cache[key]
     if not c and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
       c = {}
@@ -72,27 +84,58 @@ function M.matmul_rates(model, bw, rows)
     end
   end
   if next(bw.device_matmul) == nil then bw.device_matmul = nil end
-  if bw.device ~= "cuda" then M.decode_rates(model, bw) end
+  if bw.device ~= "cuda" then M.decode_rates(model, bw, context) end
   return bw
 end
 
-local gemv_cache = {} -- [device, dtype] = bytes/s of the cpu's decode GEMV, once per process
+local gemv_cache = {} -- [device, threads, dtype] = bytes/s of the cpu's decode GEMV, once per process
+local attn_cache = {} -- [device, threads, heads, context] = seconds of one layer's decode attention
+
+-- Bytes/s the decode GEMV reads dtype at: over the model's own matrices
+-- (lrun_model_measure_weights_gemv), or a synthetic weight when the host
+-- cannot read them (lrun_model_measure_host_matmul); false when neither.
+local function gemv_rate(model, dt)
+  local out = ffi.new("double[1]")
+  if C.lrun_model_measure_weights_gemv(model.handle, dt, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+    return out[0]
+  end
+  return C.lrun_model_measure_host_matmul(model.handle, dt, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 and out[0]
+    or false
+end
 
 --- cpu: fills bw.decode_matmul (bytes/s the decode GEMV reads each matrix
--- dtype of the model at, from DRAM: lrun_model_measure_host_matmul), which
--- lrun.predict.decode uses for the device's reads there (two cores compute
--- slower than the memory bus feeds them).
-function M.decode_rates(model, bw)
+-- dtype of the model at, over its own weights, from DRAM when they are
+-- larger than the cache) and bw.decode_attention_s (seconds of a token's
+-- attention over context cached positions, every layer), which
+-- lrun.predict.decode adds to the device's reads. Rates the caller gave
+-- are kept. Measured once per device, thread count and dtype (attention:
+-- heads and context) per process.
+function M.decode_rates(model, bw, context)
   local dev = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle)))
-  bw.decode_matmul = type(bw.decode_matmul) == "table" and bw.decode_matmul or {}
-  local out, dt = ffi.new("double[1]"), ffi.new("lrun_dtype[1]")
+  local th = threads_key(model)
+  local given = type(bw.decode_matmul) == "table" and bw.decode_matmul or {}
+  local rates = {}
+  for k, v in pairs(given) do rates[k] = v end
+  local dt = ffi.new("lrun_dtype[1]")
   for dtype in pairs(shapes(model:tensors(), true)) do
-    local key = dev .. "\0" .. dtype
+    local key = dev .. "\0" .. th .. "\0" .. dtype
     if gemv_cache[key] == nil and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
-      gemv_cache[key] = C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK
+      gemv_cache[key] = gemv_rate(model, dt[0])
+    end
+    rates[dtype] = rates[dtype] or gemv_cache[key] or nil
+  end
+  bw.decode_matmul = rates
+  if bw.decode_attention_s == nil then
+    local i = C.lrun_model_get_info(model.handle)
+    context = context or predict.prefill_tokens
+    local key = string.format("%s\0%s\0%d\0%d\0%d\0%d", dev, th, tonumber(i.n_head), tonumber(i.n_head_kv),
+      tonumber(i.head_dim), context)
+    if attn_cache[key] == nil then
+      local out = ffi.new("double[1]")
+      attn_cache[key] = C.lrun_model_measure_decode_attention(model.handle, context, out) == C.LRUN_OK
         and out[0] > 0 and out[0] or false
     end
-    bw.decode_matmul[dtype] = bw.decode_matmul[dtype] or gemv_cache[key] or nil
+    bw.decode_attention_s = attn_cache[key] and attn_cache[key] * tonumber(i.n_layer) or nil
   end
 end
 
@@ -110,7 +153,10 @@ end
 -- @treturn string the text: the summary line, then the two detail lines
 function M.predict(model, tensors, plan, host_compute, bw, opts)
   opts = opts or {}
-  M.matmul_rates(model, bw)
+  -- this model's measured rates over the shared bandwidths (a table per
+  -- device): its thread count and its weights are its own
+  bw = setmetatable({}, { __index = bw })
+  M.matmul_rates(model, bw, nil, opts.decode_context)
   local dec = predict.decode(tensors, plan, host_compute, bw)
   local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw,
     M.query(model, opts.prefill_tokens)) or nil

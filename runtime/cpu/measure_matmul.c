@@ -18,6 +18,7 @@
 #include "cpu/cpu_matmul.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "cpu/measure.h"
 #include "model/model.h"
 
 #ifdef LRUN_WITH_CUDA
@@ -30,7 +31,7 @@ lrun_status lrun_cuda_measure_gemm(lrun_device *device, lrun_dtype dtype, int64_
  * sysfs lists for cpu0, times the number of such caches (CPUs configured
  * over the CPUs sharing it: AMD parts have one L3 per core complex). 0 when
  * sysfs does not say (containers, gVisor). */
-static size_t last_level_cache_bytes(void)
+size_t lrun_cpu_last_level_cache_bytes(void)
 {
     size_t best = 0;
     long sharing = 1;
@@ -86,7 +87,7 @@ lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, 
     /* Twice the machine's last-level cache (1 GiB when unknown), so the rows
      * come from DRAM as a model's would, not from cache: a 64 MiB weight in a
      * 300 MiB L3 measured 222 GB/s against DRAM's ~99 (issue #15). */
-    const size_t llc = last_level_cache_bytes(), floor_bytes = llc ? 2 * llc : (size_t)1 << 30;
+    const size_t llc = lrun_cpu_last_level_cache_bytes(), floor_bytes = llc ? 2 * llc : (size_t)1 << 30;
     const size_t avail = lrun_host_memory_available(); /* never more than a quarter of what is free */
     size_t want = floor_bytes < ((size_t)1 << 32) ? floor_bytes : (size_t)1 << 32;
     if (avail && want > avail / 4) want = avail / 4;
