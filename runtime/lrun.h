@@ -819,8 +819,10 @@ LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_
 LRUN_API lrun_status lrun_model_measure_weights_gemv(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                                      double *bytes_per_s);
 /* Seconds of one layer's one-token attention over n_pos cached positions
- * (f16 cache, the model's heads) on the model's threads: the median of nine
- * runs after a warm-up. n_pos in [1, 2^20]. */
+ * (f16 cache, the model's heads) on the model's threads, the cache cold (a
+ * buffer of twice the last-level cache read before each run, as a decode
+ * step's weights evict it): the median of five runs after a warm-up.
+ * n_pos in [1, 2^20]. */
 LRUN_API lrun_status lrun_model_measure_decode_attention(lrun_model *model, int64_t n_pos, double *seconds);
 /* How fast the disk tier reads the model's file (docs/residency.md): bytes
  * per second of direct reads (O_DIRECT, the tier's request size and queue

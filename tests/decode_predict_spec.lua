@@ -1,0 +1,148 @@
+-- decode_predict_spec: the CPU's decode prediction (issue #15; docs/residency.md
+-- "Predicted decode on the CPU"): lrun.predict.decode with given rates, the
+-- decode GEMV's rate per dtype (decode_matmul) and a token's attention
+-- (decode_attention_s) computed by hand; then the two measurements behind
+-- them (lrun_model_measure_weights_gemv over the model's own matrices,
+-- lrun_model_measure_decode_attention) on a generated model, and
+-- lrun.predict_plan keeping the caller's rates and the shared bandwidth
+-- table untouched.
+package.path = "./?.lua;" .. package.path
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+local lrun = require("lrun")
+local predict = require("lrun.predict")
+local predict_plan = require("lrun.predict_plan")
+
+local function near(want, got, what)
+  assert.is_true(math.abs(want - got) <= 1e-9 * math.abs(want), string.format("%s: want %.12g, got %.12g",
+    what or "value", want, got))
+end
+
+local function with(base, extra)
+  local t = {}
+  for k, v in pairs(base) do t[k] = v end
+  for k, v in pairs(extra) do t[k] = v end
+  return t
+end
+
+-- device_read far above the GEMV's rate: a term that used it would show
+local CPU = { device = "cpu", device_read = 1e12, h2d_pinned = 1e10, h2d_pageable = 1e10, host_read = 4e10,
+  decode_matmul = { q8_0 = 2e10, f16 = 1e10 } }
+
+local TENSORS = {
+  { name = "token_embd.weight", role = "embedding", dtype = "f16", bytes = 1000 * 512, shape = { 500, 1000 } },
+  { name = "output.weight", role = "lm_head", dtype = "q8_0", bytes = 4e6, shape = { 500, 1000 } },
+  { name = "blk.0.attn_norm.weight", role = "attn_norm", dtype = "f32", bytes = 2000, shape = { 500 } },
+  { name = "blk.0.attn_q.weight", role = "attn_q", dtype = "q8_0", bytes = 1e6, shape = { 500, 500 } },
+  { name = "blk.0.ffn_up.weight", role = "ffn_up", dtype = "q8_0", bytes = 2e6, shape = { 500, 1000 } },
+  { name = "blk.0.ffn_down.weight", role = "ffn_down", dtype = "q8_0", bytes = 2e6, shape = { 1000, 500 } },
+}
+-- the embedding moves one row (512 bytes) at its dtype's GEMV rate; the q8_0 matrices at theirs
+local DEVICE = 512 / 1e10 + (4e6 + 1e6 + 2e6 + 2e6) / 2e10
+
+describe("predict.decode on the cpu with given rates", function()
+  it("every matrix at its dtype's decode GEMV rate, not device_read; the limit names the GEMV", function()
+    local p = predict.decode(TENSORS, {}, nil, CPU)
+    near(DEVICE, p.device_s, "device")
+    near(DEVICE, p.seconds, "seconds")
+    assert.are.equal(0, p.attention_s)
+    assert.are.equal("decode GEMV", p.limit)
+    local rate = string.format("%.1f GB/s", (512 + 9e6) / DEVICE / 1e9)
+    assert.matches("limit: decode GEMV " .. rate:gsub("%.", "%%."), predict.text(p, CPU))
+  end)
+
+  it("a token's attention over the cached context adds to the step", function()
+    local bw = with(CPU, { decode_attention_s = 1e-4 })
+    local p = predict.decode(TENSORS, {}, nil, bw)
+    near(1e-4, p.attention_s, "attention")
+    near(DEVICE + 1e-4, p.seconds, "seconds")
+    assert.are.equal("decode GEMV", p.limit)
+    assert.matches(", 0%.100 ms attention", predict.text(p, bw))
+  end)
+
+  it("attention is the limit when it is the largest term", function()
+    local p = predict.decode(TENSORS, {}, nil, with(CPU, { decode_attention_s = 1 }))
+    assert.are.equal("attention", p.limit)
+  end)
+
+  it("copies and attention add up (the fill's memcpys share the cores)", function()
+    local bw = with(CPU, { decode_attention_s = 2e-4 })
+    local p = predict.decode(TENSORS, { ["blk.0.ffn_up.weight"] = "host" }, nil, bw)
+    near(DEVICE + 2e6 / 1e10 + 2e-4, p.seconds, "seconds")
+  end)
+
+  it("cuda keeps its terms: no attention term, device_read for the device's reads", function()
+    local bw = { device = "cuda", device_read = 1e12, h2d_pinned = 2e10, h2d_pageable = 1e10, host_read = 5e10,
+      decode_matmul = { q8_0 = 1 }, decode_attention_s = 1 }
+    local p = predict.decode(TENSORS, {}, nil, bw)
+    near((512 + 9e6) / 1e12, p.seconds, "seconds")
+    assert.are.equal("device read", p.limit)
+    assert.is_nil(p.attention_s)
+  end)
+end)
+
+describe("the cpu decode measurements", function()
+  local path, m
+  setup(function()
+    path = os.tmpname() .. ".gguf"
+    local s = ffi.new("lrun_model_gen_spec")
+    s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 2, 64, 4, 2, 128
+    s.n_vocab, s.n_ctx = 512, 256
+    s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_F16, 0
+    s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 5, 1
+    assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+    m = assert(lrun.load(path, { progress = false, threads = 1 }))
+  end)
+  teardown(function()
+    if m then m:free() end
+    os.remove(path)
+  end)
+
+  it("lrun_model_measure_weights_gemv reads the model's own matrices and refuses what it cannot", function()
+    local out = ffi.new("double[1]")
+    assert.are.equal(C.LRUN_OK, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 20, out))
+    assert.is_true(out[0] > 0)
+    -- the head is f16 (a matrix), the embedding too (one row a token: not measured)
+    assert.are.equal(C.LRUN_OK, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_F16, 2 ^ 20, out))
+    assert.is_true(out[0] > 0)
+    assert.are.equal(C.LRUN_E_UNSUPPORTED, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_BF16, 2 ^ 20, out))
+    assert.matches("no bf16 matrix", lf.last_error())
+    assert.are.equal(0, out[0])
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 1024, out))
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_K, 2 ^ 20, out))
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv(nil, C.LRUN_DTYPE_Q8_0, 2 ^ 20, out))
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 20, nil))
+  end)
+
+  it("lrun_model_measure_decode_attention gives seconds and refuses a context out of range", function()
+    local out = ffi.new("double[1]")
+    assert.are.equal(C.LRUN_OK, C.lrun_model_measure_decode_attention(m.handle, 64, out))
+    assert.is_true(out[0] > 0 and out[0] < 1)
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_decode_attention(m.handle, 0, out))
+    assert.are.equal(0, out[0])
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_decode_attention(m.handle, 2 ^ 21, out))
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_decode_attention(nil, 64, out))
+  end)
+
+  it("predict_plan measures into its own table: the shared one stays as given, given rates win", function()
+    local shared = { device = "cpu", device_read = 4e10, h2d_pinned = 1e10, h2d_pageable = 1e10, host_read = 4e10 }
+    local dec = predict_plan.predict(m, m:tensors(), {}, {}, shared)
+    assert.is_nil(shared.decode_matmul)
+    assert.is_nil(shared.decode_attention_s)
+    assert.is_nil(shared.device_matmul)
+    assert.is_true(dec.tok_s > 0 and dec.attention_s > 0)
+    assert.is_truthy(dec.limit == "decode GEMV" or dec.limit == "attention")
+    -- given rates: the prediction is the hand formula's
+    local given = with(shared, { decode_matmul = { q8_0 = 1e9, f16 = 1e9 }, decode_attention_s = 1e-3 })
+    local dec2 = predict_plan.predict(m, m:tensors(), {}, {}, given)
+    local bytes = 0
+    for _, t in ipairs(m:tensors()) do
+      if t.role == "embedding" then bytes = bytes + t.bytes / t.shape[2]
+      elseif #t.shape >= 2 and t.role ~= "attn_norm" and t.role ~= "ffn_norm" and t.role ~= "output_norm" then
+        bytes = bytes + t.bytes
+      end
+    end
+    near(bytes / 1e9 + 1e-3, dec2.seconds, "seconds")
+    assert.are.equal(1e9, given.decode_matmul.q8_0)
+  end)
+end)
