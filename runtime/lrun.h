@@ -827,7 +827,8 @@ LRUN_API lrun_status lrun_model_measure_decode_attention(lrun_model *model, int6
 /* How fast the disk tier reads the model's file (docs/residency.md): bytes
  * per second of direct reads (O_DIRECT, the tier's request size and queue
  * depth; buffered where the filesystem refuses it) over up to bytes of the
- * model's weights in file order, bytes in [1 MiB, 16 GiB]. LRUN_E_UNSUPPORTED
+ * model's weights in file order, the second of two passes over them (decode
+ * re-reads the tier every token), bytes in [1 MiB, 16 GiB]. LRUN_E_UNSUPPORTED
  * when no weight is a file mapping. */
 LRUN_API lrun_status lrun_model_measure_disk_read(lrun_model *model, size_t bytes, double *bytes_per_s);
 
