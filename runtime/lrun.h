@@ -809,7 +809,7 @@ LRUN_API lrun_status lrun_model_measure_matmul(lrun_model *model, int on_device,
 LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes,
                                                       double *bytes_per_s);
 /* How fast the CPU's decode GEMV reads the model's own matrices of dtype
- * (docs/residency.md "Predicted decode on the CPU"): bytes over the median
+ * (docs/residency.md "Predicted decode on the CPU"): bytes over the mean
  * seconds of five passes (after a warm-up) of one-row lrun_cpu_matmul on
  * the model's threads over its matrices in file order, where the host reads
  * them (the engine's copy, else the file mapping), until bytes, raised to
