@@ -43,6 +43,7 @@ struct lrun_model {
     struct lrun_fp8_weight *fp8;      /* (n_fp8, cap_fp8) an HF checkpoint's F8_E4M3 weights (model_fp8.h) */
     int64_t n_fp8, cap_fp8;
     int fp8_lazy;                     /* 1: they are widened where they are placed, not at load */
+    lrun_tensor_maker fp8_maker;      /* widens the pending ones into owned memory (a tensor moved alone) */
     char *weights_path;               /* the path loaded: the GGUF file the streaming loader reads
                                        * (model_upload.c), or an HF model's directory (its shards are
                                        * in st); NULL for a GGUF decoded into memory (a packed file) */

@@ -119,9 +119,16 @@ static int shard_index(const lrun_model *m, const char *path)
     return -1;
 }
 
+/* The tensors' maker (core/tensor.h): every pending weight widened. */
+static lrun_status make_all(void *ctx, const char *why)
+{
+    return lrun_model_fp8_settle(ctx, 0, why);
+}
+
 lrun_status lrun_model_fp8_add(lrun_model *m, const char *file, const lrun_st_tensor *t, const int block[2],
                                int64_t index, int settle)
 {
+    m->fp8_maker = (lrun_tensor_maker){make_all, m};
     lrun_fp8_weight x = {.tensor = index, .bytes = t->nbytes, .settle_at_load = settle || !m->fp8_lazy};
     lrun_status st = widen_of(m, file, t, block, &x.w);
     if (st != LRUN_OK) return st;

@@ -412,7 +412,8 @@ static lrun_status add_each(lrun_model *m, const char *file, int tied, int extra
         for (int d = 0; d < t->ndim; d++) ne[d] = t->shape[t->ndim - 1 - d];
         st = lrun_model_add_tensor(m, n, name, dtype, t->ndim, ne, data);
         if (st != LRUN_OK) return lrun_fail_context(st, "%s (HF tensor '%s')", file, t->name);
-        m->tensors[n++].fp8_pending = fp8;
+        m->tensors[n].fp8_pending = fp8;
+        m->tensors[n++].maker = fp8 ? &m->fp8_maker : NULL;
     }
     if (st == LRUN_OK) st = lrun_hf_add_experts(m, file, &n); /* the GGUF's stacked experts (model_hf_moe.h) */
     m->n_tensors = n;

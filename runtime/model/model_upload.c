@@ -18,7 +18,10 @@
  * factors), which DONTNEED would zero.
  *
  * Tensors that are not in a file (those owned buffers, a packed model
- * decoded into memory) move one by one with lrun_tensor_move. */
+ * decoded into memory) move one by one with lrun_tensor_move. An FP8
+ * weight not widened yet (model_fp8.h) is a loader range too: its FP8
+ * bytes, widened piece by piece into the destination (into the pinned
+ * chunk before each copy to a GPU), so no bf16 copy is made on the host. */
 #include "model/model.h"
 
 #include <stdio.h>

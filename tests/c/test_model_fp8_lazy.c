@@ -7,7 +7,8 @@
  * move, the host holds exactly the bf16 copy less; the peak drops by it
  * (less one staging chunk); nothing FP8 is charged before the move; a
  * pending weight refuses to be read alone, naming why; an engine started
- * without any move widens what is pending; the disk tier settles first.
+ * without any move widens what is pending; the disk tier settles first; a
+ * weight moved alone (lrun_tensor_move, as a change of form) settles first.
  * Skipped where python3 lacks numpy (tests/fp8_hf_dir.py writes the FP8
  * directory). The GPU twin is test_model_fp8_lazy_gpu.c. */
 #include "check.h"
@@ -75,6 +76,16 @@ int main(void)
     CHECK("lazy, to the disk tier: widened into host memory first, then moved", moved && d1.weights == H);
     CHECK("lazy, to the disk tier: the weights are those widened at load", moved && a && fx_same_weights(a, d));
     lrun_model_free(d);
+
+    /* lazy, one weight moved alone (as a change of form is): its maker widens the pending ones first */
+    lrun_model *e = made == 1 ? fx_load(fp8, "cpu", 1) : NULL;
+    lrun_tensor *eq = e ? lrun_model_find_tensor(e, "blk.1.ffn_down.weight") : NULL;
+    lrun_host_stats e1 = {0};
+    const int alone = eq && lrun_tensor_move(eq, lrun_model_device(e), LRUN_TIER_HOST) == LRUN_OK;
+    if (e) lrun_model_host_stats(e, &e1);
+    CHECK("lazy, one weight moved alone: widened first (all of them, as at open), then moved",
+          alone && e1.weights == H + lrun_tensor_bytes(eq) && a && fx_same_weights(a, e));
+    lrun_model_free(e);
     lrun_model_free(a);
     unsetenv("LRUN_FP8_LAZY");
     fx_remove(dir);
