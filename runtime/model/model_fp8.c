@@ -160,6 +160,21 @@ int lrun_model_fp8_range(const lrun_model *m, const struct lrun_tensor *t, lrun_
     return 0;
 }
 
+int lrun_model_fp8_repend(lrun_model *m, struct lrun_tensor *t)
+{
+    if (t->fp8_pending || t->file_data) return 0;
+    const int64_t index = t - m->tensors;
+    for (int64_t i = 0; i < m->n_fp8; i++)
+        if (m->fp8[i].tensor == index) {
+            lrun_tensor_release_data(t);
+            t->tier = LRUN_TIER_MMAP;
+            t->device = NULL;
+            t->fp8_pending = 1;
+            return 1;
+        }
+    return 0;
+}
+
 // ---------------------------------------------------------------- settling
 
 /* The home of record x: host memory the model owns, charged as weights. */

@@ -65,4 +65,9 @@ lrun_status lrun_model_fp8_settle(lrun_model *m, int only_at_load, const char *w
  * on_device left to the caller), else 0. */
 int lrun_model_fp8_range(const lrun_model *m, const struct lrun_tensor *t, lrun_load_range *r);
 
+/* 1 when t is an FP8 weight widened straight into its placement (no home,
+ * no file bytes of its bf16 form): its copy is released and it is pending
+ * again, to be widened anew (a move back to mmap or disk). Else 0. */
+int lrun_model_fp8_repend(lrun_model *m, struct lrun_tensor *t);
+
 #endif

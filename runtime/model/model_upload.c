@@ -242,15 +242,20 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
     return st;
 }
 
-/* Pending FP8 weights bound for a file tier (mmap: stay as they are; disk:
- * read from the file) need bf16 bytes to point at: every pending one is
- * widened into host memory first, as at a load that is not lazy. */
+/* FP8 weights bound for a file tier (mmap, disk) need bf16 bytes in host
+ * memory to point at, as at a load that is not lazy: one widened straight
+ * into its placement is released and pending again (model_fp8.h), then
+ * every pending one is widened into host memory the model owns. */
 static lrun_status settle_for_file_tiers(lrun_model *m, int64_t n, const int64_t *index, const lrun_tier *tier)
 {
-    for (int64_t i = 0; i < n; i++)
-        if (m->tensors[index[i]].fp8_pending && tier[i] == LRUN_TIER_DISK)
-            return lrun_model_fp8_settle(m, 0, "moving FP8 weights to the disk tier");
-    return LRUN_OK;
+    int need = 0;
+    for (int64_t i = 0; i < n; i++) {
+        lrun_tensor *t = &m->tensors[index[i]];
+        if (tier[i] != LRUN_TIER_MMAP && tier[i] != LRUN_TIER_DISK) continue;
+        if (t->tier != LRUN_TIER_MMAP && t->tier != LRUN_TIER_DISK) (void)lrun_model_fp8_repend(m, t);
+        need |= t->fp8_pending && (tier[i] == LRUN_TIER_DISK || t->tier != tier[i]);
+    }
+    return need ? lrun_model_fp8_settle(m, 0, "moving FP8 weights to a file tier") : LRUN_OK;
 }
 
 static lrun_status move_tensors(lrun_model *model, int64_t n, const int64_t *index, const lrun_tier *tier)

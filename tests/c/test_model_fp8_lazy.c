@@ -8,7 +8,8 @@
  * (less one staging chunk); nothing FP8 is charged before the move; a
  * pending weight refuses to be read alone, naming why; an engine started
  * without any move widens what is pending; the disk tier settles first; a
- * weight moved alone (lrun_tensor_move, as a change of form) settles first.
+ * weight moved alone (lrun_tensor_move, as a change of form) settles first;
+ * weights widened into the device tier and moved back to mmap are widened anew.
  * Skipped where python3 lacks numpy (tests/fp8_hf_dir.py writes the FP8
  * directory). The GPU twin is test_model_fp8_lazy_gpu.c. */
 #include "check.h"
@@ -57,6 +58,13 @@ int main(void)
           a && b && a1.peak >= b1.peak + H - FX_CHUNK && b1.peak <= b1.held + FX_CHUNK);
     CHECK("lazy: the logits of one step are bit-identical",
           a && b && fx_logits(a, la) && fx_logits(b, lb) && memcmp(la, lb, sizeof la) == 0);
+    /* back to the file: those widened straight into the device tier are widened anew at the engine's start */
+    lrun_host_stats b2 = {0};
+    static float lb2[FX_V];
+    const int back = b && fx_move_all(b, LRUN_TIER_MMAP) == LRUN_OK && fx_logits(b, lb2);
+    if (b) lrun_model_host_stats(b, &b2);
+    CHECK("lazy, moved back to mmap: widened anew into host memory (charged as weights), same logits",
+          back && b2.weights == H && memcmp(la, lb2, sizeof la) == 0);
     lrun_model_free(b);
 
     /* lazy, no move: the engine widens what is pending into the model's own memory */
