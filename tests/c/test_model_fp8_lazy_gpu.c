@@ -6,7 +6,7 @@
  * the GPU) and the logits of one step are bit-identical; the host holds no
  * FP8 weight; the host peak drops by the bf16 bytes, less one staging chunk.
  * Also the residency path: lrun_model_move_tensors to the device before the
- * engine, same logits. Prints the peaks. Skipped (TAP SKIP) where no GPU is
+ * engine, same logits; then back to mmap (pending again) and up again. Prints the peaks. Skipped (TAP SKIP) where no GPU is
  * visible or python3 lacks numpy. The CPU twin is test_model_fp8_lazy.c. */
 #include "check.h"
 #include "fp8_lazy_fixture.h"
@@ -64,6 +64,10 @@ int main(void)
     if (c) lrun_model_host_stats(c, &hc);
     CHECK("lazy, moved to the device before the engine: no FP8 weight held on the host",
           a && c && ha.weights == hc.weights + H);
+    /* back to the file (released, pending again), then an engine's start widens them onto the GPU anew */
+    static float lc2[FX_V];
+    CHECK("lazy, moved back to mmap and up again by an engine: same logits",
+          c && fx_move_all(c, LRUN_TIER_MMAP) == LRUN_OK && fx_logits(c, lc2) && memcmp(la, lc2, sizeof la) == 0);
     lrun_model_free(c);
     lrun_model_free(a);
     unsetenv("LRUN_FP8_LAZY");
