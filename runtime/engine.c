@@ -188,7 +188,11 @@ lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_en
     e->iface = b;
     e->model = model;
     lrun_mapguard_enter(); /* init and the prefault read the file mapping: a truncated file is an error */
-    st = b->init(&e->ctx, model, &o);
+    /* FP8 weights not widened yet get their bytes now, but for a cuda engine that moves every
+     * weight itself: that widens them straight onto the GPU (model/model_fp8.h) */
+    const int moves_all = model->device->kind == LRUN_DEVICE_KIND_CUDA && o.weight_mode == LRUN_WEIGHT_MODE_ALL_DEVICE;
+    st = moves_all ? LRUN_OK : lrun_model_settle_weights(model);
+    if (st == LRUN_OK) st = b->init(&e->ctx, model, &o);
     if (st != LRUN_OK) {
         lrun_mapguard_leave();
         free(e);

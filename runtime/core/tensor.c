@@ -282,11 +282,32 @@ static lrun_status read_packed_f32(const lrun_tensor *t, int64_t first, int64_t 
     return st == LRUN_OK ? st : lrun_fail_context(st, "read of tensor %s", t->name);
 }
 
+/* An FP8 weight not widened yet has no bytes to read: the model widens it
+ * (lrun_model_move_tensors, an engine's start, or a move of it alone). */
+static lrun_status pending_fail(const lrun_tensor *t, const char *what)
+{
+    return lrun_fail(LRUN_E_ARG, "%s tensor %s: an FP8 weight not widened yet; move it with lrun_model_move_tensors "
+                     "or start an engine first (docs/models.md)", what, t->name);
+}
+
+/* A tensor moved alone (a change of form, a plain move) gets its bytes
+ * first: its maker widens it into host memory its model owns (tier mmap). */
+static lrun_status make_pending(lrun_tensor *t)
+{
+    if (!t->fp8_pending) return LRUN_OK;
+    if (!t->maker) return pending_fail(t, "moving");
+    char why[128];
+    snprintf(why, sizeof why, "moving tensor %s", t->name);
+    const lrun_status st = t->maker->make(t->maker->ctx, why);
+    return st != LRUN_OK ? st : t->fp8_pending ? pending_fail(t, "moving") : LRUN_OK;
+}
+
 lrun_status lrun_tensor_read_f32(const lrun_tensor *tensor, int64_t first, int64_t n, float *dst)
 {
     size_t off, len;
     lrun_status st = elem_range(tensor, "read", first, n, &off, &len);
     if (st != LRUN_OK || n == 0) return st;
+    if (tensor->fp8_pending) return pending_fail(tensor, "read of");
     if (!dst) return lrun_fail(LRUN_E_ARG, "read of tensor %s: dst is NULL", tensor->name);
     if (tensor->packed) return read_packed_f32(tensor, first, n, dst);
     if (!on_gpu(tensor->device, tensor->tier)) {
@@ -345,6 +366,8 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
     if (tier == LRUN_TIER_DEVICE && !dev)
         return lrun_fail(LRUN_E_ARG, "moving tensor %s to the device tier: no device given", t->name);
     if (t->tier == tier && (tier != LRUN_TIER_DEVICE || dev == t->device)) return LRUN_OK;
+    const lrun_status made = make_pending(t);
+    if (made != LRUN_OK) return made;
 
     if (is_file_tier(tier)) {
         if (!t->file_data)
@@ -437,6 +460,8 @@ static lrun_status convert_on_host(const lrun_tensor *t, int packed, void **out,
 lrun_status lrun_tensor_move_form(lrun_tensor *t, lrun_device *device, lrun_tier tier, int packed)
 {
     if (!t) return lrun_fail(LRUN_E_ARG, "lrun_tensor_move_form: tensor is NULL");
+    const lrun_status made = make_pending(t);
+    if (made != LRUN_OK) return made;
     packed = packed != 0;
     if (packed && (!lrun_packed_dtype_ok(t->dtype) || t->ndim != 2))
         return lrun_fail(LRUN_E_UNSUPPORTED, "packing tensor %s: only bf16 and f16 matrices pack, it is %s with %d "

@@ -5,6 +5,14 @@
 #include "lrun.h"
 #include "packed/codec.h"
 
+/* How a tensor whose bytes are not made yet gets them (an FP8 weight not
+ * widened yet, model/model_fp8.h): make(ctx, why) makes them for every such
+ * tensor of its model (why names the caller in a failure). */
+typedef struct lrun_tensor_maker {
+    lrun_status (*make)(void *ctx, const char *why);
+    void *ctx;
+} lrun_tensor_maker;
+
 struct lrun_tensor {
     char name[64];
     lrun_dtype dtype;
@@ -19,6 +27,9 @@ struct lrun_tensor {
     lrun_device *device;       /* the device a DEVICE-tier copy is counted on */
     const void *file_data;     /* the bytes in the mapped model file, NULL if none */
     int host_compute;          /* 1: an AS_PLACED engine runs this weight's matmul on the host */
+    int fp8_pending;           /* 1: an FP8 weight not widened yet (model/model_fp8.h): tier MMAP with no
+                                * bytes anywhere (data, file_data NULL) until it moves or an engine starts */
+    const lrun_tensor_maker *maker; /* with fp8_pending: what makes its bytes (lrun_tensor_move calls it) */
     /* The packed form (docs/packed.md): a bf16/f16 matrix may hold its codec
      * bytes instead of the plain ones, in any tier. nbytes stays the plain
      * size (the shape's); the tier holds lrun_tensor_stored_bytes. */

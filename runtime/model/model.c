@@ -19,6 +19,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/mapguard.h"
+#include "model/model_fp8.h"
 
 /* Bounds on hyper-parameters: far above any real model, low enough that the
  * products sizing buffers cannot overflow. */
@@ -484,6 +485,11 @@ static int is_weight_matrix(const lrun_model *m, const struct lrun_tensor *t)
     return 0;
 }
 
+lrun_status lrun_model_settle_weights(lrun_model *m)
+{
+    return m->n_fp8 ? lrun_model_fp8_settle(m, 0, "starting an engine") : LRUN_OK;
+}
+
 void *lrun_model_own(lrun_model *m, size_t bytes, const char *what)
 {
     void **list = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *list);
@@ -587,6 +593,7 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     const unsigned long g0 = lrun_mapguard_begin();
     lrun_status st;
     if (lrun_model_is_hf(path)) {
+        m->fp8_lazy = lrun_model_fp8_lazy_wanted(opts->device);
         st = lrun_model_open_hf(m, path, opts->progress);
         if (st == LRUN_OK && !(m->weights_path = strdup(path)))
             st = lrun_fail_oom(strlen(path) + 1, 0, "loading %s: its path", path);
@@ -635,6 +642,7 @@ void lrun_model_free(lrun_model *model)
     if (model->packed_file) lrun_packed_file_close(model->packed_file);
     for (int i = 0; i < model->n_owned; i++) free(model->owned[i]);
     free(model->owned);
+    free(model->fp8);
     free(model->weights_path);
     free(model->tensors);
     free(model->layers);

@@ -40,6 +40,10 @@ struct lrun_model {
     void **owned;                     /* (n_owned) buffers the model made itself: an HF directory's
                                        * llama3 RoPE factors, its FP8 weights widened to bf16 */
     int n_owned;
+    struct lrun_fp8_weight *fp8;      /* (n_fp8, cap_fp8) an HF checkpoint's F8_E4M3 weights (model_fp8.h) */
+    int64_t n_fp8, cap_fp8;
+    int fp8_lazy;                     /* 1: they are widened where they are placed, not at load */
+    lrun_tensor_maker fp8_maker;      /* widens the pending ones into owned memory (a tensor moved alone) */
     char *weights_path;               /* the path loaded: the GGUF file the streaming loader reads
                                        * (model_upload.c), or an HF model's directory (its shards are
                                        * in st); NULL for a GGUF decoded into memory (a packed file) */
@@ -125,6 +129,11 @@ lrun_status lrun_model_check_tensors(lrun_model *m);
  * from the file's start); 0 when they are not in one (FP8 weights widened
  * at load, RoPE factors made at load, a packed GGUF decoded into memory). */
 int lrun_model_tensor_location(const lrun_model *m, const lrun_tensor *t, const char **path, uint64_t *offset);
+
+/* Widens the FP8 weights no move has widened yet into host memory the
+ * model owns (model_fp8.h), so every tensor has its bytes; the start of an
+ * engine that does not move them all itself calls it (engine.c). */
+lrun_status lrun_model_settle_weights(lrun_model *m);
 
 /* Touches the pages of the tensors still in the file mapping (tier MMAP),
  * in file order, once per model, so the first forward pass does not stall

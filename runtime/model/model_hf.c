@@ -34,9 +34,9 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "model/model_hf_arch.h"
+#include "model/model_fp8.h"
 #include "model/model_hf_moe.h"
 #include "model/rope_scaling.h"
-#include "quant/fp8.h"
 #include "quant/quant.h"
 #include "residency/loader.h"
 
@@ -335,171 +335,19 @@ static lrun_status write_metadata(lrun_model *m, const char *file, const char *a
 
 // ---------------------------------------------------------------- FP8 weights
 
-/* One element of a scale tensor (F32, BF16 or F16) as a float. */
-static float scale_at(const lrun_st_tensor *s, int64_t i)
+/* 1 when GGUF tensor name is a fused matrix the loader splits (phi3's
+ * attn_qkv): its parts are row ranges of its bytes, so an FP8 one is
+ * widened at load (model_fp8.h). */
+static int is_split_source(const lrun_arch *a, const char *name)
 {
-    const uint8_t *p = s->data;
-    if (s->dtype == LRUN_ST_F32) {
-        float f;
-        memcpy(&f, p + 4 * i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, p + 2 * i, 2);
-    return s->dtype == LRUN_ST_BF16 ? lrun_bf16_to_f32(h) : lrun_f16_to_f32(h);
-}
-
-static int64_t numel(const lrun_st_tensor *t)
-{
-    int64_t n = 1;
-    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
-    return n;
-}
-
-/* The scale tensor of FP8 weight t: "<prefix>weight_scale" or
- * "<prefix>weight_scale_inv" (both multiply), or NULL. */
-static const lrun_st_tensor *fp8_scale(const lrun_st_set *s, const char *weight)
-{
-    static const char *const suffix[] = {"_scale", "_scale_inv"};
-    char name[256];
-    for (int i = 0; i < 2; i++) {
-        snprintf(name, sizeof name, "%s%s", weight, suffix[i]);
-        const int64_t k = lrun_st_set_find(s, name);
-        if (k >= 0) return lrun_st_set_tensor(s, k);
-    }
-    return NULL;
-}
-
-/* 1 for the companions of an FP8 weight that no computation reads here:
- * its scales (applied at load) and activation scales (lrun computes in bf16). */
-static int is_fp8_companion(const lrun_st_set *s, const char *name)
-{
-    static const char *const suffix[] = {"weight_scale", "weight_scale_inv", "input_scale"};
-    const size_t n = strlen(name);
-    for (int i = 0; i < 3; i++) {
-        const size_t k = strlen(suffix[i]);
-        char base[256];
-        if (n <= k || n - k + 6 >= sizeof base || strcmp(name + n - k, suffix[i]) != 0) continue;
-        snprintf(base, sizeof base, "%.*sweight", (int)(n - k), name);
-        const int64_t w = lrun_st_set_find(s, base);
-        if (w >= 0 && lrun_st_set_tensor(s, w)->dtype == LRUN_ST_F8_E4M3) return 1;
+    int layer;
+    if (sscanf(name, "blk.%d.", &layer) != 1) return 0;
+    for (int i = 0; i < a->n_splits; i++) {
+        char full[96];
+        snprintf(full, sizeof full, lrun_arch_tensor_find(a, a->splits[i].fused)->name, layer);
+        if (strcmp(full, name) == 0) return 1;
     }
     return 0;
-}
-
-/* How an FP8 weight's elements find their scale, for widen_piece. */
-typedef struct fp8_widen {
-    const lrun_st_tensor *scale; /* NULL: 1 */
-    enum { ONE, ROW, BLOCK } kind;
-    int64_t cols;                /* elements per row of the weight */
-    int64_t bcols;               /* scale columns (BLOCK) */
-    int block[2];                /* rows, columns per scale (BLOCK) */
-} fp8_widen;
-
-/* The loader's widening (residency/loader.h): n E4M3 bytes, elements at..,
- * into bf16(value × scale) at dst. Pieces cut rows anywhere. */
-static void widen_piece(const void *ctx, uint64_t at, const void *src, size_t n, void *dst)
-{
-    const fp8_widen *w = ctx;
-    const uint8_t *q = src;
-    uint16_t *out = dst;
-    for (size_t i = 0; i < n; i++) {
-        const int64_t e = (int64_t)(at + i), r = e / w->cols, c = e % w->cols;
-        const float s = !w->scale ? 1.0f : w->kind == ONE ? scale_at(w->scale, 0) : w->kind == ROW ? scale_at(w->scale, r)
-                        : scale_at(w->scale, r / w->block[0] * w->bcols + c / w->block[1]);
-        out[i] = lrun_f32_to_bf16(lrun_fp8_e4m3_to_f32(q[i]) * s);
-    }
-}
-
-/* The FP8 weights of a load: their ranges, widened together by one loader
- * run at the end of add_tensors, so its threads spread over the tensors (a
- * weight is one or two pieces at the default chunk). */
-typedef struct fp8_batch {
-    lrun_load_range *r;        /* (n, cap) */
-    const char **paths;        /* (n_paths) the shards' paths, owned by the model */
-    int64_t n, cap;
-    int n_paths;
-} fp8_batch;
-
-/* The index of path in b->paths (the model's own strings: equal pointers). */
-static int batch_file(fp8_batch *b, const char *path)
-{
-    for (int i = 0; i < b->n_paths; i++)
-        if (b->paths[i] == path) return i;
-    b->paths[b->n_paths] = path;
-    return b->n_paths++;
-}
-
-static int by_file_offset(const void *a, const void *b)
-{
-    const lrun_load_range *x = a, *y = b;
-    if (x->file != y->file) return x->file < y->file ? -1 : 1;
-    return x->offset < y->offset ? -1 : x->offset > y->offset;
-}
-
-/* Reads and widens every planned FP8 weight into its home; the loader's
- * scratch is charged to the model's host account and fits its budget. */
-static lrun_status fp8_widen_all(lrun_model *m, fp8_batch *b, const char *file)
-{
-    if (b->n == 0) return LRUN_OK;
-    qsort(b->r, (size_t)b->n, sizeof *b->r, by_file_offset);
-    const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
-    const lrun_loader_opts o = {.drop_cache = !(keep && strcmp(keep, "1") == 0), .account = &m->host};
-    const lrun_status st = lrun_loader_read(b->paths, b->n_paths, b->r, b->n, &o, NULL);
-    return st == LRUN_OK ? st : lrun_fail_context(st, "%s: widening %lld FP8 weights", file, (long long)b->n);
-}
-
-/* An F8_E4M3 weight [out, in] times its scale (per tensor, per output row,
- * or per block of block[0] × block[1]) as bf16 the model owns: its home is
- * made here and filled by fp8_widen_all. The streaming loader reads the FP8
- * bytes from the file piece by piece and widens each into the home: the
- * file's mapping is never touched (no page of it counts in RSS), and the
- * page cache of the read bytes is dropped. */
-static lrun_status widen_fp8(lrun_model *m, const char *file, const lrun_st_tensor *t, const int block[2],
-                             fp8_batch *b, const void **out)
-{
-    const int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : numel(t);
-    const lrun_st_tensor *sc = fp8_scale(m->st, t->name);
-    fp8_widen *w = lrun_model_own(m, sizeof *w, "FP8 widening record");
-    if (!w) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
-    *w = (fp8_widen){.scale = sc, .kind = ONE, .cols = cols > 0 ? cols : 1, .bcols = 1, .block = {block[0], block[1]}};
-    if (sc && (sc->dtype != LRUN_ST_F32 && sc->dtype != LRUN_ST_BF16 && sc->dtype != LRUN_ST_F16))
-        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: scale of '%s' is %s (F32, BF16 or F16 expected)", file, t->name,
-                         lrun_st_dtype_name(sc->dtype));
-    if (sc && numel(sc) == 1) w->kind = ONE;
-    else if (sc && numel(sc) == rows && sc->shape[0] == rows) w->kind = ROW;
-    else if (sc && sc->ndim == 2 && sc->shape[0] == (rows + block[0] - 1) / block[0] &&
-             sc->shape[1] == (cols + block[1] - 1) / block[1])
-        w->kind = BLOCK, w->bcols = sc->shape[1];
-    else if (sc)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: the scale of '%s' has a shape that is not per tensor, per row "
-                         "or per %dx%d block", file, t->name, block[0], block[1]);
-    /* the home is host memory the model holds as long as it lives: charged as weights */
-    const size_t home = (size_t)rows * (size_t)cols * sizeof(uint16_t);
-    char what[160];
-    snprintf(what, sizeof what, "FP8 weight %s widened to bf16", t->name);
-    lrun_status st = lrun_host_account_charge(&m->host, LRUN_HOST_CATEGORY_WEIGHTS, home, what);
-    if (st != LRUN_OK) return lrun_oom_phase(lrun_fail_context(st, "%s: loading", file), "loading");
-    uint16_t *dst = lrun_model_own(m, home, "FP8 weight widened to bf16");
-    if (!dst) {
-        lrun_host_account_credit(&m->host, LRUN_HOST_CATEGORY_WEIGHTS, home);
-        return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", file, t->name);
-    }
-    const lrun_tensor where = {.file_data = t->data, .nbytes = t->nbytes};
-    const char *path;
-    uint64_t offset;
-    if (!lrun_model_tensor_location(m, &where, &path, &offset))
-        return lrun_fail(LRUN_E_FORMAT, "%s: tensor '%s' is not inside a shard's data", file, t->name);
-    if (b->n == b->cap) {
-        const int64_t cap = b->cap ? 2 * b->cap : 64;
-        lrun_load_range *r = realloc(b->r, (size_t)cap * sizeof *r);
-        if (!r) return lrun_fail_oom((size_t)cap * sizeof *r, 0, "%s: FP8 widening ranges", file);
-        b->r = r, b->cap = cap;
-    }
-    b->r[b->n++] = (lrun_load_range){.file = batch_file(b, path), .offset = offset, .bytes = t->nbytes, .dst = dst,
-                                     .widen = widen_piece, .widen_ctx = w, .widen_ratio = (int)sizeof *dst};
-    *out = dst;
-    return LRUN_OK;
 }
 
 static lrun_status dtype_of(const lrun_st_tensor *t, const char *file, lrun_dtype *out)
@@ -508,7 +356,7 @@ static lrun_status dtype_of(const lrun_st_tensor *t, const char *file, lrun_dtyp
     case LRUN_ST_F32: *out = LRUN_DTYPE_F32; return LRUN_OK;
     case LRUN_ST_F16: *out = LRUN_DTYPE_F16; return LRUN_OK;
     case LRUN_ST_BF16: *out = LRUN_DTYPE_BF16; return LRUN_OK;
-    case LRUN_ST_F8_E4M3: *out = LRUN_DTYPE_BF16; return LRUN_OK; /* widened at load (widen_fp8) */
+    case LRUN_ST_F8_E4M3: *out = LRUN_DTYPE_BF16; return LRUN_OK; /* widened to bf16 (model_fp8.h) */
     default:
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' is %s; lrun computes with F32, F16 and BF16 weights "
                          "(and widens F8_E4M3)",
@@ -526,7 +374,7 @@ static int aligned_for(const void *p, lrun_dtype d)
 /* The HF tensors under their GGUF names, shapes reversed (row-major [out,
  * in] is ne {in, out}), pointing into the shards' mappings. lm_head is left
  * out when config ties it to the embedding (transformers ignores it then). */
-static lrun_status add_each(lrun_model *m, const char *file, int tied, int extra, const int block[2], fp8_batch *b)
+static lrun_status add_each(lrun_model *m, const char *file, int tied, int extra, const int block[2])
 {
     const lrun_st_set *s = m->st;
     lrun_status st = lrun_model_tensors_init(m, lrun_st_set_count(s) + extra +
@@ -538,7 +386,7 @@ static lrun_status add_each(lrun_model *m, const char *file, int tied, int extra
         char name[96];
         const int mapped = lrun_hf_tensor_to_gguf(m->arch->name, t->name, name, sizeof name);
         if (mapped < 0 || (tied && mapped > 0 && strcmp(name, "output.weight") == 0)) continue;
-        if (mapped == 0 && is_fp8_companion(s, t->name)) continue;
+        if (mapped == 0 && lrun_fp8_is_companion(s, t->name)) continue;
         if (mapped == 0)
             return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' has no GGUF name for %s in arch/hf.c", file,
                              t->name, m->arch->name);
@@ -548,8 +396,11 @@ static lrun_status add_each(lrun_model *m, const char *file, int tied, int extra
         if (t->dtype == LRUN_ST_F8_E4M3 && strstr(name, "norm"))
             return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' is an F8_E4M3 norm; FP8 checkpoints quantize "
                              "the linear layers only", file, t->name);
-        /* its home is filled at the end (fp8_widen_all); nothing here reads it before */
-        if (t->dtype == LRUN_ST_F8_E4M3 && (st = widen_fp8(m, file, t, block, b, &data)) != LRUN_OK) return st;
+        /* no bytes yet: widened at the end of add_tensors, or where it is placed (model_fp8.h) */
+        const int fp8 = t->dtype == LRUN_ST_F8_E4M3;
+        if (fp8 && (st = lrun_model_fp8_add(m, file, t, block, n, is_split_source(m->arch, name))) != LRUN_OK)
+            return st;
+        if (fp8) data = NULL;
         if ((st = lrun_hf_shift_norm(m, file, t, name, &dtype, &data)) != LRUN_OK) return st; /* gemma's 1 + w */
         if (!aligned_for(data, dtype))
             return lrun_fail(LRUN_E_UNSUPPORTED, "%s: tensor '%s' starts at a byte not aligned for %s", file,
@@ -559,25 +410,21 @@ static lrun_status add_each(lrun_model *m, const char *file, int tied, int extra
                              t->ndim, LRUN_MAX_DIMS);
         int64_t ne[LRUN_MAX_DIMS] = {1, 1, 1, 1};
         for (int d = 0; d < t->ndim; d++) ne[d] = t->shape[t->ndim - 1 - d];
-        st = lrun_model_add_tensor(m, n++, name, dtype, t->ndim, ne, data);
+        st = lrun_model_add_tensor(m, n, name, dtype, t->ndim, ne, data);
         if (st != LRUN_OK) return lrun_fail_context(st, "%s (HF tensor '%s')", file, t->name);
+        m->tensors[n].fp8_pending = fp8;
+        m->tensors[n++].maker = fp8 ? &m->fp8_maker : NULL;
     }
     if (st == LRUN_OK) st = lrun_hf_add_experts(m, file, &n); /* the GGUF's stacked experts (model_hf_moe.h) */
     m->n_tensors = n;
     return st;
 }
 
-/* add_each, then the FP8 weights widened in one loader run. */
+/* add_each, then the FP8 weights widened at load, in one loader run. */
 static lrun_status add_tensors(lrun_model *m, const char *file, int tied, int extra, const int block[2])
 {
-    const int n_files = lrun_st_set_n_files(m->st);
-    fp8_batch b = {.paths = malloc((size_t)(n_files > 0 ? n_files : 1) * sizeof *b.paths)};
-    if (!b.paths) return lrun_fail_oom((size_t)n_files * sizeof *b.paths, 0, "%s: shard paths", file);
-    lrun_status st = add_each(m, file, tied, extra, block, &b);
-    if (st == LRUN_OK) st = fp8_widen_all(m, &b, file);
-    free(b.r);
-    free(b.paths);
-    return st;
+    const lrun_status st = add_each(m, file, tied, extra, block);
+    return st == LRUN_OK ? lrun_model_fp8_settle(m, 1, file) : st;
 }
 
 /* Llama 3's rope_scaling as per-frequency divisors: the rope_freqs tensor

@@ -18,7 +18,10 @@
  * factors), which DONTNEED would zero.
  *
  * Tensors that are not in a file (those owned buffers, a packed model
- * decoded into memory) move one by one with lrun_tensor_move. */
+ * decoded into memory) move one by one with lrun_tensor_move. An FP8
+ * weight not widened yet (model_fp8.h) is a loader range too: its FP8
+ * bytes, widened piece by piece into the destination (into the pinned
+ * chunk before each copy to a GPU), so no bf16 copy is made on the host. */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -31,6 +34,7 @@
 #include "core/error.h"
 #include "core/mapguard.h"
 #include "core/progress.h"
+#include "model/model_fp8.h"
 #include "residency/loader.h"
 
 // ---------------------------------------------------------------- where tensors are in files
@@ -143,6 +147,8 @@ typedef struct move {
     int file;                  /* its weight file, -1 for a plain move */
     uint64_t offset;           /* bytes from that file's start */
     int done;                  /* 1 once moved (plain moves) */
+    int fp8;                   /* 1: a pending FP8 weight (model_fp8.h), widened by the loader into dst */
+    lrun_load_range range;     /* its range (file bytes, widening) when fp8 */
 } move;
 
 static int by_file_offset(const void *a, const void *b)
@@ -183,7 +189,7 @@ static lrun_status prepare(lrun_model *m, move *mv, int64_t n)
 {
     lrun_status st = LRUN_OK;
     for (int64_t i = 0; st == LRUN_OK && i < n; i++) {
-        if (mv[i].file < 0) {
+        if (mv[i].file < 0 && !mv[i].fp8) {
             st = lrun_tensor_move(mv[i].t, m->device, mv[i].to);
             mv[i].done = st == LRUN_OK;
             continue;
@@ -211,12 +217,14 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
         return lrun_fail_oom((size_t)n * sizeof *r, 0, "loading weights: %lld ranges", (long long)n);
     }
     for (int i = 0; i < n_files; i++) paths[i] = w[i].path;
-    for (int64_t i = 0; i < n; i++)
-        if (mv[i].dst) {
-            r[k++] = (lrun_load_range){.file = mv[i].file, .offset = mv[i].offset, .bytes = mv[i].t->nbytes,
-                                       .dst = mv[i].dst, .on_device = on_gpu(m->device, mv[i].to)};
-            total += mv[i].t->nbytes;
-        }
+    for (int64_t i = 0; i < n; i++) {
+        if (!mv[i].dst) continue;
+        r[k] = mv[i].fp8 ? mv[i].range : (lrun_load_range){.file = mv[i].file, .offset = mv[i].offset,
+                                                           .bytes = mv[i].t->nbytes};
+        r[k].dst = mv[i].dst;
+        r[k].on_device = on_gpu(m->device, mv[i].to);
+        total += r[k++].bytes; /* file bytes: an FP8 weight's are half its bf16 ones */
+    }
     qsort(r, (size_t)k, sizeof *r, by_file_offset);
     const char *slash = m->weights_path ? strrchr(m->weights_path, '/') : NULL;
     upload_progress up = {.files = w, .n_files = n_files, .last_file = -1,
@@ -232,6 +240,22 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
     free(r);
     free(paths);
     return st;
+}
+
+/* FP8 weights bound for a file tier (mmap, disk) need bf16 bytes in host
+ * memory to point at, as at a load that is not lazy: one widened straight
+ * into its placement is released and pending again (model_fp8.h), then
+ * every pending one is widened into host memory the model owns. */
+static lrun_status settle_for_file_tiers(lrun_model *m, int64_t n, const int64_t *index, const lrun_tier *tier)
+{
+    int need = 0;
+    for (int64_t i = 0; i < n; i++) {
+        lrun_tensor *t = &m->tensors[index[i]];
+        if (tier[i] != LRUN_TIER_MMAP && tier[i] != LRUN_TIER_DISK) continue;
+        if (t->tier != LRUN_TIER_MMAP && t->tier != LRUN_TIER_DISK) (void)lrun_model_fp8_repend(m, t);
+        need |= t->fp8_pending && (tier[i] == LRUN_TIER_DISK || t->tier != tier[i]);
+    }
+    return need ? lrun_model_fp8_settle(m, 0, "moving FP8 weights to a file tier") : LRUN_OK;
 }
 
 static lrun_status move_tensors(lrun_model *model, int64_t n, const int64_t *index, const lrun_tier *tier)
@@ -267,8 +291,9 @@ static lrun_status move_tensors(lrun_model *model, int64_t n, const int64_t *ind
                          m->tensors[dup].name);
     }
     const int n_files = weight_files(m, w, cap);
+    lrun_status st = settle_for_file_tiers(m, n, index, tier);
     int64_t k = 0;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = 0; st == LRUN_OK && i < n; i++) {
         lrun_tensor *t = &m->tensors[index[i]];
         const lrun_tier to = tier[i];
         if (t->tier == to && (to != LRUN_TIER_DEVICE || t->device == m->device)) continue;
@@ -277,8 +302,10 @@ static lrun_status move_tensors(lrun_model *model, int64_t n, const int64_t *ind
         /* out of the file (mmap, or disk, whose bytes are the file's too) into memory: the loader reads it */
         const int in_file = t->tier == LRUN_TIER_MMAP || t->tier == LRUN_TIER_DISK;
         if (in_file && to != LRUN_TIER_MMAP && to != LRUN_TIER_DISK) x->file = tensor_file(t, w, n_files, &x->offset);
+        /* a pending FP8 weight: widened by the loader straight into its destination */
+        x->fp8 = lrun_model_fp8_range(m, t, &x->range);
     }
-    lrun_status st = prepare(m, mv, k);
+    if (st == LRUN_OK) st = prepare(m, mv, k);
     if (st == LRUN_OK) st = read_all(m, mv, k, w, n_files);
     if (st != LRUN_OK) {
         char msg[512];
@@ -292,6 +319,7 @@ static lrun_status move_tensors(lrun_model *model, int64_t n, const int64_t *ind
             t->tier = mv[i].to;
             t->data = mv[i].dst;
             t->device = m->device;
+            t->fp8_pending = 0;
             release_file_pages(t);
         }
     }

@@ -203,7 +203,11 @@ lrun_status lrun_pack_hf_write_gguf(const char *dir, const char *gguf_path, int 
     const lrun_load_opts lo = {.device = "cpu", .n_threads = n_threads, .rope_style = -1};
     lrun_model *m = NULL;
     lrun_status st = lrun_model_load(&m, dir, &lo);
-    if (st != LRUN_OK) return st;
+    if (st == LRUN_OK) st = lrun_model_settle_weights(m); /* FP8 weights left lazy (LRUN_FP8_LAZY=1) get their bytes */
+    if (st != LRUN_OK) {
+        lrun_model_free(m);
+        return st;
+    }
     lrun_gguf_writer *w = NULL;
     st = lrun_gguf_writer_open(&w, gguf_path);
     const lrun_gguf *g = m->gguf;

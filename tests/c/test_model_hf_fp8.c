@@ -1,5 +1,5 @@
-/* test_model_hf_fp8.c — FP8 checkpoints in HF directories (model_hf.c's
- * widen_fp8): a generated f32 directory rewritten with its projection
+/* test_model_hf_fp8.c — FP8 checkpoints in HF directories (model_fp8.c;
+ * widened at open on the cpu device): a generated f32 directory rewritten with its projection
  * matrices as F8_E4M3 and scales per tensor (weight_scale, plus an
  * input_scale to ignore), per row, and per 32×32 block (weight_scale_inv,
  * quantization_config.weight_block_size). Each loads; each weight reads back
