@@ -335,6 +335,18 @@ lrun_status lrun_k_topk(const float *logits, int64_t n_rows, int64_t n_vocab, in
 lrun_status lrun_k_moe_route(const float *logits, int64_t n_rows, int64_t n_expert, int64_t k, int32_t *ids,
                              float *w, unsigned long long *counts, void *stream);
 
+/* The exact path's router product (moe_exact.cuh): y (m, n) = x (m, k) · Wᵀ
+ * for F32, F16 or BF16 weights (n rows, row_bytes apart), each output the
+ * CPU's AVX2 float dot to the bit; k a multiple of 16, m <= 65535. */
+lrun_status lrun_k_moe_router_exact(lrun_dtype w_dtype, const void *w, size_t row_bytes, int64_t n, int64_t k,
+                                    const float *x, int64_t m, float *y, void *stream);
+/* The exact path's weighted sum of each token's experts (moe_exact.cuh):
+ * x[i] (d) += ((Y[pos[i·k]]·w[i·k] + Y[pos[i·k+1]]·w[i·k+1]) + …) in slot
+ * order, as the CPU's slots and their sum; Y (rows, d) the experts' down
+ * projections, pos and w (n_tok, k) on the device. n_tok <= 65535. */
+lrun_status lrun_k_moe_combine_exact(const float *Y, const int32_t *pos, const float *w, int64_t n_tok, int64_t k,
+                                     int64_t d, float *x, void *stream);
+
 /* Whether lrun_k_moe_gemv has a kernel for experts of dtype t stacked at w
  * (row_bytes per row, expert_bytes per expert, k elements per row). */
 int lrun_k_moe_gemv_supported(lrun_dtype t, const void *w, size_t row_bytes, size_t expert_bytes, int64_t k);

@@ -22,7 +22,7 @@
 --     the same greedy tokens, logits within the fast tolerance; decode
 --     counts summing to tokens x top-k; with a static cache and every
 --     expert resident, decode steps replayed from CUDA graphs;
---   * numerics = "exact" is refused (no exact routing kernels yet).
+--   * numerics = "exact" is refused without LRUN_CUDA_MOE_EXACT=1 (tests/moe_exact_gpu_spec.lua runs it).
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
 -- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
 package.path = "./?.lua;" .. package.path

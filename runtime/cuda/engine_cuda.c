@@ -29,6 +29,7 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/engine_cuda_moe_exact.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "cuda/engine_cuda_packed.h"
@@ -402,6 +403,8 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
     if (st == LRUN_OK) st = lrun_cuda_moe_init(e); /* a mixture of experts' routing state; none when dense */
     e->moe_prefill_stream_block_tokens = NULL; /* the caller's array: read by moe_init only */
+    const char *moe_why = st == LRUN_OK && e->want_exact && !e->exact ? lrun_cuda_moe_exact_refusal(e) : NULL;
+    if (moe_why) st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: %s", moe_why);
     if (st == LRUN_OK && e->want_exact && !e->exact)
         st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: exact numerics need Q4_0/Q4_1/Q8_0 matrices and head, "
                        "a feed-forward width that is a multiple of 8, a width of at most 12288 and attention scores "

@@ -36,6 +36,7 @@
 
 #include "cpu/cpu_ops.h"
 #include "cuda/engine_cuda_internal.h"
+#include "cuda/engine_cuda_moe_exact.h"
 #include "cuda/engine_cuda_offload.h"
 #include "kernels.h"
 #include "residency/weights.h"
@@ -81,7 +82,7 @@ int lrun_cuda_exact_eligible(const lrun_cuda_engine *e)
     for (int i = 0; i < m->arch->n_ops; i++)
         if (m->arch->ops[i].kind == LRUN_ARCH_OP_MATMUL_GEGLU || m->arch->ops[i].kind == LRUN_ARCH_OP_MATMUL_NORM_ADD)
             return 0;
-    if (lrun_arch_has_experts(m->arch)) return 0; /* no exact routing kernels yet (docs/moe.md) */
+    if (lrun_cuda_moe_exact_refusal(e)) return 0; /* experts: engine_cuda_moe_exact.c says what it takes */
     /* every matrix of the architecture's matmul ops (a MATMUL_ADD's second weight is its bias) */
     for (int64_t l = 0; l < in->n_layer; l++)
         for (int i = 0; i < m->arch->n_ops; i++) {

@@ -27,8 +27,9 @@
  *                the residual stream.
  *
  * The two ways multiply in different orders, so their logits agree to
- * rounding, not to the bit; the exact path refuses experts
- * (lrun_cuda_exact_eligible). Expert selections are counted on the host
+ * rounding, not to the bit. The exact path (e->exact, opt-in through
+ * LRUN_CUDA_MOE_EXACT=1) routes every chunk on the host and runs each
+ * expert where it is through engine_cuda_moe_exact.c: the CPU's bits. Expert selections are counted on the host
  * (host-routed) and on the device (device-routed, u64 atomics), and added
  * when m:stats() reads them. */
 #include <cublas_v2.h>
@@ -38,6 +39,7 @@
 #include "cpu/moe_route.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_moe_cache.h"
+#include "cuda/engine_cuda_moe_exact.h"
 #include "cuda/engine_cuda_moe_stream.h"
 #include "cuda/engine_cuda_offload.h"
 #include "kernels.h"
@@ -85,6 +87,7 @@ struct cuda_moe {
     float *d_pw;        /* (B·k) device: h_pw's copy */
     size_t pair_bytes;  /* of each of the four */
     struct cuda_moe_stream *stream; /* prefill chunks' host experts streamed (engine_cuda_moe_stream.c), or NULL */
+    struct cuda_moe_exact *exact;   /* the exact path's products and sum (engine_cuda_moe_exact.c), or NULL */
 };
 
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
@@ -143,7 +146,8 @@ size_t lrun_cuda_moe_scratch_bytes(const lrun_cuda_engine *e)
            round256(Bd * k * (size_t)e->n_ff * 4) + round256(Bd * k * (size_t)e->n_embd * 4) +
            round256(L * (E + 1) * 8) +
            /* with prefill streaming possible, the pairs' token ids and weights (B·k) x2 */
-           (lrun_cuda_moe_stream_mode(e) != LRUN_MOE_PREFILL_STREAM_OFF ? 2 * round256(B * k * 4) : 0);
+           (lrun_cuda_moe_stream_mode(e) != LRUN_MOE_PREFILL_STREAM_OFF ? 2 * round256(B * k * 4) : 0) +
+           lrun_cuda_moe_exact_bytes(e); /* the exact path's own block, allocated apart */
 }
 
 lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
@@ -160,7 +164,7 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
                  out = round256(Bd * k * (size_t)e->n_embd * 4), cnt = round256(L * (E + 1) * 8);
     m->fast_rows = lrun_cuda_moe_stream_mode(e) != LRUN_MOE_PREFILL_STREAM_OFF;
     m->pair_bytes = round256(B * k * 4);
-    m->d_bytes = lrun_cuda_moe_scratch_bytes(e);
+    m->d_bytes = lrun_cuda_moe_scratch_bytes(e) - lrun_cuda_moe_exact_bytes(e);
     TRY(lrun_oom_phase(lrun_device_alloc(e->device, m->d_bytes, "mixture-of-experts scratch", (void **)&m->d_router),
                        "scratch"));
     char *at = (char *)m->d_router + router;
@@ -202,8 +206,9 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
         return lrun_fail_oom(0, 0, "engine: routing tables for %zu tokens", B);
     TRY(lrun_moe_counts_init(&m->counts, in->n_layer, in->n_expert));
     TRY(lrun_moe_counts_init(&m->merged, in->n_layer, in->n_expert));
-    /* host routing is host work between the block's launches: such steps run eagerly */
-    if (!all_device_routed(e)) e->graphs_enabled = 0;
+    /* host routing is host work between the block's launches: such steps run eagerly (the exact path's too) */
+    if (!all_device_routed(e) || e->exact) e->graphs_enabled = 0;
+    TRY(lrun_cuda_moe_exact_init(e, &m->exact));
     TRY(lrun_cuda_moe_cache_init(e, &m->cache));
     return lrun_cuda_moe_stream_init(e, &m->stream);
 }
@@ -215,6 +220,7 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     if (m->d_router) lrun_device_release(e->device, m->d_router, m->d_bytes);
     lrun_cuda_moe_cache_free(e, m->cache);
     lrun_cuda_moe_stream_free(e, m->stream);
+    lrun_cuda_moe_exact_free(e, m->exact);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_tok, 2 * m->pair_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_router, m->h_router_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_sid, m->h_sid_bytes);
@@ -285,6 +291,7 @@ lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int6
                                 const lrun_arch_op *op)
 {
     const lrun_weight_ref r = lrun_weights_get(W, layer, op->w[0]);
+    if (e->exact) return lrun_cuda_moe_exact_router(e, &r, n, e->moe->d_router);
     return moe_matmul(e, r.w, r.data, r.on_host, e->xn, n, e->moe->d_router);
 }
 
@@ -490,13 +497,42 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
 }
 
+/* The exact path's chunk (routed on the host): each expert with pairs, in
+ * expert order, from where this chunk reads it (resident, its block's
+ * slot, the expert cache's slot, or the host, where the CPU computes it);
+ * then the weighted sum into x. */
+static lrun_status ffn_exact(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
+    const int cached = lrun_cuda_moe_cache_covers(m->cache, layer);
+    TRY(lrun_cuda_moe_exact_pairs(e, m->exact, m->pairs, m->w, n, k));
+    for (int64_t x = 0; x < n_exp; x++) {
+        const int64_t cnt = m->first[x + 1] - m->first[x];
+        if (cnt == 0) continue;
+        int64_t slot = -1;
+        if (cached) TRY(lrun_cuda_moe_cache_acquire(e, m->cache, layer, g, x, &slot));
+        struct lrun_tensor v[3];
+        lrun_weight_ref s[3];
+        for (int i = 0; i < 3; i++) {
+            const void *data;
+            v[i] = slice_view(&g[i], x, cached ? lrun_cuda_moe_cache_data(m->cache, i, slot) : NULL, &data);
+            s[i] = (lrun_weight_ref){&v[i], data, g[i].on_host && !cached};
+        }
+        TRY(lrun_cuda_moe_exact_expert(e, m->exact, s, m->d_x, m->first[x], cnt));
+        if (cached) TRY(lrun_cuda_moe_cache_release(e, m->cache, slot));
+    }
+    if (cached) lrun_cuda_moe_cache_settle(m->cache);
+    return lrun_cuda_moe_exact_combine(e, m->exact, n, k);
+}
+
 lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
                                   const lrun_arch_op *op)
 {
     struct cuda_moe *m = e->moe;
     lrun_weight_ref g[3];
     for (int i = 0; i < 3; i++) g[i] = lrun_weights_get(W, layer, op->w[i]);
-    if (m->device_route && n <= GEMV_MAX_ROWS && experts_on_device(g) && g[0].w->ne[1] <= e->n_ff)
+    if (!m->exact && m->device_route && n <= GEMV_MAX_ROWS && experts_on_device(g) && g[0].w->ne[1] <= e->n_ff)
         return ffn_device(e, g, layer, n); /* d_act holds n_ff per pair */
     const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
     cudaStream_t s = (cudaStream_t)e->stream;
@@ -507,6 +543,7 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     for (int64_t i = 0; i < n; i++) lrun_moe_route(m->h_router + i * n_exp, n_exp, k, m->ids + i * k, m->w + i * k);
     group_pairs(m, n, n_exp, k);
     lrun_moe_counts_add(&m->counts, layer, m->first, n);
+    if (m->exact) return ffn_exact(e, g, layer, n);
     /* a prefill chunk of a streamed block streams, cached or not */
     if (m->fast_rows && n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) return ffn_rows(e, g, layer, n);
     if (lrun_cuda_moe_cache_covers(m->cache, layer)) return ffn_cached(e, g, layer, n);
