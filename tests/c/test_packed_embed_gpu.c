@@ -124,12 +124,15 @@ static void table_free(table *t)
 static int kernel_case(const table *t, const int32_t *ids, int64_t n_tok)
 {
     dreset();
-    const size_t out_bytes = (size_t)(n_tok * t->k) * 4;
+    /* room for at least 2 tokens: the past-the-table check below gathers 2 */
+    const int64_t room = n_tok < 2 ? 2 : n_tok;
+    const size_t out_bytes = (size_t)(n_tok * t->k) * 4, room_bytes = (size_t)(room * t->k) * 4;
     void *d_packed = dcopy(t->packed, t->bytes);
     uint16_t *d_plain = dbuf((size_t)(t->rows * t->k) * 2);
-    int32_t *d_ids = dcopy(ids, (size_t)n_tok * 4);
-    float *d_a = dbuf(out_bytes), *d_b = dbuf(out_bytes);
-    float *a = malloc(out_bytes), *b = malloc(out_bytes);
+    int32_t *d_ids = dbuf((size_t)room * 4);
+    up(d_ids, ids, (size_t)n_tok * 4);
+    float *d_a = dbuf(room_bytes), *d_b = dbuf(room_bytes);
+    float *a = malloc(room_bytes), *b = malloc(room_bytes);
     int ok = a && b;
     /* whole: the engine's path without the gather */
     ok = ok && ran(lrun_k_packed_decode(d_plain, d_packed, &t->lay, 0, t->lay.n, stream)) &&
