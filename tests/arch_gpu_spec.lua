@@ -16,18 +16,10 @@
 package.path = "./?.lua;" .. package.path
 local compare = require("tests.compare")
 local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
-local lf = require("lrun.ffi")
-local C = lf.C
 local lrun = require("lrun")
 local arch_models = require("tests.arch_models")
-
-local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
-local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
-
--- longer than the sliding-window models' window (8)
-local PROMPT = { 257, 84, 104, 101, 32, 99, 97, 112, 105, 116, 97, 108, 300, 42, 7, 260, 99, 12 }
-local N_NEW = 8
-local TOL = { f32 = 1e-2, q8_0 = 5e-2 }
+local gpu = require("tests.gpu_spec_common")
+local DEVICE, TOL = gpu.DEVICE, gpu.TOL
 
 -- The placements: name, load options on top of the device's.
 local PLACEMENTS = {
@@ -39,24 +31,24 @@ local PLACEMENTS = {
   { "offloaded KV cache", { cache_implementation = "offloaded" } },
 }
 
-local function run(path, opts)
-  local m = assert(lrun.load(path, with({ progress = false, n_ctx = 256, threads = 2 }, opts)))
-  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
-  local logits = assert(m:logits(PROMPT))
+-- the host-computed tensors of m's placement
+local function count_host(m)
   local host = m.placement and m:placement() and m:placement().host_compute
   local n_host = 0
   for _ in pairs(host or {}) do n_host = n_host + 1 end
-  m:free()
-  return ids, logits, n_host
+  return n_host
 end
 
+-- ids, logits, the number of host-computed tensors
+local function run(path, opts) return gpu.run(path, opts, nil, count_host) end
+
 describe("every architecture on cuda against the CPU", function()
-  if not has_gpu then
+  if not gpu.has_gpu then
     pending("no GPU visible")
     return
   end
-  local tmp = {}
-  teardown(function() for _, p in ipairs(tmp) do os.remove(p) end end)
+  local files = gpu.temp_files()
+  teardown(function() files:remove() end)
 
   -- every model of the llama.cpp check, the sliding-window ones, and a
   -- quantized sliding-window model for the exact path
@@ -69,9 +61,7 @@ describe("every architecture on cuda against the CPU", function()
       -- a model the CUDA engine refuses (gpt-oss), naming the architecture, rather than computing it wrong
       describe(e.name .. ":", function()
         it("the CUDA engine refuses it, naming the architecture (" .. e.cpu_only .. ")", function()
-          local path = os.tmpname()
-          tmp[#tmp + 1] = path
-          arch_models.generate(e, path)
+          local path = files:model(e)
           local m, err = lrun.load(path, { device = DEVICE, progress = false })
           if m then -- an engine made on first use: its step must fail
             local ok, logits, err2 = pcall(m.logits, m, { 84, 104, 101 })
@@ -87,9 +77,7 @@ describe("every architecture on cuda against the CPU", function()
     describe(e.name .. ":", function()
       local path, cpu_ids, cpu_logits, fast_ids, fast_logits
       setup(function()
-        path = os.tmpname()
-        tmp[#tmp + 1] = path
-        arch_models.generate(e, path)
+        path = files:model(e)
         cpu_ids, cpu_logits = run(path, { device = "cpu", numerics = "exact" })
       end)
 

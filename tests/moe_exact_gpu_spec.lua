@@ -19,19 +19,8 @@
 package.path = "./?.lua;" .. package.path
 local compare = require("tests.compare")
 local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
-local lf = require("lrun.ffi")
-local C = lf.C
-local lrun = require("lrun")
-local arch_models = require("tests.arch_models")
-
-local ffi = require("ffi")
-pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
-
-local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
-local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
-
-local PROMPT = { 257, 84, 104, 101, 32, 99, 97, 112, 105, 116, 97, 108, 300, 42, 7, 260, 99, 12 }
-local N_NEW = 8
+local gpu = require("tests.gpu_spec_common")
+local DEVICE = gpu.DEVICE
 
 local PLACEMENTS = {
   { "resident", {} },
@@ -44,60 +33,44 @@ local PLACEMENTS = {
   { "mixed: n_cpu_moe 1 cached, the rest resident", { n_cpu_moe = 1, moe_host = "cache" } },
 }
 
-local function run(path, opts)
-  local m = assert(lrun.load(path, with({ progress = false, n_ctx = 256, threads = 2 }, opts)))
-  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
-  local logits = assert(m:logits(PROMPT))
-  m:free()
-  return ids, logits
-end
+local run = gpu.run
 
 -- run with LRUN_CUDA_MOE_EXACT=1 for this call only (other specs see the default)
-local function run_exact(path, opts)
-  ffi.C.setenv("LRUN_CUDA_MOE_EXACT", "1", 1)
-  local ok, ids, logits = pcall(run, path, opts)
-  ffi.C.unsetenv("LRUN_CUDA_MOE_EXACT")
-  assert(ok, ids)
-  return ids, logits
-end
+local function run_exact(path, opts) return gpu.with_env("LRUN_CUDA_MOE_EXACT", "1", run, path, opts) end
 
 describe("mixtures of experts on cuda, exact numerics, against the CPU", function()
-  if not has_gpu then
+  if not gpu.has_gpu then
     pending("no GPU visible")
     return
   end
-  local tmp = {}
-  teardown(function() for _, p in ipairs(tmp) do os.remove(p) end end)
+  local files = gpu.temp_files()
+  teardown(function() files:remove() end)
 
-  for _, e in ipairs(arch_models.models) do
-    if (e.n_expert or 0) > 0 and e.dtype ~= "f32" and not e.cpu_only then
-      describe(e.name .. ":", function()
-        local path, cpu_ids, cpu_logits
-        setup(function()
-          path = os.tmpname()
-          tmp[#tmp + 1] = path
-          arch_models.generate(e, path)
-          cpu_ids, cpu_logits = run(path, { device = "cpu", numerics = "exact" })
-        end)
-
-        for _, p in ipairs(PLACEMENTS) do
-          it("exact, " .. p[1] .. ": the CPU's logits bit for bit and its greedy tokens", function()
-            local ids, logits = run_exact(path, with(p[2], { device = DEVICE, numerics = "exact" }))
-            assert.is_true(same(cpu_ids, ids), "tokens differ")
-            assert.is_true(same(cpu_logits, logits), "logits differ: rel " .. rel_diff(cpu_logits, logits))
-          end)
-        end
-
-        if DEVICE ~= "cpu" then
-          it("without LRUN_CUDA_MOE_EXACT=1, exact numerics are refused naming it", function()
-            ffi.C.unsetenv("LRUN_CUDA_MOE_EXACT")
-            local ok, err = pcall(run, path, { device = DEVICE, numerics = "exact" })
-            assert.is_false(ok)
-            local msg = tostring(type(err) == "table" and err.message or err)
-            assert.truthy(msg:find("LRUN_CUDA_MOE_EXACT", 1, true), msg)
-          end)
-        end
+  for _, e in ipairs(gpu.moe_models(function(x) return x.dtype ~= "f32" and not x.cpu_only end)) do
+    describe(e.name .. ":", function()
+      local path, cpu_ids, cpu_logits
+      setup(function()
+        path = files:model(e)
+        cpu_ids, cpu_logits = run(path, { device = "cpu", numerics = "exact" })
       end)
-    end
+
+      for _, p in ipairs(PLACEMENTS) do
+        it("exact, " .. p[1] .. ": the CPU's logits bit for bit and its greedy tokens", function()
+          local ids, logits = run_exact(path, with(p[2], { device = DEVICE, numerics = "exact" }))
+          assert.is_true(same(cpu_ids, ids), "tokens differ")
+          assert.is_true(same(cpu_logits, logits), "logits differ: rel " .. rel_diff(cpu_logits, logits))
+        end)
+      end
+
+      if DEVICE ~= "cpu" then
+        it("without LRUN_CUDA_MOE_EXACT=1, exact numerics are refused naming it", function()
+          gpu.unsetenv("LRUN_CUDA_MOE_EXACT")
+          local ok, err = pcall(run, path, { device = DEVICE, numerics = "exact" })
+          assert.is_false(ok)
+          local msg = tostring(type(err) == "table" and err.message or err)
+          assert.truthy(msg:find("LRUN_CUDA_MOE_EXACT", 1, true), msg)
+        end)
+      end
+    end)
   end
 end)

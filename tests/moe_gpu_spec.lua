@@ -28,21 +28,9 @@
 package.path = "./?.lua;" .. package.path
 local compare = require("tests.compare")
 local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
-local lf = require("lrun.ffi")
-local C = lf.C
 local lrun = require("lrun")
-local arch_models = require("tests.arch_models")
-
-local ffi = require("ffi")
-pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
-
-local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
-local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
-
--- 18 tokens: prefill takes cuBLAS for the experts most tokens chose, the GEMV for the others
-local PROMPT = { 257, 84, 104, 101, 32, 99, 97, 112, 105, 116, 97, 108, 300, 42, 7, 260, 99, 12 }
-local N_NEW = 8
-local TOL = { f32 = 1e-2, q8_0 = 5e-2 }
+local gpu = require("tests.gpu_spec_common")
+local DEVICE, PROMPT, N_NEW, TOL = gpu.DEVICE, gpu.PROMPT, gpu.N_NEW, gpu.TOL
 
 local PLACEMENTS = {
   { "resident", {}, false },
@@ -59,147 +47,131 @@ local PLACEMENTS = {
   { "mixed: n_cpu_moe 1 cached, the rest resident", { n_cpu_moe = 1, moe_host = "cache" }, false, true },
 }
 
+-- ids, logits, m:placement(), m:stats()
 local function run(path, opts)
-  local m = assert(lrun.load(path, with({ progress = false, n_ctx = 256, threads = 2 }, opts)))
-  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
-  local logits = assert(m:logits(PROMPT))
-  local p, st = m:placement(), m:stats()
-  m:free()
-  return ids, logits, p, st
+  return gpu.run(path, opts, nil, function(m) return m:placement(), m:stats() end)
 end
 
 describe("mixtures of experts on cuda against the CPU", function()
-  if not has_gpu then
+  if not gpu.has_gpu then
     pending("no GPU visible")
     return
   end
-  local tmp = {}
-  teardown(function() for _, p in ipairs(tmp) do os.remove(p) end end)
+  local files = gpu.temp_files()
+  teardown(function() files:remove() end)
 
-  for _, e in ipairs(arch_models.models) do
-    -- a cpu_only model (gpt-oss) is refused by the CUDA engine: tests/arch_gpu_spec.lua checks the refusal
-    if (e.n_expert or 0) > 0 and not (e.cpu_only and DEVICE ~= "cpu") then
-      describe(e.name .. ":", function()
-        local path, cpu_ids, cpu_logits, fast_ids, fast_logits
-        setup(function()
-          path = os.tmpname()
-          tmp[#tmp + 1] = path
-          arch_models.generate(e, path)
-          cpu_ids, cpu_logits = run(path, { device = "cpu" })
-        end)
-
-        for _, p in ipairs(PLACEMENTS) do
-          it("fast, " .. p[1], function()
-            local ids, logits, placement, st = run(path, with(p[2], { device = DEVICE }))
-            if p[1] == "resident" then fast_ids, fast_logits = ids, logits end
-            local d = rel_diff(cpu_logits, logits)
-            print(string.format("# %s fast %s: rel diff to the CPU %.2e", e.name, p[1], d))
-            assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
-            assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
-            if p[3] then assert.is_true(placement.experts.host_compute_slices > 0, "no expert host-computed") end
-            if p[4] and DEVICE ~= "cpu" then
-              local c = st.expert_cache
-              assert.is_not_nil(c, "no expert cache in m:stats() although moe_host = cache")
-              print(string.format("# %s %s: %d slots, %d hits, %d misses, %d prefetched, %d bytes copied", e.name, p[1],
-                c.slots, c.hits, c.misses, c.prefetches, c.bytes_copied))
-              assert.is_true(c.misses > 0 and c.bytes_copied > 0, "nothing was copied into the cache")
-              assert.are.equal(0, st.host_compute_bytes, "cached experts were computed on the host")
-              -- the planner sized the cache (lrun.expert_plan) unless the slots were given
-              local pe = placement.expert_cache
-              if p[2].moe_host == "cache" and not p[2].expert_cache_slots then
-                assert.is_not_nil(pe, "the planner did not size the expert cache")
-                print("# " .. e.name .. " " .. p[1] .. ": " .. pe.text)
-                if pe.slots > 0 then assert.are.equal(pe.slots, c.slots, "the engine's slots are not the planner's") end
-              end
-            end
-            if not p[3] and fast_logits then
-              assert.is_true(same(fast_ids, ids), "tokens differ from the resident fast run")
-              assert.is_true(same(fast_logits, logits), "logits differ from the resident fast run")
-            end
-          end)
-        end
-
-        it("counts each block's expert selections where the host routes", function()
-          local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE }))
-          assert(m:logits(PROMPT))
-          local ex = assert(m:stats(true).experts, "no experts in the stats")
-          assert.are.equal(#PROMPT, ex.tokens)
-          for l = 0, m:info().n_layer - 1 do
-            local sum = 0
-            for _, c in ipairs(ex.layers[l]) do sum = sum + c end
-            assert.are.equal(#PROMPT * e.n_expert_used, sum)
-          end
-          m:free()
-        end)
-
-        it("counts decode steps' selections too (device-routed where the shape allows)", function()
-          local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE }))
-          assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
-          local ex = assert(m:stats(true).experts, "no experts in the stats")
-          assert.is_true(ex.tokens >= #PROMPT + N_NEW - 1,
-            string.format("%d tokens counted after a prompt of %d and %d new", ex.tokens, #PROMPT, N_NEW))
-          for l = 0, m:info().n_layer - 1 do
-            local sum = 0
-            for _, c in ipairs(ex.layers[l]) do sum = sum + c end
-            assert.are.equal(ex.tokens * e.n_expert_used, sum, "block " .. l .. "'s selections")
-          end
-          m:free()
-        end)
-
-        if DEVICE ~= "cpu" then
-          it("routes decode on the device as the host does (LRUN_CUDA_MOE_DEVICE_ROUTE=0 for the host)", function()
-            local dev_ids, dev_logits = run(path, { device = DEVICE })
-            ffi.C.setenv("LRUN_CUDA_MOE_DEVICE_ROUTE", "0", 1)
-            local ok, host_ids, host_logits = pcall(run, path, { device = DEVICE })
-            ffi.C.unsetenv("LRUN_CUDA_MOE_DEVICE_ROUTE")
-            assert(ok, host_ids)
-            assert.is_true(same(host_ids, dev_ids), "greedy tokens differ between device and host routing")
-            local d = rel_diff(host_logits, dev_logits)
-            print(string.format("# %s: device vs host routing, rel diff of the prompt's logits %.2e", e.name, d))
-            assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
-          end)
-
-          it("prefetches the next cached block's likely experts without changing a bit", function()
-            local opts = { device = DEVICE, policy = "experts_on_host", expert_cache_slots = 2 * e.n_expert_used + 2 }
-            local ids, logits, _, st = run(path, opts)
-            ffi.C.setenv("LRUN_CUDA_MOE_PREFETCH", "0", 1)
-            local ok, ids0, logits0, _, st0 = pcall(run, path, opts)
-            ffi.C.unsetenv("LRUN_CUDA_MOE_PREFETCH")
-            assert(ok, ids0)
-            local c, c0 = assert(st.expert_cache, "no expert cache"), assert(st0.expert_cache, "no expert cache")
-            print(string.format("# %s: %d slots; prefetch on: %d hits, %d misses, %d prefetched; off: %d hits, %d misses",
-              e.name, c.slots, c.hits, c.misses, c.prefetches, c0.hits, c0.misses))
-            assert.are.equal(0, c0.prefetches, "LRUN_CUDA_MOE_PREFETCH=0 still prefetched")
-            assert.is_true(same(ids0, ids), "greedy tokens differ with prefetch on and off")
-            assert.is_true(same(logits0, logits), "logits differ with prefetch on and off")
-          end)
-
-          it("replays decode steps from CUDA graphs with a static cache when every expert is resident", function()
-            local function greedy(cache)
-              local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE,
-                                                 cache_implementation = cache }))
-              local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
-              local st = m:stats()
-              m:free()
-              return ids, st
-            end
-            local dyn = greedy(nil)
-            local ids, st = greedy("static")
-            assert.is_true(same(dyn, ids), "a static cache's greedy tokens differ from a dynamic one's")
-            if e.n_expert % 8 == 0 then
-              assert.is_true(st.graphs_enabled, "graphs are off although every expert is device-routed")
-              assert.is_true(st.graph_launches + st.graph_captures > 0, "no decode step ran from a graph")
-            else
-              print("# " .. e.name .. ": n_expert not a multiple of 8, routed on the host, no graphs")
-            end
-          end)
-
-          it("exact numerics are refused, naming the requirement", function()
-            local ok = pcall(run, path, { device = DEVICE, numerics = "exact" })
-            assert.is_false(ok)
-          end)
-        end
+  for _, e in ipairs(gpu.moe_models()) do
+    describe(e.name .. ":", function()
+      local path, cpu_ids, cpu_logits, fast_ids, fast_logits
+      setup(function()
+        path = files:model(e)
+        cpu_ids, cpu_logits = run(path, { device = "cpu" })
       end)
-    end
+
+      for _, p in ipairs(PLACEMENTS) do
+        it("fast, " .. p[1], function()
+          local ids, logits, placement, st = run(path, with(p[2], { device = DEVICE }))
+          if p[1] == "resident" then fast_ids, fast_logits = ids, logits end
+          local d = rel_diff(cpu_logits, logits)
+          print(string.format("# %s fast %s: rel diff to the CPU %.2e", e.name, p[1], d))
+          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+          assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
+          if p[3] then assert.is_true(placement.experts.host_compute_slices > 0, "no expert host-computed") end
+          if p[4] and DEVICE ~= "cpu" then
+            local c = st.expert_cache
+            assert.is_not_nil(c, "no expert cache in m:stats() although moe_host = cache")
+            print(string.format("# %s %s: %d slots, %d hits, %d misses, %d prefetched, %d bytes copied", e.name, p[1],
+              c.slots, c.hits, c.misses, c.prefetches, c.bytes_copied))
+            assert.is_true(c.misses > 0 and c.bytes_copied > 0, "nothing was copied into the cache")
+            assert.are.equal(0, st.host_compute_bytes, "cached experts were computed on the host")
+            -- the planner sized the cache (lrun.expert_plan) unless the slots were given
+            local pe = placement.expert_cache
+            if p[2].moe_host == "cache" and not p[2].expert_cache_slots then
+              assert.is_not_nil(pe, "the planner did not size the expert cache")
+              print("# " .. e.name .. " " .. p[1] .. ": " .. pe.text)
+              if pe.slots > 0 then assert.are.equal(pe.slots, c.slots, "the engine's slots are not the planner's") end
+            end
+          end
+          if not p[3] and fast_logits then
+            assert.is_true(same(fast_ids, ids), "tokens differ from the resident fast run")
+            assert.is_true(same(fast_logits, logits), "logits differ from the resident fast run")
+          end
+        end)
+      end
+
+      it("counts each block's expert selections where the host routes", function()
+        local m = assert(lrun.load(path, with(gpu.LOAD, { device = DEVICE })))
+        assert(m:logits(PROMPT))
+        local ex = assert(m:stats(true).experts, "no experts in the stats")
+        assert.are.equal(#PROMPT, ex.tokens)
+        for l = 0, m:info().n_layer - 1 do
+          local sum = 0
+          for _, c in ipairs(ex.layers[l]) do sum = sum + c end
+          assert.are.equal(#PROMPT * e.n_expert_used, sum)
+        end
+        m:free()
+      end)
+
+      it("counts decode steps' selections too (device-routed where the shape allows)", function()
+        local m = assert(lrun.load(path, with(gpu.LOAD, { device = DEVICE })))
+        assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+        local ex = assert(m:stats(true).experts, "no experts in the stats")
+        assert.is_true(ex.tokens >= #PROMPT + N_NEW - 1,
+          string.format("%d tokens counted after a prompt of %d and %d new", ex.tokens, #PROMPT, N_NEW))
+        for l = 0, m:info().n_layer - 1 do
+          local sum = 0
+          for _, c in ipairs(ex.layers[l]) do sum = sum + c end
+          assert.are.equal(ex.tokens * e.n_expert_used, sum, "block " .. l .. "'s selections")
+        end
+        m:free()
+      end)
+
+      if DEVICE ~= "cpu" then
+        it("routes decode on the device as the host does (LRUN_CUDA_MOE_DEVICE_ROUTE=0 for the host)", function()
+          local dev_ids, dev_logits = run(path, { device = DEVICE })
+          local host_ids, host_logits = gpu.with_env("LRUN_CUDA_MOE_DEVICE_ROUTE", "0", run, path, { device = DEVICE })
+          assert.is_true(same(host_ids, dev_ids), "greedy tokens differ between device and host routing")
+          local d = rel_diff(host_logits, dev_logits)
+          print(string.format("# %s: device vs host routing, rel diff of the prompt's logits %.2e", e.name, d))
+          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+        end)
+
+        it("prefetches the next cached block's likely experts without changing a bit", function()
+          local opts = { device = DEVICE, policy = "experts_on_host", expert_cache_slots = 2 * e.n_expert_used + 2 }
+          local ids, logits, _, st = run(path, opts)
+          local ids0, logits0, _, st0 = gpu.with_env("LRUN_CUDA_MOE_PREFETCH", "0", run, path, opts)
+          local c, c0 = assert(st.expert_cache, "no expert cache"), assert(st0.expert_cache, "no expert cache")
+          print(string.format("# %s: %d slots; prefetch on: %d hits, %d misses, %d prefetched; off: %d hits, %d misses",
+            e.name, c.slots, c.hits, c.misses, c.prefetches, c0.hits, c0.misses))
+          assert.are.equal(0, c0.prefetches, "LRUN_CUDA_MOE_PREFETCH=0 still prefetched")
+          assert.is_true(same(ids0, ids), "greedy tokens differ with prefetch on and off")
+          assert.is_true(same(logits0, logits), "logits differ with prefetch on and off")
+        end)
+
+        it("replays decode steps from CUDA graphs with a static cache when every expert is resident", function()
+          local function greedy(cache)
+            local m = assert(lrun.load(path, with(gpu.LOAD, { device = DEVICE, cache_implementation = cache })))
+            local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+            local st = m:stats()
+            m:free()
+            return ids, st
+          end
+          local dyn = greedy(nil)
+          local ids, st = greedy("static")
+          assert.is_true(same(dyn, ids), "a static cache's greedy tokens differ from a dynamic one's")
+          if e.n_expert % 8 == 0 then
+            assert.is_true(st.graphs_enabled, "graphs are off although every expert is device-routed")
+            assert.is_true(st.graph_launches + st.graph_captures > 0, "no decode step ran from a graph")
+          else
+            print("# " .. e.name .. ": n_expert not a multiple of 8, routed on the host, no graphs")
+          end
+        end)
+
+        it("exact numerics are refused, naming the requirement", function()
+          local ok = pcall(run, path, { device = DEVICE, numerics = "exact" })
+          assert.is_false(ok)
+        end)
+      end
+    end)
   end
 end)

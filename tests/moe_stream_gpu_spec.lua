@@ -23,40 +23,20 @@
 package.path = "./?.lua;" .. package.path
 local compare = require("tests.compare")
 local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
-local lf = require("lrun.ffi")
-local C = lf.C
 local lrun = require("lrun")
-local arch_models = require("tests.arch_models")
+local gpu = require("tests.gpu_spec_common")
+local DEVICE, ON_GPU, PROMPT, TOL = gpu.DEVICE, gpu.ON_GPU, gpu.PROMPT, gpu.TOL
 
-local ffi = require("ffi")
-pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
-
-local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
-local has_gpu = DEVICE == "cpu" or C.lrun_cuda_device_count() > 0
-local ON_GPU = DEVICE ~= "cpu"
-
-local PROMPT = { 257, 84, 104, 101, 32, 99, 97, 112, 105, 116, 97, 108, 300, 42, 7, 260, 99, 12 }
 local SHORT = { 257, 84, 104, 101, 32 } -- a decode-sized chunk (<= 8 tokens): never streams
-local N_NEW = 8
-local TOL = { f32 = 1e-2, q8_0 = 5e-2 }
 
+-- ids, logits, m:stats() of prompt (default PROMPT)
 local function run(path, opts, prompt)
-  prompt = prompt or PROMPT
-  local m = assert(lrun.load(path, with({ progress = false, n_ctx = 256, threads = 2 }, opts)))
-  local _, ids = assert(m:generate(prompt, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
-  local logits = assert(m:logits(prompt))
-  local st = m:stats()
-  m:free()
-  return ids, logits, st
+  return gpu.run(path, opts, prompt, function(m) return m:stats() end)
 end
 
 -- run with LRUN_CUDA_MOE_STREAM_GROUP=group (nil: the default)
 local function run_group(group, path, opts, prompt)
-  if group then ffi.C.setenv("LRUN_CUDA_MOE_STREAM_GROUP", tostring(group), 1) end
-  local ok, ids, logits, st = pcall(run, path, opts, prompt)
-  ffi.C.unsetenv("LRUN_CUDA_MOE_STREAM_GROUP")
-  assert(ok, ids)
-  return ids, logits, st
+  return gpu.with_env("LRUN_CUDA_MOE_STREAM_GROUP", group, run, path, opts, prompt)
 end
 
 local STREAMED = {
@@ -68,95 +48,90 @@ local STREAMED = {
 }
 
 describe("mixtures of experts on cuda: prefill streams host experts", function()
-  if not has_gpu then
+  if not gpu.has_gpu then
     pending("no GPU visible")
     return
   end
-  local tmp = {}
-  teardown(function() for _, p in ipairs(tmp) do os.remove(p) end end)
+  local files = gpu.temp_files()
+  teardown(function() files:remove() end)
 
-  for _, e in ipairs(arch_models.models) do
-    -- a cpu_only model (gpt-oss) is refused by the CUDA engine: tests/arch_gpu_spec.lua checks the refusal
-    if (e.n_expert or 0) > 0 and not (e.cpu_only and DEVICE ~= "cpu") then
-      describe(e.name .. ":", function()
-        local path, cpu_ids, cpu_logits, res_ids, res_logits, host_ids, host_logits
-        setup(function()
-          path = os.tmpname()
-          tmp[#tmp + 1] = path
-          arch_models.generate(e, path)
-          cpu_ids, cpu_logits = run(path, { device = "cpu" })
-          res_ids, res_logits = run(path, { device = DEVICE, moe_prefill_stream = "on" })
-          host_ids, host_logits = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "off" })
-        end)
+  for _, e in ipairs(gpu.moe_models()) do
+    describe(e.name .. ":", function()
+      local path, cpu_ids, cpu_logits, res_ids, res_logits, host_ids, host_logits
+      setup(function()
+        path = files:model(e)
+        cpu_ids, cpu_logits = run(path, { device = "cpu" })
+        res_ids, res_logits = run(path, { device = DEVICE, moe_prefill_stream = "on" })
+        host_ids, host_logits = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "off" })
+      end)
 
-        it("the resident and host-compute references agree with the CPU", function()
-          for name, l in pairs({ resident = res_logits, host = host_logits }) do
-            local d = rel_diff(cpu_logits, l)
-            print(string.format("# %s %s (stream on/off): rel diff to the CPU %.2e", e.name, name, d))
-            assert.is_true(d <= TOL[e.dtype], string.format("%s: rel diff %.3e above %.0e", name, d, TOL[e.dtype]))
-          end
-          assert.are.equal(cpu_ids[#PROMPT + 1], res_ids[#PROMPT + 1], "first greedy token, resident")
-          assert.are.equal(cpu_ids[#PROMPT + 1], host_ids[#PROMPT + 1], "first greedy token, host compute")
-        end)
-
-        for _, p in ipairs(STREAMED) do
-          it("streams " .. p[1] .. ": bit-identical to the resident run", function()
-            local ids, logits, st = run_group(p[3], path, with(p[2], { device = DEVICE, moe_prefill_stream = "on" }))
-            print(string.format("# %s %s: %d experts streamed, %d bytes; host compute %d bytes", e.name, p[1],
-              st.prefill_stream_experts, st.prefill_stream_bytes, st.host_compute_bytes))
-            if ON_GPU then
-              assert.is_true(st.prefill_stream_experts > 0 and st.prefill_stream_bytes > 0, "nothing streamed")
-            end
-            assert.is_true(same(res_logits, logits), "logits differ from the resident run")
-            assert.is_true(same(res_ids, ids), "greedy tokens differ from the resident run")
-            local d = rel_diff(host_logits, logits)
-            print(string.format("# %s %s: rel diff to host compute %.2e", e.name, p[1], d))
-            assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e to host compute above %.0e", d, TOL[e.dtype]))
-          end)
+      it("the resident and host-compute references agree with the CPU", function()
+        for name, l in pairs({ resident = res_logits, host = host_logits }) do
+          local d = rel_diff(cpu_logits, l)
+          print(string.format("# %s %s (stream on/off): rel diff to the CPU %.2e", e.name, name, d))
+          assert.is_true(d <= TOL[e.dtype], string.format("%s: rel diff %.3e above %.0e", name, d, TOL[e.dtype]))
         end
+        assert.are.equal(cpu_ids[#PROMPT + 1], res_ids[#PROMPT + 1], "first greedy token, resident")
+        assert.are.equal(cpu_ids[#PROMPT + 1], host_ids[#PROMPT + 1], "first greedy token, host compute")
+      end)
 
-        it("streams nothing below the threshold (auto, 1000 tokens per expert)", function()
-          local ids, logits, st = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "auto",
-            moe_prefill_stream_tokens = 1000 })
-          assert.are.equal(0, st.prefill_stream_experts)
-          assert.is_true(st.host_compute_bytes > 0, "nothing was computed on the host")
+      for _, p in ipairs(STREAMED) do
+        it("streams " .. p[1] .. ": bit-identical to the resident run", function()
+          local ids, logits, st = run_group(p[3], path, with(p[2], { device = DEVICE, moe_prefill_stream = "on" }))
+          print(string.format("# %s %s: %d experts streamed, %d bytes; host compute %d bytes", e.name, p[1],
+            st.prefill_stream_experts, st.prefill_stream_bytes, st.host_compute_bytes))
+          if ON_GPU then
+            assert.is_true(st.prefill_stream_experts > 0 and st.prefill_stream_bytes > 0, "nothing streamed")
+          end
+          assert.is_true(same(res_logits, logits), "logits differ from the resident run")
+          assert.is_true(same(res_ids, ids), "greedy tokens differ from the resident run")
           local d = rel_diff(host_logits, logits)
-          print(string.format("# %s below the threshold: rel diff to host compute %.2e", e.name, d))
-          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
-          assert.are.equal(host_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
-        end)
-
-        it("takes the planner's per-block thresholds (auto, no threshold given)", function()
-          local m = assert(lrun.load(path, { progress = false, n_ctx = 256, threads = 2, device = DEVICE,
-            policy = "experts_on_host", moe_prefill_stream = "auto" }))
-          local per = m.residency and m.residency.prefill_stream_block_tokens
-          print(string.format("# %s: planner's threshold %s", e.name, tostring(m.residency
-            and m.residency.prefill_stream_tokens)))
-          if ON_GPU then assert.is_not_nil(per, "the plan has no per-block thresholds") end
-          local logits = assert(m:logits(PROMPT))
-          m:free()
-          local d = rel_diff(host_logits, logits)
+          print(string.format("# %s %s: rel diff to host compute %.2e", e.name, p[1], d))
           assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e to host compute above %.0e", d, TOL[e.dtype]))
         end)
+      end
 
-        it("never streams a decode-sized chunk", function()
-          local _, _, st = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "on" }, SHORT)
-          assert.are.equal(0, st.prefill_stream_experts)
-        end)
-
-        it("streams the busy experts and computes the rest on the host (auto, 2 tokens)", function()
-          local ids, logits, st = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "auto",
-            moe_prefill_stream_tokens = 2 })
-          print(string.format("# %s auto 2: %d experts streamed, host compute %d bytes", e.name,
-            st.prefill_stream_experts, st.host_compute_bytes))
-          if ON_GPU then assert.is_true(st.prefill_stream_experts > 0, "nothing streamed") end
-          for name, ref in pairs({ cpu = cpu_logits, host = host_logits }) do
-            local d = rel_diff(ref, logits)
-            assert.is_true(d <= TOL[e.dtype], string.format("%s: rel diff %.3e above %.0e", name, d, TOL[e.dtype]))
-          end
-          assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
-        end)
+      it("streams nothing below the threshold (auto, 1000 tokens per expert)", function()
+        local ids, logits, st = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "auto",
+          moe_prefill_stream_tokens = 1000 })
+        assert.are.equal(0, st.prefill_stream_experts)
+        assert.is_true(st.host_compute_bytes > 0, "nothing was computed on the host")
+        local d = rel_diff(host_logits, logits)
+        print(string.format("# %s below the threshold: rel diff to host compute %.2e", e.name, d))
+        assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+        assert.are.equal(host_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
       end)
-    end
+
+      it("takes the planner's per-block thresholds (auto, no threshold given)", function()
+        local m = assert(lrun.load(path, with(gpu.LOAD, { device = DEVICE, policy = "experts_on_host",
+          moe_prefill_stream = "auto" })))
+        local per = m.residency and m.residency.prefill_stream_block_tokens
+        print(string.format("# %s: planner's threshold %s", e.name, tostring(m.residency
+          and m.residency.prefill_stream_tokens)))
+        if ON_GPU then assert.is_not_nil(per, "the plan has no per-block thresholds") end
+        local logits = assert(m:logits(PROMPT))
+        m:free()
+        local d = rel_diff(host_logits, logits)
+        assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e to host compute above %.0e", d, TOL[e.dtype]))
+      end)
+
+      it("never streams a decode-sized chunk", function()
+        local _, _, st = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "on" }, SHORT)
+        assert.are.equal(0, st.prefill_stream_experts)
+      end)
+
+      it("streams the busy experts and computes the rest on the host (auto, 2 tokens)", function()
+        local ids, logits, st = run(path, { device = DEVICE, policy = "experts_on_host", moe_prefill_stream = "auto",
+          moe_prefill_stream_tokens = 2 })
+        print(string.format("# %s auto 2: %d experts streamed, host compute %d bytes", e.name,
+          st.prefill_stream_experts, st.host_compute_bytes))
+        if ON_GPU then assert.is_true(st.prefill_stream_experts > 0, "nothing streamed") end
+        for name, ref in pairs({ cpu = cpu_logits, host = host_logits }) do
+          local d = rel_diff(ref, logits)
+          assert.is_true(d <= TOL[e.dtype], string.format("%s: rel diff %.3e above %.0e", name, d, TOL[e.dtype]))
+        end
+        assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
+      end)
+    end)
   end
 end)
