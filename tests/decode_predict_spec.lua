@@ -9,34 +9,17 @@
 package.path = "./?.lua;" .. package.path
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
-local lrun = require("lrun")
+local fixture = require("tests.predict_fixture")
+local near = fixture.near
+local with = require("tests.compare").with
 local predict = require("lrun.predict")
 local predict_plan = require("lrun.predict_plan")
-
-local function near(want, got, what)
-  assert.is_true(math.abs(want - got) <= 1e-9 * math.abs(want), string.format("%s: want %.12g, got %.12g",
-    what or "value", want, got))
-end
-
-local function with(base, extra)
-  local t = {}
-  for k, v in pairs(base) do t[k] = v end
-  for k, v in pairs(extra) do t[k] = v end
-  return t
-end
 
 -- device_read far above the GEMV's rate: a term that used it would show
 local CPU = { device = "cpu", device_read = 1e12, h2d_pinned = 1e10, h2d_pageable = 1e10, host_read = 4e10,
   decode_matmul = { q8_0 = 2e10, f16 = 1e10 } }
 
-local TENSORS = {
-  { name = "token_embd.weight", role = "embedding", dtype = "f16", bytes = 1000 * 512, shape = { 500, 1000 } },
-  { name = "output.weight", role = "lm_head", dtype = "q8_0", bytes = 4e6, shape = { 500, 1000 } },
-  { name = "blk.0.attn_norm.weight", role = "attn_norm", dtype = "f32", bytes = 2000, shape = { 500 } },
-  { name = "blk.0.attn_q.weight", role = "attn_q", dtype = "q8_0", bytes = 1e6, shape = { 500, 500 } },
-  { name = "blk.0.ffn_up.weight", role = "ffn_up", dtype = "q8_0", bytes = 2e6, shape = { 500, 1000 } },
-  { name = "blk.0.ffn_down.weight", role = "ffn_down", dtype = "q8_0", bytes = 2e6, shape = { 1000, 500 } },
-}
+local TENSORS = fixture.TENSORS -- one block and the head
 -- the embedding moves one row (512 bytes) at its dtype's GEMV rate; the q8_0 matrices at theirs
 local DEVICE = 512 / 1e10 + (4e6 + 1e6 + 2e6 + 2e6) / 2e10
 
@@ -84,14 +67,7 @@ end)
 describe("the cpu decode measurements", function()
   local path, m
   setup(function()
-    path = os.tmpname() .. ".gguf"
-    local s = ffi.new("lrun_model_gen_spec")
-    s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 2, 64, 4, 2, 128
-    s.n_vocab, s.n_ctx = 512, 256
-    s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_F16, 0
-    s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 5, 1
-    assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
-    m = assert(lrun.load(path, { progress = false, threads = 1 }))
+    path, m = fixture.model(5)
   end)
   teardown(function()
     if m then m:free() end

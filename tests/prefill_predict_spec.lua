@@ -9,14 +9,10 @@
 package.path = "./?.lua;" .. package.path
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
-local lrun = require("lrun")
+local fixture = require("tests.predict_fixture")
+local near = fixture.near
 local predict = require("lrun.predict")
 local residency = require("lrun.residency")
-
-local function near(want, got, what)
-  assert.is_true(math.abs(want - got) <= 1e-9 * math.abs(want), string.format("%s: want %.12g, got %.12g",
-    what or "value", want, got))
-end
 
 local T = 100
 local CUDA = { device = "cuda", device_read = 1e12, h2d_pinned = 2e10, h2d_pageable = 1e10, host_read = 5e10,
@@ -25,15 +21,7 @@ local CUDA = { device = "cuda", device_read = 1e12, h2d_pinned = 2e10, h2d_pagea
 local CPU = { device = "cpu", device_read = 4e10, h2d_pinned = 2e10, h2d_pageable = 2e10, host_read = 4e10,
   device_matmul = { q8_0 = 1e11 } }
 
--- One block and the head (shapes innermost first: k, n).
-local TENSORS = {
-  { name = "token_embd.weight", role = "embedding", dtype = "f16", bytes = 1000 * 512, shape = { 500, 1000 } },
-  { name = "output.weight", role = "lm_head", dtype = "q8_0", bytes = 4e6, shape = { 500, 1000 } },
-  { name = "blk.0.attn_norm.weight", role = "attn_norm", dtype = "f32", bytes = 2000, shape = { 500 } },
-  { name = "blk.0.attn_q.weight", role = "attn_q", dtype = "q8_0", bytes = 1e6, shape = { 500, 500 } },
-  { name = "blk.0.ffn_up.weight", role = "ffn_up", dtype = "q8_0", bytes = 2e6, shape = { 500, 1000 } },
-  { name = "blk.0.ffn_down.weight", role = "ffn_down", dtype = "q8_0", bytes = 2e6, shape = { 1000, 500 } },
-}
+local TENSORS = fixture.TENSORS -- one block and the head
 local Q, UP, DOWN = "blk.0.attn_q.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"
 
 -- The device's time for the block's three matrices at T tokens (flop-bound at these rates).
@@ -194,14 +182,7 @@ end)
 describe("the measured rate and the plan's text", function()
   local path, m
   setup(function()
-    path = os.tmpname() .. ".gguf"
-    local s = ffi.new("lrun_model_gen_spec")
-    s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 2, 64, 4, 2, 128
-    s.n_vocab, s.n_ctx = 512, 256
-    s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_F16, 0
-    s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 3, 1
-    assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
-    m = assert(lrun.load(path, { progress = false, threads = 1 }))
+    path, m = fixture.model(3)
   end)
   teardown(function()
     if m then m:free() end
