@@ -78,6 +78,29 @@ local function link(tier, bw)
   return bw.h2d_pageable or bw.h2d_pinned, "PCIe pageable" -- host, mmap
 end
 
+-- Adds bytes streamed over a link (rate bytes/s, name as link's) to p's copy time, that link's share and the
+-- streamed bytes.
+local function add_streamed(p, bytes, rate, name)
+  p.copy_s = p.copy_s + bytes / rate
+  p.links[name] = (p.links[name] or 0) + bytes / rate
+  p.bytes.streamed = p.bytes.streamed + bytes
+end
+
+-- Raises, at who's caller, unless bw has the link and read rates every prediction divides by.
+local function check_rates(bw, who)
+  for _, key in ipairs({ "h2d_pinned", "host_read", "device_read" }) do
+    if type(bw[key]) ~= "number" or bw[key] <= 0 then
+      error(who .. ": bandwidth." .. key .. " must be a number of bytes/s > 0", 3)
+    end
+  end
+end
+
+-- Whether the embedding table doubles as the LM head (no lm_head tensor).
+local function tied_head(tensors)
+  for _, t in ipairs(tensors) do if t.role == "lm_head" then return false end end
+  return true
+end
+
 --- The decode prediction of a placement.
 -- @tparam {table,...} tensors descriptions (model:tensors())
 -- @tparam table plan {[name] = tier} (names left out: device)
@@ -89,13 +112,8 @@ end
 --   links = {[name] = seconds}, bytes = {device=, streamed=, host=}}
 function M.decode(tensors, plan, host_compute, bw)
   host_compute = host_compute or {}
-  for _, k in ipairs({ "h2d_pinned", "host_read", "device_read" }) do
-    if type(bw[k]) ~= "number" or bw[k] <= 0 then
-      error("predict.decode: bandwidth." .. k .. " must be a number of bytes/s > 0", 2)
-    end
-  end
-  local tied = true
-  for _, t in ipairs(tensors) do if t.role == "lm_head" then tied = false end end
+  check_rates(bw, "predict.decode")
+  local tied = tied_head(tensors)
   local p = { device_s = 0, copy_s = 0, host_s = 0, links = {}, bytes = { device = 0, streamed = 0, host = 0 } }
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
@@ -112,10 +130,7 @@ function M.decode(tensors, plan, host_compute, bw)
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier ~= "device" then
-      local rate, name = link(tier, bw)
-      p.copy_s = p.copy_s + bytes / rate
-      p.links[name] = (p.links[name] or 0) + bytes / rate
-      p.bytes.streamed = p.bytes.streamed + bytes
+      add_streamed(p, bytes, link(tier, bw))
     end
     -- cpu: the device's reads are the decode GEMV's, measured per dtype when known (decode_matmul)
     local dm = bw.device ~= "cuda" and type(bw.decode_matmul) == "table" and bw.decode_matmul[t.dtype]
@@ -248,9 +263,7 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
   if not hc then -- streamed whole, as decode: the block's unit holds the stacked tensors
     local bytes = 0
     for _, t in ipairs(b.ts) do bytes = bytes + t.bytes end
-    p.copy_s = p.copy_s + bytes / rate
-    p.links[name] = (p.links[name] or 0) + bytes / rate
-    p.bytes.streamed = p.bytes.streamed + bytes
+    add_streamed(p, bytes, rate, name)
     p.device_s = p.device_s + device_time(flops, touched, first.dtype, bw)
     p.bytes.device = p.bytes.device + touched
     return
@@ -268,9 +281,7 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
   if bw.device ~= "cuda" then streams = false end -- cpu: host compute is the device's own
   p.expert_streamed = p.expert_streamed or streams
   if streams then
-    p.copy_s = p.copy_s + touched / rate
-    p.links[name] = (p.links[name] or 0) + touched / rate
-    p.bytes.streamed = p.bytes.streamed + touched
+    add_streamed(p, touched, rate, name)
     p.device_s = p.device_s + device_time(flops, touched, first.dtype, bw)
   else
     if q.expert_stream == false or bw.device ~= "cuda" then
@@ -294,16 +305,11 @@ end
 --   links={}, bytes={device=, streamed=, host=}, expert_streamed= (host experts streamed)}
 function M.prefill(tensors, plan, host_compute, bw, q)
   host_compute, q = host_compute or {}, q or {}
-  for _, key in ipairs({ "h2d_pinned", "host_read", "device_read" }) do
-    if type(bw[key]) ~= "number" or bw[key] <= 0 then
-      error("predict.prefill: bandwidth." .. key .. " must be a number of bytes/s > 0", 2)
-    end
-  end
+  check_rates(bw, "predict.prefill")
   if bw.device_matmul == nil then error("predict.prefill: bandwidth.device_matmul (flop/s) is missing", 2) end
   local T = q.tokens or M.prefill_tokens
   local qq = { tokens = T, n_expert_used = q.n_expert_used, expert_stream = q.expert_stream }
-  local tied = true
-  for _, t in ipairs(tensors) do if t.role == "lm_head" then tied = false end end
+  local tied = tied_head(tensors)
   local p = { tokens = T, device_s = 0, copy_s = 0, host_s = 0, attention_s = 0, links = {},
     bytes = { device = 0, streamed = 0, host = 0 } }
   for _, t in ipairs(tensors) do
@@ -323,10 +329,7 @@ function M.prefill(tensors, plan, host_compute, bw, q)
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier ~= "device" then
-      local rate, name = link(tier, bw)
-      p.copy_s = p.copy_s + bytes / rate
-      p.links[name] = (p.links[name] or 0) + bytes / rate
-      p.bytes.streamed = p.bytes.streamed + bytes
+      add_streamed(p, bytes, link(tier, bw))
     end
     if bytes > 0 then
       p.device_s = p.device_s + (flops > 0 and device_time(flops, bytes, t.dtype, bw) or bytes / bw.device_read)
