@@ -2,7 +2,8 @@
  * (test_model_fp8_lazy.c on the CPU, test_model_fp8_lazy_gpu.c on cuda:0):
  * a generated f32 HF directory whose *_proj.weight matrices
  * tests/fp8_hf_dir.py rewrites as F8_E4M3 with per-row scales (numpy), and
- * the helpers both tests use. Header-only like check.h. */
+ * the helpers both tests use. Header-only like check.h (which it includes:
+ * fx_begin prints TAP lines). */
 #ifndef LRUN_TEST_FP8_LAZY_FIXTURE_H
 #define LRUN_TEST_FP8_LAZY_FIXTURE_H
 
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "lrun.h"
 
 /* A shape whose projections hold ~9.4 MB as bf16 (2 blocks of 4.7 MB), far
@@ -54,11 +56,35 @@ static inline void fx_remove(const char *dir)
     if (dir[0] && system(cmd) != 0) printf("# could not remove %s\n", dir);
 }
 
-/* The model at path on device, FP8 weights lazy (1) or widened at load (0),
- * read by one thread in 1 MiB chunks (so staging is 3 MiB at most). */
+/* A test's start: fx_make, then one TAP line: a SKIP naming why (returns 0:
+ * the test ends there) or the check that the directory was made (1 made, -1
+ * not: the checks that follow fail on NULL models). */
+static inline int fx_begin(char *dir, size_t cap, char *fp8, size_t fp8_cap)
+{
+    const char *why;
+    const int made = fx_make(dir, cap, fp8, fp8_cap, &why);
+    if (made == 0) {
+        printf("ok %d - # SKIP %s\n", ++check_count, why);
+        return 0;
+    }
+    CHECK("an FP8 directory (per-row scales) from a generated f32 one", made == 1);
+    return made;
+}
+
+/* A test's end: the environment fx_load set back to the default, the directory removed. */
+static inline void fx_end(const char *dir)
+{
+    unsetenv("LRUN_FP8_LAZY");
+    fx_remove(dir);
+}
+
+/* The model at path on device, FP8 weights lazy (1), widened at load (0) or
+ * the device's default (-1: LRUN_FP8_LAZY unset), read by one thread in
+ * 1 MiB chunks (so staging is 3 MiB at most). */
 static inline lrun_model *fx_load(const char *path, const char *device, int lazy)
 {
-    setenv("LRUN_FP8_LAZY", lazy ? "1" : "0", 1);
+    if (lazy < 0) unsetenv("LRUN_FP8_LAZY");
+    else setenv("LRUN_FP8_LAZY", lazy ? "1" : "0", 1);
     setenv("LRUN_LOAD_THREADS", "1", 1);
     setenv("LRUN_LOAD_CHUNK_MB", "1", 1);
     const lrun_load_opts o = {.device = device, .n_threads = 1, .rope_style = -1};

@@ -20,13 +20,8 @@ int main(void)
         return CHECK_DONE();
     }
     char dir[256] = "", fp8[320];
-    const char *why;
-    const int made = fx_make(dir, sizeof dir, fp8, sizeof fp8, &why);
-    if (made == 0) {
-        printf("ok %d - # SKIP %s\n", ++check_count, why);
-        return CHECK_DONE();
-    }
-    CHECK("an FP8 directory (per-row scales) from a generated f32 one", made == 1);
+    const int made = fx_begin(dir, sizeof dir, fp8, sizeof fp8);
+    if (made == 0) return CHECK_DONE();
     const size_t H = fx_fp8_bf16_bytes();
     static float la[FX_V], lb[FX_V], lc[FX_V];
 
@@ -36,12 +31,7 @@ int main(void)
     if (a) lrun_model_host_stats(a, &ha);
 
     /* the default on cuda: lazy (LRUN_FP8_LAZY unset) */
-    setenv("LRUN_LOAD_THREADS", "1", 1);
-    setenv("LRUN_LOAD_CHUNK_MB", "1", 1);
-    unsetenv("LRUN_FP8_LAZY");
-    const lrun_load_opts o = {.device = "cuda:0", .n_threads = 1, .rope_style = -1};
-    lrun_model *b = NULL;
-    if (made == 1 && lrun_model_load(&b, fp8, &o) != LRUN_OK) printf("# load: %s\n", lrun_last_error());
+    lrun_model *b = made == 1 ? fx_load(fp8, "cuda:0", -1) : NULL;
     if (b) lrun_model_host_stats(b, &hb0);
     CHECK("default on cuda: lazy, nothing of the FP8 weights held after the load", b && hb0.weights == 0);
     CHECK("lazy: an engine on cuda:0 runs a step", b && fx_logits(b, lb));
@@ -70,7 +60,6 @@ int main(void)
           c && fx_move_all(c, LRUN_TIER_MMAP) == LRUN_OK && fx_logits(c, lc2) && memcmp(la, lc2, sizeof la) == 0);
     lrun_model_free(c);
     lrun_model_free(a);
-    unsetenv("LRUN_FP8_LAZY");
-    fx_remove(dir);
+    fx_end(dir);
     return CHECK_DONE();
 }

@@ -34,7 +34,7 @@ int main(void)
 }
 #else
 #include "kernels.h"
-#include "gpu_fixture.h"
+#include "moe_gpu_fixture.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static float frand(float lo, float hi) /* U(lo, hi) */
@@ -51,8 +51,6 @@ static uint32_t bits(float f)
 }
 
 // ---------------------------------------------------------------- argument checks (no GPU needed)
-
-#define FAKE ((void *)(uintptr_t)0x10000) /* never dereferenced: each call fails first */
 
 static int fails_with(lrun_status got, lrun_status want, const char *a)
 {
@@ -216,15 +214,7 @@ static void test_combine(void)
     for (int64_t i = 0; i < n_tok * k * d; i++) y[i] = frand(-3.0f, 3.0f);
     for (int64_t i = 0; i < n_tok * k; i++) w[i] = frand(0.0f, 0.5f);
     for (int64_t i = 0; i < n_tok * d; i++) x[i] = frand(-1.0f, 1.0f);
-    for (int64_t t = 0; t < n_tok; t++)
-        for (int64_t c = 0; c < d; c++) { /* moe_cpu.c: scatter (y·w) per slot, then the slots summed in order */
-            volatile float o = y[(t * k) * d + c] * w[t * k];
-            for (int64_t s = 1; s < k; s++) {
-                const volatile float ps = y[(t * k + s) * d + c] * w[t * k + s];
-                o = o + ps;
-            }
-            ref[t * d + c] = x[t * d + c] + o;
-        }
+    moe_combine_ref(ref, x, y, NULL, w, n_tok, k, d); /* token t's slots are rows t*k.. of y */
     const float *dy = dcopy(y, (size_t)(n_tok * k * d) * 4), *dw = dcopy(w, (size_t)(n_tok * k) * 4);
     float *dx = dcopy(x, (size_t)(n_tok * d) * 4);
     const int ok = ran(lrun_k_moe_combine(dy, dw, n_tok, k, d, dx, stream));
@@ -273,11 +263,8 @@ static void test_scatter_add(void)
 int main(void)
 {
     test_arguments();
-    if (lrun_cuda_device_count() == 0) {
-        printf("ok %d - # SKIP no GPU\n", ++check_count);
-        return CHECK_DONE();
-    }
-    if (!gpu_fixture_open((size_t)64 << 20)) return 1;
+    const int open = moe_gpu_open((size_t)64 << 20);
+    if (open <= 0) return open < 0 ? 1 : CHECK_DONE();
     test_route();
     test_gemv();
     test_combine();
