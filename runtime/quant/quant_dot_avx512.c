@@ -1,0 +1,474 @@
+/* quant_dot_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) forms of the dot kernels
+ * for F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K, giving the AVX2
+ * kernels' bits exactly (hence llama.cpp's; docs/numerics.md §3-6).
+ *
+ * Compiled for every x86-64 build with target attributes (not -march), and
+ * chosen at run time (quant_isa.c) where the CPU has these extensions.
+ *
+ * What may change and what may not. The bits of a result are decided by its
+ * float arithmetic: each of the 8 lanes is one FMA chain over the blocks in
+ * order, and the final hsum8. Those stay exactly the AVX2 kernels'. What
+ * feeds each FMA is an exact integer (a lane's sum of products), and integer
+ * sums do not depend on how they are formed, so here:
+ *   - VNNI's vpdpbusd (u8·s8, four products into an int32, no saturation)
+ *     replaces maddubs + madd(ones) where maddubs cannot saturate either
+ *     (checked per kernel below), and vpdpwssd fuses madd + add;
+ *   - one 512-bit register holds two 32-element blocks' (or a K-quant's two
+ *     32-element chunks') integer work; its halves are either folded by an
+ *     exact integer add into the AVX2 lanes, or fed, low half then high
+ *     half, to the same 8-lane FMA chain in block order.
+ * The float types keep their two 8-lane chains as the two halves of one
+ * 16-lane accumulator, summed into one 8-lane vector before hsum8 as AVX2
+ * does. */
+#include "quant/quant_dot.h"
+#include "quant/quant_dot_nx.h"
+
+#include <string.h>
+
+#if defined(LRUN_HAVE_AVX512)
+#include <immintrin.h>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#endif
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+/* Loops over the NX rows (and the few blocks of a step) must be unrolled so
+ * their accumulators live in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
+#define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
+
+// ---------------------------------------------------------------- helpers
+
+/* AVX's horizontal sum of 8 lanes, as quant_dot.c's hsum8. */
+static ALWAYS_INLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static ALWAYS_INLINE __m256 lo8(__m512 v) { return _mm512_castps512_ps256(v); }
+static ALWAYS_INLINE __m256 hi8(__m512 v) { return _mm512_extractf32x8_ps(v, 1); }
+
+/* 32 bytes at a (bytes 0..31) and 32 at b (32..63). */
+static ALWAYS_INLINE __m512i load_2x32(const void *a, const void *b)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                              _mm256_loadu_si256((const __m256i *)b), 1);
+}
+
+/* The nibbles of two Q4 blocks (16 bytes each at a and b) as bytes in
+ * element order: 0..31 block a (low nibbles = elements 0..15, high ones
+ * 16..31), 32..63 block b. */
+static ALWAYS_INLINE __m512i nibbles_2(const uint8_t *a, const uint8_t *b)
+{
+    __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                        _mm_loadu_si128((const __m128i *)b), 1);
+    /* 128-bit lanes: a low, b low, a high, b high → a low, a high, b low, b high */
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1);
+    z = _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+    return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+/* One block's nibbles (as quant_dot.c's nibbles). */
+static ALWAYS_INLINE __m256i nibbles_1(const uint8_t *qs)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// ---------------------------------------------------------------- float weights
+
+/* 16 weights from element i on, as floats (kind: 0 f32, 1 f16, 2 bf16). */
+static ALWAYS_INLINE __m512 load_w16(int kind, const void *w, int64_t i)
+{
+    if (kind == 0) return _mm512_loadu_ps((const float *)w + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+    if (kind == 1) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* The AVX2 kernel's two 8-wide chains (elements 16t..16t+7 and
+ * 16t+8..16t+15) are the low and high halves of one 16-wide accumulator;
+ * their sum, hsum8, then the tail in order, as there. */
+static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const void *x, size_t xs, const int NX,
+                                       float *out)
+{
+    __m512 acc[LRUN_DOT_MAX_ROWS];
+    const float *xr[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        acc[r] = _mm512_setzero_ps();
+        xr[r] = ROW(x, r, xs);
+    }
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        const __m512 wv = load_w16(kind, w, i);
+        UNROLL
+        for (int r = 0; r < NX; ++r) acc[r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[r] + i), acc[r]);
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        float s = hsum8(_mm256_add_ps(lo8(acc[r]), hi8(acc[r])));
+        for (int64_t j = i; j < k; ++j) {
+            float wj = kind == 0 ? ((const float *)w)[j]
+                     : kind == 1 ? _cvtsh_ss(((const uint16_t *)w)[j])
+                                 : lrun_bf16_to_f32(((const uint16_t *)w)[j]);
+            s += wj * xr[r][j];
+        }
+        out[r] = s;
+    }
+}
+
+static DOT_NX_FN_KIND(dot_f32_avx512, dot_float_nx, 0)
+static DOT_NX_FN_KIND(dot_f16_avx512, dot_float_nx, 1)
+static DOT_NX_FN_KIND(dot_bf16_avx512, dot_float_nx, 2)
+
+// ---------------------------------------------------------------- Q8_0, Q4_0 · Q8_0
+
+/* Signed × signed as in AVX2: |w| (u8) times x carrying w's sign. AVX2's
+ * maddubs never saturates here: |w| ≤ 128 and sign(x, w) is an int8
+ * (−(−128) wraps to −128, kept here), so a pair is in [−32768, 32512];
+ * vpdpbusd therefore gives the same lane sums. AVX-512 has no vpsignb:
+ * x is negated where w < 0; where w = 0, |w| = 0 makes the product 0 either way. */
+
+/* Two weight blocks b, b+1 as signed bytes (elements of b, then of b+1);
+ * *dw2 = their f16 scales, b's in the low half. */
+static ALWAYS_INLINE __m512i q8x_weights_2(int is_q4, const void *w, int64_t b, uint32_t *dw2)
+{
+    if (is_q4) {
+        const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
+        *dw2 = wb[0].d | (uint32_t)wb[1].d << 16;
+        return _mm512_sub_epi8(nibbles_2(wb[0].qs, wb[1].qs), _mm512_set1_epi8(8));
+    }
+    const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
+    *dw2 = wb[0].d | (uint32_t)wb[1].d << 16;
+    return load_2x32(wb[0].qs, wb[1].qs);
+}
+
+/* Blocks b and b+1 of the weight against NX Q8_0 rows: the integer work of
+ * both blocks in one register, then block b's FMA and block b+1's into the
+ * same 8-lane chain. */
+static ALWAYS_INLINE void q8x_blocks_2(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
+                                       const int NX, __m256 *acc)
+{
+    uint32_t dw2;
+    const __m512i q = q8x_weights_2(is_q4, w, b, &dw2);
+    const __m512i aq = _mm512_abs_epi8(q);
+    const __mmask64 neg = _mm512_movepi8_mask(q);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_0 *y = &xb[r][b];
+        __m512i xv = load_2x32(y[0].qs, y[1].qs);
+        __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+        __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), aq, sx));
+        /* [dw_b, dw_b+1, dx_b, dx_b+1] in one conversion; dd = dw·dx in lanes 0, 1 */
+        uint64_t h = dw2 | (uint64_t)(y[0].d | (uint32_t)y[1].d << 16) << 32;
+        __m128 v = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h));
+        __m128 dd = _mm_mul_ps(v, _mm_movehl_ps(v, v));
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), lo8(p), acc[r]);
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), hi8(p), acc[r]);
+    }
+}
+
+/* The last block of an odd count: the AVX2 block with vpdpbusd. */
+static ALWAYS_INLINE void q8x_block_1(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
+                                      const int NX, __m256 *acc)
+{
+    __m256i q;
+    uint32_t dw;
+    if (is_q4) {
+        const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
+        q = _mm256_sub_epi8(nibbles_1(wb->qs), _mm256_set1_epi8(8));
+        dw = wb->d;
+    } else {
+        const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
+        q = _mm256_loadu_si256((const __m256i *)wb->qs);
+        dw = wb->d;
+    }
+    const __m256i aq = _mm256_sign_epi8(q, q);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_0 *y = &xb[r][b];
+        __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
+        __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, sx));
+        __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
+        __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, acc[r]);
+    }
+}
+
+static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const void *x, size_t xs, const int NX,
+                                     float *out)
+{
+    const int64_t nb = k / 32;
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) q8x_blocks_2(is_q4, w, xr, b, NX, acc);
+    if (b < nb) q8x_block_1(is_q4, w, xr, b, NX, acc);
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+static DOT_NX_FN_KIND(dot_q4_0_avx512, dot_q8x_nx, 1)
+static DOT_NX_FN_KIND(dot_q8_0_avx512, dot_q8x_nx, 0)
+
+// ---------------------------------------------------------------- Q4_1 · Q8_1
+
+/* Nibbles (≤ 15) times int8: AVX2's maddubs pairs are at most 2·15·128, far
+ * from saturating, so vpdpbusd gives the same lane sums. The min term is
+ * one chain summs = fma(mw, s, summs) in lane 1, block after block. */
+static ALWAYS_INLINE void q4_1_blocks_2(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
+                                        const int NX, __m256 *acc, __m128 *macc)
+{
+    uint32_t dm0, dm1;
+    memcpy(&dm0, &wb[0], 4);
+    memcpy(&dm1, &wb[1], 4);
+    /* [d_b, m_b, d_b+1, m_b+1] */
+    const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)(dm0 | (uint64_t)dm1 << 32)));
+    const __m128 wdm1 = _mm_movehl_ps(wdm, wdm);
+    const __m512i q = nibbles_2(wb[0].qs, wb[1].qs);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_1 *y = &xb[r][b];
+        /* [dx_b, s_b, dx_b+1, s_b+1] */
+        __m128 ds = _mm_loadh_pi(_mm_castpd_ps(_mm_load_sd((const double *)&y[0].d)), (const __m64 *)&y[1].d);
+        __m128 dd = _mm_mul_ps(wdm, ds); /* dd_b in lane 0, dd_b+1 in lane 2 */
+        __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, load_2x32(y[0].qs, y[1].qs)));
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), lo8(p), acc[r]);
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehl_ps(dd, dd)), hi8(p), acc[r]);
+        macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
+        macc[r] = _mm_fmadd_ps(wdm1, _mm_movehl_ps(ds, ds), macc[r]);
+    }
+}
+
+static ALWAYS_INLINE void q4_1_block_1(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
+                                       const int NX, __m256 *acc, __m128 *macc)
+{
+    uint32_t dm;
+    memcpy(&dm, wb, 4);
+    const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+    const __m256i q = nibbles_1(wb->qs);
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        const lrun_block_q8_1 *y = &xb[r][b];
+        __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
+        __m256 p = _mm256_cvtepi32_ps(
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, _mm256_loadu_si256((const __m256i *)y->qs)));
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, acc[r]);
+        macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
+    }
+}
+
+static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const int64_t nb = k / LRUN_QK4_1;
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    __m128 macc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+        macc[r] = _mm_setzero_ps();
+    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) q4_1_blocks_2(&w[b], xr, b, NX, acc, macc);
+    if (b < nb) q4_1_block_1(&w[b], xr, b, NX, acc, macc);
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
+}
+
+static DOT_NX_FN(dot_q4_1_avx512, dot_q4_1_nx)
+
+// ---------------------------------------------------------------- Q4_K · Q8_K
+
+/* The 8 six-bit scales and mins of a Q4_K block, as quant_dot_k.c unpacks them. */
+static ALWAYS_INLINE void q4_K_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8])
+{
+    uint32_t u0, u1, u2, w[4];
+    memcpy(&u0, s, 4);
+    memcpy(&u1, s + 4, 4);
+    memcpy(&u2, s + 8, 4);
+    w[0] = u0 & 0x3f3f3f3fu;
+    w[1] = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
+    w[2] = u1 & 0x3f3f3f3fu;
+    w[3] = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
+    memcpy(sc, w, 8);
+    memcpy(m, w + 2, 8);
+}
+
+/* int16 lanes: the first 16 = element i of v, the last 16 = element j. */
+static ALWAYS_INLINE __m512i words_2(__m512i v, int i, int j)
+{
+    return _mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_set1_epi16((short)i), _mm256_set1_epi16((short)j), 1), v);
+}
+
+/* Chunk c (64 elements) of a super-block is 32 bytes of qs: low nibbles
+ * (sub-block 2c) against y[64c..64c+31], high ones (2c+1) against the next
+ * 32: one register, one 64-byte load of y. maddubs (nibble ≤ 15 · int8)
+ * cannot saturate; vpdpwssd applies the scale and adds, exactly. Lanes l
+ * and l+8 of the 16 int32 sums add into AVX2's lane l, then the same FMAs. */
+static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const int64_t nb = k / LRUN_QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = accm[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        uint8_t sc[8], m[8];
+        q4_K_unpack_scales(w[b].scales, sc, m);
+        const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+        const __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* [m0 m0 m1 m1 …] */
+        const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+        __m512i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm512_setzero_si512();
+        UNROLL
+        for (int c = 0; c < 4; ++c) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
+            __m512i qq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), low4);
+            __m512i s = words_2(sc16, 2 * c, 2 * c + 1);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                __m512i p = _mm512_maddubs_epi16(qq, _mm512_loadu_si512((const void *)(xr[r][b].qs + 64 * c)));
+                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p, s);
+            }
+        }
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_K *xb = &xr[r][b];
+            __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi[r]), _mm512_extracti64x4_epi64(sumi[r], 1));
+            __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(s8), acc[r]);
+            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * xb->d), _mm256_cvtepi32_ps(pm), accm[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
+}
+
+static DOT_NX_FN(dot_q4_K_avx512, dot_q4_K_nx)
+
+// ---------------------------------------------------------------- Q6_K · Q8_K
+
+/* int16 lanes: 128-bit lane L (8 words) = element base + L of v. */
+static ALWAYS_INLINE __m512i words_4(__m512i v, int base)
+{
+    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)base),
+                                         _mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0002000200020002,
+                                                          0x0002000200020002, 0x0001000100010001, 0x0001000100010001,
+                                                          0, 0));
+    return _mm512_permutexvar_epi16(idx, v);
+}
+
+/* A half h of a super-block is 64 bytes of ql and 32 of qh, making four
+ * 32-element chunks q[0..3] against y[128h + 32c ..]; chunks 0, 1 share one
+ * register and one 64-byte load of y, chunks 2, 3 the next. Each 16
+ * elements have their own scale (a 128-bit lane of the scale register).
+ * maddubs (q ≤ 63 · int8, pairs ≤ 16128) cannot saturate. The −32 offset is
+ * taken out through bsums as in AVX2; lanes l and l+8 add into AVX2's lane l. */
+static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const int64_t nb = k / LRUN_QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
+    /* qh's shifts per 16-bit element: chunk 0 by 4 left, 1 by 2 left (then 2: 0, 3: 2 right) */
+    const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
+        const __m512i scz = _mm512_castsi256_si512(sc16);
+        __m512i sumi[LRUN_DOT_MAX_ROWS];
+        __m256i corr[LRUN_DOT_MAX_ROWS];
+        /* Σ (q−32)·y = Σ q·y − 32·Σ y: the second part from bsums, per scale */
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            __m256i c = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
+            corr[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5));
+            sumi[r] = _mm512_setzero_si512();
+        }
+        UNROLL
+        for (int h = 0; h < 2; ++h) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(w[b].ql + 64 * h)); /* qla | qlb */
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h)));
+            const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, low4),
+                                                _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), bits45));
+            const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                                _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), bits45));
+            const __m512i s01 = words_4(scz, 8 * h), s23 = words_4(scz, 8 * h + 4);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const int8_t *y = xr[r][b].qs + 128 * h;
+                __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512((const void *)y));
+                __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512((const void *)(y + 64)));
+                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p01, s01);
+                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p23, s23);
+            }
+        }
+        const float d = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi[r]), _mm512_extracti64x4_epi64(sumi[r], 1));
+            s8 = _mm256_add_epi32(s8, corr[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(s8), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+static DOT_NX_FN(dot_q6_K_avx512, dot_q6_K_nx)
+
+// ---------------------------------------------------------------- dispatch
+
+lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
+{
+    switch (weight_dtype) {
+    case LRUN_DTYPE_F32: return dot_f32_avx512;
+    case LRUN_DTYPE_F16: return dot_f16_avx512;
+    case LRUN_DTYPE_BF16: return dot_bf16_avx512;
+    case LRUN_DTYPE_Q8_0: return dot_q8_0_avx512;
+    case LRUN_DTYPE_Q4_0: return dot_q4_0_avx512;
+    case LRUN_DTYPE_Q4_1: return dot_q4_1_avx512;
+    case LRUN_DTYPE_Q4_K: return dot_q4_K_avx512;
+    case LRUN_DTYPE_Q6_K: return dot_q6_K_avx512;
+    default: return NULL;
+    }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#endif /* LRUN_HAVE_AVX512 */
