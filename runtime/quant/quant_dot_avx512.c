@@ -13,13 +13,18 @@
  *   - VNNI's vpdpbusd (u8·s8, four products into an int32, no saturation)
  *     replaces maddubs + madd(ones) where maddubs cannot saturate either
  *     (checked per kernel below), and vpdpwssd fuses madd + add;
- *   - one 512-bit register holds two 32-element blocks' (or a K-quant's two
- *     32-element chunks') integer work; its halves are either folded by an
- *     exact integer add into the AVX2 lanes, or fed, low half then high
- *     half, to the same 8-lane FMA chain in block order.
- * The float types keep their two 8-lane chains as the two halves of one
- * 16-lane accumulator, summed into one 8-lane vector before hsum8 as AVX2
- * does. */
+ *   - a K-quant's two 32-element chunks share one 512-bit register; its
+ *     halves fold by an exact integer add into the AVX2 lanes before the
+ *     one conversion and FMA per super-block;
+ *   - for the 32-element types, two activation rows share one register:
+ *     lanes 0-7 are row 2j's 8 lanes, 8-15 row 2j+1's, so one FMA advances
+ *     16 chains, each still one lane's chain over the blocks in order;
+ *   - the float types, for one row, keep AVX2's two 8-lane chains as the
+ *     halves of one 16-lane accumulator, summed into 8 lanes before hsum8
+ *     as AVX2 does (for several rows they are AVX2's kernel).
+ * Zen 4 runs 512-bit operations as two 256-bit halves, so what gains there
+ * is fewer instructions (VNNI, one decode of a block for two rows), not
+ * wider arithmetic; measured in docs/cpu-kernels.md. */
 #include "quant/quant_dot.h"
 #include "quant/quant_dot_nx.h"
 
@@ -63,19 +68,6 @@ static ALWAYS_INLINE __m512i load_2x32(const void *a, const void *b)
                               _mm256_loadu_si256((const __m256i *)b), 1);
 }
 
-/* The nibbles of two Q4 blocks (16 bytes each at a and b) as bytes in
- * element order: 0..31 block a (low nibbles = elements 0..15, high ones
- * 16..31), 32..63 block b. */
-static ALWAYS_INLINE __m512i nibbles_2(const uint8_t *a, const uint8_t *b)
-{
-    __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
-                                        _mm_loadu_si128((const __m128i *)b), 1);
-    /* 128-bit lanes: a low, b low, a high, b high → a low, a high, b low, b high */
-    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1);
-    z = _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
-    return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
-}
-
 /* One block's nibbles (as quant_dot.c's nibbles). */
 static ALWAYS_INLINE __m256i nibbles_1(const uint8_t *qs)
 {
@@ -95,12 +87,55 @@ static ALWAYS_INLINE __m512 load_w16(int kind, const void *w, int64_t i)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* The AVX2 kernel's two 8-wide chains (elements 16t..16t+7 and
- * 16t+8..16t+15) are the low and high halves of one 16-wide accumulator;
- * their sum, hsum8, then the tail in order, as there. */
+/* The tail (k mod 16) of row r, added in order after s, as in AVX2. */
+static ALWAYS_INLINE float float_tail(int kind, const void *w, const float *xr, int64_t i, int64_t k, float s)
+{
+    for (int64_t j = i; j < k; ++j) {
+        float wj = kind == 0 ? ((const float *)w)[j]
+                 : kind == 1 ? _cvtsh_ss(((const uint16_t *)w)[j])
+                             : lrun_bf16_to_f32(((const uint16_t *)w)[j]);
+        s += wj * xr[j];
+    }
+    return s;
+}
+
+/* Several rows: the AVX2 kernel itself (two 8-wide chains per row). On
+ * Zen 4 a 512-bit FMA takes both 256-bit pipes, so 16-wide chains would
+ * halve the chains in flight for the same lanes: no faster, measured slower. */
+static ALWAYS_INLINE void dot_float_rows(int kind, int64_t k, const void *w, const void *x, size_t xs, const int NX,
+                                         float *out)
+{
+    __m256 acc[LRUN_DOT_MAX_ROWS][2];
+    const float *xr[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        xr[r] = ROW(x, r, xs);
+    }
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        const __m512 wv = load_w16(kind, w, i);
+        const __m256 w0 = lo8(wv), w1 = hi8(wv);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[r] + i), acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[r] + i + 8), acc[r][1]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = float_tail(kind, w, xr[r], i, k, hsum8(_mm256_add_ps(acc[r][0], acc[r][1])));
+}
+
+/* One row (decode): the AVX2 kernel's two 8-wide chains (elements
+ * 16t..16t+7 and 16t+8..16t+15) are the low and high halves of one 16-wide
+ * accumulator; their sum, hsum8, then the tail in order, as there. */
 static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const void *x, size_t xs, const int NX,
                                        float *out)
 {
+    if (NX > 1) {
+        dot_float_rows(kind, k, w, x, xs, NX, out);
+        return;
+    }
     __m512 acc[LRUN_DOT_MAX_ROWS];
     const float *xr[LRUN_DOT_MAX_ROWS];
     UNROLL
@@ -115,16 +150,7 @@ static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const
         for (int r = 0; r < NX; ++r) acc[r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[r] + i), acc[r]);
     }
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        float s = hsum8(_mm256_add_ps(lo8(acc[r]), hi8(acc[r])));
-        for (int64_t j = i; j < k; ++j) {
-            float wj = kind == 0 ? ((const float *)w)[j]
-                     : kind == 1 ? _cvtsh_ss(((const uint16_t *)w)[j])
-                                 : lrun_bf16_to_f32(((const uint16_t *)w)[j]);
-            s += wj * xr[r][j];
-        }
-        out[r] = s;
-    }
+    for (int r = 0; r < NX; ++r) out[r] = float_tail(kind, w, xr[r], i, k, hsum8(_mm256_add_ps(lo8(acc[r]), hi8(acc[r]))));
 }
 
 static DOT_NX_FN_KIND(dot_f32_avx512, dot_float_nx, 0)
@@ -139,69 +165,59 @@ static DOT_NX_FN_KIND(dot_bf16_avx512, dot_float_nx, 2)
  * vpdpbusd therefore gives the same lane sums. AVX-512 has no vpsignb:
  * x is negated where w < 0; where w = 0, |w| = 0 makes the product 0 either way. */
 
-/* Two weight blocks b, b+1 as signed bytes (elements of b, then of b+1);
- * *dw2 = their f16 scales, b's in the low half. */
-static ALWAYS_INLINE __m512i q8x_weights_2(int is_q4, const void *w, int64_t b, uint32_t *dw2)
+/* A block's weights as signed bytes in element order; *dw = its f16 scale. */
+static ALWAYS_INLINE __m256i q8x_weights(int is_q4, const void *w, int64_t b, uint32_t *dw)
 {
     if (is_q4) {
         const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
-        *dw2 = wb[0].d | (uint32_t)wb[1].d << 16;
-        return _mm512_sub_epi8(nibbles_2(wb[0].qs, wb[1].qs), _mm512_set1_epi8(8));
+        *dw = wb->d;
+        return _mm256_sub_epi8(nibbles_1(wb->qs), _mm256_set1_epi8(8));
     }
     const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
-    *dw2 = wb[0].d | (uint32_t)wb[1].d << 16;
-    return load_2x32(wb[0].qs, wb[1].qs);
+    *dw = wb->d;
+    return _mm256_loadu_si256((const __m256i *)wb->qs);
 }
 
-/* Blocks b and b+1 of the weight against NX Q8_0 rows: the integer work of
- * both blocks in one register, then block b's FMA and block b+1's into the
- * same 8-lane chain. */
-static ALWAYS_INLINE void q8x_blocks_2(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
-                                       const int NX, __m256 *acc)
+/* Lanes 0-7 = lane 0 of v, 8-15 = lane i of v. */
+static ALWAYS_INLINE __m512 spread_2(__m128 v, int i)
 {
-    uint32_t dw2;
-    const __m512i q = q8x_weights_2(is_q4, w, b, &dw2);
-    const __m512i aq = _mm512_abs_epi8(q);
-    const __mmask64 neg = _mm512_movepi8_mask(q);
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        const lrun_block_q8_0 *y = &xb[r][b];
-        __m512i xv = load_2x32(y[0].qs, y[1].qs);
-        __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-        __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), aq, sx));
-        /* [dw_b, dw_b+1, dx_b, dx_b+1] in one conversion; dd = dw·dx in lanes 0, 1 */
-        uint64_t h = dw2 | (uint64_t)(y[0].d | (uint32_t)y[1].d << 16) << 32;
-        __m128 v = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h));
-        __m128 dd = _mm_mul_ps(v, _mm_movehl_ps(v, v));
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), lo8(p), acc[r]);
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), hi8(p), acc[r]);
-    }
+    return _mm512_permutexvar_ps(_mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(i), 1),
+                                 _mm512_castps128_ps512(v));
 }
 
-/* The last block of an odd count: the AVX2 block with vpdpbusd. */
-static ALWAYS_INLINE void q8x_block_1(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
-                                      const int NX, __m256 *acc)
+/* One weight block against NX Q8_0 rows. Rows go in pairs: one register
+ * holds both rows' 8 lanes (row 2j in lanes 0-7, 2j+1 in 8-15), so one
+ * vpdpbusd, one conversion and one FMA advance both rows' chains, each lane
+ * still its own chain over the blocks, as in AVX2. An odd last row takes
+ * the 256-bit form (with NX = 1, the whole kernel: decode). */
+static ALWAYS_INLINE void q8x_block(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
+                                    const int NX, __m512 *acc2, __m256 *acc1)
 {
-    __m256i q;
     uint32_t dw;
-    if (is_q4) {
-        const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
-        q = _mm256_sub_epi8(nibbles_1(wb->qs), _mm256_set1_epi8(8));
-        dw = wb->d;
-    } else {
-        const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
-        q = _mm256_loadu_si256((const __m256i *)wb->qs);
-        dw = wb->d;
+    const __m256i q = q8x_weights(is_q4, w, b, &dw);
+    if (NX >= 2) {
+        const __m512i q2 = _mm512_broadcast_i64x4(q), aq2 = _mm512_abs_epi8(q2);
+        const __mmask64 neg = _mm512_movepi8_mask(q2);
+        const __m512 dwv = _mm512_set1_ps(_cvtsh_ss((unsigned short)dw));
+        UNROLL
+        for (int j = 0; j + 1 < NX; j += 2) {
+            const lrun_block_q8_0 *y0 = &xb[j][b], *y1 = &xb[j + 1][b];
+            __m512i xv = load_2x32(y0->qs, y1->qs);
+            __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+            __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), aq2, sx));
+            /* dd = dw·dx of each row, as AVX2's product of the two converted halves */
+            __m128 dx = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(y0->d | (uint32_t)y1->d << 16)));
+            acc2[j / 2] = _mm512_fmadd_ps(_mm512_mul_ps(dwv, spread_2(dx, 1)), p, acc2[j / 2]);
+        }
     }
-    const __m256i aq = _mm256_sign_epi8(q, q);
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        const lrun_block_q8_0 *y = &xb[r][b];
+    if (NX & 1) {
+        const lrun_block_q8_0 *y = &xb[NX - 1][b];
+        const __m256i aq = _mm256_sign_epi8(q, q);
         __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
         __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, sx));
         __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
         __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, acc[r]);
+        *acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, *acc1);
     }
 }
 
@@ -210,17 +226,19 @@ static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const 
 {
     const int64_t nb = k / 32;
     const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
+    __m512 acc2[LRUN_DOT_MAX_ROWS / 2];
+    __m256 acc1 = _mm256_setzero_ps();
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
+    for (int r = 0; r < NX; ++r) xr[r] = ROW(x, r, xs);
+    UNROLL
+    for (int j = 0; j < NX / 2; ++j) acc2[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) q8x_block(is_q4, w, xr, b, NX, acc2, &acc1);
+    UNROLL
+    for (int j = 0; j < NX / 2; ++j) {
+        out[2 * j] = hsum8(lo8(acc2[j]));
+        out[2 * j + 1] = hsum8(hi8(acc2[j]));
     }
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) q8x_blocks_2(is_q4, w, xr, b, NX, acc);
-    if (b < nb) q8x_block_1(is_q4, w, xr, b, NX, acc);
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+    if (NX & 1) out[NX - 1] = hsum8(acc1);
 }
 
 static DOT_NX_FN_KIND(dot_q4_0_avx512, dot_q8x_nx, 1)
@@ -229,47 +247,38 @@ static DOT_NX_FN_KIND(dot_q8_0_avx512, dot_q8x_nx, 0)
 // ---------------------------------------------------------------- Q4_1 · Q8_1
 
 /* Nibbles (≤ 15) times int8: AVX2's maddubs pairs are at most 2·15·128, far
- * from saturating, so vpdpbusd gives the same lane sums. The min term is
- * one chain summs = fma(mw, s, summs) in lane 1, block after block. */
-static ALWAYS_INLINE void q4_1_blocks_2(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
-                                        const int NX, __m256 *acc, __m128 *macc)
-{
-    uint32_t dm0, dm1;
-    memcpy(&dm0, &wb[0], 4);
-    memcpy(&dm1, &wb[1], 4);
-    /* [d_b, m_b, d_b+1, m_b+1] */
-    const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)(dm0 | (uint64_t)dm1 << 32)));
-    const __m128 wdm1 = _mm_movehl_ps(wdm, wdm);
-    const __m512i q = nibbles_2(wb[0].qs, wb[1].qs);
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        const lrun_block_q8_1 *y = &xb[r][b];
-        /* [dx_b, s_b, dx_b+1, s_b+1] */
-        __m128 ds = _mm_loadh_pi(_mm_castpd_ps(_mm_load_sd((const double *)&y[0].d)), (const __m64 *)&y[1].d);
-        __m128 dd = _mm_mul_ps(wdm, ds); /* dd_b in lane 0, dd_b+1 in lane 2 */
-        __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, load_2x32(y[0].qs, y[1].qs)));
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), lo8(p), acc[r]);
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehl_ps(dd, dd)), hi8(p), acc[r]);
-        macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
-        macc[r] = _mm_fmadd_ps(wdm1, _mm_movehl_ps(ds, ds), macc[r]);
-    }
-}
-
-static ALWAYS_INLINE void q4_1_block_1(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
-                                       const int NX, __m256 *acc, __m128 *macc)
+ * from saturating, so vpdpbusd gives the same lane sums. Rows in pairs as
+ * for Q8_0. The min term of a row is AVX2's chain summs = fma(mw, s, summs):
+ * for a pair of rows in lanes 1 and 3 of macc2 (one FMA of [dw, mw, dw, mw]
+ * with [dx0, s0, dx1, s1]), for the odd row in lane 1 of macc1, as AVX2. */
+static ALWAYS_INLINE void q4_1_block(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
+                                     const int NX, __m512 *acc2, __m256 *acc1, __m128 *macc2, __m128 *macc1)
 {
     uint32_t dm;
     memcpy(&dm, wb, 4);
-    const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+    const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm)); /* [dw, mw] */
     const __m256i q = nibbles_1(wb->qs);
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        const lrun_block_q8_1 *y = &xb[r][b];
+    if (NX >= 2) {
+        const __m128 wdm2 = _mm_movelh_ps(wdm, wdm);
+        const __m512i q2 = _mm512_broadcast_i64x4(q);
+        const __m512 dwv = _mm512_broadcastss_ps(wdm);
+        UNROLL
+        for (int j = 0; j + 1 < NX; j += 2) {
+            const lrun_block_q8_1 *y0 = &xb[j][b], *y1 = &xb[j + 1][b];
+            /* [dx0, s0, dx1, s1] */
+            __m128 ds = _mm_loadh_pi(_mm_castpd_ps(_mm_load_sd((const double *)&y0->d)), (const __m64 *)&y1->d);
+            __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q2, load_2x32(y0->qs, y1->qs)));
+            acc2[j / 2] = _mm512_fmadd_ps(_mm512_mul_ps(dwv, spread_2(ds, 2)), p, acc2[j / 2]);
+            macc2[j / 2] = _mm_fmadd_ps(wdm2, ds, macc2[j / 2]);
+        }
+    }
+    if (NX & 1) {
+        const lrun_block_q8_1 *y = &xb[NX - 1][b];
         __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
         __m256 p = _mm256_cvtepi32_ps(
             _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, _mm256_loadu_si256((const __m256i *)y->qs)));
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, acc[r]);
-        macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
+        *acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, *acc1);
+        *macc1 = _mm_fmadd_ps(wdm, ds, *macc1);
     }
 }
 
@@ -278,19 +287,25 @@ static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const
 {
     const int64_t nb = k / LRUN_QK4_1;
     const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    __m128 macc[LRUN_DOT_MAX_ROWS];
+    __m512 acc2[LRUN_DOT_MAX_ROWS / 2];
+    __m256 acc1 = _mm256_setzero_ps();
+    __m128 macc2[LRUN_DOT_MAX_ROWS / 2], macc1 = _mm_setzero_ps();
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-        macc[r] = _mm_setzero_ps();
+    for (int r = 0; r < NX; ++r) xr[r] = ROW(x, r, xs);
+    UNROLL
+    for (int j = 0; j < NX / 2; ++j) {
+        acc2[j] = _mm512_setzero_ps();
+        macc2[j] = _mm_setzero_ps();
     }
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) q4_1_blocks_2(&w[b], xr, b, NX, acc, macc);
-    if (b < nb) q4_1_block_1(&w[b], xr, b, NX, acc, macc);
+    for (int64_t b = 0; b < nb; ++b) q4_1_block(&w[b], xr, b, NX, acc2, &acc1, macc2, &macc1);
     UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
+    for (int j = 0; j < NX / 2; ++j) {
+        float m[4];
+        _mm_storeu_ps(m, macc2[j]);
+        out[2 * j] = hsum8(lo8(acc2[j])) + m[1];
+        out[2 * j + 1] = hsum8(hi8(acc2[j])) + m[3];
+    }
+    if (NX & 1) out[NX - 1] = hsum8(acc1) + _mm_cvtss_f32(_mm_movehdup_ps(macc1));
 }
 
 static DOT_NX_FN(dot_q4_1_avx512, dot_q4_1_nx)
