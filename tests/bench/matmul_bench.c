@@ -20,7 +20,8 @@
  * against AVX-512, lrun_cpu_isa_set between runs of the same matrices,
  * alternating so that load affects both alike): the types with AVX-512
  * kernels at k=n=4096 for m = 1 (GB/s from DRAM) and k=n=2048 for m = 64
- * (GFLOP/s), 1 and 2 threads, each line with the load average. */
+ * (GFLOP/s), 1 and 2 threads (LRUN_BENCH_THREADS=1,16: others), each line
+ * with the load average. */
 #include "cpu/cpu_matmul.h"
 #include "quant/quant.h"
 #include "quant/quant_dot.h"
@@ -283,8 +284,19 @@ static int bench_isa(double secs, size_t pool_bytes)
                                        LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
     printf("\n| type | shape | thr | avx2 | avx512 | avx512/avx2 | load |\n|---|---|---:|---:|---:|---:|---:|\n");
     if (!lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) printf("(this CPU has no AVX-512: the avx512 column is 0)\n");
+    /* LRUN_BENCH_THREADS: the thread counts, "1,2" by default ("1,16" on a 16-core host) */
+    int counts[8], nc = 0;
+    const char *tl = getenv("LRUN_BENCH_THREADS");
+    for (const char *c = tl ? tl : "1,2"; *c && nc < 8;) {
+        char *end;
+        long v = strtol(c, &end, 10);
+        if (end == c) break;
+        if (v > 0) counts[nc++] = (int)v;
+        c = *end == ',' ? end + 1 : end;
+    }
     for (int64_t m = 1; m <= 64; m += 63)
-        for (int nth = 1; nth <= 2; ++nth) {
+        for (int ci = 0; ci < nc; ++ci) {
+            const int nth = counts[ci];
             lrun_threadpool *pool;
             if (lrun_threadpool_init(&pool, nth) != LRUN_OK) return 1;
             for (size_t i = 0; i < sizeof types / sizeof types[0]; ++i)
