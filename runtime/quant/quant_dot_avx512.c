@@ -16,15 +16,14 @@
  *   - a K-quant's two 32-element chunks share one 512-bit register; its
  *     halves fold by an exact integer add into the AVX2 lanes before the
  *     one conversion and FMA per super-block;
- *   - for the 32-element types, two activation rows share one register:
- *     lanes 0-7 are row 2j's 8 lanes, 8-15 row 2j+1's, so one FMA advances
- *     16 chains, each still one lane's chain over the blocks in order;
+ *   - the 32-element types stay on 256-bit lanes (AVX2's kernels with
+ *     vpdpbusd), measured faster on Zen 4 than two rows per 512-bit register;
  *   - the float types, for one row, keep AVX2's two 8-lane chains as the
  *     halves of one 16-lane accumulator, summed into 8 lanes before hsum8
  *     as AVX2 does (for several rows they are AVX2's kernel).
  * Zen 4 runs 512-bit operations as two 256-bit halves, so what gains there
- * is fewer instructions (VNNI, one decode of a block for two rows), not
- * wider arithmetic; measured in docs/cpu-kernels.md. */
+ * is fewer instructions (VNNI, one 512-bit operation for two 256-bit
+ * ones), not wider arithmetic; measured in docs/cpu-kernels.md. */
 #include "quant/quant_dot.h"
 #include "quant/quant_dot_nx.h"
 
@@ -60,13 +59,6 @@ static ALWAYS_INLINE float hsum8(__m256 v)
 
 static ALWAYS_INLINE __m256 lo8(__m512 v) { return _mm512_castps512_ps256(v); }
 static ALWAYS_INLINE __m256 hi8(__m512 v) { return _mm512_extractf32x8_ps(v, 1); }
-
-/* 32 bytes at a (bytes 0..31) and 32 at b (32..63). */
-static ALWAYS_INLINE __m512i load_2x32(const void *a, const void *b)
-{
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
-                              _mm256_loadu_si256((const __m256i *)b), 1);
-}
 
 /* One block's nibbles (as quant_dot.c's nibbles). */
 static ALWAYS_INLINE __m256i nibbles_1(const uint8_t *qs)
@@ -162,8 +154,7 @@ static DOT_NX_FN_KIND(dot_bf16_avx512, dot_float_nx, 2)
 /* Signed × signed as in AVX2: |w| (u8) times x carrying w's sign. AVX2's
  * maddubs never saturates here: |w| ≤ 128 and sign(x, w) is an int8
  * (−(−128) wraps to −128, kept here), so a pair is in [−32768, 32512];
- * vpdpbusd therefore gives the same lane sums. AVX-512 has no vpsignb:
- * x is negated where w < 0; where w = 0, |w| = 0 makes the product 0 either way. */
+ * vpdpbusd on the same two operands therefore gives the same lane sums. */
 
 /* A block's weights as signed bytes in element order; *dw = its f16 scale. */
 static ALWAYS_INLINE __m256i q8x_weights(int is_q4, const void *w, int64_t b, uint32_t *dw)
@@ -178,67 +169,37 @@ static ALWAYS_INLINE __m256i q8x_weights(int is_q4, const void *w, int64_t b, ui
     return _mm256_loadu_si256((const __m256i *)wb->qs);
 }
 
-/* Lanes 0-7 = lane 0 of v, 8-15 = lane i of v. */
-static ALWAYS_INLINE __m512 spread_2(__m128 v, int i)
-{
-    return _mm512_permutexvar_ps(_mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(i), 1),
-                                 _mm512_castps128_ps512(v));
-}
-
-/* One weight block against NX Q8_0 rows. Rows go in pairs: one register
- * holds both rows' 8 lanes (row 2j in lanes 0-7, 2j+1 in 8-15), so one
- * vpdpbusd, one conversion and one FMA advance both rows' chains, each lane
- * still its own chain over the blocks, as in AVX2. An odd last row takes
- * the 256-bit form (with NX = 1, the whole kernel: decode). */
-static ALWAYS_INLINE void q8x_block(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
-                                    const int NX, __m512 *acc2, __m256 *acc1)
-{
-    uint32_t dw;
-    const __m256i q = q8x_weights(is_q4, w, b, &dw);
-    if (NX >= 2) {
-        const __m512i q2 = _mm512_broadcast_i64x4(q), aq2 = _mm512_abs_epi8(q2);
-        const __mmask64 neg = _mm512_movepi8_mask(q2);
-        const __m512 dwv = _mm512_set1_ps(_cvtsh_ss((unsigned short)dw));
-        UNROLL
-        for (int j = 0; j + 1 < NX; j += 2) {
-            const lrun_block_q8_0 *y0 = &xb[j][b], *y1 = &xb[j + 1][b];
-            __m512i xv = load_2x32(y0->qs, y1->qs);
-            __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-            __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), aq2, sx));
-            /* dd = dw·dx of each row, as AVX2's product of the two converted halves */
-            __m128 dx = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(y0->d | (uint32_t)y1->d << 16)));
-            acc2[j / 2] = _mm512_fmadd_ps(_mm512_mul_ps(dwv, spread_2(dx, 1)), p, acc2[j / 2]);
-        }
-    }
-    if (NX & 1) {
-        const lrun_block_q8_0 *y = &xb[NX - 1][b];
-        const __m256i aq = _mm256_sign_epi8(q, q);
-        __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
-        __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, sx));
-        __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
-        __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
-        *acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, *acc1);
-    }
-}
-
+/* AVX2's kernel with vpdpbusd for maddubs + madd: each row on its own
+ * 256-bit lanes. Pairs of rows in one 512-bit register (one FMA for both
+ * rows' chains) gave the same bits but ran 5-10 % slower on Zen 4, whose
+ * 512-bit operations are two 256-bit halves: the 256-bit form is kept. */
 static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const void *x, size_t xs, const int NX,
                                      float *out)
 {
     const int64_t nb = k / 32;
     const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m512 acc2[LRUN_DOT_MAX_ROWS / 2];
-    __m256 acc1 = _mm256_setzero_ps();
+    __m256 acc[LRUN_DOT_MAX_ROWS];
     UNROLL
-    for (int r = 0; r < NX; ++r) xr[r] = ROW(x, r, xs);
-    UNROLL
-    for (int j = 0; j < NX / 2; ++j) acc2[j] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) q8x_block(is_q4, w, xr, b, NX, acc2, &acc1);
-    UNROLL
-    for (int j = 0; j < NX / 2; ++j) {
-        out[2 * j] = hsum8(lo8(acc2[j]));
-        out[2 * j + 1] = hsum8(hi8(acc2[j]));
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
     }
-    if (NX & 1) out[NX - 1] = hsum8(acc1);
+    for (int64_t b = 0; b < nb; ++b) {
+        uint32_t dw;
+        const __m256i q = q8x_weights(is_q4, w, b, &dw);
+        const __m256i aq = _mm256_sign_epi8(q, q);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_0 *y = &xr[r][b];
+            __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
+            __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, sx));
+            __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
+            __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
 }
 
 static DOT_NX_FN_KIND(dot_q4_0_avx512, dot_q8x_nx, 1)
@@ -247,65 +208,39 @@ static DOT_NX_FN_KIND(dot_q8_0_avx512, dot_q8x_nx, 0)
 // ---------------------------------------------------------------- Q4_1 · Q8_1
 
 /* Nibbles (≤ 15) times int8: AVX2's maddubs pairs are at most 2·15·128, far
- * from saturating, so vpdpbusd gives the same lane sums. Rows in pairs as
- * for Q8_0. The min term of a row is AVX2's chain summs = fma(mw, s, summs):
- * for a pair of rows in lanes 1 and 3 of macc2 (one FMA of [dw, mw, dw, mw]
- * with [dx0, s0, dx1, s1]), for the odd row in lane 1 of macc1, as AVX2. */
-static ALWAYS_INLINE void q4_1_block(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
-                                     const int NX, __m512 *acc2, __m256 *acc1, __m128 *macc2, __m128 *macc1)
-{
-    uint32_t dm;
-    memcpy(&dm, wb, 4);
-    const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm)); /* [dw, mw] */
-    const __m256i q = nibbles_1(wb->qs);
-    if (NX >= 2) {
-        const __m128 wdm2 = _mm_movelh_ps(wdm, wdm);
-        const __m512i q2 = _mm512_broadcast_i64x4(q);
-        const __m512 dwv = _mm512_broadcastss_ps(wdm);
-        UNROLL
-        for (int j = 0; j + 1 < NX; j += 2) {
-            const lrun_block_q8_1 *y0 = &xb[j][b], *y1 = &xb[j + 1][b];
-            /* [dx0, s0, dx1, s1] */
-            __m128 ds = _mm_loadh_pi(_mm_castpd_ps(_mm_load_sd((const double *)&y0->d)), (const __m64 *)&y1->d);
-            __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q2, load_2x32(y0->qs, y1->qs)));
-            acc2[j / 2] = _mm512_fmadd_ps(_mm512_mul_ps(dwv, spread_2(ds, 2)), p, acc2[j / 2]);
-            macc2[j / 2] = _mm_fmadd_ps(wdm2, ds, macc2[j / 2]);
-        }
-    }
-    if (NX & 1) {
-        const lrun_block_q8_1 *y = &xb[NX - 1][b];
-        __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
-        __m256 p = _mm256_cvtepi32_ps(
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, _mm256_loadu_si256((const __m256i *)y->qs)));
-        *acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, *acc1);
-        *macc1 = _mm_fmadd_ps(wdm, ds, *macc1);
-    }
-}
-
+ * from saturating, so vpdpbusd gives the same lane sums. AVX2's kernel
+ * otherwise (as for Q8_0, rows in pairs were slower on Zen 4), the min
+ * term summs = fma(mw, s, summs) in lane 1 of macc. */
 static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
                                       float *out)
 {
     const int64_t nb = k / LRUN_QK4_1;
     const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
-    __m512 acc2[LRUN_DOT_MAX_ROWS / 2];
-    __m256 acc1 = _mm256_setzero_ps();
-    __m128 macc2[LRUN_DOT_MAX_ROWS / 2], macc1 = _mm_setzero_ps();
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    __m128 macc[LRUN_DOT_MAX_ROWS];
     UNROLL
-    for (int r = 0; r < NX; ++r) xr[r] = ROW(x, r, xs);
-    UNROLL
-    for (int j = 0; j < NX / 2; ++j) {
-        acc2[j] = _mm512_setzero_ps();
-        macc2[j] = _mm_setzero_ps();
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+        macc[r] = _mm_setzero_ps();
     }
-    for (int64_t b = 0; b < nb; ++b) q4_1_block(&w[b], xr, b, NX, acc2, &acc1, macc2, &macc1);
-    UNROLL
-    for (int j = 0; j < NX / 2; ++j) {
-        float m[4];
-        _mm_storeu_ps(m, macc2[j]);
-        out[2 * j] = hsum8(lo8(acc2[j])) + m[1];
-        out[2 * j + 1] = hsum8(hi8(acc2[j])) + m[3];
+    for (int64_t b = 0; b < nb; ++b) {
+        uint32_t dm;
+        memcpy(&dm, &w[b], 4);
+        const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+        const __m256i q = nibbles_1(w[b].qs);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_1 *y = &xr[r][b];
+            __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
+            __m256 p = _mm256_cvtepi32_ps(
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, _mm256_loadu_si256((const __m256i *)y->qs)));
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, acc[r]);
+            macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
+        }
     }
-    if (NX & 1) out[NX - 1] = hsum8(acc1) + _mm_cvtss_f32(_mm_movehdup_ps(macc1));
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
 }
 
 static DOT_NX_FN(dot_q4_1_avx512, dot_q4_1_nx)
