@@ -1,6 +1,9 @@
 /* quant_dot_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) forms of the dot kernels
- * for F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K, giving the AVX2
- * kernels' bits exactly (hence llama.cpp's; docs/numerics.md §3-6).
+ * for Q8_0, Q4_0, Q4_1, Q4_K and Q6_K, giving the AVX2 kernels' bits
+ * exactly (hence llama.cpp's; docs/numerics.md §3-6). The float types
+ * (F32, F16, BF16) keep AVX2: their bits fix one FMA chain per 8 lanes and
+ * 16 elements, which bounds them (and DRAM does at m = 1) whatever the
+ * width; a 16-lane form measured 0.85-1.05x on Zen 4 and was dropped.
  *
  * Compiled for every x86-64 build with target attributes (not -march), and
  * chosen at run time (quant_isa.c) where the CPU has these extensions.
@@ -18,9 +21,6 @@
  *     one conversion and FMA per super-block;
  *   - the 32-element types stay on 256-bit lanes (AVX2's kernels with
  *     vpdpbusd), measured faster on Zen 4 than two rows per 512-bit register;
- *   - the float types, for one row, keep AVX2's two 8-lane chains as the
- *     halves of one 16-lane accumulator, summed into 8 lanes before hsum8
- *     as AVX2 does (for several rows they are AVX2's kernel).
  * Zen 4 runs 512-bit operations as two 256-bit halves, so what gains there
  * is fewer instructions (VNNI, one 512-bit operation for two 256-bit
  * ones), not wider arithmetic; measured in docs/cpu-kernels.md. */
@@ -57,9 +57,6 @@ static ALWAYS_INLINE float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-static ALWAYS_INLINE __m256 lo8(__m512 v) { return _mm512_castps512_ps256(v); }
-static ALWAYS_INLINE __m256 hi8(__m512 v) { return _mm512_extractf32x8_ps(v, 1); }
-
 /* One block's nibbles (as quant_dot.c's nibbles). */
 static ALWAYS_INLINE __m256i nibbles_1(const uint8_t *qs)
 {
@@ -67,87 +64,6 @@ static ALWAYS_INLINE __m256i nibbles_1(const uint8_t *qs)
     __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
 }
-
-// ---------------------------------------------------------------- float weights
-
-/* 16 weights from element i on, as floats (kind: 0 f32, 1 f16, 2 bf16). */
-static ALWAYS_INLINE __m512 load_w16(int kind, const void *w, int64_t i)
-{
-    if (kind == 0) return _mm512_loadu_ps((const float *)w + i);
-    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
-    if (kind == 1) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-/* The tail (k mod 16) of row r, added in order after s, as in AVX2. */
-static ALWAYS_INLINE float float_tail(int kind, const void *w, const float *xr, int64_t i, int64_t k, float s)
-{
-    for (int64_t j = i; j < k; ++j) {
-        float wj = kind == 0 ? ((const float *)w)[j]
-                 : kind == 1 ? _cvtsh_ss(((const uint16_t *)w)[j])
-                             : lrun_bf16_to_f32(((const uint16_t *)w)[j]);
-        s += wj * xr[j];
-    }
-    return s;
-}
-
-/* Several rows: the AVX2 kernel itself (two 8-wide chains per row). On
- * Zen 4 a 512-bit FMA takes both 256-bit pipes, so 16-wide chains would
- * halve the chains in flight for the same lanes: no faster, measured slower. */
-static ALWAYS_INLINE void dot_float_rows(int kind, int64_t k, const void *w, const void *x, size_t xs, const int NX,
-                                         float *out)
-{
-    __m256 acc[LRUN_DOT_MAX_ROWS][2];
-    const float *xr[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-        xr[r] = ROW(x, r, xs);
-    }
-    int64_t i = 0;
-    for (; i + 16 <= k; i += 16) {
-        const __m512 wv = load_w16(kind, w, i);
-        const __m256 w0 = lo8(wv), w1 = hi8(wv);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[r] + i), acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[r] + i + 8), acc[r][1]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = float_tail(kind, w, xr[r], i, k, hsum8(_mm256_add_ps(acc[r][0], acc[r][1])));
-}
-
-/* One row (decode): the AVX2 kernel's two 8-wide chains (elements
- * 16t..16t+7 and 16t+8..16t+15) are the low and high halves of one 16-wide
- * accumulator; their sum, hsum8, then the tail in order, as there. */
-static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const void *x, size_t xs, const int NX,
-                                       float *out)
-{
-    if (NX > 1) {
-        dot_float_rows(kind, k, w, x, xs, NX, out);
-        return;
-    }
-    __m512 acc[LRUN_DOT_MAX_ROWS];
-    const float *xr[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        acc[r] = _mm512_setzero_ps();
-        xr[r] = ROW(x, r, xs);
-    }
-    int64_t i = 0;
-    for (; i + 16 <= k; i += 16) {
-        const __m512 wv = load_w16(kind, w, i);
-        UNROLL
-        for (int r = 0; r < NX; ++r) acc[r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[r] + i), acc[r]);
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = float_tail(kind, w, xr[r], i, k, hsum8(_mm256_add_ps(lo8(acc[r]), hi8(acc[r]))));
-}
-
-static DOT_NX_FN_KIND(dot_f32_avx512, dot_float_nx, 0)
-static DOT_NX_FN_KIND(dot_f16_avx512, dot_float_nx, 1)
-static DOT_NX_FN_KIND(dot_bf16_avx512, dot_float_nx, 2)
 
 // ---------------------------------------------------------------- Q8_0, Q4_0 · Q8_0
 
@@ -403,9 +319,6 @@ static DOT_NX_FN(dot_q6_K_avx512, dot_q6_K_nx)
 lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
 {
     switch (weight_dtype) {
-    case LRUN_DTYPE_F32: return dot_f32_avx512;
-    case LRUN_DTYPE_F16: return dot_f16_avx512;
-    case LRUN_DTYPE_BF16: return dot_bf16_avx512;
     case LRUN_DTYPE_Q8_0: return dot_q8_0_avx512;
     case LRUN_DTYPE_Q4_0: return dot_q4_0_avx512;
     case LRUN_DTYPE_Q4_1: return dot_q4_1_avx512;

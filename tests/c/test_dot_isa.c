@@ -137,8 +137,8 @@ static lrun_dot_fn kernel_named(lrun_dtype t, const char *name)
     return NULL;
 }
 
-static const lrun_dtype wide_types[] = {LRUN_DTYPE_F32, LRUN_DTYPE_F16, LRUN_DTYPE_BF16, LRUN_DTYPE_Q8_0,
-                                        LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K};
+static const lrun_dtype wide_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K,
+                                        LRUN_DTYPE_Q6_K};
 
 /* Every k, nx, stride and input kind for type t: AVX-512 = AVX2 (bits);
  * for the 32-element types with quantizer-range activations, = scalar too. */
@@ -244,9 +244,10 @@ static void test_levels(void)
                  lrun_cpu_isa_name(isa));
         CHECK(msg, ok);
         if (isa == LRUN_CPU_ISA_AVX512) /* a type without an AVX-512 kernel keeps AVX2's */
-            CHECK("level avx512: Q5_K keeps its avx2 kernel",
+            CHECK("level avx512: Q5_K and BF16 keep their avx2 kernels",
                   !lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX2) ||
-                      lrun_dot_kernel(LRUN_DTYPE_Q5_K) == kernel_named(LRUN_DTYPE_Q5_K, "avx2"));
+                      (lrun_dot_kernel(LRUN_DTYPE_Q5_K) == kernel_named(LRUN_DTYPE_Q5_K, "avx2") &&
+                       lrun_dot_kernel(LRUN_DTYPE_BF16) == kernel_named(LRUN_DTYPE_BF16, "avx2")));
     }
     lrun_cpu_isa_set(start);
 }
