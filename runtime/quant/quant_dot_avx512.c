@@ -1,5 +1,5 @@
 /* quant_dot_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) forms of the dot kernels
- * for Q8_0, Q4_0, Q4_1, Q4_K and Q6_K, giving the AVX2 kernels' bits
+ * for Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K, giving the AVX2 kernels' bits
  * exactly (hence llama.cpp's; docs/numerics.md §3-6). The float types
  * (F32, F16, BF16) keep AVX2: their bits fix one FMA chain per 8 lanes and
  * 16 elements, which bounds them (and DRAM does at m = 1) whatever the
@@ -27,6 +27,7 @@
 #include "quant/quant_dot.h"
 #include "quant/quant_dot_nx.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #if defined(LRUN_HAVE_AVX512)
@@ -188,10 +189,17 @@ static ALWAYS_INLINE __m512i words_2(__m512i v, int i, int j)
  * (sub-block 2c) against y[64c..64c+31], high ones (2c+1) against the next
  * 32: one register, one 64-byte load of y. maddubs (nibble ≤ 15 · int8)
  * cannot saturate; vpdpwssd applies the scale and adds, exactly. Lanes l
- * and l+8 of the 16 int32 sums add into AVX2's lane l, then the same FMAs. */
-static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const void *x, size_t xs, const int NX,
-                                      float *out)
+ * and l+8 of the 16 int32 sums add into AVX2's lane l, then the same FMAs.
+ * Q5_K (is5) is the same with the fifth bits from qh: bit 2c of qh[l] for
+ * the low nibbles of chunk c, bit 2c+1 for the high ones (quant_dot_more.c's
+ * AVX2 kernel); its quants ≤ 31 cannot saturate maddubs either. The two
+ * types share the header (d, dmin, scales) and differ in where qs is. */
+static ALWAYS_INLINE void dot_q45_K_nx(int is5, int64_t k, const void *w, const void *x, size_t xs, const int NX,
+                                       float *out)
 {
+    const size_t bbytes = is5 ? sizeof(lrun_block_q5_K) : sizeof(lrun_block_q4_K);
+    const size_t qs_off = is5 ? offsetof(lrun_block_q5_K, qs) : offsetof(lrun_block_q4_K, qs);
+    const __m512i one = _mm512_set1_epi8(1);
     const int64_t nb = k / LRUN_QK_K;
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
@@ -202,9 +210,13 @@ static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const
         acc[r] = accm[r] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t *blk = (const uint8_t *)w + (size_t)b * bbytes, *qs = blk + qs_off;
+        const lrun_block_q4_K *hdr = (const lrun_block_q4_K *)blk; /* d, dmin, scales: the same in Q5_K */
         uint8_t sc[8], m[8];
-        q4_K_unpack_scales(w[b].scales, sc, m);
-        const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+        q4_K_unpack_scales(hdr->scales, sc, m);
+        const float d = _cvtsh_ss(hdr->d), dmin = _cvtsh_ss(hdr->dmin);
+        const __m512i qh = is5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const lrun_block_q5_K *)blk)->qh))
+                               : _mm512_setzero_si512();
         const __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* [m0 m0 m1 m1 …] */
         const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
@@ -213,8 +225,12 @@ static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const
         for (int r = 0; r < NX; ++r) sumi[r] = _mm512_setzero_si512();
         UNROLL
         for (int c = 0; c < 4; ++c) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
             __m512i qq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), low4);
+            if (is5) { /* bit 2c (low half) or 2c+1 (high half) of each qh byte, as bit 4 */
+                const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)), 1);
+                qq = _mm512_or_si512(qq, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh), one), 4));
+            }
             __m512i s = words_2(sc16, 2 * c, 2 * c + 1);
             UNROLL
             for (int r = 0; r < NX; ++r) {
@@ -235,7 +251,18 @@ static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
 }
 
+static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const void *w, const void *x, size_t xs, const int NX, float *out)
+{
+    dot_q45_K_nx(0, k, w, x, xs, NX, out);
+}
+
+static ALWAYS_INLINE void dot_q5_K_nx(int64_t k, const void *w, const void *x, size_t xs, const int NX, float *out)
+{
+    dot_q45_K_nx(1, k, w, x, xs, NX, out);
+}
+
 static DOT_NX_FN(dot_q4_K_avx512, dot_q4_K_nx)
+static DOT_NX_FN(dot_q5_K_avx512, dot_q5_K_nx)
 
 // ---------------------------------------------------------------- Q6_K · Q8_K
 
@@ -323,6 +350,7 @@ lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q4_0: return dot_q4_0_avx512;
     case LRUN_DTYPE_Q4_1: return dot_q4_1_avx512;
     case LRUN_DTYPE_Q4_K: return dot_q4_K_avx512;
+    case LRUN_DTYPE_Q5_K: return dot_q5_K_avx512;
     case LRUN_DTYPE_Q6_K: return dot_q6_K_avx512;
     default: return NULL;
     }

@@ -3,11 +3,11 @@
  *
  * Every AVX-512 kernel must give its AVX2 twin's bits (llama.cpp's x86
  * arithmetic, docs/numerics.md), and for the 32-element block types also the
- * scalar kernel's, for: k not a multiple of 16 (float types) and odd or
- * small block counts, 1..4 rows per call, rows an odd multiple of a row's
- * bytes apart, random raw blocks (every quant byte, −128 included) with
- * extreme f16 scales (±65504, subnormals, 0), and float rows spanning 60
- * decades. Where the CPU has no AVX-512 the kernel checks are skipped, saying
+ * scalar kernel's, for: odd and small block counts, 1..4 rows per call
+ * from any first row, rows an odd multiple of a row's bytes apart, random
+ * raw blocks (every quant byte, −128 included) with extreme f16 scales
+ * (±65504, subnormals, 0) and activation scales spanning 60 decades (the
+ * float types, which keep AVX2, take the same generators if they get one). Where the CPU has no AVX-512 the kernel checks are skipped, saying
  * why (TAP SKIP). Then lrun_cpu_isa_set/get and lrun_dot_kernel agree. */
 #include "check.h"
 #include "quant/quant_dot.h"
@@ -78,6 +78,10 @@ static void make_weights(lrun_dtype t, uint8_t *w, int64_t k)
             ((lrun_block_q4_K *)w)[b].d = pick_f16();
             ((lrun_block_q4_K *)w)[b].dmin = pick_f16();
             break;
+        case LRUN_DTYPE_Q5_K:
+            ((lrun_block_q5_K *)w)[b].d = pick_f16();
+            ((lrun_block_q5_K *)w)[b].dmin = pick_f16();
+            break;
         case LRUN_DTYPE_Q6_K: ((lrun_block_q6_K *)w)[b].d = pick_f16(); break;
         default: break;
         }
@@ -137,8 +141,8 @@ static lrun_dot_fn kernel_named(lrun_dtype t, const char *name)
     return NULL;
 }
 
-static const lrun_dtype wide_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K,
-                                        LRUN_DTYPE_Q6_K};
+static const lrun_dtype wide_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,
+                                        LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K};
 
 /* Every k, nx, stride and input kind for type t: AVX-512 = AVX2 (bits);
  * for the 32-element types with quantizer-range activations, = scalar too. */
@@ -244,9 +248,9 @@ static void test_levels(void)
                  lrun_cpu_isa_name(isa));
         CHECK(msg, ok);
         if (isa == LRUN_CPU_ISA_AVX512) /* a type without an AVX-512 kernel keeps AVX2's */
-            CHECK("level avx512: Q5_K and BF16 keep their avx2 kernels",
+            CHECK("level avx512: Q3_K and BF16 keep their avx2 kernels",
                   !lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX2) ||
-                      (lrun_dot_kernel(LRUN_DTYPE_Q5_K) == kernel_named(LRUN_DTYPE_Q5_K, "avx2") &&
+                      (lrun_dot_kernel(LRUN_DTYPE_Q3_K) == kernel_named(LRUN_DTYPE_Q3_K, "avx2") &&
                        lrun_dot_kernel(LRUN_DTYPE_BF16) == kernel_named(LRUN_DTYPE_BF16, "avx2")));
     }
     lrun_cpu_isa_set(start);
