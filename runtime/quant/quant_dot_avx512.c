@@ -1,5 +1,5 @@
 /* quant_dot_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) forms of the dot kernels
- * for Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K, giving the AVX2 kernels' bits
+ * for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K and Q6_K, giving the AVX2 kernels' bits
  * exactly (hence llama.cpp's; docs/numerics.md §3-6). The float types
  * (F32, F16, BF16) keep AVX2: their bits fix one FMA chain per 8 lanes and
  * 16 elements, which bounds them (and DRAM does at m = 1) whatever the
@@ -27,6 +27,7 @@
 #include "quant/quant_dot.h"
 #include "quant/quant_dot_nx.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -161,6 +162,111 @@ static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const
 }
 
 static DOT_NX_FN(dot_q4_1_avx512, dot_q4_1_nx)
+
+// ---------------------------------------------------------------- Q5_0, Q5_1, IQ4_NL (quant_dot_more.c's lane form)
+
+/* quant_dot_more.c's AVX2 kernels with vpdpbusd for maddubs + madd(ones):
+ * Q5_0's |q − 16| ≤ 16 and IQ4_NL's |value| ≤ 127 meet sign(x, w) (pairs ≤
+ * 2·127·128 = 32512), Q5_1's q ≤ 31 meets x (pairs ≤ 7936): maddubs never
+ * saturates, so the lane sums are the same. The fifth bits come from a mask
+ * register (AVX-512BW: bit i of qh selects byte i), one instruction where
+ * AVX2 takes five. The float part is the AVX2 kernels' line for line. */
+
+/* lane l = Σ of the 4 products of elements 4l..4l+3 (u unsigned). */
+static ALWAYS_INLINE __m256 lanes_us(__m256i u, __m256i s)
+{
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
+}
+
+static ALWAYS_INLINE __m256 lanes_ss(__m256i w, __m256i x) { return lanes_us(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)); }
+
+/* Q5 quants (0..31) of a block: nibbles | bit i of qh as 16. */
+static ALWAYS_INLINE __m256i q5_quants(const uint8_t *qs, const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    return _mm256_or_si256(nibbles_1(qs), _mm256_maskz_mov_epi8((__mmask32)h, _mm256_set1_epi8(16)));
+}
+
+static ALWAYS_INLINE void dot_q5_0_nx(int64_t k, const lrun_block_q5_0 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i q = _mm256_sub_epi8(q5_quants(w[b].qs, w[b].qh), _mm256_set1_epi8(16));
+        const float dw = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256 dd = _mm256_set1_ps(dw * _cvtsh_ss(xr[r][b].d));
+            acc[r] = _mm256_fmadd_ps(dd, lanes_ss(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+static ALWAYS_INLINE void dot_q5_1_nx(int64_t k, const lrun_block_q5_1 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    float summs[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+        summs[r] = 0.0f;
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i q = q5_quants(w[b].qs, w[b].qh);
+        const float dw = _cvtsh_ss(w[b].d), mw = _cvtsh_ss(w[b].m);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            summs[r] = fmaf(mw, xr[r][b].s, summs[r]);
+            const __m256 dd = _mm256_set1_ps(dw * xr[r][b].d);
+            acc[r] = _mm256_fmadd_ps(dd, lanes_us(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + summs[r];
+}
+
+/* llama.cpp's even/odd block accumulators, as the AVX2 kernel. */
+static ALWAYS_INLINE void dot_iq4_nl_nx(int64_t k, const lrun_block_iq4_nl *w, const void *x, size_t xs, const int NX,
+                                        float *out)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_iq4nl);
+    const __m256i table = _mm256_set_m128i(t, t);
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS][2]; /* even and odd blocks */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i v = _mm256_shuffle_epi8(table, nibbles_1(w[b].qs));
+        const float dw = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256 dd = _mm256_set1_ps(_cvtsh_ss(xr[r][b].d) * dw);
+            acc[r][b & 1] =
+                _mm256_fmadd_ps(dd, lanes_ss(v, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r][b & 1]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+static DOT_NX_FN(dot_q5_0_avx512, dot_q5_0_nx)
+static DOT_NX_FN(dot_q5_1_avx512, dot_q5_1_nx)
+static DOT_NX_FN(dot_iq4_nl_avx512, dot_iq4_nl_nx)
 
 // ---------------------------------------------------------------- Q4_K · Q8_K
 
@@ -349,6 +455,9 @@ lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q8_0: return dot_q8_0_avx512;
     case LRUN_DTYPE_Q4_0: return dot_q4_0_avx512;
     case LRUN_DTYPE_Q4_1: return dot_q4_1_avx512;
+    case LRUN_DTYPE_Q5_0: return dot_q5_0_avx512;
+    case LRUN_DTYPE_Q5_1: return dot_q5_1_avx512;
+    case LRUN_DTYPE_IQ4_NL: return dot_iq4_nl_avx512;
     case LRUN_DTYPE_Q4_K: return dot_q4_K_avx512;
     case LRUN_DTYPE_Q5_K: return dot_q5_K_avx512;
     case LRUN_DTYPE_Q6_K: return dot_q6_K_avx512;

@@ -21,7 +21,8 @@
  * alternating so that load affects both alike): the types with AVX-512
  * kernels at k=n=4096 for m = 1 (GB/s from DRAM) and k=n=2048 for m = 64
  * (GFLOP/s), 1 and 2 threads (LRUN_BENCH_THREADS=1,16: others), each line
- * with the load average. */
+ * with the load average; first the kernels alone in cache (ns per 32
+ * elements and activation row, 1 and 4 rows per call). */
 #include "cpu/cpu_matmul.h"
 #include "quant/quant.h"
 #include "quant/quant_dot.h"
@@ -278,11 +279,66 @@ static void bench_isa_case(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64
     free(work);
 }
 
+/* The dot kernels alone, in cache: 16 weight rows of k = 2048 against 1 or
+ * 4 activation rows per call, best time of many short runs per level (so
+ * that a busy machine only costs attempts): ns per 32 elements and row. */
+static void bench_isa_kernels(double secs)
+{
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
+                                       LRUN_DTYPE_Q5_1,   LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,
+                                       LRUN_DTYPE_Q6_K};
+    enum { K = 2048, ROWS = 16 };
+    static float xf[4 * K], wf[K];
+    for (int i = 0; i < 4 * K; ++i) xf[i] = (float)(i % 13) / 13.0f - 0.5f;
+    for (int i = 0; i < K; ++i) wf[i] = (float)(i % 7) / 7.0f - 0.4f;
+    printf("\n| kernel, in cache | rows per call | avx2 ns | avx512 ns | avx512/avx2 | load |\n"
+           "|---|---:|---:|---:|---:|---:|\n");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ++ti) {
+        const lrun_dtype t = types[ti], p = lrun_dot_partner(t);
+        size_t wb, xb;
+        lrun_dtype_row_bytes(t, K, &wb);
+        lrun_dtype_row_bytes(p, K, &xb);
+        uint8_t *w = malloc(wb * ROWS), *x = malloc(xb * 4);
+        for (int r = 0; r < ROWS; ++r) lrun_quantize_row(t, wf, w + (size_t)r * wb, K);
+        for (int r = 0; r < 4; ++r) lrun_quantize_activations(p, xf + (size_t)r * K, x + (size_t)r * xb, K);
+        lrun_dot_fn fns[8];
+        const char *names[8];
+        const int nk = lrun_dot_kernels(t, fns, names, 8);
+        lrun_dot_fn lv[2] = {NULL, NULL};
+        for (int i = 0; i < nk && i < 8; ++i) {
+            if (strcmp(names[i], "avx2") == 0) lv[0] = fns[i];
+            if (strcmp(names[i], "avx512") == 0) lv[1] = fns[i];
+        }
+        for (int nx = 1; nx <= 4; nx += 3) {
+            double best[2] = {1e30, 1e30};
+            for (int round = 0; round < 6; ++round)
+                for (int l = 0; l < 2; ++l) {
+                    if (!lv[l]) continue;
+                    float o[4];
+                    for (double t_end = now_s() + secs / 12; now_s() < t_end;) {
+                        double t0 = now_s();
+                        for (int r = 0; r < ROWS; ++r) lv[l](K, w + (size_t)r * wb, x, xb, nx, o);
+                        double dt = now_s() - t0;
+                        best[l] = dt < best[l] ? dt : best[l];
+                    }
+                }
+            const double per = ROWS * (K / 32.0) * nx / 1e9;
+            printf("| %s·%s | %d | %.3f | %.3f | %.2fx | %.2f |\n", lrun_dtype_name(t), lrun_dtype_name(p), nx,
+                   lv[0] ? best[0] / per : 0.0, lv[1] ? best[1] / per : 0.0,
+                   lv[0] && lv[1] ? best[0] / best[1] : 0.0, loadavg());
+        }
+        free(w);
+        free(x);
+    }
+}
+
 static int bench_isa(double secs, size_t pool_bytes)
 {
+    bench_isa_kernels(secs);
     /* BF16 has no AVX-512 kernel: both columns run AVX2's, so its ratio shows the noise */
-    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q4_K,
-                                       LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K, LRUN_DTYPE_BF16};
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
+                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K,
+                                       LRUN_DTYPE_BF16};
     printf("\n| type | shape | thr | avx2 | avx512 | avx512/avx2 | load |\n|---|---|---:|---:|---:|---:|---:|\n");
     if (!lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) printf("(this CPU has no AVX-512: the avx512 column is 0)\n");
     /* LRUN_BENCH_THREADS: the thread counts, "1,2" by default ("1,16" on a 16-core host) */

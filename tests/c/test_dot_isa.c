@@ -74,6 +74,12 @@ static void make_weights(lrun_dtype t, uint8_t *w, int64_t k)
             ((lrun_block_q4_1 *)w)[b].d = pick_f16();
             ((lrun_block_q4_1 *)w)[b].m = pick_f16();
             break;
+        case LRUN_DTYPE_Q5_0: ((lrun_block_q5_0 *)w)[b].d = pick_f16(); break;
+        case LRUN_DTYPE_IQ4_NL: ((lrun_block_iq4_nl *)w)[b].d = pick_f16(); break;
+        case LRUN_DTYPE_Q5_1:
+            ((lrun_block_q5_1 *)w)[b].d = pick_f16();
+            ((lrun_block_q5_1 *)w)[b].m = pick_f16();
+            break;
         case LRUN_DTYPE_Q4_K:
             ((lrun_block_q4_K *)w)[b].d = pick_f16();
             ((lrun_block_q4_K *)w)[b].dmin = pick_f16();
@@ -141,8 +147,9 @@ static lrun_dot_fn kernel_named(lrun_dtype t, const char *name)
     return NULL;
 }
 
-static const lrun_dtype wide_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,
-                                        LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K};
+static const lrun_dtype wide_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
+                                        LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,
+                                        LRUN_DTYPE_Q6_K};
 
 /* Every k, nx, stride and input kind for type t: AVX-512 = AVX2 (bits);
  * for the 32-element types with quantizer-range activations, = scalar too. */
@@ -154,7 +161,8 @@ static void check_type(lrun_dtype t)
     static const int64_t blocks[] = {1, 2, 3, 4, 5, 7, 8, 9, 33};
     const int nks = be == 1 ? 10 : be == 32 ? 9 : 5;
     lrun_dot_fn wide = kernel_named(t, "avx512"), avx2 = kernel_named(t, "avx2"), scalar = lrun_dot_kernel_scalar(t);
-    const int exact32 = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0;
+    const int exact32 = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 ||
+                        t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL;
     int ok_avx2 = 1, ok_scalar = 1, ok_rows = 1, cases = 0;
     for (int ki = 0; ki < nks; ++ki) {
         const int64_t k = be == 1 ? float_ks[ki] : be * blocks[ki];
