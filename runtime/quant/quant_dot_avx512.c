@@ -1,5 +1,5 @@
 /* quant_dot_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) forms of the dot kernels
- * for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K and Q6_K, giving the AVX2 kernels' bits
+ * for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4, Q4_K, Q5_K and Q6_K, giving the AVX2 kernels' bits
  * exactly (hence llama.cpp's; docs/numerics.md §3-6). The float types
  * (F32, F16, BF16) keep AVX2: their bits fix one FMA chain per 8 lanes and
  * 16 elements, which bounds them (and DRAM does at m = 1) whatever the
@@ -268,6 +268,116 @@ static DOT_NX_FN(dot_q5_0_avx512, dot_q5_0_nx)
 static DOT_NX_FN(dot_q5_1_avx512, dot_q5_1_nx)
 static DOT_NX_FN(dot_iq4_nl_avx512, dot_iq4_nl_nx)
 
+// ---------------------------------------------------------------- MXFP4 · Q8_0
+
+/* llama.cpp's repacked order (quant_mxfp4.c): per row one f32 chain
+ * acc = fma((float)Σ_b, dw_b·dx_b, acc) over the blocks, Σ_b the exact
+ * integer sum of block b's 32 products (|value| ≤ 12: no saturation). The
+ * AVX2 kernel forms each Σ_b with its own horizontal sum; here the 8-lane
+ * vpdpbusd partials of 8 blocks go through one transpose-and-add, their
+ * scales come from two gathers and one multiply (the same f32 products),
+ * and then the same chain, block after block. */
+
+/* The 32 values of a block (bytes in element order) through the code table. */
+static ALWAYS_INLINE __m256i mxfp4_values(const lrun_block_mxfp4 *b, __m256i table)
+{
+    return _mm256_shuffle_epi8(table, nibbles_1(b->qs));
+}
+
+/* Lane j of the result = the sum of the 8 lanes of p[j]. */
+static ALWAYS_INLINE __m256i sums_8x8(const __m256i p[8])
+{
+    __m256i a[4], c[2];
+    UNROLL
+    for (int i = 0; i < 4; ++i) /* per 128-bit half: [p2i 0+2, p2i+1 0+2, p2i 1+3, p2i+1 1+3] */
+        a[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2 * i], p[2 * i + 1]),
+                                _mm256_unpackhi_epi32(p[2 * i], p[2 * i + 1]));
+    UNROLL
+    for (int i = 0; i < 2; ++i) /* per half: the sums of p4i .. p4i+3 */
+        c[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]),
+                                _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(c[0], c[1], 0x20), _mm256_permute2x128_si256(c[0], c[1], 0x31));
+}
+
+/* dw of blocks w[0..7], as lrun_e8m0_to_f32_half: 2^(e−128), subnormal for e < 2.
+ * The gather reads 4 bytes at each block's start (e and 3 code bytes). */
+static ALWAYS_INLINE __m256 mxfp4_scales_8(const lrun_block_mxfp4 *w)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 17, 34, 51, 68, 85, 102, 119);
+    const __m256i e = _mm256_and_si256(_mm256_i32gather_epi32((const int *)(const void *)w, idx, 1),
+                                       _mm256_set1_epi32(0xFF));
+    const __m256i sub = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    const __m256i norm = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    return _mm256_castsi256_ps(_mm256_mask_blend_epi32(_mm256_cmplt_epu32_mask(e, _mm256_set1_epi32(2)), norm, sub));
+}
+
+/* dx of Q8_0 blocks x[0..7] (f16 d at each block's start, 34 bytes apart). */
+static ALWAYS_INLINE __m256 q8_0_scales_8(const lrun_block_q8_0 *x)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
+    return _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_i32gather_epi32((const int *)(const void *)x, idx, 1)));
+}
+
+static ALWAYS_INLINE int hsum_epi32(__m256i p)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static ALWAYS_INLINE void dot_mxfp4_nx(int64_t k, const lrun_block_mxfp4 *w, const void *x, size_t xs, const int NX,
+                                       float *out)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_mxfp4);
+    const __m256i table = _mm256_set_m128i(t, t);
+    const int64_t nb = k / 32;
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    float acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = 0.0f;
+    }
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        __m256i v[8], av[8];
+        UNROLL
+        for (int j = 0; j < 8; ++j) {
+            v[j] = mxfp4_values(&w[b + j], table);
+            av[j] = _mm256_sign_epi8(v[j], v[j]);
+        }
+        const __m256 dw = mxfp4_scales_8(&w[b]);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            __m256i p[8];
+            UNROLL
+            for (int j = 0; j < 8; ++j)
+                p[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), av[j],
+                                           _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xr[r][b + j].qs), v[j]));
+            float sf[8], sc[8];
+            _mm256_storeu_ps(sf, _mm256_cvtepi32_ps(sums_8x8(p)));
+            _mm256_storeu_ps(sc, _mm256_mul_ps(dw, q8_0_scales_8(&xr[r][b])));
+            UNROLL
+            for (int j = 0; j < 8; ++j) acc[r] = fmaf(sf[j], sc[j], acc[r]);
+        }
+    }
+    for (; b < nb; ++b) {
+        const __m256i v = mxfp4_values(&w[b], table), av = _mm256_sign_epi8(v, v);
+        const float dw = lrun_e8m0_to_f32_half(w[b].e);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xr[r][b].qs), v);
+            const int sumi = hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), av, sx));
+            acc[r] = fmaf((float)sumi, dw * _cvtsh_ss(xr[r][b].d), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = acc[r];
+}
+
+static DOT_NX_FN(dot_mxfp4_avx512, dot_mxfp4_nx)
+
 // ---------------------------------------------------------------- Q4_K · Q8_K
 
 /* The 8 six-bit scales and mins of a Q4_K block, as quant_dot_k.c unpacks them. */
@@ -458,6 +568,7 @@ lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q5_0: return dot_q5_0_avx512;
     case LRUN_DTYPE_Q5_1: return dot_q5_1_avx512;
     case LRUN_DTYPE_IQ4_NL: return dot_iq4_nl_avx512;
+    case LRUN_DTYPE_MXFP4: return dot_mxfp4_avx512;
     case LRUN_DTYPE_Q4_K: return dot_q4_K_avx512;
     case LRUN_DTYPE_Q5_K: return dot_q5_K_avx512;
     case LRUN_DTYPE_Q6_K: return dot_q6_K_avx512;

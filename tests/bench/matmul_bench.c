@@ -284,9 +284,9 @@ static void bench_isa_case(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64
  * that a busy machine only costs attempts): ns per 32 elements and row. */
 static void bench_isa_kernels(double secs)
 {
-    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
-                                       LRUN_DTYPE_Q5_1,   LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,
-                                       LRUN_DTYPE_Q6_K};
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0,  LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
+                                       LRUN_DTYPE_Q5_1,   LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q4_K,
+                                       LRUN_DTYPE_Q5_K,   LRUN_DTYPE_Q6_K};
     enum { K = 2048, ROWS = 16 };
     static float xf[4 * K], wf[K];
     for (int i = 0; i < 4 * K; ++i) xf[i] = (float)(i % 13) / 13.0f - 0.5f;
@@ -337,8 +337,8 @@ static int bench_isa(double secs, size_t pool_bytes)
     bench_isa_kernels(secs);
     /* BF16 has no AVX-512 kernel: both columns run AVX2's, so its ratio shows the noise */
     static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
-                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K,
-                                       LRUN_DTYPE_BF16};
+                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,
+                                       LRUN_DTYPE_Q6_K, LRUN_DTYPE_BF16};
     printf("\n| type | shape | thr | avx2 | avx512 | avx512/avx2 | load |\n|---|---|---:|---:|---:|---:|---:|\n");
     if (!lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) printf("(this CPU has no AVX-512: the avx512 column is 0)\n");
     /* LRUN_BENCH_THREADS: the thread counts, "1,2" by default ("1,16" on a 16-core host) */

@@ -148,8 +148,8 @@ static lrun_dot_fn kernel_named(lrun_dtype t, const char *name)
 }
 
 static const lrun_dtype wide_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
-                                        LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,
-                                        LRUN_DTYPE_Q6_K};
+                                        LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q4_K,
+                                        LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K};
 
 /* Every k, nx, stride and input kind for type t: AVX-512 = AVX2 (bits);
  * for the 32-element types with quantizer-range activations, = scalar too. */
@@ -162,7 +162,7 @@ static void check_type(lrun_dtype t)
     const int nks = be == 1 ? 10 : be == 32 ? 9 : 5;
     lrun_dot_fn wide = kernel_named(t, "avx512"), avx2 = kernel_named(t, "avx2"), scalar = lrun_dot_kernel_scalar(t);
     const int exact32 = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 ||
-                        t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL;
+                        t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL || t == LRUN_DTYPE_MXFP4;
     int ok_avx2 = 1, ok_scalar = 1, ok_rows = 1, cases = 0;
     for (int ki = 0; ki < nks; ++ki) {
         const int64_t k = be == 1 ? float_ks[ki] : be * blocks[ki];
