@@ -1,6 +1,8 @@
 /* quant_dot_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) forms of the dot kernels
- * for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4, Q4_K, Q5_K and Q6_K, giving the AVX2 kernels' bits
- * exactly (hence llama.cpp's; docs/numerics.md §3-6). The float types
+ * for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4, Q4_K, Q5_K and Q6_K,
+ * giving the AVX2 kernels' bits exactly (hence llama.cpp's;
+ * docs/numerics.md §3-6). Q2_K, Q3_K and IQ4_XS keep AVX2 (not done yet).
+ * The float types
  * (F32, F16, BF16) keep AVX2: their bits fix one FMA chain per 8 lanes and
  * 16 elements, which bounds them (and DRAM does at m = 1) whatever the
  * width; a 16-lane form measured 0.85-1.05x on Zen 4 and was dropped.
@@ -21,6 +23,8 @@
  *     one conversion and FMA per super-block;
  *   - the 32-element types stay on 256-bit lanes (AVX2's kernels with
  *     vpdpbusd), measured faster on Zen 4 than two rows per 512-bit register;
+ *   - MXFP4's per-block integer sums come 8 at a time out of one
+ *     transpose-and-add, ahead of the same per-row f32 chain.
  * Zen 4 runs 512-bit operations as two 256-bit halves, so what gains there
  * is fewer instructions (VNNI, one 512-bit operation for two 256-bit
  * ones), not wider arithmetic; measured in docs/cpu-kernels.md. */
