@@ -221,7 +221,7 @@ $(CUT_ON_MAP): tests/c/cut_on_map_preload.c tests/c/cut_on_map.h
 
 test: all $(C_TESTS) $(CUT_ON_MAP) $(MODEL)
 	@$(SAN_ENV) LRUN_BUILD=$(BUILD) LRUN_MODEL=$(MODEL) ABI_LIB=$(LIB) tests/run.sh tests/abi_check.sh \
-	  tests/disk/cgroup_test.sh $(C_TESTS)
+	  tests/disk/cgroup_test.sh tests/isa_levels.sh $(C_TESTS)
 
 # The GPU machine has no network: the default-model checks run when the
 # model is already in models/ and are skipped otherwise (no download).

@@ -102,6 +102,10 @@ LRUN_API lrun_status lrun_dtype_row_bytes(lrun_dtype dtype, int64_t n, size_t *o
 LRUN_API lrun_status lrun_dtype_to_f32(lrun_dtype dtype, const void *src, float *dst, int64_t n);
 LRUN_API lrun_status lrun_dtype_from_f32(lrun_dtype dtype, const float *src, void *dst, int64_t n);
 
+/* The host (CPU) dot-kernel level in use: "avx512", "avx2" or "scalar"; the
+ * best this CPU runs, or what LRUN_CPU_ISA asks for (docs/cpu-kernels.md). */
+LRUN_API const char *lrun_cpu_kernels(void);
+
 /* ---------------------------------------------------------------- devices */
 
 typedef struct lrun_device lrun_device;

@@ -756,7 +756,11 @@ function M.load_or_exit(opts)
       require("lrun.log").info("warning: --mlock: mlockall failed (errno %d); raise ulimit -l", ffi.errno())
     end
   end
-  if opts.explain then io.stderr:write(tostring(m:placement()), "\n") end
+  if opts.explain then
+    io.stderr:write(tostring(m:placement()), "\n")
+    -- the host dot kernels' level (AVX-512, AVX2, scalar; LRUN_CPU_ISA forces one)
+    io.stderr:write("host kernels: ", require("ffi").string(require("lrun.ffi").C.lrun_cpu_kernels()), "\n")
+  end
   if opts.verbose then
     io.stderr:write(require("lrun.pretty").format(m:info()), "\n")
     if not opts.explain then io.stderr:write(tostring(m:placement()), "\n") end

@@ -563,6 +563,10 @@ int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **nam
         }                                                                                                    \
         ++n;                                                                                                 \
     } while (0)
+#if defined(LRUN_HAVE_AVX512)
+    lrun_dot_fn wide = lrun_dot_kernel_avx512(weight_dtype);
+    if (wide && lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) ADD(wide, "avx512");
+#endif
 #if defined(LRUN_HAVE_AVX2)
     switch (weight_dtype) {
     case LRUN_DTYPE_F32: ADD(dot_f32_avx2, "avx2"); break;
@@ -604,6 +608,14 @@ int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **nam
 
 lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
 {
+    const lrun_cpu_isa isa = lrun_cpu_isa_get();
+#if defined(LRUN_HAVE_AVX512)
+    if (isa == LRUN_CPU_ISA_AVX512) {
+        lrun_dot_fn wide = lrun_dot_kernel_avx512(weight_dtype);
+        if (wide) return wide;
+    }
+#endif
+    if (isa == LRUN_CPU_ISA_SCALAR) return lrun_dot_kernel_scalar(weight_dtype);
 #if defined(LRUN_HAVE_AVX2)
     switch (weight_dtype) {
     case LRUN_DTYPE_F32: return dot_f32_avx2;

@@ -17,15 +17,41 @@
  * w is one row of k weights and x_r = x + r*x_stride (bytes) a partner row. */
 typedef void (*lrun_dot_fn)(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
 
-/* The fastest kernel this build has for weight_dtype (AVX2 when compiled
- * with it), or NULL for a dtype that is not a weight type. */
+/* The fastest kernel for weight_dtype at the host kernel level in use
+ * (lrun_cpu_isa: AVX-512 where the CPU has it and the type has an AVX-512
+ * kernel, else AVX2 when compiled with it, else scalar), or NULL for a dtype
+ * that is not a weight type. */
 lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype);
 /* The portable scalar kernel: the reference the SIMD kernels are tested against. */
 lrun_dot_fn lrun_dot_kernel_scalar(lrun_dtype weight_dtype);
 /* Every kernel this build has for weight_dtype, the chosen one among them and
- * the scalar one last, with short names ("avx2", "avx2-128", "scalar"):
- * fills up to max entries, returns how many there are. For the tests. */
+ * the scalar one last, with short names ("avx512", "avx2", "avx2-128",
+ * "scalar"): fills up to max entries, returns how many there are. For the
+ * tests. Only kernels this CPU can run are listed: the "avx512" ones where
+ * lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512) (whatever level is in use),
+ * so a test skips them, saying so, on a CPU without AVX-512. */
 int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **names, int max);
+
+/* ---- host kernel levels (quant_isa.c): which dot kernels run, chosen once at run time */
+typedef enum {
+    LRUN_CPU_ISA_SCALAR = 0, /* portable C */
+    LRUN_CPU_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C (compiled in with -march on such a machine) */
+    LRUN_CPU_ISA_AVX512 = 2, /* AVX-512 F/BW/VL/DQ + VNNI (quant_dot_avx512.c, compiled for any x86-64) */
+} lrun_cpu_isa;
+
+/* The level in use: the best one this build and CPU support, or what
+ * LRUN_CPU_ISA=avx512|avx2|scalar asks for. Decided once; an unknown value,
+ * or a level the CPU or build lacks, is reported on stderr once and the best
+ * supported level at or below the request is used instead. */
+lrun_cpu_isa lrun_cpu_isa_get(void);
+/* 1 when this build has the level's kernels and this CPU can run them. */
+int lrun_cpu_isa_supported(lrun_cpu_isa isa);
+/* Use isa from now on (tests and benchmarks compare levels in one process):
+ * LRUN_E_ARG, naming the level, if it is not supported. Not thread-safe with
+ * running matmuls: call between them. */
+lrun_status lrun_cpu_isa_set(lrun_cpu_isa isa);
+/* "scalar", "avx2", "avx512". */
+const char *lrun_cpu_isa_name(lrun_cpu_isa isa);
 
 /* As lrun_quantize_row, without SIMD (the SIMD activation quantizers give
  * the same bytes; tests check that). */
@@ -106,6 +132,14 @@ static inline int lrun_iq4_xs_scale(const lrun_block_iq4_xs *b, int j)
 {
     return (((b->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b->scales_h >> (2 * j)) & 3) << 4)) - 32;
 }
+
+/* The AVX-512 kernels (quant_dot_avx512.c) are built on every x86-64 gcc or
+ * clang, whatever -march says, with target attributes; they run only where
+ * lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512). NULL for a type without one. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LRUN_HAVE_AVX512 1
+lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype);
+#endif
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LRUN_HAVE_AVX2 1

@@ -15,9 +15,17 @@
  * as each weight is reused 64 times anyway).
  * With LRUN_MODEL set: also every matmul of one decode step of that GGUF.
  * With LRUN_BENCH_TYPES=1: instead, every CPU quant type (the K-quants need
- * k a multiple of 256) at k=1536 n=1536, m = 1 and 64, to compare types. */
+ * k a multiple of 256) at k=1536 n=1536, m = 1 and 64, to compare types.
+ * With LRUN_BENCH_ISA=1: instead, the host kernel levels side by side (AVX2
+ * against AVX-512, lrun_cpu_isa_set between runs of the same matrices,
+ * alternating so that load affects both alike): the types with AVX-512
+ * kernels at k=n=4096 for m = 1 (GB/s from DRAM) and k=n=2048 for m = 64
+ * (GFLOP/s), 1 and 2 threads (LRUN_BENCH_THREADS=1,16: others), each line
+ * with the load average; first the kernels alone in cache (ns per 32
+ * elements and activation row, 1 and 4 rows per call). */
 #include "cpu/cpu_matmul.h"
 #include "quant/quant.h"
+#include "quant/quant_dot.h"
 
 #include <immintrin.h>
 #include <stdatomic.h>
@@ -211,6 +219,151 @@ static int bench_types(double secs, size_t pool_bytes)
     return 0;
 }
 
+// ---------------------------------------------------------------- kernel levels side by side
+
+/* The 1-minute load average, as the figures' context on a shared machine. */
+static double loadavg(void)
+{
+    double l = -1.0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1.0;
+        fclose(f);
+    }
+    return l;
+}
+
+/* Best time of one product at each level, the levels alternating in rounds. */
+static void bench_isa_case(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64_t n, int64_t m, double secs,
+                           size_t pool_bytes)
+{
+    static const lrun_cpu_isa levels[] = {LRUN_CPU_ISA_AVX2, LRUN_CPU_ISA_AVX512};
+    size_t row_bytes;
+    lrun_dtype_row_bytes(t, k, &row_bytes);
+    const size_t mat_bytes = row_bytes * (size_t)n;
+    const int copies = m == 1 ? (int)((pool_bytes + mat_bytes - 1) / mat_bytes) : 1;
+    uint8_t *w = aligned_alloc(64, mat_bytes * (size_t)copies);
+    float *row = malloc(sizeof(float) * (size_t)k);
+    for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < k; ++j) row[j] = (float)((i * 31 + j * 17) % 97) / 97.0f - 0.5f;
+        lrun_quantize_row(t, row, w + (size_t)i * row_bytes, k);
+    }
+    for (int c = 1; c < copies; ++c) memcpy(w + (size_t)c * mat_bytes, w, mat_bytes);
+    float *x = malloc(sizeof(float) * (size_t)(m * k)), *y = malloc(sizeof(float) * (size_t)(m * n));
+    for (int64_t i = 0; i < m * k; ++i) x[i] = (float)(i % 13) / 13.0f - 0.5f;
+    void *work = malloc(lrun_cpu_matmul_work_bytes(t, m, k) + 1);
+    for (int i = 0; i < copies; ++i) lrun_cpu_matmul(pool, t, w + (size_t)i * mat_bytes, row_bytes, n, k, x, m, y, work);
+    double best[2] = {1e30, 1e30};
+    int c = 0;
+    for (int round = 0; round < 4; ++round)
+        for (int l = 0; l < 2; ++l) {
+            if (lrun_cpu_isa_set(levels[l]) != LRUN_OK) continue;
+            for (double t_end = now_s() + secs / 4; now_s() < t_end;) {
+                double t0 = now_s();
+                lrun_cpu_matmul(pool, t, w + (size_t)c * mat_bytes, row_bytes, n, k, x, m, y, work);
+                double dt = now_s() - t0;
+                best[l] = dt < best[l] ? dt : best[l];
+                c = c + 1 == copies ? 0 : c + 1;
+            }
+        }
+    double fig[2];
+    for (int l = 0; l < 2; ++l) fig[l] = m == 1 ? mat_bytes / best[l] / 1e9 : 2.0 * m * n * k / best[l] / 1e9;
+    printf("| %s | k=%lld n=%lld m=%lld | %d | %.1f | %.1f | %.2fx | %.2f |\n", lrun_dtype_name(t), (long long)k,
+           (long long)n, (long long)m, lrun_threadpool_size(pool), fig[0], best[1] < 1e30 ? fig[1] : 0.0,
+           best[1] < 1e30 ? best[0] / best[1] : 0.0, loadavg());
+    fflush(stdout);
+    free(w);
+    free(row);
+    free(x);
+    free(y);
+    free(work);
+}
+
+/* The dot kernels alone, in cache: 16 weight rows of k = 2048 against 1 or
+ * 4 activation rows per call, best time of many short runs per level (so
+ * that a busy machine only costs attempts): ns per 32 elements and row. */
+static void bench_isa_kernels(double secs)
+{
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0,  LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
+                                       LRUN_DTYPE_Q5_1,   LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q4_K,
+                                       LRUN_DTYPE_Q5_K,   LRUN_DTYPE_Q6_K};
+    enum { K = 2048, ROWS = 16 };
+    static float xf[4 * K], wf[K];
+    for (int i = 0; i < 4 * K; ++i) xf[i] = (float)(i % 13) / 13.0f - 0.5f;
+    for (int i = 0; i < K; ++i) wf[i] = (float)(i % 7) / 7.0f - 0.4f;
+    printf("\n| kernel, in cache | rows per call | avx2 ns | avx512 ns | avx512/avx2 | load |\n"
+           "|---|---:|---:|---:|---:|---:|\n");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ++ti) {
+        const lrun_dtype t = types[ti], p = lrun_dot_partner(t);
+        size_t wb, xb;
+        lrun_dtype_row_bytes(t, K, &wb);
+        lrun_dtype_row_bytes(p, K, &xb);
+        uint8_t *w = malloc(wb * ROWS), *x = malloc(xb * 4);
+        for (int r = 0; r < ROWS; ++r) lrun_quantize_row(t, wf, w + (size_t)r * wb, K);
+        for (int r = 0; r < 4; ++r) lrun_quantize_activations(p, xf + (size_t)r * K, x + (size_t)r * xb, K);
+        lrun_dot_fn fns[8];
+        const char *names[8];
+        const int nk = lrun_dot_kernels(t, fns, names, 8);
+        lrun_dot_fn lv[2] = {NULL, NULL};
+        for (int i = 0; i < nk && i < 8; ++i) {
+            if (strcmp(names[i], "avx2") == 0) lv[0] = fns[i];
+            if (strcmp(names[i], "avx512") == 0) lv[1] = fns[i];
+        }
+        for (int nx = 1; nx <= 4; nx += 3) {
+            double best[2] = {1e30, 1e30};
+            for (int round = 0; round < 6; ++round)
+                for (int l = 0; l < 2; ++l) {
+                    if (!lv[l]) continue;
+                    float o[4];
+                    for (double t_end = now_s() + secs / 12; now_s() < t_end;) {
+                        double t0 = now_s();
+                        for (int r = 0; r < ROWS; ++r) lv[l](K, w + (size_t)r * wb, x, xb, nx, o);
+                        double dt = now_s() - t0;
+                        best[l] = dt < best[l] ? dt : best[l];
+                    }
+                }
+            const double per = ROWS * (K / 32.0) * nx / 1e9;
+            printf("| %s·%s | %d | %.3f | %.3f | %.2fx | %.2f |\n", lrun_dtype_name(t), lrun_dtype_name(p), nx,
+                   lv[0] ? best[0] / per : 0.0, lv[1] ? best[1] / per : 0.0,
+                   lv[0] && lv[1] ? best[0] / best[1] : 0.0, loadavg());
+        }
+        free(w);
+        free(x);
+    }
+}
+
+static int bench_isa(double secs, size_t pool_bytes)
+{
+    bench_isa_kernels(secs);
+    /* BF16 has no AVX-512 kernel: both columns run AVX2's, so its ratio shows the noise */
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
+                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,
+                                       LRUN_DTYPE_Q6_K, LRUN_DTYPE_BF16};
+    printf("\n| type | shape | thr | avx2 | avx512 | avx512/avx2 | load |\n|---|---|---:|---:|---:|---:|---:|\n");
+    if (!lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) printf("(this CPU has no AVX-512: the avx512 column is 0)\n");
+    /* LRUN_BENCH_THREADS: the thread counts, "1,2" by default ("1,16" on a 16-core host) */
+    int counts[8], nc = 0;
+    const char *tl = getenv("LRUN_BENCH_THREADS");
+    for (const char *c = tl ? tl : "1,2"; *c && nc < 8;) {
+        char *end;
+        long v = strtol(c, &end, 10);
+        if (end == c) break;
+        if (v > 0) counts[nc++] = (int)v;
+        c = *end == ',' ? end + 1 : end;
+    }
+    for (int64_t m = 1; m <= 64; m += 63)
+        for (int ci = 0; ci < nc; ++ci) {
+            const int nth = counts[ci];
+            lrun_threadpool *pool;
+            if (lrun_threadpool_init(&pool, nth) != LRUN_OK) return 1;
+            for (size_t i = 0; i < sizeof types / sizeof types[0]; ++i)
+                bench_isa_case(pool, types[i], m == 1 ? 4096 : 2048, m == 1 ? 4096 : 2048, m, secs, pool_bytes);
+            lrun_threadpool_free(pool);
+        }
+    printf("(m=1: GB/s of weights from DRAM; m=64: GFLOP/s; best product per level, levels alternating)\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 0.5;
@@ -224,6 +377,7 @@ int main(int argc, char **argv)
     };
     printf("| what | throughput | time per product |\n|---|---:|---:|\n");
     if (getenv("LRUN_BENCH_TYPES")) return bench_types(secs, pool_bytes);
+    if (getenv("LRUN_BENCH_ISA")) return bench_isa(secs, pool_bytes);
     for (int nth = 1; nth <= 2; ++nth) {
         lrun_threadpool *pool;
         if (lrun_threadpool_init(&pool, nth) != LRUN_OK) return 1;

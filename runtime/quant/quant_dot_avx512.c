@@ -1,0 +1,589 @@
+/* quant_dot_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) forms of the dot kernels
+ * for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4, Q4_K, Q5_K and Q6_K,
+ * giving the AVX2 kernels' bits exactly (hence llama.cpp's;
+ * docs/numerics.md §3-6). Q2_K, Q3_K and IQ4_XS keep AVX2 (not done yet).
+ * The float types
+ * (F32, F16, BF16) keep AVX2: their bits fix one FMA chain per 8 lanes and
+ * 16 elements, which bounds them (and DRAM does at m = 1) whatever the
+ * width; a 16-lane form measured 0.85-1.05x on Zen 4 and was dropped.
+ *
+ * Compiled for every x86-64 build with target attributes (not -march), and
+ * chosen at run time (quant_isa.c) where the CPU has these extensions.
+ *
+ * What may change and what may not. The bits of a result are decided by its
+ * float arithmetic: each of the 8 lanes is one FMA chain over the blocks in
+ * order, and the final hsum8. Those stay exactly the AVX2 kernels'. What
+ * feeds each FMA is an exact integer (a lane's sum of products), and integer
+ * sums do not depend on how they are formed, so here:
+ *   - VNNI's vpdpbusd (u8·s8, four products into an int32, no saturation)
+ *     replaces maddubs + madd(ones) where maddubs cannot saturate either
+ *     (checked per kernel below), and vpdpwssd fuses madd + add;
+ *   - a K-quant's two 32-element chunks share one 512-bit register; its
+ *     halves fold by an exact integer add into the AVX2 lanes before the
+ *     one conversion and FMA per super-block;
+ *   - the 32-element types stay on 256-bit lanes (AVX2's kernels with
+ *     vpdpbusd), measured faster on Zen 4 than two rows per 512-bit register;
+ *   - MXFP4's per-block integer sums come 8 at a time out of one
+ *     transpose-and-add, ahead of the same per-row f32 chain.
+ * Zen 4 runs 512-bit operations as two 256-bit halves, so what gains there
+ * is fewer instructions (VNNI, one 512-bit operation for two 256-bit
+ * ones), not wider arithmetic; measured in docs/cpu-kernels.md. */
+#include "quant/quant_dot.h"
+#include "quant/quant_dot_nx.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(LRUN_HAVE_AVX512)
+#include <immintrin.h>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#endif
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+/* Loops over the NX rows (and the few blocks of a step) must be unrolled so
+ * their accumulators live in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
+#define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
+
+// ---------------------------------------------------------------- helpers
+
+/* AVX's horizontal sum of 8 lanes, as quant_dot.c's hsum8. */
+static ALWAYS_INLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One block's nibbles (as quant_dot.c's nibbles). */
+static ALWAYS_INLINE __m256i nibbles_1(const uint8_t *qs)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// ---------------------------------------------------------------- Q8_0, Q4_0 · Q8_0
+
+/* Signed × signed as in AVX2: |w| (u8) times x carrying w's sign. AVX2's
+ * maddubs never saturates here: |w| ≤ 128 and sign(x, w) is an int8
+ * (−(−128) wraps to −128, kept here), so a pair is in [−32768, 32512];
+ * vpdpbusd on the same two operands therefore gives the same lane sums. */
+
+/* A block's weights as signed bytes in element order; *dw = its f16 scale. */
+static ALWAYS_INLINE __m256i q8x_weights(int is_q4, const void *w, int64_t b, uint32_t *dw)
+{
+    if (is_q4) {
+        const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
+        *dw = wb->d;
+        return _mm256_sub_epi8(nibbles_1(wb->qs), _mm256_set1_epi8(8));
+    }
+    const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
+    *dw = wb->d;
+    return _mm256_loadu_si256((const __m256i *)wb->qs);
+}
+
+/* AVX2's kernel with vpdpbusd for maddubs + madd: each row on its own
+ * 256-bit lanes. Pairs of rows in one 512-bit register (one FMA for both
+ * rows' chains) gave the same bits but ran 5-10 % slower on Zen 4, whose
+ * 512-bit operations are two 256-bit halves: the 256-bit form is kept. */
+static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const void *x, size_t xs, const int NX,
+                                     float *out)
+{
+    const int64_t nb = k / 32;
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        uint32_t dw;
+        const __m256i q = q8x_weights(is_q4, w, b, &dw);
+        const __m256i aq = _mm256_sign_epi8(q, q);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_0 *y = &xr[r][b];
+            __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
+            __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, sx));
+            __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
+            __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+static DOT_NX_FN_KIND(dot_q4_0_avx512, dot_q8x_nx, 1)
+static DOT_NX_FN_KIND(dot_q8_0_avx512, dot_q8x_nx, 0)
+
+// ---------------------------------------------------------------- Q4_1 · Q8_1
+
+/* Nibbles (≤ 15) times int8: AVX2's maddubs pairs are at most 2·15·128, far
+ * from saturating, so vpdpbusd gives the same lane sums. AVX2's kernel
+ * otherwise (as for Q8_0, rows in pairs were slower on Zen 4), the min
+ * term summs = fma(mw, s, summs) in lane 1 of macc. */
+static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const int64_t nb = k / LRUN_QK4_1;
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    __m128 macc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+        macc[r] = _mm_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        uint32_t dm;
+        memcpy(&dm, &w[b], 4);
+        const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+        const __m256i q = nibbles_1(w[b].qs);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_1 *y = &xr[r][b];
+            __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
+            __m256 p = _mm256_cvtepi32_ps(
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, _mm256_loadu_si256((const __m256i *)y->qs)));
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, acc[r]);
+            macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
+}
+
+static DOT_NX_FN(dot_q4_1_avx512, dot_q4_1_nx)
+
+// ---------------------------------------------------------------- Q5_0, Q5_1, IQ4_NL (quant_dot_more.c's lane form)
+
+/* quant_dot_more.c's AVX2 kernels with vpdpbusd for maddubs + madd(ones):
+ * Q5_0's |q − 16| ≤ 16 and IQ4_NL's |value| ≤ 127 meet sign(x, w) (pairs ≤
+ * 2·127·128 = 32512), Q5_1's q ≤ 31 meets x (pairs ≤ 7936): maddubs never
+ * saturates, so the lane sums are the same. The fifth bits come from a mask
+ * register (AVX-512BW: bit i of qh selects byte i), one instruction where
+ * AVX2 takes five. The float part is the AVX2 kernels' line for line. */
+
+/* lane l = Σ of the 4 products of elements 4l..4l+3 (u unsigned). */
+static ALWAYS_INLINE __m256 lanes_us(__m256i u, __m256i s)
+{
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
+}
+
+static ALWAYS_INLINE __m256 lanes_ss(__m256i w, __m256i x) { return lanes_us(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)); }
+
+/* Q5 quants (0..31) of a block: nibbles | bit i of qh as 16. */
+static ALWAYS_INLINE __m256i q5_quants(const uint8_t *qs, const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    return _mm256_or_si256(nibbles_1(qs), _mm256_maskz_mov_epi8((__mmask32)h, _mm256_set1_epi8(16)));
+}
+
+static ALWAYS_INLINE void dot_q5_0_nx(int64_t k, const lrun_block_q5_0 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i q = _mm256_sub_epi8(q5_quants(w[b].qs, w[b].qh), _mm256_set1_epi8(16));
+        const float dw = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256 dd = _mm256_set1_ps(dw * _cvtsh_ss(xr[r][b].d));
+            acc[r] = _mm256_fmadd_ps(dd, lanes_ss(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+static ALWAYS_INLINE void dot_q5_1_nx(int64_t k, const lrun_block_q5_1 *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    float summs[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+        summs[r] = 0.0f;
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i q = q5_quants(w[b].qs, w[b].qh);
+        const float dw = _cvtsh_ss(w[b].d), mw = _cvtsh_ss(w[b].m);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            summs[r] = fmaf(mw, xr[r][b].s, summs[r]);
+            const __m256 dd = _mm256_set1_ps(dw * xr[r][b].d);
+            acc[r] = _mm256_fmadd_ps(dd, lanes_us(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + summs[r];
+}
+
+/* llama.cpp's even/odd block accumulators, as the AVX2 kernel. */
+static ALWAYS_INLINE void dot_iq4_nl_nx(int64_t k, const lrun_block_iq4_nl *w, const void *x, size_t xs, const int NX,
+                                        float *out)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_iq4nl);
+    const __m256i table = _mm256_set_m128i(t, t);
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS][2]; /* even and odd blocks */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / 32; ++b) {
+        const __m256i v = _mm256_shuffle_epi8(table, nibbles_1(w[b].qs));
+        const float dw = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256 dd = _mm256_set1_ps(_cvtsh_ss(xr[r][b].d) * dw);
+            acc[r][b & 1] =
+                _mm256_fmadd_ps(dd, lanes_ss(v, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r][b & 1]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+static DOT_NX_FN(dot_q5_0_avx512, dot_q5_0_nx)
+static DOT_NX_FN(dot_q5_1_avx512, dot_q5_1_nx)
+static DOT_NX_FN(dot_iq4_nl_avx512, dot_iq4_nl_nx)
+
+// ---------------------------------------------------------------- MXFP4 · Q8_0
+
+/* llama.cpp's repacked order (quant_mxfp4.c): per row one f32 chain
+ * acc = fma((float)Σ_b, dw_b·dx_b, acc) over the blocks, Σ_b the exact
+ * integer sum of block b's 32 products (|value| ≤ 12: no saturation). The
+ * AVX2 kernel forms each Σ_b with its own horizontal sum; here the 8-lane
+ * vpdpbusd partials of 8 blocks go through one transpose-and-add, their
+ * scales come from two gathers and one multiply (the same f32 products),
+ * and then the same chain, block after block. */
+
+/* The 32 values of a block (bytes in element order) through the code table. */
+static ALWAYS_INLINE __m256i mxfp4_values(const lrun_block_mxfp4 *b, __m256i table)
+{
+    return _mm256_shuffle_epi8(table, nibbles_1(b->qs));
+}
+
+/* Lane j of the result = the sum of the 8 lanes of p[j]. */
+static ALWAYS_INLINE __m256i sums_8x8(const __m256i p[8])
+{
+    __m256i a[4], c[2];
+    UNROLL
+    for (int i = 0; i < 4; ++i) /* per 128-bit half: [p2i 0+2, p2i+1 0+2, p2i 1+3, p2i+1 1+3] */
+        a[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2 * i], p[2 * i + 1]),
+                                _mm256_unpackhi_epi32(p[2 * i], p[2 * i + 1]));
+    UNROLL
+    for (int i = 0; i < 2; ++i) /* per half: the sums of p4i .. p4i+3 */
+        c[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]),
+                                _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(c[0], c[1], 0x20), _mm256_permute2x128_si256(c[0], c[1], 0x31));
+}
+
+/* dw of blocks w[0..7], as lrun_e8m0_to_f32_half: 2^(e−128), subnormal for e < 2.
+ * The gather reads 4 bytes at each block's start (e and 3 code bytes). */
+static ALWAYS_INLINE __m256 mxfp4_scales_8(const lrun_block_mxfp4 *w)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 17, 34, 51, 68, 85, 102, 119);
+    const __m256i e = _mm256_and_si256(_mm256_i32gather_epi32((const int *)(const void *)w, idx, 1),
+                                       _mm256_set1_epi32(0xFF));
+    const __m256i sub = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    const __m256i norm = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    return _mm256_castsi256_ps(_mm256_mask_blend_epi32(_mm256_cmplt_epu32_mask(e, _mm256_set1_epi32(2)), norm, sub));
+}
+
+/* dx of Q8_0 blocks x[0..7] (f16 d at each block's start, 34 bytes apart). */
+static ALWAYS_INLINE __m256 q8_0_scales_8(const lrun_block_q8_0 *x)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
+    return _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_i32gather_epi32((const int *)(const void *)x, idx, 1)));
+}
+
+static ALWAYS_INLINE int hsum_epi32(__m256i p)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static ALWAYS_INLINE void dot_mxfp4_nx(int64_t k, const lrun_block_mxfp4 *w, const void *x, size_t xs, const int NX,
+                                       float *out)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_mxfp4);
+    const __m256i table = _mm256_set_m128i(t, t);
+    const int64_t nb = k / 32;
+    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
+    float acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = 0.0f;
+    }
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        __m256i v[8], av[8];
+        UNROLL
+        for (int j = 0; j < 8; ++j) {
+            v[j] = mxfp4_values(&w[b + j], table);
+            av[j] = _mm256_sign_epi8(v[j], v[j]);
+        }
+        const __m256 dw = mxfp4_scales_8(&w[b]);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            __m256i p[8];
+            UNROLL
+            for (int j = 0; j < 8; ++j)
+                p[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), av[j],
+                                           _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xr[r][b + j].qs), v[j]));
+            float sf[8], sc[8];
+            _mm256_storeu_ps(sf, _mm256_cvtepi32_ps(sums_8x8(p)));
+            _mm256_storeu_ps(sc, _mm256_mul_ps(dw, q8_0_scales_8(&xr[r][b])));
+            UNROLL
+            for (int j = 0; j < 8; ++j) acc[r] = fmaf(sf[j], sc[j], acc[r]);
+        }
+    }
+    for (; b < nb; ++b) {
+        const __m256i v = mxfp4_values(&w[b], table), av = _mm256_sign_epi8(v, v);
+        const float dw = lrun_e8m0_to_f32_half(w[b].e);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xr[r][b].qs), v);
+            const int sumi = hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), av, sx));
+            acc[r] = fmaf((float)sumi, dw * _cvtsh_ss(xr[r][b].d), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = acc[r];
+}
+
+static DOT_NX_FN(dot_mxfp4_avx512, dot_mxfp4_nx)
+
+// ---------------------------------------------------------------- Q4_K · Q8_K
+
+/* The 8 six-bit scales and mins of a Q4_K block, as quant_dot_k.c unpacks them. */
+static ALWAYS_INLINE void q4_K_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8])
+{
+    uint32_t u0, u1, u2, w[4];
+    memcpy(&u0, s, 4);
+    memcpy(&u1, s + 4, 4);
+    memcpy(&u2, s + 8, 4);
+    w[0] = u0 & 0x3f3f3f3fu;
+    w[1] = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
+    w[2] = u1 & 0x3f3f3f3fu;
+    w[3] = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
+    memcpy(sc, w, 8);
+    memcpy(m, w + 2, 8);
+}
+
+/* int16 lanes: the first 16 = element i of v, the last 16 = element j. */
+static ALWAYS_INLINE __m512i words_2(__m512i v, int i, int j)
+{
+    return _mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_set1_epi16((short)i), _mm256_set1_epi16((short)j), 1), v);
+}
+
+/* Chunk c (64 elements) of a super-block is 32 bytes of qs: low nibbles
+ * (sub-block 2c) against y[64c..64c+31], high ones (2c+1) against the next
+ * 32: one register, one 64-byte load of y. maddubs (nibble ≤ 15 · int8)
+ * cannot saturate; vpdpwssd applies the scale and adds, exactly. Lanes l
+ * and l+8 of the 16 int32 sums add into AVX2's lane l, then the same FMAs.
+ * Q5_K (is5) is the same with the fifth bits from qh: bit 2c of qh[l] for
+ * the low nibbles of chunk c, bit 2c+1 for the high ones (quant_dot_more.c's
+ * AVX2 kernel); its quants ≤ 31 cannot saturate maddubs either. The two
+ * types share the header (d, dmin, scales) and differ in where qs is. */
+static ALWAYS_INLINE void dot_q45_K_nx(int is5, int64_t k, const void *w, const void *x, size_t xs, const int NX,
+                                       float *out)
+{
+    const size_t bbytes = is5 ? sizeof(lrun_block_q5_K) : sizeof(lrun_block_q4_K);
+    const size_t qs_off = is5 ? offsetof(lrun_block_q5_K, qs) : offsetof(lrun_block_q4_K, qs);
+    const __m512i one = _mm512_set1_epi8(1);
+    const int64_t nb = k / LRUN_QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = accm[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t *blk = (const uint8_t *)w + (size_t)b * bbytes, *qs = blk + qs_off;
+        const lrun_block_q4_K *hdr = (const lrun_block_q4_K *)blk; /* d, dmin, scales: the same in Q5_K */
+        uint8_t sc[8], m[8];
+        q4_K_unpack_scales(hdr->scales, sc, m);
+        const float d = _cvtsh_ss(hdr->d), dmin = _cvtsh_ss(hdr->dmin);
+        const __m512i qh = is5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const lrun_block_q5_K *)blk)->qh))
+                               : _mm512_setzero_si512();
+        const __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* [m0 m0 m1 m1 …] */
+        const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+        __m512i sumi[LRUN_DOT_MAX_ROWS];
+        UNROLL
+        for (int r = 0; r < NX; ++r) sumi[r] = _mm512_setzero_si512();
+        UNROLL
+        for (int c = 0; c < 4; ++c) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m512i qq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), low4);
+            if (is5) { /* bit 2c (low half) or 2c+1 (high half) of each qh byte, as bit 4 */
+                const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)), 1);
+                qq = _mm512_or_si512(qq, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh), one), 4));
+            }
+            __m512i s = words_2(sc16, 2 * c, 2 * c + 1);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                __m512i p = _mm512_maddubs_epi16(qq, _mm512_loadu_si512((const void *)(xr[r][b].qs + 64 * c)));
+                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p, s);
+            }
+        }
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const lrun_block_q8_K *xb = &xr[r][b];
+            __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi[r]), _mm512_extracti64x4_epi64(sumi[r], 1));
+            __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(s8), acc[r]);
+            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * xb->d), _mm256_cvtepi32_ps(pm), accm[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
+}
+
+static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const void *w, const void *x, size_t xs, const int NX, float *out)
+{
+    dot_q45_K_nx(0, k, w, x, xs, NX, out);
+}
+
+static ALWAYS_INLINE void dot_q5_K_nx(int64_t k, const void *w, const void *x, size_t xs, const int NX, float *out)
+{
+    dot_q45_K_nx(1, k, w, x, xs, NX, out);
+}
+
+static DOT_NX_FN(dot_q4_K_avx512, dot_q4_K_nx)
+static DOT_NX_FN(dot_q5_K_avx512, dot_q5_K_nx)
+
+// ---------------------------------------------------------------- Q6_K · Q8_K
+
+/* int16 lanes: 128-bit lane L (8 words) = element base + L of v. */
+static ALWAYS_INLINE __m512i words_4(__m512i v, int base)
+{
+    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)base),
+                                         _mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0002000200020002,
+                                                          0x0002000200020002, 0x0001000100010001, 0x0001000100010001,
+                                                          0, 0));
+    return _mm512_permutexvar_epi16(idx, v);
+}
+
+/* A half h of a super-block is 64 bytes of ql and 32 of qh, making four
+ * 32-element chunks q[0..3] against y[128h + 32c ..]; chunks 0, 1 share one
+ * register and one 64-byte load of y, chunks 2, 3 the next. Each 16
+ * elements have their own scale (a 128-bit lane of the scale register).
+ * maddubs (q ≤ 63 · int8, pairs ≤ 16128) cannot saturate. The −32 offset is
+ * taken out through bsums as in AVX2; lanes l and l+8 add into AVX2's lane l. */
+static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const void *x, size_t xs, const int NX,
+                                      float *out)
+{
+    const int64_t nb = k / LRUN_QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
+    /* qh's shifts per 16-bit element: chunk 0 by 4 left, 1 by 2 left (then 2: 0, 3: 2 right) */
+    const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
+    __m256 acc[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) {
+        xr[r] = ROW(x, r, xs);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
+        const __m512i scz = _mm512_castsi256_si512(sc16);
+        __m512i sumi[LRUN_DOT_MAX_ROWS];
+        __m256i corr[LRUN_DOT_MAX_ROWS];
+        /* Σ (q−32)·y = Σ q·y − 32·Σ y: the second part from bsums, per scale */
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            __m256i c = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
+            corr[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5));
+            sumi[r] = _mm512_setzero_si512();
+        }
+        UNROLL
+        for (int h = 0; h < 2; ++h) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(w[b].ql + 64 * h)); /* qla | qlb */
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h)));
+            const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, low4),
+                                                _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), bits45));
+            const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                                _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), bits45));
+            const __m512i s01 = words_4(scz, 8 * h), s23 = words_4(scz, 8 * h + 4);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const int8_t *y = xr[r][b].qs + 128 * h;
+                __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512((const void *)y));
+                __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512((const void *)(y + 64)));
+                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p01, s01);
+                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p23, s23);
+            }
+        }
+        const float d = _cvtsh_ss(w[b].d);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi[r]), _mm512_extracti64x4_epi64(sumi[r], 1));
+            s8 = _mm256_add_epi32(s8, corr[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(s8), acc[r]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+}
+
+static DOT_NX_FN(dot_q6_K_avx512, dot_q6_K_nx)
+
+// ---------------------------------------------------------------- dispatch
+
+lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
+{
+    switch (weight_dtype) {
+    case LRUN_DTYPE_Q8_0: return dot_q8_0_avx512;
+    case LRUN_DTYPE_Q4_0: return dot_q4_0_avx512;
+    case LRUN_DTYPE_Q4_1: return dot_q4_1_avx512;
+    case LRUN_DTYPE_Q5_0: return dot_q5_0_avx512;
+    case LRUN_DTYPE_Q5_1: return dot_q5_1_avx512;
+    case LRUN_DTYPE_IQ4_NL: return dot_iq4_nl_avx512;
+    case LRUN_DTYPE_MXFP4: return dot_mxfp4_avx512;
+    case LRUN_DTYPE_Q4_K: return dot_q4_K_avx512;
+    case LRUN_DTYPE_Q5_K: return dot_q5_K_avx512;
+    case LRUN_DTYPE_Q6_K: return dot_q6_K_avx512;
+    default: return NULL;
+    }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#endif /* LRUN_HAVE_AVX512 */
