@@ -222,10 +222,11 @@ function M.text(r, p)
   for _, b in ipairs(p.blocks) do if b.state == "host" then n_host = n_host + 1 end end
   local head
   if r.how == "compute" then
-    head = string.format("experts: smart computes the host experts of %d blocks on the host", n_host)
+    head = string.format("experts: smart computes the host experts of %d block%s on the host", n_host,
+      n_host == 1 and "" or "s")
   else
-    head = string.format("experts: smart caches the host experts of %d blocks: %d slots × %s%s, expected hit rate "
-      .. "%.2f from %s", #r.layers, r.slots, size.format(r.slot_bytes),
+    head = string.format("experts: smart caches the host experts of %d block%s: %d slots × %s%s, expected hit "
+      .. "rate %.2f from %s", #r.layers, #r.layers == 1 and "" or "s", r.slots, size.format(r.slot_bytes),
       #r.trade > 0 and string.format(" (%d resident block%s traded for slots: %s)", #r.trade,
         #r.trade == 1 and "" or "s", table.concat(r.trade, ", ")) or "", r.hit_rate,
       r.source == "observed" and "observed frequencies" or "uniform routing")
