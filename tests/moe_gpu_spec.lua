@@ -22,7 +22,7 @@
 --     the same greedy tokens, logits within the fast tolerance; decode
 --     counts summing to tokens x top-k; with a static cache and every
 --     expert resident, decode steps replayed from CUDA graphs;
---   * smart under a budget with skewed counts chooses the expert cache itself
+--   * smart with block 0's experts on the host (-ot) and skewed counts chooses the expert cache itself
 --     (lrun.expert_choice) and the engine takes the planner's slots; with
 --     moe_host = "compute" it makes no choice and the engine no cache;
 --   * numerics = "exact" is refused without LRUN_CUDA_MOE_EXACT=1 (tests/moe_exact_gpu_spec.lua runs it).
@@ -201,21 +201,22 @@ describe("mixtures of experts on cuda against the CPU", function()
           it("smart under a budget chooses the expert cache from skewed counts; the engine takes its slots", function()
             local m = assert(lrun.load(path, { device = DEVICE, progress = false, n_ctx = 256, threads = 2,
               gpu_budget = "1G" }))
-            local experts = 0
-            for _, t in ipairs(m:tensors()) do if t.role:match("_exps$") then experts = experts + t.bytes end end
             local counts = {}
             for l = 0, m:info().n_layer - 1 do
               counts[l] = {}
               for x = 1, e.n_expert do counts[l][x] = math.floor(1000 / x) end
             end
-            local r = assert(m:place({ policy = "smart", cpu_offload_gb = experts / 2 / 2 ^ 30, expert_counts = counts }))
+            -- block 0's experts host-computed (-ot), the rest resident: smart chooses for block 0
+            local r = assert(m:place({ policy = "smart", overrides = { "blk%.0%.ffn_%a+_exps=cpu" },
+              expert_counts = counts }))
             local c = assert(r.expert_choice, "smart made no choice for the host experts")
             print("# " .. e.name .. ": " .. c.text)
             print("# " .. e.name .. ": " .. tostring(r.predicted and require("lrun.predict").text(r.predicted)))
-            -- 1 GiB holds every host expert: all hits beat the host's product
+            -- 1 GiB holds every host expert: all hits beat the host's product (and no trade can do better)
             assert.are.equal("cache", c.how)
             local pe = assert(r.expert_cache, "no cache sized for the choice")
             assert.is_true(pe.slots > 0)
+            assert.are.same({}, c.trade)
             assert.is_true(r.predicted.cache_s ~= nil)
             local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
             local logits = assert(m:logits(PROMPT))
@@ -234,9 +235,7 @@ describe("mixtures of experts on cuda against the CPU", function()
           it("smart keeps host compute when moe_host = compute is asked, and the engine has no cache", function()
             local m = assert(lrun.load(path, { device = DEVICE, progress = false, n_ctx = 256, threads = 2,
               gpu_budget = "1G", moe_host = "compute" }))
-            local experts = 0
-            for _, t in ipairs(m:tensors()) do if t.role:match("_exps$") then experts = experts + t.bytes end end
-            local r = assert(m:place({ policy = "smart", cpu_offload_gb = experts / 2 / 2 ^ 30 }))
+            local r = assert(m:place({ policy = "smart", overrides = { "blk%.0%.ffn_%a+_exps=cpu" } }))
             assert.is_nil(r.expert_choice)
             assert.is_nil(r.expert_cache)
             assert(m:logits(PROMPT))
