@@ -209,13 +209,14 @@ function M.stream_staging_bytes(slot_bytes, n_expert)
 end
 
 --- Whether the model's engine streams prefill experts: its moe_prefill_stream
--- option ("on" or "auto"), or unset, the environment's LRUN_CUDA_MOE_PREFILL_STREAM.
+-- option ("on" or "auto"), or unset, the engine's default
+-- (engine_cuda_moe_stream.c: LRUN_CUDA_MOE_PREFILL_STREAM=off turns it off,
+-- anything else is on or auto; auto since its H200 run).
 function M.streams_prefill(model)
   local C = require("lrun.ffi").C
   local v = model.moe_prefill_stream
   if v == nil or v == C.LRUN_MOE_PREFILL_STREAM_DEFAULT then
-    local env = os.getenv("LRUN_CUDA_MOE_PREFILL_STREAM")
-    return env == "on" or env == "auto"
+    return os.getenv("LRUN_CUDA_MOE_PREFILL_STREAM") ~= "off"
   end
   return v == C.LRUN_MOE_PREFILL_STREAM_ON or v == C.LRUN_MOE_PREFILL_STREAM_AUTO
 end
