@@ -261,13 +261,24 @@ describe("lrun.residency.bandwidths on a generated mixture", function()
   end)
   teardown(function() os.remove(path) end)
 
-  it("keeps a table per thread count, and measures the host's batched expert product", function()
+  it("keeps a table per thread count, measures the host's batched expert product, observes counts", function()
     local m1 = assert(lrun.load(path, { threads = 1, progress = false, device = "cpu" }))
     local m2 = assert(lrun.load(path, { threads = 2, progress = false, device = "cpu" }))
     local b1, b2 = assert(residency.bandwidths(m1)), assert(residency.bandwidths(m2))
     assert.are_not.equal(b1, b2)
     assert.are.equal(b1, residency.bandwidths(m1))
     assert.are.equal(b1.h2d_pinned, b2.h2d_pinned) -- the links once per device
+    -- after a warm-up the choice predicts from the engine's observed counts (m:stats().experts)
+    assert(m2:generate({ 5, 6, 7, 8 }, { max_new_tokens = 2, do_sample = false, eos_token_id = {} }))
+    local counts = assert(expert_plan.observed_counts(m2, {}), "no counts after a warm-up")
+    local info = m2:info()
+    for l = 0, info.n_layer - 1 do
+      local sum = 0
+      for _, c in ipairs(counts[l]) do sum = sum + c end
+      assert.is_true(sum > 0 and sum % info.n_expert_used == 0, "block " .. l .. ": " .. sum .. " selections")
+    end
+    local given = { [0] = { 1 } }
+    assert.are.equal(given, expert_plan.observed_counts(m2, { expert_counts = given }))
     local rates = residency.host_batch_rates(m2, {})
     assert.is_true((rates.q8_0 or 0) > 0, "no batched rate for the experts' q8_0")
     -- the 30B-A3B expert's shape at 64 rows, timed
