@@ -19,6 +19,14 @@
 --                                 offloaded matrices are split between them, each
 --                                 (largest first) to the side that then finishes
 --                                 sooner, which balances the two.
+-- Mixtures of experts (budget.n_expert_used = k): a stacked expert tensor
+-- of E experts costs k/E of its host compute per token (only the chosen
+-- experts are multiplied) but streams whole (the block's slot holds the
+-- stacked tensor), so it is host-computed, ranked far ahead of dense
+-- matrices (bytes / cost = E/k × the host's rate), and not balanced: its
+-- host time is on the host side the dense matrices balance against. What
+-- the host experts then do on cuda (computed, or copied into an expert
+-- cache) is lrun.expert_choice's, after the plan (docs/moe.md).
 -- Packed weights (t.packed, docs/packed.md): bytes are the packed ones (what
 -- crosses and what the device holds); a packed weight decodes before each
 -- use wherever it is, so on cpu the decode cancels out, and on cuda the
@@ -74,10 +82,30 @@ local function host_s(t, bw)
   return (t.plain_bytes or t.bytes) / host_matmul_rate(t, bw) + decode_s(t, bw.host_decode or bw.host_read)
 end
 
+local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
+
+-- A mixture's stacked expert tensor (k of its E experts read per token): k / E, else nil.
+local function expert_share(t, k)
+  local E = t.shape and t.shape[3]
+  if not (k and k > 0 and expert_roles[t.role] and E and E > 0) then return nil end
+  return math.min(1, k / E)
+end
+
 -- The cost of keeping t off the device (seconds per token) and how; on
--- cuda a matrix's way is decided later, by balancing ("either").
-local function cost_of(t, bw, tied)
+-- cuda a matrix's way is decided later, by balancing ("either"). A stacked
+-- expert tensor (budget.n_expert_used given) is read k/E per token where it
+-- is computed, but streamed whole with its block: host compute unless the
+-- link beats that, never balanced.
+local function cost_of(t, bw, tied, k)
   if is_vector(t) then return 0, "stream" end
+  local share = expert_share(t, k)
+  if share then
+    local stream = bw.device == "cuda" and copy_s(t, bw) or t.bytes / bw.h2d_pinned
+    local host = bw.device == "cuda" and share * host_s(t, bw)
+      or share * math.max(0, t.bytes / bw.host_read - t.bytes / bw.device_read)
+    if host <= stream then return host, "host_compute" end
+    return stream, "stream"
+  end
   if P.is_embedding_table(t) and not tied then
     local rows = (t.shape and t.shape[2]) or 1
     return (t.bytes / rows) / bw.h2d_pinned, "stream"
@@ -98,12 +126,18 @@ end
 -- @treturn number seconds per token of the slower side
 local function balance(chosen, bw)
   local list = {}
-  for _, r in ipairs(chosen) do if r.how == "either" then list[#list + 1] = r end end
+  local t_copy, t_host = 0, 0
+  for _, r in ipairs(chosen) do
+    if r.how == "either" then list[#list + 1] = r
+    elseif r.expert then -- experts' way is fixed; the dense matrices balance against their time
+      r.balanced = true
+      if r.how == "host_compute" then t_host = t_host + r.cost else t_copy = t_copy + r.cost end
+    end
+  end
   table.sort(list, function(x, y)
     if x.t.bytes ~= y.t.bytes then return x.t.bytes > y.t.bytes end
     return x.t.name < y.t.name
   end)
-  local t_copy, t_host = 0, 0
   for _, r in ipairs(list) do
     r.balanced = true
     local c = copy_s(r.t, bw)
@@ -160,10 +194,12 @@ function M.plan(tensors, budget)
   local tied = true
   for _, t in ipairs(list) do if P.is_lm_head(t) then tied = false end end
 
+  local n_used = type(budget) == "table" and budget.n_expert_used or nil
   local ranked = {}
   for _, t in ipairs(list) do
-    local cost, how = cost_of(t, bw, tied)
-    ranked[#ranked + 1] = { t = t, cost = cost, how = how, score = cost > 0 and t.bytes / cost or math.huge }
+    local cost, how = cost_of(t, bw, tied, n_used)
+    ranked[#ranked + 1] = { t = t, cost = cost, how = how, score = cost > 0 and t.bytes / cost or math.huge,
+      expert = expert_share(t, n_used) ~= nil }
   end
   table.sort(ranked, function(x, y)
     if x.score ~= y.score then return x.score > y.score end
@@ -233,6 +269,16 @@ function M.plan(tensors, budget)
       .. "compute per token (host matmul %s), matrices split so the two finish together", ms(t_copy), ms(t_host),
       #rates > 0 and table.concat(rates, ", ") or ("host read " .. gbs(bw.host_read)))
   end
+  if n_used then
+    local n_e, b_e, s_e = 0, 0, 0
+    for _, r in ipairs(chosen) do
+      if r.expert then n_e, b_e, s_e = n_e + 1, b_e + r.t.bytes, s_e + r.cost end
+    end
+    if n_e > 0 then
+      lines[#lines + 1] = string.format("smart: mixture of experts, %d used per token: %d stacked expert tensors "
+        .. "(%d bytes) off the device, read k/E per token where computed (%s per token)", n_used, n_e, b_e, ms(s_e))
+    end
+  end
   -- the free ones (norms, biases) in one line, then the largest others
   local free_n, free_b, big = 0, 0, {}
   for _, r in ipairs(chosen) do
@@ -253,7 +299,8 @@ function M.plan(tensors, budget)
   end
   if #big > 10 then lines[#lines + 1] = string.format("  … %d more", #big - 10) end
   return plan, sel.bytes, { host_compute = host_compute, explain = table.concat(lines, "\n"),
-    seconds_per_token = added, predicted = has_predict and predict.decode(list, plan, host_compute, orig_bw) or nil }
+    seconds_per_token = added, predicted = has_predict and predict.decode(list, plan, host_compute, orig_bw, { n_expert_used = n_used })
+      or nil }
 end
 
 return M

@@ -174,7 +174,10 @@ describe("lrun.expert_plan", function()
       end
       local slot = plan.slot_layout(q.tensors, q.host_compute, info.n_expert, q.packed)
       q.room = slot * info.n_layer -- 1/16 less: one slot fewer than a slot per block
+      local saved = m.moe_prefill_stream
+      m.moe_prefill_stream = require("lrun.ffi").C.LRUN_MOE_PREFILL_STREAM_OFF -- no staging kept out of the room
       local c = assert(plan.for_plan(m, q, { expert_counts = counts }))
+      m.moe_prefill_stream = saved
       assert.are.equal(info.n_layer - 1, c.slots)
       assert.are.equal(slot, c.slot_bytes)
       assert.are.equal("observed", c.source)
@@ -193,6 +196,8 @@ describe("lrun.expert_plan", function()
       m.expert_cache_auto = true
       q.room = info.n_layer * info.n_expert * slot -- under a slot per host expert: not capped
       local saved = m.moe_prefill_stream
+      m.moe_prefill_stream = C.LRUN_MOE_PREFILL_STREAM_DEFAULT -- the engine's default: auto, unless the environment's off
+      assert.are.equal(os.getenv("LRUN_CUDA_MOE_PREFILL_STREAM") ~= "off", plan.streams_prefill(m))
       m.moe_prefill_stream = C.LRUN_MOE_PREFILL_STREAM_OFF
       assert.is_false(plan.streams_prefill(m))
       local off = assert(plan.for_plan(m, q, {}))

@@ -22,6 +22,9 @@
 --     the same greedy tokens, logits within the fast tolerance; decode
 --     counts summing to tokens x top-k; with a static cache and every
 --     expert resident, decode steps replayed from CUDA graphs;
+--   * smart with block 0's experts on the host (-ot) and skewed counts chooses the expert cache itself
+--     (lrun.expert_choice) and the engine takes the planner's slots; with
+--     moe_host = "compute" it makes no choice and the engine no cache;
 --   * numerics = "exact" is refused without LRUN_CUDA_MOE_EXACT=1 (tests/moe_exact_gpu_spec.lua runs it).
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
 -- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
@@ -165,6 +168,52 @@ describe("mixtures of experts on cuda against the CPU", function()
           else
             print("# " .. e.name .. ": n_expert not a multiple of 8, routed on the host, no graphs")
           end
+        end)
+
+        -- lrun.expert_choice: smart (auto-fit) chooses compute or cache for host experts itself
+        it("smart under a budget chooses the expert cache from skewed counts; the engine takes its slots", function()
+          local m = assert(lrun.load(path, { device = DEVICE, progress = false, n_ctx = 256, threads = 2,
+            gpu_budget = "1G" }))
+          local counts = {}
+          for l = 0, m:info().n_layer - 1 do
+            counts[l] = {}
+            for x = 1, e.n_expert do counts[l][x] = math.floor(1000 / x) end
+          end
+          -- block 0's experts host-computed (-ot), the rest resident: smart chooses for block 0
+          local r = assert(m:place({ policy = "smart", overrides = { "blk%.0%.ffn_%a+_exps=cpu" },
+            expert_counts = counts }))
+          local c = assert(r.expert_choice, "smart made no choice for the host experts")
+          print("# " .. e.name .. ": " .. c.text)
+          print("# " .. e.name .. ": " .. tostring(r.predicted and require("lrun.predict").text(r.predicted)))
+          -- 1 GiB holds every host expert: all hits beat the host's product (and no trade can do better)
+          assert.are.equal("cache", c.how)
+          local pe = assert(r.expert_cache, "no cache sized for the choice")
+          assert.is_true(pe.slots > 0)
+          assert.are.same({}, c.trade)
+          assert.is_true(r.predicted.cache_s ~= nil)
+          local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
+          local logits = assert(m:logits(PROMPT))
+          local st = m:stats()
+          m:free()
+          local ec = assert(st.expert_cache, "the engine made no expert cache")
+          assert.are.equal(pe.slots, ec.slots, "the engine's slots are not the planner's")
+          assert.is_true(ec.misses > 0, "nothing was copied into the cache")
+          local d = rel_diff(cpu_logits, logits)
+          print(string.format("# %s smart-cached: rel diff to the CPU %.2e; %d hits, %d misses", e.name, d, ec.hits,
+            ec.misses))
+          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+          assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
+        end)
+
+        it("smart keeps host compute when moe_host = compute is asked, and the engine has no cache", function()
+          local m = assert(lrun.load(path, { device = DEVICE, progress = false, n_ctx = 256, threads = 2,
+            gpu_budget = "1G", moe_host = "compute" }))
+          local r = assert(m:place({ policy = "smart", overrides = { "blk%.0%.ffn_%a+_exps=cpu" } }))
+          assert.is_nil(r.expert_choice)
+          assert.is_nil(r.expert_cache)
+          assert(m:logits(PROMPT))
+          assert.is_nil(m:stats().expert_cache)
+          m:free()
         end)
 
         it("exact numerics are refused, naming the requirement", function()

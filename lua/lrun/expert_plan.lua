@@ -106,7 +106,7 @@ function M.choose(p)
   end
   local rate, source = M.hit_rate(p.counts, p.layers, p.n_expert, slots)
   return { slots = slots, slot_bytes = p.slot_bytes, bytes = slots * p.slot_bytes, hit_rate = rate, source = source,
-    text = string.format("expert cache: %d slots × %s = %s %s, for %d experts of %d blocks; expected hit rate %.2f "
+    layers = p.layers, text = string.format("expert cache: %d slots × %s = %s %s, for %d experts of %d blocks; expected hit rate %.2f "
       .. "from %s", slots, size.format(p.slot_bytes), size.format(slots * p.slot_bytes), why, host, #p.layers, rate,
       source == "observed" and "observed frequencies" or "uniform routing (no counts observed yet)") }
 end
@@ -145,10 +145,12 @@ function M.prefill_streams(c, tokens)
   return dev < host, dev, host
 end
 
--- The host's batched products are not measured (lrun_model_measure_host_matmul
--- times one token): a batch re-reads each weight from cache, so its flop rate
--- is this many times the one-token rate (an assumption, docs/moe.md).
+-- Without a measured batched rate (bw.host_batch, lrun.residency.bandwidths
+-- measures it on cuda: lrun_model_measure_matmul at M.batch_rows rows over
+-- one expert's slice) the host's batched flop rate is taken as this many
+-- times its one-token rate (a batch re-reads each weight from cache).
 M.host_batch_gain = 8
+M.batch_rows = 64 -- rows of the measured batched product: a prefill chunk's tokens per expert
 
 --- The thresholds the engine's AUTO prefill streaming takes for a plan
 -- (lrun_engine_opts.moe_prefill_stream_block_tokens, and the smallest as
@@ -156,39 +158,45 @@ M.host_batch_gain = 8
 -- experts are host-computed,
 -- from the measured bandwidths (pcie: pinned host to device, as the staging
 -- sends; host_read: the host matmul's rate for the experts' dtype; host_flops:
--- that rate's flops times M.host_batch_gain). nil without host experts or
--- without a measurement.
+-- the host's measured batched expert product, bw.host_batch, the slowest of
+-- the block's dtypes, else the one-token rate's flops times
+-- M.host_batch_gain). nil without host experts or without a measurement.
 -- @tparam table tensors model:tensors() entries (role, layer, dtype, plain_bytes, shape)
 -- @tparam table host_compute {[name] = true}
 -- @tparam int n_expert experts per block
--- @tparam table bw lrun.residency.bandwidths (h2d_pinned=, host_matmul={[dtype]=})
+-- @tparam table bw lrun.residency.bandwidths (h2d_pinned=, host_matmul={[dtype]=}, host_batch={[dtype]=} flop/s)
 -- @treturn int|nil the smallest threshold
 -- @treturn table|nil {[layer] = threshold} (blocks whose host never loses: absent)
+-- @treturn string|nil "measured" (every block's host flops from bw.host_batch) or "assumed"
 function M.prefill_stream_tokens(tensors, host_compute, n_expert, bw)
   if not bw or not bw.h2d_pinned or not bw.host_matmul or n_expert < 1 then return nil end
-  local blocks = {} -- [layer] = {bytes=, params=, rate= (the slowest part's host rate)}
+  local batch = type(bw.host_batch) == "table" and bw.host_batch or {}
+  local blocks = {} -- [layer] = {bytes=, params=, rate= (the slowest part's host rate), flops= (batched, or false)}
   for _, t in ipairs(tensors) do
     local rate = bw.host_matmul[t.dtype]
     if expert_parts[t.role] and t.layer and host_compute[t.name] and rate and rate > 0 then
-      local b = blocks[t.layer] or { bytes = 0, params = 0, rate = math.huge }
+      local b = blocks[t.layer] or { bytes = 0, params = 0, rate = math.huge, flops = math.huge }
       local params = 1
       for _, d in ipairs(t.shape or {}) do params = params * d end
       b.bytes, b.params = b.bytes + t.plain_bytes / n_expert, b.params + params / n_expert
       b.rate = math.min(b.rate, rate)
+      local f = batch[t.dtype]
+      b.flops = b.flops and type(f) == "number" and f > 0 and math.min(b.flops, f) or false
       blocks[t.layer] = b
     end
   end
-  local best, per = nil, {}
+  local best, per, measured = nil, {}, true
   for l, b in pairs(blocks) do
     local flops = 2 * b.params
+    measured = measured and b.flops ~= false
     local thr = M.prefill_stream_threshold({ bytes = b.bytes, flops_per_token = flops, pcie = bw.h2d_pinned,
-      host_read = b.rate, host_flops = b.rate / b.bytes * flops * M.host_batch_gain })
+      host_read = b.rate, host_flops = b.flops or b.rate / b.bytes * flops * M.host_batch_gain })
     if thr ~= math.huge then
       best = math.min(best or thr, thr)
       per[l] = thr
     end
   end
-  return best, best and per or nil
+  return best, best and per or nil, best and (measured and "measured" or "assumed") or nil
 end
 
 M.stream_group = 8 -- experts per staging buffer of the engine's prefill streaming (engine_cuda_moe_stream.c)
@@ -201,15 +209,27 @@ function M.stream_staging_bytes(slot_bytes, n_expert)
 end
 
 --- Whether the model's engine streams prefill experts: its moe_prefill_stream
--- option ("on" or "auto"), or unset, the environment's LRUN_CUDA_MOE_PREFILL_STREAM.
+-- option ("on" or "auto"), or unset, the engine's default
+-- (engine_cuda_moe_stream.c: LRUN_CUDA_MOE_PREFILL_STREAM=off turns it off,
+-- anything else is on or auto; auto since its H200 run).
 function M.streams_prefill(model)
   local C = require("lrun.ffi").C
   local v = model.moe_prefill_stream
   if v == nil or v == C.LRUN_MOE_PREFILL_STREAM_DEFAULT then
-    local env = os.getenv("LRUN_CUDA_MOE_PREFILL_STREAM")
-    return env == "on" or env == "auto"
+    return os.getenv("LRUN_CUDA_MOE_PREFILL_STREAM") ~= "off"
   end
   return v == C.LRUN_MOE_PREFILL_STREAM_ON or v == C.LRUN_MOE_PREFILL_STREAM_AUTO
+end
+
+--- The routing counts to predict from: opts.expert_counts, else the model's
+-- engine's (m:stats().experts.layers, when a warm-up ran), else nil.
+function M.observed_counts(model, opts)
+  local counts = opts and opts.expert_counts
+  if not counts and model.owned and model.owned.engine ~= nil then
+    local ok, st = pcall(model.stats, model)
+    counts = ok and st and st.experts and st.experts.layers or nil
+  end
+  return counts
 end
 
 --- The cache for a plan (lrun.residency.plan), or nil when there is none:
@@ -219,22 +239,24 @@ end
 -- @tparam table model an lrun.model
 -- @tparam table q tensors=, host_compute=, packed=, room= (nil: no budget), cpu= (the device is not CUDA)
 -- @tparam table opts the plan's options
+-- With q.choice (lrun.expert_choice's, smart on cuda): "cache" sizes the
+-- cache as moe_host = "cache" would, "compute" gives none. A model whose
+-- moe_host is the planner's (model.moe_host_auto) has a cache only by choice.
 function M.for_plan(model, q, opts)
-  if q.cpu or (not model.expert_cache_auto and (model.expert_cache_slots or 0) == 0) then return nil end
+  if q.choice and q.choice.how == "compute" then return nil end
+  local auto = model.expert_cache_auto or (q.choice ~= nil and q.choice.how == "cache")
+  if q.cpu or (model.moe_host_auto and not auto)
+    or (not auto and (model.expert_cache_slots or 0) == 0) then return nil end
   local n_expert = model:info().n_expert or 0
   if n_expert == 0 then return nil end
   local slot_bytes, layers = M.slot_layout(q.tensors, q.host_compute, n_expert, q.packed)
   if #layers == 0 then return nil end
-  local counts = opts.expert_counts
-  if not counts and model.owned and model.owned.engine ~= nil then
-    local ok, st = pcall(model.stats, model)
-    counts = ok and st and st.experts and st.experts.layers or nil
-  end
+  local counts = M.observed_counts(model, opts)
   -- prefill streaming's staging comes out of the room before the slots do
   local staging = M.streams_prefill(model) and M.stream_staging_bytes(slot_bytes, n_expert) or 0
   local c = M.choose({ room = q.room and math.max(0, q.room - staging), slot_bytes = slot_bytes, layers = layers,
     n_expert = n_expert, counts = counts,
-    fixed = not model.expert_cache_auto and model.expert_cache_slots > 0 and model.expert_cache_slots or nil })
+    fixed = not auto and model.expert_cache_slots > 0 and model.expert_cache_slots or nil })
   if staging > 0 and q.room then
     c.staging_bytes = staging
     c.text = c.text .. string.format(" (%s kept for prefill streaming's staging)", size.format(staging))

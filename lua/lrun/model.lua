@@ -219,6 +219,8 @@ function M.load(path, opts)
     expert_cache_policy = opts.expert_cache_policy == "lru" and C.LRUN_EXPERT_CACHE_REPLACE_LRU
       or C.LRUN_EXPERT_CACHE_REPLACE_DEFAULT,
     expert_cache_auto = opts.moe_host == "cache" and not opts.expert_cache_slots, -- the planner sizes it
+    -- neither given: smart (auto-fit) chooses compute or cache (lrun.expert_choice); other policies compute
+    moe_host_auto = opts.moe_host == nil and opts.expert_cache_slots == nil,
     moe_prefill_stream = ({ on = C.LRUN_MOE_PREFILL_STREAM_ON, off = C.LRUN_MOE_PREFILL_STREAM_OFF,
       auto = C.LRUN_MOE_PREFILL_STREAM_AUTO })[opts.moe_prefill_stream or ""] or C.LRUN_MOE_PREFILL_STREAM_DEFAULT,
     moe_prefill_stream_tokens = opts.moe_prefill_stream_tokens or 0, -- 0: the planner's, else the engine's 16
@@ -657,6 +659,7 @@ function Model:placement()
     policy = r and r.policy, explain = r and r.explain, prefetch = r and r.prefetch,
     predicted = pred and pred.predicted, prefill = pred and pred.prefill,
     prediction = not r and pred and pred.text or nil, auto_fit = r and r.auto_fit ~= nil or nil, expert_cache = r and r.expert_cache,
+    expert_choice = r and r.expert_choice, -- smart's compute-or-cache choice (lrun.expert_choice), with its options
     host = self:host_memory(), -- the host account now (held by category, budget, peak)
     split = self.split }, -- several devices: lrun.multigpu.split's answer
     { __tostring = require("lrun.pretty").placement })

@@ -16,8 +16,13 @@
 --              matmul rate (cuda: host_matmul[dtype]; cpu: host_read)
 -- The embedding table (when the LM head is its own tensor) moves one row per
 -- token wherever it is. Norms and biases are free (engine memory).
+-- A mixture of experts (q.n_expert_used = k): a stacked expert tensor is read
+-- k/E per token where it is computed (device or host) and streamed whole;
+-- with an expert cache (q.expert_cache, cuda) a cached block's experts are
+-- read on the device and the misses, (1 − hit rate) of them, cross the link
+-- of their tier first: t_cache, which the device waits for.
 -- cuda: the copy stream runs beside compute (docs/streaming.md), so
---   seconds = max(t_copy, t_device + t_host)
+--   seconds = max(t_copy, t_device + t_host + t_cache)
 -- (the per-layer max summed over layers is at least this; with streamed
 -- weights spread evenly over the layers the two agree);
 -- cpu: the copies are memcpys by the same threads, so
@@ -57,6 +62,7 @@ local M = {}
 --- Disk read bandwidth used when none is given (bytes/s): a PCIe 4 NVMe drive.
 M.assumed_disk_read = 3e9
 
+local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
 local vector_roles = { attn_norm = true, ffn_norm = true, output_norm = true, rope_freqs = true, bias = true }
 
 local function is_vector(t)
@@ -108,20 +114,42 @@ end
 -- @tparam table bw {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
 --   host_matmul= bytes/s or {[dtype]=}, disk_read=, decode_matmul= {[dtype]=} (cpu)} bytes/s,
 --   decode_attention_s= (cpu: seconds of one token's attention, every layer)
+-- @tparam[opt] table q a mixture of experts: n_expert_used= (k: a stacked expert tensor of E experts is read
+--   k/E per token where it is computed, streamed whole), expert_cache= {slots=, hit_rate=, layers={…}} (cuda:
+--   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice)
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=, attention_s=,
---   links = {[name] = seconds}, bytes = {device=, streamed=, host=}}
-function M.decode(tensors, plan, host_compute, bw)
-  host_compute = host_compute or {}
+--   cache_s= (expert cache misses), links = {[name] = seconds}, bytes = {device=, streamed=, host=, cache=}}
+function M.decode(tensors, plan, host_compute, bw, q)
+  host_compute, q = host_compute or {}, q or {}
+  local n_used = q.n_expert_used
+  local ec = q.expert_cache
+  local cached = {}
+  if ec and (ec.slots or 0) > 0 and bw.device == "cuda" then
+    for _, l in ipairs(ec.layers or {}) do cached[l] = true end
+  end
   check_rates(bw, "predict.decode")
   local tied = tied_head(tensors)
-  local p = { device_s = 0, copy_s = 0, host_s = 0, links = {}, bytes = { device = 0, streamed = 0, host = 0 } }
+  local p = { device_s = 0, copy_s = 0, host_s = 0, cache_s = 0, links = {},
+    bytes = { device = 0, streamed = 0, host = 0, cache = 0 } }
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
     local bytes = t.bytes
+    -- a stacked expert tensor: the k chosen of its E experts are read per token
+    local E = expert_roles[t.role] and n_used and n_used > 0 and t.shape and t.shape[3]
+    local share = E and E > 0 and math.min(1, n_used / E) or 1
     if t.role == "embedding" and not tied then bytes = bytes / ((t.shape and t.shape[2]) or 1) end
     if is_vector(t) then
       bytes = 0 -- converted into engine memory at init
+    elseif tier ~= "device" and host_compute[t.name] and cached[t.layer] then
+      -- the expert cache: hits read a slot; a miss copies the expert over the link of its tier first and the
+      -- device waits for it (a demand miss; the prefetch hides some, not modelled)
+      local rate = link(tier, bw)
+      local miss = (1 - (ec.hit_rate or 0)) * share * bytes
+      p.cache_s = p.cache_s + miss / rate
+      p.bytes.cache = p.bytes.cache + miss
+      bytes = share * bytes
     elseif tier ~= "device" and host_compute[t.name] then
+      bytes = share * bytes
       local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
       local rate = host_rate(t, bw)
       -- a disk weight computed on the host is read from the disk first
@@ -131,13 +159,16 @@ function M.decode(tensors, plan, host_compute, bw)
       bytes = 0
     elseif tier ~= "device" then
       add_streamed(p, bytes, link(tier, bw))
+      bytes = share * bytes -- streamed whole with its block, read k/E there
+    else
+      bytes = share * bytes
     end
     -- cpu: the device's reads are the decode GEMV's, measured per dtype when known (decode_matmul)
     local dm = bw.device ~= "cuda" and type(bw.decode_matmul) == "table" and bw.decode_matmul[t.dtype]
     p.device_s = p.device_s + bytes / (dm or bw.device_read)
     p.bytes.device = p.bytes.device + bytes
   end
-  local compute = p.device_s + p.host_s
+  local compute = p.device_s + p.host_s + p.cache_s
   if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
   else
     local a = bw.decode_attention_s
@@ -156,6 +187,7 @@ function M.decode(tensors, plan, host_compute, bw)
       if s > best or (s == best and name < worst) then best, worst = s, name end
     end
     p.limit = worst
+  elseif p.cache_s > p.device_s and p.cache_s > p.host_s then p.limit = "expert cache misses"
   elseif p.host_s > p.device_s and p.host_s >= (p.attention_s or 0) then p.limit = "host matmul"
   elseif (p.attention_s or 0) > p.device_s then p.limit = "attention"
   elseif bw.device ~= "cuda" and type(bw.decode_matmul) == "table" and next(bw.decode_matmul) then
@@ -182,17 +214,16 @@ function M.text(p, bw)
     if r then rate = " " .. gbs(r) end
   end
   local attn = (p.attention_s or 0) > 0 and string.format(", %.3f ms attention", p.attention_s * 1e3) or ""
+  local cache = (p.cache_s or 0) > 0 and string.format(", %.3f ms expert cache misses", p.cache_s * 1e3) or ""
   return string.format("predicted decode ~%.1f tok/s (limit: %s%s; per token %.3f ms device, %.3f ms copies, "
-    .. "%.3f ms host compute%s%s; accuracy to be measured)", p.tok_s, p.limit, rate, p.device_s * 1e3,
-    p.copy_s * 1e3, p.host_s * 1e3, attn, p.overlapped and ", copies overlapped" or "")
+    .. "%.3f ms host compute%s%s%s; accuracy to be measured)", p.tok_s, p.limit, rate, p.device_s * 1e3,
+    p.copy_s * 1e3, p.host_s * 1e3, cache, attn, p.overlapped and ", copies overlapped" or "")
 end
 
 
 -- ---------------------------------------------------------------- prefill
 
 M.prefill_tokens = 512 -- the chunk predicted when none is given (the engines' n_batch_max default)
-
-local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
 
 -- A rate (flop/s) from a number or a {[dtype] = rate, default = rate} table; nil when unknown.
 local function rate_of(r, dtype)
@@ -270,7 +301,9 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
   end
   -- host experts: computed on the host, or (cuda) the touched ones copied, per expert_plan
   local per = T * k / math.max(D, 1e-9)
-  local hflops = rate_of(bw.host_gemm, first.dtype) or rate_of(bw.device_matmul, first.dtype)
+  -- the host's expert product at a chunk's few rows per expert: measured (host_batch), else the 512-row GEMM's
+  local hflops = rate_of(bw.host_batch, first.dtype) or rate_of(bw.host_gemm, first.dtype)
+    or rate_of(bw.device_matmul, first.dtype)
   local c = { bytes = b.bytes_e, flops_per_token = 2 * b.params_e, pcie = rate, host_read = host_rate(first, bw),
     host_flops = bw.device == "cuda" and hflops or rate_of(bw.device_matmul, first.dtype) }
   local n = math.max(1, math.floor(D + 0.5))
@@ -297,7 +330,8 @@ end
 -- @tparam table plan {[name] = tier} (names left out: device)
 -- @tparam[opt] table host_compute {[name] = true}
 -- @tparam table bw as M.decode, and device_matmul= (flop/s of the device's batched product: a number or
---   {[dtype]=}; cpu: the host's), host_gemm= (cuda: flop/s of host compute's batched product, same form)
+--   {[dtype]=}; cpu: the host's), host_gemm= (cuda: flop/s of host compute's batched product, same form),
+--   host_batch= (cuda: flop/s of the host's expert product at 64 rows, {[dtype]=}; host experts prefer it)
 -- @tparam[opt] table q tokens= (T, default M.prefill_tokens), n_expert_used= (MoE: k),
 --   q_dim= and n_layer= (attention: n_head · head_dim; omitted: attention not counted),
 --   expert_stream= (nil: expert_plan decides; true/false: forced)

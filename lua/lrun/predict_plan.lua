@@ -151,13 +151,16 @@ end
 -- @treturn table|nil decode (lrun.predict.decode)
 -- @treturn table|nil prefill (lrun.predict.prefill), nil when no matmul rate could be measured
 -- @treturn string the text: the summary line, then the two detail lines
-function M.predict(model, tensors, plan, host_compute, bw, opts)
+-- @tparam[opt] table cache a mixture's expert cache as planned ({slots=, hit_rate=, layers=}), for decode
+function M.predict(model, tensors, plan, host_compute, bw, opts, cache)
   opts = opts or {}
   -- this model's measured rates over the shared bandwidths (a table per
   -- device): its thread count and its weights are its own
   bw = setmetatable({}, { __index = bw })
   M.matmul_rates(model, bw, nil, opts.decode_context)
-  local dec = predict.decode(tensors, plan, host_compute, bw)
+  local k = tonumber(C.lrun_model_get_info(model.handle).n_expert_used)
+  local dec = predict.decode(tensors, plan, host_compute, bw,
+    { n_expert_used = k and k > 0 and k or nil, expert_cache = cache })
   local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw,
     M.query(model, opts.prefill_tokens)) or nil
   local lines = { predict.summary(pre, dec), predict.text(dec, bw) }

@@ -90,34 +90,90 @@ function M.decode_rates(model, bw)
   end
 end
 
+-- The stacked expert tensors' shapes per dtype (one expert's slice: n rows
+-- of k), the largest: what the batched host rate is measured at.
+local function expert_shapes(model)
+  local best = {}
+  for _, t in ipairs(model:tensors()) do
+    if t.role:match("_exps$") and #(t.shape or {}) >= 3 then
+      local k, n = t.shape[1], t.shape[2]
+      local b = best[t.dtype]
+      if not b or n * k > b.n * b.k then best[t.dtype] = { n = n, k = k } end
+    end
+  end
+  return best
+end
+
+--- How fast the host multiplies one expert's slice by a prefill chunk's rows
+-- (flop/s per expert dtype of the model, at lrun.expert_plan.batch_rows rows;
+-- lrun_model_measure_matmul on the host over a zeroed slice of the expert's
+-- shape, warm-up and best of three: ~4 × 0.2 GFLOP for a 30B-A3B expert, well
+-- under 0.1 s on a few cores). What prefill streaming's threshold and the
+-- prefill prediction weigh against the copy. Missing dtypes are added to rates.
+function M.host_batch_rates(model, rates)
+  local rows = require("lrun.expert_plan").batch_rows
+  local dt, out = ffi.new("lrun_dtype[1]"), ffi.new("double[1]")
+  for dtype, s in pairs(expert_shapes(model)) do
+    if rates[dtype] == nil and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
+      rates[dtype] = C.lrun_model_measure_matmul(model.handle, 0, dt[0], s.n, s.k, rows, out) == C.LRUN_OK
+        and out[0] > 0 and out[0] or false
+    end
+  end
+  return rates
+end
+
+local host_cache = {} -- [device, threads] = {host_matmul = {[dtype]=}, host_batch = {[dtype]=}}: the pool's rates
+
 --- Measures host→device (pinned and pageable), host read and device read
 -- bandwidths on the model's device, once per device per process; on cuda
 -- also the CPU's decode matmul rate per weight dtype of the model (host
--- compute), cached with the model's dtypes.
+-- compute) and, for a mixture of experts, the host's batched expert product
+-- (M.host_batch_rates), once per device, thread count and dtype: the CPU's
+-- rates are its thread pool's, so a table is kept per (device, threads).
 -- With bf16/f16 matrices (which may be packed, docs/packed.md), also the
 -- packed decode's speed where the engine decodes (packed_decode: cuda, the
 -- decode kernel; cpu, the host decoder) and on the host (host_decode).
 -- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
---   host_matmul={[dtype]=bytes/s} (cuda), packed_decode=, host_decode= (plain bytes/s, or nil)} bytes/s
+--   host_matmul={[dtype]=bytes/s} (cuda), host_batch={[dtype]=flop/s} (cuda, experts' dtypes),
+--   packed_decode=, host_decode= (plain bytes/s, or nil)} bytes/s
 function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
   local key = ffi.string(C.lrun_device_name(dev))
   local cuda = C.lrun_device_kind_of(dev) == C.LRUN_DEVICE_KIND_CUDA
-  local cached = bw_cache[key]
-  if cached then
-    M.decode_rates(model, cached)
-    if cuda then
-      for _, t in ipairs(model:tensors()) do
-        if (matrix_roles[t.role] or t.role == "lm_head") and not cached.host_matmul[t.dtype] then
-          for dt, rate in pairs(M.host_matmul_rates(model)) do
-            cached.host_matmul[dt] = cached.host_matmul[dt] or rate
-          end
-          break
-        end
+  local tkey = key .. "\0" .. tostring(model.threads or 0)
+  local bw = bw_cache[tkey]
+  if not bw then
+    local base = bw_cache[key] -- the links and memories, whatever the thread count
+    if not base then
+      local err
+      base, err = M.measure_links(dev, cuda)
+      if not base then return nil, err end
+      bw_cache[key] = base
+    end
+    bw = {}
+    for k, v in pairs(base) do bw[k] = v end
+    bw_cache[tkey] = bw
+  end
+  M.decode_rates(model, bw)
+  if cuda then
+    local h = host_cache[tkey] or { host_matmul = {}, host_batch = {} }
+    host_cache[tkey] = h
+    for _, t in ipairs(model:tensors()) do
+      if (matrix_roles[t.role] or t.role == "lm_head") and not h.host_matmul[t.dtype] then
+        for dt, rate in pairs(M.host_matmul_rates(model)) do h.host_matmul[dt] = h.host_matmul[dt] or rate end
+        break
       end
     end
-    return cached
+    M.host_batch_rates(model, h.host_batch)
+    bw.host_matmul, bw.host_batch = h.host_matmul, {}
+    for dt, r in pairs(h.host_batch) do if r then bw.host_batch[dt] = r end end
   end
+  return bw
+end
+
+--- The device's links and memories (M.bandwidths' figures that do not depend
+-- on the CPU's threads): 16 MiB copies, best of three.
+function M.measure_links(dev, cuda)
   local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
   local bytes = math.max(4096, math.min(16 * 2 ^ 20, math.floor(free / 3 / 4096) * 4096))
   local out = ffi.new("double[1]")
@@ -136,9 +192,6 @@ function M.bandwidths(model)
   bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
   bw.bytes = bytes
   bw.device = cuda and "cuda" or "cpu"
-  M.decode_rates(model, bw)
-  if cuda then bw.host_matmul = M.host_matmul_rates(model) end
-  bw_cache[key] = bw
   return bw
 end
 
@@ -588,7 +641,10 @@ function M.plan(model, opts)
     with_disk.disk_read = M.disk_read(model)
     bw = with_disk
   end
-  local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, n_cpu_moe = opts.n_cpu_moe, bandwidth = bw }
+  -- a mixture of experts: smart weighs its experts' k/E read per token
+  local n_used = model:info().n_expert_used or 0
+  local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, n_cpu_moe = opts.n_cpu_moe, bandwidth = bw,
+    n_expert_used = n_used > 0 and n_used or nil }
   local host_ctx = { cpu = cpu, reserve = reserve, tensors = tensors,
     kv_host = (opts.cache_implementation == "offloaded" or opts.cache_implementation == "offloaded_static")
       and kv or 0 }
@@ -681,6 +737,19 @@ function M.plan(model, opts)
           size.format(reserve), size.format(missing)),
           { requested = dev_bytes + need_slots + reserve, free = capacity })
       end
+      -- smart on cuda: host experts computed or cached, resident expert blocks traded for slots
+      local choice = require("lrun.expert_choice").for_plan(model, { policy = policy.name, cpu = cpu, bw = bw,
+        room = capacity and capacity - (dev_bytes + need_slots + reserve), tensors = tensors, plan = final,
+        host_compute = host_compute, packed = packed, tier = off_tier or "host" }, opts)
+      if choice and #choice.trade > 0 then -- traded blocks left the device: the placement's sizes again
+        sized, zerr = M.size_with(model, eo, final, host_compute, packed)
+        if not sized then return nil, zerr end
+        dev_bytes, slot_b, other_b = sized.weights, sized.slots, sized.rows + sized.slack
+        need_slots, off_bytes = slot_b + other_b, 0
+        for _, t in ipairs(tensors) do
+          if final[t.name] ~= "device" then off_bytes = off_bytes + t.bytes end
+        end
+      end
       local host_bytes, moved = nil, 0
       if host_budget then
         -- disk regions are aligned, so a move can grow the slots: size again until nothing moves
@@ -766,25 +835,28 @@ function M.plan(model, opts)
           pbw = with_disk
         end
       end
+      -- moe_host = "cache" or smart's choice: the expert cache gets what the placement left (lrun.expert_plan)
+      local ec = require("lrun.expert_plan").for_plan(model, { tensors = tensors, host_compute = host_compute,
+        packed = packed, cpu = cpu, room = capacity and capacity - (dev_bytes + need_slots + reserve),
+        choice = choice }, opts)
+      local moe_q = { n_expert_used = n_used > 0 and n_used or nil, expert_cache = ec }
       -- and a prefill chunk's (lrun.predict_plan: the batched product's rate measured once per device)
       local predicted, prefill, ptext
       if pbw and opts.predict ~= false then
         -- a prediction never fails a plan: on an error, decode alone (and the error in the text)
         local ok, d, f, text = pcall(require("lrun.predict_plan").predict, model, tensors, final, host_compute, pbw,
-          opts)
+          opts, ec)
         if ok then predicted, prefill, ptext = d, f, text
         else
-          predicted = predict.decode(tensors, final, host_compute, pbw)
+          predicted = predict.decode(tensors, final, host_compute, pbw, moe_q)
           ptext = predict.text(predicted, pbw) .. "\nno prefill prediction: " .. tostring(d)
         end
       elseif pbw then
-        predicted = predict.decode(tensors, final, host_compute, pbw)
+        predicted = predict.decode(tensors, final, host_compute, pbw, moe_q)
         ptext = predict.text(predicted, pbw)
       end
       if ptext then summary = summary .. "\n" .. ptext end
-      -- moe_host = "cache": the expert cache gets what the placement left (lrun.expert_plan)
-      local ec = require("lrun.expert_plan").for_plan(model, { tensors = tensors, host_compute = host_compute,
-        packed = packed, cpu = cpu, room = capacity and capacity - (dev_bytes + need_slots + reserve) }, opts)
+      if choice then summary = summary .. "\n" .. choice.text end
       if ec then summary = summary .. "\n" .. ec.text end
       -- prefill streaming of host experts (AUTO): the planner's threshold from the bandwidths
       local n_expert = cpu and 0 or (model:info().n_expert or 0)
@@ -799,7 +871,7 @@ function M.plan(model, opts)
         off_bytes = off_bytes, device_bytes = dev_bytes, slot_bytes = slot_b, extra_bytes = other_b,
         reserve_bytes = reserve, prefetch = k, budget = capacity, size = sized,
         host_bytes = host_bytes, host_budget = host_budget, disk_bytes = disk_bytes,
-        cache_implementation = opts.cache_implementation or "dynamic", expert_cache = ec,
+        cache_implementation = opts.cache_implementation or "dynamic", expert_cache = ec, expert_choice = choice,
         prefill_stream_tokens = stream_tokens, prefill_stream_block_tokens = block_tokens,
       }
     end
@@ -854,6 +926,10 @@ function M.apply(model, result)
   model.residency = result
   -- the planner's slots for an expert cache the user left to it (moe_host = "cache" without expert_cache_slots)
   if result.expert_cache and model.expert_cache_auto then model.expert_cache_slots = result.expert_cache.slots end
+  -- moe_host left to the planner: the cache's slots when smart chose it, else host compute
+  if model.moe_host_auto then
+    model.expert_cache_slots = result.expert_cache and result.expert_cache.slots or 0
+  end
   return true
 end
 

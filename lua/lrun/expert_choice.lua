@@ -1,0 +1,287 @@
+--- lrun.expert_choice — what smart (and auto-fit) do with a mixture of
+-- experts' host experts on CUDA (docs/moe.md "Choosing compute or cache"):
+-- compute them on the host, or copy the chosen ones into an expert cache of
+-- device slots; and how much of the device budget goes to resident expert
+-- blocks against cache slots.
+--
+-- The engine's cache covers every block whose gate, up and down stacked
+-- tensors are host-computed and plain (runtime/cuda/engine_cuda_moe_cache.c:
+-- `covers` is "all three on the host", with no per-block switch), so the
+-- choice between computing and caching is for the model; the unit traded is
+-- a block (the placement's unit for experts). Per token (decode, batch 1),
+-- with k experts chosen per block, an expert's three slices bytes_e on the
+-- device (plain_e on the host):
+--   resident block   k · bytes_e / device_read
+--   host compute     k · plain_e / host_matmul[dtype]       (the host's expert GEMV, from DRAM)
+--   cached block     k · bytes_e / device_read + (1 − h) · k · bytes_e / link
+--                    (a miss copies the expert over PCIe: pinned, or pageable for host memory;
+--                    h the hit rate LFU settles at with N slots, lrun.expert_plan.hit_rate: the
+--                    observed counts' top-N share after a warm-up, else uniform N / experts)
+-- Options: host compute (the placement as the policy left it), and the cache
+-- with j = 0, 1, … resident blocks traded for slots (the most skewed blocks
+-- first when counts are known, else the lowest). Under uniform routing a
+-- trade is neutral at best (N slots over E experts hit N/E, as N/E of a
+-- block resident would, less the margin, give or take a slot's rounding), so
+-- the cache pays only when a miss over PCIe is cheaper than the host's
+-- product, and trades pay only when popularity is skewed. An option is taken
+-- only when it saves more than M.min_gain over the simpler one (compute,
+-- then fewer trades). Pure: sizes, rates and counts in,
+-- so tests/expert_choice_spec.lua checks it with given numbers.
+-- @module lrun.expert_choice
+local size = require("lrun.size")
+local expert_plan = require("lrun.expert_plan")
+
+local M = {}
+
+-- What an option must save over a simpler one (host compute, then fewer
+-- trades) to be taken, of the simpler one's time: the model's own precision
+-- (slots rounded down, LFU's steady state taken as reached).
+M.min_gain = 0.01
+
+local parts = { ffn_gate_exps = 1, ffn_up_exps = 2, ffn_down_exps = 3 }
+
+local function round256(b) return math.ceil(b / 256) * 256 end
+
+-- Bytes/s the host's expert GEMV reads t's dtype at (bw.host_matmul, else host_read).
+local function host_rate(t, bw)
+  local h = bw.host_matmul
+  if type(h) == "table" then h = h[t.dtype] or h.default end
+  return type(h) == "number" and h > 0 and h or bw.host_read
+end
+
+-- The link a cache miss of a tensor in this tier crosses.
+local function link(tier, bw)
+  if tier == "pinned" then return bw.h2d_pinned end
+  return bw.h2d_pageable or bw.h2d_pinned -- host, mmap: pageable
+end
+
+--- The model's expert blocks as the choice sees them.
+-- @tparam table tensors descriptions (role, layer, dtype, bytes, plain_bytes, shape, name)
+-- @tparam table plan {[name] = tier}
+-- @tparam table host_compute {[name] = true}
+-- @tparam int n_expert
+-- @tparam table bw bandwidths (device_read, h2d_pinned, h2d_pageable, host_read, host_matmul)
+-- @tparam[opt] table packed {[name] = true}: the plan's packed forms (not cached)
+-- @tparam[opt] string tier where a traded block's experts go (default "host")
+-- @treturn table blocks in layer order: {layer=, parts = {{name=, bytes_e=, plain_e=, slot=, rate=, link=,
+--   device=, bytes=}×3}, state = "device" (all three resident) | "host" (all host-computed, plain: cacheable) |
+--   "partial" (resident and host-computed plain parts: tradable) }; blocks of any other kind are left out
+function M.blocks(tensors, plan, host_compute, n_expert, bw, packed, tier)
+  tier = tier or "host"
+  local by = {}
+  for _, t in ipairs(tensors) do
+    local i = parts[t.role]
+    if i and t.layer and t.layer >= 0 and n_expert > 0 then
+      local b = by[t.layer] or { layer = t.layer, parts = {} }
+      local where = plan[t.name] or "device"
+      local pk = packed and packed[t.name]
+      if pk == nil then pk = t.packed end
+      local plain = t.plain_bytes or t.bytes
+      b.parts[i] = { name = t.name, bytes = t.bytes, bytes_e = t.bytes / n_expert, plain_e = plain / n_expert,
+        slot = round256(plain / n_expert), rate = host_rate(t, bw), device = where == "device",
+        host = where ~= "device" and host_compute[t.name] and not pk,
+        link = link(where ~= "device" and where or tier, bw) }
+      by[t.layer] = b
+    end
+  end
+  local out = {}
+  for _, b in pairs(by) do
+    local n_dev, n_host = 0, 0
+    for i = 1, 3 do
+      local p = b.parts[i]
+      if p and p.device then n_dev = n_dev + 1 elseif p and p.host then n_host = n_host + 1 end
+    end
+    if n_dev == 3 then b.state = "device"
+    elseif n_host == 3 then b.state = "host"
+    elseif n_dev + n_host == 3 then b.state = "partial" end
+    if b.state then out[#out + 1] = b end
+  end
+  table.sort(out, function(x, y) return x.layer < y.layer end)
+  return out
+end
+
+-- Seconds per token of block b's experts: cached with miss rate `miss`, or as placed.
+local function block_s(b, k, bw, miss)
+  local s = 0
+  for _, p in ipairs(b.parts) do
+    if miss then s = s + k * p.bytes_e / bw.device_read + miss * k * p.bytes_e / p.link
+    elseif p.device then s = s + k * p.bytes_e / bw.device_read
+    else s = s + k * p.plain_e / p.rate end
+  end
+  return s
+end
+
+-- Device bytes a trade frees: the block's resident parts.
+local function freed(b)
+  local n = 0
+  for _, p in ipairs(b.parts) do if p.device then n = n + p.bytes end end
+  return n
+end
+
+-- The slot for a set of cached blocks: each projection's largest 256-aligned slice.
+local function slot_of(cached)
+  local stride = { 0, 0, 0 }
+  for _, b in ipairs(cached) do
+    for i = 1, 3 do stride[i] = math.max(stride[i], b.parts[i].slot) end
+  end
+  return stride[1] + stride[2] + stride[3]
+end
+
+-- How concentrated a block's observed routing is: its busiest quarter's share.
+local function skew(counts, l, n_expert)
+  local c, total = {}, 0
+  for _, v in ipairs(counts and counts[l] or {}) do c[#c + 1] = v; total = total + v end
+  if total == 0 then return 0 end
+  table.sort(c, function(a, b) return a > b end)
+  local top = 0
+  for i = 1, math.max(1, math.floor(n_expert / 4)) do top = top + (c[i] or 0) end
+  return top / total
+end
+
+-- One cache option: blocks `cached` (host ones and the traded), room for slots.
+local function cache_option(p, cached, others, room, trade)
+  local slot = slot_of(cached)
+  local usable = math.max(0, room - math.ceil(math.max(0, room) * expert_plan.margin))
+  local slots = slot > 0 and math.min(math.floor(usable / slot), #cached * p.n_expert) or 0
+  if slots < 1 then return nil end
+  local layers = {}
+  for i, b in ipairs(cached) do layers[i] = b.layer end
+  local h, source = expert_plan.hit_rate(p.counts, layers, p.n_expert, slots)
+  local s = 0
+  for _, b in ipairs(cached) do s = s + block_s(b, p.k, p.bw, 1 - h) end
+  for _, b in ipairs(others) do s = s + block_s(b, p.k, p.bw) end
+  return { how = "cache", seconds = s, slots = slots, slot_bytes = slot, hit_rate = h, source = source,
+    trade = trade, layers = layers, room = room }
+end
+
+--- Chooses host compute or the cache, and the resident blocks traded for slots.
+-- @tparam table p blocks= (M.blocks), k= (experts per token), n_expert=, bw= (as M.blocks),
+--   room= (device bytes the placement leaves, before any trade), counts= (m:stats().experts.layers; optional),
+--   staging= (device bytes prefill streaming keeps when the cache is on; default 0),
+--   mode= ("auto": compute or cache; "cache": the user asked for the cache, only the trade is chosen)
+-- @treturn table|nil nil when no block has host experts (nothing to choose); else
+--   {how = "compute"|"cache", seconds=, slots=, hit_rate=, source=, trade = {layers traded, in order},
+--   options = {each option considered: how=, seconds=, slots=, hit_rate=, trade=}, text=}
+function M.choose(p)
+  local host, tradable = {}, {}
+  for _, b in ipairs(p.blocks) do
+    if b.state == "host" then host[#host + 1] = b else tradable[#tradable + 1] = b end
+  end
+  if #host == 0 or not p.room then return nil end
+  table.sort(tradable, function(x, y)
+    local sx, sy = skew(p.counts, x.layer, p.n_expert), skew(p.counts, y.layer, p.n_expert)
+    if sx ~= sy then return sx > sy end
+    return x.layer < y.layer
+  end)
+  local options = {}
+  if p.mode ~= "cache" then
+    local s = 0
+    for _, b in ipairs(p.blocks) do s = s + block_s(b, p.k, p.bw) end
+    options[1] = { how = "compute", seconds = s, slots = 0, hit_rate = 0, trade = {} }
+  end
+  local room = p.room - (p.staging or 0)
+  local cached, trade = {}, {}
+  for _, b in ipairs(host) do cached[#cached + 1] = b end
+  for j = 0, #tradable do
+    if j > 0 then
+      local b = tradable[j]
+      cached[#cached + 1], trade[#trade + 1] = b, b.layer
+      room = room + freed(b)
+    end
+    local others = {}
+    for i = j + 1, #tradable do others[#others + 1] = tradable[i] end
+    local copy = {}
+    for i, l in ipairs(trade) do copy[i] = l end
+    local o = cache_option(p, cached, others, room, copy)
+    if o then options[#options + 1] = o end
+  end
+  if #options == 0 then return nil end
+  local best = options[1]
+  for _, o in ipairs(options) do
+    if o.seconds < best.seconds * (1 - M.min_gain) then best = o end -- a near tie keeps the simpler plan
+  end
+  local r = { how = best.how, seconds = best.seconds, slots = best.slots, slot_bytes = best.slot_bytes,
+    hit_rate = best.hit_rate, source = best.source, trade = best.trade, layers = best.layers, options = options,
+    best = best }
+  r.text = M.text(r, p)
+  return r
+end
+
+local function ms(s) return string.format("%.3f ms", s * 1e3) end
+
+-- One option in a line's words.
+local function describe(o)
+  if o.how == "compute" then return "host compute " .. ms(o.seconds) end
+  return string.format("cache %s (%d slots, hit rate %.2f%s)", ms(o.seconds), o.slots, o.hit_rate,
+    #o.trade > 0 and string.format(", %d resident block%s traded", #o.trade, #o.trade == 1 and "" or "s") or "")
+end
+
+--- The explanation: the choice, then the options with their predicted ms per token.
+function M.text(r, p)
+  local n_host = 0
+  for _, b in ipairs(p.blocks) do if b.state == "host" then n_host = n_host + 1 end end
+  local head
+  if r.how == "compute" then
+    head = string.format("experts: smart computes the host experts of %d block%s on the host", n_host,
+      n_host == 1 and "" or "s")
+  else
+    head = string.format("experts: smart caches the host experts of %d block%s: %d slots × %s%s, expected hit "
+      .. "rate %.2f from %s", #r.layers, #r.layers == 1 and "" or "s", r.slots, size.format(r.slot_bytes),
+      #r.trade > 0 and string.format(" (%d resident block%s traded for slots: %s)", #r.trade,
+        #r.trade == 1 and "" or "s", table.concat(r.trade, ", ")) or "", r.hit_rate,
+      r.source == "observed" and "observed frequencies" or "uniform routing")
+  end
+  local seen, list = {}, {}
+  -- compute, no trade, the best, every trade: at most 4 options named
+  local function add(o) if o and not seen[o] then seen[o] = true; list[#list + 1] = describe(o) end end
+  for _, o in ipairs(r.options) do if o.how == "compute" or #o.trade == 0 then add(o) end end
+  add(r.best)
+  add(r.options[#r.options])
+  return head .. string.format("; predicted expert time per token (k = %d, PCIe misses at %.1f GB/s): %s",
+    p.k, (p.blocks[1] and p.blocks[1].parts[1].link or 0) / 1e9, table.concat(list, "; "))
+end
+
+--- Moves the traded blocks' resident parts to tier, host-computed (the plan tables, in place).
+function M.trade(blocks, layers, plan, host_compute, tier)
+  local want = {}
+  for _, l in ipairs(layers) do want[l] = true end
+  for _, b in ipairs(blocks) do
+    if want[b.layer] then
+      for _, part in ipairs(b.parts) do
+        if part.device then plan[part.name] = tier or "host" end
+        host_compute[part.name] = true
+      end
+    end
+  end
+end
+
+--- smart's choice for a plan (lrun.residency.plan calls it after the policy
+-- and the overrides): nil unless the policy is smart (auto-fit's too), the
+-- device CUDA with a budget, the model a mixture with host experts, and what
+-- happens to host experts left to the planner (lrun.load without moe_host
+-- and expert_cache_slots: model.moe_host_auto; or moe_host = "cache" without
+-- slots: only the trade). Traded blocks are moved in q.plan and
+-- q.host_compute; the caller sizes the placement again.
+-- @tparam table model an lrun.model
+-- @tparam table q policy= (its name), cpu=, room= (device bytes left; nil: no budget), tensors=, plan=,
+--   host_compute=, packed=, bw= (bandwidths), tier= (where traded experts go)
+-- @tparam table opts the plan's options (expert_counts=)
+-- @treturn table|nil M.choose's result
+function M.for_plan(model, q, opts)
+  if q.policy ~= "smart" or q.cpu or not q.room or not q.bw then return nil end
+  local mode = model.moe_host_auto and "auto" or model.expert_cache_auto and "cache" or nil
+  if not mode then return nil end
+  local info = model:info()
+  local n_expert, k = info.n_expert or 0, info.n_expert_used or 0
+  if n_expert == 0 or k == 0 then return nil end
+  local blocks = M.blocks(q.tensors, q.plan, q.host_compute, n_expert, q.bw, q.packed, q.tier)
+  local slot = expert_plan.slot_layout(q.tensors, q.host_compute, n_expert, q.packed)
+  local staging = slot > 0 and expert_plan.streams_prefill(model) and expert_plan.stream_staging_bytes(slot, n_expert)
+    or 0
+  local r = M.choose({ blocks = blocks, k = k, n_expert = n_expert, bw = q.bw, room = q.room, staging = staging,
+    counts = expert_plan.observed_counts(model, opts), mode = mode })
+  if r and #r.trade > 0 then M.trade(blocks, r.trade, q.plan, q.host_compute, q.tier) end
+  return r
+end
+
+return M

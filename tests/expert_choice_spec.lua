@@ -1,0 +1,295 @@
+-- expert_choice_spec: smart's choice for a mixture's host experts on CUDA
+-- (lrun.expert_choice, docs/moe.md "Choosing compute or cache") with given
+-- bandwidths, rooms and routing counts: uniform routing keeps host compute
+-- (and never trades resident blocks for slots), Zipf-skewed counts choose
+-- the cache when PCIe × the miss rate beats the host's expert GEMV, and
+-- trade resident blocks for slots while that pays; the budget split, the
+-- explanation's numbers, the decode prediction with the cache
+-- (lrun.predict), smart weighing experts by k/E, prefill streaming's
+-- threshold from a measured batched host rate, and the bandwidth cache's
+-- thread key.
+package.path = "./?.lua;" .. package.path
+local choice = require("lrun.expert_choice")
+local expert_plan = require("lrun.expert_plan")
+local predict = require("lrun.predict")
+
+local MiB = 2 ^ 20
+local E, K = 8, 2
+local PART = MiB -- one expert's slice of each projection, bytes (256-aligned)
+local BW = { device = "cuda", device_read = 2000e9, h2d_pinned = 25e9, h2d_pageable = 20e9, host_read = 50e9,
+  host_matmul = { q4_K = 40e9 } }
+
+-- 4 blocks of E experts: blocks 0 and 1 host-computed in host memory, 2 and 3 resident.
+local function model_tensors()
+  local tensors, plan, hc = {}, {}, {}
+  for l = 0, 3 do
+    for _, r in ipairs({ "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps" }) do
+      local name = string.format("blk.%d.%s.weight", l, r)
+      tensors[#tensors + 1] = { name = name, role = r, layer = l, dtype = "q4_K", bytes = E * PART,
+        plain_bytes = E * PART, shape = { 2048, 512, E } }
+      if l < 2 then plan[name], hc[name] = "host", true end
+    end
+  end
+  return tensors, plan, hc
+end
+
+local function zipf()
+  local c = {}
+  for l = 0, 3 do
+    c[l] = {}
+    for x = 1, E do c[l][x] = math.floor(1200 / x) end
+  end
+  return c
+end
+
+-- Seconds per token of a cached block with hit rate h, and of a resident or host-computed one.
+local function cached_s(h) return 3 * K * PART / BW.device_read + (1 - h) * 3 * K * PART / BW.h2d_pageable end
+local resident_s = 3 * K * PART / BW.device_read
+local host_s = 3 * K * PART / BW.host_matmul.q4_K
+
+local function near(a, b) return math.abs(a - b) <= 1e-9 * math.max(math.abs(a), math.abs(b)) end
+
+describe("lrun.expert_choice", function()
+  local tensors, plan, hc = model_tensors()
+  local blocks = choice.blocks(tensors, plan, hc, E, BW)
+  local room = 8 * 3 * PART -- 8 slots' worth left after the placement
+
+  it("sees resident and host blocks", function()
+    assert.are.equal(4, #blocks)
+    assert.are.equal("host", blocks[1].state)
+    assert.are.equal("device", blocks[3].state)
+    assert.are.equal(PART, blocks[1].parts[1].bytes_e)
+    assert.are.equal(BW.h2d_pageable, blocks[1].parts[1].link)
+  end)
+
+  it("keeps host compute under uniform routing when a miss over PCIe costs more than the host's product", function()
+    local r = assert(choice.choose({ blocks = blocks, k = K, n_expert = E, bw = BW, room = room, mode = "auto" }))
+    assert.are.equal("compute", r.how)
+    assert.is_true(near(2 * host_s + 2 * resident_s, r.seconds))
+    -- the cache without trades: 7 slots (22.5 MiB after the 1/16 margin) over 16 experts, uniform 7/16
+    local c0 = r.options[2]
+    assert.are.equal("cache", c0.how)
+    assert.are.equal(7, c0.slots)
+    assert.are.equal("uniform", c0.source)
+    assert.is_true(near(2 * cached_s(7 / 16) + 2 * resident_s, c0.seconds))
+    -- a trade under uniform routing does not pay (the same misses, less the margin, give or take a slot's
+    -- rounding: 15 slots over 24 experts misses as often as 7.5 over 16)
+    for i = 3, #r.options do
+      assert.is_true(r.options[i].seconds > c0.seconds * (1 - choice.min_gain), "trade " .. i)
+    end
+    assert.truthy(r.text:find("smart computes the host experts of 2 blocks on the host", 1, true), r.text)
+    assert.truthy(r.text:find(string.format("host compute %.3f ms", r.seconds * 1e3), 1, true), r.text)
+  end)
+
+  it("caches under uniform routing when the host is slower than the link, without trading", function()
+    local slow = {}
+    for k, v in pairs(BW) do slow[k] = v end
+    slow.host_matmul = { q4_K = 5e9 }
+    local b = choice.blocks(tensors, plan, hc, E, slow)
+    local r = assert(choice.choose({ blocks = b, k = K, n_expert = E, bw = slow, room = room, mode = "auto" }))
+    assert.are.equal("cache", r.how)
+    assert.are.same({}, r.trade)
+    assert.are.equal(7, r.slots)
+  end)
+
+  it("chooses the cache from Zipf-skewed counts and trades resident blocks for slots while it pays", function()
+    local counts = zipf()
+    local r = assert(choice.choose({ blocks = blocks, k = K, n_expert = E, bw = BW, room = room, counts = counts,
+      mode = "auto" }))
+    assert.are.equal("cache", r.how)
+    assert.are.equal("observed", r.source)
+    -- one block traded: (24 + 24) MiB less 1/16 = 15 slots over 24 experts; its top 15 hold 3 × 2740 of 3 × 3261
+    assert.are.same({ 2 }, r.trade)
+    assert.are.equal(15, r.slots)
+    local per = 0
+    for x = 1, E do per = per + math.floor(1200 / x) end
+    local h = 3 * (1200 + 600 + 400 + 300 + 240) / (3 * per)
+    assert.is_true(near(h, r.hit_rate), r.hit_rate)
+    assert.is_true(near(3 * cached_s(h) + resident_s, r.seconds))
+    -- better than host compute, than the cache alone, and than trading both blocks
+    for _, o in ipairs(r.options) do
+      if o ~= r.best then assert.is_true(o.seconds > r.seconds, o.how .. " " .. #o.trade) end
+    end
+    assert.truthy(r.text:find("smart caches the host experts of 3 blocks: 15 slots", 1, true), r.text)
+    assert.truthy(r.text:find("1 resident block traded for slots: 2", 1, true), r.text)
+    assert.truthy(r.text:find("from observed frequencies", 1, true), r.text)
+    assert.truthy(r.text:find(string.format("host compute %.3f ms", r.options[1].seconds * 1e3), 1, true), r.text)
+    assert.truthy(r.text:find(string.format("cache %.3f ms (15 slots, hit rate %.2f, 1 resident block traded)",
+      r.seconds * 1e3, h), 1, true), r.text)
+  end)
+
+  it("keeps prefill streaming's staging out of the slots' room", function()
+    local r = assert(choice.choose({ blocks = blocks, k = K, n_expert = E, bw = BW, room = room + 3 * 3 * PART,
+      staging = 3 * 3 * PART, mode = "cache" }))
+    assert.are.equal("cache", r.how) -- the user asked for the cache: no compute option
+    assert.are.equal(7, r.slots)
+  end)
+
+  it("chooses nothing without host experts or without a budget", function()
+    local none = choice.blocks(tensors, {}, {}, E, BW)
+    assert.is_nil(choice.choose({ blocks = none, k = K, n_expert = E, bw = BW, room = room, mode = "auto" }))
+    assert.is_nil(choice.choose({ blocks = blocks, k = K, n_expert = E, bw = BW, room = nil, mode = "auto" }))
+  end)
+
+  it("moves a trade into the plan and leaves it to smart on cuda only (for_plan)", function()
+    local C = require("lrun.ffi").C
+    local t2, p2, hc2 = model_tensors()
+    local model = { moe_host_auto = true, moe_prefill_stream = C.LRUN_MOE_PREFILL_STREAM_OFF, owned = {},
+      info = function() return { n_expert = E, n_expert_used = K } end }
+    local q = { policy = "smart", cpu = false, bw = BW, room = room, tensors = t2, plan = p2, host_compute = hc2,
+      tier = "host" }
+    local r = assert(choice.for_plan(model, q, { expert_counts = zipf() }))
+    assert.are.same({ 2 }, r.trade)
+    assert.are.equal("host", p2["blk.2.ffn_up_exps.weight"])
+    assert.is_true(hc2["blk.2.ffn_down_exps.weight"])
+    assert.is_nil(p2["blk.3.ffn_up_exps.weight"])
+    -- the cache is then sized for the chosen option's blocks
+    local ec = assert(expert_plan.for_plan(model, { tensors = t2, host_compute = hc2, room = room + 24 * MiB,
+      choice = r }, {}))
+    assert.are.equal(r.slots, ec.slots)
+    assert.are.same({ 0, 1, 2 }, ec.layers)
+    assert.is_nil(expert_plan.for_plan(model, { tensors = t2, host_compute = hc2, room = room,
+      choice = { how = "compute" } }, {}))
+    assert.is_nil(expert_plan.for_plan(model, { tensors = t2, host_compute = hc2, room = room }, {}),
+      "a cache without smart's choice")
+    for _, other in ipairs({ { policy = "experts_on_host" }, { cpu = true }, { room = false } }) do
+      local q2 = {}
+      for k, v in pairs(q) do q2[k] = v end
+      for k, v in pairs(other) do q2[k] = v or nil end
+      assert.is_nil(choice.for_plan(model, q2, {}))
+    end
+    model.moe_host_auto = nil -- moe_host = "compute" (or slots given): no choice
+    assert.is_nil(choice.for_plan(model, q, {}))
+  end)
+end)
+
+describe("lrun.predict.decode of a mixture", function()
+  local tensors, plan, hc = model_tensors()
+
+  it("reads k/E of the experts per token, and the cache's misses over PCIe", function()
+    local q = { n_expert_used = K }
+    local p = predict.decode(tensors, plan, hc, BW, q)
+    assert.is_true(near(2 * host_s, p.host_s))
+    assert.is_true(near(2 * resident_s, p.device_s))
+    assert.are.equal(0, p.cache_s)
+    q.expert_cache = { slots = 4, hit_rate = 0.75, layers = { 0, 1 } }
+    local c = predict.decode(tensors, plan, hc, BW, q)
+    assert.are.equal(0, c.host_s)
+    assert.is_true(near(2 * (1 - 0.75) * 3 * K * PART / BW.h2d_pageable, c.cache_s))
+    assert.is_true(near(4 * resident_s, c.device_s))
+    assert.is_true(near(1 / (c.device_s + c.cache_s), c.tok_s))
+    assert.truthy(predict.text(c, BW):find("expert cache misses", 1, true))
+    -- without k (older callers): every expert read whole
+    local old = predict.decode(tensors, plan, hc, BW)
+    assert.is_true(near(2 * 3 * E * PART / BW.host_matmul.q4_K, old.host_s))
+    -- streamed whole with the block, read k/E on the device
+    local s = predict.decode(tensors, { ["blk.0.ffn_up_exps.weight"] = "pinned" }, {}, BW, { n_expert_used = K })
+    assert.is_true(near(E * PART / BW.h2d_pinned, s.copy_s))
+  end)
+end)
+
+describe("smart with a mixture of experts", function()
+  local smart = dofile("policies/smart.lua")
+
+  it("host-computes stacked experts first (k/E per token) and keeps the dense matrices on the device", function()
+    local tensors = model_tensors()
+    for l = 0, 3 do
+      tensors[#tensors + 1] = { name = string.format("blk.%d.attn_q.weight", l), role = "attn_q", layer = l,
+        dtype = "q4_K", bytes = 2 * MiB, plain_bytes = 2 * MiB, shape = { 2048, 2048 } }
+    end
+    local bw = {}
+    for k, v in pairs(BW) do bw[k] = v end
+    local plan, off, info = smart.plan(tensors, { max_bytes = 2 * 3 * E * PART, bandwidth = bw, n_expert_used = K })
+    assert.are.equal(2 * 3 * E * PART, off)
+    local n = 0
+    for name, tier in pairs(plan) do
+      if tier ~= "device" then
+        n = n + 1
+        assert.truthy(name:find("_exps"), name)
+        assert.is_true(info.host_compute[name], name .. " not host-computed")
+      end
+    end
+    assert.are.equal(6, n)
+    assert.truthy(info.explain:find("mixture of experts, 2 used per token: 6 stacked expert tensors", 1, true),
+      info.explain)
+    assert.is_true(near(2 * host_s, info.seconds_per_token), info.seconds_per_token)
+  end)
+end)
+
+describe("prefill streaming's threshold from a measured batched host rate", function()
+  it("takes bw.host_batch when measured, else the assumed gain", function()
+    local tensors, hc = {}, {}
+    for _, r in ipairs({ "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps" }) do
+      local name = "blk.0." .. r .. ".weight"
+      tensors[#tensors + 1] = { name = name, role = r, layer = 0, dtype = "q4_K", plain_bytes = 128 * 884736,
+        shape = r == "ffn_down_exps" and { 768, 2048, 128 } or { 2048, 768, 128 } }
+      hc[name] = true
+    end
+    local bw = { h2d_pinned = 25e9, host_matmul = { q4_K = 40e9 } }
+    local _, _, src = expert_plan.prefill_stream_tokens(tensors, hc, 128, bw)
+    assert.are.equal("assumed", src)
+    bw.host_batch = { q4_K = 300e9 }
+    local t, per, src2 = expert_plan.prefill_stream_tokens(tensors, hc, 128, bw)
+    assert.are.equal("measured", src2)
+    assert.are.equal(expert_plan.prefill_stream_threshold({ bytes = 3 * 884736, flops_per_token = 2 * 3 * 2048 * 768,
+      pcie = 25e9, host_read = 40e9, host_flops = 300e9 }), t)
+    assert.are.equal(t, per[0])
+    -- and the prefill prediction's host experts take it too
+    local all = {}
+    for i, x in ipairs(tensors) do all[i] = x; x.bytes = x.plain_bytes end
+    local pbw = { device = "cuda", h2d_pinned = 25e9, host_read = 50e9, device_read = 2000e9,
+      host_matmul = { q4_K = 40e9 }, device_matmul = { q4_K = 100e12 }, host_gemm = { q4_K = 1e12 } }
+    local plan = {}
+    for name in pairs(hc) do plan[name] = "host" end
+    local a = predict.prefill(all, plan, hc, pbw, { tokens = 512, n_expert_used = 8, expert_stream = false })
+    pbw.host_batch = { q4_K = 0.5e12 }
+    local b = predict.prefill(all, plan, hc, pbw, { tokens = 512, n_expert_used = 8, expert_stream = false })
+    assert.is_true(b.host_s > a.host_s, "the measured (slower) batched rate was not used")
+  end)
+end)
+
+describe("lrun.residency.bandwidths on a generated mixture", function()
+  local lrun = require("lrun")
+  local arch_models = require("tests.arch_models")
+  local residency = require("lrun.residency")
+  local path
+  setup(function()
+    path = os.tmpname()
+    for _, e in ipairs(arch_models.models) do
+      if e.name == "qwen3moe_q8_0" then arch_models.generate(e, path) end
+    end
+  end)
+  teardown(function() os.remove(path) end)
+
+  it("keeps a table per thread count, measures the host's batched expert product, observes counts", function()
+    local m1 = assert(lrun.load(path, { threads = 1, progress = false, device = "cpu" }))
+    local m2 = assert(lrun.load(path, { threads = 2, progress = false, device = "cpu" }))
+    local b1, b2 = assert(residency.bandwidths(m1)), assert(residency.bandwidths(m2))
+    assert.are_not.equal(b1, b2)
+    assert.are.equal(b1, residency.bandwidths(m1))
+    assert.are.equal(b1.h2d_pinned, b2.h2d_pinned) -- the links once per device
+    -- after a warm-up the choice predicts from the engine's observed counts (m:stats().experts)
+    assert(m2:generate({ 5, 6, 7, 8 }, { max_new_tokens = 2, do_sample = false, eos_token_id = {} }))
+    local counts = assert(expert_plan.observed_counts(m2, {}), "no counts after a warm-up")
+    local info = m2:info()
+    for l = 0, info.n_layer - 1 do
+      local sum = 0
+      for _, c in ipairs(counts[l]) do sum = sum + c end
+      assert.is_true(sum > 0 and sum % info.n_expert_used == 0, "block " .. l .. ": " .. sum .. " selections")
+    end
+    local given = { [0] = { 1 } }
+    assert.are.equal(given, expert_plan.observed_counts(m2, { expert_counts = given }))
+    local rates = residency.host_batch_rates(m2, {})
+    assert.is_true((rates.q8_0 or 0) > 0, "no batched rate for the experts' q8_0")
+    -- the 30B-A3B expert's shape at 64 rows, timed
+    local ffi, C = require("ffi"), require("lrun.ffi").C
+    local dt, out = ffi.new("lrun_dtype[1]"), ffi.new("double[1]")
+    assert(C.lrun_dtype_from_name("q4_K", dt) == C.LRUN_OK)
+    local t0 = os.clock()
+    assert(C.lrun_model_measure_matmul(m2.handle, 0, dt[0], 768, 2048, 64, out) == C.LRUN_OK)
+    print(string.format("# host batched q4_K 768x2048 at 64 rows: %.1f GFLOP/s, measured in %.3f s of CPU time "
+      .. "(2 threads)", out[0] / 1e9, os.clock() - t0))
+    m1:free()
+    m2:free()
+  end)
+end)
