@@ -101,6 +101,20 @@ local function check_rates(bw, who)
   end
 end
 
+--- The largest matrix (n, k) per dtype among the tensors keep(t) selects: the shape a rate is measured at.
+-- @treturn table {[dtype] = {n=, k=}}
+function M.largest_shapes(tensors, keep)
+  local best = {}
+  for _, t in ipairs(tensors) do
+    if keep(t) and #(t.shape or {}) >= 2 then
+      local k, n = t.shape[1], t.shape[2]
+      local b = best[t.dtype]
+      if not b or n * k > b.n * b.k then best[t.dtype] = { n = n, k = k } end
+    end
+  end
+  return best
+end
+
 -- Whether the embedding table doubles as the LM head (no lm_head tensor).
 local function tied_head(tensors)
   for _, t in ipairs(tensors) do if t.role == "lm_head" then return false end end

@@ -21,15 +21,9 @@ local matrix_roles = { attn_q = true, attn_k = true, attn_v = true, attn_output 
 -- The largest matrix (n, k) per dtype among the model's block matrices: the
 -- shape the rate is measured at (a stacked expert tensor: one expert's).
 local function shapes(tensors, with_head)
-  local best = {}
-  for _, t in ipairs(tensors) do
-    if (matrix_roles[t.role] or (with_head and t.role == "lm_head")) and #(t.shape or {}) >= 2 then
-      local k, n = t.shape[1], t.shape[2]
-      local b = best[t.dtype]
-      if not b or n * k > b.n * b.k then best[t.dtype] = { n = n, k = k } end
-    end
-  end
-  return best
+  return predict.largest_shapes(tensors, function(t)
+    return matrix_roles[t.role] or (with_head and t.role == "lm_head")
+  end)
 end
 
 -- The pool size a model's measurements ran on, for the caches' keys: a

@@ -93,15 +93,9 @@ end
 -- The stacked expert tensors' shapes per dtype (one expert's slice: n rows
 -- of k), the largest: what the batched host rate is measured at.
 local function expert_shapes(model)
-  local best = {}
-  for _, t in ipairs(model:tensors()) do
-    if t.role:match("_exps$") and #(t.shape or {}) >= 3 then
-      local k, n = t.shape[1], t.shape[2]
-      local b = best[t.dtype]
-      if not b or n * k > b.n * b.k then best[t.dtype] = { n = n, k = k } end
-    end
-  end
-  return best
+  return predict.largest_shapes(model:tensors(), function(t)
+    return t.role:match("_exps$") and #(t.shape or {}) >= 3
+  end)
 end
 
 --- How fast the host multiplies one expert's slice by a prefill chunk's rows
