@@ -12,7 +12,7 @@ local ffi, C = lf.ffi, lf.C
 local M = {}
 
 local GEMMA_EXACT = "soft-caps and GeGLU go through tanhf, whose bits CUDA does not share with glibc"
-local MOE_CUDA = "the CUDA exact path takes experts only with LRUN_CUDA_MOE_EXACT=1 until its first GPU run; "
+local MOE_CUDA = "the CUDA exact path takes experts only with LRUN_CUDA_MOE_EXACT=1 (opt-in); "
   .. "tests/moe_exact_gpu_spec.lua checks it (docs/moe.md)"
 
 -- name, arch, weight dtype, and what differs from the base shape below.

@@ -6,9 +6,8 @@
 -- directories under tests/golden/hf/ and tests/golden/hf_models.json on a
 -- machine with torch): the last position's f32 logits within 1e-4 (absolute,
 -- logits of order 1) and the greedy continuations identical, on the CPU. A
--- model the script writes but the committed golden lacks (the mixtures of
--- experts were added after the last run), or whose directory is absent, is
--- pending.
+-- model the script writes but the committed golden lacks (a family added to
+-- the script after its last run), or whose directory is absent, is pending.
 -- An HF gemma computes GELU in f32 as transformers does (not llama.cpp's f16
 -- table), so the same tolerance holds.
 package.path = "./?.lua;" .. package.path
