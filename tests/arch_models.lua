@@ -12,8 +12,6 @@ local ffi, C = lf.ffi, lf.C
 local M = {}
 
 local GEMMA_EXACT = "soft-caps and GeGLU go through tanhf, whose bits CUDA does not share with glibc"
-local MOE_CUDA = "the CUDA exact path takes experts only with LRUN_CUDA_MOE_EXACT=1 (opt-in); "
-  .. "tests/moe_exact_gpu_spec.lua checks it (docs/moe.md)"
 
 -- name, arch, weight dtype, and what differs from the base shape below.
 M.models = {
@@ -54,11 +52,11 @@ M.models = {
   -- (llama.cpp never quantizes ffn_gate_inp); the long prompt routes its tokens to every expert. qwen3moe
   -- seed 2027: with 2026 a continuation ends inside a UTF-8 sequence (no probabilities from llama.cpp's server)
   { name = "qwen3moe_f32", arch = "qwen3moe", dtype = "f32", head_dim = 64, n_ff = 64, n_expert = 8,
-    n_expert_used = 4, seed = 2027, no_cuda_exact = MOE_CUDA },
+    n_expert_used = 4, seed = 2027 },
   { name = "qwen3moe_q8_0", arch = "qwen3moe", dtype = "q8_0", head_dim = 64, n_ff = 64, n_expert = 8,
-    n_expert_used = 4, seed = 2027, no_cuda_exact = MOE_CUDA },
-  { name = "mixtral_f32", arch = "llama", dtype = "f32", n_expert = 4, n_expert_used = 2, no_cuda_exact = MOE_CUDA },
-  { name = "mixtral_q8_0", arch = "llama", dtype = "q8_0", n_expert = 4, n_expert_used = 2, no_cuda_exact = MOE_CUDA },
+    n_expert_used = 4, seed = 2027 },
+  { name = "mixtral_f32", arch = "llama", dtype = "f32", n_expert = 4, n_expert_used = 2 },
+  { name = "mixtral_q8_0", arch = "llama", dtype = "q8_0", n_expert = 4, n_expert_used = 2 },
   -- gpt-oss (docs/moe.md): q/k/v/o and router biases, attention sinks, a window of 8 on the even blocks, YaRN
   -- (factor 32 over an original context of 4096/32 = 128, so the ramp spans dims 0..9), 8 MXFP4 experts of width
   -- 64 with biases, top-4 by logit and swiglu_oai; an untied head (llama.cpp requires output.weight). CPU only:

@@ -70,9 +70,6 @@ function M.with_env(name, value, fn, ...)
   return unpack(r, 2, r.n)
 end
 
---- Unsets the environment variable name.
-function M.unsetenv(name) ffi.C.unsetenv(name) end
-
 --- The temporary files of a spec's generated models: files:model(e) writes
 -- tests/arch_models.lua's entry e to a fresh one and returns its path;
 -- files:remove() removes them all (a describe's teardown).

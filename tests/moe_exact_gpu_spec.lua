@@ -1,6 +1,6 @@
 -- moe_exact_gpu_spec: mixtures of experts on the CUDA engine's exact path
--- (docs/moe.md "Exact numerics on CUDA"; opt-in through LRUN_CUDA_MOE_EXACT=1
--- until this spec has passed on a GPU) against the CPU engine, bit for bit:
+-- (docs/moe.md "Exact numerics on CUDA"; what numerics = "exact" does for
+-- experts since this spec passed on the H200) against the CPU engine, bit for bit:
 -- the router's float product (lrun_k_moe_router_exact), host routing
 -- (lrun_moe_route), each chosen expert through the dense exact path's q8dot
 -- products, SwiGLU and quantization, the slot-order weighted sum
@@ -12,8 +12,7 @@
 --   * resident; experts host-computed (experts_on_host; n_cpu_moe 1, mixed);
 --     experts streamed with their block (-ot exps=host); every block
 --     streamed (layers 0); the expert cache (all host experts cached; 4
---     slots, evicting; n_cpu_moe 1 cached, the rest resident);
---   * without LRUN_CUDA_MOE_EXACT=1, numerics = "exact" is refused naming it.
+--     slots, evicting; n_cpu_moe 1 cached, the rest resident).
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
 -- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
 package.path = "./?.lua;" .. package.path
@@ -35,9 +34,6 @@ local PLACEMENTS = {
 
 local run = gpu.run
 
--- run with LRUN_CUDA_MOE_EXACT=1 for this call only (other specs see the default)
-local function run_exact(path, opts) return gpu.with_env("LRUN_CUDA_MOE_EXACT", "1", run, path, opts) end
-
 describe("mixtures of experts on cuda, exact numerics, against the CPU", function()
   if not gpu.has_gpu then
     pending("no GPU visible")
@@ -56,19 +52,9 @@ describe("mixtures of experts on cuda, exact numerics, against the CPU", functio
 
       for _, p in ipairs(PLACEMENTS) do
         it("exact, " .. p[1] .. ": the CPU's logits bit for bit and its greedy tokens", function()
-          local ids, logits = run_exact(path, with(p[2], { device = DEVICE, numerics = "exact" }))
+          local ids, logits = run(path, with(p[2], { device = DEVICE, numerics = "exact" }))
           assert.is_true(same(cpu_ids, ids), "tokens differ")
           assert.is_true(same(cpu_logits, logits), "logits differ: rel " .. rel_diff(cpu_logits, logits))
-        end)
-      end
-
-      if DEVICE ~= "cpu" then
-        it("without LRUN_CUDA_MOE_EXACT=1, exact numerics are refused naming it", function()
-          gpu.unsetenv("LRUN_CUDA_MOE_EXACT")
-          local ok, err = pcall(run, path, { device = DEVICE, numerics = "exact" })
-          assert.is_false(ok)
-          local msg = tostring(type(err) == "table" and err.message or err)
-          assert.truthy(msg:find("LRUN_CUDA_MOE_EXACT", 1, true), msg)
         end)
       end
     end)

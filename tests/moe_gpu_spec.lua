@@ -25,7 +25,8 @@
 --   * smart with block 0's experts on the host (-ot) and skewed counts chooses the expert cache itself
 --     (lrun.expert_choice) and the engine takes the planner's slots; with
 --     moe_host = "compute" it makes no choice and the engine no cache;
---   * numerics = "exact" is refused without LRUN_CUDA_MOE_EXACT=1 (tests/moe_exact_gpu_spec.lua runs it).
+--   * numerics = "exact" on f32 experts is refused naming the types it takes (tests/moe_exact_gpu_spec.lua
+--     runs the quantized ones).
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
 -- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
 package.path = "./?.lua;" .. package.path
@@ -216,10 +217,15 @@ describe("mixtures of experts on cuda against the CPU", function()
           m:free()
         end)
 
-        it("exact numerics are refused, naming the requirement", function()
-          local ok = pcall(run, path, { device = DEVICE, numerics = "exact" })
-          assert.is_false(ok)
-        end)
+        -- quantized experts take the exact path (tests/moe_exact_gpu_spec.lua); float ones are refused
+        if e.dtype == "f32" then
+          it("exact numerics on f32 experts are refused, naming the requirement", function()
+            local ok, err = pcall(run, path, { device = DEVICE, numerics = "exact" })
+            assert.is_false(ok)
+            local msg = tostring(type(err) == "table" and err.message or err)
+            assert.truthy(msg:find("Q4_0/Q4_1/Q8_0", 1, true), msg)
+          end)
+        end
       end
     end)
   end

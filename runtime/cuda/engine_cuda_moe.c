@@ -27,8 +27,8 @@
  *                the residual stream.
  *
  * The two ways multiply in different orders, so their logits agree to
- * rounding, not to the bit. The exact path (e->exact, opt-in through
- * LRUN_CUDA_MOE_EXACT=1) routes every chunk on the host and runs each
+ * rounding, not to the bit. The exact path (e->exact, numerics = "exact")
+ * routes every chunk on the host and runs each
  * expert where it is through engine_cuda_moe_exact.c: the CPU's bits. Expert selections are counted on the host
  * (host-routed) and on the device (device-routed, u64 atomics), and added
  * when m:stats() reads them. */

@@ -15,8 +15,8 @@
  * cached one reads the expert cache's device copy of the same bytes. Either
  * way each output row is the one the CPU computes, whatever rows share the
  * call (cpu_matmul.c: rows are independent), so grouping by expert changes
- * no bit. The path is opt-in (LRUN_CUDA_MOE_EXACT=1) until its kernels have
- * run on a GPU. */
+ * no bit. It is what numerics = "exact" does for a mixture of experts since
+ * tests/moe_exact_gpu_spec.lua passed on the H200 (sessions 7 and 8). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,13 +42,6 @@ static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
 
 static int q8dot_dtype(lrun_dtype t) { return t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0; }
 static int float_dtype(lrun_dtype t) { return t == LRUN_DTYPE_F32 || t == LRUN_DTYPE_F16 || t == LRUN_DTYPE_BF16; }
-
-/* LRUN_CUDA_MOE_EXACT=1 turns the path on (docs/moe.md). */
-static int moe_exact_on(void)
-{
-    const char *v = getenv("LRUN_CUDA_MOE_EXACT");
-    return v && strcmp(v, "1") == 0;
-}
 
 /* Why block l's router (op MOE_ROUTE) cannot be exact, or NULL. */
 static const char *router_refusal(const lrun_cuda_engine *e, const struct lrun_model_layer *L, const lrun_arch_op *op)
@@ -81,9 +74,6 @@ const char *lrun_cuda_moe_exact_refusal(const lrun_cuda_engine *e)
 {
     const lrun_model *m = e->model;
     if (!lrun_arch_has_experts(m->arch)) return NULL;
-    if (!moe_exact_on())
-        return "exact numerics on CUDA for a mixture of experts are opt-in (LRUN_CUDA_MOE_EXACT=1) until their "
-               "kernels have run on a GPU";
     if (m->arch->moe_oai) return "exact numerics on CUDA: gpt-oss's experts have no exact variant";
     if (m->info.n_expert_used <= 0 || m->info.n_expert_used > m->info.n_expert)
         return "exact numerics on CUDA: the model's expert counts are inconsistent";

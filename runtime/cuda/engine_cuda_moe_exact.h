@@ -12,8 +12,7 @@
 struct cuda_moe_exact;
 
 /* Why the exact path cannot take this model's experts (a sentence naming
- * the requirement), or NULL when it can (or the model has none). Until the
- * kernels have run on a GPU the path is opt-in: LRUN_CUDA_MOE_EXACT=1. */
+ * the requirement), or NULL when it can (or the model has none). */
 const char *lrun_cuda_moe_exact_refusal(const lrun_cuda_engine *e);
 /* Device bytes of the state below (0 for a dense model or the fast path). */
 size_t lrun_cuda_moe_exact_bytes(const lrun_cuda_engine *e);
