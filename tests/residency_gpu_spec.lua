@@ -292,109 +292,28 @@ describe("placement sized in C on cuda (lrun_engine_size_placement)", function()
     pending("no GPU visible")
     return
   end
-  local kinds = { "dynamic", "static", "offloaded", "offloaded_static", "quantized" }
   -- past the CUDA cache's first capacity (256), so a growing cache grows once, copying
   local N_CTX = 320
+  local fixture = require("tests.placement_size_fixture")
   local tiny, tiny_tied
   setup(function()
     tiny = gen_model(C.LRUN_DTYPE_Q8_0, false, 4243)
     tiny_tied = gen_model(C.LRUN_DTYPE_Q8_0, true, 4244)
   end)
 
-  local function engine_opts(kind, k, n_seq, kv_dtype)
-    local eo = ffi.new("lrun_engine_opts")
-    eo.n_seq_max, eo.n_ctx_max = n_seq, N_CTX
-    eo.cache_kind = C["LRUN_CACHE_KIND_" .. kind:upper()]
-    eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
-    eo.prefetch_layers = k
-    eo.kv_dtype = kv_dtype or C.LRUN_KV_DTYPE_F16
-    if kind == "quantized" then eo.kv_residual_len = 32 end
-    return eo
-  end
-
-  local function arrays(m, plan, host)
-    local n = tonumber(C.lrun_model_tensor_count(m.handle))
-    local tiers, hc = ffi.new("lrun_tier[?]", n), ffi.new("int8_t[?]", n)
-    local tier_of = { device = 0, pinned = 1, host = 2, mmap = 3 }
-    for i = 0, n - 1 do
-      local name = ffi.string(C.lrun_tensor_name(C.lrun_model_tensor(m.handle, i)))
-      tiers[i], hc[i] = tier_of[plan[name] or "device"], host[name] and 1 or 0
-    end
-    return tiers, hc
-  end
-
-  -- every sequence to N_CTX positions: a prompt of 64 tokens, then chunks of
-  -- 24 (under the CPU slots' 32-position padding, so a dry run on the CPU
-  -- regrows its slots where the size expects)
-  local function fill(e, n_seq)
-    local logits, n_out = ffi.new("float[?]", 64 * 1000), ffi.new("int64_t[1]")
-    local pos = 0
-    while pos < N_CTX do
-      local n = math.min(pos == 0 and 64 or 24, N_CTX - pos)
-      local toks, seqs = ffi.new("int32_t[?]", n * n_seq), ffi.new("int32_t[?]", n * n_seq)
-      for s = 0, n_seq - 1 do
-        for i = 0, n - 1 do toks[s * n + i], seqs[s * n + i] = (pos + 7 * i + s) % 990 + 3, s end
-      end
-      assert(C.lrun_engine_step(e, n * n_seq, toks, seqs, nil, logits, 64, n_out) == C.LRUN_OK, lf.last_error())
-      pos = pos + n
-    end
-  end
-
-  local function placements(m)
-    local all_off, streamed, mixed = {}, {}, {}
-    local host_all, host_mixed = {}, {}
-    for _, t in ipairs(m:tensors()) do
-      all_off[t.name] = "pinned"
-      if t.layer >= 1 or t.role == "lm_head" then streamed[t.name] = "host" end
-      if t.role == "ffn_down" or t.role == "lm_head" then host_all[t.name] = true end
-      if t.role == "embedding" or t.layer == 2 then mixed[t.name] = "host" end
-      if t.layer == 3 then mixed[t.name] = "pinned" end
-      if t.layer == 2 and t.role == "attn_v" then host_mixed[t.name] = true end
-    end
-    return {
-      { "all on the device", {}, {} },
-      { "blocks 1-3 and the head streamed", streamed, {} },
-      { "all off, down projections and head on the host", all_off, host_all },
-      { "table and block 2 off, block 3 pinned", mixed, host_mixed },
-    }
-  end
-
   for _, tied in ipairs({ false, true }) do
     it((tied and "tied" or "untied") .. " model, every placement and cache kind: the engine takes what was sized",
       function()
         local m = assert(load(tied and tiny_tied or tiny, { gpu_budget = "512M" }))
-        local dev = C.lrun_model_device(m.handle)
-        for pi, p in ipairs(placements(m)) do
-          for ki, kind in ipairs(kinds) do
-            local k, n_seq = 1 + (pi + ki) % 3, 1 + ki % 2
-            local eo = engine_opts(kind, k, n_seq, ki == 4 and C.LRUN_KV_DTYPE_F32 or nil)
-            assert(residency.apply(m, { plan = {}, host_compute = {} }))
-            local tiers, hc = arrays(m, p[2], p[3])
-            local used0 = tonumber(C.lrun_device_used(dev))
-            local size = ffi.new("lrun_placement_size")
-            assert.are.equal(C.LRUN_OK, C.lrun_engine_size_placement(size, m.handle, eo, tiers, hc))
-            assert.are.equal(used0, tonumber(C.lrun_device_used(dev))) -- nothing taken
-            assert(residency.apply(m, { plan = p[2], host_compute = p[3] }))
-            local what = string.format("%s, %s, k = %d, %d sequences", p[1], kind, k, n_seq)
-            local before = tonumber(C.lrun_device_used(dev))
-            C.lrun_device_reset_peak(dev)
-            local e = ffi.new("lrun_engine *[1]")
-            assert(C.lrun_engine_init(e, m.handle, eo) == C.LRUN_OK, lf.last_error())
-            local s = ffi.new("lrun_engine_stats")
-            C.lrun_engine_get_stats(e[0], s)
-            assert.are.equal(tonumber(size.init_bytes), tonumber(C.lrun_device_used(dev)) - before, what)
-            assert.are.equal(tonumber(size.weight_bytes), tonumber(s.weight_device_bytes), what)
-            assert.are.equal(tonumber(size.slot_bytes), tonumber(s.slot_bytes), what)
-            assert.are.equal(tonumber(size.scratch_bytes), tonumber(s.scratch_bytes), what)
-            assert.are.equal(k, size.prefetch_layers)
+        fixture.sweep(m, { n_ctx = N_CTX, vocab = 1000, off_tier = "pinned", stream_tier = "host", check = function(c)
+          if not c.after_init then
             -- the budget counts bytes asked for; the pool's slack is room for holes, not bytes taken
-            fill(e[0], n_seq)
-            local peak = tonumber(C.lrun_device_peak(dev)) - before
+            local size = c.size
+            local peak = tonumber(C.lrun_device_peak(c.dev)) - c.before
             local predicted = tonumber(size.init_bytes) - tonumber(size.kv_init_bytes) + tonumber(size.kv_max_bytes)
-            assert.are.equal(predicted, peak, what)
-            C.lrun_engine_free(e[0])
+            assert.are.equal(predicted, peak, c.what)
           end
-        end
+        end })
         m:free()
       end)
   end

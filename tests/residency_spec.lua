@@ -228,113 +228,26 @@ describe("the engine's own sizing (lrun_engine_estimate)", function()
 end)
 
 describe("placement sized in C (lrun_engine_size_placement)", function()
-  local kinds = { "dynamic", "static", "offloaded", "offloaded_static", "quantized" }
   local N_CTX = 160
-
-  -- the lrun_engine_opts of a placed engine of this shape; the quantized
-  -- cache keeps 32 positions exact so 160 positions also grow its codes
-  local function engine_opts(kind, k, n_seq, kv_dtype)
-    local eo = ffi.new("lrun_engine_opts")
-    eo.n_seq_max, eo.n_ctx_max, eo.n_threads = n_seq, N_CTX, 2
-    eo.cache_kind = C["LRUN_CACHE_KIND_" .. kind:upper()]
-    eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
-    eo.prefetch_layers = k
-    eo.kv_dtype = kv_dtype or C.LRUN_KV_DTYPE_F16
-    if kind == "quantized" then eo.kv_residual_len = 32 end
-    return eo
-  end
-
-  -- tiers and host-compute flags of a plan, indexed like the model's tensors
-  local function arrays(m, plan, host)
-    local n = tonumber(C.lrun_model_tensor_count(m.handle))
-    local tiers, hc = ffi.new("lrun_tier[?]", n), ffi.new("int8_t[?]", n)
-    local tier_of = { device = 0, pinned = 1, host = 2, mmap = 3 }
-    for i = 0, n - 1 do
-      local name = ffi.string(C.lrun_tensor_name(C.lrun_model_tensor(m.handle, i)))
-      tiers[i], hc[i] = tier_of[plan[name] or "device"], host[name] and 1 or 0
-    end
-    return tiers, hc
-  end
-
-  -- every sequence to N_CTX positions: a prompt of 64 tokens, then chunks of 24
-  local function fill(e, n_seq)
-    local logits, n_out = ffi.new("float[?]", 64 * 512), ffi.new("int64_t[1]")
-    local pos = 0
-    while pos < N_CTX do
-      local n = math.min(pos == 0 and 64 or 24, N_CTX - pos)
-      local toks, seqs = ffi.new("int32_t[?]", n * n_seq), ffi.new("int32_t[?]", n * n_seq)
-      for s = 0, n_seq - 1 do
-        for i = 0, n - 1 do toks[s * n + i], seqs[s * n + i] = (pos + 7 * i + s) % 500 + 3, s end
-      end
-      assert(C.lrun_engine_step(e, n * n_seq, toks, seqs, nil, logits, 64, n_out) == C.LRUN_OK, lf.last_error())
-      pos = pos + n
-    end
-  end
-
-  -- placements by tensor: nothing off; blocks 1-3 and the head streamed; all
-  -- off, the down projections and the head computed on the host; the table
-  -- and block 2 off, block 3 in pinned memory
-  local function placements(m)
-    local all_off, streamed, mixed = {}, {}, {}
-    local host_all, host_mixed = {}, {}
-    for _, t in ipairs(m:tensors()) do
-      all_off[t.name] = "host"
-      if t.layer >= 1 or t.role == "lm_head" then streamed[t.name] = "mmap" end
-      if t.role == "ffn_down" or t.role == "lm_head" then host_all[t.name] = true end
-      if t.role == "embedding" or t.layer == 2 then mixed[t.name] = "host" end
-      if t.layer == 3 then mixed[t.name] = "pinned" end
-      if t.layer == 2 and t.role == "attn_v" then host_mixed[t.name] = true end
-    end
-    return {
-      { "all on the device", {}, {} },
-      { "blocks 1-3 and the head streamed", streamed, {} },
-      { "all off, down projections and head on the host", all_off, host_all },
-      { "table and block 2 off, block 3 pinned", mixed, host_mixed },
-    }
-  end
+  local fixture = require("tests.placement_size_fixture")
+  local engine_opts = function(kind, k, n_seq) return fixture.engine_opts(kind, k, n_seq, N_CTX, nil, 2) end
 
   for _, tied in ipairs({ false, true }) do
     it((tied and "tied" or "untied") .. " model, every placement and cache kind: the engine takes what was sized",
       function()
         local m = assert(load(tied and tiny_tied or tiny, { gpu_budget = "64M" }))
-        local dev = C.lrun_model_device(m.handle)
-        for pi, p in ipairs(placements(m)) do
-          for ki, kind in ipairs(kinds) do
-            local k, n_seq = 1 + (pi + ki) % 3, 1 + ki % 2
-            local eo = engine_opts(kind, k, n_seq, ki == 4 and C.LRUN_KV_DTYPE_F32 or nil)
-            assert(residency.apply(m, { plan = {}, host_compute = {} }))
-            -- sized while every weight is still on the device: nothing moves, nothing is taken
-            local tiers, hc = arrays(m, p[2], p[3])
-            local used0 = tonumber(C.lrun_device_used(dev))
-            local size = ffi.new("lrun_placement_size")
-            assert.are.equal(C.LRUN_OK, C.lrun_engine_size_placement(size, m.handle, eo, tiers, hc))
-            assert.are.equal(used0, tonumber(C.lrun_device_used(dev)))
-            assert.are.equal(m:info().weight_bytes, m:placement().bytes.device)
-            assert(residency.apply(m, { plan = p[2], host_compute = p[3] }))
-            -- the same placement applied, and the engine made with the same options
-            local what = string.format("%s, %s, k = %d, %d sequences", p[1], kind, k, n_seq)
-            local before = tonumber(C.lrun_device_used(dev))
-            C.lrun_device_reset_peak(dev)
-            local e = ffi.new("lrun_engine *[1]")
-            assert(C.lrun_engine_init(e, m.handle, eo) == C.LRUN_OK, lf.last_error())
-            local s = ffi.new("lrun_engine_stats")
-            C.lrun_engine_get_stats(e[0], s)
-            assert.are.equal(tonumber(size.init_bytes), tonumber(C.lrun_device_used(dev)) - before, what)
-            assert.are.equal(tonumber(size.weight_bytes), before)
-            assert.are.equal(tonumber(size.weight_bytes), tonumber(s.weight_device_bytes), what)
-            assert.are.equal(tonumber(size.slot_bytes), tonumber(s.slot_bytes), what)
-            assert.are.equal(tonumber(size.scratch_bytes), tonumber(s.scratch_bytes), what)
-            assert.are.equal(tonumber(size.kv_init_bytes), tonumber(s.kv_bytes), what)
-            assert.are.equal(0, tonumber(size.embd_rows_bytes) + tonumber(size.pool_slack_bytes)) -- cpu
-            assert.are.equal(k, size.prefetch_layers)
-            -- grown to n_ctx_max, the cache peaks where it was sized to
-            fill(e[0], n_seq)
-            local peak = tonumber(C.lrun_device_peak(dev))
-            assert.are.equal(tonumber(size.peak_bytes), peak, what)
-            C.lrun_engine_free(e[0])
-            assert.are.equal(before, tonumber(C.lrun_device_used(dev)))
-          end
-        end
+        fixture.sweep(m, { n_ctx = N_CTX, vocab = 512, threads = 2, off_tier = "host", stream_tier = "mmap",
+          all_resident_first = true, check_freed = true, check = function(c)
+            local size, s = c.size, c.stats
+            if c.after_init then
+              assert.are.equal(tonumber(size.weight_bytes), c.before)
+              assert.are.equal(tonumber(size.kv_init_bytes), tonumber(s.kv_bytes), c.what)
+              assert.are.equal(0, tonumber(size.embd_rows_bytes) + tonumber(size.pool_slack_bytes)) -- cpu
+            else
+              -- grown to n_ctx_max, the cache peaks where it was sized to
+              assert.are.equal(tonumber(size.peak_bytes), tonumber(C.lrun_device_peak(c.dev)), c.what)
+            end
+          end })
         m:free()
       end)
   end
