@@ -150,31 +150,10 @@ static void dot_q8_0_scalar(int64_t k, const void *w, const void *x, size_t xs, 
 
 #if defined(LRUN_HAVE_AVX2)
 
-static ALWAYS_INLINE float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#include "quant/quant_dot_avx2.h"
+#include "quant/quant_dot_walk.h"
 
 static ALWAYS_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
-
-/* The 32 nibbles of a Q4 block as bytes 0..15 in element order: the low
- * nibbles are elements 0..15, the high ones 16..31. */
-static ALWAYS_INLINE __m256i nibbles(const uint8_t *qs)
-{
-    __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
-
-/* Σ u·s over 32 byte pairs (u unsigned ≤ 128, s signed), as 8 float partial sums. */
-static ALWAYS_INLINE __m256 dot_us8(__m256i u, __m256i s)
-{
-    __m256i p16 = _mm256_maddubs_epi16(u, s);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
 
 // ---------------------------------------------------------------- AVX2: float weights
 
@@ -230,98 +209,7 @@ static DOT_NX_FN_KIND(dot_bf16_avx2, dot_float_nx, 2)
 
 // ---------------------------------------------------------------- AVX2: 32-element blocks
 
-/* One accumulator of 8 lanes per activation row, each lane a chain over the
- * blocks in order (as the scalar kernels): the independent chains of the NX
- * rows, and of consecutive weight rows in flight, hide the FMA latency. */
-
-/* One Q4_1 block against NX Q8_1 blocks. The weight's (d, m) halves convert
- * in one instruction; lane 0 of their product with the activation's
- * adjacent (d, s) floats is dd = dw·dx, and lane 1 of an FMA with them is
- * the min term's chain summs = fma(mw, s, summs) (lane 0 of macc unused). */
-static ALWAYS_INLINE void q4_1_block(const lrun_block_q4_1 *wb, const lrun_block_q8_1 *const *xb, int64_t b,
-                                     const int NX, __m256 *acc, __m128 *macc)
-{
-    uint32_t dm;
-    memcpy(&dm, wb, 4);
-    __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
-    __m256i q = nibbles(wb->qs);
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        const lrun_block_q8_1 *y = &xb[r][b];
-        __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
-        __m256 p = dot_us8(q, _mm256_loadu_si256((const __m256i *)y->qs));
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, acc[r]);
-        macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
-    }
-}
-
-static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
-                                      float *out)
-{
-    const int64_t nb = k / LRUN_QK4_1;
-    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    __m128 macc[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-        macc[r] = _mm_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; ++b) q4_1_block(&w[b], xr, b, NX, acc, macc);
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
-}
-
-/* Signed × signed through maddubs: |w| (unsigned) times x carrying w's sign. */
-static ALWAYS_INLINE __m256 dot_ss8(__m256i aw, __m256i w, __m256i xq)
-{
-    return dot_us8(aw, _mm256_sign_epi8(xq, w));
-}
-
-/* One Q4_0 (nibble − 8) or Q8_0 weight block against NX Q8_0 blocks. */
-static ALWAYS_INLINE void q8x_block(int is_q4, const void *w, const lrun_block_q8_0 *const *xb, int64_t b,
-                                    const int NX, __m256 *acc)
-{
-    __m256i q;
-    uint32_t dw; /* the weight's f16 scale, bits */
-    if (is_q4) {
-        const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
-        q = _mm256_sub_epi8(nibbles(wb->qs), _mm256_set1_epi8(8));
-        dw = wb->d;
-    } else {
-        const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
-        q = _mm256_loadu_si256((const __m256i *)wb->qs);
-        dw = wb->d;
-    }
-    __m256i aq = _mm256_sign_epi8(q, q);
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        const lrun_block_q8_0 *y = &xb[r][b];
-        __m256 p = dot_ss8(aq, q, _mm256_loadu_si256((const __m256i *)y->qs));
-        /* both f16 scales in one conversion, then dw·dx in lane 0 */
-        __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
-        __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
-        acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, acc[r]);
-    }
-}
-
-static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const void *x, size_t xs, const int NX,
-                                     float *out)
-{
-    const int64_t nb = k / 32;
-    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; ++b) q8x_block(is_q4, w, xr, b, NX, acc);
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
-}
-
+/* The walks are quant_dot_walk.h's, over quant_dot_avx2.h's lane helpers. */
 static DOT_NX_FN(dot_q4_1_avx2, dot_q4_1_nx)
 static DOT_NX_FN_KIND(dot_q4_0_avx2, dot_q8x_nx, 1)
 static DOT_NX_FN_KIND(dot_q8_0_avx2, dot_q8x_nx, 0)

@@ -52,9 +52,19 @@
 #define UNROLL _Pragma("GCC unroll 8")
 #define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
 
-// ---------------------------------------------------------------- helpers
+// ---------------------------------------------------------------- 32-element blocks
 
-/* AVX's horizontal sum of 8 lanes, as quant_dot.c's hsum8. */
+/* quant_dot_walk.h's walks (the AVX2 kernels' own) over these lane helpers.
+ * lanes_us is VNNI's vpdpbusd where AVX2 takes maddubs + madd(ones): every
+ * walk keeps u ≤ 128 against an int8 (Q8_0/Q4_0/IQ4_NL/Q5_0 as |w| against
+ * sign(x, w), −(−128) wrapping to −128 in both; Q4_1's nibbles ≤ 15 and
+ * Q5_1's quants ≤ 31 against x), so maddubs's pairs lie in [−32768, 32512]
+ * and never saturate: the lane sums, hence the bits, are the same. The
+ * rows stay on 256-bit lanes: pairs of rows in one 512-bit register (one
+ * FMA for both rows' chains) gave the same bits but ran 5-10 % slower on
+ * Zen 4, whose 512-bit operations are two 256-bit halves. */
+
+/* AVX's horizontal sum of 8 lanes, as quant_dot_avx2.h's. */
 static ALWAYS_INLINE float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -63,211 +73,34 @@ static ALWAYS_INLINE float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* One block's nibbles (as quant_dot.c's nibbles). */
-static ALWAYS_INLINE __m256i nibbles_1(const uint8_t *qs)
+/* The 32 nibbles of qs[16] in element order (low nibbles 0..15, high 16..31). */
+static ALWAYS_INLINE __m256i nibbles32(const uint8_t *qs)
 {
     __m128i t = _mm_loadu_si128((const __m128i *)qs);
     __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
 }
 
-// ---------------------------------------------------------------- Q8_0, Q4_0 · Q8_0
-
-/* Signed × signed as in AVX2: |w| (u8) times x carrying w's sign. AVX2's
- * maddubs never saturates here: |w| ≤ 128 and sign(x, w) is an int8
- * (−(−128) wraps to −128, kept here), so a pair is in [−32768, 32512];
- * vpdpbusd on the same two operands therefore gives the same lane sums. */
-
-/* A block's weights as signed bytes in element order; *dw = its f16 scale. */
-static ALWAYS_INLINE __m256i q8x_weights(int is_q4, const void *w, int64_t b, uint32_t *dw)
-{
-    if (is_q4) {
-        const lrun_block_q4_0 *wb = (const lrun_block_q4_0 *)w + b;
-        *dw = wb->d;
-        return _mm256_sub_epi8(nibbles_1(wb->qs), _mm256_set1_epi8(8));
-    }
-    const lrun_block_q8_0 *wb = (const lrun_block_q8_0 *)w + b;
-    *dw = wb->d;
-    return _mm256_loadu_si256((const __m256i *)wb->qs);
-}
-
-/* AVX2's kernel with vpdpbusd for maddubs + madd: each row on its own
- * 256-bit lanes. Pairs of rows in one 512-bit register (one FMA for both
- * rows' chains) gave the same bits but ran 5-10 % slower on Zen 4, whose
- * 512-bit operations are two 256-bit halves: the 256-bit form is kept. */
-static ALWAYS_INLINE void dot_q8x_nx(int is_q4, int64_t k, const void *w, const void *x, size_t xs, const int NX,
-                                     float *out)
-{
-    const int64_t nb = k / 32;
-    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; ++b) {
-        uint32_t dw;
-        const __m256i q = q8x_weights(is_q4, w, b, &dw);
-        const __m256i aq = _mm256_sign_epi8(q, q);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const lrun_block_q8_0 *y = &xr[r][b];
-            __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
-            __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, sx));
-            __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dw | (uint32_t)y->d << 16)));
-            __m128 scale = _mm_mul_ss(ds, _mm_movehdup_ps(ds));
-            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scale), p, acc[r]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
-}
-
-static DOT_NX_FN_KIND(dot_q4_0_avx512, dot_q8x_nx, 1)
-static DOT_NX_FN_KIND(dot_q8_0_avx512, dot_q8x_nx, 0)
-
-// ---------------------------------------------------------------- Q4_1 · Q8_1
-
-/* Nibbles (≤ 15) times int8: AVX2's maddubs pairs are at most 2·15·128, far
- * from saturating, so vpdpbusd gives the same lane sums. AVX2's kernel
- * otherwise (as for Q8_0, rows in pairs were slower on Zen 4), the min
- * term summs = fma(mw, s, summs) in lane 1 of macc. */
-static ALWAYS_INLINE void dot_q4_1_nx(int64_t k, const lrun_block_q4_1 *w, const void *x, size_t xs, const int NX,
-                                      float *out)
-{
-    const int64_t nb = k / LRUN_QK4_1;
-    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    __m128 macc[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-        macc[r] = _mm_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; ++b) {
-        uint32_t dm;
-        memcpy(&dm, &w[b], 4);
-        const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
-        const __m256i q = nibbles_1(w[b].qs);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const lrun_block_q8_1 *y = &xr[r][b];
-            __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)&y->d));
-            __m256 p = _mm256_cvtepi32_ps(
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, _mm256_loadu_si256((const __m256i *)y->qs)));
-            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(wdm, ds)), p, acc[r]);
-            macc[r] = _mm_fmadd_ps(wdm, ds, macc[r]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(macc[r]));
-}
-
-static DOT_NX_FN(dot_q4_1_avx512, dot_q4_1_nx)
-
-// ---------------------------------------------------------------- Q5_0, Q5_1, IQ4_NL (quant_dot_more.c's lane form)
-
-/* quant_dot_more.c's AVX2 kernels with vpdpbusd for maddubs + madd(ones):
- * Q5_0's |q − 16| ≤ 16 and IQ4_NL's |value| ≤ 127 meet sign(x, w) (pairs ≤
- * 2·127·128 = 32512), Q5_1's q ≤ 31 meets x (pairs ≤ 7936): maddubs never
- * saturates, so the lane sums are the same. The fifth bits come from a mask
- * register (AVX-512BW: bit i of qh selects byte i), one instruction where
- * AVX2 takes five. The float part is the AVX2 kernels' line for line. */
-
-/* lane l = Σ of the 4 products of elements 4l..4l+3 (u unsigned). */
+/* lane l = Σ of the 4 products of elements 4l..4l+3 (u unsigned), one vpdpbusd. */
 static ALWAYS_INLINE __m256 lanes_us(__m256i u, __m256i s)
 {
     return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
 }
 
-static ALWAYS_INLINE __m256 lanes_ss(__m256i w, __m256i x) { return lanes_us(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)); }
-
-/* Q5 quants (0..31) of a block: nibbles | bit i of qh as 16. */
+/* Q5 quants (0..31) of a block: the fifth bits from a mask register
+ * (AVX-512BW: bit i of qh selects byte i), one instruction where AVX2 takes five. */
 static ALWAYS_INLINE __m256i q5_quants(const uint8_t *qs, const uint8_t *qh)
 {
     uint32_t h;
     memcpy(&h, qh, 4);
-    return _mm256_or_si256(nibbles_1(qs), _mm256_maskz_mov_epi8((__mmask32)h, _mm256_set1_epi8(16)));
+    return _mm256_or_si256(nibbles32(qs), _mm256_maskz_mov_epi8((__mmask32)h, _mm256_set1_epi8(16)));
 }
 
-static ALWAYS_INLINE void dot_q5_0_nx(int64_t k, const lrun_block_q5_0 *w, const void *x, size_t xs, const int NX,
-                                      float *out)
-{
-    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < k / 32; ++b) {
-        const __m256i q = _mm256_sub_epi8(q5_quants(w[b].qs, w[b].qh), _mm256_set1_epi8(16));
-        const float dw = _cvtsh_ss(w[b].d);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const __m256 dd = _mm256_set1_ps(dw * _cvtsh_ss(xr[r][b].d));
-            acc[r] = _mm256_fmadd_ps(dd, lanes_ss(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
-}
+#include "quant/quant_dot_walk.h"
 
-static ALWAYS_INLINE void dot_q5_1_nx(int64_t k, const lrun_block_q5_1 *w, const void *x, size_t xs, const int NX,
-                                      float *out)
-{
-    const lrun_block_q8_1 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    float summs[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-        summs[r] = 0.0f;
-    }
-    for (int64_t b = 0; b < k / 32; ++b) {
-        const __m256i q = q5_quants(w[b].qs, w[b].qh);
-        const float dw = _cvtsh_ss(w[b].d), mw = _cvtsh_ss(w[b].m);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            summs[r] = fmaf(mw, xr[r][b].s, summs[r]);
-            const __m256 dd = _mm256_set1_ps(dw * xr[r][b].d);
-            acc[r] = _mm256_fmadd_ps(dd, lanes_us(q, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) + summs[r];
-}
-
-/* llama.cpp's even/odd block accumulators, as the AVX2 kernel. */
-static ALWAYS_INLINE void dot_iq4_nl_nx(int64_t k, const lrun_block_iq4_nl *w, const void *x, size_t xs, const int NX,
-                                        float *out)
-{
-    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_iq4nl);
-    const __m256i table = _mm256_set_m128i(t, t);
-    const lrun_block_q8_0 *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS][2]; /* even and odd blocks */
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < k / 32; ++b) {
-        const __m256i v = _mm256_shuffle_epi8(table, nibbles_1(w[b].qs));
-        const float dw = _cvtsh_ss(w[b].d);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const __m256 dd = _mm256_set1_ps(_cvtsh_ss(xr[r][b].d) * dw);
-            acc[r][b & 1] =
-                _mm256_fmadd_ps(dd, lanes_ss(v, _mm256_loadu_si256((const __m256i *)xr[r][b].qs)), acc[r][b & 1]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
-}
-
+static DOT_NX_FN_KIND(dot_q4_0_avx512, dot_q8x_nx, 1)
+static DOT_NX_FN_KIND(dot_q8_0_avx512, dot_q8x_nx, 0)
+static DOT_NX_FN(dot_q4_1_avx512, dot_q4_1_nx)
 static DOT_NX_FN(dot_q5_0_avx512, dot_q5_0_nx)
 static DOT_NX_FN(dot_q5_1_avx512, dot_q5_1_nx)
 static DOT_NX_FN(dot_iq4_nl_avx512, dot_iq4_nl_nx)
@@ -285,7 +118,7 @@ static DOT_NX_FN(dot_iq4_nl_avx512, dot_iq4_nl_nx)
 /* The 32 values of a block (bytes in element order) through the code table. */
 static ALWAYS_INLINE __m256i mxfp4_values(const lrun_block_mxfp4 *b, __m256i table)
 {
-    return _mm256_shuffle_epi8(table, nibbles_1(b->qs));
+    return _mm256_shuffle_epi8(table, nibbles32(b->qs));
 }
 
 /* Lane j of the result = the sum of the 8 lanes of p[j]. */
