@@ -1,7 +1,9 @@
 /* quant_dot_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) forms of the dot kernels
- * for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4, Q4_K, Q5_K and Q6_K,
- * giving the AVX2 kernels' bits exactly (hence llama.cpp's;
- * docs/numerics.md §3-6). Q2_K, Q3_K and IQ4_XS keep AVX2 (not done yet).
+ * for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4 and Q2_K, Q3_K, Q4_K,
+ * Q5_K, Q6_K, IQ4_XS, giving the AVX2 kernels' bits exactly (hence
+ * llama.cpp's; docs/numerics.md §3-6). The 32-element types and Q2_K, Q3_K,
+ * IQ4_XS share the AVX2 kernels' walks (quant_dot_walk.h,
+ * quant_dot_walk_k.h), only their integer-sum helpers being this file's.
  * The float types
  * (F32, F16, BF16) keep AVX2: their bits fix one FMA chain per 8 lanes and
  * 16 elements, which bounds them (and DRAM does at m = 1) whatever the
@@ -394,6 +396,123 @@ static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const
 
 static DOT_NX_FN(dot_q6_K_avx512, dot_q6_K_nx)
 
+// ---------------------------------------------------------------- Q2_K, Q3_K, IQ4_XS · Q8_K
+
+/* quant_dot_walk_k.h's walks (the AVX2 kernels' own) over these lane sums.
+ * AVX2 takes each 32-element chunk j of a 128-element group on its own
+ * (maddubs, then madd with its two 16-element scales); here chunks 2i and
+ * 2i+1 share one 512-bit register and one 64-byte load of y, the scales of
+ * their four 16-element sub-blocks in its four 128-bit lanes (words_4), and
+ * vpdpwssd fuses madd + add. The same maddubs on the same bytes (Q2_K's
+ * q ≤ 3, Q3_K's q' ≤ 7, IQ4_XS's |value| ≤ 127 against int8: no pair
+ * saturates), and lanes l and l+8 fold by an exact integer add into AVX2's
+ * lane l: the same sums, hence the same bits. */
+
+/* Lanes l and l+8 of the 16 int32 sums added: AVX2's 8 lanes. */
+static ALWAYS_INLINE __m256i fold_16(__m512i s)
+{
+    return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+}
+
+/* Q2_K: chunk j of group n is bits 2j of the group's 32 bytes; the low half
+ * of the register takes j = 2i, the high half 2i + 1 (shifts 4i, 4i + 2). */
+static ALWAYS_INLINE void q2_K_sums(const lrun_block_q2_K *wb, __m256i sc, const lrun_block_q8_K *const *xr,
+                                    int64_t b, const int NX, __m256i *sumi)
+{
+    const __m512i three = _mm512_set1_epi8(3), scz = _mm512_castsi256_si512(sc);
+    __m512i s16[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) s16[r] = _mm512_setzero_si512();
+    UNROLL
+    for (int n = 0; n < 2; ++n) {
+        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb->qs + 32 * n)));
+        UNROLL
+        for (int i = 0; i < 2; ++i) {
+            const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * i)), _mm256_set1_epi16((short)(4 * i + 2)), 1);
+            const __m512i v = _mm512_and_si512(_mm512_srlv_epi16(q, sh), three);
+            const __m512i s = words_4(scz, 8 * n + 4 * i);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const __m512i y = _mm512_loadu_si512((const void *)(xr[r][b].qs + 128 * n + 64 * i));
+                s16[r] = _mm512_dpwssd_epi32(s16[r], _mm512_maddubs_epi16(v, y), s);
+            }
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) sumi[r] = fold_16(s16[r]);
+}
+
+/* Q3_K: as Q2_K, with the high bit of chunk 4n + j (bit 4n + j of every
+ * hmask byte) added as 4 through a mask register. */
+static ALWAYS_INLINE void q3_K_sums(const lrun_block_q3_K *wb, __m256i sc, const lrun_block_q8_K *const *xr,
+                                    int64_t b, const int NX, __m256i *sumi)
+{
+    const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4), scz = _mm512_castsi256_si512(sc);
+    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)wb->hmask));
+    __m512i s16[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) s16[r] = _mm512_setzero_si512();
+    UNROLL
+    for (int n = 0; n < 2; ++n) {
+        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb->qs + 32 * n)));
+        UNROLL
+        for (int i = 0; i < 2; ++i) {
+            const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * i)), _mm256_set1_epi16((short)(4 * i + 2)), 1);
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * n + 2 * i))),
+                                                   _mm256_set1_epi8((char)(1 << (4 * n + 2 * i + 1))), 1);
+            const __m512i v = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi16(q, sh), three),
+                                              _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(hm, bit), four));
+            const __m512i s = words_4(scz, 8 * n + 4 * i);
+            UNROLL
+            for (int r = 0; r < NX; ++r) {
+                const __m512i y = _mm512_loadu_si512((const void *)(xr[r][b].qs + 128 * n + 64 * i));
+                s16[r] = _mm512_dpwssd_epi32(s16[r], _mm512_maddubs_epi16(v, y), s);
+            }
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) sumi[r] = fold_16(s16[r]);
+}
+
+/* IQ4_XS: sub-blocks 2i and 2i+1 are the 32 bytes qs[32i ..], their nibbles
+ * in 128-bit lanes [2i low, 2i high, 2i+1 low, 2i+1 high] (element order).
+ * AVX-512 has no vpsignb: |value| by vpabsb, and y negated where the value
+ * is negative by a masked subtract (0 − (−128) wraps to −128, as vpsignb;
+ * the table has no zero, so vpsignb's zeroing never applies). */
+static ALWAYS_INLINE void iq4_xs_sums(const lrun_block_iq4_xs *wb, const lrun_block_q8_K *const *xr, int64_t b,
+                                      const int NX, __m256i *sumi)
+{
+    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lrun_kvalues_iq4nl));
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    __m512i s16[LRUN_DOT_MAX_ROWS];
+    UNROLL
+    for (int r = 0; r < NX; ++r) s16[r] = _mm512_setzero_si512();
+    UNROLL
+    for (int i = 0; i < 4; ++i) {
+        const __m256i t = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * i));
+        const __m512i lh = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1); /* lo0 lo1 hi0 hi1 */
+        const __m512i nib = _mm512_and_si512(_mm512_shuffle_i64x2(lh, lh, _MM_SHUFFLE(3, 1, 2, 0)), low4);
+        const __m512i v = _mm512_shuffle_epi8(table, nib), av = _mm512_abs_epi8(v);
+        const __mmask64 neg = _mm512_movepi8_mask(v);
+        const __m512i s = _mm512_inserti64x4(_mm512_set1_epi16((short)lrun_iq4_xs_scale(wb, 2 * i)),
+                                             _mm256_set1_epi16((short)lrun_iq4_xs_scale(wb, 2 * i + 1)), 1);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m512i y = _mm512_loadu_si512((const void *)(xr[r][b].qs + 64 * i));
+            const __m512i sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+            s16[r] = _mm512_dpwssd_epi32(s16[r], _mm512_maddubs_epi16(av, sy), s);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NX; ++r) sumi[r] = fold_16(s16[r]);
+}
+
+#include "quant/quant_dot_walk_k.h"
+
+static DOT_NX_FN(dot_q2_K_avx512, dot_q2_K_nx)
+static DOT_NX_FN(dot_q3_K_avx512, dot_q3_K_nx)
+static DOT_NX_FN(dot_iq4_xs_avx512, dot_iq4_xs_nx)
+
 // ---------------------------------------------------------------- dispatch
 
 lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
@@ -409,6 +528,9 @@ lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
     case LRUN_DTYPE_Q4_K: return dot_q4_K_avx512;
     case LRUN_DTYPE_Q5_K: return dot_q5_K_avx512;
     case LRUN_DTYPE_Q6_K: return dot_q6_K_avx512;
+    case LRUN_DTYPE_Q2_K: return dot_q2_K_avx512;
+    case LRUN_DTYPE_Q3_K: return dot_q3_K_avx512;
+    case LRUN_DTYPE_IQ4_XS: return dot_iq4_xs_avx512;
     default: return NULL;
     }
 }

@@ -290,65 +290,30 @@ static ALWAYS_INLINE __m256i pair_scales(const int16_t *s16, int sub)
     return _mm256_setr_m128i(_mm_set1_epi16(s16[sub]), _mm_set1_epi16(s16[sub + 1]));
 }
 
-/* Q2_K: Σ (dl·q − ml)·y = d·Σ_j sc_j Σ q·y − dmin·Σ_j m_j bsums_j. */
-static ALWAYS_INLINE void dot_q2_K_nx(int64_t k, const lrun_block_q2_K *w, const void *x, size_t xs, const int NX,
-                                      float *out)
+/* Q2_K's lane sums (quant_dot_walk_k.h): per 32-byte group n and bit pair
+ * j, maddubs (q ≤ 3) then madd with the pair's scales. */
+static ALWAYS_INLINE void q2_K_sums(const lrun_block_q2_K *wb, __m256i sc, const lrun_block_q8_K *const *xr,
+                                    int64_t b, const int NX, __m256i *sumi)
 {
     const __m256i three = _mm256_set1_epi8(3);
-    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS];
+    int16_t s16[16];
+    _mm256_storeu_si256((__m256i *)s16, sc);
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = accm[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
-        const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
-        int16_t s16[16];
-        _mm256_storeu_si256((__m256i *)s16, _mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0x0F))));
-        const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
-        __m256i sumi[LRUN_DOT_MAX_ROWS];
+    for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+    UNROLL
+    for (int n = 0; n < 2; ++n) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * n));
         UNROLL
-        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
-        UNROLL
-        for (int n = 0; n < 2; ++n) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * n));
+        for (int j = 0; j < 4; ++j) {
+            const __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three);
+            const __m256i s = pair_scales(s16, 8 * n + 2 * j);
             UNROLL
-            for (int j = 0; j < 4; ++j) {
-                const __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three);
-                const __m256i s = pair_scales(s16, 8 * n + 2 * j);
-                UNROLL
-                for (int r = 0; r < NX; ++r) {
-                    const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), s));
-                }
+            for (int r = 0; r < NX; ++r) {
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), s));
             }
         }
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const lrun_block_q8_K *xb = &xr[r][b];
-            const __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * dmin), _mm256_cvtepi32_ps(pm), accm[r]);
-        }
     }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
-}
-
-/* Q3_K's 16 scales (−32..31) as int8, in sub-block order: the SIMD form of
- * lrun_q3_K_scale (low nibbles from bytes 0..7, two high bits from 8..11). */
-static ALWAYS_INLINE __m128i q3_K_scales(const uint8_t s[12])
-{
-    uint32_t a[3];
-    memcpy(a, s, 12);
-    const uint32_t lo = 0x0F0F0F0Fu, hi = 0x03030303u;
-    const __m128i sc = _mm_setr_epi32((int)((a[0] & lo) | ((a[2] & hi) << 4)),
-                                      (int)((a[1] & lo) | (((a[2] >> 2) & hi) << 4)),
-                                      (int)(((a[0] >> 4) & lo) | (((a[2] >> 4) & hi) << 4)),
-                                      (int)(((a[1] >> 4) & lo) | (((a[2] >> 6) & hi) << 4)));
-    return _mm_sub_epi8(sc, _mm_set1_epi8(32));
 }
 
 /* pair_scales from registers: half holds the 8 int16 scales of group n in
@@ -368,92 +333,57 @@ static ALWAYS_INLINE __m256i q3_K_hbit(__m256i hm, int b)
     return _mm256_and_si256(_mm256_srli_epi16(hm, b - 2), four);
 }
 
-/* Q3_K: with q' = q + 4·hbit (0..7), Σ (q' − 4)·y·sc = Σ_j sc_j (Σ q'·y − 4·bsums_j).
- * The scales are unpacked with SIMD and picked by shuffles from registers
- * (the scalar unpack through memory cost more than the products); the
- * integer sums and their lanes are those of the scalar-unpack version, so the
- * results are unchanged bit for bit. */
-static ALWAYS_INLINE void dot_q3_K_nx(int64_t k, const lrun_block_q3_K *w, const void *x, size_t xs, const int NX,
-                                      float *out)
+/* Q3_K's lane sums of q'·y·sc, q' = q + 4·hbit: the scales unpacked with
+ * SIMD and picked by shuffles from registers (the scalar unpack through
+ * memory cost more than the products). */
+static ALWAYS_INLINE void q3_K_sums(const lrun_block_q3_K *wb, __m256i sc, const lrun_block_q8_K *const *xr,
+                                    int64_t b, const int NX, __m256i *sumi)
 {
     const __m256i three = _mm256_set1_epi8(3);
-    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)wb->hmask);
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
-        const __m256i sc = _mm256_cvtepi8_epi16(q3_K_scales(w[b].scales)); /* 16 × int16 */
-        const __m256i hm = _mm256_loadu_si256((const __m256i *)w[b].hmask);
-        __m256i sumi[LRUN_DOT_MAX_ROWS];
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const __m256i corr = _mm256_madd_epi16(sc, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
-            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
-        }
-        UNROLL
-        for (int n = 0; n < 2; ++n) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * n));
-            const __m128i sh = n ? _mm256_extracti128_si256(sc, 1) : _mm256_castsi256_si128(sc);
-            const __m256i half = _mm256_setr_m128i(sh, sh);
-            UNROLL
-            for (int j = 0; j < 4; ++j) {
-                const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three),
-                                                  q3_K_hbit(hm, 4 * n + j));
-                const __m256i s = q3_K_pair(half, j);
-                UNROLL
-                for (int r = 0; r < NX; ++r) {
-                    const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), s));
-                }
-            }
-        }
-        const float d = _cvtsh_ss(w[b].d);
-        UNROLL
-        for (int r = 0; r < NX; ++r)
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-    }
+    for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
     UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
-}
-
-/* IQ4_XS: table values (signed) per 32-element sub-block, its 6-bit scale applied with madd. */
-static ALWAYS_INLINE void dot_iq4_xs_nx(int64_t k, const lrun_block_iq4_xs *w, const void *x, size_t xs, const int NX,
-                                        float *out)
-{
-    const __m256i table = iq4_table();
-    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
-        __m256i sumi[LRUN_DOT_MAX_ROWS];
+    for (int n = 0; n < 2; ++n) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * n));
+        const __m128i sh = n ? _mm256_extracti128_si256(sc, 1) : _mm256_castsi256_si128(sc);
+        const __m256i half = _mm256_setr_m128i(sh, sh);
         UNROLL
-        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
-        UNROLL
-        for (int j = 0; j < 8; ++j) {
-            const __m256i v = _mm256_shuffle_epi8(table, nibbles32(w[b].qs + 16 * j));
-            const __m256i av = _mm256_sign_epi8(v, v), s = _mm256_set1_epi16((int16_t)lrun_iq4_xs_scale(&w[b], j));
+        for (int j = 0; j < 4; ++j) {
+            const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three),
+                                              q3_K_hbit(hm, 4 * n + j));
+            const __m256i s = q3_K_pair(half, j);
             UNROLL
             for (int r = 0; r < NX; ++r) {
-                const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 32 * j));
-                const __m256i p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(y, v));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s));
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 128 * n + 32 * j));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), s));
             }
         }
-        const float d = _cvtsh_ss(w[b].d);
-        UNROLL
-        for (int r = 0; r < NX; ++r)
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
     }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
 }
+
+/* IQ4_XS's lane sums: |value| times y with value's sign (pairs ≤ 2·127·128),
+ * its sub-block's 6-bit scale applied with madd. */
+static ALWAYS_INLINE void iq4_xs_sums(const lrun_block_iq4_xs *wb, const lrun_block_q8_K *const *xr, int64_t b,
+                                      const int NX, __m256i *sumi)
+{
+    const __m256i table = iq4_table();
+    UNROLL
+    for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+    UNROLL
+    for (int j = 0; j < 8; ++j) {
+        const __m256i v = _mm256_shuffle_epi8(table, nibbles32(wb->qs + 16 * j));
+        const __m256i av = _mm256_sign_epi8(v, v), s = _mm256_set1_epi16((int16_t)lrun_iq4_xs_scale(wb, j));
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const __m256i y = _mm256_loadu_si256((const __m256i *)(xr[r][b].qs + 32 * j));
+            const __m256i p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(y, v));
+            sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s));
+        }
+    }
+}
+
+#include "quant/quant_dot_walk_k.h" /* Q2_K, Q3_K, IQ4_XS */
 
 DOT_NX_FN(lrun_dot_q2_K_avx2, dot_q2_K_nx)
 

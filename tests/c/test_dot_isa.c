@@ -89,6 +89,12 @@ static void make_weights(lrun_dtype t, uint8_t *w, int64_t k)
             ((lrun_block_q5_K *)w)[b].dmin = pick_f16();
             break;
         case LRUN_DTYPE_Q6_K: ((lrun_block_q6_K *)w)[b].d = pick_f16(); break;
+        case LRUN_DTYPE_Q2_K:
+            ((lrun_block_q2_K *)w)[b].d = pick_f16();
+            ((lrun_block_q2_K *)w)[b].dmin = pick_f16();
+            break;
+        case LRUN_DTYPE_Q3_K: ((lrun_block_q3_K *)w)[b].d = pick_f16(); break;
+        case LRUN_DTYPE_IQ4_XS: ((lrun_block_iq4_xs *)w)[b].d = pick_f16(); break;
         default: break;
         }
     }
@@ -149,7 +155,8 @@ static lrun_dot_fn kernel_named(lrun_dtype t, const char *name)
 
 static const lrun_dtype wide_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
                                         LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q4_K,
-                                        LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K};
+                                        LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
+                                        LRUN_DTYPE_IQ4_XS};
 
 /* Every k, nx, stride and input kind for type t: AVX-512 = AVX2 (bits);
  * for the 32-element types with quantizer-range activations, = scalar too. */
@@ -159,7 +166,7 @@ static void check_type(lrun_dtype t)
     const int64_t be = lrun_dtype_block_elems(t);
     static const int64_t float_ks[] = {1, 7, 15, 16, 17, 31, 33, 100, 1007, 4101};
     static const int64_t blocks[] = {1, 2, 3, 4, 5, 7, 8, 9, 33};
-    const int nks = be == 1 ? 10 : be == 32 ? 9 : 5;
+    const int nks = be == 1 ? 10 : 9;
     lrun_dot_fn wide = kernel_named(t, "avx512"), avx2 = kernel_named(t, "avx2"), scalar = lrun_dot_kernel_scalar(t);
     const int exact32 = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 ||
                         t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL || t == LRUN_DTYPE_MXFP4;
@@ -256,9 +263,9 @@ static void test_levels(void)
                  lrun_cpu_isa_name(isa));
         CHECK(msg, ok);
         if (isa == LRUN_CPU_ISA_AVX512) /* a type without an AVX-512 kernel keeps AVX2's */
-            CHECK("level avx512: Q3_K and BF16 keep their avx2 kernels",
+            CHECK("level avx512: F32 and BF16 keep their avx2 kernels",
                   !lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX2) ||
-                      (lrun_dot_kernel(LRUN_DTYPE_Q3_K) == kernel_named(LRUN_DTYPE_Q3_K, "avx2") &&
+                      (lrun_dot_kernel(LRUN_DTYPE_F32) == kernel_named(LRUN_DTYPE_F32, "avx2") &&
                        lrun_dot_kernel(LRUN_DTYPE_BF16) == kernel_named(LRUN_DTYPE_BF16, "avx2")));
     }
     lrun_cpu_isa_set(start);
