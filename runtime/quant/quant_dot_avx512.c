@@ -217,6 +217,18 @@ static ALWAYS_INLINE void dot_mxfp4_nx(int64_t k, const lrun_block_mxfp4 *w, con
 
 static DOT_NX_FN(dot_mxfp4_avx512, dot_mxfp4_nx)
 
+// ---------------------------------------------------------------- super-blocks (Q8_K activations)
+
+/* The K-quants' walks are quant_dot_walk_k456.h's and quant_dot_walk_k.h's
+ * (the AVX2 kernels' own); only their lane sums (q45_K_sums, q6_K_sums,
+ * q2_K_sums, …) are this file's, each giving AVX2's 8 int32 lanes exactly. */
+
+/* Lanes l and l+8 of the 16 int32 sums added: AVX2's 8 lanes. */
+static ALWAYS_INLINE __m256i fold_16(__m512i s)
+{
+    return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+}
+
 // ---------------------------------------------------------------- Q4_K · Q8_K
 
 /* The 8 six-bit scales and mins of a Q4_K block, as quant_dot_k.c unpacks them. */
@@ -246,78 +258,38 @@ static ALWAYS_INLINE __m512i words_2(__m512i v, int i, int j)
  * cannot saturate; vpdpwssd applies the scale and adds, exactly. Lanes l
  * and l+8 of the 16 int32 sums add into AVX2's lane l, then the same FMAs.
  * Q5_K (is5) is the same with the fifth bits from qh: bit 2c of qh[l] for
- * the low nibbles of chunk c, bit 2c+1 for the high ones (quant_dot_more.c's
- * AVX2 kernel); its quants ≤ 31 cannot saturate maddubs either. The two
+ * the low nibbles of chunk c, bit 2c+1 for the high ones (quant_dot_k.c's
+ * AVX2 form); its quants ≤ 31 cannot saturate maddubs either. The two
  * types share the header (d, dmin, scales) and differ in where qs is. */
-static ALWAYS_INLINE void dot_q45_K_nx(int is5, int64_t k, const void *w, const void *x, size_t xs, const int NX,
-                                       float *out)
+static ALWAYS_INLINE void q45_K_sums(int is5, const void *blk, const uint8_t sc[8], const lrun_block_q8_K *const *xr,
+                                     int64_t b, const int NX, __m256i *sumi)
 {
-    const size_t bbytes = is5 ? sizeof(lrun_block_q5_K) : sizeof(lrun_block_q4_K);
-    const size_t qs_off = is5 ? offsetof(lrun_block_q5_K, qs) : offsetof(lrun_block_q4_K, qs);
-    const __m512i one = _mm512_set1_epi8(1);
-    const int64_t nb = k / LRUN_QK_K;
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
+    const uint8_t *qs = (const uint8_t *)blk + (is5 ? offsetof(lrun_block_q5_K, qs) : offsetof(lrun_block_q4_K, qs));
+    const __m512i one = _mm512_set1_epi8(1), low4 = _mm512_set1_epi8(0x0F);
+    const __m512i qh = is5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const lrun_block_q5_K *)blk)->qh))
+                           : _mm512_setzero_si512();
+    const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+    __m512i s16[LRUN_DOT_MAX_ROWS];
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = accm[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t *blk = (const uint8_t *)w + (size_t)b * bbytes, *qs = blk + qs_off;
-        const lrun_block_q4_K *hdr = (const lrun_block_q4_K *)blk; /* d, dmin, scales: the same in Q5_K */
-        uint8_t sc[8], m[8];
-        q4_K_unpack_scales(hdr->scales, sc, m);
-        const float d = _cvtsh_ss(hdr->d), dmin = _cvtsh_ss(hdr->dmin);
-        const __m512i qh = is5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const lrun_block_q5_K *)blk)->qh))
-                               : _mm512_setzero_si512();
-        const __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* [m0 m0 m1 m1 …] */
-        const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
-        __m512i sumi[LRUN_DOT_MAX_ROWS];
-        UNROLL
-        for (int r = 0; r < NX; ++r) sumi[r] = _mm512_setzero_si512();
-        UNROLL
-        for (int c = 0; c < 4; ++c) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m512i qq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), low4);
-            if (is5) { /* bit 2c (low half) or 2c+1 (high half) of each qh byte, as bit 4 */
-                const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)), 1);
-                qq = _mm512_or_si512(qq, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh), one), 4));
-            }
-            __m512i s = words_2(sc16, 2 * c, 2 * c + 1);
-            UNROLL
-            for (int r = 0; r < NX; ++r) {
-                __m512i p = _mm512_maddubs_epi16(qq, _mm512_loadu_si512((const void *)(xr[r][b].qs + 64 * c)));
-                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p, s);
-            }
+    for (int r = 0; r < NX; ++r) s16[r] = _mm512_setzero_si512();
+    UNROLL
+    for (int c = 0; c < 4; ++c) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        __m512i qq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), low4);
+        if (is5) { /* bit 2c (low half) or 2c+1 (high half) of each qh byte, as bit 4 */
+            const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)), 1);
+            qq = _mm512_or_si512(qq, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh), one), 4));
         }
+        __m512i s = words_2(sc16, 2 * c, 2 * c + 1);
         UNROLL
         for (int r = 0; r < NX; ++r) {
-            const lrun_block_q8_K *xb = &xr[r][b];
-            __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi[r]), _mm512_extracti64x4_epi64(sumi[r], 1));
-            __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(s8), acc[r]);
-            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * xb->d), _mm256_cvtepi32_ps(pm), accm[r]);
+            __m512i p = _mm512_maddubs_epi16(qq, _mm512_loadu_si512((const void *)(xr[r][b].qs + 64 * c)));
+            s16[r] = _mm512_dpwssd_epi32(s16[r], p, s);
         }
     }
     UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
+    for (int r = 0; r < NX; ++r) sumi[r] = fold_16(s16[r]);
 }
-
-static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const void *w, const void *x, size_t xs, const int NX, float *out)
-{
-    dot_q45_K_nx(0, k, w, x, xs, NX, out);
-}
-
-static ALWAYS_INLINE void dot_q5_K_nx(int64_t k, const void *w, const void *x, size_t xs, const int NX, float *out)
-{
-    dot_q45_K_nx(1, k, w, x, xs, NX, out);
-}
-
-static DOT_NX_FN(dot_q4_K_avx512, dot_q4_K_nx)
-static DOT_NX_FN(dot_q5_K_avx512, dot_q5_K_nx)
 
 // ---------------------------------------------------------------- Q6_K · Q8_K
 
@@ -337,63 +309,43 @@ static ALWAYS_INLINE __m512i words_4(__m512i v, int base)
  * elements have their own scale (a 128-bit lane of the scale register).
  * maddubs (q ≤ 63 · int8, pairs ≤ 16128) cannot saturate. The −32 offset is
  * taken out through bsums as in AVX2; lanes l and l+8 add into AVX2's lane l. */
-static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const void *x, size_t xs, const int NX,
-                                      float *out)
+static ALWAYS_INLINE void q6_K_sums(const lrun_block_q6_K *wb, __m256i sc, const lrun_block_q8_K *const *xr, int64_t b,
+                                    const int NX, __m256i *sumi)
 {
-    const int64_t nb = k / LRUN_QK_K;
     const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
     /* qh's shifts per 16-bit element: chunk 0 by 4 left, 1 by 2 left (then 2: 0, 3: 2 right) */
     const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i shr23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
+    const __m512i scz = _mm512_castsi256_si512(sc);
+    __m512i s16[LRUN_DOT_MAX_ROWS];
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; ++b) {
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
-        const __m512i scz = _mm512_castsi256_si512(sc16);
-        __m512i sumi[LRUN_DOT_MAX_ROWS];
-        __m256i corr[LRUN_DOT_MAX_ROWS];
-        /* Σ (q−32)·y = Σ q·y − 32·Σ y: the second part from bsums, per scale */
+    for (int r = 0; r < NX; ++r) s16[r] = _mm512_setzero_si512();
+    UNROLL
+    for (int h = 0; h < 2; ++h) {
+        const __m512i ql = _mm512_loadu_si512((const void *)(wb->ql + 64 * h)); /* qla | qlb */
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h)));
+        const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, low4),
+                                            _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), bits45));
+        const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                            _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), bits45));
+        const __m512i s01 = words_4(scz, 8 * h), s23 = words_4(scz, 8 * h + 4);
         UNROLL
         for (int r = 0; r < NX; ++r) {
-            __m256i c = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
-            corr[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5));
-            sumi[r] = _mm512_setzero_si512();
-        }
-        UNROLL
-        for (int h = 0; h < 2; ++h) {
-            const __m512i ql = _mm512_loadu_si512((const void *)(w[b].ql + 64 * h)); /* qla | qlb */
-            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h)));
-            const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, low4),
-                                                _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), bits45));
-            const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
-                                                _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), bits45));
-            const __m512i s01 = words_4(scz, 8 * h), s23 = words_4(scz, 8 * h + 4);
-            UNROLL
-            for (int r = 0; r < NX; ++r) {
-                const int8_t *y = xr[r][b].qs + 128 * h;
-                __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512((const void *)y));
-                __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512((const void *)(y + 64)));
-                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p01, s01);
-                sumi[r] = _mm512_dpwssd_epi32(sumi[r], p23, s23);
-            }
-        }
-        const float d = _cvtsh_ss(w[b].d);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi[r]), _mm512_extracti64x4_epi64(sumi[r], 1));
-            s8 = _mm256_add_epi32(s8, corr[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(s8), acc[r]);
+            const int8_t *y = xr[r][b].qs + 128 * h;
+            __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512((const void *)y));
+            __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512((const void *)(y + 64)));
+            s16[r] = _mm512_dpwssd_epi32(s16[r], p01, s01);
+            s16[r] = _mm512_dpwssd_epi32(s16[r], p23, s23);
         }
     }
     UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
+    for (int r = 0; r < NX; ++r) sumi[r] = fold_16(s16[r]);
 }
 
+#include "quant/quant_dot_walk_k456.h"
+
+static DOT_NX_FN(dot_q4_K_avx512, dot_q4_K_nx)
+static DOT_NX_FN(dot_q5_K_avx512, dot_q5_K_nx)
 static DOT_NX_FN(dot_q6_K_avx512, dot_q6_K_nx)
 
 // ---------------------------------------------------------------- Q2_K, Q3_K, IQ4_XS · Q8_K
@@ -407,12 +359,6 @@ static DOT_NX_FN(dot_q6_K_avx512, dot_q6_K_nx)
  * q ≤ 3, Q3_K's q' ≤ 7, IQ4_XS's |value| ≤ 127 against int8: no pair
  * saturates), and lanes l and l+8 fold by an exact integer add into AVX2's
  * lane l: the same sums, hence the same bits. */
-
-/* Lanes l and l+8 of the 16 int32 sums added: AVX2's 8 lanes. */
-static ALWAYS_INLINE __m256i fold_16(__m512i s)
-{
-    return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
-}
 
 /* Q2_K: chunk j of group n is bits 2j of the group's 32 bytes; the low half
  * of the register takes j = 2i, the high half 2i + 1 (shifts 4i, 4i + 2). */

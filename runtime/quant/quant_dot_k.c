@@ -100,120 +100,85 @@ void lrun_dot_q6_K_scalar(int64_t k, const void *w, const void *x, size_t xs, in
 
 #if defined(LRUN_HAVE_AVX2)
 
-static ALWAYS_INLINE float hsum8(__m256 v)
+#include "quant/quant_dot_avx2.h"
+
+#include <stddef.h>
+
+/* The lane sums of quant_dot_walk_k456.h's walks. Per 32-byte chunk c of
+ * qs: low nibbles (sub-block 2c) against y[64c ..], high ones (2c+1)
+ * against the next 32, maddubs (q ≤ 15, Q5_K's ≤ 31: no saturation) then
+ * madd with the sub-block's scale. Q5_K's fifth bits: bit 2c of qh[l] for
+ * the low nibbles of chunk c, bit 2c+1 for the high ones. */
+static ALWAYS_INLINE void q45_K_sums(int is5, const void *blk, const uint8_t sc[8], const lrun_block_q8_K *const *xr,
+                                     int64_t b, const int NX, __m256i *sumi)
 {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const uint8_t *qs = (const uint8_t *)blk + (is5 ? offsetof(lrun_block_q5_K, qs) : offsetof(lrun_block_q4_K, qs));
+    const __m256i qh = is5 ? _mm256_loadu_si256((const __m256i *)((const lrun_block_q5_K *)blk)->qh)
+                           : _mm256_setzero_si256();
+    UNROLL
+    for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+    UNROLL
+    for (int c = 0; c < 4; ++c) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        if (is5) {
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+        }
+        const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+        UNROLL
+        for (int r = 0; r < NX; ++r) {
+            const int8_t *y = xr[r][b].qs + 64 * c;
+            const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
+            const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
+            sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(plo, slo));
+            sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(phi, shi));
+        }
+    }
 }
 
-static ALWAYS_INLINE void dot_q4_K_nx(int64_t k, const lrun_block_q4_K *w, const void *x, size_t xs, const int NX,
-                                      float *out)
+/* Q6_K: per half h, 64 bytes of ql and 32 of qh make four 32-element chunks
+ * q[0..3] (q ≤ 63: maddubs cannot saturate), each 16 elements with their
+ * own scale. */
+static ALWAYS_INLINE void q6_K_sums(const lrun_block_q6_K *wb, __m256i sc, const lrun_block_q8_K *const *xr, int64_t b,
+                                    const int NX, __m256i *sumi)
 {
-    const int64_t nb = k / LRUN_QK_K;
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
+    (void)sc; /* AVX2 broadcasts each chunk's two scales from wb->scales, as before the walks were shared */
+    const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
     UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = accm[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; ++b) {
-        uint8_t sc[8], m[8];
-        q4_K_unpack_scales(w[b].scales, sc, m);
-        float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
-        /* mins as 16 int16 [m0 m0 m1 m1 …]: each pairs with two 16-sums of bsums */
-        __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
-        __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-        __m256i sumi[LRUN_DOT_MAX_ROWS];
-        UNROLL
-        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+    for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+    UNROLL
+    for (int h = 0; h < 2; ++h) {
+        const uint8_t *ql = wb->ql + 64 * h, *qh = wb->qh + 32 * h;
+        const __m256i qla = _mm256_loadu_si256((const __m256i *)ql);
+        const __m256i qlb = _mm256_loadu_si256((const __m256i *)(ql + 32));
+        const __m256i qhv = _mm256_loadu_si256((const __m256i *)qh);
+        __m256i q[4];
+        q[0] = _mm256_or_si256(_mm256_and_si256(qla, low4), _mm256_and_si256(_mm256_slli_epi16(qhv, 4), bits45));
+        q[1] = _mm256_or_si256(_mm256_and_si256(qlb, low4), _mm256_and_si256(_mm256_slli_epi16(qhv, 2), bits45));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qla, 4), low4), _mm256_and_si256(qhv, bits45));
+        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qlb, 4), low4),
+                               _mm256_and_si256(_mm256_srli_epi16(qhv, 2), bits45));
         UNROLL
         for (int c = 0; c < 4; ++c) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
-            __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-            __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+            /* scales of elements 32c..32c+15 and 32c+16..32c+31 of this half */
+            const int j = 8 * h + 2 * c;
+            const __m256i s = _mm256_setr_m128i(_mm_set1_epi16(wb->scales[j]), _mm_set1_epi16(wb->scales[j + 1]));
             UNROLL
             for (int r = 0; r < NX; ++r) {
-                const int8_t *y = xr[r][b].qs + 64 * c;
-                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
-                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(plo, slo));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(phi, shi));
+                const int8_t *y = xr[r][b].qs + 128 * h + 32 * c;
+                const __m256i p = _mm256_maddubs_epi16(q[c], _mm256_loadu_si256((const __m256i *)y));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s));
             }
         }
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const lrun_block_q8_K *xb = &xr[r][b];
-            __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * xb->d), _mm256_cvtepi32_ps(pm), accm[r]);
-        }
     }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
 }
+
+#include "quant/quant_dot_walk_k456.h"
 
 DOT_NX_FN(lrun_dot_q4_K_avx2, dot_q4_K_nx)
-
-static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const void *x, size_t xs, const int NX,
-                                      float *out)
-{
-    const int64_t nb = k / LRUN_QK_K;
-    const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
-    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; ++b) {
-        __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
-        __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-        __m256i sumi[LRUN_DOT_MAX_ROWS];
-        /* Σ (q−32)·y = Σ q·y − 32·Σ y: the second part from bsums, per scale */
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
-            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-        }
-        UNROLL
-        for (int h = 0; h < 2; ++h) {
-            const uint8_t *ql = w[b].ql + 64 * h, *qh = w[b].qh + 32 * h;
-            __m256i qla = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i qlb = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i qhv = _mm256_loadu_si256((const __m256i *)qh);
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(qla, low4), _mm256_and_si256(_mm256_slli_epi16(qhv, 4), bits45));
-            q[1] = _mm256_or_si256(_mm256_and_si256(qlb, low4), _mm256_and_si256(_mm256_slli_epi16(qhv, 2), bits45));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qla, 4), low4), _mm256_and_si256(qhv, bits45));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qlb, 4), low4),
-                                   _mm256_and_si256(_mm256_srli_epi16(qhv, 2), bits45));
-            UNROLL
-            for (int c = 0; c < 4; ++c) {
-                /* scales of elements 32c..32c+15 and 32c+16..32c+31 of this half */
-                int j = 8 * h + 2 * c;
-                __m256i s = _mm256_setr_m128i(_mm_set1_epi16(w[b].scales[j]), _mm_set1_epi16(w[b].scales[j + 1]));
-                UNROLL
-                for (int r = 0; r < NX; ++r) {
-                    const int8_t *y = xr[r][b].qs + 128 * h + 32 * c;
-                    __m256i p = _mm256_maddubs_epi16(q[c], _mm256_loadu_si256((const __m256i *)y));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s));
-                }
-            }
-        }
-        float d = _cvtsh_ss(w[b].d);
-        UNROLL
-        for (int r = 0; r < NX; ++r)
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);
-}
-
+DOT_NX_FN(lrun_dot_q5_K_avx2, dot_q5_K_nx)
 DOT_NX_FN(lrun_dot_q6_K_avx2, dot_q6_K_nx)
 
 /* The 128-bit form of the Q4_K kernel for cores that split 256-bit

@@ -225,63 +225,6 @@ void lrun_dot_iq4_xs_scalar(int64_t k, const void *w, const void *x, size_t xs, 
 #include "quant/quant_dot_avx2.h"
 #include "quant/quant_dot_walk.h" /* Q5_0, Q5_1, IQ4_NL */
 
-/* Q5_K: Q4_K's kernel (quant_dot_k.c) with the fifth bits: bit 2c of qh[l]
- * for the low nibbles of chunk c, bit 2c+1 for the high ones. */
-static ALWAYS_INLINE void dot_q5_K_nx(int64_t k, const lrun_block_q5_K *w, const void *x, size_t xs, const int NX,
-                                      float *out)
-{
-    const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    const lrun_block_q8_K *xr[LRUN_DOT_MAX_ROWS];
-    __m256 acc[LRUN_DOT_MAX_ROWS], accm[LRUN_DOT_MAX_ROWS]; /* scale part, min part */
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        xr[r] = ROW(x, r, xs);
-        acc[r] = accm[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < k / LRUN_QK_K; ++b) {
-        uint8_t sc[8], m[8];
-        for (int j = 0; j < 8; ++j) {
-            int s, mm;
-            lrun_k4_scale_min(w[b].scales, j, &s, &mm);
-            sc[j] = (uint8_t)s;
-            m[j] = (uint8_t)mm;
-        }
-        const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
-        const __m128i m8 = _mm_loadl_epi64((const __m128i *)m);
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* [m0 m0 m1 m1 …] */
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)w[b].qh);
-        __m256i sumi[LRUN_DOT_MAX_ROWS];
-        UNROLL
-        for (int r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
-        UNROLL
-        for (int c = 0; c < 4; ++c) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
-            const __m256i hl = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
-            const __m256i hh = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, low4), hl);
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4), hh);
-            const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
-            UNROLL
-            for (int r = 0; r < NX; ++r) {
-                const int8_t *y = xr[r][b].qs + 64 * c;
-                const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
-                const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(plo, slo));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(phi, shi));
-            }
-        }
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const lrun_block_q8_K *xb = &xr[r][b];
-            const __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb->bsums));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * xb->d), _mm256_cvtepi32_ps(pm), accm[r]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]) - hsum8(accm[r]);
-}
-
 /* Q2_K and Q3_K share their layout: 32-byte group n of qs holds elements
  * 128n + 32j + l (l < 32) in bits 2j, whose 16-element sub-blocks are 8n+2j
  * and 8n+2j+1. s16 has the 16 sub-block scales as int16. */
@@ -397,6 +340,5 @@ DOT_NX_FN(lrun_dot_q5_1_avx2, dot_q5_1_nx)
 
 DOT_NX_FN(lrun_dot_iq4_nl_avx2, dot_iq4_nl_nx)
 
-DOT_NX_FN(lrun_dot_q5_K_avx2, dot_q5_K_nx)
 
 #endif /* LRUN_HAVE_AVX2 */

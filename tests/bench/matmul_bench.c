@@ -108,36 +108,66 @@ static void bandwidth(lrun_threadpool *pool, double secs)
 
 // ---------------------------------------------------------------- matmul
 
-static void bench_matmul(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64_t n, int64_t m, double secs,
-                         size_t pool_bytes)
+/* The operands of one product, y (m, n) = W (n, k) @ x (m, k), in weight
+ * type t: at m = 1 the matrix replicated over pool_bytes (so that cycling
+ * the copies streams it from DRAM, as a decode step does), every copy paged
+ * in by one product each. */
+typedef struct {
+    uint8_t *w;       /* (copies, n, row_bytes) */
+    size_t row_bytes; /* bytes of one weight row */
+    size_t mat_bytes; /* bytes of one copy */
+    int copies;
+    float *x, *y;     /* (m, k), (m, n) */
+    void *work;       /* lrun_cpu_matmul's work area */
+} bench_operands;
+
+static void bench_operands_init(bench_operands *o, lrun_threadpool *pool, lrun_dtype t, int64_t k, int64_t n,
+                                int64_t m, size_t pool_bytes)
 {
-    size_t row_bytes;
-    lrun_dtype_row_bytes(t, k, &row_bytes);
-    size_t mat_bytes = row_bytes * (size_t)n;
-    int copies = m == 1 ? (int)((pool_bytes + mat_bytes - 1) / mat_bytes) : 1;
-    uint8_t *w = aligned_alloc(64, mat_bytes * (size_t)copies);
+    lrun_dtype_row_bytes(t, k, &o->row_bytes);
+    o->mat_bytes = o->row_bytes * (size_t)n;
+    o->copies = m == 1 ? (int)((pool_bytes + o->mat_bytes - 1) / o->mat_bytes) : 1;
+    o->w = aligned_alloc(64, o->mat_bytes * (size_t)o->copies);
     float *row = malloc(sizeof(float) * (size_t)k);
     for (int64_t i = 0; i < n; ++i) {
         for (int64_t j = 0; j < k; ++j) row[j] = (float)((i * 31 + j * 17) % 97) / 97.0f - 0.5f;
-        lrun_quantize_row(t, row, w + (size_t)i * row_bytes, k);
+        lrun_quantize_row(t, row, o->w + (size_t)i * o->row_bytes, k);
     }
-    for (int c = 1; c < copies; ++c) memcpy(w + (size_t)c * mat_bytes, w, mat_bytes);
-    float *x = malloc(sizeof(float) * (size_t)(m * k)), *y = malloc(sizeof(float) * (size_t)(m * n));
-    for (int64_t i = 0; i < m * k; ++i) x[i] = (float)(i % 13) / 13.0f - 0.5f;
-    void *work = malloc(lrun_cpu_matmul_work_bytes(t, m, k) + 1);
+    free(row);
+    for (int c = 1; c < o->copies; ++c) memcpy(o->w + (size_t)c * o->mat_bytes, o->w, o->mat_bytes);
+    o->x = malloc(sizeof(float) * (size_t)(m * k));
+    o->y = malloc(sizeof(float) * (size_t)(m * n));
+    for (int64_t i = 0; i < m * k; ++i) o->x[i] = (float)(i % 13) / 13.0f - 0.5f;
+    o->work = malloc(lrun_cpu_matmul_work_bytes(t, m, k) + 1);
+    for (int c = 0; c < o->copies; ++c) /* warm-up: page in every copy */
+        lrun_cpu_matmul(pool, t, o->w + (size_t)c * o->mat_bytes, o->row_bytes, n, k, o->x, m, o->y, o->work);
+}
+
+static void bench_operands_free(bench_operands *o)
+{
+    free(o->w);
+    free(o->x);
+    free(o->y);
+    free(o->work);
+}
+
+static void bench_matmul(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64_t n, int64_t m, double secs,
+                         size_t pool_bytes)
+{
+    bench_operands o;
+    bench_operands_init(&o, pool, t, k, n, m, pool_bytes);
+    const size_t mat_bytes = o.mat_bytes;
 
     /* the best single product: other processes on a shared machine only
      * ever make one slower */
     int c = 0;
-    for (int i = 0; i < copies; ++i) /* warm-up: page in every copy */
-        lrun_cpu_matmul(pool, t, w + (size_t)i * mat_bytes, row_bytes, n, k, x, m, y, work);
     double per = 1e30;
     for (double t_end = now_s() + secs; now_s() < t_end;) {
         double t0 = now_s();
-        lrun_cpu_matmul(pool, t, w + (size_t)c * mat_bytes, row_bytes, n, k, x, m, y, work);
+        lrun_cpu_matmul(pool, t, o.w + (size_t)c * mat_bytes, o.row_bytes, n, k, o.x, m, o.y, o.work);
         double t1 = now_s();
         per = t1 - t0 < per ? t1 - t0 : per;
-        c = c + 1 == copies ? 0 : c + 1;
+        c = c + 1 == o.copies ? 0 : c + 1;
     }
     if (m == 1)
         printf("| %s k=%lld n=%lld m=1, %d thr | %.1f GB/s | %.1f us |\n", lrun_dtype_name(t), (long long)k,
@@ -145,11 +175,7 @@ static void bench_matmul(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64_t
     else
         printf("| %s k=%lld n=%lld m=%lld, %d thr | %.1f GFLOP/s | %.1f us |\n", lrun_dtype_name(t), (long long)k,
                (long long)n, (long long)m, lrun_threadpool_size(pool), 2.0 * m * n * k / per / 1e9, per * 1e6);
-    free(w);
-    free(row);
-    free(x);
-    free(y);
-    free(work);
+    bench_operands_free(&o);
 }
 
 // ---------------------------------------------------------------- a whole decode step
@@ -238,21 +264,9 @@ static void bench_isa_case(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64
                            size_t pool_bytes)
 {
     static const lrun_cpu_isa levels[] = {LRUN_CPU_ISA_AVX2, LRUN_CPU_ISA_AVX512};
-    size_t row_bytes;
-    lrun_dtype_row_bytes(t, k, &row_bytes);
-    const size_t mat_bytes = row_bytes * (size_t)n;
-    const int copies = m == 1 ? (int)((pool_bytes + mat_bytes - 1) / mat_bytes) : 1;
-    uint8_t *w = aligned_alloc(64, mat_bytes * (size_t)copies);
-    float *row = malloc(sizeof(float) * (size_t)k);
-    for (int64_t i = 0; i < n; ++i) {
-        for (int64_t j = 0; j < k; ++j) row[j] = (float)((i * 31 + j * 17) % 97) / 97.0f - 0.5f;
-        lrun_quantize_row(t, row, w + (size_t)i * row_bytes, k);
-    }
-    for (int c = 1; c < copies; ++c) memcpy(w + (size_t)c * mat_bytes, w, mat_bytes);
-    float *x = malloc(sizeof(float) * (size_t)(m * k)), *y = malloc(sizeof(float) * (size_t)(m * n));
-    for (int64_t i = 0; i < m * k; ++i) x[i] = (float)(i % 13) / 13.0f - 0.5f;
-    void *work = malloc(lrun_cpu_matmul_work_bytes(t, m, k) + 1);
-    for (int i = 0; i < copies; ++i) lrun_cpu_matmul(pool, t, w + (size_t)i * mat_bytes, row_bytes, n, k, x, m, y, work);
+    bench_operands o;
+    bench_operands_init(&o, pool, t, k, n, m, pool_bytes);
+    const size_t mat_bytes = o.mat_bytes;
     double best[2] = {1e30, 1e30};
     int c = 0;
     for (int round = 0; round < 4; ++round)
@@ -260,10 +274,10 @@ static void bench_isa_case(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64
             if (lrun_cpu_isa_set(levels[l]) != LRUN_OK) continue;
             for (double t_end = now_s() + secs / 4; now_s() < t_end;) {
                 double t0 = now_s();
-                lrun_cpu_matmul(pool, t, w + (size_t)c * mat_bytes, row_bytes, n, k, x, m, y, work);
+                lrun_cpu_matmul(pool, t, o.w + (size_t)c * mat_bytes, o.row_bytes, n, k, o.x, m, o.y, o.work);
                 double dt = now_s() - t0;
                 best[l] = dt < best[l] ? dt : best[l];
-                c = c + 1 == copies ? 0 : c + 1;
+                c = c + 1 == o.copies ? 0 : c + 1;
             }
         }
     double fig[2];
@@ -272,11 +286,7 @@ static void bench_isa_case(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64
            (long long)n, (long long)m, lrun_threadpool_size(pool), fig[0], best[1] < 1e30 ? fig[1] : 0.0,
            best[1] < 1e30 ? best[0] / best[1] : 0.0, loadavg());
     fflush(stdout);
-    free(w);
-    free(row);
-    free(x);
-    free(y);
-    free(work);
+    bench_operands_free(&o);
 }
 
 /* The dot kernels alone, in cache: 16 weight rows of k = 2048 against 1 or
@@ -284,9 +294,10 @@ static void bench_isa_case(lrun_threadpool *pool, lrun_dtype t, int64_t k, int64
  * that a busy machine only costs attempts): ns per 32 elements and row. */
 static void bench_isa_kernels(double secs)
 {
-    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0,  LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
-                                       LRUN_DTYPE_Q5_1,   LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q4_K,
-                                       LRUN_DTYPE_Q5_K,   LRUN_DTYPE_Q6_K};
+    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
+                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q2_K,
+                                       LRUN_DTYPE_Q3_K, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K,
+                                       LRUN_DTYPE_IQ4_XS};
     enum { K = 2048, ROWS = 16 };
     static float xf[4 * K], wf[K];
     for (int i = 0; i < 4 * K; ++i) xf[i] = (float)(i % 13) / 13.0f - 0.5f;
@@ -337,8 +348,9 @@ static int bench_isa(double secs, size_t pool_bytes)
     bench_isa_kernels(secs);
     /* BF16 has no AVX-512 kernel: both columns run AVX2's, so its ratio shows the noise */
     static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
-                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,
-                                       LRUN_DTYPE_Q6_K, LRUN_DTYPE_BF16};
+                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
+                                       LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K, LRUN_DTYPE_IQ4_XS,
+                                       LRUN_DTYPE_BF16};
     printf("\n| type | shape | thr | avx2 | avx512 | avx512/avx2 | load |\n|---|---|---:|---:|---:|---:|---:|\n");
     if (!lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) printf("(this CPU has no AVX-512: the avx512 column is 0)\n");
     /* LRUN_BENCH_THREADS: the thread counts, "1,2" by default ("1,16" on a 16-core host) */
