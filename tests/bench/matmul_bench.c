@@ -22,7 +22,8 @@
  * kernels at k=n=4096 for m = 1 (GB/s from DRAM) and k=n=2048 for m = 64
  * (GFLOP/s), 1 and 2 threads (LRUN_BENCH_THREADS=1,16: others), each line
  * with the load average; first the kernels alone in cache (ns per 32
- * elements and activation row, 1 and 4 rows per call). */
+ * elements and activation row, 1 and 4 rows per call); LRUN_BENCH_ISA=kernels:
+ * that in-cache table only. */
 #include "cpu/cpu_matmul.h"
 #include "quant/quant.h"
 #include "quant/quant_dot.h"
@@ -346,6 +347,7 @@ static void bench_isa_kernels(double secs)
 static int bench_isa(double secs, size_t pool_bytes)
 {
     bench_isa_kernels(secs);
+    if (strcmp(getenv("LRUN_BENCH_ISA"), "kernels") == 0) return 0; /* the in-cache table only */
     /* BF16 has no AVX-512 kernel: both columns run AVX2's, so its ratio shows the noise */
     static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
                                        LRUN_DTYPE_Q5_1, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
