@@ -389,7 +389,9 @@ static ALWAYS_INLINE void q2_K_sums(const lrun_block_q2_K *wb, __m256i sc, const
 }
 
 /* Q3_K: as Q2_K, with the high bit of chunk 4n + j (bit 4n + j of every
- * hmask byte) added as 4 through a mask register. */
+ * hmask byte) added as 4 through a mask register. AVX2's 256-bit form with
+ * vpdpwssd measured 0.98x of AVX2 at 1 row and 1.14x at 4, this one 1.05x
+ * and 1.09x: this one is kept, decode (1 row) being where host compute runs. */
 static ALWAYS_INLINE void q3_K_sums(const lrun_block_q3_K *wb, __m256i sc, const lrun_block_q8_K *const *xr,
                                     int64_t b, const int NX, __m256i *sumi)
 {
