@@ -6,9 +6,11 @@
  * scalar kernel's, for: odd and small block counts, 1..4 rows per call
  * from any first row, rows an odd multiple of a row's bytes apart, random
  * raw blocks (every quant byte, −128 included) with extreme f16 scales
- * (±65504, subnormals, 0) and activation scales spanning 60 decades (the
- * float types, which keep AVX2, take the same generators if they get one). Where the CPU has no AVX-512 the kernel checks are skipped, saying
- * why (TAP SKIP). Then lrun_cpu_isa_set/get and lrun_dot_kernel agree. */
+ * (±65504, subnormals, 0) and activation scales spanning 60 decades, 1..33
+ * blocks or super-blocks (the float types, which keep AVX2, take the same
+ * generators if they get one). Where the CPU has no AVX-512 the kernel
+ * checks are skipped, saying why (TAP SKIP). Then lrun_cpu_isa_set/get and
+ * lrun_dot_kernel agree. */
 #include "check.h"
 #include "quant/quant_dot.h"
 
