@@ -48,7 +48,16 @@
 #ifdef __CUDACC__
 #define PG_FN static __device__ __forceinline__
 #define PG_UNROLL _Pragma("unroll")
-#define pg_perm(x, y, s) __byte_perm((x), (y), (s))
+/* prmt.b32 itself, not __byte_perm: the intrinsic masks a variable
+ * selector with 0x7777 first (one LOP3 per permute, 24 per lane and codec
+ * block) to rule out sign replication, which no selector here asks for
+ * (test_packed_gemv_emu counts any that would: pg_emu_signsel) */
+PG_FN uint32_t pg_perm(uint32_t x, uint32_t y, uint32_t s)
+{
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(x), "r"(y), "r"(s));
+    return r;
+}
 #define pg_popc(x) ((uint32_t)__popc(x))
 #define pg_fshr(lo, hi, s) __funnelshift_r((lo), (hi), (s))
 #define pg_fshrc(lo, hi, s) __funnelshift_rc((lo), (hi), (s))
