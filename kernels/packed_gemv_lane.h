@@ -385,10 +385,13 @@ PG_FN uint32_t pg_esc_byte(const uint8_t *stage, const pg_tensor *t, const pg_st
 /* The exponents of a group's 8 elements, bytes of e[0] (elements 0..3) and
  * e[1] (4..7). Tier 1 by two permutes of the codebook; escapes at once: the
  * lane's compacted tier-2 exponents (c2: byte i = exponent of its i-th
- * escape) come from two permutes of the tier-2 codebook, and a permute whose
- * selector nibble is, for an escaped element, 4 + the count of escapes
- * before it (a multiply gives those counts for all 8) moves them to their
- * elements. v2: the group's tier-2 codes; p3: its first tier-3 byte. */
+ * escape) come from two permutes of the tier-2 codebook; a multiply gives,
+ * for all 8 elements, the count of escapes before each (nibble j of x), and
+ * a permute of c2 by those counts puts each element's escape exponent in its
+ * byte (ec: meaningful where the element escapes); a last permute per 4
+ * elements takes byte j of the tier-1 word or, where element j escapes
+ * (selector nibble j + 4), byte j of ec. v2: the group's tier-2 codes; p3:
+ * its first tier-3 byte. */
 PG_FN void pg_exponents(uint32_t *e, uint32_t c1, uint32_t v2, uint32_t p3, const pg_tensor *t, const uint8_t *stage,
                         const pg_streams *s)
 {
@@ -396,7 +399,7 @@ PG_FN void pg_exponents(uint32_t *e, uint32_t c1, uint32_t v2, uint32_t p3, cons
     const uint32_t e1lo = pg_perm(t->book1, 0, sel), e1hi = pg_perm(t->book1, 0, sel >> 16);
     const uint32_t f = sel & (sel >> 1) & 0x11111111u; /* nibble j: 1 where element j escapes */
     const uint32_t x = f * 0x11111110u;                  /* nibble j: escapes before element j (<= 7) */
-    const uint32_t fm = f * 0xfu;                        /* nibble mask of the escapes */
+    const uint32_t pick = f * 4u + 0x32103210u;          /* nibble j: j & 3, + 4 where element j escapes */
     const uint32_t s2 = pg_spread3(v2);
     uint32_t c2lo = pg_perm(t->book2lo, t->book2hi, s2), c2hi = pg_perm(t->book2lo, t->book2hi, s2 >> 16);
     const uint32_t m7 = pg_sevens(v2);
@@ -410,12 +413,8 @@ PG_FN void pg_exponents(uint32_t *e, uint32_t c1, uint32_t v2, uint32_t p3, cons
         }
         c2lo = (uint32_t)c2, c2hi = (uint32_t)(c2 >> 32);
     }
-    /* elements 0..3: escapes before them are 0..3: bytes 4..7 of the permute */
-    e[0] = pg_perm(e1lo, c2lo, ((x + 0x44444444u) & fm) | (0x3210u & ~fm));
-    /* elements 4..7: the compacted exponents from the first one theirs (cnt0:
-     * escapes among 0..3, 0..4), so again 0..3 before them */
-    const uint32_t cnt0 = (x >> 16) & 0xfu, xh = (x >> 16) - cnt0 * 0x1111u, fmh = fm >> 16;
-    e[1] = pg_perm(e1hi, pg_fshrc(c2lo, c2hi, 8 * cnt0), ((xh + 0x4444u) & fmh) | (0x3210u & ~fmh));
+    e[0] = pg_perm(e1lo, pg_perm(c2lo, c2hi, x), pick);
+    e[1] = pg_perm(e1hi, pg_perm(c2lo, c2hi, x >> 16), pick >> 16);
 }
 
 /* f16 bits of an element: kept byte r (mantissa & 0xff), exponent e, 3 hi bits h (sign << 2 | mantissa >> 8). */
