@@ -453,7 +453,6 @@ PG_FN void pg_lane_emit(const pg_lane *L, const uint32_t *v2, uint64_t p3, const
                         uint16_t *dst)
 {
     const pg_span sp = pg_span_of(cb, e0, e1);
-    uint16_t *db = dst + sp.doff; /* the block's element 0 (before dst where the range starts inside it) */
     PG_UNROLL for (int g = 0; g < 4; g++)
     {
         const uint32_t o = 256u * (uint32_t)g + 8u * lane;
@@ -461,7 +460,7 @@ PG_FN void pg_lane_emit(const pg_lane *L, const uint32_t *v2, uint64_t p3, const
         uint32_t ex[2], out[4];
         pg_exponents(ex, L->c1[g], v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, t, stage, s);
         pg_assemble(out, bf16, L->r[g], ex, L->hb[g]);
-        pg_st128(db + o, out[0], out[1], out[2], out[3]);
+        pg_st128(dst + (sp.doff + (int64_t)o), out[0], out[1], out[2], out[3]);
     }
 }
 
@@ -486,7 +485,6 @@ PG_FN void pg_lane_emit_f32(const pg_lane *L, const uint32_t *v2, uint64_t p3, c
                             unsigned lane, int bf16, float *dst)
 {
     const pg_span sp = pg_span_of(cb, e0, e1);
-    float *db = dst + sp.doff;
     PG_UNROLL for (int g = 0; g < 4; g++)
     {
         const uint32_t o = 256u * (uint32_t)g + 8u * lane;
@@ -495,8 +493,8 @@ PG_FN void pg_lane_emit_f32(const pg_lane *L, const uint32_t *v2, uint64_t p3, c
         pg_exponents(ex, L->c1[g], v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, t, stage, s);
         pg_assemble(out, bf16, L->r[g], ex, L->hb[g]);
         pg_widen(f, out, bf16);
-        pg_st128(db + o, f[0], f[1], f[2], f[3]);
-        pg_st128(db + o + 4, f[4], f[5], f[6], f[7]);
+        pg_st128(dst + (sp.doff + (int64_t)o), f[0], f[1], f[2], f[3]);
+        pg_st128(dst + (sp.doff + (int64_t)o) + 4, f[4], f[5], f[6], f[7]);
     }
 }
 
