@@ -12,18 +12,35 @@ static_assert(LRUN_K_PG_STAGE == PG_STAGE && LRUN_K_PG_MAX_RB == PG_MAX_RB, "pac
 
 // ---------------------------------------------------------------- device helpers
 
+/* One step of an inclusive warp scan of a 32-bit word: x += x of lane -
+ * d where that lane exists (shfl.up's own predicate says so: no compare and
+ * select of the lane index). */
+static __device__ __forceinline__ uint32_t pg_scan_step(uint32_t x, int d)
+{
+    uint32_t r;
+    asm volatile("{\n\t.reg .u32 y;\n\t.reg .pred p;\n\t"
+                 "shfl.sync.up.b32 y|p, %1, %2, 0, 0xffffffff;\n\t"
+                 "@p add.u32 %1, %1, y;\n\tmov.u32 %0, %1;\n\t}"
+                 : "=r"(r), "+r"(x)
+                 : "r"(d));
+    return r;
+}
+
 /* Exclusive prefix sum over the warp of v (four 16-bit counters side by
- * side: one scan for the 4 groups), and the warp's total in *total. */
+ * side: one scan for the 4 groups), and the warp's total in *total. No
+ * field ever exceeds 16 bits (at most 1024 per block), so no carry crosses
+ * bit 32: the 64-bit sums are two independent 32-bit scans, each step one
+ * shuffle and one predicated add per half (test_packed_gemv_emu replays the
+ * 64-bit sums, which are the same numbers). */
 static __device__ __forceinline__ uint64_t pg_scan(uint64_t v, unsigned lane, uint64_t *total)
 {
-    uint64_t x = v;
+    (void)lane;
+    uint32_t lo = (uint32_t)v, hi = (uint32_t)(v >> 32);
 #pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-        const uint64_t y = __shfl_up_sync(0xffffffffu, x, d);
-        if (lane >= (unsigned)d) x += y;
-    }
-    *total = __shfl_sync(0xffffffffu, x, 31);
-    return x - v;
+    for (int d = 1; d < 32; d <<= 1) lo = pg_scan_step(lo, d), hi = pg_scan_step(hi, d);
+    const uint32_t tlo = __shfl_sync(0xffffffffu, lo, 31), thi = __shfl_sync(0xffffffffu, hi, 31);
+    *total = (uint64_t)thi << 32 | tlo;
+    return ((uint64_t)hi << 32 | lo) - v;
 }
 
 static __device__ __forceinline__ void pg_prefetch(const uint8_t *p)
@@ -141,7 +158,10 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
     const uint64_t e0 = R.e0, e1 = R.e1;
 
     /* every line of the block's packed rows on its way to L2 first, so the
-     * warps' dependent loads below wait for L2, not for HBM */
+     * warps' dependent loads below wait for L2, not for HBM. The tier-2
+     * codes' lines are not asked for: their place needs the table entries
+     * first, and reading two of them here took the bf16 m = 1 kernel from
+     * 61 to 76 registers (3 blocks per SM instead of 4). */
     for (int s = 0; s < nseg; s++) {
         const pg_tensor t = pg_tensor_at(P, sw ? s : p);
         const uint64_t cb0 = R.cb0, cb1 = R.cb0 + (uint64_t)R.nc;
@@ -151,7 +171,10 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
         pg_prefetch_range(t.in, t.table + 16 * cb0, t.table + 16 * (cb1 + 1), threadIdx.x, NT);
     }
 
-    /* decode: the codec blocks of segment 0, then of segment 1, a warp each */
+    /* decode: the codec blocks of segment 0, then of segment 1, a warp each
+     * (the tensor is picked per codec block: picked once per segment, in a
+     * loop of its own, it stayed live in registers and the kernel took
+     * 98-128 registers instead of 61-64) */
     const int64_t nc = R.nc;
     for (int64_t i = warp; i < nseg * nc; i += NW) {
         const int s = i >= nc;

@@ -34,10 +34,30 @@
 #define PG_TILE 24576      /* elements of a fused GEMV tile the row count aims at (48 KiB of bf16) */
 #define PG_MAX_RB 8        /* rows per fused GEMV block at most */
 
+/* PG_ASSUME(c): nothing, except in the instruction-count build
+ * (tests/bench/packed_sass_count.sh defines PG_SASS_HOT), where it tells the
+ * compiler the common case (aligned sections, a lane inside its rows, no
+ * tier-2 escape, one pass of the staging loops) so that the decode of one
+ * codec block compiles to the straight line whose SASS is counted. */
+#if defined(PG_SASS_HOT) && defined(__CUDACC__)
+#define PG_ASSUME(c) __builtin_assume(c)
+#else
+#define PG_ASSUME(c) ((void)0)
+#endif
+
 #ifdef __CUDACC__
 #define PG_FN static __device__ __forceinline__
 #define PG_UNROLL _Pragma("unroll")
-#define pg_perm(x, y, s) __byte_perm((x), (y), (s))
+/* prmt.b32 itself, not __byte_perm: the intrinsic masks a variable
+ * selector with 0x7777 first (one LOP3 per permute, 24 per lane and codec
+ * block) to rule out sign replication, which no selector here asks for
+ * (test_packed_gemv_emu counts any that would: pg_emu_signsel) */
+PG_FN uint32_t pg_perm(uint32_t x, uint32_t y, uint32_t s)
+{
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(x), "r"(y), "r"(s));
+    return r;
+}
 #define pg_popc(x) ((uint32_t)__popc(x))
 #define pg_fshr(lo, hi, s) __funnelshift_r((lo), (hi), (s))
 #define pg_fshrc(lo, hi, s) __funnelshift_rc((lo), (hi), (s))
@@ -177,10 +197,30 @@ typedef struct pg_streams {
 /* A little-endian u64 of the block table (8-byte aligned, or read by bytes). */
 PG_FN uint64_t pg_table64(const uint8_t *p, int a8)
 {
+    PG_ASSUME(a8);
     if (a8) return pg_ld64(p);
     uint64_t v = 0;
     PG_UNROLL for (int k = 7; k >= 0; k--) v = (v << 8) | pg_ld8(p + k);
     return v;
+}
+
+/* Elements [e0, e1) relative to codec block cb's first, clamped to the
+ * block: [lo, hi) within 0 .. PG_BLOCK. Lane offsets within a block are
+ * 32-bit (a lane's 64-bit element index would cost a carry chain per
+ * address); only the block's bases are 64-bit. */
+typedef struct pg_span {
+    uint32_t lo, hi; /* wanted elements of the block, offsets from its first */
+    int64_t doff;    /* dst index of the block's first element: cb * PG_BLOCK - e0 */
+} pg_span;
+
+PG_FN pg_span pg_span_of(uint64_t cb, uint64_t e0, uint64_t e1)
+{
+    const uint64_t cbe = cb * PG_BLOCK;
+    pg_span sp;
+    sp.lo = e0 <= cbe ? 0u : (e0 - cbe < PG_BLOCK ? (uint32_t)(e0 - cbe) : (uint32_t)PG_BLOCK);
+    sp.hi = e1 <= cbe ? 0u : (e1 - cbe < PG_BLOCK ? (uint32_t)(e1 - cbe) : (uint32_t)PG_BLOCK);
+    sp.doff = (int64_t)cbe - (int64_t)e0;
+    return sp;
 }
 
 /* The loads of lane `lane` for codec block cb, elements [e0, e1) wanted
@@ -190,20 +230,24 @@ PG_FN uint64_t pg_table64(const uint8_t *p, int a8)
 PG_FN void pg_lane_load(pg_lane *L, const pg_tensor *t, uint64_t cb, uint64_t e0, uint64_t e1, unsigned lane,
                         int bf16)
 {
-    const uint8_t *in = t->in;
-    const uint64_t base = cb * PG_BLOCK + 8 * lane;
+    const pg_span sp = pg_span_of(cb, e0, e1);
+    const uint64_t cbe = cb * PG_BLOCK;
+    const uint8_t *c1 = t->in + t->code1 + cbe / 4; /* 2 bits an element: a block's codes start on a byte */
+    const uint8_t *rp = t->in + t->rest + cbe, *hp = t->in + t->hi + cbe / 8 * 3;
+    PG_ASSUME(t->c1_a2);
     PG_UNROLL for (int g = 0; g < 4; g++)
     {
-        const uint64_t e = base + 256 * g;
+        const uint32_t o = 256u * (uint32_t)g + 8u * lane;
+        PG_ASSUME(o >= sp.lo && o < sp.hi);
         L->c1[g] = 0, L->hb[g] = 0, L->r[g][0] = 0, L->r[g][1] = 0;
-        if (e < e1) {
-            const uint8_t *q = in + t->code1 + e / 4; /* 2 bits an element: e / 4 is even */
+        if (o < sp.hi) {
+            const uint8_t *q = c1 + o / 4; /* o / 4 is even */
             L->c1[g] = t->c1_a2 ? pg_ld16(q) : pg_ld8(q) | (pg_ld8(q + 1) << 8);
         }
-        if (e >= e0 && e < e1) {
-            PG_LD2x32(in + t->rest + e, L->r[g][0], L->r[g][1]); /* rest is at 32: 8-byte aligned */
+        if (o >= sp.lo && o < sp.hi) {
+            PG_LD2x32(rp + o, L->r[g][0], L->r[g][1]); /* rest is at 32: 8-byte aligned */
             if (!bf16) {
-                const uint8_t *h = in + t->hi + e / 8 * 3; /* 24 bits, starting on a byte */
+                const uint8_t *h = hp + o / 8 * 3; /* 24 bits, starting on a byte */
                 L->hb[g] = pg_ld8(h) | (pg_ld8(h + 1) << 8) | (pg_ld8(h + 2) << 16);
             }
         }
@@ -223,7 +267,15 @@ PG_FN uint64_t pg_lane_escapes(const pg_lane *L)
 
 /* The counters of groups before g added to field g: the block-wide prefix of
  * a group-wise exclusive scan ex whose group totals are tot. */
-PG_FN uint64_t pg_group_prefix(uint64_t ex, uint64_t tot) { return ex + (tot << 16) + (tot << 32) + (tot << 48); }
+PG_FN uint64_t pg_group_prefix(uint64_t ex, uint64_t tot)
+{
+    /* in 32-bit halves (no field reaches 16 bits, so no carry crosses bit
+     * 32): groups 0, 1 get 0 and tot0; groups 2, 3 get tot0 + tot1, and
+     * tot2 more */
+    const uint32_t t = (uint32_t)tot, t01 = (t & 0xffffu) + (t >> 16);
+    const uint32_t lo = (uint32_t)ex + (t << 16), hi = (uint32_t)(ex >> 32) + t01 * 0x10001u + ((uint32_t)(tot >> 32) << 16);
+    return (uint64_t)hi << 32 | lo;
+}
 
 /* Codec block cb's streams from its and the next block's table entries. */
 PG_FN pg_streams pg_block_streams(const pg_tensor *t, uint64_t cb)
@@ -231,14 +283,16 @@ PG_FN pg_streams pg_block_streams(const pg_tensor *t, uint64_t cb)
     const uint8_t *tb = t->in + t->table + 16 * cb;
     const uint64_t o2 = pg_table64(tb, t->tab_a8), o3 = pg_table64(tb + 8, t->tab_a8);
     const uint64_t o2n = pg_table64(tb + 16, t->tab_a8), o3n = pg_table64(tb + 24, t->tab_a8);
-    const uint64_t len2 = o2n - o2 < 384 ? o2n - o2 : 384; /* (validated: at most 1024 codes of 3 bits) */
-    const uint64_t a = t->code2 + o2;                      /* its first code byte */
+    /* differences of the low words: a valid block has at most 384 tier-2
+     * bytes and 1024 tier-3 bytes (the kernels trust the validated layout) */
+    const uint32_t d2 = (uint32_t)o2n - (uint32_t)o2, d3 = (uint32_t)o3n - (uint32_t)o3;
+    const uint32_t len2 = d2 < 384u ? d2 : 384u;
+    const uint64_t a = t->code2 + o2; /* its first code byte */
     pg_streams s;
     s.c2w = a & ~(uint64_t)3;
-    s.sh = (uint32_t)(a & 3) * 8;
-    s.nw = (uint32_t)((a + len2 + 3) / 4 - a / 4);
-    if (len2 == 0) s.nw = 0;
-    s.len3 = o3n - o3 < PG_STAGE3 ? (uint32_t)(o3n - o3) : PG_STAGE3;
+    s.sh = ((uint32_t)a & 3u) * 8u;
+    s.nw = len2 ? (((uint32_t)a & 3u) + len2 + 3u) / 4u : 0u; /* words from a's to the last code byte's */
+    s.len3 = d3 < PG_STAGE3 ? d3 : PG_STAGE3;
     s.esc = t->esc + o3;
     return s;
 }
@@ -251,17 +305,26 @@ PG_FN pg_streams pg_block_streams(const pg_tensor *t, uint64_t cb)
 PG_FN void pg_stage_fill(uint8_t *stage, const pg_tensor *t, const pg_streams *s, unsigned lane)
 {
     uint32_t *w = (uint32_t *)stage;
-    for (uint32_t j = lane; j < s->nw + 2; j += 32) {
-        const uint64_t off = s->c2w + 4 * (uint64_t)j;
+    PG_ASSUME(s->len3 <= 32);
+    const uint8_t *src = t->in + s->c2w, *src3 = t->in + s->esc;
+    /* bytes of the tensor from src on, as far as the words can reach (32-bit) */
+    const uint64_t rem = t->total - s->c2w;
+    const uint32_t rem32 = rem < 4u * (PG_STAGE2 / 4) ? (uint32_t)rem : 4u * (PG_STAGE2 / 4);
+    /* the first 32 words in one pass of every lane (words past nw + 2 are
+     * zeros no lane reads: a typical block's codes take about 20 words),
+     * then the rest of a long block's */
+    for (uint32_t j = lane; j < 32 || j < s->nw + 2; j += 32) {
         uint32_t v = 0;
         if (j < s->nw) {
-            if (off + 4 <= t->total) v = pg_ld32(t->in + off);
+            PG_ASSUME(4 * j + 4 <= rem32);
+            if (4 * j + 4 <= rem32) v = pg_ld32(src + 4 * j);
             else
-                for (uint32_t k = 0; off + k < t->total; k++) v |= pg_ld8(t->in + off + k) << (8 * k);
+                for (uint32_t k = 0; 4 * j + k < rem32; k++) v |= pg_ld8(src + 4 * j + k) << (8 * k);
         }
         w[j] = v;
+        PG_ASSUME(s->nw + 2 <= 32);
     }
-    for (uint32_t j = lane; j < s->len3; j += 32) stage[PG_STAGE2 + j] = (uint8_t)pg_ld8(t->in + s->esc + j);
+    for (uint32_t j = lane; j < s->len3; j += 32) stage[PG_STAGE2 + j] = (uint8_t)pg_ld8(src3 + j);
 }
 
 /* The tier-2 codes of a lane's group: ng codes (ng <= 8) from code p of the
@@ -322,10 +385,13 @@ PG_FN uint32_t pg_esc_byte(const uint8_t *stage, const pg_tensor *t, const pg_st
 /* The exponents of a group's 8 elements, bytes of e[0] (elements 0..3) and
  * e[1] (4..7). Tier 1 by two permutes of the codebook; escapes at once: the
  * lane's compacted tier-2 exponents (c2: byte i = exponent of its i-th
- * escape) come from two permutes of the tier-2 codebook, and a permute whose
- * selector nibble is, for an escaped element, 4 + the count of escapes
- * before it (a multiply gives those counts for all 8) moves them to their
- * elements. v2: the group's tier-2 codes; p3: its first tier-3 byte. */
+ * escape) come from two permutes of the tier-2 codebook; a multiply gives,
+ * for all 8 elements, the count of escapes before each (nibble j of x), and
+ * a permute of c2 by those counts puts each element's escape exponent in its
+ * byte (ec: meaningful where the element escapes); a last permute per 4
+ * elements takes byte j of the tier-1 word or, where element j escapes
+ * (selector nibble j + 4), byte j of ec. v2: the group's tier-2 codes; p3:
+ * its first tier-3 byte. */
 PG_FN void pg_exponents(uint32_t *e, uint32_t c1, uint32_t v2, uint32_t p3, const pg_tensor *t, const uint8_t *stage,
                         const pg_streams *s)
 {
@@ -333,10 +399,11 @@ PG_FN void pg_exponents(uint32_t *e, uint32_t c1, uint32_t v2, uint32_t p3, cons
     const uint32_t e1lo = pg_perm(t->book1, 0, sel), e1hi = pg_perm(t->book1, 0, sel >> 16);
     const uint32_t f = sel & (sel >> 1) & 0x11111111u; /* nibble j: 1 where element j escapes */
     const uint32_t x = f * 0x11111110u;                  /* nibble j: escapes before element j (<= 7) */
-    const uint32_t fm = f * 0xfu;                        /* nibble mask of the escapes */
+    const uint32_t pick = f * 4u + 0x32103210u;          /* nibble j: j & 3, + 4 where element j escapes */
     const uint32_t s2 = pg_spread3(v2);
     uint32_t c2lo = pg_perm(t->book2lo, t->book2hi, s2), c2hi = pg_perm(t->book2lo, t->book2hi, s2 >> 16);
     const uint32_t m7 = pg_sevens(v2);
+    PG_ASSUME(m7 == 0);
     if (m7) { /* tier-2 escapes (code 7 picked byte 7, a zero): their bytes in order (rare) */
         uint64_t c2 = (uint64_t)c2hi << 32 | c2lo;
         uint32_t q = p3;
@@ -346,12 +413,8 @@ PG_FN void pg_exponents(uint32_t *e, uint32_t c1, uint32_t v2, uint32_t p3, cons
         }
         c2lo = (uint32_t)c2, c2hi = (uint32_t)(c2 >> 32);
     }
-    /* elements 0..3: escapes before them are 0..3: bytes 4..7 of the permute */
-    e[0] = pg_perm(e1lo, c2lo, ((x + 0x44444444u) & fm) | (0x3210u & ~fm));
-    /* elements 4..7: the compacted exponents from the first one theirs (cnt0:
-     * escapes among 0..3, 0..4), so again 0..3 before them */
-    const uint32_t cnt0 = (x >> 16) & 0xfu, xh = (x >> 16) - cnt0 * 0x1111u, fmh = fm >> 16;
-    e[1] = pg_perm(e1hi, pg_fshrc(c2lo, c2hi, 8 * cnt0), ((xh + 0x4444u) & fmh) | (0x3210u & ~fmh));
+    e[0] = pg_perm(e1lo, pg_perm(c2lo, c2hi, x), pick);
+    e[1] = pg_perm(e1hi, pg_perm(c2lo, c2hi, x >> 16), pick >> 16);
 }
 
 /* f16 bits of an element: kept byte r (mantissa & 0xff), exponent e, 3 hi bits h (sign << 2 | mantissa >> 8). */
@@ -389,15 +452,15 @@ PG_FN void pg_lane_emit(const pg_lane *L, const uint32_t *v2, uint64_t p3, const
                         const pg_streams *s, uint64_t cb, uint64_t e0, uint64_t e1, unsigned lane, int bf16,
                         uint16_t *dst)
 {
-    const uint64_t base = cb * PG_BLOCK + 8 * lane;
+    const pg_span sp = pg_span_of(cb, e0, e1);
     PG_UNROLL for (int g = 0; g < 4; g++)
     {
-        const uint64_t e = base + 256 * g;
-        if (e < e0 || e >= e1) continue;
+        const uint32_t o = 256u * (uint32_t)g + 8u * lane;
+        if (o < sp.lo || o >= sp.hi) continue;
         uint32_t ex[2], out[4];
         pg_exponents(ex, L->c1[g], v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, t, stage, s);
         pg_assemble(out, bf16, L->r[g], ex, L->hb[g]);
-        pg_st128(dst + (e - e0), out[0], out[1], out[2], out[3]);
+        pg_st128(dst + (sp.doff + (int64_t)o), out[0], out[1], out[2], out[3]);
     }
 }
 
@@ -421,17 +484,17 @@ PG_FN void pg_lane_emit_f32(const pg_lane *L, const uint32_t *v2, uint64_t p3, c
                             const uint8_t *stage, const pg_streams *s, uint64_t cb, uint64_t e0, uint64_t e1,
                             unsigned lane, int bf16, float *dst)
 {
-    const uint64_t base = cb * PG_BLOCK + 8 * lane;
+    const pg_span sp = pg_span_of(cb, e0, e1);
     PG_UNROLL for (int g = 0; g < 4; g++)
     {
-        const uint64_t e = base + 256 * g;
-        if (e < e0 || e >= e1) continue;
+        const uint32_t o = 256u * (uint32_t)g + 8u * lane;
+        if (o < sp.lo || o >= sp.hi) continue;
         uint32_t ex[2], out[4], f[8];
         pg_exponents(ex, L->c1[g], v2[g], (uint32_t)(p3 >> (16 * g)) & 0xffffu, t, stage, s);
         pg_assemble(out, bf16, L->r[g], ex, L->hb[g]);
         pg_widen(f, out, bf16);
-        pg_st128(dst + (e - e0), f[0], f[1], f[2], f[3]);
-        pg_st128(dst + (e - e0) + 4, f[4], f[5], f[6], f[7]);
+        pg_st128(dst + (sp.doff + (int64_t)o), f[0], f[1], f[2], f[3]);
+        pg_st128(dst + (sp.doff + (int64_t)o) + 4, f[4], f[5], f[6], f[7]);
     }
 }
 

@@ -13,17 +13,21 @@
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-/* The fused decode+GEMV for batch-1 products of device-packed weights: off
- * unless LRUN_PACKED_FUSED=1. Its first run on the H200 (2026-12-04) gave
- * wrong values (a tier-3 read, fixed since; docs/packed.md "Mode 3
- * kernels"): until test_packed_gemv_gpu passes on the GPU, the engine
- * decodes into the scratch and runs the plain kernel. */
+/* The fused decode+GEMV for batch-1 products of device-packed weights: on
+ * unless LRUN_PACKED_FUSED=0. Its first H200 run (2026-12-04) gave wrong
+ * values (a tier-3 read, fixed since); in session 7 test_packed_gemv_gpu
+ * and test_packed_stream_gpu with it passed bit for bit, and at 76-87 us
+ * on 11008x4096 it is 3x faster than decoding the whole weight into the
+ * scratch and running the plain GEMV (240 us; docs/packed.md "Mode 3
+ * kernels"). FUSED_DEFAULT 0 puts the decode-then-GEMV path back. */
+#define FUSED_DEFAULT 1
+
 static int fused_enabled(void)
 {
     static int on = -1;
     if (on < 0) {
         const char *v = getenv("LRUN_PACKED_FUSED");
-        on = v && strcmp(v, "1") == 0;
+        on = v && *v ? strcmp(v, "0") != 0 : FUSED_DEFAULT;
     }
     return on;
 }

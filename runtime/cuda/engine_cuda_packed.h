@@ -21,8 +21,8 @@
  * the fused kernel refuses (LRUN_E_UNSUPPORTED) and prefill decode each
  * weight whole into its part of the engine's packed scratch on the compute
  * stream and run the plain kernel on it (the decode is bit-exact too).
- * The fused kernel is off unless LRUN_PACKED_FUSED=1 until its fix is
- * checked on a GPU (docs/packed.md, "Mode 3 kernels"). */
+ * The fused kernel is on by default (LRUN_PACKED_FUSED=0 turns it off;
+ * docs/packed.md, "Mode 3 kernels"). */
 #ifndef LRUN_ENGINE_CUDA_PACKED_H
 #define LRUN_ENGINE_CUDA_PACKED_H
 

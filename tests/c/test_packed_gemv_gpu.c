@@ -292,8 +292,8 @@ int main(void)
      * the tier-3 read evaluated its index twice; docs/packed.md "Mode 3
      * kernels"). Fixed since and replayed on the host by
      * test_packed_gemv_emu; these checks run by default so that a failure
-     * shows (LRUN_TEST_FUSED=0 skips them); the engine keeps the kernels
-     * off until they pass here (LRUN_PACKED_FUSED=1 turns them on). */
+     * shows (LRUN_TEST_FUSED=0 skips them); the engine runs the fused
+     * GEMV by default (LRUN_PACKED_FUSED=0 turns it off). */
     const char *want = getenv("LRUN_TEST_FUSED");
     if (want && strcmp(want, "0") == 0) {
         printf("ok %d - fused packed kernels # SKIP LRUN_TEST_FUSED=0\n", ++check_count);
