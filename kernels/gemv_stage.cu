@@ -95,18 +95,14 @@ __global__ void __launch_bounds__(GS_NT)
     const int64_t n = SEL3(P.n, p), row0 = (b - P.b0[p]) * (sw ? RH : GS_RB);
     const int t = threadIdx.x;
 
-    /* the row of each of this thread's piece slots (fixed from stage to
-     * stage): rows past n re-read row n-1 (valid memory) and are not
-     * written; a paired block's rows are gate's row0.. then up's */
+    /* the row of each of this thread's piece slots (fixed from stage to stage) */
     const uint8_t *src[NPT];
 #pragma unroll
     for (int i = 0; i < NPT; i++) {
         int r, off;
         gs_piece(t + i * GS_NT, BS, GS_CB * BS, &r, &off);
-        r = r < GS_RB ? r : GS_RB - 1;
-        const int q = sw && r >= RH ? 1 : p;
-        int64_t rr = row0 + (sw ? r % RH : r);
-        rr = rr < n ? rr : n - 1;
+        int q;
+        const int64_t rr = gs_row(r < GS_RB ? r : GS_RB - 1, sw, p, row0, n, &q);
         src[i] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q);
     }
     /* chunk c's copies into stage c % GS_NS, one commit group per chunk
@@ -124,9 +120,8 @@ __global__ void __launch_bounds__(GS_NT)
             if (len & 15) { /* a row's last chunk, not whole pieces: its tail in 2-byte loads */
                 int r, off;
                 if (gs_tail(t, len, &r, &off)) {
-                    const int q = sw && r >= RH ? 1 : p;
-                    int64_t rr = row0 + (sw ? r % RH : r);
-                    rr = rr < n ? rr : n - 1;
+                    int q;
+                    const int64_t rr = gs_row(r, sw, p, row0, n, &q);
                     const uint8_t *g = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q) + at + off;
                     *(uint16_t *)(st + r * SROW + off) = __ldg((const unsigned short *)g);
                 }

@@ -65,6 +65,18 @@ GS_HD int gs_chunk_blocks(int64_t nb, int64_t c)
     return left < GS_CB ? (int)left : GS_CB;
 }
 
+/* Row r (0..GS_RB-1) of the CUDA block whose first output row is row0, in
+ * part p of n rows: *q the part it is read from (p; for a paired block, sw,
+ * gate (0) for r < GS_RB/2 and up (1) after) and the row returned. Rows
+ * past n re-read row n - 1 (valid memory) and are never written. */
+GS_HD int64_t gs_row(int r, int sw, int p, int64_t row0, int64_t n, int *q)
+{
+    const int rh = GS_RB / 2;
+    *q = sw && r >= rh ? 1 : p;
+    const int64_t rr = row0 + (sw ? r % rh : r);
+    return rr < n ? rr : n - 1;
+}
+
 /* 16-byte piece L of a stage: its row *r and byte offset *off in that row's
  * chunk (and in its stage slot); 0 when the piece is past the chunk's
  * whole 16-byte pieces (len its bytes). */

@@ -1,16 +1,23 @@
 /* test_gemv_dp4a_gpu.c — the dp4a decode GEMV (kernels/gemv_dp4a.cu, taken
  * under LRUN_K_GEMV_DP4A) of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS,
- * Q2_K and Q3_K against the CPU (Q2_K/Q3_K also against the generic kernel): y must be the dot of lrun_dequantize_row's rows
+ * Q2_K and Q3_K, and the staged one (kernels/gemv_stage.cu, under
+ * LRUN_K_GEMV_STAGE) of the first six, against the CPU (Q2_K/Q3_K also
+ * against the generic kernel): y must be the dot of lrun_dequantize_row's rows
  * with x rounded by lrun_quantize_activations (Q8_0 blocks: the q8 x the
  * kernel computes in shared memory), within f32 summation order (error over
  * Σ|terms| <= 1e-6), on odd shapes (n 1, 7, 33, 129, 300; k 256 to 11008),
  * padded strides, an unaligned x, and the modes STORE, ADD and SWIGLU. The
- * host emulation (test_gemv_dp4a_emu.c) checks the same arithmetic in
- * `make test`; this is the GPU's own run.
+ * staged kernel runs under LRUN_K_GEMV_STAGE alone: had it declined, the
+ * default kernel (x not rounded) would miss the bound by ~1e-3, so a pass
+ * is its own run; its extra shapes end rows in a chunk tail (k 96, 1056 on
+ * 16-byte padded strides), and a 4-byte padded stride checks that it
+ * declines to the dp4a kernel (STAGE | DP4A, as the engine sets them). The
+ * host emulations (test_gemv_dp4a_emu.c, test_gemv_stage_emu.c) check the
+ * same arithmetic and indexing in `make test`; this is the GPU's own run.
  *
  *   build/tests/test_gemv_dp4a_gpu           the tests (one SKIP line without a GPU)
  *   build/tests/test_gemv_dp4a_gpu --bench   GB/s at m = 1 of every GEMV type on the 7B shapes,
- *                                            the default kernel against the dp4a one, weights
+ *                                            the default kernel, the dp4a one and the staged one, weights
  *                                            rotated over >= 200 MB so that L2 does not serve them
  *   build/tests/test_gemv_dp4a_gpu --bench q2_k,q3_k   only the types named */
 #include "check.h"
@@ -90,11 +97,19 @@ static const lrun_dtype dp4a_types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0, LRUN
                                         LRUN_DTYPE_IQ4_XS, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K};
 #define N_DP4A ((int)(sizeof dp4a_types / sizeof dp4a_types[0]))
 
-/* STORE and ADD of one weight, x at an offset of xoff floats; pad bytes after each row. */
-static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
+static const lrun_dtype stage_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,
+                                         LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_IQ4_NL};
+#define N_STAGE ((int)(sizeof stage_types / sizeof stage_types[0]))
+
+static const char *kernel_name(int flags) { return flags & LRUN_K_GEMV_STAGE ? "stage" : "dp4a"; }
+
+/* STORE and ADD of one weight through the kernel of flags, x at an offset of
+ * xoff floats; rows pad bytes apart beyond their bytes rounded up to a
+ * multiple of round (1: none). */
+static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff, int flags, size_t round)
 {
     dreset();
-    const size_t stride = row_bytes(t, k) + pad;
+    const size_t stride = (row_bytes(t, k) + round - 1) / round * round + pad;
     uint8_t *w = random_rows(t, n, k, stride, (uint64_t)(n * 131 + k));
     float *x = malloc((size_t)(k + 1) * sizeof *x), *y = malloc((size_t)n * sizeof *y);
     for (int64_t i = 0; i < k + 1; i++) x[i] = frand(-1.5f, 1.5f);
@@ -104,7 +119,7 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
     float *dx = dcopy(x, (size_t)(k + 1) * 4), *dy = dbuf((size_t)n * 4);
     const lrun_k_gemv_part part = {dw, stride, n, dy};
     double worst = 0.0;
-    int ok = ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_DP4A, stream));
+    int ok = ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_STORE | flags, stream));
     down(y, dy, (size_t)n * 4);
     for (int64_t r = 0; r < n; r++) {
         const double e = fabs(y[r] - ref[r]) / (terms[r] + 1e-30);
@@ -113,7 +128,7 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
     /* ADD into y = 1 + r */
     for (int64_t r = 0; r < n; r++) y[r] = 1.0f + (float)r;
     up(dy, y, (size_t)n * 4);
-    ok &= ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_ADD | LRUN_K_GEMV_DP4A, stream));
+    ok &= ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_ADD | flags, stream));
     down(y, dy, (size_t)n * 4);
     for (int64_t r = 0; r < n; r++) {
         const double e = fabs(y[r] - (1.0 + (double)r + ref[r])) / (terms[r] + 1.0 + (double)r);
@@ -122,7 +137,7 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
     /* Q2_K/Q3_K (new on the GPU): also against the generic kernel (x not
      * rounded): they differ by x's q8 rounding only, a few 1e-3 of terms */
     double worst_gen = 0.0;
-    if (t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q3_K) {
+    if ((t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q3_K) && flags == LRUN_K_GEMV_DP4A) {
         float *yg = malloc((size_t)n * sizeof *yg);
         ok &= ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_DP4A, stream));
         down(y, dy, (size_t)n * 4);
@@ -138,15 +153,16 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
         free(yg);
     }
     char name[200];
-    snprintf(name, sizeof name, "dp4a %s n %lld k %lld%s%s, store and add: error/terms %.2e <= 1e-6",
+    snprintf(name, sizeof name, "%s%s %s n %lld k %lld%s%s, store and add: error/terms %.2e <= 1e-6",
+             kernel_name(flags), flags == (LRUN_K_GEMV_STAGE | LRUN_K_GEMV_DP4A) ? " (declines to dp4a)" : "",
              lrun_dtype_name(t), (long long)n, (long long)k, pad ? " (padded stride)" : "",
              xoff ? " (x unaligned)" : "", worst);
     CHECK(name, ok && worst <= 1e-6);
     free(w), free(x), free(y), free(ref), free(terms);
 }
 
-/* SWIGLU of a gate and an up weight through the dp4a kernel */
-static void test_swiglu(lrun_dtype t)
+/* SWIGLU of a gate and an up weight through the kernel of flags */
+static void test_swiglu(lrun_dtype t, int flags)
 {
     dreset();
     const int64_t n = 33, k = 768;
@@ -160,7 +176,7 @@ static void test_swiglu(lrun_dtype t)
     float *dx = dcopy(x, (size_t)k * 4), *dy = dbuf((size_t)n * 4);
     const lrun_k_gemv_part pair[2] = {{dcopy(wg, (size_t)n * stride), stride, n, dy},
                                       {dcopy(wu, (size_t)n * stride), stride, n, NULL}};
-    const int ok = ran(lrun_k_gemv_multi(t, pair, 2, k, dx, 1, LRUN_K_GEMV_SWIGLU | LRUN_K_GEMV_DP4A, stream));
+    const int ok = ran(lrun_k_gemv_multi(t, pair, 2, k, dx, 1, LRUN_K_GEMV_SWIGLU | flags, stream));
     down(y, dy, sizeof y);
     double worst = 0.0;
     for (int r = 0; r < n; r++) {
@@ -170,7 +186,8 @@ static void test_swiglu(lrun_dtype t)
         worst = e > worst ? e : worst;
     }
     char name[160];
-    snprintf(name, sizeof name, "dp4a %s swiglu n 33 k 768: error/scale %.2e <= 1e-6", lrun_dtype_name(t), worst);
+    snprintf(name, sizeof name, "%s %s swiglu n 33 k 768: error/scale %.2e <= 1e-6", kernel_name(flags),
+             lrun_dtype_name(t), worst);
     CHECK(name, ok && worst <= 1e-6);
     free(wg), free(wu), free(x);
 }
@@ -179,9 +196,21 @@ static void tests(void)
 {
     static const int64_t shapes[][2] = {{1, 256}, {7, 768}, {33, 4096}, {129, 11008}, {300, 2816}};
     for (int ti = 0; ti < N_DP4A; ti++) {
-        for (int si = 0; si < 5; si++) test_case(dp4a_types[ti], shapes[si][0], shapes[si][1], 0, 0);
-        test_case(dp4a_types[ti], 37, 1280 - 1280 % 256, 4, 1); /* padded rows, x off 16 bytes */
-        test_swiglu(dp4a_types[ti]);
+        for (int si = 0; si < 5; si++) test_case(dp4a_types[ti], shapes[si][0], shapes[si][1], 0, 0, LRUN_K_GEMV_DP4A, 1);
+        test_case(dp4a_types[ti], 37, 1280 - 1280 % 256, 4, 1, LRUN_K_GEMV_DP4A, 1); /* padded rows, x off 4 bytes */
+        test_swiglu(dp4a_types[ti], LRUN_K_GEMV_DP4A);
+    }
+    /* the staged kernel: the same shapes (rows whole 16-byte pieces), rows
+     * ending in a chunk tail on 16-byte padded strides (k 96: 3 blocks; k
+     * 1056: a chunk and a block), x off 4 bytes, swiglu; and a 4-byte
+     * padded stride it declines (to dp4a under STAGE | DP4A) */
+    for (int ti = 0; ti < N_STAGE; ti++) {
+        const lrun_dtype t = stage_types[ti];
+        for (int si = 0; si < 5; si++) test_case(t, shapes[si][0], shapes[si][1], 0, 0, LRUN_K_GEMV_STAGE, 1);
+        test_case(t, 19, 96, 16, 1, LRUN_K_GEMV_STAGE, 16);
+        test_case(t, 41, 1056, 32, 0, LRUN_K_GEMV_STAGE, 16);
+        test_case(t, 37, 1280, 4, 1, LRUN_K_GEMV_STAGE | LRUN_K_GEMV_DP4A, 1);
+        test_swiglu(t, LRUN_K_GEMV_STAGE);
     }
 }
 
@@ -218,7 +247,7 @@ static void bench(const char *only)
                                      LRUN_DTYPE_BF16,  LRUN_DTYPE_F16};
     static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}; /* n, k */
     printf("# GB/s at m = 1, weights rotated over >= 200 MB; %% of the H200's 4220 GB/s measured\n");
-    printf("# %-7s %13s %10s %7s %10s %7s\n", "type", "n x k", "default", "%", "dp4a", "%");
+    printf("# %-7s %13s %10s %7s %10s %7s %10s %7s\n", "type", "n x k", "default", "%", "dp4a", "%", "stage", "%");
     for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++)
         for (int si = 0; si < 3; si++) {
             if (only && !strstr(only, lrun_dtype_name(all[ti]))) continue;
@@ -244,10 +273,18 @@ static void bench(const char *only)
             int is_dp4a = 0;
             for (int i = 0; i < N_DP4A; i++) is_dp4a |= dp4a_types[i] == t;
             const double t_new = is_dp4a ? time_gemv(t, dw, copies, stride, n, k, dx, dy, LRUN_K_GEMV_DP4A) : 0.0;
+            int is_stage = 0;
+            for (int i = 0; i < N_STAGE; i++) is_stage |= stage_types[i] == t;
+            const double t_st = is_stage ? time_gemv(t, dw, copies, stride, n, k, dx, dy, LRUN_K_GEMV_STAGE) : 0.0;
             const double g_old = t_old > 0 ? bytes / t_old / 1e9 : 0.0, g_new = t_new > 0 ? bytes / t_new / 1e9 : 0.0;
+            const double g_st = t_st > 0 ? bytes / t_st / 1e9 : 0.0;
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)n, (long long)k);
-            if (is_dp4a)
+            if (is_stage)
+                printf("# %-7s %13s %10.1f %6.1f%% %10.1f %6.1f%% %10.1f %6.1f%%%s\n", lrun_dtype_name(t), shape,
+                       g_old, g_old / 42.2, g_new, g_new / 42.2, g_st, g_st / 42.2,
+                       t_old < 0 || t_new < 0 || t_st < 0 ? "  FAILED" : "");
+            else if (is_dp4a)
                 printf("# %-7s %13s %10.1f %6.1f%% %10.1f %6.1f%%%s\n", lrun_dtype_name(t), shape, g_old,
                        g_old / 42.2, g_new, g_new / 42.2, t_old < 0 || t_new < 0 ? "  FAILED" : "");
             else
