@@ -14,10 +14,12 @@
  * costs 1/16 of an LDGSTS and the bytes in flight are what shared memory
  * holds (Little's law: ~4 TB/s × ~1 µs ≈ 32 KB per SM).
  *
- * Numerics: the dp4a kernel's (gemv_dp4a.cu): x quantized to q8 blocks of
- * 32 in shared memory (gemv_q8x.cuh), each weight block's 8 dp4a and
- * d·dx·Σ + m·sx in f32, the same per-block arithmetic; only the order in
- * which the blocks' terms are summed differs (fast numerics only).
+ * Numerics: the dp4a kernel's contract (gemv_dp4a.cu): y is the dot of the
+ * dequantized weights with x rounded to q8 blocks of 32 (gemv_q8x.cuh, the
+ * same x), within f32 rounding: each weight block's 8 dp4a and
+ * d·dx·Σ + m·sx in f32 as there, but Q4_0 and Q5_0 take their zero point
+ * on x's block sum (m = −8d, −16d: gs_block) and the blocks' terms are
+ * summed in another order, so y is not bit-identical (fast numerics only).
  *
  * Shape: GS_NT threads, GS_RB rows (GS_RB/2 of gate and of up for a paired
  * mode), chunks of GS_CB blocks (gemv_stage_lane.h: the indexing, shared
@@ -35,13 +37,15 @@
 
 // ---------------------------------------------------------------- cp.async
 
-static __device__ __forceinline__ void gs_cp16(void *dst, const void *src)
+/* 16 bytes from global src to shared address dst (a .shared window address) */
+static __device__ __forceinline__ void gs_cp16(unsigned dst, const void *src)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 #else
-    *(int4 *)dst = __ldg((const int4 *)src);
+    const int4 v = __ldg((const int4 *)src);
+    asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+                 : "memory");
 #endif
 }
 static __device__ __forceinline__ void gs_commit()
@@ -60,13 +64,14 @@ template <int N> static __device__ __forceinline__ void gs_wait()
 
 // ---------------------------------------------------------------- types
 
+/* BS block bytes; ID gs_block's; MIN: an f16 min m; ZP: an m or a zero point (the sx term) */
 template <int T> struct gs_type;
-template <> struct gs_type<LRUN_DTYPE_Q8_0> { enum { BS = 34, ID = GS_Q8_0, MIN = 0 }; };
-template <> struct gs_type<LRUN_DTYPE_Q4_0> { enum { BS = 18, ID = GS_Q4_0, MIN = 0 }; };
-template <> struct gs_type<LRUN_DTYPE_Q4_1> { enum { BS = 20, ID = GS_Q4_1, MIN = 1 }; };
-template <> struct gs_type<LRUN_DTYPE_Q5_0> { enum { BS = 22, ID = GS_Q5_0, MIN = 0 }; };
-template <> struct gs_type<LRUN_DTYPE_Q5_1> { enum { BS = 24, ID = GS_Q5_1, MIN = 1 }; };
-template <> struct gs_type<LRUN_DTYPE_IQ4_NL> { enum { BS = 18, ID = GS_IQ4_NL, MIN = 0 }; };
+template <> struct gs_type<LRUN_DTYPE_Q8_0> { enum { BS = 34, ID = GS_Q8_0, MIN = 0, ZP = 0 }; };
+template <> struct gs_type<LRUN_DTYPE_Q4_0> { enum { BS = 18, ID = GS_Q4_0, MIN = 0, ZP = 1 }; };
+template <> struct gs_type<LRUN_DTYPE_Q4_1> { enum { BS = 20, ID = GS_Q4_1, MIN = 1, ZP = 1 }; };
+template <> struct gs_type<LRUN_DTYPE_Q5_0> { enum { BS = 22, ID = GS_Q5_0, MIN = 0, ZP = 1 }; };
+template <> struct gs_type<LRUN_DTYPE_Q5_1> { enum { BS = 24, ID = GS_Q5_1, MIN = 1, ZP = 1 }; };
+template <> struct gs_type<LRUN_DTYPE_IQ4_NL> { enum { BS = 18, ID = GS_IQ4_NL, MIN = 0, ZP = 0 }; };
 
 // ---------------------------------------------------------------- kernel
 
@@ -86,7 +91,7 @@ __global__ void __launch_bounds__(GS_NT)
     extern __shared__ int4 gs_smem[]; /* ring (GS_NS stages), xq (k int8), xd, xs (k/32 f32 each) */
     uint8_t *ring = (uint8_t *)gs_smem;
     int8_t *xq = (int8_t *)(ring + GS_NS * STAGE);
-    const int64_t nb = k / 32, nchunks = (nb + GS_CB - 1) / GS_CB;
+    const int nb = (int)(k / 32), nchunks = (nb + GS_CB - 1) / GS_CB; /* k ≤ GS_MAX_SHARED: lrun_k_gemv_stage */
     float *xd = (float *)(xq + k), *xs = xd + nb;
     lrun_k_pdl_trigger();
     const int64_t b = blockIdx.x;
@@ -95,35 +100,43 @@ __global__ void __launch_bounds__(GS_NT)
     const int64_t n = SEL3(P.n, p), row0 = (b - P.b0[p]) * (sw ? RH : GS_RB);
     const int t = threadIdx.x;
 
-    /* the row of each of this thread's piece slots (fixed from stage to stage) */
+    /* this thread's piece slots, the same in every stage: global address
+     * in chunk 0 and shared offset (-1: no piece; a row's last chunk may
+     * also end before a slot's piece, gs_piece with its length decides) */
     const uint8_t *src[NPT];
+    int dst[NPT];
 #pragma unroll
     for (int i = 0; i < NPT; i++) {
-        int r, off;
-        gs_piece(t + i * GS_NT, BS, GS_CB * BS, &r, &off);
-        int q;
+        int r, off, q;
+        dst[i] = gs_piece(t + i * GS_NT, BS, GS_CB * BS, &r, &off) ? r * SROW + off : -1;
         const int64_t rr = gs_row(r < GS_RB ? r : GS_RB - 1, sw, p, row0, n, &q);
-        src[i] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q);
+        src[i] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q) + off;
     }
+    const unsigned ring_s = (unsigned)__cvta_generic_to_shared(ring);
     /* chunk c's copies into stage c % GS_NS, one commit group per chunk
      * (empty past the last, so the group count stays c + GS_NS - 1) */
-    auto issue = [&](int64_t c) {
+    auto issue = [&](int c) {
         if (c < nchunks) {
-            uint8_t *st = ring + (int)(c % GS_NS) * STAGE;
+            const int so = (c % GS_NS) * STAGE;
             const int len = gs_chunk_blocks(nb, c) * BS;
             const size_t at = (size_t)c * GS_CB * BS;
+            if (len == GS_CB * BS) { /* a whole chunk: every slot's piece */
 #pragma unroll
-            for (int i = 0; i < NPT; i++) {
-                int r, off;
-                if (gs_piece(t + i * GS_NT, BS, len, &r, &off)) gs_cp16(st + r * SROW + off, src[i] + at + off);
-            }
-            if (len & 15) { /* a row's last chunk, not whole pieces: its tail in 2-byte loads */
-                int r, off;
-                if (gs_tail(t, len, &r, &off)) {
-                    int q;
-                    const int64_t rr = gs_row(r, sw, p, row0, n, &q);
-                    const uint8_t *g = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q) + at + off;
-                    *(uint16_t *)(st + r * SROW + off) = __ldg((const unsigned short *)g);
+                for (int i = 0; i < NPT; i++)
+                    if (dst[i] >= 0) gs_cp16(ring_s + (unsigned)(so + dst[i]), src[i] + at);
+            } else {
+#pragma unroll
+                for (int i = 0; i < NPT; i++) {
+                    int r, off;
+                    if (gs_piece(t + i * GS_NT, BS, len, &r, &off)) gs_cp16(ring_s + (unsigned)(so + dst[i]), src[i] + at);
+                }
+                if (len & 15) { /* not whole pieces: the rows' tails in 2-byte loads */
+                    int r, off, q;
+                    for (int L = t; gs_tail(L, len, &r, &off); L += GS_NT) {
+                        const int64_t rr = gs_row(r, sw, p, row0, n, &q);
+                        const uint8_t *g = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q) + at + off;
+                        *(uint16_t *)(ring + so + r * SROW + off) = __ldg((const unsigned short *)g);
+                    }
                 }
             }
         }
@@ -133,12 +146,12 @@ __global__ void __launch_bounds__(GS_NT)
 #pragma unroll
     for (int c = 0; c < GS_NS - 1; c++) issue(c);
     lrun_k_pdl_wait();
-    for (int64_t q = t; q < nb; q += GS_NT) dl_quantize(x + q * 32, xvec, xq + q * 32, xd + q, xs + q);
+    for (int q = t; q < nb; q += GS_NT) dl_quantize(x + q * 32, xvec, xq + q * 32, xd + q, xs + q);
 
     float acc[IPT];
 #pragma unroll
     for (int s = 0; s < IPT; s++) acc[s] = 0.0f;
-    for (int64_t c = 0; c < nchunks; c++) {
+    for (int c = 0; c < nchunks; c++) {
         /* chunk c landed (this thread's copies, then everyone's: the
          * barrier), and chunk c - 1's stage is free for chunk c + GS_NS - 1 */
         gs_wait<GS_NS - 2>();
@@ -151,8 +164,9 @@ __global__ void __launch_bounds__(GS_NT)
             const int L = t + s * GS_NT, r = L / GS_CB, j = L % GS_CB;
             if (j < cb) {
                 uint32_t w[8], d16, m16;
-                gs_block(gs_type<T>::ID, st + r * (SROW / 4), j, w, &d16, &m16);
-                const int64_t u = c * GS_CB + j;
+                int z;
+                gs_block(gs_type<T>::ID, st + r * (SROW / 4), j, w, &d16, &m16, &z);
+                const int u = c * GS_CB + j;
                 const int4 *xw4 = (const int4 *)(xq + u * 32);
                 const int4 x0 = xw4[0], x1 = xw4[1];
                 const uint32_t xw[8] = {(uint32_t)x0.x, (uint32_t)x0.y, (uint32_t)x0.z, (uint32_t)x0.w,
@@ -160,10 +174,11 @@ __global__ void __launch_bounds__(GS_NT)
                 int sumi = 0;
 #pragma unroll
                 for (int l = 0; l < 8; l++) sumi = __dp4a((int)w[l], (int)xw[l], sumi);
-                /* dl_step's arithmetic: fmaf(d·dx, Σ, fmaf(m, sx, acc)) */
+                /* d·dx·Σw·xq + (m − z·d)·sx: dl_step's form, the zero point
+                 * moved onto x's block sum sx = dx·Σxq (gs_block) */
                 const float d = lrun_k_f16((uint16_t)d16);
-                const float m = gs_type<T>::MIN ? lrun_k_f16((uint16_t)m16) : 0.0f;
-                acc[s] = fmaf(d * xd[u], (float)sumi, fmaf(m, xs[u], acc[s]));
+                const float m = gs_type<T>::MIN ? lrun_k_f16((uint16_t)m16) : -(float)z * d;
+                acc[s] = fmaf(d * xd[u], (float)sumi, gs_type<T>::ZP ? fmaf(m, xs[u], acc[s]) : acc[s]);
             }
         }
     }

@@ -31,8 +31,9 @@
 #include <stdint.h>
 
 #define GS_CB 32 /* weight blocks per row per chunk (a multiple of 32: one warp, one row) */
-#define GS_NT 256 /* threads per CUDA block */
-#define GS_RB 8   /* rows per CUDA block: GS_RB·GS_CB items = GS_NT, one per thread per chunk */
+#define GS_NT 128 /* threads per CUDA block */
+#define GS_RB 8   /* rows per CUDA block: GS_RB·GS_CB items, 2 per thread per chunk (the
+                     chunk's fixed costs, its wait, barrier and copies, spread over two) */
 #define GS_NS 4   /* stages in the ring: GS_NS - 1 chunks in flight while one is multiplied */
 
 /* the sizes and the piece mapping serve the launch (host) too */
@@ -59,10 +60,10 @@ GS_HD int gs_stage_bytes(int bs) { return GS_RB * gs_srow(bs); }
 GS_HD int gs_ring_bytes(int bs) { return GS_NS * gs_stage_bytes(bs); }
 
 /* Weight blocks and bytes of chunk c of a row of nb blocks. */
-GS_HD int gs_chunk_blocks(int64_t nb, int64_t c)
+GS_HD int gs_chunk_blocks(int nb, int c)
 {
-    const int64_t left = nb - c * GS_CB;
-    return left < GS_CB ? (int)left : GS_CB;
+    const int left = nb - c * GS_CB;
+    return left < GS_CB ? left : GS_CB;
 }
 
 /* Row r (0..GS_RB-1) of the CUDA block whose first output row is row0, in
@@ -102,7 +103,8 @@ GS_HD int gs_tail(int L, int len, int *r, int *off)
 /* n words of a stage row s (32-bit words of shared memory) starting at byte
  * off (even): two aligned words funnel-shifted per word, so the 2-byte
  * aligned fields of 18-, 22- and 34-byte blocks cost one LDS.32 and one SHF
- * per word. Reads the words at off & ~3 through off + 4n + 3. */
+ * per word. Reads the words at off & ~3 through off + 4n + 3 (at most 4
+ * bytes past a block's end: the slot's 16 spare bytes take the last's). */
 DL_FN void gs_words(const uint32_t *s, int off, int n, uint32_t *out)
 {
     const int a = off >> 2;
@@ -115,30 +117,35 @@ DL_FN void gs_words(const uint32_t *s, int off, int n, uint32_t *out)
     }
 }
 
-/* Weight block j (bytes j·bs.. of stage row s) of type bs (its block bytes;
- * which type: t as in dl_blk, 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q5_0, 4 Q5_1,
- * 5 IQ4_NL) as 8 int8 words w, the f16 bits of d and of m (0 where the
- * type has no m): gemv_dp4a_lane.h's unpacking of the same fields. */
+/* The f16 bits at byte off (even) of stage row s: one LDS.32 and a shift. */
+DL_FN uint32_t gs_half(const uint32_t *s, int off) { return (s[off >> 2] >> ((off & 2) * 8)) & 0xffffu; }
+
+/* Weight block j (bytes j·bs.. of stage row s) of type t (0 Q8_0, 1 Q4_0,
+ * 2 Q4_1, 3 Q5_0, 4 Q5_1, 5 IQ4_NL) as 8 int8 words w, the f16 bits of d
+ * and of m (0 where the type has none) and a zero point z: element i is
+ * d·(w_i − z) + m. The quants are read at their own byte offset (one SHF a
+ * word where it is 2 mod 4). Q4_0 and Q5_0 keep their unsigned quants and
+ * z = 8, 16: their Σ(w − z)·xq is Σw·xq − z·Σxq, and Σxq is x's block sum
+ * the kernel already has (dl_quantize's s), so the 3 byte operations per
+ * word of dl_sub4 become one FMA per block. */
 enum { GS_Q8_0, GS_Q4_0, GS_Q4_1, GS_Q5_0, GS_Q5_1, GS_IQ4_NL };
-DL_FN void gs_block(int t, const uint32_t *s, int j, uint32_t w[8], uint32_t *d, uint32_t *m)
+DL_FN void gs_block(int t, const uint32_t *s, int j, uint32_t w[8], uint32_t *d, uint32_t *m, int *z)
 {
-    uint32_t v[9];
+    *m = 0, *z = 0;
     switch (t) {
     case GS_Q8_0: { /* d, qs[32] */
         const int o = 34 * j;
-        gs_words(s, o, 9, v); /* d's 2 bytes, then the qs from byte 2: one more shift */
-        *d = v[0] & 0xffffu, *m = 0;
-        for (int l = 0; l < 8; l++) w[l] = gs_funnel(v[l], v[l + 1], 16);
+        gs_words(s, o + 2, 8, w);
+        *d = gs_half(s, o);
         return;
     }
     case GS_Q4_0:
     case GS_IQ4_NL: { /* d, qs[16] */
         const int o = 18 * j;
-        gs_words(s, o, 5, v);
         uint32_t qs[4];
-        for (int l = 0; l < 4; l++) qs[l] = gs_funnel(v[l], v[l + 1], 16);
-        *d = v[0] & 0xffffu, *m = 0;
-        if (t == GS_Q4_0) dl_q4_0(qs, w);
+        gs_words(s, o + 2, 4, qs);
+        *d = gs_half(s, o);
+        if (t == GS_Q4_0) dl_q4_1(qs, w), *z = 8; /* the nibbles as they are */
         else dl_iq4nl(qs, w);
         return;
     }
@@ -151,11 +158,10 @@ DL_FN void gs_block(int t, const uint32_t *s, int j, uint32_t w[8], uint32_t *d,
     }
     case GS_Q5_0: { /* d, qh[4], qs[16] */
         const int o = 22 * j;
-        gs_words(s, o, 6, v);
-        uint32_t qs[4];
-        for (int l = 0; l < 4; l++) qs[l] = gs_funnel(v[l + 1], v[l + 2], 16);
-        dl_q5(qs, gs_funnel(v[0], v[1], 16), 0x10101010u, w);
-        *d = v[0] & 0xffffu, *m = 0;
+        uint32_t v[5];
+        gs_words(s, o + 2, 5, v); /* qh, then the qs */
+        *d = gs_half(s, o);
+        dl_q5(v + 1, v[0], 0u, w), *z = 16;
         return;
     }
     default: { /* Q5_1: d, m, qh[4], qs[16]: 24 bytes, 4-aligned in the stage */

@@ -67,7 +67,7 @@ static void replay_case(int ti, int64_t n, int64_t k, size_t stride, int sw, uns
 {
     const lrun_dtype t = types[ti].t;
     const int bs = types[ti].bs, srow = gs_srow(bs);
-    const int64_t nb = k / 32, nchunks = (nb + GS_CB - 1) / GS_CB;
+    const int nb = (int)(k / 32), nchunks = (nb + GS_CB - 1) / GS_CB;
     const size_t len_row = (size_t)nb * (size_t)bs, bytes = ((size_t)n * stride + 255) / 256 * 256;
     srand(seed);
     /* parts: one matrix, or gate and up */
@@ -106,7 +106,7 @@ static void replay_case(int ti, int64_t n, int64_t k, size_t stride, int sw, uns
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t row0 = b * rows_out;
         memset(acc, 0, sizeof acc);
-        for (int64_t c = 0; c < nchunks; c++) {
+        for (int c = 0; c < nchunks; c++) {
             const int cb = gs_chunk_blocks(nb, c), len = cb * bs;
             const size_t at = (size_t)c * GS_CB * (size_t)bs;
             memset(stage, 0xc3, (size_t)gs_stage_bytes(bs));
@@ -126,7 +126,7 @@ static void replay_case(int ti, int64_t n, int64_t k, size_t stride, int sw, uns
                     for (int e = 0; e < 16; e++) cover[r * srow + off + e]++;
                 }
                 int r, off, q;
-                if ((len & 15) && gs_tail(th, len, &r, &off)) {
+                for (int L = th; (len & 15) && gs_tail(L, len, &r, &off); L += GS_NT) {
                     const int64_t rr = gs_row(r, sw, 0, row0, n, &q);
                     const uint8_t *g = w[q] + (size_t)rr * stride + at + (size_t)off;
                     if (((uintptr_t)g & 1) != 0 || at + (size_t)off + 2 > len_row) fail(rp, "tail piece", b, c, th);
@@ -145,8 +145,10 @@ static void replay_case(int ti, int64_t n, int64_t k, size_t stride, int sw, uns
                     if (j >= cb) continue;
                     items[r][j]++;
                     uint32_t wq[8], d16, m16;
-                    gs_block(types[ti].id, stage + r * (srow / 4), j, wq, &d16, &m16);
-                    const float d = f16(d16), m = f16(m16);
+                    int z;
+                    gs_block(types[ti].id, stage + r * (srow / 4), j, wq, &d16, &m16, &z);
+                    /* the kernel's m: the f16 min, or −z·d (one of them is 0) */
+                    const float d = f16(d16), m = f16(m16) - (float)z * d;
                     int q;
                     const int64_t rr = gs_row(r, sw, 0, row0, n, &q), u = c * GS_CB + j;
                     int sumi = 0;
@@ -154,7 +156,7 @@ static void replay_case(int ti, int64_t n, int64_t k, size_t stride, int sw, uns
                         const uint32_t xw = rd32(xq + u * 34 + 2 + 4 * l);
                         sumi = dl_dp4a(wq[l], xw, sumi);
                         for (int e = 0; e < 4; e++) {
-                            const double v = (double)d * (int8_t)(wq[l] >> (8 * e)) + m;
+                            const double v = (double)d * (int8_t)(wq[l] >> (8 * e)) + m; /* m = −z·d exactly */
                             const double want = deq[q][rr * k + u * 32 + 4 * l + e];
                             const double err = fabs(v - want) / (fabs(want) + 1e-30);
                             if (err > rp->worst_el && fabs(v - want) > 1e-30) rp->worst_el = err;
@@ -196,6 +198,17 @@ static void replay_case(int ti, int64_t n, int64_t k, size_t stride, int sw, uns
 
 int main(void)
 {
+    /* dl_iq4_word (3 permutes a half-word) against dl_iq4 (a byte each),
+     * every nibble value at every position among 2^20 words */
+    int iq4_ok = 1;
+    for (uint32_t i = 0, q = 0x12345678u; i < (1u << 20); i++, q = q * 1664525u + 1013904223u) {
+        const uint32_t v = i < 16 ? i * 0x11111111u : q;
+        uint32_t lo, hi;
+        dl_iq4_word(v, &lo, &hi);
+        iq4_ok &= lo == dl_iq4(dl_lo(v)) && hi == dl_iq4(dl_hi(v));
+    }
+    CHECK("dl_iq4_word: the codebook values of both nibbles of 2^20 words, as dl_iq4", iq4_ok);
+
     /* k: one weight block; 3 blocks (a tail); 9 (a chunk of 9, tail); a
      * chunk and a tail; 4096 and 11008 (the 7B shapes: whole pieces) */
     static const int64_t ks[] = {32, 96, 288, 1056, 4096, 11008};
