@@ -33,6 +33,8 @@
 #include "gemv_q8x.cuh"
 #include "gemv_stage_lane.h"
 
+#include <stdio.h>
+
 #define GS_MAX_SHARED (96 * 1024) /* opt-in limit asked for beyond 48 KiB (sm_80: 163, sm_90: 227) */
 
 // ---------------------------------------------------------------- cp.async
@@ -75,7 +77,7 @@ template <> struct gs_type<LRUN_DTYPE_IQ4_NL> { enum { BS = 18, ID = GS_IQ4_NL, 
 
 // ---------------------------------------------------------------- kernel
 
-template <int T>
+template <int T, int NS>
 __global__ void __launch_bounds__(GS_NT)
     gemv_stage(const __grid_constant__ gemv_parts P, int64_t k, const float *__restrict__ x, bool xvec, int mode)
 {
@@ -88,9 +90,9 @@ __global__ void __launch_bounds__(GS_NT)
     static_assert(GS_CB % 32 == 0 && (GS_RB * GS_CB) % GS_NT == 0 && GS_NT % GS_CB == 0, "item mapping");
     static_assert(STAGE % 16 == 0, "stages on 16-byte boundaries");
 
-    extern __shared__ int4 gs_smem[]; /* ring (GS_NS stages), xq (k int8), xd, xs (k/32 f32 each) */
+    extern __shared__ int4 gs_smem[]; /* ring (NS stages), xq (k int8), xd, xs (k/32 f32 each) */
     uint8_t *ring = (uint8_t *)gs_smem;
-    int8_t *xq = (int8_t *)(ring + GS_NS * STAGE);
+    int8_t *xq = (int8_t *)(ring + NS * STAGE);
     const int nb = (int)(k / 32), nchunks = (nb + GS_CB - 1) / GS_CB; /* k ≤ GS_MAX_SHARED: lrun_k_gemv_stage */
     float *xd = (float *)(xq + k), *xs = xd + nb;
     lrun_k_pdl_trigger();
@@ -113,11 +115,11 @@ __global__ void __launch_bounds__(GS_NT)
         src[i] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q) + off;
     }
     const unsigned ring_s = (unsigned)__cvta_generic_to_shared(ring);
-    /* chunk c's copies into stage c % GS_NS, one commit group per chunk
-     * (empty past the last, so the group count stays c + GS_NS - 1) */
+    /* chunk c's copies into stage c % NS, one commit group per chunk
+     * (empty past the last, so the group count stays c + NS - 1) */
     auto issue = [&](int c) {
         if (c < nchunks) {
-            const int so = (c % GS_NS) * STAGE;
+            const int so = (c % NS) * STAGE;
             const int len = gs_chunk_blocks(nb, c) * BS;
             const size_t at = (size_t)c * GS_CB * BS;
             if (len == GS_CB * BS) { /* a whole chunk: every slot's piece */
@@ -144,7 +146,7 @@ __global__ void __launch_bounds__(GS_NT)
     };
 
 #pragma unroll
-    for (int c = 0; c < GS_NS - 1; c++) issue(c);
+    for (int c = 0; c < NS - 1; c++) issue(c);
     lrun_k_pdl_wait();
     for (int q = t; q < nb; q += GS_NT) dl_quantize(x + q * 32, xvec, xq + q * 32, xd + q, xs + q);
 
@@ -153,11 +155,11 @@ __global__ void __launch_bounds__(GS_NT)
     for (int s = 0; s < IPT; s++) acc[s] = 0.0f;
     for (int c = 0; c < nchunks; c++) {
         /* chunk c landed (this thread's copies, then everyone's: the
-         * barrier), and chunk c - 1's stage is free for chunk c + GS_NS - 1 */
-        gs_wait<GS_NS - 2>();
+         * barrier), and chunk c - 1's stage is free for chunk c + NS - 1 */
+        gs_wait<NS - 2>();
         __syncthreads();
-        issue(c + GS_NS - 1);
-        const uint32_t *st = (const uint32_t *)(ring + (int)(c % GS_NS) * STAGE);
+        issue(c + NS - 1);
+        const uint32_t *st = (const uint32_t *)(ring + (int)(c % NS) * STAGE);
         const int cb = gs_chunk_blocks(nb, c);
 #pragma unroll
         for (int s = 0; s < IPT; s++) {
@@ -209,7 +211,7 @@ __global__ void __launch_bounds__(GS_NT)
 
 // ---------------------------------------------------------------- dispatch
 
-template <int T>
+template <int T, int NS>
 static cudaError_t gs_launch(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, size_t shared,
                              cudaStream_t st)
 {
@@ -223,11 +225,11 @@ static cudaError_t gs_launch(gemv_parts P, int n_parts, int64_t k, const float *
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     if (shared > 48 * 1024) { /* past the default limit: opt in (per device, so every time) */
         const cudaError_t e =
-            cudaFuncSetAttribute(gemv_stage<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared);
+            cudaFuncSetAttribute(gemv_stage<T, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared);
         if (e != cudaSuccess) return e;
     }
     const bool xvec = ((uintptr_t)x & 15) == 0;
-    return lrun_k_launch(gemv_stage<T>, dim3((unsigned)b), dim3(GS_NT), shared, st, P, k, x, xvec, mode);
+    return lrun_k_launch(gemv_stage<T, NS>, dim3((unsigned)b), dim3(GS_NT), shared, st, P, k, x, xvec, mode);
 }
 
 /* Bytes of block of type t, 0 for a type the kernel does not take. */
@@ -244,23 +246,49 @@ static int gs_block_bytes(lrun_dtype t)
     }
 }
 
+/* The ring's depth: GS_NS, or lrun_k_gemv_stage_tune's (bench only). */
+static int g_ns = GS_NS;
+
+extern "C" const char *lrun_k_gemv_stage_tune(int ns)
+{
+    static char desc[64];
+    if (ns == 0) ns = GS_NS;
+    if (ns != 2 && ns != 3 && ns != 4 && ns != 6 && ns != 8) return NULL;
+    g_ns = ns;
+    snprintf(desc, sizeof desc, "%d stages (%d chunks of %d blocks in flight)", ns, ns - 1, GS_CB);
+    return desc;
+}
+
+template <int T>
+static cudaError_t gs_depth(const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode, size_t shared,
+                            cudaStream_t st)
+{
+    switch (g_ns) {
+    case 2: return gs_launch<T, 2>(P, n_parts, k, x, mode, shared, st);
+    case 3: return gs_launch<T, 3>(P, n_parts, k, x, mode, shared, st);
+    case 6: return gs_launch<T, 6>(P, n_parts, k, x, mode, shared, st);
+    case 8: return gs_launch<T, 8>(P, n_parts, k, x, mode, shared, st);
+    default: return gs_launch<T, GS_NS>(P, n_parts, k, x, mode, shared, st);
+    }
+}
+
 int lrun_k_gemv_stage(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode,
                       cudaStream_t st, cudaError_t *e)
 {
     const int bs = gs_block_bytes(t);
     if (bs == 0 || k % 32 != 0) return 0;
-    const size_t shared = (size_t)gs_ring_bytes(bs) + (size_t)k + 8 * (size_t)(k / 32);
+    const size_t shared = (size_t)gs_ring_bytes(bs, g_ns) + (size_t)k + 8 * (size_t)(k / 32);
     if (shared > GS_MAX_SHARED) return 0;
     /* 16-byte pieces: every row on a 16-byte boundary */
     for (int p = 0; p < n_parts; p++)
         if (((uintptr_t)P.w[p] & 15) != 0 || (P.rb[p] & 15) != 0) return 0;
     switch (t) {
-    case LRUN_DTYPE_Q8_0: *e = gs_launch<LRUN_DTYPE_Q8_0>(P, n_parts, k, x, mode, shared, st); return 1;
-    case LRUN_DTYPE_Q4_0: *e = gs_launch<LRUN_DTYPE_Q4_0>(P, n_parts, k, x, mode, shared, st); return 1;
-    case LRUN_DTYPE_Q4_1: *e = gs_launch<LRUN_DTYPE_Q4_1>(P, n_parts, k, x, mode, shared, st); return 1;
-    case LRUN_DTYPE_Q5_0: *e = gs_launch<LRUN_DTYPE_Q5_0>(P, n_parts, k, x, mode, shared, st); return 1;
-    case LRUN_DTYPE_Q5_1: *e = gs_launch<LRUN_DTYPE_Q5_1>(P, n_parts, k, x, mode, shared, st); return 1;
-    case LRUN_DTYPE_IQ4_NL: *e = gs_launch<LRUN_DTYPE_IQ4_NL>(P, n_parts, k, x, mode, shared, st); return 1;
+    case LRUN_DTYPE_Q8_0: *e = gs_depth<LRUN_DTYPE_Q8_0>(P, n_parts, k, x, mode, shared, st); return 1;
+    case LRUN_DTYPE_Q4_0: *e = gs_depth<LRUN_DTYPE_Q4_0>(P, n_parts, k, x, mode, shared, st); return 1;
+    case LRUN_DTYPE_Q4_1: *e = gs_depth<LRUN_DTYPE_Q4_1>(P, n_parts, k, x, mode, shared, st); return 1;
+    case LRUN_DTYPE_Q5_0: *e = gs_depth<LRUN_DTYPE_Q5_0>(P, n_parts, k, x, mode, shared, st); return 1;
+    case LRUN_DTYPE_Q5_1: *e = gs_depth<LRUN_DTYPE_Q5_1>(P, n_parts, k, x, mode, shared, st); return 1;
+    case LRUN_DTYPE_IQ4_NL: *e = gs_depth<LRUN_DTYPE_IQ4_NL>(P, n_parts, k, x, mode, shared, st); return 1;
     default: return 0;
     }
 }

@@ -12,7 +12,7 @@
  * pieces (cp.async: LDGSTS.128); only a row's last chunk can end in a tail
  * of len % 16 bytes (even: BS is), copied as 2-byte pieces.
  *
- * Shared memory, one stage (of GS_NS, a ring): RB rows of gs_srow(BS)
+ * Shared memory, one stage (of a ring of GS_NS): RB rows of gs_srow(BS)
  * bytes, row r's chunk at r·gs_srow. The 16 bytes past each row's chunk
  * are read (not used) by the word extraction below, never written.
  *
@@ -34,7 +34,8 @@
 #define GS_NT 128 /* threads per CUDA block */
 #define GS_RB 8   /* rows per CUDA block: GS_RB·GS_CB items, 2 per thread per chunk (the
                      chunk's fixed costs, its wait, barrier and copies, spread over two) */
-#define GS_NS 4   /* stages in the ring: GS_NS - 1 chunks in flight while one is multiplied */
+#define GS_NS 4   /* stages in the ring by default (lrun_k_gemv_stage_tune sweeps 2..8):
+                     GS_NS - 1 chunks in flight while one is multiplied */
 
 /* the sizes and the piece mapping serve the launch (host) too */
 #ifdef __CUDACC__
@@ -57,7 +58,7 @@ static inline uint32_t gs_funnel(uint32_t lo, uint32_t hi, uint32_t sh)
 GS_HD int gs_srow(int bs) { return GS_CB * bs + 16; }
 /* Bytes of one stage; of the ring. */
 GS_HD int gs_stage_bytes(int bs) { return GS_RB * gs_srow(bs); }
-GS_HD int gs_ring_bytes(int bs) { return GS_NS * gs_stage_bytes(bs); }
+GS_HD int gs_ring_bytes(int bs, int ns) { return ns * gs_stage_bytes(bs); }
 
 /* Weight blocks and bytes of chunk c of a row of nb blocks. */
 GS_HD int gs_chunk_blocks(int nb, int c)

@@ -93,6 +93,11 @@ lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts,
  * variant's description, NULL past the last. Not thread-safe. */
 const char *lrun_k_gemv_tune(int variant);
 
+/* Bench only: the staged GEMV (LRUN_K_GEMV_STAGE) keeps ns stages in its
+ * ring (2, 3, 4, 6 or 8; 0 the default, 4) from then on; returns the
+ * depth's description, NULL for another ns. Not thread-safe. */
+const char *lrun_k_gemv_stage_tune(int ns);
+
 /* y (m, n) = x (m, k) · Wᵀ for any m through cuBLAS (cublasGemmEx, f16 or
  * bf16 inputs, f32 accumulation): W is dequantized into w_slot (n*k
  * elements of slot_dtype, F16 or BF16) unless it already is that dtype; x is

@@ -19,7 +19,9 @@
  *   build/tests/test_gemv_dp4a_gpu --bench   GB/s at m = 1 of every GEMV type on the 7B shapes,
  *                                            the default kernel, the dp4a one and the staged one, weights
  *                                            rotated over >= 200 MB so that L2 does not serve them
- *   build/tests/test_gemv_dp4a_gpu --bench q2_k,q3_k   only the types named */
+ *   build/tests/test_gemv_dp4a_gpu --bench q2_k,q3_k   only the types named
+ *   build/tests/test_gemv_dp4a_gpu --sweep-stage [types]  the staged kernel's GB/s at each ring
+ *                                            depth (lrun_k_gemv_stage_tune: 2, 3, 4, 6, 8 stages) */
 #include "check.h"
 #include "core/device.h"
 #include "cuda/cuda_backend.h"
@@ -212,6 +214,17 @@ static void tests(void)
         test_case(t, 37, 1280, 4, 1, LRUN_K_GEMV_STAGE | LRUN_K_GEMV_DP4A, 1);
         test_swiglu(t, LRUN_K_GEMV_STAGE);
     }
+    /* the bench's other ring depths (2: one chunk in flight, wait_group 0;
+     * 8: past 48 KiB of shared memory for Q8_0 at k 11008, the opt-in) */
+    static const int depths[] = {2, 8};
+    for (int di = 0; di < 2; di++) {
+        printf("# staged kernel, %s\n", lrun_k_gemv_stage_tune(depths[di]));
+        for (int ti = 0; ti < N_STAGE; ti++) {
+            test_case(stage_types[ti], 129, 11008, 0, 0, LRUN_K_GEMV_STAGE, 1);
+            test_case(stage_types[ti], 19, 96, 16, 1, LRUN_K_GEMV_STAGE, 16);
+        }
+    }
+    lrun_k_gemv_stage_tune(0);
 }
 
 // ---------------------------------------------------------------- bench
@@ -239,18 +252,27 @@ static double time_gemv(lrun_dtype t, void **dw, int copies, size_t stride, int6
     return (now_s() - t0) / iters;
 }
 
-static void bench(const char *only)
+/* sweep: the staged kernel at each ring depth instead of the three kernels */
+static void bench(const char *only, int sweep)
 {
+    static const int depths[] = {2, 3, 4, 6, 8};
     static const lrun_dtype all[] = {LRUN_DTYPE_Q8_0,  LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,   LRUN_DTYPE_Q5_0,
                                      LRUN_DTYPE_Q5_1,  LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS, LRUN_DTYPE_Q2_K,
                                      LRUN_DTYPE_Q3_K,  LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K,   LRUN_DTYPE_Q6_K,
                                      LRUN_DTYPE_BF16,  LRUN_DTYPE_F16};
     static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}; /* n, k */
     printf("# GB/s at m = 1, weights rotated over >= 200 MB; %% of the H200's 4220 GB/s measured\n");
-    printf("# %-7s %13s %10s %7s %10s %7s %10s %7s\n", "type", "n x k", "default", "%", "dp4a", "%", "stage", "%");
+    if (sweep) printf("# %-7s %13s %10s %10s %10s %10s %10s  (staged kernel, stages in the ring)\n", "type",
+                      "n x k", "2", "3", "4", "6", "8");
+    else
+        printf("# %-7s %13s %10s %7s %10s %7s %10s %7s\n", "type", "n x k", "default", "%", "dp4a", "%", "stage",
+               "%");
     for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++)
         for (int si = 0; si < 3; si++) {
             if (only && !strstr(only, lrun_dtype_name(all[ti]))) continue;
+            int is_stage = 0;
+            for (int i = 0; i < N_STAGE; i++) is_stage |= stage_types[i] == all[ti];
+            if (sweep && !is_stage) continue;
             dreset();
             const lrun_dtype t = all[ti];
             const int64_t n = shapes[si][0], k = shapes[si][1];
@@ -269,17 +291,27 @@ static void bench(const char *only)
             for (int64_t i = 0; i < k; i++) x[i] = frand(-1.0f, 1.0f);
             float *dx = dcopy(x, (size_t)k * 4), *dy = dbuf((size_t)n * 4);
             free(w), free(x);
+            char shape[32];
+            snprintf(shape, sizeof shape, "%lldx%lld", (long long)n, (long long)k);
+            if (sweep) {
+                printf("# %-7s %13s", lrun_dtype_name(t), shape);
+                for (int di = 0; di < 5; di++) {
+                    lrun_k_gemv_stage_tune(depths[di]);
+                    const double ts = time_gemv(t, dw, copies, stride, n, k, dx, dy, LRUN_K_GEMV_STAGE);
+                    if (ts > 0) printf(" %10.1f", bytes / ts / 1e9);
+                    else printf(" %10s", "FAILED");
+                }
+                lrun_k_gemv_stage_tune(0);
+                printf("\n");
+                continue;
+            }
             const double t_old = time_gemv(t, dw, copies, stride, n, k, dx, dy, 0);
             int is_dp4a = 0;
             for (int i = 0; i < N_DP4A; i++) is_dp4a |= dp4a_types[i] == t;
             const double t_new = is_dp4a ? time_gemv(t, dw, copies, stride, n, k, dx, dy, LRUN_K_GEMV_DP4A) : 0.0;
-            int is_stage = 0;
-            for (int i = 0; i < N_STAGE; i++) is_stage |= stage_types[i] == t;
             const double t_st = is_stage ? time_gemv(t, dw, copies, stride, n, k, dx, dy, LRUN_K_GEMV_STAGE) : 0.0;
             const double g_old = t_old > 0 ? bytes / t_old / 1e9 : 0.0, g_new = t_new > 0 ? bytes / t_new / 1e9 : 0.0;
             const double g_st = t_st > 0 ? bytes / t_st / 1e9 : 0.0;
-            char shape[32];
-            snprintf(shape, sizeof shape, "%lldx%lld", (long long)n, (long long)k);
             if (is_stage)
                 printf("# %-7s %13s %10.1f %6.1f%% %10.1f %6.1f%% %10.1f %6.1f%%%s\n", lrun_dtype_name(t), shape,
                        g_old, g_old / 42.2, g_new, g_new / 42.2, g_st, g_st / 42.2,
@@ -295,14 +327,15 @@ static void bench(const char *only)
 
 int main(int argc, char **argv)
 {
-    const int bench_mode = argc > 1 && !strcmp(argv[1], "--bench");
+    const int sweep = argc > 1 && !strcmp(argv[1], "--sweep-stage");
+    const int bench_mode = argc > 1 && (!strcmp(argv[1], "--bench") || sweep);
     if (lrun_cuda_device_count() == 0) {
         printf("ok %d - # SKIP no GPU\n", ++check_count);
         return CHECK_DONE();
     }
     if (!gpu_fixture_open((size_t)1 << 30)) return 1;
     lrun_k_set_pdl(lrun_k_pdl_supported(dev->cuda_ordinal)); /* as the engine launches them */
-    if (bench_mode) bench(argc > 2 ? argv[2] : NULL);
+    if (bench_mode) bench(argc > 2 ? argv[2] : NULL, sweep);
     else tests();
     gpu_fixture_close();
     return bench_mode ? 0 : CHECK_DONE();
