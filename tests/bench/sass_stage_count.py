@@ -6,15 +6,16 @@ counts the instructions a thread issues per chunk (its 2 weight blocks) on
 the main loop's whole-chunk path: from the loop head through the test
 for a whole chunk, then the whole-chunk copies, the multiply and the loop
 branch (the partial chunk's copies and the 2-byte tail, once per row, are
-left out; @!PT padding is not issued). docs/benchmarks.md has the command.
+left out; @!PT padding is not issued). docs/benchmarks.md has the command;
+a second argument (any) counts every ring depth, not only the default 4.
 """
 import re, sys
 txt = open(sys.argv[1]).read()
 names = {'8': 'q8_0', '2': 'q4_0', '3': 'q4_1', '6': 'q5_0', '7': 'q5_1', '20': 'iq4_nl'}
 bs = {'q8_0': 34, 'q4_0': 18, 'q4_1': 20, 'q5_0': 22, 'q5_1': 24, 'iq4_nl': 18}
 for f in re.split(r'\n\s*Function : ', txt)[1:]:
-    m = re.match(r'_Z10gemv_stageILi(\d+)E', f)
-    if not m: continue
+    m = re.match(r'_Z10gemv_stageILi(\d+)ELi(\d+)E', f)  # <type, ring depth>
+    if not m or (len(sys.argv) < 3 and m.group(2) != '4'): continue  # the default depth unless 'all'
     name = names[m.group(1)]
     ins = [(int(a, 16), t.strip()) for a, t in re.findall(r'/\*([0-9a-f]{4,})\*/\s+(.*?);', f)]
     dep = next(a for a, t in ins if t.startswith('DEPBAR.LE'))
@@ -31,6 +32,6 @@ for f in re.split(r'\n\s*Function : ', txt)[1:]:
     real = [t for a, t in path if not t.startswith('@!PT')]  # @!PT: never-executed padding
     c = lambda p: sum(1 for t in real if op(t).startswith(p))
     n = len(real)
-    print(f"{name:7s} {n:4d} instr per thread per chunk (2 blocks, {2*bs[name]} B): {n/(2*bs[name]):.2f} per weight byte; "
+    print(f"{name:7s} ns {m.group(2)} {n:4d} instr per thread per chunk (2 blocks, {2*bs[name]} B): {n/(2*bs[name]):.2f} per weight byte; "
           f"LDGSTS.128 {c('LDGSTS')}, LDS {c('LDS')}, IDP.4A {c('IDP')}, SHF {c('SHF')}, LOP3 {c('LOP3')}, PRMT {c('PRMT')}, "
           f"FFMA/FMUL {c('FFMA')+c('FMUL')}, BAR {c('BAR')}, branches {c('BRA')}")
