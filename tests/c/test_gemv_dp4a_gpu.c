@@ -15,7 +15,8 @@
  * host emulations (test_gemv_dp4a_emu.c, test_gemv_stage_emu.c) check the
  * same arithmetic and indexing in `make test`; this is the GPU's own run.
  *
- *   build/tests/test_gemv_dp4a_gpu           the tests (one SKIP line without a GPU)
+ *   build/tests/test_gemv_dp4a_gpu           the tests (one SKIP line without a GPU;
+ *                                            LRUN_TEST_STAGE_ONLY=1: the staged kernel's only)
  *   build/tests/test_gemv_dp4a_gpu --bench   GB/s at m = 1 of every GEMV type on the 7B shapes,
  *                                            the default kernel, the dp4a one and the staged one, weights
  *                                            rotated over >= 200 MB so that L2 does not serve them
@@ -197,7 +198,10 @@ static void test_swiglu(lrun_dtype t, int flags)
 static void tests(void)
 {
     static const int64_t shapes[][2] = {{1, 256}, {7, 768}, {33, 4096}, {129, 11008}, {300, 2816}};
-    for (int ti = 0; ti < N_DP4A; ti++) {
+    /* LRUN_TEST_STAGE_ONLY=1: the staged kernel's cases only (a short run
+     * under compute-sanitizer's memcheck and racecheck) */
+    const char *stage_only = getenv("LRUN_TEST_STAGE_ONLY");
+    for (int ti = 0; ti < N_DP4A && !(stage_only && !strcmp(stage_only, "1")); ti++) {
         for (int si = 0; si < 5; si++) test_case(dp4a_types[ti], shapes[si][0], shapes[si][1], 0, 0, LRUN_K_GEMV_DP4A, 1);
         test_case(dp4a_types[ti], 37, 1280 - 1280 % 256, 4, 1, LRUN_K_GEMV_DP4A, 1); /* padded rows, x off 4 bytes */
         test_swiglu(dp4a_types[ti], LRUN_K_GEMV_DP4A);
