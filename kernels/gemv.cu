@@ -318,9 +318,10 @@ static cudaError_t launch_float(const gemv_parts &P, int n_parts, int64_t k, con
 
 template <int M>
 static cudaError_t launch_m(lrun_dtype t, const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
-                            bool dp4a, cudaStream_t st)
+                            bool dp4a, bool stage, cudaStream_t st)
 {
     cudaError_t e;
+    if (M == 1 && stage && lrun_k_gemv_stage(t, P, n_parts, k, x, mode, st, &e)) return e;
     if (M == 1 && dp4a && lrun_k_gemv_dp4a(t, P, n_parts, k, x, mode, st, &e)) return e;
     if (M == 1 && lrun_k_gemv_kq(t, P, n_parts, k, x, mode, g_variant, st, &e)) return e;
     switch (t) {
@@ -347,8 +348,8 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
                                          const float *x, int64_t m, int mode, void *stream)
 {
     static const char op[] = "lrun_k_gemv";
-    const bool dp4a = (mode & LRUN_K_GEMV_DP4A) != 0;
-    mode &= ~LRUN_K_GEMV_DP4A;
+    const bool dp4a = (mode & LRUN_K_GEMV_DP4A) != 0, stage = (mode & LRUN_K_GEMV_STAGE) != 0;
+    mode &= ~(LRUN_K_GEMV_DP4A | LRUN_K_GEMV_STAGE);
     if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
         return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
                          LRUN_K_GEMV_MAX_PARTS);
@@ -385,14 +386,14 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
     cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e = cudaErrorNotSupported;
     switch (m) {
-    case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, dp4a, st); break;
-    case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, dp4a, st); break;
-    case 3: e = launch_m<3>(w_dtype, P, n_parts, k, x, mode, dp4a, st); break;
-    case 4: e = launch_m<4>(w_dtype, P, n_parts, k, x, mode, dp4a, st); break;
-    case 5: e = launch_m<5>(w_dtype, P, n_parts, k, x, mode, dp4a, st); break;
-    case 6: e = launch_m<6>(w_dtype, P, n_parts, k, x, mode, dp4a, st); break;
-    case 7: e = launch_m<7>(w_dtype, P, n_parts, k, x, mode, dp4a, st); break;
-    case 8: e = launch_m<8>(w_dtype, P, n_parts, k, x, mode, dp4a, st); break;
+    case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+    case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+    case 3: e = launch_m<3>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+    case 4: e = launch_m<4>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+    case 5: e = launch_m<5>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+    case 6: e = launch_m<6>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+    case 7: e = launch_m<7>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+    case 8: e = launch_m<8>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
     }
     if (e == cudaErrorNotSupported)
         return lrun_fail(LRUN_E_INTERNAL, "%s: no kernel for %s", op, lrun_dtype_name(w_dtype));

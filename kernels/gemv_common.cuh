@@ -116,4 +116,12 @@ const char *lrun_k_gemv_kq_shape(int v, char *buf, size_t size);
 int lrun_k_gemv_dp4a(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st,
                      cudaError_t *e);
 
+/* The staged kernel of m = 1 (gemv_stage.cu) for Q8_0, Q4_0, Q4_1, Q5_0,
+ * Q5_1 and IQ4_NL, taken only under LRUN_K_GEMV_STAGE, with the dp4a
+ * kernel's numerics: returns 0 when it does not take these weights (another
+ * dtype, k beyond its shared memory, rows not on 16-byte boundaries), else
+ * 1 with the launch's status in *e. */
+int lrun_k_gemv_stage(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode,
+                      cudaStream_t st, cudaError_t *e);
+
 #endif

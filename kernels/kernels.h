@@ -78,6 +78,13 @@ typedef enum {
  * q8-rounded x (llama.cpp's numerics), not with x. Other types and m > 1
  * ignore it. Fast numerics only (the engine's LRUN_CUDA_GEMV_DP4A=1). */
 #define LRUN_K_GEMV_DP4A 0x100
+/* OR'd into a mode: m = 1 products of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and
+ * IQ4_NL weights whose rows start on 16-byte boundaries take the staged
+ * kernel (gemv_stage.cu: 16-byte coalesced copies into shared memory), with
+ * the dp4a kernel's numerics (x rounded to q8); weights it does not take go
+ * on to the route the other flags choose. Fast numerics only (the engine's
+ * LRUN_CUDA_GEMV_STAGE, which sets LRUN_K_GEMV_DP4A with it). */
+#define LRUN_K_GEMV_STAGE 0x200
 lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                               const float *x, int64_t m, int mode, void *stream);
 
@@ -85,6 +92,11 @@ lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts,
  * q6_K weights takes shape variant v (1..8) from then on, 0 the tuned default; returns the
  * variant's description, NULL past the last. Not thread-safe. */
 const char *lrun_k_gemv_tune(int variant);
+
+/* Bench only: the staged GEMV (LRUN_K_GEMV_STAGE) keeps ns stages in its
+ * ring (2, 3, 4, 6 or 8; 0 the default, 4) from then on; returns the
+ * depth's description, NULL for another ns. Not thread-safe. */
+const char *lrun_k_gemv_stage_tune(int ns);
 
 /* y (m, n) = x (m, k) · Wᵀ for any m through cuBLAS (cublasGemmEx, f16 or
  * bf16 inputs, f32 accumulation): W is dequantized into w_slot (n*k

@@ -231,6 +231,15 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->gemv_dp4a_auto = !e->want_exact && !dp4a;
     e->packed_embed_gather = lrun_cuda_packed_embed_gather_on(); /* read with the scratch's size */
     e->gemv_dp4a_types = !e->want_exact && dp4a && !e->gemv_flags ? dtype_bits_of(dp4a) : 0;
+    /* the staged GEMV (kernels/gemv_stage.cu): LRUN_CUDA_GEMV_STAGE=1 its six types, a list of
+     * dtype names those of them; off by default until timed on a GPU */
+    const char *stage = getenv("LRUN_CUDA_GEMV_STAGE");
+    if (!e->want_exact && stage) {
+        const uint64_t six = (uint64_t)1 << LRUN_DTYPE_Q8_0 | (uint64_t)1 << LRUN_DTYPE_Q4_0 |
+                             (uint64_t)1 << LRUN_DTYPE_Q4_1 | (uint64_t)1 << LRUN_DTYPE_Q5_0 |
+                             (uint64_t)1 << LRUN_DTYPE_Q5_1 | (uint64_t)1 << LRUN_DTYPE_IQ4_NL;
+        e->gemv_stage_types = strcmp(stage, "1") == 0 ? six : dtype_bits_of(stage) & six;
+    }
     e->stream = lrun_cuda_compute_stream(dev);
     e->cublas = lrun_cuda_cublas(dev);
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;

@@ -143,6 +143,9 @@ struct lrun_cuda_engine {
                                      types where the H200 measured it faster (lrun_cuda_gemv_flags) */
     uint64_t gemv_dp4a_types;     /* bit t: dtype t named in LRUN_CUDA_GEMV_DP4A=<list> (fast
                                      numerics only) takes the dp4a GEMV; 0 without a list */
+    uint64_t gemv_stage_types;    /* bit t: dtype t takes the staged GEMV (kernels/gemv_stage.cu)
+                                     under LRUN_CUDA_GEMV_STAGE=1 (its six types) or =<list> (fast
+                                     numerics only); 0 by default, until measured on a GPU */
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */
@@ -189,9 +192,16 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
  * and Q4_0 (+17%/-16%/+11%, about even per layer) keep theirs; Q2_K and
  * Q3_K (new, not yet measured on a GPU) keep theirs too.
  * LRUN_CUDA_GEMV_DP4A=1 sends all nine types to it, =0 none, a list of
- * dtype names ("q2_k,q3_k") only those. */
+ * dtype names ("q2_k,q3_k") only those. LRUN_CUDA_GEMV_STAGE=1 (or a list)
+ * sends Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL (or those named) to the
+ * staged kernel (gemv_stage.cu), ahead of the rest; not the default until
+ * test_gemv_dp4a_gpu --bench has measured it (docs/benchmarks.md). */
 static inline int lrun_cuda_gemv_flags(const lrun_cuda_engine *e, lrun_dtype t)
 {
+    /* the staged kernel first (with DP4A: weights it declines, rows off
+     * 16-byte boundaries, take the dp4a kernel of the same numerics) */
+    if ((int)t >= 0 && (int)t < 64 && ((e->gemv_stage_types >> (int)t) & 1))
+        return LRUN_K_GEMV_STAGE | LRUN_K_GEMV_DP4A;
     if (e->gemv_flags) return e->gemv_flags;
     if (e->gemv_dp4a_types)
         return (int)t >= 0 && (int)t < 64 && ((e->gemv_dp4a_types >> (int)t) & 1) ? LRUN_K_GEMV_DP4A : 0;

@@ -1,5 +1,7 @@
 /* test_engine_dp4a_gpu.c — the CUDA engine with LRUN_CUDA_GEMV_DP4A=1 (and
- * =q2_k / =q3_k, the list form, for those types) and with its per-type default (the dp4a GEMV, kernels/gemv_dp4a.cu) against the CPU engine, on
+ * =q2_k / =q3_k, the list form, for those types), with LRUN_CUDA_GEMV_STAGE=1
+ * (the staged GEMV, kernels/gemv_stage.cu, for its six types; =q4_0 the
+ * list form) and with its per-type default (the dp4a GEMV, kernels/gemv_dp4a.cu) against the CPU engine, on
  * random-weight models of every type the kernel takes. The CPU quantizes
  * matmul activations to 8 bits as llama.cpp does, and so does the dp4a
  * kernel, so its decode logits should sit closer to the CPU's than the
@@ -50,14 +52,18 @@ static int step(lrun_engine *e, const int32_t *tok, int64_t n, float *logits)
     return st == LRUN_OK && n_out == 1;
 }
 
-/* worst decode rel of the CUDA engine (made with LRUN_CUDA_GEMV_DP4A = dp4a) against the CPU's */
-static double decode_rel(const char *path, const char *dp4a, int *ok)
+/* worst decode rel of the CUDA engine (made with LRUN_CUDA_GEMV_DP4A = dp4a
+ * and LRUN_CUDA_GEMV_STAGE = stage; NULL: unset) against the CPU's */
+static double decode_rel(const char *path, const char *dp4a, const char *stage, int *ok)
 {
     if (dp4a) setenv("LRUN_CUDA_GEMV_DP4A", dp4a, 1);
     else unsetenv("LRUN_CUDA_GEMV_DP4A");
+    if (stage) setenv("LRUN_CUDA_GEMV_STAGE", stage, 1);
+    else unsetenv("LRUN_CUDA_GEMV_STAGE");
     lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *ec = engine(mc), *eg = engine(mg); /* the variable is read here */
     unsetenv("LRUN_CUDA_GEMV_DP4A");
+    unsetenv("LRUN_CUDA_GEMV_STAGE");
     int32_t tok[NP + ND];
     uint32_t seed = 7;
     for (int i = 0; i < NP + ND; i++) seed = seed * 1664525u + 1013904223u, tok[i] = (int32_t)(seed >> 8) % V;
@@ -99,8 +105,8 @@ int main(void)
         }
         int ok_def = 0, ok_dp4a = 0, ok_auto = 0;
         /* "0": the older kernel; "1": dp4a for every type; unset: the engine's per-type default */
-        const double def = decode_rel(path, "0", &ok_def), dp = decode_rel(path, "1", &ok_dp4a);
-        const double au = decode_rel(path, NULL, &ok_auto);
+        const double def = decode_rel(path, "0", NULL, &ok_def), dp = decode_rel(path, "1", NULL, &ok_dp4a);
+        const double au = decode_rel(path, NULL, NULL, &ok_auto);
         printf("# %s decode vs CPU, worst rel over %d steps: older GEMV %.3g, dp4a GEMV %.3g, default %.3g\n", name,
                ND, def, dp, au);
         snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_DP4A=1 decode logits match the CPU (rel %.2g <= 5e-2)", name,
@@ -110,10 +116,19 @@ int main(void)
         CHECK(msg, ok_auto && au <= 5e-2);
         if (types[i] == LRUN_DTYPE_Q2_K || types[i] == LRUN_DTYPE_Q3_K) { /* the list form: this type only */
             int ok_list = 0;
-            const double li = decode_rel(path, name, &ok_list);
+            const double li = decode_rel(path, name, NULL, &ok_list);
             snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_DP4A=%s decode logits match the CPU (rel %.2g <= 5e-2)",
                      name, name, li);
             CHECK(msg, ok_list && li <= 5e-2);
+        }
+        if (i < 6) { /* the staged kernel's types: all six, then the list form */
+            int ok_st = 0;
+            const char *list = types[i] == LRUN_DTYPE_Q4_0 ? "q4_0" : "1";
+            const double st = decode_rel(path, NULL, list, &ok_st);
+            printf("# %s decode vs CPU, LRUN_CUDA_GEMV_STAGE=%s: worst rel %.3g (dp4a %.3g)\n", name, list, st, dp);
+            snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_STAGE=%s decode logits match the CPU (rel %.2g <= 5e-2)",
+                     name, list, st);
+            CHECK(msg, ok_st && st <= 5e-2);
         }
         unlink(path);
     }
