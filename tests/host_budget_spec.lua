@@ -111,12 +111,17 @@ describe("the planner's count of the cuda engine's own staging", function()
       ["blk.2.ffn_up.weight"] = "host", ["output.weight"] = "host" }
     return tensors, final, { ["output.weight"] = true }
   end
+  -- the test model's figure (its vocabulary), as the planner would take it on cuda
+  local function cuda_staging()
+    local m = load({})
+    local staging = assert(host_budget.engine_staging(m, "cuda"))
+    m:free()
+    return staging
+  end
   local sized = { weights = 1 * MiB, slots = 3 * MiB, rows = 0, slack = 0 } -- device bytes: not host memory on cuda
 
   it("is in the plan's host bytes on cuda", function()
-    local m = load({})
-    local staging = host_budget.engine_staging(m, "cuda")
-    m:free()
+    local staging = cuda_staging()
     local tensors, final, hc = placement()
     local ctx = { cpu = false, reserve = 0, kv_host = 0, tensors = tensors, engine_staging = staging }
     local fixed, held = host_budget.held(ctx, final, hc, sized)
@@ -127,9 +132,7 @@ describe("the planner's count of the cuda engine's own staging", function()
   end)
 
   it("re-plans a budget that fits only without it: the largest streamed weight goes to disk", function()
-    local m = load({})
-    local staging = host_budget.engine_staging(m, "cuda")
-    m:free()
+    local staging = cuda_staging()
     local tensors, final, hc = placement()
     local ctx = { cpu = false, reserve = 0, kv_host = 0, tensors = tensors, engine_staging = staging }
     local without = host_budget.cuda_staging_bytes + 10 * MiB
@@ -144,9 +147,7 @@ describe("the planner's count of the cuda engine's own staging", function()
   end)
 
   it("refuses a budget that fits only without it when nothing can move, naming the staging", function()
-    local m = load({})
-    local staging = host_budget.engine_staging(m, "cuda")
-    m:free()
+    local staging = cuda_staging()
     local tensors = { { name = "output.weight", bytes = 5 * MiB } }
     local final, hc = { ["output.weight"] = "host" }, { ["output.weight"] = true }
     local ctx = { cpu = false, reserve = 0, kv_host = 0, tensors = tensors, engine_staging = staging }
