@@ -33,7 +33,7 @@
 -- copy stream adds plain bytes / packed_decode (the decode kernel runs
 -- there after the copy, where a resident weight decodes on the compute
 -- stream) and host compute plain bytes / host_decode (measured by
--- lrun.residency.decode_rates).
+-- lrun.bandwidth.decode_rates).
 -- Tensors are ranked by bytes / cost (zero cost first, larger first among
 -- equals, then by name) and taken while they fit under max_bytes; on cuda a
 -- matrix's cost for ranking is bytes / (H2D + host_matmul), its share of the
@@ -41,7 +41,7 @@
 --
 -- budget.bandwidth = {h2d_pinned=, h2d_pageable=, host_read=, device_read=,
 -- device = "cpu"|"cuda", host_matmul = bytes/s or {[dtype] = bytes/s},
--- disk_read=} in bytes/s (lrun.residency measures them; disk_read bounds a
+-- disk_read=} in bytes/s (lrun.bandwidth measures them; disk_read bounds a
 -- plan with tier = "disk"); without it the figures of
 -- M.assumed are used and the explanation says so.
 --
@@ -153,7 +153,7 @@ end
 
 -- A disk-tier plan: every byte kept off the device is read from the disk
 -- first, so its read speed (bw.disk_read, measured by
--- lrun.residency.disk_read; else lrun.predict's assumed figure) bounds both
+-- lrun.bandwidth.disk_read; else lrun.predict's assumed figure) bounds both
 -- the copy and a host-computed read.
 local function through_disk(bw)
   local disk = bw.disk_read or (has_predict and predict.assumed_disk_read) or 3e9

@@ -10,6 +10,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/mapguard.h"
+#include "cuda/engine_cuda.h" /* the CUDA engine's staging sizes (header only, no CUDA) */
 #include "cpu/moe_route.h"
 #include "model/model.h"
 #include "model/model_guard.h"
@@ -99,6 +100,18 @@ static lrun_status resolve(const lrun_backend_iface **out, lrun_model *model, co
  * already keeps the copy engine busy at batch 1, and every further slot is a
  * layer that can no longer stay resident. */
 int lrun_engine_default_prefetch(lrun_device_kind kind) { return kind == LRUN_DEVICE_KIND_CUDA ? 1 : 2; }
+
+lrun_status lrun_engine_host_staging_bytes(size_t *out, const lrun_model *model, lrun_device_kind kind,
+                                           const lrun_engine_opts *opts)
+{
+    if (!out || !model) return lrun_fail(LRUN_E_ARG, "engine host staging: %s is NULL", out ? "model" : "out");
+    *out = 0;
+    const int64_t n_batch = opts ? opts->n_batch_max : 0;
+    if (n_batch < 0) return lrun_fail(LRUN_E_ARG, "engine host staging: n_batch_max %lld is negative", (long long)n_batch);
+    if (kind != LRUN_DEVICE_KIND_CUDA) return LRUN_OK; /* the cpu engine stages nothing: its logits are host memory */
+    *out = lrun_cuda_engine_staging_bytes(n_batch ? n_batch : LRUN_CUDA_DEFAULT_BATCH, lrun_model_get_info(model)->n_vocab);
+    return LRUN_OK;
+}
 
 /* opts with its defaults resolved where every backend takes the same one. */
 static lrun_engine_opts with_defaults(const lrun_engine_opts *opts, const lrun_model *model)

@@ -786,6 +786,15 @@ LRUN_API lrun_status lrun_engine_size_placement_packed(lrun_placement_size *out,
                                                        const int8_t *host_compute, const int8_t *packed);
 /* k that prefetch_layers = 0 means on a device of this kind: the one place both engines take it from. */
 LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
+/* The pinned host memory an engine of this kind takes at init for its own
+ * staging, whatever the placement, bytes: on cuda the per-step token table
+ * (28 bytes a token of n_batch_max) and the logits' host copy (64 rows of
+ * n_vocab floats), charged to the host budget as scratch; 0 on cpu. The
+ * planner counts it against the host budget (lrun.host_budget), so a plan
+ * that fits on paper fits at init. LRUN_E_ARG for a NULL out or model or a
+ * negative n_batch_max. */
+LRUN_API lrun_status lrun_engine_host_staging_bytes(size_t *out, const lrun_model *model, lrun_device_kind kind,
+                                                    const lrun_engine_opts *opts);
 /* How fast host compute reads weights: bytes of a zeroed weight of dtype
  * (rows of 4096 elements) over the seconds of one-row lrun_cpu_matmul on
  * the model's threads; one warm-up, then the best of three. bytes in

@@ -81,17 +81,16 @@ end
 -- memory too) less the largest streamed weight and half the next. The
 -- planner moves streamed weights to disk largest first (here the head and
 -- the embedding table, 4 MiB each) until the plan fits, so both go to disk
--- and half the second stays free: the cuda engine's own pinned staging
--- (64 logit rows of n_vocab floats and the token table, ~1 MiB here) is
--- charged to the host budget at engine init but not counted by the
--- planner, and a budget the plan filled to the byte would refuse it.
+-- and half the second stays free (r.host_bytes counts the cuda engine's
+-- own pinned staging, 64 logit rows of n_vocab floats and the token table,
+-- ~1 MiB here: lrun.host_budget.engine_staging).
 local function host_budget_of(r, tensors)
   local streamed = {}
   for _, t in ipairs(tensors) do
     local tier = r.plan[t.name]
     if (tier == "pinned" or tier == "host") and not r.host_compute[t.name] then streamed[#streamed + 1] = t end
   end
-  table.sort(streamed, function(a, b) -- residency.lua's fit_host order
+  table.sort(streamed, function(a, b) -- lrun.host_budget.fit's order
     if a.bytes ~= b.bytes then return a.bytes > b.bytes end
     return a.name < b.name
   end)

@@ -71,3 +71,92 @@ describe("the host budget at run time", function()
     m:free()
   end)
 end)
+
+-- The cuda engine takes pinned staging at init whatever the placement (the
+-- step's token table, 28 bytes a token of n_batch_max, and 64 logit rows of
+-- n_vocab floats); the planner counts it from the C side
+-- (lrun_engine_host_staging_bytes), so a plan that fits on paper fits at init.
+describe("the planner's count of the cuda engine's own staging", function()
+  local host_budget = require("lrun.host_budget")
+  local ffi = require("lrun.ffi").ffi
+  local MiB = 2 ^ 20
+
+  it("is the step table and 64 logit rows of the model's vocabulary, from lrun.h", function()
+    local m = load({})
+    local n_vocab = m:info().n_vocab
+    assert.is_true(n_vocab > 0)
+    assert.are.equal(512 * 28 + 64 * n_vocab * 4, host_budget.engine_staging(m, "cuda"))
+    local eo = ffi.new("lrun_engine_opts")
+    eo.n_batch_max = 8
+    assert.are.equal(8 * 28 + 64 * n_vocab * 4, host_budget.engine_staging(m, "cuda", eo))
+    assert.are.equal(0, host_budget.engine_staging(m, "cpu"))
+    eo.n_batch_max = -1
+    local none, err = host_budget.engine_staging(m, "cuda", eo)
+    assert.is_nil(none)
+    assert.are.equal("arg", err.kind)
+    assert.matches("n_batch_max %-1 is negative", err.message)
+    m:free()
+  end)
+
+  -- a cuda placement: one weight on the device, two streamed from host memory (so the 64 MiB
+  -- of offload staging is held), one computed on the host in place
+  local function placement()
+    local tensors = {
+      { name = "blk.0.ffn_up.weight", bytes = 1 * MiB },
+      { name = "blk.1.ffn_up.weight", bytes = 3 * MiB },
+      { name = "blk.2.ffn_up.weight", bytes = 2 * MiB },
+      { name = "output.weight", bytes = 5 * MiB },
+    }
+    local final = { ["blk.0.ffn_up.weight"] = "device", ["blk.1.ffn_up.weight"] = "host",
+      ["blk.2.ffn_up.weight"] = "host", ["output.weight"] = "host" }
+    return tensors, final, { ["output.weight"] = true }
+  end
+  -- the test model's figure (its vocabulary), as the planner would take it on cuda
+  local function cuda_staging()
+    local m = load({})
+    local staging = assert(host_budget.engine_staging(m, "cuda"))
+    m:free()
+    return staging
+  end
+  local sized = { weights = 1 * MiB, slots = 3 * MiB, rows = 0, slack = 0 } -- device bytes: not host memory on cuda
+
+  it("is in the plan's host bytes on cuda", function()
+    local staging = cuda_staging()
+    local tensors, final, hc = placement()
+    local ctx = { cpu = false, reserve = 0, kv_host = 0, tensors = tensors, engine_staging = staging }
+    local fixed, held = host_budget.held(ctx, final, hc, sized)
+    assert.are.equal(staging + host_budget.cuda_staging_bytes, fixed)
+    assert.are.equal(10 * MiB, held)
+    ctx.engine_staging = nil -- the count before: the staging missing
+    assert.are.equal(host_budget.cuda_staging_bytes, (host_budget.held(ctx, final, hc, sized)))
+  end)
+
+  it("re-plans a budget that fits only without it: the largest streamed weight goes to disk", function()
+    local staging = cuda_staging()
+    local tensors, final, hc = placement()
+    local ctx = { cpu = false, reserve = 0, kv_host = 0, tensors = tensors, engine_staging = staging }
+    local without = host_budget.cuda_staging_bytes + 10 * MiB
+    local budget = without + staging - 1 -- all of it fits without the staging, not with it
+    local bytes, moved = host_budget.fit(ctx, final, hc, sized, budget)
+    assert.are.equal(3 * MiB, moved)
+    assert.are.equal("disk", final["blk.1.ffn_up.weight"])
+    assert.are.equal("host", final["blk.2.ffn_up.weight"])
+    assert.are.equal("host", final["output.weight"]) -- host compute reads it in place: it stays
+    assert.are.equal(without + staging - 3 * MiB, bytes)
+    assert.is_true(bytes <= budget)
+  end)
+
+  it("refuses a budget that fits only without it when nothing can move, naming the staging", function()
+    local staging = cuda_staging()
+    local tensors = { { name = "output.weight", bytes = 5 * MiB } }
+    local final, hc = { ["output.weight"] = "host" }, { ["output.weight"] = true }
+    local ctx = { cpu = false, reserve = 0, kv_host = 0, tensors = tensors, engine_staging = staging }
+    local budget = 5 * MiB + staging - 1
+    assert.is_truthy(host_budget.fit({ cpu = false, reserve = 0, kv_host = 0, tensors = tensors }, final, hc,
+      sized, budget)) -- the count without the staging took it
+    local bytes, err = host_budget.fit(ctx, final, hc, sized, budget)
+    assert.is_nil(bytes)
+    assert.matches("cannot be met: the engine's staging %(step table and logits%)", err)
+    assert.matches(": 1 B missing", err)
+  end)
+end)

@@ -208,15 +208,9 @@ function M.run(run, stats)
       local slot_ids = ffi.new("int32_t[?]", #prompts * nb)
       for _, P in ipairs(prompts) do
         if is_active(P, o) then
-          local parents = {}
-          for j, b in ipairs(P.running) do parents[j] = b.parent_slot end
-          local slots, ce = P.slots:assign(parents)
-          if not slots then return nil, ce end
-          for j, b in ipairs(P.running) do
-            b.slot, b.row = slots[j], n
-            tokens[n], slot_ids[n] = b.tokens[#b.tokens], b.slot
-            n = n + 1
-          end
+          local ce
+          n, ce = P.slots:place(P.running, n, tokens, slot_ids)
+          if not n then return nil, ce end
         end
       end
       logits, e = rows:step(n, tokens, slot_ids)

@@ -149,23 +149,15 @@ function M.run(run, stats)
       local tokens = ffi.new("int32_t[?]", #prompts * nb)
       local slot_ids = ffi.new("int32_t[?]", #prompts * nb)
       for _, P in ipairs(prompts) do
-        local parents, live = {}, {}
+        local live = {}
         for gi = 1, ng do
           if not P.done[gi] then
-            for j = 1, G do
-              local b = P.beams[(gi - 1) * G + j]
-              live[#live + 1] = b
-              parents[#parents + 1] = b.parent_slot
-            end
+            for j = 1, G do live[#live + 1] = P.beams[(gi - 1) * G + j] end
           end
         end
-        local slots, ce = P.slots:assign(parents)
-        if not slots then return nil, ce end
-        for i, b in ipairs(live) do
-          b.slot, b.row = slots[i], n
-          tokens[n], slot_ids[n] = b.tokens[#b.tokens], b.slot
-          n = n + 1
-        end
+        local ce
+        n, ce = P.slots:place(live, n, tokens, slot_ids)
+        if not n then return nil, ce end
       end
       logits, e = rows:step(n, tokens, slot_ids)
       if not logits then return nil, e end

@@ -49,4 +49,27 @@ function Slots:assign(parents)
   return out
 end
 
+--- Puts the next step's beams in their slots (Slots:assign over each beam's
+-- parent_slot) and writes their rows of the step: row n + i - 1 is beams[i]'s
+-- last token in its slot; each beam's slot and row are set.
+-- @tparam {table,...} beams {tokens=, parent_slot=}
+-- @tparam int n the first row
+-- @tparam cdata tokens int32_t[] the step's tokens
+-- @tparam cdata slot_ids int32_t[] the step's slots
+-- @treturn[1] int the next free row
+-- @treturn[2] nil
+-- @treturn[2] table error
+function Slots:place(beams, n, tokens, slot_ids)
+  local parents = {}
+  for i, b in ipairs(beams) do parents[i] = b.parent_slot end
+  local slots, err = self:assign(parents)
+  if not slots then return nil, err end
+  for i, b in ipairs(beams) do
+    b.slot, b.row = slots[i], n
+    tokens[n], slot_ids[n] = b.tokens[#b.tokens], b.slot
+    n = n + 1
+  end
+  return n
+end
+
 return M

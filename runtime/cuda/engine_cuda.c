@@ -263,7 +263,7 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     /* programmatic dependent launch: Hopper and later; LRUN_CUDA_PDL=0 for comparisons */
     const char *pdl = getenv("LRUN_CUDA_PDL");
     e->pdl_enabled = lrun_k_pdl_supported(dev->cuda_ordinal) && !(pdl && strcmp(pdl, "0") == 0);
-    e->table_bytes = (size_t)e->n_batch_max * 28;
+    e->table_bytes = (size_t)e->n_batch_max * LRUN_CUDA_TABLE_TOKEN_BYTES;
     e->expert_cache_slots = opts->expert_cache_slots;
     e->expert_cache_lru = opts->expert_cache_policy == LRUN_EXPERT_CACHE_REPLACE_LRU;
     e->moe_prefill_stream = opts->moe_prefill_stream;
@@ -420,7 +420,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
                        "of n_ctx_max %lld in shared memory; this model or context does not qualify",
                        (long long)e->n_ctx_max);
     if (st == LRUN_OK) {
-        size_t hb = e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float);
+        size_t hb = lrun_cuda_engine_staging_bytes(e->n_batch_max, e->n_vocab); /* table_bytes first, then logits */
         st = lrun_oom_phase(lrun_device_host_alloc(dev, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, hb, "engine staging",
                                                    &e->h_table_base),
                             "scratch");
@@ -455,7 +455,7 @@ void lrun_cuda_engine_free(void *ctx)
     lrun_cuda_kv_free(e);
     if (e->scratch) lrun_device_release(e->device, e->scratch, e->scratch_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, e->h_table_base,
-                             e->table_bytes + (size_t)LOGIT_ROWS * (size_t)e->n_vocab * sizeof(float));
+                             lrun_cuda_engine_staging_bytes(e->n_batch_max, e->n_vocab));
     free(e->layers);
     free(e->seq_len);
     free(e->seq_done);

@@ -34,6 +34,18 @@
 #include "backend.h"
 
 #define LRUN_CUDA_GRAPH_MAX_TOKENS 8
+/* The engine's pinned staging, sized here so that lrun_engine_host_staging_bytes
+ * (engine.c, built without CUDA too) and init take it from one place. */
+#define LRUN_CUDA_DEFAULT_BATCH 512     /* n_batch_max = 0 */
+#define LRUN_CUDA_LOGIT_ROWS 64         /* LM-head rows per pass: the logits buffers hold this many */
+#define LRUN_CUDA_TABLE_TOKEN_BYTES 28  /* the step table per token: row_off, kv_base (int64), tokens, pos, n_kv (int32) */
+
+/* Pinned bytes of the step table (n_batch tokens) and the logits' host copy
+ * (LRUN_CUDA_LOGIT_ROWS, n_vocab) f32: what init takes as "engine staging". */
+static inline size_t lrun_cuda_engine_staging_bytes(int64_t n_batch, int64_t n_vocab)
+{
+    return (size_t)n_batch * LRUN_CUDA_TABLE_TOKEN_BYTES + (size_t)LRUN_CUDA_LOGIT_ROWS * (size_t)n_vocab * sizeof(float);
+}
 
 typedef struct lrun_cuda_engine lrun_cuda_engine;
 

@@ -19,11 +19,11 @@
 #include "core/tensor.h"
 #include "residency/weights.h"
 
-#define DEFAULT_BATCH 512
+#define DEFAULT_BATCH LRUN_CUDA_DEFAULT_BATCH
 /* lrun_k_gemv takes at most this many activation rows (kernels.h). */
 #define GEMV_MAX_ROWS 8
 /* LM-head rows per pass: bounds the device logits buffer to this many rows. */
-#define LOGIT_ROWS 64
+#define LOGIT_ROWS LRUN_CUDA_LOGIT_ROWS
 /* A DYNAMIC cache starts with this many positions per sequence, then doubles. */
 #define KV_MIN_CAP 256
 

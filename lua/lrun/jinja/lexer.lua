@@ -36,13 +36,7 @@ local function syntax(src, pos, msg)
 end
 
 -- Jinja string literals take Python's escapes (lexer: unicode-escape).
-local function utf8(cp)
-  local floor = math.floor
-  if cp < 0x80 then return string.char(cp) end
-  if cp < 0x800 then return string.char(0xC0 + floor(cp / 64), 0x80 + cp % 64) end
-  if cp < 0x10000 then return string.char(0xE0 + floor(cp / 4096), 0x80 + floor(cp / 64) % 64, 0x80 + cp % 64) end
-  return string.char(0xF0 + floor(cp / 262144), 0x80 + floor(cp / 4096) % 64, 0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
-end
+local utf8 = V.utf8_char
 local simple = { n = "\n", t = "\t", r = "\r", ["\\"] = "\\", ["'"] = "'", ['"'] = '"', a = "\a", b = "\b",
   f = "\f", v = "\v", ["\n"] = "" }
 local function unescape(s)

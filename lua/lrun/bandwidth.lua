@@ -1,0 +1,178 @@
+--- lrun.bandwidth — the rates the planner weighs, measured where the bytes
+-- will really be (DRAM, not cache): links and memories, the host's matmul and
+-- batched expert products, the packed decoders and the disk tier. Each is
+-- measured once per process per device (and thread count, file) and kept.
+-- @module lrun.bandwidth
+local lf = require("lrun.ffi")
+local errors = require("lrun.errors")
+local predict = require("lrun.predict")
+local packed_form = require("lrun.packed_form")
+local ffi, C = lf.ffi, lf.C
+
+local M = {}
+
+local matrix_roles = packed_form.matrix_roles
+
+local bw_cache = {}
+
+--- How fast the CPU's decode matmul reads each matrix dtype of the model
+-- (host compute on cuda), bytes/s, keyed by dtype name.
+function M.host_matmul_rates(model)
+  local rates, seen = {}, {}
+  for _, t in ipairs(model:tensors()) do
+    if (matrix_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
+      seen[t.dtype] = true
+      local dt = ffi.new("lrun_dtype[1]")
+      local out = ffi.new("double[1]")
+      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK
+          and C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK
+          and out[0] > 0 then
+        rates[t.dtype] = out[0]
+      end
+    end
+  end
+  return rates
+end
+
+--- Fills bw.packed_decode and bw.host_decode (plain bytes/s) when the
+-- model has weights that may be packed and they are not measured yet.
+function M.decode_rates(model, bw)
+  if bw.packed_decode then return end
+  local any = false
+  for _, t in ipairs(model:tensors()) do
+    if packed_form.packable(t) then any = true break end
+  end
+  if not any then return end
+  local out = ffi.new("double[1]")
+  if C.lrun_model_measure_packed_decode(model.handle, 1, 16 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+    bw.packed_decode = out[0]
+  end
+  if bw.device ~= "cuda" then bw.host_decode = bw.packed_decode
+  elseif C.lrun_model_measure_packed_decode(model.handle, 0, 16 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+    bw.host_decode = out[0]
+  end
+end
+
+-- The stacked expert tensors' shapes per dtype (one expert's slice: n rows
+-- of k), the largest: what the batched host rate is measured at.
+local function expert_shapes(model)
+  return predict.largest_shapes(model:tensors(), function(t)
+    return t.role:match("_exps$") and #(t.shape or {}) >= 3
+  end)
+end
+
+--- How fast the host multiplies one expert's slice by a prefill chunk's rows
+-- (flop/s per expert dtype of the model, at lrun.expert_plan.batch_rows rows;
+-- lrun_model_measure_matmul on the host over a zeroed slice of the expert's
+-- shape, warm-up and best of three: ~4 × 0.2 GFLOP for a 30B-A3B expert, well
+-- under 0.1 s on a few cores). What prefill streaming's threshold and the
+-- prefill prediction weigh against the copy. Missing dtypes are added to rates.
+function M.host_batch_rates(model, rates)
+  local rows = require("lrun.expert_plan").batch_rows
+  local dt, out = ffi.new("lrun_dtype[1]"), ffi.new("double[1]")
+  for dtype, s in pairs(expert_shapes(model)) do
+    if rates[dtype] == nil and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
+      rates[dtype] = C.lrun_model_measure_matmul(model.handle, 0, dt[0], s.n, s.k, rows, out) == C.LRUN_OK
+        and out[0] > 0 and out[0] or false
+    end
+  end
+  return rates
+end
+
+local host_cache = {} -- [device, threads] = {host_matmul = {[dtype]=}, host_batch = {[dtype]=}}: the pool's rates
+
+--- Measures host→device (pinned and pageable), host read and device read
+-- bandwidths on the model's device, once per device per process; on cuda
+-- also the CPU's decode matmul rate per weight dtype of the model (host
+-- compute) and, for a mixture of experts, the host's batched expert product
+-- (M.host_batch_rates), once per device, thread count and dtype: the CPU's
+-- rates are its thread pool's, so a table is kept per (device, threads).
+-- With bf16/f16 matrices (which may be packed, docs/packed.md), also the
+-- packed decode's speed where the engine decodes (packed_decode: cuda, the
+-- decode kernel; cpu, the host decoder) and on the host (host_decode).
+-- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
+--   host_matmul={[dtype]=bytes/s} (cuda), host_batch={[dtype]=flop/s} (cuda, experts' dtypes),
+--   packed_decode=, host_decode= (plain bytes/s, or nil)} bytes/s
+function M.bandwidths(model)
+  local dev = C.lrun_model_device(model.handle)
+  local key = ffi.string(C.lrun_device_name(dev))
+  local cuda = C.lrun_device_kind_of(dev) == C.LRUN_DEVICE_KIND_CUDA
+  local tkey = key .. "\0" .. tostring(model.threads or 0)
+  local bw = bw_cache[tkey]
+  if not bw then
+    local base = bw_cache[key] -- the links and memories, whatever the thread count
+    if not base then
+      local err
+      base, err = M.measure_links(dev, cuda)
+      if not base then return nil, err end
+      bw_cache[key] = base
+    end
+    bw = {}
+    for k, v in pairs(base) do bw[k] = v end
+    bw_cache[tkey] = bw
+  end
+  M.decode_rates(model, bw)
+  if cuda then
+    local h = host_cache[tkey] or { host_matmul = {}, host_batch = {} }
+    host_cache[tkey] = h
+    for _, t in ipairs(model:tensors()) do
+      if (matrix_roles[t.role] or t.role == "lm_head") and not h.host_matmul[t.dtype] then
+        for dt, rate in pairs(M.host_matmul_rates(model)) do h.host_matmul[dt] = h.host_matmul[dt] or rate end
+        break
+      end
+    end
+    M.host_batch_rates(model, h.host_batch)
+    bw.host_matmul, bw.host_batch = h.host_matmul, {}
+    for dt, r in pairs(h.host_batch) do if r then bw.host_batch[dt] = r end end
+  end
+  return bw
+end
+
+--- The device's links and memories (M.bandwidths' figures that do not depend
+-- on the CPU's threads): 16 MiB copies, best of three.
+function M.measure_links(dev, cuda)
+  local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
+  local bytes = math.max(4096, math.min(16 * 2 ^ 20, math.floor(free / 3 / 4096) * 4096))
+  local out = ffi.new("double[1]")
+  local function measure(from, to)
+    local st = C.lrun_device_measure_bandwidth(dev, from, to, bytes, out)
+    if st ~= C.LRUN_OK then return nil, errors.from_status(st, "measuring bandwidth") end
+    return out[0]
+  end
+  local bw = {}
+  local err
+  bw.h2d_pinned, err = measure(C.LRUN_TIER_PINNED, C.LRUN_TIER_DEVICE)
+  if not bw.h2d_pinned then return nil, err end
+  bw.h2d_pageable = measure(C.LRUN_TIER_HOST, C.LRUN_TIER_DEVICE) or bw.h2d_pinned
+  -- a same-tier copy reads and writes every byte: reading alone is about twice as fast
+  bw.host_read = 2 * (measure(C.LRUN_TIER_HOST, C.LRUN_TIER_HOST) or bw.h2d_pageable)
+  bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
+  bw.bytes = bytes
+  bw.device = cuda and "cuda" or "cpu"
+  return bw
+end
+
+local disk_cache = {}
+
+--- The disk tier's read bandwidth on the model's file (bytes/s of direct
+-- reads, lrun_model_measure_disk_read over up to 64 MiB of its weights),
+-- measured once per file and device per process; nil when no weight is in
+-- a file on disk.
+function M.disk_read(model)
+  local key = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle))) .. "\0" .. tostring(model.path)
+  if disk_cache[key] == nil then
+    local out = ffi.new("double[1]")
+    local ok = C.lrun_model_measure_disk_read(model.handle, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0
+    disk_cache[key] = ok and out[0] or false
+  end
+  return disk_cache[key] or nil
+end
+--- bw with the disk tier's read speed added (a copy: bw is the cache's).
+function M.with_disk(model, bw)
+  local with_disk = {}
+  for key, v in pairs(bw) do with_disk[key] = v end
+  with_disk.disk_read = M.disk_read(model)
+  return with_disk
+end
+
+return M
