@@ -205,8 +205,10 @@ static inline int lrun_cuda_gemv_flags(const lrun_cuda_engine *e, lrun_dtype t)
     if (e->gemv_flags) return e->gemv_flags;
     if (e->gemv_dp4a_types)
         return (int)t >= 0 && (int)t < 64 && ((e->gemv_dp4a_types >> (int)t) & 1) ? LRUN_K_GEMV_DP4A : 0;
+    /* Q2_K/Q3_K: 1.2-1.4x the older kernel on the H100 in session 9 (docs/benchmarks.md) */
     return e->gemv_dp4a_auto && (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 ||
-                                 t == LRUN_DTYPE_IQ4_NL || t == LRUN_DTYPE_IQ4_XS)
+                                 t == LRUN_DTYPE_IQ4_NL || t == LRUN_DTYPE_IQ4_XS || t == LRUN_DTYPE_Q2_K ||
+                                 t == LRUN_DTYPE_Q3_K)
                ? LRUN_K_GEMV_DP4A
                : 0;
 }
