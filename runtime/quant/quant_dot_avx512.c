@@ -32,6 +32,7 @@
  * ones), not wider arithmetic; measured in docs/cpu-kernels.md. */
 #include "quant/quant_dot.h"
 #include "quant/quant_dot_nx.h"
+#include "quant/quant_k_scales.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -230,21 +231,6 @@ static ALWAYS_INLINE __m256i fold_16(__m512i s)
 }
 
 // ---------------------------------------------------------------- Q4_K · Q8_K
-
-/* The 8 six-bit scales and mins of a Q4_K block, as quant_dot_k.c unpacks them. */
-static ALWAYS_INLINE void q4_K_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8])
-{
-    uint32_t u0, u1, u2, w[4];
-    memcpy(&u0, s, 4);
-    memcpy(&u1, s + 4, 4);
-    memcpy(&u2, s + 8, 4);
-    w[0] = u0 & 0x3f3f3f3fu;
-    w[1] = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
-    w[2] = u1 & 0x3f3f3f3fu;
-    w[3] = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
-    memcpy(sc, w, 8);
-    memcpy(m, w + 2, 8);
-}
 
 /* int16 lanes: the first 16 = element i of v, the last 16 = element j. */
 static ALWAYS_INLINE __m512i words_2(__m512i v, int i, int j)

@@ -7,6 +7,7 @@
  * per-16 sums (bsums). One float multiply-add per super-block and row. */
 #include "quant/quant_dot.h"
 #include "quant/quant_dot_nx.h"
+#include "quant/quant_k_scales.h"
 
 #include <string.h>
 #if defined(LRUN_HAVE_AVX2)
@@ -18,22 +19,6 @@
  * their accumulators live in registers. */
 #define UNROLL _Pragma("GCC unroll 8")
 #define ROW(x, r, stride) ((const void *)((const char *)(x) + (size_t)(r) * (stride)))
-
-/* The 8 six-bit scales and mins of a Q4_K block (layout: quant.c's
- * q4_K_scale_min), unpacked four at a time from 32-bit words. */
-static ALWAYS_INLINE void q4_K_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8])
-{
-    uint32_t u0, u1, u2, w[4];
-    memcpy(&u0, s, 4);
-    memcpy(&u1, s + 4, 4);
-    memcpy(&u2, s + 8, 4);
-    w[0] = u0 & 0x3f3f3f3fu;                                     /* scales 0..3 */
-    w[1] = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);       /* scales 4..7 */
-    w[2] = u1 & 0x3f3f3f3fu;                                     /* mins 0..3 */
-    w[3] = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u); /* mins 4..7 */
-    memcpy(sc, w, 8);
-    memcpy(m, w + 2, 8);
-}
 
 // ---------------------------------------------------------------- scalar
 

@@ -8,6 +8,7 @@
  * dot of the dequantized row with the q8-rounded x. Runs in `make test` on
  * any machine; the GPU itself is tested by test_gemv_dp4a_gpu.c. */
 #include "check.h"
+#include "emu_bytes.h"
 #include "gemv_dp4a_lane.h"
 #include "quant/quant.h"
 #include "quant/quant_dot.h"
@@ -23,20 +24,6 @@ static int dp4a(uint32_t a, uint32_t b, int c)
 {
     for (int e = 0; e < 4; e++) c += (int)(int8_t)(a >> (8 * e)) * (int)(int8_t)(b >> (8 * e));
     return c;
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
-
-static float f16(uint32_t h)
-{
-    float out;
-    const uint16_t v = (uint16_t)h;
-    lrun_dequantize_row(LRUN_DTYPE_F16, &v, &out, 1);
-    return out;
 }
 
 /* Unit u of a row of type t at row: as dl_blk<t>::load and ::unpack in gemv_dp4a.cu. */

@@ -15,6 +15,7 @@
  * the paired (SwiGLU) row mapping. Runs in `make test`; the GPU's own run
  * is test_gemv_dp4a_gpu.c. */
 #include "check.h"
+#include "emu_bytes.h"
 #include "gemv_stage_lane.h"
 #include "quant/quant.h"
 #include "quant/quant_dot.h"
@@ -24,20 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
-
-static float f16(uint32_t h)
-{
-    float out;
-    const uint16_t v = (uint16_t)h;
-    lrun_dequantize_row(LRUN_DTYPE_F16, &v, &out, 1);
-    return out;
-}
 
 static const struct {
     lrun_dtype t;
@@ -121,7 +108,8 @@ static void replay_case(int ti, int64_t n, int64_t k, size_t stride, int sw, uns
                     const uint8_t *g = w[q] + (size_t)rr * stride + at + (size_t)off;
                     if (((uintptr_t)g & 15) != 0) fail(rp, "16-byte piece not 16-byte aligned", b, c, th);
                     if (at + (size_t)off + 16 > len_row) fail(rp, "16-byte piece past its row", b, c, th);
-                    if (off + 16 > GS_CB * bs || (r * srow + off) % 16 != 0) fail(rp, "piece outside its slot", b, c, th);
+                    if (off + 16 > GS_CB * bs || (r * srow + off) % 16 != 0)
+                        fail(rp, "piece outside its slot", b, c, th);
                     memcpy(sb + r * srow + off, g, 16);
                     for (int e = 0; e < 16; e++) cover[r * srow + off + e]++;
                 }
