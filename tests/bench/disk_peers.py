@@ -42,6 +42,13 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 PROMPT = [1, 450, 4996, 17354, 1701, 432, 17204, 975]  # 8 fixed token ids
 
 
+def prompt_ids(model_dir):
+    """PROMPT within the model's vocabulary (the tiny check's is a few hundred ids)."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        vocab = int(json.load(f).get("vocab_size") or 32000)
+    return [i % vocab for i in PROMPT]
+
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -105,7 +112,7 @@ def run_accelerate(a):
         where = {}
         for v in getattr(model, "hf_device_map", {}).values():
             where[str(v)] = where.get(str(v), 0) + 1
-        ids = torch.tensor([PROMPT], device=a.device if cuda else "cpu")
+        ids = torch.tensor([prompt_ids(a.model)], device=a.device if cuda else "cpu")
 
         def generate(n):
             with torch.no_grad():
@@ -131,7 +138,7 @@ def run_airllm(a):
         model = AutoModel.from_pretrained(a.model, device=a.device, dtype=torch.bfloat16,
                                           layer_shards_saving_path=shards, max_seq_len=64)
         load_s = time.perf_counter() - t0
-        ids = torch.tensor([PROMPT], device=a.device)
+        ids = torch.tensor([prompt_ids(a.model)], device=a.device)
 
         def generate(n):
             with torch.no_grad():
