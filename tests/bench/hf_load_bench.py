@@ -105,7 +105,8 @@ import json, sys, time, torch
 from transformers import AutoModelForCausalLM
 t0 = time.perf_counter()
 m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16, device_map=sys.argv[2])
-torch.cuda.synchronize()
+if sys.argv[2].startswith("cuda"):
+    torch.cuda.synchronize()
 t1 = time.perf_counter()
 rss = 0
 for line in open("/proc/self/status"):
