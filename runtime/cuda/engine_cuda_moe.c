@@ -40,6 +40,7 @@
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_moe_cache.h"
 #include "cuda/engine_cuda_moe_exact.h"
+#include "cuda/engine_cuda_moe_host.h"
 #include "cuda/engine_cuda_moe_stream.h"
 #include "cuda/engine_cuda_offload.h"
 #include "kernels.h"
@@ -88,6 +89,7 @@ struct cuda_moe {
     size_t pair_bytes;  /* of each of the four */
     struct cuda_moe_stream *stream; /* prefill chunks' host experts streamed (engine_cuda_moe_stream.c), or NULL */
     struct cuda_moe_exact *exact;   /* the exact path's products and sum (engine_cuda_moe_exact.c), or NULL */
+    struct cuda_moe_host *host;     /* host experts' decode chunks in one pass (engine_cuda_moe_host.c), or NULL */
 };
 
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
@@ -210,6 +212,7 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     if (!all_device_routed(e) || e->exact) e->graphs_enabled = 0;
     TRY(lrun_cuda_moe_exact_init(e, &m->exact));
     TRY(lrun_cuda_moe_cache_init(e, &m->cache));
+    TRY(lrun_cuda_moe_host_init(e, &m->host));
     return lrun_cuda_moe_stream_init(e, &m->stream);
 }
 
@@ -221,6 +224,7 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     lrun_cuda_moe_cache_free(e, m->cache);
     lrun_cuda_moe_stream_free(e, m->stream);
     lrun_cuda_moe_exact_free(e, m->exact);
+    lrun_cuda_moe_host_free(m->host);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_tok, 2 * m->pair_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_router, m->h_router_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_sid, m->h_sid_bytes);
@@ -547,6 +551,10 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     /* a prefill chunk of a streamed block streams, cached or not */
     if (m->fast_rows && n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) return ffn_rows(e, g, layer, n);
     if (lrun_cuda_moe_cache_covers(m->cache, layer)) return ffn_cached(e, g, layer, n);
+    if (lrun_cuda_moe_host_takes(e, m->host, g, n)) { /* every expert of the block computed on the host, at once */
+        TRY(lrun_cuda_moe_host_run(e, m->host, g, n, m->pairs, m->first, m->w));
+        return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
+    }
     if (m->fast_rows) return ffn_rows(e, g, layer, n);
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), s), "clearing the experts' sum",
                    e->device));

@@ -620,6 +620,14 @@ int lrun_cuda_offload_on_host(const lrun_cuda_engine *e, const struct lrun_tenso
     return e->offload && w->host_compute && w->tier != LRUN_TIER_DEVICE;
 }
 
+int lrun_cuda_offload_host_compute(const lrun_cuda_engine *e, lrun_cuda_host_compute *out)
+{
+    const struct cuda_offload *o = e->offload;
+    if (!o || !o->any_host || !o->h_x || !o->h_y || !o->pool) return 0;
+    *out = (lrun_cuda_host_compute){o->pool, o->work, o->h_x, o->h_y, o->h_x_floats, o->h_y_floats};
+    return 1;
+}
+
 lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x,
                                           int64_t m, float *y)
 {

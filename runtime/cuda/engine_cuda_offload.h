@@ -65,6 +65,18 @@ int lrun_cuda_offload_on_host(const lrun_cuda_engine *e, const struct lrun_tenso
 /* y (m, n) = x (m, k) · Wᵀ on the CPU, x and y on the device. */
 lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x,
                                           int64_t m, float *y);
+/* What a host pass of several products stages through (engine_cuda_moe_host.c):
+ * the model's threads, lrun_cpu_matmul's work memory (for B rows of the
+ * widest host-computed weight) and the pinned buffers host products copy
+ * activations down into (h_x) and products up from (h_y). 0 when nothing
+ * is computed on the host. */
+typedef struct lrun_cuda_host_compute {
+    struct lrun_threadpool *pool;
+    void *work;
+    float *h_x, *h_y;
+    size_t h_x_floats, h_y_floats;
+} lrun_cuda_host_compute;
+int lrun_cuda_offload_host_compute(const lrun_cuda_engine *e, lrun_cuda_host_compute *out);
 
 /* The engine's weights for its forward (residency/weights.h), over the
  * streaming above when e->offload is set, else every weight in place
