@@ -253,14 +253,8 @@ extern "C" const char *lrun_k_gemv_tune(int variant)
 template <int T, int M, int NT, int RB, int U>
 static cudaError_t launch_tiles(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
 {
-    const int64_t rows_out = PAIRED(mode) ? RB / 2 : RB;
-    if (rows_out < 1) return cudaErrorNotSupported;
-    const int grid_parts = PAIRED(mode) ? 1 : n_parts; /* up shares gate's blocks */
-    int64_t b = 0;
-    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
-        P.b0[p] = b;
-        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
-    }
+    if ((PAIRED(mode) ? RB / 2 : RB) < 1) return cudaErrorNotSupported;
+    const int64_t b = gemv_part_blocks(P, n_parts, RB, mode);
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const bool xvec = ((uintptr_t)x & 15) == 0;
     return lrun_k_launch(gemv_tiles<T, M, NT, RB, U>, dim3((unsigned)b), dim3(NT), 0, st, P, k, x, xvec, mode);

@@ -51,6 +51,20 @@ static __device__ __forceinline__ float swiglu1(float g, float u) { return g / (
 /* A mode whose two parts (gate, up) make one output: SwiGLU or GeGLU. */
 #define PAIRED(mode) ((mode) >= LRUN_K_GEMV_SWIGLU)
 
+/* Fills P.b0 for a launch of rb rows a block (a paired mode's up shares
+ * gate's blocks, rb / 2 outputs each) and returns the grid's block count. */
+static inline int64_t gemv_part_blocks(gemv_parts &P, int n_parts, int64_t rb, int mode)
+{
+    const int64_t rows_out = PAIRED(mode) ? rb / 2 : rb;
+    const int grid_parts = PAIRED(mode) ? 1 : n_parts;
+    int64_t b = 0;
+    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
+        P.b0[p] = b;
+        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
+    }
+    return b;
+}
+
 /* The pair's epilogue: silu or gelu (as lrun_k_geglu, f16 table or f32). */
 static __device__ __forceinline__ float pair1(float g, float u, int mode)
 {

@@ -280,13 +280,7 @@ static const struct { int nt, rb; } kq_shapes[] = {{64, 8}, {128, 4},  {128, 2},
 template <int T, int NT, int RB>
 static cudaError_t kq_launch(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
 {
-    const int64_t rows_out = PAIRED(mode) ? RB / 2 : RB;
-    const int grid_parts = PAIRED(mode) ? 1 : n_parts; /* up shares gate's blocks */
-    int64_t b = 0;
-    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
-        P.b0[p] = b;
-        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
-    }
+    const int64_t b = gemv_part_blocks(P, n_parts, RB, mode);
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const bool xvec = ((uintptr_t)x & 15) == 0;
     return lrun_k_launch(gemv_kq<T, NT, RB>, dim3((unsigned)b), dim3(NT), 0, st, P, k, x, xvec, mode);

@@ -215,13 +215,7 @@ template <int T, int NS>
 static cudaError_t gs_launch(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, size_t shared,
                              cudaStream_t st)
 {
-    const int64_t rows_out = PAIRED(mode) ? GS_RB / 2 : GS_RB;
-    const int grid_parts = PAIRED(mode) ? 1 : n_parts; /* up shares gate's blocks */
-    int64_t b = 0;
-    for (int p = 0; p < LRUN_K_GEMV_MAX_PARTS + 1; p++) {
-        P.b0[p] = b;
-        if (p < grid_parts) b += (P.n[p] + rows_out - 1) / rows_out;
-    }
+    const int64_t b = gemv_part_blocks(P, n_parts, GS_RB, mode);
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     if (shared > 48 * 1024) { /* past the default limit: opt in (per device, so every time) */
         const cudaError_t e =
