@@ -56,7 +56,6 @@ M.measure_links = bandwidth.measure_links
 M.disk_read = bandwidth.disk_read
 M.parse_override = placement_opts.parse_override
 M.wanted = placement_opts.wanted
-M.kv_reserve_positions = placement_size.kv_reserve_positions
 M.size = placement_size.size
 M.size_with = placement_size.size_with
 M.fits = placement_size.fits
