@@ -814,6 +814,18 @@ LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtyp
  * (a rate, not a model's shape). One warm-up, then the best of three. */
 LRUN_API lrun_status lrun_model_measure_matmul(lrun_model *model, int on_device, lrun_dtype dtype, int64_t n,
                                                int64_t k, int64_t rows, double *flops_per_s);
+/* How fast the engine's batch-1 decode GEMV reads weights of dtype from the
+ * device's memory (decode, docs/residency.md "Predicted decode on CUDA"):
+ * bytes/s of lrun_k_gemv_multi at m = 1, with the kernel the CUDA engine
+ * picks for dtype under fast numerics (dp4a or not), over copies of one
+ * (n, k) weight of a fixed non-zero pattern laid end to end across bytes,
+ * raised to 4x the GPU's L2 and lowered to half the free budget, one launch
+ * per copy. n, k in [1, 65536], k a whole number of the dtype's blocks,
+ * bytes in [1 MiB, 16 GiB]. One warm-up, then the best of three.
+ * LRUN_E_DEVICE on a model whose device is not CUDA (on the CPU,
+ * lrun_model_measure_weights_gemv measures the decode GEMV). */
+LRUN_API lrun_status lrun_model_measure_device_gemv(lrun_model *model, lrun_dtype dtype, int64_t n, int64_t k,
+                                                    size_t bytes, double *bytes_per_s);
 /* How fast packed weights decode (docs/packed.md): plain bytes of synthetic
  * trained-like bf16 per second, on_device 1: where the model's engine
  * decodes them (cuda: lrun_k_packed_decode, device memory to device memory;

@@ -3,7 +3,9 @@
 -- decode GEMV's rate per dtype (decode_matmul) and a token's attention
 -- (decode_attention_s) computed by hand; then the two measurements behind
 -- them (lrun_model_measure_weights_gemv over the model's own matrices,
--- lrun_model_measure_decode_attention) on a generated model, and
+-- lrun_model_measure_decode_attention) on a generated model, the cuda
+-- measurement's refusals on it (lrun_model_measure_device_gemv: its rates
+-- are tests/prefill_predict_gpu_spec.lua's), and
 -- lrun.predict_plan keeping the caller's rates and the shared bandwidth
 -- table untouched.
 package.path = "./?.lua;" .. package.path
@@ -54,13 +56,30 @@ describe("predict.decode on the cpu with given rates", function()
     near(DEVICE + 2e6 / 1e10 + 2e-4, p.seconds, "seconds")
   end)
 
-  it("cuda keeps its terms: no attention term, device_read for the device's reads", function()
+  it("cuda: no attention term; device_read without a decode GEMV rate", function()
     local bw = { device = "cuda", device_read = 1e12, h2d_pinned = 2e10, h2d_pageable = 1e10, host_read = 5e10,
-      decode_matmul = { q8_0 = 1 }, decode_attention_s = 1 }
+      decode_attention_s = 1 }
     local p = predict.decode(TENSORS, {}, nil, bw)
     near((512 + 9e6) / 1e12, p.seconds, "seconds")
     assert.are.equal("device read", p.limit)
     assert.is_nil(p.attention_s)
+  end)
+
+  -- the engine's GEMV kernels reach 40-85% of the memory's read rate by dtype (session 9, H100): with
+  -- lrun_model_measure_device_gemv's rates the device's reads go at the kernel's speed, as on the cpu
+  it("cuda: the device's reads at the engine's decode GEMV rate per dtype when measured", function()
+    local bw = { device = "cuda", device_read = 1e12, h2d_pinned = 2e10, h2d_pageable = 1e10, host_read = 5e10,
+      decode_matmul = { q8_0 = 2e11, f16 = 1e11 }, decode_attention_s = 1 }
+    local p = predict.decode(TENSORS, {}, nil, bw)
+    local dev = 512 / 1e11 + 9e6 / 2e11
+    near(dev, p.device_s, "device")
+    near(dev, p.seconds, "seconds")
+    assert.are.equal("decode GEMV", p.limit)
+    assert.is_nil(p.attention_s)
+    -- a streamed weight crosses PCIe, then is read at its GEMV rate on the device (copies overlapped)
+    local s = predict.decode(TENSORS, { ["blk.0.ffn_up.weight"] = "pinned" }, nil, bw)
+    near(dev, s.device_s, "device, streamed")
+    near(math.max(2e6 / 2e10, dev), s.seconds, "seconds, streamed")
   end)
 end)
 
@@ -88,6 +107,26 @@ describe("the cpu decode measurements", function()
     assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_K, 2 ^ 20, out))
     assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv(nil, C.LRUN_DTYPE_Q8_0, 2 ^ 20, out))
     assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 20, nil))
+  end)
+
+  it("lrun_model_measure_device_gemv is cuda's: a cpu model and bad arguments are refused", function()
+    local out = ffi.new("double[1]")
+    out[0] = 7
+    assert.are.equal(C.LRUN_E_DEVICE, C.lrun_model_measure_device_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 512, 512, 2 ^ 20, out))
+    assert.matches("not a CUDA device", lf.last_error())
+    assert.are.equal(0, out[0])
+    local bad = { { C.LRUN_DTYPE_Q8_K, 512, 512, 2 ^ 20 }, { C.LRUN_DTYPE_Q8_0, 0, 512, 2 ^ 20 },
+      { C.LRUN_DTYPE_Q8_0, 512, 65537, 2 ^ 20 }, { C.LRUN_DTYPE_Q8_0, 512, 100, 2 ^ 20 },
+      { C.LRUN_DTYPE_Q8_0, 512, 512, 1024 } }
+    for i, a in ipairs(bad) do
+      assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_device_gemv(m.handle, a[1], a[2], a[3], a[4], out), i)
+    end
+    assert.matches("not a whole number of q8_0 blocks", (function()
+      C.lrun_model_measure_device_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 512, 100, 2 ^ 20, out)
+      return lf.last_error()
+    end)())
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_device_gemv(nil, C.LRUN_DTYPE_Q8_0, 512, 512, 2 ^ 20, out))
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_device_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 512, 512, 2 ^ 20, nil))
   end)
 
   it("lrun_model_measure_decode_attention gives seconds and refuses a context out of range", function()

@@ -3,7 +3,8 @@
 -- the engine's cuBLAS product (on_device 1) and the host's (0) for the
 -- dtypes a model has; a resident model and a plan under a GPU budget carry
 -- a prefill prediction (streamed copies overlapped with compute) beside the
--- decode one. Accuracy against the measured speed is for the benches
+-- decode one; lrun_model_measure_device_gemv times the engine's decode GEMV
+-- per dtype, which the decode prediction reads device weights at. Accuracy against the measured speed is for the benches
 -- (tests/bench/prefill_predict.lua, docs/benchmarks.md), not this spec.
 -- LRUN_GPU_SPEC_DEVICE=cpu dry-runs it on the CPU.
 package.path = "./?.lua;" .. package.path
@@ -48,6 +49,25 @@ describe("predicted prefill on " .. device, function()
       assert.are.equal(C.LRUN_OK, C.lrun_model_measure_matmul(m.handle, 1, dt, 1536, 512, 64, dev), lf.last_error())
       m:free()
     end
+  end)
+
+  it("lrun_model_measure_device_gemv times the engine's decode GEMV per dtype (cuda)", function()
+    if device == "cpu" then return end -- the cpu's decode GEMV is lrun_model_measure_weights_gemv's
+    local path = gen_model(C.LRUN_DTYPE_Q8_0)
+    paths[#paths + 1] = path
+    local m = assert(lrun.load(path, { device = device, progress = false }))
+    local out = ffi.new("double[1]")
+    for _, dt in ipairs({ C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q4_K, C.LRUN_DTYPE_Q4_1, C.LRUN_DTYPE_BF16 }) do
+      local name = ffi.string(C.lrun_dtype_name(dt))
+      assert.are.equal(C.LRUN_OK, C.lrun_model_measure_device_gemv(m.handle, dt, 11008, 4096, 256 * 2 ^ 20, out),
+        lf.last_error())
+      print(string.format("# decode GEMV %s 11008x4096: %.1f GB/s", name, out[0] / 1e9))
+      assert.is_true(out[0] > 0 and out[0] < math.huge, name)
+    end
+    -- the prediction of the resident model reads its matrices at those rates
+    local p = m:placement()
+    assert.matches("limit: decode GEMV", tostring(p))
+    m:free()
   end)
 
   it("a resident model and a plan under a budget predict prefill beside decode", function()

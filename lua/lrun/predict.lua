@@ -7,7 +7,7 @@
 -- Per generated token (batch 1), every weight is read once:
 --   t_device = bytes the device reads / device_read
 --              (resident weights and streamed ones once they landed; on
---              cpu / decode_matmul[dtype] when given: the CPU's decode
+--              / decode_matmul[dtype] when given: on cpu the CPU's decode
 --              GEMV over the model's own weights, compute-bound on few
 --              cores; docs/residency.md "Predicted decode on the CPU")
 --   t_copy   = sum over streamed weights of bytes / the link of their tier:
@@ -177,8 +177,9 @@ function M.decode(tensors, plan, host_compute, bw, q)
     else
       bytes = share * bytes
     end
-    -- cpu: the device's reads are the decode GEMV's, measured per dtype when known (decode_matmul)
-    local dm = bw.device ~= "cuda" and type(bw.decode_matmul) == "table" and bw.decode_matmul[t.dtype]
+    -- the device's reads are the decode GEMV's, measured per dtype when known (decode_matmul: cpu, the
+    -- host's GEMV over the model's weights; cuda, the engine's kernel over device memory)
+    local dm = type(bw.decode_matmul) == "table" and bw.decode_matmul[t.dtype]
     p.device_s = p.device_s + bytes / (dm or bw.device_read)
     p.bytes.device = p.bytes.device + bytes
   end
@@ -204,7 +205,7 @@ function M.decode(tensors, plan, host_compute, bw, q)
   elseif p.cache_s > p.device_s and p.cache_s > p.host_s then p.limit = "expert cache misses"
   elseif p.host_s > p.device_s and p.host_s >= (p.attention_s or 0) then p.limit = "host matmul"
   elseif (p.attention_s or 0) > p.device_s then p.limit = "attention"
-  elseif bw.device ~= "cuda" and type(bw.decode_matmul) == "table" and next(bw.decode_matmul) then
+  elseif type(bw.decode_matmul) == "table" and next(bw.decode_matmul) then
     p.limit = "decode GEMV"
   else p.limit = "device read" end
   p.overlapped = bw.device == "cuda"

@@ -25,6 +25,9 @@
 /* runtime/cuda/measure_gemm.c: lrun_model_measure_matmul on a CUDA device. */
 lrun_status lrun_cuda_measure_gemm(lrun_device *device, lrun_dtype dtype, int64_t n, int64_t k, int64_t rows,
                                    double *flops_per_s);
+/* runtime/cuda/measure_gemv.c: lrun_model_measure_device_gemv. */
+lrun_status lrun_cuda_measure_gemv(lrun_device *device, int exact, lrun_dtype dtype, int64_t n, int64_t k,
+                                   size_t bytes, double *bytes_per_s);
 #endif
 
 /* Bytes of last-level cache of the whole machine: the largest cache level
@@ -184,4 +187,32 @@ lrun_status lrun_model_measure_matmul(lrun_model *model, int on_device, lrun_dty
 #endif
     }
     return host_gemm_rate(model, dtype, n, k, rows, flops_per_s);
+}
+
+lrun_status lrun_model_measure_device_gemv(lrun_model *model, lrun_dtype dtype, int64_t n, int64_t k, size_t bytes,
+                                           double *bytes_per_s)
+{
+    if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring the decode GEMV: bytes_per_s is NULL");
+    *bytes_per_s = 0;
+    if (!model) return lrun_fail(LRUN_E_ARG, "measuring the decode GEMV: model is NULL");
+    if (dtype == LRUN_DTYPE_Q8_1 || dtype == LRUN_DTYPE_Q8_K || !lrun_dtype_is_supported((int)dtype))
+        return lrun_fail(LRUN_E_ARG, "measuring the decode GEMV: dtype %d is not a weight dtype", (int)dtype);
+    if (n < 1 || n > 65536 || k < 1 || k > 65536)
+        return lrun_fail(LRUN_E_ARG, "measuring the decode GEMV: n %lld, k %lld outside [1, 65536]", (long long)n,
+                         (long long)k);
+    if (bytes < ((size_t)1 << 20) || bytes > ((size_t)16 << 30))
+        return lrun_fail(LRUN_E_ARG, "measuring the decode GEMV: %zu bytes outside [1 MiB, 16 GiB]", bytes);
+    size_t row_bytes = 0;
+    if (lrun_dtype_row_bytes(dtype, k, &row_bytes) != LRUN_OK)
+        return lrun_fail(LRUN_E_ARG, "measuring the decode GEMV: k %lld is not a whole number of %s blocks",
+                         (long long)k, lrun_dtype_name(dtype));
+    lrun_device *dev = lrun_model_device(model);
+    if (lrun_device_kind_of(dev) != LRUN_DEVICE_KIND_CUDA)
+        return lrun_fail(LRUN_E_DEVICE, "measuring the decode GEMV: the model's device %s is not a CUDA device "
+                         "(lrun_model_measure_weights_gemv measures the CPU's)", lrun_device_name(dev));
+#ifdef LRUN_WITH_CUDA
+    return lrun_cuda_measure_gemv(dev, 0, dtype, n, k, bytes, bytes_per_s);
+#else
+    return lrun_fail(LRUN_E_DEVICE, "measuring the decode GEMV: this build has no CUDA");
+#endif
 }

@@ -174,6 +174,13 @@ void lrun_cuda_close(lrun_device *device)
 
 size_t lrun_cuda_total_memory(const lrun_device *device) { return state_of(device)->total; }
 
+size_t lrun_cuda_l2_bytes(const lrun_device *device)
+{
+    int l2 = 0;
+    if (cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device->cuda_ordinal) != cudaSuccess || l2 < 0) return 0;
+    return (size_t)l2;
+}
+
 lrun_status lrun_cuda_alloc(lrun_device *device, size_t bytes, const char *what, void **out)
 {
     cuda_state *s = state_of(device);

@@ -31,6 +31,9 @@ lrun_status lrun_cuda_open(struct lrun_device *device, size_t budget_bytes);
 void lrun_cuda_close(struct lrun_device *device);
 /* Total memory of the GPU, bytes (for display). */
 size_t lrun_cuda_total_memory(const struct lrun_device *device);
+/* Bytes of the GPU's L2 cache (0 when the driver does not say): what a
+ * bandwidth measurement must exceed to time the memory, not the cache. */
+size_t lrun_cuda_l2_bytes(const struct lrun_device *device);
 
 /* Device memory from the pool (no accounting here: device.c keeps the budget). */
 lrun_status lrun_cuda_alloc(struct lrun_device *device, size_t bytes, const char *what, void **out);

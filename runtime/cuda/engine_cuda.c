@@ -196,26 +196,6 @@ static int want_exact_of(const lrun_engine_opts *opts)
 }
 
 /* The sizes init and lrun_cuda_engine_estimate derive from the model and options. */
-/* The dtypes named in a comma-separated list ("q2_k,q3_k") as bits by dtype
- * id; names lrun does not know are skipped (an environment variable for
- * measurements, not a user's input the engine must reject). */
-static uint64_t dtype_bits_of(const char *list)
-{
-    uint64_t bits = 0;
-    char name[16];
-    while (*list) {
-        const size_t n = strcspn(list, ",");
-        lrun_dtype t;
-        if (n < sizeof name) {
-            memcpy(name, list, n);
-            name[n] = '\0';
-            if (lrun_dtype_from_name(name, &t) == LRUN_OK && (int)t >= 0 && (int)t < 64) bits |= (uint64_t)1 << t;
-        }
-        list += n + (list[n] == ',');
-    }
-    return bits;
-}
-
 static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_opts *opts)
 {
     const lrun_model_info *in = &model->info;
@@ -223,23 +203,10 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->model = model;
     e->device = dev;
     e->want_exact = want_exact_of(opts);
-    /* the dp4a GEMVs (kernels/gemv_dp4a.cu): by default for the types where they measured
-     * faster (lrun_cuda_gemv_flags); LRUN_CUDA_GEMV_DP4A=1 all nine types, =0 none, a list
-     * of dtype names ("q2_k,q3_k") those types only */
-    const char *dp4a = getenv("LRUN_CUDA_GEMV_DP4A");
-    e->gemv_flags = !e->want_exact && dp4a && strcmp(dp4a, "1") == 0 ? LRUN_K_GEMV_DP4A : 0;
-    e->gemv_dp4a_auto = !e->want_exact && !dp4a;
+    /* the decode GEMV kernel per dtype (gemv_choice.h: dp4a by default for the types where it
+     * measured faster; LRUN_CUDA_GEMV_DP4A and LRUN_CUDA_GEMV_STAGE for measurements) */
+    lrun_cuda_gemv_choice_from_env(e->want_exact, &e->gemv);
     e->packed_embed_gather = lrun_cuda_packed_embed_gather_on(); /* read with the scratch's size */
-    e->gemv_dp4a_types = !e->want_exact && dp4a && !e->gemv_flags ? dtype_bits_of(dp4a) : 0;
-    /* the staged GEMV (kernels/gemv_stage.cu): LRUN_CUDA_GEMV_STAGE=1 its six types, a list of
-     * dtype names those of them; off by default until timed on a GPU */
-    const char *stage = getenv("LRUN_CUDA_GEMV_STAGE");
-    if (!e->want_exact && stage) {
-        const uint64_t six = (uint64_t)1 << LRUN_DTYPE_Q8_0 | (uint64_t)1 << LRUN_DTYPE_Q4_0 |
-                             (uint64_t)1 << LRUN_DTYPE_Q4_1 | (uint64_t)1 << LRUN_DTYPE_Q5_0 |
-                             (uint64_t)1 << LRUN_DTYPE_Q5_1 | (uint64_t)1 << LRUN_DTYPE_IQ4_NL;
-        e->gemv_stage_types = strcmp(stage, "1") == 0 ? six : dtype_bits_of(stage) & six;
-    }
     e->stream = lrun_cuda_compute_stream(dev);
     e->cublas = lrun_cuda_cublas(dev);
     e->n_seq_max = opts->n_seq_max ? opts->n_seq_max : 1;

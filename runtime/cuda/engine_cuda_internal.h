@@ -13,6 +13,7 @@
 
 #include "core/device.h"
 #include "cuda/engine_cuda.h"
+#include "cuda/gemv_choice.h"
 #include "core/error.h"
 #include "kernels.h"
 #include "model/model.h"
@@ -137,15 +138,7 @@ struct lrun_cuda_engine {
     /* CUDA graphs of decode steps, by token count */
     int graphs_enabled;
     int want_exact;               /* numerics EXACT was asked for (or LRUN_CUDA_EXACT=1 for benchmarks) */
-    int gemv_flags;               /* OR'd into every decode GEMV's mode: LRUN_K_GEMV_DP4A under
-                                     LRUN_CUDA_GEMV_DP4A=1 (fast numerics only), else 0 */
-    int gemv_dp4a_auto;           /* fast numerics, LRUN_CUDA_GEMV_DP4A unset: the dp4a GEMV for the
-                                     types where the H200 measured it faster (lrun_cuda_gemv_flags) */
-    uint64_t gemv_dp4a_types;     /* bit t: dtype t named in LRUN_CUDA_GEMV_DP4A=<list> (fast
-                                     numerics only) takes the dp4a GEMV; 0 without a list */
-    uint64_t gemv_stage_types;    /* bit t: dtype t takes the staged GEMV (kernels/gemv_stage.cu)
-                                     under LRUN_CUDA_GEMV_STAGE=1 (its six types) or =<list> (fast
-                                     numerics only); 0 by default, until measured on a GPU */
+    lrun_cuda_gemv_choice gemv;   /* the decode GEMV kernel per dtype (gemv_choice.h) */
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */
@@ -184,33 +177,10 @@ static inline int lrun_cuda_pdl_on(const lrun_cuda_engine *e)
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* The mode flags of a decode GEMV of dtype t. By default the dp4a kernel
- * (kernels/gemv_dp4a.cu: x rounded to 8 bits, as llama.cpp) runs the types
- * where test_gemv_dp4a_gpu --bench measured it ahead of the default kernel
- * on the 7B shapes (H200, docs/benchmarks.md: q4_1 +26%/-3%/+34%, q5_0
- * +12-29%, q5_1 +41-59%, iq4_nl +39-65%, iq4_xs +15-34%); Q8_0 (-15-24%)
- * and Q4_0 (+17%/-16%/+11%, about even per layer) keep theirs; Q2_K and
- * Q3_K (new, not yet measured on a GPU) keep theirs too.
- * LRUN_CUDA_GEMV_DP4A=1 sends all nine types to it, =0 none, a list of
- * dtype names ("q2_k,q3_k") only those. LRUN_CUDA_GEMV_STAGE=1 (or a list)
- * sends Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL (or those named) to the
- * staged kernel (gemv_stage.cu), ahead of the rest; not the default until
- * test_gemv_dp4a_gpu --bench has measured it (docs/benchmarks.md). */
+/* The mode flags of a decode GEMV of dtype t (gemv_choice.h). */
 static inline int lrun_cuda_gemv_flags(const lrun_cuda_engine *e, lrun_dtype t)
 {
-    /* the staged kernel first (with DP4A: weights it declines, rows off
-     * 16-byte boundaries, take the dp4a kernel of the same numerics) */
-    if ((int)t >= 0 && (int)t < 64 && ((e->gemv_stage_types >> (int)t) & 1))
-        return LRUN_K_GEMV_STAGE | LRUN_K_GEMV_DP4A;
-    if (e->gemv_flags) return e->gemv_flags;
-    if (e->gemv_dp4a_types)
-        return (int)t >= 0 && (int)t < 64 && ((e->gemv_dp4a_types >> (int)t) & 1) ? LRUN_K_GEMV_DP4A : 0;
-    /* Q2_K/Q3_K: 1.2-1.4x the older kernel on the H100 in session 9 (docs/benchmarks.md) */
-    return e->gemv_dp4a_auto && (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 ||
-                                 t == LRUN_DTYPE_IQ4_NL || t == LRUN_DTYPE_IQ4_XS || t == LRUN_DTYPE_Q2_K ||
-                                 t == LRUN_DTYPE_Q3_K)
-               ? LRUN_K_GEMV_DP4A
-               : 0;
+    return lrun_cuda_gemv_choice_flags(&e->gemv, t);
 }
 
 /* The cuBLAS slot dtype for a weight: bf16 stays bf16 (no conversion), the
