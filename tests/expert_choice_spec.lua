@@ -188,6 +188,45 @@ describe("lrun.predict.decode of a mixture", function()
   end)
 end)
 
+describe("host products' fixed costs (cuda: a thread-pool call and a round trip each)", function()
+  local tensors, plan, hc = model_tensors()
+  local RT, CALL = 20e-6, 5e-6
+  local bw = {}
+  for key, v in pairs(BW) do bw[key] = v end
+  bw.round_trip_s, bw.host_call_s = RT, CALL
+
+  it("predict.decode charges k products and k round trips per host expert tensor, one trip a block with the pass",
+    function()
+      local q = { n_expert_used = K }
+      local base = predict.decode(tensors, plan, hc, BW, q)
+      local p = predict.decode(tensors, plan, hc, bw, q)
+      -- two host blocks of three stacked tensors, k products each
+      local fixed = 2 * 3 * K * (RT + CALL)
+      assert.is_true(near(fixed, p.host_fixed_s))
+      assert.is_true(near(base.host_s + fixed, p.host_s))
+      local pass = predict.decode(tensors, plan, hc, bw, { n_expert_used = K, host_pass = true })
+      assert.is_true(near(2 * (3 * K * CALL + RT), pass.host_fixed_s))
+      -- a host-computed dense weight: one product, one round trip; nothing on the cpu
+      local dense = { { name = "blk.0.attn_q.weight", role = "attn_q", layer = 0, dtype = "q4_K", bytes = MiB,
+        shape = { 2048, 2048 } } }
+      local d = predict.decode(dense, { ["blk.0.attn_q.weight"] = "host" }, { ["blk.0.attn_q.weight"] = true }, bw)
+      assert.is_true(near(RT + CALL, d.host_fixed_s))
+      assert.are.equal(0, predict.host_overhead_s({ device = "cpu", round_trip_s = RT, host_call_s = CALL }, 3, 3))
+    end)
+
+  it("expert_choice's host compute option carries them, so the cache wins sooner", function()
+    local blocks = choice.blocks(tensors, plan, hc, E, bw)
+    local p = { blocks = blocks, k = K, n_expert = E, bw = bw, room = 8 * 3 * PART }
+    local r = choice.choose(p)
+    local plain = choice.choose({ blocks = choice.blocks(tensors, plan, hc, E, BW), k = K, n_expert = E, bw = BW,
+      room = 8 * 3 * PART })
+    assert.is_true(near(plain.options[1].seconds + 2 * 3 * K * (RT + CALL), r.options[1].seconds))
+    p.host_pass = true
+    local rp = choice.choose(p)
+    assert.is_true(near(plain.options[1].seconds + 2 * (3 * K * CALL + RT), rp.options[1].seconds))
+  end)
+end)
+
 describe("smart with a mixture of experts", function()
   local smart = dofile("policies/smart.lua")
 

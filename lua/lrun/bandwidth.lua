@@ -92,6 +92,7 @@ local host_cache = {} -- [device, threads] = {host_matmul = {[dtype]=}, host_bat
 -- decode kernel; cpu, the host decoder) and on the host (host_decode).
 -- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
 --   host_matmul={[dtype]=bytes/s} (cuda), host_batch={[dtype]=flop/s} (cuda, experts' dtypes),
+--   round_trip_s=, host_call_s= (cuda: host products' fixed costs, M.round_trip_s, M.host_call_s),
 --   packed_decode=, host_decode= (plain bytes/s, or nil)} bytes/s
 function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
@@ -122,6 +123,8 @@ function M.bandwidths(model)
       end
     end
     M.host_batch_rates(model, h.host_batch)
+    if h.host_call_s == nil then h.host_call_s = M.host_call_s(model) or false end
+    bw.host_call_s = h.host_call_s or nil
     bw.host_matmul, bw.host_batch = h.host_matmul, {}
     for dt, r in pairs(h.host_batch) do if r then bw.host_batch[dt] = r end end
   end
@@ -149,7 +152,34 @@ function M.measure_links(dev, cuda)
   bw.device_read = 2 * (measure(C.LRUN_TIER_DEVICE, C.LRUN_TIER_DEVICE) or bw.host_read / 2)
   bw.bytes = bytes
   bw.device = cuda and "cuda" or "cpu"
+  if cuda then bw.round_trip_s = M.round_trip_s(dev) end
   return bw
+end
+
+--- cuda: seconds of the round trip a host product makes (activations down,
+-- a sync, the product up: lrun_cuda_offload_host_matmul), from two 4 KiB
+-- copies each with its synchronisation (the latency, not the bytes); nil
+-- when either cannot be measured. predict.host_overhead_s charges it per
+-- host product.
+function M.round_trip_s(dev)
+  local out, small = ffi.new("double[1]"), 4096
+  if C.lrun_device_measure_bandwidth(dev, C.LRUN_TIER_DEVICE, C.LRUN_TIER_PINNED, small, out) ~= C.LRUN_OK
+      or out[0] <= 0 then return nil end
+  local down = small / out[0]
+  if C.lrun_device_measure_bandwidth(dev, C.LRUN_TIER_PINNED, C.LRUN_TIER_DEVICE, small, out) ~= C.LRUN_OK
+      or out[0] <= 0 then return nil end
+  return down + small / out[0]
+end
+
+--- Seconds of one call of the host's matmul on the model's threads beyond
+-- its bytes: a 64 x 64 f32 product (16 KiB, in cache), i.e. the thread
+-- pool's fork and join; nil when it cannot be measured.
+function M.host_call_s(model)
+  local out = ffi.new("double[1]")
+  if C.lrun_model_measure_matmul(model.handle, 0, C.LRUN_DTYPE_F32, 64, 64, 1, out) ~= C.LRUN_OK or out[0] <= 0 then
+    return nil
+  end
+  return 2 * 64 * 64 / out[0]
 end
 
 local disk_cache = {}

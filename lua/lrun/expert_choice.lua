@@ -13,6 +13,8 @@
 -- device (plain_e on the host):
 --   resident block   k · bytes_e / device_read
 --   host compute     k · plain_e / host_matmul[dtype]       (the host's expert GEMV, from DRAM)
+--                    + the products' fixed costs (predict.host_overhead_s: a thread-pool call and a
+--                    round trip each, one round trip a block with the host pass)
 --   cached block     k · bytes_e / device_read + (1 − h) · k · bytes_e / link
 --                    (a miss copies the expert over PCIe: pinned, or pageable for host memory;
 --                    h the hit rate LFU settles at with N slots, lrun.expert_plan.hit_rate: the
@@ -30,6 +32,8 @@
 -- @module lrun.expert_choice
 local size = require("lrun.size")
 local expert_plan = require("lrun.expert_plan")
+local predict = require("lrun.predict")
+local predict_plan = require("lrun.predict_plan")
 
 local M = {}
 
@@ -100,13 +104,18 @@ function M.blocks(tensors, plan, host_compute, n_expert, bw, packed, tier)
   return out
 end
 
--- Seconds per token of block b's experts: cached with miss rate `miss`, or as placed.
-local function block_s(b, k, bw, miss)
-  local s = 0
+-- Seconds per token of block b's experts: cached with miss rate `miss`, or as placed (host parts with their
+-- products' fixed costs, predict.host_overhead_s: k products each, and a round trip each unless the host pass
+-- takes the whole block in one).
+local function block_s(b, k, bw, miss, host_pass)
+  local s, n_host = 0, 0
   for _, p in ipairs(b.parts) do
     if miss then s = s + k * p.bytes_e / bw.device_read + miss * k * p.bytes_e / p.link
     elseif p.device then s = s + k * p.bytes_e / bw.device_read
-    else s = s + k * p.plain_e / p.rate end
+    else s, n_host = s + k * p.plain_e / p.rate, n_host + 1 end
+  end
+  if n_host > 0 then
+    s = s + predict.host_overhead_s(bw, n_host * k, host_pass and n_host == 3 and 1 or n_host * k)
   end
   return s
 end
@@ -149,7 +158,7 @@ local function cache_option(p, cached, others, room, trade)
   local h, source = expert_plan.hit_rate(p.counts, layers, p.n_expert, slots)
   local s = 0
   for _, b in ipairs(cached) do s = s + block_s(b, p.k, p.bw, 1 - h) end
-  for _, b in ipairs(others) do s = s + block_s(b, p.k, p.bw) end
+  for _, b in ipairs(others) do s = s + block_s(b, p.k, p.bw, nil, p.host_pass) end
   return { how = "cache", seconds = s, slots = slots, slot_bytes = slot, hit_rate = h, source = source,
     trade = trade, layers = layers, room = room }
 end
@@ -158,7 +167,8 @@ end
 -- @tparam table p blocks= (M.blocks), k= (experts per token), n_expert=, bw= (as M.blocks),
 --   room= (device bytes the placement leaves, before any trade), counts= (m:stats().experts.layers; optional),
 --   staging= (device bytes prefill streaming keeps when the cache is on; default 0),
---   mode= ("auto": compute or cache; "cache": the user asked for the cache, only the trade is chosen)
+--   mode= ("auto": compute or cache; "cache": the user asked for the cache, only the trade is chosen),
+--   host_pass= (true: the engine computes a block's host experts in one round trip, predict_plan.host_pass)
 -- @treturn table|nil nil when no block has host experts (nothing to choose); else
 --   {how = "compute"|"cache", seconds=, slots=, hit_rate=, source=, trade = {layers traded, in order},
 --   options = {each option considered: how=, seconds=, slots=, hit_rate=, trade=}, text=}
@@ -176,7 +186,7 @@ function M.choose(p)
   local options = {}
   if p.mode ~= "cache" then
     local s = 0
-    for _, b in ipairs(p.blocks) do s = s + block_s(b, p.k, p.bw) end
+    for _, b in ipairs(p.blocks) do s = s + block_s(b, p.k, p.bw, nil, p.host_pass) end
     options[1] = { how = "compute", seconds = s, slots = 0, hit_rate = 0, trade = {} }
   end
   local room = p.room - (p.staging or 0)
@@ -279,7 +289,7 @@ function M.for_plan(model, q, opts)
   local staging = slot > 0 and expert_plan.streams_prefill(model) and expert_plan.stream_staging_bytes(slot, n_expert)
     or 0
   local r = M.choose({ blocks = blocks, k = k, n_expert = n_expert, bw = q.bw, room = q.room, staging = staging,
-    counts = expert_plan.observed_counts(model, opts), mode = mode })
+    counts = expert_plan.observed_counts(model, opts), mode = mode, host_pass = predict_plan.host_pass() })
   if r and #r.trade > 0 then M.trade(blocks, r.trade, q.plan, q.host_compute, q.tier) end
   return r
 end

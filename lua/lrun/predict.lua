@@ -13,7 +13,9 @@
 --   t_copy   = sum over streamed weights of bytes / the link of their tier:
 --              pinned h2d_pinned, host and mmap h2d_pageable, disk disk_read
 --   t_host   = sum over host-computed weights of plain bytes / the host's
---              matmul rate (cuda: host_matmul[dtype]; cpu: host_read)
+--              matmul rate (cuda: host_matmul[dtype]; cpu: host_read),
+--              plus on cuda each product's fixed costs (M.host_overhead_s:
+--              a thread-pool call and a round trip over PCIe)
 -- The embedding table (when the LM head is its own tensor) moves one row per
 -- token wherever it is. Norms and biases are free (engine memory).
 -- A mixture of experts (q.n_expert_used = k): a stacked expert tensor is read
@@ -30,8 +32,8 @@
 -- t_attention = bw.decode_attention_s when given: a token's attention over
 -- the cached context, every layer (lrun.predict_plan measures it on cpu at
 -- the prefill chunk's 512 positions; 13% of a step of the bench's model).
--- Not modelled: attention on cuda, kernel launch and synchronisation
--- overheads, packed weights' decode.
+-- Not modelled: attention on cuda, kernel launch overheads, packed
+-- weights' decode.
 --
 -- Prefill (M.prefill, docs/residency.md "Predicted prefill"): one chunk of
 -- T tokens (from position 0) costs, per weight:
@@ -121,6 +123,23 @@ local function tied_head(tensors)
   return true
 end
 
+--- Seconds a decode step spends on host compute's fixed costs (cuda): each
+-- host product is a thread-pool call (bw.host_call_s: lrun_model_measure_matmul
+-- of a tiny product, the fork/join) and, unless batched, a round trip
+-- (bw.round_trip_s: the activations down, a stream sync, the product up;
+-- two 4 KiB copies measured with their syncs). A weight is one product; a
+-- stacked expert tensor k of them (the chosen experts), whose round trips
+-- the host pass (LRUN_CUDA_MOE_HOST_PASS, engine_cuda_moe_host.c) makes one
+-- per block. 0 without the measurements (cpu, or given rates without them).
+-- @tparam table bw bandwidths
+-- @tparam number calls products
+-- @tparam number trips round trips
+function M.host_overhead_s(bw, calls, trips)
+  if bw.device ~= "cuda" then return 0 end
+  local c, r = tonumber(bw.host_call_s) or 0, tonumber(bw.round_trip_s) or 0
+  return calls * c + trips * r
+end
+
 --- The decode prediction of a placement.
 -- @tparam {table,...} tensors descriptions (model:tensors())
 -- @tparam table plan {[name] = tier} (names left out: device)
@@ -130,9 +149,10 @@ end
 --   decode_attention_s= (cpu: seconds of one token's attention, every layer)
 -- @tparam[opt] table q a mixture of experts: n_expert_used= (k: a stacked expert tensor of E experts is read
 --   k/E per token where it is computed, streamed whole), expert_cache= {slots=, hit_rate=, layers={…}} (cuda:
---   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice)
+--   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice), host_pass=
+--   true (cuda: a block's host experts in one round trip, M.host_overhead_s)
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=, attention_s=,
---   cache_s= (expert cache misses), links = {[name] = seconds}, bytes = {device=, streamed=, host=, cache=}}
+--   host_fixed_s= (host_s's share of M.host_overhead_s), cache_s= (expert cache misses), links = {[name] = seconds}, bytes = {device=, streamed=, host=, cache=}}
 function M.decode(tensors, plan, host_compute, bw, q)
   host_compute, q = host_compute or {}, q or {}
   local n_used = q.n_expert_used
@@ -143,7 +163,8 @@ function M.decode(tensors, plan, host_compute, bw, q)
   end
   check_rates(bw, "predict.decode")
   local tied = tied_head(tensors)
-  local p = { device_s = 0, copy_s = 0, host_s = 0, cache_s = 0, links = {},
+  local host_pass_blocks = {} -- blocks whose host pass's round trip is counted
+  local p = { device_s = 0, copy_s = 0, host_s = 0, host_fixed_s = 0, cache_s = 0, links = {},
     bytes = { device = 0, streamed = 0, host = 0, cache = 0 } }
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
@@ -168,7 +189,16 @@ function M.decode(tensors, plan, host_compute, bw, q)
       local rate = host_rate(t, bw)
       -- a disk weight computed on the host is read from the disk first
       if tier == "disk" then rate = math.min(rate, bw.disk_read or M.assumed_disk_read) end
-      p.host_s = p.host_s + plain / rate
+      -- its products' fixed costs: one product a weight, k for an expert tensor (one round trip a block
+      -- for all of them with the host pass)
+      local calls, trips = E and n_used or 1, E and n_used or 1
+      if E and q.host_pass then
+        trips = host_pass_blocks[t.layer or -1] and 0 or 1
+        host_pass_blocks[t.layer or -1] = true
+      end
+      local fixed = M.host_overhead_s(bw, calls, trips)
+      p.host_fixed_s = p.host_fixed_s + fixed
+      p.host_s = p.host_s + plain / rate + fixed
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier ~= "device" then

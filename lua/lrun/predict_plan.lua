@@ -159,6 +159,12 @@ function M.decode_rates(model, bw, context)
   end
 end
 
+--- Whether the CUDA engine computes a block's host experts in one host pass
+-- (engine_cuda_moe_host.c; LRUN_CUDA_MOE_HOST_PASS=1 until it is the default).
+function M.host_pass()
+  return os.getenv("LRUN_CUDA_MOE_HOST_PASS") == "1"
+end
+
 --- The prefill query for a model: chunk tokens, attention's width, MoE's k.
 function M.query(model, tokens)
   local i = C.lrun_model_get_info(model.handle)
@@ -180,7 +186,7 @@ function M.predict(model, tensors, plan, host_compute, bw, opts, cache)
   M.matmul_rates(model, bw, nil, opts.decode_context)
   local k = tonumber(C.lrun_model_get_info(model.handle).n_expert_used)
   local dec = predict.decode(tensors, plan, host_compute, bw,
-    { n_expert_used = k and k > 0 and k or nil, expert_cache = cache })
+    { n_expert_used = k and k > 0 and k or nil, expert_cache = cache, host_pass = M.host_pass() })
   local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw,
     M.query(model, opts.prefill_tokens)) or nil
   local lines = { predict.summary(pre, dec), predict.text(dec, bw) }
