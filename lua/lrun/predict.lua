@@ -152,7 +152,8 @@ end
 --   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice), host_pass=
 --   true (cuda: a block's host experts in one round trip, M.host_overhead_s)
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=, attention_s=,
---   host_fixed_s= (host_s's share of M.host_overhead_s), cache_s= (expert cache misses), links = {[name] = seconds}, bytes = {device=, streamed=, host=, cache=}}
+--   host_fixed_s= (host_s's share of M.host_overhead_s), cache_s= (expert cache misses),
+--   links = {[name] = seconds}, bytes = {device=, streamed=, host=, cache=}}
 function M.decode(tensors, plan, host_compute, bw, q)
   host_compute, q = host_compute or {}, q or {}
   local n_used = q.n_expert_used
