@@ -24,12 +24,15 @@
 
 #include "core/error.h"
 #include "cpu/cpu_matmul.h"
+#include "cpu/cpu_matmul_grouped.h"
 #include "cpu/engine_cpu_internal.h"
 #include "cpu/moe_route.h"
 #include "residency/weights.h"
 
 /* ggml's clamp of the chosen probabilities' sum: the smallest normal f16 */
 #define MOE_MIN_WEIGHT_SUM 6.103515625e-5f
+/* Most chosen experts one grouped product takes (its parts table is on the stack). */
+#define MOE_GROUP_MAX 64
 
 /* Bytes of each expert's slice of a stacked tensor t ({k, n, n_expert}). */
 static size_t slice_bytes(const struct lrun_tensor *t) { return (size_t)t->ne[1] * t->row_bytes; }
@@ -155,41 +158,51 @@ static void group_pairs(cpu_engine *e, int64_t n)
     for (int64_t j = 0; j < n * k; j++) e->moe_pairs[e->moe_fill[e->moe_ids[j]]++] = (int32_t)j;
 }
 
-struct expert_ctx {
+/* A run of experts whose gathered rows are moe_x's rows 0 .. rows-1: row j is pair
+ * moe_pairs[first + j], its expert moe_ids[that pair]. */
+struct group_ctx {
     cpu_engine *e;
-    const int32_t *pairs;   /* (cnt) token·k + slot */
-    int64_t cnt;
-    const float *bias_gate, *bias_up; /* (n_ff) the expert's biases (gpt-oss), or NULL */
-    const float *bias_down;           /* (n_embd) */
+    int64_t layer;
+    const int32_t *pairs; /* (rows) token·k + slot, grouped by expert */
 };
+
+/* The expert's bias vector of tensor id (gpt-oss), or NULL. */
+static const float *expert_bias(const struct group_ctx *c, int id, int32_t x, int64_t len)
+{
+    const float *b = c->e->layers[c->layer].vec[id];
+    return b ? b + (int64_t)x * len : NULL;
+}
 
 static void swiglu_group(void *ctx, int64_t first, int64_t last)
 {
-    const struct expert_ctx *c = ctx;
+    const struct group_ctx *c = ctx;
     const cpu_engine *e = c->e;
     const int64_t f = e->n_ff;
-    if (c->bias_gate) /* gpt-oss: each product plus the expert's bias (ggml_add_id), then swiglu_oai */
-        for (int64_t j = first; j < last; j++) {
-            lrun_cpu_add(e->up + j * f, c->bias_up, f);
-            lrun_cpu_add(e->gate + j * f, c->bias_gate, f);
+    for (int64_t j = first; j < last; j++) {
+        const int32_t x = e->moe_ids[c->pairs[j]];
+        const float *bg = expert_bias(c, LRUN_ARCH_TENSOR_GATE_EXPS_B, x, f);
+        if (bg) { /* gpt-oss: each product plus the expert's bias (ggml_add_id), then swiglu_oai */
+            lrun_cpu_add(e->up + j * f, expert_bias(c, LRUN_ARCH_TENSOR_UP_EXPS_B, x, f), f);
+            lrun_cpu_add(e->gate + j * f, bg, f);
             swiglu_oai(e->gate + j * f, e->up + j * f, f);
-        }
-    else
-        for (int64_t j = first; j < last; j++) lrun_cpu_swiglu(e->gate + j * f, e->up + j * f, f);
+        } else
+            lrun_cpu_swiglu(e->gate + j * f, e->up + j * f, f);
+    }
 }
 
 /* slot (token·k + s) = w · the expert's output row j (ggml_mul: f32 products) */
 static void scatter_group(void *ctx, int64_t first, int64_t last)
 {
-    const struct expert_ctx *c = ctx;
+    const struct group_ctx *c = ctx;
     const cpu_engine *e = c->e;
     const int64_t d = e->n_embd;
     for (int64_t j = first; j < last; j++) {
         const int32_t pair = c->pairs[j];
         const float w = e->moe_w[pair], *y = e->moe_y + j * d;
+        const float *bd = expert_bias(c, LRUN_ARCH_TENSOR_DOWN_EXPS_B, e->moe_ids[pair], d);
         float *o = e->moe_slot + (int64_t)pair * d;
-        if (c->bias_down) /* gpt-oss: (y + b) · w, ggml_add_id then ggml_mul */
-            for (int64_t t = 0; t < d; t++) o[t] = (y[t] + c->bias_down[t]) * w;
+        if (bd) /* gpt-oss: (y + b) · w, ggml_add_id then ggml_mul */
+            for (int64_t t = 0; t < d; t++) o[t] = (y[t] + bd[t]) * w;
         else
             for (int64_t t = 0; t < d; t++) o[t] = y[t] * w;
     }
@@ -207,29 +220,33 @@ static void sum_slots(void *ctx, int64_t first, int64_t last)
     }
 }
 
-/* Expert x over its gathered pairs: gate, up, SwiGLU, down, weighted into the slots. */
-static void run_expert(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3], int64_t x, const int32_t *pairs,
-                       int64_t cnt)
+/* Experts [x0, x1) over their gathered pairs (at most n_batch_max rows, so the
+ * scratch of one chunk holds them): gate, up, SwiGLU, down, weighted into the
+ * slots. Each product is one grouped job over all these experts (llama.cpp's
+ * mul_mat_id), bit-identical to a matmul per expert. */
+static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3], int64_t x0, int64_t x1)
 {
     const int64_t d = e->n_embd, k = e->model->info.n_expert_used;
-    for (int64_t j = 0; j < cnt; j++) memcpy(e->moe_x + j * d, e->xn + (pairs[j] / k) * d, (size_t)d * sizeof(float));
-    float *const outs[2] = {e->gate, e->up};
-    for (int i = 0; i < 3; i++) lrun_weight_ring_note_slice(e->wr, g[i].w, slice_bytes(g[i].w));
-    for (int i = 0; i < 2; i++) {
+    const int64_t base = e->moe_first[x0], rows = e->moe_first[x1] - base;
+    const int32_t *pairs = e->moe_pairs + base;
+    for (int64_t j = 0; j < rows; j++) memcpy(e->moe_x + j * d, e->xn + (pairs[j] / k) * d, (size_t)d * sizeof(float));
+    lrun_cpu_mm_part parts[MOE_GROUP_MAX];
+    float *const ins[3] = {e->moe_x, e->moe_x, e->gate}, *const outs[3] = {e->gate, e->up, e->moe_y};
+    struct group_ctx c = {e, layer, pairs};
+    for (int i = 0; i < 3; i++) {
         const struct lrun_tensor *t = g[i].w;
-        lrun_cpu_matmul(e->pool, t->dtype, (const char *)g[i].data + (size_t)x * slice_bytes(t), t->row_bytes, t->ne[1],
-                        t->ne[0], e->moe_x, cnt, outs[i], e->mm_work);
+        int np = 0;
+        for (int64_t x = x0; x < x1; x++) {
+            const int64_t at = e->moe_first[x] - base, cnt = e->moe_first[x + 1] - e->moe_first[x];
+            if (cnt == 0) continue;
+            lrun_weight_ring_note_slice(e->wr, t, slice_bytes(t));
+            parts[np++] = (lrun_cpu_mm_part){.w = (const char *)g[i].data + (size_t)x * slice_bytes(t),
+                                             .x = ins[i] + at * t->ne[0], .m = cnt, .y = outs[i] + at * t->ne[1]};
+        }
+        lrun_cpu_matmul_grouped(e->pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, e->mm_work);
+        if (i == 1) lrun_cpu_parallel_for(e->pool, rows, 4, swiglu_group, &c);
     }
-    const float *const *vec = e->layers[layer].vec; /* the experts' biases, NULL but for gpt-oss */
-    const float *bg = vec[LRUN_ARCH_TENSOR_GATE_EXPS_B], *bu = vec[LRUN_ARCH_TENSOR_UP_EXPS_B];
-    const float *bd = vec[LRUN_ARCH_TENSOR_DOWN_EXPS_B];
-    struct expert_ctx c = {e, pairs, cnt, bg ? bg + x * e->n_ff : NULL, bu ? bu + x * e->n_ff : NULL,
-                           bd ? bd + x * d : NULL};
-    lrun_cpu_parallel_for(e->pool, cnt, 4, swiglu_group, &c);
-    const struct lrun_tensor *t = g[2].w;
-    lrun_cpu_matmul(e->pool, t->dtype, (const char *)g[2].data + (size_t)x * slice_bytes(t), t->row_bytes, t->ne[1],
-                    t->ne[0], e->gate, cnt, e->moe_y, e->mm_work);
-    lrun_cpu_parallel_for(e->pool, cnt, 4, scatter_group, &c);
+    lrun_cpu_parallel_for(e->pool, rows, 4, scatter_group, &c);
 }
 
 void lrun_cpu_moe_ffn(cpu_engine *e, const lrun_weights *W, int64_t layer, int64_t n, const lrun_arch_op *op)
@@ -239,9 +256,18 @@ void lrun_cpu_moe_ffn(cpu_engine *e, const lrun_weights *W, int64_t layer, int64
     lrun_moe_counts_add(&e->moe_counts, layer, e->moe_first, n);
     lrun_weight_ref g[3];
     for (int i = 0; i < 3; i++) g[i] = lrun_weights_get(W, layer, op->w[i]);
-    for (int64_t x = 0; x < e->model->info.n_expert; x++) {
-        const int64_t cnt = e->moe_first[x + 1] - e->moe_first[x];
-        if (cnt > 0) run_expert(e, layer, g, x, e->moe_pairs + e->moe_first[x], cnt);
+    /* runs of experts of at most n_batch_max rows and MOE_GROUP_MAX chosen experts;
+     * one expert has at most n ≤ n_batch_max rows, so every run takes one */
+    const int64_t n_exp = e->model->info.n_expert;
+    for (int64_t x0 = 0; x0 < n_exp;) {
+        int64_t x1 = x0, used = 0;
+        while (x1 < n_exp && used < MOE_GROUP_MAX &&
+               e->moe_first[x1 + 1] - e->moe_first[x0] <= e->n_batch_max) {
+            used += e->moe_first[x1 + 1] > e->moe_first[x1];
+            x1++;
+        }
+        if (e->moe_first[x1] > e->moe_first[x0]) run_experts(e, layer, g, x0, x1);
+        x0 = x1;
     }
     lrun_cpu_parallel_for(e->pool, n, 4, sum_slots, e);
 }
