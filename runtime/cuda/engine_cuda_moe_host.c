@@ -6,23 +6,29 @@
  * the same blocks. Here the chunk's rows go down once, the host runs every
  * chosen expert (gate, up, SwiGLU, down, the weighted sum: what the CPU
  * engine's moe_cpu.c does, whose decode is level with llama.cpp's) and the
- * sum goes up once. Fast numerics: the products are the same lrun_cpu_matmul
- * calls; SwiGLU is the CPU's and the sum is taken in pair order on the host,
- * so the logits agree with the product-by-product way to rounding, not bits.
+ * sum goes up once. Each of gate, up and down is one lrun_cpu_matmul_grouped
+ * job over all chosen experts (3 fork/joins per block, not 3 per expert), bit
+ * for bit what lrun_cpu_matmul per expert gives. Fast numerics: SwiGLU is
+ * the CPU's and the sum is taken in pair order on the host, so the logits agree with the product-by-product way to rounding, not bits.
  * Opt-in (LRUN_CUDA_MOE_HOST_PASS=1) until it has run on a GPU. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/cpu_matmul.h"
+#include "cpu/cpu_matmul_grouped.h"
 #include "cpu/cpu_ops.h"
 #include "cuda/engine_cuda_moe_host.h"
 #include "cuda/engine_cuda_offload.h"
 
+/* Most chosen experts one grouped product takes (its parts table is on the stack). */
+#define HOST_GROUP_MAX 64
+
 struct cuda_moe_host {
-    float *x; /* (GEMV_MAX_ROWS, n_embd) one expert's gathered rows */
-    float *g; /* (GEMV_MAX_ROWS, n_ff) its gate products, then SwiGLU */
-    float *u; /* (GEMV_MAX_ROWS, n_ff) its up products */
-    float *y; /* (GEMV_MAX_ROWS, n_embd) its down products */
+    float *x;   /* (GEMV_MAX_ROWS · k, n_embd) the chosen experts' gathered rows, grouped by expert */
+    float *g;   /* (GEMV_MAX_ROWS · k, n_ff) their gate products, then SwiGLU */
+    float *u;   /* (GEMV_MAX_ROWS · k, n_ff) their up products */
+    float *y;   /* (GEMV_MAX_ROWS · k, n_embd) their down products */
+    void *work; /* lrun_cpu_matmul_grouped's work for all those rows: 4 bytes an
+                 * element bounds every partner type (8-bit blocks plus scales) */
 };
 
 static int host_pass_asked(void)
@@ -35,18 +41,21 @@ lrun_status lrun_cuda_moe_host_init(lrun_cuda_engine *e, struct cuda_moe_host **
 {
     *out = NULL;
     if (!host_pass_asked() || !e->offload) return LRUN_OK;
-    const size_t rows = GEMV_MAX_ROWS, d = (size_t)e->n_embd, f = (size_t)e->n_ff;
+    const size_t rows = GEMV_MAX_ROWS * (size_t)e->model->info.n_expert_used;
+    const size_t d = (size_t)e->n_embd, f = (size_t)e->n_ff, wide = d > f ? d : f;
+    const size_t floats = rows * (2 * d + 2 * f + wide); /* x, g, u, y, then the work */
     struct cuda_moe_host *h = calloc(1, sizeof *h);
-    float *base = malloc(rows * (2 * d + 2 * f) * sizeof(float));
+    float *base = malloc(floats * sizeof(float));
     if (!h || !base) {
         free(h);
         free(base);
-        return lrun_fail_oom(rows * (2 * d + 2 * f) * sizeof(float), 0, "engine: host expert pass rows");
+        return lrun_fail_oom(floats * sizeof(float), 0, "engine: host expert pass rows");
     }
     h->x = base;
     h->g = h->x + rows * d;
     h->u = h->g + rows * f;
     h->y = h->u + rows * f;
+    h->work = h->y + rows * d;
     *out = h;
     return LRUN_OK;
 }
@@ -92,22 +101,34 @@ lrun_status lrun_cuda_moe_host_run(lrun_cuda_engine *e, struct cuda_moe_host *h,
     TRY(cuda_check(cudaStreamSynchronize(s), "waiting for the expert rows", e->device));
     float *sum = hc.h_y;
     memset(sum, 0, rows);
-    for (int64_t x = 0; x < n_exp; x++) {
-        const int64_t cnt = first[x + 1] - first[x];
-        if (cnt == 0) continue;
-        const int32_t *p = pairs + first[x];
-        for (int64_t j = 0; j < cnt; j++) memcpy(h->x + j * d, hc.h_x + (p[j] / k) * d, (size_t)d * sizeof(float));
-        lrun_cpu_matmul(hc.pool, g[0].w->dtype, slice(&g[0], x), g[0].w->row_bytes, f, d, h->x, cnt, h->g, hc.work);
-        lrun_cpu_matmul(hc.pool, g[1].w->dtype, slice(&g[1], x), g[1].w->row_bytes, f, d, h->x, cnt, h->u, hc.work);
-        for (int64_t j = 0; j < cnt; j++) lrun_cpu_swiglu(h->g + j * f, h->u + j * f, f);
-        lrun_cpu_matmul(hc.pool, g[2].w->dtype, slice(&g[2], x), g[2].w->row_bytes, d, f, h->g, cnt, h->y, hc.work);
-        for (int64_t j = 0; j < cnt; j++) { /* the pair's weighted output into its token's row, in pair order */
-            const float wt = w[p[j]];
-            float *dst = sum + (p[j] / k) * d;
-            const float *src = h->y + j * d;
-            for (int64_t c = 0; c < d; c++) dst[c] += wt * src[c];
+    /* the chosen experts' rows, grouped by expert: row j is pair pairs[j] */
+    const int64_t n_rows = first[n_exp];
+    for (int64_t j = 0; j < n_rows; j++) memcpy(h->x + j * d, hc.h_x + (pairs[j] / k) * d, (size_t)d * sizeof(float));
+    float *const ins[3] = {h->x, h->x, h->g}, *const outs[3] = {h->g, h->u, h->y};
+    for (int i = 0; i < 3; i++) { /* gate, up, down: one grouped job each over every chosen expert */
+        const struct lrun_tensor *t = g[i].w;
+        lrun_cpu_mm_part parts[HOST_GROUP_MAX];
+        int np = 0;
+        for (int64_t x = 0; x < n_exp; x++) {
+            const int64_t cnt = first[x + 1] - first[x];
+            if (cnt == 0) continue;
+            parts[np++] = (lrun_cpu_mm_part){.w = slice(&g[i], x), .x = ins[i] + first[x] * t->ne[0], .m = cnt,
+                                             .y = outs[i] + first[x] * t->ne[1]};
+            e->stats.host_compute_bytes += (size_t)t->ne[1] * t->row_bytes;
+            if (np == HOST_GROUP_MAX) {
+                lrun_cpu_matmul_grouped(hc.pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, h->work);
+                np = 0;
+            }
         }
-        for (int i = 0; i < 3; i++) e->stats.host_compute_bytes += (size_t)g[i].w->ne[1] * g[i].w->row_bytes;
+        lrun_cpu_matmul_grouped(hc.pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, h->work);
+        if (i == 1)
+            for (int64_t j = 0; j < n_rows; j++) lrun_cpu_swiglu(h->g + j * f, h->u + j * f, f);
+    }
+    for (int64_t j = 0; j < n_rows; j++) { /* each pair's weighted output into its token's row, in pair order */
+        const float wt = w[pairs[j]];
+        float *dst = sum + (pairs[j] / k) * d;
+        const float *src = h->y + j * d;
+        for (int64_t c = 0; c < d; c++) dst[c] += wt * src[c];
     }
     return cuda_check(cudaMemcpyAsync(e->tmp, sum, rows, cudaMemcpyHostToDevice, s), "expert sum to the device",
                       e->device);
