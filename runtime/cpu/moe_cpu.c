@@ -223,19 +223,25 @@ static void sum_slots(void *ctx, int64_t first, int64_t last)
 /* Experts [x0, x1) over their gathered pairs (at most n_batch_max rows, so the
  * scratch of one chunk holds them): gate, up, SwiGLU, down, weighted into the
  * slots. Each product is one grouped job over all these experts (llama.cpp's
- * mul_mat_id), bit-identical to a matmul per expert. */
+ * mul_mat_id), gate and up together when alike, bit-identical to a matmul per
+ * expert: 4 fork/joins per run (gate+up, SwiGLU, down, scatter). */
 static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3], int64_t x0, int64_t x1)
 {
     const int64_t d = e->n_embd, k = e->model->info.n_expert_used;
     const int64_t base = e->moe_first[x0], rows = e->moe_first[x1] - base;
     const int32_t *pairs = e->moe_pairs + base;
     for (int64_t j = 0; j < rows; j++) memcpy(e->moe_x + j * d, e->xn + (pairs[j] / k) * d, (size_t)d * sizeof(float));
-    lrun_cpu_mm_part parts[MOE_GROUP_MAX];
+    lrun_cpu_mm_part parts[2 * MOE_GROUP_MAX];
     float *const ins[3] = {e->moe_x, e->moe_x, e->gate}, *const outs[3] = {e->gate, e->up, e->moe_y};
     struct group_ctx c = {e, layer, pairs};
+    /* gate and up in one job when they are alike and their converted rows
+     * (twice the gathered rows) fit the matmul work */
+    const struct lrun_tensor *tg = g[0].w, *tu = g[1].w;
+    const int fuse = tg->dtype == tu->dtype && tg->row_bytes == tu->row_bytes && tg->ne[0] == tu->ne[0] &&
+                     tg->ne[1] == tu->ne[1] && 2 * rows <= e->n_batch_max;
+    int np = 0;
     for (int i = 0; i < 3; i++) {
         const struct lrun_tensor *t = g[i].w;
-        int np = 0;
         for (int64_t x = x0; x < x1; x++) {
             const int64_t at = e->moe_first[x] - base, cnt = e->moe_first[x + 1] - e->moe_first[x];
             if (cnt == 0) continue;
@@ -243,7 +249,9 @@ static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3]
             parts[np++] = (lrun_cpu_mm_part){.w = (const char *)g[i].data + (size_t)x * slice_bytes(t),
                                              .x = ins[i] + at * t->ne[0], .m = cnt, .y = outs[i] + at * t->ne[1]};
         }
+        if (i == 0 && fuse) continue; /* up's parts join gate's */
         lrun_cpu_matmul_grouped(e->pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, e->mm_work);
+        np = 0;
         if (i == 1) lrun_cpu_parallel_for(e->pool, rows, 4, swiglu_group, &c);
     }
     lrun_cpu_parallel_for(e->pool, rows, 4, scatter_group, &c);
