@@ -6,10 +6,12 @@
  * the same blocks. Here the chunk's rows go down once, the host runs every
  * chosen expert (gate, up, SwiGLU, down, the weighted sum: what the CPU
  * engine's moe_cpu.c does, whose decode is level with llama.cpp's) and the
- * sum goes up once. Each of gate, up and down is one lrun_cpu_matmul_grouped
- * job over all chosen experts (3 fork/joins per block, not 3 per expert), bit
- * for bit what lrun_cpu_matmul per expert gives. Fast numerics: SwiGLU is
- * the CPU's and the sum is taken in pair order on the host, so the logits agree with the product-by-product way to rounding, not bits.
+ * sum goes up once. The products are lrun_cpu_matmul_grouped jobs over all
+ * chosen experts, gate and up together when alike, then down (2 fork/joins
+ * per block, not 3 per expert), bit for bit what lrun_cpu_matmul per expert
+ * gives. Fast numerics: SwiGLU is the CPU's and the sum is taken in pair
+ * order on the host, so the logits agree with the product-by-product way to
+ * rounding, not bits.
  * Opt-in (LRUN_CUDA_MOE_HOST_PASS=1) until it has run on a GPU. */
 #include <stdlib.h>
 #include <string.h>
@@ -105,22 +107,27 @@ lrun_status lrun_cuda_moe_host_run(lrun_cuda_engine *e, struct cuda_moe_host *h,
     const int64_t n_rows = first[n_exp];
     for (int64_t j = 0; j < n_rows; j++) memcpy(h->x + j * d, hc.h_x + (pairs[j] / k) * d, (size_t)d * sizeof(float));
     float *const ins[3] = {h->x, h->x, h->g}, *const outs[3] = {h->g, h->u, h->y};
+    /* gate and up in one job when alike: both converted copies of the rows fit
+     * h->work (2 · ~1.1 bytes an element against 4) */
+    const int fuse = g[0].w->dtype == g[1].w->dtype && g[0].w->row_bytes == g[1].w->row_bytes;
+    lrun_cpu_mm_part parts[2 * HOST_GROUP_MAX];
+    int np = 0;
     for (int i = 0; i < 3; i++) { /* gate, up, down: one grouped job each over every chosen expert */
         const struct lrun_tensor *t = g[i].w;
-        lrun_cpu_mm_part parts[HOST_GROUP_MAX];
-        int np = 0;
         for (int64_t x = 0; x < n_exp; x++) {
             const int64_t cnt = first[x + 1] - first[x];
             if (cnt == 0) continue;
-            parts[np++] = (lrun_cpu_mm_part){.w = slice(&g[i], x), .x = ins[i] + first[x] * t->ne[0], .m = cnt,
-                                             .y = outs[i] + first[x] * t->ne[1]};
-            e->stats.host_compute_bytes += (size_t)t->ne[1] * t->row_bytes;
-            if (np == HOST_GROUP_MAX) {
+            if (np == 2 * HOST_GROUP_MAX) { /* the table is full: run what it holds */
                 lrun_cpu_matmul_grouped(hc.pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, h->work);
                 np = 0;
             }
+            parts[np++] = (lrun_cpu_mm_part){.w = slice(&g[i], x), .x = ins[i] + first[x] * t->ne[0], .m = cnt,
+                                             .y = outs[i] + first[x] * t->ne[1]};
+            e->stats.host_compute_bytes += (size_t)t->ne[1] * t->row_bytes;
         }
+        if (i == 0 && fuse) continue; /* up's parts join gate's */
         lrun_cpu_matmul_grouped(hc.pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, h->work);
+        np = 0;
         if (i == 1)
             for (int64_t j = 0; j < n_rows; j++) lrun_cpu_swiglu(h->g + j * f, h->u + j * f, f);
     }
