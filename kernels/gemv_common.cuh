@@ -77,6 +77,30 @@ static __device__ __forceinline__ void put(float *y, float v, int mode)
     else *y = v;
 }
 
+// ---------------------------------------------------------------- row block
+
+/* The weight rows of the m = 1 row-block kernels (gemv_kq.cu,
+ * gemv_dp4a.cu; their SASS is the same as with the loop written out):
+ * rows[r] is where the block's accumulator r reads, for a block of part p
+ * whose first output row is row0 (of the part's n). Rows past n re-read
+ * row n-1 (valid memory) and are not written; a paired block (sw) reads
+ * rows row0.. of gate (part 0) then of up (part 1). gemv.cu's unit kernel
+ * keeps its own copy: through this helper its 16-row shapes came out
+ * longer. */
+template <int RB>
+static __device__ __forceinline__ void gemv_block_rows(const gemv_parts &P, int p, int64_t row0, int64_t n, bool sw,
+                                                       const uint8_t *(&rows)[RB])
+{
+    constexpr int RH = RB >= 2 ? RB / 2 : 1; /* output rows of a paired block */
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const int q = sw && r >= RH ? 1 : p;
+        int64_t rr = row0 + (sw ? r % RH : r);
+        rr = rr < n ? rr : n - 1;
+        rows[r] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q);
+    }
+}
+
 // ---------------------------------------------------------------- reduction
 
 /* The end of the m = 1 row-block kernels (gemv_kq.cu, gemv_dp4a.cu): each

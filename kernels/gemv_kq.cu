@@ -210,17 +210,8 @@ __global__ void __launch_bounds__(NT)
     const int p = (b >= P.b0[1]) + (b >= P.b0[2]);
     const bool sw = PAIRED(mode);
     const int64_t n = SEL3(P.n, p), row0 = (b - P.b0[p]) * (sw ? RH : RB);
-
-    /* rows past n re-read row n-1 (valid memory) and are not written; a
-     * paired block reads rows row0.. of gate (part 0) then of up (part 1) */
     const uint8_t *rows[RB];
-#pragma unroll
-    for (int r = 0; r < RB; r++) {
-        const int q = sw && r >= RH ? 1 : p;
-        int64_t rr = row0 + (sw ? r % RH : r);
-        rr = rr < n ? rr : n - 1;
-        rows[r] = SEL3(P.w, q) + (size_t)rr * SEL3(P.rb, q);
-    }
+    gemv_block_rows<RB>(P, p, row0, n, sw, rows);
 
     const int64_t slices = k / 256 * 8; /* per row */
     float acc[RB];

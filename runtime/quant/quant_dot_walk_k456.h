@@ -20,6 +20,7 @@
 #define LRUN_QUANT_DOT_WALK_K456_H
 
 #include "quant/quant_dot.h"
+#include "quant/quant_dot_walk_kbias.h"
 
 #include <immintrin.h>
 #include <stddef.h>
@@ -85,13 +86,7 @@ static ALWAYS_INLINE void dot_q6_K_nx(int64_t k, const lrun_block_q6_K *w, const
         const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
         __m256i sumi[LRUN_DOT_MAX_ROWS];
         q6_K_sums(&w[b], sc, xr, b, NX, sumi);
-        const float d = _cvtsh_ss(w[b].d);
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            const __m256i corr = _mm256_madd_epi16(sc, _mm256_loadu_si256((const __m256i *)xr[r][b].bsums));
-            const __m256i s = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(corr, 5));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xr[r][b].d), _mm256_cvtepi32_ps(s), acc[r]);
-        }
+        kbias_step(sc, sumi, _cvtsh_ss(w[b].d), xr, b, 5, NX, acc);
     }
     UNROLL
     for (int r = 0; r < NX; ++r) out[r] = hsum8(acc[r]);

@@ -177,7 +177,8 @@ static int cmp_i32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static lrun_status add_eog(lrun_tokenizer *tok, int32_t id)
+/* One end-of-generation id (for GGUF here, for tokenizer.json in tokjson.c). */
+lrun_status lrun_vocab_add_eog(lrun_tokenizer *tok, int32_t id)
 {
     if (id < 0) return LRUN_OK;
     for (int64_t i = 0; i < tok->n_eog; ++i) {
@@ -225,14 +226,14 @@ static lrun_status load_specials(lrun_tokenizer *tok, const lrun_gguf *g)
     detect(tok, fim_rep_texts, &fim_rep);
     detect(tok, fim_sep_texts, &fim_sep);
 
-    if ((st = add_eog(tok, fim_pad)) != LRUN_OK || (st = add_eog(tok, fim_rep)) != LRUN_OK ||
-        (st = add_eog(tok, fim_sep)) != LRUN_OK)
+    if ((st = lrun_vocab_add_eog(tok, fim_pad)) != LRUN_OK || (st = lrun_vocab_add_eog(tok, fim_rep)) != LRUN_OK ||
+        (st = lrun_vocab_add_eog(tok, fim_sep)) != LRUN_OK)
         return st;
     for (int i = 0; eog_texts[i]; ++i) {
         int32_t t = find_text(tok, eog_texts[i]);
         if (t < 0) continue;
         tok->type[t] = LRUN_TOKEN_TYPE_CONTROL;
-        if ((st = add_eog(tok, t)) != LRUN_OK) return st;
+        if ((st = lrun_vocab_add_eog(tok, t)) != LRUN_OK) return st;
     }
     /* gpt-oss: these are always rendered (llama.cpp's override). */
     static const char *const rendered[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"};
@@ -240,8 +241,8 @@ static lrun_status load_specials(lrun_tokenizer *tok, const lrun_gguf *g)
         int32_t t = find_text(tok, rendered[i]);
         if (t >= 0) tok->type[t] = LRUN_TOKEN_TYPE_USER_DEFINED;
     }
-    if ((st = add_eog(tok, tok->eos)) != LRUN_OK || (st = add_eog(tok, tok->eot)) != LRUN_OK ||
-        (st = add_eog(tok, tok->eom)) != LRUN_OK)
+    if ((st = lrun_vocab_add_eog(tok, tok->eos)) != LRUN_OK || (st = lrun_vocab_add_eog(tok, tok->eot)) != LRUN_OK ||
+        (st = lrun_vocab_add_eog(tok, tok->eom)) != LRUN_OK)
         return st;
     /* o200k_harmony: with <|return|> and <|call|> present, <|end|> is not an end of generation. */
     int32_t ret = find_text(tok, "<|return|>"), call = find_text(tok, "<|call|>"), end = find_text(tok, "<|end|>");

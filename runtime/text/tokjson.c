@@ -468,19 +468,6 @@ static lrun_status load_config(lrun_tokenizer *tok, const char *path, cJSON *cfg
 static const char *const eog_texts[] = {"</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>",
                                         "<end_of_turn>", "<|eom_id|>", "<EOT>", "<end_of_utterance>", NULL};
 
-static lrun_status push_eog(lrun_tokenizer *tok, int32_t id)
-{
-    if (id < 0) return LRUN_OK;
-    for (int64_t i = 0; i < tok->n_eog; ++i) {
-        if (tok->eog[i] == id) return LRUN_OK;
-    }
-    int32_t *v = realloc(tok->eog, (size_t)(tok->n_eog + 1) * sizeof *v);
-    if (v == NULL) return lrun_fail_oom(0, 0, "tokenizer: eog ids: out of memory");
-    tok->eog = v;
-    tok->eog[tok->n_eog++] = id;
-    return LRUN_OK;
-}
-
 static lrun_status finish_specials(hf_ctx *c, const cJSON *model)
 {
     lrun_tokenizer *tok = c->tok;
@@ -520,10 +507,10 @@ static lrun_status finish_specials(hf_ctx *c, const cJSON *model)
 static lrun_status finish_eog(lrun_tokenizer *tok)
 {
     lrun_hf *hf = tok->hf;
-    lrun_status st = push_eog(tok, tok->eos);
+    lrun_status st = lrun_vocab_add_eog(tok, tok->eos);
     for (int i = 0; eog_texts[i] && st == LRUN_OK; ++i) {
         int64_t id = lrun_pieces_find(&tok->pieces, eog_texts[i], strlen(eog_texts[i]));
-        if (id >= 0 && id < tok->n_vocab && hf->added_at[id] && strcmp(eog_texts[i], "</s>") != 0) st = push_eog(tok, (int32_t)id);
+        if (id >= 0 && id < tok->n_vocab && hf->added_at[id] && strcmp(eog_texts[i], "</s>") != 0) st = lrun_vocab_add_eog(tok, (int32_t)id);
     }
     tok->add_bos = hf->n_prefix > 0 && tok->bos >= 0 && hf->prefix[0] == tok->bos;
     tok->add_eos = hf->n_suffix > 0 && tok->eos >= 0 && hf->suffix[hf->n_suffix - 1] == tok->eos;

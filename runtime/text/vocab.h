@@ -76,4 +76,9 @@ struct lrun_tokenizer {
     struct lrun_hf *hf;
 };
 
+/* Adds id (-1: none, nothing added) to tok's end-of-generation ids unless
+ * it is there already; LRUN_E_OOM when the list cannot grow
+ * (tokenizer.c). */
+lrun_status lrun_vocab_add_eog(lrun_tokenizer *tok, int32_t id);
+
 #endif

@@ -45,4 +45,14 @@ static inline cJSON *fixture_read_json(const char *path)
     return root;
 }
 
+/* The end of a CPU-against-GPU comparison: both engines, then the models
+ * they ran on (engines first: an engine holds its model); NULLs are fine. */
+static inline void fixture_free_pair(lrun_engine *ec, lrun_engine *eg, lrun_model *mc, lrun_model *mg)
+{
+    lrun_engine_free(ec);
+    lrun_engine_free(eg);
+    lrun_model_free(mc);
+    lrun_model_free(mg);
+}
+
 #endif

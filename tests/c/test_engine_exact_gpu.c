@@ -148,10 +148,7 @@ static void test_random(const char *path, const char *name, lrun_kv_dtype kv, lr
     free(lc);
     free(lg);
 done:
-    lrun_engine_free(ec);
-    lrun_engine_free(eg);
-    lrun_model_free(mc);
-    lrun_model_free(mg);
+    fixture_free_pair(ec, eg, mc, mg);
 }
 
 // ---------------------------------------------------------------- the default model
@@ -218,10 +215,7 @@ static void test_golden(const char *model, const char *golden, lrun_kv_dtype kv)
     free(lc);
     free(lg);
 done:
-    lrun_engine_free(ec);
-    lrun_engine_free(eg);
-    lrun_model_free(mc);
-    lrun_model_free(mg);
+    fixture_free_pair(ec, eg, mc, mg);
     cJSON_Delete(root);
 }
 

@@ -148,10 +148,7 @@ static void test_dtype(const struct tol *t)
     free(lc);
     free(lg);
 done:
-    lrun_engine_free(ec);
-    lrun_engine_free(eg);
-    lrun_model_free(mc);
-    lrun_model_free(mg);
+    fixture_free_pair(ec, eg, mc, mg);
     unlink(path);
 }
 
@@ -194,10 +191,7 @@ static void test_batch(const char *path)
     CHECK("truncated and re-fed, a sequence gives the same logits", ok && max_abs_diff(a, b, V) < 1e-5);
     CHECK("truncating past the end is LRUN_E_ARG", lrun_engine_seq_truncate(eg, 1, 99) == LRUN_E_ARG);
 done:
-    lrun_engine_free(ec);
-    lrun_engine_free(eg);
-    lrun_model_free(mc);
-    lrun_model_free(mg);
+    fixture_free_pair(ec, eg, mc, mg);
 }
 
 /* A dynamic cache growing past its first capacity (256) across chunks of 128. */
@@ -219,10 +213,7 @@ static void test_growth(const char *path)
     ok = ok && run_seq(ec, tok, 1, 1, 0, lc) && run_seq(eg, tok, 1, 1, 0, lg);
     CHECK("the other sequence survived the growth", ok && rel_diff(lc, lg, V) < 1e-2);
 done:
-    lrun_engine_free(ec);
-    lrun_engine_free(eg);
-    lrun_model_free(mc);
-    lrun_model_free(mg);
+    fixture_free_pair(ec, eg, mc, mg);
 }
 
 /* Programmatic dependent launch changes when kernels start, never what
@@ -353,10 +344,7 @@ static void test_kv_f32(const char *path)
     printf("# kv f32, f32 weights, GEMV path: worst rel %.3g\n", worst);
     CHECK("kv_dtype f32: decode logits match the CPU", ok && worst < 1e-3);
 done:
-    lrun_engine_free(ec);
-    lrun_engine_free(eg);
-    lrun_model_free(mc);
-    lrun_model_free(mg);
+    fixture_free_pair(ec, eg, mc, mg);
 }
 
 // ---------------------------------------------------------------- the default model
@@ -422,10 +410,7 @@ static void test_default_model(const char *path)
     free(lc);
     free(lg);
 done:
-    lrun_engine_free(ec);
-    lrun_engine_free(eg);
-    lrun_model_free(mc);
-    lrun_model_free(mg);
+    fixture_free_pair(ec, eg, mc, mg);
 }
 
 int main(void)

@@ -21,6 +21,7 @@
 
 #include "check.h"
 #include "fixtures.h"
+#include "load_fixture.h"
 #include "lrun.h"
 #include "model/model.h"
 #include "residency/loader.h"
@@ -34,29 +35,6 @@ static char dir[256];
 #else
 #define CHECK_RSS(name, cond) CHECK(name, cond)
 #endif
-
-/* /proc/self/status field (kB) as bytes; -1 when absent. */
-static long long status_bytes(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long long v = -1;
-    const size_t n = strlen(field);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, field, n) == 0 && line[n] == ':') v = atoll(line + n + 1) * 1024;
-    fclose(f);
-    return v;
-}
-
-/* Resets VmHWM to the current RSS; 0 where the kernel does not allow it. */
-static int reset_hwm(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return 0;
-    const int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok;
-}
 
 // ---------------------------------------------------------------- the loader alone
 
@@ -125,31 +103,6 @@ static int weights_match_file(lrun_model *m, lrun_tier tier)
         ok &= t->tier == tier && memcmp(t->data, t->file_data, t->nbytes) == 0;
     }
     return ok;
-}
-
-/* Moves every tensor of m to tier; the status. */
-static lrun_status move_all(lrun_model *m, lrun_tier tier)
-{
-    const int64_t n = lrun_model_tensor_count(m);
-    int64_t *index = malloc((size_t)n * sizeof *index);
-    lrun_tier *tiers = malloc((size_t)n * sizeof *tiers);
-    for (int64_t i = 0; i < n; i++) index[i] = i, tiers[i] = tier;
-    const lrun_status st = lrun_model_move_tensors(m, n, index, tiers);
-    free(index);
-    free(tiers);
-    return st;
-}
-
-static size_t largest_shard(const char *hf)
-{
-    size_t big = 0;
-    for (int i = 1; i <= 3; i++) {
-        char p[400];
-        struct stat sb;
-        snprintf(p, sizeof p, "%s/model-%05d-of-%05d.safetensors", hf, i, 3);
-        if (stat(p, &sb) == 0 && (size_t)sb.st_size > big) big = (size_t)sb.st_size;
-    }
-    return big;
 }
 
 static lrun_model_gen_spec spec(void)

@@ -16,6 +16,7 @@
 
 #include "core/device.h"
 #include "fixtures.h"
+#include "load_fixture.h"
 #include "lrun.h"
 #include "model/model.h"
 
@@ -28,39 +29,6 @@ int main(void)
 #else
 
 static char dir[256];
-
-static long long status_bytes(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long long v = -1;
-    const size_t n = strlen(field);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, field, n) == 0 && line[n] == ':') v = atoll(line + n + 1) * 1024;
-    fclose(f);
-    return v;
-}
-
-static int reset_hwm(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return 0;
-    const int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static lrun_status move_all(lrun_model *m, lrun_tier tier)
-{
-    const int64_t n = lrun_model_tensor_count(m);
-    int64_t *index = malloc((size_t)n * sizeof *index);
-    lrun_tier *tiers = malloc((size_t)n * sizeof *tiers);
-    for (int64_t i = 0; i < n; i++) index[i] = i, tiers[i] = tier;
-    const lrun_status st = lrun_model_move_tensors(m, n, index, tiers);
-    free(index);
-    free(tiers);
-    return st;
-}
 
 /* 1 when every tensor is on the device and its bytes, copied back, are the file's. */
 static int device_matches_file(lrun_model *m)
@@ -86,18 +54,6 @@ static lrun_model_gen_spec spec(void)
                                  .n_vocab = 16000, .n_ctx = 128, .weight_dtype = LRUN_DTYPE_BF16,
                                  .embd_dtype = LRUN_DTYPE_BF16, .tied_embeddings = 0, .rope_freq_base = 10000.0,
                                  .rms_eps = 1e-5, .seed = 11, .n_threads = 0};
-}
-
-static size_t largest_shard(const char *hf)
-{
-    size_t big = 0;
-    for (int i = 1; i <= 3; i++) {
-        char p[400];
-        struct stat sb;
-        snprintf(p, sizeof p, "%s/model-%05d-of-%05d.safetensors", hf, i, 3);
-        if (stat(p, &sb) == 0 && (size_t)sb.st_size > big) big = (size_t)sb.st_size;
-    }
-    return big;
 }
 
 static void test_hf(void)

@@ -23,33 +23,12 @@
 #include "check.h"
 #include "fixtures.h"
 #include "lrun.h"
+#include "stream_fixture.h"
 
 enum { L = 4, D = 256, H = 8, HK = 4, F = 512, V = 1000, CTX = 256, NP = 20, ND = 8 };
 
 // ---------------------------------------------------------------- placements
 
-typedef struct {
-    lrun_tier tier;
-    int host_compute;
-} where;
-
-typedef where (*placement_fn)(lrun_role role, int layer);
-
-static int is_matrix(lrun_role r)
-{
-    return r == LRUN_ROLE_ATTN_Q || r == LRUN_ROLE_ATTN_K || r == LRUN_ROLE_ATTN_V || r == LRUN_ROLE_ATTN_OUTPUT ||
-           r == LRUN_ROLE_FFN_GATE || r == LRUN_ROLE_FFN_UP || r == LRUN_ROLE_FFN_DOWN;
-}
-
-static const where DEV = {LRUN_TIER_DEVICE, 0}, PIN = {LRUN_TIER_PINNED, 0}, HOST = {LRUN_TIER_HOST, 0},
-                   MMAP = {LRUN_TIER_MMAP, 0}, HOST_CPU = {LRUN_TIER_HOST, 1}, PIN_CPU = {LRUN_TIER_PINNED, 1};
-
-static where layers_pinned(lrun_role r, int l) { return (void)l, is_matrix(r) ? PIN : DEV; }
-static where host_layers(lrun_role r, int l)
-{
-    if (!is_matrix(r)) return r == LRUN_ROLE_LM_HEAD ? PIN_CPU : DEV;
-    return l == 1 || l == 2 ? HOST_CPU : PIN;
-}
 /* Q and up on the host, K, V and gate on the device (one launch, one
  * quantization for the two), Wo host, down streamed */
 static where host_beside_device(lrun_role r, int l)
@@ -58,28 +37,17 @@ static where host_beside_device(lrun_role r, int l)
     if (r == LRUN_ROLE_ATTN_Q || r == LRUN_ROLE_FFN_UP || r == LRUN_ROLE_ATTN_OUTPUT) return HOST_CPU;
     return r == LRUN_ROLE_FFN_DOWN ? HOST : DEV;
 }
-static where embd_head_pinned(lrun_role r, int l)
-{
-    return (void)l, r == LRUN_ROLE_EMBEDDING || r == LRUN_ROLE_LM_HEAD ? PIN : DEV;
-}
 static where embd_host_head_cpu(lrun_role r, int l)
 {
     return (void)l, r == LRUN_ROLE_EMBEDDING ? HOST : r == LRUN_ROLE_LM_HEAD ? HOST_CPU : DEV;
 }
-static where all_mmap(lrun_role r, int l) { return (void)r, (void)l, MMAP; }
 
 /* Moves every tensor where place says; 0 on failure. */
 static int apply(lrun_model *m, placement_fn place)
 {
-    lrun_device *dev = lrun_model_device(m);
     for (int64_t i = 0; i < lrun_model_tensor_count(m); i++) {
         lrun_tensor *t = lrun_model_tensor(m, i);
-        const where w = place(lrun_tensor_role(t), lrun_tensor_layer(t));
-        if (lrun_tensor_move(t, w.tier == LRUN_TIER_DEVICE ? dev : NULL, w.tier) != LRUN_OK) {
-            printf("# move %s: %s\n", lrun_tensor_name(t), lrun_last_error());
-            return 0;
-        }
-        lrun_tensor_set_host_compute(t, w.host_compute);
+        if (!place_tensor(m, t, place(lrun_tensor_role(t), lrun_tensor_layer(t)))) return 0;
     }
     return 1;
 }
@@ -105,25 +73,7 @@ static lrun_engine *engine(lrun_model *m, lrun_weight_mode mode, int k, int64_t 
 /* The prompt (every row's logits), then ND greedy steps. */
 static int run(lrun_engine *e, const int32_t *prompt, struct run *out)
 {
-    int32_t seq[NP] = {0};
-    int64_t n_out = 0;
-    int8_t want[NP];
-    memset(want, 1, sizeof want);
-    if (lrun_engine_step(e, NP, prompt, seq, want, out->logits, NP, &n_out) != LRUN_OK || n_out != NP) {
-        printf("# prompt: %s\n", lrun_last_error());
-        return 0;
-    }
-    const float *last = out->logits + (NP - 1) * V;
-    for (int i = 0; i < ND; i++) {
-        int32_t tok = lrun_logits_argmax(last, V);
-        out->gen[i] = tok;
-        float *row = out->logits + (NP + i) * V;
-        if (lrun_engine_step(e, 1, &tok, seq, NULL, row, 1, &n_out) != LRUN_OK || n_out != 1) {
-            printf("# decode: %s\n", lrun_last_error());
-            return 0;
-        }
-        last = row;
-    }
+    if (!prompt_then_greedy(e, NP, ND, V, prompt, out->logits, out->gen, 0)) return 0;
     lrun_engine_get_stats(e, &out->stats);
     return 1;
 }
