@@ -79,8 +79,36 @@ function M.matmul_rates(model, bw, rows, context)
   end
   if next(bw.device_matmul) == nil then bw.device_matmul = nil end
   if bw.device ~= "cuda" then M.decode_rates(model, bw, context)
-  else M.device_gemv_rates(model, bw) end
+  else
+    M.device_gemv_rates(model, bw)
+    M.prefill_attention(model, bw, rows)
+  end
   return bw
+end
+
+local prefill_attn_cache = {} -- [device, heads, kv heads, head_dim, tokens] = seconds per layer, once per process
+
+--- cuda: fills bw.prefill_attention_s (seconds of a chunk of rows tokens'
+-- attention, every layer) and bw.prefill_attention_tokens = rows, from the
+-- engine's own attention kernel (lrun_model_measure_prefill_attention): it
+-- runs on the CUDA cores, so the GEMM's tensor-core rate made it ~100x too
+-- cheap. A time the caller gave is kept; when it cannot be measured the
+-- prediction falls back to the flop count at the matmul rate.
+function M.prefill_attention(model, bw, rows)
+  if bw.prefill_attention_s ~= nil then return end
+  local dev = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle)))
+  local i = C.lrun_model_get_info(model.handle)
+  local key = string.format("%s\0%d\0%d\0%d\0%d", dev, tonumber(i.n_head), tonumber(i.n_head_kv),
+    tonumber(i.head_dim), rows)
+  if prefill_attn_cache[key] == nil then
+    local out = ffi.new("double[1]")
+    prefill_attn_cache[key] = C.lrun_model_measure_prefill_attention(model.handle, rows, out) == C.LRUN_OK
+      and out[0] > 0 and out[0] or false
+  end
+  if prefill_attn_cache[key] then
+    bw.prefill_attention_s = prefill_attn_cache[key] * tonumber(i.n_layer)
+    bw.prefill_attention_tokens = rows
+  end
 end
 
 local device_gemv_cache = {} -- [device, dtype, n, k] = bytes/s of the engine's decode GEMV, once per process
