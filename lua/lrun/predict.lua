@@ -115,6 +115,40 @@ function M.largest_shapes(tensors, keep)
   return best
 end
 
+--- The distinct matrix shapes per dtype among the tensors keep accepts, with
+-- the bytes of each: {[dtype] = {{n=, k=, bytes=}, ...}} (a stacked expert
+-- tensor: one expert's shape, all its bytes), in first-seen order.
+function M.shapes_by_dtype(tensors, keep)
+  local out, seen = {}, {}
+  for _, t in ipairs(tensors) do
+    if keep(t) and #(t.shape or {}) >= 2 then
+      local k, n = t.shape[1], t.shape[2]
+      local key = string.format("%s %d %d", t.dtype, n, k)
+      local e = seen[key]
+      if not e then
+        e = { n = n, k = k, bytes = 0 }
+        seen[key] = e
+        out[t.dtype] = out[t.dtype] or {}
+        table.insert(out[t.dtype], e)
+      end
+      e.bytes = e.bytes + (t.bytes or 0)
+    end
+  end
+  return out
+end
+
+--- One rate for bytes read at several rates: Σ bytes / Σ (bytes / rate)
+-- over the {bytes=, rate=} entries with a rate; nil when none has one.
+function M.combined_rate(parts)
+  local bytes, seconds = 0, 0
+  for _, p in ipairs(parts) do
+    if p.rate and p.rate > 0 and p.bytes > 0 then
+      bytes, seconds = bytes + p.bytes, seconds + p.bytes / p.rate
+    end
+  end
+  return seconds > 0 and bytes / seconds or nil
+end
+
 -- Whether the embedding table doubles as the LM head (no lm_head tensor).
 local function tied_head(tensors)
   for _, t in ipairs(tensors) do if t.role == "lm_head" then return false end end
