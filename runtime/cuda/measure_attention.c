@@ -6,8 +6,9 @@
  * Why measure it: the engine's attention (kernels/attention.cu) runs on the
  * CUDA cores, tiled over queries, not on the tensor cores the GEMM rate was
  * measured on; costing it at the GEMM's flop rate made it ~0.2 ms of a 7B
- * chunk where it takes several ms per layer set (session 9, H100: every
- * prefill prediction +56..121%). So this times lrun_k_attention itself, as
+ * chunk, while the chunk ran 15-21 ms slower than predicted on every dtype
+ * (session 9, H100: prefill predictions +56..121%). So this times
+ * lrun_k_attention itself, as
  * op_attention (engine_cuda_forward.c) calls it for one sequence's chunk of
  * n_tok tokens from an empty cache: token i attends to positions [0, i + 1)
  * of an f16 cache (the engine's default KV dtype) of n_tok positions, the
