@@ -849,6 +849,15 @@ LRUN_API lrun_status lrun_model_measure_weights_gemv(lrun_model *model, lrun_dty
  * step's weights evict it): the median of five runs after a warm-up.
  * n_pos in [1, 2^20]. */
 LRUN_API lrun_status lrun_model_measure_decode_attention(lrun_model *model, int64_t n_pos, double *seconds);
+/* Seconds one layer of the engine's attention takes in a prefill chunk of
+ * n_tok tokens from an empty cache (token i against positions [0, i + 1)),
+ * on the model's CUDA device: lrun_k_attention with the model's heads, KV
+ * heads and head_dim over an f16 cache (the default KV dtype), a fixed
+ * non-zero pattern; the model's layers timed back to back (at most 64), a
+ * warm-up, then the best of three, per layer (docs/residency.md "Predicted
+ * prefill"). n_tok in [1, 8192]. LRUN_E_DEVICE on a model whose device is
+ * not CUDA (the CPU's prefill attention is costed from its matmul rate). */
+LRUN_API lrun_status lrun_model_measure_prefill_attention(lrun_model *model, int64_t n_tok, double *seconds);
 /* How fast the disk tier reads the model's file (docs/residency.md): bytes
  * per second of direct reads (O_DIRECT, the tier's request size and queue
  * depth; buffered where the filesystem refuses it) over up to bytes of the

@@ -83,6 +83,28 @@ describe("predict.decode on the cpu with given rates", function()
   end)
 end)
 
+-- cuda's decode rate per dtype combines the model's shapes by bytes (a 7B's 4096x4096 and 11008-wide
+-- matrices run the GEMV at different rates): the helpers predict_plan.device_gemv_rates uses
+describe("the decode GEMV's shapes and their combined rate", function()
+  it("lists each distinct shape per dtype once, with all its bytes", function()
+    local ts = {
+      { name = "a", role = "attn_q", dtype = "q4_0", shape = { 4096, 4096 }, bytes = 10 },
+      { name = "b", role = "attn_k", dtype = "q4_0", shape = { 4096, 4096 }, bytes = 10 },
+      { name = "c", role = "ffn_up", dtype = "q4_0", shape = { 4096, 11008 }, bytes = 27 },
+      { name = "d", role = "lm_head", dtype = "q6_k", shape = { 4096, 32000 }, bytes = 100 },
+      { name = "e", role = "attn_norm", dtype = "f32", shape = { 4096 }, bytes = 4 },
+    }
+    local s = predict.shapes_by_dtype(ts, function(t) return t.role ~= "lm_head" end)
+    assert.are.same({ q4_0 = { { n = 4096, k = 4096, bytes = 20 }, { n = 11008, k = 4096, bytes = 27 } } }, s)
+  end)
+
+  it("combines rates as bytes over the sum of each part's time, skipping unmeasured parts", function()
+    near(30 / (10 / 1e11 + 20 / 2e11), predict.combined_rate({ { bytes = 10, rate = 1e11 }, { bytes = 20, rate = 2e11 },
+      { bytes = 50 } }), "rate")
+    assert.is_nil(predict.combined_rate({ { bytes = 10 } }))
+  end)
+end)
+
 describe("the cpu decode measurements", function()
   local path, m
   setup(function()

@@ -54,6 +54,23 @@ describe("predict.prefill with given rates", function()
     near(block_device(CUDA) + fixed(CUDA) + p.attention_s, p.seconds, "seconds")
   end)
 
+  -- cuda's attention runs on the CUDA cores, far slower than the GEMM rate (session 9, H100: the
+  -- prediction +56..121%): a measured chunk time replaces the flop count, scaled by T² to other chunks
+  it("attention: a measured chunk time (prefill_attention_s) replaces the flop count", function()
+    local bw = setmetatable({ prefill_attention_s = 4e-5, prefill_attention_tokens = 2 * T }, { __index = CUDA })
+    local p = predict.prefill(TENSORS, {}, nil, bw, { tokens = T, n_layer = 1, q_dim = 500 })
+    near(4e-5 / 4, p.attention_s, "attention, half the measured chunk")
+    near(block_device(CUDA) + fixed(CUDA) + p.attention_s, p.seconds, "seconds")
+    assert.are.equal("device matmul", p.limit)
+    bw.prefill_attention_s = 1
+    local slow = predict.prefill(TENSORS, {}, nil, bw, { tokens = 2 * T })
+    near(1, slow.attention_s, "attention at the measured length, without q_dim")
+    assert.are.equal("attention", slow.limit)
+    -- with streamed weights the copies overlap the attention too (cuda: max of copies and compute)
+    local s = predict.prefill(TENSORS, { [UP] = "pinned" }, nil, bw, { tokens = 2 * T })
+    near(math.max(2e6 / 2e10, s.device_s + 1), s.seconds, "seconds, streamed")
+  end)
+
   it("cuda streaming: bytes over the link once per chunk, overlapped with compute (max)", function()
     local plan = { [UP] = "pinned", [DOWN] = "host" }
     local p = predict.prefill(TENSORS, plan, nil, CUDA, { tokens = T })

@@ -117,6 +117,40 @@ function M.largest_shapes(tensors, keep)
   return best
 end
 
+--- The distinct matrix shapes per dtype among the tensors keep accepts, with
+-- the bytes of each: {[dtype] = {{n=, k=, bytes=}, ...}} (a stacked expert
+-- tensor: one expert's shape, all its bytes), in first-seen order.
+function M.shapes_by_dtype(tensors, keep)
+  local out, seen = {}, {}
+  for _, t in ipairs(tensors) do
+    if keep(t) and #(t.shape or {}) >= 2 then
+      local k, n = t.shape[1], t.shape[2]
+      local key = string.format("%s %d %d", t.dtype, n, k)
+      local e = seen[key]
+      if not e then
+        e = { n = n, k = k, bytes = 0 }
+        seen[key] = e
+        out[t.dtype] = out[t.dtype] or {}
+        table.insert(out[t.dtype], e)
+      end
+      e.bytes = e.bytes + (t.bytes or 0)
+    end
+  end
+  return out
+end
+
+--- One rate for bytes read at several rates: Σ bytes / Σ (bytes / rate)
+-- over the {bytes=, rate=} entries with a rate; nil when none has one.
+function M.combined_rate(parts)
+  local bytes, seconds = 0, 0
+  for _, p in ipairs(parts) do
+    if p.rate and p.rate > 0 and p.bytes > 0 then
+      bytes, seconds = bytes + p.bytes, seconds + p.bytes / p.rate
+    end
+  end
+  return seconds > 0 and bytes / seconds or nil
+end
+
 -- Whether the embedding table doubles as the LM head (no lm_head tensor).
 local function tied_head(tensors)
   for _, t in ipairs(tensors) do if t.role == "lm_head" then return false end end
@@ -377,7 +411,10 @@ end
 -- @tparam[opt] table host_compute {[name] = true}
 -- @tparam table bw as M.decode, and device_matmul= (flop/s of the device's batched product: a number or
 --   {[dtype]=}; cpu: the host's), host_gemm= (cuda: flop/s of host compute's batched product, same form),
---   host_batch= (cuda: flop/s of the host's expert product at 64 rows, {[dtype]=}; host experts prefer it)
+--   host_batch= (cuda: flop/s of the host's expert product at 64 rows, {[dtype]=}; host experts prefer it),
+--   prefill_attention_s= (seconds of a chunk's attention, every layer, measured at prefill_attention_tokens=
+--   tokens, default M.prefill_tokens; scaled by (T / those)²; without it attention is 2·T²·q_dim flops per
+--   layer at the matmul rate)
 -- @tparam[opt] table q tokens= (T, default M.prefill_tokens), n_expert_used= (MoE: k),
 --   q_dim= and n_layer= (attention: n_head · head_dim; omitted: attention not counted),
 --   expert_stream= (nil: expert_plan decides; true/false: forced)
@@ -419,7 +456,12 @@ function M.prefill(tensors, plan, host_compute, bw, q)
   for _, b in pairs(expert_blocks(tensors)) do
     prefill_experts(p, b, plan, host_compute, bw, qq)
   end
-  if q.q_dim and q.n_layer then
+  if type(bw.prefill_attention_s) == "number" and bw.prefill_attention_s > 0 then
+    -- measured (cuda: the engine's attention kernel over every layer for a chunk of
+    -- bw.prefill_attention_tokens, default M.prefill_tokens); the causal work grows as T²
+    local T0 = bw.prefill_attention_tokens or M.prefill_tokens
+    p.attention_s = bw.prefill_attention_s * (T / T0) ^ 2
+  elseif q.q_dim and q.n_layer then
     local r = rate_of(bw.attention, "f32") or rate_of(bw.device_matmul, "f16") or rate_of(bw.device_matmul, "f32")
     if not r then
       for _, v in pairs(type(bw.device_matmul) == "table" and bw.device_matmul or { bw.device_matmul }) do

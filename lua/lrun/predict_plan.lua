@@ -79,31 +79,71 @@ function M.matmul_rates(model, bw, rows, context)
   end
   if next(bw.device_matmul) == nil then bw.device_matmul = nil end
   if bw.device ~= "cuda" then M.decode_rates(model, bw, context)
-  else M.device_gemv_rates(model, bw) end
+  else
+    M.device_gemv_rates(model, bw)
+    M.prefill_attention(model, bw, rows)
+  end
   return bw
 end
 
+local prefill_attn_cache = {} -- [device, heads, kv heads, head_dim, tokens] = seconds per layer, once per process
+
+--- cuda: fills bw.prefill_attention_s (seconds of a chunk of rows tokens'
+-- attention, every layer) and bw.prefill_attention_tokens = rows, from the
+-- engine's own attention kernel (lrun_model_measure_prefill_attention): it
+-- runs on the CUDA cores, so the GEMM's tensor-core rate made it ~100x too
+-- cheap. A time the caller gave is kept; when it cannot be measured the
+-- prediction falls back to the flop count at the matmul rate.
+function M.prefill_attention(model, bw, rows)
+  if bw.prefill_attention_s ~= nil then return end
+  local dev = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle)))
+  local i = C.lrun_model_get_info(model.handle)
+  local key = string.format("%s\0%d\0%d\0%d\0%d", dev, tonumber(i.n_head), tonumber(i.n_head_kv),
+    tonumber(i.head_dim), rows)
+  if prefill_attn_cache[key] == nil then
+    local out = ffi.new("double[1]")
+    prefill_attn_cache[key] = C.lrun_model_measure_prefill_attention(model.handle, rows, out) == C.LRUN_OK
+      and out[0] > 0 and out[0] or false
+  end
+  if prefill_attn_cache[key] then
+    bw.prefill_attention_s = prefill_attn_cache[key] * tonumber(i.n_layer)
+    bw.prefill_attention_tokens = rows
+  end
+end
+
 local device_gemv_cache = {} -- [device, dtype, n, k] = bytes/s of the engine's decode GEMV, once per process
+
+-- The matrices decode reads: the blocks' and the head.
+local function decode_matrix(t) return matrix_roles[t.role] or t.role == "lm_head" end
 
 --- cuda: fills bw.decode_matmul (bytes/s the engine's batch-1 decode GEMV
 -- reads each matrix dtype of the model at, from device memory: the kernels
 -- reach 40-85% of the memory's read rate depending on the dtype, so one
 -- copy bandwidth mispredicts most of them; lrun_model_measure_device_gemv
--- over 256 MiB of the dtype's largest matrix shape, beyond L2). Rates the
--- caller gave are kept; a dtype that cannot be measured is left out (the
--- prediction then reads it at bw.device_read).
+-- over 256 MiB of each of the model's distinct (n, k) shapes of the dtype,
+-- beyond L2, combined by bytes: Σ bytes / Σ (bytes / rate), since a 7B's
+-- 4096x4096 attention matrices and 11008-wide FFN ones are not read at the
+-- same rate). Rates the caller gave are kept; a shape that cannot be
+-- measured is left out, a dtype with none (the prediction then reads it at
+-- bw.device_read).
 function M.device_gemv_rates(model, bw)
   local dev = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle)))
   local rates = {}
   if type(bw.decode_matmul) == "table" then for k, v in pairs(bw.decode_matmul) do rates[k] = v end end
   local out, dt = ffi.new("double[1]"), ffi.new("lrun_dtype[1]")
-  for dtype, s in pairs(shapes(model:tensors(), true)) do
-    local key = string.format("%s\0%s\0%d\0%d", dev, dtype, s.n, s.k)
-    if device_gemv_cache[key] == nil and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
-      device_gemv_cache[key] = C.lrun_model_measure_device_gemv(model.handle, dt[0], s.n, s.k, 256 * 2 ^ 20, out)
-        == C.LRUN_OK and out[0] > 0 and out[0] or false
+  for dtype, list in pairs(predict.shapes_by_dtype(model:tensors(), decode_matrix)) do
+    if rates[dtype] == nil and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
+      local parts = {}
+      for _, s in ipairs(list) do
+        local key = string.format("%s\0%s\0%d\0%d", dev, dtype, s.n, s.k)
+        if device_gemv_cache[key] == nil then
+          device_gemv_cache[key] = C.lrun_model_measure_device_gemv(model.handle, dt[0], s.n, s.k, 256 * 2 ^ 20, out)
+            == C.LRUN_OK and out[0] > 0 and out[0] or false
+        end
+        parts[#parts + 1] = { bytes = s.bytes, rate = device_gemv_cache[key] or nil }
+      end
+      rates[dtype] = predict.combined_rate(parts)
     end
-    rates[dtype] = rates[dtype] or device_gemv_cache[key] or nil
   end
   bw.decode_matmul = rates
 end
