@@ -79,6 +79,11 @@ static __device__ __forceinline__ void pg_emit(const pg_lane *L, const uint32_t 
  * test_packed_gemv_emu.c replays on the host in this order, with the scans'
  * shuffle steps. */
 template <bool BF16, typename D>
+static __device__ __forceinline__ void pg_decode_staged(const pg_lane &L, const pg_streams &s, const pg_tensor &t,
+                                                        uint64_t cb, uint64_t e0, uint64_t e1, D *dst,
+                                                        const uint8_t *stage, unsigned lane);
+
+template <bool BF16, typename D>
 static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint64_t cb, uint64_t e0, uint64_t e1,
                                                        D *dst, uint8_t *stage, unsigned lane)
 {
@@ -86,6 +91,16 @@ static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint6
     pg_lane_load(&L, &t, cb, e0, e1, lane, BF16);
     const pg_streams s = pg_block_streams(&t, cb);
     pg_stage_fill(stage, &t, &s, lane);
+    pg_decode_staged<BF16>(L, s, t, cb, e0, e1, dst, stage, lane);
+}
+
+/* The rest of pg_decode_block once the lane's loads are in L, the block's
+ * streams in s and the warp's stage filled (the stores not yet fenced). */
+template <bool BF16, typename D>
+static __device__ __forceinline__ void pg_decode_staged(const pg_lane &L, const pg_streams &s, const pg_tensor &t,
+                                                        uint64_t cb, uint64_t e0, uint64_t e1, D *dst,
+                                                        const uint8_t *stage, unsigned lane)
+{
     uint64_t tot;
     const uint64_t cnt = pg_lane_escapes(&L);
     const uint64_t p2 = pg_group_prefix(pg_scan(cnt, lane, &tot), tot);
@@ -134,7 +149,7 @@ static __device__ __forceinline__ float4 pg_ldx4(const float *p, bool xvec)
  * decoded into the tile (rb rows of k), then gemv.cu's gemv_tiles arithmetic
  * on them, row by row: the same units per thread in the same order, the
  * same FMA chains, warp sums and block sum. */
-template <int T, int M, int NT>
+template <int T, int M, int NT, bool PIPE>
 __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ pg_parts P, int64_t k, int rb,
                                                         const float *__restrict__ x, bool xvec, int mode)
 {
@@ -176,11 +191,46 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
      * loop of its own, it stayed live in registers and the kernel took
      * 98-128 registers instead of 61-64) */
     const int64_t nc = R.nc;
-    for (int64_t i = warp; i < nseg * nc; i += NW) {
-        const int s = i >= nc;
-        const pg_tensor t = pg_tensor_at(P, sw ? s : p);
-        const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
-        pg_decode_block<BF16>(t, cb, e0, e1, tile + (size_t)s * rh * k, stage[warp], lane);
+    if (!PIPE) {
+        for (int64_t i = warp; i < nseg * nc; i += NW) {
+            const int s = i >= nc;
+            const pg_tensor t = pg_tensor_at(P, sw ? s : p);
+            const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
+            pg_decode_block<BF16>(t, cb, e0, e1, tile + (size_t)s * rh * k, stage[warp], lane);
+        }
+    } else {
+        /* software pipelined (docs/packed.md "Pipelining the decode"): the
+         * warp's next codec block's lane loads and table entries are issued
+         * before this block's stage is filled and its bit work runs, so of
+         * the two dependent L2 round trips of a block (table, then stage)
+         * only the stage's is waited for in the loop */
+        pg_lane L;
+        pg_streams S;
+        if (warp < nseg * nc) {
+            const int s = warp >= nc;
+            const pg_tensor t = pg_tensor_at(P, sw ? s : p);
+            const uint64_t cb = R.cb0 + (uint64_t)(warp - s * nc);
+            pg_lane_load(&L, &t, cb, e0, e1, lane, BF16);
+            S = pg_block_streams(&t, cb);
+        }
+        for (int64_t i = warp; i < nseg * nc; i += NW) {
+            const int s = i >= nc;
+            const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
+            pg_lane Ln;
+            pg_streams Sn;
+            const int64_t j = i + NW;
+            if (j < nseg * nc) {
+                const int sn = j >= nc;
+                const pg_tensor tn = pg_tensor_at(P, sw ? sn : p);
+                const uint64_t cbn = R.cb0 + (uint64_t)(j - sn * nc);
+                pg_lane_load(&Ln, &tn, cbn, e0, e1, lane, BF16);
+                Sn = pg_block_streams(&tn, cbn);
+            }
+            const pg_tensor t = pg_tensor_at(P, sw ? s : p);
+            pg_stage_fill(stage[warp], &t, &S, lane);
+            pg_decode_staged<BF16>(L, S, t, cb, e0, e1, tile + (size_t)s * rh * k, stage[warp], lane);
+            L = Ln, S = Sn;
+        }
     }
     __syncthreads();
     lrun_k_pdl_wait(); /* x is the previous kernel's output */
@@ -249,10 +299,10 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
     }
 }
 
-/* Lets packed_gemv_tiles<T, M, NT> use the device's opt-in shared memory
+/* Lets packed_gemv_tiles<T, M, NT, PIPE> use the device's opt-in shared memory
  * (asked once per device): tiles of long rows take more than the default
  * 48 KiB. *limit: the dynamic bytes it may then take. */
-template <int T, int M, int NT> static cudaError_t pg_smem_limit(size_t *limit)
+template <int T, int M, int NT, bool PIPE> static cudaError_t pg_smem_limit(size_t *limit)
 {
     static size_t limits[64]; /* per device ordinal; 0: not asked yet */
     int dev = 0, optin = 0;
@@ -264,17 +314,17 @@ template <int T, int M, int NT> static cudaError_t pg_smem_limit(size_t *limit)
         return cudaSuccess;
     }
     cudaFuncAttributes fa;
-    if ((e = cudaFuncGetAttributes(&fa, packed_gemv_tiles<T, M, NT>)) != cudaSuccess) return e;
+    if ((e = cudaFuncGetAttributes(&fa, packed_gemv_tiles<T, M, NT, PIPE>)) != cudaSuccess) return e;
     if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return e;
     const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
-    e = cudaFuncSetAttribute(packed_gemv_tiles<T, M, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
+    e = cudaFuncSetAttribute(packed_gemv_tiles<T, M, NT, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
     if (e != cudaSuccess) return e;
     if (cached) limits[dev] = dyn;
     *limit = dyn;
     return cudaSuccess;
 }
 
-template <int T, int M>
+template <int T, int M, bool PIPE>
 static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
 {
     constexpr int NT = lrun_k_gemv_shape<T, M>::NT; /* the plain GEMV's threads: its order of sums */
@@ -283,11 +333,11 @@ static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x,
     const int64_t b = pg_grid(P.b0, P.n, n_parts, rows_out, sw);
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const size_t smem = (size_t)rb * (size_t)k * 2;
-    auto kern = packed_gemv_tiles<T, M, NT>;
+    auto kern = packed_gemv_tiles<T, M, NT, PIPE>;
     size_t limit =
         48 * 1024 - sizeof(uint8_t[NT / 32][LRUN_K_PG_STAGE]) - sizeof(float[NT / 32][LRUN_K_PG_MAX_RB * M]);
     if (smem > limit) {
-        const cudaError_t e = pg_smem_limit<T, M, NT>(&limit);
+        const cudaError_t e = pg_smem_limit<T, M, NT, PIPE>(&limit);
         if (e != cudaSuccess) return e;
         if (smem > limit) return cudaErrorNotSupported; /* rows too long for a tile: the caller decodes into a slot */
     }
@@ -295,19 +345,37 @@ static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x,
     return lrun_k_launch(kern, dim3((unsigned)b), dim3(NT), smem, st, P, k, rb, x, xvec, mode);
 }
 
+/* The fused GEMV's decode loop (lrun_k_packed_gemv_tune): 0 one codec
+ * block after another (session 9's), 1 software pipelined. */
+static int pg_variant = 0;
+
+extern "C" const char *lrun_k_packed_gemv_tune(int variant)
+{
+    static const char *const names[] = {"decode block by block", "decode pipelined (next block's loads first)"};
+    if (variant < 0 || variant > 1) return NULL;
+    pg_variant = variant;
+    return names[variant];
+}
+
 template <int T>
 static cudaError_t pg_launch_m(const pg_parts &P, int n_parts, int64_t k, const float *x, int64_t m, int mode,
                                cudaStream_t st)
 {
     switch (m) {
-    case 1: return pg_launch<T, 1>(P, n_parts, k, x, mode, st);
-    case 2: return pg_launch<T, 2>(P, n_parts, k, x, mode, st);
-    case 3: return pg_launch<T, 3>(P, n_parts, k, x, mode, st);
-    case 4: return pg_launch<T, 4>(P, n_parts, k, x, mode, st);
-    case 5: return pg_launch<T, 5>(P, n_parts, k, x, mode, st);
-    case 6: return pg_launch<T, 6>(P, n_parts, k, x, mode, st);
-    case 7: return pg_launch<T, 7>(P, n_parts, k, x, mode, st);
-    case 8: return pg_launch<T, 8>(P, n_parts, k, x, mode, st);
+    /* the pipelined decode for m <= 2 (decode's batch sizes), the bench's
+     * switch choosing (lrun_k_packed_gemv_tune) */
+    case 1:
+        return pg_variant ? pg_launch<T, 1, true>(P, n_parts, k, x, mode, st)
+                          : pg_launch<T, 1, false>(P, n_parts, k, x, mode, st);
+    case 2:
+        return pg_variant ? pg_launch<T, 2, true>(P, n_parts, k, x, mode, st)
+                          : pg_launch<T, 2, false>(P, n_parts, k, x, mode, st);
+    case 3: return pg_launch<T, 3, false>(P, n_parts, k, x, mode, st);
+    case 4: return pg_launch<T, 4, false>(P, n_parts, k, x, mode, st);
+    case 5: return pg_launch<T, 5, false>(P, n_parts, k, x, mode, st);
+    case 6: return pg_launch<T, 6, false>(P, n_parts, k, x, mode, st);
+    case 7: return pg_launch<T, 7, false>(P, n_parts, k, x, mode, st);
+    case 8: return pg_launch<T, 8, false>(P, n_parts, k, x, mode, st);
     default: return cudaErrorNotSupported;
     }
 }
