@@ -145,12 +145,48 @@ static __device__ __forceinline__ float4 pg_ldx4(const float *p, bool xvec)
     return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
 }
 
+/* The pipelined decode's loads of the warp's codec block i of nb (nothing
+ * past them): the lane's (L) and the block's table entries (S). */
+template <bool BF16>
+static __device__ __forceinline__ void pg_pipe_load(const pg_parts &P, const pg_rows &R, bool sw, int64_t i,
+                                                    int64_t nb, pg_lane &L, pg_streams &S, unsigned lane)
+{
+    if (i >= nb) return;
+    const int s = i >= R.nc;
+    const pg_tensor t = pg_tensor_at(P, sw ? s : R.p);
+    const uint64_t cb = R.cb0 + (uint64_t)(i - s * R.nc);
+    pg_lane_load(&L, &t, cb, R.e0, R.e1, lane, BF16);
+    S = pg_block_streams(&t, cb);
+}
+
+/* One step of the pipelined decode: codec block i, whose loads are in L
+ * and S, decoded into the tile, with block i + NW's loads issued into Ln and
+ * Sn first, before this block's stage loads (which need S) and bit work. */
+template <bool BF16>
+static __device__ __forceinline__ void pg_pipe_step(const pg_parts &P, const pg_rows &R, bool sw, int64_t i,
+                                                    int64_t nb, const pg_lane &L, const pg_streams &S, pg_lane &Ln,
+                                                    pg_streams &Sn, uint16_t *tile, int rh, int64_t k,
+                                                    uint8_t *stage, unsigned lane)
+{
+    pg_pipe_load<BF16>(P, R, sw, i + (int64_t)(blockDim.x / 32), nb, Ln, Sn, lane);
+    const int s = i >= R.nc;
+    const pg_tensor t = pg_tensor_at(P, sw ? s : R.p);
+    const uint64_t cb = R.cb0 + (uint64_t)(i - s * R.nc);
+    pg_stage_fill(stage, &t, &S, lane);
+    pg_decode_staged<BF16>(L, S, t, cb, R.e0, R.e1, tile + (size_t)s * rh * k, stage, lane);
+}
+
+/* (The pipelined bf16 forms are held to 3 blocks of 256 threads per SM, 80
+ * registers: held to 4 (64 registers) they spilled 90-220 bytes, and a
+ * spilled value of the next codec block is stored only once its load
+ * returns, which is the wait the pipelining removes. The default loop's
+ * bound is 0, "none": an explicit 1 took it from 61 to 122 registers.) */
 /* Block b: rows row0 .. row0+rh-1 of part p (swiglu: of gate and of up),
  * decoded into the tile (rb rows of k), then gemv.cu's gemv_tiles arithmetic
  * on them, row by row: the same units per thread in the same order, the
  * same FMA chains, warp sums and block sum. */
 template <int T, int M, int NT, bool PIPE>
-__global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ pg_parts P, int64_t k, int rb,
+__global__ void __launch_bounds__(NT, PIPE && T == LRUN_DTYPE_BF16 ? 3 : 0) packed_gemv_tiles(const __grid_constant__ pg_parts P, int64_t k, int rb,
                                                         const float *__restrict__ x, bool xvec, int mode)
 {
     constexpr bool BF16 = T == LRUN_DTYPE_BF16;
@@ -204,32 +240,16 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
          * before this block's stage is filled and its bit work runs, so of
          * the two dependent L2 round trips of a block (table, then stage)
          * only the stage's is waited for in the loop */
-        pg_lane L;
-        pg_streams S;
-        if (warp < nseg * nc) {
-            const int s = warp >= nc;
-            const pg_tensor t = pg_tensor_at(P, sw ? s : p);
-            const uint64_t cb = R.cb0 + (uint64_t)(warp - s * nc);
-            pg_lane_load(&L, &t, cb, e0, e1, lane, BF16);
-            S = pg_block_streams(&t, cb);
-        }
-        for (int64_t i = warp; i < nseg * nc; i += NW) {
-            const int s = i >= nc;
-            const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
-            pg_lane Ln;
-            pg_streams Sn;
-            const int64_t j = i + NW;
-            if (j < nseg * nc) {
-                const int sn = j >= nc;
-                const pg_tensor tn = pg_tensor_at(P, sw ? sn : p);
-                const uint64_t cbn = R.cb0 + (uint64_t)(j - sn * nc);
-                pg_lane_load(&Ln, &tn, cbn, e0, e1, lane, BF16);
-                Sn = pg_block_streams(&tn, cbn);
-            }
-            const pg_tensor t = pg_tensor_at(P, sw ? s : p);
-            pg_stage_fill(stage[warp], &t, &S, lane);
-            pg_decode_staged<BF16>(L, S, t, cb, e0, e1, tile + (size_t)s * rh * k, stage[warp], lane);
-            L = Ln, S = Sn;
+        pg_lane L[2];
+        pg_streams S[2];
+        const int64_t nb = nseg * nc;
+        pg_pipe_load<BF16>(P, R, sw, warp, nb, L[0], S[0], lane);
+        /* two codec blocks an iteration, the loads' registers ping-ponged
+         * (a copy of the next block's 19 words per block otherwise: ~40 MOVs) */
+        for (int64_t i = warp; i < nb; i += 2 * NW) {
+            pg_pipe_step<BF16>(P, R, sw, i, nb, L[0], S[0], L[1], S[1], tile, rh, k, stage[warp], lane);
+            if (i + NW >= nb) break;
+            pg_pipe_step<BF16>(P, R, sw, i + NW, nb, L[1], S[1], L[0], S[0], tile, rh, k, stage[warp], lane);
         }
     }
     __syncthreads();
