@@ -173,6 +173,17 @@ static __device__ __forceinline__ void pg_pipe_step(const pg_parts &P, const pg_
     const pg_tensor t = pg_tensor_at(P, sw ? s : R.p);
     const uint64_t cb = R.cb0 + (uint64_t)(i - s * R.nc);
     pg_stage_fill(stage, &t, &S, lane);
+    /* the next block's tier-2 code lines on their way to L2 (the start's
+     * prefetch could not know where they are): its table entries were asked
+     * for before this block's stage loads, whose stores above waited for
+     * them, so this waits for nothing, and the next step's stage loads wait
+     * for L2 rather than HBM */
+    const int64_t j = i + (int64_t)(blockDim.x / 32);
+    if (j < nb && Sn.nw) {
+        const uint8_t *in = sw ? (j >= R.nc ? P.t[1].in : P.t[0].in) : t.in; /* one part, or gate/up */
+        const uint64_t a = (uintptr_t)in + Sn.c2w, l = (a >> 7) + lane;
+        if (l <= (a + 4u * Sn.nw - 1) >> 7) pg_prefetch((const uint8_t *)(uintptr_t)(l << 7));
+    }
     pg_decode_staged<BF16>(L, S, t, cb, R.e0, R.e1, tile + (size_t)s * rh * k, stage, lane);
 }
 
