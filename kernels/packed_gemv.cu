@@ -182,7 +182,9 @@ static __device__ __forceinline__ void pg_pipe_step(const pg_parts &P, const pg_
     if (j < nb && Sn.nw) {
         const uint8_t *in = sw ? (j >= R.nc ? P.t[1].in : P.t[0].in) : t.in; /* one part, or gate/up */
         const uint64_t a = (uintptr_t)in + Sn.c2w, l = (a >> 7) + lane;
-        if (l <= (a + 4u * Sn.nw - 1) >> 7) pg_prefetch((const uint8_t *)(uintptr_t)(l << 7));
+        /* up to the last word's first byte: at or before the last code byte,
+         * so no line past the tensor (its last word may reach 3 bytes past) */
+        if (l <= (a + 4u * (Sn.nw - 1)) >> 7) pg_prefetch((const uint8_t *)(uintptr_t)(l << 7));
     }
     pg_decode_staged<BF16>(L, S, t, cb, R.e0, R.e1, tile + (size_t)s * rh * k, stage, lane);
 }
