@@ -413,6 +413,12 @@ lrun_status lrun_k_packed_gemv_multi(const lrun_k_packed_part *parts, int n_part
                                      int64_t m, int mode, void *stream);
 lrun_status lrun_k_packed_gemv(const void *packed, const struct lrun_packed_layout *lay, int64_t n, int64_t k,
                                const float *x, int64_t m, float *y, void *stream);
+/* Bench and test only: the fused GEMV's decode loop for m <= 2 from then on:
+ * 0 the default (codec blocks one after another), 1 software pipelined (a
+ * warp's next codec block's loads issued before this block's bit work; the
+ * same y bit for bit). Returns the variant's description, NULL past the
+ * last. Not thread-safe. */
+const char *lrun_k_packed_gemv_tune(int variant);
 
 /* dst (n_rows, k) = rows row0 .. row0+n_rows-1 of a packed matrix of rows of
  * k (k a multiple of 8, dst 16-byte aligned), one warp per codec block:

@@ -79,6 +79,11 @@ static __device__ __forceinline__ void pg_emit(const pg_lane *L, const uint32_t 
  * test_packed_gemv_emu.c replays on the host in this order, with the scans'
  * shuffle steps. */
 template <bool BF16, typename D>
+static __device__ __forceinline__ void pg_decode_staged(const pg_lane &L, const pg_streams &s, const pg_tensor &t,
+                                                        uint64_t cb, uint64_t e0, uint64_t e1, D *dst,
+                                                        const uint8_t *stage, unsigned lane);
+
+template <bool BF16, typename D>
 static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint64_t cb, uint64_t e0, uint64_t e1,
                                                        D *dst, uint8_t *stage, unsigned lane)
 {
@@ -86,6 +91,16 @@ static __device__ __forceinline__ void pg_decode_block(const pg_tensor &t, uint6
     pg_lane_load(&L, &t, cb, e0, e1, lane, BF16);
     const pg_streams s = pg_block_streams(&t, cb);
     pg_stage_fill(stage, &t, &s, lane);
+    pg_decode_staged<BF16>(L, s, t, cb, e0, e1, dst, stage, lane);
+}
+
+/* The rest of pg_decode_block once the lane's loads are in L, the block's
+ * streams in s and the warp's stage filled (the stores not yet fenced). */
+template <bool BF16, typename D>
+static __device__ __forceinline__ void pg_decode_staged(const pg_lane &L, const pg_streams &s, const pg_tensor &t,
+                                                        uint64_t cb, uint64_t e0, uint64_t e1, D *dst,
+                                                        const uint8_t *stage, unsigned lane)
+{
     uint64_t tot;
     const uint64_t cnt = pg_lane_escapes(&L);
     const uint64_t p2 = pg_group_prefix(pg_scan(cnt, lane, &tot), tot);
@@ -130,12 +145,61 @@ static __device__ __forceinline__ float4 pg_ldx4(const float *p, bool xvec)
     return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
 }
 
+/* The pipelined decode's loads of the warp's codec block i of nb (nothing
+ * past them): the lane's (L) and the block's table entries (S). */
+template <bool BF16>
+static __device__ __forceinline__ void pg_pipe_load(const pg_parts &P, const pg_rows &R, bool sw, int64_t i,
+                                                    int64_t nb, pg_lane &L, pg_streams &S, unsigned lane)
+{
+    if (i >= nb) return;
+    const int s = i >= R.nc;
+    const pg_tensor t = pg_tensor_at(P, sw ? s : R.p);
+    const uint64_t cb = R.cb0 + (uint64_t)(i - s * R.nc);
+    pg_lane_load(&L, &t, cb, R.e0, R.e1, lane, BF16);
+    S = pg_block_streams(&t, cb);
+}
+
+/* One step of the pipelined decode: codec block i, whose loads are in L
+ * and S, decoded into the tile, with block i + NW's loads issued into Ln and
+ * Sn first, before this block's stage loads (which need S) and bit work. */
+template <bool BF16>
+static __device__ __forceinline__ void pg_pipe_step(const pg_parts &P, const pg_rows &R, bool sw, int64_t i,
+                                                    int64_t nb, const pg_lane &L, const pg_streams &S, pg_lane &Ln,
+                                                    pg_streams &Sn, uint16_t *tile, int rh, int64_t k,
+                                                    uint8_t *stage, unsigned lane)
+{
+    pg_pipe_load<BF16>(P, R, sw, i + (int64_t)(blockDim.x / 32), nb, Ln, Sn, lane);
+    const int s = i >= R.nc;
+    const pg_tensor t = pg_tensor_at(P, sw ? s : R.p);
+    const uint64_t cb = R.cb0 + (uint64_t)(i - s * R.nc);
+    pg_stage_fill(stage, &t, &S, lane);
+    /* the next block's tier-2 code lines on their way to L2 (the start's
+     * prefetch could not know where they are): its table entries were asked
+     * for before this block's stage loads, whose stores above waited for
+     * them, so this waits for nothing, and the next step's stage loads wait
+     * for L2 rather than HBM */
+    const int64_t j = i + (int64_t)(blockDim.x / 32);
+    if (j < nb && Sn.nw) {
+        const uint8_t *in = sw ? (j >= R.nc ? P.t[1].in : P.t[0].in) : t.in; /* one part, or gate/up */
+        const uint64_t a = (uintptr_t)in + Sn.c2w, l = (a >> 7) + lane;
+        /* up to the last word's first byte: at or before the last code byte,
+         * so no line past the tensor (its last word may reach 3 bytes past) */
+        if (l <= (a + 4u * (Sn.nw - 1)) >> 7) pg_prefetch((const uint8_t *)(uintptr_t)(l << 7));
+    }
+    pg_decode_staged<BF16>(L, S, t, cb, R.e0, R.e1, tile + (size_t)s * rh * k, stage, lane);
+}
+
+/* (The pipelined bf16 forms are held to 3 blocks of 256 threads per SM, 80
+ * registers: held to 4 (64 registers) they spilled 90-220 bytes, and a
+ * spilled value of the next codec block is stored only once its load
+ * returns, which is the wait the pipelining removes. The default loop's
+ * bound is 0, "none": an explicit 1 took it from 61 to 122 registers.) */
 /* Block b: rows row0 .. row0+rh-1 of part p (swiglu: of gate and of up),
  * decoded into the tile (rb rows of k), then gemv.cu's gemv_tiles arithmetic
  * on them, row by row: the same units per thread in the same order, the
  * same FMA chains, warp sums and block sum. */
-template <int T, int M, int NT>
-__global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ pg_parts P, int64_t k, int rb,
+template <int T, int M, int NT, bool PIPE>
+__global__ void __launch_bounds__(NT, PIPE && T == LRUN_DTYPE_BF16 ? 3 : 0) packed_gemv_tiles(const __grid_constant__ pg_parts P, int64_t k, int rb,
                                                         const float *__restrict__ x, bool xvec, int mode)
 {
     constexpr bool BF16 = T == LRUN_DTYPE_BF16;
@@ -176,11 +240,30 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
      * loop of its own, it stayed live in registers and the kernel took
      * 98-128 registers instead of 61-64) */
     const int64_t nc = R.nc;
-    for (int64_t i = warp; i < nseg * nc; i += NW) {
-        const int s = i >= nc;
-        const pg_tensor t = pg_tensor_at(P, sw ? s : p);
-        const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
-        pg_decode_block<BF16>(t, cb, e0, e1, tile + (size_t)s * rh * k, stage[warp], lane);
+    if (!PIPE) {
+        for (int64_t i = warp; i < nseg * nc; i += NW) {
+            const int s = i >= nc;
+            const pg_tensor t = pg_tensor_at(P, sw ? s : p);
+            const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
+            pg_decode_block<BF16>(t, cb, e0, e1, tile + (size_t)s * rh * k, stage[warp], lane);
+        }
+    } else {
+        /* software pipelined (docs/packed.md "Pipelining the decode"): the
+         * warp's next codec block's lane loads and table entries are issued
+         * before this block's stage is filled and its bit work runs, so of
+         * the two dependent L2 round trips of a block (table, then stage)
+         * only the stage's is waited for in the loop */
+        pg_lane L[2];
+        pg_streams S[2];
+        const int64_t nb = nseg * nc;
+        pg_pipe_load<BF16>(P, R, sw, warp, nb, L[0], S[0], lane);
+        /* two codec blocks an iteration, the loads' registers ping-ponged
+         * (a copy of the next block's 19 words per block otherwise: ~40 MOVs) */
+        for (int64_t i = warp; i < nb; i += 2 * NW) {
+            pg_pipe_step<BF16>(P, R, sw, i, nb, L[0], S[0], L[1], S[1], tile, rh, k, stage[warp], lane);
+            if (i + NW >= nb) break;
+            pg_pipe_step<BF16>(P, R, sw, i + NW, nb, L[1], S[1], L[0], S[0], tile, rh, k, stage[warp], lane);
+        }
     }
     __syncthreads();
     lrun_k_pdl_wait(); /* x is the previous kernel's output */
@@ -249,10 +332,10 @@ __global__ void __launch_bounds__(NT) packed_gemv_tiles(const __grid_constant__ 
     }
 }
 
-/* Lets packed_gemv_tiles<T, M, NT> use the device's opt-in shared memory
+/* Lets packed_gemv_tiles<T, M, NT, PIPE> use the device's opt-in shared memory
  * (asked once per device): tiles of long rows take more than the default
  * 48 KiB. *limit: the dynamic bytes it may then take. */
-template <int T, int M, int NT> static cudaError_t pg_smem_limit(size_t *limit)
+template <int T, int M, int NT, bool PIPE> static cudaError_t pg_smem_limit(size_t *limit)
 {
     static size_t limits[64]; /* per device ordinal; 0: not asked yet */
     int dev = 0, optin = 0;
@@ -264,17 +347,17 @@ template <int T, int M, int NT> static cudaError_t pg_smem_limit(size_t *limit)
         return cudaSuccess;
     }
     cudaFuncAttributes fa;
-    if ((e = cudaFuncGetAttributes(&fa, packed_gemv_tiles<T, M, NT>)) != cudaSuccess) return e;
+    if ((e = cudaFuncGetAttributes(&fa, packed_gemv_tiles<T, M, NT, PIPE>)) != cudaSuccess) return e;
     if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return e;
     const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
-    e = cudaFuncSetAttribute(packed_gemv_tiles<T, M, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
+    e = cudaFuncSetAttribute(packed_gemv_tiles<T, M, NT, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
     if (e != cudaSuccess) return e;
     if (cached) limits[dev] = dyn;
     *limit = dyn;
     return cudaSuccess;
 }
 
-template <int T, int M>
+template <int T, int M, bool PIPE>
 static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
 {
     constexpr int NT = lrun_k_gemv_shape<T, M>::NT; /* the plain GEMV's threads: its order of sums */
@@ -283,11 +366,11 @@ static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x,
     const int64_t b = pg_grid(P.b0, P.n, n_parts, rows_out, sw);
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const size_t smem = (size_t)rb * (size_t)k * 2;
-    auto kern = packed_gemv_tiles<T, M, NT>;
+    auto kern = packed_gemv_tiles<T, M, NT, PIPE>;
     size_t limit =
         48 * 1024 - sizeof(uint8_t[NT / 32][LRUN_K_PG_STAGE]) - sizeof(float[NT / 32][LRUN_K_PG_MAX_RB * M]);
     if (smem > limit) {
-        const cudaError_t e = pg_smem_limit<T, M, NT>(&limit);
+        const cudaError_t e = pg_smem_limit<T, M, NT, PIPE>(&limit);
         if (e != cudaSuccess) return e;
         if (smem > limit) return cudaErrorNotSupported; /* rows too long for a tile: the caller decodes into a slot */
     }
@@ -295,19 +378,37 @@ static cudaError_t pg_launch(pg_parts P, int n_parts, int64_t k, const float *x,
     return lrun_k_launch(kern, dim3((unsigned)b), dim3(NT), smem, st, P, k, rb, x, xvec, mode);
 }
 
+/* The fused GEMV's decode loop (lrun_k_packed_gemv_tune): 0 one codec
+ * block after another (session 9's), 1 software pipelined. */
+static int pg_variant = 0;
+
+extern "C" const char *lrun_k_packed_gemv_tune(int variant)
+{
+    static const char *const names[] = {"decode block by block", "decode pipelined (next block's loads first)"};
+    if (variant < 0 || variant > 1) return NULL;
+    pg_variant = variant;
+    return names[variant];
+}
+
 template <int T>
 static cudaError_t pg_launch_m(const pg_parts &P, int n_parts, int64_t k, const float *x, int64_t m, int mode,
                                cudaStream_t st)
 {
     switch (m) {
-    case 1: return pg_launch<T, 1>(P, n_parts, k, x, mode, st);
-    case 2: return pg_launch<T, 2>(P, n_parts, k, x, mode, st);
-    case 3: return pg_launch<T, 3>(P, n_parts, k, x, mode, st);
-    case 4: return pg_launch<T, 4>(P, n_parts, k, x, mode, st);
-    case 5: return pg_launch<T, 5>(P, n_parts, k, x, mode, st);
-    case 6: return pg_launch<T, 6>(P, n_parts, k, x, mode, st);
-    case 7: return pg_launch<T, 7>(P, n_parts, k, x, mode, st);
-    case 8: return pg_launch<T, 8>(P, n_parts, k, x, mode, st);
+    /* the pipelined decode for m <= 2 (decode's batch sizes), the bench's
+     * switch choosing (lrun_k_packed_gemv_tune) */
+    case 1:
+        return pg_variant ? pg_launch<T, 1, true>(P, n_parts, k, x, mode, st)
+                          : pg_launch<T, 1, false>(P, n_parts, k, x, mode, st);
+    case 2:
+        return pg_variant ? pg_launch<T, 2, true>(P, n_parts, k, x, mode, st)
+                          : pg_launch<T, 2, false>(P, n_parts, k, x, mode, st);
+    case 3: return pg_launch<T, 3, false>(P, n_parts, k, x, mode, st);
+    case 4: return pg_launch<T, 4, false>(P, n_parts, k, x, mode, st);
+    case 5: return pg_launch<T, 5, false>(P, n_parts, k, x, mode, st);
+    case 6: return pg_launch<T, 6, false>(P, n_parts, k, x, mode, st);
+    case 7: return pg_launch<T, 7, false>(P, n_parts, k, x, mode, st);
+    case 8: return pg_launch<T, 8, false>(P, n_parts, k, x, mode, st);
     default: return cudaErrorNotSupported;
     }
 }

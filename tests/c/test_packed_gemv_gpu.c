@@ -304,24 +304,30 @@ int main(void)
         return 1;
     }
     stream = lrun_cuda_compute_stream(dev);
-    for (int pdl = 0; pdl < 2; pdl++) {
-        if (pdl && !lrun_k_pdl_supported(0)) break;
-        lrun_k_set_pdl(pdl);
-        printf("# programmatic dependent launch %s\n", pdl ? "on" : "off");
-        case_shape(LRUN_DTYPE_BF16, 4096, 4096, 0, !pdl);
-        case_shape(LRUN_DTYPE_BF16, 11008, 4096, 0, 0);
-        case_shape(LRUN_DTYPE_BF16, 4096, 11008, 0, !pdl);
+    /* both decode loops of the fused GEMV (lrun_k_packed_gemv_tune: 0 the
+     * default, 1 pipelined; the variant applies to m <= 2) */
+    for (int v = 0; v < 2; v++) {
+        printf("# fused GEMV: %s\n", lrun_k_packed_gemv_tune(v));
+        for (int pdl = 0; pdl < 2; pdl++) {
+            if (pdl && !lrun_k_pdl_supported(0)) break;
+            lrun_k_set_pdl(pdl);
+            printf("# programmatic dependent launch %s\n", pdl ? "on" : "off");
+            case_shape(LRUN_DTYPE_BF16, 4096, 4096, 0, !pdl);
+            case_shape(LRUN_DTYPE_BF16, 11008, 4096, 0, 0);
+            case_shape(LRUN_DTYPE_BF16, 4096, 11008, 0, !pdl);
+        }
+        lrun_k_set_pdl(0);
+        static const int64_t odd[][2] = {{37, 776}, {5, 1000}, {1, 8}, {3, 24}, {129, 4104}, {2, 30000}, {7, 12296}};
+        for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+            case_shape(LRUN_DTYPE_BF16, odd[i][0], odd[i][1], 0, 1);
+            case_shape(LRUN_DTYPE_F16, odd[i][0], odd[i][1], 0, 0);
+        }
+        case_shape(LRUN_DTYPE_BF16, 300, 4096, 1, 1);
+        case_shape(LRUN_DTYPE_F16, 300, 4096, 1, 0);
+        case_shape(LRUN_DTYPE_BF16, 37, 11008, 1, 0);
+        case_shape(LRUN_DTYPE_F16, 1024, 1024, 0, 1);
     }
-    lrun_k_set_pdl(0);
-    static const int64_t odd[][2] = {{37, 776}, {5, 1000}, {1, 8}, {3, 24}, {129, 4104}, {2, 30000}, {7, 12296}};
-    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
-        case_shape(LRUN_DTYPE_BF16, odd[i][0], odd[i][1], 0, 1);
-        case_shape(LRUN_DTYPE_F16, odd[i][0], odd[i][1], 0, 0);
-    }
-    case_shape(LRUN_DTYPE_BF16, 300, 4096, 1, 1);
-    case_shape(LRUN_DTYPE_F16, 300, 4096, 1, 0);
-    case_shape(LRUN_DTYPE_BF16, 37, 11008, 1, 0);
-    case_shape(LRUN_DTYPE_F16, 1024, 1024, 0, 1);
+    lrun_k_packed_gemv_tune(0);
     case_gemm(LRUN_DTYPE_BF16, 4096, 4096);
     case_gemm(LRUN_DTYPE_BF16, 1000, 776);
     case_gemm(LRUN_DTYPE_F16, 4096, 11008);
