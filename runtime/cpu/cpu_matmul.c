@@ -20,19 +20,18 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Activation rows per x tile for m > 1: 64 rows of a Q8 row of k ≤ 4096 stay
- * well inside a 512 KiB L2. */
-#define X_TILE_ROWS 64
 /* Below this many activation elements the caller converts x alone: cheaper
  * than a second dispatch. */
 #define PARALLEL_CONVERT_MIN 16384
 
 // ---------------------------------------------------------------- sizes
 
-static int is_float(lrun_dtype t) { return t == LRUN_DTYPE_F32 || t == LRUN_DTYPE_F16 || t == LRUN_DTYPE_BF16; }
+int lrun_cpu_matmul_takes_float_x(lrun_dtype t)
+{
+    return t == LRUN_DTYPE_F32 || t == LRUN_DTYPE_F16 || t == LRUN_DTYPE_BF16;
+}
 
-/* Bytes of one activation row of k elements in the partner type of weight_dtype. */
-static size_t partner_row_bytes(lrun_dtype weight_dtype, int64_t k)
+size_t lrun_cpu_matmul_partner_row_bytes(lrun_dtype weight_dtype, int64_t k)
 {
     lrun_dtype p = lrun_dot_partner(weight_dtype);
     return (size_t)(k / lrun_dtype_block_elems(p)) * lrun_dtype_block_bytes(p);
@@ -41,9 +40,9 @@ static size_t partner_row_bytes(lrun_dtype weight_dtype, int64_t k)
 size_t lrun_cpu_matmul_work_bytes(lrun_dtype weight_dtype, int64_t m, int64_t k)
 {
     size_t bytes;
-    if (is_float(weight_dtype) || m <= 0 || k <= 0) return 0;
+    if (lrun_cpu_matmul_takes_float_x(weight_dtype) || m <= 0 || k <= 0) return 0;
     /* SIZE_MAX on overflow: no allocation of it can succeed */
-    return lrun_size_mul((size_t)m, partner_row_bytes(weight_dtype, k), &bytes) ? bytes : SIZE_MAX;
+    return lrun_size_mul((size_t)m, lrun_cpu_matmul_partner_row_bytes(weight_dtype, k), &bytes) ? bytes : SIZE_MAX;
 }
 
 // ---------------------------------------------------------------- step 1: convert x
@@ -95,8 +94,8 @@ static void rows_decode(const matmul_task *t, int64_t i0, int64_t i1)
 static void rows_prefill(const matmul_task *t, int64_t i0, int64_t i1)
 {
     float out[LRUN_DOT_MAX_ROWS];
-    for (int64_t x0 = 0; x0 < t->m; x0 += X_TILE_ROWS) {
-        int64_t x1 = x0 + X_TILE_ROWS < t->m ? x0 + X_TILE_ROWS : t->m;
+    for (int64_t x0 = 0; x0 < t->m; x0 += LRUN_CPU_X_TILE_ROWS) {
+        int64_t x1 = x0 + LRUN_CPU_X_TILE_ROWS < t->m ? x0 + LRUN_CPU_X_TILE_ROWS : t->m;
         for (int64_t i = i0; i < i1; ++i) {
             const uint8_t *wi = t->w + (size_t)i * t->row_bytes;
             for (int64_t r0 = x0; r0 < x1; r0 += LRUN_DOT_MAX_ROWS) {
@@ -148,13 +147,13 @@ void lrun_cpu_matmul(lrun_threadpool *pool, lrun_dtype weight_dtype, const void 
         .dot = dot, .w = w, .row_bytes = row_bytes, .n = n, .k = k, .m = m, .y = y, .chunk = chunk_rows(n, nth),
     };
     atomic_init(&t.next, 0);
-    if (is_float(weight_dtype)) {
+    if (lrun_cpu_matmul_takes_float_x(weight_dtype)) {
         t.xq = (const uint8_t *)x;
         t.xq_stride = (size_t)k * sizeof(float);
     } else {
         convert_task c = {
             .partner = lrun_dot_partner(weight_dtype), .x = x, .m = m, .k = k, .xq = work,
-            .row_bytes = partner_row_bytes(weight_dtype, k),
+            .row_bytes = lrun_cpu_matmul_partner_row_bytes(weight_dtype, k),
         };
         c.qk = lrun_dtype_block_elems(c.partner);
         if (m * k < PARALLEL_CONVERT_MIN || nth == 1) convert_run(&c, 0, 1);

@@ -5,6 +5,17 @@
 #include "lrun.h"
 #include "core/threadpool.h"
 
+/* Activation rows per x tile for m > 1 (lrun_cpu_matmul and lrun_cpu_matmul_grouped:
+ * the tile decides which rows share a kernel call, so both tile alike for the same
+ * bits). 64 rows of a Q8 row of k <= 4096 stay well inside a 512 KiB L2. */
+#define LRUN_CPU_X_TILE_ROWS 64
+
+/* Whether weights of t multiply x as it is (f32, f16, bf16), not x converted to a
+ * dot partner type. */
+int lrun_cpu_matmul_takes_float_x(lrun_dtype t);
+/* Bytes of one activation row of k elements in the dot partner type of weight_dtype. */
+size_t lrun_cpu_matmul_partner_row_bytes(lrun_dtype weight_dtype, int64_t k);
+
 /* Bytes of work memory lrun_cpu_matmul needs for m activation rows of k elements. */
 size_t lrun_cpu_matmul_work_bytes(lrun_dtype weight_dtype, int64_t m, int64_t k);
 

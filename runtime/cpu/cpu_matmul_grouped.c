@@ -9,21 +9,20 @@
  *    so every thread works on every part and none waits at a join between
  *    parts.
  * 3. A chunk is computed exactly as lrun_cpu_matmul computes it (cpu_matmul.c):
- *    m == 1 streams each weight row once, m > 1 tiles x by X_TILE_ROWS and the
+ *    m == 1 streams each weight row once, m > 1 tiles x by LRUN_CPU_X_TILE_ROWS and the
  *    kernel by LRUN_DOT_MAX_ROWS. Each output element has one thread, one kernel
  *    call and one order of operations, so the result is bit-identical to
  *    lrun_cpu_matmul per part, whatever the thread count. */
 #include "cpu/cpu_matmul_grouped.h"
 
 #include "core/checked.h"
+#include "cpu/cpu_matmul.h"
 #include "quant/quant_dot.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
-/* The same x tile as cpu_matmul.c: the tile decides which rows share a kernel call. */
-#define X_TILE_ROWS 64
 /* Below this many activation elements over all parts the caller converts x
  * alone: a decode block's 8 experts (8 · 2048) convert in microseconds, less
  * than a second dispatch costs. */
@@ -34,22 +33,14 @@
 
 // ---------------------------------------------------------------- sizes
 
-static int is_float(lrun_dtype t) { return t == LRUN_DTYPE_F32 || t == LRUN_DTYPE_F16 || t == LRUN_DTYPE_BF16; }
-
-static size_t partner_row_bytes(lrun_dtype weight_dtype, int64_t k)
-{
-    lrun_dtype p = lrun_dot_partner(weight_dtype);
-    return (size_t)(k / lrun_dtype_block_elems(p)) * lrun_dtype_block_bytes(p);
-}
-
 size_t lrun_cpu_matmul_grouped_work_bytes(lrun_dtype weight_dtype, int64_t k, const lrun_cpu_mm_part *parts,
                                           int n_parts)
 {
-    if (is_float(weight_dtype) || k <= 0) return 0;
+    if (lrun_cpu_matmul_takes_float_x(weight_dtype) || k <= 0) return 0;
     size_t total = 0, bytes;
     for (int i = 0; i < n_parts; i++) {
         if (parts[i].m <= 0) continue;
-        if (!lrun_size_mul((size_t)parts[i].m, partner_row_bytes(weight_dtype, k), &bytes) ||
+        if (!lrun_size_mul((size_t)parts[i].m, lrun_cpu_matmul_partner_row_bytes(weight_dtype, k), &bytes) ||
             !lrun_size_add(total, bytes, &total))
             return SIZE_MAX; /* no allocation of it can succeed */
     }
@@ -114,8 +105,8 @@ static void rows_prefill(const grouped_task *t, const lrun_cpu_mm_part *p, const
 {
     float out[LRUN_DOT_MAX_ROWS];
     const uint8_t *w = p->w;
-    for (int64_t x0 = 0; x0 < p->m; x0 += X_TILE_ROWS) {
-        int64_t x1 = x0 + X_TILE_ROWS < p->m ? x0 + X_TILE_ROWS : p->m;
+    for (int64_t x0 = 0; x0 < p->m; x0 += LRUN_CPU_X_TILE_ROWS) {
+        int64_t x1 = x0 + LRUN_CPU_X_TILE_ROWS < p->m ? x0 + LRUN_CPU_X_TILE_ROWS : p->m;
         for (int64_t i = i0; i < i1; ++i) {
             const uint8_t *wi = w + (size_t)i * t->row_bytes;
             for (int64_t r0 = x0; r0 < x1; r0 += LRUN_DOT_MAX_ROWS) {
@@ -178,12 +169,12 @@ void lrun_cpu_matmul_grouped(lrun_threadpool *pool, lrun_dtype weight_dtype, siz
     const int nth = lrun_threadpool_size(pool);
     uint8_t *xq[MAX_PARTS];
     size_t stride;
-    if (is_float(weight_dtype)) {
+    if (lrun_cpu_matmul_takes_float_x(weight_dtype)) {
         for (int i = 0; i < n_parts; i++) xq[i] = (uint8_t *)(uintptr_t)parts[i].x; /* read only */
         stride = (size_t)k * sizeof(float);
     } else {
         convert_task c = {.partner = lrun_dot_partner(weight_dtype), .parts = parts, .n_parts = n_parts, .k = k,
-                          .row_bytes = partner_row_bytes(weight_dtype, k), .xq = xq};
+                          .row_bytes = lrun_cpu_matmul_partner_row_bytes(weight_dtype, k), .xq = xq};
         c.qk = lrun_dtype_block_elems(c.partner);
         uint8_t *at = work;
         int64_t elems = 0;
