@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lrun.h"
+#include "role_fixture.h"
 
 /* One sequence of n_ctx positions, batches of n_batch; k layers prefetched. */
 static inline lrun_engine *disk_engine(lrun_model *m, lrun_weight_mode mode, int k, int64_t n_ctx, int64_t n_batch)
@@ -43,11 +44,7 @@ static inline int disk_run(lrun_engine *e, int n_prompt, const int32_t *prompt, 
     return 1;
 }
 
-static inline int disk_is_matrix(lrun_role r)
-{
-    return r == LRUN_ROLE_ATTN_Q || r == LRUN_ROLE_ATTN_K || r == LRUN_ROLE_ATTN_V || r == LRUN_ROLE_ATTN_OUTPUT ||
-           r == LRUN_ROLE_FFN_GATE || r == LRUN_ROLE_FFN_UP || r == LRUN_ROLE_FFN_DOWN;
-}
+static inline int disk_is_matrix(lrun_role r) { return fixture_is_block_matrix(r); }
 
 /* Matrices to tier_of[layer], the head to tier_of[n_layer], the rest on
  * the device, each in its file's form; host_compute 0 turns the host

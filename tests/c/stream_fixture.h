@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "lrun.h"
+#include "role_fixture.h"
 
 // ---------------------------------------------------------------- placements
 
@@ -23,11 +24,7 @@ typedef struct {
 
 typedef where (*placement_fn)(lrun_role role, int layer);
 
-static inline int is_matrix(lrun_role r)
-{
-    return r == LRUN_ROLE_ATTN_Q || r == LRUN_ROLE_ATTN_K || r == LRUN_ROLE_ATTN_V || r == LRUN_ROLE_ATTN_OUTPUT ||
-           r == LRUN_ROLE_FFN_GATE || r == LRUN_ROLE_FFN_UP || r == LRUN_ROLE_FFN_DOWN;
-}
+static inline int is_matrix(lrun_role r) { return fixture_is_block_matrix(r); }
 
 static const where DEV = {LRUN_TIER_DEVICE, 0}, PIN = {LRUN_TIER_PINNED, 0}, HOST = {LRUN_TIER_HOST, 0},
                    MMAP = {LRUN_TIER_MMAP, 0}, HOST_CPU = {LRUN_TIER_HOST, 1}, PIN_CPU = {LRUN_TIER_PINNED, 1};
