@@ -1,5 +1,6 @@
 /* progress.c — the load progress bar (see progress.h). */
 #include "core/progress.h"
+#include "core/clock.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -8,20 +9,13 @@
 
 #define BAR_WIDTH 30
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void draw(const lrun_progress *p, size_t done, int permille)
 {
     char bar[BAR_WIDTH + 1];
     const int fill = permille * BAR_WIDTH / 1000;
     for (int i = 0; i < BAR_WIDTH; i++) bar[i] = i < fill ? '#' : '.';
     bar[BAR_WIDTH] = '\0';
-    const double dt = now_seconds() - p->t0;
+    const double dt = lrun_now_seconds() - p->t0;
     fprintf(stderr, "\r%s [%s] %3d%% %.1f/%.1f MiB %.0f MiB/s ", p->label, bar, permille / 10,
             (double)done / 1048576.0, (double)p->total / 1048576.0, dt > 0 ? (double)done / 1048576.0 / dt : 0.0);
     fflush(stderr);
@@ -37,7 +31,7 @@ void lrun_progress_begin(lrun_progress *p, int enabled, const char *label, size_
     snprintf(p->label, sizeof p->label, "loading %s", slash ? slash + 1 : label);
     p->total = total;
     p->last_permille = -1;
-    p->t0 = now_seconds();
+    p->t0 = lrun_now_seconds();
     draw(p, 0, 0);
 }
 
@@ -55,6 +49,6 @@ void lrun_progress_end(lrun_progress *p)
 {
     if (!p->active) return;
     draw(p, p->total, 1000);
-    fprintf(stderr, " %.2fs\n", now_seconds() - p->t0);
+    fprintf(stderr, " %.2fs\n", lrun_now_seconds() - p->t0);
     p->active = 0;
 }

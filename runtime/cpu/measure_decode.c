@@ -13,6 +13,7 @@
  *    bandwidth term over the weights leaves out (0.7 ms of a 5.4 ms step at
  *    512 positions on the build machine). */
 #include "lrun.h"
+#include "core/clock.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,13 +29,6 @@
 #define GEMV_PASSES 5 /* timed passes after the warm-up; their mean is the figure (a run of steps averages its slow ones) */
 #define ATTN_RUNS 5   /* timed attention runs after the warm-up; the median */
 #define MAX_PARTS 4096
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* A buffer larger than the last-level cache, read over the pool's threads
  * before each attention run: the run then finds its cache cold, as a decode
@@ -144,10 +138,10 @@ lrun_status lrun_model_measure_weights_gemv(lrun_model *model, lrun_dtype dtype,
     lrun_threadpool *pool = lrun_model_threadpool(model);
     double t[GEMV_PASSES];
     for (int pass = 0; pass <= GEMV_PASSES && st == LRUN_OK; pass++) { /* pass 0: pages in, threads awake */
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         for (int i = 0; i < n; i++)
             lrun_cpu_matmul(pool, dtype, parts[i].w, parts[i].row_bytes, parts[i].rows, parts[i].k, x, 1, y, work);
-        if (pass > 0) t[pass - 1] = now_seconds() - t0;
+        if (pass > 0) t[pass - 1] = lrun_now_seconds() - t0;
     }
     free(parts);
     free(work);
@@ -197,9 +191,9 @@ lrun_status lrun_model_measure_decode_attention(lrun_model *model, int64_t n_pos
     for (int r = 0; r <= ATTN_RUNS && st == LRUN_OK; r++) { /* run 0: warm-up */
         if (pool) lrun_threadpool_run(pool, evict_run, &ev);
         else evict_run(&ev, 0, 1);
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         lrun_cpu_attention(pool, &ab);
-        if (r > 0) t[r - 1] = now_seconds() - t0;
+        if (r > 0) t[r - 1] = lrun_now_seconds() - t0;
     }
     free(k);
     free(v);

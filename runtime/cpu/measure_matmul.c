@@ -8,6 +8,7 @@
  * activation row (decode), over a zeroed weight of the dtype (the kernels'
  * speed does not depend on the values). */
 #include "lrun.h"
+#include "core/clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,13 +72,6 @@ size_t lrun_cpu_last_level_cache_bytes(void)
     return best * (size_t)(cpus > sharing ? (cpus + sharing - 1) / sharing : 1);
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes, double *bytes_per_s)
 {
     if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring host matmul: bytes_per_s is NULL");
@@ -114,9 +108,9 @@ lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, 
     lrun_threadpool *pool = lrun_model_threadpool(model);
     /* one warm-up product (pages in, threads awake), then the best of three */
     for (int i = 0; i < 4 && st == LRUN_OK; i++) {
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         lrun_cpu_matmul(pool, dtype, w, row_bytes, n, k, x, 1, y, work);
-        const double dt = now_seconds() - t0;
+        const double dt = lrun_now_seconds() - t0;
         if (i > 0 && dt > 0 && (double)wbytes / dt > best) best = (double)wbytes / dt;
     }
     free(w);
@@ -150,9 +144,9 @@ static lrun_status host_gemm_rate(lrun_model *model, lrun_dtype dtype, int64_t n
     lrun_threadpool *pool = lrun_model_threadpool(model);
     const double flops = 2.0 * (double)n * (double)k * (double)rows;
     for (int i = 0; i < 4 && st == LRUN_OK; i++) { /* a warm-up, then the best of three */
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         lrun_cpu_matmul(pool, dtype, w, row_bytes, n, k, x, rows, y, work);
-        const double dt = now_seconds() - t0;
+        const double dt = lrun_now_seconds() - t0;
         if (i > 0 && dt > 0 && flops / dt > best) best = flops / dt;
     }
     free(w);

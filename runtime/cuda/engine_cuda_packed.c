@@ -4,6 +4,7 @@
  * decode and the product that reads it run on the compute stream, so the
  * next decode into the scratch starts after the last product read it. */
 #include "cuda/engine_cuda_packed.h"
+#include "core/clock.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -143,13 +144,6 @@ lrun_status lrun_cuda_packed_matmul(lrun_cuda_engine *e, const struct lrun_tenso
 
 // ---------------------------------------------------------------- measurement
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* lrun_model_measure_packed_decode on a CUDA device (runtime/packed/measure_decode.c):
  * the packed bytes uploaded once, then the decode kernel into device memory,
  * timed between stream synchronizations: plain bytes per second. */
@@ -166,10 +160,10 @@ lrun_status lrun_cuda_measure_packed_decode(lrun_device *device, const void *pac
     if (st == LRUN_OK) st = cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "creating a stream", device);
     double best = 0;
     for (int i = 0; i < 4 && st == LRUN_OK; i++) {
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         st = lrun_k_packed_decode(d_plain, d_packed, lay, 0, lay->n, s);
         if (st == LRUN_OK) st = cuda_check(cudaStreamSynchronize(s), "timing the packed decode", device);
-        const double dt = now_seconds() - t0;
+        const double dt = lrun_now_seconds() - t0;
         if (st == LRUN_OK && i > 0 && dt > 0 && (double)plain_bytes / dt > best) best = (double)plain_bytes / dt;
     }
     if (s) cudaStreamDestroy(s);

@@ -51,9 +51,9 @@ int lrun_cuda_gemv_choice_flags(const lrun_cuda_gemv_choice *c, lrun_dtype t)
     if (bit && ((c->stage_types >> (int)t) & 1)) return LRUN_K_GEMV_STAGE | LRUN_K_GEMV_DP4A;
     if (c->flags) return c->flags;
     if (c->dp4a_types) return bit && ((c->dp4a_types >> (int)t) & 1) ? LRUN_K_GEMV_DP4A : 0;
-    return c->dp4a_auto && (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 ||
-                            t == LRUN_DTYPE_IQ4_NL || t == LRUN_DTYPE_IQ4_XS || t == LRUN_DTYPE_Q2_K ||
-                            t == LRUN_DTYPE_Q3_K)
+    return c->dp4a_auto &&
+                   (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL ||
+                    t == LRUN_DTYPE_IQ4_XS || t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q3_K)
                ? LRUN_K_GEMV_DP4A
                : 0;
 }

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "core/device.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
 #include "kernels.h"
@@ -29,13 +30,6 @@
 
 lrun_status lrun_cuda_measure_prefill_attention(lrun_device *device, int64_t n_head, int64_t n_head_kv,
                                                 int64_t head_dim, int64_t n_layer, int64_t n_tok, double *seconds);
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The device buffers of one measurement; bytes of each, for the release. */
 struct attn_bufs {
@@ -97,12 +91,12 @@ lrun_status lrun_cuda_measure_prefill_attention(lrun_device *device, int64_t n_h
     const float scale = 1.0f / sqrtf((float)head_dim);
     double best = 0;
     for (int pass = 0; pass < 4 && st == LRUN_OK; pass++) { /* a warm-up, then the best of three */
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         for (int64_t l = 0; l < n_layer && st == LRUN_OK; l++)
             st = lrun_k_attention(LRUN_DTYPE_F16, b.q, b.k, b.v, b.base, b.base, b.n_kv, n_tok, n_head, n_head_kv,
                                   head_dim, n_tok, scale, b.out, b.work, stream);
         if (st == LRUN_OK) st = lrun_cuda_stream_sync(device, stream);
-        const double dt = (now_seconds() - t0) / (double)n_layer;
+        const double dt = (lrun_now_seconds() - t0) / (double)n_layer;
         if (st == LRUN_OK && pass > 0 && dt > 0 && (best == 0 || dt < best)) best = dt;
     }
     release_bufs(device, &b);

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "core/device.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
 #include "kernels.h"
@@ -26,13 +27,6 @@
 
 lrun_status lrun_cuda_measure_gemm(lrun_device *device, lrun_dtype dtype, int64_t n, int64_t k, int64_t rows,
                                    double *flops_per_s);
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The engine's slot dtype for a weight dtype (engine_cuda_internal.h's slot_dtype). */
 static lrun_dtype gemm_slot_dtype(lrun_dtype w) { return w == LRUN_DTYPE_BF16 ? LRUN_DTYPE_BF16 : LRUN_DTYPE_F16; }
@@ -86,11 +80,11 @@ lrun_status lrun_cuda_measure_gemm(lrun_device *device, lrun_dtype dtype, int64_
     const double flops = 2.0 * (double)n * (double)k * (double)rows * GEMM_REPS;
     double best = 0;
     for (int i = 0; i < 4 && st == LRUN_OK; i++) { /* a warm-up, then the best of three */
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         for (int r = 0; r < GEMM_REPS && st == LRUN_OK; r++)
             st = lrun_k_gemm(cublas, dtype, b.w, row_bytes, n, k, b.x, rows, b.y, slot, b.w_slot, b.x_slot, stream);
         if (st == LRUN_OK) st = lrun_cuda_stream_sync(device, stream);
-        const double dt = now_seconds() - t0;
+        const double dt = lrun_now_seconds() - t0;
         if (st == LRUN_OK && i > 0 && dt > 0 && flops / dt > best) best = flops / dt;
     }
     release_bufs(device, &b);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "core/device.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/gemv_choice.h"
@@ -25,13 +26,6 @@
 
 lrun_status lrun_cuda_measure_gemv(lrun_device *device, int exact, lrun_dtype dtype, int64_t n, int64_t k,
                                    size_t bytes, double *bytes_per_s);
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* How many copies of a matrix of mat bytes to walk: bytes' worth, at least
  * 4x the L2 cache, at most half the device's free budget; at least one. */
@@ -68,13 +62,13 @@ lrun_status lrun_cuda_measure_gemv(lrun_device *device, int exact, lrun_dtype dt
     void *stream = lrun_cuda_compute_stream(device);
     double best = 0;
     for (int pass = 0; pass < 4 && st == LRUN_OK; pass++) { /* a warm-up, then the best of three */
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         for (size_t c = 0; c < copies && st == LRUN_OK; c++) {
             const lrun_k_gemv_part part = {(const char *)w + c * mat, row_bytes, n, y};
             st = lrun_k_gemv_multi(dtype, &part, 1, k, x, 1, mode, stream);
         }
         if (st == LRUN_OK) st = lrun_cuda_stream_sync(device, stream);
-        const double dt = now_seconds() - t0;
+        const double dt = lrun_now_seconds() - t0;
         if (st == LRUN_OK && pass > 0 && dt > 0 && (double)w_bytes / dt > best) best = (double)w_bytes / dt;
     }
     if (w) lrun_device_release(device, w, w_bytes);

@@ -9,6 +9,7 @@
  * speed depends on how many exponents escape the codebooks, so values
  * shaped like trained weights, not zeros). */
 #include "lrun.h"
+#include "core/clock.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -23,21 +24,14 @@ lrun_status lrun_cuda_measure_packed_decode(lrun_device *device, const void *pac
                                             double *bytes_per_s);
 #endif
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The host decoder over the model's threads: plain bytes per second. */
 static double host_rate(lrun_threadpool *pool, const void *packed, const lrun_packed_layout *lay, uint16_t *dst)
 {
     double best = 0;
     for (int i = 0; i < 4; i++) {
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         lrun_packed_decode_range_mt(dst, packed, lay, 0, lay->n, pool);
-        const double dt = now_seconds() - t0;
+        const double dt = lrun_now_seconds() - t0;
         if (i > 0 && dt > 0 && (double)lay->n * 2 / dt > best) best = (double)lay->n * 2 / dt;
     }
     return best;

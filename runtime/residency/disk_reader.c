@@ -4,6 +4,7 @@
  * the pool's threads take pieces in turn (a counter under the mutex), so
  * n_threads preads are in flight. The pool sleeps between reads. */
 #include "residency/disk_reader.h"
+#include "core/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,13 +66,6 @@ struct lrun_disk_reader {
     int stop;
     lrun_disk_stats stats;
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // ---------------------------------------------------------------- pieces
 
@@ -308,7 +302,7 @@ lrun_status lrun_disk_reader_read(lrun_disk_reader *r, int id, size_t at, size_t
     const uint64_t first = d->offset + at, aligned = first / LRUN_DISK_ALIGN * LRUN_DISK_ALIGN;
     *lead = (size_t)(first - aligned);
     const size_t need = *lead + len, span = (need + LRUN_DISK_ALIGN - 1) / LRUN_DISK_ALIGN * LRUN_DISK_ALIGN;
-    const double t0 = now_seconds();
+    const double t0 = lrun_now_seconds();
     size_t short_at;
     int err = run_job(r, f->fd, aligned, dst, span, need, &short_at);
     if (err == EINVAL && f->direct) { /* open took O_DIRECT, read refused it: buffered from now on */
@@ -323,7 +317,7 @@ lrun_status lrun_disk_reader_read(lrun_disk_reader *r, int id, size_t at, size_t
     }
     if (!f->direct) (void)posix_fadvise(f->fd, (off_t)aligned, (off_t)span, POSIX_FADV_DONTNEED);
     pthread_mutex_lock(&r->mu); /* the stats are read from compute's thread */
-    r->stats.read_seconds += now_seconds() - t0;
+    r->stats.read_seconds += lrun_now_seconds() - t0;
     if (!f->direct) r->stats.direct = 0;
     if (!err && short_at == SIZE_MAX) r->stats.bytes_read += span;
     pthread_mutex_unlock(&r->mu);

@@ -1,6 +1,7 @@
 /* loader.c — reader threads, pinned double buffers and page-cache dropping
  * for model loads (see loader.h). */
 #include "residency/loader.h"
+#include "core/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,13 +57,6 @@ typedef struct reader {
     int ready;                 /* 1 once staging_init ran (whatever it made is released at the end) */
     void *scratch;             /* (chunk) bytes: a widened piece's file bytes, NULL until one comes */
 } reader;
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // ---------------------------------------------------------------- failures
 
@@ -411,7 +405,7 @@ lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_l
     if (n < 0 || n_files < 0 || (n > 0 && (!ranges || !paths)))
         return lrun_fail(LRUN_E_ARG, "loader: %lld ranges over %d files", (long long)n, n_files);
     if (n == 0) return LRUN_OK;
-    const double t0 = now_seconds();
+    const double t0 = lrun_now_seconds();
     size_t chunk = o->chunk_bytes ? o->chunk_bytes : default_chunk();
     int n_threads = o->n_threads > 0 ? o->n_threads : default_threads();
     if (n_threads > LRUN_LOADER_THREADS_MAX) n_threads = LRUN_LOADER_THREADS_MAX;
@@ -445,7 +439,7 @@ lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_l
     free(fds);
     free(pieces);
     if (stats && st == LRUN_OK)
-        *stats = (lrun_loader_stats){total, n_threads, chunk, l.staging_peak, now_seconds() - t0, l.scratch_peak,
+        *stats = (lrun_loader_stats){total, n_threads, chunk, l.staging_peak, lrun_now_seconds() - t0, l.scratch_peak,
                                      charged, shrunk};
     return st;
 }

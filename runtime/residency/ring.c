@@ -19,6 +19,7 @@
  * and, for the CUDA KV cache (engine_cuda_kv.c), a PASS begun per chunk
  * that issues fills 0 and 1 at once, with ahead = n_ring = 2. */
 #include "residency/ring.h"
+#include "core/clock.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -58,13 +59,6 @@ struct lrun_ring {
     lrun_ring_stats stats;
 };
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static struct slot *slot_for(lrun_ring *r, int64_t seq, int64_t ring_count)
 {
     const int64_t unit = seq % r->o.n_units;
@@ -78,10 +72,10 @@ static void fill_one(lrun_ring *r, struct slot *s)
     s->state = SLOT_FILLING;
     s->seq = seq;
     pthread_mutex_unlock(&r->mu);
-    const double t0 = now_seconds();
+    const double t0 = lrun_now_seconds();
     size_t bytes = 0;
     const lrun_status st = r->o.fill(r->o.owner, unit, (int)(s - r->slots), s->base, &bytes);
-    const double dt = now_seconds() - t0;
+    const double dt = lrun_now_seconds() - t0;
     pthread_mutex_lock(&r->mu);
     r->stats.fill_seconds += dt;
     s->bytes = bytes;
@@ -301,7 +295,7 @@ lrun_status lrun_ring_acquire(lrun_ring *r, int64_t unit, void **slot, size_t *b
         r->stats.hits++;
     } else {
         r->stats.misses++;
-        const double t0 = now_seconds();
+        const double t0 = lrun_now_seconds();
         /* the fills before this one are in the slots or done; without a
          * thread, this one runs here */
         if (r->driver == LRUN_RING_FILL_INLINE && r->fill_seq == r->use_seq && r->failed == LRUN_OK) {
@@ -311,7 +305,7 @@ lrun_status lrun_ring_acquire(lrun_ring *r, int64_t unit, void **slot, size_t *b
         while (!(s->state == SLOT_READY && s->seq == r->use_seq) &&
                !(r->failed != LRUN_OK && r->failed_seq <= r->use_seq))
             pthread_cond_wait(&r->cv, &r->mu);
-        r->stats.stall_seconds += now_seconds() - t0;
+        r->stats.stall_seconds += lrun_now_seconds() - t0;
     }
     if (r->failed != LRUN_OK && r->failed_seq <= r->use_seq) {
         const lrun_status st = r->failed;
