@@ -86,22 +86,23 @@ typedef struct {
     _Alignas(64) _Atomic int64_t next; /* first row of W not yet taken */
 } matmul_task;
 
-static void rows_decode(const matmul_task *t, int64_t i0, int64_t i1)
+void lrun_cpu_matmul_rows(lrun_dot_fn dot, const void *w, size_t row_bytes, int64_t n, int64_t k, const void *xq,
+                          size_t xq_stride, int64_t m, float *y, int64_t i0, int64_t i1)
 {
-    for (int64_t i = i0; i < i1; ++i) t->dot(t->k, t->w + (size_t)i * t->row_bytes, t->xq, 0, 1, &t->y[i]);
-}
-
-static void rows_prefill(const matmul_task *t, int64_t i0, int64_t i1)
-{
+    const uint8_t *wb = w, *xb = xq;
+    if (m == 1) { /* decode: each weight row once against the one activation row */
+        for (int64_t i = i0; i < i1; ++i) dot(k, wb + (size_t)i * row_bytes, xb, 0, 1, &y[i]);
+        return;
+    }
     float out[LRUN_DOT_MAX_ROWS];
-    for (int64_t x0 = 0; x0 < t->m; x0 += LRUN_CPU_X_TILE_ROWS) {
-        int64_t x1 = x0 + LRUN_CPU_X_TILE_ROWS < t->m ? x0 + LRUN_CPU_X_TILE_ROWS : t->m;
+    for (int64_t x0 = 0; x0 < m; x0 += LRUN_CPU_X_TILE_ROWS) {
+        int64_t x1 = x0 + LRUN_CPU_X_TILE_ROWS < m ? x0 + LRUN_CPU_X_TILE_ROWS : m;
         for (int64_t i = i0; i < i1; ++i) {
-            const uint8_t *wi = t->w + (size_t)i * t->row_bytes;
+            const uint8_t *wi = wb + (size_t)i * row_bytes;
             for (int64_t r0 = x0; r0 < x1; r0 += LRUN_DOT_MAX_ROWS) {
                 int nx = x1 - r0 < LRUN_DOT_MAX_ROWS ? (int)(x1 - r0) : LRUN_DOT_MAX_ROWS;
-                t->dot(t->k, wi, t->xq + (size_t)r0 * t->xq_stride, t->xq_stride, nx, out);
-                for (int r = 0; r < nx; ++r) t->y[(r0 + r) * t->n + i] = out[r];
+                dot(k, wi, xb + (size_t)r0 * xq_stride, xq_stride, nx, out);
+                for (int r = 0; r < nx; ++r) y[(r0 + r) * n + i] = out[r];
             }
         }
     }
@@ -116,8 +117,7 @@ static void matmul_run(void *p, int ith, int nth)
         int64_t i0 = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
         if (i0 >= t->n) break;
         int64_t i1 = i0 + t->chunk < t->n ? i0 + t->chunk : t->n;
-        if (t->m == 1) rows_decode(t, i0, i1);
-        else rows_prefill(t, i0, i1);
+        lrun_cpu_matmul_rows(t->dot, t->w, t->row_bytes, t->n, t->k, t->xq, t->xq_stride, t->m, t->y, i0, i1);
     }
 }
 

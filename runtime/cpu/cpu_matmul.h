@@ -4,6 +4,7 @@
 
 #include "lrun.h"
 #include "core/threadpool.h"
+#include "quant/quant_dot.h"
 
 /* Activation rows per x tile for m > 1 (lrun_cpu_matmul and lrun_cpu_matmul_grouped:
  * the tile decides which rows share a kernel call, so both tile alike for the same
@@ -15,6 +16,14 @@
 int lrun_cpu_matmul_takes_float_x(lrun_dtype t);
 /* Bytes of one activation row of k elements in the dot partner type of weight_dtype. */
 size_t lrun_cpu_matmul_partner_row_bytes(lrun_dtype weight_dtype, int64_t k);
+
+/* Rows [i0, i1) of y (m, n) = xq (m partner rows, xq_stride bytes apart) · Wᵀ
+ * through dot (lrun_dot_for's kernel of the weight dtype): m == 1 streams each
+ * weight row once; m > 1 tiles x by LRUN_CPU_X_TILE_ROWS and the kernel by
+ * LRUN_DOT_MAX_ROWS. One thread's share of lrun_cpu_matmul and of
+ * lrun_cpu_matmul_grouped: the same call gives both the same bits. */
+void lrun_cpu_matmul_rows(lrun_dot_fn dot, const void *w, size_t row_bytes, int64_t n, int64_t k, const void *xq,
+                          size_t xq_stride, int64_t m, float *y, int64_t i0, int64_t i1);
 
 /* Bytes of work memory lrun_cpu_matmul needs for m activation rows of k elements. */
 size_t lrun_cpu_matmul_work_bytes(lrun_dtype weight_dtype, int64_t m, int64_t k);

@@ -95,29 +95,6 @@ typedef struct {
     _Alignas(64) _Atomic int64_t next; /* first item not yet taken */
 } grouped_task;
 
-static void rows_decode(const grouped_task *t, const lrun_cpu_mm_part *p, const uint8_t *xq, int64_t i0, int64_t i1)
-{
-    const uint8_t *w = p->w;
-    for (int64_t i = i0; i < i1; ++i) t->dot(t->k, w + (size_t)i * t->row_bytes, xq, 0, 1, &p->y[i]);
-}
-
-static void rows_prefill(const grouped_task *t, const lrun_cpu_mm_part *p, const uint8_t *xq, int64_t i0, int64_t i1)
-{
-    float out[LRUN_DOT_MAX_ROWS];
-    const uint8_t *w = p->w;
-    for (int64_t x0 = 0; x0 < p->m; x0 += LRUN_CPU_X_TILE_ROWS) {
-        int64_t x1 = x0 + LRUN_CPU_X_TILE_ROWS < p->m ? x0 + LRUN_CPU_X_TILE_ROWS : p->m;
-        for (int64_t i = i0; i < i1; ++i) {
-            const uint8_t *wi = w + (size_t)i * t->row_bytes;
-            for (int64_t r0 = x0; r0 < x1; r0 += LRUN_DOT_MAX_ROWS) {
-                int nx = x1 - r0 < LRUN_DOT_MAX_ROWS ? (int)(x1 - r0) : LRUN_DOT_MAX_ROWS;
-                t->dot(t->k, wi, xq + (size_t)r0 * t->xq_stride, t->xq_stride, nx, out);
-                for (int r = 0; r < nx; ++r) p->y[(r0 + r) * t->n + i] = out[r];
-            }
-        }
-    }
-}
-
 static void grouped_run(void *p, int ith, int nth)
 {
     (void)ith;
@@ -130,8 +107,8 @@ static void grouped_run(void *p, int ith, int nth)
         const lrun_cpu_mm_part *pp = &t->parts[part];
         if (pp->m <= 0) continue;
         const int64_t i0 = item % t->per_part * t->chunk, i1 = i0 + t->chunk < t->n ? i0 + t->chunk : t->n;
-        if (pp->m == 1) rows_decode(t, pp, t->xq[part], i0, i1);
-        else rows_prefill(t, pp, t->xq[part], i0, i1);
+        lrun_cpu_matmul_rows(t->dot, pp->w, t->row_bytes, t->n, t->k, t->xq[part], t->xq_stride, pp->m, pp->y, i0,
+                             i1);
     }
 }
 
