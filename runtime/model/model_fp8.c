@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "quant/fp8.h"
 #include "quant/quant.h"
+#include "residency/page_cache.h"
 
 // ---------------------------------------------------------------- scales
 
@@ -233,8 +234,10 @@ lrun_status lrun_model_fp8_settle(lrun_model *m, int only_at_load, const char *w
     }
     if (st == LRUN_OK) {
         qsort(r, (size_t)k, sizeof *r, by_file_offset); /* tt and homes stay in record order */
-        const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
-        const lrun_loader_opts o = {.drop_cache = !(keep && strcmp(keep, "1") == 0), .account = &m->host};
+        size_t file_bytes = 0;
+        for (int64_t i = 0; i < k; i++) file_bytes += r[i].bytes;
+        const lrun_loader_opts o = {.drop_cache = lrun_page_cache_drop(file_bytes, m->host.budget > 0),
+                                    .account = &m->host};
         st = lrun_loader_read(paths, lrun_st_set_n_files(m->st), r, k, &o, NULL);
     }
     /* the homes of a failed run stay owned (freed with the model) and charged; their tensors stay pending */

@@ -36,6 +36,7 @@
 #include "core/progress.h"
 #include "model/model_fp8.h"
 #include "residency/loader.h"
+#include "residency/page_cache.h"
 
 // ---------------------------------------------------------------- where tensors are in files
 
@@ -230,9 +231,9 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
     upload_progress up = {.files = w, .n_files = n_files, .last_file = -1,
                           .name = slash ? slash + 1 : m->weights_path ? m->weights_path : "weights"};
     lrun_progress_begin(&up.bar, m->progress && total >= ((size_t)64 << 20), up.name, total);
-    /* the page cache of what was read goes, unless LRUN_LOAD_KEEP_CACHE=1 keeps it for the next load */
-    const char *keep = getenv("LRUN_LOAD_KEEP_CACHE");
-    const lrun_loader_opts o = {.device = m->device, .drop_cache = !(keep && strcmp(keep, "1") == 0),
+    /* the page cache of what was read stays when the files fit the host's memory twice over and no host
+     * budget governs the model (the next load is then warm), else it goes (page_cache.h) */
+    const lrun_loader_opts o = {.device = m->device, .drop_cache = lrun_page_cache_drop(total, m->host.budget > 0),
                                 .progress = on_progress, .progress_ctx = &up, .account = &m->host};
     lrun_status st = lrun_loader_read(paths, n_files, r, k, &o, &m->load_stats);
     if (st == LRUN_OK) lrun_progress_end(&up.bar);

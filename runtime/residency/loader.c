@@ -14,6 +14,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "residency/page_cache.h"
 
 /* One read: file bytes [at, at + len) of range r (dst bytes [at, at + len)
  * times the range's widen_ratio). */
@@ -266,16 +267,18 @@ static int env_int(const char *name, int def, int lo, int hi)
     return *end == '\0' && v >= lo && v <= hi ? (int)v : def;
 }
 
-static int default_threads(void)
+/* warm: the ranges are in the page cache (memcpy-bound: more threads, smaller pieces) */
+static int default_threads(int warm)
 {
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    const int def = cores > 0 && cores < LRUN_LOADER_THREADS_DEFAULT ? (int)cores : LRUN_LOADER_THREADS_DEFAULT;
-    return env_int("LRUN_LOAD_THREADS", def, 1, LRUN_LOADER_THREADS_MAX);
+    const int want = warm ? LRUN_LOADER_WARM_THREADS : LRUN_LOADER_THREADS_DEFAULT;
+    return env_int("LRUN_LOAD_THREADS", cores > 0 && cores < want ? (int)cores : want, 1, LRUN_LOADER_THREADS_MAX);
 }
 
-static size_t default_chunk(void)
+static size_t default_chunk(int warm)
 {
-    return (size_t)env_int("LRUN_LOAD_CHUNK_MB", (int)(LRUN_LOADER_CHUNK_DEFAULT >> 20), 1, 1024) << 20;
+    const size_t want = warm ? LRUN_LOADER_WARM_CHUNK : LRUN_LOADER_CHUNK_DEFAULT;
+    return (size_t)env_int("LRUN_LOAD_CHUNK_MB", (int)(want >> 20), 1, 1024) << 20;
 }
 
 /* The file bytes of one piece of r: a widened piece's dst bytes fit one chunk. */
@@ -406,8 +409,10 @@ lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_l
         return lrun_fail(LRUN_E_ARG, "loader: %lld ranges over %d files", (long long)n, n_files);
     if (n == 0) return LRUN_OK;
     const double t0 = lrun_now_seconds();
-    size_t chunk = o->chunk_bytes ? o->chunk_bytes : default_chunk();
-    int n_threads = o->n_threads > 0 ? o->n_threads : default_threads();
+    const double cached = lrun_page_cache_fraction(paths, n_files, ranges, n);
+    const int warm = cached >= LRUN_LOADER_WARM_SHARE;
+    size_t chunk = o->chunk_bytes ? o->chunk_bytes : default_chunk(warm);
+    int n_threads = o->n_threads > 0 ? o->n_threads : default_threads(warm);
     if (n_threads > LRUN_LOADER_THREADS_MAX) n_threads = LRUN_LOADER_THREADS_MAX;
     /* the staging fits what the budget has left (or is the smallest, whose charge fails below) */
     const int per = o->account ? chunks_per_thread(ranges, n) : 0;
@@ -440,6 +445,6 @@ lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_l
     free(pieces);
     if (stats && st == LRUN_OK)
         *stats = (lrun_loader_stats){total, n_threads, chunk, l.staging_peak, lrun_now_seconds() - t0, l.scratch_peak,
-                                     charged, shrunk};
+                                     charged, shrunk, cached, warm && (!o->n_threads || !o->chunk_bytes)};
     return st;
 }

@@ -43,11 +43,17 @@
 #include "core/host_account.h"
 #include "lrun.h"
 
-/* The defaults, from tests/bench/hf_load_bench.py --sweep on the H200 machine
+/* The defaults, from tests/bench/hf_load_bench.py on the H200 machine
  * (docs/benchmarks.md): 4 threads of 64 MiB pieces read a cold 13.2 GB
- * directory at 81% of the disk's sequential rate (16 MiB: 72%). */
+ * directory at 81% of the disk's sequential rate (16 MiB: 72%); from the
+ * page cache (warm) 8 threads of 16 MiB loaded it in 1.31 s, 4 of 64 MiB in
+ * 1.76 s. A load whose bytes are at least LRUN_LOADER_WARM_SHARE in the page
+ * cache (page_cache.h) takes the warm pair. */
 #define LRUN_LOADER_CHUNK_DEFAULT ((size_t)64 << 20) /* bytes: one read, one pinned staging chunk */
 #define LRUN_LOADER_THREADS_DEFAULT 4                /* reader threads (the core count when lower) */
+#define LRUN_LOADER_WARM_CHUNK ((size_t)16 << 20)    /* bytes, from the page cache */
+#define LRUN_LOADER_WARM_THREADS 8                   /* from the page cache (the core count when lower) */
+#define LRUN_LOADER_WARM_SHARE 0.9
 #define LRUN_LOADER_THREADS_MAX 64
 #define LRUN_LOADER_CHUNK_MIN ((size_t)1 << 20)   /* bytes: the smallest chunk a tight host budget shrinks to */
 #define LRUN_LOADER_WIDEN_MAX 8                      /* largest dst bytes per file byte of a widening */
@@ -81,9 +87,11 @@ typedef void (*lrun_loader_progress_fn)(void *ctx, size_t done, int file);
 typedef struct lrun_loader_opts {
     lrun_device *device;       /* for on_device ranges; NULL when there are none */
     int n_threads;             /* reader threads; 0: LRUN_LOAD_THREADS from the environment, else
-                                * min(cores, LRUN_LOADER_THREADS_DEFAULT) */
+                                * min(cores, LRUN_LOADER_THREADS_DEFAULT), or LRUN_LOADER_WARM_THREADS
+                                * when the ranges are in the page cache */
     size_t chunk_bytes;        /* bytes per piece and per staging chunk; 0: LRUN_LOAD_CHUNK_MB from
-                                * the environment, else LRUN_LOADER_CHUNK_DEFAULT */
+                                * the environment, else LRUN_LOADER_CHUNK_DEFAULT, or
+                                * LRUN_LOADER_WARM_CHUNK when the ranges are in the page cache */
     int drop_cache;            /* 1: drop the page cache of each piece once it is read */
     lrun_host_account *account; /* the model's: charged for the staging, which fits what its budget
                                  * has left; NULL: nothing charged, the staging as asked */
@@ -105,6 +113,8 @@ typedef struct lrun_loader_stats {
     size_t charged_bytes;      /* staging and scratch charged to opts->account for the run:
                                 * n_threads × chunks per thread × chunk_bytes (0 without an account) */
     int shrunk;                /* 1: the host budget's room made threads or chunks smaller than asked */
+    double cached;             /* share of the bytes in the page cache when the run began (-1: unknown) */
+    int warm;                  /* 1: the defaults were the warm pair (cached ≥ LRUN_LOADER_WARM_SHARE) */
 } lrun_loader_stats;
 
 /* The staging of n_threads readers that hold per_thread chunks each, shrunk
