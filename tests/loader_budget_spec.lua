@@ -60,8 +60,9 @@ describe("the loader's staging under the host budget", function()
     local homes = ref:host_memory().weights -- the FP8 weights widened to bf16, charged as weights
     local ref_tokens = assert(ref:generate(PROMPT, { max_new_tokens = 6 }))
     local h = ref:host_memory()
-    -- unbudgeted, the default staging (threads x 64 MiB scratch chunks) showed at the peak
-    assert.is_true(homes > 0 and h.peak >= homes + 64 * MiB, tostring(h.peak))
+    -- unbudgeted, the default staging showed at the peak: threads x 64 MiB scratch chunks from
+    -- the disk, threads x 16 MiB from the page cache (the directory was just written, so warm)
+    assert.is_true(homes > 0 and h.peak >= homes + 16 * MiB, tostring(h.peak))
     assert.are.equal(0, h.slots)
     ref:free()
 
