@@ -34,6 +34,11 @@ typedef struct lrun_step_args {
     const int64_t *seq_count;   /* (n_seq_max) tokens of each sequence in this step */
     int64_t n_want;             /* logits rows the step writes */
     int64_t need;               /* the longest sequence after the step, positions */
+    /* A layer split's part (lrun_engine_opts.layer_first/layer_count; engine_split.c), host memory: */
+    const float *hidden_in;     /* (n_tokens, n_embd) the residual stream entering its first block, when
+                                 * that is not block 0 (tokens then only name the rows) */
+    float *hidden_out;          /* (n_tokens, n_embd) the residual stream leaving its last block, when that
+                                 * is not the model's last (no logits are written) */
 } lrun_step_args;
 
 /* An engine backend. ctx is what init made. Options reach init and estimate
@@ -68,11 +73,17 @@ typedef struct lrun_backend_iface {
     const struct lrun_moe_counts *(*moe_counts)(const void *ctx);
     /* The expert cache's bookkeeping (residency/expert_cache.h); NULL entry or result: no cache. */
     const struct lrun_expert_cache *(*expert_cache)(const void *ctx);
+    /* 1: init takes a layer range (opts->layer_first/layer_count) and step the hidden rows, so the
+     * backend can run a layer split's parts (engine_split.c) */
+    int runs_parts;
 } lrun_backend_iface;
 
 /* The backends this build has, each a peer; declared here so the registry can
  * name them (backend.c). */
 extern const lrun_backend_iface lrun_cpu_backend;
+/* The layer split (engine_split.c): parts of another backend, chained; the facade picks it when
+ * opts->n_split > 1. */
+extern const lrun_backend_iface lrun_split_backend;
 #ifdef LRUN_WITH_CUDA
 extern const lrun_backend_iface lrun_cuda_backend;
 #endif

@@ -80,6 +80,38 @@ static lrun_status check_opts(const lrun_engine_opts *o, const char *who)
     return LRUN_OK;
 }
 
+/* A layer split's options: parts of at least one block that add up to the
+ * model's, on a backend that runs parts; the range fields are the split's
+ * own (set for its parts, never by callers). */
+static lrun_status check_split(const lrun_engine_opts *o, const lrun_model *model, const lrun_backend_iface *b,
+                               const char *who)
+{
+    if (o->layer_first != 0 || o->layer_count != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: layer_first %lld and layer_count %lld are set by a layer split for its "
+                         "parts; ask for a split with n_split and split_layers", who, (long long)o->layer_first,
+                         (long long)o->layer_count);
+    const int64_t n_layer = model->info.n_layer;
+    if (o->n_split < 0 || o->n_split > n_layer)
+        return lrun_fail(LRUN_E_ARG, "%s: n_split %lld is not in [0, %lld] (the model's blocks)", who,
+                         (long long)o->n_split, (long long)n_layer);
+    if (o->n_split <= 1) return LRUN_OK;
+    if (!o->split_layers) return lrun_fail(LRUN_E_ARG, "%s: n_split %lld without split_layers", who, (long long)o->n_split);
+    int64_t sum = 0;
+    for (int64_t i = 0; i < o->n_split; i++) {
+        if (o->split_layers[i] < 1 || o->split_layers[i] > n_layer)
+            return lrun_fail(LRUN_E_ARG, "%s: split_layers[%lld] = %lld: every part holds 1 to %lld blocks", who,
+                             (long long)i, (long long)o->split_layers[i], (long long)n_layer);
+        sum += o->split_layers[i];
+    }
+    if (sum != n_layer)
+        return lrun_fail(LRUN_E_ARG, "%s: split_layers add up to %lld blocks; the model has %lld", who, (long long)sum,
+                         (long long)n_layer);
+    if (!b->runs_parts)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: the %s backend does not run a layer split's parts yet "
+                         "(docs/multigpu.md)", who, b->name);
+    return LRUN_OK;
+}
+
 /* The backend of the model's device, after the options are checked. */
 static lrun_status resolve(const lrun_backend_iface **out, lrun_model *model, const lrun_engine_opts *opts,
                            const char *who)
@@ -92,6 +124,11 @@ static lrun_status resolve(const lrun_backend_iface **out, lrun_model *model, co
     *out = lrun_backend_for(kind);
     if (!*out) return lrun_fail(LRUN_E_DEVICE, "%s: no engine backend for device %s in this build", who,
                                 lrun_device_name(model->device));
+    if ((st = check_split(opts, model, *out, who)) != LRUN_OK) {
+        *out = NULL;
+        return st;
+    }
+    if (opts->n_split > 1) *out = &lrun_split_backend;
     return LRUN_OK;
 }
 
@@ -290,7 +327,7 @@ lrun_status lrun_engine_step(lrun_engine *engine, int64_t n_tokens, const int32_
     lrun_engine *e = engine;
     if (n_out) *n_out = 0;
     if (!e) return lrun_fail(LRUN_E_ARG, "engine step: engine is NULL");
-    lrun_step_args a = {n_tokens, tokens, seq, want_logits, logits, e->seq_count, 0, 0};
+    lrun_step_args a = {n_tokens, tokens, seq, want_logits, logits, e->seq_count, 0, 0, NULL, NULL};
     const lrun_step_shape shape = {e->n_vocab, e->n_seq_max, e->n_ctx_max, e, seq_len_of};
     lrun_status st = lrun_step_check(&shape, n_tokens, tokens, seq, want_logits, logits, logits_rows_cap,
                                      e->seq_count, &a.n_want, &a.need);

@@ -732,6 +732,15 @@ typedef struct lrun_engine_opts {
                                         * 0 = 16 */
     const int64_t *moe_prefill_stream_block_tokens; /* AUTO: NULL, or (n_layer) block l's own threshold where
                                                      * > 0 (else moe_prefill_stream_tokens); read at init */
+    /* A layer split (docs/multigpu.md): the blocks in n_split parts of consecutive blocks, each run by
+     * an engine of its own on the model's device, the hidden state (n_tokens, n_embd) handed from
+     * one part to the next; logits bit-identical to one engine's. 0 or 1 = no split. The CPU backend
+     * runs parts; a backend that cannot is LRUN_E_UNSUPPORTED at init. */
+    int64_t n_split;
+    const int64_t *split_layers; /* (n_split) blocks of each part, in order: each >= 1, summing to n_layer */
+    /* Set by the split for each of its parts (the blocks [layer_first, layer_first + layer_count)),
+     * never by callers: 0, 0 is the whole model, anything else is LRUN_E_ARG at the facade. */
+    int64_t layer_first, layer_count;
 } lrun_engine_opts;
 
 /* What an engine made with these options would take from the device budget

@@ -346,6 +346,13 @@ function Model:engine(req, cache_config)
     eo.moe_prefill_stream_block_tokens = arr
   end
   for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
+  if self.split and self.split.runs then -- the planned layer split, part by part
+    local devs = self.split.devices
+    local arr = ffi.new("int64_t[?]", #devs)
+    for i, d in ipairs(devs) do arr[i - 1] = d.n_layers end
+    owned.split_layers = arr -- kept alive through lrun_engine_init (which reads it)
+    eo.n_split, eo.split_layers = #devs, arr
+  end
   if self.residency then
     eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
     eo.prefetch_layers = self.residency.prefetch
@@ -684,8 +691,10 @@ function Model:resident_prediction()
 end
 
 -- The layer split over several devices (lrun.multigpu): planned with every
--- weight on a device, shown by placement() and --explain. The engine runs
--- on the first device (docs/multigpu.md: running the split is not built).
+-- weight on a device, shown by placement() and --explain. With one device
+-- named for every part (cpu,cpu) the engine runs the split, part by part
+-- (split.runs); otherwise it runs on the first device (docs/multigpu.md:
+-- parts on several devices are not built yet).
 function Model:plan_split(multi, popts)
   local sized, err = require("lrun.residency").size(self, {}, nil, popts)
   if not sized then return nil, err end
@@ -695,9 +704,15 @@ function Model:plan_split(multi, popts)
   if not split then return nil, err end
   local distinct = {}
   for _, n in ipairs(multi.names) do distinct[n] = true end
-  if next(distinct, next(distinct)) then
-    require("lrun.log").info("warning: %s: the layer split is planned (see --explain) but runs on %s only "
-      .. "(docs/multigpu.md)", table.concat(multi.names, ","), multi.names[1])
+  if next(distinct, next(distinct)) == nil and multi.names[1] == "cpu" then
+    -- one device named for every part: the engine runs the split (lrun_engine_opts.n_split), each part
+    -- an engine of its own; the CPU backend runs parts, the CUDA one not yet
+    split.runs = true
+    split.explain = split.explain .. string.format("\n  runs as %d engines on %s, one per part, the hidden state "
+      .. "handed on (logits as one engine's)", #split.devices, multi.names[1])
+  else
+    require("lrun.log").info("warning: %s: the layer split is planned (see --explain) but runs as one engine on "
+      .. "%s (docs/multigpu.md)", table.concat(multi.names, ","), multi.names[1])
   end
   return split
 end

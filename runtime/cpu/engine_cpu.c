@@ -173,6 +173,8 @@ static void set_dims(cpu_engine *e, lrun_model *model, const lrun_engine_opts *o
     e->kv_dim = in->n_head_kv * in->head_dim;
     e->n_ff = in->n_ff;
     e->n_vocab = in->n_vocab;
+    e->layer_first = opts->layer_first;
+    e->layer_end = opts->layer_count ? opts->layer_first + opts->layer_count : in->n_layer;
     e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL, 0, {0, 0}, 0};
     if (model->rope_yarn) lrun_rope_yarn_init(&e->rope, model->n_ctx_orig);
     /* gemma3's windowed blocks: their own base, no linear scaling (llama.cpp's rope_freq_*_train_swa) */
@@ -188,7 +190,7 @@ static lrun_status cpu_estimate(lrun_engine_needs *out, lrun_model *model, const
     const int nth = opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool);
     size_t per = 0;
     if (!layout_scratch(&e, nth, NULL, &out->scratch_bytes) ||
-        !lrun_size_mul((size_t)(2 * model->info.n_layer) * (size_t)e.n_seq_max, (size_t)e.kv_dim, &per) ||
+        !lrun_size_mul((size_t)(2 * (e.layer_end - e.layer_first)) * (size_t)e.n_seq_max, (size_t)e.kv_dim, &per) ||
         !lrun_size_mul(per, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? 4 : 2, &out->kv_bytes_per_position))
         return lrun_fail(LRUN_E_OOM, "engine estimate: scratch or KV cache size overflows size_t");
     return LRUN_OK;
@@ -207,9 +209,10 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
     lrun_status st = cpu_estimate(&needs, model, opts);
     out->scratch_bytes = needs.scratch_bytes;
     if (st == LRUN_OK) st = lrun_weight_ring_size(model, p, opts->prefetch_layers, &out->slot_bytes);
+    const int64_t n_kv_layer = opts->layer_count ? opts->layer_count : in->n_layer; /* a split's part: its blocks */
     if (st == LRUN_OK)
         st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
-                                in->n_layer, in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
+                                n_kv_layer, in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
                                 opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train, &q, &out->kv_init_bytes,
                                 &out->kv_max_bytes);
     return st;
@@ -265,14 +268,20 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
     if (st == LRUN_OK) {
         const lrun_kv_quant_opts q = {opts->kv_quant_bits, opts->kv_quant_group, opts->kv_residual_len};
         st = lrun_kv_cache_init(&e->kv, e->device, opts->cache_kind,
-                                opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16, in->n_layer,
-                                in->n_head_kv, in->head_dim, e->n_seq_max, e->n_ctx_max, &q);
+                                opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
+                                e->layer_end - e->layer_first, in->n_head_kv, in->head_dim, e->n_seq_max,
+                                e->n_ctx_max, &q);
     }
     /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where
      * they are; packed ones are decoded (weight_ring.c), staged or not */
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     if (st == LRUN_OK && (as_placed || any_packed(model)))
         st = lrun_weight_ring_init(&e->wr, model, opts->prefetch_layers, as_placed, e->pool);
+    /* the staging ring cycles through every block and the head: a split's part reads its weights in place */
+    const int part = e->layer_first > 0 || e->layer_end < in->n_layer;
+    if (st == LRUN_OK && part && (lrun_weight_ring_staged_units(e->wr) > 0 || any_packed(model)))
+        st = lrun_fail(LRUN_E_UNSUPPORTED, "engine: a layer split's part computes its weights where they are; "
+                       "streamed (off-device) or packed weights in a split are not supported yet (docs/multigpu.md)");
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
     if (st == LRUN_OK) st = lrun_moe_counts_init(&e->moe_counts, in->n_layer, in->n_expert);
     if (st != LRUN_OK) {
@@ -353,7 +362,9 @@ static lrun_status cpu_step(void *ctx, const lrun_step_args *a)
             if (wanted) e->out_rows[want++] = i;
         }
         lrun_kv_cache_chunk_begin(&e->kv, n, e->tok_seq, e->tok_pos);
-        st = lrun_cpu_forward_chunk(e, tokens + c0, n, want, want ? logits + rows_out * e->n_vocab : NULL);
+        st = lrun_cpu_forward_chunk(e, tokens + c0, a->hidden_in ? a->hidden_in + c0 * e->n_embd : NULL, n, want,
+                                    want ? logits + rows_out * e->n_vocab : NULL,
+                                    a->hidden_out ? a->hidden_out + c0 * e->n_embd : NULL);
         lrun_kv_cache_chunk_end(&e->kv);
         if (st != LRUN_OK) { /* the lengths stay: the entries written past them are not seen */
             lrun_weight_ring_restart(e->wr);
@@ -414,4 +425,5 @@ const lrun_backend_iface lrun_cpu_backend = {
     .get_stats = cpu_get_stats,
     .reset_stats = cpu_reset_stats,
     .moe_counts = cpu_moe_counts,
+    .runs_parts = 1,
 };

@@ -29,6 +29,8 @@ struct cpu_engine {
     int64_t n_seq_max, n_ctx_max, n_batch_max;
     int64_t n_scores;             /* scratch per thread: n_ctx_max rounded up to 32 (the attention pads), + head_dim */
     int64_t n_embd, q_dim, kv_dim, n_ff, n_vocab;
+    int64_t layer_first, layer_end; /* the blocks [first, end) this engine computes: all, or a layer split's
+                                     * part (its KV cache holds only these, block l at l - first) */
     lrun_kv_cache kv;
     lrun_rope rope;
     lrun_rope rope_local;         /* the windowed blocks' RoPE where the description has its own base (gemma3) */
@@ -80,11 +82,16 @@ struct cpu_engine {
     int64_t *seq_done;         /* (n_seq_max) of those, already placed */
 };
 
-/* Runs n tokens (tok_seq/tok_pos filled) through every layer; writes the
- * logits of the n_want rows listed in out_rows to logits (forward_cpu.c). */
-/* Fails only when a weight's staging fill does (a disk-tier read); the
- * caller then restarts the weight ring (lrun_weight_ring_restart). */
-lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits);
+/* Runs n tokens (tok_seq/tok_pos filled) through the engine's blocks; writes
+ * the logits of the n_want rows listed in out_rows to logits (forward_cpu.c).
+ * A layer split's part starts from hidden_in (n, n_embd) instead of the
+ * tokens' embeddings when its first block is not 0, and ends by writing the
+ * residual stream to hidden_out (n, n_embd) instead of logits when its last
+ * block is not the model's. Fails only when a weight's staging fill does (a
+ * disk-tier read); the caller then restarts the weight ring
+ * (lrun_weight_ring_restart). */
+lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, const float *hidden_in, int64_t n,
+                                   int64_t n_want, float *logits, float *hidden_out);
 
 struct lrun_weights;
 /* MOE_ROUTE: router = xn · w[0]ᵀ for the n tokens of the chunk (moe_cpu.c). */

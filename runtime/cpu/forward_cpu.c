@@ -9,6 +9,7 @@
  * order of operations (docs/numerics.md): the same float operations in the
  * same order as llama.cpp, to the bit. Weights come from residency/weights.h. */
 #include <math.h>
+#include <string.h>
 
 #include "cpu/cpu_matmul.h"
 #include "cpu/engine_cpu_internal.h"
@@ -87,7 +88,7 @@ static void rope_store_rows(void *ctx, int64_t first, int64_t last)
         lrun_cpu_rope_apply(rope, cs, k, in->n_head_kv, in->head_dim);
         const int64_t s = e->tok_seq[i], pos = e->tok_pos[i];
         const size_t eb = e->kv.elem_bytes;
-        const lrun_kv_view w = lrun_kv_cache_view(&e->kv, s, c->layer);
+        const lrun_kv_view w = lrun_kv_cache_view(&e->kv, s, c->layer - e->layer_first);
         char *kd, *vd; /* where position pos goes: its block's row and column, or the slot's */
         int64_t vstride;
         if (w.blocks) {
@@ -224,7 +225,8 @@ static void op_head_norm(struct run *r, const lrun_arch_op *op, int n_w)
 
 static void op_rope_store(struct run *r)
 {
-    lrun_kv_cache_layer_begin(&r->e->kv, r->layer); /* an offloaded layer is in its device slot from here */
+    /* an offloaded layer is in its device slot from here */
+    lrun_kv_cache_layer_begin(&r->e->kv, r->layer - r->e->layer_first);
     struct rows_ctx rc = {.e = r->e, .layer = r->layer};
     lrun_cpu_parallel_for(r->e->pool, r->n, ROWS_PARALLEL * 4, rope_store_rows, &rc);
 }
@@ -234,7 +236,8 @@ static void op_attention(struct run *r, const lrun_arch_op *op)
     cpu_engine *e = r->e;
     const lrun_model_info *in = &e->model->info;
     /* the scale as llama.cpp computes it; chunks of >= 2 tokens take its prompt order of p·V */
-    const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], r->layer); /* the layer's block offsets */
+    /* the layer's block offsets */
+    const lrun_kv_view w0 = lrun_kv_cache_view(&e->kv, e->tok_seq[0], r->layer - e->layer_first);
     const int big = e->model->arch->big_attn_scale_layers; /* gemma2 27B: llama.cpp's n_embd/n_head */
     const double qpas = e->model->query_pre_attn_scalar; /* an HF gemma's config */
     float scale = 1.0f / sqrtf(qpas > 0 ? (float)qpas
@@ -247,7 +250,7 @@ static void op_attention(struct run *r, const lrun_arch_op *op)
                                      lrun_model_layer_swa(e->model, r->layer), (float)e->model->attn_softcap,
                                      vector(e, r->layer, op->w[0])}; /* gpt-oss's sinks, or NULL */
     lrun_cpu_attention(e->pool, &ab);
-    lrun_kv_cache_layer_end(&e->kv, r->layer); /* new entries back to an offloaded store */
+    lrun_kv_cache_layer_end(&e->kv, r->layer - e->layer_first); /* new entries back to an offloaded store */
 }
 
 /* x += in · w[0]ᵀ (+ w[1]); then, fused, xn = rms_norm(x) * next_norm when
@@ -303,12 +306,13 @@ static void op_matmul_geglu(struct run *r, const lrun_arch_op *op)
 // ---------------------------------------------------------------- the interpreter
 
 /* The norm op after op i of block l (the next block's first when i is the
- * last), whose weight a projection's residual add takes; NULL when none. */
+ * last and that block is this engine's), whose weight a projection's
+ * residual add takes; NULL when none. */
 static const float *norm_after(const cpu_engine *e, int64_t l, int i)
 {
     const lrun_arch *a = e->model->arch;
     if (i + 1 < a->n_ops) return a->ops[i + 1].kind == LRUN_ARCH_OP_NORM ? vector(e, l, a->ops[i + 1].w[0]) : NULL;
-    if (l + 1 < e->model->info.n_layer && a->ops[0].kind == LRUN_ARCH_OP_NORM) return vector(e, l + 1, a->ops[0].w[0]);
+    if (l + 1 < e->layer_end && a->ops[0].kind == LRUN_ARCH_OP_NORM) return vector(e, l + 1, a->ops[0].w[0]);
     return NULL;
 }
 
@@ -356,17 +360,19 @@ static void run_block(struct run *r, int *normed)
     }
 }
 
-lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t n, int64_t n_want, float *logits)
+lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, const float *hidden_in, int64_t n,
+                                   int64_t n_want, float *logits, float *hidden_out)
 {
     const lrun_model *m = e->model;
     const lrun_model_info *in = &m->info;
     lrun_weights_cpu src;
     const lrun_weights W = lrun_weights_cpu_init(&src, e->wr, m);
 
-    /* embeddings and rotary tables; validated ids cannot fail here */
+    /* embeddings (or a split part's incoming rows) and rotary tables; validated ids cannot fail here */
+    if (e->layer_first > 0) memcpy(e->x, hidden_in, (size_t)(n * e->n_embd) * sizeof(float));
     for (int64_t i = 0; i < n; i++) {
-        (void)lrun_cpu_embedding_row(m->tok_embd, tokens[i], e->x + i * e->n_embd);
-        if (m->arch->embd_scale) /* gemma: ggml_scale by sqrtf(n_embd) */
+        if (e->layer_first == 0) (void)lrun_cpu_embedding_row(m->tok_embd, tokens[i], e->x + i * e->n_embd);
+        if (e->layer_first == 0 && m->arch->embd_scale) /* gemma: ggml_scale by sqrtf(n_embd) */
             lrun_cpu_scale(e->x + i * e->n_embd, sqrtf((float)e->n_embd), e->n_embd);
         lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
         if (m->arch->rope_base_local > 0) lrun_cpu_rope_cos_sin(&e->rope_local, e->tok_pos[i], e->cs_local + i * in->n_rot);
@@ -375,7 +381,7 @@ lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t
     lrun_weight_ring_note_rows(e->wr, n);
 
     int normed = 0;
-    for (int64_t l = 0; l < in->n_layer; l++) {
+    for (int64_t l = e->layer_first; l < e->layer_end; l++) {
         struct run r = {e, n, l, &W};
         /* this layer's weights: staged into a slot, or where they live; a fill
          * fails only when its source does (a disk read: the file changed) */
@@ -384,6 +390,10 @@ lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, int64_t
         run_block(&r, &normed);
         st = lrun_weights_end(&W, l);
         if (st != LRUN_OK) return st;
+    }
+    if (e->layer_end < in->n_layer) { /* a split's part before the last: the rows go on, not logits */
+        memcpy(hidden_out, e->x, (size_t)(n * e->n_embd) * sizeof(float));
+        return LRUN_OK;
     }
     if (n_want == 0) return lrun_weights_skip(&W, in->n_layer); /* the head's turn in the staging cycle */
 

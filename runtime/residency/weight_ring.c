@@ -379,6 +379,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int
     return LRUN_OK;
 }
 
+int64_t lrun_weight_ring_staged_units(const lrun_weight_ring *wr) { return wr ? wr->n_units : 0; }
+
 void lrun_weight_ring_free(lrun_weight_ring *wr)
 {
     if (!wr) return;

@@ -53,6 +53,9 @@ struct lrun_placement;
 lrun_status lrun_weight_ring_size(const lrun_model *model, const struct lrun_placement *p, int prefetch_layers,
                                   size_t *slot_bytes);
 void lrun_weight_ring_free(lrun_weight_ring *wr);
+/* Units it stages (blocks and the head with off-device weights); 0 for NULL
+ * or a ring that only counts and decodes in place. */
+int64_t lrun_weight_ring_staged_units(const lrun_weight_ring *wr);
 
 /* The weights of block layer (n_layer: the LM head) for compute, waiting
  * for their fill when they are staged. wr NULL: every weight where it is.

@@ -180,6 +180,7 @@ enum { N_GEN = 4, MAX_PROMPT = 32 };
  * it and decodes N_GEN greedy tokens into out. Frees what it made. */
 static lrun_cache_kind cache_kind;                /* of the scenario's engine */
 static const char *scenario_device = "cpu";       /* where it loads the model */
+static const int64_t *scenario_split;             /* (2) blocks of a layer split's parts, or NULL: none */
 
 static lrun_status scenario(const char *path, lrun_model *given, int32_t out[N_GEN])
 {
@@ -200,7 +201,8 @@ static lrun_status scenario(const char *path, lrun_model *given, int32_t out[N_G
     }
     if (st == LRUN_OK) {
         const lrun_engine_opts eo = {.n_seq_max = 1, .n_ctx_max = 64, .n_batch_max = 16, .n_threads = 2,
-                                     .cache_kind = cache_kind, .kv_residual_len = 2};
+                                     .cache_kind = cache_kind, .kv_residual_len = 2,
+                                     .n_split = scenario_split ? 2 : 0, .split_layers = scenario_split};
         st = lrun_engine_init(&e, m, &eo);
     }
     const int64_t nv = st == LRUN_OK ? lrun_model_get_info(m)->n_vocab : 0;
@@ -280,6 +282,57 @@ static long step_through(const char *label, const char *path, lrun_model *given,
     return total;
 }
 
+/* A layer split's step that fails part-way (allocation k of a 70-token
+ * prompt that grows the paged cache past its first block, in either part)
+ * leaves every part's sequence as it was: the same step then gives the
+ * logits a fresh split engine gives. Returns the allocations of that step. */
+static long split_rollback(lrun_model *m)
+{
+    static const int64_t halves[2] = {1, 1};
+    const lrun_engine_opts eo = {.n_seq_max = 1, .n_ctx_max = 128, .n_batch_max = 32, .n_threads = 2,
+                                 .n_split = 2, .split_layers = halves};
+    const int64_t nv = lrun_model_get_info(m)->n_vocab;
+    enum { N = 70 };
+    int32_t tok[N], seq[N] = {0};
+    for (int i = 0; i < N; i++) tok[i] = 40 + i;
+    float *ref = __real_malloc((size_t)nv * sizeof *ref), *got = __real_malloc((size_t)nv * sizeof *got);
+    lrun_engine *e = NULL;
+    int64_t n_out = 0;
+    int ok = ref && got && lrun_engine_init(&e, m, &eo) == LRUN_OK &&
+             lrun_engine_step(e, N, tok, seq, NULL, ref, 1, &n_out) == LRUN_OK;
+    lrun_engine_free(e);
+    e = NULL;
+    CHECK("split rollback: the reference step runs", ok);
+    ok = ok && lrun_engine_init(&e, m, &eo) == LRUN_OK;
+    arm(0);
+    if (ok) ok = lrun_engine_step(e, N, tok, seq, NULL, got, 1, &n_out) == LRUN_OK && lrun_engine_seq_truncate(e, 0, 0) == LRUN_OK;
+    const long total = calls;
+    long failed = 0, bad = 0;
+    for (long k = 1; ok && k <= total; k++) {
+        arm(k);
+        const lrun_status st = lrun_engine_step(e, N, tok, seq, NULL, got, 1, &n_out);
+        arm(0);
+        if (st == LRUN_OK) {
+            bad += memcmp(got, ref, (size_t)nv * sizeof *got) != 0;
+            (void)lrun_engine_seq_truncate(e, 0, 0);
+            continue;
+        }
+        failed++;
+        /* nothing changed: the same step again runs and gives the reference logits */
+        bad += lrun_engine_seq_len(e, 0) != 0;
+        bad += lrun_engine_step(e, N, tok, seq, NULL, got, 1, &n_out) != LRUN_OK ||
+               memcmp(got, ref, (size_t)nv * sizeof *got) != 0;
+        (void)lrun_engine_seq_truncate(e, 0, 0);
+    }
+    printf("# split rollback: %ld allocations in the step, %ld failed it, %ld wrong\n", total, failed, bad);
+    CHECK("split rollback: a failed step leaves every part as it was, and the step then runs as on a fresh engine",
+          ok && total > 0 && failed > 0 && bad == 0);
+    lrun_engine_free(e);
+    __real_free(ref);
+    __real_free(got);
+    return total;
+}
+
 /* The whole test: a generated model, then every allocation of loading it and
  * generating, and of engine init and generating on a model loaded before, in
  * each KV cache kind. */
@@ -320,6 +373,16 @@ static inline int alloc_fail_suite(void) /* inline: test_alloc_fail_gpu without 
             else CHECK(lrun_last_error(), 0);
         }
         cache_kind = LRUN_CACHE_KIND_DYNAMIC;
+        if (strcmp(scenario_device, "cpu") == 0) { /* the CPU backend runs a layer split's parts */
+            static const int64_t halves[2] = {1, 1};
+            int32_t ref[N_GEN];
+            scenario_split = halves;
+            if (scenario(path, m, ref) == LRUN_OK && memcmp(ref, want, sizeof ref) == 0)
+                step_through("engine and 4 tokens, a layer split in two", path, m, ref);
+            else CHECK("a layer split in two generates what one engine does", 0);
+            scenario_split = NULL;
+            split_rollback(m);
+        }
         lrun_model_free(m);
     } else {
         CHECK(lrun_last_error(), 0);
