@@ -588,6 +588,19 @@ typedef struct lrun_host_stats {
 /* Sets the host budget (bytes; 0 removes it). Bytes already held stay; only later charges are refused. */
 LRUN_API lrun_status lrun_model_set_host_budget(lrun_model *model, size_t bytes);
 LRUN_API void lrun_model_host_stats(lrun_model *model, lrun_host_stats *out);
+/* What the last streaming read of the model's weights did (lrun_model_move_tensors, a cuda engine's
+ * upload; docs/models.md "Loading"); all zero before one ran. */
+typedef struct lrun_load_stats {
+    uint64_t bytes;      /* read from the model's files */
+    double seconds;      /* wall time of the read */
+    int n_threads;       /* reader threads */
+    size_t chunk_bytes;  /* bytes per read (and per pinned staging chunk) */
+    double cached;       /* share of the bytes in the page cache when it began, 0 to 1 (-1: unknown) */
+    int warm;            /* 1: cached >= 0.9, a load from the page cache (its own defaults: 8 threads,
+                          * 16 MiB, unless LRUN_LOAD_THREADS / LRUN_LOAD_CHUNK_MB say otherwise) */
+    int kept_cache;      /* 1: the pages read stayed in the page cache (the model fits; no host budget) */
+} lrun_load_stats;
+LRUN_API void lrun_model_load_stats(const lrun_model *model, lrun_load_stats *out);
 /* Bytes of weights in each tier right now. */
 LRUN_API size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier);
 /* Moves tensors index[i] (0 .. lrun_model_tensor_count) to tier[i] on the
@@ -595,7 +608,9 @@ LRUN_API size_t lrun_model_tier_bytes(const lrun_model *model, lrun_tier tier);
  * every tensor is where it was). The ones still in the model file are read
  * by the streaming loader: reader threads pread them into their host
  * destination, or through small pinned chunks onto the GPU, and drop the
- * page cache behind them, so loading never holds the model twice (peak host
+ * page cache behind them unless the files fit in half of the host's
+ * available memory and no host budget is set (then the next load is warm;
+ * lrun_model_load_stats), so loading never holds the model twice (peak host
  * memory: the destinations plus a few tens of MiB of staging;
  * docs/models.md "Loading"). A progress bar shows when the model was loaded
  * with progress on and stderr is a terminal. */

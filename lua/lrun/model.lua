@@ -847,6 +847,23 @@ function Model:host_memory()
   }
 end
 
+--- What the last streaming read of the weights did (docs/models.md "Loading"):
+-- bytes, seconds, threads, chunk bytes, the share found in the page cache
+-- (cached, 0 to 1; -1 unknown), whether the warm defaults were taken and
+-- whether the pages were kept in the cache; nil before any read (weights
+-- still in the file, read through the mapping).
+-- @treturn table|nil
+function Model:load_stats()
+  local h = live(self, "load_stats")
+  local s = ffi.new("lrun_load_stats")
+  C.lrun_model_load_stats(h, s)
+  if s.bytes == 0 then return nil end
+  return {
+    bytes = tonumber(s.bytes), seconds = s.seconds, threads = s.n_threads, chunk_bytes = tonumber(s.chunk_bytes),
+    cached = s.cached, warm = s.warm ~= 0, kept_cache = s.kept_cache ~= 0,
+  }
+end
+
 --- What the engine has done since it was made or since stats(true):
 -- bytes streamed, copy and stall seconds, prefetch hits and misses,
 -- a mixture of experts' routing counts (experts),

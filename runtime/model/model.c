@@ -665,6 +665,14 @@ void lrun_model_host_stats(lrun_model *model, lrun_host_stats *out)
 {
     lrun_host_account_get(model ? &model->host : NULL, out);
 }
+
+void lrun_model_load_stats(const lrun_model *model, lrun_load_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!model || model->load_stats.bytes == 0) return;
+    const lrun_loader_stats *s = &model->load_stats;
+    *out = (lrun_load_stats){s->bytes, s->seconds, s->n_threads, s->chunk_bytes, s->cached, s->warm, model->load_kept_cache};
+}
 const lrun_tokenizer *lrun_model_tokenizer(const lrun_model *model) { return model->tokenizer; }
 const lrun_gguf *lrun_model_gguf(const lrun_model *model) { return model->gguf; }
 int64_t lrun_model_tensor_count(const lrun_model *model) { return model->n_tensors; }

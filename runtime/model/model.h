@@ -50,6 +50,7 @@ struct lrun_model {
     int progress;                     /* 1: loads draw a progress bar on stderr when it is a terminal */
     int prefaulted;                   /* 1 once lrun_model_prefault ran */
     lrun_loader_stats load_stats;     /* the last streaming load (lrun_model_move_tensors) */
+    int load_kept_cache;              /* 1: that load left its pages in the page cache */
     lrun_device *device;              /* its host_account is &host */
     lrun_host_account host;           /* the host memory the model and its engines hold (host_account.h) */
     lrun_tokenizer *tokenizer;        /* NULL when the file carries no tokenizer */

@@ -235,7 +235,12 @@ static lrun_status read_all(lrun_model *m, const move *mv, int64_t n, const weig
      * budget governs the model (the next load is then warm), else it goes (page_cache.h) */
     const lrun_loader_opts o = {.device = m->device, .drop_cache = lrun_page_cache_drop(total, m->host.budget > 0),
                                 .progress = on_progress, .progress_ctx = &up, .account = &m->host};
-    lrun_status st = lrun_loader_read(paths, n_files, r, k, &o, &m->load_stats);
+    lrun_loader_stats stats;
+    lrun_status st = lrun_loader_read(paths, n_files, r, k, &o, &stats);
+    if (st == LRUN_OK && k > 0) { /* a move that read nothing keeps the last read's figures */
+        m->load_stats = stats;
+        m->load_kept_cache = !o.drop_cache;
+    }
     if (st == LRUN_OK) lrun_progress_end(&up.bar);
     else if (up.bar.active) fprintf(stderr, "\n");
     free(r);

@@ -445,6 +445,6 @@ lrun_status lrun_loader_read(const char *const *paths, int n_files, const lrun_l
     free(pieces);
     if (stats && st == LRUN_OK)
         *stats = (lrun_loader_stats){total, n_threads, chunk, l.staging_peak, lrun_now_seconds() - t0, l.scratch_peak,
-                                     charged, shrunk, cached, warm && (!o->n_threads || !o->chunk_bytes)};
+                                     charged, shrunk, cached, warm};
     return st;
 }

@@ -114,7 +114,8 @@ typedef struct lrun_loader_stats {
                                 * n_threads × chunks per thread × chunk_bytes (0 without an account) */
     int shrunk;                /* 1: the host budget's room made threads or chunks smaller than asked */
     double cached;             /* share of the bytes in the page cache when the run began (-1: unknown) */
-    int warm;                  /* 1: the defaults were the warm pair (cached ≥ LRUN_LOADER_WARM_SHARE) */
+    int warm;                  /* 1: cached ≥ LRUN_LOADER_WARM_SHARE, so the defaults were the warm pair
+                                * (threads and chunk not given by opts or the environment) */
 } lrun_loader_stats;
 
 /* The staging of n_threads readers that hold per_thread chunks each, shrunk

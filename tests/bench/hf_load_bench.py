@@ -96,8 +96,11 @@ for line in io.lines("/proc/self/status") do
   local kb = line:match("^VmHWM:%s+(%d+)")
   if kb then rss = tonumber(kb) * 1024 end
 end
-print(string.format('{"seconds": %.4f, "load_seconds": %.4f, "engine_seconds": %.4f, "peak_rss": %d}',
-  t1 - t0, tl - t0, t1 - tl, rss))
+local ls = m:load_stats() or { threads = 0, chunk_bytes = 0, cached = -1, warm = false, kept_cache = false }
+print(string.format('{"seconds": %.4f, "load_seconds": %.4f, "engine_seconds": %.4f, "peak_rss": %d, '
+  .. '"loader_threads": %d, "loader_chunk_mb": %d, "cached": %.3f, "warm": %s, "kept_cache": %s}',
+  t1 - t0, tl - t0, t1 - tl, rss, ls.threads, ls.chunk_bytes / 2^20, ls.cached, tostring(ls.warm),
+  tostring(ls.kept_cache)))
 '''
 
 HF_LOAD = r'''
@@ -219,7 +222,9 @@ def main():
                     best = r
             row = {"engine": name, "state": state, "seconds": best["seconds"], "gb_s": size / best["seconds"] / 1e9,
                    "of_disk": size / best["seconds"] / disk, "peak_rss": best["peak_rss"],
-                   "load_seconds": best.get("load_seconds"), "engine_seconds": best.get("engine_seconds")}
+                   "load_seconds": best.get("load_seconds"), "engine_seconds": best.get("engine_seconds"),
+                   "loader": {k: best[k] for k in ("loader_threads", "loader_chunk_mb", "cached", "warm",
+                                                   "kept_cache") if k in best}}
             rows.append(row)
             print("%s %s: %.2f s, %.2f GB/s (%.0f%% of disk), peak RSS %.2f GB" % (
                 name, state, row["seconds"], row["gb_s"], 100 * row["of_disk"], row["peak_rss"] / 1e9),
@@ -241,6 +246,13 @@ def main():
         r = by[("lrun", st)]
         print("lrun %s: lrun.load %.2f s, engine init (the upload) %.2f s" % (st, r["load_seconds"],
                                                                             r["engine_seconds"]))
+        ld = r.get("loader") or {}
+        if ld and not ld["loader_threads"]:
+            print("  loader: no streaming read (the weights stay in the file's mapping)")
+        elif ld:  # what the loader chose (m:load_stats): warm = found in the page cache
+            print("  loader: %d threads x %d MiB, %.0f%% in the page cache (%s), page cache %s" % (
+                ld["loader_threads"], ld["loader_chunk_mb"], 100 * max(ld["cached"], 0),
+                "warm" if ld["warm"] else "cold", "kept" if ld["kept_cache"] else "dropped"))
     goals = {"cold_of_disk": by[("lrun", "cold")]["of_disk"],
              "rss_ok": by[("lrun", "cold")]["peak_rss"] <= largest + (1 << 30)
              and by[("lrun", "warm")]["peak_rss"] <= largest + (1 << 30)}
