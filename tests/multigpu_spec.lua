@@ -203,6 +203,16 @@ describe("lrun.load over several devices (planned on cpu)", function()
     m:free()
   end)
 
+  it("runs beams (sequence copies and reorders in every part) as one engine does", function()
+    local function beams(opts)
+      local m = assert(lrun.load(path, opts))
+      local _, ids = m:generate("Once upon", { max_new_tokens = 6, num_beams = 3, do_sample = false })
+      m:free()
+      return ids
+    end
+    assert.same(beams({ progress = false }), beams({ devices = "cpu,cpu", tensor_split = "1,3", progress = false }))
+  end)
+
   it("fails at load when the split cannot fit, naming what is missing", function()
     local m, err = lrun.load(path, { devices = "cpu,cpu", gpu_budget = "64K,64K", progress = false })
     assert.is_nil(m)
