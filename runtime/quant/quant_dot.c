@@ -546,13 +546,19 @@ int lrun_gemm_kernels(lrun_dtype weight_dtype, lrun_gemm_fn *fns, const char **n
 #if defined(LRUN_HAVE_AVX512)
     lrun_gemm_fn wide = lrun_gemm_kernel_avx512(weight_dtype);
     if (wide && lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) {
-        if (n < max) fns[n] = wide, names[n] = "avx512";
+        if (n < max) {
+            fns[n] = wide;
+            names[n] = "avx512";
+        }
         ++n;
     }
 #endif
     lrun_gemm_fn avx2 = gemm_kernel_avx2(weight_dtype);
     if (avx2) {
-        if (n < max) fns[n] = avx2, names[n] = "avx2";
+        if (n < max) {
+            fns[n] = avx2;
+            names[n] = "avx2";
+        }
         ++n;
     }
     return n;
