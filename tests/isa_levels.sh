@@ -17,7 +17,7 @@ if [ "$level" != avx2 ] || [ "$default" = avx2 ]; then
   exit 0
 fi
 status=0
-for t in test_dot_isa test_quant test_matmul; do
+for t in test_dot_isa test_quant test_matmul test_gemm_float; do
   echo "# LRUN_CPU_ISA=avx2 $t"
   LRUN_CPU_ISA=avx2 "$build/tests/$t" || status=1
 done

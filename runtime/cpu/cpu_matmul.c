@@ -10,7 +10,11 @@
  * 3. Within a chunk, m == 1 (decode) streams each weight row once; m > 1
  *    (prefill) passes each weight row over tiles of x, LRUN_DOT_MAX_ROWS
  *    activation rows per kernel call, so a weight block is unpacked once per
- *    four activation rows and stays in L1 while the tile is in L2. */
+ *    four activation rows and stays in L1 while the tile is in L2. Float
+ *    weights take a multi-row kernel (lrun_gemm_fn) instead: a few weight
+ *    rows against a few activation rows per pass, so each activation vector
+ *    read from L2 feeds several FMAs; each output's arithmetic is the dot
+ *    kernel's, so the bits are the same. */
 #include "cpu/cpu_matmul.h"
 
 #include "core/checked.h"
@@ -76,6 +80,7 @@ static void convert_run(void *p, int ith, int nth)
 
 typedef struct {
     lrun_dot_fn dot;
+    lrun_gemm_fn gemm; /* NULL: dot only */
     const uint8_t *w;  /* n rows, row_bytes apart */
     size_t row_bytes;
     int64_t n, k, m;
@@ -86,8 +91,8 @@ typedef struct {
     _Alignas(64) _Atomic int64_t next; /* first row of W not yet taken */
 } matmul_task;
 
-void lrun_cpu_matmul_rows(lrun_dot_fn dot, const void *w, size_t row_bytes, int64_t n, int64_t k, const void *xq,
-                          size_t xq_stride, int64_t m, float *y, int64_t i0, int64_t i1)
+void lrun_cpu_matmul_rows(lrun_dot_fn dot, lrun_gemm_fn gemm, const void *w, size_t row_bytes, int64_t n, int64_t k,
+                          const void *xq, size_t xq_stride, int64_t m, float *y, int64_t i0, int64_t i1)
 {
     const uint8_t *wb = w, *xb = xq;
     if (m == 1) { /* decode: each weight row once against the one activation row */
@@ -97,6 +102,11 @@ void lrun_cpu_matmul_rows(lrun_dot_fn dot, const void *w, size_t row_bytes, int6
     float out[LRUN_DOT_MAX_ROWS];
     for (int64_t x0 = 0; x0 < m; x0 += LRUN_CPU_X_TILE_ROWS) {
         int64_t x1 = x0 + LRUN_CPU_X_TILE_ROWS < m ? x0 + LRUN_CPU_X_TILE_ROWS : m;
+        if (gemm) { /* the chunk's weight rows against the tile, in register tiles */
+            gemm(k, wb + (size_t)i0 * row_bytes, row_bytes, i1 - i0, xb + (size_t)x0 * xq_stride, xq_stride, x1 - x0,
+                 y + x0 * n + i0, n);
+            continue;
+        }
         for (int64_t i = i0; i < i1; ++i) {
             const uint8_t *wi = wb + (size_t)i * row_bytes;
             for (int64_t r0 = x0; r0 < x1; r0 += LRUN_DOT_MAX_ROWS) {
@@ -117,7 +127,7 @@ static void matmul_run(void *p, int ith, int nth)
         int64_t i0 = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
         if (i0 >= t->n) break;
         int64_t i1 = i0 + t->chunk < t->n ? i0 + t->chunk : t->n;
-        lrun_cpu_matmul_rows(t->dot, t->w, t->row_bytes, t->n, t->k, t->xq, t->xq_stride, t->m, t->y, i0, i1);
+        lrun_cpu_matmul_rows(t->dot, t->gemm, t->w, t->row_bytes, t->n, t->k, t->xq, t->xq_stride, t->m, t->y, i0, i1);
     }
 }
 
@@ -144,7 +154,7 @@ void lrun_cpu_matmul(lrun_threadpool *pool, lrun_dtype weight_dtype, const void 
     }
     int nth = lrun_threadpool_size(pool);
     matmul_task t = {
-        .dot = dot, .w = w, .row_bytes = row_bytes, .n = n, .k = k, .m = m, .y = y, .chunk = chunk_rows(n, nth),
+        .dot = dot, .gemm = lrun_gemm_kernel(weight_dtype), .w = w, .row_bytes = row_bytes, .n = n, .k = k, .m = m, .y = y, .chunk = chunk_rows(n, nth),
     };
     atomic_init(&t.next, 0);
     if (lrun_cpu_matmul_takes_float_x(weight_dtype)) {

@@ -18,12 +18,15 @@ int lrun_cpu_matmul_takes_float_x(lrun_dtype t);
 size_t lrun_cpu_matmul_partner_row_bytes(lrun_dtype weight_dtype, int64_t k);
 
 /* Rows [i0, i1) of y (m, n) = xq (m partner rows, xq_stride bytes apart) · Wᵀ
- * through dot (lrun_dot_for's kernel of the weight dtype): m == 1 streams each
- * weight row once; m > 1 tiles x by LRUN_CPU_X_TILE_ROWS and the kernel by
- * LRUN_DOT_MAX_ROWS. One thread's share of lrun_cpu_matmul and of
- * lrun_cpu_matmul_grouped: the same call gives both the same bits. */
-void lrun_cpu_matmul_rows(lrun_dot_fn dot, const void *w, size_t row_bytes, int64_t n, int64_t k, const void *xq,
-                          size_t xq_stride, int64_t m, float *y, int64_t i0, int64_t i1);
+ * through dot (lrun_dot_kernel's kernel of the weight dtype) and gemm
+ * (lrun_gemm_kernel's, NULL where the type has none): m == 1 streams each
+ * weight row once through dot; m > 1 tiles x by LRUN_CPU_X_TILE_ROWS and
+ * passes each tile to gemm with all the rows, or else to dot
+ * LRUN_DOT_MAX_ROWS rows at a time. Both give each output the same bits.
+ * One thread's share of lrun_cpu_matmul and of lrun_cpu_matmul_grouped:
+ * the same call gives both the same bits. */
+void lrun_cpu_matmul_rows(lrun_dot_fn dot, lrun_gemm_fn gemm, const void *w, size_t row_bytes, int64_t n, int64_t k,
+                          const void *xq, size_t xq_stride, int64_t m, float *y, int64_t i0, int64_t i1);
 
 /* Bytes of work memory lrun_cpu_matmul needs for m activation rows of k elements. */
 size_t lrun_cpu_matmul_work_bytes(lrun_dtype weight_dtype, int64_t m, int64_t k);

@@ -10,7 +10,7 @@
  *    parts.
  * 3. A chunk is computed exactly as lrun_cpu_matmul computes it (cpu_matmul.c):
  *    m == 1 streams each weight row once, m > 1 tiles x by LRUN_CPU_X_TILE_ROWS and the
- *    kernel by LRUN_DOT_MAX_ROWS. Each output element has one thread, one kernel
+ *    kernel by LRUN_DOT_MAX_ROWS (float weights: the multi-row kernel). Each output element has one thread, one kernel
  *    call and one order of operations, so the result is bit-identical to
  *    lrun_cpu_matmul per part, whatever the thread count. */
 #include "cpu/cpu_matmul_grouped.h"
@@ -84,6 +84,7 @@ static void convert_run(void *p, int ith, int nth)
 
 typedef struct {
     lrun_dot_fn dot;
+    lrun_gemm_fn gemm;          /* NULL: dot only */
     size_t row_bytes;
     int64_t n, k;
     const lrun_cpu_mm_part *parts;
@@ -107,8 +108,8 @@ static void grouped_run(void *p, int ith, int nth)
         const lrun_cpu_mm_part *pp = &t->parts[part];
         if (pp->m <= 0) continue;
         const int64_t i0 = item % t->per_part * t->chunk, i1 = i0 + t->chunk < t->n ? i0 + t->chunk : t->n;
-        lrun_cpu_matmul_rows(t->dot, pp->w, t->row_bytes, t->n, t->k, t->xq[part], t->xq_stride, pp->m, pp->y, i0,
-                             i1);
+        lrun_cpu_matmul_rows(t->dot, t->gemm, pp->w, t->row_bytes, t->n, t->k, t->xq[part], t->xq_stride, pp->m,
+                             pp->y, i0, i1);
     }
 }
 
@@ -166,7 +167,7 @@ void lrun_cpu_matmul_grouped(lrun_threadpool *pool, lrun_dtype weight_dtype, siz
         else lrun_threadpool_run(pool, convert_run, &c);
         stride = c.row_bytes;
     }
-    grouped_task t = {.dot = dot, .row_bytes = row_bytes, .n = n, .k = k, .parts = parts,
+    grouped_task t = {.dot = dot, .gemm = lrun_gemm_kernel(weight_dtype), .row_bytes = row_bytes, .n = n, .k = k, .parts = parts,
                       .xq = (const uint8_t *const *)xq, .xq_stride = stride, .chunk = chunk_rows(n, n_parts, nth)};
     t.per_part = (n + t.chunk - 1) / t.chunk;
     t.items = t.per_part * n_parts;

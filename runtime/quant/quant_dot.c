@@ -153,59 +153,34 @@ static void dot_q8_0_scalar(int64_t k, const void *w, const void *x, size_t xs, 
 #include "quant/quant_dot_avx2.h"
 #include "quant/quant_dot_walk.h"
 
-static ALWAYS_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
-
 // ---------------------------------------------------------------- AVX2: float weights
 
-/* Float rows: two 8-wide accumulators per activation row, 16 elements a
- * step, the tail (k mod 16) added last in order. */
-static ALWAYS_INLINE void dot_float_nx(int kind, int64_t k, const void *w, const void *x, size_t xs, const int NX,
-                                       float *out)
-{
-    __m256 acc[LRUN_DOT_MAX_ROWS][2];
-    const float *xr[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-        xr[r] = ROW(x, r, xs);
-    }
-    int64_t i = 0;
-    for (; i + 16 <= k; i += 16) {
-        __m256 w0, w1;
-        if (kind == 0) {
-            w0 = _mm256_loadu_ps((const float *)w + i);
-            w1 = _mm256_loadu_ps((const float *)w + i + 8);
-        } else if (kind == 1) {
-            w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
-            w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i + 8)));
-        } else {
-            __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
-            w0 = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
-            h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i + 8)));
-            w1 = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
-        }
-        UNROLL
-        for (int r = 0; r < NX; ++r) {
-            acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[r] + i), acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[r] + i + 8), acc[r][1]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) {
-        float s = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
-        for (int64_t j = i; j < k; ++j) {
-            float wj = kind == 0 ? ((const float *)w)[j]
-                     : kind == 1 ? f16(((const uint16_t *)w)[j])
-                                 : lrun_bf16_to_f32(((const uint16_t *)w)[j]);
-            s += wj * xr[r][j];
-        }
-        out[r] = s;
-    }
-}
+/* The walk is quant_dot_walk_float.h's (the AVX-512 level shares it). The
+ * multi-row form takes FLOAT_GEMM_TW weight rows against FLOAT_GEMM_TX
+ * activation rows: 2 × 3 keeps its 12 accumulators, 2 weight vectors and
+ * one activation vector in AVX2's 16 ymm registers. */
+#include "quant/quant_dot_walk_float.h"
+
+#ifndef FLOAT_GEMM_TW
+#define FLOAT_GEMM_TW 2
+#endif
+#ifndef FLOAT_GEMM_TX
+#define FLOAT_GEMM_TX 3
+#endif
 
 static DOT_NX_FN_KIND(dot_f32_avx2, dot_float_nx, 0)
 static DOT_NX_FN_KIND(dot_f16_avx2, dot_float_nx, 1)
 static DOT_NX_FN_KIND(dot_bf16_avx2, dot_float_nx, 2)
+
+#define FLOAT_GEMM_FN(name, kind)                                                                            \
+    static void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *x, size_t xs, int64_t nx,  \
+                     float *y, int64_t ldy)                                                                  \
+    {                                                                                                        \
+        dot_float_gemm(kind, k, w, ws, nw, x, xs, nx, y, ldy, FLOAT_GEMM_TW, FLOAT_GEMM_TX);                 \
+    }
+FLOAT_GEMM_FN(gemm_f32_avx2, 0)
+FLOAT_GEMM_FN(gemm_f16_avx2, 1)
+FLOAT_GEMM_FN(gemm_bf16_avx2, 2)
 
 // ---------------------------------------------------------------- AVX2: 32-element blocks
 
@@ -534,6 +509,59 @@ lrun_dot_fn lrun_dot_kernel(lrun_dtype weight_dtype)
 #else
     return lrun_dot_kernel_scalar(weight_dtype);
 #endif
+}
+
+/* The AVX2 multi-row kernel of a float type, or NULL. */
+static lrun_gemm_fn gemm_kernel_avx2(lrun_dtype weight_dtype)
+{
+#if defined(LRUN_HAVE_AVX2)
+    switch (weight_dtype) {
+    case LRUN_DTYPE_F32: return gemm_f32_avx2;
+    case LRUN_DTYPE_F16: return gemm_f16_avx2;
+    case LRUN_DTYPE_BF16: return gemm_bf16_avx2;
+    default: return NULL;
+    }
+#else
+    (void)weight_dtype;
+    return NULL;
+#endif
+}
+
+lrun_gemm_fn lrun_gemm_kernel(lrun_dtype weight_dtype)
+{
+    const lrun_cpu_isa isa = lrun_cpu_isa_get();
+#if defined(LRUN_HAVE_AVX512)
+    if (isa == LRUN_CPU_ISA_AVX512) {
+        lrun_gemm_fn wide = lrun_gemm_kernel_avx512(weight_dtype);
+        if (wide) return wide;
+    }
+#endif
+    /* the scalar level's float dots sum in another order: no multi-row form */
+    return isa == LRUN_CPU_ISA_SCALAR ? NULL : gemm_kernel_avx2(weight_dtype);
+}
+
+int lrun_gemm_kernels(lrun_dtype weight_dtype, lrun_gemm_fn *fns, const char **names, int max)
+{
+    int n = 0;
+#if defined(LRUN_HAVE_AVX512)
+    lrun_gemm_fn wide = lrun_gemm_kernel_avx512(weight_dtype);
+    if (wide && lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) {
+        if (n < max) {
+            fns[n] = wide;
+            names[n] = "avx512";
+        }
+        ++n;
+    }
+#endif
+    lrun_gemm_fn avx2 = gemm_kernel_avx2(weight_dtype);
+    if (avx2) {
+        if (n < max) {
+            fns[n] = avx2;
+            names[n] = "avx2";
+        }
+        ++n;
+    }
+    return n;
 }
 
 float lrun_vec_dot(lrun_dtype weight_dtype, int64_t n, const void *w, const void *x)

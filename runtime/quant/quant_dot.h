@@ -32,6 +32,26 @@ lrun_dot_fn lrun_dot_kernel_scalar(lrun_dtype weight_dtype);
  * so a test skips them, saying so, on a CPU without AVX-512. */
 int lrun_dot_kernels(lrun_dtype weight_dtype, lrun_dot_fn *fns, const char **names, int max);
 
+/* ---- multi-row kernels: several weight rows against the same activation rows */
+
+/* y[r*ldy + j] (nx, nw) = weight row j (w + j*w_stride bytes, k weights) ·
+ * activation row r (x + r*x_stride bytes, a partner row), for j < nw and
+ * r < nx, any nw, nx ≥ 0. Each output has exactly the arithmetic of the
+ * level's lrun_dot_fn for the type (the same bits); only the loads are
+ * shared: each activation vector feeds several weight rows' FMAs. The
+ * prefill product's (m > 1) kernel where a type has one. */
+typedef void (*lrun_gemm_fn)(int64_t k, const void *w, size_t w_stride, int64_t nw, const void *x, size_t x_stride,
+                             int64_t nx, float *y, int64_t ldy);
+
+/* The multi-row kernel of weight_dtype at the host kernel level in use, or
+ * NULL where there is none (then callers loop over lrun_dot_kernel's): the
+ * float types (F32, F16, BF16) at the avx2 and avx512 levels have one. */
+lrun_gemm_fn lrun_gemm_kernel(lrun_dtype weight_dtype);
+/* Every multi-row kernel this build has for weight_dtype, named by level
+ * ("avx512", "avx2") like lrun_dot_kernels, the "avx512" one only where the
+ * CPU can run it: fills up to max entries, returns how many there are. */
+int lrun_gemm_kernels(lrun_dtype weight_dtype, lrun_gemm_fn *fns, const char **names, int max);
+
 /* ---- host kernel levels (quant_isa.c): which dot kernels run, chosen once at run time */
 typedef enum {
     LRUN_CPU_ISA_SCALAR = 0, /* portable C */
@@ -139,6 +159,7 @@ static inline int lrun_iq4_xs_scale(const lrun_block_iq4_xs *b, int j)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LRUN_HAVE_AVX512 1
 lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype);
+lrun_gemm_fn lrun_gemm_kernel_avx512(lrun_dtype weight_dtype);
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)

@@ -440,6 +440,51 @@ static DOT_NX_FN(dot_iq4_xs_avx512, dot_iq4_xs_nx)
 
 // ---------------------------------------------------------------- dispatch
 
+// ---------------------------------------------------------------- float weights, several rows
+
+/* The AVX2 level's float walk (quant_dot_walk_float.h), compiled here so
+ * that its multi-row form may use AVX-512VL's 32 ymm registers: f16 and
+ * bf16 take 3 weight rows × 4 activation rows (24 accumulators, 3 weight
+ * vectors, one activation vector); f32, whose rows are twice as long in
+ * L1, keeps AVX2's 2 × 3 (wider tiles measured slower on Zen 4:
+ * docs/cpu-kernels.md). The lanes, chains and sums are AVX2's
+ * (EVEX-encoded, the same operations), so are the bits. The one-row
+ * lrun_dot_fn kernels stay AVX2's (a 16-lane form gained nothing). */
+#include "quant/quant_dot_walk_float.h"
+
+#ifndef FLOAT_GEMM512_TW
+#define FLOAT_GEMM512_TW 3
+#endif
+#ifndef FLOAT_GEMM512_TX
+#define FLOAT_GEMM512_TX 4
+#endif
+#ifndef FLOAT_GEMM512_F32_TW
+#define FLOAT_GEMM512_F32_TW 2
+#endif
+#ifndef FLOAT_GEMM512_F32_TX
+#define FLOAT_GEMM512_F32_TX 3
+#endif
+
+#define FLOAT_GEMM_FN(name, kind, TW, TX)                                                                    \
+    static void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *x, size_t xs, int64_t nx,  \
+                     float *y, int64_t ldy)                                                                  \
+    {                                                                                                        \
+        dot_float_gemm(kind, k, w, ws, nw, x, xs, nx, y, ldy, TW, TX);                                       \
+    }
+FLOAT_GEMM_FN(gemm_f32_avx512, 0, FLOAT_GEMM512_F32_TW, FLOAT_GEMM512_F32_TX)
+FLOAT_GEMM_FN(gemm_f16_avx512, 1, FLOAT_GEMM512_TW, FLOAT_GEMM512_TX)
+FLOAT_GEMM_FN(gemm_bf16_avx512, 2, FLOAT_GEMM512_TW, FLOAT_GEMM512_TX)
+
+lrun_gemm_fn lrun_gemm_kernel_avx512(lrun_dtype weight_dtype)
+{
+    switch (weight_dtype) {
+    case LRUN_DTYPE_F32: return gemm_f32_avx512;
+    case LRUN_DTYPE_F16: return gemm_f16_avx512;
+    case LRUN_DTYPE_BF16: return gemm_bf16_avx512;
+    default: return NULL;
+    }
+}
+
 lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype)
 {
     switch (weight_dtype) {

@@ -23,7 +23,9 @@
  * (GFLOP/s), 1 and 2 threads (LRUN_BENCH_THREADS=1,16: others), each line
  * with the load average; first the kernels alone in cache (ns per 32
  * elements and activation row, 1 and 4 rows per call); LRUN_BENCH_ISA=kernels:
- * that in-cache table only. */
+ * that in-cache table only; LRUN_BENCH_ISA=float: the matmuls of the float
+ * types (F32, F16, BF16) only, whose levels differ in the multi-row kernel
+ * of m > 1 (docs/cpu-kernels.md). */
 #include "cpu/cpu_matmul.h"
 #include "quant/quant.h"
 #include "quant/quant_dot.h"
@@ -346,13 +348,20 @@ static void bench_isa_kernels(double secs)
 
 static int bench_isa(double secs, size_t pool_bytes)
 {
-    bench_isa_kernels(secs);
+    const int float_only = strcmp(getenv("LRUN_BENCH_ISA"), "float") == 0;
+    if (!float_only) bench_isa_kernels(secs);
     if (strcmp(getenv("LRUN_BENCH_ISA"), "kernels") == 0) return 0; /* the in-cache table only */
-    /* BF16 has no AVX-512 kernel: both columns run AVX2's, so its ratio shows the noise */
-    static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
-                                       LRUN_DTYPE_Q5_1, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
-                                       LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K, LRUN_DTYPE_IQ4_XS,
-                                       LRUN_DTYPE_BF16};
+    /* BF16's one-row kernel is AVX2's at both levels (m = 1: the ratio shows
+     * the noise); at m = 64 the levels' multi-row kernels differ (2 × 3 and
+     * 4 × 3 rows per pass) */
+    static const lrun_dtype all_types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q5_0,
+                                           LRUN_DTYPE_Q5_1, LRUN_DTYPE_MXFP4, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
+                                           LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q5_K, LRUN_DTYPE_Q6_K, LRUN_DTYPE_IQ4_XS,
+                                           LRUN_DTYPE_BF16};
+    static const lrun_dtype float_types[] = {LRUN_DTYPE_F32, LRUN_DTYPE_F16, LRUN_DTYPE_BF16};
+    const lrun_dtype *types = float_only ? float_types : all_types;
+    const size_t n_types = float_only ? sizeof float_types / sizeof float_types[0]
+                                      : sizeof all_types / sizeof all_types[0];
     printf("\n| type | shape | thr | avx2 | avx512 | avx512/avx2 | load |\n|---|---|---:|---:|---:|---:|---:|\n");
     if (!lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512)) printf("(this CPU has no AVX-512: the avx512 column is 0)\n");
     /* LRUN_BENCH_THREADS: the thread counts, "1,2" by default ("1,16" on a 16-core host) */
@@ -370,7 +379,7 @@ static int bench_isa(double secs, size_t pool_bytes)
             const int nth = counts[ci];
             lrun_threadpool *pool;
             if (lrun_threadpool_init(&pool, nth) != LRUN_OK) return 1;
-            for (size_t i = 0; i < sizeof types / sizeof types[0]; ++i)
+            for (size_t i = 0; i < n_types; ++i)
                 bench_isa_case(pool, types[i], m == 1 ? 4096 : 2048, m == 1 ? 4096 : 2048, m, secs, pool_bytes);
             lrun_threadpool_free(pool);
         }
