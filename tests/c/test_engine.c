@@ -534,7 +534,7 @@ static void test_llamacpp_golden(void)
         return;
     }
     /* llama.cpp's settings of the golden: 2 threads, f32 KV cache, the prompt in one step */
-    const lrun_load_opts lo = {"cpu", 0, 2, 0, -1};
+    const lrun_load_opts lo = {.device = "cpu", .n_threads = 2, .rope_style = -1};
     lrun_model *m = NULL;
     CHECK("the model loads", lrun_model_load(&m, path, &lo) == LRUN_OK);
     if (!m) {
