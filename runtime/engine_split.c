@@ -46,16 +46,16 @@ typedef struct split_engine {
     const lrun_backend_iface *b; /* the parts' backend */
     lrun_model *model;
     int64_t n_parts;
-    split_part *parts;         /* (n_parts), in block order */
-    int64_t n_embd, n_batch;   /* n_batch: tokens per chunk, every part's n_batch_max */
+    split_part *parts;       /* (n_parts), in block order */
+    int64_t n_embd, n_batch; /* n_batch: tokens per chunk, every part's n_batch_max */
     int64_t n_seq_max;
-    float *hidden[2];          /* (n_batch, n_embd) each: the rows one part hands the next, alternating */
-    int64_t *len0;             /* (n_seq_max) sequence lengths when the step began, for the rollback */
-    int64_t *left;             /* (n_seq_max) the step's tokens of each sequence not yet run */
-    int64_t *chunk_count;      /* (n_seq_max) tokens of each sequence in the chunk */
-    int8_t *want;              /* (n_batch) the chunk's rows whose logits are wanted */
-    lrun_moe_counts counts;    /* the parts' selections, summed when asked (each counts its own blocks) */
-    int broken;                /* 1: a sequence copy or reorder failed part-way; every call refuses */
+    float *hidden[2];       /* (n_batch, n_embd) each: the rows one part hands the next, alternating */
+    int64_t *len0;          /* (n_seq_max) sequence lengths when the step began, for the rollback */
+    int64_t *left;          /* (n_seq_max) the step's tokens of each sequence not yet run */
+    int64_t *chunk_count;   /* (n_seq_max) tokens of each sequence in the chunk */
+    int8_t *want;           /* (n_batch) the chunk's rows whose logits are wanted */
+    lrun_moe_counts counts; /* the parts' selections, summed when asked (each counts its own blocks) */
+    int broken;             /* 1: a sequence copy or reorder failed part-way; every call refuses */
 } split_engine;
 
 // ---------------------------------------------------------------- options of a part
@@ -195,13 +195,15 @@ static int64_t split_seq_len(const void *ctx, int64_t seq)
 static lrun_status refuse_broken(const split_engine *s, const char *what)
 {
     (void)s;
-    return lrun_fail(LRUN_E_INTERNAL, "engine %s: an earlier sequence copy or reorder failed in a later part of "
-                     "the layer split, so its parts hold different caches; free the engine and make another", what);
+    return lrun_fail(LRUN_E_INTERNAL,
+                     "engine %s: an earlier sequence copy or reorder failed in a later part of "
+                     "the layer split, so its parts hold different caches; free the engine and make another",
+                     what);
 }
 
 /* Runs op on every part; a failure after the first part changed its cache leaves the parts out of step. */
-static lrun_status each_part(split_engine *s, const char *what, lrun_status (*op)(const lrun_backend_iface *, void *,
-                                                                                  const void *), const void *arg)
+static lrun_status each_part(split_engine *s, const char *what,
+                             lrun_status (*op)(const lrun_backend_iface *, void *, const void *), const void *arg)
 {
     if (s->broken) return refuse_broken(s, what);
     for (int64_t i = 0; i < s->n_parts; i++) {
@@ -215,8 +217,8 @@ static lrun_status each_part(split_engine *s, const char *what, lrun_status (*op
 }
 
 struct seq_args {
-    int64_t a, b;           /* truncate: seq, len; copy: dst, src */
-    const int64_t *order;   /* reorder: src_of_dst */
+    int64_t a, b;         /* truncate: seq, len; copy: dst, src */
+    const int64_t *order; /* reorder: src_of_dst */
 };
 
 static lrun_status do_truncate(const lrun_backend_iface *b, void *ctx, const void *arg)
@@ -259,7 +261,8 @@ static void roll_back(split_engine *s)
 {
     for (int64_t i = 0; i < s->n_parts; i++)
         for (int64_t q = 0; q < s->n_seq_max; q++)
-            if (s->b->seq_len(s->parts[i].ctx, q) > s->len0[q]) (void)s->b->seq_truncate(s->parts[i].ctx, q, s->len0[q]);
+            if (s->b->seq_len(s->parts[i].ctx, q) > s->len0[q])
+                (void)s->b->seq_truncate(s->parts[i].ctx, q, s->len0[q]);
 }
 
 /* A step the facade has checked: chunk by chunk, each through every part in order. */
@@ -290,11 +293,16 @@ static lrun_status split_step(void *ctx, const lrun_step_args *a)
         }
         for (int64_t i = 0; i < s->n_parts; i++) {
             const int last = i == s->n_parts - 1;
-            const lrun_step_args pa = {
-                .n_tokens = n, .tokens = a->tokens + c0, .seq = a->seq + c0, .want_logits = s->want,
-                .logits = last && want ? a->logits + rows_out * n_vocab : NULL, .seq_count = s->chunk_count,
-                .n_want = want, .need = need, .hidden_in = i > 0 ? s->hidden[(i - 1) & 1] : NULL,
-                .hidden_out = last ? NULL : s->hidden[i & 1]};
+            const lrun_step_args pa = {.n_tokens = n,
+                                       .tokens = a->tokens + c0,
+                                       .seq = a->seq + c0,
+                                       .want_logits = s->want,
+                                       .logits = last && want ? a->logits + rows_out * n_vocab : NULL,
+                                       .seq_count = s->chunk_count,
+                                       .n_want = want,
+                                       .need = need,
+                                       .hidden_in = i > 0 ? s->hidden[(i - 1) & 1] : NULL,
+                                       .hidden_out = last ? NULL : s->hidden[i & 1]};
             const lrun_status st = s->b->step(s->parts[i].ctx, &pa);
             if (st != LRUN_OK) {
                 roll_back(s);

@@ -158,6 +158,13 @@ static lrun_status load_vectors(cpu_engine *e)
     return st;
 }
 
+/* The blocks an engine computes, and holds the KV cache of: all of them, or
+ * a layer split's part (opts->layer_count, set by engine_split.c). */
+static int64_t blocks_of(const lrun_model *model, const lrun_engine_opts *opts)
+{
+    return opts->layer_count ? opts->layer_count : model->info.n_layer;
+}
+
 /* The sizes init and cpu_estimate derive from the model and options. */
 static void set_dims(cpu_engine *e, lrun_model *model, const lrun_engine_opts *opts)
 {
@@ -174,7 +181,7 @@ static void set_dims(cpu_engine *e, lrun_model *model, const lrun_engine_opts *o
     e->n_ff = in->n_ff;
     e->n_vocab = in->n_vocab;
     e->layer_first = opts->layer_first;
-    e->layer_end = opts->layer_count ? opts->layer_first + opts->layer_count : in->n_layer;
+    e->layer_end = opts->layer_first + blocks_of(model, opts);
     e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL, 0, {0, 0}, 0};
     if (model->rope_yarn) lrun_rope_yarn_init(&e->rope, model->n_ctx_orig);
     /* gemma3's windowed blocks: their own base, no linear scaling (llama.cpp's rope_freq_*_train_swa) */
@@ -190,7 +197,7 @@ static lrun_status cpu_estimate(lrun_engine_needs *out, lrun_model *model, const
     const int nth = opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool);
     size_t per = 0;
     if (!layout_scratch(&e, nth, NULL, &out->scratch_bytes) ||
-        !lrun_size_mul((size_t)(2 * (e.layer_end - e.layer_first)) * (size_t)e.n_seq_max, (size_t)e.kv_dim, &per) ||
+        !lrun_size_mul((size_t)(2 * blocks_of(model, opts)) * (size_t)e.n_seq_max, (size_t)e.kv_dim, &per) ||
         !lrun_size_mul(per, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? 4 : 2, &out->kv_bytes_per_position))
         return lrun_fail(LRUN_E_OOM, "engine estimate: scratch or KV cache size overflows size_t");
     return LRUN_OK;
@@ -209,10 +216,9 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
     lrun_status st = cpu_estimate(&needs, model, opts);
     out->scratch_bytes = needs.scratch_bytes;
     if (st == LRUN_OK) st = lrun_weight_ring_size(model, p, opts->prefetch_layers, &out->slot_bytes);
-    const int64_t n_kv_layer = opts->layer_count ? opts->layer_count : in->n_layer; /* a split's part: its blocks */
     if (st == LRUN_OK)
         st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
-                                n_kv_layer, in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
+                                blocks_of(model, opts), in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
                                 opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train, &q, &out->kv_init_bytes,
                                 &out->kv_max_bytes);
     return st;
@@ -269,7 +275,7 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
         const lrun_kv_quant_opts q = {opts->kv_quant_bits, opts->kv_quant_group, opts->kv_residual_len};
         st = lrun_kv_cache_init(&e->kv, e->device, opts->cache_kind,
                                 opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
-                                e->layer_end - e->layer_first, in->n_head_kv, in->head_dim, e->n_seq_max,
+                                blocks_of(model, opts), in->n_head_kv, in->head_dim, e->n_seq_max,
                                 e->n_ctx_max, &q);
     }
     /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where

@@ -368,12 +368,16 @@ lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, const f
     lrun_weights_cpu src;
     const lrun_weights W = lrun_weights_cpu_init(&src, e->wr, m);
 
-    /* embeddings (or a split part's incoming rows) and rotary tables; validated ids cannot fail here */
+    /* embeddings (a split's later part: the previous part's rows); validated ids cannot fail here */
     if (e->layer_first > 0) memcpy(e->x, hidden_in, (size_t)(n * e->n_embd) * sizeof(float));
+    else
+        for (int64_t i = 0; i < n; i++) {
+            (void)lrun_cpu_embedding_row(m->tok_embd, tokens[i], e->x + i * e->n_embd);
+            if (m->arch->embd_scale) /* gemma: ggml_scale by sqrtf(n_embd) */
+                lrun_cpu_scale(e->x + i * e->n_embd, sqrtf((float)e->n_embd), e->n_embd);
+        }
+    /* rotary tables */
     for (int64_t i = 0; i < n; i++) {
-        if (e->layer_first == 0) (void)lrun_cpu_embedding_row(m->tok_embd, tokens[i], e->x + i * e->n_embd);
-        if (e->layer_first == 0 && m->arch->embd_scale) /* gemma: ggml_scale by sqrtf(n_embd) */
-            lrun_cpu_scale(e->x + i * e->n_embd, sqrtf((float)e->n_embd), e->n_embd);
         lrun_cpu_rope_cos_sin(&e->rope, e->tok_pos[i], e->cs + i * in->n_rot);
         if (m->arch->rope_base_local > 0) lrun_cpu_rope_cos_sin(&e->rope_local, e->tok_pos[i], e->cs_local + i * in->n_rot);
         e->tok_npos[i] = e->tok_pos[i] + 1;

@@ -39,8 +39,8 @@ static ALWAYS_INLINE __m256 float_w8(int kind, const void *w, int64_t i)
 static ALWAYS_INLINE float float_w1(int kind, const void *w, int64_t j)
 {
     return kind == 0   ? ((const float *)w)[j]
-         : kind == 1 ? _cvtsh_ss(((const uint16_t *)w)[j])
-                     : lrun_bf16_to_f32(((const uint16_t *)w)[j]);
+           : kind == 1 ? _cvtsh_ss(((const uint16_t *)w)[j])
+                       : lrun_bf16_to_f32(((const uint16_t *)w)[j]);
 }
 
 /* y[r·ldy + j] (NX, NW) = weight row j (w + j·ws bytes) · activation row r

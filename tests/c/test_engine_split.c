@@ -64,7 +64,8 @@ static lrun_engine *engine(lrun_model *m, int64_t n_split, const int64_t *layers
     o.n_split = n_split;
     o.split_layers = layers;
     lrun_engine *e = NULL;
-    if (lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# engine (%lld parts): %s\n", (long long)n_split, lrun_last_error());
+    if (lrun_engine_init(&e, m, &o) != LRUN_OK)
+        printf("# engine (%lld parts): %s\n", (long long)n_split, lrun_last_error());
     return e;
 }
 
@@ -77,7 +78,7 @@ static int run_script(lrun_engine *e, float *out, int64_t *rows)
     int ok = lrun_engine_step(e, PROMPT, tok, seq, NULL, out, 1, &n_out) == LRUN_OK && n_out == 1;
     r += n_out;
     ok = ok && lrun_engine_seq_copy(e, 1, 0) == LRUN_OK; /* a fork */
-    for (int t = 0; ok && t < 4; t++) { /* decode both, one token each per step */
+    for (int t = 0; ok && t < 4; t++) {                  /* decode both, one token each per step */
         const int32_t two[2] = {(int32_t)(7 + t * 3), (int32_t)(100 + t)}, sq[2] = {0, 1};
         ok = lrun_engine_step(e, 2, two, sq, NULL, out + r * N_VOCAB, 2, &n_out) == LRUN_OK && n_out == 2;
         r += n_out;
@@ -114,20 +115,27 @@ static void check_split(const char *arch, int64_t n_expert)
     int64_t counts1[N_LAYER * 4] = {0}, tokens1[N_LAYER] = {0};
     if (n_expert) lrun_engine_expert_counts(one, counts1, tokens1);
 
-    static const int64_t split_a[2] = {1, N_LAYER - 1}, split_b[2] = {N_LAYER / 2, N_LAYER / 2}, split_c[3] = {2, 1, 3};
-    const struct { const char *what; int64_t n; const int64_t *layers; } splits[] = {
-        {"1 | 5", 2, split_a}, {"3 | 3", 2, split_b}, {"2 | 1 | 3", 3, split_c}};
+    static const int64_t split_a[2] = {1, N_LAYER - 1}, split_b[2] = {N_LAYER / 2, N_LAYER / 2},
+                         split_c[3] = {2, 1, 3};
+    const struct {
+        const char *what;
+        int64_t n;
+        const int64_t *layers;
+    } splits[] = {{"1 | 5", 2, split_a}, {"3 | 3", 2, split_b}, {"2 | 1 | 3", 3, split_c}};
     for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++) {
         lrun_engine *e = engine(m, splits[i].n, splits[i].layers, 2);
         snprintf(name, sizeof name, "%s, split %s: runs the script", arch, splits[i].what);
         memset(got, 0, sizeof(float) * ROWS * N_VOCAB);
         CHECK(name, e && run_script(e, got, &got_rows) && got_rows == ROWS);
-        snprintf(name, sizeof name, "%s, split %s: every logit bit-identical to one engine's (prefill in chunks, "
-                 "fork, decode, truncate)", arch, splits[i].what);
+        snprintf(name, sizeof name,
+                 "%s, split %s: every logit bit-identical to one engine's (prefill in chunks, "
+                 "fork, decode, truncate)",
+                 arch, splits[i].what);
         CHECK(name, memcmp(ref, got, sizeof(float) * ROWS * N_VOCAB) == 0);
         lrun_engine_stats s;
         lrun_engine_get_stats(e, &s);
-        snprintf(name, sizeof name, "%s, split %s: the parts' KV caches add up to one engine's", arch, splits[i].what);
+        snprintf(name, sizeof name, "%s, split %s: the parts' KV caches add up to one engine's", arch,
+                 splits[i].what);
         CHECK(name, e && s.kv_bytes == s1.kv_bytes && s.kv_bytes > 0);
         if (n_expert) {
             int64_t counts[N_LAYER * 4] = {0}, tokens[N_LAYER] = {0};
@@ -192,11 +200,11 @@ static void check_errors(void)
         float logits[N_VOCAB];
         int64_t n_out = 0;
         CHECK("errors: 10 tokens run", lrun_engine_step(e, 10, tok, seq, NULL, logits, 1, &n_out) == LRUN_OK);
-        CHECK("errors: 10 more pass n_ctx_max and are refused", lrun_engine_step(e, 10, tok, seq, NULL, logits, 1,
-                                                                                 &n_out) != LRUN_OK);
+        CHECK("errors: 10 more pass n_ctx_max and are refused",
+              lrun_engine_step(e, 10, tok, seq, NULL, logits, 1, &n_out) != LRUN_OK);
         CHECK("errors: ... and the sequence still holds 10 positions", lrun_engine_seq_len(e, 0) == 10);
         CHECK("errors: the next step runs", lrun_engine_step(e, 6, tok, seq, NULL, logits, 1, &n_out) == LRUN_OK &&
-                                                   lrun_engine_seq_len(e, 0) == 16);
+                                                lrun_engine_seq_len(e, 0) == 16);
     }
     lrun_engine_free(e);
     lrun_model_free(m);

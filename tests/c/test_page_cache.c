@@ -63,7 +63,8 @@ static void test_fraction(void)
     read_bytes(0, SIZE);
     const char *paths[1] = {path};
     /* the whole file as two ranges, and one range inside a page */
-    lrun_load_range r[3] = {{.offset = 0, .bytes = SIZE / 2 + 123}, {.offset = SIZE / 2 + 123, .bytes = SIZE / 2 - 123},
+    lrun_load_range r[3] = {{.offset = 0, .bytes = SIZE / 2 + 123},
+                            {.offset = SIZE / 2 + 123, .bytes = SIZE / 2 - 123},
                             {.offset = 5, .bytes = 10}};
     CHECK_NEAR("a file just read is all in the cache", lrun_page_cache_fraction(paths, 1, r, 2), 1.0, 1e-12);
     CHECK_NEAR("a range inside one page counts its bytes", lrun_page_cache_fraction(paths, 1, r + 2, 1), 1.0, 1e-12);
