@@ -11,7 +11,8 @@
  *     part's graph holding no head), the OFFLOADED and QUANTIZED caches
  *     (staged, layer by layer), and exact numerics;
  *   - the parts' KV caches add up to one engine's, and so does the estimate
- *     of KV bytes per position;
+ *     of KV bytes per position, but for the staged kinds' two device slots,
+ *     which every part has (offloaded: n_parts times one engine's);
  *   - expert selections counted per block add up to one engine's;
  *   - bad splits are LRUN_E_ARG naming the option; weights placed off the
  *     device are LRUN_E_UNSUPPORTED in a part, naming why.
@@ -147,10 +148,16 @@ static void check_config(lrun_model *m, const char *arch, int64_t n_expert, cons
     if (one) lrun_engine_get_stats(one, &s1);
     int64_t counts1[N_LAYER * 4] = {0}, tokens1[N_LAYER] = {0};
     if (one && n_expert) lrun_engine_expert_counts(one, counts1, tokens1);
-    lrun_engine_needs need1;
+    lrun_engine_needs need1, slots1;
     memset(&need1, 0, sizeof need1);
+    memset(&slots1, 0, sizeof slots1);
     const lrun_engine_opts o1 = opts_of(c, 0, NULL);
-    const lrun_status est1 = lrun_engine_estimate(&need1, m, &o1);
+    lrun_status est1 = lrun_engine_estimate(&need1, m, &o1);
+    /* a staged kind's two slots per position: all an offloaded cache keeps on the device */
+    const int staged = c->kind == LRUN_CACHE_KIND_OFFLOADED || c->kind == LRUN_CACHE_KIND_QUANTIZED;
+    const config offloaded = {"offloaded", LRUN_CACHE_KIND_OFFLOADED, LRUN_NUMERICS_DEFAULT};
+    const lrun_engine_opts oo = opts_of(&offloaded, 0, NULL);
+    if (est1 == LRUN_OK && staged) est1 = lrun_engine_estimate(&slots1, m, &oo);
 
     static const int64_t split_a[2] = {1, N_LAYER - 1}, split_b[2] = {N_LAYER / 2, N_LAYER / 2},
                          split_c[3] = {2, 1, 3};
@@ -172,16 +179,24 @@ static void check_config(lrun_model *m, const char *arch, int64_t n_expert, cons
         lrun_engine_stats s;
         memset(&s, 0, sizeof s);
         if (e) lrun_engine_get_stats(e, &s);
-        snprintf(name, sizeof name, "%s, %s, split %s: the parts' KV caches add up to one engine's (%llu bytes)",
-                 arch, c->what, splits[i].what, (unsigned long long)s1.kv_bytes);
-        CHECK(name, e && s.kv_bytes == s1.kv_bytes && s.kv_bytes > 0);
+        /* device-resident kinds: the blocks' layers add up; offloaded: only slots, a pair per part;
+         * quantized: codes and rings add up, and each part has its slots */
+        snprintf(name, sizeof name, "%s, %s, split %s: the parts' device KV bytes %llu against one engine's %llu",
+                 arch, c->what, splits[i].what, (unsigned long long)s.kv_bytes, (unsigned long long)s1.kv_bytes);
+        CHECK(name, e && s1.kv_bytes > 0 &&
+                        (c->kind == LRUN_CACHE_KIND_OFFLOADED  ? s.kv_bytes == (size_t)splits[i].n * s1.kv_bytes
+                         : c->kind == LRUN_CACHE_KIND_QUANTIZED ? s.kv_bytes > s1.kv_bytes
+                                                                : s.kv_bytes == s1.kv_bytes));
         lrun_engine_needs need;
         memset(&need, 0, sizeof need);
         const lrun_engine_opts o = opts_of(c, splits[i].n, splits[i].layers);
-        snprintf(name, sizeof name, "%s, %s, split %s: the estimate's KV bytes per position add up to one engine's",
-                 arch, c->what, splits[i].what);
+        const size_t extra = staged ? (size_t)(splits[i].n - 1) * slots1.kv_bytes_per_position : 0;
+        snprintf(name, sizeof name,
+                 "%s, %s, split %s: the estimate's KV bytes per position are one engine's (+ %zu of slots)", arch,
+                 c->what, splits[i].what, extra);
         CHECK(name, est1 == LRUN_OK && lrun_engine_estimate(&need, m, &o) == LRUN_OK &&
-                        need.kv_bytes_per_position == need1.kv_bytes_per_position && need1.kv_bytes_per_position > 0);
+                        need.kv_bytes_per_position == need1.kv_bytes_per_position + extra &&
+                        need1.kv_bytes_per_position > 0);
         if (n_expert) {
             int64_t counts[N_LAYER * 4] = {0}, tokens[N_LAYER] = {0};
             if (e) lrun_engine_expert_counts(e, counts, tokens);
