@@ -269,8 +269,9 @@ lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model,
  * arena) and less than own_arena per other one. Besides, every block is
  * rounded up to the pool's granule. None when the capacity is at most one
  * arena, which then holds every block. */
-static size_t pool_slack(const lrun_model *model, const struct lrun_placement *p, const lrun_placement_size *s)
+static size_t pool_slack(const lrun_cuda_engine *e, const struct lrun_placement *p, const lrun_placement_size *s)
 {
+    const lrun_model *model = e->model;
     const size_t arena = lrun_cuda_pool_arena_bytes(), own = lrun_cuda_pool_own_arena_bytes();
     if (lrun_device_capacity(model->device) <= arena) return 0;
     size_t small = 0, n_blocks = 0;
@@ -278,11 +279,13 @@ static size_t pool_slack(const lrun_model *model, const struct lrun_placement *p
         const struct lrun_tensor *t = &model->tensors[i];
         const size_t b = lrun_placement_stored_bytes(p, t);
         if (lrun_placement_tier(p, t) != LRUN_TIER_DEVICE) continue;
+        /* a layer split's part counts its blocks' tensors; the first part those outside blocks */
+        if (t->layer >= 0 ? t->layer < e->layer_first || t->layer >= e->layer_end : lrun_cuda_takes_rows(e)) continue;
         n_blocks++;
         if (b < own) small += b;
     }
     /* the engine's own blocks: scratch, slots with rows, the KV cache (a block per layer), a few more */
-    const size_t layers = (size_t)(model->info.n_layer > 0 ? model->info.n_layer : 1);
+    const size_t layers = (size_t)(lrun_cuda_blocks(e) > 0 ? lrun_cuda_blocks(e) : 1);
     const size_t blocks[] = {s->scratch_bytes, s->slot_bytes + s->embd_rows_bytes};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         if (blocks[i] < own) small += blocks[i];
@@ -311,7 +314,7 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
     if (st == LRUN_OK) {
         out->slot_bytes = lrun_cuda_offload_slot_bytes(&e);
         out->embd_rows_bytes = block - out->slot_bytes;
-        out->pool_slack_bytes = pool_slack(model, p, out);
+        out->pool_slack_bytes = pool_slack(&e, p, out);
     }
     lrun_cuda_offload_free(&e);
     return st;
