@@ -31,6 +31,8 @@
 #include <string.h>
 
 #include "backend.h"
+#include "core/checked.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "cpu/moe_route.h"
 #include "model/model.h"
@@ -49,7 +51,8 @@ typedef struct split_engine {
     split_part *parts;       /* (n_parts), in block order */
     int64_t n_embd, n_batch; /* n_batch: tokens per chunk, every part's n_batch_max */
     int64_t n_seq_max;
-    float *hidden[2];       /* (n_batch, n_embd) each: the rows one part hands the next, alternating */
+    float *hidden[2];       /* (n_batch, n_embd) each: the rows one part hands the next, alternating;
+                             * hidden[0] is the base of both (handover_bytes, host_account scratch) */
     int64_t *len0;          /* (n_seq_max) sequence lengths when the step began, for the rollback */
     int64_t *left;          /* (n_seq_max) the step's tokens of each sequence not yet run */
     int64_t *chunk_count;   /* (n_seq_max) tokens of each sequence in the chunk */
@@ -72,6 +75,17 @@ static lrun_engine_opts part_opts(const lrun_engine_opts *o, int64_t first, int6
     return p;
 }
 
+/* Bytes of the two hand-over buffers of (n_batch, n_embd) floats. They are host
+ * memory, pinned where the device has pinned memory (a CUDA part's copies in and
+ * out are then DMA), charged to the model's host account as scratch; so a CPU
+ * split's estimate counts them (its scratch is host memory), a CUDA one's not
+ * (its scratch is the device's). 0 when the product overflows. */
+static size_t handover_bytes(int64_t n_batch, int64_t n_embd)
+{
+    size_t b = 0;
+    return lrun_size_mul((size_t)n_batch, (size_t)n_embd, &b) && lrun_size_mul(b, 2 * sizeof(float), &b) ? b : 0;
+}
+
 static const lrun_backend_iface *parts_backend(const lrun_model *model)
 {
     return lrun_backend_for(lrun_device_kind_of(model->device));
@@ -91,6 +105,8 @@ static lrun_status split_estimate(lrun_engine_needs *out, lrun_model *model, con
         out->scratch_bytes += n.scratch_bytes; /* each part has a scratch of its own */
         out->kv_bytes_per_position += n.kv_bytes_per_position;
     }
+    if (lrun_device_kind_of(model->device) == LRUN_DEVICE_KIND_CPU)
+        out->scratch_bytes += handover_bytes(opts->n_batch_max ? opts->n_batch_max : SPLIT_BATCH, model->info.n_embd);
     return LRUN_OK;
 }
 
@@ -126,8 +142,9 @@ static void split_free(void *ctx)
     for (int64_t i = 0; s->parts && i < s->n_parts; i++)
         if (s->parts[i].ctx) s->b->free(s->parts[i].ctx);
     free(s->parts);
-    free(s->hidden[0]);
-    free(s->hidden[1]);
+    if (s->hidden[0])
+        lrun_device_host_release(s->model->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, s->hidden[0],
+                                 handover_bytes(s->n_batch, s->n_embd));
     free(s->len0);
     free(s->left);
     free(s->chunk_count);
@@ -158,15 +175,24 @@ static lrun_status split_init(void **out, lrun_model *model, const lrun_engine_o
     }
     if (st == LRUN_OK) {
         s->n_seq_max = s->b->n_seq_max(s->parts[0].ctx);
-        const size_t rows = (size_t)s->n_batch * (size_t)s->n_embd * sizeof(float);
-        s->hidden[0] = malloc(rows);
-        s->hidden[1] = malloc(rows);
+        const size_t both = handover_bytes(s->n_batch, s->n_embd);
+        void *base = NULL;
+        st = both ? lrun_device_host_alloc(model->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, both,
+                                           "split hand-over rows", &base)
+                  : lrun_fail_oom(SIZE_MAX, 0, "engine: split hand-over rows for %lld tokens overflow size_t",
+                                  (long long)s->n_batch);
+        if (st == LRUN_OK) {
+            s->hidden[0] = base;
+            s->hidden[1] = s->hidden[0] + (size_t)s->n_batch * (size_t)s->n_embd;
+        }
+    }
+    if (st == LRUN_OK) {
         s->len0 = malloc((size_t)s->n_seq_max * sizeof *s->len0);
         s->left = malloc((size_t)s->n_seq_max * sizeof *s->left);
         s->chunk_count = malloc((size_t)s->n_seq_max * sizeof *s->chunk_count);
         s->want = malloc((size_t)s->n_batch);
-        if (!s->hidden[0] || !s->hidden[1] || !s->len0 || !s->left || !s->chunk_count || !s->want)
-            st = lrun_fail_oom(2 * rows, 0, "engine: split hand-over rows (%lld tokens)", (long long)s->n_batch);
+        if (!s->len0 || !s->left || !s->chunk_count || !s->want)
+            st = lrun_fail_oom(0, 0, "engine: split bookkeeping (%lld sequences)", (long long)s->n_seq_max);
     }
     if (st == LRUN_OK) st = lrun_moe_counts_init(&s->counts, model->info.n_layer, model->info.n_expert);
     if (st != LRUN_OK) {

@@ -23,6 +23,7 @@
 
 #define N_LAYER 6
 #define N_VOCAB 300
+#define N_EMBD 64
 #define PROMPT 13
 
 static char path[256];
@@ -32,7 +33,7 @@ static int write_model(const char *arch, int64_t n_expert)
     lrun_model_gen_spec s;
     memset(&s, 0, sizeof s);
     s.n_layer = N_LAYER;
-    s.n_embd = 64;
+    s.n_embd = N_EMBD;
     s.n_head = 4;
     s.n_head_kv = 2;
     s.n_ff = 96;
@@ -122,8 +123,29 @@ static void check_split(const char *arch, int64_t n_expert)
         int64_t n;
         const int64_t *layers;
     } splits[] = {{"1 | 5", 2, split_a}, {"3 | 3", 2, split_b}, {"2 | 1 | 3", 3, split_c}};
+    lrun_host_stats h0;
+    lrun_model_host_stats(m, &h0);
     for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++) {
         lrun_engine *e = engine(m, splits[i].n, splits[i].layers, 2);
+        lrun_host_stats h;
+        lrun_model_host_stats(m, &h);
+        snprintf(name, sizeof name, "%s, split %s: the host account holds its hand-over rows (2 x 5 x %d floats) "
+                 "as scratch", arch, splits[i].what, N_EMBD);
+        CHECK(name, h.scratch >= h0.scratch + 2 * 5 * N_EMBD * sizeof(float));
+        {
+            lrun_engine_opts o;
+            memset(&o, 0, sizeof o);
+            o.n_seq_max = 2;
+            o.n_ctx_max = 64;
+            o.n_batch_max = 5;
+            o.n_split = splits[i].n;
+            o.split_layers = splits[i].layers;
+            lrun_engine_needs need;
+            memset(&need, 0, sizeof need);
+            snprintf(name, sizeof name, "%s, split %s: the estimate's scratch is what its parts and rows hold (%zu)",
+                     arch, splits[i].what, h.scratch - h0.scratch);
+            CHECK(name, lrun_engine_estimate(&need, m, &o) == LRUN_OK && need.scratch_bytes == h.scratch - h0.scratch);
+        }
         snprintf(name, sizeof name, "%s, split %s: runs the script", arch, splits[i].what);
         memset(got, 0, sizeof(float) * ROWS * N_VOCAB);
         CHECK(name, e && run_script(e, got, &got_rows) && got_rows == ROWS);
@@ -146,6 +168,18 @@ static void check_split(const char *arch, int64_t n_expert)
                             tokens1[N_LAYER - 1] > 0);
         }
         lrun_engine_free(e);
+        lrun_host_stats h1;
+        lrun_model_host_stats(m, &h1);
+        snprintf(name, sizeof name, "%s, split %s: freeing it gives all its host scratch back", arch, splits[i].what);
+        CHECK(name, h1.scratch == h0.scratch);
+        /* a host budget one byte short of what the split held: its last charge, the rows, is refused by name */
+        lrun_model_set_host_budget(m, h.held - 1);
+        e = engine(m, splits[i].n, splits[i].layers, 2);
+        snprintf(name, sizeof name, "%s, split %s: a host budget 1 byte short refuses the hand-over rows", arch,
+                 splits[i].what);
+        CHECK(name, !e && strstr(lrun_last_error(), "hand-over rows"));
+        lrun_engine_free(e);
+        lrun_model_set_host_budget(m, 0);
     }
     lrun_engine_free(one);
     free(ref);
