@@ -87,14 +87,12 @@ function M.temp_files()
   return files
 end
 
---- tests/arch_models.lua's mixtures of experts that M.DEVICE runs, in order:
--- a cpu_only model (gpt-oss) is refused by the CUDA engine (arch_gpu_spec
--- checks the refusal), so it is left out unless the device is the CPU.
+--- tests/arch_models.lua's mixtures of experts, in order.
 -- @tparam[opt] function keep a further test over an entry
 function M.moe_models(keep)
   local out = {}
   for _, e in ipairs(arch_models.models) do
-    if (e.n_expert or 0) > 0 and not (e.cpu_only and M.DEVICE ~= "cpu") and (not keep or keep(e)) then
+    if (e.n_expert or 0) > 0 and (not keep or keep(e)) then
       out[#out + 1] = e
     end
   end
