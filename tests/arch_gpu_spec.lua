@@ -16,7 +16,6 @@
 package.path = "./?.lua;" .. package.path
 local compare = require("tests.compare")
 local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
-local lrun = require("lrun")
 local arch_models = require("tests.arch_models")
 local gpu = require("tests.gpu_spec_common")
 local DEVICE, TOL = gpu.DEVICE, gpu.TOL
