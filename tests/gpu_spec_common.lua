@@ -38,6 +38,11 @@ M.N_NEW = 8 -- greedy tokens after the prompt
 -- the fast path's relative tolerance to the CPU per weight dtype (test_engine_gpu's): f32 prefill
 -- through cuBLAS with f16 activations; q8_0 with the CPU's 8-bit activations
 M.TOL = { f32 = 1e-2, q8_0 = 5e-2 }
+
+--- The fast path's tolerance for tests/arch_models.lua's entry e: its own
+-- (gpt-oss: the CPU multiplies MXFP4 experts with 8-bit activations, as
+-- llama.cpp does, the GPU with f32 ones) or its dtype's.
+function M.tol(e) return e.tol or M.TOL[e.dtype] end
 -- the load options every run starts from
 M.LOAD = { progress = false, n_ctx = 256, threads = 2 }
 
