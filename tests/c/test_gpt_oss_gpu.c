@@ -94,7 +94,7 @@ static double compare(const char *what, const float *a, const float *b, int r0, 
         if (x > d) d = x, at = i;
         s = fabs(a[i]) > s ? fabs(a[i]) : s;
     }
-    printf("# %s: rel %.3g; worst at row %lld token %lld: cpu %.6g, cuda %.6g\n", what, d / s, (long long)(at / V),
+    printf("# %s: rel %.3g; worst at row %lld token %lld: reference %.6g, cuda %.6g\n", what, d / s, (long long)(at / V),
            (long long)(at % V), (double)a[at], (double)b[at]);
     return d / s;
 }
