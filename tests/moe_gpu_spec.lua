@@ -25,7 +25,7 @@
 --   * smart with block 0's experts on the host (-ot) and skewed counts chooses the expert cache itself
 --     (lrun.expert_choice) and the engine takes the planner's slots; with
 --     moe_host = "compute" it makes no choice and the engine no cache;
---   * LRUN_CUDA_MOE_HOST_PASS=1 (a decode chunk's host experts in one host pass): experts_on_host and
+--   * the host pass (the default; a decode chunk's host experts in one pass, LRUN_CUDA_MOE_HOST_PASS=0 off): experts_on_host and
 --     n_cpu_moe 1 give the product-by-product run's tokens, the prompt's logits within the fast tolerance;
 --   * numerics = "exact" on f32 experts is refused naming the types it takes (tests/moe_exact_gpu_spec.lua
 --     runs the quantized ones), and on gpt-oss naming gpt-oss.
@@ -105,12 +105,12 @@ describe("mixtures of experts on cuda against the CPU", function()
         end)
       end
 
-      -- LRUN_CUDA_MOE_HOST_PASS=1: a decode chunk's host-computed experts in one host pass
-      -- (engine_cuda_moe_host.c); the prompt (longer than 8 tokens) still goes product by product
+      -- the default: a decode chunk's host-computed experts in one host pass (engine_cuda_moe_host.c;
+      -- LRUN_CUDA_MOE_HOST_PASS=0 goes product by product); the prompt (longer than 8 tokens) goes product by product
       for _, p in ipairs({ PLACEMENTS[2], PLACEMENTS[3] }) do
         it("host experts in one pass per block, " .. p[1] .. ": the same tokens as product by product", function()
-          local ids0 = run(path, with(p[2], { device = DEVICE }))
-          local ids, logits, _, st = gpu.with_env("LRUN_CUDA_MOE_HOST_PASS", "1", run, path, with(p[2], { device = DEVICE }))
+          local ids0 = gpu.with_env("LRUN_CUDA_MOE_HOST_PASS", "0", run, path, with(p[2], { device = DEVICE }))
+          local ids, logits, _, st = run(path, with(p[2], { device = DEVICE }))
           assert.is_true(rel_diff(cpu_logits, logits) <= gpu.tol(e))
           assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
           assert.is_true(same(ids0, ids), "decode tokens differ from the product-by-product run")

@@ -1,14 +1,17 @@
 -- multigpu_gpu_spec: the layer split over CUDA devices (lua/lrun/multigpu.lua,
--- docs/multigpu.md). Today the split is planned and the model runs on the
--- list's first device, so these cases check what exists:
+-- docs/multigpu.md). One GPU named for every part (cuda:0,cuda:0) runs the
+-- split as CUDA engines, one per part (runtime/engine_split.c); a list of
+-- several GPUs is planned and runs on its first device. These cases check:
 --
 --   * each device's room comes from the CUDA device (free memory, or its
 --     budget), shared evenly when one GPU is named twice (cuda:0,cuda:0);
 --   * -ts and per-device budgets give the planned layer ranges;
---   * the logits of a load over cuda:0,cuda:0 (and, with two GPUs visible,
---     cuda:0,cuda:1) are bit-identical to the single-device run with exact
---     numerics — the assertion that stays when the split's execution (one
---     engine per device) is built.
+--   * cuda:0,cuda:0 runs as 2 engines (split.runs, the explain line), with
+--     logits bit-identical to one engine's, with exact and default numerics,
+--     and greedy generation and beams (sequence copies and reorders in
+--     every part) as one engine's;
+--   * with two GPUs visible, cuda:0,cuda:1 gives logits bit-identical to the
+--     single-device run (today it runs there, on cuda:0).
 --
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; `make test` runs it
 -- too, where every case is pending without a GPU.
@@ -35,7 +38,8 @@ local function gen_model()
 end
 
 local function logits(opts)
-  opts.progress, opts.numerics, opts.n_ctx = false, "exact", 64
+  opts.progress, opts.n_ctx = false, 64
+  if opts.numerics == nil then opts.numerics = "exact" end
   local m = assert(lrun.load(gen_model(), opts))
   local l = assert(m:logits(PROMPT))
   local split = m:placement().split
@@ -65,11 +69,40 @@ describe("layer split over one GPU (cuda:0,cuda:0)", function()
     local want = logits({ device = "cuda:0" })
     local got, split = logits({ device = "cuda:0,cuda:0" })
     assert.same({ { 0, 2 }, { 3, 5 } }, ranges(split))
+    assert.is_true(split.runs)
+    assert.matches("runs as 2 engines on cuda:0", split.explain)
     assert.same(want, got)
+    -- the default (fast) kernels too: the same device runs the same kernels in both
+    assert.same(logits({ device = "cuda:0", numerics = "default" }),
+      (logits({ device = "cuda:0,cuda:0", tensor_split = "1,2", numerics = "default" })))
     got, split = logits({ devices = { "cuda:0", "cuda:0" }, tensor_split = "2,1", gpu_budget = "1G,1G" })
     assert.same({ { 0, 3 }, { 4, 5 } }, ranges(split))
     assert.equal(2 ^ 30, split.devices[1].room)
     assert.same(want, got)
+  end)
+end)
+
+describe("layer split over one GPU: generation", function()
+  it("generates greedily and with beams as one engine does", function()
+    if n_gpu < 1 then
+      pending("no GPU visible")
+      return
+    end
+    local function run(opts, gen)
+      opts.progress, opts.n_ctx = false, 128
+      local m = assert(lrun.load(gen_model(), opts))
+      local _, ids = m:generate("Once upon", gen)
+      local st = m:stats()
+      m:free()
+      return ids, st
+    end
+    local greedy = { max_new_tokens = 8, do_sample = false }
+    local want, one = run({ device = "cuda:0" }, greedy)
+    local got, st = run({ device = "cuda:0,cuda:0", tensor_split = "1,1" }, greedy)
+    assert.same(want, got)
+    assert.is_true(st.kv_bytes == one.kv_bytes, "the parts' caches add up to one engine's")
+    local beams = { max_new_tokens = 6, num_beams = 3, do_sample = false }
+    assert.same(run({ device = "cuda:0" }, beams), (run({ device = "cuda:0,cuda:0", tensor_split = "1,3" }, beams)))
   end)
 end)
 

@@ -105,8 +105,8 @@ function M.blocks(tensors, plan, host_compute, n_expert, bw, packed, tier)
 end
 
 -- Seconds per token of block b's experts: cached with miss rate `miss`, or as placed (host parts with their
--- products' fixed costs, predict.host_overhead_s: k products each, and a round trip each unless the host pass
--- takes the whole block in one).
+-- products' fixed costs, predict.host_overhead_s: k products each, and a round trip each, unless the host pass
+-- takes the whole block: one grouped product a tensor and one round trip).
 local function block_s(b, k, bw, miss, host_pass)
   local s, n_host = 0, 0
   for _, p in ipairs(b.parts) do
@@ -115,7 +115,8 @@ local function block_s(b, k, bw, miss, host_pass)
     else s, n_host = s + k * p.plain_e / p.rate, n_host + 1 end
   end
   if n_host > 0 then
-    s = s + predict.host_overhead_s(bw, n_host * k, host_pass and n_host == 3 and 1 or n_host * k)
+    local pass = host_pass and n_host == 3
+    s = s + predict.host_overhead_s(bw, pass and n_host or n_host * k, pass and 1 or n_host * k)
   end
   return s
 end

@@ -692,9 +692,9 @@ end
 
 -- The layer split over several devices (lrun.multigpu): planned with every
 -- weight on a device, shown by placement() and --explain. With one device
--- named for every part (cpu,cpu) the engine runs the split, part by part
--- (split.runs); otherwise it runs on the first device (docs/multigpu.md:
--- parts on several devices are not built yet).
+-- named for every part (cpu,cpu or cuda:0,cuda:0) the engine runs the split,
+-- part by part (split.runs); otherwise it runs on the first device
+-- (docs/multigpu.md: a model's weights on several devices are not built yet).
 function Model:plan_split(multi, popts)
   local sized, err = require("lrun.residency").size(self, {}, nil, popts)
   if not sized then return nil, err end
@@ -704,9 +704,9 @@ function Model:plan_split(multi, popts)
   if not split then return nil, err end
   local distinct = {}
   for _, n in ipairs(multi.names) do distinct[n] = true end
-  if next(distinct, next(distinct)) == nil and multi.names[1] == "cpu" then
+  if next(distinct, next(distinct)) == nil then
     -- one device named for every part: the engine runs the split (lrun_engine_opts.n_split), each part
-    -- an engine of its own; the CPU backend runs parts, the CUDA one not yet
+    -- an engine of its own; both backends run parts (runs_parts in runtime/backend.h)
     split.runs = true
     split.explain = split.explain .. string.format("\n  runs as %d engines on %s, one per part, the hidden state "
       .. "handed on (logits as one engine's)", #split.devices, multi.names[1])

@@ -200,9 +200,9 @@ function M.decode_rates(model, bw, context)
 end
 
 --- Whether the CUDA engine computes a block's host experts in one host pass
--- (engine_cuda_moe_host.c; LRUN_CUDA_MOE_HOST_PASS=1 until it is the default).
+-- (engine_cuda_moe_host.c; the default, LRUN_CUDA_MOE_HOST_PASS=0 turns it off).
 function M.host_pass()
-  return os.getenv("LRUN_CUDA_MOE_HOST_PASS") == "1"
+  return os.getenv("LRUN_CUDA_MOE_HOST_PASS") ~= "0"
 end
 
 --- The prefill query for a model: chunk tokens, attention's width, MoE's k.

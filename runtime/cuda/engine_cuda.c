@@ -47,16 +47,18 @@ static int carve(char **cursor, size_t *total, size_t n_bytes, void **out)
 }
 
 
-/* Bytes of the gemm weight slot: the largest weight that must be converted. */
-static size_t w_slot_bytes(const lrun_model *m)
+/* Bytes of the gemm weight slot: the largest weight the engine multiplies by that must be
+ * converted (a split's part: its blocks', and the head only in the last part). */
+static size_t w_slot_bytes(const lrun_cuda_engine *e)
 {
+    const lrun_model *m = e->model;
     size_t best = 0;
-    const struct lrun_tensor *head = m->output;
+    const struct lrun_tensor *head = lrun_cuda_gives_rows(e) ? NULL : m->output;
     /* the head, then every matrix of each block the description names */
-    for (int64_t l = -1; l < m->info.n_layer; l++)
-        for (int id = 0; id < (l < 0 ? 1 : LRUN_ARCH_TENSOR_BLOCK_COUNT); id++) {
-            const struct lrun_tensor *w = l < 0 ? head : m->layers[l].t[id];
-            if (!w || (l >= 0 && !lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id))) continue;
+    for (int64_t l = e->layer_first - 1; l < e->layer_end; l++)
+        for (int id = 0; id < (l < e->layer_first ? 1 : LRUN_ARCH_TENSOR_BLOCK_COUNT); id++) {
+            const struct lrun_tensor *w = l < e->layer_first ? head : m->layers[l].t[id];
+            if (!w || (l >= e->layer_first && !lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id))) continue;
             if (w->dtype == slot_dtype(w->dtype)) continue;
             size_t b = (size_t)w->ne[0] * (size_t)w->ne[1] * 2; /* fits: the tensor's bytes did */
             if (b > best) best = b;
@@ -76,6 +78,8 @@ static int layout_scratch(lrun_cuda_engine *e, void *base, size_t *total)
     const size_t work = lrun_k_attention_work_bytes(e->n_batch_max, in->n_head, in->head_dim, e->n_ctx_max);
     /* the exact path (engine_cuda_exact.c) has its own matmul for every size */
     const int gemm = e->n_batch_max > GEMV_MAX_ROWS && !lrun_cuda_exact_eligible(e);
+    /* a split's part before the last hands its rows on: no logits */
+    const size_t logit_rows = lrun_cuda_gives_rows(e) ? 0 : LOGIT_ROWS;
     *total = 0;
     int ok = lrun_size_mul(B * f, (size_t)e->n_embd, &sz) && carve(&c, total, sz, (void **)&e->x) &&
              carve(&c, total, sz, (void **)&e->xn) && carve(&c, total, sz, (void **)&e->tmp) &&
@@ -83,12 +87,12 @@ static int layout_scratch(lrun_cuda_engine *e, void *base, size_t *total)
              carve(&c, total, sz, (void **)&e->attn) && lrun_size_mul(B * f, (size_t)e->kv_dim, &sz) &&
              carve(&c, total, sz, (void **)&e->k) && carve(&c, total, sz, (void **)&e->v) &&
              lrun_size_mul(B * f, (size_t)e->n_ff, &sz) && carve(&c, total, sz, (void **)&e->gate) &&
-             carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(LOGIT_ROWS * f, (size_t)e->n_vocab, &sz) &&
+             carve(&c, total, sz, (void **)&e->up) && lrun_size_mul(logit_rows * f, (size_t)e->n_vocab, &sz) &&
              carve(&c, total, sz, (void **)&e->logits) && lrun_size_mul(lrun_model_vector_floats(m), f, &sz) &&
              carve(&c, total, sz, (void **)&e->vectors) && carve(&c, total, work, &e->attn_work) &&
              carve(&c, total, e->table_bytes, &e->d_table_base);
     if (ok && gemm) {
-        const size_t ws = w_slot_bytes(m);
+        const size_t ws = w_slot_bytes(e);
         if (ws) ok = carve(&c, total, ws, &e->w_slot);
         ok = ok && lrun_size_mul(B * 2, max_k, &sz) && carve(&c, total, sz, &e->x_slot);
     }
@@ -148,7 +152,7 @@ static lrun_status load_vectors(lrun_cuda_engine *e)
     } while (0)
     VEC(m->output_norm, e->output_norm);
     VEC(lrun_model_rope_factors(m, e->n_ctx_max), e->freq_factors);
-    for (int64_t l = 0; l < m->info.n_layer; l++) {
+    for (int64_t l = e->layer_first; l < e->layer_end; l++) { /* a split's part: its own blocks' */
         const struct lrun_model_layer *L = &m->layers[l];
         struct cuda_layer *E = &e->layers[l];
         for (int i = 0; i < LRUN_ARCH_N_BLOCK_VECTORS; i++)
@@ -215,6 +219,8 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->n_ctx_max = opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train;
     e->n_batch_max = opts->n_batch_max ? opts->n_batch_max : DEFAULT_BATCH;
     e->n_layer = in->n_layer;
+    e->layer_first = opts->layer_first; /* layer_count 0: every block (only the split sets them) */
+    e->layer_end = opts->layer_first + (opts->layer_count ? opts->layer_count : in->n_layer);
     e->n_embd = in->n_embd;
     e->q_dim = in->n_head * in->head_dim;
     e->kv_dim = in->n_head_kv * in->head_dim;
@@ -271,8 +277,9 @@ lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model,
  * arena) and less than own_arena per other one. Besides, every block is
  * rounded up to the pool's granule. None when the capacity is at most one
  * arena, which then holds every block. */
-static size_t pool_slack(const lrun_model *model, const struct lrun_placement *p, const lrun_placement_size *s)
+static size_t pool_slack(const lrun_cuda_engine *e, const struct lrun_placement *p, const lrun_placement_size *s)
 {
+    const lrun_model *model = e->model;
     const size_t arena = lrun_cuda_pool_arena_bytes(), own = lrun_cuda_pool_own_arena_bytes();
     if (lrun_device_capacity(model->device) <= arena) return 0;
     size_t small = 0, n_blocks = 0;
@@ -280,11 +287,13 @@ static size_t pool_slack(const lrun_model *model, const struct lrun_placement *p
         const struct lrun_tensor *t = &model->tensors[i];
         const size_t b = lrun_placement_stored_bytes(p, t);
         if (lrun_placement_tier(p, t) != LRUN_TIER_DEVICE) continue;
+        /* a layer split's part counts its blocks' tensors; the first part those outside blocks */
+        if (t->layer >= 0 ? t->layer < e->layer_first || t->layer >= e->layer_end : lrun_cuda_takes_rows(e)) continue;
         n_blocks++;
         if (b < own) small += b;
     }
     /* the engine's own blocks: scratch, slots with rows, the KV cache (a block per layer), a few more */
-    const size_t layers = (size_t)(model->info.n_layer > 0 ? model->info.n_layer : 1);
+    const size_t layers = (size_t)(lrun_cuda_blocks(e) > 0 ? lrun_cuda_blocks(e) : 1);
     const size_t blocks[] = {s->scratch_bytes, s->slot_bytes + s->embd_rows_bytes};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         if (blocks[i] < own) small += blocks[i];
@@ -313,7 +322,7 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
     if (st == LRUN_OK) {
         out->slot_bytes = lrun_cuda_offload_slot_bytes(&e);
         out->embd_rows_bytes = block - out->slot_bytes;
-        out->pool_slack_bytes = pool_slack(model, p, out);
+        out->pool_slack_bytes = pool_slack(&e, p, out);
     }
     lrun_cuda_offload_free(&e);
     return st;
@@ -331,6 +340,26 @@ static lrun_status check_supported(const lrun_model *model)
     if (lrun_arch_tensor_find(model->arch, LRUN_ARCH_TENSOR_ATTN_SINKS) && model->attn_softcap > 0)
         return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: %s: attention sinks with a soft-cap have no CUDA kernel",
                          model->arch->name);
+    return LRUN_OK;
+}
+
+/* A layer split's part (engine_split.c) computes its blocks' weights where they are on the
+ * device: weights off the device (streamed through slots or multiplied on the host, MoE host
+ * experts among them: e->offload) and packed weights are refused by name, as the CPU's parts
+ * refuse them (docs/multigpu.md). */
+static lrun_status check_part(const lrun_cuda_engine *e)
+{
+    if (!lrun_cuda_takes_rows(e) && !lrun_cuda_gives_rows(e)) return LRUN_OK;
+    if (e->offload)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on %s: a layer split's part (blocks %lld-%lld) computes its "
+                         "weights where they are on the device; weights placed off the device (streamed, or "
+                         "computed on the host, such as MoE host experts) are not supported in a split yet "
+                         "(docs/multigpu.md)", e->device->name, (long long)e->layer_first, (long long)(e->layer_end - 1));
+    for (int64_t i = 0; i < e->model->n_tensors; i++)
+        if (e->model->tensors[i].packed)
+            return lrun_fail(LRUN_E_UNSUPPORTED, "engine on %s: a layer split's part cannot read packed weights "
+                             "yet (tensor '%s'); load the model unpacked to split it (docs/multigpu.md)",
+                             e->device->name, e->model->tensors[i].name);
     return LRUN_OK;
 }
 
@@ -366,6 +395,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
                            (long long)e->n_ctx_max);
     size_t slot_bytes = 0;
     if (st == LRUN_OK && as_placed) st = lrun_cuda_offload_plan(e, NULL, opts->prefetch_layers, &slot_bytes);
+    if (st == LRUN_OK) st = check_part(e);
     if (st == LRUN_OK) st = check_fits(e, kv_bytes, slot_bytes, as_placed);
     if (st == LRUN_OK && !as_placed) st = move_weights(e);
     if (st == LRUN_OK && e->offload) {
@@ -455,6 +485,7 @@ lrun_status lrun_cuda_engine_seq_truncate(void *ctx, int64_t seq, int64_t len)
     if (len < 0 || len > e->seq_len[seq])
         return lrun_fail(LRUN_E_ARG, "KV cache: cannot truncate sequence %lld of %lld positions to %lld",
                          (long long)seq, (long long)e->seq_len[seq], (long long)len);
+    TRY(lrun_cuda_engine_current(e));
     e->seq_len[seq] = len;
     return lrun_cuda_kv_truncate(e, seq, len);
 }
@@ -466,6 +497,7 @@ lrun_status lrun_cuda_engine_seq_copy(void *ctx, int64_t dst, int64_t src)
         return lrun_fail(LRUN_E_ARG, "KV cache: copy %lld -> %lld: sequences are [0, %lld)", (long long)src,
                          (long long)dst, (long long)e->n_seq_max);
     if (src == dst) return LRUN_OK;
+    TRY(lrun_cuda_engine_current(e));
     TRY(lrun_cuda_kv_copy(e, dst, src));
     e->seq_len[dst] = e->seq_len[src];
     return LRUN_OK;
@@ -475,6 +507,7 @@ lrun_status lrun_cuda_engine_seq_reorder(void *ctx, const int64_t *src_of_dst, i
 {
     lrun_cuda_engine *e = ctx;
     TRY(lrun_reorder_check(src_of_dst, n, e->n_seq_max));
+    TRY(lrun_cuda_engine_current(e));
     int64_t *len = malloc(((size_t)n + 1) * sizeof *len);
     if (!len) return lrun_fail_oom(((size_t)n + 1) * sizeof *len, 0, "KV cache reorder: lengths");
     const lrun_status st = lrun_cuda_kv_reorder(e, src_of_dst, n, len);
@@ -504,4 +537,5 @@ const lrun_backend_iface lrun_cuda_backend = {
     .reset_stats = lrun_cuda_engine_reset_stats,
     .moe_counts = lrun_cuda_engine_moe_counts,
     .expert_cache = lrun_cuda_engine_expert_cache,
+    .runs_parts = 1, /* a block range (layer_first/layer_count) with the rows in and out */
 };

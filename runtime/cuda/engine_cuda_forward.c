@@ -107,14 +107,14 @@ static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, flo
 
 /* The weights of the op after op i of the block (the next block's first op
  * after the last), for an op that prepares its output for them; *n_next 0
- * when it is no matmul. */
+ * when it is no matmul, or in the next part of a layer split. */
 static void peek_next(const struct run *r, int i, lrun_weight_ref *next, int *n_next)
 {
     const lrun_arch *a = r->e->model->arch;
     int64_t l = r->layer;
     if (++i == a->n_ops) i = 0, l++;
     *n_next = 0;
-    if (l >= r->e->n_layer) return;
+    if (l >= r->e->layer_end) return;
     const lrun_arch_op *op = &a->ops[i];
     if (op->kind != LRUN_ARCH_OP_MATMUL && op->kind != LRUN_ARCH_OP_MATMUL_SWIGLU && op->kind != LRUN_ARCH_OP_MATMUL_ADD)
         return;
@@ -122,7 +122,8 @@ static void peek_next(const struct run *r, int i, lrun_weight_ref *next, int *n_
     for (int j = 0; j < *n_next; j++) next[j] = lrun_weights_peek(r->W, l, op->w[j]);
 }
 
-/* The norm op after op i (the next block's first after the last), or NULL. */
+/* The norm op after op i (the next block's first after the last), or NULL;
+ * in a layer split, *l_norm may be the next part's block. */
 static const lrun_arch_op *norm_after(const struct run *r, int i, int64_t *l_norm)
 {
     const lrun_arch *a = r->e->model->arch;
@@ -264,6 +265,13 @@ static lrun_status exact_matmul_add(struct run *r, int i, lrun_weight_ref w, con
     TRY(lrun_cuda_exact_matmul(e, &w, &e->tmp, 1, buf(e, op->in), r->n, r->quantized));
     int64_t l_norm;
     const lrun_arch_op *norm = norm_after(r, i, &l_norm);
+    if (norm && l_norm >= e->layer_end) {
+        /* the norm is the next part's (a layer split): x in the fused kernel's order, x += tmp
+         * then x += bias; that part's first block norms x itself (forward_layers), as here */
+        r->quantized = 0;
+        TRY(lrun_k_add(e->x, e->tmp, r->n * e->n_embd, e->stream));
+        return bias ? lrun_k_add_bias(e->x, bias, r->n, e->n_embd, e->stream) : LRUN_OK;
+    }
     if (!norm) {
         r->quantized = 0;
         if (bias) TRY(lrun_k_add_bias(e->tmp, bias, r->n, e->n_embd, e->stream));
@@ -381,8 +389,8 @@ static lrun_status run_block(struct run *r)
     return LRUN_OK;
 }
 
-/* Every block over the n tokens of the table already on the device. */
-static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, int64_t n, int64_t max_kv)
+/* x (n, n_embd) = the embeddings of the table's tokens. */
+static lrun_status embed(lrun_cuda_engine *e, int64_t n)
 {
     const lrun_model *m = e->model;
     const struct lrun_tensor *te = m->tok_embd;
@@ -391,13 +399,24 @@ static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, in
     else TRY(lrun_k_embed(te->dtype, te->data, te->row_bytes, e->n_embd, e->d_table.tokens, n, e->x, e->stream));
     if (m->arch->embd_scale) /* gemma: each row times sqrtf(n_embd), as the CPU */
         TRY(lrun_k_scale(e->x, sqrtf((float)e->n_embd), n * e->n_embd, e->stream));
-    struct run r = {e, n, max_kv, 0, W, NULL, NULL, 0, 0};
-    /* exact: the first norm, with its quantization, right after the embedding */
+    return LRUN_OK;
+}
+
+/* Every block of the engine's range over the n tokens of the table already
+ * on the device. A layer split's later part starts from the previous part's
+ * rows, which run_chunk copied into x, instead of the embedding. */
+static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, int64_t n, int64_t max_kv)
+{
+    const lrun_model *m = e->model;
+    if (!lrun_cuda_takes_rows(e)) TRY(embed(e, n));
+    struct run r = {e, n, max_kv, e->layer_first, W, NULL, NULL, 0, 0};
+    /* exact: the first norm, with its quantization, right after the embedding (a split's later
+     * part: the norm the previous part's last residual add left to it, on the same x) */
     if (e->exact && m->arch->ops[0].kind == LRUN_ARCH_OP_NORM) {
         TRY(op_norm(&r, &m->arch->ops[0], 0));
         r.normed = 1;
     }
-    for (int64_t l = 0; l < e->n_layer; l++) {
+    for (int64_t l = e->layer_first; l < e->layer_end; l++) {
         r.layer = l;
         TRY(lrun_weights_begin(W, l));                 /* streamed weights in their slot */
         TRY(lrun_cuda_kv_layer(e, l, &r.kc, &r.vc));   /* a staged cache's slot: engine_cuda_kv.c */
@@ -457,6 +476,7 @@ lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_wa
     struct lrun_cuda_weights src;
     const lrun_weights W = lrun_cuda_weights_init(&src, e);
     TRY(forward_layers(e, &W, n, max_kv));
+    if (lrun_cuda_gives_rows(e)) return LRUN_OK; /* a split's part before the last: x goes on, no head */
     /* a streamed head is met every chunk, wanted or not, to keep the copy cycle */
     TRY(lrun_weights_begin(&W, e->n_layer));
     if (n_want > 0) {

@@ -87,7 +87,9 @@ struct lrun_cuda_engine {
     void *stream;                 /* cudaStream_t: the device's compute stream */
     void *cublas;                 /* bound to stream */
     int64_t n_seq_max, n_ctx_max, n_batch_max;
-    int64_t n_layer, n_embd, q_dim, kv_dim, n_ff, n_vocab;
+    int64_t n_layer, n_embd, q_dim, kv_dim, n_ff, n_vocab; /* n_layer: the model's blocks */
+    int64_t layer_first, layer_end; /* the blocks [first, end) this engine computes and holds the KV cache
+                                     * of: all of them, or a layer split's part (engine_split.c) */
     float eps;                    /* rms_norm epsilon */
     float attn_scale;             /* 1/sqrt(head_dim) */
     lrun_k_yarn yarn;             /* YaRN's RoPE parameters (gpt-oss); mscale 0: none */
@@ -167,6 +169,14 @@ static inline lrun_status cuda_check(cudaError_t err, const char *what, const lr
                      d->name, what, cudaGetErrorString(err), cudaGetErrorName(err));
 }
 
+/* Makes the engine's device the thread's current one: every entry point that makes CUDA calls
+ * starts with it, so engines on different devices (a layer split's parts) can be driven from
+ * one thread in turn. */
+static inline lrun_status lrun_cuda_engine_current(const lrun_cuda_engine *e)
+{
+    return cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device);
+}
+
 /* Programmatic dependent launch for this engine's kernels: the exact path
  * launches ordinarily; PDL is kept off while weights stream or the KV cache
  * is staged, so no kernel's early start can run ahead of the side-stream
@@ -177,6 +187,13 @@ static inline int lrun_cuda_pdl_on(const lrun_cuda_engine *e)
 }
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* The blocks this engine holds the KV cache of (its range's length). */
+static inline int64_t lrun_cuda_blocks(const lrun_cuda_engine *e) { return e->layer_end - e->layer_first; }
+/* 1: a layer split's part that does not start at block 0 (it takes hidden_in, not tokens' embeddings) */
+static inline int lrun_cuda_takes_rows(const lrun_cuda_engine *e) { return e->layer_first > 0; }
+/* 1: a layer split's part that does not end at the last block (it writes hidden_out, not logits) */
+static inline int lrun_cuda_gives_rows(const lrun_cuda_engine *e) { return e->layer_end < e->n_layer; }
 
 /* The mode flags of a decode GEMV of dtype t (gemv_choice.h). */
 static inline int lrun_cuda_gemv_flags(const lrun_cuda_engine *e, lrun_dtype t)
@@ -217,7 +234,9 @@ static inline int lrun_cuda_kv_fused(const lrun_cuda_engine *e) { return e->kv.f
 /* The fused path's layer l: the chunk's new rows (in the slot, from RoPE) into codes and
  * ring, then attention of e->q straight from them into e->attn. */
 lrun_status lrun_cuda_kv_fused_attention(lrun_cuda_engine *e, int64_t l, int64_t n, int64_t max_kv);
-/* Layer l's key and value planes; staged kinds make compute wait for its slot. */
+/* Layer l's key and value planes; staged kinds make compute wait for its slot. Here and in
+ * kv_layer_end and kv_fused_attention, l is the model's block, in [layer_first, layer_end): the
+ * cache holds only those (lrun_cuda_blocks), as its layers 0, 1, ... */
 lrun_status lrun_cuda_kv_layer(lrun_cuda_engine *e, int64_t l, char **keys, char **values);
 /* After layer l's attention over n tokens: staged kinds write the new rows
  * back (offloaded: to the host; quantized: codes and ring) and refill the slot. */

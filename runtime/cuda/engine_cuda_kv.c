@@ -25,7 +25,10 @@
  *                     new rows go to codes and ring first, and the attention
  *                     reads codes and ring itself (lrun_k_attention_quant)
  *
- * so device KV memory of the offloaded kinds is two layers' worth. Staged
+ * so device KV memory of the offloaded kinds is two layers' worth. A layer
+ * split's part (engine_split.c) holds the layers of its own blocks only:
+ * every count here is lrun_cuda_blocks, and the three per-layer entries
+ * take the model's block and subtract layer_first. Staged
  * steps run eagerly (no CUDA graph): their copies follow the sequences'
  * lengths, which change every step. */
 #include <stdio.h>
@@ -75,9 +78,9 @@ static int device_size(const lrun_cuda_engine *e, int64_t cap, size_t *out)
 {
     size_t store = 0, slots = 0, ring = 0;
     const struct cuda_kv *kv = &e->kv;
-    if (!kv->on_host && !planes_size(e, 2 * e->n_layer, cap, store_pos_bytes(e), &store)) return 0;
+    if (!kv->on_host && !planes_size(e, 2 * lrun_cuda_blocks(e), cap, store_pos_bytes(e), &store)) return 0;
     if (kv->staged && !planes_size(e, 4, cap, row_bytes(e), &slots)) return 0;
-    if (kv->quantized && !planes_size(e, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), &ring)) return 0;
+    if (kv->quantized && !planes_size(e, 2 * lrun_cuda_blocks(e), kv->q.ring_rows, row_bytes(e), &ring)) return 0;
     return lrun_size_add(store, slots, out) && lrun_size_add(*out, ring, out);
 }
 
@@ -119,14 +122,14 @@ size_t lrun_cuda_kv_bytes_per_position(const lrun_cuda_engine *e)
 {
     size_t per = 0, ring = 0;
     if (!device_size(e, 1, &per)) return SIZE_MAX;
-    if (e->kv.quantized && !planes_size(e, 2 * e->n_layer, e->kv.q.ring_rows, row_bytes(e), &ring)) return SIZE_MAX;
+    if (e->kv.quantized && !planes_size(e, 2 * lrun_cuda_blocks(e), e->kv.q.ring_rows, row_bytes(e), &ring)) return SIZE_MAX;
     return per - ring; /* the ring is fixed: lrun_cuda_kv_fixed_bytes */
 }
 
 size_t lrun_cuda_kv_fixed_bytes(const lrun_cuda_engine *e)
 {
     size_t ring = 0;
-    if (e->kv.quantized && !planes_size(e, 2 * e->n_layer, e->kv.q.ring_rows, row_bytes(e), &ring)) return SIZE_MAX;
+    if (e->kv.quantized && !planes_size(e, 2 * lrun_cuda_blocks(e), e->kv.q.ring_rows, row_bytes(e), &ring)) return SIZE_MAX;
     return ring;
 }
 
@@ -223,7 +226,7 @@ static lrun_status layer_copy(lrun_cuda_engine *e, void *dst, int64_t dst_cap, c
 static void release_all(lrun_cuda_engine *e)
 {
     struct cuda_kv *kv = &e->kv;
-    for (int64_t l = 0; kv->layers && l < e->n_layer; l++) {
+    for (int64_t l = 0; kv->layers && l < lrun_cuda_blocks(e); l++) {
         layer_release(e, kv->layers[l], kv->layer_bytes);
         kv->layers[l] = NULL;
     }
@@ -241,7 +244,7 @@ static lrun_status events_init(lrun_cuda_engine *e)
     struct cuda_kv *kv = &e->kv;
     kv->phys = malloc((size_t)e->n_seq_max * sizeof *kv->phys);
     kv->q_lo = calloc((size_t)e->n_seq_max, sizeof *kv->q_lo);
-    kv->layers = calloc((size_t)e->n_layer, sizeof *kv->layers);
+    kv->layers = calloc((size_t)lrun_cuda_blocks(e), sizeof *kv->layers);
     if (!kv->phys || !kv->q_lo || !kv->layers) return lrun_fail_oom(0, 0, "engine: KV cache bookkeeping");
     for (int64_t s = 0; s < e->n_seq_max; s++) kv->phys[s] = s;
     if (!kv->staged) return LRUN_OK;
@@ -271,7 +274,7 @@ static lrun_status side_parts_alloc(lrun_cuda_engine *e, int64_t cap, void **slo
     *slots = *ring = NULL;
     *slot_bytes = *ring_bytes = 0;
     if (kv->staged && !planes_size(e, 4, cap, row_bytes(e), slot_bytes)) return LRUN_E_OOM;
-    if (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), ring_bytes))
+    if (kv->quantized && !kv->ring && !planes_size(e, 2 * lrun_cuda_blocks(e), kv->q.ring_rows, row_bytes(e), ring_bytes))
         return LRUN_E_OOM;
     lrun_status st = *slot_bytes ? device_part(e, *slot_bytes, "KV cache slots", slots) : LRUN_OK;
     if (st == LRUN_OK && *ring_bytes) st = device_part(e, *ring_bytes, "quantized KV cache (recent positions)", ring);
@@ -283,7 +286,7 @@ static lrun_status side_parts_alloc(lrun_cuda_engine *e, int64_t cap, void **slo
 static lrun_status layers_alloc_empty(lrun_cuda_engine *e, int64_t cap, size_t bytes)
 {
     struct cuda_kv *kv = &e->kv;
-    for (int64_t l = 0; l < e->n_layer; l++) {
+    for (int64_t l = 0; l < lrun_cuda_blocks(e); l++) {
         lrun_status st = layer_alloc(e, bytes, &kv->layers[l]);
         if (st != LRUN_OK) {
             for (int64_t j = 0; j < l; j++) layer_release(e, kv->layers[j], bytes), kv->layers[j] = NULL;
@@ -331,7 +334,7 @@ void lrun_cuda_kv_free(lrun_cuda_engine *e)
 size_t lrun_cuda_kv_device_bytes(const lrun_cuda_engine *e)
 {
     const struct cuda_kv *kv = &e->kv;
-    return (kv->on_host ? 0 : (size_t)e->n_layer * kv->layer_bytes) + kv->ring_bytes + kv->slot_bytes;
+    return (kv->on_host ? 0 : (size_t)lrun_cuda_blocks(e) * kv->layer_bytes) + kv->ring_bytes + kv->slot_bytes;
 }
 
 /* Moves layers [0, n_done) back from cap new_cap to the old capacity after
@@ -366,12 +369,12 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
     const int64_t cap = grown_cap(e, kv->cap, need);
     size_t new_bytes, slot_bytes = 0, ring_bytes = 0, walk = 0;
     if (!layer_size(e, cap, &new_bytes) || (kv->staged && !planes_size(e, 4, cap, row_bytes(e), &slot_bytes)) ||
-        (kv->quantized && !kv->ring && !planes_size(e, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), &ring_bytes)))
+        (kv->quantized && !kv->ring && !planes_size(e, 2 * lrun_cuda_blocks(e), kv->q.ring_rows, row_bytes(e), &ring_bytes)))
         return lrun_fail_oom(SIZE_MAX, lrun_device_free_bytes(e->device), "KV cache: %lld positions per sequence "
                              "overflow size_t", (long long)cap);
     /* device bytes the walk adds at its highest: every layer grown but the
      * last, whose old and new blocks are both held, and the new slots */
-    const size_t grow = kv->on_host ? 0 : (size_t)e->n_layer * (new_bytes - kv->layer_bytes) + kv->layer_bytes;
+    const size_t grow = kv->on_host ? 0 : (size_t)lrun_cuda_blocks(e) * (new_bytes - kv->layer_bytes) + kv->layer_bytes;
     const size_t free_b = lrun_device_free_bytes(e->device);
     if (!lrun_size_add(grow, slot_bytes, &walk) || !lrun_size_add(walk, ring_bytes, &walk) || walk > free_b) {
         char a[32], b[32];
@@ -390,7 +393,7 @@ lrun_status lrun_cuda_kv_reserve(lrun_cuda_engine *e, int64_t need)
         st = layers_alloc_empty(e, cap, new_bytes);
     } else {
         int64_t l = 0;
-        for (; l < e->n_layer && st == LRUN_OK; l++) {
+        for (; l < lrun_cuda_blocks(e) && st == LRUN_OK; l++) {
             void *grown;
             st = layer_alloc(e, new_bytes, &grown);
             if (st == LRUN_OK && len > 0) st = layer_copy(e, grown, cap, kv->layers[l], kv->cap, len);
@@ -518,7 +521,7 @@ static lrun_status stage_before_refill(void *owner, int s)
 
 static lrun_status stage_ring_init(lrun_cuda_engine *e)
 {
-    const lrun_ring_opts o = {.n_units = e->n_layer, .n_ring = 2, .own_unit = -1, .order = LRUN_RING_ORDER_PASS,
+    const lrun_ring_opts o = {.n_units = lrun_cuda_blocks(e), .n_ring = 2, .own_unit = -1, .order = LRUN_RING_ORDER_PASS,
                               .driver = LRUN_RING_FILL_QUEUED, .ahead = 2, .fill = stage_fill,
                               .release = stage_release, .on_acquire = stage_on_acquire,
                               .before_refill = stage_before_refill, .owner = e};
@@ -578,6 +581,7 @@ lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load, int64_t n_to
 
 lrun_status lrun_cuda_kv_layer(lrun_cuda_engine *e, int64_t l, char **keys, char **values)
 {
+    l -= e->layer_first; /* the model's block -> this engine's cache layer (a split's part holds its own) */
     if (!e->kv.staged) {
         *keys = store_keys(e, l);
         *values = *keys + lrun_cuda_kv_plane_bytes(e);
@@ -605,6 +609,7 @@ static lrun_status quant_store(lrun_cuda_engine *e, int64_t l, int64_t n)
 lrun_status lrun_cuda_kv_layer_end(lrun_cuda_engine *e, int64_t l, int64_t n)
 {
     struct cuda_kv *kv = &e->kv;
+    l -= e->layer_first; /* as in lrun_cuda_kv_layer */
     if (!kv->staged) return LRUN_OK;
     const struct step_table *t = &e->d_table;
     const size_t plane = lrun_cuda_kv_plane_bytes(e);
@@ -624,6 +629,7 @@ lrun_status lrun_cuda_kv_fused_attention(lrun_cuda_engine *e, int64_t l, int64_t
 {
     const struct cuda_kv *kv = &e->kv;
     const lrun_model_info *in = &e->model->info;
+    l -= e->layer_first; /* as in lrun_cuda_kv_layer */
     const char *codes = store_keys(e, l), *ring = ring_keys(e, l);
     TRY(quant_store(e, l, n));
     return lrun_k_attention_quant(&kv->q, e->q, codes, codes + codes_plane_bytes(e), ring, ring + ring_plane_bytes(e),
@@ -678,13 +684,13 @@ static lrun_status copy_phys(lrun_cuda_engine *e, int64_t dst, int64_t src, int6
     struct cuda_kv *kv = &e->kv;
     if (n > 0) {
         TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
-        for (int64_t l = 0; l < e->n_layer; l++)
+        for (int64_t l = 0; l < lrun_cuda_blocks(e); l++)
             TRY(copy_seq(e, kv->layers[l], 2, kv->cap, store_pos_bytes(e), n, dst, src));
         if (kv->quantized) {
             const int64_t rows = n < kv->q.ring_rows ? n : kv->q.ring_rows;
-            TRY(copy_seq(e, kv->ring, 2 * e->n_layer, kv->q.ring_rows, row_bytes(e), rows, dst, src));
+            TRY(copy_seq(e, kv->ring, 2 * lrun_cuda_blocks(e), kv->q.ring_rows, row_bytes(e), rows, dst, src));
         }
-        kv->bytes_copied += (uint64_t)n * (uint64_t)(2 * e->n_layer) * store_pos_bytes(e);
+        kv->bytes_copied += (uint64_t)n * (uint64_t)(2 * lrun_cuda_blocks(e)) * store_pos_bytes(e);
     }
     kv->q_lo[dst] = kv->q_lo[src];
     return LRUN_OK;

@@ -12,7 +12,9 @@
  * gives. Fast numerics: SwiGLU is the CPU's and the sum is taken in pair
  * order on the host, so the logits agree with the product-by-product way to
  * rounding, not bits.
- * Opt-in (LRUN_CUDA_MOE_HOST_PASS=1) until it has run on a GPU. */
+ * The default since it ran on a GPU (H200, session 12: n_cpu_moe 29 of the
+ * 30B-A3B shape decodes 61.1 tok/s against 30.8 product by product);
+ * LRUN_CUDA_MOE_HOST_PASS=0 goes product by product. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,16 +35,16 @@ struct cuda_moe_host {
                  * element bounds every partner type (8-bit blocks plus scales) */
 };
 
-static int host_pass_asked(void)
+static int host_pass_wanted(void)
 {
     const char *v = getenv("LRUN_CUDA_MOE_HOST_PASS");
-    return v && strcmp(v, "1") == 0;
+    return !v || strcmp(v, "0") != 0;
 }
 
 lrun_status lrun_cuda_moe_host_init(lrun_cuda_engine *e, struct cuda_moe_host **out)
 {
     *out = NULL;
-    if (!host_pass_asked() || !e->offload) return LRUN_OK;
+    if (!host_pass_wanted() || !e->offload) return LRUN_OK;
     const size_t rows = GEMV_MAX_ROWS * (size_t)e->model->info.n_expert_used;
     const size_t d = (size_t)e->n_embd, f = (size_t)e->n_ff, wide = d > f ? d : f;
     const size_t floats = rows * (2 * d + 2 * f + wide); /* x, g, u, y, then the work */

@@ -8,8 +8,8 @@
 
 struct cuda_moe_host;
 
-/* The pass's host rows (GEMV_MAX_ROWS tokens), when LRUN_CUDA_MOE_HOST_PASS=1
- * asks for it; *out NULL otherwise (the experts go product by product). */
+/* The pass's host rows (GEMV_MAX_ROWS tokens), unless LRUN_CUDA_MOE_HOST_PASS=0
+ * turns it off; *out NULL then (the experts go product by product). */
 lrun_status lrun_cuda_moe_host_init(lrun_cuda_engine *e, struct cuda_moe_host **out);
 void lrun_cuda_moe_host_free(struct cuda_moe_host *h);
 /* Whether a chunk of n tokens of the block whose expert tensors are g takes

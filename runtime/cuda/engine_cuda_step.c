@@ -33,15 +33,26 @@ static int graph_capture(lrun_cuda_engine *e, int64_t n)
 
 /* Runs one chunk whose table is filled on the host: sends the table, runs
  * the layers (from a graph when the shape allows) and copies the n_want
- * wanted rows of logits to logits (n_want, n_vocab). */
+ * wanted rows of logits to logits (n_want, n_vocab). A layer split's part
+ * (engine_split.c) takes the residual stream entering its first block from
+ * hidden_in (n, n_embd, host) instead of embedding, and when it ends before
+ * the last block gives the stream leaving it to hidden_out (n, n_embd, host)
+ * instead of logits (n_want 0); the rows cross through the host, outside any
+ * graph, so a captured decode step is the same kernels either way. */
 static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int identity, int64_t max_kv,
-                             float *logits)
+                             float *logits, const float *hidden_in, float *hidden_out)
 {
     cudaStream_t s = (cudaStream_t)e->stream;
+    const size_t rows_bytes = (size_t)n * (size_t)e->n_embd * sizeof(float);
     TRY(cuda_check(cudaMemcpyAsync(e->d_table_base, e->h_table_base, e->table_bytes, cudaMemcpyHostToDevice, s),
                    "sending the token table", e->device));
+    if (lrun_cuda_takes_rows(e))
+        TRY(cuda_check(cudaMemcpyAsync(e->x, hidden_in, rows_bytes, cudaMemcpyHostToDevice, s),
+                       "copying the layer split's rows in", e->device));
     TRY(lrun_cuda_kv_chunk_begin(e, 1, n)); /* a staged cache starts loading layers 0 and 1 */
-    const int graph_shape = e->graphs_enabled && n <= LRUN_CUDA_GRAPH_MAX_TOKENS && n_want == n && identity;
+    /* a graph holds the head of all n rows, or (a part before the last) no head */
+    const int graph_shape = e->graphs_enabled && n <= LRUN_CUDA_GRAPH_MAX_TOKENS &&
+                            (lrun_cuda_gives_rows(e) || (n_want == n && identity));
     if (graph_shape && !e->graph_exec[n] && e->graph_seen[n] > 0) (void)graph_capture(e, n);
     if (graph_shape && e->graph_exec[n]) {
         TRY(cuda_check(cudaGraphLaunch(e->graph_exec[n], s), "cudaGraphLaunch", e->device));
@@ -62,7 +73,10 @@ static lrun_status run_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_want, int
         TRY(cuda_check(cudaStreamSynchronize(s), "forward step", e->device));
         memcpy(logits + r0 * e->n_vocab, e->h_logits, bytes);
     }
-    /* Also where no logits were wanted: the host table is refilled next. */
+    if (lrun_cuda_gives_rows(e))
+        TRY(cuda_check(cudaMemcpyAsync(hidden_out, e->x, rows_bytes, cudaMemcpyDeviceToHost, s),
+                       "copying the layer split's rows out", e->device));
+    /* Also where no logits were wanted: the host table is refilled next (and the rows are out). */
     if (!n_want) TRY(cuda_check(cudaStreamSynchronize(s), "forward step", e->device));
     if (e->offload) lrun_cuda_offload_account(e);
     return LRUN_OK;
@@ -75,7 +89,12 @@ lrun_status lrun_cuda_engine_step(void *ctx, const lrun_step_args *a)
     const int32_t *tokens = a->tokens, *seq = a->seq;
     const int8_t *want_logits = a->want_logits;
     float *logits = a->logits;
-    TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
+    const int gives_rows = lrun_cuda_gives_rows(e); /* a split's part before the last: no logits */
+    if ((lrun_cuda_takes_rows(e) && !a->hidden_in) || (gives_rows && !a->hidden_out))
+        return lrun_fail(LRUN_E_INTERNAL, "engine step on %s: a layer split's part (blocks %lld-%lld) needs the "
+                         "split's %s rows", e->device->name, (long long)e->layer_first, (long long)(e->layer_end - 1),
+                         gives_rows && !a->hidden_out ? "hidden_out" : "hidden_in");
+    TRY(lrun_cuda_engine_current(e));
 
     // ---- grow the cache first, so a failure changes nothing
     lrun_status st = lrun_cuda_kv_reserve(e, need);
@@ -101,7 +120,7 @@ lrun_status lrun_cuda_engine_step(void *ctx, const lrun_step_args *a)
             h->row_off[i] = base + pos * e->kv_dim;
             longest = pos + 1 > longest ? pos + 1 : longest;
             const int wanted = want_logits ? want_logits[c0 + i] != 0 : e->seq_done[s] == a->seq_count[s];
-            if (wanted) {
+            if (wanted && !gives_rows) {
                 identity &= want == i;
                 e->out_rows[want++] = i;
             }
@@ -118,7 +137,10 @@ lrun_status lrun_cuda_engine_step(void *ctx, const lrun_step_args *a)
         const int64_t max_kv = !e->exact ? e->n_ctx_max
                                : e->cache_kind == LRUN_CACHE_KIND_STATIC ? e->kv.cap : longest;
         st = e->exact ? lrun_cuda_exact_table(e, seq + c0, n) : LRUN_OK; /* the exact path's RoPE table */
-        if (st == LRUN_OK) st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL);
+        if (st == LRUN_OK)
+            st = run_chunk(e, n, want, identity, max_kv, want ? logits + rows_out * e->n_vocab : NULL,
+                           lrun_cuda_takes_rows(e) ? a->hidden_in + c0 * e->n_embd : NULL,
+                           gives_rows ? a->hidden_out + c0 * e->n_embd : NULL);
         if (st != LRUN_OK && e->offload) lrun_cuda_offload_reset(e);
         if (st != LRUN_OK) return lrun_fail_context(st, "engine step (tokens %lld..%lld)", (long long)c0,
                                                     (long long)(c0 + n - 1));
@@ -152,7 +174,7 @@ lrun_status lrun_cuda_engine_seq_fill_random(void *ctx, int64_t seq, int64_t n_p
                          (long long)seq, (long long)e->n_seq_max, (long long)(seq >= 0 && seq < e->n_seq_max ?
                          e->seq_len[seq] : 0), (long long)n_pos, (long long)e->n_ctx_max);
     if (n_pos == 0) return LRUN_OK;
-    TRY(cuda_check(cudaSetDevice(e->device->cuda_ordinal), "cudaSetDevice", e->device));
+    TRY(lrun_cuda_engine_current(e));
     int64_t need = 0;
     for (int64_t s = 0; s < e->n_seq_max; s++) need = e->seq_len[s] > need ? e->seq_len[s] : need;
     need = e->seq_len[seq] + n_pos > need ? e->seq_len[seq] + n_pos : need;
@@ -170,7 +192,7 @@ lrun_status lrun_cuda_engine_seq_fill_random(void *ctx, int64_t seq, int64_t n_p
         st = cuda_check(cudaMemcpyAsync(e->d_table_base, e->h_table_base, e->table_bytes, cudaMemcpyHostToDevice, s),
                         "sending the fill table", e->device);
         if (st == LRUN_OK) st = lrun_cuda_kv_chunk_begin(e, 0, n); /* nothing stored is read */
-        for (int64_t l = 0; l < e->n_layer && st == LRUN_OK; l++) {
+        for (int64_t l = e->layer_first; l < e->layer_end && st == LRUN_OK; l++) {
             const uint64_t at = seed + 0x9e3779b97f4a7c15ull * (uint64_t)((len + c0) * e->n_layer + l + 1);
             char *kc, *vc;
             st = lrun_k_fill_uniform(e->k, n * e->kv_dim, at, s);
@@ -205,12 +227,18 @@ void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out)
     out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e) + (e->moe ? lrun_cuda_moe_scratch_bytes(e) : 0);
 }
 
-const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx) { return lrun_cuda_moe_counts(ctx); }
+/* Reads the device-routed counters on the engine's device (where that fails, the host-routed ones alone). */
+const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx)
+{
+    (void)lrun_cuda_engine_current(ctx);
+    return lrun_cuda_moe_counts(ctx);
+}
 const struct lrun_expert_cache *lrun_cuda_engine_expert_cache(const void *ctx) { return lrun_cuda_moe_cache_counts(ctx); }
 
 void lrun_cuda_engine_reset_stats(void *ctx)
 {
     lrun_cuda_engine *e = ctx;
+    (void)lrun_cuda_engine_current(e); /* the MoE counters are cleared on the device; a failure shows at the next step */
     e->stats.steps = e->stats.graph_captures = e->stats.graph_launches = 0;
     e->stats.bytes_streamed = e->stats.host_compute_bytes = 0;
     e->stats.copy_seconds = e->stats.stall_seconds = 0;

@@ -373,7 +373,7 @@ static inline int alloc_fail_suite(void) /* inline: test_alloc_fail_gpu without 
             else CHECK(lrun_last_error(), 0);
         }
         cache_kind = LRUN_CACHE_KIND_DYNAMIC;
-        if (strcmp(scenario_device, "cpu") == 0) { /* the CPU backend runs a layer split's parts */
+        { /* both backends run a layer split's parts (runs_parts in runtime/backend.h) */
             static const int64_t halves[2] = {1, 1};
             int32_t ref[N_GEN];
             scenario_split = halves;
