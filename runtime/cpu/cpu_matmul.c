@@ -81,6 +81,7 @@ static void convert_run(void *p, int ith, int nth)
 typedef struct {
     lrun_dot_fn dot;
     lrun_gemm_fn gemm; /* NULL: dot only */
+    lrun_gemm_fn gemv; /* m == 1's multi-row kernel (lrun_gemv_kernel), NULL: dot */
     const uint8_t *w;  /* n rows, row_bytes apart */
     size_t row_bytes;
     int64_t n, k, m;
@@ -95,6 +96,10 @@ void lrun_cpu_matmul_rows(lrun_dot_fn dot, lrun_gemm_fn gemm, const void *w, siz
                           const void *xq, size_t xq_stride, int64_t m, float *y, int64_t i0, int64_t i1)
 {
     const uint8_t *wb = w, *xb = xq;
+    if (m == 1 && gemm) { /* decode through the type's lrun_gemv_kernel: several rows' chains at once */
+        gemm(k, wb + (size_t)i0 * row_bytes, row_bytes, i1 - i0, xb, xq_stride, 1, y + i0, n);
+        return;
+    }
     if (m == 1) { /* decode: each weight row once against the one activation row */
         for (int64_t i = i0; i < i1; ++i) dot(k, wb + (size_t)i * row_bytes, xb, 0, 1, &y[i]);
         return;
@@ -127,7 +132,8 @@ static void matmul_run(void *p, int ith, int nth)
         int64_t i0 = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
         if (i0 >= t->n) break;
         int64_t i1 = i0 + t->chunk < t->n ? i0 + t->chunk : t->n;
-        lrun_cpu_matmul_rows(t->dot, t->gemm, t->w, t->row_bytes, t->n, t->k, t->xq, t->xq_stride, t->m, t->y, i0, i1);
+        lrun_cpu_matmul_rows(t->dot, t->m == 1 ? t->gemv : t->gemm, t->w, t->row_bytes, t->n, t->k, t->xq,
+                             t->xq_stride, t->m, t->y, i0, i1);
     }
 }
 
@@ -154,7 +160,8 @@ void lrun_cpu_matmul(lrun_threadpool *pool, lrun_dtype weight_dtype, const void 
     }
     int nth = lrun_threadpool_size(pool);
     matmul_task t = {
-        .dot = dot, .gemm = lrun_gemm_kernel(weight_dtype), .w = w, .row_bytes = row_bytes, .n = n, .k = k, .m = m, .y = y, .chunk = chunk_rows(n, nth),
+        .dot = dot, .gemm = lrun_gemm_kernel(weight_dtype),
+        .gemv = lrun_gemv_kernel(weight_dtype), .w = w, .row_bytes = row_bytes, .n = n, .k = k, .m = m, .y = y, .chunk = chunk_rows(n, nth),
     };
     atomic_init(&t.next, 0);
     if (lrun_cpu_matmul_takes_float_x(weight_dtype)) {

@@ -19,8 +19,9 @@ size_t lrun_cpu_matmul_partner_row_bytes(lrun_dtype weight_dtype, int64_t k);
 
 /* Rows [i0, i1) of y (m, n) = xq (m partner rows, xq_stride bytes apart) · Wᵀ
  * through dot (lrun_dot_kernel's kernel of the weight dtype) and gemm
- * (lrun_gemm_kernel's, NULL where the type has none): m == 1 streams each
- * weight row once through dot; m > 1 tiles x by LRUN_CPU_X_TILE_ROWS and
+ * (lrun_gemm_kernel's, NULL where the type has none; for m == 1 the
+ * caller passes lrun_gemv_kernel's instead): m == 1 streams each weight row
+ * once, through gemm (several rows at a time) when given, else dot; m > 1 tiles x by LRUN_CPU_X_TILE_ROWS and
  * passes each tile to gemm with all the rows, or else to dot
  * LRUN_DOT_MAX_ROWS rows at a time. Both give each output the same bits.
  * One thread's share of lrun_cpu_matmul and of lrun_cpu_matmul_grouped:

@@ -540,6 +540,15 @@ lrun_gemm_fn lrun_gemm_kernel(lrun_dtype weight_dtype)
     return isa == LRUN_CPU_ISA_SCALAR ? NULL : gemm_kernel_avx2(weight_dtype);
 }
 
+lrun_gemm_fn lrun_gemv_kernel(lrun_dtype weight_dtype)
+{
+#if defined(LRUN_HAVE_AVX512)
+    if (lrun_cpu_isa_get() == LRUN_CPU_ISA_AVX512) return lrun_gemv_kernel_avx512(weight_dtype);
+#endif
+    (void)weight_dtype;
+    return NULL;
+}
+
 int lrun_gemm_kernels(lrun_dtype weight_dtype, lrun_gemm_fn *fns, const char **names, int max)
 {
     int n = 0;

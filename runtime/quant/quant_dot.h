@@ -51,6 +51,12 @@ lrun_gemm_fn lrun_gemm_kernel(lrun_dtype weight_dtype);
  * ("avx512", "avx2") like lrun_dot_kernels, the "avx512" one only where the
  * CPU can run it: fills up to max entries, returns how many there are. */
 int lrun_gemm_kernels(lrun_dtype weight_dtype, lrun_gemm_fn *fns, const char **names, int max);
+/* The multi-row kernel for one activation row (decode, nx = 1), where taking
+ * several weight rows at once beats the dot row by row, else NULL: MXFP4 at
+ * the avx512 level (its dot is one dependent FMA chain a row; four rows'
+ * chains interleave). The float types have none: their one-row dot streams
+ * from DRAM faster than three rows at a time (measured, docs/benchmarks.md). */
+lrun_gemm_fn lrun_gemv_kernel(lrun_dtype weight_dtype);
 
 /* ---- host kernel levels (quant_isa.c): which dot kernels run, chosen once at run time */
 typedef enum {
@@ -160,6 +166,7 @@ static inline int lrun_iq4_xs_scale(const lrun_block_iq4_xs *b, int j)
 #define LRUN_HAVE_AVX512 1
 lrun_dot_fn lrun_dot_kernel_avx512(lrun_dtype weight_dtype);
 lrun_gemm_fn lrun_gemm_kernel_avx512(lrun_dtype weight_dtype);
+lrun_gemm_fn lrun_gemv_kernel_avx512(lrun_dtype weight_dtype);
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)

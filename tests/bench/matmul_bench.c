@@ -341,6 +341,20 @@ static void bench_isa_kernels(double secs)
                    lv[0] ? best[0] / per : 0.0, lv[1] ? best[1] / per : 0.0,
                    lv[0] && lv[1] ? best[0] / best[1] : 0.0, loadavg());
         }
+        /* the decode kernel where the type has one (lrun_gemv_kernel, the level in use): all ROWS rows a call */
+        const lrun_gemm_fn gv = lrun_gemv_kernel(t);
+        if (gv) {
+            double best = 1e30;
+            float o[ROWS];
+            for (double t_end = now_s() + secs / 2; now_s() < t_end;) {
+                double t0 = now_s();
+                gv(K, w, wb, ROWS, x, xb, 1, o, 1);
+                double dt = now_s() - t0;
+                best = dt < best ? dt : best;
+            }
+            printf("| %s·%s, decode kernel (%d weight rows a call, %s) | 1 | | %.3f | | %.2f |\n", lrun_dtype_name(t),
+                   lrun_dtype_name(p), ROWS, lrun_cpu_kernels(), best / (ROWS * (K / 32.0) / 1e9), loadavg());
+        }
         free(w);
         free(x);
     }

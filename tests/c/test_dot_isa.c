@@ -239,6 +239,52 @@ static void test_kernels(void)
     }
 }
 
+/* lrun_gemv_kernel (decode's multi-row kernel): MXFP4 at the avx512 level
+ * gives each row the avx512 dot's bits, for 1..9 weight rows (the 4-row
+ * lanes and the rows left over), even and odd block counts, raw blocks and
+ * extreme scales; the float types have none (their dot streams faster). */
+static void test_gemv(void)
+{
+    if (!lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512) || lrun_cpu_isa_set(LRUN_CPU_ISA_AVX512) != LRUN_OK) {
+        printf("ok %d - mxfp4 decode kernel # SKIP this CPU (or build) has no AVX-512 F/BW/VL/DQ/VNNI\n", ++check_count);
+        return;
+    }
+    lrun_gemm_fn g = lrun_gemv_kernel(LRUN_DTYPE_MXFP4);
+    lrun_dot_fn dot = kernel_named(LRUN_DTYPE_MXFP4, "avx512");
+    CHECK("mxfp4 has a decode kernel at avx512", g != NULL && dot != NULL);
+    CHECK("bf16 has no decode kernel (row by row streams faster)", lrun_gemv_kernel(LRUN_DTYPE_BF16) == NULL);
+    if (!g || !dot) return;
+    static const int64_t blocks[] = {1, 2, 3, 8, 9, 33};
+    int ok = 1, cases = 0;
+    for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; ++bi) {
+        const int64_t k = 32 * blocks[bi];
+        size_t wbytes, xbytes;
+        lrun_dtype_row_bytes(LRUN_DTYPE_MXFP4, k, &wbytes);
+        lrun_dtype_row_bytes(LRUN_DTYPE_Q8_0, k, &xbytes);
+        const size_t ws = wbytes + 17 * (bi & 1); /* an odd stride too */
+        uint8_t *w = malloc(ws * 9), *x = malloc(xbytes);
+        for (int full = 0; full < 2; ++full) {
+            for (int j = 0; j < 9; ++j) make_weights(LRUN_DTYPE_MXFP4, w + (size_t)j * ws, k);
+            make_row(LRUN_DTYPE_Q8_0, x, k, full);
+            for (int64_t nw = 1; nw <= 9; ++nw) {
+                float y[9], ref;
+                g(k, w, ws, nw, x, xbytes, 1, y, 1);
+                for (int64_t j = 0; j < nw; ++j) {
+                    dot(k, w + (size_t)j * ws, x, 0, 1, &ref);
+                    ok &= same(y[j], ref);
+                }
+                ++cases;
+            }
+        }
+        free(w);
+        free(x);
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "mxfp4 decode kernel: every row = the avx512 dot's bits (%d cases: 1..9 rows, odd "
+             "block counts and strides, raw blocks)", cases);
+    CHECK(msg, ok);
+}
+
 /* lrun_dot_kernel follows the level; an unsupported level is refused. */
 static void test_levels(void)
 {
@@ -277,6 +323,9 @@ int main(void)
 {
     printf("# host kernel level in use: %s\n", lrun_cpu_kernels());
     test_kernels();
+    const lrun_cpu_isa start = lrun_cpu_isa_get();
+    test_gemv();
+    (void)lrun_cpu_isa_set(start);
     test_levels();
     return CHECK_DONE();
 }
