@@ -160,8 +160,16 @@ void lrun_cpu_matmul(lrun_threadpool *pool, lrun_dtype weight_dtype, const void 
     }
     int nth = lrun_threadpool_size(pool);
     matmul_task t = {
-        .dot = dot, .gemm = lrun_gemm_kernel(weight_dtype),
-        .gemv = lrun_gemv_kernel(weight_dtype), .w = w, .row_bytes = row_bytes, .n = n, .k = k, .m = m, .y = y, .chunk = chunk_rows(n, nth),
+        .dot = dot,
+        .gemm = lrun_gemm_kernel(weight_dtype),
+        .gemv = lrun_gemv_kernel(weight_dtype),
+        .w = w,
+        .row_bytes = row_bytes,
+        .n = n,
+        .k = k,
+        .m = m,
+        .y = y,
+        .chunk = chunk_rows(n, nth),
     };
     atomic_init(&t.next, 0);
     if (lrun_cpu_matmul_takes_float_x(weight_dtype)) {

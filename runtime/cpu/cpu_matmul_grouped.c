@@ -109,8 +109,8 @@ static void grouped_run(void *p, int ith, int nth)
         const lrun_cpu_mm_part *pp = &t->parts[part];
         if (pp->m <= 0) continue;
         const int64_t i0 = item % t->per_part * t->chunk, i1 = i0 + t->chunk < t->n ? i0 + t->chunk : t->n;
-        lrun_cpu_matmul_rows(t->dot, pp->m == 1 ? t->gemv : t->gemm, pp->w, t->row_bytes, t->n, t->k, t->xq[part], t->xq_stride, pp->m,
-                             pp->y, i0, i1);
+        lrun_cpu_matmul_rows(t->dot, pp->m == 1 ? t->gemv : t->gemm, pp->w, t->row_bytes, t->n, t->k, t->xq[part],
+                             t->xq_stride, pp->m, pp->y, i0, i1);
     }
 }
 
@@ -168,9 +168,16 @@ void lrun_cpu_matmul_grouped(lrun_threadpool *pool, lrun_dtype weight_dtype, siz
         else lrun_threadpool_run(pool, convert_run, &c);
         stride = c.row_bytes;
     }
-    grouped_task t = {.dot = dot, .gemm = lrun_gemm_kernel(weight_dtype),
-                        .gemv = lrun_gemv_kernel(weight_dtype), .row_bytes = row_bytes, .n = n, .k = k, .parts = parts,
-                      .xq = (const uint8_t *const *)xq, .xq_stride = stride, .chunk = chunk_rows(n, n_parts, nth)};
+    grouped_task t = {.dot = dot,
+                      .gemm = lrun_gemm_kernel(weight_dtype),
+                      .gemv = lrun_gemv_kernel(weight_dtype),
+                      .row_bytes = row_bytes,
+                      .n = n,
+                      .k = k,
+                      .parts = parts,
+                      .xq = (const uint8_t *const *)xq,
+                      .xq_stride = stride,
+                      .chunk = chunk_rows(n, n_parts, nth)};
     t.per_part = (n + t.chunk - 1) / t.chunk;
     t.items = t.per_part * n_parts;
     atomic_init(&t.next, 0);

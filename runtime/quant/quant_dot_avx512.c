@@ -205,8 +205,9 @@ static ALWAYS_INLINE void dot_mxfp4_4(int64_t k, const lrun_block_mxfp4 *w, cons
             const __m256i v = mxfp4_values(&w[b + j], table), av = _mm256_sign_epi8(v, v);
             UNROLL
             for (int r = 0; r < 4; ++r)
-                p[4 * j + r] = _mm256_dpbusd_epi32(
-                    _mm256_setzero_si256(), av, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xr[r][b + j].qs), v));
+                p[4 * j + r] =
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), av,
+                                        _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xr[r][b + j].qs), v));
         }
         const __m256 sums = _mm256_cvtepi32_ps(sums_8x8(p));
         const int64_t b1 = two ? b + 1 : b; /* an odd last block: lanes 4-7 repeat b, never added */
@@ -277,7 +278,7 @@ static ALWAYS_INLINE void dot_mxfp4_nx(int64_t k, const lrun_block_mxfp4 *w, con
 
 static DOT_NX_FN(dot_mxfp4_avx512, dot_mxfp4_nx)
 
-/* Four weight rows against one activation row (decode): the rows' chains as
+    /* Four weight rows against one activation row (decode): the rows' chains as
  * the four lanes of one vector, as dot_mxfp4_4 keeps four activation rows'.
  * One row's chain is one dependent FMA per block, so row by row the decode
  * dot waits on it (about 8 GB/s a core of MXFP4 on Zen 4, a third of gpt-oss's
@@ -286,8 +287,8 @@ static DOT_NX_FN(dot_mxfp4_avx512, dot_mxfp4_nx)
  * (b: rows 0-3, b + 1: rows 0-3), dw from the 8 E8M0 bytes, dx from the
  * activation row's two f16 scales, and each lane takes fma(Σ, dw·dx, acc)
  * for b, then b + 1: each row's operations in its order (the same bits). */
-static ALWAYS_INLINE void dot_mxfp4_w4(int64_t k, const lrun_block_mxfp4 *w, size_t ws, const lrun_block_q8_0 *x,
-                                       float *y)
+    static ALWAYS_INLINE
+    void dot_mxfp4_w4(int64_t k, const lrun_block_mxfp4 *w, size_t ws, const lrun_block_q8_0 *x, float *y)
 {
     const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_mxfp4);
     const __m256i table = _mm256_set_m128i(t, t);
@@ -307,8 +308,8 @@ static ALWAYS_INLINE void dot_mxfp4_w4(int64_t k, const lrun_block_mxfp4 *w, siz
             UNROLL
             for (int r = 0; r < 4; ++r) {
                 const __m256i v = mxfp4_values(&wr[r][j ? b1 : b], table);
-                p[4 * j + r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(v, v),
-                                                   _mm256_sign_epi8(xv, v));
+                p[4 * j + r] =
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(v, v), _mm256_sign_epi8(xv, v));
             }
         }
         const __m256 sums = _mm256_cvtepi32_ps(sums_8x8(p));
@@ -557,9 +558,9 @@ static ALWAYS_INLINE void iq4_xs_sums(const lrun_block_iq4_xs *wb, const lrun_bl
 
 #include "quant/quant_dot_walk_k.h"
 
-static DOT_NX_FN(dot_q2_K_avx512, dot_q2_K_nx)
-static DOT_NX_FN(dot_q3_K_avx512, dot_q3_K_nx)
-static DOT_NX_FN(dot_iq4_xs_avx512, dot_iq4_xs_nx)
+static DOT_NX_FN(dot_q2_K_avx512, dot_q2_K_nx) static DOT_NX_FN(dot_q3_K_avx512,
+                                                                dot_q3_K_nx) static DOT_NX_FN(dot_iq4_xs_avx512,
+                                                                                              dot_iq4_xs_nx)
 
 // ---------------------------------------------------------------- dispatch
 
@@ -594,11 +595,11 @@ static DOT_NX_FN(dot_iq4_xs_avx512, dot_iq4_xs_nx)
     {                                                                                                        \
         dot_float_gemm(kind, k, w, ws, nw, x, xs, nx, y, ldy, TW, TX);                                       \
     }
-FLOAT_GEMM_FN(gemm_f32_avx512, 0, FLOAT_GEMM512_F32_TW, FLOAT_GEMM512_F32_TX)
-FLOAT_GEMM_FN(gemm_f16_avx512, 1, FLOAT_GEMM512_TW, FLOAT_GEMM512_TX)
-FLOAT_GEMM_FN(gemm_bf16_avx512, 2, FLOAT_GEMM512_TW, FLOAT_GEMM512_TX)
+    FLOAT_GEMM_FN(gemm_f32_avx512, 0, FLOAT_GEMM512_F32_TW, FLOAT_GEMM512_F32_TX)
+        FLOAT_GEMM_FN(gemm_f16_avx512, 1, FLOAT_GEMM512_TW, FLOAT_GEMM512_TX)
+            FLOAT_GEMM_FN(gemm_bf16_avx512, 2, FLOAT_GEMM512_TW, FLOAT_GEMM512_TX)
 
-lrun_gemm_fn lrun_gemv_kernel_avx512(lrun_dtype weight_dtype)
+                lrun_gemm_fn lrun_gemv_kernel_avx512(lrun_dtype weight_dtype)
 {
     return weight_dtype == LRUN_DTYPE_MXFP4 ? gemv_mxfp4_avx512 : NULL;
 }

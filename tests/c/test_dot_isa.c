@@ -246,7 +246,8 @@ static void test_kernels(void)
 static void test_gemv(void)
 {
     if (!lrun_cpu_isa_supported(LRUN_CPU_ISA_AVX512) || lrun_cpu_isa_set(LRUN_CPU_ISA_AVX512) != LRUN_OK) {
-        printf("ok %d - mxfp4 decode kernel # SKIP this CPU (or build) has no AVX-512 F/BW/VL/DQ/VNNI\n", ++check_count);
+        printf("ok %d - mxfp4 decode kernel # SKIP this CPU (or build) has no AVX-512 F/BW/VL/DQ/VNNI\n",
+               ++check_count);
         return;
     }
     lrun_gemm_fn g = lrun_gemv_kernel(LRUN_DTYPE_MXFP4);
@@ -280,8 +281,10 @@ static void test_gemv(void)
         free(x);
     }
     char msg[160];
-    snprintf(msg, sizeof msg, "mxfp4 decode kernel: every row = the avx512 dot's bits (%d cases: 1..9 rows, odd "
-             "block counts and strides, raw blocks)", cases);
+    snprintf(msg, sizeof msg,
+             "mxfp4 decode kernel: every row = the avx512 dot's bits (%d cases: 1..9 rows, odd "
+             "block counts and strides, raw blocks)",
+             cases);
     CHECK(msg, ok);
 }
 

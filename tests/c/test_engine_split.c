@@ -129,8 +129,10 @@ static void check_split(const char *arch, int64_t n_expert)
         lrun_engine *e = engine(m, splits[i].n, splits[i].layers, 2);
         lrun_host_stats h;
         lrun_model_host_stats(m, &h);
-        snprintf(name, sizeof name, "%s, split %s: the host account holds its hand-over rows (2 x 5 x %d floats) "
-                 "as scratch", arch, splits[i].what, N_EMBD);
+        snprintf(name, sizeof name,
+                 "%s, split %s: the host account holds its hand-over rows (2 x 5 x %d floats) "
+                 "as scratch",
+                 arch, splits[i].what, N_EMBD);
         CHECK(name, h.scratch >= h0.scratch + 2 * 5 * N_EMBD * sizeof(float));
         {
             lrun_engine_opts o;
@@ -144,7 +146,8 @@ static void check_split(const char *arch, int64_t n_expert)
             memset(&need, 0, sizeof need);
             snprintf(name, sizeof name, "%s, split %s: the estimate's scratch is what its parts and rows hold (%zu)",
                      arch, splits[i].what, h.scratch - h0.scratch);
-            CHECK(name, lrun_engine_estimate(&need, m, &o) == LRUN_OK && need.scratch_bytes == h.scratch - h0.scratch);
+            CHECK(name,
+                  lrun_engine_estimate(&need, m, &o) == LRUN_OK && need.scratch_bytes == h.scratch - h0.scratch);
         }
         snprintf(name, sizeof name, "%s, split %s: runs the script", arch, splits[i].what);
         memset(got, 0, sizeof(float) * ROWS * N_VOCAB);
