@@ -107,6 +107,30 @@ void lrun_dot_mxfp4_scalar(int64_t k, const void *w, const void *x, size_t xs, i
     for (int r = 0; r < nx; ++r) out[r] = dot1_mxfp4(k, w, ROW(x, r, xs));
 }
 
+// ---------------------------------------------------------------- dot with f32 activations
+
+/* An HF gpt-oss's experts (lrun_model.mxfp4_float_x): transformers computes
+ * them dequantized, with f32 activations, so x is not rounded to Q8_0. Per
+ * block, the 32 products of the doubled E2M1 values with x summed in f32
+ * (exact values, rounded sums), times the block's half scale, into one f32
+ * chain. */
+void lrun_dot_mxfp4_f32(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    const lrun_block_mxfp4 *wb = w;
+    for (int r = 0; r < nx; ++r) {
+        const float *xr = (const float *)((const char *)x + (size_t)r * xs);
+        float acc = 0.0f;
+        for (int64_t b = 0; b < k / 32; ++b, xr += 32) {
+            float s = 0.0f;
+            for (int j = 0; j < 16; ++j)
+                s += (float)lrun_kvalues_mxfp4[wb[b].qs[j] & 0xF] * xr[j] +
+                     (float)lrun_kvalues_mxfp4[wb[b].qs[j] >> 4] * xr[j + 16];
+            acc = fmaf(s, lrun_e8m0_to_f32_half(wb[b].e), acc);
+        }
+        out[r] = acc;
+    }
+}
+
 #if defined(LRUN_HAVE_AVX2)
 
 /* The 32 codes of a block as bytes in element order: low nibbles, then high. */
