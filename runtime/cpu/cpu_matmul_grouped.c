@@ -192,7 +192,7 @@ void lrun_cpu_matmul_grouped_float_x(lrun_threadpool *pool, lrun_dtype weight_dt
         lrun_cpu_matmul_grouped(pool, weight_dtype, row_bytes, n, k, parts, n_parts, NULL);
         return;
     }
-    lrun_dot_fn dot = weight_dtype == LRUN_DTYPE_MXFP4 ? lrun_dot_mxfp4_f32 : NULL;
+    lrun_dot_fn dot = weight_dtype == LRUN_DTYPE_MXFP4 ? lrun_dot_mxfp4_f32_kernel() : NULL;
     if (!dot || n <= 0 || n_parts <= 0) return;
     if (n_parts > MAX_PARTS) {
         lrun_cpu_matmul_grouped_float_x(pool, weight_dtype, row_bytes, n, k, parts, MAX_PARTS);

@@ -219,6 +219,22 @@ int main(void)
     lrun_cpu_mm_part pk = {.w = NULL, .x = &x1, .m = 1, .y = y2};
     lrun_cpu_matmul_grouped(pools[1], LRUN_DTYPE_Q8_0, 0, 2, 0, &pk, 1, NULL);
     CHECK("k = 0: empty sums are zero", y2[0] == 0.0f && y2[1] == 0.0f);
+    /* the level's kernel (AVX2 here when the CPU has it) against the portable one */
+    {
+        lrun_block_mxfp4 wb[7];
+        float xs[7 * 32], wf[7 * 32], a[4], b[4];
+        int bits = 1;
+        for (int rep = 0; rep < 200; rep++) {
+            for (int j = 0; j < 7 * 32; j++) wf[j] = rnd() * (float)(1 + rep % 9), xs[j] = rnd() * 3.0f;
+            lrun_quantize_row(LRUN_DTYPE_MXFP4, wf, wb, 7 * 32);
+            lrun_dot_mxfp4_f32_kernel()(7 * 32, wb, xs, 32 * sizeof(float), 4, a);
+            lrun_dot_mxfp4_f32_scalar(7 * 32, wb, xs, 32 * sizeof(float), 4, b);
+            bits &= memcmp(a, b, sizeof a) == 0;
+        }
+        snprintf(msg, sizeof msg, "mxfp4 float x: the kernel at level %s gives the scalar one's bits",
+                 lrun_cpu_isa_name(lrun_cpu_isa_get()));
+        CHECK(msg, bits);
+    }
     double worst = 1, q8 = 0;
     CHECK("mxfp4 float x: the same bits on 1, 2, 3, 5 threads", check_mxfp4_float_x(pools, &worst, &q8));
     snprintf(msg, sizeof msg, "mxfp4 float x: within 1e-6 of sum |x w| of the f64 product (worst %.2e)", worst);
