@@ -159,8 +159,9 @@ static lrun_status add_mxfp4(oss_ctx *c, const lrun_st_tensor *blocks, const lru
     const int64_t want_b[4] = {E, parts * rows, G, 16}, want_s[3] = {E, parts * rows, G};
     if (blocks->dtype != LRUN_ST_U8 || !has_shape(blocks, 4, want_b))
         return bad_shape(c, blocks, 4, want_b, "MXFP4 blocks (U8, experts × outputs × inputs/32 × 16)");
-    if (scales->dtype != LRUN_ST_U8 || !has_shape(scales, 3, want_s))
-        return bad_shape(c, scales, 3, want_s, "MXFP4 scales (U8, experts × outputs × inputs/32)");
+    /* the released files say U8; F8_E8M0 names the same bytes */
+    if ((scales->dtype != LRUN_ST_U8 && scales->dtype != LRUN_ST_F8_E8M0) || !has_shape(scales, 3, want_s))
+        return bad_shape(c, scales, 3, want_s, "MXFP4 scales (U8 or F8_E8M0, experts × outputs × inputs/32)");
     static const lrun_arch_tensor ids[N_PAIR][2] = {{LRUN_ARCH_TENSOR_GATE_EXPS, LRUN_ARCH_TENSOR_UP_EXPS},
                                                     {LRUN_ARCH_TENSOR_DOWN_EXPS, LRUN_ARCH_TENSOR_DOWN_EXPS}};
     const size_t row_bytes = (size_t)G * sizeof(lrun_block_mxfp4);

@@ -14,7 +14,7 @@
  *     gate_up_proj_blocks [E, 2 n_ff, n_embd/32, 16] U8: per output row,
  *                          blocks of 32 E2M1 codes, element 2i in the low
  *                          nibble of byte i and 2i + 1 in the high one
- *     gate_up_proj_scales [E, 2 n_ff, n_embd/32]     U8: E8M0, 2^(s − 127)
+ *     gate_up_proj_scales [E, 2 n_ff, n_embd/32]     U8 (or F8_E8M0): 2^(s − 127)
  *     down_proj_blocks    [E, n_embd, n_ff/32, 16], down_proj_scales [E, n_embd, n_ff/32]
  *   and in both:
  *     gate_up_proj_bias  [E, 2 n_ff]  gate and up interleaved as above
