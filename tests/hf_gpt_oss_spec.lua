@@ -48,7 +48,6 @@ local function refused(dir, ...)
   assert.is_nil(m)
   local msg = type(err) == "table" and err.message or tostring(err)
   for _, part in ipairs({ ... }) do assert.is_truthy(msg:find(part, 1, true), msg) end
-  if os.getenv("SHOW") then io.stderr:write(msg, "\n") end
   return msg
 end
 
