@@ -20,7 +20,8 @@ static __device__ __forceinline__ void job_scalar(const float *__restrict__ q, c
                                                   const void *__restrict__ cv, int64_t kb, int64_t vb, int64_t t0,
                                                   int64_t t1, int64_t job, int64_t th, int64_t head_dim,
                                                   int64_t stride, int64_t n_split, float scale, float cap,
-                                                  float *__restrict__ out, float *__restrict__ part, float *sh)
+                                                  float *__restrict__ out, float *__restrict__ part, float *sh,
+                                                  float sink)
 {
     float *qs = sh;                          /* (head_dim) q * scale */
     float *ps = sh + head_dim;               /* (TILE) scores, then e^(s - m) */
@@ -70,7 +71,7 @@ static __device__ __forceinline__ void job_scalar(const float *__restrict__ q, c
         __syncthreads(); /* ps is rewritten by the next tile */
     }
 
-    job_finish(job, th, head_dim, n_split, m, l, [&](int j, int64_t) { return acc[j]; }, out, part);
+    job_finish(job, th, head_dim, n_split, m, l, [&](int j, int64_t) { return acc[j]; }, out, part, sink);
 }
 
 /* One job, positions [t0, t1), vectorized: a row of head_dim elements is read
@@ -88,7 +89,8 @@ static __device__ __forceinline__ void job_vec(const float *__restrict__ q, cons
                                                const void *__restrict__ cv, int64_t kb, int64_t vb, int64_t t0,
                                                int64_t t1, int64_t job, int64_t th, int64_t head_dim, int64_t stride,
                                                int64_t n_split, float scale, float cap, int lanes,
-                                               float *__restrict__ out, float *__restrict__ part, float *sh)
+                                               float *__restrict__ out, float *__restrict__ part, float *sh,
+                                               float sink)
 {
     constexpr int E = KV == LRUN_DTYPE_F16 ? 8 : 4, U = LRUN_K_ATTN_VEC_UNROLL;
     constexpr int64_t ES = KV == LRUN_DTYPE_F16 ? 2 : 4;
@@ -125,7 +127,7 @@ static __device__ __forceinline__ void job_vec(const float *__restrict__ q, cons
         attn_group_step<U, E, CAP>(sc, t, t1, lanes, m, l, acc, [&](int u, float *f) { kv_unpack<KV>(vw[u], f); },
                                    cap);
     }
-    attn_groups_finish<E>(job, th, head_dim, n_split, lanes, m, l, acc, out, part, sh);
+    attn_groups_finish<E>(job, th, head_dim, n_split, lanes, m, l, acc, out, part, sh, sink);
 }
 
 /* Job j = (tok * n_head + h) * n_split + split. part (jobs, head_dim + 2):
@@ -137,8 +139,8 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
     attn_split(const float *__restrict__ q, const void *__restrict__ ck, const void *__restrict__ cv,
                const int64_t *__restrict__ k_base, const int64_t *__restrict__ v_base, const int32_t *__restrict__ n_kv,
                int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, int64_t n_split,
-               float scale, float cap, int vec_lanes, int64_t n_swa, float *__restrict__ out,
-               float *__restrict__ part)
+               float scale, float cap, int vec_lanes, int64_t n_swa, const float *__restrict__ sinks,
+               float *__restrict__ out, float *__restrict__ part)
 {
     extern __shared__ float sh[];
     lrun_k_pdl_trigger();
@@ -157,12 +159,13 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
         const int64_t t0 = lo + sp * chunk < nk ? lo + sp * chunk : nk;
         const int64_t t1 = t0 + chunk < nk ? t0 + chunk : nk;
         const int64_t kb = k_base[tok] + hk * head_dim, vb = v_base[tok] + hk * head_dim;
+        const float sink = sinks ? sinks[h] : -INFINITY;
         if (vec_lanes > 0 && kb % E == 0 && vb % E == 0)
             job_vec<KV, CAP>(q, ck, cv, kb, vb, t0, t1, job, th, head_dim, stride, n_split, scale, cap, vec_lanes, out,
-                             part, sh);
+                             part, sh, sink);
         else
             job_scalar<KV, CAP>(q, ck, cv, kb, vb, t0, t1, job, th, head_dim, stride, n_split, scale, cap, out, part,
-                                sh);
+                                sh, sink);
         __syncthreads(); /* sh is rewritten by the next job */
     }
 }
@@ -170,9 +173,11 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
 // ---------------------------------------------------------------- merge
 
 /* out (n_th, head_dim) = Σ_s acc_s e^(m_s - M) / Σ_s l_s e^(m_s - M), M the
- * largest m_s of the splits that saw any position. */
+ * largest m_s of the splits that saw any position; with sinks, (token, head)
+ * th's sinks[th % n_head] joins M and adds e^(sink - M) to the denominator. */
 __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
-    attn_merge(const float *__restrict__ part, int64_t n_th, int64_t n_split, int64_t head_dim, float *__restrict__ out)
+    attn_merge(const float *__restrict__ part, int64_t n_th, int64_t n_split, int64_t head_dim,
+               const float *__restrict__ sinks, int64_t n_head, float *__restrict__ out)
 {
     /* every split's m and l are loaded in one round into shared memory and
      * its weight e^(m - M) computed once: a decode merges 16 splits per
@@ -191,10 +196,14 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
             float mx = -INFINITY, sum = 0.0f;
             for (int64_t s = 0; s < n_split; s++)
                 if (sl[s] > 0.0f) mx = fmaxf(mx, sm[s]);
+            const float sink = sinks ? sinks[th % n_head] : -INFINITY;
+            const bool any = mx != -INFINITY;
+            if (sink != -INFINITY) mx = fmaxf(mx, sink);
             for (int64_t s = 0; s < n_split; s++) {
                 sm[s] = sl[s] > 0.0f ? expf(sm[s] - mx) : 0.0f; /* m becomes the split's weight */
                 if (sl[s] > 0.0f) sum += sl[s] * sm[s];
             }
+            if (sink != -INFINITY && any) sum += expf(sink - mx);
             inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
         }
         __syncthreads();
@@ -210,14 +219,21 @@ __global__ void __launch_bounds__(LRUN_K_ATTN_THREADS)
 }
 
 lrun_status lrun_k_attn_merge_launch(const float *part, int64_t n_th, int64_t n_split, int64_t head_dim, float *out,
-                                     cudaStream_t st, const char *op)
+                                     cudaStream_t st, const char *op, const float *sinks, int64_t n_head)
 {
     const unsigned gm = (unsigned)(n_th < LRUN_K_MAX_GRID ? n_th : LRUN_K_MAX_GRID);
-    (void)lrun_k_launch(attn_merge, dim3(gm), dim3(LRUN_K_ATTN_THREADS), 0, st, part, n_th, n_split, head_dim, out);
+    (void)lrun_k_launch(attn_merge, dim3(gm), dim3(LRUN_K_ATTN_THREADS), 0, st, part, n_th, n_split, head_dim, sinks,
+                        n_head, out);
     return lrun_k_launched(op);
 }
 
 // ---------------------------------------------------------------- launchers
+
+static lrun_status attention(const char *op, lrun_dtype kv_dtype, const float *q, const void *cache_k,
+                             const void *cache_v, const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv,
+                             int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv,
+                             float scale, int64_t n_swa, float softcap, const float *sinks, float *out, void *work,
+                             void *stream);
 
 extern "C" size_t lrun_k_attention_work_bytes(int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t max_kv)
 {
@@ -262,7 +278,27 @@ extern "C" lrun_status lrun_k_attention_softcap(lrun_dtype kv_dtype, const float
                                                 int64_t head_dim, int64_t max_kv, float scale, int64_t n_swa,
                                                 float softcap, float *out, void *work, void *stream)
 {
-    static const char op[] = "lrun_k_attention";
+    return attention("lrun_k_attention", kv_dtype, q, cache_k, cache_v, k_base, v_base, n_kv, n_tok, n_head,
+                     n_head_kv, head_dim, max_kv, scale, n_swa, softcap, NULL, out, work, stream);
+}
+
+extern "C" lrun_status lrun_k_attention_sinks(lrun_dtype kv_dtype, const float *q, const void *cache_k,
+                                              const void *cache_v, const int64_t *k_base, const int64_t *v_base,
+                                              const int32_t *n_kv, int64_t n_tok, int64_t n_head, int64_t n_head_kv,
+                                              int64_t head_dim, int64_t max_kv, float scale, int64_t n_swa,
+                                              const float *sinks, float *out, void *work, void *stream)
+{
+    if (!sinks) return lrun_fail(LRUN_E_ARG, "lrun_k_attention_sinks: sinks is NULL");
+    return attention("lrun_k_attention_sinks", kv_dtype, q, cache_k, cache_v, k_base, v_base, n_kv, n_tok, n_head,
+                     n_head_kv, head_dim, max_kv, scale, n_swa, 0.0f, sinks, out, work, stream);
+}
+
+static lrun_status attention(const char *op, lrun_dtype kv_dtype, const float *q, const void *cache_k,
+                             const void *cache_v, const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv,
+                             int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv,
+                             float scale, int64_t n_swa, float softcap, const float *sinks, float *out, void *work,
+                             void *stream)
+{
     if (!q || !cache_k || !cache_v || !k_base || !v_base || !n_kv || !out)
         return lrun_fail(LRUN_E_ARG, "%s: %s is NULL", op,
                          !q ? "q" : !cache_k ? "cache_k" : !cache_v ? "cache_v" : !k_base ? "k_base"
@@ -312,9 +348,9 @@ extern "C" lrun_status lrun_k_attention_softcap(lrun_dtype kv_dtype, const float
     auto kern = softcap > 0.0f ? (f16 ? attn_split<LRUN_DTYPE_F16, true> : attn_split<LRUN_DTYPE_F32, true>)
                                : (f16 ? attn_split<LRUN_DTYPE_F16, false> : attn_split<LRUN_DTYPE_F32, false>);
     (void)lrun_k_launch(kern, dim3(g), dim3(LRUN_K_ATTN_THREADS), shmem, st, q, cache_k, cache_v, k_base, v_base, n_kv,
-                        n_tok, n_head, n_head_kv, head_dim, max_kv, n_split, scale, softcap, vec_lanes, n_swa, out,
-                        part);
+                        n_tok, n_head, n_head_kv, head_dim, max_kv, n_split, scale, softcap, vec_lanes, n_swa, sinks,
+                        out, part);
     lrun_status s = lrun_k_launched(op);
     if (s != LRUN_OK || n_split == 1) return s;
-    return lrun_k_attn_merge_launch(part, n_th, n_split, head_dim, out, st, op);
+    return lrun_k_attn_merge_launch(part, n_th, n_split, head_dim, out, st, op, sinks, n_head);
 }

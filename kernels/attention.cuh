@@ -82,13 +82,22 @@ template <int KV> static __device__ __forceinline__ void kv_unpack(uint4 w, floa
 
 /* The end of a job: with one split the normalized output, else (m, l,
  * acc[head_dim]) into part for attn_merge. acc(j, d) gives the sum of dim
- * d = threadIdx.x + j * LRUN_K_ATTN_THREADS (j < 4: head_dim <= 512). */
+ * d = threadIdx.x + j * LRUN_K_ATTN_THREADS (j < 4: head_dim <= 512).
+ * sink (gpt-oss; -INFINITY: none) is the head's sink logit, which joins the
+ * softmax's max and denominator and weighs no value: with one split the
+ * output is acc·e^(m-M) / (l·e^(m-M) + e^(sink-M)), M = max(m, sink); with
+ * several, attn_merge adds it. */
 template <typename Acc>
 static __device__ __forceinline__ void job_finish(int64_t job, int64_t th, int64_t head_dim, int64_t n_split, float m,
-                                                  float l, Acc acc, float *__restrict__ out, float *__restrict__ part)
+                                                  float l, Acc acc, float *__restrict__ out, float *__restrict__ part,
+                                                  float sink = -INFINITY)
 {
     const int tid = threadIdx.x;
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f; /* n_kv 0: zeros */
+    float inv = l > 0.0f ? 1.0f / l : 0.0f; /* n_kv 0: zeros */
+    if (sink != -INFINITY && l > 0.0f) {
+        const float mx = fmaxf(m, sink), wm = expf(m - mx);
+        inv = wm / (l * wm + expf(sink - mx));
+    }
     float *pp = part + job * (head_dim + 2);
     if (n_split > 1 && tid == 0) pp[0] = m, pp[1] = l;
 #pragma unroll
@@ -146,7 +155,8 @@ static __device__ __forceinline__ void attn_group_step(float (&sc)[U], int64_t t
 template <int E>
 static __device__ __forceinline__ void attn_groups_finish(int64_t job, int64_t th, int64_t head_dim, int64_t n_split,
                                                           int lanes, float m, float l, const float *acc,
-                                                          float *__restrict__ out, float *__restrict__ part, float *sh)
+                                                          float *__restrict__ out, float *__restrict__ part, float *sh,
+                                                          float sink = -INFINITY)
 {
     const int tid = threadIdx.x, g = tid / lanes, sub = tid % lanes, ng = LRUN_K_ATTN_THREADS / lanes;
     float *gm = sh, *gl = gm + LRUN_K_ATTN_THREADS, *gw = gl + LRUN_K_ATTN_THREADS; /* per group m, l, weight */
@@ -168,13 +178,14 @@ static __device__ __forceinline__ void attn_groups_finish(int64_t job, int64_t t
                    for (int k = 0; k < ng; k++) a = fmaf(gacc[k * head_dim + d], gw[k], a);
                    return a;
                },
-               out, part);
+               out, part, sink);
 }
 
 
-/* The merge of a launch's splits (attention.cu): out from part's (m, l, acc). */
+/* The merge of a launch's splits (attention.cu): out from part's (m, l, acc);
+ * sinks (n_head, or NULL) each head's sink logit in the max and denominator. */
 lrun_status lrun_k_attn_merge_launch(const float *part, int64_t n_th, int64_t n_split, int64_t head_dim, float *out,
-                                     cudaStream_t st, const char *op);
+                                     cudaStream_t st, const char *op, const float *sinks = NULL, int64_t n_head = 1);
 #endif
 
 #endif

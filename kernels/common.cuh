@@ -56,6 +56,17 @@ template <int T> static __device__ __forceinline__ float lrun_k_load_float(const
     return lrun_k_bf16(__ldg((const unsigned short *)row + i));
 }
 
+// ---------------------------------------------------------------- gpt-oss's gate
+
+/* swiglu_oai (ggml's, alpha 1.702, limit 7), as the CPU's moe_cpu.c:
+ * min(g, 7) / (1 + e^(1.702·-min(g, 7))) · (clamp(u, -7, 7) + 1). */
+static __device__ __forceinline__ float lrun_k_swiglu_oai1(float g, float u)
+{
+    const float x = fminf(g, 7.0f), y = fminf(fmaxf(u, -7.0f), 7.0f);
+    const float glu = __fdiv_rn(x, __fadd_rn(1.0f, expf(__fmul_rn(1.702f, -x))));
+    return __fmul_rn(glu, __fadd_rn(y, 1.0f));
+}
+
 // ---------------------------------------------------------------- loads
 
 /* Read-only loads through the non-coherent path. Blocks of 18, 34 and 210
@@ -208,6 +219,7 @@ static inline int64_t lrun_k_block(lrun_dtype t, size_t *block_bytes)
     case LRUN_DTYPE_Q3_K: *block_bytes = 110; return 256;
     case LRUN_DTYPE_Q5_K: *block_bytes = 176; return 256;
     case LRUN_DTYPE_IQ4_XS: *block_bytes = 136; return 256;
+    case LRUN_DTYPE_MXFP4: *block_bytes = 17; return 32;
     default: *block_bytes = 0; return 0;
     }
 }
@@ -225,6 +237,7 @@ static inline size_t lrun_k_row_bytes(lrun_dtype t, int64_t k)
  * stride: the widest field load each block layout allows. */
 static inline size_t lrun_k_weight_align(lrun_dtype t)
 {
+    if (t == LRUN_DTYPE_MXFP4) return 1; /* 17-byte blocks: its unit reads bytes */
     return (t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q4_K || t == LRUN_DTYPE_F32 || t == LRUN_DTYPE_Q5_1 ||
             t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q5_K || t == LRUN_DTYPE_IQ4_XS)
                ? 4

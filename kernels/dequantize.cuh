@@ -305,6 +305,44 @@ template <> struct lrun_k_unit<LRUN_DTYPE_IQ4_NL> {
     static __device__ __forceinline__ int offset(int u, int run) { return 4 * u + 16 * run; }
 };
 
+/* An E8M0 scale byte halved, as lrun_e8m0_to_f32_half: 2^(e - 128), exact (subnormal for e < 2). */
+static __device__ __forceinline__ float lrun_k_e8m0_half(uint32_t e)
+{
+    return __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+}
+
+/* ggml's kvalues_mxfp4 (the E2M1 values doubled): 0, 1, 2, 3, 4, 6, 8, 12 and their negatives. */
+static __device__ __forceinline__ float lrun_k_mxfp4_val(int i)
+{
+    const uint32_t lo = i < 8 ? 0x03020100u : 0xFDFEFF00u, hi = i < 8 ? 0x0C080604u : 0xF4F8FAFCu;
+    return (float)(int8_t)(__byte_perm(lo, hi, (unsigned)(i & 7)) & 0xff);
+}
+
+/* MXFP4: u8 e; u8 qs[16] (17 bytes, so only byte-aligned). Units as Q4_0's;
+ * y = e8m0_half(e)·kvalues[nibble], exact in f32. */
+template <> struct lrun_k_unit<LRUN_DTYPE_MXFP4> {
+    static constexpr int ELEMS = 32, BYTES = 17, UNITS = 4, RUNS = 2;
+    struct raw { uint32_t q, e; };
+    static __device__ __forceinline__ raw load(const uint8_t *blk, int u)
+    {
+        const uint8_t *q = blk + 1 + 4 * u;
+        return {(uint32_t)__ldg(q) | (uint32_t)__ldg(q + 1) << 8 | (uint32_t)__ldg(q + 2) << 16 |
+                    (uint32_t)__ldg(q + 3) << 24,
+                (uint32_t)__ldg(blk)};
+    }
+    static __device__ __forceinline__ void dequant(const raw &r, int, float *w)
+    {
+        const float d = lrun_k_e8m0_half(r.e);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int b = (int)((r.q >> (8 * e)) & 0xff);
+            w[e] = __fmul_rn(d, lrun_k_mxfp4_val(b & 0xf));
+            w[4 + e] = __fmul_rn(d, lrun_k_mxfp4_val(b >> 4));
+        }
+    }
+    static __device__ __forceinline__ int offset(int u, int run) { return 4 * u + 16 * run; }
+};
+
 // ---------------------------------------------------------------- more 256-element blocks
 
 /* Byte j of w0..w2 (j 0..11) by selects. */
@@ -505,7 +543,7 @@ static cudaError_t lrun_k_rows_launch(lrun_dtype t, const void *src, size_t row_
     const int nt = LRUN_K_ROWS_THREADS;
     const int64_t ue = t == LRUN_DTYPE_Q4_0 || t == LRUN_DTYPE_Q4_1 || t == LRUN_DTYPE_Q8_0 || t == LRUN_DTYPE_Q4_K ||
                                t == LRUN_DTYPE_Q5_0 || t == LRUN_DTYPE_Q5_1 || t == LRUN_DTYPE_IQ4_NL ||
-                               t == LRUN_DTYPE_Q5_K || t == LRUN_DTYPE_IQ4_XS
+                               t == LRUN_DTYPE_Q5_K || t == LRUN_DTYPE_IQ4_XS || t == LRUN_DTYPE_MXFP4
                            ? 8
                            : (t == LRUN_DTYPE_Q6_K || t == LRUN_DTYPE_Q2_K || t == LRUN_DTYPE_Q3_K ? 16 : 1); /* elements per thread */
     const unsigned g = lrun_k_grid(n_rows * (k / ue), nt, LRUN_K_ELTWISE_BLOCKS);
@@ -525,6 +563,7 @@ static cudaError_t lrun_k_rows_launch(lrun_dtype t, const void *src, size_t row_
     case LRUN_DTYPE_Q3_K: lrun_k_rows_units<LRUN_DTYPE_Q3_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
     case LRUN_DTYPE_Q5_K: lrun_k_rows_units<LRUN_DTYPE_Q5_K, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
     case LRUN_DTYPE_IQ4_XS: lrun_k_rows_units<LRUN_DTYPE_IQ4_XS, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
+    case LRUN_DTYPE_MXFP4: lrun_k_rows_units<LRUN_DTYPE_MXFP4, D><<<g, nt, 0, st>>>(s, row_bytes, ids, n_rows, k, dst); break;
     default: return cudaErrorInvalidValue;
     }
     return cudaSuccess;

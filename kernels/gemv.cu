@@ -334,6 +334,7 @@ static cudaError_t launch_m(lrun_dtype t, const gemv_parts &P, int n_parts, int6
     case LRUN_DTYPE_Q3_K: return launch_units<LRUN_DTYPE_Q3_K, M>(P, n_parts, k, x, mode, st);
     case LRUN_DTYPE_Q5_K: return launch_units<LRUN_DTYPE_Q5_K, M>(P, n_parts, k, x, mode, st);
     case LRUN_DTYPE_IQ4_XS: return launch_units<LRUN_DTYPE_IQ4_XS, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_MXFP4: return launch_units<LRUN_DTYPE_MXFP4, M>(P, n_parts, k, x, mode, st);
     default: return cudaErrorNotSupported; /* no kernel for t */
     }
 }

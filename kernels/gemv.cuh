@@ -37,12 +37,13 @@
 template <int T, int M> struct lrun_k_gemv_shape {
     static constexpr bool vec16 = T == LRUN_DTYPE_F16 || T == LRUN_DTYPE_BF16; /* 16-byte units */
     /* large raw units; Q2_K and Q3_K decode 16 values a unit like Q6_K. The
-     * newer types (Q5_0/Q5_1/IQ4_NL small like Q4_0, Q5_K shaped like Q4_K)
+     * newer types (Q5_0/Q5_1/IQ4_NL/MXFP4 small like Q4_0, Q5_K shaped like Q4_K)
      * are placed by analogy, not yet tuned on a GPU. */
     static constexpr bool wide = T == LRUN_DTYPE_Q6_K || T == LRUN_DTYPE_F32 || T == LRUN_DTYPE_Q2_K ||
                                  T == LRUN_DTYPE_Q3_K;
     static constexpr bool small = T == LRUN_DTYPE_Q4_0 || T == LRUN_DTYPE_Q4_1 || T == LRUN_DTYPE_Q8_0 ||
-                                  T == LRUN_DTYPE_Q5_0 || T == LRUN_DTYPE_Q5_1 || T == LRUN_DTYPE_IQ4_NL;
+                                  T == LRUN_DTYPE_Q5_0 || T == LRUN_DTYPE_Q5_1 || T == LRUN_DTYPE_IQ4_NL ||
+                                  T == LRUN_DTYPE_MXFP4;
     /* (Q4_K units carry their block's scales: 226 registers at RB 8) */
     /* small units: the x loads (32 bytes per 8 weights) outweigh the weights'
      * 4.5–8.5 bytes, so rows per block matter more than loads per thread

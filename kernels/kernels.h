@@ -128,6 +128,11 @@ lrun_status lrun_k_rope(float *x, const int32_t *pos, int64_t n_tok, int64_t n_h
 /* out (n) = silu(gate) * up. */
 lrun_status lrun_k_swiglu(const float *gate, const float *up, float *out, int64_t n, void *stream);
 
+/* out (n) = swiglu_oai(gate, up) (gpt-oss's experts): min(g, 7) ·
+ * sigmoid(1.702 · min(g, 7)) · (clamp(u, -7, 7) + 1), as the CPU's moe_cpu.c;
+ * out may alias gate or up. */
+lrun_status lrun_k_swiglu_oai(const float *gate, const float *up, float *out, int64_t n, void *stream);
+
 /* out (n) = gelu(gate) * up, GELU's tanh approximation: f16_table 1 as
  * lrun_cpu_geglu (ggml's f16 table: the input and the GELU rounded to f16, a
  * GGUF gemma), 0 in f32 as transformers (an HF gemma); out may alias gate or
@@ -155,6 +160,21 @@ lrun_status lrun_k_rope_kv_store(float *q, float *k, const float *v, const int32
                                  int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t n_rot, float base,
                                  float freq_scale, const float *freq_factors, int style, lrun_dtype kv_dtype,
                                  void *cache_k, void *cache_v, const int64_t *row_offset, void *stream);
+
+/* YaRN (gpt-oss; lrun_rope_yarn_init on the CPU): pair i's angle is
+ * theta·freq_scale·(1 - r) + theta·r with the ramp r = 1 - clamp((i - low) /
+ * max(0.001, high - low), 0, 1) and theta the unscaled angle, and cos and sin
+ * are times mscale (the CPU's yarn_attn_factor · (1 + 0.1 ln(1/freq_scale))).
+ * mscale 0: no YaRN (lrun_k_rope_kv_store). */
+typedef struct lrun_k_yarn {
+    float low, high;  /* the correction dims (lrun_rope.yarn_corr) */
+    float mscale;     /* the factor of cos and sin; 0: off */
+} lrun_k_yarn;
+lrun_status lrun_k_rope_kv_store_yarn(float *q, float *k, const float *v, const int32_t *pos, int64_t n_tok,
+                                      int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t n_rot, float base,
+                                      float freq_scale, const float *freq_factors, int style, const lrun_k_yarn *yarn,
+                                      lrun_dtype kv_dtype, void *cache_k, void *cache_v, const int64_t *row_offset,
+                                      void *stream);
 
 /* Writes k and v rows (n_tok, kv_dim) f32 into the caches at the given
  * element offsets: cache_k[row_offset[i] + j] = k[i][j] (converted to
@@ -189,6 +209,15 @@ lrun_status lrun_k_attention_softcap(lrun_dtype kv_dtype, const float *q, const 
                                      const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
                                      int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
                                      int64_t n_swa, float softcap, float *out, void *work, void *stream);
+
+/* The same with each head's sink logit (gpt-oss): sinks (n_head) f32 on the
+ * device; the sink of head h joins the softmax's max and denominator of
+ * every token's head h and weighs no value (lrun_cpu_softmax_sink). n_swa as
+ * lrun_k_attention_window (0: all positions). */
+lrun_status lrun_k_attention_sinks(lrun_dtype kv_dtype, const float *q, const void *cache_k, const void *cache_v,
+                                   const int64_t *k_base, const int64_t *v_base, const int32_t *n_kv, int64_t n_tok,
+                                   int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
+                                   int64_t n_swa, const float *sinks, float *out, void *work, void *stream);
 
 // ---------------------------------------------------------------- staged KV caches (kv_stage.cu)
 
@@ -347,6 +376,12 @@ lrun_status lrun_k_topk(const float *logits, int64_t n_rows, int64_t n_vocab, in
 lrun_status lrun_k_moe_route(const float *logits, int64_t n_rows, int64_t n_expert, int64_t k, int32_t *ids,
                              float *w, unsigned long long *counts, void *stream);
 
+/* gpt-oss's routing (the CPU's lrun_moe_route_oai): ids the k largest
+ * logits, descending, the lower index first among equals; w the softmax of
+ * those k logits only. Limits and counts as lrun_k_moe_route. */
+lrun_status lrun_k_moe_route_oai(const float *logits, int64_t n_rows, int64_t n_expert, int64_t k, int32_t *ids,
+                                 float *w, unsigned long long *counts, void *stream);
+
 /* The exact path's router product (moe_exact.cuh): y (m, n) = x (m, k) · Wᵀ
  * for F32, F16 or BF16 weights (n rows, row_bytes apart), each output the
  * CPU's AVX2 float dot to the bit; k a multiple of 16, m <= 65535. */
@@ -370,6 +405,16 @@ int lrun_k_moe_gemv_supported(lrun_dtype t, const void *w, size_t row_bytes, siz
 lrun_status lrun_k_moe_gemv(lrun_dtype t, const void *w, const void *u, size_t row_bytes, size_t expert_bytes,
                             int64_t n, int64_t k, const int32_t *ids, const float *x, int64_t x_div, int64_t n_pairs,
                             float *y, void *stream);
+
+/* lrun_k_moe_gemv for gpt-oss's experts: each product plus its expert's bias
+ * (bw for w, bu for u: (n_expert, n) f32 on the device, row e expert e's),
+ * and with u, swiglu_oai(W_e · + bw_e, U_e · + bu_e) in place of SwiGLU.
+ * bias_ids (n_pairs, device), when not NULL, names the expert whose bias
+ * rows pair p adds where ids[p] is an expert cache's slot; NULL: ids. */
+lrun_status lrun_k_moe_gemv_oai(lrun_dtype t, const void *w, const void *u, const float *bw, const float *bu,
+                                const int32_t *bias_ids, size_t row_bytes, size_t expert_bytes, int64_t n, int64_t k,
+                                const int32_t *ids, const float *x, int64_t x_div, int64_t n_pairs, float *y,
+                                void *stream);
 
 /* x (n_tok, d) += Σ_s y[t·k + s] · w[t·k + s], per element a multiply then an
  * add per slot in slot order (the CPU's scatter and sum of slots). */

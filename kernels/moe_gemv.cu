@@ -30,30 +30,41 @@ template <int T> static __device__ __forceinline__ float row_dot(const uint8_t *
     return lrun_k_warp_sum(acc);
 }
 
-/* y[pair] (n) = W_e · x[pair / x_div] for e = ids[pair]; swiglu: silu(W_e ·) * (U_e ·). */
+/* y[pair] (n) = W_e · x[pair / x_div] for e = ids[pair]; swiglu: silu(W_e ·) * (U_e ·).
+ * oai (gpt-oss): each product plus its expert's bias row (bw, bu: (n_expert, n)),
+ * and swiglu_oai for silu·up. */
 template <int T>
 __global__ void __launch_bounds__(LRUN_K_MOE_GEMV_WARPS * 32)
     moe_gemv_rows(const uint8_t *__restrict__ w, const uint8_t *__restrict__ u, size_t row_bytes, size_t expert_bytes,
                   int64_t n, int64_t k, const int32_t *__restrict__ ids, const float *__restrict__ x, int x_div,
-                  float *__restrict__ y)
+                  const float *__restrict__ bw, const float *__restrict__ bu, const int32_t *__restrict__ bias_ids,
+                  int oai, float *__restrict__ y)
 {
     const int lane = threadIdx.x & 31;
     const int64_t row = (int64_t)blockIdx.x * LRUN_K_MOE_GEMV_WARPS + (threadIdx.x >> 5);
     const int pair = blockIdx.y;
     if (row >= n) return; /* warp-level work only */
-    const size_t off = (size_t)ids[pair] * expert_bytes + (size_t)row * row_bytes;
+    const int64_t e = ids[pair], eb = bias_ids ? bias_ids[pair] : e; /* an expert cache's slot, its expert */
+    const size_t off = (size_t)e * expert_bytes + (size_t)row * row_bytes;
     const float *xr = x + (int64_t)(pair / x_div) * k;
-    const float g = row_dot<T>(w + off, xr, k, lane);
-    const float out = u ? swiglu1(g, row_dot<T>(u + off, xr, k, lane)) : g;
+    float g = row_dot<T>(w + off, xr, k, lane);
+    if (bw) g = __fadd_rn(g, bw[eb * n + row]);
+    float out = g;
+    if (u) {
+        float up = row_dot<T>(u + off, xr, k, lane);
+        if (bu) up = __fadd_rn(up, bu[eb * n + row]);
+        out = oai ? lrun_k_swiglu_oai1(g, up) : swiglu1(g, up);
+    }
     if (lane == 0) y[(int64_t)pair * n + row] = out;
 }
 
 template <int T>
 static void launch(const uint8_t *w, const uint8_t *u, size_t rb, size_t eb, int64_t n, int64_t k, const int32_t *ids,
-                   const float *x, int x_div, int n_pairs, float *y, cudaStream_t st)
+                   const float *x, int x_div, int n_pairs, const float *bw, const float *bu, const int32_t *bias_ids,
+                   int oai, float *y, cudaStream_t st)
 {
     const dim3 grid((unsigned)((n + LRUN_K_MOE_GEMV_WARPS - 1) / LRUN_K_MOE_GEMV_WARPS), (unsigned)n_pairs);
-    moe_gemv_rows<T><<<grid, LRUN_K_MOE_GEMV_WARPS * 32, 0, st>>>(w, u, rb, eb, n, k, ids, x, x_div, y);
+    moe_gemv_rows<T><<<grid, LRUN_K_MOE_GEMV_WARPS * 32, 0, st>>>(w, u, rb, eb, n, k, ids, x, x_div, bw, bu, bias_ids, oai, y);
 }
 
 extern "C" int lrun_k_moe_gemv_supported(lrun_dtype t, const void *w, size_t row_bytes, size_t expert_bytes,
@@ -75,7 +86,8 @@ extern "C" int lrun_k_moe_gemv_supported(lrun_dtype t, const void *w, size_t row
     case LRUN_DTYPE_Q2_K:
     case LRUN_DTYPE_Q3_K:
     case LRUN_DTYPE_Q5_K:
-    case LRUN_DTYPE_IQ4_XS: {
+    case LRUN_DTYPE_IQ4_XS:
+    case LRUN_DTYPE_MXFP4: {
         const size_t a = lrun_k_weight_align(t);
         return (uintptr_t)w % a == 0 && row_bytes % a == 0 && expert_bytes % a == 0;
     }
@@ -83,11 +95,11 @@ extern "C" int lrun_k_moe_gemv_supported(lrun_dtype t, const void *w, size_t row
     }
 }
 
-extern "C" lrun_status lrun_k_moe_gemv(lrun_dtype t, const void *w, const void *u, size_t row_bytes,
-                                       size_t expert_bytes, int64_t n, int64_t k, const int32_t *ids, const float *x,
-                                       int64_t x_div, int64_t n_pairs, float *y, void *stream)
+static lrun_status moe_gemv(const char *op, lrun_dtype t, const void *w, const void *u, size_t row_bytes,
+                            size_t expert_bytes, int64_t n, int64_t k, const int32_t *ids, const float *x,
+                            int64_t x_div, int64_t n_pairs, const float *bw, const float *bu, const int32_t *bias_ids,
+                            int oai, float *y, void *stream)
 {
-    static const char op[] = "lrun_k_moe_gemv";
     const lrun_status chk = lrun_k_check_weight(op, t, w, row_bytes, n, k);
     if (chk != LRUN_OK) return chk;
     if (!lrun_k_moe_gemv_supported(t, w, row_bytes, expert_bytes, k) ||
@@ -108,24 +120,44 @@ extern "C" lrun_status lrun_k_moe_gemv(lrun_dtype t, const void *w, const void *
     const cudaStream_t st = (cudaStream_t)stream;
     const int xd = (int)x_div, np = (int)n_pairs;
     switch (t) {
-    case LRUN_DTYPE_F32: launch<LRUN_DTYPE_F32>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_F16: launch<LRUN_DTYPE_F16>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_BF16: launch<LRUN_DTYPE_BF16>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q4_0: launch<LRUN_DTYPE_Q4_0>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q4_1: launch<LRUN_DTYPE_Q4_1>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q8_0: launch<LRUN_DTYPE_Q8_0>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q4_K: launch<LRUN_DTYPE_Q4_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q6_K: launch<LRUN_DTYPE_Q6_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q5_0: launch<LRUN_DTYPE_Q5_0>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q5_1: launch<LRUN_DTYPE_Q5_1>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_IQ4_NL: launch<LRUN_DTYPE_IQ4_NL>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q2_K: launch<LRUN_DTYPE_Q2_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q3_K: launch<LRUN_DTYPE_Q3_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_Q5_K: launch<LRUN_DTYPE_Q5_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
-    case LRUN_DTYPE_IQ4_XS: launch<LRUN_DTYPE_IQ4_XS>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, y, st); break;
+    case LRUN_DTYPE_F32: launch<LRUN_DTYPE_F32>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_F16: launch<LRUN_DTYPE_F16>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_BF16: launch<LRUN_DTYPE_BF16>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q4_0: launch<LRUN_DTYPE_Q4_0>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q4_1: launch<LRUN_DTYPE_Q4_1>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q8_0: launch<LRUN_DTYPE_Q8_0>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q4_K: launch<LRUN_DTYPE_Q4_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q6_K: launch<LRUN_DTYPE_Q6_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q5_0: launch<LRUN_DTYPE_Q5_0>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q5_1: launch<LRUN_DTYPE_Q5_1>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_IQ4_NL: launch<LRUN_DTYPE_IQ4_NL>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q2_K: launch<LRUN_DTYPE_Q2_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q3_K: launch<LRUN_DTYPE_Q3_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_Q5_K: launch<LRUN_DTYPE_Q5_K>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_IQ4_XS: launch<LRUN_DTYPE_IQ4_XS>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
+    case LRUN_DTYPE_MXFP4: launch<LRUN_DTYPE_MXFP4>(W, U, row_bytes, expert_bytes, n, k, ids, x, xd, np, bw, bu, bias_ids, oai, y, st); break;
     default: return lrun_fail(LRUN_E_UNSUPPORTED, "%s: no kernel for %s", op, lrun_dtype_name(t));
     }
     return lrun_k_launched(op);
+}
+
+extern "C" lrun_status lrun_k_moe_gemv(lrun_dtype t, const void *w, const void *u, size_t row_bytes,
+                                       size_t expert_bytes, int64_t n, int64_t k, const int32_t *ids, const float *x,
+                                       int64_t x_div, int64_t n_pairs, float *y, void *stream)
+{
+    return moe_gemv("lrun_k_moe_gemv", t, w, u, row_bytes, expert_bytes, n, k, ids, x, x_div, n_pairs, NULL, NULL,
+                    NULL, 0, y, stream);
+}
+
+extern "C" lrun_status lrun_k_moe_gemv_oai(lrun_dtype t, const void *w, const void *u, const float *bw,
+                                           const float *bu, const int32_t *bias_ids, size_t row_bytes,
+                                           size_t expert_bytes, int64_t n, int64_t k, const int32_t *ids,
+                                           const float *x, int64_t x_div, int64_t n_pairs, float *y, void *stream)
+{
+    static const char op[] = "lrun_k_moe_gemv_oai";
+    if (!bw || (u && !bu)) return lrun_fail(LRUN_E_ARG, "%s: the experts' bias %s is NULL", op, !bw ? "bw" : "bu");
+    return moe_gemv(op, t, w, u, row_bytes, expert_bytes, n, k, ids, x, x_div, n_pairs, bw, bu, bias_ids, 1, y,
+                    stream);
 }
 
 /* x[t] += ((y[t,0]·w[t,0] + y[t,1]·w[t,1]) + …), a multiply then an add per slot, as the CPU. */

@@ -17,7 +17,8 @@ template <int D>
 __global__ void rope_kv_pairs(float *q, float *k, const float *__restrict__ v, const int32_t *__restrict__ pos,
                               int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t n_rot,
                               double base, double freq_scale, const float *__restrict__ freq_factors, int style,
-                              void *cache_k, void *cache_v, const int64_t *__restrict__ row_offset)
+                              void *cache_k, void *cache_v, const int64_t *__restrict__ row_offset,
+                              lrun_k_yarn yarn)
 {
     lrun_k_pdl_trigger();
     lrun_k_pdl_wait();
@@ -31,11 +32,20 @@ __global__ void rope_kv_pairs(float *q, float *k, const float *__restrict__ v, c
         if (i < half) {
             ia = style == LRUN_ROPE_STYLE_ADJACENT ? 2 * i : i;
             ib = style == LRUN_ROPE_STYLE_ADJACENT ? 2 * i + 1 : i + half;
-            double theta = (double)pos[tok] * freq_scale * pow(base, -2.0 * (double)i / (double)n_rot);
-            if (freq_factors) theta /= (double)freq_factors[i];
-            double sd, cd;
-            sincos(theta, &sd, &cd);
-            const float c = (float)cd, s = (float)sd;
+            double sd, cd, mscale = 1.0;
+            if (yarn.mscale > 0.0f) { /* YaRN (lrun_k_yarn in kernels.h), theta in double as below */
+                double te = (double)pos[tok] * pow(base, -2.0 * (double)i / (double)n_rot);
+                if (freq_factors) te /= (double)freq_factors[i];
+                const double y = ((double)i - yarn.low) / fmax(0.001, (double)yarn.high - yarn.low);
+                const double ramp = 1.0 - fmin(1.0, fmax(0.0, y));
+                sincos(freq_scale * te * (1.0 - ramp) + te * ramp, &sd, &cd);
+                mscale = yarn.mscale;
+            } else {
+                double theta = (double)pos[tok] * freq_scale * pow(base, -2.0 * (double)i / (double)n_rot);
+                if (freq_factors) theta /= (double)freq_factors[i];
+                sincos(theta, &sd, &cd);
+            }
+            const float c = (float)(cd * mscale), s = (float)(sd * mscale);
             const float a = xh[ia], b = xh[ib];
             /* no contraction into FMAs: the CPU twin rounds each product */
             xh[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
@@ -61,7 +71,21 @@ extern "C" lrun_status lrun_k_rope_kv_store(float *q, float *k, const float *v, 
                                             lrun_dtype kv_dtype, void *cache_k, void *cache_v,
                                             const int64_t *row_offset, void *stream)
 {
+    const lrun_k_yarn none = {0.0f, 0.0f, 0.0f};
+    return lrun_k_rope_kv_store_yarn(q, k, v, pos, n_tok, n_head, n_head_kv, head_dim, n_rot, base, freq_scale,
+                                     freq_factors, style, &none, kv_dtype, cache_k, cache_v, row_offset, stream);
+}
+
+extern "C" lrun_status lrun_k_rope_kv_store_yarn(float *q, float *k, const float *v, const int32_t *pos,
+                                                 int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                                                 int64_t n_rot, float base, float freq_scale,
+                                                 const float *freq_factors, int style, const lrun_k_yarn *yarn,
+                                                 lrun_dtype kv_dtype, void *cache_k, void *cache_v,
+                                                 const int64_t *row_offset, void *stream)
+{
     static const char op[] = "lrun_k_rope_kv_store";
+    if (!yarn || !(yarn->mscale >= 0.0f) || !(yarn->high >= yarn->low))
+        return lrun_fail(LRUN_E_ARG, "%s: yarn is NULL or its mscale < 0 or high < low", op);
     if (!q || !k || !v || !pos || !cache_k || !cache_v || !row_offset)
         return lrun_fail(LRUN_E_ARG, "%s: a NULL pointer (q %p, k %p, v %p, pos %p, caches %p %p, rows %p)", op,
                          (void *)q, (void *)k, (const void *)v, (const void *)pos, cache_k, cache_v,
@@ -91,6 +115,6 @@ extern "C" lrun_status lrun_k_rope_kv_store(float *q, float *k, const float *v, 
     (void)lrun_k_launch(kv_dtype == LRUN_DTYPE_F16 ? rope_kv_pairs<LRUN_DTYPE_F16> : rope_kv_pairs<LRUN_DTYPE_F32>,
                         dim3(g), dim3(LRUN_K_ROPE_KV_THREADS), 0, st, q, k, v, pos, n_tok, n_head, n_head_kv,
                         head_dim, n_rot, (double)base, (double)freq_scale, freq_factors, style, cache_k, cache_v,
-                        row_offset);
+                        row_offset, *yarn);
     return lrun_k_launched(op);
 }

@@ -38,6 +38,11 @@ M.N_NEW = 8 -- greedy tokens after the prompt
 -- the fast path's relative tolerance to the CPU per weight dtype (test_engine_gpu's): f32 prefill
 -- through cuBLAS with f16 activations; q8_0 with the CPU's 8-bit activations
 M.TOL = { f32 = 1e-2, q8_0 = 5e-2 }
+
+--- The fast path's tolerance for tests/arch_models.lua's entry e: its own
+-- (gpt-oss: the CPU multiplies MXFP4 experts with 8-bit activations, as
+-- llama.cpp does, the GPU with f32 ones) or its dtype's.
+function M.tol(e) return e.tol or M.TOL[e.dtype] end
 -- the load options every run starts from
 M.LOAD = { progress = false, n_ctx = 256, threads = 2 }
 
@@ -87,14 +92,12 @@ function M.temp_files()
   return files
 end
 
---- tests/arch_models.lua's mixtures of experts that M.DEVICE runs, in order:
--- a cpu_only model (gpt-oss) is refused by the CUDA engine (arch_gpu_spec
--- checks the refusal), so it is left out unless the device is the CPU.
+--- tests/arch_models.lua's mixtures of experts, in order.
 -- @tparam[opt] function keep a further test over an entry
 function M.moe_models(keep)
   local out = {}
   for _, e in ipairs(arch_models.models) do
-    if (e.n_expert or 0) > 0 and not (e.cpu_only and M.DEVICE ~= "cpu") and (not keep or keep(e)) then
+    if (e.n_expert or 0) > 0 and (not keep or keep(e)) then
       out[#out + 1] = e
     end
   end

@@ -42,7 +42,7 @@ describe("mixtures of experts on cuda, exact numerics, against the CPU", functio
   local files = gpu.temp_files()
   teardown(function() files:remove() end)
 
-  for _, e in ipairs(gpu.moe_models(function(x) return x.dtype ~= "f32" and not x.cpu_only end)) do
+  for _, e in ipairs(gpu.moe_models(function(x) return x.dtype ~= "f32" and not x.no_cuda_exact end)) do
     describe(e.name .. ":", function()
       local path, cpu_ids, cpu_logits
       setup(function()

@@ -28,7 +28,7 @@
 --   * the host pass (the default; a decode chunk's host experts in one pass, LRUN_CUDA_MOE_HOST_PASS=0 off): experts_on_host and
 --     n_cpu_moe 1 give the product-by-product run's tokens, the prompt's logits within the fast tolerance;
 --   * numerics = "exact" on f32 experts is refused naming the types it takes (tests/moe_exact_gpu_spec.lua
---     runs the quantized ones).
+--     runs the quantized ones), and on gpt-oss naming gpt-oss.
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; pending without a
 -- GPU. LRUN_GPU_SPEC_DEVICE=cpu is a dry run on the CPU engine.
 package.path = "./?.lua;" .. package.path
@@ -36,7 +36,7 @@ local compare = require("tests.compare")
 local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
 local lrun = require("lrun")
 local gpu = require("tests.gpu_spec_common")
-local DEVICE, PROMPT, N_NEW, TOL = gpu.DEVICE, gpu.PROMPT, gpu.N_NEW, gpu.TOL
+local DEVICE, PROMPT, N_NEW = gpu.DEVICE, gpu.PROMPT, gpu.N_NEW
 
 local PLACEMENTS = {
   { "resident", {}, false },
@@ -80,7 +80,7 @@ describe("mixtures of experts on cuda against the CPU", function()
           if p[1] == "resident" then fast_ids, fast_logits = ids, logits end
           local d = rel_diff(cpu_logits, logits)
           print(string.format("# %s fast %s: rel diff to the CPU %.2e", e.name, p[1], d))
-          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+          assert.is_true(d <= gpu.tol(e), string.format("rel diff %.3e above %.0e", d, gpu.tol(e)))
           assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
           if p[3] then assert.is_true(placement.experts.host_compute_slices > 0, "no expert host-computed") end
           if p[4] and DEVICE ~= "cpu" then
@@ -111,7 +111,7 @@ describe("mixtures of experts on cuda against the CPU", function()
         it("host experts in one pass per block, " .. p[1] .. ": the same tokens as product by product", function()
           local ids0 = gpu.with_env("LRUN_CUDA_MOE_HOST_PASS", "0", run, path, with(p[2], { device = DEVICE }))
           local ids, logits, _, st = run(path, with(p[2], { device = DEVICE }))
-          assert.is_true(rel_diff(cpu_logits, logits) <= TOL[e.dtype])
+          assert.is_true(rel_diff(cpu_logits, logits) <= gpu.tol(e))
           assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
           assert.is_true(same(ids0, ids), "decode tokens differ from the product-by-product run")
           if DEVICE ~= "cpu" then assert.is_true(st.host_compute_bytes > 0, "nothing computed on the host") end
@@ -152,7 +152,7 @@ describe("mixtures of experts on cuda against the CPU", function()
           assert.is_true(same(host_ids, dev_ids), "greedy tokens differ between device and host routing")
           local d = rel_diff(host_logits, dev_logits)
           print(string.format("# %s: device vs host routing, rel diff of the prompt's logits %.2e", e.name, d))
-          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+          assert.is_true(d <= gpu.tol(e), string.format("rel diff %.3e above %.0e", d, gpu.tol(e)))
         end)
 
         it("prefetches the next cached block's likely experts without changing a bit", function()
@@ -217,7 +217,7 @@ describe("mixtures of experts on cuda against the CPU", function()
           local d = rel_diff(cpu_logits, logits)
           print(string.format("# %s smart-cached: rel diff to the CPU %.2e; %d hits, %d misses", e.name, d, ec.hits,
             ec.misses))
-          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+          assert.is_true(d <= gpu.tol(e), string.format("rel diff %.3e above %.0e", d, gpu.tol(e)))
           assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
         end)
 
@@ -232,13 +232,15 @@ describe("mixtures of experts on cuda against the CPU", function()
           m:free()
         end)
 
-        -- quantized experts take the exact path (tests/moe_exact_gpu_spec.lua); float ones are refused
-        if e.dtype == "f32" then
-          it("exact numerics on f32 experts are refused, naming the requirement", function()
+        -- quantized experts take the exact path (tests/moe_exact_gpu_spec.lua); float ones are refused,
+        -- and gpt-oss's (no exact variant of its ops) by the architecture's name
+        if e.dtype == "f32" or e.no_cuda_exact then
+          local want = e.no_cuda_exact and e.arch or "Q4_0/Q4_1/Q8_0"
+          it("exact numerics are refused, naming " .. want, function()
             local ok, err = pcall(run, path, { device = DEVICE, numerics = "exact" })
             assert.is_false(ok)
             local msg = tostring(type(err) == "table" and err.message or err)
-            assert.truthy(msg:find("Q4_0/Q4_1/Q8_0", 1, true), msg)
+            assert.truthy(msg:find(want, 1, true), msg)
           end)
         end
       end

@@ -25,7 +25,7 @@ local compare = require("tests.compare")
 local same, rel_diff, with = compare.same, compare.rel_diff, compare.with
 local lrun = require("lrun")
 local gpu = require("tests.gpu_spec_common")
-local DEVICE, ON_GPU, PROMPT, TOL = gpu.DEVICE, gpu.ON_GPU, gpu.PROMPT, gpu.TOL
+local DEVICE, ON_GPU, PROMPT = gpu.DEVICE, gpu.ON_GPU, gpu.PROMPT
 
 local SHORT = { 257, 84, 104, 101, 32 } -- a decode-sized chunk (<= 8 tokens): never streams
 
@@ -69,7 +69,7 @@ describe("mixtures of experts on cuda: prefill streams host experts", function()
         for name, l in pairs({ resident = res_logits, host = host_logits }) do
           local d = rel_diff(cpu_logits, l)
           print(string.format("# %s %s (stream on/off): rel diff to the CPU %.2e", e.name, name, d))
-          assert.is_true(d <= TOL[e.dtype], string.format("%s: rel diff %.3e above %.0e", name, d, TOL[e.dtype]))
+          assert.is_true(d <= gpu.tol(e), string.format("%s: rel diff %.3e above %.0e", name, d, gpu.tol(e)))
         end
         assert.are.equal(cpu_ids[#PROMPT + 1], res_ids[#PROMPT + 1], "first greedy token, resident")
         assert.are.equal(cpu_ids[#PROMPT + 1], host_ids[#PROMPT + 1], "first greedy token, host compute")
@@ -87,7 +87,7 @@ describe("mixtures of experts on cuda: prefill streams host experts", function()
           assert.is_true(same(res_ids, ids), "greedy tokens differ from the resident run")
           local d = rel_diff(host_logits, logits)
           print(string.format("# %s %s: rel diff to host compute %.2e", e.name, p[1], d))
-          assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e to host compute above %.0e", d, TOL[e.dtype]))
+          assert.is_true(d <= gpu.tol(e), string.format("rel diff %.3e to host compute above %.0e", d, gpu.tol(e)))
         end)
       end
 
@@ -98,7 +98,7 @@ describe("mixtures of experts on cuda: prefill streams host experts", function()
         assert.is_true(st.host_compute_bytes > 0, "nothing was computed on the host")
         local d = rel_diff(host_logits, logits)
         print(string.format("# %s below the threshold: rel diff to host compute %.2e", e.name, d))
-        assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e above %.0e", d, TOL[e.dtype]))
+        assert.is_true(d <= gpu.tol(e), string.format("rel diff %.3e above %.0e", d, gpu.tol(e)))
         assert.are.equal(host_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
       end)
 
@@ -112,7 +112,7 @@ describe("mixtures of experts on cuda: prefill streams host experts", function()
         local logits = assert(m:logits(PROMPT))
         m:free()
         local d = rel_diff(host_logits, logits)
-        assert.is_true(d <= TOL[e.dtype], string.format("rel diff %.3e to host compute above %.0e", d, TOL[e.dtype]))
+        assert.is_true(d <= gpu.tol(e), string.format("rel diff %.3e to host compute above %.0e", d, gpu.tol(e)))
       end)
 
       it("never streams a decode-sized chunk", function()
@@ -128,7 +128,7 @@ describe("mixtures of experts on cuda: prefill streams host experts", function()
         if ON_GPU then assert.is_true(st.prefill_stream_experts > 0, "nothing streamed") end
         for name, ref in pairs({ cpu = cpu_logits, host = host_logits }) do
           local d = rel_diff(ref, logits)
-          assert.is_true(d <= TOL[e.dtype], string.format("%s: rel diff %.3e above %.0e", name, d, TOL[e.dtype]))
+          assert.is_true(d <= gpu.tol(e), string.format("%s: rel diff %.3e above %.0e", name, d, gpu.tol(e)))
         end
         assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
       end)

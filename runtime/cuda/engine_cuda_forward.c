@@ -215,22 +215,28 @@ static lrun_status op_rope_store(struct run *r)
     const float *ff = local ? NULL : e->freq_factors;
     void *s = e->stream;
     const int64_t n = r->n;
-    if (in->head_dim % 2 == 0)
-        return lrun_k_rope_kv_store(e->q, e->k, e->v, t->pos, n, in->n_head, in->n_head_kv, in->head_dim, in->n_rot,
-                                    base, fscale, ff, in->rope_style, e->kv_dtype, r->kc, r->vc, t->row_off, s);
+    if (in->head_dim % 2 == 0) /* YaRN (gpt-oss) when e->yarn.mscale > 0: check_supported keeps it here */
+        return lrun_k_rope_kv_store_yarn(e->q, e->k, e->v, t->pos, n, in->n_head, in->n_head_kv, in->head_dim,
+                                         in->n_rot, base, fscale, ff, in->rope_style, &e->yarn, e->kv_dtype, r->kc,
+                                         r->vc, t->row_off, s);
     TRY(lrun_k_rope(e->q, t->pos, n, in->n_head, in->head_dim, in->n_rot, base, fscale, ff, in->rope_style, s));
     TRY(lrun_k_rope(e->k, t->pos, n, in->n_head_kv, in->head_dim, in->n_rot, base, fscale, ff, in->rope_style, s));
     return lrun_k_kv_store(e->kv_dtype, r->kc, r->vc, t->row_off, e->k, e->v, n, e->kv_dim, s);
 }
 
 /* attn = attention(q, cache); then a staged cache writes the layer back. */
-static lrun_status op_attention(struct run *r)
+static lrun_status op_attention(struct run *r, const lrun_arch_op *op)
 {
     lrun_cuda_engine *e = r->e;
     const lrun_model_info *in = &e->model->info;
     const struct step_table *t = &e->d_table;
     const int64_t n_swa = lrun_model_layer_swa(e->model, r->layer); /* every block's n_swa but gemma's */
-    if (e->exact)
+    const float *sinks = vector(e, r->layer, op->w[0]);              /* gpt-oss's, or NULL */
+    if (sinks) /* gpt-oss: each head's sink in the softmax (the exact path refuses it: its swa_pattern) */
+        TRY(lrun_k_attention_sinks(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n, in->n_head,
+                                   in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, n_swa, sinks, e->attn,
+                                   e->attn_work, e->stream));
+    else if (e->exact)
         TRY(lrun_cuda_exact_attention(e, r->kc, r->vc, r->n, r->max_kv));
     else if (lrun_cuda_kv_fused(e)) /* quantized decode: codes and ring, no slot (engine_cuda_kv.c) */
         TRY(lrun_cuda_kv_fused_attention(e, r->layer, r->n, r->max_kv));
@@ -367,7 +373,7 @@ static lrun_status run_block(struct run *r)
         case LRUN_ARCH_OP_BIAS: TRY(op_bias(r, op, n_w)); break;
         case LRUN_ARCH_OP_HEAD_NORM: TRY(op_head_norm(r, op, n_w)); break;
         case LRUN_ARCH_OP_ROPE_STORE: TRY(op_rope_store(r)); break;
-        case LRUN_ARCH_OP_ATTENTION: TRY(op_attention(r)); break;
+        case LRUN_ARCH_OP_ATTENTION: TRY(op_attention(r, op)); break;
         case LRUN_ARCH_OP_MATMUL_ADD: TRY(op_matmul_add(r, op, i)); break;
         case LRUN_ARCH_OP_MATMUL_SWIGLU: TRY(op_matmul_swiglu(r, op, i)); break;
         case LRUN_ARCH_OP_MATMUL_GEGLU: TRY(op_matmul_geglu(r, op)); break;

@@ -92,6 +92,7 @@ struct lrun_cuda_engine {
                                      * of: all of them, or a layer split's part (engine_split.c) */
     float eps;                    /* rms_norm epsilon */
     float attn_scale;             /* 1/sqrt(head_dim) */
+    lrun_k_yarn yarn;             /* YaRN's RoPE parameters (gpt-oss); mscale 0: none */
     lrun_cache_kind cache_kind;
     lrun_dtype kv_dtype;          /* F16 or F32 */
     size_t kv_esize;              /* bytes per cache element */
@@ -276,13 +277,13 @@ lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int6
                                 const lrun_arch_op *op);
 lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, int64_t layer, int64_t n,
                                   const lrun_arch_op *op);
-/* Expert x of block g over its cnt tokens, by the gathering kernels (engine_cuda_moe.c): the
+/* Expert x of block layer (tensors g) over its cnt tokens, by the gathering kernels (engine_cuda_moe.c): the
  * chunk's pair tables from index at (its tokens' rows of xn gathered, its outputs weighted
  * into tmp), its slices at data (3 device pointers) or, data NULL, where the block's tensors
  * are (host-computed ones on the host). The streamed prefill (engine_cuda_moe_stream.c) and,
  * with moe_prefill_stream not off, every host-routed chunk run their experts through it. */
-lrun_status lrun_cuda_moe_expert_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t x, int64_t at,
-                                      int64_t cnt, const void *const *data);
+lrun_status lrun_cuda_moe_expert_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t x,
+                                      int64_t at, int64_t cnt, const void *const *data);
 lrun_status lrun_cuda_exact_init(lrun_cuda_engine *e);
 /* Device bytes of the exact path's own scratch: what a made engine holds, or
  * for the sizes of one not yet made (estimate), what it would take. */

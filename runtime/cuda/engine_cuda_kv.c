@@ -533,9 +533,10 @@ lrun_status lrun_cuda_kv_chunk_begin(lrun_cuda_engine *e, int load, int64_t n_to
     struct cuda_kv *kv = &e->kv;
     if (!kv->staged) return LRUN_OK;
     /* the exact path keeps the slots: its attention reads a slot in its own orders; so does a
-     * sliding window or a soft-cap (the fused quantized attention has neither) */
+     * sliding window, a soft-cap or attention sinks (the fused quantized attention has none of them) */
     kv->fused_chunk = kv->fused && load && n_tok <= GEMV_MAX_ROWS && !e->exact && e->model->n_swa == 0 &&
-                      e->model->attn_softcap == 0;
+                      e->model->attn_softcap == 0 &&
+                      !lrun_arch_tensor_find(e->model->arch, LRUN_ARCH_TENSOR_ATTN_SINKS);
     /* what the chunk's layers load: each sequence's stored positions (none when fused) */
     int64_t total = 0, longest = 0;
     for (int64_t s = 0; s < e->n_seq_max; s++) {

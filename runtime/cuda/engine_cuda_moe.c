@@ -77,6 +77,8 @@ struct cuda_moe {
     struct cuda_moe_cache *cache; /* host experts copied to device slots (engine_cuda_moe_cache.c), or NULL */
     int32_t *h_sid;     /* (Bd, k) pinned: a cached block's pairs' slots, for the device-id kernels */
     float *h_sw;        /* (Bd, k) pinned: and their weights */
+    int32_t *h_xid;     /* (Bd, k) pinned, gpt-oss only: and their experts (whose biases they add), else NULL */
+    int32_t *d_xid;     /* (Bd, k) device, gpt-oss only: h_xid's copy */
     int64_t *slot_of;   /* (n_expert) a cached block's chunk: each chosen expert's slot */
     /* moe_prefill_stream not off: host-routed chunks run each expert through
      * lrun_cuda_moe_expert_rows (one gather and one weighted scatter launch
@@ -149,6 +151,8 @@ size_t lrun_cuda_moe_scratch_bytes(const lrun_cuda_engine *e)
            round256(L * (E + 1) * 8) +
            /* with prefill streaming possible, the pairs' token ids and weights (B·k) x2 */
            (lrun_cuda_moe_stream_mode(e) != LRUN_MOE_PREFILL_STREAM_OFF ? 2 * round256(B * k * 4) : 0) +
+           /* gpt-oss: a cached decode chunk's expert ids, beside its slots */
+           (e->model->arch->moe_oai ? round256(Bd * k * 4) : 0) +
            lrun_cuda_moe_exact_bytes(e); /* the exact path's own block, allocated apart */
 }
 
@@ -177,6 +181,7 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     m->d_act = (float *)at, at += act;
     m->d_out = (float *)at, at += out;
     m->d_counts = (unsigned long long *)at, at += cnt;
+    if (e->model->arch->moe_oai) m->d_xid = (int32_t *)at, at += ids;
     if (m->fast_rows) {
         m->d_tok = (int32_t *)at, at += m->pair_bytes;
         m->d_pw = (float *)at;
@@ -199,11 +204,12 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     m->fill = malloc(E * sizeof *m->fill);
     m->h_counts = malloc(L * (E + 1) * sizeof *m->h_counts);
     m->slot_of = malloc(E * sizeof *m->slot_of);
-    m->h_sid_bytes = 2 * Bd * k * 4;
+    m->h_sid_bytes = (e->model->arch->moe_oai ? 3 : 2) * Bd * k * 4;
     TRY(lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_sid_bytes,
                                               "expert slot ids", (void **)&m->h_sid),
                        "scratch"));
     m->h_sw = (float *)(m->h_sid + Bd * k);
+    if (e->model->arch->moe_oai) m->h_xid = m->h_sid + 2 * Bd * k;
     if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill || !m->h_counts || !m->slot_of)
         return lrun_fail_oom(0, 0, "engine: routing tables for %zu tokens", B);
     TRY(lrun_moe_counts_init(&m->counts, in->n_layer, in->n_expert));
@@ -296,7 +302,35 @@ lrun_status lrun_cuda_moe_route(lrun_cuda_engine *e, const lrun_weights *W, int6
 {
     const lrun_weight_ref r = lrun_weights_get(W, layer, op->w[0]);
     if (e->exact) return lrun_cuda_moe_exact_router(e, &r, n, e->moe->d_router);
-    return moe_matmul(e, r.w, r.data, r.on_host, e->xn, n, e->moe->d_router);
+    TRY(moe_matmul(e, r.w, r.data, r.on_host, e->xn, n, e->moe->d_router));
+    /* gpt-oss's router bias (the exact path refuses it: engine_cuda_moe_exact.c) */
+    const float *bias = op->w[1] != LRUN_ARCH_TENSOR_NONE ? e->layers[layer].vec[op->w[1]] : NULL;
+    return bias ? lrun_k_add_bias(e->moe->d_router, bias, n, e->model->info.n_expert, e->stream) : LRUN_OK;
+}
+
+/* Expert x's bias row of block tensor id (gpt-oss: {len, n_expert}), or NULL when the block has none. */
+static const float *expert_bias(const lrun_cuda_engine *e, int64_t layer, lrun_arch_tensor id, int64_t x, int64_t len)
+{
+    const float *b = e->layers[layer].vec[id];
+    return b ? b + x * len : NULL;
+}
+
+/* gpt-oss's gate of cnt rows of expert x: gate and up plus the expert's
+ * biases, then swiglu_oai into gate (moe_cpu.c's order); else SwiGLU. */
+static lrun_status expert_gate(lrun_cuda_engine *e, int64_t layer, int64_t x, int64_t cnt)
+{
+    const int64_t f = e->n_ff;
+    if (!e->model->arch->moe_oai) return lrun_k_swiglu(e->gate, e->up, e->gate, cnt * f, e->stream);
+    TRY(lrun_k_add_bias(e->up, expert_bias(e, layer, LRUN_ARCH_TENSOR_UP_EXPS_B, x, f), cnt, f, e->stream));
+    TRY(lrun_k_add_bias(e->gate, expert_bias(e, layer, LRUN_ARCH_TENSOR_GATE_EXPS_B, x, f), cnt, f, e->stream));
+    return lrun_k_swiglu_oai(e->gate, e->up, e->gate, cnt * f, e->stream);
+}
+
+/* gpt-oss: y (cnt, n_embd), expert x's down projections, plus its down bias. */
+static lrun_status expert_down_bias(lrun_cuda_engine *e, int64_t layer, int64_t x, int64_t cnt, float *y)
+{
+    const float *b = expert_bias(e, layer, LRUN_ARCH_TENSOR_DOWN_EXPS_B, x, e->n_embd);
+    return b ? lrun_k_add_bias(y, b, cnt, e->n_embd, e->stream) : LRUN_OK;
 }
 
 /* Expert x's slice of a stacked tensor as a 2-D view (its data where this chunk reads it): in
@@ -315,8 +349,8 @@ static struct lrun_tensor slice_view(const lrun_weight_ref *ref, int64_t x, cons
 
 /* Expert x over its pairs: gather, gate/up, SwiGLU, down, weighted into
  * tmp; slot (3 pointers, or NULL) its copies in the expert cache. */
-static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t x, const int32_t *pairs,
-                              int64_t cnt, const void *const *slot)
+static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t x,
+                              const int32_t *pairs, int64_t cnt, const void *const *slot)
 {
     struct cuda_moe *m = e->moe;
     cudaStream_t s = (cudaStream_t)e->stream;
@@ -331,10 +365,11 @@ static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         const struct lrun_tensor v = slice_view(&g[i], x, slot ? slot[i] : NULL, &data);
         TRY(moe_matmul(e, &v, data, g[i].on_host && !slot, m->d_x, cnt, outs[i]));
     }
-    TRY(lrun_k_swiglu(e->gate, e->up, e->gate, cnt * e->n_ff, e->stream));
+    TRY(expert_gate(e, layer, x, cnt));
     const void *data;
     const struct lrun_tensor v = slice_view(&g[2], x, slot ? slot[2] : NULL, &data);
     TRY(moe_matmul(e, &v, data, g[2].on_host && !slot, e->gate, cnt, m->d_y));
+    TRY(expert_down_bias(e, layer, x, cnt, m->d_y));
     for (int64_t j = 0; j < cnt; j++) {
         const float w = m->w[pairs[j]]; /* host pointer mode: read at the call */
         const cublasStatus_t cs = cublasSaxpy((cublasHandle_t)e->cublas, (int)d, &w, m->d_y + j * d, 1,
@@ -346,8 +381,8 @@ static lrun_status run_expert(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     return LRUN_OK;
 }
 
-lrun_status lrun_cuda_moe_expert_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t x, int64_t at,
-                                      int64_t cnt, const void *const *data)
+lrun_status lrun_cuda_moe_expert_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t x,
+                                      int64_t at, int64_t cnt, const void *const *data)
 {
     struct cuda_moe *m = e->moe;
     const int64_t d = e->n_embd;
@@ -358,10 +393,11 @@ lrun_status lrun_cuda_moe_expert_rows(lrun_cuda_engine *e, const lrun_weight_ref
         const struct lrun_tensor v = slice_view(&g[i], x, data ? data[i] : NULL, &w);
         TRY(moe_matmul(e, &v, w, g[i].on_host && !data, m->d_x, cnt, outs[i]));
     }
-    TRY(lrun_k_swiglu(e->gate, e->up, e->gate, cnt * e->n_ff, e->stream));
+    TRY(expert_gate(e, layer, x, cnt));
     const void *w;
     const struct lrun_tensor v = slice_view(&g[2], x, data ? data[2] : NULL, &w);
     TRY(moe_matmul(e, &v, w, g[2].on_host && !data, e->gate, cnt, m->d_y));
+    TRY(expert_down_bias(e, layer, x, cnt, m->d_y));
     return lrun_k_moe_scatter_add(m->d_y, m->d_tok + at, m->d_pw + at, cnt, d, e->tmp, e->stream);
 }
 
@@ -394,7 +430,7 @@ static lrun_status ffn_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int
     } else {
         for (int64_t x = 0; x < n_exp; x++) {
             const int64_t cnt = m->first[x + 1] - m->first[x];
-            if (cnt > 0) TRY(lrun_cuda_moe_expert_rows(e, g, x, m->first[x], cnt, NULL));
+            if (cnt > 0) TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, m->first[x], cnt, NULL));
         }
     }
     return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
@@ -416,6 +452,18 @@ static lrun_status ffn_device(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     struct cuda_moe *m = e->moe;
     const int64_t n_exp = e->model->info.n_expert, k = e->model->info.n_expert_used;
     const struct lrun_tensor *gt = g[0].w, *dt = g[2].w;
+    if (e->model->arch->moe_oai) { /* gpt-oss: its routing, the experts' biases and swiglu_oai in the epilogues */
+        const float *const *vec = e->layers[layer].vec;
+        TRY(lrun_k_moe_route_oai(m->d_router, n, n_exp, k, m->d_ids, m->d_w, m->d_counts + layer * (n_exp + 1),
+                                 e->stream));
+        TRY(lrun_k_moe_gemv_oai(gt->dtype, g[0].data, g[1].data, vec[LRUN_ARCH_TENSOR_GATE_EXPS_B],
+                                vec[LRUN_ARCH_TENSOR_UP_EXPS_B], NULL, gt->row_bytes, slice_bytes(gt), gt->ne[1], gt->ne[0],
+                                m->d_ids, e->xn, k, n * k, m->d_act, e->stream));
+        TRY(lrun_k_moe_gemv_oai(dt->dtype, g[2].data, NULL, vec[LRUN_ARCH_TENSOR_DOWN_EXPS_B], NULL, NULL, dt->row_bytes,
+                                slice_bytes(dt), dt->ne[1], dt->ne[0], m->d_ids, m->d_act, 1, n * k, m->d_out,
+                                e->stream));
+        return lrun_k_moe_combine(m->d_out, m->d_w, n, k, e->n_embd, e->x, e->stream);
+    }
     TRY(lrun_k_moe_route(m->d_router, n, n_exp, k, m->d_ids, m->d_w, m->d_counts + layer * (n_exp + 1), e->stream));
     TRY(lrun_k_moe_gemv(gt->dtype, g[0].data, g[1].data, gt->row_bytes, slice_bytes(gt), gt->ne[1], gt->ne[0],
                         m->d_ids, e->xn, k, n * k, m->d_act, e->stream));
@@ -428,7 +476,7 @@ static lrun_status ffn_device(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
  * computes a resident one (the same bits): the slots are a stacked tensor
  * of their own, the pairs' slot numbers its expert ids. Every chosen
  * expert must be in a slot at once: the caller checks distinct <= slots. */
-static lrun_status ffn_cached_batch(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t n)
+static lrun_status ffn_cached_batch(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
 {
     struct cuda_moe *m = e->moe;
     struct cuda_moe_cache *c = m->cache;
@@ -440,6 +488,20 @@ static lrun_status ffn_cached_batch(lrun_cuda_engine *e, const lrun_weight_ref g
                    "expert slots to the device", e->device));
     TRY(cuda_check(cudaMemcpyAsync(m->d_w, m->h_sw, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
                    "expert weights to the device", e->device));
+    if (e->model->arch->moe_oai) { /* gpt-oss: the biases are by expert, the slices by slot */
+        const float *const *vec = e->layers[layer].vec;
+        memcpy(m->h_xid, m->ids, (size_t)(n * k) * sizeof *m->h_xid);
+        TRY(cuda_check(cudaMemcpyAsync(m->d_xid, m->h_xid, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
+                       "expert ids to the device", e->device));
+        TRY(lrun_k_moe_gemv_oai(gt->dtype, lrun_cuda_moe_cache_data(c, 0, 0), lrun_cuda_moe_cache_data(c, 1, 0),
+                                vec[LRUN_ARCH_TENSOR_GATE_EXPS_B], vec[LRUN_ARCH_TENSOR_UP_EXPS_B], m->d_xid,
+                                gt->row_bytes, lrun_cuda_moe_cache_stride(c, 0), gt->ne[1], gt->ne[0], m->d_ids, e->xn,
+                                k, n * k, m->d_act, e->stream));
+        TRY(lrun_k_moe_gemv_oai(dt->dtype, lrun_cuda_moe_cache_data(c, 2, 0), NULL, vec[LRUN_ARCH_TENSOR_DOWN_EXPS_B],
+                                NULL, m->d_xid, dt->row_bytes, lrun_cuda_moe_cache_stride(c, 2), dt->ne[1], dt->ne[0],
+                                m->d_ids, m->d_act, 1, n * k, m->d_out, e->stream));
+        return lrun_k_moe_combine(m->d_out, m->d_w, n, k, e->n_embd, e->x, e->stream);
+    }
     TRY(lrun_k_moe_gemv(gt->dtype, lrun_cuda_moe_cache_data(c, 0, 0), lrun_cuda_moe_cache_data(c, 1, 0),
                         gt->row_bytes, lrun_cuda_moe_cache_stride(c, 0), gt->ne[1], gt->ne[0], m->d_ids, e->xn, k,
                         n * k, m->d_act, e->stream));
@@ -477,7 +539,7 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     if (cached_batch_ok(e, g, n, distinct)) {
         for (int64_t x = 0; x < n_exp; x++)
             if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &m->slot_of[x]));
-        TRY(ffn_cached_batch(e, g, n));
+        TRY(ffn_cached_batch(e, g, layer, n));
         for (int64_t x = 0; x < n_exp; x++)
             if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_release(e, c, m->slot_of[x]));
         lrun_cuda_moe_cache_settle(c);
@@ -493,8 +555,8 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
         TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &slot));
         const void *const data[3] = {lrun_cuda_moe_cache_data(c, 0, slot), lrun_cuda_moe_cache_data(c, 1, slot),
                                      lrun_cuda_moe_cache_data(c, 2, slot)};
-        if (m->fast_rows) TRY(lrun_cuda_moe_expert_rows(e, g, x, m->first[x], cnt, data));
-        else TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, data));
+        if (m->fast_rows) TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, m->first[x], cnt, data));
+        else TRY(run_expert(e, g, layer, x, m->pairs + m->first[x], cnt, data));
         TRY(lrun_cuda_moe_cache_release(e, c, slot));
     }
     lrun_cuda_moe_cache_settle(c);
@@ -544,7 +606,9 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
                                    cudaMemcpyDeviceToHost, s),
                    "router logits to the host", e->device));
     TRY(cuda_check(cudaStreamSynchronize(s), "waiting for the router", e->device));
-    for (int64_t i = 0; i < n; i++) lrun_moe_route(m->h_router + i * n_exp, n_exp, k, m->ids + i * k, m->w + i * k);
+    void (*route)(float *, int64_t, int64_t, int32_t *, float *) = e->model->arch->moe_oai ? lrun_moe_route_oai
+                                                                                           : lrun_moe_route;
+    for (int64_t i = 0; i < n; i++) route(m->h_router + i * n_exp, n_exp, k, m->ids + i * k, m->w + i * k);
     group_pairs(m, n, n_exp, k);
     lrun_moe_counts_add(&m->counts, layer, m->first, n);
     if (m->exact) return ffn_exact(e, g, layer, n);
@@ -560,7 +624,7 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
                    e->device));
     for (int64_t x = 0; x < n_exp; x++) {
         const int64_t cnt = m->first[x + 1] - m->first[x];
-        if (cnt > 0) TRY(run_expert(e, g, x, m->pairs + m->first[x], cnt, NULL));
+        if (cnt > 0) TRY(run_expert(e, g, layer, x, m->pairs + m->first[x], cnt, NULL));
     }
     return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
 }

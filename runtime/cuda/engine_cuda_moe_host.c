@@ -75,7 +75,8 @@ int lrun_cuda_moe_host_takes(const lrun_cuda_engine *e, const struct cuda_moe_ho
                              int64_t n)
 {
     lrun_cuda_host_compute hc;
-    if (!h || n > GEMV_MAX_ROWS || !lrun_cuda_offload_host_compute(e, &hc)) return 0;
+    /* gpt-oss's experts (biases, swiglu_oai) take the per-expert way, whose products the host computes too */
+    if (!h || n > GEMV_MAX_ROWS || e->model->arch->moe_oai || !lrun_cuda_offload_host_compute(e, &hc)) return 0;
     for (int i = 0; i < 3; i++)
         if (!g[i].w || !g[i].data || !g[i].on_host || g[i].w->packed) return 0;
     const int64_t d = e->n_embd, f = g[0].w->ne[1];

@@ -266,7 +266,7 @@ static lrun_status issue(lrun_cuda_engine *e, struct cuda_moe_stream *s, const l
 
 /* Group gi's experts from buffer gi % 2, after its copies; done[b] after their products. */
 static lrun_status compute_group(lrun_cuda_engine *e, struct cuda_moe_stream *s, const lrun_weight_ref g[3],
-                                 int64_t gi, int64_t ns, const int64_t *first)
+                                 int64_t layer, int64_t gi, int64_t ns, const int64_t *first)
 {
     cudaStream_t cs = (cudaStream_t)e->stream;
     const int b = lrun_expert_stream_buffer(gi);
@@ -276,7 +276,7 @@ static lrun_status compute_group(lrun_cuda_engine *e, struct cuda_moe_stream *s,
         const int64_t x = s->sel[i];
         const void *const data[3] = {place_at(s, s->dev, b, 0, i - a), place_at(s, s->dev, b, 1, i - a),
                                      place_at(s, s->dev, b, 2, i - a)};
-        TRY(lrun_cuda_moe_expert_rows(e, g, x, first[x], first[x + 1] - first[x], data));
+        TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], first[x + 1] - first[x], data));
     }
     return cuda_check(cudaEventRecord(s->done[b], cs), "expert streaming: releasing a buffer", e->device);
 }
@@ -296,10 +296,10 @@ lrun_status lrun_cuda_moe_stream_run(lrun_cuda_engine *e, struct cuda_moe_stream
             j++;
             continue;
         }
-        if (cnt > 0) TRY(lrun_cuda_moe_expert_rows(e, g, x, first[x], cnt, NULL));
+        if (cnt > 0) TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], cnt, NULL));
     }
     for (int64_t gi = 0; gi < ng; gi++) {
-        TRY(compute_group(e, s, g, gi, ns, first));
+        TRY(compute_group(e, s, g, layer, gi, ns, first));
         if (gi + 1 < ng) TRY(issue(e, s, g, gi + 1, ns));
     }
     return LRUN_OK;

@@ -166,9 +166,68 @@ static ALWAYS_INLINE int hsum_epi32(__m256i p)
     return _mm_cvtsi128_si32(s);
 }
 
+/* dw of block b in lanes 0-3 and of b + 1 in lanes 4-7, as mxfp4_scales_8 (lrun_e8m0_to_f32_half's bits). */
+static ALWAYS_INLINE __m256 e8m0_half_2(uint8_t e0, uint8_t e1)
+{
+    const __m256i e = _mm256_set_m128i(_mm_set1_epi32(e1), _mm_set1_epi32(e0));
+    const __m256i sub = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    const __m256i norm = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    return _mm256_castsi256_ps(_mm256_mask_blend_epi32(_mm256_cmplt_epu32_mask(e, _mm256_set1_epi32(2)), norm, sub));
+}
+
+/* Four activation rows (prefill's products): the same four chains, one a
+ * row, kept as the four lanes of one vector. Per pair of blocks, one
+ * sums_8x8 gives the 8 (block, row) sums in lane order (b: rows 0-3, b + 1:
+ * rows 0-3), one conversion their rows' dx (8 halves loaded one by one: a
+ * gather was slower on Zen 4), and each lane takes fma(Σ, dw·dx, acc)
+ * for block b, then for b + 1: each row's chain in block order with the same
+ * f32 operations as the loop below, without its store and 16 scalar loads per
+ * 8 blocks and row (that round trip was most of gpt-oss's prefill on the
+ * CPU). An odd last block takes the low half alone. */
+static ALWAYS_INLINE void dot_mxfp4_4(int64_t k, const lrun_block_mxfp4 *w, const void *x, size_t xs, float *out)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_mxfp4);
+    const __m256i table = _mm256_set_m128i(t, t);
+    const int64_t nb = k / 32;
+    const lrun_block_q8_0 *xr[4];
+    UNROLL
+    for (int r = 0; r < 4; ++r) xr[r] = ROW(x, r, xs);
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        __m256i p[8];
+        UNROLL
+        for (int j = 0; j < 2; ++j) {
+            if (j == 1 && !two) {
+                p[4] = p[5] = p[6] = p[7] = _mm256_setzero_si256();
+                break;
+            }
+            const __m256i v = mxfp4_values(&w[b + j], table), av = _mm256_sign_epi8(v, v);
+            UNROLL
+            for (int r = 0; r < 4; ++r)
+                p[4 * j + r] = _mm256_dpbusd_epi32(
+                    _mm256_setzero_si256(), av, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xr[r][b + j].qs), v));
+        }
+        const __m256 sums = _mm256_cvtepi32_ps(sums_8x8(p));
+        const int64_t b1 = two ? b + 1 : b; /* an odd last block: lanes 4-7 repeat b, never added */
+        const __m256 dx = _mm256_cvtph_ps(_mm_setr_epi16((short)xr[0][b].d, (short)xr[1][b].d, (short)xr[2][b].d,
+                                                         (short)xr[3][b].d, (short)xr[0][b1].d, (short)xr[1][b1].d,
+                                                         (short)xr[2][b1].d, (short)xr[3][b1].d));
+        const __m256 dw = e8m0_half_2(w[b].e, two ? w[b + 1].e : 0);
+        const __m256 sc = _mm256_mul_ps(dw, dx);
+        acc = _mm_fmadd_ps(_mm256_castps256_ps128(sums), _mm256_castps256_ps128(sc), acc);
+        if (two) acc = _mm_fmadd_ps(_mm256_extractf128_ps(sums, 1), _mm256_extractf128_ps(sc, 1), acc);
+    }
+    _mm_storeu_ps(out, acc);
+}
+
 static ALWAYS_INLINE void dot_mxfp4_nx(int64_t k, const lrun_block_mxfp4 *w, const void *x, size_t xs, const int NX,
                                        float *out)
 {
+    if (NX == 4) {
+        dot_mxfp4_4(k, w, x, xs, out);
+        return;
+    }
     const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_mxfp4);
     const __m256i table = _mm256_set_m128i(t, t);
     const int64_t nb = k / 32;

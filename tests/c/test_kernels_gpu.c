@@ -94,7 +94,8 @@ static size_t row_bytes(lrun_dtype t, int64_t k)
 static const lrun_dtype weight_types[] = {LRUN_DTYPE_F32,    LRUN_DTYPE_F16,   LRUN_DTYPE_BF16, LRUN_DTYPE_Q4_0,
                                           LRUN_DTYPE_Q4_1,   LRUN_DTYPE_Q8_0,  LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K,
                                           LRUN_DTYPE_Q5_0,   LRUN_DTYPE_Q5_1,  LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
-                                          LRUN_DTYPE_Q5_K,   LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
+                                          LRUN_DTYPE_Q5_K,   LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS,
+                                          LRUN_DTYPE_MXFP4};
 #define N_WEIGHT_TYPES ((int)(sizeof weight_types / sizeof weight_types[0]))
 
 static int is_float_type(lrun_dtype t)
@@ -727,6 +728,7 @@ static void test_rope_kv_store(void)
  * v_base odd, which the 16-byte vector path must leave to the scalar one). */
 static int64_t attn_swa; /* the sliding window of the cases run next (lrun_k_attention_window); 0: none */
 static float attn_cap;   /* the soft-cap of the cases run next (lrun_k_attention_softcap); 0: none */
+static const float *attn_sinks; /* (n_head) gpt-oss's sink logits of the cases run next (lrun_k_attention_sinks), or NULL */
 
 static void attention_case_at(const char *what, int f16, int64_t n_tok, const int32_t *n_kv, const int *seq, int n_seq,
                               int64_t cap, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv,
@@ -762,7 +764,9 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
                 if (attn_cap > 0) scores[t] = attn_cap * tanh(scores[t] / attn_cap); /* gemma2's soft-cap */
                 mx = scores[t] > mx ? scores[t] : mx;
             }
+            if (attn_sinks && attn_sinks[h] > mx) mx = attn_sinks[h]; /* the sink joins the max ... */
             for (int64_t t = lo; t < n_kv[i]; t++) sum += (scores[t] = exp(scores[t] - mx));
+            if (attn_sinks && n_kv[i] > lo) sum += exp(attn_sinks[h] - mx); /* ... and the denominator only */
             for (int64_t d = 0; d < head_dim; d++) {
                 double a = 0.0;
                 for (int64_t t = lo; t < n_kv[i]; t++) a += scores[t] * vf[base[i] + t * row + hk * head_dim + d];
@@ -778,7 +782,11 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
     int32_t *dnkv = dcopy(n_kv, (size_t)n_tok * 4);
     const size_t wb = lrun_k_attention_work_bytes(n_tok, n_head, head_dim, max_kv);
     void *work = wb ? dbuf(wb) : NULL;
-    int ok = ran(attn_cap > 0 ? lrun_k_attention_softcap(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase,
+    float *dsinks = attn_sinks ? dcopy(attn_sinks, (size_t)n_head * 4) : NULL;
+    int ok = ran(dsinks ? lrun_k_attention_sinks(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase, dnkv,
+                                                 n_tok, n_head, n_head_kv, head_dim, max_kv, scale, attn_swa, dsinks,
+                                                 dout, work, stream)
+                 : attn_cap > 0 ? lrun_k_attention_softcap(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase,
                                                           dbase, dnkv, n_tok, n_head, n_head_kv, head_dim, max_kv,
                                                           scale, attn_swa, attn_cap, dout, work, stream)
                  : attn_swa ? lrun_k_attention_window(f16 ? LRUN_DTYPE_F16 : LRUN_DTYPE_F32, dq, dk, dv, dbase, dbase,
@@ -788,10 +796,17 @@ static void attention_case_at(const char *what, int f16, int64_t n_tok, const in
                                              n_tok, n_head, n_head_kv, head_dim, max_kv, scale, dout, work, stream));
     down(got, dout, (size_t)qn * 4);
     const double e = nmse(ref, got, qn);
-    char name[200];
-    snprintf(name, sizeof name, "attention %s %s%s%s: heads %lld/%lld, head_dim %lld, max_kv %lld, work %zu B: nmse "
+    char name[300];
+    int64_t worst_i = 0; /* the element furthest off, so a failure names where */
+    for (int64_t i = 0; i < qn; i++)
+        if (fabsf(ref[i] - got[i]) > fabsf(ref[worst_i] - got[worst_i])) worst_i = i;
+    if (e > 1e-7)
+        printf("# worst element %lld (token %lld, head %lld, dim %lld): want %.7g, got %.7g\n", (long long)worst_i,
+               (long long)(worst_i / (n_head * head_dim)), (long long)(worst_i / head_dim % n_head),
+               (long long)(worst_i % head_dim), (double)ref[worst_i], (double)got[worst_i]);
+    snprintf(name, sizeof name, "attention %s %s%s%s%s: heads %lld/%lld, head_dim %lld, max_kv %lld, work %zu B: nmse "
              "%.2e <= 1e-7", f16 ? "f16" : "f32", what, attn_swa ? " (sliding window 100)" : "",
-             attn_cap > 0 ? " (soft-cap 2)" : "", (long long)n_head,
+             attn_cap > 0 ? " (soft-cap 2)" : "", attn_sinks ? " (sinks)" : "", (long long)n_head,
              (long long)n_head_kv, (long long)head_dim, (long long)max_kv, wb, e);
     CHECK(name, ok && e <= 1e-7);
     free(kf), free(vf), free(q), free(kh), free(vh), free(ref), free(got), free(scores);
@@ -823,6 +838,21 @@ static void test_attention(void)
         attention_case("prefill 17 after 4083 (split)", 0, 17, nk, sq, 1, 4100, 8, 2, 64, 4100);
         attention_case_at("decode, odd base (scalar)", 1, 1, b5 + 2, sq, 1, 4100, 8, 2, 64, 4100, 1);
         attn_cap = 0.0f;
+        /* gpt-oss: each head's sink logit, some above every score (so it sets the max), with and
+         * without the window; split decode (the merge adds it), unsplit prefill, the scalar path */
+        static const float sinks[8] = {-2.0f, 0.5f, 6.0f, 1.5f, -0.5f, 9.0f, 0.0f, 3.0f};
+        attn_sinks = sinks;
+        for (int w = 0; w < 2; w++) {
+            attn_swa = w ? 100 : 0;
+            attention_case("batch decode of 5 sequences", 1, 5, b5, sq, 5, 4100, 8, 2, 64, 4100);
+            attention_case("prefill 17 after 4083 (split)", 0, 17, nk, sq, 1, 4100, 8, 2, 64, 4100);
+            for (int i = 0; i < 40; i++) sq[i] = 0, nk[i] = 290 + i + 1;
+            attention_case("prefill 40 after 290 (one block per head)", 1, 40, nk, sq, 1, 330, 8, 2, 64, 330);
+            attention_case_at("decode, odd base (scalar)", 0, 1, b5 + 2, sq, 1, 4100, 8, 2, 64, 4100, 1);
+            for (int i = 0; i < 17; i++) sq[i] = 0, nk[i] = 4083 + i + 1;
+        }
+        attn_sinks = NULL;
+        attn_swa = 0;
     }
     static const int32_t lens[] = {1, 31, 300, 4100};
     int seq[40];

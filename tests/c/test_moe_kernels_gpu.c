@@ -81,8 +81,10 @@ static void test_arguments(void)
 
 // ---------------------------------------------------------------- routing
 
-/* rows of n_exp logits: kind 0 random in [-4, 4), 1 rounded to eighths (ties), 2 wide [-120, 120) */
-static void route_case(int64_t n_exp, int64_t k, int kind)
+/* rows of n_exp logits: kind 0 random in [-4, 4), 1 rounded to eighths (ties), 2 wide [-120, 120).
+ * oai: gpt-oss's routing (lrun_k_moe_route_oai against lrun_moe_route_oai): the same ids, the weights
+ * within 1e-6 (the CPU's softmax of 8 or more takes its vector exp, the device expf). */
+static void route_case(int64_t n_exp, int64_t k, int kind, int oai)
 {
     const int64_t rows = 37;
     dreset();
@@ -97,13 +99,13 @@ static void route_case(int64_t n_exp, int64_t k, int kind)
     }
     for (int64_t r = 0; r < rows; r++) {
         memcpy(p, l + r * n_exp, (size_t)n_exp * 4);
-        lrun_moe_route(p, n_exp, k, ref_ids + r * k, ref_w + r * k);
+        (oai ? lrun_moe_route_oai : lrun_moe_route)(p, n_exp, k, ref_ids + r * k, ref_w + r * k);
         for (int64_t s = 0; s < k; s++) want[ref_ids[r * k + s]]++;
     }
     float *dl = dcopy(l, (size_t)(rows * n_exp) * 4), *dw = dbuf((size_t)(rows * k) * 4);
     int32_t *di = dbuf((size_t)(rows * k) * 4);
     unsigned long long *dc = dcopy(cnt, ((size_t)n_exp + 1) * 8);
-    const int ok = ran(lrun_k_moe_route(dl, rows, n_exp, k, di, dw, dc, stream));
+    const int ok = ran((oai ? lrun_k_moe_route_oai : lrun_k_moe_route)(dl, rows, n_exp, k, di, dw, dc, stream));
     down(got_ids, di, (size_t)(rows * k) * 4), down(got_w, dw, (size_t)(rows * k) * 4);
     down(cnt, dc, ((size_t)n_exp + 1) * 8);
     long bad_id = 0, bad_w = 0, bad_cnt = cnt[n_exp] != (unsigned long long)rows;
@@ -112,7 +114,7 @@ static void route_case(int64_t n_exp, int64_t k, int kind)
             if (bad_id++ == 0)
                 printf("# row %lld slot %lld: expert %d on the device, %d on the CPU\n", (long long)(j / k),
                        (long long)(j % k), got_ids[j], ref_ids[j]);
-        } else if (bits(got_w[j]) != bits(ref_w[j])) {
+        } else if (oai ? fabsf(got_w[j] - ref_w[j]) > 1e-6f * fabsf(ref_w[j]) + 1e-7f : bits(got_w[j]) != bits(ref_w[j])) {
             if (bad_w++ == 0)
                 printf("# row %lld slot %lld: weight %.9g (0x%08x) on the device, %.9g (0x%08x) on the CPU\n",
                        (long long)(j / k), (long long)(j % k), got_w[j], bits(got_w[j]), ref_w[j], bits(ref_w[j]));
@@ -121,8 +123,9 @@ static void route_case(int64_t n_exp, int64_t k, int kind)
     for (int64_t x = 0; x < n_exp; x++) bad_cnt += cnt[x] != (unsigned long long)want[x];
     static const char *kinds[] = {"random", "with ties", "wide"};
     char name[256];
-    snprintf(name, sizeof name, "moe_route %lld experts top-%lld, %s logits: the CPU's ids (%ld differ) and weight bits "
-             "(%ld differ), counts (%ld differ)", (long long)n_exp, (long long)k, kinds[kind], bad_id, bad_w, bad_cnt);
+    snprintf(name, sizeof name, "moe_route%s %lld experts top-%lld, %s logits: the CPU's ids (%ld differ) and weight %s "
+             "(%ld differ), counts (%ld differ)", oai ? "_oai" : "", (long long)n_exp, (long long)k, kinds[kind], bad_id,
+             oai ? "values within 1e-6" : "bits", bad_w, bad_cnt);
     CHECK(name, ok && bad_id == 0 && bad_w == 0 && bad_cnt == 0);
     free(l), free(ref_w), free(got_w), free(p), free(ref_ids), free(got_ids), free(cnt), free(want);
 }
@@ -131,7 +134,10 @@ static void test_route(void)
 {
     static const int64_t shapes[][2] = {{8, 2}, {8, 8}, {64, 6}, {128, 8}, {256, 8}, {512, 32}, {16, 1}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        for (int kind = 0; kind < 3; kind++) route_case(shapes[i][0], shapes[i][1], kind);
+        for (int kind = 0; kind < 3; kind++) route_case(shapes[i][0], shapes[i][1], kind, 0);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) route_case(shapes[i][0], shapes[i][1], 0, 1);
+    route_case(32, 4, 1, 1); /* gpt-oss-20b's shape, with ties */
+    route_case(128, 4, 2, 1); /* gpt-oss-120b's, wide logits */
 }
 
 // ---------------------------------------------------------------- expert products
@@ -139,7 +145,7 @@ static void test_route(void)
 static const lrun_dtype types[] = {LRUN_DTYPE_F32,  LRUN_DTYPE_F16,  LRUN_DTYPE_BF16, LRUN_DTYPE_Q4_0,
                                    LRUN_DTYPE_Q4_1, LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_K, LRUN_DTYPE_Q6_K,
                                    LRUN_DTYPE_Q5_0, LRUN_DTYPE_Q5_1, LRUN_DTYPE_Q2_K, LRUN_DTYPE_Q3_K,
-                                   LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS};
+                                   LRUN_DTYPE_Q5_K, LRUN_DTYPE_IQ4_NL, LRUN_DTYPE_IQ4_XS, LRUN_DTYPE_MXFP4};
 
 /* E experts of n rows of k elements of t, stacked; random values */
 static uint8_t *experts(lrun_dtype t, int64_t E, int64_t n, int64_t k, size_t rb, uint64_t seed)
@@ -163,8 +169,18 @@ static double ref_dot(lrun_dtype t, const uint8_t *w, size_t rb, int64_t n, int6
     return s;
 }
 
-static void gemv_case(lrun_dtype t, int swiglu)
+/* swiglu_oai in double (moe_cpu.c's formula) */
+static double swiglu_oai_ref(double g, double u)
 {
+    const double x = g < 7.0 ? g : 7.0, y = u < -7.0 ? -7.0 : u > 7.0 ? 7.0 : u;
+    return x / (1.0 + exp(-1.702 * x)) * (y + 1.0);
+}
+
+/* mode 0: W·x; 1: SwiGLU of W and U; 2: gpt-oss's (lrun_k_moe_gemv_oai) swiglu_oai of W·x + bw and
+ * U·x + bu, the biases by bias_ids (an expert cache's slots standing for other experts); 3: W·x + bw. */
+static void gemv_case(lrun_dtype t, int mode)
+{
+    const int swiglu = mode == 1 || mode == 2, oai = mode >= 2;
     const int64_t E = 6, n = 40, k = 512, n_tok = 3, k_used = 2, P = n_tok * k_used;
     size_t rb = 0;
     lrun_dtype_row_bytes(t, k, &rb);
@@ -173,28 +189,39 @@ static void gemv_case(lrun_dtype t, int swiglu)
     float *x = malloc((size_t)(n_tok * k) * 4), *got = malloc((size_t)(P * n) * 4), *tmp = malloc((size_t)k * 4);
     double *ref = malloc((size_t)(P * n) * 8);
     int32_t ids[6] = {4, 1, 0, 4, 5, 2}; /* token 0: 4, 1; token 1: 0, 4; token 2: 5, 2 */
+    const int32_t bias_ids[6] = {7, 3, 0, 7, 1, 6}; /* gpt-oss's cached chunk: slot ids[p] holds expert bias_ids[p] */
+    float *bw = malloc((size_t)(8 * n) * 4), *bu = malloc((size_t)(8 * n) * 4); /* 8 experts' bias rows */
+    for (int64_t i = 0; i < 8 * n; i++) bw[i] = frand(-3.0f, 3.0f), bu[i] = frand(-3.0f, 3.0f);
     for (int64_t i = 0; i < n_tok * k; i++) x[i] = frand(-1.0f, 1.0f);
     for (int64_t p = 0; p < P; p++)
         for (int64_t r = 0; r < n; r++) {
             const float *xr = x + (p / k_used) * k;
-            const double g = ref_dot(t, w, rb, n, ids[p], r, k, xr, tmp);
-            ref[p * n + r] = swiglu ? g / (1.0 + exp(-g)) * ref_dot(t, u, rb, n, ids[p], r, k, xr, tmp) : g;
+            double g = ref_dot(t, w, rb, n, ids[p], r, k, xr, tmp);
+            if (oai) g += bw[bias_ids[p] * n + r];
+            if (!swiglu) ref[p * n + r] = g;
+            else if (!oai) ref[p * n + r] = g / (1.0 + exp(-g)) * ref_dot(t, u, rb, n, ids[p], r, k, xr, tmp);
+            else ref[p * n + r] = swiglu_oai_ref(g, ref_dot(t, u, rb, n, ids[p], r, k, xr, tmp) + bu[bias_ids[p] * n + r]);
         }
     const size_t eb = (size_t)n * rb;
     const void *dw = dcopy(w, (size_t)E * eb), *du = swiglu ? dcopy(u, (size_t)E * eb) : NULL;
     const float *dx = dcopy(x, (size_t)(n_tok * k) * 4);
     const int32_t *di = dcopy(ids, sizeof ids);
     float *dy = dbuf((size_t)(P * n) * 4);
-    const int ok = ran(lrun_k_moe_gemv(t, dw, du, rb, eb, n, k, di, dx, k_used, P, dy, stream));
+    const float *dbw = dcopy(bw, (size_t)(8 * n) * 4), *dbu = dcopy(bu, (size_t)(8 * n) * 4);
+    const int32_t *dbi = dcopy(bias_ids, sizeof bias_ids);
+    const int ok = ran(oai ? lrun_k_moe_gemv_oai(t, dw, du, dbw, swiglu ? dbu : NULL, dbi, rb, eb, n, k, di, dx,
+                                                 k_used, P, dy, stream)
+                           : lrun_k_moe_gemv(t, dw, du, rb, eb, n, k, di, dx, k_used, P, dy, stream));
     down(got, dy, (size_t)(P * n) * 4);
     double num = 0.0, den = 0.0;
     for (int64_t i = 0; i < P * n; i++) num += (ref[i] - got[i]) * (ref[i] - got[i]), den += ref[i] * ref[i];
     const double e = den > 0 ? num / den : num;
     char name[256];
+    static const char *const what[] = {"", " swiglu", " oai: biases by expert id, swiglu_oai", " oai: bias"};
     snprintf(name, sizeof name, "moe_gemv %s%s, 6 pairs over 6 experts of 40x512: NMSE %.3g <= 1e-7",
-             lrun_dtype_name(t), swiglu ? " swiglu" : "", e);
+             lrun_dtype_name(t), what[mode], e);
     CHECK(name, ok && e <= 1e-7);
-    free(w), free(u), free(x), free(got), free(tmp), free(ref);
+    free(w), free(u), free(x), free(got), free(tmp), free(ref), free(bw), free(bu);
 }
 
 static void test_gemv(void)
@@ -203,6 +230,10 @@ static void test_gemv(void)
         gemv_case(types[i], 0);
         gemv_case(types[i], 1);
     }
+    /* gpt-oss's experts: MXFP4 as released, and a float type */
+    gemv_case(LRUN_DTYPE_MXFP4, 2);
+    gemv_case(LRUN_DTYPE_MXFP4, 3);
+    gemv_case(LRUN_DTYPE_BF16, 2);
 }
 
 static void test_combine(void)
