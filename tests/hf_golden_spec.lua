@@ -1,7 +1,10 @@
 -- hf_golden_spec: lrun against transformers on tiny random models (llama,
 -- llama3 rope_scaling, qwen2, qwen3, phi3, gemma2, gemma3, and the mixtures
 -- of experts qwen3moe, mixtral, qwen3moe-fused: transformers 5's fused
--- expert layout)
+-- expert layout, and gpt_oss: unquantized, and gpt_oss-mxfp4: the same model's
+-- experts in MXFP4 as the released checkpoints keep them, kept MXFP4 by lrun
+-- and multiplied with f32 activations as transformers does with their
+-- dequantized values)
 -- saved with save_pretrained (tests/golden/make_hf_golden.py writes the
 -- directories under tests/golden/hf/ and tests/golden/hf_models.json on a
 -- machine with torch): the last position's f32 logits within 1e-4 (absolute,
@@ -15,8 +18,8 @@ local lrun = require("lrun")
 
 local GOLDEN = "tests/golden/hf_models.json"
 local TOL = 1e-4
-local EXPECTED = { "gemma2", "gemma3", "llama", "llama3-tied", "mixtral", "phi3", "qwen2", "qwen3", "qwen3moe",
-  "qwen3moe-fused" }
+local EXPECTED = { "gemma2", "gemma3", "gpt_oss", "gpt_oss-mxfp4", "llama", "llama3-tied", "mixtral", "phi3",
+  "qwen2", "qwen3", "qwen3moe", "qwen3moe-fused" }
 
 local function read_golden()
   local f = io.open(GOLDEN, "r")

@@ -20,6 +20,7 @@ static const struct { const char *model_type, *arch; } model_types[] = {
     {"gemma3_text", "gemma3"},
     {"qwen3_moe", "qwen3moe"},
     {"mixtral", "llama"},     /* llama with experts (num_local_experts): lrun_arch_find_moe */
+    {"gpt_oss", "gpt-oss"},   /* its experts: model/model_hf_gpt_oss.h */
 };
 
 const char *lrun_hf_arch_for_model_type(const char *model_type)
@@ -62,6 +63,7 @@ static const lrun_hf_key keys[] = {
     {NULL, "num_experts", "expert_count", LRUN_HF_INT},         /* qwen3moe */
     {NULL, "num_experts_per_tok", "expert_used_count", LRUN_HF_INT},
     {"qwen3moe", "moe_intermediate_size", "expert_feed_forward_length", LRUN_HF_INT},
+    {"gpt-oss", "intermediate_size", "expert_feed_forward_length", LRUN_HF_INT}, /* every block routes */
 };
 
 const lrun_hf_key *lrun_hf_key_at(int i)
@@ -85,6 +87,11 @@ static const struct { const char *arch, *gguf, *hf; } tensors[] = {
     {"qwen3moe", "blk.%d.ffn_gate_inp.weight", "model.layers.%d.mlp.gate.weight"},
     {"llama", "blk.%d.ffn_gate_inp.weight", "model.layers.%d.block_sparse_moe.gate.weight"},
     {"llama", "blk.%d.ffn_gate_inp.weight", "model.layers.%d.mlp.gate.weight"}, /* transformers 5's mixtral */
+    /* gpt-oss: llama.cpp's converter's names; the experts are model/model_hf_gpt_oss.c's */
+    {"gpt-oss", "blk.%d.post_attention_norm.weight", "model.layers.%d.post_attention_layernorm.weight"},
+    {"gpt-oss", "blk.%d.attn_sinks.weight", "model.layers.%d.self_attn.sinks"},
+    {"gpt-oss", "blk.%d.ffn_gate_inp.weight", "model.layers.%d.mlp.router.weight"},
+    {"gpt-oss", "blk.%d.ffn_gate_inp.bias", "model.layers.%d.mlp.router.bias"},
     /* phi3: fused projections ([q; k; v] and [gate; up] rows) */
     {"phi3", "blk.%d.ffn_up.weight", "model.layers.%d.mlp.gate_up_proj.weight"},
     {NULL, "blk.%d.attn_qkv.weight", "model.layers.%d.self_attn.qkv_proj.weight"},

@@ -126,6 +126,21 @@ static int64_t chunk_rows(int64_t n, int n_parts, int nth)
     return c < n ? c : n;
 }
 
+/* Every (part, row chunk) item of the products, shared by the pool's threads. */
+static void run_items(lrun_threadpool *pool, lrun_dot_fn dot, lrun_gemm_fn gemm, lrun_gemm_fn gemv, size_t row_bytes,
+                      int64_t n, int64_t k, const lrun_cpu_mm_part *parts, int n_parts, const uint8_t *const *xq,
+                      size_t stride)
+{
+    const int nth = lrun_threadpool_size(pool);
+    grouped_task t = {.dot = dot, .gemm = gemm, .gemv = gemv, .row_bytes = row_bytes, .n = n, .k = k, .parts = parts,
+                      .xq = xq, .xq_stride = stride, .chunk = chunk_rows(n, n_parts, nth)};
+    t.per_part = (n + t.chunk - 1) / t.chunk;
+    t.items = t.per_part * n_parts;
+    atomic_init(&t.next, 0);
+    if (nth == 1) grouped_run(&t, 0, 1);
+    else lrun_threadpool_run(pool, grouped_run, &t);
+}
+
 // ---------------------------------------------------------------- entry
 
 void lrun_cpu_matmul_grouped(lrun_threadpool *pool, lrun_dtype weight_dtype, size_t row_bytes, int64_t n, int64_t k,
@@ -168,19 +183,25 @@ void lrun_cpu_matmul_grouped(lrun_threadpool *pool, lrun_dtype weight_dtype, siz
         else lrun_threadpool_run(pool, convert_run, &c);
         stride = c.row_bytes;
     }
-    grouped_task t = {.dot = dot,
-                      .gemm = lrun_gemm_kernel(weight_dtype),
-                      .gemv = lrun_gemv_kernel(weight_dtype),
-                      .row_bytes = row_bytes,
-                      .n = n,
-                      .k = k,
-                      .parts = parts,
-                      .xq = (const uint8_t *const *)xq,
-                      .xq_stride = stride,
-                      .chunk = chunk_rows(n, n_parts, nth)};
-    t.per_part = (n + t.chunk - 1) / t.chunk;
-    t.items = t.per_part * n_parts;
-    atomic_init(&t.next, 0);
-    if (nth == 1) grouped_run(&t, 0, 1);
-    else lrun_threadpool_run(pool, grouped_run, &t);
+    run_items(pool, dot, lrun_gemm_kernel(weight_dtype), lrun_gemv_kernel(weight_dtype), row_bytes, n, k, parts,
+              n_parts, (const uint8_t *const *)xq, stride);
+}
+
+void lrun_cpu_matmul_grouped_float_x(lrun_threadpool *pool, lrun_dtype weight_dtype, size_t row_bytes, int64_t n,
+                                     int64_t k, const lrun_cpu_mm_part *parts, int n_parts)
+{
+    if (lrun_cpu_matmul_takes_float_x(weight_dtype)) {
+        lrun_cpu_matmul_grouped(pool, weight_dtype, row_bytes, n, k, parts, n_parts, NULL);
+        return;
+    }
+    lrun_dot_fn dot = weight_dtype == LRUN_DTYPE_MXFP4 ? lrun_dot_mxfp4_f32_kernel() : NULL;
+    if (!dot || n <= 0 || n_parts <= 0) return;
+    if (n_parts > MAX_PARTS) {
+        lrun_cpu_matmul_grouped_float_x(pool, weight_dtype, row_bytes, n, k, parts, MAX_PARTS);
+        lrun_cpu_matmul_grouped_float_x(pool, weight_dtype, row_bytes, n, k, parts + MAX_PARTS, n_parts - MAX_PARTS);
+        return;
+    }
+    const uint8_t *x[MAX_PARTS];
+    for (int i = 0; i < n_parts; i++) x[i] = (const uint8_t *)parts[i].x;
+    run_items(pool, dot, NULL, NULL, row_bytes, n, k, parts, n_parts, x, (size_t)k * sizeof(float));
 }

@@ -25,4 +25,12 @@ size_t lrun_cpu_matmul_grouped_work_bytes(lrun_dtype weight_dtype, int64_t k, co
 void lrun_cpu_matmul_grouped(lrun_threadpool *pool, lrun_dtype weight_dtype, size_t row_bytes, int64_t n, int64_t k,
                              const lrun_cpu_mm_part *parts, int n_parts, void *work);
 
+/* The same products with the activations as they are (f32), for a weight type
+ * whose products otherwise convert them to a partner type: MXFP4 (its f32
+ * kernel lrun_dot_mxfp4_f32_kernel; an HF gpt-oss's experts, as transformers computes
+ * them dequantized). The float types go to lrun_cpu_matmul_grouped (the same
+ * bits); any other type does nothing. Needs no work memory. */
+void lrun_cpu_matmul_grouped_float_x(lrun_threadpool *pool, lrun_dtype weight_dtype, size_t row_bytes, int64_t n,
+                                     int64_t k, const lrun_cpu_mm_part *parts, int n_parts);
+
 #endif

@@ -275,10 +275,16 @@ static float yarn_corr_dim(int n_dims, int n_ctx_orig, float beta, float base)
 
 void lrun_rope_yarn_init(lrun_rope *rope, int64_t n_ctx_orig)
 {
+    lrun_rope_yarn_init_ex(rope, n_ctx_orig, 32.0, 1.0, 1);
+}
+
+void lrun_rope_yarn_init_ex(lrun_rope *rope, int64_t n_ctx_orig, double beta_fast, double beta_slow, int truncate)
+{
     const int n_dims = (int)rope->n_rot, orig = (int)n_ctx_orig;
     const float base = (float)rope->freq_base, factor = 1.0f / (float)rope->freq_scale;
-    const float start = floorf(yarn_corr_dim(n_dims, orig, 32.0f, base)); /* beta_fast */
-    const float end = ceilf(yarn_corr_dim(n_dims, orig, 1.0f, base));     /* beta_slow */
+    float start = yarn_corr_dim(n_dims, orig, (float)beta_fast, base);
+    float end = yarn_corr_dim(n_dims, orig, (float)beta_slow, base);
+    if (truncate) start = floorf(start), end = ceilf(end);
     rope->yarn_corr[0] = start > 0 ? start : 0;
     rope->yarn_corr[1] = (float)(n_dims - 1) < end ? (float)(n_dims - 1) : end;
     rope->yarn_ext = 1.0f;

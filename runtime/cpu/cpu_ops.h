@@ -78,6 +78,11 @@ typedef struct lrun_rope {
  * / (1 + 0.1 ln factor) (llama_context's cancellation, so cos and sin end up
  * times 0.1 ln factor + 1 once). */
 void lrun_rope_yarn_init(lrun_rope *rope, int64_t n_ctx_orig);
+/* The same with the ramp's β_fast and β_slow given, and truncate 0 leaving
+ * the correction dims unrounded (transformers' yarn with truncate=false, as
+ * gpt-oss's HF config sets it; llama.cpp always floors the low dim and
+ * ceils the high one, truncate 1). lrun_rope_yarn_init is (32, 1, 1). */
+void lrun_rope_yarn_init_ex(lrun_rope *rope, int64_t n_ctx_orig, double beta_fast, double beta_slow, int truncate);
 
 /* cs (n_rot/2, 2) = (cos theta_i, sin theta_i) at position pos. */
 void lrun_cpu_rope_cos_sin(const lrun_rope *rope, int64_t pos, float *cs);

@@ -183,7 +183,9 @@ static void set_dims(cpu_engine *e, lrun_model *model, const lrun_engine_opts *o
     e->layer_first = opts->layer_first;
     e->layer_end = opts->layer_first + blocks_of(model, opts);
     e->rope = (lrun_rope){in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL, 0, {0, 0}, 0};
-    if (model->rope_yarn) lrun_rope_yarn_init(&e->rope, model->n_ctx_orig);
+    if (model->rope_yarn)
+        lrun_rope_yarn_init_ex(&e->rope, model->n_ctx_orig, model->rope_yarn_beta_fast, model->rope_yarn_beta_slow,
+                               model->rope_yarn_truncate);
     /* gemma3's windowed blocks: their own base, no linear scaling (llama.cpp's rope_freq_*_train_swa) */
     e->rope_local = (lrun_rope){in->n_rot, in->rope_style, model->arch->rope_base_local, 1.0, NULL, 0, {0, 0}, 0};
 }

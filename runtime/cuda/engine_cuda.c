@@ -230,9 +230,10 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->attn_scale = (float)lrun_model_attn_scale(model); /* 1/sqrt(head_dim) but for gemma's exceptions */
     if (model->rope_attn_factor != 1.0) /* LongRoPE's scale of cos and sin, on q and k: q·k times its square */
         e->attn_scale *= (float)(model->rope_attn_factor * model->rope_attn_factor);
-    if (model->rope_yarn) { /* gpt-oss: the CPU's YaRN parameters (lrun_rope_yarn_init), for the RoPE kernel */
+    if (model->rope_yarn) { /* gpt-oss: the CPU engine's YaRN parameters (lrun_rope_yarn_init_ex), for the RoPE kernel */
         lrun_rope r = {in->n_rot, in->rope_style, in->rope_freq_base, model->rope_freq_scale, NULL, 0, {0, 0}, 0};
-        lrun_rope_yarn_init(&r, model->n_ctx_orig);
+        lrun_rope_yarn_init_ex(&r, model->n_ctx_orig, model->rope_yarn_beta_fast, model->rope_yarn_beta_slow,
+                               model->rope_yarn_truncate); /* an HF directory's betas and truncate, as engine_cpu.c */
         const float mscale = r.yarn_attn_factor * fmaf(0.1f, logf(1.0f / (float)r.freq_scale), 1.0f);
         e->yarn = (lrun_k_yarn){r.yarn_corr[0], r.yarn_corr[1], mscale};
     }

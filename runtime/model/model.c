@@ -176,6 +176,15 @@ static lrun_status read_rope_scaling(lrun_model *m)
         if ((st = read_pos_float(g, key, 0, 1.0, &factor)) != LRUN_OK) return st;
         m->rope_freq_scale = 1.0 / factor;
         m->rope_yarn = 1;
+        snprintf(key, sizeof key, "%s.rope.scaling.yarn_beta_fast", arch);
+        if ((st = read_pos_float(g, key, 0, 32.0, &m->rope_yarn_beta_fast)) != LRUN_OK) return st;
+        snprintf(key, sizeof key, "%s.rope.scaling.yarn_beta_slow", arch);
+        if ((st = read_pos_float(g, key, 0, 1.0, &m->rope_yarn_beta_slow)) != LRUN_OK) return st;
+        snprintf(key, sizeof key, "%s.rope.scaling.yarn_truncate", arch);
+        const int64_t kv = find_key(g, key);
+        m->rope_yarn_truncate = 1;
+        if (kv >= 0 && lrun_gguf_get_bool(g, kv, &m->rope_yarn_truncate) != LRUN_OK)
+            return lrun_fail(LRUN_E_FORMAT, "key '%s' is not a bool", key);
         return LRUN_OK;
     }
     if (scaling[0] && strcmp(scaling, "none") != 0)

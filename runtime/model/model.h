@@ -24,12 +24,20 @@ struct lrun_model {
     lrun_model_info info;
     const lrun_arch *arch;            /* the description general.architecture named */
     double rope_freq_scale;           /* 1, or 1/factor with linear or YaRN RoPE scaling */
-    int rope_yarn;                    /* 1: rope.scaling.type yarn (gpt-oss): lrun_rope_yarn_init with n_ctx_orig */
+    int rope_yarn;                    /* 1: rope.scaling.type yarn (gpt-oss): lrun_rope_yarn_init_ex with n_ctx_orig
+                                       * and the three below */
+    double rope_yarn_beta_fast;       /* rope.scaling.yarn_beta_fast: 32 when absent (llama.cpp's default) */
+    double rope_yarn_beta_slow;       /* rope.scaling.yarn_beta_slow: 1 when absent */
+    int rope_yarn_truncate;           /* rope.scaling.yarn_truncate (lrun's key, 1 when absent): the correction
+                                       * dims floored/ceiled as llama.cpp does; 0 as transformers' truncate=false
+                                       * (gpt-oss's HF config) */
     int64_t n_swa;                    /* sliding window in positions (the blocks arch->swa_pattern picks), 0: none */
     double attn_softcap;              /* attention scores s → cap·tanh(s/cap) (gemma2); 0: none */
     double final_softcap;             /* and the logits; 0: none */
     int gelu_f32;                     /* 1: GeGLU's GELU in f32 as transformers' gelu_pytorch_tanh (an HF gemma);
                                        * 0: through llama.cpp's f16 table (a GGUF) */
+    int mxfp4_float_x;                /* 1: MXFP4 experts multiply f32 activations (an HF gpt-oss, as transformers
+                                       * computes its dequantized experts); 0: Q8_0 ones (llama.cpp's, a GGUF) */
     double query_pre_attn_scalar;     /* > 0: the attention scale is its 1/sqrt (an HF gemma's config); 0: the rule
                                        * of lrun_model_attn_scale */
     lrun_gguf *gguf;                  /* owns the mapping every MMAP tensor points into; for an HF

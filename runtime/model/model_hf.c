@@ -34,6 +34,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "model/model_hf_arch.h"
+#include "model/model_hf_gpt_oss.h"
 #include "model/model_fp8.h"
 #include "model/model_hf_moe.h"
 #include "model/rope_scaling.h"
@@ -218,6 +219,7 @@ static lrun_status put_rope_scaling(lrun_gguf_writer *w, const char *file, const
         return lrun_fail(LRUN_E_FORMAT, "%s: \"rope_scaling\" must be an object with a \"rope_type\"", file);
     if (strcmp(type->valuestring, "llama3") == 0 || strcmp(type->valuestring, "default") == 0) return LRUN_OK;
     if (lrun_hf_is_longrope(rs)) return lrun_hf_put_longrope_keys(w, file, arch, cfg, rs); /* factors: tensors */
+    if (strcmp(type->valuestring, "yarn") == 0) return lrun_hf_put_yarn_keys(w, file, arch, cfg, rs);
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     lrun_status st = lrun_gguf_writer_set_str(w, key, type->valuestring);
@@ -510,6 +512,24 @@ static lrun_status find_arch(const char *file, const cJSON *cfg, const char **ar
     return LRUN_OK;
 }
 
+/* quantization_config.quant_method, when present: "fp8" (block-scaled FP8
+ * linear layers, model_fp8.h) or, for gpt-oss, "mxfp4" (its experts,
+ * model_hf_gpt_oss.h); any other method's tensors lrun cannot read. */
+static lrun_status check_quant_method(const lrun_model *m, const char *file, const cJSON *cfg)
+{
+    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(cfg, "quantization_config");
+    if (!qc || cJSON_IsNull(qc)) return LRUN_OK;
+    const cJSON *qm = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
+    if (!cJSON_IsObject(qc) || !cJSON_IsString(qm))
+        return lrun_fail(LRUN_E_FORMAT, "%s: \"quantization_config\" must be an object with a \"quant_method\" string",
+                         file);
+    if (strcmp(qm->valuestring, "fp8") == 0 || (strcmp(qm->valuestring, "mxfp4") == 0 && lrun_hf_is_gpt_oss(m)))
+        return LRUN_OK;
+    return lrun_fail(LRUN_E_UNSUPPORTED, "%s: quantization_config.quant_method '%s' is not supported for %s "
+                     "(lrun reads \"fp8\"%s)", file, qm->valuestring, m->arch->name,
+                     lrun_hf_is_gpt_oss(m) ? " and \"mxfp4\"" : "");
+}
+
 lrun_status lrun_model_open_hf(lrun_model *m, const char *path, int progress)
 {
     hf_paths p;
@@ -527,6 +547,8 @@ lrun_status lrun_model_open_hf(lrun_model *m, const char *path, int progress)
     if (st == LRUN_OK) st = lrun_model_read_hparams(m);
     if (st == LRUN_OK) st = lrun_hf_gemma_config(m, file, cfg);
     if (st == LRUN_OK) st = lrun_hf_moe_config(m, file, cfg);
+    if (st == LRUN_OK) st = lrun_hf_gpt_oss_config(m, file, cfg);
+    if (st == LRUN_OK) st = check_quant_method(m, file, cfg);
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(cfg, "vocab_size");
     uint64_t n_vocab = 0;
     if (st == LRUN_OK && (!json_whole(vocab, &n_vocab) || n_vocab < 1 || n_vocab > INT32_MAX))

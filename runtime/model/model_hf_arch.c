@@ -54,6 +54,46 @@ lrun_status lrun_hf_put_longrope_keys(lrun_gguf_writer *w, const char *file, con
     return st;
 }
 
+// ---------------------------------------------------------------- YaRN
+
+lrun_status lrun_hf_put_yarn_keys(lrun_gguf_writer *w, const char *file, const char *arch, const cJSON *cfg,
+                                  const cJSON *rs)
+{
+    /* what transformers' _compute_yarn_parameters would read and lrun does not compute */
+    const cJSON *af = cJSON_GetObjectItemCaseSensitive(rs, "attention_factor");
+    if (af && !cJSON_IsNull(af))
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: rope_scaling yarn: \"attention_factor\" is not supported (lrun "
+                         "scales cos and sin by 0.1 ln(factor) + 1)", file);
+    if (number_in(rs, NULL, "mscale") > 0 && number_in(rs, NULL, "mscale_all_dim") > 0)
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: rope_scaling yarn: \"mscale\" with \"mscale_all_dim\" is not "
+                         "supported", file);
+    const double factor = number_in(rs, NULL, "factor"), orig = number_in(rs, cfg, "original_max_position_embeddings");
+    if (factor == 0)
+        return lrun_fail(LRUN_E_FORMAT, "%s: rope_scaling yarn needs \"factor\" (a number > 0)", file);
+    if (orig < 1 || orig > 2147483647.0 || orig != floor(orig))
+        return lrun_fail(LRUN_E_FORMAT, "%s: rope_scaling yarn needs \"original_max_position_embeddings\" (a whole "
+                         "number > 0)", file);
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(rs, "truncate");
+    if (tr && !cJSON_IsNull(tr) && !cJSON_IsBool(tr))
+        return lrun_fail(LRUN_E_FORMAT, "%s: rope_scaling yarn: \"truncate\" must be true or false", file);
+    /* transformers: beta_fast/beta_slow "or" 32/1 (absent, null or 0 take the default), truncate defaults true */
+    const double fast = number_in(rs, NULL, "beta_fast"), slow = number_in(rs, NULL, "beta_slow");
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    lrun_status st = lrun_gguf_writer_set_str(w, key, "yarn");
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+    if (st == LRUN_OK) st = lrun_gguf_writer_set_f32(w, key, (float)factor);
+    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", arch);
+    if (st == LRUN_OK) st = lrun_gguf_writer_set_u32(w, key, (uint32_t)orig);
+    snprintf(key, sizeof key, "%s.rope.scaling.yarn_beta_fast", arch);
+    if (st == LRUN_OK) st = lrun_gguf_writer_set_f32(w, key, (float)(fast > 0 ? fast : 32.0));
+    snprintf(key, sizeof key, "%s.rope.scaling.yarn_beta_slow", arch);
+    if (st == LRUN_OK) st = lrun_gguf_writer_set_f32(w, key, (float)(slow > 0 ? slow : 1.0));
+    snprintf(key, sizeof key, "%s.rope.scaling.yarn_truncate", arch);
+    if (st == LRUN_OK) st = lrun_gguf_writer_set_bool(w, key, !cJSON_IsFalse(tr));
+    return st;
+}
+
 /* rs's list `key` of n positive numbers as f32 (owned by m) into *out. */
 static lrun_status factor_list(lrun_model *m, const char *file, const cJSON *rs, const char *key, int64_t n,
                                float **out)

@@ -1,7 +1,8 @@
 /* model_hf_arch.h — what some architectures' config.json and weights need
  * beyond the name tables of arch/hf.c when loading an HF directory
  * (model_hf.c calls these): Gemma's (1 + w) norms, query_pre_attn_scalar,
- * its null soft-caps and local RoPE base; Phi-3's LongRoPE rope_scaling. */
+ * its null soft-caps and local RoPE base; Phi-3's LongRoPE rope_scaling;
+ * YaRN's keys (gpt-oss). */
 #ifndef LRUN_MODEL_HF_ARCH_H
 #define LRUN_MODEL_HF_ARCH_H
 
@@ -20,6 +21,15 @@ int lrun_hf_is_longrope(const cJSON *rs);
  * s = max_position_embeddings / orig when s > 1, else 1). */
 lrun_status lrun_hf_put_longrope_keys(lrun_gguf_writer *w, const char *file, const char *arch, const cJSON *cfg,
                                       const cJSON *rs);
+
+/* YaRN's keys (rope_scaling type "yarn", gpt-oss) as the GGUF loader reads
+ * them (model.c): <arch>.rope.scaling.type "yarn", .factor,
+ * .original_context_length (rs's original_max_position_embeddings, else
+ * config's), .yarn_beta_fast and .yarn_beta_slow (32 and 1 when absent, as
+ * transformers), .yarn_truncate (rs's truncate, true when absent). An
+ * attention_factor, or mscale with mscale_all_dim, is refused by name. */
+lrun_status lrun_hf_put_yarn_keys(lrun_gguf_writer *w, const char *file, const char *arch, const cJSON *cfg,
+                                  const cJSON *rs);
 
 /* rope_factors_long/short.weight (n_rot/2 f32 each, owned by m) from rs's
  * long_factor and short_factor lists, when rs is LongRoPE; else nothing. */

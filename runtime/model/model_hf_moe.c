@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "model/model_hf_gpt_oss.h"
 
 enum { GATE, UP, DOWN, N_PROJ };
 
@@ -34,7 +35,8 @@ int lrun_hf_is_expert_tensor(const lrun_arch *a, const char *name)
 
 int64_t lrun_hf_expert_records(const lrun_arch *a, int64_t n_layer)
 {
-    return lrun_arch_has_experts(a) ? N_PROJ * n_layer : 0;
+    /* gpt-oss: the three matrices and their three biases */
+    return lrun_arch_has_experts(a) ? (a->moe_oai ? 2 : 1) * N_PROJ * n_layer : 0;
 }
 
 int lrun_hf_expert_name(const char *arch, const char *gguf_name, int e, char *out, size_t cap)
@@ -162,9 +164,7 @@ static int abut(const expert_slices *s, int64_t n_expert)
     return 1;
 }
 
-/* Gives back the whole pages inside [p, p + len) of a file mapping: a copied
- * expert is not read from the file again. */
-static void release_pages(const void *p, size_t len)
+void lrun_hf_release_pages(const void *p, size_t len)
 {
     const long pg = sysconf(_SC_PAGESIZE);
     const uintptr_t page = pg > 0 ? (uintptr_t)pg : 4096, a = (uintptr_t)p;
@@ -184,7 +184,7 @@ static lrun_status stack_bytes(stack_ctx *c, const char *gguf_name, const void *
     if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", c->file, gguf_name);
     for (int64_t e = 0; e < E; e++) {
         memcpy(dst + (size_t)e * c->s.slice_bytes, c->s.at[e], c->s.slice_bytes);
-        release_pages(c->s.at[e], c->s.slice_bytes);
+        lrun_hf_release_pages(c->s.at[e], c->s.slice_bytes);
     }
     *out = dst;
     return LRUN_OK;
@@ -225,6 +225,7 @@ static lrun_status check_all_used(const stack_ctx *c)
 lrun_status lrun_hf_add_experts(lrun_model *m, const char *file, int64_t *n)
 {
     if (!lrun_arch_has_experts(m->arch)) return LRUN_OK;
+    if (lrun_hf_is_gpt_oss(m)) return lrun_hf_gpt_oss_add_experts(m, file, n); /* its own layouts */
     const char *const *patterns = NULL;
     for (size_t i = 0; i < sizeof per_expert / sizeof per_expert[0]; i++)
         if (strcmp(per_expert[i].arch, m->arch->name) == 0) patterns = per_expert[i].proj;

@@ -35,14 +35,20 @@
 int lrun_hf_is_expert_tensor(const lrun_arch *a, const char *name);
 
 /* How many tensor records lrun_hf_add_experts adds: 3 per block for an
- * architecture with experts, else 0. */
+ * architecture with experts (6 for gpt-oss: and their biases), else 0. */
 int64_t lrun_hf_expert_records(const lrun_arch *a, int64_t n_layer);
 
 /* Adds blk.L.ffn_{gate,up,down}_exps.weight for every block L from m->st,
  * as records *n, *n + 1, ... (advancing *n); every expert tensor of the
  * file must be used (a stray one is named). F32, F16 or BF16 experts; file
- * is the weights' path, for messages. No-op for a dense architecture. */
+ * is the weights' path, for messages. No-op for a dense architecture.
+ * gpt-oss's experts (and their biases, MXFP4 or not) are
+ * model_hf_gpt_oss.h's. */
 lrun_status lrun_hf_add_experts(lrun_model *m, const char *file, int64_t *n);
+
+/* Gives back the whole pages inside [p, p + len) of a file mapping: a
+ * copied expert is not read from the file again. */
+void lrun_hf_release_pages(const void *p, size_t len);
 
 /* Writers: the HF name of expert e's matrix of stacked GGUF tensor
  * gguf_name ("blk.3.ffn_up_exps.weight" → qwen3moe's

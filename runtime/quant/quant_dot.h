@@ -130,6 +130,11 @@ void lrun_quant_iq4_xs(const float *x, void *dst, int64_t nb);
 void lrun_dequant_mxfp4(const void *src, float *y, int64_t nb);
 void lrun_quant_mxfp4(const float *x, void *dst, int64_t nb);
 void lrun_dot_mxfp4_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+/* The same weights against f32 activation rows (x_r = x + r*x_stride bytes,
+ * k floats), for lrun_cpu_matmul_grouped_float_x: the portable kernel, and
+ * the one for the level in use (AVX2 where it runs; the same bits). */
+void lrun_dot_mxfp4_f32_scalar(int64_t k, const void *w, const void *x, size_t x_stride, int nx, float *out);
+lrun_dot_fn lrun_dot_mxfp4_f32_kernel(void);
 
 /* The 6-bit scale and min of sub-block j (0..7) of Q4_K/Q5_K scales: j < 4
  * in the low 6 bits of bytes j and j+4; j ≥ 4 a low nibble in byte j+4 and

@@ -107,6 +107,42 @@ void lrun_dot_mxfp4_scalar(int64_t k, const void *w, const void *x, size_t xs, i
     for (int r = 0; r < nx; ++r) out[r] = dot1_mxfp4(k, w, ROW(x, r, xs));
 }
 
+// ---------------------------------------------------------------- dot with f32 activations
+
+/* An HF gpt-oss's experts (lrun_model.mxfp4_float_x): transformers computes
+ * them dequantized, with f32 activations, so x is not rounded to Q8_0. Per
+ * block, the doubled E2M1 values times x in 8 lanes (elements l, l + 8,
+ * l + 16, l + 24 of lane l, the first a product and the others fused),
+ * the lanes summed as (l + 4), (l + 2), (l + 1) pairs, times the block's
+ * half scale into one f32 chain: the AVX2 kernel's order, so both give the
+ * same bits. */
+static float block_f32(const lrun_block_mxfp4 *b, const float *x)
+{
+    float v[8];
+    for (int l = 0; l < 8; ++l) {
+        const int8_t q[4] = {lrun_kvalues_mxfp4[b->qs[l] & 0xF], lrun_kvalues_mxfp4[b->qs[l + 8] & 0xF],
+                             lrun_kvalues_mxfp4[b->qs[l] >> 4], lrun_kvalues_mxfp4[b->qs[l + 8] >> 4]};
+        v[l] = (float)q[0] * x[l];
+        v[l] = fmaf((float)q[1], x[l + 8], v[l]);
+        v[l] = fmaf((float)q[2], x[l + 16], v[l]);
+        v[l] = fmaf((float)q[3], x[l + 24], v[l]);
+    }
+    for (int l = 0; l < 4; ++l) v[l] += v[l + 4];
+    for (int l = 0; l < 2; ++l) v[l] += v[l + 2];
+    return v[0] + v[1];
+}
+
+void lrun_dot_mxfp4_f32_scalar(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    const lrun_block_mxfp4 *wb = w;
+    for (int r = 0; r < nx; ++r) {
+        const float *xr = (const float *)((const char *)x + (size_t)r * xs);
+        float acc = 0.0f;
+        for (int64_t b = 0; b < k / 32; ++b) acc = fmaf(block_f32(&wb[b], xr + 32 * b), lrun_e8m0_to_f32_half(wb[b].e), acc);
+        out[r] = acc;
+    }
+}
+
 #if defined(LRUN_HAVE_AVX2)
 
 /* The 32 codes of a block as bytes in element order: low nibbles, then high. */
@@ -149,4 +185,41 @@ void lrun_dot_mxfp4_avx2(int64_t k, const void *w, const void *x, size_t xs, int
     for (int r = 0; r < nx; ++r) out[r] = acc[r];
 }
 
+/* lrun_dot_mxfp4_f32_scalar's arithmetic, 8 lanes at a time. */
+static void dot_mxfp4_f32_avx2(int64_t k, const void *w, const void *x, size_t xs, int nx, float *out)
+{
+    const lrun_block_mxfp4 *wb = w;
+    const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_mxfp4);
+    const __m256i table = _mm256_set_m128i(t, t);
+    for (int r = 0; r < nx; ++r) {
+        const float *xr = (const float *)((const char *)x + (size_t)r * xs);
+        float acc = 0.0f;
+        for (int64_t b = 0; b < k / 32; ++b, xr += 32) {
+            const __m256i v = mxfp4_values(&wb[b], table); /* int8 values in element order */
+            const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+            const __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+            const __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+            const __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+            const __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+            __m256 s = _mm256_mul_ps(w0, _mm256_loadu_ps(xr));
+            s = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + 8), s);
+            s = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xr + 16), s);
+            s = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xr + 24), s);
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)); /* l + 4 */
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));                                        /* l + 2 */
+            h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));                                    /* l + 1 */
+            acc = fmaf(_mm_cvtss_f32(h), lrun_e8m0_to_f32_half(wb[b].e), acc);
+        }
+        out[r] = acc;
+    }
+}
+
 #endif /* LRUN_HAVE_AVX2 */
+
+lrun_dot_fn lrun_dot_mxfp4_f32_kernel(void)
+{
+#if defined(LRUN_HAVE_AVX2)
+    if (lrun_cpu_isa_get() >= LRUN_CPU_ISA_AVX2) return dot_mxfp4_f32_avx2;
+#endif
+    return lrun_dot_mxfp4_f32_scalar;
+}
