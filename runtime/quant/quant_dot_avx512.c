@@ -139,16 +139,20 @@ static ALWAYS_INLINE __m256i sums_8x8(const __m256i p[8])
     return _mm256_add_epi32(_mm256_permute2x128_si256(c[0], c[1], 0x20), _mm256_permute2x128_si256(c[0], c[1], 0x31));
 }
 
-/* dw of blocks w[0..7], as lrun_e8m0_to_f32_half: 2^(e−128), subnormal for e < 2.
- * The gather reads 4 bytes at each block's start (e and 3 code bytes). */
-static ALWAYS_INLINE __m256 mxfp4_scales_8(const lrun_block_mxfp4 *w)
+/* Each lane's E8M0 byte e (0..255) as lrun_e8m0_to_f32_half: 2^(e−128), subnormal for e < 2. */
+static ALWAYS_INLINE __m256 e8m0_half_lanes(__m256i e)
 {
-    const __m256i idx = _mm256_setr_epi32(0, 17, 34, 51, 68, 85, 102, 119);
-    const __m256i e = _mm256_and_si256(_mm256_i32gather_epi32((const int *)(const void *)w, idx, 1),
-                                       _mm256_set1_epi32(0xFF));
     const __m256i sub = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
     const __m256i norm = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
     return _mm256_castsi256_ps(_mm256_mask_blend_epi32(_mm256_cmplt_epu32_mask(e, _mm256_set1_epi32(2)), norm, sub));
+}
+
+/* dw of blocks w[0..7]. The gather reads 4 bytes at each block's start (e and 3 code bytes). */
+static ALWAYS_INLINE __m256 mxfp4_scales_8(const lrun_block_mxfp4 *w)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 17, 34, 51, 68, 85, 102, 119);
+    return e8m0_half_lanes(
+        _mm256_and_si256(_mm256_i32gather_epi32((const int *)(const void *)w, idx, 1), _mm256_set1_epi32(0xFF)));
 }
 
 /* dx of Q8_0 blocks x[0..7] (f16 d at each block's start, 34 bytes apart). */
@@ -166,13 +170,16 @@ static ALWAYS_INLINE int hsum_epi32(__m256i p)
     return _mm_cvtsi128_si32(s);
 }
 
-/* dw of block b in lanes 0-3 and of b + 1 in lanes 4-7, as mxfp4_scales_8 (lrun_e8m0_to_f32_half's bits). */
-static ALWAYS_INLINE __m256 e8m0_half_2(uint8_t e0, uint8_t e1)
+/* Four chains (lanes) over a pair of blocks: p the 8 (block, chain) integer
+ * partials in lane order (b: chains 0-3, b + 1: chains 0-3), dw and dx in
+ * the same order; each lane takes fma(Σ, dw·dx, acc) for b, then for b + 1
+ * when two (the chains' order, llama.cpp's per-block f32 products). */
+static ALWAYS_INLINE __m128 mxfp4_chains_step(const __m256i p[8], __m256 dw, __m256 dx, __m128 acc, int two)
 {
-    const __m256i e = _mm256_set_m128i(_mm_set1_epi32(e1), _mm_set1_epi32(e0));
-    const __m256i sub = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
-    const __m256i norm = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
-    return _mm256_castsi256_ps(_mm256_mask_blend_epi32(_mm256_cmplt_epu32_mask(e, _mm256_set1_epi32(2)), norm, sub));
+    const __m256 sums = _mm256_cvtepi32_ps(sums_8x8(p));
+    const __m256 sc = _mm256_mul_ps(dw, dx);
+    acc = _mm_fmadd_ps(_mm256_castps256_ps128(sums), _mm256_castps256_ps128(sc), acc);
+    return two ? _mm_fmadd_ps(_mm256_extractf128_ps(sums, 1), _mm256_extractf128_ps(sc, 1), acc) : acc;
 }
 
 /* Four activation rows (prefill's products): the same four chains, one a
@@ -209,15 +216,12 @@ static ALWAYS_INLINE void dot_mxfp4_4(int64_t k, const lrun_block_mxfp4 *w, cons
                     _mm256_dpbusd_epi32(_mm256_setzero_si256(), av,
                                         _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xr[r][b + j].qs), v));
         }
-        const __m256 sums = _mm256_cvtepi32_ps(sums_8x8(p));
         const int64_t b1 = two ? b + 1 : b; /* an odd last block: lanes 4-7 repeat b, never added */
         const __m256 dx = _mm256_cvtph_ps(_mm_setr_epi16((short)xr[0][b].d, (short)xr[1][b].d, (short)xr[2][b].d,
                                                          (short)xr[3][b].d, (short)xr[0][b1].d, (short)xr[1][b1].d,
                                                          (short)xr[2][b1].d, (short)xr[3][b1].d));
-        const __m256 dw = e8m0_half_2(w[b].e, two ? w[b + 1].e : 0);
-        const __m256 sc = _mm256_mul_ps(dw, dx);
-        acc = _mm_fmadd_ps(_mm256_castps256_ps128(sums), _mm256_castps256_ps128(sc), acc);
-        if (two) acc = _mm_fmadd_ps(_mm256_extractf128_ps(sums, 1), _mm256_extractf128_ps(sc, 1), acc);
+        const __m256i e = _mm256_set_m128i(_mm_set1_epi32(w[b1].e), _mm_set1_epi32(w[b].e));
+        acc = mxfp4_chains_step(p, e8m0_half_lanes(e), dx, acc, two);
     }
     _mm_storeu_ps(out, acc);
 }
@@ -287,8 +291,8 @@ static DOT_NX_FN(dot_mxfp4_avx512, dot_mxfp4_nx)
  * (b: rows 0-3, b + 1: rows 0-3), dw from the 8 E8M0 bytes, dx from the
  * activation row's two f16 scales, and each lane takes fma(Σ, dw·dx, acc)
  * for b, then b + 1: each row's operations in its order (the same bits). */
-    static ALWAYS_INLINE
-    void dot_mxfp4_w4(int64_t k, const lrun_block_mxfp4 *w, size_t ws, const lrun_block_q8_0 *x, float *y)
+static ALWAYS_INLINE void dot_mxfp4_w4(int64_t k, const lrun_block_mxfp4 *w, size_t ws, const lrun_block_q8_0 *x,
+                                       float *y)
 {
     const __m128i t = _mm_loadu_si128((const __m128i *)lrun_kvalues_mxfp4);
     const __m256i table = _mm256_set_m128i(t, t);
@@ -312,17 +316,10 @@ static DOT_NX_FN(dot_mxfp4_avx512, dot_mxfp4_nx)
                     _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(v, v), _mm256_sign_epi8(xv, v));
             }
         }
-        const __m256 sums = _mm256_cvtepi32_ps(sums_8x8(p));
         const __m256i e = _mm256_setr_epi32(wr[0][b].e, wr[1][b].e, wr[2][b].e, wr[3][b].e, wr[0][b1].e, wr[1][b1].e,
                                             wr[2][b1].e, wr[3][b1].e);
-        const __m256i sub = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
-        const __m256i norm = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
-        const __m256 dw =
-            _mm256_castsi256_ps(_mm256_mask_blend_epi32(_mm256_cmplt_epu32_mask(e, _mm256_set1_epi32(2)), norm, sub));
         const __m256 dx = _mm256_set_m128(_mm_set1_ps(_cvtsh_ss(x[b1].d)), _mm_set1_ps(_cvtsh_ss(x[b].d)));
-        const __m256 sc = _mm256_mul_ps(dw, dx);
-        acc = _mm_fmadd_ps(_mm256_castps256_ps128(sums), _mm256_castps256_ps128(sc), acc);
-        if (two) acc = _mm_fmadd_ps(_mm256_extractf128_ps(sums, 1), _mm256_extractf128_ps(sc, 1), acc);
+        acc = mxfp4_chains_step(p, e8m0_half_lanes(e), dx, acc, two);
     }
     _mm_storeu_ps(y, acc);
 }
