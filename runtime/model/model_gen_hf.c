@@ -124,6 +124,23 @@ static void moe_config(cJSON *c, const lrun_model_gen_spec *s)
     cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
 }
 
+/* The model_type and transformers class an HF directory of spec's architecture
+ * names, or NULL when the generator writes none (gpt-oss: its experts are MXFP4
+ * and its config keys are not the ones written here). */
+static const char *hf_class(const lrun_model_gen_spec *s, const char **model_type_out)
+{
+    static const struct { const char *model_type, *cls; } classes[] = {
+        {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
+        {"phi3", "Phi3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
+        {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"mixtral", "MixtralForCausalLM"}};
+    const char *name = lrun_gen_arch(s)->name, *model_type = lrun_hf_model_type_for_arch(name);
+    if (s->n_expert > 0 && strcmp(name, "llama") == 0) model_type = "mixtral"; /* llama with experts */
+    *model_type_out = model_type;
+    for (size_t i = 0; model_type && i < sizeof classes / sizeof classes[0]; i++)
+        if (strcmp(classes[i].model_type, model_type) == 0) return classes[i].cls;
+    return NULL;
+}
+
 static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s, const gen_list *l)
 {
     cJSON *c = cJSON_CreateObject(), *arch = cJSON_CreateArray(), *g = cJSON_CreateObject();
@@ -132,15 +149,8 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s, 
         return lrun_fail_oom(0, 0, "lrun_model_generate_hf: config");
     }
     const int moe = s->n_expert > 0;
-    const char *name = lrun_gen_arch(s)->name, *model_type = lrun_hf_model_type_for_arch(name);
-    if (moe && strcmp(name, "llama") == 0) model_type = "mixtral"; /* llama with experts */
-    static const struct { const char *model_type, *cls; } classes[] = {
-        {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
-        {"phi3", "Phi3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
-        {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"mixtral", "MixtralForCausalLM"}};
-    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
-        if (strcmp(classes[i].model_type, model_type) == 0)
-            cJSON_AddItemToArray(arch, cJSON_CreateString(classes[i].cls));
+    const char *model_type = NULL, *cls = hf_class(s, &model_type); /* checked by the caller */
+    cJSON_AddItemToArray(arch, cJSON_CreateString(cls));
     cJSON_AddItemToObject(c, "architectures", arch);
     cJSON_AddStringToObject(c, "model_type", model_type);
     cJSON_AddNumberToObject(c, "hidden_size", (double)s->n_embd);
@@ -399,14 +409,21 @@ lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *s
     lrun_st_dtype dt;
     if ((st = st_dtype(spec->weight_dtype, &dt)) != LRUN_OK || (st = st_dtype(spec->embd_dtype, &dt)) != LRUN_OK)
         return st;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return lrun_fail(LRUN_E_IO, "lrun_model_generate_hf: %s: cannot create: %s", dir, strerror(errno));
+    const char *model_type = NULL;
+    if (!hf_class(spec, &model_type))
+        return lrun_fail(LRUN_E_UNSUPPORTED, "lrun_model_generate_hf: %s: the generator writes no HF directory of "
+                         "this architecture%s (write a GGUF file)", lrun_gen_arch(spec)->name,
+                         model_type ? "" : " (it has no HF model_type)");
     gen_list list = {0};
     st = lrun_gen_build_list(&list, spec);
     if (st == LRUN_OK) drop_rope_freqs(&list);
+    /* every tensor's dtype before anything is written: a refusal leaves no partial directory */
+    for (int64_t i = 0; st == LRUN_OK && i < list.n; i++) st = st_dtype(list.t[i].dtype, &dt);
     if (st == LRUN_OK && (n_shards < 1 || n_shards > list.n))
         st = lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: n_shards = %d: must be in 1..%lld (the tensor count)",
                        n_shards, (long long)list.n);
+    if (st == LRUN_OK && mkdir(dir, 0755) != 0 && errno != EEXIST)
+        st = lrun_fail(LRUN_E_IO, "lrun_model_generate_hf: %s: cannot create: %s", dir, strerror(errno));
     uint8_t *buf = NULL;
     size_t cap = ROWS_BYTES;
     for (int64_t i = 0; st == LRUN_OK && i < list.n; i++) {

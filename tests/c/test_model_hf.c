@@ -169,6 +169,20 @@ static void test_failures(void)
     snprintf(d, sizeof d, "%s/bad", dir);
     const lrun_model_gen_spec s = spec(LRUN_DTYPE_F32, 1);
     if (lrun_model_generate_hf(d, &s, 1) != LRUN_OK) printf("# %s\n", lrun_last_error());
+    /* what the HF writer cannot write is refused before it makes anything */
+    char r[320];
+    snprintf(r, sizeof r, "%s/refused", dir);
+    const lrun_model_gen_spec q8 = spec(LRUN_DTYPE_Q8_0, 1);
+    CHECK("the HF generator refuses q8_0 weights, leaving no directory",
+          lrun_model_generate_hf(r, &q8, 1) == LRUN_E_ARG && strstr(lrun_last_error(), "q8_0") &&
+              access(r, F_OK) != 0);
+    lrun_model_gen_spec oss = spec(LRUN_DTYPE_F32, 0);
+    oss.arch = "gpt-oss", oss.n_expert = 4, oss.n_expert_used = 2;
+    CHECK("the HF generator refuses an architecture it writes no config for, leaving no directory",
+          lrun_model_generate_hf(r, &oss, 1) == LRUN_E_UNSUPPORTED && strstr(lrun_last_error(), "gpt-oss") &&
+              access(r, F_OK) != 0);
+    CHECK("the HF generator refuses 0 shards, leaving no directory",
+          lrun_model_generate_hf(r, &s, 0) == LRUN_E_ARG && access(r, F_OK) != 0);
     snprintf(p, sizeof p, "%s/model.safetensors", d);
     CHECK("a .safetensors with a config beside it loads", load_fails(p, LRUN_OK, ""));
     test_llama3(d);
