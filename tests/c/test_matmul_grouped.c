@@ -222,13 +222,14 @@ int main(void)
     /* the level's kernel (AVX2 here when the CPU has it) against the portable one */
     {
         lrun_block_mxfp4 wb[7];
-        float xs[7 * 32], wf[7 * 32], a[4], b[4];
+        float xs[4 * 7 * 32], wf[7 * 32], a[4], b[4]; /* 4 activation rows of 7 blocks each */
         int bits = 1;
         for (int rep = 0; rep < 200; rep++) {
-            for (int j = 0; j < 7 * 32; j++) wf[j] = rnd() * (float)(1 + rep % 9), xs[j] = rnd() * 3.0f;
+            for (int j = 0; j < 7 * 32; j++) wf[j] = rnd() * (float)(1 + rep % 9);
+            for (int j = 0; j < 4 * 7 * 32; j++) xs[j] = rnd() * 3.0f;
             lrun_quantize_row(LRUN_DTYPE_MXFP4, wf, wb, 7 * 32);
-            lrun_dot_mxfp4_f32_kernel()(7 * 32, wb, xs, 32 * sizeof(float), 4, a);
-            lrun_dot_mxfp4_f32_scalar(7 * 32, wb, xs, 32 * sizeof(float), 4, b);
+            lrun_dot_mxfp4_f32_kernel()(7 * 32, wb, xs, 7 * 32 * sizeof(float), 4, a);
+            lrun_dot_mxfp4_f32_scalar(7 * 32, wb, xs, 7 * 32 * sizeof(float), 4, b);
             bits &= memcmp(a, b, sizeof a) == 0;
         }
         snprintf(msg, sizeof msg, "mxfp4 float x: the kernel at level %s gives the scalar one's bits",
