@@ -33,6 +33,8 @@ struct cuda_moe_host {
     float *y;   /* (GEMV_MAX_ROWS · k, n_embd) their down products */
     void *work; /* lrun_cpu_matmul_grouped's work for all those rows: 4 bytes an
                  * element bounds every partner type (8-bit blocks plus scales) */
+    lrun_device *device; /* whose host account holds the rows (scratch, plain host memory) */
+    size_t bytes;
 };
 
 static int host_pass_wanted(void)
@@ -49,12 +51,20 @@ lrun_status lrun_cuda_moe_host_init(lrun_cuda_engine *e, struct cuda_moe_host **
     const size_t d = (size_t)e->n_embd, f = (size_t)e->n_ff, wide = d > f ? d : f;
     const size_t floats = rows * (2 * d + 2 * f + wide); /* x, g, u, y, then the work */
     struct cuda_moe_host *h = calloc(1, sizeof *h);
-    float *base = malloc(floats * sizeof(float));
-    if (!h || !base) {
+    if (!h) return lrun_fail_oom(sizeof *h, 0, "engine: host expert pass");
+    void *base = NULL;
+    /* on the model's host account like the offload's own host rows: only the
+     * host copies the rows in and out of them, so plain memory, not pinned */
+    const lrun_status st =
+        lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_HOST,
+                                              floats * sizeof(float), "engine: host expert pass rows", &base),
+                       "scratch");
+    if (st != LRUN_OK) {
         free(h);
-        free(base);
-        return lrun_fail_oom(floats * sizeof(float), 0, "engine: host expert pass rows");
+        return st;
     }
+    h->device = e->device;
+    h->bytes = floats * sizeof(float);
     h->x = base;
     h->g = h->x + rows * d;
     h->u = h->g + rows * f;
@@ -67,7 +77,8 @@ lrun_status lrun_cuda_moe_host_init(lrun_cuda_engine *e, struct cuda_moe_host **
 void lrun_cuda_moe_host_free(struct cuda_moe_host *h)
 {
     if (!h) return;
-    free(h->x); /* the base of all four */
+    lrun_device_host_release(h->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_HOST, h->x,
+                             h->bytes); /* the base of all four */
     free(h);
 }
 
