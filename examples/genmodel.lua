@@ -77,8 +77,9 @@ local spec = {
   { "--embd-dtype", key = "embd_dtype", arg = "TYPE", help = "token_embd and output type (default: --dtype)" },
   { "--untied", key = "untied", type = "flag", help = "write output.weight (default: tied to token_embd)" },
   { "--rope-base", key = "rope_base", type = "number", help = "RoPE frequency base (default 10000)" },
-  { "--sliding-window", key = "sliding_window", type = "int", default = 0,
-    help = "attention window in positions (Mistral; gemma2/3's local blocks); 0: none" },
+  -- no default here: a preset's window (gpt-oss's) must win over it
+  { "--sliding-window", key = "sliding_window", type = "int",
+    help = "attention window in positions (Mistral; gemma2/3's and gpt-oss's local blocks); 0: none (default)" },
   { "--rope-orig-ctx", key = "rope_orig_ctx", type = "int", default = 0,
     help = "phi3: LongRoPE factors with this original context (config.json rope_scaling with --hf); 0: none" },
   { "--rms-eps", key = "rms_eps", type = "number", default = 1e-5, help = "RMSNorm epsilon" },
@@ -150,7 +151,7 @@ s.rope_freq_base, s.rms_eps = opts.rope_base, opts.rms_eps
 s.seed, s.n_threads, s.progress = opts.seed, opts.threads, opts.quiet and 0 or 1
 s.trained_stats = opts.trained and 1 or 0
 s.arch, s.head_dim = opts.arch, opts.head_dim or 0 -- opts.arch stays referenced while s is used
-s.sliding_window, s.rope_orig_ctx = opts.sliding_window, opts.rope_orig_ctx
+s.sliding_window, s.rope_orig_ctx = opts.sliding_window or 0, opts.rope_orig_ctx
 s.n_expert, s.n_expert_used, s.router_skew = opts.experts or 0, opts.experts_used or 0, opts.router_skew or 0
 s.expert_dtype = opts.expert_dtype and dtype("--expert-dtype", opts.expert_dtype) or C.LRUN_DTYPE_F32
 s.rope_yarn_factor = opts.yarn or 0

@@ -14,6 +14,10 @@
  * their rows. RoPE factors are not a tensor in HF: config.json's
  * rope_scaling says them.
  *
+ * gpt-oss (model_gen_hf_gpt_oss.h) writes its experts as transformers'
+ * GptOssExperts holds them: unquantized gate_up_proj/down_proj, or MXFP4
+ * _blocks/_scales as the released checkpoints, with their biases.
+ *
  * tokenizer.json holds the GGUF's byte-level BPE vocabulary as the HF
  * `tokenizers` library reads it (model BPE with vocab and merges,
  * pre-tokenizer and decoder ByteLevel, the three specials as added
@@ -30,6 +34,7 @@
 #include "formats/safetensors_writer.h"
 #include "lrun.h"
 #include "model/model_gen.h"
+#include "model/model_gen_hf_gpt_oss.h"
 #include "model/model_hf_moe.h"
 #include "model/random_fill.h"
 
@@ -125,14 +130,13 @@ static void moe_config(cJSON *c, const lrun_model_gen_spec *s)
 }
 
 /* The model_type and transformers class an HF directory of spec's architecture
- * names, or NULL when the generator writes none (gpt-oss: its experts are MXFP4
- * and its config keys are not the ones written here). */
+ * names, or NULL when the generator writes none. */
 static const char *hf_class(const lrun_model_gen_spec *s, const char **model_type_out)
 {
     static const struct { const char *model_type, *cls; } classes[] = {
         {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
         {"phi3", "Phi3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
-        {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"mixtral", "MixtralForCausalLM"}};
+        {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"gpt_oss", "GptOssForCausalLM"}};
     const char *name = lrun_gen_arch(s)->name, *model_type = lrun_hf_model_type_for_arch(name);
     if (s->n_expert > 0 && strcmp(name, "llama") == 0) model_type = "mixtral"; /* llama with experts */
     *model_type_out = model_type;
@@ -162,10 +166,11 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s, 
     cJSON_AddNumberToObject(c, "max_position_embeddings", (double)s->n_ctx);
     cJSON_AddNumberToObject(c, "vocab_size", (double)s->n_vocab);
     cJSON_AddNumberToObject(c, "rms_norm_eps", s->rms_eps);
-    cJSON_AddNumberToObject(c, "rope_theta", s->rope_freq_base);
-    /* gemma2 has no head of its own: always the embedding */
-    cJSON_AddBoolToObject(c, "tie_word_embeddings",
-                          s->tied_embeddings != 0 || !lrun_arch_tensor_find(lrun_gen_arch(s), LRUN_ARCH_TENSOR_OUTPUT));
+    cJSON_AddItemToObject(c, "rope_theta", lrun_gen_hf_float(s->rope_freq_base));
+    /* tied when the list has no head (gemma2 never has one; gpt-oss always) */
+    int head = 0;
+    for (int64_t i = 0; i < l->n; i++) head |= strcmp(l->t[i].name, "output.weight") == 0;
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", !head);
     if (s->sliding_window > 0) cJSON_AddNumberToObject(c, "sliding_window", (double)s->sliding_window);
     if (s->rope_llama3_factor > 0) { /* the values model_gen.c gives lrun_rope_llama3_factors */
         cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
@@ -184,8 +189,10 @@ static lrun_status write_configs(const char *dir, const lrun_model_gen_spec *s, 
     }
     if (lrun_gen_arch(s)->embd_scale) gemma_config(c, s);
     if (moe) moe_config(c, s);
+    const int oss = lrun_gen_arch(s)->moe_oai;
+    if (oss) lrun_gen_hf_gpt_oss_config(c, s);
     cJSON_AddStringToObject(c, "hidden_act", lrun_gen_arch(s)->embd_scale ? "gelu_pytorch_tanh" : "silu");
-    cJSON_AddBoolToObject(c, "attention_bias", 0);
+    cJSON_AddBoolToObject(c, "attention_bias", oss); /* gpt-oss's q/k/v/o are biased */
     cJSON_AddBoolToObject(c, "mlp_bias", 0);
     cJSON_AddNumberToObject(c, "bos_token_id", 256); /* <|endoftext|>, as the GGUF's */
     cJSON_AddNumberToObject(c, "eos_token_id", 256);
@@ -324,6 +331,23 @@ static int hf_name(const lrun_model_gen_spec *s, const gen_tensor *t, int e, cha
     return lrun_hf_tensor_from_gguf(arch, t->name, out, cap);
 }
 
+/* The k-th directory tensor of list tensor t (k = 0, 1, ...: an expert
+ * each for stacked experts; gpt-oss's, model_gen_hf_gpt_oss.h) into *out:
+ * 1, or 0 when t has no k-th, or -1 (error set) when it has no HF name. */
+static int hf_decl(const lrun_model_gen_spec *s, const gen_tensor *t, int k, gen_hf_decl *out)
+{
+    if (lrun_gen_hf_gpt_oss_owns(s, t)) return lrun_gen_hf_gpt_oss_decl(t, k, out);
+    if (k >= (t->ndim == 3 ? t->ne[2] : 1)) return 0;
+    if (!hf_name(s, t, k, out->name, sizeof out->name)) {
+        lrun_fail(LRUN_E_INTERNAL, "lrun_model_generate_hf: no HF name for '%s'", t->name);
+        return -1;
+    }
+    if (st_dtype(t->dtype, &out->dtype) != LRUN_OK) return -1; /* checked before anything was written */
+    out->ndim = t->ndim == 1 ? 1 : 2;
+    out->shape[0] = t->ndim == 1 ? t->ne[0] : t->ne[1], out->shape[1] = t->ne[0];
+    return 1;
+}
+
 /* One safetensors file with tensors [first, last) of the list. */
 static lrun_status write_shard(const char *path, const gen_list *l, int64_t first, int64_t last,
                                const lrun_model_gen_spec *s, uint8_t *buf)
@@ -332,19 +356,15 @@ static lrun_status write_shard(const char *path, const gen_list *l, int64_t firs
     lrun_status st = lrun_st_writer_open(&w, path);
     if (st == LRUN_OK) st = lrun_st_writer_set_metadata(w, "format", "pt");
     for (int64_t i = first; st == LRUN_OK && i < last; i++) {
-        const gen_tensor *t = &l->t[i];
-        lrun_st_dtype dt = LRUN_ST_F32;
-        st = st_dtype(t->dtype, &dt);
-        const int64_t shape[2] = {t->ne[1], t->ne[0]};
-        for (int e = 0; st == LRUN_OK && e < (t->ndim == 3 ? t->ne[2] : 1); e++) {
-            char name[128];
-            if (!hf_name(s, t, e, name, sizeof name))
-                st = lrun_fail(LRUN_E_INTERNAL, "lrun_model_generate_hf: no HF name for '%s'", t->name);
-            if (st == LRUN_OK) st = t->ndim == 1 ? lrun_st_writer_add(w, name, dt, 1, &shape[1])
-                                                 : lrun_st_writer_add(w, name, dt, 2, shape);
-        }
+        gen_hf_decl d;
+        int got = 1;
+        for (int k = 0; st == LRUN_OK && (got = hf_decl(s, &l->t[i], k, &d)) > 0; k++)
+            st = lrun_st_writer_add(w, d.name, d.dtype, d.ndim, d.shape);
+        if (st == LRUN_OK && got < 0) st = LRUN_E_INTERNAL; /* the message is hf_decl's */
     }
-    for (int64_t i = first; st == LRUN_OK && i < last; i++) st = write_tensor(w, &l->t[i], s, buf);
+    for (int64_t i = first; st == LRUN_OK && i < last; i++)
+        st = lrun_gen_hf_gpt_oss_owns(s, &l->t[i]) ? lrun_gen_hf_gpt_oss_write(w, l, &l->t[i])
+                                                    : write_tensor(w, &l->t[i], s, buf);
     if (st == LRUN_OK) st = lrun_st_writer_finish(w);
     lrun_st_writer_free(w);
     return st;
@@ -368,11 +388,10 @@ static lrun_status write_weights(const char *dir, const gen_list *l, const lrun_
         shard_name(file, sizeof file, k, n);
         snprintf(path, sizeof path, "%s/%s", dir, file);
         st = write_shard(path, l, first, last, s, buf);
-        for (int64_t i = first; st == LRUN_OK && i < last; i++)
-            for (int e = 0; e < (l->t[i].ndim == 3 ? l->t[i].ne[2] : 1); e++) {
-                char name[128];
-                if (hf_name(s, &l->t[i], e, name, sizeof name)) cJSON_AddStringToObject(map, name, file);
-            }
+        for (int64_t i = first; st == LRUN_OK && i < last; i++) {
+            gen_hf_decl d;
+            for (int k = 0; hf_decl(s, &l->t[i], k, &d) > 0; k++) cJSON_AddStringToObject(map, d.name, file);
+        }
     }
     if (st == LRUN_OK && n > 1) {
         cJSON_AddNumberToObject(meta, "total_size", (double)l->total_bytes);
@@ -417,8 +436,11 @@ lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_gen_spec *s
     gen_list list = {0};
     st = lrun_gen_build_list(&list, spec);
     if (st == LRUN_OK) drop_rope_freqs(&list);
-    /* every tensor's dtype before anything is written: a refusal leaves no partial directory */
-    for (int64_t i = 0; st == LRUN_OK && i < list.n; i++) st = st_dtype(list.t[i].dtype, &dt);
+    /* every tensor's dtype before anything is written: a refusal leaves no partial directory (gpt-oss's
+     * MXFP4 experts are the checkpoints' _blocks/_scales) */
+    for (int64_t i = 0; st == LRUN_OK && i < list.n; i++)
+        if (!(list.t[i].dtype == LRUN_DTYPE_MXFP4 && lrun_gen_hf_gpt_oss_owns(spec, &list.t[i])))
+            st = st_dtype(list.t[i].dtype, &dt);
     if (st == LRUN_OK && (n_shards < 1 || n_shards > list.n))
         st = lrun_fail(LRUN_E_ARG, "lrun_model_generate_hf: n_shards = %d: must be in 1..%lld (the tensor count)",
                        n_shards, (long long)list.n);
