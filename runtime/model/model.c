@@ -600,13 +600,16 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     /* the header, tokenizer arrays and (packed) checks read the file's
      * mapping: a file truncated meanwhile is an error, not SIGBUS */
     const unsigned long g0 = lrun_mapguard_begin();
-    lrun_status st;
-    if (lrun_model_is_hf(path)) {
+    /* the load's own work runs on the model's pool (an HF gpt-oss's MXFP4 repack, a packed file's
+     * checks), with the progress bar the caller asked for */
+    m->progress = opts->progress;
+    lrun_status st = lrun_threadpool_init(&m->pool, opts->n_threads);
+    if (st == LRUN_OK && lrun_model_is_hf(path)) {
         m->fp8_lazy = lrun_model_fp8_lazy_wanted(opts->device);
         st = lrun_model_open_hf(m, path, opts->progress);
         if (st == LRUN_OK && !(m->weights_path = strdup(path)))
             st = lrun_fail_oom(strlen(path) + 1, 0, "loading %s: its path", path);
-    } else {
+    } else if (st == LRUN_OK) {
         /* a packed file: its matrices stay packed (keep_packed, below), the head is a GGUF */
         st = lrun_packed_file_sniff(path) ? lrun_packed_open_lazy(&m->gguf, &m->packed_file, path)
                                           : lrun_gguf_open(&m->gguf, path);
@@ -622,14 +625,12 @@ lrun_status lrun_model_load(lrun_model **out, const char *path, const lrun_load_
     if (st == LRUN_OK && opts->rope_style >= 0) m->info.rope_style = (lrun_rope_style)opts->rope_style;
     if (st == LRUN_OK) st = lrun_device_open(&m->device, opts->device ? opts->device : "cpu", opts->device_budget);
     if (st == LRUN_OK) m->device->host_account = &m->host;
-    if (st == LRUN_OK) st = lrun_threadpool_init(&m->pool, opts->n_threads);
     if (st == LRUN_OK && m->packed_file) st = keep_packed(m);
     st = lrun_mapguard_end(g0, st, "reading the model file");
     if (st != LRUN_OK) {
         lrun_model_free(m);
         return lrun_fail_context(lrun_oom_phase(st, "load"), "loading %s", path);
     }
-    m->progress = opts->progress;
     /* the weights are read when they move (lrun_model_move_tensors) or, for
      * those that stay in the file, prefaulted at engine init (not a packed
      * file's: keep_packed read every packed byte while it checked them) */

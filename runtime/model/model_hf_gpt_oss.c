@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/progress.h"
+#include "core/threadpool.h"
 #include "model/model_hf_moe.h"
 #include "quant/quant.h"
 
@@ -26,6 +28,8 @@ typedef struct oss_ctx {
     lrun_model *m;
     const char *file;       /* the weights' path, for messages */
     unsigned char *used;    /* (lrun_st_set_count) 1: taken */
+    lrun_progress bar;      /* over the MXFP4 bytes repacked */
+    size_t repacked;        /* bytes of _blocks and _scales done */
 } oss_ctx;
 
 /* Block l's experts tensor "<proj><suffix>", marked used, or NULL. */
@@ -143,6 +147,28 @@ static void repack_block(uint8_t *dst, uint8_t scale, const uint8_t *src)
     }
 }
 
+/* Rows [first, last) of one part's [E · rows] output rows, on one thread of the pool. */
+typedef struct repack_task {
+    uint8_t *dst;               /* (E · rows, G) ggml blocks */
+    const uint8_t *b, *s;       /* the file's _blocks (E · parts · rows, G, 16) and _scales (E · parts · rows, G) */
+    int64_t rows, G, n;         /* rows per expert, blocks per row, E · rows */
+    int parts, q;               /* 2 for gate_up (part q: rows q, q + 2, ...), 1 for down */
+} repack_task;
+
+static void repack_rows(void *ctx, int ith, int nth)
+{
+    const repack_task *t = ctx;
+    const size_t row_bytes = (size_t)t->G * sizeof(lrun_block_mxfp4);
+    for (int64_t k = t->n * ith / nth; k < t->n * (ith + 1) / nth; k++) {
+        const int64_t e = k / t->rows, r = k % t->rows;
+        const size_t src_row = (size_t)(e * t->parts * t->rows + t->parts * r + t->q); /* of the [E · outputs] rows */
+        uint8_t *d = t->dst + (size_t)k * row_bytes;
+        for (int64_t g = 0; g < t->G; g++)
+            repack_block(d + (size_t)g * sizeof(lrun_block_mxfp4), t->s[src_row * (size_t)t->G + (size_t)g],
+                         t->b + (src_row * (size_t)t->G + (size_t)g) * 16);
+    }
+}
+
 /* The weights of one projection pair from its _blocks and _scales tensors
  * ([E, outputs, inputs/32, 16] and [E, outputs, inputs/32], U8): parts
  * as add_plain's (gate_up's rows interleaved), each stacked MXFP4. */
@@ -171,14 +197,12 @@ static lrun_status add_mxfp4(oss_ctx *c, const lrun_st_tensor *blocks, const lru
         gguf_name(c->m, ids[p][q], l, name, sizeof name);
         uint8_t *dst = lrun_model_own(c->m, (size_t)(E * rows) * row_bytes, "gpt-oss MXFP4 experts repacked");
         if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", c->file, name);
-        for (int64_t e = 0; e < E; e++)
-            for (int64_t r = 0; r < rows; r++) {
-                const size_t src_row = (size_t)(e * parts * rows + parts * r + q); /* of the [E · outputs] rows */
-                uint8_t *d = dst + (size_t)(e * rows + r) * row_bytes;
-                for (int64_t g = 0; g < G; g++)
-                    repack_block(d + (size_t)g * sizeof(lrun_block_mxfp4), s[src_row * (size_t)G + (size_t)g],
-                                 b + (src_row * (size_t)G + (size_t)g) * 16);
-            }
+        /* split by rows over the model's pool: every row is its own bytes, in and out */
+        repack_task t = {dst, b, s, rows, G, E * rows, parts, q};
+        if (c->m->pool) lrun_threadpool_run(c->m->pool, repack_rows, &t);
+        else repack_rows(&t, 0, 1);
+        c->repacked += (blocks->nbytes + scales->nbytes) / (size_t)parts;
+        lrun_progress_update(&c->bar, c->repacked);
         const int64_t ne[3] = {cols, rows, E};
         const lrun_status st = lrun_model_add_tensor(c->m, (*n)++, name, LRUN_DTYPE_MXFP4, 3, ne, dst);
         if (st != LRUN_OK) return lrun_fail_context(st, "%s (HF tensor '%s')", c->file, blocks->name);
@@ -247,8 +271,17 @@ static lrun_status add_pair(oss_ctx *c, int l, int p, int64_t *n)
 lrun_status lrun_hf_gpt_oss_add_experts(lrun_model *m, const char *file, int64_t *n)
 {
     m->mxfp4_float_x = 1; /* transformers multiplies the dequantized experts with f32 activations */
-    oss_ctx c = {m, file, calloc((size_t)lrun_st_set_count(m->st) + 1, 1)};
+    oss_ctx c = {m, file, calloc((size_t)lrun_st_set_count(m->st) + 1, 1), {0}, 0};
     if (!c.used) return lrun_fail_oom(0, 0, "%s: expert tables", file);
+    size_t mx = 0; /* the bar's total: every expert _blocks and _scales tensor */
+    for (int64_t i = 0; i < lrun_st_set_count(m->st); i++) {
+        const lrun_st_tensor *t = lrun_st_set_tensor(m->st, i);
+        const size_t len = strlen(t->name);
+        if (lrun_hf_is_expert_tensor(m->arch, t->name) && len > 7 &&
+            (strcmp(t->name + len - 7, "_blocks") == 0 || strcmp(t->name + len - 7, "_scales") == 0))
+            mx += t->nbytes;
+    }
+    lrun_progress_begin(&c.bar, m->progress && mx > 0, "gpt-oss MXFP4 experts", mx); /* "loading gpt-oss ..." */
     lrun_status st = LRUN_OK;
     for (int l = 0; st == LRUN_OK && l < m->info.n_layer; l++)
         for (int p = 0; st == LRUN_OK && p < N_PAIR; p++) st = add_pair(&c, l, p, n);
@@ -259,6 +292,8 @@ lrun_status lrun_hf_gpt_oss_add_experts(lrun_model *m, const char *file, int64_t
                            "block: gate_up_proj and down_proj, or their _blocks and _scales, each with its _bias)",
                            file, t->name);
     }
+    if (c.bar.active && st == LRUN_OK) lrun_progress_end(&c.bar);
+    else if (c.bar.active) fputc('\n', stderr); /* the bar's line ends where the load failed */
     free(c.used);
     return st;
 }
