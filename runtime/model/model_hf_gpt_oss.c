@@ -139,12 +139,20 @@ static lrun_status add_plain(oss_ctx *c, const lrun_st_tensor *t, int l, int p, 
  * 2i + 1 high) into ggml's (byte j: element j low, j + 16 high). */
 static void repack_block(uint8_t *dst, uint8_t scale, const uint8_t *src)
 {
+    /* byte 2i of ggml's is element 2i (src[i] low) | element 2i + 16 (src[8 + i] low) << 4, byte 2i + 1
+     * element 2i + 1 (src[i] high) | element 2i + 17 (src[8 + i] high): eight bytes at a time, each
+     * operation within its byte (any endianness), then interleaved. A byte at a time this loop was 68% of
+     * a gpt-oss load (0.5 GB/s a thread); this way the compiler makes a few vector operations of it. */
+    const uint64_t nib = 0x0F0F0F0F0F0F0F0Full;
+    uint64_t a, b;
+    memcpy(&a, src, 8);
+    memcpy(&b, src + 8, 8);
+    const uint64_t even = (a & nib) | (b & nib) << 4, odd = (a >> 4 & nib) | (b & ~nib);
+    uint8_t e[8], o[8];
+    memcpy(e, &even, 8);
+    memcpy(o, &odd, 8);
     dst[0] = scale;
-    for (int j = 0; j < 16; j++) {
-        const int sh = (j & 1) * 4;
-        const uint8_t lo = (uint8_t)((src[j >> 1] >> sh) & 0xF), hi = (uint8_t)((src[8 + (j >> 1)] >> sh) & 0xF);
-        dst[1 + j] = (uint8_t)(lo | hi << 4);
-    }
+    for (int i = 0; i < 8; i++) dst[1 + 2 * i] = e[i], dst[2 + 2 * i] = o[i];
 }
 
 /* Rows [first, last) of one part's [E · rows] output rows, on one thread of the pool. */
