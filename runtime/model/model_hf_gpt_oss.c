@@ -205,6 +205,7 @@ static lrun_status add_mxfp4(oss_ctx *c, const lrun_st_tensor *blocks, const lru
         gguf_name(c->m, ids[p][q], l, name, sizeof name);
         uint8_t *dst = lrun_model_own(c->m, (size_t)(E * rows) * row_bytes, "gpt-oss MXFP4 experts repacked");
         if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", c->file, name);
+        lrun_hf_huge_pages(dst, (size_t)(E * rows) * row_bytes); /* the faults were 40% of the repack's time */
         /* split by rows over the model's pool: every row is its own bytes, in and out */
         repack_task t = {dst, b, s, rows, G, E * rows, parts, q};
         if (c->m->pool) lrun_threadpool_run(c->m->pool, repack_rows, &t);

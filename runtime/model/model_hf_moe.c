@@ -172,6 +172,17 @@ void lrun_hf_release_pages(const void *p, size_t len)
     if (e > b) (void)madvise((void *)b, (size_t)(e - b), MADV_DONTNEED);
 }
 
+void lrun_hf_huge_pages(void *p, size_t len)
+{
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20, a = (uintptr_t)p;
+    const uintptr_t b = (a + huge - 1) / huge * huge, e = (a + len) / huge * huge;
+    if (e > b) (void)madvise((void *)b, (size_t)(e - b), MADV_HUGEPAGE);
+#else
+    (void)p, (void)len;
+#endif
+}
+
 /* The stacked bytes: a view when the slices abut, else a copy the model owns. */
 static lrun_status stack_bytes(stack_ctx *c, const char *gguf_name, const void **out)
 {

@@ -50,6 +50,12 @@ lrun_status lrun_hf_add_experts(lrun_model *m, const char *file, int64_t *n);
  * copied expert is not read from the file again. */
 void lrun_hf_release_pages(const void *p, size_t len);
 
+/* Asks for transparent huge pages over the whole 2 MiB pages inside
+ * [p, p + len) of fresh anonymous memory a load is about to fill (a copy of
+ * experts): one fault per 2 MiB instead of 512. Advice only: where THP is
+ * off, nothing changes. */
+void lrun_hf_huge_pages(void *p, size_t len);
+
 /* Writers: the HF name of expert e's matrix of stacked GGUF tensor
  * gguf_name ("blk.3.ffn_up_exps.weight" → qwen3moe's
  * "model.layers.3.mlp.experts.<e>.up_proj.weight"), into out (cap bytes);
