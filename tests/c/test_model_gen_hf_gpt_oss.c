@@ -65,10 +65,11 @@ static double max_diff(const float *a, const float *b)
 }
 
 /* 1 when every expert tensor and bias of the directory holds the GGUF's values
- * (as f32: MXFP4 codes and scales, or the floats), in the GGUF's dtype. */
+ * (as f32: MXFP4 codes and scales, or the floats), in the GGUF's dtype. The
+ * directory loads on 3 threads: the MXFP4 repack splits its rows over them. */
 static int experts_as_gguf(const char *hf, const char *gguf)
 {
-    lrun_model *a = fixture_load(gguf, "cpu", 0, 1, -1), *b = fixture_load(hf, "cpu", 0, 1, -1);
+    lrun_model *a = fixture_load(gguf, "cpu", 0, 1, -1), *b = fixture_load(hf, "cpu", 0, 3, -1);
     int ok = a && b;
     static const char *const proj[3] = {"gate", "up", "down"}, *const kind[2] = {"weight", "bias"};
     float *x = malloc((size_t)(D * F * E) * sizeof *x), *y = malloc((size_t)(D * F * E) * sizeof *y);
