@@ -11,10 +11,13 @@
 --   lrun examples/genmodel.lua -o moe.gguf --preset qwen3-30b-a3b --dtype q4_k [--router-skew 2]
 --   lrun examples/genmodel.lua -o moe-dir --hf --preset tiny-moe --arch llama --dtype bf16   (Mixtral)
 --   lrun examples/genmodel.lua -o oss.gguf --preset gpt-oss-tiny --dtype f32      (MXFP4 experts)
+--   lrun examples/genmodel.lua -o oss-dir --hf --preset gpt-oss-20b [--expert-dtype bf16]
 --
 -- With --experts, --hf writes Qwen3MoeForCausalLM (--arch qwen3moe) or
 -- MixtralForCausalLM (--arch llama) directories, one tensor per expert as
--- transformers saves them. --router-skew S multiplies the router's row of
+-- transformers saves them; gpt-oss (its presets) GptOssForCausalLM with the
+-- experts fused, MXFP4 _blocks/_scales as the released checkpoints or
+-- unquantized with --expert-dtype f32|f16|bf16 (docs/moe.md). --router-skew S multiplies the router's row of
 -- expert e by 1 + S/(e+1) in both formats: expert popularity falls off with
 -- e, Zipf-like, which a random router (near-uniform choices, a cache's worst
 -- case) lacks; docs/moe.md.

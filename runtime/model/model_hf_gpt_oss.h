@@ -30,7 +30,9 @@
  * the low nibble of byte j and j + 16 in its high nibble; the E2M1 codes
  * and the scale mean the same values in both: quant_mxfp4.c), rows
  * de-interleaved, into owned memory (17 bytes per 32 values, as in the
- * file); the file's pages of the copied bytes are given back. */
+ * file), split by rows over the model's thread pool, with a progress bar
+ * when the load shows one; the file's pages of the copied bytes are given
+ * back. model_gen_hf_gpt_oss.h writes both layouts. */
 #ifndef LRUN_MODEL_HF_GPT_OSS_H
 #define LRUN_MODEL_HF_GPT_OSS_H
 
