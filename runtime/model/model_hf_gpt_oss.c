@@ -98,6 +98,28 @@ static void gguf_name(const lrun_model *m, lrun_arch_tensor id, int l, char *out
 
 // ---------------------------------------------------------------- unquantized experts
 
+/* Inputs [first, last) of the E · cols (expert, input) pairs of one part, on one thread of the pool. */
+typedef struct transpose_task {
+    uint8_t *dst;               /* (E, rows, cols) elements of eb bytes */
+    const uint8_t *src;         /* the file's (E, cols, parts · rows) */
+    int64_t rows, cols, n;      /* n = E · cols */
+    int parts, q;
+    size_t eb;
+} transpose_task;
+
+static void transpose_inputs(void *ctx, int ith, int nth)
+{
+    const transpose_task *t = ctx;
+    const size_t eb = t->eb, slice = (size_t)(t->rows * t->cols) * eb;
+    /* dst[e][r][i] = src[e][i][parts·r + q]: lrun's rows are the outputs */
+    for (int64_t k = t->n * ith / nth; k < t->n * (ith + 1) / nth; k++) {
+        const int64_t e = k / t->cols, i = k % t->cols;
+        const uint8_t *s = t->src + ((size_t)k * (size_t)(t->parts * t->rows) + (size_t)t->q) * eb;
+        uint8_t *d = t->dst + (size_t)e * slice + (size_t)i * eb;
+        for (int64_t r = 0; r < t->rows; r++) memcpy(d + (size_t)(r * t->cols) * eb, s + (size_t)(t->parts * r) * eb, eb);
+    }
+}
+
 /* The weights of one projection pair from the unquantized [E, in, out] tensor t
  * (x · W): out parts (1 for down, 2 for gate_up, de-interleaved: part q is
  * columns q, q + 2, ...), each stacked {in, rows, E} in t's dtype. */
@@ -118,13 +140,9 @@ static lrun_status add_plain(oss_ctx *c, const lrun_st_tensor *t, int l, int p, 
         gguf_name(c->m, ids[p][q], l, name, sizeof name);
         uint8_t *dst = lrun_model_own(c->m, (size_t)E * slice, "gpt-oss experts transposed from an HF directory");
         if (!dst) return lrun_fail_context(LRUN_E_OOM, "%s: tensor '%s'", c->file, name);
-        /* dst[e][r][i] = src[e][i][parts·r + q]: lrun's rows are the outputs */
-        for (int64_t e = 0; e < E; e++)
-            for (int64_t i = 0; i < cols; i++) {
-                const uint8_t *s = src + ((size_t)(e * cols + i) * (size_t)(parts * rows) + (size_t)q) * eb;
-                uint8_t *d = dst + (size_t)e * slice + (size_t)i * eb;
-                for (int64_t r = 0; r < rows; r++) memcpy(d + (size_t)(r * cols) * eb, s + (size_t)(parts * r) * eb, eb);
-            }
+        transpose_task task = {dst, src, rows, cols, E * cols, parts, q, eb}; /* split as add_mxfp4's */
+        if (c->m->pool) lrun_threadpool_run(c->m->pool, transpose_inputs, &task);
+        else transpose_inputs(&task, 0, 1);
         const int64_t ne[3] = {cols, rows, E};
         const lrun_status st = lrun_model_add_tensor(c->m, (*n)++, name, lrun_type(t->dtype), 3, ne, dst);
         if (st != LRUN_OK) return lrun_fail_context(st, "%s (HF tensor '%s')", c->file, t->name);
