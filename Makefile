@@ -225,10 +225,9 @@ test: all $(C_TESTS) $(CUT_ON_MAP) $(MODEL)
 
 # The GPU machine has no network: the default-model checks run when the
 # model is already in models/ and are skipped otherwise (no download).
-# LRUN_CUDA_GPT_OSS=1: gpt-oss on CUDA is opt-in until its tests pass on a GPU
 # (engine_cuda.c check_supported).
 test-gpu: all $(filter %_gpu,$(C_TESTS))
-	@$(if $(wildcard $(MODEL)),LRUN_MODEL=$(MODEL)) LRUN_BUILD=$(BUILD) LRUN_GPU=1 LRUN_CUDA_GPT_OSS=1 tests/run.sh $(filter %_gpu,$(C_TESTS)) \
+	@$(if $(wildcard $(MODEL)),LRUN_MODEL=$(MODEL)) LRUN_BUILD=$(BUILD) LRUN_GPU=1 tests/run.sh $(filter %_gpu,$(C_TESTS)) \
 	  tests/gpu_sanitize.sh
 
 bench: all $(MODEL)

@@ -27,7 +27,9 @@ local PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
 local path
 local function gen_model()
   if path then return path end
-  path = os.tmpname() .. ".gguf"
+  local base = os.tmpname() -- made as an empty file: the model is written beside it
+  os.remove(base)
+  path = base .. ".gguf"
   local s = ffi.new("lrun_model_gen_spec")
   s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 6, 64, 4, 2, 128
   s.n_vocab, s.n_ctx = 512, 256
@@ -35,6 +37,12 @@ local function gen_model()
   s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 7, 1
   assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
   return path
+end
+
+-- Each describe removes the model at its end; the next one writes it again.
+local function remove_model()
+  if path then os.remove(path) end
+  path = nil
 end
 
 local function logits(opts)
@@ -54,7 +62,7 @@ local function ranges(split)
 end
 
 describe("layer split over one GPU (cuda:0,cuda:0)", function()
-  teardown(function() if path then os.remove(path) end end)
+  teardown(remove_model)
 
   it("shares the GPU's room and keeps logits bit-identical", function()
     if n_gpu < 1 then
@@ -83,6 +91,7 @@ describe("layer split over one GPU (cuda:0,cuda:0)", function()
 end)
 
 describe("layer split over one GPU: generation", function()
+  teardown(remove_model)
   it("generates greedily and with beams as one engine does", function()
     if n_gpu < 1 then
       pending("no GPU visible")
@@ -107,6 +116,7 @@ describe("layer split over one GPU: generation", function()
 end)
 
 describe("layer split over two GPUs (cuda:0,cuda:1)", function()
+  teardown(remove_model)
   it("plans with both devices' rooms and keeps logits bit-identical to one GPU", function()
     if n_gpu < 2 then
       pending(string.format("needs two GPUs, %d visible", n_gpu))

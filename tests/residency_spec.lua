@@ -225,6 +225,23 @@ describe("the engine's own sizing (lrun_engine_estimate)", function()
     assert.is_true(rates.q8_0 > 0) -- the tiny model's matrices
     m:free()
   end)
+  it("measures the experts' dtype too where no other matrix has it (gpt-oss's MXFP4)", function()
+    package.path = "tests/?.lua;" .. package.path
+    local arch_models = require("arch_models")
+    local entry
+    for _, e in ipairs(arch_models.models) do if e.name == "gpt_oss_q8_0" then entry = e end end
+    assert.is_not_nil(entry, "tests/arch_models.lua has gpt_oss_q8_0")
+    local path = os.tmpname()
+    tmp_files[#tmp_files + 1] = path
+    arch_models.generate(entry, path)
+    local m = assert(load(path))
+    local rates = residency.host_matmul_rates(m)
+    m:free()
+    assert.is_true((rates.q8_0 or 0) > 0, "the attention's q8_0")
+    -- without it the planner had no host rate for the experts, and so no
+    -- prefill streaming thresholds (lrun.expert_plan.prefill_stream_tokens)
+    assert.is_true((rates.mxfp4 or 0) > 0, "the experts' mxfp4")
+  end)
 end)
 
 describe("placement sized in C (lrun_engine_size_placement)", function()

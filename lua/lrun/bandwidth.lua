@@ -11,7 +11,10 @@ local ffi, C = lf.ffi, lf.C
 
 local M = {}
 
-local matrix_roles = packed_form.matrix_roles
+-- the matrices the host may compute: a block's, and the stacked experts
+-- (whose dtype can be one no other matrix has: gpt-oss's MXFP4)
+local host_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
+for role in pairs(packed_form.matrix_roles) do host_roles[role] = true end
 
 local bw_cache = {}
 
@@ -20,7 +23,7 @@ local bw_cache = {}
 function M.host_matmul_rates(model)
   local rates, seen = {}, {}
   for _, t in ipairs(model:tensors()) do
-    if (matrix_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
+    if (host_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
       seen[t.dtype] = true
       local dt = ffi.new("lrun_dtype[1]")
       local out = ffi.new("double[1]")
@@ -117,7 +120,7 @@ function M.bandwidths(model)
     local h = host_cache[tkey] or { host_matmul = {}, host_batch = {} }
     host_cache[tkey] = h
     for _, t in ipairs(model:tensors()) do
-      if (matrix_roles[t.role] or t.role == "lm_head") and not h.host_matmul[t.dtype] then
+      if (host_roles[t.role] or t.role == "lm_head") and not h.host_matmul[t.dtype] then
         for dt, rate in pairs(M.host_matmul_rates(model)) do h.host_matmul[dt] = h.host_matmul[dt] or rate end
         break
       end

@@ -50,6 +50,9 @@
 --              host or streamed per lrun.expert_plan.prefill_streams
 --   attention: 2·T²·q_dim flops per layer (causal QKᵀ and PV), at the
 --              device's rate
+--   elementwise (cuda, q.act_bytes given): the kernels between the
+--              products (norms, RoPE and the KV store, SwiGLU, the residual
+--              adds) stream T · act_bytes per block at device_read
 -- combined as decode: cuda max(copies, device + host) (the copy stream runs
 -- k units ahead, engine_cuda_offload.c); cpu the sum (the fill thread's
 -- memcpys and the matmuls share the cores and the memory bus).
@@ -419,6 +422,7 @@ end
 --   layer at the matmul rate)
 -- @tparam[opt] table q tokens= (T, default M.prefill_tokens), n_expert_used= (MoE: k),
 --   q_dim= and n_layer= (attention: n_head · head_dim; omitted: attention not counted),
+--   act_bytes= (cuda: bytes a token's elementwise kernels move per block, M.activation_bytes; omitted: not counted),
 --   expert_stream= (nil: expert_plan decides; true/false: forced)
 -- @treturn table {tokens=, seconds=, tok_s=, limit=, overlapped=, device_s=, copy_s=, host_s=, attention_s=,
 --   links={}, bytes={device=, streamed=, host=}, expert_streamed= (host experts streamed)}
@@ -472,7 +476,12 @@ function M.prefill(tensors, plan, host_compute, bw, q)
     end
     p.attention_s = 2 * q.n_layer * T * T * q.q_dim / r
   end
-  local compute = p.device_s + p.host_s + p.attention_s
+  -- cuda's elementwise kernels (the cpu's run inside its matmul threads' time, calibrated there)
+  p.elementwise_s = 0
+  if bw.device == "cuda" and q.act_bytes and q.n_layer then
+    p.elementwise_s = T * q.n_layer * q.act_bytes / bw.device_read
+  end
+  local compute = p.device_s + p.host_s + p.attention_s + p.elementwise_s
   if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
   else p.seconds = compute + p.copy_s end
   local copies
@@ -498,12 +507,26 @@ local function rate_text(r)
   return string.format("%.2f", r)
 end
 
+--- Bytes one token's elementwise kernels move per block in the CUDA
+-- engine's prefill (engine_cuda_forward.c, fast numerics): two RMS norms
+-- (read and write n_embd f32 each: 16·d), the two residual adds (x += tmp:
+-- read two, write one: 24·d), RoPE with the KV store (q read and written
+-- back in f32: 8·q_dim; k and v read in f32 and stored in the f16 cache:
+-- 6 bytes each, 12·kv_dim), and the FFN's activation (read gate and up,
+-- write one: 12·ff, ff the width a token's FFN runs: n_ff, or k experts'
+-- n_ff).
+-- @tparam table i n_embd=, q_dim=, kv_dim=, ff=
+function M.activation_bytes(i)
+  return 40 * i.n_embd + 8 * i.q_dim + 12 * i.kv_dim + 12 * i.ff
+end
+
 --- One line beside the decode one: "predicted prefill ~1830 tok/s for a 512-token chunk (limit: ...)".
 -- @tparam table p M.prefill's result
 function M.prefill_text(p)
+  local elt = (p.elementwise_s or 0) > 0 and string.format(", %.3f ms elementwise", p.elementwise_s * 1e3) or ""
   return string.format("predicted prefill ~%s tok/s for a %d-token chunk (limit: %s; per chunk %.3f ms device, "
-    .. "%.3f ms copies, %.3f ms host compute, %.3f ms attention%s%s)", rate_text(p.tok_s), p.tokens, p.limit,
-    p.device_s * 1e3, p.copy_s * 1e3, p.host_s * 1e3, p.attention_s * 1e3,
+    .. "%.3f ms copies, %.3f ms host compute, %.3f ms attention%s%s%s)", rate_text(p.tok_s), p.tokens, p.limit,
+    p.device_s * 1e3, p.copy_s * 1e3, p.host_s * 1e3, p.attention_s * 1e3, elt,
     p.overlapped and ", copies overlapped" or "", p.expert_streamed and "; host experts streamed" or "")
 end
 

@@ -46,6 +46,7 @@ function M.matmul_rates(model, bw, rows, context)
     if type(t) == "table" then for k, v in pairs(t) do c[k] = v end end
     return c
   end
+  local given = copy(bw.device_matmul)
   bw.device_matmul = copy(bw.device_matmul)
   if bw.device == "cuda" then bw.host_gemm = copy(bw.host_gemm) end
   local out, dt = ffi.new("double[1]"), ffi.new("lrun_dtype[1]")
@@ -68,6 +69,7 @@ function M.matmul_rates(model, bw, rows, context)
       if bw.host_gemm then bw.host_gemm[dtype] = bw.host_gemm[dtype] or c.host end
     end
   end
+  if bw.device == "cuda" then M.device_gemm_by_shape(model, bw, rows, dev, given) end
   -- a matrix of a dtype not measured (a router, a projection outside the
   -- blocks) is costed at the slowest rate measured
   for _, key in ipairs({ "device_matmul", "host_gemm" }) do
@@ -84,6 +86,39 @@ function M.matmul_rates(model, bw, rows, context)
     M.prefill_attention(model, bw, rows)
   end
   return bw
+end
+
+local gemm_shape_cache = {} -- [device, dtype, n, k, rows] = flop/s of the engine's GEMM at that shape, once per process
+
+-- A block's dense matrices (the experts' products run at a chunk's few rows per expert: their rate stays the largest shape's)
+local function dense_matrix(t)
+  return matrix_roles[t.role] and not t.role:find("_exps", 1, true)
+end
+
+--- cuda: bw.device_matmul[dtype] combined over the distinct shapes of the
+-- model's dense block matrices of that dtype (Σ bytes / Σ bytes / rate,
+-- bytes standing for flops within one dtype): cuBLAS runs a 7B's
+-- 4096x4096 attention products slower than its 11008-wide FFN ones, and
+-- the largest shape alone made every prefill prediction 22-29% fast
+-- (session 13, H100). Rates the caller gave are kept; a dtype with one
+-- shape keeps matmul_rates' figure.
+function M.device_gemm_by_shape(model, bw, rows, dev, given)
+  given = given or {}
+  local out, dt = ffi.new("double[1]"), ffi.new("lrun_dtype[1]")
+  for dtype, list in pairs(predict.shapes_by_dtype(model:tensors(), dense_matrix)) do
+    if #list > 1 and not given[dtype] and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
+      local parts = {}
+      for _, sh in ipairs(list) do
+        local key = string.format("%s\0%s\0%d\0%d\0%d", dev, dtype, sh.n, sh.k, rows)
+        if gemm_shape_cache[key] == nil then
+          gemm_shape_cache[key] = C.lrun_model_measure_matmul(model.handle, 1, dt[0], sh.n, sh.k, rows, out)
+            == C.LRUN_OK and out[0] > 0 and out[0] or false
+        end
+        parts[#parts + 1] = { bytes = sh.bytes, rate = gemm_shape_cache[key] or nil }
+      end
+      bw.device_matmul[dtype] = predict.combined_rate(parts) or bw.device_matmul[dtype]
+    end
+  end
 end
 
 local prefill_attn_cache = {} -- [device, heads, kv heads, head_dim, tokens] = seconds per layer, once per process
@@ -205,11 +240,16 @@ function M.host_pass()
   return os.getenv("LRUN_CUDA_MOE_HOST_PASS") ~= "0"
 end
 
---- The prefill query for a model: chunk tokens, attention's width, MoE's k.
+--- The prefill query for a model: chunk tokens, attention's width, MoE's k,
+-- the bytes a token's elementwise kernels move per block.
 function M.query(model, tokens)
   local i = C.lrun_model_get_info(model.handle)
-  return { tokens = tokens or predict.prefill_tokens, n_layer = tonumber(i.n_layer),
-    q_dim = tonumber(i.n_head) * tonumber(i.head_dim), n_expert_used = tonumber(i.n_expert_used) }
+  local q_dim, kv_dim = tonumber(i.n_head) * tonumber(i.head_dim), tonumber(i.n_head_kv) * tonumber(i.head_dim)
+  local k = tonumber(i.n_expert_used)
+  local ff = tonumber(i.n_ff) * (tonumber(i.n_expert) > 0 and k > 0 and k or 1) -- a mixture: k experts' widths
+  return { tokens = tokens or predict.prefill_tokens, n_layer = tonumber(i.n_layer), q_dim = q_dim,
+    n_expert_used = k,
+    act_bytes = predict.activation_bytes({ n_embd = tonumber(i.n_embd), q_dim = q_dim, kv_dim = kv_dim, ff = ff }) }
 end
 
 --- Decode and prefill predictions of a plan with bandwidths bw (measured;

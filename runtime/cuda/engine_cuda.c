@@ -332,18 +332,9 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
 /* What the CUDA ops cannot compute is refused here, by name, rather than
  * computed wrong or failing at the first launch that meets it: YaRN RoPE
  * (gpt-oss) lives in the fused RoPE-and-store kernel, which takes even
- * head dims only; attention sinks have no soft-capped variant. gpt-oss's
- * ops (MXFP4, sinks, YaRN, biased oai experts) were written without a GPU
- * (session 12): until test_gpt_oss_gpu has passed on one they run only when
- * LRUN_CUDA_GPT_OSS=1 asks (make test-gpu sets it), as the host expert
- * pass was opt-in until its first GPU run. */
+ * head dims only; attention sinks have no soft-capped variant. */
 static lrun_status check_supported(const lrun_model *model)
 {
-    const char *oss = getenv("LRUN_CUDA_GPT_OSS");
-    if (model->arch->moe_oai && !(oss && strcmp(oss, "1") == 0))
-        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: %s: its CUDA ops are written but not yet checked on a "
-                         "GPU; set LRUN_CUDA_GPT_OSS=1 to run them, or use device = \"cpu\" (docs/moe.md)",
-                         model->arch->name);
     if (model->rope_yarn && model->info.head_dim % 2 != 0)
         return lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: %s: YaRN RoPE with an odd head_dim (%lld) has no CUDA "
                          "kernel; run it with device = \"cpu\"", model->arch->name, (long long)model->info.head_dim);

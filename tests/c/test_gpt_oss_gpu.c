@@ -219,7 +219,6 @@ static void test_model(const char *name, const char *path)
 
 int main(void)
 {
-    setenv("LRUN_CUDA_GPT_OSS", "1", 1); /* the engine runs gpt-oss on CUDA only when asked, until this passes */
     if (lrun_cuda_device_count() == 0) {
         printf("ok 1 - gpt-oss on CUDA # SKIP no GPU visible\n1..1\n");
         return 0;
