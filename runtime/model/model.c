@@ -501,10 +501,15 @@ lrun_status lrun_model_settle_weights(lrun_model *m)
 
 void *lrun_model_own(lrun_model *m, size_t bytes, const char *what)
 {
+    /* charged as weights first: a host budget sees them, and a copy larger
+     * than the host has available (gpt-oss-120b's 61 GB of repacked experts
+     * on a 64 GB machine) is an error naming it, not the OOM killer later */
+    if (lrun_host_account_charge(&m->host, LRUN_HOST_CATEGORY_WEIGHTS, bytes, what) != LRUN_OK) return NULL;
     void **list = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *list);
     void *p = list ? malloc(bytes ? bytes : 1) : NULL;
     if (list) m->owned = list;
     if (!p) {
+        lrun_host_account_credit(&m->host, LRUN_HOST_CATEGORY_WEIGHTS, bytes);
         lrun_fail_oom(bytes, 0, "%s", what);
         return NULL;
     }

@@ -149,7 +149,9 @@ lrun_status lrun_model_settle_weights(lrun_model *m);
  * on page faults; engine init calls it after the weights it moves have
  * moved, so pages of moved weights are never faulted in (model_upload.c). */
 void lrun_model_prefault(lrun_model *m);
-/* bytes of host memory the model owns (freed with it, m->owned), or NULL with an OOM error set naming what. */
+/* bytes of host memory the model owns (freed with it, m->owned), charged to
+ * m->host as weights; or NULL with an OOM error set naming what (the host
+ * budget, the host's available memory, or malloc). */
 void *lrun_model_own(lrun_model *m, size_t bytes, const char *what);
 
 /* 1 when path is a Hugging Face model: a directory, a .safetensors file or

@@ -184,12 +184,9 @@ static lrun_status make_home(lrun_model *m, const lrun_fp8_weight *x, void **out
     const struct lrun_tensor *t = &m->tensors[x->tensor];
     char what[160];
     snprintf(what, sizeof what, "FP8 weight %s widened to bf16", t->name);
-    lrun_status st = lrun_host_account_charge(&m->host, LRUN_HOST_CATEGORY_WEIGHTS, t->nbytes, what);
-    if (st != LRUN_OK) return lrun_oom_phase(lrun_fail_context(st, "loading"), "loading");
-    if (!(*out = lrun_model_own(m, t->nbytes, what))) {
-        lrun_host_account_credit(&m->host, LRUN_HOST_CATEGORY_WEIGHTS, t->nbytes);
-        return LRUN_E_OOM;
-    }
+    /* lrun_model_own charges the model's host account (weights) */
+    if (!(*out = lrun_model_own(m, t->nbytes, what)))
+        return lrun_oom_phase(lrun_fail_context(LRUN_E_OOM, "loading"), "loading");
     return LRUN_OK;
 }
 
