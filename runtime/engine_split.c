@@ -36,6 +36,7 @@
 #include "core/error.h"
 #include "cpu/moe_route.h"
 #include "model/model.h"
+#include "residency/placement.h"
 
 #define SPLIT_BATCH 512 /* tokens per chunk when n_batch_max is 0: the CPU engine's default */
 
@@ -131,6 +132,17 @@ static lrun_status split_size_placement(lrun_placement_size *out, lrun_model *mo
         out->pool_slack_bytes += s.pool_slack_bytes;
     }
     return LRUN_OK;
+}
+
+lrun_status lrun_split_size_part(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                 int64_t part, const struct lrun_placement *pl)
+{
+    memset(out, 0, sizeof *out);
+    int64_t first = 0;
+    for (int64_t i = 0; i < part; i++) first += opts->split_layers[i];
+    const lrun_engine_opts p = part_opts(opts, first, opts->split_layers[part]);
+    const lrun_status st = parts_backend(model)->size_placement(out, model, &p, pl);
+    return st == LRUN_OK ? lrun_placement_total_blocks(out, pl, first, first + opts->split_layers[part]) : st;
 }
 
 // ---------------------------------------------------------------- lifetime

@@ -267,6 +267,17 @@ static void check_placed_case(const char *arch, int64_t n_expert, const split_pl
         snprintf(name, sizeof name, "%s, %s, split %s: its sizing is the slots its parts took (%zu)", arch, c->what,
                  splits[i].what, s.slot_bytes);
         CHECK(name, sst == LRUN_OK && size.slot_bytes == s.slot_bytes);
+        /* each part sized alone (what the planner fits into its device's room): the split's sizes add up */
+        size_t slots = 0, weights = 0, kv = 0;
+        int parts_ok = 1;
+        for (int64_t part = 0; part < splits[i].n; part++) {
+            lrun_placement_size ps;
+            parts_ok = parts_ok && lrun_engine_size_placement_part(&ps, m, &o, part, NULL, NULL, NULL) == LRUN_OK;
+            slots += ps.slot_bytes, weights += ps.weight_bytes, kv += ps.kv_max_bytes;
+        }
+        snprintf(name, sizeof name, "%s, %s, split %s: its parts sized alone add up to it (slots, weights, KV)",
+                 arch, c->what, splits[i].what);
+        CHECK(name, parts_ok && slots == size.slot_bytes && weights == size.weight_bytes && kv == size.kv_max_bytes);
         lrun_engine_free(e);
     }
     /* split 3 | 3 with only the first part's blocks off the device: the second
@@ -332,6 +343,19 @@ static void check_errors(void)
     o.layer_first = 2;
     CHECK("layer_first from a caller is LRUN_E_ARG (the split's own)",
           lrun_engine_init(&e, m, &o) == LRUN_E_ARG && strstr(lrun_last_error(), "layer_first"));
+
+    {
+        lrun_placement_size ps;
+        memset(&o, 0, sizeof o);
+        CHECK("sizing a part of no split is LRUN_E_ARG",
+              lrun_engine_size_placement_part(&ps, m, &o, 0, NULL, NULL, NULL) == LRUN_E_ARG &&
+                  strstr(lrun_last_error(), "no layer split"));
+        o.n_split = 2;
+        o.split_layers = ok_split;
+        CHECK("sizing part 2 of 2 is LRUN_E_ARG naming the range",
+              lrun_engine_size_placement_part(&ps, m, &o, 2, NULL, NULL, NULL) == LRUN_E_ARG &&
+                  strstr(lrun_last_error(), "part 2 is not in [0, 2)"));
+    }
 
     /* a step the static cache cannot hold: refused, nothing changes in either part */
     memset(&o, 0, sizeof o);
