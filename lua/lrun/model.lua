@@ -261,7 +261,7 @@ function M.load(path, opts)
       return nil, serr
     end
     -- a split that runs is placed device by device (lrun.split_plan), each within its room
-    if self.split.runs then popts.split = require("lrun.multigpu").parts(self.split) end
+    if self.split.runs and #self.split.devices > 1 then popts.split = require("lrun.multigpu").parts(self.split) end
   end
   local placed, perr
   if residency.wanted(popts) then placed, perr = self:place(popts)
@@ -747,7 +747,8 @@ function Model:place_opts(opts)
     cache_implementation = self.cache_implementation, cache_config = self.cache_config,
     numerics = self.numerics == C.LRUN_NUMERICS_EXACT and "exact" or nil,
     -- a split that runs is placed per device (lrun.split_plan), whoever asks
-    split = self.split and self.split.runs and require("lrun.multigpu").parts(self.split) or nil }
+    split = self.split and self.split.runs and #self.split.devices > 1 and require("lrun.multigpu").parts(self.split)
+      or nil }
   for k, v in pairs(opts or {}) do o[k] = v end
   return o
 end
