@@ -274,6 +274,19 @@ describe("lrun.load over several devices (planned on cpu)", function()
     os.remove(bf)
   end)
 
+  it("applies -ot overrides per device: a pattern of one part's tensors, none matching is an error", function()
+    local m = assert(lrun.load(path, { devices = "cpu,cpu", gpu_budget = "1G,1G", progress = false,
+      overrides = { "blk%.0%.ffn_up=cpu", "output%.weight=pinned" } }))
+    local p = m:placement()
+    assert.is_true(p.host_compute["blk.0.ffn_up.weight"])
+    assert.equal("pinned", p.tensors["output.weight"])
+    m:free()
+    local bad, err = lrun.load(path, { devices = "cpu,cpu", gpu_budget = "1G,1G", progress = false,
+      overrides = { "nothing=cpu" } })
+    assert.is_nil(bad)
+    assert.matches("the pattern matches no tensor", err.message)
+  end)
+
   it("fails at load when the split cannot fit, naming what is missing", function()
     local m, err = lrun.load(path, { devices = "cpu,cpu", gpu_budget = "64K,64K", progress = false })
     assert.is_nil(m)

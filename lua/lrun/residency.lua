@@ -303,7 +303,7 @@ function M.plan(model, opts)
           else final[t.name] = o[2]; host_compute[t.name] = nil end
         end
       end
-      if not hit then
+      if not hit and not part then -- a split's part: another part's tensors may be the ones it matches
         return fail("arg", "override '" .. o[1] .. "=" .. o[2] .. "': the pattern matches no tensor")
       end
     end

@@ -72,6 +72,16 @@ function M.plan(model, opts, plan_one)
   local joined = { plan = {}, host_compute = {}, packed = {}, parts = {}, off_bytes = 0, device_bytes = 0,
     slot_bytes = 0, extra_bytes = 0, reserve_bytes = 0, host_bytes = 0, disk_bytes = 0, budget = 0,
     cache_implementation = opts.cache_implementation or "dynamic", prefill_stream_block_tokens = nil }
+  -- an override must match some tensor of the model (a part checks only its own, which another part may lack)
+  local overrides, oerr = require("lrun.placement_opts").overrides({ overrides = opts.overrides }, all, nil)
+  if not overrides then return nil, errors.new("arg", oerr) end
+  for _, ov in ipairs(overrides) do
+    local hit = false
+    for _, t in ipairs(all) do hit = hit or t.name:find(ov[1]) ~= nil end
+    if not hit then
+      return nil, errors.new("arg", "override '" .. ov[1] .. "=" .. ov[2] .. "': the pattern matches no tensor")
+    end
+  end
   local size_sum, lines = {}, {}
   local first = 0
   for d = 1, n do
