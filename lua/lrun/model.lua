@@ -772,11 +772,8 @@ function Model:auto_fit(opts)
   local log = require("lrun.log")
   local o = self:place_opts(opts)
   local fits, need, free
-  if o.split then -- a split that runs: every device within its room (lrun.multigpu marked the short ones)
-    fits, need, free = true, 0, 0
-    for _, d in ipairs(self.split.devices) do
-      fits, need, free = fits and not d.short, need + d.need, free + (d.room or 0)
-    end
+  if o.split then -- a split that runs: every part's engine within its device's room
+    fits, need, free = require("lrun.split_plan").fits(self, o, self.split.devices)
   else
     fits, need, free = residency.fits(self, o)
   end

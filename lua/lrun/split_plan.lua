@@ -56,6 +56,35 @@ end
 
 local function indent(text) return "    " .. text:gsub("\n", "\n    ") end
 
+--- Whether a split runs with every weight on its device (auto-fit's test,
+-- per device): each part's engine init with its weights (lrun_engine_size_placement_part's
+-- weights + init, as lrun.placement_size.fits for one device) within its
+-- room, and no device short by lrun.multigpu's plan.
+-- @tparam table model an lrun.model
+-- @tparam table opts the placement options (the engine's: n_ctx, cache, …), with split as for M.plan
+-- @tparam table devices lrun.multigpu.split's devices (short=)
+-- @treturn[1] boolean fits
+-- @treturn[1] number bytes the parts need
+-- @treturn[1] number bytes of room (uncapped devices count 0)
+-- @treturn[2] nil
+-- @treturn[2] table error
+function M.fits(model, opts, devices)
+  local placement_size = require("lrun.placement_size")
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.split_layers = opts.split.layers
+  local eo = placement_size.engine_opts(o)
+  local fits, need, room = true, 0, 0
+  for d = 1, #opts.split.layers do
+    local sized, err = placement_size.size_with(model, eo, {}, nil, nil, d - 1)
+    if not sized then return nil, err end
+    local n, r = sized.weights + sized.init, opts.split.rooms[d] or nil
+    fits = fits and not (devices[d] and devices[d].short) and not (r and n > r)
+    need, room = need + n, room + (r or 0)
+  end
+  return fits, need, room
+end
+
 --- Plans every part and joins them.
 -- @tparam table model an lrun.model
 -- @tparam table opts lrun.residency.plan's, with split = {names = {…}, layers = {blocks of each part},
