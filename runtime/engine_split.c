@@ -24,6 +24,13 @@
  * earlier parts made it, leaves the parts out of step; the engine then
  * refuses every later call, naming that (a copy fails only for memory).
  *
+ * A part is its backend's engine with a block range, so weights placed off
+ * the device (AS_PLACED) work in a split as in one engine: each part
+ * streams its own blocks' weights into its own slots, computes host-placed
+ * ones on the host and reads packed ones as its backend does; the
+ * embedding is the first part's, the head the last's. lrun_split_size_part
+ * sizes one part alone, for the planner per device (lua/lrun/split_plan.lua).
+ *
  * Today the parts share the model's device (cpu,cpu; one GPU in two
  * parts); parts on other devices, with the rows crossing between them, are
  * the next step (docs/multigpu.md). */
