@@ -161,9 +161,14 @@ local function one_engine_like(p, pl)
 end
 
 describe("offload on top of the split (" .. DEVICE .. "," .. DEVICE .. ")", function()
+  setup(function() -- an earlier describe's teardown may have removed the model: it is written again
+    local f = path and io.open(path, "rb")
+    if f then f:close() else path = nil end
+  end)
   teardown(function()
     if path then os.remove(path) end
     if moe_path then os.remove(moe_path) end
+    path, moe_path = nil, nil
   end)
 
   it("places each device's layers within its room, streamed or on the host, as one engine's logits", function()
