@@ -138,7 +138,9 @@ local has_device = DEVICE == "cpu" or n_gpu > 0
 local moe_path
 local function gen_moe()
   if moe_path then return moe_path end
-  moe_path = os.tmpname() .. ".gguf"
+  local base = os.tmpname() -- made as an empty file: the model is written beside it
+  os.remove(base)
+  moe_path = base .. ".gguf"
   local s = ffi.new("lrun_model_gen_spec")
   s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 4, 64, 4, 2, 96
   s.n_vocab, s.n_ctx = 512, 256
