@@ -247,7 +247,9 @@ describe("lrun.load over several devices (planned on cpu)", function()
   end)
 
   it("places a policy's plan per device, packed weights included (bf16)", function()
-    local bf = os.tmpname() .. ".gguf"
+    local base = os.tmpname() -- made as an empty file: the model is written beside it
+    os.remove(base)
+    local bf = base .. ".gguf"
     local s = ffi.new("lrun_model_gen_spec")
     s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 4, 64, 4, 2, 128
     s.n_vocab, s.n_ctx = 512, 256
