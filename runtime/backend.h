@@ -84,6 +84,11 @@ extern const lrun_backend_iface lrun_cpu_backend;
 /* The layer split (engine_split.c): parts of another backend, chained; the facade picks it when
  * opts->n_split > 1. */
 extern const lrun_backend_iface lrun_split_backend;
+/* Part `part` of the split opts asks for, sized alone for placement pl (its engine's
+ * size_placement, its blocks' weights: lrun_engine_size_placement_part). */
+struct lrun_placement;
+lrun_status lrun_split_size_part(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                 int64_t part, const struct lrun_placement *pl);
 #ifdef LRUN_WITH_CUDA
 extern const lrun_backend_iface lrun_cuda_backend;
 #endif

@@ -196,6 +196,31 @@ lrun_status lrun_engine_size_placement_packed(lrun_placement_size *out, lrun_mod
     return LRUN_OK;
 }
 
+lrun_status lrun_engine_size_placement_part(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                            int64_t part, const lrun_tier *tiers, const int8_t *host_compute,
+                                            const int8_t *packed)
+{
+    if (!out) return lrun_fail(LRUN_E_ARG, "engine size part: out is NULL");
+    memset(out, 0, sizeof *out);
+    const lrun_engine_opts o = with_defaults(opts, model);
+    const lrun_backend_iface *b;
+    lrun_status st = resolve(&b, model, &o, "engine size part");
+    if (st == LRUN_OK && b != &lrun_split_backend)
+        st = lrun_fail(LRUN_E_ARG, "engine size part: opts ask for no layer split (n_split %lld)", (long long)o.n_split);
+    if (st == LRUN_OK && (part < 0 || part >= o.n_split))
+        st = lrun_fail(LRUN_E_ARG, "engine size part: part %lld is not in [0, %lld)", (long long)part,
+                       (long long)o.n_split);
+    if (st == LRUN_OK) st = lrun_placement_check(model, tiers);
+    const lrun_placement p = {model, tiers, host_compute, packed};
+    if (st == LRUN_OK) st = lrun_split_size_part(out, model, &o, part, &p);
+    if (st != LRUN_OK) {
+        memset(out, 0, sizeof *out);
+        return st;
+    }
+    out->prefetch_layers = o.prefetch_layers;
+    return LRUN_OK;
+}
+
 // ---------------------------------------------------------------- lifetime
 
 /* Refuses an engine whose KV cache and scratch alone (what init surely

@@ -24,6 +24,13 @@
  * earlier parts made it, leaves the parts out of step; the engine then
  * refuses every later call, naming that (a copy fails only for memory).
  *
+ * A part is its backend's engine with a block range, so weights placed off
+ * the device (AS_PLACED) work in a split as in one engine: each part
+ * streams its own blocks' weights into its own slots, computes host-placed
+ * ones on the host and reads packed ones as its backend does; the
+ * embedding is the first part's, the head the last's. lrun_split_size_part
+ * sizes one part alone, for the planner per device (lua/lrun/split_plan.lua).
+ *
  * Today the parts share the model's device (cpu,cpu; one GPU in two
  * parts); parts on other devices, with the rows crossing between them, are
  * the next step (docs/multigpu.md). */
@@ -36,6 +43,7 @@
 #include "core/error.h"
 #include "cpu/moe_route.h"
 #include "model/model.h"
+#include "residency/placement.h"
 
 #define SPLIT_BATCH 512 /* tokens per chunk when n_batch_max is 0: the CPU engine's default */
 
@@ -131,6 +139,17 @@ static lrun_status split_size_placement(lrun_placement_size *out, lrun_model *mo
         out->pool_slack_bytes += s.pool_slack_bytes;
     }
     return LRUN_OK;
+}
+
+lrun_status lrun_split_size_part(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
+                                 int64_t part, const struct lrun_placement *pl)
+{
+    memset(out, 0, sizeof *out);
+    int64_t first = 0;
+    for (int64_t i = 0; i < part; i++) first += opts->split_layers[i];
+    const lrun_engine_opts p = part_opts(opts, first, opts->split_layers[part]);
+    const lrun_status st = parts_backend(model)->size_placement(out, model, &p, pl);
+    return st == LRUN_OK ? lrun_placement_total_blocks(out, pl, first, first + opts->split_layers[part]) : st;
 }
 
 // ---------------------------------------------------------------- lifetime

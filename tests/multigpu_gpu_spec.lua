@@ -11,7 +11,14 @@
 --     and greedy generation and beams (sequence copies and reorders in
 --     every part) as one engine's;
 --   * with two GPUs visible, cuda:0,cuda:1 gives logits bit-identical to the
---     single-device run (today it runs there, on cuda:0).
+--     single-device run (today it runs there, on cuda:0);
+--   * offload on top of the split (D,D with D = LRUN_GPU_SPEC_DEVICE or
+--     cuda:0): per-device budgets below each device's layers make every part
+--     place weights off the device (streamed into its own slots or computed
+--     on the host: lrun.split_plan), and the MoE experts of every block on
+--     the host (n_cpu_moe: the host expert pass in each part); the split loads,
+--     runs, and gives the logits of one engine with the same placement, bit
+--     for bit. LRUN_GPU_SPEC_DEVICE=cpu dry-runs these on the CPU engine.
 --
 -- Named *_gpu_spec.lua so that `make test-gpu` runs it; `make test` runs it
 -- too, where every case is pending without a GPU.
@@ -129,5 +136,102 @@ describe("layer split over two GPUs (cuda:0,cuda:1)", function()
     assert.same({ { 0, 2 }, { 3, 5 } }, ranges(split))
     assert.same(want, got)
     print("# " .. split.explain:gsub("\n", "\n# "))
+  end)
+end)
+
+-- ---------------------------------------------------------------- offload on top of the split
+
+local DEVICE = os.getenv("LRUN_GPU_SPEC_DEVICE") or "cuda:0"
+local has_device = DEVICE == "cpu" or n_gpu > 0
+
+-- A qwen3moe model (4 experts, 2 used) for the host experts.
+local moe_path
+local function gen_moe()
+  if moe_path then return moe_path end
+  local base = os.tmpname() -- made as an empty file: the model is written beside it
+  os.remove(base)
+  moe_path = base .. ".gguf"
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 4, 64, 4, 2, 96
+  s.n_vocab, s.n_ctx = 512, 256
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q8_0, 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 11, 1
+  s.arch, s.n_expert, s.n_expert_used = "qwen3moe", 4, 2
+  assert(C.lrun_model_generate(moe_path, s) == C.LRUN_OK, lf.last_error())
+  return moe_path
+end
+
+-- The logits of model file p placed exactly as a split model's placement pl, on one engine of DEVICE.
+local function one_engine_like(p, pl)
+  local one = assert(lrun.load(p, { device = DEVICE, progress = false, n_ctx = 64, numerics = "default" }))
+  assert(require("lrun.residency").apply(one, { plan = pl.tensors, host_compute = pl.host_compute,
+    packed = pl.packed, prefetch = pl.prefetch }))
+  local l = assert(one:logits(PROMPT))
+  local st = one:stats()
+  one:free()
+  return l, st
+end
+
+describe("offload on top of the split (" .. DEVICE .. "," .. DEVICE .. ")", function()
+  setup(function() -- an earlier describe's teardown may have removed the model: it is written again
+    local f = path and io.open(path, "rb")
+    if f then f:close() else path = nil end
+  end)
+  teardown(function()
+    if path then os.remove(path) end
+    if moe_path then os.remove(moe_path) end
+    path, moe_path = nil, nil
+  end)
+
+  it("places each device's layers within its room, streamed or on the host, as one engine's logits", function()
+    if not has_device then
+      pending("no GPU visible")
+      return
+    end
+    local devs = DEVICE .. "," .. DEVICE
+    local base = { devices = devs, tensor_split = "1,1", progress = false, n_ctx = 64, numerics = "default" }
+    local o = {}
+    for k, v in pairs(base) do o[k] = v end
+    o.gpu_budget = "4G,4G"
+    local fits = assert(lrun.load(gen_model(), o))
+    local full = fits:placement().split.devices
+    fits:free()
+    local budget = {}
+    for i, d in ipairs(full) do budget[i] = d.need - math.floor(d.weight_bytes / 2) end
+    o.gpu_budget = budget
+    local m = assert(lrun.load(gen_model(), o))
+    local p = m:placement()
+    assert.is_true(p.split.runs)
+    for i, d in ipairs(p.split.devices) do
+      assert.is_true(d.short and d.short > 0, "device " .. i .. " is short of room")
+      assert.is_true(p.parts[i].streamed + p.parts[i].host > 0, "device " .. i .. " keeps weights off it")
+    end
+    print("# " .. p.explain:gsub("\n", "\n# "))
+    local got = assert(m:logits(PROMPT))
+    local st = m:stats()
+    m:free()
+    local want, one = one_engine_like(gen_model(), p)
+    assert.same(want, got)
+    assert.equal(one.host_compute_bytes, st.host_compute_bytes)
+  end)
+
+  it("puts every block's experts on the host in each part (the host expert pass), as one engine's logits", function()
+    if not has_device then
+      pending("no GPU visible")
+      return
+    end
+    local m = assert(lrun.load(gen_moe(), { devices = DEVICE .. "," .. DEVICE, tensor_split = "1,1", n_cpu_moe = 4,
+      progress = false, n_ctx = 64, numerics = "default" }))
+    local p = m:placement()
+    for i, part in ipairs(p.parts) do assert.is_true(part.host > 0, "part " .. i .. " computes experts on the host") end
+    local n_host = 0
+    for name in pairs(p.host_compute) do
+      assert.matches("ffn_%a+_exps", name)
+      n_host = n_host + 1
+    end
+    assert.equal(12, n_host) -- gate, up and down of 4 blocks
+    local got = assert(m:logits(PROMPT))
+    m:free()
+    assert.same((one_engine_like(gen_moe(), p)), got)
   end)
 end)

@@ -213,10 +213,86 @@ describe("lrun.load over several devices (planned on cpu)", function()
     assert.same(beams({ progress = false }), beams({ devices = "cpu,cpu", tensor_split = "1,3", progress = false }))
   end)
 
+  it("offloads per device when a device's layers do not fit its room: loads and runs as one engine", function()
+    local prompt = { 1, 300, 42, 7 }
+    local ref = assert(lrun.load(path, { device = "cpu", progress = false }))
+    local want = assert(ref:logits(prompt))
+    ref:free()
+    -- each device's room between its KV cache and scratch and its whole need (sizes of this model on cpu)
+    local fits = assert(lrun.load(path, { devices = "cpu,cpu", gpu_budget = "1G,1G", progress = false }))
+    local full = fits:placement().split.devices
+    fits:free()
+    local budget = {}
+    for i, d in ipairs(full) do budget[i] = d.need - math.floor(d.weight_bytes / 2) end
+    local m = assert(lrun.load(path, { devices = "cpu,cpu", gpu_budget = budget, progress = false }))
+    local p = m:placement()
+    assert.is_true(p.split.runs)
+    for i, d in ipairs(p.split.devices) do
+      assert.is_true(d.short and d.short > 0, "device " .. i .. " is short of room")
+      local part = p.parts[i]
+      assert.equal(d.first, part.first)
+      assert.is_true(part.streamed + part.host > 0, "device " .. i .. " keeps weights off it")
+      assert.is_true(part.device_bytes + part.slot_bytes <= budget[i], "device " .. i .. " within its room")
+    end
+    assert.matches("placement per device of the layer split", p.explain)
+    assert.matches("cpu %(layers 0%-1%): .- resident, .- streamed", p.explain)
+    assert.matches("offloads on this device", p.split.explain)
+    assert.same(want, assert(m:logits(prompt)))
+    local _, ids = m:generate("Once upon", { max_new_tokens = 6, do_sample = false })
+    m:free()
+    ref = assert(lrun.load(path, { device = "cpu", progress = false }))
+    local _, want_ids = ref:generate("Once upon", { max_new_tokens = 6, do_sample = false })
+    ref:free()
+    assert.same(want_ids, ids)
+  end)
+
+  it("places a policy's plan per device, packed weights included (bf16)", function()
+    local base = os.tmpname() -- made as an empty file: the model is written beside it
+    os.remove(base)
+    local bf = base .. ".gguf"
+    local s = ffi.new("lrun_model_gen_spec")
+    s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 4, 64, 4, 2, 128
+    s.n_vocab, s.n_ctx = 512, 256
+    s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_BF16, C.LRUN_DTYPE_BF16, 0
+    s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 5, 1
+    assert(C.lrun_model_generate(bf, s) == C.LRUN_OK, lf.last_error())
+    local prompt = { 1, 300, 42, 7 }
+    local ref = assert(lrun.load(bf, { device = "cpu", progress = false }))
+    local want = assert(ref:logits(prompt))
+    ref:free()
+    -- every part packs its weights and, by the aggressive policy, keeps half of them off its device
+    local m = assert(lrun.load(bf, { devices = "cpu,cpu", gpu_budget = "1G,1G", packed = true, policy = "aggressive",
+      cpu_offload_gb = 40000 / 2 ^ 30, progress = false }))
+    local p = m:placement()
+    assert.truthy(p.parts and #p.parts == 2)
+    local n_packed = 0
+    for _ in pairs(p.packed) do n_packed = n_packed + 1 end
+    assert.is_true(n_packed > 0, "packed tensors")
+    for i, part in ipairs(p.parts) do
+      assert.is_true(part.off_bytes >= 40000, "part " .. i .. ": cpu_offload_gb applies to each part")
+    end
+    assert.same(want, assert(m:logits(prompt)))
+    m:free()
+    os.remove(bf)
+  end)
+
+  it("applies -ot overrides per device: a pattern of one part's tensors, none matching is an error", function()
+    local m = assert(lrun.load(path, { devices = "cpu,cpu", gpu_budget = "1G,1G", progress = false,
+      overrides = { "blk%.0%.ffn_up=cpu", "output%.weight=pinned" } }))
+    local p = m:placement()
+    assert.is_true(p.host_compute["blk.0.ffn_up.weight"])
+    assert.equal("pinned", p.tensors["output.weight"])
+    m:free()
+    local bad, err = lrun.load(path, { devices = "cpu,cpu", gpu_budget = "1G,1G", progress = false,
+      overrides = { "nothing=cpu" } })
+    assert.is_nil(bad)
+    assert.matches("the pattern matches no tensor", err.message)
+  end)
+
   it("fails at load when the split cannot fit, naming what is missing", function()
     local m, err = lrun.load(path, { devices = "cpu,cpu", gpu_budget = "64K,64K", progress = false })
     assert.is_nil(m)
-    assert.matches("layer split", err.message)
+    assert.matches("layer split: cpu %(layers 0%-1%)", err.message) -- even with every weight off the device
   end)
 
   it("fails when a device of the list does not open", function()
@@ -243,5 +319,17 @@ describe("lrun.load over several devices (planned on cpu)", function()
     assert.is_truthy(out:find("layer split over 2 devices", 1, true), out)
     assert.is_truthy(out:find("runs as 2 engines on cpu", 1, true), out)
     assert.matches("cpu: layers 0%-1 %(2%)", out)
+    -- rooms below the layers' needs (this model's sizes with 2 threads): --explain shows each device's placement
+    local m = assert(lrun.load(path, { devices = "cpu,cpu", tensor_split = "1,1", gpu_budget = "1G,1G", threads = 2,
+      progress = false }))
+    local b = {}
+    for i, d in ipairs(m:placement().split.devices) do b[i] = d.need - math.floor(d.weight_bytes / 2) end
+    m:free()
+    cmd = string.format("%s/lrun examples/generate.lua -m %s -p Hi -n 1 --temp 0 -t 2 --device cpu,cpu -ts 1,1 "
+      .. "--gpu-budget %d,%d --smart-offload --explain 2>&1", os.getenv("LRUN_BUILD") or "build", path, b[1], b[2])
+    f = io.popen(cmd)
+    out = f:read("*a"); f:close()
+    assert.is_truthy(out:find("placement per device of the layer split", 1, true), out)
+    assert.matches("cpu %(layers 2%-3%): [^\n]* resident", out)
   end)
 end)

@@ -155,7 +155,12 @@ function M.load(path, opts)
     local one = {}
     for k, v in pairs(opts) do one[k] = v end
     one.device, one.devices, one.tensor_split = multi.names[1], nil, nil
-    if multi.budgets then one.gpu_budget = multi.budgets[1] end
+    if multi.budgets then
+      -- one device named for every part (the split runs there): its budget holds every part's
+      local same, sum = true, 0
+      for i, n in ipairs(multi.names) do same, sum = same and n == multi.names[1], sum + multi.budgets[i] end
+      one.gpu_budget = same and sum or multi.budgets[1]
+    end
     opts = one
   end
 
@@ -255,6 +260,8 @@ function M.load(path, opts)
       self:free()
       return nil, serr
     end
+    -- a split that runs is placed device by device (lrun.split_plan), each within its room
+    if self.split.runs and #self.split.devices > 1 then popts.split = require("lrun.multigpu").parts(self.split) end
   end
   local placed, perr
   if residency.wanted(popts) then placed, perr = self:place(popts)
@@ -668,7 +675,8 @@ function Model:placement()
     prediction = not r and pred and pred.text or nil, auto_fit = r and r.auto_fit ~= nil or nil, expert_cache = r and r.expert_cache,
     expert_choice = r and r.expert_choice, -- smart's compute-or-cache choice (lrun.expert_choice), with its options
     host = self:host_memory(), -- the host account now (held by category, budget, peak)
-    split = self.split }, -- several devices: lrun.multigpu.split's answer
+    split = self.split, -- several devices: lrun.multigpu.split's answer
+    parts = r and r.parts }, -- a split placed per device (lrun.split_plan): each device's resident/streamed/host
     { __tostring = require("lrun.pretty").placement })
 end
 
@@ -698,13 +706,15 @@ end
 function Model:plan_split(multi, popts)
   local sized, err = require("lrun.residency").size(self, {}, nil, popts)
   if not sized then return nil, err end
-  local split
-  split, err = require("lrun.multigpu").plan(self, multi.names,
-    { budgets = multi.budgets, proportions = multi.proportions, sized = sized })
-  if not split then return nil, err end
   local distinct = {}
   for _, n in ipairs(multi.names) do distinct[n] = true end
-  if next(distinct, next(distinct)) == nil then
+  local runs = next(distinct, next(distinct)) == nil
+  local split
+  -- a split that runs may need offload: a device short of room places its own layers off it (lrun.split_plan)
+  split, err = require("lrun.multigpu").plan(self, multi.names,
+    { budgets = multi.budgets, proportions = multi.proportions, sized = sized, offload = runs })
+  if not split then return nil, err end
+  if runs then
     -- one device named for every part: the engine runs the split (lrun_engine_opts.n_split), each part
     -- an engine of its own; both backends run parts (runs_parts in runtime/backend.h)
     split.runs = true
@@ -735,7 +745,10 @@ function Model:place_opts(opts)
   local o = { n_ctx = self.n_ctx, threads = self.threads,
     kv_dtype = self.kv_dtype == C.LRUN_KV_DTYPE_F32 and "f32" or "f16",
     cache_implementation = self.cache_implementation, cache_config = self.cache_config,
-    numerics = self.numerics == C.LRUN_NUMERICS_EXACT and "exact" or nil }
+    numerics = self.numerics == C.LRUN_NUMERICS_EXACT and "exact" or nil,
+    -- a split that runs is placed per device (lrun.split_plan), whoever asks
+    split = self.split and self.split.runs and #self.split.devices > 1 and require("lrun.multigpu").parts(self.split)
+      or nil }
   for k, v in pairs(opts or {}) do o[k] = v end
   return o
 end
@@ -758,7 +771,12 @@ function Model:auto_fit(opts)
   local residency = require("lrun.residency")
   local log = require("lrun.log")
   local o = self:place_opts(opts)
-  local fits, need, free = residency.fits(self, o)
+  local fits, need, free
+  if o.split then -- a split that runs: every part's engine within its device's room
+    fits, need, free = require("lrun.split_plan").fits(self, o, self.split.devices)
+  else
+    fits, need, free = residency.fits(self, o)
+  end
   if fits == nil then return nil, need end
   if fits then return true end
   o.policy = "smart"
@@ -766,6 +784,8 @@ function Model:auto_fit(opts)
   local what = string.format("auto-fit: %s (%s with scratch and KV cache) does not fit %s (%s free)", self.path,
     size.format(need), self.device_name, size.format(free))
   if not result then
+    -- a split fails the load naming the device and layers (it was planned for its rooms, not one device's)
+    if o.split then return nil, err end
     local held = type(err) == "table" and err.applied and " (the model keeps smart's last placement)" or ""
     log.info("%s, and smart found no placement either: %s%s", what, tostring(err and err.message or err), held)
     return true

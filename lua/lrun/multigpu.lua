@@ -16,8 +16,10 @@
 -- the shares are the devices' rooms (free memory, capped by each device's
 -- budget), as llama.cpp splits by free memory, and a split that overflows a
 -- device is refilled in order, each device taking layers while they fit.
--- Running the split (one engine per device, the hidden state copied
--- between them) is docs/multigpu.md's "not built yet".
+-- With opts.offload (a split that runs, lrun.split_plan), a device whose
+-- layers do not fit its room keeps them anyway (the split as above) and is
+-- marked short: the planner then offloads on that device as it would on
+-- one device (docs/multigpu.md).
 -- @module lrun.multigpu
 local size = require("lrun.size")
 local errors = require("lrun.errors")
@@ -183,9 +185,11 @@ local function over(r) return r.room and r.need > r.room end
 --   embed_bytes=, head_bytes= (the final norm and head; a tied head counts the embedding again),
 --   scratch_bytes= (each device's engine scratch)}
 -- @tparam table devices {{name=, room= (bytes it may take: free memory, capped by its budget; nil: no cap)},...}
--- @tparam[opt] table opts {proportions = {…} (-ts; nil: by room)}
+-- @tparam[opt] table opts {proportions = {…} (-ts; nil: by room), offload = true (a device over its room is
+--   marked short instead of failing the split)}
 -- @treturn[1] table {devices = {{name=, first=, last= (0-based; last < first: no layers), n_layers=,
---   weight_bytes=, kv_bytes=, need=, room=},...}, by = "proportions"|"room", explain = text}
+--   weight_bytes=, kv_bytes=, need=, room=, short= (bytes over its room, offload only)},...},
+--   by = "proportions"|"room", offload = true when a device is short, explain = text}
 -- @treturn[2] nil
 -- @treturn[2] table error (kind "arg" for bad input, "oom" when no split fits)
 function M.split(shape, devices, opts)
@@ -220,6 +224,12 @@ function M.split(shape, devices, opts)
     local owner = by_room(shape, devices)
     if owner then out, bad = ranges(shape, devices, owner), nil end
   end
+  if bad and opts.offload then -- each device short of room offloads its own layers' weights (lrun.split_plan)
+    for _, r in ipairs(out) do if over(r) then r.short = r.need - r.room end end
+    local s = { devices = out, by = by, offload = true }
+    s.explain = M.explain(s)
+    return s
+  end
   if bad then
     return nil, errors.new("oom", string.format("layer split: %s needs %s (layers %d-%d: %s of weights, %s of KV "
       .. "cache, %s of scratch) but has room for %s: %s missing%s", bad.name, size.format(bad.need), bad.first,
@@ -241,10 +251,11 @@ function M.explain(s)
     local extra = {}
     if d == 1 then extra[#extra + 1] = "embedding" end
     if d == #s.devices then extra[#extra + 1] = "final norm and head" end
-    lines[#lines + 1] = string.format("  %s: %s, %s of weights, %s of KV cache, %s of %s%s", r.name,
+    lines[#lines + 1] = string.format("  %s: %s, %s of weights, %s of KV cache, %s of %s%s%s", r.name,
       r.n_layers > 0 and string.format("layers %d-%d (%d)", r.first, r.last, r.n_layers) or "no layers",
       size.format(r.weight_bytes), size.format(r.kv_bytes), size.format(r.need),
-      r.room and size.format(r.room) or "no cap", #extra > 0 and (" + " .. table.concat(extra, ", ")) or "")
+      r.room and size.format(r.room) or "no cap", #extra > 0 and (" + " .. table.concat(extra, ", ")) or "",
+      r.short and string.format("; %s over: offloads on this device", size.format(r.short)) or "")
   end
   return table.concat(lines, "\n")
 end
@@ -317,7 +328,16 @@ end
 function M.plan(model, names, opts)
   local rooms, err = M.rooms(names, opts.budgets)
   if not rooms then return nil, err end
-  return M.split(M.shape(model, opts.sized), rooms, { proportions = opts.proportions })
+  return M.split(M.shape(model, opts.sized), rooms, { proportions = opts.proportions, offload = opts.offload })
+end
+
+--- What lrun.split_plan needs of a split: {names=, layers = {blocks of each part}, rooms = {bytes or false}}.
+function M.parts(s)
+  local out = { names = {}, layers = {}, rooms = {} }
+  for i, r in ipairs(s.devices) do
+    out.names[i], out.layers[i], out.rooms[i] = r.name, r.n_layers, r.room or false
+  end
+  return out
 end
 
 return M

@@ -15,9 +15,14 @@ local unlimited = 2 ^ 62
 M.tier_enum = { device = 0, pinned = 1, host = 2, mmap = 3, disk = 4 }
 local tier_enum = M.tier_enum
 
+-- the split_layers arrays of the options made here, kept alive with them (weak keys: gone with the options)
+local keep = setmetatable({}, { __mode = "k" })
+
 --- The options Model:engine makes the placed engine with (one sequence, the
--- load's n_ctx, cache kind and config, threads, KV dtype, numerics, k);
--- n_ctx overrides the context for sizing a dynamic cache's reserve.
+-- load's n_ctx, cache kind and config, threads, KV dtype, numerics, k, and a
+-- layer split's parts: opts.split_layers = {blocks of each part}, as
+-- Model:engine sets them); n_ctx overrides the context for sizing a
+-- dynamic cache's reserve.
 function M.engine_opts(opts, n_ctx)
   local eo = ffi.new("lrun_engine_opts")
   eo.n_seq_max = 1
@@ -31,6 +36,13 @@ function M.engine_opts(opts, n_ctx)
   eo.numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT
   local fields = require("lrun.cache").engine_fields(opts.cache_implementation, opts.cache_config)
   for k, v in pairs(fields) do eo[k] = v end
+  local layers = opts.split_layers
+  if layers and #layers > 1 then
+    local arr = ffi.new("int64_t[?]", #layers)
+    for i, n in ipairs(layers) do arr[i - 1] = n end
+    keep[eo] = arr
+    eo.n_split, eo.split_layers = #layers, arr
+  end
   return eo
 end
 
@@ -52,8 +64,10 @@ function M.size(model, plan, host_compute, opts, packed)
 end
 
 --- M.size with the lrun_engine_opts already made (the planner sizes many
--- candidates with one set of options).
-function M.size_with(model, eo, plan, host_compute, packed)
+-- candidates with one set of options). part (0-based, with eo a layer
+-- split's options): that part alone (lrun_engine_size_placement_part), its
+-- blocks' weights and its engine's slots, scratch and KV cache.
+function M.size_with(model, eo, plan, host_compute, packed, part)
   local h = model.handle
   local n = tonumber(C.lrun_model_tensor_count(h))
   local tier_of, hc, pk
@@ -75,7 +89,9 @@ function M.size_with(model, eo, plan, host_compute, packed)
     end
   end
   local out = ffi.new("lrun_placement_size")
-  local st = C.lrun_engine_size_placement_packed(out, h, eo, tier_of, hc, pk)
+  local st
+  if part then st = C.lrun_engine_size_placement_part(out, h, eo, part, tier_of, hc, pk)
+  else st = C.lrun_engine_size_placement_packed(out, h, eo, tier_of, hc, pk) end
   if st ~= C.LRUN_OK then return nil, errors.from_status(st, "sizing the placement") end
   return {
     weights = tonumber(out.weight_bytes), slots = tonumber(out.slot_bytes), rows = tonumber(out.embd_rows_bytes),
@@ -88,12 +104,14 @@ end
 --- KV cache bytes to reserve: the cache at its highest for the n_ctx asked
 -- (static kinds hold it from the start); a growing cache with no n_ctx is
 -- reserved for M.kv_reserve_positions, not the model's whole context.
-function M.kv_reserve(model, opts, sized)
+-- part: as for M.size_with (opts then carries split_layers).
+function M.kv_reserve(model, opts, sized, part)
   local impl = opts.cache_implementation or "dynamic"
   local growing = impl ~= "static" and impl ~= "offloaded_static"
   if not growing or (opts.n_ctx and opts.n_ctx > 0) then return sized.kv_max end
   local n_train = tonumber(C.lrun_model_get_info(model.handle).n_ctx_train)
-  local short, err = M.size_with(model, M.engine_opts(opts, math.min(n_train, M.kv_reserve_positions)), {})
+  local short, err = M.size_with(model, M.engine_opts(opts, math.min(n_train, M.kv_reserve_positions)), {}, nil, nil,
+    part)
   if not short then return nil, err end
   return short.kv_max
 end

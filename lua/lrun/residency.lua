@@ -129,10 +129,16 @@ end
 --   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
 --   predicted= (lrun.predict.decode of the plan, unless opts.predict == false), prefill= (lrun.predict.prefill
 --   of a chunk of opts.prefill_tokens, default 512; nil when opts.predict == false or no rate was measured)}
+-- A layer split that runs (opts.split, lrun.split_plan) is planned part by
+-- part, each part with this function over its own tensors (opts.split_part).
 -- @treturn[2] nil
 -- @treturn[2] table error
 function M.plan(model, opts)
   opts = opts or {}
+  if opts.split and not opts.split_part then return require("lrun.split_plan").plan(model, opts, M.plan) end
+  -- a split's part: {index = 0-based, first =, last = (its blocks), last_part =, room = bytes or nil, name =}
+  local part = opts.split_part
+  local pidx = part and part.index or nil
   local tensors = model:tensors()
   local select, serr0 = packed_form.selector(opts.packed)
   if serr0 then return fail("arg", serr0) end
@@ -152,6 +158,9 @@ function M.plan(model, opts)
     t.file_form = t.file_packed
     by_name[t.name] = t
     total = total + t.bytes
+  end
+  if part then -- the part's tensors only: the policy places those, its device's room holds them
+    tensors, by_name, total = require("lrun.split_plan").part_tensors(tensors, part)
   end
 
   -- the policy
@@ -193,11 +202,14 @@ function M.plan(model, opts)
   if cpu and host_budget and (not capacity or host_budget < capacity) then
     capacity, device_capped = host_budget, true
   end
+  -- a split's part: its device's room (lrun.multigpu.rooms); the host budget is not divided among the
+  -- parts (lrun.split_plan plans without it; the runtime still refuses host memory past it)
+  if part then capacity, device_capped, host_budget = part.room, false, nil end
   -- the engine's scratch and KV cache do not depend on the placement: sized for all on the device
   local eo = placement_size.engine_opts(opts)
-  local resident, serr = placement_size.size_with(model, eo, {})
+  local resident, serr = placement_size.size_with(model, eo, {}, nil, nil, pidx)
   if not resident then return nil, serr end
-  local kv, kerr = placement_size.kv_reserve(model, opts, resident)
+  local kv, kerr = placement_size.kv_reserve(model, opts, resident, pidx)
   if not kv then return nil, kerr end
   local reserve = kv + resident.scratch + (opts.reserve_extra or 0)
   local forced = opts.cpu_offload_gb and math.floor(opts.cpu_offload_gb * GiB) or 0
@@ -291,7 +303,7 @@ function M.plan(model, opts)
           else final[t.name] = o[2]; host_compute[t.name] = nil end
         end
       end
-      if not hit then
+      if not hit and not part then -- a split's part: another part's tensors may be the ones it matches
         return fail("arg", "override '" .. o[1] .. "=" .. o[2] .. "': the pattern matches no tensor")
       end
     end
@@ -302,7 +314,7 @@ function M.plan(model, opts)
     if not packed then return fail("arg", perr2) end
 
     local off_bytes = off_device_bytes(tensors, final)
-    local sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed)
+    local sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed, pidx)
     if not sized then return nil, zerr end
     local dev_bytes, slot_b, other_b = sized.weights, sized.slots, sized.rows + sized.slack
     local need_slots = slot_b + other_b
@@ -317,11 +329,12 @@ function M.plan(model, opts)
           { requested = dev_bytes + need_slots + reserve, free = capacity })
       end
       -- smart on cuda: host experts computed or cached, resident expert blocks traded for slots
-      local choice = require("lrun.expert_choice").for_plan(model, { policy = policy.name, cpu = cpu, bw = bw,
+      -- (not per part: the engine's expert cache is one setting for every part; a split's host experts are computed)
+      local choice = not part and require("lrun.expert_choice").for_plan(model, { policy = policy.name, cpu = cpu, bw = bw,
         room = capacity and capacity - (dev_bytes + need_slots + reserve), tensors = tensors, plan = final,
-        host_compute = host_compute, packed = packed, tier = off_tier or "host" }, opts)
+        host_compute = host_compute, packed = packed, tier = off_tier or "host" }, opts) or nil
       if choice and #choice.trade > 0 then -- traded blocks left the device: the placement's sizes again
-        sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed)
+        sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed, pidx)
         if not sized then return nil, zerr end
         dev_bytes, slot_b, other_b = sized.weights, sized.slots, sized.rows + sized.slack
         need_slots, off_bytes = slot_b + other_b, off_device_bytes(tensors, final)
@@ -335,7 +348,7 @@ function M.plan(model, opts)
           host_bytes = held
           if mv == 0 then break end
           moved = moved + mv
-          sized, zerr = placement_size.size_with(model, eo, final, host_compute)
+          sized, zerr = placement_size.size_with(model, eo, final, host_compute, nil, pidx)
           if not sized then return nil, zerr end
           dev_bytes, slot_b = sized.weights, sized.slots
           local f, h = host_mem.held(host_ctx, final, host_compute, sized)
@@ -386,9 +399,9 @@ function M.plan(model, opts)
         if pbw and disk_bytes > 0 then pbw = bandwidth.with_disk(model, pbw) end
       end
       -- moe_host = "cache" or smart's choice: the expert cache gets what the placement left (lrun.expert_plan)
-      local ec = require("lrun.expert_plan").for_plan(model, { tensors = tensors, host_compute = host_compute,
-        packed = packed, cpu = cpu, room = capacity and capacity - (dev_bytes + need_slots + reserve),
-        choice = choice }, opts)
+      local ec = not part and require("lrun.expert_plan").for_plan(model, { tensors = tensors,
+        host_compute = host_compute, packed = packed, cpu = cpu,
+        room = capacity and capacity - (dev_bytes + need_slots + reserve), choice = choice }, opts) or nil
       local moe_q = { n_expert_used = n_used > 0 and n_used or nil, expert_cache = ec }
       -- and a prefill chunk's (lrun.predict_plan: the batched product's rate measured once per device)
       local predicted, prefill, ptext
@@ -401,7 +414,7 @@ function M.plan(model, opts)
           predicted = predict.decode(tensors, final, host_compute, pbw, moe_q)
           ptext = predict.text(predicted, pbw) .. "\nno prefill prediction: " .. tostring(d)
         end
-      elseif pbw then
+      elseif pbw and not part then -- a part's blocks alone predict nothing: lrun.split_plan predicts the whole
         predicted = predict.decode(tensors, final, host_compute, pbw, moe_q)
         ptext = predict.text(predicted, pbw)
       end

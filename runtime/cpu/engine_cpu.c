@@ -98,7 +98,8 @@ static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
     const size_t B = (size_t)e->n_batch_max, f = sizeof(float);
     char *c = base;
     size_t work = lrun_cpu_matmul_work_bytes(m->output->dtype, e->n_batch_max, e->n_embd);
-    for (int64_t l = 0; l < m->info.n_layer; l++) /* every matrix of the block the description names */
+    /* every matrix of the engine's blocks the description names (a split's part: its own) */
+    for (int64_t l = e->layer_first; l < e->layer_end; l++)
         for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
             const struct lrun_tensor *t = m->layers[l].t[id];
             if (!t || !lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id)) continue;
@@ -106,7 +107,7 @@ static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
             if (w > work) work = w;
         }
     size_t mv_work = 0;
-    for (int64_t l = 0; l < m->info.n_layer; l++) {
+    for (int64_t l = e->layer_first; l < e->layer_end; l++) {
         const size_t w = fused_work(e, l);
         mv_work = w > mv_work ? w : mv_work;
     }
@@ -165,6 +166,12 @@ static int64_t blocks_of(const lrun_model *model, const lrun_engine_opts *opts)
     return opts->layer_count ? opts->layer_count : model->info.n_layer;
 }
 
+/* The weight ring's blocks: the engine's range (and the head when it ends at the model's end). */
+static lrun_weight_blocks ring_blocks(const lrun_model *model, const lrun_engine_opts *opts)
+{
+    return (lrun_weight_blocks){opts->layer_first, opts->layer_first + blocks_of(model, opts)};
+}
+
 /* The sizes init and cpu_estimate derive from the model and options. */
 static void set_dims(cpu_engine *e, lrun_model *model, const lrun_engine_opts *opts)
 {
@@ -217,7 +224,7 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
     memset(&needs, 0, sizeof needs);
     lrun_status st = cpu_estimate(&needs, model, opts);
     out->scratch_bytes = needs.scratch_bytes;
-    if (st == LRUN_OK) st = lrun_weight_ring_size(model, p, opts->prefetch_layers, &out->slot_bytes);
+    if (st == LRUN_OK) st = lrun_weight_ring_size(model, p, ring_blocks(model, opts), opts->prefetch_layers, &out->slot_bytes);
     if (st == LRUN_OK)
         st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
                                 blocks_of(model, opts), in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
@@ -281,15 +288,11 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
                                 e->n_ctx_max, &q);
     }
     /* on cpu every tier is host-addressable, so ALL_DEVICE reads weights where
-     * they are; packed ones are decoded (weight_ring.c), staged or not */
+     * they are; packed ones are decoded (weight_ring.c), staged or not. A
+     * split's part has a ring of its own blocks (and the head in the last). */
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     if (st == LRUN_OK && (as_placed || any_packed(model)))
-        st = lrun_weight_ring_init(&e->wr, model, opts->prefetch_layers, as_placed, e->pool);
-    /* the staging ring cycles through every block and the head: a split's part reads its weights in place */
-    const int part = e->layer_first > 0 || e->layer_end < in->n_layer;
-    if (st == LRUN_OK && part && (lrun_weight_ring_staged_units(e->wr) > 0 || any_packed(model)))
-        st = lrun_fail(LRUN_E_UNSUPPORTED, "engine: a layer split's part computes its weights where they are; "
-                       "streamed (off-device) or packed weights in a split are not supported yet (docs/multigpu.md)");
+        st = lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, as_placed, e->pool);
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
     if (st == LRUN_OK) st = lrun_moe_counts_init(&e->moe_counts, in->n_layer, in->n_expert);
     if (st != LRUN_OK) {

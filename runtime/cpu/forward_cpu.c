@@ -382,7 +382,7 @@ lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, const f
         if (m->arch->rope_base_local > 0) lrun_cpu_rope_cos_sin(&e->rope_local, e->tok_pos[i], e->cs_local + i * in->n_rot);
         e->tok_npos[i] = e->tok_pos[i] + 1;
     }
-    lrun_weight_ring_note_rows(e->wr, n);
+    if (e->layer_first == 0) lrun_weight_ring_note_rows(e->wr, n); /* only the part that gathers them */
 
     int normed = 0;
     for (int64_t l = e->layer_first; l < e->layer_end; l++) {

@@ -259,7 +259,7 @@ lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model,
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
     TRY(lrun_cuda_kv_setup(&e, opts));
-    e.packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(model, NULL, 1);
+    e.packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(&e, NULL, 1);
     const size_t per = lrun_cuda_kv_bytes_per_position(&e), fixed = lrun_cuda_kv_fixed_bytes(&e);
     if (!layout_scratch(&e, NULL, &out->scratch_bytes) || per == SIZE_MAX || fixed == SIZE_MAX)
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
@@ -312,7 +312,7 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
     memset(&e, 0, sizeof e);
     set_dims(&e, model, opts);
     TRY(lrun_cuda_kv_setup(&e, opts));
-    e.packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(model, p, 0);
+    e.packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(&e, p, 0);
     if (!layout_scratch(&e, NULL, &out->scratch_bytes) ||
         !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
         return lrun_fail_oom(SIZE_MAX, 0, "engine size: scratch or KV cache size overflows size_t");
@@ -344,26 +344,6 @@ static lrun_status check_supported(const lrun_model *model)
     return LRUN_OK;
 }
 
-/* A layer split's part (engine_split.c) computes its blocks' weights where they are on the
- * device: weights off the device (streamed through slots or multiplied on the host, MoE host
- * experts among them: e->offload) and packed weights are refused by name, as the CPU's parts
- * refuse them (docs/multigpu.md). */
-static lrun_status check_part(const lrun_cuda_engine *e)
-{
-    if (!lrun_cuda_takes_rows(e) && !lrun_cuda_gives_rows(e)) return LRUN_OK;
-    if (e->offload)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "engine on %s: a layer split's part (blocks %lld-%lld) computes its "
-                         "weights where they are on the device; weights placed off the device (streamed, or "
-                         "computed on the host, such as MoE host experts) are not supported in a split yet "
-                         "(docs/multigpu.md)", e->device->name, (long long)e->layer_first, (long long)(e->layer_end - 1));
-    for (int64_t i = 0; i < e->model->n_tensors; i++)
-        if (e->model->tensors[i].packed)
-            return lrun_fail(LRUN_E_UNSUPPORTED, "engine on %s: a layer split's part cannot read packed weights "
-                             "yet (tensor '%s'); load the model unpacked to split it (docs/multigpu.md)",
-                             e->device->name, e->model->tensors[i].name);
-    return LRUN_OK;
-}
-
 lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engine_opts *opts)
 {
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
@@ -388,7 +368,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
         st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
 
     size_t kv_bytes = 0;
-    e->packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(model, NULL, !as_placed);
+    e->packed_scratch_bytes = lrun_cuda_packed_scratch_bytes(e, NULL, !as_placed);
     if (st == LRUN_OK && !layout_scratch(e, NULL, &e->scratch_bytes))
         st = lrun_fail_oom(SIZE_MAX, 0, "engine: scratch for %zu tokens overflows size_t", B);
     if (st == LRUN_OK && !lrun_cuda_kv_init_bytes(e, &kv_bytes))
@@ -396,7 +376,6 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
                            (long long)e->n_ctx_max);
     size_t slot_bytes = 0;
     if (st == LRUN_OK && as_placed) st = lrun_cuda_offload_plan(e, NULL, opts->prefetch_layers, &slot_bytes);
-    if (st == LRUN_OK) st = check_part(e);
     if (st == LRUN_OK) st = check_fits(e, kv_bytes, slot_bytes, as_placed);
     if (st == LRUN_OK && !as_placed) st = move_weights(e);
     if (st == LRUN_OK && e->offload) {

@@ -114,7 +114,7 @@ static int experts_on_device(const lrun_weight_ref g[3])
            g[0].w->ne[1] == g[1].w->ne[1] && g[2].w->ne[0] == g[0].w->ne[1];
 }
 
-/* Whether every block's experts take the device-routed way for decode, so
+/* Whether every block's experts (of the engine's range) take the device-routed way for decode, so
  * decode steps have no host work and may be captured in CUDA graphs. */
 static int all_device_routed(const lrun_cuda_engine *e)
 {
@@ -122,7 +122,7 @@ static int all_device_routed(const lrun_cuda_engine *e)
     if (!e->moe->device_route || e->offload) return 0;
     for (int i = 0; i < a->n_ops; i++) {
         if (a->ops[i].kind != LRUN_ARCH_OP_MOE_FFN_ADD) continue;
-        for (int64_t l = 0; l < e->n_layer; l++) {
+        for (int64_t l = e->layer_first; l < e->layer_end; l++) { /* a split's part: the blocks it runs */
             lrun_weight_ref g[3];
             for (int j = 0; j < 3; j++) {
                 const struct lrun_tensor *t = e->model->layers[l].t[a->ops[i].w[j]];

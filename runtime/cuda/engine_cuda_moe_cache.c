@@ -83,7 +83,7 @@ static lrun_status cache_init(lrun_cuda_engine *e, struct cuda_moe_cache *c)
     const char *pf = getenv("LRUN_CUDA_MOE_PREFETCH");
     c->prefetch = !(pf && strcmp(pf, "0") == 0);
     int64_t n_host = 0;
-    for (int64_t l = 0; l < L; l++) {
+    for (int64_t l = e->layer_first; l < e->layer_end; l++) { /* a split's part: its own blocks' experts */
         const struct lrun_tensor *t[3];
         if (!host_experts(e, l, t)) continue;
         c->covers[l] = 1;
@@ -117,7 +117,7 @@ lrun_status lrun_cuda_moe_cache_init(lrun_cuda_engine *e, struct cuda_moe_cache 
     *out = NULL;
     if (e->expert_cache_slots == 0 || !e->offload) return LRUN_OK;
     int any = 0;
-    for (int64_t l = 0; l < e->n_layer && !any; l++) {
+    for (int64_t l = e->layer_first; l < e->layer_end && !any; l++) {
         const struct lrun_tensor *t[3];
         any = host_experts(e, l, t);
     }

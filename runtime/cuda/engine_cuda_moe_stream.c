@@ -111,7 +111,7 @@ static int64_t group_size(const lrun_cuda_engine *e, size_t slot_bytes, int64_t 
 static int plan_blocks(lrun_cuda_engine *e, struct cuda_moe_stream *s, int *any_pageable)
 {
     int any = 0;
-    for (int64_t l = 0; l < e->n_layer; l++) {
+    for (int64_t l = e->layer_first; l < e->layer_end; l++) { /* a split's part: its own blocks */
         const struct lrun_tensor *t[3];
         if (!streamable(e, l, t)) continue;
         s->covers[l] = 1;

@@ -204,7 +204,11 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
     o->pool = lrun_model_threadpool(m);
     o->head_unit = -1;
     size_t work = 0;
-    for (int64_t l = 0; l < nl; l++) {
+    /* a layer split's part (engine_split.c) plans its own blocks only, the head only
+     * in the last part and the embedding only in the first: its units, slots and
+     * host buffers are sized for those, and its cycle runs over them */
+    for (int64_t l = 0; l < nl; l++) o->unit_of_layer[l] = -1;
+    for (int64_t l = e->layer_first; l < e->layer_end; l++) {
         const struct lrun_tensor *mats[N_MATS], *streamed[N_MATS];
         int n = 0;
         const int n_mats = layer_mats(m, l, mats);
@@ -219,14 +223,14 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
     }
     const struct lrun_tensor *head = m->output;
     o->head = head;
-    if (placed_off(p, head)) {
+    if (!lrun_cuda_gives_rows(e) && placed_off(p, head)) {
         if (lrun_placement_host_compute(p, head)) TRY(plan_host(o, p, head, min64(B, LOGIT_ROWS), &work));
         else {
             o->head_unit = o->n_units;
             plan_unit(o, p, -1, &head, 1);
         }
     }
-    o->embd_host = placed_off(p, m->tok_embd);
+    o->embd_host = !lrun_cuda_takes_rows(e) && placed_off(p, m->tok_embd);
     if (o->n_units == 0 && !o->any_host && !o->embd_host) {
         lrun_cuda_offload_free(e); /* every weight is on the device: nothing to do per step */
         return LRUN_OK;

@@ -54,16 +54,18 @@ static size_t need_of(const lrun_placement *p, const struct lrun_tensor *t, int 
     return align256(t->nbytes);
 }
 
-size_t lrun_cuda_packed_scratch_bytes(const lrun_model *m, const lrun_placement *p, int all_device)
+size_t lrun_cuda_packed_scratch_bytes(const lrun_cuda_engine *e, const lrun_placement *p, int all_device)
 {
+    const lrun_model *m = e->model;
     /* the head always decodes whole (a tied head is the table itself); the
-     * table only when its rows are not gathered */
-    size_t best = need_of(p, m->output, all_device);
+     * table only when its rows are not gathered; a split's part counts the
+     * head only when it is the last, the table only when it is the first */
+    size_t best = lrun_cuda_gives_rows(e) ? 0 : need_of(p, m->output, all_device);
     const int gathered = embed_gathered(m->tok_embd, lrun_cuda_packed_embed_gather_on());
-    const size_t te = gathered ? 0 : need_of(p, m->tok_embd, all_device);
+    const size_t te = gathered || lrun_cuda_takes_rows(e) ? 0 : need_of(p, m->tok_embd, all_device);
     if (te > best) best = te;
     const lrun_arch *a = m->arch;
-    for (int64_t l = 0; l < m->info.n_layer; l++)
+    for (int64_t l = e->layer_first; l < e->layer_end; l++)
         for (int i = 0; i < a->n_ops; i++) { /* the weights one op reads at once */
             const lrun_arch_op *op = &a->ops[i];
             size_t sum = 0;

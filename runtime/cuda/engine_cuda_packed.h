@@ -35,8 +35,10 @@ struct lrun_placement;
  * table, unless its rows are gathered: lrun_cuda_packed_embed_gather_on),
  * for the weights compute reads packed on the device (placement p, NULL:
  * the tensors' own; all_device: every weight, as an ALL_DEVICE engine
- * moves them all there). 0 when there are none. */
-size_t lrun_cuda_packed_scratch_bytes(const lrun_model *model, const struct lrun_placement *p, int all_device);
+ * moves them all there). Only e's blocks count (a layer split's part: the
+ * head in the last part, the table in the first); e needs its dims set
+ * (model, layer range). 0 when there are none. */
+size_t lrun_cuda_packed_scratch_bytes(const lrun_cuda_engine *e, const struct lrun_placement *p, int all_device);
 
 /* 1 when a packed embedding table on the device gives only the chunk's rows
  * (lrun_k_packed_embed, decoded by token id straight into x) rather than

@@ -26,13 +26,29 @@ lrun_status lrun_placement_check(const lrun_model *model, const lrun_tier *tiers
     return LRUN_OK;
 }
 
+/* Whether blocks [first, end) read t: its block's, the embedding in the first
+ * part, what lies outside blocks (and a tied head's table) in the last. */
+static int reads(const lrun_model *model, const struct lrun_tensor *t, int64_t first, int64_t end)
+{
+    const int last = end == model->info.n_layer;
+    if (t->layer >= 0) return t->layer >= first && t->layer < end;
+    if (t == model->tok_embd) return first == 0 || (last && model->info.tied_embeddings);
+    return last;
+}
+
 lrun_status lrun_placement_total(lrun_placement_size *out, const lrun_placement *p)
+{
+    return lrun_placement_total_blocks(out, p, 0, p->model->info.n_layer);
+}
+
+lrun_status lrun_placement_total_blocks(lrun_placement_size *out, const lrun_placement *p, int64_t first, int64_t end)
 {
     const lrun_model *model = p->model;
     out->weight_bytes = 0;
     for (int64_t i = 0; i < model->n_tensors; i++) {
         const struct lrun_tensor *t = &model->tensors[i];
-        if (lrun_placement_tier(p, t) == LRUN_TIER_DEVICE) out->weight_bytes += lrun_placement_stored_bytes(p, t);
+        if (reads(model, t, first, end) && lrun_placement_tier(p, t) == LRUN_TIER_DEVICE)
+            out->weight_bytes += lrun_placement_stored_bytes(p, t);
     }
     const size_t init[] = {out->slot_bytes, out->embd_rows_bytes, out->scratch_bytes, out->kv_init_bytes};
     const size_t peak[] = {out->weight_bytes, out->slot_bytes, out->embd_rows_bytes, out->scratch_bytes,

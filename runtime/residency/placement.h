@@ -58,5 +58,11 @@ lrun_status lrun_placement_check(const lrun_model *model, const lrun_tier *tiers
 /* Sets out's weight_bytes (what p leaves on the device) and the init and peak
  * totals from the parts a backend filled; LRUN_E_OOM on overflow. */
 lrun_status lrun_placement_total(lrun_placement_size *out, const lrun_placement *p);
+/* The same for a layer split's part of blocks [first, end): the weights of its
+ * blocks, the embedding when first is 0, the tensors outside blocks (output
+ * norm, head) when end is n_layer, and a tied head's table there too (the
+ * last part reads it). Over [0, n_layer) it is lrun_placement_total. */
+lrun_status lrun_placement_total_blocks(lrun_placement_size *out, const lrun_placement *p, int64_t first,
+                                        int64_t end);
 
 #endif

@@ -69,7 +69,7 @@ struct lrun_weight_ring {
     const lrun_model *model;
     int64_t n_units;            /* block units, then the head unit if any */
     struct unit *units;         /* (n_units) */
-    int64_t *unit_of_layer;     /* (n_layer + 1) index into units, -1 when nothing is staged */
+    int64_t *unit_of_layer;     /* (n_layer + 1) index into units, -1 when nothing is staged (or not its block) */
     lrun_ring *ring;            /* NULL when nothing is staged */
     void *memory;               /* the one device allocation all slots (and the decode scratch) are carved from */
     size_t memory_bytes;
@@ -210,16 +210,35 @@ struct slot_layout {
     size_t total;           /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) + decode_bytes */
 };
 
+/* Whether unit layer (n_layer: the head) is one of blocks': a block in
+ * [first, end), the head when the range ends at the model's last block. */
+static int owns(const lrun_model *model, lrun_weight_blocks blocks, int64_t layer)
+{
+    const int64_t n_layer = model->info.n_layer;
+    return layer < n_layer ? layer >= blocks.first && layer < blocks.end : blocks.end == n_layer;
+}
+
+static lrun_status check_blocks(const lrun_model *model, lrun_weight_blocks blocks)
+{
+    if (blocks.first < 0 || blocks.first >= blocks.end || blocks.end > model->info.n_layer)
+        return lrun_fail(LRUN_E_ARG, "engine: weight blocks [%lld, %lld) are not a range of the model's %lld",
+                         (long long)blocks.first, (long long)blocks.end, (long long)model->info.n_layer);
+    return LRUN_OK;
+}
+
 /* The units of model under placement p and the slots they need, for init
  * (units and unit_of_layer: (n_layer + 1) records to fill) and for sizing
- * (both NULL): one layout, so a size is what init then takes. */
-static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, int prefetch_layers, int stage,
-                                struct unit *units, int64_t *unit_of_layer, struct decode_plan *decode,
-                                struct slot_layout *out)
+ * (both NULL): one layout, so a size is what init then takes. Only blocks'
+ * layers have units and decode plans. */
+static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
+                                int prefetch_layers, int stage, struct unit *units, int64_t *unit_of_layer,
+                                struct decode_plan *decode, struct slot_layout *out)
 {
     memset(out, 0, sizeof *out);
     const int64_t n_layer = model->info.n_layer;
-    for (int64_t l = 0; l <= n_layer; l++) {
+    for (int64_t l = 0; unit_of_layer && l <= n_layer; l++) unit_of_layer[l] = -1;
+    for (int64_t l = blocks.first; l <= n_layer; l++) {
+        if (!owns(model, blocks, l)) continue;
         lrun_arch_tensor ids[UNIT_MAX];
         const struct lrun_tensor *ts[UNIT_MAX];
         const int n = unit_tensors(model, l, ids, ts);
@@ -268,13 +287,14 @@ static lrun_status check_prefetch(int prefetch_layers)
     return LRUN_OK;
 }
 
-lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement *p, int prefetch_layers,
-                                  size_t *slot_bytes)
+lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
+                                  int prefetch_layers, size_t *slot_bytes)
 {
     *slot_bytes = 0;
     lrun_status st = check_prefetch(prefetch_layers);
+    if (st == LRUN_OK) st = check_blocks(model, blocks);
     struct slot_layout L;
-    if (st == LRUN_OK) st = layout_slots(model, p, prefetch_layers, 1, NULL, NULL, NULL, &L);
+    if (st == LRUN_OK) st = layout_slots(model, p, blocks, prefetch_layers, 1, NULL, NULL, NULL, &L);
     if (st == LRUN_OK) *slot_bytes = L.total;
     return st;
 }
@@ -344,11 +364,12 @@ static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
     return st;
 }
 
-lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int prefetch_layers, int stage,
-                                  struct lrun_threadpool *pool)
+lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
+                                  int prefetch_layers, int stage, struct lrun_threadpool *pool)
 {
     *out = NULL;
     lrun_status st = check_prefetch(prefetch_layers);
+    if (st == LRUN_OK) st = check_blocks(model, blocks);
     if (st != LRUN_OK) return st;
     const int64_t n_layer = model->info.n_layer;
     lrun_weight_ring *wr = calloc(1, sizeof *wr);
@@ -364,7 +385,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int
         st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
     struct slot_layout L;
     if (st == LRUN_OK)
-        st = layout_slots(model, NULL, prefetch_layers, wr->stage, wr->units, wr->unit_of_layer, wr->decode, &L);
+        st = layout_slots(model, NULL, blocks, prefetch_layers, wr->stage, wr->units, wr->unit_of_layer, wr->decode,
+                          &L);
     if (st == LRUN_OK) {
         wr->n_units = L.n_units;
         if (L.total > 0) st = alloc_slots(wr, &L);

@@ -36,22 +36,30 @@ typedef struct lrun_weight_view {
 
 typedef struct lrun_weight_ring lrun_weight_ring;
 
-/* Plans the units of model's current placement, takes the slots from the
- * device budget (LRUN_E_OOM says how much they need) and starts the fill
- * thread when anything is staged. prefetch_layers 0 = the default
+/* The blocks an engine computes: [first, end) of the model's, and the LM head
+ * when end is n_layer (a layer split's part, docs/multigpu.md, has a range;
+ * one engine has [0, n_layer)). Its units, slots and decode scratch are
+ * those of its blocks only, and its cycle runs over them. */
+typedef struct lrun_weight_blocks {
+    int64_t first, end;
+} lrun_weight_blocks;
+
+/* Plans the units of model's current placement for blocks, takes the slots
+ * from the device budget (LRUN_E_OOM says how much they need) and starts the
+ * fill thread when anything is staged. prefetch_layers 0 = the default
  * (lrun_engine_default_prefetch). stage 0: nothing is staged (an
  * ALL_DEVICE engine, which only needs packed weights decoded). Packed
  * matrices read in place are decoded at acquire into a scratch taken with
  * the slots, over pool's threads (NULL: the caller's). */
 struct lrun_threadpool;
-lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, int prefetch_layers, int stage,
-                                  struct lrun_threadpool *pool);
+lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
+                                  int prefetch_layers, int stage, struct lrun_threadpool *pool);
 /* The device bytes init would take for the slots were the weights placed
  * as p says (lrun_engine_size_placement), by init's own layout; allocates
  * nothing. */
 struct lrun_placement;
-lrun_status lrun_weight_ring_size(const lrun_model *model, const struct lrun_placement *p, int prefetch_layers,
-                                  size_t *slot_bytes);
+lrun_status lrun_weight_ring_size(const lrun_model *model, const struct lrun_placement *p, lrun_weight_blocks blocks,
+                                  int prefetch_layers, size_t *slot_bytes);
 void lrun_weight_ring_free(lrun_weight_ring *wr);
 /* Units it stages (blocks and the head with off-device weights); 0 for NULL
  * or a ring that only counts and decodes in place. */
@@ -60,7 +68,8 @@ int64_t lrun_weight_ring_staged_units(const lrun_weight_ring *wr);
 /* The weights of block layer (n_layer: the LM head) for compute, waiting
  * for their fill when they are staged. wr NULL: every weight where it is.
  * Every acquire is followed by a release of the same layer, in the order
- * block 0 … n_layer-1, then the head, once per chunk. */
+ * of the ring's blocks (first … end-1, then the head when it has it), once
+ * per chunk. */
 lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *model, int64_t layer,
                                      lrun_weight_view *out);
 lrun_status lrun_weight_ring_release(lrun_weight_ring *wr, int64_t layer);

@@ -181,6 +181,9 @@ enum { N_GEN = 4, MAX_PROMPT = 32 };
 static lrun_cache_kind cache_kind;                /* of the scenario's engine */
 static const char *scenario_device = "cpu";       /* where it loads the model */
 static const int64_t *scenario_split;             /* (2) blocks of a layer split's parts, or NULL: none */
+static int scenario_placed;                       /* 1: AS_PLACED, weights read where they are (on cpu a
+                                                   * loaded model's are in the file: every part streams its
+                                                   * blocks' through its own slots) */
 
 static lrun_status scenario(const char *path, lrun_model *given, int32_t out[N_GEN])
 {
@@ -202,7 +205,9 @@ static lrun_status scenario(const char *path, lrun_model *given, int32_t out[N_G
     if (st == LRUN_OK) {
         const lrun_engine_opts eo = {.n_seq_max = 1, .n_ctx_max = 64, .n_batch_max = 16, .n_threads = 2,
                                      .cache_kind = cache_kind, .kv_residual_len = 2,
-                                     .n_split = scenario_split ? 2 : 0, .split_layers = scenario_split};
+                                     .n_split = scenario_split ? 2 : 0, .split_layers = scenario_split,
+                                     .weight_mode = scenario_placed ? LRUN_WEIGHT_MODE_AS_PLACED
+                                                                    : LRUN_WEIGHT_MODE_ALL_DEVICE};
         st = lrun_engine_init(&e, m, &eo);
     }
     const int64_t nv = st == LRUN_OK ? lrun_model_get_info(m)->n_vocab : 0;
@@ -380,6 +385,13 @@ static inline int alloc_fail_suite(void) /* inline: test_alloc_fail_gpu without 
             if (scenario(path, m, ref) == LRUN_OK && memcmp(ref, want, sizeof ref) == 0)
                 step_through("engine and 4 tokens, a layer split in two", path, m, ref);
             else CHECK("a layer split in two generates what one engine does", 0);
+            /* the same split AS_PLACED: on cpu each part streams its blocks' weights into its own slots */
+            scenario_placed = 1;
+            if (scenario(path, m, ref) == LRUN_OK && memcmp(ref, want, sizeof ref) == 0)
+                step_through("engine and 4 tokens, a layer split in two, each part streaming its weights", path, m,
+                             ref);
+            else CHECK("a layer split in two streaming its weights generates what one engine does", 0);
+            scenario_placed = 0;
             scenario_split = NULL;
             split_rollback(m);
         }

@@ -9,6 +9,12 @@
  *     logits as one engine doing the same;
  *   - the parts' KV caches add up to one engine's (each holds its blocks);
  *   - expert selections counted per block add up to one engine's;
+ *   - weights off the device (split_place_fixture.h: streamed from host,
+ *     pinned and the file, computed on the host, MoE experts on the host,
+ *     packed in place and streamed): the split over the same placement
+ *     gives one engine's bits, counts the same host-computed bytes, and
+ *     each part's slots hold only its blocks' units (lrun_engine_size_placement
+ *     says what init takes, part by part);
  *   - a step that fails in a later part leaves every sequence as it was;
  *   - bad splits are LRUN_E_ARG naming the option, and the range fields
  *     are refused from callers. */
@@ -20,6 +26,7 @@
 #include "check.h"
 #include "fixtures.h"
 #include "lrun.h"
+#include "split_place_fixture.h"
 
 #define N_LAYER 6
 #define N_VOCAB 300
@@ -191,6 +198,119 @@ static void check_split(const char *arch, int64_t n_expert)
     unlink(path);
 }
 
+static lrun_engine_opts placed_opts(int64_t n_split, const int64_t *layers)
+{
+    lrun_engine_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_seq_max = 2;
+    o.n_ctx_max = 64;
+    o.n_batch_max = 5;
+    o.n_split = n_split;
+    o.split_layers = layers;
+    o.weight_mode = LRUN_WEIGHT_MODE_AS_PLACED;
+    o.prefetch_layers = 1;
+    return o;
+}
+
+/* One placement of split_place_fixture.h on a fresh model: one AS_PLACED
+ * engine against the splits, over the same script. */
+static void check_placed_case(const char *arch, int64_t n_expert, const split_place_case *c)
+{
+    char name[300];
+    lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
+    if (!m || !split_place(m, c->fn)) {
+        snprintf(name, sizeof name, "%s, %s: placed", arch, c->what);
+        CHECK(name, 0);
+        lrun_model_free(m);
+        return;
+    }
+    enum { ROWS = 1 + 8 + 3 };
+    float *ref = calloc(ROWS * N_VOCAB, sizeof(float)), *got = calloc(ROWS * N_VOCAB, sizeof(float));
+    int64_t ref_rows = 0, got_rows = 0;
+    lrun_engine_opts o = placed_opts(0, NULL);
+    lrun_engine *one = NULL;
+    if (lrun_engine_init(&one, m, &o) != LRUN_OK) printf("# one engine: %s\n", lrun_last_error());
+    snprintf(name, sizeof name, "%s, %s: one engine runs the script", arch, c->what);
+    CHECK(name, one && run_script(one, ref, &ref_rows) && ref_rows == ROWS);
+    lrun_engine_stats s1;
+    memset(&s1, 0, sizeof s1);
+    if (one) lrun_engine_get_stats(one, &s1);
+    lrun_engine_free(one);
+
+    static const int64_t split_a[2] = {1, N_LAYER - 1}, split_b[2] = {N_LAYER / 2, N_LAYER / 2},
+                         split_c[3] = {2, 1, 3};
+    const struct {
+        const char *what;
+        int64_t n;
+        const int64_t *layers;
+    } splits[] = {{"1 | 5", 2, split_a}, {"3 | 3", 2, split_b}, {"2 | 1 | 3", 3, split_c}};
+    for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++) {
+        o = placed_opts(splits[i].n, splits[i].layers);
+        lrun_placement_size size;
+        memset(&size, 0, sizeof size);
+        const lrun_status sst = lrun_engine_size_placement(&size, m, &o, NULL, NULL);
+        lrun_engine *e = NULL;
+        const lrun_status st = lrun_engine_init(&e, m, &o);
+        if (st != LRUN_OK) printf("# split %s: %s\n", splits[i].what, lrun_last_error());
+        snprintf(name, sizeof name, "%s, %s, split %s: runs the script", arch, c->what, splits[i].what);
+        memset(got, 0, sizeof(float) * ROWS * N_VOCAB);
+        CHECK(name, e && run_script(e, got, &got_rows) && got_rows == ROWS);
+        snprintf(name, sizeof name, "%s, %s, split %s: every logit bit-identical to one engine's", arch, c->what,
+                 splits[i].what);
+        CHECK(name, memcmp(ref, got, sizeof(float) * ROWS * N_VOCAB) == 0);
+        lrun_engine_stats s;
+        memset(&s, 0, sizeof s);
+        if (e) lrun_engine_get_stats(e, &s);
+        snprintf(name, sizeof name, "%s, %s, split %s: the same host-computed bytes as one engine (%llu)", arch,
+                 c->what, splits[i].what, (unsigned long long)s1.host_compute_bytes);
+        CHECK(name, s.host_compute_bytes == s1.host_compute_bytes);
+        snprintf(name, sizeof name, "%s, %s, split %s: its sizing is the slots its parts took (%zu)", arch, c->what,
+                 splits[i].what, s.slot_bytes);
+        CHECK(name, sst == LRUN_OK && size.slot_bytes == s.slot_bytes);
+        /* each part sized alone (what the planner fits into its device's room): the split's sizes add up */
+        size_t slots = 0, weights = 0, kv = 0;
+        int parts_ok = 1;
+        for (int64_t part = 0; part < splits[i].n; part++) {
+            lrun_placement_size ps;
+            parts_ok = parts_ok && lrun_engine_size_placement_part(&ps, m, &o, part, NULL, NULL, NULL) == LRUN_OK;
+            slots += ps.slot_bytes, weights += ps.weight_bytes, kv += ps.kv_max_bytes;
+        }
+        snprintf(name, sizeof name, "%s, %s, split %s: its parts sized alone add up to it (slots, weights, KV)",
+                 arch, c->what, splits[i].what);
+        CHECK(name, parts_ok && slots == size.slot_bytes && weights == size.weight_bytes && kv == size.kv_max_bytes);
+        lrun_engine_free(e);
+    }
+    /* split 3 | 3 with only the first part's blocks off the device: the second
+     * part has no slots, the first part's are one engine's (its units only) */
+    if (c->fn == split_host_experts && n_expert == 0) {
+        o = placed_opts(2, split_b);
+        lrun_engine *e = NULL;
+        (void)lrun_engine_init(&e, m, &o);
+        lrun_engine_stats s;
+        memset(&s, 0, sizeof s);
+        if (e) lrun_engine_get_stats(e, &s);
+        snprintf(name, sizeof name, "%s: block 0 streamed, split 3 | 3: the parts' slots are one engine's (%zu)", arch,
+                 s1.slot_bytes);
+        CHECK(name, e && s.slot_bytes == s1.slot_bytes && s1.slot_bytes > 0);
+        lrun_engine_free(e);
+    }
+    free(ref);
+    free(got);
+    lrun_model_free(m);
+}
+
+static void check_placed(const char *arch, int64_t n_expert)
+{
+    snprintf(path, sizeof path, "/tmp/lrun_test_engine_split_%d_placed_%s.gguf", (int)getpid(), arch);
+    if (!split_place_model(path, arch, N_LAYER, n_expert, N_VOCAB, 17)) {
+        CHECK("placed model written", 0);
+        return;
+    }
+    for (size_t i = 0; i < sizeof split_place_cases / sizeof split_place_cases[0]; i++)
+        check_placed_case(arch, n_expert, &split_place_cases[i]);
+    unlink(path);
+}
+
 /* A step that cannot fit the cache in the second part (n_ctx_max reached)
  * would be refused by the facade first; so the failure is made in the
  * first chunk's later part through the cache's size: a static cache of 16
@@ -224,6 +344,19 @@ static void check_errors(void)
     CHECK("layer_first from a caller is LRUN_E_ARG (the split's own)",
           lrun_engine_init(&e, m, &o) == LRUN_E_ARG && strstr(lrun_last_error(), "layer_first"));
 
+    {
+        lrun_placement_size ps;
+        memset(&o, 0, sizeof o);
+        CHECK("sizing a part of no split is LRUN_E_ARG",
+              lrun_engine_size_placement_part(&ps, m, &o, 0, NULL, NULL, NULL) == LRUN_E_ARG &&
+                  strstr(lrun_last_error(), "no layer split"));
+        o.n_split = 2;
+        o.split_layers = ok_split;
+        CHECK("sizing part 2 of 2 is LRUN_E_ARG naming the range",
+              lrun_engine_size_placement_part(&ps, m, &o, 2, NULL, NULL, NULL) == LRUN_E_ARG &&
+                  strstr(lrun_last_error(), "part 2 is not in [0, 2)"));
+    }
+
     /* a step the static cache cannot hold: refused, nothing changes in either part */
     memset(&o, 0, sizeof o);
     o.n_split = 2;
@@ -253,6 +386,8 @@ int main(void)
     check_split("llama", 0);
     check_split("gemma2", 0);
     check_split("qwen3moe", 4);
+    check_placed("llama", 0);
+    check_placed("qwen3moe", 4);
     check_errors();
     return CHECK_DONE();
 }
