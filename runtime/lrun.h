@@ -410,6 +410,16 @@ typedef struct lrun_model_gen_spec {
     /* > 0: YaRN RoPE scaling by this factor (gpt-oss: 32): rope.scaling.type "yarn", .factor, and
      * .original_context_length = n_ctx / factor (at least 1); 0: none. */
     double rope_yarn_factor;
+    /* A mixture of experts' scales (docs/moe.md, "Routing of generated models").
+     * 0: the token embedding N(0, 1)-like (deviation 1, as T5's and PaLM's
+     * initialisations) and the residual branches' outputs (attn_output,
+     * ffn_down, ffn_down_exps) times 1/sqrt(2 n_layer) (GPT-2's and
+     * Megatron's), so that the residual stream keeps the token's identity and
+     * each block routes each token differently, as trained models do;
+     * 1: every matrix U(-1/sqrt(fan_in), ..) as a dense model's, whose blocks
+     * past the first route every token to the same few experts (the
+     * generator's models before 2026-12). Dense models ignore it. */
+    int collapsed_routing;
 } lrun_model_gen_spec;
 
 /* Writes a complete GGUF of architecture spec.arch at path (the tensors and

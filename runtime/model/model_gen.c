@@ -183,6 +183,24 @@ static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc 
     return d->required;
 }
 
+/* An MoE model's factor on tensor id's scale (lrun.h, spec.collapsed_routing):
+ * with every matrix U(-1/sqrt(fan_in), ..) the embedding's rows have norm
+ * about 0.6 while each block's attention adds about 15, nearly the same
+ * vector for every token (random queries and keys attend almost uniformly);
+ * past the first block the routers then see one input and pick the same
+ * few experts for every token. Embedding values of deviation 1 (T5, PaLM)
+ * and residual outputs times 1/sqrt(2 n_layer) (GPT-2, Megatron) keep the
+ * token's identity in the stream through every block. Scaling the embedding
+ * up rather than the outputs down keeps the outputs' quantization scales
+ * (f16 in Q8_0/Q4_K blocks) out of the subnormal range. */
+static double routing_factor(const lrun_model_gen_spec *s, lrun_arch_tensor id)
+{
+    if (id == LRUN_ARCH_TENSOR_TOKEN_EMBD) return sqrt(3.0 * (double)s->n_embd); /* U(-b, b) has deviation b/sqrt(3) */
+    if (id == LRUN_ARCH_TENSOR_O || id == LRUN_ARCH_TENSOR_DOWN || id == LRUN_ARCH_TENSOR_DOWN_EXPS)
+        return 1.0 / sqrt(2.0 * (double)s->n_layer);
+    return 1.0;
+}
+
 /* Tensor d (of block layer, for a block's) in the spec's shape: matrices in
  * weight_dtype (the embedding and head in embd_dtype), vectors f32. */
 static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lrun_arch_tensor_desc *d, int64_t layer)
@@ -202,6 +220,7 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
         dt = s->mix_dtype;
     lrun_status st = add(l, s, name, dt, gen_dim(s, d->ne[0]), matrix ? gen_dim(s, d->ne[1]) : 0, gen_dim(s, d->ne[2]));
     if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_GATE_INP) l->t[l->n - 1].row_skew = s->router_skew;
+    if (st == LRUN_OK && s->n_expert > 0 && !s->collapsed_routing) l->t[l->n - 1].scale *= routing_factor(s, d->id);
     if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) {
         l->rope_factors = malloc((size_t)gen_head_dim(s) / 2 * sizeof(float));
         if (!l->rope_factors) return lrun_fail_oom(0, 0, "lrun_model_generate: RoPE factors");
