@@ -28,6 +28,25 @@ local function generate(path, arch, collapsed)
   assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
 end
 
+-- The root mean square of the logits after one token (id 300 at position 0).
+local function logit_rms(arch, collapsed)
+  local path = os.tmpname()
+  generate(path, arch, collapsed)
+  local m = assert(lrun.load(path, { device = "cpu", threads = 2, progress = false, n_ctx = 256 }))
+  local e = assert(m:engine({ n_batch = 1 }))
+  local n = m.n_vocab
+  local logits, n_out = ffi.new("float[?]", n), ffi.new("int64_t[1]")
+  local tok, seq = ffi.new("int32_t[1]", 300), ffi.new("int32_t[1]")
+  local st = C.lrun_engine_step(e, 1, tok, seq, nil, logits, 1, n_out)
+  local err = st ~= C.LRUN_OK and lf.last_error() or nil
+  m:free()
+  os.remove(path)
+  assert(not err, err)
+  local sum = 0
+  for i = 0, n - 1 do sum = sum + logits[i] * logits[i] end
+  return math.sqrt(sum / n)
+end
+
 local function distinct_per_block(arch, collapsed)
   local path = os.tmpname()
   generate(path, arch, collapsed)
@@ -53,6 +72,12 @@ for _, arch in ipairs({ "qwen3moe", "llama" }) do
         end
         -- an LRU cache of a quarter of the experts: about 1/4 for independent routing, 0.9 when collapsed
         assert.is_true(st.lru_hit < 0.45, string.format("LRU hit rate %.3f", st.lru_hit))
+      end)
+
+    it("keeps the tied head's logits the size they had (the final norm's gain undoes the embedding's scale)",
+      function()
+        local now, before = logit_rms(arch, false), logit_rms(arch, true)
+        assert.is_true(now > before / 2 and now < before * 2, string.format("logit RMS %.3g, was %.3g", now, before))
       end)
 
     it("collapses with collapsed_routing = 1 (the old scales), so the bound above tells them apart", function()

@@ -220,7 +220,13 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
         dt = s->mix_dtype;
     lrun_status st = add(l, s, name, dt, gen_dim(s, d->ne[0]), matrix ? gen_dim(s, d->ne[1]) : 0, gen_dim(s, d->ne[2]));
     if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_GATE_INP) l->t[l->n - 1].row_skew = s->router_skew;
-    if (st == LRUN_OK && s->n_expert > 0 && !s->collapsed_routing) l->t[l->n - 1].scale *= routing_factor(s, d->id);
+    if (st == LRUN_OK && s->n_expert > 0 && !s->collapsed_routing) {
+        l->t[l->n - 1].scale *= routing_factor(s, d->id);
+        /* a tied head reads the scaled embedding: the final norm's gain takes the scale back out, so the
+         * logits keep the dense models' size */
+        if (d->id == LRUN_ARCH_TENSOR_OUTPUT_NORM && s->tied_embeddings)
+            l->t[l->n - 1].norm_gain = 1.0 / routing_factor(s, LRUN_ARCH_TENSOR_TOKEN_EMBD);
+    }
     if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) {
         l->rope_factors = malloc((size_t)gen_head_dim(s) / 2 * sizeof(float));
         if (!l->rope_factors) return lrun_fail_oom(0, 0, "lrun_model_generate: RoPE factors");
@@ -545,7 +551,7 @@ static void *fill_main(void *arg)
         j->status = (g->trained ? lrun_random_fill_trained : lrun_random_fill)(g->dtype, dst, pc->first + b0 * g->block,
                                                                                (b1 - b0) * g->block, g->scale, g->seed);
         if (j->status == LRUN_OK && g->is_norm)
-            for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] += 1.0f;
+            for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] = lrun_gen_norm_value(g, ((float *)dst)[i]);
         if (j->status == LRUN_OK && g->row_skew > 0) /* f32: the skewed router's rows */
             for (int64_t i = 0; i < (b1 - b0) * g->block; i++) {
                 const int64_t row = (pc->first + b0 * g->block + i) / g->ne[0];
