@@ -411,14 +411,16 @@ typedef struct lrun_model_gen_spec {
      * .original_context_length = n_ctx / factor (at least 1); 0: none. */
     double rope_yarn_factor;
     /* A mixture of experts' scales (docs/moe.md, "Routing of generated models").
-     * 0: the token embedding N(0, 1)-like (deviation 1, as T5's and PaLM's
-     * initialisations) and the residual branches' outputs (attn_output,
-     * ffn_down, ffn_down_exps) times 1/sqrt(2 n_layer) (GPT-2's and
-     * Megatron's), so that the residual stream keeps the token's identity and
-     * each block routes each token differently, as trained models do;
-     * 1: every matrix U(-1/sqrt(fan_in), ..) as a dense model's, whose blocks
-     * past the first route every token to the same few experts (the
-     * generator's models before 2026-12). Dense models ignore it. */
+     * 0: the token embedding of deviation sqrt(2 n_layer): T5's and PaLM's
+     * deviation-1 embedding with GPT-2's and Megatron's 1/sqrt(2 n_layer) on
+     * the residual outputs, both on the embedding (the blocks' RMSNorms make
+     * only the ratio matter), so the residual stream keeps the token's
+     * identity and each block routes each token differently, as trained
+     * models do; a tied head's output_norm gain is divided by the same
+     * factor, so the logits keep their size; every other tensor as a dense
+     * model's. 1: the embedding U(-1/sqrt(n_embd), ..) as a dense model's,
+     * whose blocks past the first route every token to the same few experts
+     * (the generator's models before 2026-12). Dense models ignore it. */
     int collapsed_routing;
 } lrun_model_gen_spec;
 

@@ -188,16 +188,17 @@ static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc 
  * about 0.6 while each block's attention adds about 15, nearly the same
  * vector for every token (random queries and keys attend almost uniformly);
  * past the first block the routers then see one input and pick the same
- * few experts for every token. Embedding values of deviation 1 (T5, PaLM)
- * and residual outputs times 1/sqrt(2 n_layer) (GPT-2, Megatron) keep the
- * token's identity in the stream through every block. Scaling the embedding
- * up rather than the outputs down keeps the outputs' quantization scales
- * (f16 in Q8_0/Q4_K blocks) out of the subnormal range. */
+ * few experts for every token. An embedding of deviation 1 (T5, PaLM) with
+ * residual outputs times 1/sqrt(2 n_layer) (GPT-2, Megatron) keeps the
+ * token's identity in the stream through every block. Every block reads
+ * the stream through an RMSNorm, so only the ratio matters: the embedding
+ * takes both factors and every other matrix keeps the dense models' values
+ * (and their quantization: outputs 1/sqrt(2 n_layer) smaller would push
+ * Q4_K's f16 scales deeper into the subnormals). */
 static double routing_factor(const lrun_model_gen_spec *s, lrun_arch_tensor id)
 {
-    if (id == LRUN_ARCH_TENSOR_TOKEN_EMBD) return sqrt(3.0 * (double)s->n_embd); /* U(-b, b) has deviation b/sqrt(3) */
-    if (id == LRUN_ARCH_TENSOR_O || id == LRUN_ARCH_TENSOR_DOWN || id == LRUN_ARCH_TENSOR_DOWN_EXPS)
-        return 1.0 / sqrt(2.0 * (double)s->n_layer);
+    /* U(-b, b) has deviation b/sqrt(3): times sqrt(3 n_embd) makes it 1 */
+    if (id == LRUN_ARCH_TENSOR_TOKEN_EMBD) return sqrt(3.0 * (double)s->n_embd) * sqrt(2.0 * (double)s->n_layer);
     return 1.0;
 }
 
