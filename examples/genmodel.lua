@@ -17,7 +17,11 @@
 -- transformers saves them. --router-skew S multiplies the router's row of
 -- expert e by 1 + S/(e+1) in both formats: expert popularity falls off with
 -- e, Zipf-like, which a random router (near-uniform choices, a cache's worst
--- case) lacks; docs/moe.md.
+-- case) lacks (S = 8: about a trained router's popularity); docs/moe.md. Mixtures
+-- of experts get an embedding scaled so that every block routes each token
+-- differently, as trained models do (docs/moe.md, "Routing of generated
+-- models"); --collapsed-routing writes the older scales, under which blocks
+-- past the first send every token to the same few experts.
 -- A preset fills every shape option; options given on the command line win.
 -- The model loads in lrun and llama.cpp: same seed, same weights (in every
 -- dtype, up to rounding). See docs/gguf.md.
