@@ -20,7 +20,11 @@
 -- unquantized with --expert-dtype f32|f16|bf16 (docs/moe.md). --router-skew S multiplies the router's row of
 -- expert e by 1 + S/(e+1) in both formats: expert popularity falls off with
 -- e, Zipf-like, which a random router (near-uniform choices, a cache's worst
--- case) lacks; docs/moe.md.
+-- case) lacks (S = 8: about a trained router's popularity); docs/moe.md. Mixtures
+-- of experts get an embedding scaled so that every block routes each token
+-- differently, as trained models do (docs/moe.md, "Routing of generated
+-- models"); --collapsed-routing writes the older scales, under which blocks
+-- past the first send every token to the same few experts.
 -- A preset fills every shape option; options given on the command line win.
 -- The model loads in lrun and llama.cpp: same seed, same weights (in every
 -- dtype, up to rounding). See docs/gguf.md.
@@ -72,6 +76,8 @@ local spec = {
   { "--yarn", key = "yarn", type = "number", help = "YaRN RoPE scaling by this factor (gpt-oss: 32); 0: none" },
   { "--router-skew", key = "router_skew", type = "number",
     help = "synthetic skewed expert popularity: router row e times 1 + S/(e+1) (default 0: near-uniform)" },
+  { "--collapsed-routing", key = "collapsed_routing", type = "flag",
+    help = "MoE: the scales of before 2026-12, whose routing collapses (default: routes like trained models)" },
   { "--heads", key = "heads", type = "int", help = "attention heads" },
   { "--kv-heads", key = "kv_heads", type = "int", help = "key/value heads (default: --heads)" },
   { "--vocab", key = "vocab", type = "int", help = "vocabulary size, >= 259" },
@@ -158,6 +164,7 @@ s.sliding_window, s.rope_orig_ctx = opts.sliding_window or 0, opts.rope_orig_ctx
 s.n_expert, s.n_expert_used, s.router_skew = opts.experts or 0, opts.experts_used or 0, opts.router_skew or 0
 s.expert_dtype = opts.expert_dtype and dtype("--expert-dtype", opts.expert_dtype) or C.LRUN_DTYPE_F32
 s.rope_yarn_factor = opts.yarn or 0
+s.collapsed_routing = opts.collapsed_routing and 1 or 0
 
 -- The C side names spec fields; say them as the options they came from.
 local field_option = { n_layer = "--layers", n_embd = "--embd", n_head = "--heads", n_head_kv = "--kv-heads",

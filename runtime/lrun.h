@@ -410,6 +410,18 @@ typedef struct lrun_model_gen_spec {
     /* > 0: YaRN RoPE scaling by this factor (gpt-oss: 32): rope.scaling.type "yarn", .factor, and
      * .original_context_length = n_ctx / factor (at least 1); 0: none. */
     double rope_yarn_factor;
+    /* A mixture of experts' scales (docs/moe.md, "Routing of generated models").
+     * 0: the token embedding of deviation sqrt(2 n_layer): T5's and PaLM's
+     * deviation-1 embedding with GPT-2's and Megatron's 1/sqrt(2 n_layer) on
+     * the residual outputs, both on the embedding (the blocks' RMSNorms make
+     * only the ratio matter), so the residual stream keeps the token's
+     * identity and each block routes each token differently, as trained
+     * models do; a tied head's output_norm gain is divided by the same
+     * factor, so the logits keep their size; every other tensor as a dense
+     * model's. 1: the embedding U(-1/sqrt(n_embd), ..) as a dense model's,
+     * whose blocks past the first route every token to the same few experts
+     * (the generator's models before 2026-12). Dense models ignore it. */
+    int collapsed_routing;
 } lrun_model_gen_spec;
 
 /* Writes a complete GGUF of architecture spec.arch at path (the tensors and

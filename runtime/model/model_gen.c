@@ -183,6 +183,25 @@ static int gen_writes(const lrun_model_gen_spec *s, const lrun_arch_tensor_desc 
     return d->required;
 }
 
+/* An MoE model's factor on tensor id's scale (lrun.h, spec.collapsed_routing):
+ * with every matrix U(-1/sqrt(fan_in), ..) the embedding's rows have norm
+ * about 0.6 while each block's attention adds about 15, nearly the same
+ * vector for every token (random queries and keys attend almost uniformly);
+ * past the first block the routers then see one input and pick the same
+ * few experts for every token. An embedding of deviation 1 (T5, PaLM) with
+ * residual outputs times 1/sqrt(2 n_layer) (GPT-2, Megatron) keeps the
+ * token's identity in the stream through every block. Every block reads
+ * the stream through an RMSNorm, so only the ratio matters: the embedding
+ * takes both factors and every other matrix keeps the dense models' values
+ * (and their quantization: outputs 1/sqrt(2 n_layer) smaller would push
+ * Q4_K's f16 scales deeper into the subnormals). */
+static double routing_factor(const lrun_model_gen_spec *s, lrun_arch_tensor id)
+{
+    /* U(-b, b) has deviation b/sqrt(3): times sqrt(3 n_embd) makes it 1 */
+    if (id == LRUN_ARCH_TENSOR_TOKEN_EMBD) return sqrt(3.0 * (double)s->n_embd) * sqrt(2.0 * (double)s->n_layer);
+    return 1.0;
+}
+
 /* Tensor d (of block layer, for a block's) in the spec's shape: matrices in
  * weight_dtype (the embedding and head in embd_dtype), vectors f32. */
 static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lrun_arch_tensor_desc *d, int64_t layer)
@@ -202,6 +221,13 @@ static lrun_status add_desc(gen_list *l, const lrun_model_gen_spec *s, const lru
         dt = s->mix_dtype;
     lrun_status st = add(l, s, name, dt, gen_dim(s, d->ne[0]), matrix ? gen_dim(s, d->ne[1]) : 0, gen_dim(s, d->ne[2]));
     if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_GATE_INP) l->t[l->n - 1].row_skew = s->router_skew;
+    if (st == LRUN_OK && s->n_expert > 0 && !s->collapsed_routing) {
+        l->t[l->n - 1].scale *= routing_factor(s, d->id);
+        /* a tied head reads the scaled embedding: the final norm's gain takes the scale back out, so the
+         * logits keep the dense models' size */
+        if (d->id == LRUN_ARCH_TENSOR_OUTPUT_NORM && s->tied_embeddings)
+            l->t[l->n - 1].norm_gain = 1.0 / routing_factor(s, LRUN_ARCH_TENSOR_TOKEN_EMBD);
+    }
     if (st == LRUN_OK && d->id == LRUN_ARCH_TENSOR_ROPE_FREQS) {
         l->rope_factors = malloc((size_t)gen_head_dim(s) / 2 * sizeof(float));
         if (!l->rope_factors) return lrun_fail_oom(0, 0, "lrun_model_generate: RoPE factors");
@@ -526,7 +552,7 @@ static void *fill_main(void *arg)
         j->status = (g->trained ? lrun_random_fill_trained : lrun_random_fill)(g->dtype, dst, pc->first + b0 * g->block,
                                                                                (b1 - b0) * g->block, g->scale, g->seed);
         if (j->status == LRUN_OK && g->is_norm)
-            for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] += 1.0f;
+            for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] = lrun_gen_norm_value(g, ((float *)dst)[i]);
         if (j->status == LRUN_OK && g->row_skew > 0) /* f32: the skewed router's rows */
             for (int64_t i = 0; i < (b1 - b0) * g->block; i++) {
                 const int64_t row = (pc->first + b0 * g->block + i) / g->ne[0];

@@ -18,7 +18,8 @@ typedef struct gen_tensor {
     int64_t block;              /* elements per block of dtype */
     size_t block_bytes;
     float scale;                /* values U(-scale, scale) */
-    int is_norm;                /* 1: f32 values 1 + noise */
+    int is_norm;                /* 1: f32 values (1 + noise) · norm_gain */
+    double norm_gain;           /* a norm's gain; 0: 1 */
     int trained;                /* 1: trained-like values of deviation scale (lrun_random_fill_trained) */
     const float *values;        /* (nelem) f32 values to write as they are (RoPE factors), or NULL */
     uint64_t seed;              /* from the run's seed and the tensor's name */
@@ -57,6 +58,11 @@ lrun_status lrun_gen_build_list(gen_list *l, const lrun_model_gen_spec *s);
  * <|im_end|> (control), then letter fillers each with its merge. */
 lrun_status lrun_gen_build_vocab(gen_vocab *v, int64_t n_vocab);
 void lrun_gen_vocab_free(gen_vocab *v);
+/* A norm's value from its noise: (1 + noise) · t->norm_gain (no gain: 1 + noise, as always). */
+static inline float lrun_gen_norm_value(const gen_tensor *t, float noise)
+{
+    return t->norm_gain > 0 ? (float)((double)(noise + 1.0f) * t->norm_gain) : noise + 1.0f;
+}
 /* The ChatML template both formats carry. */
 extern const char lrun_gen_chatml_template[];
 

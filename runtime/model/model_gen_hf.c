@@ -308,9 +308,12 @@ static lrun_status write_tensor(lrun_st_writer *w, const gen_tensor *t, const lr
             lrun_status st = (t->trained ? lrun_random_fill_trained : lrun_random_fill)(
                 t->dtype, dst, source_row(t, s, r0 + r) * t->ne[0], t->ne[0], t->scale, t->seed);
             if (st != LRUN_OK) return st;
-            /* the GGUF's norms are noise + 1; HF gemma keeps w of (1 + w), the noise itself */
-            if (t->is_norm && !lrun_hf_norm_shift(lrun_gen_arch(s)->name))
-                for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] += 1.0f;
+            /* the GGUF's norms are (noise + 1) · gain; HF gemma keeps w of (1 + w): that value less 1,
+             * the noise itself when there is no gain */
+            const int shift = lrun_hf_norm_shift(lrun_gen_arch(s)->name);
+            if (t->is_norm && (!shift || t->norm_gain > 0))
+                for (int64_t i = 0; i < t->ne[0]; i++)
+                    ((float *)dst)[i] = lrun_gen_norm_value(t, ((float *)dst)[i]) - (shift ? 1.0f : 0.0f);
             if (t->row_skew > 0) { /* f32: the skewed router, as model_gen.c */
                 const float k = (float)(1.0 + t->row_skew / (double)(r0 + r + 1));
                 for (int64_t i = 0; i < t->ne[0]; i++) ((float *)dst)[i] *= k;

@@ -8,9 +8,18 @@ Usage: python3 tests/bench/moe_bench.py [--llama-bench PATH] [--lrun build/lrun]
          [--model PATH] [--keep] [--generate-only] [--device cuda:0] [--pcie-gbps X --dram-gbps Y]
 The model: examples/genmodel.lua --preset P --dtype T, random weights, written
 to $LRUN_BENCH_DIR (default /tmp) unless there already, deleted when its
-rows are done (--keep keeps it). Routers: "uniform" is the generator's random
-router (near-uniform choices, --router-skew 0); "skew" is --router-skew S
-(synthetic Zipf-like popularity, docs/moe.md). --model uses a file instead.
+rows are done (--keep keeps it). Since 2026-12 the generator's MoE models
+route like trained ones (docs/moe.md, "Routing of generated models"): each
+block sends teacher-forced random tokens to nearly independent expert sets,
+so an expert cache of a fraction f of the experts hits about f of the time
+(uniform), or more with the skew. Rows measured before that (docs/benchmarks.md
+says which) ran on collapsed routing, where blocks past the first sent every
+token to the same few experts and the cache hit ~0.99; --gen-args
+--collapsed-routing writes such a model again, to compare. Routers:
+"uniform" is the generator's random router (near-uniform popularity,
+--router-skew 0); "skew" is --router-skew S (synthetic Zipf-like popularity;
+S = 8 gives about what trained routers show, docs/moe.md). The cached file's
+name says the router, S and the routing. --model uses a file instead.
 
 Per router and budget B GiB (in the order given; rows print as they come):
   llama.cpp    llama-bench -ngl 99 -ncmoe N -p 512 -n 128 -r 2 -o json, then
@@ -76,7 +85,10 @@ def model_path(args, router):
     if args.model:
         return args.model
     d = os.environ.get("LRUN_BENCH_DIR", "/tmp")
-    return os.path.join(d, f"lrun-bench-{args.preset}-{args.dtype}-{router}.gguf")
+    # the name carries what changes the weights, so an older file (collapsed routing, another skew) is not reused
+    routing = "collapsed" if "--collapsed-routing" in args.gen_args.split() else "routed"
+    skew = f"{args.skew:g}" if router == "skew" else ""
+    return os.path.join(d, f"lrun-bench-{args.preset}-{args.dtype}-{router}{skew}-{routing}.gguf")
 
 
 def generate(args, router):
