@@ -44,25 +44,11 @@ static lrun_model_gen_spec spec(lrun_dtype w, lrun_dtype experts)
 /* The last token's logits (V) of a prompt longer than the window; 0 when the model does not load or run. */
 static int logits_of(const char *path, float *out)
 {
-    lrun_model *m = fixture_load(path, "cpu", 0, 1, -1);
-    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 32, .n_batch_max = N_TOK, .n_threads = 1};
-    lrun_engine *e = NULL;
-    static const int32_t tok[N_TOK] = {256, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100}, seq[N_TOK] = {0};
-    int64_t n_out = 0;
-    const int ok = m && lrun_engine_init(&e, m, &o) == LRUN_OK &&
-                   lrun_engine_step(e, N_TOK, tok, seq, NULL, out, 1, &n_out) == LRUN_OK && n_out == 1;
-    if (m && !ok) printf("# %s: %s\n", path, lrun_last_error());
-    lrun_engine_free(e);
-    lrun_model_free(m);
-    return ok;
+    static const int32_t tok[N_TOK] = {256, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100};
+    return fixture_last_logits(path, "cpu", tok, N_TOK, 32, out);
 }
 
-static double max_diff(const float *a, const float *b)
-{
-    double w = 0;
-    for (int i = 0; i < V; i++) w = fmax(w, fabs((double)a[i] - (double)b[i]));
-    return w;
-}
+static double max_diff(const float *a, const float *b) { return fixture_max_abs_diff(a, b, V); }
 
 /* 1 when every expert tensor and bias of the directory holds the GGUF's values
  * (as f32: MXFP4 codes and scales, or the floats), in the GGUF's dtype. The

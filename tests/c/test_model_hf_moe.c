@@ -48,25 +48,11 @@ static lrun_model_gen_spec spec(const char *arch, lrun_dtype dt)
 /* The last token's logits (V) of a fixed prompt; 0 when the model does not load or run. */
 static int logits_of(const char *path, float *out)
 {
-    lrun_model *m = fixture_load(path, HF_MOE_DEVICE, 0, 1, -1);
-    const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 16, .n_batch_max = N_TOK, .n_threads = 1};
-    lrun_engine *e = NULL;
-    static const int32_t tok[N_TOK] = {256, 72, 101, 108, 108, 111}, seq[N_TOK] = {0};
-    int64_t n_out = 0;
-    const int ok = m && lrun_engine_init(&e, m, &o) == LRUN_OK &&
-                   lrun_engine_step(e, N_TOK, tok, seq, NULL, out, 1, &n_out) == LRUN_OK && n_out == 1;
-    if (m && !ok) printf("# %s: %s\n", path, lrun_last_error());
-    lrun_engine_free(e);
-    lrun_model_free(m);
-    return ok;
+    static const int32_t tok[N_TOK] = {256, 72, 101, 108, 108, 111};
+    return fixture_last_logits(path, HF_MOE_DEVICE, tok, N_TOK, 16, out);
 }
 
-static double max_diff(const float *a, const float *b)
-{
-    double w = 0;
-    for (int i = 0; i < V; i++) w = fmax(w, fabs((double)a[i] - (double)b[i]));
-    return w;
-}
+static double max_diff(const float *a, const float *b) { return fixture_max_abs_diff(a, b, V); }
 
 /* 1 when every stacked expert tensor of path holds the GGUF's values, and
  * the down projections are (views) or are not (copies) in the file as want_view says. */
