@@ -41,11 +41,12 @@ local presets = {
   ["llama2-7b"] = { layers = 32, embd = 4096, ff = 11008, heads = 32, kv_heads = 32, vocab = 32000, ctx = 4096 },
   ["llama3-8b"] = { layers = 32, embd = 4096, ff = 14336, heads = 32, kv_heads = 8, vocab = 128256, ctx = 8192,
     rope_base = 500000 },
-  -- mixtures of experts (docs/moe.md): --ff is each expert's width
+  -- mixtures of experts (docs/moe.md): --ff is each expert's width; untied heads, as the released
+  -- checkpoints (tie_word_embeddings false in both config.json files)
   ["qwen3-30b-a3b"] = { arch = "qwen3moe", layers = 48, embd = 2048, ff = 768, heads = 32, kv_heads = 4,
-    head_dim = 128, experts = 128, experts_used = 8, vocab = 151936, ctx = 40960, rope_base = 1000000 },
+    head_dim = 128, experts = 128, experts_used = 8, vocab = 151936, ctx = 40960, rope_base = 1000000, untied = true },
   ["mixtral-8x7b"] = { arch = "llama", layers = 32, embd = 4096, ff = 14336, heads = 32, kv_heads = 8, experts = 8,
-    experts_used = 2, vocab = 32000, ctx = 32768, rope_base = 1000000 },
+    experts_used = 2, vocab = 32000, ctx = 32768, rope_base = 1000000, untied = true },
   ["tiny-moe"] = { arch = "qwen3moe", layers = 2, embd = 64, ff = 64, heads = 4, kv_heads = 2, experts = 8,
     experts_used = 2, vocab = 512, ctx = 256 },
   -- gpt-oss (docs/moe.md): MXFP4 experts, YaRN RoPE (factor 32), a window of 128 on the even blocks, an

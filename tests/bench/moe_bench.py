@@ -49,6 +49,7 @@ the resident model) for decode and a 512-token prefill chunk, with their error.
 Prints a markdown table; --out gets JSON lines.
 """
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -86,9 +87,13 @@ def model_path(args, router):
         return args.model
     d = os.environ.get("LRUN_BENCH_DIR", "/tmp")
     # the name carries what changes the weights, so an older file (collapsed routing, another skew) is not reused
-    routing = "collapsed" if "--collapsed-routing" in args.gen_args.split() else "routed"
+    extra = args.gen_args.split()
+    routing = "collapsed" if "--collapsed-routing" in extra else "routed"
     skew = f"{args.skew:g}" if router == "skew" else ""
-    return os.path.join(d, f"lrun-bench-{args.preset}-{args.dtype}-{router}{skew}-{routing}.gguf")
+    # any other generator argument (a shape, a seed) changes the weights too: a digest of them in the name
+    rest = [a for a in extra if a != "--collapsed-routing"]
+    tag = "-" + hashlib.sha1(" ".join(rest).encode()).hexdigest()[:8] if rest else ""
+    return os.path.join(d, f"lrun-bench-{args.preset}-{args.dtype}-{router}{skew}-{routing}{tag}.gguf")
 
 
 def generate(args, router):
