@@ -188,6 +188,20 @@ describe("predict.prefill of a mixture of experts", function()
     assert.are.equal(0, p.copy_s)
   end)
 
+  -- pageable host experts go through the engine's pinned bounce buffers (engine_cuda_moe_stream.c): a
+  -- host memcpy (half the host's read) then the pinned DMA, not the driver's pageable rate
+  it("pageable host experts stream at min(pinned link, host read / 2) (cuda)", function()
+    local plan, hc = host_all("host")
+    local bw = {}
+    for key, v in pairs(CUDA) do bw[key] = v end
+    bw.host_read = 3e10 -- the memcpy (1.5e10) below the pinned link (2e10) and above pageable (1e10)
+    local p = predict.prefill(MOE, plan, hc, bw, { tokens = 512, n_expert_used = K })
+    assert.is_true(p.expert_streamed)
+    local D = predict.distinct_experts(E, K, 512)
+    near(D * 3 * eb / 1.5e10, p.copy_s, "copy")
+    assert.is_not_nil(p.links["PCIe pinned (bounce)"])
+  end)
+
   it("host experts streamed when the chunk is long: the touched experts cross once (cuda)", function()
     local plan, hc = host_all("pinned")
     local p = predict.prefill(MOE, plan, hc, CUDA, { tokens = 512, n_expert_used = K })

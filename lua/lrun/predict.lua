@@ -89,6 +89,16 @@ local function link(tier, bw)
   return bw.h2d_pageable or bw.h2d_pinned, "PCIe pageable" -- host, mmap
 end
 
+-- The link host experts stream over in a cuda prefill (engine_cuda_moe_stream.c): pinned ones by DMA;
+-- pageable ones (host, mmap) copied by the model's threads into pinned bounce buffers, then by DMA, so
+-- at the slower of the pinned link and a host memcpy (half the host's read: each byte read and
+-- written), not the driver's pageable rate (session 13, H100: the 30B-A3B's 512-token prefill at 8 GiB
+-- ran 2186 tok/s, predicted 844 at the pageable rate).
+local function expert_stream_link(tier, bw)
+  if tier == "pinned" or tier == "disk" then return link(tier, bw) end
+  return math.min(bw.h2d_pinned, (bw.host_read or bw.h2d_pinned) / 2), "PCIe pinned (bounce)"
+end
+
 -- Adds bytes streamed over a link (rate bytes/s, name as link's) to p's copy time, that link's share and the
 -- streamed bytes.
 local function add_streamed(p, bytes, rate, name)
@@ -385,6 +395,7 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
     return
   end
   -- host experts: computed on the host, or (cuda) the touched ones copied, per expert_plan
+  if bw.device == "cuda" then rate, name = expert_stream_link(tier, bw) end
   local per = T * k / math.max(D, 1e-9)
   -- the host's expert product at a chunk's few rows per expert: measured (host_batch), else the 512-row GEMM's
   local hflops = rate_of(bw.host_batch, first.dtype) or rate_of(bw.host_gemm, first.dtype)
