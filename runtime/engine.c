@@ -206,7 +206,8 @@ lrun_status lrun_engine_size_placement_part(lrun_placement_size *out, lrun_model
     const lrun_backend_iface *b;
     lrun_status st = resolve(&b, model, &o, "engine size part");
     if (st == LRUN_OK && b != &lrun_split_backend)
-        st = lrun_fail(LRUN_E_ARG, "engine size part: opts ask for no layer split (n_split %lld)", (long long)o.n_split);
+        st = lrun_fail(LRUN_E_ARG, "engine size part: opts ask for no layer split (n_split %lld)",
+                       (long long)o.n_split);
     if (st == LRUN_OK && (part < 0 || part >= o.n_split))
         st = lrun_fail(LRUN_E_ARG, "engine size part: part %lld is not in [0, %lld)", (long long)part,
                        (long long)o.n_split);

@@ -827,8 +827,9 @@ LRUN_API lrun_status lrun_engine_size_placement_packed(lrun_placement_size *out,
  * the planner fits into each device's room (lrun.multigpu, docs/multigpu.md).
  * LRUN_E_ARG for options without a split or a part out of range. */
 LRUN_API lrun_status lrun_engine_size_placement_part(lrun_placement_size *out, lrun_model *model,
-                                                     const lrun_engine_opts *opts, int64_t part, const lrun_tier *tiers,
-                                                     const int8_t *host_compute, const int8_t *packed);
+                                                     const lrun_engine_opts *opts, int64_t part,
+                                                     const lrun_tier *tiers, const int8_t *host_compute,
+                                                     const int8_t *packed);
 /* k that prefetch_layers = 0 means on a device of this kind: the one place both engines take it from. */
 LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
 /* The pinned host memory an engine of this kind takes at init for its own

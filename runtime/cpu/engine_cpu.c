@@ -224,7 +224,8 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
     memset(&needs, 0, sizeof needs);
     lrun_status st = cpu_estimate(&needs, model, opts);
     out->scratch_bytes = needs.scratch_bytes;
-    if (st == LRUN_OK) st = lrun_weight_ring_size(model, p, ring_blocks(model, opts), opts->prefetch_layers, &out->slot_bytes);
+    if (st == LRUN_OK)
+        st = lrun_weight_ring_size(model, p, ring_blocks(model, opts), opts->prefetch_layers, &out->slot_bytes);
     if (st == LRUN_OK)
         st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
                                 blocks_of(model, opts), in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
@@ -292,7 +293,8 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
      * split's part has a ring of its own blocks (and the head in the last). */
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     if (st == LRUN_OK && (as_placed || any_packed(model)))
-        st = lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, as_placed, e->pool);
+        st =
+            lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, as_placed, e->pool);
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
     if (st == LRUN_OK) st = lrun_moe_counts_init(&e->moe_counts, in->n_layer, in->n_expert);
     if (st != LRUN_OK) {

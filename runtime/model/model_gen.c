@@ -552,7 +552,8 @@ static void *fill_main(void *arg)
         j->status = (g->trained ? lrun_random_fill_trained : lrun_random_fill)(g->dtype, dst, pc->first + b0 * g->block,
                                                                                (b1 - b0) * g->block, g->scale, g->seed);
         if (j->status == LRUN_OK && g->is_norm)
-            for (int64_t i = 0; i < (b1 - b0) * g->block; i++) ((float *)dst)[i] = lrun_gen_norm_value(g, ((float *)dst)[i]);
+            for (int64_t i = 0; i < (b1 - b0) * g->block; i++)
+                ((float *)dst)[i] = lrun_gen_norm_value(g, ((float *)dst)[i]);
         if (j->status == LRUN_OK && g->row_skew > 0) /* f32: the skewed router's rows */
             for (int64_t i = 0; i < (b1 - b0) * g->block; i++) {
                 const int64_t row = (pc->first + b0 * g->block + i) / g->ne[0];

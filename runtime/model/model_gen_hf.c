@@ -133,10 +133,12 @@ static void moe_config(cJSON *c, const lrun_model_gen_spec *s)
  * names, or NULL when the generator writes none. */
 static const char *hf_class(const lrun_model_gen_spec *s, const char **model_type_out)
 {
-    static const struct { const char *model_type, *cls; } classes[] = {
-        {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
-        {"phi3", "Phi3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
-        {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"gpt_oss", "GptOssForCausalLM"}};
+    static const struct { const char *model_type, *cls;
+    } classes[] = {{"llama", "LlamaForCausalLM"},        {"qwen2", "Qwen2ForCausalLM"},
+                   {"qwen3", "Qwen3ForCausalLM"},        {"phi3", "Phi3ForCausalLM"},
+                   {"gemma2", "Gemma2ForCausalLM"},      {"gemma3_text", "Gemma3ForCausalLM"},
+                   {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"mixtral", "MixtralForCausalLM"},
+                   {"gpt_oss", "GptOssForCausalLM"}};
     const char *name = lrun_gen_arch(s)->name, *model_type = lrun_hf_model_type_for_arch(name);
     if (s->n_expert > 0 && strcmp(name, "llama") == 0) model_type = "mixtral"; /* llama with experts */
     *model_type_out = model_type;
@@ -367,7 +369,7 @@ static lrun_status write_shard(const char *path, const gen_list *l, int64_t firs
     }
     for (int64_t i = first; st == LRUN_OK && i < last; i++)
         st = lrun_gen_hf_gpt_oss_owns(s, &l->t[i]) ? lrun_gen_hf_gpt_oss_write(w, l, &l->t[i])
-                                                    : write_tensor(w, &l->t[i], s, buf);
+                                                   : write_tensor(w, &l->t[i], s, buf);
     if (st == LRUN_OK) st = lrun_st_writer_finish(w);
     lrun_st_writer_free(w);
     return st;

@@ -56,7 +56,8 @@ void lrun_gen_hf_gpt_oss_config(cJSON *c, const lrun_model_gen_spec *s)
         cJSON *keep = cJSON_AddArrayToObject(q, "modules_to_not_convert");
         static const char *const kept[] = {"model.layers.*.self_attn", "model.layers.*.mlp.router",
                                            "model.embed_tokens", "lm_head"};
-        for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) cJSON_AddItemToArray(keep, cJSON_CreateString(kept[i]));
+        for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+            cJSON_AddItemToArray(keep, cJSON_CreateString(kept[i]));
     }
 }
 
@@ -97,7 +98,9 @@ int lrun_gen_hf_gpt_oss_decl(const gen_tensor *t, int k, gen_hf_decl *out)
     if (k > (mx ? 1 : 0)) return 0;
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "model.layers.%d.mlp.experts.%s%s", l, proj,
-             bias ? "_bias" : mx ? (k == 0 ? "_blocks" : "_scales") : "");
+             bias ? "_bias"
+             : mx ? (k == 0 ? "_blocks" : "_scales")
+                  : "");
     if (bias) {
         out->dtype = LRUN_ST_F32, out->ndim = 2, out->shape[0] = E, out->shape[1] = rows;
     } else if (mx) { /* per output row: the inputs' blocks of 32 */
@@ -131,7 +134,7 @@ static const gen_tensor *partner_up(const gen_list *l, const gen_tensor *t)
 /* Buffered writes of the directory's bytes. */
 typedef struct out_buf {
     lrun_st_writer *w;
-    uint8_t *p;                 /* (cap) */
+    uint8_t *p; /* (cap) */
     size_t cap, used;
 } out_buf;
 
@@ -193,7 +196,8 @@ static lrun_status write_plain(out_buf *o, const gen_tensor *const part[2], int 
     uint8_t *src = malloc((size_t)parts * m), *dst = malloc((size_t)parts * m);
     lrun_status st = src && dst ? LRUN_OK : lrun_fail_oom((size_t)parts * m, 0, "lrun_model_generate_hf: an expert");
     for (int64_t e = 0; st == LRUN_OK && e < E; e++) {
-        for (int q = 0; st == LRUN_OK && q < parts; q++) st = fill(part[q], src + (size_t)q * m, e * rows * cols, rows * cols);
+        for (int q = 0; st == LRUN_OK && q < parts; q++)
+            st = fill(part[q], src + (size_t)q * m, e * rows * cols, rows * cols);
         /* dst[i][parts·r + q] = part q's [r][i] */
         for (int q = 0; st == LRUN_OK && q < parts; q++)
             for (int64_t r = 0; r < rows; r++)
@@ -237,8 +241,9 @@ lrun_status lrun_gen_hf_gpt_oss_write(lrun_st_writer *w, const gen_list *l, cons
     const size_t row = (size_t)(t->ne[0] / LRUN_QK_MXFP4) * 16, cap = row > OUT_BYTES ? row : OUT_BYTES;
     out_buf o = {w, malloc(cap), cap, 0}; /* an MXFP4 row's blocks fit */
     if (!o.p) return lrun_fail_oom(cap, 0, "lrun_model_generate_hf: write buffer");
-    const lrun_status st = bias ? write_bias(&o, part, parts)
-                           : t->dtype == LRUN_DTYPE_MXFP4 ? write_mxfp4(&o, part, parts) : write_plain(&o, part, parts);
+    const lrun_status st = bias                           ? write_bias(&o, part, parts)
+                           : t->dtype == LRUN_DTYPE_MXFP4 ? write_mxfp4(&o, part, parts)
+                                                          : write_plain(&o, part, parts);
     free(o.p);
     return st;
 }

@@ -100,9 +100,9 @@ static void gguf_name(const lrun_model *m, lrun_arch_tensor id, int l, char *out
 
 /* Inputs [first, last) of the E · cols (expert, input) pairs of one part, on one thread of the pool. */
 typedef struct transpose_task {
-    uint8_t *dst;               /* (E, rows, cols) elements of eb bytes */
-    const uint8_t *src;         /* the file's (E, cols, parts · rows) */
-    int64_t rows, cols, n;      /* n = E · cols */
+    uint8_t *dst;          /* (E, rows, cols) elements of eb bytes */
+    const uint8_t *src;    /* the file's (E, cols, parts · rows) */
+    int64_t rows, cols, n; /* n = E · cols */
     int parts, q;
     size_t eb;
 } transpose_task;
@@ -116,7 +116,8 @@ static void transpose_inputs(void *ctx, int ith, int nth)
         const int64_t e = k / t->cols, i = k % t->cols;
         const uint8_t *s = t->src + ((size_t)k * (size_t)(t->parts * t->rows) + (size_t)t->q) * eb;
         uint8_t *d = t->dst + (size_t)e * slice + (size_t)i * eb;
-        for (int64_t r = 0; r < t->rows; r++) memcpy(d + (size_t)(r * t->cols) * eb, s + (size_t)(t->parts * r) * eb, eb);
+        for (int64_t r = 0; r < t->rows; r++)
+            memcpy(d + (size_t)(r * t->cols) * eb, s + (size_t)(t->parts * r) * eb, eb);
     }
 }
 
@@ -175,10 +176,10 @@ static void repack_block(uint8_t *dst, uint8_t scale, const uint8_t *src)
 
 /* Rows [first, last) of one part's [E · rows] output rows, on one thread of the pool. */
 typedef struct repack_task {
-    uint8_t *dst;               /* (E · rows, G) ggml blocks */
-    const uint8_t *b, *s;       /* the file's _blocks (E · parts · rows, G, 16) and _scales (E · parts · rows, G) */
-    int64_t rows, G, n;         /* rows per expert, blocks per row, E · rows */
-    int parts, q;               /* 2 for gate_up (part q: rows q, q + 2, ...), 1 for down */
+    uint8_t *dst;         /* (E · rows, G) ggml blocks */
+    const uint8_t *b, *s; /* the file's _blocks (E · parts · rows, G, 16) and _scales (E · parts · rows, G) */
+    int64_t rows, G, n;   /* rows per expert, blocks per row, E · rows */
+    int parts, q;         /* 2 for gate_up (part q: rows q, q + 2, ...), 1 for down */
 } repack_task;
 
 static void repack_rows(void *ctx, int ith, int nth)

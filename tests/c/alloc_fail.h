@@ -203,11 +203,16 @@ static lrun_status scenario(const char *path, lrun_model *given, int32_t out[N_G
         if (st == LRUN_OK && (n <= 0 || n > MAX_PROMPT)) st = LRUN_E_INTERNAL;
     }
     if (st == LRUN_OK) {
-        const lrun_engine_opts eo = {.n_seq_max = 1, .n_ctx_max = 64, .n_batch_max = 16, .n_threads = 2,
-                                     .cache_kind = cache_kind, .kv_residual_len = 2,
-                                     .n_split = scenario_split ? 2 : 0, .split_layers = scenario_split,
-                                     .weight_mode = scenario_placed ? LRUN_WEIGHT_MODE_AS_PLACED
-                                                                    : LRUN_WEIGHT_MODE_ALL_DEVICE};
+        const lrun_engine_opts eo = {.n_seq_max = 1,
+                                     .n_ctx_max = 64,
+                                     .n_batch_max = 16,
+                                     .n_threads = 2,
+                                     .cache_kind = cache_kind,
+                                     .kv_residual_len = 2,
+                                     .n_split = scenario_split ? 2 : 0,
+                                     .split_layers = scenario_split,
+                                     .weight_mode =
+                                         scenario_placed ? LRUN_WEIGHT_MODE_AS_PLACED : LRUN_WEIGHT_MODE_ALL_DEVICE};
         st = lrun_engine_init(&e, m, &eo);
     }
     const int64_t nv = st == LRUN_OK ? lrun_model_get_info(m)->n_vocab : 0;

@@ -275,8 +275,8 @@ static void check_placed_case(const char *arch, int64_t n_expert, const split_pl
             parts_ok = parts_ok && lrun_engine_size_placement_part(&ps, m, &o, part, NULL, NULL, NULL) == LRUN_OK;
             slots += ps.slot_bytes, weights += ps.weight_bytes, kv += ps.kv_max_bytes;
         }
-        snprintf(name, sizeof name, "%s, %s, split %s: its parts sized alone add up to it (slots, weights, KV)",
-                 arch, c->what, splits[i].what);
+        snprintf(name, sizeof name, "%s, %s, split %s: its parts sized alone add up to it (slots, weights, KV)", arch,
+                 c->what, splits[i].what);
         CHECK(name, parts_ok && slots == size.slot_bytes && weights == size.weight_bytes && kv == size.kv_max_bytes);
         lrun_engine_free(e);
     }
@@ -289,8 +289,8 @@ static void check_placed_case(const char *arch, int64_t n_expert, const split_pl
         lrun_engine_stats s;
         memset(&s, 0, sizeof s);
         if (e) lrun_engine_get_stats(e, &s);
-        snprintf(name, sizeof name, "%s: block 0 streamed, split 3 | 3: the parts' slots are one engine's (%zu)", arch,
-                 s1.slot_bytes);
+        snprintf(name, sizeof name, "%s: block 0 streamed, split 3 | 3: the parts' slots are one engine's (%zu)",
+                 arch, s1.slot_bytes);
         CHECK(name, e && s.slot_bytes == s1.slot_bytes && s1.slot_bytes > 0);
         lrun_engine_free(e);
     }

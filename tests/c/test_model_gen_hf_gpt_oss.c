@@ -33,11 +33,28 @@ static char dir[256];
 
 static lrun_model_gen_spec spec(lrun_dtype w, lrun_dtype experts)
 {
-    const lrun_model_gen_spec s = {.arch = "gpt-oss", .n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK,
-                                   .head_dim = HD, .n_ff = F, .n_vocab = V, .n_ctx = 256, .weight_dtype = w,
-                                   .embd_dtype = w, .tied_embeddings = 0, .rope_freq_base = 150000, .rms_eps = 1e-5,
-                                   .seed = 23, .n_threads = 1, .sliding_window = 4, .n_expert = E, .n_expert_used = K,
-                                   .router_skew = 1.0, .expert_dtype = experts, .rope_yarn_factor = 32};
+    const lrun_model_gen_spec s = {.arch = "gpt-oss",
+                                   .n_layer = L,
+                                   .n_embd = D,
+                                   .n_head = H,
+                                   .n_head_kv = HK,
+                                   .head_dim = HD,
+                                   .n_ff = F,
+                                   .n_vocab = V,
+                                   .n_ctx = 256,
+                                   .weight_dtype = w,
+                                   .embd_dtype = w,
+                                   .tied_embeddings = 0,
+                                   .rope_freq_base = 150000,
+                                   .rms_eps = 1e-5,
+                                   .seed = 23,
+                                   .n_threads = 1,
+                                   .sliding_window = 4,
+                                   .n_expert = E,
+                                   .n_expert_used = K,
+                                   .router_skew = 1.0,
+                                   .expert_dtype = experts,
+                                   .rope_yarn_factor = 32};
     return s;
 }
 
@@ -107,10 +124,12 @@ static void refusals(void)
     snprintf(r, sizeof r, "%s/refused", dir);
     const lrun_model_gen_spec q8 = spec(LRUN_DTYPE_F32, LRUN_DTYPE_Q8_0);
     CHECK("q8_0 experts are refused (a gpt-oss checkpoint holds f32/f16/bf16 or MXFP4), leaving no directory",
-          lrun_model_generate_hf(r, &q8, 1) == LRUN_E_ARG && strstr(lrun_last_error(), "q8_0") && access(r, F_OK) != 0);
+          lrun_model_generate_hf(r, &q8, 1) == LRUN_E_ARG && strstr(lrun_last_error(), "q8_0") &&
+              access(r, F_OK) != 0);
     const lrun_model_gen_spec q4 = spec(LRUN_DTYPE_Q4_0, LRUN_DTYPE_MXFP4);
     CHECK("MXFP4 experts beside q4_0 attention are refused, leaving no directory",
-          lrun_model_generate_hf(r, &q4, 1) == LRUN_E_ARG && strstr(lrun_last_error(), "q4_0") && access(r, F_OK) != 0);
+          lrun_model_generate_hf(r, &q4, 1) == LRUN_E_ARG && strstr(lrun_last_error(), "q4_0") &&
+              access(r, F_OK) != 0);
 }
 
 int main(void)
