@@ -80,6 +80,42 @@ describe("CUDA engine", function()
     assert.are.same(cpu, gpu)
   end)
 
+  it("LRUN_CUDA_PROFILE=1 prints where each chunk class's GPU time went, and changes no token", function()
+    local shell = require("tests.shell")
+    local script, err = os.tmpname(), os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(string.format([[
+local lrun = require("lrun")
+local m = assert(lrun.load(%q, { device = "cuda:0", progress = false, n_ctx = 256, cache_implementation = "static" }))
+local _, out = m:generate({ %s }, { max_new_tokens = 12, do_sample = false, eos_token_id = {} })
+m:free()
+io.write(table.concat(out, " "), "\n")
+]], path, table.concat(prompt, ", ")))
+    f:close()
+    local function run(env)
+      local p = assert(io.popen(env .. " " .. shell.quote(shell.launcher) .. " " .. shell.quote(script) .. " 2>"
+        .. shell.quote(err)))
+      local out = p:read("*a")
+      p:close()
+      local e = assert(io.open(err)):read("*a")
+      return out, e
+    end
+    local plain = run("LRUN_CUDA_PROFILE=0")
+    local out, table_text = run("LRUN_CUDA_PROFILE=1")
+    os.remove(script); os.remove(err)
+    assert.are.equal(plain, out)
+    assert.truthy(#out > 0)
+    -- one prefill chunk (16 tokens) and the decode steps, each with the ops of a llama block
+    assert.truthy(table_text:find("lrun profile %(cuda:0, prefill chunks: 1%)"), table_text)
+    assert.truthy(table_text:find("lrun profile %(cuda:0, decode chunks: 1[12]%)"), table_text)
+    for _, op in ipairs({ "norm", "matmul", "rope%+kv store", "attention", "matmul%+add", "matmul swiglu",
+                          "norm%+lm head", "embedding" }) do
+      assert.truthy(table_text:find("\n  " .. op .. " +%d+ +[%d.]+"), op .. " in\n" .. table_text)
+    end
+    local total = tonumber(table_text:match("\n  total +([%d.]+)"))
+    assert.truthy(total and total > 0, table_text)
+  end)
+
   it("reports an engine that does not fit as an oom error with the bytes", function()
     local m = assert(lrun.load(path, { device = "cuda:0", gpu_budget = "2M", progress = false }))
     local e, err = m:engine()

@@ -34,6 +34,7 @@
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "cuda/engine_cuda_packed.h"
+#include "cuda/op_profile.h"
 #include "residency/placement.h"
 #include "kernels.h"
 #include "step_tokens.h"
@@ -392,6 +393,8 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     }
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
     if (st == LRUN_OK) st = lrun_cuda_moe_init(e); /* a mixture of experts' routing state; none when dense */
+    if (st == LRUN_OK) st = lrun_cuda_op_profile_make(e->stream, dev->name, &e->prof);
+    if (e->prof) e->graphs_enabled = 0; /* an event recorded inside a capture would be a node of the graph */
     e->moe_prefill_stream_block_tokens = NULL; /* the caller's array: read by moe_init only */
     const char *moe_why = st == LRUN_OK && e->want_exact && !e->exact ? lrun_cuda_moe_exact_refusal(e) : NULL;
     if (moe_why) st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: %s", moe_why);
@@ -430,6 +433,7 @@ void lrun_cuda_engine_free(void *ctx)
     for (int n = 0; n <= LRUN_CUDA_GRAPH_MAX_TOKENS; n++)
         if (e->graph_exec[n]) cudaGraphExecDestroy(e->graph_exec[n]);
     (void)cudaGetLastError();
+    lrun_cuda_op_profile_free(e->prof); /* prints the table */
     lrun_cuda_offload_free(e);
     lrun_cuda_exact_free(e);
     lrun_cuda_moe_free(e);

@@ -17,6 +17,7 @@
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "cuda/engine_cuda_packed.h"
+#include "cuda/op_profile.h"
 #include "kernels.h"
 
 /* One chunk's run through a block. */
@@ -364,6 +365,7 @@ static lrun_status run_block(struct run *r)
     for (int i = 0; i < a->n_ops; i++) {
         const lrun_arch_op *op = &a->ops[i];
         const int n_w = lrun_arch_op_n_w(op);
+        TRY(lrun_cuda_op_profile_begin(r->e->prof, (int)op->kind, r->n));
         switch (op->kind) {
         case LRUN_ARCH_OP_NORM:
             if (!r->normed) TRY(op_norm(r, op, i));
@@ -385,6 +387,7 @@ static lrun_status run_block(struct run *r)
             return lrun_fail(LRUN_E_INTERNAL, "engine on %s: op kind %d has no CUDA implementation", r->e->device->name,
                              (int)op->kind);
         }
+        TRY(lrun_cuda_op_profile_end(r->e->prof));
     }
     return LRUN_OK;
 }
@@ -408,7 +411,9 @@ static lrun_status embed(lrun_cuda_engine *e, int64_t n)
 static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, int64_t n, int64_t max_kv)
 {
     const lrun_model *m = e->model;
+    TRY(lrun_cuda_op_profile_begin(e->prof, LRUN_PROF_EMBED, n)); /* a split's later part: its chunk's start */
     if (!lrun_cuda_takes_rows(e)) TRY(embed(e, n));
+    TRY(lrun_cuda_op_profile_end(e->prof));
     struct run r = {e, n, max_kv, e->layer_first, W, NULL, NULL, 0, 0};
     /* exact: the first norm, with its quantization, right after the embedding (a split's later
      * part: the norm the previous part's last residual add left to it, on the same x) */
@@ -418,8 +423,12 @@ static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, in
     }
     for (int64_t l = e->layer_first; l < e->layer_end; l++) {
         r.layer = l;
-        TRY(lrun_weights_begin(W, l));                 /* streamed weights in their slot */
-        TRY(lrun_cuda_kv_layer(e, l, &r.kc, &r.vc));   /* a staged cache's slot: engine_cuda_kv.c */
+        TRY(lrun_cuda_op_profile_begin(e->prof, LRUN_PROF_WEIGHTS, n));
+        TRY(lrun_weights_begin(W, l)); /* streamed weights in their slot */
+        TRY(lrun_cuda_op_profile_end(e->prof));
+        TRY(lrun_cuda_op_profile_begin(e->prof, LRUN_PROF_KV, n));
+        TRY(lrun_cuda_kv_layer(e, l, &r.kc, &r.vc)); /* a staged cache's slot: engine_cuda_kv.c */
+        TRY(lrun_cuda_op_profile_end(e->prof));
         TRY(run_block(&r));
         TRY(lrun_weights_end(W, l));
     }
@@ -480,9 +489,11 @@ lrun_status lrun_cuda_enqueue_chunk(lrun_cuda_engine *e, int64_t n, int64_t n_wa
     /* a streamed head is met every chunk, wanted or not, to keep the copy cycle */
     TRY(lrun_weights_begin(&W, e->n_layer));
     if (n_want > 0) {
+        TRY(lrun_cuda_op_profile_begin(e->prof, LRUN_PROF_HEAD, n));
         TRY(output_norm(e, n_want, identity));
         const int64_t rows = min64(n_want, LOGIT_ROWS);
         TRY(e->exact ? lm_head(e, 0, rows) : lrun_cuda_lm_head(e, 0, rows)); /* as the two paths always did */
+        TRY(lrun_cuda_op_profile_end(e->prof));
     }
     return lrun_weights_end(&W, e->n_layer);
 }

@@ -148,6 +148,7 @@ struct lrun_cuda_engine {
     struct cuda_offload *offload; /* AS_PLACED weights off the device, or NULL (engine_cuda_offload.h) */
     struct cuda_exact *exact;     /* the exact path's state when the model takes it (engine_cuda_exact.c), or NULL */
     struct cuda_moe *moe;         /* a mixture of experts' routing state (engine_cuda_moe.c), or NULL when dense */
+    struct lrun_cuda_op_profile *prof; /* LRUN_CUDA_PROFILE=1: op-by-op event brackets (op_profile.h), else NULL */
     int64_t expert_cache_slots;   /* opts: host experts cached in this many device slots; -1 auto; 0 off */
     int expert_cache_lru;         /* opts: 1 LRU replacement, 0 LFU (the default) */
     lrun_moe_prefill_stream moe_prefill_stream; /* opts: prefill chunks stream host experts (engine_cuda_moe_stream.c) */
