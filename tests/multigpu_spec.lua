@@ -62,29 +62,49 @@ describe("lrun.multigpu.split", function()
   local two = { { name = "cuda:0" }, { name = "cuda:1" } }
 
   it("assigns layers with -ts as llama.cpp does", function()
-    assert.same({ { 0, 23 }, { 24, 31 } }, ranges(assert(mg.split(shape(32, 10), two, { proportions = { 3, 1 } }))))
-    assert.same({ { 0, 15 }, { 16, 31 } }, ranges(assert(mg.split(shape(32, 10), two, { proportions = { 1, 1 } }))))
-    -- 7 layers in halves: cumulative share 0.5 > il/7 for il 0..3
+    -- layer il to the first device whose cumulative share exceeds il / (n_layer + 1), as llama.cpp with -ngl 99:
+    -- 3,1 on 32 layers: 0.75 > il/33 for il 0..24 (llama.cpp's log: layers 0-24 on the first device)
+    assert.same({ { 0, 24 }, { 25, 31 } }, ranges(assert(mg.split(shape(32, 10), two, { proportions = { 3, 1 } }))))
+    assert.same({ { 0, 16 }, { 17, 31 } }, ranges(assert(mg.split(shape(32, 10), two, { proportions = { 1, 1 } }))))
+    -- 7 layers in halves: cumulative share 0.5 > il/8 for il 0..3
     assert.same({ { 0, 3 }, { 4, 6 } }, ranges(assert(mg.split(shape(7, 10), two, { proportions = { 1, 1 } }))))
-    -- a zero share takes no layers; the last device still holds the head
-    local s = assert(mg.split(shape(8, 10, 0, { head_bytes = 5 * MiB }), two, { proportions = { 1, 0 } }))
-    assert.same({ 0, 7 }, { s.devices[1].first, s.devices[1].last })
-    assert.equal(0, s.devices[2].n_layers)
-    assert.equal(5 * MiB, s.devices[2].weight_bytes)
     local three = { { name = "cuda:0" }, { name = "cuda:1" }, { name = "cuda:2" } }
-    assert.same({ { 0, 3 }, { 4, 7 }, { 8, 11 } }, ranges(assert(mg.split(shape(12, 1), three,
+    assert.same({ { 0, 4 }, { 5, 8 }, { 9, 11 } }, ranges(assert(mg.split(shape(12, 1), three,
       { proportions = { 1, 1, 1 } }))))
+  end)
+
+  it("leaves out a device whose share takes no layer (-ts 1,0 / 0,1), the head and embedding with the rest", function()
+    local s = assert(mg.split(shape(8, 10, 0, { head_bytes = 5 * MiB, embed_bytes = 3 * MiB }), two,
+      { proportions = { 1, 0 } }))
+    assert.equal(1, #s.devices)
+    assert.same({ "cuda:0", 0, 7 }, { s.devices[1].name, s.devices[1].first, s.devices[1].last })
+    assert.equal(80 * MiB + 5 * MiB + 3 * MiB, s.devices[1].weight_bytes)
+    assert.same({ "cuda:1" }, s.unused)
+    assert.matches("cuda:0: layers 0%-7 %(8%).*embedding, final norm and head", s.explain)
+    assert.matches("cuda:1: no layers %(its share rounds to none%): not used", s.explain)
+    local three = { { name = "cuda:0" }, { name = "cuda:1" }, { name = "cuda:2" } }
+    s = assert(mg.split(shape(8, 10, 0, { head_bytes = 5 * MiB, embed_bytes = 3 * MiB }), three,
+      { proportions = { 0, 1, 1 } }))
+    assert.same({ { 0, 4 }, { 5, 7 } }, ranges(s)) -- 0.5 > il/9 for il 0..4
+    assert.same({ "cuda:1", "cuda:2" }, { s.devices[1].name, s.devices[2].name })
+    assert.equal(50 * MiB + 3 * MiB, s.devices[1].weight_bytes) -- the embedding on the first device used
+    assert.same({ "cuda:0" }, s.unused)
+    -- -ts 32,1 on 32 layers: llama.cpp gives the second device only the output; lrun leaves it out
+    s = assert(mg.split(shape(32, 10, 0, { head_bytes = 5 * MiB }), two, { proportions = { 32, 1 } }))
+    assert.same({ { 0, 31 } }, ranges(s))
+    assert.equal(320 * MiB + 5 * MiB, s.devices[1].weight_bytes)
   end)
 
   it("puts the embedding on the first device, the head on the last, KV with its layer", function()
     local s = assert(mg.split(shape(4, 10, 2, { embed_bytes = 7 * MiB, head_bytes = 9 * MiB, scratch_bytes = MiB }),
       two, { proportions = { 1, 1 } }))
-    assert.equal(27 * MiB, s.devices[1].weight_bytes)
-    assert.equal(29 * MiB, s.devices[2].weight_bytes)
-    assert.equal(4 * MiB, s.devices[1].kv_bytes)
-    assert.equal(27 * MiB + 4 * MiB + MiB, s.devices[1].need)
-    assert.matches("cuda:0: layers 0%-1 %(2%).*embedding", s.explain)
-    assert.matches("cuda:1: layers 2%-3 %(2%).*final norm and head", s.explain)
+    -- 0.5 > il/5 for il 0..2: three layers and the embedding on the first, one and the head on the second
+    assert.equal(37 * MiB, s.devices[1].weight_bytes)
+    assert.equal(19 * MiB, s.devices[2].weight_bytes)
+    assert.equal(6 * MiB, s.devices[1].kv_bytes)
+    assert.equal(37 * MiB + 6 * MiB + MiB, s.devices[1].need)
+    assert.matches("cuda:0: layers 0%-2 %(3%).*embedding", s.explain)
+    assert.matches("cuda:1: layers 3%-3 %(1%).*final norm and head", s.explain)
   end)
 
   it("splits by room when no proportions are given", function()
@@ -94,7 +114,7 @@ describe("lrun.multigpu.split", function()
     assert.matches("by free memory", s.explain)
     -- an uncapped device counts as the largest capped one
     s = assert(mg.split(shape(8, 10), { { name = "cuda:0", room = 100 * MiB }, { name = "cuda:1" } }))
-    assert.same({ { 0, 3 }, { 4, 7 } }, ranges(s))
+    assert.same({ { 0, 4 }, { 5, 7 } }, ranges(s))
   end)
 
   it("refills in order when the proportional split overflows a device", function()
@@ -123,7 +143,7 @@ describe("lrun.multigpu.split", function()
     local ok, err = mg.split(shape(10, 10), { { name = "cuda:0", room = 50 * MiB }, { name = "cuda:1", room = 500 * MiB } },
       { proportions = { 9, 1 } })
     assert.is_nil(ok)
-    assert.matches("cuda:0 needs 90", err.message)
+    assert.matches("cuda:0 needs 100", err.message) -- 0.9 > il/11 for every layer: all ten on cuda:0
     assert.matches("missing; change %-ts", err.message)
     assert.equal("cuda:0", err.device)
   end)
@@ -173,7 +193,8 @@ describe("lrun.load over several devices (planned on cpu)", function()
     local ref = assert(lrun.load(path, { device = "cpu", progress = false }))
     local want = assert(ref:logits(prompt))
     ref:free()
-    local m = assert(lrun.load(path, { devices = { "cpu", "cpu" }, tensor_split = "3,1", progress = false }))
+    -- 1,1 on 4 blocks: 0.5 > il/5 for il 0..2 (llama.cpp counts the output as a fifth layer)
+    local m = assert(lrun.load(path, { devices = { "cpu", "cpu" }, tensor_split = "1,1", progress = false }))
     local p = m:placement()
     assert.truthy(p.split)
     assert.same({ { 0, 2 }, { 3, 3 } }, ranges(p.split))
@@ -184,7 +205,14 @@ describe("lrun.load over several devices (planned on cpu)", function()
     assert.same(want, assert(m:logits(prompt)))
     m:free()
     m = assert(lrun.load(path, { device = "cpu,cpu", gpu_budget = "1G,1G", progress = false }))
-    assert.same({ { 0, 1 }, { 2, 3 } }, ranges(m:placement().split))
+    assert.same({ { 0, 2 }, { 3, 3 } }, ranges(m:placement().split))
+    m:free()
+    -- 3,1 on 4 blocks: 0.75 > il/5 for every block, so the second device takes none and is left out
+    m = assert(lrun.load(path, { devices = "cpu,cpu", tensor_split = "3,1", progress = false }))
+    p = m:placement()
+    assert.same({ { 0, 3 } }, ranges(p.split))
+    assert.matches("cpu: no layers %(its share rounds to none%): not used", tostring(p))
+    assert.same(want, assert(m:logits(prompt)))
     m:free()
   end)
 
@@ -235,7 +263,7 @@ describe("lrun.load over several devices (planned on cpu)", function()
       assert.is_true(part.device_bytes + part.slot_bytes <= budget[i], "device " .. i .. " within its room")
     end
     assert.matches("placement per device of the layer split", p.explain)
-    assert.matches("cpu %(layers 0%-1%): .- resident, .- streamed", p.explain)
+    assert.matches("cpu %(layers 0%-2%): .- resident, .- streamed", p.explain)
     assert.matches("offloads on this device", p.split.explain)
     assert.same(want, assert(m:logits(prompt)))
     local _, ids = m:generate("Once upon", { max_new_tokens = 6, do_sample = false })
@@ -292,7 +320,7 @@ describe("lrun.load over several devices (planned on cpu)", function()
   it("fails at load when the split cannot fit, naming what is missing", function()
     local m, err = lrun.load(path, { devices = "cpu,cpu", gpu_budget = "64K,64K", progress = false })
     assert.is_nil(m)
-    assert.matches("layer split: cpu %(layers 0%-1%)", err.message) -- even with every weight off the device
+    assert.matches("layer split: cpu %(layers 0%-2%)", err.message) -- even with every weight off the device
   end)
 
   it("fails when a device of the list does not open", function()
@@ -318,7 +346,7 @@ describe("lrun.load over several devices (planned on cpu)", function()
     local out = f:read("*a"); f:close()
     assert.is_truthy(out:find("layer split over 2 devices", 1, true), out)
     assert.is_truthy(out:find("runs as 2 engines on cpu", 1, true), out)
-    assert.matches("cpu: layers 0%-1 %(2%)", out)
+    assert.matches("cpu: layers 0%-2 %(3%)", out)
     -- rooms below the layers' needs (this model's sizes with 2 threads): --explain shows each device's placement
     local m = assert(lrun.load(path, { devices = "cpu,cpu", tensor_split = "1,1", gpu_budget = "1G,1G", threads = 2,
       progress = false }))
@@ -330,6 +358,6 @@ describe("lrun.load over several devices (planned on cpu)", function()
     f = io.popen(cmd)
     out = f:read("*a"); f:close()
     assert.is_truthy(out:find("placement per device of the layer split", 1, true), out)
-    assert.matches("cpu %(layers 2%-3%): [^\n]* resident", out)
+    assert.matches("cpu %(layers 3%-3%): [^\n]* resident", out)
   end)
 end)

@@ -12,7 +12,8 @@
 -- device the final norm and the head (and the embedding table again when
 -- the head is tied to it); a layer's KV cache lives on its layer's device.
 -- With proportions (-ts 3,1) layers go as llama.cpp assigns them: layer il
--- to the first device whose cumulative share exceeds il / n_layer. Without,
+-- to the first device whose cumulative share exceeds il / (n_layer + 1).
+-- A device that gets no layer (-ts 1,0) is left out. Without,
 -- the shares are the devices' rooms (free memory, capped by each device's
 -- budget), as llama.cpp splits by free memory, and a split that overflows a
 -- device is refilled in order, each device taking layers while they fit.
@@ -112,9 +113,15 @@ end
 
 -- ---------------------------------------------------------------- the split
 
--- llama.cpp's assignment (llama-model.cpp, -sm layer): shares made
--- cumulative, layer il to the first device whose cumulative share exceeds
--- il / n_layer. Returns first[d], last[d] (0-based, last < first: none).
+-- llama.cpp's assignment (llama-model.cpp, -sm layer, every layer on the
+-- GPUs): shares made cumulative, layer il to the first device whose
+-- cumulative share exceeds il / (n_layer + 1) (llama.cpp counts the output
+-- as layer n_layer: -ngl 99 offloads n_layer + 1 "layers"). Its output goes
+-- to that of position n_layer, which is the last device with layers but in
+-- one case: a share too small for any layer but above the rest (-ts 32,1 on
+-- 32 layers), where llama.cpp puts the output alone on that device and lrun
+-- leaves the device out (a part of no block runs nothing). Returns the owner
+-- of each layer.
 local function by_proportions(n_layer, props)
   local sum, cum = 0, {}
   for _, p in ipairs(props) do sum = sum + p end
@@ -124,7 +131,7 @@ local function by_proportions(n_layer, props)
   for il = 0, n_layer - 1 do
     local d = #props
     for i = 1, #props do
-      if cum[i] > il / n_layer then d = i; break end
+      if cum[i] > il / (n_layer + 1) then d = i; break end
     end
     owner[il] = d
   end
@@ -180,6 +187,29 @@ end
 
 local function over(r) return r.room and r.need > r.room end
 
+-- ranges() over the devices that own a layer: one given no layer (-ts 1,0, or
+-- a device with no room) is left out as llama.cpp leaves it, so the first
+-- device that owns one holds the embedding and the last the head; a part of
+-- no block would be an engine with nothing to run. Returns the ranges and
+-- the names left out (nil when none).
+local function used_ranges(shape, devices, owner)
+  local has = {}
+  for il = 0, shape.n_layer - 1 do has[owner[il]] = true end
+  local kept, index, unused = {}, {}, nil
+  for d, dev in ipairs(devices) do
+    if has[d] then
+      kept[#kept + 1] = dev
+      index[d] = #kept
+    else
+      unused = unused or {}
+      unused[#unused + 1] = dev.name
+    end
+  end
+  local remapped = {}
+  for il = 0, shape.n_layer - 1 do remapped[il] = index[owner[il]] end
+  return ranges(shape, kept, remapped), unused
+end
+
 --- Plans the layer split.
 -- @tparam table shape {n_layer=, layer_bytes = {bytes per layer, 1-based by layer+1}, kv_bytes = {…} or nil,
 --   embed_bytes=, head_bytes= (the final norm and head; a tied head counts the embedding again),
@@ -217,16 +247,19 @@ function M.split(shape, devices, opts)
     for _, p in ipairs(props) do if p > 0 then any = true end end
     if not any then for i = 1, #props do props[i] = 1 end end
   end
-  local out = ranges(shape, devices, by_proportions(shape.n_layer, props))
+  local out, unused = used_ranges(shape, devices, by_proportions(shape.n_layer, props))
   local bad
   for _, r in ipairs(out) do if over(r) then bad = r end end
   if bad and by == "room" then
     local owner = by_room(shape, devices)
-    if owner then out, bad = ranges(shape, devices, owner), nil end
+    if owner then
+      out, unused = used_ranges(shape, devices, owner)
+      bad = nil
+    end
   end
   if bad and opts.offload then -- each device short of room offloads its own layers' weights (lrun.split_plan)
     for _, r in ipairs(out) do if over(r) then r.short = r.need - r.room end end
-    local s = { devices = out, by = by, offload = true }
+    local s = { devices = out, by = by, offload = true, unused = unused }
     s.explain = M.explain(s)
     return s
   end
@@ -238,7 +271,7 @@ function M.split(shape, devices, opts)
       by == "proportions" and "; change -ts or leave it out to split by room" or "; no split fits every device"),
       { requested = bad.need, free = bad.room, device = bad.name })
   end
-  local s = { devices = out, by = by }
+  local s = { devices = out, by = by, unused = unused }
   s.explain = M.explain(s)
   return s
 end
@@ -256,6 +289,9 @@ function M.explain(s)
       size.format(r.weight_bytes), size.format(r.kv_bytes), size.format(r.need),
       r.room and size.format(r.room) or "no cap", #extra > 0 and (" + " .. table.concat(extra, ", ")) or "",
       r.short and string.format("; %s over: offloads on this device", size.format(r.short)) or "")
+  end
+  for _, name in ipairs(s.unused or {}) do
+    lines[#lines + 1] = string.format("  %s: no layers (its share rounds to none): not used", name)
   end
   return table.concat(lines, "\n")
 end
