@@ -1,0 +1,184 @@
+/* codec2_lane.h — a prototype of a fixed-width packed code for mode 3
+ * ("pfor-2p" of tests/bench/codec2_candidates.py; docs/packed.md "A faster
+ * code for mode 3 (study, session 14)"). NOT the engine's codec (that is
+ * PEX1, runtime/packed/codec.h): a bench-only format, bf16 only, n a
+ * multiple of 8, to measure what its decode costs. Shared by the CUDA
+ * prototype (codec2_proto.cu) and the host round trip (codec2_roundtrip.c),
+ * which replays every lane with this very code.
+ *
+ * Every element has a 3-bit code. An ordinary element's exponent is
+ * book1[code] (the tensor's 8 most frequent exponents); an exception's is
+ * book2[code] (the next 7), or, where code is 7, a byte of the far stream.
+ * Exceptions are listed by position, so a lane decodes its 8 elements from
+ * its index alone (no scan, no escape symbol) and the warp then patches the
+ * block's few exceptions, lane j taking exception j (PFOR-style).
+ *
+ * Layout, every field little-endian, sections back to back:
+ *
+ *   header 32 bytes   "PX2p", u32 dtype (1 = bf16), u64 n, u8 book1[8], u8 book2[8]
+ *   rest   n bytes    sign << 7 | mantissa, element order (at offset 32: 16-aligned)
+ *   code   3n/8 bytes lane L (elements 8L..8L+7): 24 bits at byte 3L, element i at bit 3i;
+ *                     then 8 zero bytes (a lane's second word), padded to 16
+ *   table  (nb+1)x16  per block of 1024: u32 first exception, u32 first far byte,
+ *                     u32 group ends (exceptions of groups 0, 1, 2 of 256 elements,
+ *                     cumulative, 10 bits each), u32 0; entry nb holds the totals
+ *   exc    n_exc      per exception, its position in its 256-element group, element order
+ *   far    n_far      per exception with code 7, its exponent, element order
+ */
+#ifndef LRUN_BENCH_CODEC2_LANE_H
+#define LRUN_BENCH_CODEC2_LANE_H
+
+#include <stdint.h>
+
+#define C2_BLOCK 1024 /* elements of a codec block: a warp's unit */
+#define C2_GROUP 256  /* elements of a group: 32 lanes of 8 */
+#define C2_HEADER 32
+
+/* The decoder's view of one tensor, filled on the host by c2_layout()
+ * (codec2_roundtrip.c checks the bytes first). Offsets in bytes from the
+ * tensor's start; the codebooks as byte-permute tables. */
+typedef struct {
+    uint64_t n;                   /* elements */
+    uint64_t rest, code, table;   /* section offsets */
+    uint64_t exc, far;            /* section offsets */
+    uint32_t h1lo, h1hi;          /* book1[i] >> 1, bytes 0-3 and 4-7: a value's high byte, less its sign */
+    uint32_t l1lo, l1hi;          /* (book1[i] & 1) << 7: the exponent's bit in the low byte */
+    uint32_t b2lo, b2hi;          /* book2[0..7] (book2[7] = 0, the far marker) */
+} c2_layout;
+
+#if defined(C2_SASS_HOT) && defined(__CUDACC__)
+#define C2_ASSUME(c) __builtin_assume(c)
+#else
+#define C2_ASSUME(c) ((void)0)
+#endif
+
+#ifdef __CUDACC__
+#define C2_FN static __device__ __forceinline__
+C2_FN uint32_t c2_perm(uint32_t x, uint32_t y, uint32_t s)
+{
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(x), "r"(y), "r"(s));
+    return r;
+}
+#define c2_fshr(lo, hi, s) __funnelshift_r((lo), (hi), (s))
+#define c2_ld8(p) ((uint32_t)__ldg((const unsigned char *)(p)))
+#define c2_ld32(p) ((uint32_t)__ldg((const unsigned int *)(p)))
+#define c2_ld64(p) ((uint64_t)__ldg((const unsigned long long *)(p)))
+#else
+#define C2_FN static inline
+/* prmt.b32: byte i of the result is byte (s >> 4i) & 7 of y:x; a set bit 3
+ * (sign replication on the device) is counted, never wanted */
+static int c2_emu_signsel, c2_emu_misaligned;
+static inline uint32_t c2_perm(uint32_t x, uint32_t y, uint32_t s)
+{
+    if (s & 0x8888u) c2_emu_signsel++;
+    const uint64_t v = (uint64_t)y << 32 | x;
+    uint32_t r = 0;
+    for (int i = 0; i < 4; i++) r |= (uint32_t)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    return r;
+}
+static inline uint32_t c2_fshr(uint32_t lo, uint32_t hi, uint32_t s)
+{
+    return (uint32_t)((((uint64_t)hi << 32) | lo) >> (s & 31));
+}
+/* loads as the device does them: counted when misaligned for their width */
+static inline uint64_t c2_emu_ld(const void *p, int bytes)
+{
+    const uint8_t *q = (const uint8_t *)p;
+    if ((uintptr_t)q % (uintptr_t)bytes) c2_emu_misaligned++;
+    uint64_t v = 0;
+    for (int k = bytes - 1; k >= 0; k--) v = (v << 8) | q[k];
+    return v;
+}
+#define c2_ld8(p) ((uint32_t)c2_emu_ld((p), 1))
+#define c2_ld32(p) ((uint32_t)c2_emu_ld((p), 4))
+#define c2_ld64(p) c2_emu_ld((p), 8)
+#endif
+
+/* ---------------------------------------------------------------- the lane's decode */
+
+/* Eight 3-bit fields (the low 24 bits of x; the rest is the next lane's)
+ * into the low 3 bits of eight nibbles: field i moves up by i bits, in
+ * three steps of x + (x & m)·(2^s − 1), which move the masked fields up by
+ * s (fields 4-7 by 4, then {2,3,6,7} by 2, then the odd ones by 1): one
+ * LOP3 and one multiply-add (FMA pipe) each, after the mask. */
+C2_FN uint32_t c2_spread3(uint32_t x)
+{
+    x &= 0x00ffffffu;
+    x += (x & 0x00fff000u) * 15u;
+    x += (x & 0x0fc00fc0u) * 3u;
+    x += x & 0x38383838u;
+    return x;
+}
+
+/* Four values from their kept bytes k (sign | mantissa) and the exponent
+ * halves picked by the codes: hi = the high bytes (sign | exponent >> 1),
+ * lo = the low bytes (exponent bit 0 | mantissa); then interleaved into two
+ * words of two bf16 values each. */
+C2_FN void c2_assemble4(uint32_t k, uint32_t h, uint32_t l, uint32_t *w0, uint32_t *w1)
+{
+    const uint32_t hi = (k & 0x80808080u) | h; /* h has no bit 7 */
+    const uint32_t lo = (k & 0x7f7f7f7fu) | l; /* l only bit 7 */
+    *w0 = c2_perm(lo, hi, 0x5140u);
+    *w1 = c2_perm(lo, hi, 0x7362u);
+}
+
+/* Lane L's eight values (elements 8L..8L+7) as they are when the exponent
+ * is book1[code] for all of them (the exceptions are patched after): the
+ * 24 bits of codes (two aligned words and a funnel shift), the 8 kept bytes
+ * (one 8-byte load), four permutes into the codebooks, the assembly. */
+C2_FN void c2_lane_decode(const uint8_t *P, const c2_layout *L, uint64_t lane, uint32_t w[4])
+{
+    const uint64_t cb = L->code + 3 * lane;
+    const uint8_t *cw = P + (cb & ~(uint64_t)3);
+    const uint32_t c = c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), 8 * (uint32_t)(cb & 3));
+    const uint32_t s = c2_spread3(c); /* nibble i: element i's code (bits 24.. unused by prmt) */
+    const uint64_t kept = c2_ld64(P + L->rest + 8 * lane);
+    const uint32_t s4 = s >> 16;
+    c2_assemble4((uint32_t)kept, c2_perm(L->h1lo, L->h1hi, s), c2_perm(L->l1lo, L->l1hi, s), &w[0], &w[1]);
+    c2_assemble4((uint32_t)(kept >> 32), c2_perm(L->h1lo, L->h1hi, s4), c2_perm(L->l1lo, L->l1hi, s4), &w[2], &w[3]);
+}
+
+/* ---------------------------------------------------------------- the block's patch */
+
+/* One codec block's exception range: its table entry and the next one's. */
+typedef struct {
+    uint32_t first, count; /* exceptions [first, first + count) of the exc stream */
+    uint32_t far0;         /* the block's first far byte */
+    uint32_t ends;         /* cumulative counts of groups 0, 1, 2: 10 bits each */
+} c2_block;
+
+C2_FN c2_block c2_block_at(const uint8_t *P, const c2_layout *L, uint64_t b)
+{
+    const uint8_t *t = P + L->table + 16 * b;
+    c2_block r;
+    r.first = c2_ld32(t);
+    r.count = c2_ld32(t + 16) - r.first;
+    r.far0 = c2_ld32(t + 4);
+    r.ends = c2_ld32(t + 8);
+    return r;
+}
+
+/* Exception j (< count) of block b: its position in the block, its code and
+ * (for a near one) its exponent; *far is 1 where the exponent is a far byte
+ * (the warp counts those before it by a ballot). */
+C2_FN uint32_t c2_exc_pos(const uint8_t *P, const c2_layout *L, const c2_block *B, uint32_t j)
+{
+    const uint32_t g = (j >= (B->ends & 1023u)) + (j >= ((B->ends >> 10) & 1023u)) + (j >= (B->ends >> 20));
+    return g * C2_GROUP + c2_ld8(P + L->exc + B->first + j);
+}
+
+C2_FN uint32_t c2_code_at(const uint8_t *P, const c2_layout *L, uint64_t b, uint32_t pos)
+{
+    const uint64_t bit = 3 * (b * C2_BLOCK + pos); /* a block's codes start on a word (384 bytes) */
+    const uint8_t *cw = P + L->code + 4 * (bit >> 5);
+    return c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), (uint32_t)bit & 31) & 7u;
+}
+
+/* The bf16 value v with its exponent replaced by e. */
+C2_FN uint32_t c2_with_exp(uint32_t v, uint32_t e) { return (v & 0x807fu) | (e << 7); }
+
+/* The near exponent of code c (book2[c]; 0 for c = 7, which is far). */
+C2_FN uint32_t c2_near_exp(const c2_layout *L, uint32_t c) { return c2_perm(L->b2lo, L->b2hi, c) & 0xffu; }
+
+#endif
