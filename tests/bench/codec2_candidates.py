@@ -137,16 +137,18 @@ def sizes(h):
     # pfor-2p: as pfor-e, but denser entries: an exception keeps its 3-bit code as an
     # index into a second codebook (the next 8 exponents), so its entry is only its
     # position (one byte, in its 256-element group); the rest (outside both books) add
-    # an exponent byte; per block a u32 entry offset, three 10-bit group ends and a
-    # u32 offset of the rest (12 bytes)
-    in16 = np.isin(e, order[8:16])
+    # an exponent byte (code 7 of the second book marks them); per block a u32 entry
+    # offset, three 10-bit group ends and a u32 offset of the rest (12 bytes); this is
+    # the format of the prototype (tests/bench/codec2_lane.h)
+    in16 = np.isin(e, order[8:15])  # book2[7] marks a far exponent
     far2 = (exc & ~in16).sum()
     out["pfor-2p"] = (HEADER_BITS + rest + code3 + 96 * (nb + 1) + pad_bits(8 * exc.sum()) + pad_bits(8 * far2)) / (16 * n)
-    # b6-2p, b7-2p: pfor-2p with base-A digits (A exponents, A more in the second book)
+    # b6-2p, b7-2p: pfor-2p with base-A digits (A exponents, A - 1 more in the second
+    # book, digit A - 1 of an exception marks a far one); the prototype's second variant
     for A in (6, 7):
         b = int(np.ceil(8 * np.log2(A)))
         excA = ~np.isin(e, order[:A])
-        farA = (excA & ~np.isin(e, order[A:2 * A])).sum()
+        farA = (excA & ~np.isin(e, order[A:2 * A - 1])).sum()
         out["b%d-2p" % A] = (HEADER_BITS + rest + pad_bits(b * -(-n // 8)) + 96 * (nb + 1) + pad_bits(8 * excA.sum())
                              + pad_bits(8 * farA)) / (16 * n)
     # pfor-h: codes over the high byte (sign | exponent >> 1); exception u16 = pos10 |

@@ -6,22 +6,28 @@
  * prototype (codec2_proto.cu) and the host round trip (codec2_roundtrip.c),
  * which replays every lane with this very code.
  *
- * Every element has a 3-bit code. An ordinary element's exponent is
- * book1[code] (the tensor's 8 most frequent exponents); an exception's is
- * book2[code] (the next 7), or, where code is 7, a byte of the far stream.
+ * Every element has a code of A values: 3 bits (A = 8, "pfor-2p") or a
+ * base-6 digit, eight of them in 21 bits (A = 6, "b6-2p"). An ordinary
+ * element's exponent is book1[code] (the tensor's A most frequent
+ * exponents); an exception's is book2[code] (the next A - 1), or, where
+ * code is A - 1, a byte of the far stream.
  * Exceptions are listed by position, so a lane decodes its 8 elements from
  * its index alone (no scan, no escape symbol) and the warp then patches the
  * block's few exceptions, lane j taking exception j (PFOR-style).
  *
  * Layout, every field little-endian, sections back to back:
  *
- *   header 32 bytes   "PX2p", u32 dtype (1 = bf16), u64 n, u8 book1[8], u8 book2[8]
+ *   header 32 bytes   "PX2p" (A = 8) or "PX26" (A = 6), u32 dtype (1 = bf16), u64 n,
+ *                     u8 book1[8], u8 book2[8] (unused entries 0)
  *   rest   n bytes    sign << 7 | mantissa, element order (at offset 32: 16-aligned)
- *   code   3n/8 bytes lane L (elements 8L..8L+7): 24 bits at byte 3L, element i at bit 3i;
+ *   code   A = 8: 3n/8 bytes, lane L (elements 8L..8L+7) 24 bits at byte 3L, element i
+ *                     at bit 3i; A = 6: 21 bits per lane at bit 21L, the fraction
+ *                     ceil(v 2^21 / 6^8) of v = the lane's digits, element 0 the most
+ *                     significant (so each digit is one wide multiply by 6);
  *                     then 8 zero bytes (a lane's second word), padded to 16
- *   table  (nb+1)x16  per block of 1024: u32 first exception, u32 first far byte,
+ *   table  (nb+1)x12  per block of 1024: u32 first exception, u32 first far byte,
  *                     u32 group ends (exceptions of groups 0, 1, 2 of 256 elements,
- *                     cumulative, 10 bits each), u32 0; entry nb holds the totals
+ *                     cumulative, 10 bits each); entry nb holds the totals
  *   exc    n_exc      per exception, its position in its 256-element group, element order
  *   far    n_far      per exception with code 7, its exponent, element order
  */
@@ -39,11 +45,12 @@
  * tensor's start; the codebooks as byte-permute tables. */
 typedef struct {
     uint64_t n;                   /* elements */
+    uint32_t base;                /* A: 8 (3-bit codes) or 6 (base-6 digits) */
     uint64_t rest, code, table;   /* section offsets */
     uint64_t exc, far;            /* section offsets */
     uint32_t h1lo, h1hi;          /* book1[i] >> 1, bytes 0-3 and 4-7: a value's high byte, less its sign */
     uint32_t l1lo, l1hi;          /* (book1[i] & 1) << 7: the exponent's bit in the low byte */
-    uint32_t b2lo, b2hi;          /* book2[0..7] (book2[7] = 0, the far marker) */
+    uint32_t b2lo, b2hi;          /* book2[0..7] (book2[A-1] = 0: that code is far) */
 } c2_layout;
 
 #if defined(C2_SASS_HOT) && defined(__CUDACC__)
@@ -139,6 +146,41 @@ C2_FN void c2_lane_decode(const uint8_t *P, const c2_layout *L, uint64_t lane, u
     c2_assemble4((uint32_t)(kept >> 32), c2_perm(L->h1lo, L->h1hi, s4), c2_perm(L->l1lo, L->l1hi, s4), &w[2], &w[3]);
 }
 
+/* Eight base-6 digits from the lane's 21-bit fraction f (the low 21 bits
+ * of x): with f·2^11 as a 0.32 fixed-point fraction, each digit is the high
+ * word of one 32x32→64 multiply by 6 and the low word is the next fraction
+ * (exact because 6^8 <= 2^21); digit i goes to nibble i. */
+C2_FN uint32_t c2_digits6(uint32_t x)
+{
+    uint32_t fr = x << 11, s = 0;
+#ifdef __CUDACC__
+#pragma unroll
+#endif
+    for (int i = 0; i < 8; i++) {
+        const uint64_t t = (uint64_t)fr * 6u;
+        s |= (uint32_t)(t >> 32) << (4 * i);
+        fr = (uint32_t)t;
+    }
+    return s;
+}
+
+C2_FN uint32_t c2_lane_digits6(const uint8_t *P, const c2_layout *L, uint64_t lane)
+{
+    const uint64_t bit = 21 * lane;
+    const uint8_t *cw = P + L->code + 4 * (bit >> 5);
+    return c2_digits6(c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), (uint32_t)bit & 31));
+}
+
+/* c2_lane_decode for A = 6: the same but for the codes. */
+C2_FN void c2_lane_decode6(const uint8_t *P, const c2_layout *L, uint64_t lane, uint32_t w[4])
+{
+    const uint32_t s = c2_lane_digits6(P, L, lane);
+    const uint64_t kept = c2_ld64(P + L->rest + 8 * lane);
+    const uint32_t s4 = s >> 16;
+    c2_assemble4((uint32_t)kept, c2_perm(L->h1lo, L->h1hi, s), c2_perm(L->l1lo, L->l1hi, s), &w[0], &w[1]);
+    c2_assemble4((uint32_t)(kept >> 32), c2_perm(L->h1lo, L->h1hi, s4), c2_perm(L->l1lo, L->l1hi, s4), &w[2], &w[3]);
+}
+
 /* ---------------------------------------------------------------- the block's patch */
 
 /* One codec block's exception range: its table entry and the next one's. */
@@ -150,18 +192,18 @@ typedef struct {
 
 C2_FN c2_block c2_block_at(const uint8_t *P, const c2_layout *L, uint64_t b)
 {
-    const uint8_t *t = P + L->table + 16 * b;
+    const uint8_t *t = P + L->table + 12 * b;
     c2_block r;
     r.first = c2_ld32(t);
-    r.count = c2_ld32(t + 16) - r.first;
+    r.count = c2_ld32(t + 12) - r.first;
     r.far0 = c2_ld32(t + 4);
     r.ends = c2_ld32(t + 8);
     return r;
 }
 
-/* Exception j (< count) of block b: its position in the block, its code and
- * (for a near one) its exponent; *far is 1 where the exponent is a far byte
- * (the warp counts those before it by a ballot). */
+/* Exception j (< count) of block b: its position in the block (its group
+ * from the block's group ends, then its byte). c2_code_at then gives its
+ * code, A - 1 for a far one (the warp counts those before it by a ballot). */
 C2_FN uint32_t c2_exc_pos(const uint8_t *P, const c2_layout *L, const c2_block *B, uint32_t j)
 {
     const uint32_t g = (j >= (B->ends & 1023u)) + (j >= ((B->ends >> 10) & 1023u)) + (j >= (B->ends >> 20));
@@ -170,6 +212,7 @@ C2_FN uint32_t c2_exc_pos(const uint8_t *P, const c2_layout *L, const c2_block *
 
 C2_FN uint32_t c2_code_at(const uint8_t *P, const c2_layout *L, uint64_t b, uint32_t pos)
 {
+    if (L->base == 6) return (c2_lane_digits6(P, L, b * (C2_BLOCK / 8) + pos / 8) >> (4 * (pos & 7))) & 7u;
     const uint64_t bit = 3 * (b * C2_BLOCK + pos); /* a block's codes start on a word (384 bytes) */
     const uint8_t *cw = P + L->code + 4 * (bit >> 5);
     return c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), (uint32_t)bit & 31) & 7u;
@@ -178,7 +221,7 @@ C2_FN uint32_t c2_code_at(const uint8_t *P, const c2_layout *L, uint64_t b, uint
 /* The bf16 value v with its exponent replaced by e. */
 C2_FN uint32_t c2_with_exp(uint32_t v, uint32_t e) { return (v & 0x807fu) | (e << 7); }
 
-/* The near exponent of code c (book2[c]; 0 for c = 7, which is far). */
+/* The near exponent of code c (book2[c]). */
 C2_FN uint32_t c2_near_exp(const c2_layout *L, uint32_t c) { return c2_perm(L->b2lo, L->b2hi, c) & 0xffu; }
 
 #endif

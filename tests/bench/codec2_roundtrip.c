@@ -35,8 +35,9 @@ static void put32(uint8_t *p, uint32_t v)
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* v (n bf16 values, n a multiple of 8) → out. Returns 0, or -1 with a message. */
-static int c2_encode(const uint16_t *v, uint64_t n, c2_packed *out)
+/* v (n bf16 values, n a multiple of 8) → out, with codes of A = 8 or 6
+ * values. Returns 0, or -1 with a message. */
+static int c2_encode(const uint16_t *v, uint64_t n, uint32_t A, c2_packed *out)
 {
     if (n == 0 || n % 8) {
         fprintf(stderr, "c2_encode: n = %llu: must be a positive multiple of 8\n", (unsigned long long)n);
@@ -52,19 +53,21 @@ static int c2_encode(const uint16_t *v, uint64_t n, c2_packed *out)
             order[j] = order[j - 1], order[j - 1] = t;
         }
     int kind[256], code_of[256]; /* kind: 0 book1, 1 book2 (near exception), 2 far exception */
-    for (int i = 0; i < 256; i++) kind[i] = 2, code_of[i] = 7;
-    uint8_t book1[8], book2[8] = {0};
-    for (int i = 0; i < 8; i++) book1[i] = (uint8_t)order[i], kind[order[i]] = 0, code_of[order[i]] = i;
-    for (int i = 0; i < 7; i++) book2[i] = (uint8_t)order[8 + i], kind[order[8 + i]] = 1, code_of[order[8 + i]] = i;
+    const int a = (int)A;
+    for (int i = 0; i < 256; i++) kind[i] = 2, code_of[i] = a - 1;
+    uint8_t book1[8] = {0}, book2[8] = {0};
+    for (int i = 0; i < a; i++) book1[i] = (uint8_t)order[i], kind[order[i]] = 0, code_of[order[i]] = i;
+    for (int i = 0; i < a - 1; i++) book2[i] = (uint8_t)order[a + i], kind[order[a + i]] = 1, code_of[order[a + i]] = i;
     const uint64_t nb = (n + C2_BLOCK - 1) / C2_BLOCK;
     uint64_t n_exc = 0, n_far = 0;
     for (int e = 0; e < 256; e++) n_exc += kind[e] ? cnt[e] : 0, n_far += kind[e] == 2 ? cnt[e] : 0;
     c2_layout *L = &out->lay;
     L->n = n;
+    L->base = A;
     L->rest = C2_HEADER;
     L->code = align16(L->rest + n);
-    L->table = align16(L->code + 3 * n / 8 + 8);
-    L->exc = L->table + 16 * (nb + 1);
+    L->table = align16(L->code + (A == 8 ? 3 * n / 8 : (21 * (n / 8) + 7) / 8) + 8);
+    L->exc = L->table + 12 * (nb + 1);
     L->far = L->exc + n_exc;
     out->bytes = align16(L->far + n_far);
     out->buf = aligned_alloc(16, out->bytes);
@@ -74,14 +77,14 @@ static int c2_encode(const uint16_t *v, uint64_t n, c2_packed *out)
     }
     memset(out->buf, 0, out->bytes);
     uint8_t *P = out->buf;
-    memcpy(P, "PX2p", 4);
+    memcpy(P, A == 8 ? "PX2p" : "PX26", 4);
     put32(P + 4, 1);
     for (int i = 0; i < 8; i++) P[8 + i] = (uint8_t)(n >> (8 * i));
     memcpy(P + 16, book1, 8);
     memcpy(P + 24, book2, 8);
-    uint64_t xe = 0, xf = 0;
+    uint64_t xe = 0, xf = 0, lane_v = 0;
     for (uint64_t b = 0; b < nb; b++) {
-        uint8_t *t = P + L->table + 16 * b;
+        uint8_t *t = P + L->table + 12 * b;
         uint32_t per_group[4] = {0};
         put32(t, (uint32_t)xe);
         put32(t + 4, (uint32_t)xf);
@@ -94,15 +97,25 @@ static int c2_encode(const uint16_t *v, uint64_t n, c2_packed *out)
                 per_group[pos / C2_GROUP]++;
                 if (kind[e] == 2) P[L->far + xf++] = (uint8_t)e;
             }
-            const uint64_t bit = 3 * i;
-            for (int k = 0; k < 3; k++)
-                if ((c >> k) & 1) P[L->code + (bit + k) / 8] |= (uint8_t)(1u << ((bit + k) % 8));
+            if (A == 8) {
+                const uint64_t bit = 3 * i;
+                for (int k = 0; k < 3; k++)
+                    if ((c >> k) & 1) P[L->code + (bit + k) / 8] |= (uint8_t)(1u << ((bit + k) % 8));
+            } else {
+                lane_v = lane_v * 6 + (uint64_t)c;
+                if (i % 8 == 7) { /* the lane's fraction ceil(v 2^21 / 6^8), 21 bits at 21 L */
+                    const uint64_t f = ((lane_v << 21) + 1679615) / 1679616, bit = 21 * (i / 8);
+                    for (int k = 0; k < 21; k++)
+                        if ((f >> k) & 1) P[L->code + (bit + k) / 8] |= (uint8_t)(1u << ((bit + k) % 8));
+                    lane_v = 0;
+                }
+            }
         }
         const uint32_t e0 = per_group[0], e1 = e0 + per_group[1], e2 = e1 + per_group[2];
         put32(t + 8, e0 | e1 << 10 | e2 << 20);
     }
-    put32(P + L->table + 16 * nb, (uint32_t)xe);
-    put32(P + L->table + 16 * nb + 4, (uint32_t)xf);
+    put32(P + L->table + 12 * nb, (uint32_t)xe);
+    put32(P + L->table + 12 * nb + 4, (uint32_t)xf);
     out->n_exc = n_exc, out->n_far = n_far;
     if (xe != n_exc || xf != n_far) {
         fprintf(stderr, "c2_encode: internal count mismatch (%llu/%llu exceptions)\n", (unsigned long long)xe,
@@ -131,7 +144,10 @@ static void c2_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b, ui
             const uint64_t ln = b * (C2_BLOCK / 8) + g * 32 + lane;
             if (8 * ln >= L->n) continue;
             uint32_t w[4];
-            c2_lane_decode(P, L, ln, w);
+            if (L->base == 8)
+                c2_lane_decode(P, L, ln, w);
+            else
+                c2_lane_decode6(P, L, ln, w);
             for (int i = 0; i < 4; i++) out[8 * ln + 2 * i] = (uint16_t)w[i], out[8 * ln + 2 * i + 1] = (uint16_t)(w[i] >> 16);
         }
     const c2_block B = c2_block_at(P, L, b);
@@ -142,12 +158,12 @@ static void c2_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b, ui
             if (base + lane >= B.count) continue;
             pos[lane] = c2_exc_pos(P, L, &B, base + lane);
             code[lane] = c2_code_at(P, L, b, pos[lane]);
-            if (code[lane] == 7) ballot |= 1u << lane;
+            if (code[lane] == L->base - 1) ballot |= 1u << lane;
         }
         for (uint32_t lane = 0; lane < 32; lane++) {
             if (base + lane >= B.count) continue;
             const uint32_t fi = B.far0 + run + (uint32_t)__builtin_popcount(ballot & ((1u << lane) - 1));
-            const uint32_t e = code[lane] == 7 ? c2_ld8(P + L->far + fi) : c2_near_exp(L, code[lane]);
+            const uint32_t e = code[lane] == L->base - 1 ? c2_ld8(P + L->far + fi) : c2_near_exp(L, code[lane]);
             uint16_t *o = out + b * C2_BLOCK + pos[lane];
             *o = (uint16_t)c2_with_exp(*o, e);
         }
@@ -177,11 +193,18 @@ static uint16_t to_bf16(float f)
 
 static int failures;
 
-/* Encode, decode with the replay, compare; print the ratio. */
+/* Encode with A = 8 and A = 6, decode with the replay, compare; print the ratios. */
+static void check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A);
 static void check(const char *name, const uint16_t *v, uint64_t n)
 {
+    check1(name, v, n, 8);
+    check1(name, v, n, 6);
+}
+
+static void check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A)
+{
     c2_packed pk;
-    if (c2_encode(v, n, &pk)) {
+    if (c2_encode(v, n, A, &pk)) {
         printf("not ok - %s: encode failed\n", name);
         failures++;
         return;
@@ -194,7 +217,7 @@ static void check(const char *name, const uint16_t *v, uint64_t n)
     for (uint64_t i = 0; i < n; i++)
         if (d[i] != v[i] && !bad++) first = i;
     const int ok = !bad && !c2_emu_misaligned && !c2_emu_signsel;
-    printf("%s - %-34s n %9llu  ratio %.4f  exceptions %.3f%%  far %.4f%%", ok ? "ok" : "not ok", name,
+    printf("%s - %s %-34s n %9llu  ratio %.4f  exceptions %.3f%%  far %.4f%%", ok ? "ok" : "not ok", A == 8 ? "pfor-2p" : "b6-2p  ", name,
            (unsigned long long)n, (double)pk.bytes / (2.0 * (double)n), 100.0 * (double)pk.n_exc / (double)n,
            100.0 * (double)pk.n_far / (double)n);
     if (bad) printf("  %llu wrong, first at %llu: %04x for %04x", (unsigned long long)bad, (unsigned long long)first, d[first], v[first]);
