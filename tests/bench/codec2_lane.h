@@ -68,6 +68,7 @@ C2_FN uint32_t c2_perm(uint32_t x, uint32_t y, uint32_t s)
     return r;
 }
 #define c2_fshr(lo, hi, s) __funnelshift_r((lo), (hi), (s))
+#define c2_umulhi(a, b) __umulhi((a), (b))
 #define c2_ld8(p) ((uint32_t)__ldg((const unsigned char *)(p)))
 #define c2_ld32(p) ((uint32_t)__ldg((const unsigned int *)(p)))
 #define c2_ld64(p) ((uint64_t)__ldg((const unsigned long long *)(p)))
@@ -88,6 +89,7 @@ static inline uint32_t c2_fshr(uint32_t lo, uint32_t hi, uint32_t s)
 {
     return (uint32_t)((((uint64_t)hi << 32) | lo) >> (s & 31));
 }
+static inline uint32_t c2_umulhi(uint32_t a, uint32_t b) { return (uint32_t)(((uint64_t)a * b) >> 32); }
 /* loads as the device does them: counted when misaligned for their width */
 static inline uint64_t c2_emu_ld(const void *p, int bytes)
 {
@@ -130,52 +132,67 @@ C2_FN void c2_assemble4(uint32_t k, uint32_t h, uint32_t l, uint32_t *w0, uint32
     *w1 = c2_perm(lo, hi, 0x7362u);
 }
 
-/* Lane L's eight values (elements 8L..8L+7) as they are when the exponent
- * is book1[code] for all of them (the exceptions are patched after): the
- * 24 bits of codes (two aligned words and a funnel shift), the 8 kept bytes
- * (one 8-byte load), four permutes into the codebooks, the assembly. */
-C2_FN void c2_lane_decode(const uint8_t *P, const c2_layout *L, uint64_t lane, uint32_t w[4])
+/* Where lane l (0..31) of codec block b finds its codes and kept bytes in
+ * group 0; in group g they are 96g (A = 8; 84g for A = 6: 32 lanes of 21
+ * bits) and 256g bytes further. Block-relative 32-bit offsets, so the
+ * per-group addresses are constant offsets from two pointers. A is
+ * L->base, passed apart so that a kernel specialised on it folds it. */
+typedef struct {
+    const uint8_t *code; /* the aligned word holding the lane's first code bit */
+    const uint8_t *kept; /* its 8 kept bytes */
+    uint32_t shift;      /* the first code bit's place in that word */
+} c2_lane_at;
+
+C2_FN c2_lane_at c2_lane_base(const uint8_t *P, const c2_layout *L, uint32_t A, uint64_t b, uint32_t lane)
 {
-    const uint64_t cb = L->code + 3 * lane;
-    const uint8_t *cw = P + (cb & ~(uint64_t)3);
-    const uint32_t c = c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), 8 * (uint32_t)(cb & 3));
-    const uint32_t s = c2_spread3(c); /* nibble i: element i's code (bits 24.. unused by prmt) */
-    const uint64_t kept = c2_ld64(P + L->rest + 8 * lane);
+    c2_lane_at a;
+    const uint32_t bit = (A == 8 ? 24u : 21u) * lane;
+    a.code = P + L->code + (A == 8 ? 384 : 336) * b + 4 * (bit >> 5);
+    a.shift = bit & 31;
+    a.kept = P + L->rest + C2_BLOCK * b + 8 * lane;
+    return a;
+}
+
+/* Lane l's eight values of group g as they are when every exponent is
+ * book1[code] (the exceptions are patched after): the 24 code bits (two
+ * aligned words and a funnel shift), the 8 kept bytes (one 8-byte load),
+ * four permutes into the codebooks, the assembly. */
+C2_FN void c2_lane_decode(const c2_lane_at *a, uint32_t g, const c2_layout *L, uint32_t w[4])
+{
+    const uint8_t *cw = a->code + 96 * g;
+    const uint32_t s = c2_spread3(c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), a->shift)); /* nibble i: element i's code */
+    const uint64_t kept = c2_ld64(a->kept + C2_GROUP * g);
     const uint32_t s4 = s >> 16;
     c2_assemble4((uint32_t)kept, c2_perm(L->h1lo, L->h1hi, s), c2_perm(L->l1lo, L->l1hi, s), &w[0], &w[1]);
     c2_assemble4((uint32_t)(kept >> 32), c2_perm(L->h1lo, L->h1hi, s4), c2_perm(L->l1lo, L->l1hi, s4), &w[2], &w[3]);
 }
 
 /* Eight base-6 digits from the lane's 21-bit fraction f (the low 21 bits
- * of x): with f·2^11 as a 0.32 fixed-point fraction, each digit is the high
- * word of one 32x32→64 multiply by 6 and the low word is the next fraction
- * (exact because 6^8 <= 2^21); digit i goes to nibble i. */
+ * of x): with f·2^11 as a 0.32 fixed-point fraction, digit i is the high
+ * word of fr_i·6, where fr_i = f·2^11·6^i mod 2^32 is the fraction left
+ * after i digits (exact because 6^8 <= 2^21). Written with the fr_i as
+ * independent multiplies by constants, so the eight digits do not wait on
+ * each other: one IMAD, one IMAD.HI and one IMAD (into nibble i) each. */
 C2_FN uint32_t c2_digits6(uint32_t x)
 {
-    uint32_t fr = x << 11, s = 0;
+    const uint32_t f = x << 11;
+    uint32_t s = 0, p6 = 1, p16 = 1;
 #ifdef __CUDACC__
 #pragma unroll
 #endif
     for (int i = 0; i < 8; i++) {
-        const uint64_t t = (uint64_t)fr * 6u;
-        s |= (uint32_t)(t >> 32) << (4 * i);
-        fr = (uint32_t)t;
+        s += c2_umulhi(f * p6, 6u) * p16;
+        p6 *= 6u, p16 <<= 4;
     }
     return s;
 }
 
-C2_FN uint32_t c2_lane_digits6(const uint8_t *P, const c2_layout *L, uint64_t lane)
-{
-    const uint64_t bit = 21 * lane;
-    const uint8_t *cw = P + L->code + 4 * (bit >> 5);
-    return c2_digits6(c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), (uint32_t)bit & 31));
-}
-
 /* c2_lane_decode for A = 6: the same but for the codes. */
-C2_FN void c2_lane_decode6(const uint8_t *P, const c2_layout *L, uint64_t lane, uint32_t w[4])
+C2_FN void c2_lane_decode6(const c2_lane_at *a, uint32_t g, const c2_layout *L, uint32_t w[4])
 {
-    const uint32_t s = c2_lane_digits6(P, L, lane);
-    const uint64_t kept = c2_ld64(P + L->rest + 8 * lane);
+    const uint8_t *cw = a->code + 84 * g;
+    const uint32_t s = c2_digits6(c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), a->shift));
+    const uint64_t kept = c2_ld64(a->kept + C2_GROUP * g);
     const uint32_t s4 = s >> 16;
     c2_assemble4((uint32_t)kept, c2_perm(L->h1lo, L->h1hi, s), c2_perm(L->l1lo, L->l1hi, s), &w[0], &w[1]);
     c2_assemble4((uint32_t)(kept >> 32), c2_perm(L->h1lo, L->h1hi, s4), c2_perm(L->l1lo, L->l1hi, s4), &w[2], &w[3]);
@@ -183,39 +200,50 @@ C2_FN void c2_lane_decode6(const uint8_t *P, const c2_layout *L, uint64_t lane, 
 
 /* ---------------------------------------------------------------- the block's patch */
 
-/* One codec block's exception range: its table entry and the next one's. */
+/* One codec block's exceptions, from its table entry and the next one's. */
 typedef struct {
-    uint32_t first, count; /* exceptions [first, first + count) of the exc stream */
-    uint32_t far0;         /* the block's first far byte */
-    uint32_t ends;         /* cumulative counts of groups 0, 1, 2: 10 bits each */
+    uint32_t count;      /* exceptions of the block */
+    uint32_t ends;       /* cumulative counts of groups 0, 1, 2: 10 bits each */
+    const uint8_t *exc;  /* its first position byte */
+    const uint8_t *far;  /* its first far byte */
+    const uint8_t *code; /* its codes */
 } c2_block;
 
-C2_FN c2_block c2_block_at(const uint8_t *P, const c2_layout *L, uint64_t b)
+C2_FN c2_block c2_block_at(const uint8_t *P, const c2_layout *L, uint32_t A, uint64_t b)
 {
     const uint8_t *t = P + L->table + 12 * b;
     c2_block r;
-    r.first = c2_ld32(t);
-    r.count = c2_ld32(t + 12) - r.first;
-    r.far0 = c2_ld32(t + 4);
+    const uint32_t first = c2_ld32(t);
+    r.count = c2_ld32(t + 12) - first;
     r.ends = c2_ld32(t + 8);
+    r.exc = P + L->exc + first;
+    r.far = P + L->far + c2_ld32(t + 4);
+    r.code = P + L->code + (A == 8 ? 384 : 336) * b;
     return r;
 }
 
-/* Exception j (< count) of block b: its position in the block (its group
- * from the block's group ends, then its byte). c2_code_at then gives its
- * code, A - 1 for a far one (the warp counts those before it by a ballot). */
-C2_FN uint32_t c2_exc_pos(const uint8_t *P, const c2_layout *L, const c2_block *B, uint32_t j)
+/* Exception j (< count): its position in the block (its group from the
+ * block's group ends, then its byte). c2_code_at3/6 then give its code,
+ * A - 1 for a far one (the warp counts those before it by a ballot). */
+C2_FN uint32_t c2_exc_pos(const c2_block *B, uint32_t j)
 {
     const uint32_t g = (j >= (B->ends & 1023u)) + (j >= ((B->ends >> 10) & 1023u)) + (j >= (B->ends >> 20));
-    return g * C2_GROUP + c2_ld8(P + L->exc + B->first + j);
+    return g * C2_GROUP + c2_ld8(B->exc + j);
 }
 
-C2_FN uint32_t c2_code_at(const uint8_t *P, const c2_layout *L, uint64_t b, uint32_t pos)
+C2_FN uint32_t c2_code_at3(const c2_block *B, uint32_t pos)
 {
-    if (L->base == 6) return (c2_lane_digits6(P, L, b * (C2_BLOCK / 8) + pos / 8) >> (4 * (pos & 7))) & 7u;
-    const uint64_t bit = 3 * (b * C2_BLOCK + pos); /* a block's codes start on a word (384 bytes) */
-    const uint8_t *cw = P + L->code + 4 * (bit >> 5);
-    return c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), (uint32_t)bit & 31) & 7u;
+    const uint32_t bit = 3 * pos;
+    const uint8_t *cw = B->code + 4 * (bit >> 5);
+    return c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), bit & 31) & 7u;
+}
+
+/* A = 6: the lane's digits again (an exception's code is rare work) */
+C2_FN uint32_t c2_code_at6(const c2_block *B, uint32_t pos)
+{
+    const uint32_t bit = 21 * (pos / 8);
+    const uint8_t *cw = B->code + 4 * (bit >> 5);
+    return (c2_digits6(c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), bit & 31)) >> (4 * (pos & 7))) & 7u;
 }
 
 /* The bf16 value v with its exponent replaced by e. */
