@@ -8,11 +8,11 @@
  *                     then the warp patches the block's exceptions in place
  *   c2_gemv_k         batch-1 fused GEMV: a CUDA block of 8 warps decodes rb rows
  *                     (rb·k ≤ 24576 elements) into a shared-memory tile, patches,
- *                     then each warp takes rows: 8-element units, FMA with x (f32),
- *                     a butterfly sum
+ *                     then gemv_tiles' product (8-element units over 256 threads,
+ *                     FMA with x in f32, butterfly, the warps' sums in order)
  *   c2_plain_gemv_k   the same product on plain bf16 weights read from global
- *                     memory (the baseline of the same shape, bit for bit the fused
- *                     kernel's arithmetic)
+ *                     memory: the baseline of the same shape and arithmetic, so
+ *                     the fused y must equal it bit for bit
  *
  * Without a GPU: tests/bench/codec2_study.sh compiles this for sm_90 with
  * -DC2_SASS_HOT (C2_ASSUME: the common case, one patch pass) and counts
@@ -103,32 +103,56 @@ template <int A> __global__ void c2_decode_rows_k(const uint8_t *P, c2_layout L,
     c2_decode_block<A>(P, L, b, out + b * C2_BLOCK, 0, left < C2_BLOCK ? (int)left : C2_BLOCK);
 }
 
-/* The product of one row of k (elements at w) with x: lane takes the
- * 8-element units lane, lane + 32, …; each unit's 8 FMAs, then the sum. */
-__device__ __forceinline__ float c2_row_dot(const uint16_t *w, const float *x, int k)
+/* y[0..rb) = the rb rows of k at w (shared tile or global memory) times x,
+ * gemv_tiles' arithmetic: thread t takes the 8-element units t, t + 256, …
+ * of each row, each unit's chain of 8 FMAs from 0 added to the row's sum,
+ * then a butterfly per warp and the 8 warps' sums in order. Both kernels
+ * below call it, so the fused y equals the plain one bit for bit when the
+ * decode is exact. red: 8·C2_MAX_RB floats of shared memory. */
+#define C2_MAX_RB 8
+__device__ __forceinline__ void c2_rows_dot(const uint16_t *w, int rb, int k, const float *x, float *red, float *y)
 {
-    float acc = 0.f;
-    for (int u = threadIdx.x & 31; u < k / 8; u += 32) {
-        const uint4 q = *(const uint4 *)(w + 8 * u);
-        const float4 x0 = *(const float4 *)(x + 8 * u), x1 = *(const float4 *)(x + 8 * u + 4);
-        const uint32_t v[4] = {q.x, q.y, q.z, q.w};
-        const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-        float s = 0.f;
+    float acc[C2_MAX_RB];
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s = fmaf(__uint_as_float(v[i] << 16), xs[2 * i], s);
-            s = fmaf(__uint_as_float(v[i] & 0xffff0000u), xs[2 * i + 1], s);
+    for (int r = 0; r < C2_MAX_RB; r++) acc[r] = 0.f;
+    for (int u = (int)threadIdx.x; u < k / 8; u += 256) {
+        const float4 x0 = *(const float4 *)(x + 8 * u), x1 = *(const float4 *)(x + 8 * u + 4);
+#pragma unroll
+        for (int r = 0; r < C2_MAX_RB; r++) {
+            if (r >= rb) break;
+            const uint4 q = *(const uint4 *)(w + (size_t)r * k + 8 * u);
+            float s = 0.f;
+            s = fmaf(__uint_as_float(q.x << 16), x0.x, s);
+            s = fmaf(__uint_as_float(q.x & 0xffff0000u), x0.y, s);
+            s = fmaf(__uint_as_float(q.y << 16), x0.z, s);
+            s = fmaf(__uint_as_float(q.y & 0xffff0000u), x0.w, s);
+            s = fmaf(__uint_as_float(q.z << 16), x1.x, s);
+            s = fmaf(__uint_as_float(q.z & 0xffff0000u), x1.y, s);
+            s = fmaf(__uint_as_float(q.w << 16), x1.z, s);
+            s = fmaf(__uint_as_float(q.w & 0xffff0000u), x1.w, s);
+            acc[r] += s;
         }
-        acc += s;
     }
 #pragma unroll
-    for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    return acc;
+    for (int r = 0; r < C2_MAX_RB; r++) {
+        if (r >= rb) break;
+        float v = acc[r];
+#pragma unroll
+        for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if ((threadIdx.x & 31) == 0) red[(threadIdx.x / 32) * C2_MAX_RB + r] = v;
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < rb) {
+        float v = 0.f;
+        for (int i = 0; i < C2_WARPS; i++) v += red[i * C2_MAX_RB + threadIdx.x];
+        y[threadIdx.x] = v;
+    }
 }
 
 template <int A> __global__ void __launch_bounds__(256) c2_gemv_k(const uint8_t *P, c2_layout L, int k, int rb, const float *x, float *y)
 {
     extern __shared__ uint4 c2_tile_raw[];
+    __shared__ float red[C2_WARPS * C2_MAX_RB];
     uint16_t *tile = (uint16_t *)c2_tile_raw; /* (rb, k) bf16 */
     const uint64_t lo = (uint64_t)blockIdx.x * rb * k, hi = lo + (uint64_t)rb * k;
     const uint32_t warp = threadIdx.x / 32;
@@ -137,18 +161,13 @@ template <int A> __global__ void __launch_bounds__(256) c2_gemv_k(const uint8_t 
         c2_decode_block<A>(P, L, b, tile + off, -off, (int)(hi - lo) - off);
     }
     __syncthreads();
-    for (int r = (int)warp; r < rb; r += C2_WARPS) {
-        const float s = c2_row_dot(tile + (size_t)r * k, x, k);
-        if ((threadIdx.x & 31) == 0) y[(size_t)blockIdx.x * rb + r] = s;
-    }
+    c2_rows_dot(tile, rb, k, x, red, y + (size_t)blockIdx.x * rb);
 }
 
-__global__ void __launch_bounds__(256) c2_plain_gemv_k(const uint16_t *w, int n, int k, const float *x, float *y)
+__global__ void __launch_bounds__(256) c2_plain_gemv_k(const uint16_t *w, int k, int rb, const float *x, float *y)
 {
-    const int r = blockIdx.x * C2_WARPS + threadIdx.x / 32;
-    if (r >= n) return;
-    const float s = c2_row_dot(w + (size_t)r * k, x, k);
-    if ((threadIdx.x & 31) == 0) y[r] = s;
+    __shared__ float red[C2_WARPS * C2_MAX_RB];
+    c2_rows_dot(w + (size_t)blockIdx.x * rb * k, rb, k, x, red, y + (size_t)blockIdx.x * rb);
 }
 
 /* ---------------------------------------------------------------- host: checks and times */
@@ -209,7 +228,7 @@ template <int A> static int run_shape(int n, int k, int iters)
     CK(cudaMemcpy(back, dOut, ne * 2, cudaMemcpyDeviceToHost));
     const int dec_ok = !memcmp(back, v, ne * 2);
     c2_gemv_k<A><<<ggrid, 256, smem>>>(dP, pk.lay, k, rb, dx, dy);
-    c2_plain_gemv_k<<<(unsigned)((n + C2_WARPS - 1) / C2_WARPS), 256>>>(dW, n, k, dx, dy2);
+    c2_plain_gemv_k<<<ggrid, 256>>>(dW, k, rb, dx, dy2);
     CK(cudaGetLastError());
     float *y1 = (float *)malloc((size_t)n * 4), *y2 = (float *)malloc((size_t)n * 4);
     CK(cudaMemcpy(y1, dy, (size_t)n * 4, cudaMemcpyDeviceToHost));
@@ -221,7 +240,7 @@ template <int A> static int run_shape(int n, int k, int iters)
     float ms_plain, ms_fused, ms_dec;
     CK(cudaEventRecord(t0));
     for (int i = 0; i < iters; i++)
-        c2_plain_gemv_k<<<(unsigned)((n + C2_WARPS - 1) / C2_WARPS), 256>>>(dW + (i % copies_w) * ne, n, k, dx, dy2);
+        c2_plain_gemv_k<<<ggrid, 256>>>(dW + (i % copies_w) * ne, k, rb, dx, dy2);
     CK(cudaEventRecord(t1));
     CK(cudaEventSynchronize(t1));
     CK(cudaEventElapsedTime(&ms_plain, t0, t1));
