@@ -126,6 +126,16 @@ static int c2_encode(const uint16_t *v, uint64_t n, uint32_t A, c2_packed *out)
     return 0;
 }
 
+/* Rows of k per fused GEMV tile (codec2_proto.cu's c2_gemv_k): a power of
+ * two ≤ 8 with rb·k ≤ 24576 elements (48 KiB of bf16), as PEX1's kernel. */
+#define C2_TILE 24576
+static inline int c2_rows_per_block(int k)
+{
+    int rb = 8;
+    while (rb > 1 && (long)rb * k > C2_TILE) rb /= 2;
+    return rb;
+}
+
 /* ---------------------------------------------------------------- test values */
 
 static uint64_t rng_state = 88172645463325252ull;

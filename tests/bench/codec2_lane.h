@@ -72,6 +72,7 @@ C2_FN uint32_t c2_perm(uint32_t x, uint32_t y, uint32_t s)
 #define c2_ld8(p) ((uint32_t)__ldg((const unsigned char *)(p)))
 #define c2_ld32(p) ((uint32_t)__ldg((const unsigned int *)(p)))
 #define c2_ld64(p) ((uint64_t)__ldg((const unsigned long long *)(p)))
+#define c2_st128(p, w) (*(uint4 *)(p) = make_uint4((w)[0], (w)[1], (w)[2], (w)[3]))
 #else
 #define C2_FN static inline
 /* prmt.b32: byte i of the result is byte (s >> 4i) & 7 of y:x; a set bit 3
@@ -102,6 +103,12 @@ static inline uint64_t c2_emu_ld(const void *p, int bytes)
 #define c2_ld8(p) ((uint32_t)c2_emu_ld((p), 1))
 #define c2_ld32(p) ((uint32_t)c2_emu_ld((p), 4))
 #define c2_ld64(p) c2_emu_ld((p), 8)
+/* a 16-byte store of 8 values, counted when misaligned */
+static inline void c2_st128(uint16_t *p, const uint32_t w[4])
+{
+    if ((uintptr_t)p % 16) c2_emu_misaligned++;
+    for (int i = 0; i < 4; i++) p[2 * i] = (uint16_t)w[i], p[2 * i + 1] = (uint16_t)(w[i] >> 16);
+}
 #endif
 
 /* ---------------------------------------------------------------- the lane's decode */
@@ -238,12 +245,18 @@ C2_FN uint32_t c2_code_at3(const c2_block *B, uint32_t pos)
     return c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), bit & 31) & 7u;
 }
 
-/* A = 6: the lane's digits again (an exception's code is rare work) */
+/* A = 6: digit pos mod 8 of its lane's fraction alone (6^i from a table of
+ * 8: one constant-bank load on the device) */
+#ifdef __CUDACC__
+static __constant__ uint32_t c2_pow6[8] = {1, 6, 36, 216, 1296, 7776, 46656, 279936};
+#else
+static const uint32_t c2_pow6[8] = {1, 6, 36, 216, 1296, 7776, 46656, 279936};
+#endif
 C2_FN uint32_t c2_code_at6(const c2_block *B, uint32_t pos)
 {
     const uint32_t bit = 21 * (pos / 8);
     const uint8_t *cw = B->code + 4 * (bit >> 5);
-    return (c2_digits6(c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), bit & 31)) >> (4 * (pos & 7))) & 7u;
+    return c2_umulhi((c2_fshr(c2_ld32(cw), c2_ld32(cw + 4), bit & 31) << 11) * c2_pow6[pos & 7], 6u);
 }
 
 /* The bf16 value v with its exponent replaced by e. */
@@ -251,5 +264,64 @@ C2_FN uint32_t c2_with_exp(uint32_t v, uint32_t e) { return (v & 0x807fu) | (e <
 
 /* The near exponent of code c (book2[c]). */
 C2_FN uint32_t c2_near_exp(const c2_layout *L, uint32_t c) { return c2_perm(L->b2lo, L->b2hi, c) & 0xffu; }
+
+/* ---------------------------------------------------------------- a warp's codec block, lane by lane */
+
+/* What the kernels and the host replay compose (only the ballot and the
+ * warp barriers are the kernels' own): bdst[p] is the block's element p,
+ * and only p in [plo, phi) belongs to the destination (a fused tile may
+ * hold part of a block). */
+
+/* Lane l's 8 elements of each of the block's 4 groups: decoded as if
+ * ordinary and stored with one 16-byte store each. */
+C2_FN void c2_lane_block(const uint8_t *P, const c2_layout *L, uint32_t A, uint64_t b, uint32_t lane, uint16_t *bdst,
+                         int plo, int phi)
+{
+    const c2_lane_at a = c2_lane_base(P, L, A, b, lane);
+#ifdef __CUDACC__
+#pragma unroll
+#endif
+    for (uint32_t g = 0; g < 4; g++) {
+        const int p = (int)(C2_GROUP * g + 8 * lane);
+        C2_ASSUME(p >= plo && p < phi);
+        if (p >= plo && p < phi) {
+            uint32_t w[4];
+            if (A == 8)
+                c2_lane_decode(&a, g, L, w);
+            else
+                c2_lane_decode6(&a, g, L, w);
+            c2_st128(bdst + p, w);
+        }
+    }
+}
+
+/* Exception j of block B as lane j mod 32 of a patch pass sees it. */
+typedef struct {
+    int act;       /* j < count */
+    uint32_t pos;  /* its position in the block */
+    uint32_t code; /* its code: A - 1 for a far one */
+} c2_exc;
+
+C2_FN c2_exc c2_exc_load(const c2_block *B, uint32_t A, uint32_t j)
+{
+    c2_exc x = {0, 0, 0};
+    if (j < B->count) {
+        x.act = 1;
+        x.pos = c2_exc_pos(B, j);
+        x.code = A == 8 ? c2_code_at3(B, x.pos) : c2_code_at6(B, x.pos);
+    }
+    return x;
+}
+
+/* Its exponent written into its value: book2[code], or, for a far one, the
+ * far byte far_index (the far ones before it in the block, which the warp
+ * counts with a ballot). */
+C2_FN void c2_exc_apply(const c2_layout *L, const c2_block *B, uint32_t A, const c2_exc *x, uint32_t far_index,
+                        uint16_t *bdst, int plo, int phi)
+{
+    const uint32_t e = x->code == A - 1 ? c2_ld8(B->far + far_index) : c2_near_exp(L, x->code);
+    C2_ASSUME((int)x->pos >= plo && (int)x->pos < phi);
+    if ((int)x->pos >= plo && (int)x->pos < phi) bdst[x->pos] = (uint16_t)c2_with_exp(bdst[x->pos], e);
+}
 
 #endif

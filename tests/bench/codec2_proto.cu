@@ -29,66 +29,33 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define C2_TILE 24576 /* elements of a fused tile at most (48 KiB of bf16) */
 #define C2_WARPS 8
 
 /* ---------------------------------------------------------------- the warp's decode of one codec block */
 
-/* Block b's exceptions patched into bdst (bdst[p] is the block's element p;
- * only p in [plo, phi) is there to patch): lane j of a pass takes
- * exception base + j, a far one's byte placed by a ballot's prefix count. */
-template <int A>
-__device__ __forceinline__ void c2_patch(const c2_layout &L, const c2_block &B, uint16_t *bdst, int plo, int phi)
-{
-    const uint32_t lane = threadIdx.x & 31;
-    C2_ASSUME(B.count > 0 && B.count <= 32);
-    uint32_t run = 0;
-    for (uint32_t base = 0; base < B.count; base += 32) {
-        const uint32_t j = base + lane;
-        const bool act = j < B.count;
-        uint32_t pos = 0, code = 0;
-        if (act) {
-            pos = c2_exc_pos(&B, j);
-            code = A == 8 ? c2_code_at3(&B, pos) : c2_code_at6(&B, pos);
-        }
-        const bool far = act && code == A - 1;
-        const uint32_t m = __ballot_sync(0xffffffffu, far);
-        C2_ASSUME(m == 0);
-        if (act) {
-            const uint32_t e = far ? c2_ld8(B.far + run + __popc(m & ((1u << lane) - 1))) : c2_near_exp(&L, code);
-            C2_ASSUME((int)pos >= plo && (int)pos < phi);
-            if ((int)pos >= plo && (int)pos < phi) bdst[pos] = (uint16_t)c2_with_exp(bdst[pos], e);
-        }
-        run += __popc(m);
-    }
-}
-
-/* Block b's elements p in [plo, phi) into bdst[p]: the lanes' 16-byte
- * stores, then the patch once the warp's stores are seen. The block's table
- * entries are asked for first, so the patch's chain of loads (table, then
- * exception bytes, then their codes) starts while the lanes decode. */
+/* Block b's elements p in [plo, phi) into bdst[p] (codec2_lane.h's lane
+ * functions; the ballot and barriers are the kernel's own): the lanes'
+ * 16-byte stores, then, once the warp's stores are seen, the patch passes,
+ * lane j taking exception base + j. The block's table entries are asked for
+ * first, so the patch's chain of loads (table, position bytes, codes)
+ * starts while the lanes decode. */
 template <int A>
 __device__ __forceinline__ void c2_decode_block(const uint8_t *P, const c2_layout &L, uint64_t b, uint16_t *bdst, int plo, int phi)
 {
     const uint32_t lane = threadIdx.x & 31;
     const c2_block B = c2_block_at(P, &L, A, b);
-    const c2_lane_at a = c2_lane_base(P, &L, A, b, lane);
-#pragma unroll
-    for (int g = 0; g < 4; g++) {
-        const int p = C2_GROUP * g + 8 * (int)lane;
-        C2_ASSUME(p >= plo && p < phi);
-        if (p >= plo && p < phi) {
-            uint32_t w[4];
-            if (A == 8)
-                c2_lane_decode(&a, (uint32_t)g, &L, w);
-            else
-                c2_lane_decode6(&a, (uint32_t)g, &L, w);
-            *(uint4 *)(bdst + p) = make_uint4(w[0], w[1], w[2], w[3]);
-        }
-    }
+    c2_lane_block(P, &L, A, b, lane, bdst, plo, phi);
     __syncwarp();
 #ifndef C2_COUNT_NO_PATCH /* codec2_study.sh: the lanes' decode counted alone */
-    c2_patch<A>(L, B, bdst, plo, phi);
+    C2_ASSUME(B.count > 0 && B.count <= 32);
+    uint32_t run = 0;
+    for (uint32_t base = 0; base < B.count; base += 32) {
+        const c2_exc x = c2_exc_load(&B, A, base + lane);
+        const uint32_t m = __ballot_sync(0xffffffffu, x.act && x.code == A - 1);
+        C2_ASSUME(m == 0);
+        if (x.act) c2_exc_apply(&L, &B, A, &x, run + __popc(m & ((1u << lane) - 1)), bdst, plo, phi);
+        run += __popc(m);
+    }
 #endif
     __syncwarp();
 }
@@ -180,13 +147,6 @@ __global__ void __launch_bounds__(256) c2_plain_gemv_k(const uint16_t *w, int k,
             exit(1);                                                                                                 \
         }                                                                                                            \
     } while (0)
-
-static int c2_rows_per_block(int k)
-{
-    int rb = 8;
-    while (rb > 1 && (long)rb * k > C2_TILE) rb /= 2;
-    return rb;
-}
 
 template <int A> static int run_shape(int n, int k, int iters)
 {

@@ -20,42 +20,54 @@
 
 /* ---------------------------------------------------------------- decode: the warps replayed */
 
-/* Block b as one warp decodes it: 4 groups of 32 lanes, then the patch
- * passes, lane j of a pass taking exception base + j, the far ones placed
- * by a ballot's prefix count (what __ballot_sync and __popc do on the GPU). */
-static void c2_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b, uint16_t *out)
+/* Block b as one warp of the kernels decodes it (codec2_proto.cu's
+ * c2_decode_block): the 32 lanes' stores, then the patch passes, lane j of
+ * a pass taking exception base + j, the far ones placed by a ballot's
+ * prefix count (what __ballot_sync and __popc do on the GPU). bdst[p] is
+ * the block's element p; only p in [plo, phi) is written. */
+static void c2_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b, uint16_t *bdst, int plo, int phi)
 {
-    for (uint32_t g = 0; g < 4; g++)
-        for (uint32_t lane = 0; lane < 32; lane++) {
-            const uint64_t ln = b * (C2_BLOCK / 8) + g * 32 + lane;
-            if (8 * ln >= L->n) continue;
-            uint32_t w[4];
-            const c2_lane_at a = c2_lane_base(P, L, L->base, b, lane);
-            if (L->base == 8)
-                c2_lane_decode(&a, g, L, w);
-            else
-                c2_lane_decode6(&a, g, L, w);
-            for (int i = 0; i < 4; i++) out[8 * ln + 2 * i] = (uint16_t)w[i], out[8 * ln + 2 * i + 1] = (uint16_t)(w[i] >> 16);
-        }
-    const c2_block B = c2_block_at(P, L, L->base, b);
+    const uint32_t A = L->base;
+    for (uint32_t lane = 0; lane < 32; lane++) c2_lane_block(P, L, A, b, lane, bdst, plo, phi);
+    const c2_block B = c2_block_at(P, L, A, b);
     uint32_t run = 0;
     for (uint32_t base = 0; base < B.count; base += 32) {
-        uint32_t pos[32], code[32], ballot = 0;
+        c2_exc x[32];
+        uint32_t ballot = 0;
         for (uint32_t lane = 0; lane < 32; lane++) {
-            if (base + lane >= B.count) continue;
-            pos[lane] = c2_exc_pos(&B, base + lane);
-            code[lane] = L->base == 8 ? c2_code_at3(&B, pos[lane]) : c2_code_at6(&B, pos[lane]);
-            if (code[lane] == L->base - 1) ballot |= 1u << lane;
+            x[lane] = c2_exc_load(&B, A, base + lane);
+            if (x[lane].act && x[lane].code == A - 1) ballot |= 1u << lane;
         }
-        for (uint32_t lane = 0; lane < 32; lane++) {
-            if (base + lane >= B.count) continue;
-            const uint32_t fi = run + (uint32_t)__builtin_popcount(ballot & ((1u << lane) - 1));
-            const uint32_t e = code[lane] == L->base - 1 ? c2_ld8(B.far + fi) : c2_near_exp(L, code[lane]);
-            uint16_t *o = out + b * C2_BLOCK + pos[lane];
-            *o = (uint16_t)c2_with_exp(*o, e);
-        }
+        for (uint32_t lane = 0; lane < 32; lane++)
+            if (x[lane].act)
+                c2_exc_apply(L, &B, A, &x[lane], run + (uint32_t)__builtin_popcount(ballot & ((1u << lane) - 1)), bdst, plo, phi);
         run += (uint32_t)__builtin_popcount(ballot);
     }
+}
+
+/* The fused GEMV's tiles replayed (codec2_proto.cu's c2_gemv_k): CUDA block
+ * r0/rb decodes rows [r0, r0 + rb) of k into a tile, warp w taking the codec
+ * blocks lo/1024 + w, + 8, …, each written at its offset from the tile's
+ * start (a block straddling two tiles is decoded by both, each keeping its
+ * part). Returns the wrong values plus any write outside the tile. */
+static uint64_t c2_replay_tiles(const c2_packed *pk, const uint16_t *v, uint64_t n_rows, uint64_t k, int rb)
+{
+    const uint64_t te = (uint64_t)rb * k;
+    uint16_t *buf = malloc((te + 2 * C2_BLOCK) * sizeof *buf), *tile = buf + C2_BLOCK;
+    uint64_t bad = 0;
+    for (uint64_t r0 = 0; r0 < n_rows; r0 += (uint64_t)rb) {
+        const uint64_t lo = r0 * k, hi = lo + te;
+        for (uint64_t i = 0; i < te + 2 * C2_BLOCK; i++) buf[i] = 0xdead;
+        for (uint32_t w = 0; w < 8; w++)
+            for (uint64_t b = lo / C2_BLOCK + w; b * C2_BLOCK < hi; b += 8) {
+                const int off = (int)((int64_t)(b * C2_BLOCK) - (int64_t)lo);
+                c2_decode_block(pk->buf, &pk->lay, b, tile + off, -off, (int)(hi - lo) - off);
+            }
+        for (uint64_t i = 0; i < te; i++) bad += tile[i] != v[lo + i];
+        for (uint64_t i = 0; i < C2_BLOCK; i++) bad += (buf[i] != 0xdead) + (tile[te + i] != 0xdead);
+    }
+    free(buf);
+    return bad;
 }
 
 /* ---------------------------------------------------------------- cases */
@@ -81,7 +93,10 @@ static void check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A)
     uint16_t *d = malloc(n * sizeof *d);
     for (uint64_t i = 0; i < n; i++) d[i] = (uint16_t)~v[i]; /* garbage: every value must be written */
     const uint64_t nb = (n + C2_BLOCK - 1) / C2_BLOCK;
-    for (uint64_t b = 0; b < nb; b++) c2_decode_block(pk.buf, &pk.lay, b, d);
+    for (uint64_t b = 0; b < nb; b++) {
+        const uint64_t left = n - b * C2_BLOCK;
+        c2_decode_block(pk.buf, &pk.lay, b, d + b * C2_BLOCK, 0, left < C2_BLOCK ? (int)left : C2_BLOCK);
+    }
     uint64_t bad = 0, first = 0;
     for (uint64_t i = 0; i < n; i++)
         if (d[i] != v[i] && !bad++) first = i;
@@ -96,6 +111,27 @@ static void check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A)
     c2_emu_misaligned = c2_emu_signsel = 0;
     free(d);
     free(pk.buf);
+}
+
+/* The fused GEMV's tiles of a rows x k matrix, replayed for both codes. */
+static void check_tiles(const char *name, const uint16_t *v, uint64_t rows, uint64_t k)
+{
+    const int rb = c2_rows_per_block((int)k);
+    for (uint32_t A = 8; A >= 6; A -= 2) {
+        c2_packed pk;
+        if (c2_encode(v, rows * k, A, &pk)) {
+            printf("not ok - %s: encode failed\n", name);
+            failures++;
+            continue;
+        }
+        const uint64_t bad = c2_replay_tiles(&pk, v, rows, k, rb);
+        const int ok = !bad && !c2_emu_misaligned && !c2_emu_signsel;
+        printf("%s - %s fused tiles of %d rows, %-13s %llu wrong or stray, misaligned %d\n", ok ? "ok" : "not ok",
+               A == 8 ? "pfor-2p" : "b6-2p  ", rb, name, (unsigned long long)bad, c2_emu_misaligned);
+        failures += !ok;
+        c2_emu_misaligned = c2_emu_signsel = 0;
+        free(pk.buf);
+    }
 }
 
 int main(void)
@@ -131,6 +167,15 @@ int main(void)
     check("trained-like 4096x4096", v, 4096 * 4096);
     trained(v, 11008, 4096);
     check("trained-like 11008x4096", v, big);
+    check_tiles("11008x4096", v, 11008, 4096);
+    trained(v, 4096, 11008);
+    check_tiles("4096x11008", v, 4096, 11008);
+    trained(v, 64, 4104);
+    check_tiles("64x4104", v, 64, 4104);
+    trained(v, 16, 776);
+    check_tiles("16x776", v, 16, 776);
+    for (uint64_t i = 0; i < 64 * 4104; i++) v[i] = (uint16_t)(((rnd() % 24 + 100) << 7) | (rnd() & 0x807f));
+    check_tiles("64x4104 exc.", v, 64, 4104);
     free(v);
     printf("%s: %d failed\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
