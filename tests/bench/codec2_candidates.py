@@ -23,7 +23,10 @@
 #   pfor-h/B    pfor-h with a per-block codebook (8 bytes more per block)
 # It also prints the share of 32-element groups with at least one escape (k3)
 # or exception (pfor): the ballot-skip idea pays only when that share is small.
-#   python3 tests/bench/codec2_candidates.py [model.gguf] [--quick]
+#   python3 tests/bench/codec2_candidates.py [model.gguf] [--quick] [--dump DIR]
+# --dump DIR also writes each matrix of the GGUF as DIR/NAME.bf16 (raw bf16) for the
+# prototype's encoder and round trip: codec2_roundtrip DIR/*.bf16
+import os
 import sys
 
 import gguf
@@ -180,8 +183,17 @@ def realistic(rows, cols, rng, std=None):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    quick = "--quick" in sys.argv
+    argv = sys.argv[1:]
+    dump = None
+    if "--dump" in argv:
+        i = argv.index("--dump")
+        if i + 1 >= len(argv):
+            sys.exit("codec2_candidates.py: --dump needs a directory")
+        dump = argv[i + 1]
+        del argv[i:i + 2]
+        os.makedirs(dump, exist_ok=True)
+    args = [a for a in argv if not a.startswith("--")]
+    quick = "--quick" in argv
     rng = np.random.default_rng(1)
     tot = {}
 
@@ -200,7 +212,10 @@ def main():
         if len(t.shape) < 2 or (quick and i > 12):
             continue
         w = dequantize(t.data, t.tensor_type).astype(np.float32).ravel()
-        acc("smollm2", sizes(bf16(w)), w.size)
+        h = bf16(w)
+        if dump:
+            h.astype("<u2").tofile(os.path.join(dump, t.name + ".bf16"))
+        acc("smollm2", sizes(h), w.size)
     keys = list(next(iter(tot.values())).keys())
     print("%-16s %s" % ("candidate", " ".join("%10s" % k for k in tot)))
     for k in keys:

@@ -9,6 +9,7 @@
  * the plain bytes (headers, tables and padding included).
  *   cc -O2 -std=c11 -Itests/bench tests/bench/codec2_roundtrip.c -lm -o /tmp/codec2_roundtrip
  *   /tmp/codec2_roundtrip            # (tests/bench/codec2_study.sh builds and runs it)
+ *   /tmp/codec2_roundtrip FILE.bf16...  # real matrices: codec2_candidates.py --dump DIR writes them
  * Exit status 0 when every case round-trips with no misaligned load and no
  * sign-replicating permute. Bench tool only: not part of the runtime. */
 #include "codec2_encode.h"
@@ -75,20 +76,24 @@ static uint64_t c2_replay_tiles(const c2_packed *pk, const uint16_t *v, uint64_t
 static int failures;
 
 /* Encode with A = 8 and A = 6, decode with the replay, compare; print the ratios. */
-static void check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A);
+static uint64_t total_bytes[2], total_n; /* packed bytes (A = 8, 6) and elements of the cases so far */
+
+static uint64_t check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A);
 static void check(const char *name, const uint16_t *v, uint64_t n)
 {
-    check1(name, v, n, 8);
-    check1(name, v, n, 6);
+    total_bytes[0] += check1(name, v, n, 8);
+    total_bytes[1] += check1(name, v, n, 6);
+    total_n += n;
 }
 
-static void check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A)
+/* Returns the packed bytes, 0 where the encoder refused. */
+static uint64_t check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A)
 {
     c2_packed pk;
     if (c2_encode(v, n, A, &pk)) {
         printf("not ok - %s: encode failed\n", name);
         failures++;
-        return;
+        return 0;
     }
     uint16_t *d = malloc(n * sizeof *d);
     for (uint64_t i = 0; i < n; i++) d[i] = (uint16_t)~v[i]; /* garbage: every value must be written */
@@ -111,6 +116,7 @@ static void check1(const char *name, const uint16_t *v, uint64_t n, uint32_t A)
     c2_emu_misaligned = c2_emu_signsel = 0;
     free(d);
     free(pk.buf);
+    return pk.bytes;
 }
 
 /* The fused GEMV's tiles of a rows x k matrix, replayed for both codes. */
@@ -134,8 +140,46 @@ static void check_tiles(const char *name, const uint16_t *v, uint64_t rows, uint
     }
 }
 
-int main(void)
+/* Each FILE: one matrix as raw little-endian bf16 values (codec2_candidates.py
+ * --dump DIR writes SmolLM2's); round-tripped with both codes, then the ratio
+ * of all of them together. */
+static int check_files(int nf, char **files)
 {
+    for (int i = 0; i < nf; i++) {
+        FILE *f = fopen(files[i], "rb");
+        if (!f) {
+            fprintf(stderr, "codec2_roundtrip: cannot open %s\n", files[i]);
+            return 2;
+        }
+        fseek(f, 0, SEEK_END);
+        const long bytes = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        if (bytes <= 0 || bytes % 16) {
+            fprintf(stderr, "codec2_roundtrip: %s: %ld bytes: not a positive multiple of 8 bf16 values\n", files[i], bytes);
+            fclose(f);
+            return 2;
+        }
+        uint16_t *v = malloc((size_t)bytes);
+        const size_t got = fread(v, 1, (size_t)bytes, f);
+        fclose(f);
+        if (got != (size_t)bytes) {
+            fprintf(stderr, "codec2_roundtrip: %s: short read\n", files[i]);
+            free(v);
+            return 2;
+        }
+        const char *base = strrchr(files[i], '/');
+        check(base ? base + 1 : files[i], v, (uint64_t)bytes / 2);
+        free(v);
+    }
+    printf("all %d files, %llu elements: pfor-2p ratio %.4f, b6-2p ratio %.4f\n", nf, (unsigned long long)total_n,
+           (double)total_bytes[0] / (2.0 * (double)total_n), (double)total_bytes[1] / (2.0 * (double)total_n));
+    printf("%s: %d failed\n", failures ? "FAIL" : "PASS", failures);
+    return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) return check_files(argc - 1, argv + 1);
     const uint64_t big = 11008ull * 4096;
     uint16_t *v = malloc(big * sizeof *v);
     for (uint64_t i = 0; i < 65536; i++) v[i] = (uint16_t)i;
