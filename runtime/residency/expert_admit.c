@@ -110,7 +110,13 @@ int64_t lrun_expert_admit_choose(lrun_expert_admit *a, lrun_expert_cache *c, int
         for (int64_t i = 0; i < n_missed; i++) {
             const int32_t x = missed[i];
             if (taken[i] || x < 0 || x >= E || c->slot_of[layer * E + x] >= 0) continue; /* held: already coming */
-            if (best < 0 || f[x] > f[missed[best]] || (f[x] == f[missed[best]] && x < missed[best])) best = i;
+            if (best < 0) {
+                best = i;
+                continue;
+            }
+            const int32_t b = missed[best];
+            const uint32_t fx = f[x], fb = f[b];
+            if (fx > fb || (fx == fb && x < b)) best = i;
         }
         if (best < 0) break;
         taken[best] = 1;
