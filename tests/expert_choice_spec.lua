@@ -1,5 +1,5 @@
 -- expert_choice_spec: smart's choice for a mixture's host experts on CUDA
--- (lrun.expert_choice, docs/moe.md "Choosing compute or cache") with given
+-- (lrun.expert_choice, docs/moe.md "Choosing compute, cache or hybrid") with given
 -- bandwidths, rooms and routing counts: under uniform routing the copying
 -- cache loses to host compute (and never trades resident blocks for slots)
 -- while the hybrid cache beats it by about the slot fraction; host compute

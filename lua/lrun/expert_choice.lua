@@ -1,5 +1,5 @@
 --- lrun.expert_choice — what smart (and auto-fit) do with a mixture of
--- experts' host experts on CUDA (docs/moe.md "Choosing compute or cache"):
+-- experts' host experts on CUDA (docs/moe.md "Choosing compute, cache or hybrid"):
 -- compute them on the host, copy the chosen ones into an expert cache of
 -- device slots, or both (hybrid: the slots' hits on the GPU, the misses on the
 -- host in the same step); and how much of the device budget goes to resident expert
