@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threadpool.h"
 #include "cuda/engine_cuda_moe_cache.h"
 #include "cuda/engine_cuda_offload.h"
 #include "residency/expert_admit.h"
@@ -317,17 +318,22 @@ static int src_pinned(struct cuda_moe_cache *c, int64_t layer, const lrun_weight
 
 /* Expert x of block layer (its host tensors g) into slot s on the copy stream,
  * after the slot's last reader: directly from page-locked tensors, else
- * copied by the host into staging buffer b first. */
+ * copied by the host's threads into staging buffer b first (on the decode
+ * thread's time: about a slot's bytes at the host's copy rate, once an
+ * admission). */
 static lrun_status admit_copy(lrun_cuda_engine *e, struct cuda_moe_cache *c, const lrun_weight_ref g[3], int64_t x,
                               int64_t s, int b)
 {
     TRY(cuda_check(cudaStreamWaitEvent(c->copy, c->done[s], 0), "expert cache: waiting for a slot", e->device));
     char *stage = b >= 0 ? c->stage + (size_t)b * c->slot_bytes : NULL;
+    lrun_cuda_host_compute hc;
+    struct lrun_threadpool *pool = lrun_cuda_offload_host_compute(e, &hc) ? hc.pool : NULL;
     for (int i = 0; i < 3; i++) {
         const size_t bytes = (size_t)g[i].w->ne[1] * g[i].w->row_bytes;
         const char *src = (const char *)g[i].data + (size_t)x * bytes;
         if (stage) {
-            memcpy(stage, src, bytes);
+            if (pool) lrun_threadpool_memcpy(pool, stage, src, bytes);
+            else memcpy(stage, src, bytes);
             src = stage;
             stage += c->stride[i];
         }
