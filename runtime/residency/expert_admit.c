@@ -75,7 +75,10 @@ int lrun_expert_admit_lookup(lrun_expert_admit *a, lrun_expert_cache *c, int64_t
     return hit;
 }
 
-int lrun_expert_admit_beats(uint32_t f_miss, uint32_t f_victim) { return (uint64_t)f_miss > 2 * (uint64_t)f_victim + 1; }
+int lrun_expert_admit_beats(uint32_t f_miss, uint32_t f_victim)
+{
+    return (uint64_t)f_miss > 2 * (uint64_t)f_victim + 1;
+}
 
 int64_t lrun_expert_admit_victim(const lrun_expert_admit *a, const lrun_expert_cache *c)
 {

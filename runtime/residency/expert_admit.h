@@ -28,9 +28,9 @@ typedef int (*lrun_expert_admit_ready_fn)(void *ctx, int64_t s);
 
 typedef struct lrun_expert_admit {
     int64_t n_slots;
-    int64_t cap;         /* admissions per block and step (>= 1) */
-    uint8_t *pending;    /* (n_slots) 1: a copy into the slot was queued and not yet seen complete */
-    int64_t *pend_list;  /* (n_slots) the pending slots, n_pending of them */
+    int64_t cap;        /* admissions per block and step (>= 1) */
+    uint8_t *pending;   /* (n_slots) 1: a copy into the slot was queued and not yet seen complete */
+    int64_t *pend_list; /* (n_slots) the pending slots, n_pending of them */
     int64_t n_pending;
 } lrun_expert_admit;
 

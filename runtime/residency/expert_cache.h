@@ -53,7 +53,7 @@ typedef struct lrun_expert_cache {
     int64_t *prefetches;  /* (n_layer) slots taken ahead of use (lrun_expert_cache_prefetch) */
     int64_t *host_computed; /* (n_layer) hybrid (expert_admit.h): chosen experts not in a ready slot, computed on
                              * the host in the step (also counted in misses) */
-    int64_t *admitted;    /* (n_layer) hybrid: misses copied into a slot after their step (lrun_expert_cache_assign) */
+    int64_t *admitted; /* (n_layer) hybrid: misses copied into a slot after their step (lrun_expert_cache_assign) */
     uint64_t bytes_copied;/* into slots, all blocks */
 } lrun_expert_cache;
 

@@ -51,8 +51,8 @@ static void rules(void)
     CHECK("poll clears completed copies", a.n_pending == 0 && !a.pending[0] && !a.pending[1]);
     /* step 3: 3 misses into the last free slot */
     lrun_expert_admit_lookup(&a, &c, 0, 3, fake_ready, NULL, &s);
-    CHECK("the last free slot admits", lrun_expert_admit_choose(&a, &c, 0, (const int32_t[]){3}, 1, 8, xs, slots) == 1 &&
-                                            slots[0] == 2);
+    CHECK("the last free slot admits",
+          lrun_expert_admit_choose(&a, &c, 0, (const int32_t[]){3}, 1, 8, xs, slots) == 1 && slots[0] == 2);
     /* slot 0: expert 1, 2 uses, settled; slot 1: expert 2, a hit of this step; slot 2: pending */
     CHECK("neither this step's hit nor a pending slot is a victim: slot 0", lrun_expert_admit_victim(&a, &c) == 0);
     lrun_expert_cache_settle(&c);
