@@ -285,11 +285,22 @@ lrun_status lrun_cuda_moe_cache_release(lrun_cuda_engine *e, struct cuda_moe_cac
 
 int lrun_cuda_moe_cache_hybrid(const struct cuda_moe_cache *c) { return c && c->hybrid; }
 
+/* Whether event ev has completed, without waiting. cudaErrorNotReady is
+ * cleared from the runtime's last error (as PyTorch's stream query does), so
+ * the next launch's check (cudaGetLastError) does not report it; launches are
+ * checked as they are made, so no other error is pending here. */
+static int event_done(cudaEvent_t ev)
+{
+    const cudaError_t r = cudaEventQuery(ev);
+    if (r == cudaErrorNotReady) (void)cudaGetLastError();
+    return r == cudaSuccess;
+}
+
 /* Whether the last copy into slot s has completed (expert_admit's ready(): never waits). */
 static int slot_ready(void *ctx, int64_t s)
 {
     const struct cuda_moe_cache *c = ctx;
-    return cudaEventQuery(c->ready[s]) == cudaSuccess;
+    return event_done(c->ready[s]);
 }
 
 lrun_status lrun_cuda_moe_cache_lookup(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer, int64_t x,
@@ -357,7 +368,7 @@ lrun_status lrun_cuda_moe_cache_admit(lrun_cuda_engine *e, struct cuda_moe_cache
     int free_b[HYBRID_STAGES], n_free = 0;
     if (!pinned)
         for (int i = 0; i < HYBRID_STAGES; i++)
-            if (cudaEventQuery(c->stage_done[i]) == cudaSuccess) free_b[n_free++] = i;
+            if (event_done(c->stage_done[i])) free_b[n_free++] = i;
     int64_t xs[HYBRID_CAP_MAX], slots[HYBRID_CAP_MAX];
     const int64_t n = lrun_expert_admit_choose(&c->admit, &c->book, layer, missed, n_missed,
                                                pinned ? HYBRID_CAP_MAX : n_free, xs, slots);
