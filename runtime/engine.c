@@ -70,6 +70,9 @@ static lrun_status check_opts(const lrun_engine_opts *o, const char *who)
         r != LRUN_EXPERT_CACHE_REPLACE_LFU)
         return lrun_fail(LRUN_E_ARG, "%s: expert_cache_policy %d is not LRUN_EXPERT_CACHE_REPLACE_DEFAULT, _LRU or _LFU",
                          who, (int)r);
+    if (o->expert_cache_mode != LRUN_EXPERT_CACHE_MODE_COPY && o->expert_cache_mode != LRUN_EXPERT_CACHE_MODE_HYBRID)
+        return lrun_fail(LRUN_E_ARG, "%s: expert_cache_mode %d is not LRUN_EXPERT_CACHE_MODE_COPY or _HYBRID", who,
+                         (int)o->expert_cache_mode);
     if ((int)o->moe_prefill_stream < LRUN_MOE_PREFILL_STREAM_DEFAULT ||
         (int)o->moe_prefill_stream > LRUN_MOE_PREFILL_STREAM_AUTO)
         return lrun_fail(LRUN_E_ARG, "%s: moe_prefill_stream %d is not LRUN_MOE_PREFILL_STREAM_DEFAULT, _OFF, _ON or _AUTO",
@@ -394,6 +397,17 @@ lrun_status lrun_engine_expert_cache_counts(const lrun_engine *engine, int64_t *
     if (misses) memcpy(misses, c->misses, (size_t)c->n_layer * sizeof *misses);
     if (prefetches) memcpy(prefetches, c->prefetches, (size_t)c->n_layer * sizeof *prefetches);
     if (bytes_copied) *bytes_copied = c->bytes_copied;
+    return LRUN_OK;
+}
+
+lrun_status lrun_engine_expert_cache_hybrid_counts(const lrun_engine *engine, int64_t *host_computed,
+                                                   int64_t *admitted)
+{
+    if (!engine) return lrun_fail(LRUN_E_ARG, "lrun_engine_expert_cache_hybrid_counts: engine is NULL");
+    const lrun_expert_cache *c = engine->iface->expert_cache ? engine->iface->expert_cache(engine->ctx) : NULL;
+    if (!c) return LRUN_OK;
+    if (host_computed) memcpy(host_computed, c->host_computed, (size_t)c->n_layer * sizeof *host_computed);
+    if (admitted) memcpy(admitted, c->admitted, (size_t)c->n_layer * sizeof *admitted);
     return LRUN_OK;
 }
 

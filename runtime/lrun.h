@@ -715,6 +715,17 @@ typedef enum lrun_expert_cache_replace {
     LRUN_EXPERT_CACHE_REPLACE_LFU = 2
 } lrun_expert_cache_replace;
 
+/* What the expert cache does with a chosen expert that is not in a slot
+ * (docs/moe.md "The expert cache", "Hybrid"): COPY (the default) copies it
+ * into a slot over PCIe and the GPU computes it there once the copy is done;
+ * HYBRID computes it on the host in the same step, beside the GPU's hits,
+ * and copies it into a slot in the background only when its use count beats
+ * the slot's expert (decode chunks; prefill chunks copy as COPY does). */
+typedef enum lrun_expert_cache_mode {
+    LRUN_EXPERT_CACHE_MODE_COPY = 0,
+    LRUN_EXPERT_CACHE_MODE_HYBRID = 1
+} lrun_expert_cache_mode;
+
 /* Prefill over host experts on CUDA (docs/moe.md "Prefill: streaming host
  * experts"): a prefill chunk (more than 8 tokens) of a block whose experts
  * are host-computed or cached copies the experts it touches to device
@@ -753,6 +764,7 @@ typedef struct lrun_engine_opts {
                                  * holds; 0 = off (host compute). The CPU backend computes host experts in place
                                  * either way. */
     lrun_expert_cache_replace expert_cache_policy; /* which slot a miss takes (docs/moe.md "Replacement") */
+    lrun_expert_cache_mode expert_cache_mode;      /* a miss copied in (COPY) or computed on the host (HYBRID) */
     lrun_moe_prefill_stream moe_prefill_stream; /* cuda: prefill chunks stream host experts to the device */
     int64_t moe_prefill_stream_tokens; /* AUTO: an expert streams from this many of the chunk's tokens routed
                                         * to it (the planner's lrun.expert_plan.prefill_stream_threshold);
@@ -1014,6 +1026,14 @@ LRUN_API lrun_status lrun_engine_expert_counts(const lrun_engine *engine, int64_
  * else. LRUN_E_ARG on a NULL engine. */
 LRUN_API lrun_status lrun_engine_expert_cache_counts(const lrun_engine *engine, int64_t *hits, int64_t *misses,
                                                      int64_t *prefetches, uint64_t *bytes_copied, int64_t *slots);
+/* A hybrid expert cache's (LRUN_EXPERT_CACHE_MODE_HYBRID) counts since the
+ * engine was made or its stats last reset, per block (n_layer each):
+ * host_computed = chosen experts computed on the host because no ready slot
+ * held them (also counted in misses), admitted = such misses copied into a
+ * slot in the background after their step. Either pointer may be NULL; an
+ * engine without a cache writes nothing. LRUN_E_ARG on a NULL engine. */
+LRUN_API lrun_status lrun_engine_expert_cache_hybrid_counts(const lrun_engine *engine, int64_t *host_computed,
+                                                            int64_t *admitted);
 
 /* ---------------------------------------------------------------- sampling */
 

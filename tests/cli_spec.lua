@@ -39,6 +39,7 @@ describe("cli flags", function()
     { { "-ngl", "-1" }, "-ngl -1: expected a whole number >= 0" },
     { { "--n-cpu-moe", "-2" }, "--n-cpu-moe -2: expected a whole number >= 0" },
     { { "--n-cpu-moe", "x" }, "--n-cpu-moe x: expected a whole number >= 0" },
+    { { "--moe-host", "both" }, "--moe-host both: expected compute, cache or hybrid" },
     { { "--prefetch", "1000" }, "--prefetch 1000: expected a layer count from 1 to 64" },
     { { "--temp", "-1" }, "--temp -1: expected a number >= 0" },
     { { "--device", "tpu" }, "--device tpu: expected cpu, cuda, cuda:N" },
@@ -224,6 +225,8 @@ describe("cli flags", function()
     assert.are.same({ nbits = 8 }, lo3.cache_config)
     local lo4 = cli.load_options(assert(cli.parse({ "--n-cpu-moe", "3" }, cli.generate_spec())))
     assert.are.equal(3, lo4.n_cpu_moe)
+    local lo5 = cli.load_options(assert(cli.parse({ "--moe-host", "hybrid" }, cli.generate_spec())))
+    assert.are.equal("hybrid", lo5.moe_host)
   end)
 
   it("lists every flag in docs/cli.md's table", function()

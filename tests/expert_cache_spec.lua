@@ -1,5 +1,5 @@
 -- expert_cache_spec: the expert cache's options and stats where no GPU is
--- needed (docs/moe.md "The expert cache"): lrun.load's moe_host and
+-- needed (docs/moe.md "The expert cache", "Hybrid"): lrun.load's moe_host and
 -- expert_cache_slots are checked; on the CPU backend the option changes
 -- nothing (host experts are computed in place) and m:stats() has no
 -- expert_cache. The cache itself runs on CUDA: tests/moe_gpu_spec.lua, and
@@ -17,10 +17,19 @@ end
 local PROMPT = { 84, 104, 101, 32, 99, 97, 112, 10, 72, 105 }
 
 describe("the expert cache's options", function()
-  it("refuses a moe_host other than compute or cache", function()
+  it("refuses a moe_host other than compute, cache or hybrid, naming the option and the choices", function()
     local ok, err = pcall(lrun.load, "none.gguf", { moe_host = "gpu" })
     assert.is_false(ok)
     assert.truthy(tostring(err):find("moe_host", 1, true))
+    assert.truthy(tostring(err):find('"hybrid"', 1, true))
+    assert.truthy(tostring(err):find('got "gpu"', 1, true))
+  end)
+
+  it("refuses expert_cache_policy lru with moe_host = hybrid (its admissions compare LFU counts)", function()
+    local ok, err = pcall(lrun.load, "none.gguf", { expert_cache_policy = "lru", moe_host = "hybrid" })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("expert_cache_policy", 1, true))
+    assert.truthy(tostring(err):find("hybrid", 1, true))
   end)
 
   it("refuses expert_cache_slots below 1, and with moe_host = compute", function()
@@ -64,6 +73,9 @@ describe("the expert cache's options", function()
       assert.is_nil(st.expert_cache)
       local lru = run({ moe_host = "cache", expert_cache_slots = 4, expert_cache_policy = "lru" })
       assert.is_true(compare.same(plain, lru), "logits differ with expert_cache_policy = lru on the CPU")
+      local hybrid, hst = run({ moe_host = "hybrid", expert_cache_slots = 4 })
+      assert.is_true(compare.same(plain, hybrid), "logits differ with moe_host = hybrid on the CPU")
+      assert.is_nil(hst.expert_cache)
     end)
   end)
 end)

@@ -1,9 +1,13 @@
 -- expert_choice_spec: smart's choice for a mixture's host experts on CUDA
--- (lrun.expert_choice, docs/moe.md "Choosing compute or cache") with given
--- bandwidths, rooms and routing counts: uniform routing keeps host compute
--- (and never trades resident blocks for slots), Zipf-skewed counts choose
--- the cache when PCIe × the miss rate beats the host's expert GEMV, and
--- trade resident blocks for slots while that pays; the budget split, the
+-- (lrun.expert_choice, docs/moe.md "Choosing compute, cache or hybrid") with given
+-- bandwidths, rooms and routing counts: under uniform routing the copying
+-- cache loses to host compute (and never trades resident blocks for slots)
+-- while the hybrid cache beats it by about the slot fraction; host compute
+-- stays when no slot fits or the hybrid saves under min_gain; the copying
+-- cache wins when PCIe × the miss rate beats the host's expert GEMV and the
+-- hybrid does not; Zipf-skewed counts choose the hybrid over both (the more
+-- so over a slow link), and moe_host = cache trades resident blocks for
+-- slots while that pays; the budget split, the
 -- explanation's numbers, the decode prediction with the cache
 -- (lrun.predict), smart weighing experts by k/E, prefill streaming's
 -- threshold from a measured batched host rate, and the bandwidth cache's
@@ -62,23 +66,73 @@ describe("lrun.expert_choice", function()
     assert.are.equal(BW.h2d_pageable, blocks[1].parts[1].link)
   end)
 
-  it("keeps host compute under uniform routing when a miss over PCIe costs more than the host's product", function()
+  it("under uniform routing: the copying cache loses to host compute (a miss over PCIe costs more than the "
+    .. "host's product), the hybrid beats both by about the slot fraction", function()
     local r = assert(choice.choose({ blocks = blocks, k = K, n_expert = E, bw = BW, room = room, mode = "auto" }))
-    assert.are.equal("compute", r.how)
-    assert.is_true(near(2 * host_s + 2 * resident_s, r.seconds))
+    local compute = r.options[1]
+    assert.are.equal("compute", compute.how)
+    assert.is_true(near(2 * host_s + 2 * resident_s, compute.seconds))
     -- the cache without trades: 7 slots (22.5 MiB after the 1/16 margin) over 16 experts, uniform 7/16
-    local c0 = r.options[2]
+    local c0, h0 = r.options[2], r.options[3]
     assert.are.equal("cache", c0.how)
     assert.are.equal(7, c0.slots)
     assert.are.equal("uniform", c0.source)
     assert.is_true(near(2 * cached_s(7 / 16) + 2 * resident_s, c0.seconds))
-    -- a trade under uniform routing does not pay (the same misses, less the margin, give or take a slot's
-    -- rounding: 15 slots over 24 experts misses as often as 7.5 over 16)
-    for i = 3, #r.options do
-      assert.is_true(r.options[i].seconds > c0.seconds * (1 - choice.min_gain), "trade " .. i)
+    assert.is_true(c0.seconds > compute.seconds)
+    -- the hybrid cache in the same slots: the hits on the device beside the misses on the host
+    assert.are.equal("hybrid", h0.how)
+    assert.are.equal(7, h0.slots)
+    assert.is_true(near(2 * math.max(7 / 16 * resident_s, 9 / 16 * host_s) + 2 * resident_s, h0.seconds))
+    -- a copying trade under uniform routing does not pay (the same misses, less the margin, give or take a
+    -- slot's rounding: 15 slots over 24 experts misses as often as 7.5 over 16)
+    for i = 4, #r.options do
+      local o = r.options[i]
+      if o.how == "cache" then assert.is_true(o.seconds > c0.seconds * (1 - choice.min_gain), "trade " .. i) end
     end
+    -- hybrid, and one trade: the same misses, but the traded block's device reads now hide under the host's
+    -- (1.6% < the 2 blocks' misses; over min_gain)
+    assert.are.equal("hybrid", r.how)
+    assert.are.same({ 2 }, r.trade)
+    assert.are.equal(15, r.slots)
+    assert.is_true(near(3 * math.max(15 / 24 * resident_s, 9 / 24 * host_s) + resident_s, r.seconds))
+    assert.is_true(r.seconds < h0.seconds * (1 - choice.min_gain))
+    assert.truthy(r.text:find("smart caches (hybrid: misses computed on the host) the host experts of 3 blocks",
+      1, true), r.text)
+    assert.truthy(r.text:find(string.format("host compute %.3f ms", compute.seconds * 1e3), 1, true), r.text)
+    assert.truthy(r.text:find(string.format("hybrid %.3f ms (7 slots, hit rate 0.44)", h0.seconds * 1e3), 1, true),
+      r.text)
+  end)
+
+  it("keeps host compute when no slot fits the room unless blocks are traded, which does not pay", function()
+    local r = assert(choice.choose({ blocks = blocks, k = K, n_expert = E, bw = BW, room = 2 * MiB, mode = "auto" }))
+    assert.are.equal("compute", r.how)
+    for _, o in ipairs(r.options) do -- the only slots are a traded block's, whose misses are the same
+      assert.is_true(o.how == "compute" or #o.trade > 0, o.how)
+    end
+    assert.is_true(near(2 * host_s + 2 * resident_s, r.seconds))
     assert.truthy(r.text:find("smart computes the host experts of 2 blocks on the host", 1, true), r.text)
     assert.truthy(r.text:find(string.format("host compute %.3f ms", r.seconds * 1e3), 1, true), r.text)
+  end)
+
+  it("keeps host compute over a hybrid cache that would save under min_gain", function()
+    -- 1 slot of 2 host blocks × 64 experts, uniform: the slot catches 1/128 of the selections (< 1%)
+    local e64 = 64
+    local t64, p64, hc64 = {}, {}, {}
+    for l = 0, 1 do
+      for _, r in ipairs({ "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps" }) do
+        local name = string.format("blk.%d.%s.weight", l, r)
+        t64[#t64 + 1] = { name = name, role = r, layer = l, dtype = "q4_K", bytes = e64 * PART,
+          plain_bytes = e64 * PART, shape = { 2048, 512, e64 } }
+        p64[name], hc64[name] = "host", true
+      end
+    end
+    local b64 = choice.blocks(t64, p64, hc64, e64, BW)
+    local r = assert(choice.choose({ blocks = b64, k = K, n_expert = e64, bw = BW, room = 3.5 * MiB, mode = "auto" }))
+    local hyb
+    for _, o in ipairs(r.options) do if o.how == "hybrid" then hyb = o end end
+    assert.are.equal(1, assert(hyb).slots)
+    assert.is_true(hyb.seconds < r.options[1].seconds, "the hybrid is a little faster")
+    assert.are.equal("compute", r.how, "but not by min_gain")
   end)
 
   it("caches under uniform routing when the host is slower than the link, without trading", function()
@@ -92,10 +146,10 @@ describe("lrun.expert_choice", function()
     assert.are.equal(7, r.slots)
   end)
 
-  it("chooses the cache from Zipf-skewed counts and trades resident blocks for slots while it pays", function()
+  it("with moe_host = cache and Zipf-skewed counts, trades resident blocks for slots while it pays", function()
     local counts = zipf()
     local r = assert(choice.choose({ blocks = blocks, k = K, n_expert = E, bw = BW, room = room, counts = counts,
-      mode = "auto" }))
+      mode = "cache" }))
     assert.are.equal("cache", r.how)
     assert.are.equal("observed", r.source)
     -- one block traded: (24 + 24) MiB less 1/16 = 15 slots over 24 experts; its top 15 hold 3 × 2740 of 3 × 3261
@@ -106,16 +160,46 @@ describe("lrun.expert_choice", function()
     local h = 3 * (1200 + 600 + 400 + 300 + 240) / (3 * per)
     assert.is_true(near(h, r.hit_rate), r.hit_rate)
     assert.is_true(near(3 * cached_s(h) + resident_s, r.seconds))
-    -- better than host compute, than the cache alone, and than trading both blocks
+    -- better than the cache alone, and than trading both blocks; no other kind of option
     for _, o in ipairs(r.options) do
+      assert.are.equal("cache", o.how)
       if o ~= r.best then assert.is_true(o.seconds > r.seconds, o.how .. " " .. #o.trade) end
     end
     assert.truthy(r.text:find("smart caches the host experts of 3 blocks: 15 slots", 1, true), r.text)
     assert.truthy(r.text:find("1 resident block traded for slots: 2", 1, true), r.text)
     assert.truthy(r.text:find("from observed frequencies", 1, true), r.text)
-    assert.truthy(r.text:find(string.format("host compute %.3f ms", r.options[1].seconds * 1e3), 1, true), r.text)
     assert.truthy(r.text:find(string.format("cache %.3f ms (15 slots, hit rate %.2f, 1 resident block traded)",
       r.seconds * 1e3, h), 1, true), r.text)
+  end)
+
+  it("from Zipf-skewed counts chooses the hybrid cache over host compute and the copying cache, the more so "
+    .. "over a slow link", function()
+    local per = 0
+    for x = 1, E do per = per + math.floor(1200 / x) end
+    local h = (1200 + 600 + 400 + 300 + 240) / per
+    local slow = {}
+    for key, v in pairs(BW) do slow[key] = v end
+    slow.h2d_pageable = 5e9
+    for _, bw in ipairs({ BW, slow }) do
+      local b = choice.blocks(tensors, plan, hc, E, bw)
+      local r = assert(choice.choose({ blocks = b, k = K, n_expert = E, bw = bw, room = room, counts = zipf(),
+        mode = "auto" }))
+      assert.are.equal("hybrid", r.how)
+      assert.are.same({ 2 }, r.trade)
+      assert.are.equal(15, r.slots)
+      assert.is_true(near(h, r.hit_rate), r.hit_rate)
+      assert.is_true(near(3 * math.max(h * resident_s, (1 - h) * host_s) + resident_s, r.seconds))
+      local best_cache = math.huge
+      for _, o in ipairs(r.options) do
+        if o.how == "cache" then best_cache = math.min(best_cache, o.seconds) end
+        if o ~= r.best then assert.is_true(o.seconds > r.seconds, o.how .. " " .. #o.trade) end
+      end
+      assert.is_true(r.seconds < best_cache * (1 - choice.min_gain))
+      assert.is_true(r.seconds < r.options[1].seconds * (1 - choice.min_gain))
+      if bw == slow then assert.is_true(best_cache > r.options[1].seconds, "the slow link: cache loses to compute") end
+      assert.truthy(r.text:find(string.format("hybrid %.3f ms (15 slots, hit rate %.2f, 1 resident block traded)",
+        r.seconds * 1e3, h), 1, true), r.text)
+    end
   end)
 
   it("keeps prefill streaming's staging out of the slots' room", function()
@@ -147,6 +231,9 @@ describe("lrun.expert_choice", function()
     local ec = assert(expert_plan.for_plan(model, { tensors = t2, host_compute = hc2, room = room + 24 * MiB,
       choice = r }, {}))
     assert.are.equal(r.slots, ec.slots)
+    assert.are.equal("hybrid", r.how)
+    assert.are.equal("hybrid", ec.mode) -- lrun.residency hands the engine LRUN_EXPERT_CACHE_MODE_HYBRID
+    assert.truthy(ec.text:find("expert cache (hybrid: misses computed on the host):", 1, true), ec.text)
     assert.are.same({ 0, 1, 2 }, ec.layers)
     assert.is_nil(expert_plan.for_plan(model, { tensors = t2, host_compute = hc2, room = room,
       choice = { how = "compute" } }, {}))
@@ -179,6 +266,22 @@ describe("lrun.predict.decode of a mixture", function()
     assert.is_true(near(4 * resident_s, c.device_s))
     assert.is_true(near(1 / (c.device_s + c.cache_s), c.tok_s))
     assert.truthy(predict.text(c, BW):find("expert cache misses", 1, true))
+    -- hybrid: per block, the hits' device reads beside the misses' host products, the longer of the two
+    q.expert_cache = { slots = 4, hit_rate = 0.75, layers = { 0, 1 }, mode = "hybrid" }
+    local hy = predict.decode(tensors, plan, hc, BW, q)
+    assert.are.equal(0, hy.host_s)
+    assert.are.equal(0, hy.cache_s)
+    assert.is_true(near(2 * math.max(0.75 * resident_s, 0.25 * host_s), hy.hybrid_s))
+    assert.is_true(near(2 * resident_s, hy.device_s))
+    assert.is_true(near(1 / (hy.device_s + hy.hybrid_s), hy.tok_s))
+    assert.are.equal("hybrid experts", hy.limit)
+    assert.truthy(predict.text(hy, BW):find("hybrid experts", 1, true))
+    -- with the host pass's fixed costs: one round trip and a pool call a tensor, per block
+    local bw2 = {}
+    for key, v in pairs(BW) do bw2[key] = v end
+    bw2.round_trip_s, bw2.host_call_s = 20e-6, 5e-6
+    local hy2 = predict.decode(tensors, plan, hc, bw2, q)
+    assert.is_true(near(2 * math.max(0.75 * resident_s, 0.25 * host_s + 20e-6 + 3 * 5e-6), hy2.hybrid_s))
     -- without k (older callers): every expert read whole
     local old = predict.decode(tensors, plan, hc, BW)
     assert.is_true(near(2 * 3 * E * PART / BW.host_matmul.q4_K, old.host_s))

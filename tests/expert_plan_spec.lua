@@ -160,7 +160,7 @@ describe("lrun.expert_plan", function()
       assert.are.equal(0, #l0)
     end)
 
-    it("sizes the cache for a plan only on CUDA with moe_host = cache", function()
+    it("sizes the cache for a plan only on CUDA with moe_host = cache (or hybrid, marked so)", function()
       local r = assert(require("lrun.residency").plan(m, { policy = "experts_on_host" }))
       local q = { tensors = m:tensors(), host_compute = r.host_compute, packed = r.packed, room = 64 * MiB }
       assert.is_nil(plan.for_plan(m, q, {}), "planned a cache without moe_host = cache")
@@ -182,6 +182,15 @@ describe("lrun.expert_plan", function()
       assert.are.equal(slot, c.slot_bytes)
       assert.are.equal("observed", c.source)
       assert.is_true(c.hit_rate > c.slots / (info.n_layer * info.n_expert), "skewed counts predict no better than uniform")
+      assert.is_nil(c.mode)
+      -- moe_host = "hybrid": the same slots, marked for the engine and the explanation
+      m.moe_host = "hybrid"
+      m.moe_prefill_stream = require("lrun.ffi").C.LRUN_MOE_PREFILL_STREAM_OFF
+      local h = assert(plan.for_plan(m, q, { expert_counts = counts }))
+      m.moe_prefill_stream, m.moe_host = saved, nil
+      assert.are.equal(c.slots, h.slots)
+      assert.are.equal("hybrid", h.mode)
+      assert.truthy(h.text:find("^expert cache %(hybrid: misses computed on the host%): "), h.text)
       m.expert_cache_auto = nil
     end)
 

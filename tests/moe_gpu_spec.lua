@@ -22,6 +22,11 @@
 --     the same greedy tokens, logits within the fast tolerance; decode
 --     counts summing to tokens x top-k; with a static cache and every
 --     expert resident, decode steps replayed from CUDA graphs;
+--   * the hybrid cache (moe_host = "hybrid", half the host experts' slots): a 6-token prompt's logits after 32
+--     decode steps (hits from slots and misses from the host pass in one chunk) within the fast tolerance of
+--     the CPU's and the resident run's, the same first greedy token; hits, host-computed misses and admissions
+--     all counted, admissions at most the slots plus a quarter of the misses (no thrash); Mixtral's 4 experts
+--     and gpt-oss fall back to copying;
 --   * smart with block 0's experts on the host (-ot) and skewed counts chooses the expert cache itself
 --     (lrun.expert_choice) and the engine takes the planner's slots; with
 --     moe_host = "compute" it makes no choice and the engine no cache;
@@ -117,6 +122,53 @@ describe("mixtures of experts on cuda against the CPU", function()
           if DEVICE ~= "cpu" then assert.is_true(st.host_compute_bytes > 0, "nothing computed on the host") end
         end)
       end
+
+      -- moe_host = "hybrid" (docs/moe.md "Hybrid"): a decode-sized chunk's hits run on the GPU from their slots,
+      -- the misses in the host pass, admissions copied in the background. A prompt of 6 tokens is such a chunk,
+      -- so the prompt's logits after 32 decode steps come from slots and the host at once.
+      it("hybrid (moe_host = hybrid): logits within the fast tolerance with hits and misses mixed; hits, "
+        .. "host-computed misses and admissions counted; uniform routing does not thrash", function()
+        local short = { unpack(PROMPT, 1, 6) }
+        local function logits_of(opts, inspect)
+          local m = assert(lrun.load(path, with(gpu.LOAD, opts)))
+          local _, ids = assert(m:generate(short, { max_new_tokens = 32, do_sample = false, eos_token_id = {} }))
+          local logits = assert(m:logits(short))
+          local a, b
+          if inspect then a, b = inspect(m) end
+          m:free()
+          return ids, logits, a, b
+        end
+        local _, cpu_l = logits_of({ device = "cpu" })
+        local res_ids, res_l = logits_of({ device = DEVICE })
+        local slots = math.max(1, math.floor(e.n_expert * (e.n_layer or 2) / 2))
+        local ids, l, st, placement = logits_of({ device = DEVICE, policy = "experts_on_host", moe_host = "hybrid",
+          expert_cache_slots = slots }, function(m) return m:stats(), m:placement() end)
+        local d, dr = rel_diff(cpu_l, l), rel_diff(res_l, l)
+        print(string.format("# %s hybrid: rel diff to the CPU %.2e, to the resident run %.2e", e.name, d, dr))
+        assert.is_true(d <= gpu.tol(e), string.format("rel diff to the CPU %.3e above %.0e", d, gpu.tol(e)))
+        assert.is_true(dr <= gpu.tol(e), string.format("rel diff to the resident run %.3e above %.0e", dr, gpu.tol(e)))
+        assert.are.equal(res_ids[#short + 1], ids[#short + 1], "first greedy token")
+        assert.is_true(placement.experts.host_compute_slices > 0, "no expert host-computed")
+        if DEVICE == "cpu" then return end -- the CPU computes host experts in place: no cache
+        local c = assert(st.expert_cache, "no expert cache in m:stats() although moe_host = hybrid")
+        print(string.format("# %s hybrid, %d slots: %d hits, %d host-computed misses, %d admissions, %d bytes copied",
+          e.name, c.slots, c.hits, c.host_computed, c.admissions, c.bytes_copied))
+        assert.are.equal("hybrid", c.mode)
+        if e.n_expert % 8 ~= 0 or e.arch == "gpt-oss" then
+          -- outside the device-id kernels (n_expert % 8) or the host pass (gpt-oss): decode copies as "cache" does
+          assert.are.equal(0, c.host_computed, "a chunk outside hybrid's reach was computed on the host")
+          assert.is_true(c.misses > 0 and c.bytes_copied > 0, "nothing was copied into the cache")
+          return
+        end
+        assert.is_true(c.hits > 0, "no chosen expert ran from a slot")
+        assert.is_true(c.host_computed > 0 and st.host_compute_bytes > 0, "no miss was computed on the host")
+        assert.is_true(c.admissions > 0 and c.bytes_copied > 0, "no miss was admitted into a slot")
+        assert.are.equal(c.misses, c.host_computed, "a hybrid decode miss that was not computed on the host")
+        -- no thrash: past filling the free slots, an admission needs a count over twice the victim's; the copying
+        -- cache would copy every miss (admissions = host_computed)
+        assert.is_true(c.admissions <= c.slots + c.host_computed / 4,
+          string.format("%d admissions for %d slots and %d misses", c.admissions, c.slots, c.host_computed))
+      end)
 
       it("counts each block's expert selections where the host routes", function()
         local m = assert(lrun.load(path, with(gpu.LOAD, { device = DEVICE })))

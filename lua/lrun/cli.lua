@@ -366,6 +366,10 @@ M.flags = {
   { "--n-cpu-moe", key = "n_cpu_moe", type = "int", arg = "N", llama = "--n-cpu-moe",
     check = at_least(0), allowed = "a whole number >= 0",
     help = "MoE: the experts of the first N blocks on the host, computed there (policy n_cpu_moe)" },
+  { "--moe-host", key = "moe_host", arg = "MODE", llama = false,
+    check = function(v) return v == "compute" or v == "cache" or v == "hybrid" end,
+    allowed = "compute, cache or hybrid",
+    help = "MoE on cuda: host experts computed on the host, copied into device slots (cache), or both (hybrid)" },
   { "--prefetch", key = "prefetch", type = "int", arg = "K", llama = false,
     check = between(1, 64), allowed = "a layer count from 1 to 64",
     help = "streamed layers copied ahead (default: 2 on cpu, 1 on cuda)" },
@@ -666,7 +670,7 @@ function M.load_options(opts)
     n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil, numerics = opts.exact and "exact" or nil,
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,
-    n_cpu_moe = opts.n_cpu_moe }
+    n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host }
   if opts.cpu_moe and not o.policy then o.policy = "experts_on_host" end
   if o.n_gpu_layers and not o.policy then o.policy = "layers" end -- with --n-cpu-moe: its blocks as overrides
   -- a budget on the command line means: plan the weights into it (the default policy)

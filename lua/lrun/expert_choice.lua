@@ -1,7 +1,8 @@
 --- lrun.expert_choice — what smart (and auto-fit) do with a mixture of
--- experts' host experts on CUDA (docs/moe.md "Choosing compute or cache"):
--- compute them on the host, or copy the chosen ones into an expert cache of
--- device slots; and how much of the device budget goes to resident expert
+-- experts' host experts on CUDA (docs/moe.md "Choosing compute, cache or hybrid"):
+-- compute them on the host, copy the chosen ones into an expert cache of
+-- device slots, or both (hybrid: the slots' hits on the GPU, the misses on the
+-- host in the same step); and how much of the device budget goes to resident expert
 -- blocks against cache slots.
 --
 -- The engine's cache covers every block whose gate, up and down stacked
@@ -19,8 +20,11 @@
 --                    (a miss copies the expert over PCIe: pinned, or pageable for host memory;
 --                    h the hit rate LFU settles at with N slots, lrun.expert_plan.hit_rate: the
 --                    observed counts' top-N share after a warm-up, else uniform N / experts)
+--   hybrid block     max(h · k · bytes_e / device_read, (1 − h) · k · plain_e / host_matmul[dtype])
+--                    + one host pass's fixed costs (the hits run on the GPU while the host computes
+--                    the misses; admissions copy in the background: no PCIe term on the critical path)
 -- Options: host compute (the placement as the policy left it), and the cache
--- with j = 0, 1, … resident blocks traded for slots (the most skewed blocks
+-- and the hybrid cache, each with j = 0, 1, … resident blocks traded for slots (the most skewed blocks
 -- first when counts are known, else the lowest). Under uniform routing a
 -- trade is neutral at best (N slots over E experts hit N/E, as N/E of a
 -- block resident would, less the margin, give or take a slot's rounding), so
@@ -104,10 +108,23 @@ function M.blocks(tensors, plan, host_compute, n_expert, bw, packed, tier)
   return out
 end
 
+-- Seconds per token of a hybrid block with miss rate `miss`: the hits on the device beside the misses on the
+-- host (one host pass: a grouped product a tensor, one round trip), whichever takes longer.
+local function hybrid_block_s(b, k, bw, miss)
+  local dev, host = 0, 0
+  for _, p in ipairs(b.parts) do
+    dev = dev + (1 - miss) * k * p.bytes_e / bw.device_read
+    host = host + miss * k * p.plain_e / p.rate
+  end
+  if miss > 0 then host = host + predict.host_overhead_s(bw, #b.parts, 1) end
+  return math.max(dev, host)
+end
+
 -- Seconds per token of block b's experts: cached with miss rate `miss`, or as placed (host parts with their
 -- products' fixed costs, predict.host_overhead_s: k products each, and a round trip each, unless the host pass
 -- takes the whole block: one grouped product a tensor and one round trip).
-local function block_s(b, k, bw, miss, host_pass)
+local function block_s(b, k, bw, miss, host_pass, hybrid)
+  if miss and hybrid then return hybrid_block_s(b, k, bw, miss) end
   local s, n_host = 0, 0
   for _, p in ipairs(b.parts) do
     if miss then s = s + k * p.bytes_e / bw.device_read + miss * k * p.bytes_e / p.link
@@ -148,8 +165,8 @@ local function skew(counts, l, n_expert)
   return top / total
 end
 
--- One cache option: blocks `cached` (host ones and the traded), room for slots.
-local function cache_option(p, cached, others, room, trade)
+-- One cache option (how: "cache" or "hybrid"): blocks `cached` (host ones and the traded), room for slots.
+local function cache_option(p, cached, others, room, trade, how)
   local slot = slot_of(cached)
   local usable = math.max(0, room - math.ceil(math.max(0, room) * expert_plan.margin))
   local slots = slot > 0 and math.min(math.floor(usable / slot), #cached * p.n_expert) or 0
@@ -158,9 +175,9 @@ local function cache_option(p, cached, others, room, trade)
   for i, b in ipairs(cached) do layers[i] = b.layer end
   local h, source = expert_plan.hit_rate(p.counts, layers, p.n_expert, slots)
   local s = 0
-  for _, b in ipairs(cached) do s = s + block_s(b, p.k, p.bw, 1 - h) end
+  for _, b in ipairs(cached) do s = s + block_s(b, p.k, p.bw, 1 - h, nil, how == "hybrid") end
   for _, b in ipairs(others) do s = s + block_s(b, p.k, p.bw, nil, p.host_pass) end
-  return { how = "cache", seconds = s, slots = slots, slot_bytes = slot, hit_rate = h, source = source,
+  return { how = how, seconds = s, slots = slots, slot_bytes = slot, hit_rate = h, source = source,
     trade = trade, layers = layers, room = room }
 end
 
@@ -168,10 +185,11 @@ end
 -- @tparam table p blocks= (M.blocks), k= (experts per token), n_expert=, bw= (as M.blocks),
 --   room= (device bytes the placement leaves, before any trade), counts= (m:stats().experts.layers; optional),
 --   staging= (device bytes prefill streaming keeps when the cache is on; default 0),
---   mode= ("auto": compute or cache; "cache": the user asked for the cache, only the trade is chosen),
+--   mode= ("auto": compute, cache or hybrid; "cache" or "hybrid": the user asked for that cache, only the
+--   trade is chosen),
 --   host_pass= (true: the engine computes a block's host experts in one round trip, predict_plan.host_pass)
 -- @treturn table|nil nil when no block has host experts (nothing to choose); else
---   {how = "compute"|"cache", seconds=, slots=, hit_rate=, source=, trade = {layers traded, in order},
+--   {how = "compute"|"cache"|"hybrid", seconds=, slots=, hit_rate=, source=, trade = {layers traded, in order},
 --   options = {each option considered: how=, seconds=, slots=, hit_rate=, trade=}, text=}
 function M.choose(p)
   local host, tradable = {}, {}
@@ -185,7 +203,8 @@ function M.choose(p)
     return x.layer < y.layer
   end)
   local options = {}
-  if p.mode ~= "cache" then
+  local hows = p.mode == "cache" and { "cache" } or p.mode == "hybrid" and { "hybrid" } or { "cache", "hybrid" }
+  if p.mode ~= "cache" and p.mode ~= "hybrid" then
     local s = 0
     for _, b in ipairs(p.blocks) do s = s + block_s(b, p.k, p.bw, nil, p.host_pass) end
     options[1] = { how = "compute", seconds = s, slots = 0, hit_rate = 0, trade = {} }
@@ -203,8 +222,10 @@ function M.choose(p)
     for i = j + 1, #tradable do others[#others + 1] = tradable[i] end
     local copy = {}
     for i, l in ipairs(trade) do copy[i] = l end
-    local o = cache_option(p, cached, others, room, copy)
-    if o then options[#options + 1] = o end
+    for _, how in ipairs(hows) do -- the copying cache before the hybrid one: a near tie keeps the first
+      local o = cache_option(p, cached, others, room, copy, how)
+      if o then options[#options + 1] = o end
+    end
   end
   if #options == 0 then return nil end
   local best = options[1]
@@ -223,7 +244,7 @@ local function ms(s) return string.format("%.3f ms", s * 1e3) end
 -- One option in a line's words.
 local function describe(o)
   if o.how == "compute" then return "host compute " .. ms(o.seconds) end
-  return string.format("cache %s (%d slots, hit rate %.2f%s)", ms(o.seconds), o.slots, o.hit_rate,
+  return string.format("%s %s (%d slots, hit rate %.2f%s)", o.how, ms(o.seconds), o.slots, o.hit_rate,
     #o.trade > 0 and string.format(", %d resident block%s traded", #o.trade, #o.trade == 1 and "" or "s") or "")
 end
 
@@ -236,18 +257,22 @@ function M.text(r, p)
     head = string.format("experts: smart computes the host experts of %d block%s on the host", n_host,
       n_host == 1 and "" or "s")
   else
-    head = string.format("experts: smart caches the host experts of %d block%s: %d slots × %s%s, expected hit "
-      .. "rate %.2f from %s", #r.layers, #r.layers == 1 and "" or "s", r.slots, size.format(r.slot_bytes),
+    head = string.format("experts: smart %s the host experts of %d block%s: %d slots × %s%s, expected hit "
+      .. "rate %.2f from %s", r.how == "hybrid" and "caches (hybrid: misses computed on the host)" or "caches",
+      #r.layers, #r.layers == 1 and "" or "s", r.slots, size.format(r.slot_bytes),
       #r.trade > 0 and string.format(" (%d resident block%s traded for slots: %s)", #r.trade,
         #r.trade == 1 and "" or "s", table.concat(r.trade, ", ")) or "", r.hit_rate,
       r.source == "observed" and "observed frequencies" or "uniform routing")
   end
   local seen, list = {}, {}
-  -- compute, no trade, the best, every trade: at most 4 options named
+  -- compute, each cache without a trade, the best, the last trade of each: at most 6 options named
   local function add(o) if o and not seen[o] then seen[o] = true; list[#list + 1] = describe(o) end end
   for _, o in ipairs(r.options) do if o.how == "compute" or #o.trade == 0 then add(o) end end
   add(r.best)
-  add(r.options[#r.options])
+  local last = {}
+  for _, o in ipairs(r.options) do last[o.how] = o end
+  add(last.cache)
+  add(last.hybrid)
   return head .. string.format("; predicted expert time per token (k = %d, PCIe misses at %.1f GB/s): %s",
     p.k, (p.blocks[1] and p.blocks[1].parts[1].link or 0) / 1e9, table.concat(list, "; "))
 end
@@ -270,8 +295,8 @@ end
 -- and the overrides): nil unless the policy is smart (auto-fit's too), the
 -- device CUDA with a budget, the model a mixture with host experts, and what
 -- happens to host experts left to the planner (lrun.load without moe_host
--- and expert_cache_slots: model.moe_host_auto; or moe_host = "cache" without
--- slots: only the trade). Traded blocks are moved in q.plan and
+-- and expert_cache_slots: model.moe_host_auto; or moe_host = "cache" or
+-- "hybrid" without slots: only the trade). Traded blocks are moved in q.plan and
 -- q.host_compute; the caller sizes the placement again.
 -- @tparam table model an lrun.model
 -- @tparam table q policy= (its name), cpu=, room= (device bytes left; nil: no budget), tensors=, plan=,
@@ -280,7 +305,8 @@ end
 -- @treturn table|nil M.choose's result
 function M.for_plan(model, q, opts)
   if q.policy ~= "smart" or q.cpu or not q.room or not q.bw then return nil end
-  local mode = model.moe_host_auto and "auto" or model.expert_cache_auto and "cache" or nil
+  local mode = model.moe_host_auto and "auto"
+    or model.expert_cache_auto and (model.moe_host == "hybrid" and "hybrid" or "cache") or nil
   if not mode then return nil end
   local info = model:info()
   local n_expert, k = info.n_expert or 0, info.n_expert_used or 0

@@ -239,12 +239,13 @@ end
 -- @tparam table model an lrun.model
 -- @tparam table q tensors=, host_compute=, packed=, room= (nil: no budget), cpu= (the device is not CUDA)
 -- @tparam table opts the plan's options
--- With q.choice (lrun.expert_choice's, smart on cuda): "cache" sizes the
--- cache as moe_host = "cache" would, "compute" gives none. A model whose
+-- With q.choice (lrun.expert_choice's, smart on cuda): "cache" and "hybrid"
+-- size the cache as moe_host = "cache" would (hybrid: mode = "hybrid"),
+-- "compute" gives none. A model whose
 -- moe_host is the planner's (model.moe_host_auto) has a cache only by choice.
 function M.for_plan(model, q, opts)
   if q.choice and q.choice.how == "compute" then return nil end
-  local auto = model.expert_cache_auto or (q.choice ~= nil and q.choice.how == "cache")
+  local auto = model.expert_cache_auto or (q.choice ~= nil and q.choice.how ~= "compute")
   if q.cpu or (model.moe_host_auto and not auto)
     or (not auto and (model.expert_cache_slots or 0) == 0) then return nil end
   local n_expert = model:info().n_expert or 0
@@ -260,6 +261,11 @@ function M.for_plan(model, q, opts)
   if staging > 0 and q.room then
     c.staging_bytes = staging
     c.text = c.text .. string.format(" (%s kept for prefill streaming's staging)", size.format(staging))
+  end
+  -- hybrid (the user's moe_host, or smart's choice): the same slots; a miss is computed on the host
+  if (q.choice and q.choice.how == "hybrid") or (not q.choice and model.moe_host == "hybrid") then
+    c.mode = "hybrid"
+    c.text = c.text:gsub("^expert cache:", "expert cache (hybrid: misses computed on the host):")
   end
   return c
 end

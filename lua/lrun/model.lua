@@ -29,8 +29,10 @@ local load_opt_types = {
   policy = "any", cpu_offload_gb = "number", smart_offload = "boolean", overrides = "table",
   prefetch_layers = "number", n_gpu_layers = "number", offload_tier = "string",
   n_cpu_moe = "number", -- a mixture of experts: the first N blocks' experts host-computed (policies/n_cpu_moe.lua)
-  -- a mixture of experts on CUDA: host experts computed on the CPU ("compute", the default) or copied
-  -- into an expert cache of device slots ("cache"; expert_cache_slots = N slots, default: half the free budget)
+  -- a mixture of experts on CUDA: host experts computed on the CPU ("compute", the default), copied
+  -- into an expert cache of device slots ("cache"; expert_cache_slots = N slots, default: half the free budget),
+  -- or both ("hybrid": the slots' hits on the GPU, the misses on the host in the same step, frequent misses
+  -- copied into slots in the background; docs/moe.md "Hybrid")
   -- expert_cache_policy = "lfu" (the default: frequency with aging) or "lru" (docs/moe.md "Replacement")
   moe_host = "string", expert_cache_slots = "number", expert_cache_policy = "string",
   -- prefill chunks stream host experts to the GPU (docs/moe.md "Prefill: streaming host experts"): "on", "off",
@@ -100,8 +102,8 @@ local function check_load_opts(opts)
       error("lrun.load: option '" .. k .. "' must be a whole number >= 0, got " .. v, 3)
     end
   end
-  if opts.moe_host and opts.moe_host ~= "compute" and opts.moe_host ~= "cache" then
-    error("lrun.load: moe_host must be \"compute\" or \"cache\", got \"" .. opts.moe_host .. "\"", 3)
+  if opts.moe_host and opts.moe_host ~= "compute" and opts.moe_host ~= "cache" and opts.moe_host ~= "hybrid" then
+    error("lrun.load: moe_host must be \"compute\", \"cache\" or \"hybrid\", got \"" .. opts.moe_host .. "\"", 3)
   end
   local slots = opts.expert_cache_slots
   if slots ~= nil and (slots < 1 or slots % 1 ~= 0) then
@@ -114,8 +116,12 @@ local function check_load_opts(opts)
   if pol ~= nil and opts.moe_host == "compute" then
     error("lrun.load: expert_cache_policy needs moe_host = \"cache\" (or no moe_host)", 3)
   end
+  if pol == "lru" and opts.moe_host == "hybrid" then
+    error("lrun.load: expert_cache_policy \"lru\" does not go with moe_host = \"hybrid\" (its admissions compare "
+      .. "LFU counts)", 3)
+  end
   if slots ~= nil and opts.moe_host == "compute" then
-    error("lrun.load: expert_cache_slots needs moe_host = \"cache\" (or no moe_host)", 3)
+    error("lrun.load: expert_cache_slots needs moe_host = \"cache\" or \"hybrid\" (or no moe_host)", 3)
   end
   local ps = opts.moe_prefill_stream
   if ps ~= nil and ps ~= "auto" and ps ~= "on" and ps ~= "off" then
@@ -220,10 +226,15 @@ function M.load(path, opts)
     kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16,
     numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT,
     -- lrun_engine_opts.expert_cache_slots: 0 host compute, -1 auto, N slots
-    expert_cache_slots = (opts.moe_host == "cache" or opts.expert_cache_slots) and (opts.expert_cache_slots or -1) or 0,
+    expert_cache_slots = (opts.moe_host == "cache" or opts.moe_host == "hybrid" or opts.expert_cache_slots)
+      and (opts.expert_cache_slots or -1) or 0,
     expert_cache_policy = opts.expert_cache_policy == "lru" and C.LRUN_EXPERT_CACHE_REPLACE_LRU
       or C.LRUN_EXPERT_CACHE_REPLACE_DEFAULT,
-    expert_cache_auto = opts.moe_host == "cache" and not opts.expert_cache_slots, -- the planner sizes it
+    -- what the cache does with a miss: copy it in ("cache") or compute it on the host ("hybrid"); smart may
+    -- set it when moe_host is left to it (lrun.residency, lrun.expert_choice)
+    moe_host = opts.moe_host,
+    expert_cache_mode = opts.moe_host == "hybrid" and C.LRUN_EXPERT_CACHE_MODE_HYBRID or C.LRUN_EXPERT_CACHE_MODE_COPY,
+    expert_cache_auto = (opts.moe_host == "cache" or opts.moe_host == "hybrid") and not opts.expert_cache_slots,
     -- neither given: smart (auto-fit) chooses compute or cache (lrun.expert_choice); other policies compute
     moe_host_auto = opts.moe_host == nil and opts.expert_cache_slots == nil,
     moe_prefill_stream = ({ on = C.LRUN_MOE_PREFILL_STREAM_ON, off = C.LRUN_MOE_PREFILL_STREAM_OFF,
@@ -340,6 +351,7 @@ function Model:engine(req, cache_config)
   eo.numerics = self.numerics
   eo.expert_cache_slots = self.expert_cache_slots
   eo.expert_cache_policy = self.expert_cache_policy
+  eo.expert_cache_mode = self.expert_cache_mode
   eo.moe_prefill_stream = self.moe_prefill_stream
   eo.moe_prefill_stream_tokens = self.moe_prefill_stream_tokens > 0 and self.moe_prefill_stream_tokens
     or (self.residency and self.residency.prefill_stream_tokens or 0)
@@ -830,25 +842,35 @@ local function expert_stats(self, e)
     top1_share = total > 0 and top1 / total or 0, top10_share = total > 0 and top10 / total or 0 }
 end
 
--- The expert cache's counts (lrun_engine_expert_cache_counts); nil without
--- a cache. {slots=, hits=, misses=, prefetches=, bytes_copied=, hit_rate=
--- (hits over acquires, all blocks), layers = {[l] = {hits=, misses=,
--- prefetches=}} (0-based, the cached blocks only)}
+-- The expert cache's counts (lrun_engine_expert_cache_counts and, for a
+-- hybrid cache, lrun_engine_expert_cache_hybrid_counts); nil without a cache.
+-- {slots=, mode = "cache"|"hybrid", hits=, misses=, prefetches=,
+-- host_computed= (hybrid: misses the host computed in their step),
+-- admissions= (hybrid: misses copied into a slot in the background),
+-- bytes_copied=, hit_rate= (hits over acquires, all blocks), layers =
+-- {[l] = {hits=, misses=, prefetches=, host_computed=, admissions=}}
+-- (0-based, the cached blocks only)}
 local function expert_cache_stats(self, e)
   local L = self:info().n_layer
   local hits, misses, pre = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
+  local hc, adm = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
   local bytes, slots = ffi.new("uint64_t[1]"), ffi.new("int64_t[1]")
-  if C.lrun_engine_expert_cache_counts(e, hits, misses, pre, bytes, slots) ~= C.LRUN_OK or slots[0] == 0 then
+  if C.lrun_engine_expert_cache_counts(e, hits, misses, pre, bytes, slots) ~= C.LRUN_OK or slots[0] == 0
+    or C.lrun_engine_expert_cache_hybrid_counts(e, hc, adm) ~= C.LRUN_OK then
     return nil
   end
-  local layers, h, m, p = {}, 0, 0, 0
+  local layers, h, m, p, nh, na = {}, 0, 0, 0, 0, 0
   for l = 0, L - 1 do
-    local hl, ml, pl = tonumber(hits[l]), tonumber(misses[l]), tonumber(pre[l])
-    if hl + ml + pl > 0 then layers[l] = { hits = hl, misses = ml, prefetches = pl } end
-    h, m, p = h + hl, m + ml, p + pl
+    local hl, ml, pl, cl, al = tonumber(hits[l]), tonumber(misses[l]), tonumber(pre[l]), tonumber(hc[l]),
+      tonumber(adm[l])
+    if hl + ml + pl > 0 then
+      layers[l] = { hits = hl, misses = ml, prefetches = pl, host_computed = cl, admissions = al }
+    end
+    h, m, p, nh, na = h + hl, m + ml, p + pl, nh + cl, na + al
   end
-  return { slots = tonumber(slots[0]), hits = h, misses = m, prefetches = p, bytes_copied = tonumber(bytes[0]),
-    hit_rate = h + m > 0 and h / (h + m) or 0, layers = layers }
+  return { slots = tonumber(slots[0]), mode = self.expert_cache_mode == C.LRUN_EXPERT_CACHE_MODE_HYBRID
+    and "hybrid" or "cache", hits = h, misses = m, prefetches = p, host_computed = nh, admissions = na,
+    bytes_copied = tonumber(bytes[0]), hit_rate = h + m > 0 and h / (h + m) or 0, layers = layers }
 end
 
 --- The model's host account: host memory the model and its engines hold

@@ -22,9 +22,11 @@
 -- k/E per token where it is computed (device or host) and streamed whole;
 -- with an expert cache (q.expert_cache, cuda) a cached block's experts are
 -- read on the device and the misses, (1 − hit rate) of them, cross the link
--- of their tier first: t_cache, which the device waits for.
+-- of their tier first: t_cache, which the device waits for. A hybrid cache
+-- (expert_cache.mode = "hybrid"): per block max(the hits' device reads, the
+-- misses' host products and one pass's fixed costs): t_hybrid, in compute.
 -- cuda: the copy stream runs beside compute (docs/streaming.md), so
---   seconds = max(t_copy, t_device + t_host + t_cache)
+--   seconds = max(t_copy, t_device + t_host + t_cache + t_hybrid)
 -- (the per-layer max summed over layers is at least this; with streamed
 -- weights spread evenly over the layers the two agree);
 -- cpu: the copies are memcpys by the same threads, so
@@ -196,10 +198,12 @@ end
 --   decode_attention_s= (cpu: seconds of one token's attention, every layer)
 -- @tparam[opt] table q a mixture of experts: n_expert_used= (k: a stacked expert tensor of E experts is read
 --   k/E per token where it is computed, streamed whole), expert_cache= {slots=, hit_rate=, layers={…}} (cuda:
---   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice), host_pass=
+--   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice; mode =
+--   "hybrid": per block max(hits on the device, misses on the host) instead of copies first), host_pass=
 --   true (cuda: a block's host experts in one round trip, M.host_overhead_s)
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=, attention_s=,
 --   host_fixed_s= (host_s's share of M.host_overhead_s), cache_s= (expert cache misses),
+--   hybrid_s= (hybrid cached blocks: each max(device hits, host misses + one pass's fixed costs)),
 --   links = {[name] = seconds}, bytes = {device=, streamed=, host=, cache=}}
 function M.decode(tensors, plan, host_compute, bw, q)
   host_compute, q = host_compute or {}, q or {}
@@ -212,8 +216,9 @@ function M.decode(tensors, plan, host_compute, bw, q)
   check_rates(bw, "predict.decode")
   local tied = tied_head(tensors)
   local host_pass_blocks = {} -- blocks whose host pass's round trip is counted
-  local p = { device_s = 0, copy_s = 0, host_s = 0, host_fixed_s = 0, cache_s = 0, links = {},
+  local p = { device_s = 0, copy_s = 0, host_s = 0, host_fixed_s = 0, cache_s = 0, hybrid_s = 0, links = {},
     bytes = { device = 0, streamed = 0, host = 0, cache = 0 } }
+  local hybrid = {} -- [layer] = {dev=, host=, parts=}: a hybrid cached block's two sides
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
     local bytes = t.bytes
@@ -223,6 +228,19 @@ function M.decode(tensors, plan, host_compute, bw, q)
     if t.role == "embedding" and not tied then bytes = bytes / ((t.shape and t.shape[2]) or 1) end
     if is_vector(t) then
       bytes = 0 -- converted into engine memory at init
+    elseif tier ~= "device" and host_compute[t.name] and cached[t.layer] and ec.mode == "hybrid" then
+      -- the hybrid cache: the hits read slots on the device while the host computes the misses (one host
+      -- pass a block); the block takes the longer of the two, so both are summed per block below
+      local h = ec.hit_rate or 0
+      local b = hybrid[t.layer] or { dev = 0, host = 0 }
+      hybrid[t.layer] = b
+      local plain = share * bytes * (t.plain_bytes or t.bytes) / t.bytes
+      b.dev = b.dev + h * share * bytes / bw.device_read
+      b.host = b.host + (1 - h) * plain / host_rate(t, bw)
+      b.parts = (b.parts or 0) + 1
+      p.bytes.device = p.bytes.device + h * share * bytes
+      p.bytes.host = p.bytes.host + (1 - h) * plain
+      bytes = 0
     elseif tier ~= "device" and host_compute[t.name] and cached[t.layer] then
       -- the expert cache: hits read a slot; a miss copies the expert over the link of its tier first and the
       -- device waits for it (a demand miss; the prefetch hides some, not modelled)
@@ -263,7 +281,12 @@ function M.decode(tensors, plan, host_compute, bw, q)
     p.device_s = p.device_s + bytes / (dm or bw.device_read)
     p.bytes.device = p.bytes.device + bytes
   end
-  local compute = p.device_s + p.host_s + p.cache_s
+  for _, b in pairs(hybrid) do
+    local fixed = b.host > 0 and M.host_overhead_s(bw, b.parts, 1) or 0
+    p.host_fixed_s = p.host_fixed_s + fixed
+    p.hybrid_s = p.hybrid_s + math.max(b.dev, b.host + fixed)
+  end
+  local compute = p.device_s + p.host_s + p.cache_s + p.hybrid_s
   if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
   else
     local a = bw.decode_attention_s
@@ -283,6 +306,7 @@ function M.decode(tensors, plan, host_compute, bw, q)
     end
     p.limit = worst
   elseif p.cache_s > p.device_s and p.cache_s > p.host_s then p.limit = "expert cache misses"
+  elseif p.hybrid_s > p.device_s and p.hybrid_s > p.host_s then p.limit = "hybrid experts"
   elseif p.host_s > p.device_s and p.host_s >= (p.attention_s or 0) then p.limit = "host matmul"
   elseif (p.attention_s or 0) > p.device_s then p.limit = "attention"
   elseif type(bw.decode_matmul) == "table" and next(bw.decode_matmul) then
@@ -310,6 +334,10 @@ function M.text(p, bw)
   end
   local attn = (p.attention_s or 0) > 0 and string.format(", %.3f ms attention", p.attention_s * 1e3) or ""
   local cache = (p.cache_s or 0) > 0 and string.format(", %.3f ms expert cache misses", p.cache_s * 1e3) or ""
+  if (p.hybrid_s or 0) > 0 then
+    cache = cache .. string.format(", %.3f ms hybrid experts (hits on the device beside misses on the host)",
+      p.hybrid_s * 1e3)
+  end
   return string.format("predicted decode ~%.1f tok/s (limit: %s%s; per token %.3f ms device, %.3f ms copies, "
     .. "%.3f ms host compute%s%s%s; accuracy to be measured)", p.tok_s, p.limit, rate, p.device_s * 1e3,
     p.copy_s * 1e3, p.host_s * 1e3, cache, attn, p.overlapped and ", copies overlapped" or "")

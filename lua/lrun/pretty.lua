@@ -234,8 +234,14 @@ function M.stats(s)
   end
   if s.expert_cache then
     local c = s.expert_cache
-    lines[#lines + 1] = string.format("expert cache: %d slots, %d hits, %d misses (%.0f%% hits), %d prefetched, %s copied",
-      c.slots, c.hits, c.misses, 100 * c.hit_rate, c.prefetches, bytes_text(c.bytes_copied))
+    if c.mode == "hybrid" then
+      lines[#lines + 1] = string.format("expert cache (hybrid): %d slots, %d hits on the device, %d misses computed "
+        .. "on the host (%.0f%% hits), %d admitted, %s copied", c.slots, c.hits, c.host_computed or 0,
+        100 * c.hit_rate, c.admissions or 0, bytes_text(c.bytes_copied))
+    else
+      lines[#lines + 1] = string.format("expert cache: %d slots, %d hits, %d misses (%.0f%% hits), %d prefetched, %s copied",
+        c.slots, c.hits, c.misses, 100 * c.hit_rate, c.prefetches, bytes_text(c.bytes_copied))
+    end
   end
   return table.concat(lines, "\n")
 end

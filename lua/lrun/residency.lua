@@ -492,6 +492,9 @@ function M.apply(model, result)
   -- moe_host left to the planner: the cache's slots when smart chose it, else host compute
   if model.moe_host_auto then
     model.expert_cache_slots = result.expert_cache and result.expert_cache.slots or 0
+    -- and what the engine's cache does with a miss: smart's choice (hybrid: the host computes it)
+    local hybrid = result.expert_cache and result.expert_cache.mode == "hybrid"
+    model.expert_cache_mode = hybrid and C.LRUN_EXPERT_CACHE_MODE_HYBRID or C.LRUN_EXPERT_CACHE_MODE_COPY
   end
   return true
 end

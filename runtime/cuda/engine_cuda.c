@@ -249,6 +249,7 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->table_bytes = (size_t)e->n_batch_max * LRUN_CUDA_TABLE_TOKEN_BYTES;
     e->expert_cache_slots = opts->expert_cache_slots;
     e->expert_cache_lru = opts->expert_cache_policy == LRUN_EXPERT_CACHE_REPLACE_LRU;
+    e->expert_cache_hybrid = opts->expert_cache_mode == LRUN_EXPERT_CACHE_MODE_HYBRID;
     e->moe_prefill_stream = opts->moe_prefill_stream;
     e->moe_prefill_stream_tokens = opts->moe_prefill_stream_tokens;
     e->moe_prefill_stream_block_tokens = opts->moe_prefill_stream_block_tokens;

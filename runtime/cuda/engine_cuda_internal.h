@@ -151,6 +151,7 @@ struct lrun_cuda_engine {
     struct lrun_cuda_op_profile *prof; /* LRUN_CUDA_PROFILE=1: op-by-op event brackets (op_profile.h), else NULL */
     int64_t expert_cache_slots;   /* opts: host experts cached in this many device slots; -1 auto; 0 off */
     int expert_cache_lru;         /* opts: 1 LRU replacement, 0 LFU (the default) */
+    int expert_cache_hybrid;      /* opts: misses computed on the host, admitted in the background (expert_admit.h) */
     lrun_moe_prefill_stream moe_prefill_stream; /* opts: prefill chunks stream host experts (engine_cuda_moe_stream.c) */
     int64_t moe_prefill_stream_tokens;           /* opts: AUTO's tokens per expert from which it streams; 0 = 16 */
     const int64_t *moe_prefill_stream_block_tokens; /* opts: (n_layer) per block, or NULL; valid during init only */

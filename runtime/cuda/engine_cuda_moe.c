@@ -79,7 +79,10 @@ struct cuda_moe {
     float *h_sw;        /* (Bd, k) pinned: and their weights */
     int32_t *h_xid;     /* (Bd, k) pinned, gpt-oss only: and their experts (whose biases they add), else NULL */
     int32_t *d_xid;     /* (Bd, k) device, gpt-oss only: h_xid's copy */
-    int64_t *slot_of;   /* (n_expert) a cached block's chunk: each chosen expert's slot */
+    int64_t *slot_of;   /* (n_expert) a cached block's chunk: each chosen expert's slot (hybrid: -1 a miss) */
+    int32_t *missed;    /* (n_expert) hybrid: the chunk's chosen experts that no ready slot held */
+    int32_t *hpairs;    /* (Bd·k) hybrid: their pairs, grouped by expert, for the host pass */
+    int64_t *hfirst;    /* (n_expert + 1) hybrid: where each expert's pairs start in hpairs (none for a hit) */
     /* moe_prefill_stream not off: host-routed chunks run each expert through
      * lrun_cuda_moe_expert_rows (one gather and one weighted scatter launch
      * instead of a copy and a cublasSaxpy per token), from the pair tables */
@@ -204,13 +207,17 @@ lrun_status lrun_cuda_moe_init(lrun_cuda_engine *e)
     m->fill = malloc(E * sizeof *m->fill);
     m->h_counts = malloc(L * (E + 1) * sizeof *m->h_counts);
     m->slot_of = malloc(E * sizeof *m->slot_of);
+    m->missed = malloc(E * sizeof *m->missed);
+    m->hpairs = malloc(Bd * k * sizeof *m->hpairs);
+    m->hfirst = malloc((E + 1) * sizeof *m->hfirst);
     m->h_sid_bytes = (e->model->arch->moe_oai ? 3 : 2) * Bd * k * 4;
     TRY(lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_sid_bytes,
                                               "expert slot ids", (void **)&m->h_sid),
                        "scratch"));
     m->h_sw = (float *)(m->h_sid + Bd * k);
     if (e->model->arch->moe_oai) m->h_xid = m->h_sid + 2 * Bd * k;
-    if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill || !m->h_counts || !m->slot_of)
+    if (!m->ids || !m->w || !m->pairs || !m->first || !m->fill || !m->h_counts || !m->slot_of || !m->missed ||
+        !m->hpairs || !m->hfirst)
         return lrun_fail_oom(0, 0, "engine: routing tables for %zu tokens", B);
     TRY(lrun_moe_counts_init(&m->counts, in->n_layer, in->n_expert));
     TRY(lrun_moe_counts_init(&m->merged, in->n_layer, in->n_expert));
@@ -235,6 +242,9 @@ void lrun_cuda_moe_free(lrun_cuda_engine *e)
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_router, m->h_router_bytes);
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, m->h_sid, m->h_sid_bytes);
     free(m->slot_of);
+    free(m->missed);
+    free(m->hpairs);
+    free(m->hfirst);
     free(m->ids);
     free(m->w);
     free(m->pairs);
@@ -475,15 +485,23 @@ static lrun_status ffn_device(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
 /* A cached block's decode chunk through the device-id kernels, as ffn_device
  * computes a resident one (the same bits): the slots are a stacked tensor
  * of their own, the pairs' slot numbers its expert ids. Every chosen
- * expert must be in a slot at once: the caller checks distinct <= slots. */
-static lrun_status ffn_cached_batch(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+ * expert must be in a slot at once (the caller checks distinct <= slots),
+ * except in a hybrid chunk: a pair whose expert has no slot (slot_of -1,
+ * computed on the host) reads slot `other` (a hit's: filled, so its products
+ * are finite) with weight 0, adding exactly nothing, so the kernels keep
+ * their one launch over the chunk's k pairs a token. */
+static lrun_status ffn_cached_batch(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n,
+                                    int64_t other)
 {
     struct cuda_moe *m = e->moe;
     struct cuda_moe_cache *c = m->cache;
     const int64_t k = e->model->info.n_expert_used;
     const struct lrun_tensor *gt = g[0].w, *dt = g[2].w;
     cudaStream_t s = (cudaStream_t)e->stream;
-    for (int64_t j = 0; j < n * k; j++) m->h_sid[j] = (int32_t)m->slot_of[m->ids[j]], m->h_sw[j] = m->w[j];
+    for (int64_t j = 0; j < n * k; j++) {
+        const int64_t slot = m->slot_of[m->ids[j]];
+        m->h_sid[j] = (int32_t)(slot >= 0 ? slot : other), m->h_sw[j] = slot >= 0 ? m->w[j] : 0.0f;
+    }
     TRY(cuda_check(cudaMemcpyAsync(m->d_ids, m->h_sid, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
                    "expert slots to the device", e->device));
     TRY(cuda_check(cudaMemcpyAsync(m->d_w, m->h_sw, (size_t)(n * k) * 4, cudaMemcpyHostToDevice, s),
@@ -539,7 +557,7 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     if (cached_batch_ok(e, g, n, distinct)) {
         for (int64_t x = 0; x < n_exp; x++)
             if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_acquire(e, c, layer, g, x, &m->slot_of[x]));
-        TRY(ffn_cached_batch(e, g, layer, n));
+        TRY(ffn_cached_batch(e, g, layer, n, -1));
         for (int64_t x = 0; x < n_exp; x++)
             if (m->first[x + 1] > m->first[x]) TRY(lrun_cuda_moe_cache_release(e, c, m->slot_of[x]));
         lrun_cuda_moe_cache_settle(c);
@@ -561,6 +579,59 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     }
     lrun_cuda_moe_cache_settle(c);
     return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
+}
+
+/* Whether a chunk of n tokens of block layer runs hybrid (ffn_hybrid): a
+ * decode chunk of a block the hybrid cache covers, whose misses the host pass
+ * takes and whose hits the device-id kernels read. */
+static int hybrid_takes(const lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+{
+    const struct cuda_moe *m = e->moe;
+    return !m->exact && n <= GEMV_MAX_ROWS && lrun_cuda_moe_cache_hybrid(m->cache) &&
+           lrun_cuda_moe_cache_covers(m->cache, layer) && lrun_cuda_moe_host_takes(e, m->host, g, n) &&
+           cached_batch_ok(e, g, n, 0);
+}
+
+/* A hybrid block's decode chunk (docs/moe.md "Hybrid"), xn already on the
+ * host (fetched with the router's logits): the chosen experts in a ready slot
+ * (hits) queued on the GPU first, through the device-id kernels, their
+ * weighted sum added into x; meanwhile the host pass computes the misses,
+ * then its sum goes up and is added second (this order always: the same
+ * bits run to run). Then the misses whose counts beat their victims' are
+ * admitted on the copy stream, ready for a later step; nothing here waits
+ * for a copy. */
+static lrun_status ffn_hybrid(lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+{
+    struct cuda_moe *m = e->moe;
+    struct cuda_moe_cache *c = m->cache;
+    const int64_t n_exp = e->model->info.n_expert;
+    int64_t n_miss = 0, other = -1;
+    for (int64_t x = 0; x < n_exp; x++) {
+        if (m->first[x + 1] == m->first[x]) continue;
+        TRY(lrun_cuda_moe_cache_lookup(e, c, layer, x, &m->slot_of[x]));
+        if (m->slot_of[x] >= 0) other = m->slot_of[x];
+        else m->missed[n_miss++] = (int32_t)x;
+    }
+    if (other >= 0) { /* the GPU's share, queued before the host starts */
+        TRY(ffn_cached_batch(e, g, layer, n, other));
+        for (int64_t x = 0; x < n_exp; x++)
+            if (m->first[x + 1] > m->first[x] && m->slot_of[x] >= 0)
+                TRY(lrun_cuda_moe_cache_release(e, c, m->slot_of[x]));
+    }
+    if (n_miss > 0) { /* the host's share: the misses' pairs, grouped by expert as m->pairs */
+        int64_t at = 0;
+        m->hfirst[0] = 0;
+        for (int64_t x = 0; x < n_exp; x++) {
+            if (m->first[x + 1] > m->first[x] && m->slot_of[x] < 0)
+                for (int64_t j = m->first[x]; j < m->first[x + 1]; j++) m->hpairs[at++] = m->pairs[j];
+            m->hfirst[x + 1] = at;
+        }
+        TRY(lrun_cuda_moe_host_compute(e, m->host, g, n, m->hpairs, m->hfirst, m->w));
+        TRY(lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream));
+        TRY(lrun_cuda_moe_cache_admit(e, c, layer, g, m->missed, n_miss));
+    }
+    lrun_cuda_moe_cache_settle(c);
+    return LRUN_OK;
 }
 
 /* The exact path's chunk (routed on the host): each expert with pairs, in
@@ -605,6 +676,9 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     TRY(cuda_check(cudaMemcpyAsync(m->h_router, m->d_router, (size_t)(n * n_exp) * sizeof(float),
                                    cudaMemcpyDeviceToHost, s),
                    "router logits to the host", e->device));
+    /* hybrid: xn comes down with the logits, so the host pass needs no sync after the GPU's share is queued */
+    const int hybrid = hybrid_takes(e, g, layer, n);
+    if (hybrid) TRY(lrun_cuda_moe_host_fetch(e, n));
     TRY(cuda_check(cudaStreamSynchronize(s), "waiting for the router", e->device));
     void (*route)(float *, int64_t, int64_t, int32_t *, float *) = e->model->arch->moe_oai ? lrun_moe_route_oai
                                                                                            : lrun_moe_route;
@@ -614,6 +688,7 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     if (m->exact) return ffn_exact(e, g, layer, n);
     /* a prefill chunk of a streamed block streams, cached or not */
     if (m->fast_rows && n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) return ffn_rows(e, g, layer, n);
+    if (hybrid) return ffn_hybrid(e, g, layer, n);
     if (lrun_cuda_moe_cache_covers(m->cache, layer)) return ffn_cached(e, g, layer, n);
     if (lrun_cuda_moe_host_takes(e, m->host, g, n)) { /* every expert of the block computed on the host, at once */
         TRY(lrun_cuda_moe_host_run(e, m->host, g, n, m->pairs, m->first, m->w));

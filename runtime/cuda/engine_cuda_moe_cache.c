@@ -17,8 +17,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threadpool.h"
 #include "cuda/engine_cuda_moe_cache.h"
 #include "cuda/engine_cuda_offload.h"
+#include "residency/expert_admit.h"
+
+/* Hybrid: pinned buffers a pageable expert is copied through (by the host,
+ * then by DMA into its slot). A pageable cudaMemcpyAsync would make the host
+ * wait for the copy stream (and the slot's last reader), which the decode
+ * step must never do; with none free an admission waits for a later step. */
+#define HYBRID_STAGES 4
+/* Most admissions a block and step (LRUN_CUDA_MOE_HYBRID_CAP, default 1). */
+#define HYBRID_CAP_MAX 8
 
 struct cuda_moe_cache {
     lrun_expert_cache book;  /* slots, replacement, hits, misses, bytes */
@@ -34,6 +44,13 @@ struct cuda_moe_cache {
     int32_t *prev;           /* (n_layer, k) token 0's experts in each cached block's last decode chunk */
     uint8_t *prev_ok;        /* (n_layer) 1: prev holds that block's */
     int prefetch;            /* prefetch the next cached block's likely experts (LRUN_CUDA_MOE_PREFETCH=0: no) */
+    /* hybrid (e->expert_cache_hybrid): misses on the host, admitted in the background */
+    int hybrid;
+    lrun_expert_admit admit; /* pending copies, the admission rule and cap */
+    int8_t *src_pinned;      /* (n_layer) 1: the block's host tensors are page-locked, 0: pageable, -1: not asked */
+    char *stage;             /* (HYBRID_STAGES, slot_bytes) pinned: pageable experts on their way to a slot */
+    size_t slot_bytes;       /* stride[0] + stride[1] + stride[2] */
+    cudaEvent_t stage_done[HYBRID_STAGES]; /* the last copy out of each staging buffer */
 };
 
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
@@ -109,7 +126,26 @@ static lrun_status cache_init(lrun_cuda_engine *e, struct cuda_moe_cache *c)
     TRY(cuda_check(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking), "expert cache: the copy stream",
                    e->device));
     TRY(make_events(e, &c->ready, n));
-    return make_events(e, &c->done, n);
+    TRY(make_events(e, &c->done, n));
+    if (!e->expert_cache_hybrid) return LRUN_OK;
+    /* hybrid: no prefetch (a prefetched slot would make the next block's GPU wait for PCIe) */
+    c->hybrid = 1;
+    c->prefetch = 0;
+    const char *cv = getenv("LRUN_CUDA_MOE_HYBRID_CAP");
+    int64_t cap = cv ? strtoll(cv, NULL, 10) : 1;
+    if (cap < 1 || cap > HYBRID_CAP_MAX) cap = 1;
+    TRY(lrun_expert_admit_init(&c->admit, &c->book, cap));
+    c->src_pinned = malloc((size_t)L);
+    if (!c->src_pinned) return lrun_fail_oom((size_t)L, 0, "expert cache: %lld blocks", (long long)L);
+    memset(c->src_pinned, -1, (size_t)L);
+    c->slot_bytes = slot_bytes;
+    TRY(lrun_oom_phase(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_EXPERTS, LRUN_TIER_PINNED,
+                                              HYBRID_STAGES * slot_bytes, "expert cache staging", (void **)&c->stage),
+                       "expert cache"));
+    for (int i = 0; i < HYBRID_STAGES; i++)
+        TRY(cuda_check(cudaEventCreateWithFlags(&c->stage_done[i], cudaEventDisableTiming),
+                       "expert cache: a staging event", e->device));
+    return LRUN_OK;
 }
 
 lrun_status lrun_cuda_moe_cache_init(lrun_cuda_engine *e, struct cuda_moe_cache **out)
@@ -137,6 +173,13 @@ void lrun_cuda_moe_cache_free(lrun_cuda_engine *e, struct cuda_moe_cache *c)
 {
     if (!c) return;
     if (c->copy) cudaStreamSynchronize(c->copy);
+    for (int i = 0; i < HYBRID_STAGES; i++)
+        if (c->stage_done[i]) cudaEventDestroy(c->stage_done[i]);
+    if (c->stage)
+        lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_EXPERTS, LRUN_TIER_PINNED, c->stage,
+                                 HYBRID_STAGES * c->slot_bytes);
+    lrun_expert_admit_free(&c->admit);
+    free(c->src_pinned);
     for (int64_t i = 0; i < c->book.n_slots; i++) {
         if (c->ready && c->ready[i]) cudaEventDestroy(c->ready[i]);
         if (c->done && c->done[i]) cudaEventDestroy(c->done[i]);
@@ -236,4 +279,102 @@ lrun_status lrun_cuda_moe_cache_release(lrun_cuda_engine *e, struct cuda_moe_cac
 {
     return cuda_check(cudaEventRecord(c->done[slot], (cudaStream_t)e->stream), "expert cache: releasing a slot",
                       e->device);
+}
+
+/* ---------------------------------------------------------------- hybrid */
+
+int lrun_cuda_moe_cache_hybrid(const struct cuda_moe_cache *c) { return c && c->hybrid; }
+
+/* Whether event ev has completed, without waiting. cudaErrorNotReady is
+ * cleared from the runtime's last error (as PyTorch's stream query does), so
+ * the next launch's check (cudaGetLastError) does not report it; launches are
+ * checked as they are made, so no other error is pending here. */
+static int event_done(cudaEvent_t ev)
+{
+    const cudaError_t r = cudaEventQuery(ev);
+    if (r == cudaErrorNotReady) (void)cudaGetLastError();
+    return r == cudaSuccess;
+}
+
+/* Whether the last copy into slot s has completed (expert_admit's ready(): never waits). */
+static int slot_ready(void *ctx, int64_t s)
+{
+    const struct cuda_moe_cache *c = ctx;
+    return event_done(c->ready[s]);
+}
+
+lrun_status lrun_cuda_moe_cache_lookup(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer, int64_t x,
+                                       int64_t *slot)
+{
+    if (lrun_expert_admit_lookup(&c->admit, &c->book, layer, x, slot_ready, c, slot) < 0)
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: hybrid expert cache asked for expert %lld of block %lld",
+                         e->device->name, (long long)x, (long long)layer);
+    return LRUN_OK;
+}
+
+/* Whether block layer's host expert tensors are page-locked (asked once a block). */
+static int src_pinned(struct cuda_moe_cache *c, int64_t layer, const lrun_weight_ref g[3])
+{
+    if (c->src_pinned[layer] < 0) {
+        int pinned = 1;
+        for (int i = 0; i < 3; i++) {
+            struct cudaPointerAttributes a;
+            if (cudaPointerGetAttributes(&a, g[i].data) != cudaSuccess || a.type != cudaMemoryTypeHost) pinned = 0;
+        }
+        cudaGetLastError(); /* an unregistered pointer's answer is not an error of the engine */
+        c->src_pinned[layer] = (int8_t)pinned;
+    }
+    return c->src_pinned[layer];
+}
+
+/* Expert x of block layer (its host tensors g) into slot s on the copy stream,
+ * after the slot's last reader: directly from page-locked tensors, else
+ * copied by the host's threads into staging buffer b first (on the decode
+ * thread's time: about a slot's bytes at the host's copy rate, once an
+ * admission). */
+static lrun_status admit_copy(lrun_cuda_engine *e, struct cuda_moe_cache *c, const lrun_weight_ref g[3], int64_t x,
+                              int64_t s, int b)
+{
+    TRY(cuda_check(cudaStreamWaitEvent(c->copy, c->done[s], 0), "expert cache: waiting for a slot", e->device));
+    char *stage = b >= 0 ? c->stage + (size_t)b * c->slot_bytes : NULL;
+    lrun_cuda_host_compute hc;
+    struct lrun_threadpool *pool = lrun_cuda_offload_host_compute(e, &hc) ? hc.pool : NULL;
+    for (int i = 0; i < 3; i++) {
+        const size_t bytes = (size_t)g[i].w->ne[1] * g[i].w->row_bytes;
+        const char *src = (const char *)g[i].data + (size_t)x * bytes;
+        if (stage) {
+            if (pool) lrun_threadpool_memcpy(pool, stage, src, bytes);
+            else memcpy(stage, src, bytes);
+            src = stage;
+            stage += c->stride[i];
+        }
+        TRY(cuda_check(cudaMemcpyAsync(c->base[i] + (size_t)s * c->stride[i], src, bytes, cudaMemcpyHostToDevice,
+                                       c->copy),
+                       "expert cache: admitting an expert", e->device));
+        lrun_expert_cache_copied(&c->book, bytes);
+    }
+    if (b >= 0)
+        TRY(cuda_check(cudaEventRecord(c->stage_done[b], c->copy), "expert cache: recording a staging copy",
+                       e->device));
+    return cuda_check(cudaEventRecord(c->ready[s], c->copy), "expert cache: recording an admission", e->device);
+}
+
+lrun_status lrun_cuda_moe_cache_admit(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
+                                      const lrun_weight_ref g[3], const int32_t *missed, int64_t n_missed)
+{
+    if (n_missed == 0) return LRUN_OK;
+    lrun_expert_admit_poll(&c->admit, slot_ready, c); /* completed copies may be victims again */
+    const int pinned = src_pinned(c, layer, g);
+    int free_b[HYBRID_STAGES], n_free = 0;
+    if (!pinned)
+        for (int i = 0; i < HYBRID_STAGES; i++)
+            if (event_done(c->stage_done[i])) free_b[n_free++] = i;
+    int64_t xs[HYBRID_CAP_MAX], slots[HYBRID_CAP_MAX];
+    const int64_t n = lrun_expert_admit_choose(&c->admit, &c->book, layer, missed, n_missed,
+                                               pinned ? HYBRID_CAP_MAX : n_free, xs, slots);
+    if (n < 0)
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: hybrid expert cache admission in block %lld",
+                         e->device->name, (long long)layer);
+    for (int64_t i = 0; i < n; i++) TRY(admit_copy(e, c, g, xs[i], slots[i], pinned ? -1 : free_b[i]));
+    return LRUN_OK;
 }

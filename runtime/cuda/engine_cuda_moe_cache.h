@@ -39,6 +39,21 @@ lrun_status lrun_cuda_moe_cache_decoded(lrun_cuda_engine *e, struct cuda_moe_cac
 /* Slot s's copy of projection i (0 gate, 1 up, 2 down); the stride between slots of projection i. */
 const void *lrun_cuda_moe_cache_data(const struct cuda_moe_cache *c, int i, int64_t slot);
 size_t lrun_cuda_moe_cache_stride(const struct cuda_moe_cache *c, int i);
+/* ---- hybrid (e->expert_cache_hybrid; residency/expert_admit.h): hits from slots, misses on the host */
+
+/* Whether the cache runs hybrid: a decode chunk's misses computed on the host, admitted in the background. */
+int lrun_cuda_moe_cache_hybrid(const struct cuda_moe_cache *c);
+/* One chosen expert x of block layer: *slot its slot when it is a hit (held
+ * and its copy complete, asked with cudaEventQuery: never waits), else -1
+ * (a miss, for the host). Counted for LFU and in the stats. */
+lrun_status lrun_cuda_moe_cache_lookup(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer, int64_t x,
+                                       int64_t *slot);
+/* After the host computed block layer's n_missed misses (missed: their
+ * expert ids, distinct): admits the ones whose counts beat their victims'
+ * (at most the cap a block and step, and as many as free staging buffers),
+ * their copies queued on the copy stream; nothing waits for them. */
+lrun_status lrun_cuda_moe_cache_admit(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
+                                      const lrun_weight_ref g[3], const int32_t *missed, int64_t n_missed);
 /* Hits, misses and bytes copied (reset with the engine's stats). */
 lrun_expert_cache *lrun_cuda_moe_cache_book(struct cuda_moe_cache *c);
 

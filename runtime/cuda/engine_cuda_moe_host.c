@@ -101,8 +101,27 @@ static const void *slice(const lrun_weight_ref *r, int64_t x)
     return (const char *)r->data + (size_t)x * (size_t)r->w->ne[1] * r->w->row_bytes;
 }
 
+lrun_status lrun_cuda_moe_host_fetch(lrun_cuda_engine *e, int64_t n)
+{
+    lrun_cuda_host_compute hc;
+    if (!lrun_cuda_offload_host_compute(e, &hc))
+        return lrun_fail(LRUN_E_INTERNAL, "engine: the host expert pass has no host buffers");
+    return cuda_check(cudaMemcpyAsync(hc.h_x, e->xn, (size_t)(n * e->n_embd) * sizeof(float), cudaMemcpyDeviceToHost,
+                                      (cudaStream_t)e->stream),
+                      "expert rows to the host", e->device);
+}
+
 lrun_status lrun_cuda_moe_host_run(lrun_cuda_engine *e, struct cuda_moe_host *h, const lrun_weight_ref g[3],
                                    int64_t n, const int32_t *pairs, const int64_t *first, const float *w)
+{
+    TRY(lrun_cuda_moe_host_fetch(e, n));
+    /* also waits for the last host product's copy up, so h_y is free */
+    TRY(cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "waiting for the expert rows", e->device));
+    return lrun_cuda_moe_host_compute(e, h, g, n, pairs, first, w);
+}
+
+lrun_status lrun_cuda_moe_host_compute(lrun_cuda_engine *e, struct cuda_moe_host *h, const lrun_weight_ref g[3],
+                                       int64_t n, const int32_t *pairs, const int64_t *first, const float *w)
 {
     lrun_cuda_host_compute hc;
     if (!lrun_cuda_offload_host_compute(e, &hc))
@@ -111,10 +130,6 @@ lrun_status lrun_cuda_moe_host_run(lrun_cuda_engine *e, struct cuda_moe_host *h,
     const int64_t n_exp = e->model->info.n_expert;
     cudaStream_t s = (cudaStream_t)e->stream;
     const size_t rows = (size_t)(n * d) * sizeof(float);
-    TRY(cuda_check(cudaMemcpyAsync(hc.h_x, e->xn, rows, cudaMemcpyDeviceToHost, s), "expert rows to the host",
-                   e->device));
-    /* also waits for the last host product's copy up, so h_y is free */
-    TRY(cuda_check(cudaStreamSynchronize(s), "waiting for the expert rows", e->device));
     float *sum = hc.h_y;
     memset(sum, 0, rows);
     /* the chosen experts' rows, grouped by expert: row j is pair pairs[j] */

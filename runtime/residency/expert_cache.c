@@ -20,7 +20,10 @@ lrun_status lrun_expert_cache_init(lrun_expert_cache *c, int64_t n_slots, int64_
     c->misses = calloc((size_t)n_layer, sizeof *c->misses);
     c->prefetches = calloc((size_t)n_layer, sizeof *c->prefetches);
     c->freq = calloc(experts, sizeof *c->freq);
-    if (!c->slot_of || !c->key || !c->last_use || !c->hits || !c->misses || !c->prefetches || !c->freq) {
+    c->host_computed = calloc((size_t)n_layer, sizeof *c->host_computed);
+    c->admitted = calloc((size_t)n_layer, sizeof *c->admitted);
+    if (!c->slot_of || !c->key || !c->last_use || !c->hits || !c->misses || !c->prefetches || !c->freq ||
+        !c->host_computed || !c->admitted) {
         lrun_expert_cache_free(c);
         return lrun_fail_oom(experts * 12 + (size_t)n_slots * 16, 0, "expert cache: tables for %lld slots",
                              (long long)n_slots);
@@ -43,6 +46,8 @@ void lrun_expert_cache_free(lrun_expert_cache *c)
     free(c->misses);
     free(c->prefetches);
     free(c->freq);
+    free(c->host_computed);
+    free(c->admitted);
     memset(c, 0, sizeof *c);
 }
 
@@ -125,6 +130,36 @@ int lrun_expert_cache_prefetch(lrun_expert_cache *c, int64_t layer, int64_t x, i
     return 1;
 }
 
+int lrun_expert_cache_touch(lrun_expert_cache *c, int64_t layer, int64_t x, int found)
+{
+    if (!c->slot_of || layer < 0 || layer >= c->n_layer || x < 0 || x >= c->n_expert) return -1;
+    const int64_t k = layer * c->n_expert + x, s = c->slot_of[k];
+    count_use(c, k);
+    ++c->tick;
+    if (found && s >= 0) {
+        c->last_use[s] = c->tick;
+        c->hits[layer]++;
+        return 1;
+    }
+    c->misses[layer]++;
+    c->host_computed[layer]++;
+    return 0;
+}
+
+int lrun_expert_cache_assign(lrun_expert_cache *c, int64_t s, int64_t layer, int64_t x)
+{
+    if (!c->slot_of || s < 0 || s >= c->n_slots || layer < 0 || layer >= c->n_layer || x < 0 || x >= c->n_expert)
+        return -1;
+    const int64_t k = layer * c->n_expert + x;
+    if (c->slot_of[k] >= 0) c->key[c->slot_of[k]] = -1; /* never held twice */
+    if (c->key[s] >= 0) c->slot_of[c->key[s]] = -1;
+    c->key[s] = k;
+    c->slot_of[k] = s;
+    c->last_use[s] = ++c->tick;
+    c->admitted[layer]++;
+    return 0;
+}
+
 int lrun_expert_cache_holds(const lrun_expert_cache *c, int64_t layer, int64_t x)
 {
     return c->slot_of && layer >= 0 && layer < c->n_layer && x >= 0 && x < c->n_expert &&
@@ -139,5 +174,7 @@ void lrun_expert_cache_reset_stats(lrun_expert_cache *c)
     memset(c->hits, 0, (size_t)c->n_layer * sizeof *c->hits);
     memset(c->misses, 0, (size_t)c->n_layer * sizeof *c->misses);
     memset(c->prefetches, 0, (size_t)c->n_layer * sizeof *c->prefetches);
+    memset(c->host_computed, 0, (size_t)c->n_layer * sizeof *c->host_computed);
+    memset(c->admitted, 0, (size_t)c->n_layer * sizeof *c->admitted);
     c->bytes_copied = 0;
 }

@@ -51,6 +51,9 @@ typedef struct lrun_expert_cache {
     int64_t *hits;        /* (n_layer) acquires that found their expert */
     int64_t *misses;      /* (n_layer) acquires that had to copy it */
     int64_t *prefetches;  /* (n_layer) slots taken ahead of use (lrun_expert_cache_prefetch) */
+    int64_t *host_computed; /* (n_layer) hybrid (expert_admit.h): chosen experts not in a ready slot, computed on
+                             * the host in the step (also counted in misses) */
+    int64_t *admitted; /* (n_layer) hybrid: misses copied into a slot after their step (lrun_expert_cache_assign) */
     uint64_t bytes_copied;/* into slots, all blocks */
 } lrun_expert_cache;
 
@@ -72,10 +75,20 @@ int lrun_expert_cache_acquire(lrun_expert_cache *c, int64_t layer, int64_t x, in
  * when it is already held (nothing changes), -1 on bad arguments. The slot
  * becomes most recently used; the block's acquire later counts a hit. */
 int lrun_expert_cache_prefetch(lrun_expert_cache *c, int64_t layer, int64_t x, int64_t *slot);
+/* One use of expert x of block layer without taking a slot (the hybrid mode,
+ * expert_admit.h): counted for LFU; found (1: the caller runs it from
+ * c->slot_of's slot, made most recently used, a hit) or not (0: a miss, also
+ * counted in host_computed: the caller computes it on the host); -1 on bad
+ * arguments. */
+int lrun_expert_cache_touch(lrun_expert_cache *c, int64_t layer, int64_t x, int found);
+/* Gives slot s to expert x of block layer (its previous expert forgotten),
+ * most recently used; counted in admitted. The caller chose s (expert_admit.c)
+ * and copies the expert in. -1 on bad arguments, else 0. */
+int lrun_expert_cache_assign(lrun_expert_cache *c, int64_t s, int64_t layer, int64_t x);
 /* Whether expert x of block layer is in a slot (no use counted). */
 int lrun_expert_cache_holds(const lrun_expert_cache *c, int64_t layer, int64_t x);
 void lrun_expert_cache_copied(lrun_expert_cache *c, uint64_t bytes);
-/* Zeroes hits, misses, prefetches and bytes; the slots keep their experts. */
+/* Zeroes hits, misses, prefetches, host_computed, admitted and bytes; the slots keep their experts. */
 void lrun_expert_cache_reset_stats(lrun_expert_cache *c);
 
 #endif

@@ -4,7 +4,7 @@
 -- llama-bench measures pp<N> and tg<N>.
 --
 -- Usage: build/lrun tests/bench/peer_lrun.lua MODEL [--device cuda:0] [--gpu-budget 8G]
---          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host cache] [--slots N]
+--          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N]
 --          [--prefill 512,4096] [--ngen 128] [--label TEXT] [--decode-stream forced|greedy]
 --          [--info | --generate]
 --   MODEL is a GGUF path, or 7b:<dtype> (tests/bench/llama7b.lua's shape,
@@ -68,7 +68,7 @@ while i <= #arg do
 end
 if not opts.model then
   io.stderr:write("usage: lrun tests/bench/peer_lrun.lua MODEL [--device D] [--gpu-budget G] [--policy P] "
-    .. "[--n-cpu-moe N] [--moe-host cache] [--slots N] [--prefill 512,4096] [--ngen 128] [--label L] "
+    .. "[--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N] [--prefill 512,4096] [--ngen 128] [--label L] "
     .. "[--decode-stream forced|greedy] [--info]\n")
   os.exit(2)
 end
@@ -168,6 +168,15 @@ local function bench(m, r, emit)
     for l = 0, L - 1 do hits, misses = hits + tonumber(h[l]), misses + tonumber(mi[l]) end
     r.cache_slots = tonumber(slots[0])
     r.cache_hit_rate = hits + misses > 0 and hits / (hits + misses) or 0
+    -- a hybrid cache (moe_host = "hybrid"): misses computed on the host, and those admitted into slots
+    local hc, adm = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
+    if opts.moe_host == "hybrid" and C.lrun_engine_expert_cache_hybrid_counts(e, hc, adm) == C.LRUN_OK then
+      r.cache_host_computed, r.cache_admissions = 0, 0
+      for l = 0, L - 1 do
+        r.cache_host_computed = r.cache_host_computed + tonumber(hc[l])
+        r.cache_admissions = r.cache_admissions + tonumber(adm[l])
+      end
+    end
   end
   emit(r) -- decode first: a step cut off by the driver's timeout keeps it
 

@@ -659,6 +659,7 @@ static void test_limits(const char *path)
         {"prefetch_layers 65", {.n_seq_max = 1, .prefetch_layers = 65}},
         {"numerics 7", {.n_seq_max = 1, .numerics = (lrun_numerics)7}},
         {"weight_mode 3", {.n_seq_max = 1, .weight_mode = (lrun_weight_mode)3}},
+        {"expert_cache_mode 2", {.n_seq_max = 1, .expert_cache_mode = (lrun_expert_cache_mode)2}},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char name[96];
