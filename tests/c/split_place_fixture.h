@@ -1,7 +1,8 @@
 /* split_place_fixture.h — the placements a layer split is checked under with
  * weights off its device (test_engine_split.c on the CPU,
  * test_engine_split_gpu.c on cuda:0): one engine and the split over the
- * same placement must give the same bits. Header-only like check.h.
+ * same placement must give the same bits. Header-only like check.h; the
+ * model, splits and script are split_fixture.h's.
  *
  * The model is bf16 (packable, docs/packed.md) with an untied head, so
  * the embedding (the first part's) and the head (the last part's) are
@@ -11,10 +12,15 @@
 #define LRUN_TEST_SPLIT_PLACE_FIXTURE_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "check.h"
+#include "fixtures.h"
 #include "lrun.h"
 #include "role_fixture.h"
+#include "split_fixture.h"
 
 /* Where one tensor goes: its tier, whether its matmul runs on the host, packed or plain. */
 typedef struct split_where {
@@ -110,28 +116,122 @@ static inline int split_place(lrun_model *m, split_place_fn fn)
 static inline int split_place_model(const char *path, const char *arch, int64_t n_layer, int64_t n_expert,
                                     int64_t n_vocab, uint64_t seed)
 {
-    lrun_model_gen_spec s;
-    memset(&s, 0, sizeof s);
-    s.n_layer = n_layer;
-    s.n_embd = 64;
-    s.n_head = 4;
-    s.n_head_kv = 2;
-    s.n_ff = 96;
-    s.n_vocab = n_vocab;
-    s.n_ctx = 128;
-    s.weight_dtype = LRUN_DTYPE_BF16;
-    s.embd_dtype = LRUN_DTYPE_BF16;
-    s.tied_embeddings = 0;
-    s.rope_freq_base = 10000;
-    s.rms_eps = 1e-5;
-    s.seed = seed;
-    s.n_threads = 1;
-    s.arch = arch;
-    s.n_expert = n_expert;
-    s.n_expert_used = n_expert ? 2 : 0;
-    const lrun_status st = lrun_model_generate(path, &s);
-    if (st != LRUN_OK) printf("# generate %s: %s\n", arch, lrun_last_error());
-    return st == LRUN_OK;
+    return split_write_model(path, arch, n_layer, n_expert, n_vocab, LRUN_DTYPE_BF16, LRUN_DTYPE_BF16, 0, seed);
+}
+
+// ---------------------------------------------------------------- one engine against the splits, placed
+
+/* How a test runs the placed comparisons: its device, model, sizes and
+ * names, and the checks only it makes. */
+typedef struct split_placed_env {
+    const char *device;  /* where the model loads: "cpu", "cuda:0" */
+    const char *stem;    /* the model file: /tmp/<stem>_<pid>_placed_<arch>.gguf */
+    uint64_t seed;       /* the model's weights */
+    int64_t n_vocab;     /* the model's vocabulary */
+    int64_t n_prompt;    /* the script's prompt, in chunks of n_batch */
+    int64_t n_batch;
+    const char *placed;  /* the check a failed placement fails: "placed", "placed on cuda:0" */
+    const char *one;     /* the reference in check names: "one engine", "one CUDA engine" */
+    int parts_alone;     /* 1: each part sized alone (lrun_engine_size_placement_part) adds up to the split */
+    /* more checks on the placed model m after the splits (NULL: none); one: the one engine's stats */
+    void (*extra)(lrun_model *m, const char *arch, int64_t n_expert, const split_place_case *c,
+                  const lrun_engine_stats *one);
+} split_placed_env;
+
+/* Each part of o's split sized alone (what the planner fits into its
+ * device's room): slots, weights and KV add up to size, the split's. */
+static inline void split_check_parts_alone(lrun_model *m, const lrun_engine_opts *o, const lrun_placement_size *size,
+                                           const char *prefix)
+{
+    char name[320];
+    size_t slots = 0, weights = 0, kv = 0;
+    int parts_ok = 1;
+    for (int64_t part = 0; part < o->n_split; part++) {
+        lrun_placement_size ps;
+        memset(&ps, 0, sizeof ps);
+        parts_ok = parts_ok && lrun_engine_size_placement_part(&ps, m, o, part, NULL, NULL, NULL) == LRUN_OK;
+        slots += ps.slot_bytes, weights += ps.weight_bytes, kv += ps.kv_max_bytes;
+    }
+    snprintf(name, sizeof name, "%s: its parts sized alone add up to it (slots, weights, KV)", prefix);
+    CHECK(name, parts_ok && slots == size->slot_bytes && weights == size->weight_bytes && kv == size->kv_max_bytes);
+}
+
+/* One placement c on a fresh model at path: one AS_PLACED engine against
+ * the splits, over the same script; the same bits, the same host-computed
+ * bytes, and a sizing (lrun_engine_size_placement) that is the slots the
+ * parts took. */
+static inline void split_check_placed_case(const split_placed_env *env, const char *path, const char *arch,
+                                           int64_t n_expert, const split_place_case *c)
+{
+    char name[320], prefix[240], bits[64];
+    lrun_model *m = fixture_load(path, env->device, 0, 2, -1);
+    if (!m || !split_place(m, c->fn)) {
+        snprintf(name, sizeof name, "%s, %s: %s", arch, c->what, env->placed);
+        CHECK(name, 0);
+        lrun_model_free(m);
+        return;
+    }
+    const size_t n = (size_t)SPLIT_ROWS * (size_t)env->n_vocab;
+    float *ref = calloc(n, sizeof(float)), *got = calloc(n, sizeof(float));
+    if (!ref || !got) {
+        snprintf(name, sizeof name, "%s, %s: logits buffers", arch, c->what);
+        CHECK(name, 0);
+        free(ref);
+        free(got);
+        lrun_model_free(m);
+        return;
+    }
+    lrun_engine_opts o = split_placed_opts(env->n_batch, 0, NULL);
+    lrun_engine *one = NULL;
+    if (lrun_engine_init(&one, m, &o) != LRUN_OK) printf("# one engine: %s\n", lrun_last_error());
+    snprintf(prefix, sizeof prefix, "%s, %s", arch, c->what);
+    split_check_one(one, ref, env->n_prompt, env->n_vocab, prefix, env->one);
+    lrun_engine_stats s1;
+    memset(&s1, 0, sizeof s1);
+    if (one) lrun_engine_get_stats(one, &s1);
+    lrun_engine_free(one);
+
+    snprintf(bits, sizeof bits, "%s's", env->one);
+    for (int i = 0; i < SPLIT_N_CASES; i++) {
+        const split_parts *p = &split_cases[i];
+        o = split_placed_opts(env->n_batch, p->n, p->layers);
+        lrun_placement_size size;
+        memset(&size, 0, sizeof size);
+        const lrun_status sst = lrun_engine_size_placement(&size, m, &o, NULL, NULL);
+        lrun_engine *e = NULL;
+        if (lrun_engine_init(&e, m, &o) != LRUN_OK) printf("# split %s: %s\n", p->what, lrun_last_error());
+        snprintf(prefix, sizeof prefix, "%s, %s, split %s", arch, c->what, p->what);
+        split_check_same(e, 1, ref, got, env->n_prompt, env->n_vocab, prefix, bits);
+        lrun_engine_stats s;
+        memset(&s, 0, sizeof s);
+        if (e) lrun_engine_get_stats(e, &s);
+        snprintf(name, sizeof name, "%s: the same host-computed bytes as one engine (%llu)", prefix,
+                 (unsigned long long)s1.host_compute_bytes);
+        CHECK(name, s.host_compute_bytes == s1.host_compute_bytes);
+        snprintf(name, sizeof name, "%s: its sizing is the slots its parts took (%zu)", prefix, s.slot_bytes);
+        CHECK(name, sst == LRUN_OK && size.slot_bytes == s.slot_bytes);
+        if (env->parts_alone) split_check_parts_alone(m, &o, &size, prefix);
+        lrun_engine_free(e);
+    }
+    if (env->extra) env->extra(m, arch, n_expert, c, &s1);
+    free(ref);
+    free(got);
+    lrun_model_free(m);
+}
+
+/* Every placement of split_place_cases on arch's placed model (written
+ * with env's seed, removed after). */
+static inline void split_check_placed(const split_placed_env *env, const char *arch, int64_t n_expert)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/%s_%d_placed_%s.gguf", env->stem, (int)getpid(), arch);
+    if (!split_place_model(path, arch, SPLIT_N_LAYER, n_expert, env->n_vocab, env->seed)) {
+        CHECK("placed model written", 0);
+        return;
+    }
+    for (size_t i = 0; i < sizeof split_place_cases / sizeof split_place_cases[0]; i++)
+        split_check_placed_case(env, path, arch, n_expert, &split_place_cases[i]);
+    unlink(path);
 }
 
 #endif
