@@ -158,7 +158,7 @@ static inline void split_check_one(lrun_engine *one, float *ref, int64_t n_promp
 }
 
 /* A split e (NULL when its init failed) runs the script into got (cleared
- * first) against ref, which one engine wrote when ref_ok. Checks
+ * first) against ref, which one engine wrote when ref_ok (0: fails). Checks
  * "<prefix>: runs the script" and "<prefix>: every logit bit-identical to
  * <bits_what>". */
 static inline void split_check_same(lrun_engine *e, int ref_ok, const float *ref, float *got, int64_t n_prompt,
@@ -170,7 +170,7 @@ static inline void split_check_same(lrun_engine *e, int ref_ok, const float *ref
     memset(got, 0, sizeof(float) * SPLIT_ROWS * (size_t)n_vocab);
     CHECK(name, e && split_run_script(e, n_prompt, n_vocab, got, &rows) && rows == SPLIT_ROWS);
     snprintf(name, sizeof name, "%s: every logit bit-identical to %s", prefix, bits_what);
-    CHECK(name, ref_ok && split_same_bits(ref, got, SPLIT_ROWS * n_vocab, n_vocab));
+    CHECK(name, e && ref_ok && split_same_bits(ref, got, SPLIT_ROWS * n_vocab, n_vocab));
 }
 
 /* Expert selections per block of e (NULL: none) against one engine's
