@@ -25,11 +25,12 @@
 
 typedef struct disk_packed_env disk_packed_env;
 
-/* A test's byte-count checks after a run of e at k layers prefetched over
- * the all-disk placement of m; plain, stored: the streamed weights' plain
- * and packed bytes (one pass over them). */
-typedef void (*disk_packed_bytes_fn)(const disk_packed_env *env, lrun_model *m, lrun_engine *e, int k, size_t plain,
-                                     size_t stored);
+/* A test's byte counts after a run at k layers prefetched over the all-disk
+ * placement (s: the engine's stats; plain, stored: the streamed weights'
+ * plain and packed bytes, one pass over them): prints them as a TAP comment,
+ * 1 when the packed bytes were streamed and read, and fewer than the plain. */
+typedef int (*disk_packed_bytes_fn)(const disk_packed_env *env, const lrun_engine_stats *s, int k, size_t plain,
+                                    size_t stored);
 
 /* One test's device, model, run and what differs between its checks. */
 struct disk_packed_env {
@@ -44,7 +45,8 @@ struct disk_packed_env {
     const char *beside_name;  /* ... as its check names it: "host", "pinned" */
     int request_kib;          /* the small requests: LRUN_DISK_REQUEST in KiB */
     int request_threads;      /* ... over LRUN_DISK_THREADS threads */
-    disk_packed_bytes_fn check_bytes;
+    disk_packed_bytes_fn bytes_ok;
+    int check_planner;        /* 1: also the planner's slot bytes (lrun_engine_size_placement) are what init took */
 };
 
 /* One sequence of spec.n_ctx positions in batches of DISK_PACKED_BATCH, k layers prefetched. */
@@ -92,7 +94,21 @@ static inline void disk_packed_check(const disk_packed_env *env, const char *pac
         lrun_engine *e = disk_packed_engine(env, m, LRUN_WEIGHT_MODE_AS_PLACED, k);
         snprintf(name, sizeof name, "packed on disk, k = %d: logits bit-identical to the resident plain run", k);
         CHECK(name, disk_packed_same(env, e, ref, got, n));
-        env->check_bytes(env, m, e, k, plain, stored);
+        lrun_engine_stats s;
+        memset(&s, 0, sizeof s);
+        if (e) lrun_engine_get_stats(e, &s);
+        snprintf(name, sizeof name, "k = %d: the packed bytes are streamed and read, fewer than the plain ones", k);
+        CHECK(name, env->bytes_ok(env, &s, k, plain, stored));
+        if (env->check_planner) {
+            lrun_placement_size size;
+            const lrun_engine_opts o = {.n_seq_max = 1,
+                                        .n_ctx_max = env->spec.n_ctx,
+                                        .n_batch_max = DISK_PACKED_BATCH,
+                                        .prefetch_layers = k};
+            snprintf(name, sizeof name, "k = %d: the planner's slot bytes are what init took", k);
+            CHECK(name, e && lrun_engine_size_placement(&size, m, &o, NULL, NULL) == LRUN_OK &&
+                            size.slot_bytes == s.slot_bytes);
+        }
         lrun_engine_free(e);
     }
     char name[128];
