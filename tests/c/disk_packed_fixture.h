@@ -41,12 +41,12 @@ struct disk_packed_env {
     int n_prompt;             /* the prompt (in chunks of DISK_PACKED_BATCH), then n_steps greedy steps */
     const int32_t *prompt;
     int n_steps;
-    lrun_tier beside;         /* the mixed placement's block 1 (block 2 in the file mapped, the rest on disk) */
-    const char *beside_name;  /* ... as its check names it: "host", "pinned" */
-    int request_kib;          /* the small requests: LRUN_DISK_REQUEST in KiB */
-    int request_threads;      /* ... over LRUN_DISK_THREADS threads */
+    lrun_tier beside;        /* the mixed placement's block 1 (block 2 in the file mapped, the rest on disk) */
+    const char *beside_name; /* ... as its check names it: "host", "pinned" */
+    int request_kib;         /* the small requests: LRUN_DISK_REQUEST in KiB */
+    int request_threads;     /* ... over LRUN_DISK_THREADS threads */
     disk_packed_bytes_fn bytes_ok;
-    int check_planner;        /* 1: also the planner's slot bytes (lrun_engine_size_placement) are what init took */
+    int check_planner; /* 1: also the planner's slot bytes (lrun_engine_size_placement) are what init took */
 };
 
 /* One sequence of spec.n_ctx positions in batches of DISK_PACKED_BATCH, k layers prefetched. */

@@ -18,9 +18,9 @@
 #include "check.h"
 #include "lrun.h"
 
-#define SPLIT_N_LAYER 6          /* the blocks every split below divides */
-#define SPLIT_ROWS (1 + 8 + 3)   /* the script's logits rows */
-#define SPLIT_PROMPT_MAX 64      /* the longest prompt the script takes */
+#define SPLIT_N_LAYER 6                  /* the blocks every split below divides */
+#define SPLIT_ROWS (1 + 8 + 3)           /* the script's logits rows */
+#define SPLIT_PROMPT_MAX 64              /* the longest prompt the script takes */
 #define SPLIT_COUNTS (SPLIT_N_LAYER * 4) /* expert counts of a 4-expert model: (layer, expert) */
 
 // ---------------------------------------------------------------- the model and the splits
@@ -69,7 +69,9 @@ static const int64_t split_1_5[2] = {1, SPLIT_N_LAYER - 1}, split_3_3[2] = {SPLI
                      split_2_1_3[3] = {2, 1, 3};
 
 /* The splits every comparison runs: the first part one block, halves, three parts. */
-static const split_parts split_cases[] = {{"1 | 5", 2, split_1_5}, {"3 | 3", 2, split_3_3}, {"2 | 1 | 3", 3, split_2_1_3}};
+static const split_parts split_cases[] = {{"1 | 5", 2, split_1_5},
+                                          {"3 | 3", 2, split_3_3},
+                                          {"2 | 1 | 3", 3, split_2_1_3}};
 
 #define SPLIT_N_CASES ((int)(sizeof split_cases / sizeof split_cases[0]))
 

@@ -124,15 +124,15 @@ static inline int split_place_model(const char *path, const char *arch, int64_t 
 /* How a test runs the placed comparisons: its device, model, sizes and
  * names, and the checks only it makes. */
 typedef struct split_placed_env {
-    const char *device;  /* where the model loads: "cpu", "cuda:0" */
-    const char *stem;    /* the model file: /tmp/<stem>_<pid>_placed_<arch>.gguf */
-    uint64_t seed;       /* the model's weights */
-    int64_t n_vocab;     /* the model's vocabulary */
-    int64_t n_prompt;    /* the script's prompt, in chunks of n_batch */
+    const char *device; /* where the model loads: "cpu", "cuda:0" */
+    const char *stem;   /* the model file: /tmp/<stem>_<pid>_placed_<arch>.gguf */
+    uint64_t seed;      /* the model's weights */
+    int64_t n_vocab;    /* the model's vocabulary */
+    int64_t n_prompt;   /* the script's prompt, in chunks of n_batch */
     int64_t n_batch;
-    const char *placed;  /* the check a failed placement fails: "placed", "placed on cuda:0" */
-    const char *one;     /* the reference in check names: "one engine", "one CUDA engine" */
-    int parts_alone;     /* 1: each part sized alone (lrun_engine_size_placement_part) adds up to the split */
+    const char *placed; /* the check a failed placement fails: "placed", "placed on cuda:0" */
+    const char *one;    /* the reference in check names: "one engine", "one CUDA engine" */
+    int parts_alone;    /* 1: each part sized alone (lrun_engine_size_placement_part) adds up to the split */
     /* more checks on the placed model m after the splits (NULL: none); one: the one engine's stats */
     void (*extra)(lrun_model *m, const char *arch, int64_t n_expert, const split_place_case *c,
                   const lrun_engine_stats *one);

@@ -31,8 +31,8 @@
 
 #define N_LAYER SPLIT_N_LAYER
 #define N_VOCAB 300
-#define N_EMBD 64   /* split_write_model's */
-#define PROMPT 13   /* in three chunks of N_BATCH */
+#define N_EMBD 64 /* split_write_model's */
+#define PROMPT 13 /* in three chunks of N_BATCH */
 #define N_BATCH 5
 
 static char path[256];

@@ -39,7 +39,7 @@
 
 #define N_LAYER SPLIT_N_LAYER
 #define N_VOCAB 300
-#define PROMPT 40  /* in chunks of 16, 16 and 8 */
+#define PROMPT 40 /* in chunks of 16, 16 and 8 */
 #define N_BATCH 16
 
 static char path[256];
@@ -118,7 +118,7 @@ static void check_config(lrun_model *m, const char *arch, int64_t n_expert, cons
         snprintf(name, sizeof name, "%s: the parts' device KV bytes %llu against one engine's %llu", prefix,
                  (unsigned long long)s.kv_bytes, (unsigned long long)s1.kv_bytes);
         CHECK(name, e && s1.kv_bytes > 0 &&
-                        (c->kind == LRUN_CACHE_KIND_OFFLOADED  ? s.kv_bytes == (size_t)p->n * s1.kv_bytes
+                        (c->kind == LRUN_CACHE_KIND_OFFLOADED   ? s.kv_bytes == (size_t)p->n * s1.kv_bytes
                          : c->kind == LRUN_CACHE_KIND_QUANTIZED ? s.kv_bytes > s1.kv_bytes
                                                                 : s.kv_bytes == s1.kv_bytes));
         lrun_engine_needs need;
