@@ -23,6 +23,12 @@
 #define DISK_PACKED_BATCH 4      /* the prompt's chunks */
 #define DISK_PACKED_MAX_LAYER 16 /* the most blocks a placement here spells out */
 
+/* The plain model's sizes; the rest is this header's: bf16 matrices and
+ * embedding, untied head, rope base 10000, eps 1e-5, seed 93. */
+typedef struct disk_packed_sizes {
+    int64_t n_layer, n_embd, n_head, n_head_kv, n_ff, n_vocab, n_ctx; /* n_ctx: also the engines' positions */
+} disk_packed_sizes;
+
 typedef struct disk_packed_env disk_packed_env;
 
 /* A test's byte counts after a run at k layers prefetched over the all-disk
@@ -34,11 +40,12 @@ typedef int (*disk_packed_bytes_fn)(const disk_packed_env *env, const lrun_engin
 
 /* One test's device, model, run and what differs between its checks. */
 struct disk_packed_env {
-    const char *device;       /* "cpu", "cuda:0" */
-    int n_threads;            /* the models' CPU threads (0: all cores) */
-    const char *stem;         /* the files: <the test program's directory>/<stem>_<pid>.gguf, and .packed */
-    lrun_model_gen_spec spec; /* the plain model; its n_ctx is the engines' */
-    int n_prompt;             /* the prompt (in chunks of DISK_PACKED_BATCH), then n_steps greedy steps */
+    const char *device;      /* "cpu", "cuda:0" */
+    int n_threads;           /* the models' CPU threads (0: all cores) */
+    const char *stem;        /* the files: <the test program's directory>/<stem>_<pid>.gguf, and .packed */
+    disk_packed_sizes model; /* the plain model */
+    int gen_threads;         /* the generator's fill threads (0: all cores) */
+    int n_prompt;            /* the prompt (in chunks of DISK_PACKED_BATCH), then n_steps greedy steps */
     const int32_t *prompt;
     int n_steps;
     lrun_tier beside;        /* the mixed placement's block 1 (block 2 in the file mapped, the rest on disk) */
@@ -49,16 +56,38 @@ struct disk_packed_env {
     int check_planner; /* 1: also the planner's slot bytes (lrun_engine_size_placement) are what init took */
 };
 
-/* One sequence of spec.n_ctx positions in batches of DISK_PACKED_BATCH, k layers prefetched. */
+/* The plain model's generator spec. */
+static inline lrun_model_gen_spec disk_packed_spec(const disk_packed_env *env)
+{
+    const disk_packed_sizes *z = &env->model;
+    lrun_model_gen_spec s;
+    memset(&s, 0, sizeof s);
+    s.n_layer = z->n_layer;
+    s.n_embd = z->n_embd;
+    s.n_head = z->n_head;
+    s.n_head_kv = z->n_head_kv;
+    s.n_ff = z->n_ff;
+    s.n_vocab = z->n_vocab;
+    s.n_ctx = z->n_ctx;
+    s.weight_dtype = LRUN_DTYPE_BF16;
+    s.embd_dtype = LRUN_DTYPE_BF16;
+    s.rope_freq_base = 10000.0;
+    s.rms_eps = 1e-5;
+    s.seed = 93;
+    s.n_threads = env->gen_threads;
+    return s;
+}
+
+/* One sequence of model.n_ctx positions in batches of DISK_PACKED_BATCH, k layers prefetched. */
 static inline lrun_engine *disk_packed_engine(const disk_packed_env *env, lrun_model *m, lrun_weight_mode mode, int k)
 {
-    return disk_engine(m, mode, k, env->spec.n_ctx, DISK_PACKED_BATCH);
+    return disk_engine(m, mode, k, env->model.n_ctx, DISK_PACKED_BATCH);
 }
 
 /* The prompt, then the greedy steps: logits holds (n_steps + 1, n_vocab). 0 after a TAP comment. */
 static inline int disk_packed_run(const disk_packed_env *env, lrun_engine *e, float *logits)
 {
-    return disk_run(e, env->n_prompt, env->prompt, env->n_steps, env->spec.n_vocab, logits);
+    return disk_run(e, env->n_prompt, env->prompt, env->n_steps, env->model.n_vocab, logits);
 }
 
 /* e ran the env's script into got, the same bits as ref (n floats). */
@@ -72,7 +101,7 @@ static inline int disk_packed_same(const disk_packed_env *env, lrun_engine *e, c
 static inline void disk_packed_check(const disk_packed_env *env, const char *packed, const float *ref, float *got,
                                      size_t n)
 {
-    const int n_layer = (int)env->spec.n_layer;
+    const int n_layer = (int)env->model.n_layer;
     if (n_layer < 3 || n_layer > DISK_PACKED_MAX_LAYER) {
         CHECK("disk_packed_fixture.h: the model has 3 to 16 blocks", 0);
         return;
@@ -102,7 +131,7 @@ static inline void disk_packed_check(const disk_packed_env *env, const char *pac
         if (env->check_planner) {
             lrun_placement_size size;
             const lrun_engine_opts o = {.n_seq_max = 1,
-                                        .n_ctx_max = env->spec.n_ctx,
+                                        .n_ctx_max = env->model.n_ctx,
                                         .n_batch_max = DISK_PACKED_BATCH,
                                         .prefetch_layers = k};
             snprintf(name, sizeof name, "k = %d: the planner's slot bytes are what init took", k);
@@ -142,9 +171,10 @@ static inline void disk_packed_test(const disk_packed_env *env, const char *argv
     char gguf[256], packed[300];
     disk_path_beside(gguf, sizeof gguf, argv0, env->stem);
     snprintf(packed, sizeof packed, "%s.packed", gguf);
-    if (lrun_model_generate(gguf, &env->spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
+    const lrun_model_gen_spec spec = disk_packed_spec(env);
+    if (lrun_model_generate(gguf, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     CHECK("pack the model", lrun_pack(gguf, packed, NULL, NULL) == LRUN_OK);
-    const size_t n = (size_t)(env->n_steps + 1) * (size_t)env->spec.n_vocab; /* (n_steps + 1, n_vocab) */
+    const size_t n = (size_t)(env->n_steps + 1) * (size_t)env->model.n_vocab; /* (n_steps + 1, n_vocab) */
     float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got);
     lrun_model *m = fixture_load(gguf, env->device, 0, env->n_threads, -1);
     lrun_engine *e = ref && got ? disk_packed_engine(env, m, LRUN_WEIGHT_MODE_ALL_DEVICE, 0) : NULL;
