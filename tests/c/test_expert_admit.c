@@ -8,6 +8,7 @@
  * admissions a block and token: the "no thrash on uniform routing" rule. */
 #include "check.h"
 #include "residency/expert_admit.h"
+#include "routing_stream.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -78,17 +79,6 @@ static void rules(void)
     lrun_expert_cache_free(&c);
 }
 
-/* A deterministic generator (xorshift64*), as test_expert_cache.c's. */
-static uint64_t rng_state;
-static double uniform01(void)
-{
-    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
-}
-
-#define SIM_LAYERS 4
-#define SIM_EXPERTS 64
-#define SIM_K 4
 #define SIM_WARM 500 /* tokens before the counts are taken: the cache fills from empty */
 
 typedef struct sim_result {
@@ -111,17 +101,8 @@ static int sim_ready(void *ctx, int64_t s)
  * miss copied before use. */
 static sim_result simulate(int hybrid, double zipf, int64_t slots, int64_t cap, int tokens)
 {
-    double cdf[SIM_EXPERTS], acc = 0;
-    for (int r = 0; r < SIM_EXPERTS; r++) cdf[r] = acc += pow(r + 1, -zipf);
-    int perm[SIM_LAYERS][SIM_EXPERTS];
-    rng_state = 0x9E3779B97F4A7C15ull;
-    for (int l = 0; l < SIM_LAYERS; l++) {
-        for (int x = 0; x < SIM_EXPERTS; x++) perm[l][x] = x;
-        for (int x = SIM_EXPERTS - 1; x > 0; x--) {
-            const int j = (int)(uniform01() * (x + 1)), t = perm[l][x];
-            perm[l][x] = perm[l][j], perm[l][j] = t;
-        }
-    }
+    routing_stream z;
+    routing_stream_init(&z, zipf);
     lrun_expert_cache c;
     lrun_expert_admit a;
     sim_result r = {-1, -1};
@@ -135,19 +116,11 @@ static sim_result simulate(int hybrid, double zipf, int64_t slots, int64_t cap, 
             lrun_expert_cache_reset_stats(&c);
         }
         for (int l = 0; l < SIM_LAYERS; l++) {
-            int32_t chosen[SIM_K] = {0}, missed[SIM_K] = {0};
+            int32_t chosen[SIM_K], missed[SIM_K] = {0};
             int n_missed = 0;
+            routing_stream_draw(&z, l, chosen);
             for (int j = 0; j < SIM_K; j++) {
-                int x, dup;
-                do {
-                    dup = 0;
-                    const double u = uniform01() * cdf[SIM_EXPERTS - 1];
-                    int rank = 0;
-                    while (rank < SIM_EXPERTS - 1 && cdf[rank] < u) rank++;
-                    x = perm[l][rank];
-                    for (int i = 0; i < j; i++) dup |= chosen[i] == x;
-                } while (dup);
-                chosen[j] = x;
+                const int32_t x = chosen[j];
                 int64_t s;
                 const int hit = hybrid ? lrun_expert_admit_lookup(&a, &c, l, x, sim_ready, NULL, &s)
                                        : lrun_expert_cache_acquire(&c, l, x, &s);

@@ -7,31 +7,11 @@
  * which picked LFU as the default (docs/moe.md "Replacement"). */
 #include "check.h"
 #include "residency/expert_cache.h"
+#include "routing_stream.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-/* A deterministic generator (xorshift64*), so the measured rates are the same on every machine. */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static double uniform01(void)
-{
-    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
-}
-
-#define SIM_LAYERS 4
-#define SIM_EXPERTS 64
-#define SIM_K 4
-
-/* Draws an expert of rank r with probability ∝ 1/(r+1)^s through the cumulative table cdf (SIM_EXPERTS). */
-static int draw(const double *cdf)
-{
-    const double u = uniform01() * cdf[SIM_EXPERTS - 1];
-    int r = 0;
-    while (r < SIM_EXPERTS - 1 && cdf[r] < u) r++;
-    return r;
-}
 
 /* The hit rate of a cache of slots under policy over tokens decode steps:
  * each step, in each block, SIM_K distinct experts drawn by Zipf exponent s
@@ -39,34 +19,19 @@ static int draw(const double *cdf)
  * the engine does after each block's chunk. */
 static double sim_hit_rate(lrun_expert_cache_policy policy, double s, int64_t slots, int tokens)
 {
-    double cdf[SIM_EXPERTS];
-    double acc = 0;
-    for (int r = 0; r < SIM_EXPERTS; r++) cdf[r] = acc += pow(r + 1, -s);
-    int perm[SIM_LAYERS][SIM_EXPERTS];
-    rng_state = 0x9E3779B97F4A7C15ull;
-    for (int l = 0; l < SIM_LAYERS; l++) {
-        for (int x = 0; x < SIM_EXPERTS; x++) perm[l][x] = x;
-        for (int x = SIM_EXPERTS - 1; x > 0; x--) {
-            const int j = (int)(uniform01() * (x + 1)), t = perm[l][x];
-            perm[l][x] = perm[l][j], perm[l][j] = t;
-        }
-    }
+    routing_stream z;
+    routing_stream_init(&z, s);
     lrun_expert_cache c;
     if (lrun_expert_cache_init(&c, slots, SIM_LAYERS, SIM_EXPERTS) != LRUN_OK) return -1;
     lrun_expert_cache_set_policy(&c, policy);
     int64_t hits = 0, uses = 0;
     for (int t = 0; t < tokens; t++)
         for (int l = 0; l < SIM_LAYERS; l++) {
-            int chosen[SIM_K] = {0};
+            int32_t chosen[SIM_K];
+            routing_stream_draw(&z, l, chosen);
             for (int j = 0; j < SIM_K; j++) {
-                int x, dup;
-                do {
-                    x = perm[l][draw(cdf)], dup = 0;
-                    for (int i = 0; i < j; i++) dup |= chosen[i] == x;
-                } while (dup);
-                chosen[j] = x;
                 int64_t slot;
-                hits += lrun_expert_cache_acquire(&c, l, x, &slot) == 1;
+                hits += lrun_expert_cache_acquire(&c, l, chosen[j], &slot) == 1;
                 uses++;
             }
             lrun_expert_cache_settle(&c);
