@@ -17,7 +17,7 @@
 
 typedef struct routing_stream {
     uint64_t rng;
-    double cdf[SIM_EXPERTS];            /* cumulative weight of ranks 0..r */
+    double cdf[SIM_EXPERTS];           /* cumulative weight of ranks 0..r */
     int perm[SIM_LAYERS][SIM_EXPERTS]; /* block l's expert at each rank */
 } routing_stream;
 
