@@ -54,6 +54,10 @@ local host_s = 3 * K * PART / BW.host_matmul.q4_K
 local function near(a, b) return math.abs(a - b) <= 1e-9 * math.max(math.abs(a), math.abs(b)) end
 
 describe("lrun.expert_choice", function()
+  -- the choice's logic with the hybrid cache weighed, as it will be by default once it has run on a GPU
+  setup(function() choice.auto_hybrid = true end)
+  teardown(function() choice.auto_hybrid = false end)
+
   local tensors, plan, hc = model_tensors()
   local blocks = choice.blocks(tensors, plan, hc, E, BW)
   local room = 8 * 3 * PART -- 8 slots' worth left after the placement
@@ -247,6 +251,20 @@ describe("lrun.expert_choice", function()
     end
     model.moe_host_auto = nil -- moe_host = "compute" (or slots given): no choice
     assert.is_nil(choice.for_plan(model, q, {}))
+  end)
+end)
+
+describe("lrun.expert_choice by default (the hybrid path not yet run on a GPU)", function()
+  it("weighs only host compute and the copying cache; moe_host = hybrid still gets the hybrid cache", function()
+    assert.is_false(choice.auto_hybrid)
+    local tensors, plan, hc = model_tensors()
+    local p = { blocks = choice.blocks(tensors, plan, hc, E, BW), k = K, n_expert = E, bw = BW,
+      room = 8 * 3 * PART, counts = zipf(), mode = "auto" }
+    local r = assert(choice.choose(p))
+    assert.are.equal("cache", r.how) -- the same counts take the hybrid cache when it is weighed (above)
+    for _, o in ipairs(r.options) do assert.are_not.equal("hybrid", o.how) end
+    p.mode = "hybrid"
+    assert.equal("hybrid", assert(choice.choose(p)).how)
   end)
 end)
 
