@@ -116,7 +116,7 @@ static sim_result simulate(int hybrid, double zipf, int64_t slots, int64_t cap, 
             lrun_expert_cache_reset_stats(&c);
         }
         for (int l = 0; l < SIM_LAYERS; l++) {
-            int32_t chosen[SIM_K], missed[SIM_K] = {0};
+            int32_t chosen[SIM_K] = {0}, missed[SIM_K] = {0};
             int n_missed = 0;
             routing_stream_draw(&z, l, chosen);
             for (int j = 0; j < SIM_K; j++) {

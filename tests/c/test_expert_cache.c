@@ -27,7 +27,7 @@ static double sim_hit_rate(lrun_expert_cache_policy policy, double s, int64_t sl
     int64_t hits = 0, uses = 0;
     for (int t = 0; t < tokens; t++)
         for (int l = 0; l < SIM_LAYERS; l++) {
-            int32_t chosen[SIM_K];
+            int32_t chosen[SIM_K] = {0};
             routing_stream_draw(&z, l, chosen);
             for (int j = 0; j < SIM_K; j++) {
                 int64_t slot;
