@@ -395,7 +395,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
     if (st == LRUN_OK) st = lrun_cuda_moe_init(e); /* a mixture of experts' routing state; none when dense */
     if (st == LRUN_OK) st = lrun_cuda_op_profile_make(e->stream, dev->name, &e->prof);
-    if (e->prof) e->graphs_enabled = 0; /* an event recorded inside a capture would be a node of the graph */
+    if (e->prof) e->graphs_enabled = 0;        /* an event recorded inside a capture would be a node of the graph */
     e->moe_prefill_stream_block_tokens = NULL; /* the caller's array: read by moe_init only */
     const char *moe_why = st == LRUN_OK && e->want_exact && !e->exact ? lrun_cuda_moe_exact_refusal(e) : NULL;
     if (moe_why) st = lrun_fail(LRUN_E_UNSUPPORTED, "engine on cuda: %s", moe_why);

@@ -15,19 +15,14 @@
 #define RING 2048
 #define CLASSES 2 /* 0 decode (n <= 8), 1 prefill */
 
-_Static_assert((int)LRUN_ARCH_OP_KIND_COUNT <= (int)LRUN_PROF_EMBED, "op kinds and the engine's own brackets overlap");
+_Static_assert((int)LRUN_ARCH_OP_KIND_COUNT <= (int)LRUN_PROF_EMBED,
+               "op kinds and the engine's own brackets overlap");
 
 struct bracket {
     int kind, cls;
     int fresh; /* starts at its own event (a chunk's first, or the ring's); else at the previous bracket's end */
     double host_s;
 };
-
-#define TRY_PROF(call)                 \
-    do {                               \
-        const lrun_status st_ = (call); \
-        if (st_ != LRUN_OK) return st_; \
-    } while (0)
 
 struct lrun_cuda_op_profile {
     cudaStream_t stream;
@@ -118,7 +113,10 @@ lrun_status lrun_cuda_op_profile_begin(lrun_cuda_op_profile *p, int kind, int64_
 {
     if (!p) return LRUN_OK;
     p->open = 0; /* a bracket still open is an op that failed: dropped, so the engine's next step still profiles */
-    if (p->used == RING) TRY_PROF(drain(p));
+    if (p->used == RING) {
+        const lrun_status st = drain(p);
+        if (st != LRUN_OK) return st;
+    }
     if (kind < 0 || kind >= LRUN_PROF_KINDS) kind = 0;
     const int cls = n > 8;
     if (kind == LRUN_PROF_EMBED) p->chunks[cls]++; /* every chunk starts with its rows (or a split part's) */

@@ -20,10 +20,10 @@
 
 /* What a bracket is: the arch's op kinds, then the engine's own steps. */
 enum {
-    LRUN_PROF_EMBED = 64,   /* the token rows into x */
-    LRUN_PROF_WEIGHTS,      /* lrun_weights_begin: the wait for a streamed block's slot */
-    LRUN_PROF_KV,           /* a staged KV cache's layer into its slot */
-    LRUN_PROF_HEAD,         /* output norm and LM head */
+    LRUN_PROF_EMBED = 64, /* the token rows into x */
+    LRUN_PROF_WEIGHTS,    /* lrun_weights_begin: the wait for a streamed block's slot */
+    LRUN_PROF_KV,         /* a staged KV cache's layer into its slot */
+    LRUN_PROF_HEAD,       /* output norm and LM head */
     LRUN_PROF_KINDS
 };
 

@@ -133,7 +133,8 @@ static void moe_config(cJSON *c, const lrun_model_gen_spec *s)
  * names, or NULL when the generator writes none. */
 static const char *hf_class(const lrun_model_gen_spec *s, const char **model_type_out)
 {
-    static const struct { const char *model_type, *cls;
+    static const struct {
+        const char *model_type, *cls;
     } classes[] = {{"llama", "LlamaForCausalLM"},        {"qwen2", "Qwen2ForCausalLM"},
                    {"qwen3", "Qwen3ForCausalLM"},        {"phi3", "Phi3ForCausalLM"},
                    {"gemma2", "Gemma2ForCausalLM"},      {"gemma3_text", "Gemma3ForCausalLM"},

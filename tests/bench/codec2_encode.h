@@ -15,11 +15,11 @@
 /* ---------------------------------------------------------------- encoder */
 
 typedef struct {
-    uint8_t *buf;     /* (bytes) the packed tensor, 16-byte aligned */
-    uint64_t bytes;   /* its size */
-    c2_layout lay;    /* the decoder's view */
-    uint64_t n_exc;   /* exceptions */
-    uint64_t n_far;   /* of which far */
+    uint8_t *buf;   /* (bytes) the packed tensor, 16-byte aligned */
+    uint64_t bytes; /* its size */
+    c2_layout lay;  /* the decoder's view */
+    uint64_t n_exc; /* exceptions */
+    uint64_t n_far; /* of which far */
 } c2_packed;
 
 static uint64_t align16(uint64_t x) { return (x + 15) & ~(uint64_t)15; }
@@ -51,7 +51,8 @@ static int c2_encode(const uint16_t *v, uint64_t n, uint32_t A, c2_packed *out)
     for (int i = 0; i < 256; i++) kind[i] = 2, code_of[i] = a - 1;
     uint8_t book1[8] = {0}, book2[8] = {0};
     for (int i = 0; i < a; i++) book1[i] = (uint8_t)order[i], kind[order[i]] = 0, code_of[order[i]] = i;
-    for (int i = 0; i < a - 1; i++) book2[i] = (uint8_t)order[a + i], kind[order[a + i]] = 1, code_of[order[a + i]] = i;
+    for (int i = 0; i < a - 1; i++)
+        book2[i] = (uint8_t)order[a + i], kind[order[a + i]] = 1, code_of[order[a + i]] = i;
     const uint64_t nb = (n + C2_BLOCK - 1) / C2_BLOCK;
     uint64_t n_exc = 0, n_far = 0;
     for (int e = 0; e < 256; e++) n_exc += kind[e] ? cnt[e] : 0, n_far += kind[e] == 2 ? cnt[e] : 0;
@@ -146,7 +147,8 @@ static uint64_t rnd(void)
 }
 static double gauss(void)
 {
-    const double u = ((double)(rnd() >> 11) + 0.5) / 9007199254740992.0, w = ((double)(rnd() >> 11) + 0.5) / 9007199254740992.0;
+    const double u = ((double)(rnd() >> 11) + 0.5) / 9007199254740992.0,
+                 w = ((double)(rnd() >> 11) + 0.5) / 9007199254740992.0;
     return sqrt(-2 * log(u)) * cos(6.283185307179586 * w);
 }
 static uint16_t to_bf16(float f)

@@ -44,13 +44,13 @@
  * (codec2_roundtrip.c checks the bytes first). Offsets in bytes from the
  * tensor's start; the codebooks as byte-permute tables. */
 typedef struct {
-    uint64_t n;                   /* elements */
-    uint32_t base;                /* A: 8 (3-bit codes) or 6 (base-6 digits) */
-    uint64_t rest, code, table;   /* section offsets */
-    uint64_t exc, far;            /* section offsets */
-    uint32_t h1lo, h1hi;          /* book1[i] >> 1, bytes 0-3 and 4-7: a value's high byte, less its sign */
-    uint32_t l1lo, l1hi;          /* (book1[i] & 1) << 7: the exponent's bit in the low byte */
-    uint32_t b2lo, b2hi;          /* book2[0..7] (book2[A-1] = 0: that code is far) */
+    uint64_t n;                 /* elements */
+    uint32_t base;              /* A: 8 (3-bit codes) or 6 (base-6 digits) */
+    uint64_t rest, code, table; /* section offsets */
+    uint64_t exc, far;          /* section offsets */
+    uint32_t h1lo, h1hi;        /* book1[i] >> 1, bytes 0-3 and 4-7: a value's high byte, less its sign */
+    uint32_t l1lo, l1hi;        /* (book1[i] & 1) << 7: the exponent's bit in the low byte */
+    uint32_t b2lo, b2hi;        /* book2[0..7] (book2[A-1] = 0: that code is far) */
 } c2_layout;
 
 #if defined(C2_SASS_HOT) && defined(__CUDACC__)
@@ -286,10 +286,8 @@ C2_FN void c2_lane_block(const uint8_t *P, const c2_layout *L, uint32_t A, uint6
         C2_ASSUME(p >= plo && p < phi);
         if (p >= plo && p < phi) {
             uint32_t w[4];
-            if (A == 8)
-                c2_lane_decode(&a, g, L, w);
-            else
-                c2_lane_decode6(&a, g, L, w);
+            if (A == 8) c2_lane_decode(&a, g, L, w);
+            else c2_lane_decode6(&a, g, L, w);
             c2_st128(bdst + p, w);
         }
     }

@@ -40,7 +40,8 @@
  * first, so the patch's chain of loads (table, position bytes, codes)
  * starts while the lanes decode. */
 template <int A>
-__device__ __forceinline__ void c2_decode_block(const uint8_t *P, const c2_layout &L, uint64_t b, uint16_t *bdst, int plo, int phi)
+__device__ __forceinline__ void c2_decode_block(const uint8_t *P, const c2_layout &L, uint64_t b, uint16_t *bdst,
+                                                int plo, int phi)
 {
     const uint32_t lane = threadIdx.x & 31;
     const c2_block B = c2_block_at(P, &L, A, b);
@@ -116,7 +117,9 @@ __device__ __forceinline__ void c2_rows_dot(const uint16_t *w, int rb, int k, co
     }
 }
 
-template <int A> __global__ void __launch_bounds__(256) c2_gemv_k(const uint8_t *P, c2_layout L, int k, int rb, const float *x, float *y)
+template <int A>
+__global__ void __launch_bounds__(256)
+    c2_gemv_k(const uint8_t *P, c2_layout L, int k, int rb, const float *x, float *y)
 {
     extern __shared__ uint4 c2_tile_raw[];
     __shared__ float red[C2_WARPS * C2_MAX_RB];
@@ -143,7 +146,7 @@ __global__ void __launch_bounds__(256) c2_plain_gemv_k(const uint16_t *w, int k,
     do {                                                                                                             \
         cudaError_t e_ = (call);                                                                                     \
         if (e_ != cudaSuccess) {                                                                                     \
-            fprintf(stderr, "codec2_proto: %s: %s (%s:%d)\n", #call, cudaGetErrorString(e_), __FILE__, __LINE__);  \
+            fprintf(stderr, "codec2_proto: %s: %s (%s:%d)\n", #call, cudaGetErrorString(e_), __FILE__, __LINE__);    \
             exit(1);                                                                                                 \
         }                                                                                                            \
     } while (0)
@@ -179,7 +182,8 @@ template <int A> static int run_shape(int n, int k, int iters)
     const uint64_t nb = (ne + C2_BLOCK - 1) / C2_BLOCK;
     const unsigned dgrid = (unsigned)((nb + C2_WARPS - 1) / C2_WARPS), ggrid = (unsigned)(n / rb);
     const size_t smem = (size_t)rb * k * 2;
-    if (smem > 48 * 1024) CK(cudaFuncSetAttribute(c2_gemv_k<A>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if (smem > 48 * 1024)
+        CK(cudaFuncSetAttribute(c2_gemv_k<A>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     CK(cudaMemset(dOut, 0xff, ne * 2));
     if (A == 8) c2_decode_rows_k<8><<<dgrid, 256>>>(dP, pk.lay, dOut);
     else c2_decode_rows_k<6><<<dgrid, 256>>>(dP, pk.lay, dOut);
@@ -199,13 +203,13 @@ template <int A> static int run_shape(int n, int k, int iters)
     CK(cudaEventCreate(&t1));
     float ms_plain, ms_fused, ms_dec;
     CK(cudaEventRecord(t0));
-    for (int i = 0; i < iters; i++)
-        c2_plain_gemv_k<<<ggrid, 256>>>(dW + (i % copies_w) * ne, k, rb, dx, dy2);
+    for (int i = 0; i < iters; i++) c2_plain_gemv_k<<<ggrid, 256>>>(dW + (i % copies_w) * ne, k, rb, dx, dy2);
     CK(cudaEventRecord(t1));
     CK(cudaEventSynchronize(t1));
     CK(cudaEventElapsedTime(&ms_plain, t0, t1));
     CK(cudaEventRecord(t0));
-    for (int i = 0; i < iters; i++) c2_gemv_k<A><<<ggrid, 256, smem>>>(dP + (i % copies_p) * pstride, pk.lay, k, rb, dx, dy);
+    for (int i = 0; i < iters; i++)
+        c2_gemv_k<A><<<ggrid, 256, smem>>>(dP + (i % copies_p) * pstride, pk.lay, k, rb, dx, dy);
     CK(cudaEventRecord(t1));
     CK(cudaEventSynchronize(t1));
     CK(cudaEventElapsedTime(&ms_fused, t0, t1));
@@ -219,10 +223,12 @@ template <int A> static int run_shape(int n, int k, int iters)
     CK(cudaEventElapsedTime(&ms_dec, t0, t1));
     CK(cudaGetLastError());
     const double up = 1e3 * ms_plain / iters, uf = 1e3 * ms_fused / iters, ud = 1e3 * ms_dec / iters;
-    printf("%5d x %-5d %s ratio %.4f | decode_rows %s %7.1f us %6.0f GB/s plain out | plain GEMV (same product) %6.1f us | "
+    printf("%5d x %-5d %s ratio %.4f | decode_rows %s %7.1f us %6.0f GB/s plain out | plain GEMV (same product) "
+           "%6.1f us | "
            "fused %s %6.1f us = %.2fx plain speed\n",
-           n, k, A == 8 ? "pfor-2p" : "b6-2p  ", (double)pk.bytes / (2.0 * (double)ne), dec_ok ? "bit-exact" : "WRONG", ud,
-           (double)ne * 2 / ud / 1e3, up, gemv_ok ? "bit-exact" : "WRONG", uf, up / uf);
+           n, k, A == 8 ? "pfor-2p" : "b6-2p  ", (double)pk.bytes / (2.0 * (double)ne),
+           dec_ok ? "bit-exact" : "WRONG", ud, (double)ne * 2 / ud / 1e3, up, gemv_ok ? "bit-exact" : "WRONG", uf,
+           up / uf);
     cudaFree(dP), cudaFree(dW), cudaFree(dOut), cudaFree(dx), cudaFree(dy), cudaFree(dy2);
     free(v), free(back), free(hx), free(y1), free(y2), free(pk.buf);
     return dec_ok && gemv_ok ? 0 : 1;

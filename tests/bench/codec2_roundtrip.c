@@ -41,7 +41,8 @@ static void c2_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b, ui
         }
         for (uint32_t lane = 0; lane < 32; lane++)
             if (x[lane].act)
-                c2_exc_apply(L, &B, A, &x[lane], run + (uint32_t)__builtin_popcount(ballot & ((1u << lane) - 1)), bdst, plo, phi);
+                c2_exc_apply(L, &B, A, &x[lane], run + (uint32_t)__builtin_popcount(ballot & ((1u << lane) - 1)),
+                             bdst, plo, phi);
         run += (uint32_t)__builtin_popcount(ballot);
     }
 }
@@ -106,11 +107,14 @@ static uint64_t check1(const char *name, const uint16_t *v, uint64_t n, uint32_t
     for (uint64_t i = 0; i < n; i++)
         if (d[i] != v[i] && !bad++) first = i;
     const int ok = !bad && !c2_emu_misaligned && !c2_emu_signsel;
-    printf("%s - %s %-34s n %9llu  ratio %.4f  exceptions %.3f%%  far %.4f%%", ok ? "ok" : "not ok", A == 8 ? "pfor-2p" : "b6-2p  ", name,
-           (unsigned long long)n, (double)pk.bytes / (2.0 * (double)n), 100.0 * (double)pk.n_exc / (double)n,
-           100.0 * (double)pk.n_far / (double)n);
-    if (bad) printf("  %llu wrong, first at %llu: %04x for %04x", (unsigned long long)bad, (unsigned long long)first, d[first], v[first]);
-    if (c2_emu_misaligned || c2_emu_signsel) printf("  misaligned loads %d, sign-replicating permutes %d", c2_emu_misaligned, c2_emu_signsel);
+    printf("%s - %s %-34s n %9llu  ratio %.4f  exceptions %.3f%%  far %.4f%%", ok ? "ok" : "not ok",
+           A == 8 ? "pfor-2p" : "b6-2p  ", name, (unsigned long long)n, (double)pk.bytes / (2.0 * (double)n),
+           100.0 * (double)pk.n_exc / (double)n, 100.0 * (double)pk.n_far / (double)n);
+    if (bad)
+        printf("  %llu wrong, first at %llu: %04x for %04x", (unsigned long long)bad, (unsigned long long)first,
+               d[first], v[first]);
+    if (c2_emu_misaligned || c2_emu_signsel)
+        printf("  misaligned loads %d, sign-replicating permutes %d", c2_emu_misaligned, c2_emu_signsel);
     printf("\n");
     failures += !ok;
     c2_emu_misaligned = c2_emu_signsel = 0;
@@ -155,7 +159,8 @@ static int check_files(int nf, char **files)
         const long bytes = ftell(f);
         fseek(f, 0, SEEK_SET);
         if (bytes <= 0 || bytes % 16) {
-            fprintf(stderr, "codec2_roundtrip: %s: %ld bytes: not a positive multiple of 8 bf16 values\n", files[i], bytes);
+            fprintf(stderr, "codec2_roundtrip: %s: %ld bytes: not a positive multiple of 8 bf16 values\n", files[i],
+                    bytes);
             fclose(f);
             return 2;
         }
@@ -190,7 +195,8 @@ int main(int argc, char **argv)
     check("all equal (1.0)", v, 4096);
     for (uint64_t i = 0; i < 4096; i++) v[i] = 0x8000;
     check("all -0", v, 4096);
-    const uint16_t special[] = {0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0x7fc1, 0xffff, 0x7f81, 0x0001, 0x807f, 0x0080, 0x7f7f};
+    const uint16_t special[] = {0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0x7fc1,
+                                0xffff, 0x7f81, 0x0001, 0x807f, 0x0080, 0x7f7f};
     for (uint64_t i = 0; i < 8192; i++) v[i] = i % 3 ? special[rnd() % 12] : 0x3c00;
     check("NaN payloads, inf, subnormals, 0", v, 8192);
     for (uint64_t i = 0; i < 256 * 1024; i++) v[i] = (uint16_t)(((i % 256) << 7) | (rnd() & 0x807f));
