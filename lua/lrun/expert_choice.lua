@@ -116,8 +116,7 @@ local function hybrid_block_s(b, k, bw, miss)
     dev = dev + (1 - miss) * k * p.bytes_e / bw.device_read
     host = host + miss * k * p.plain_e / p.rate
   end
-  if miss > 0 then host = host + predict.host_overhead_s(bw, #b.parts, 1) end
-  return math.max(dev, host)
+  return (predict.hybrid_block_s(bw, dev, host, #b.parts))
 end
 
 -- Seconds per token of block b's experts: cached with miss rate `miss`, or as placed (host parts with their

@@ -189,6 +189,17 @@ function M.host_overhead_s(bw, calls, trips)
   return calls * c + trips * r
 end
 
+--- Seconds per token of a block whose experts the hybrid cache serves (engine_cuda_moe.c ffn_hybrid): the
+-- hits' device reads (dev_s) beside the misses' host products (host_s) and, when there are misses, one host
+-- pass's fixed costs (a grouped product for each of its `parts` tensors, one round trip): the longer side.
+-- lrun.expert_choice's options and M.decode both cost a hybrid block with it.
+-- @treturn number seconds
+-- @treturn number the fixed costs counted
+function M.hybrid_block_s(bw, dev_s, host_s, parts)
+  local fixed = host_s > 0 and M.host_overhead_s(bw, parts, 1) or 0
+  return math.max(dev_s, host_s + fixed), fixed
+end
+
 --- The decode prediction of a placement.
 -- @tparam {table,...} tensors descriptions (model:tensors())
 -- @tparam table plan {[name] = tier} (names left out: device)
@@ -282,9 +293,9 @@ function M.decode(tensors, plan, host_compute, bw, q)
     p.bytes.device = p.bytes.device + bytes
   end
   for _, b in pairs(hybrid) do
-    local fixed = b.host > 0 and M.host_overhead_s(bw, b.parts, 1) or 0
+    local s, fixed = M.hybrid_block_s(bw, b.dev, b.host, b.parts)
     p.host_fixed_s = p.host_fixed_s + fixed
-    p.hybrid_s = p.hybrid_s + math.max(b.dev, b.host + fixed)
+    p.hybrid_s = p.hybrid_s + s
   end
   local compute = p.device_s + p.host_s + p.cache_s + p.hybrid_s
   if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
