@@ -48,15 +48,16 @@ M.LOAD = { progress = false, n_ctx = 256, threads = 2 }
 
 local function pack(...) return { n = select("#", ...), ... } end
 
---- Loads path with opts over M.LOAD, generates M.N_NEW greedy tokens after
--- prompt (default M.PROMPT), then takes the prompt's logits.
+--- Loads path with opts over M.LOAD, generates n_new (default M.N_NEW) greedy
+-- tokens after prompt (default M.PROMPT), then takes the prompt's logits.
 -- @tparam[opt] function inspect called with the model before it is freed; its (up to two) results follow
 -- @treturn {int,...} the prompt's and the new tokens' ids
 -- @treturn {number,...} the prompt's logits
-function M.run(path, opts, prompt, inspect)
+function M.run(path, opts, prompt, inspect, n_new)
   prompt = prompt or M.PROMPT
   local m = assert(lrun.load(path, compare.with(M.LOAD, opts)))
-  local _, ids = assert(m:generate(prompt, { max_new_tokens = M.N_NEW, do_sample = false, eos_token_id = {} }))
+  local _, ids = assert(m:generate(prompt, { max_new_tokens = n_new or M.N_NEW, do_sample = false,
+    eos_token_id = {} }))
   local logits = assert(m:logits(prompt))
   local a, b
   if inspect then a, b = inspect(m) end

@@ -129,15 +129,7 @@ describe("mixtures of experts on cuda against the CPU", function()
       it("hybrid (moe_host = hybrid): logits within the fast tolerance with hits and misses mixed; hits, "
         .. "host-computed misses and admissions counted; uniform routing does not thrash", function()
         local short = { unpack(PROMPT, 1, 6) }
-        local function logits_of(opts, inspect)
-          local m = assert(lrun.load(path, with(gpu.LOAD, opts)))
-          local _, ids = assert(m:generate(short, { max_new_tokens = 32, do_sample = false, eos_token_id = {} }))
-          local logits = assert(m:logits(short))
-          local a, b
-          if inspect then a, b = inspect(m) end
-          m:free()
-          return ids, logits, a, b
-        end
+        local function logits_of(opts, inspect) return gpu.run(path, opts, short, inspect, 32) end
         local _, cpu_l = logits_of({ device = "cpu" })
         local res_ids, res_l = logits_of({ device = DEVICE })
         local slots = math.max(1, math.floor(e.n_expert * (e.n_layer or 2) / 2))
