@@ -193,13 +193,16 @@ describe("offload on top of the split (" .. DEVICE .. "," .. DEVICE .. ")", func
     local o = {}
     for k, v in pairs(base) do o[k] = v end
     o.gpu_budget = "4G,4G"
-    -- each part's own need (its engine's sizing) less half its resident weights: the split's estimate
-    -- (lrun.multigpu, the whole model's scratch on every device) is larger, so it would leave a part room
+    -- below both the split's estimate of each device's need (lrun.multigpu: short) and its part's own
+    -- plan (the engine's sizing: it must move weights off), by half of that device's weights
     local fits = assert(lrun.load(gen_model(), o))
+    local full = fits:placement().split.devices
     local parts = assert(fits:place({ policy = "smart" })).parts -- planned per part, all of it fitting its room
     fits:free()
     local budget = {}
-    for i, part in ipairs(parts) do budget[i] = part.need - math.floor(part.resident / 2) end
+    for i, part in ipairs(parts) do
+      budget[i] = math.min(full[i].need, part.need) - math.floor(math.max(full[i].weight_bytes, part.resident) / 2)
+    end
     o.gpu_budget = budget
     local m = assert(lrun.load(gen_model(), o))
     local p = m:placement()

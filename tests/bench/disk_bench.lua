@@ -71,26 +71,49 @@ local function sh(cmd)
   return out
 end
 
+-- The model's files: the GGUF, or an HF directory's safetensors shards (what the disk tier reads).
+local function model_files()
+  local files = {}
+  local f = io.open(path .. "/config.json", "rb")
+  if not f then return { path } end
+  f:close()
+  for name in sh(string.format("ls -1 '%s'", path)):gmatch("[^\n]+") do
+    if name:match("%.safetensors$") then files[#files + 1] = path .. "/" .. name end
+  end
+  return files
+end
+local FILES = model_files()
+
 local function drop_cache()
-  sh(string.format("python3 -c \"import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); "
-    .. "os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)\" '%s'", path))
+  for _, file in ipairs(FILES) do
+    sh(string.format("python3 -c \"import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); "
+      .. "os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)\" '%s'", file))
+  end
 end
 
-local function file_bytes()
-  local f = assert(io.open(path, "rb"))
+local function size_of(file)
+  local f = assert(io.open(file, "rb"))
   local n = f:seek("end")
   f:close()
   return n
 end
 
+local function file_bytes()
+  local n = 0
+  for _, file in ipairs(FILES) do n = n + size_of(file) end
+  return n
+end
+
 -- ---------------------------------------------------------------- the disk alone
 
---- dd iflag=direct over the whole file (at most 16 GiB), 4 MiB blocks: bytes/s.
+--- dd iflag=direct over the (largest) file (at most 16 GiB), 4 MiB blocks: bytes/s.
 local function dd_rate()
   drop_cache()
-  local count = math.min(4096, math.floor(file_bytes() / (4 * 2 ^ 20)))
+  local file = FILES[1]
+  for _, f in ipairs(FILES) do if size_of(f) > size_of(file) then file = f end end
+  local count = math.min(4096, math.floor(size_of(file) / (4 * 2 ^ 20)))
   local t0 = sys.now()
-  local out = sh(string.format("dd if='%s' of=/dev/null bs=4M count=%d iflag=direct", path, count))
+  local out = sh(string.format("dd if='%s' of=/dev/null bs=4M count=%d iflag=direct", file, count))
   local dt = sys.now() - t0
   local bytes = tonumber(out:match("(%d+) bytes")) or count * 4 * 2 ^ 20
   io.stderr:write("disk_bench: " .. (out:match("[^\n]*copied[^\n]*") or out) .. "\n")
