@@ -206,12 +206,16 @@ describe("offload on top of the split (" .. DEVICE .. "," .. DEVICE .. ")", func
     o.gpu_budget = budget
     local m = assert(lrun.load(gen_model(), o))
     local p = m:placement()
+    for i, part in ipairs(parts) do
+      print(string.format("# part %d: need %d (split's estimate %d), resident %d, budget %d", i, part.need,
+        full[i].need, part.resident, budget[i]))
+    end
+    print("# " .. p.explain:gsub("\n", "\n# "))
     assert.is_true(p.split.runs)
     for i, d in ipairs(p.split.devices) do
       assert.is_true(d.short and d.short > 0, "device " .. i .. " is short of room")
       assert.is_true(p.parts[i].streamed + p.parts[i].host > 0, "device " .. i .. " keeps weights off it")
     end
-    print("# " .. p.explain:gsub("\n", "\n# "))
     local got = assert(m:logits(PROMPT))
     local st = m:stats()
     m:free()
