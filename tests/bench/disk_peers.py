@@ -13,7 +13,7 @@ Usage (on the GPU machine; not part of make test):
 
     python3 tests/bench/disk_peers.py [--model HF_DIR | --make 7b|tiny]
         [--gpu-budget 2] [--host-budget 4] [--ngen 8] [--peers accelerate,airllm]
-        [--work DIR] [--device cuda:0|cpu]
+        [--work DIR] [--device cuda:0|cpu] [--memory-limit GiB]
 
 --make writes the HF directory with `build/lrun examples/genmodel.lua --hf`
 (7b: the Llama-2-7B shape in bf16, 13.5 GB; tiny: a few MiB, for a check on
@@ -160,6 +160,57 @@ def run_airllm(a):
 PEERS = {"accelerate": run_accelerate, "airllm": run_airllm}
 
 
+def memory_cgroup(limit_bytes, tag):
+    """A memory cgroup of our own limited to limit_bytes (v1
+    memory.limit_in_bytes or v2 memory.max, as tests/disk/cgroup_test.sh
+    makes it): its path and version, or (None, why). The page cache a
+    process fills is charged to its cgroup, so a peer inside one re-reads
+    from the disk what does not fit, as on a host with that much memory."""
+    if os.geteuid() != 0:
+        return None, "not root"
+    v1 = v2 = None
+    with open("/proc/self/cgroup") as fh:
+        for line in fh:
+            hid, ctrl, rel = line.rstrip("\n").split(":", 2)
+            if "memory" in ctrl.split(","):
+                v1 = rel
+            elif hid == "0" and ctrl == "":
+                v2 = rel
+    try:
+        if v1 is not None and os.path.isdir("/sys/fs/cgroup/memory" + v1):
+            cg = "/sys/fs/cgroup/memory%s/%s" % (v1.rstrip("/"), tag)
+            os.makedirs(cg, exist_ok=True)
+            with open(cg + "/memory.limit_in_bytes", "w") as fh:
+                fh.write(str(limit_bytes))
+            return (cg, 1), None
+        if v2 is not None:
+            parent = "/sys/fs/cgroup" + v2.rstrip("/")
+            with open(parent + "/cgroup.subtree_control") as fh:
+                if "memory" not in fh.read().split():
+                    with open(parent + "/cgroup.subtree_control", "w") as w:
+                        w.write("+memory")
+            cg = parent + "/" + tag
+            os.makedirs(cg, exist_ok=True)
+            with open(cg + "/memory.max", "w") as fh:
+                fh.write(str(limit_bytes))
+            return (cg, 2), None
+    except OSError as e:
+        return None, "cannot make a memory cgroup: %s" % e
+    return None, "no memory controller"
+
+
+def cgroup_peak(cg):
+    """The cgroup's peak charged bytes (page cache included), or None."""
+    path, v = cg
+    for name in (["memory.max_usage_in_bytes"] if v == 1 else ["memory.peak"]):
+        try:
+            with open(os.path.join(path, name)) as fh:
+                return int(fh.read().split()[0])
+        except (OSError, ValueError):
+            pass
+    return None
+
+
 def one_peer(a):
     """In the child: runs a.peer, prints its JSON line."""
     row = {"peer": a.peer, "model": a.model, "model_bytes": dir_bytes(a.model), "gpu_budget_gib": a.gpu_budget,
@@ -185,6 +236,8 @@ def main():
     p.add_argument("--peers", default="accelerate,airllm")
     p.add_argument("--device", default=None, help="cuda:0 when a GPU is visible, else cpu")
     p.add_argument("--work", default=os.environ.get("LRUN_BENCH_DIR", tempfile.gettempdir()))
+    p.add_argument("--memory-limit", type=float, help="GiB: each peer runs in a memory cgroup of this size "
+                   "(page cache included), as on a host with that much memory; refused where none can be made")
     p.add_argument("--peer", help=argparse.SUPPRESS)  # the child's one peer
     a = p.parse_args()
     if a.device is None:
@@ -208,12 +261,27 @@ def main():
             cmd = [sys.executable, os.path.abspath(__file__), "--peer", peer, "--model", a.model,
                    "--gpu-budget", str(a.gpu_budget), "--host-budget", str(a.host_budget), "--ngen", str(a.ngen),
                    "--device", a.device, "--work", a.work]
-            r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            cg, join = None, None
+            if a.memory_limit:
+                cg, why = memory_cgroup(int(a.memory_limit * 2 ** 30), "lrun_disk_peers_%d_%s" % (os.getpid(), peer))
+                if not cg:
+                    p.error("--memory-limit: %s" % why)
+
+                def join():  # in the child, before exec: it and what it starts are charged to the cgroup
+                    with open(os.path.join(cg[0], "cgroup.procs"), "w") as fh:
+                        fh.write(str(os.getpid()))
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=join)
             line = (r.stdout.strip().splitlines() or [""])[-1]
             try:
                 row = json.loads(line)
             except ValueError:
                 row = {"peer": peer, "ok": False, "error": "exit %d, no result (killed? out of memory?)" % r.returncode}
+            if cg:
+                row["memory_limit_gib"], row["cgroup_peak_bytes"] = a.memory_limit, cgroup_peak(cg)
+                try:
+                    os.rmdir(cg[0])
+                except OSError:
+                    pass
             print(json.dumps(row), flush=True)
             rows.append(row)
     finally:
@@ -223,8 +291,10 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("ok"):
-            print("| %s | %s | %g / %g | %.1f | %.2f | %.3f | |" % (r["peer"], r["device"], r["gpu_budget_gib"],
-                  r["host_budget_gib"], r["load_s"], r["first_token_s"], r["tok_s"]))
+            note = ("memory cgroup %g GiB, peak %.2f GiB" % (r["memory_limit_gib"], (r["cgroup_peak_bytes"] or 0) / 2 ** 30)
+                    if r.get("memory_limit_gib") else "page cache unlimited")
+            print("| %s | %s | %g / %g | %.1f | %.2f | %.3f | %s |" % (r["peer"], r["device"], r["gpu_budget_gib"],
+                  r["host_budget_gib"], r["load_s"], r["first_token_s"], r["tok_s"], note))
         else:
             print("| %s | | | | | | %s |" % (r["peer"], r.get("error", "failed")))
     return 0 if all(r.get("ok") for r in rows) else 1
