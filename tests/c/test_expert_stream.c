@@ -44,7 +44,8 @@ int main(void)
                                                        sel[0] == 0 && sel[1] == 4 && sel[2] == 7 && sel[3] == 9 &&
                                                        sel[4] == 15);
     int32_t h[E];
-    CHECK("held below expert 8: 3 (1 has no tokens)", lrun_expert_stream_held(first, held, 0, 8, h) == 1 && h[0] == 3);
+    CHECK("held below expert 8: 3 (1 has no tokens)",
+          lrun_expert_stream_held(first, held, 0, 8, h) == 1 && h[0] == 3);
     CHECK("held in [8, 16): 8 13", lrun_expert_stream_held(first, held, 8, E, h) == 2 && h[0] == 8 && h[1] == 13);
     CHECK("no cache: nothing held", lrun_expert_stream_held(first, NULL, 0, E, h) == 0);
     /* the engine's order (engine_cuda_moe_stream.c): before each streamed expert the held ones below it, the
