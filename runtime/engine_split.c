@@ -390,6 +390,8 @@ static void split_get_stats(const void *ctx, lrun_engine_stats *out)
         out->disk_stalls += p.disk_stalls;
         out->prefill_stream_bytes += p.prefill_stream_bytes;
         out->prefill_stream_experts += p.prefill_stream_experts;
+        out->prefill_slot_bytes += p.prefill_slot_bytes;
+        out->prefill_slot_experts += p.prefill_slot_experts;
     }
 }
 

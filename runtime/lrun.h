@@ -963,6 +963,10 @@ typedef struct lrun_engine_stats {
     /* Prefill chunks' host experts streamed to the device (lrun_moe_prefill_stream); 0 without. */
     uint64_t prefill_stream_bytes;  /* expert bytes copied to the staging buffers (gate, up and down slices) */
     int64_t prefill_stream_experts; /* (block, chunk, expert) triples streamed */
+    /* Of a cached or hybrid block's prefill chunks: experts found in the expert cache's slots, run from there
+     * instead of streamed (docs/moe.md "Prefill over a cached block"). */
+    uint64_t prefill_slot_bytes;  /* expert bytes read from slots, so not streamed (gate, up and down slices) */
+    int64_t prefill_slot_experts; /* (block, chunk, expert) triples run from slots */
 } lrun_engine_stats;
 
 LRUN_API lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);

@@ -121,6 +121,31 @@ describe("lrun.expert_plan", function()
     assert.is_nil(plan.prefill_stream_tokens(tensors, hc, 128, nil), "no bandwidths")
   end)
 
+  -- a prefill chunk over a cached block runs the experts already in slots from there (docs/moe.md "Prefill over a
+  -- cached block"); the planner's share of the touched experts they are, from f (slots / cached experts) and h
+  -- (the hit rate it expects for decode)
+  it("prefill_held_share: h for one token, f for a long chunk, f at any length under uniform routing", function()
+    local function near(want, got, what)
+      assert.is_true(math.abs(want - got) < 1e-9, string.format("%s: want %.12g, got %.12g", what, want, got))
+    end
+    -- 30B-A3B's block: 128 experts, k = 8; the bench's 2417 slots over 48 blocks: f = 0.393
+    local f = 2417 / (48 * 128)
+    near(f, plan.prefill_held_share(f, f, 8, 128, 512), "uniform, 512 tokens")
+    near(f, plan.prefill_held_share(f, f, 8, 128, 3), "uniform, 3 tokens")
+    near(0.61, plan.prefill_held_share(0.61, f, 8, 128, 1), "one token: each touched expert is a selection")
+    -- skewed (h = 0.61, as --router-skew 8 measured): by hand, the two classes' touched experts
+    local held, rest = f * 128, (1 - f) * 128
+    local th = held * (1 - (1 - 0.61 * 8 / held) ^ 64)
+    local tu = rest * (1 - (1 - 0.39 * 8 / rest) ^ 64)
+    local s64 = plan.prefill_held_share(0.61, f, 8, 128, 64)
+    near(th / (th + tu), s64, "64 tokens")
+    assert.is_true(s64 > f and s64 < 0.61, "between the slot share and the hit rate")
+    assert.is_true(plan.prefill_held_share(0.61, f, 8, 128, 512) < s64, "a longer chunk touches the rare ones too")
+    near(f, plan.prefill_held_share(0.61, f, 8, 128, 100000), "a very long chunk: every expert, the slot share")
+    assert.are.equal(0, plan.prefill_held_share(0.5, 0, 8, 128, 512), "no slots")
+    assert.are.equal(1, plan.prefill_held_share(1, 1, 8, 128, 512), "every expert in a slot")
+  end)
+
   describe("on a generated qwen3moe model", function()
     local path, m
     setup(function()

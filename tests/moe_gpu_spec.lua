@@ -27,6 +27,9 @@
 --     the CPU's and the resident run's, the same first greedy token; hits, host-computed misses and admissions
 --     all counted, admissions at most the slots plus a quarter of the misses (no thrash); Mixtral's 4 experts
 --     and gpt-oss fall back to copying;
+--   * prefill over a cached and a hybrid block (moe_prefill_stream = "on", half the slots, after 32 decode
+--     steps filled them): the experts in slots run from there (m:stats().prefill_slot_experts > 0), the others
+--     streamed; the prompt's logits bit-identical to the resident run's; prefill counts no cache hit or miss;
 --   * smart with block 0's experts on the host (-ot) and skewed counts chooses the expert cache itself
 --     (lrun.expert_choice) and the engine takes the planner's slots; with
 --     moe_host = "compute" it makes no choice and the engine no cache;
@@ -161,6 +164,35 @@ describe("mixtures of experts on cuda against the CPU", function()
         assert.is_true(c.admissions <= c.slots + c.host_computed / 4,
           string.format("%d admissions for %d slots and %d misses", c.admissions, c.slots, c.host_computed))
       end)
+
+      -- a prefill chunk over a cached or hybrid block (docs/moe.md "Prefill over a cached block"): the experts
+      -- decode left in slots run from there, the rest stream (moe_prefill_stream = "on": every other touched
+      -- expert). gpu.run decodes 32 steps (filling slots) before it takes the prompt's logits in a fresh 18-token
+      -- chunk; both products come from the same kernels in ascending expert order, so the logits are the
+      -- resident run's bits.
+      for _, how in ipairs({ "cache", "hybrid" }) do
+        it("prefill over a " .. how .. " block: experts in slots run from there, the rest streamed; the resident "
+          .. "run's logits", function()
+          local function prompt_logits(opts, inspect) return gpu.run(path, opts, nil, inspect, 32) end
+          local _, res_l = prompt_logits({ device = DEVICE, moe_prefill_stream = "on" })
+          local slots = math.max(1, math.floor(e.n_expert * (e.n_layer or 2) / 2))
+          local _, l, st = prompt_logits({ device = DEVICE, policy = "experts_on_host", moe_host = how,
+            expert_cache_slots = slots, moe_prefill_stream = "on" }, function(m) return m:stats() end)
+          local d = rel_diff(res_l, l)
+          print(string.format("# %s prefill over %s (%d slots): rel diff to the resident run %.2e; %d experts "
+            .. "from slots (%d bytes), %d streamed", e.name, how, slots, d, st.prefill_slot_experts,
+            st.prefill_slot_bytes, st.prefill_stream_experts))
+          assert.is_true(d <= gpu.tol(e), string.format("rel diff to the resident run %.3e above %.0e", d, gpu.tol(e)))
+          if not gpu.ON_GPU then return end -- the CPU computes host experts in place: no slots, nothing streamed
+          assert.is_true(same(res_l, l), "logits differ from the resident run's")
+          assert.is_true(st.prefill_slot_experts > 0 and st.prefill_slot_bytes > 0, "no prefill expert ran from a slot")
+          local c = assert(st.expert_cache, "no expert cache in m:stats()")
+          -- prefill reads slots without using them: no hit or miss beside the decode steps' (and the first
+          -- prompt's, which found none in slots, streamed every touched expert)
+          assert.is_true(c.hits + c.misses <= (32 + 1) * (e.n_layer or 2) * e.n_expert_used,
+            string.format("%d hits and %d misses: more than the decode steps' choices", c.hits, c.misses))
+        end)
+      end
 
       it("counts each block's expert selections where the host routes", function()
         local m = assert(lrun.load(path, with(gpu.LOAD, { device = DEVICE })))

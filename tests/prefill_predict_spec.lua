@@ -215,6 +215,50 @@ describe("predict.prefill of a mixture of experts", function()
     near(math.max(2 * 512 * K * 3 * ek * en / 1e11, D * 3 * eb / 2e10), h.host_s, "host forced")
   end)
 
+  -- a cached block's touched experts already in the expert cache's slots run there and are not streamed
+  -- (engine_cuda_moe_stream.c); the share from lrun.expert_plan.prefill_held_share
+  it("a cached block streams only the touched experts not in slots (cuda)", function()
+    local plan, hc = host_all("pinned")
+    local D = predict.distinct_experts(E, K, 512)
+    local all = predict.prefill(MOE, plan, hc, CUDA, { tokens = 512, n_expert_used = K })
+    -- 16 slots of the block's 64 experts, uniform routing (hit rate = slot share): a quarter held
+    local q = { tokens = 512, n_expert_used = K, expert_cache = { slots = 16, hit_rate = 0.25, layers = { 0 } } }
+    local p = predict.prefill(MOE, plan, hc, CUDA, q)
+    near(0.25, p.slot_share, "slot share")
+    near(0.75 * D * 3 * eb / 2e10, p.copy_s, "copy: the uncached three quarters")
+    near(0.75 * all.bytes.streamed, p.bytes.streamed, "streamed bytes")
+    near(0.25 * D * 3 * eb, p.bytes.slots, "bytes read from slots")
+    near(all.device_s, p.device_s, "every touched expert still multiplied on the device")
+    assert.matches("25%% of cached blocks' experts from the cache's slots", predict.prefill_text(p))
+    -- skewed: the hit rate the planner expects (0.6) over the same slots, through prefill_held_share
+    q.expert_cache.hit_rate = 0.6
+    local s = require("lrun.expert_plan").prefill_held_share(0.6, 0.25, K, E, 512)
+    local sk = predict.prefill(MOE, plan, hc, CUDA, q)
+    near(s, sk.slot_share, "skewed share")
+    near((1 - s) * D * 3 * eb / 2e10, sk.copy_s, "skewed copy")
+    -- a cache of other blocks, or on the cpu: nothing changes
+    local other = predict.prefill(MOE, plan, hc, CUDA, { tokens = 512, n_expert_used = K,
+      expert_cache = { slots = 16, hit_rate = 0.25, layers = { 5 } } })
+    near(all.copy_s, other.copy_s, "another block's cache")
+    local cpu = predict.prefill(MOE, plan, hc, CPU, q)
+    assert.is_nil(cpu.slot_share)
+  end)
+
+  it("a cached block's held experts leave the host's share too when the host computes the rest (cuda)", function()
+    local plan, hc = host_all("host")
+    local bw = {}
+    for key, v in pairs(CUDA) do bw[key] = v end
+    bw.host_gemm = { q8_0 = 1e12 } -- a fast host: computing beats copying
+    local t = 8
+    local all = predict.prefill(MOE, plan, hc, bw, { tokens = t, n_expert_used = K })
+    local p = predict.prefill(MOE, plan, hc, bw, { tokens = t, n_expert_used = K,
+      expert_cache = { slots = 32, hit_rate = 0.5, layers = { 0 } } })
+    assert.is_falsy(p.expert_streamed)
+    near(0.5, p.slot_share, "uniform: half the experts in slots")
+    near(0.5 * all.host_s, p.host_s, "the host computes the other half")
+    assert.is_true(p.device_s > all.device_s, "the held half multiplied on the device")
+  end)
+
   it("cpu: host experts are the device's own products, never streamed", function()
     local plan, hc = host_all("host")
     local p = predict.prefill(MOE, plan, hc, CPU, { tokens = T, n_expert_used = K })

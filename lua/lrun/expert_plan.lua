@@ -145,6 +145,34 @@ function M.prefill_streams(c, tokens)
   return dev < host, dev, host
 end
 
+--- The share of a prefill chunk's touched experts in a cached (or hybrid)
+-- block that a chunk finds in the expert cache's slots and runs from there
+-- instead of streaming (engine_cuda_moe_stream.c; docs/moe.md "Prefill over
+-- a cached block"). Two figures the planner already has for decode: f, the
+-- slots over the cached blocks' experts (M.choose's slots / (#layers ·
+-- n_expert)), and h, the selections' share the slots take (M.hit_rate: LFU's
+-- steady state, observed or uniform). A block's f·E held experts are picked
+-- per token with probability h·k/(f·E) each, the others (1−h)·k/((1−f)·E);
+-- a chunk of T tokens touches an expert picked with probability p with
+-- probability 1 − (1 − p)^T, so the held share of the touched experts is
+-- between h (T = 1: each touched expert is a selection) and f (a long chunk
+-- touches every expert, the popular and the rare alike). Uniform routing
+-- (h = f) gives f at any T.
+-- @tparam number h expected hit rate, [0, 1]
+-- @tparam number f slots / cached experts, [0, 1]
+-- @tparam int k experts per token
+-- @tparam int E experts per block
+-- @tparam int T the chunk's tokens
+-- @treturn number in [0, 1]
+function M.prefill_held_share(h, f, k, E, T)
+  if f <= 0 or h <= 0 or E < 1 or T < 1 then return 0 end
+  if f >= 1 or h >= 1 then return 1 end
+  local held, rest = f * E, (1 - f) * E
+  local ph, pu = math.min(1, h * k / held), math.min(1, (1 - h) * k / rest)
+  local th, tu = held * (1 - (1 - ph) ^ T), rest * (1 - (1 - pu) ^ T)
+  return th + tu > 0 and th / (th + tu) or 0
+end
+
 -- Without a measured batched rate (bw.host_batch, lrun.residency.bandwidths
 -- measures it on cuda: lrun_model_measure_matmul at M.batch_rows rows over
 -- one expert's slice) the host's batched flop rate is taken as this many

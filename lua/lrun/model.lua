@@ -942,6 +942,8 @@ function Model:stats(reset)
     disk_queue_depth = s.disk_queue_depth, disk_direct = s.disk_direct ~= 0, disk_stalls = tonumber(s.disk_stalls),
     -- prefill chunks' host experts streamed to the GPU (docs/moe.md): bytes copied, (block, chunk, expert) count
     prefill_stream_bytes = tonumber(s.prefill_stream_bytes), prefill_stream_experts = tonumber(s.prefill_stream_experts),
+    -- of a cached/hybrid block's prefill: experts run from the expert cache's slots instead of streamed, their bytes
+    prefill_slot_bytes = tonumber(s.prefill_slot_bytes), prefill_slot_experts = tonumber(s.prefill_slot_experts),
     experts = experts, -- a mixture of experts' routing counts (nil when dense)
     expert_cache = expert_cache, -- the expert cache's hits, misses and bytes (nil without one)
     host = self:host_memory(), -- host bytes held by category, budget, peak

@@ -49,7 +49,10 @@
 --   experts:   the chunk's T·k selections; a block touches
 --              D = E·(1 − (1 − k/E)^T) distinct experts (uniform routing),
 --              read or copied once each; host experts are computed on the
---              host or streamed per lrun.expert_plan.prefill_streams
+--              host or streamed per lrun.expert_plan.prefill_streams; in a
+--              block of the expert cache (cuda, q.expert_cache) the share
+--              lrun.expert_plan.prefill_held_share of them runs from its
+--              slot on the device, neither copied nor host-computed
 --   attention: 2·T²·q_dim flops per layer (causal QKᵀ and PV), at the
 --              device's rate
 --   elementwise (cuda, q.act_bytes given): the kernels between the
@@ -397,7 +400,7 @@ local function expert_blocks(tensors)
   for _, t in ipairs(tensors) do
     if expert_roles[t.role] and #(t.shape or {}) >= 3 then
       local l = t.layer or -1
-      local b = blocks[l] or { bytes_e = 0, plain_e = 0, params_e = 0, ts = {} }
+      local b = blocks[l] or { layer = l, bytes_e = 0, plain_e = 0, params_e = 0, ts = {} }
       local E = t.shape[3]
       b.E = E
       b.bytes_e = b.bytes_e + t.bytes / E
@@ -433,7 +436,15 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
     p.bytes.device = p.bytes.device + touched
     return
   end
-  -- host experts: computed on the host, or (cuda) the touched ones copied, per expert_plan
+  -- host experts: computed on the host, or (cuda) the touched ones copied, per expert_plan; a cached block's
+  -- share `held` of them is in the expert cache's slots and runs there (the engine neither copies nor
+  -- host-computes those): that share of the products on the device, the rest as before
+  local held = q.held and q.held[b.layer] or 0
+  if held > 0 then
+    p.device_s = p.device_s + device_time(held * flops, held * touched, first.dtype, bw)
+    p.bytes.slots = p.bytes.slots + held * touched
+  end
+  local rest = 1 - held
   if bw.device == "cuda" then rate, name = expert_stream_link(tier, bw) end
   local per = T * k / math.max(D, 1e-9)
   -- the host's expert product at a chunk's few rows per expert: measured (host_batch), else the 512-row GEMM's
@@ -449,14 +460,14 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
   if bw.device ~= "cuda" then streams = false end -- cpu: host compute is the device's own
   p.expert_streamed = p.expert_streamed or streams
   if streams then
-    add_streamed(p, touched, rate, name)
-    p.device_s = p.device_s + device_time(flops, touched, first.dtype, bw)
+    add_streamed(p, rest * touched, rate, name)
+    p.device_s = p.device_s + device_time(rest * flops, rest * touched, first.dtype, bw)
   else
     if q.expert_stream == false or bw.device ~= "cuda" then
       host = math.max(flops / c.host_flops, D * b.plain_e / c.host_read)
     end
-    p.host_s = p.host_s + host
-    p.bytes.host = p.bytes.host + D * b.plain_e
+    p.host_s = p.host_s + rest * host
+    p.bytes.host = p.bytes.host + rest * D * b.plain_e
   end
 end
 
@@ -473,9 +484,13 @@ end
 -- @tparam[opt] table q tokens= (T, default M.prefill_tokens), n_expert_used= (MoE: k),
 --   q_dim= and n_layer= (attention: n_head · head_dim; omitted: attention not counted),
 --   act_bytes= (cuda: bytes a token's elementwise kernels move per block, M.activation_bytes; omitted: not counted),
---   expert_stream= (nil: expert_plan decides; true/false: forced)
+--   expert_stream= (nil: expert_plan decides; true/false: forced),
+--   expert_cache= (cuda: the planned cache, {slots=, hit_rate=, layers=}, as M.decode's: its blocks' touched
+--   experts found in slots, lrun.expert_plan.prefill_held_share, run there and are not streamed)
 -- @treturn table {tokens=, seconds=, tok_s=, limit=, overlapped=, device_s=, copy_s=, host_s=, attention_s=,
---   links={}, bytes={device=, streamed=, host=}, expert_streamed= (host experts streamed)}
+--   links={}, bytes={device=, streamed=, host=, slots= (cached blocks' expert bytes read from slots)},
+--   expert_streamed= (host experts streamed), slot_share= (the held share of a cached block's touched experts,
+--   nil without a cache)}
 function M.prefill(tensors, plan, host_compute, bw, q)
   host_compute, q = host_compute or {}, q or {}
   check_rates(bw, "predict.prefill")
@@ -484,7 +499,20 @@ function M.prefill(tensors, plan, host_compute, bw, q)
   local qq = { tokens = T, n_expert_used = q.n_expert_used, expert_stream = q.expert_stream }
   local tied = tied_head(tensors)
   local p = { tokens = T, device_s = 0, copy_s = 0, host_s = 0, attention_s = 0, links = {},
-    bytes = { device = 0, streamed = 0, host = 0 } }
+    bytes = { device = 0, streamed = 0, host = 0, slots = 0 } }
+  local ec = q.expert_cache
+  if ec and (ec.slots or 0) > 0 and ec.layers and #ec.layers > 0 and bw.device == "cuda" then
+    -- the cache's blocks: the share of a chunk's touched experts already in slots, from the slots' share of
+    -- the cached experts and the hit rate the planner expects for decode
+    local blocks = expert_blocks(tensors)
+    local E = (blocks[ec.layers[1]] or {}).E or 0
+    if E > 0 then
+      p.slot_share = require("lrun.expert_plan").prefill_held_share(ec.hit_rate or 0,
+        math.min(1, ec.slots / (#ec.layers * E)), q.n_expert_used or 1, E, T)
+      qq.held = {}
+      for _, l in ipairs(ec.layers) do qq.held[l] = p.slot_share end
+    end
+  end
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
     local bytes, flops = t.bytes, 0
@@ -575,9 +603,11 @@ end
 function M.prefill_text(p)
   local elt = (p.elementwise_s or 0) > 0 and string.format(", %.3f ms elementwise", p.elementwise_s * 1e3) or ""
   return string.format("predicted prefill ~%s tok/s for a %d-token chunk (limit: %s; per chunk %.3f ms device, "
-    .. "%.3f ms copies, %.3f ms host compute, %.3f ms attention%s%s%s)", rate_text(p.tok_s), p.tokens, p.limit,
+    .. "%.3f ms copies, %.3f ms host compute, %.3f ms attention%s%s%s%s)", rate_text(p.tok_s), p.tokens, p.limit,
     p.device_s * 1e3, p.copy_s * 1e3, p.host_s * 1e3, p.attention_s * 1e3, elt,
-    p.overlapped and ", copies overlapped" or "", p.expert_streamed and "; host experts streamed" or "")
+    p.overlapped and ", copies overlapped" or "", p.expert_streamed and "; host experts streamed" or "",
+    p.slot_share and string.format("; %.0f%% of cached blocks' experts from the cache's slots", 100 * p.slot_share)
+      or "")
 end
 
 --- The short line: "predicted: prefill 512 tok: 1830 tok/s, decode 9.6 tok/s" (either may be nil).

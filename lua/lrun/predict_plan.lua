@@ -257,7 +257,8 @@ end
 -- @treturn table|nil decode (lrun.predict.decode)
 -- @treturn table|nil prefill (lrun.predict.prefill), nil when no matmul rate could be measured
 -- @treturn string the text: the summary line, then the two detail lines
--- @tparam[opt] table cache a mixture's expert cache as planned ({slots=, hit_rate=, layers=}), for decode
+-- @tparam[opt] table cache a mixture's expert cache as planned ({slots=, hit_rate=, layers=}), for decode and
+--   prefill
 function M.predict(model, tensors, plan, host_compute, bw, opts, cache)
   opts = opts or {}
   -- this model's measured rates over the shared bandwidths (a table per
@@ -267,8 +268,9 @@ function M.predict(model, tensors, plan, host_compute, bw, opts, cache)
   local k = tonumber(C.lrun_model_get_info(model.handle).n_expert_used)
   local dec = predict.decode(tensors, plan, host_compute, bw,
     { n_expert_used = k and k > 0 and k or nil, expert_cache = cache, host_pass = M.host_pass() })
-  local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw,
-    M.query(model, opts.prefill_tokens)) or nil
+  local pq = M.query(model, opts.prefill_tokens)
+  pq.expert_cache = cache -- a cached block's experts in slots are not streamed (lrun.expert_plan.prefill_held_share)
+  local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw, pq) or nil
   local lines = { predict.summary(pre, dec), predict.text(dec, bw) }
   if pre then lines[#lines + 1] = predict.prefill_text(pre) end
   return dec, pre, table.concat(lines, "\n")

@@ -232,6 +232,10 @@ function M.stats(s)
     lines[#lines + 1] = string.format("prefill streamed %d host experts, %s (beside host compute's %s)",
       s.prefill_stream_experts, bytes_text(s.prefill_stream_bytes), bytes_text(s.host_compute_bytes))
   end
+  if (s.prefill_slot_experts or 0) > 0 then
+    lines[#lines + 1] = string.format("prefill ran %d experts from the expert cache's slots, %s not streamed",
+      s.prefill_slot_experts, bytes_text(s.prefill_slot_bytes))
+  end
   if s.expert_cache then
     local c = s.expert_cache
     if c.mode == "hybrid" then

@@ -436,7 +436,7 @@ static lrun_status ffn_rows(lrun_cuda_engine *e, const lrun_weight_ref g[3], int
     TRY(cuda_check(cudaMemsetAsync(e->tmp, 0, (size_t)(n * e->n_embd) * sizeof(float), (cudaStream_t)e->stream),
                    "clearing the experts' sum", e->device));
     if (n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) {
-        TRY(lrun_cuda_moe_stream_run(e, m->stream, g, layer, m->first, n_exp));
+        TRY(lrun_cuda_moe_stream_run(e, m->stream, g, layer, m->first, n_exp, m->cache));
     } else {
         for (int64_t x = 0; x < n_exp; x++) {
             const int64_t cnt = m->first[x + 1] - m->first[x];
@@ -686,7 +686,7 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     group_pairs(m, n, n_exp, k);
     lrun_moe_counts_add(&m->counts, layer, m->first, n);
     if (m->exact) return ffn_exact(e, g, layer, n);
-    /* a prefill chunk of a streamed block streams, cached or not */
+    /* a prefill chunk of a streamed block streams, but for a cached block's experts already in slots */
     if (m->fast_rows && n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) return ffn_rows(e, g, layer, n);
     if (hybrid) return ffn_hybrid(e, g, layer, n);
     if (lrun_cuda_moe_cache_covers(m->cache, layer)) return ffn_cached(e, g, layer, n);

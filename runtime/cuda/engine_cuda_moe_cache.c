@@ -243,6 +243,19 @@ lrun_status lrun_cuda_moe_cache_acquire(lrun_cuda_engine *e, struct cuda_moe_cac
                       e->device);
 }
 
+int64_t lrun_cuda_moe_cache_find(const struct cuda_moe_cache *c, int64_t layer, int64_t x)
+{
+    const lrun_expert_cache *b = &c->book;
+    if (layer < 0 || layer >= b->n_layer || x < 0 || x >= b->n_expert) return -1;
+    return b->slot_of[layer * b->n_expert + x];
+}
+
+lrun_status lrun_cuda_moe_cache_read(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t slot)
+{
+    return cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, c->ready[slot], 0),
+                      "expert cache: waiting for a slot's copy", e->device);
+}
+
 /* The next cached block after layer (the first one, for the next step, after the last). */
 static int64_t next_covered(const struct cuda_moe_cache *c, int64_t layer)
 {

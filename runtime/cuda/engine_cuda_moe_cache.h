@@ -27,6 +27,17 @@ int64_t lrun_cuda_moe_cache_slots(const struct cuda_moe_cache *c);
 lrun_status lrun_cuda_moe_cache_acquire(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t layer,
                                         const lrun_weight_ref g[3], int64_t x, int64_t *slot);
 lrun_status lrun_cuda_moe_cache_release(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t slot);
+/* ---- a prefill chunk's experts that are already in slots (engine_cuda_moe_stream.c) */
+
+/* The slot holding expert x of block layer, or -1. Counts no use and moves
+ * nothing: a prompt neither admits nor evicts (no churn from one long chunk
+ * touching every expert), and LFU's counts stay the decode steps'. */
+int64_t lrun_cuda_moe_cache_find(const struct cuda_moe_cache *c, int64_t layer, int64_t x);
+/* The compute stream waits for slot's last copy (a decode step's admission
+ * or miss may still be in flight) before a product reads it;
+ * lrun_cuda_moe_cache_release after the products are queued, so a later copy
+ * into the slot waits for them. */
+lrun_status lrun_cuda_moe_cache_read(lrun_cuda_engine *e, struct cuda_moe_cache *c, int64_t slot);
 /* The chunk's slots are all released: replacement may take them again (lrun_expert_cache_settle). */
 void lrun_cuda_moe_cache_settle(struct cuda_moe_cache *c);
 /* After a decode chunk of cached block layer: remembers token 0's experts

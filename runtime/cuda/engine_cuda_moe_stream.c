@@ -27,6 +27,16 @@
  * projection; the host waits for that buffer's previous DMA before it
  * writes it. Experts of the disk tier or packed are not streamed.
  *
+ * Experts already in the expert cache's slots (a cached or hybrid block,
+ * engine_cuda_moe_cache.c) are not streamed: they run from their slots, the
+ * compute stream waiting for the slot's last copy and recording its done
+ * event after (so a decode step's later copy into that slot waits for these
+ * products). They run just before the streamed expert above them, so that
+ * with every expert streamed or held the products add in ascending expert
+ * order: the resident block's bits. The slots are only read: no use is
+ * counted, nothing admitted or evicted (LRUN_CUDA_MOE_PREFILL_SLOTS=0 streams
+ * them too, as before, to compare).
+ *
  * Staging memory: both device buffers from the device pool at init, each
  * of group_max experts (8, LRUN_CUDA_MOE_STREAM_GROUP, fewer when half the
  * free device memory does not hold both), per projection group_max
@@ -39,6 +49,7 @@
 #include <string.h>
 
 #include "core/threadpool.h"
+#include "cuda/engine_cuda_moe_cache.h"
 #include "cuda/engine_cuda_offload.h"
 #include "residency/expert_stream.h"
 
@@ -60,6 +71,9 @@ struct cuda_moe_stream {
     cudaEvent_t ready[NB];        /* buffer b's last copies landed (and its bounce is free again) */
     cudaEvent_t done[NB];         /* the products that last read buffer b were queued before this */
     int32_t *sel;                 /* (n_expert) the chunk's streamed experts, ascending */
+    int from_slots;               /* 1: experts in the expert cache's slots run from there (not streamed) */
+    int64_t *held;                /* (n_expert) a cached block's chunk: each expert's slot, or -1 */
+    int32_t *hsel;                /* (n_expert) the held experts run before one streamed expert */
     lrun_expert_run *runs;        /* (group_max) a group's copies */
     lrun_threadpool *pool;        /* the model's threads: the bounce memcpy */
 };
@@ -131,8 +145,12 @@ static lrun_status stream_init(lrun_cuda_engine *e, struct cuda_moe_stream *s)
     s->covers = calloc((size_t)e->n_layer, 1);
     s->sel = malloc((size_t)E * sizeof *s->sel);
     s->min_tokens = malloc((size_t)e->n_layer * sizeof *s->min_tokens);
-    if (!s->covers || !s->sel || !s->min_tokens)
-        return lrun_fail_oom((size_t)E * 4, 0, "expert streaming: tables of %lld experts", (long long)E);
+    s->held = malloc((size_t)E * sizeof *s->held);
+    s->hsel = malloc((size_t)E * sizeof *s->hsel);
+    if (!s->covers || !s->sel || !s->min_tokens || !s->held || !s->hsel)
+        return lrun_fail_oom((size_t)E * 16, 0, "expert streaming: tables of %lld experts", (long long)E);
+    const char *fs = getenv("LRUN_CUDA_MOE_PREFILL_SLOTS");
+    s->from_slots = !(fs && strcmp(fs, "0") == 0);
     const int64_t all = e->moe_prefill_stream_tokens > 0 ? e->moe_prefill_stream_tokens : DEFAULT_TOKENS;
     const int64_t *per = e->moe_prefill_stream_block_tokens; /* the caller's, valid during init: copied */
     for (int64_t l = 0; l < e->n_layer; l++) s->min_tokens[l] = per && per[l] > 0 ? per[l] : all;
@@ -200,6 +218,8 @@ void lrun_cuda_moe_stream_free(lrun_cuda_engine *e, struct cuda_moe_stream *s)
     free(s->covers);
     free(s->min_tokens);
     free(s->sel);
+    free(s->held);
+    free(s->hsel);
     free(s->runs);
     free(s);
 }
@@ -264,28 +284,67 @@ static lrun_status issue(lrun_cuda_engine *e, struct cuda_moe_stream *s, const l
     return cuda_check(cudaEventRecord(s->ready[b], s->copy), "expert streaming: recording copies", e->device);
 }
 
-/* Group gi's experts from buffer gi % 2, after its copies; done[b] after their products. */
-static lrun_status compute_group(lrun_cuda_engine *e, struct cuda_moe_stream *s, const lrun_weight_ref g[3],
-                                 int64_t layer, int64_t gi, int64_t ns, const int64_t *first)
+/* The held experts with tokens among [from, to), each from its slot: the
+ * compute stream waits for the slot's last copy, runs the products, and
+ * releases the slot (its done event) so no later copy overwrites it first. */
+static lrun_status run_held(lrun_cuda_engine *e, struct cuda_moe_stream *s, struct cuda_moe_cache *c,
+                            const lrun_weight_ref g[3], int64_t layer, const int64_t *first, const int64_t *held,
+                            int64_t from, int64_t to)
+{
+    const int64_t nh = lrun_expert_stream_held(first, held, from, to, s->hsel);
+    for (int64_t i = 0; i < nh; i++) {
+        const int64_t x = s->hsel[i], slot = held[x];
+        TRY(lrun_cuda_moe_cache_read(e, c, slot));
+        const void *const data[3] = {lrun_cuda_moe_cache_data(c, 0, slot), lrun_cuda_moe_cache_data(c, 1, slot),
+                                     lrun_cuda_moe_cache_data(c, 2, slot)};
+        TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], first[x + 1] - first[x], data));
+        TRY(lrun_cuda_moe_cache_release(e, c, slot));
+        for (int p = 0; p < 3; p++) e->stats.prefill_slot_bytes += (uint64_t)g[p].w->ne[1] * g[p].w->row_bytes;
+        e->stats.prefill_slot_experts++;
+    }
+    return LRUN_OK;
+}
+
+/* Group gi's experts from buffer gi % 2, after its copies; done[b] after
+ * their products. The held experts below each streamed one run just before
+ * it (*from: the first expert not yet considered); those below the group's
+ * first run before the wait for its copies. */
+static lrun_status compute_group(lrun_cuda_engine *e, struct cuda_moe_stream *s, struct cuda_moe_cache *c,
+                                 const lrun_weight_ref g[3], int64_t layer, int64_t gi, int64_t ns,
+                                 const int64_t *first, const int64_t *held, int64_t *from)
 {
     cudaStream_t cs = (cudaStream_t)e->stream;
     const int b = lrun_expert_stream_buffer(gi);
     const int64_t a = gi * s->group_max, end = a + s->group_max < ns ? a + s->group_max : ns;
+    TRY(run_held(e, s, c, g, layer, first, held, *from, s->sel[a]));
     TRY(cuda_check(cudaStreamWaitEvent(cs, s->ready[b], 0), "expert streaming: waiting for copies", e->device));
     for (int64_t i = a; i < end; i++) {
         const int64_t x = s->sel[i];
+        TRY(run_held(e, s, c, g, layer, first, held, *from, x));
         const void *const data[3] = {place_at(s, s->dev, b, 0, i - a), place_at(s, s->dev, b, 1, i - a),
                                      place_at(s, s->dev, b, 2, i - a)};
         TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], first[x + 1] - first[x], data));
+        *from = x + 1;
     }
     return cuda_check(cudaEventRecord(s->done[b], cs), "expert streaming: releasing a buffer", e->device);
 }
 
+/* A cached block's chunk: each expert's slot (-1: none) in s->held, or NULL
+ * when the block has no cache (or LRUN_CUDA_MOE_PREFILL_SLOTS=0). */
+static const int64_t *held_slots(struct cuda_moe_stream *s, const struct cuda_moe_cache *c, int64_t layer,
+                                 int64_t n_expert)
+{
+    if (!s->from_slots || !lrun_cuda_moe_cache_covers(c, layer)) return NULL;
+    for (int64_t x = 0; x < n_expert; x++) s->held[x] = lrun_cuda_moe_cache_find(c, layer, x);
+    return s->held;
+}
+
 lrun_status lrun_cuda_moe_stream_run(lrun_cuda_engine *e, struct cuda_moe_stream *s, const lrun_weight_ref g[3],
-                                     int64_t layer, const int64_t *first, int64_t n_expert)
+                                     int64_t layer, const int64_t *first, int64_t n_expert, struct cuda_moe_cache *c)
 {
     const int64_t min_tokens = s->mode == LRUN_MOE_PREFILL_STREAM_ON ? 1 : s->min_tokens[layer];
-    const int64_t ns = lrun_expert_stream_select(first, n_expert, min_tokens, s->sel);
+    const int64_t *held = held_slots(s, c, layer, n_expert);
+    const int64_t ns = lrun_expert_stream_select(first, n_expert, min_tokens, held, s->sel);
     const int64_t ng = lrun_expert_stream_groups(ns, s->group_max);
     if (ng > 0) TRY(issue(e, s, g, 0, ns));
     /* the experts left to the host first: each of their products synchronizes
@@ -296,11 +355,12 @@ lrun_status lrun_cuda_moe_stream_run(lrun_cuda_engine *e, struct cuda_moe_stream
             j++;
             continue;
         }
-        if (cnt > 0) TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], cnt, NULL));
+        if (cnt > 0 && !(held && held[x] >= 0)) TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], cnt, NULL));
     }
+    int64_t from = 0;
     for (int64_t gi = 0; gi < ng; gi++) {
-        TRY(compute_group(e, s, g, layer, gi, ns, first));
+        TRY(compute_group(e, s, c, g, layer, gi, ns, first, held, &from));
         if (gi + 1 < ng) TRY(issue(e, s, g, gi + 1, ns));
     }
-    return LRUN_OK;
+    return run_held(e, s, c, g, layer, first, held, from, n_expert);
 }

@@ -7,6 +7,7 @@
 #include "cuda/engine_cuda_internal.h"
 
 struct cuda_moe_stream;
+struct cuda_moe_cache;
 
 /* The engine's mode: the option, or for DEFAULT the environment variable
  * LRUN_CUDA_MOE_PREFILL_STREAM (on, off, auto), else OFF. Never DEFAULT. */
@@ -21,11 +22,13 @@ void lrun_cuda_moe_stream_free(lrun_cuda_engine *e, struct cuda_moe_stream *s);
 int lrun_cuda_moe_stream_covers(const struct cuda_moe_stream *s, int64_t layer);
 /* Block layer's experts over a prefill chunk whose pairs are grouped by
  * expert (first: (n_expert + 1) offsets into the pair tables, already on the
- * device): the streamed ones (ON: all touched; AUTO: from the block's token
- * threshold) copied group by group into the two staging buffers and run
- * from there, the others on the host; every output weighted into e->tmp
- * (cleared by the caller) in ascending expert order when all stream. */
+ * device): those the expert cache c (NULL: none) holds in slots run from
+ * there (only read: nothing admitted or evicted); of the rest, the streamed
+ * ones (ON: all touched; AUTO: from the block's token threshold) copied group
+ * by group into the two staging buffers and run from there, the others on the
+ * host; every output weighted into e->tmp (cleared by the caller) in
+ * ascending expert order when none is left to the host. */
 lrun_status lrun_cuda_moe_stream_run(lrun_cuda_engine *e, struct cuda_moe_stream *s, const lrun_weight_ref g[3],
-                                     int64_t layer, const int64_t *first, int64_t n_expert);
+                                     int64_t layer, const int64_t *first, int64_t n_expert, struct cuda_moe_cache *c);
 
 #endif

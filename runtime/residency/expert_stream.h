@@ -25,9 +25,20 @@ typedef struct lrun_expert_run {
 /* The experts of a chunk that stream: those with at least min_tokens tokens
  * routed to them (first: (n_expert + 1) where each expert's (token, slot)
  * pairs start, as the engine groups them; expert x has first[x+1] - first[x]
- * tokens). min_tokens <= 1: every touched expert. out (n_expert) receives
- * their ids ascending; returns how many. */
-int64_t lrun_expert_stream_select(const int64_t *first, int64_t n_expert, int64_t min_tokens, int32_t *out);
+ * tokens) and not held: held (n_expert) is each expert's slot in the expert
+ * cache or -1, NULL when the block has no cache; a held expert runs from its
+ * slot whatever its tokens, so it is never streamed. min_tokens <= 1: every
+ * touched expert. out (n_expert) receives their ids ascending; returns how
+ * many. */
+int64_t lrun_expert_stream_select(const int64_t *first, int64_t n_expert, int64_t min_tokens, const int64_t *held,
+                                  int32_t *out);
+
+/* The held experts with tokens among experts [from, to), ascending, into out
+ * (room for to - from); returns how many. A chunk runs them from their slots
+ * just before streamed expert `to` (and, with to = n_expert, after the last
+ * group), so that with every expert streamed or held the products add into
+ * the sum in ascending expert order, as a resident block's do: the same bits. */
+int64_t lrun_expert_stream_held(const int64_t *first, const int64_t *held, int64_t from, int64_t to, int32_t *out);
 
 /* Groups of at most group_max of the n selected experts (in order): group g
  * is experts [g · group_max, min(n, (g+1) · group_max)). Returns the number

@@ -32,7 +32,10 @@
 --     of a 512-token chunk, lrun.predict, from m:placement(); the resident
 --     model's too) and their limits,
 --     load_s, weight_device_bytes, host_compute_bytes, bytes_streamed per
---     decode token, expert cache hit rate (when one is used).
+--     decode token, expert cache hit rate (when one is used),
+--     prefill_stream_bytes and prefill_slot_bytes (host experts' bytes the
+--     prefill runs streamed, and of a cached block's experts read from the
+--     cache's slots instead: docs/moe.md "Prefill over a cached block").
 -- The engine: static KV cache of max(prefill)+n_gen+16 positions, batch 1.
 package.path = "./?.lua;" .. package.path
 local ffi = require("ffi")
@@ -181,6 +184,7 @@ local function bench(m, r, emit)
   emit(r) -- decode first: a step cut off by the driver's timeout keeps it
 
   r.prefill_tps = {}
+  C.lrun_engine_reset_stats(e) -- the prefill runs' expert bytes below: streamed, and (a cached block) from slots
   for _, n in ipairs(opts.prefill) do
     local fastest = math.huge
     for _ = 1, n > UBATCH and 1 or 2 do -- long prompts once: with host experts one can take tens of seconds
@@ -190,6 +194,8 @@ local function bench(m, r, emit)
       fastest = math.min(fastest, sys.now() - a)
     end
     r.prefill_tps[tostring(n)] = n / fastest
+    C.lrun_engine_get_stats(e, st)
+    r.prefill_stream_bytes, r.prefill_slot_bytes = tonumber(st.prefill_stream_bytes), tonumber(st.prefill_slot_bytes)
     emit(r)
   end
 end

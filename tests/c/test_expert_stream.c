@@ -26,13 +26,45 @@ int main(void)
     int64_t first[E + 1];
     offsets(tok, first);
     int32_t sel[E];
-    const int64_t all = lrun_expert_stream_select(first, E, 0, sel);
+    const int64_t all = lrun_expert_stream_select(first, E, 0, NULL, sel);
     CHECK("threshold 0: every touched expert (12)", all == 12 && sel[0] == 0 && sel[1] == 2 && sel[11] == 15);
-    CHECK("threshold 1 = threshold 0", lrun_expert_stream_select(first, E, 1, sel) == 12);
-    const int64_t big = lrun_expert_stream_select(first, E, 5, sel);
+    CHECK("threshold 1 = threshold 0", lrun_expert_stream_select(first, E, 1, NULL, sel) == 12);
+    const int64_t big = lrun_expert_stream_select(first, E, 5, NULL, sel);
     CHECK("threshold 5: experts 0 3 4 7 8 9 15", big == 7 && sel[0] == 0 && sel[1] == 3 && sel[2] == 4 &&
                                                   sel[3] == 7 && sel[4] == 8 && sel[5] == 9 && sel[6] == 15);
-    CHECK("threshold 10: none", lrun_expert_stream_select(first, E, 10, sel) == 0);
+    CHECK("threshold 10: none", lrun_expert_stream_select(first, E, 10, NULL, sel) == 0);
+
+    /* experts 1 (no tokens), 3, 8 and 13 in cache slots: never streamed, whatever their tokens */
+    int64_t held[E];
+    for (int x = 0; x < E; x++) held[x] = -1;
+    held[1] = 4, held[3] = 5, held[8] = 0, held[13] = 2;
+    const int64_t unheld = lrun_expert_stream_select(first, E, 0, held, sel);
+    CHECK("held: 12 touched less 3 held = 9 streamed", unheld == 9 && sel[0] == 0 && sel[1] == 2 && sel[2] == 4);
+    CHECK("held, threshold 5: experts 0 4 7 9 15", lrun_expert_stream_select(first, E, 5, held, sel) == 5 &&
+                                                       sel[0] == 0 && sel[1] == 4 && sel[2] == 7 && sel[3] == 9 &&
+                                                       sel[4] == 15);
+    int32_t h[E];
+    CHECK("held below expert 8: 3 (1 has no tokens)",
+          lrun_expert_stream_held(first, held, 0, 8, h) == 1 && h[0] == 3);
+    CHECK("held in [8, 16): 8 13", lrun_expert_stream_held(first, held, 8, E, h) == 2 && h[0] == 8 && h[1] == 13);
+    CHECK("no cache: nothing held", lrun_expert_stream_held(first, NULL, 0, E, h) == 0);
+    /* the engine's order (engine_cuda_moe_stream.c): before each streamed expert the held ones below it, the
+     * rest after the last: every touched expert exactly once, ascending, the resident block's order */
+    {
+        int32_t order[2 * E];
+        int64_t n = 0, from = 0;
+        (void)lrun_expert_stream_select(first, E, 0, held, sel);
+        for (int64_t i = 0; i < unheld; i++) {
+            const int32_t x = sel[i];
+            n += lrun_expert_stream_held(first, held, from, x, order + n);
+            order[n++] = x;
+            from = x + 1;
+        }
+        n += lrun_expert_stream_held(first, held, from, E, order + n);
+        int asc = n == 12;
+        for (int64_t i = 1; i < n && asc; i++) asc = order[i] > order[i - 1] && tok[order[i]] > 0;
+        CHECK("streamed and held together: the 12 touched experts in ascending order", asc);
+    }
 
     CHECK("groups: 0 experts, 0 groups", lrun_expert_stream_groups(0, 4) == 0);
     CHECK("groups: 7 of at most 3 is 3 groups", lrun_expert_stream_groups(7, 3) == 3);
@@ -42,7 +74,7 @@ int main(void)
                                            lrun_expert_stream_buffer(2) == 0 && lrun_expert_stream_buffer(7) == 1);
 
     /* experts 0 3 4 7 8 9 15 in groups of 4: {0 3 4 7} {8 9 15} */
-    (void)lrun_expert_stream_select(first, E, 5, sel);
+    (void)lrun_expert_stream_select(first, E, 5, NULL, sel);
     lrun_expert_run r[4];
     int64_t nr = lrun_expert_stream_runs(sel, 0, 4, r);
     CHECK("group 0: runs {0}, {3 4}, {7}", nr == 3 && r[0].x0 == 0 && r[0].len == 1 && r[0].slot0 == 0 &&
@@ -60,7 +92,7 @@ int main(void)
     int ok = 1;
     for (int64_t g_max = 1; g_max <= 9; g_max++) {
         for (int64_t thr = 0; thr <= 10; thr++) {
-            const int64_t n = lrun_expert_stream_select(first, E, thr, sel);
+            const int64_t n = lrun_expert_stream_select(first, E, thr, NULL, sel);
             int seen[E] = {0};
             const int64_t ng = lrun_expert_stream_groups(n, g_max);
             for (int64_t g = 0; g < ng; g++) {
