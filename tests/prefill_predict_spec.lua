@@ -217,7 +217,27 @@ describe("predict.prefill of a mixture of experts", function()
 
   -- a cached block's touched experts already in the expert cache's slots run there and are not streamed
   -- (engine_cuda_moe_stream.c); the share from lrun.expert_plan.prefill_held_share
+  -- with the engine's slot prefill on (LRUN_CUDA_MOE_PREFILL_SLOTS=1, lrun.expert_plan.prefill_from_slots)
+  local function from_slots(on)
+    local ep = require("lrun.expert_plan")
+    local was = ep.prefill_from_slots
+    ep.prefill_from_slots = on
+    finally(function() ep.prefill_from_slots = was end)
+  end
+
+  it("a cached block streams every touched expert while the engine's slot prefill is off (its default)", function()
+    from_slots(false)
+    local plan, hc = host_all("pinned")
+    local all = predict.prefill(MOE, plan, hc, CUDA, { tokens = 512, n_expert_used = K })
+    local p = predict.prefill(MOE, plan, hc, CUDA, { tokens = 512, n_expert_used = K,
+      expert_cache = { slots = 16, hit_rate = 0.25, layers = { 0 } } })
+    assert.is_nil(p.slot_share)
+    near(all.copy_s, p.copy_s, "copy: every touched expert")
+    near(all.bytes.streamed, p.bytes.streamed, "streamed bytes")
+  end)
+
   it("a cached block streams only the touched experts not in slots (cuda)", function()
+    from_slots(true)
     local plan, hc = host_all("pinned")
     local D = predict.distinct_experts(E, K, 512)
     local all = predict.prefill(MOE, plan, hc, CUDA, { tokens = 512, n_expert_used = K })
@@ -245,6 +265,7 @@ describe("predict.prefill of a mixture of experts", function()
   end)
 
   it("a cached block's held experts leave the host's share too when the host computes the rest (cuda)", function()
+    from_slots(true)
     local plan, hc = host_all("host")
     local bw = {}
     for key, v in pairs(CUDA) do bw[key] = v end

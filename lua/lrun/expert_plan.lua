@@ -164,6 +164,11 @@ end
 -- @tparam int E experts per block
 -- @tparam int T the chunk's tokens
 -- @treturn number in [0, 1]
+-- Whether the engine runs a prefill chunk's slot-held experts from their slots: opt-in
+-- (LRUN_CUDA_MOE_PREFILL_SLOTS=1, engine_cuda_moe_stream.c) until its GPU failures are fixed, so
+-- the prediction only counts held experts when the engine will use them.
+M.prefill_from_slots = os.getenv("LRUN_CUDA_MOE_PREFILL_SLOTS") == "1"
+
 function M.prefill_held_share(h, f, k, E, T)
   if f <= 0 or h <= 0 or E < 1 or T < 1 then return 0 end
   if f >= 1 or h >= 1 then return 1 end

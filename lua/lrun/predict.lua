@@ -501,7 +501,8 @@ function M.prefill(tensors, plan, host_compute, bw, q)
   local p = { tokens = T, device_s = 0, copy_s = 0, host_s = 0, attention_s = 0, links = {},
     bytes = { device = 0, streamed = 0, host = 0, slots = 0 } }
   local ec = q.expert_cache
-  if ec and (ec.slots or 0) > 0 and ec.layers and #ec.layers > 0 and bw.device == "cuda" then
+  if ec and (ec.slots or 0) > 0 and ec.layers and #ec.layers > 0 and bw.device == "cuda"
+    and require("lrun.expert_plan").prefill_from_slots then
     -- the cache's blocks: the share of a chunk's touched experts already in slots, from the slots' share of
     -- the cached experts and the hit rate the planner expects for decode
     local blocks = expert_blocks(tensors)
