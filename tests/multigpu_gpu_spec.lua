@@ -161,6 +161,38 @@ local function gen_moe()
   return moe_path
 end
 
+-- A dense model of 12 blocks for the offload case: each part holds 6, so half its weights off the device
+-- saves more than the streaming slots it then needs (with 6 blocks a part of 2 could not).
+local deep_path
+local function gen_deep()
+  if deep_path then return deep_path end
+  local base = os.tmpname() -- made as an empty file: the model is written beside it
+  os.remove(base)
+  deep_path = base .. ".gguf"
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 12, 64, 4, 2, 128
+  s.n_vocab, s.n_ctx = 512, 256
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q8_0, 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 13, 1
+  assert(C.lrun_model_generate(deep_path, s) == C.LRUN_OK, lf.last_error())
+  return deep_path
+end
+
+-- What auto-fit tests each part against its room (lrun.split_plan.fits): the part's engine with every
+-- weight on its device, weights + init, from the engine's own sizing (lrun.placement_size).
+local function part_needs(m)
+  local ps = require("lrun.placement_size")
+  local o = m:place_opts()
+  o.split_layers = o.split.layers
+  local eo = ps.engine_opts(o)
+  local out = {}
+  for d = 1, #o.split.layers do
+    local sized = assert(ps.size_with(m, eo, {}, nil, nil, d - 1))
+    out[d] = { need = sized.weights + sized.init, weights = sized.weights }
+  end
+  return out
+end
+
 -- The logits of model file p placed exactly as a split model's placement pl, on one engine of DEVICE.
 local function one_engine_like(p, pl)
   local one = assert(lrun.load(p, { device = DEVICE, progress = false, n_ctx = 64, numerics = "default" }))
@@ -180,7 +212,8 @@ describe("offload on top of the split (" .. DEVICE .. "," .. DEVICE .. ")", func
   teardown(function()
     if path then os.remove(path) end
     if moe_path then os.remove(moe_path) end
-    path, moe_path = nil, nil
+    if deep_path then os.remove(deep_path) end
+    path, moe_path, deep_path = nil, nil, nil
   end)
 
   it("places each device's layers within its room, streamed or on the host, as one engine's logits", function()
@@ -193,23 +226,21 @@ describe("offload on top of the split (" .. DEVICE .. "," .. DEVICE .. ")", func
     local o = {}
     for k, v in pairs(base) do o[k] = v end
     o.gpu_budget = "4G,4G"
-    -- below both the split's estimate of each device's need (lrun.multigpu: short) and its part's own
-    -- plan (the engine's sizing: it must move weights off), by half of that device's weights
-    local fits = assert(lrun.load(gen_model(), o))
+    -- below both the split's estimate of each device's need (lrun.multigpu: short) and what auto-fit
+    -- tests the part against (its engine's weights + init: it must plan), by half of that part's weights
+    local fits = assert(lrun.load(gen_deep(), o))
     local full = fits:placement().split.devices
-    local parts = assert(fits:place({ policy = "smart" })).parts -- planned per part, all of it fitting its room
+    local needs = part_needs(fits)
     fits:free()
     local budget = {}
-    for i, part in ipairs(parts) do
-      budget[i] = math.min(full[i].need, part.need) - math.floor(math.max(full[i].weight_bytes, part.resident) / 2)
+    for i, n in ipairs(needs) do
+      budget[i] = math.min(full[i].need, n.need) - math.floor(n.weights / 2)
+      print(string.format("# part %d: weights + init %d, weights %d, the split's estimate %d: budget %d", i, n.need,
+        n.weights, full[i].need, budget[i]))
     end
     o.gpu_budget = budget
-    local m = assert(lrun.load(gen_model(), o))
+    local m = assert(lrun.load(gen_deep(), o))
     local p = m:placement()
-    for i, part in ipairs(parts) do
-      print(string.format("# part %d: need %d (split's estimate %d), resident %d, budget %d", i, part.need,
-        full[i].need, part.resident, budget[i]))
-    end
     print("# " .. p.explain:gsub("\n", "\n# "))
     assert.is_true(p.split.runs)
     for i, d in ipairs(p.split.devices) do
@@ -219,7 +250,7 @@ describe("offload on top of the split (" .. DEVICE .. "," .. DEVICE .. ")", func
     local got = assert(m:logits(PROMPT))
     local st = m:stats()
     m:free()
-    local want, one = one_engine_like(gen_model(), p)
+    local want, one = one_engine_like(gen_deep(), p)
     assert.same(want, got)
     assert.equal(one.host_compute_bytes, st.host_compute_bytes)
   end)

@@ -91,8 +91,7 @@ end
 --   rooms = {bytes or false, …}}
 -- @tparam function plan_one lrun.residency.plan (passed in: that module requires this one)
 -- @treturn[1] table lrun.residency.plan's result for the whole model, with parts = {{name=, first=, last=,
---   room=, resident=, streamed=, host=, n_streamed=, n_host=, off_bytes=, slot_bytes=, device_bytes=,
---   need= (what the part's plan takes of its room: weights, slots, rows and slack, KV cache and scratch)}, …}
+--   room=, resident=, streamed=, host=, n_streamed=, n_host=, off_bytes=, slot_bytes=, device_bytes=}, …}
 -- @treturn[2] nil
 -- @treturn[2] table error naming the device and its layers
 function M.plan(model, opts, plan_one)
@@ -143,8 +142,7 @@ function M.plan(model, opts, plan_one)
     local w = where_bytes(r, M.part_tensors(all, o.split_part))
     joined.parts[d] = { name = split.names[d], first = first, last = last, room = split.rooms[d] or nil,
       resident = w.resident, streamed = w.streamed, host = w.host, n_streamed = w.n_streamed, n_host = w.n_host,
-      off_bytes = r.off_bytes, slot_bytes = r.slot_bytes, device_bytes = r.device_bytes,
-      need = r.device_bytes + r.slot_bytes + r.extra_bytes + r.reserve_bytes }
+      off_bytes = r.off_bytes, slot_bytes = r.slot_bytes, device_bytes = r.device_bytes }
     lines[#lines + 1] = string.format("  %s (layers %d-%d): %s resident, %s streamed (%d tensors), %s computed on "
       .. "the host (%d tensors), %s of slots, room %s\n%s", split.names[d], first, last, size.format(w.resident),
       size.format(w.streamed), w.n_streamed, size.format(w.host), w.n_host, size.format(r.slot_bytes),
