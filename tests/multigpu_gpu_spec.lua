@@ -31,18 +31,25 @@ local mg = require("lrun.multigpu")
 local n_gpu = tonumber(C.lrun_cuda_device_count())
 local PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
 
-local path
-local function gen_model()
-  if path then return path end
+-- A generated Q8_0 model (a Q8_0 head: exact numerics on CUDA need one) of n_layer blocks, written beside a
+-- fresh temporary name; more(s) sets what differs (architecture, experts).
+local function write_model(n_layer, n_ff, seed, more)
   local base = os.tmpname() -- made as an empty file: the model is written beside it
   os.remove(base)
-  path = base .. ".gguf"
+  local p = base .. ".gguf"
   local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 6, 64, 4, 2, 128
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = n_layer, 64, 4, 2, n_ff
   s.n_vocab, s.n_ctx = 512, 256
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q8_0, 0 -- a Q8_0 head: exact numerics on CUDA need one
-  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 7, 1
-  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q8_0, 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, seed, 1
+  if more then more(s) end
+  assert(C.lrun_model_generate(p, s) == C.LRUN_OK, lf.last_error())
+  return p
+end
+
+local path
+local function gen_model()
+  path = path or write_model(6, 128, 7)
   return path
 end
 
@@ -147,17 +154,7 @@ local has_device = DEVICE == "cpu" or n_gpu > 0
 -- A qwen3moe model (4 experts, 2 used) for the host experts.
 local moe_path
 local function gen_moe()
-  if moe_path then return moe_path end
-  local base = os.tmpname() -- made as an empty file: the model is written beside it
-  os.remove(base)
-  moe_path = base .. ".gguf"
-  local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 4, 64, 4, 2, 96
-  s.n_vocab, s.n_ctx = 512, 256
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q8_0, 0
-  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 11, 1
-  s.arch, s.n_expert, s.n_expert_used = "qwen3moe", 4, 2
-  assert(C.lrun_model_generate(moe_path, s) == C.LRUN_OK, lf.last_error())
+  moe_path = moe_path or write_model(4, 96, 11, function(s) s.arch, s.n_expert, s.n_expert_used = "qwen3moe", 4, 2 end)
   return moe_path
 end
 
@@ -165,16 +162,7 @@ end
 -- saves more than the streaming slots it then needs (with 6 blocks a part of 2 could not).
 local deep_path
 local function gen_deep()
-  if deep_path then return deep_path end
-  local base = os.tmpname() -- made as an empty file: the model is written beside it
-  os.remove(base)
-  deep_path = base .. ".gguf"
-  local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = 12, 64, 4, 2, 128
-  s.n_vocab, s.n_ctx = 512, 256
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_Q8_0, C.LRUN_DTYPE_Q8_0, 0
-  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads = 10000, 1e-5, 13, 1
-  assert(C.lrun_model_generate(deep_path, s) == C.LRUN_OK, lf.last_error())
+  deep_path = deep_path or write_model(12, 128, 13)
   return deep_path
 end
 
