@@ -38,7 +38,10 @@
  * gives ("vs xq"), and against cur's y ("vs cur"). Weights are rotated over
  * copies of >= 256 MB per layout, so no call finds its weights in L2. Calls
  * are back-to-back launches on one stream without PDL, best of 3 runs of
- * >= 200 calls.
+ * >= 200 calls, timed twice: launched one by one from the host, and
+ * replayed from a CUDA graph (the engine's decode; a 4096x4096 q4_0 call
+ * at HBM speed is ~3.5 µs, near the host's launch rate). % of read is the
+ * graph's GB/s over the read rate.
  *
  * On a GPU (one command, from the repository root):
  *   make -j16 CUDA=1 build/liblrun.a && nvcc -O3 -std=c++17 -arch=sm_90 -Iruntime -Ikernels -DLRUN_WITH_CUDA \
@@ -422,21 +425,39 @@ struct timing {
     cudaEvent_t e0, e1;
 };
 
-/* µs per call of f(copy) over >= 200 calls rotating the copies, best of 3 */
-template <class F> static double time_calls(timing &tm, cudaStream_t st, int copies, F f)
+/* µs per call of f(copy) over >= 200 calls rotating the copies, best of 3:
+ * graph 0 launched from the host one by one, graph 1 captured once into a
+ * CUDA graph and replayed (no host launch cost, as the engine's decode) */
+template <class F> static double time_calls(timing &tm, cudaStream_t st, int copies, int graph, F f)
 {
     const int iters = copies * (1 + 200 / copies);
+    cudaGraphExec_t exec = NULL;
+    if (graph) {
+        cudaGraph_t gr;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+        bool ok = true;
+        for (int i = 0; i < iters; i++) ok = ok && f(i % copies);
+        CK(cudaStreamEndCapture(st, &gr));
+        if (!ok) return -1;
+        CK(cudaGraphInstantiate(&exec, gr, 0));
+        CK(cudaGraphDestroy(gr));
+        CK(cudaGraphLaunch(exec, st)); /* warm */
+        CK(cudaStreamSynchronize(st));
+    }
     double best = 1e30;
     for (int rep = 0; rep < 3; rep++) {
         CK(cudaEventRecord(tm.e0, st));
-        for (int i = 0; i < iters; i++)
-            if (!f(i % copies)) return -1;
+        if (graph) CK(cudaGraphLaunch(exec, st));
+        else
+            for (int i = 0; i < iters; i++)
+                if (!f(i % copies)) return -1;
         CK(cudaEventRecord(tm.e1, st));
         CK(cudaEventSynchronize(tm.e1));
         float ms;
         CK(cudaEventElapsedTime(&ms, tm.e0, tm.e1));
         best = fmin(best, ms * 1e3 / iters);
     }
+    if (exec) CK(cudaGraphExecDestroy(exec));
     return best;
 }
 
@@ -501,13 +522,14 @@ static void bench_shape(lrun_dtype t, int64_t n, int64_t k, double read_gbs, cud
     std::vector<float> y(n), ycur(n);
     std::vector<double> ycur_d(n);
     const double gb = bytes / 1e9;
-    auto report = [&](const char *name, double us, int numerics_q8) {
+    auto report = [&](const char *name, double us, double usg, int numerics_q8) {
         CK(cudaMemcpy(y.data(), dy, n * 4, cudaMemcpyDeviceToHost));
-        const double gbs = us > 0 ? gb / (us * 1e-6) : 0;
-        printf("%-6s %11s  %-20s %9.2f %8.1f %5.1f%%   %.2e  %.2e  %.2e%s\n", lrun_dtype_name(t),
-               (std::to_string(n) + "x" + std::to_string(k)).c_str(), name, us, gbs, 100 * gbs / read_gbs,
+        const double gbs = us > 0 ? gb / (us * 1e-6) : 0, gbsg = usg > 0 ? gb / (usg * 1e-6) : 0;
+        printf("%-6s %11s  %-20s %8.2f %7.1f %8.2f %7.1f %5.1f%%   %.2e  %.2e  %.2e%s\n", lrun_dtype_name(t),
+               (std::to_string(n) + "x" + std::to_string(k)).c_str(), name, us, gbs, usg, gbsg, 100 * gbsg / read_gbs,
                rel_diff(y.data(), ref.data(), n), rel_diff(y.data(), refq.data(), n),
-               rel_diff(y.data(), ycur_d.data(), n), us < 0 ? "  FAILED" : (numerics_q8 ? "  (q8 x)" : ""));
+               rel_diff(y.data(), ycur_d.data(), n),
+               us < 0 || usg < 0 ? "  FAILED" : (numerics_q8 ? "  (q8 x)" : ""));
         fflush(stdout);
     };
 
@@ -528,9 +550,9 @@ static void bench_shape(lrun_dtype t, int64_t n, int64_t k, double read_gbs, cud
             CK(cudaMemcpy(ycur.data(), dy, n * 4, cudaMemcpyDeviceToHost));
             for (int64_t i = 0; i < n; i++) ycur_d[i] = ycur[i];
         }
-        const double us = time_calls(tm, st, copies, call);
+        const double us = time_calls(tm, st, copies, 0, call), usg = time_calls(tm, st, copies, 1, call);
         /* y of the last call (every copy holds the same weights) */
-        report(dp4a ? "cur-dp4a (GGUF)" : "cur (GGUF)", us, dp4a);
+        report(dp4a ? "cur-dp4a (GGUF)" : "cur (GGUF)", us, usg, dp4a);
     }
 
     const cand *cs = t == LRUN_DTYPE_Q8_0 ? cands_q8 : cands_q4;
@@ -548,11 +570,15 @@ static void bench_shape(lrun_dtype t, int64_t n, int64_t k, double read_gbs, cud
                 return cd.launch(ac, cd.persist, st) != 0;
             };
             CK(cudaMemset(dy, 0xff, n * 4));
-            const double us = time_calls(tm, st, copies, call);
+            if (!call(0)) { /* checked apart from the timed runs, and outside a capture */
+                printf("# %s: launch failed: %s\n", cd.name, cudaGetErrorString(cudaGetLastError()));
+                continue;
+            }
+            const double us = time_calls(tm, st, copies, 0, call), usg = time_calls(tm, st, copies, 1, call);
             CK(cudaStreamSynchronize(st));
             char name[48];
             snprintf(name, sizeof name, "%s%s", cd.name, with_q ? " +q" : "");
-            report(name, us, cd.xm != XM_F32);
+            report(name, us, usg, cd.xm != XM_F32);
         }
     }
     for (int c = 0; c < copies; c++) {
@@ -578,8 +604,9 @@ int main(int argc, char **argv)
     printf("# %s, %d SMs; read rate %.1f GB/s (1 GiB, 16-byte loads); GB/s = weight bytes / time per call\n",
            prop.name, prop.multiProcessorCount, rd);
     printf("# rel diff = max|y - ref| / max|ref|: vs x (f64 with x), vs xq (f64 with the q8-rounded x), vs cur\n");
-    printf("# %-4s %11s  %-20s %9s %8s %6s   %-8s  %-8s  %-8s\n", "type", "n x k", "kernel", "us/call", "GB/s",
-           "%read", "vs x", "vs xq", "vs cur");
+    printf("# us/call, GB/s: launched one by one from the host; graph: the same calls replayed from a CUDA graph\n");
+    printf("# %-4s %11s  %-20s %8s %7s %8s %7s %6s   %-8s  %-8s  %-8s\n", "type", "n x k", "kernel", "us/call", "GB/s",
+           "graph us", "GB/s", "%read", "vs x", "vs xq", "vs cur");
     static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
     const char *only = argc > 1 ? argv[1] : NULL; /* "q8_0" or "q4_0": one type */
     for (int ti = 0; ti < 2; ti++) {
