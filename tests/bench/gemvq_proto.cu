@@ -6,7 +6,10 @@
  * lrun_k_gemv_multi (linked from build/liblrun.a): "cur" is what
  * gemv_choice picks on sm_90 by default for these two types (gemv.cu's
  * unit kernel: 2- and 4-byte loads of GGUF's 34/18-byte blocks, f32 x),
- * "cur-dp4a" the LRUN_K_GEMV_DP4A kernel (gemv_dp4a.cu, x rounded to q8).
+ * "cur-dp4a" the LRUN_K_GEMV_DP4A kernel (gemv_dp4a.cu, x rounded to q8),
+ * and "lib split" the library's split-row kernel (gemv_split.cu, under
+ * LRUN_K_GEMV_SPLIT: the candidate "q8s rw4 nw8 u2 P" below as the engine
+ * runs it with LRUN_CUDA_GEMV_SPLIT=1).
  *
  * The candidates read the split-row layout (runtime/quant/quant_split.h:
  * the same bytes per row, a row's quants contiguous and 16-byte aligned,
@@ -553,6 +556,22 @@ static void bench_shape(lrun_dtype t, int64_t n, int64_t k, double read_gbs, cud
         const double us = time_calls(tm, st, copies, 0, call), usg = time_calls(tm, st, copies, 1, call);
         /* y of the last call (every copy holds the same weights) */
         report(dp4a ? "cur-dp4a (GGUF)" : "cur (GGUF)", us, usg, dp4a);
+    }
+
+    /* the same bytes through the library's split kernel (kernels/gemv_split.cu,
+     * LRUN_K_GEMV_SPLIT: the candidate "q8s rw4 nw8 u2 P" as the engine runs
+     * it under LRUN_CUDA_GEMV_SPLIT=1) */
+    {
+        auto call = [&](int c) {
+            lrun_k_gemv_part part = {ds[c], rb, n, dy};
+            return lrun_k_gemv_multi(t, &part, 1, k, dx, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_SPLIT, st) == LRUN_OK;
+        };
+        CK(cudaMemset(dy, 0xff, n * 4));
+        if (!call(0)) printf("# lib split: %s\n", lrun_last_error());
+        else {
+            const double us = time_calls(tm, st, copies, 0, call), usg = time_calls(tm, st, copies, 1, call);
+            report("lib split (q8s)", us, usg, 1);
+        }
     }
 
     const cand *cs = t == LRUN_DTYPE_Q8_0 ? cands_q8 : cands_q4;
