@@ -4,14 +4,15 @@
 Reads `cuobjdump --dump-sass` output (any number of files) and, for the
 study's kernels — gemv.cu's unit kernel gemv_tiles<Q8_0|Q4_0, m 1> at its
 default shape (128 threads, 8 rows, U 2: what gemv_choice runs on sm_90)
-and every gq_kernel of tests/bench/gemvq_proto.cu — finds the main loop:
+every gq_kernel of tests/bench/gemvq_proto.cu and the library's
+gemv_split_kernel (kernels/gemv_split.cu) — finds the main loop:
 the innermost backward branch whose body holds the most weight loads, and
 counts its instructions (@!PT padding is never issued) by kind, over the
 weight bytes the body consumes:
   gemv_tiles: a Q8_0 unit is 8 quant bytes (4 LDG.U16) plus its block's
     scale (1 LDG.U16; 2 bytes shared by 4 units); Q4_0 4 bytes (2 LDG.U16)
     plus the scale (1; shared by 4), so bytes = units · (8.5 | 4.5);
-  gq_kernel: each LDG.E.NA.128 is one 16-byte chunk of quants of one row,
+  gq_kernel, gemv_split_kernel: each LDG.E.NA.128 is one 16-byte chunk of quants of one row,
     plus its scale's share (Q8_0: 2 bytes per 2 chunks, Q4_0: 2 per chunk),
     so bytes = chunks · (17 | 18).
 The compiler unrolls each loop once more and keeps remainder copies; the
@@ -28,12 +29,6 @@ def demangle(name):
         return subprocess.run(['c++filt', name], capture_output=True, text=True).stdout.strip()
     except OSError:
         return name
-
-
-def kind(op):
-    for k, pre in (('LDG.w', None), ('LDG.x', None)):
-        pass
-    return op
 
 
 def classify(t):
@@ -88,6 +83,14 @@ for path in sys.argv[1:]:
             q8 = m.group(1) == '8'
             units = u16 / (5 if q8 else 3)
             report(f'cur {TYPES[m.group(1)]} (gemv_tiles 128x8 U2)', body, units * (8.5 if q8 else 4.5))
+            continue
+        m = re.match(r'_Z17gemv_split_kernelILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)EE', name)
+        if m and m.group(1) in TYPES:  # the library's copy (kernels/gemv_split.cu)
+            body = main_loop(ins)
+            if not body: continue
+            chunks = sum(1 for t_ in body if classify(t_)[0] == 'LDG.128w')
+            t, rw, nw, u = m.groups()
+            report(f'lib gemv_split {TYPES[t]} rw{rw} nw{nw} u{u}', body, chunks * (17 if t == '8' else 18))
             continue
         m = re.match(r'_Z9gq_kernelILi(\d+)ELi(\d)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d)EE', name)
         if m:
