@@ -16,9 +16,11 @@
  * CUDA block into shared memory after its first weight loads are out; the
  * grid is persistent (the blocks that fit at once loop over the row
  * groups), so x is quantized once per resident block; integer dots
- * (__dp4a), one FMA per chunk and row; a warp-shuffle sum per row and the
- * epilogues of gemv_common.cuh. */
+ * (__dp4a; gemv_split_lane.h, emulated on the host by test_gemv_split_emu),
+ * one FMA per chunk and row; a warp-shuffle sum per row and the epilogues
+ * of gemv_common.cuh. */
 #include "gemv_q8x.cuh"
+#include "gemv_split_lane.h"
 
 // ---------------------------------------------------------------- the layout's conversion
 
@@ -117,40 +119,28 @@ extern "C" lrun_status lrun_k_dequantize_split(lrun_dtype t, const void *w, size
 
 // ---------------------------------------------------------------- one chunk of RW rows
 
-/* Q8_0: chunk c is elements 16c..16c+15, its scale block c/2's; 4 dp4a
- * against x's 16 bytes, one FMA with d·d_x (|Σ| < 2^24: exact in f32). */
+/* Q8_0: each row's chunk dot (gemv_split_lane.h), one FMA with d·d_x. */
 template <int RW>
 static __device__ __forceinline__ void split_chunk_q8(const uint4 (&w)[RW], const uint32_t (&s)[RW], uint4 xw,
                                                       float dx, float (&acc)[RW])
 {
 #pragma unroll
     for (int r = 0; r < RW; r++) {
-        int v = __dp4a((int)w[r].x, (int)xw.x, 0);
-        v = __dp4a((int)w[r].y, (int)xw.y, v);
-        v = __dp4a((int)w[r].z, (int)xw.z, v);
-        v = __dp4a((int)w[r].w, (int)xw.w, v);
+        const int v = gs_dot_q8(w[r].x, w[r].y, w[r].z, w[r].w, xw.x, xw.y, xw.z, xw.w);
         acc[r] = fmaf((float)v, lrun_k_f16((uint16_t)s[r]) * dx, acc[r]);
     }
 }
 
-/* Q4_0: chunk c is block c (byte j: low nibble element j, high nibble
- * element j + 16); Σ(q − 8)·xq = Σq·xq − 8·Σxq, the nibbles as unsigned
- * bytes into dp4a, sx = Σxq of the block shared by the RW rows. */
+/* Q4_0: Σxq once for the RW rows, then each row's chunk dot, one FMA. */
 template <int RW>
 static __device__ __forceinline__ void split_chunk_q4(const uint4 (&w)[RW], const uint32_t (&s)[RW], uint4 x0,
-                                                      uint4 x1, int sx, float dx, float (&acc)[RW])
+                                                      uint4 x1, float dx, float (&acc)[RW])
 {
-    const int xl[4] = {(int)x0.x, (int)x0.y, (int)x0.z, (int)x0.w};
-    const int xh[4] = {(int)x1.x, (int)x1.y, (int)x1.z, (int)x1.w};
+    const uint32_t xl[4] = {x0.x, x0.y, x0.z, x0.w}, xh[4] = {x1.x, x1.y, x1.z, x1.w};
+    const int sx = gs_sum_x(xl, xh);
 #pragma unroll
     for (int r = 0; r < RW; r++) {
-        const uint32_t q[4] = {w[r].x, w[r].y, w[r].z, w[r].w};
-        int v = -8 * sx;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            v = __dp4a((int)(q[i] & 0x0f0f0f0fu), xl[i], v);
-            v = __dp4a((int)((q[i] >> 4) & 0x0f0f0f0fu), xh[i], v);
-        }
+        const int v = gs_dot_q4(w[r].x, w[r].y, w[r].z, w[r].w, xl, xh, sx);
         acc[r] = fmaf((float)v, lrun_k_f16((uint16_t)s[r]) * dx, acc[r]);
     }
 }
@@ -168,13 +158,12 @@ __global__ void __launch_bounds__(32 * NW)
                       bool xvec, int mode)
 {
     constexpr bool Q8 = T == LRUN_DTYPE_Q8_0;
-    constexpr int EPC = Q8 ? 16 : 32; /* elements a 16-byte chunk */
     extern __shared__ __align__(16) uint8_t smem[];
     lrun_k_pdl_trigger();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const bool sw = PAIRED(mode);
     const int ro = sw ? RW / 2 : RW;
-    const int64_t nck = k / EPC, nb = k / 32;
+    const int64_t nck = k / gs_chunk_elems(Q8), nb = k / 32; /* 16-byte chunks, blocks */
     const size_t qb = Q8 ? (size_t)k : (size_t)k / 2; /* the scales' offset in a row */
 
     const uint8_t *rows[RW];
@@ -195,8 +184,8 @@ __global__ void __launch_bounds__(32 * NW)
             if (c < nck)
 #pragma unroll
                 for (int r = 0; r < RW; r++) {
-                    wq[j][r] = lrun_k_ld128_stream(rows[r] + 16 * c);
-                    ws[j][r] = lrun_k_ld16(rows[r] + qb + 2 * (Q8 ? c >> 1 : c));
+                    wq[j][r] = lrun_k_ld128_stream(rows[r] + gs_chunk_at(c));
+                    ws[j][r] = lrun_k_ld16(rows[r] + qb + 2 * gs_chunk_block(Q8, c));
                 }
         }
     };
@@ -227,17 +216,10 @@ __global__ void __launch_bounds__(32 * NW)
             for (int j = 0; j < U; j++) {
                 const int64_t c = c0 + 32 * j;
                 if (c >= nck) continue;
-                if (Q8) {
-                    split_chunk_q8<RW>(wq[j], ws[j], ((const uint4 *)xq)[c], xd[c >> 1], acc);
-                } else {
-                    const uint4 x0 = ((const uint4 *)xq)[2 * c], x1 = ((const uint4 *)xq)[2 * c + 1];
-                    int sx = __dp4a((int)x0.x, 0x01010101, 0);
-                    sx = __dp4a((int)x0.y, 0x01010101, sx), sx = __dp4a((int)x0.z, 0x01010101, sx);
-                    sx = __dp4a((int)x0.w, 0x01010101, sx), sx = __dp4a((int)x1.x, 0x01010101, sx);
-                    sx = __dp4a((int)x1.y, 0x01010101, sx), sx = __dp4a((int)x1.z, 0x01010101, sx);
-                    sx = __dp4a((int)x1.w, 0x01010101, sx);
-                    split_chunk_q4<RW>(wq[j], ws[j], x0, x1, sx, xd[c], acc);
-                }
+                const uint4 *xc = (const uint4 *)(xq + gs_chunk_x(Q8, c));
+                const float dx = xd[gs_chunk_block(Q8, c)];
+                if (Q8) split_chunk_q8<RW>(wq[j], ws[j], xc[0], dx, acc);
+                else split_chunk_q4<RW>(wq[j], ws[j], xc[0], xc[1], dx, acc);
             }
         }
         float v[RW];
