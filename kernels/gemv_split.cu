@@ -241,7 +241,7 @@ __global__ void __launch_bounds__(32 * NW)
 // ---------------------------------------------------------------- dispatch
 
 /* The shape: 8 warps of 4 rows, 2 chunks a row in flight (the prototype's
- * "q8s rw4 nw8 u2 P"; 107 registers for Q8_0 and 111 for Q4_0 with the
+ * "q8s rw4 nw8 u2 P"; 111 registers for Q8_0 and 107 for Q4_0 with the
  * epilogues, no spills: 2 blocks of 256 threads an SM). */
 #define SPLIT_RW 4
 #define SPLIT_NW 8
