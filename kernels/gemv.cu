@@ -344,7 +344,8 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
 {
     static const char op[] = "lrun_k_gemv";
     const bool dp4a = (mode & LRUN_K_GEMV_DP4A) != 0, stage = (mode & LRUN_K_GEMV_STAGE) != 0;
-    mode &= ~(LRUN_K_GEMV_DP4A | LRUN_K_GEMV_STAGE);
+    const bool split = (mode & LRUN_K_GEMV_SPLIT) != 0;
+    mode &= ~(LRUN_K_GEMV_DP4A | LRUN_K_GEMV_STAGE | LRUN_K_GEMV_SPLIT);
     if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
         return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
                          LRUN_K_GEMV_MAX_PARTS);
@@ -380,7 +381,12 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
     }
     cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e = cudaErrorNotSupported;
-    switch (m) {
+    /* split rows have one reader: no other kernel may take them */
+    if (split && !lrun_k_gemv_split(w_dtype, P, n_parts, k, x, m, mode, st, &e))
+        return lrun_fail(LRUN_E_ARG, "%s: split rows need Q8_0/Q4_0 (not %s), k a multiple of 32 up to %d (k %lld) "
+                         "and rows on 16-byte boundaries", op, lrun_dtype_name(w_dtype), LRUN_K_SPLIT_MAX_K,
+                         (long long)k);
+    if (!split) switch (m) {
     case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
     case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
     case 3: e = launch_m<3>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;

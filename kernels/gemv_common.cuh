@@ -162,4 +162,12 @@ int lrun_k_gemv_dp4a(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const f
 int lrun_k_gemv_stage(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode,
                       cudaStream_t st, cudaError_t *e);
 
+/* The split-row kernel (gemv_split.cu) for Q8_0 and Q4_0 under
+ * LRUN_K_GEMV_SPLIT, any m (one launch per row of x): returns 0 when it
+ * does not take these weights (another dtype, k not a multiple of 32 or
+ * above LRUN_K_SPLIT_MAX_K, rows off 16-byte boundaries), else 1 with the
+ * launches' status in *e. */
+int lrun_k_gemv_split(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int64_t m, int mode,
+                      cudaStream_t st, cudaError_t *e);
+
 #endif

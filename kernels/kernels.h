@@ -85,8 +85,32 @@ typedef enum {
  * on to the route the other flags choose. Fast numerics only (the engine's
  * LRUN_CUDA_GEMV_STAGE, which sets LRUN_K_GEMV_DP4A with it). */
 #define LRUN_K_GEMV_STAGE 0x200
+/* OR'd into a mode: the weights are Q8_0 or Q4_0 rows in the split layout
+ * (runtime/quant/quant_split.h, made on the device by lrun_k_split_rows),
+ * which only gemv_split.cu reads: x quantized to q8 in the kernel, integer
+ * dots (the dp4a kernel's numerics; fast numerics only); m > 1 runs it once
+ * per row of x. LRUN_E_ARG when the weights do not qualify (another dtype,
+ * k not a multiple of 32 or above LRUN_K_SPLIT_MAX_K, rows off 16-byte
+ * boundaries). The engine's LRUN_CUDA_GEMV_SPLIT=1. */
+#define LRUN_K_GEMV_SPLIT 0x400
+/* The largest k of a split GEMV: x's k int8 and k/32 f32 scales in 48 KiB
+ * of shared memory. */
+#define LRUN_K_SPLIT_MAX_K 43680
 lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                               const float *x, int64_t m, int mode, void *stream);
+
+/* Q8_0/Q4_0 rows (n of k elements, row_bytes apart, on the device) from
+ * GGUF's blocks to the split layout of runtime/quant/quant_split.h in place
+ * (join 0), or back (join 1), bit for bit as lrun_quant_split_rows and
+ * lrun_quant_join_rows; the stride's padding is not touched. A row's bytes
+ * pass through shared memory: LRUN_E_UNSUPPORTED above 48 KiB a row. */
+lrun_status lrun_k_split_rows(lrun_dtype t, void *w, size_t row_bytes, int64_t n, int64_t k, int join,
+                              void *stream);
+/* dst (n, k) f16 = split rows dequantized: the values lrun_k_dequantize
+ * gives for the same rows in GGUF's layout (the prefill slot of a split
+ * weight; lrun_k_gemm then takes dst as an f16 weight in place). */
+lrun_status lrun_k_dequantize_split(lrun_dtype t, const void *w, size_t row_bytes, int64_t n, int64_t k, void *dst,
+                                    void *stream);
 
 /* Bench only: the m = 1 GEMV of bf16, f16, q8_0, q4_0, q4_1, q4_K, q5_K and
  * q6_K weights takes shape variant v (1..8) from then on, 0 the tuned default; returns the

@@ -31,6 +31,7 @@
 #include "cpu/cpu_ops.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/engine_cuda_moe_exact.h"
+#include "cuda/engine_cuda_split.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "cuda/engine_cuda_packed.h"
@@ -394,6 +395,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     }
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
     if (st == LRUN_OK) st = lrun_cuda_moe_init(e); /* a mixture of experts' routing state; none when dense */
+    if (st == LRUN_OK) st = lrun_cuda_split_init(e); /* LRUN_CUDA_GEMV_SPLIT=1: after moe_init (dense only) */
     if (st == LRUN_OK) st = lrun_cuda_op_profile_make(e->stream, dev->name, &e->prof);
     if (e->prof) e->graphs_enabled = 0;        /* an event recorded inside a capture would be a node of the graph */
     e->moe_prefill_stream_block_tokens = NULL; /* the caller's array: read by moe_init only */
@@ -434,6 +436,7 @@ void lrun_cuda_engine_free(void *ctx)
     for (int n = 0; n <= LRUN_CUDA_GRAPH_MAX_TOKENS; n++)
         if (e->graph_exec[n]) cudaGraphExecDestroy(e->graph_exec[n]);
     (void)cudaGetLastError();
+    lrun_cuda_split_free(e); /* the model gets GGUF's bytes back */
     lrun_cuda_op_profile_free(e->prof); /* prints the table */
     lrun_cuda_offload_free(e);
     lrun_cuda_exact_free(e);

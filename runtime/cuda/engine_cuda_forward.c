@@ -61,6 +61,13 @@ static void refs(const struct run *r, const lrun_arch_op *op, int n, lrun_weight
 
 // ---------------------------------------------------------------- fast matmuls
 
+/* The GEMV mode flags of weight t: its dtype's kernel choice, or the
+ * split-row kernel for a weight the engine split (engine_cuda_split.h). */
+static int gemv_flags(const lrun_cuda_engine *e, const struct lrun_tensor *t)
+{
+    return t->split ? LRUN_K_GEMV_SPLIT : lrun_cuda_gemv_flags(e, t->dtype);
+}
+
 /* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS beyond. */
 static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
 {
@@ -70,7 +77,12 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
     if (m <= GEMV_MAX_ROWS) {
         const lrun_k_gemv_part part = {w.data, t->row_bytes, t->ne[1], y};
         return lrun_k_gemv_multi(t->dtype, &part, 1, t->ne[0], x, m,
-                                 LRUN_K_GEMV_STORE | lrun_cuda_gemv_flags(e, t->dtype), e->stream);
+                                 LRUN_K_GEMV_STORE | gemv_flags(e, t), e->stream);
+    }
+    if (t->split) { /* split rows (engine_cuda_split.h): f16 in the slot, then cuBLAS on it in place */
+        TRY(lrun_k_dequantize_split(t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], e->w_slot, e->stream));
+        return lrun_k_gemm(e->cublas, LRUN_DTYPE_F16, e->w_slot, (size_t)t->ne[0] * 2, t->ne[1], t->ne[0], x, m, y,
+                           LRUN_DTYPE_F16, e->w_slot, e->x_slot, e->stream);
     }
     return lrun_k_gemm(e->cublas, t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, slot_dtype(t->dtype),
                        e->w_slot, e->x_slot, e->stream);
@@ -84,7 +96,9 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
 static int fusable(const lrun_weight_ref *w, int n_w)
 {
     for (int i = 0; i < n_w; i++)
-        if (w[i].w->dtype != w[0].w->dtype || w[i].w->ne[0] != w[0].w->ne[0] || w[i].on_host) return 0;
+        if (w[i].w->dtype != w[0].w->dtype || w[i].w->ne[0] != w[0].w->ne[0] || w[i].on_host ||
+            w[i].w->split != w[0].w->split)
+            return 0;
     return 1;
 }
 
@@ -100,8 +114,8 @@ static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, flo
         parts[i].n = w[i].w->ne[1];
         parts[i].y = y[i];
     }
-    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m,
-                             mode | lrun_cuda_gemv_flags(e, w[0].w->dtype), e->stream);
+    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode | gemv_flags(e, w[0].w),
+                             e->stream);
 }
 
 // ---------------------------------------------------------------- ops

@@ -142,6 +142,8 @@ struct lrun_cuda_engine {
     int graphs_enabled;
     int want_exact;               /* numerics EXACT was asked for (or LRUN_CUDA_EXACT=1 for benchmarks) */
     lrun_cuda_gemv_choice gemv;   /* the decode GEMV kernel per dtype (gemv_choice.h) */
+    struct lrun_tensor **split_t; /* (n_split) the weights this engine split (engine_cuda_split.h) */
+    int64_t n_split;
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */

@@ -34,6 +34,8 @@ void lrun_cuda_gemv_choice_from_env(int exact, lrun_cuda_gemv_choice *c)
     c->flags = dp4a && strcmp(dp4a, "1") == 0 ? LRUN_K_GEMV_DP4A : 0;
     c->dp4a_auto = !dp4a;
     c->dp4a_types = dp4a && !c->flags ? dtype_bits_of(dp4a) : 0;
+    const char *split = getenv("LRUN_CUDA_GEMV_SPLIT");
+    c->split = split && strcmp(split, "1") == 0;
     const char *stage = getenv("LRUN_CUDA_GEMV_STAGE");
     if (stage) {
         const uint64_t six = (uint64_t)1 << LRUN_DTYPE_Q8_0 | (uint64_t)1 << LRUN_DTYPE_Q4_0 |

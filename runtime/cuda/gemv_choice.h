@@ -21,6 +21,9 @@ typedef struct lrun_cuda_gemv_choice {
     uint64_t stage_types; /* bit t: dtype t takes the staged GEMV (kernels/gemv_stage.cu)
                              under LRUN_CUDA_GEMV_STAGE=1 (its six types) or =<list> (fast
                              numerics only); 0 by default, until measured faster on a GPU */
+    int split;            /* 1: LRUN_CUDA_GEMV_SPLIT=1 (fast numerics only): the engine rewrites its
+                             Q8_0/Q4_0 matrices into the split-row layout for gemv_split.cu
+                             (engine_cuda_split.h); 0 by default, until measured on a GPU */
 } lrun_cuda_gemv_choice;
 
 /* The choice for exact (1: numerics EXACT, no dp4a or staged kernel) or fast

@@ -7,7 +7,12 @@
  * kernel, so its decode logits should sit closer to the CPU's than the
  * default kernel's (f32 activations, test_engine_gpu's 5e-2): both
  * printed, the dp4a run checked at test_engine_gpu's tolerance and against
- * the default run's agreement. Skipped (TAP SKIP) where no GPU is visible. */
+ * the default run's agreement. LRUN_CUDA_GEMV_SPLIT=1 (Q8_0, Q4_0: the
+ * split-row GEMV, kernels/gemv_split.cu, and its prefill dequantization)
+ * is checked the same way, and that the engine split the block matrices
+ * (not the tied embedding) and gave the model GGUF's bytes back at its
+ * free (each one moved to the host equals the file's bytes). Skipped (TAP
+ * SKIP) where no GPU is visible. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +20,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core/tensor.h"
 #include "fixtures.h"
 #include "lrun.h"
+#include "model/model.h" /* the model's tensors: which ones an engine split */
 
 enum { L = 2, D = 256, H = 8, HK = 4, F = 768, V = 1000, CTX = 256, NP = 24, ND = 8 };
 
@@ -52,18 +59,32 @@ static int step(lrun_engine *e, const int32_t *tok, int64_t n, float *logits)
     return st == LRUN_OK && n_out == 1;
 }
 
-/* worst decode rel of the CUDA engine (made with LRUN_CUDA_GEMV_DP4A = dp4a
- * and LRUN_CUDA_GEMV_STAGE = stage; NULL: unset) against the CPU's */
-static double decode_rel(const char *path, const char *dp4a, const char *stage, int *ok)
+/* What LRUN_CUDA_GEMV_SPLIT=1 did to the CUDA engine's model: tensors split
+ * while the engine lived, the tied embedding among them (it must not be),
+ * and whether each split tensor, after the engine's free, moved to the host
+ * holds its file's bytes. */
+struct split_seen {
+    int64_t n_split, embd_split;
+    int restored;
+};
+
+/* worst decode rel of the CUDA engine (made with LRUN_CUDA_GEMV_DP4A = dp4a,
+ * LRUN_CUDA_GEMV_STAGE = stage and LRUN_CUDA_GEMV_SPLIT = split; NULL:
+ * unset) against the CPU's; seen (may be NULL) what the split did */
+static double decode_rel(const char *path, const char *dp4a, const char *stage, const char *split, int *ok,
+                         struct split_seen *seen)
 {
     if (dp4a) setenv("LRUN_CUDA_GEMV_DP4A", dp4a, 1);
     else unsetenv("LRUN_CUDA_GEMV_DP4A");
     if (stage) setenv("LRUN_CUDA_GEMV_STAGE", stage, 1);
     else unsetenv("LRUN_CUDA_GEMV_STAGE");
+    if (split) setenv("LRUN_CUDA_GEMV_SPLIT", split, 1);
+    else unsetenv("LRUN_CUDA_GEMV_SPLIT");
     lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *ec = engine(mc), *eg = engine(mg); /* the variable is read here */
     unsetenv("LRUN_CUDA_GEMV_DP4A");
     unsetenv("LRUN_CUDA_GEMV_STAGE");
+    unsetenv("LRUN_CUDA_GEMV_SPLIT");
     int32_t tok[NP + ND];
     uint32_t seed = 7;
     for (int i = 0; i < NP + ND; i++) seed = seed * 1664525u + 1013904223u, tok[i] = (int32_t)(seed >> 8) % V;
@@ -74,8 +95,27 @@ static double decode_rel(const char *path, const char *dp4a, const char *stage, 
         *ok = step(ec, tok + NP + i, 1, lc) && step(eg, tok + NP + i, 1, lg);
         worst = fmax(worst, rel_diff(lc, lg, V));
     }
+    int8_t *was_split = mg ? calloc((size_t)mg->n_tensors + 1, 1) : NULL;
+    if (seen && mg && was_split) {
+        *seen = (struct split_seen){0, 0, 1};
+        for (int64_t i = 0; i < mg->n_tensors; i++) {
+            was_split[i] = (int8_t)mg->tensors[i].split;
+            seen->n_split += was_split[i];
+            seen->embd_split += was_split[i] && mg->tensors[i].role == LRUN_ROLE_EMBEDDING;
+        }
+    }
     free(lc), free(lg);
     lrun_engine_free(ec), lrun_engine_free(eg);
+    if (seen && mg && was_split)
+        for (int64_t i = 0; i < mg->n_tensors; i++) {
+            lrun_tensor *t = &mg->tensors[i];
+            if (!was_split[i]) continue;
+            const int back = !t->split && t->file_data && lrun_tensor_move(t, NULL, LRUN_TIER_HOST) == LRUN_OK &&
+                             memcmp(t->data, t->file_data, t->nbytes) == 0;
+            if (!back) printf("# %s: not restored (%s)\n", t->name, lrun_last_error());
+            seen->restored &= back;
+        }
+    free(was_split);
     lrun_model_free(mc), lrun_model_free(mg);
     return worst;
 }
@@ -105,8 +145,8 @@ int main(void)
         }
         int ok_def = 0, ok_dp4a = 0, ok_auto = 0;
         /* "0": the older kernel; "1": dp4a for every type; unset: the engine's per-type default */
-        const double def = decode_rel(path, "0", NULL, &ok_def), dp = decode_rel(path, "1", NULL, &ok_dp4a);
-        const double au = decode_rel(path, NULL, NULL, &ok_auto);
+        const double def = decode_rel(path, "0", NULL, NULL, &ok_def, NULL), dp = decode_rel(path, "1", NULL, NULL, &ok_dp4a, NULL);
+        const double au = decode_rel(path, NULL, NULL, NULL, &ok_auto, NULL);
         printf("# %s decode vs CPU, worst rel over %d steps: older GEMV %.3g, dp4a GEMV %.3g, default %.3g\n", name,
                ND, def, dp, au);
         snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_DP4A=1 decode logits match the CPU (rel %.2g <= 5e-2)", name,
@@ -116,7 +156,7 @@ int main(void)
         CHECK(msg, ok_auto && au <= 5e-2);
         if (types[i] == LRUN_DTYPE_Q2_K || types[i] == LRUN_DTYPE_Q3_K) { /* the list form: this type only */
             int ok_list = 0;
-            const double li = decode_rel(path, name, NULL, &ok_list);
+            const double li = decode_rel(path, name, NULL, NULL, &ok_list, NULL);
             snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_DP4A=%s decode logits match the CPU (rel %.2g <= 5e-2)",
                      name, name, li);
             CHECK(msg, ok_list && li <= 5e-2);
@@ -124,11 +164,27 @@ int main(void)
         if (i < 6) { /* the staged kernel's types: all six, then the list form */
             int ok_st = 0;
             const char *list = types[i] == LRUN_DTYPE_Q4_0 ? "q4_0" : "1";
-            const double st = decode_rel(path, NULL, list, &ok_st);
+            const double st = decode_rel(path, NULL, list, NULL, &ok_st, NULL);
             printf("# %s decode vs CPU, LRUN_CUDA_GEMV_STAGE=%s: worst rel %.3g (dp4a %.3g)\n", name, list, st, dp);
             snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_STAGE=%s decode logits match the CPU (rel %.2g <= 5e-2)",
                      name, list, st);
             CHECK(msg, ok_st && st <= 5e-2);
+        }
+        if (i < 2) { /* Q8_0, Q4_0: the split-row GEMV */
+            int ok_sp = 0;
+            struct split_seen seen = {0, 0, 0};
+            const double sp = decode_rel(path, NULL, NULL, "1", &ok_sp, &seen);
+            printf("# %s decode vs CPU, LRUN_CUDA_GEMV_SPLIT=1: worst rel %.3g (dp4a %.3g); %lld tensors split\n", name,
+                   sp, dp, (long long)seen.n_split);
+            snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_SPLIT=1 decode logits match the CPU (rel %.2g <= 5e-2)",
+                     name, sp);
+            CHECK(msg, ok_sp && sp <= 5e-2);
+            snprintf(msg, sizeof msg, "%s: the split engine split the %d block matrices, not the tied embedding "
+                     "(%lld, %lld)", name, 7 * L, (long long)seen.n_split, (long long)seen.embd_split);
+            CHECK(msg, seen.n_split == 7 * L && seen.embd_split == 0);
+            snprintf(msg, sizeof msg, "%s: after the split engine's free every split tensor holds its file's bytes",
+                     name);
+            CHECK(msg, seen.restored);
         }
         unlink(path);
     }

@@ -1,0 +1,305 @@
+/* test_gemv_split_gpu.c — Q8_0/Q4_0 weights in the split-row layout on the
+ * GPU (kernels/gemv_split.cu): lrun_k_split_rows in place against the
+ * host's lrun_quant_split_rows and back, bit for bit (padding untouched);
+ * lrun_k_dequantize_split against lrun_k_dequantize of the same GGUF rows,
+ * bit for bit; and the decode GEMV under LRUN_K_GEMV_SPLIT against the CPU:
+ * y must be the dot of lrun_dequantize_row's rows with x rounded by
+ * lrun_quantize_activations (the kernel quantizes x the same way), within
+ * f32 summation order (error over Σ|terms| <= 1e-6), on odd shapes (n 1 to
+ * 4099: more row groups than the persistent grid has blocks; k 256 to
+ * 11008), padded strides, an unaligned x, the modes STORE, ADD and SWIGLU,
+ * three parts in one launch, m = 3 rows of x; and the weights it must
+ * refuse. The layout's host side is tested by test_quant_split (make test).
+ *
+ *   build/tests/test_gemv_split_gpu    the tests (one SKIP line without a GPU) */
+#include "check.h"
+#include "core/device.h"
+#include "cuda/cuda_backend.h"
+#include "model/random_fill.h"
+#include "quant/quant.h"
+#include "quant/quant_dot.h"
+#include "quant/quant_split.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef LRUN_WITH_CUDA
+int main(void)
+{
+    printf("ok %d - # SKIP built without CUDA\n", ++check_count);
+    return CHECK_DONE();
+}
+#else
+#include "kernels.h"
+
+#include "gpu_fixture.h" /* dev, stream, the bump arena, up/down/dcopy, ran */
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static float frand(float lo, float hi)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return lo + (hi - lo) * (float)((rng >> 40) * (1.0 / 16777216.0));
+}
+
+/* a row's bytes rounded up to 16, plus pad */
+static size_t stride_of(lrun_dtype t, int64_t k, size_t pad)
+{
+    size_t rb = 0;
+    if (lrun_dtype_row_bytes(t, k, &rb) != LRUN_OK) {
+        printf("Bail out! row_bytes: %s\n", lrun_last_error());
+        exit(1);
+    }
+    return (rb + 15) / 16 * 16 + pad;
+}
+
+/* n GGUF rows of k random elements of t, stride bytes apart (the gap a pattern) */
+static uint8_t *random_rows(lrun_dtype t, int64_t n, int64_t k, size_t stride, uint64_t seed)
+{
+    uint8_t *w = malloc((size_t)n * stride);
+    for (size_t i = 0; i < (size_t)n * stride; i++) w[i] = (uint8_t)(i * 37u + 11u);
+    for (int64_t r = 0; r < n; r++)
+        if (lrun_random_fill(t, w + (size_t)r * stride, r * k, k, 1.0f, seed) != LRUN_OK) {
+            printf("Bail out! random_fill: %s\n", lrun_last_error());
+            exit(1);
+        }
+    return w;
+}
+
+/* the same rows split on the host */
+static uint8_t *split_copy(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride)
+{
+    uint8_t *s = malloc((size_t)n * stride);
+    if (lrun_quant_split_rows(t, w, s, stride, n, k) != LRUN_OK) {
+        printf("Bail out! split: %s\n", lrun_last_error());
+        exit(1);
+    }
+    return s;
+}
+
+/* ref[r] = Σ dequant(W[r])·xq and terms[r] = Σ|…| in double, xq the q8-rounded x */
+static void reference(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride, const float *x,
+                      double *ref, double *terms)
+{
+    uint8_t *q = malloc((size_t)k / 32 * 34);
+    float *xq = malloc((size_t)k * sizeof *xq), *row = malloc((size_t)k * sizeof *row);
+    lrun_quantize_activations(LRUN_DTYPE_Q8_0, x, q, k);
+    lrun_dequantize_row(LRUN_DTYPE_Q8_0, q, xq, k);
+    for (int64_t r = 0; r < n; r++) {
+        lrun_dequantize_row(t, w + (size_t)r * stride, row, k);
+        double s = 0.0, a = 0.0;
+        for (int64_t i = 0; i < k; i++) s += (double)row[i] * xq[i], a += fabs((double)row[i] * xq[i]);
+        ref[r] = s, terms[r] = a;
+    }
+    free(q), free(xq), free(row);
+}
+
+static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0};
+
+// ---------------------------------------------------------------- the layout
+
+/* GGUF rows up, split in place on the device: the host's split bytes; joined
+ * back: the GGUF bytes (the stride's padding untouched both ways). */
+static void test_split_rows(lrun_dtype t, int64_t n, int64_t k, size_t pad)
+{
+    dreset();
+    const size_t stride = stride_of(t, k, pad), bytes = (size_t)n * stride;
+    uint8_t *w = random_rows(t, n, k, stride, (uint64_t)(n * 7 + k)), *s = split_copy(t, w, n, k, stride);
+    uint8_t *back = malloc(bytes);
+    void *dw = dcopy(w, bytes);
+    int ok = ran(lrun_k_split_rows(t, dw, stride, n, k, 0, stream));
+    down(back, dw, bytes);
+    const int split_same = ok && memcmp(back, s, bytes) == 0;
+    ok = ran(lrun_k_split_rows(t, dw, stride, n, k, 1, stream));
+    down(back, dw, bytes);
+    char name[160];
+    snprintf(name, sizeof name, "split_rows %s n %lld k %lld pad %zu: split as the host's, joined to GGUF's, bit for bit",
+             lrun_dtype_name(t), (long long)n, (long long)k, pad);
+    CHECK(name, split_same && ok && memcmp(back, w, bytes) == 0);
+    free(w), free(s), free(back);
+}
+
+/* the split rows dequantized: lrun_k_dequantize's f16 of the GGUF rows, bit for bit */
+static void test_dequantize(lrun_dtype t, int64_t n, int64_t k, size_t pad)
+{
+    dreset();
+    const size_t stride = stride_of(t, k, pad), bytes = (size_t)n * stride, out = (size_t)n * (size_t)k * 2;
+    uint8_t *w = random_rows(t, n, k, stride, 3), *s = split_copy(t, w, n, k, stride);
+    uint16_t *a = malloc(out), *b = malloc(out);
+    void *da = dbuf(out), *db = dbuf(out);
+    int ok = ran(lrun_k_dequantize(t, dcopy(w, bytes), stride, n, k, LRUN_DTYPE_F16, da, stream)) &&
+             ran(lrun_k_dequantize_split(t, dcopy(s, bytes), stride, n, k, db, stream));
+    down(a, da, out);
+    down(b, db, out);
+    char name[160];
+    snprintf(name, sizeof name, "dequantize_split %s n %lld k %lld: lrun_k_dequantize's f16, bit for bit",
+             lrun_dtype_name(t), (long long)n, (long long)k);
+    CHECK(name, ok && memcmp(a, b, out) == 0);
+    free(w), free(s), free(a), free(b);
+}
+
+// ---------------------------------------------------------------- the GEMV
+
+/* STORE and ADD of one split weight, x at an offset of xoff floats */
+static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
+{
+    dreset();
+    const size_t stride = stride_of(t, k, pad);
+    uint8_t *w = random_rows(t, n, k, stride, (uint64_t)(n * 131 + k)), *s = split_copy(t, w, n, k, stride);
+    float *x = malloc((size_t)(k + 1) * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+    for (int64_t i = 0; i < k + 1; i++) x[i] = frand(-1.5f, 1.5f);
+    double *ref = malloc((size_t)n * sizeof *ref), *terms = malloc((size_t)n * sizeof *terms);
+    reference(t, w, n, k, stride, x + xoff, ref, terms);
+    void *dw = dcopy(s, (size_t)n * stride);
+    float *dx = dcopy(x, (size_t)(k + 1) * 4), *dy = dbuf((size_t)n * 4);
+    const lrun_k_gemv_part part = {dw, stride, n, dy};
+    double worst = 0.0;
+    for (int64_t r = 0; r < n; r++) y[r] = NAN; /* a row never written fails */
+    up(dy, y, (size_t)n * 4);
+    int ok = ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_SPLIT, stream));
+    down(y, dy, (size_t)n * 4);
+    for (int64_t r = 0; r < n; r++) {
+        const double e = fabs(y[r] - ref[r]) / (terms[r] + 1e-30);
+        worst = e > worst || isnan(e) ? (isnan(e) ? INFINITY : e) : worst;
+    }
+    for (int64_t r = 0; r < n; r++) y[r] = 1.0f + (float)r;
+    up(dy, y, (size_t)n * 4);
+    ok &= ran(lrun_k_gemv_multi(t, &part, 1, k, dx + xoff, 1, LRUN_K_GEMV_ADD | LRUN_K_GEMV_SPLIT, stream));
+    down(y, dy, (size_t)n * 4);
+    for (int64_t r = 0; r < n; r++) {
+        const double e = fabs(y[r] - (1.0 + (double)r + ref[r])) / (terms[r] + 1.0 + (double)r);
+        worst = e > worst || isnan(e) ? (isnan(e) ? INFINITY : e) : worst;
+    }
+    char name[200];
+    snprintf(name, sizeof name, "split %s n %lld k %lld%s%s, store and add: error/terms %.2e <= 1e-6",
+             lrun_dtype_name(t), (long long)n, (long long)k, pad ? " (padded stride)" : "",
+             xoff ? " (x unaligned)" : "", worst);
+    CHECK(name, ok && worst <= 1e-6);
+    free(w), free(s), free(x), free(y), free(ref), free(terms);
+}
+
+/* SWIGLU of a gate and an up weight */
+static void test_swiglu(lrun_dtype t)
+{
+    dreset();
+    enum { N = 45 };
+    const int64_t k = 768;
+    const size_t stride = stride_of(t, k, 0);
+    uint8_t *wg = random_rows(t, N, k, stride, 7), *wu = random_rows(t, N, k, stride, 8);
+    uint8_t *sg = split_copy(t, wg, N, k, stride), *su = split_copy(t, wu, N, k, stride);
+    float *x = malloc((size_t)k * sizeof *x), y[N];
+    for (int64_t i = 0; i < k; i++) x[i] = frand(-1.0f, 1.0f);
+    double g[N], u[N], tg[N], tu[N];
+    reference(t, wg, N, k, stride, x, g, tg);
+    reference(t, wu, N, k, stride, x, u, tu);
+    float *dx = dcopy(x, (size_t)k * 4), *dy = dbuf((size_t)N * 4);
+    const lrun_k_gemv_part pair[2] = {{dcopy(sg, (size_t)N * stride), stride, N, dy},
+                                      {dcopy(su, (size_t)N * stride), stride, N, NULL}};
+    const int ok = ran(lrun_k_gemv_multi(t, pair, 2, k, dx, 1, LRUN_K_GEMV_SWIGLU | LRUN_K_GEMV_SPLIT, stream));
+    down(y, dy, sizeof y);
+    double worst = 0.0;
+    for (int r = 0; r < N; r++) {
+        const double want = g[r] / (1.0 + exp(-g[r])) * u[r];
+        const double scale = (tg[r] + 1.0) * (fabs(u[r]) + tu[r] + 1.0); /* the inputs' error bounds, multiplied */
+        const double e = fabs(y[r] - want) / scale;
+        worst = e > worst || isnan(e) ? (isnan(e) ? INFINITY : e) : worst;
+    }
+    char name[160];
+    snprintf(name, sizeof name, "split %s swiglu n %d k 768: error/scale %.2e <= 1e-6", lrun_dtype_name(t), N, worst);
+    CHECK(name, ok && worst <= 1e-6);
+    free(wg), free(wu), free(sg), free(su), free(x);
+}
+
+/* three parts in one launch (Q, K, V of different n), and m = 3 rows of x */
+static void test_parts_rows(lrun_dtype t)
+{
+    dreset();
+    const int64_t k = 2048, ns[3] = {160, 40, 72}, m = 3;
+    const size_t stride = stride_of(t, k, 0);
+    lrun_k_gemv_part parts[3];
+    uint8_t *w[3];
+    float *x = malloc((size_t)(m * k) * sizeof *x);
+    for (int64_t i = 0; i < m * k; i++) x[i] = frand(-2.0f, 2.0f);
+    float *dx = dcopy(x, (size_t)(m * k) * 4);
+    for (int p = 0; p < 3; p++) {
+        w[p] = random_rows(t, ns[p], k, stride, (uint64_t)(20 + p));
+        uint8_t *s = split_copy(t, w[p], ns[p], k, stride);
+        parts[p] = (lrun_k_gemv_part){dcopy(s, (size_t)ns[p] * stride), stride, ns[p], dbuf((size_t)(m * ns[p]) * 4)};
+        free(s);
+    }
+    int ok = ran(lrun_k_gemv_multi(t, parts, 3, k, dx, m, LRUN_K_GEMV_STORE | LRUN_K_GEMV_SPLIT, stream));
+    double worst = 0.0;
+    for (int p = 0; p < 3; p++) {
+        float *y = malloc((size_t)(m * ns[p]) * sizeof *y);
+        double *ref = malloc((size_t)ns[p] * sizeof *ref), *terms = malloc((size_t)ns[p] * sizeof *terms);
+        down(y, parts[p].y, (size_t)(m * ns[p]) * 4);
+        for (int64_t i = 0; i < m; i++) {
+            reference(t, w[p], ns[p], k, stride, x + i * k, ref, terms);
+            for (int64_t r = 0; r < ns[p]; r++) {
+                const double e = fabs(y[i * ns[p] + r] - ref[r]) / (terms[r] + 1e-30);
+                worst = e > worst || isnan(e) ? (isnan(e) ? INFINITY : e) : worst;
+            }
+        }
+        free(y), free(ref), free(terms), free(w[p]);
+    }
+    char name[160];
+    snprintf(name, sizeof name, "split %s 3 parts (n 160, 40, 72) k 2048, m 3: error/terms %.2e <= 1e-6",
+             lrun_dtype_name(t), worst);
+    CHECK(name, ok && worst <= 1e-6);
+    free(x);
+}
+
+/* weights the split kernel must refuse, with an error naming why */
+static void test_refusals(void)
+{
+    dreset();
+    float *dx = dbuf(4096 * 4), *dy = dbuf(64 * 4);
+    void *dw = dbuf(64 * 2304 + 64);
+    lrun_k_gemv_part part = {dw, 20 * 128, 8, dy}; /* q4_1 rows of 4096 */
+    CHECK("split refuses q4_1", lrun_k_gemv_multi(LRUN_DTYPE_Q4_1, &part, 1, 4096, dx, 1,
+                                                  LRUN_K_GEMV_STORE | LRUN_K_GEMV_SPLIT, stream) == LRUN_E_ARG &&
+                                    strstr(lrun_last_error(), "q4_1") != NULL);
+    part.row_bytes = 2304 + 8; /* q4_0 rows on 8-byte boundaries */
+    CHECK("split refuses rows off 16-byte boundaries",
+          lrun_k_gemv_multi(LRUN_DTYPE_Q4_0, &part, 1, 4096, dx, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_SPLIT, stream) ==
+                  LRUN_E_ARG &&
+              strstr(lrun_last_error(), "16-byte") != NULL);
+    CHECK("split_rows refuses q4_1",
+          lrun_k_split_rows(LRUN_DTYPE_Q4_1, dw, 2560, 8, 4096, 0, stream) == LRUN_E_ARG);
+    CHECK("split_rows refuses k not a multiple of 32",
+          lrun_k_split_rows(LRUN_DTYPE_Q8_0, dw, 2176, 8, 2040, 0, stream) == LRUN_E_ARG);
+}
+
+static void tests(void)
+{
+    static const int64_t shapes[][2] = {{1, 256}, {7, 768}, {33, 4096}, {129, 11008}, {300, 2816}, {4099, 4096}};
+    for (int ti = 0; ti < 2; ti++) {
+        const lrun_dtype t = types[ti];
+        test_split_rows(t, 7, 4096, 0);
+        test_split_rows(t, 33, 11008, 0);
+        test_split_rows(t, 5, 96, 16);
+        test_dequantize(t, 19, 4096, 0);
+        test_dequantize(t, 9, 96, 16);
+        for (int si = 0; si < 6; si++) test_case(t, shapes[si][0], shapes[si][1], 0, 0);
+        test_case(t, 37, 1280, 16, 1); /* padded rows, x off 4 bytes */
+        test_swiglu(t);
+        test_parts_rows(t);
+    }
+    test_refusals();
+}
+
+int main(void)
+{
+    if (lrun_cuda_device_count() == 0) {
+        printf("ok %d - # SKIP no GPU\n", ++check_count);
+        return CHECK_DONE();
+    }
+    if (!gpu_fixture_open((size_t)1 << 30)) return 1;
+    lrun_k_set_pdl(lrun_k_pdl_supported(dev->cuda_ordinal)); /* as the engine launches them */
+    tests();
+    gpu_fixture_close();
+    return CHECK_DONE();
+}
+#endif
