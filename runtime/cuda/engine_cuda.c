@@ -246,6 +246,11 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     /* programmatic dependent launch: Hopper and later; LRUN_CUDA_PDL=0 for comparisons */
     const char *pdl = getenv("LRUN_CUDA_PDL");
     e->pdl_enabled = lrun_k_pdl_supported(dev->cuda_ordinal) && !(pdl && strcmp(pdl, "0") == 0);
+    /* tensor-core prefill attention: LRUN_CUDA_FATTN=0/1 forces it off/on for comparisons */
+    const char *fa = getenv("LRUN_CUDA_FATTN"), *fa_min = getenv("LRUN_CUDA_FATTN_MIN");
+    e->fattn = !(fa && strcmp(fa, "0") == 0);
+    e->fattn_min = fa && strcmp(fa, "1") == 0 ? 1 : LRUN_CUDA_FATTN_MIN_TOKENS;
+    if (fa_min && atoll(fa_min) > 0) e->fattn_min = atoll(fa_min);
     e->table_bytes = (size_t)e->n_batch_max * LRUN_CUDA_TABLE_TOKEN_BYTES;
     e->expert_cache_slots = opts->expert_cache_slots;
     e->expert_cache_lru = opts->expert_cache_policy == LRUN_EXPERT_CACHE_REPLACE_LRU;
