@@ -70,12 +70,12 @@ static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi)
  * base: element offset of position 0 of this head; stride: elements between
  * positions. aligned: base, stride and the cache 16-byte aligned (cp.async),
  * else plain 2-byte loads. */
-template <int D>
+template <int D, int W>
 static __device__ __forceinline__ void load_tile(__half *sh, const __half *__restrict__ cache, int64_t base,
                                                  int64_t stride, int64_t t0, int64_t hi, bool aligned)
 {
     constexpr int CH = D / 8, LD = D + LRUN_K_FATTN_PAD; /* 16-byte pieces per row */
-    constexpr int NT = 32 * LRUN_K_FATTN_WARPS;
+    constexpr int NT = 32 * W;
 #pragma unroll
     for (int i = threadIdx.x; i < LRUN_K_FATTN_BN * CH; i += NT) {
         const int r = i / CH, c = (i % CH) * 8;
@@ -93,17 +93,18 @@ static __device__ __forceinline__ void load_tile(__half *sh, const __half *__res
 
 // ---------------------------------------------------------------- the kernel
 
-/* Block b: head h = b % n_head, query tile n_qt - 1 - b / n_head (the
- * longest rows first, so the short diagonal tiles fill the tail of the
- * launch). q (n_tok, n_head, D) f32, out the same. */
-template <int D>
-__global__ void __launch_bounds__(32 * LRUN_K_FATTN_WARPS)
+/* Block b of W warps: head h = b % n_head, query tile n_qt - 1 - b /
+ * n_head of 16·W tokens (the longest rows first, so the short diagonal
+ * tiles fill the tail of the launch). q (n_tok, n_head, D) f32, out the
+ * same. */
+template <int D, int W>
+__global__ void __launch_bounds__(32 * W)
     attn_flash(const float *__restrict__ q, const __half *__restrict__ ck, const __half *__restrict__ cv,
                const int64_t *__restrict__ k_base, const int64_t *__restrict__ v_base, const int32_t *__restrict__ n_kv,
                int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t max_kv, float qscale, int64_t n_swa,
                int caches_aligned, float *__restrict__ out)
 {
-    constexpr int BM = LRUN_K_FATTN_BM, BN = LRUN_K_FATTN_BN, LD = D + LRUN_K_FATTN_PAD;
+    constexpr int BM = 16 * W, BN = LRUN_K_FATTN_BN, LD = D + LRUN_K_FATTN_PAD;
     constexpr int KD = D / 16, NJ = BN / 8, ND = D / 8; /* k-steps of Q·Kᵀ, n-tiles of S and of O */
     __shared__ __align__(16) __half ks[BN * LD], vs[BN * LD];
     __shared__ int64_t s_kb[BM], s_vb[BM];
@@ -117,7 +118,7 @@ __global__ void __launch_bounds__(32 * LRUN_K_FATTN_WARPS)
     const int rows = (int)(n_tok - tok0 < BM ? n_tok - tok0 : BM);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c2 = (lane & 3) * 2;
 
-    for (int r = tid; r < BM; r += 32 * LRUN_K_FATTN_WARPS) {
+    for (int r = tid; r < BM; r += 32 * W) {
         int64_t nk = 0, lo = 0, kb = 0, vb = 0;
         if (r < rows) {
             nk = n_kv[tok0 + r];
@@ -175,13 +176,13 @@ __global__ void __launch_bounds__(32 * LRUN_K_FATTN_WARPS)
         }
         const bool aligned = caches_aligned && kb % 8 == 0 && vb % 8 == 0;
         if (lo < hi) {
-            load_tile<D>(ks, ck, kb, stride, lo, hi, aligned);
+            load_tile<D, W>(ks, ck, kb, stride, lo, hi, aligned);
             cp_async_commit();
         }
         for (int64_t t0 = lo; t0 < hi; t0 += BN) {
             cp_async_wait<0>();
             __syncthreads(); /* K(t0) is in; every warp is done with the last V */
-            load_tile<D>(vs, cv, vb, stride, t0, hi, aligned);
+            load_tile<D, W>(vs, cv, vb, stride, t0, hi, aligned);
             cp_async_commit();
             const bool active = t0 < whi && t0 + BN > wlo;
             float s[NJ][4];
@@ -199,7 +200,7 @@ __global__ void __launch_bounds__(32 * LRUN_K_FATTN_WARPS)
                     }
             }
             __syncthreads(); /* every warp is done with K(t0) */
-            if (t0 + BN < hi) load_tile<D>(ks, ck, kb, stride, t0 + BN, hi, aligned);
+            if (t0 + BN < hi) load_tile<D, W>(ks, ck, kb, stride, t0 + BN, hi, aligned);
             cp_async_commit(); /* possibly empty: the wait below counts groups */
             uint32_t pa[BN / 16][4];
             if (active) {
@@ -279,6 +280,15 @@ __global__ void __launch_bounds__(32 * LRUN_K_FATTN_WARPS)
 
 // ---------------------------------------------------------------- launcher
 
+static int fattn_warps = LRUN_K_FATTN_WARPS; /* lrun_k_attention_flash_tune */
+
+extern "C" int lrun_k_attention_flash_tune(int warps)
+{
+    const int was = fattn_warps;
+    if (warps == 4 || warps == 8) fattn_warps = warps;
+    return was;
+}
+
 extern "C" int lrun_k_attention_flash_supported(lrun_dtype kv_dtype, int64_t head_dim)
 {
     return kv_dtype == LRUN_DTYPE_F16 && (head_dim == 64 || head_dim == 128);
@@ -309,7 +319,8 @@ extern "C" lrun_status lrun_k_attention_flash(const float *q, const void *cache_
         return lrun_fail(LRUN_E_ARG, "%s: scale %g is not finite", op, (double)scale);
     if (n_swa < 0) return lrun_fail(LRUN_E_ARG, "%s: n_swa %lld (0: no window, else > 0)", op, (long long)n_swa);
     if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
-    const int64_t n_qt = (n_tok + LRUN_K_FATTN_BM - 1) / LRUN_K_FATTN_BM;
+    const int w = fattn_warps, bm = 16 * w;
+    const int64_t n_qt = (n_tok + bm - 1) / bm;
     int64_t blocks;
     if (__builtin_mul_overflow(n_qt, n_head, &blocks) || blocks > LRUN_K_MAX_GRID)
         return lrun_fail(LRUN_E_ARG, "%s: n_tok %lld x n_head %lld is too many blocks", op, (long long)n_tok,
@@ -317,12 +328,10 @@ extern "C" lrun_status lrun_k_attention_flash(const float *q, const void *cache_
     const int aligned = ((uintptr_t)cache_k & 15) == 0 && ((uintptr_t)cache_v & 15) == 0;
     const float qscale = scale * 1.4426950408889634f; /* log2 e: the softmax runs in exp2 */
     cudaStream_t st = (cudaStream_t)stream;
-    const dim3 grid((unsigned)blocks), block(32 * LRUN_K_FATTN_WARPS);
-    if (head_dim == 64)
-        (void)lrun_k_launch(attn_flash<64>, grid, block, 0, st, q, (const __half *)cache_k, (const __half *)cache_v,
-                            k_base, v_base, n_kv, n_tok, n_head, n_head_kv, max_kv, qscale, n_swa, aligned, out);
-    else
-        (void)lrun_k_launch(attn_flash<128>, grid, block, 0, st, q, (const __half *)cache_k, (const __half *)cache_v,
-                            k_base, v_base, n_kv, n_tok, n_head, n_head_kv, max_kv, qscale, n_swa, aligned, out);
+    const __half *hk = (const __half *)cache_k, *hv = (const __half *)cache_v;
+    auto kern = head_dim == 64 ? (w == 8 ? attn_flash<64, 8> : attn_flash<64, 4>)
+                               : (w == 8 ? attn_flash<128, 8> : attn_flash<128, 4>);
+    (void)lrun_k_launch(kern, dim3((unsigned)blocks), dim3(32 * w), 0, st, q, hk, hv, k_base, v_base, n_kv, n_tok,
+                        n_head, n_head_kv, max_kv, qscale, n_swa, aligned, out);
     return lrun_k_launched(op);
 }

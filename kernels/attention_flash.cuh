@@ -1,8 +1,8 @@
 /* attention_flash.cuh — prefill attention on tensor cores
  * (lrun_k_attention_flash in kernels.h), FlashAttention-2 style.
  *
- * A block of LRUN_K_FATTN_WARPS warps owns LRUN_K_FATTN_BM consecutive
- * query tokens of one head (16 rows a warp) and walks their KV range in
+ * A block of W warps (LRUN_K_FATTN_WARPS) owns 16·W consecutive query
+ * tokens of one head (16 rows a warp) and walks their KV range in
  * tiles of LRUN_K_FATTN_BN positions:
  *   load     K and V tiles (BN, head_dim) f16 into shared memory with
  *            cp.async, rows padded by 8 halves (ldmatrix is then free of
@@ -29,8 +29,11 @@
 
 #include "common.cuh"
 
-#define LRUN_K_FATTN_WARPS 4
-#define LRUN_K_FATTN_BM (16 * LRUN_K_FATTN_WARPS) /* query rows (tokens) of a block */
+/* Warps of a block (16 query rows each): 4 by default, 241 registers a
+ * thread at head_dim 128, two blocks per SM; 8 (128 rows, one block per SM)
+ * halves the K/V bytes per FLOP. lrun_k_attention_flash_tune picks either
+ * for measurements (test_attention_flash_gpu --bench). */
+#define LRUN_K_FATTN_WARPS LRUN_K_FATTN_DEFAULT_WARPS /* kernels.h */
 #define LRUN_K_FATTN_BN 64                        /* KV positions per tile */
 #define LRUN_K_FATTN_PAD 8                        /* halves after each shared row */
 

@@ -232,6 +232,10 @@ lrun_status lrun_k_attention_flash(const float *q, const void *cache_k, const vo
                                    const int64_t *v_base, const int32_t *n_kv, int64_t n_tok, int64_t n_head,
                                    int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale, int64_t n_swa,
                                    float *out, void *stream);
+/* Warps per block of the flash kernel from now on, 4 (the default) or 8
+ * (other values leave it): for measurements. Returns the previous value. */
+#define LRUN_K_FATTN_DEFAULT_WARPS 4
+int lrun_k_attention_flash_tune(int warps);
 
 // ---------------------------------------------------------------- staged KV caches (kv_stage.cu)
 

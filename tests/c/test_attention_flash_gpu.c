@@ -15,8 +15,9 @@
  * orders add 1e-5. Every element must be within its row's bound.
  *
  *   build/tests/test_attention_flash_gpu          the tests
- *   build/tests/test_attention_flash_gpu --bench  µs of both kernels for prefill chunks of 7B
- *                                                 (32/32 heads of 128) and 30B-A3B (32/4) shapes */
+ *   build/tests/test_attention_flash_gpu --bench  µs of both kernels (flash with 4- and 8-warp
+ *                                                 blocks) for prefill chunks of 7B (32/32 heads of
+ *                                                 128) and 30B-A3B (32/4) shapes */
 #include "check.h"
 #include "cuda/cuda_backend.h"
 #include "core/device.h"
@@ -168,8 +169,9 @@ static void flash_case(enum layout lay, int64_t n_tok, int64_t n_head, int64_t n
     }
     static const char *const lay_name[] = {"one sequence", "3 sequences, contiguous", "3 sequences, interleaved"};
     char name[300];
-    snprintf(name, sizeof name, "flash vs split-KV: %s, n_tok %lld, heads %lld/%lld, head_dim %lld, prefix %lld%s%s: "
-             "max |diff| %.2e (%.2f of its bound), mean %.2e", lay_name[lay], (long long)n_tok, (long long)n_head,
+    const int warps = lrun_k_attention_flash_tune(0);
+    snprintf(name, sizeof name, "flash%s vs split-KV: %s, n_tok %lld, heads %lld/%lld, head_dim %lld, prefix %lld%s%s: "
+             "max |diff| %.2e (%.2f of its bound), mean %.2e", warps == 8 ? " (8 warps)" : "", lay_name[lay], (long long)n_tok, (long long)n_head,
              (long long)n_head_kv, (long long)head_dim, (long long)prefix, n_swa ? ", window 100" : "",
              pad ? ", base off 16 B" : "", worst_diff, worst, sum_diff / (double)qn);
     if (bad)
@@ -201,6 +203,12 @@ static void test_flash(void)
     flash_case(SEQS_CONTIGUOUS, 200, 8, 1, 64, 150, 100, 0);
     flash_case(ONE_SEQ, 200, 8, 2, 128, 37, 0, 1);
     flash_case(SEQS_INTERLEAVED, 64, 4, 4, 64, 20, 0, 1);
+    /* the 8-warp blocks lrun_k_attention_flash_tune offers for measurements */
+    lrun_k_attention_flash_tune(8);
+    flash_case(ONE_SEQ, 1000, 16, 2, 128, 37, 0, 0);
+    flash_case(SEQS_CONTIGUOUS, 200, 8, 2, 64, 90, 0, 0);
+    flash_case(SEQS_INTERLEAVED, 200, 8, 1, 128, 30, 100, 1);
+    lrun_k_attention_flash_tune(LRUN_K_FATTN_DEFAULT_WARPS);
 }
 
 // ---------------------------------------------------------------- bench
@@ -231,10 +239,12 @@ static void bench_shape(const char *shape, int64_t n_head, int64_t n_head_kv, in
     const size_t wb = lrun_k_attention_work_bytes(n_tok, n_head, HD, n_kv_max);
     void *work = wb ? dbuf(wb) : NULL;
     const float scale = 1.0f / sqrtf((float)HD);
-    double us[2];
+    double us[3];
     int ok = 1;
-    for (int k = 0; k < 2; k++) {
+    const int warps = lrun_k_attention_flash_tune(0);
+    for (int k = 0; k < 3; k++) {
         double t0 = 0.0;
+        lrun_k_attention_flash_tune(k == 2 ? 8 : warps); /* k 1: the default blocks, k 2: 8 warps */
         for (int it = -3; it < ITERS && ok; it++) {
             if (it == 0) ok = lrun_cuda_stream_sync(dev, stream) == LRUN_OK, t0 = now_s();
             ok &= (k == 0 ? lrun_k_attention(LRUN_DTYPE_F16, q, ck, cv, dbase, dbase, dnkv, n_tok, n_head, n_head_kv,
@@ -245,11 +255,13 @@ static void bench_shape(const char *shape, int64_t n_head, int64_t n_head_kv, in
         ok &= lrun_cuda_stream_sync(dev, stream) == LRUN_OK;
         us[k] = (now_s() - t0) / ITERS * 1e6;
     }
+    lrun_k_attention_flash_tune(warps);
     const double flop = 4.0 * HD * (double)n_head * vis;
-    printf("# bench attn prefill %-8s heads %2lld/%lld of 128, n_tok %4lld after %4lld: split-KV %9.1f us "
-           "(%5.1f TFLOPS)  flash %8.1f us (%5.1f TFLOPS)  %.2fx%s\n",
+    printf("# bench attn prefill %-7s heads %2lld/%-2lld of 128, n_tok %4lld after %4lld: split-KV %8.1f us "
+           "(%5.1f TFLOPS)  flash %7.1f us (%5.1f TFLOPS, %.2fx)  flash 8 warps %7.1f us (%5.1f TFLOPS)%s\n",
            shape, (long long)n_head, (long long)n_head_kv, (long long)n_tok, (long long)prefix, us[0],
-           flop / us[0] * 1e-6, us[1], flop / us[1] * 1e-6, us[0] / us[1], ok ? "" : "  FAILED");
+           flop / us[0] * 1e-6, us[1], flop / us[1] * 1e-6, us[0] / us[1], us[2], flop / us[2] * 1e-6,
+           ok ? "" : "  FAILED");
 }
 
 static void bench(void)
