@@ -182,6 +182,19 @@ static void flash_case(enum layout lay, int64_t n_tok, int64_t n_head, int64_t n
     free(base), free(nkv), free(placed), free(kh), free(vh), free(q), free(ref), free(got), free(kmax), free(ka), free(va);
 }
 
+/* Under compute-sanitizer (tests/gpu_sanitize.sh, LRUN_TEST_QUICK): one case
+ * of each layout, the window, plain loads and 8-warp blocks. */
+static void test_flash_quick(void)
+{
+    flash_case(ONE_SEQ, 200, 8, 2, 128, 37, 0, 0);
+    flash_case(SEQS_CONTIGUOUS, 200, 8, 2, 64, 90, 0, 0);
+    flash_case(SEQS_INTERLEAVED, 64, 4, 1, 128, 30, 100, 0);
+    flash_case(ONE_SEQ, 100, 4, 4, 64, 20, 0, 1);
+    lrun_k_attention_flash_tune(8);
+    flash_case(ONE_SEQ, 200, 8, 2, 128, 37, 0, 0);
+    lrun_k_attention_flash_tune(LRUN_K_FATTN_DEFAULT_WARPS);
+}
+
 static void test_flash(void)
 {
     static const int64_t toks[] = {1, 17, 64, 200, 512, 1000};
@@ -287,6 +300,7 @@ int main(int argc, char **argv)
     if (!gpu_fixture_open((size_t)1 << 30)) return 1;
     lrun_k_set_pdl(lrun_k_pdl_supported(dev->cuda_ordinal)); /* as the engine launches them */
     if (bench_mode) bench();
+    else if (getenv("LRUN_TEST_QUICK")) test_flash_quick();
     else test_flash();
     gpu_fixture_close();
     return bench_mode ? 0 : CHECK_DONE();
