@@ -232,7 +232,7 @@ static int flash(const struct run *r)
 {
     const lrun_cuda_engine *e = r->e;
     const int64_t runs = e->chunk_runs > 0 ? e->chunk_runs : r->n;
-    return e->fattn && lrun_k_attention_flash_supported(e->kv_dtype, e->model->info.head_dim) &&
+    return e->fattn_min > 0 && lrun_k_attention_flash_supported(e->kv_dtype, e->model->info.head_dim) &&
            r->n >= e->fattn_min * runs;
 }
 

@@ -145,10 +145,8 @@ struct lrun_cuda_engine {
     int pdl_enabled;
 
     /* prefill attention on tensor cores (lrun_k_attention_flash) for chunks
-     * whose runs of one sequence average fattn_min tokens or more; LRUN_CUDA_FATTN
-     * 0: never, 1: every chunk it supports (fattn_min 1), unset: by the
-     * measured crossover (LRUN_CUDA_FATTN_MIN overrides it; docs/cuda-kernels.md) */
-    int fattn;
+     * whose runs of one sequence average fattn_min tokens or more; 0: never
+     * (lrun_cuda_fattn_min_tokens: LRUN_CUDA_FATTN, LRUN_CUDA_FATTN_MIN) */
     int64_t fattn_min;
     int64_t chunk_runs;           /* runs of consecutive tokens of one sequence in the chunk being run */
 
