@@ -243,6 +243,24 @@ lrun_status lrun_k_attention_sinks(lrun_dtype kv_dtype, const float *q, const vo
                                    int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale,
                                    int64_t n_swa, const float *sinks, float *out, void *work, void *stream);
 
+/* Prefill attention on tensor cores (attention_flash.cu): the contract of
+ * lrun_k_attention_window (q, caches, k_base, v_base, n_kv, GQA, n_swa 0:
+ * all positions, out) for an f16 cache and head_dim 64 or 128
+ * (lrun_k_attention_flash_supported), without work. q·scale and the softmax
+ * weights are rounded to f16 for the MMAs, so it differs from
+ * lrun_k_attention by up to the bound derived in docs/cuda-kernels.md. Built
+ * for chunks of many tokens per sequence: the engine picks it for prefill
+ * (engine_cuda_forward.c, LRUN_CUDA_FATTN). */
+int lrun_k_attention_flash_supported(lrun_dtype kv_dtype, int64_t head_dim);
+lrun_status lrun_k_attention_flash(const float *q, const void *cache_k, const void *cache_v, const int64_t *k_base,
+                                   const int64_t *v_base, const int32_t *n_kv, int64_t n_tok, int64_t n_head,
+                                   int64_t n_head_kv, int64_t head_dim, int64_t max_kv, float scale, int64_t n_swa,
+                                   float *out, void *stream);
+/* Warps per block of the flash kernel from now on, 4 (the default) or 8
+ * (other values leave it): for measurements. Returns the previous value. */
+#define LRUN_K_FATTN_DEFAULT_WARPS 4
+int lrun_k_attention_flash_tune(int warps);
+
 // ---------------------------------------------------------------- staged KV caches (kv_stage.cu)
 
 /* Copies rows (n_tok, kv_dim) of kv_dtype from src to dst at the same element

@@ -203,6 +203,16 @@ static int want_exact_of(const lrun_engine_opts *opts)
     return opts->numerics == LRUN_NUMERICS_EXACT || (env && strcmp(env, "1") == 0);
 }
 
+int64_t lrun_cuda_fattn_min_tokens(void)
+{
+    /* LRUN_CUDA_FATTN=0/1 forces it off/on for comparisons */
+    const char *fa = getenv("LRUN_CUDA_FATTN"), *fa_min = getenv("LRUN_CUDA_FATTN_MIN");
+    if (fa && strcmp(fa, "0") == 0) return 0;
+    if (fa && strcmp(fa, "1") == 0) return 1;
+    const long long n = fa_min ? atoll(fa_min) : 0;
+    return n > 0 ? (int64_t)n : LRUN_CUDA_FATTN_MIN_TOKENS;
+}
+
 /* The sizes init and lrun_cuda_engine_estimate derive from the model and options. */
 static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_opts *opts)
 {
@@ -247,6 +257,7 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     /* programmatic dependent launch: Hopper and later; LRUN_CUDA_PDL=0 for comparisons */
     const char *pdl = getenv("LRUN_CUDA_PDL");
     e->pdl_enabled = lrun_k_pdl_supported(dev->cuda_ordinal) && !(pdl && strcmp(pdl, "0") == 0);
+    e->fattn_min = lrun_cuda_fattn_min_tokens(); /* tensor-core prefill attention; 0: off */
     e->table_bytes = (size_t)e->n_batch_max * LRUN_CUDA_TABLE_TOKEN_BYTES;
     e->expert_cache_slots = opts->expert_cache_slots;
     e->expert_cache_lru = opts->expert_cache_policy == LRUN_EXPERT_CACHE_REPLACE_LRU;

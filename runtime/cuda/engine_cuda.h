@@ -40,6 +40,13 @@
 #define LRUN_CUDA_LOGIT_ROWS 64         /* LM-head rows per pass: the logits buffers hold this many */
 #define LRUN_CUDA_TABLE_TOKEN_BYTES 28  /* the step table per token: row_off, kv_base (int64), tokens, pos, n_kv (int32) */
 
+/* Fewest tokens per run of one sequence, on average over a chunk, for which
+ * the engine takes the tensor-core prefill attention (lrun_k_attention_flash):
+ * LRUN_CUDA_FATTN_MIN_TOKENS, or LRUN_CUDA_FATTN_MIN=N; LRUN_CUDA_FATTN=1
+ * gives 1 (every chunk), LRUN_CUDA_FATTN=0 gives 0 (never). Read when an
+ * engine is made, and by the planner's prefill measurement (measure_attention.c). */
+int64_t lrun_cuda_fattn_min_tokens(void);
+
 /* Pinned bytes of the step table (n_batch tokens) and the logits' host copy
  * (LRUN_CUDA_LOGIT_ROWS, n_vocab) f32: what init takes as "engine staging". */
 static inline size_t lrun_cuda_engine_staging_bytes(int64_t n_batch, int64_t n_vocab)

@@ -239,6 +239,17 @@ static lrun_status op_rope_store(struct run *r)
     return lrun_k_kv_store(e->kv_dtype, r->kc, r->vc, t->row_off, e->k, e->v, n, e->kv_dim, s);
 }
 
+/* The tensor-core prefill attention for this chunk: an f16 cache and a head
+ * size it has, and runs of one sequence long enough to fill its 64-row
+ * tiles (fattn_min tokens on average; 1 under LRUN_CUDA_FATTN=1). */
+static int flash(const struct run *r)
+{
+    const lrun_cuda_engine *e = r->e;
+    const int64_t runs = e->chunk_runs > 0 ? e->chunk_runs : r->n;
+    return e->fattn_min > 0 && lrun_k_attention_flash_supported(e->kv_dtype, e->model->info.head_dim) &&
+           r->n >= e->fattn_min * runs;
+}
+
 /* attn = attention(q, cache); then a staged cache writes the layer back. */
 static lrun_status op_attention(struct run *r, const lrun_arch_op *op)
 {
@@ -259,6 +270,9 @@ static lrun_status op_attention(struct run *r, const lrun_arch_op *op)
         TRY(lrun_k_attention_softcap(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n,
                                      in->n_head, in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, n_swa,
                                      (float)e->model->attn_softcap, e->attn, e->attn_work, e->stream));
+    else if (flash(r)) /* a prefill chunk: tensor cores, with the window when there is one */
+        TRY(lrun_k_attention_flash(e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n, in->n_head,
+                                   in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, n_swa, e->attn, e->stream));
     else if (n_swa > 0) /* a sliding window (Mistral; gemma3's local blocks) */
         TRY(lrun_k_attention_window(e->kv_dtype, e->q, r->kc, r->vc, t->kv_base, t->kv_base, t->n_kv, r->n,
                                     in->n_head, in->n_head_kv, in->head_dim, r->max_kv, e->attn_scale, n_swa,

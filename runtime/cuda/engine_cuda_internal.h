@@ -21,6 +21,12 @@
 #include "residency/weights.h"
 
 #define DEFAULT_BATCH LRUN_CUDA_DEFAULT_BATCH
+/* Fewest tokens per run of one sequence, on average over a chunk, for which
+ * the engine takes the tensor-core prefill attention: below it a block's 64
+ * query rows are mostly masked and the old kernel's (token, head) blocks
+ * fill the GPU better. A first guess until test_attention_flash_gpu --bench
+ * measures the crossover on the H100 (docs/cuda-kernels.md). */
+#define LRUN_CUDA_FATTN_MIN_TOKENS 64
 /* lrun_k_gemv takes at most this many activation rows (kernels.h). */
 #define GEMV_MAX_ROWS 8
 /* LM-head rows per pass: bounds the device logits buffer to this many rows. */
@@ -137,6 +143,12 @@ struct lrun_cuda_engine {
     /* kernels launched as programmatic dependents (lrun_k_set_pdl), set
      * for this thread at each enqueue */
     int pdl_enabled;
+
+    /* prefill attention on tensor cores (lrun_k_attention_flash) for chunks
+     * whose runs of one sequence average fattn_min tokens or more; 0: never
+     * (lrun_cuda_fattn_min_tokens: LRUN_CUDA_FATTN, LRUN_CUDA_FATTN_MIN) */
+    int64_t fattn_min;
+    int64_t chunk_runs;           /* runs of consecutive tokens of one sequence in the chunk being run */
 
     /* CUDA graphs of decode steps, by token count */
     int graphs_enabled;

@@ -108,6 +108,8 @@ lrun_status lrun_cuda_engine_step(void *ctx, const lrun_step_args *a)
         const int64_t n = min64(n_tokens - c0, e->n_batch_max);
         int64_t want = 0, longest = 0;
         int identity = 1;
+        e->chunk_runs = 0;
+        for (int64_t i = 0; i < n; i++) e->chunk_runs += i == 0 || seq[c0 + i] != seq[c0 + i - 1];
         if (e->kv.staged) /* what the chunk's layers load from the store */
             for (int64_t s = 0; s < e->n_seq_max; s++) e->kv.stored[e->kv.phys[s]] = e->seq_len[s] + e->seq_done[s];
         for (int64_t i = 0; i < n; i++) {

@@ -3,13 +3,15 @@
  * chunk, for the planner's predicted prefill speed (lua/lrun/predict.lua,
  * docs/residency.md "Predicted prefill").
  *
- * Why measure it: the engine's attention (kernels/attention.cu) runs on the
- * CUDA cores, tiled over queries, not on the tensor cores the GEMM rate was
- * measured on; costing it at the GEMM's flop rate made it ~0.2 ms of a 7B
+ * Why measure it: the engine's attention ran on the CUDA cores
+ * (kernels/attention.cu; prefill chunks now take attention_flash.cu's
+ * mma.sync, still not the cuBLAS rate of the GEMMs); costing it at the
+ * GEMM's flop rate made it ~0.2 ms of a 7B
  * chunk, while the chunk ran 15-21 ms slower than predicted on every dtype
  * (session 9, H100: prefill predictions +56..121%). So this times
- * lrun_k_attention itself, as
- * op_attention (engine_cuda_forward.c) calls it for one sequence's chunk of
+ * the kernel op_attention (engine_cuda_forward.c) picks — lrun_k_attention,
+ * or the tensor-core lrun_k_attention_flash for a chunk it takes — as it
+ * calls it for one sequence's chunk of
  * n_tok tokens from an empty cache: token i attends to positions [0, i + 1)
  * of an f16 cache (the engine's default KV dtype) of n_tok positions, the
  * model's heads, KV heads and head_dim. Query and cache hold a fixed
@@ -25,6 +27,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/engine_cuda.h"
 #include "kernels.h"
 #include "lrun.h"
 
@@ -89,12 +92,17 @@ lrun_status lrun_cuda_measure_prefill_attention(lrun_device *device, int64_t n_h
     if (st == LRUN_OK) st = upload_table(device, &b, n_tok);
     void *stream = lrun_cuda_compute_stream(device);
     const float scale = 1.0f / sqrtf((float)head_dim);
+    /* the kernel op_attention picks for this chunk (one run of n_tok tokens) */
+    const int64_t fmin = lrun_cuda_fattn_min_tokens();
+    const int flash = fmin > 0 && n_tok >= fmin && lrun_k_attention_flash_supported(LRUN_DTYPE_F16, head_dim);
     double best = 0;
     for (int pass = 0; pass < 4 && st == LRUN_OK; pass++) { /* a warm-up, then the best of three */
         const double t0 = lrun_now_seconds();
         for (int64_t l = 0; l < n_layer && st == LRUN_OK; l++)
-            st = lrun_k_attention(LRUN_DTYPE_F16, b.q, b.k, b.v, b.base, b.base, b.n_kv, n_tok, n_head, n_head_kv,
-                                  head_dim, n_tok, scale, b.out, b.work, stream);
+            st = flash ? lrun_k_attention_flash(b.q, b.k, b.v, b.base, b.base, b.n_kv, n_tok, n_head, n_head_kv,
+                                                head_dim, n_tok, scale, 0, b.out, stream)
+                       : lrun_k_attention(LRUN_DTYPE_F16, b.q, b.k, b.v, b.base, b.base, b.n_kv, n_tok, n_head,
+                                          n_head_kv, head_dim, n_tok, scale, b.out, b.work, stream);
         if (st == LRUN_OK) st = lrun_cuda_stream_sync(device, stream);
         const double dt = (lrun_now_seconds() - t0) / (double)n_layer;
         if (st == LRUN_OK && pass > 0 && dt > 0 && (best == 0 || dt < best)) best = dt;

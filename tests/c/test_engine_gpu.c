@@ -4,7 +4,8 @@
  * q4_1: logits of a prompt (cuBLAS path) and of decode steps (fused GEMV
  * path), a batch of sequences, cache copies and truncation, a DYNAMIC cache
  * that grows across chunks, a STATIC cache replayed from CUDA graphs against
- * the same engine without graphs, and OOM under a budget. With LRUN_MODEL
+ * the same engine without graphs, a prompt through the tensor-core prefill
+ * attention, and OOM under a budget. With LRUN_MODEL
  * (the default SmolLM2 Q4_1 model): first-step logits, 32 greedy steps
  * teacher-forced along the CPU's path, and how long free-running greedy
  * paths agree (printed: the CPU quantizes activations to 8 bits like
@@ -148,6 +149,41 @@ static void test_dtype(const struct tol *t)
     free(lc);
     free(lg);
 done:
+    fixture_free_pair(ec, eg, mc, mg);
+    unlink(path);
+}
+
+/* A 160-token prompt in chunks of 64 (64, 64, 32): the full chunks take the
+ * tensor-core prefill attention (attention_flash.cu; runs of 64 tokens of
+ * one sequence), the last the split-KV kernel, against the CPU and against
+ * the same CUDA engine made under LRUN_CUDA_FATTN=0. Needs head_dim 64 or
+ * 128 (gen_head_dim 64). */
+static void test_flash_prefill(const char *what)
+{
+    enum { NP = 160 };
+    const char *path = gen_model(LRUN_DTYPE_F32, LRUN_DTYPE_F32);
+    lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
+    char was[32] = ""; /* copied: setenv may move the environment's strings */
+    if (getenv("LRUN_CUDA_FATTN")) snprintf(was, sizeof was, "%s", getenv("LRUN_CUDA_FATTN"));
+    lrun_engine *ec = engine(mc, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC), *eg = engine(mg, 1, 256, 64,
+                                                                                    LRUN_CACHE_KIND_DYNAMIC);
+    setenv("LRUN_CUDA_FATTN", "0", 1); /* read when an engine is made */
+    lrun_engine *eo = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
+    if (was[0]) setenv("LRUN_CUDA_FATTN", was, 1);
+    else unsetenv("LRUN_CUDA_FATTN");
+    int32_t tok[NP];
+    make_prompt(tok, NP, V, 321);
+    float *lc = malloc((size_t)NP * V * sizeof *lc), *lg = malloc((size_t)NP * V * sizeof *lg),
+          *lo = malloc((size_t)NP * V * sizeof *lo);
+    const int ok = ec && eg && eo && run_seq(ec, tok, NP, 0, 1, lc) && run_seq(eg, tok, NP, 0, 1, lg) &&
+                   run_seq(eo, tok, NP, 0, 1, lo);
+    const double rel = ok ? rel_diff(lc, lg, (int64_t)NP * V) : 1e9, rel_old = ok ? rel_diff(lo, lg, (int64_t)NP * V) : 1e9;
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s: a 160-token prompt through the tensor-core attention matches the CPU (rel %.2g <= "
+             "1e-2) and the split-KV kernel (rel %.2g <= 1e-2)", what, rel, rel_old);
+    CHECK(msg, ok && rel <= 1e-2 && rel_old <= 1e-2);
+    free(lc), free(lg), free(lo);
+    lrun_engine_free(eo);
     fixture_free_pair(ec, eg, mc, mg);
     unlink(path);
 }
@@ -462,6 +498,14 @@ int main(void)
         test_dtype(&tols[0]);
         test_dtype(&tols[2]);
     }
+    /* the tensor-core prefill attention in a whole model: head 64, and with gemma3's window of 8 */
+    gen_head_dim = 64;
+    gen_arch = "qwen3";
+    gen_swa = 0;
+    test_flash_prefill("qwen3 (head 64) f32");
+    gen_arch = "gemma3";
+    gen_swa = 8;
+    test_flash_prefill("gemma3 (head 64, window 8) f32");
     gen_arch = NULL;
     gen_head_dim = 0;
     gen_swa = 0;
