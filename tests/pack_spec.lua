@@ -51,7 +51,8 @@ describe("lrun.pack", function()
   end)
 
   it("raises on an unknown codec", function()
-    assert.has_error(function() lrun.pack(gguf, dir .. "/x.lrpk", { codec = "pex9" }) end, "lrun.pack: opts.codec must be \"pex1\" or \"pex2\", not pex9")
+    assert.has_error(function() lrun.pack(gguf, dir .. "/x.lrpk", { codec = "pex9" }) end,
+      "lrun.pack: opts.codec must be \"pex1\" or \"pex2\", not pex9")
   end)
 
   it("returns nil and a message for a missing file; raises on misuse", function()

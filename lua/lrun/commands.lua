@@ -41,8 +41,9 @@ function commands.pack(args)
     io.stderr:write("lrun pack: ", err, "\n")
     return 1
   end
-  io.write(string.format("%s: %d tensors packed (%d PEX2; %.4f of their %.1f MB), %d as they were; %.1f MB -> %.1f MB in %.2f s (%.0f MB/s)\n",
-    words[2], s.n_packed, s.n_pex2, s.ratio, s.plain_bytes / 1e6, s.n_raw, s.in_bytes / 1e6, s.out_bytes / 1e6, s.seconds, s.mb_per_s))
+  io.write(string.format("%s: %d tensors packed (%d PEX2; %.4f of their %.1f MB), %d as they were; "
+    .. "%.1f MB -> %.1f MB in %.2f s (%.0f MB/s)\n", words[2], s.n_packed, s.n_pex2, s.ratio, s.plain_bytes / 1e6,
+    s.n_raw, s.in_bytes / 1e6, s.out_bytes / 1e6, s.seconds, s.mb_per_s))
   return 0
 end
 
