@@ -3,11 +3,12 @@
  * accepted, never crash, read out of bounds or leak. Not part of `make test`:
  *
  *   S="runtime/packed/packed_file.c runtime/packed/codec.c runtime/packed/codec_pex2.c runtime/core/error.c runtime/core/threadpool.c \
- *      runtime/core/progress.c runtime/core/hash.c runtime/formats/gguf.c runtime/quant/dtype.c \
- *      runtime/quant/quant.c runtime/quant/quant_more.c runtime/quant/fp8.c"
+ *      runtime/core/progress.c runtime/core/hash.c runtime/core/mapguard.c runtime/formats/gguf.c \
+ *      runtime/quant/dtype.c runtime/quant/quant.c runtime/quant/quant_more.c runtime/quant/quant_mxfp4.c runtime/quant/fp8.c"
  *   clang -g -O1 -std=c11 -D_GNU_SOURCE -pthread -Iruntime -fsanitize=fuzzer,address,undefined \
  *      tests/fuzz/fuzz_packed.c $S -o build/fuzz_packed -lm
- *   build/fuzz_packed -max_total_time=60 -max_len=65536
+ *   cp -r tests/fuzz/corpus/fuzz_packed /tmp/c && build/fuzz_packed -max_total_time=60 -max_len=65536 /tmp/c
+ *   (or make fuzz; the seeds: tests/fuzz/make_seeds.lua, PEX1 and PEX2 files and tensors)
  *
  * The first input byte picks the target: even, the input is a packed file
  * (opened, checked, unpacked and opened as a GGUF; and opened as a load
