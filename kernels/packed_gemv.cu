@@ -422,6 +422,9 @@ static lrun_status pg_check(const char *op, const void *packed, const lrun_packe
     if (n <= 0 || k <= 0)
         return lrun_fail(LRUN_E_ARG, "%s: weight %d: shape n %lld, k %lld (both must be > 0)", op, part, (long long)n,
                          (long long)k);
+    if (lay->codec != LRUN_PACKED_CODEC_EXP) /* PEX2 (codec_pex2.h) has no kernels yet */
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: weight %d: codec %d is not PEX1, the only one these kernels read",
+                         op, part, lay->codec);
     if (!lrun_packed_dtype_ok(lay->dtype))
         return lrun_fail(LRUN_E_ARG, "%s: weight %d: dtype %d is not bf16 or f16", op, part, lay->dtype);
     if (k % 8 != 0)

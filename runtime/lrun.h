@@ -445,9 +445,18 @@ LRUN_API lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_ge
 
 /* ---------------------------------------------------------------- packed weights (docs/packed.md) */
 
+/* The codec lrun_pack writes (docs/packed.md "The codec PEX2"). */
+typedef enum lrun_pack_codec {
+    LRUN_PACK_CODEC_PEX1 = 0,   /* every bf16/f16 tensor PEX1: the default while only PEX1 has CUDA kernels */
+    LRUN_PACK_CODEC_PEX2 = 1,   /* bf16 tensors of a multiple of 8 values PEX2 (stored as they are where PEX2
+                                 * would grow them); f16 and the rest PEX1. The CPU engine reads PEX2; the
+                                 * CUDA engine refuses it at load until its kernels exist */
+} lrun_pack_codec;
+
 typedef struct lrun_pack_opts {
     int n_threads;              /* 0 = every core */
     int progress;               /* 1: progress bar on stderr when it is a terminal */
+    int codec;                  /* lrun_pack_codec; 0: PEX1 */
 } lrun_pack_opts;
 
 typedef struct lrun_pack_stats {
@@ -456,8 +465,9 @@ typedef struct lrun_pack_stats {
     size_t plain_bytes;         /* bf16/f16 tensors, plain */
     size_t packed_bytes;        /* the same tensors, packed */
     int64_t n_packed;           /* tensors packed */
-    int64_t n_raw;              /* tensors stored as they are (f32, quantized) */
+    int64_t n_raw;              /* tensors stored as they are (f32, quantized; bf16 PEX2 would grow) */
     double seconds;
+    int64_t n_pex2;             /* of n_packed, those in PEX2 */
 } lrun_pack_stats;
 
 /* Writes the packed form of the GGUF file in to out: bf16 and f16 tensors

@@ -38,6 +38,23 @@ describe("lrun.pack", function()
     assert.are.equal(read(gguf), read(dir .. "/back.gguf"))
   end)
 
+  it("packs with codec pex2 (bf16: every matrix PEX2), unpacks byte for byte and loads", function()
+    local st = assert(lrun.pack(gguf, dir .. "/p2.lrpk", { threads = 2, codec = "pex2" }))
+    assert.are.equal(15, st.n_packed)
+    assert.are.equal(15, st.n_pex2)
+    assert.is_true(st.ratio < 0.75, "ratio " .. st.ratio)
+    assert.is_true(require("lrun.pack").unpack(dir .. "/p2.lrpk", dir .. "/p2.gguf"))
+    assert.are.equal(read(gguf), read(dir .. "/p2.gguf"))
+    local m = assert(lrun.load(dir .. "/p2.lrpk", { threads = 1 }))
+    assert.are.equal(2, m:info().n_layer)
+    m:free()
+  end)
+
+  it("raises on an unknown codec", function()
+    assert.has_error(function() lrun.pack(gguf, dir .. "/x.lrpk", { codec = "pex9" }) end,
+      "lrun.pack: opts.codec must be \"pex1\" or \"pex2\", not pex9")
+  end)
+
   it("returns nil and a message for a missing file; raises on misuse", function()
     local st, err = lrun.pack(dir .. "/missing.gguf", dir .. "/x.lrpk")
     assert.is_nil(st)
@@ -65,10 +82,21 @@ describe("lrun pack (command line)", function()
     assert.are.equal(read(gguf), read(dir .. "/c.gguf"))
   end)
 
+  it("packs with --codec pex2", function()
+    local out, rc = shell.run(table.concat({ shell.quote(shell.launcher), "pack", "--codec", "pex2", shell.quote(gguf),
+      shell.quote(dir .. "/c2.lrpk") }, " "))
+    assert.are.equal(0, rc, out)
+    assert.matches("15 tensors packed %(15 PEX2", out)
+  end)
+
   it("says its usage and fails on wrong arguments or a bad file", function()
     local out, rc = shell.run(shell.quote(shell.launcher) .. " pack only-one")
     assert.are.equal(2, rc)
     assert.matches("usage: lrun pack", out)
+    out, rc = shell.run(table.concat({ shell.quote(shell.launcher), "pack", "--codec", "zip", shell.quote(gguf),
+      shell.quote(dir .. "/z.lrpk") }, " "))
+    assert.are.equal(2, rc)
+    assert.matches("%-%-codec pex1|pex2", out)
     out, rc = shell.run(table.concat({ shell.quote(shell.launcher), "unpack", shell.quote(gguf),
       shell.quote(dir .. "/d.gguf") }, " "))
     assert.are.equal(1, rc)

@@ -9,8 +9,9 @@ local function usage(text)
   return 2
 end
 
+-- The words of args less the options: -t/--threads N, and (pack) --codec pex1|pex2.
 local function threads_of(args)
-  local out, threads = {}, nil
+  local out, threads, codec = {}, nil, nil
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -18,26 +19,31 @@ local function threads_of(args)
       threads = tonumber(args[i + 1])
       if not threads then return nil end
       i = i + 2
+    elseif a == "--codec" then
+      codec = args[i + 1]
+      if codec ~= "pex1" and codec ~= "pex2" then return nil end
+      i = i + 2
     else
       out[#out + 1] = a
       i = i + 1
     end
   end
-  return out, threads
+  return out, threads, codec
 end
 
 local commands = {}
 
 function commands.pack(args)
-  local words, threads = threads_of(args)
-  if not words or #words ~= 2 then return usage("pack [-t THREADS] IN.gguf|HF_DIR OUT.lrpk") end
-  local s, err = require("lrun.pack").pack(words[1], words[2], { threads = threads })
+  local words, threads, codec = threads_of(args)
+  if not words or #words ~= 2 then return usage("pack [-t THREADS] [--codec pex1|pex2] IN.gguf|HF_DIR OUT.lrpk") end
+  local s, err = require("lrun.pack").pack(words[1], words[2], { threads = threads, codec = codec })
   if not s then
     io.stderr:write("lrun pack: ", err, "\n")
     return 1
   end
-  io.write(string.format("%s: %d tensors packed (%.4f of their %.1f MB), %d as they were; %.1f MB -> %.1f MB in %.2f s (%.0f MB/s)\n",
-    words[2], s.n_packed, s.ratio, s.plain_bytes / 1e6, s.n_raw, s.in_bytes / 1e6, s.out_bytes / 1e6, s.seconds, s.mb_per_s))
+  io.write(string.format("%s: %d tensors packed (%d PEX2; %.4f of their %.1f MB), %d as they were; "
+    .. "%.1f MB -> %.1f MB in %.2f s (%.0f MB/s)\n", words[2], s.n_packed, s.n_pex2, s.ratio, s.plain_bytes / 1e6,
+    s.n_raw, s.in_bytes / 1e6, s.out_bytes / 1e6, s.seconds, s.mb_per_s))
   return 0
 end
 

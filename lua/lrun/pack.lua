@@ -18,6 +18,10 @@ local function pack_opts(opts, fn)
   local progress = opts.progress
   if progress == nil then progress = require("lrun.sys").isatty(2) end
   o.progress = progress and 1 or 0
+  local codec = opts.codec or "pex1"
+  if codec == "pex1" then o.codec = C.LRUN_PACK_CODEC_PEX1
+  elseif codec == "pex2" then o.codec = C.LRUN_PACK_CODEC_PEX2
+  else error(fn .. ": opts.codec must be \"pex1\" or \"pex2\", not " .. tostring(codec), 3) end
   return o
 end
 
@@ -25,9 +29,11 @@ end
 -- @tparam string input a GGUF file (bf16, f16, f32 or quantized tensors), or an HF directory
 --   (written as its GGUF first; the tokenizer stays in the directory)
 -- @tparam string output the packed file to write
--- @tparam[opt] table opts threads (default: every core), progress (bar on stderr)
+-- @tparam[opt] table opts threads (default: every core), progress (bar on stderr), codec
+--   ("pex1", the default while only PEX1 has CUDA kernels; or "pex2": bf16 tensors PEX2, f16 PEX1,
+--   docs/packed.md "The codec PEX2"; the CUDA engine refuses PEX2 tensors for now)
 -- @treturn[1] table stats: in_bytes, out_bytes, plain_bytes, packed_bytes,
---   ratio (packed/plain of the bf16/f16 tensors), n_packed, n_raw, seconds, mb_per_s
+--   ratio (packed/plain of the bf16/f16 tensors), n_packed, n_pex2 (of them PEX2), n_raw, seconds, mb_per_s
 -- @treturn[2] nil
 -- @treturn[2] string error
 function M.pack(input, output, opts)
@@ -40,7 +46,7 @@ function M.pack(input, output, opts)
   return {
     in_bytes = tonumber(s.in_bytes), out_bytes = tonumber(s.out_bytes),
     plain_bytes = plain, packed_bytes = packed, ratio = plain > 0 and packed / plain or 1,
-    n_packed = tonumber(s.n_packed), n_raw = tonumber(s.n_raw), seconds = s.seconds,
+    n_packed = tonumber(s.n_packed), n_pex2 = tonumber(s.n_pex2), n_raw = tonumber(s.n_raw), seconds = s.seconds,
     mb_per_s = s.seconds > 0 and tonumber(s.in_bytes) / 1e6 / s.seconds or 0,
   }
 end

@@ -54,6 +54,29 @@ static size_t need_of(const lrun_placement *p, const struct lrun_tensor *t, int 
     return align256(t->nbytes);
 }
 
+/* A tensor held packed in PEX2 would reach the PEX1 kernels (mode 2's
+ * decode into a slot, mode 3) or a host decode the engine may later move
+ * to the GPU: every packed use is refused alike, so that the answer does
+ * not depend on where the planner puts it. */
+static lrun_status codec_ok(const lrun_cuda_engine *e, const struct lrun_tensor *t)
+{
+    if (!t || !t->packed || t->pk.codec == LRUN_PACKED_CODEC_EXP) return LRUN_OK;
+    return lrun_fail(LRUN_E_UNSUPPORTED,
+                     "engine on %s: tensor '%s' is packed with codec %s, which the CUDA engine does not decode yet "
+                     "(its kernels read PEX1): repack with `lrun pack --codec pex1`, or load it plain (packed = false)",
+                     e->device->name, t->name, t->pk.codec == LRUN_PACKED_CODEC_PEX2 ? "PEX2" : "unknown");
+}
+
+lrun_status lrun_cuda_packed_codec_check(const lrun_cuda_engine *e)
+{
+    const lrun_model *m = e->model;
+    lrun_status st = codec_ok(e, m->tok_embd);
+    if (st == LRUN_OK) st = codec_ok(e, m->output);
+    for (int64_t l = e->layer_first; st == LRUN_OK && l < e->layer_end; l++)
+        for (int i = 0; st == LRUN_OK && i < LRUN_ARCH_TENSOR_BLOCK_COUNT; i++) st = codec_ok(e, m->layers[l].t[i]);
+    return st;
+}
+
 size_t lrun_cuda_packed_scratch_bytes(const lrun_cuda_engine *e, const lrun_placement *p, int all_device)
 {
     const lrun_model *m = e->model;

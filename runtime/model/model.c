@@ -525,6 +525,8 @@ static lrun_status decode_entry(lrun_model *m, const lrun_packed_entry *e, const
     if (!buf) return LRUN_E_OOM;
     const lrun_packed_file *f = m->packed_file;
     *out = (const uint8_t *)buf;
+    const lrun_status st = lrun_packed_file_check_codec(f, e, "entry");
+    if (st != LRUN_OK) return st;
     return lrun_packed_decode(buf, (int)e->dtype, e->plain_bytes / 2, f->packed + e->packed_offset,
                               (size_t)e->packed_size, "entry", m->pool);
 }
@@ -543,11 +545,12 @@ static lrun_status keep_packed(lrun_model *m)
         struct lrun_tensor *t = &m->tensors[i];
         const uint64_t off = (uint64_t)((const uint8_t *)t->file_data - data0);
         const lrun_packed_entry *e = lrun_packed_file_entry_at(f, off);
-        if (!e || e->codec != LRUN_PACKED_CODEC_EXP) continue;
+        if (!e || e->codec == LRUN_PACKED_CODEC_RAW) continue;
         lrun_status st;
         if (off == e->plain_offset && e->plain_bytes == t->nbytes && is_weight_matrix(m, t)) {
             const uint8_t *bytes = f->packed + e->packed_offset;
-            st = lrun_packed_validate_mt(&t->pk, bytes, (size_t)e->packed_size, t->name, m->pool);
+            st = lrun_packed_file_check_codec(f, e, t->name);
+            if (st == LRUN_OK) st = lrun_packed_validate_mt(&t->pk, bytes, (size_t)e->packed_size, t->name, m->pool);
             if (st == LRUN_OK && (t->pk.dtype != (int)t->dtype || t->pk.n != (uint64_t)lrun_tensor_nelements(t)))
                 st = lrun_fail(LRUN_E_FORMAT, "packed tensor '%s': holds %llu values of dtype %d, expected %lld of %d",
                                t->name, (unsigned long long)t->pk.n, t->pk.dtype,

@@ -76,6 +76,7 @@ static int layout_fixed(lrun_packed_layout *lay, int dtype, uint64_t n)
 {
     memset(lay, 0, sizeof *lay);
     if (n > ((uint64_t)1 << 56)) return 0; /* keeps n * 3 bits and the table in size_t */
+    lay->codec = LRUN_PACKED_CODEC_EXP;
     lay->dtype = dtype;
     lay->n = n;
     lay->nb = (n + LRUN_PACKED_BLOCK - 1) / LRUN_PACKED_BLOCK;
@@ -371,9 +372,34 @@ static lrun_status check_frame(lrun_packed_layout *lay, codebook *cb, const uint
     return LRUN_OK;
 }
 
+int lrun_packed_codec_of(const void *src, size_t size)
+{
+    uint32_t magic;
+    if (!src || size < 4) return 0;
+    memcpy(&magic, src, 4);
+    return magic == LRUN_PACKED_MAGIC ? LRUN_PACKED_CODEC_EXP : magic == LRUN_PEX2_MAGIC ? LRUN_PACKED_CODEC_PEX2 : 0;
+}
+
+/* A PEX2 tensor (codec_pex2.c): validated, then decoded when dst is given. */
+static lrun_status decode_all_pex2(lrun_packed_layout *lay, uint16_t *dst, const uint8_t *in, size_t size,
+                                   const char *what, lrun_threadpool *pool)
+{
+    memset(lay, 0, sizeof *lay);
+    const lrun_status st = lrun_pex2_validate(&lay->pex2, in, size, what, pool);
+    if (st != LRUN_OK) return st;
+    lay->codec = LRUN_PACKED_CODEC_PEX2;
+    lay->dtype = LRUN_DTYPE_BF16;
+    lay->n = lay->pex2.n;
+    lay->nb = lay->pex2.nb;
+    lay->total = lay->pex2.total;
+    if (dst) lrun_packed_decode_range_mt(dst, in, lay, 0, lay->n, pool);
+    return LRUN_OK;
+}
+
 static lrun_status decode_all(lrun_packed_layout *lay, uint16_t *dst, const uint8_t *in, size_t size, const char *what,
                               lrun_threadpool *pool)
 {
+    if (lrun_packed_codec_of(in, size) == LRUN_PACKED_CODEC_PEX2) return decode_all_pex2(lay, dst, in, size, what, pool);
     job j = {.in = in, .in_size = size, .lay = lay, .dst = dst};
     lrun_status st = check_frame(lay, &j.cb, in, size, what);
     if (st != LRUN_OK) return st;
@@ -416,6 +442,10 @@ lrun_status lrun_packed_decode(uint16_t *dst, int want_dtype, uint64_t want_n, c
 
 void lrun_packed_decode_range(uint16_t *dst, const void *src, const lrun_packed_layout *lay, uint64_t first, uint64_t count)
 {
+    if (lay->codec == LRUN_PACKED_CODEC_PEX2) {
+        lrun_pex2_decode_range(dst, src, &lay->pex2, first, count);
+        return;
+    }
     job j = {.in = src, .in_size = lay->total, .lay = lay, .dtype = lay->dtype};
     memcpy(j.cb.book1, lay->book1, sizeof j.cb.book1);
     memcpy(j.cb.book2, lay->book2, sizeof j.cb.book2);

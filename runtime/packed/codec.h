@@ -31,6 +31,7 @@
 #define LRUN_PACKED_CODEC_H
 
 #include "lrun.h"
+#include "packed/codec_pex2.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -56,8 +57,15 @@ typedef struct lrun_packed_header {
 
 #define LRUN_PACKED_HEADER_BYTES 32
 
-/* Where each section of a packed tensor is, from its first byte (bytes). */
+/* The codec of a packed tensor: a packed file's entry names it, a layout
+ * records it (codec_pex2.h: PEX2, bf16 only; the CUDA kernels read PEX1 only). */
+enum { LRUN_PACKED_CODEC_RAW = 0, LRUN_PACKED_CODEC_EXP = 1, LRUN_PACKED_CODEC_PEX2 = 2 };
+
+/* Where each section of a packed tensor is, from its first byte (bytes).
+ * For a PEX2 tensor (codec LRUN_PACKED_CODEC_PEX2) only dtype, n, total and
+ * pex2 are set: the PEX1 sections are 0. */
 typedef struct lrun_packed_layout {
+    int codec;                   /* LRUN_PACKED_CODEC_EXP (PEX1) or LRUN_PACKED_CODEC_PEX2; 0 before validation */
     int dtype;                   /* LRUN_DTYPE_BF16 or LRUN_DTYPE_F16 */
     uint64_t n;                  /* elements */
     uint64_t nb;                 /* blocks */
@@ -65,6 +73,7 @@ typedef struct lrun_packed_layout {
     size_t code2_bytes, esc_bytes; /* the variable sections' sizes */
     size_t total;                /* bytes of the whole packed tensor */
     uint8_t book1[LRUN_PACKED_N1], book2[LRUN_PACKED_N2]; /* the codebooks, from the header */
+    lrun_pex2_layout pex2;       /* PEX2 only: its sections and codebooks */
 } lrun_packed_layout;
 
 /* Is dtype one the codec packs? */
@@ -80,7 +89,12 @@ struct lrun_threadpool;
 lrun_status lrun_packed_encode(void *dst, size_t cap, size_t *out_bytes, int dtype, const uint16_t *src, uint64_t n,
                                struct lrun_threadpool *pool);
 
-/* Checks a packed tensor of size bytes completely (header, codebooks,
+/* The codec a packed tensor's first bytes name (PEX1 or PEX2), 0 for neither. */
+int lrun_packed_codec_of(const void *src, size_t size);
+
+/* The validate and decode functions below take either codec, by its magic
+ * (validate) or the layout's codec (decode); encode writes PEX1.
+ * Checks a packed tensor of size bytes completely (header, codebooks,
  * table, every block's counts, padding, tier-3 values) and fills *lay.
  * what names it in errors (a tensor name). */
 lrun_status lrun_packed_validate(lrun_packed_layout *lay, const void *src, size_t size, const char *what);

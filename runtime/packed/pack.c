@@ -5,6 +5,8 @@
  * plain model as a GGUF head plus tensors (offset, bytes, dtype, data); an
  * HF directory is first written as a plain GGUF (pack_hf.c) into a
  * temporary file next to the output, removed when packing ends.
+ * Each bf16/f16 tensor is PEX1, or with opts->codec PEX2 (bf16 only; f16
+ * stays PEX1), or stored as it is where PEX2 would grow it.
  * Tensors are packed one after another, each with every thread of the pool
  * (the codec parallelises over blocks), and written as they are done; the
  * entries are written last, then the file is renamed into place, so a
@@ -97,9 +99,36 @@ static lrun_status write_all(FILE *fp, const void *p, size_t n, const char *path
     return LRUN_OK;
 }
 
-/* Packs every tensor into fp at the packed section; fills entries and the section size. */
+/* The codec of tensor t: PEX2 where asked for and it fits, PEX1 for the
+ * other bf16/f16 tensors, stored as it is for the rest. */
+static uint32_t codec_for(const pack_tensor *t, int codec)
+{
+    if (!lrun_packed_dtype_ok((int)t->dtype) || t->bytes < 2) return LRUN_PACKED_CODEC_RAW;
+    if (codec == LRUN_PACK_CODEC_PEX2 && lrun_pex2_fits((int)t->dtype, t->bytes / 2)) return LRUN_PACKED_CODEC_PEX2;
+    return LRUN_PACKED_CODEC_EXP;
+}
+
+/* Tensor t encoded into *buf (grown to the codec's bound); *got its size. */
+static lrun_status encode_one(uint8_t **buf, size_t *cap, size_t *got, const pack_tensor *t, uint32_t codec,
+                              lrun_threadpool *pool, const char *path)
+{
+    const uint64_t n = t->bytes / 2;
+    const size_t need = codec == LRUN_PACKED_CODEC_PEX2 ? lrun_pex2_bound(n) : lrun_packed_bound((int)t->dtype, n);
+    if (need > *cap) {
+        free(*buf);
+        *cap = need;
+        if (!(*buf = malloc(*cap))) return lrun_fail_oom(*cap, 0, "packing %s: buffer", path);
+    }
+    if (codec == LRUN_PACKED_CODEC_PEX2) return lrun_pex2_encode(*buf, *cap, got, t->data, n, pool);
+    return lrun_packed_encode(*buf, *cap, got, (int)t->dtype, t->data, n, pool);
+}
+
+/* Packs every tensor into fp at the packed section; fills entries and the
+ * section size. A PEX2 tensor that would grow (random bit patterns: 1.6x)
+ * is stored as it is: every reader takes a stored bf16 tensor. */
 static lrun_status write_tensors(FILE *fp, const pack_source *s, lrun_packed_entry *e, uint64_t *packed_bytes,
-                                 lrun_threadpool *pool, lrun_pack_stats *stats, int progress, const char *path)
+                                 lrun_threadpool *pool, lrun_pack_stats *stats, int progress, int codec,
+                                 const char *path)
 {
     static const uint8_t zeros[LRUN_PACKED_ALIGN];
     size_t cap = 0;
@@ -110,21 +139,17 @@ static lrun_status write_tensors(FILE *fp, const pack_source *s, lrun_packed_ent
     lrun_progress_begin(&bar, progress, "packing", (size_t)s->data_bytes);
     for (int64_t i = 0; st == LRUN_OK && i < s->n; i++) {
         const pack_tensor *t = &s->t[i];
-        const int packed = lrun_packed_dtype_ok((int)t->dtype) && t->bytes >= 2;
-        e[i] = (lrun_packed_entry){t->offset, t->bytes, at, t->bytes, packed ? LRUN_PACKED_CODEC_EXP : LRUN_PACKED_CODEC_RAW,
-                                   (uint32_t)t->dtype};
+        const uint32_t c = codec_for(t, codec);
+        e[i] = (lrun_packed_entry){t->offset, t->bytes, at, t->bytes, c, (uint32_t)t->dtype};
         const void *out = t->data;
-        if (packed) {
-            size_t need = lrun_packed_bound((int)t->dtype, t->bytes / 2), got = 0;
-            if (need > cap) {
-                free(buf);
-                cap = need;
-                if (!(buf = malloc(cap))) return lrun_fail_oom(cap, 0, "packing %s: buffer", path);
-            }
-            st = lrun_packed_encode(buf, cap, &got, (int)t->dtype, t->data, t->bytes / 2, pool);
+        size_t got = 0;
+        if (c != LRUN_PACKED_CODEC_RAW) st = encode_one(&buf, &cap, &got, t, c, pool, path);
+        if (st == LRUN_OK && c == LRUN_PACKED_CODEC_PEX2 && got >= t->bytes) e[i].codec = LRUN_PACKED_CODEC_RAW;
+        if (e[i].codec != LRUN_PACKED_CODEC_RAW) {
             e[i].packed_size = got;
             out = buf;
             stats->n_packed++;
+            stats->n_pex2 += e[i].codec == LRUN_PACKED_CODEC_PEX2;
             stats->plain_bytes += t->bytes;
             stats->packed_bytes += got;
         } else {
@@ -143,7 +168,7 @@ static lrun_status write_tensors(FILE *fp, const pack_source *s, lrun_packed_ent
 }
 
 static lrun_status write_file(FILE *fp, const pack_source *s, lrun_threadpool *pool, lrun_pack_stats *stats,
-                              int progress, const char *path)
+                              int progress, int codec, const char *path)
 {
     const size_t table = (size_t)s->n * LRUN_PACKED_ENTRY_BYTES;
     uint8_t *hdr = calloc(1, LRUN_PACKED_FILE_HEADER + table);
@@ -157,7 +182,7 @@ static lrun_status write_file(FILE *fp, const pack_source *s, lrun_threadpool *p
     lrun_status st = write_all(fp, hdr, LRUN_PACKED_FILE_HEADER + table, path);
     if (st == LRUN_OK) st = write_all(fp, s->head, (size_t)s->head_bytes, path);
     uint64_t packed_bytes = 0;
-    if (st == LRUN_OK) st = write_tensors(fp, s, e, &packed_bytes, pool, stats, progress, path);
+    if (st == LRUN_OK) st = write_tensors(fp, s, e, &packed_bytes, pool, stats, progress, codec, path);
     if (st == LRUN_OK) {
         memcpy(hdr, LRUN_PACKED_FILE_MAGIC, 8);
         put32(hdr + 8, LRUN_PACKED_FILE_VERSION);
@@ -211,10 +236,12 @@ static lrun_status close_tmp(FILE *fp, char *tmp, const char *out, lrun_status s
 
 lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opts, lrun_pack_stats *stats)
 {
-    static const lrun_pack_opts defaults = {0, 0};
+    static const lrun_pack_opts defaults = {0, 0, LRUN_PACK_CODEC_PEX1};
     lrun_pack_stats local;
     if (!in || !out) return lrun_fail(LRUN_E_ARG, "lrun_pack: in and out must not be NULL");
     if (!opts) opts = &defaults;
+    if (opts->codec != LRUN_PACK_CODEC_PEX1 && opts->codec != LRUN_PACK_CODEC_PEX2)
+        return lrun_fail(LRUN_E_ARG, "lrun_pack: codec %d is not LRUN_PACK_CODEC_PEX1 (0) or _PEX2 (1)", opts->codec);
     if (!stats) stats = &local;
     memset(stats, 0, sizeof *stats);
     const double t0 = now_s();
@@ -235,7 +262,7 @@ lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opt
     if (st == LRUN_OK) st = source_from_gguf(&s, hf_gguf ? hf_gguf : in);
     if (st == LRUN_OK) st = lrun_threadpool_init(&pool, opts->n_threads);
     if (st == LRUN_OK) st = open_tmp(&fp, &tmp, out);
-    if (st == LRUN_OK) st = write_file(fp, &s, pool, stats, opts->progress, out);
+    if (st == LRUN_OK) st = write_file(fp, &s, pool, stats, opts->progress, opts->codec, out);
     st = lrun_mapguard_end(g0, st, "reading the input");
     st = close_tmp(fp, tmp, out, st);
     if (st == LRUN_OK) stats->in_bytes = lrun_gguf_file_bytes(s.gguf);
@@ -249,7 +276,7 @@ lrun_status lrun_pack(const char *in, const char *out, const lrun_pack_opts *opt
 
 lrun_status lrun_unpack(const char *in, const char *out, const lrun_pack_opts *opts)
 {
-    static const lrun_pack_opts defaults = {0, 0};
+    static const lrun_pack_opts defaults = {0, 0, 0};
     if (!in || !out) return lrun_fail(LRUN_E_ARG, "lrun_unpack: in and out must not be NULL");
     if (!opts) opts = &defaults;
     lrun_packed_file *f = NULL;

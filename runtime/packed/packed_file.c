@@ -104,6 +104,10 @@ static lrun_status check_entry(const lrun_packed_file *f, const lrun_packed_entr
     } else if (e->codec == LRUN_PACKED_CODEC_EXP) {
         if (!lrun_packed_dtype_ok((int)e->dtype) || e->plain_bytes % 2)
             return bad(p, "%spacked, but dtype %lld with %lld bytes is not bf16 or f16", what, e->dtype, (long long)e->plain_bytes);
+    } else if (e->codec == LRUN_PACKED_CODEC_PEX2) {
+        if (e->plain_bytes % 2 || !lrun_pex2_fits((int)e->dtype, e->plain_bytes / 2))
+            return bad(p, "%spacked PEX2, but dtype %lld with %lld bytes is not bf16 of a multiple of 8 values below 2^32",
+                       what, e->dtype, (long long)e->plain_bytes);
     } else {
         return bad(p, "%scodec %lld is unknown", what, e->codec, 0);
     }
@@ -202,6 +206,20 @@ void lrun_packed_file_close(lrun_packed_file *f)
 
 // ---------------------------------------------------------------- unpack
 
+const char *lrun_packed_codec_name(uint32_t codec)
+{
+    return codec == LRUN_PACKED_CODEC_RAW ? "stored" : codec == LRUN_PACKED_CODEC_EXP ? "PEX1"
+                                                     : codec == LRUN_PACKED_CODEC_PEX2 ? "PEX2" : "unknown";
+}
+
+lrun_status lrun_packed_file_check_codec(const lrun_packed_file *f, const lrun_packed_entry *e, const char *what)
+{
+    const int got = lrun_packed_codec_of(f->packed + e->packed_offset, (size_t)e->packed_size);
+    if (got == (int)e->codec) return LRUN_OK;
+    return lrun_fail(LRUN_E_FORMAT, "%s: the entry says codec %s, its bytes are %s", what,
+                     lrun_packed_codec_name(e->codec), got ? lrun_packed_codec_name((uint32_t)got) : "neither PEX1 nor PEX2");
+}
+
 static lrun_status unpack_entry(const lrun_packed_file *f, int64_t i, uint8_t *data, lrun_threadpool *pool)
 {
     const lrun_packed_entry *e = &f->entries[i];
@@ -211,7 +229,8 @@ static lrun_status unpack_entry(const lrun_packed_file *f, int64_t i, uint8_t *d
         memcpy(data + e->plain_offset, f->packed + e->packed_offset, (size_t)e->plain_bytes);
         return LRUN_OK;
     }
-    lrun_status st = lrun_packed_decode((uint16_t *)(data + e->plain_offset), (int)e->dtype, e->plain_bytes / 2,
+    lrun_status st = lrun_packed_file_check_codec(f, e, what);
+    if (st == LRUN_OK) st = lrun_packed_decode((uint16_t *)(data + e->plain_offset), (int)e->dtype, e->plain_bytes / 2,
                                         f->packed + e->packed_offset, (size_t)e->packed_size, what, pool);
     return st == LRUN_OK ? st : lrun_fail_context(st, "packed file %s", f->path);
 }

@@ -13,7 +13,8 @@
  *   entries      N x 40 bytes: u64 plain_offset, u64 plain_bytes (the tensor's
  *                place in the GGUF data section), u64 packed_offset, u64
  *                packed_size (its place in the packed section), u32 codec
- *                (0 stored as is, 1 packed), u32 dtype (LRUN_DTYPE_*)
+ *                (0 stored as is, 1 packed PEX1, 2 packed PEX2: codec_pex2.h),
+ *                u32 dtype (LRUN_DTYPE_*)
  *   head         H bytes
  *   packed       P bytes; each tensor starts at a multiple of 64 from the
  *                section's start; the bytes between tensors are zero
@@ -30,6 +31,7 @@
 #define LRUN_PACKED_FILE_H
 
 #include "lrun.h"
+#include "packed/codec.h" /* LRUN_PACKED_CODEC_* */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -41,7 +43,6 @@
 #define LRUN_PACKED_ALIGN 64        /* packed tensors start on this, from the section start */
 #define LRUN_PACKED_MAX_GAP ((uint64_t)1 << 20) /* bytes of GGUF padding before, between or after tensors, at most */
 
-enum { LRUN_PACKED_CODEC_RAW = 0, LRUN_PACKED_CODEC_EXP = 1 };
 
 typedef struct lrun_packed_entry {
     uint64_t plain_offset;      /* bytes from the GGUF data start */
@@ -85,6 +86,11 @@ lrun_status lrun_packed_open_gguf(lrun_gguf **out, const char *path, int n_threa
  * tensors into f->packed, and decodes the ones it keeps plain
  * (model.c, keep_packed). */
 lrun_status lrun_packed_open_lazy(lrun_gguf **out, lrun_packed_file **file, const char *path);
+/* "stored", "PEX1", "PEX2" (or "unknown") for a LRUN_PACKED_CODEC_*. */
+const char *lrun_packed_codec_name(uint32_t codec);
+/* LRUN_E_FORMAT unless e's packed bytes start with its codec's magic (the
+ * decoders choose by the magic; the entry must agree). what names it. */
+lrun_status lrun_packed_file_check_codec(const lrun_packed_file *f, const lrun_packed_entry *e, const char *what);
 /* The entry whose plain range holds plain_offset, or NULL. */
 const lrun_packed_entry *lrun_packed_file_entry_at(const lrun_packed_file *f, uint64_t plain_offset);
 

@@ -1,7 +1,7 @@
 /* packed_decode_bench.c — speed of the packed codec (runtime/packed/codec.h)
  * on an 11008 x 4096 bf16 matrix shaped like trained weights (synthetic:
  * lrun_random_fill_trained): the ratio, CPU encode and decode MB/s with
- * every core, and with a GPU the decode kernel's GB/s next to a plain
+ * every core and with one, for PEX1 (codec.h) and PEX2 (codec_pex2.h), and with a GPU the decode kernel's GB/s next to a plain
  * device-to-device copy of the same plain bytes, then mode 3 on 11008 x 4096
  * and 4096 x 11008: the fused packed GEMV (lrun_k_packed_gemv) against the
  * plain bf16 GEMV and decode-then-GEMV, and the packed prefill GEMM.
@@ -228,13 +228,14 @@ static int gguf_ratio(const char *path)
         printf("%s\n", lrun_last_error());
         return 1;
     }
-    size_t plain = 0, packed = 0;
+    size_t plain = 0, packed = 0, packed2 = 0;
     for (int64_t t = 0; t < lrun_gguf_tensor_count(g); t++) {
         if (lrun_gguf_tensor_ndim(g, t) < 2) continue;
         const int64_t n = lrun_gguf_tensor_dim(g, t, 0) * lrun_gguf_tensor_dim(g, t, 1);
         float *f = malloc((size_t)n * 4);
         uint16_t *b = malloc((size_t)n * 2);
-        size_t cap = lrun_packed_bound(LRUN_DTYPE_BF16, (uint64_t)n), got = 0;
+        size_t cap = lrun_packed_bound(LRUN_DTYPE_BF16, (uint64_t)n), got = 0, got2 = 0;
+        if (lrun_pex2_bound((uint64_t)n) > cap) cap = lrun_pex2_bound((uint64_t)n);
         uint8_t *p = malloc(cap);
         if (!f || !b || !p || lrun_dtype_to_f32(lrun_gguf_tensor_dtype(g, t), lrun_gguf_tensor_data(g, t), f, n) != LRUN_OK ||
             lrun_dtype_from_f32(LRUN_DTYPE_BF16, f, b, n) != LRUN_OK ||
@@ -244,12 +245,40 @@ static int gguf_ratio(const char *path)
         }
         plain += (size_t)n * 2;
         packed += got;
+        /* lrun pack --codec pex2's rule: PEX2 where it fits (stored plain where it would grow), else PEX1 */
+        if (!lrun_pex2_fits(LRUN_DTYPE_BF16, (uint64_t)n) || lrun_pex2_encode(p, cap, &got2, b, (uint64_t)n, NULL) != LRUN_OK)
+            got2 = got;
+        else if (got2 >= (size_t)n * 2)
+            got2 = (size_t)n * 2;
+        packed2 += got2;
         free(f), free(b), free(p);
     }
-    printf("%s, every matrix as bf16: %.1f MB -> %.1f MB, ratio %.4f\n", path, plain / 1e6, packed / 1e6,
-           (double)packed / (double)plain);
+    printf("%s, every matrix as bf16: %.1f MB -> %.1f MB, ratio %.4f (PEX1), %.4f (PEX2)\n", path, plain / 1e6,
+           packed / 1e6, (double)packed / (double)plain, (double)packed2 / (double)plain);
     lrun_gguf_close(g);
     return 0;
+}
+
+/* One codec on the CPU: its ratio, encode and decode MB/s of plain bf16 (best of 5). */
+static void cpu_bench(int pex2, lrun_threadpool *pool, const uint16_t *plain, uint16_t *back, uint8_t *packed,
+                      size_t cap, int64_t n, size_t *bytes)
+{
+    double enc = 1e9, dec = 1e9;
+    int ok = 1;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now_s();
+        ok = ok && (pex2 ? lrun_pex2_encode(packed, cap, bytes, plain, (uint64_t)n, pool)
+                         : lrun_packed_encode(packed, cap, bytes, LRUN_DTYPE_BF16, plain, (uint64_t)n, pool)) == LRUN_OK;
+        double t1 = now_s();
+        ok = ok && lrun_packed_decode(back, LRUN_DTYPE_BF16, (uint64_t)n, packed, *bytes, "bench", pool) == LRUN_OK;
+        double t2 = now_s();
+        enc = t1 - t0 < enc ? t1 - t0 : enc;
+        dec = t2 - t1 < dec ? t2 - t1 : dec;
+    }
+    printf("%s cpu (%d threads): ratio %.4f, bit-exact: %s, encode %.0f MB/s, decode (validate + decode) %.0f MB/s\n",
+           pex2 ? "PEX2" : "PEX1", pool ? lrun_threadpool_size(pool) : 1, (double)*bytes / (2.0 * (double)n),
+           ok && !memcmp(back, plain, (size_t)n * 2) ? "yes" : "NO", 2.0 * (double)n / enc / 1e6,
+           2.0 * (double)n / dec / 1e6);
 }
 
 int main(int argc, char **argv)
@@ -258,24 +287,15 @@ int main(int argc, char **argv)
     const int64_t rows = argc > 2 ? atoll(argv[1]) : 11008, cols = argc > 2 ? atoll(argv[2]) : 4096, n = rows * cols;
     uint16_t *plain = malloc((size_t)n * 2), *back = malloc((size_t)n * 2);
     size_t cap = lrun_packed_bound(LRUN_DTYPE_BF16, (uint64_t)n), bytes = 0;
+    if (lrun_pex2_bound((uint64_t)n) > cap) cap = lrun_pex2_bound((uint64_t)n);
     uint8_t *packed = malloc(cap);
     lrun_threadpool *pool = NULL;
     if (!plain || !back || !packed || lrun_threadpool_init(&pool, 0) != LRUN_OK) return 1;
     lrun_random_fill_trained(LRUN_DTYPE_BF16, plain, 0, n, 0.02f, 1);
-    double enc = 1e9, dec = 1e9;
-    for (int r = 0; r < 5; r++) {
-        double t0 = now_s();
-        lrun_packed_encode(packed, cap, &bytes, LRUN_DTYPE_BF16, plain, (uint64_t)n, pool);
-        double t1 = now_s();
-        lrun_packed_decode(back, LRUN_DTYPE_BF16, (uint64_t)n, packed, bytes, "bench", pool);
-        double t2 = now_s();
-        enc = t1 - t0 < enc ? t1 - t0 : enc;
-        dec = t2 - t1 < dec ? t2 - t1 : dec;
-    }
-    printf("%lld x %lld bf16 (trained-like, synthetic): ratio %.4f, bit-exact: %s\n", (long long)rows, (long long)cols,
-           (double)bytes / (2.0 * (double)n), memcmp(back, plain, (size_t)n * 2) ? "NO" : "yes");
-    printf("cpu (%d threads): encode %.0f MB/s, decode %.0f MB/s of plain bf16\n", lrun_threadpool_size(pool),
-           2.0 * (double)n / enc / 1e6, 2.0 * (double)n / dec / 1e6);
+    printf("%lld x %lld bf16 (trained-like, synthetic)\n", (long long)rows, (long long)cols);
+    for (int pex2 = 0; pex2 <= 1; pex2++) /* PEX1, then PEX2 (codec_pex2.h): every core, then one */
+        for (int one = 0; one <= 1; one++) cpu_bench(pex2, one ? NULL : pool, plain, back, packed, cap, n, &bytes);
+    lrun_packed_encode(packed, cap, &bytes, LRUN_DTYPE_BF16, plain, (uint64_t)n, pool); /* the GPU's: PEX1 */
 #ifdef LRUN_WITH_CUDA
     lrun_packed_layout lay;
     if (lrun_packed_validate(&lay, packed, bytes, "bench") == LRUN_OK) gpu_bench(packed, bytes, &lay, plain);

@@ -54,6 +54,7 @@ struct disk_packed_env {
     int request_threads;     /* ... over LRUN_DISK_THREADS threads */
     disk_packed_bytes_fn bytes_ok;
     int check_planner; /* 1: also the planner's slot bytes (lrun_engine_size_placement) are what init took */
+    int codec;         /* lrun_pack_codec of the packed file (0: PEX1) */
 };
 
 /* The plain model's generator spec. */
@@ -173,7 +174,10 @@ static inline void disk_packed_test(const disk_packed_env *env, const char *argv
     snprintf(packed, sizeof packed, "%s.packed", gguf);
     const lrun_model_gen_spec spec = disk_packed_spec(env);
     if (lrun_model_generate(gguf, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
-    CHECK("pack the model", lrun_pack(gguf, packed, NULL, NULL) == LRUN_OK);
+    const lrun_pack_opts po = {.codec = env->codec};
+    lrun_pack_stats ps = {0};
+    CHECK(env->codec == LRUN_PACK_CODEC_PEX2 ? "pack the model (PEX2)" : "pack the model",
+          lrun_pack(gguf, packed, &po, &ps) == LRUN_OK && (env->codec != LRUN_PACK_CODEC_PEX2 || ps.n_pex2 > 0));
     const size_t n = (size_t)(env->n_steps + 1) * (size_t)env->model.n_vocab; /* (n_steps + 1, n_vocab) */
     float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got);
     lrun_model *m = fixture_load(gguf, env->device, 0, env->n_threads, -1);

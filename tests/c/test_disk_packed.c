@@ -5,7 +5,8 @@
  * (residency/weight_ring.c). Logits are bit-identical to the resident run of
  * the plain GGUF at k = 1 and 2, beside packed host and mmap matrices, with
  * reads cut into many small requests; the disk bytes are the packed ones;
- * the planner's slot bytes are what init takes. */
+ * the planner's slot bytes are what init takes. All of it twice: the file
+ * packed with PEX1, then with PEX2 (codec_pex2.h). */
 #include <stdio.h>
 
 #include "check.h"
@@ -51,5 +52,9 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* every line out before a crash */
     disk_packed_test(&env, argc > 0 ? argv[0] : NULL);
+    disk_packed_env pex2 = env; /* the same with the file's matrices in PEX2: the CPU range decode */
+    pex2.codec = LRUN_PACK_CODEC_PEX2;
+    pex2.stem = "lrun_test_disk_packed_pex2";
+    disk_packed_test(&pex2, argc > 0 ? argv[0] : NULL);
     return CHECK_DONE();
 }

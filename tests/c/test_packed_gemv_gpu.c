@@ -258,6 +258,7 @@ static void args(void)
 {
     lrun_packed_layout lay;
     memset(&lay, 0, sizeof lay);
+    lay.codec = LRUN_PACKED_CODEC_EXP; /* a PEX1 layout, as lrun_packed_validate fills one */
     lay.dtype = LRUN_DTYPE_BF16;
     lay.n = 12 * 20;
     float y[16];
@@ -279,6 +280,13 @@ static void args(void)
           lrun_k_packed_decode_rows((uint16_t *)p16, p16, &lay, 24, 10, 3, s) == LRUN_E_ARG);
     CHECK("args: decode_rows into an unaligned dst",
           lrun_k_packed_decode_rows((uint16_t *)(void *)258, p16, &lay, 24, 0, 3, s) == LRUN_E_ARG);
+    lay.codec = LRUN_PACKED_CODEC_PEX2; /* no kernels read PEX2 yet (codec_pex2.h) */
+    CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (gemv)",
+          lrun_k_packed_gemv(p16, &lay, 12, 24, x, 1, y, s) == LRUN_E_UNSUPPORTED && strstr(lrun_last_error(), "PEX1"));
+    CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (decode_rows)",
+          lrun_k_packed_decode_rows((uint16_t *)p16, p16, &lay, 24, 0, 3, s) == LRUN_E_UNSUPPORTED);
+    CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (decode)",
+          lrun_k_packed_decode((uint16_t *)p16, p16, &lay, 0, 8, s) == LRUN_E_UNSUPPORTED);
 }
 
 int main(void)

@@ -4,7 +4,8 @@
  * or plain, in every tier, streamed, host-computed, decoded in place, with
  * nothing staged (ALL_DEVICE) — the logits are bit-identical to the plain
  * GGUF's; packing at placement time (lrun_tensor_move_form) gives the same;
- * the engine's sizes for a proposed packed placement are what init takes. */
+ * the engine's sizes for a proposed packed placement are what init takes;
+ * the same for files packed with PEX2 (codec_pex2.h). */
 #include "check.h"
 #include "fixtures.h"
 #include "lrun.h"
@@ -216,22 +217,29 @@ static void sizes(const char *gg)
 }
 
 /* arch NULL: llama; phi3's fused attn_qkv is split at load, so its parts are
- * decoded at load and packed again at placement; qwen2 has f32 biases. */
-static void run(lrun_dtype dtype, int tied, const char *what, const char *arch)
+ * decoded at load and packed again at placement; qwen2 has f32 biases.
+ * codec LRUN_PACK_CODEC_PEX2: the file's bf16 matrices are PEX2 (decoded by
+ * the CPU range decode in every placement; phi3's parts packed again as
+ * PEX1 at placement: both codecs in one model). */
+static void run(lrun_dtype dtype, int tied, const char *what, const char *arch, int codec)
 {
     static float ref[NEW * V];
     const char *gg = path_of("m.gguf"), *pk = path_of("m.lrpk");
     make_model(gg, dtype, tied, arch);
     lrun_model *m = fixture_load(gg, "cpu", 0, 2, -1);
-    const int ok = m && lrun_pack(gg, pk, NULL, NULL) == LRUN_OK && greedy(m, LRUN_WEIGHT_MODE_ALL_DEVICE, ref, NULL);
+    const lrun_pack_opts po = {.n_threads = 2, .codec = codec};
+    lrun_pack_stats ps = {0};
+    const int ok = m && lrun_pack(gg, pk, &po, &ps) == LRUN_OK && (codec != LRUN_PACK_CODEC_PEX2 || ps.n_pex2 > 0) &&
+                   greedy(m, LRUN_WEIGHT_MODE_ALL_DEVICE, ref, NULL);
     lrun_model_free(m);
     char label[128];
     snprintf(label, sizeof label, "%s: reference model and its packed file", what);
     CHECK(label, ok);
     if (!ok) return;
-    if (dtype == LRUN_DTYPE_BF16 && !tied && !arch) kept_packed(gg, pk);
+    if (dtype == LRUN_DTYPE_BF16 && !tied && !arch && codec == LRUN_PACK_CODEC_PEX1) kept_packed(gg, pk);
     snprintf(label, sizeof label, "%s packed file", what);
     every_placement(pk, ref, label, 1);
+    if (codec == LRUN_PACK_CODEC_PEX2) return; /* packing at placement writes PEX1: the runs below */
     snprintf(label, sizeof label, "%s GGUF packed at placement", what);
     every_placement(gg, ref, label, 0);
     if (dtype == LRUN_DTYPE_BF16 && tied && !arch) sizes(gg);
@@ -285,11 +293,14 @@ int main(void)
     char cmd[128];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
     if (system(cmd) != 0) return 1;
-    run(LRUN_DTYPE_BF16, 0, "bf16", NULL);
-    run(LRUN_DTYPE_BF16, 1, "bf16 tied", NULL);
-    run(LRUN_DTYPE_F16, 0, "f16", NULL);
-    run(LRUN_DTYPE_BF16, 0, "phi3 bf16", "phi3");
-    run(LRUN_DTYPE_BF16, 1, "qwen2 bf16 tied", "qwen2");
+    run(LRUN_DTYPE_BF16, 0, "bf16", NULL, LRUN_PACK_CODEC_PEX1);
+    run(LRUN_DTYPE_BF16, 1, "bf16 tied", NULL, LRUN_PACK_CODEC_PEX1);
+    run(LRUN_DTYPE_F16, 0, "f16", NULL, LRUN_PACK_CODEC_PEX1);
+    run(LRUN_DTYPE_BF16, 0, "phi3 bf16", "phi3", LRUN_PACK_CODEC_PEX1);
+    run(LRUN_DTYPE_BF16, 1, "qwen2 bf16 tied", "qwen2", LRUN_PACK_CODEC_PEX1);
+    run(LRUN_DTYPE_BF16, 0, "bf16 PEX2", NULL, LRUN_PACK_CODEC_PEX2);
+    run(LRUN_DTYPE_BF16, 0, "phi3 bf16 PEX2", "phi3", LRUN_PACK_CODEC_PEX2);
+    run(LRUN_DTYPE_BF16, 1, "qwen2 bf16 tied PEX2", "qwen2", LRUN_PACK_CODEC_PEX2);
     hf_pack();
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) return 1;

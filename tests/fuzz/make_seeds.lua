@@ -110,4 +110,38 @@ for _, name in ipairs({ "chatml", "llama3", "gemma3", "deepseek_r1", "features" 
   write(dir .. "fuzz_jinja/" .. name, read("tests/chat_templates/" .. name .. ".jinja"))
 end
 
+-- fuzz_packed: mode byte (even: a packed file; odd: one packed tensor);
+-- a tiny model (bf16 matrices, f16 embedding) packed with PEX1 and with
+-- PEX2, and the first packed tensor of each codec from the second file
+local pg, pk1, pk2 = os.tmpname(), os.tmpname(), os.tmpname()
+local p = ffi.new("lrun_model_gen_spec")
+p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.n_ff, p.n_vocab, p.n_ctx = 1, 16, 2, 1, 32, 260, 16
+p.weight_dtype, p.embd_dtype, p.tied_embeddings = C.LRUN_DTYPE_BF16, C.LRUN_DTYPE_F16, 1
+p.rope_freq_base, p.rms_eps, p.seed, p.n_threads, p.trained_stats = 10000, 1e-5, 3, 1, 1
+ok(C.lrun_model_generate(pg, p))
+local po = ffi.new("lrun_pack_opts")
+po.n_threads = 1
+ok(C.lrun_pack(pg, pk1, po, nil))
+po.codec = C.LRUN_PACK_CODEC_PEX2
+ok(C.lrun_pack(pg, pk2, po, nil))
+write(dir .. "fuzz_packed/pex1.lrpk", "\0" .. read(pk1))
+local f2 = read(pk2)
+write(dir .. "fuzz_packed/pex2.lrpk", "\0" .. f2)
+local function u64(s, at) return tonumber(ffi.cast("const uint64_t *", ffi.cast("const char *", s) + at)[0]) end
+local n_entries = u64(f2, 32)
+local packed_at = 48 + 40 * n_entries + u64(f2, 16)
+local seen = {}
+for i = 0, n_entries - 1 do
+  local e = 48 + 40 * i
+  local codec = tonumber(ffi.cast("const uint32_t *", ffi.cast("const char *", f2) + e + 32)[0])
+  if codec ~= 0 and not seen[codec] then
+    seen[codec] = true
+    local at, size = packed_at + u64(f2, e + 16), u64(f2, e + 24)
+    write(dir .. "fuzz_packed/tensor_codec" .. codec, "\1" .. f2:sub(at + 1, at + size))
+  end
+end
+os.remove(pg)
+os.remove(pk1)
+os.remove(pk2)
+
 print("seeds written under " .. dir)

@@ -1,0 +1,84 @@
+/* codec_pex2.h — PEX2, the fixed-width lossless code of bf16 weights
+ * ("pfor-2p" of the session-14 study, docs/packed.md "The codec PEX2").
+ *
+ * Every element has a 3-bit code. An ordinary element's exponent is
+ * book1[code] (the tensor's 8 most frequent exponents); an exception's is
+ * book2[code] (the next 7) or, where code is 7, a byte of the far stream.
+ * Exceptions are listed by position, so 8 elements decode from their index
+ * alone (no prefix count, no escape symbol) and a block's few exceptions are
+ * patched after (PFOR-style): a GPU lane decodes 8 elements with one 3-byte
+ * load and four byte permutes (tests/bench/codec2_lane.h, the prototype).
+ *
+ * bf16 only, n a positive multiple of 8 below 2^32 (32-bit table offsets):
+ * f16 and every other tensor stay PEX1 (codec.h). The bytes are exactly the
+ * prototype's (tests/bench/codec2_encode.h, A = 8) but for the magic and the
+ * dtype number, so its kernels (tests/bench/codec2_proto.cu) read them.
+ *
+ * Layout of one tensor of n elements, nb = ceil(n / 1024) blocks, every
+ * field little-endian, align16(x) = x rounded up to a multiple of 16, every
+ * gap zero:
+ *   header  32 bytes   "PEX2", u32 dtype (LRUN_DTYPE_BF16), u64 n,
+ *                      u8 book1[8] (distinct), u8 book2[8] (book2[0..6]
+ *                      distinct and not in book1, book2[7] = 0)
+ *   rest    n bytes    at 32: sign << 7 | mantissa, element order
+ *   code    3n/8 bytes at align16(32 + n): element i's code at bit 3i
+ *           (8 elements = 3 bytes); then 8 zero bytes (a lane's second
+ *           word), zeros to a multiple of 16
+ *   table   (nb+1) x 12 at align16(code + 3n/8 + 8): per block, u32 first
+ *           exception, u32 first far byte, u32 ends: the cumulative
+ *           exceptions of the block's groups 0, 1, 2 of 256 elements, 10 bits
+ *           each (bits 30-31 zero); entry nb: the totals, ends 0
+ *   exc     n_exc      per exception, its position in its group, ascending
+ *   far     n_far      per exception with code 7, its exponent (in neither book)
+ *   zeros to align16: the tensor's size.
+ */
+#ifndef LRUN_PACKED_CODEC_PEX2_H
+#define LRUN_PACKED_CODEC_PEX2_H
+
+#include "lrun.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LRUN_PEX2_MAGIC 0x32584550u /* "PEX2": the first 4 bytes */
+#define LRUN_PEX2_HEADER 32         /* bytes */
+#define LRUN_PEX2_BLOCK 1024        /* elements per table entry (a GPU warp's unit) */
+#define LRUN_PEX2_GROUP 256         /* elements per group (32 lanes of 8) */
+#define LRUN_PEX2_TABLE_ENTRY 12    /* bytes */
+#define LRUN_PEX2_CODES 8           /* book1 entries; book2 has 7, code 7 = far */
+
+/* Where each section is, from the tensor's first byte (bytes), and its codebooks. */
+typedef struct lrun_pex2_layout {
+    uint64_t n;                             /* elements */
+    uint64_t nb;                            /* blocks of LRUN_PEX2_BLOCK */
+    uint64_t n_exc, n_far;                  /* exceptions, of which far */
+    size_t rest, code, table, exc, far;     /* section offsets */
+    size_t total;                           /* bytes of the whole tensor */
+    uint8_t book1[LRUN_PEX2_CODES];         /* exponent of each ordinary code */
+    uint8_t book2[LRUN_PEX2_CODES];         /* exponent of each exception code 0..6 (7: far) */
+} lrun_pex2_layout;
+
+/* 1 when PEX2 can hold n values of dtype (bf16, n a positive multiple of 8 below 2^32). */
+int lrun_pex2_fits(int dtype, uint64_t n);
+
+/* Upper bound of the size of n elements (every exponent far); 0 when it does not fit. */
+size_t lrun_pex2_bound(uint64_t n);
+
+/* Encodes src (n bf16 values) into dst (cap bytes, at least
+ * lrun_pex2_bound(n)); *out_bytes its size. pool (may be NULL) runs the
+ * histogram and the blocks' passes in parallel. */
+struct lrun_threadpool;
+lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uint16_t *src, uint64_t n,
+                             struct lrun_threadpool *pool);
+
+/* Checks a PEX2 tensor of size bytes completely (header, codebooks, size,
+ * padding, table, every exception's position, every far byte) and fills
+ * *lay; what names it in errors. pool (may be NULL) checks the blocks in parallel. */
+lrun_status lrun_pex2_validate(lrun_pex2_layout *lay, const void *src, size_t size, const char *what,
+                               struct lrun_threadpool *pool);
+
+/* Decodes elements [first, first + count) of a validated tensor into dst. */
+void lrun_pex2_decode_range(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t first,
+                            uint64_t count);
+
+#endif
