@@ -46,6 +46,7 @@ int main(void)
 #else
 #include "kernels.h"
 
+#include "gemv_q8_ref.h" /* gemv_ref_rows, gemv_ref_q8 */
 #include "gpu_fixture.h" /* dev, stream, the bump arena, up/down/dcopy, ran */
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -63,36 +64,6 @@ static size_t row_bytes(lrun_dtype t, int64_t k)
         exit(1);
     }
     return rb;
-}
-
-/* n rows of k random elements of t, stride bytes apart (the gap garbage) */
-static uint8_t *random_rows(lrun_dtype t, int64_t n, int64_t k, size_t stride, uint64_t seed)
-{
-    uint8_t *w = malloc((size_t)n * stride);
-    memset(w, 0xa5, (size_t)n * stride);
-    for (int64_t r = 0; r < n; r++)
-        if (lrun_random_fill(t, w + (size_t)r * stride, r * k, k, 1.0f, seed) != LRUN_OK) {
-            printf("Bail out! random_fill: %s\n", lrun_last_error());
-            exit(1);
-        }
-    return w;
-}
-
-/* ref[r] = Σ dequant(W[r])·xq and terms[r] = Σ|…| in double, xq the q8-rounded x */
-static void reference(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride, const float *x,
-                      double *ref, double *terms)
-{
-    uint8_t *q = malloc((size_t)k / 32 * 34);
-    float *xq = malloc((size_t)k * sizeof *xq), *row = malloc((size_t)k * sizeof *row);
-    lrun_quantize_activations(LRUN_DTYPE_Q8_0, x, q, k);
-    lrun_dequantize_row(LRUN_DTYPE_Q8_0, q, xq, k);
-    for (int64_t r = 0; r < n; r++) {
-        lrun_dequantize_row(t, w + (size_t)r * stride, row, k);
-        double s = 0.0, a = 0.0;
-        for (int64_t i = 0; i < k; i++) s += (double)row[i] * xq[i], a += fabs((double)row[i] * xq[i]);
-        ref[r] = s, terms[r] = a;
-    }
-    free(q), free(xq), free(row);
 }
 
 static const lrun_dtype dp4a_types[] = {LRUN_DTYPE_Q8_0,   LRUN_DTYPE_Q4_0, LRUN_DTYPE_Q4_1,
@@ -113,11 +84,11 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff, 
 {
     dreset();
     const size_t stride = (row_bytes(t, k) + round - 1) / round * round + pad;
-    uint8_t *w = random_rows(t, n, k, stride, (uint64_t)(n * 131 + k));
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 131 + k));
     float *x = malloc((size_t)(k + 1) * sizeof *x), *y = malloc((size_t)n * sizeof *y);
     for (int64_t i = 0; i < k + 1; i++) x[i] = frand(-1.5f, 1.5f);
     double *ref = malloc((size_t)n * sizeof *ref), *terms = malloc((size_t)n * sizeof *terms);
-    reference(t, w, n, k, stride, x + xoff, ref, terms);
+    gemv_ref_q8(t, w, n, k, stride, x + xoff, ref, terms);
     void *dw = dcopy(w, (size_t)n * stride);
     float *dx = dcopy(x, (size_t)(k + 1) * 4), *dy = dbuf((size_t)n * 4);
     const lrun_k_gemv_part part = {dw, stride, n, dy};
@@ -170,12 +141,12 @@ static void test_swiglu(lrun_dtype t, int flags)
     dreset();
     const int64_t n = 33, k = 768;
     const size_t stride = row_bytes(t, k);
-    uint8_t *wg = random_rows(t, n, k, stride, 7), *wu = random_rows(t, n, k, stride, 8);
+    uint8_t *wg = gemv_ref_rows(t, n, k, stride, 7), *wu = gemv_ref_rows(t, n, k, stride, 8);
     float *x = malloc((size_t)k * sizeof *x), y[33];
     for (int64_t i = 0; i < k; i++) x[i] = frand(-1.0f, 1.0f);
     double g[33], u[33], tg[33], tu[33];
-    reference(t, wg, n, k, stride, x, g, tg);
-    reference(t, wu, n, k, stride, x, u, tu);
+    gemv_ref_q8(t, wg, n, k, stride, x, g, tg);
+    gemv_ref_q8(t, wu, n, k, stride, x, u, tu);
     float *dx = dcopy(x, (size_t)k * 4), *dy = dbuf((size_t)n * 4);
     const lrun_k_gemv_part pair[2] = {{dcopy(wg, (size_t)n * stride), stride, n, dy},
                                       {dcopy(wu, (size_t)n * stride), stride, n, NULL}};
@@ -298,7 +269,7 @@ static void bench(const char *only, int sweep)
             /* 2^20 random elements tiled: n·k is a multiple of them on these shapes */
             const int64_t tile = (int64_t)1 << 20;
             const size_t tile_bytes = row_bytes(t, tile);
-            uint8_t *tw = random_rows(t, 1, tile, tile_bytes, 5), *w = malloc(bytes);
+            uint8_t *tw = gemv_ref_rows(t, 1, tile, tile_bytes, 5), *w = malloc(bytes);
             for (size_t off = 0; off < bytes; off += tile_bytes) memcpy(w + off, tw, tile_bytes);
             free(tw);
             void *dw[64];

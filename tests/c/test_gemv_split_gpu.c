@@ -35,6 +35,7 @@ int main(void)
 #else
 #include "kernels.h"
 
+#include "gemv_q8_ref.h" /* gemv_ref_rows, gemv_ref_q8 */
 #include "gpu_fixture.h" /* dev, stream, the bump arena, up/down/dcopy, ran */
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -55,19 +56,6 @@ static size_t stride_of(lrun_dtype t, int64_t k, size_t pad)
     return (rb + 15) / 16 * 16 + pad;
 }
 
-/* n GGUF rows of k random elements of t, stride bytes apart (the gap a pattern) */
-static uint8_t *random_rows(lrun_dtype t, int64_t n, int64_t k, size_t stride, uint64_t seed)
-{
-    uint8_t *w = malloc((size_t)n * stride);
-    for (size_t i = 0; i < (size_t)n * stride; i++) w[i] = (uint8_t)(i * 37u + 11u);
-    for (int64_t r = 0; r < n; r++)
-        if (lrun_random_fill(t, w + (size_t)r * stride, r * k, k, 1.0f, seed) != LRUN_OK) {
-            printf("Bail out! random_fill: %s\n", lrun_last_error());
-            exit(1);
-        }
-    return w;
-}
-
 /* the same rows split on the host */
 static uint8_t *split_copy(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride)
 {
@@ -77,23 +65,6 @@ static uint8_t *split_copy(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k,
         exit(1);
     }
     return s;
-}
-
-/* ref[r] = Σ dequant(W[r])·xq and terms[r] = Σ|…| in double, xq the q8-rounded x */
-static void reference(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride, const float *x,
-                      double *ref, double *terms)
-{
-    uint8_t *q = malloc((size_t)k / 32 * 34);
-    float *xq = malloc((size_t)k * sizeof *xq), *row = malloc((size_t)k * sizeof *row);
-    lrun_quantize_activations(LRUN_DTYPE_Q8_0, x, q, k);
-    lrun_dequantize_row(LRUN_DTYPE_Q8_0, q, xq, k);
-    for (int64_t r = 0; r < n; r++) {
-        lrun_dequantize_row(t, w + (size_t)r * stride, row, k);
-        double s = 0.0, a = 0.0;
-        for (int64_t i = 0; i < k; i++) s += (double)row[i] * xq[i], a += fabs((double)row[i] * xq[i]);
-        ref[r] = s, terms[r] = a;
-    }
-    free(q), free(xq), free(row);
 }
 
 static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0};
@@ -106,7 +77,7 @@ static void test_split_rows(lrun_dtype t, int64_t n, int64_t k, size_t pad)
 {
     dreset();
     const size_t stride = stride_of(t, k, pad), bytes = (size_t)n * stride;
-    uint8_t *w = random_rows(t, n, k, stride, (uint64_t)(n * 7 + k)), *s = split_copy(t, w, n, k, stride);
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 7 + k)), *s = split_copy(t, w, n, k, stride);
     uint8_t *back = malloc(bytes);
     void *dw = dcopy(w, bytes);
     int ok = ran(lrun_k_split_rows(t, dw, stride, n, k, 0, stream));
@@ -126,7 +97,7 @@ static void test_dequantize(lrun_dtype t, int64_t n, int64_t k, size_t pad)
 {
     dreset();
     const size_t stride = stride_of(t, k, pad), bytes = (size_t)n * stride, out = (size_t)n * (size_t)k * 2;
-    uint8_t *w = random_rows(t, n, k, stride, 3), *s = split_copy(t, w, n, k, stride);
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, 3), *s = split_copy(t, w, n, k, stride);
     uint16_t *a = malloc(out), *b = malloc(out);
     void *da = dbuf(out), *db = dbuf(out);
     int ok = ran(lrun_k_dequantize(t, dcopy(w, bytes), stride, n, k, LRUN_DTYPE_F16, da, stream)) &&
@@ -147,11 +118,11 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
 {
     dreset();
     const size_t stride = stride_of(t, k, pad);
-    uint8_t *w = random_rows(t, n, k, stride, (uint64_t)(n * 131 + k)), *s = split_copy(t, w, n, k, stride);
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 131 + k)), *s = split_copy(t, w, n, k, stride);
     float *x = malloc((size_t)(k + 1) * sizeof *x), *y = malloc((size_t)n * sizeof *y);
     for (int64_t i = 0; i < k + 1; i++) x[i] = frand(-1.5f, 1.5f);
     double *ref = malloc((size_t)n * sizeof *ref), *terms = malloc((size_t)n * sizeof *terms);
-    reference(t, w, n, k, stride, x + xoff, ref, terms);
+    gemv_ref_q8(t, w, n, k, stride, x + xoff, ref, terms);
     void *dw = dcopy(s, (size_t)n * stride);
     float *dx = dcopy(x, (size_t)(k + 1) * 4), *dy = dbuf((size_t)n * 4);
     const lrun_k_gemv_part part = {dw, stride, n, dy};
@@ -187,13 +158,13 @@ static void test_swiglu(lrun_dtype t)
     enum { N = 45 };
     const int64_t k = 768;
     const size_t stride = stride_of(t, k, 0);
-    uint8_t *wg = random_rows(t, N, k, stride, 7), *wu = random_rows(t, N, k, stride, 8);
+    uint8_t *wg = gemv_ref_rows(t, N, k, stride, 7), *wu = gemv_ref_rows(t, N, k, stride, 8);
     uint8_t *sg = split_copy(t, wg, N, k, stride), *su = split_copy(t, wu, N, k, stride);
     float *x = malloc((size_t)k * sizeof *x), y[N];
     for (int64_t i = 0; i < k; i++) x[i] = frand(-1.0f, 1.0f);
     double g[N], u[N], tg[N], tu[N];
-    reference(t, wg, N, k, stride, x, g, tg);
-    reference(t, wu, N, k, stride, x, u, tu);
+    gemv_ref_q8(t, wg, N, k, stride, x, g, tg);
+    gemv_ref_q8(t, wu, N, k, stride, x, u, tu);
     float *dx = dcopy(x, (size_t)k * 4), *dy = dbuf((size_t)N * 4);
     const lrun_k_gemv_part pair[2] = {{dcopy(sg, (size_t)N * stride), stride, N, dy},
                                       {dcopy(su, (size_t)N * stride), stride, N, NULL}};
@@ -224,7 +195,7 @@ static void test_parts_rows(lrun_dtype t)
     for (int64_t i = 0; i < m * k; i++) x[i] = frand(-2.0f, 2.0f);
     float *dx = dcopy(x, (size_t)(m * k) * 4);
     for (int p = 0; p < 3; p++) {
-        w[p] = random_rows(t, ns[p], k, stride, (uint64_t)(20 + p));
+        w[p] = gemv_ref_rows(t, ns[p], k, stride, (uint64_t)(20 + p));
         uint8_t *s = split_copy(t, w[p], ns[p], k, stride);
         parts[p] = (lrun_k_gemv_part){dcopy(s, (size_t)ns[p] * stride), stride, ns[p], dbuf((size_t)(m * ns[p]) * 4)};
         free(s);
@@ -236,7 +207,7 @@ static void test_parts_rows(lrun_dtype t)
         double *ref = malloc((size_t)ns[p] * sizeof *ref), *terms = malloc((size_t)ns[p] * sizeof *terms);
         down(y, parts[p].y, (size_t)(m * ns[p]) * 4);
         for (int64_t i = 0; i < m; i++) {
-            reference(t, w[p], ns[p], k, stride, x + i * k, ref, terms);
+            gemv_ref_q8(t, w[p], ns[p], k, stride, x + i * k, ref, terms);
             for (int64_t r = 0; r < ns[p]; r++) {
                 const double e = fabs(y[i * ns[p] + r] - ref[r]) / (terms[r] + 1e-30);
                 worst = e > worst || isnan(e) ? (isnan(e) ? INFINITY : e) : worst;

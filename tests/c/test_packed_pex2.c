@@ -297,35 +297,7 @@ static void bad_tensors(void)
 
 // ---------------------------------------------------------------- packed files: raw fallback, mixed codecs
 
-static char dir[64];
-
-static char *path_of(const char *name)
-{
-    static char buf[8][128];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 128, "%s/%s", dir, name);
-    return p;
-}
-
-static uint8_t *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*n + 1);
-    if (b && fread(b, 1, *n, f) != *n) *n = 0;
-    fclose(f);
-    return b;
-}
-
-static void spit(const char *path, const uint8_t *b, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (f) fwrite(b, 1, n, f), fclose(f);
-}
+#include "dir_files.h" /* dir, path_of, slurp, spit */
 
 /* Matrices bf16, the embedding f16 (so PEX2 packs the first, PEX1 the second), trained-like. */
 static void make_model(const char *path)
