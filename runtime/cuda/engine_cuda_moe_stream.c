@@ -35,8 +35,8 @@
  * with every expert streamed or held the products add in ascending expert
  * order: the resident block's bits. The slots are only read: no use is
  * counted, nothing admitted or evicted. Opt-in with
- * LRUN_CUDA_MOE_PREFILL_SLOTS=1: its first GPU run (session 15) failed the
- * specs' agreement with the resident run; without it slot-held experts
+ * LRUN_CUDA_MOE_PREFILL_SLOTS=1 until it passes on a GPU (its first run there
+ * added some held experts twice, since fixed); without it slot-held experts
  * stream too, as before.
  *
  * Staging memory: both device buffers from the device pool at init, each
@@ -151,8 +151,8 @@ static lrun_status stream_init(lrun_cuda_engine *e, struct cuda_moe_stream *s)
     s->hsel = malloc((size_t)E * sizeof *s->hsel);
     if (!s->covers || !s->sel || !s->min_tokens || !s->held || !s->hsel)
         return lrun_fail_oom((size_t)E * 16, 0, "expert streaming: tables of %lld experts", (long long)E);
-    /* opt-in (LRUN_CUDA_MOE_PREFILL_SLOTS=1) until its first GPU run's failures are understood: gpt-oss's
-     * cached cases off the resident run by 1.5e-2, qwen3moe's not bit-identical (docs/moe.md) */
+    /* opt-in (LRUN_CUDA_MOE_PREFILL_SLOTS=1) until it passes on a GPU: its first run there ran a group's held
+     * experts below its first streamed one twice (fixed since, the walk tested on the CPU; docs/moe.md) */
     const char *fs = getenv("LRUN_CUDA_MOE_PREFILL_SLOTS");
     s->from_slots = fs && strcmp(fs, "1") == 0;
     const int64_t all = e->moe_prefill_stream_tokens > 0 ? e->moe_prefill_stream_tokens : DEFAULT_TOKENS;
@@ -288,49 +288,81 @@ static lrun_status issue(lrun_cuda_engine *e, struct cuda_moe_stream *s, const l
     return cuda_check(cudaEventRecord(s->ready[b], s->copy), "expert streaming: recording copies", e->device);
 }
 
-/* The held experts with tokens among [from, to), each from its slot: the
- * compute stream waits for the slot's last copy, runs the products, and
- * releases the slot (its done event) so no later copy overwrites it first. */
-static lrun_status run_held(lrun_cuda_engine *e, struct cuda_moe_stream *s, struct cuda_moe_cache *c,
-                            const lrun_weight_ref g[3], int64_t layer, const int64_t *first, const int64_t *held,
-                            int64_t from, int64_t to)
+/* What a group's walk (residency/expert_stream.h) runs, on the compute stream. */
+struct walk_ctx {
+    lrun_cuda_engine *e;
+    struct cuda_moe_stream *s;
+    struct cuda_moe_cache *c;
+    const lrun_weight_ref *g;
+    int64_t layer, a;
+    int b;
+    const int64_t *first, *held;
+    lrun_status st; /* the first failure (the walk stops at it) */
+};
+
+/* A held expert from its slot: the compute stream waits for the slot's last
+ * copy, runs the products, and releases the slot (its done event) so no
+ * later copy overwrites it first. */
+static int walk_held(void *ctx, int64_t x)
 {
-    const int64_t nh = lrun_expert_stream_held(first, held, from, to, s->hsel);
-    for (int64_t i = 0; i < nh; i++) {
-        const int64_t x = s->hsel[i], slot = held[x];
-        TRY(lrun_cuda_moe_cache_read(e, c, slot));
-        const void *const data[3] = {lrun_cuda_moe_cache_data(c, 0, slot), lrun_cuda_moe_cache_data(c, 1, slot),
-                                     lrun_cuda_moe_cache_data(c, 2, slot)};
-        TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], first[x + 1] - first[x], data));
-        TRY(lrun_cuda_moe_cache_release(e, c, slot));
-        for (int p = 0; p < 3; p++) e->stats.prefill_slot_bytes += (uint64_t)g[p].w->ne[1] * g[p].w->row_bytes;
-        e->stats.prefill_slot_experts++;
-    }
+    struct walk_ctx *w = ctx;
+    lrun_cuda_engine *e = w->e;
+    const int64_t slot = w->held[x];
+    const void *const data[3] = {lrun_cuda_moe_cache_data(w->c, 0, slot), lrun_cuda_moe_cache_data(w->c, 1, slot),
+                                 lrun_cuda_moe_cache_data(w->c, 2, slot)};
+    if ((w->st = lrun_cuda_moe_cache_read(e, w->c, slot)) != LRUN_OK ||
+        (w->st = lrun_cuda_moe_expert_rows(e, w->g, w->layer, x, w->first[x], w->first[x + 1] - w->first[x],
+                                           data)) != LRUN_OK ||
+        (w->st = lrun_cuda_moe_cache_release(e, w->c, slot)) != LRUN_OK)
+        return 1;
+    for (int p = 0; p < 3; p++) e->stats.prefill_slot_bytes += (uint64_t)w->g[p].w->ne[1] * w->g[p].w->row_bytes;
+    e->stats.prefill_slot_experts++;
+    return 0;
+}
+
+static int walk_wait(void *ctx)
+{
+    struct walk_ctx *w = ctx;
+    w->st = cuda_check(cudaStreamWaitEvent((cudaStream_t)w->e->stream, w->s->ready[w->b], 0),
+                       "expert streaming: waiting for copies", w->e->device);
+    return w->st != LRUN_OK;
+}
+
+static int walk_streamed(void *ctx, int64_t i, int64_t x)
+{
+    struct walk_ctx *w = ctx;
+    struct cuda_moe_stream *s = w->s;
+    const void *const data[3] = {place_at(s, s->dev, w->b, 0, i - w->a), place_at(s, s->dev, w->b, 1, i - w->a),
+                                 place_at(s, s->dev, w->b, 2, i - w->a)};
+    w->st = lrun_cuda_moe_expert_rows(w->e, w->g, w->layer, x, w->first[x], w->first[x + 1] - w->first[x], data);
+    return w->st != LRUN_OK;
+}
+
+static const lrun_expert_stream_walk walk_cb = {walk_held, walk_wait, walk_streamed};
+
+/* The held experts in [*from, n_expert) after the last group (or all of them when nothing streams). */
+static lrun_status run_held_rest(struct walk_ctx *w, int64_t *from, int64_t n_expert)
+{
+    const int64_t nh = lrun_expert_stream_held(w->first, w->held, *from, n_expert, w->s->hsel);
+    for (int64_t j = 0; j < nh; j++)
+        if (walk_held(w, w->s->hsel[j])) return w->st;
+    *from = n_expert;
     return LRUN_OK;
 }
 
-/* Group gi's experts from buffer gi % 2, after its copies; done[b] after
- * their products. The held experts below each streamed one run just before
- * it (*from: the first expert not yet considered); those below the group's
- * first run before the wait for its copies. */
-static lrun_status compute_group(lrun_cuda_engine *e, struct cuda_moe_stream *s, struct cuda_moe_cache *c,
-                                 const lrun_weight_ref g[3], int64_t layer, int64_t gi, int64_t ns,
-                                 const int64_t *first, const int64_t *held, int64_t *from)
+/* Group gi's experts from buffer gi % 2, after its copies, with the held
+ * experts among them (lrun_expert_stream_walk_group: ascending, each once);
+ * done[b] after their products. */
+static lrun_status compute_group(struct walk_ctx *w, int64_t gi, int64_t ns, int64_t *from)
 {
-    cudaStream_t cs = (cudaStream_t)e->stream;
-    const int b = lrun_expert_stream_buffer(gi);
-    const int64_t a = gi * s->group_max, end = a + s->group_max < ns ? a + s->group_max : ns;
-    TRY(run_held(e, s, c, g, layer, first, held, *from, s->sel[a]));
-    TRY(cuda_check(cudaStreamWaitEvent(cs, s->ready[b], 0), "expert streaming: waiting for copies", e->device));
-    for (int64_t i = a; i < end; i++) {
-        const int64_t x = s->sel[i];
-        TRY(run_held(e, s, c, g, layer, first, held, *from, x));
-        const void *const data[3] = {place_at(s, s->dev, b, 0, i - a), place_at(s, s->dev, b, 1, i - a),
-                                     place_at(s, s->dev, b, 2, i - a)};
-        TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], first[x + 1] - first[x], data));
-        *from = x + 1;
-    }
-    return cuda_check(cudaEventRecord(s->done[b], cs), "expert streaming: releasing a buffer", e->device);
+    struct cuda_moe_stream *s = w->s;
+    w->b = lrun_expert_stream_buffer(gi);
+    w->a = gi * s->group_max;
+    const int64_t end = w->a + s->group_max < ns ? w->a + s->group_max : ns;
+    w->st = LRUN_OK;
+    if (lrun_expert_stream_walk_group(w->first, w->held, s->sel, w->a, end, from, s->hsel, &walk_cb, w)) return w->st;
+    return cuda_check(cudaEventRecord(s->done[w->b], (cudaStream_t)w->e->stream), "expert streaming: releasing a buffer",
+                      w->e->device);
 }
 
 /* A cached block's chunk: each expert's slot (-1: none) in s->held, or NULL
@@ -361,10 +393,11 @@ lrun_status lrun_cuda_moe_stream_run(lrun_cuda_engine *e, struct cuda_moe_stream
         }
         if (cnt > 0 && !(held && held[x] >= 0)) TRY(lrun_cuda_moe_expert_rows(e, g, layer, x, first[x], cnt, NULL));
     }
+    struct walk_ctx w = {.e = e, .s = s, .c = c, .g = g, .layer = layer, .first = first, .held = held};
     int64_t from = 0;
     for (int64_t gi = 0; gi < ng; gi++) {
-        TRY(compute_group(e, s, c, g, layer, gi, ns, first, held, &from));
+        TRY(compute_group(&w, gi, ns, &from));
         if (gi + 1 < ng) TRY(issue(e, s, g, gi + 1, ns));
     }
-    return run_held(e, s, c, g, layer, first, held, from, n_expert);
+    return run_held_rest(&w, &from, n_expert);
 }

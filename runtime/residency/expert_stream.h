@@ -40,6 +40,24 @@ int64_t lrun_expert_stream_select(const int64_t *first, int64_t n_expert, int64_
  * the sum in ascending expert order, as a resident block's do: the same bits. */
 int64_t lrun_expert_stream_held(const int64_t *first, const int64_t *held, int64_t from, int64_t to, int32_t *out);
 
+/* What a chunk does, in order, to run streamed group [a, end) of sel (the
+ * selected experts) and the held experts among them: the held ones below
+ * sel[a] (they need no copy, so they run before the wait for the group's
+ * copies), the wait, then for each streamed expert the held ones below it
+ * and the expert itself. *from is the first expert not yet run (0 before
+ * the first group; after the last group the engine runs the held ones in
+ * [*from, n_expert)); held NULL: no cache. The callbacks return 0 to go on,
+ * anything else stops the walk and is returned. hsel has room for n_expert. */
+typedef struct lrun_expert_stream_walk {
+    int (*held)(void *ctx, int64_t x);                 /* expert x from its slot */
+    int (*wait)(void *ctx);                            /* the group's copies landed */
+    int (*streamed)(void *ctx, int64_t i, int64_t x);  /* expert x = sel[i] from the group's buffer */
+} lrun_expert_stream_walk;
+
+int lrun_expert_stream_walk_group(const int64_t *first, const int64_t *held, const int32_t *sel, int64_t a,
+                                  int64_t end, int64_t *from, int32_t *hsel, const lrun_expert_stream_walk *cb,
+                                  void *ctx);
+
 /* Groups of at most group_max of the n selected experts (in order): group g
  * is experts [g · group_max, min(n, (g+1) · group_max)). Returns the number
  * of groups (0 when n is 0; group_max < 1 counts as 1). */

@@ -19,6 +19,33 @@ static void offsets(const int64_t *tok, int64_t *first)
     for (int x = 0; x < E; x++) first[x + 1] = first[x] + tok[x];
 }
 
+/* What a walk did, in order (lrun_expert_stream_walk_group's callbacks). */
+struct walk_log {
+    int32_t order[64]; /* experts run, held or streamed */
+    int64_t n, waits, group, waited_group, bad;
+};
+static int log_held(void *ctx, int64_t x)
+{
+    struct walk_log *w = ctx;
+    if (w->n < 64) w->order[w->n++] = (int32_t)x;
+    return 0;
+}
+static int log_wait(void *ctx)
+{
+    struct walk_log *w = ctx;
+    w->waits++;
+    w->waited_group = w->group + 1; /* 1-based: 0 is "none yet" */
+    return 0;
+}
+static int log_streamed(void *ctx, int64_t i, int64_t x)
+{
+    struct walk_log *w = ctx;
+    (void)i;
+    if (w->waited_group != w->group + 1) w->bad++; /* streamed before its group's copies landed */
+    return log_held(ctx, x);
+}
+static const lrun_expert_stream_walk walk_log_cb = {log_held, log_wait, log_streamed};
+
 int main(void)
 {
     /* tokens per expert of a 16-expert block */
@@ -48,23 +75,33 @@ int main(void)
           lrun_expert_stream_held(first, held, 0, 8, h) == 1 && h[0] == 3);
     CHECK("held in [8, 16): 8 13", lrun_expert_stream_held(first, held, 8, E, h) == 2 && h[0] == 8 && h[1] == 13);
     CHECK("no cache: nothing held", lrun_expert_stream_held(first, NULL, 0, E, h) == 0);
-    /* the engine's order (engine_cuda_moe_stream.c): before each streamed expert the held ones below it, the
-     * rest after the last: every touched expert exactly once, ascending, the resident block's order */
-    {
-        int32_t order[2 * E];
-        int64_t n = 0, from = 0;
-        (void)lrun_expert_stream_select(first, E, 0, held, sel);
-        for (int64_t i = 0; i < unheld; i++) {
-            const int32_t x = sel[i];
-            n += lrun_expert_stream_held(first, held, from, x, order + n);
-            order[n++] = x;
-            from = x + 1;
+    /* the engine's order (engine_cuda_moe_stream.c walks each group with lrun_expert_stream_walk_group, then
+     * runs the held ones after the last): every touched expert exactly once, ascending (the resident block's
+     * order), each group's streamed experts after its wait, for groups of 1 to 5 and a cache holding the
+     * first touched expert (below the first group's first streamed one) or not */
+    for (int first_held = 0; first_held < 2; first_held++) {
+        held[0] = first_held ? 7 : -1;
+        const int64_t ns = lrun_expert_stream_select(first, E, 0, held, sel);
+        for (int64_t gmax = 1; gmax <= 5; gmax++) {
+            struct walk_log w = {0};
+            int64_t from = 0;
+            int ok = 1;
+            for (int64_t gi = 0; ok && gi < lrun_expert_stream_groups(ns, gmax); gi++) {
+                const int64_t ga = gi * gmax, end = ga + gmax < ns ? ga + gmax : ns;
+                w.group = gi;
+                ok = lrun_expert_stream_walk_group(first, held, sel, ga, end, &from, h, &walk_log_cb, &w) == 0;
+            }
+            const int64_t nh = lrun_expert_stream_held(first, held, from, E, h);
+            for (int64_t j = 0; j < nh; j++) walk_log_cb.held(&w, h[j]);
+            int asc = ok && w.n == 12 && w.bad == 0;
+            for (int64_t i = 1; i < w.n && asc; i++) asc = w.order[i] > w.order[i - 1] && tok[w.order[i]] > 0;
+            char name[160];
+            snprintf(name, sizeof name, "walk, groups of %lld%s: the 12 touched experts once each, ascending, a "
+                     "group's streamed ones after its wait", (long long)gmax, first_held ? ", expert 0 held" : "");
+            CHECK(name, asc && w.waits == lrun_expert_stream_groups(ns, gmax));
         }
-        n += lrun_expert_stream_held(first, held, from, E, order + n);
-        int asc = n == 12;
-        for (int64_t i = 1; i < n && asc; i++) asc = order[i] > order[i - 1] && tok[order[i]] > 0;
-        CHECK("streamed and held together: the 12 touched experts in ascending order", asc);
     }
+    held[0] = -1;
 
     CHECK("groups: 0 experts, 0 groups", lrun_expert_stream_groups(0, 4) == 0);
     CHECK("groups: 7 of at most 3 is 3 groups", lrun_expert_stream_groups(7, 3) == 3);
