@@ -111,6 +111,11 @@ static lrun_status check_entry(const lrun_packed_file *f, const lrun_packed_entr
     } else {
         return bad(p, "%scodec %lld is unknown", what, e->codec, 0);
     }
+    /* a codec decodes 16-bit values in place in the unpacked file: they must start on an even byte there */
+    if (e->codec != LRUN_PACKED_CODEC_RAW && (f->head_bytes + e->plain_offset) % 2)
+        return bad(p, "%spacked, but its values would start at byte %lld of the unpacked file (after %lld head "
+                   "bytes): not 2-byte aligned", what, (long long)(f->head_bytes + e->plain_offset),
+                   (long long)f->head_bytes);
     return LRUN_OK;
 }
 

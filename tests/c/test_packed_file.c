@@ -136,6 +136,7 @@ static void e_dtype(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(1) + 36, 7
 static void e_raw_size(uint8_t *b, size_t *n) { (void)n; put64(b + ENTRY(1) + 24, get64(b + ENTRY(1) + 24) - 4); }
 static void e_codec_dtype(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(1) + 32, 1); } /* an f32 norm "packed" */
 static void e_codec(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(0) + 32, 9); }
+static void e_plain_odd(uint8_t *b, size_t *n) { (void)n; put64(b + ENTRY(0), get64(b + ENTRY(0)) + 1); } /* packed: 16-bit values at an odd byte */
 static void e_data_tail(uint8_t *b, size_t *n) { (void)n; put64(b + 24, get64(b + 24) + ((uint64_t)1 << 21)); }
 static void e_plain_gap(uint8_t *b, size_t *n)
 {
@@ -181,6 +182,8 @@ static void bad_files(void)
     bad_rule("head size off", e_head, 0);
     bad_rule("plain range outside the data", e_plain_out, 0);
     bad_rule("plain ranges overlap", e_plain_overlap, 0);
+    bad_rule("packed values at an odd byte of the unpacked file", e_plain_odd, 0);
+    CHECK("(that rule is the alignment's)", strstr(lrun_last_error(), "not 2-byte aligned") != NULL);
     bad_rule("a gap of 2 MiB between plain ranges", e_plain_gap, 0);
     bad_rule("data section 2 MiB longer than its tensors", e_data_tail, 0);
     bad_rule("packed range outside the section", e_packed_out, 0);
