@@ -7,10 +7,7 @@
 
 // ---------------------------------------------------------------- PTX wrappers (sm_80+)
 
-static __device__ __forceinline__ uint32_t smem_addr(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
+static __device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 /* 16 bytes from global to shared, or 16 zero bytes when !valid (no read). */
 static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid)
@@ -100,9 +97,9 @@ static __device__ __forceinline__ void load_tile(__half *sh, const __half *__res
 template <int D, int W>
 __global__ void __launch_bounds__(32 * W)
     attn_flash(const float *__restrict__ q, const __half *__restrict__ ck, const __half *__restrict__ cv,
-               const int64_t *__restrict__ k_base, const int64_t *__restrict__ v_base, const int32_t *__restrict__ n_kv,
-               int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t max_kv, float qscale, int64_t n_swa,
-               int caches_aligned, float *__restrict__ out)
+               const int64_t *__restrict__ k_base, const int64_t *__restrict__ v_base,
+               const int32_t *__restrict__ n_kv, int64_t n_tok, int64_t n_head, int64_t n_head_kv, int64_t max_kv,
+               float qscale, int64_t n_swa, int caches_aligned, float *__restrict__ out)
 {
     constexpr int BM = 16 * W, BN = LRUN_K_FATTN_BN, LD = D + LRUN_K_FATTN_PAD;
     constexpr int KD = D / 16, NJ = BN / 8, ND = D / 8; /* k-steps of Q·Kᵀ, n-tiles of S and of O */
@@ -273,8 +270,7 @@ __global__ void __launch_bounds__(32 * W)
         if (r >= rows) continue;
         float *dst = out + ((tok0 + r) * n_head + h) * D + c2;
 #pragma unroll
-        for (int j = 0; j < ND; j++)
-            *(float2 *)(dst + j * 8) = make_float2(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
+        for (int j = 0; j < ND; j++) *(float2 *)(dst + j * 8) = make_float2(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
     }
 }
 
@@ -302,12 +298,19 @@ extern "C" lrun_status lrun_k_attention_flash(const float *q, const void *cache_
     const char *op = "lrun_k_attention_flash";
     if (!q || !cache_k || !cache_v || !k_base || !v_base || !n_kv || !out)
         return lrun_fail(LRUN_E_ARG, "%s: %s is NULL", op,
-                         !q ? "q" : !cache_k ? "cache_k" : !cache_v ? "cache_v" : !k_base ? "k_base"
-                                  : !v_base ? "v_base" : !n_kv ? "n_kv" : "out");
+                         !q         ? "q"
+                         : !cache_k ? "cache_k"
+                         : !cache_v ? "cache_v"
+                         : !k_base  ? "k_base"
+                         : !v_base  ? "v_base"
+                         : !n_kv    ? "n_kv"
+                                    : "out");
     if (n_tok <= 0 || n_head <= 0 || n_head_kv <= 0 || head_dim <= 0 || max_kv <= 0)
-        return lrun_fail(LRUN_E_ARG, "%s: shape n_tok %lld, n_head %lld, n_head_kv %lld, head_dim %lld, max_kv %lld "
-                         "(all must be > 0)", op, (long long)n_tok, (long long)n_head, (long long)n_head_kv,
-                         (long long)head_dim, (long long)max_kv);
+        return lrun_fail(LRUN_E_ARG,
+                         "%s: shape n_tok %lld, n_head %lld, n_head_kv %lld, head_dim %lld, max_kv %lld "
+                         "(all must be > 0)",
+                         op, (long long)n_tok, (long long)n_head, (long long)n_head_kv, (long long)head_dim,
+                         (long long)max_kv);
     if (n_head % n_head_kv != 0)
         return lrun_fail(LRUN_E_ARG, "%s: n_head %lld is not a multiple of n_head_kv %lld", op, (long long)n_head,
                          (long long)n_head_kv);

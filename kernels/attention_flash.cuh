@@ -34,7 +34,7 @@
  * halves the K/V bytes per FLOP. lrun_k_attention_flash_tune picks either
  * for measurements (test_attention_flash_gpu --bench). */
 #define LRUN_K_FATTN_WARPS LRUN_K_FATTN_DEFAULT_WARPS /* kernels.h */
-#define LRUN_K_FATTN_BN 64                        /* KV positions per tile */
-#define LRUN_K_FATTN_PAD 8                        /* halves after each shared row */
+#define LRUN_K_FATTN_BN 64                            /* KV positions per tile */
+#define LRUN_K_FATTN_PAD 8                            /* halves after each shared row */
 
 #endif

@@ -383,19 +383,20 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
     cudaError_t e = cudaErrorNotSupported;
     /* split rows have one reader: no other kernel may take them */
     if (split && !lrun_k_gemv_split(w_dtype, P, n_parts, k, x, m, mode, st, &e))
-        return lrun_fail(LRUN_E_ARG, "%s: split rows need Q8_0/Q4_0 (not %s), k a multiple of 32 up to %d (k %lld) "
-                         "and rows on 16-byte boundaries", op, lrun_dtype_name(w_dtype), LRUN_K_SPLIT_MAX_K,
-                         (long long)k);
+        return lrun_fail(LRUN_E_ARG,
+                         "%s: split rows need Q8_0/Q4_0 (not %s), k a multiple of 32 up to %d (k %lld) "
+                         "and rows on 16-byte boundaries",
+                         op, lrun_dtype_name(w_dtype), LRUN_K_SPLIT_MAX_K, (long long)k);
     if (!split) switch (m) {
-    case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-    case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-    case 3: e = launch_m<3>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-    case 4: e = launch_m<4>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-    case 5: e = launch_m<5>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-    case 6: e = launch_m<6>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-    case 7: e = launch_m<7>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-    case 8: e = launch_m<8>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-    }
+        case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        case 3: e = launch_m<3>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        case 4: e = launch_m<4>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        case 5: e = launch_m<5>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        case 6: e = launch_m<6>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        case 7: e = launch_m<7>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        case 8: e = launch_m<8>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        }
     if (e == cudaErrorNotSupported)
         return lrun_fail(LRUN_E_INTERNAL, "%s: no kernel for %s", op, lrun_dtype_name(w_dtype));
     /* our own grid check returns InvalidConfiguration without launching;

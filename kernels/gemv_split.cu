@@ -86,7 +86,8 @@ __global__ void dequantize_split_kernel(const uint8_t *__restrict__ w, size_t ro
 {
     const int64_t total = n * k;
     const size_t qoff = q8 ? (size_t)k : (size_t)k / 2;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / k, j = i % k, b = j / 32, e = j % 32;
         const uint8_t *row = w + (size_t)r * row_bytes;
         const float d = lrun_k_f16(lrun_k_ld16(row + qoff + 2 * b));
@@ -164,7 +165,7 @@ __global__ void __launch_bounds__(32 * NW)
     const bool sw = PAIRED(mode);
     const int ro = sw ? RW / 2 : RW;
     const int64_t nck = k / gs_chunk_elems(Q8), nb = k / 32; /* 16-byte chunks, blocks */
-    const size_t qb = Q8 ? (size_t)k : (size_t)k / 2; /* the scales' offset in a row */
+    const size_t qb = Q8 ? (size_t)k : (size_t)k / 2;        /* the scales' offset in a row */
 
     const uint8_t *rows[RW];
     uint4 wq[U][RW];
@@ -259,7 +260,8 @@ static cudaError_t launch_split(gemv_parts P, int n_parts, int64_t k, const floa
         if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
         /* at the largest x it takes, so the grid never asks more than fits */
         if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 32 * SPLIT_NW, LRUN_K_SPLIT_MAX_K * 9 / 8);
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 32 * SPLIT_NW,
+                                                              LRUN_K_SPLIT_MAX_K * 9 / 8);
         if (e != cudaSuccess) return e;
         if (per_sm < 1) per_sm = 1;
     }

@@ -104,8 +104,7 @@ lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts,
  * (join 0), or back (join 1), bit for bit as lrun_quant_split_rows and
  * lrun_quant_join_rows; the stride's padding is not touched. A row's bytes
  * pass through shared memory: LRUN_E_UNSUPPORTED above 48 KiB a row. */
-lrun_status lrun_k_split_rows(lrun_dtype t, void *w, size_t row_bytes, int64_t n, int64_t k, int join,
-                              void *stream);
+lrun_status lrun_k_split_rows(lrun_dtype t, void *w, size_t row_bytes, int64_t n, int64_t k, int join, void *stream);
 /* dst (n, k) f16 = split rows dequantized: the values lrun_k_dequantize
  * gives for the same rows in GGUF's layout (the prefill slot of a split
  * weight; lrun_k_gemm then takes dst as an f16 weight in place). */

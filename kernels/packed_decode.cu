@@ -132,7 +132,8 @@ extern "C" lrun_status lrun_k_packed_decode(uint16_t *dst, const void *packed, c
         return lrun_fail(LRUN_E_ARG, "%s: range %llu +%llu is outside the tensor's %llu elements", op,
                          (unsigned long long)first, (unsigned long long)count, (unsigned long long)lay->n);
     if (lay->codec != LRUN_PACKED_CODEC_EXP) /* PEX2 (codec_pex2.h) has no kernel yet */
-        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: codec %d is not PEX1, the only one this kernel reads", op, lay->codec);
+        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: codec %d is not PEX1, the only one this kernel reads", op,
+                         lay->codec);
     if (!lrun_packed_dtype_ok(lay->dtype)) return lrun_fail(LRUN_E_ARG, "%s: dtype %d is not bf16 or f16", op, lay->dtype);
     if (count == 0) return LRUN_OK;
     packed_args a = {};

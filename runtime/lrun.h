@@ -447,8 +447,8 @@ LRUN_API lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_ge
 
 /* The codec lrun_pack writes (docs/packed.md "The codec PEX2"). */
 typedef enum lrun_pack_codec {
-    LRUN_PACK_CODEC_PEX1 = 0,   /* every bf16/f16 tensor PEX1: the default while only PEX1 has CUDA kernels */
-    LRUN_PACK_CODEC_PEX2 = 1,   /* bf16 tensors of a multiple of 8 values PEX2 (stored as they are where PEX2
+    LRUN_PACK_CODEC_PEX1 = 0, /* every bf16/f16 tensor PEX1: the default while only PEX1 has CUDA kernels */
+    LRUN_PACK_CODEC_PEX2 = 1, /* bf16 tensors of a multiple of 8 values PEX2 (stored as they are where PEX2
                                  * would grow them); f16 and the rest PEX1. The CPU engine reads PEX2; the
                                  * CUDA engine refuses it at load until its kernels exist */
 } lrun_pack_codec;
@@ -467,7 +467,7 @@ typedef struct lrun_pack_stats {
     int64_t n_packed;           /* tensors packed */
     int64_t n_raw;              /* tensors stored as they are (f32, quantized; bf16 PEX2 would grow) */
     double seconds;
-    int64_t n_pex2;             /* of n_packed, those in PEX2 */
+    int64_t n_pex2; /* of n_packed, those in PEX2 */
 } lrun_pack_stats;
 
 /* Writes the packed form of the GGUF file in to out: bf16 and f16 tensors

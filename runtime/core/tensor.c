@@ -360,8 +360,10 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
 {
     if (!t) return lrun_fail(LRUN_E_ARG, "lrun_tensor_move: tensor is NULL");
     if (t->split)
-        return lrun_fail(LRUN_E_ARG, "moving tensor %s: a CUDA engine holds it in the split-row layout "
-                         "(LRUN_CUDA_GEMV_SPLIT); free that engine first", t->name);
+        return lrun_fail(LRUN_E_ARG,
+                         "moving tensor %s: a CUDA engine holds it in the split-row layout "
+                         "(LRUN_CUDA_GEMV_SPLIT); free that engine first",
+                         t->name);
     if ((unsigned)tier >= LRUN_TIER_COUNT)
         return lrun_fail(LRUN_E_ARG, "moving tensor %s: tier %d (expected device, pinned, host, mmap or disk)", t->name,
                          (int)tier);
@@ -464,8 +466,10 @@ lrun_status lrun_tensor_move_form(lrun_tensor *t, lrun_device *device, lrun_tier
 {
     if (!t) return lrun_fail(LRUN_E_ARG, "lrun_tensor_move_form: tensor is NULL");
     if (t->split)
-        return lrun_fail(LRUN_E_ARG, "moving tensor %s: a CUDA engine holds it in the split-row layout "
-                         "(LRUN_CUDA_GEMV_SPLIT); free that engine first", t->name);
+        return lrun_fail(LRUN_E_ARG,
+                         "moving tensor %s: a CUDA engine holds it in the split-row layout "
+                         "(LRUN_CUDA_GEMV_SPLIT); free that engine first",
+                         t->name);
     const lrun_status made = make_pending(t);
     if (made != LRUN_OK) return made;
     packed = packed != 0;

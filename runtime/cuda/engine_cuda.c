@@ -448,7 +448,7 @@ void lrun_cuda_engine_free(void *ctx)
     for (int n = 0; n <= LRUN_CUDA_GRAPH_MAX_TOKENS; n++)
         if (e->graph_exec[n]) cudaGraphExecDestroy(e->graph_exec[n]);
     (void)cudaGetLastError();
-    lrun_cuda_split_free(e); /* the model gets GGUF's bytes back */
+    lrun_cuda_split_free(e);            /* the model gets GGUF's bytes back */
     lrun_cuda_op_profile_free(e->prof); /* prints the table */
     lrun_cuda_offload_free(e);
     lrun_cuda_exact_free(e);

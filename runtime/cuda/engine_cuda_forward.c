@@ -76,8 +76,7 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
     if (t->packed) return lrun_cuda_packed_matmul(e, t, w.data, x, m, y); /* mode 3: engine_cuda_packed.h */
     if (m <= GEMV_MAX_ROWS) {
         const lrun_k_gemv_part part = {w.data, t->row_bytes, t->ne[1], y};
-        return lrun_k_gemv_multi(t->dtype, &part, 1, t->ne[0], x, m,
-                                 LRUN_K_GEMV_STORE | gemv_flags(e, t), e->stream);
+        return lrun_k_gemv_multi(t->dtype, &part, 1, t->ne[0], x, m, LRUN_K_GEMV_STORE | gemv_flags(e, t), e->stream);
     }
     if (t->split) { /* split rows (engine_cuda_split.h): f16 in the slot, then cuBLAS on it in place */
         TRY(lrun_k_dequantize_split(t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], e->w_slot, e->stream));
@@ -114,8 +113,7 @@ static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, flo
         parts[i].n = w[i].w->ne[1];
         parts[i].y = y[i];
     }
-    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode | gemv_flags(e, w[0].w),
-                             e->stream);
+    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode | gemv_flags(e, w[0].w), e->stream);
 }
 
 // ---------------------------------------------------------------- ops

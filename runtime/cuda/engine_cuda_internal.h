@@ -148,7 +148,7 @@ struct lrun_cuda_engine {
      * whose runs of one sequence average fattn_min tokens or more; 0: never
      * (lrun_cuda_fattn_min_tokens: LRUN_CUDA_FATTN, LRUN_CUDA_FATTN_MIN) */
     int64_t fattn_min;
-    int64_t chunk_runs;           /* runs of consecutive tokens of one sequence in the chunk being run */
+    int64_t chunk_runs; /* runs of consecutive tokens of one sequence in the chunk being run */
 
     /* CUDA graphs of decode steps, by token count */
     int graphs_enabled;

@@ -311,8 +311,8 @@ static int walk_held(void *ctx, int64_t x)
     const void *const data[3] = {lrun_cuda_moe_cache_data(w->c, 0, slot), lrun_cuda_moe_cache_data(w->c, 1, slot),
                                  lrun_cuda_moe_cache_data(w->c, 2, slot)};
     if ((w->st = lrun_cuda_moe_cache_read(e, w->c, slot)) != LRUN_OK ||
-        (w->st = lrun_cuda_moe_expert_rows(e, w->g, w->layer, x, w->first[x], w->first[x + 1] - w->first[x],
-                                           data)) != LRUN_OK ||
+        (w->st = lrun_cuda_moe_expert_rows(e, w->g, w->layer, x, w->first[x], w->first[x + 1] - w->first[x], data)) !=
+            LRUN_OK ||
         (w->st = lrun_cuda_moe_cache_release(e, w->c, slot)) != LRUN_OK)
         return 1;
     for (int p = 0; p < 3; p++) e->stats.prefill_slot_bytes += (uint64_t)w->g[p].w->ne[1] * w->g[p].w->row_bytes;
@@ -361,8 +361,8 @@ static lrun_status compute_group(struct walk_ctx *w, int64_t gi, int64_t ns, int
     const int64_t end = w->a + s->group_max < ns ? w->a + s->group_max : ns;
     w->st = LRUN_OK;
     if (lrun_expert_stream_walk_group(w->first, w->held, s->sel, w->a, end, from, s->hsel, &walk_cb, w)) return w->st;
-    return cuda_check(cudaEventRecord(s->done[w->b], (cudaStream_t)w->e->stream), "expert streaming: releasing a buffer",
-                      w->e->device);
+    return cuda_check(cudaEventRecord(s->done[w->b], (cudaStream_t)w->e->stream),
+                      "expert streaming: releasing a buffer", w->e->device);
 }
 
 /* A cached block's chunk: each expert's slot (-1: none) in s->held, or NULL

@@ -63,7 +63,8 @@ static lrun_status codec_ok(const lrun_cuda_engine *e, const struct lrun_tensor 
     if (!t || !t->packed || t->pk.codec == LRUN_PACKED_CODEC_EXP) return LRUN_OK;
     return lrun_fail(LRUN_E_UNSUPPORTED,
                      "engine on %s: tensor '%s' is packed with codec %s, which the CUDA engine does not decode yet "
-                     "(its kernels read PEX1): repack with `lrun pack --codec pex1`, or load it plain (packed = false)",
+                     "(its kernels read PEX1): repack with `lrun pack --codec pex1`, or load it plain (packed = "
+                     "false)",
                      e->device->name, t->name, t->pk.codec == LRUN_PACKED_CODEC_PEX2 ? "PEX2" : "unknown");
 }
 

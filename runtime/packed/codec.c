@@ -399,7 +399,8 @@ static lrun_status decode_all_pex2(lrun_packed_layout *lay, uint16_t *dst, const
 static lrun_status decode_all(lrun_packed_layout *lay, uint16_t *dst, const uint8_t *in, size_t size, const char *what,
                               lrun_threadpool *pool)
 {
-    if (lrun_packed_codec_of(in, size) == LRUN_PACKED_CODEC_PEX2) return decode_all_pex2(lay, dst, in, size, what, pool);
+    if (lrun_packed_codec_of(in, size) == LRUN_PACKED_CODEC_PEX2)
+        return decode_all_pex2(lay, dst, in, size, what, pool);
     job j = {.in = in, .in_size = size, .lay = lay, .dst = dst};
     lrun_status st = check_frame(lay, &j.cb, in, size, what);
     if (st != LRUN_OK) return st;

@@ -73,7 +73,7 @@ typedef struct lrun_packed_layout {
     size_t code2_bytes, esc_bytes; /* the variable sections' sizes */
     size_t total;                /* bytes of the whole packed tensor */
     uint8_t book1[LRUN_PACKED_N1], book2[LRUN_PACKED_N2]; /* the codebooks, from the header */
-    lrun_pex2_layout pex2;       /* PEX2 only: its sections and codebooks */
+    lrun_pex2_layout pex2;                                /* PEX2 only: its sections and codebooks */
 } lrun_packed_layout;
 
 /* Is dtype one the codec packs? */

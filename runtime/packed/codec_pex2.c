@@ -78,7 +78,10 @@ static unsigned code_at(const uint8_t *code, uint64_t i)
     return (v >> (bit & 7)) & 7u;
 }
 
-static uint16_t join(uint8_t rest, unsigned e) { return (uint16_t)(((rest & 0x80u) << 8) | (e << 7) | (rest & 0x7fu)); }
+static uint16_t join(uint8_t rest, unsigned e)
+{
+    return (uint16_t)(((rest & 0x80u) << 8) | (e << 7) | (rest & 0x7fu));
+}
 
 // ---------------------------------------------------------------- parallel passes
 
@@ -188,7 +191,8 @@ static void choose_books(pex2_job *j, lrun_pex2_layout *lay, const uint64_t cnt[
     memset(lay->book1, 0, sizeof lay->book1);
     memset(lay->book2, 0, sizeof lay->book2);
     for (int e = 0; e < 256; e++) j->kind[e] = 2, j->code_of[e] = 7;
-    for (int c = 0; c < 8; c++) lay->book1[c] = (uint8_t)order[c], j->kind[order[c]] = 0, j->code_of[order[c]] = (uint8_t)c;
+    for (int c = 0; c < 8; c++)
+        lay->book1[c] = (uint8_t)order[c], j->kind[order[c]] = 0, j->code_of[order[c]] = (uint8_t)c;
     for (int c = 0; c < 7; c++)
         lay->book2[c] = (uint8_t)order[8 + c], j->kind[order[8 + c]] = 1, j->code_of[order[8 + c]] = (uint8_t)c;
 }
@@ -201,7 +205,8 @@ lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uin
         return lrun_fail(LRUN_E_ARG, "lrun_pex2_encode: n = %llu: PEX2 takes a positive multiple of 8 below 2^32",
                          (unsigned long long)n);
     if (cap < lrun_pex2_bound(n))
-        return lrun_fail(LRUN_E_ARG, "lrun_pex2_encode: cap %zu bytes is under the bound %zu", cap, lrun_pex2_bound(n));
+        return lrun_fail(LRUN_E_ARG, "lrun_pex2_encode: cap %zu bytes is under the bound %zu", cap,
+                         lrun_pex2_bound(n));
     lrun_pex2_layout lay;
     layout_fixed(&lay, n);
     const int nth = n_threads(pool);
@@ -301,7 +306,8 @@ static lrun_status check_header(lrun_pex2_layout *lay, const uint8_t *P, size_t 
     if (size < LRUN_PEX2_HEADER)
         return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': %zu bytes, shorter than its %d-byte header", what, size,
                          LRUN_PEX2_HEADER);
-    if (rd32(P) != LRUN_PEX2_MAGIC) return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': bad magic (not \"PEX2\")", what);
+    if (rd32(P) != LRUN_PEX2_MAGIC)
+        return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': bad magic (not \"PEX2\")", what);
     if (rd32(P + 4) != LRUN_DTYPE_BF16)
         return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': dtype %u, PEX2 holds only bf16 (%d)", what, rd32(P + 4),
                          LRUN_DTYPE_BF16);
@@ -316,10 +322,11 @@ static lrun_status check_header(lrun_pex2_layout *lay, const uint8_t *P, size_t 
     for (int c = 0; c < 15; c++) {
         const uint8_t e = c < 8 ? lay->book1[c] : lay->book2[c - 8];
         if (seen[e]++)
-            return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': exponent %u appears twice in the codebooks (%s[%d])", what,
-                             e, c < 8 ? "book1" : "book2", c < 8 ? c : c - 8);
+            return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': exponent %u appears twice in the codebooks (%s[%d])",
+                             what, e, c < 8 ? "book1" : "book2", c < 8 ? c : c - 8);
     }
-    if (lay->book2[7]) return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': book2[7] is %u, not 0", what, lay->book2[7]);
+    if (lay->book2[7])
+        return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': book2[7] is %u, not 0", what, lay->book2[7]);
     layout_fixed(lay, n);
     return LRUN_OK;
 }
@@ -329,25 +336,29 @@ static lrun_status check_header(lrun_pex2_layout *lay, const uint8_t *P, size_t 
 static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t size, const char *what)
 {
     if (size < lay->exc)
-        return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': %zu bytes, shorter than its table's end (%zu) for n = %llu",
-                         what, size, lay->exc, (unsigned long long)lay->n);
+        return lrun_fail(LRUN_E_FORMAT,
+                         "PEX2 tensor '%s': %zu bytes, shorter than its table's end (%zu) for n = %llu", what, size,
+                         lay->exc, (unsigned long long)lay->n);
     const uint8_t *tn = P + lay->table + LRUN_PEX2_TABLE_ENTRY * lay->nb;
     lay->n_exc = rd32(tn), lay->n_far = rd32(tn + 4);
     if (lay->n_exc > lay->n || lay->n_far > lay->n_exc || rd32(tn + 8))
-        return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': table totals %llu exceptions, %llu far, ends %u: wrong for n = %llu",
+        return lrun_fail(LRUN_E_FORMAT,
+                         "PEX2 tensor '%s': table totals %llu exceptions, %llu far, ends %u: wrong for n = %llu",
                          what, (unsigned long long)lay->n_exc, (unsigned long long)lay->n_far, rd32(tn + 8),
                          (unsigned long long)lay->n);
     lay->far = lay->exc + (size_t)lay->n_exc;
     lay->total = (size_t)align16(lay->far + lay->n_far);
     if (size != lay->total)
         return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': %zu bytes, its sections make %zu", what, size, lay->total);
-    if (!all_zero(P, lay->rest + (size_t)lay->n, lay->code) || !all_zero(P, lay->code + (size_t)(3 * lay->n / 8), lay->table) ||
+    if (!all_zero(P, lay->rest + (size_t)lay->n, lay->code) ||
+        !all_zero(P, lay->code + (size_t)(3 * lay->n / 8), lay->table) ||
         !all_zero(P, lay->far + (size_t)lay->n_far, lay->total))
         return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': nonzero padding between sections", what);
     for (uint64_t b = 0; b < lay->nb; b++) {
         const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
         const uint32_t x0 = rd32(t), f0 = rd32(t + 4), ends = rd32(t + 8), x1 = rd32(t + 12), f1 = rd32(t + 16);
-        const uint32_t in_block = block_elems(lay, b), e[3] = {ends & 1023u, (ends >> 10) & 1023u, (ends >> 20) & 1023u};
+        const uint32_t in_block = block_elems(lay, b),
+                       e[3] = {ends & 1023u, (ends >> 10) & 1023u, (ends >> 20) & 1023u};
         const char *why = NULL;
         if (b == 0 && (x0 || f0)) why = "the first block's exceptions do not start at 0";
         else if (x1 < x0 || x1 - x0 > in_block) why = "its exception count is negative or more than its elements";
@@ -361,7 +372,8 @@ static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t s
                 prev = end;
             }
         if (why)
-            return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': table entry %llu (first %u, far %u, ends 0x%08x; next %u, %u): %s",
+            return lrun_fail(LRUN_E_FORMAT,
+                             "PEX2 tensor '%s': table entry %llu (first %u, far %u, ends 0x%08x; next %u, %u): %s",
                              what, (unsigned long long)b, x0, f0, ends, x1, f1, why);
     }
     return LRUN_OK;
@@ -394,7 +406,8 @@ lrun_status lrun_pex2_validate(lrun_pex2_layout *lay, const void *src, size_t si
 
 // ---------------------------------------------------------------- decode
 
-void lrun_pex2_decode_range(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t first, uint64_t count)
+void lrun_pex2_decode_range(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t first,
+                            uint64_t count)
 {
     if (!count) return;
     const uint8_t *P = src, *rest = P + lay->rest, *code = P + lay->code;

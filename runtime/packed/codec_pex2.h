@@ -49,13 +49,13 @@
 
 /* Where each section is, from the tensor's first byte (bytes), and its codebooks. */
 typedef struct lrun_pex2_layout {
-    uint64_t n;                             /* elements */
-    uint64_t nb;                            /* blocks of LRUN_PEX2_BLOCK */
-    uint64_t n_exc, n_far;                  /* exceptions, of which far */
-    size_t rest, code, table, exc, far;     /* section offsets */
-    size_t total;                           /* bytes of the whole tensor */
-    uint8_t book1[LRUN_PEX2_CODES];         /* exponent of each ordinary code */
-    uint8_t book2[LRUN_PEX2_CODES];         /* exponent of each exception code 0..6 (7: far) */
+    uint64_t n;                         /* elements */
+    uint64_t nb;                        /* blocks of LRUN_PEX2_BLOCK */
+    uint64_t n_exc, n_far;              /* exceptions, of which far */
+    size_t rest, code, table, exc, far; /* section offsets */
+    size_t total;                       /* bytes of the whole tensor */
+    uint8_t book1[LRUN_PEX2_CODES];     /* exponent of each ordinary code */
+    uint8_t book2[LRUN_PEX2_CODES];     /* exponent of each exception code 0..6 (7: far) */
 } lrun_pex2_layout;
 
 /* 1 when PEX2 can hold n values of dtype (bf16, n a positive multiple of 8 below 2^32). */

@@ -106,16 +106,19 @@ static lrun_status check_entry(const lrun_packed_file *f, const lrun_packed_entr
             return bad(p, "%spacked, but dtype %lld with %lld bytes is not bf16 or f16", what, e->dtype, (long long)e->plain_bytes);
     } else if (e->codec == LRUN_PACKED_CODEC_PEX2) {
         if (e->plain_bytes % 2 || !lrun_pex2_fits((int)e->dtype, e->plain_bytes / 2))
-            return bad(p, "%spacked PEX2, but dtype %lld with %lld bytes is not bf16 of a multiple of 8 values below 2^32",
+            return bad(p,
+                       "%spacked PEX2, but dtype %lld with %lld bytes is not bf16 of a multiple of 8 values below "
+                       "2^32",
                        what, e->dtype, (long long)e->plain_bytes);
     } else {
         return bad(p, "%scodec %lld is unknown", what, e->codec, 0);
     }
     /* a codec decodes 16-bit values in place in the unpacked file: they must start on an even byte there */
     if (e->codec != LRUN_PACKED_CODEC_RAW && (f->head_bytes + e->plain_offset) % 2)
-        return bad(p, "%spacked, but its values would start at byte %lld of the unpacked file (after %lld head "
-                   "bytes): not 2-byte aligned", what, (long long)(f->head_bytes + e->plain_offset),
-                   (long long)f->head_bytes);
+        return bad(p,
+                   "%spacked, but its values would start at byte %lld of the unpacked file (after %lld head "
+                   "bytes): not 2-byte aligned",
+                   what, (long long)(f->head_bytes + e->plain_offset), (long long)f->head_bytes);
     return LRUN_OK;
 }
 
@@ -213,8 +216,10 @@ void lrun_packed_file_close(lrun_packed_file *f)
 
 const char *lrun_packed_codec_name(uint32_t codec)
 {
-    return codec == LRUN_PACKED_CODEC_RAW ? "stored" : codec == LRUN_PACKED_CODEC_EXP ? "PEX1"
-                                                     : codec == LRUN_PACKED_CODEC_PEX2 ? "PEX2" : "unknown";
+    return codec == LRUN_PACKED_CODEC_RAW    ? "stored"
+           : codec == LRUN_PACKED_CODEC_EXP  ? "PEX1"
+           : codec == LRUN_PACKED_CODEC_PEX2 ? "PEX2"
+                                             : "unknown";
 }
 
 lrun_status lrun_packed_file_check_codec(const lrun_packed_file *f, const lrun_packed_entry *e, const char *what)
@@ -222,7 +227,8 @@ lrun_status lrun_packed_file_check_codec(const lrun_packed_file *f, const lrun_p
     const int got = lrun_packed_codec_of(f->packed + e->packed_offset, (size_t)e->packed_size);
     if (got == (int)e->codec) return LRUN_OK;
     return lrun_fail(LRUN_E_FORMAT, "%s: the entry says codec %s, its bytes are %s", what,
-                     lrun_packed_codec_name(e->codec), got ? lrun_packed_codec_name((uint32_t)got) : "neither PEX1 nor PEX2");
+                     lrun_packed_codec_name(e->codec),
+                     got ? lrun_packed_codec_name((uint32_t)got) : "neither PEX1 nor PEX2");
 }
 
 static lrun_status unpack_entry(const lrun_packed_file *f, int64_t i, uint8_t *data, lrun_threadpool *pool)
@@ -235,8 +241,9 @@ static lrun_status unpack_entry(const lrun_packed_file *f, int64_t i, uint8_t *d
         return LRUN_OK;
     }
     lrun_status st = lrun_packed_file_check_codec(f, e, what);
-    if (st == LRUN_OK) st = lrun_packed_decode((uint16_t *)(data + e->plain_offset), (int)e->dtype, e->plain_bytes / 2,
-                                        f->packed + e->packed_offset, (size_t)e->packed_size, what, pool);
+    if (st == LRUN_OK)
+        st = lrun_packed_decode((uint16_t *)(data + e->plain_offset), (int)e->dtype, e->plain_bytes / 2,
+                                f->packed + e->packed_offset, (size_t)e->packed_size, what, pool);
     return st == LRUN_OK ? st : lrun_fail_context(st, "packed file %s", f->path);
 }
 

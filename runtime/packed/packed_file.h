@@ -43,7 +43,6 @@
 #define LRUN_PACKED_ALIGN 64        /* packed tensors start on this, from the section start */
 #define LRUN_PACKED_MAX_GAP ((uint64_t)1 << 20) /* bytes of GGUF padding before, between or after tensors, at most */
 
-
 typedef struct lrun_packed_entry {
     uint64_t plain_offset;      /* bytes from the GGUF data start */
     uint64_t plain_bytes;

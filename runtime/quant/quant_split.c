@@ -90,8 +90,7 @@ lrun_status lrun_quant_split_rows(lrun_dtype dtype, const void *src, void *dst, 
     return split_rows("lrun_quant_split_rows", dtype, src, dst, row_bytes, n, k, 0);
 }
 
-lrun_status lrun_quant_join_rows(lrun_dtype dtype, const void *src, void *dst, size_t row_bytes, int64_t n,
-                                 int64_t k)
+lrun_status lrun_quant_join_rows(lrun_dtype dtype, const void *src, void *dst, size_t row_bytes, int64_t n, int64_t k)
 {
     return split_rows("lrun_quant_join_rows", dtype, src, dst, row_bytes, n, k, 1);
 }

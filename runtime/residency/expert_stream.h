@@ -49,9 +49,9 @@ int64_t lrun_expert_stream_held(const int64_t *first, const int64_t *held, int64
  * [*from, n_expert)); held NULL: no cache. The callbacks return 0 to go on,
  * anything else stops the walk and is returned. hsel has room for n_expert. */
 typedef struct lrun_expert_stream_walk {
-    int (*held)(void *ctx, int64_t x);                 /* expert x from its slot */
-    int (*wait)(void *ctx);                            /* the group's copies landed */
-    int (*streamed)(void *ctx, int64_t i, int64_t x);  /* expert x = sel[i] from the group's buffer */
+    int (*held)(void *ctx, int64_t x);                /* expert x from its slot */
+    int (*wait)(void *ctx);                           /* the group's copies landed */
+    int (*streamed)(void *ctx, int64_t i, int64_t x); /* expert x = sel[i] from the group's buffer */
 } lrun_expert_stream_walk;
 
 int lrun_expert_stream_walk_group(const int64_t *first, const int64_t *held, const int32_t *sel, int64_t a,

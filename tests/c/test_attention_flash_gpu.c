@@ -66,7 +66,8 @@ static void test_arguments(void)
     void *const FAKE = (void *)(uintptr_t)256; /* never dereferenced: the checks fail first */
     float *y = FAKE;
     CHECK("flash: supports f16 caches of head_dim 64 and 128 only",
-          lrun_k_attention_flash_supported(LRUN_DTYPE_F16, 64) && lrun_k_attention_flash_supported(LRUN_DTYPE_F16, 128) &&
+          lrun_k_attention_flash_supported(LRUN_DTYPE_F16, 64) &&
+              lrun_k_attention_flash_supported(LRUN_DTYPE_F16, 128) &&
               !lrun_k_attention_flash_supported(LRUN_DTYPE_F16, 96) &&
               !lrun_k_attention_flash_supported(LRUN_DTYPE_F16, 256) &&
               !lrun_k_attention_flash_supported(LRUN_DTYPE_F32, 128));
@@ -136,7 +137,8 @@ static void flash_case(enum layout lay, int64_t n_tok, int64_t n_head, int64_t n
     double worst = 0.0, worst_diff = 0.0, sum_diff = 0.0;
     int64_t worst_at = 0, bad = 0;
     float *kmax = malloc((size_t)head_dim * 4), *ka = malloc((size_t)cache_n * 4), *va = malloc((size_t)cache_n * 4);
-    for (int64_t i = 0; i < cache_n; i++) ka[i] = fabsf(lrun_f16_to_f32(kh[i])), va[i] = fabsf(lrun_f16_to_f32(vh[i]));
+    for (int64_t i = 0; i < cache_n; i++)
+        ka[i] = fabsf(lrun_f16_to_f32(kh[i])), va[i] = fabsf(lrun_f16_to_f32(vh[i]));
     const int64_t group = n_head / n_head_kv;
     for (int64_t i = 0; i < n_tok; i++) {
         float vmax = 0.0f, kall = 0.0f; /* of (token, KV head): computed at the group's first head */
@@ -147,7 +149,8 @@ static void flash_case(enum layout lay, int64_t n_tok, int64_t n_head, int64_t n
                 vmax = 0.0f, kall = 0.0f;
                 for (int64_t d = 0; d < head_dim; d++) kmax[d] = 0.0f;
                 for (int64_t t = lo; t < nkv[i]; t++) {
-                    const float *kr = ka + base[i] + t * row + hk * head_dim, *vr = va + base[i] + t * row + hk * head_dim;
+                    const float *kr = ka + base[i] + t * row + hk * head_dim,
+                                *vr = va + base[i] + t * row + hk * head_dim;
                     for (int64_t d = 0; d < head_dim; d++) {
                         kmax[d] = kr[d] > kmax[d] ? kr[d] : kmax[d];
                         vmax = vr[d] > vmax ? vr[d] : vmax;
@@ -158,7 +161,8 @@ static void flash_case(enum layout lay, int64_t n_tok, int64_t n_head, int64_t n
             double delta = 0.0;
             for (int64_t d = 0; d < head_dim; d++) delta += fabs((double)q[o + d]) * kmax[d];
             delta = ldexp(delta * scale, -11) + ldexp((double)head_dim * kall, -25);
-            const double tol = vmax * (expm1(2.0 * delta) + ldexp(1.0, -11) + ldexp((double)(nkv[i] - lo), -25)) + 1e-5;
+            const double tol =
+                vmax * (expm1(2.0 * delta) + ldexp(1.0, -11) + ldexp((double)(nkv[i] - lo), -25)) + 1e-5;
             for (int64_t d = 0; d < head_dim; d++) {
                 const double diff = fabs((double)ref[o + d] - (double)got[o + d]);
                 sum_diff += diff;
@@ -170,16 +174,20 @@ static void flash_case(enum layout lay, int64_t n_tok, int64_t n_head, int64_t n
     static const char *const lay_name[] = {"one sequence", "3 sequences, contiguous", "3 sequences, interleaved"};
     char name[300];
     const int warps = lrun_k_attention_flash_tune(0);
-    snprintf(name, sizeof name, "flash%s vs split-KV: %s, n_tok %lld, heads %lld/%lld, head_dim %lld, prefix %lld%s%s: "
-             "max |diff| %.2e (%.2f of its bound), mean %.2e", warps == 8 ? " (8 warps)" : "", lay_name[lay], (long long)n_tok, (long long)n_head,
-             (long long)n_head_kv, (long long)head_dim, (long long)prefix, n_swa ? ", window 100" : "",
-             pad ? ", base off 16 B" : "", worst_diff, worst, sum_diff / (double)qn);
+    snprintf(name, sizeof name,
+             "flash%s vs split-KV: %s, n_tok %lld, heads %lld/%lld, head_dim %lld, prefix %lld%s%s: "
+             "max |diff| %.2e (%.2f of its bound), mean %.2e",
+             warps == 8 ? " (8 warps)" : "", lay_name[lay], (long long)n_tok, (long long)n_head, (long long)n_head_kv,
+             (long long)head_dim, (long long)prefix, n_swa ? ", window 100" : "", pad ? ", base off 16 B" : "",
+             worst_diff, worst, sum_diff / (double)qn);
     if (bad)
-        printf("# %lld elements past their bound; worst at token %lld, head %lld, dim %lld: split-KV %.7g, flash %.7g\n",
+        printf("# %lld elements past their bound; worst at token %lld, head %lld, dim %lld: split-KV %.7g, flash "
+               "%.7g\n",
                (long long)bad, (long long)(worst_at / (n_head * head_dim)), (long long)(worst_at / head_dim % n_head),
                (long long)(worst_at % head_dim), (double)ref[worst_at], (double)got[worst_at]);
     CHECK(name, ok && bad == 0);
-    free(base), free(nkv), free(placed), free(kh), free(vh), free(q), free(ref), free(got), free(kmax), free(ka), free(va);
+    free(base), free(nkv), free(placed), free(kh), free(vh), free(q), free(ref), free(got), free(kmax), free(ka),
+        free(va);
 }
 
 /* Under compute-sanitizer (tests/gpu_sanitize.sh, LRUN_TEST_QUICK): one case

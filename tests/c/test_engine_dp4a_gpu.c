@@ -145,7 +145,8 @@ int main(void)
         }
         int ok_def = 0, ok_dp4a = 0, ok_auto = 0;
         /* "0": the older kernel; "1": dp4a for every type; unset: the engine's per-type default */
-        const double def = decode_rel(path, "0", NULL, NULL, &ok_def, NULL), dp = decode_rel(path, "1", NULL, NULL, &ok_dp4a, NULL);
+        const double def = decode_rel(path, "0", NULL, NULL, &ok_def, NULL),
+                     dp = decode_rel(path, "1", NULL, NULL, &ok_dp4a, NULL);
         const double au = decode_rel(path, NULL, NULL, NULL, &ok_auto, NULL);
         printf("# %s decode vs CPU, worst rel over %d steps: older GEMV %.3g, dp4a GEMV %.3g, default %.3g\n", name,
                ND, def, dp, au);
@@ -174,13 +175,15 @@ int main(void)
             int ok_sp = 0;
             struct split_seen seen = {0, 0, 0};
             const double sp = decode_rel(path, NULL, NULL, "1", &ok_sp, &seen);
-            printf("# %s decode vs CPU, LRUN_CUDA_GEMV_SPLIT=1: worst rel %.3g (dp4a %.3g); %lld tensors split\n", name,
-                   sp, dp, (long long)seen.n_split);
+            printf("# %s decode vs CPU, LRUN_CUDA_GEMV_SPLIT=1: worst rel %.3g (dp4a %.3g); %lld tensors split\n",
+                   name, sp, dp, (long long)seen.n_split);
             snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_SPLIT=1 decode logits match the CPU (rel %.2g <= 5e-2)",
                      name, sp);
             CHECK(msg, ok_sp && sp <= 5e-2);
-            snprintf(msg, sizeof msg, "%s: the split engine split the %d block matrices, not the tied embedding "
-                     "(%lld, %lld)", name, 7 * L, (long long)seen.n_split, (long long)seen.embd_split);
+            snprintf(msg, sizeof msg,
+                     "%s: the split engine split the %d block matrices, not the tied embedding "
+                     "(%lld, %lld)",
+                     name, 7 * L, (long long)seen.n_split, (long long)seen.embd_split);
             CHECK(msg, seen.n_split == 7 * L && seen.embd_split == 0);
             snprintf(msg, sizeof msg, "%s: after the split engine's free every split tensor holds its file's bytes",
                      name);

@@ -165,8 +165,8 @@ static void test_flash_prefill(const char *what)
     lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     char was[32] = ""; /* copied: setenv may move the environment's strings */
     if (getenv("LRUN_CUDA_FATTN")) snprintf(was, sizeof was, "%s", getenv("LRUN_CUDA_FATTN"));
-    lrun_engine *ec = engine(mc, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC), *eg = engine(mg, 1, 256, 64,
-                                                                                    LRUN_CACHE_KIND_DYNAMIC);
+    lrun_engine *ec = engine(mc, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC),
+                *eg = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     setenv("LRUN_CUDA_FATTN", "0", 1); /* read when an engine is made */
     lrun_engine *eo = engine(mg, 1, 256, 64, LRUN_CACHE_KIND_DYNAMIC);
     if (was[0]) setenv("LRUN_CUDA_FATTN", was, 1);
@@ -177,10 +177,13 @@ static void test_flash_prefill(const char *what)
           *lo = malloc((size_t)NP * V * sizeof *lo);
     const int ok = ec && eg && eo && run_seq(ec, tok, NP, 0, 1, lc) && run_seq(eg, tok, NP, 0, 1, lg) &&
                    run_seq(eo, tok, NP, 0, 1, lo);
-    const double rel = ok ? rel_diff(lc, lg, (int64_t)NP * V) : 1e9, rel_old = ok ? rel_diff(lo, lg, (int64_t)NP * V) : 1e9;
+    const double rel = ok ? rel_diff(lc, lg, (int64_t)NP * V) : 1e9,
+                 rel_old = ok ? rel_diff(lo, lg, (int64_t)NP * V) : 1e9;
     char msg[200];
-    snprintf(msg, sizeof msg, "%s: a 160-token prompt through the tensor-core attention matches the CPU (rel %.2g <= "
-             "1e-2) and the split-KV kernel (rel %.2g <= 1e-2)", what, rel, rel_old);
+    snprintf(msg, sizeof msg,
+             "%s: a 160-token prompt through the tensor-core attention matches the CPU (rel %.2g <= "
+             "1e-2) and the split-KV kernel (rel %.2g <= 1e-2)",
+             what, rel, rel_old);
     CHECK(msg, ok && rel <= 1e-2 && rel_old <= 1e-2);
     free(lc), free(lg), free(lo);
     lrun_engine_free(eo);

@@ -96,8 +96,10 @@ int main(void)
             int asc = ok && w.n == 12 && w.bad == 0;
             for (int64_t i = 1; i < w.n && asc; i++) asc = w.order[i] > w.order[i - 1] && tok[w.order[i]] > 0;
             char name[160];
-            snprintf(name, sizeof name, "walk, groups of %lld%s: the 12 touched experts once each, ascending, a "
-                     "group's streamed ones after its wait", (long long)gmax, first_held ? ", expert 0 held" : "");
+            snprintf(name, sizeof name,
+                     "walk, groups of %lld%s: the 12 touched experts once each, ascending, a "
+                     "group's streamed ones after its wait",
+                     (long long)gmax, first_held ? ", expert 0 held" : "");
             CHECK(name, asc && w.waits == lrun_expert_stream_groups(ns, gmax));
         }
     }

@@ -54,7 +54,8 @@ static void check_case(lrun_dtype t, int64_t n, int64_t k, float wamp, float xam
     size_t rb;
     lrun_dtype_row_bytes(t, k, &rb);
     uint8_t *g = malloc((size_t)n * rb), *s = malloc((size_t)n * rb), *xb = malloc((size_t)k / 32 * 34);
-    float *f = malloc((size_t)k * sizeof *f), *x = malloc((size_t)k * sizeof *x), *row = malloc((size_t)k * sizeof *row);
+    float *f = malloc((size_t)k * sizeof *f), *x = malloc((size_t)k * sizeof *x),
+          *row = malloc((size_t)k * sizeof *row);
     int8_t *xq = malloc((size_t)k);
     float *xd = malloc((size_t)k / 32 * sizeof *xd);
     for (int64_t r = 0; r < n; r++) {

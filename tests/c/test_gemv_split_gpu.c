@@ -86,7 +86,8 @@ static void test_split_rows(lrun_dtype t, int64_t n, int64_t k, size_t pad)
     ok = ran(lrun_k_split_rows(t, dw, stride, n, k, 1, stream));
     down(back, dw, bytes);
     char name[160];
-    snprintf(name, sizeof name, "split_rows %s n %lld k %lld pad %zu: split as the host's, joined to GGUF's, bit for bit",
+    snprintf(name, sizeof name,
+             "split_rows %s n %lld k %lld pad %zu: split as the host's, joined to GGUF's, bit for bit",
              lrun_dtype_name(t), (long long)n, (long long)k, pad);
     CHECK(name, split_same && ok && memcmp(back, w, bytes) == 0);
     free(w), free(s), free(back);
@@ -237,8 +238,7 @@ static void test_refusals(void)
           lrun_k_gemv_multi(LRUN_DTYPE_Q4_0, &part, 1, 4096, dx, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_SPLIT, stream) ==
                   LRUN_E_ARG &&
               strstr(lrun_last_error(), "16-byte") != NULL);
-    CHECK("split_rows refuses q4_1",
-          lrun_k_split_rows(LRUN_DTYPE_Q4_1, dw, 2560, 8, 4096, 0, stream) == LRUN_E_ARG);
+    CHECK("split_rows refuses q4_1", lrun_k_split_rows(LRUN_DTYPE_Q4_1, dw, 2560, 8, 4096, 0, stream) == LRUN_E_ARG);
     CHECK("split_rows refuses k not a multiple of 32",
           lrun_k_split_rows(LRUN_DTYPE_Q8_0, dw, 2176, 8, 2040, 0, stream) == LRUN_E_ARG);
 }

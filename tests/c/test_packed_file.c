@@ -136,7 +136,11 @@ static void e_dtype(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(1) + 36, 7
 static void e_raw_size(uint8_t *b, size_t *n) { (void)n; put64(b + ENTRY(1) + 24, get64(b + ENTRY(1) + 24) - 4); }
 static void e_codec_dtype(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(1) + 32, 1); } /* an f32 norm "packed" */
 static void e_codec(uint8_t *b, size_t *n) { (void)n; put32(b + ENTRY(0) + 32, 9); }
-static void e_plain_odd(uint8_t *b, size_t *n) { (void)n; put64(b + ENTRY(0), get64(b + ENTRY(0)) + 1); } /* packed: 16-bit values at an odd byte */
+static void e_plain_odd(uint8_t *b, size_t *n)
+{
+    (void)n;
+    put64(b + ENTRY(0), get64(b + ENTRY(0)) + 1);
+} /* packed: 16-bit values at an odd byte */
 static void e_data_tail(uint8_t *b, size_t *n) { (void)n; put64(b + 24, get64(b + 24) + ((uint64_t)1 << 21)); }
 static void e_plain_gap(uint8_t *b, size_t *n)
 {

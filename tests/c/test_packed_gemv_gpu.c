@@ -282,7 +282,8 @@ static void args(void)
           lrun_k_packed_decode_rows((uint16_t *)(void *)258, p16, &lay, 24, 0, 3, s) == LRUN_E_ARG);
     lay.codec = LRUN_PACKED_CODEC_PEX2; /* no kernels read PEX2 yet (codec_pex2.h) */
     CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (gemv)",
-          lrun_k_packed_gemv(p16, &lay, 12, 24, x, 1, y, s) == LRUN_E_UNSUPPORTED && strstr(lrun_last_error(), "PEX1"));
+          lrun_k_packed_gemv(p16, &lay, 12, 24, x, 1, y, s) == LRUN_E_UNSUPPORTED &&
+              strstr(lrun_last_error(), "PEX1"));
     CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (decode_rows)",
           lrun_k_packed_decode_rows((uint16_t *)p16, p16, &lay, 24, 0, 3, s) == LRUN_E_UNSUPPORTED);
     CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (decode)",

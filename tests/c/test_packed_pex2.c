@@ -40,8 +40,8 @@ static void proto_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b,
         }
         for (uint32_t lane = 0; lane < 32; lane++)
             if (x[lane].act)
-                c2_exc_apply(L, &B, 8, &x[lane], run + (uint32_t)__builtin_popcount(ballot & ((1u << lane) - 1)), bdst,
-                             0, phi);
+                c2_exc_apply(L, &B, 8, &x[lane], run + (uint32_t)__builtin_popcount(ballot & ((1u << lane) - 1)),
+                             bdst, 0, phi);
         run += (uint32_t)__builtin_popcount(ballot);
     }
 }
@@ -62,7 +62,8 @@ static size_t round_trip(const char *name, const uint16_t *v, uint64_t n)
     int ok = p && p2 && back && proto && lrun_pex2_encode(p, cap, &got, v, n, NULL) == LRUN_OK &&
              lrun_pex2_encode(p2, cap, &got2, v, n, pool) == LRUN_OK && got == got2 && !memcmp(p, p2, got);
     char label[160];
-    snprintf(label, sizeof label, "%s: encodes, the same bytes on 1 and %d threads", name, lrun_threadpool_size(pool));
+    snprintf(label, sizeof label, "%s: encodes, the same bytes on 1 and %d threads", name,
+             lrun_threadpool_size(pool));
     CHECK(label, ok);
     ok = ok && c2_encode(v, n, 8, &ref) == 0 && ref.bytes == got && !memcmp(ref.buf + 8, p + 8, got - 8);
     snprintf(label, sizeof label, "%s: the prototype encoder's bytes (but magic and dtype)", name);
@@ -71,7 +72,8 @@ static size_t round_trip(const char *name, const uint16_t *v, uint64_t n)
          lay.n == n && lay.dtype == LRUN_DTYPE_BF16 && lay.total == got;
     for (uint64_t i = 0; i < n; i++) back[i] = (uint16_t)~v[i]; /* every value must be written */
     if (ok) lrun_packed_decode_range_mt(back, p, &lay, 0, n, pool);
-    snprintf(label, sizeof label, "%s: validates and decodes bit for bit (ratio %.4f)", name, (double)got / (2.0 * (double)n));
+    snprintf(label, sizeof label, "%s: validates and decodes bit for bit (ratio %.4f)", name,
+             (double)got / (2.0 * (double)n));
     CHECK(label, ok && !memcmp(back, v, n * 2));
     for (uint64_t i = 0; i < n; i++) proto[i] = (uint16_t)~v[i];
     for (uint64_t b = 0; ref.buf && b * C2_BLOCK < n; b++) {
@@ -130,8 +132,9 @@ static void round_trips(void)
     size_t dummy = 0;
     CHECK("n not a multiple of 8 is refused by the encoder",
           lrun_pex2_encode(v, big, &dummy, v, 12, NULL) == LRUN_E_ARG && strstr(lrun_last_error(), "multiple of 8"));
-    CHECK("f16 and odd counts do not fit PEX2 (they stay PEX1)",
-          !lrun_pex2_fits(LRUN_DTYPE_F16, 64) && !lrun_pex2_fits(LRUN_DTYPE_BF16, 12) && lrun_pex2_fits(LRUN_DTYPE_BF16, 16));
+    CHECK("f16 and odd counts do not fit PEX2 (they stay PEX1)", !lrun_pex2_fits(LRUN_DTYPE_F16, 64) &&
+                                                                     !lrun_pex2_fits(LRUN_DTYPE_BF16, 12) &&
+                                                                     lrun_pex2_fits(LRUN_DTYPE_BF16, 16));
     free(v);
 }
 
@@ -147,7 +150,8 @@ static void ranges(void)
     uint8_t *p = malloc(cap);
     size_t bytes = 0;
     lrun_packed_layout lay;
-    int ok = lrun_pex2_encode(p, cap, &bytes, v, n, NULL) == LRUN_OK && lrun_packed_validate(&lay, p, bytes, "r") == LRUN_OK;
+    int ok = lrun_pex2_encode(p, cap, &bytes, v, n, NULL) == LRUN_OK &&
+             lrun_packed_validate(&lay, p, bytes, "r") == LRUN_OK;
     int bad = 0;
     for (int k = 0; ok && k < 500; k++) {
         const uint64_t a = rnd() % n, c = 1 + rnd() % (n - a);
@@ -158,7 +162,8 @@ static void ranges(void)
     CHECK("500 ranges at random offsets decode bit for bit", ok && !bad);
     for (uint64_t i = 0; i < n; i++) got[i] = 0x5555;
     if (ok) lrun_packed_decode_range_mt(got + 1, p, &lay, 1, n - 1, pool);
-    CHECK("a range over the pool decodes bit for bit", ok && !memcmp(got + 1, v + 1, (n - 1) * 2) && got[0] == 0x5555);
+    CHECK("a range over the pool decodes bit for bit",
+          ok && !memcmp(got + 1, v + 1, (n - 1) * 2) && got[0] == 0x5555);
     free(v), free(got), free(p);
 }
 
@@ -210,8 +215,14 @@ static void e_pad_code(uint8_t *b, size_t *n) { (void)n, b[glay.table - 3] = 1; 
 static void e_pad_tail(uint8_t *b, size_t *n) { b[*n - 1] = 1; }
 static void e_first(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 0), 1); }
 static void e_count_neg(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 2), rd32(entry(b, 3)) + 1); }
-static void e_count_big(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 1), rd32(entry(b, 1)) + 1); } /* block 0: 1025 */
-static void e_far_big(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 1) + 4, rd32(entry(b, 2) + 4) - rd32(entry(b, 2)) + rd32(entry(b, 1)) - 1); }
+static void e_count_big(uint8_t *b, size_t *n)
+{
+    (void)n, wr32(entry(b, 1), rd32(entry(b, 1)) + 1);
+} /* block 0: 1025 */
+static void e_far_big(uint8_t *b, size_t *n)
+{
+    (void)n, wr32(entry(b, 1) + 4, rd32(entry(b, 2) + 4) - rd32(entry(b, 2)) + rd32(entry(b, 1)) - 1);
+}
 static void e_ends_bits(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 1) + 8, rd32(entry(b, 1) + 8) | 1u << 30); }
 static void e_ends_order(uint8_t *b, size_t *n)
 {
@@ -251,7 +262,8 @@ static void bad_tensors(void)
     /* block 0: exponents 140..199, all exceptions; then 90% from 100..107 (book1) */
     for (uint64_t i = 0; i < n; i++) {
         const unsigned r = (unsigned)(rnd() % 100), e = i < 1024 ? 140 + (unsigned)(rnd() % 60)
-                                                       : r < 90 ? 100 + r % 8 : 108 + (unsigned)(rnd() % 32);
+                                                        : r < 90 ? 100 + r % 8
+                                                                 : 108 + (unsigned)(rnd() % 32);
         v[i] = (uint16_t)((e << 7) | (rnd() & 0x807f));
     }
     v[0] = v[1] = (uint16_t)(130 << 7); /* exponent 130 is in neither book: two far exceptions, first in group 0 */
@@ -259,7 +271,8 @@ static void bad_tensors(void)
     good = malloc(lrun_pex2_bound(n));
     int ok = lrun_pex2_encode(good, lrun_pex2_bound(n), &good_n, v, n, NULL) == LRUN_OK &&
              lrun_pex2_validate(&glay, good, good_n, "good", NULL) == LRUN_OK && glay.n_far >= 2 &&
-             rd32(entry(good, 1)) == 1024 && glay.far + glay.n_far < good_n; /* block 0 all exceptions; a tail to pad */
+             rd32(entry(good, 1)) == 1024 &&
+             glay.far + glay.n_far < good_n; /* block 0 all exceptions; a tail to pad */
     CHECK("the good tensor for the bad ones", ok);
     free(v);
     if (!ok) return;
@@ -302,9 +315,20 @@ static void bad_tensors(void)
 /* Matrices bf16, the embedding f16 (so PEX2 packs the first, PEX1 the second), trained-like. */
 static void make_model(const char *path)
 {
-    lrun_model_gen_spec s = {.n_layer = 2, .n_embd = 64, .n_head = 4, .n_head_kv = 2, .n_ff = 160, .n_vocab = 300,
-                             .n_ctx = 64, .weight_dtype = LRUN_DTYPE_BF16, .embd_dtype = LRUN_DTYPE_F16,
-                             .rope_freq_base = 10000, .rms_eps = 1e-5, .seed = 5, .n_threads = 1, .trained_stats = 1};
+    lrun_model_gen_spec s = {.n_layer = 2,
+                             .n_embd = 64,
+                             .n_head = 4,
+                             .n_head_kv = 2,
+                             .n_ff = 160,
+                             .n_vocab = 300,
+                             .n_ctx = 64,
+                             .weight_dtype = LRUN_DTYPE_BF16,
+                             .embd_dtype = LRUN_DTYPE_F16,
+                             .rope_freq_base = 10000,
+                             .rms_eps = 1e-5,
+                             .seed = 5,
+                             .n_threads = 1,
+                             .trained_stats = 1};
     if (lrun_model_generate(path, &s) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
 }
 
@@ -359,7 +383,8 @@ static void mixed_file(void)
     printf("# mixed: %lld packed (%lld PEX2), %lld stored; entries stored %d, PEX1 %d, PEX2 %d; ratio %.4f\n",
            (long long)st.n_packed, (long long)st.n_pex2, (long long)st.n_raw, c[0], c[1], c[2],
            st.plain_bytes ? (double)st.packed_bytes / (double)st.plain_bytes : 0.0);
-    CHECK("--codec pex2: bf16 matrices PEX2, the f16 embedding and head PEX1", ok && c[2] == 14 && c[1] == 2 && st.n_pex2 == 14);
+    CHECK("--codec pex2: bf16 matrices PEX2, the f16 embedding and head PEX1",
+          ok && c[2] == 14 && c[1] == 2 && st.n_pex2 == 14);
     size_t na = 0, nb = 0;
     int un = lrun_unpack(pk, back, &o) == LRUN_OK;
     uint8_t *a = slurp(gg, &na), *b = un ? slurp(back, &nb) : NULL;
@@ -369,7 +394,8 @@ static void mixed_file(void)
           logits_of(gg, la, V) && logits_of(pk, lb, V) && !memcmp(la, lb, sizeof la));
     lrun_pack_opts wrong = o;
     wrong.codec = 7;
-    CHECK("an unknown codec is refused", lrun_pack(gg, pk, &wrong, NULL) == LRUN_E_ARG && strstr(lrun_last_error(), "codec 7"));
+    CHECK("an unknown codec is refused",
+          lrun_pack(gg, pk, &wrong, NULL) == LRUN_E_ARG && strstr(lrun_last_error(), "codec 7"));
 
     /* an entry that says PEX1 over PEX2 bytes: refused at load, naming both */
     size_t n = 0;
@@ -411,12 +437,13 @@ static void mixed_file(void)
     int c2[3] = {0};
     memset(&st, 0, sizeof st);
     ok = t >= 0 && lrun_pack(gg, pk, &o, &st) == LRUN_OK && count_codecs(pk, c2);
-    CHECK("a bf16 matrix PEX2 would grow is stored as it is", ok && c2[2] == 13 && c2[1] == 2 && st.n_pex2 == 13 &&
-                                                                   c2[0] == c[0] + 1);
+    CHECK("a bf16 matrix PEX2 would grow is stored as it is",
+          ok && c2[2] == 13 && c2[1] == 2 && st.n_pex2 == 13 && c2[0] == c[0] + 1);
     un = ok && lrun_unpack(pk, back, &o) == LRUN_OK;
     b = un ? slurp(back, &nb) : NULL;
     CHECK("and unpacks to the GGUF byte for byte", b && na == nb && !memcmp(a, b, na));
-    CHECK("and loads with the same logits", logits_of(gg, la, V) && logits_of(pk, lb, V) && !memcmp(la, lb, sizeof la));
+    CHECK("and loads with the same logits",
+          logits_of(gg, la, V) && logits_of(pk, lb, V) && !memcmp(la, lb, sizeof la));
     free(a), free(b);
 }
 

@@ -179,7 +179,8 @@ static void pex2(void)
     gen_model(LRUN_DTYPE_BF16, gguf, lrpk);
     const lrun_pack_opts po = {.codec = LRUN_PACK_CODEC_PEX2};
     lrun_pack_stats ps = {0};
-    CHECK("PEX2: lrun_pack --codec pex2 packs every matrix PEX2", lrun_pack(gguf, lrpk, &po, &ps) == LRUN_OK && ps.n_pex2 > 0);
+    CHECK("PEX2: lrun_pack --codec pex2 packs every matrix PEX2",
+          lrun_pack(gguf, lrpk, &po, &ps) == LRUN_OK && ps.n_pex2 > 0);
     const struct {
         placement_fn place;
         lrun_weight_mode mode;
@@ -191,10 +192,15 @@ static void pex2(void)
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         lrun_model *m = fixture_load(lrpk, "cuda", 0, 0, -1);
         lrun_engine *e = NULL;
-        const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = 256, .n_batch_max = 32, .weight_mode = refused[i].mode};
-        const lrun_status st = m && apply(m, refused[i].place, 0) >= 0 ? lrun_engine_init(&e, m, &o) : LRUN_E_INTERNAL;
+        const lrun_engine_opts o = {.n_seq_max = 1,
+                                    .n_ctx_max = 256,
+                                    .n_batch_max = 32,
+                                    .weight_mode = refused[i].mode};
+        const lrun_status st =
+            m && apply(m, refused[i].place, 0) >= 0 ? lrun_engine_init(&e, m, &o) : LRUN_E_INTERNAL;
         printf("# %s: %s\n", refused[i].name, lrun_last_error());
-        snprintf(label, sizeof label, "PEX2 %s: refused at engine init, naming the tensor and codec", refused[i].name);
+        snprintf(label, sizeof label, "PEX2 %s: refused at engine init, naming the tensor and codec",
+                 refused[i].name);
         CHECK(label, st == LRUN_E_UNSUPPORTED && strstr(lrun_last_error(), "codec PEX2") &&
                          strstr(lrun_last_error(), ".weight'"));
         lrun_engine_free(e);

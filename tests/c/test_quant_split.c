@@ -64,7 +64,8 @@ static void check_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, float amp
     snprintf(what, sizeof what, "%s: every element as lrun_dequantize_row (first bad %lld)", name, (long long)bad);
     CHECK(what, bad < 0);
     int pad_same = 1;
-    for (int64_t r = 0; r < n; r++) pad_same &= memcmp(s + (size_t)r * rb + used, g + (size_t)r * rb + used, pad) == 0;
+    for (int64_t r = 0; r < n; r++)
+        pad_same &= memcmp(s + (size_t)r * rb + used, g + (size_t)r * rb + used, pad) == 0;
     snprintf(what, sizeof what, "%s: padding copied unchanged", name);
     CHECK(what, pad_same);
     snprintf(what, sizeof what, "%s: join gives the GGUF bytes back", name);
