@@ -217,7 +217,7 @@ describe("predict.prefill of a mixture of experts", function()
 
   -- a cached block's touched experts already in the expert cache's slots run there and are not streamed
   -- (engine_cuda_moe_stream.c); the share from lrun.expert_plan.prefill_held_share
-  -- with the engine's slot prefill on (LRUN_CUDA_MOE_PREFILL_SLOTS=1, lrun.expert_plan.prefill_from_slots)
+  -- with the engine's slot prefill on (its default; LRUN_CUDA_MOE_PREFILL_SLOTS=0 turns it off)
   local function from_slots(on)
     local ep = require("lrun.expert_plan")
     local was = ep.prefill_from_slots
@@ -225,7 +225,7 @@ describe("predict.prefill of a mixture of experts", function()
     finally(function() ep.prefill_from_slots = was end)
   end
 
-  it("a cached block streams every touched expert while the engine's slot prefill is off (its default)", function()
+  it("a cached block streams every touched expert while the engine's slot prefill is off (LRUN_CUDA_MOE_PREFILL_SLOTS=0)", function()
     from_slots(false)
     local plan, hc = host_all("pinned")
     local all = predict.prefill(MOE, plan, hc, CUDA, { tokens = 512, n_expert_used = K })

@@ -164,10 +164,10 @@ end
 -- @tparam int E experts per block
 -- @tparam int T the chunk's tokens
 -- @treturn number in [0, 1]
--- Whether the engine runs a prefill chunk's slot-held experts from their slots: opt-in
--- (LRUN_CUDA_MOE_PREFILL_SLOTS=1, engine_cuda_moe_stream.c) until its GPU failures are fixed, so
--- the prediction only counts held experts when the engine will use them.
-M.prefill_from_slots = os.getenv("LRUN_CUDA_MOE_PREFILL_SLOTS") == "1"
+-- Whether the engine runs a prefill chunk's slot-held experts from their slots: on unless
+-- LRUN_CUDA_MOE_PREFILL_SLOTS=0 (engine_cuda_moe_stream.c reads the same variable), so the
+-- prediction only counts held experts when the engine will use them.
+M.prefill_from_slots = os.getenv("LRUN_CUDA_MOE_PREFILL_SLOTS") ~= "0"
 
 function M.prefill_held_share(h, f, k, E, T)
   if f <= 0 or h <= 0 or E < 1 or T < 1 then return 0 end

@@ -34,10 +34,9 @@
  * products). They run just before the streamed expert above them, so that
  * with every expert streamed or held the products add in ascending expert
  * order: the resident block's bits. The slots are only read: no use is
- * counted, nothing admitted or evicted. Opt-in with
- * LRUN_CUDA_MOE_PREFILL_SLOTS=1 until it passes on a GPU (its first run there
- * added some held experts twice, since fixed); without it slot-held experts
- * stream too, as before.
+ * counted, nothing admitted or evicted. On by default since it passed the
+ * GPU specs (session 16; its first run had added some held experts twice);
+ * LRUN_CUDA_MOE_PREFILL_SLOTS=0 streams slot-held experts too, as before.
  *
  * Staging memory: both device buffers from the device pool at init, each
  * of group_max experts (8, LRUN_CUDA_MOE_STREAM_GROUP, fewer when half the
@@ -151,10 +150,9 @@ static lrun_status stream_init(lrun_cuda_engine *e, struct cuda_moe_stream *s)
     s->hsel = malloc((size_t)E * sizeof *s->hsel);
     if (!s->covers || !s->sel || !s->min_tokens || !s->held || !s->hsel)
         return lrun_fail_oom((size_t)E * 16, 0, "expert streaming: tables of %lld experts", (long long)E);
-    /* opt-in (LRUN_CUDA_MOE_PREFILL_SLOTS=1) until it passes on a GPU: its first run there ran a group's held
-     * experts below its first streamed one twice (fixed since, the walk tested on the CPU; docs/moe.md) */
+    /* on unless LRUN_CUDA_MOE_PREFILL_SLOTS=0 (then slot-held experts stream too): docs/moe.md */
     const char *fs = getenv("LRUN_CUDA_MOE_PREFILL_SLOTS");
-    s->from_slots = fs && strcmp(fs, "1") == 0;
+    s->from_slots = !(fs && strcmp(fs, "0") == 0);
     const int64_t all = e->moe_prefill_stream_tokens > 0 ? e->moe_prefill_stream_tokens : DEFAULT_TOKENS;
     const int64_t *per = e->moe_prefill_stream_block_tokens; /* the caller's, valid during init: copied */
     for (int64_t l = 0; l < e->n_layer; l++) s->min_tokens[l] = per && per[l] > 0 ? per[l] : all;
@@ -366,7 +364,7 @@ static lrun_status compute_group(struct walk_ctx *w, int64_t gi, int64_t ns, int
 }
 
 /* A cached block's chunk: each expert's slot (-1: none) in s->held, or NULL
- * when the block has no cache (or without LRUN_CUDA_MOE_PREFILL_SLOTS=1). */
+ * when the block has no cache (or with LRUN_CUDA_MOE_PREFILL_SLOTS=0). */
 static const int64_t *held_slots(struct cuda_moe_stream *s, const struct cuda_moe_cache *c, int64_t layer,
                                  int64_t n_expert)
 {
