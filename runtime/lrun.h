@@ -619,7 +619,7 @@ typedef struct lrun_load_stats {
     size_t chunk_bytes;  /* bytes per read (and per pinned staging chunk) */
     double cached;       /* share of the bytes in the page cache when it began, 0 to 1 (-1: unknown) */
     int warm;            /* 1: cached >= 0.9, a load from the page cache (its own defaults: 8 threads,
-                          * 16 MiB, unless LRUN_LOAD_THREADS / LRUN_LOAD_CHUNK_MB say otherwise) */
+                          * 4 MiB, unless LRUN_LOAD_THREADS / LRUN_LOAD_CHUNK_MB say otherwise) */
     int kept_cache;      /* 1: the pages read stayed in the page cache (the model fits; no host budget) */
 } lrun_load_stats;
 LRUN_API void lrun_model_load_stats(const lrun_model *model, lrun_load_stats *out);

@@ -61,8 +61,8 @@ describe("the loader's staging under the host budget", function()
     local ref_tokens = assert(ref:generate(PROMPT, { max_new_tokens = 6 }))
     local h = ref:host_memory()
     -- unbudgeted, the default staging showed at the peak: threads x 64 MiB scratch chunks from
-    -- the disk, threads x 16 MiB from the page cache (the directory was just written, so warm)
-    assert.is_true(homes > 0 and h.peak >= homes + 16 * MiB, tostring(h.peak))
+    -- the disk, threads x 4 MiB from the page cache (the directory was just written, so warm)
+    assert.is_true(homes > 0 and h.peak >= homes + 4 * MiB, tostring(h.peak))
     assert.are.equal(0, h.slots)
     ref:free()
 

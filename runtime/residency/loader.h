@@ -47,11 +47,14 @@
  * (docs/benchmarks.md): 4 threads of 64 MiB pieces read a cold 13.2 GB
  * directory at 81% of the disk's sequential rate (16 MiB: 72%); from the
  * page cache (warm) 8 threads of 16 MiB loaded it in 1.31 s, 4 of 64 MiB in
- * 1.76 s. A load whose bytes are at least LRUN_LOADER_WARM_SHARE in the page
- * cache (page_cache.h) takes the warm pair. */
+ * 1.76 s; on the H100 machine (session 16) 8 of 4 MiB in 0.91 s, of 8 MiB
+ * 0.94 s, of 16 MiB 1.23 s (smaller pieces: less pinned staging to
+ * allocate, 32 MiB instead of 128, and more reads in flight). A load whose
+ * bytes are at least LRUN_LOADER_WARM_SHARE in the page cache
+ * (page_cache.h) takes the warm pair. */
 #define LRUN_LOADER_CHUNK_DEFAULT ((size_t)64 << 20) /* bytes: one read, one pinned staging chunk */
 #define LRUN_LOADER_THREADS_DEFAULT 4                /* reader threads (the core count when lower) */
-#define LRUN_LOADER_WARM_CHUNK ((size_t)16 << 20)    /* bytes, from the page cache */
+#define LRUN_LOADER_WARM_CHUNK ((size_t)4 << 20)     /* bytes, from the page cache */
 #define LRUN_LOADER_WARM_THREADS 8                   /* from the page cache (the core count when lower) */
 #define LRUN_LOADER_WARM_SHARE 0.9
 #define LRUN_LOADER_THREADS_MAX 64

@@ -29,6 +29,7 @@ On the GPU machine (no registry there), with the AirLLM wheel in .whl:
         --upgrade --target /tmp/site .whl/airllm-*.whl && export PYTHONPATH=/tmp/site
 """
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -160,6 +161,33 @@ def run_airllm(a):
 PEERS = {"accelerate": run_accelerate, "airllm": run_airllm}
 
 
+def enable_memory(parent):
+    """Turns on the v2 memory controller for parent's children. A cgroup
+    with processes of its own cannot (EBUSY: v2's "no internal processes"
+    rule), which is where a container's processes sit, so on EBUSY they
+    move to a leaf child first (the usual way in a container; the device
+    machine's call runs there) and the write is tried again."""
+    try:
+        with open(parent + "/cgroup.subtree_control", "w") as w:
+            w.write("+memory")
+        return
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise
+    leaf = parent + "/lrun_disk_peers_leaf"
+    os.makedirs(leaf, exist_ok=True)
+    with open(parent + "/cgroup.procs") as fh:
+        pids = fh.read().split()
+    for pid in pids:
+        try:
+            with open(leaf + "/cgroup.procs", "w") as w:
+                w.write(pid)
+        except OSError:
+            pass  # gone meanwhile, or a kernel thread: not ours to move
+    with open(parent + "/cgroup.subtree_control", "w") as w:
+        w.write("+memory")
+
+
 def memory_cgroup(limit_bytes, tag):
     """A memory cgroup of our own limited to limit_bytes (v1
     memory.limit_in_bytes or v2 memory.max, as tests/disk/cgroup_test.sh
@@ -187,8 +215,7 @@ def memory_cgroup(limit_bytes, tag):
             parent = "/sys/fs/cgroup" + v2.rstrip("/")
             with open(parent + "/cgroup.subtree_control") as fh:
                 if "memory" not in fh.read().split():
-                    with open(parent + "/cgroup.subtree_control", "w") as w:
-                        w.write("+memory")
+                    enable_memory(parent)
             cg = parent + "/" + tag
             os.makedirs(cg, exist_ok=True)
             with open(cg + "/memory.max", "w") as fh:
