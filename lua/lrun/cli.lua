@@ -273,7 +273,8 @@ M.flags = {
   { "-c", "--ctx-size", key = "ctx_size", type = "int", default = 0, llama = "-c, --ctx-size",
     check = at_least(0), allowed = "a whole number >= 0", help = "context length, 0 = the model's" },
   { "-b", "--batch-size", key = "batch_size", type = "int", llama = "-b, --batch-size",
-    check = at_least(1), allowed = "a whole number >= 1", help = "prompt tokens per engine step (default 512)" },
+    check = at_least(1), allowed = "a whole number >= 1",
+    help = "prompt tokens per engine step (default 512; 2048 for a MoE whose host experts stream)" },
   { "-ub", "--ubatch-size", key = "ubatch_size", type = "int", llama = "-ub, --ubatch-size",
     check = at_least(1), allowed = "a whole number >= 1", help = "as -b (lrun has one batch size; the smaller wins)" },
   { "--temp", key = "temp", type = "number", default = 0.8, llama = "--temp",
@@ -671,6 +672,10 @@ function M.load_options(opts)
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,
     n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host }
+  -- -b / -ub: the engine's chunk (the smaller, as generate's n_batch below); unset: the plan's (lrun.prefill_batch)
+  local nb = opts.batch_size
+  if opts.ubatch_size and (not nb or opts.ubatch_size < nb) then nb = opts.ubatch_size end
+  o.n_batch = nb
   if opts.cpu_moe and not o.policy then o.policy = "experts_on_host" end
   if o.n_gpu_layers and not o.policy then o.policy = "layers" end -- with --n-cpu-moe: its blocks as overrides
   -- a budget on the command line means: plan the weights into it (the default policy)

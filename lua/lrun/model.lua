@@ -39,6 +39,9 @@ local load_opt_types = {
   -- "auto" (experts with at least moe_prefill_stream_tokens tokens in the chunk; the planner's threshold);
   -- unset: off until GPU-verified, or LRUN_CUDA_MOE_PREFILL_STREAM
   moe_prefill_stream = "string", moe_prefill_stream_tokens = "number",
+  -- prompt tokens per engine step (llama.cpp's -ub): default 512, or 2048 for a mixture of experts whose host
+  -- experts stream in prefill (lrun.prefill_batch)
+  n_batch = "number",
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
   -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
   packed = "any",
@@ -126,6 +129,9 @@ local function check_load_opts(opts)
   local ps = opts.moe_prefill_stream
   if ps ~= nil and ps ~= "auto" and ps ~= "on" and ps ~= "off" then
     error("lrun.load: moe_prefill_stream must be \"auto\", \"on\" or \"off\", got \"" .. ps .. "\"", 3)
+  end
+  if opts.n_batch ~= nil and (opts.n_batch < 1 or opts.n_batch % 1 ~= 0) then
+    error("lrun.load: option 'n_batch' must be a whole number >= 1, got " .. opts.n_batch, 3)
   end
   local pt = opts.moe_prefill_stream_tokens
   if pt ~= nil and (pt < 1 or pt % 1 ~= 0) then
@@ -240,6 +246,7 @@ function M.load(path, opts)
     moe_prefill_stream = ({ on = C.LRUN_MOE_PREFILL_STREAM_ON, off = C.LRUN_MOE_PREFILL_STREAM_OFF,
       auto = C.LRUN_MOE_PREFILL_STREAM_AUTO })[opts.moe_prefill_stream or ""] or C.LRUN_MOE_PREFILL_STREAM_DEFAULT,
     moe_prefill_stream_tokens = opts.moe_prefill_stream_tokens or 0, -- 0: the planner's, else the engine's 16
+    n_batch = opts.n_batch or 0, -- prompt tokens per engine step (llama.cpp's -ub); 0: the plan's or the engine's 512
   }, Model)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
@@ -332,7 +339,9 @@ function Model:engine(req, cache_config)
   local impl = req.cache_implementation or self.cache_implementation
   local config = req.cache_config or (req.cache_implementation == nil and self.cache_config) or nil
   local key = cache.key(impl, config)
-  local n_seq, n_batch = req.n_seq or 1, req.n_batch or 0
+  -- tokens per step: the caller's, else the plan's (lrun.prefill_batch), else the load's, else the engine's 512
+  local n_batch = req.n_batch or (self.residency and self.residency.n_batch) or self.n_batch
+  local n_seq = req.n_seq or 1
   if owned.engine ~= nil then
     local have = owned.engine_shape
     local growable = impl ~= "static" and impl ~= "offloaded_static"
@@ -654,7 +663,7 @@ end
 --   predicted = lrun.predict.decode of the plan (tok_s=, limit=, …), prefill = lrun.predict.prefill of a
 --   512-token chunk (tok_s=, limit=, …) (both also for a model nothing was planned for: every weight where it
 --   is; nil when not measurable), prediction = their text when no plan carries it, auto_fit = true when
---   auto-fit placed it}
+--   auto-fit placed it, n_batch = prompt tokens per engine step when not the engine's 512 (lrun.prefill_batch)}
 --   (bytes per tier, from lrun_model_tier_bytes: packed weights count their packed bytes);
 --   prints as a summary
 function Model:placement()
@@ -686,6 +695,8 @@ function Model:placement()
     predicted = pred and pred.predicted, prefill = pred and pred.prefill,
     prediction = not r and pred and pred.text or nil, auto_fit = r and r.auto_fit ~= nil or nil, expert_cache = r and r.expert_cache,
     expert_choice = r and r.expert_choice, -- smart's compute-or-cache choice (lrun.expert_choice), with its options
+    -- prompt tokens per engine step: the plan's (lrun.prefill_batch) or the load's; nil: the engine's 512
+    n_batch = (r and r.n_batch) or (self.n_batch > 0 and self.n_batch or nil),
     host = self:host_memory(), -- the host account now (held by category, budget, peak)
     split = self.split, -- several devices: lrun.multigpu.split's answer
     parts = r and r.parts }, -- a split placed per device (lrun.split_plan): each device's resident/streamed/host
@@ -758,6 +769,7 @@ function Model:place_opts(opts)
     kv_dtype = self.kv_dtype == C.LRUN_KV_DTYPE_F32 and "f32" or "f16",
     cache_implementation = self.cache_implementation, cache_config = self.cache_config,
     numerics = self.numerics == C.LRUN_NUMERICS_EXACT and "exact" or nil,
+    n_batch = self.n_batch > 0 and self.n_batch or nil,
     -- a split that runs is placed per device (lrun.split_plan), whoever asks
     split = self.split and self.split.runs and #self.split.devices > 1 and require("lrun.multigpu").parts(self.split)
       or nil }

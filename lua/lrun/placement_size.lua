@@ -27,7 +27,7 @@ function M.engine_opts(opts, n_ctx)
   local eo = ffi.new("lrun_engine_opts")
   eo.n_seq_max = 1
   eo.n_ctx_max = n_ctx or ((opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or 0)
-  eo.n_batch_max = 0
+  eo.n_batch_max = opts.n_batch or 0 -- tokens per step (lrun.prefill_batch); 0: the engine's 512
   eo.n_threads = opts.threads or 0
   eo.kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16
   eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED

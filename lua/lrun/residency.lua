@@ -209,6 +209,24 @@ function M.plan(model, opts)
   local eo = placement_size.engine_opts(opts)
   local resident, serr = placement_size.size_with(model, eo, {}, nil, nil, pidx)
   if not resident then return nil, serr end
+  -- the prefill chunk (lrun.prefill_batch): larger for a mixture of experts whose host experts stream
+  -- experts asked off the device (a policy or -ot for them) stream in prefill whether or not the model fits
+  local experts_off = spec == "experts_on_host" or spec == "n_cpu_moe"
+  for _, o in ipairs(overrides) do -- {pattern, tier}: n_cpu_moe's and -ot's
+    if o[2] ~= "device" and o[1]:find("exps", 1, true) then experts_off = true end
+  end
+  local n_batch, batch_why = require("lrun.prefill_batch").choose(opts, { cpu = cpu,
+    n_expert = model:info().n_expert or 0,
+    fits = not experts_off and (not capacity or total + resident.scratch <= capacity) })
+  if n_batch > 0 and n_batch ~= (opts.n_batch or 0) then
+    local o = {}
+    for key, v in pairs(opts) do o[key] = v end
+    o.n_batch, o.prefill_tokens = n_batch, opts.prefill_tokens or n_batch
+    opts = o
+    eo = placement_size.engine_opts(opts)
+    resident, serr = placement_size.size_with(model, eo, {}, nil, nil, pidx)
+    if not resident then return nil, serr end
+  end
   local kv, kerr = placement_size.kv_reserve(model, opts, resident, pidx)
   if not kv then return nil, kerr end
   local reserve = kv + resident.scratch + (opts.reserve_extra or 0)
@@ -421,6 +439,8 @@ function M.plan(model, opts)
       if ptext then summary = summary .. "\n" .. ptext end
       if choice then summary = summary .. "\n" .. choice.text end
       if ec then summary = summary .. "\n" .. ec.text end
+      local btext = require("lrun.prefill_batch").text(n_batch, batch_why)
+      if btext then summary = summary .. "\n" .. btext end
       -- prefill streaming of host experts (AUTO): the planner's threshold from the bandwidths
       local n_expert = cpu and 0 or (model:info().n_expert or 0)
       local stream_tokens, block_tokens
@@ -436,6 +456,7 @@ function M.plan(model, opts)
         host_bytes = host_bytes, host_budget = host_budget, disk_bytes = disk_bytes,
         cache_implementation = opts.cache_implementation or "dynamic", expert_cache = ec, expert_choice = choice,
         prefill_stream_tokens = stream_tokens, prefill_stream_block_tokens = block_tokens,
+        n_batch = n_batch > 0 and n_batch or nil,
       }
     end
     slots = need_slots

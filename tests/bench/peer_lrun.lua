@@ -5,7 +5,7 @@
 --
 -- Usage: build/lrun tests/bench/peer_lrun.lua MODEL [--device cuda:0] [--gpu-budget 8G]
 --          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N]
---          [--prefill 512,4096] [--ngen 128] [--label TEXT] [--decode-stream forced|greedy]
+--          [--prefill 512,4096] [--ngen 128] [--ubatch 512] [--label TEXT] [--decode-stream forced|greedy]
 --          [--info | --generate]
 --   MODEL is a GGUF path, or 7b:<dtype> (tests/bench/llama7b.lua's shape,
 --   written to $LRUN_BENCH_DIR and removed afterwards; with --generate it is
@@ -44,14 +44,16 @@ local lf = require("lrun.ffi")
 local sys = require("lrun.sys")
 local C = lf.C
 
-local UBATCH = 512 -- llama-bench's default n_ubatch: prompts go through in steps of this many tokens
+-- prompts go through in steps of this many tokens: llama-bench's default n_ubatch (512), or --ubatch N
+-- (then compare with llama-bench -ub N -b N); the load's n_batch too, so the plan sizes that scratch
+local UBATCH = 512
 
 -- ---------------------------------------------------------------- arguments
 
 local opts = { device = "cuda:0", prefill = { 512 }, n_gen = 128, decode_stream = "forced" }
 local FLAGS = { ["--device"] = "device", ["--gpu-budget"] = "gpu_budget", ["--policy"] = "policy",
   ["--n-cpu-moe"] = "n_cpu_moe", ["--moe-host"] = "moe_host", ["--slots"] = "slots", ["--label"] = "label",
-  ["--prefill"] = "prefill", ["--ngen"] = "n_gen", ["--decode-stream"] = "decode_stream" }
+  ["--prefill"] = "prefill", ["--ngen"] = "n_gen", ["--decode-stream"] = "decode_stream", ["--ubatch"] = "ubatch" }
 local i = 1
 while i <= #arg do
   local a = arg[i]
@@ -62,7 +64,7 @@ while i <= #arg do
     if k == "prefill" then
       opts.prefill = {}
       for n in v:gmatch("[^,]+") do opts.prefill[#opts.prefill + 1] = tonumber(n) end
-    elseif k == "n_cpu_moe" or k == "slots" or k == "n_gen" then opts[k] = tonumber(v)
+    elseif k == "n_cpu_moe" or k == "slots" or k == "n_gen" or k == "ubatch" then opts[k] = tonumber(v)
     else opts[k] = v end
     i = i + 1
   elseif a:sub(1, 1) == "-" then io.stderr:write("peer_lrun: unknown option " .. a .. "\n"); os.exit(2)
@@ -71,11 +73,15 @@ while i <= #arg do
 end
 if not opts.model then
   io.stderr:write("usage: lrun tests/bench/peer_lrun.lua MODEL [--device D] [--gpu-budget G] [--policy P] "
-    .. "[--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N] [--prefill 512,4096] [--ngen 128] [--label L] "
+    .. "[--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N] [--prefill 512,4096] [--ngen 128] [--ubatch 512] [--label L] "
     .. "[--decode-stream forced|greedy] [--info]\n")
   os.exit(2)
 end
 
+if opts.ubatch then
+  if opts.ubatch < 1 or opts.ubatch % 1 ~= 0 then io.stderr:write("peer_lrun: --ubatch must be >= 1\n"); os.exit(2) end
+  UBATCH = opts.ubatch
+end
 if opts.decode_stream ~= "forced" and opts.decode_stream ~= "greedy" then
   io.stderr:write("peer_lrun: --decode-stream must be forced or greedy, not " .. tostring(opts.decode_stream) .. "\n")
   os.exit(2)
@@ -222,12 +228,13 @@ local ok, err = pcall(function()
   for _, n in ipairs(opts.prefill) do max_prefill = math.max(max_prefill, n) end
   local lo = { device = opts.info and "cpu" or opts.device, progress = false, n_ctx = max_prefill + opts.n_gen + 16,
     gpu_budget = opts.gpu_budget, policy = opts.policy, n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host,
-    expert_cache_slots = opts.slots }
+    expert_cache_slots = opts.slots, n_batch = UBATCH }
   local t0 = sys.now()
   local m = assert(lrun.load(path, lo))
   local r = sizes(m)
   r.model, r.label, r.device = gen_dtype and ("7b:" .. gen_dtype) or path:match("[^/]*$"), opts.label, lo.device
   r.gpu_budget, r.policy, r.n_cpu_moe, r.moe_host = opts.gpu_budget, opts.policy, opts.n_cpu_moe, opts.moe_host
+  r.ubatch = UBATCH
   r.decode_stream = opts.decode_stream
   if not opts.info then
     -- the planner's predictions (#15): the plan's, or the resident model's
