@@ -24,6 +24,13 @@ describe("prefill chunks", function()
     assert.are.equal("prefill: chunks of up to 2048 tokens (host experts stream once per chunk)", pb.text(n, why))
   end)
 
+  it("takes the larger chunk only while its extra scratch is at most 1/32 of the budget", function()
+    local GiB = 2 ^ 30
+    assert.is_true(pb.affordable(0.25 * GiB, 8 * GiB))
+    assert.is_false(pb.affordable(0.3 * GiB, 8 * GiB))
+    assert.is_true(pb.affordable(10 * GiB, nil)) -- no budget: nothing to trade
+  end)
+
   it("takes what the caller asked, wherever", function()
     assert.are.equal(64, (pb.choose({ n_batch = 64 }, { cpu = true, n_expert = 0 })))
     assert.are.equal(4096, (pb.choose({ n_batch = 4096 }, { cpu = false, n_expert = 128, fits = false })))

@@ -678,8 +678,10 @@ function M.load_options(opts)
   o.n_batch = nb
   if opts.cpu_moe and not o.policy then o.policy = "experts_on_host" end
   if o.n_gpu_layers and not o.policy then o.policy = "layers" end -- with --n-cpu-moe: its blocks as overrides
-  -- a budget on the command line means: plan the weights into it (the default policy)
-  if (o.gpu_budget or o.host_budget) and not o.policy and not o.smart_offload then o.policy = "aggressive" end
+  -- a host budget on the command line means: plan the weights into it (the default policy, which sends what
+  -- does not fit to the disk tier); a device budget alone is auto-fit's (lrun.load: left alone when the model
+  -- fits, else placed by smart, which weighs a mixture's experts as llama.cpp's --n-cpu-moe would)
+  if o.host_budget and not o.policy and not o.smart_offload then o.policy = "aggressive" end
   if opts.no_mmap then
     -- every weight read into host memory; -ot flags after it still win
     local ov = { ".=host" }

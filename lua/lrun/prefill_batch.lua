@@ -9,8 +9,9 @@
 -- nearly every expert, so a 4096-token prompt in chunks of 512 copies the
 -- host experts eight times. Chunks of M.moe_tokens copy them twice; the
 -- price is the larger scratch (activations and the experts' rows, about
--- 0.2 MiB a token on the 30B-A3B shape), which the planner sizes within
--- the budget like the rest of the engine's scratch.
+-- 0.1 MiB a token on the 30B-A3B shape), which the planner sizes within
+-- the budget like the rest of the engine's scratch, and takes only while
+-- that costs at most M.max_scratch_share of the budget (M.affordable).
 -- @module lrun.prefill_batch
 local M = {}
 
@@ -26,6 +27,18 @@ function M.choose(opts, q)
   if opts.n_batch and opts.n_batch > 0 then return opts.n_batch, "asked" end
   if q.cpu or (q.n_expert or 0) == 0 or q.fits then return 0 end
   return M.moe_tokens, "host experts stream once per chunk"
+end
+
+M.max_scratch_share = 1 / 32 -- of the device budget: what the larger chunk's extra scratch may take
+
+--- Whether a larger chunk's extra scratch is worth its room: at most
+-- M.max_scratch_share of the budget (on the 30B-A3B shape at 8 GiB, 2048
+-- tokens' extra ~0.25 GB is 3% of it, a few percent of resident experts; a
+-- small model under a tight budget keeps 512 rather than trade its weights).
+-- @tparam number extra bytes more scratch than the default chunk's
+-- @tparam[opt] number capacity the device budget (nil: none)
+function M.affordable(extra, capacity)
+  return capacity == nil or extra <= capacity * M.max_scratch_share
 end
 
 --- The line --explain shows, or nil for the default.

@@ -222,10 +222,15 @@ function M.plan(model, opts)
     local o = {}
     for key, v in pairs(opts) do o[key] = v end
     o.n_batch, o.prefill_tokens = n_batch, opts.prefill_tokens or n_batch
-    opts = o
-    eo = placement_size.engine_opts(opts)
-    resident, serr = placement_size.size_with(model, eo, {}, nil, nil, pidx)
-    if not resident then return nil, serr end
+    local eo2 = placement_size.engine_opts(o)
+    local r2, serr2 = placement_size.size_with(model, eo2, {}, nil, nil, pidx)
+    if not r2 then return nil, serr2 end
+    -- not asked: only while its scratch costs little of the budget (else the default)
+    if batch_why == "asked" or require("lrun.prefill_batch").affordable(r2.scratch - resident.scratch, capacity) then
+      opts, eo, resident = o, eo2, r2
+    else
+      n_batch = 0
+    end
   end
   local kv, kerr = placement_size.kv_reserve(model, opts, resident, pidx)
   if not kv then return nil, kerr end
