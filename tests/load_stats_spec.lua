@@ -40,7 +40,7 @@ describe("m:load_stats()", function()
     assert.is_true(s.bytes > 0 and s.seconds >= 0 and s.threads >= 1)
     assert.is_true(s.cached > 0.9, tostring(s.cached))
     assert.is_true(s.warm)
-    assert.are.equal(16 * 2 ^ 20, s.chunk_bytes) -- the warm piece size
+    assert.are.equal(4 * 2 ^ 20, s.chunk_bytes) -- the warm piece size (LRUN_LOADER_WARM_CHUNK)
     assert.is_true(s.kept_cache)
     m:free()
   end)
