@@ -7,7 +7,7 @@
 --          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N]
 --          [--prefill 512,4096] [--ngen 128] [--label TEXT] [--decode-stream forced|greedy]
 --          [--place-after N] [--explain] [--info | --generate]
---   --place-after N: after loading, a prompt of N random ids (a fixed seed) runs so the engine counts the
+--   --place-after N: after loading, N random ids (a fixed seed, in prompts that fit the context) run so the engine counts the
 --   routing, then m:place{policy = "smart"} places again with those counts (docs/moe.md "Weighing prefill":
 --   smart's compute, cache or hybrid choice sees a router's popularity only from observed counts);
 --   --explain: the placement's explanation (print(m:placement())) on stderr.
@@ -239,13 +239,18 @@ local ok, err = pcall(function()
   r.decode_stream = opts.decode_stream
   if not opts.info then
     if (opts.place_after or 0) > 0 then
-      -- routing counts first (a prompt of random ids), then smart again with them
-      local ids, x, n_vocab = {}, 4242, m:info().n_vocab
-      for k = 1, opts.place_after do
-        x = (x * 1103515245 + 12345) % 2147483648
-        ids[k] = 3 + x % (n_vocab - 3)
+      -- routing counts first (prompts of random ids, each within the engine's context), then smart again with
+      -- them: a few thousand selections a block, since a small sample's busiest experts overstate LFU's hit rate
+      local x, n_vocab, left = 4242, m:info().n_vocab, opts.place_after
+      while left > 0 do
+        local ids = {}
+        for k = 1, math.min(left, lo.n_ctx - 8) do
+          x = (x * 1103515245 + 12345) % 2147483648
+          ids[k] = 3 + x % (n_vocab - 3)
+        end
+        assert(m:generate(ids, { max_new_tokens = 1, do_sample = false, eos_token_id = {} }))
+        left = left - #ids
       end
-      assert(m:generate(ids, { max_new_tokens = 1, do_sample = false, eos_token_id = {} }))
       assert(m:place({ policy = "smart" }))
     end
     -- the planner's predictions (#15): the plan's, or the resident model's
