@@ -54,9 +54,10 @@ local host_s = 3 * K * PART / BW.host_matmul.q4_K
 local function near(a, b) return math.abs(a - b) <= 1e-9 * math.max(math.abs(a), math.abs(b)) end
 
 describe("lrun.expert_choice", function()
-  -- the choice's logic with the hybrid cache weighed, as it will be by default once it has run on a GPU
-  setup(function() choice.auto_hybrid = true end)
-  teardown(function() choice.auto_hybrid = false end)
+  -- the choice's logic with the hybrid cache weighed (the default since session 16), whatever the default is
+  local default
+  setup(function() default, choice.auto_hybrid = choice.auto_hybrid, true end)
+  teardown(function() choice.auto_hybrid = default end)
 
   local tensors, plan, hc = model_tensors()
   local blocks = choice.blocks(tensors, plan, hc, E, BW)
@@ -254,18 +255,179 @@ describe("lrun.expert_choice", function()
   end)
 end)
 
-describe("lrun.expert_choice by default (the hybrid path not yet run on a GPU)", function()
-  it("weighs only host compute and the copying cache; moe_host = hybrid still gets the hybrid cache", function()
-    assert.is_false(choice.auto_hybrid)
+describe("lrun.expert_choice by default (the hybrid weighed since its prefill runs from slots)", function()
+  it("weighs the hybrid cache; auto_hybrid = false weighs only host compute and the copying cache, and "
+    .. "moe_host = hybrid still gets the hybrid cache", function()
+    assert.is_true(choice.auto_hybrid)
     local tensors, plan, hc = model_tensors()
     local p = { blocks = choice.blocks(tensors, plan, hc, E, BW), k = K, n_expert = E, bw = BW,
       room = 8 * 3 * PART, counts = zipf(), mode = "auto" }
-    local r = assert(choice.choose(p))
-    assert.are.equal("cache", r.how) -- the same counts take the hybrid cache when it is weighed (above)
+    assert.are.equal("hybrid", assert(choice.choose(p)).how)
+    choice.auto_hybrid = false
+    local ok, r = pcall(choice.choose, p)
+    choice.auto_hybrid = true
+    r = assert(ok and r, tostring(r))
+    assert.are.equal("cache", r.how) -- the same counts take the hybrid cache when it is weighed
     for _, o in ipairs(r.options) do assert.are_not.equal("hybrid", o.how) end
+    choice.auto_hybrid = false
     p.mode = "hybrid"
-    assert.equal("hybrid", assert(choice.choose(p)).how)
+    ok, r = pcall(choice.choose, p)
+    choice.auto_hybrid = true
+    assert.equal("hybrid", assert(ok and r, tostring(r)).how)
   end)
+end)
+
+describe("lrun.expert_choice weighing prefill (M.request)", function()
+  local tensors, plan, hc = model_tensors()
+  local blocks = choice.blocks(tensors, plan, hc, E, BW)
+  local p = { blocks = blocks, k = K, n_expert = E, bw = BW, room = 8 * 3 * PART, mode = "auto", prefill_tokens = 512 }
+
+  it("takes the option that finishes the request first, by min_gain of decode; equal prefill leaves decode's "
+    .. "choice", function()
+    p.prefill = function() return 0.1 end
+    local r = assert(choice.choose(p))
+    assert.are.equal("hybrid", r.how) -- as without prefill (the uniform case above): one trade
+    assert.are.same({ 2 }, r.trade)
+    assert.are.equal(0.1, r.prefill_s)
+    for _, o in ipairs(r.options) do
+      assert.is_true(near(choice.request.generate * o.seconds + choice.request.prompt / 512 * 0.1, o.request_s))
+    end
+    assert.truthy(r.text:find("weighed on a 512-token prompt and 128 generated tokens (prefill chunks of 512)", 1,
+      true), r.text)
+    assert.truthy(r.text:find("prefill chunk 100.000 ms", 1, true), r.text)
+  end)
+
+  it("does not trade much prefill for little decode", function()
+    -- every trade moves a resident block's experts to the host, where prefill streams them: 30 ms a chunk
+    -- each, against the hybrid's few µs a token of decode
+    p.prefill = function(o) return 0.1 + 0.03 * #o.trade end
+    local r = assert(choice.choose(p))
+    assert.are.equal("hybrid", r.how)
+    assert.are.same({}, r.trade)
+    local seen = false
+    for _, o in ipairs(r.options) do
+      if o.how == "hybrid" and #o.trade == 1 then
+        seen = true
+        assert.is_true(o.seconds < r.seconds, "the trade decodes faster")
+        assert.is_true(o.request_s > r.best.request_s, "but the request takes longer")
+      end
+    end
+    assert.is_true(seen)
+    -- a prefill that loses more than every cached option gains keeps host compute
+    p.prefill = function(o) return o.how == "compute" and 0.1 or 0.2 end
+    assert.are.equal("compute", assert(choice.choose(p)).how)
+  end)
+
+  it("weighs decode alone when an option has no prefill figure", function()
+    p.prefill = function(o) return o.how ~= "compute" and 0.2 or nil end
+    local r = assert(choice.choose(p))
+    assert.are.equal("hybrid", r.how)
+    assert.is_nil(r.prefill_s)
+    assert.is_nil(r.options[1].request_s)
+    assert.is_nil(r.text:find("weighed on", 1, true), r.text)
+  end)
+end)
+
+describe("the 30B-A3B benchmark's choice (session 15: Qwen3-30B-A3B Q4_K, 8 GiB, H100)", function()
+  local a3b = require("tests.a3b_shape")
+  local smart = dofile("policies/smart.lua")
+  local tensors, bw = a3b.tensors(), a3b.bandwidths()
+  local total = 0
+  for _, t in ipairs(tensors) do total = total + t.bytes end
+  -- auto-fit's smart under the budget, then the choice with the room it left (as lrun.residency.plan)
+  local plan, off, info = smart.plan(tensors, { max_bytes = total - a3b.weight_room, bandwidth = bw,
+    n_expert_used = a3b.k })
+  local hc = info.host_compute
+  local room = a3b.weight_room - (total - off)
+  local blocks = choice.blocks(tensors, plan, hc, a3b.n_expert, bw)
+  local staging = expert_plan.stream_staging_bytes(3 * a3b.expert_slice, a3b.n_expert)
+  local pq = { tokens = 512, n_expert_used = a3b.k, q_dim = 4096, n_layer = a3b.n_layer }
+  local q = { tensors = tensors, plan = plan, host_compute = hc, tier = "host" }
+  local function choose(counts, weigh)
+    return assert(choice.choose({ blocks = blocks, k = a3b.k, n_expert = a3b.n_expert, bw = bw, room = room,
+      staging = staging, counts = counts, mode = "auto", host_pass = true,
+      prefill = weigh and choice.prefill_fn(q, blocks, bw, pq) or nil, prefill_tokens = 512 }))
+  end
+  local function options_of(r, how)
+    local list = {}
+    for _, o in ipairs(r.options) do if o.how == how then list[#list + 1] = o end end
+    return list
+  end
+
+  it("smart fills the budget with 21 resident expert blocks: no room is left for a slot without a trade",
+    function()
+      local n = { host = 0, device = 0 }
+      for _, b in ipairs(blocks) do n[b.state] = (n[b.state] or 0) + 1 end
+      assert.are.equal(27, n.host)
+      assert.are.equal(21, n.device)
+      assert.is_true(room < 3 * a3b.expert_slice, "room " .. room)
+      -- the fixture's budget is session 15's: experts_on_host's hybrid cache gets its 2417 slots
+      local eoh_room = a3b.weight_room
+      for _, t in ipairs(tensors) do
+        if not t.role:find("_exps") then eoh_room = eoh_room - t.bytes end
+      end
+      local c = expert_plan.choose({ room = eoh_room - staging, slot_bytes = 3 * a3b.expert_slice,
+        layers = { 0 }, n_expert = a3b.n_expert * a3b.n_layer })
+      assert.are.equal(2417, c.slots)
+    end)
+
+  it("uniform routing (no counts at plan time): host compute; every hybrid trade adds a sixteenth of a block's "
+    .. "misses and a host pass, so the hybrid loses more the more it trades", function()
+    for _, weigh in ipairs({ false, true }) do
+      local r = choose(nil, weigh)
+      assert.are.equal("compute", r.how)
+      assert.truthy(r.text:find("smart computes the host experts of 27 blocks on the host", 1, true), r.text)
+      local hyb = options_of(r, "hybrid")
+      assert.are.equal(21, #hyb) -- one per trade count: none fits without a trade
+      for j = 1, #hyb do
+        assert.are.equal(j, #hyb[j].trade)
+        assert.is_true(hyb[j].seconds > r.seconds, "hybrid, " .. j .. " trades")
+        if j > 1 then assert.is_true(hyb[j].seconds > hyb[j - 1].seconds, j .. " trades") end
+      end
+      -- all traded is experts_on_host's hybrid: 11% slower than host compute at these rates
+      assert.is_true(hyb[21].seconds > 1.1 * r.seconds)
+      if weigh then
+        assert.truthy(r.text:find(string.format("host compute %.3f ms, prefill chunk", r.seconds * 1e3), 1, true),
+          r.text)
+      end
+    end
+  end)
+
+  it("a trained router's popularity (observed counts, Zipf 0.65 as --router-skew 8): the hybrid with trades, a "
+    .. "third less expert time, prefill within 5% of host compute's", function()
+    local counts = a3b.zipf_counts(0.65)
+    local d = choose(counts, false)
+    assert.are.equal("hybrid", d.how)
+    assert.are.equal("observed", d.source)
+    assert.is_true(#d.trade > 0)
+    assert.is_true(d.hit_rate > 0.55, d.hit_rate)
+    local r = choose(counts, true)
+    assert.are.equal("hybrid", r.how)
+    assert.is_true(#r.trade > 0 and #r.trade <= #d.trade, #r.trade .. " trades weighed, " .. #d.trade .. " not")
+    local compute = r.options[1]
+    assert.are.equal("compute", compute.how)
+    assert.is_true(r.seconds < 0.75 * compute.seconds, r.seconds / compute.seconds)
+    assert.is_true(r.prefill_s < 1.05 * compute.prefill_s, r.prefill_s / compute.prefill_s)
+    assert.truthy(r.text:find("smart caches (hybrid: misses computed on the host) the host experts of", 1, true),
+      r.text)
+    assert.truthy(r.text:find(string.format("hybrid %.3f ms (%d slots, hit rate %.2f, %d resident blocks traded, "
+      .. "prefill chunk %.3f ms)", r.seconds * 1e3, r.slots, r.hit_rate, #r.trade, r.prefill_s * 1e3), 1, true),
+      r.text)
+  end)
+
+  it("with slot-held experts streamed (LRUN_CUDA_MOE_PREFILL_SLOTS=0) the weighing trades fewer blocks",
+    function()
+      local counts = a3b.zipf_counts(0.65)
+      local with = choose(counts, true)
+      local saved = expert_plan.prefill_from_slots
+      expert_plan.prefill_from_slots = false
+      local ok, r = pcall(choose, counts, true)
+      expert_plan.prefill_from_slots = saved
+      r = assert(ok and r, tostring(r))
+      assert.are.equal("hybrid", r.how)
+      assert.is_true(#r.trade < #with.trade, #r.trade .. " against " .. #with.trade)
+      assert.is_true(r.prefill_s > with.prefill_s)
+    end)
 end)
 
 describe("lrun.predict.decode of a mixture", function()

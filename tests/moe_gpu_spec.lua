@@ -31,7 +31,7 @@
 --     steps filled them): the experts in slots run from there (m:stats().prefill_slot_experts > 0), the others
 --     streamed; the prompt's logits bit-identical to the resident run's; prefill counts no cache hit or miss;
 --   * smart with block 0's experts on the host (-ot) and skewed counts chooses the expert cache itself
---     (lrun.expert_choice) and the engine takes the planner's slots; with
+--     (lrun.expert_choice, each option's prefill weighed) and the engine takes the planner's slots; with
 --     moe_host = "compute" it makes no choice and the engine no cache;
 --   * the host pass (the default; a decode chunk's host experts in one pass, LRUN_CUDA_MOE_HOST_PASS=0 off): experts_on_host and
 --     n_cpu_moe 1 give the product-by-product run's tokens, the prompt's logits within the fast tolerance;
@@ -282,8 +282,13 @@ describe("mixtures of experts on cuda against the CPU", function()
           local c = assert(r.expert_choice, "smart made no choice for the host experts")
           print("# " .. e.name .. ": " .. c.text)
           print("# " .. e.name .. ": " .. tostring(r.predicted and require("lrun.predict").text(r.predicted)))
-          -- 1 GiB holds every host expert: all hits beat the host's product (and no trade can do better)
+          -- 1 GiB holds every host expert: all hits beat the host's product (and no trade can do better); the
+          -- hybrid (weighed by default) ties with it at a hit rate of 1, and a tie keeps the copying cache
           assert.are.equal("cache", c.how)
+          -- each option's prefill weighed, from the engine's measured rates (docs/moe.md "Weighing prefill")
+          assert.is_number(c.prefill_s, "the options' prefill was not weighed")
+          assert.truthy(c.text:find("weighed on a 512-token prompt and 128 generated tokens", 1, true), c.text)
+          assert.truthy(r.explain:find("predicted: prefill 512 tok:", 1, true), r.explain)
           local pe = assert(r.expert_cache, "no cache sized for the choice")
           assert.is_true(pe.slots > 0)
           assert.are.same({}, c.trade)

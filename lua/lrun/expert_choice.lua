@@ -31,7 +31,12 @@
 -- the cache pays only when a miss over PCIe is cheaper than the host's
 -- product, and trades pay only when popularity is skewed. An option is taken
 -- only when it saves more than M.min_gain over the simpler one (compute,
--- then fewer trades). Pure: sizes, rates and counts in,
+-- then fewer trades). With each option's predicted prefill chunk (p.prefill:
+-- lrun.predict.prefill of the option's plan and cache, for_plan gives it) the
+-- options are compared on a typical request, M.request (a prompt, then
+-- generated tokens): generate · decode + prompt / chunk · prefill, so a
+-- choice that loses much prefill for little decode is not taken (docs/moe.md
+-- "Weighing prefill"). Pure: sizes, rates and counts in,
 -- so tests/expert_choice_spec.lua checks it with given numbers.
 -- @module lrun.expert_choice
 local size = require("lrun.size")
@@ -45,6 +50,13 @@ local M = {}
 -- trades) to be taken, of the simpler one's time: the model's own precision
 -- (slots rounded down, LFU's steady state taken as reached).
 M.min_gain = 0.01
+
+--- The request the options are weighed on when their prefill is known: llama-bench's pp512 and tg128, the
+-- pair every benchmark here reports. A decode gain is paid back on every generated token, a prefill loss once
+-- a prompt: session 15's hybrid (before prefill from slots) traded 35-45% of prefill for 3% of decode under
+-- uniform routing (a loss on this request: 2.94 s against auto's 2.47) and for 30% at skew 8 (a gain: 2.40
+-- against 2.45). Longer generations favour decode, longer prompts prefill.
+M.request = { prompt = 512, generate = 128 }
 
 local parts = { ffn_gate_exps = 1, ffn_up_exps = 2, ffn_down_exps = 3 }
 
@@ -180,11 +192,11 @@ local function cache_option(p, cached, others, room, trade, how)
     trade = trade, layers = layers, room = room }
 end
 
---- Whether the automatic choice (mode "auto": smart, auto-fit) weighs the hybrid cache too. Off until the
--- engine's hybrid path has run on a GPU (written in session 14 without one; docs/moe.md): until then a user
--- asks for it with moe_host = "hybrid" (the choice then sizes its slots and trades), and auto chooses
--- between host compute and the copying cache as before. Tests of the choice set it.
-M.auto_hybrid = false
+--- Whether the automatic choice (mode "auto": smart, auto-fit) weighs the hybrid cache too. On since the
+-- hybrid's decode ran on a GPU (session 15: 1.30x auto's at skew 8) and its prefill runs slot-held experts from
+-- their slots (on by default since; before, it lost 35-45% of auto's prefill), with each option's prefill
+-- weighed (M.request). false: host compute and the copying cache only, as before session 16.
+M.auto_hybrid = true
 
 --- Chooses host compute or the cache, and the resident blocks traded for slots.
 -- @tparam table p blocks= (M.blocks), k= (experts per token), n_expert=, bw= (as M.blocks),
@@ -192,10 +204,13 @@ M.auto_hybrid = false
 --   staging= (device bytes prefill streaming keeps when the cache is on; default 0),
 --   mode= ("auto": compute, cache or hybrid; "cache" or "hybrid": the user asked for that cache, only the
 --   trade is chosen),
---   host_pass= (true: the engine computes a block's host experts in one round trip, predict_plan.host_pass)
+--   host_pass= (true: the engine computes a block's host experts in one round trip, predict_plan.host_pass),
+--   prefill= (optional function(option) -> seconds of a prefill chunk of prefill_tokens tokens under that
+--   option's plan and cache, or nil; given, the options are weighed on M.request), prefill_tokens= (the chunk)
 -- @treturn table|nil nil when no block has host experts (nothing to choose); else
 --   {how = "compute"|"cache"|"hybrid", seconds=, slots=, hit_rate=, source=, trade = {layers traded, in order},
---   options = {each option considered: how=, seconds=, slots=, hit_rate=, trade=}, text=}
+--   prefill_s= (the chosen option's chunk, when weighed), options = {each option considered: how=, seconds=,
+--   slots=, hit_rate=, trade=, prefill_s=, request_s=}, text=}
 function M.choose(p)
   local host, tradable = {}, {}
   for _, b in ipairs(p.blocks) do
@@ -234,24 +249,48 @@ function M.choose(p)
     end
   end
   if #options == 0 then return nil end
+  local weighed = M.weigh_prefill(options, p)
   local best = options[1]
   for _, o in ipairs(options) do
-    if o.seconds < best.seconds * (1 - M.min_gain) then best = o end -- a near tie keeps the simpler plan
+    -- a near tie keeps the simpler plan: an option must save more than min_gain of the best's decode time, on
+    -- the request when prefill is weighed (so with equal prefill the rule is decode's alone)
+    local gain = weighed and best.request_s - o.request_s or (best.seconds - o.seconds) * M.request.generate
+    if gain > M.min_gain * best.seconds * M.request.generate then best = o end
   end
   local r = { how = best.how, seconds = best.seconds, slots = best.slots, slot_bytes = best.slot_bytes,
     hit_rate = best.hit_rate, source = best.source, trade = best.trade, layers = best.layers, options = options,
-    best = best }
+    best = best, prefill_s = best.prefill_s, prefill_tokens = weighed and p.prefill_tokens or nil }
   r.text = M.text(r, p)
   return r
+end
+
+--- Sets each option's prefill_s (p.prefill's chunk) and request_s (M.request: generate · seconds + prompt /
+-- chunk · prefill_s). Only when every option has a prefill figure: one without would win or lose by omission.
+-- @treturn boolean whether the options were weighed
+function M.weigh_prefill(options, p)
+  if type(p.prefill) ~= "function" then return false end
+  local T = p.prefill_tokens or predict.prefill_tokens
+  local f = {}
+  for i, o in ipairs(options) do
+    f[i] = p.prefill(o)
+    if type(f[i]) ~= "number" or f[i] <= 0 then return false end
+  end
+  for i, o in ipairs(options) do
+    o.prefill_s = f[i]
+    o.request_s = M.request.generate * o.seconds + M.request.prompt / T * f[i]
+  end
+  return true
 end
 
 local function ms(s) return string.format("%.3f ms", s * 1e3) end
 
 -- One option in a line's words.
 local function describe(o)
-  if o.how == "compute" then return "host compute " .. ms(o.seconds) end
-  return string.format("%s %s (%d slots, hit rate %.2f%s)", o.how, ms(o.seconds), o.slots, o.hit_rate,
-    #o.trade > 0 and string.format(", %d resident block%s traded", #o.trade, #o.trade == 1 and "" or "s") or "")
+  local pre = o.prefill_s and string.format(", prefill chunk %s", ms(o.prefill_s)) or ""
+  if o.how == "compute" then return "host compute " .. ms(o.seconds) .. pre end
+  return string.format("%s %s (%d slots, hit rate %.2f%s%s)", o.how, ms(o.seconds), o.slots, o.hit_rate,
+    #o.trade > 0 and string.format(", %d resident block%s traded", #o.trade, #o.trade == 1 and "" or "s") or "",
+    pre)
 end
 
 --- The explanation: the choice, then the options with their predicted ms per token.
@@ -279,8 +318,10 @@ function M.text(r, p)
   for _, o in ipairs(r.options) do last[o.how] = o end
   add(last.cache)
   add(last.hybrid)
-  return head .. string.format("; predicted expert time per token (k = %d, PCIe misses at %.1f GB/s): %s",
-    p.k, (p.blocks[1] and p.blocks[1].parts[1].link or 0) / 1e9, table.concat(list, "; "))
+  local weighed = r.prefill_tokens and string.format("; weighed on a %d-token prompt and %d generated tokens "
+    .. "(prefill chunks of %d)", M.request.prompt, M.request.generate, r.prefill_tokens) or ""
+  return head .. string.format("; predicted expert time per token (k = %d, PCIe misses at %.1f GB/s)%s: %s",
+    p.k, (p.blocks[1] and p.blocks[1].parts[1].link or 0) / 1e9, weighed, table.concat(list, "; "))
 end
 
 --- Moves the traded blocks' resident parts to tier, host-computed (the plan tables, in place).
@@ -321,10 +362,47 @@ function M.for_plan(model, q, opts)
   local slot = expert_plan.slot_layout(q.tensors, q.host_compute, n_expert, q.packed)
   local staging = slot > 0 and expert_plan.streams_prefill(model) and expert_plan.stream_staging_bytes(slot, n_expert)
     or 0
+  local prefill, tokens = M.prefill_of(model, q, blocks, opts)
   local r = M.choose({ blocks = blocks, k = k, n_expert = n_expert, bw = q.bw, room = q.room, staging = staging,
-    counts = expert_plan.observed_counts(model, opts), mode = mode, host_pass = predict_plan.host_pass() })
+    counts = expert_plan.observed_counts(model, opts), mode = mode, host_pass = predict_plan.host_pass(),
+    prefill = prefill, prefill_tokens = tokens })
   if r and #r.trade > 0 then M.trade(blocks, r.trade, q.plan, q.host_compute, q.tier) end
   return r
+end
+
+--- The prefill of an option, for M.choose's p.prefill: a function(option) giving lrun.predict.prefill's
+-- seconds for a chunk over the plan with the option's trades applied (on copies) and its cache ({slots=,
+-- hit_rate=, layers=, mode=}: slot-held experts run from their slots, expert_plan.prefill_held_share).
+-- @tparam table q tensors=, plan=, host_compute=, tier= (as M.for_plan's)
+-- @tparam table blocks M.blocks of the plan
+-- @tparam table bw bandwidths with the prefill's rates (device_matmul=, host_gemm=, host_batch=, ...)
+-- @tparam table pq predict.prefill's query (tokens=, n_expert_used=, q_dim=, n_layer=, act_bytes=)
+function M.prefill_fn(q, blocks, bw, pq)
+  return function(o)
+    local plan, hc = {}, {}
+    for name, tier in pairs(q.plan) do plan[name] = tier end
+    for name, on in pairs(q.host_compute) do hc[name] = on end
+    if #o.trade > 0 then M.trade(blocks, o.trade, plan, hc, q.tier) end
+    local query = {}
+    for key, v in pairs(pq) do query[key] = v end
+    query.expert_cache = o.how ~= "compute" and { slots = o.slots, hit_rate = o.hit_rate, layers = o.layers,
+      mode = o.how == "hybrid" and "hybrid" or nil } or nil
+    local ok, f = pcall(predict.prefill, q.tensors, plan, hc, bw, query)
+    return ok and f.seconds or nil
+  end
+end
+
+--- M.prefill_fn for a loaded model: its measured matmul rates (lrun.predict_plan.matmul_rates, once per
+-- device and dtype per process) and its prefill query (opts.prefill_tokens, else predict's 512).
+-- @treturn function|nil nil when the rates cannot be had (the choice then weighs decode alone)
+-- @treturn int the chunk's tokens
+function M.prefill_of(model, q, blocks, opts)
+  if model.handle == nil then return nil end -- nothing to measure the rates on
+  local bw = setmetatable({}, { __index = q.bw })
+  local ok = pcall(predict_plan.matmul_rates, model, bw, nil, opts and opts.decode_context)
+  if not ok or not bw.device_matmul then return nil end
+  local pq = predict_plan.query(model, opts and opts.prefill_tokens)
+  return M.prefill_fn(q, blocks, bw, pq), pq.tokens
 end
 
 return M

@@ -6,7 +6,11 @@
 -- Usage: build/lrun tests/bench/peer_lrun.lua MODEL [--device cuda:0] [--gpu-budget 8G]
 --          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N]
 --          [--prefill 512,4096] [--ngen 128] [--ubatch 512] [--label TEXT] [--decode-stream forced|greedy]
---          [--info | --generate]
+--          [--place-after N] [--explain] [--info | --generate]
+--   --place-after N: after loading, N random ids (a fixed seed, in prompts that fit the context) run so the engine counts the
+--   routing, then m:place{policy = "smart"} places again with those counts (docs/moe.md "Weighing prefill":
+--   smart's compute, cache or hybrid choice sees a router's popularity only from observed counts);
+--   --explain: the placement's explanation (print(m:placement())) on stderr.
 --   MODEL is a GGUF path, or 7b:<dtype> (tests/bench/llama7b.lua's shape,
 --   written to $LRUN_BENCH_DIR and removed afterwards; with --generate it is
 --   only written and kept, and the line is {"path": ..., "gen_s": ...}).
@@ -53,18 +57,22 @@ local UBATCH = 512
 local opts = { device = "cuda:0", prefill = { 512 }, n_gen = 128, decode_stream = "forced" }
 local FLAGS = { ["--device"] = "device", ["--gpu-budget"] = "gpu_budget", ["--policy"] = "policy",
   ["--n-cpu-moe"] = "n_cpu_moe", ["--moe-host"] = "moe_host", ["--slots"] = "slots", ["--label"] = "label",
-  ["--prefill"] = "prefill", ["--ngen"] = "n_gen", ["--decode-stream"] = "decode_stream", ["--ubatch"] = "ubatch" }
+  ["--prefill"] = "prefill", ["--ngen"] = "n_gen", ["--decode-stream"] = "decode_stream",
+  ["--place-after"] = "place_after", ["--ubatch"] = "ubatch" }
 local i = 1
 while i <= #arg do
   local a = arg[i]
   if a == "--info" then opts.info = true
+  elseif a == "--explain" then opts.explain = true
   elseif a == "--generate" then opts.generate = true
   elseif FLAGS[a] and arg[i + 1] then
     local k, v = FLAGS[a], arg[i + 1]
     if k == "prefill" then
       opts.prefill = {}
       for n in v:gmatch("[^,]+") do opts.prefill[#opts.prefill + 1] = tonumber(n) end
-    elseif k == "n_cpu_moe" or k == "slots" or k == "n_gen" or k == "ubatch" then opts[k] = tonumber(v)
+    elseif k == "n_cpu_moe" or k == "slots" or k == "n_gen" or k == "place_after" or k == "ubatch" then
+      opts[k] = tonumber(v)
+      if not opts[k] then io.stderr:write("peer_lrun: " .. a .. " takes a number, not " .. v .. "\n"); os.exit(2) end
     else opts[k] = v end
     i = i + 1
   elseif a:sub(1, 1) == "-" then io.stderr:write("peer_lrun: unknown option " .. a .. "\n"); os.exit(2)
@@ -73,8 +81,8 @@ while i <= #arg do
 end
 if not opts.model then
   io.stderr:write("usage: lrun tests/bench/peer_lrun.lua MODEL [--device D] [--gpu-budget G] [--policy P] "
-    .. "[--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N] [--prefill 512,4096] [--ngen 128] [--ubatch 512] [--label L] "
-    .. "[--decode-stream forced|greedy] [--info]\n")
+    .. "[--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N] [--prefill 512,4096] [--ngen 128] [--ubatch 512] "
+    .. "[--label L] [--decode-stream forced|greedy] [--place-after N] [--explain] [--info]\n")
   os.exit(2)
 end
 
@@ -237,8 +245,29 @@ local ok, err = pcall(function()
   r.ubatch = UBATCH
   r.decode_stream = opts.decode_stream
   if not opts.info then
+    if (opts.place_after or 0) > 0 then
+      -- routing counts first (prompts of random ids, each within the engine's context), then smart again with
+      -- them: a few thousand selections a block, since a small sample's busiest experts overstate LFU's hit rate
+      local x, n_vocab, left = 4242, m:info().n_vocab, opts.place_after
+      while left > 0 do
+        local ids = {}
+        for k = 1, math.min(left, lo.n_ctx - 8) do
+          x = (x * 1103515245 + 12345) % 2147483648
+          ids[k] = 3 + x % (n_vocab - 3)
+        end
+        assert(m:generate(ids, { max_new_tokens = 1, do_sample = false, eos_token_id = {} }))
+        left = left - #ids
+      end
+      assert(m:place({ policy = "smart" }))
+    end
     -- the planner's predictions (#15): the plan's, or the resident model's
     local pl = m:placement()
+    if opts.explain then io.stderr:write(tostring(pl), "\n") end
+    local c = pl.expert_choice -- smart's compute, cache or hybrid for host experts (lrun.expert_choice)
+    if c then
+      r.expert_choice = { how = c.how, slots = c.slots, hit_rate = c.hit_rate, source = c.source,
+        traded = #c.trade, expert_ms = c.seconds * 1e3, prefill_chunk_ms = c.prefill_s and c.prefill_s * 1e3 }
+    end
     r.predicted_decode_tps = pl.predicted and pl.predicted.tok_s or nil
     r.predicted_prefill_tps = pl.prefill and pl.prefill.tok_s or nil
     r.predicted_limits = pl.prefill and { decode = pl.predicted.limit, prefill = pl.prefill.limit } or nil
