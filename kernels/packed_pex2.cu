@@ -14,45 +14,19 @@ static_assert(PX_BLOCK == PG_BLOCK, "the fused GEMV's row mapping (pg_block_rows
 
 // ---------------------------------------------------------------- a warp's codec block
 
-/* Lane's 8 values w (elements p .. p+7 of the block) to the destination: one
- * 16-byte store (two for f32) where all 8 belong to it and the address is
- * aligned, else element by element (a range that starts or ends inside a
- * lane: lrun_k_packed_decode takes any range). */
-static __device__ __forceinline__ void px_store8(uint16_t *d, const px_span &sp, int p, const uint32_t w[4], bool a16)
+/* The kernels' destinations: plain 16-bit values or f32 rows (packed_pex2_lane.h). */
+static __device__ __forceinline__ void px_lane_pass(const px_tensor &t, uint64_t b, const px_span &sp, uint16_t *d,
+                                                    bool a16, unsigned lane)
 {
-    uint16_t *q = d + (sp.doff + p);
-    if (a16 && p >= sp.plo && p + 8 <= sp.phi) {
-        *(uint4 *)q = make_uint4(w[0], w[1], w[2], w[3]);
-        return;
-    }
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-        if (p + i >= sp.plo && p + i < sp.phi) q[i] = (uint16_t)(w[i / 2] >> (16 * (i & 1)));
+    px_lane_pass_u16(&t, b, &sp, d, a16, lane);
 }
-
-/* f32 rows (the embedding gather): a bf16 value is the top half of its float,
- * as lrun_k_embed widens it. */
-static __device__ __forceinline__ void px_store8(float *d, const px_span &sp, int p, const uint32_t w[4], bool a16)
+static __device__ __forceinline__ void px_lane_pass(const px_tensor &t, uint64_t b, const px_span &sp, float *d,
+                                                    bool a16, unsigned lane)
 {
-    float *q = d + (sp.doff + p);
-    float f[8];
-#pragma unroll
-    for (int i = 0; i < 4; i++) f[2 * i] = __uint_as_float(w[i] << 16), f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    if (a16 && p >= sp.plo && p + 8 <= sp.phi) {
-        *(float4 *)q = make_float4(f[0], f[1], f[2], f[3]);
-        *(float4 *)(q + 4) = make_float4(f[4], f[5], f[6], f[7]);
-        return;
-    }
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-        if (p + i >= sp.plo && p + i < sp.phi) q[i] = f[i];
+    px_lane_pass_f32(&t, b, &sp, d, a16, lane);
 }
-
-static __device__ __forceinline__ void px_patch(uint16_t *v, uint32_t e) { *v = (uint16_t)px_with_exp(*v, e); }
-static __device__ __forceinline__ void px_patch(float *v, uint32_t e)
-{
-    *v = __uint_as_float(px_with_exp(__float_as_uint(*v) >> 16, e) << 16);
-}
+static __device__ __forceinline__ void px_patch(uint16_t *v, uint32_t e) { px_patch_u16(v, e); }
+static __device__ __forceinline__ void px_patch(float *v, uint32_t e) { px_patch_f32(v, e); }
 
 /* The whole warp decodes codec block b of t into d[sp.doff + p] for p in
  * [sp.plo, sp.phi) (shared or global memory): the lanes' stores, then, once
@@ -60,21 +34,14 @@ static __device__ __forceinline__ void px_patch(float *v, uint32_t e)
  * patch passes, lane j taking exception base + j. The block's table entries
  * are read first, so the patch's chain of loads (table, position byte,
  * code) starts while the lanes decode (codec2_proto.cu's order). a16: the
- * destination of the block's element 0 is 16-byte aligned. */
+ * destination of the block's element 0 is 16-byte aligned.
+ * test_packed_pex2_emu.c replays this loop on the host, lane by lane. */
 template <typename D>
 static __device__ __forceinline__ void px_decode_block(const px_tensor &t, uint64_t b, const px_span &sp, D *d,
                                                        bool a16, unsigned lane)
 {
     const px_block B = px_block_at(&t, b);
-#pragma unroll
-    for (int g = 0; g < 4; g++) {
-        const int p = PX_GROUP * g + 8 * (int)lane;
-        if (p + 8 > sp.plo && p < sp.phi) { /* p < phi <= the block's elements: inside the tensor */
-            uint32_t w[4];
-            px_lane_decode(&t, b, (uint32_t)p, w);
-            px_store8(d, sp, p, w, a16);
-        }
-    }
+    px_lane_pass(t, b, sp, d, a16, lane);
     __syncwarp();
     uint32_t run = 0; /* far exceptions of the passes before */
     for (uint32_t base = 0; base < B.count; base += 32) {

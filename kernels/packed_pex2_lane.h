@@ -44,6 +44,9 @@ PX_FN uint32_t px_perm(uint32_t x, uint32_t y, uint32_t s)
 #define px_ld8(p) ((uint32_t)__ldg((const unsigned char *)(p)))
 #define px_ld32(p) ((uint32_t)__ldg((const unsigned int *)(p)))
 #define px_ld64(p) ((uint64_t)__ldg((const unsigned long long *)(p)))
+#define px_st128(p, a, b, c, d) (*(uint4 *)(p) = make_uint4((a), (b), (c), (d)))
+#define px_f32(u) __uint_as_float(u)
+#define px_u32(f) __float_as_uint(f)
 #else
 #define PX_FN static inline
 #define PX_UNROLL
@@ -80,6 +83,25 @@ static inline uint64_t px_emu_ld(const void *p, int bytes)
 #define px_ld8(p) ((uint32_t)px_emu_ld((p), 1))
 #define px_ld32(p) ((uint32_t)px_emu_ld((p), 4))
 #define px_ld64(p) px_emu_ld((p), 8)
+/* a 16-byte store of four words, counted when misaligned */
+static inline void px_st128(void *p, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+    if ((uintptr_t)p % 16) px_emu_misaligned++;
+    const uint32_t w[4] = {a, b, c, d};
+    memcpy(p, w, 16);
+}
+static inline float px_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint32_t px_u32(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
 #endif
 
 /* ---------------------------------------------------------------- the tensor as the kernels read it */
@@ -227,6 +249,76 @@ PX_FN px_span px_span_of(uint64_t b, uint64_t e0, uint64_t e1)
     r.phi = (int)((e1 < e ? e1 : e) - s);
     r.doff = (int64_t)s - (int64_t)e0;
     return r;
+}
+
+/* ---------------------------------------------------------------- stores and patches */
+
+/* Lane's 8 values w (the block's elements p .. p+7) to the destination d
+ * (d[sp.doff + p]): one 16-byte store (two for f32) where all 8 belong to
+ * it and a16 (the block's element 0 lands 16-byte aligned), else element
+ * by element (a range that starts or ends inside a lane). */
+PX_FN void px_store8_u16(uint16_t *d, const px_span *sp, int p, const uint32_t w[4], int a16)
+{
+    uint16_t *q = d + (sp->doff + p);
+    if (a16 && p >= sp->plo && p + 8 <= sp->phi) {
+        px_st128(q, w[0], w[1], w[2], w[3]);
+        return;
+    }
+    PX_UNROLL for (int i = 0; i < 8; i++)
+    {
+        if (p + i >= sp->plo && p + i < sp->phi) q[i] = (uint16_t)(w[i / 2] >> (16 * (i & 1)));
+    }
+}
+
+/* f32 rows (the embedding gather): a bf16 value is the top half of its
+ * float, as lrun_k_embed widens it. */
+PX_FN void px_store8_f32(float *d, const px_span *sp, int p, const uint32_t w[4], int a16)
+{
+    float *q = d + (sp->doff + p);
+    uint32_t f[8];
+    PX_UNROLL for (int i = 0; i < 4; i++) f[2 * i] = w[i] << 16, f[2 * i + 1] = w[i] & 0xffff0000u;
+    if (a16 && p >= sp->plo && p + 8 <= sp->phi) {
+        px_st128(q, f[0], f[1], f[2], f[3]);
+        px_st128(q + 4, f[4], f[5], f[6], f[7]);
+        return;
+    }
+    PX_UNROLL for (int i = 0; i < 8; i++)
+    {
+        if (p + i >= sp->plo && p + i < sp->phi) q[i] = px_f32(f[i]);
+    }
+}
+
+PX_FN void px_patch_u16(uint16_t *v, uint32_t e) { *v = (uint16_t)px_with_exp(*v, e); }
+PX_FN void px_patch_f32(float *v, uint32_t e) { *v = px_f32(px_with_exp(px_u32(*v) >> 16, e) << 16); }
+
+/* Lane's share of the lanes' pass over block b: its 8 elements of each
+ * group that has any in [plo, phi) (then inside the tensor: phi is at most
+ * the block's elements), decoded as if ordinary and stored. */
+PX_FN void px_lane_pass_u16(const px_tensor *t, uint64_t b, const px_span *sp, uint16_t *d, int a16,
+                            unsigned lane)
+{
+    PX_UNROLL for (int g = 0; g < 4; g++)
+    {
+        const int p = PX_GROUP * g + 8 * (int)lane;
+        if (p + 8 > sp->plo && p < sp->phi) {
+            uint32_t w[4];
+            px_lane_decode(t, b, (uint32_t)p, w);
+            px_store8_u16(d, sp, p, w, a16);
+        }
+    }
+}
+
+PX_FN void px_lane_pass_f32(const px_tensor *t, uint64_t b, const px_span *sp, float *d, int a16, unsigned lane)
+{
+    PX_UNROLL for (int g = 0; g < 4; g++)
+    {
+        const int p = PX_GROUP * g + 8 * (int)lane;
+        if (p + 8 > sp->plo && p < sp->phi) {
+            uint32_t w[4];
+            px_lane_decode(t, b, (uint32_t)p, w);
+            px_store8_f32(d, sp, p, w, a16);
+        }
+    }
 }
 
 #endif
