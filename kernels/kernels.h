@@ -531,6 +531,21 @@ lrun_status lrun_k_packed_gemm(void *cublas, const void *packed, const struct lr
                                int64_t k, const float *x, int64_t m, float *y, void *w_slot, void *x_slot,
                                void *stream);
 
+/* PEX2 (kernels/packed_pex2.cu, runtime/packed/codec_pex2.h): the launchers
+ * above call these for a layout whose codec is LRUN_PACKED_CODEC_PEX2 (bf16,
+ * the packed tensor on a 16-byte boundary), with the same contracts:
+ * lrun_k_pex2_decode = lrun_k_packed_decode (any range, dst 2-byte aligned;
+ * 16-byte stores where aligned), lrun_k_pex2_embed = lrun_k_packed_embed,
+ * lrun_k_pex2_gemv_multi = lrun_k_packed_gemv_multi (y bit-identical to
+ * lrun_k_gemv_multi on the decoded weights; k % 8 != 0 and rows too long
+ * for a tile are LRUN_E_UNSUPPORTED). */
+lrun_status lrun_k_pex2_decode(uint16_t *dst, const void *packed, const struct lrun_packed_layout *lay,
+                               uint64_t first, uint64_t count, void *stream);
+lrun_status lrun_k_pex2_embed(const void *packed, const struct lrun_packed_layout *lay, int64_t k,
+                              const int32_t *tokens, int64_t n_tok, float *out, void *stream);
+lrun_status lrun_k_pex2_gemv_multi(const lrun_k_packed_part *parts, int n_parts, int64_t k, const float *x,
+                                   int64_t m, int mode, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

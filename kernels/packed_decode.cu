@@ -131,8 +131,10 @@ extern "C" lrun_status lrun_k_packed_decode(uint16_t *dst, const void *packed, c
     if (first > lay->n || count > lay->n - first)
         return lrun_fail(LRUN_E_ARG, "%s: range %llu +%llu is outside the tensor's %llu elements", op,
                          (unsigned long long)first, (unsigned long long)count, (unsigned long long)lay->n);
-    if (lay->codec != LRUN_PACKED_CODEC_EXP) /* PEX2 (codec_pex2.h) has no kernel yet */
-        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: codec %d is not PEX1, the only one this kernel reads", op,
+    if (lay->codec == LRUN_PACKED_CODEC_PEX2) /* its own kernel (packed_pex2.cu) */
+        return lrun_k_pex2_decode(dst, packed, lay, first, count, stream);
+    if (lay->codec != LRUN_PACKED_CODEC_EXP)
+        return lrun_fail(LRUN_E_ARG, "%s: codec %d is neither PEX1 nor PEX2 (not a validated layout)", op,
                          lay->codec);
     if (!lrun_packed_dtype_ok(lay->dtype)) return lrun_fail(LRUN_E_ARG, "%s: dtype %d is not bf16 or f16", op, lay->dtype);
     if (count == 0) return LRUN_OK;

@@ -3,6 +3,7 @@
  * runtime/packed/codec.h; per-lane bit work: packed_gemv_lane.h. */
 #include "packed_gemv.cuh"
 #include "packed_gemv_lane.h"
+#include "packed_gemv_product.cuh"
 
 #include <string.h>
 
@@ -137,14 +138,6 @@ static __device__ __forceinline__ pg_tensor pg_tensor_at(const pg_parts &P, int 
     return t;
 }
 
-static __device__ __forceinline__ float pg_swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-
-static __device__ __forceinline__ float4 pg_ldx4(const float *p, bool xvec)
-{
-    if (xvec) return __ldg((const float4 *)p);
-    return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
-}
-
 /* The pipelined decode's loads of the warp's codec block i of nb (nothing
  * past them): the lane's (L) and the block's table entries (S). */
 template <bool BF16>
@@ -268,68 +261,7 @@ __global__ void __launch_bounds__(NT, PIPE && T == LRUN_DTYPE_BF16 ? 3 : 0) pack
     __syncthreads();
     lrun_k_pdl_wait(); /* x is the previous kernel's output */
 
-    /* gemv_tiles on the tile: thread t, units t, t+NT, ...; each unit's
-     * 8-term chain from 0, added to the row's sum (gemv_vals' scale 1) */
-    const int64_t units = k / 8;
-    for (int r = 0; r < rb; r++) {
-        const int rr = sw && r >= rh ? r - rh : r; /* row within its segment */
-        float acc[M];
-#pragma unroll
-        for (int i = 0; i < M; i++) acc[i] = 0.0f;
-        if (rr < live) {
-            const uint16_t *trow = tile + (size_t)r * k;
-            for (int64_t u = threadIdx.x; u < units; u += NT) {
-                const uint4 raw = *(const uint4 *)(trow + 8 * u);
-                const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
-                float v[8];
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    if (BF16)
-                        v[2 * j] = __uint_as_float(wv[j] << 16), v[2 * j + 1] = __uint_as_float(wv[j] & 0xffff0000u);
-                    else
-                        v[2 * j] = lrun_k_f16((uint16_t)(wv[j] & 0xffff)),
-                              v[2 * j + 1] = lrun_k_f16((uint16_t)(wv[j] >> 16));
-                }
-#pragma unroll
-                for (int i = 0; i < M; i++) {
-                    const float4 x0 = pg_ldx4(x + i * k + 8 * u, xvec), x1 = pg_ldx4(x + i * k + 8 * u + 4, xvec);
-                    float d = 0.0f;
-                    d = fmaf(v[0], x0.x, d);
-                    d = fmaf(v[1], x0.y, d);
-                    d = fmaf(v[2], x0.z, d);
-                    d = fmaf(v[3], x0.w, d);
-                    d = fmaf(v[4], x1.x, d);
-                    d = fmaf(v[5], x1.y, d);
-                    d = fmaf(v[6], x1.z, d);
-                    d = fmaf(v[7], x1.w, d);
-                    acc[i] = fmaf(1.0f, d, acc[i]);
-                }
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < M; i++) {
-            const float v = lrun_k_warp_sum(acc[i]);
-            if (lane == 0) red[warp][r * M + i] = v;
-        }
-    }
-    __syncthreads();
-    if (threadIdx.x < rb * M) {
-        float s = red[0][threadIdx.x];
-#pragma unroll
-        for (int w = 1; w < NW; w++) s += red[w][threadIdx.x];
-        red[0][threadIdx.x] = s; /* each thread reads and writes only its own column */
-    }
-    __syncthreads();
-    if ((int)threadIdx.x < rh * M) {
-        const int r = threadIdx.x / M, i = threadIdx.x % M;
-        const int64_t row = row0 + r;
-        if (row < n) {
-            float *y = PG_SEL3(P.y, p) + i * n + row;
-            if (sw) *y = pg_swiglu(red[0][threadIdx.x], red[0][(r + rh) * M + i]);
-            else if (mode == LRUN_K_GEMV_ADD) *y += red[0][threadIdx.x];
-            else *y = red[0][threadIdx.x];
-        }
-    }
+    pg_tile_product<BF16, M, NT>(tile, rb, rh, sw, live, k, x, xvec, red, n, PG_SEL3(P.y, p), row0, mode);
 }
 
 /* Lets packed_gemv_tiles<T, M, NT, PIPE> use the device's opt-in shared memory
@@ -422,9 +354,9 @@ static lrun_status pg_check(const char *op, const void *packed, const lrun_packe
     if (n <= 0 || k <= 0)
         return lrun_fail(LRUN_E_ARG, "%s: weight %d: shape n %lld, k %lld (both must be > 0)", op, part, (long long)n,
                          (long long)k);
-    if (lay->codec != LRUN_PACKED_CODEC_EXP) /* PEX2 (codec_pex2.h) has no kernels yet */
-        return lrun_fail(LRUN_E_UNSUPPORTED, "%s: weight %d: codec %d is not PEX1, the only one these kernels read",
-                         op, part, lay->codec);
+    if (lay->codec != LRUN_PACKED_CODEC_EXP && lay->codec != LRUN_PACKED_CODEC_PEX2)
+        return lrun_fail(LRUN_E_ARG, "%s: weight %d: codec %d is neither PEX1 nor PEX2 (not a validated layout)", op,
+                         part, lay->codec);
     if (!lrun_packed_dtype_ok(lay->dtype))
         return lrun_fail(LRUN_E_ARG, "%s: weight %d: dtype %d is not bf16 or f16", op, part, lay->dtype);
     if (k % 8 != 0)
@@ -446,6 +378,17 @@ extern "C" lrun_status lrun_k_packed_gemv_multi(const lrun_k_packed_part *parts,
     if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
         return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
                          LRUN_K_GEMV_MAX_PARTS);
+    /* PEX2 weights go to their own kernel (packed_pex2.cu). A launch of
+     * both codecs (a gate/up pair packed apart) has no kernel: the caller
+     * decodes into a slot, as for any shape these kernels refuse */
+    for (int p = 0; p < n_parts; p++)
+        if (!parts[p].lay) return lrun_fail(LRUN_E_ARG, "%s: weight %d: lay is NULL", op, p);
+    for (int p = 1; p < n_parts; p++)
+        if (parts[p].lay->codec != parts[0].lay->codec)
+            return lrun_fail(LRUN_E_UNSUPPORTED, "%s: weight %d's codec %d is not weight 0's %d (decode into a slot)",
+                             op, p, parts[p].lay->codec, parts[0].lay->codec);
+    if (parts[0].lay->codec == LRUN_PACKED_CODEC_PEX2)
+        return lrun_k_pex2_gemv_multi(parts, n_parts, k, x, m, mode, stream);
     if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
         return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
     if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
@@ -531,6 +474,9 @@ extern "C" lrun_status lrun_k_packed_decode_rows(uint16_t *dst, const void *pack
                          (long long)n_rows, (long long)rows);
     if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
     if (n_rows == 0) return LRUN_OK;
+    if (lay->codec == LRUN_PACKED_CODEC_PEX2) /* one warp per codec block too (packed_pex2.cu) */
+        return lrun_k_pex2_decode(dst, packed, lay, (uint64_t)row0 * (uint64_t)k, (uint64_t)n_rows * (uint64_t)k,
+                                  stream);
     const pg_tensor t = pg_tensor_of(packed, lay);
     const uint64_t e0 = (uint64_t)row0 * (uint64_t)k, e1 = e0 + (uint64_t)n_rows * (uint64_t)k;
     const uint64_t cb_first = e0 / LRUN_K_PG_BLOCK, cb_end = (e1 - 1) / LRUN_K_PG_BLOCK + 1;
@@ -587,6 +533,7 @@ extern "C" lrun_status lrun_k_packed_embed(const void *packed, const lrun_packed
         return lrun_fail(LRUN_E_ARG, "%s: tokens or out is NULL, or out is not 16-byte aligned", op);
     if (n_tok <= 0) return lrun_fail(LRUN_E_ARG, "%s: n_tok %lld (must be > 0)", op, (long long)n_tok);
     if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    if (lay->codec == LRUN_PACKED_CODEC_PEX2) return lrun_k_pex2_embed(packed, lay, k, tokens, n_tok, out, stream);
     const int nw = pg_embed_warps(k);
     const int64_t per = LRUN_K_PG_DECODE_THREADS / 32;
     int64_t warps, total;

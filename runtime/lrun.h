@@ -447,10 +447,10 @@ LRUN_API lrun_status lrun_model_generate_hf(const char *dir, const lrun_model_ge
 
 /* The codec lrun_pack writes (docs/packed.md "The codec PEX2"). */
 typedef enum lrun_pack_codec {
-    LRUN_PACK_CODEC_PEX1 = 0, /* every bf16/f16 tensor PEX1: the default while only PEX1 has CUDA kernels */
+    LRUN_PACK_CODEC_PEX1 = 0, /* every bf16/f16 tensor PEX1 (a zeroed lrun_pack_opts; `lrun pack` and
+                                 * lrun.pack default to PEX2) */
     LRUN_PACK_CODEC_PEX2 = 1, /* bf16 tensors of a multiple of 8 values PEX2 (stored as they are where PEX2
-                                 * would grow them); f16 and the rest PEX1. The CPU engine reads PEX2; the
-                                 * CUDA engine refuses it at load until its kernels exist */
+                                 * would grow them); f16 and the rest PEX1. Both engines read both codecs */
 } lrun_pack_codec;
 
 typedef struct lrun_pack_opts {

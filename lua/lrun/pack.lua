@@ -18,7 +18,7 @@ local function pack_opts(opts, fn)
   local progress = opts.progress
   if progress == nil then progress = require("lrun.sys").isatty(2) end
   o.progress = progress and 1 or 0
-  local codec = opts.codec or "pex1"
+  local codec = opts.codec or "pex2"
   if codec == "pex1" then o.codec = C.LRUN_PACK_CODEC_PEX1
   elseif codec == "pex2" then o.codec = C.LRUN_PACK_CODEC_PEX2
   else error(fn .. ": opts.codec must be \"pex1\" or \"pex2\", not " .. tostring(codec), 3) end
@@ -30,8 +30,8 @@ end
 --   (written as its GGUF first; the tokenizer stays in the directory)
 -- @tparam string output the packed file to write
 -- @tparam[opt] table opts threads (default: every core), progress (bar on stderr), codec
---   ("pex1", the default while only PEX1 has CUDA kernels; or "pex2": bf16 tensors PEX2, f16 PEX1,
---   docs/packed.md "The codec PEX2"; the CUDA engine refuses PEX2 tensors for now)
+--   ("pex2", the default: bf16 tensors of a multiple of 8 values PEX2, f16 and the rest PEX1,
+--   docs/packed.md "The codec PEX2"; or "pex1": every bf16/f16 tensor PEX1). Both engines read both.
 -- @treturn[1] table stats: in_bytes, out_bytes, plain_bytes, packed_bytes,
 --   ratio (packed/plain of the bf16/f16 tensors), n_packed, n_pex2 (of them PEX2), n_raw, seconds, mb_per_s
 -- @treturn[2] nil

@@ -371,7 +371,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     lrun_cuda_engine *e = calloc(1, sizeof *e);
     if (!e) return lrun_fail_oom(sizeof *e, 0, "engine: record");
     set_dims(e, model, opts);
-    st = lrun_cuda_packed_codec_check(e); /* PEX2 has no kernels yet: refused here, not in one */
+    st = lrun_cuda_packed_codec_check(e); /* a codec with no kernel: refused here, not in one */
     if (st == LRUN_OK) st = lrun_cuda_kv_setup(e, opts);
 
     const size_t B = (size_t)e->n_batch_max;

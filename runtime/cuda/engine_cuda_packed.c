@@ -54,18 +54,18 @@ static size_t need_of(const lrun_placement *p, const struct lrun_tensor *t, int 
     return align256(t->nbytes);
 }
 
-/* A tensor held packed in PEX2 would reach the PEX1 kernels (mode 2's
- * decode into a slot, mode 3) or a host decode the engine may later move
- * to the GPU: every packed use is refused alike, so that the answer does
- * not depend on where the planner puts it. */
+/* Every codec the CUDA kernels read: PEX1 and PEX2 (kernels/packed_pex2.cu,
+ * reached through the same launchers by the layout's codec). Any other
+ * would reach a kernel that refuses it mid-step, or a host decode the engine
+ * may later move to the GPU: refused alike in every placement, at init. */
 static lrun_status codec_ok(const lrun_cuda_engine *e, const struct lrun_tensor *t)
 {
-    if (!t || !t->packed || t->pk.codec == LRUN_PACKED_CODEC_EXP) return LRUN_OK;
+    if (!t || !t->packed || t->pk.codec == LRUN_PACKED_CODEC_EXP || t->pk.codec == LRUN_PACKED_CODEC_PEX2)
+        return LRUN_OK;
     return lrun_fail(LRUN_E_UNSUPPORTED,
-                     "engine on %s: tensor '%s' is packed with codec %s, which the CUDA engine does not decode yet "
-                     "(its kernels read PEX1): repack with `lrun pack --codec pex1`, or load it plain (packed = "
-                     "false)",
-                     e->device->name, t->name, t->pk.codec == LRUN_PACKED_CODEC_PEX2 ? "PEX2" : "unknown");
+                     "engine on %s: tensor '%s' is packed with codec %d, which the CUDA engine does not decode (its "
+                     "kernels read PEX1 and PEX2): load it plain (packed = false)",
+                     e->device->name, t->name, t->pk.codec);
 }
 
 lrun_status lrun_cuda_packed_codec_check(const lrun_cuda_engine *e)

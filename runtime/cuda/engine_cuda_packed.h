@@ -39,8 +39,9 @@ struct lrun_placement;
  * head in the last part, the table in the first); e needs its dims set
  * (model, layer range). 0 when there are none. */
 /* LRUN_E_UNSUPPORTED naming the first tensor of e's part held packed in a
- * codec the CUDA kernels do not read (PEX2, codec_pex2.h): checked at
- * engine init, so such a model fails at load, never in a kernel. */
+ * codec the CUDA kernels do not read (they read PEX1 and PEX2; a layout
+ * with any other codec was never validated): checked at engine init, so
+ * such a model fails at load, never in a kernel. */
 lrun_status lrun_cuda_packed_codec_check(const lrun_cuda_engine *e);
 
 size_t lrun_cuda_packed_scratch_bytes(const lrun_cuda_engine *e, const struct lrun_placement *p, int all_device);

@@ -58,7 +58,7 @@ typedef struct lrun_packed_header {
 #define LRUN_PACKED_HEADER_BYTES 32
 
 /* The codec of a packed tensor: a packed file's entry names it, a layout
- * records it (codec_pex2.h: PEX2, bf16 only; the CUDA kernels read PEX1 only). */
+ * records it (codec_pex2.h: PEX2, bf16 only; the CUDA kernels read both: kernels/packed_pex2.cu). */
 enum { LRUN_PACKED_CODEC_RAW = 0, LRUN_PACKED_CODEC_EXP = 1, LRUN_PACKED_CODEC_PEX2 = 2 };
 
 /* Where each section of a packed tensor is, from its first byte (bytes).

@@ -37,6 +37,19 @@ static double host_rate(lrun_threadpool *pool, const void *packed, const lrun_pa
     return best;
 }
 
+/* The codec to time: PEX2 when the model holds any tensor in it (a file
+ * packed with `lrun pack --codec pex2`, the default for bf16), else PEX1
+ * (what runtime packing writes). The two decode at different speeds (on an
+ * H100 the prototype's PEX2 decode_rows wrote 1.5 TB/s against PEX1's
+ * lrun_k_packed_decode at 0.42 TB/s; on the host 3.4x faster), so a plan
+ * for a PEX2 file made with PEX1's rate would overprice its decode. */
+static int model_codec(const lrun_model *model)
+{
+    for (int64_t i = 0; i < model->n_tensors; i++)
+        if (model->tensors[i].pk.codec == LRUN_PACKED_CODEC_PEX2) return LRUN_PACKED_CODEC_PEX2;
+    return LRUN_PACKED_CODEC_EXP;
+}
+
 lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes, double *bytes_per_s)
 {
     if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring packed decode: bytes_per_s is NULL");
@@ -44,8 +57,9 @@ lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, s
     if (!model) return lrun_fail(LRUN_E_ARG, "measuring packed decode: model is NULL");
     if (bytes < ((size_t)1 << 20) || bytes > ((size_t)1 << 32))
         return lrun_fail(LRUN_E_ARG, "measuring packed decode: %zu bytes is outside [1 MiB, 4 GiB]", bytes);
-    const uint64_t n = bytes / 2;
-    const size_t cap = lrun_packed_bound(LRUN_DTYPE_BF16, n);
+    const uint64_t n = bytes / 2 / 8 * 8; /* PEX2 takes multiples of 8 */
+    const int pex2 = model_codec(model) == LRUN_PACKED_CODEC_PEX2;
+    const size_t cap = pex2 ? lrun_pex2_bound(n) : lrun_packed_bound(LRUN_DTYPE_BF16, n);
     uint16_t *plain = malloc((size_t)n * 2);
     void *packed = malloc(cap);
     lrun_status st = plain && packed ? LRUN_OK : lrun_fail_oom(cap + bytes, 0, "measuring packed decode: host buffers");
@@ -53,7 +67,9 @@ lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, s
     size_t size = 0;
     lrun_packed_layout lay;
     if (st == LRUN_OK) st = lrun_random_fill_trained(LRUN_DTYPE_BF16, plain, 0, (int64_t)n, 0.02f, 12);
-    if (st == LRUN_OK) st = lrun_packed_encode(packed, cap, &size, LRUN_DTYPE_BF16, plain, n, pool);
+    if (st == LRUN_OK)
+        st = pex2 ? lrun_pex2_encode(packed, cap, &size, plain, n, pool)
+                  : lrun_packed_encode(packed, cap, &size, LRUN_DTYPE_BF16, plain, n, pool);
     if (st == LRUN_OK) st = lrun_packed_validate_mt(&lay, packed, size, "measurement", pool);
     double best = 0;
     lrun_device *dev = lrun_model_device(model);

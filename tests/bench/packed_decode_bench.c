@@ -95,20 +95,26 @@ static double m3_time(lrun_device *dev, struct m3 *b, int what)
  * GEMV against the plain bf16 GEMV and against decoding into a slot first;
  * the prefill GEMM (m 512) plain and packed. GB/s count the bytes each
  * reads: plain bytes for the plain kernels, packed bytes for the others. */
+/* The codec gpu_bench's mode 3 part packs in: 0 PEX1, 1 PEX2 (kernels/packed_pex2.cu). */
+static int g_pex2;
+
 static void mode3_bench(lrun_device *dev, void *s, int64_t rows, int64_t cols)
 {
     struct m3 b;
     memset(&b, 0, sizeof b);
     b.s = s, b.cublas = lrun_cuda_cublas(dev), b.rows = rows, b.cols = cols, b.m = 512;
     const int64_t n = rows * cols;
-    const size_t plain_bytes = (size_t)n * 2, cap = lrun_packed_bound(LRUN_DTYPE_BF16, (uint64_t)n);
+    const size_t plain_bytes = (size_t)n * 2,
+                 cap = g_pex2 ? lrun_pex2_bound((uint64_t)n) : lrun_packed_bound(LRUN_DTYPE_BF16, (uint64_t)n);
+    printf("mode 3, %s:\n", g_pex2 ? "PEX2" : "PEX1");
     uint16_t *plain = malloc(plain_bytes);
     uint8_t *packed = malloc(cap);
     float *x = malloc((size_t)(b.m * cols) * 4), *y0 = malloc((size_t)rows * 4), *y1 = malloc((size_t)rows * 4);
     size_t bytes = 0;
     if (!plain || !packed || !x || !y0 || !y1 ||
         lrun_random_fill_trained(LRUN_DTYPE_BF16, plain, 0, n, 0.02f, 3) != LRUN_OK ||
-        lrun_packed_encode(packed, cap, &bytes, LRUN_DTYPE_BF16, plain, (uint64_t)n, NULL) != LRUN_OK ||
+        (g_pex2 ? lrun_pex2_encode(packed, cap, &bytes, plain, (uint64_t)n, NULL)
+                : lrun_packed_encode(packed, cap, &bytes, LRUN_DTYPE_BF16, plain, (uint64_t)n, NULL)) != LRUN_OK ||
         lrun_packed_validate(&b.lay, packed, bytes, "bench") != LRUN_OK) {
         printf("mode 3: %s\n", lrun_last_error());
         return;
@@ -295,10 +301,15 @@ int main(int argc, char **argv)
     printf("%lld x %lld bf16 (trained-like, synthetic)\n", (long long)rows, (long long)cols);
     for (int pex2 = 0; pex2 <= 1; pex2++) /* PEX1, then PEX2 (codec_pex2.h): every core, then one */
         for (int one = 0; one <= 1; one++) cpu_bench(pex2, one ? NULL : pool, plain, back, packed, cap, n, &bytes);
-    lrun_packed_encode(packed, cap, &bytes, LRUN_DTYPE_BF16, plain, (uint64_t)n, pool); /* the GPU's: PEX1 */
 #ifdef LRUN_WITH_CUDA
-    lrun_packed_layout lay;
-    if (lrun_packed_validate(&lay, packed, bytes, "bench") == LRUN_OK) gpu_bench(packed, bytes, &lay, plain);
+    /* the GPU part for each codec: its decode kernel, then mode 3 on both 7B shapes */
+    for (g_pex2 = 0; g_pex2 <= 1; g_pex2++) {
+        if (g_pex2) lrun_pex2_encode(packed, cap, &bytes, plain, (uint64_t)n, pool);
+        else lrun_packed_encode(packed, cap, &bytes, LRUN_DTYPE_BF16, plain, (uint64_t)n, pool);
+        lrun_packed_layout lay;
+        printf("%s on the GPU:\n", g_pex2 ? "PEX2" : "PEX1");
+        if (lrun_packed_validate(&lay, packed, bytes, "bench") == LRUN_OK) gpu_bench(packed, bytes, &lay, plain);
+    }
 #endif
     lrun_threadpool_free(pool);
     free(plain), free(back), free(packed);

@@ -4,7 +4,8 @@
  * against the table decoded whole into the packed scratch then lrun_k_embed
  * (the path before it), bit for bit; docs/packed.md "The embedding table".
  *
- * Kernel: bf16 and f16 tables (trained-like; exponents over 40 values, tier
+ * Kernel: bf16 and f16 tables, and bf16 tables packed PEX2
+ * (lrun_k_pex2_embed; trained-like; exponents over 40 values, tier
  * 3 everywhere), rows of 256, 576 and 4104 (rows that start inside a codec
  * block and straddle two), 1 and 37 tokens with repeats, first and last
  * rows, a negative id (zeros, as lrun_k_embed gives); an id past the table
@@ -81,12 +82,16 @@ static void fill_task(void *ctx, int ith, int nth)
 }
 
 /* kind 0: trained-like; 1: exponents over 40 values. pool may be NULL. */
+/* 1: table_make packs bf16 tables PEX2 (kernels/packed_pex2.cu), else PEX1. */
+static int g_pex2;
+
 static int table_make_mt(table *t, int dtype, int64_t rows, int64_t k, int kind, struct lrun_threadpool *pool)
 {
     memset(t, 0, sizeof *t);
     t->dtype = dtype, t->rows = rows, t->k = k;
     const int64_t n = rows * k, whole = (n + 255) / 256 * 256;
-    const size_t cap = lrun_packed_bound(dtype, (uint64_t)n);
+    const int pex2 = g_pex2 && dtype == LRUN_DTYPE_BF16;
+    const size_t cap = pex2 ? lrun_pex2_bound((uint64_t)n) : lrun_packed_bound(dtype, (uint64_t)n);
     t->plain = malloc((size_t)whole * 2);
     t->packed = malloc(cap);
     if (!t->plain || !t->packed) return 0;
@@ -101,8 +106,9 @@ static int table_make_mt(table *t, int dtype, int64_t rows, int64_t k, int kind,
             t->plain[i] = dtype == LRUN_DTYPE_BF16 ? (uint16_t)(((r >> 8) & 0x807f) | (e << 7))
                                                    : (uint16_t)(((r >> 8) & 0x83ff) | (e << 10));
         }
-    return lrun_packed_encode(t->packed, cap, &t->bytes, dtype, t->plain, (uint64_t)n, pool) == LRUN_OK &&
-           lrun_packed_validate_mt(&t->lay, t->packed, t->bytes, "test table", pool) == LRUN_OK;
+    const lrun_status enc = pex2 ? lrun_pex2_encode(t->packed, cap, &t->bytes, t->plain, (uint64_t)n, pool)
+                                 : lrun_packed_encode(t->packed, cap, &t->bytes, dtype, t->plain, (uint64_t)n, pool);
+    return enc == LRUN_OK && lrun_packed_validate_mt(&t->lay, t->packed, t->bytes, "test table", pool) == LRUN_OK;
 }
 
 static int table_make(table *t, int dtype, int64_t rows, int64_t k, int kind)
@@ -167,8 +173,9 @@ static void test_kernel(void)
 {
     static const int64_t shapes[][2] = {{1000, 256}, {517, 576}, {300, 4104}, {64, 8}};
     char label[256];
-    for (int ty = 0; ty < 2; ty++) {
-        const int dt = ty ? LRUN_DTYPE_F16 : LRUN_DTYPE_BF16;
+    for (int ty = 0; ty < 3; ty++) { /* bf16, f16 (PEX1), bf16 PEX2 (lrun_k_pex2_embed) */
+        const int dt = ty == 1 ? LRUN_DTYPE_F16 : LRUN_DTYPE_BF16;
+        g_pex2 = ty == 2;
         for (int s = 0; s < 4; s++)
             for (int kind = 0; kind < 2; kind++) {
                 table t;
@@ -180,14 +187,15 @@ static void test_kernel(void)
                 const int32_t one = (int32_t)(rows / 2);
                 ok = ok && kernel_case(&t, &one, 1) && kernel_case(&t, ids, 37);
                 snprintf(label, sizeof label,
-                         "lrun_k_packed_embed %s %lld x %lld (%s): 1 and 37 tokens equal decode-whole + lrun_k_embed "
-                         "and the CPU, bit for bit; ids outside the table give zeros",
-                         lrun_dtype_name((lrun_dtype)dt), (long long)rows, (long long)k,
+                         "lrun_k_packed_embed %s%s %lld x %lld (%s): 1 and 37 tokens equal decode-whole + "
+                         "lrun_k_embed and the CPU, bit for bit; ids outside the table give zeros",
+                         g_pex2 ? "PEX2 " : "", lrun_dtype_name((lrun_dtype)dt), (long long)rows, (long long)k,
                          kind ? "exponents over 40 values" : "trained-like");
                 CHECK(label, ok);
                 table_free(&t);
             }
     }
+    g_pex2 = 0;
     /* the argument checks */
     table t;
     int ok = table_make(&t, LRUN_DTYPE_BF16, 10, 100, 0); /* k = 100: not a multiple of 8 */

@@ -6,8 +6,11 @@
  * lrun_k_packed_gemm against lrun_k_gemm on the plain weight, bit for bit.
  * Weights: the generator's trained-like values (lrun_random_fill_trained),
  * exponents spread over 40 values (tier 3 everywhere); shapes 4096 x 4096,
- * 11008 x 4096, 4096 x 11008, rows not whole codec blocks, tiny ones. The
- * argument checks run anywhere; one TAP SKIP line where no GPU is visible. */
+ * 11008 x 4096, 4096 x 11008, rows not whole codec blocks, tiny ones. Then
+ * the same for bf16 packed PEX2 (kernels/packed_pex2.cu), random bit
+ * patterns among them, and a range decode that starts and ends inside a
+ * lane. The argument checks run anywhere; one TAP SKIP line where no GPU is
+ * visible. */
 #include "check.h"
 #include "core/device.h"
 #include "model/random_fill.h"
@@ -58,25 +61,37 @@ static void weight_free(weight *w)
     memset(w, 0, sizeof *w);
 }
 
-/* kind 0: trained-like; 1: exponents over 40 values. */
+/* The codec weight_make packs bf16 in: 0 PEX1, 1 PEX2 (codec_pex2.h; f16 stays PEX1). */
+static int g_pex2;
+
+/* kind 0: trained-like; 1: exponents over 40 values; 2: random bit patterns
+ * (every exponent, most far: what lrun pack stores raw rather than PEX2;
+ * here encoded anyway, the kernels' worst case: a patch pass per 32 of a
+ * block's ~1000 exceptions). */
 static int weight_make(weight *w, int dtype, int64_t n, int64_t k, int kind, uint64_t seed)
 {
     memset(w, 0, sizeof *w);
     w->n = n, w->k = k;
     const int64_t count = n * k, whole = (count + 255) / 256 * 256;
-    size_t cap = lrun_packed_bound(dtype, (uint64_t)count);
+    const int pex2 = g_pex2 && dtype == LRUN_DTYPE_BF16;
+    size_t cap = pex2 ? lrun_pex2_bound((uint64_t)count) : lrun_packed_bound(dtype, (uint64_t)count);
     w->plain = malloc((size_t)whole * 2);
     w->packed = malloc(cap);
     if (!w->plain || !w->packed) return 0;
     if (kind == 0) {
         if (lrun_random_fill_trained((lrun_dtype)dtype, w->plain, 0, whole, 0.02f, seed) != LRUN_OK) return 0;
+    } else if (kind == 2) {
+        for (int64_t i = 0; i < count; i++) w->plain[i] = (uint16_t)rnd();
     } else
         for (int64_t i = 0; i < count; i++) {
             const uint32_t r = rnd(), e = dtype == LRUN_DTYPE_BF16 ? 100 + r % 40 : 1 + r % 30;
             w->plain[i] = dtype == LRUN_DTYPE_BF16 ? (uint16_t)(((r >> 8) & 0x807f) | (e << 7))
                                                    : (uint16_t)(((r >> 8) & 0x83ff) | (e << 10));
         }
-    return lrun_packed_encode(w->packed, cap, &w->bytes, dtype, w->plain, (uint64_t)count, NULL) == LRUN_OK &&
+    const lrun_status enc =
+        pex2 ? lrun_pex2_encode(w->packed, cap, &w->bytes, w->plain, (uint64_t)count, NULL)
+             : lrun_packed_encode(w->packed, cap, &w->bytes, dtype, w->plain, (uint64_t)count, NULL);
+    return enc == LRUN_OK &&
            lrun_packed_validate(&w->lay, w->packed, w->bytes, "test") == LRUN_OK &&
            lrun_cuda_alloc(dev, (size_t)count * 2, "plain", &w->d_plain) == LRUN_OK &&
            lrun_cuda_alloc(dev, w->bytes, "packed", &w->d_packed) == LRUN_OK &&
@@ -163,6 +178,14 @@ static int fused_matches(int dtype, weight *w, int np, int64_t m, int mode, doub
     return same;
 }
 
+static const char *kind_name(int kind)
+{
+    static const char *const names[] = {"", " (exponents over 40 values)", " (random bits: stored raw by lrun pack)"};
+    return names[kind];
+}
+
+static const char *codec_name(int dtype) { return g_pex2 && dtype == LRUN_DTYPE_BF16 ? "PEX2 " : ""; }
+
 static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
 {
     char label[200];
@@ -176,9 +199,9 @@ static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
         same &= fused_matches(dtype, w, 1, ms[mi], LRUN_K_GEMV_STORE, &e);
         worst = e > worst ? e : worst;
     }
-    snprintf(label, sizeof label, "%s %lld x %lld%s: fused = plain GEMV bit for bit%s; error/terms %.1e <= 1e-6",
+    snprintf(label, sizeof label, "%s%s %lld x %lld%s: fused = plain GEMV bit for bit%s; error/terms %.1e <= 1e-6", codec_name(dtype),
              lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
-             kind ? " (exponents over 40 values)" : "", all_m ? ", m 1/2/3/8" : "", worst);
+             kind_name(kind), all_m ? ", m 1/2/3/8" : "", worst);
     CHECK(label, ok && same && worst <= 1e-6);
     same = ok && fused_matches(dtype, w, 3, 1, LRUN_K_GEMV_STORE, &e) &&
            fused_matches(dtype, w, 1, 1, LRUN_K_GEMV_ADD, &e) &&
@@ -186,9 +209,9 @@ static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
     if (all_m)
         same = same && fused_matches(dtype, w, 2, 3, LRUN_K_GEMV_SWIGLU, &e) &&
                fused_matches(dtype, w, 1, 2, LRUN_K_GEMV_ADD, &e);
-    snprintf(label, sizeof label, "%s %lld x %lld%s: 3 weights stored, added, gate/up SwiGLU = plain bit for bit",
-             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
-             kind ? " (exponents over 40 values)" : "");
+    snprintf(label, sizeof label, "%s%s %lld x %lld%s: 3 weights stored, added, gate/up SwiGLU = plain bit for bit",
+             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
+             kind_name(kind));
     CHECK(label, same);
 
     /* decode_rows of the whole matrix and of a row range, against the CPU */
@@ -204,10 +227,23 @@ static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
          lrun_cuda_stream_sync(dev, stream) == LRUN_OK &&
          lrun_cuda_memcpy(dev, back, dd, (size_t)(nr * k) * 2, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
          !memcmp(back, w[0].plain + r0 * k, (size_t)(nr * k) * 2);
-    snprintf(label, sizeof label, "%s %lld x %lld%s: decode_rows (all, rows %lld +%lld) = the CPU decoder",
-             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
-             kind ? " (exponents over 40 values)" : "", (long long)r0, (long long)nr);
+    snprintf(label, sizeof label, "%s%s %lld x %lld%s: decode_rows (all, rows %lld +%lld) = the CPU decoder",
+             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
+             kind_name(kind), (long long)r0, (long long)nr);
     CHECK(label, ok);
+    /* lrun_k_packed_decode of a range that starts and ends inside a lane
+     * (element stores) into a dst not 16-byte aligned, the elements around
+     * it untouched */
+    const uint64_t ne = (uint64_t)(n * k), first = ne / 3 + 3, cnt = ne - first > 2051 ? 2051 : ne - first;
+    ok = back && dd && first < ne && lrun_cuda_memset(dev, dd, 0xab, (size_t)(cnt + 2) * 2) == LRUN_OK &&
+         lrun_k_packed_decode((uint16_t *)dd + 1, w[0].d_packed, &w[0].lay, first, cnt, stream) == LRUN_OK &&
+         lrun_cuda_stream_sync(dev, stream) == LRUN_OK &&
+         lrun_cuda_memcpy(dev, back, dd, (size_t)(cnt + 2) * 2, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
+         !memcmp(back + 1, w[0].plain + first, (size_t)cnt * 2) && back[0] == 0xabab && back[cnt + 1] == 0xabab;
+    snprintf(label, sizeof label, "%s%s %lld x %lld%s: decode of elements %llu +%llu into dst + 2 bytes = the CPU's",
+             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k, kind_name(kind),
+             (unsigned long long)first, (unsigned long long)cnt);
+    if (first < ne) CHECK(label, ok);
     if (dd) lrun_cuda_release(dev, dd);
     free(back);
     for (int p = 0; p < 3; p++) weight_free(&w[p]);
@@ -243,8 +279,8 @@ static void case_gemm(int dtype, int64_t n, int64_t k)
              !memcmp(a, b, (size_t)(m * n) * 4);
     }
     snprintf(label, sizeof label,
-             "%s %lld x %lld: packed GEMM (decode into the slot + cuBLAS) = plain GEMM bit for bit, m 17/64",
-             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k);
+             "%s%s %lld x %lld: packed GEMM (decode into the slot + cuBLAS) = plain GEMM bit for bit, m 17/64",
+             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k);
     CHECK(label, ok);
     void *bufs[] = {dx, dya, dyb, ws, xs};
     for (int i = 0; i < 5; i++)
@@ -280,14 +316,27 @@ static void args(void)
           lrun_k_packed_decode_rows((uint16_t *)p16, p16, &lay, 24, 10, 3, s) == LRUN_E_ARG);
     CHECK("args: decode_rows into an unaligned dst",
           lrun_k_packed_decode_rows((uint16_t *)(void *)258, p16, &lay, 24, 0, 3, s) == LRUN_E_ARG);
-    lay.codec = LRUN_PACKED_CODEC_PEX2; /* no kernels read PEX2 yet (codec_pex2.h) */
-    CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (gemv)",
-          lrun_k_packed_gemv(p16, &lay, 12, 24, x, 1, y, s) == LRUN_E_UNSUPPORTED &&
-              strstr(lrun_last_error(), "PEX1"));
-    CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (decode_rows)",
-          lrun_k_packed_decode_rows((uint16_t *)p16, p16, &lay, 24, 0, 3, s) == LRUN_E_UNSUPPORTED);
-    CHECK("args: a PEX2 layout is LRUN_E_UNSUPPORTED (decode)",
-          lrun_k_packed_decode((uint16_t *)p16, p16, &lay, 0, 8, s) == LRUN_E_UNSUPPORTED);
+    lay.codec = 0; /* not a validated layout */
+    CHECK("args: a layout of no codec is LRUN_E_ARG (gemv)",
+          lrun_k_packed_gemv(p16, &lay, 12, 24, x, 1, y, s) == LRUN_E_ARG);
+    CHECK("args: a layout of no codec is LRUN_E_ARG (decode)",
+          lrun_k_packed_decode((uint16_t *)p16, p16, &lay, 0, 8, s) == LRUN_E_ARG);
+    lrun_packed_layout lay2 = lay;
+    lay.codec = LRUN_PACKED_CODEC_EXP;
+    lay2.codec = LRUN_PACKED_CODEC_PEX2, lay2.pex2.n = lay2.n;
+    CHECK("args: PEX2 packed not 16-byte aligned (gemv)",
+          lrun_k_packed_gemv((void *)264, &lay2, 12, 24, x, 1, y, s) == LRUN_E_ARG);
+    CHECK("args: PEX2 packed not 16-byte aligned (decode)",
+          lrun_k_packed_decode((uint16_t *)p16, (void *)264, &lay2, 0, 8, s) == LRUN_E_ARG);
+    CHECK("args: PEX2 decode into an odd dst",
+          lrun_k_packed_decode((uint16_t *)(void *)257, p16, &lay2, 0, 8, s) == LRUN_E_ARG);
+    lay2.pex2.n = 0;
+    CHECK("args: a PEX2 layout whose pex2 part is not filled",
+          lrun_k_packed_gemv(p16, &lay2, 12, 24, x, 1, y, s) == LRUN_E_ARG);
+    lay2.pex2.n = lay2.n;
+    const lrun_k_packed_part mix[2] = {{p16, &lay, 12, y}, {p16, &lay2, 12, y}};
+    CHECK("args: PEX1 and PEX2 weights in one launch are LRUN_E_UNSUPPORTED (decode into a slot)",
+          lrun_k_packed_gemv_multi(mix, 2, 24, x, 1, LRUN_K_GEMV_STORE, s) == LRUN_E_UNSUPPORTED);
 }
 
 int main(void)
@@ -340,6 +389,31 @@ int main(void)
     case_gemm(LRUN_DTYPE_BF16, 4096, 4096);
     case_gemm(LRUN_DTYPE_BF16, 1000, 776);
     case_gemm(LRUN_DTYPE_F16, 4096, 11008);
+
+    /* PEX2 (kernels/packed_pex2.cu): the same checks on bf16 weights packed
+     * PEX2, with and without programmatic dependent launch, odd shapes,
+     * wide exponent spreads and random bits */
+    g_pex2 = 1;
+    printf("# PEX2\n");
+    for (int pdl = 0; pdl < 2; pdl++) {
+        if (pdl && !lrun_k_pdl_supported(0)) break;
+        lrun_k_set_pdl(pdl);
+        printf("# programmatic dependent launch %s\n", pdl ? "on" : "off");
+        case_shape(LRUN_DTYPE_BF16, 4096, 4096, 0, !pdl);
+        case_shape(LRUN_DTYPE_BF16, 11008, 4096, 0, 0);
+        case_shape(LRUN_DTYPE_BF16, 4096, 11008, 0, !pdl);
+    }
+    lrun_k_set_pdl(0);
+    static const int64_t odd2[][2] = {{37, 776}, {5, 1000}, {1, 8}, {3, 24}, {129, 4104}, {2, 30000}, {7, 12296}};
+    for (size_t i = 0; i < sizeof odd2 / sizeof odd2[0]; i++)
+        case_shape(LRUN_DTYPE_BF16, odd2[i][0], odd2[i][1], 0, 1);
+    case_shape(LRUN_DTYPE_BF16, 300, 4096, 1, 1);
+    case_shape(LRUN_DTYPE_BF16, 37, 11008, 1, 0);
+    case_shape(LRUN_DTYPE_BF16, 64, 1032, 2, 1);
+    case_shape(LRUN_DTYPE_BF16, 5, 11008, 2, 0);
+    case_gemm(LRUN_DTYPE_BF16, 4096, 4096);
+    case_gemm(LRUN_DTYPE_BF16, 1000, 776);
+    g_pex2 = 0;
     lrun_device_free(dev);
     return CHECK_DONE();
 }

@@ -12,8 +12,8 @@
  * the GEMV path) equal the plain model's in the same placement to the bit:
  * the decode is bit-exact, so the same kernels see the same bytes. Streamed
  * steps must cross exactly the packed bytes. Also the decode's GB/s on the
- * copy stream's path (mode 2) is printed for the report. A PEX2 file is
- * refused in every packed placement and works plain. Skipped without a GPU. */
+ * copy stream's path (mode 2) is printed for the report. A PEX2 file
+ * (its own kernels) passes the same placements. Skipped without a GPU. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -166,46 +166,37 @@ static void test_dtype(lrun_dtype dt, const char *dname)
     unlink(lrpk);
 }
 
-/* A PEX2 packed file (its CUDA kernels do not exist yet): every packed
- * placement is refused at engine init with LRUN_E_UNSUPPORTED naming the
- * tensor and the codec; its matrices made plain on the way to the device
- * (decoded on the host), it gives the GGUF's logits bit for bit. */
+/* A PEX2 packed file (kernels/packed_pex2.cu, reached through the same
+ * launchers by the tensors' codec): in every placement of test_dtype, and
+ * with the embedding gather, its logits equal the GGUF's bit for bit and the
+ * streamed steps cross its packed bytes; its matrices made plain on the way
+ * to the device (decoded on the host), too. */
 static void pex2(void)
 {
     static struct run a, b;
-    char gguf[96], lrpk[112], label[160];
+    char gguf[96], lrpk[112];
     snprintf(gguf, sizeof gguf, "/tmp/lrun_test_packed_stream_gpu_%d_pex2.gguf", (int)getpid());
     snprintf(lrpk, sizeof lrpk, "%s.lrpk", gguf);
     gen_model(LRUN_DTYPE_BF16, gguf, lrpk);
     const lrun_pack_opts po = {.codec = LRUN_PACK_CODEC_PEX2};
     lrun_pack_stats ps = {0};
     CHECK("PEX2: lrun_pack --codec pex2 packs every matrix PEX2",
-          lrun_pack(gguf, lrpk, &po, &ps) == LRUN_OK && ps.n_pex2 > 0);
-    const struct {
-        placement_fn place;
-        lrun_weight_mode mode;
-        const char *name;
-    } refused[] = {{resident, LRUN_WEIGHT_MODE_ALL_DEVICE, "packed resident"},
-                   {blocks_pinned, LRUN_WEIGHT_MODE_AS_PLACED, "streamed from pinned"},
-                   {all_mmap, LRUN_WEIGHT_MODE_AS_PLACED, "streamed from mmap"},
-                   {host_compute, LRUN_WEIGHT_MODE_AS_PLACED, "host compute"}};
-    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
-        lrun_model *m = fixture_load(lrpk, "cuda", 0, 0, -1);
-        lrun_engine *e = NULL;
-        const lrun_engine_opts o = {.n_seq_max = 1,
-                                    .n_ctx_max = 256,
-                                    .n_batch_max = 32,
-                                    .weight_mode = refused[i].mode};
-        const lrun_status st =
-            m && apply(m, refused[i].place, 0) >= 0 ? lrun_engine_init(&e, m, &o) : LRUN_E_INTERNAL;
-        printf("# %s: %s\n", refused[i].name, lrun_last_error());
-        snprintf(label, sizeof label, "PEX2 %s: refused at engine init, naming the tensor and codec",
-                 refused[i].name);
-        CHECK(label, st == LRUN_E_UNSUPPORTED && strstr(lrun_last_error(), "codec PEX2") &&
-                         strstr(lrun_last_error(), ".weight'"));
-        lrun_engine_free(e);
-        lrun_model_free(m);
-    }
+          lrun_pack(gguf, lrpk, &po, &ps) == LRUN_OK && ps.n_pex2 > 0 && ps.n_pex2 == ps.n_packed);
+    const lrun_weight_mode AD = LRUN_WEIGHT_MODE_ALL_DEVICE, AP = LRUN_WEIGHT_MODE_AS_PLACED;
+    const char *dn = "PEX2 bf16";
+    one(gguf, lrpk, dn, "ALL_DEVICE (packed resident: fused GEMV, decode_rows + GEMM)", resident, AD, 0);
+    one(gguf, lrpk, dn, "AS_PLACED resident, mixed forms", resident, AP, 1);
+    one(gguf, lrpk, dn, "blocks streamed from pinned (mode 2)", blocks_pinned, AP, 0);
+    one(gguf, lrpk, dn, "blocks streamed from host (staged)", blocks_host, AP, 0);
+    one(gguf, lrpk, dn, "everything streamed from mmap", all_mmap, AP, 0);
+    one(gguf, lrpk, dn, "mixed streamed and resident", mixed, AP, 1);
+    one(gguf, lrpk, dn, "embedding and head off the device", embd_head_off, AP, 0);
+    one(gguf, lrpk, dn, "host compute", host_compute, AP, 0);
+    setenv("LRUN_PACKED_EMBED_GATHER", "1", 1); /* read at engine init */
+    one(gguf, lrpk, dn, "ALL_DEVICE with the embedding gather (lrun_k_pex2_embed)", resident, AD, 0);
+    unsetenv("LRUN_PACKED_EMBED_GATHER");
+    /* LRUN_PACKED_FUSED is read once per process: run the test again with
+     * LRUN_PACKED_FUSED=0 for the decode-into-the-scratch path */
     lrun_model *mp = fixture_load(gguf, "cuda", 0, 0, -1), *mk = fixture_load(lrpk, "cuda", 0, 0, -1);
     int ok = mp && mk && apply(mp, resident, 0) >= 0;
     for (int64_t i = 0; ok && i < lrun_model_tensor_count(mk); i++)

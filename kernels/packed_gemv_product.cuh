@@ -1,0 +1,97 @@
+/* packed_gemv_product.cuh — the product half of the fused packed GEMVs
+ * (packed_gemv.cu: PEX1, packed_pex2.cu: PEX2): gemv.cu's gemv_tiles
+ * arithmetic on rows already decoded into a shared-memory tile, then
+ * lrun_k_gemv_multi's STORE / ADD / SwiGLU epilogue. One copy for both
+ * codecs, because "y is bit-identical to lrun_k_gemv_multi on the decoded
+ * weights" holds only while the units, the FMA chains, the warp sums and the
+ * in-order sum of the warps are exactly the plain kernel's. */
+#ifndef LRUN_KERNELS_PACKED_GEMV_PRODUCT_CUH
+#define LRUN_KERNELS_PACKED_GEMV_PRODUCT_CUH
+
+#include "packed_gemv.cuh"
+
+static __device__ __forceinline__ float pg_swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+static __device__ __forceinline__ float4 pg_ldx4(const float *p, bool xvec)
+{
+    if (xvec) return __ldg((const float4 *)p);
+    return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
+}
+
+/* tile: (rb, k) plain values (swiglu: rh gate rows, then rh up rows); live:
+ * rows of each segment that exist (row0 + live <= n); x (M, k) f32; red:
+ * the block's NT/32 x (LRUN_K_PG_MAX_RB * M) floats of shared memory; yp:
+ * the part's y (M, n). Every thread of the block calls it (two barriers). */
+template <bool BF16, int M, int NT>
+static __device__ __forceinline__ void pg_tile_product(const uint16_t *tile, int rb, int rh, bool sw, int64_t live,
+                                                       int64_t k, const float *__restrict__ x, bool xvec,
+                                                       float (*red)[LRUN_K_PG_MAX_RB * M], int64_t n, float *yp,
+                                                       int64_t row0, int mode)
+{
+    constexpr int NW = NT / 32;
+    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    /* gemv_tiles on the tile: thread t, units t, t+NT, ...; each unit's
+     * 8-term chain from 0, added to the row's sum (gemv_vals' scale 1) */
+    const int64_t units = k / 8;
+    for (int r = 0; r < rb; r++) {
+        const int rr = sw && r >= rh ? r - rh : r; /* row within its segment */
+        float acc[M];
+#pragma unroll
+        for (int i = 0; i < M; i++) acc[i] = 0.0f;
+        if (rr < live) {
+            const uint16_t *trow = tile + (size_t)r * k;
+            for (int64_t u = threadIdx.x; u < units; u += NT) {
+                const uint4 raw = *(const uint4 *)(trow + 8 * u);
+                const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+                float v[8];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    if (BF16)
+                        v[2 * j] = __uint_as_float(wv[j] << 16), v[2 * j + 1] = __uint_as_float(wv[j] & 0xffff0000u);
+                    else
+                        v[2 * j] = lrun_k_f16((uint16_t)(wv[j] & 0xffff)),
+                              v[2 * j + 1] = lrun_k_f16((uint16_t)(wv[j] >> 16));
+                }
+#pragma unroll
+                for (int i = 0; i < M; i++) {
+                    const float4 x0 = pg_ldx4(x + i * k + 8 * u, xvec), x1 = pg_ldx4(x + i * k + 8 * u + 4, xvec);
+                    float d = 0.0f;
+                    d = fmaf(v[0], x0.x, d);
+                    d = fmaf(v[1], x0.y, d);
+                    d = fmaf(v[2], x0.z, d);
+                    d = fmaf(v[3], x0.w, d);
+                    d = fmaf(v[4], x1.x, d);
+                    d = fmaf(v[5], x1.y, d);
+                    d = fmaf(v[6], x1.z, d);
+                    d = fmaf(v[7], x1.w, d);
+                    acc[i] = fmaf(1.0f, d, acc[i]);
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < M; i++) {
+            const float v = lrun_k_warp_sum(acc[i]);
+            if (lane == 0) red[warp][r * M + i] = v;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < rb * M) {
+        float s = red[0][threadIdx.x];
+#pragma unroll
+        for (int w = 1; w < NW; w++) s += red[w][threadIdx.x];
+        red[0][threadIdx.x] = s; /* each thread reads and writes only its own column */
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < rh * M) {
+        const int r = threadIdx.x / M, i = threadIdx.x % M;
+        const int64_t row = row0 + r;
+        if (row < n) {
+            float *y = yp + i * n + row;
+            if (sw) *y = pg_swiglu(red[0][threadIdx.x], red[0][(r + rh) * M + i]);
+            else if (mode == LRUN_K_GEMV_ADD) *y += red[0][threadIdx.x];
+            else *y = red[0][threadIdx.x];
+        }
+    }
+}
+
+#endif
