@@ -2,6 +2,7 @@
 #include "cuda/engine_cuda_split.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -15,9 +16,42 @@ static int eligible(const lrun_cuda_engine *e, const struct lrun_tensor *t)
            t->row_bytes % 16 == 0 && ((uintptr_t)t->data & 15) == 0 && t->row_bytes <= 48 * 1024;
 }
 
+/* 1 when the device is sm_80 or later: the default split path's measured
+ * range (an explicit LRUN_CUDA_GEMV_SPLIT=1 is taken on any device) */
+static int sm80(const lrun_cuda_engine *e)
+{
+    int major = 0;
+    return cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, e->device->cuda_ordinal) ==
+               cudaSuccess &&
+           major >= 8;
+}
+
+/* The q8 x scratch for m <= GEMV_MAX_ROWS rows of the widest split weight:
+ * xq (rows, max_k) int8, then xd (rows, max_k/32) f32 on a 256-byte boundary. */
+static lrun_status q8x_alloc(lrun_cuda_engine *e)
+{
+    int64_t max_k = 0;
+    for (int64_t i = 0; i < e->n_split; i++)
+        if (e->split_t[i]->ne[0] > max_k) max_k = e->split_t[i]->ne[0];
+    if (max_k == 0) return LRUN_OK;
+    const size_t rows = GEMV_MAX_ROWS, a = (rows * (size_t)max_k + 255) / 256 * 256;
+    const size_t bytes = a + rows * (size_t)(max_k / 32) * sizeof(float);
+    TRY(lrun_oom_phase(lrun_device_alloc(e->device, bytes, "engine q8 x", &e->q8x.base), "scratch"));
+    e->q8x.bytes = bytes;
+    e->q8x.xq = (int8_t *)e->q8x.base;
+    e->q8x.xd = (float *)((char *)e->q8x.base + a);
+    e->q8x.max_k = max_k;
+    e->q8x.src = NULL;
+    return LRUN_OK;
+}
+
 lrun_status lrun_cuda_split_init(lrun_cuda_engine *e)
 {
     if (!e->gemv.split || e->offload || e->moe || e->exact) return LRUN_OK;
+    if (e->gemv.q8x && !sm80(e)) {
+        e->gemv.q8x = e->gemv.split = 0; /* the default, before sm_80: the GGUF kernels */
+        return LRUN_OK;
+    }
     lrun_model *m = e->model;
     const int64_t cap = (e->layer_end - e->layer_first) * LRUN_ARCH_TENSOR_BLOCK_COUNT + 1;
     e->split_t = calloc((size_t)cap, sizeof *e->split_t);
@@ -32,7 +66,19 @@ lrun_status lrun_cuda_split_init(lrun_cuda_engine *e)
             t->split = 1;
             e->split_t[e->n_split++] = t;
         }
-    return LRUN_OK;
+    return e->gemv.q8x ? q8x_alloc(e) : LRUN_OK;
+}
+
+lrun_status lrun_cuda_split_gemv(lrun_cuda_engine *e, lrun_dtype t, const lrun_k_gemv_part *parts, int n_parts,
+                                 int64_t k, const float *x, int64_t m, int mode)
+{
+    if (!e->gemv.q8x || !e->q8x.base || m > GEMV_MAX_ROWS || k > e->q8x.max_k)
+        return lrun_k_gemv_multi(t, parts, n_parts, k, x, m, mode | LRUN_K_GEMV_SPLIT, e->stream);
+    if (e->q8x.src != x || e->q8x.m != m || e->q8x.k != k) {
+        TRY(lrun_k_quantize_q8(LRUN_DTYPE_Q8_0, x, m, k, e->q8x.xq, e->q8x.xd, NULL, e->stream));
+        e->q8x.src = x, e->q8x.m = m, e->q8x.k = k;
+    }
+    return lrun_k_gemv_split_q8x(t, parts, n_parts, k, e->q8x.xq, e->q8x.xd, m, mode, e->stream);
 }
 
 void lrun_cuda_split_free(lrun_cuda_engine *e)
@@ -47,4 +93,6 @@ void lrun_cuda_split_free(lrun_cuda_engine *e)
     free(e->split_t);
     e->split_t = NULL;
     e->n_split = 0;
+    if (e->q8x.base) lrun_device_release(e->device, e->q8x.base, e->q8x.bytes);
+    memset(&e->q8x, 0, sizeof e->q8x);
 }
