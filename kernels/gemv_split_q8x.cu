@@ -1,16 +1,19 @@
-/* gemv_split_q8x.cu — the decode GEMV of Q8_0/Q4_0 weights in the
- * split-row layout (runtime/quant/quant_split.h) with x already quantized:
- * y_p (m, n_p) = xq (m, k) · W_pᵀ, xq the int8 + f32-scale form that
- * lrun_k_quantize_q8 (partner Q8_0) writes into global memory once per
+/* gemv_split_q8x.cu — the decode GEMV of Q8_0/Q4_0 weights with x already
+ * quantized: y_p (m, n_p) = xq (m, k) · W_pᵀ, xq the int8 + f32-scale form
+ * that lrun_k_quantize_q8 (partner Q8_0) writes into global memory once per
  * distinct input, so the GEMVs that share an input (Q, K, V; gate and up)
  * share its quantization (the engine's default in fast numerics,
- * engine_cuda_split.h). The prototype's "q8g rw2 nw4 u2 PF"
- * (tests/bench/gemvq_proto.cu; docs/gpu.md "q8_0 / q4_0 decode GEMV study"):
+ * engine_cuda_split.h). Built for weights in the split-row layout
+ * (runtime/quant/quant_split.h); it also reads GGUF's blocks (2-byte loads,
+ * slower) with the same arithmetic, so weights the engine cannot split
+ * (streamed into a slot each step) give the bits split ones give. The
+ * prototype's "q8g rw2 nw4 u2 PF" (tests/bench/gemvq_proto.cu; docs/gpu.md
+ * "q8_0 / q4_0 decode GEMV study"):
  *
  *   - a warp owns RW = 2 rows (a paired mode: one row of gate, the same row
  *     of up) and walks them together, lane l taking the 16-byte chunks l,
- *     l+32, … of each row (one LDG.128: a warp's load is 512 consecutive
- *     bytes of a row) and the chunk's f16 scale (one LDG.U16);
+ *     l+32, … of each row (split rows: one LDG.128, a warp's load is 512
+ *     consecutive bytes of a row) and the chunk's f16 scale (one LDG.U16);
  *   - U = 2 chunks a row in flight, and PF: the next step's loads are issued
  *     before this step's math (twice the weight registers, no stall at the
  *     top of each step);
@@ -23,7 +26,8 @@
  *   - NW = 4 warps a block, one block per NW·RW rows (no persistent loop:
  *     nothing to amortise once x is quantized outside);
  *   - m > 1 (small batches): M rows of x against each weight chunk loaded
- *     once, M·RW accumulators, so the weights are still read once per call.
+ *     once, M·RW accumulators, so the weights are still read once per call
+ *     and each row of y has the bits of an m = 1 call.
  * y is the product with the q8-rounded x (llama.cpp's MMVQ numerics): fast
  * numerics only. */
 #include "gemv_common.cuh"
@@ -41,10 +45,10 @@
  * for a paired mode); P.b0[p] is part p's first group (gemv_part_blocks with
  * NW·RW rows a group). Rows past n re-read row n − 1 and are not written.
  * xq (M, k) int8 on 16-byte boundaries (k % 32 == 0), xd (M, k/32). */
-template <int T, int M, int RW, int NW, int U>
+template <int T, int M, int RW, int NW, int U, bool SPLIT>
 __global__ void __launch_bounds__(32 * NW)
-    gemv_split_q8x_kernel(const __grid_constant__ gemv_parts P, int64_t k, const int8_t *__restrict__ xq,
-                          const float *__restrict__ xd, int mode)
+    gemv_q8x_kernel(const __grid_constant__ gemv_parts P, int64_t k, const int8_t *__restrict__ xq,
+                    const float *__restrict__ xd, int mode)
 {
     constexpr bool Q8 = T == LRUN_DTYPE_Q8_0;
     lrun_k_pdl_trigger();
@@ -68,8 +72,16 @@ __global__ void __launch_bounds__(32 * NW)
             if (c < nck)
 #pragma unroll
                 for (int r = 0; r < RW; r++) {
-                    q[j][r] = lrun_k_ld128_stream(rows[r] + gs_chunk_at(c));
-                    s[j][r] = lrun_k_ld16(rows[r] + qb + 2 * gs_chunk_block(Q8, c));
+                    if (SPLIT) {
+                        q[j][r] = lrun_k_ld128_stream(rows[r] + gs_chunk_at(c));
+                        s[j][r] = lrun_k_ld16(rows[r] + qb + 2 * gs_chunk_block(Q8, c));
+                    } else { /* GGUF's blocks: the chunk's 16 quant bytes on a 2-byte boundary */
+                        const uint8_t *b = rows[r] + (size_t)gs_chunk_block(Q8, c) * (Q8 ? 34 : 18);
+                        const uint8_t *qp = b + 2 + (Q8 ? 16 * (c & 1) : 0);
+                        q[j][r] = make_uint4(lrun_k_ld32_a2(qp), lrun_k_ld32_a2(qp + 4), lrun_k_ld32_a2(qp + 8),
+                                             lrun_k_ld32_a2(qp + 12));
+                        s[j][r] = lrun_k_ld16(b);
+                    }
                 }
         }
     };
@@ -144,38 +156,39 @@ __global__ void __launch_bounds__(32 * NW)
 
 // ---------------------------------------------------------------- dispatch
 
-template <int T, int M>
+template <int T, int M, bool SPLIT>
 static cudaError_t launch_q8x(gemv_parts P, int n_parts, int64_t k, const int8_t *xq, const float *xd, int mode,
                               cudaStream_t st)
 {
     const int64_t groups = gemv_part_blocks(P, n_parts, (int64_t)Q8X_NW * Q8X_RW, mode);
     if (groups > 0x7fffffff) return cudaErrorInvalidConfiguration;
-    return lrun_k_launch(gemv_split_q8x_kernel<T, M, Q8X_RW, Q8X_NW, Q8X_U>, dim3((unsigned)groups),
+    return lrun_k_launch(gemv_q8x_kernel<T, M, Q8X_RW, Q8X_NW, Q8X_U, SPLIT>, dim3((unsigned)groups),
                          dim3(32 * Q8X_NW), 0, st, P, k, xq, xd, mode);
 }
 
-template <int T>
+template <int T, bool SPLIT>
 static cudaError_t launch_q8x_m(gemv_parts P, int n_parts, int64_t k, const int8_t *xq, const float *xd, int64_t m,
                                 int mode, cudaStream_t st)
 {
     switch (m) {
-    case 1: return launch_q8x<T, 1>(P, n_parts, k, xq, xd, mode, st);
-    case 2: return launch_q8x<T, 2>(P, n_parts, k, xq, xd, mode, st);
-    case 3: return launch_q8x<T, 3>(P, n_parts, k, xq, xd, mode, st);
-    case 4: return launch_q8x<T, 4>(P, n_parts, k, xq, xd, mode, st);
-    case 5: return launch_q8x<T, 5>(P, n_parts, k, xq, xd, mode, st);
-    case 6: return launch_q8x<T, 6>(P, n_parts, k, xq, xd, mode, st);
-    case 7: return launch_q8x<T, 7>(P, n_parts, k, xq, xd, mode, st);
-    default: return launch_q8x<T, 8>(P, n_parts, k, xq, xd, mode, st);
+    case 1: return launch_q8x<T, 1, SPLIT>(P, n_parts, k, xq, xd, mode, st);
+    case 2: return launch_q8x<T, 2, SPLIT>(P, n_parts, k, xq, xd, mode, st);
+    case 3: return launch_q8x<T, 3, SPLIT>(P, n_parts, k, xq, xd, mode, st);
+    case 4: return launch_q8x<T, 4, SPLIT>(P, n_parts, k, xq, xd, mode, st);
+    case 5: return launch_q8x<T, 5, SPLIT>(P, n_parts, k, xq, xd, mode, st);
+    case 6: return launch_q8x<T, 6, SPLIT>(P, n_parts, k, xq, xd, mode, st);
+    case 7: return launch_q8x<T, 7, SPLIT>(P, n_parts, k, xq, xd, mode, st);
+    default: return launch_q8x<T, 8, SPLIT>(P, n_parts, k, xq, xd, mode, st);
     }
 }
 
-extern "C" lrun_status lrun_k_gemv_split_q8x(lrun_dtype t, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
-                                             const int8_t *xq, const float *xd, int64_t m, int mode, void *stream)
+extern "C" lrun_status lrun_k_gemv_q8x(lrun_dtype t, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
+                                       const int8_t *xq, const float *xd, int64_t m, int mode, int split,
+                                       void *stream)
 {
-    static const char op[] = "lrun_k_gemv_split_q8x";
+    static const char op[] = "lrun_k_gemv_q8x";
     if (t != LRUN_DTYPE_Q8_0 && t != LRUN_DTYPE_Q4_0)
-        return lrun_fail(LRUN_E_ARG, "%s: dtype %s has no split layout (Q8_0, Q4_0 only)", op, lrun_dtype_name(t));
+        return lrun_fail(LRUN_E_ARG, "%s: dtype %s (Q8_0, Q4_0 only)", op, lrun_dtype_name(t));
     if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
         return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
                          LRUN_K_GEMV_MAX_PARTS);
@@ -196,7 +209,7 @@ extern "C" lrun_status lrun_k_gemv_split_q8x(lrun_dtype t, const lrun_k_gemv_par
         const lrun_k_gemv_part *q = &parts[p];
         lrun_status s = lrun_k_check_weight(op, t, q->w, q->row_bytes, q->n, k);
         if (s != LRUN_OK) return s;
-        if (((uintptr_t)q->w & 15) != 0 || (q->row_bytes & 15) != 0)
+        if (split && (((uintptr_t)q->w & 15) != 0 || (q->row_bytes & 15) != 0))
             return lrun_fail(LRUN_E_ARG, "%s: weight %d: split rows must start and stride on 16-byte boundaries", op,
                              p);
         const bool needs_y = !PAIRED(mode) || p == 0;
@@ -208,8 +221,12 @@ extern "C" lrun_status lrun_k_gemv_split_q8x(lrun_dtype t, const lrun_k_gemv_par
         P.n[p] = q->n;
     }
     const cudaStream_t st = (cudaStream_t)stream;
-    const cudaError_t e = t == LRUN_DTYPE_Q8_0 ? launch_q8x_m<LRUN_DTYPE_Q8_0>(P, n_parts, k, xq, xd, m, mode, st)
-                                               : launch_q8x_m<LRUN_DTYPE_Q4_0>(P, n_parts, k, xq, xd, m, mode, st);
+    const bool q8 = t == LRUN_DTYPE_Q8_0;
+    const cudaError_t e =
+        split ? (q8 ? launch_q8x_m<LRUN_DTYPE_Q8_0, true>(P, n_parts, k, xq, xd, m, mode, st)
+                    : launch_q8x_m<LRUN_DTYPE_Q4_0, true>(P, n_parts, k, xq, xd, m, mode, st))
+              : (q8 ? launch_q8x_m<LRUN_DTYPE_Q8_0, false>(P, n_parts, k, xq, xd, m, mode, st)
+                    : launch_q8x_m<LRUN_DTYPE_Q4_0, false>(P, n_parts, k, xq, xd, m, mode, st));
     if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
         return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
     return lrun_k_launched(op);

@@ -62,13 +62,13 @@ static void refs(const struct run *r, const lrun_arch_op *op, int n, lrun_weight
 
 // ---------------------------------------------------------------- fast matmuls
 
-/* The decode GEMV of parts of weight dtype t (t0 the first): a weight the
- * engine split takes the split path (engine_cuda_split.h: x quantized once
- * per input), the others their dtype's kernel choice. */
+/* The decode GEMV of parts of weight t0's dtype (t0 the first): Q8_0/Q4_0
+ * take the q8 x path (engine_cuda_split.h: x quantized once per input),
+ * the others their dtype's kernel choice. */
 static lrun_status gemv(lrun_cuda_engine *e, const struct lrun_tensor *t0, const lrun_k_gemv_part *parts, int n,
                         const float *x, int64_t m, int mode)
 {
-    if (t0->split) return lrun_cuda_split_gemv(e, t0->dtype, parts, n, t0->ne[0], x, m, mode);
+    if (lrun_cuda_q8x_takes(e, t0)) return lrun_cuda_q8x_gemv(e, t0, parts, n, x, m, mode);
     return lrun_k_gemv_multi(t0->dtype, parts, n, t0->ne[0], x, m, mode | lrun_cuda_gemv_flags(e, t0->dtype),
                              e->stream);
 }

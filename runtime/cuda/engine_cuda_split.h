@@ -14,33 +14,49 @@
  * offloaded weights, no mixture of experts and fast numerics; a weight
  * another engine already split is left to it.
  *
- * Decode GEMVs of split weights (m <= GEMV_MAX_ROWS) go through
- * lrun_cuda_split_gemv: by default (e->gemv.q8x) x is quantized by
+ * Decode GEMVs (m <= GEMV_MAX_ROWS) of Q8_0/Q4_0 weights go through
+ * lrun_cuda_q8x_gemv: by default (e->gemv.q8x) x is quantized by
  * lrun_k_quantize_q8 into the engine's q8 scratch (from the pool at init,
- * sized for the widest split weight) and read by gemv_split_q8x.cu; the
- * GEMVs of one op share their input (Q, K and V; gate and up), and the
- * scratch remembers which input it holds, so each distinct input is
- * quantized once. Both launches are ordinary stream work, captured into the
- * step's CUDA graph like the rest. Under LRUN_CUDA_GEMV_SPLIT=1 they take
- * gemv_split.cu instead (x quantized inside each launch). Weights an
- * offloading engine streams keep GGUF's layout and kernels: such an engine
- * splits nothing. */
+ * sized for the widest input) and read by gemv_split_q8x.cu; the GEMVs of
+ * one op share their input (Q, K and V; gate and up), and the scratch
+ * remembers which input it holds, so each distinct input is quantized once.
+ * Both launches are ordinary stream work, captured into the step's CUDA
+ * graph like the rest. Weights an offloading engine streams arrive in a slot
+ * in GGUF's layout each step: such an engine splits nothing and runs the
+ * same kernel on GGUF's blocks (slower loads, the same bits), so a streamed
+ * placement still gives the resident run's logits to the bit. Under
+ * LRUN_CUDA_GEMV_SPLIT=1 split weights take gemv_split.cu (x quantized
+ * inside each launch) and the rest their dtype's kernel, as before;
+ * LRUN_CUDA_GEMV_Q8X=0 (or LRUN_CUDA_GEMV_SPLIT=0) keeps GGUF's layout and
+ * kernels throughout. A mixture of experts, exact numerics and devices
+ * before sm_80 keep them too. */
 #ifndef LRUN_ENGINE_CUDA_SPLIT_H
 #define LRUN_ENGINE_CUDA_SPLIT_H
 
 #include "cuda/engine_cuda_internal.h"
 
-/* Splits the eligible weights when e->gemv.split is set (else nothing), and
- * takes the q8 x scratch from the pool when e->gemv.q8x. Before sm_80 the
- * default (q8x) splits nothing. */
+/* Settles e->gemv for this engine (q8x off for a mixture of experts, exact
+ * numerics or a device before sm_80), takes the q8 x scratch from the pool
+ * when q8x stays on, and splits the eligible weights when e->gemv.split is
+ * set and the engine neither offloads nor routes experts. */
 lrun_status lrun_cuda_split_init(lrun_cuda_engine *e);
 
-/* y_p (m, n_p) = x (m, k) · W_pᵀ for split weights of dtype t (parts and
- * mode as lrun_k_gemv_multi, no flags): x quantized into the q8 scratch
- * unless it already holds x's m rows of k (lrun_cuda_split_input_reset
- * forgets that), then gemv_split_q8x.cu; or gemv_split.cu (not q8x). */
-lrun_status lrun_cuda_split_gemv(lrun_cuda_engine *e, lrun_dtype t, const lrun_k_gemv_part *parts, int n_parts,
-                                 int64_t k, const float *x, int64_t m, int mode);
+/* The device bytes of the q8 x scratch this engine takes at init (0 when it
+ * takes none): estimates, check_fits and stats count it as scratch. */
+size_t lrun_cuda_q8x_scratch_bytes(const lrun_cuda_engine *e);
+
+/* 1 when weight t's decode GEMV takes lrun_cuda_q8x_gemv: it is split, or
+ * Q8_0/Q4_0 under e->gemv.q8x. */
+int lrun_cuda_q8x_takes(const lrun_cuda_engine *e, const struct lrun_tensor *t);
+
+/* y_p (m, n_p) = x (m, k) · W_pᵀ for parts of t's dtype, width and layout
+ * (t the first; mode as lrun_k_gemv_multi, no flags): under e->gemv.q8x x
+ * is quantized into the q8 scratch unless it already holds x's m rows of k
+ * (lrun_cuda_split_input_reset forgets that), then gemv_split_q8x.cu on
+ * split or GGUF rows; otherwise lrun_k_gemv_multi (gemv_split.cu for split
+ * rows, the dtype's choice for the rest). */
+lrun_status lrun_cuda_q8x_gemv(lrun_cuda_engine *e, const struct lrun_tensor *t, const lrun_k_gemv_part *parts,
+                               int n_parts, const float *x, int64_t m, int mode);
 
 /* The q8 scratch no longer stands for any input: called before every op
  * (an op's outputs may be the next op's input buffer). */

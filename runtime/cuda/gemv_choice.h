@@ -24,10 +24,13 @@ typedef struct lrun_cuda_gemv_choice {
     int split;            /* 1 (fast numerics, unless LRUN_CUDA_GEMV_Q8X=0 without
                              LRUN_CUDA_GEMV_SPLIT=1): the engine rewrites its device-resident
                              Q8_0/Q4_0 matrices into the split-row layout (engine_cuda_split.h) */
-    int q8x;              /* 1 (fast numerics by default): split weights take gemv_split_q8x.cu,
-                             x quantized once per distinct input into the engine's q8 scratch;
-                             0 under LRUN_CUDA_GEMV_SPLIT=1 (gemv_split.cu, x quantized in each
-                             kernel, as before) or LRUN_CUDA_GEMV_Q8X=0 (no split layout at all) */
+    int q8x;              /* 1 (fast numerics by default): Q8_0/Q4_0 decode GEMVs take
+                             gemv_split_q8x.cu, x quantized once per distinct input into the
+                             engine's q8 scratch, on split rows (or GGUF's where the engine does
+                             not split: streamed weights); LRUN_CUDA_GEMV_DP4A and _STAGE then
+                             do not apply to these two types. 0 under LRUN_CUDA_GEMV_SPLIT=1
+                             (split weights take gemv_split.cu, x quantized in each kernel, as
+                             before) or LRUN_CUDA_GEMV_Q8X=0 (GGUF's layout and kernels) */
 } lrun_cuda_gemv_choice;
 
 /* The choice for exact (1: numerics EXACT, no dp4a, staged or split kernel)

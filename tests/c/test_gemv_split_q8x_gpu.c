@@ -1,5 +1,5 @@
 /* test_gemv_split_q8x_gpu.c — the split-row GEMV with x quantized once
- * (kernels/gemv_split_q8x.cu, lrun_k_gemv_split_q8x after
+ * (kernels/gemv_split_q8x.cu, lrun_k_gemv_q8x after
  * lrun_k_quantize_q8), the engine's default for Q8_0/Q4_0 decode:
  *   - against an f64 CPU reference with the q8-rounded x (lrun_dequantize_row
  *     rows, x rounded by lrun_quantize_activations, which lrun_k_quantize_q8
@@ -7,7 +7,9 @@
  *     multiple of 32 but not of 256; n not a multiple of the 8 rows a block),
  *     padded strides, STORE and ADD, SWIGLU, m = 3 and m = 8 rows of x;
  *   - against gemv_split.cu (LRUN_K_GEMV_SPLIT, x quantized in the kernel by
- *     the same rule, the same operations per lane): the same bits;
+ *     the same rule, the same operations per lane): the same bits; and the
+ *     same kernel on GGUF's rows (split 0, the engine's streamed weights):
+ *     the same bits;
  *   - against the GGUF kernel with f32 x (what the engine ran before): the
  *     difference over Σ|terms| within 2e-2, the bound x's rounding allows
  *     here (relative to max |y| it is printed; the prototype measured ~6e-3
@@ -123,10 +125,14 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad)
 
     for (int64_t r = 0; r < n; r++) y[r] = NAN; /* a row never written fails */
     up(dy, y, (size_t)n * 4);
-    ok &= ran(lrun_k_gemv_split_q8x(t, &part, 1, k, q.xq, q.xd, 1, LRUN_K_GEMV_STORE, stream));
+    ok &= ran(lrun_k_gemv_q8x(t, &part, 1, k, q.xq, q.xd, 1, LRUN_K_GEMV_STORE, 1, stream));
     down(y, dy, (size_t)n * 4);
     double worst = worst_of(y, ref, terms, n, 0.0, 0.0);
 
+    /* GGUF's rows through the same kernel (split 0: the engine's streamed weights) */
+    ok &= ran(lrun_k_gemv_q8x(t, &gguf, 1, k, q.xq, q.xd, 1, LRUN_K_GEMV_STORE, 0, stream));
+    down(y_lib, dy, (size_t)n * 4);
+    const int same_gguf = memcmp(y, y_lib, (size_t)n * 4) == 0;
     ok &= ran(lrun_k_gemv_multi(t, &part, 1, k, dx, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_SPLIT, stream));
     down(y_lib, dy, (size_t)n * 4);
     ok &= ran(lrun_k_gemv_multi(t, &gguf, 1, k, dx, 1, LRUN_K_GEMV_STORE, stream));
@@ -145,7 +151,7 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad)
     float *y0 = malloc((size_t)n * sizeof *y0);
     for (int64_t r = 0; r < n; r++) y0[r] = 1.0f + (float)r;
     up(dy, y0, (size_t)n * 4);
-    ok &= ran(lrun_k_gemv_split_q8x(t, &part, 1, k, q.xq, q.xd, 1, LRUN_K_GEMV_ADD, stream));
+    ok &= ran(lrun_k_gemv_q8x(t, &part, 1, k, q.xq, q.xd, 1, LRUN_K_GEMV_ADD, 1, stream));
     down(y0, dy, (size_t)n * 4);
     worst = worst_of(y0, ref, terms, n, 1.0, worst);
 
@@ -156,6 +162,9 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad)
     snprintf(name, sizeof name, "q8x %s n %lld k %lld: the bits of gemv_split.cu (x quantized in the kernel)",
              lrun_dtype_name(t), (long long)n, (long long)k);
     CHECK(name, ok && same_lib);
+    snprintf(name, sizeof name, "q8x %s n %lld k %lld: GGUF's rows (split 0) give the split rows' bits",
+             lrun_dtype_name(t), (long long)n, (long long)k);
+    CHECK(name, ok && same_gguf);
     snprintf(name, sizeof name,
              "q8x %s n %lld k %lld vs the GGUF kernel (f32 x): error/terms %.2e <= 2e-2 (%.2e of max|y|)",
              lrun_dtype_name(t), (long long)n, (long long)k, d_rel, d_gguf / m_gguf);
@@ -185,10 +194,10 @@ static void test_shared(lrun_dtype t)
     }
     int ok = 1;
     const struct qx q = quantize(dx, 1, k, &ok);
-    ok &= ran(lrun_k_gemv_split_q8x(t, one, 3, k, q.xq, q.xd, 1, LRUN_K_GEMV_STORE, stream));
+    ok &= ran(lrun_k_gemv_q8x(t, one, 3, k, q.xq, q.xd, 1, LRUN_K_GEMV_STORE, 1, stream));
     for (int p = 0; p < 3; p++) {
         const struct qx qp = quantize(dx, 1, k, &ok); /* each its own quantization */
-        ok &= ran(lrun_k_gemv_split_q8x(t, &sep[p], 1, k, qp.xq, qp.xd, 1, LRUN_K_GEMV_STORE, stream));
+        ok &= ran(lrun_k_gemv_q8x(t, &sep[p], 1, k, qp.xq, qp.xd, 1, LRUN_K_GEMV_STORE, 1, stream));
     }
     int same = 1;
     float *a = malloc(260 * 4), *b = malloc(260 * 4);
@@ -209,7 +218,7 @@ static void test_shared(lrun_dtype t)
     cudaGraphExec_t ge = NULL;
     int cap = cudaStreamBeginCapture((cudaStream_t)stream, cudaStreamCaptureModeRelaxed) == cudaSuccess;
     const lrun_status q1 = lrun_k_quantize_q8(LRUN_DTYPE_Q8_0, dx, 1, k, qg.xq, qg.xd, NULL, stream);
-    const lrun_status g1 = lrun_k_gemv_split_q8x(t, sep, 3, k, qg.xq, qg.xd, 1, LRUN_K_GEMV_STORE, stream);
+    const lrun_status g1 = lrun_k_gemv_q8x(t, sep, 3, k, qg.xq, qg.xd, 1, LRUN_K_GEMV_STORE, 1, stream);
     cap &= cudaStreamEndCapture((cudaStream_t)stream, &g) == cudaSuccess && q1 == LRUN_OK && g1 == LRUN_OK;
     cap &= cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
     for (int rep = 0; cap && rep < 2; rep++) cap &= cudaGraphLaunch(ge, (cudaStream_t)stream) == cudaSuccess;
@@ -246,7 +255,7 @@ static void test_swiglu(lrun_dtype t)
     const struct qx q = quantize(dx, 1, k, &ok);
     const lrun_k_gemv_part pair[2] = {{dcopy(sg, (size_t)N * stride), stride, N, dy},
                                       {dcopy(su, (size_t)N * stride), stride, N, NULL}};
-    ok &= ran(lrun_k_gemv_split_q8x(t, pair, 2, k, q.xq, q.xd, 1, LRUN_K_GEMV_SWIGLU, stream));
+    ok &= ran(lrun_k_gemv_q8x(t, pair, 2, k, q.xq, q.xd, 1, LRUN_K_GEMV_SWIGLU, 1, stream));
     down(y, dy, sizeof y);
     double worst = 0.0;
     for (int r = 0; r < N; r++) {
@@ -277,7 +286,7 @@ static void test_rows(lrun_dtype t, int64_t m)
     const lrun_k_gemv_part part = {dcopy(s, (size_t)n * stride), stride, n, dy};
     for (int64_t i = 0; i < m * n; i++) y[i] = NAN;
     up(dy, y, (size_t)(m * n) * 4);
-    ok &= ran(lrun_k_gemv_split_q8x(t, &part, 1, k, q.xq, q.xd, m, LRUN_K_GEMV_STORE, stream));
+    ok &= ran(lrun_k_gemv_q8x(t, &part, 1, k, q.xq, q.xd, m, LRUN_K_GEMV_STORE, 1, stream));
     down(y, dy, (size_t)(m * n) * 4);
     double *ref = malloc((size_t)n * sizeof *ref), *terms = malloc((size_t)n * sizeof *terms), worst = 0.0;
     for (int64_t i = 0; i < m; i++) {
@@ -300,26 +309,26 @@ static void test_refusals(void)
     float *xd = dbuf(8 * 128 * 4), *dy = dbuf(64 * 4);
     void *dw = dbuf(64 * 4352);
     lrun_k_gemv_part part = {dw, 2560, 8, dy};
-    CHECK("q8x refuses q4_1", lrun_k_gemv_split_q8x(LRUN_DTYPE_Q4_1, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_STORE,
-                                                    stream) == LRUN_E_ARG &&
+    CHECK("q8x refuses q4_1", lrun_k_gemv_q8x(LRUN_DTYPE_Q4_1, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_STORE, 1,
+                                              stream) == LRUN_E_ARG &&
                                   strstr(lrun_last_error(), "q4_1") != NULL);
     part.row_bytes = 2304 + 8; /* q4_0 rows on 8-byte boundaries */
     CHECK("q8x refuses rows off 16-byte boundaries",
-          lrun_k_gemv_split_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_STORE, stream) == LRUN_E_ARG &&
+          lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_STORE, 1, stream) == LRUN_E_ARG &&
               strstr(lrun_last_error(), "16-byte") != NULL);
     part.row_bytes = 2304;
     CHECK("q8x refuses an xq off 16-byte boundaries",
-          lrun_k_gemv_split_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq + 4, xd, 1, LRUN_K_GEMV_STORE, stream) ==
+          lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq + 4, xd, 1, LRUN_K_GEMV_STORE, 1, stream) ==
                   LRUN_E_ARG &&
               strstr(lrun_last_error(), "xq") != NULL);
-    CHECK("q8x refuses m 9", lrun_k_gemv_split_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 9, LRUN_K_GEMV_STORE,
-                                                   stream) == LRUN_E_ARG &&
+    CHECK("q8x refuses m 9", lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 9, LRUN_K_GEMV_STORE, 1,
+                                             stream) == LRUN_E_ARG &&
                                  strstr(lrun_last_error(), "m 9") != NULL);
     CHECK("q8x refuses mode flags",
-          lrun_k_gemv_split_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_SPLIT, stream) == LRUN_E_ARG &&
+          lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_SPLIT, 1, stream) == LRUN_E_ARG &&
               strstr(lrun_last_error(), "mode") != NULL);
     CHECK("q8x refuses k not a multiple of 32",
-          lrun_k_gemv_split_q8x(LRUN_DTYPE_Q8_0, &part, 1, 4080, xq, xd, 1, LRUN_K_GEMV_STORE, stream) == LRUN_E_ARG &&
+          lrun_k_gemv_q8x(LRUN_DTYPE_Q8_0, &part, 1, 4080, xq, xd, 1, LRUN_K_GEMV_STORE, 1, stream) == LRUN_E_ARG &&
               strstr(lrun_last_error(), "4080") != NULL);
 }
 
