@@ -76,11 +76,10 @@ __global__ void __launch_bounds__(32 * NW)
                         q[j][r] = lrun_k_ld128_stream(rows[r] + gs_chunk_at(c));
                         s[j][r] = lrun_k_ld16(rows[r] + qb + 2 * gs_chunk_block(Q8, c));
                     } else { /* GGUF's blocks: the chunk's 16 quant bytes on a 2-byte boundary */
-                        const uint8_t *b = rows[r] + (size_t)gs_chunk_block(Q8, c) * (Q8 ? 34 : 18);
-                        const uint8_t *qp = b + 2 + (Q8 ? 16 * (c & 1) : 0);
+                        const uint8_t *qp = rows[r] + gs_gguf_chunk_at(Q8, c);
                         q[j][r] = make_uint4(lrun_k_ld32_a2(qp), lrun_k_ld32_a2(qp + 4), lrun_k_ld32_a2(qp + 8),
                                              lrun_k_ld32_a2(qp + 12));
-                        s[j][r] = lrun_k_ld16(b);
+                        s[j][r] = lrun_k_ld16(rows[r] + gs_gguf_scale_at(Q8, c));
                     }
                 }
         }
