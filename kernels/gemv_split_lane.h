@@ -41,7 +41,10 @@ GS_FN size_t gs_chunk_x(int q8, int64_t c) { return (size_t)gs_chunk_elems(q8) *
  * bytes (block c/2's half c%2 for Q8_0, block c's 16 bytes for Q4_0; on a
  * 2-byte boundary) and of its block's f16 scale. */
 GS_FN size_t gs_gguf_scale_at(int q8, int64_t c) { return (size_t)gs_chunk_block(q8, c) * (q8 ? 34 : 18); }
-GS_FN size_t gs_gguf_chunk_at(int q8, int64_t c) { return gs_gguf_scale_at(q8, c) + 2 + (q8 ? 16 * (size_t)(c & 1) : 0); }
+GS_FN size_t gs_gguf_chunk_at(int q8, int64_t c)
+{
+    return gs_gguf_scale_at(q8, c) + 2 + (q8 ? 16 * (size_t)(c & 1) : 0);
+}
 
 // ---------------------------------------------------------------- the chunk's integer dot
 

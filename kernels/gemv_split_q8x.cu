@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(32 * NW)
     gemv_block_rows<RW>(P, p, row0, n, sw, rows);
 
     /* the U chunks c0, c0 + 32, … of the RW rows into (q, s) */
-    auto load_to = [&](uint4 (&q)[U][RW], uint32_t (&s)[U][RW], int64_t c0) {
+    auto load_to = [&](uint4(&q)[U][RW], uint32_t(&s)[U][RW], int64_t c0) {
 #pragma unroll
         for (int j = 0; j < U; j++) {
             const int64_t c = c0 + 32 * j;
@@ -221,11 +221,10 @@ extern "C" lrun_status lrun_k_gemv_q8x(lrun_dtype t, const lrun_k_gemv_part *par
     }
     const cudaStream_t st = (cudaStream_t)stream;
     const bool q8 = t == LRUN_DTYPE_Q8_0;
-    const cudaError_t e =
-        split ? (q8 ? launch_q8x_m<LRUN_DTYPE_Q8_0, true>(P, n_parts, k, xq, xd, m, mode, st)
-                    : launch_q8x_m<LRUN_DTYPE_Q4_0, true>(P, n_parts, k, xq, xd, m, mode, st))
-              : (q8 ? launch_q8x_m<LRUN_DTYPE_Q8_0, false>(P, n_parts, k, xq, xd, m, mode, st)
-                    : launch_q8x_m<LRUN_DTYPE_Q4_0, false>(P, n_parts, k, xq, xd, m, mode, st));
+    const cudaError_t e = split ? (q8 ? launch_q8x_m<LRUN_DTYPE_Q8_0, true>(P, n_parts, k, xq, xd, m, mode, st)
+                                      : launch_q8x_m<LRUN_DTYPE_Q4_0, true>(P, n_parts, k, xq, xd, m, mode, st))
+                                : (q8 ? launch_q8x_m<LRUN_DTYPE_Q8_0, false>(P, n_parts, k, xq, xd, m, mode, st)
+                                      : launch_q8x_m<LRUN_DTYPE_Q4_0, false>(P, n_parts, k, xq, xd, m, mode, st));
     if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
         return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
     return lrun_k_launched(op);

@@ -177,8 +177,8 @@ static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes, size_t slot_
         const struct lrun_tensor *t = &e->model->tensors[i];
         if (!(t->tier == LRUN_TIER_DEVICE && t->device == e->device)) weights += lrun_tensor_stored_bytes(t);
     }
-    const size_t free_b = lrun_device_free_bytes(e->device), scratch = e->scratch_bytes + lrun_cuda_moe_scratch_bytes(e) +
-                                                                     lrun_cuda_q8x_scratch_bytes(e);
+    const size_t free_b = lrun_device_free_bytes(e->device),
+                 scratch = e->scratch_bytes + lrun_cuda_moe_scratch_bytes(e) + lrun_cuda_q8x_scratch_bytes(e);
     if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, scratch, &need) &&
         lrun_size_add(need, slot_bytes, &need) && need <= free_b)
         return LRUN_OK;

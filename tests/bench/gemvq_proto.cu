@@ -594,7 +594,8 @@ static void bench_shape(lrun_dtype t, int64_t n, int64_t k, double read_gbs, cud
                 continue;
             }
             const double us = time_calls(tm, st, copies, 0, call), usg = time_calls(tm, st, copies, 1, call);
-            report(layout ? (with_q ? "lib q8x split +q" : "lib q8x split") : (with_q ? "lib q8x GGUF +q" : "lib q8x GGUF"),
+            report(layout ? (with_q ? "lib q8x split +q" : "lib q8x split")
+                          : (with_q ? "lib q8x GGUF +q" : "lib q8x GGUF"),
                    us, usg, 1);
         }
 

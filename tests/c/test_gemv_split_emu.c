@@ -87,7 +87,8 @@ static void check_case(lrun_dtype t, int64_t n, int64_t k, float wamp, float xam
             uint16_t h;
             memcpy(&h, sr + qb + 2 * b, 2);
             /* where gemv_split_q8x.cu finds the same chunk and scale in the GGUF row */
-            gguf_bad += memcmp(gr + gs_gguf_chunk_at(q8, c), w, 16) != 0 || memcmp(gr + gs_gguf_scale_at(q8, c), &h, 2) != 0;
+            gguf_bad +=
+                memcmp(gr + gs_gguf_chunk_at(q8, c), w, 16) != 0 || memcmp(gr + gs_gguf_scale_at(q8, c), &h, 2) != 0;
             int v, want = 0;
             if (q8) {
                 v = gs_dot_q8(rd32(w), rd32(w + 4), rd32(w + 8), rd32(w + 12), rd32(xc), rd32(xc + 4), rd32(xc + 8),
@@ -115,8 +116,10 @@ static void check_case(lrun_dtype t, int64_t n, int64_t k, float wamp, float xam
     snprintf(name, sizeof name, "%s n %lld k %lld (w x%g, x x%g): every chunk's integer dot exact (%lld off)",
              lrun_dtype_name(t), (long long)n, (long long)k, (double)wamp, (double)xamp, (long long)int_bad);
     CHECK(name, int_bad == 0);
-    snprintf(name, sizeof name, "%s n %lld k %lld: every chunk and scale sits in the GGUF row where the lane "
-             "functions say (%lld off)", lrun_dtype_name(t), (long long)n, (long long)k, (long long)gguf_bad);
+    snprintf(name, sizeof name,
+             "%s n %lld k %lld: every chunk and scale sits in the GGUF row where the lane "
+             "functions say (%lld off)",
+             lrun_dtype_name(t), (long long)n, (long long)k, (long long)gguf_bad);
     CHECK(name, gguf_bad == 0);
     snprintf(name, sizeof name, "%s n %lld k %lld (w x%g, x x%g): rows within 1e-6 of terms (%.2e)",
              lrun_dtype_name(t), (long long)n, (long long)k, (double)wamp, (double)xamp, worst);

@@ -156,8 +156,8 @@ static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad)
     worst = worst_of(y0, ref, terms, n, 1.0, worst);
 
     char name[240];
-    snprintf(name, sizeof name, "q8x %s n %lld k %lld%s, store and add: error/terms %.2e <= 1e-6",
-             lrun_dtype_name(t), (long long)n, (long long)k, pad ? " (padded stride)" : "", worst);
+    snprintf(name, sizeof name, "q8x %s n %lld k %lld%s, store and add: error/terms %.2e <= 1e-6", lrun_dtype_name(t),
+             (long long)n, (long long)k, pad ? " (padded stride)" : "", worst);
     CHECK(name, ok && worst <= 1e-6);
     snprintf(name, sizeof name, "q8x %s n %lld k %lld: the bits of gemv_split.cu (x quantized in the kernel)",
              lrun_dtype_name(t), (long long)n, (long long)k);
@@ -207,7 +207,8 @@ static void test_shared(lrun_dtype t)
         same &= memcmp(a, b, (size_t)ns[p] * 4) == 0;
     }
     char name[200];
-    snprintf(name, sizeof name, "q8x %s: 3 weights from one quantized x = 3 separate quantize + GEMV calls, bit for bit",
+    snprintf(name, sizeof name,
+             "q8x %s: 3 weights from one quantized x = 3 separate quantize + GEMV calls, bit for bit",
              lrun_dtype_name(t));
     CHECK(name, ok && same);
 
@@ -309,21 +310,20 @@ static void test_refusals(void)
     float *xd = dbuf(8 * 128 * 4), *dy = dbuf(64 * 4);
     void *dw = dbuf(64 * 4352);
     lrun_k_gemv_part part = {dw, 2560, 8, dy};
-    CHECK("q8x refuses q4_1", lrun_k_gemv_q8x(LRUN_DTYPE_Q4_1, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_STORE, 1,
-                                              stream) == LRUN_E_ARG &&
-                                  strstr(lrun_last_error(), "q4_1") != NULL);
+    CHECK("q8x refuses q4_1",
+          lrun_k_gemv_q8x(LRUN_DTYPE_Q4_1, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_STORE, 1, stream) == LRUN_E_ARG &&
+              strstr(lrun_last_error(), "q4_1") != NULL);
     part.row_bytes = 2304 + 8; /* q4_0 rows on 8-byte boundaries */
     CHECK("q8x refuses rows off 16-byte boundaries",
           lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_STORE, 1, stream) == LRUN_E_ARG &&
               strstr(lrun_last_error(), "16-byte") != NULL);
     part.row_bytes = 2304;
-    CHECK("q8x refuses an xq off 16-byte boundaries",
-          lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq + 4, xd, 1, LRUN_K_GEMV_STORE, 1, stream) ==
-                  LRUN_E_ARG &&
-              strstr(lrun_last_error(), "xq") != NULL);
-    CHECK("q8x refuses m 9", lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 9, LRUN_K_GEMV_STORE, 1,
-                                             stream) == LRUN_E_ARG &&
-                                 strstr(lrun_last_error(), "m 9") != NULL);
+    CHECK("q8x refuses an xq off 16-byte boundaries", lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq + 4, xd, 1,
+                                                                      LRUN_K_GEMV_STORE, 1, stream) == LRUN_E_ARG &&
+                                                          strstr(lrun_last_error(), "xq") != NULL);
+    CHECK("q8x refuses m 9",
+          lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 9, LRUN_K_GEMV_STORE, 1, stream) == LRUN_E_ARG &&
+              strstr(lrun_last_error(), "m 9") != NULL);
     CHECK("q8x refuses mode flags",
           lrun_k_gemv_q8x(LRUN_DTYPE_Q4_0, &part, 1, 4096, xq, xd, 1, LRUN_K_GEMV_SPLIT, 1, stream) == LRUN_E_ARG &&
               strstr(lrun_last_error(), "mode") != NULL);
@@ -335,11 +335,12 @@ static void test_refusals(void)
 static void tests(void)
 {
     /* n: 1 to 4099, none a multiple of the 8 rows a block but 4096-ish; k: 96, 1312, 4128 are not multiples of 256 */
-    static const int64_t shapes[][2] = {{1, 256},  {7, 96},      {33, 4096},   {129, 11008},
+    static const int64_t shapes[][2] = {{1, 256},    {7, 96},    {33, 4096},   {129, 11008},
                                         {300, 2816}, {13, 1312}, {4099, 4096}, {1000, 4128}};
     for (int ti = 0; ti < 2; ti++) {
         const lrun_dtype t = types[ti];
-        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) test_case(t, shapes[si][0], shapes[si][1], 0);
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            test_case(t, shapes[si][0], shapes[si][1], 0);
         test_case(t, 37, 1280, 16); /* padded rows */
         test_shared(t);
         test_swiglu(t);
