@@ -36,6 +36,16 @@ GS_FN int64_t gs_chunk_block(int q8, int64_t c) { return q8 ? c >> 1 : c; }
 /* First byte of chunk c's x in the q8 x (k int8): 16 bytes for Q8_0, 32 for Q4_0. */
 GS_FN size_t gs_chunk_x(int q8, int64_t c) { return (size_t)gs_chunk_elems(q8) * (size_t)c; }
 
+/* The same chunk in a GGUF row (gemv_split_q8x.cu reads streamed weights
+ * there with the split rows' arithmetic): the byte offset of its 16 quant
+ * bytes (block c/2's half c%2 for Q8_0, block c's 16 bytes for Q4_0; on a
+ * 2-byte boundary) and of its block's f16 scale. */
+GS_FN size_t gs_gguf_scale_at(int q8, int64_t c) { return (size_t)gs_chunk_block(q8, c) * (q8 ? 34 : 18); }
+GS_FN size_t gs_gguf_chunk_at(int q8, int64_t c)
+{
+    return gs_gguf_scale_at(q8, c) + 2 + (q8 ? 16 * (size_t)(c & 1) : 0);
+}
+
 // ---------------------------------------------------------------- the chunk's integer dot
 
 /* Q8_0: Σ q·xq over the chunk's 16 elements (w: its 4 words of int8, x: the

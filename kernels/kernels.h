@@ -99,6 +99,21 @@ typedef enum {
 lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                               const float *x, int64_t m, int mode, void *stream);
 
+/* y_p (m, n_p) = x (m, k) · W_pᵀ for Q8_0/Q4_0 weights with x already
+ * quantized by lrun_k_quantize_q8 (partner Q8_0): xq (m, k) int8 on a
+ * 16-byte boundary, xd (m, k/32) its scales. One quantized x serves every
+ * GEMV of that input (Q, K and V; gate and up), so y is the product with
+ * the q8-rounded x, the same bits as LRUN_K_GEMV_SPLIT's kernel gives for x
+ * (fast numerics only; kernels/gemv_split_q8x.cu). split 1: rows in the
+ * split layout (runtime/quant/quant_split.h) on 16-byte boundaries; 0:
+ * GGUF's blocks, the same bits from slower loads. parts and mode as
+ * lrun_k_gemv_multi (no flags), k a multiple of 32, 1 <= m <= 8 (the
+ * weights read once for all m rows, each row of y the bits of an m = 1
+ * call); LRUN_E_ARG naming what does not qualify. The engine's default for
+ * Q8_0/Q4_0 decode (engine_cuda_split.h). */
+lrun_status lrun_k_gemv_q8x(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
+                            const int8_t *xq, const float *xd, int64_t m, int mode, int split, void *stream);
+
 /* Q8_0/Q4_0 rows (n of k elements, row_bytes apart, on the device) from
  * GGUF's blocks to the split layout of runtime/quant/quant_split.h in place
  * (join 0), or back (join 1), bit for bit as lrun_quant_split_rows and

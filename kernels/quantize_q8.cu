@@ -10,6 +10,10 @@ __global__ void __launch_bounds__(32 * LRUN_K_Q8_WARPS)
     quantize_q8_blocks(const float *__restrict__ x, int64_t n_blocks, int8_t *__restrict__ qs, float *__restrict__ d,
                        float *__restrict__ s)
 {
+    /* a programmatic dependent (lrun_k_launch): the decode GEMV after it may
+     * be scheduled now and issue its weight loads; x is read after the wait */
+    lrun_k_pdl_trigger();
+    lrun_k_pdl_wait();
     const int lane = threadIdx.x & 31;
     const int64_t step = (int64_t)gridDim.x * LRUN_K_Q8_WARPS;
     for (int64_t b = (int64_t)blockIdx.x * LRUN_K_Q8_WARPS + (threadIdx.x >> 5); b < n_blocks; b += step) {
@@ -34,7 +38,8 @@ extern "C" lrun_status lrun_k_quantize_q8(lrun_dtype partner, const float *x, in
         return lrun_fail(LRUN_E_ARG, "%s: %lld rows of %lld overflow", op, (long long)m, (long long)k);
     const int64_t n_blocks = total / 32;
     const unsigned g = lrun_k_grid(n_blocks, LRUN_K_Q8_WARPS, LRUN_K_ELTWISE_BLOCKS);
-    quantize_q8_blocks<<<g, 32 * LRUN_K_Q8_WARPS, 0, (cudaStream_t)stream>>>(
-        x, n_blocks, qs, d, partner == LRUN_DTYPE_Q8_1 ? s : NULL);
+    float *sp = partner == LRUN_DTYPE_Q8_1 ? s : NULL;
+    (void)lrun_k_launch(quantize_q8_blocks, dim3(g), dim3(32 * LRUN_K_Q8_WARPS), 0, (cudaStream_t)stream, x, n_blocks,
+                        qs, d, sp);
     return lrun_k_launched(op);
 }

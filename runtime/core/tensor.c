@@ -362,7 +362,7 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
     if (t->split)
         return lrun_fail(LRUN_E_ARG,
                          "moving tensor %s: a CUDA engine holds it in the split-row layout "
-                         "(LRUN_CUDA_GEMV_SPLIT); free that engine first",
+                         "(Q8_0/Q4_0 decode; LRUN_CUDA_GEMV_Q8X=0 keeps GGUF's); free that engine first",
                          t->name);
     if ((unsigned)tier >= LRUN_TIER_COUNT)
         return lrun_fail(LRUN_E_ARG, "moving tensor %s: tier %d (expected device, pinned, host, mmap or disk)", t->name,
@@ -468,7 +468,7 @@ lrun_status lrun_tensor_move_form(lrun_tensor *t, lrun_device *device, lrun_tier
     if (t->split)
         return lrun_fail(LRUN_E_ARG,
                          "moving tensor %s: a CUDA engine holds it in the split-row layout "
-                         "(LRUN_CUDA_GEMV_SPLIT); free that engine first",
+                         "(Q8_0/Q4_0 decode; LRUN_CUDA_GEMV_Q8X=0 keeps GGUF's); free that engine first",
                          t->name);
     const lrun_status made = make_pending(t);
     if (made != LRUN_OK) return made;

@@ -28,7 +28,8 @@ struct lrun_tensor {
     const void *file_data;     /* the bytes in the mapped model file, NULL if none */
     int host_compute;          /* 1: an AS_PLACED engine runs this weight's matmul on the host */
     int split;                 /* 1: a CUDA engine holds the device bytes in quant_split.h's split-row
-                                * layout (LRUN_CUDA_GEMV_SPLIT) until it is freed; nothing may move them */
+                                * layout (engine_cuda_split.h: the default for Q8_0/Q4_0 in fast
+                                * numerics) until it is freed; nothing may move them */
     int fp8_pending;           /* 1: an FP8 weight not widened yet (model/model_fp8.h): tier MMAP with no
                                 * bytes anywhere (data, file_data NULL) until it moves or an engine starts */
     const lrun_tensor_maker *maker; /* with fp8_pending: what makes its bytes (lrun_tensor_move calls it) */

@@ -177,7 +177,8 @@ static lrun_status check_fits(lrun_cuda_engine *e, size_t kv_bytes, size_t slot_
         const struct lrun_tensor *t = &e->model->tensors[i];
         if (!(t->tier == LRUN_TIER_DEVICE && t->device == e->device)) weights += lrun_tensor_stored_bytes(t);
     }
-    const size_t free_b = lrun_device_free_bytes(e->device), scratch = e->scratch_bytes + lrun_cuda_moe_scratch_bytes(e);
+    const size_t free_b = lrun_device_free_bytes(e->device),
+                 scratch = e->scratch_bytes + lrun_cuda_moe_scratch_bytes(e) + lrun_cuda_q8x_scratch_bytes(e);
     if (lrun_size_add(weights, kv_bytes, &need) && lrun_size_add(need, scratch, &need) &&
         lrun_size_add(need, slot_bytes, &need) && need <= free_b)
         return LRUN_OK;
@@ -279,7 +280,8 @@ lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model,
         return lrun_fail_oom(SIZE_MAX, 0, "engine estimate: scratch or KV cache size overflows size_t");
     /* the exact path's own block counts as scratch: estimate and stats agree; so
      * does the quantized cache's ring, a fixed size whatever the length */
-    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + lrun_cuda_moe_scratch_bytes(&e) + fixed;
+    out->scratch_bytes +=
+        lrun_cuda_exact_scratch_bytes(&e) + lrun_cuda_moe_scratch_bytes(&e) + lrun_cuda_q8x_scratch_bytes(&e) + fixed;
     out->kv_bytes_per_position = per;
     return LRUN_OK;
 }
@@ -331,7 +333,8 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
         !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
         return lrun_fail_oom(SIZE_MAX, 0, "engine size: scratch or KV cache size overflows size_t");
     /* the MoE routing state's block is scratch too (engine_cuda_moe.c), from init's own arithmetic */
-    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + lrun_cuda_moe_scratch_bytes(&e);
+    out->scratch_bytes +=
+        lrun_cuda_exact_scratch_bytes(&e) + lrun_cuda_moe_scratch_bytes(&e) + lrun_cuda_q8x_scratch_bytes(&e);
     size_t block = 0;
     lrun_status st = lrun_cuda_offload_plan(&e, p, opts->prefetch_layers, &block);
     if (st == LRUN_OK) {

@@ -17,6 +17,7 @@
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "cuda/engine_cuda_packed.h"
+#include "cuda/engine_cuda_split.h"
 #include "cuda/op_profile.h"
 #include "kernels.h"
 
@@ -61,11 +62,15 @@ static void refs(const struct run *r, const lrun_arch_op *op, int n, lrun_weight
 
 // ---------------------------------------------------------------- fast matmuls
 
-/* The GEMV mode flags of weight t: its dtype's kernel choice, or the
- * split-row kernel for a weight the engine split (engine_cuda_split.h). */
-static int gemv_flags(const lrun_cuda_engine *e, const struct lrun_tensor *t)
+/* The decode GEMV of parts of weight t0's dtype (t0 the first): Q8_0/Q4_0
+ * take the q8 x path (engine_cuda_split.h: x quantized once per input),
+ * the others their dtype's kernel choice. */
+static lrun_status gemv(lrun_cuda_engine *e, const struct lrun_tensor *t0, const lrun_k_gemv_part *parts, int n,
+                        const float *x, int64_t m, int mode)
 {
-    return t->split ? LRUN_K_GEMV_SPLIT : lrun_cuda_gemv_flags(e, t->dtype);
+    if (lrun_cuda_q8x_takes(e, t0)) return lrun_cuda_q8x_gemv(e, t0, parts, n, x, m, mode);
+    return lrun_k_gemv_multi(t0->dtype, parts, n, t0->ne[0], x, m, mode | lrun_cuda_gemv_flags(e, t0->dtype),
+                             e->stream);
 }
 
 /* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS beyond. */
@@ -76,7 +81,7 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
     if (t->packed) return lrun_cuda_packed_matmul(e, t, w.data, x, m, y); /* mode 3: engine_cuda_packed.h */
     if (m <= GEMV_MAX_ROWS) {
         const lrun_k_gemv_part part = {w.data, t->row_bytes, t->ne[1], y};
-        return lrun_k_gemv_multi(t->dtype, &part, 1, t->ne[0], x, m, LRUN_K_GEMV_STORE | gemv_flags(e, t), e->stream);
+        return gemv(e, t, &part, 1, x, m, LRUN_K_GEMV_STORE);
     }
     if (t->split) { /* split rows (engine_cuda_split.h): f16 in the slot, then cuBLAS on it in place */
         TRY(lrun_k_dequantize_split(t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], e->w_slot, e->stream));
@@ -113,7 +118,7 @@ static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, flo
         parts[i].n = w[i].w->ne[1];
         parts[i].y = y[i];
     }
-    return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode | gemv_flags(e, w[0].w), e->stream);
+    return gemv(e, w[0].w, parts, n_w, x, m, mode);
 }
 
 // ---------------------------------------------------------------- ops
@@ -392,6 +397,7 @@ static lrun_status run_block(struct run *r)
         const lrun_arch_op *op = &a->ops[i];
         const int n_w = lrun_arch_op_n_w(op);
         TRY(lrun_cuda_op_profile_begin(r->e->prof, (int)op->kind, r->n));
+        lrun_cuda_split_input_reset(r->e); /* the op before may have written any buffer */
         switch (op->kind) {
         case LRUN_ARCH_OP_NORM:
             if (!r->normed) TRY(op_norm(r, op, i));
@@ -492,6 +498,7 @@ static lrun_status lm_head(lrun_cuda_engine *e, int64_t r0, int64_t rows)
     const lrun_weight_ref head = lrun_weights_get(&W, e->n_layer, LRUN_ARCH_TENSOR_OUTPUT);
     const float *x = e->xn + r0 * e->n_embd;
     if (e->exact) return lrun_cuda_exact_matmul(e, &head, &e->logits, 1, x, rows, 0);
+    lrun_cuda_split_input_reset(e); /* xn: the output norm's, not a block's */
     TRY(matmul(e, head, x, rows, e->logits));
     const double cap = e->model->final_softcap; /* gemma2: every logit soft-capped */
     return cap > 0 ? lrun_k_softcap(e->logits, rows * e->n_vocab, (float)cap, e->stream) : LRUN_OK;

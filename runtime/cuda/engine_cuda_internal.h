@@ -156,6 +156,15 @@ struct lrun_cuda_engine {
     lrun_cuda_gemv_choice gemv;   /* the decode GEMV kernel per dtype (gemv_choice.h) */
     struct lrun_tensor **split_t; /* (n_split) the weights this engine split (engine_cuda_split.h) */
     int64_t n_split;
+    struct {              /* Q8_0/Q4_0 decode: x quantized once per input (gemv.q8x) */
+        void *base;       /* device block from the pool: xq, then xd; NULL when unused */
+        size_t bytes;     /* of base */
+        int8_t *xq;       /* (GEMV_MAX_ROWS, max_k) int8 */
+        float *xd;        /* (GEMV_MAX_ROWS, max_k/32) their scales */
+        int64_t max_k;    /* the widest decode GEMV input (n_embd, q_dim, n_ff) */
+        const float *src; /* the input xq holds now (m rows of k), or NULL: valid within one op */
+        int64_t m, k;
+    } q8x;
     int graph_seen[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];          /* eager runs of that shape so far */
     cudaGraphExec_t graph_exec[LRUN_CUDA_GRAPH_MAX_TOKENS + 1];
     lrun_engine_stats stats;      /* what get_stats adds to: counters, weight and slot bytes */

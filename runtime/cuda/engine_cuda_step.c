@@ -226,7 +226,8 @@ void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out)
     out->kv_bytes_moved = e->kv.bytes_moved - e->kv_moved_base;
     out->kv_bytes_copied = e->kv.bytes_copied - e->kv_copied_base;
     out->exact = e->exact != NULL;
-    out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e) + (e->moe ? lrun_cuda_moe_scratch_bytes(e) : 0);
+    out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e) +
+                         (e->moe ? lrun_cuda_moe_scratch_bytes(e) : 0) + e->q8x.bytes;
 }
 
 /* Reads the device-routed counters on the engine's device (where that fails, the host-routed ones alone). */

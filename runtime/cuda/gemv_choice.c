@@ -34,8 +34,15 @@ void lrun_cuda_gemv_choice_from_env(int exact, lrun_cuda_gemv_choice *c)
     c->flags = dp4a && strcmp(dp4a, "1") == 0 ? LRUN_K_GEMV_DP4A : 0;
     c->dp4a_auto = !dp4a;
     c->dp4a_types = dp4a && !c->flags ? dtype_bits_of(dp4a) : 0;
-    const char *split = getenv("LRUN_CUDA_GEMV_SPLIT");
-    c->split = split && strcmp(split, "1") == 0;
+    /* Q8_0/Q4_0 decode: the split layout with x quantized once per input
+     * (docs/gpu.md "q8_0 / q4_0 decode GEMV study": 1.2-1.4x the GGUF kernel
+     * per layer on H100); LRUN_CUDA_GEMV_SPLIT=1 keeps the older split
+     * kernel that quantizes x itself, LRUN_CUDA_GEMV_Q8X=0 (or
+     * LRUN_CUDA_GEMV_SPLIT=0) the GGUF layout and its kernels */
+    const char *split = getenv("LRUN_CUDA_GEMV_SPLIT"), *q8x = getenv("LRUN_CUDA_GEMV_Q8X");
+    const int split_old = split && strcmp(split, "1") == 0, split_off = split && strcmp(split, "0") == 0;
+    c->q8x = !split_old && !split_off && !(q8x && strcmp(q8x, "0") == 0);
+    c->split = split_old || c->q8x;
     const char *stage = getenv("LRUN_CUDA_GEMV_STAGE");
     if (stage) {
         const uint64_t six = (uint64_t)1 << LRUN_DTYPE_Q8_0 | (uint64_t)1 << LRUN_DTYPE_Q4_0 |

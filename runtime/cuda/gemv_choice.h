@@ -21,13 +21,21 @@ typedef struct lrun_cuda_gemv_choice {
     uint64_t stage_types; /* bit t: dtype t takes the staged GEMV (kernels/gemv_stage.cu)
                              under LRUN_CUDA_GEMV_STAGE=1 (its six types) or =<list> (fast
                              numerics only); 0 by default, until measured faster on a GPU */
-    int split;            /* 1: LRUN_CUDA_GEMV_SPLIT=1 (fast numerics only): the engine rewrites its
-                             Q8_0/Q4_0 matrices into the split-row layout for gemv_split.cu
-                             (engine_cuda_split.h); 0 by default, until measured on a GPU */
+    int split;            /* 1 (fast numerics, unless LRUN_CUDA_GEMV_Q8X=0 without
+                             LRUN_CUDA_GEMV_SPLIT=1): the engine rewrites its device-resident
+                             Q8_0/Q4_0 matrices into the split-row layout (engine_cuda_split.h) */
+    int q8x;              /* 1 (fast numerics by default): Q8_0/Q4_0 decode GEMVs take
+                             gemv_split_q8x.cu, x quantized once per distinct input into the
+                             engine's q8 scratch, on split rows (or GGUF's where the engine does
+                             not split: streamed weights); LRUN_CUDA_GEMV_DP4A and _STAGE then
+                             do not apply to these two types. 0 under LRUN_CUDA_GEMV_SPLIT=1
+                             (split weights take gemv_split.cu, x quantized in each kernel, as
+                             before) or LRUN_CUDA_GEMV_Q8X=0 (GGUF's layout and kernels) */
 } lrun_cuda_gemv_choice;
 
-/* The choice for exact (1: numerics EXACT, no dp4a or staged kernel) or fast
- * numerics, from LRUN_CUDA_GEMV_DP4A and LRUN_CUDA_GEMV_STAGE. */
+/* The choice for exact (1: numerics EXACT, no dp4a, staged or split kernel)
+ * or fast numerics, from LRUN_CUDA_GEMV_DP4A, LRUN_CUDA_GEMV_STAGE,
+ * LRUN_CUDA_GEMV_SPLIT and LRUN_CUDA_GEMV_Q8X. */
 void lrun_cuda_gemv_choice_from_env(int exact, lrun_cuda_gemv_choice *c);
 
 /* The mode flags of a decode GEMV of dtype t. By default the dp4a kernel

@@ -7,7 +7,8 @@
  * the memory's read rate depending on the dtype (session 9, H100), and a
  * copy small enough to sit in L2 measures the cache. So this times the
  * kernel itself: lrun_k_gemv_multi at m = 1 with the flags the engine
- * chooses (gemv_choice.h), over copies of one (n, k) weight laid end to end
+ * chooses (gemv_choice.h), or the q8 x kernel the engine takes for Q8_0
+ * and Q4_0 (engine_cuda_split.h), over copies of one (n, k) weight laid end to end
  * across at least 4x the L2 cache, one launch per copy in turn, the way a
  * decode step walks its layers. The bytes hold a fixed non-zero pattern
  * (0x11: small finite scales and values in every dtype) so neither the
@@ -60,12 +61,24 @@ lrun_status lrun_cuda_measure_gemv(lrun_device *device, int exact, lrun_dtype dt
     lrun_cuda_gemv_choice_from_env(exact, &choice);
     const int mode = LRUN_K_GEMV_STORE | lrun_cuda_gemv_choice_flags(&choice, dtype);
     void *stream = lrun_cuda_compute_stream(device);
+    /* the engine's q8 x path (engine_cuda_split.h) for Q8_0/Q4_0: x quantized
+     * once (a decode step shares it over several weights), then the kernel
+     * on the layout the engine would give these rows (any bytes are valid
+     * split rows) */
+    const int q8x = choice.q8x && (dtype == LRUN_DTYPE_Q8_0 || dtype == LRUN_DTYPE_Q4_0) && k % 32 == 0,
+              split = row_bytes % 16 == 0;
+    void *xq = NULL;
+    const size_t xq_bytes = (size_t)k + 256 + (size_t)(k / 32) * sizeof(float);
+    if (st == LRUN_OK && q8x) st = lrun_device_alloc(device, xq_bytes, "GEMV measurement", &xq);
+    float *xd = xq ? (float *)((char *)xq + ((size_t)k + 255) / 256 * 256) : NULL;
+    if (st == LRUN_OK && q8x) st = lrun_k_quantize_q8(LRUN_DTYPE_Q8_0, x, 1, k, xq, xd, NULL, stream);
     double best = 0;
     for (int pass = 0; pass < 4 && st == LRUN_OK; pass++) { /* a warm-up, then the best of three */
         const double t0 = lrun_now_seconds();
         for (size_t c = 0; c < copies && st == LRUN_OK; c++) {
             const lrun_k_gemv_part part = {(const char *)w + c * mat, row_bytes, n, y};
-            st = lrun_k_gemv_multi(dtype, &part, 1, k, x, 1, mode, stream);
+            st = q8x ? lrun_k_gemv_q8x(dtype, &part, 1, k, xq, xd, 1, LRUN_K_GEMV_STORE, split, stream)
+                     : lrun_k_gemv_multi(dtype, &part, 1, k, x, 1, mode, stream);
         }
         if (st == LRUN_OK) st = lrun_cuda_stream_sync(device, stream);
         const double dt = lrun_now_seconds() - t0;
@@ -74,6 +87,7 @@ lrun_status lrun_cuda_measure_gemv(lrun_device *device, int exact, lrun_dtype dt
     if (w) lrun_device_release(device, w, w_bytes);
     if (x) lrun_device_release(device, x, x_bytes);
     if (y) lrun_device_release(device, y, y_bytes);
+    if (xq) lrun_device_release(device, xq, xq_bytes);
     lrun_cuda_trim(device); /* the measurement's arenas go back, not into the shared pool */
     if (st == LRUN_OK) *bytes_per_s = best;
     else st = lrun_fail_context(st, "measuring the decode GEMV (%s, %lld x %lld) on %s", lrun_dtype_name(dtype),

@@ -1,6 +1,8 @@
 /* gemvq_proto.cu — the batch-1 decode GEMV of Q8_0 and Q4_0 weights: the
  * current kernels against candidates on the split-row layout (issue #15;
- * docs/gpu.md "q8_0 / q4_0 decode GEMV study"). NOT wired into the engine.
+ * docs/gpu.md "q8_0 / q4_0 decode GEMV study"). The candidates are not
+ * wired into the engine; the winner is, as kernels/gemv_split_q8x.cu
+ * ("lib q8x" rows, and an m = 2, 4, 8 comparison with the GGUF kernel).
  *
  * The current kernels are called through their real entry point,
  * lrun_k_gemv_multi (linked from build/liblrun.a): "cur" is what
@@ -572,6 +574,67 @@ static void bench_shape(lrun_dtype t, int64_t n, int64_t k, double read_gbs, cud
             const double us = time_calls(tm, st, copies, 0, call), usg = time_calls(tm, st, copies, 1, call);
             report("lib split (q8s)", us, usg, 1);
         }
+    }
+
+    /* the library's q8x kernel (kernels/gemv_split_q8x.cu: the candidate
+     * "q8g rw2 nw4 u2 PF" as the engine runs it by default), on the split
+     * rows and on GGUF's (the engine's streamed weights), alone and with
+     * lrun_k_quantize_q8 ("+q") */
+    for (int layout = 1; layout >= 0; layout--)
+        for (int with_q = 0; with_q < 2; with_q++) {
+            auto call = [&](int c) {
+                if (with_q && lrun_k_quantize_q8(LRUN_DTYPE_Q8_0, dx, 1, k, dxq, dxd, NULL, st) != LRUN_OK)
+                    return false;
+                lrun_k_gemv_part part = {layout ? ds[c] : dg[c], rb, n, dy};
+                return lrun_k_gemv_q8x(t, &part, 1, k, dxq, dxd, 1, LRUN_K_GEMV_STORE, layout, st) == LRUN_OK;
+            };
+            CK(cudaMemset(dy, 0xff, n * 4));
+            if (!call(0)) {
+                printf("# lib q8x: %s\n", lrun_last_error());
+                continue;
+            }
+            const double us = time_calls(tm, st, copies, 0, call), usg = time_calls(tm, st, copies, 1, call);
+            report(layout ? (with_q ? "lib q8x split +q" : "lib q8x split")
+                          : (with_q ? "lib q8x GGUF +q" : "lib q8x GGUF"),
+                   us, usg, 1);
+        }
+
+    /* m > 1 (small batches): the default kernel on GGUF rows (f32 x, the
+     * engine's choice before q8x) against the q8x kernel on split rows
+     * with its quantize launch, graph-replayed µs per call; y not checked here
+     * (test_gemv_split_q8x_gpu does) */
+    {
+        const int64_t m_max = 8;
+        float *dxm, *dym;
+        int8_t *dxqm;
+        float *dxdm;
+        CK(cudaMalloc(&dxm, m_max * k * 4));
+        CK(cudaMalloc(&dym, m_max * n * 4));
+        CK(cudaMalloc(&dxqm, m_max * k));
+        CK(cudaMalloc(&dxdm, m_max * (k / 32) * 4));
+        for (int64_t i = 0; i < m_max; i++) CK(cudaMemcpy(dxm + i * k, dx, k * 4, cudaMemcpyDeviceToDevice));
+        static const int64_t ms[] = {2, 4, 8};
+        for (int mi = 0; mi < 3; mi++) {
+            const int64_t m = ms[mi];
+            auto cur = [&](int c) {
+                lrun_k_gemv_part part = {dg[c], rb, n, dym};
+                return lrun_k_gemv_multi(t, &part, 1, k, dxm, m, LRUN_K_GEMV_STORE, st) == LRUN_OK;
+            };
+            auto q8x = [&](int c) {
+                if (lrun_k_quantize_q8(LRUN_DTYPE_Q8_0, dxm, m, k, dxqm, dxdm, NULL, st) != LRUN_OK) return false;
+                lrun_k_gemv_part part = {ds[c], rb, n, dym};
+                return lrun_k_gemv_q8x(t, &part, 1, k, dxqm, dxdm, m, LRUN_K_GEMV_STORE, 1, st) == LRUN_OK;
+            };
+            const double uc = cur(0) ? time_calls(tm, st, copies, 1, cur) : -1;
+            const double uq = q8x(0) ? time_calls(tm, st, copies, 1, q8x) : -1;
+            printf("%-6s %11s  m %lld: graph us/call cur (GGUF) %8.2f, lib q8x split +q %8.2f (%.2fx)\n",
+                   lrun_dtype_name(t), (std::to_string(n) + "x" + std::to_string(k)).c_str(), (long long)m, uc, uq,
+                   uq > 0 ? uc / uq : 0.0);
+        }
+        CK(cudaFree(dxm));
+        CK(cudaFree(dym));
+        CK(cudaFree(dxqm));
+        CK(cudaFree(dxdm));
     }
 
     const cand *cs = t == LRUN_DTYPE_Q8_0 ? cands_q8 : cands_q4;

@@ -4,15 +4,16 @@
 Reads `cuobjdump --dump-sass` output (any number of files) and, for the
 study's kernels — gemv.cu's unit kernel gemv_tiles<Q8_0|Q4_0, m 1> at its
 default shape (128 threads, 8 rows, U 2: what gemv_choice runs on sm_90)
-every gq_kernel of tests/bench/gemvq_proto.cu and the library's
-gemv_split_kernel (kernels/gemv_split.cu) — finds the main loop:
+every gq_kernel of tests/bench/gemvq_proto.cu, the library's
+gemv_split_kernel (kernels/gemv_split.cu) and its gemv_q8x_kernel at m = 1 on
+split rows (kernels/gemv_split_q8x.cu, the engine's default) — finds the main loop:
 the innermost backward branch whose body holds the most weight loads, and
 counts its instructions (@!PT padding is never issued) by kind, over the
 weight bytes the body consumes:
   gemv_tiles: a Q8_0 unit is 8 quant bytes (4 LDG.U16) plus its block's
     scale (1 LDG.U16; 2 bytes shared by 4 units); Q4_0 4 bytes (2 LDG.U16)
     plus the scale (1; shared by 4), so bytes = units · (8.5 | 4.5);
-  gq_kernel, gemv_split_kernel: each LDG.E.NA.128 is one 16-byte chunk of quants of one row,
+  gq_kernel, gemv_split_kernel, gemv_q8x_kernel: each LDG.E.NA.128 is one 16-byte chunk of quants of one row,
     plus its scale's share (Q8_0: 2 bytes per 2 chunks, Q4_0: 2 per chunk),
     so bytes = chunks · (17 | 18).
 The compiler unrolls each loop once more and keeps remainder copies; the
@@ -91,6 +92,14 @@ for path in sys.argv[1:]:
             chunks = sum(1 for t_ in body if classify(t_)[0] == 'LDG.128w')
             t, rw, nw, u = m.groups()
             report(f'lib gemv_split {TYPES[t]} rw{rw} nw{nw} u{u}', body, chunks * (17 if t == '8' else 18))
+            continue
+        m = re.match(r'_Z15gemv_q8x_kernelILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELb1EE', name)
+        if m and m.group(1) in TYPES and m.group(2) == '1':  # the engine's default (gemv_split_q8x.cu), m = 1, split rows
+            body = main_loop(ins)
+            if not body: continue
+            chunks = sum(1 for t_ in body if classify(t_)[0] == 'LDG.128w')
+            t, _, rw, nw, u = m.groups()
+            report(f'lib gemv_q8x {TYPES[t]} rw{rw} nw{nw} u{u} PF', body, chunks * (17 if t == '8' else 18))
             continue
         m = re.match(r'_Z9gq_kernelILi(\d+)ELi(\d)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d)EE', name)
         if m:

@@ -11,8 +11,11 @@
  * split-row GEMV, kernels/gemv_split.cu, and its prefill dequantization)
  * is checked the same way, and that the engine split the block matrices
  * (not the tied embedding) and gave the model GGUF's bytes back at its
- * free (each one moved to the host equals the file's bytes). Skipped (TAP
- * SKIP) where no GPU is visible. */
+ * free (each one moved to the host equals the file's bytes); so is the
+ * default for Q8_0 and Q4_0 (the same split, x quantized once per input,
+ * kernels/gemv_split_q8x.cu), and LRUN_CUDA_GEMV_Q8X=0 (no split). The
+ * "older GEMV" and dp4a runs set LRUN_CUDA_GEMV_Q8X=0, so they still run
+ * their kernels on GGUF's layout. Skipped (TAP SKIP) where no GPU is visible. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,10 +72,11 @@ struct split_seen {
 };
 
 /* worst decode rel of the CUDA engine (made with LRUN_CUDA_GEMV_DP4A = dp4a,
- * LRUN_CUDA_GEMV_STAGE = stage and LRUN_CUDA_GEMV_SPLIT = split; NULL:
- * unset) against the CPU's; seen (may be NULL) what the split did */
-static double decode_rel(const char *path, const char *dp4a, const char *stage, const char *split, int *ok,
-                         struct split_seen *seen)
+ * LRUN_CUDA_GEMV_STAGE = stage, LRUN_CUDA_GEMV_SPLIT = split and
+ * LRUN_CUDA_GEMV_Q8X = q8x; NULL: unset) against the CPU's; seen (may be
+ * NULL) what the split did */
+static double decode_rel(const char *path, const char *dp4a, const char *stage, const char *split, const char *q8x,
+                         int *ok, struct split_seen *seen)
 {
     if (dp4a) setenv("LRUN_CUDA_GEMV_DP4A", dp4a, 1);
     else unsetenv("LRUN_CUDA_GEMV_DP4A");
@@ -80,11 +84,14 @@ static double decode_rel(const char *path, const char *dp4a, const char *stage, 
     else unsetenv("LRUN_CUDA_GEMV_STAGE");
     if (split) setenv("LRUN_CUDA_GEMV_SPLIT", split, 1);
     else unsetenv("LRUN_CUDA_GEMV_SPLIT");
+    if (q8x) setenv("LRUN_CUDA_GEMV_Q8X", q8x, 1);
+    else unsetenv("LRUN_CUDA_GEMV_Q8X");
     lrun_model *mc = fixture_load(path, "cpu", 0, 0, -1), *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     lrun_engine *ec = engine(mc), *eg = engine(mg); /* the variable is read here */
     unsetenv("LRUN_CUDA_GEMV_DP4A");
     unsetenv("LRUN_CUDA_GEMV_STAGE");
     unsetenv("LRUN_CUDA_GEMV_SPLIT");
+    unsetenv("LRUN_CUDA_GEMV_Q8X");
     int32_t tok[NP + ND];
     uint32_t seed = 7;
     for (int i = 0; i < NP + ND; i++) seed = seed * 1664525u + 1013904223u, tok[i] = (int32_t)(seed >> 8) % V;
@@ -144,10 +151,12 @@ int main(void)
             continue;
         }
         int ok_def = 0, ok_dp4a = 0, ok_auto = 0;
-        /* "0": the older kernel; "1": dp4a for every type; unset: the engine's per-type default */
-        const double def = decode_rel(path, "0", NULL, NULL, &ok_def, NULL),
-                     dp = decode_rel(path, "1", NULL, NULL, &ok_dp4a, NULL);
-        const double au = decode_rel(path, NULL, NULL, NULL, &ok_auto, NULL);
+        /* "0": the older kernel (GGUF layout); "1": dp4a for every type; unset: the engine's
+         * per-type default (Q8_0, Q4_0: split rows, x quantized once per input) */
+        struct split_seen seen_auto = {0, 0, 0};
+        const double def = decode_rel(path, "0", NULL, NULL, "0", &ok_def, NULL),
+                     dp = decode_rel(path, "1", NULL, NULL, "0", &ok_dp4a, NULL);
+        const double au = decode_rel(path, NULL, NULL, NULL, NULL, &ok_auto, &seen_auto);
         printf("# %s decode vs CPU, worst rel over %d steps: older GEMV %.3g, dp4a GEMV %.3g, default %.3g\n", name,
                ND, def, dp, au);
         snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_DP4A=1 decode logits match the CPU (rel %.2g <= 5e-2)", name,
@@ -157,7 +166,7 @@ int main(void)
         CHECK(msg, ok_auto && au <= 5e-2);
         if (types[i] == LRUN_DTYPE_Q2_K || types[i] == LRUN_DTYPE_Q3_K) { /* the list form: this type only */
             int ok_list = 0;
-            const double li = decode_rel(path, name, NULL, NULL, &ok_list, NULL);
+            const double li = decode_rel(path, name, NULL, NULL, NULL, &ok_list, NULL);
             snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_DP4A=%s decode logits match the CPU (rel %.2g <= 5e-2)",
                      name, name, li);
             CHECK(msg, ok_list && li <= 5e-2);
@@ -165,7 +174,7 @@ int main(void)
         if (i < 6) { /* the staged kernel's types: all six, then the list form */
             int ok_st = 0;
             const char *list = types[i] == LRUN_DTYPE_Q4_0 ? "q4_0" : "1";
-            const double st = decode_rel(path, NULL, list, NULL, &ok_st, NULL);
+            const double st = decode_rel(path, NULL, list, NULL, "0", &ok_st, NULL);
             printf("# %s decode vs CPU, LRUN_CUDA_GEMV_STAGE=%s: worst rel %.3g (dp4a %.3g)\n", name, list, st, dp);
             snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_STAGE=%s decode logits match the CPU (rel %.2g <= 5e-2)",
                      name, list, st);
@@ -174,7 +183,7 @@ int main(void)
         if (i < 2) { /* Q8_0, Q4_0: the split-row GEMV */
             int ok_sp = 0;
             struct split_seen seen = {0, 0, 0};
-            const double sp = decode_rel(path, NULL, NULL, "1", &ok_sp, &seen);
+            const double sp = decode_rel(path, NULL, NULL, "1", NULL, &ok_sp, &seen);
             printf("# %s decode vs CPU, LRUN_CUDA_GEMV_SPLIT=1: worst rel %.3g (dp4a %.3g); %lld tensors split\n",
                    name, sp, dp, (long long)seen.n_split);
             snprintf(msg, sizeof msg, "%s: LRUN_CUDA_GEMV_SPLIT=1 decode logits match the CPU (rel %.2g <= 5e-2)",
@@ -188,6 +197,20 @@ int main(void)
             snprintf(msg, sizeof msg, "%s: after the split engine's free every split tensor holds its file's bytes",
                      name);
             CHECK(msg, seen.restored);
+            /* the default: the same split, x quantized once per input (gemv_split_q8x.cu) */
+            snprintf(msg, sizeof msg,
+                     "%s: by default the engine splits the %d block matrices, not the tied embedding (%lld, %lld), "
+                     "and gives the file's bytes back",
+                     name, 7 * L, (long long)seen_auto.n_split, (long long)seen_auto.embd_split);
+            CHECK(msg, seen_auto.n_split == 7 * L && seen_auto.embd_split == 0 && seen_auto.restored);
+            int ok_off = 0;
+            struct split_seen seen_off = {0, 0, 0};
+            const double off = decode_rel(path, NULL, NULL, NULL, "0", &ok_off, &seen_off);
+            printf("# %s decode vs CPU, LRUN_CUDA_GEMV_Q8X=0: worst rel %.3g (default %.3g)\n", name, off, au);
+            snprintf(msg, sizeof msg,
+                     "%s: LRUN_CUDA_GEMV_Q8X=0 splits nothing (%lld) and its logits match the CPU (rel %.2g <= 5e-2)",
+                     name, (long long)seen_off.n_split, off);
+            CHECK(msg, ok_off && seen_off.n_split == 0 && off <= 5e-2);
         }
         unlink(path);
     }

@@ -7,8 +7,11 @@
  * must equal Σ q·xq computed straight from the GGUF block (exact), and the
  * emulated row (one FMA per chunk with d·d_x, as the kernel) must be the
  * double dot of lrun_dequantize_row's row with the q8-rounded x within 1e-6
- * of Σ|terms|. Runs in `make test` on any machine; the GPU itself is
- * tested by test_gemv_split_gpu.c. */
+ * of Σ|terms|; and the chunk's bytes and scale where gs_gguf_chunk_at and
+ * gs_gguf_scale_at put them in the GGUF row (gemv_split_q8x.cu's reads of
+ * unsplit weights) equal the split chunk's. Runs in `make test` on any
+ * machine; the GPU itself is tested by test_gemv_split_gpu.c and
+ * test_gemv_split_q8x_gpu.c. */
 #include "check.h"
 #include "gemv_split_lane.h"
 #include "quant/quant.h"
@@ -73,7 +76,7 @@ static void check_case(lrun_dtype t, int64_t n, int64_t k, float wamp, float xam
     }
     const size_t qb = lrun_quant_split_scales_at(t, k);
     const int64_t nck = k / gs_chunk_elems(q8);
-    int64_t int_bad = 0;
+    int64_t int_bad = 0, gguf_bad = 0;
     double worst = 0;
     for (int64_t r = 0; r < n; r++) {
         const uint8_t *sr = s + (size_t)r * rb, *gr = g + (size_t)r * rb;
@@ -83,6 +86,9 @@ static void check_case(lrun_dtype t, int64_t n, int64_t k, float wamp, float xam
             const int64_t b = gs_chunk_block(q8, c);
             uint16_t h;
             memcpy(&h, sr + qb + 2 * b, 2);
+            /* where gemv_split_q8x.cu finds the same chunk and scale in the GGUF row */
+            gguf_bad +=
+                memcmp(gr + gs_gguf_chunk_at(q8, c), w, 16) != 0 || memcmp(gr + gs_gguf_scale_at(q8, c), &h, 2) != 0;
             int v, want = 0;
             if (q8) {
                 v = gs_dot_q8(rd32(w), rd32(w + 4), rd32(w + 8), rd32(w + 12), rd32(xc), rd32(xc + 4), rd32(xc + 8),
@@ -110,6 +116,11 @@ static void check_case(lrun_dtype t, int64_t n, int64_t k, float wamp, float xam
     snprintf(name, sizeof name, "%s n %lld k %lld (w x%g, x x%g): every chunk's integer dot exact (%lld off)",
              lrun_dtype_name(t), (long long)n, (long long)k, (double)wamp, (double)xamp, (long long)int_bad);
     CHECK(name, int_bad == 0);
+    snprintf(name, sizeof name,
+             "%s n %lld k %lld: every chunk and scale sits in the GGUF row where the lane "
+             "functions say (%lld off)",
+             lrun_dtype_name(t), (long long)n, (long long)k, (long long)gguf_bad);
+    CHECK(name, gguf_bad == 0);
     snprintf(name, sizeof name, "%s n %lld k %lld (w x%g, x x%g): rows within 1e-6 of terms (%.2e)",
              lrun_dtype_name(t), (long long)n, (long long)k, (double)wamp, (double)xamp, worst);
     CHECK(name, worst <= 1e-6);
