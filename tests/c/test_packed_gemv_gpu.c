@@ -199,10 +199,14 @@ static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
         same &= fused_matches(dtype, w, 1, ms[mi], LRUN_K_GEMV_STORE, &e);
         worst = e > worst ? e : worst;
     }
-    snprintf(label, sizeof label, "%s%s %lld x %lld%s: fused = plain GEMV bit for bit%s; error/terms %.1e <= 1e-6", codec_name(dtype),
-             lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
-             kind_name(kind), all_m ? ", m 1/2/3/8" : "", worst);
-    CHECK(label, ok && same && worst <= 1e-6);
+    /* random bits hold inf and NaN weights and products past f32's range (the f64 reference stays finite
+     * where f32 overflows), so there the error is not a measure: bit-identity with the plain GEMV is the check
+     * (the H100 run of session 16 printed inf here while the SwiGLU/ADD bit checks below passed) */
+    const int measured = kind != 2;
+    snprintf(label, sizeof label, "%s%s %lld x %lld%s: fused = plain GEMV bit for bit%s; error/terms %.1e%s",
+             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k, kind_name(kind),
+             all_m ? ", m 1/2/3/8" : "", worst, measured ? " <= 1e-6" : " (not measured: inf/NaN weights)");
+    CHECK(label, ok && same && (!measured || worst <= 1e-6));
     same = ok && fused_matches(dtype, w, 3, 1, LRUN_K_GEMV_STORE, &e) &&
            fused_matches(dtype, w, 1, 1, LRUN_K_GEMV_ADD, &e) &&
            fused_matches(dtype, w, 2, 1, LRUN_K_GEMV_SWIGLU, &e);
