@@ -19,6 +19,7 @@
  * (__dp4a; gemv_split_lane.h, emulated on the host by test_gemv_split_emu),
  * one FMA per chunk and row; a warp-shuffle sum per row and the epilogues
  * of gemv_common.cuh. */
+#include "dequant_split_lane.h"
 #include "gemv_q8x.cuh"
 #include "gemv_split_lane.h"
 
@@ -80,25 +81,60 @@ extern "C" lrun_status lrun_k_split_rows(lrun_dtype t, void *w, size_t row_bytes
 // ---------------------------------------------------------------- dequantize (prefill)
 
 /* dst (n, k) f16 = the split rows, each value q·d (Q4_0: (q − 8)·d) in f32
- * rounded once to f16: lrun_k_dequantize's values for the GGUF rows. */
-__global__ void dequantize_split_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n, int64_t k, int q8,
+ * rounded once to f16: lrun_k_dequantize's values for the GGUF rows. A
+ * thread takes whole blocks of 32 (dequant_split_lane.h), i = its index,
+ * then a grid's worth of blocks on: block i is block b = i % nb of row
+ * r = i / nb, its values dst[32·i ..]. I is uint32_t whenever the n·nb
+ * blocks and a grid stride past them fit (every weight a GPU holds today:
+ * 2^32 blocks are 256 GiB of f16), so the division is a 32-bit one, once
+ * per block. VEC: 16-byte loads and stores (ds_vector_ok); otherwise
+ * 2-byte-aligned word loads and f16 stores, the same values. */
+template <int Q8, bool VEC, typename I>
+__global__ void dequantize_split_kernel(const uint8_t *__restrict__ w, size_t row_bytes, I nb, I blocks,
                                         uint16_t *__restrict__ dst)
 {
-    const int64_t total = n * k;
-    const size_t qoff = q8 ? (size_t)k : (size_t)k / 2;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = i / k, j = i % k, b = j / 32, e = j % 32;
-        const uint8_t *row = w + (size_t)r * row_bytes;
-        const float d = lrun_k_f16(lrun_k_ld16(row + qoff + 2 * b));
-        float q;
-        if (q8) q = (float)(int8_t)row[j];
-        else {
-            const uint8_t v = row[16 * b + e % 16];
-            q = (float)((e < 16 ? v & 0x0f : v >> 4) - 8);
+    constexpr int NQ = Q8 ? 8 : 4; /* words of a block's quants */
+    const I stride = (I)gridDim.x * blockDim.x;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < blocks; i += stride) {
+        const I r = i / nb, b = i - r * nb;
+        const uint8_t *row = w + (size_t)r * row_bytes, *qp = row + ds_quants_at(Q8, b);
+        uint32_t q[NQ], o[16];
+        if (VEC) {
+#pragma unroll
+            for (int j = 0; j < NQ / 4; j++) {
+                const uint4 v = lrun_k_ld128_stream(qp + 16 * j);
+                q[4 * j] = v.x, q[4 * j + 1] = v.y, q[4 * j + 2] = v.z, q[4 * j + 3] = v.w;
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < NQ; j++) q[j] = lrun_k_ld32_a2(qp + 4 * j);
         }
-        dst[i] = lrun_k_to_f16(__fmul_rn(q, d));
+        const float d = ds_f16(lrun_k_ld16(row + ds_scale_at(Q8, nb, b)));
+        if (Q8) ds_block_q8(q, d, o);
+        else ds_block_q4(q, d, o);
+        uint16_t *out = dst + 32 * (size_t)i;
+        if (VEC) {
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                ((uint4 *)out)[j] = make_uint4(o[4 * j], o[4 * j + 1], o[4 * j + 2], o[4 * j + 3]);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 16; j++) out[2 * j] = (uint16_t)o[j], out[2 * j + 1] = (uint16_t)(o[j] >> 16);
+        }
     }
+}
+
+template <int Q8, bool VEC>
+static void launch_dequantize_split(const uint8_t *w, size_t row_bytes, int64_t nb, int64_t blocks, uint16_t *dst,
+                                    cudaStream_t st)
+{
+    const unsigned g = lrun_k_grid(blocks, 256, LRUN_K_ELTWISE_BLOCKS);
+    if ((uint64_t)blocks + (uint64_t)g * 256 <= UINT32_MAX)
+        dequantize_split_kernel<Q8, VEC, uint32_t>
+            <<<g, 256, 0, st>>>(w, row_bytes, (uint32_t)nb, (uint32_t)blocks, dst);
+    else
+        dequantize_split_kernel<Q8, VEC, uint64_t>
+            <<<g, 256, 0, st>>>(w, row_bytes, (uint64_t)nb, (uint64_t)blocks, dst);
 }
 
 extern "C" lrun_status lrun_k_dequantize_split(lrun_dtype t, const void *w, size_t row_bytes, int64_t n, int64_t k,
@@ -111,10 +147,26 @@ extern "C" lrun_status lrun_k_dequantize_split(lrun_dtype t, const void *w, size
     if (n < 0 || k <= 0 || k % 32 != 0)
         return lrun_fail(LRUN_E_ARG, "%s: n %lld, k %lld (k a positive multiple of 32)", op, (long long)n,
                          (long long)k);
+    /* the scales and the narrow path's words are read 2 bytes at a time, the values written so */
+    if ((((uintptr_t)w | (uintptr_t)row_bytes | (uintptr_t)dst) & 1) != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: w %p, row_bytes %zu or dst %p is odd (2-byte alignment needed)", op, w,
+                         row_bytes, dst);
+    const size_t used = (size_t)(k / 32) * (size_t)split_block_bytes(t == LRUN_DTYPE_Q8_0);
+    if (row_bytes < used)
+        return lrun_fail(LRUN_E_ARG, "%s: row_bytes %zu below the %zu bytes of a row of %lld", op, row_bytes, used,
+                         (long long)k);
+    int64_t blocks;
+    if (__builtin_mul_overflow(n, k / 32, &blocks))
+        return lrun_fail(LRUN_E_ARG, "%s: %lld rows of %lld elements overflow", op, (long long)n, (long long)k);
     if (n == 0) return LRUN_OK;
-    const unsigned g = lrun_k_grid(n * k, 256, LRUN_K_ELTWISE_BLOCKS);
-    dequantize_split_kernel<<<g, 256, 0, (cudaStream_t)stream>>>((const uint8_t *)w, row_bytes, n, k,
-                                                                 t == LRUN_DTYPE_Q8_0, (uint16_t *)dst);
+    const uint8_t *wb = (const uint8_t *)w;
+    uint16_t *o = (uint16_t *)dst;
+    cudaStream_t st = (cudaStream_t)stream;
+    const bool vec = ds_vector_ok(w, row_bytes, dst), q8 = t == LRUN_DTYPE_Q8_0;
+    if (q8 && vec) launch_dequantize_split<1, true>(wb, row_bytes, k / 32, blocks, o, st);
+    else if (q8) launch_dequantize_split<1, false>(wb, row_bytes, k / 32, blocks, o, st);
+    else if (vec) launch_dequantize_split<0, true>(wb, row_bytes, k / 32, blocks, o, st);
+    else launch_dequantize_split<0, false>(wb, row_bytes, k / 32, blocks, o, st);
     return lrun_k_launched(op);
 }
 

@@ -122,7 +122,9 @@ lrun_status lrun_k_gemv_q8x(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, i
 lrun_status lrun_k_split_rows(lrun_dtype t, void *w, size_t row_bytes, int64_t n, int64_t k, int join, void *stream);
 /* dst (n, k) f16 = split rows dequantized: the values lrun_k_dequantize
  * gives for the same rows in GGUF's layout (the prefill slot of a split
- * weight; lrun_k_gemm then takes dst as an f16 weight in place). */
+ * weight; lrun_k_gemm then takes dst as an f16 weight in place). w,
+ * row_bytes and dst even (LRUN_E_ARG otherwise); 16-byte loads and stores
+ * when all three are 16-byte aligned (kernels/dequant_split_lane.h). */
 lrun_status lrun_k_dequantize_split(lrun_dtype t, const void *w, size_t row_bytes, int64_t n, int64_t k, void *dst,
                                     void *stream);
 

@@ -2,7 +2,9 @@
  * GPU (kernels/gemv_split.cu): lrun_k_split_rows in place against the
  * host's lrun_quant_split_rows and back, bit for bit (padding untouched);
  * lrun_k_dequantize_split against lrun_k_dequantize of the same GGUF rows,
- * bit for bit; and the decode GEMV under LRUN_K_GEMV_SPLIT against the CPU:
+ * bit for bit (its 16-byte and its 2-byte path; k up to 4128; its host
+ * replay is test_dequant_split_emu); and the decode GEMV under
+ * LRUN_K_GEMV_SPLIT against the CPU:
  * y must be the dot of lrun_dequantize_row's rows with x rounded by
  * lrun_quantize_activations (the kernel quantizes x the same way), within
  * f32 summation order (error over Σ|terms| <= 1e-6), on odd shapes (n 1 to
@@ -93,21 +95,26 @@ static void test_split_rows(lrun_dtype t, int64_t n, int64_t k, size_t pad)
     free(w), free(s), free(back);
 }
 
-/* the split rows dequantized: lrun_k_dequantize's f16 of the GGUF rows, bit for bit */
-static void test_dequantize(lrun_dtype t, int64_t n, int64_t k, size_t pad)
+/* the split rows dequantized: lrun_k_dequantize's f16 of the GGUF rows, bit
+ * for bit. narrow: rows 2 bytes past a 16-byte stride and dst 2 bytes into
+ * its buffer, so the kernel takes its 2-byte path (dequant_split_lane.h's
+ * ds_vector_ok), not its 16-byte one. */
+static void test_dequantize(lrun_dtype t, int64_t n, int64_t k, size_t pad, int narrow)
 {
     dreset();
-    const size_t stride = stride_of(t, k, pad), bytes = (size_t)n * stride, out = (size_t)n * (size_t)k * 2;
+    const size_t stride = stride_of(t, k, pad) + (narrow ? 2 : 0), bytes = (size_t)n * stride,
+                 out = (size_t)n * (size_t)k * 2;
     uint8_t *w = gemv_ref_rows(t, n, k, stride, 3), *s = split_copy(t, w, n, k, stride);
     uint16_t *a = malloc(out), *b = malloc(out);
-    void *da = dbuf(out), *db = dbuf(out);
+    void *da = dbuf(out);
+    uint8_t *db = (uint8_t *)dbuf(out + 2) + (narrow ? 2 : 0);
     int ok = ran(lrun_k_dequantize(t, dcopy(w, bytes), stride, n, k, LRUN_DTYPE_F16, da, stream)) &&
              ran(lrun_k_dequantize_split(t, dcopy(s, bytes), stride, n, k, db, stream));
     down(a, da, out);
     down(b, db, out);
     char name[160];
-    snprintf(name, sizeof name, "dequantize_split %s n %lld k %lld: lrun_k_dequantize's f16, bit for bit",
-             lrun_dtype_name(t), (long long)n, (long long)k);
+    snprintf(name, sizeof name, "dequantize_split %s n %lld k %lld%s: lrun_k_dequantize's f16, bit for bit",
+             lrun_dtype_name(t), (long long)n, (long long)k, narrow ? " (2-byte path)" : "");
     CHECK(name, ok && memcmp(a, b, out) == 0);
     free(w), free(s), free(a), free(b);
 }
@@ -238,6 +245,12 @@ static void test_refusals(void)
           lrun_k_gemv_multi(LRUN_DTYPE_Q4_0, &part, 1, 4096, dx, 1, LRUN_K_GEMV_STORE | LRUN_K_GEMV_SPLIT, stream) ==
                   LRUN_E_ARG &&
               strstr(lrun_last_error(), "16-byte") != NULL);
+    CHECK("dequantize_split refuses odd row_bytes",
+          lrun_k_dequantize_split(LRUN_DTYPE_Q8_0, dw, 4353, 8, 4096, dx, stream) == LRUN_E_ARG &&
+              strstr(lrun_last_error(), "odd") != NULL);
+    CHECK("dequantize_split refuses row_bytes below a row",
+          lrun_k_dequantize_split(LRUN_DTYPE_Q4_0, dw, 2302, 8, 4096, dx, stream) == LRUN_E_ARG &&
+              strstr(lrun_last_error(), "row_bytes 2302") != NULL);
     CHECK("split_rows refuses q4_1", lrun_k_split_rows(LRUN_DTYPE_Q4_1, dw, 2560, 8, 4096, 0, stream) == LRUN_E_ARG);
     CHECK("split_rows refuses k not a multiple of 32",
           lrun_k_split_rows(LRUN_DTYPE_Q8_0, dw, 2176, 8, 2040, 0, stream) == LRUN_E_ARG);
@@ -251,8 +264,11 @@ static void tests(void)
         test_split_rows(t, 7, 4096, 0);
         test_split_rows(t, 33, 11008, 0);
         test_split_rows(t, 5, 96, 16);
-        test_dequantize(t, 19, 4096, 0);
-        test_dequantize(t, 9, 96, 16);
+        test_dequantize(t, 19, 4096, 0, 0);
+        test_dequantize(t, 9, 96, 16, 0);
+        test_dequantize(t, 7, 4128, 0, 0);
+        test_dequantize(t, 7, 4128, 0, 1);
+        test_dequantize(t, 3, 32, 0, 1);
         for (int si = 0; si < 6; si++) test_case(t, shapes[si][0], shapes[si][1], 0, 0);
         test_case(t, 37, 1280, 16, 1); /* padded rows, x off 4 bytes */
         test_swiglu(t);
