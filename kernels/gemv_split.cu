@@ -2,10 +2,11 @@
  * (runtime/quant/quant_split.h: a row's quants contiguous and 16-byte
  * aligned, its f16 scales behind them): the layout's conversion in place on
  * the device, its dequantization for the prefill slot, and the m = 1 decode
- * GEMV on it (taken by lrun_k_gemv_multi under LRUN_K_GEMV_SPLIT). Opt-in
- * (the engine's LRUN_CUDA_GEMV_SPLIT=1) until timed on a GPU:
- * tests/bench/gemvq_proto.cu is the study, docs/gpu.md "q8_0 / q4_0 decode
- * GEMV study" the findings.
+ * GEMV on it (taken by lrun_k_gemv_multi under LRUN_K_GEMV_SPLIT). The
+ * layout is the engine's default for Q8_0/Q4_0 (the decode GEMV of
+ * gemv_split_q8x.cu reads it); this file's GEMV runs only with
+ * LRUN_CUDA_GEMV_SPLIT=1 (session 15's kernel): tests/bench/gemvq_proto.cu
+ * is the study, docs/gpu.md "q8_0 / q4_0 decode GEMV study" the findings.
  *
  * The GEMV is the prototype's "q8s" candidate: a warp owns RW rows and
  * walks them together, lane l taking 16-byte chunks l, l+32, … of each row
