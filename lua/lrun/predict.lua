@@ -117,7 +117,7 @@ local function fused_speed(t, bw)
   local c = require("lrun.packed_form").codec(t)
   local f = type(bw.packed_fused) == "table" and bw.packed_fused[c] or M.fused_speed[c] or M.fused_speed.pex1
   if type(f) ~= "number" or f <= 0 then
-    error("predict.decode: bandwidth.packed_fused." .. c .. " must be a number > 0", 4)
+    error("predict.decode: bandwidth.packed_fused." .. c .. " must be a number > 0", 3)
   end
   return f
 end
@@ -422,6 +422,10 @@ function M.text(p, bw)
   end
   local attn = (p.attention_s or 0) > 0 and string.format(", %.3f ms attention", p.attention_s * 1e3) or ""
   local cache = (p.cache_s or 0) > 0 and string.format(", %.3f ms expert cache misses", p.cache_s * 1e3) or ""
+  if (p.packed_s or 0) > 0 then
+    cache = cache .. string.format(", %.3f ms of the device's for packed weights (decoded where used)",
+      p.packed_s * 1e3)
+  end
   if (p.hybrid_s or 0) > 0 then
     cache = cache .. string.format(", %.3f ms hybrid experts (hits on the device beside misses on the host)",
       p.hybrid_s * 1e3)
