@@ -258,9 +258,15 @@ LRUN_API size_t lrun_tensor_packed_bytes(const lrun_tensor *tensor);
 /* 1 when the model file holds this tensor packed (a packed file's matrix):
  * its LRUN_TIER_MMAP form. */
 LRUN_API int lrun_tensor_file_packed(const lrun_tensor *tensor);
+/* The codec of the packed form once known (as lrun_tensor_packed_bytes): 1
+ * PEX1, 2 PEX2 (a packed file entry's numbers, docs/packed.md); 0 unknown.
+ * Packing at placement writes lrun pack's default: PEX2 for bf16 matrices of
+ * a multiple of 8 values, PEX1 for f16 (and any other bf16). */
+LRUN_API int lrun_tensor_packed_codec(const lrun_tensor *tensor);
 /* Moves the tensor to tier (as lrun_tensor_move) in the form asked for
  * (packed 1: packed, 0: plain), converting on the host through a temporary
- * buffer: only the new form is allocated in tier. Packing anything but a
+ * buffer: only the new form is allocated in tier. A packed file's tensor
+ * packs to the file's bytes; any other encodes with the codec above. Packing anything but a
  * bf16/f16 matrix (2 dimensions) is LRUN_E_UNSUPPORTED; LRUN_TIER_MMAP only in the file's
  * own form (LRUN_E_ARG otherwise). On failure the tensor is unchanged. */
 LRUN_API lrun_status lrun_tensor_move_form(lrun_tensor *tensor, lrun_device *device, lrun_tier tier, int packed);

@@ -597,9 +597,12 @@ end
 
 -- ---------------------------------------------------------------- placement
 
+-- lrun_tensor_packed_codec's numbers (a packed file entry's)
+local codec_names = { [1] = "pex1", [2] = "pex2" }
+
 --- Every weight tensor described for placement policies (policies/), in
 -- the model's tensor order.
--- @treturn {{name=, role=, layer=, dtype=, bytes=, shape={...}, tier=},...}
+-- @treturn {{name=, role=, layer=, dtype=, bytes=, plain_bytes=, packed=, codec=, shape={...}, tier=},...}
 --   role as lrun_role_name ("embedding", "attn_q", …), layer -1 outside
 --   blocks, shape innermost dimension first (as in GGUF), bytes in bytes
 function Model:tensors()
@@ -618,6 +621,8 @@ function Model:tensors()
       bytes = tonumber(C.lrun_tensor_stored_bytes(t)),
       plain_bytes = tonumber(C.lrun_tensor_bytes(t)),
       packed = C.lrun_tensor_packed(t) ~= 0,
+      -- the packed form's codec once known ("pex1", "pex2"), else nil (lrun.packed_form.codec)
+      codec = codec_names[tonumber(C.lrun_tensor_packed_codec(t))],
       shape = shape,
       tier = ffi.string(C.lrun_tier_name(C.lrun_tensor_tier(t))),
     }

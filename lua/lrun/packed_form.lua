@@ -19,6 +19,19 @@ function M.packable(t)
 end
 
 
+--- The codec a tensor description is or would be packed in: its own when
+-- known (t.codec, from lrun_tensor_packed_codec: packed now, or before, or
+-- a packed file's), else the rule packing at placement follows
+-- (lrun_tensor_move_form, as lrun pack): "pex2" for bf16 of a multiple of 8
+-- values below 2^32, "pex1" for f16 and any other.
+function M.codec(t)
+  if t.codec then return t.codec end
+  local n = 1
+  for _, d in ipairs(t.shape or {}) do n = n * d end
+  if t.dtype == "bf16" and n > 0 and n % 8 == 0 and n < 2 ^ 32 then return "pex2" end
+  return "pex1"
+end
+
 --- opts.packed as a test over descriptions: true (every packable weight),
 -- false (none), a predicate, or a list of predicates (any).
 function M.selector(spec)

@@ -34,8 +34,23 @@
 -- t_attention = bw.decode_attention_s when given: a token's attention over
 -- the cached context, every layer (lrun.predict_plan measures it on cpu at
 -- the prefill chunk's 512 positions; 13% of a step of the bench's model).
--- Not modelled: attention on cuda, kernel launch overheads, packed
--- weights' decode.
+-- Packed weights (t.packed, docs/packed.md "Predicted decode of packed
+-- weights"): t.bytes are the packed bytes, t.plain_bytes the plain ones,
+-- t.codec (or lrun.packed_form.codec's rule) the codec:
+--   on the device (mode 3): cuda runs the fused decode+GEMV, which reads
+--     the packed bytes but is compute-bound on the decode: its time is the
+--     plain GEMV's over the plain bytes / M.fused_speed[codec] (or the
+--     measured bw.packed_fused[codec]), slower than plain, never faster;
+--     cpu decodes into a scratch, then the plain GEMV: plain bytes at the
+--     GEMV's rate + plain bytes / bw.packed_decode (the host decoder)
+--   streamed (mode 2): the packed bytes cross the link, and the decode
+--     (plain bytes / bw.packed_decode: the kernel on cuda's copy stream, the
+--     fill thread on cpu) is part of the copy; the device reads the plain
+--     weight from its slot
+--   host compute: plain bytes / bw.host_decode (the host decoder, decoding
+--     into a scratch) before the product
+-- A packed weight without a decode rate is costed as plain after its copy.
+-- Not modelled: attention on cuda, kernel launch overheads.
 --
 -- Prefill (M.prefill, docs/residency.md "Predicted prefill"): one chunk of
 -- T tokens (from position 0) costs, per weight:
@@ -72,6 +87,16 @@ local M = {}
 --- Disk read bandwidth used when none is given (bytes/s): a PCIe 4 NVMe drive.
 M.assumed_disk_read = 3e9
 
+--- The fused decode+GEMV's speed relative to the plain GEMV (time-rate:
+-- plain time / fused time) per codec, on cuda, until the planner measures
+-- it on the device (bw.packed_fused = {pex1=, pex2=} overrides). Measured
+-- on an H100 at 11008x4096 and 4096x11008 (docs/packed.md "Mode 3
+-- kernels" and "A faster code for mode 3"): PEX1's lrun_k_packed_gemv_multi
+-- at 0.41x and 0.44x (PDL on), 0.42 taken; PEX2 from the pfor-2p
+-- prototype (tests/bench/codec2_proto.cu) at 0.85x and 0.73x, 0.79 their
+-- mean; the engine's PEX2 kernel (kernels/packed_pex2.cu) is not timed yet.
+M.fused_speed = { pex1 = 0.42, pex2 = 0.79 }
+
 local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
 local vector_roles = { attn_norm = true, ffn_norm = true, output_norm = true, rope_freqs = true, bias = true }
 
@@ -85,6 +110,22 @@ local function host_rate(t, bw)
   local h = bw.host_matmul
   if type(h) == "table" then h = h[t.dtype] or h.default end
   return type(h) == "number" and h > 0 and h or bw.host_read
+end
+
+-- The fused GEMV's speed relative to plain for packed t's codec (cuda, mode 3).
+local function fused_speed(t, bw)
+  local c = require("lrun.packed_form").codec(t)
+  local f = type(bw.packed_fused) == "table" and bw.packed_fused[c] or M.fused_speed[c] or M.fused_speed.pex1
+  if type(f) ~= "number" or f <= 0 then
+    error("predict.decode: bandwidth.packed_fused." .. c .. " must be a number > 0", 3)
+  end
+  return f
+end
+
+-- Seconds to decode packed t's plain bytes at rate (0 without a rate or for a plain t).
+local function decode_s(t, plain, rate)
+  if not t.packed or type(rate) ~= "number" or rate <= 0 then return 0 end
+  return plain / rate
 end
 
 -- The link a streamed weight of this tier crosses, and its name for the limit.
@@ -209,7 +250,10 @@ end
 -- @tparam[opt] table host_compute {[name] = true}
 -- @tparam table bw {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
 --   host_matmul= bytes/s or {[dtype]=}, disk_read=, decode_matmul= {[dtype]=} (cpu)} bytes/s,
---   decode_attention_s= (cpu: seconds of one token's attention, every layer)
+--   decode_attention_s= (cpu: seconds of one token's attention, every layer), packed_decode= (plain bytes/s of
+--   the decode where the engine decodes: cuda the kernel, cpu the host decoder), host_decode= (plain bytes/s of
+--   the host decoder), packed_fused= {pex1=, pex2=} (cuda: the fused GEMV's speed relative to plain, else
+--   M.fused_speed)
 -- @tparam[opt] table q a mixture of experts: n_expert_used= (k: a stacked expert tensor of E experts is read
 --   k/E per token where it is computed, streamed whole), expert_cache= {slots=, hit_rate=, layers={…}} (cuda:
 --   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice; mode =
@@ -217,8 +261,11 @@ end
 --   true (cuda: a block's host experts in one round trip, M.host_overhead_s)
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=, attention_s=,
 --   host_fixed_s= (host_s's share of M.host_overhead_s), cache_s= (expert cache misses),
+--   packed_s= (device_s's share of packed weights on the device, mode 3), packed_decode_s= (decodes counted in
+--   copy_s, host_s and packed_s by bw.packed_decode / host_decode),
 --   hybrid_s= (hybrid cached blocks: each max(device hits, host misses + one pass's fixed costs)),
---   links = {[name] = seconds}, bytes = {device=, streamed=, host=, cache=}}
+--   links = {[name] = seconds}, bytes = {device=, streamed=, host=, cache=, packed= (packed bytes read on the
+--   device, of device)}}
 function M.decode(tensors, plan, host_compute, bw, q)
   host_compute, q = host_compute or {}, q or {}
   local n_used = q.n_expert_used
@@ -231,7 +278,7 @@ function M.decode(tensors, plan, host_compute, bw, q)
   local tied = tied_head(tensors)
   local host_pass_blocks = {} -- blocks whose host pass's round trip is counted
   local p = { device_s = 0, copy_s = 0, host_s = 0, host_fixed_s = 0, cache_s = 0, hybrid_s = 0, links = {},
-    bytes = { device = 0, streamed = 0, host = 0, cache = 0 } }
+    packed_s = 0, packed_decode_s = 0, bytes = { device = 0, streamed = 0, host = 0, cache = 0, packed = 0 } }
   local hybrid = {} -- [layer] = {dev=, host=, parts=}: a hybrid cached block's two sides
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
@@ -279,12 +326,24 @@ function M.decode(tensors, plan, host_compute, bw, q)
         host_pass_blocks[t.layer or -1] = true
       end
       local fixed = M.host_overhead_s(bw, calls, trips)
+      -- a packed weight is decoded into the host's scratch before the product
+      local dec = decode_s(t, plain, bw.host_decode or bw.packed_decode)
+      p.packed_decode_s = p.packed_decode_s + dec
       p.host_fixed_s = p.host_fixed_s + fixed
-      p.host_s = p.host_s + plain / rate + fixed
+      p.host_s = p.host_s + plain / rate + fixed + dec
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier ~= "device" then
       add_streamed(p, bytes, link(tier, bw))
+      if t.packed then
+        -- mode 2: decoded after the copy, into the slot (cuda: the kernel on the copy stream; cpu: the fill
+        -- thread), which then holds the plain weight the device reads
+        local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
+        local dec = decode_s(t, plain, bw.packed_decode)
+        p.copy_s = p.copy_s + dec
+        p.packed_decode_s = p.packed_decode_s + dec
+        bytes = plain
+      end
       bytes = share * bytes -- streamed whole with its block, read k/E there
     else
       bytes = share * bytes
@@ -292,7 +351,22 @@ function M.decode(tensors, plan, host_compute, bw, q)
     -- the device's reads are the decode GEMV's, measured per dtype when known (decode_matmul: cpu, the
     -- host's GEMV over the model's weights; cuda, the engine's kernel over device memory)
     local dm = type(bw.decode_matmul) == "table" and bw.decode_matmul[t.dtype]
-    p.device_s = p.device_s + bytes / (dm or bw.device_read)
+    if bytes > 0 and tier == "device" and t.packed then
+      -- mode 3: priced from the plain bytes, never below the plain GEMV's time (docs/packed.md)
+      local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes -- bytes: already its share (or the row read)
+      local s
+      if bw.device == "cuda" then s = plain / (dm or bw.device_read) / fused_speed(t, bw)
+      else
+        local dec = decode_s(t, plain, bw.packed_decode)
+        p.packed_decode_s = p.packed_decode_s + dec
+        s = plain / (dm or bw.device_read) + dec
+      end
+      p.packed_s = p.packed_s + s
+      p.device_s = p.device_s + s
+      p.bytes.packed = p.bytes.packed + bytes
+    else
+      p.device_s = p.device_s + bytes / (dm or bw.device_read)
+    end
     p.bytes.device = p.bytes.device + bytes
   end
   for _, b in pairs(hybrid) do
@@ -348,6 +422,10 @@ function M.text(p, bw)
   end
   local attn = (p.attention_s or 0) > 0 and string.format(", %.3f ms attention", p.attention_s * 1e3) or ""
   local cache = (p.cache_s or 0) > 0 and string.format(", %.3f ms expert cache misses", p.cache_s * 1e3) or ""
+  if (p.packed_s or 0) > 0 then
+    cache = cache .. string.format(", %.3f ms of the device's for packed weights (decoded where used)",
+      p.packed_s * 1e3)
+  end
   if (p.hybrid_s or 0) > 0 then
     cache = cache .. string.format(", %.3f ms hybrid experts (hits on the device beside misses on the host)",
       p.hybrid_s * 1e3)

@@ -155,6 +155,7 @@ function M.plan(model, opts)
       t.bytes = want and pb > 0 and pb or t.plain_bytes
     end
     t.packed = want -- the form the policy weighs
+    if want then t.codec = packed_form.codec(t) end -- what lrun.predict prices its decode by
     t.file_form = t.file_packed
     by_name[t.name] = t
     total = total + t.bytes

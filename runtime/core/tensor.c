@@ -220,6 +220,7 @@ int lrun_tensor_packed(const lrun_tensor *tensor) { return tensor->packed; }
 size_t lrun_tensor_stored_bytes(const lrun_tensor *tensor) { return tensor->packed ? tensor->pk.total : tensor->nbytes; }
 size_t lrun_tensor_packed_bytes(const lrun_tensor *tensor) { return tensor->pk.total; }
 int lrun_tensor_file_packed(const lrun_tensor *tensor) { return tensor->file_packed; }
+int lrun_tensor_packed_codec(const lrun_tensor *tensor) { return tensor->pk.total ? tensor->pk.codec : 0; }
 
 int64_t lrun_tensor_dim(const lrun_tensor *tensor, int axis)
 {
@@ -443,9 +444,14 @@ static lrun_status convert_on_host(const lrun_tensor *t, int packed, void **out,
         if (buf) memcpy(buf, src, pk->total);
         *out_bytes = pk->total;
     } else if (st == LRUN_OK && packed) {
-        const size_t cap = lrun_packed_bound(t->dtype, n);
+        /* lrun pack's rule (pack.c codec_for): PEX2 where it holds the tensor
+         * (bf16, a multiple of 8 values), else PEX1; the CUDA fused GEMV
+         * reads PEX2 at about twice PEX1's speed (docs/packed.md). */
+        const int pex2 = lrun_pex2_fits(t->dtype, n);
+        const size_t cap = pex2 ? lrun_pex2_bound(n) : lrun_packed_bound(t->dtype, n);
         buf = malloc(cap);
-        if (buf) st = lrun_packed_encode(buf, cap, out_bytes, t->dtype, src, n, pool);
+        if (buf && pex2) st = lrun_pex2_encode(buf, cap, out_bytes, src, n, pool);
+        else if (buf) st = lrun_packed_encode(buf, cap, out_bytes, t->dtype, src, n, pool);
         if (buf && st == LRUN_OK) st = lrun_packed_validate_mt(pk, buf, *out_bytes, t->name, pool);
     } else if (st == LRUN_OK) {
         buf = malloc(t->nbytes);

@@ -37,17 +37,28 @@ static double host_rate(lrun_threadpool *pool, const void *packed, const lrun_pa
     return best;
 }
 
-/* The codec to time: PEX2 when the model holds any tensor in it (a file
- * packed with `lrun pack --codec pex2`, the default for bf16), else PEX1
- * (what runtime packing writes). The two decode at different speeds (on an
- * H100 the prototype's PEX2 decode_rows wrote 1.5 TB/s against PEX1's
+/* The codec to time: the one most of the model's packable bytes have or
+ * will have. A tensor packed now, or before (its layout is kept), has its
+ * own; any other would pack at placement by lrun pack's rule (bf16 PEX2,
+ * f16 PEX1: lrun_tensor_move_form). The two decode at different speeds (on
+ * an H100 the prototype's PEX2 decode_rows wrote 1.5 TB/s against PEX1's
  * lrun_k_packed_decode at 0.42 TB/s; on the host 3.4x faster), so a plan
- * for a PEX2 file made with PEX1's rate would overprice its decode. */
+ * made with the other codec's rate would misprice the decode 3-4x. */
 static int model_codec(const lrun_model *model)
 {
-    for (int64_t i = 0; i < model->n_tensors; i++)
-        if (model->tensors[i].pk.codec == LRUN_PACKED_CODEC_PEX2) return LRUN_PACKED_CODEC_PEX2;
-    return LRUN_PACKED_CODEC_EXP;
+    size_t by[3] = {0, 0, 0}; /* bytes per LRUN_PACKED_CODEC_* */
+    for (int64_t i = 0; i < model->n_tensors; i++) {
+        const lrun_tensor *t = &model->tensors[i];
+        if (t->ndim != 2 || !lrun_packed_dtype_ok(t->dtype)) continue;
+        int c = t->pk.total ? t->pk.codec : 0;
+        if (c != LRUN_PACKED_CODEC_EXP && c != LRUN_PACKED_CODEC_PEX2)
+            c = lrun_pex2_fits(t->dtype, (uint64_t)lrun_tensor_nelements(t)) ? LRUN_PACKED_CODEC_PEX2
+                                                                               : LRUN_PACKED_CODEC_EXP;
+        by[c] += t->nbytes;
+    }
+    return by[LRUN_PACKED_CODEC_PEX2] > 0 && by[LRUN_PACKED_CODEC_PEX2] >= by[LRUN_PACKED_CODEC_EXP]
+               ? LRUN_PACKED_CODEC_PEX2
+               : LRUN_PACKED_CODEC_EXP;
 }
 
 lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes, double *bytes_per_s)

@@ -3,7 +3,8 @@
  * (its mmap tier holds the packed bytes), and for every placement — packed
  * or plain, in every tier, streamed, host-computed, decoded in place, with
  * nothing staged (ALL_DEVICE) — the logits are bit-identical to the plain
- * GGUF's; packing at placement time (lrun_tensor_move_form) gives the same;
+ * GGUF's; packing at placement time (lrun_tensor_move_form: bf16 as PEX2,
+ * f16 as PEX1, lrun pack's rule) gives the same;
  * the engine's sizes for a proposed packed placement are what init takes;
  * the same for files packed with PEX2 (codec_pex2.h). */
 #include "check.h"
@@ -106,6 +107,24 @@ static const place places[] = {
     {"back to the file", LRUN_TIER_MMAP, LRUN_TIER_MMAP, LRUN_TIER_MMAP, -1, 0, LRUN_WEIGHT_MODE_AS_PLACED},
 };
 
+/* Every matrix of m packed at placement has lrun pack's codec: PEX2 for
+ * bf16 (a multiple of 8 values: all of these), PEX1 for f16. */
+static int codecs_as_pack(lrun_model *m)
+{
+    int n = 0;
+    for (int64_t i = 0; i < lrun_model_tensor_count(m); i++) {
+        const lrun_tensor *t = lrun_model_tensor(m, i);
+        if (!is_matrix(t) || !lrun_tensor_packed(t)) continue;
+        const int want = lrun_tensor_dtype(t) == LRUN_DTYPE_BF16 ? 2 : 1;
+        if (lrun_tensor_packed_codec(t) != want) {
+            printf("# %s: codec %d, expected %d\n", lrun_tensor_name(t), lrun_tensor_packed_codec(t), want);
+            return 0;
+        }
+        n++;
+    }
+    return n > 0;
+}
+
 /* Every placement of the model at path gives the reference's logits. */
 static void every_placement(const char *path, const float *ref, const char *what, int from_packed_file)
 {
@@ -120,6 +139,10 @@ static void every_placement(const char *path, const float *ref, const char *what
         const int ok = apply(m, &p) && greedy(m, p.mode, got, &s);
         snprintf(label, sizeof label, "%s: %s: bit-identical logits", what, p.name);
         CHECK(label, ok && !memcmp(got, ref, sizeof got));
+        if (!from_packed_file && p.packed == 1) {
+            snprintf(label, sizeof label, "%s: %s: packed as lrun pack would (bf16 PEX2, f16 PEX1)", what, p.name);
+            CHECK(label, ok && codecs_as_pack(m));
+        }
         if (p.mode == LRUN_WEIGHT_MODE_AS_PLACED && p.block_tier != LRUN_TIER_DEVICE && !p.host_compute &&
             p.packed == 1) {
             snprintf(label, sizeof label, "%s: %s: the streamed bytes are the packed ones", what, p.name);
@@ -219,8 +242,9 @@ static void sizes(const char *gg)
 /* arch NULL: llama; phi3's fused attn_qkv is split at load, so its parts are
  * decoded at load and packed again at placement; qwen2 has f32 biases.
  * codec LRUN_PACK_CODEC_PEX2: the file's bf16 matrices are PEX2 (decoded by
- * the CPU range decode in every placement; phi3's parts packed again as
- * PEX1 at placement: both codecs in one model). */
+ * the CPU range decode in every placement; phi3's parts packed again at
+ * placement, as PEX2 too). A PEX1 file's phi3 parts are packed again as
+ * PEX2: both codecs in one model. */
 static void run(lrun_dtype dtype, int tied, const char *what, const char *arch, int codec)
 {
     static float ref[NEW * V];
@@ -239,7 +263,7 @@ static void run(lrun_dtype dtype, int tied, const char *what, const char *arch, 
     if (dtype == LRUN_DTYPE_BF16 && !tied && !arch && codec == LRUN_PACK_CODEC_PEX1) kept_packed(gg, pk);
     snprintf(label, sizeof label, "%s packed file", what);
     every_placement(pk, ref, label, 1);
-    if (codec == LRUN_PACK_CODEC_PEX2) return; /* packing at placement writes PEX1: the runs below */
+    if (codec == LRUN_PACK_CODEC_PEX2) return; /* packing the GGUF at placement: the PEX1 runs did it */
     snprintf(label, sizeof label, "%s GGUF packed at placement", what);
     every_placement(gg, ref, label, 0);
     if (dtype == LRUN_DTYPE_BF16 && tied && !arch) sizes(gg);

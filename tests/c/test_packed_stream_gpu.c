@@ -13,7 +13,8 @@
  * the decode is bit-exact, so the same kernels see the same bytes. Streamed
  * steps must cross exactly the packed bytes. Also the decode's GB/s on the
  * copy stream's path (mode 2) is printed for the report. A PEX2 file
- * (its own kernels) passes the same placements. Skipped without a GPU. */
+ * (its own kernels) passes the same placements, and a GGUF packed at
+ * placement (bf16 PEX2, f16 PEX1) resident and streamed. Skipped without a GPU. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -210,6 +211,46 @@ static void pex2(void)
     unlink(lrpk);
 }
 
+/* A GGUF packed at placement (lrun_tensor_move_form(…, packed = 1)): lrun
+ * pack's codec (bf16 PEX2, f16 PEX1), resident on the device (the fused
+ * GEMV, ALL_DEVICE) and streamed from pinned memory (mode 2), each with
+ * the plain model's logits bit for bit. */
+static void packed_at_placement(lrun_dtype dt, const char *dname, int want_codec)
+{
+    static struct run a, b;
+    char gguf[96], lrpk[112], label[160];
+    snprintf(gguf, sizeof gguf, "/tmp/lrun_test_packed_stream_gpu_%d_place_%s.gguf", (int)getpid(), dname);
+    snprintf(lrpk, sizeof lrpk, "%s.lrpk", gguf);
+    gen_model(dt, gguf, lrpk);
+    const placement_fn places[2] = {resident, blocks_pinned};
+    const lrun_weight_mode modes[2] = {LRUN_WEIGHT_MODE_ALL_DEVICE, LRUN_WEIGHT_MODE_AS_PLACED};
+    for (int k = 0; k < 2; k++) {
+        lrun_model *mp = fixture_load(gguf, "cuda", 0, 0, -1), *mk = fixture_load(gguf, "cuda", 0, 0, -1);
+        int ok = mp && mk && apply(mp, places[k], 0) >= 0, codec_ok = ok;
+        for (int64_t i = 0; ok && i < lrun_model_tensor_count(mk); i++) {
+            lrun_tensor *t = lrun_model_tensor(mk, i);
+            const lrun_role r = lrun_tensor_role(t);
+            const int matrix = is_block_matrix(r) || r == LRUN_ROLE_LM_HEAD || r == LRUN_ROLE_EMBEDDING;
+            const where w = places[k](r, lrun_tensor_layer(t));
+            ok = lrun_tensor_move_form(t, w.tier == LRUN_TIER_DEVICE ? lrun_model_device(mk) : NULL, w.tier,
+                                       matrix) == LRUN_OK;
+            if (!ok) printf("# move %s: %s\n", lrun_tensor_name(t), lrun_last_error());
+            codec_ok = codec_ok && (!matrix || lrun_tensor_packed_codec(t) == want_codec);
+        }
+        ok = ok && run(mp, modes[k], &a) && run(mk, modes[k], &b);
+        snprintf(label, sizeof label, "%s packed at placement, %s: codec %s", dname,
+                 k ? "blocks pinned" : "resident", want_codec == 2 ? "PEX2" : "PEX1");
+        CHECK(label, ok && codec_ok);
+        snprintf(label, sizeof label, "%s packed at placement, %s: logits bit-identical to plain", dname,
+                 k ? "blocks pinned" : "resident");
+        CHECK(label, ok && !memcmp(a.logits, b.logits, sizeof a.logits));
+        lrun_model_free(mp);
+        lrun_model_free(mk);
+    }
+    unlink(gguf);
+    unlink(lrpk);
+}
+
 /* The decode speed smart plans with (lrun_model_measure_packed_decode), on the device and on the host. */
 static void decode_rates(void)
 {
@@ -240,5 +281,7 @@ int main(void)
     test_dtype(LRUN_DTYPE_F16, "f16");
     decode_rates();
     pex2();
+    packed_at_placement(LRUN_DTYPE_BF16, "bf16", 2);
+    packed_at_placement(LRUN_DTYPE_F16, "f16", 1);
     return CHECK_DONE();
 }
