@@ -560,8 +560,8 @@ lrun_status lrun_k_pex2_decode(uint16_t *dst, const void *packed, const struct l
                                uint64_t first, uint64_t count, void *stream);
 lrun_status lrun_k_pex2_embed(const void *packed, const struct lrun_packed_layout *lay, int64_t k,
                               const int32_t *tokens, int64_t n_tok, float *out, void *stream);
-lrun_status lrun_k_pex2_gemv_multi(const lrun_k_packed_part *parts, int n_parts, int64_t k, const float *x,
-                                   int64_t m, int mode, void *stream);
+lrun_status lrun_k_pex2_gemv_multi(const lrun_k_packed_part *parts, int n_parts, int64_t k, const float *x, int64_t m,
+                                   int mode, void *stream);
 
 #ifdef __cplusplus
 }

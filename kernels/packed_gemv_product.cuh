@@ -23,10 +23,9 @@ static __device__ __forceinline__ float4 pg_ldx4(const float *p, bool xvec)
  * the block's NT/32 x (LRUN_K_PG_MAX_RB * M) floats of shared memory; yp:
  * the part's y (M, n). Every thread of the block calls it (two barriers). */
 template <bool BF16, int M, int NT>
-static __device__ __forceinline__ void pg_tile_product(const uint16_t *tile, int rb, int rh, bool sw, int64_t live,
-                                                       int64_t k, const float *__restrict__ x, bool xvec,
-                                                       float (*red)[LRUN_K_PG_MAX_RB * M], int64_t n, float *yp,
-                                                       int64_t row0, int mode)
+static __device__ __forceinline__ void
+pg_tile_product(const uint16_t *tile, int rb, int rh, bool sw, int64_t live, int64_t k, const float *__restrict__ x,
+                bool xvec, float (*red)[LRUN_K_PG_MAX_RB * M], int64_t n, float *yp, int64_t row0, int mode)
 {
     constexpr int NW = NT / 32;
     const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

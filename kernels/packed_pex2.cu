@@ -151,8 +151,9 @@ extern "C" lrun_status lrun_k_pex2_embed(const void *packed, const lrun_packed_l
         return lrun_fail(LRUN_E_ARG, "%s: %lld tokens of %lld elements are too many for one launch", op,
                          (long long)n_tok, (long long)k);
     const px_tensor t = px_tensor_of(packed, lay);
-    px_embed_k<<<(unsigned)((warps + per - 1) / per), LRUN_K_PX_THREADS, 0, (cudaStream_t)stream>>>(
-        t, k, rows, tokens, n_tok, nw, out);
+    px_embed_k<<<(unsigned)((warps + per - 1) / per), LRUN_K_PX_THREADS, 0, (cudaStream_t)stream>>>(t, k, rows,
+                                                                                                    tokens, n_tok, nw,
+                                                                                                    out);
     return lrun_k_launched(op);
 }
 
@@ -200,8 +201,8 @@ __global__ void __launch_bounds__(NT) px_gemv_tiles(const __grid_constant__ px_p
     }
     __syncthreads();
     lrun_k_pdl_wait(); /* x is the previous kernel's output; the decode read only weights */
-    pg_tile_product<true, M, NT>(tile, rb, rh, sw, R.live, k, x, xvec, red, PX_SEL3(P.n, p), PX_SEL3(P.y, p),
-                                 R.row0, mode);
+    pg_tile_product<true, M, NT>(tile, rb, rh, sw, R.live, k, x, xvec, red, PX_SEL3(P.n, p), PX_SEL3(P.y, p), R.row0,
+                                 mode);
 }
 
 /* Lets px_gemv_tiles<M, NT> take the device's opt-in shared memory (asked
@@ -263,8 +264,8 @@ static cudaError_t px_launch_m(const px_parts &P, int n_parts, int64_t k, const 
     }
 }
 
-extern "C" lrun_status lrun_k_pex2_gemv_multi(const lrun_k_packed_part *parts, int n_parts, int64_t k,
-                                              const float *x, int64_t m, int mode, void *stream)
+extern "C" lrun_status lrun_k_pex2_gemv_multi(const lrun_k_packed_part *parts, int n_parts, int64_t k, const float *x,
+                                              int64_t m, int mode, void *stream)
 {
     static const char op[] = "lrun_k_pex2_gemv";
     if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)

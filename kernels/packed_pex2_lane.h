@@ -26,8 +26,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#define PX_BLOCK 1024 /* LRUN_PEX2_BLOCK: elements of a codec block, a warp's unit */
-#define PX_GROUP 256  /* LRUN_PEX2_GROUP: 32 lanes of 8 */
+#define PX_BLOCK 1024     /* LRUN_PEX2_BLOCK: elements of a codec block, a warp's unit */
+#define PX_GROUP 256      /* LRUN_PEX2_GROUP: 32 lanes of 8 */
 #define PX_CODE_BLOCK 384 /* code bytes of a block (3 bits x 1024) */
 
 #ifdef __CUDACC__
@@ -172,8 +172,7 @@ PX_FN void px_lane_decode(const px_tensor *t, uint64_t b, uint32_t p, uint32_t w
     const uint64_t kept = px_ld64(t->in + t->rest + PX_BLOCK * b + p);
     const uint32_t s4 = s >> 16;
     px_assemble4((uint32_t)kept, px_perm(t->h1lo, t->h1hi, s), px_perm(t->l1lo, t->l1hi, s), &w[0], &w[1]);
-    px_assemble4((uint32_t)(kept >> 32), px_perm(t->h1lo, t->h1hi, s4), px_perm(t->l1lo, t->l1hi, s4), &w[2],
-                 &w[3]);
+    px_assemble4((uint32_t)(kept >> 32), px_perm(t->h1lo, t->h1hi, s4), px_perm(t->l1lo, t->l1hi, s4), &w[2], &w[3]);
 }
 
 /* ---------------------------------------------------------------- the block's patch */
@@ -294,8 +293,7 @@ PX_FN void px_patch_f32(float *v, uint32_t e) { *v = px_f32(px_with_exp(px_u32(*
 /* Lane's share of the lanes' pass over block b: its 8 elements of each
  * group that has any in [plo, phi) (then inside the tensor: phi is at most
  * the block's elements), decoded as if ordinary and stored. */
-PX_FN void px_lane_pass_u16(const px_tensor *t, uint64_t b, const px_span *sp, uint16_t *d, int a16,
-                            unsigned lane)
+PX_FN void px_lane_pass_u16(const px_tensor *t, uint64_t b, const px_span *sp, uint16_t *d, int a16, unsigned lane)
 {
     PX_UNROLL for (int g = 0; g < 4; g++)
     {

@@ -53,7 +53,7 @@ static int model_codec(const lrun_model *model)
         int c = t->pk.total ? t->pk.codec : 0;
         if (c != LRUN_PACKED_CODEC_EXP && c != LRUN_PACKED_CODEC_PEX2)
             c = lrun_pex2_fits(t->dtype, (uint64_t)lrun_tensor_nelements(t)) ? LRUN_PACKED_CODEC_PEX2
-                                                                               : LRUN_PACKED_CODEC_EXP;
+                                                                             : LRUN_PACKED_CODEC_EXP;
         by[c] += t->nbytes;
     }
     return by[LRUN_PACKED_CODEC_PEX2] > 0 && by[LRUN_PACKED_CODEC_PEX2] >= by[LRUN_PACKED_CODEC_EXP]

@@ -91,8 +91,7 @@ static int weight_make(weight *w, int dtype, int64_t n, int64_t k, int kind, uin
     const lrun_status enc =
         pex2 ? lrun_pex2_encode(w->packed, cap, &w->bytes, w->plain, (uint64_t)count, NULL)
              : lrun_packed_encode(w->packed, cap, &w->bytes, dtype, w->plain, (uint64_t)count, NULL);
-    return enc == LRUN_OK &&
-           lrun_packed_validate(&w->lay, w->packed, w->bytes, "test") == LRUN_OK &&
+    return enc == LRUN_OK && lrun_packed_validate(&w->lay, w->packed, w->bytes, "test") == LRUN_OK &&
            lrun_cuda_alloc(dev, (size_t)count * 2, "plain", &w->d_plain) == LRUN_OK &&
            lrun_cuda_alloc(dev, w->bytes, "packed", &w->d_packed) == LRUN_OK &&
            lrun_cuda_memcpy(dev, w->d_plain, w->plain, (size_t)count * 2, LRUN_COPY_HOST_TO_DEVICE) == LRUN_OK &&
@@ -214,8 +213,7 @@ static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
         same = same && fused_matches(dtype, w, 2, 3, LRUN_K_GEMV_SWIGLU, &e) &&
                fused_matches(dtype, w, 1, 2, LRUN_K_GEMV_ADD, &e);
     snprintf(label, sizeof label, "%s%s %lld x %lld%s: 3 weights stored, added, gate/up SwiGLU = plain bit for bit",
-             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
-             kind_name(kind));
+             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k, kind_name(kind));
     CHECK(label, same);
 
     /* decode_rows of the whole matrix and of a row range, against the CPU */
@@ -232,8 +230,8 @@ static void case_shape(int dtype, int64_t n, int64_t k, int kind, int all_m)
          lrun_cuda_memcpy(dev, back, dd, (size_t)(nr * k) * 2, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK &&
          !memcmp(back, w[0].plain + r0 * k, (size_t)(nr * k) * 2);
     snprintf(label, sizeof label, "%s%s %lld x %lld%s: decode_rows (all, rows %lld +%lld) = the CPU decoder",
-             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k,
-             kind_name(kind), (long long)r0, (long long)nr);
+             codec_name(dtype), lrun_dtype_name((lrun_dtype)dtype), (long long)n, (long long)k, kind_name(kind),
+             (long long)r0, (long long)nr);
     CHECK(label, ok);
     /* lrun_k_packed_decode of a range that starts and ends inside a lane
      * (element stores) into a dst not 16-byte aligned, the elements around

@@ -173,8 +173,8 @@ static void case_tile(const tensor *T, int64_t k, int sw, const char *name)
         for (int s = 0; s < (sw ? 2 : 1); s++)
             ok &= !memcmp(tile + (size_t)s * (size_t)rh * (size_t)k, T->plain + R.e0, (size_t)(R.e1 - R.e0) * 2);
     }
-    snprintf(label, sizeof label, "%s: fused tiles of %d rows of %lld%s = the rows, 16-byte stores aligned", name,
-             rb, (long long)k, sw ? " (gate/up pair)" : "");
+    snprintf(label, sizeof label, "%s: fused tiles of %d rows of %lld%s = the rows, 16-byte stores aligned", name, rb,
+             (long long)k, sw ? " (gate/up pair)" : "");
     CHECK(label, ok && clean());
     free(tile);
 }
@@ -206,7 +206,8 @@ static void case_embed(const tensor *T, int64_t k, const char *name)
     for (int64_t tok = 0; ok && tok < n_tok; tok++) {
         const int valid = ids[tok] >= 0 && ids[tok] < rows;
         for (int64_t c = 0; c < k; c++) {
-            const uint32_t want = valid ? (uint32_t)T->plain[(uint64_t)ids[tok] * (uint64_t)k + (uint64_t)c] << 16 : 0;
+            const uint32_t want =
+                valid ? (uint32_t)T->plain[(uint64_t)ids[tok] * (uint64_t)k + (uint64_t)c] << 16 : 0;
             ok &= px_u32(out[tok * k + c]) == want;
         }
     }
@@ -221,7 +222,7 @@ int main(void)
     static const struct {
         int64_t rows, k;
         int kind;
-    } shapes[] = {{1, 8, 0},    {3, 24, 0},   {37, 776, 0},  {5, 1000, 0}, {129, 4104, 0},
+    } shapes[] = {{1, 8, 0},      {3, 24, 0},    {37, 776, 0},  {5, 1000, 0}, {129, 4104, 0},
                   {300, 4096, 1}, {64, 1032, 2}, {3, 11008, 2}, {2, 30000, 0}};
     static const char *const kinds[] = {"trained-like", "exponents over 40 values", "random bits"};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {

@@ -238,8 +238,8 @@ static void packed_at_placement(lrun_dtype dt, const char *dname, int want_codec
             codec_ok = codec_ok && (!matrix || lrun_tensor_packed_codec(t) == want_codec);
         }
         ok = ok && run(mp, modes[k], &a) && run(mk, modes[k], &b);
-        snprintf(label, sizeof label, "%s packed at placement, %s: codec %s", dname,
-                 k ? "blocks pinned" : "resident", want_codec == 2 ? "PEX2" : "PEX1");
+        snprintf(label, sizeof label, "%s packed at placement, %s: codec %s", dname, k ? "blocks pinned" : "resident",
+                 want_codec == 2 ? "PEX2" : "PEX1");
         CHECK(label, ok && codec_ok);
         snprintf(label, sizeof label, "%s packed at placement, %s: logits bit-identical to plain", dname,
                  k ? "blocks pinned" : "resident");
