@@ -1,5 +1,5 @@
 /* gemv_q8_ref.h — what the GPU tests of the q8-activation decode GEMVs
- * (test_gemv_dp4a_gpu.c, test_gemv_split_gpu.c) compare against: random
+ * (test_gemv_dp4a_gpu.c, test_gemv_split_gpu.c, test_gemv_split_q8x_gpu.c) compare against: random
  * GGUF rows with a filled gap between them, and each row's dot with the
  * q8-rounded x in double, with the sum of its terms' magnitudes (the
  * tolerance's scale). Include after check.h, with the lrun headers. */
@@ -14,6 +14,7 @@
 #include "model/random_fill.h"
 #include "quant/quant.h"
 #include "quant/quant_dot.h"
+#include "quant/quant_split.h"
 
 /* n rows of k random elements of t, stride bytes apart; the gap holds the
  * byte pattern i·37 + 11, so a kernel reading past a row reads garbage */
@@ -44,6 +45,28 @@ static void gemv_ref_q8(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, si
         ref[r] = s, terms[r] = a;
     }
     free(q), free(xq), free(row);
+}
+
+/* a row's bytes rounded up to 16, plus pad: a split-row stride */
+static inline size_t gemv_ref_stride(lrun_dtype t, int64_t k, size_t pad)
+{
+    size_t rb = 0;
+    if (lrun_dtype_row_bytes(t, k, &rb) != LRUN_OK) {
+        printf("Bail out! row_bytes: %s\n", lrun_last_error());
+        exit(1);
+    }
+    return (rb + 15) / 16 * 16 + pad;
+}
+
+/* the same rows split on the host (lrun_quant_split_rows) */
+static inline uint8_t *gemv_ref_split(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride)
+{
+    uint8_t *s = malloc((size_t)n * stride);
+    if (lrun_quant_split_rows(t, w, s, stride, n, k) != LRUN_OK) {
+        printf("Bail out! split: %s\n", lrun_last_error());
+        exit(1);
+    }
+    return s;
 }
 
 #endif

@@ -37,7 +37,7 @@ int main(void)
 #else
 #include "kernels.h"
 
-#include "gemv_q8_ref.h" /* gemv_ref_rows, gemv_ref_q8 */
+#include "gemv_q8_ref.h" /* gemv_ref_rows, gemv_ref_q8, gemv_ref_stride, gemv_ref_split */
 #include "gpu_fixture.h" /* dev, stream, the bump arena, up/down/dcopy, ran */
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -45,28 +45,6 @@ static float frand(float lo, float hi)
 {
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
     return lo + (hi - lo) * (float)((rng >> 40) * (1.0 / 16777216.0));
-}
-
-/* a row's bytes rounded up to 16, plus pad */
-static size_t stride_of(lrun_dtype t, int64_t k, size_t pad)
-{
-    size_t rb = 0;
-    if (lrun_dtype_row_bytes(t, k, &rb) != LRUN_OK) {
-        printf("Bail out! row_bytes: %s\n", lrun_last_error());
-        exit(1);
-    }
-    return (rb + 15) / 16 * 16 + pad;
-}
-
-/* the same rows split on the host */
-static uint8_t *split_copy(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride)
-{
-    uint8_t *s = malloc((size_t)n * stride);
-    if (lrun_quant_split_rows(t, w, s, stride, n, k) != LRUN_OK) {
-        printf("Bail out! split: %s\n", lrun_last_error());
-        exit(1);
-    }
-    return s;
 }
 
 static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0};
@@ -78,8 +56,8 @@ static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0};
 static void test_split_rows(lrun_dtype t, int64_t n, int64_t k, size_t pad)
 {
     dreset();
-    const size_t stride = stride_of(t, k, pad), bytes = (size_t)n * stride;
-    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 7 + k)), *s = split_copy(t, w, n, k, stride);
+    const size_t stride = gemv_ref_stride(t, k, pad), bytes = (size_t)n * stride;
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 7 + k)), *s = gemv_ref_split(t, w, n, k, stride);
     uint8_t *back = malloc(bytes);
     void *dw = dcopy(w, bytes);
     int ok = ran(lrun_k_split_rows(t, dw, stride, n, k, 0, stream));
@@ -102,9 +80,9 @@ static void test_split_rows(lrun_dtype t, int64_t n, int64_t k, size_t pad)
 static void test_dequantize(lrun_dtype t, int64_t n, int64_t k, size_t pad, int narrow)
 {
     dreset();
-    const size_t stride = stride_of(t, k, pad) + (narrow ? 2 : 0), bytes = (size_t)n * stride,
+    const size_t stride = gemv_ref_stride(t, k, pad) + (narrow ? 2 : 0), bytes = (size_t)n * stride,
                  out = (size_t)n * (size_t)k * 2;
-    uint8_t *w = gemv_ref_rows(t, n, k, stride, 3), *s = split_copy(t, w, n, k, stride);
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, 3), *s = gemv_ref_split(t, w, n, k, stride);
     uint16_t *a = malloc(out), *b = malloc(out);
     void *da = dbuf(out);
     uint8_t *db = (uint8_t *)dbuf(out + 2) + (narrow ? 2 : 0);
@@ -125,8 +103,8 @@ static void test_dequantize(lrun_dtype t, int64_t n, int64_t k, size_t pad, int 
 static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad, int xoff)
 {
     dreset();
-    const size_t stride = stride_of(t, k, pad);
-    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 131 + k)), *s = split_copy(t, w, n, k, stride);
+    const size_t stride = gemv_ref_stride(t, k, pad);
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 131 + k)), *s = gemv_ref_split(t, w, n, k, stride);
     float *x = malloc((size_t)(k + 1) * sizeof *x), *y = malloc((size_t)n * sizeof *y);
     for (int64_t i = 0; i < k + 1; i++) x[i] = frand(-1.5f, 1.5f);
     double *ref = malloc((size_t)n * sizeof *ref), *terms = malloc((size_t)n * sizeof *terms);
@@ -165,9 +143,9 @@ static void test_swiglu(lrun_dtype t)
     dreset();
     enum { N = 45 };
     const int64_t k = 768;
-    const size_t stride = stride_of(t, k, 0);
+    const size_t stride = gemv_ref_stride(t, k, 0);
     uint8_t *wg = gemv_ref_rows(t, N, k, stride, 7), *wu = gemv_ref_rows(t, N, k, stride, 8);
-    uint8_t *sg = split_copy(t, wg, N, k, stride), *su = split_copy(t, wu, N, k, stride);
+    uint8_t *sg = gemv_ref_split(t, wg, N, k, stride), *su = gemv_ref_split(t, wu, N, k, stride);
     float *x = malloc((size_t)k * sizeof *x), y[N];
     for (int64_t i = 0; i < k; i++) x[i] = frand(-1.0f, 1.0f);
     double g[N], u[N], tg[N], tu[N];
@@ -196,7 +174,7 @@ static void test_parts_rows(lrun_dtype t)
 {
     dreset();
     const int64_t k = 2048, ns[3] = {160, 40, 72}, m = 3;
-    const size_t stride = stride_of(t, k, 0);
+    const size_t stride = gemv_ref_stride(t, k, 0);
     lrun_k_gemv_part parts[3];
     uint8_t *w[3];
     float *x = malloc((size_t)(m * k) * sizeof *x);
@@ -204,7 +182,7 @@ static void test_parts_rows(lrun_dtype t)
     float *dx = dcopy(x, (size_t)(m * k) * 4);
     for (int p = 0; p < 3; p++) {
         w[p] = gemv_ref_rows(t, ns[p], k, stride, (uint64_t)(20 + p));
-        uint8_t *s = split_copy(t, w[p], ns[p], k, stride);
+        uint8_t *s = gemv_ref_split(t, w[p], ns[p], k, stride);
         parts[p] = (lrun_k_gemv_part){dcopy(s, (size_t)ns[p] * stride), stride, ns[p], dbuf((size_t)(m * ns[p]) * 4)};
         free(s);
     }

@@ -46,7 +46,7 @@ int main(void)
 
 #include "kernels.h"
 
-#include "gemv_q8_ref.h" /* gemv_ref_rows, gemv_ref_q8 */
+#include "gemv_q8_ref.h" /* gemv_ref_rows, gemv_ref_q8, gemv_ref_stride, gemv_ref_split */
 #include "gpu_fixture.h" /* dev, stream, the bump arena, up/down/dcopy, ran */
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -54,28 +54,6 @@ static float frand(float lo, float hi)
 {
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
     return lo + (hi - lo) * (float)((rng >> 40) * (1.0 / 16777216.0));
-}
-
-/* a row's bytes rounded up to 16, plus pad */
-static size_t stride_of(lrun_dtype t, int64_t k, size_t pad)
-{
-    size_t rb = 0;
-    if (lrun_dtype_row_bytes(t, k, &rb) != LRUN_OK) {
-        printf("Bail out! row_bytes: %s\n", lrun_last_error());
-        exit(1);
-    }
-    return (rb + 15) / 16 * 16 + pad;
-}
-
-/* the same rows split on the host */
-static uint8_t *split_copy(lrun_dtype t, const uint8_t *w, int64_t n, int64_t k, size_t stride)
-{
-    uint8_t *s = malloc((size_t)n * stride);
-    if (lrun_quant_split_rows(t, w, s, stride, n, k) != LRUN_OK) {
-        printf("Bail out! split: %s\n", lrun_last_error());
-        exit(1);
-    }
-    return s;
 }
 
 /* m rows of x (m, k) quantized on the device: xq (m, k), xd (m, k/32) */
@@ -110,8 +88,8 @@ static const lrun_dtype types[] = {LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q4_0};
 static void test_case(lrun_dtype t, int64_t n, int64_t k, size_t pad)
 {
     dreset();
-    const size_t stride = stride_of(t, k, pad), bytes = (size_t)n * stride;
-    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 131 + k)), *s = split_copy(t, w, n, k, stride);
+    const size_t stride = gemv_ref_stride(t, k, pad), bytes = (size_t)n * stride;
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(n * 131 + k)), *s = gemv_ref_split(t, w, n, k, stride);
     float *x = malloc((size_t)k * sizeof *x), *y = malloc((size_t)n * sizeof *y);
     float *y_lib = malloc((size_t)n * sizeof *y_lib), *y_gguf = malloc((size_t)n * sizeof *y_gguf);
     for (int64_t i = 0; i < k; i++) x[i] = frand(-1.5f, 1.5f) * (i % 7 == 0 ? 3.0f : 1.0f);
@@ -180,13 +158,13 @@ static void test_shared(lrun_dtype t)
 {
     dreset();
     const int64_t k = 4128, ns[3] = {260, 36, 68}; /* k = 129 blocks of 32; n not multiples of 8 */
-    const size_t stride = stride_of(t, k, 0);
+    const size_t stride = gemv_ref_stride(t, k, 0);
     float *x = malloc((size_t)k * sizeof *x);
     for (int64_t i = 0; i < k; i++) x[i] = frand(-2.0f, 2.0f);
     float *dx = dcopy(x, (size_t)k * 4);
     lrun_k_gemv_part one[3], sep[3];
     for (int p = 0; p < 3; p++) {
-        uint8_t *w = gemv_ref_rows(t, ns[p], k, stride, (uint64_t)(40 + p)), *s = split_copy(t, w, ns[p], k, stride);
+        uint8_t *w = gemv_ref_rows(t, ns[p], k, stride, (uint64_t)(40 + p)), *s = gemv_ref_split(t, w, ns[p], k, stride);
         void *dw = dcopy(s, (size_t)ns[p] * stride);
         one[p] = (lrun_k_gemv_part){dw, stride, ns[p], dbuf((size_t)ns[p] * 4)};
         sep[p] = (lrun_k_gemv_part){dw, stride, ns[p], dbuf((size_t)ns[p] * 4)};
@@ -243,9 +221,9 @@ static void test_swiglu(lrun_dtype t)
     dreset();
     enum { N = 45 };
     const int64_t k = 1312; /* 41 blocks of 32 */
-    const size_t stride = stride_of(t, k, 0);
+    const size_t stride = gemv_ref_stride(t, k, 0);
     uint8_t *wg = gemv_ref_rows(t, N, k, stride, 7), *wu = gemv_ref_rows(t, N, k, stride, 8);
-    uint8_t *sg = split_copy(t, wg, N, k, stride), *su = split_copy(t, wu, N, k, stride);
+    uint8_t *sg = gemv_ref_split(t, wg, N, k, stride), *su = gemv_ref_split(t, wu, N, k, stride);
     float *x = malloc((size_t)k * sizeof *x), y[N];
     for (int64_t i = 0; i < k; i++) x[i] = frand(-1.0f, 1.0f);
     double g[N], u[N], tg[N], tu[N];
@@ -277,8 +255,8 @@ static void test_rows(lrun_dtype t, int64_t m)
 {
     dreset();
     const int64_t k = 2080, n = 131; /* 65 blocks of 32 */
-    const size_t stride = stride_of(t, k, 16);
-    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(60 + m)), *s = split_copy(t, w, n, k, stride);
+    const size_t stride = gemv_ref_stride(t, k, 16);
+    uint8_t *w = gemv_ref_rows(t, n, k, stride, (uint64_t)(60 + m)), *s = gemv_ref_split(t, w, n, k, stride);
     float *x = malloc((size_t)(m * k) * sizeof *x), *y = malloc((size_t)(m * n) * sizeof *y);
     for (int64_t i = 0; i < m * k; i++) x[i] = frand(-2.0f, 2.0f);
     float *dx = dcopy(x, (size_t)(m * k) * 4), *dy = dbuf((size_t)(m * n) * 4);
