@@ -68,6 +68,9 @@ static void replay_thread(int q8, int vec, const uint8_t *w, size_t row_bytes, u
     }
 }
 
+/* 64-byte aligned bytes: C11's aligned_alloc takes a size that is a multiple of the alignment (ASan enforces it) */
+static void *alloc64(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
+
 /* n GGUF rows of k, stride = the row's bytes rounded to 16, plus extra;
  * dst shifted by dshift bytes; threads: the simulated grid's (0: the
  * launcher's, lrun_k_grid(blocks, 256, 65536) CUDA blocks of 256). */
@@ -78,8 +81,8 @@ static void check_case(lrun_dtype t, int64_t n, int64_t k, size_t extra, size_t 
     lrun_dtype_row_bytes(t, k, &rb);
     const size_t stride = (rb + 15) / 16 * 16 + extra, bb = q8 ? 34 : 18;
     const int64_t nb = k / 32, blocks = n * nb, vals = n * k;
-    uint8_t *g = aligned_alloc(64, (size_t)n * stride + 64), *s = aligned_alloc(64, (size_t)n * stride + 64);
-    uint8_t *dbuf = aligned_alloc(64, (size_t)vals * 2 + 64), *seen = calloc((size_t)vals, 1);
+    uint8_t *g = alloc64((size_t)n * stride + 64), *s = alloc64((size_t)n * stride + 64);
+    uint8_t *dbuf = alloc64((size_t)vals * 2 + 64), *seen = calloc((size_t)vals, 1);
     uint16_t *want = malloc((size_t)vals * 2);
     float *f = malloc((size_t)k * sizeof *f);
     for (size_t i = 0; i < (size_t)n * stride; i++) g[i] = (uint8_t)rnd();
