@@ -92,10 +92,11 @@ M.assumed_disk_read = 3e9
 -- it on the device (bw.packed_fused = {pex1=, pex2=} overrides). Measured
 -- on an H100 at 11008x4096 and 4096x11008 (docs/packed.md "Mode 3
 -- kernels" and "A faster code for mode 3"): PEX1's lrun_k_packed_gemv_multi
--- at 0.41x and 0.44x (PDL on), 0.42 taken; PEX2 from the pfor-2p
--- prototype (tests/bench/codec2_proto.cu) at 0.85x and 0.73x, 0.79 their
--- mean; the engine's PEX2 kernel (kernels/packed_pex2.cu) is not timed yet.
-M.fused_speed = { pex1 = 0.42, pex2 = 0.79 }
+-- at 0.41x and 0.44x (PDL on), 0.42 taken; PEX2's lrun_k_pex2_gemv_multi
+-- (kernels/packed_pex2.cu) at 0.50x on both shapes (session 17,
+-- tests/bench/packed_bench.sh; the pfor-2p prototype had reached 0.79 with
+-- fewer registers).
+M.fused_speed = { pex1 = 0.42, pex2 = 0.50 }
 
 local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
 local vector_roles = { attn_norm = true, ffn_norm = true, output_norm = true, rope_freqs = true, bias = true }
