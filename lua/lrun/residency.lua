@@ -128,7 +128,8 @@ end
 --   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made),
 --   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
 --   predicted= (lrun.predict.decode of the plan, unless opts.predict == false), prefill= (lrun.predict.prefill
---   of a chunk of opts.prefill_tokens, default 512; nil when opts.predict == false or no rate was measured)}
+--   of a chunk of opts.prefill_tokens, default 512; nil when opts.predict == false or no rate was measured),
+--   pack_choice= (lrun.pack_choice's result when smart weighed packing: opts.packed nil, weights off the device)}
 -- A layer split that runs (opts.split, lrun.split_plan) is planned part by
 -- part, each part with this function over its own tensors (opts.split_part).
 -- @treturn[2] nil
@@ -136,6 +137,8 @@ end
 function M.plan(model, opts)
   opts = opts or {}
   if opts.split and not opts.split_part then return require("lrun.split_plan").plan(model, opts, M.plan) end
+  -- smart's automatic packed choice weighs the packed options around the plain plan (lrun.pack_plan)
+  if not opts.pack_option and not opts.split_part then return require("lrun.pack_plan").plan(model, opts, M.plan) end
   -- a split's part: {index = 0-based, first =, last = (its blocks), last_part =, room = bytes or nil, name =}
   local part = opts.split_part
   local pidx = part and part.index or nil
