@@ -107,9 +107,18 @@ describe("auto-fit's packed choice on a bf16 model over its budget", function()
       m:free()
     end)
 
-  it("packed = false: never packs, nothing weighed", function()
+  it("packed = false: never packs, nothing weighed (auto-fit and smart asked)", function()
     bandwidth.bandwidths = slow_link
-    local m = assert(load(path, { gpu_budget = budget, packed = false, policy = "smart" }))
+    -- alone, it is no placement request: the load is auto-fit's (which finds the model fits a cpu device)
+    local m = assert(load(path, { gpu_budget = budget, packed = false }))
+    assert.is_nil(m.residency)
+    local r = assert(m:auto_fit({ weights_resident = true, packed = false }))
+    assert.are.equal("smart", r.policy)
+    assert.is_true(r.off_bytes > 0)
+    assert.is_nil(r.pack_choice)
+    for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
+    m:free()
+    m = assert(load(path, { gpu_budget = budget, packed = false, policy = "smart" }))
     assert.is_nil(m.residency.pack_choice)
     for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
     assert.is_nil(m:placement().explain:find("packed: chosen", 1, true))
