@@ -524,11 +524,14 @@ lrun_status lrun_tensor_move_form(lrun_tensor *t, lrun_device *device, lrun_tier
 
 lrun_status lrun_tensor_measure_packed(lrun_tensor *t, size_t *packed_bytes)
 {
-    if (!t || !packed_bytes) return lrun_fail(LRUN_E_ARG, "lrun_tensor_measure_packed: %s is NULL", t ? "packed_bytes" : "tensor");
+    if (!t || !packed_bytes)
+        return lrun_fail(LRUN_E_ARG, "lrun_tensor_measure_packed: %s is NULL", t ? "packed_bytes" : "tensor");
     *packed_bytes = 0;
     if (!lrun_packed_dtype_ok(t->dtype) || t->ndim != 2)
-        return lrun_fail(LRUN_E_UNSUPPORTED, "measuring the packed size of tensor %s: only bf16 and f16 matrices "
-                         "pack, it is %s with %d dimensions", t->name, lrun_dtype_name(t->dtype), t->ndim);
+        return lrun_fail(LRUN_E_UNSUPPORTED,
+                         "measuring the packed size of tensor %s: only bf16 and f16 matrices "
+                         "pack, it is %s with %d dimensions",
+                         t->name, lrun_dtype_name(t->dtype), t->ndim);
     if (t->packed || t->pk.total) { /* packed now, or before: the layout is kept */
         *packed_bytes = t->pk.total;
         return LRUN_OK;

@@ -269,9 +269,9 @@ static void measured(const char *gg, lrun_dtype dtype)
     }
     CHECK("measure_packed: sizes and codecs of placement's packing, the tensors left plain", ok && n_matrix > 0);
     size_t dummy;
-    CHECK("measure_packed: NULL arguments are refused", lrun_tensor_measure_packed(NULL, &dummy) == LRUN_E_ARG &&
-                                                          (!m || lrun_tensor_measure_packed(lrun_model_tensor(m, 0),
-                                                                                            NULL) == LRUN_E_ARG));
+    CHECK("measure_packed: NULL arguments are refused",
+          lrun_tensor_measure_packed(NULL, &dummy) == LRUN_E_ARG &&
+              (!m || lrun_tensor_measure_packed(lrun_model_tensor(m, 0), NULL) == LRUN_E_ARG));
     /* sizing every matrix packed on the device after measuring: what init takes */
     lrun_tier *tiers = calloc((size_t)n + 1, sizeof *tiers);
     int8_t *pk = calloc((size_t)n + 1, 1);
@@ -279,8 +279,11 @@ static void measured(const char *gg, lrun_dtype dtype)
         tiers[i] = LRUN_TIER_DEVICE;
         pk[i] = (int8_t)is_matrix(lrun_model_tensor(m, i));
     }
-    const lrun_engine_opts eo = {.n_seq_max = 1, .n_ctx_max = CTX, .n_batch_max = 8,
-                                 .weight_mode = LRUN_WEIGHT_MODE_AS_PLACED, .prefetch_layers = 1};
+    const lrun_engine_opts eo = {.n_seq_max = 1,
+                                 .n_ctx_max = CTX,
+                                 .n_batch_max = 8,
+                                 .weight_mode = LRUN_WEIGHT_MODE_AS_PLACED,
+                                 .prefetch_layers = 1};
     lrun_placement_size ps;
     ok = ok && lrun_engine_size_placement_packed(&ps, m, &eo, tiers, NULL, pk) == LRUN_OK;
     for (int64_t i = 0; ok && i < n; i++)
