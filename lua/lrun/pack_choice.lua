@@ -119,12 +119,10 @@ function M.choose(tensors, evaluate, o)
   if opts.any then
     -- the fewest blocks packed with every weight on the device: off_bytes falls as j grows
     local lo, hi = 1, opts.n_block
-    local fit_j
     while lo <= hi do
       local mid = math.floor((lo + hi) / 2)
-      local opt = opts.blocks(mid)
-      local e = eval(opt)
-      if e and e.off_bytes == 0 then fit_j, hi = opt, mid - 1 else lo = mid + 1 end
+      local e = eval(opts.blocks(mid))
+      if e and e.off_bytes == 0 then hi = mid - 1 else lo = mid + 1 end
     end
     eval(opts.all)
   end
