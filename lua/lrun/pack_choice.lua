@@ -100,7 +100,8 @@ end
 -- @tparam function evaluate(option) → {tok_s=, prefill_tok_s= (or nil), off_bytes= (weights off the device),
 --   device_bytes=, packed_bytes=, packed_plain=} or nil, err (the option cannot be planned: left out)
 -- @tparam[opt] table o exclude= {[name]=true}, encode_rate= (bytes/s; M.assumed_encode_rate(threads) when
---   nil), threads=, encode_measured= (true: encode_rate was measured), device= ("cuda"|"cpu", for the text)
+--   nil), threads= (the encode's: lrun_tensor_move_form encodes on every core), encode_measured= (true:
+--   encode_rate was measured)
 -- @treturn table {chosen = option (with its evaluation in .eval), plain=, options = {evaluated, in order},
 --   packed = {[name]=true} (the chosen packing, empty for plain), encode_s=, text=}
 function M.choose(tensors, evaluate, o)
@@ -143,10 +144,10 @@ function M.choose(tensors, evaluate, o)
     end
   end
   local rate = o.encode_rate or M.assumed_encode_rate(o.threads)
-  local enc_plain = 0
-  if best then for name in pairs(best.packs) do
-    for _, t in ipairs(tensors) do if t.name == name and not t.file_packed then enc_plain = enc_plain + t.plain_bytes end end
-  end end
+  local enc_plain = 0 -- a packed file's tensor packs to its file's bytes: no encode
+  for _, t in ipairs(tensors) do
+    if best and best.packs[t.name] and not t.file_packed then enc_plain = enc_plain + t.plain_bytes end
+  end
   local r = { chosen = best, plain = opts.plain, options = tried, weighed = weigh,
     packed = best and best.packs or {}, encode_s = enc_plain / rate, encode_bytes = enc_plain }
   r.text = M.text(r, { rate = rate, measured = o.encode_measured, threads = o.threads })
@@ -172,11 +173,9 @@ function M.text(r, enc)
   local head
   if not c then head = "packed: no option could be planned"
   elseif c == r.plain then
-    local other = r.options[#r.options] ~= r.plain and r.options[#r.options] or nil
+    local other -- the fastest packed option, for the comparison
     for _, opt in ipairs(r.options) do
-      if opt ~= r.plain and opt.eval and (not other or not other.eval or opt.eval.tok_s > other.eval.tok_s) then
-        other = opt
-      end
+      if opt ~= r.plain and opt.eval and (not other or opt.eval.tok_s > other.eval.tok_s) then other = opt end
     end
     head = string.format("packed: not chosen: plain predicted decode %s tok/s%s", tok(p.tok_s),
       other and other.eval and string.format(" against %s tok/s with %s", tok(other.eval.tok_s), other.label) or "")

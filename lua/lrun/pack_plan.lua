@@ -25,6 +25,14 @@ local placement_opts = require("lrun.placement_opts")
 
 local M = {}
 
+pcall(ffi.cdef, "long sysconf(int name);")
+-- The cores the encode runs on (lrun_tensor_move_form takes a pool of every core): sysconf(_SC_NPROCESSORS_ONLN),
+-- 84 in glibc's and musl's Linux headers.
+local function cores()
+  local ok, n = pcall(function() return tonumber(C.sysconf(84)) end)
+  return ok and n and n > 0 and n or 1
+end
+
 -- Names of the tensors the caller's overrides (-ot, n_cpu_moe's) match: their form is not weighed.
 local function overridden(opts, tensors)
   local out = {}
@@ -86,7 +94,7 @@ function M.plan(model, opts, plan)
   local k = model:info().n_expert_used or 0
   local q = { n_expert_used = k > 0 and k or nil, prefill = predict_plan.query(model, opts.prefill_tokens) }
   local guess = pack_choice.choose(tensors, pack_choice.describe_evaluator(tensors, room, bw, q),
-    { exclude = exclude, threads = model.threads })
+    { exclude = exclude, threads = cores() })
   if guess.chosen == guess.plain then
     plain.pack_choice = guess
     plain.explain = plain.explain .. "\n" .. guess.text:gsub("^packed: not chosen:",
@@ -114,7 +122,7 @@ function M.plan(model, opts, plan)
     if not r then return nil, type(perr) == "table" and perr.message or tostring(perr) end
     if not r.predicted then return nil, "no prediction" end
     return evaluation(r, tensors, option.packs)
-  end, { exclude = exclude, threads = model.threads })
+  end, { exclude = exclude, threads = cores() })
   local result = choice.chosen and choice.chosen.eval and choice.chosen.eval.result or plain
   result.pack_choice = choice
   result.explain = result.explain .. "\n" .. choice.text
