@@ -125,12 +125,16 @@ describe("auto-fit's packed choice on a bf16 model over its budget", function()
     m:free()
   end)
 
-  it("another policy asked: not weighed", function()
+  it("another policy asked, or cpu_offload_gb: not weighed", function()
     bandwidth.bandwidths = slow_link
-    local m = assert(load(path, { gpu_budget = budget, policy = "aggressive" }))
-    assert.is_nil(m.residency.pack_choice)
-    for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
-    m:free()
+    for _, o in ipairs({ { policy = "aggressive" }, { policy = "smart", cpu_offload_gb = 0.0002 } }) do
+      o.gpu_budget = budget
+      local m = assert(load(path, o))
+      assert.is_nil(m.residency.pack_choice, o.policy)
+      assert.is_true(m.residency.off_bytes > 0, o.policy)
+      for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
+      m:free()
+    end
   end)
 
   it("-ot: the tensors an override places keep their form", function()

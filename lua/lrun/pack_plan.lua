@@ -7,9 +7,9 @@
 --
 -- Steps, each only when the one before leaves the question open:
 --   1. the plain plan (what the planner makes without this module);
---      weighed further only when it is smart's, under a device budget, with
---      weights off the device, a prediction, and bf16/f16 matrices no
---      override places;
+--      weighed further only when it is smart's, under a device budget that
+--      keeps weights off the device (not cpu_offload_gb: that is the
+--      caller's), with a prediction, and bf16/f16 matrices no override places;
 --   2. a check on descriptions at the assumed ratio (0.70): when even that
 --      does not beat plain, nothing is encoded (cpu: a packed weight decodes
 --      into the scratch at the host decoder's speed before every use, which
@@ -45,7 +45,8 @@ end
 
 -- Whether the plain plan leaves packing to weigh.
 local function weighable(opts, plain)
-  if opts.packed ~= nil or opts.split_part or opts.predict == false then return false end
+  -- packed asked (false: never), cpu_offload_gb (bytes off the device the user asked for, vLLM's meaning)
+  if opts.packed ~= nil or opts.cpu_offload_gb ~= nil or opts.split_part or opts.predict == false then return false end
   if opts.policy ~= nil and opts.policy ~= "smart" then return false end
   return plain.policy == "smart" and plain.budget ~= nil and plain.off_bytes > 0 and plain.predicted ~= nil
 end
