@@ -673,7 +673,8 @@ function M.load_options(opts)
     n_ctx = opts.ctx_size ~= 0 and opts.ctx_size or nil, numerics = opts.exact and "exact" or nil,
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,
-    n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host, packed = opts.no_packed and false or nil }
+    n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host }
+  if opts.no_packed then o.packed = false end -- never packed: smart does not weigh packing (lrun.pack_plan)
   -- -b / -ub: the engine's chunk (the smaller, as generate's n_batch below); unset: the plan's (lrun.prefill_batch)
   local nb = opts.batch_size
   if opts.ubatch_size and (not nb or opts.ubatch_size < nb) then nb = opts.ubatch_size end
