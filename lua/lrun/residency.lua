@@ -30,7 +30,8 @@
 -- lrun.bandwidth (the measured rates), lrun.placement_size (sizes by the
 -- engine's layout code, auto-fit's test), lrun.host_budget (host memory held),
 -- lrun.packed_form (which weights may be packed), lrun.placement_opts (the
--- options and -ot overrides), lrun.plan_explain (the explain text).
+-- options and -ot overrides), lrun.plan_explain (the explain text);
+-- lrun.pack_plan wraps a plan with smart's automatic packed choice.
 -- @module lrun.residency
 local lf = require("lrun.ffi")
 local errors = require("lrun.errors")
