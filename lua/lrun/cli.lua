@@ -354,6 +354,8 @@ M.flags = {
     help = "keep N GiB of weights off the device (vLLM's --cpu-offload-gb)" },
   { "--smart-offload", key = "smart_offload", type = "flag", llama = false,
     help = "choose what to offload with the smart policy" },
+  { "--no-packed", key = "no_packed", type = "flag", llama = false,
+    help = "never hold weights packed (smart packs bf16/f16 weights by itself when that is predicted faster)" },
   { "--policy", key = "policy", arg = "FILE|NAME", llama = false, check = M.checks.policy,
     allowed = "conservative, aggressive, layers, smart, experts_on_host, n_cpu_moe or a readable .lua file",
     help = "placement policy: conservative, aggressive, layers, smart, experts_on_host, n_cpu_moe or a .lua file" },
@@ -672,6 +674,7 @@ function M.load_options(opts)
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,
     n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host }
+  if opts.no_packed then o.packed = false end -- never packed: smart does not weigh packing (lrun.pack_plan)
   -- -b / -ub: the engine's chunk (the smaller, as generate's n_batch below); unset: the plan's (lrun.prefill_batch)
   local nb = opts.batch_size
   if opts.ubatch_size and (not nb or opts.ubatch_size < nb) then nb = opts.ubatch_size end

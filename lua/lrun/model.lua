@@ -79,6 +79,18 @@ local function multi_device_opts(opts, config)
   return out
 end
 
+-- packed = false alone on a model with nothing packed asks for no placement, only that auto-fit never packs
+-- (lrun.pack_plan): the load goes through auto-fit with it (smart when the model does not fit).
+local function only_unpacked(self, popts)
+  if popts.packed ~= false then return false end
+  local o = {}
+  for k, v in pairs(popts) do o[k] = v end
+  o.packed = nil
+  if require("lrun.residency").wanted(o) then return false end
+  for _, t in ipairs(self:tensors()) do if t.packed then return false end end
+  return true
+end
+
 local function check_load_opts(opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then error("lrun.load: opts must be a table, got " .. type(opts), 3) end
@@ -282,7 +294,7 @@ function M.load(path, opts)
     if self.split.runs and #self.split.devices > 1 then popts.split = require("lrun.multigpu").parts(self.split) end
   end
   local placed, perr
-  if residency.wanted(popts) then placed, perr = self:place(popts)
+  if residency.wanted(popts) and not only_unpacked(self, popts) then placed, perr = self:place(popts)
   else placed, perr = self:auto_fit(popts) end -- nothing moves when the model fits
   if not placed then
     self:free()

@@ -607,10 +607,16 @@ function M.prefill(tensors, plan, host_compute, bw, q)
     elseif tier ~= "device" and host_compute[t.name] then
       local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
       p.host_s = p.host_s + (head and plain / host_rate(t, bw) or host_time(flops, plain, t, tier, bw))
+        + decode_s(t, plain, bw.host_decode or bw.packed_decode) -- a packed one decodes into the host's scratch
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier ~= "device" then
       add_streamed(p, bytes, link(tier, bw))
+      -- a packed one decodes after its copy (cuda: on the copy stream; cpu: the fill thread)
+      p.copy_s = p.copy_s + decode_s(t, t.plain_bytes or t.bytes, bw.packed_decode)
+    elseif bytes > 0 and not head then
+      -- resident packed: decoded into a weight slot before the batched product (docs/packed.md "Prefill")
+      p.device_s = p.device_s + decode_s(t, t.plain_bytes or t.bytes, bw.packed_decode)
     end
     if bytes > 0 then
       p.device_s = p.device_s + (flops > 0 and device_time(flops, bytes, t.dtype, bw) or bytes / bw.device_read)

@@ -30,7 +30,8 @@
 -- lrun.bandwidth (the measured rates), lrun.placement_size (sizes by the
 -- engine's layout code, auto-fit's test), lrun.host_budget (host memory held),
 -- lrun.packed_form (which weights may be packed), lrun.placement_opts (the
--- options and -ot overrides), lrun.plan_explain (the explain text).
+-- options and -ot overrides), lrun.plan_explain (the explain text);
+-- lrun.pack_plan wraps a plan with smart's automatic packed choice.
 -- @module lrun.residency
 local lf = require("lrun.ffi")
 local errors = require("lrun.errors")
@@ -128,7 +129,8 @@ end
 --   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made),
 --   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
 --   predicted= (lrun.predict.decode of the plan, unless opts.predict == false), prefill= (lrun.predict.prefill
---   of a chunk of opts.prefill_tokens, default 512; nil when opts.predict == false or no rate was measured)}
+--   of a chunk of opts.prefill_tokens, default 512; nil when opts.predict == false or no rate was measured),
+--   pack_choice= (lrun.pack_choice's result when smart weighed packing: opts.packed nil, weights off the device)}
 -- A layer split that runs (opts.split, lrun.split_plan) is planned part by
 -- part, each part with this function over its own tensors (opts.split_part).
 -- @treturn[2] nil
@@ -136,6 +138,8 @@ end
 function M.plan(model, opts)
   opts = opts or {}
   if opts.split and not opts.split_part then return require("lrun.split_plan").plan(model, opts, M.plan) end
+  -- smart's automatic packed choice weighs the packed options around the plain plan (lrun.pack_plan)
+  if not opts.pack_option and not opts.split_part then return require("lrun.pack_plan").plan(model, opts, M.plan) end
   -- a split's part: {index = 0-based, first =, last = (its blocks), last_part =, room = bytes or nil, name =}
   local part = opts.split_part
   local pidx = part and part.index or nil

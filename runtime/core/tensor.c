@@ -521,3 +521,33 @@ lrun_status lrun_tensor_move_form(lrun_tensor *t, lrun_device *device, lrun_tier
     if (device || tier == LRUN_TIER_DEVICE) t->device = dev;
     return LRUN_OK;
 }
+
+lrun_status lrun_tensor_measure_packed(lrun_tensor *t, size_t *packed_bytes)
+{
+    if (!t || !packed_bytes)
+        return lrun_fail(LRUN_E_ARG, "lrun_tensor_measure_packed: %s is NULL", t ? "packed_bytes" : "tensor");
+    *packed_bytes = 0;
+    if (!lrun_packed_dtype_ok(t->dtype) || t->ndim != 2)
+        return lrun_fail(LRUN_E_UNSUPPORTED,
+                         "measuring the packed size of tensor %s: only bf16 and f16 matrices "
+                         "pack, it is %s with %d dimensions",
+                         t->name, lrun_dtype_name(t->dtype), t->ndim);
+    if (t->packed || t->pk.total) { /* packed now, or before: the layout is kept */
+        *packed_bytes = t->pk.total;
+        return LRUN_OK;
+    }
+    const lrun_status made = make_pending(t);
+    if (made != LRUN_OK) return made;
+    lrun_threadpool *pool = NULL; /* as lrun_tensor_move_form: every core for a large one */
+    if (t->nbytes >= ((size_t)1 << 20) && lrun_threadpool_init(&pool, 0) != LRUN_OK) pool = NULL;
+    void *buf = NULL;
+    size_t bytes = 0;
+    lrun_packed_layout pk = t->pk;
+    const lrun_status st = convert_on_host(t, 1, &buf, &bytes, pool, &pk);
+    if (pool) lrun_threadpool_free(pool);
+    free(buf);
+    if (st != LRUN_OK) return lrun_fail_context(st, "measuring the packed size of tensor %s", t->name);
+    t->pk = pk;
+    *packed_bytes = bytes;
+    return LRUN_OK;
+}

@@ -6,7 +6,8 @@
  * GGUF's; packing at placement time (lrun_tensor_move_form: bf16 as PEX2,
  * f16 as PEX1, lrun pack's rule) gives the same;
  * the engine's sizes for a proposed packed placement are what init takes;
- * the same for files packed with PEX2 (codec_pex2.h). */
+ * the same for files packed with PEX2 (codec_pex2.h); lrun_tensor_measure_packed
+ * learns those sizes without packing. */
 #include "check.h"
 #include "fixtures.h"
 #include "lrun.h"
@@ -239,6 +240,63 @@ static void sizes(const char *gg)
     free(pk);
 }
 
+/* lrun_tensor_measure_packed: the packed size and codec packing would give, learned with the tensor left plain
+ * (where it was, its bytes unchanged); a non-matrix is refused; sizing with it is what init then takes (the
+ * planner's automatic choice, lua/lrun/pack_plan.lua). */
+static void measured(const char *gg, lrun_dtype dtype)
+{
+    lrun_model *m = fixture_load(gg, "cpu", 0, 2, -1);
+    lrun_model *b = fixture_load(gg, "cpu", 0, 2, -1);
+    const int64_t n = m && b ? lrun_model_tensor_count(m) : 0;
+    int ok = n > 0, n_matrix = 0;
+    for (int64_t i = 0; ok && i < n; i++) {
+        lrun_tensor *t = lrun_model_tensor(m, i), *u = lrun_model_tensor(b, i);
+        size_t got = 1;
+        if (!is_matrix(t)) {
+            ok = lrun_tensor_measure_packed(t, &got) == LRUN_E_UNSUPPORTED && got == 0;
+            continue;
+        }
+        n_matrix++;
+        const lrun_tier tier = lrun_tensor_tier(t);
+        ok = lrun_tensor_packed_bytes(t) == 0 && lrun_tensor_measure_packed(t, &got) == LRUN_OK && got > 0 &&
+             got == lrun_tensor_packed_bytes(t) && !lrun_tensor_packed(t) && lrun_tensor_tier(t) == tier &&
+             lrun_tensor_stored_bytes(t) == lrun_tensor_bytes(t) &&
+             lrun_tensor_packed_codec(t) == (dtype == LRUN_DTYPE_BF16 ? 2 : 1);
+        /* the same tensor packed by a placement: the size measured */
+        ok = ok && lrun_tensor_move_form(u, NULL, LRUN_TIER_HOST, 1) == LRUN_OK && lrun_tensor_packed_bytes(u) == got;
+        size_t again = 0; /* known now: answered without an encode, the same */
+        ok = ok && lrun_tensor_measure_packed(t, &again) == LRUN_OK && again == got;
+    }
+    CHECK("measure_packed: sizes and codecs of placement's packing, the tensors left plain", ok && n_matrix > 0);
+    size_t dummy;
+    CHECK("measure_packed: NULL arguments are refused",
+          lrun_tensor_measure_packed(NULL, &dummy) == LRUN_E_ARG &&
+              (!m || lrun_tensor_measure_packed(lrun_model_tensor(m, 0), NULL) == LRUN_E_ARG));
+    /* sizing every matrix packed on the device after measuring: what init takes */
+    lrun_tier *tiers = calloc((size_t)n + 1, sizeof *tiers);
+    int8_t *pk = calloc((size_t)n + 1, 1);
+    for (int64_t i = 0; i < n; i++) {
+        tiers[i] = LRUN_TIER_DEVICE;
+        pk[i] = (int8_t)is_matrix(lrun_model_tensor(m, i));
+    }
+    const lrun_engine_opts eo = {.n_seq_max = 1,
+                                 .n_ctx_max = CTX,
+                                 .n_batch_max = 8,
+                                 .weight_mode = LRUN_WEIGHT_MODE_AS_PLACED,
+                                 .prefetch_layers = 1};
+    lrun_placement_size ps;
+    ok = ok && lrun_engine_size_placement_packed(&ps, m, &eo, tiers, NULL, pk) == LRUN_OK;
+    for (int64_t i = 0; ok && i < n; i++)
+        ok = lrun_tensor_move_form(lrun_model_tensor(m, i), lrun_model_device(m), tiers[i], pk[i]) == LRUN_OK;
+    lrun_device *d = m ? lrun_model_device(m) : NULL;
+    CHECK("measure_packed: a placement sized from measured sizes takes those bytes",
+          ok && lrun_device_used(d) == ps.weight_bytes);
+    free(tiers);
+    free(pk);
+    lrun_model_free(m);
+    lrun_model_free(b);
+}
+
 /* arch NULL: llama; phi3's fused attn_qkv is split at load, so its parts are
  * decoded at load and packed again at placement; qwen2 has f32 biases.
  * codec LRUN_PACK_CODEC_PEX2: the file's bf16 matrices are PEX2 (decoded by
@@ -267,6 +325,7 @@ static void run(lrun_dtype dtype, int tied, const char *what, const char *arch, 
     snprintf(label, sizeof label, "%s GGUF packed at placement", what);
     every_placement(gg, ref, label, 0);
     if (dtype == LRUN_DTYPE_BF16 && tied && !arch) sizes(gg);
+    if (!tied && !arch) measured(gg, dtype);
 }
 
 /* lrun pack of an HF directory: written as the GGUF llama.cpp's converter

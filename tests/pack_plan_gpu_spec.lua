@@ -1,0 +1,90 @@
+-- pack_plan_gpu_spec: auto-fit's packed choice on cuda (make test-gpu;
+-- lua/lrun/pack_plan.lua, docs/packed.md "The automatic choice"). A
+-- generated bf16 model (trained-like values: PEX2 packs it to about 0.70)
+-- under a device budget 20% of its weights short: with the GPU's measured
+-- rates, packed weights resident (the fused GEMV at about half the plain
+-- GEMV's speed) are predicted far faster than plain weights streamed over
+-- PCIe or computed on the host, so auto-fit packs whole blocks by itself,
+-- stays under the budget, and gives the plain model's tokens and logits bit
+-- for bit (the decode is lossless; test_packed_stream_gpu checks the same
+-- kernels). packed = false keeps every weight plain. The CPU twin, with
+-- given rates, is tests/pack_plan_spec.lua.
+package.path = "./?.lua;" .. package.path
+local compare = require("tests.compare")
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+local lrun = require("lrun")
+local residency = require("lrun.residency")
+
+local has_gpu = C.lrun_cuda_device_count() > 0
+
+-- 8 bf16 blocks of width 512 (~59 MB of weights: the budgets stay above one pool arena, 16 MiB).
+local function gen_model()
+  local path = os.tmpname() .. ".gguf"
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab, s.n_ctx = 8, 512, 8, 4, 1536, 2048, 256
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_BF16, C.LRUN_DTYPE_BF16, 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.trained_stats = 10000, 1e-5, 29, 2, 1
+  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+  return path
+end
+
+local PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
+local function run(m)
+  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = 6, do_sample = false, eos_token_id = {} }))
+  return ids, assert(m:logits(PROMPT))
+end
+
+describe("auto-fit's packed choice on cuda", function()
+  if not has_gpu then
+    pending("no GPU visible")
+    return
+  end
+  local path, ref_ids, ref_logits, budget
+  setup(function()
+    path = gen_model()
+    local m = assert(lrun.load(path, { device = "cuda:0", progress = false }))
+    assert.is_nil(m.residency) -- fits: left alone
+    ref_ids, ref_logits = run(m)
+    local fits, need = residency.fits(m, {})
+    assert.is_true(fits)
+    budget = need - math.floor(0.2 * m:info().weight_bytes)
+    m:free()
+  end)
+  teardown(function() os.remove(path) end)
+
+  it("packs whole blocks resident, under the budget, logits bit for bit", function()
+    local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = budget }))
+    local p = m:placement()
+    print("\n" .. p.explain:match("packed: [^\n]*"))
+    assert.is_true(p.auto_fit)
+    assert.are.equal("smart", p.policy)
+    local r = m.residency.pack_choice
+    assert.is_not_nil(r, "not weighed")
+    assert.are_not.equal(r.plain, r.chosen, r.text)
+    assert.is_true(r.chosen.eval.tok_s > 2 * r.plain.eval.tok_s, r.text)
+    assert.matches("packed: chosen %(", p.explain)
+    local per_block = {}
+    for _, t in ipairs(m:tensors()) do
+      if t.packed and t.layer >= 0 then per_block[t.layer] = (per_block[t.layer] or 0) + 1 end
+    end
+    assert.is_not_nil(next(per_block))
+    for l, k in pairs(per_block) do assert.are.equal(7, k, "block " .. l) end
+    local ids, logits = run(m)
+    assert.is_true(compare.same(ref_ids, ids), "tokens differ")
+    assert.is_true(compare.same(ref_logits, logits), "logits differ")
+    assert.is_true(tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))) <= budget)
+    m:free()
+  end)
+
+  it("packed = false: plain, streamed or host-computed by smart", function()
+    local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = budget, packed = false }))
+    local p = m:placement()
+    assert.are.equal("smart", p.policy)
+    assert.is_nil(m.residency.pack_choice)
+    for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
+    local ids = run(m)
+    assert.is_true(compare.same(ref_ids, ids), "tokens differ")
+    m:free()
+  end)
+end)

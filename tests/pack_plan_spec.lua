@@ -1,0 +1,154 @@
+-- pack_plan_spec: the planner's automatic packed choice end to end on the
+-- CPU (lua/lrun/pack_plan.lua, docs/packed.md "The automatic choice"): a
+-- generated bf16 model (trained-like values: PEX2 packs it to about 0.70)
+-- loaded with a device budget its plain weights do not fit. With the
+-- machine's measured rates, cpu packing loses (a packed weight decodes into
+-- the scratch at the host decoder's ~1 GB/s before every use) and the
+-- explanation says so. With given rates under which streaming is slow (a
+-- 0.1 GB/s link and host read, a 1 TB/s decoder: what makes cuda's case, on
+-- the backend this machine runs) auto-fit packs whole blocks by itself, the
+-- explanation gives the bytes and both predictions, and the tokens and logits
+-- equal the plain model's bit for bit. packed = false and -ot are obeyed.
+-- Auto-fit on a cpu device leaves weights in the file's mapping, which the
+-- device budget does not count: m:auto_fit{weights_resident = true} decides
+-- as on cuda (Model:auto_fit).
+package.path = "./?.lua;" .. package.path
+local compare = require("tests.compare")
+local lf = require("lrun.ffi")
+local ffi, C = lf.ffi, lf.C
+local lrun = require("lrun")
+local bandwidth = require("lrun.bandwidth")
+local residency = require("lrun.residency")
+
+local function gen(path)
+  local s = ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab, s.n_ctx = 6, 128, 4, 2, 384, 512, 256
+  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_BF16, C.LRUN_DTYPE_BF16, 0
+  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.trained_stats = 10000, 1e-5, 23, 1, 1
+  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+end
+
+local PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
+local function run(m)
+  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = 5 }))
+  return ids, assert(m:logits(PROMPT))
+end
+local function load(path, opts)
+  opts = opts or {}
+  opts.progress, opts.threads = false, 2
+  return lrun.load(path, opts)
+end
+
+-- The measured rates with the link, the host's read and the decoders replaced.
+local measured = bandwidth.bandwidths
+local function slow_link(model)
+  local bw = assert(measured(model))
+  local o = {}
+  for k, v in pairs(bw) do o[k] = v end
+  o.h2d_pinned, o.h2d_pageable, o.host_read, o.packed_decode, o.host_decode = 1e8, 1e8, 1e8, 1e12, 1e12
+  return o
+end
+
+local path, ref_ids, ref_logits, budget
+setup(function()
+  path = os.tmpname() .. ".gguf"
+  gen(path)
+  local m = assert(load(path))
+  ref_ids, ref_logits = run(m)
+  -- the budget: the engine's reserve and 85% of the plain weights (the packed ones, 0.70, fit)
+  local probe = assert(residency.plan(m, { threads = 2 }))
+  budget = probe.reserve_bytes + math.floor(0.85 * m:info().weight_bytes)
+  m:free()
+end)
+teardown(function()
+  bandwidth.bandwidths = measured
+  os.remove(path)
+end)
+
+describe("auto-fit's packed choice on a bf16 model over its budget", function()
+  after_each(function() bandwidth.bandwidths = measured end)
+
+  it("with the machine's rates on cpu: plain, and the explanation says why", function()
+    local m = assert(load(path, { gpu_budget = budget }))
+    assert(m:auto_fit({ weights_resident = true }))
+    local p = m:placement()
+    assert.is_true(p.auto_fit)
+    assert.matches("packed: not chosen[^\n]*plain predicted decode [%d.]+ tok/s against [%d.]+ tok/s with", p.explain)
+    for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
+    m:free()
+  end)
+
+  it("with a slow link: packs whole blocks, says why, and the logits are the plain model's bit for bit",
+    function()
+      bandwidth.bandwidths = slow_link
+      local m = assert(load(path, { gpu_budget = budget }))
+      assert(m:auto_fit({ weights_resident = true }))
+      local r = m.residency
+      assert.is_not_nil(r.pack_choice, "not weighed")
+      local c = r.pack_choice.chosen
+      assert.are_not.equal(r.pack_choice.plain, c, r.pack_choice.text)
+      assert.is_true(c.eval.tok_s > r.pack_choice.plain.eval.tok_s)
+      assert.matches("packed: chosen %([^)]+%): [%d.]+ [KM]iB %-> [%d.]+ [KM]iB on the device, predicted decode "
+        .. "[%d.]+ tok/s against [%d.]+ tok/s streaming or host%-computing plain; encoded at load", m:placement().explain)
+      -- whole blocks (or every matrix): a block's seven matrices are packed together or not at all
+      local per_block, n = {}, 0
+      for _, t in ipairs(m:tensors()) do
+        if t.packed then
+          n = n + 1
+          assert.are.equal("pex2", t.codec, t.name)
+          if t.layer >= 0 then per_block[t.layer] = (per_block[t.layer] or 0) + 1 end
+        end
+      end
+      assert.is_true(n >= 7, tostring(n))
+      for l, k in pairs(per_block) do assert.are.equal(7, k, "block " .. l) end
+      local ids, logits = run(m)
+      assert.is_true(compare.same(ref_ids, ids), "tokens differ")
+      assert.is_true(compare.same(ref_logits, logits), "logits differ")
+      m:free()
+    end)
+
+  it("packed = false: never packs, nothing weighed (auto-fit and smart asked)", function()
+    bandwidth.bandwidths = slow_link
+    -- alone, it is no placement request: the load is auto-fit's (which finds the model fits a cpu device)
+    local m = assert(load(path, { gpu_budget = budget, packed = false }))
+    assert.is_nil(m.residency)
+    local r = assert(m:auto_fit({ weights_resident = true, packed = false }))
+    assert.are.equal("smart", r.policy)
+    assert.is_true(r.off_bytes > 0)
+    assert.is_nil(r.pack_choice)
+    for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
+    m:free()
+    m = assert(load(path, { gpu_budget = budget, packed = false, policy = "smart" }))
+    assert.is_nil(m.residency.pack_choice)
+    for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
+    assert.is_nil(m:placement().explain:find("packed: chosen", 1, true))
+    m:free()
+  end)
+
+  it("another policy asked, or cpu_offload_gb: not weighed", function()
+    bandwidth.bandwidths = slow_link
+    for _, o in ipairs({ { policy = "aggressive" }, { policy = "smart", cpu_offload_gb = 0.0002 } }) do
+      o.gpu_budget = budget
+      local m = assert(load(path, o))
+      assert.is_nil(m.residency.pack_choice, o.policy)
+      assert.is_true(m.residency.off_bytes > 0, o.policy)
+      for _, t in ipairs(m:tensors()) do assert.is_false(t.packed, t.name) end
+      m:free()
+    end
+  end)
+
+  it("-ot: the tensors an override places keep their form", function()
+    bandwidth.bandwidths = slow_link
+    local m = assert(load(path, { gpu_budget = budget, policy = "smart", overrides = { "ffn_down=host" } }))
+    assert.is_not_nil(m.residency.pack_choice)
+    local n = 0
+    for _, t in ipairs(m:tensors()) do
+      if t.role == "ffn_down" then assert.is_false(t.packed, t.name) end
+      if t.packed then n = n + 1 end
+    end
+    assert.is_true(n > 0, "nothing packed")
+    local ids, logits = run(m)
+    assert.is_true(compare.same(ref_ids, ids) and compare.same(ref_logits, logits), "logits differ")
+    m:free()
+  end)
+end)
