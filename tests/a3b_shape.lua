@@ -66,6 +66,21 @@ end
 -- less prefill streaming's 42 MB of staging and the 1/16 margin, in 2.65 MB slots).
 M.weight_room = 8 * 2 ^ 30 - 792e6
 
+--- Device scratch bytes one more token of the engine's step (n_batch_max) takes on this shape: the CUDA
+-- engine's layout_scratch (x, xn, tmp: 3 × 2048 floats; q, attn: 2 × 4096; k, v: 2 × 512; gate, up: 2 × 768;
+-- the GEMM's f16 input slot: 2 bytes × 4096) and the MoE block's (router logits: 128 floats; gathered rows and
+-- outputs: 2 × 2048; the streamed pairs' token ids and weights: 2 × 8), 92,736 bytes: 142 MB more at 2048
+-- tokens than at 512 (lrun.prefill_batch).
+M.scratch_per_token = 4 * (3 * 2048 + 2 * 4096 + 2 * 512 + 2 * 768) + 2 * 4096 + 4 * (128 + 2 * 2048 + 2 * 8)
+
+--- The weights' room under the 8 GiB budget on session 17's H100 runs (issue #14) with a step of n_batch
+-- tokens: 22 MB less than session 15's at 512 (the engine's scratch has grown since), less the larger step's
+-- scratch. smart's plans with it hold 7.776e9 and 7.634e9 bytes on the device at 512 and 2048 with tensors
+-- placed one by one, where those runs measured weight_device_bytes 7.777e9 and 7.632e9.
+function M.session17_room(n_batch)
+  return M.weight_room - 22e6 - (n_batch - 512) * M.scratch_per_token
+end
+
 --- Routing counts with a trained router's popularity: Zipf(s) over each block's experts (s = 0.65: the OLMoE
 -- trace's fit, about `--router-skew 8`'s popularity, docs/moe.md "Routing of generated models"), the ranks
 -- rotated per block.
