@@ -61,6 +61,40 @@ describe("prefill chunks", function()
       end
     end)
 
+    -- the CUDA planner's weighing of the two steps (issue #14), its plumbing run on the cpu engine, where both
+    -- steps' plans and predictions can be made (lrun.prefill_batch.choose never picks 2048 there)
+    it("weighs a larger step's plan against the default step's (residency.weigh_steps), and says so", function()
+      local residency = require("lrun.residency")
+      local m = assert(lrun.load(path, { device = "cpu", progress = false, n_ctx = 64, threads = 1 }))
+      local opts = m:place_opts({ policy = "smart" })
+      local big_opts = {}
+      for k, v in pairs(opts) do big_opts[k] = v end
+      big_opts.n_batch, big_opts.prefill_tokens = 2048, 2048
+      local r = assert(residency.weigh_steps(m, opts, big_opts, "host experts stream once per chunk"))
+      local w = assert(r.prefill_batch, "not weighed")
+      -- nothing leaves the device here: the same plan at either step, so the tie keeps the larger one
+      assert.are.equal(2048, w.kept)
+      assert.are.equal(2048, r.n_batch)
+      assert.are.equal(2048, r.prefill.tokens) -- the plan's own prediction is of its step's chunk
+      assert.are.equal(512, r.prefill_short.tokens) -- the weighing's, of the default chunk
+      assert.are.equal(r.prefill_short.seconds, w.big.prefill_s)
+      assert.are.equal(r.predicted.seconds, w.big.decode_s)
+      assert.truthy(r.explain:find("prefill: chunks of up to 2048 tokens (host experts stream once per chunk)", 1, true),
+        r.explain)
+      assert.truthy(r.explain:find(w.text, 1, true), r.explain)
+      -- a weighing that refuses it gives the default step's plan
+      local weigh = pb.weigh
+      pb.weigh = function() return false, "prefill: refused here" end
+      local ok, r2 = pcall(residency.weigh_steps, m, opts, big_opts, "host experts stream once per chunk")
+      pb.weigh = weigh
+      r2 = assert(ok and r2, tostring(r2))
+      assert.is_nil(r2.n_batch)
+      assert.are.equal(512, r2.prefill_batch.kept)
+      assert.are.equal(512, r2.prefill.tokens)
+      assert.truthy(r2.explain:find("prefill: refused here", 1, true), r2.explain)
+      m:free()
+    end)
+
     it("gives the same logits whatever the chunk: n_batch 7 against the default", function()
       local prompt = {}
       for i = 1, 29 do prompt[i] = (i * 37) % 1000 + 1 end
