@@ -34,7 +34,8 @@
 -- tensor a token and the per-expert path in prefill (issue #14: two of a
 -- block's three on the host cost the 30B-A3B 5% of its decode and 30% of its
 -- 512-token prefill). What does not fit as whole blocks goes to the dense
--- matrices, streamed beside the host's expert time.
+-- matrices, streamed beside the host's expert time, the LM head last among
+-- its rank (a streamed unit of its own sizes every slot of the ring).
 -- Packed weights (t.packed, docs/packed.md): bytes are the packed ones (what
 -- crosses and what the device holds); a packed weight decodes before each
 -- use wherever it is, so on cpu the decode cancels out, and on cuda the
@@ -227,9 +228,13 @@ function M.plan(tensors, budget)
   for _, t in ipairs(list) do
     local cost, how = cost_of(t, bw, tied, n_used)
     ranked[#ranked + 1] = { t = t, cost = cost, how = how, score = cost > 0 and t.bytes / cost or math.huge,
-      expert = expert_share(t, n_used) ~= nil }
+      expert = expert_share(t, n_used) ~= nil, head = bw.device == "cuda" and how == "either" and P.is_lm_head(t) }
   end
   table.sort(ranked, function(x, y)
+    -- cuda: the LM head after the blocks' matrices of its rank (equal to rounding): streamed, it is a unit
+    -- of its own whose size every one of the ring's k+1 slots takes, its copy hidden only under the last
+    -- units' compute (issue #14: 175 MB of the 30B-A3B's head would have taken 350 MB of slots)
+    if x.head ~= y.head and math.abs(x.score - y.score) <= 1e-9 * math.max(x.score, y.score) then return y.head end
     if x.score ~= y.score then return x.score > y.score end
     if x.t.bytes ~= y.t.bytes then return x.t.bytes > y.t.bytes end
     return x.t.name < y.t.name

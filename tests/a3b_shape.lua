@@ -73,12 +73,25 @@ M.weight_room = 8 * 2 ^ 30 - 792e6
 -- tokens than at 512 (lrun.prefill_batch).
 M.scratch_per_token = 4 * (3 * 2048 + 2 * 4096 + 2 * 512 + 2 * 768) + 2 * 4096 + 4 * (128 + 2 * 2048 + 2 * 8)
 
---- The weights' room under the 8 GiB budget on session 17's H100 runs (issue #14) with a step of n_batch
--- tokens: 22 MB less than session 15's at 512 (the engine's scratch has grown since), less the larger step's
--- scratch. smart's plans with it hold 7.776e9 and 7.634e9 bytes on the device at 512 and 2048 with tensors
--- placed one by one, where those runs measured weight_device_bytes 7.777e9 and 7.632e9.
-function M.session17_room(n_batch)
-  return M.weight_room - 22e6 - (n_batch - 512) * M.scratch_per_token
+--- The weights' room under the 8 GiB budget with a step of n_batch tokens: session 15's, less the larger
+-- step's scratch. Streamed matrices take the ring's slots from it too (M.slots).
+function M.room(n_batch)
+  return M.weight_room - (n_batch - 512) * M.scratch_per_token
+end
+
+--- Device bytes of the CUDA engine's staging ring for a plan: k + 1 slots (k = 1, cuda's default prefetch)
+-- of its largest unit, a block's streamed (off the device, not host-computed) matrices or the LM head.
+-- lrun.residency plans again with them taken from the room when the plan does not fit with them.
+function M.slots(tensors, plan, host_compute)
+  local unit, most = {}, 0
+  for _, t in ipairs(tensors) do
+    if (plan[t.name] or "device") ~= "device" and not host_compute[t.name] and #t.shape >= 2
+        and t.role ~= "embedding" then
+      unit[t.layer] = (unit[t.layer] or 0) + t.bytes
+      most = math.max(most, unit[t.layer])
+    end
+  end
+  return 2 * most
 end
 
 --- Routing counts with a trained router's popularity: Zipf(s) over each block's experts (s = 0.65: the OLMoE
