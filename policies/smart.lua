@@ -228,7 +228,7 @@ function M.plan(tensors, budget)
   for _, t in ipairs(list) do
     local cost, how = cost_of(t, bw, tied, n_used)
     ranked[#ranked + 1] = { t = t, cost = cost, how = how, score = cost > 0 and t.bytes / cost or math.huge,
-      expert = expert_share(t, n_used) ~= nil, head = bw.device == "cuda" and how == "either" and P.is_lm_head(t) }
+      expert = expert_share(t, n_used) ~= nil, head = (bw.device == "cuda" and how == "either" and P.is_lm_head(t)) == true }
   end
   table.sort(ranked, function(x, y)
     -- cuda: the LM head after the blocks' matrices of its rank (equal to rounding): streamed, it is a unit
