@@ -66,6 +66,34 @@ end
 -- less prefill streaming's 42 MB of staging and the 1/16 margin, in 2.65 MB slots).
 M.weight_room = 8 * 2 ^ 30 - 792e6
 
+--- Device scratch bytes one more token of the engine's step (n_batch_max) takes on this shape: the CUDA
+-- engine's layout_scratch (x, xn, tmp: 3 × 2048 floats; q, attn: 2 × 4096; k, v: 2 × 512; gate, up: 2 × 768;
+-- the GEMM's f16 input slot: 2 bytes × 4096) and the MoE block's (router logits: 128 floats; gathered rows and
+-- outputs: 2 × 2048; the streamed pairs' token ids and weights: 2 × 8), 92,736 bytes: 142 MB more at 2048
+-- tokens than at 512 (lrun.prefill_batch).
+M.scratch_per_token = 4 * (3 * 2048 + 2 * 4096 + 2 * 512 + 2 * 768) + 2 * 4096 + 4 * (128 + 2 * 2048 + 2 * 8)
+
+--- The weights' room under the 8 GiB budget with a step of n_batch tokens: session 15's, less the larger
+-- step's scratch. Streamed matrices take the ring's slots from it too (M.slots).
+function M.room(n_batch)
+  return M.weight_room - (n_batch - 512) * M.scratch_per_token
+end
+
+--- Device bytes of the CUDA engine's staging ring for a plan: k + 1 slots (k = 1, cuda's default prefetch)
+-- of its largest unit, a block's streamed (off the device, not host-computed) matrices or the LM head.
+-- lrun.residency plans again with them taken from the room when the plan does not fit with them.
+function M.slots(tensors, plan, host_compute)
+  local unit, most = {}, 0
+  for _, t in ipairs(tensors) do
+    if (plan[t.name] or "device") ~= "device" and not host_compute[t.name] and #t.shape >= 2
+        and t.role ~= "embedding" then
+      unit[t.layer] = (unit[t.layer] or 0) + t.bytes
+      most = math.max(most, unit[t.layer])
+    end
+  end
+  return 2 * most
+end
+
 --- Routing counts with a trained router's popularity: Zipf(s) over each block's experts (s = 0.65: the OLMoE
 -- trace's fit, about `--router-skew 8`'s popularity, docs/moe.md "Routing of generated models"), the ranks
 -- rotated per block.
