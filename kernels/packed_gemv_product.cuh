@@ -148,8 +148,9 @@ pg_tile_product(const uint16_t *tile, int rb, int rh, bool sw, int64_t live, int
             const float v = lrun_k_warp_sum(acc[r]);
             if (lane == 0) red[warp][r] = v;
         }
-    } else
+    } else {
         pg_tile_sums<BF16, M, NT>(tile, rb, rh, sw, live, k, x, xvec, red);
+    }
     __syncthreads();
     if (threadIdx.x < rb * M) {
         float s = red[0][threadIdx.x];

@@ -216,9 +216,9 @@ static __device__ __forceinline__ void px_decode_tile(const px_tensor &t, uint64
  * has no element path. UO (m = 1 only): the product's units outermost
  * (pg_tile_rows_bf16), else its rows (PEX1's order; the same y). */
 template <int M, int NT, bool UO>
-__global__ void __launch_bounds__(NT, PX_MIN_BLOCKS) px_gemv_tiles(const __grid_constant__ px_parts P, int64_t k,
-                                                                   int rb, const float *__restrict__ x, bool xvec,
-                                                                   int mode)
+__global__ void __launch_bounds__(NT, PX_MIN_BLOCKS)
+    px_gemv_tiles(const __grid_constant__ px_parts P, int64_t k, int rb, const float *__restrict__ x, bool xvec,
+                  int mode)
 {
     constexpr int NW = NT / 32;
     extern __shared__ __align__(16) uint8_t px_dyn[];
@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(NT, PX_MIN_BLOCKS) px_gemv_tiles(const __grid_
     __syncthreads();
     lrun_k_pdl_wait(); /* x is the previous kernel's output; the decode read only weights */
     pg_tile_product<true, M, NT, UO>(tile, rb, rh, sw, R.live, k, x, xvec, red, PX_SEL3(P.n, p), PX_SEL3(P.y, p),
-                                         R.row0, mode);
+                                     R.row0, mode);
 }
 
 /* Lets px_gemv_tiles<M, NT, UO> take the device's opt-in shared memory (asked

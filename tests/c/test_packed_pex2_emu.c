@@ -198,7 +198,8 @@ static void case_tile(const tensor *T, int64_t k, int sw, const char *name)
         }
         for (int s = 0; s < (sw ? 2 : 1); s++)
             ok &= !memcmp(tile + (size_t)s * (size_t)rh * (size_t)k, T->plain + R.e0, (size_t)(R.e1 - R.e0) * 2);
-        for (size_t j = 0; j < PX_BLOCK; j++) ok &= guarded[j] == 0xcdcd && tile[(size_t)rb * (size_t)k + j] == 0xcdcd;
+        for (size_t j = 0; j < PX_BLOCK; j++)
+            ok &= guarded[j] == 0xcdcd && tile[(size_t)rb * (size_t)k + j] == 0xcdcd;
     }
     snprintf(label, sizeof label,
              "%s: fused tiles of %d rows of %lld%s (px_lane_pass_tile) = the rows, 16-byte stores aligned, none "
