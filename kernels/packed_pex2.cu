@@ -189,6 +189,10 @@ struct px_parts {
  * before, 3 blocks), 85 at 128 (m >= 3: 80 already). The prototype's 32
  * registers and 6 blocks are what reached 0.85x of its plain GEMV. */
 #define PX_MIN_BLOCKS 6
+/* The pipelined decode (variant 2) holds two codec blocks' loads and table
+ * entries: 62 registers and no spill at 4 blocks (at 5, 48 registers spill
+ * 132-168 bytes), so 4 blocks of two blocks' loads each against 6 of one. */
+#define PX_MIN_BLOCKS_PIPE 4
 
 /* The warp's share of a segment's codec blocks in the fused GEMV: block cb
  * of t decoded into the segment's tile seg (rows from element e0 on; the
@@ -205,6 +209,38 @@ static __device__ __forceinline__ void px_decode_tile(const px_tensor &t, uint64
     __syncwarp();
 }
 
+/* Variant 2's decode (px_variant): the warp's codec blocks cb0 + warp,
+ * + NW, ... of one tensor's segment, software pipelined: block i + NW's
+ * lane loads and table entry leave right after block i's stores, before
+ * block i's patch, so the patch's chain of loads (table, position, code)
+ * waits together with the next block's loads instead of before them. */
+template <int NW>
+static __device__ __forceinline__ void px_decode_seg_pipe(const px_tensor &t, uint64_t cb0, int nc, uint64_t e0,
+                                                          uint64_t e1, uint16_t *seg, unsigned lane, unsigned warp)
+{
+    int i = (int)warp;
+    if (i >= nc) return; /* the whole warp */
+    px_span sp = px_span_of(cb0 + (uint64_t)i, e0, e1);
+    px_tile_loads L;
+    px_tile_load(&t, cb0 + (uint64_t)i, sp.plo, sp.phi, lane, &L);
+    px_block B = px_block_at(&t, cb0 + (uint64_t)i);
+    for (; i < nc; i += NW) {
+        const px_span cur = sp;
+        const px_block Bc = B;
+        uint16_t *bdst = seg + (int)cur.doff;
+        px_tile_store(&t, &L, cur.plo, cur.phi, bdst, lane);
+        if (i + NW < nc) {
+            const uint64_t nb = cb0 + (uint64_t)(i + NW);
+            sp = px_span_of(nb, e0, e1);
+            px_tile_load(&t, nb, sp.plo, sp.phi, lane, &L);
+            B = px_block_at(&t, nb);
+        }
+        __syncwarp();
+        px_patch_block(t, Bc, cur.plo, cur.phi, bdst, 0, lane);
+        __syncwarp();
+    }
+}
+
 /* Block i: rows row0 .. row0+rh-1 of part p (swiglu: of gate and of up),
  * decoded into the shared tile (rb rows of k) a codec block per warp at a
  * time, then pg_tile_product: lrun_k_gemv_multi's arithmetic and epilogue
@@ -213,10 +249,11 @@ static __device__ __forceinline__ void px_decode_tile(const px_tensor &t, uint64
  * block is picked by a switch, not by selects, so each case reads its
  * layout from the parameters as constant operands instead of holding a
  * selected copy in registers; counters are 32-bit; the tile's lane pass
- * has no element path. UO (m = 1 only): the product's units outermost
- * (pg_tile_rows_bf16), else its rows (PEX1's order; the same y). */
-template <int M, int NT, bool UO>
-__global__ void __launch_bounds__(NT, PX_MIN_BLOCKS)
+ * has no element path. V, the variant (px_variant): 0 and 2 take m = 1's
+ * product units outermost (pg_tile_rows_bf16), 1 its rows (PEX1's order;
+ * the same y); 2 pipelines the decode (px_decode_seg_pipe). */
+template <int M, int NT, int V>
+__global__ void __launch_bounds__(NT, V == 2 ? PX_MIN_BLOCKS_PIPE : PX_MIN_BLOCKS)
     px_gemv_tiles(const __grid_constant__ px_parts P, int64_t k, int rb, const float *__restrict__ x, bool xvec,
                   int mode)
 {
@@ -232,7 +269,16 @@ __global__ void __launch_bounds__(NT, PX_MIN_BLOCKS)
     const pg_rows R = pg_block_rows(P.b0, P.n, blockIdx.x, k, rh);
     const int p = R.p, nc = (int)R.nc; /* nc <= rb·k / 1024 + 1 */
     /* the segments' codec blocks, a warp each */
-    for (int i = (int)warp; i < (sw ? 2 * nc : nc); i += NW) {
+    for (int s = 0; V == 2 && s < (sw ? 2 : 1); s++) {
+        uint16_t *seg = tile + s * rh * (int)k;
+        PX_ASSUME(!sw && p == 0); /* the count's build: one part, one case below */
+        switch (sw ? s : p) {     /* the same in the whole block */
+        case 0: px_decode_seg_pipe<NW>(P.t[0], R.cb0, nc, R.e0, R.e1, seg, lane, warp); break;
+        case 1: px_decode_seg_pipe<NW>(P.t[1], R.cb0, nc, R.e0, R.e1, seg, lane, warp); break;
+        default: px_decode_seg_pipe<NW>(P.t[2], R.cb0, nc, R.e0, R.e1, seg, lane, warp); break;
+        }
+    }
+    for (int i = (int)warp; V != 2 && i < (sw ? 2 * nc : nc); i += NW) {
         const int s = i >= nc;
         const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
         uint16_t *seg = tile + s * rh * (int)k;
@@ -245,13 +291,13 @@ __global__ void __launch_bounds__(NT, PX_MIN_BLOCKS)
     }
     __syncthreads();
     lrun_k_pdl_wait(); /* x is the previous kernel's output; the decode read only weights */
-    pg_tile_product<true, M, NT, UO>(tile, rb, rh, sw, R.live, k, x, xvec, red, PX_SEL3(P.n, p), PX_SEL3(P.y, p),
-                                     R.row0, mode);
+    pg_tile_product<true, M, NT, M == 1 && V != 1>(tile, rb, rh, sw, R.live, k, x, xvec, red, PX_SEL3(P.n, p),
+                                                   PX_SEL3(P.y, p), R.row0, mode);
 }
 
-/* Lets px_gemv_tiles<M, NT, UO> take the device's opt-in shared memory (asked
+/* Lets px_gemv_tiles<M, NT, V> take the device's opt-in shared memory (asked
  * once per device): tiles of long rows need more than the default 48 KiB. */
-template <int M, int NT, bool UO> static cudaError_t px_smem_limit(size_t *limit)
+template <int M, int NT, int V> static cudaError_t px_smem_limit(size_t *limit)
 {
     static size_t limits[64]; /* per device ordinal; 0: not asked yet */
     int dev = 0, optin = 0;
@@ -263,17 +309,17 @@ template <int M, int NT, bool UO> static cudaError_t px_smem_limit(size_t *limit
         return cudaSuccess;
     }
     cudaFuncAttributes fa;
-    if ((e = cudaFuncGetAttributes(&fa, px_gemv_tiles<M, NT, UO>)) != cudaSuccess) return e;
+    if ((e = cudaFuncGetAttributes(&fa, px_gemv_tiles<M, NT, V>)) != cudaSuccess) return e;
     if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return e;
     const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
-    e = cudaFuncSetAttribute(px_gemv_tiles<M, NT, UO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
+    e = cudaFuncSetAttribute(px_gemv_tiles<M, NT, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
     if (e != cudaSuccess) return e;
     if (cached) limits[dev] = dyn;
     *limit = dyn;
     return cudaSuccess;
 }
 
-template <int M, bool UO>
+template <int M, int V>
 static cudaError_t px_launch(px_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
 {
     constexpr int NT = lrun_k_gemv_shape<LRUN_DTYPE_BF16, M>::NT; /* the plain GEMV's threads: its order of sums */
@@ -284,24 +330,26 @@ static cudaError_t px_launch(px_parts P, int n_parts, int64_t k, const float *x,
     const size_t smem = (size_t)rb * (size_t)k * 2;
     size_t limit = 48 * 1024 - sizeof(float[NT / 32][LRUN_K_PG_MAX_RB * M]);
     if (smem > limit) {
-        const cudaError_t e = px_smem_limit<M, NT, UO>(&limit);
+        const cudaError_t e = px_smem_limit<M, NT, V>(&limit);
         if (e != cudaSuccess) return e;
         if (smem > limit) return cudaErrorNotSupported; /* rows too long for a tile: the caller decodes into a slot */
     }
     const bool xvec = ((uintptr_t)x & 15) == 0;
-    return lrun_k_launch(px_gemv_tiles<M, NT, UO>, dim3((unsigned)b), dim3(NT), smem, st, P, k, rb, x, xvec, mode);
+    return lrun_k_launch(px_gemv_tiles<M, NT, V>, dim3((unsigned)b), dim3(NT), smem, st, P, k, rb, x, xvec, mode);
 }
 
-/* The fused GEMV's product for m = 1 (lrun_k_pex2_gemv_tune): 0 units
- * outermost, 1 rows outermost; -1: not chosen yet, LRUN_PEX2_VARIANT's
- * value (0 where unset) at the first launch. */
+/* The fused GEMV's variant for m <= 2 (lrun_k_pex2_gemv_tune): 0 m = 1's
+ * product units outermost; 1 its rows outermost; 2 as 0 with the decode
+ * pipelined. -1: not chosen yet, LRUN_PEX2_VARIANT's value (0 where unset
+ * or not a variant) at the first launch. */
 static int px_variant = -1;
 
 extern "C" const char *lrun_k_pex2_gemv_tune(int variant)
 {
-    static const char *const names[] = {"PEX2 fused: product units outermost (m = 1)",
-                                        "PEX2 fused: product rows outermost (m = 1, PEX1's order)"};
-    if (variant < 0 || variant > 1) return NULL;
+    static const char *const names[] =
+        {"PEX2 fused: product units outermost (m = 1)", "PEX2 fused: product rows outermost (m = 1, PEX1's order)",
+         "PEX2 fused: decode pipelined (next block's loads before the patch), product units outermost (m = 1)"};
+    if (variant < 0 || variant > 2) return NULL;
     px_variant = variant;
     return names[variant];
 }
@@ -311,19 +359,22 @@ static cudaError_t px_launch_m(const px_parts &P, int n_parts, int64_t k, const 
 {
     if (px_variant < 0) {
         const char *v = getenv("LRUN_PEX2_VARIANT");
-        px_variant = v && strcmp(v, "1") == 0 ? 1 : 0;
+        px_variant = v && (strcmp(v, "1") == 0 || strcmp(v, "2") == 0) ? v[0] - '0' : 0;
     }
     switch (m) {
     case 1:
-        return px_variant ? px_launch<1, false>(P, n_parts, k, x, mode, st)
-                          : px_launch<1, true>(P, n_parts, k, x, mode, st);
-    case 2: return px_launch<2, false>(P, n_parts, k, x, mode, st);
-    case 3: return px_launch<3, false>(P, n_parts, k, x, mode, st);
-    case 4: return px_launch<4, false>(P, n_parts, k, x, mode, st);
-    case 5: return px_launch<5, false>(P, n_parts, k, x, mode, st);
-    case 6: return px_launch<6, false>(P, n_parts, k, x, mode, st);
-    case 7: return px_launch<7, false>(P, n_parts, k, x, mode, st);
-    case 8: return px_launch<8, false>(P, n_parts, k, x, mode, st);
+        return px_variant == 1   ? px_launch<1, 1>(P, n_parts, k, x, mode, st)
+               : px_variant == 2 ? px_launch<1, 2>(P, n_parts, k, x, mode, st)
+                                 : px_launch<1, 0>(P, n_parts, k, x, mode, st);
+    case 2:
+        return px_variant == 2 ? px_launch<2, 2>(P, n_parts, k, x, mode, st)
+                               : px_launch<2, 0>(P, n_parts, k, x, mode, st);
+    case 3: return px_launch<3, 0>(P, n_parts, k, x, mode, st);
+    case 4: return px_launch<4, 0>(P, n_parts, k, x, mode, st);
+    case 5: return px_launch<5, 0>(P, n_parts, k, x, mode, st);
+    case 6: return px_launch<6, 0>(P, n_parts, k, x, mode, st);
+    case 7: return px_launch<7, 0>(P, n_parts, k, x, mode, st);
+    case 8: return px_launch<8, 0>(P, n_parts, k, x, mode, st);
     default: return cudaErrorNotSupported;
     }
 }

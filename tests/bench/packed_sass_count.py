@@ -102,17 +102,18 @@ def main():
 
 
 def main_pex2(path):
-    """kernels/packed_pex2.cu's fused GEMV (-DPX_SASS_HOT): for m = 1 and 2,
-    the decode loop's body (a codec block per warp: the lanes' 32 elements
-    each, the patch, the part's switch, the loop) and the product loop's
-    body (one unit of 8 elements of each of the tile's rows: m = 1 unrolls
-    the 8 rows a tile can hold, m = 2 takes one row's unit for both x)."""
+    """kernels/packed_pex2.cu's fused GEMV (-DPX_SASS_HOT): for m = 1 and 2
+    and each variant (px_variant), the decode loop's body (a codec block per
+    warp: the lanes' 32 elements each, the patch, the part's switch, the
+    loop) and the product loops' bodies (rows outermost: one row's unit of 8
+    elements; units outermost: a loop per tile height, whose static body
+    holds paths a thread does not all run)."""
     fns = functions(open(path).read())
     for name, ins in sorted(fns.items()):
-        mm = re.search(r"px_gemv_tilesILi([12])ELi256ELb([01])E", name)
+        mm = re.search(r"px_gemv_tilesILi([12])ELi256ELi([012])E", name)
         if not mm:
             continue
-        m = mm.group(1) + (" (units outer)" if mm.group(2) == "1" else "")
+        m = mm.group(1) + ", variant " + mm.group(2)
         ls = loops(ins)
         has = lambda l, p: any(op.startswith(p) for _, op, _ in ins[l[0]:l[1] + 1])  # noqa: E731
         dec = [l for l in ls if has(l, "PRMT") and not has(l, "FFMA")]

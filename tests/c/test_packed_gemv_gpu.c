@@ -8,7 +8,7 @@
  * exponents spread over 40 values (tier 3 everywhere); shapes 4096 x 4096,
  * 11008 x 4096, 4096 x 11008, rows not whole codec blocks, tiny ones. Then
  * the same for bf16 packed PEX2 (kernels/packed_pex2.cu), random bit
- * patterns among them, both products of its fused GEMV for m = 1
+ * patterns among them, every variant of its fused GEMV for m <= 2
  * (lrun_k_pex2_gemv_tune), and a range decode that starts and ends inside a
  * lane. The argument checks run anywhere; one TAP SKIP line where no GPU is
  * visible. */
@@ -398,9 +398,10 @@ int main(void)
      * wide exponent spreads and random bits */
     g_pex2 = 1;
     printf("# PEX2\n");
-    /* both products of the fused GEMV for m = 1 (lrun_k_pex2_gemv_tune: 0
-     * units outermost, the default; 1 rows outermost) */
-    for (int v = 0; v < 2; v++) {
+    /* every variant of the fused GEMV for m <= 2 (lrun_k_pex2_gemv_tune: 0
+     * m = 1's product units outermost, the default; 1 rows outermost; 2 the
+     * decode pipelined) */
+    for (int v = 0; lrun_k_pex2_gemv_tune(v); v++) {
         printf("# %s\n", lrun_k_pex2_gemv_tune(v));
         for (int pdl = 0; pdl < 2; pdl++) {
             if (pdl && !lrun_k_pdl_supported(0)) break;
