@@ -4,7 +4,9 @@
  * lrun_k_gemv_multi's STORE / ADD / SwiGLU epilogue. One copy for both
  * codecs, because "y is bit-identical to lrun_k_gemv_multi on the decoded
  * weights" holds only while the units, the FMA chains, the warp sums and the
- * in-order sum of the warps are exactly the plain kernel's. */
+ * in-order sum of the warps are exactly the plain kernel's. Then the host
+ * side both launchers share: their argument checks, the launch's status
+ * and the opt-in of shared memory. */
 #ifndef LRUN_KERNELS_PACKED_GEMV_PRODUCT_CUH
 #define LRUN_KERNELS_PACKED_GEMV_PRODUCT_CUH
 
@@ -169,6 +171,86 @@ pg_tile_product(const uint16_t *tile, int rb, int rh, bool sw, int64_t live, int
             else *y = red[0][threadIdx.x];
         }
     }
+}
+
+// ---------------------------------------------------------------- the launchers' shared host side
+
+/* The checks of a fused launch both codecs' launchers make before their
+ * weights' own (codec, shape): LRUN_E_ARG naming op. */
+static inline lrun_status pg_fused_check(const char *op, const lrun_k_packed_part *parts, int n_parts, int64_t k,
+                                         const float *x, int64_t m, int mode, const void *stream)
+{
+    if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
+        return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
+                         LRUN_K_GEMV_MAX_PARTS);
+    if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
+        return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
+    if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
+        return lrun_fail(LRUN_E_ARG, "%s: swiglu takes 2 weights (gate, up) with the same rows", op);
+    if (!x || ((uintptr_t)x & 3) != 0) return lrun_fail(LRUN_E_ARG, "%s: x is NULL or not 4-byte aligned", op);
+    if (m < 1 || m > LRUN_K_GEMV_MAX_M)
+        return lrun_fail(LRUN_E_ARG, "%s: m %lld (expected 1..%d; use lrun_k_packed_gemm for more rows)", op,
+                         (long long)m, LRUN_K_GEMV_MAX_M);
+    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    int64_t xn;
+    if (__builtin_mul_overflow(m, k, &xn))
+        return lrun_fail(LRUN_E_ARG, "%s: m %lld times k %lld overflows", op, (long long)m, (long long)k);
+    return LRUN_OK;
+}
+
+/* Weight p's output of a fused launch: y (m, n) where the mode writes one
+ * (SwiGLU: only gate's), 4-byte aligned, m x n not overflowing. */
+static inline lrun_status pg_fused_check_y(const char *op, const lrun_k_packed_part *q, int p, int64_t m, int mode)
+{
+    const bool needs_y = mode != LRUN_K_GEMV_SWIGLU || p == 0;
+    if (needs_y && (!q->y || ((uintptr_t)q->y & 3) != 0))
+        return lrun_fail(LRUN_E_ARG, "%s: y of weight %d is NULL or not 4-byte aligned", op, p);
+    int64_t yn;
+    if (__builtin_mul_overflow(m, q->n, &yn))
+        return lrun_fail(LRUN_E_ARG, "%s: m %lld times n %lld overflows", op, (long long)m, (long long)q->n);
+    return LRUN_OK;
+}
+
+/* A fused launcher's result e as a status: cudaErrorNotSupported is a tile
+ * the rows of k do not fit (LRUN_E_UNSUPPORTED: the caller decodes into a
+ * slot), cudaErrorInvalidConfiguration a grid too large; a launch error is
+ * lrun_k_launched's. */
+static inline lrun_status pg_fused_status(const char *op, cudaError_t e, int64_t k)
+{
+    if (e == cudaErrorNotSupported)
+        return lrun_fail(LRUN_E_UNSUPPORTED,
+                         "%s: rows of %lld elements do not fit a shared-memory tile (decode into a slot)", op,
+                         (long long)k);
+    if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
+        return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
+    if (e != cudaSuccess && cudaPeekAtLastError() == cudaSuccess)
+        return lrun_fail(LRUN_E_DEVICE, "%s: %s (%s)", op, cudaGetErrorString(e), cudaGetErrorName(e));
+    return lrun_k_launched(op);
+}
+
+/* Lets the fused kernel fn take the device's opt-in shared memory, asked
+ * once per device: limits is fn's own cache (per device ordinal; 0: not
+ * asked yet). Tiles of long rows need more than the default 48 KiB.
+ * *limit: the dynamic bytes fn may then take. */
+static inline cudaError_t pg_smem_optin(const void *fn, size_t limits[64], size_t *limit)
+{
+    int dev = 0, optin = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    const bool cached = dev >= 0 && dev < 64;
+    if (cached && limits[dev]) {
+        *limit = limits[dev];
+        return cudaSuccess;
+    }
+    cudaFuncAttributes fa;
+    if ((e = cudaFuncGetAttributes(&fa, fn)) != cudaSuccess) return e;
+    if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return e;
+    const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
+    e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
+    if (e != cudaSuccess) return e;
+    if (cached) limits[dev] = dyn;
+    *limit = dyn;
+    return cudaSuccess;
 }
 
 #endif

@@ -295,28 +295,12 @@ __global__ void __launch_bounds__(NT, V == 2 ? PX_MIN_BLOCKS_PIPE : PX_MIN_BLOCK
                                                    PX_SEL3(P.y, p), R.row0, mode);
 }
 
-/* Lets px_gemv_tiles<M, NT, V> take the device's opt-in shared memory (asked
- * once per device): tiles of long rows need more than the default 48 KiB. */
+/* Lets px_gemv_tiles<M, NT, V> take the device's opt-in shared memory
+ * (pg_smem_optin, with this kernel's cache). */
 template <int M, int NT, int V> static cudaError_t px_smem_limit(size_t *limit)
 {
-    static size_t limits[64]; /* per device ordinal; 0: not asked yet */
-    int dev = 0, optin = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess) return e;
-    const bool cached = dev >= 0 && dev < 64;
-    if (cached && limits[dev]) {
-        *limit = limits[dev];
-        return cudaSuccess;
-    }
-    cudaFuncAttributes fa;
-    if ((e = cudaFuncGetAttributes(&fa, px_gemv_tiles<M, NT, V>)) != cudaSuccess) return e;
-    if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return e;
-    const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
-    e = cudaFuncSetAttribute(px_gemv_tiles<M, NT, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
-    if (e != cudaSuccess) return e;
-    if (cached) limits[dev] = dyn;
-    *limit = dyn;
-    return cudaSuccess;
+    static size_t limits[64];
+    return pg_smem_optin((const void *)px_gemv_tiles<M, NT, V>, limits, limit);
 }
 
 template <int M, int V>
@@ -383,53 +367,25 @@ extern "C" lrun_status lrun_k_pex2_gemv_multi(const lrun_k_packed_part *parts, i
                                               int64_t m, int mode, void *stream)
 {
     static const char op[] = "lrun_k_pex2_gemv";
-    if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
-        return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
-                         LRUN_K_GEMV_MAX_PARTS);
-    if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
-        return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
-    if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
-        return lrun_fail(LRUN_E_ARG, "%s: swiglu takes 2 weights (gate, up) with the same rows", op);
-    if (!x || ((uintptr_t)x & 3) != 0) return lrun_fail(LRUN_E_ARG, "%s: x is NULL or not 4-byte aligned", op);
-    if (m < 1 || m > LRUN_K_GEMV_MAX_M)
-        return lrun_fail(LRUN_E_ARG, "%s: m %lld (expected 1..%d; use lrun_k_packed_gemm for more rows)", op,
-                         (long long)m, LRUN_K_GEMV_MAX_M);
-    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    lrun_status s = pg_fused_check(op, parts, n_parts, k, x, m, mode, stream);
+    if (s != LRUN_OK) return s;
     if (k <= 0) return lrun_fail(LRUN_E_ARG, "%s: k %lld (must be > 0)", op, (long long)k);
     if (k % 8 != 0)
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: k %lld is not a multiple of 8 (decode into a slot)", op,
                          (long long)k);
-    int64_t xn;
-    if (__builtin_mul_overflow(m, k, &xn))
-        return lrun_fail(LRUN_E_ARG, "%s: m %lld times k %lld overflows", op, (long long)m, (long long)k);
     px_parts P;
     memset(&P, 0, sizeof P);
     for (int p = 0; p < n_parts; p++) {
         const lrun_k_packed_part *q = &parts[p];
-        lrun_status s = px_check(op, q->packed, q->lay);
-        if (s != LRUN_OK) return lrun_fail_context(s, "weight %d", p);
+        if ((s = px_check(op, q->packed, q->lay)) != LRUN_OK) return lrun_fail_context(s, "weight %d", p);
         int64_t nk;
         if (q->n <= 0 || __builtin_mul_overflow(q->n, k, &nk) || (uint64_t)nk != q->lay->n)
             return lrun_fail(LRUN_E_ARG, "%s: weight %d: %lld x %lld is not the packed tensor's %llu elements", op, p,
                              (long long)q->n, (long long)k, (unsigned long long)q->lay->n);
-        const bool needs_y = mode != LRUN_K_GEMV_SWIGLU || p == 0;
-        if (needs_y && (!q->y || ((uintptr_t)q->y & 3) != 0))
-            return lrun_fail(LRUN_E_ARG, "%s: y of weight %d is NULL or not 4-byte aligned", op, p);
-        int64_t yn;
-        if (__builtin_mul_overflow(m, q->n, &yn))
-            return lrun_fail(LRUN_E_ARG, "%s: m %lld times n %lld overflows", op, (long long)m, (long long)q->n);
+        if ((s = pg_fused_check_y(op, q, p, m, mode)) != LRUN_OK) return s;
         P.t[p] = px_tensor_of(q->packed, q->lay);
         P.y[p] = q->y;
         P.n[p] = q->n;
     }
-    const cudaError_t e = px_launch_m(P, n_parts, k, x, m, mode, (cudaStream_t)stream);
-    if (e == cudaErrorNotSupported)
-        return lrun_fail(LRUN_E_UNSUPPORTED,
-                         "%s: rows of %lld elements do not fit a shared-memory tile (decode into a slot)", op,
-                         (long long)k);
-    if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
-        return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
-    if (e != cudaSuccess && cudaPeekAtLastError() == cudaSuccess)
-        return lrun_fail(LRUN_E_DEVICE, "%s: %s (%s)", op, cudaGetErrorString(e), cudaGetErrorName(e));
-    return lrun_k_launched(op);
+    return pg_fused_status(op, px_launch_m(P, n_parts, k, x, m, mode, (cudaStream_t)stream), k);
 }
