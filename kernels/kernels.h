@@ -522,6 +522,15 @@ lrun_status lrun_k_packed_gemv(const void *packed, const struct lrun_packed_layo
  * same y bit for bit). Returns the variant's description, NULL past the
  * last. Not thread-safe. */
 const char *lrun_k_packed_gemv_tune(int variant);
+/* Bench and test only: PEX2's fused GEMV for m <= 2 from then on: 0 the
+ * default (m = 1's product units outermost: x's loads shared by the tile's
+ * rows), 1 m = 1's product rows outermost (PEX1's order), 2 as 0 with the
+ * decode software pipelined (a warp's next codec block's loads before this
+ * block's patch; 4 blocks per SM instead of 6); the same y bit for bit.
+ * Until called, the first launch takes LRUN_PEX2_VARIANT (0, 1 or 2; 0
+ * where unset). Returns the variant's description, NULL past the last.
+ * Not thread-safe. */
+const char *lrun_k_pex2_gemv_tune(int variant);
 
 /* dst (n_rows, k) = rows row0 .. row0+n_rows-1 of a packed matrix of rows of
  * k (k a multiple of 8, dst 16-byte aligned), one warp per codec block:

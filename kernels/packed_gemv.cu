@@ -264,29 +264,12 @@ __global__ void __launch_bounds__(NT, PIPE && T == LRUN_DTYPE_BF16 ? 3 : 0) pack
     pg_tile_product<BF16, M, NT>(tile, rb, rh, sw, live, k, x, xvec, red, n, PG_SEL3(P.y, p), row0, mode);
 }
 
-/* Lets packed_gemv_tiles<T, M, NT, PIPE> use the device's opt-in shared memory
- * (asked once per device): tiles of long rows take more than the default
- * 48 KiB. *limit: the dynamic bytes it may then take. */
+/* Lets packed_gemv_tiles<T, M, NT, PIPE> take the device's opt-in shared
+ * memory (pg_smem_optin, with this kernel's cache). */
 template <int T, int M, int NT, bool PIPE> static cudaError_t pg_smem_limit(size_t *limit)
 {
-    static size_t limits[64]; /* per device ordinal; 0: not asked yet */
-    int dev = 0, optin = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess) return e;
-    const bool cached = dev >= 0 && dev < 64;
-    if (cached && limits[dev]) {
-        *limit = limits[dev];
-        return cudaSuccess;
-    }
-    cudaFuncAttributes fa;
-    if ((e = cudaFuncGetAttributes(&fa, packed_gemv_tiles<T, M, NT, PIPE>)) != cudaSuccess) return e;
-    if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return e;
-    const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
-    e = cudaFuncSetAttribute(packed_gemv_tiles<T, M, NT, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
-    if (e != cudaSuccess) return e;
-    if (cached) limits[dev] = dyn;
-    *limit = dyn;
-    return cudaSuccess;
+    static size_t limits[64];
+    return pg_smem_optin((const void *)packed_gemv_tiles<T, M, NT, PIPE>, limits, limit);
 }
 
 template <int T, int M, bool PIPE>
@@ -389,32 +372,16 @@ extern "C" lrun_status lrun_k_packed_gemv_multi(const lrun_k_packed_part *parts,
                              op, p, parts[p].lay->codec, parts[0].lay->codec);
     if (parts[0].lay->codec == LRUN_PACKED_CODEC_PEX2)
         return lrun_k_pex2_gemv_multi(parts, n_parts, k, x, m, mode, stream);
-    if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
-        return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
-    if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
-        return lrun_fail(LRUN_E_ARG, "%s: swiglu takes 2 weights (gate, up) with the same rows", op);
-    if (!x || ((uintptr_t)x & 3) != 0) return lrun_fail(LRUN_E_ARG, "%s: x is NULL or not 4-byte aligned", op);
-    if (m < 1 || m > LRUN_K_GEMV_MAX_M)
-        return lrun_fail(LRUN_E_ARG, "%s: m %lld (expected 1..%d; use lrun_k_packed_gemm for more rows)", op,
-                         (long long)m, LRUN_K_GEMV_MAX_M);
-    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
-    int64_t xn;
-    if (__builtin_mul_overflow(m, k, &xn))
-        return lrun_fail(LRUN_E_ARG, "%s: m %lld times k %lld overflows", op, (long long)m, (long long)k);
+    lrun_status s = pg_fused_check(op, parts, n_parts, k, x, m, mode, stream);
+    if (s != LRUN_OK) return s;
     pg_parts P;
     memset(&P, 0, sizeof P);
     for (int p = 0; p < n_parts; p++) {
         const lrun_k_packed_part *q = &parts[p];
-        lrun_status s = pg_check(op, q->packed, q->lay, q->n, k, p);
-        if (s != LRUN_OK) return s;
+        if ((s = pg_check(op, q->packed, q->lay, q->n, k, p)) != LRUN_OK) return s;
         if (q->lay->dtype != parts[0].lay->dtype)
             return lrun_fail(LRUN_E_ARG, "%s: weight %d is not of weight 0's dtype", op, p);
-        const bool needs_y = mode != LRUN_K_GEMV_SWIGLU || p == 0;
-        if (needs_y && (!q->y || ((uintptr_t)q->y & 3) != 0))
-            return lrun_fail(LRUN_E_ARG, "%s: y of weight %d is NULL or not 4-byte aligned", op, p);
-        int64_t yn;
-        if (__builtin_mul_overflow(m, q->n, &yn))
-            return lrun_fail(LRUN_E_ARG, "%s: m %lld times n %lld overflows", op, (long long)m, (long long)q->n);
+        if ((s = pg_fused_check_y(op, q, p, m, mode)) != LRUN_OK) return s;
         P.t[p] = pg_tensor_of(q->packed, q->lay);
         P.y[p] = q->y;
         P.n[p] = q->n;
@@ -423,15 +390,7 @@ extern "C" lrun_status lrun_k_packed_gemv_multi(const lrun_k_packed_part *parts,
     const cudaError_t e = parts[0].lay->dtype == LRUN_DTYPE_BF16
                               ? pg_launch_m<LRUN_DTYPE_BF16>(P, n_parts, k, x, m, mode, st)
                               : pg_launch_m<LRUN_DTYPE_F16>(P, n_parts, k, x, m, mode, st);
-    if (e == cudaErrorNotSupported)
-        return lrun_fail(LRUN_E_UNSUPPORTED,
-                         "%s: rows of %lld elements do not fit a shared-memory tile (decode into a slot)", op,
-                         (long long)k);
-    if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
-        return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
-    if (e != cudaSuccess && cudaPeekAtLastError() == cudaSuccess)
-        return lrun_fail(LRUN_E_DEVICE, "%s: %s (%s)", op, cudaGetErrorString(e), cudaGetErrorName(e));
-    return lrun_k_launched(op);
+    return pg_fused_status(op, e, k);
 }
 
 extern "C" lrun_status lrun_k_packed_gemv(const void *packed, const lrun_packed_layout *lay, int64_t n, int64_t k,

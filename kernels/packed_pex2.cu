@@ -7,6 +7,7 @@
 #include "packed_gemv_product.cuh"
 #include "packed_pex2_lane.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static_assert(PX_BLOCK == LRUN_PEX2_BLOCK && PX_GROUP == LRUN_PEX2_GROUP, "codec_pex2.h's block and group");
@@ -28,6 +29,25 @@ static __device__ __forceinline__ void px_lane_pass(const px_tensor &t, uint64_t
 static __device__ __forceinline__ void px_patch(uint16_t *v, uint32_t e) { px_patch_u16(v, e); }
 static __device__ __forceinline__ void px_patch(float *v, uint32_t e) { px_patch_f32(v, e); }
 
+/* The patch passes of block B (its lanes' stores seen by the warp): lane j
+ * takes exception base + j and rewrites d[doff + position] when the
+ * position is in [plo, phi); a ballot counts the far ones before it. */
+template <typename D>
+static __device__ __forceinline__ void px_patch_block(const px_tensor &t, const px_block &B, int plo, int phi, D *d,
+                                                      int64_t doff, unsigned lane)
+{
+    uint32_t run = 0; /* far exceptions of the passes before */
+    PX_ASSUME(B.count > 0 && B.count <= 32);
+    for (uint32_t base = 0; base < B.count; base += 32) {
+        const px_exc x = px_exc_load(&B, base + lane);
+        const uint32_t m = __ballot_sync(0xffffffffu, x.act && x.code == 7u);
+        PX_ASSUME(m == 0 && (int)x.pos >= plo && (int)x.pos < phi);
+        if (x.act && (int)x.pos >= plo && (int)x.pos < phi)
+            px_patch(d + (doff + (int64_t)x.pos), px_exc_exp(&t, &B, &x, run + __popc(m & ((1u << lane) - 1))));
+        run += __popc(m);
+    }
+}
+
 /* The whole warp decodes codec block b of t into d[sp.doff + p] for p in
  * [sp.plo, sp.phi) (shared or global memory): the lanes' stores, then, once
  * the warp's stores are seen (__syncwarp orders the warp's memory), the
@@ -43,14 +63,7 @@ static __device__ __forceinline__ void px_decode_block(const px_tensor &t, uint6
     const px_block B = px_block_at(&t, b);
     px_lane_pass(t, b, sp, d, a16, lane);
     __syncwarp();
-    uint32_t run = 0; /* far exceptions of the passes before */
-    for (uint32_t base = 0; base < B.count; base += 32) {
-        const px_exc x = px_exc_load(&B, base + lane);
-        const uint32_t m = __ballot_sync(0xffffffffu, x.act && x.code == 7u);
-        if (x.act && (int)x.pos >= sp.plo && (int)x.pos < sp.phi)
-            px_patch(d + (sp.doff + (int64_t)x.pos), px_exc_exp(&t, &B, &x, run + __popc(m & ((1u << lane) - 1))));
-        run += __popc(m);
-    }
+    px_patch_block(t, B, sp.plo, sp.phi, d, sp.doff, lane);
     __syncwarp(); /* the patched values are seen by the warp (and the stage reused) */
 }
 
@@ -169,13 +182,80 @@ struct px_parts {
 
 #define PX_SEL3(a, p) ((p) == 0 ? (a)[0] : ((p) == 1 ? (a)[1] : (a)[2]))
 
+/* Blocks per SM the fused kernel is compiled for (__launch_bounds__): a
+ * tile of 4 rows of 4096 (32 KiB) or 2 of 11008 (43 KiB) leaves room for 6
+ * or 5 blocks in an H100 SM's 228 KiB, so registers must not allow fewer:
+ * 65536 / (6 x 256) -> 40 registers at 256 threads (m <= 2; 74 and 64
+ * before, 3 blocks), 85 at 128 (m >= 3: 80 already). The prototype's 32
+ * registers and 6 blocks are what reached 0.85x of its plain GEMV. */
+#define PX_MIN_BLOCKS 6
+/* The pipelined decode (variant 2) holds two codec blocks' loads and table
+ * entries: 62 registers and no spill at 4 blocks (at 5, 48 registers spill
+ * 132-168 bytes), so 4 blocks of two blocks' loads each against 6 of one. */
+#define PX_MIN_BLOCKS_PIPE 4
+
+/* The warp's share of a segment's codec blocks in the fused GEMV: block cb
+ * of t decoded into the segment's tile seg (rows from element e0 on; the
+ * block's elements in [e0, e1) only), lanes' 16-byte stores then patches. */
+static __device__ __forceinline__ void px_decode_tile(const px_tensor &t, uint64_t cb, uint64_t e0, uint64_t e1,
+                                                      uint16_t *seg, unsigned lane)
+{
+    const px_block B = px_block_at(&t, cb); /* the patch's chain (table, position, code) starts first */
+    const px_span sp = px_span_of(cb, e0, e1);
+    uint16_t *bdst = seg + (int)sp.doff; /* doff > -PX_BLOCK: within a tile's reach */
+    px_lane_pass_tile(&t, cb, sp.plo, sp.phi, bdst, lane);
+    __syncwarp();
+    px_patch_block(t, B, sp.plo, sp.phi, bdst, 0, lane);
+    __syncwarp();
+}
+
+/* Variant 2's decode (px_variant): the warp's codec blocks cb0 + warp,
+ * + NW, ... of one tensor's segment, software pipelined: block i + NW's
+ * lane loads and table entry leave right after block i's stores, before
+ * block i's patch, so the patch's chain of loads (table, position, code)
+ * waits together with the next block's loads instead of before them. */
+template <int NW>
+static __device__ __forceinline__ void px_decode_seg_pipe(const px_tensor &t, uint64_t cb0, int nc, uint64_t e0,
+                                                          uint64_t e1, uint16_t *seg, unsigned lane, unsigned warp)
+{
+    int i = (int)warp;
+    if (i >= nc) return; /* the whole warp */
+    px_span sp = px_span_of(cb0 + (uint64_t)i, e0, e1);
+    px_tile_loads L;
+    px_tile_load(&t, cb0 + (uint64_t)i, sp.plo, sp.phi, lane, &L);
+    px_block B = px_block_at(&t, cb0 + (uint64_t)i);
+    for (; i < nc; i += NW) {
+        const px_span cur = sp;
+        const px_block Bc = B;
+        uint16_t *bdst = seg + (int)cur.doff;
+        px_tile_store(&t, &L, cur.plo, cur.phi, bdst, lane);
+        if (i + NW < nc) {
+            const uint64_t nb = cb0 + (uint64_t)(i + NW);
+            sp = px_span_of(nb, e0, e1);
+            px_tile_load(&t, nb, sp.plo, sp.phi, lane, &L);
+            B = px_block_at(&t, nb);
+        }
+        __syncwarp();
+        px_patch_block(t, Bc, cur.plo, cur.phi, bdst, 0, lane);
+        __syncwarp();
+    }
+}
+
 /* Block i: rows row0 .. row0+rh-1 of part p (swiglu: of gate and of up),
  * decoded into the shared tile (rb rows of k) a codec block per warp at a
  * time, then pg_tile_product: lrun_k_gemv_multi's arithmetic and epilogue
- * on them, so y is bit-identical to it on the decoded weights. */
-template <int M, int NT>
-__global__ void __launch_bounds__(NT) px_gemv_tiles(const __grid_constant__ px_parts P, int64_t k, int rb,
-                                                    const float *__restrict__ x, bool xvec, int mode)
+ * on them, so y is bit-identical to it on the decoded weights. What keeps
+ * it at 40 registers (docs/packed.md "PEX2 on CUDA"): the tensor of a codec
+ * block is picked by a switch, not by selects, so each case reads its
+ * layout from the parameters as constant operands instead of holding a
+ * selected copy in registers; counters are 32-bit; the tile's lane pass
+ * has no element path. V, the variant (px_variant): 0 and 2 take m = 1's
+ * product units outermost (pg_tile_rows_bf16), 1 its rows (PEX1's order;
+ * the same y); 2 pipelines the decode (px_decode_seg_pipe). */
+template <int M, int NT, int V>
+__global__ void __launch_bounds__(NT, V == 2 ? PX_MIN_BLOCKS_PIPE : PX_MIN_BLOCKS)
+    px_gemv_tiles(const __grid_constant__ px_parts P, int64_t k, int rb, const float *__restrict__ x, bool xvec,
+                  int mode)
 {
     constexpr int NW = NT / 32;
     extern __shared__ __align__(16) uint8_t px_dyn[];
@@ -186,50 +266,44 @@ __global__ void __launch_bounds__(NT) px_gemv_tiles(const __grid_constant__ px_p
     const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const bool sw = mode == LRUN_K_GEMV_SWIGLU;
     const int rh = sw ? rb / 2 : rb;
-    const int nseg = sw ? 2 : 1;
     const pg_rows R = pg_block_rows(P.b0, P.n, blockIdx.x, k, rh);
-    const int p = R.p;
-    /* the segments' codec blocks, a warp each; the tensor picked per block by
-     * selects (a dynamic index into the parameters would go through local memory) */
-    for (int64_t i = warp; i < nseg * R.nc; i += NW) {
-        const int s = i >= R.nc;
-        const int q = sw ? s : p;
-        const px_tensor t = q == 0 ? P.t[0] : (q == 1 ? P.t[1] : P.t[2]);
-        const uint64_t cb = R.cb0 + (uint64_t)(i - s * R.nc);
-        const px_span sp = px_span_of(cb, R.e0, R.e1); /* e0 = row0·k, a multiple of 8: 16-byte stores */
-        px_decode_block(t, cb, sp, tile + (size_t)s * rh * k, true, lane);
+    const int p = R.p, nc = (int)R.nc; /* nc <= rb·k / 1024 + 1 */
+    /* the segments' codec blocks, a warp each */
+    for (int s = 0; V == 2 && s < (sw ? 2 : 1); s++) {
+        uint16_t *seg = tile + s * rh * (int)k;
+        PX_ASSUME(!sw && p == 0); /* the count's build: one part, one case below */
+        switch (sw ? s : p) {     /* the same in the whole block */
+        case 0: px_decode_seg_pipe<NW>(P.t[0], R.cb0, nc, R.e0, R.e1, seg, lane, warp); break;
+        case 1: px_decode_seg_pipe<NW>(P.t[1], R.cb0, nc, R.e0, R.e1, seg, lane, warp); break;
+        default: px_decode_seg_pipe<NW>(P.t[2], R.cb0, nc, R.e0, R.e1, seg, lane, warp); break;
+        }
+    }
+    for (int i = (int)warp; V != 2 && i < (sw ? 2 * nc : nc); i += NW) {
+        const int s = i >= nc;
+        const uint64_t cb = R.cb0 + (uint64_t)(i - s * nc);
+        uint16_t *seg = tile + s * rh * (int)k;
+        PX_ASSUME(!sw && p == 0); /* the count's build: one part, one case below */
+        switch (sw ? s : p) {     /* the same in the whole warp */
+        case 0: px_decode_tile(P.t[0], cb, R.e0, R.e1, seg, lane); break;
+        case 1: px_decode_tile(P.t[1], cb, R.e0, R.e1, seg, lane); break;
+        default: px_decode_tile(P.t[2], cb, R.e0, R.e1, seg, lane); break;
+        }
     }
     __syncthreads();
     lrun_k_pdl_wait(); /* x is the previous kernel's output; the decode read only weights */
-    pg_tile_product<true, M, NT>(tile, rb, rh, sw, R.live, k, x, xvec, red, PX_SEL3(P.n, p), PX_SEL3(P.y, p), R.row0,
-                                 mode);
+    pg_tile_product<true, M, NT, M == 1 && V != 1>(tile, rb, rh, sw, R.live, k, x, xvec, red, PX_SEL3(P.n, p),
+                                                   PX_SEL3(P.y, p), R.row0, mode);
 }
 
-/* Lets px_gemv_tiles<M, NT> take the device's opt-in shared memory (asked
- * once per device): tiles of long rows need more than the default 48 KiB. */
-template <int M, int NT> static cudaError_t px_smem_limit(size_t *limit)
+/* Lets px_gemv_tiles<M, NT, V> take the device's opt-in shared memory
+ * (pg_smem_optin, with this kernel's cache). */
+template <int M, int NT, int V> static cudaError_t px_smem_limit(size_t *limit)
 {
-    static size_t limits[64]; /* per device ordinal; 0: not asked yet */
-    int dev = 0, optin = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess) return e;
-    const bool cached = dev >= 0 && dev < 64;
-    if (cached && limits[dev]) {
-        *limit = limits[dev];
-        return cudaSuccess;
-    }
-    cudaFuncAttributes fa;
-    if ((e = cudaFuncGetAttributes(&fa, px_gemv_tiles<M, NT>)) != cudaSuccess) return e;
-    if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return e;
-    const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
-    e = cudaFuncSetAttribute(px_gemv_tiles<M, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
-    if (e != cudaSuccess) return e;
-    if (cached) limits[dev] = dyn;
-    *limit = dyn;
-    return cudaSuccess;
+    static size_t limits[64];
+    return pg_smem_optin((const void *)px_gemv_tiles<M, NT, V>, limits, limit);
 }
 
-template <int M>
+template <int M, int V>
 static cudaError_t px_launch(px_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
 {
     constexpr int NT = lrun_k_gemv_shape<LRUN_DTYPE_BF16, M>::NT; /* the plain GEMV's threads: its order of sums */
@@ -240,26 +314,51 @@ static cudaError_t px_launch(px_parts P, int n_parts, int64_t k, const float *x,
     const size_t smem = (size_t)rb * (size_t)k * 2;
     size_t limit = 48 * 1024 - sizeof(float[NT / 32][LRUN_K_PG_MAX_RB * M]);
     if (smem > limit) {
-        const cudaError_t e = px_smem_limit<M, NT>(&limit);
+        const cudaError_t e = px_smem_limit<M, NT, V>(&limit);
         if (e != cudaSuccess) return e;
         if (smem > limit) return cudaErrorNotSupported; /* rows too long for a tile: the caller decodes into a slot */
     }
     const bool xvec = ((uintptr_t)x & 15) == 0;
-    return lrun_k_launch(px_gemv_tiles<M, NT>, dim3((unsigned)b), dim3(NT), smem, st, P, k, rb, x, xvec, mode);
+    return lrun_k_launch(px_gemv_tiles<M, NT, V>, dim3((unsigned)b), dim3(NT), smem, st, P, k, rb, x, xvec, mode);
+}
+
+/* The fused GEMV's variant for m <= 2 (lrun_k_pex2_gemv_tune): 0 m = 1's
+ * product units outermost; 1 its rows outermost; 2 as 0 with the decode
+ * pipelined. -1: not chosen yet, LRUN_PEX2_VARIANT's value (0 where unset
+ * or not a variant) at the first launch. */
+static int px_variant = -1;
+
+extern "C" const char *lrun_k_pex2_gemv_tune(int variant)
+{
+    static const char *const names[] =
+        {"PEX2 fused: product units outermost (m = 1)", "PEX2 fused: product rows outermost (m = 1, PEX1's order)",
+         "PEX2 fused: decode pipelined (next block's loads before the patch), product units outermost (m = 1)"};
+    if (variant < 0 || variant > 2) return NULL;
+    px_variant = variant;
+    return names[variant];
 }
 
 static cudaError_t px_launch_m(const px_parts &P, int n_parts, int64_t k, const float *x, int64_t m, int mode,
                                cudaStream_t st)
 {
+    if (px_variant < 0) {
+        const char *v = getenv("LRUN_PEX2_VARIANT");
+        px_variant = v && (strcmp(v, "1") == 0 || strcmp(v, "2") == 0) ? v[0] - '0' : 0;
+    }
     switch (m) {
-    case 1: return px_launch<1>(P, n_parts, k, x, mode, st);
-    case 2: return px_launch<2>(P, n_parts, k, x, mode, st);
-    case 3: return px_launch<3>(P, n_parts, k, x, mode, st);
-    case 4: return px_launch<4>(P, n_parts, k, x, mode, st);
-    case 5: return px_launch<5>(P, n_parts, k, x, mode, st);
-    case 6: return px_launch<6>(P, n_parts, k, x, mode, st);
-    case 7: return px_launch<7>(P, n_parts, k, x, mode, st);
-    case 8: return px_launch<8>(P, n_parts, k, x, mode, st);
+    case 1:
+        return px_variant == 1   ? px_launch<1, 1>(P, n_parts, k, x, mode, st)
+               : px_variant == 2 ? px_launch<1, 2>(P, n_parts, k, x, mode, st)
+                                 : px_launch<1, 0>(P, n_parts, k, x, mode, st);
+    case 2:
+        return px_variant == 2 ? px_launch<2, 2>(P, n_parts, k, x, mode, st)
+                               : px_launch<2, 0>(P, n_parts, k, x, mode, st);
+    case 3: return px_launch<3, 0>(P, n_parts, k, x, mode, st);
+    case 4: return px_launch<4, 0>(P, n_parts, k, x, mode, st);
+    case 5: return px_launch<5, 0>(P, n_parts, k, x, mode, st);
+    case 6: return px_launch<6, 0>(P, n_parts, k, x, mode, st);
+    case 7: return px_launch<7, 0>(P, n_parts, k, x, mode, st);
+    case 8: return px_launch<8, 0>(P, n_parts, k, x, mode, st);
     default: return cudaErrorNotSupported;
     }
 }
@@ -268,53 +367,25 @@ extern "C" lrun_status lrun_k_pex2_gemv_multi(const lrun_k_packed_part *parts, i
                                               int64_t m, int mode, void *stream)
 {
     static const char op[] = "lrun_k_pex2_gemv";
-    if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
-        return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
-                         LRUN_K_GEMV_MAX_PARTS);
-    if (mode != LRUN_K_GEMV_STORE && mode != LRUN_K_GEMV_ADD && mode != LRUN_K_GEMV_SWIGLU)
-        return lrun_fail(LRUN_E_ARG, "%s: mode %d (expected an lrun_k_gemv_mode)", op, mode);
-    if (mode == LRUN_K_GEMV_SWIGLU && (n_parts != 2 || parts[0].n != parts[1].n))
-        return lrun_fail(LRUN_E_ARG, "%s: swiglu takes 2 weights (gate, up) with the same rows", op);
-    if (!x || ((uintptr_t)x & 3) != 0) return lrun_fail(LRUN_E_ARG, "%s: x is NULL or not 4-byte aligned", op);
-    if (m < 1 || m > LRUN_K_GEMV_MAX_M)
-        return lrun_fail(LRUN_E_ARG, "%s: m %lld (expected 1..%d; use lrun_k_packed_gemm for more rows)", op,
-                         (long long)m, LRUN_K_GEMV_MAX_M);
-    if (!stream) return lrun_fail(LRUN_E_ARG, "%s: stream is NULL (kernels run on an explicit stream)", op);
+    lrun_status s = pg_fused_check(op, parts, n_parts, k, x, m, mode, stream);
+    if (s != LRUN_OK) return s;
     if (k <= 0) return lrun_fail(LRUN_E_ARG, "%s: k %lld (must be > 0)", op, (long long)k);
     if (k % 8 != 0)
         return lrun_fail(LRUN_E_UNSUPPORTED, "%s: k %lld is not a multiple of 8 (decode into a slot)", op,
                          (long long)k);
-    int64_t xn;
-    if (__builtin_mul_overflow(m, k, &xn))
-        return lrun_fail(LRUN_E_ARG, "%s: m %lld times k %lld overflows", op, (long long)m, (long long)k);
     px_parts P;
     memset(&P, 0, sizeof P);
     for (int p = 0; p < n_parts; p++) {
         const lrun_k_packed_part *q = &parts[p];
-        lrun_status s = px_check(op, q->packed, q->lay);
-        if (s != LRUN_OK) return lrun_fail_context(s, "weight %d", p);
+        if ((s = px_check(op, q->packed, q->lay)) != LRUN_OK) return lrun_fail_context(s, "weight %d", p);
         int64_t nk;
         if (q->n <= 0 || __builtin_mul_overflow(q->n, k, &nk) || (uint64_t)nk != q->lay->n)
             return lrun_fail(LRUN_E_ARG, "%s: weight %d: %lld x %lld is not the packed tensor's %llu elements", op, p,
                              (long long)q->n, (long long)k, (unsigned long long)q->lay->n);
-        const bool needs_y = mode != LRUN_K_GEMV_SWIGLU || p == 0;
-        if (needs_y && (!q->y || ((uintptr_t)q->y & 3) != 0))
-            return lrun_fail(LRUN_E_ARG, "%s: y of weight %d is NULL or not 4-byte aligned", op, p);
-        int64_t yn;
-        if (__builtin_mul_overflow(m, q->n, &yn))
-            return lrun_fail(LRUN_E_ARG, "%s: m %lld times n %lld overflows", op, (long long)m, (long long)q->n);
+        if ((s = pg_fused_check_y(op, q, p, m, mode)) != LRUN_OK) return s;
         P.t[p] = px_tensor_of(q->packed, q->lay);
         P.y[p] = q->y;
         P.n[p] = q->n;
     }
-    const cudaError_t e = px_launch_m(P, n_parts, k, x, m, mode, (cudaStream_t)stream);
-    if (e == cudaErrorNotSupported)
-        return lrun_fail(LRUN_E_UNSUPPORTED,
-                         "%s: rows of %lld elements do not fit a shared-memory tile (decode into a slot)", op,
-                         (long long)k);
-    if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
-        return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
-    if (e != cudaSuccess && cudaPeekAtLastError() == cudaSuccess)
-        return lrun_fail(LRUN_E_DEVICE, "%s: %s (%s)", op, cudaGetErrorString(e), cudaGetErrorName(e));
-    return lrun_k_launched(op);
+    return pg_fused_status(op, px_launch_m(P, n_parts, k, x, m, mode, (cudaStream_t)stream), k);
 }

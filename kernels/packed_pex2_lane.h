@@ -30,6 +30,17 @@
 #define PX_GROUP 256      /* LRUN_PEX2_GROUP: 32 lanes of 8 */
 #define PX_CODE_BLOCK 384 /* code bytes of a block (3 bits x 1024) */
 
+/* PX_ASSUME(c): nothing, except in the instruction-count build
+ * (tests/bench/packed_sass_count.sh defines PX_SASS_HOT), where it tells the
+ * compiler the common case (every lane inside its rows, one patch pass, no
+ * far exception) so that the decode of a codec block compiles to the
+ * straight line whose SASS is counted. */
+#if defined(PX_SASS_HOT) && defined(__CUDACC__)
+#define PX_ASSUME(c) __builtin_assume(c)
+#else
+#define PX_ASSUME(c) ((void)0)
+#endif
+
 #ifdef __CUDACC__
 #define PX_FN static __device__ __forceinline__
 #define PX_UNROLL _Pragma("unroll")
@@ -317,6 +328,66 @@ PX_FN void px_lane_pass_f32(const px_tensor *t, uint64_t b, const px_span *sp, f
             px_store8_f32(d, sp, p, w, a16);
         }
     }
+}
+
+/* ---------------------------------------------------------------- the fused GEMV's tile */
+
+/* The fused GEMV's lane pass over codec block b, in two halves so that a
+ * pipelined loop can issue the next block's loads between them: its rows
+ * start and end on multiples of 8 (k is), so [plo, phi) holds whole lanes
+ * and the tile is 16-byte aligned at every lane: no element stores, no span
+ * arithmetic. The block's code and kept bytes are found once (64-bit), the
+ * lane's 32-bit offset once, and the 4 groups sit at fixed distances from
+ * it (96 code bytes, 256 kept bytes), so the lane's 12 loads are issued back
+ * to back from two bases before any bit work (a group past [plo, phi)
+ * loads nothing: the last block's may lie past the tensor). */
+typedef struct px_tile_loads {
+    uint32_t c0[4], c1[4]; /* group g's two code words */
+    uint64_t kept[4];      /* group g's 8 kept bytes */
+} px_tile_loads;
+
+PX_FN void px_tile_load(const px_tensor *t, uint64_t b, int plo, int phi, unsigned lane, px_tile_loads *L)
+{
+    const uint32_t bit = 24u * lane; /* 3 bits x 8 elements; group g adds 768 bits: 24 whole words */
+    const uint8_t *cw = t->in + t->code + PX_CODE_BLOCK * b + 4u * (bit >> 5);
+    const uint8_t *kp = t->in + t->rest + PX_BLOCK * b + 8u * lane;
+    PX_UNROLL for (int g = 0; g < 4; g++)
+    {
+        const int p = PX_GROUP * g + 8 * (int)lane;
+        L->c0[g] = L->c1[g] = 0, L->kept[g] = 0;
+        PX_ASSUME(p >= plo && p < phi);
+        if (p < plo || p >= phi) continue; /* past the tensor's end, maybe: no load */
+        L->c0[g] = px_ld32(cw + 96 * g), L->c1[g] = px_ld32(cw + 96 * g + 4);
+        L->kept[g] = px_ld64(kp + PX_GROUP * g);
+    }
+}
+
+/* The lane's 8 values of each group in [plo, phi) from its loads L, as if
+ * ordinary, to bdst[p]: bdst is the tile's slot of the block's element 0
+ * (before the tile when the block starts in the rows before; only [plo,
+ * phi) is written). */
+PX_FN void px_tile_store(const px_tensor *t, const px_tile_loads *L, int plo, int phi, uint16_t *bdst, unsigned lane)
+{
+    const uint32_t sh = (24u * lane) & 31u;
+    PX_UNROLL for (int g = 0; g < 4; g++)
+    {
+        const int p = PX_GROUP * g + 8 * (int)lane;
+        if (p < plo || p >= phi) continue;
+        const uint32_t s = px_spread3(px_fshr(L->c0[g], L->c1[g], sh)), s4 = s >> 16;
+        uint32_t w[4];
+        px_assemble4((uint32_t)L->kept[g], px_perm(t->h1lo, t->h1hi, s), px_perm(t->l1lo, t->l1hi, s), &w[0], &w[1]);
+        px_assemble4((uint32_t)(L->kept[g] >> 32), px_perm(t->h1lo, t->h1hi, s4), px_perm(t->l1lo, t->l1hi, s4),
+                     &w[2], &w[3]);
+        px_st128(bdst + p, w[0], w[1], w[2], w[3]);
+    }
+}
+
+/* Both halves: the lane's pass over block b into the tile. */
+PX_FN void px_lane_pass_tile(const px_tensor *t, uint64_t b, int plo, int phi, uint16_t *bdst, unsigned lane)
+{
+    px_tile_loads L;
+    px_tile_load(t, b, plo, phi, lane, &L);
+    px_tile_store(t, &L, plo, phi, bdst, lane);
 }
 
 #endif

@@ -2,8 +2,9 @@
 # packed_bench.sh — builds and runs tests/bench/packed_decode_bench.c against
 # the build's static library: the packed codec's ratio, CPU encode/decode MB/s
 # and (with CUDA=1 and a GPU) the decode kernel's GB/s and mode 3 (the fused packed
-# GEMV against the plain bf16 GEMV, with its default and its pipelined decode
-# loop side by side, the packed prefill GEMM; docs/packed.md).
+# GEMV against the plain bf16 GEMV, its default and its other variants side by
+# side (PEX1: the pipelined decode loop; PEX2: the m = 1 product rows
+# outermost, the decode pipelined), the packed prefill GEMM; docs/packed.md).
 #   make CUDA=1 && tests/bench/packed_bench.sh [rows cols]
 #   tests/bench/packed_bench.sh --gguf models/SmolLM2-135M-Instruct.Q4_1.gguf
 set -euo pipefail

@@ -98,6 +98,14 @@ static double m3_time(lrun_device *dev, struct m3 *b, int what)
 /* The codec gpu_bench's mode 3 part packs in: 0 PEX1, 1 PEX2 (kernels/packed_pex2.cu). */
 static int g_pex2;
 
+/* The fused GEMV's variant of the codec timed (0 its default): PEX1's decode
+ * loop (lrun_k_packed_gemv_tune), PEX2's product (lrun_k_pex2_gemv_tune).
+ * Returns its description. */
+static const char *m3_tune(int variant)
+{
+    return g_pex2 ? lrun_k_pex2_gemv_tune(variant) : lrun_k_packed_gemv_tune(variant);
+}
+
 static void mode3_bench(lrun_device *dev, void *s, int64_t rows, int64_t cols)
 {
     struct m3 b;
@@ -140,18 +148,22 @@ static void mode3_bench(lrun_device *dev, void *s, int64_t rows, int64_t cols)
          m3_call(&b, FUSED_GEMV, 0) == LRUN_OK && lrun_cuda_stream_sync(dev, s) == LRUN_OK &&
          lrun_cuda_memcpy(dev, y1, b.y, (size_t)rows * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK;
     const int same0 = ok && !memcmp(y0, y1, (size_t)rows * 4);
-    /* the pipelined decode loop (lrun_k_packed_gemv_tune 1) */
-    ok = ok && lrun_k_packed_gemv_tune(1) && m3_call(&b, FUSED_GEMV, 0) == LRUN_OK &&
-         lrun_cuda_stream_sync(dev, s) == LRUN_OK &&
-         lrun_cuda_memcpy(dev, y1, b.y, (size_t)rows * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK;
-    lrun_k_packed_gemv_tune(0);
+    /* the other fused variants: PEX1's pipelined decode loop (lrun_k_packed_gemv_tune 1), PEX2's rows-outer
+     * product and pipelined decode (lrun_k_pex2_gemv_tune 1 and 2) */
+    int same_v = 1;
+    for (int v = 1; ok && m3_tune(v); v++) {
+        ok = m3_call(&b, FUSED_GEMV, 0) == LRUN_OK && lrun_cuda_stream_sync(dev, s) == LRUN_OK &&
+             lrun_cuda_memcpy(dev, y1, b.y, (size_t)rows * 4, LRUN_COPY_DEVICE_TO_HOST) == LRUN_OK;
+        same_v &= ok && !memcmp(y0, y1, (size_t)rows * 4);
+    }
+    m3_tune(0);
     if (!ok) {
         printf("mode 3: %s\n", lrun_last_error());
         return;
     }
-    printf("mode 3, %lld x %lld bf16 (ratio %.4f), m 1, fused y = plain y bit for bit: %s, pipelined: %s\n",
+    printf("mode 3, %lld x %lld bf16 (ratio %.4f), m 1, fused y = plain y bit for bit: %s, its other variants: %s\n",
            (long long)rows, (long long)cols, (double)bytes / (double)plain_bytes, same0 ? "yes" : "NO",
-           memcmp(y0, y1, (size_t)rows * 4) ? "NO" : "yes");
+           same_v ? "yes" : "NO");
     for (int pdl = 0; pdl < 2; pdl++) {
         if (pdl && !lrun_k_pdl_supported(0)) break;
         lrun_k_set_pdl(pdl);
@@ -161,11 +173,13 @@ static void mode3_bench(lrun_device *dev, void *s, int64_t rows, int64_t cols)
                " | decode+GEMV %.1f us (%.2fx) | decode_rows+GEMV %.1f us (%.2fx)\n",
                pdl ? "on" : "off", tp * 1e6, plain_bytes / tp / 1e9, tf * 1e6, bytes / tf / 1e9, tp / tf, td * 1e6,
                tp / td, tr * 1e6, tp / tr);
-        lrun_k_packed_gemv_tune(1);
-        const double tq = m3_time(dev, &b, FUSED_GEMV);
-        lrun_k_packed_gemv_tune(0);
-        printf("  pdl %s: fused, pipelined decode %.1f us (%.0f GB/s packed, %.2fx plain speed, %.2fx the fused above)\n",
-               pdl ? "on" : "off", tq * 1e6, bytes / tq / 1e9, tp / tq, tf / tq);
+        const char *alt;
+        for (int v = 1; (alt = m3_tune(v)) != NULL; v++) {
+            const double tq = m3_time(dev, &b, FUSED_GEMV);
+            printf("  pdl %s: fused, %s: %.1f us (%.0f GB/s packed, %.2fx plain speed, %.2fx the fused above)\n",
+                   pdl ? "on" : "off", alt, tq * 1e6, bytes / tq / 1e9, tp / tq, tf / tq);
+        }
+        m3_tune(0);
     }
     lrun_k_set_pdl(0);
     const double d0 = m3_time(dev, &b, DECODE), d1 = m3_time(dev, &b, DECODE_ROWS);

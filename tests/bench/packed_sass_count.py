@@ -7,7 +7,8 @@ decode_rows: the whole kernel (one codec block per warp, straight line in
 the hot build) less nothing: every instruction a lane issues for its block.
 fused GEMV: the body of the loop that holds the warp scans (the decode of one
 codec block) and the body of the product's inner loop (one 8-element unit).
-Usage: packed_sass_count.py FILE.sass"""
+--pex2: kernels/packed_pex2.cu's fused GEMV instead (main_pex2).
+Usage: packed_sass_count.py [--pex2] FILE.sass"""
 import re
 import sys
 from collections import Counter
@@ -100,5 +101,35 @@ def main():
                 show(f"fused {dt} m=1: product loop ({units} unit(s) of 8)", ins[a:b + 1], 8 * units)
 
 
-if __name__ == "__main__":
+def main_pex2(path):
+    """kernels/packed_pex2.cu's fused GEMV (-DPX_SASS_HOT): for m = 1 and 2
+    and each variant (px_variant), the decode loop's body (a codec block per
+    warp: the lanes' 32 elements each, the patch, the part's switch, the
+    loop) and the product loops' bodies (rows outermost: one row's unit of 8
+    elements; units outermost: a loop per tile height, whose static body
+    holds paths a thread does not all run)."""
+    fns = functions(open(path).read())
+    for name, ins in sorted(fns.items()):
+        mm = re.search(r"px_gemv_tilesILi([12])ELi256ELi([012])E", name)
+        if not mm:
+            continue
+        m = mm.group(1) + ", variant " + mm.group(2)
+        ls = loops(ins)
+        has = lambda l, p: any(op.startswith(p) for _, op, _ in ins[l[0]:l[1] + 1])  # noqa: E731
+        dec = [l for l in ls if has(l, "PRMT") and not has(l, "FFMA")]
+        if dec:
+            a, b = max(dec, key=lambda l: l[1] - l[0])
+            show(f"PEX2 fused m={m}: decode loop, per codec block", ins[a:b + 1], 32)
+        # the product loops (units outer: one per tile height, 1/2/4/8 rows)
+        prod = [l for l in ls if has(l, "FFMA") and not any(has(o, "FFMA") for o in ls if o != l and
+                                                              l[0] < o[0] and o[1] < l[1])]
+        for a, b in sorted(set(prod)):
+            ffma = sum(1 for _, op, _ in ins[a:b + 1] if op.startswith("FFMA"))
+            units = max(1, ffma // (9 * int(m[0])))  # 8 FMAs + the add into acc per unit, row and x
+            show(f"PEX2 fused m={m}: product loop ({units} row-unit(s) of 8)", ins[a:b + 1], 8 * units)
+
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--pex2":
+    main_pex2(sys.argv[2])
+elif __name__ == "__main__":
     main()

@@ -8,7 +8,8 @@
  * exponents spread over 40 values (tier 3 everywhere); shapes 4096 x 4096,
  * 11008 x 4096, 4096 x 11008, rows not whole codec blocks, tiny ones. Then
  * the same for bf16 packed PEX2 (kernels/packed_pex2.cu), random bit
- * patterns among them, and a range decode that starts and ends inside a
+ * patterns among them, every variant of its fused GEMV for m <= 2
+ * (lrun_k_pex2_gemv_tune), and a range decode that starts and ends inside a
  * lane. The argument checks run anywhere; one TAP SKIP line where no GPU is
  * visible. */
 #include "check.h"
@@ -397,22 +398,31 @@ int main(void)
      * wide exponent spreads and random bits */
     g_pex2 = 1;
     printf("# PEX2\n");
-    for (int pdl = 0; pdl < 2; pdl++) {
-        if (pdl && !lrun_k_pdl_supported(0)) break;
-        lrun_k_set_pdl(pdl);
-        printf("# programmatic dependent launch %s\n", pdl ? "on" : "off");
-        case_shape(LRUN_DTYPE_BF16, 4096, 4096, 0, !pdl);
-        case_shape(LRUN_DTYPE_BF16, 11008, 4096, 0, 0);
-        case_shape(LRUN_DTYPE_BF16, 4096, 11008, 0, !pdl);
+    /* every variant of the fused GEMV for m <= 2 (lrun_k_pex2_gemv_tune: 0
+     * m = 1's product units outermost, the default; 1 rows outermost; 2 the
+     * decode pipelined) */
+    for (int v = 0; lrun_k_pex2_gemv_tune(v); v++) {
+        printf("# %s\n", lrun_k_pex2_gemv_tune(v));
+        for (int pdl = 0; pdl < 2; pdl++) {
+            if (pdl && !lrun_k_pdl_supported(0)) break;
+            lrun_k_set_pdl(pdl);
+            printf("# programmatic dependent launch %s\n", pdl ? "on" : "off");
+            case_shape(LRUN_DTYPE_BF16, 4096, 4096, 0, !pdl);
+            case_shape(LRUN_DTYPE_BF16, 11008, 4096, 0, 0);
+            case_shape(LRUN_DTYPE_BF16, 4096, 11008, 0, !pdl);
+        }
+        lrun_k_set_pdl(0);
+        /* tiles of 8, 4, 2 and 1 rows (k 776 .. 30000), a row count not a multiple of them */
+        static const int64_t odd2[][2] = {{37, 776},   {5, 1000},  {1, 8},     {3, 24},
+                                          {129, 4104}, {2, 30000}, {7, 12296}, {13, 1536}};
+        for (size_t i = 0; i < sizeof odd2 / sizeof odd2[0]; i++)
+            case_shape(LRUN_DTYPE_BF16, odd2[i][0], odd2[i][1], 0, 1);
+        case_shape(LRUN_DTYPE_BF16, 300, 4096, 1, 1);
+        case_shape(LRUN_DTYPE_BF16, 37, 11008, 1, 0);
+        case_shape(LRUN_DTYPE_BF16, 64, 1032, 2, 1);
+        case_shape(LRUN_DTYPE_BF16, 5, 11008, 2, 0);
     }
-    lrun_k_set_pdl(0);
-    static const int64_t odd2[][2] = {{37, 776}, {5, 1000}, {1, 8}, {3, 24}, {129, 4104}, {2, 30000}, {7, 12296}};
-    for (size_t i = 0; i < sizeof odd2 / sizeof odd2[0]; i++)
-        case_shape(LRUN_DTYPE_BF16, odd2[i][0], odd2[i][1], 0, 1);
-    case_shape(LRUN_DTYPE_BF16, 300, 4096, 1, 1);
-    case_shape(LRUN_DTYPE_BF16, 37, 11008, 1, 0);
-    case_shape(LRUN_DTYPE_BF16, 64, 1032, 2, 1);
-    case_shape(LRUN_DTYPE_BF16, 5, 11008, 2, 0);
+    lrun_k_pex2_gemv_tune(0);
     case_gemm(LRUN_DTYPE_BF16, 4096, 4096);
     case_gemm(LRUN_DTYPE_BF16, 1000, 776);
     g_pex2 = 0;

@@ -101,6 +101,65 @@ static void emu_block(const tensor *T, uint64_t b, const px_span *sp, uint16_t *
     }
 }
 
+/* The patch passes of block B into bdst (the block's element 0), as
+ * px_patch_block runs them: every lane loads its exception, the ballot of
+ * the far ones, then each active lane in [plo, phi) writes its exponent. */
+static void emu_patch(const tensor *T, const px_block *B, const px_span *sp, uint16_t *bdst)
+{
+    uint32_t run = 0;
+    for (uint32_t base = 0; base < B->count; base += 32) {
+        px_exc x[32];
+        uint32_t m = 0;
+        for (unsigned l = 0; l < 32; l++) {
+            x[l] = px_exc_load(B, base + l);
+            if (x[l].act && x[l].code == 7u) m |= 1u << l; /* __ballot_sync */
+        }
+        for (unsigned l = 0; l < 32; l++) {
+            if (!x[l].act || (int)x[l].pos < sp->plo || (int)x[l].pos >= sp->phi) continue;
+            px_patch_u16(bdst + x[l].pos,
+                         px_exc_exp(&T->t, B, &x[l], run + (uint32_t)__builtin_popcount(m & ((1u << l) - 1))));
+        }
+        run += (uint32_t)__builtin_popcount(m);
+    }
+}
+
+/* The fused GEMV's decode of block b (px_decode_tile): the 32 lanes'
+ * px_lane_pass_tile into bdst (the tile's slot of the block's element 0),
+ * then the patch passes. */
+static void emu_tile_block(const tensor *T, uint64_t b, const px_span *sp, uint16_t *bdst)
+{
+    const px_block B = px_block_at(&T->t, b);
+    for (unsigned l = 0; l < 32; l++) px_lane_pass_tile(&T->t, b, sp->plo, sp->phi, bdst, l);
+    emu_patch(T, &B, sp, bdst);
+}
+
+/* Variant 2's decode of a segment (px_decode_seg_pipe) by warp w of nw: its
+ * codec blocks w, w + nw, ..., each lane's loads held from one block to the
+ * next (px_tile_loads), block i + nw's loads and table entry taken after
+ * block i's stores and before its patch. */
+static void emu_seg_pipe(const tensor *T, uint64_t cb0, int nc, uint64_t e0, uint64_t e1, uint16_t *seg, int w,
+                         int nw)
+{
+    if (w >= nc) return;
+    px_tile_loads L[32];
+    px_span sp = px_span_of(cb0 + (uint64_t)w, e0, e1);
+    for (unsigned l = 0; l < 32; l++) px_tile_load(&T->t, cb0 + (uint64_t)w, sp.plo, sp.phi, l, &L[l]);
+    px_block B = px_block_at(&T->t, cb0 + (uint64_t)w);
+    for (int i = w; i < nc; i += nw) {
+        const px_span cur = sp;
+        const px_block Bc = B;
+        uint16_t *bdst = seg + (int)cur.doff;
+        for (unsigned l = 0; l < 32; l++) px_tile_store(&T->t, &L[l], cur.plo, cur.phi, bdst, l);
+        if (i + nw < nc) {
+            const uint64_t nb = cb0 + (uint64_t)(i + nw);
+            sp = px_span_of(nb, e0, e1);
+            for (unsigned l = 0; l < 32; l++) px_tile_load(&T->t, nb, sp.plo, sp.phi, l, &L[l]);
+            B = px_block_at(&T->t, nb);
+        }
+        emu_patch(T, &Bc, &cur, bdst);
+    }
+}
+
 /* lrun_k_pex2_decode's grid: elements [e0, e1) into dst[element - e0]. */
 static void emu_decode(const tensor *T, uint64_t e0, uint64_t e1, uint16_t *dst)
 {
@@ -151,7 +210,7 @@ static void case_decode(const tensor *T, const char *name)
 
 /* The fused GEMV's decode phase for rows of k: every block of the grid (one
  * part, or a gate/up pair of the same tensor: sw), its tile against the rows. */
-static void case_tile(const tensor *T, int64_t k, int sw, const char *name)
+static void case_tile(const tensor *T, int64_t k, int sw, int pipe, const char *name)
 {
     char label[200];
     emu_reset(T);
@@ -159,24 +218,32 @@ static void case_tile(const tensor *T, int64_t k, int sw, const char *name)
     const int rb = pg_rows_per_block(k, sw), rh = sw ? rb / 2 : rb;
     int64_t b0[4], n[3] = {rows, sw ? rows : 0, 0};
     const int64_t blocks = pg_grid(b0, n, sw ? 2 : 1, rh, sw);
-    uint16_t *tile = aligned_alloc(16, (size_t)rb * (size_t)k * 2);
+    uint16_t *guarded = aligned_alloc(16, ((size_t)rb * (size_t)k + 2 * PX_BLOCK) * 2),
+             *tile = guarded ? guarded + PX_BLOCK : NULL; /* (rb, k) bf16, PX_BLOCK guard elements each side */
     int ok = tile != NULL;
     for (int64_t blk = 0; ok && blk < blocks; blk++) {
         const pg_rows R = pg_block_rows(b0, n, blk, k, rh);
-        memset(tile, 0xcd, (size_t)rb * (size_t)k * 2);
-        for (int64_t i = 0; i < (sw ? 2 : 1) * R.nc; i++) { /* the warps' codec blocks, in any order */
+        /* guard rows before and after the tile: a store outside it shows */
+        memset(guarded, 0xcd, ((size_t)rb * (size_t)k + 2 * PX_BLOCK) * 2);
+        for (int64_t i = 0; !pipe && i < (sw ? 2 : 1) * R.nc; i++) { /* the warps' codec blocks, in any order */
             const int s = i >= R.nc;
             const uint64_t cb = R.cb0 + (uint64_t)(i - s * R.nc);
             const px_span sp = px_span_of(cb, R.e0, R.e1);
-            emu_block(T, cb, &sp, tile + (size_t)s * (size_t)rh * (size_t)k, NULL, 1);
+            emu_tile_block(T, cb, &sp, tile + (size_t)s * (size_t)rh * (size_t)k + (int)sp.doff);
         }
+        for (int s = 0; pipe && s < (sw ? 2 : 1); s++) /* variant 2: each segment, the 8 warps of 256 threads */
+            for (int w = 0; w < 8; w++)
+                emu_seg_pipe(T, R.cb0, (int)R.nc, R.e0, R.e1, tile + (size_t)s * (size_t)rh * (size_t)k, w, 8);
         for (int s = 0; s < (sw ? 2 : 1); s++)
             ok &= !memcmp(tile + (size_t)s * (size_t)rh * (size_t)k, T->plain + R.e0, (size_t)(R.e1 - R.e0) * 2);
+        for (size_t j = 0; j < PX_BLOCK; j++)
+            ok &= guarded[j] == 0xcdcd && tile[(size_t)rb * (size_t)k + j] == 0xcdcd;
     }
-    snprintf(label, sizeof label, "%s: fused tiles of %d rows of %lld%s = the rows, 16-byte stores aligned", name, rb,
-             (long long)k, sw ? " (gate/up pair)" : "");
+    snprintf(label, sizeof label,
+             "%s: fused tiles of %d rows of %lld%s (%s) = the rows, 16-byte stores aligned, none outside", name, rb,
+             (long long)k, sw ? " (gate/up pair)" : "", pipe ? "pipelined: px_tile_load/store" : "px_lane_pass_tile");
     CHECK(label, ok && clean());
-    free(tile);
+    free(guarded);
 }
 
 /* The gather's grid: ids first, last, repeated, negative and past the table. */
@@ -234,8 +301,10 @@ int main(void)
         CHECK(name, ok);
         if (!ok) continue;
         case_decode(&T, name);
-        case_tile(&T, shapes[i].k, 0, name);
-        case_tile(&T, shapes[i].k, 1, name);
+        for (int pipe = 0; pipe < 2; pipe++) {
+            case_tile(&T, shapes[i].k, 0, pipe, name);
+            case_tile(&T, shapes[i].k, 1, pipe, name);
+        }
         case_embed(&T, shapes[i].k, name);
         tensor_free(&T);
     }
