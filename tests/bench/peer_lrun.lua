@@ -5,7 +5,7 @@
 --
 -- Usage: build/lrun tests/bench/peer_lrun.lua MODEL [--device cuda:0] [--gpu-budget 8G]
 --          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N]
---          [--prefill 512,4096] [--ngen 128] [--ubatch 512] [--label TEXT] [--decode-stream forced|greedy]
+--          [--prefill 512,4096] [--ngen 128] [--ubatch 512|auto] [--label TEXT] [--decode-stream forced|greedy]
 --          [--place-after N] [--explain] [--info | --generate]
 --   --place-after N: after loading, N random ids (a fixed seed, in prompts that fit the context) run so the engine counts the
 --   routing, then m:place{policy = "smart"} places again with those counts (docs/moe.md "Weighing prefill":
@@ -49,7 +49,8 @@ local sys = require("lrun.sys")
 local C = lf.C
 
 -- prompts go through in steps of this many tokens: llama-bench's default n_ubatch (512), or --ubatch N
--- (then compare with llama-bench -ub N -b N); the load's n_batch too, so the plan sizes that scratch
+-- (then compare with llama-bench -ub N -b N); the load's n_batch too, so the plan sizes that scratch;
+-- --ubatch auto: no n_batch given at load, the plan's own step (m:placement().n_batch: lrun.prefill_batch)
 local UBATCH = 512
 
 -- ---------------------------------------------------------------- arguments
@@ -70,6 +71,7 @@ while i <= #arg do
     if k == "prefill" then
       opts.prefill = {}
       for n in v:gmatch("[^,]+") do opts.prefill[#opts.prefill + 1] = tonumber(n) end
+    elseif k == "ubatch" and v == "auto" then opts.ubatch_auto = true
     elseif k == "n_cpu_moe" or k == "slots" or k == "n_gen" or k == "place_after" or k == "ubatch" then
       opts[k] = tonumber(v)
       if not opts[k] then io.stderr:write("peer_lrun: " .. a .. " takes a number, not " .. v .. "\n"); os.exit(2) end
@@ -81,7 +83,7 @@ while i <= #arg do
 end
 if not opts.model then
   io.stderr:write("usage: lrun tests/bench/peer_lrun.lua MODEL [--device D] [--gpu-budget G] [--policy P] "
-    .. "[--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N] [--prefill 512,4096] [--ngen 128] [--ubatch 512] "
+    .. "[--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N] [--prefill 512,4096] [--ngen 128] [--ubatch 512|auto] "
     .. "[--label L] [--decode-stream forced|greedy] [--place-after N] [--explain] [--info]\n")
   os.exit(2)
 end
@@ -236,9 +238,13 @@ local ok, err = pcall(function()
   for _, n in ipairs(opts.prefill) do max_prefill = math.max(max_prefill, n) end
   local lo = { device = opts.info and "cpu" or opts.device, progress = false, n_ctx = max_prefill + opts.n_gen + 16,
     gpu_budget = opts.gpu_budget, policy = opts.policy, n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host,
-    expert_cache_slots = opts.slots, n_batch = UBATCH }
+    expert_cache_slots = opts.slots, n_batch = not opts.ubatch_auto and UBATCH or nil }
   local t0 = sys.now()
   local m = assert(lrun.load(path, lo))
+  if opts.ubatch_auto then -- the plan's own step (lrun.prefill_batch weighs 2048 against 512)
+    local pl = m:placement()
+    UBATCH = pl and pl.n_batch or 512
+  end
   local r = sizes(m)
   r.model, r.label, r.device = gen_dtype and ("7b:" .. gen_dtype) or path:match("[^/]*$"), opts.label, lo.device
   r.gpu_budget, r.policy, r.n_cpu_moe, r.moe_host = opts.gpu_budget, opts.policy, opts.n_cpu_moe, opts.moe_host
