@@ -18,6 +18,34 @@ static __device__ __forceinline__ float4 ldx4(const float *p, bool xvec)
     return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
 }
 
+// ---------------------------------------------------------------- a folded norm
+
+/* The RMSNorm a GEMV folds in (lrun_k_gemv_norm_multi): x is the norm's
+ * input, w (k) its weights; w NULL: no norm. */
+struct gemv_norm {
+    const float *w;
+    float eps;
+    bool wvec; /* w on a 16-byte boundary (ldx4) */
+};
+
+/* Four x values as loaded: their squares added to ss (in order, as
+ * lrun_k_rms_norm's per-thread sum), the values times the norm's weights
+ * returned. */
+static __device__ __forceinline__ float4 norm_load(float4 x, float4 g, float &ss)
+{
+    ss = fmaf(x.x, x.x, ss);
+    ss = fmaf(x.y, x.y, ss);
+    ss = fmaf(x.z, x.z, ss);
+    ss = fmaf(x.w, x.w, ss);
+    return make_float4(x.x * g.x, x.y * g.y, x.z * g.z, x.w * g.w);
+}
+
+/* s = 1/sqrt(Σx²/k + eps), in double as lrun_k_rms_norm. */
+static __device__ __forceinline__ float norm_scale(float ss, int64_t k, float eps)
+{
+    return (float)(1.0 / sqrt((double)ss / (double)k + (double)eps));
+}
+
 // ---------------------------------------------------------------- bytes
 
 /* 2^23 + byte e of v, as a float: the byte's integer value without an
