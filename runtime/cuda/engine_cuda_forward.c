@@ -10,10 +10,9 @@
  * the residual add in the projection's epilogue, and a norm whose output
  * only the next product reads is folded into that product (its GEMV, or
  * the quantization of its q8 x; docs/gpu.md "Fused norm"). The exact
- * variants fuse a
- * projection's residual add with the norm after it (and that norm with the
- * quantization of the next weights' input). Weights come from
- * residency/weights.h; the KV cache from engine_cuda_kv.c. */
+ * variants fuse a projection's residual add with the norm after it (and
+ * that norm with the quantization of the next weights' input). Weights
+ * come from residency/weights.h; the KV cache from engine_cuda_kv.c. */
 #include <math.h>
 #include <string.h>
 
