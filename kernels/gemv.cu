@@ -353,8 +353,8 @@ static cudaError_t launch_float(const gemv_parts &P, int n_parts, int64_t k, con
 }
 
 /* The m = 1 kernels of other files (staged, dp4a, K-quant slices) come
- * first; a folded norm skips them (lrun_k_gemv_norm_takes says when that
- * changes the kernel). */
+ * first; a folded norm skips the staged and dp4a kernels
+ * (lrun_k_gemv_norm_takes says when that changes the kernel). */
 template <int M>
 static cudaError_t launch_m(lrun_dtype t, const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
                             bool dp4a, bool stage, const gemv_norm &nm, cudaStream_t st)
@@ -362,7 +362,7 @@ static cudaError_t launch_m(lrun_dtype t, const gemv_parts &P, int n_parts, int6
     cudaError_t e;
     if (M == 1 && !nm.w && stage && lrun_k_gemv_stage(t, P, n_parts, k, x, mode, st, &e)) return e;
     if (M == 1 && !nm.w && dp4a && lrun_k_gemv_dp4a(t, P, n_parts, k, x, mode, st, &e)) return e;
-    if (M == 1 && !nm.w && lrun_k_gemv_kq(t, P, n_parts, k, x, mode, g_variant, st, &e)) return e;
+    if (M == 1 && lrun_k_gemv_kq(t, P, n_parts, k, x, mode, g_variant, nm, st, &e)) return e;
     switch (t) {
     case LRUN_DTYPE_F32: return launch_float<LRUN_DTYPE_F32, M>(P, n_parts, k, x, mode, nm, st);
     case LRUN_DTYPE_F16: return launch_float<LRUN_DTYPE_F16, M>(P, n_parts, k, x, mode, nm, st);
@@ -477,10 +477,8 @@ extern "C" lrun_status lrun_k_gemv_norm_multi(lrun_dtype w_dtype, const lrun_k_g
 extern "C" int lrun_k_gemv_norm_takes(lrun_dtype w_dtype, int64_t m, int mode)
 {
     if (m < 1 || m > LRUN_K_GEMV_MAX_M || (mode & LRUN_K_GEMV_SPLIT)) return 0;
-    /* at m = 1 the flags and the K-quant slice kernel choose kernels that fold no norm */
-    if (m == 1 && ((mode & (LRUN_K_GEMV_DP4A | LRUN_K_GEMV_STAGE)) || w_dtype == LRUN_DTYPE_Q4_K ||
-                   w_dtype == LRUN_DTYPE_Q5_K || w_dtype == LRUN_DTYPE_Q6_K))
-        return 0;
+    /* at m = 1 these flags choose kernels that fold no norm */
+    if (m == 1 && (mode & (LRUN_K_GEMV_DP4A | LRUN_K_GEMV_STAGE))) return 0;
     switch (w_dtype) {
     case LRUN_DTYPE_F32:
     case LRUN_DTYPE_F16:

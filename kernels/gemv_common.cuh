@@ -169,9 +169,10 @@ static __device__ __forceinline__ void gemv_block_out(const float (&acc)[RB], co
 /* The K-quant slice kernel of m = 1 (gemv_kq.cu) for Q4_K, Q5_K and Q6_K:
  * returns 0 when it does not take these weights (another dtype, or Q4_K/Q5_K
  * rows not on 16-byte boundaries), else 1 with the launch's status in *e.
- * variant: lrun_k_gemv_tune's (0 the default shape). */
+ * variant: lrun_k_gemv_tune's (0 the default shape; a folded norm, nm.w not
+ * NULL, always takes the default). */
 int lrun_k_gemv_kq(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode, int variant,
-                   cudaStream_t st, cudaError_t *e);
+                   const gemv_norm &nm, cudaStream_t st, cudaError_t *e);
 /* The shape of its variant v (0 the default) as text in buf. */
 const char *lrun_k_gemv_kq_shape(int v, char *buf, size_t size);
 

@@ -106,16 +106,16 @@ lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts,
  * product is scaled by s = 1/sqrt(mean(x²) + eps) before the mode's
  * epilogue. y differs from lrun_k_rms_norm then lrun_k_gemv_multi by f32
  * rounding (s·Σw·(x·g) against Σw·((x·s)·g), and Σx² summed in another
- * order), not bit for bit. Always the unit or plain kernel of gemv.cu:
- * LRUN_E_ARG with the DP4A, STAGE or SPLIT flag (lrun_k_gemv_norm_takes
- * says when plain flags would have chosen the same kernel). */
+ * order), not bit for bit. The unit or plain kernel of gemv.cu, or at
+ * m = 1 the K-quant slice kernel (gemv_kq.cu, default shape): LRUN_E_ARG
+ * with the DP4A, STAGE or SPLIT flag (lrun_k_gemv_norm_takes says when
+ * plain flags would have chosen the same kernel). */
 lrun_status lrun_k_gemv_norm_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                                    const float *x, const float *norm_w, float eps, int64_t m, int mode, void *stream);
 /* 1 when lrun_k_gemv_multi with this dtype, m and mode (flags included)
- * runs the kernel lrun_k_gemv_norm_multi folds the norm into, so folding
+ * runs a kernel lrun_k_gemv_norm_multi folds the norm into, so folding
  * keeps the product's kernel: not the split kernel, nor at m = 1 the dp4a
- * or staged kernels (any DP4A or STAGE flag) or the K-quant slice kernel
- * (Q4_K, Q5_K, Q6_K). */
+ * or staged kernels (any DP4A or STAGE flag). */
 int lrun_k_gemv_norm_takes(lrun_dtype w_dtype, int64_t m, int mode);
 
 /* y_p (m, n_p) = x (m, k) · W_pᵀ for Q8_0/Q4_0 weights with x already

@@ -87,15 +87,19 @@ static lrun_status gemv(lrun_cuda_engine *e, const struct lrun_tensor *t0, const
                              e->stream);
 }
 
-/* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS beyond. */
-static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
+/* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS
+ * beyond; with a folded norm (in.norm_w, take_norm said yes) the GEMV. */
+static lrun_status matmul_in(lrun_cuda_engine *e, lrun_weight_ref w, struct gemv_in in, int64_t m, float *y)
 {
     const struct lrun_tensor *t = w.w;
+    const float *x = in.x;
+    if (in.norm_w && (w.on_host || t->packed || m > GEMV_MAX_ROWS))
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: a folded norm reached a product without a GEMV",
+                         e->device->name);
     if (w.on_host) return lrun_cuda_offload_host_matmul(e, t, x, m, y);
     if (t->packed) return lrun_cuda_packed_matmul(e, t, w.data, x, m, y); /* mode 3: engine_cuda_packed.h */
     if (m <= GEMV_MAX_ROWS) {
         const lrun_k_gemv_part part = {w.data, t->row_bytes, t->ne[1], y};
-        const struct gemv_in in = {x, NULL};
         return gemv(e, t, &part, 1, in, m, LRUN_K_GEMV_STORE);
     }
     if (t->split) { /* split rows (engine_cuda_split.h): f16 in the slot, then cuBLAS on it in place */
@@ -105,6 +109,12 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
     }
     return lrun_k_gemm(e->cublas, t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, slot_dtype(t->dtype),
                        e->w_slot, e->x_slot, e->stream);
+}
+
+static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
+{
+    const struct gemv_in in = {x, NULL};
+    return matmul_in(e, w, in, m, y);
 }
 
 /* Products of one x with several weights of one dtype in one GEMV launch
@@ -197,17 +207,31 @@ static lrun_status op_norm(struct run *r, const lrun_arch_op *op, int i)
     return lrun_k_rms_norm(buf(e, op->in), w, buf(e, op->out[0]), r->n, e->n_embd, e->eps, e->stream);
 }
 
-/* The input of product op (weights w, n_w of them; decode: its GEMV runs
- * when r->n <= GEMV_MAX_ROWS and fusable) after a norm left to it
+/* The input of product op (weights w, n_w of them; fused: one GEMV launch
+ * for all, r->n <= GEMV_MAX_ROWS and fusable) after a norm left to it
  * (r->norm): the q8 x GEMVs take the norm in their quantization
  * (lrun_cuda_q8x_norm: xn and its q8 blocks, one launch), the GEMVs that
- * can fold it (lrun_k_gemv_norm_takes; packed weights too, decoded first,
- * so a packed model keeps the plain model's bits) read the norm's input
- * with the norm (xn is never written); anything else (weights computed on
- * the host or of mixed dtypes, split rows without q8x, the m = 1 kernels
+ * can fold it (lrun_k_gemv_norm_takes; in one launch, packed weights too,
+ * decoded first, so a packed model keeps the plain model's bits; or one
+ * GEMV per weight when their dtypes differ, each folding it) read the
+ * norm's input with the norm (xn is never written); anything else
+ * (weights computed on the host, split rows without q8x, the m = 1 kernels
  * that fold no norm) gets the norm's own kernel first. Prefill-sized
  * chunks never leave a norm. Without a pending norm: op's input. */
-static lrun_status take_norm(struct run *r, const lrun_arch_op *op, const lrun_weight_ref *w, int n_w, int decode,
+/* 1 when the decode GEMVs of w (m rows; one launch when fused, else one
+ * per weight through matmul_in) can each fold a norm. */
+static int gemvs_fold(const lrun_cuda_engine *e, const lrun_weight_ref *w, int n_w, int fused, int64_t m)
+{
+    for (int i = 0; i < (fused ? 1 : n_w); i++) { /* fused: one dtype, on the device (fusable) */
+        const struct lrun_tensor *t = w[i].w;
+        if (lrun_cuda_q8x_takes(e, t) || !lrun_k_gemv_norm_takes(t->dtype, m, lrun_cuda_gemv_flags(e, t->dtype)))
+            return 0;
+        if (!fused && (w[i].on_host || t->packed)) return 0;
+    }
+    return 1;
+}
+
+static lrun_status take_norm(struct run *r, const lrun_arch_op *op, const lrun_weight_ref *w, int n_w, int fused,
                              struct gemv_in *in)
 {
     lrun_cuda_engine *e = r->e;
@@ -217,16 +241,13 @@ static lrun_status take_norm(struct run *r, const lrun_arch_op *op, const lrun_w
     r->norm = NULL;
     const float *x = buf(e, norm->in), *nw = vector(e, r->layer, norm->w[0]);
     float *xn = buf(e, norm->out[0]); /* op's input (lrun_arch_norm_folds) */
-    if (decode) {
-        const struct lrun_tensor *t = w[0].w;
-        if (lrun_cuda_q8x_takes(e, t) && !packed(w, n_w)) {
-            int done;
-            TRY(lrun_cuda_q8x_norm(e, t, x, nw, xn, r->n, &done));
-            if (done) return LRUN_OK; /* the scratch holds xn: the GEMVs below do not quantize */
-        } else if (lrun_k_gemv_norm_takes(t->dtype, r->n, lrun_cuda_gemv_flags(e, t->dtype))) {
-            in->x = x, in->norm_w = nw;
-            return LRUN_OK;
-        }
+    if (fused && lrun_cuda_q8x_takes(e, w[0].w) && !packed(w, n_w)) {
+        int done;
+        TRY(lrun_cuda_q8x_norm(e, w[0].w, x, nw, xn, r->n, &done));
+        if (done) return LRUN_OK; /* the scratch holds xn: the GEMVs below do not quantize */
+    } else if (r->n <= GEMV_MAX_ROWS && gemvs_fold(e, w, n_w, fused, r->n)) {
+        in->x = x, in->norm_w = nw;
+        return LRUN_OK;
     }
     return lrun_k_rms_norm(x, nw, xn, r->n, e->n_embd, e->eps, e->stream);
 }
@@ -244,11 +265,11 @@ static lrun_status op_matmul(struct run *r, const lrun_arch_op *op, int n_w)
         r->quantized = 0;
         return LRUN_OK;
     }
-    const int decode = r->n <= GEMV_MAX_ROWS && fusable(w, n_w);
+    const int fused = r->n <= GEMV_MAX_ROWS && fusable(w, n_w);
     struct gemv_in in;
-    TRY(take_norm(r, op, w, n_w, decode, &in));
-    if (decode) return gemv_fused(e, w, y, n_w, in, r->n, LRUN_K_GEMV_STORE);
-    for (int i = 0; i < n_w; i++) TRY(matmul(e, w[i], in.x, r->n, y[i]));
+    TRY(take_norm(r, op, w, n_w, fused, &in));
+    if (fused) return gemv_fused(e, w, y, n_w, in, r->n, LRUN_K_GEMV_STORE);
+    for (int i = 0; i < n_w; i++) TRY(matmul_in(e, w[i], in, r->n, y[i]));
     return LRUN_OK;
 }
 
@@ -395,14 +416,14 @@ static lrun_status op_matmul_add(struct run *r, const lrun_arch_op *op, int i)
     const float *bias = op->w[1] != LRUN_ARCH_TENSOR_NONE ? vector(e, r->layer, op->w[1]) : NULL;
     if (e->exact) return exact_matmul_add(r, i, w, bias);
     float *x = buf(e, op->out[0]);
-    const int decode = r->n <= GEMV_MAX_ROWS && fusable(&w, 1);
+    const int fused = r->n <= GEMV_MAX_ROWS && fusable(&w, 1);
     struct gemv_in in;
-    TRY(take_norm(r, op, &w, 1, decode, &in));
-    if (decode) {
+    TRY(take_norm(r, op, &w, 1, fused, &in));
+    if (fused) {
         TRY(gemv_fused(e, &w, &x, 1, in, r->n, LRUN_K_GEMV_ADD));
         return bias ? lrun_k_add_bias(x, bias, r->n, e->n_embd, e->stream) : LRUN_OK;
     }
-    TRY(matmul(e, w, in.x, r->n, e->tmp));
+    TRY(matmul_in(e, w, in, r->n, e->tmp));
     if (bias) TRY(lrun_k_add_bias(e->tmp, bias, r->n, e->n_embd, e->stream));
     return lrun_k_add(x, e->tmp, r->n * e->n_embd, e->stream);
 }
@@ -421,12 +442,12 @@ static lrun_status op_matmul_swiglu(struct run *r, const lrun_arch_op *op, int i
         peek_next(r, i, next, &n_next);
         return lrun_cuda_exact_swiglu(e, next, n_next, r->n, &r->quantized);
     }
-    const int decode = r->n <= GEMV_MAX_ROWS && fusable(w, 2);
+    const int fused = r->n <= GEMV_MAX_ROWS && fusable(w, 2);
     struct gemv_in in;
-    TRY(take_norm(r, op, w, 2, decode, &in));
-    if (decode) return gemv_fused(e, w, y, 2, in, r->n, LRUN_K_GEMV_SWIGLU);
-    TRY(matmul(e, w[0], in.x, r->n, y[0]));
-    TRY(matmul(e, w[1], in.x, r->n, y[1]));
+    TRY(take_norm(r, op, w, 2, fused, &in));
+    if (fused) return gemv_fused(e, w, y, 2, in, r->n, LRUN_K_GEMV_SWIGLU);
+    TRY(matmul_in(e, w[0], in, r->n, y[0]));
+    TRY(matmul_in(e, w[1], in, r->n, y[1]));
     return lrun_k_swiglu(y[0], y[1], y[0], r->n * e->n_ff, e->stream);
 }
 
@@ -456,12 +477,12 @@ static lrun_status op_matmul_geglu(struct run *r, const lrun_arch_op *op)
     refs(r, op, 2, w);
     float *y[2] = {buf(e, op->out[0]), buf(e, op->out[1])};
     const int table = !e->model->gelu_f32; /* a GGUF's f16-table GELU, an HF directory's f32 one */
-    const int decode = r->n <= GEMV_MAX_ROWS && fusable(w, 2);
+    const int fused = r->n <= GEMV_MAX_ROWS && fusable(w, 2);
     struct gemv_in in;
-    TRY(take_norm(r, op, w, 2, decode, &in));
-    if (decode) return gemv_fused(e, w, y, 2, in, r->n, table ? LRUN_K_GEMV_GEGLU : LRUN_K_GEMV_GEGLU_F32);
-    TRY(matmul(e, w[0], in.x, r->n, y[0]));
-    TRY(matmul(e, w[1], in.x, r->n, y[1]));
+    TRY(take_norm(r, op, w, 2, fused, &in));
+    if (fused) return gemv_fused(e, w, y, 2, in, r->n, table ? LRUN_K_GEMV_GEGLU : LRUN_K_GEMV_GEGLU_F32);
+    TRY(matmul_in(e, w[0], in, r->n, y[0]));
+    TRY(matmul_in(e, w[1], in, r->n, y[1]));
     return lrun_k_geglu(y[0], y[1], y[0], r->n * e->n_ff, table, e->stream);
 }
 

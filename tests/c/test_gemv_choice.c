@@ -76,9 +76,10 @@ int main(void)
     CHECK("bf16, f16 and f32 fold a norm at m = 1 and 8", lrun_k_gemv_norm_takes(LRUN_DTYPE_BF16, 1, 0) &&
                                                               lrun_k_gemv_norm_takes(LRUN_DTYPE_F16, 1, 0) &&
                                                               lrun_k_gemv_norm_takes(LRUN_DTYPE_F32, 8, 0));
-    CHECK("Q4_K and Q6_K fold it from m = 2 (the K-quant slice kernel at m = 1 does not)",
-          !lrun_k_gemv_norm_takes(LRUN_DTYPE_Q4_K, 1, 0) && !lrun_k_gemv_norm_takes(LRUN_DTYPE_Q6_K, 1, 0) &&
-              lrun_k_gemv_norm_takes(LRUN_DTYPE_Q4_K, 2, 0) && lrun_k_gemv_norm_takes(LRUN_DTYPE_Q6_K, 8, 0));
+    CHECK("Q4_K, Q5_K and Q6_K fold it at m = 1 (the K-quant slice kernel) and beyond (the unit kernel)",
+          lrun_k_gemv_norm_takes(LRUN_DTYPE_Q4_K, 1, 0) && lrun_k_gemv_norm_takes(LRUN_DTYPE_Q5_K, 1, 0) &&
+              lrun_k_gemv_norm_takes(LRUN_DTYPE_Q6_K, 1, 0) && lrun_k_gemv_norm_takes(LRUN_DTYPE_Q4_K, 2, 0) &&
+              lrun_k_gemv_norm_takes(LRUN_DTYPE_Q6_K, 8, 0));
     CHECK("the dp4a or staged kernel at m = 1 and split rows do not fold it",
           !lrun_k_gemv_norm_takes(LRUN_DTYPE_Q4_1, 1, LRUN_K_GEMV_DP4A) &&
               !lrun_k_gemv_norm_takes(LRUN_DTYPE_Q8_0, 1, LRUN_K_GEMV_STAGE | LRUN_K_GEMV_DP4A) &&
