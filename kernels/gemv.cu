@@ -73,9 +73,15 @@ template <> struct gemv_vals<LRUN_DTYPE_Q8_0> {
 
 // ---------------------------------------------------------------- unit kernel
 
-template <int T, int M, int NT, int RB, int U>
+/* NORM (lrun_k_gemv_norm_multi): x is a norm's input. Each x value is
+ * multiplied by the norm's weight g as it is loaded and its square summed;
+ * the block's threads load every x element of a row once between them, so
+ * the block reduction of those sums is row i's Σx², and each output is
+ * scaled by s_i = 1/sqrt(Σx²/k + eps) in the epilogue, before the mode's. */
+template <int T, int M, int NT, int RB, int U, bool NORM>
 __global__ void __launch_bounds__(NT)
-    gemv_tiles(const __grid_constant__ gemv_parts P, int64_t k, const float *__restrict__ x, bool xvec, int mode)
+    gemv_tiles(const __grid_constant__ gemv_parts P, int64_t k, const float *__restrict__ x, bool xvec, int mode,
+               const __grid_constant__ gemv_norm nm)
 {
     using Q = lrun_k_unit<T>;
     using V = gemv_vals<T>;
@@ -98,11 +104,13 @@ __global__ void __launch_bounds__(NT)
     }
 
     const int64_t units = k / Q::ELEMS * Q::UNITS; /* per row */
-    float acc[RB][M];
+    float acc[RB][M], ss[M];                       /* ss: NORM's sums of x² */
 #pragma unroll
-    for (int r = 0; r < RB; r++)
+    for (int i = 0; i < M; i++) {
+        ss[i] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < M; i++) acc[r][i] = 0.0f;
+        for (int r = 0; r < RB; r++) acc[r][i] = 0.0f;
+    }
 
     /* all loads of a step first: they are what the kernel waits for. The
      * first step's are issued before the wait for the previous kernel (the
@@ -133,11 +141,18 @@ __global__ void __launch_bounds__(NT)
                 float v[RB][Q::RUNS * 4], sc[RB], mn[RB];
 #pragma unroll
                 for (int r = 0; r < RB; r++) sc[r] = V::vals(raw[j][r], ub, v[r], &mn[r]);
+                float4 g[NORM ? Q::RUNS : 1]; /* the norm's weights of these x elements */
+                if constexpr (NORM)
+#pragma unroll
+                    for (int run = 0; run < Q::RUNS; run++) g[run] = ldx4(nm.w + base + Q::offset(ub, run), nm.wvec);
 #pragma unroll
                 for (int i = 0; i < M; i++) {
                     float4 xs[Q::RUNS];
 #pragma unroll
                     for (int run = 0; run < Q::RUNS; run++) xs[run] = ldx4(x + i * k + base + Q::offset(ub, run), xvec);
+                    if constexpr (NORM)
+#pragma unroll
+                        for (int run = 0; run < Q::RUNS; run++) xs[run] = norm_load(xs[run], g[run], ss[i]);
                     float sx = 0.0f;
                     if (V::HAS_MIN)
 #pragma unroll
@@ -159,8 +174,11 @@ __global__ void __launch_bounds__(NT)
         }
     }
 
-    /* warps, then the block: red[w][r*M+i] is warp w's sum of row r, x row i */
-    __shared__ float red[NT / 32][RB * M];
+    /* warps, then the block: red[w][r*M+i] is warp w's sum of row r, x row
+     * i; NORM's Σx² of x row i follow at red[w][RB*M+i] */
+    constexpr int COLS = RB * M + (NORM ? M : 0);
+    static_assert(COLS <= NT, "one thread per column sums the warps");
+    __shared__ float red[NT / 32][COLS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
     for (int r = 0; r < RB; r++)
@@ -169,8 +187,14 @@ __global__ void __launch_bounds__(NT)
             const float v = lrun_k_warp_sum(acc[r][i]);
             if (lane == 0) red[warp][r * M + i] = v;
         }
+    if constexpr (NORM)
+#pragma unroll
+        for (int i = 0; i < M; i++) {
+            const float v = lrun_k_warp_sum(ss[i]);
+            if (lane == 0) red[warp][RB * M + i] = v;
+        }
     __syncthreads();
-    if (threadIdx.x < RB * M) {
+    if (threadIdx.x < COLS) {
         float s = red[0][threadIdx.x];
 #pragma unroll
         for (int w = 1; w < NT / 32; w++) s += red[w][threadIdx.x];
@@ -180,21 +204,24 @@ __global__ void __launch_bounds__(NT)
     if (threadIdx.x < (sw ? RH : RB) * M) {
         const int r = threadIdx.x / M, i = threadIdx.x % M;
         const int64_t row = row0 + r;
+        const float s = NORM ? norm_scale(red[0][RB * M + i], k, nm.eps) : 1.0f;
         if (row < n) {
             float *y = SEL3(P.y, p) + i * n + row;
-            if (sw) *y = pair1(red[0][threadIdx.x], red[0][(r + RH) * M + i], mode);
-            else put(y, red[0][threadIdx.x], mode);
+            if (sw) *y = pair1(red[0][threadIdx.x] * s, red[0][(r + RH) * M + i] * s, mode);
+            else put(y, red[0][threadIdx.x] * s, mode);
         }
     }
 }
 
 // ---------------------------------------------------------------- plain kernel (float types, any k or alignment)
 
-/* One warp per output row of one weight (w2: up of a swiglu pair, else unused). */
-template <int T, int M>
+/* One warp per output row of one weight (w2: up of a swiglu pair, else
+ * unused). NORM as the unit kernel's: a warp loads all of x, so its own
+ * sums of x² give s. */
+template <int T, int M, bool NORM>
 __global__ void __launch_bounds__(LRUN_K_GEMV_PLAIN_THREADS)
     gemv_plain(const uint8_t *__restrict__ w, const uint8_t *__restrict__ w2, size_t row_bytes, size_t row_bytes2,
-               int64_t n, int64_t k, const float *__restrict__ x, float *__restrict__ y, int mode)
+               int64_t n, int64_t k, const float *__restrict__ x, float *__restrict__ y, int mode, gemv_norm nm)
 {
     const int lane = threadIdx.x & 31;
     const int64_t row = (int64_t)blockIdx.x * (LRUN_K_GEMV_PLAIN_THREADS / 32) + (threadIdx.x >> 5);
@@ -203,20 +230,28 @@ __global__ void __launch_bounds__(LRUN_K_GEMV_PLAIN_THREADS)
     if (row >= n) return; /* no block-level synchronization below */
     const bool sw = PAIRED(mode);
     const uint8_t *wr = w + (size_t)row * row_bytes, *wr2 = sw ? w2 + (size_t)row * row_bytes2 : wr;
-    float acc[M], acc2[M];
+    float acc[M], acc2[M], ss[M];
 #pragma unroll
-    for (int i = 0; i < M; i++) acc[i] = acc2[i] = 0.0f;
+    for (int i = 0; i < M; i++) acc[i] = acc2[i] = ss[i] = 0.0f;
     for (int64_t c = lane; c < k; c += 32) {
         const float wv = lrun_k_load_float<T>(wr, c), wv2 = sw ? lrun_k_load_float<T>(wr2, c) : 0.0f;
+        const float g = NORM ? __ldg(nm.w + c) : 1.0f;
 #pragma unroll
         for (int i = 0; i < M; i++) {
-            const float xv = __ldg(x + i * k + c);
+            float xv = __ldg(x + i * k + c);
+            if (NORM) ss[i] = fmaf(xv, xv, ss[i]), xv *= g;
             acc[i] = fmaf(wv, xv, acc[i]);
             acc2[i] = fmaf(wv2, xv, acc2[i]);
         }
     }
 #pragma unroll
-    for (int i = 0; i < M; i++) acc[i] = lrun_k_warp_sum(acc[i]), acc2[i] = lrun_k_warp_sum(acc2[i]);
+    for (int i = 0; i < M; i++) {
+        acc[i] = lrun_k_warp_sum(acc[i]), acc2[i] = lrun_k_warp_sum(acc2[i]);
+        if (NORM) {
+            const float s = norm_scale(lrun_k_warp_sum(ss[i]), k, nm.eps);
+            acc[i] *= s, acc2[i] *= s;
+        }
+    }
     if (lane == 0)
 #pragma unroll
         for (int i = 0; i < M; i++) {
@@ -250,40 +285,44 @@ extern "C" const char *lrun_k_gemv_tune(int variant)
 
 // ---------------------------------------------------------------- dispatch
 
-template <int T, int M, int NT, int RB, int U>
-static cudaError_t launch_tiles(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
+template <int T, int M, int NT, int RB, int U, bool NORM>
+static cudaError_t launch_tiles(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, const gemv_norm &nm,
+                                cudaStream_t st)
 {
     if ((PAIRED(mode) ? RB / 2 : RB) < 1) return cudaErrorNotSupported;
     const int64_t b = gemv_part_blocks(P, n_parts, RB, mode);
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const bool xvec = ((uintptr_t)x & 15) == 0;
-    return lrun_k_launch(gemv_tiles<T, M, NT, RB, U>, dim3((unsigned)b), dim3(NT), 0, st, P, k, x, xvec, mode);
+    return lrun_k_launch(gemv_tiles<T, M, NT, RB, U, NORM>, dim3((unsigned)b), dim3(NT), 0, st, P, k, x, xvec, mode,
+                         nm);
 }
 
+/* A folded norm takes the default shape only (the variants are for the bench). */
 template <int T, int M>
 static cudaError_t launch_units(const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
-                                cudaStream_t st)
+                                const gemv_norm &nm, cudaStream_t st)
 {
     typedef lrun_k_gemv_shape<T, M> S;
     if constexpr (M == 1 && (T == LRUN_DTYPE_BF16 || T == LRUN_DTYPE_F16 || T == LRUN_DTYPE_Q8_0 ||
                              T == LRUN_DTYPE_Q4_0 || T == LRUN_DTYPE_Q4_1)) {
-        if (g_variant > 0 && !PAIRED(mode)) switch (g_variant) {
-            case 1: return launch_tiles<T, M, 128, 8, 2>(P, n_parts, k, x, mode, st);
-            case 2: return launch_tiles<T, M, 128, 8, 1>(P, n_parts, k, x, mode, st);
-            case 3: return launch_tiles<T, M, 128, 16, 1>(P, n_parts, k, x, mode, st);
-            case 4: return launch_tiles<T, M, 64, 8, 2>(P, n_parts, k, x, mode, st);
-            case 5: return launch_tiles<T, M, 256, 8, 1>(P, n_parts, k, x, mode, st);
-            case 6: return launch_tiles<T, M, 128, 16, 2>(P, n_parts, k, x, mode, st);
-            case 7: return launch_tiles<T, M, 64, 16, 1>(P, n_parts, k, x, mode, st);
-            case 8: return launch_tiles<T, M, 512, 2, 2>(P, n_parts, k, x, mode, st);
+        if (g_variant > 0 && !PAIRED(mode) && !nm.w) switch (g_variant) {
+            case 1: return launch_tiles<T, M, 128, 8, 2, false>(P, n_parts, k, x, mode, nm, st);
+            case 2: return launch_tiles<T, M, 128, 8, 1, false>(P, n_parts, k, x, mode, nm, st);
+            case 3: return launch_tiles<T, M, 128, 16, 1, false>(P, n_parts, k, x, mode, nm, st);
+            case 4: return launch_tiles<T, M, 64, 8, 2, false>(P, n_parts, k, x, mode, nm, st);
+            case 5: return launch_tiles<T, M, 256, 8, 1, false>(P, n_parts, k, x, mode, nm, st);
+            case 6: return launch_tiles<T, M, 128, 16, 2, false>(P, n_parts, k, x, mode, nm, st);
+            case 7: return launch_tiles<T, M, 64, 16, 1, false>(P, n_parts, k, x, mode, nm, st);
+            case 8: return launch_tiles<T, M, 512, 2, 2, false>(P, n_parts, k, x, mode, nm, st);
             }
     }
-    return launch_tiles<T, M, S::NT, S::RB, S::U>(P, n_parts, k, x, mode, st);
+    if (nm.w) return launch_tiles<T, M, S::NT, S::RB, S::U, true>(P, n_parts, k, x, mode, nm, st);
+    return launch_tiles<T, M, S::NT, S::RB, S::U, false>(P, n_parts, k, x, mode, nm, st);
 }
 
 template <int T, int M>
 static cudaError_t launch_plain(const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
-                                cudaStream_t st)
+                                const gemv_norm &nm, cudaStream_t st)
 {
     const int wpb = LRUN_K_GEMV_PLAIN_THREADS / 32;
     const int launches = PAIRED(mode) ? 1 : n_parts;
@@ -291,8 +330,11 @@ static cudaError_t launch_plain(const gemv_parts &P, int n_parts, int64_t k, con
         const int64_t blocks = (P.n[p] + wpb - 1) / wpb;
         if (blocks > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
         const int q = PAIRED(mode) ? 1 : p;
-        const cudaError_t e = lrun_k_launch(gemv_plain<T, M>, dim3((unsigned)blocks), dim3(LRUN_K_GEMV_PLAIN_THREADS),
-                                            0, st, P.w[p], P.w[q], P.rb[p], P.rb[q], P.n[p], k, x, P.y[p], mode);
+        const cudaError_t e =
+            nm.w ? lrun_k_launch(gemv_plain<T, M, true>, dim3((unsigned)blocks), dim3(LRUN_K_GEMV_PLAIN_THREADS), 0,
+                                 st, P.w[p], P.w[q], P.rb[p], P.rb[q], P.n[p], k, x, P.y[p], mode, nm)
+                 : lrun_k_launch(gemv_plain<T, M, false>, dim3((unsigned)blocks), dim3(LRUN_K_GEMV_PLAIN_THREADS), 0,
+                                 st, P.w[p], P.w[q], P.rb[p], P.rb[q], P.n[p], k, x, P.y[p], mode, nm);
         if (e != cudaSuccess) return e;
     }
     return cudaSuccess;
@@ -302,50 +344,55 @@ static cudaError_t launch_plain(const gemv_parts &P, int n_parts, int64_t k, con
  * whole 16-byte units on 16-byte boundaries. */
 template <int T, int M>
 static cudaError_t launch_float(const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
-                                cudaStream_t st)
+                                const gemv_norm &nm, cudaStream_t st)
 {
     bool vec = k % 8 == 0;
     for (int p = 0; p < n_parts; p++) vec = vec && ((uintptr_t)P.w[p] & 15) == 0 && (P.rb[p] & 15) == 0;
-    if (vec) return launch_units<T, M>(P, n_parts, k, x, mode, st);
-    return launch_plain<T, M>(P, n_parts, k, x, mode, st);
+    if (vec) return launch_units<T, M>(P, n_parts, k, x, mode, nm, st);
+    return launch_plain<T, M>(P, n_parts, k, x, mode, nm, st);
 }
 
+/* The m = 1 kernels of other files (staged, dp4a, K-quant slices) come
+ * first; a folded norm skips the staged and dp4a kernels
+ * (lrun_k_gemv_norm_takes says when that changes the kernel). */
 template <int M>
 static cudaError_t launch_m(lrun_dtype t, const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
-                            bool dp4a, bool stage, cudaStream_t st)
+                            bool dp4a, bool stage, const gemv_norm &nm, cudaStream_t st)
 {
     cudaError_t e;
-    if (M == 1 && stage && lrun_k_gemv_stage(t, P, n_parts, k, x, mode, st, &e)) return e;
-    if (M == 1 && dp4a && lrun_k_gemv_dp4a(t, P, n_parts, k, x, mode, st, &e)) return e;
-    if (M == 1 && lrun_k_gemv_kq(t, P, n_parts, k, x, mode, g_variant, st, &e)) return e;
+    if (M == 1 && !nm.w && stage && lrun_k_gemv_stage(t, P, n_parts, k, x, mode, st, &e)) return e;
+    if (M == 1 && !nm.w && dp4a && lrun_k_gemv_dp4a(t, P, n_parts, k, x, mode, st, &e)) return e;
+    if (M == 1 && lrun_k_gemv_kq(t, P, n_parts, k, x, mode, g_variant, nm, st, &e)) return e;
     switch (t) {
-    case LRUN_DTYPE_F32: return launch_float<LRUN_DTYPE_F32, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_F16: return launch_float<LRUN_DTYPE_F16, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_BF16: return launch_float<LRUN_DTYPE_BF16, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q4_0: return launch_units<LRUN_DTYPE_Q4_0, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q4_1: return launch_units<LRUN_DTYPE_Q4_1, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q8_0: return launch_units<LRUN_DTYPE_Q8_0, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q4_K: return launch_units<LRUN_DTYPE_Q4_K, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q6_K: return launch_units<LRUN_DTYPE_Q6_K, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q5_0: return launch_units<LRUN_DTYPE_Q5_0, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q5_1: return launch_units<LRUN_DTYPE_Q5_1, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_IQ4_NL: return launch_units<LRUN_DTYPE_IQ4_NL, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q2_K: return launch_units<LRUN_DTYPE_Q2_K, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q3_K: return launch_units<LRUN_DTYPE_Q3_K, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_Q5_K: return launch_units<LRUN_DTYPE_Q5_K, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_IQ4_XS: return launch_units<LRUN_DTYPE_IQ4_XS, M>(P, n_parts, k, x, mode, st);
-    case LRUN_DTYPE_MXFP4: return launch_units<LRUN_DTYPE_MXFP4, M>(P, n_parts, k, x, mode, st);
+    case LRUN_DTYPE_F32: return launch_float<LRUN_DTYPE_F32, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_F16: return launch_float<LRUN_DTYPE_F16, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_BF16: return launch_float<LRUN_DTYPE_BF16, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q4_0: return launch_units<LRUN_DTYPE_Q4_0, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q4_1: return launch_units<LRUN_DTYPE_Q4_1, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q8_0: return launch_units<LRUN_DTYPE_Q8_0, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q4_K: return launch_units<LRUN_DTYPE_Q4_K, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q6_K: return launch_units<LRUN_DTYPE_Q6_K, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q5_0: return launch_units<LRUN_DTYPE_Q5_0, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q5_1: return launch_units<LRUN_DTYPE_Q5_1, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_IQ4_NL: return launch_units<LRUN_DTYPE_IQ4_NL, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q2_K: return launch_units<LRUN_DTYPE_Q2_K, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q3_K: return launch_units<LRUN_DTYPE_Q3_K, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_Q5_K: return launch_units<LRUN_DTYPE_Q5_K, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_IQ4_XS: return launch_units<LRUN_DTYPE_IQ4_XS, M>(P, n_parts, k, x, mode, nm, st);
+    case LRUN_DTYPE_MXFP4: return launch_units<LRUN_DTYPE_MXFP4, M>(P, n_parts, k, x, mode, nm, st);
     default: return cudaErrorNotSupported; /* no kernel for t */
     }
 }
 
-extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
-                                         const float *x, int64_t m, int mode, void *stream)
+/* lrun_k_gemv_multi and lrun_k_gemv_norm_multi (nm.w not NULL; op names the caller). */
+static lrun_status gemv_multi(const char *op, lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts,
+                              int64_t k, const float *x, int64_t m, int mode, const gemv_norm &nm, void *stream)
 {
-    static const char op[] = "lrun_k_gemv";
     const bool dp4a = (mode & LRUN_K_GEMV_DP4A) != 0, stage = (mode & LRUN_K_GEMV_STAGE) != 0;
     const bool split = (mode & LRUN_K_GEMV_SPLIT) != 0;
     mode &= ~(LRUN_K_GEMV_DP4A | LRUN_K_GEMV_STAGE | LRUN_K_GEMV_SPLIT);
+    if (nm.w && (dp4a || stage || split))
+        return lrun_fail(LRUN_E_ARG, "%s: the flags DP4A, STAGE and SPLIT take no folded norm", op);
     if (!parts || n_parts < 1 || n_parts > LRUN_K_GEMV_MAX_PARTS)
         return lrun_fail(LRUN_E_ARG, "%s: %d weights (expected 1..%d)", op, parts ? n_parts : 0,
                          LRUN_K_GEMV_MAX_PARTS);
@@ -388,14 +435,14 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
                          "and rows on 16-byte boundaries",
                          op, lrun_dtype_name(w_dtype), LRUN_K_SPLIT_MAX_K, (long long)k);
     if (!split) switch (m) {
-        case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-        case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-        case 3: e = launch_m<3>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-        case 4: e = launch_m<4>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-        case 5: e = launch_m<5>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-        case 6: e = launch_m<6>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-        case 7: e = launch_m<7>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
-        case 8: e = launch_m<8>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, st); break;
+        case 1: e = launch_m<1>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, nm, st); break;
+        case 2: e = launch_m<2>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, nm, st); break;
+        case 3: e = launch_m<3>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, nm, st); break;
+        case 4: e = launch_m<4>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, nm, st); break;
+        case 5: e = launch_m<5>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, nm, st); break;
+        case 6: e = launch_m<6>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, nm, st); break;
+        case 7: e = launch_m<7>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, nm, st); break;
+        case 8: e = launch_m<8>(w_dtype, P, n_parts, k, x, mode, dp4a, stage, nm, st); break;
         }
     if (e == cudaErrorNotSupported)
         return lrun_fail(LRUN_E_INTERNAL, "%s: no kernel for %s", op, lrun_dtype_name(w_dtype));
@@ -405,6 +452,52 @@ extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_p
     if (e == cudaErrorInvalidConfiguration && cudaPeekAtLastError() == cudaSuccess)
         return lrun_fail(LRUN_E_ARG, "%s: the rows need more than 2^31-1 blocks", op);
     return lrun_k_launched(op);
+}
+
+extern "C" lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
+                                         const float *x, int64_t m, int mode, void *stream)
+{
+    const gemv_norm none = {NULL, 0.0f, false};
+    return gemv_multi("lrun_k_gemv", w_dtype, parts, n_parts, k, x, m, mode, none, stream);
+}
+
+extern "C" lrun_status lrun_k_gemv_norm_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts,
+                                              int64_t k, const float *x, const float *norm_w, float eps, int64_t m,
+                                              int mode, void *stream)
+{
+    static const char op[] = "lrun_k_gemv_norm_multi";
+    if (!norm_w || ((uintptr_t)norm_w & 3) != 0)
+        return lrun_fail(LRUN_E_ARG, "%s: norm_w is NULL or not 4-byte aligned floats", op);
+    if (!(eps >= 0.0f)) return lrun_fail(LRUN_E_ARG, "%s: eps %g (must be >= 0)", op, (double)eps);
+    if (k <= 0) return lrun_fail(LRUN_E_ARG, "%s: k %lld (must be > 0)", op, (long long)k);
+    const gemv_norm nm = {norm_w, eps, ((uintptr_t)norm_w & 15) == 0};
+    return gemv_multi(op, w_dtype, parts, n_parts, k, x, m, mode, nm, stream);
+}
+
+extern "C" int lrun_k_gemv_norm_takes(lrun_dtype w_dtype, int64_t m, int mode)
+{
+    if (m < 1 || m > LRUN_K_GEMV_MAX_M || (mode & LRUN_K_GEMV_SPLIT)) return 0;
+    /* at m = 1 these flags choose kernels that fold no norm */
+    if (m == 1 && (mode & (LRUN_K_GEMV_DP4A | LRUN_K_GEMV_STAGE))) return 0;
+    switch (w_dtype) {
+    case LRUN_DTYPE_F32:
+    case LRUN_DTYPE_F16:
+    case LRUN_DTYPE_BF16:
+    case LRUN_DTYPE_Q4_0:
+    case LRUN_DTYPE_Q4_1:
+    case LRUN_DTYPE_Q8_0:
+    case LRUN_DTYPE_Q4_K:
+    case LRUN_DTYPE_Q6_K:
+    case LRUN_DTYPE_Q5_0:
+    case LRUN_DTYPE_Q5_1:
+    case LRUN_DTYPE_IQ4_NL:
+    case LRUN_DTYPE_Q2_K:
+    case LRUN_DTYPE_Q3_K:
+    case LRUN_DTYPE_Q5_K:
+    case LRUN_DTYPE_IQ4_XS:
+    case LRUN_DTYPE_MXFP4: return 1;
+    default: return 0;
+    }
 }
 
 extern "C" lrun_status lrun_k_gemv(lrun_dtype w_dtype, const void *w, size_t row_bytes, int64_t n, int64_t k,

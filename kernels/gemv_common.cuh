@@ -18,6 +18,34 @@ static __device__ __forceinline__ float4 ldx4(const float *p, bool xvec)
     return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
 }
 
+// ---------------------------------------------------------------- a folded norm
+
+/* The RMSNorm a GEMV folds in (lrun_k_gemv_norm_multi): x is the norm's
+ * input, w (k) its weights; w NULL: no norm. */
+struct gemv_norm {
+    const float *w;
+    float eps;
+    bool wvec; /* w on a 16-byte boundary (ldx4) */
+};
+
+/* Four x values as loaded: their squares added to ss (in order, as
+ * lrun_k_rms_norm's per-thread sum), the values times the norm's weights
+ * returned. */
+static __device__ __forceinline__ float4 norm_load(float4 x, float4 g, float &ss)
+{
+    ss = fmaf(x.x, x.x, ss);
+    ss = fmaf(x.y, x.y, ss);
+    ss = fmaf(x.z, x.z, ss);
+    ss = fmaf(x.w, x.w, ss);
+    return make_float4(x.x * g.x, x.y * g.y, x.z * g.z, x.w * g.w);
+}
+
+/* s = 1/sqrt(Σx²/k + eps), in double as lrun_k_rms_norm. */
+static __device__ __forceinline__ float norm_scale(float ss, int64_t k, float eps)
+{
+    return (float)(1.0 / sqrt((double)ss / (double)k + (double)eps));
+}
+
 // ---------------------------------------------------------------- bytes
 
 /* 2^23 + byte e of v, as a float: the byte's integer value without an
@@ -141,9 +169,10 @@ static __device__ __forceinline__ void gemv_block_out(const float (&acc)[RB], co
 /* The K-quant slice kernel of m = 1 (gemv_kq.cu) for Q4_K, Q5_K and Q6_K:
  * returns 0 when it does not take these weights (another dtype, or Q4_K/Q5_K
  * rows not on 16-byte boundaries), else 1 with the launch's status in *e.
- * variant: lrun_k_gemv_tune's (0 the default shape). */
+ * variant: lrun_k_gemv_tune's (0 the default shape; a folded norm, nm.w not
+ * NULL, always takes the default). */
 int lrun_k_gemv_kq(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode, int variant,
-                   cudaStream_t st, cudaError_t *e);
+                   const gemv_norm &nm, cudaStream_t st, cudaError_t *e);
 /* The shape of its variant v (0 the default) as text in buf. */
 const char *lrun_k_gemv_kq_shape(int v, char *buf, size_t size);
 

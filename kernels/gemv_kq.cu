@@ -199,9 +199,15 @@ template <> struct kq_slice<LRUN_DTYPE_Q6_K> {
 
 // ---------------------------------------------------------------- kernel
 
-template <int T, int NT, int RB>
+/* NORM (lrun_k_gemv_norm_multi): x is a norm's input, each value times the
+ * norm's weight as loaded and its square summed; the block's slices cover
+ * every x element of the row once, so the block's sum is Σx², and each
+ * thread's sums are scaled by s before the reduction (as gemv.cu's
+ * NORM, up to the rounding order). */
+template <int T, int NT, int RB, bool NORM>
 __global__ void __launch_bounds__(NT)
-    gemv_kq(const __grid_constant__ gemv_parts P, int64_t k, const float *__restrict__ x, bool xvec, int mode)
+    gemv_kq(const __grid_constant__ gemv_parts P, int64_t k, const float *__restrict__ x, bool xvec, int mode,
+            const __grid_constant__ gemv_norm nm)
 {
     using S = kq_slice<T>;
     constexpr int RH = RB >= 2 ? RB / 2 : 1; /* output rows of a paired block */
@@ -214,7 +220,7 @@ __global__ void __launch_bounds__(NT)
     gemv_block_rows<RB>(P, p, row0, n, sw, rows);
 
     const int64_t slices = k / 256 * 8; /* per row */
-    float acc[RB];
+    float acc[RB], ss = 0.0f;           /* ss: NORM's sum of x² */
 #pragma unroll
     for (int r = 0; r < RB; r++) acc[r] = 0.0f;
     /* the first slice's loads before the wait for the previous kernel (the
@@ -231,7 +237,8 @@ __global__ void __launch_bounds__(NT)
         float xv[32];
 #pragma unroll
         for (int r = 0; r < 8; r++) {
-            const float4 f = ldx4(xb + S::xoff(j, r), xvec);
+            float4 f = ldx4(xb + S::xoff(j, r), xvec);
+            if constexpr (NORM) f = norm_load(f, ldx4(nm.w + (s >> 3) * 256 + S::xoff(j, r), nm.wvec), ss);
             xv[4 * r] = f.x, xv[4 * r + 1] = f.y, xv[4 * r + 2] = f.z, xv[4 * r + 3] = f.w;
         }
         typename S::raw cur[RB];
@@ -256,6 +263,12 @@ __global__ void __launch_bounds__(NT)
         for (int r = 0; r < RB; r++) acc[r] += S::dot(cur[r], j, xv, sx);
     }
 
+    if constexpr (NORM) {
+        __shared__ float scratch[32];
+        const float sc = norm_scale(lrun_k_block_reduce<NT, 0>(ss, scratch), k, nm.eps);
+#pragma unroll
+        for (int r = 0; r < RB; r++) acc[r] *= sc;
+    }
     gemv_block_out<NT, RB>(acc, P, p, row0, n, sw, mode);
 }
 
@@ -268,45 +281,47 @@ __global__ void __launch_bounds__(NT)
 static const struct { int nt, rb; } kq_shapes[] = {{64, 8}, {128, 4},  {128, 2}, {256, 2},
                                                    {64, 4},  {128, 8}, {256, 4}, {32, 4}, {64, 2}};
 
-template <int T, int NT, int RB>
-static cudaError_t kq_launch(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, cudaStream_t st)
+template <int T, int NT, int RB, bool NORM = false>
+static cudaError_t kq_launch(gemv_parts P, int n_parts, int64_t k, const float *x, int mode, const gemv_norm &nm,
+                             cudaStream_t st)
 {
     const int64_t b = gemv_part_blocks(P, n_parts, RB, mode);
     if (b > LRUN_K_MAX_GRID) return cudaErrorInvalidConfiguration;
     const bool xvec = ((uintptr_t)x & 15) == 0;
-    return lrun_k_launch(gemv_kq<T, NT, RB>, dim3((unsigned)b), dim3(NT), 0, st, P, k, x, xvec, mode);
+    return lrun_k_launch(gemv_kq<T, NT, RB, NORM>, dim3((unsigned)b), dim3(NT), 0, st, P, k, x, xvec, mode, nm);
 }
 
+/* A folded norm takes the default shape (the variants are for the bench). */
 template <int T>
 static cudaError_t kq_shape(int v, const gemv_parts &P, int n_parts, int64_t k, const float *x, int mode,
-                            cudaStream_t st)
+                            const gemv_norm &nm, cudaStream_t st)
 {
+    constexpr int NT = T == LRUN_DTYPE_Q6_K ? 128 : 64, RB = T == LRUN_DTYPE_Q6_K ? 4 : 8;
+    if (nm.w) return kq_launch<T, NT, RB, true>(P, n_parts, k, x, mode, nm, st);
     switch (v) {
-    case 1: return kq_launch<T, 128, 4>(P, n_parts, k, x, mode, st);
-    case 2: return kq_launch<T, 128, 2>(P, n_parts, k, x, mode, st);
-    case 3: return kq_launch<T, 256, 2>(P, n_parts, k, x, mode, st);
-    case 4: return kq_launch<T, 64, 4>(P, n_parts, k, x, mode, st);
-    case 5: return kq_launch<T, 128, 8>(P, n_parts, k, x, mode, st);
-    case 6: return kq_launch<T, 256, 4>(P, n_parts, k, x, mode, st);
-    case 7: return kq_launch<T, 32, 4>(P, n_parts, k, x, mode, st);
-    case 8: return kq_launch<T, 64, 2>(P, n_parts, k, x, mode, st);
-    default:
-        if (T == LRUN_DTYPE_Q6_K) return kq_launch<T, 128, 4>(P, n_parts, k, x, mode, st);
-        return kq_launch<T, 64, 8>(P, n_parts, k, x, mode, st);
+    case 1: return kq_launch<T, 128, 4>(P, n_parts, k, x, mode, nm, st);
+    case 2: return kq_launch<T, 128, 2>(P, n_parts, k, x, mode, nm, st);
+    case 3: return kq_launch<T, 256, 2>(P, n_parts, k, x, mode, nm, st);
+    case 4: return kq_launch<T, 64, 4>(P, n_parts, k, x, mode, nm, st);
+    case 5: return kq_launch<T, 128, 8>(P, n_parts, k, x, mode, nm, st);
+    case 6: return kq_launch<T, 256, 4>(P, n_parts, k, x, mode, nm, st);
+    case 7: return kq_launch<T, 32, 4>(P, n_parts, k, x, mode, nm, st);
+    case 8: return kq_launch<T, 64, 2>(P, n_parts, k, x, mode, nm, st);
+    default: return kq_launch<T, NT, RB>(P, n_parts, k, x, mode, nm, st);
     }
 }
 
 int lrun_k_gemv_kq(lrun_dtype t, gemv_parts P, int n_parts, int64_t k, const float *x, int mode, int variant,
-                   cudaStream_t st, cudaError_t *e)
+                   const gemv_norm &nm, cudaStream_t st, cudaError_t *e)
 {
     static_assert(sizeof kq_shapes / sizeof kq_shapes[0] == 9, "kq_shape's cases");
     if (t != LRUN_DTYPE_Q4_K && t != LRUN_DTYPE_Q5_K && t != LRUN_DTYPE_Q6_K) return 0;
     if (t != LRUN_DTYPE_Q6_K) /* 16-byte loads of whole blocks */
         for (int p = 0; p < n_parts; p++)
             if (((uintptr_t)P.w[p] & 15) != 0 || (P.rb[p] & 15) != 0) return 0;
-    if (t == LRUN_DTYPE_Q4_K) *e = kq_shape<LRUN_DTYPE_Q4_K>(variant, P, n_parts, k, x, mode, st);
-    else if (t == LRUN_DTYPE_Q5_K) *e = kq_shape<LRUN_DTYPE_Q5_K>(variant, P, n_parts, k, x, mode, st);
-    else *e = kq_shape<LRUN_DTYPE_Q6_K>(variant, P, n_parts, k, x, mode, st);
+    if (t == LRUN_DTYPE_Q4_K) *e = kq_shape<LRUN_DTYPE_Q4_K>(variant, P, n_parts, k, x, mode, nm, st);
+    else if (t == LRUN_DTYPE_Q5_K) *e = kq_shape<LRUN_DTYPE_Q5_K>(variant, P, n_parts, k, x, mode, nm, st);
+    else *e = kq_shape<LRUN_DTYPE_Q6_K>(variant, P, n_parts, k, x, mode, nm, st);
     return 1;
 }
 

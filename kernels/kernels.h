@@ -99,6 +99,25 @@ typedef enum {
 lrun_status lrun_k_gemv_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
                               const float *x, int64_t m, int mode, void *stream);
 
+/* lrun_k_gemv_multi of xn = rms_norm(x)·norm_w (as lrun_k_rms_norm: norm_w
+ * (k), eps) instead of x, the norm folded into the product (decode: no norm
+ * launch, xn never written): each x value is multiplied by its norm weight
+ * as it is loaded, the kernel sums the squares of the x it loads, and each
+ * product is scaled by s = 1/sqrt(mean(x²) + eps) before the mode's
+ * epilogue. y differs from lrun_k_rms_norm then lrun_k_gemv_multi by f32
+ * rounding (s·Σw·(x·g) against Σw·((x·s)·g), and Σx² summed in another
+ * order), not bit for bit. The unit or plain kernel of gemv.cu, or at
+ * m = 1 the K-quant slice kernel (gemv_kq.cu, default shape): LRUN_E_ARG
+ * with the DP4A, STAGE or SPLIT flag (lrun_k_gemv_norm_takes says when
+ * plain flags would have chosen the same kernel). */
+lrun_status lrun_k_gemv_norm_multi(lrun_dtype w_dtype, const lrun_k_gemv_part *parts, int n_parts, int64_t k,
+                                   const float *x, const float *norm_w, float eps, int64_t m, int mode, void *stream);
+/* 1 when lrun_k_gemv_multi with this dtype, m and mode (flags included)
+ * runs a kernel lrun_k_gemv_norm_multi folds the norm into, so folding
+ * keeps the product's kernel: not the split kernel, nor at m = 1 the dp4a
+ * or staged kernels (any DP4A or STAGE flag). */
+int lrun_k_gemv_norm_takes(lrun_dtype w_dtype, int64_t m, int mode);
+
 /* y_p (m, n_p) = x (m, k) · W_pᵀ for Q8_0/Q4_0 weights with x already
  * quantized by lrun_k_quantize_q8 (partner Q8_0): xq (m, k) int8 on a
  * 16-byte boundary, xd (m, k/32) its scales. One quantized x serves every
@@ -346,6 +365,15 @@ lrun_status lrun_k_fill_uniform(float *x, int64_t n, uint64_t seed, void *stream
  * partner Q8_1 s (m, k/32) = f16(d·Σq) as floats (NULL for Q8_0). k a multiple of 32. */
 lrun_status lrun_k_quantize_q8(lrun_dtype partner, const float *x, int64_t m, int64_t k, int8_t *qs, float *d,
                                float *s, void *stream);
+
+/* y (n_rows, n) = lrun_k_rms_norm(x, w), and y quantized for partner Q8_0
+ * into qs (n_rows, n) int8 and d (n_rows, n/32), in one launch (the norm
+ * before a q8 x GEMV, engine_cuda_split.h; fast numerics). y, qs and d are
+ * the bits lrun_k_rms_norm then lrun_k_quantize_q8 (Q8_0) give: the same
+ * per-thread sums, block reduction and rounding. n a multiple of 32; y may
+ * alias x. */
+lrun_status lrun_k_rms_norm_quantize_q8(const float *x, const float *w, float *y, int64_t n_rows, int64_t n,
+                                        float eps, int8_t *qs, float *d, void *stream);
 
 /* y_p (m, n_p) = x · W_pᵀ for Q4_0, Q4_1 or Q8_0 weights (all parts one
  * dtype and k wide), x quantized by lrun_k_quantize_q8 to the dtype's partner

@@ -128,6 +128,68 @@ int lrun_arch_op_n_w(const lrun_arch_op *op)
     return n;
 }
 
+// ---------------------------------------------------------------- norm folding
+
+/* The outputs op writes (as many as its kind has: unused out[] slots are 0,
+ * which is also the residual stream's buffer). */
+static int op_n_out(const lrun_arch_op *op)
+{
+    switch (op->kind) {
+    case LRUN_ARCH_OP_MATMUL:
+    case LRUN_ARCH_OP_BIAS:
+    case LRUN_ARCH_OP_HEAD_NORM: return lrun_arch_op_n_w(op);
+    case LRUN_ARCH_OP_ROPE_STORE: return 3;
+    case LRUN_ARCH_OP_MATMUL_SWIGLU:
+    case LRUN_ARCH_OP_MATMUL_GEGLU: return 2;
+    default: return 1;
+    }
+}
+
+/* 1 when op reads buffer b: its input, and the outputs of the kinds that
+ * update theirs in place (a bias, a head norm, RoPE, a residual add). The
+ * experts' sum also reads the router's logits, which no field names: it
+ * counts as reading every buffer. */
+static int op_reads(const lrun_arch_op *op, lrun_arch_buf b)
+{
+    if (op->in == b || op->kind == LRUN_ARCH_OP_MOE_FFN_ADD) return 1;
+    const int in_place = op->kind == LRUN_ARCH_OP_BIAS || op->kind == LRUN_ARCH_OP_HEAD_NORM ||
+                         op->kind == LRUN_ARCH_OP_ROPE_STORE || op->kind == LRUN_ARCH_OP_MATMUL_ADD ||
+                         op->kind == LRUN_ARCH_OP_MATMUL_NORM_ADD;
+    for (int j = 0; in_place && j < op_n_out(op); j++)
+        if (op->out[j] == b) return 1;
+    return 0;
+}
+
+static int op_writes(const lrun_arch_op *op, lrun_arch_buf b)
+{
+    for (int j = 0; j < op_n_out(op); j++)
+        if (op->out[j] == b) return 1;
+    return 0;
+}
+
+static int is_product(lrun_arch_op_kind k)
+{
+    return k == LRUN_ARCH_OP_MATMUL || k == LRUN_ARCH_OP_MATMUL_ADD || k == LRUN_ARCH_OP_MATMUL_SWIGLU ||
+           k == LRUN_ARCH_OP_MATMUL_GEGLU;
+}
+
+int lrun_arch_norm_folds(const lrun_arch *a, int i)
+{
+    if (!a || i < 0 || i + 1 >= a->n_ops) return 0; /* the last op's reader is another block's */
+    const lrun_arch_op *norm = &a->ops[i], *next = &a->ops[i + 1];
+    const lrun_arch_buf out = norm->out[0];
+    if (norm->kind != LRUN_ARCH_OP_NORM || out == norm->in) return 0; /* in place: x itself changes */
+    /* the product reads the norm's input instead, so it must not write it (x += W·norm(x)) */
+    if (!is_product(next->kind) || next->in != out || op_writes(next, norm->in)) return 0;
+    /* every later op until out is written again, on through the next block's ops up to this norm */
+    for (int s = 2; s <= a->n_ops; s++) {
+        const lrun_arch_op *op = &a->ops[(i + s) % a->n_ops];
+        if (op_reads(op, out)) return 0;
+        if (op_writes(op, out)) return 1;
+    }
+    return 1; /* not reached: the norm itself writes out */
+}
+
 // ---------------------------------------------------------------- validation
 
 /* What each op kind takes: weights (min, max), outputs, and whether its

@@ -292,6 +292,16 @@ int lrun_arch_is_split_part(const lrun_arch *a, lrun_arch_tensor id);
 /* The number of weights op uses (up to the first NONE). */
 int lrun_arch_op_n_w(const lrun_arch_op *op);
 
+/* 1 when NORM op i may be folded into the product after it: op i + 1 is a
+ * product (MATMUL, MATMUL_ADD, MATMUL_SWIGLU, MATMUL_GEGLU) of the norm's
+ * output that does not write the norm's input, and no other op reads that
+ * output before an op writes it again (scanning on through the next
+ * block's ops, as blocks repeat). A backend may then compute the product
+ * from the norm's input, normalizing as it loads, and never write the
+ * norm's output (cuda/engine_cuda_forward.c, docs/gpu.md "Fused norm").
+ * 0 for any other op, an in-place norm or the table's last op. */
+int lrun_arch_norm_folds(const lrun_arch *a, int i);
+
 /* Checks that a's tables agree: every op's weights are block tensors of a,
  * with shapes matching the op's buffers; every block tensor is used by one
  * op; every hyper-parameter and model tensor the engines need is there.

@@ -7,10 +7,12 @@
  * e->exact: the CPU engine's bits) or the fast ones here, where
  * decode-sized chunks (n <= GEMV_MAX_ROWS) take the fused GEMVs: the
  * weights of one MATMUL in one launch, SwiGLU in the gate/up epilogue and
- * the residual add in the projection's epilogue. The exact variants fuse a
- * projection's residual add with the norm after it (and that norm with the
- * quantization of the next weights' input). Weights come from
- * residency/weights.h; the KV cache from engine_cuda_kv.c. */
+ * the residual add in the projection's epilogue, and a norm whose output
+ * only the next product reads is folded into that product (its GEMV, or
+ * the quantization of its q8 x; docs/gpu.md "Fused norm"). The exact
+ * variants fuse a projection's residual add with the norm after it (and
+ * that norm with the quantization of the next weights' input). Weights
+ * come from residency/weights.h; the KV cache from engine_cuda_kv.c. */
 #include <math.h>
 #include <string.h>
 
@@ -30,6 +32,8 @@ struct run {
     char *kc, *vc;         /* the layer's key and value planes (a staged cache's slot) */
     int normed;            /* the block's next norm op was done by the op before (fused) */
     int quantized;         /* exact: the next matmul's input is already quantized for it */
+    const lrun_arch_op *norm; /* fast decode: a NORM op of this block left to the product after it
+                               * (lrun_arch_norm_folds), not yet run; NULL when none */
 };
 
 static float *buf(const lrun_cuda_engine *e, lrun_arch_buf b)
@@ -62,26 +66,41 @@ static void refs(const struct run *r, const lrun_arch_op *op, int n, lrun_weight
 
 // ---------------------------------------------------------------- fast matmuls
 
+/* The input of a product: x, or when norm_w is set a norm's input, the
+ * product then of rms_norm(x)·norm_w (the GEMV folds the norm in). */
+struct gemv_in {
+    const float *x;
+    const float *norm_w; /* (n_embd) or NULL */
+};
+
 /* The decode GEMV of parts of weight t0's dtype (t0 the first): Q8_0/Q4_0
  * take the q8 x path (engine_cuda_split.h: x quantized once per input),
- * the others their dtype's kernel choice. */
+ * the others their dtype's kernel choice; a folded norm
+ * (lrun_k_gemv_norm_takes said yes) the same kernel with the norm. */
 static lrun_status gemv(lrun_cuda_engine *e, const struct lrun_tensor *t0, const lrun_k_gemv_part *parts, int n,
-                        const float *x, int64_t m, int mode)
+                        struct gemv_in in, int64_t m, int mode)
 {
-    if (lrun_cuda_q8x_takes(e, t0)) return lrun_cuda_q8x_gemv(e, t0, parts, n, x, m, mode);
-    return lrun_k_gemv_multi(t0->dtype, parts, n, t0->ne[0], x, m, mode | lrun_cuda_gemv_flags(e, t0->dtype),
+    if (in.norm_w)
+        return lrun_k_gemv_norm_multi(t0->dtype, parts, n, t0->ne[0], in.x, in.norm_w, e->eps, m, mode, e->stream);
+    if (lrun_cuda_q8x_takes(e, t0)) return lrun_cuda_q8x_gemv(e, t0, parts, n, in.x, m, mode);
+    return lrun_k_gemv_multi(t0->dtype, parts, n, t0->ne[0], in.x, m, mode | lrun_cuda_gemv_flags(e, t0->dtype),
                              e->stream);
 }
 
-/* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS beyond. */
-static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
+/* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS
+ * beyond; with a folded norm (in.norm_w, take_norm said yes) the GEMV. */
+static lrun_status matmul_in(lrun_cuda_engine *e, lrun_weight_ref w, struct gemv_in in, int64_t m, float *y)
 {
     const struct lrun_tensor *t = w.w;
+    const float *x = in.x;
+    if (in.norm_w && (w.on_host || t->packed || m > GEMV_MAX_ROWS))
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: a folded norm reached a product without a GEMV",
+                         e->device->name);
     if (w.on_host) return lrun_cuda_offload_host_matmul(e, t, x, m, y);
     if (t->packed) return lrun_cuda_packed_matmul(e, t, w.data, x, m, y); /* mode 3: engine_cuda_packed.h */
     if (m <= GEMV_MAX_ROWS) {
         const lrun_k_gemv_part part = {w.data, t->row_bytes, t->ne[1], y};
-        return gemv(e, t, &part, 1, x, m, LRUN_K_GEMV_STORE);
+        return gemv(e, t, &part, 1, in, m, LRUN_K_GEMV_STORE);
     }
     if (t->split) { /* split rows (engine_cuda_split.h): f16 in the slot, then cuBLAS on it in place */
         TRY(lrun_k_dequantize_split(t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], e->w_slot, e->stream));
@@ -90,6 +109,12 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
     }
     return lrun_k_gemm(e->cublas, t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, slot_dtype(t->dtype),
                        e->w_slot, e->x_slot, e->stream);
+}
+
+static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
+{
+    const struct gemv_in in = {x, NULL};
+    return matmul_in(e, w, in, m, y);
 }
 
 /* Products of one x with several weights of one dtype in one GEMV launch
@@ -106,11 +131,18 @@ static int fusable(const lrun_weight_ref *w, int n_w)
     return 1;
 }
 
-static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
-                              const float *x, int64_t m, int mode)
+static int packed(const lrun_weight_ref *w, int n_w)
 {
-    for (int i = 0; i < n_w; i++) /* packed on the device (mode 3): engine_cuda_packed.h */
-        if (w[i].w->packed) return lrun_cuda_packed_gemv(e, w, y, n_w, x, m, mode);
+    for (int i = 0; i < n_w; i++)
+        if (w[i].w->packed) return 1;
+    return 0;
+}
+
+static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
+                              struct gemv_in in, int64_t m, int mode)
+{
+    if (packed(w, n_w)) /* packed on the device (mode 3): engine_cuda_packed.h */
+        return lrun_cuda_packed_gemv(e, w, y, n_w, in.x, in.norm_w, m, mode);
     lrun_k_gemv_part parts[LRUN_K_GEMV_MAX_PARTS];
     for (int i = 0; i < n_w; i++) {
         parts[i].w = w[i].data;
@@ -118,7 +150,7 @@ static lrun_status gemv_fused(lrun_cuda_engine *e, const lrun_weight_ref *w, flo
         parts[i].n = w[i].w->ne[1];
         parts[i].y = y[i];
     }
-    return gemv(e, w[0].w, parts, n_w, x, m, mode);
+    return gemv(e, w[0].w, parts, n_w, in, m, mode);
 }
 
 // ---------------------------------------------------------------- ops
@@ -151,6 +183,16 @@ static const lrun_arch_op *norm_after(const struct run *r, int i, int64_t *l_nor
     return &a->ops[i];
 }
 
+/* 1 when NORM op i is left to the product after it: fast numerics, a
+ * decode chunk, LRUN_CUDA_NORM_FUSE not 0, and the op table lets it
+ * (lrun_arch_norm_folds: that product alone reads the norm's output). The
+ * product's take_norm then runs it, folded where its kernel can. */
+static int norm_folds(const struct run *r, int i)
+{
+    const lrun_cuda_engine *e = r->e;
+    return !e->exact && e->gemv.norm_fuse && r->n <= GEMV_MAX_ROWS && lrun_arch_norm_folds(e->model->arch, i);
+}
+
 /* out[0] = rms_norm(in) * w; exact: with the quantization for the next op's weights. */
 static lrun_status op_norm(struct run *r, const lrun_arch_op *op, int i)
 {
@@ -163,6 +205,51 @@ static lrun_status op_norm(struct run *r, const lrun_arch_op *op, int i)
         return lrun_cuda_exact_add_norm(e, NULL, NULL, w, next, n_next, r->n, &r->quantized);
     }
     return lrun_k_rms_norm(buf(e, op->in), w, buf(e, op->out[0]), r->n, e->n_embd, e->eps, e->stream);
+}
+
+/* The input of product op (weights w, n_w of them; fused: one GEMV launch
+ * for all, r->n <= GEMV_MAX_ROWS and fusable) after a norm left to it
+ * (r->norm): the q8 x GEMVs take the norm in their quantization
+ * (lrun_cuda_q8x_norm: xn and its q8 blocks, one launch), the GEMVs that
+ * can fold it (lrun_k_gemv_norm_takes; in one launch, packed weights too,
+ * decoded first, so a packed model keeps the plain model's bits; or one
+ * GEMV per weight when their dtypes differ, each folding it) read the
+ * norm's input with the norm (xn is never written); anything else
+ * (weights computed on the host, split rows without q8x, the m = 1 kernels
+ * that fold no norm) gets the norm's own kernel first. Prefill-sized
+ * chunks never leave a norm. Without a pending norm: op's input. */
+/* 1 when the decode GEMVs of w (m rows; one launch when fused, else one
+ * per weight through matmul_in) can each fold a norm. */
+static int gemvs_fold(const lrun_cuda_engine *e, const lrun_weight_ref *w, int n_w, int fused, int64_t m)
+{
+    for (int i = 0; i < (fused ? 1 : n_w); i++) { /* fused: one dtype, on the device (fusable) */
+        const struct lrun_tensor *t = w[i].w;
+        if (lrun_cuda_q8x_takes(e, t) || !lrun_k_gemv_norm_takes(t->dtype, m, lrun_cuda_gemv_flags(e, t->dtype)))
+            return 0;
+        if (!fused && (w[i].on_host || t->packed)) return 0;
+    }
+    return 1;
+}
+
+static lrun_status take_norm(struct run *r, const lrun_arch_op *op, const lrun_weight_ref *w, int n_w, int fused,
+                             struct gemv_in *in)
+{
+    lrun_cuda_engine *e = r->e;
+    const lrun_arch_op *norm = r->norm;
+    in->x = buf(e, op->in), in->norm_w = NULL;
+    if (!norm) return LRUN_OK;
+    r->norm = NULL;
+    const float *x = buf(e, norm->in), *nw = vector(e, r->layer, norm->w[0]);
+    float *xn = buf(e, norm->out[0]); /* op's input (lrun_arch_norm_folds) */
+    if (fused && lrun_cuda_q8x_takes(e, w[0].w) && !packed(w, n_w)) {
+        int done;
+        TRY(lrun_cuda_q8x_norm(e, w[0].w, x, nw, xn, r->n, &done));
+        if (done) return LRUN_OK; /* the scratch holds xn: the GEMVs below do not quantize */
+    } else if (r->n <= GEMV_MAX_ROWS && gemvs_fold(e, w, n_w, fused, r->n)) {
+        in->x = x, in->norm_w = nw;
+        return LRUN_OK;
+    }
+    return lrun_k_rms_norm(x, nw, xn, r->n, e->n_embd, e->eps, e->stream);
 }
 
 /* out[i] = in · w[i]ᵀ: one launch for decode when the weights allow. */
@@ -178,8 +265,11 @@ static lrun_status op_matmul(struct run *r, const lrun_arch_op *op, int n_w)
         r->quantized = 0;
         return LRUN_OK;
     }
-    if (r->n <= GEMV_MAX_ROWS && fusable(w, n_w)) return gemv_fused(e, w, y, n_w, buf(e, op->in), r->n, LRUN_K_GEMV_STORE);
-    for (int i = 0; i < n_w; i++) TRY(matmul(e, w[i], buf(e, op->in), r->n, y[i]));
+    const int fused = r->n <= GEMV_MAX_ROWS && fusable(w, n_w);
+    struct gemv_in in;
+    TRY(take_norm(r, op, w, n_w, fused, &in));
+    if (fused) return gemv_fused(e, w, y, n_w, in, r->n, LRUN_K_GEMV_STORE);
+    for (int i = 0; i < n_w; i++) TRY(matmul_in(e, w[i], in, r->n, y[i]));
     return LRUN_OK;
 }
 
@@ -311,7 +401,7 @@ static lrun_status exact_matmul_add(struct run *r, int i, lrun_weight_ref w, con
     }
     lrun_weight_ref next[LRUN_ARCH_OP_MAX_W];
     int n_next;
-    const struct run at_norm = {e, r->n, r->max_kv, l_norm, r->W, NULL, NULL, 0, 0};
+    const struct run at_norm = {e, r->n, r->max_kv, l_norm, r->W, NULL, NULL, 0, 0, NULL};
     peek_next(&at_norm, (int)(norm - e->model->arch->ops), next, &n_next);
     r->normed = 1;
     return lrun_cuda_exact_add_norm(e, e->tmp, bias, vector(e, l_norm, norm->w[0]), next, n_next, r->n,
@@ -326,11 +416,14 @@ static lrun_status op_matmul_add(struct run *r, const lrun_arch_op *op, int i)
     const float *bias = op->w[1] != LRUN_ARCH_TENSOR_NONE ? vector(e, r->layer, op->w[1]) : NULL;
     if (e->exact) return exact_matmul_add(r, i, w, bias);
     float *x = buf(e, op->out[0]);
-    if (r->n <= GEMV_MAX_ROWS && fusable(&w, 1)) {
-        TRY(gemv_fused(e, &w, &x, 1, buf(e, op->in), r->n, LRUN_K_GEMV_ADD));
+    const int fused = r->n <= GEMV_MAX_ROWS && fusable(&w, 1);
+    struct gemv_in in;
+    TRY(take_norm(r, op, &w, 1, fused, &in));
+    if (fused) {
+        TRY(gemv_fused(e, &w, &x, 1, in, r->n, LRUN_K_GEMV_ADD));
         return bias ? lrun_k_add_bias(x, bias, r->n, e->n_embd, e->stream) : LRUN_OK;
     }
-    TRY(matmul(e, w, buf(e, op->in), r->n, e->tmp));
+    TRY(matmul_in(e, w, in, r->n, e->tmp));
     if (bias) TRY(lrun_k_add_bias(e->tmp, bias, r->n, e->n_embd, e->stream));
     return lrun_k_add(x, e->tmp, r->n * e->n_embd, e->stream);
 }
@@ -349,9 +442,12 @@ static lrun_status op_matmul_swiglu(struct run *r, const lrun_arch_op *op, int i
         peek_next(r, i, next, &n_next);
         return lrun_cuda_exact_swiglu(e, next, n_next, r->n, &r->quantized);
     }
-    if (r->n <= GEMV_MAX_ROWS && fusable(w, 2)) return gemv_fused(e, w, y, 2, buf(e, op->in), r->n, LRUN_K_GEMV_SWIGLU);
-    TRY(matmul(e, w[0], buf(e, op->in), r->n, y[0]));
-    TRY(matmul(e, w[1], buf(e, op->in), r->n, y[1]));
+    const int fused = r->n <= GEMV_MAX_ROWS && fusable(w, 2);
+    struct gemv_in in;
+    TRY(take_norm(r, op, w, 2, fused, &in));
+    if (fused) return gemv_fused(e, w, y, 2, in, r->n, LRUN_K_GEMV_SWIGLU);
+    TRY(matmul_in(e, w[0], in, r->n, y[0]));
+    TRY(matmul_in(e, w[1], in, r->n, y[1]));
     return lrun_k_swiglu(y[0], y[1], y[0], r->n * e->n_ff, e->stream);
 }
 
@@ -381,10 +477,12 @@ static lrun_status op_matmul_geglu(struct run *r, const lrun_arch_op *op)
     refs(r, op, 2, w);
     float *y[2] = {buf(e, op->out[0]), buf(e, op->out[1])};
     const int table = !e->model->gelu_f32; /* a GGUF's f16-table GELU, an HF directory's f32 one */
-    if (r->n <= GEMV_MAX_ROWS && fusable(w, 2))
-        return gemv_fused(e, w, y, 2, buf(e, op->in), r->n, table ? LRUN_K_GEMV_GEGLU : LRUN_K_GEMV_GEGLU_F32);
-    TRY(matmul(e, w[0], buf(e, op->in), r->n, y[0]));
-    TRY(matmul(e, w[1], buf(e, op->in), r->n, y[1]));
+    const int fused = r->n <= GEMV_MAX_ROWS && fusable(w, 2);
+    struct gemv_in in;
+    TRY(take_norm(r, op, w, 2, fused, &in));
+    if (fused) return gemv_fused(e, w, y, 2, in, r->n, table ? LRUN_K_GEMV_GEGLU : LRUN_K_GEMV_GEGLU_F32);
+    TRY(matmul_in(e, w[0], in, r->n, y[0]));
+    TRY(matmul_in(e, w[1], in, r->n, y[1]));
     return lrun_k_geglu(y[0], y[1], y[0], r->n * e->n_ff, table, e->stream);
 }
 
@@ -400,8 +498,9 @@ static lrun_status run_block(struct run *r)
         lrun_cuda_split_input_reset(r->e); /* the op before may have written any buffer */
         switch (op->kind) {
         case LRUN_ARCH_OP_NORM:
-            if (!r->normed) TRY(op_norm(r, op, i));
-            r->normed = 0;
+            if (r->normed) r->normed = 0;            /* exact: the op before ran it */
+            else if (norm_folds(r, i)) r->norm = op; /* the next op's take_norm runs it */
+            else TRY(op_norm(r, op, i));
             break;
         case LRUN_ARCH_OP_MATMUL: TRY(op_matmul(r, op, n_w)); break;
         case LRUN_ARCH_OP_BIAS: TRY(op_bias(r, op, n_w)); break;
@@ -419,6 +518,9 @@ static lrun_status run_block(struct run *r)
             return lrun_fail(LRUN_E_INTERNAL, "engine on %s: op kind %d has no CUDA implementation", r->e->device->name,
                              (int)op->kind);
         }
+        if (r->norm && op->kind != LRUN_ARCH_OP_NORM) /* lrun_arch_norm_folds promised a product here */
+            return lrun_fail(LRUN_E_INTERNAL, "engine on %s: op %d of block %lld left the norm before it unrun",
+                             r->e->device->name, i, (long long)r->layer);
         TRY(lrun_cuda_op_profile_end(r->e->prof));
     }
     return LRUN_OK;
@@ -446,7 +548,7 @@ static lrun_status forward_layers(lrun_cuda_engine *e, const lrun_weights *W, in
     TRY(lrun_cuda_op_profile_begin(e->prof, LRUN_PROF_EMBED, n)); /* a split's later part: its chunk's start */
     if (!lrun_cuda_takes_rows(e)) TRY(embed(e, n));
     TRY(lrun_cuda_op_profile_end(e->prof));
-    struct run r = {e, n, max_kv, e->layer_first, W, NULL, NULL, 0, 0};
+    struct run r = {e, n, max_kv, e->layer_first, W, NULL, NULL, 0, 0, NULL};
     /* exact: the first norm, with its quantization, right after the embedding (a split's later
      * part: the norm the previous part's last residual add left to it, on the same x) */
     if (e->exact && m->arch->ops[0].kind == LRUN_ARCH_OP_NORM) {

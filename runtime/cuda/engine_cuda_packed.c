@@ -124,13 +124,13 @@ lrun_status lrun_cuda_packed_embed(lrun_cuda_engine *e, const struct lrun_tensor
 }
 
 lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
-                                  const float *x, int64_t m, int mode)
+                                  const float *x, const float *norm_w, int64_t m, int mode)
 {
     /* every weight packed, in a mode and shape the fused kernel takes: decoded
      * on chip (kernels/packed_gemv.cu), bit-identical to the decode and
      * lrun_k_gemv_multi below; LRUN_E_UNSUPPORTED (k not a multiple of 8,
-     * rows too long for its tile) falls through to them */
-    int all_packed = fused_enabled() && m <= GEMV_MAX_ROWS &&
+     * rows too long for its tile) falls through to them; it folds no norm */
+    int all_packed = !norm_w && fused_enabled() && m <= GEMV_MAX_ROWS &&
                      (mode == LRUN_K_GEMV_STORE || mode == LRUN_K_GEMV_ADD || mode == LRUN_K_GEMV_SWIGLU);
     for (int i = 0; all_packed && i < n_w; i++) all_packed = w[i].w->packed;
     if (all_packed) {
@@ -151,6 +151,9 @@ lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w,
         parts[i].n = w[i].w->ne[1];
         parts[i].y = y[i];
     }
+    if (norm_w)
+        return lrun_k_gemv_norm_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, norm_w, e->eps, m, mode,
+                                      e->stream);
     return lrun_k_gemv_multi(w[0].w->dtype, parts, n_w, w[0].w->ne[0], x, m, mode, e->stream);
 }
 

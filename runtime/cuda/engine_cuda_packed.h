@@ -60,9 +60,12 @@ int lrun_cuda_packed_embed_gather_on(void);
 lrun_status lrun_cuda_packed_embed(lrun_cuda_engine *e, const struct lrun_tensor *te, int64_t n);
 
 /* The GEMV of n_w weights sharing x (m <= GEMV_MAX_ROWS rows), any of them
- * packed on the device: as lrun_k_gemv_multi(dtype, parts, n_w, k, x, m, mode). */
+ * packed on the device: as lrun_k_gemv_multi(dtype, parts, n_w, k, x, m, mode),
+ * or with norm_w not NULL as lrun_k_gemv_norm_multi (a decode norm folded
+ * in, e->eps; the weights decoded into the scratch first, so the bits are
+ * the plain model's in the same placement). */
 lrun_status lrun_cuda_packed_gemv(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
-                                  const float *x, int64_t m, int mode);
+                                  const float *x, const float *norm_w, int64_t m, int mode);
 
 /* y (m, n) = x (m, k) · Wᵀ for w packed in device memory at packed: as
  * lrun_k_gemv (m <= GEMV_MAX_ROWS) or lrun_k_gemm on the plain weight. */

@@ -95,11 +95,29 @@ int lrun_cuda_q8x_takes(const lrun_cuda_engine *e, const struct lrun_tensor *t)
     return t->split || (e->gemv.q8x && (t->dtype == LRUN_DTYPE_Q8_0 || t->dtype == LRUN_DTYPE_Q4_0));
 }
 
+/* 1 when a GEMV of m rows of k through the q8 scratch can hold its x there. */
+static int scratch_holds(const lrun_cuda_engine *e, int64_t m, int64_t k)
+{
+    return e->gemv.q8x && e->q8x.base && m <= GEMV_MAX_ROWS && k <= e->q8x.max_k && k % 32 == 0;
+}
+
+lrun_status lrun_cuda_q8x_norm(lrun_cuda_engine *e, const struct lrun_tensor *t, const float *x, const float *w,
+                               float *xn, int64_t m, int *done)
+{
+    const int64_t k = t->ne[0];
+    *done = 0;
+    if (!lrun_cuda_q8x_takes(e, t) || !scratch_holds(e, m, k)) return LRUN_OK;
+    TRY(lrun_k_rms_norm_quantize_q8(x, w, xn, m, k, e->eps, e->q8x.xq, e->q8x.xd, e->stream));
+    e->q8x.src = xn, e->q8x.m = m, e->q8x.k = k;
+    *done = 1;
+    return LRUN_OK;
+}
+
 lrun_status lrun_cuda_q8x_gemv(lrun_cuda_engine *e, const struct lrun_tensor *t, const lrun_k_gemv_part *parts,
                                int n_parts, const float *x, int64_t m, int mode)
 {
     const int64_t k = t->ne[0];
-    if (!e->gemv.q8x || !e->q8x.base || m > GEMV_MAX_ROWS || k > e->q8x.max_k || k % 32 != 0) {
+    if (!scratch_holds(e, m, k)) {
         const int flags = t->split ? LRUN_K_GEMV_SPLIT : lrun_cuda_gemv_flags(e, t->dtype);
         return lrun_k_gemv_multi(t->dtype, parts, n_parts, k, x, m, mode | flags, e->stream);
     }

@@ -58,6 +58,16 @@ int lrun_cuda_q8x_takes(const lrun_cuda_engine *e, const struct lrun_tensor *t);
 lrun_status lrun_cuda_q8x_gemv(lrun_cuda_engine *e, const struct lrun_tensor *t, const lrun_k_gemv_part *parts,
                                int n_parts, const float *x, int64_t m, int mode);
 
+/* xn (m, k) = rms_norm(x)·w (e->eps; k t's width) and its q8 blocks into
+ * the scratch in one launch (lrun_k_rms_norm_quantize_q8), the scratch then
+ * standing for xn, so the GEMVs of t's op that follow read it without
+ * quantizing: a decode norm folded into the next product
+ * (engine_cuda_forward.c). *done 0, nothing launched, when t's GEMV would
+ * not read the scratch (not q8x, or m or k beyond it): the caller norms
+ * otherwise. The bits are lrun_k_rms_norm's then lrun_k_quantize_q8's. */
+lrun_status lrun_cuda_q8x_norm(lrun_cuda_engine *e, const struct lrun_tensor *t, const float *x, const float *w,
+                               float *xn, int64_t m, int *done);
+
 /* The q8 scratch no longer stands for any input: called before every op
  * (an op's outputs may be the next op's input buffer). */
 static inline void lrun_cuda_split_input_reset(lrun_cuda_engine *e) { e->q8x.src = NULL; }

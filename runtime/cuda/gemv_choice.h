@@ -31,11 +31,16 @@ typedef struct lrun_cuda_gemv_choice {
                              do not apply to these two types. 0 under LRUN_CUDA_GEMV_SPLIT=1
                              (split weights take gemv_split.cu, x quantized in each kernel, as
                              before) or LRUN_CUDA_GEMV_Q8X=0 (GGUF's layout and kernels) */
+    int norm_fuse;        /* 1 (fast numerics by default): a decode norm whose output only the
+                             next product reads (lrun_arch_norm_folds) is folded into that
+                             product's GEMV, or into the quantization of its q8 x; 0 under
+                             LRUN_CUDA_NORM_FUSE=0 or exact numerics (docs/gpu.md "Fused norm") */
 } lrun_cuda_gemv_choice;
 
-/* The choice for exact (1: numerics EXACT, no dp4a, staged or split kernel)
- * or fast numerics, from LRUN_CUDA_GEMV_DP4A, LRUN_CUDA_GEMV_STAGE,
- * LRUN_CUDA_GEMV_SPLIT and LRUN_CUDA_GEMV_Q8X. */
+/* The choice for exact (1: numerics EXACT, no dp4a, staged or split kernel,
+ * no folded norm) or fast numerics, from LRUN_CUDA_GEMV_DP4A,
+ * LRUN_CUDA_GEMV_STAGE, LRUN_CUDA_GEMV_SPLIT, LRUN_CUDA_GEMV_Q8X and
+ * LRUN_CUDA_NORM_FUSE. */
 void lrun_cuda_gemv_choice_from_env(int exact, lrun_cuda_gemv_choice *c);
 
 /* The mode flags of a decode GEMV of dtype t. By default the dp4a kernel

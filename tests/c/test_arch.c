@@ -294,6 +294,69 @@ static void test_gemma2(void)
     remove(path);
 }
 
+// ---------------------------------------------------------------- norm folding
+
+/* The ops of each known description whose norm folds into the next product, as "i,j": */
+static void folds_of(const lrun_arch *a, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < a->n_ops; i++)
+        if (lrun_arch_norm_folds(a, i)) snprintf(buf + strlen(buf), cap - strlen(buf), "%s%d", buf[0] ? "," : "", i);
+}
+
+static void test_norm_folds(void)
+{
+    static const struct {
+        const lrun_arch *a;
+        const char *want; /* the attention's norm (op 0) and the feed-forward's, where a product follows */
+    } cases[] = {
+        {&lrun_arch_llama, "0,6"},   {&lrun_arch_qwen2, "0,6"},  {&lrun_arch_qwen3, "0,6"},
+        {&lrun_arch_phi3, "0,5"},    {&lrun_arch_gemma2, "0,5"}, {&lrun_arch_gemma3, "0,6"},
+        {&lrun_arch_llama_moe, "0"}, {&lrun_arch_qwen3moe, "0"}, {&lrun_arch_gpt_oss, "0"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char got[64], name[160];
+        folds_of(cases[c].a, got, sizeof got);
+        snprintf(name, sizeof name, "%s: the norms that fold into the product after them are ops %s (got %s)",
+                 cases[c].a->name, cases[c].want, got);
+        CHECK(name, strcmp(got, cases[c].want) == 0);
+    }
+    CHECK("a mixture of experts' feed-forward norm feeds the router: it does not fold",
+          !lrun_arch_norm_folds(&lrun_arch_qwen3moe, 6) && !lrun_arch_norm_folds(&lrun_arch_llama_moe, 5));
+    CHECK("ops that are no norm, and indices out of range, do not fold",
+          !lrun_arch_norm_folds(&lrun_arch_llama, 1) && !lrun_arch_norm_folds(&lrun_arch_llama, -1) &&
+              !lrun_arch_norm_folds(&lrun_arch_llama, lrun_arch_llama.n_ops) && !lrun_arch_norm_folds(NULL, 0));
+
+    /* llama's table, changed one way at a time */
+    const lrun_arch *l = &lrun_arch_llama;
+    lrun_arch_op ops[16];
+    lrun_arch a = *l;
+    a.ops = ops;
+    memcpy(ops, l->ops, (size_t)l->n_ops * sizeof *ops);
+    ops[3].in = LRUN_ARCH_BUF_XN; /* RoPE reading xn (an invented second reader) */
+    CHECK("a second reader of the norm's output before it is written again: no fold", !lrun_arch_norm_folds(&a, 0));
+    CHECK("... while the feed-forward's norm, after the next write, still folds", lrun_arch_norm_folds(&a, 6));
+    memcpy(ops, l->ops, (size_t)l->n_ops * sizeof *ops);
+    ops[2] = (lrun_arch_op){LRUN_ARCH_OP_BIAS,
+                            {LRUN_ARCH_TENSOR_Q_BIAS, LRUN_ARCH_TENSOR_NONE, LRUN_ARCH_TENSOR_NONE},
+                            LRUN_ARCH_BUF_XN,
+                            {LRUN_ARCH_BUF_XN}};
+    CHECK("an op updating the norm's output in place counts as a reader", !lrun_arch_norm_folds(&a, 0));
+    memcpy(ops, l->ops, (size_t)l->n_ops * sizeof *ops);
+    ops[0].out[0] = LRUN_ARCH_BUF_X;
+    ops[1].in = LRUN_ARCH_BUF_X;
+    CHECK("a norm in place (x itself normed) does not fold", !lrun_arch_norm_folds(&a, 0));
+    memcpy(ops, l->ops, (size_t)l->n_ops * sizeof *ops);
+    ops[7] = (lrun_arch_op){LRUN_ARCH_OP_MATMUL_ADD,
+                            {LRUN_ARCH_TENSOR_DOWN, LRUN_ARCH_TENSOR_NONE, LRUN_ARCH_TENSOR_NONE},
+                            LRUN_ARCH_BUF_XN,
+                            {LRUN_ARCH_BUF_X}};
+    CHECK("a product writing the norm's input (x += W·norm(x)) does not fold", !lrun_arch_norm_folds(&a, 6));
+    memcpy(ops, l->ops, (size_t)l->n_ops * sizeof *ops);
+    a.n_ops = 7; /* the feed-forward's norm last: its reader is the next block's first op */
+    CHECK("the table's last op does not fold", !lrun_arch_norm_folds(&a, 6));
+}
+
 int main(void)
 {
     test_known();
@@ -302,5 +365,6 @@ int main(void)
     test_broken_descriptions();
     test_files();
     test_gemma2();
+    test_norm_folds();
     return CHECK_DONE();
 }

@@ -5,7 +5,8 @@
  * path), a batch of sequences, cache copies and truncation, a DYNAMIC cache
  * that grows across chunks, a STATIC cache replayed from CUDA graphs against
  * the same engine without graphs, a prompt through the tensor-core prefill
- * attention, and OOM under a budget. With LRUN_MODEL
+ * attention, the folded decode norm against LRUN_CUDA_NORM_FUSE=0, and OOM
+ * under a budget. With LRUN_MODEL
  * (the default SmolLM2 Q4_1 model): first-step logits, 32 greedy steps
  * teacher-forced along the CPU's path, and how long free-running greedy
  * paths agree (printed: the CPU quantizes activations to 8 bits like
@@ -28,6 +29,7 @@ static char path_buf[64][128]; /* every model gen_model writes in one run (about
 static const char *gen_arch;  /* the architecture gen_model writes: NULL for llama */
 static int64_t gen_head_dim;  /* its head size: 0 for n_embd / n_head */
 static int64_t gen_swa;       /* its sliding window in positions: 0 for none (gemma3: the whole context) */
+static lrun_dtype gen_mix;    /* Q4_K_M's mix (Q6_K V and down in some blocks): 0 (F32) for none */
 static int n_paths;
 
 // ---------------------------------------------------------------- helpers
@@ -44,7 +46,9 @@ static const char *gen_model(lrun_dtype wdt, lrun_dtype edt)
                                       .n_ctx = CTX, .weight_dtype = wdt, .embd_dtype = edt, .tied_embeddings = 1,
                                       .rope_freq_base = 10000.0, .rms_eps = 1e-5, .seed = 77 + (uint64_t)n_paths,
                                       .arch = gen_arch, .head_dim = gen_head_dim, .sliding_window = gen_swa};
-    if (lrun_model_generate(p, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
+    lrun_model_gen_spec mixed = spec;
+    mixed.mix_dtype = gen_mix;
+    if (lrun_model_generate(p, &mixed) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     return p;
 }
 
@@ -296,6 +300,50 @@ done:
     lrun_model_free(mg);
 }
 
+/* The decode norm folded into the next product (docs/gpu.md "Fused norm",
+ * the default) against LRUN_CUDA_NORM_FUSE=0 over a prompt and 16 decode
+ * steps (graphs on): Q8_0/Q4_0 (the q8 x path: the norm and quantization
+ * in one launch) give the same bits; the other dtypes fold the norm into
+ * the GEMV, which differs from the norm's own kernel by f32 rounding
+ * (max |Δlogit| / max |logit| <= tol). */
+static void test_norm_fuse(const char *path, const char *what, double tol)
+{
+    lrun_model *mg = fixture_load(path, "cuda:0", 0, 0, -1);
+    setenv("LRUN_CUDA_NORM_FUSE", "0", 1);
+    lrun_engine *plain = engine(mg, 1, 512, 64, LRUN_CACHE_KIND_STATIC);
+    unsetenv("LRUN_CUDA_NORM_FUSE");
+    lrun_engine *fused = engine(mg, 1, 512, 64, LRUN_CACHE_KIND_STATIC);
+    if (!plain || !fused) goto done;
+    enum { NP = 20, ND = 16 };
+    int32_t tok[NP + ND];
+    make_prompt(tok, NP + ND, V, 11);
+    float a[V], b[V];
+    int ok = run_seq(plain, tok, NP, 0, 0, a) && run_seq(fused, tok, NP, 0, 0, b);
+    double worst = ok ? rel_diff(a, b, V) : 1e9;
+    for (int i = 0; ok && i < ND; i++) {
+        const int32_t t1 = tok[NP + i], s0 = 0;
+        int64_t n;
+        ok = lrun_engine_step(plain, 1, &t1, &s0, NULL, a, 1, &n) == LRUN_OK &&
+             lrun_engine_step(fused, 1, &t1, &s0, NULL, b, 1, &n) == LRUN_OK;
+        const double rel = tol > 0 ? rel_diff(a, b, V) : (memcmp(a, b, sizeof a) ? 1.0 : 0.0);
+        worst = ok && rel > worst ? rel : worst;
+    }
+    char name[200];
+    if (tol > 0)
+        snprintf(name, sizeof name, "%s: decode with the norm folded against LRUN_CUDA_NORM_FUSE=0: rel %.3g <= %.0e",
+                 what, worst, tol);
+    else
+        snprintf(name, sizeof name,
+                 "%s: decode with the norm and quantization in one launch gives "
+                 "LRUN_CUDA_NORM_FUSE=0's bits",
+                 what);
+    CHECK(name, ok && worst <= (tol > 0 ? tol : 0.0));
+done:
+    lrun_engine_free(plain);
+    lrun_engine_free(fused);
+    lrun_model_free(mg);
+}
+
 /* A static cache replays decode steps from CUDA graphs; the same engine
  * built with LRUN_CUDA_GRAPHS=0 runs them eagerly. */
 static void test_graphs(const char *path)
@@ -515,7 +563,21 @@ int main(void)
 
     const char *bf16 = gen_model(LRUN_DTYPE_BF16, LRUN_DTYPE_BF16);
     test_pdl(bf16, "bf16 weights");
+    test_norm_fuse(bf16, "bf16 weights", 1e-4);
     unlink(bf16);
+    const char *q80 = gen_model(LRUN_DTYPE_Q8_0, LRUN_DTYPE_Q8_0);
+    test_norm_fuse(q80, "q8_0 weights", 0.0);
+    unlink(q80);
+    gen_mix = LRUN_DTYPE_Q6_K; /* a Q6_K V beside Q4_K Q and K: one GEMV each, each folding the norm */
+    const char *q4k = gen_model(LRUN_DTYPE_Q4_K, LRUN_DTYPE_F32);
+    test_norm_fuse(q4k, "q4_K_M-like weights (the slice kernel at m = 1, mixed dtypes)", 1e-4);
+    unlink(q4k);
+    gen_mix = LRUN_DTYPE_F32;
+    gen_arch = "gemma3"; /* GeGLU's epilogue after the folded norm */
+    const char *g3 = gen_model(LRUN_DTYPE_F32, LRUN_DTYPE_F32);
+    test_norm_fuse(g3, "gemma3 f32 weights", 1e-4);
+    unlink(g3);
+    gen_arch = NULL;
 
     const char *f32 = gen_model(LRUN_DTYPE_F32, LRUN_DTYPE_F32);
     test_batch(f32);
