@@ -27,15 +27,6 @@
 -- host time is on the host side the dense matrices balance against. What
 -- the host experts then do on cuda (computed, or copied into an expert
 -- cache) is lrun.expert_choice's, after the plan (docs/moe.md).
--- On cuda a block's stacked expert tensors leave the device together or not
--- at all (M.whole_blocks): the engine's host pass, prefill streaming and
--- expert cache each take a block whose three are on the host; a block split
--- between device and host runs product by product, k round trips per host
--- tensor a token and the per-expert path in prefill (issue #14: two of a
--- block's three on the host cost the 30B-A3B 5% of its decode and 30% of its
--- 512-token prefill). What does not fit as whole blocks goes to the dense
--- matrices, streamed beside the host's expert time, the LM head last among
--- its rank (a streamed unit of its own sizes every slot of the ring).
 -- Packed weights (t.packed, docs/packed.md): bytes are the packed ones (what
 -- crosses and what the device holds); a packed weight decodes before each
 -- use wherever it is, so on cpu the decode cancels out, and on cuda the
@@ -63,11 +54,6 @@ local P = common.sibling(here, "predicates")
 local has_predict, predict = pcall(require, "lrun.predict") -- absent when run outside lrun
 
 local M = { name = "smart" }
-
---- cuda: a block's stacked expert tensors are taken off the device together
--- or not at all (see above). false takes them one by one, as before session
--- 17 (tests replay the plan issue #14 measured with it).
-M.whole_blocks = true
 
 --- Bandwidths used when none are given (bytes/s): PCIe 4 x16 and a
 -- server's memory, for explanation only.
@@ -135,32 +121,17 @@ local function cost_of(t, bw, tied, k)
   return stream, "stream"
 end
 
--- Seconds per token of host products' fixed costs (a pool call and a round
--- trip each, lrun.predict.host_overhead_s; 0 without those rates or lrun.predict).
-local function fixed_s(bw, calls, trips)
-  return has_predict and predict.host_overhead_s(bw, calls, trips) or 0
-end
-
 -- cuda: splits the chosen matrices between the copy engine and the CPU,
--- largest first, each to the side that then finishes sooner. The host side
--- carries its products' fixed costs as lrun.predict counts them (a host
--- block's experts one pass: a pool call a tensor, a round trip a block; a
--- dense matrix one of each), so the copies take what hides under the host's
--- time, not less (issue #14: without them the 2048-token step's extra
--- scratch went to host compute while the copy stream had room).
+-- largest first, each to the side that then finishes sooner.
 -- @treturn number seconds per token of the slower side
 local function balance(chosen, bw)
   local list = {}
   local t_copy, t_host = 0, 0
-  local blocks = {}
   for _, r in ipairs(chosen) do
     if r.how == "either" then list[#list + 1] = r
     elseif r.expert then -- experts' way is fixed; the dense matrices balance against their time
       r.balanced = true
-      if r.how == "host_compute" then
-        t_host = t_host + r.cost + fixed_s(bw, 1, blocks[r.t.layer or -1] and 0 or 1)
-        blocks[r.t.layer or -1] = true
-      else t_copy = t_copy + r.cost end
+      if r.how == "host_compute" then t_host = t_host + r.cost else t_copy = t_copy + r.cost end
     end
   end
   table.sort(list, function(x, y)
@@ -170,7 +141,7 @@ local function balance(chosen, bw)
   for _, r in ipairs(list) do
     r.balanced = true
     local c = copy_s(r.t, bw)
-    local h = host_s(r.t, bw) + fixed_s(bw, 1, 1)
+    local h = host_s(r.t, bw)
     if t_copy + c <= t_host + h then
       t_copy, r.how, r.cost = t_copy + c, "stream", c
     else
@@ -228,51 +199,23 @@ function M.plan(tensors, budget)
   for _, t in ipairs(list) do
     local cost, how = cost_of(t, bw, tied, n_used)
     ranked[#ranked + 1] = { t = t, cost = cost, how = how, score = cost > 0 and t.bytes / cost or math.huge,
-      expert = expert_share(t, n_used) ~= nil, head = (bw.device == "cuda" and how == "either" and P.is_lm_head(t)) == true }
+      expert = expert_share(t, n_used) ~= nil }
   end
   table.sort(ranked, function(x, y)
-    -- cuda: the LM head after the blocks' matrices of its rank (equal to rounding): streamed, it is a unit
-    -- of its own whose size every one of the ring's k+1 slots takes, its copy hidden only under the last
-    -- units' compute (issue #14: 175 MB of the 30B-A3B's head would have taken 350 MB of slots)
-    if x.head ~= y.head and math.abs(x.score - y.score) <= 1e-9 * math.max(x.score, y.score) then return y.head end
     if x.score ~= y.score then return x.score > y.score end
     if x.t.bytes ~= y.t.bytes then return x.t.bytes > y.t.bytes end
     return x.t.name < y.t.name
   end)
 
-  -- cuda: a block's expert tensors, taken together when the first of them comes up
-  local group = {}
-  if bw.device == "cuda" and M.whole_blocks then
-    local by_layer = {}
-    for _, r in ipairs(ranked) do
-      if r.expert and r.t.layer then
-        local g = by_layer[r.t.layer] or { bytes = 0 }
-        by_layer[r.t.layer] = g
-        g[#g + 1], g.bytes = r, g.bytes + r.t.bytes
-        group[r] = g
-      end
-    end
-  end
-
   local sel = common.selection(b.max_bytes)
   local host_compute, chosen, added = {}, {}, 0
-  local function take(r)
-    sel.off[r.t.name] = true
-    sel.bytes = sel.bytes + r.t.bytes
-    added = added + r.cost
-    if r.how == "host_compute" then host_compute[r.t.name] = true end
-    chosen[#chosen + 1] = r
-  end
-  local decided = {}
   for _, r in ipairs(ranked) do
-    local g = group[r]
-    if g then
-      if not decided[g] then
-        decided[g] = true
-        if sel.bytes + g.bytes <= sel.max_bytes then for _, x in ipairs(g) do take(x) end end
-      end
-    elseif sel.bytes + r.t.bytes <= sel.max_bytes then
-      take(r)
+    if sel.bytes + r.t.bytes <= sel.max_bytes then
+      sel.off[r.t.name] = true
+      sel.bytes = sel.bytes + r.t.bytes
+      added = added + r.cost
+      if r.how == "host_compute" then host_compute[r.t.name] = true end
+      chosen[#chosen + 1] = r
     end
   end
 

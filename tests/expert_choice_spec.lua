@@ -490,14 +490,6 @@ describe("host products' fixed costs (cuda: a thread-pool call and a round trip 
       assert.is_true(near(base.host_s + fixed, p.host_s))
       local pass = predict.decode(tensors, plan, hc, bw, { n_expert_used = K, host_pass = true })
       assert.is_true(near(2 * (3 * CALL + RT), pass.host_fixed_s))
-      -- a block split between device and host (block 1's up back on the device) takes no host pass
-      -- (lrun_cuda_moe_host_takes): its two host tensors product by product, k of each (issue #14)
-      local p2, hc2 = {}, {}
-      for name, tier in pairs(plan) do p2[name], hc2[name] = tier, hc[name] end
-      p2["blk.1.ffn_up_exps.weight"], hc2["blk.1.ffn_up_exps.weight"] = nil, nil
-      assert.are.same({ [0] = true }, predict.host_blocks(tensors, p2, hc2))
-      local split = predict.decode(tensors, p2, hc2, bw, { n_expert_used = K, host_pass = true })
-      assert.is_true(near(3 * CALL + RT + 2 * K * (CALL + RT), split.host_fixed_s))
       -- a host-computed dense weight: one product, one round trip; nothing on the cpu
       local dense = { { name = "blk.0.attn_q.weight", role = "attn_q", layer = 0, dtype = "q4_K", bytes = MiB,
         shape = { 2048, 2048 } } }

@@ -298,12 +298,6 @@ describe("mixtures of experts on cuda against the CPU", function()
           assert.are.equal(2048, r.n_batch)
           assert.are.equal(2048, m:placement().n_batch)
           assert.matches("prefill: chunks of up to 2048 tokens", r.explain, 1, true)
-          -- weighed against the 512-token step's plan (lrun.prefill_batch.weigh, issue #14): the -ot block is
-          -- on the host in both, its scratch taken from the room the cache does not need, so it is kept
-          local weighed = assert(r.prefill_batch, "the 2048-token step was not weighed against 512")
-          assert.are.equal(2048, weighed.kept)
-          assert.is_true(weighed.big.decode_s <= weighed.small.decode_s * 1.01)
-          assert.matches("prefill: 2048-token step kept: against the 512-token step's plan", r.explain, 1, true)
           local _, ids = assert(m:generate(PROMPT, { max_new_tokens = N_NEW, do_sample = false, eos_token_id = {} }))
           local logits = assert(m:logits(PROMPT))
           local st = m:stats()

@@ -215,27 +215,6 @@ describe("predict.prefill of a mixture of experts", function()
     near(math.max(2 * 512 * K * 3 * ek * en / 1e11, D * 3 * eb / 2e10), h.host_s, "host forced")
   end)
 
-  -- issue #14: a block split between device and host is neither streamed nor run in one host pass; each
-  -- touched expert's host slices go through a round trip with a stream sync, which nothing overlaps
-  it("a block split between device and host: its touched experts one by one, serial with the rest (cuda)",
-    function()
-      local plan, hc = host_all("pinned")
-      plan["blk.0.ffn_up_exps.weight"], hc["blk.0.ffn_up_exps.weight"] = nil, nil
-      local bw = {}
-      for key, v in pairs(CUDA) do bw[key] = v end
-      bw.round_trip_s, bw.host_call_s = 20e-6, 6e-6
-      local p = predict.prefill(MOE, plan, hc, bw, { tokens = 512, n_expert_used = K })
-      assert.is_falsy(p.expert_streamed)
-      local D = predict.distinct_experts(E, K, 512)
-      local per = 512 * K / D
-      local host = D * math.max(per * 2 * ek * en / 1e11, eb / 2e10) + D * (20e-6 + 6e-6)
-      local dev = math.max(2 * 512 * K * ek * en / 1e13, D * eb / 1e12)
-      near(2 * host + dev, p.split_s, "split")
-      assert.are.equal(0, p.copy_s)
-      assert.are.equal(0, p.host_s)
-      near(p.device_s + p.split_s, p.seconds, "seconds") -- nothing else to overlap here
-    end)
-
   -- a cached block's touched experts already in the expert cache's slots run there and are not streamed
   -- (engine_cuda_moe_stream.c); the share from lrun.expert_plan.prefill_held_share
   -- with the engine's slot prefill on (its default; LRUN_CUDA_MOE_PREFILL_SLOTS=0 turns it off)

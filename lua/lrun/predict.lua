@@ -245,28 +245,6 @@ function M.hybrid_block_s(bw, dev_s, host_s, parts)
   return math.max(dev_s, host_s + fixed), fixed
 end
 
---- The blocks whose stacked expert tensors are all host-computed and plain:
--- the ones the CUDA engine runs in one host pass (engine_cuda_moe_host.c's
--- lrun_cuda_moe_host_takes) and streams in prefill (engine_cuda_moe_stream.c's
--- `streamable`, which also leaves out the disk tier). A block split between
--- the device and the host takes neither: its host tensors go product by
--- product, k round trips each per token.
--- @treturn table {[layer] = true}
-function M.host_blocks(tensors, plan, host_compute)
-  local n, on = {}, {}
-  for _, t in ipairs(tensors) do
-    if expert_roles[t.role] and t.layer then
-      n[t.layer] = (n[t.layer] or 0) + 1
-      if (plan[t.name] or "device") ~= "device" and host_compute[t.name] and not t.packed then
-        on[t.layer] = (on[t.layer] or 0) + 1
-      end
-    end
-  end
-  local out = {}
-  for l, c in pairs(n) do if on[l] == c then out[l] = true end end
-  return out
-end
-
 --- The decode prediction of a placement.
 -- @tparam {table,...} tensors descriptions (model:tensors())
 -- @tparam table plan {[name] = tier} (names left out: device)
@@ -300,7 +278,6 @@ function M.decode(tensors, plan, host_compute, bw, q)
   check_rates(bw, "predict.decode")
   local tied = tied_head(tensors)
   local host_pass_blocks = {} -- blocks whose host pass's round trip is counted
-  local whole = q.host_pass and M.host_blocks(tensors, plan, host_compute) or {}
   local p = { device_s = 0, copy_s = 0, host_s = 0, host_fixed_s = 0, cache_s = 0, hybrid_s = 0, links = {},
     packed_s = 0, packed_decode_s = 0, bytes = { device = 0, streamed = 0, host = 0, cache = 0, packed = 0 } }
   local hybrid = {} -- [layer] = {dev=, host=, parts=}: a hybrid cached block's two sides
@@ -342,11 +319,9 @@ function M.decode(tensors, plan, host_compute, bw, q)
       if tier == "disk" then rate = math.min(rate, bw.disk_read or M.assumed_disk_read) end
       -- its products' fixed costs: one product a weight, k for an expert tensor; the host pass runs an
       -- expert tensor's k products as one grouped job (one pool call) and the block in one round trip
-      -- (H200, session 12: counting k calls there predicted n_cpu_moe 29 at 49.8 tok/s against 61.1); only
-      -- a block whose expert tensors are all on the host, plain: one split with the device goes product by
-      -- product (lrun_cuda_moe_host_takes; issue #14)
+      -- (H200, session 12: counting k calls there predicted n_cpu_moe 29 at 49.8 tok/s against 61.1)
       local calls, trips = E and n_used or 1, E and n_used or 1
-      if E and q.host_pass and whole[t.layer or -1] then
+      if E and q.host_pass then
         calls = 1
         trips = host_pass_blocks[t.layer or -1] and 0 or 1
         host_pass_blocks[t.layer or -1] = true
@@ -517,35 +492,6 @@ local function expert_blocks(tensors)
   return blocks
 end
 
--- A block whose expert tensors are not all in one place (cuda): some on the device, some host-computed or
--- streamed. The engine neither streams it nor runs it in one host pass (both take a block whose three are on
--- the host, engine_cuda_moe_stream.c's `streamable`, lrun_cuda_moe_host_takes): each touched expert goes
--- through lrun_cuda_moe_expert_rows, a host tensor's slice in lrun_cuda_offload_host_matmul (the rows down, a
--- stream sync, the product on the host, the result up: a round trip and a pool call each) while the GPU waits,
--- a device one on the device; a streamed one crosses whole (issue #14). Each sync drains the compute stream,
--- and the host thread that feeds the other blocks' streamed experts through the bounce buffers waits in it:
--- the block's products overlap nothing (p.split_s, added to the chunk's time).
-local function prefill_split_block(p, b, plan, host_compute, bw, T, k, D)
-  local per = T * k / math.max(D, 1e-9) -- rows per touched expert
-  for _, t in ipairs(b.ts) do
-    local tier = plan[t.name] or "device"
-    local E = t.shape[3]
-    local flops = 2 * T * k * params2(t)
-    local touched = D * t.bytes / E
-    if tier ~= "device" and host_compute[t.name] then
-      local plain_e = (t.plain_bytes or t.bytes) / E
-      local r = rate_of(bw.host_batch, t.dtype) or rate_of(bw.host_gemm, t.dtype) or rate_of(bw.device_matmul, t.dtype)
-      local one = math.max(2 * per * params2(t) / r, plain_e / host_rate(t, bw))
-      p.split_s = p.split_s + D * one + M.host_overhead_s(bw, D, D)
-      p.bytes.host = p.bytes.host + D * plain_e
-    else
-      if tier ~= "device" then add_streamed(p, t.bytes, link(tier, bw)) end
-      p.split_s = p.split_s + device_time(flops, touched, t.dtype, bw)
-      p.bytes.device = p.bytes.device + touched
-    end
-  end
-end
-
 -- One block's experts for a chunk: adds to p's device_s, copy_s, host_s.
 local function prefill_experts(p, b, plan, host_compute, bw, q)
   local T, k = q.tokens, q.n_expert_used or 1
@@ -555,15 +501,6 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
   local first = b.ts[1]
   local tier = plan[first.name] or "device"
   local hc = tier ~= "device" and host_compute[first.name]
-  if bw.device == "cuda" then
-    for i = 2, #b.ts do
-      local t = b.ts[i]
-      local ti = plan[t.name] or "device"
-      if ti ~= tier or (ti ~= "device" and host_compute[t.name] == true) ~= (hc == true) then
-        return prefill_split_block(p, b, plan, host_compute, bw, T, k, D)
-      end
-    end
-  end
   if tier == "device" then
     p.device_s = p.device_s + device_time(flops, touched, first.dtype, bw)
     p.bytes.device = p.bytes.device + touched
@@ -630,8 +567,6 @@ end
 --   expert_cache= (cuda: the planned cache, {slots=, hit_rate=, layers=}, as M.decode's: its blocks' touched
 --   experts found in slots, lrun.expert_plan.prefill_held_share, run there and are not streamed)
 -- @treturn table {tokens=, seconds=, tok_s=, limit=, overlapped=, device_s=, copy_s=, host_s=, attention_s=,
---   split_s= (cuda: expert blocks split between device and host, run expert by expert with a stream sync
---   each: overlapped with nothing),
 --   links={}, bytes={device=, streamed=, host=, slots= (cached blocks' expert bytes read from slots)},
 --   expert_streamed= (host experts streamed), slot_share= (the held share of a cached block's touched experts,
 --   nil without a cache)}
@@ -642,7 +577,7 @@ function M.prefill(tensors, plan, host_compute, bw, q)
   local T = q.tokens or M.prefill_tokens
   local qq = { tokens = T, n_expert_used = q.n_expert_used, expert_stream = q.expert_stream }
   local tied = tied_head(tensors)
-  local p = { tokens = T, device_s = 0, copy_s = 0, host_s = 0, attention_s = 0, split_s = 0, links = {},
+  local p = { tokens = T, device_s = 0, copy_s = 0, host_s = 0, attention_s = 0, links = {},
     bytes = { device = 0, streamed = 0, host = 0, slots = 0 } }
   local ec = q.expert_cache
   if ec and (ec.slots or 0) > 0 and ec.layers and #ec.layers > 0 and bw.device == "cuda"
@@ -711,7 +646,7 @@ function M.prefill(tensors, plan, host_compute, bw, q)
     p.elementwise_s = T * q.n_layer * q.act_bytes / bw.device_read
   end
   local compute = p.device_s + p.host_s + p.attention_s + p.elementwise_s
-  if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute) + p.split_s
+  if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
   else p.seconds = compute + p.copy_s end
   local copies
   if bw.device == "cuda" then copies = p.copy_s > compute

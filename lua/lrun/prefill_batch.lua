@@ -11,9 +11,7 @@
 -- price is the larger scratch (activations and the experts' rows, about
 -- 0.1 MiB a token on the 30B-A3B shape), which the planner sizes within
 -- the budget like the rest of the engine's scratch, and takes only while
--- that costs at most M.max_scratch_share of the budget (M.affordable) and,
--- where the plans can be predicted, while the larger step's plan is no
--- slower on decode or a short prompt than the default step's (M.weigh).
+-- that costs at most M.max_scratch_share of the budget (M.affordable).
 -- @module lrun.prefill_batch
 local M = {}
 
@@ -41,39 +39,6 @@ M.max_scratch_share = 1 / 32 -- of the device budget: what the larger chunk's ex
 -- @tparam[opt] number capacity the device budget (nil: none)
 function M.affordable(extra, capacity)
   return capacity == nil or extra <= capacity * M.max_scratch_share
-end
-
---- Whether the larger step's plan is kept over the default step's, from
--- the two plans' predictions (lrun.residency.plan plans both when it would
--- take the larger step and can predict). The larger step is for long
--- prompts (host experts copied once per chunk: a 4096-token prompt copies
--- them twice instead of eight times); its extra scratch comes out of the
--- weights' room, which the plan should pay for by streaming more, hidden
--- under the host's expert time. It is kept unless its plan is slower on
--- decode, or on the short request every benchmark here reports
--- (lrun.expert_choice.request: a 512-token prompt, 128 generated tokens,
--- where a 512-token prompt is one chunk either way), by more than
--- lrun.expert_choice.min_gain: issue #14, where the 2048-token step's plan
--- split an expert block between device and host and lost 5% of decode and
--- 30% of a 512-token prompt's prefill against the 512-token step's.
--- @tparam table small {decode_s = seconds a token, prefill_s = seconds of a chunk of
---   lrun.predict.prefill_tokens} of the default step's plan
--- @tparam table big the same of the larger step's plan
--- @tparam int n_batch the larger step's tokens
--- @treturn boolean keep the larger step
--- @treturn string the line --explain shows
-function M.weigh(small, big, n_batch)
-  local choice = require("lrun.expert_choice")
-  local req, gain = choice.request, choice.min_gain
-  local T = require("lrun.predict").prefill_tokens
-  local function request_s(f) return req.generate * f.decode_s + req.prompt / T * f.prefill_s end
-  local rs, rb = request_s(small), request_s(big)
-  local keep = big.decode_s <= small.decode_s * (1 + gain) and rb <= rs * (1 + gain)
-  local text = string.format("prefill: %d-token step %s: against the %d-token step's plan it predicts decode %.1f "
-    .. "tok/s (%.1f), a %d-token prompt with %d generated tokens %.3f s (%.3f)", n_batch,
-    keep and "kept" or "not taken", M.default_tokens, 1 / big.decode_s, 1 / small.decode_s, req.prompt,
-    req.generate, rb, rs)
-  return keep, text
 end
 
 --- The line --explain shows, or nil for the default.

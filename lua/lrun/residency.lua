@@ -122,8 +122,7 @@ end
 -- @tparam table opts policy (name, file or table), smart_offload, cpu_offload_gb,
 --   overrides ({{pattern, tier}, ...} or {"pattern=tier", ...}), n_gpu_layers,
 --   prefetch_layers, offload_tier, host_budget (bytes or "4G"), and the load options n_ctx, kv_dtype,
---   cache_implementation, cache_config, threads, numerics; reserve_extra (bytes, internal); prefill_batch_default,
---   prefill_batch_why, prefill_short (internal: M.weigh_steps' two plans)
+--   cache_implementation, cache_config, threads, numerics; reserve_extra (bytes, internal)
 -- @treturn[1] table {plan={[name]=tier}, host_compute={[name]=true}, policy=name,
 --   explain=text, off_bytes=, device_bytes=, slot_bytes=, extra_bytes= (cuda: embedding rows, pool
 --   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
@@ -131,9 +130,7 @@ end
 --   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
 --   predicted= (lrun.predict.decode of the plan, unless opts.predict == false), prefill= (lrun.predict.prefill
 --   of a chunk of opts.prefill_tokens, default 512; nil when opts.predict == false or no rate was measured),
---   pack_choice= (lrun.pack_choice's result when smart weighed packing: opts.packed nil, weights off the device),
---   n_batch= (prompt tokens per engine step when not the engine's 512, lrun.prefill_batch), prefill_batch=
---   {kept=, small=, big=, text=} (when the larger step was weighed against the default one, M.weigh_steps)}
+--   pack_choice= (lrun.pack_choice's result when smart weighed packing: opts.packed nil, weights off the device)}
 -- A layer split that runs (opts.split, lrun.split_plan) is planned part by
 -- part, each part with this function over its own tensors (opts.split_part).
 -- @treturn[2] nil
@@ -223,13 +220,9 @@ function M.plan(model, opts)
   for _, o in ipairs(overrides) do -- {pattern, tier}: n_cpu_moe's and -ot's
     if o[2] ~= "device" and o[1]:find("exps", 1, true) then experts_off = true end
   end
-  local pbatch = require("lrun.prefill_batch")
-  local n_batch, batch_why = 0, nil
-  if not opts.prefill_batch_default then -- (weigh_steps' plan of the default step)
-    n_batch, batch_why = pbatch.choose(opts, { cpu = cpu, n_expert = model:info().n_expert or 0,
-      fits = not experts_off and (not capacity or total + resident.scratch <= capacity) })
-  end
-  batch_why = opts.prefill_batch_why or batch_why -- weigh_steps' plan of the larger step: the choice's reason
+  local n_batch, batch_why = require("lrun.prefill_batch").choose(opts, { cpu = cpu,
+    n_expert = model:info().n_expert or 0,
+    fits = not experts_off and (not capacity or total + resident.scratch <= capacity) })
   if n_batch > 0 and n_batch ~= (opts.n_batch or 0) then
     local o = {}
     for key, v in pairs(opts) do o[key] = v end
@@ -237,14 +230,11 @@ function M.plan(model, opts)
     local eo2 = placement_size.engine_opts(o)
     local r2, serr2 = placement_size.size_with(model, eo2, {}, nil, nil, pidx)
     if not r2 then return nil, serr2 end
-    -- not asked: only while its scratch costs little of the budget (else the default), and where the plans
-    -- can be predicted, while its plan is no slower than the default step's (lrun.prefill_batch.weigh)
-    if not pbatch.affordable(r2.scratch - resident.scratch, capacity) then
-      n_batch = 0
-    elseif opts.predict ~= false and not part then
-      return M.weigh_steps(model, opts, o, batch_why)
-    else
+    -- not asked: only while its scratch costs little of the budget (else the default)
+    if batch_why == "asked" or require("lrun.prefill_batch").affordable(r2.scratch - resident.scratch, capacity) then
       opts, eo, resident = o, eo2, r2
+    else
+      n_batch = 0
     end
   end
   local kv, kerr = placement_size.kv_reserve(model, opts, resident, pidx)
@@ -456,13 +446,6 @@ function M.plan(model, opts)
         predicted = predict.decode(tensors, final, host_compute, pbw, moe_q)
         ptext = predict.text(predicted, pbw)
       end
-      -- weigh_steps compares both steps' plans on a chunk of the default step
-      local prefill_short = prefill
-      if opts.prefill_short and predicted and (not prefill or prefill.tokens ~= predict.prefill_tokens) then
-        local ok, _, f = pcall(require("lrun.predict_plan").predict, model, tensors, final, host_compute, pbw,
-          { decode_context = opts.decode_context }, ec)
-        prefill_short = ok and f or nil
-      end
       if ptext then summary = summary .. "\n" .. ptext end
       if choice then summary = summary .. "\n" .. choice.text end
       if ec then summary = summary .. "\n" .. ec.text end
@@ -483,43 +466,12 @@ function M.plan(model, opts)
         host_bytes = host_bytes, host_budget = host_budget, disk_bytes = disk_bytes,
         cache_implementation = opts.cache_implementation or "dynamic", expert_cache = ec, expert_choice = choice,
         prefill_stream_tokens = stream_tokens, prefill_stream_block_tokens = block_tokens,
-        n_batch = n_batch > 0 and n_batch or nil, prefill_short = opts.prefill_short and prefill_short or nil,
+        n_batch = n_batch > 0 and n_batch or nil,
       }
     end
     slots = need_slots
   end
   return fail("oom", "policy " .. pname .. ": no placement fits the budget with its streaming slots")
-end
-
---- The plan of the larger prefill step (opts_big: n_batch set) against the
--- default step's, each planned in full, and the one lrun.prefill_batch.weigh
--- keeps, its --explain saying how they compared (issue #14: the larger
--- step's scratch can move weights from streaming to host compute).
--- Without both predictions the larger step is kept, as before the weighing.
--- @treturn table|nil M.plan's result, with prefill_batch = {kept = tokens, text =}
-function M.weigh_steps(model, opts, opts_big, why)
-  local function with(o, extra)
-    local c = {}
-    for key, v in pairs(o) do c[key] = v end
-    for key, v in pairs(extra) do c[key] = v end
-    return c
-  end
-  local big = M.plan(model, with(opts_big, { prefill_batch_why = why, prefill_short = true }))
-  local small, serr = M.plan(model, with(opts, { prefill_batch_default = true, prefill_short = true }))
-  if not big then return small, serr end -- the default step's plan, or its error (it needs less room)
-  if not small then return big end
-  local function figures(r)
-    if not (r.predicted and r.prefill_short) then return nil end
-    return { decode_s = r.predicted.seconds, prefill_s = r.prefill_short.seconds }
-  end
-  local fs, fb = figures(small), figures(big)
-  if not (fs and fb) then return big end
-  local pbatch = require("lrun.prefill_batch")
-  local keep, text = pbatch.weigh(fs, fb, opts_big.n_batch)
-  local r = keep and big or small
-  r.explain = r.explain .. "\n" .. text
-  r.prefill_batch = { kept = keep and opts_big.n_batch or pbatch.default_tokens, small = fs, big = fb, text = text }
-  return r
 end
 
 -- ---------------------------------------------------------------- applying
