@@ -93,10 +93,9 @@ M.assumed_disk_read = 3e9
 -- on an H100 at 11008x4096 and 4096x11008 (docs/packed.md "Mode 3
 -- kernels" and "A faster code for mode 3"): PEX1's lrun_k_packed_gemv_multi
 -- at 0.41x and 0.44x (PDL on), 0.42 taken; PEX2's lrun_k_pex2_gemv_multi
--- (kernels/packed_pex2.cu) at 0.50x on both shapes (session 17,
--- tests/bench/packed_bench.sh; the pfor-2p prototype had reached 0.79 with
--- fewer registers).
-M.fused_speed = { pex1 = 0.42, pex2 = 0.50 }
+-- (kernels/packed_pex2.cu, the 40-register kernel) at 0.95x and 0.86x, 0.90
+-- their mean (session 17, tests/bench/packed_bench.sh; 0.50x before it).
+M.fused_speed = { pex1 = 0.42, pex2 = 0.90 }
 
 local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
 local vector_roles = { attn_norm = true, ffn_norm = true, output_norm = true, rope_freqs = true, bias = true }

@@ -184,7 +184,7 @@ static const lrun_arch_op *norm_after(const struct run *r, int i, int64_t *l_nor
 }
 
 /* 1 when NORM op i is left to the product after it: fast numerics, a
- * decode chunk, LRUN_CUDA_NORM_FUSE not 0, and the op table lets it
+ * decode chunk, LRUN_CUDA_NORM_FUSE=1 (opt-in), and the op table lets it
  * (lrun_arch_norm_folds: that product alone reads the norm's output). The
  * product's take_norm then runs it, folded where its kernel can. */
 static int norm_folds(const struct run *r, int i)

@@ -43,11 +43,11 @@ void lrun_cuda_gemv_choice_from_env(int exact, lrun_cuda_gemv_choice *c)
     const int split_old = split && strcmp(split, "1") == 0, split_off = split && strcmp(split, "0") == 0;
     c->q8x = !split_old && !split_off && !(q8x && strcmp(q8x, "0") == 0);
     c->split = split_old || c->q8x;
-    /* decode norms folded into the product after them (issue #15: a norm
-     * launch and its dependency gap per sublayer); LRUN_CUDA_NORM_FUSE=0
-     * runs them as their own kernel */
+    /* decode norms folded into the product after them (issue #15): opt-in
+     * with LRUN_CUDA_NORM_FUSE=1, since on the H100 it did not pay (bf16
+     * decode unchanged, q8_0 -2%, q4_0 -3%: docs/gpu.md "Fused norm") */
     const char *norm_fuse = getenv("LRUN_CUDA_NORM_FUSE");
-    c->norm_fuse = !(norm_fuse && strcmp(norm_fuse, "0") == 0);
+    c->norm_fuse = norm_fuse && strcmp(norm_fuse, "1") == 0;
     const char *stage = getenv("LRUN_CUDA_GEMV_STAGE");
     if (stage) {
         const uint64_t six = (uint64_t)1 << LRUN_DTYPE_Q8_0 | (uint64_t)1 << LRUN_DTYPE_Q4_0 |

@@ -31,10 +31,11 @@ typedef struct lrun_cuda_gemv_choice {
                              do not apply to these two types. 0 under LRUN_CUDA_GEMV_SPLIT=1
                              (split weights take gemv_split.cu, x quantized in each kernel, as
                              before) or LRUN_CUDA_GEMV_Q8X=0 (GGUF's layout and kernels) */
-    int norm_fuse;        /* 1 (fast numerics by default): a decode norm whose output only the
-                             next product reads (lrun_arch_norm_folds) is folded into that
-                             product's GEMV, or into the quantization of its q8 x; 0 under
-                             LRUN_CUDA_NORM_FUSE=0 or exact numerics (docs/gpu.md "Fused norm") */
+    int norm_fuse;        /* 1 under LRUN_CUDA_NORM_FUSE=1 in fast numerics (opt-in: measured no
+                             faster): a decode norm whose output only the next product reads
+                             (lrun_arch_norm_folds) is folded into that product's GEMV, or into
+                             the quantization of its q8 x; 0 by default and in exact numerics
+                             (docs/gpu.md "Fused norm") */
 } lrun_cuda_gemv_choice;
 
 /* The choice for exact (1: numerics EXACT, no dp4a, staged or split kernel,

@@ -5,7 +5,7 @@
  * path), a batch of sequences, cache copies and truncation, a DYNAMIC cache
  * that grows across chunks, a STATIC cache replayed from CUDA graphs against
  * the same engine without graphs, a prompt through the tensor-core prefill
- * attention, the folded decode norm against LRUN_CUDA_NORM_FUSE=0, and OOM
+ * attention, the folded decode norm (LRUN_CUDA_NORM_FUSE=1) against the default, and OOM
  * under a budget. With LRUN_MODEL
  * (the default SmolLM2 Q4_1 model): first-step logits, 32 greedy steps
  * teacher-forced along the CPU's path, and how long free-running greedy
@@ -301,7 +301,7 @@ done:
 }
 
 /* The decode norm folded into the next product (docs/gpu.md "Fused norm",
- * the default) against LRUN_CUDA_NORM_FUSE=0 over a prompt and 16 decode
+ * LRUN_CUDA_NORM_FUSE=1) against the default over a prompt and 16 decode
  * steps (graphs on): Q8_0/Q4_0 (the q8 x path: the norm and quantization
  * in one launch) give the same bits; the other dtypes fold the norm into
  * the GEMV, which differs from the norm's own kernel by f32 rounding
@@ -311,8 +311,9 @@ static void test_norm_fuse(const char *path, const char *what, double tol)
     lrun_model *mg = fixture_load(path, "cuda:0", 0, 0, -1);
     setenv("LRUN_CUDA_NORM_FUSE", "0", 1);
     lrun_engine *plain = engine(mg, 1, 512, 64, LRUN_CACHE_KIND_STATIC);
-    unsetenv("LRUN_CUDA_NORM_FUSE");
+    setenv("LRUN_CUDA_NORM_FUSE", "1", 1);
     lrun_engine *fused = engine(mg, 1, 512, 64, LRUN_CACHE_KIND_STATIC);
+    unsetenv("LRUN_CUDA_NORM_FUSE");
     if (!plain || !fused) goto done;
     enum { NP = 20, ND = 16 };
     int32_t tok[NP + ND];
@@ -575,7 +576,8 @@ int main(void)
     gen_mix = LRUN_DTYPE_F32;
     gen_arch = "gemma3"; /* GeGLU's epilogue after the folded norm */
     const char *g3 = gen_model(LRUN_DTYPE_F32, LRUN_DTYPE_F32);
-    test_norm_fuse(g3, "gemma3 f32 weights", 1e-4);
+    /* gemma3: the (1 + w) norms, GeGLU and soft-capping carry the f32 reordering further (H100: 2.3e-4) */
+    test_norm_fuse(g3, "gemma3 f32 weights", 1e-3);
     unlink(g3);
     gen_arch = NULL;
 

@@ -58,12 +58,15 @@ int main(void)
     c = choice(0, "0", NULL, "1");
     CHECK("LRUN_CUDA_GEMV_Q8X=0 with LRUN_CUDA_GEMV_DP4A=1: Q8_0 takes the dp4a kernel again",
           c.q8x == 0 && lrun_cuda_gemv_choice_flags(&c, LRUN_DTYPE_Q8_0) == LRUN_K_GEMV_DP4A);
-    /* the folded norm: on by default in fast numerics, off under LRUN_CUDA_NORM_FUSE=0 and in exact */
+    /* the folded norm: opt-in (LRUN_CUDA_NORM_FUSE=1) in fast numerics, never in exact */
     unsetenv("LRUN_CUDA_NORM_FUSE");
     c = choice(0, NULL, NULL, NULL);
-    CHECK("fast, LRUN_CUDA_NORM_FUSE unset: decode norms fold into the next product", c.norm_fuse == 1);
+    CHECK("fast, LRUN_CUDA_NORM_FUSE unset: every norm its own kernel (opt-in)", c.norm_fuse == 0);
+    setenv("LRUN_CUDA_NORM_FUSE", "1", 1);
     c = choice(1, NULL, NULL, NULL);
-    CHECK("exact: no folded norm", c.norm_fuse == 0);
+    CHECK("exact under LRUN_CUDA_NORM_FUSE=1: no folded norm", c.norm_fuse == 0);
+    c = choice(0, NULL, NULL, NULL);
+    CHECK("fast, LRUN_CUDA_NORM_FUSE=1: decode norms fold into the next product", c.norm_fuse == 1);
     setenv("LRUN_CUDA_NORM_FUSE", "0", 1);
     c = choice(0, NULL, NULL, NULL);
     CHECK("LRUN_CUDA_NORM_FUSE=0: every norm its own kernel", c.norm_fuse == 0);
