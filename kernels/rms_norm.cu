@@ -14,10 +14,7 @@ __global__ void __launch_bounds__(LRUN_K_RMS_THREADS)
     for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
         const float *xr = x + row * n;
         float *yr = y + row * n;
-        float ss = 0.0f;
-        for (int64_t i = threadIdx.x; i < n; i += LRUN_K_RMS_THREADS) ss = fmaf(xr[i], xr[i], ss);
-        ss = lrun_k_block_reduce<LRUN_K_RMS_THREADS, 0>(ss, scratch);
-        const float s = (float)(1.0 / sqrt((double)ss / (double)n + (double)eps));
+        const float s = lrun_k_rms_scale(xr, n, eps, scratch);
         for (int64_t i = threadIdx.x; i < n; i += LRUN_K_RMS_THREADS) yr[i] = xr[i] * s * w[i];
     }
 }

@@ -11,4 +11,17 @@
  * the norm sits between two GEMVs of every layer, so its latency counts */
 #define LRUN_K_RMS_THREADS 1024
 
+/* s = 1 / sqrt(mean(x²) + eps) of row xr (n values) on a block of
+ * LRUN_K_RMS_THREADS threads: each sums every LRUN_K_RMS_THREADS-th square
+ * in f32, the block reduction adds the partial sums, s is taken in double.
+ * One definition for rms_norm.cu and rms_norm_quantize_q8.cu, whose y must
+ * be the same bits. */
+__device__ __forceinline__ float lrun_k_rms_scale(const float *xr, int64_t n, float eps, float *scratch)
+{
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += LRUN_K_RMS_THREADS) ss = fmaf(xr[i], xr[i], ss);
+    ss = lrun_k_block_reduce<LRUN_K_RMS_THREADS, 0>(ss, scratch);
+    return (float)(1.0 / sqrt((double)ss / (double)n + (double)eps));
+}
+
 #endif

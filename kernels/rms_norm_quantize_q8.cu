@@ -17,10 +17,7 @@ __global__ void __launch_bounds__(LRUN_K_RMS_THREADS)
     for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
         const float *xr = x + row * n;
         float *yr = y + row * n;
-        float ss = 0.0f;
-        for (int64_t i = threadIdx.x; i < n; i += LRUN_K_RMS_THREADS) ss = fmaf(xr[i], xr[i], ss);
-        ss = lrun_k_block_reduce<LRUN_K_RMS_THREADS, 0>(ss, scratch);
-        const float s = (float)(1.0 / sqrt((double)ss / (double)n + (double)eps));
+        const float s = lrun_k_rms_scale(xr, n, eps, scratch);
         /* n % 32 == 0: a warp's lanes are one block's 32 values, all in range or all out */
         for (int64_t i = threadIdx.x; i < n; i += LRUN_K_RMS_THREADS) {
             const float v = xr[i] * s * w[i];
