@@ -22,19 +22,8 @@ local bandwidth = require("lrun.bandwidth")
 
 -- The measured rates with the link and the host's read replaced by slow ones.
 local measured = bandwidth.bandwidths
-local function slow_link(model)
-  local bw = assert(measured(model))
-  local o = {}
-  for k, v in pairs(bw) do o[k] = v end
-  o.h2d_pinned, o.h2d_pageable, o.host_read = 1e8, 1e8, 1e8
-  if type(o.host_matmul) == "table" then
-    o.host_matmul = {}
-    for k in pairs(bw.host_matmul) do o.host_matmul[k] = 1e8 end
-  elseif o.host_matmul then
-    o.host_matmul = 1e8
-  end
-  return o
-end
+local slow_link = require("tests.bandwidth_override").replace(measured,
+  { h2d_pinned = 1e8, h2d_pageable = 1e8, host_read = 1e8, host_matmul = 1e8 })
 
 local has_gpu = C.lrun_cuda_device_count() > 0
 

@@ -41,13 +41,8 @@ end
 
 -- The measured rates with the link, the host's read and the decoders replaced.
 local measured = bandwidth.bandwidths
-local function slow_link(model)
-  local bw = assert(measured(model))
-  local o = {}
-  for k, v in pairs(bw) do o[k] = v end
-  o.h2d_pinned, o.h2d_pageable, o.host_read, o.packed_decode, o.host_decode = 1e8, 1e8, 1e8, 1e12, 1e12
-  return o
-end
+local slow_link = require("tests.bandwidth_override").replace(measured,
+  { h2d_pinned = 1e8, h2d_pageable = 1e8, host_read = 1e8, packed_decode = 1e12, host_decode = 1e12 })
 
 local path, ref_ids, ref_logits, budget
 setup(function()
