@@ -207,17 +207,6 @@ static lrun_status op_norm(struct run *r, const lrun_arch_op *op, int i)
     return lrun_k_rms_norm(buf(e, op->in), w, buf(e, op->out[0]), r->n, e->n_embd, e->eps, e->stream);
 }
 
-/* The input of product op (weights w, n_w of them; fused: one GEMV launch
- * for all, r->n <= GEMV_MAX_ROWS and fusable) after a norm left to it
- * (r->norm): the q8 x GEMVs take the norm in their quantization
- * (lrun_cuda_q8x_norm: xn and its q8 blocks, one launch), the GEMVs that
- * can fold it (lrun_k_gemv_norm_takes; in one launch, packed weights too,
- * decoded first, so a packed model keeps the plain model's bits; or one
- * GEMV per weight when their dtypes differ, each folding it) read the
- * norm's input with the norm (xn is never written); anything else
- * (weights computed on the host, split rows without q8x, the m = 1 kernels
- * that fold no norm) gets the norm's own kernel first. Prefill-sized
- * chunks never leave a norm. Without a pending norm: op's input. */
 /* 1 when the decode GEMVs of w (m rows; one launch when fused, else one
  * per weight through matmul_in) can each fold a norm. */
 static int gemvs_fold(const lrun_cuda_engine *e, const lrun_weight_ref *w, int n_w, int fused, int64_t m)
@@ -231,6 +220,17 @@ static int gemvs_fold(const lrun_cuda_engine *e, const lrun_weight_ref *w, int n
     return 1;
 }
 
+/* The input of product op (weights w, n_w of them; fused: one GEMV launch
+ * for all, r->n <= GEMV_MAX_ROWS and fusable) after a norm left to it
+ * (r->norm): the q8 x GEMVs take the norm in their quantization
+ * (lrun_cuda_q8x_norm: xn and its q8 blocks, one launch), the GEMVs that
+ * can fold it (lrun_k_gemv_norm_takes; in one launch, packed weights too,
+ * decoded first, so a packed model keeps the plain model's bits; or one
+ * GEMV per weight when their dtypes differ, each folding it) read the
+ * norm's input with the norm (xn is never written); anything else
+ * (weights computed on the host, split rows without q8x, the m = 1 kernels
+ * that fold no norm) gets the norm's own kernel first. Prefill-sized
+ * chunks never leave a norm. Without a pending norm: op's input. */
 static lrun_status take_norm(struct run *r, const lrun_arch_op *op, const lrun_weight_ref *w, int n_w, int fused,
                              struct gemv_in *in)
 {
