@@ -10,9 +10,11 @@ local C = lf.C
 local M = {}
 
 --- Writes the model in dtype_name ("bf16", "q8_0", "q4_0", …) and returns its path.
-function M.generate(dtype_name, who)
+-- trained: values shaped like trained weights (lrun_random_fill_trained: per-tensor normal scales, a few
+-- outliers per row), what packed weights' ratios must be measured on (issue #12); else uniform values.
+function M.generate(dtype_name, who, trained)
   local dir = os.getenv("LRUN_BENCH_DIR") or "/tmp"
-  local path = string.format("%s/lrun-bench-llama2-7b-%s.gguf", dir, dtype_name)
+  local path = string.format("%s/lrun-bench-llama2-7b-%s%s.gguf", dir, dtype_name, trained and "-trained" or "")
   local dt = ffi.new("lrun_dtype[1]")
   assert(C.lrun_dtype_from_name(dtype_name, dt) == C.LRUN_OK, "unknown dtype " .. dtype_name)
   local s = ffi.new("lrun_model_gen_spec")
@@ -20,6 +22,7 @@ function M.generate(dtype_name, who)
   s.n_vocab, s.n_ctx = 32000, 4096
   s.weight_dtype, s.embd_dtype, s.tied_embeddings = dt[0], dt[0], 0
   s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.progress = 10000, 1e-5, 7, 0, 0
+  s.trained_stats = trained and 1 or 0
   local t0 = sys.now()
   local st = C.lrun_model_generate(path, s)
   if st ~= C.LRUN_OK then error("generating " .. path .. ": " .. lf.last_error(), 0) end

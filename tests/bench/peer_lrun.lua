@@ -6,7 +6,10 @@
 -- Usage: build/lrun tests/bench/peer_lrun.lua MODEL [--device cuda:0] [--gpu-budget 8G]
 --          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N]
 --          [--prefill 512,4096] [--ngen 128] [--ubatch 512|auto] [--label TEXT] [--decode-stream forced|greedy]
---          [--place-after N] [--explain] [--info | --generate]
+--          [--place-after N] [--packed true|false] [--explain] [--info | --generate] [--trained]
+--   --packed: the load's packed option (docs/packed.md): true packs every bf16/f16 matrix at placement,
+--   false never packs; left out, auto-fit (smart) weighs packing by itself.
+--   --trained: 7b:<dtype> written with values shaped like trained weights (what packed ratios need).
 --   --place-after N: after loading, N random ids (a fixed seed, in prompts that fit the context) run so the engine counts the
 --   routing, then m:place{policy = "smart"} places again with those counts (docs/moe.md "Weighing prefill":
 --   smart's compute, cache or hybrid choice sees a router's popularity only from observed counts);
@@ -59,19 +62,23 @@ local opts = { device = "cuda:0", prefill = { 512 }, n_gen = 128, decode_stream 
 local FLAGS = { ["--device"] = "device", ["--gpu-budget"] = "gpu_budget", ["--policy"] = "policy",
   ["--n-cpu-moe"] = "n_cpu_moe", ["--moe-host"] = "moe_host", ["--slots"] = "slots", ["--label"] = "label",
   ["--prefill"] = "prefill", ["--ngen"] = "n_gen", ["--decode-stream"] = "decode_stream",
-  ["--place-after"] = "place_after", ["--ubatch"] = "ubatch" }
+  ["--place-after"] = "place_after", ["--ubatch"] = "ubatch", ["--packed"] = "packed" }
 local i = 1
 while i <= #arg do
   local a = arg[i]
   if a == "--info" then opts.info = true
   elseif a == "--explain" then opts.explain = true
   elseif a == "--generate" then opts.generate = true
+  elseif a == "--trained" then opts.trained = true
   elseif FLAGS[a] and arg[i + 1] then
     local k, v = FLAGS[a], arg[i + 1]
     if k == "prefill" then
       opts.prefill = {}
       for n in v:gmatch("[^,]+") do opts.prefill[#opts.prefill + 1] = tonumber(n) end
     elseif k == "ubatch" and v == "auto" then opts.ubatch_auto = true
+    elseif k == "packed" then
+      if v ~= "true" and v ~= "false" then io.stderr:write("peer_lrun: --packed takes true or false\n"); os.exit(2) end
+      opts.packed = v == "true"
     elseif k == "n_cpu_moe" or k == "slots" or k == "n_gen" or k == "place_after" or k == "ubatch" then
       opts[k] = tonumber(v)
       if not opts[k] then io.stderr:write("peer_lrun: " .. a .. " takes a number, not " .. v .. "\n"); os.exit(2) end
@@ -84,7 +91,7 @@ end
 if not opts.model then
   io.stderr:write("usage: lrun tests/bench/peer_lrun.lua MODEL [--device D] [--gpu-budget G] [--policy P] "
     .. "[--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N] [--prefill 512,4096] [--ngen 128] [--ubatch 512|auto] "
-    .. "[--label L] [--decode-stream forced|greedy] [--place-after N] [--explain] [--info]\n")
+    .. "[--label L] [--decode-stream forced|greedy] [--place-after N] [--packed true|false] [--explain] [--info]\n")
   os.exit(2)
 end
 
@@ -229,16 +236,17 @@ local gen_dtype = path:match("^7b:(.+)$")
 local ok, err = pcall(function()
   if opts.generate then
     local t0 = sys.now()
-    path = require("tests.bench.llama7b").generate(assert(gen_dtype, "--generate needs 7b:<dtype>"), "peer_lrun")
+    path = require("tests.bench.llama7b").generate(assert(gen_dtype, "--generate needs 7b:<dtype>"), "peer_lrun",
+      opts.trained)
     io.stdout:write(json({ path = path, gen_s = sys.now() - t0 }), "\n")
     return
   end
-  if gen_dtype then path, generated = require("tests.bench.llama7b").generate(gen_dtype, "peer_lrun"), true end
+  if gen_dtype then path, generated = require("tests.bench.llama7b").generate(gen_dtype, "peer_lrun", opts.trained), true end
   local max_prefill = 0
   for _, n in ipairs(opts.prefill) do max_prefill = math.max(max_prefill, n) end
   local lo = { device = opts.info and "cpu" or opts.device, progress = false, n_ctx = max_prefill + opts.n_gen + 16,
     gpu_budget = opts.gpu_budget, policy = opts.policy, n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host,
-    expert_cache_slots = opts.slots, n_batch = not opts.ubatch_auto and UBATCH or nil }
+    expert_cache_slots = opts.slots, n_batch = not opts.ubatch_auto and UBATCH or nil, packed = opts.packed }
   local t0 = sys.now()
   local m = assert(lrun.load(path, lo))
   if opts.ubatch_auto then -- the plan's own step (lrun.prefill_batch weighs 2048 against 512)
@@ -249,6 +257,7 @@ local ok, err = pcall(function()
   r.model, r.label, r.device = gen_dtype and ("7b:" .. gen_dtype) or path:match("[^/]*$"), opts.label, lo.device
   r.gpu_budget, r.policy, r.n_cpu_moe, r.moe_host = opts.gpu_budget, opts.policy, opts.n_cpu_moe, opts.moe_host
   r.ubatch = UBATCH
+  r.packed_option = opts.packed
   r.decode_stream = opts.decode_stream
   if not opts.info then
     if (opts.place_after or 0) > 0 then
@@ -274,6 +283,8 @@ local ok, err = pcall(function()
       r.expert_choice = { how = c.how, slots = c.slots, hit_rate = c.hit_rate, source = c.source,
         traded = #c.trade, expert_ms = c.seconds * 1e3, prefill_chunk_ms = c.prefill_s and c.prefill_s * 1e3 }
     end
+    -- packed weights (docs/packed.md): how many bytes the placement holds packed, and their ratio
+    r.packed_bytes, r.packed_ratio = (pl.packed_bytes or 0) > 0 and pl.packed_bytes or nil, pl.packed_ratio
     r.predicted_decode_tps = pl.predicted and pl.predicted.tok_s or nil
     r.predicted_prefill_tps = pl.prefill and pl.prefill.tok_s or nil
     r.predicted_limits = pl.prefill and { decode = pl.predicted.limit, prefill = pl.prefill.limit } or nil
