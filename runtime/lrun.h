@@ -882,7 +882,7 @@ LRUN_API lrun_status lrun_engine_host_staging_bytes(size_t *out, const lrun_mode
  * (rows of 4096 elements) over the seconds of one-row lrun_cpu_matmul on
  * the model's threads; one warm-up, then the best of three. bytes in
  * [1 MiB, 4 GiB], taken from host memory for the call, and raised to twice
- * the machine's last-level cache (1 GiB when unknown; at most a quarter of
+ * the machine's last-level cache and at least 1 GiB (at most a quarter of
  * free memory) so that the figure is DRAM's, as a model's weights are read. */
 LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                            double *bytes_per_s);

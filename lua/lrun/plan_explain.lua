@@ -12,8 +12,8 @@ local M = {}
 --- The summary of a plan.
 -- @tparam table model an lrun.model (the packed sizes known so far)
 -- @tparam table p {policy=, tensors=, host_compute=, packed=, device_bytes=, off_bytes=, slot_bytes=,
---   extra_bytes=, k=, reserve=, cache_implementation=, budget=, device_capped=, host_bytes=, host_budget=,
---   moved=, disk_bytes=, disk_packed=}
+--   extra_bytes=, packed_scratch= (the part of extra_bytes the packed decode scratch is), k=, reserve=,
+--   cache_implementation=, budget=, device_capped=, host_bytes=, host_budget=, moved=, disk_bytes=, disk_packed=}
 -- @treturn string
 function M.summary(model, p)
   local n_host = 0
@@ -32,7 +32,9 @@ function M.summary(model, p)
   local summary = string.format("%s: %s on the device, %s off it (%d host-compute tensors), %s of slots "
     .. "(k = %d)%s, %s reserved for the %s KV cache and scratch%s", p.policy,
     size.format(p.device_bytes), size.format(p.off_bytes), n_host, size.format(p.slot_bytes), p.k,
-    p.extra_bytes > 0 and (", " .. size.format(p.extra_bytes) .. " for embedding rows and pool slack") or "",
+    p.extra_bytes > 0 and (", " .. size.format(p.extra_bytes) .. " for embedding rows and pool slack"
+      .. ((p.packed_scratch or 0) > 0 and (" and the packed decode scratch (" .. size.format(p.packed_scratch) .. ")")
+        or "")) or "",
     size.format(p.reserve), p.cache_implementation or "dynamic",
     p.budget and (", " .. (p.device_capped and "host budget as device budget " or "budget ")
       .. size.format(p.budget)) or "") .. packed_text

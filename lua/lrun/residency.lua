@@ -78,6 +78,15 @@ local function off_device_bytes(tensors, final)
   return off
 end
 
+-- Device bytes a placement takes beyond its weights, slots and the reserve (KV cache and the scratch of the
+-- model as it is, all on the device): embedding rows, the pool's slack, and the scratch the placement adds,
+-- the packed scratch its device-packed weights decode into (prefill, and shapes the fused GEMV refuses). The
+-- reserve was sized before the plan chose forms; a plan that packs weights on the device needs this too, or
+-- the engine fails at init where the plan said it fits.
+local function beyond_reserve(sized, resident)
+  return sized.rows + sized.slack + math.max(0, sized.scratch - resident.scratch)
+end
+
 -- ---------------------------------------------------------------- planning
 
 -- Runs policy.plan, raising its cap until at least need bytes are off.
@@ -125,7 +134,7 @@ end
 --   cache_implementation, cache_config, threads, numerics; reserve_extra (bytes, internal)
 -- @treturn[1] table {plan={[name]=tier}, host_compute={[name]=true}, policy=name,
 --   explain=text, off_bytes=, device_bytes=, slot_bytes=, extra_bytes= (cuda: embedding rows, pool
---   slack), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
+--   slack, the packed decode scratch of device-packed weights), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
 --   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made),
 --   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
 --   predicted= (lrun.predict.decode of the plan, unless opts.predict == false), prefill= (lrun.predict.prefill
@@ -344,7 +353,7 @@ function M.plan(model, opts)
     local off_bytes = off_device_bytes(tensors, final)
     local sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed, pidx)
     if not sized then return nil, zerr end
-    local dev_bytes, slot_b, other_b = sized.weights, sized.slots, sized.rows + sized.slack
+    local dev_bytes, slot_b, other_b = sized.weights, sized.slots, beyond_reserve(sized, resident)
     local need_slots = slot_b + other_b
     local fits = not capacity or dev_bytes + need_slots + reserve <= capacity
     if fits or need_slots <= slots then
@@ -364,7 +373,7 @@ function M.plan(model, opts)
       if choice and #choice.trade > 0 then -- traded blocks left the device: the placement's sizes again
         sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed, pidx)
         if not sized then return nil, zerr end
-        dev_bytes, slot_b, other_b = sized.weights, sized.slots, sized.rows + sized.slack
+        dev_bytes, slot_b, other_b = sized.weights, sized.slots, beyond_reserve(sized, resident)
         need_slots, off_bytes = slot_b + other_b, off_device_bytes(tensors, final)
       end
       local host_bytes, moved = nil, 0
@@ -376,12 +385,12 @@ function M.plan(model, opts)
           host_bytes = held
           if mv == 0 then break end
           moved = moved + mv
-          sized, zerr = placement_size.size_with(model, eo, final, host_compute, nil, pidx)
+          sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed, pidx)
           if not sized then return nil, zerr end
-          dev_bytes, slot_b = sized.weights, sized.slots
+          dev_bytes, slot_b, other_b = sized.weights, sized.slots, beyond_reserve(sized, resident)
           local f, h = host_mem.held(host_ctx, final, host_compute, sized)
           host_bytes = f + h
-          local total_dev = dev_bytes + slot_b + sized.rows + sized.slack + reserve
+          local total_dev = dev_bytes + slot_b + other_b + reserve
           if capacity and total_dev > capacity then
             return fail("oom", string.format("policy %s: moving weights to disk for the host budget %s grew the "
               .. "slots to %s: the device budget %s is %s short", where, size.format(host_budget),
@@ -413,7 +422,8 @@ function M.plan(model, opts)
       local explain = type(extra) == "table" and extra.explain or nil
       local summary = plan_explain.summary(model, { policy = policy.name or pname, tensors = tensors,
         host_compute = host_compute, packed = packed, device_bytes = dev_bytes, off_bytes = off_bytes,
-        slot_bytes = slot_b, extra_bytes = other_b, k = k, reserve = reserve,
+        slot_bytes = slot_b, extra_bytes = other_b, packed_scratch = other_b - sized.rows - sized.slack,
+        k = k, reserve = reserve,
         cache_implementation = opts.cache_implementation, budget = capacity, device_capped = device_capped,
         host_bytes = host_bytes, host_budget = host_budget, moved = moved, disk_bytes = disk_bytes,
         disk_packed = disk_packed })
