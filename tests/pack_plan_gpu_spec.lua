@@ -20,10 +20,12 @@ local lrun = require("lrun")
 local residency = require("lrun.residency")
 local bandwidth = require("lrun.bandwidth")
 
--- The measured rates with the link and the host's read replaced by slow ones.
+-- The measured rates with the link and the host's read replaced by slow ones, and host compute slower still:
+-- smart then streams what leaves the device rather than compute it on the host, whose products are not the
+-- GPU's bits (session 18, H100: with host matmul as slow as the link, 21 tensors host-computed, logits 3.6e-5 off).
 local measured = bandwidth.bandwidths
 local slow_link = require("tests.bandwidth_override").replace(measured,
-  { h2d_pinned = 1e8, h2d_pageable = 1e8, host_read = 1e8, host_matmul = 1e8 })
+  { h2d_pinned = 1e8, h2d_pageable = 1e8, host_read = 1e8, host_matmul = 1e5 })
 
 local has_gpu = C.lrun_cuda_device_count() > 0
 
@@ -66,6 +68,9 @@ describe("auto-fit's packed choice on cuda", function()
   end)
   after_each(function() bandwidth.bandwidths = measured end)
 
+  -- The plan fills the budget with packed blocks and streams the rest, so the engine made on it must fit with
+  -- the packed scratch it decodes into (session 18, H200: a 7B bf16 under 4 and 10 GiB failed at engine init
+  -- when the planner left that scratch out; passed on the H100 after the fix).
   it("packs whole blocks resident, under the budget, logits bit for bit", function()
     bandwidth.bandwidths = slow_link
     local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = budget }))
@@ -85,9 +90,11 @@ describe("auto-fit's packed choice on cuda", function()
     end
     assert.is_not_nil(next(per_block))
     for l, k in pairs(per_block) do assert.are.equal(7, k, "block " .. l) end
+    assert.is_nil(next(p.host_compute), "host-computed tensors")
     local ids, logits = run(m)
     assert.is_true(compare.same(ref_ids, ids), "tokens differ")
-    assert.is_true(compare.same(ref_logits, logits), "logits differ")
+    assert.is_true(compare.same(ref_logits, logits), "logits differ (relative " .. compare.rel_diff(ref_logits, logits)
+      .. ")\n" .. p.explain)
     assert.is_true(tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))) <= budget)
     m:free()
   end)
@@ -102,26 +109,5 @@ describe("auto-fit's packed choice on cuda", function()
     local ids = run(m)
     assert.is_true(compare.same(ref_ids, ids), "tokens differ")
     m:free()
-  end)
-
-  -- The plan fills the device to its budget with packed blocks and streams the rest: the engine made on it
-  -- must fit. Session 18 (H200): a 7B bf16 under 4 and 10 GiB failed at engine init, the plan having left
-  -- out the packed scratch that device-packed weights decode into (the reserve was the plain model's).
-  it("a budget packed blocks fill: the engine fits, logits bit for bit", function()
-    bandwidth.bandwidths = slow_link
-    local m0 = assert(lrun.load(path, { device = "cuda:0", progress = false }))
-    local plain_bytes = m0:info().weight_bytes
-    m0:free()
-    for _, frac in ipairs({ 0.45, 0.6 }) do
-      local b = math.floor(frac * plain_bytes) + (budget - math.floor(0.8 * plain_bytes))
-      local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = b }))
-      local r = m.residency
-      assert.is_not_nil(r.pack_choice, "not weighed at " .. frac)
-      local ids, logits = run(m)
-      assert.is_true(compare.same(ref_ids, ids), "tokens differ at " .. frac)
-      assert.is_true(compare.same(ref_logits, logits), "logits differ at " .. frac)
-      assert.is_true(tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))) <= b, "over the budget at " .. frac)
-      m:free()
-    end
   end)
 end)

@@ -83,10 +83,9 @@ lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, 
         return lrun_fail(LRUN_E_ARG, "measuring host matmul: dtype %d is not a weight dtype", (int)dtype);
     /* Twice the machine's last-level cache and at least 1 GiB, so the rows
      * come from DRAM as a model's would, not from cache: a 64 MiB weight in a
-     * 300 MiB L3 measured 222 GB/s against DRAM's ~99 (issue #15). The floor
-     * because a virtual machine's sysfs can list a cache smaller than the
-     * host's: on the H200 machine (2026-12-06) the rate read 267 GB/s against
-     * 9.4 tok/s measured where it predicted 30. */
+     * 300 MiB L3 measured 222 GB/s against DRAM's ~99 (issue #15). The 1 GiB
+     * floor because a virtual machine's sysfs may list less cache than the
+     * host has. */
     const size_t llc = lrun_cpu_last_level_cache_bytes(), gib = (size_t)1 << 30;
     const size_t floor_bytes = 2 * llc > gib ? 2 * llc : gib;
     const size_t avail = lrun_host_memory_available(); /* never more than a quarter of what is free */
