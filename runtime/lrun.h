@@ -271,13 +271,15 @@ LRUN_API int lrun_tensor_packed_codec(const lrun_tensor *tensor);
  * own form (LRUN_E_ARG otherwise). On failure the tensor is unchanged. */
 LRUN_API lrun_status lrun_tensor_move_form(lrun_tensor *tensor, lrun_device *device, lrun_tier tier, int packed);
 /* Learns the packed size of a plain tensor without changing it (*packed_bytes;
- * the size and codec lrun_tensor_move_form would give it): encodes a copy on
- * the host, keeps the layout (lrun_tensor_packed_bytes, _codec answer from
- * then on) and frees the copy. A tensor packed now or before answers at once.
+ * the size and codec lrun_tensor_move_form would give it) and keeps the
+ * layout (lrun_tensor_packed_bytes, _codec answer from then on). A tensor
+ * PEX2 would hold (bf16, a multiple of 8 values) is measured from one read
+ * of its exponents, nothing encoded; any other (PEX1) is encoded into a host
+ * copy that is then freed. A tensor packed now or before answers at once.
  * What the planner sizes a packing it weighs by (lua/lrun/pack_choice.lua:
- * the sizes of never-packed tensors are otherwise the plain ones); it costs
- * one encode (docs/packed.md "The automatic choice"). Anything but a bf16/f16
- * matrix is LRUN_E_UNSUPPORTED, as for lrun_tensor_move_form. */
+ * the sizes of never-packed tensors are otherwise the plain ones;
+ * docs/packed.md "The automatic choice"). Anything but a bf16/f16 matrix is
+ * LRUN_E_UNSUPPORTED, as for lrun_tensor_move_form. */
 LRUN_API lrun_status lrun_tensor_measure_packed(lrun_tensor *tensor, size_t *packed_bytes);
 
 /* ---------------------------------------------------------------- GGUF files */

@@ -39,7 +39,8 @@ local M = {}
 
 --- The packed/plain ratio assumed for a tensor whose packed size is not
 -- known yet (trained bf16 weights, docs/packed.md): used to decide whether
--- measuring the sizes (one encode) is worth it, never to size a placement.
+-- measuring the sizes (a read of every candidate, an encode of its f16 ones) is worth it, never to size a
+-- placement.
 M.assumed_ratio = 0.70
 
 --- What an option must save over the one taken so far (plain, then fewer packed blocks), of its time.

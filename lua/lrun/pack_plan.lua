@@ -14,9 +14,10 @@
 --      does not beat plain, nothing is encoded (cpu: a packed weight decodes
 --      into the scratch at the host decoder's speed before every use, which
 --      streaming plain from memory beats);
---   3. the packed sizes measured (lrun_tensor_measure_packed: one encode on
---      the host of every candidate, the encode placement repeats for the
---      ones it packs), then the options planned for real and chosen.
+--   3. the packed sizes measured (lrun_tensor_measure_packed: a bf16
+--      candidate, PEX2, from one read of its exponents, nothing encoded, so
+--      placement's encode is the only one; an f16 one, PEX1, by an encode
+--      that placement repeats), then the options planned for real and chosen.
 -- @module lrun.pack_plan
 local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C

@@ -420,23 +420,37 @@ lrun_status lrun_tensor_move(lrun_tensor *t, lrun_device *device, lrun_tier tier
 
 // ---------------------------------------------------------------- form (packed or plain)
 
+/* The tensor's stored bytes on the host (*src): where they are, or copied
+ * from its GPU into *tmp (malloc'ed, else NULL; the caller frees it). */
+static lrun_status host_bytes(const lrun_tensor *t, const void **src, void **tmp)
+{
+    const size_t stored = lrun_tensor_stored_bytes(t);
+    *tmp = NULL;
+    if ((*src = lrun_tensor_host_data(t))) return LRUN_OK;
+    if (!(*tmp = malloc(stored ? stored : 1)))
+        return lrun_fail_oom(stored, 0, "tensor %s: host staging to convert it", t->name);
+    *src = *tmp;
+    return lrun_copy_bytes(t->device, *tmp, LRUN_TIER_HOST, t->data, LRUN_TIER_DEVICE, stored);
+}
+
+/* Does packing plain tensor t write PEX2? lrun pack's rule (pack.c
+ * codec_for): PEX2 where it holds the tensor (bf16, a multiple of 8 values),
+ * else PEX1; the CUDA fused GEMV reads PEX2 at about twice PEX1's speed
+ * (docs/packed.md). A packed file's tensor keeps the file's codec. */
+static int packs_pex2(const lrun_tensor *t)
+{
+    return !t->file_packed && lrun_pex2_fits(t->dtype, (uint64_t)lrun_tensor_nelements(t));
+}
+
 /* The tensor's bytes in the other form, in malloc'ed host memory (*out,
  * *out_bytes; *pk the layout of a packed result). A packed file's tensor
  * packs by taking the file's bytes (its layout is already t->pk). */
 static lrun_status convert_on_host(const lrun_tensor *t, int packed, void **out, size_t *out_bytes, lrun_threadpool *pool,
                                    lrun_packed_layout *pk)
 {
-    const void *src = lrun_tensor_host_data(t);
-    const size_t stored = lrun_tensor_stored_bytes(t);
+    const void *src = packed && t->file_packed ? t->file_data : NULL;
     void *tmp = NULL, *buf = NULL;
-    lrun_status st = LRUN_OK;
-    if (packed && t->file_packed) src = t->file_data;
-    if (!src) { /* on a GPU: its bytes to the host first */
-        tmp = malloc(stored ? stored : 1);
-        st = tmp ? lrun_copy_bytes(t->device, tmp, LRUN_TIER_HOST, t->data, LRUN_TIER_DEVICE, stored)
-                 : lrun_fail_oom(stored, 0, "tensor %s: host staging to convert it", t->name);
-        src = tmp;
-    }
+    lrun_status st = src ? LRUN_OK : host_bytes(t, &src, &tmp); /* on a GPU: its bytes to the host first */
     const uint64_t n = (uint64_t)lrun_tensor_nelements(t);
     if (st == LRUN_OK && packed && t->file_packed) {
         *pk = t->pk;
@@ -444,10 +458,7 @@ static lrun_status convert_on_host(const lrun_tensor *t, int packed, void **out,
         if (buf) memcpy(buf, src, pk->total);
         *out_bytes = pk->total;
     } else if (st == LRUN_OK && packed) {
-        /* lrun pack's rule (pack.c codec_for): PEX2 where it holds the tensor
-         * (bf16, a multiple of 8 values), else PEX1; the CUDA fused GEMV
-         * reads PEX2 at about twice PEX1's speed (docs/packed.md). */
-        const int pex2 = lrun_pex2_fits(t->dtype, n);
+        const int pex2 = packs_pex2(t);
         const size_t cap = pex2 ? lrun_pex2_bound(n) : lrun_packed_bound(t->dtype, n);
         buf = malloc(cap);
         if (buf && pex2) st = lrun_pex2_encode(buf, cap, out_bytes, src, n, pool);
@@ -540,14 +551,25 @@ lrun_status lrun_tensor_measure_packed(lrun_tensor *t, size_t *packed_bytes)
     if (made != LRUN_OK) return made;
     lrun_threadpool *pool = NULL; /* as lrun_tensor_move_form: every core for a large one */
     if (t->nbytes >= ((size_t)1 << 20) && lrun_threadpool_init(&pool, 0) != LRUN_OK) pool = NULL;
-    void *buf = NULL;
-    size_t bytes = 0;
     lrun_packed_layout pk = t->pk;
-    const lrun_status st = convert_on_host(t, 1, &buf, &bytes, pool, &pk);
+    lrun_status st;
+    if (packs_pex2(t)) { /* PEX2's size follows from the exponent histogram: one read, no encode */
+        const void *src = NULL;
+        void *tmp = NULL;
+        lrun_pex2_layout p;
+        st = host_bytes(t, &src, &tmp);
+        if (st == LRUN_OK) st = lrun_pex2_measure(&p, src, (uint64_t)lrun_tensor_nelements(t), pool);
+        if (st == LRUN_OK) lrun_packed_layout_pex2(&pk, &p);
+        free(tmp);
+    } else { /* PEX1 (f16, a count not a multiple of 8): encoded into a copy, freed */
+        void *buf = NULL;
+        size_t bytes = 0;
+        st = convert_on_host(t, 1, &buf, &bytes, pool, &pk);
+        free(buf);
+    }
     if (pool) lrun_threadpool_free(pool);
-    free(buf);
     if (st != LRUN_OK) return lrun_fail_context(st, "measuring the packed size of tensor %s", t->name);
     t->pk = pk;
-    *packed_bytes = bytes;
+    *packed_bytes = pk.total;
     return LRUN_OK;
 }

@@ -380,18 +380,26 @@ int lrun_packed_codec_of(const void *src, size_t size)
     return magic == LRUN_PACKED_MAGIC ? LRUN_PACKED_CODEC_EXP : magic == LRUN_PEX2_MAGIC ? LRUN_PACKED_CODEC_PEX2 : 0;
 }
 
+void lrun_packed_layout_pex2(lrun_packed_layout *lay, const lrun_pex2_layout *p)
+{
+    memset(lay, 0, sizeof *lay);
+    lay->codec = LRUN_PACKED_CODEC_PEX2;
+    lay->dtype = LRUN_DTYPE_BF16;
+    lay->n = p->n;
+    lay->nb = p->nb;
+    lay->total = p->total;
+    lay->pex2 = *p;
+}
+
 /* A PEX2 tensor (codec_pex2.c): validated, then decoded when dst is given. */
 static lrun_status decode_all_pex2(lrun_packed_layout *lay, uint16_t *dst, const uint8_t *in, size_t size,
                                    const char *what, lrun_threadpool *pool)
 {
+    lrun_pex2_layout p;
     memset(lay, 0, sizeof *lay);
-    const lrun_status st = lrun_pex2_validate(&lay->pex2, in, size, what, pool);
+    const lrun_status st = lrun_pex2_validate(&p, in, size, what, pool);
     if (st != LRUN_OK) return st;
-    lay->codec = LRUN_PACKED_CODEC_PEX2;
-    lay->dtype = LRUN_DTYPE_BF16;
-    lay->n = lay->pex2.n;
-    lay->nb = lay->pex2.nb;
-    lay->total = lay->pex2.total;
+    lrun_packed_layout_pex2(lay, &p);
     if (dst) lrun_packed_decode_range_mt(dst, in, lay, 0, lay->n, pool);
     return LRUN_OK;
 }

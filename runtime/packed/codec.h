@@ -92,6 +92,10 @@ lrun_status lrun_packed_encode(void *dst, size_t cap, size_t *out_bytes, int dty
 /* The codec a packed tensor's first bytes name (PEX1 or PEX2), 0 for neither. */
 int lrun_packed_codec_of(const void *src, size_t size);
 
+/* *lay for a PEX2 tensor of layout *p (validated, or measured:
+ * lrun_pex2_measure), as lrun_packed_validate fills it: the PEX1 sections 0. */
+void lrun_packed_layout_pex2(lrun_packed_layout *lay, const lrun_pex2_layout *p);
+
 /* The validate and decode functions below take either codec, by its magic
  * (validate) or the layout's codec (decode); encode writes PEX1.
  * Checks a packed tensor of size bytes completely (header, codebooks,

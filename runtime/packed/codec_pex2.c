@@ -4,6 +4,9 @@
  * the next 7; ties by the smaller exponent, as the prototype), a pass counts
  * each block's exceptions (so the table, a prefix sum, is known), a pass
  * writes every block in place; the passes run in parallel over blocks.
+ * Measuring is the first step alone: the histogram fixes the codebooks, so
+ * the exception and far counts, so every section's size (plan_tensor, which
+ * the encoder runs too).
  * Validation checks the frame and the whole table first (monotone, each
  * block's counts within its elements), so that every block's exceptions lie
  * inside the exc and far streams; then each block's positions and far
@@ -15,6 +18,7 @@
 #include "core/error.h"
 #include "core/threadpool.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,10 +94,10 @@ typedef struct pex2_job {
     const uint16_t *src;         /* encode: (n) the values */
     uint8_t *out;                /* encode: the tensor being written */
     const uint8_t *in;           /* validate: the tensor */
-    uint8_t kind[256];           /* encode: per exponent 0 book1, 1 book2, 2 far */
-    uint8_t code_of[256];        /* encode: per exponent its code */
+    uint8_t kind[256];           /* encode, measure: per exponent 0 book1, 1 book2, 2 far */
+    uint8_t code_of[256];        /* encode, measure: per exponent its code */
     uint8_t in_book[256];        /* validate: 1 for the exponents of book1 and book2[0..6] */
-    uint64_t (*hist)[256];       /* encode: (nth) a histogram per thread */
+    uint64_t (*hist)[256];       /* encode, measure: (nth) a histogram per thread */
     uint32_t *blk_exc, *blk_far; /* encode: (nb + 1) per block, then its first (a prefix sum) */
     int64_t *bad;                /* validate: (nth) a thread's first bad block, or -1 */
 } pex2_job;
@@ -112,16 +116,90 @@ static void run(struct lrun_threadpool *pool, lrun_task_fn fn, pex2_job *j)
 
 static int n_threads(struct lrun_threadpool *pool) { return pool ? lrun_threadpool_size(pool) : 1; }
 
-// ---------------------------------------------------------------- encode
+// ---------------------------------------------------------------- codebooks and size (encode and measure)
 
+/* One thread's part of the exponent histogram. Four counters per exponent,
+ * element i adding to counter i % 4: trained weights repeat an exponent
+ * often, and one counter would chain each increment to the one before
+ * (a store, then a load of the same address); 32-bit counters, as PEX2's n
+ * is below 2^32. */
 static void task_hist(void *ctx, int ith, int nth)
 {
     const pex2_job *j = ctx;
     uint64_t a, b, *h = j->hist[ith];
+    uint32_t c[4][256] = {{0}};
     span(j->lay->n, ith, nth, &a, &b);
-    memset(h, 0, 256 * sizeof *h);
-    for (uint64_t i = a; i < b; i++) h[(j->src[i] >> 7) & 0xffu]++;
+    uint64_t i = a;
+    for (; i + 4 <= b; i += 4) {
+        c[0][(j->src[i] >> 7) & 0xffu]++;
+        c[1][(j->src[i + 1] >> 7) & 0xffu]++;
+        c[2][(j->src[i + 2] >> 7) & 0xffu]++;
+        c[3][(j->src[i + 3] >> 7) & 0xffu]++;
+    }
+    for (; i < b; i++) c[0][(j->src[i] >> 7) & 0xffu]++;
+    for (int e = 0; e < 256; e++) h[e] = (uint64_t)c[0][e] + c[1][e] + c[2][e] + c[3][e];
 }
+
+/* The codebooks from the histogram: exponents by count, descending, ties by
+ * the smaller exponent (a stable insertion sort of 256, as the prototype). */
+static void choose_books(pex2_job *j, lrun_pex2_layout *lay, const uint64_t cnt[256])
+{
+    int order[256];
+    for (int i = 0; i < 256; i++) order[i] = i;
+    for (int i = 1; i < 256; i++)
+        for (int k = i; k > 0 && cnt[order[k]] > cnt[order[k - 1]]; k--) {
+            const int t = order[k];
+            order[k] = order[k - 1], order[k - 1] = t;
+        }
+    memset(lay->book1, 0, sizeof lay->book1);
+    memset(lay->book2, 0, sizeof lay->book2);
+    for (int e = 0; e < 256; e++) j->kind[e] = 2, j->code_of[e] = 7;
+    for (int c = 0; c < 8; c++)
+        lay->book1[c] = (uint8_t)order[c], j->kind[order[c]] = 0, j->code_of[order[c]] = (uint8_t)c;
+    for (int c = 0; c < 7; c++)
+        lay->book2[c] = (uint8_t)order[8 + c], j->kind[order[8 + c]] = 1, j->code_of[order[8 + c]] = (uint8_t)c;
+}
+
+/* The codebooks and every section of the tensor of src (n values, PEX2
+ * fits them), from the exponent histogram alone (over the pool), and per
+ * exponent its kind and code (j->kind, j->code_of) for the encoder's passes.
+ * Exceptions are the elements whose exponent is not in book1, far ones
+ * those in neither codebook, so their counts, and with them every offset
+ * and the size, follow from the histogram. lrun_pex2_encode writes what
+ * this plans and lrun_pex2_measure answers it: they cannot disagree. */
+static lrun_status plan_tensor(pex2_job *j, lrun_pex2_layout *lay, const uint16_t *src, uint64_t n,
+                               struct lrun_threadpool *pool, const char *who)
+{
+    layout_fixed(lay, n);
+    const int nth = n_threads(pool);
+    j->lay = lay, j->src = src;
+    if (!(j->hist = malloc((size_t)nth * sizeof *j->hist)))
+        return lrun_fail_oom((size_t)nth * sizeof *j->hist, 0, "%s: exponent histograms", who);
+    run(pool, task_hist, j);
+    uint64_t cnt[256] = {0};
+    for (int t = 0; t < nth; t++)
+        for (int e = 0; e < 256; e++) cnt[e] += j->hist[t][e];
+    free(j->hist), j->hist = NULL;
+    choose_books(j, lay, cnt);
+    uint64_t n_exc = 0, n_far = 0;
+    for (int e = 0; e < 256; e++) n_exc += j->kind[e] ? cnt[e] : 0, n_far += j->kind[e] == 2 ? cnt[e] : 0;
+    lay->n_exc = n_exc, lay->n_far = n_far;
+    lay->far = lay->exc + (size_t)n_exc;
+    lay->total = (size_t)align16(lay->far + n_far);
+    return LRUN_OK;
+}
+
+lrun_status lrun_pex2_measure(lrun_pex2_layout *lay, const uint16_t *src, uint64_t n, struct lrun_threadpool *pool)
+{
+    if (!lay || !src) return lrun_fail(LRUN_E_ARG, "lrun_pex2_measure: NULL argument");
+    if (!lrun_pex2_fits(LRUN_DTYPE_BF16, n))
+        return lrun_fail(LRUN_E_ARG, "lrun_pex2_measure: n = %llu: PEX2 takes a positive multiple of 8 below 2^32",
+                         (unsigned long long)n);
+    pex2_job j = {0};
+    return plan_tensor(&j, lay, src, n, pool, "lrun_pex2_measure");
+}
+
+// ---------------------------------------------------------------- encode
 
 static void task_count(void *ctx, int ith, int nth)
 {
@@ -177,26 +255,6 @@ static void task_encode(void *ctx, int ith, int nth)
     for (uint64_t b = b0; b < b1; b++) encode_block(j, b);
 }
 
-/* The codebooks from the histogram: exponents by count, descending, ties by
- * the smaller exponent (a stable insertion sort of 256, as the prototype). */
-static void choose_books(pex2_job *j, lrun_pex2_layout *lay, const uint64_t cnt[256])
-{
-    int order[256];
-    for (int i = 0; i < 256; i++) order[i] = i;
-    for (int i = 1; i < 256; i++)
-        for (int k = i; k > 0 && cnt[order[k]] > cnt[order[k - 1]]; k--) {
-            const int t = order[k];
-            order[k] = order[k - 1], order[k - 1] = t;
-        }
-    memset(lay->book1, 0, sizeof lay->book1);
-    memset(lay->book2, 0, sizeof lay->book2);
-    for (int e = 0; e < 256; e++) j->kind[e] = 2, j->code_of[e] = 7;
-    for (int c = 0; c < 8; c++)
-        lay->book1[c] = (uint8_t)order[c], j->kind[order[c]] = 0, j->code_of[order[c]] = (uint8_t)c;
-    for (int c = 0; c < 7; c++)
-        lay->book2[c] = (uint8_t)order[8 + c], j->kind[order[8 + c]] = 1, j->code_of[order[8 + c]] = (uint8_t)c;
-}
-
 lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uint16_t *src, uint64_t n,
                              struct lrun_threadpool *pool)
 {
@@ -208,21 +266,15 @@ lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uin
         return lrun_fail(LRUN_E_ARG, "lrun_pex2_encode: cap %zu bytes is under the bound %zu", cap,
                          lrun_pex2_bound(n));
     lrun_pex2_layout lay;
-    layout_fixed(&lay, n);
-    const int nth = n_threads(pool);
-    pex2_job j = {.lay = &lay, .src = src, .out = dst};
-    j.hist = malloc((size_t)nth * sizeof *j.hist);
+    pex2_job j = {.out = dst};
+    const lrun_status st = plan_tensor(&j, &lay, src, n, pool, "lrun_pex2_encode");
+    if (st != LRUN_OK) return st;
     j.blk_exc = malloc((size_t)(lay.nb + 1) * sizeof *j.blk_exc);
     j.blk_far = malloc((size_t)(lay.nb + 1) * sizeof *j.blk_far);
-    if (!j.hist || !j.blk_exc || !j.blk_far) {
-        free(j.hist), free(j.blk_exc), free(j.blk_far);
-        return lrun_fail_oom((size_t)(lay.nb + 1) * 8 + (size_t)nth * 2048, 0, "lrun_pex2_encode: block counts");
+    if (!j.blk_exc || !j.blk_far) {
+        free(j.blk_exc), free(j.blk_far);
+        return lrun_fail_oom((size_t)(lay.nb + 1) * 8, 0, "lrun_pex2_encode: block counts");
     }
-    run(pool, task_hist, &j);
-    uint64_t cnt[256] = {0};
-    for (int t = 0; t < nth; t++)
-        for (int e = 0; e < 256; e++) cnt[e] += j.hist[t][e];
-    choose_books(&j, &lay, cnt);
     run(pool, task_count, &j);
     uint64_t xe = 0, xf = 0; /* the counts become each block's first: a prefix sum */
     for (uint64_t b = 0; b <= lay.nb; b++) {
@@ -230,9 +282,7 @@ lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uin
         j.blk_exc[b] = (uint32_t)xe, j.blk_far[b] = (uint32_t)xf;
         xe += e, xf += f;
     }
-    lay.n_exc = xe, lay.n_far = xf;
-    lay.far = lay.exc + (size_t)xe;
-    lay.total = (size_t)align16(lay.far + xf);
+    assert(xe == lay.n_exc && xf == lay.n_far); /* the blocks' counts add up to the histogram's */
     uint8_t *P = dst;
     memset(P, 0, lay.total); /* every gap is zero */
     wr32(P, LRUN_PEX2_MAGIC);
@@ -244,7 +294,7 @@ lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uin
     uint8_t *t = P + lay.table + LRUN_PEX2_TABLE_ENTRY * lay.nb; /* entry nb: the totals, ends 0 */
     wr32(t, (uint32_t)xe);
     wr32(t + 4, (uint32_t)xf);
-    free(j.hist), free(j.blk_exc), free(j.blk_far);
+    free(j.blk_exc), free(j.blk_far);
     *out_bytes = lay.total;
     return LRUN_OK;
 }

@@ -71,6 +71,14 @@ struct lrun_threadpool;
 lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uint16_t *src, uint64_t n,
                              struct lrun_threadpool *pool);
 
+/* The layout lrun_pex2_encode would give src (n bf16 values, n as for the
+ * encoder), lay->total its size in bytes, from the exponent histogram alone:
+ * one read of src, nothing encoded (the same codebook choice as the
+ * encoder's, so the same bytes count). Every field is what
+ * lrun_pex2_validate reads from the encoded tensor. pool (may be NULL) runs
+ * the histogram in parallel. */
+lrun_status lrun_pex2_measure(lrun_pex2_layout *lay, const uint16_t *src, uint64_t n, struct lrun_threadpool *pool);
+
 /* Checks a PEX2 tensor of size bytes completely (header, codebooks, size,
  * padding, table, every exception's position, every far byte) and fills
  * *lay; what names it in errors. pool (may be NULL) checks the blocks in parallel. */

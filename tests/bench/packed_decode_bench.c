@@ -1,7 +1,8 @@
 /* packed_decode_bench.c — speed of the packed codec (runtime/packed/codec.h)
  * on an 11008 x 4096 bf16 matrix shaped like trained weights (synthetic:
  * lrun_random_fill_trained): the ratio, CPU encode and decode MB/s with
- * every core and with one, for PEX1 (codec.h) and PEX2 (codec_pex2.h), and with a GPU the decode kernel's GB/s next to a plain
+ * every core and with one, for PEX1 (codec.h) and PEX2 (codec_pex2.h), PEX2's size measured without the encode
+ * (lrun_pex2_measure) against the encode, and with a GPU the decode kernel's GB/s next to a plain
  * device-to-device copy of the same plain bytes, then mode 3 on 11008 x 4096
  * and 4096 x 11008: the fused packed GEMV (lrun_k_packed_gemv) against the
  * plain bf16 GEMV and decode-then-GEMV, and the packed prefill GEMM.
@@ -301,6 +302,40 @@ static void cpu_bench(int pex2, lrun_threadpool *pool, const uint16_t *plain, ui
            2.0 * (double)n / dec / 1e6);
 }
 
+/* PEX2's size without the encode (lrun_pex2_measure: the exponent histogram)
+ * against the encode, and against what lrun_tensor_measure_packed did before
+ * it (a fresh buffer, the encode, the validation, the buffer freed; its
+ * pages faulted in each time), best of 5 each. */
+static void measure_bench(lrun_threadpool *pool, const uint16_t *plain, uint8_t *packed, size_t cap, int64_t n)
+{
+    double meas = 1e9, enc = 1e9, old = 1e9;
+    size_t bytes = 0, encoded = 0, old_bytes = 0;
+    int ok = 1;
+    for (int r = 0; r < 5; r++) {
+        lrun_pex2_layout lay;
+        lrun_packed_layout pk;
+        double t0 = now_s();
+        ok = ok && lrun_pex2_measure(&lay, plain, (uint64_t)n, pool) == LRUN_OK;
+        double t1 = now_s();
+        ok = ok && lrun_pex2_encode(packed, cap, &encoded, plain, (uint64_t)n, pool) == LRUN_OK;
+        double t2 = now_s();
+        uint8_t *fresh = malloc(cap);
+        ok = ok && fresh && lrun_pex2_encode(fresh, cap, &old_bytes, plain, (uint64_t)n, pool) == LRUN_OK &&
+             lrun_packed_validate_mt(&pk, fresh, old_bytes, "bench", pool) == LRUN_OK;
+        free(fresh);
+        double t3 = now_s();
+        bytes = lay.total;
+        meas = t1 - t0 < meas ? t1 - t0 : meas;
+        enc = t2 - t1 < enc ? t2 - t1 : enc;
+        old = t3 - t2 < old ? t3 - t2 : old;
+    }
+    printf("PEX2 size (%d threads, %.1f MiB of bf16): measure %.1f ms (%.0f MB/s), encode %.1f ms, "
+           "measure_packed before (malloc, encode, validate, free) %.1f ms; the same size: %s\n",
+           pool ? lrun_threadpool_size(pool) : 1, 2.0 * (double)n / 1048576.0, meas * 1e3,
+           2.0 * (double)n / meas / 1e6, enc * 1e3, old * 1e3,
+           ok && bytes == encoded && bytes == old_bytes ? "yes" : "NO");
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 2 && !strcmp(argv[1], "--gguf")) return gguf_ratio(argv[2]);
@@ -315,6 +350,7 @@ int main(int argc, char **argv)
     printf("%lld x %lld bf16 (trained-like, synthetic)\n", (long long)rows, (long long)cols);
     for (int pex2 = 0; pex2 <= 1; pex2++) /* PEX1, then PEX2 (codec_pex2.h): every core, then one */
         for (int one = 0; one <= 1; one++) cpu_bench(pex2, one ? NULL : pool, plain, back, packed, cap, n, &bytes);
+    for (int one = 0; one <= 1; one++) measure_bench(one ? NULL : pool, plain, packed, cap, n);
 #ifdef LRUN_WITH_CUDA
     /* the GPU part for each codec: its decode kernel, then mode 3 on both 7B shapes */
     for (g_pex2 = 0; g_pex2 <= 1; g_pex2++) {

@@ -4,7 +4,8 @@
  * encoder and a decode by the prototype's lane code (what the CUDA kernels
  * will run), range decodes at random offsets, one crafted bad tensor per
  * validation rule, the stored-raw fallback of lrun_pack, and a packed file
- * of mixed PEX1/PEX2 tensors that gives the unpacked model's logits. */
+ * of mixed PEX1/PEX2 tensors that gives the unpacked model's logits; and
+ * lrun_pex2_measure, the size without the encode, against the encoder. */
 #include "check.h"
 #include "fixtures.h"
 #include "lrun.h"
@@ -46,6 +47,121 @@ static void proto_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b,
     }
 }
 
+// ---------------------------------------------------------------- measured sizes
+
+/* The layouts a and b, field by field: every offset, count and codebook. */
+static int same_layout(const lrun_pex2_layout *a, const lrun_pex2_layout *b)
+{
+    return a->n == b->n && a->nb == b->nb && a->n_exc == b->n_exc && a->n_far == b->n_far && a->rest == b->rest &&
+           a->code == b->code && a->table == b->table && a->exc == b->exc && a->far == b->far &&
+           a->total == b->total && !memcmp(a->book1, b->book1, sizeof a->book1) &&
+           !memcmp(a->book2, b->book2, sizeof a->book2);
+}
+
+/* lrun_pex2_measure of v (n values) on one thread and on the pool: the size
+ * the encoder wrote (got bytes) and the layout validation read from those
+ * bytes (*want), field by field. */
+static void measure_matches(const char *name, const uint16_t *v, uint64_t n, size_t got, const lrun_pex2_layout *want)
+{
+    lrun_pex2_layout one, many;
+    memset(&one, 0x5a, sizeof one), memset(&many, 0xa5, sizeof many); /* every field must be written */
+    const int ok = lrun_pex2_measure(&one, v, n, NULL) == LRUN_OK && lrun_pex2_measure(&many, v, n, pool) == LRUN_OK;
+    char label[200];
+    snprintf(label, sizeof label,
+             "%s: lrun_pex2_measure gives the encoded size (%zu bytes, %llu exceptions, %llu far) and layout, "
+             "1 and %d threads",
+             name, got, ok ? (unsigned long long)one.n_exc : 0ull, ok ? (unsigned long long)one.n_far : 0ull,
+             lrun_threadpool_size(pool));
+    CHECK(label, ok && one.total == got && many.total == got && same_layout(&one, want) && same_layout(&many, want));
+}
+
+/* v (n values) encoded over the pool and validated, then measure_matches. */
+static void measured_as_encoded(const char *name, const uint16_t *v, uint64_t n)
+{
+    const size_t cap = lrun_pex2_bound(n);
+    uint8_t *p = malloc(cap);
+    size_t got = 0;
+    lrun_packed_layout lay;
+    const int ok = p && lrun_pex2_encode(p, cap, &got, v, n, pool) == LRUN_OK &&
+                   lrun_packed_validate_mt(&lay, p, got, name, pool) == LRUN_OK &&
+                   lay.codec == LRUN_PACKED_CODEC_PEX2;
+    char label[160];
+    snprintf(label, sizeof label, "%s: encodes and validates", name);
+    CHECK(label, ok);
+    if (ok) measure_matches(name, v, n, got, &lay.pex2);
+    free(p);
+}
+
+/* Values with exactly k distinct exponents (100 .. 100 + k - 1), exponent
+ * e's count falling with e (so the codebooks are not a tie), random sign
+ * and mantissa. */
+static void distinct_exponents(uint16_t *v, uint64_t n, unsigned k)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned e = (unsigned)(i % k); /* every exponent present */
+        if (i >= k) e = (unsigned)(rnd() % k) * (unsigned)(rnd() % k) / k;
+        v[i] = (uint16_t)(((100 + e) << 7) | (rnd() & 0x807f));
+    }
+}
+
+/* lrun_pex2_measure against the encoder, byte for byte (the round trips
+ * check it too): normal weights at scales from bf16's subnormals to its
+ * largest exponents, the adversarial values, exactly 8, 15 and 16
+ * exponents (no exceptions; exceptions, none far; one far), at the sizes
+ * where sections and blocks change (one lane, one block, a block and a
+ * lane, three blocks and a lane, many blocks); NULL and sizes PEX2 does
+ * not take are refused. */
+static void measured_sizes(void)
+{
+    const uint64_t sizes[] = {8, 1024, 1032, 3 * 1024 + 8, 1024 * 1024 + 8};
+    const uint64_t big = sizes[4];
+    uint16_t *v = malloc(big * sizeof *v);
+    const double scales[] = {1e-40, 1e-20, 1e-3, 0.02, 1.0, 3e4, 1e36};
+    const uint16_t special[] = {0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0x7fc1, 0xffff,
+                                0x7f81, 0x0001, 0x807f, 0x0080, 0x7f7f, 0x0040, 0x8001};
+    char name[120];
+    for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++) {
+        const uint64_t n = sizes[z];
+        for (size_t s = 0; s < sizeof scales / sizeof *scales; s++) {
+            for (uint64_t i = 0; i < n; i++) v[i] = to_bf16((float)(scales[s] * gauss()));
+            snprintf(name, sizeof name, "normal x %g, n = %llu", scales[s], (unsigned long long)n);
+            measured_as_encoded(name, v, n);
+        }
+        for (uint64_t i = 0; i < n; i++) v[i] = special[rnd() % (sizeof special / sizeof *special)];
+        snprintf(name, sizeof name, "NaN payloads, +-inf, subnormals, +-0, n = %llu", (unsigned long long)n);
+        measured_as_encoded(name, v, n);
+        for (uint64_t i = 0; i < n; i++) v[i] = 0xbf80;
+        snprintf(name, sizeof name, "all equal (-1.0), n = %llu", (unsigned long long)n);
+        measured_as_encoded(name, v, n);
+        for (uint64_t i = 0; i < n; i++) v[i] = (uint16_t)(((i % 256) << 7) | (rnd() & 0x807f));
+        snprintf(name, sizeof name, "every exponent at once, n = %llu", (unsigned long long)n);
+        measured_as_encoded(name, v, n);
+        for (uint64_t i = 0; i < n; i++) v[i] = (uint16_t)(((rnd() % 256) << 7) | (rnd() & 0x807f));
+        snprintf(name, sizeof name, "every exponent, as many of each, n = %llu", (unsigned long long)n);
+        measured_as_encoded(name, v, n);
+        const unsigned ks[] = {8, 15, 16};
+        for (int k = 0; k < 3; k++) {
+            if (n < ks[k]) continue;
+            distinct_exponents(v, n, ks[k]);
+            snprintf(name, sizeof name, "exactly %u exponents, n = %llu", ks[k], (unsigned long long)n);
+            measured_as_encoded(name, v, n);
+        }
+    }
+    lrun_pex2_layout lay;
+    distinct_exponents(v, 1024, 8);
+    int ok = lrun_pex2_measure(&lay, v, 1024, NULL) == LRUN_OK && lay.n_exc == 0 && lay.n_far == 0;
+    distinct_exponents(v, 1024, 15);
+    ok = ok && lrun_pex2_measure(&lay, v, 1024, NULL) == LRUN_OK && lay.n_exc > 0 && lay.n_far == 0;
+    distinct_exponents(v, 1024, 16);
+    ok = ok && lrun_pex2_measure(&lay, v, 1024, NULL) == LRUN_OK && lay.n_far > 0 && lay.n_far < lay.n_exc;
+    CHECK("8 exponents have no exceptions, 15 none far, 16 some far", ok);
+    CHECK("lrun_pex2_measure refuses NULL, n = 12 and n = 0 with LRUN_E_ARG",
+          lrun_pex2_measure(NULL, v, 8, NULL) == LRUN_E_ARG && lrun_pex2_measure(&lay, NULL, 8, NULL) == LRUN_E_ARG &&
+              lrun_pex2_measure(&lay, v, 12, NULL) == LRUN_E_ARG && strstr(lrun_last_error(), "multiple of 8") &&
+              lrun_pex2_measure(&lay, v, 0, pool) == LRUN_E_ARG);
+    free(v);
+}
+
 // ---------------------------------------------------------------- round trips
 
 /* v (n values) encoded with one thread and with the pool (same bytes), the
@@ -75,6 +191,7 @@ static size_t round_trip(const char *name, const uint16_t *v, uint64_t n)
     snprintf(label, sizeof label, "%s: validates and decodes bit for bit (ratio %.4f)", name,
              (double)got / (2.0 * (double)n));
     CHECK(label, ok && !memcmp(back, v, n * 2));
+    if (ok) measure_matches(name, v, n, got, &lay.pex2);
     for (uint64_t i = 0; i < n; i++) proto[i] = (uint16_t)~v[i];
     for (uint64_t b = 0; ref.buf && b * C2_BLOCK < n; b++) {
         const uint64_t left = n - b * C2_BLOCK;
@@ -455,6 +572,7 @@ int main(void)
     snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
     if (system(cmd) != 0) return 1;
     round_trips();
+    measured_sizes();
     ranges();
     bad_tensors();
     mixed_file();

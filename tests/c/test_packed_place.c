@@ -11,6 +11,7 @@
 #include "check.h"
 #include "fixtures.h"
 #include "lrun.h"
+#include "core/tensor.h" /* the layouts measured and packed, compared field by field */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -240,9 +241,24 @@ static void sizes(const char *gg)
     free(pk);
 }
 
+/* The layouts a and b, field by field (PEX1's sections and PEX2's). */
+static int same_packed_layout(const lrun_packed_layout *a, const lrun_packed_layout *b)
+{
+    const lrun_pex2_layout *x = &a->pex2, *y = &b->pex2;
+    return a->codec == b->codec && a->dtype == b->dtype && a->n == b->n && a->nb == b->nb && a->rest == b->rest &&
+           a->hi == b->hi && a->code1 == b->code1 && a->table == b->table && a->code2 == b->code2 &&
+           a->esc == b->esc && a->code2_bytes == b->code2_bytes && a->esc_bytes == b->esc_bytes &&
+           a->total == b->total && !memcmp(a->book1, b->book1, sizeof a->book1) &&
+           !memcmp(a->book2, b->book2, sizeof a->book2) && x->n == y->n && x->nb == y->nb && x->n_exc == y->n_exc &&
+           x->n_far == y->n_far && x->rest == y->rest && x->code == y->code && x->table == y->table &&
+           x->exc == y->exc && x->far == y->far && x->total == y->total &&
+           !memcmp(x->book1, y->book1, sizeof x->book1) && !memcmp(x->book2, y->book2, sizeof x->book2);
+}
+
 /* lrun_tensor_measure_packed: the packed size and codec packing would give, learned with the tensor left plain
- * (where it was, its bytes unchanged); a non-matrix is refused; sizing with it is what init then takes (the
- * planner's automatic choice, lua/lrun/pack_plan.lua). */
+ * (where it was, its bytes unchanged), and the layout packing then validates, field by field (bf16: measured from
+ * the exponents, nothing encoded; f16: PEX1, encoded); a non-matrix is refused; sizing with it is what init then
+ * takes (the planner's automatic choice, lua/lrun/pack_plan.lua). */
 static void measured(const char *gg, lrun_dtype dtype)
 {
     lrun_model *m = fixture_load(gg, "cpu", 0, 2, -1);
@@ -263,11 +279,16 @@ static void measured(const char *gg, lrun_dtype dtype)
              lrun_tensor_stored_bytes(t) == lrun_tensor_bytes(t) &&
              lrun_tensor_packed_codec(t) == (dtype == LRUN_DTYPE_BF16 ? 2 : 1);
         /* the same tensor packed by a placement: the size measured */
-        ok = ok && lrun_tensor_move_form(u, NULL, LRUN_TIER_HOST, 1) == LRUN_OK && lrun_tensor_packed_bytes(u) == got;
+        ok = ok && lrun_tensor_move_form(u, NULL, LRUN_TIER_HOST, 1) == LRUN_OK &&
+             lrun_tensor_packed_bytes(u) == got && same_packed_layout(&t->pk, &u->pk);
         size_t again = 0; /* known now: answered without an encode, the same */
         ok = ok && lrun_tensor_measure_packed(t, &again) == LRUN_OK && again == got;
     }
-    CHECK("measure_packed: sizes and codecs of placement's packing, the tensors left plain", ok && n_matrix > 0);
+    char label[128];
+    snprintf(label, sizeof label,
+             "measure_packed, %s: sizes, codecs and layouts of placement's packing, the tensors left plain",
+             dtype == LRUN_DTYPE_BF16 ? "bf16 (PEX2, measured)" : "f16 (PEX1, encoded)");
+    CHECK(label, ok && n_matrix > 0);
     size_t dummy;
     CHECK("measure_packed: NULL arguments are refused",
           lrun_tensor_measure_packed(NULL, &dummy) == LRUN_E_ARG &&

@@ -14,7 +14,8 @@
  * steps must cross exactly the packed bytes. Also the decode's GB/s on the
  * copy stream's path (mode 2) is printed for the report. A PEX2 file
  * (its own kernels) passes the same placements, and a GGUF packed at
- * placement (bf16 PEX2, f16 PEX1) resident and streamed. Skipped without a GPU. */
+ * placement (bf16 PEX2, f16 PEX1) resident and streamed, its sizes measured
+ * first (lrun_tensor_measure_packed) while plain on the device. Skipped without a GPU. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -214,7 +215,10 @@ static void pex2(void)
 /* A GGUF packed at placement (lrun_tensor_move_form(…, packed = 1)): lrun
  * pack's codec (bf16 PEX2, f16 PEX1), resident on the device (the fused
  * GEMV, ALL_DEVICE) and streamed from pinned memory (mode 2), each with
- * the plain model's logits bit for bit. */
+ * the plain model's logits bit for bit. Resident, each matrix is first
+ * moved plain to the device and measured there (bf16: the exponent
+ * histogram of its bytes staged to the host; f16: an encode): the size its
+ * packing then takes. */
 static void packed_at_placement(lrun_dtype dt, const char *dname, int want_codec)
 {
     static struct run a, b;
@@ -226,16 +230,30 @@ static void packed_at_placement(lrun_dtype dt, const char *dname, int want_codec
     const lrun_weight_mode modes[2] = {LRUN_WEIGHT_MODE_ALL_DEVICE, LRUN_WEIGHT_MODE_AS_PLACED};
     for (int k = 0; k < 2; k++) {
         lrun_model *mp = fixture_load(gguf, "cuda", 0, 0, -1), *mk = fixture_load(gguf, "cuda", 0, 0, -1);
-        int ok = mp && mk && apply(mp, places[k], 0) >= 0, codec_ok = ok;
+        int ok = mp && mk && apply(mp, places[k], 0) >= 0, codec_ok = ok, n_measured = 0, measured_ok = 1;
         for (int64_t i = 0; ok && i < lrun_model_tensor_count(mk); i++) {
             lrun_tensor *t = lrun_model_tensor(mk, i);
             const lrun_role r = lrun_tensor_role(t);
             const int matrix = is_block_matrix(r) || r == LRUN_ROLE_LM_HEAD || r == LRUN_ROLE_EMBEDDING;
             const where w = places[k](r, lrun_tensor_layer(t));
-            ok = lrun_tensor_move_form(t, w.tier == LRUN_TIER_DEVICE ? lrun_model_device(mk) : NULL, w.tier,
-                                       matrix) == LRUN_OK;
+            size_t measured = 0; /* a resident matrix measured while plain on the device: staged to the host */
+            if (k == 0 && matrix) {
+                ok = lrun_tensor_move(t, lrun_model_device(mk), LRUN_TIER_DEVICE) == LRUN_OK &&
+                     lrun_tensor_measure_packed(t, &measured) == LRUN_OK && !lrun_tensor_packed(t);
+                n_measured += ok;
+                if (!ok) printf("# measure %s on the device: %s\n", lrun_tensor_name(t), lrun_last_error());
+            }
+            ok = ok && lrun_tensor_move_form(t, w.tier == LRUN_TIER_DEVICE ? lrun_model_device(mk) : NULL, w.tier,
+                                             matrix) == LRUN_OK;
             if (!ok) printf("# move %s: %s\n", lrun_tensor_name(t), lrun_last_error());
             codec_ok = codec_ok && (!matrix || lrun_tensor_packed_codec(t) == want_codec);
+            measured_ok = measured_ok && (!measured || lrun_tensor_packed_bytes(t) == measured);
+        }
+        if (k == 0) {
+            snprintf(label, sizeof label,
+                     "%s: lrun_tensor_measure_packed of plain matrices on the device gives the size packing gives",
+                     dname);
+            CHECK(label, ok && n_measured > 0 && measured_ok);
         }
         ok = ok && run(mp, modes[k], &a) && run(mk, modes[k], &b);
         snprintf(label, sizeof label, "%s packed at placement, %s: codec %s", dname, k ? "blocks pinned" : "resident",
