@@ -83,9 +83,8 @@ end
 -- the packed scratch its device-packed weights decode into (prefill, and shapes the fused GEMV refuses). The
 -- reserve was sized before the plan chose forms; a plan that packs weights on the device needs this too, or
 -- the engine fails at init where the plan said it fits.
-local function beyond_reserve(sized, resident)
-  return sized.rows + sized.slack + math.max(0, sized.scratch - resident.scratch)
-end
+local function added_scratch(sized, resident) return math.max(0, sized.scratch - resident.scratch) end
+local function beyond_reserve(sized, resident) return sized.rows + sized.slack + added_scratch(sized, resident) end
 
 -- ---------------------------------------------------------------- planning
 
@@ -134,7 +133,8 @@ end
 --   cache_implementation, cache_config, threads, numerics; reserve_extra (bytes, internal)
 -- @treturn[1] table {plan={[name]=tier}, host_compute={[name]=true}, policy=name,
 --   explain=text, off_bytes=, device_bytes=, slot_bytes=, extra_bytes= (cuda: embedding rows, pool
---   slack, the packed decode scratch of device-packed weights), reserve_bytes= (KV cache, scratch), prefetch=k (the engine's), budget=,
+--   slack, the packed decode scratch of device-packed weights), reserve_bytes= (KV cache, scratch),
+--   prefetch=k (the engine's), budget=,
 --   size= (M.size of the placement), cache_implementation=, attempts= (M.place: plans made),
 --   host_bytes=, host_budget=, disk_bytes= (weights in the disk tier),
 --   predicted= (lrun.predict.decode of the plan, unless opts.predict == false), prefill= (lrun.predict.prefill
@@ -422,7 +422,7 @@ function M.plan(model, opts)
       local explain = type(extra) == "table" and extra.explain or nil
       local summary = plan_explain.summary(model, { policy = policy.name or pname, tensors = tensors,
         host_compute = host_compute, packed = packed, device_bytes = dev_bytes, off_bytes = off_bytes,
-        slot_bytes = slot_b, extra_bytes = other_b, packed_scratch = other_b - sized.rows - sized.slack,
+        slot_bytes = slot_b, extra_bytes = other_b, packed_scratch = added_scratch(sized, resident),
         k = k, reserve = reserve,
         cache_implementation = opts.cache_implementation, budget = capacity, device_capped = device_capped,
         host_bytes = host_bytes, host_budget = host_budget, moved = moved, disk_bytes = disk_bytes,
