@@ -37,8 +37,7 @@ lrun_status lrun_model_measure_host_copy(lrun_model *model, size_t bytes, double
      * page, which a read finds in cache whatever the size */
     unsigned char *src = malloc(bytes), *dst = malloc(bytes);
     lrun_status st = LRUN_OK;
-    if (!src || !dst)
-        st = lrun_fail_oom(2 * bytes, 0, "measuring host copy: 2 x %zu bytes of host memory", bytes);
+    if (!src || !dst) st = lrun_fail_oom(2 * bytes, 0, "measuring host copy: 2 x %zu bytes of host memory", bytes);
     else {
         memset(src, 1, bytes);
         memset(dst, 0, bytes); /* the staging buffers are touched too: no first-touch faults in the timing */
