@@ -888,6 +888,14 @@ LRUN_API lrun_status lrun_engine_host_staging_bytes(size_t *out, const lrun_mode
  * free memory) so that the figure is DRAM's, as a model's weights are read. */
 LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                            double *bytes_per_s);
+/* How fast the runtime's threaded host copy (lrun_threadpool_memcpy on the
+ * model's threads) moves a written buffer into another: bytes over the
+ * seconds of one copy; one warm-up, then the best of three. What a weight
+ * streamed from the host or mmap tier on cuda crosses before the pinned
+ * link (staging buffers). bytes in [1 MiB, 4 GiB], raised as
+ * lrun_model_measure_host_matmul's (twice the last-level cache, at least
+ * 1 GiB), with source and destination at most a quarter of free memory. */
+LRUN_API lrun_status lrun_model_measure_host_copy(lrun_model *model, size_t bytes, double *bytes_per_s);
 /* How fast a batched product runs (prefill, docs/residency.md "Predicted
  * prefill"): flop/s (2 · n · k · rows over the seconds) of y (rows, n) =
  * x (rows, k) · Wᵀ over a zeroed weight of dtype, on_device 1: where the

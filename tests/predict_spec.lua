@@ -62,6 +62,25 @@ describe("predict.decode with given bandwidths", function()
     assert.is_true(p.overlapped)
   end)
 
+  it("cuda: host and mmap stream staged at min(pinned, host_copy) when host_copy is known", function()
+    local plan = { ["blk.0.ffn_up.weight"] = "host", ["blk.0.ffn_gate.weight"] = "mmap",
+      ["blk.0.ffn_down.weight"] = "host" }
+    local bw = {}
+    for k, v in pairs(CUDA) do bw[k] = v end
+    bw.host_copy = 1.5e10 -- below the pinned link's 2e10: the copy into staging is the limit
+    local p = predict.decode(TENSORS, plan, nil, bw)
+    near(6e6 / 1.5e10, p.copy_s, "staged copy")
+    assert.are.equal("PCIe pinned (staged)", p.limit)
+    bw.host_copy = 4e10 -- above it: the pinned link
+    near(6e6 / 2e10, predict.decode(TENSORS, plan, nil, bw).copy_s, "pinned-bound staged copy")
+    local old = predict.decode(TENSORS, plan, nil, CUDA) -- no host_copy: the driver's pageable rate
+    near(6e6 / 1e10, old.copy_s, "pageable copy")
+    assert.are.equal("PCIe pageable", old.limit)
+    bw.device = "cpu" -- cpu devices keep their own rates whatever host_copy says
+    near(predict.decode(TENSORS, plan, nil, CPU).seconds, predict.decode(TENSORS, plan, nil,
+      setmetatable({ host_copy = 1.5e10 }, { __index = CPU })).seconds, "cpu unchanged")
+  end)
+
   it("cuda: host compute as the limit, falling back to host_read for an unmeasured dtype", function()
     local plan = { ["output.weight"] = "host" }
     local bw = {}

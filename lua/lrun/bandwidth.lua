@@ -127,6 +127,8 @@ function M.bandwidths(model)
     end
     M.host_batch_rates(model, h.host_batch)
     if h.host_call_s == nil then h.host_call_s = M.host_call_s(model) or false end
+    if h.host_copy == nil then h.host_copy = M.host_copy(model) or false end
+    bw.host_copy = h.host_copy or nil
     bw.host_call_s = h.host_call_s or nil
     bw.host_matmul, bw.host_batch = h.host_matmul, {}
     for dt, r in pairs(h.host_batch) do if r then bw.host_batch[dt] = r end end
@@ -188,6 +190,15 @@ function M.host_call_s(model)
     return nil
   end
   return 2 * 64 * 64 / out[0]
+end
+
+--- How fast the model's threads copy host memory (lrun_model_measure_host_copy,
+-- 1 GiB or more from DRAM): what a host or mmap weight streamed on cuda
+-- crosses into the pinned staging buffers; nil when it cannot be measured.
+function M.host_copy(model)
+  local out = ffi.new("double[1]")
+  if C.lrun_model_measure_host_copy(model.handle, 2 ^ 30, out) ~= C.LRUN_OK or out[0] <= 0 then return nil end
+  return out[0]
 end
 
 local disk_cache = {}

@@ -132,7 +132,12 @@ end
 local function link(tier, bw)
   if tier == "pinned" then return bw.h2d_pinned, "PCIe pinned" end
   if tier == "disk" then return bw.disk_read or M.assumed_disk_read, "disk" end
-  return bw.h2d_pageable or bw.h2d_pinned, "PCIe pageable" -- host, mmap
+  -- host, mmap on cuda: copied by every core into pinned staging buffers, then by DMA (copy_bytes in
+  -- engine_cuda_offload.c), so at the slower of the two (issues #12/#15: 50.5 GB/s ran, 12.8 pageable)
+  if bw.device == "cuda" and type(bw.host_copy) == "number" and bw.host_copy > 0 then
+    return math.min(bw.h2d_pinned, bw.host_copy), "PCIe pinned (staged)"
+  end
+  return bw.h2d_pageable or bw.h2d_pinned, "PCIe pageable"
 end
 
 -- The link host experts stream over in a cuda prefill (engine_cuda_moe_stream.c): pinned ones by DMA;
@@ -142,7 +147,10 @@ end
 -- ran 2186 tok/s, predicted 844 at the pageable rate).
 local function expert_stream_link(tier, bw)
   if tier == "pinned" or tier == "disk" then return link(tier, bw) end
-  return math.min(bw.h2d_pinned, (bw.host_read or bw.h2d_pinned) / 2), "PCIe pinned (bounce)"
+  -- the threaded copy's measured rate (bw.host_copy) when known, else half the host's read
+  local copy = type(bw.host_copy) == "number" and bw.host_copy > 0 and bw.host_copy
+    or (bw.host_read or bw.h2d_pinned) / 2
+  return math.min(bw.h2d_pinned, copy), "PCIe pinned (bounce)"
 end
 
 -- Adds bytes streamed over a link (rate bytes/s, name as link's) to p's copy time, that link's share and the
@@ -415,6 +423,7 @@ function M.text(p, bw)
   if bw then
     local r = p.limit == "PCIe pinned" and bw.h2d_pinned
       or p.limit == "PCIe pageable" and (bw.h2d_pageable or bw.h2d_pinned)
+      or p.limit == "PCIe pinned (staged)" and bw.host_copy and math.min(bw.h2d_pinned, bw.host_copy)
       or p.limit == "disk" and (bw.disk_read or M.assumed_disk_read)
       or p.limit == "device read" and bw.device_read
       or p.limit == "decode GEMV" and p.device_s > 0 and p.bytes.device / p.device_s or nil
