@@ -207,6 +207,10 @@ lrun_status lrun_k_softcap(float *x, int64_t n, float cap, void *stream);
 /* y (n) += x (n). */
 lrun_status lrun_k_add(float *y, const float *x, int64_t n, void *stream);
 
+/* dst (n, device) = src (n, pinned host memory, read by the kernel through
+ * its mapping, not by a copy engine: copy_mapped.cu says why). */
+lrun_status lrun_k_copy_mapped(float *dst, const float *src, int64_t n, void *stream);
+
 /* y (n_rows, n) += bias (n) broadcast over rows. */
 lrun_status lrun_k_add_bias(float *y, const float *bias, int64_t n_rows, int64_t n, void *stream);
 

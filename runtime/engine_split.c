@@ -381,6 +381,8 @@ static void split_get_stats(const void *ctx, lrun_engine_stats *out)
         out->prefetch_hits += p.prefetch_hits;
         out->prefetch_misses += p.prefetch_misses;
         out->host_compute_bytes += p.host_compute_bytes;
+        out->host_compute_seconds += p.host_compute_seconds;
+        out->host_wait_seconds += p.host_wait_seconds;
         out->slot_bytes += p.slot_bytes;
         out->kv_bytes += p.kv_bytes;
         out->scratch_bytes += p.scratch_bytes;

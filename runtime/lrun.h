@@ -880,8 +880,9 @@ LRUN_API int lrun_engine_default_prefetch(lrun_device_kind kind);
  * negative n_batch_max. */
 LRUN_API lrun_status lrun_engine_host_staging_bytes(size_t *out, const lrun_model *model, lrun_device_kind kind,
                                                     const lrun_engine_opts *opts);
-/* How fast host compute reads weights: bytes of a zeroed weight of dtype
- * (rows of 4096 elements) over the seconds of one-row lrun_cpu_matmul on
+/* How fast host compute reads weights: bytes of a synthetic weight of dtype
+ * (rows of 4096 elements; varied words, normal numbers: a zeroed one read
+ * at cache speed in a VM) over the seconds of one-row lrun_cpu_matmul on
  * the model's threads; one warm-up, then the best of three. bytes in
  * [1 MiB, 4 GiB], taken from host memory for the call, and raised to twice
  * the machine's last-level cache and at least 1 GiB (at most a quarter of
@@ -890,7 +891,7 @@ LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtyp
                                            double *bytes_per_s);
 /* How fast the runtime's threaded host copy (lrun_threadpool_memcpy on the
  * model's threads) moves a written buffer into another: bytes over the
- * seconds of one copy; one warm-up, then the best of three. What a weight
+ * seconds of one copy (of varied words); one warm-up, then the best of three. What a weight
  * streamed from the host or mmap tier on cuda crosses before the pinned
  * link (staging buffers). bytes in [1 MiB, 4 GiB], raised as
  * lrun_model_measure_host_matmul's (twice the last-level cache, at least
@@ -898,7 +899,7 @@ LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtyp
 LRUN_API lrun_status lrun_model_measure_host_copy(lrun_model *model, size_t bytes, double *bytes_per_s);
 /* How fast a batched product runs (prefill, docs/residency.md "Predicted
  * prefill"): flop/s (2 · n · k · rows over the seconds) of y (rows, n) =
- * x (rows, k) · Wᵀ over a zeroed weight of dtype, on_device 1: where the
+ * x (rows, k) · Wᵀ over a synthetic weight of dtype, on_device 1: where the
  * model's engine computes it (cuda: lrun_k_gemm, the weight dequantized
  * into an f16/bf16 slot and one cuBLAS GEMM; cpu: lrun_cpu_matmul on the
  * model's threads), 0: lrun_cpu_matmul on the model's threads (host compute
@@ -1002,6 +1003,12 @@ typedef struct lrun_engine_stats {
      * instead of streamed (docs/moe.md "Prefill over a cached block"). */
     uint64_t prefill_slot_bytes;  /* expert bytes read from slots, so not streamed (gate, up and down slices) */
     int64_t prefill_slot_experts; /* (block, chunk, expert) triples run from slots */
+    /* A CUDA engine's host compute (weights computed where they sit): where the decode's host time goes,
+     * for predictions to be checked against (host_compute_bytes / host_compute_seconds is the host's rate
+     * as the engine ran it); 0 on the CPU backend, whose compute is all on the host. */
+    double host_compute_seconds; /* wall time in host products (their threads' work, decoding packed weights) */
+    double host_wait_seconds;    /* wall time the host waited for the device before a host product: its
+                                  * input coming down, behind the stream's queued work and weight waits */
 } lrun_engine_stats;
 
 LRUN_API lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);

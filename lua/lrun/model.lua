@@ -973,6 +973,8 @@ function Model:stats(reset)
     prefill_stream_bytes = tonumber(s.prefill_stream_bytes), prefill_stream_experts = tonumber(s.prefill_stream_experts),
     -- of a cached/hybrid block's prefill: experts run from the expert cache's slots instead of streamed, their bytes
     prefill_slot_bytes = tonumber(s.prefill_slot_bytes), prefill_slot_experts = tonumber(s.prefill_slot_experts),
+    -- a CUDA engine's host products: their wall time, and the host's waits for the device before them
+    host_compute_seconds = s.host_compute_seconds, host_wait_seconds = s.host_wait_seconds,
     experts = experts, -- a mixture of experts' routing counts (nil when dense)
     expert_cache = expert_cache, -- the expert cache's hits, misses and bytes (nil without one)
     host = self:host_memory(), -- host bytes held by category, budget, peak

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "cpu/cpu_matmul_grouped.h"
 #include "cpu/cpu_ops.h"
 #include "cuda/engine_cuda_moe_host.h"
@@ -116,7 +117,9 @@ lrun_status lrun_cuda_moe_host_run(lrun_cuda_engine *e, struct cuda_moe_host *h,
 {
     TRY(lrun_cuda_moe_host_fetch(e, n));
     /* also waits for the last host product's copy up, so h_y is free */
+    const double t0 = lrun_now_seconds();
     TRY(cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "waiting for the expert rows", e->device));
+    e->stats.host_wait_seconds += lrun_now_seconds() - t0;
     return lrun_cuda_moe_host_compute(e, h, g, n, pairs, first, w);
 }
 
@@ -128,8 +131,8 @@ lrun_status lrun_cuda_moe_host_compute(lrun_cuda_engine *e, struct cuda_moe_host
         return lrun_fail(LRUN_E_INTERNAL, "engine: the host expert pass has no host buffers");
     const int64_t d = e->n_embd, f = g[0].w->ne[1], k = e->model->info.n_expert_used;
     const int64_t n_exp = e->model->info.n_expert;
-    cudaStream_t s = (cudaStream_t)e->stream;
     const size_t rows = (size_t)(n * d) * sizeof(float);
+    const double t0 = lrun_now_seconds();
     float *sum = hc.h_y;
     memset(sum, 0, rows);
     /* the chosen experts' rows, grouped by expert: row j is pair pairs[j] */
@@ -166,6 +169,6 @@ lrun_status lrun_cuda_moe_host_compute(lrun_cuda_engine *e, struct cuda_moe_host
         const float *src = h->y + j * d;
         for (int64_t c = 0; c < d; c++) dst[c] += wt * src[c];
     }
-    return cuda_check(cudaMemcpyAsync(e->tmp, sum, rows, cudaMemcpyHostToDevice, s), "expert sum to the device",
-                      e->device);
+    e->stats.host_compute_seconds += lrun_now_seconds() - t0;
+    return lrun_cuda_offload_host_up(e, e->tmp, sum, rows / sizeof(float));
 }

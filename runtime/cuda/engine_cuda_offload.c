@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "core/checked.h"
+#include "core/clock.h"
 #include "cpu/cpu_matmul.h"
 #include "core/device.h"
 #include "kernels.h"
@@ -47,6 +48,7 @@
 /* Host and mmap bytes cross through this many pinned buffers of this size:
  * one is filled by the threads while the other is on the bus. */
 #define N_STAGING 2
+#define N_PSTAGE 2
 #define STAGING_CHUNK ((size_t)32 << 20)
 #define N_MATS LRUN_ARCH_TENSOR_BLOCK_COUNT /* a block's matrices, at most */
 
@@ -81,8 +83,17 @@ struct cuda_offload {
     size_t device_bytes;           /* slots + embedding rows + their index, one pool block */
     char *device_block;
     char *slots;                   /* (n_slots, slot_bytes) device */
-    char *pstage;                  /* (pstage_bytes) device: a packed weight's bytes before their decode, or NULL */
-    size_t pstage_bytes;           /* the largest streamed packed weight's packed bytes, 256-aligned; 0: none */
+    /* Packed weights (mode 2) land in one of N_PSTAGE buffers on the copy
+     * stream and decode from it into their slot on the decode stream, so the
+     * next weight's copy runs while this one decodes (one buffer on one
+     * stream left the link idle for every decode: 93.6% of the packed-PCIe
+     * limit on the H100, session 19). */
+    char *pstage;        /* (N_PSTAGE, pstage_one) device, or NULL */
+    size_t pstage_one;   /* the largest streamed packed weight's packed bytes, 256-aligned; 0: none */
+    size_t pstage_bytes; /* N_PSTAGE * pstage_one */
+    int pstage_next;
+    cudaStream_t decode_stream; /* packed decodes; NULL without packed streamed weights */
+    cudaEvent_t pstage_copied[N_PSTAGE], pstage_free[N_PSTAGE], fill_copied;
     cudaStream_t copy_stream;
     cudaEvent_t *ev_start, *ev_done, *ev_reach, *ev_free; /* (n_slots) each */
     int *slot_pending;             /* (n_slots) released, its times not yet in the stats */
@@ -107,6 +118,7 @@ struct cuda_offload {
     int any_host;                  /* a matmul runs on the host */
     float *h_x, *h_y;              /* pinned: (B, max k) activations down, (B, max n) products up */
     size_t h_x_floats, h_y_floats;
+    float *h_y_dev;                /* h_y's device address (mapped), or NULL: products go up by copy */
     void *work;                    /* lrun_cpu_matmul work, host */
     uint16_t *h_plain;             /* (h_plain_bytes) host: a packed host-compute weight decoded, or NULL */
     size_t h_plain_bytes;
@@ -168,7 +180,7 @@ static void plan_unit(struct cuda_offload *o, const lrun_placement *p, int64_t l
         w->view.packed = 0; /* decoded into the slot */
         w->packed = lrun_placement_packed(p, ts[i]);
         w->bytes = lrun_placement_stored_bytes(p, ts[i]);
-        if (w->packed && align256(w->bytes) > o->pstage_bytes) o->pstage_bytes = align256(w->bytes);
+        if (w->packed && align256(w->bytes) > o->pstage_one) o->pstage_one = align256(w->bytes);
         w->off = off;
         w->disk_id = -1;
         off += align256(ts[i]->nbytes);
@@ -253,7 +265,8 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
     o->k = o->n_units > 0 ? k : 0;
     o->n_slots = o->n_units > 0 ? o->k + 1 : 0;
     size_t bytes = 0, rows = 0;
-    if (!lrun_size_mul((size_t)o->n_slots, o->slot_bytes, &bytes) || !lrun_size_add(bytes, o->pstage_bytes, &bytes))
+    if (!lrun_size_mul(N_PSTAGE, o->pstage_one, &o->pstage_bytes) ||
+        !lrun_size_mul((size_t)o->n_slots, o->slot_bytes, &bytes) || !lrun_size_add(bytes, o->pstage_bytes, &bytes))
         return lrun_fail_oom(SIZE_MAX, 0, "engine: streaming slots overflow size_t");
     if (o->embd_host) {
         o->embd_row_bytes = m->tok_embd->row_bytes;
@@ -325,6 +338,18 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
     if (o->pstage_bytes) o->pstage = o->device_block + (size_t)o->n_slots * o->slot_bytes;
     TRY(cuda_check(cudaStreamCreateWithFlags(&o->copy_stream, cudaStreamNonBlocking), "creating the copy stream",
                    e->device));
+    if (o->pstage_one) {
+        TRY(cuda_check(cudaStreamCreateWithFlags(&o->decode_stream, cudaStreamNonBlocking),
+                       "creating the packed decode stream", e->device));
+        for (int i = 0; i < N_PSTAGE; i++) {
+            TRY(cuda_check(cudaEventCreateWithFlags(&o->pstage_copied[i], cudaEventDisableTiming),
+                           "creating a packed staging event", e->device));
+            TRY(cuda_check(cudaEventCreateWithFlags(&o->pstage_free[i], cudaEventDisableTiming),
+                           "creating a packed staging event", e->device));
+        }
+        TRY(cuda_check(cudaEventCreateWithFlags(&o->fill_copied, cudaEventDisableTiming), "creating a fill event",
+                       e->device));
+    }
     TRY(make_events(e, &o->ev_start, o->n_slots, cudaEventDefault));
     TRY(make_events(e, &o->ev_done, o->n_slots, cudaEventDefault));
     TRY(make_events(e, &o->ev_reach, o->n_slots, cudaEventDefault));
@@ -369,6 +394,13 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
                                    "host matmul input", (void **)&o->h_x));
         TRY(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, o->h_y_floats * sizeof(float),
                                    "host matmul output", (void **)&o->h_y));
+        /* under UVA cudaHostAlloc'd memory is mapped; without a mapping (or
+         * LRUN_CUDA_MAPPED_UP=0, to compare) products go up by copy */
+        void *dev = NULL;
+        const char *up = getenv("LRUN_CUDA_MAPPED_UP");
+        if (!(up && strcmp(up, "0") == 0) && cudaHostGetDevicePointer(&dev, o->h_y, 0) == cudaSuccess)
+            o->h_y_dev = dev;
+        (void)cudaGetLastError();
     }
     e->stats.slot_bytes = (size_t)o->n_slots * o->slot_bytes + o->pstage_bytes;
     e->stats.prefetch_layers = o->k;
@@ -383,6 +415,15 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
         (void)cudaStreamSynchronize(o->copy_stream);
         cudaStreamDestroy(o->copy_stream);
     }
+    if (o->decode_stream) {
+        (void)cudaStreamSynchronize(o->decode_stream);
+        cudaStreamDestroy(o->decode_stream);
+    }
+    for (int i = 0; i < N_PSTAGE; i++) {
+        if (o->pstage_copied[i]) cudaEventDestroy(o->pstage_copied[i]);
+        if (o->pstage_free[i]) cudaEventDestroy(o->pstage_free[i]);
+    }
+    if (o->fill_copied) cudaEventDestroy(o->fill_copied);
     free_events(o->ev_start, o->n_slots);
     free_events(o->ev_done, o->n_slots);
     free_events(o->ev_reach, o->n_slots);
@@ -443,15 +484,25 @@ static lrun_status copy_bytes(lrun_cuda_engine *e, char *dst, const struct offlo
     return LRUN_OK;
 }
 
-/* dst (device, the weight's place in its slot) = w's plain bytes, on the
- * copy stream: copied as they are, or (packed) copied into the packed
- * staging buffer and decoded from there. */
+/* dst (device, the weight's place in its slot) = w's plain bytes: copied
+ * as they are on the copy stream, or (packed) copied into the next packed
+ * staging buffer once its last decode has read it, and decoded from there
+ * on the decode stream. */
 static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct offload_weight *w)
 {
     struct cuda_offload *o = e->offload;
     if (!w->packed) return copy_bytes(e, dst, w, w->src->nbytes);
-    TRY(copy_bytes(e, o->pstage, w, w->bytes));
-    return lrun_k_packed_decode((uint16_t *)dst, o->pstage, &w->src->pk, 0, w->src->pk.n, o->copy_stream);
+    const int b = o->pstage_next;
+    o->pstage_next = (b + 1) % N_PSTAGE;
+    char *stage = o->pstage + (size_t)b * o->pstage_one;
+    TRY(cuda_check(cudaStreamWaitEvent(o->copy_stream, o->pstage_free[b], 0), "waiting for a packed staging buffer",
+                   e->device));
+    TRY(copy_bytes(e, stage, w, w->bytes));
+    TRY(cuda_check(cudaEventRecord(o->pstage_copied[b], o->copy_stream), "recording a packed copy", e->device));
+    TRY(cuda_check(cudaStreamWaitEvent(o->decode_stream, o->pstage_copied[b], 0), "waiting for a packed copy",
+                   e->device));
+    TRY(lrun_k_packed_decode((uint16_t *)dst, stage, &w->src->pk, 0, w->src->pk.n, o->decode_stream));
+    return cuda_check(cudaEventRecord(o->pstage_free[b], o->decode_stream), "recording a packed decode", e->device);
 }
 
 /* Folds slot s's last unit into the stats; its events have completed. A
@@ -487,7 +538,14 @@ static lrun_status ring_fill(void *owner, int64_t unit, int s, void *slot, size_
     TRY(cuda_check(cudaEventRecord(o->ev_start[s], o->copy_stream), "recording a copy start", e->device));
     for (int64_t j = u->first; j < u->first + u->count; j++)
         TRY(copy_weight(e, (char *)slot + o->w[j].off, &o->w[j]));
-    TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->copy_stream), "recording a copy end", e->device));
+    if (o->decode_stream) { /* done once the copies and the decodes are: the end on the decode stream */
+        TRY(cuda_check(cudaEventRecord(o->fill_copied, o->copy_stream), "recording a fill's copies", e->device));
+        TRY(cuda_check(cudaStreamWaitEvent(o->decode_stream, o->fill_copied, 0), "waiting for a fill's copies",
+                       e->device));
+        TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->decode_stream), "recording a copy end", e->device));
+    } else {
+        TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->copy_stream), "recording a copy end", e->device));
+    }
     *bytes = u->bytes;
     return LRUN_OK;
 }
@@ -645,7 +703,9 @@ lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun
     TRY(cuda_check(cudaMemcpyAsync(o->h_x, x, xf * sizeof(float), cudaMemcpyDeviceToHost, s),
                    "activations to the host", e->device));
     /* also waits for the last host product's copy up, so h_y is free */
+    const double t0 = lrun_now_seconds();
     TRY(cuda_check(cudaStreamSynchronize(s), "waiting for activations", e->device));
+    const double t1 = lrun_now_seconds();
     const void *plain = w->data;
     if (w->packed) { /* decoded over the model's threads, then the same product as a plain weight */
         if (!o->h_plain || w->nbytes > o->h_plain_bytes)
@@ -654,10 +714,22 @@ lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun
         plain = o->h_plain;
     }
     lrun_cpu_matmul(o->pool, w->dtype, plain, w->row_bytes, n, k, o->h_x, m, o->h_y, o->work);
-    TRY(cuda_check(cudaMemcpyAsync(y, o->h_y, yf * sizeof(float), cudaMemcpyHostToDevice, s),
-                   "host product to the device", e->device));
+    e->stats.host_wait_seconds += t1 - t0;
+    e->stats.host_compute_seconds += lrun_now_seconds() - t1;
+    TRY(lrun_cuda_offload_host_up(e, y, o->h_y, yf));
     e->stats.host_compute_bytes += w->nbytes;
     return LRUN_OK;
+}
+
+lrun_status lrun_cuda_offload_host_up(lrun_cuda_engine *e, float *dst, const float *src, size_t floats)
+{
+    const struct cuda_offload *o = e->offload;
+    if (floats == 0) return LRUN_OK;
+    if (o->h_y_dev && src >= o->h_y && src + floats <= o->h_y + o->h_y_floats)
+        return lrun_k_copy_mapped(dst, o->h_y_dev + (src - o->h_y), (int64_t)floats, e->stream);
+    return cuda_check(cudaMemcpyAsync(dst, src, floats * sizeof(float), cudaMemcpyHostToDevice,
+                                      (cudaStream_t)e->stream),
+                      "host product to the device", e->device);
 }
 
 // ---------------------------------------------------------------- stats, reset
@@ -685,6 +757,7 @@ void lrun_cuda_offload_reset(lrun_cuda_engine *e)
     struct cuda_offload *o = e->offload;
     (void)cudaStreamSynchronize((cudaStream_t)e->stream);
     (void)cudaStreamSynchronize(o->copy_stream);
+    if (o->decode_stream) (void)cudaStreamSynchronize(o->decode_stream);
     (void)cudaGetLastError();
     for (int s = 0; s < o->n_slots; s++) o->slot_pending[s] = 0;
     if (o->ring) (void)lrun_ring_begin(o->ring); /* every slot empty, the cycle from its first unit: issues nothing */

@@ -77,6 +77,11 @@ typedef struct lrun_cuda_host_compute {
     size_t h_x_floats, h_y_floats;
 } lrun_cuda_host_compute;
 int lrun_cuda_offload_host_compute(const lrun_cuda_engine *e, lrun_cuda_host_compute *out);
+/* dst (floats, device) = src (in h_y, pinned) on the compute stream, read by
+ * a kernel through the mapping rather than by a copy engine busy streaming
+ * weights (kernels/copy_mapped.cu); by cudaMemcpyAsync where the buffer has
+ * no device address. */
+lrun_status lrun_cuda_offload_host_up(lrun_cuda_engine *e, float *dst, const float *src, size_t floats);
 
 /* The engine's weights for its forward (residency/weights.h), over the
  * streaming above when e->offload is set, else every weight in place

@@ -245,6 +245,7 @@ void lrun_cuda_engine_reset_stats(void *ctx)
     e->stats.steps = e->stats.graph_captures = e->stats.graph_launches = 0;
     e->stats.bytes_streamed = e->stats.host_compute_bytes = 0;
     e->stats.copy_seconds = e->stats.stall_seconds = 0;
+    e->stats.host_compute_seconds = e->stats.host_wait_seconds = 0;
     e->stats.prefetch_hits = e->stats.prefetch_misses = 0;
     e->stats.disk_bytes_read = 0;
     e->stats.disk_read_seconds = 0;

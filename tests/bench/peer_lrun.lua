@@ -41,7 +41,9 @@
 --     of a 512-token chunk, lrun.predict, from m:placement(); the resident
 --     model's too) and their limits,
 --     load_s, weight_device_bytes, host_compute_bytes, bytes_streamed per
---     decode token, expert cache hit rate (when one is used),
+--     decode token, per token the host products' seconds, the host's waits
+--     for the device, the copy and stall seconds, the host's rate as run
+--     (host_compute_rate), expert cache hit rate (when one is used),
 --     prefill_stream_bytes and prefill_slot_bytes (host experts' bytes the
 --     prefill runs streamed, and of a cached block's experts read from the
 --     cache's slots instead: docs/moe.md "Prefill over a cached block").
@@ -189,6 +191,12 @@ local function bench(m, r, emit)
   r.weight_device_bytes = tonumber(st.weight_device_bytes)
   r.host_compute_bytes = tonumber(st.host_compute_bytes)
   r.streamed_bytes_per_token = tonumber(st.bytes_streamed) / opts.n_gen
+  -- where a hybrid token's time goes (the last run's): the host's products and its waits for the device
+  r.host_compute_s_per_token = st.host_compute_seconds / opts.n_gen
+  r.host_wait_s_per_token = st.host_wait_seconds / opts.n_gen
+  r.host_compute_rate = st.host_compute_seconds > 0 and tonumber(st.host_compute_bytes) / st.host_compute_seconds
+    or nil
+  r.copy_s_per_token, r.stall_s_per_token = st.copy_seconds / opts.n_gen, st.stall_seconds / opts.n_gen
   local hits, misses = 0, 0
   local L = r.n_layer
   local h, mi, p = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)

@@ -117,6 +117,10 @@ static int fails_with(lrun_status got, lrun_status want, const char *a, const ch
 static void test_arguments(void)
 {
     float *x = FAKE, *y = FAKE;
+    CHECK("copy_mapped: NULL source is LRUN_E_ARG naming the op",
+          fails_with(lrun_k_copy_mapped(y, NULL, 4, FAKE), LRUN_E_ARG, "lrun_k_copy_mapped", "src"));
+    CHECK("copy_mapped: n 0 is LRUN_E_ARG",
+          fails_with(lrun_k_copy_mapped(y, x, 0, FAKE), LRUN_E_ARG, "lrun_k_copy_mapped", "n 0"));
     CHECK("gemv: NULL weight is LRUN_E_ARG naming the op",
           fails_with(lrun_k_gemv(LRUN_DTYPE_Q4_0, NULL, 18 * 8, 4, 256, x, 1, y, FAKE), LRUN_E_ARG, "lrun_k_gemv",
                      "weight"));
@@ -623,6 +627,18 @@ static void test_elementwise(void)
         snprintf(name, sizeof name, "softcap 30 n %lld: nmse %.2e <= 1e-10", (long long)n, e);
         CHECK(name, ok && e <= 1e-10);
         free(g), free(u), free(ref), free(got);
+    }
+    { /* a host product going up: the kernel reads pinned host memory through its mapping */
+        dreset();
+        const int64_t n = 11008;
+        float *h = NULL, *src = frandv(n, -4.0f, 4.0f), *got = malloc((size_t)n * 4), *dy = dbuf((size_t)n * 4);
+        const int have = lrun_cuda_host_alloc((size_t)n * 4, (void **)&h) == LRUN_OK;
+        if (have) memcpy(h, src, (size_t)n * 4);
+        const int ok = have && ran(lrun_k_copy_mapped(dy, h, n, stream));
+        if (ok) down(got, dy, (size_t)n * 4);
+        CHECK("copy_mapped n 11008 from pinned host memory: exact", ok && memcmp(src, got, (size_t)n * 4) == 0);
+        if (have) lrun_cuda_host_free(h);
+        free(src), free(got);
     }
     dreset();
     const int64_t rows = 5, n = 7;
