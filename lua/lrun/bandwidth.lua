@@ -19,7 +19,13 @@ for role in pairs(packed_form.matrix_roles) do host_roles[role] = true end
 local bw_cache = {}
 
 --- How fast the CPU's decode matmul reads each matrix dtype of the model
--- (host compute on cuda), bytes/s, keyed by dtype name.
+-- (host compute on cuda), bytes/s, keyed by dtype name: over the model's own
+-- matrices where the host can read them (lrun_model_measure_weights_gemv, as
+-- the cpu device's decode rate), else a synthetic weight
+-- (lrun_model_measure_host_matmul). Session 19, H100 machine: the model's bf16
+-- matrices read at 68-78 GB/s and the engine's host products ran at 60-69,
+-- where a zeroed synthetic weight had read at 230-290 (now filled with
+-- varied words; issue #15).
 function M.host_matmul_rates(model)
   local rates, seen = {}, {}
   for _, t in ipairs(model:tensors()) do
@@ -27,10 +33,11 @@ function M.host_matmul_rates(model)
       seen[t.dtype] = true
       local dt = ffi.new("lrun_dtype[1]")
       local out = ffi.new("double[1]")
-      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK
-          and C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK
-          and out[0] > 0 then
-        rates[t.dtype] = out[0]
+      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK then
+        if C.lrun_model_measure_weights_gemv(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0
+            or C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+          rates[t.dtype] = out[0]
+        end
       end
     end
   end

@@ -1,10 +1,16 @@
-/* measure.h — what the CPU measurements (measure_matmul.c, measure_decode.c) share. */
+/* measure.h — what the CPU measurements (measure_matmul.c, measure_decode.c, measure_host_copy.c) share. */
 #ifndef LRUN_CPU_MEASURE_H
 #define LRUN_CPU_MEASURE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Bytes of last-level cache of the whole machine (sysfs), 0 when unknown. */
 size_t lrun_cpu_last_level_cache_bytes(void);
+
+/* Fills bytes at p with synthetic weight contents that read as a model's do
+ * (measure_fill.c says why not zeros): words differing page to page, each a
+ * normal f16/bf16 number; the same seed gives the same bytes. */
+void lrun_measure_fill(void *p, size_t bytes, uint64_t seed);
 
 #endif

@@ -40,7 +40,7 @@ lrun_status lrun_model_measure_host_copy(lrun_model *model, size_t bytes, double
     lrun_status st = LRUN_OK;
     if (!src || !dst) st = lrun_fail_oom(2 * bytes, 0, "measuring host copy: 2 x %zu bytes of host memory", bytes);
     else {
-        memset(src, 1, bytes);
+        lrun_measure_fill(src, bytes, 3); /* varied words, as a weight's (measure_fill.c) */
         memset(dst, 0, bytes); /* the staging buffers are touched too: no first-touch faults in the timing */
     }
     double best = 0;

@@ -5,8 +5,8 @@
  * bytes through the CPU's dot kernels; policies/smart.lua weighs the two
  * with this figure and the measured bus bandwidth. The product is the one
  * host compute runs: lrun_cpu_matmul on the model's thread pool, one
- * activation row (decode), over a zeroed weight of the dtype (the kernels'
- * speed does not depend on the values). */
+ * activation row (decode), over a synthetic weight of the dtype whose
+ * words vary (lrun_measure_fill: a zeroed one read at cache speed in a VM). */
 #include "lrun.h"
 #include "core/clock.h"
 
@@ -99,10 +99,11 @@ lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, 
     if (rs != LRUN_OK) return rs;
     const int64_t n = (int64_t)(bytes / row_bytes) > 0 ? (int64_t)(bytes / row_bytes) : 1;
     const size_t wbytes = (size_t)n * row_bytes, work_bytes = lrun_cpu_matmul_work_bytes(dtype, 1, k);
-    /* written, not calloc'd: untouched pages all map the kernel's one zero
-     * page, which a read finds in L1 whatever the size */
+    /* written with varied words, not zeros: untouched pages all map the
+     * kernel's one zero page, and pages all alike read as no model's do
+     * (measure_fill.c) */
     void *w = malloc(wbytes), *work = work_bytes ? malloc(work_bytes) : NULL;
-    if (w) memset(w, 0, wbytes);
+    if (w) lrun_measure_fill(w, wbytes, 1);
     float *x = calloc((size_t)k, sizeof *x), *y = malloc((size_t)n * sizeof *y);
     lrun_status st = LRUN_OK;
     if (!w || !x || !y || (work_bytes && !work))
@@ -124,8 +125,8 @@ lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, 
     return st;
 }
 
-/* The batched product on the host: n rows of a zeroed weight (the kernels'
- * speed does not depend on the values), rows activation rows; flop/s. */
+/* The batched product on the host: n rows of a synthetic weight (varied
+ * words: lrun_measure_fill), rows activation rows; flop/s. */
 static lrun_status host_gemm_rate(lrun_model *model, lrun_dtype dtype, int64_t n, int64_t k, int64_t rows,
                                   double *flops_per_s)
 {
@@ -141,8 +142,7 @@ static lrun_status host_gemm_rate(lrun_model *model, lrun_dtype dtype, int64_t n
     float *x = calloc((size_t)rows * (size_t)k, sizeof *x), *y = malloc((size_t)rows * (size_t)n * sizeof *y);
     if (!w || !x || !y || (work_bytes && !work))
         st = lrun_fail_oom(wbytes, 0, "measuring matmul: %zu bytes of host memory", wbytes);
-    else
-        memset(w, 0, wbytes); /* written: untouched pages all map the one zero page */
+    else lrun_measure_fill(w, wbytes, 2); /* written, varied: measure_fill.c */
     double best = 0;
     lrun_threadpool *pool = lrun_model_threadpool(model);
     const double flops = 2.0 * (double)n * (double)k * (double)rows;
