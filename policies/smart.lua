@@ -76,8 +76,9 @@ local function host_matmul_rate(t, bw)
   return type(h) == "number" and h > 0 and h or bw.host_read
 end
 
--- cuda: seconds per token t adds to the copy stream, and to the host.
-local function copy_s(t, bw) return t.bytes / bw.h2d_pinned + decode_s(t, bw.packed_decode) end
+-- cuda: seconds per token t adds to the copy stream (a packed t's decode runs on its own stream beside the
+-- copies: the longer of the two), and to the host.
+local function copy_s(t, bw) return math.max(t.bytes / bw.h2d_pinned, decode_s(t, bw.packed_decode)) end
 local function host_s(t, bw)
   return (t.plain_bytes or t.bytes) / host_matmul_rate(t, bw) + decode_s(t, bw.host_decode or bw.host_read)
 end
@@ -165,6 +166,17 @@ local function through_disk(bw)
   return d
 end
 
+-- A host or mmap plan on cuda: its streamed weights are copied by the model's threads into pinned staging
+-- buffers before the DMA, so copies run at lrun.predict's staged link (the slower of the two), not the
+-- pinned link's rate.
+local function through_staging(bw, tier)
+  if bw.device ~= "cuda" or not has_predict then return bw end
+  local d = {}
+  for k, v in pairs(bw) do d[k] = v end
+  d.h2d_pinned = predict.link(tier, bw)
+  return d
+end
+
 local function ms(s) return string.format("%.3f ms", s * 1e3) end
 local function gbs(b) return string.format("%.1f GB/s", b / 1e9) end
 
@@ -189,7 +201,8 @@ function M.plan(tensors, budget)
     error("smart.plan: bandwidth.device must be \"cpu\" or \"cuda\", got " .. tostring(bw.device), 2)
   end
   local orig_bw = bw -- lrun.predict handles the disk tier itself
-  if explicit_tier == "disk" then bw = through_disk(bw) end
+  if explicit_tier == "disk" then bw = through_disk(bw)
+  elseif explicit_tier == "host" or explicit_tier == "mmap" then bw = through_staging(bw, explicit_tier) end
   local list = common.ordered(tensors, "smart.plan")
   local tied = true
   for _, t in ipairs(list) do if P.is_lm_head(t) then tied = false end end

@@ -81,6 +81,21 @@ describe("predict.decode with given bandwidths", function()
       setmetatable({ host_copy = 1.5e10 }, { __index = CPU })).seconds, "cpu unchanged")
   end)
 
+  it("the expert links: pinned and disk as streamed weights, pageable through bounce buffers", function()
+    local bw = {}
+    for k, v in pairs(CUDA) do bw[k] = v end
+    assert.are.equal(bw.h2d_pinned, (predict.expert_stream_link("pinned", bw)))
+    assert.are.equal(predict.link("disk", bw), predict.expert_stream_link("disk", bw))
+    -- no host_copy: half the host's read (each byte read and written), capped by the pinned link
+    local rate, name = predict.expert_stream_link("host", bw)
+    assert.are.equal(math.min(bw.h2d_pinned, bw.host_read / 2), rate)
+    assert.are.equal("PCIe pinned (bounce)", name)
+    bw.host_copy = 1.5e10 -- measured: the threaded copy's rate
+    assert.are.equal(1.5e10, (predict.expert_stream_link("mmap", bw)))
+    bw.host_copy = 1e12
+    assert.are.equal(bw.h2d_pinned, (predict.expert_stream_link("host", bw)))
+  end)
+
   it("cuda: host compute as the limit, falling back to host_read for an unmeasured dtype", function()
     local plan = { ["output.weight"] = "host" }
     local bw = {}

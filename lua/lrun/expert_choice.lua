@@ -69,11 +69,10 @@ local function host_rate(t, bw)
   return type(h) == "number" and h > 0 and h or bw.host_read
 end
 
--- The link a cache miss of a tensor in this tier crosses.
-local function link(tier, bw)
-  if tier == "pinned" then return bw.h2d_pinned end
-  return bw.h2d_pageable or bw.h2d_pinned -- host, mmap: pageable
-end
+-- The link a cache miss of a tensor in this tier crosses, as lrun.predict prices it: pinned ones by DMA,
+-- pageable ones through the cache's staging buffers (engine_cuda_moe_cache.c) at the threaded copy's
+-- measured rate when known.
+local function link(tier, bw) return (predict.link(tier, bw)) end
 
 --- The model's expert blocks as the choice sees them.
 -- @tparam table tensors descriptions (role, layer, dtype, bytes, plain_bytes, shape, name)

@@ -44,8 +44,10 @@
 --     cpu decodes into a scratch, then the plain GEMV: plain bytes at the
 --     GEMV's rate + plain bytes / bw.packed_decode (the host decoder)
 --   streamed (mode 2): the packed bytes cross the link, and the decode
---     (plain bytes / bw.packed_decode: the kernel on cuda's copy stream, the
---     fill thread on cpu) is part of the copy; the device reads the plain
+--     (plain bytes / bw.packed_decode) follows: on cuda the kernel runs on a
+--     decode stream beside the copy stream (two staging buffers), so the
+--     copies take the longer of the links' time and the decodes'; on cpu the
+--     fill thread decodes, part of the copy; the device reads the plain
 --     weight from its slot
 --   host compute: plain bytes / bw.host_decode (the host decoder, decoding
 --     into a scratch) before the product
@@ -152,6 +154,10 @@ local function expert_stream_link(tier, bw)
     or (bw.host_read or bw.h2d_pinned) / 2
   return math.min(bw.h2d_pinned, copy), "PCIe pinned (bounce)"
 end
+--- The two links above, for the planners that price a tier (lrun.expert_choice's cache misses take link).
+-- @treturn number bytes/s
+-- @treturn string the link's name
+M.link, M.expert_stream_link = link, expert_stream_link
 
 -- Adds bytes streamed over a link (rate bytes/s, name as link's) to p's copy time, that link's share and the
 -- streamed bytes.
@@ -288,6 +294,7 @@ function M.decode(tensors, plan, host_compute, bw, q)
   local p = { device_s = 0, copy_s = 0, host_s = 0, host_fixed_s = 0, cache_s = 0, hybrid_s = 0, links = {},
     packed_s = 0, packed_decode_s = 0, bytes = { device = 0, streamed = 0, host = 0, cache = 0, packed = 0 } }
   local hybrid = {} -- [layer] = {dev=, host=, parts=}: a hybrid cached block's two sides
+  local stream_decode_s = 0 -- cuda: mode 2's decodes, on their own stream
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
     local bytes = t.bytes
@@ -344,11 +351,11 @@ function M.decode(tensors, plan, host_compute, bw, q)
     elseif tier ~= "device" then
       add_streamed(p, bytes, link(tier, bw))
       if t.packed then
-        -- mode 2: decoded after the copy, into the slot (cuda: the kernel on the copy stream; cpu: the fill
-        -- thread), which then holds the plain weight the device reads
+        -- mode 2: decoded after the copy, into the slot (cuda: the kernel on the decode stream, beside the
+        -- next weight's copy; cpu: the fill thread), which then holds the plain weight the device reads
         local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
         local dec = decode_s(t, plain, bw.packed_decode)
-        p.copy_s = p.copy_s + dec
+        if bw.device == "cuda" then stream_decode_s = stream_decode_s + dec else p.copy_s = p.copy_s + dec end
         p.packed_decode_s = p.packed_decode_s + dec
         bytes = plain
       end
@@ -377,6 +384,8 @@ function M.decode(tensors, plan, host_compute, bw, q)
     end
     p.bytes.device = p.bytes.device + bytes
   end
+  -- cuda's mode 2 decodes overlap the copies (engine_cuda_offload.c: two staging buffers, two streams)
+  if stream_decode_s > p.copy_s then p.copy_s = stream_decode_s end
   for _, b in pairs(hybrid) do
     local s, fixed = M.hybrid_block_s(bw, b.dev, b.host, b.parts)
     p.host_fixed_s = p.host_fixed_s + fixed
@@ -601,6 +610,7 @@ function M.prefill(tensors, plan, host_compute, bw, q)
       for _, l in ipairs(ec.layers) do qq.held[l] = p.slot_share end
     end
   end
+  local stream_decode_s = 0 -- cuda: streamed packed weights' decodes, on their own stream (as in decode)
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
     local bytes, flops = t.bytes, 0
@@ -620,8 +630,10 @@ function M.prefill(tensors, plan, host_compute, bw, q)
       bytes = 0
     elseif tier ~= "device" then
       add_streamed(p, bytes, link(tier, bw))
-      -- a packed one decodes after its copy (cuda: on the copy stream; cpu: the fill thread)
-      p.copy_s = p.copy_s + decode_s(t, t.plain_bytes or t.bytes, bw.packed_decode)
+      -- a packed one decodes after its copy (cuda: on the decode stream, beside the next copy; cpu: the fill
+      -- thread)
+      local dec = decode_s(t, t.plain_bytes or t.bytes, bw.packed_decode)
+      if bw.device == "cuda" then stream_decode_s = stream_decode_s + dec else p.copy_s = p.copy_s + dec end
     elseif bytes > 0 and not head then
       -- resident packed: decoded into a weight slot before the batched product (docs/packed.md "Prefill")
       p.device_s = p.device_s + decode_s(t, t.plain_bytes or t.bytes, bw.packed_decode)
@@ -653,6 +665,7 @@ function M.prefill(tensors, plan, host_compute, bw, q)
   if bw.device == "cuda" and q.act_bytes and q.n_layer then
     p.elementwise_s = T * q.n_layer * q.act_bytes / bw.device_read
   end
+  if stream_decode_s > p.copy_s then p.copy_s = stream_decode_s end
   local compute = p.device_s + p.host_s + p.attention_s + p.elementwise_s
   if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
   else p.seconds = compute + p.copy_s end
