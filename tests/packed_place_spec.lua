@@ -109,6 +109,24 @@ describe("packed weights as a placement", function()
     m:free()
   end)
 
+  it("packed = true on a plain GGUF weighs the packed sizes (measured, not encoded) in its first plan", function()
+    local m = assert(load(lrpk))
+    local size = assert(require("lrun.residency").size(m, {}, nil, { n_ctx = 64 }))
+    m:free()
+    -- the packed file's budget: before the sizes were measured the plan weighed the plain ones, so the
+    -- policy moved weights off a device they fit packed (and lrun.predict priced plain bytes)
+    m = assert(load(gguf, { gpu_budget = size.peak + 4096, n_ctx = 64, packed = true }))
+    local p = m:placement()
+    assert.are.equal(0, p.bytes.host + p.bytes.pinned + p.bytes.mmap, "every weight on the device")
+    assert.are.equal(1, m.residency.attempts)
+    for _, t in ipairs(m:tensors()) do
+      if p.packed[t.name] then assert.is_true(t.bytes < t.plain_bytes, t.name) end
+    end
+    local ids, logits = run(m)
+    assert.is_true(same(ref_ids, ids) and same(ref_logits, logits), "logits differ")
+    m:free()
+  end)
+
   it("smart knows the packed decode: measured with the bandwidths, weighed and explained", function()
     local m = assert(load(lrpk))
     local bw = assert(require("lrun.residency").bandwidths(m))

@@ -165,6 +165,14 @@ function M.plan(model, opts)
     if select and packed_form.packable(t) then want = select(t) and true or false end
     if want ~= t.packed then
       local pb = tonumber(C.lrun_tensor_packed_bytes(h))
+      -- a weight PEX2 will hold is measured from one read of its exponents, nothing encoded (the size its
+      -- packing will have), so the policy fits and lrun.predict prices packed bytes, not plain ones
+      -- (session 19: --packed true on a 7B bf16 at 4 GiB was predicted at the plain bytes, 4.7 tok/s for
+      -- 7.0); a PEX1 one would be encoded to be measured, so it keeps the plain size until packed
+      if want and pb == 0 and packed_form.codec(t) == "pex2" then
+        local out = ffi.new("size_t[1]")
+        if C.lrun_tensor_measure_packed(h, out) == C.LRUN_OK then pb = tonumber(out[0]) end
+      end
       t.bytes = want and pb > 0 and pb or t.plain_bytes
     end
     t.packed = want -- the form the policy weighs
