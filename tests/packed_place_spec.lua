@@ -117,6 +117,8 @@ describe("packed weights as a placement", function()
     -- policy moved weights off a device they fit packed (and lrun.predict priced plain bytes)
     m = assert(load(gguf, { gpu_budget = size.peak + 4096, n_ctx = 64, packed = true }))
     local p = m:placement()
+    -- `packed` alone chooses the form; the plan is auto-fit's (smart), not the default policy's
+    assert.are.equal("smart", p.policy)
     assert.are.equal(0, p.bytes.host + p.bytes.pinned + p.bytes.mmap, "every weight on the device")
     assert.are.equal(1, m.residency.attempts)
     for _, t in ipairs(m:tensors()) do

@@ -196,6 +196,15 @@ function M.plan(model, opts)
     local cfg = require("lrun.config")
     if cfg.policies and #cfg.policies > 0 then spec = cfg.policies[#cfg.policies] end
   end
+  -- `packed` alone chooses a form, not a placement: the plan is auto-fit's (smart), as without it (session
+  -- 19: `--packed true --gpu-budget 4G` took the default policy's pageable host tier, 6.48 tok/s, where
+  -- pinned streaming ran 7.01)
+  if spec == nil and opts.packed ~= nil then
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.packed = nil
+    if not placement_opts.wanted(o) then spec = "smart" end
+  end
   -- with nothing that must leave the device, the default policy and smart
   -- (which only ranks) keep everything on it; an explicit policy has its say
   local only_if_needed = spec == nil or spec == "smart"
