@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/threadpool.h"
+#include "quant/quant_dot.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -456,6 +457,18 @@ lrun_status lrun_pex2_validate(lrun_pex2_layout *lay, const void *src, size_t si
 
 // ---------------------------------------------------------------- decode
 
+void lrun_pex2_lanes_scalar(uint16_t *dst, const uint8_t *rest, const uint8_t *code, const uint16_t hi[8],
+                            uint64_t n_lanes)
+{
+    for (uint64_t l = 0; l < n_lanes; l++) { /* one 3-byte load a lane */
+        const uint8_t *c3 = code + 3 * l, *r = rest + 8 * l;
+        const uint32_t w = c3[0] | (uint32_t)c3[1] << 8 | (uint32_t)c3[2] << 16;
+        uint16_t *d = dst + 8 * l;
+        for (unsigned k = 0; k < 8; k++)
+            d[k] = (uint16_t)(((r[k] & 0x80u) << 8) | hi[(w >> (3 * k)) & 7u] | (r[k] & 0x7fu));
+    }
+}
+
 void lrun_pex2_decode_range(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t first,
                             uint64_t count)
 {
@@ -464,20 +477,21 @@ void lrun_pex2_decode_range(uint16_t *dst, const void *src, const lrun_pex2_layo
     const uint64_t end = first + count;
     uint16_t hi[8]; /* each ordinary code's exponent bits */
     for (int c = 0; c < 8; c++) hi[c] = (uint16_t)(lay->book1[c] << 7);
-    /* every element as if ordinary: whole lanes of 8 from one 3-byte load */
-    for (uint64_t i = first; i < end;) {
-        if (i % 8 == 0 && end - i >= 8) {
-            const uint8_t *c3 = code + 3 * (i / 8), *r = rest + i;
-            const uint32_t w = c3[0] | (uint32_t)c3[1] << 8 | (uint32_t)c3[2] << 16;
-            uint16_t *d = dst + (i - first);
-            for (unsigned k = 0; k < 8; k++)
-                d[k] = (uint16_t)(((r[k] & 0x80u) << 8) | hi[(w >> (3 * k)) & 7u] | (r[k] & 0x7fu));
-            i += 8;
-        } else {
-            dst[i - first] = join(rest[i], lay->book1[code_at(code, i)]);
-            i++;
-        }
+    /* every element as if ordinary: one at a time up to a lane's start and
+     * after the last whole lane, whole lanes of 8 between */
+    uint64_t i = first;
+    for (; i < end && i % 8 != 0; i++) dst[i - first] = join(rest[i], lay->book1[code_at(code, i)]);
+    const uint64_t lanes = (end - i) / 8;
+    if (lanes) {
+#if defined(LRUN_HAVE_AVX2)
+        if (lrun_cpu_isa_get() >= LRUN_CPU_ISA_AVX2)
+            lrun_pex2_lanes_avx2(dst + (i - first), rest + i, code + 3 * (i / 8), hi, lanes);
+        else
+#endif
+            lrun_pex2_lanes_scalar(dst + (i - first), rest + i, code + 3 * (i / 8), hi, lanes);
+        i += 8 * lanes;
     }
+    for (; i < end; i++) dst[i - first] = join(rest[i], lay->book1[code_at(code, i)]);
     /* then each block's exceptions in the range: the far index counts every
      * far exception of the block before it, in the range or not */
     for (uint64_t b = first / LRUN_PEX2_BLOCK; b <= (end - 1) / LRUN_PEX2_BLOCK; b++) {

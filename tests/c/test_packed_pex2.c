@@ -12,6 +12,7 @@
 #include "core/threadpool.h"
 #include "packed/codec.h"
 #include "packed/packed_file.h"
+#include "quant/quant_dot.h"
 
 #include "../bench/codec2_encode.h" /* the prototype: encoder, lane decode, trained-like values */
 
@@ -281,6 +282,25 @@ static void ranges(void)
     if (ok) lrun_packed_decode_range_mt(got + 1, p, &lay, 1, n - 1, pool);
     CHECK("a range over the pool decodes bit for bit",
           ok && !memcmp(got + 1, v + 1, (n - 1) * 2) && got[0] == 0x5555);
+
+    /* every host kernel level the build and CPU have (codec_pex2_avx2.c's lanes against the scalar loop):
+     * the same bits on the same 500 ranges, whatever level is in use */
+    const lrun_cpu_isa was = lrun_cpu_isa_get();
+    int levels = 0, level_bad = 0;
+    for (int isa = LRUN_CPU_ISA_SCALAR; ok && isa <= LRUN_CPU_ISA_AVX512; isa++) {
+        if (lrun_cpu_isa_set((lrun_cpu_isa)isa) != LRUN_OK) continue;
+        levels++;
+        for (int k = 0; k < 500; k++) {
+            const uint64_t a = rnd() % n, c = 1 + rnd() % (n - a);
+            for (uint64_t i = 0; i < c; i++) got[i] = 0x5555;
+            lrun_packed_decode_range(got, p, &lay, a, c);
+            level_bad += memcmp(got, v + a, c * 2) != 0;
+        }
+    }
+    (void)lrun_cpu_isa_set(was);
+    char name[96];
+    snprintf(name, sizeof name, "500 ranges decode bit for bit at each of the %d host kernel levels", levels);
+    CHECK(name, ok && levels >= 1 && !level_bad);
     free(v), free(got), free(p);
 }
 
