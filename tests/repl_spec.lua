@@ -134,6 +134,17 @@ describe("lrun.pretty", function()
     assert.are.equal("{ 1, 2, 3, … 7 more }", pretty.format(long, { max_items = 3 }))
   end)
 
+  it("writes engine statistics, with a CUDA engine's host products when it ran some", function()
+    local s = { steps = 3, bytes_streamed = 0, copy_seconds = 0, stall_seconds = 0, prefetch_hits = 0,
+      prefetch_misses = 0, host_compute_bytes = 6e9, weight_device_bytes = 0, slot_bytes = 0, kv_bytes = 0,
+      scratch_bytes = 0, host_compute_seconds = 0.1, host_wait_seconds = 0.025 }
+    local text = pretty.stats(s)
+    assert.truthy(text:find("host products 0.100 s (60.0 GB/s as run), host waited 0.025 s for the device", 1, true),
+      text)
+    s.host_compute_seconds = 0 -- none (the CPU backend, or nothing host-computed): no line
+    assert.is_nil(pretty.stats(s):find("host products", 1, true))
+  end)
+
   it("uses __tostring of objects", function()
     local obj = setmetatable({}, { __tostring = function() return "lrun.model<x>" end })
     assert.are.equal("{ m = lrun.model<x> }", pretty.format({ m = obj }))
