@@ -182,14 +182,18 @@ end
 -- first, so its read speed (bw.disk_read, measured by
 -- lrun.bandwidth.disk_read; else lrun.predict's assumed figure) bounds both
 -- the copy and a host-computed read.
-local function through_disk(bw)
-  local disk = bw.disk_read or (has_predict and predict.assumed_disk_read) or 3e9
+-- A copy of the bandwidth table bw with the fields of `with` in place.
+local function with_rates(bw, with)
   local d = {}
   for k, v in pairs(bw) do d[k] = v end
-  d.h2d_pinned = math.min(bw.h2d_pinned, disk)
-  d.host_read = math.min(bw.host_read, disk)
-  d.disk_read = disk
+  for k, v in pairs(with) do d[k] = v end
   return d
+end
+
+local function through_disk(bw)
+  local disk = bw.disk_read or (has_predict and predict.assumed_disk_read) or 3e9
+  return with_rates(bw, { h2d_pinned = math.min(bw.h2d_pinned, disk), host_read = math.min(bw.host_read, disk),
+    disk_read = disk })
 end
 
 -- A host or mmap plan on cuda: its streamed weights are copied by the model's threads into pinned staging
@@ -197,10 +201,7 @@ end
 -- pinned link's rate.
 local function through_staging(bw, tier)
   if bw.device ~= "cuda" or not has_predict then return bw end
-  local d = {}
-  for k, v in pairs(bw) do d[k] = v end
-  d.h2d_pinned = predict.link(tier, bw)
-  return d
+  return with_rates(bw, { h2d_pinned = (predict.link(tier, bw)) })
 end
 
 local function ms(s) return string.format("%.3f ms", s * 1e3) end

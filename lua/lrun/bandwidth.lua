@@ -32,16 +32,24 @@ function M.host_matmul_rates(model)
     if (host_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
       seen[t.dtype] = true
       local dt = ffi.new("lrun_dtype[1]")
-      local out = ffi.new("double[1]")
-      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK then
-        if C.lrun_model_measure_weights_gemv(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0
-            or C.lrun_model_measure_host_matmul(model.handle, dt[0], 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
-          rates[t.dtype] = out[0]
-        end
-      end
+      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK then rates[t.dtype] = M.host_gemv_rate(model, dt[0]) or nil end
     end
   end
   return rates
+end
+
+--- Bytes/s the host's one-row decode matmul reads dtype at: over the model's
+-- own matrices (lrun_model_measure_weights_gemv), or a synthetic weight when
+-- the host cannot read them (lrun_model_measure_host_matmul); false when
+-- neither. The cpu device's decode rate (lrun.predict_plan) and cuda's host
+-- compute rate (host_matmul_rates) both.
+function M.host_gemv_rate(model, dt)
+  local out = ffi.new("double[1]")
+  if C.lrun_model_measure_weights_gemv(model.handle, dt, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
+    return out[0]
+  end
+  return C.lrun_model_measure_host_matmul(model.handle, dt, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 and out[0]
+    or false
 end
 
 --- Fills bw.packed_decode and bw.host_decode (plain bytes/s) when the

@@ -83,10 +83,7 @@ end
 -- (lrun.pack_plan): the load goes through auto-fit with it (smart when the model does not fit).
 local function only_unpacked(self, popts)
   if popts.packed ~= false then return false end
-  local o = {}
-  for k, v in pairs(popts) do o[k] = v end
-  o.packed = nil
-  if require("lrun.residency").wanted(o) then return false end
+  if require("lrun.placement_opts").wanted_besides_packed(popts) then return false end
   for _, t in ipairs(self:tensors()) do if t.packed then return false end end
   return true
 end

@@ -33,6 +33,15 @@ function M.wanted(opts)
     or (cfg.policies ~= nil and #cfg.policies > 0)
 end
 
+--- True when opts ask for a placement by something other than `packed`
+-- (which chooses the form only).
+function M.wanted_besides_packed(opts)
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.packed = nil
+  return M.wanted(o)
+end
+
 --- The "-ot" overrides a plan applies after its policy, in order: n_cpu_moe's
 -- expert blocks when another policy plans (llama.cpp writes --n-cpu-moe as
 -- -ot patterns too), then opts.overrides ({pattern, tier} or "pattern=tier"),

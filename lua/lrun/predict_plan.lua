@@ -186,17 +186,6 @@ end
 local gemv_cache = {} -- [device, threads, dtype] = bytes/s of the cpu's decode GEMV, once per process
 local attn_cache = {} -- [device, threads, heads, context] = seconds of one layer's decode attention
 
--- Bytes/s the decode GEMV reads dtype at: over the model's own matrices
--- (lrun_model_measure_weights_gemv), or a synthetic weight when the host
--- cannot read them (lrun_model_measure_host_matmul); false when neither.
-local function gemv_rate(model, dt)
-  local out = ffi.new("double[1]")
-  if C.lrun_model_measure_weights_gemv(model.handle, dt, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
-    return out[0]
-  end
-  return C.lrun_model_measure_host_matmul(model.handle, dt, 64 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 and out[0]
-    or false
-end
 
 --- cpu: fills bw.decode_matmul (bytes/s the decode GEMV reads each matrix
 -- dtype of the model at, over its own weights, from DRAM when they are
@@ -215,7 +204,7 @@ function M.decode_rates(model, bw, context)
   for dtype in pairs(shapes(model:tensors(), true)) do
     local key = dev .. "\0" .. th .. "\0" .. dtype
     if gemv_cache[key] == nil and C.lrun_dtype_from_name(dtype, dt) == C.LRUN_OK then
-      gemv_cache[key] = gemv_rate(model, dt[0])
+      gemv_cache[key] = require("lrun.bandwidth").host_gemv_rate(model, dt[0])
     end
     rates[dtype] = rates[dtype] or gemv_cache[key] or nil
   end

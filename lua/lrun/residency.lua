@@ -199,12 +199,7 @@ function M.plan(model, opts)
   -- `packed` alone chooses a form, not a placement: the plan is auto-fit's (smart), as without it (session
   -- 19: `--packed true --gpu-budget 4G` took the default policy's pageable host tier, 6.48 tok/s, where
   -- pinned streaming ran 7.01)
-  if spec == nil and opts.packed ~= nil then
-    local o = {}
-    for k, v in pairs(opts) do o[k] = v end
-    o.packed = nil
-    if not placement_opts.wanted(o) then spec = "smart" end
-  end
+  if spec == nil and opts.packed ~= nil and not placement_opts.wanted_besides_packed(opts) then spec = "smart" end
   -- with nothing that must leave the device, the default policy and smart
   -- (which only ranks) keep everything on it; an explicit policy has its say
   local only_if_needed = spec == nil or spec == "smart"

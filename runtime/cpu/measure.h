@@ -8,6 +8,11 @@
 /* Bytes of last-level cache of the whole machine (sysfs), 0 when unknown. */
 size_t lrun_cpu_last_level_cache_bytes(void);
 
+/* The bytes a host measurement reads so that they come from DRAM: bytes
+ * raised to twice the last-level cache and at least 1 GiB (at most 4 GiB),
+ * but never above 1/share of the free host memory. */
+size_t lrun_measure_dram_bytes(size_t bytes, size_t share);
+
 /* Fills bytes at p with synthetic weight contents that read as a model's do
  * (measure_fill.c says why not zeros): words differing page to page, each a
  * normal f16/bf16 number; the same seed gives the same bytes. */

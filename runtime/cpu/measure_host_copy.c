@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/device.h"
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "cpu/measure.h"
@@ -28,12 +27,7 @@ lrun_status lrun_model_measure_host_copy(lrun_model *model, size_t bytes, double
     /* as lrun_model_measure_host_matmul: twice the last-level cache and at
      * least 1 GiB, so the source comes from DRAM as a streamed weight does;
      * never more than a quarter of free memory (source and destination) */
-    const size_t llc = lrun_cpu_last_level_cache_bytes(), gib = (size_t)1 << 30;
-    const size_t floor_bytes = 2 * llc > gib ? 2 * llc : gib;
-    const size_t avail = lrun_host_memory_available();
-    size_t want = floor_bytes < ((size_t)1 << 32) ? floor_bytes : (size_t)1 << 32;
-    if (avail && want > avail / 8) want = avail / 8;
-    if (bytes < want) bytes = want;
+    bytes = lrun_measure_dram_bytes(bytes, 8);
     /* written, not calloc'd: untouched pages all map the kernel's one zero
      * page, which a read finds in cache whatever the size */
     unsigned char *src = malloc(bytes), *dst = malloc(bytes);

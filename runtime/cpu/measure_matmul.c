@@ -72,6 +72,16 @@ size_t lrun_cpu_last_level_cache_bytes(void)
     return best * (size_t)(cpus > sharing ? (cpus + sharing - 1) / sharing : 1);
 }
 
+size_t lrun_measure_dram_bytes(size_t bytes, size_t share)
+{
+    const size_t llc = lrun_cpu_last_level_cache_bytes(), gib = (size_t)1 << 30;
+    const size_t floor_bytes = 2 * llc > gib ? 2 * llc : gib;
+    const size_t avail = lrun_host_memory_available();
+    size_t want = floor_bytes < ((size_t)1 << 32) ? floor_bytes : (size_t)1 << 32;
+    if (avail && share && want > avail / share) want = avail / share;
+    return bytes < want ? want : bytes;
+}
+
 lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, size_t bytes, double *bytes_per_s)
 {
     if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring host matmul: bytes_per_s is NULL");
@@ -86,12 +96,7 @@ lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtype dtype, 
      * 300 MiB L3 measured 222 GB/s against DRAM's ~99 (issue #15). The 1 GiB
      * floor because a virtual machine's sysfs may list less cache than the
      * host has. */
-    const size_t llc = lrun_cpu_last_level_cache_bytes(), gib = (size_t)1 << 30;
-    const size_t floor_bytes = 2 * llc > gib ? 2 * llc : gib;
-    const size_t avail = lrun_host_memory_available(); /* never more than a quarter of what is free */
-    size_t want = floor_bytes < ((size_t)1 << 32) ? floor_bytes : (size_t)1 << 32;
-    if (avail && want > avail / 4) want = avail / 4;
-    if (bytes < want) bytes = want;
+    bytes = lrun_measure_dram_bytes(bytes, 4); /* never more than a quarter of what is free */
     /* rows of 4096 elements: a multiple of every block size, a typical width */
     const int64_t k = 4096;
     size_t row_bytes = 0;

@@ -13,8 +13,6 @@
 #include "packed/codec_pex2.h"
 #include "quant/quant_dot.h"
 
-#include <string.h>
-
 #if defined(LRUN_HAVE_AVX2)
 #include <immintrin.h>
 
