@@ -9,11 +9,19 @@
  *   compute stream  reach[s] · wait done[s] (on_acquire) · the unit's kernels · free[s] (release)
  *
  * The ring issues unit c's fill at acquire if a cold pipeline has not yet,
- * and at release(c) the fills up to c+k, each after before_refill has seen
- * free[] of the slot it refills (the unit before c: by then the GPU is busy
- * with c). The CPU thus runs at most k+1 units ahead of the GPU, which is
- * also what lets it read each unit's event times before the events are
- * recorded again.
+ * and at release(c) the fills up to c+k+1: the last into c's own slot, the
+ * copy stream waiting on the device for free[] of c (before_refill), so the
+ * copies of c+1 and c+2 are queued while the host computes c's host
+ * products. Refilling one unit later, after the CPU had seen free[] (the
+ * ring's default ahead = k), made a block's copy start only once the host
+ * had finished the block before it, and with k = 1 a block's host products
+ * wait for its own copy: copies and host products ran in turn (H100, session
+ * 19: 71.8 ms of copies and 77.8 ms of host products a token, 152 ms in
+ * all). Each slot's fills take two event sets in turn, so a set's times
+ * are read (its last use long finished) before it is recorded again.
+ * Staged sources (host, mmap, disk) keep the default: their fill is CPU
+ * work (a memcpy or a read into pinned buffers) that would block behind
+ * the device's wait.
  *
  * Disk-tier sources (LRUN_TIER_DISK) are read from the model file with
  * direct I/O (residency/disk_reader.h) into the same pinned staging
@@ -51,6 +59,7 @@
 #define N_PSTAGE 2
 #define STAGING_CHUNK ((size_t)32 << 20)
 #define N_MATS LRUN_ARCH_TENSOR_BLOCK_COUNT /* a block's matrices, at most */
+#define N_EVSETS 2 /* event sets per slot, taken by its fills in turn */
 
 struct offload_weight {
     const struct lrun_tensor *src; /* the model's record: the bytes off the device */
@@ -95,8 +104,11 @@ struct cuda_offload {
     cudaStream_t decode_stream; /* packed decodes; NULL without packed streamed weights */
     cudaEvent_t pstage_copied[N_PSTAGE], pstage_free[N_PSTAGE], fill_copied;
     cudaStream_t copy_stream;
-    cudaEvent_t *ev_start, *ev_done, *ev_reach, *ev_free; /* (n_slots) each */
-    int *slot_pending;             /* (n_slots) released, its times not yet in the stats */
+    int n_sets;                    /* N_EVSETS per slot: slot s's are s·N_EVSETS … */
+    int *set_of_slot;              /* (n_slots) the set of the slot's last fill */
+    cudaEvent_t *ev_start, *ev_done, *ev_reach, *ev_free; /* (n_sets) each */
+    int *set_pending;              /* (n_sets) released, its times not yet in the stats */
+    int refill_queued;             /* a slot refills behind a device wait for its release (every source pinned) */
     lrun_ring *ring;               /* the order of fills and uses (QUEUED); NULL when nothing is staged */
 
     char *staging;                 /* (N_STAGING, staging_stride) pinned, NULL when every source is pinned */
@@ -104,7 +116,7 @@ struct cuda_offload {
     cudaEvent_t staging_free[N_STAGING];
     int staging_next;
     lrun_disk_reader *disk;        /* direct reads of disk-tier sources; NULL when none */
-    int *slot_disk;                /* (n_slots) the slot's last unit read from the file */
+    int *set_disk;                 /* (n_sets) the set's last unit read from the file */
     uint64_t disk_bytes_seen;      /* reader bytes already in e->stats */
     double disk_seconds_seen;
 
@@ -350,26 +362,31 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
         TRY(cuda_check(cudaEventCreateWithFlags(&o->fill_copied, cudaEventDisableTiming), "creating a fill event",
                        e->device));
     }
-    TRY(make_events(e, &o->ev_start, o->n_slots, cudaEventDefault));
-    TRY(make_events(e, &o->ev_done, o->n_slots, cudaEventDefault));
-    TRY(make_events(e, &o->ev_reach, o->n_slots, cudaEventDefault));
-    TRY(make_events(e, &o->ev_free, o->n_slots, cudaEventDisableTiming));
+    o->n_sets = N_EVSETS * o->n_slots;
+    TRY(make_events(e, &o->ev_start, o->n_sets, cudaEventDefault));
+    TRY(make_events(e, &o->ev_done, o->n_sets, cudaEventDefault));
+    TRY(make_events(e, &o->ev_reach, o->n_sets, cudaEventDefault));
+    TRY(make_events(e, &o->ev_free, o->n_sets, cudaEventDisableTiming));
     for (int i = 0; i < N_STAGING; i++)
         TRY(cuda_check(cudaEventCreateWithFlags(&o->staging_free[i], cudaEventDisableTiming),
                        "creating a staging event", e->device));
-    o->slot_pending = calloc((size_t)o->n_slots + 1, sizeof *o->slot_pending);
-    if (!o->slot_pending) return lrun_fail_oom(0, 0, "engine: slot records");
-    if (o->n_slots > 0) TRY(make_ring(e));
+    o->set_pending = calloc((size_t)o->n_sets + 1, sizeof *o->set_pending);
+    o->set_disk = calloc((size_t)o->n_sets + 1, sizeof *o->set_disk);
+    o->set_of_slot = calloc((size_t)o->n_slots + 1, sizeof *o->set_of_slot);
+    if (!o->set_pending || !o->set_disk || !o->set_of_slot) return lrun_fail_oom(0, 0, "engine: slot records");
+    for (int s = 0; s < o->n_slots; s++) o->set_of_slot[s] = s * N_EVSETS;
 
     int staged = 0, disk = 0;
     for (int64_t j = 0; j < o->n_w; j++) {
         staged |= o->w[j].src->tier != LRUN_TIER_PINNED;
         disk |= o->w[j].src->tier == LRUN_TIER_DISK;
     }
+    /* LRUN_CUDA_REFILL_QUEUED=0 restores refilling after the CPU saw the release, to compare */
+    const char *rq = getenv("LRUN_CUDA_REFILL_QUEUED");
+    o->refill_queued = !staged && !(rq && strcmp(rq, "0") == 0);
+    if (o->n_slots > 0) TRY(make_ring(e));
     if (disk) TRY(open_disk(o));
     o->staging_stride = STAGING_CHUNK + (disk ? 2 * LRUN_DISK_ALIGN : 0);
-    o->slot_disk = calloc((size_t)o->n_slots + 1, sizeof *o->slot_disk);
-    if (!o->slot_disk) return lrun_fail_oom(0, 0, "engine: slot records");
     /* pinned memory is page-aligned (cudaHostAlloc), so each buffer is block-aligned */
     if (staged)
         TRY(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED,
@@ -424,10 +441,10 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
         if (o->pstage_free[i]) cudaEventDestroy(o->pstage_free[i]);
     }
     if (o->fill_copied) cudaEventDestroy(o->fill_copied);
-    free_events(o->ev_start, o->n_slots);
-    free_events(o->ev_done, o->n_slots);
-    free_events(o->ev_reach, o->n_slots);
-    free_events(o->ev_free, o->n_slots);
+    free_events(o->ev_start, o->n_sets);
+    free_events(o->ev_done, o->n_sets);
+    free_events(o->ev_reach, o->n_sets);
+    free_events(o->ev_free, o->n_sets);
     for (int i = 0; i < N_STAGING; i++)
         if (o->staging_free[i]) cudaEventDestroy(o->staging_free[i]);
     (void)cudaGetLastError();
@@ -441,8 +458,9 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
     free(o->h_plain);
     lrun_ring_free(o->ring);
     lrun_disk_reader_free(o->disk);
-    free(o->slot_disk);
-    free(o->slot_pending);
+    free(o->set_disk);
+    free(o->set_pending);
+    free(o->set_of_slot);
     free(o->units);
     free(o->w);
     free(o->unit_of_layer);
@@ -505,59 +523,68 @@ static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct offl
     return cuda_check(cudaEventRecord(o->pstage_free[b], o->decode_stream), "recording a packed decode", e->device);
 }
 
-/* Folds slot s's last unit into the stats; its events have completed. A
- * unit whose copy landed after compute reached it is a miss, and the gap
+/* Folds event set v's last unit into the stats; its events have completed.
+ * A unit whose copy landed after compute reached it is a miss, and the gap
  * is time compute stalled. */
-static void account_slot(lrun_cuda_engine *e, int s)
+static void account_set(lrun_cuda_engine *e, int v)
 {
     struct cuda_offload *o = e->offload;
-    if (!o->slot_pending[s]) return;
+    if (!o->set_pending[v]) return;
     float copy_ms = 0, gap_ms = 0;
-    if (cudaEventElapsedTime(&copy_ms, o->ev_start[s], o->ev_done[s]) == cudaSuccess)
+    if (cudaEventElapsedTime(&copy_ms, o->ev_start[v], o->ev_done[v]) == cudaSuccess)
         e->stats.copy_seconds += copy_ms * 1e-3;
-    const int timed = cudaEventElapsedTime(&gap_ms, o->ev_reach[s], o->ev_done[s]) == cudaSuccess;
+    const int timed = cudaEventElapsedTime(&gap_ms, o->ev_reach[v], o->ev_done[v]) == cudaSuccess;
     (void)cudaGetLastError();
     if (timed && gap_ms <= 0) {
         e->stats.prefetch_hits++;
     } else {
         e->stats.prefetch_misses++;
-        if (o->slot_disk[s]) e->stats.disk_stalls++;
+        if (o->set_disk[v]) e->stats.disk_stalls++;
         if (timed) e->stats.stall_seconds += gap_ms * 1e-3;
     }
-    o->slot_pending[s] = 0;
+    o->set_pending[v] = 0;
 }
 
 // ---------------------------------------------------------------- the ring's hooks
 
-/* fill: unit u into slot s, on the copy stream, between its timing events. */
+/* fill: unit u into slot s, on the copy stream, between the timing events
+ * of the slot's next set, whose last use is read first. */
 static lrun_status ring_fill(void *owner, int64_t unit, int s, void *slot, size_t *bytes)
 {
     lrun_cuda_engine *e = owner;
     struct cuda_offload *o = e->offload;
     const struct offload_unit *u = &o->units[unit];
-    TRY(cuda_check(cudaEventRecord(o->ev_start[s], o->copy_stream), "recording a copy start", e->device));
+    const int v = s * N_EVSETS + (o->set_of_slot[s] + 1) % N_EVSETS;
+    if (o->set_pending[v]) { /* released N_EVSETS fills ago: long done */
+        TRY(cuda_check(cudaEventSynchronize(o->ev_free[v]), "waiting for a streaming slot", e->device));
+        account_set(e, v);
+    }
+    o->set_of_slot[s] = v;
+    TRY(cuda_check(cudaEventRecord(o->ev_start[v], o->copy_stream), "recording a copy start", e->device));
     for (int64_t j = u->first; j < u->first + u->count; j++)
         TRY(copy_weight(e, (char *)slot + o->w[j].off, &o->w[j]));
     if (o->decode_stream) { /* done once the copies and the decodes are: the end on the decode stream */
         TRY(cuda_check(cudaEventRecord(o->fill_copied, o->copy_stream), "recording a fill's copies", e->device));
         TRY(cuda_check(cudaStreamWaitEvent(o->decode_stream, o->fill_copied, 0), "waiting for a fill's copies",
                        e->device));
-        TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->decode_stream), "recording a copy end", e->device));
+        TRY(cuda_check(cudaEventRecord(o->ev_done[v], o->decode_stream), "recording a copy end", e->device));
     } else {
-        TRY(cuda_check(cudaEventRecord(o->ev_done[s], o->copy_stream), "recording a copy end", e->device));
+        TRY(cuda_check(cudaEventRecord(o->ev_done[v], o->copy_stream), "recording a copy end", e->device));
     }
     *bytes = u->bytes;
     return LRUN_OK;
 }
 
-/* before_refill: the slot's last reader has run, and its times are read
- * before its events are reused. */
+/* before_refill: the slot's last reader has run before the copy stream
+ * writes it again: waited for there (refill_queued), else by the CPU. */
 static lrun_status ring_before_refill(void *owner, int s)
 {
     lrun_cuda_engine *e = owner;
-    TRY(cuda_check(cudaEventSynchronize(e->offload->ev_free[s]), "waiting for a streaming slot", e->device));
-    account_slot(e, s);
-    return LRUN_OK;
+    struct cuda_offload *o = e->offload;
+    const cudaEvent_t freed = o->ev_free[o->set_of_slot[s]];
+    if (o->refill_queued)
+        return cuda_check(cudaStreamWaitEvent(o->copy_stream, freed, 0), "queueing a slot's refill", e->device);
+    return cuda_check(cudaEventSynchronize(freed), "waiting for a streaming slot", e->device);
 }
 
 /* on_acquire: compute marks its arrival and waits for the slot's copies. */
@@ -565,9 +592,10 @@ static lrun_status ring_on_acquire(void *owner, int s)
 {
     lrun_cuda_engine *e = owner;
     struct cuda_offload *o = e->offload;
+    const int v = o->set_of_slot[s];
     cudaStream_t cs = (cudaStream_t)e->stream;
-    TRY(cuda_check(cudaEventRecord(o->ev_reach[s], cs), "recording a compute arrival", e->device));
-    return cuda_check(cudaStreamWaitEvent(cs, o->ev_done[s], 0), "waiting for a streamed layer", e->device);
+    TRY(cuda_check(cudaEventRecord(o->ev_reach[v], cs), "recording a compute arrival", e->device));
+    return cuda_check(cudaStreamWaitEvent(cs, o->ev_done[v], 0), "waiting for a streamed layer", e->device);
 }
 
 /* release: the slot's reader is the compute issued so far. */
@@ -576,9 +604,10 @@ static lrun_status ring_release(void *owner, int64_t unit, int s, void *slot, si
     lrun_cuda_engine *e = owner;
     struct cuda_offload *o = e->offload;
     (void)slot, (void)bytes;
-    TRY(cuda_check(cudaEventRecord(o->ev_free[s], (cudaStream_t)e->stream), "recording a slot release", e->device));
-    o->slot_pending[s] = 1;
-    o->slot_disk[s] = o->units[unit].any_disk;
+    const int v = o->set_of_slot[s];
+    TRY(cuda_check(cudaEventRecord(o->ev_free[v], (cudaStream_t)e->stream), "recording a slot release", e->device));
+    o->set_pending[v] = 1;
+    o->set_disk[v] = o->units[unit].any_disk;
     return LRUN_OK;
 }
 
@@ -590,6 +619,7 @@ static lrun_status make_ring(lrun_cuda_engine *e)
     for (int i = 0; i < o->n_slots; i++) bases[i] = o->slots + (size_t)i * o->slot_bytes;
     const lrun_ring_opts ro = {.n_units = o->n_units, .n_ring = o->n_slots, .ring_slots = bases, .own_unit = -1,
                                .order = LRUN_RING_ORDER_CYCLIC, .driver = LRUN_RING_FILL_QUEUED,
+                               .ahead = o->refill_queued ? o->n_slots : 0,
                                .fill = ring_fill, .release = ring_release, .on_acquire = ring_on_acquire,
                                .before_refill = ring_before_refill, .owner = e};
     const lrun_status st = lrun_ring_init(&o->ring, &ro);
@@ -737,8 +767,8 @@ lrun_status lrun_cuda_offload_host_up(lrun_cuda_engine *e, float *dst, const flo
 void lrun_cuda_offload_account(lrun_cuda_engine *e)
 {
     struct cuda_offload *o = e->offload;
-    for (int s = 0; s < o->n_slots; s++)
-        if (o->slot_pending[s] && cudaEventQuery(o->ev_free[s]) == cudaSuccess) account_slot(e, s);
+    for (int v = 0; v < o->n_sets; v++)
+        if (o->set_pending[v] && cudaEventQuery(o->ev_free[v]) == cudaSuccess) account_set(e, v);
     (void)cudaGetLastError();
     if (o->disk) { /* the reader's counters run on; the stats take what is new */
         lrun_disk_stats d;
@@ -759,6 +789,6 @@ void lrun_cuda_offload_reset(lrun_cuda_engine *e)
     (void)cudaStreamSynchronize(o->copy_stream);
     if (o->decode_stream) (void)cudaStreamSynchronize(o->decode_stream);
     (void)cudaGetLastError();
-    for (int s = 0; s < o->n_slots; s++) o->slot_pending[s] = 0;
+    for (int v = 0; v < o->n_sets; v++) o->set_pending[v] = 0;
     if (o->ring) (void)lrun_ring_begin(o->ring); /* every slot empty, the cycle from its first unit: issues nothing */
 }
