@@ -321,6 +321,35 @@ static void test_queued(void)
     lrun_ring_free(r);
 }
 
+/* The same ring with ahead = n_ring, as engine_cuda_offload.c drives it
+ * for pinned sources: releasing unit c issues c+1 and c+2, the last into
+ * c's own slot behind before_refill of that slot (a device-side wait), so
+ * two fills are queued while c's successor computes. */
+static void test_queued_ahead(void)
+{
+    int32_t mem[2];
+    void *ring_slots[2] = {&mem[0], &mem[1]};
+    const lrun_ring_opts opts = {.n_units = 3, .n_ring = 2, .ring_slots = ring_slots, .own_unit = -1,
+                                 .order = LRUN_RING_ORDER_CYCLIC, .driver = LRUN_RING_FILL_QUEUED, .ahead = 2,
+                                 .fill = q_fill, .release = q_release, .on_acquire = q_acquire,
+                                 .before_refill = q_refill};
+    lrun_ring *r = NULL;
+    qlog[0] = 0;
+    int ok = lrun_ring_init(&r, &opts) == LRUN_OK;
+    void *slot = NULL;
+    size_t bytes = 0;
+    for (int64_t u = 0; u < 4; u++) {
+        ok &= lrun_ring_acquire(r, u % 3, &slot, &bytes) == LRUN_OK && slot == ring_slots[u % 2] &&
+              bytes == 10 * (size_t)(u % 3 + 1);
+        ok &= lrun_ring_release(r, u % 3, NULL) == LRUN_OK;
+    }
+    const char *want = "F0.0 A0.0 R0.0 F1.1 B0.0 F2.0 A0.1 R1.1 B0.1 F0.1 A0.0 R2.0 B0.0 F1.0 A0.1 R0.1 B0.1 F2.1 ";
+    CHECK("queued, ahead = n_ring: a released slot is refilled at once, behind its before_refill",
+          ok && strcmp(qlog, want) == 0);
+    if (!ok || strcmp(qlog, want) != 0) printf("# %s\n", qlog);
+    lrun_ring_free(r);
+}
+
 static void test_init_refused(void)
 {
     struct owner o;
@@ -346,6 +375,7 @@ int main(void)
     test_fill_error(0);
     test_fill_error(1);
     test_queued();
+    test_queued_ahead();
     test_init_refused();
     return CHECK_DONE();
 }
