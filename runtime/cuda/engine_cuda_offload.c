@@ -59,7 +59,7 @@
 #define N_PSTAGE 2
 #define STAGING_CHUNK ((size_t)32 << 20)
 #define N_MATS LRUN_ARCH_TENSOR_BLOCK_COUNT /* a block's matrices, at most */
-#define N_EVSETS 2 /* event sets per slot, taken by its fills in turn */
+#define N_EVSETS 2                          /* event sets per slot, taken by its fills in turn */
 
 struct offload_weight {
     const struct lrun_tensor *src; /* the model's record: the bytes off the device */
@@ -104,10 +104,10 @@ struct cuda_offload {
     cudaStream_t decode_stream; /* packed decodes; NULL without packed streamed weights */
     cudaEvent_t pstage_copied[N_PSTAGE], pstage_free[N_PSTAGE], fill_copied;
     cudaStream_t copy_stream;
-    int n_sets;                    /* N_EVSETS per slot: slot s's are s·N_EVSETS … */
-    int *set_of_slot;              /* (n_slots) the set of the slot's last fill */
+    int n_sets;                                           /* N_EVSETS per slot: slot s's are s·N_EVSETS … */
+    int *set_of_slot;                                     /* (n_slots) the set of the slot's last fill */
     cudaEvent_t *ev_start, *ev_done, *ev_reach, *ev_free; /* (n_sets) each */
-    int *set_pending;              /* (n_sets) released, its times not yet in the stats */
+    int *set_pending;                                     /* (n_sets) released, its times not yet in the stats */
     int refill_queued;             /* a slot refills behind a device wait for its release (every source pinned) */
     lrun_ring *ring;               /* the order of fills and uses (QUEUED); NULL when nothing is staged */
 
@@ -617,11 +617,18 @@ static lrun_status make_ring(lrun_cuda_engine *e)
     void **bases = malloc((size_t)o->n_slots * sizeof *bases);
     if (!bases) return lrun_fail_oom((size_t)o->n_slots * sizeof *bases, 0, "engine: slot records");
     for (int i = 0; i < o->n_slots; i++) bases[i] = o->slots + (size_t)i * o->slot_bytes;
-    const lrun_ring_opts ro = {.n_units = o->n_units, .n_ring = o->n_slots, .ring_slots = bases, .own_unit = -1,
-                               .order = LRUN_RING_ORDER_CYCLIC, .driver = LRUN_RING_FILL_QUEUED,
+    const lrun_ring_opts ro = {.n_units = o->n_units,
+                               .n_ring = o->n_slots,
+                               .ring_slots = bases,
+                               .own_unit = -1,
+                               .order = LRUN_RING_ORDER_CYCLIC,
+                               .driver = LRUN_RING_FILL_QUEUED,
                                .ahead = o->refill_queued ? o->n_slots : 0,
-                               .fill = ring_fill, .release = ring_release, .on_acquire = ring_on_acquire,
-                               .before_refill = ring_before_refill, .owner = e};
+                               .fill = ring_fill,
+                               .release = ring_release,
+                               .on_acquire = ring_on_acquire,
+                               .before_refill = ring_before_refill,
+                               .owner = e};
     const lrun_status st = lrun_ring_init(&o->ring, &ro);
     free(bases);
     return st;

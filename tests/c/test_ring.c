@@ -329,9 +329,16 @@ static void test_queued_ahead(void)
 {
     int32_t mem[2];
     void *ring_slots[2] = {&mem[0], &mem[1]};
-    const lrun_ring_opts opts = {.n_units = 3, .n_ring = 2, .ring_slots = ring_slots, .own_unit = -1,
-                                 .order = LRUN_RING_ORDER_CYCLIC, .driver = LRUN_RING_FILL_QUEUED, .ahead = 2,
-                                 .fill = q_fill, .release = q_release, .on_acquire = q_acquire,
+    const lrun_ring_opts opts = {.n_units = 3,
+                                 .n_ring = 2,
+                                 .ring_slots = ring_slots,
+                                 .own_unit = -1,
+                                 .order = LRUN_RING_ORDER_CYCLIC,
+                                 .driver = LRUN_RING_FILL_QUEUED,
+                                 .ahead = 2,
+                                 .fill = q_fill,
+                                 .release = q_release,
+                                 .on_acquire = q_acquire,
                                  .before_refill = q_refill};
     lrun_ring *r = NULL;
     qlog[0] = 0;
