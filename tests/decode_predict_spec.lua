@@ -76,10 +76,12 @@ describe("predict.decode on the cpu with given rates", function()
     near(dev, p.seconds, "seconds")
     assert.are.equal("decode GEMV", p.limit)
     assert.is_nil(p.attention_s)
-    -- a streamed weight crosses PCIe, then is read at its GEMV rate on the device (copies overlapped)
+    -- a streamed weight crosses PCIe, then is read at its GEMV rate on the device; one streamed unit
+    -- has one slot (the engine's k is at most units - 1), so its copy and the compute after the embedding
+    -- row take turns (lrun.predict_pipeline)
     local s = predict.decode(TENSORS, { ["blk.0.ffn_up.weight"] = "pinned" }, nil, bw)
     near(dev, s.device_s, "device, streamed")
-    near(math.max(2e6 / 2e10, dev), s.seconds, "seconds, streamed")
+    near(2e6 / 2e10 + 9e6 / 2e11, s.seconds, "seconds, streamed")
   end)
 end)
 

@@ -91,7 +91,8 @@ describe("predict.decode of a packed weight off the device", function()
       near(PLAIN / 1e9, predict.decode({ weight(true, "pex2") }, { ["blk.0.ffn_up.weight"] = "pinned" }, nil,
         slow).copy_s, "decode-bound copies")
       near(PLAIN / 3e12, p.device_s, "device reads the plain slot")
-      near(math.max(copy, PLAIN / 3e12), p.seconds, "overlapped")
+      -- one streamed unit, one slot (the engine's k is at most units - 1): copy, then compute
+      near(copy + PLAIN / 3e12, p.seconds, "in turn")
       assert.are.equal(math.floor(0.7 * PLAIN), p.bytes.streamed)
       -- fewer bytes over the link than plain: streamed packed is faster than streamed plain
       local q = predict.decode({ weight(false) }, { ["blk.0.ffn_up.weight"] = "pinned" }, nil, CUDA)

@@ -25,10 +25,12 @@
 -- of their tier first: t_cache, which the device waits for. A hybrid cache
 -- (expert_cache.mode = "hybrid"): per block max(the hits' device reads, the
 -- misses' host products and one pass's fixed costs): t_hybrid, in compute.
--- cuda: the copy stream runs beside compute (docs/streaming.md), so
---   seconds = max(t_copy, t_device + t_host + t_cache + t_hybrid)
--- (the per-layer max summed over layers is at least this; with streamed
--- weights spread evenly over the layers the two agree);
+-- cuda: the copy stream runs beside compute (docs/streaming.md) a unit at a
+--   time through k+1 slots, so each block's copies (t_copy's share) and
+--   compute (t_device + t_host + t_cache + t_hybrid's share) go through
+--   lrun.predict_pipeline: max(t_copy, compute) when both are spread evenly
+--   over the blocks, more when a plan puts them in stretches (a run of
+--   host-computed blocks idles the link once k+1 units are in);
 -- cpu: the copies are memcpys by the same threads, so
 --   seconds = t_device + t_copy + t_host + t_attention,
 -- t_attention = bw.decode_attention_s when given: a token's attention over
@@ -167,6 +169,31 @@ local function add_streamed(p, bytes, rate, name)
   p.bytes.streamed = p.bytes.streamed + bytes
 end
 
+-- The record of t's block in blocks: its layer, the token embedding before
+-- the first (-1), the head and the other tensors of no block after the last.
+local function block_of(blocks, t)
+  local key = type(t.layer) == "number" and t.layer or (t.role == "embedding" and -1 or math.huge)
+  local b = blocks[key]
+  if not b then
+    b = { key = key, copy = 0, decode = 0, compute = 0, host = 0 }
+    blocks[key] = b
+  end
+  return b
+end
+
+-- cuda: a token's seconds with the blocks' copies (mode 2's decodes beside them on their own stream) and
+-- compute overlapped unit by unit through k+1 slots (k: the engine's prefetch_layers, default 1); a slot
+-- refills as soon as compute released it, or (staged: the CPU fills the staging buffers, so it issues a
+-- copy only after it saw the release) once the CPU is past the block before.
+local function pipeline_s(blocks, k, staged)
+  local list = {}
+  for _, b in pairs(blocks) do
+    list[#list + 1] = { key = b.key, copy = math.max(b.copy, b.decode), compute = b.compute, host = b.host }
+  end
+  table.sort(list, function(x, y) return x.key < y.key end)
+  return require("lrun.predict_pipeline").token_s(list, (k or 1) + 1, staged)
+end
+
 -- Raises, at who's caller, unless bw has the link and read rates every prediction divides by.
 local function check_rates(bw, who)
   for _, key in ipairs({ "h2d_pinned", "host_read", "device_read" }) do
@@ -272,7 +299,8 @@ end
 --   k/E per token where it is computed, streamed whole), expert_cache= {slots=, hit_rate=, layers={…}} (cuda:
 --   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice; mode =
 --   "hybrid": per block max(hits on the device, misses on the host) instead of copies first), host_pass=
---   true (cuda: a block's host experts in one round trip, M.host_overhead_s)
+--   true (cuda: a block's host experts in one round trip, M.host_overhead_s), prefetch_layers= (cuda: the
+--   engine's k, default 1: the ring's k+1 slots, lrun.predict_pipeline)
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=, attention_s=,
 --   host_fixed_s= (host_s's share of M.host_overhead_s), cache_s= (expert cache misses),
 --   packed_s= (device_s's share of packed weights on the device, mode 3), packed_decode_s= (decodes counted in
@@ -295,8 +323,11 @@ function M.decode(tensors, plan, host_compute, bw, q)
     packed_s = 0, packed_decode_s = 0, bytes = { device = 0, streamed = 0, host = 0, cache = 0, packed = 0 } }
   local hybrid = {} -- [layer] = {dev=, host=, parts=}: a hybrid cached block's two sides
   local stream_decode_s = 0 -- cuda: mode 2's decodes, on their own stream
+  local blocks = {} -- cuda: [block] = {copy=, decode=, compute=}, for the ring's overlap (lrun.predict_pipeline)
+  local staged = false -- a streamed weight crosses through the pinned staging buffers (host, mmap, disk)
   for _, t in ipairs(tensors) do
     local tier = plan[t.name] or "device"
+    local copy0, dec0, compute0, host0 = p.copy_s, stream_decode_s, p.device_s + p.host_s + p.cache_s, p.host_s
     local bytes = t.bytes
     -- a stacked expert tensor: the k chosen of its E experts are read per token
     local E = expert_roles[t.role] and n_used and n_used > 0 and t.shape and t.shape[3]
@@ -350,6 +381,7 @@ function M.decode(tensors, plan, host_compute, bw, q)
       bytes = 0
     elseif tier ~= "device" then
       add_streamed(p, bytes, link(tier, bw))
+      staged = staged or tier ~= "pinned"
       if t.packed then
         -- mode 2: decoded after the copy, into the slot (cuda: the kernel on the decode stream, beside the
         -- next weight's copy; cpu: the fill thread), which then holds the plain weight the device reads
@@ -383,16 +415,25 @@ function M.decode(tensors, plan, host_compute, bw, q)
       p.device_s = p.device_s + bytes / (dm or bw.device_read)
     end
     p.bytes.device = p.bytes.device + bytes
+    local b = block_of(blocks, t)
+    b.copy = b.copy + p.copy_s - copy0
+    b.decode = b.decode + stream_decode_s - dec0
+    b.compute = b.compute + p.device_s + p.host_s + p.cache_s - compute0
+    b.host = b.host + p.host_s - host0
   end
   -- cuda's mode 2 decodes overlap the copies (engine_cuda_offload.c: two staging buffers, two streams)
   if stream_decode_s > p.copy_s then p.copy_s = stream_decode_s end
-  for _, b in pairs(hybrid) do
+  for layer, b in pairs(hybrid) do
     local s, fixed = M.hybrid_block_s(bw, b.dev, b.host, b.parts)
     p.host_fixed_s = p.host_fixed_s + fixed
     p.hybrid_s = p.hybrid_s + s
+    local blk = block_of(blocks, { layer = layer })
+    blk.compute = blk.compute + s
   end
   local compute = p.device_s + p.host_s + p.cache_s + p.hybrid_s
-  if bw.device == "cuda" then p.seconds = math.max(p.copy_s, compute)
+  if bw.device == "cuda" then
+    -- block by block, as the ring overlaps them; never below the token-wide max
+    p.seconds = math.max(p.copy_s, compute, pipeline_s(blocks, q.prefetch_layers, staged))
   else
     local a = bw.decode_attention_s
     p.attention_s = type(a) == "number" and a > 0 and a or 0

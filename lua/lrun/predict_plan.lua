@@ -256,7 +256,8 @@ function M.predict(model, tensors, plan, host_compute, bw, opts, cache)
   M.matmul_rates(model, bw, nil, opts.decode_context)
   local k = tonumber(C.lrun_model_get_info(model.handle).n_expert_used)
   local dec = predict.decode(tensors, plan, host_compute, bw,
-    { n_expert_used = k and k > 0 and k or nil, expert_cache = cache, host_pass = M.host_pass() })
+    { n_expert_used = k and k > 0 and k or nil, expert_cache = cache, host_pass = M.host_pass(),
+      prefetch_layers = tonumber(opts.prefetch_layers) })
   local pq = M.query(model, opts.prefill_tokens)
   pq.expert_cache = cache -- a cached block's experts in slots are not streamed (lrun.expert_plan.prefill_held_share)
   local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw, pq) or nil
