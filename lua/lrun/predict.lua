@@ -300,7 +300,8 @@ end
 --   the host experts of those blocks go through the cache, lrun.expert_plan / lrun.expert_choice; mode =
 --   "hybrid": per block max(hits on the device, misses on the host) instead of copies first), host_pass=
 --   true (cuda: a block's host experts in one round trip, M.host_overhead_s), prefetch_layers= (cuda: the
---   engine's k, default 1: the ring's k+1 slots, lrun.predict_pipeline)
+--   engine's k, default 1: the ring's k+1 slots, lrun.predict_pipeline), refill_queued= (cuda: pinned units
+--   refill behind a device wait, lrun.predict_pipeline.refill_queued() when nil)
 -- @treturn table {seconds=, tok_s=, limit= text, overlapped= (cuda), device_s=, copy_s=, host_s=, attention_s=,
 --   host_fixed_s= (host_s's share of M.host_overhead_s), cache_s= (expert cache misses),
 --   packed_s= (device_s's share of packed weights on the device, mode 3), packed_decode_s= (decodes counted in
@@ -433,7 +434,9 @@ function M.decode(tensors, plan, host_compute, bw, q)
   local compute = p.device_s + p.host_s + p.cache_s + p.hybrid_s
   if bw.device == "cuda" then
     -- block by block, as the ring overlaps them; never below the token-wide max
-    p.seconds = math.max(p.copy_s, compute, pipeline_s(blocks, q.prefetch_layers, staged))
+    local refill_queued = q.refill_queued
+    if refill_queued == nil then refill_queued = require("lrun.predict_pipeline").refill_queued() end
+    p.seconds = math.max(p.copy_s, compute, pipeline_s(blocks, q.prefetch_layers, staged or not refill_queued))
   else
     local a = bw.decode_attention_s
     p.attention_s = type(a) == "number" and a > 0 and a or 0

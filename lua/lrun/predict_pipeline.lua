@@ -15,7 +15,9 @@
 -- Staged sources (host, mmap, disk: the CPU fills pinned buffers) are
 -- issued by the CPU after it saw the slot's release, at the release of the
 -- unit before: a unit's copy then also waits for the host products of the
--- block before it (the CPU computes them before it gets there).
+-- block before it (the CPU computes them before it gets there). Pinned
+-- sources are refilled that way too unless LRUN_CUDA_REFILL_QUEUED=1 (the
+-- engine's switch, opt-in until measured on a GPU: M.refill_queued).
 -- Pure arithmetic, no measurement (tests/predict_spec.lua).
 -- @module lrun.predict_pipeline
 local M = {}
@@ -53,5 +55,9 @@ function M.token_s(blocks, slots, staged)
   end
   return ends[3] - ends[2]
 end
+
+--- Whether the cuda engine refills a pinned unit's slot behind a device wait
+-- for its release (engine_cuda_offload.c, the same switch).
+function M.refill_queued() return os.getenv("LRUN_CUDA_REFILL_QUEUED") == "1" end
 
 return M

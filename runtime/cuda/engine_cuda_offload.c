@@ -9,19 +9,22 @@
  *   compute stream  reach[s] · wait done[s] (on_acquire) · the unit's kernels · free[s] (release)
  *
  * The ring issues unit c's fill at acquire if a cold pipeline has not yet,
- * and at release(c) the fills up to c+k+1: the last into c's own slot, the
- * copy stream waiting on the device for free[] of c (before_refill), so the
- * copies of c+1 and c+2 are queued while the host computes c's host
- * products. Refilling one unit later, after the CPU had seen free[] (the
- * ring's default ahead = k), made a block's copy start only once the host
- * had finished the block before it, and with k = 1 a block's host products
- * wait for its own copy: copies and host products ran in turn (H100, session
- * 19: 71.8 ms of copies and 77.8 ms of host products a token, 152 ms in
- * all). Each slot's fills take two event sets in turn, so a set's times
- * are read (its last use long finished) before it is recorded again.
- * Staged sources (host, mmap, disk) keep the default: their fill is CPU
- * work (a memcpy or a read into pinned buffers) that would block behind
- * the device's wait.
+ * and at release(c) the fills up to c+k, each after before_refill has seen
+ * free[] of the slot it refills (the unit before c). Each slot's fills take
+ * two event sets in turn, so a set's times are read (its last use long
+ * finished) before it is recorded again.
+ *
+ * With LRUN_CUDA_REFILL_QUEUED=1 (opt-in until it has run on a GPU; every
+ * source pinned) release(c) issues the fills up to c+k+1 instead, the last
+ * into c's own slot with the copy stream waiting on the device for free[]
+ * of c (before_refill), so the copies of c+1 and c+2 are queued while the
+ * host computes c's host products. Without it, with k = 1, a block's copy
+ * starts once the host has finished the block before it and the block's
+ * host products wait for that copy: copies and host products run in turn
+ * (H100, session 19: 71.8 ms of copies and 77.8 ms of host products a
+ * token, 152 ms in all). Staged sources (host, mmap, disk) keep the first
+ * order: their fill is CPU work (a memcpy or a read into pinned buffers)
+ * that would block behind the device's wait.
  *
  * Disk-tier sources (LRUN_TIER_DISK) are read from the model file with
  * direct I/O (residency/disk_reader.h) into the same pinned staging
@@ -381,9 +384,10 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
         staged |= o->w[j].src->tier != LRUN_TIER_PINNED;
         disk |= o->w[j].src->tier == LRUN_TIER_DISK;
     }
-    /* LRUN_CUDA_REFILL_QUEUED=0 restores refilling after the CPU saw the release, to compare */
+    /* opt-in (LRUN_CUDA_REFILL_QUEUED=1) until it has run on a GPU: session 20
+     * wrote it and got no device; lrun.predict reads the same switch */
     const char *rq = getenv("LRUN_CUDA_REFILL_QUEUED");
-    o->refill_queued = !staged && !(rq && strcmp(rq, "0") == 0);
+    o->refill_queued = !staged && rq && strcmp(rq, "1") == 0;
     if (o->n_slots > 0) TRY(make_ring(e));
     if (disk) TRY(open_disk(o));
     o->staging_stride = STAGING_CHUNK + (disk ? 2 * LRUN_DISK_ALIGN : 0);
