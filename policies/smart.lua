@@ -16,14 +16,16 @@
 --                                 at the same time block by block (the copy stream
 --                                 fills the next block's unit while the CPU computes
 --                                 this block's host matrices, docs/streaming.md), so
---                                 a block costs about max(its streamed time, its
---                                 host time): each block's offloaded matrices are
---                                 split between the two, each (largest first) to the
---                                 side that then finishes the block sooner. A split
---                                 balanced over the whole token instead (the rule
---                                 before session 19) left blocks all streamed and
---                                 blocks all host-computed, which ran one after the
---                                 other: 6.57 tok/s on the H100 where 12.9 was
+--                                 the matrices are split between the two either
+--                                 block by block (each block's, largest first, to
+--                                 the side that then finishes it sooner) or in
+--                                 whole blocks alternating between the sides,
+--                                 whichever lrun.predict_pipeline finishes sooner
+--                                 with the engine's refill order (balance below).
+--                                 A split balanced over the whole token (the rule
+--                                 before session 19) left stretches of streamed
+--                                 and of host-computed blocks, which ran one after
+--                                 the other: 6.57 tok/s on the H100 where 12.9 was
 --                                 predicted (a 7B bf16 at 4 GiB).
 -- Mixtures of experts (budget.n_expert_used = k): a stacked expert tensor
 -- of E experts costs k/E of its host compute per token (only the chosen
@@ -128,17 +130,27 @@ local function cost_of(t, bw, tied, k)
   return stream, "stream"
 end
 
--- cuda: splits the chosen matrices between the copy engine and the CPU block
--- by block (the engine overlaps the two a block at a time: the header
--- says why), largest first, each to the side that then finishes its block
--- sooner; matrices of no block (the head) form a block of their own.
+-- cuda: splits the chosen matrices between the copy engine and the CPU,
+-- two ways, and keeps the one lrun.predict_pipeline finishes sooner with
+-- the engine's refill order (docs/streaming.md "The pipeline"):
+--   split  each block's matrices, largest first, each to the side that then
+--          finishes its block sooner: both sides in every block, which
+--          overlaps only where a slot is refilled behind a device wait
+--          (LRUN_CUDA_REFILL_QUEUED=1): otherwise a block's copy waits for
+--          the host products of the block before, and they run in turn;
+--   whole  each block's matrices together, to the side that is behind over
+--          the blocks so far: streamed and host-computed blocks alternate,
+--          and a streamed block's copy runs beside the host blocks before
+--          it in either order.
+-- Matrices of no block (the head) form a block of their own.
 -- @treturn number seconds per token of copies, summed
 -- @treturn number seconds per token of host compute, summed
--- @treturn number seconds per token: each block's slower side, summed
-local function balance(chosen, bw)
+-- @treturn number seconds per token, as the ring overlaps the two
+-- @treturn string "split" or "whole"
+local function balance(chosen, bw, staged)
   local blocks, keys = {}, {}
   local function block(r)
-    local key = r.t.layer or -1
+    local key = r.t.layer or math.huge
     if not blocks[key] then
       blocks[key] = { list = {}, copy = 0, host = 0 }
       keys[#keys + 1] = key
@@ -156,26 +168,65 @@ local function balance(chosen, bw)
     end
   end
   table.sort(keys)
-  local t_copy, t_host, t_token = 0, 0, 0
   for _, key in ipairs(keys) do
-    local b = blocks[key]
-    table.sort(b.list, function(x, y)
+    table.sort(blocks[key].list, function(x, y)
       if x.t.bytes ~= y.t.bytes then return x.t.bytes > y.t.bytes end
       return x.t.name < y.t.name
     end)
-    for _, r in ipairs(b.list) do
-      r.balanced = true
-      local c = copy_s(r.t, bw)
-      local h = host_s(r.t, bw)
-      if b.copy + c <= b.host + h then
-        b.copy, r.how, r.cost = b.copy + c, "stream", c
-      else
-        b.host, r.how, r.cost = b.host + h, "host_compute", h
-      end
-    end
-    t_copy, t_host, t_token = t_copy + b.copy, t_host + b.host, t_token + math.max(b.copy, b.host)
   end
-  return t_copy, t_host, t_token
+  -- each way: {[r] = "stream"|"host_compute"} and the blocks' times in order
+  local function split()
+    local how, times = {}, {}
+    for i, key in ipairs(keys) do
+      local b = blocks[key]
+      local c_b, h_b = b.copy, b.host
+      for _, r in ipairs(b.list) do
+        local c, h = copy_s(r.t, bw), host_s(r.t, bw)
+        if c_b + c <= h_b + h then c_b, how[r] = c_b + c, "stream" else h_b, how[r] = h_b + h, "host_compute" end
+      end
+      times[i] = { copy = c_b, host = h_b }
+    end
+    return how, times
+  end
+  local function whole()
+    local how, times, c_all, h_all = {}, {}, 0, 0
+    for i, key in ipairs(keys) do
+      local b = blocks[key]
+      local c, h = 0, 0
+      for _, r in ipairs(b.list) do c, h = c + copy_s(r.t, bw), h + host_s(r.t, bw) end
+      local to_copy = c_all + b.copy + c <= h_all + b.host + h
+      for _, r in ipairs(b.list) do how[r] = to_copy and "stream" or "host_compute" end
+      times[i] = { copy = b.copy + (to_copy and c or 0), host = b.host + (to_copy and 0 or h) }
+      c_all, h_all = c_all + times[i].copy, h_all + times[i].host
+    end
+    return how, times
+  end
+  local ok_pipe, pipe = pcall(require, "lrun.predict_pipeline") -- absent when run outside lrun
+  local function token_s(times)
+    if ok_pipe then
+      local list = {}
+      for i, t in ipairs(times) do list[i] = { copy = t.copy, compute = t.host, host = t.host } end
+      return pipe.token_s(list, 2, staged or not pipe.refill_queued())
+    end
+    local s = 0
+    for _, t in ipairs(times) do s = s + math.max(t.copy, t.host) end
+    return s
+  end
+  local how_s, times_s = split()
+  local how_w, times_w = whole()
+  local ts, tw = token_s(times_s), token_s(times_w)
+  local how, times, way = how_s, times_s, "split"
+  if tw < ts * (1 - 1e-9) then how, times, way = how_w, times_w, "whole" end
+  local t_copy, t_host = 0, 0
+  for _, key in ipairs(keys) do
+    for _, r in ipairs(blocks[key].list) do
+      r.balanced = true
+      r.how = how[r]
+      r.cost = r.how == "stream" and copy_s(r.t, bw) or host_s(r.t, bw)
+    end
+  end
+  for _, t in ipairs(times) do t_copy, t_host = t_copy + t.copy, t_host + t.host end
+  return t_copy, t_host, math.min(ts, tw), way
 end
 
 -- A disk-tier plan: every byte kept off the device is read from the disk
@@ -259,10 +310,10 @@ function M.plan(tensors, budget)
     end
   end
 
-  local t_copy, t_host
+  local t_copy, t_host, split_way
   if bw.device == "cuda" then
     local t_token
-    t_copy, t_host, t_token = balance(chosen, bw)
+    t_copy, t_host, t_token, split_way = balance(chosen, bw, explicit_tier ~= nil and explicit_tier ~= "pinned")
     for _, r in ipairs(chosen) do if r.how == "host_compute" then host_compute[r.t.name] = true end end
     -- the two sides overlap block by block: the token pays each block's slower one (and the gathered rows)
     added = t_token
@@ -307,8 +358,10 @@ function M.plan(tensors, budget)
       table.sort(rates)
     elseif type(bw.host_matmul) == "number" then rates[1] = gbs(bw.host_matmul) end
     lines[#lines + 1] = string.format("smart: on cuda copies and host matmuls overlap: %s of copies, %s of host "
-      .. "compute per token (host matmul %s), each block's matrices split so the two finish it together", ms(t_copy), ms(t_host),
-      #rates > 0 and table.concat(rates, ", ") or ("host read " .. gbs(bw.host_read)))
+      .. "compute per token (host matmul %s), %s", ms(t_copy), ms(t_host),
+      #rates > 0 and table.concat(rates, ", ") or ("host read " .. gbs(bw.host_read)),
+      split_way == "whole" and "whole blocks streamed or host-computed in turn (the copies run beside the host blocks)"
+        or "each block's matrices split so the two finish it together")
   end
   if n_used then
     local n_e, b_e, s_e = 0, 0, 0

@@ -492,7 +492,18 @@ describe("smart", function()
     assert.is_nil(info2.host_compute["blk.0.ffn_up.weight"])
     assert.are.equal("pinned", plan2["blk.0.ffn_up.weight"])
   end)
+  -- the engine's refill order (docs/streaming.md "The pipeline"): smart weighs its two ways of splitting with
+  -- lrun.predict_pipeline under the switch the engine reads (LRUN_CUDA_REFILL_QUEUED), set here for the case
+  local pipe = require("lrun.predict_pipeline")
+  local function with_refill(queued, f)
+    local was = pipe.refill_queued
+    pipe.refill_queued = function() return queued end
+    local ok, err = pcall(f)
+    pipe.refill_queued = was
+    if not ok then error(err, 0) end
+  end
   it("on cuda splits the matrices between copies and host matmuls so the two finish together", function()
+   with_refill(true, function()
     local mats = {}
     for l = 0, 3 do
       for _, r in ipairs({ "ffn_up", "ffn_down", "ffn_gate" }) do
@@ -521,30 +532,54 @@ describe("smart", function()
     assert.are.equal(0, count(slow.host_compute))
     assert.has_error(function() smart.plan(mats, { bandwidth = { h2d_pinned = 1, host_read = 1, device_read = 1,
       device = "tpu" } }) end)
+   end)
   end)
-  it("on cuda splits each block's matrices, so copies and host matmuls overlap block by block", function()
-    -- per block a 3 MB ffn_up and a 1 MB attn_q; copies and the CPU both at 50 GB/s. Balanced over the
-    -- token, the four ffn_up would alternate between the two sides and leave blocks all streamed beside
-    -- blocks all host-computed, which the engine runs one after the other (session 19: 6.57 tok/s for 12.9
-    -- predicted); block by block each block streams its ffn_up and host-computes its attn_q
+  -- per block a 2 MB ffn_up and a 2 MB attn_q; copies and the CPU both at 50 GB/s
+  local function two_per_block()
     local mats = {}
     for l = 0, 3 do
       mats[#mats + 1] = { name = string.format("blk.%d.ffn_up.weight", l), role = "ffn_up", layer = l,
-        bytes = 3000000, dtype = "bf16", shape = { 1500, 1000 } }
+        bytes = 2000000, dtype = "bf16", shape = { 1000, 1000 } }
       mats[#mats + 1] = { name = string.format("blk.%d.attn_q.weight", l), role = "attn_q", layer = l,
-        bytes = 1000000, dtype = "bf16", shape = { 500, 1000 } }
+        bytes = 2000000, dtype = "bf16", shape = { 1000, 1000 } }
     end
-    local bw = { h2d_pinned = 50e9, host_read = 60e9, device_read = 2000e9, device = "cuda",
+    return mats, { h2d_pinned = 50e9, host_read = 60e9, device_read = 2000e9, device = "cuda",
       host_matmul = { bf16 = 50e9 } }
-    local plan, off, info = smart.plan(mats, { bandwidth = bw })
-    assert.are.equal(16e6, off)
-    for l = 0, 3 do
-      assert.are.equal("pinned", plan[string.format("blk.%d.ffn_up.weight", l)])
-      assert.is_true(info.host_compute[string.format("blk.%d.attn_q.weight", l)], "block " .. l)
-    end
-    -- each block: 60 µs of copies beside 20 µs on the CPU; the token pays the blocks' slower sides
-    assert.is_true(math.abs(info.seconds_per_token - 4 * 60e-6) < 1e-12, tostring(info.seconds_per_token))
-    assert.is_truthy(info.explain:find("each block's matrices split", 1, true), info.explain)
+  end
+  it("on cuda splits each block's matrices where slots refill behind a device wait", function()
+    -- each block streams one matrix and host-computes the other, 40 µs each side, overlapped block by block
+    with_refill(true, function()
+      local mats, bw = two_per_block()
+      local plan, off, info = smart.plan(mats, { bandwidth = bw })
+      assert.are.equal(16e6, off)
+      for l = 0, 3 do
+        local a = plan[string.format("blk.%d.ffn_up.weight", l)] == "pinned" and 1 or 0
+        local b = info.host_compute[string.format("blk.%d.attn_q.weight", l)] and 1 or 0
+        local c = info.host_compute[string.format("blk.%d.ffn_up.weight", l)] and 1 or 0
+        local d = plan[string.format("blk.%d.attn_q.weight", l)] == "pinned" and 1 or 0
+        assert.are.equal(2, math.max(a + b, c + d), "block " .. l .. " split")
+      end
+      assert.is_true(math.abs(info.seconds_per_token - 4 * 40e-6) < 1e-12, tostring(info.seconds_per_token))
+      assert.is_truthy(info.explain:find("each block's matrices split", 1, true), info.explain)
+    end)
+  end)
+  it("on cuda alternates whole blocks where a copy waits for the block before (the default refill)", function()
+    -- split, a block's copy would wait for the host products of the block before and the two run in turn
+    -- (session 19: 6.57 tok/s for 12.9 predicted); whole blocks alternating overlap a streamed block's copy
+    -- with the host-computed block before it
+    with_refill(false, function()
+      local mats, bw = two_per_block()
+      local plan, _, info = smart.plan(mats, { bandwidth = bw })
+      for l = 0, 3 do
+        local up, q = string.format("blk.%d.ffn_up.weight", l), string.format("blk.%d.attn_q.weight", l)
+        assert.are.equal(info.host_compute[up], info.host_compute[q], "block " .. l .. " whole")
+        assert.are.equal(l % 2 == 1, info.host_compute[up] == true, "block " .. l .. " alternates")
+        if not info.host_compute[up] then assert.are.equal("pinned", plan[up]) end
+      end
+      -- 160 µs of copies beside 160 µs on the CPU, overlapped; split in turn would take 320
+      assert.is_true(info.seconds_per_token < 200e-6, tostring(info.seconds_per_token))
+      assert.is_truthy(info.explain:find("whole blocks", 1, true), info.explain)
+    end)
   end)
   it("explains itself in the placement of a loaded model", function()
     local m = assert(load(tiny, { smart_offload = true, cpu_offload_gb = 0.05 / 1024 }))
