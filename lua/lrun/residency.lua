@@ -452,7 +452,8 @@ function M.plan(model, opts)
       local ec = not part and require("lrun.expert_plan").for_plan(model, { tensors = tensors,
         host_compute = host_compute, packed = packed, cpu = cpu,
         room = capacity and capacity - (dev_bytes + need_slots + reserve), choice = choice }, opts) or nil
-      local moe_q = { n_expert_used = n_used > 0 and n_used or nil, expert_cache = ec }
+      local moe_q = { n_expert_used = n_used > 0 and n_used or nil, expert_cache = ec,
+        prefetch_layers = tonumber(opts.prefetch_layers) }
       -- and a prefill chunk's (lrun.predict_plan: the batched product's rate measured once per device)
       local predicted, prefill, ptext
       if pbw and opts.predict ~= false then

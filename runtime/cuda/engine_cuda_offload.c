@@ -580,15 +580,20 @@ static lrun_status ring_fill(void *owner, int64_t unit, int s, void *slot, size_
 }
 
 /* before_refill: the slot's last reader has run before the copy stream
- * writes it again: waited for there (refill_queued), else by the CPU. */
+ * writes it again: waited for there (refill_queued), else by the CPU, which
+ * then reads its times at once (so the fill finds the other set read too,
+ * and the default order keeps one wait a fill). */
 static lrun_status ring_before_refill(void *owner, int s)
 {
     lrun_cuda_engine *e = owner;
     struct cuda_offload *o = e->offload;
-    const cudaEvent_t freed = o->ev_free[o->set_of_slot[s]];
+    const int v = o->set_of_slot[s];
     if (o->refill_queued)
-        return cuda_check(cudaStreamWaitEvent(o->copy_stream, freed, 0), "queueing a slot's refill", e->device);
-    return cuda_check(cudaEventSynchronize(freed), "waiting for a streaming slot", e->device);
+        return cuda_check(cudaStreamWaitEvent(o->copy_stream, o->ev_free[v], 0), "queueing a slot's refill",
+                          e->device);
+    TRY(cuda_check(cudaEventSynchronize(o->ev_free[v]), "waiting for a streaming slot", e->device));
+    account_set(e, v);
+    return LRUN_OK;
 }
 
 /* on_acquire: compute marks its arrival and waits for the slot's copies. */
