@@ -394,6 +394,8 @@ static void split_get_stats(const void *ctx, lrun_engine_stats *out)
         out->prefill_stream_experts += p.prefill_stream_experts;
         out->prefill_slot_bytes += p.prefill_slot_bytes;
         out->prefill_slot_experts += p.prefill_slot_experts;
+        out->host_stream_bytes += p.host_stream_bytes;
+        out->host_stream_products += p.host_stream_products;
     }
 }
 

@@ -798,6 +798,11 @@ typedef struct lrun_engine_opts {
                                         * 0 = 16 */
     const int64_t *moe_prefill_stream_block_tokens; /* AUTO: NULL, or (n_layer) block l's own threshold where
                                                      * > 0 (else moe_prefill_stream_tokens); read at init */
+    int64_t host_stream_rows; /* cuda, AS_PLACED: a product over at least this many rows (a prompt chunk) copies
+                               * its host-computed matrix to the device and multiplies it there instead (docs/
+                               * streaming.md "Prefill over host-computed matrices"); 0 = LRUN_CUDA_HOST_STREAM_ROWS
+                               * or 32; -1 = never (every host product on the host); at least 9 (decode steps'
+                               * host products stay the planner's) */
     /* A layer split (docs/multigpu.md): the blocks in n_split parts of consecutive blocks, each run by
      * an engine of its own on the model's device, the hidden state (n_tokens, n_embd) handed from
      * one part to the next; logits bit-identical to one engine's. 0 or 1 = no split. The CPU backend
@@ -1009,6 +1014,10 @@ typedef struct lrun_engine_stats {
     double host_compute_seconds; /* wall time in host products (their threads' work, decoding packed weights) */
     double host_wait_seconds;    /* wall time the host waited for the device before a host product: its
                                   * input coming down, behind the stream's queued work and weight waits */
+    /* Chunks of many rows (prompts) that multiplied a host-computed matrix on the device instead
+     * (lrun_engine_opts.host_stream_rows): the matrices' bytes copied, and the products. */
+    uint64_t host_stream_bytes;
+    int64_t host_stream_products;
 } lrun_engine_stats;
 
 LRUN_API lrun_status lrun_engine_init(lrun_engine **out, lrun_model *model, const lrun_engine_opts *opts);

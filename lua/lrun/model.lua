@@ -39,6 +39,10 @@ local load_opt_types = {
   -- "auto" (experts with at least moe_prefill_stream_tokens tokens in the chunk; the planner's threshold);
   -- unset: off until GPU-verified, or LRUN_CUDA_MOE_PREFILL_STREAM
   moe_prefill_stream = "string", moe_prefill_stream_tokens = "number",
+  -- cuda: a prompt chunk of at least this many tokens copies host-computed matrices to the GPU and multiplies
+  -- them there (docs/streaming.md "Prefill over host-computed matrices"); -1 never; unset: the planner's
+  -- threshold from the measured rates, else 32 (LRUN_CUDA_HOST_STREAM_ROWS)
+  host_stream_rows = "number",
   -- prompt tokens per engine step (llama.cpp's -ub): default 512, or 2048 for a mixture of experts whose host
   -- experts stream in prefill (lrun.prefill_batch)
   n_batch = "number",
@@ -141,6 +145,10 @@ local function check_load_opts(opts)
   end
   if opts.n_batch ~= nil and (opts.n_batch < 1 or opts.n_batch % 1 ~= 0) then
     error("lrun.load: option 'n_batch' must be a whole number >= 1, got " .. opts.n_batch, 3)
+  end
+  local hr = opts.host_stream_rows
+  if hr ~= nil and ((hr < 1 and hr ~= -1) or hr % 1 ~= 0) then
+    error("lrun.load: option 'host_stream_rows' must be a whole number >= 1, or -1 (never), got " .. hr, 3)
   end
   local pt = opts.moe_prefill_stream_tokens
   if pt ~= nil and (pt < 1 or pt % 1 ~= 0) then
@@ -256,6 +264,7 @@ function M.load(path, opts)
       auto = C.LRUN_MOE_PREFILL_STREAM_AUTO })[opts.moe_prefill_stream or ""] or C.LRUN_MOE_PREFILL_STREAM_DEFAULT,
     moe_prefill_stream_tokens = opts.moe_prefill_stream_tokens or 0, -- 0: the planner's, else the engine's 16
     n_batch = opts.n_batch or 0, -- prompt tokens per engine step (llama.cpp's -ub); 0: the plan's or the engine's 512
+    host_stream_rows = opts.host_stream_rows or 0, -- 0: the plan's threshold, else the engine's default
   }, Model)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
@@ -382,6 +391,8 @@ function Model:engine(req, cache_config)
     owned.stream_block_tokens = arr -- kept alive through lrun_engine_init (which copies it)
     eo.moe_prefill_stream_block_tokens = arr
   end
+  eo.host_stream_rows = self.host_stream_rows ~= 0 and self.host_stream_rows
+    or (self.residency and self.residency.host_stream_rows or 0)
   for k, v in pairs(cache.engine_fields(impl, config)) do eo[k] = v end
   if self.split and self.split.runs then -- the planned layer split, part by part
     local devs = self.split.devices
@@ -972,6 +983,8 @@ function Model:stats(reset)
     prefill_slot_bytes = tonumber(s.prefill_slot_bytes), prefill_slot_experts = tonumber(s.prefill_slot_experts),
     -- a CUDA engine's host products: their wall time, and the host's waits for the device before them
     host_compute_seconds = s.host_compute_seconds, host_wait_seconds = s.host_wait_seconds,
+    -- prompt chunks that multiplied host-computed matrices on the GPU instead: bytes copied, products
+    host_stream_bytes = tonumber(s.host_stream_bytes), host_stream_products = tonumber(s.host_stream_products),
     experts = experts, -- a mixture of experts' routing counts (nil when dense)
     expert_cache = expert_cache, -- the expert cache's hits, misses and bytes (nil without one)
     host = self:host_memory(), -- host bytes held by category, budget, peak

@@ -32,6 +32,7 @@ function M.engine_opts(opts, n_ctx)
   eo.kv_dtype = opts.kv_dtype == "f32" and C.LRUN_KV_DTYPE_F32 or C.LRUN_KV_DTYPE_F16
   eo.weight_mode = C.LRUN_WEIGHT_MODE_AS_PLACED
   eo.prefetch_layers = opts.prefetch_layers or 0
+  eo.host_stream_rows = opts.host_stream_rows or 0 -- -1: no staging for prompts over host-computed matrices
   -- the exact path's scratch differs from the float path's (no cuBLAS slots, its own quants)
   eo.numerics = opts.numerics == "exact" and C.LRUN_NUMERICS_EXACT or C.LRUN_NUMERICS_DEFAULT
   local fields = require("lrun.cache").engine_fields(opts.cache_implementation, opts.cache_config)

@@ -63,7 +63,10 @@
 --              dequantization on cuda, lrun_cpu_matmul on cpu)
 --   streamed:  the same on the device, plus bytes / link once per chunk
 --   host:      max(2·params·T / host_gemm[dtype], plain bytes / host_read)
---              (and at most the disk's speed for a disk weight)
+--              (and at most the disk's speed for a disk weight); on cuda
+--              from lrun.host_stream's rows on (a plain block matrix in
+--              memory) streamed instead, over the bounce link for pageable
+--              memory
 --   LM head:   one row (the chunk's last token), as in decode
 --   experts:   the chunk's T·k selections; a block touches
 --              D = E·(1 − (1 − k/E)^T) distinct experts (uniform routing),
@@ -86,6 +89,8 @@
 --     local f = predict.prefill(m:tensors(), plan, host_compute, bw, {tokens = 512})
 --     print(predict.summary(f, p))   -- predicted: prefill 512 tok: 1830 tok/s, decode 9.6 tok/s
 -- @module lrun.predict
+local host_stream = require("lrun.host_stream")
+
 local M = {}
 
 --- Disk read bandwidth used when none is given (bytes/s): a PCIe 4 NVMe drive.
@@ -160,6 +165,7 @@ end
 -- @treturn number bytes/s
 -- @treturn string the link's name
 M.link, M.expert_stream_link = link, expert_stream_link
+M.host_rate = host_rate -- bytes/s the host's decode matmul reads t at (lrun.host_stream's threshold)
 
 -- Adds bytes streamed over a link (rate bytes/s, name as link's) to p's copy time, that link's share and the
 -- streamed bytes.
@@ -625,11 +631,14 @@ end
 --   q_dim= and n_layer= (attention: n_head · head_dim; omitted: attention not counted),
 --   act_bytes= (cuda: bytes a token's elementwise kernels move per block, M.activation_bytes; omitted: not counted),
 --   expert_stream= (nil: expert_plan decides; true/false: forced),
+--   host_stream_rows= (cuda: the engine's option, lrun.host_stream.rows: host-computed matrices of a chunk of at
+--   least that many rows are copied and multiplied on the device; nil: the engine's default),
 --   expert_cache= (cuda: the planned cache, {slots=, hit_rate=, layers=}, as M.decode's: its blocks' touched
 --   experts found in slots, lrun.expert_plan.prefill_held_share, run there and are not streamed)
 -- @treturn table {tokens=, seconds=, tok_s=, limit=, overlapped=, device_s=, copy_s=, host_s=, attention_s=,
 --   links={}, bytes={device=, streamed=, host=, slots= (cached blocks' expert bytes read from slots)},
---   expert_streamed= (host experts streamed), slot_share= (the held share of a cached block's touched experts,
+--   expert_streamed= (host experts streamed), host_streamed= (bytes of host-computed matrices the chunk copies
+--   to the device, lrun.host_stream), slot_share= (the held share of a cached block's touched experts,
 --   nil without a cache)}
 function M.prefill(tensors, plan, host_compute, bw, q)
   host_compute, q = host_compute or {}, q or {}
@@ -666,6 +675,11 @@ function M.prefill(tensors, plan, host_compute, bw, q)
     end
     if is_vector(t) or expert_roles[t.role] then
       bytes = 0 -- vectors: engine memory; experts: per block below
+    elseif tier ~= "device" and host_compute[t.name] and bw.device == "cuda" and not head
+        and host_stream.streams(t, tier, T, q.host_stream_rows) then
+      -- a chunk this long copies it to the device and multiplies it there (lrun.host_stream)
+      add_streamed(p, bytes, expert_stream_link(tier, bw))
+      p.host_streamed = (p.host_streamed or 0) + bytes
     elseif tier ~= "device" and host_compute[t.name] then
       local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
       p.host_s = p.host_s + (head and plain / host_rate(t, bw) or host_time(flops, plain, t, tier, bw))
@@ -754,9 +768,11 @@ end
 function M.prefill_text(p)
   local elt = (p.elementwise_s or 0) > 0 and string.format(", %.3f ms elementwise", p.elementwise_s * 1e3) or ""
   return string.format("predicted prefill ~%s tok/s for a %d-token chunk (limit: %s; per chunk %.3f ms device, "
-    .. "%.3f ms copies, %.3f ms host compute, %.3f ms attention%s%s%s%s)", rate_text(p.tok_s), p.tokens, p.limit,
+    .. "%.3f ms copies, %.3f ms host compute, %.3f ms attention%s%s%s%s%s)", rate_text(p.tok_s), p.tokens, p.limit,
     p.device_s * 1e3, p.copy_s * 1e3, p.host_s * 1e3, p.attention_s * 1e3, elt,
     p.overlapped and ", copies overlapped" or "", p.expert_streamed and "; host experts streamed" or "",
+    p.host_streamed and string.format("; %.2f GB of host-computed matrices multiplied on the device",
+      p.host_streamed / 1e9) or "",
     p.slot_share and string.format("; %.0f%% of cached blocks' experts from the cache's slots", 100 * p.slot_share)
       or "")
 end

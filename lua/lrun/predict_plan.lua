@@ -9,6 +9,7 @@
 -- @module lrun.predict_plan
 local lf = require("lrun.ffi")
 local predict = require("lrun.predict")
+local host_stream = require("lrun.host_stream")
 local ffi, C = lf.ffi, lf.C
 
 local M = {}
@@ -229,6 +230,11 @@ function M.host_pass()
   return os.getenv("LRUN_CUDA_MOE_HOST_PASS") ~= "0"
 end
 
+-- Whether the model's engine runs the default numerics (the exact path keeps host products on the host).
+local function numerics_default(model)
+  return model.numerics == nil or model.numerics == C.LRUN_NUMERICS_DEFAULT
+end
+
 --- The prefill query for a model: chunk tokens, attention's width, MoE's k,
 -- the bytes a token's elementwise kernels move per block.
 function M.query(model, tokens)
@@ -260,7 +266,17 @@ function M.predict(model, tensors, plan, host_compute, bw, opts, cache)
       prefetch_layers = tonumber(opts.prefetch_layers) })
   local pq = M.query(model, opts.prefill_tokens)
   pq.expert_cache = cache -- a cached block's experts in slots are not streamed (lrun.expert_plan.prefill_held_share)
+  -- the rows from which a chunk streams host-computed matrices: the caller's, else from the rates measured above
+  local rows = opts.host_stream_rows
+  if (rows == nil or rows == 0) and os.getenv("LRUN_CUDA_HOST_STREAM_ROWS") then -- the benchmarks' override
+    rows = host_stream.rows(0) or -1
+  end
+  if (rows == nil or rows == 0) and bw.device == "cuda" and numerics_default(model) then
+    rows = host_stream.threshold(tensors, plan, host_compute or {}, bw)
+  end
+  pq.host_stream_rows = numerics_default(model) and rows or -1 -- the exact path computes them where they are
   local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw, pq) or nil
+  if pre then pre.host_stream_rows = rows end
   local lines = { predict.summary(pre, dec), predict.text(dec, bw) }
   if pre then lines[#lines + 1] = predict.prefill_text(pre) end
   return dec, pre, table.concat(lines, "\n")

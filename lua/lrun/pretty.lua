@@ -223,6 +223,10 @@ function M.stats(s)
     lines[#lines + 1] = string.format("host products %.3f s (%.1f GB/s as run), host waited %.3f s for the device",
       s.host_compute_seconds, s.host_compute_bytes / s.host_compute_seconds / 1e9, s.host_wait_seconds or 0)
   end
+  if (s.host_stream_products or 0) > 0 then -- prompt chunks: host-computed matrices multiplied on the GPU
+    lines[#lines + 1] = string.format("prompts multiplied %d host-computed matrices on the device, %s copied",
+      s.host_stream_products, bytes_text(s.host_stream_bytes))
+  end
   if (s.disk_bytes_read or 0) > 0 then
     lines[#lines + 1] = string.format("disk read %s in %.3f s (%.0f MB/s), %s, queue depth %d, %d stalls",
       bytes_text(s.disk_bytes_read), s.disk_read_seconds, (s.disk_read_bandwidth or 0) / 1e6,

@@ -490,6 +490,9 @@ function M.plan(model, opts)
         cache_implementation = opts.cache_implementation or "dynamic", expert_cache = ec, expert_choice = choice,
         prefill_stream_tokens = stream_tokens, prefill_stream_block_tokens = block_tokens,
         n_batch = n_batch > 0 and n_batch or nil,
+        -- the rows from which prompt chunks stream host-computed matrices (lrun.host_stream.threshold; nil:
+        -- the engine's default), -1 never
+        host_stream_rows = prefill and prefill.host_stream_rows or nil,
       }
     end
     slots = need_slots

@@ -32,6 +32,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/engine_cuda_moe_exact.h"
 #include "cuda/engine_cuda_split.h"
+#include "cuda/engine_cuda_host_stream.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "cuda/engine_cuda_packed.h"
@@ -266,6 +267,7 @@ static void set_dims(lrun_cuda_engine *e, lrun_model *model, const lrun_engine_o
     e->moe_prefill_stream = opts->moe_prefill_stream;
     e->moe_prefill_stream_tokens = opts->moe_prefill_stream_tokens;
     e->moe_prefill_stream_block_tokens = opts->moe_prefill_stream_block_tokens;
+    e->host_stream_rows = opts->host_stream_rows;
 }
 
 lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model, const lrun_engine_opts *opts)
@@ -333,8 +335,8 @@ lrun_status lrun_cuda_engine_size_placement(lrun_placement_size *out, lrun_model
         !lrun_cuda_kv_size(&e, &out->kv_init_bytes, &out->kv_max_bytes))
         return lrun_fail_oom(SIZE_MAX, 0, "engine size: scratch or KV cache size overflows size_t");
     /* the MoE routing state's block is scratch too (engine_cuda_moe.c), from init's own arithmetic */
-    out->scratch_bytes +=
-        lrun_cuda_exact_scratch_bytes(&e) + lrun_cuda_moe_scratch_bytes(&e) + lrun_cuda_q8x_scratch_bytes(&e);
+    out->scratch_bytes += lrun_cuda_exact_scratch_bytes(&e) + lrun_cuda_moe_scratch_bytes(&e) +
+                          lrun_cuda_q8x_scratch_bytes(&e) + lrun_cuda_host_stream_bytes(&e, p);
     size_t block = 0;
     lrun_status st = lrun_cuda_offload_plan(&e, p, opts->prefetch_layers, &block);
     if (st == LRUN_OK) {
@@ -410,6 +412,7 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     }
     if (st == LRUN_OK) st = lrun_cuda_exact_init(e);
     if (st == LRUN_OK) st = lrun_cuda_moe_init(e); /* a mixture of experts' routing state; none when dense */
+    if (st == LRUN_OK) st = lrun_cuda_host_stream_init(e, &e->host_stream); /* prompts over host-computed matrices */
     if (st == LRUN_OK) st = lrun_cuda_split_init(e); /* LRUN_CUDA_GEMV_SPLIT=1: after moe_init (dense only) */
     if (st == LRUN_OK) st = lrun_cuda_op_profile_make(e->stream, dev->name, &e->prof);
     if (e->prof) e->graphs_enabled = 0;        /* an event recorded inside a capture would be a node of the graph */
@@ -453,6 +456,7 @@ void lrun_cuda_engine_free(void *ctx)
     (void)cudaGetLastError();
     lrun_cuda_split_free(e);            /* the model gets GGUF's bytes back */
     lrun_cuda_op_profile_free(e->prof); /* prints the table */
+    lrun_cuda_host_stream_free(e, e->host_stream);
     lrun_cuda_offload_free(e);
     lrun_cuda_exact_free(e);
     lrun_cuda_moe_free(e);

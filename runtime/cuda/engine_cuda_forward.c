@@ -16,6 +16,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cuda/engine_cuda_host_stream.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 #include "cuda/engine_cuda_packed.h"
@@ -87,6 +88,19 @@ static lrun_status gemv(lrun_cuda_engine *e, const struct lrun_tensor *t0, const
                              e->stream);
 }
 
+static lrun_status matmul_in(lrun_cuda_engine *e, lrun_weight_ref w, struct gemv_in in, int64_t m, float *y);
+
+/* A host-computed weight's product: on the host, or for a chunk of many
+ * rows on the device from a staging buffer (engine_cuda_host_stream.h). */
+static lrun_status host_product(lrun_cuda_engine *e, lrun_weight_ref w, struct gemv_in in, int64_t m, float *y)
+{
+    if (!lrun_cuda_host_stream_takes(e->host_stream, w.w, m)) return lrun_cuda_offload_host_matmul(e, w.w, in.x, m, y);
+    TRY(lrun_cuda_host_stream_take(e, e->host_stream, w.w, &w.data));
+    w.on_host = 0;
+    TRY(matmul_in(e, w, in, m, y));
+    return lrun_cuda_host_stream_done(e, e->host_stream);
+}
+
 /* y (m, n) = x (m, k) · Wᵀ: the fused dequant-GEMV for few rows, cuBLAS
  * beyond; with a folded norm (in.norm_w, take_norm said yes) the GEMV. */
 static lrun_status matmul_in(lrun_cuda_engine *e, lrun_weight_ref w, struct gemv_in in, int64_t m, float *y)
@@ -96,7 +110,7 @@ static lrun_status matmul_in(lrun_cuda_engine *e, lrun_weight_ref w, struct gemv
     if (in.norm_w && (w.on_host || t->packed || m > GEMV_MAX_ROWS))
         return lrun_fail(LRUN_E_INTERNAL, "engine on %s: a folded norm reached a product without a GEMV",
                          e->device->name);
-    if (w.on_host) return lrun_cuda_offload_host_matmul(e, t, x, m, y);
+    if (w.on_host) return host_product(e, w, in, m, y);
     if (t->packed) return lrun_cuda_packed_matmul(e, t, w.data, x, m, y); /* mode 3: engine_cuda_packed.h */
     if (m <= GEMV_MAX_ROWS) {
         const lrun_k_gemv_part part = {w.data, t->row_bytes, t->ne[1], y};

@@ -391,10 +391,7 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
     if (o->n_slots > 0) TRY(make_ring(e));
     if (disk) TRY(open_disk(o));
     o->staging_stride = STAGING_CHUNK + (disk ? 2 * LRUN_DISK_ALIGN : 0);
-    /* pinned memory is page-aligned (cudaHostAlloc), so each buffer is block-aligned */
-    if (staged)
-        TRY(lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED,
-                                   N_STAGING * o->staging_stride, "streaming staging", (void **)&o->staging));
+    if (staged) TRY(lrun_cuda_offload_need_staging(e));
     if (o->embd_host) {
         const size_t rows = (size_t)B * o->embd_row_bytes;
         o->d_rows = o->device_block + (size_t)o->n_slots * o->slot_bytes + o->pstage_bytes;
@@ -475,6 +472,15 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
 
 // ---------------------------------------------------------------- copies
 
+lrun_status lrun_cuda_offload_need_staging(lrun_cuda_engine *e)
+{
+    struct cuda_offload *o = e->offload;
+    if (o->staging) return LRUN_OK;
+    /* pinned memory is page-aligned (cudaHostAlloc), so each buffer is block-aligned */
+    return lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED, N_STAGING * o->staging_stride,
+                                  "streaming staging", (void **)&o->staging);
+}
+
 /* dst (device) = the first bytes of w's bytes at its home (packed or plain),
  * on the copy stream: by DMA from pinned memory, through the staging buffers
  * otherwise (filled by a parallel memcpy, or by direct reads from the file
@@ -525,6 +531,19 @@ static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct offl
                    e->device));
     TRY(lrun_k_packed_decode((uint16_t *)dst, stage, &w->src->pk, 0, w->src->pk.n, o->decode_stream));
     return cuda_check(cudaEventRecord(o->pstage_free[b], o->decode_stream), "recording a packed decode", e->device);
+}
+
+lrun_status lrun_cuda_offload_copy_tensor(lrun_cuda_engine *e, char *dst, const struct lrun_tensor *t,
+                                          cudaEvent_t after, cudaEvent_t ready)
+{
+    struct cuda_offload *o = e->offload;
+    const struct offload_weight w = {.src = t, .disk_id = -1};
+    if (t->tier == LRUN_TIER_DISK || (t->tier != LRUN_TIER_PINNED && !o->staging))
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: %s cannot be copied from its tier", e->device->name, t->name);
+    if (after)
+        TRY(cuda_check(cudaStreamWaitEvent(o->copy_stream, after, 0), "waiting for a staging buffer", e->device));
+    TRY(copy_bytes(e, dst, &w, t->nbytes));
+    return cuda_check(cudaEventRecord(ready, o->copy_stream), "recording a staged matrix", e->device);
 }
 
 /* Folds event set v's last unit into the stats; its events have completed.

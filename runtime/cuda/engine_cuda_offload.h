@@ -83,6 +83,16 @@ int lrun_cuda_offload_host_compute(const lrun_cuda_engine *e, lrun_cuda_host_com
  * no device address. */
 lrun_status lrun_cuda_offload_host_up(lrun_cuda_engine *e, float *dst, const float *src, size_t floats);
 
+/* dst (device) = t's bytes at its home (pinned: by DMA; host, mmap:
+ * through the pinned staging buffers, filled by the model's threads) on
+ * the copy stream, after that stream waited for after; ready recorded once
+ * they landed (engine_cuda_host_stream.c). Not for the disk tier. */
+lrun_status lrun_cuda_offload_copy_tensor(lrun_cuda_engine *e, char *dst, const struct lrun_tensor *t,
+                                          cudaEvent_t after, cudaEvent_t ready);
+/* Makes the pinned staging buffers that copies from pageable memory go
+ * through, when the streamed units did not already need them. */
+lrun_status lrun_cuda_offload_need_staging(lrun_cuda_engine *e);
+
 /* The engine's weights for its forward (residency/weights.h), over the
  * streaming above when e->offload is set, else every weight in place
  * (engine_cuda_weights.c). src lives as long as the chunk. */

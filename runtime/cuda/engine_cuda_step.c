@@ -254,6 +254,8 @@ void lrun_cuda_engine_reset_stats(void *ctx)
     e->stats.prefill_stream_experts = 0;
     e->stats.prefill_slot_bytes = 0;
     e->stats.prefill_slot_experts = 0;
+    e->stats.host_stream_bytes = 0;
+    e->stats.host_stream_products = 0;
     e->kv_moved_base = e->kv.bytes_moved;
     e->kv_copied_base = e->kv.bytes_copied;
     lrun_cuda_moe_reset_counts(e);

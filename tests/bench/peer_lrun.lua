@@ -46,7 +46,9 @@
 --     (host_compute_rate), expert cache hit rate (when one is used),
 --     prefill_stream_bytes and prefill_slot_bytes (host experts' bytes the
 --     prefill runs streamed, and of a cached block's experts read from the
---     cache's slots instead: docs/moe.md "Prefill over a cached block").
+--     cache's slots instead: docs/moe.md "Prefill over a cached block"),
+--     host_stream_bytes (host-computed matrices the prompts multiplied on
+--     the device: docs/streaming.md "Prefill over host-computed matrices").
 -- The engine: static KV cache of max(prefill)+n_gen+16 positions, batch 1.
 package.path = "./?.lua;" .. package.path
 local ffi = require("ffi")
@@ -231,6 +233,7 @@ local function bench(m, r, emit)
     r.prefill_tps[tostring(n)] = n / fastest
     C.lrun_engine_get_stats(e, st)
     r.prefill_stream_bytes, r.prefill_slot_bytes = tonumber(st.prefill_stream_bytes), tonumber(st.prefill_slot_bytes)
+    r.host_stream_bytes = tonumber(st.host_stream_bytes) -- host-computed matrices the prompts multiplied on the GPU
     emit(r)
   end
 end

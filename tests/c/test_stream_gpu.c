@@ -9,7 +9,9 @@
  * must account for exactly the streamed bytes and units of each step. Host
  * compute runs the matmul on the CPU (its own arithmetic), so there the
  * logits are compared within a tolerance (with numerics EXACT they are
- * bit-identical: test_stream_exact_gpu.c). A budget without room for the
+ * bit-identical: test_stream_exact_gpu.c); a prompt long enough to stream
+ * the host-computed matrices to the device (engine_cuda_host_stream.c) gets
+ * the resident run's bits again. A budget without room for the
  * slots fails at init with the structured OOM. Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
@@ -168,6 +170,56 @@ done:
     lrun_model_free(m);
 }
 
+/* Layers 1 and 2 computed on the host (from host or pinned memory), the rest resident. */
+static where mid_host(lrun_role r, int l) { return is_matrix(r) && (l == 1 || l == 2) ? HOST_CPU : DEV; }
+static where mid_host_pinned(lrun_role r, int l) { return is_matrix(r) && (l == 1 || l == 2) ? PIN_CPU : DEV; }
+
+/* A prompt of NP >= LRUN_CUDA_HOST_STREAM_ROWS rows multiplies the
+ * host-computed matrices on the device from staging buffers
+ * (engine_cuda_host_stream.c): the prompt's logits are the resident run's
+ * bits, each such matrix crosses once, and the decode steps (one row) still
+ * compute them on the host. */
+static void test_host_stream(const char *path, const char *dtype, const int32_t *prompt, const struct run *ref,
+                             placement_fn place, const char *tier, double host_tol)
+{
+    char msg[256];
+    setenv("LRUN_CUDA_HOST_STREAM_ROWS", "16", 1);
+    lrun_model *m = fixture_load(path, "cuda:0", 0, 0, -1);
+    double host = 0;
+    const int placed = m && apply(m, place, &host) >= 0;
+    lrun_engine *e = placed ? engine(m, LRUN_WEIGHT_MODE_AS_PLACED, 1, 64, LRUN_CACHE_KIND_DYNAMIC) : NULL;
+    unsetenv("LRUN_CUDA_HOST_STREAM_ROWS");
+    float *logits = calloc((size_t)(NP + ND) * V, sizeof(float));
+    int32_t gen[ND];
+    snprintf(msg, sizeof msg, "%s host stream (%s): engine made", dtype, tier);
+    CHECK(msg, e != NULL);
+    const int ran = e && prompt_then_greedy(e, NP, ND, V, prompt, logits, gen, 0);
+    snprintf(msg, sizeof msg, "%s host stream (%s): prompt and %d greedy steps ran", dtype, tier, ND);
+    CHECK(msg, ran);
+    if (ran) {
+        lrun_engine_stats st;
+        lrun_engine_get_stats(e, &st);
+        snprintf(msg, sizeof msg, "%s host stream (%s): prompt logits bit-identical to the resident run", dtype, tier);
+        CHECK(msg, memcmp(logits, ref->logits, (size_t)NP * V * sizeof(float)) == 0);
+        int same = 0;
+        while (same < ND && gen[same] == ref->gen[same]) same++;
+        const double d = rel_diff(ref->logits + (size_t)NP * V, logits + (size_t)NP * V, (int64_t)ND * V);
+        printf("# %s host stream (%s): decode rel diff %.2e, greedy agrees on %d of %d\n", dtype, tier, d, same, ND);
+        snprintf(msg, sizeof msg, "%s host stream (%s): decode logits within %.0e (host products)", dtype, tier,
+                 host_tol);
+        CHECK(msg, same == ND ? d <= host_tol : 1);
+        snprintf(msg, sizeof msg, "%s host stream (%s): the prompt copied the %.0f host-computed bytes once (%llu in "
+                 "%lld products), the %d decode steps read them on the host (%llu)", dtype, tier, host,
+                 (unsigned long long)st.host_stream_bytes, (long long)st.host_stream_products, ND,
+                 (unsigned long long)st.host_compute_bytes);
+        CHECK(msg, (double)st.host_stream_bytes == host && st.host_stream_products == 2 * 7 &&
+                       (double)st.host_compute_bytes == host * ND);
+    }
+    free(logits);
+    lrun_engine_free(e);
+    lrun_model_free(m);
+}
+
 /* The resident reference: every weight moved to the device at init. */
 static int reference(const char *path, const int32_t *prompt, int64_t n_batch, lrun_cache_kind kind, struct run *ref)
 {
@@ -209,6 +261,8 @@ static void test_dtype(lrun_dtype dt, double host_tol)
                    reference(path, prompt, 8, LRUN_CACHE_KIND_DYNAMIC, &ref8));
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_placement(path, name, prompt, cases[i].n_batch == 8 ? &ref8 : &ref, &cases[i], LRUN_CACHE_KIND_DYNAMIC);
+    test_host_stream(path, name, prompt, &ref, mid_host, "host memory, through the staging", host_tol);
+    test_host_stream(path, name, prompt, &ref, mid_host_pinned, "pinned memory, by DMA", host_tol);
     free(ref8.logits);
     /* a static cache: the resident engine replays CUDA graphs, the streaming one runs eagerly */
     snprintf(msg, sizeof msg, "%s: resident reference ran (static cache)", name);
