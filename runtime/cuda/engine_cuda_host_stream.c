@@ -96,7 +96,11 @@ lrun_status lrun_cuda_host_stream_init(lrun_cuda_engine *e, struct cuda_host_str
     s->min_rows = lrun_cuda_host_stream_rows(e);
     s->buf_bytes = bytes / NB;
     s->last = -1;
-    lrun_status st = lrun_device_alloc(e->device, bytes, "host matrix staging", (void **)&s->dev);
+    if (lrun_device_alloc(e->device, bytes, "host matrix staging", (void **)&s->dev) != LRUN_OK) {
+        free(s); /* the pool could not give one block of it: the host's, as without room */
+        return LRUN_OK;
+    }
+    lrun_status st = LRUN_OK;
     for (int b = 0; st == LRUN_OK && b < NB; b++) {
         st = cuda_check(cudaEventCreateWithFlags(&s->ready[b], cudaEventDisableTiming), "host stream: an event",
                         e->device);
