@@ -94,7 +94,8 @@ static lrun_status matmul_in(lrun_cuda_engine *e, lrun_weight_ref w, struct gemv
  * rows on the device from a staging buffer (engine_cuda_host_stream.h). */
 static lrun_status host_product(lrun_cuda_engine *e, lrun_weight_ref w, struct gemv_in in, int64_t m, float *y)
 {
-    if (!lrun_cuda_host_stream_takes(e->host_stream, w.w, m)) return lrun_cuda_offload_host_matmul(e, w.w, in.x, m, y);
+    if (!lrun_cuda_host_stream_takes(e->host_stream, w.w, m))
+        return lrun_cuda_offload_host_matmul(e, w.w, in.x, m, y);
     TRY(lrun_cuda_host_stream_take(e, e->host_stream, w.w, &w.data));
     w.on_host = 0;
     TRY(matmul_in(e, w, in, m, y));

@@ -43,8 +43,8 @@ struct cuda_host_stream {
     size_t buf_bytes; /* one buffer: the largest covered matrix, 256-aligned */
     char *dev;        /* (NB, buf_bytes) device staging */
     cudaEvent_t ready[NB], done[NB];
-    int next;         /* the buffer the next take fills */
-    int last;         /* the buffer of the last take, -1 once done */
+    int next; /* the buffer the next take fills */
+    int last; /* the buffer of the last take, -1 once done */
 };
 
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }

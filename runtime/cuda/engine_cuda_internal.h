@@ -178,7 +178,7 @@ struct lrun_cuda_engine {
     lrun_moe_prefill_stream moe_prefill_stream; /* opts: prefill chunks stream host experts (engine_cuda_moe_stream.c) */
     int64_t moe_prefill_stream_tokens;           /* opts: AUTO's tokens per expert from which it streams; 0 = 16 */
     const int64_t *moe_prefill_stream_block_tokens; /* opts: (n_layer) per block, or NULL; valid during init only */
-    int64_t host_stream_rows;          /* opts: chunks of this many rows stream host-computed matrices; 0 default */
+    int64_t host_stream_rows; /* opts: chunks of this many rows stream host-computed matrices; 0 default */
     struct cuda_host_stream *host_stream; /* their staging (engine_cuda_host_stream.c), or NULL */
 };
 

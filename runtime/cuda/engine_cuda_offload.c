@@ -477,8 +477,8 @@ lrun_status lrun_cuda_offload_need_staging(lrun_cuda_engine *e)
     struct cuda_offload *o = e->offload;
     if (o->staging) return LRUN_OK;
     /* pinned memory is page-aligned (cudaHostAlloc), so each buffer is block-aligned */
-    return lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED, N_STAGING * o->staging_stride,
-                                  "streaming staging", (void **)&o->staging);
+    return lrun_device_host_alloc(e->device, LRUN_HOST_CATEGORY_SLOTS, LRUN_TIER_PINNED,
+                                  N_STAGING * o->staging_stride, "streaming staging", (void **)&o->staging);
 }
 
 /* dst (device) = the first bytes of w's bytes at its home (packed or plain),
@@ -539,7 +539,8 @@ lrun_status lrun_cuda_offload_copy_tensor(lrun_cuda_engine *e, char *dst, const 
     struct cuda_offload *o = e->offload;
     const struct offload_weight w = {.src = t, .disk_id = -1};
     if (t->tier == LRUN_TIER_DISK || (t->tier != LRUN_TIER_PINNED && !o->staging))
-        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: %s cannot be copied from its tier", e->device->name, t->name);
+        return lrun_fail(LRUN_E_INTERNAL, "engine on %s: %s cannot be copied from its tier", e->device->name,
+                         t->name);
     if (after)
         TRY(cuda_check(cudaStreamWaitEvent(o->copy_stream, after, 0), "waiting for a staging buffer", e->device));
     TRY(copy_bytes(e, dst, &w, t->nbytes));

@@ -199,7 +199,8 @@ static void test_host_stream(const char *path, const char *dtype, const int32_t 
     if (ran) {
         lrun_engine_stats st;
         lrun_engine_get_stats(e, &st);
-        snprintf(msg, sizeof msg, "%s host stream (%s): prompt logits bit-identical to the resident run", dtype, tier);
+        snprintf(msg, sizeof msg, "%s host stream (%s): prompt logits bit-identical to the resident run", dtype,
+                 tier);
         CHECK(msg, memcmp(logits, ref->logits, (size_t)NP * V * sizeof(float)) == 0);
         int same = 0;
         while (same < ND && gen[same] == ref->gen[same]) same++;
@@ -208,9 +209,10 @@ static void test_host_stream(const char *path, const char *dtype, const int32_t 
         snprintf(msg, sizeof msg, "%s host stream (%s): decode logits within %.0e (host products)", dtype, tier,
                  host_tol);
         CHECK(msg, same == ND ? d <= host_tol : 1);
-        snprintf(msg, sizeof msg, "%s host stream (%s): the prompt copied the %.0f host-computed bytes once (%llu in "
-                 "%lld products), the %d decode steps read them on the host (%llu)", dtype, tier, host,
-                 (unsigned long long)st.host_stream_bytes, (long long)st.host_stream_products, ND,
+        snprintf(msg, sizeof msg,
+                 "%s host stream (%s): the prompt copied the %.0f host-computed bytes once (%llu in "
+                 "%lld products), the %d decode steps read them on the host (%llu)",
+                 dtype, tier, host, (unsigned long long)st.host_stream_bytes, (long long)st.host_stream_products, ND,
                  (unsigned long long)st.host_compute_bytes);
         CHECK(msg, (double)st.host_stream_bytes == host && st.host_stream_products == 2 * 7 &&
                        (double)st.host_compute_bytes == host * ND);
