@@ -21,7 +21,9 @@
 --                times B — what perfect overlap of copies and compute gives
 --                when compute is free; the GPU's own work grows with B, so a
 --                large batch ends up compute-bound instead
---   predicted    the planner's batch-1 prediction (lrun.predict) × B, for scale
+--   predicted    the planner's prediction: batch 1's decode (lrun.predict) × B up to 8 rows; beyond, a
+--                step of B rows as a chunk of B tokens (lrun.predict.prefill: the batched products, the
+--                host's at B rows or streamed from lrun.host_stream's rows on), B / its seconds
 -- Prints one JSON line per batch size and a markdown table at the end.
 -- accelerate's figure at batch 32 comes from
 --   python3 tests/bench/offload_bench.py --accelerate-one 4 --accel-batch 32 --accel-ngen 4
@@ -57,6 +59,18 @@ end
 local generated = false
 if path == "7b:bf16" then -- gpu_bench's random Llama-2-7B shape (tests/bench/llama7b.lua)
   path, generated = require("tests.bench.llama7b").generate("bf16", "batch_offload"), true
+end
+
+-- The planner's prediction of a step of B rows (B > 8): a chunk of B tokens (lrun.predict.prefill: the
+-- device's batched product, the host's at B rows or, from lrun.host_stream's rows on, the host-computed
+-- matrices copied and multiplied on the device, the streamed copies once), B / its seconds; nil at B <= 8
+-- (the decode GEMV's prediction, × B, stands) or without a plan.
+local function batched_prediction(m, bw, B)
+  local r = m.residency
+  if B <= 8 or not r or not bw then return nil end
+  local ok, _, pre = pcall(require("lrun.predict_plan").predict, m, m:tensors(), r.plan, r.host_compute, bw,
+    { prefill_tokens = B, host_stream_rows = r.host_stream_rows })
+  return ok and pre and pre.tok_s or nil
 end
 
 local function run(B)
@@ -109,7 +123,7 @@ local function run(B)
     host_compute_per_step = tonumber(st.host_compute_bytes) / n_gen,
     off_device_bytes = off, h2d_pinned = bw and bw.h2d_pinned or nil,
     limit_tps = limit1 and limit1 * B or nil,
-    predicted_tps = p.predicted and p.predicted.tok_s * B or nil,
+    predicted_tps = batched_prediction(m, bw, B) or (p.predicted and p.predicted.tok_s * B) or nil,
     budget_gib = budget, cache = cache, n_ctx = n_ctx,
   }
   m:free()
@@ -130,7 +144,7 @@ if generated then os.remove(path) end
 print(string.format("\n%s, GPU budget %g GiB, KV cache %s, n_ctx %d; decode steps of B tokens\n", device, budget,
   cache, n_ctx))
 print("| batch | aggregate tok/s | ms/step | streamed GB/step | host-computed GB/step | limit × B tok/s | % of it |"
-  .. " predicted × B |")
+  .. " predicted tok/s |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|")
 for _, r in ipairs(rows) do
   print(string.format("| %d | %.2f | %.1f | %.2f | %.2f | %s | %s | %s |", r.batch, r.tps, r.step_ms,
