@@ -200,11 +200,12 @@ describe("cli flags", function()
   it("maps every flag to load and generate options", function()
     local o = assert(cli.parse({ "-n", "-1", "-b", "64", "-ub", "32", "--temp", "0.5", "--typical", "0.9",
       "--presence-penalty", "0.5", "--frequency-penalty", "0.25", "-s", "-1", "-r", "a", "--stop", "b",
-      "--ignore-eos", "--no-mmap", "-ot", "ffn=cpu", "-ctk", "q4_0", "-ctv", "q4_0", "--mlock", "--jinja",
+      "--ignore-eos", "--no-mmap", "--no-op-offload", "-ot", "ffn=cpu", "-ctk", "q4_0", "-ctv", "q4_0", "--mlock", "--jinja",
       "--log-disable", "-c", "256" }, cli.generate_spec()))
     local lo, g = cli.load_options(o), cli.generate_options(o)
     assert.is_nil(cli.check_combination(o))
     assert.are.same({ ".=host", "ffn=cpu" }, lo.overrides)
+    assert.are.equal(-1, lo.host_stream_rows) -- --no-op-offload
     assert.are.equal("quantized", lo.cache_implementation)
     assert.are.same({ nbits = 4 }, lo.cache_config)
     assert.are.equal(256, lo.n_ctx)

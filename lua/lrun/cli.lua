@@ -378,6 +378,8 @@ M.flags = {
     help = "streamed layers copied ahead (default: 2 on cpu, 1 on cuda)" },
   { "--no-mmap", key = "no_mmap", type = "flag", llama = "--no-mmap",
     help = "read the weights into host memory instead of serving them from the mapped file" },
+  { "--no-op-offload", key = "no_op_offload", type = "flag", llama = "--no-op-offload",
+    help = "cuda: prompts compute host-computed matrices on the host instead of copying them to the GPU" },
   { "--mlock", key = "mlock", type = "flag", llama = "--mlock",
     help = "lock the model's host memory in RAM (mlockall; warns when not allowed)" },
   { "--cache-type", key = "cache_type", arg = "KIND", llama = false,
@@ -674,6 +676,7 @@ function M.load_options(opts)
     policy = opts.policy, cpu_offload_gb = opts.cpu_offload_gb, smart_offload = opts.smart_offload or nil,
     overrides = opts.overrides, n_gpu_layers = opts.n_gpu_layers, prefetch_layers = opts.prefetch,
     n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host }
+  if opts.no_op_offload then o.host_stream_rows = -1 end -- lrun.host_stream: prompts keep host products on the host
   if opts.no_packed then o.packed = false end -- never packed: smart does not weigh packing (lrun.pack_plan)
   -- -b / -ub: the engine's chunk (the smaller, as generate's n_batch below); unset: the plan's (lrun.prefill_batch)
   local nb = opts.batch_size
