@@ -771,8 +771,9 @@ function M.prefill_text(p)
     .. "%.3f ms copies, %.3f ms host compute, %.3f ms attention%s%s%s%s%s)", rate_text(p.tok_s), p.tokens, p.limit,
     p.device_s * 1e3, p.copy_s * 1e3, p.host_s * 1e3, p.attention_s * 1e3, elt,
     p.overlapped and ", copies overlapped" or "", p.expert_streamed and "; host experts streamed" or "",
-    p.host_streamed and string.format("; %.2f GB of host-computed matrices multiplied on the device",
-      p.host_streamed / 1e9) or "",
+    p.host_streamed and string.format("; %.2f GB of host-computed matrices multiplied on the device%s",
+      p.host_streamed / 1e9, p.host_stream_from
+        and string.format(" (chunks of %d tokens or more)", p.host_stream_from) or "") or "",
     p.slot_share and string.format("; %.0f%% of cached blocks' experts from the cache's slots", 100 * p.slot_share)
       or "")
 end

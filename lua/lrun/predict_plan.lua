@@ -276,7 +276,9 @@ function M.predict(model, tensors, plan, host_compute, bw, opts, cache)
   end
   pq.host_stream_rows = numerics_default(model) and rows or -1 -- the exact path computes them where they are
   local pre = bw.device_matmul and predict.prefill(tensors, plan, host_compute, bw, pq) or nil
-  if pre then pre.host_stream_rows = rows end
+  if pre then -- the engine's option (nil: its default; -1 never), and the chunk size it streams from
+    pre.host_stream_rows, pre.host_stream_from = rows, host_stream.rows(rows)
+  end
   local lines = { predict.summary(pre, dec), predict.text(dec, bw) }
   if pre then lines[#lines + 1] = predict.prefill_text(pre) end
   return dec, pre, table.concat(lines, "\n")
