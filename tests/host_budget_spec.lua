@@ -131,6 +131,23 @@ describe("the planner's count of the cuda engine's own staging", function()
     assert.are.equal(host_budget.cuda_staging_bytes, (host_budget.held(ctx, final, hc, sized)))
   end)
 
+  it("counts the pinned staging buffers when prompts copy a pageable host-computed matrix (lrun.host_stream)",
+    function()
+      local tensors = {
+        { name = "blk.0.ffn_up.weight", role = "ffn_up", layer = 0, bytes = 4 * MiB, shape = { 1024, 2048 } },
+        { name = "blk.1.ffn_up.weight", role = "ffn_up", layer = 1, bytes = 4 * MiB, shape = { 1024, 2048 } },
+      }
+      local final = { ["blk.0.ffn_up.weight"] = "pinned", ["blk.1.ffn_up.weight"] = "host" }
+      local hc = { ["blk.1.ffn_up.weight"] = true }
+      local ctx = { cpu = false, reserve = 0, kv_host = 0, tensors = tensors, engine_staging = 0,
+        host_stream_rows = 32 }
+      assert.are.equal(host_budget.cuda_staging_bytes, (host_budget.held(ctx, final, hc, sized)))
+      ctx.host_stream_rows = -1 -- prompts keep it on the host: every streamed weight pinned, nothing staged
+      assert.are.equal(0, (host_budget.held(ctx, final, hc, sized)))
+      ctx.host_stream_rows, final["blk.1.ffn_up.weight"] = 32, "pinned" -- pinned: copied by DMA
+      assert.are.equal(0, (host_budget.held(ctx, final, hc, sized)))
+    end)
+
   it("re-plans a budget that fits only without it: the largest streamed weight goes to disk", function()
     local staging = cuda_staging()
     local tensors, final, hc = placement()

@@ -11,6 +11,7 @@
 local lf = require("lrun.ffi")
 local size = require("lrun.size")
 local errors = require("lrun.errors")
+local host_stream = require("lrun.host_stream")
 local ffi, C = lf.ffi, lf.C
 
 local M = {}
@@ -41,7 +42,7 @@ end
 --- Host bytes a placement holds, as two parts: fixed (what does not depend
 -- on where the weights are) and held (weights in pinned and host memory).
 -- @tparam table ctx {cpu=, reserve= (KV cache and scratch), kv_host= (cuda: an offloaded KV store),
---   engine_staging= (cuda: M.engine_staging), tensors=}
+--   engine_staging= (cuda: M.engine_staging), tensors=, host_stream_rows= (the engine's option, nil: default)}
 -- @tparam table final {[name] = tier}
 -- @tparam table host_compute {[name] = true}
 -- @tparam table sized lrun.placement_size's sizes of the placement
@@ -54,6 +55,11 @@ function M.held(ctx, final, host_compute, sized)
     local tier = final[t.name]
     if tier == "pinned" or tier == "host" then held = held + t.bytes end
     if tier ~= "device" and tier ~= "pinned" and not host_compute[t.name] then staged = true end
+    -- prompts copy pageable host-computed matrices to the GPU through the same buffers (lrun.host_stream)
+    if not ctx.cpu and host_compute[t.name] and tier ~= "pinned" and host_stream.coverable(t, tier)
+      and host_stream.rows(ctx.host_stream_rows) then
+      staged = true
+    end
   end
   if not ctx.cpu then
     fixed = fixed + (ctx.engine_staging or 0) + (staged and M.cuda_staging_bytes or 0) + (ctx.kv_host or 0)

@@ -289,6 +289,7 @@ function M.plan(model, opts)
   local staging, gerr = host_mem.engine_staging(model, cpu and "cpu" or "cuda", eo)
   if not staging then return nil, gerr end
   local host_ctx = { cpu = cpu, reserve = reserve, tensors = tensors, engine_staging = staging,
+    host_stream_rows = opts.host_stream_rows,
     kv_host = (opts.cache_implementation == "offloaded" or opts.cache_implementation == "offloaded_static")
       and kv or 0 }
 

@@ -115,7 +115,10 @@ lrun_status lrun_cuda_host_stream_init(lrun_cuda_engine *e, struct cuda_host_str
             const struct lrun_tensor *t = e->model->layers[l].t[id];
             pageable |= t && coverable(NULL, t) && t->tier != LRUN_TIER_PINNED;
         }
-    if (st == LRUN_OK && pageable) st = lrun_cuda_offload_need_staging(e);
+    if (st == LRUN_OK && pageable && lrun_cuda_offload_need_staging(e) != LRUN_OK) {
+        lrun_cuda_host_stream_free(e, s); /* no pinned room (a host budget): the host's products, as before */
+        return LRUN_OK;
+    }
     if (st != LRUN_OK) {
         lrun_cuda_host_stream_free(e, s);
         return st;
