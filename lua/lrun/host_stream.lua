@@ -45,11 +45,6 @@ function M.streams(t, tier, T, opt)
   return r ~= nil and T >= r and M.coverable(t, tier)
 end
 
-local function rate_of(r, dtype)
-  if type(r) == "table" then r = r[dtype] or r.default end
-  return type(r) == "number" and r > 0 and r or nil
-end
-
 --- The chunk size from which streaming a plan's host-computed matrices
 -- beats computing them on the host, from measured rates: the copies
 -- (Σ bytes / the link of each tier, lrun.predict.expert_stream_link: pinned
@@ -68,7 +63,7 @@ function M.threshold(tensors, plan, host_compute, bw)
   for _, t in ipairs(tensors) do
     local tier = plan[t.name]
     if host_compute[t.name] and M.coverable(t, tier) then
-      local flops = rate_of(bw.host_gemm, t.dtype)
+      local flops = predict.rate_of(bw.host_gemm, t.dtype)
       if not flops then return nil end
       copy = copy + t.bytes / predict.expert_stream_link(tier, bw)
       parts[#parts + 1] = { read = t.bytes / predict.host_rate(t, bw), per_row = 2 * t.shape[1] * t.shape[2] / flops }

@@ -514,6 +514,8 @@ local function rate_of(r, dtype)
   return type(r) == "number" and r > 0 and r or nil
 end
 
+M.rate_of = rate_of -- (lrun.host_stream's threshold)
+
 -- Elements of one matrix: the product of its first two dimensions.
 local function params2(t) return (t.shape[1] or 1) * (t.shape[2] or 1) end
 

@@ -43,8 +43,7 @@ struct cuda_host_stream {
     size_t buf_bytes; /* one buffer: the largest covered matrix, 256-aligned */
     char *dev;        /* (NB, buf_bytes) device staging */
     cudaEvent_t ready[NB], done[NB];
-    int next; /* the buffer the next take fills */
-    int last; /* the buffer of the last take, -1 once done */
+    int next; /* the buffer the next take fills (the one before it: the last take's) */
 };
 
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
@@ -70,8 +69,11 @@ static int coverable(const struct lrun_placement *p, const struct lrun_tensor *t
            !t->split && tier != LRUN_TIER_DISK && tier != LRUN_TIER_DEVICE;
 }
 
-size_t lrun_cuda_host_stream_bytes(const lrun_cuda_engine *e, const struct lrun_placement *p)
+/* The staging both buffers take under p (0: none), and whether a covered
+ * matrix is pageable (its copies go through the offload's pinned staging). */
+static size_t staging_bytes(const lrun_cuda_engine *e, const struct lrun_placement *p, int *pageable)
 {
+    *pageable = 0;
     const int64_t rows = lrun_cuda_host_stream_rows(e);
     if (rows < 0 || e->n_batch_max < rows || lrun_cuda_exact_eligible(e)) return 0;
     const lrun_model *m = e->model;
@@ -81,23 +83,30 @@ size_t lrun_cuda_host_stream_bytes(const lrun_cuda_engine *e, const struct lrun_
             const struct lrun_tensor *t = m->layers[l].t[id];
             if (!t || !lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id) || !coverable(p, t)) continue;
             if (round256(t->nbytes) > best) best = round256(t->nbytes);
+            *pageable |= lrun_placement_tier(p, t) != LRUN_TIER_PINNED;
         }
     return NB * best;
+}
+
+size_t lrun_cuda_host_stream_bytes(const lrun_cuda_engine *e, const struct lrun_placement *p)
+{
+    int pageable;
+    return staging_bytes(e, p, &pageable);
 }
 
 lrun_status lrun_cuda_host_stream_init(lrun_cuda_engine *e, struct cuda_host_stream **out)
 {
     *out = NULL;
     if (!e->offload) return LRUN_OK;
-    const size_t bytes = lrun_cuda_host_stream_bytes(e, NULL);
-    if (bytes == 0 || bytes > lrun_device_free_bytes(e->device)) return LRUN_OK; /* none, or no room: the host's */
+    int pageable;
+    const size_t bytes = staging_bytes(e, NULL, &pageable);
+    if (bytes == 0) return LRUN_OK;
     struct cuda_host_stream *s = calloc(1, sizeof *s);
     if (!s) return lrun_fail_oom(sizeof *s, 0, "engine: host stream record");
     s->min_rows = lrun_cuda_host_stream_rows(e);
     s->buf_bytes = bytes / NB;
-    s->last = -1;
     if (lrun_device_alloc(e->device, bytes, "host matrix staging", (void **)&s->dev) != LRUN_OK) {
-        free(s); /* the pool could not give one block of it: the host's, as without room */
+        free(s); /* no room in the budget or the pool: the host's products, as before */
         return LRUN_OK;
     }
     lrun_status st = LRUN_OK;
@@ -109,12 +118,6 @@ lrun_status lrun_cuda_host_stream_init(lrun_cuda_engine *e, struct cuda_host_str
                             e->device);
     }
     /* host and mmap sources cross through the offload's pinned staging */
-    int pageable = 0;
-    for (int64_t l = e->layer_first; l < e->layer_end; l++)
-        for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
-            const struct lrun_tensor *t = e->model->layers[l].t[id];
-            pageable |= t && coverable(NULL, t) && t->tier != LRUN_TIER_PINNED;
-        }
     if (st == LRUN_OK && pageable && lrun_cuda_offload_need_staging(e) != LRUN_OK) {
         lrun_cuda_host_stream_free(e, s); /* no pinned room (a host budget): the host's products, as before */
         return LRUN_OK;
@@ -154,7 +157,6 @@ lrun_status lrun_cuda_host_stream_take(lrun_cuda_engine *e, struct cuda_host_str
     TRY(lrun_cuda_offload_copy_tensor(e, dst, t, s->done[b], s->ready[b]));
     TRY(cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, s->ready[b], 0), "waiting for a staged matrix",
                    e->device));
-    s->last = b;
     s->next = (b + 1) % NB;
     e->stats.host_stream_bytes += t->nbytes;
     e->stats.host_stream_products++;
@@ -164,9 +166,7 @@ lrun_status lrun_cuda_host_stream_take(lrun_cuda_engine *e, struct cuda_host_str
 
 lrun_status lrun_cuda_host_stream_done(lrun_cuda_engine *e, struct cuda_host_stream *s)
 {
-    if (s->last < 0) return LRUN_OK;
-    const int b = s->last;
-    s->last = -1;
+    const int b = (s->next + NB - 1) % NB; /* the last take's */
     return cuda_check(cudaEventRecord(s->done[b], (cudaStream_t)e->stream), "host stream: releasing a buffer",
                       e->device);
 }

@@ -37,7 +37,8 @@ int lrun_cuda_host_stream_takes(const struct cuda_host_stream *s, const struct l
  * lrun_cuda_host_stream_done. */
 lrun_status lrun_cuda_host_stream_take(lrun_cuda_engine *e, struct cuda_host_stream *s, const struct lrun_tensor *t,
                                        const void **data);
-/* The products that read the buffer of the last take are queued: it may be refilled after them. */
+/* The products that read the buffer of the last take are queued: it may be refilled after them (each take is
+ * followed by its done before the next take). */
 lrun_status lrun_cuda_host_stream_done(lrun_cuda_engine *e, struct cuda_host_stream *s);
 
 #endif
