@@ -51,7 +51,9 @@
 -- device = "cpu"|"cuda", host_matmul = bytes/s or {[dtype] = bytes/s},
 -- disk_read=} in bytes/s (lrun.bandwidth measures them; disk_read bounds a
 -- plan with tier = "disk"); without it the figures of
--- M.assumed are used and the explanation says so.
+-- M.assumed are used and the explanation says so. budget.prefetch_layers =
+-- k, the engine's prefetch depth (lrun.residency passes the load's): the
+-- ring's k + 1 slots in the pipeline timing on cuda (1 when not given).
 --
 --     local plan, off, info = smart.plan(m:tensors(), {max_bytes = 2^28, bandwidth = bw})
 --     print(info.explain)
@@ -146,8 +148,9 @@ end
 -- @treturn number seconds per token of copies, summed
 -- @treturn number seconds per token of host compute, summed
 -- @treturn number seconds per token, as the ring overlaps the two
+-- k: the engine's prefetch depth (the ring's k + 1 slots; 1 when not given).
 -- @treturn string "split" or "whole"
-local function balance(chosen, bw, staged)
+local function balance(chosen, bw, staged, k)
   local blocks, keys = {}, {}
   local function block(r)
     local key = r.t.layer or math.huge
@@ -206,7 +209,7 @@ local function balance(chosen, bw, staged)
     if ok_pipe then
       local list = {}
       for i, t in ipairs(times) do list[i] = { copy = t.copy, compute = t.host, host = t.host } end
-      return pipe.token_s(list, 2, staged or not pipe.refill_queued())
+      return pipe.token_s(list, (k or 1) + 1, staged or not pipe.refill_queued())
     end
     local s = 0
     for _, t in ipairs(times) do s = s + math.max(t.copy, t.host) end
@@ -313,7 +316,8 @@ function M.plan(tensors, budget)
   local t_copy, t_host, split_way
   if bw.device == "cuda" then
     local t_token
-    t_copy, t_host, t_token, split_way = balance(chosen, bw, explicit_tier ~= nil and explicit_tier ~= "pinned")
+    t_copy, t_host, t_token, split_way = balance(chosen, bw, explicit_tier ~= nil and explicit_tier ~= "pinned",
+      type(budget) == "table" and tonumber(budget.prefetch_layers) or nil)
     for _, r in ipairs(chosen) do if r.how == "host_compute" then host_compute[r.t.name] = true end end
     -- the two sides overlap block by block: the token pays each block's slower one (and the gathered rows)
     added = t_token

@@ -581,6 +581,36 @@ describe("smart", function()
       assert.is_truthy(info.explain:find("whole blocks", 1, true), info.explain)
     end)
   end)
+  it("on cuda times the ring with the engine's prefetch depth (budget.prefetch_layers)", function()
+    -- two large blocks in a row: with k = 1 the second one's copy waits for the first's slot, with k = 3
+    -- it is in before; the token time follows k (lrun.predict_pipeline with k + 1 slots)
+    with_refill(false, function()
+      local mats, bw = {}, { h2d_pinned = 50e9, host_read = 60e9, device_read = 2000e9, device = "cuda",
+        host_matmul = { bf16 = 50e9 } }
+      for l, bytes in ipairs({ 1e6, 1e6, 8e6, 8e6, 1e6, 1e6 }) do
+        for _, role in ipairs({ "ffn_up", "attn_q" }) do
+          mats[#mats + 1] = { name = string.format("blk.%d.%s.weight", l - 1, role), role = role, layer = l - 1,
+            bytes = bytes, dtype = "bf16", shape = { 1000, 1000 } }
+        end
+      end
+      local _, _, k_nil = smart.plan(mats, { bandwidth = bw })
+      local _, _, k1 = smart.plan(mats, { bandwidth = bw, prefetch_layers = 1 })
+      local _, _, k3 = smart.plan(mats, { bandwidth = bw, prefetch_layers = 3 })
+      assert.are.equal(k1.seconds_per_token, k_nil.seconds_per_token)
+      assert.is_true(k3.seconds_per_token < 0.8 * k1.seconds_per_token,
+        string.format("k=3 %.3g s, k=1 %.3g s", k3.seconds_per_token, k1.seconds_per_token))
+    end)
+  end)
+  it("hands the load's prefetch depth to the policy", function()
+    local p = tmpfile([[
+return {name = "sees_k", plan = function(ts, budget)
+  if budget.prefetch_layers ~= 2 then error("prefetch_layers " .. tostring(budget.prefetch_layers)) end
+  return {}, 0
+end}
+]])
+    local m = assert(load(tiny, { policy = p, prefetch_layers = 2 }))
+    m:free()
+  end)
   it("explains itself in the placement of a loaded model", function()
     local m = assert(load(tiny, { smart_offload = true, cpu_offload_gb = 0.05 / 1024 }))
     local text = tostring(m:placement())

@@ -284,7 +284,7 @@ function M.plan(model, opts)
   -- a mixture of experts: smart weighs its experts' k/E read per token
   local n_used = model:info().n_expert_used or 0
   local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, n_cpu_moe = opts.n_cpu_moe, bandwidth = bw,
-    n_expert_used = n_used > 0 and n_used or nil }
+    n_expert_used = n_used > 0 and n_used or nil, prefetch_layers = k }
   -- the cuda engine's own pinned staging (step table, logits): held whatever the placement
   local staging, gerr = host_mem.engine_staging(model, cpu and "cpu" or "cuda", eo)
   if not staging then return nil, gerr end
