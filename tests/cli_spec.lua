@@ -69,6 +69,8 @@ describe("cli flags", function()
     { { "-p", "" }, "-p '': the prompt is empty" },
     { { "-p", "hi", "-f", "examples/generate.lua" }, "-f and -p" },
     { { "--repeat-last-n", "-2" }, "--repeat-last-n -2: expected a whole number >= -1" },
+    { { "-n", "1e30" }, "-n 1e30: expected a whole number >= -1, at most 2147483647" },
+    { { "--top-k", "2147483648" }, "--top-k 2147483648: expected a whole number >= 0, at most 2147483647" },
     { { "--mirostat", "3" }, "--mirostat 3: expected 0, 1 or 2" },
     { { "--mirostat-lr", "-1" }, "--mirostat-lr -1: expected a number >= 0" },
     { { "--xtc-probability", "2" }, "--xtc-probability 2: expected a number in [0, 1]" },

@@ -247,6 +247,9 @@ describe("generate", function()
         { { eos_token_id = "eos" }, "option 'eos_token_id' must be a token id, a list of them, or false" },
         { { on_token = true }, "option 'on_token' must be a function(piece, id)" },
         { { seed = -1 }, "option 'seed' must be a whole number from 0 to 2^53" },
+        -- past a C int: counts reach the engine as int and would wrap
+        { { max_new_tokens = 1e30 }, "option 'max_new_tokens' must be a whole number >= 0 and <= 2147483647" },
+        { { top_k = 2 ^ 31 }, "option 'top_k' must be a whole number >= 0 and <= 2147483647" },
       }
       for _, c in ipairs(cases) do assert.matches(c[2], err_of(c[1]), 1, true) end
     end)

@@ -29,6 +29,7 @@ local M = {}
 -- ---------------------------------------------------------------- checks
 
 local function whole(v) return v % 1 == 0 end
+local INT_MAX = 2147483647
 
 --- Checks for flag values, each function(v) → true, or false and what is wrong.
 M.checks = {}
@@ -120,6 +121,9 @@ local function convert(spec, name, value)
   if ty == "int" then
     v = tonumber(value)
     if not v or not whole(v) or v ~= v then return bad() end
+    -- past a C int (the counts and sizes the engine takes), unless the flag takes wider (the seed)
+    if math.abs(v) > (spec.max or INT_MAX) then return bad("expected " .. (allowed or "a whole number") .. ", at most "
+      .. string.format("%.0f", spec.max or INT_MAX)) end
   elseif ty == "number" then
     v = tonumber(value)
     if not v or v ~= v or math.abs(v) == math.huge then return bad() end
@@ -321,7 +325,7 @@ M.flags = {
   { "--mirostat-ent", key = "mirostat_tau", type = "number", default = 5.0, llama = "--mirostat-ent",
     check = at_least(0), allowed = "a number >= 0", help = "mirostat target entropy (tau)" },
   { "-s", "--seed", key = "seed", type = "int", llama = "-s, --seed",
-    check = function(v) return v >= -1 and v < 2 ^ 53 end, allowed = "a whole number from -1 to 2^53",
+    check = function(v) return v >= -1 and v < 2 ^ 53 end, allowed = "a whole number from -1 to 2^53", max = 2 ^ 53,
     help = "sampling seed; -1 = random (the default)" },
   { "-r", "--reverse-prompt", "--stop", key = "stop", arg = "TEXT", list = true, llama = "-r, --reverse-prompt",
     check = function(v) return v ~= "" end, allowed = "a non-empty text",

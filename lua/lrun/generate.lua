@@ -115,7 +115,10 @@ M.defaults = {
 
 -- ---------------------------------------------------------------- options
 
-local function is_int(v) return type(v) == "number" and v % 1 == 0 and v == v end
+local INT_MAX = 2147483647
+-- A whole number a C int holds (counts and sizes reach the engine as int: a larger one would wrap); the seed,
+-- a 53-bit whole number, is checked on its own.
+local function is_int(v) return type(v) == "number" and v % 1 == 0 and v == v and math.abs(v) <= INT_MAX end
 
 -- Each checker returns nil when the value is fine, else what was expected.
 local checks = {
@@ -128,7 +131,9 @@ local checks = {
   repetition_penalty = function(v)
     if not (type(v) == "number" and v > 0 and v < math.huge) then return "a number > 0" end
   end,
-  seed = function(v) if not (is_int(v) and v >= 0 and v < 2^53) then return "a whole number from 0 to 2^53" end end,
+  seed = function(v)
+    if not (type(v) == "number" and v % 1 == 0 and v >= 0 and v < 2^53) then return "a whole number from 0 to 2^53" end
+  end,
   eos_token_id = function(v)
     if v == false or is_int(v) then return end
     if type(v) == "table" then
@@ -263,6 +268,7 @@ function M.check_options(opts, level, model_defaults)
       error("generate: unknown option '" .. tostring(k) .. "'" .. hint, level)
     end
     local want = check(v)
+    if want and want:find("^a whole number") and k ~= "seed" then want = want .. " and <= " .. INT_MAX end
     if want then
       error("generate: option '" .. k .. "' must be " .. want .. ", got " .. tostring(v), level)
     end

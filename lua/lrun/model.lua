@@ -92,6 +92,9 @@ local function only_unpacked(self, popts)
   return true
 end
 
+local INT_MAX = 2147483647
+local whole_least = { expert_cache_slots = 1, n_batch = 1, moe_prefill_stream_tokens = 1, host_stream_rows = 1 }
+
 local function check_load_opts(opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then error("lrun.load: opts must be a table, got " .. type(opts), 3) end
@@ -112,18 +115,18 @@ local function check_load_opts(opts)
   if opts.rope_style and opts.rope_style ~= "adjacent" and opts.rope_style ~= "half" then
     error("lrun.load: rope_style must be \"adjacent\" or \"half\", got \"" .. opts.rope_style .. "\"", 3)
   end
-  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe" }) do
-    local v = opts[k]
-    if v ~= nil and (v < 0 or v % 1 ~= 0) then
-      error("lrun.load: option '" .. k .. "' must be a whole number >= 0, got " .. v, 3)
+  -- whole-number options and their least value; none above INT_MAX (the engine's fields are C integers: a
+  -- larger value would wrap)
+  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe", "expert_cache_slots",
+    "n_batch", "moe_prefill_stream_tokens", "host_stream_rows" }) do
+    local v, least = opts[k], whole_least[k] or 0
+    if v ~= nil and not (v % 1 == 0 and (v >= least or (k == "host_stream_rows" and v == -1)) and v <= INT_MAX) then
+      error(string.format("lrun.load: option '%s' must be a whole number >= %d%s%s, got %s", k, least,
+        " and <= " .. INT_MAX, k == "host_stream_rows" and ", or -1 (never)" or "", tostring(v)), 3)
     end
   end
   if opts.moe_host and opts.moe_host ~= "compute" and opts.moe_host ~= "cache" and opts.moe_host ~= "hybrid" then
     error("lrun.load: moe_host must be \"compute\", \"cache\" or \"hybrid\", got \"" .. opts.moe_host .. "\"", 3)
-  end
-  local slots = opts.expert_cache_slots
-  if slots ~= nil and (slots < 1 or slots % 1 ~= 0) then
-    error("lrun.load: option 'expert_cache_slots' must be a whole number >= 1, got " .. slots, 3)
   end
   local pol = opts.expert_cache_policy
   if pol ~= nil and pol ~= "lfu" and pol ~= "lru" then
@@ -136,23 +139,12 @@ local function check_load_opts(opts)
     error("lrun.load: expert_cache_policy \"lru\" does not go with moe_host = \"hybrid\" (its admissions compare "
       .. "LFU counts)", 3)
   end
-  if slots ~= nil and opts.moe_host == "compute" then
+  if opts.expert_cache_slots ~= nil and opts.moe_host == "compute" then
     error("lrun.load: expert_cache_slots needs moe_host = \"cache\" or \"hybrid\" (or no moe_host)", 3)
   end
   local ps = opts.moe_prefill_stream
   if ps ~= nil and ps ~= "auto" and ps ~= "on" and ps ~= "off" then
     error("lrun.load: moe_prefill_stream must be \"auto\", \"on\" or \"off\", got \"" .. ps .. "\"", 3)
-  end
-  if opts.n_batch ~= nil and (opts.n_batch < 1 or opts.n_batch % 1 ~= 0) then
-    error("lrun.load: option 'n_batch' must be a whole number >= 1, got " .. opts.n_batch, 3)
-  end
-  local hr = opts.host_stream_rows
-  if hr ~= nil and ((hr < 1 and hr ~= -1) or hr % 1 ~= 0) then
-    error("lrun.load: option 'host_stream_rows' must be a whole number >= 1, or -1 (never), got " .. hr, 3)
-  end
-  local pt = opts.moe_prefill_stream_tokens
-  if pt ~= nil and (pt < 1 or pt % 1 ~= 0) then
-    error("lrun.load: option 'moe_prefill_stream_tokens' must be a whole number >= 1, got " .. pt, 3)
   end
   if opts.host_budget ~= nil then
     local n, err = size.parse(opts.host_budget)
