@@ -18,6 +18,9 @@ describe("cache_implementation", function()
       "lrun.load: cache_config.nbits must be 8 or 4, got 3")
     assert.has_error(function() lrun.load("x.gguf", { cache_config = { bits = 4 } }) end,
       "lrun.load: cache_config: unknown key 'bits' (nbits, q_group_size, residual_length)")
+    -- past a C int: it wrapped to -2^63 on its way to the engine
+    assert.has_error(function() lrun.load("x.gguf", { cache_config = { residual_length = 1e30 } }) end,
+      "lrun.load: cache_config.residual_length must be a whole number > 0 and <= 2147483647")
   end)
 
   it("rejects an unknown generate value", function()
