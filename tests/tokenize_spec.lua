@@ -40,6 +40,18 @@ describe("lrun.load", function()
     assert.has_error(function() lrun.load(42) end, "lrun.load: path must be a string, got number")
   end)
 
+  it("refuses whole numbers past INT_MAX in every whole-number option (they would wrap in C)", function()
+    for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe", "expert_cache_slots",
+      "n_batch", "moe_prefill_stream_tokens", "host_stream_rows" }) do
+      for _, bad in ipairs({ 2 ^ 31, 1e30, math.huge, 0 / 0 }) do
+        local ok, err = pcall(lrun.load, "x.gguf", { [k] = bad })
+        assert.is_false(ok, k .. " = " .. tostring(bad))
+        assert.truthy(tostring(err):find("lrun.load: option '" .. k .. "' must be a whole number >= %d+ and <= "
+          .. "2147483647"), tostring(err))
+      end
+    end
+  end)
+
   if not path then return end
 
   it("frees idempotently and refuses use after free", function()
@@ -49,6 +61,21 @@ describe("lrun.load", function()
     m:close()
     assert.are.equal("lrun.model<freed>", tostring(m))
     assert.has_error(function() m:tokenize("x") end, "model:tokenize: the model was freed")
+  end)
+
+  it("model:place and metadata refuse bad arguments by name, the model as it was", function()
+    local m = assert(lrun.load(path, { progress = false, threads = 1 }))
+    local ok, err = pcall(m.place, m, { prefetch_layers = 1e30 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("model:place: option 'prefetch_layers' must be a whole number", 1, true),
+      tostring(err))
+    -- a key that is no string: named, not the FFI's conversion error
+    ok, err = pcall(m.metadata_ints, m, 1e30)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("model:metadata_ints: key must be a string, got number", 1, true), tostring(err))
+    assert.has_error(function() m:metadata({}) end, "model:metadata: key must be a string, got table")
+    assert(m:generate({ 1, 2 }, { max_new_tokens = 1 }))
+    m:free()
   end)
 
   it("reports the hyper-parameters of the default model", function()

@@ -95,6 +95,21 @@ end
 local INT_MAX = 2147483647
 local whole_least = { expert_cache_slots = 1, n_batch = 1, moe_prefill_stream_tokens = 1, host_stream_rows = 1 }
 
+-- The whole-number options of opts (lrun.load's, model:place's), each at least its least value and none above
+-- INT_MAX (the engine's fields are C integers: a larger value would wrap); raises error(msg, level) naming a
+-- bad one.
+local function check_whole(opts, who, level)
+  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe", "expert_cache_slots",
+    "n_batch", "moe_prefill_stream_tokens", "host_stream_rows" }) do
+    local v, least = opts[k], whole_least[k] or 0
+    if v ~= nil and not (type(v) == "number" and v % 1 == 0 and (v >= least or (k == "host_stream_rows" and v == -1))
+        and v <= INT_MAX) then
+      error(string.format("%s: option '%s' must be a whole number >= %d and <= %d%s, got %s", who, k, least, INT_MAX,
+        k == "host_stream_rows" and ", or -1 (never)" or "", tostring(v)), level)
+    end
+  end
+end
+
 local function check_load_opts(opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then error("lrun.load: opts must be a table, got " .. type(opts), 3) end
@@ -115,16 +130,7 @@ local function check_load_opts(opts)
   if opts.rope_style and opts.rope_style ~= "adjacent" and opts.rope_style ~= "half" then
     error("lrun.load: rope_style must be \"adjacent\" or \"half\", got \"" .. opts.rope_style .. "\"", 3)
   end
-  -- whole-number options and their least value; none above INT_MAX (the engine's fields are C integers: a
-  -- larger value would wrap)
-  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe", "expert_cache_slots",
-    "n_batch", "moe_prefill_stream_tokens", "host_stream_rows" }) do
-    local v, least = opts[k], whole_least[k] or 0
-    if v ~= nil and not (v % 1 == 0 and (v >= least or (k == "host_stream_rows" and v == -1)) and v <= INT_MAX) then
-      error(string.format("lrun.load: option '%s' must be a whole number >= %d%s%s, got %s", k, least,
-        " and <= " .. INT_MAX, k == "host_stream_rows" and ", or -1 (never)" or "", tostring(v)), 3)
-    end
-  end
+  check_whole(opts, "lrun.load", 4)
   if opts.moe_host and opts.moe_host ~= "compute" and opts.moe_host ~= "cache" and opts.moe_host ~= "hybrid" then
     error("lrun.load: moe_host must be \"compute\", \"cache\" or \"hybrid\", got \"" .. opts.moe_host .. "\"", 3)
   end
@@ -540,9 +546,14 @@ function Model:info()
   }
 end
 
+local function check_key(key, who)
+  if type(key) ~= "string" then error("model:" .. who .. ": key must be a string, got " .. type(key), 3) end
+end
+
 --- A GGUF metadata value (numbers, booleans, strings; arrays as tables), or nil.
 -- @tparam string key
 function Model:metadata(key)
+  check_key(key, "metadata")
   local g = C.lrun_model_gguf(live(self, "metadata"))
   if g == nil then return nil end
   local kv = C.lrun_gguf_find_key(g, key)
@@ -574,6 +585,7 @@ end
 --- An integer array of the metadata as a table, or nil.
 -- @tparam string key
 function Model:metadata_ints(key)
+  check_key(key, "metadata_ints")
   local g = C.lrun_model_gguf(live(self, "metadata"))
   if g == nil then return nil end
   local kv = C.lrun_gguf_find_key(g, key)
@@ -777,6 +789,7 @@ end
 function Model:place(opts)
   live(self, "place")
   if opts ~= nil and type(opts) ~= "table" then error("model:place: opts must be a table", 2) end
+  if opts ~= nil then check_whole(opts, "model:place", 3) end
   return require("lrun.residency").place(self, self:place_opts(opts))
 end
 
