@@ -154,8 +154,11 @@ static lrun_status put_key(lrun_gguf_writer *w, const char *file, const char *ar
     uint64_t u;
     switch (k->kind) {
     case LRUN_HF_INT:
-        if (!json_whole(v, &u)) return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must be a whole number >= 0", file, k->hf);
-        return set_int(w, key, u);
+        if (json_whole(v, &u)) return set_int(w, key, u);
+        if (cJSON_IsNumber(v))
+            return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must be a whole number from 0 to 2^53, got %g", file, k->hf,
+                             v->valuedouble);
+        return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must be a whole number from 0 to 2^53", file, k->hf);
     case LRUN_HF_FLOAT:
         if (!cJSON_IsNumber(v)) return lrun_fail(LRUN_E_FORMAT, "%s: \"%s\" must be a number", file, k->hf);
         return lrun_gguf_writer_set_f32(w, key, (float)v->valuedouble);

@@ -189,6 +189,10 @@ static void test_failures(void)
              "'%s/config.json'", d);
     CHECK("(edit config)", system(cmd) == 0);
     CHECK("a weight of the wrong shape is named", load_fails(d, LRUN_E_FORMAT, "has shape"));
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"hidden_size\": 32/\"hidden_size\": 1e30/' '%s/config.json'", d);
+    CHECK("(edit config)", system(cmd) == 0);
+    CHECK("a size past 2^53 is named with its value",
+          load_fails(d, LRUN_E_FORMAT, "\"hidden_size\" must be a whole number from 0 to 2^53, got 1e+30"));
     snprintf(p, sizeof p, "%s/config.json", d);
     unlink(p);
     CHECK("a missing config.json is named", load_fails(d, LRUN_E_IO, "config.json"));
