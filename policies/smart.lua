@@ -20,8 +20,9 @@
 --                                 block by block (each block's, largest first, to
 --                                 the side that then finishes it sooner) or in
 --                                 whole blocks alternating between the sides,
---                                 whichever lrun.predict_pipeline finishes sooner
---                                 with the engine's refill order (balance below).
+--                                 whichever lrun.predict.decode times faster as a
+--                                 whole plan, with the engine's refill order and
+--                                 prefetch depth (balance below).
 --                                 A split balanced over the whole token (the rule
 --                                 before session 19) left stretches of streamed
 --                                 and of host-computed blocks, which ran one after
@@ -149,8 +150,12 @@ end
 -- @treturn number seconds per token of host compute, summed
 -- @treturn number seconds per token, as the ring overlaps the two
 -- k: the engine's prefetch depth (the ring's k + 1 slots; 1 when not given).
+-- price(how): seconds per token of the whole plan with the matrices shared
+-- as how says (lrun.predict.decode: device reads, the host's fixed costs,
+-- the ring), or nil; the two ways are compared by it when it answers, else
+-- by their copies and host products alone.
 -- @treturn string "split" or "whole"
-local function balance(chosen, bw, staged, k)
+local function balance(chosen, bw, staged, k, price)
   local blocks, keys = {}, {}
   local function block(r)
     local key = r.t.layer or math.huge
@@ -218,8 +223,10 @@ local function balance(chosen, bw, staged, k)
   local how_s, times_s = split()
   local how_w, times_w = whole()
   local ts, tw = token_s(times_s), token_s(times_w)
+  local ps, pw = price and price(how_s), price and price(how_w)
+  if not (ps and pw) then ps, pw = ts, tw end
   local how, times, way = how_s, times_s, "split"
-  if tw < ts * (1 - 1e-9) then how, times, way = how_w, times_w, "whole" end
+  if pw < ps * (1 - 1e-9) then how, times, way = how_w, times_w, "whole" end
   local t_copy, t_host = 0, 0
   for _, key in ipairs(keys) do
     for _, r in ipairs(blocks[key].list) do
@@ -229,7 +236,7 @@ local function balance(chosen, bw, staged, k)
     end
   end
   for _, t in ipairs(times) do t_copy, t_host = t_copy + t.copy, t_host + t.host end
-  return t_copy, t_host, math.min(ts, tw), way
+  return t_copy, t_host, way == "whole" and tw or ts, way
 end
 
 -- A disk-tier plan: every byte kept off the device is read from the disk
@@ -315,9 +322,26 @@ function M.plan(tensors, budget)
 
   local t_copy, t_host, split_way
   if bw.device == "cuda" then
+    local k = type(budget) == "table" and tonumber(budget.prefetch_layers) or nil
+    -- a way of sharing the balanced matrices, priced as the whole plan by lrun.predict
+    local function price(how)
+      if not has_predict then return nil end
+      local plan, hc = {}, {}
+      for _, t in ipairs(list) do
+        plan[t.name] = not sel.off[t.name] and "device" or explicit_tier or (is_vector(t) and "host" or "pinned")
+      end
+      for _, r in ipairs(chosen) do
+        if (how[r] or r.how) == "host_compute" then
+          hc[r.t.name] = true
+          plan[r.t.name] = explicit_tier or "host"
+        end
+      end
+      local ok, d = pcall(predict.decode, list, plan, hc, orig_bw, { n_expert_used = n_used, prefetch_layers = k })
+      return ok and d.seconds or nil
+    end
     local t_token
-    t_copy, t_host, t_token, split_way = balance(chosen, bw, explicit_tier ~= nil and explicit_tier ~= "pinned",
-      type(budget) == "table" and tonumber(budget.prefetch_layers) or nil)
+    t_copy, t_host, t_token, split_way = balance(chosen, bw, explicit_tier ~= nil and explicit_tier ~= "pinned", k,
+      price)
     for _, r in ipairs(chosen) do if r.how == "host_compute" then host_compute[r.t.name] = true end end
     -- the two sides overlap block by block: the token pays each block's slower one (and the gathered rows)
     added = t_token

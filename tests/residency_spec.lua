@@ -601,6 +601,35 @@ describe("smart", function()
         string.format("k=3 %.3g s, k=1 %.3g s", k3.seconds_per_token, k1.seconds_per_token))
     end)
   end)
+  it("on cuda keeps the way of sharing that lrun.predict times faster, as the whole plan", function()
+    -- both ways of two_per_block written out (split: each block's attn_q streamed, its ffn_up host-computed;
+    -- whole: even blocks streamed, odd ones host-computed), each priced by predict.decode with device reads
+    -- slow enough to count; smart's choice is the faster of the two under either refill order
+    local predict = require("lrun.predict")
+    for _, queued in ipairs({ false, true }) do
+      with_refill(queued, function()
+        local mats, bw = two_per_block()
+        bw.device_read = 20e9
+        local function priced(host_of)
+          local plan, hc = {}, {}
+          for _, t in ipairs(mats) do
+            hc[t.name] = host_of(t) or nil
+            plan[t.name] = hc[t.name] and "host" or "pinned"
+          end
+          return predict.decode(mats, plan, hc, bw, { prefetch_layers = 1 }).seconds
+        end
+        local split = priced(function(t) return t.role == "ffn_up" end)
+        local whole = priced(function(t) return t.layer % 2 == 1 end)
+        local _, _, info = smart.plan(mats, { bandwidth = bw, prefetch_layers = 1 })
+        local chosen_whole = info.explain:find("whole blocks", 1, true) ~= nil
+        local want_whole = whole < split * (1 - 1e-9)
+        assert.are.equal(want_whole, chosen_whole, string.format("queued %s: split %.3g s, whole %.3g s: %s",
+          tostring(queued), split, whole, info.explain))
+        assert.is_true(math.abs(info.predicted.seconds - math.min(split, whole)) < 1e-12,
+          string.format("predicted %.6g s for %.6g", info.predicted.seconds, math.min(split, whole)))
+      end)
+    end
+  end)
   it("hands the load's prefetch depth to the policy", function()
     local p = tmpfile([[
 return {name = "sees_k", plan = function(ts, budget)
