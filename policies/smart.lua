@@ -52,7 +52,9 @@
 -- device = "cpu"|"cuda", host_matmul = bytes/s or {[dtype] = bytes/s},
 -- disk_read=} in bytes/s (lrun.bandwidth measures them; disk_read bounds a
 -- plan with tier = "disk"); without it the figures of
--- M.assumed are used and the explanation says so. budget.prefetch_layers =
+-- M.assumed are used and the explanation says so. budget.whole_blocks =
+-- false keeps every block split (smaller streamed units, smaller slots).
+-- budget.prefetch_layers =
 -- k, the engine's prefetch depth (lrun.residency passes the load's): the
 -- ring's k + 1 slots in the pipeline timing on cuda (1 when not given).
 --
@@ -154,8 +156,10 @@ end
 -- as how says (lrun.predict.decode: device reads, the host's fixed costs,
 -- the ring), or nil; the two ways are compared by it when it answers, else
 -- by their copies and host products alone.
+-- split_only: never whole blocks (budget.whole_blocks = false: lrun.residency asks so when a whole block's
+-- slots leave no room).
 -- @treturn string "split" or "whole"
-local function balance(chosen, bw, staged, k, price)
+local function balance(chosen, bw, staged, k, price, split_only)
   local blocks, keys = {}, {}
   local function block(r)
     local key = r.t.layer or math.huge
@@ -226,7 +230,7 @@ local function balance(chosen, bw, staged, k, price)
   local ps, pw = price and price(how_s), price and price(how_w)
   if not (ps and pw) then ps, pw = ts, tw end
   local how, times, way = how_s, times_s, "split"
-  if pw < ps * (1 - 1e-9) then how, times, way = how_w, times_w, "whole" end
+  if pw < ps * (1 - 1e-9) and not split_only then how, times, way = how_w, times_w, "whole" end
   local t_copy, t_host = 0, 0
   for _, key in ipairs(keys) do
     for _, r in ipairs(blocks[key].list) do
@@ -273,6 +277,7 @@ local function gbs(b) return string.format("%.1f GB/s", b / 1e9) end
 -- @treturn table {[name] = "device"|tier}
 -- @treturn int bytes kept off the device
 -- @treturn table {host_compute = {[name] = true}, explain = text, seconds_per_token = added latency,
+--   split_way = (cuda) "split" or "whole" (how the balanced matrices were shared),
 --   predicted = lrun.predict.decode of the plan (tok_s=, limit=, ...)}
 function M.plan(tensors, budget)
   local explicit_tier = type(budget) == "table" and budget.tier or nil
@@ -341,7 +346,7 @@ function M.plan(tensors, budget)
     end
     local t_token
     t_copy, t_host, t_token, split_way = balance(chosen, bw, explicit_tier ~= nil and explicit_tier ~= "pinned", k,
-      price)
+      price, type(budget) == "table" and budget.whole_blocks == false)
     for _, r in ipairs(chosen) do if r.how == "host_compute" then host_compute[r.t.name] = true end end
     -- the two sides overlap block by block: the token pays each block's slower one (and the gathered rows)
     added = t_token
@@ -420,7 +425,7 @@ function M.plan(tensors, budget)
     lines[#lines + 1] = string.format("  %-28s %10d bytes  %-12s +%s/token", r.t.name, r.t.bytes, r.how, ms(r.cost))
   end
   if #big > 10 then lines[#lines + 1] = string.format("  … %d more", #big - 10) end
-  return plan, sel.bytes, { host_compute = host_compute, explain = table.concat(lines, "\n"),
+  return plan, sel.bytes, { host_compute = host_compute, explain = table.concat(lines, "\n"), split_way = split_way,
     seconds_per_token = added, predicted = has_predict and predict.decode(list, plan, host_compute, orig_bw, { n_expert_used = n_used })
       or nil }
 end

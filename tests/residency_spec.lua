@@ -630,6 +630,37 @@ describe("smart", function()
       end)
     end
   end)
+  it("plans again with every block split when whole blocks' slots leave no room (budget.whole_blocks = false)",
+    function()
+    -- a policy shaped like smart on cuda: whole blocks streamed (a unit a block) unless asked not to, then each
+    -- block's feed-forward host-computed and its attention streamed (smaller units, smaller slots)
+    local p = tmpfile([[
+return {name = "wholeish", plan = function(ts, budget)
+  local split = budget.whole_blocks == false
+  local plan, hc, off = {}, {}, 0
+  for _, t in ipairs(ts) do
+    if t.layer and t.layer >= 0 and t.shape and #t.shape >= 2 then
+      local host = split and t.role:find("ffn") ~= nil
+      plan[t.name], hc[t.name], off = host and "host" or "pinned", host or nil, off + t.bytes
+    end
+  end
+  return plan, off, {host_compute = hc, split_way = split and "split" or "whole"}
+end}
+]])
+    local function placed(kib)
+      local m, err = load(tiny, { policy = p, gpu_budget = kib * 1024, n_ctx = 64, threads = 1 })
+      if not m then return nil, err end
+      local hc = count(m:placement().host_compute)
+      m:free()
+      return hc
+    end
+    -- room for whole blocks' slots: the policy's first plan stands
+    assert.are.equal(0, (placed(2000)))
+    -- not, but for the split's: planned again split, instead of failing
+    local hc, err = placed(1650)
+    assert.is_truthy(hc, tostring(err))
+    assert.is_true(hc > 0)
+  end)
   it("hands the load's prefetch depth to the policy", function()
     local p = tmpfile([[
 return {name = "sees_k", plan = function(ts, budget)

@@ -258,6 +258,14 @@ function M.plan(model, opts)
       n_batch = 0
     end
   end
+  -- the same engine without the host stream's staging: a plan that fits only so keeps the host's products
+  local eo_nostream
+  do
+    local o = {}
+    for key, v in pairs(opts) do o[key] = v end
+    o.host_stream_rows = -1
+    eo_nostream = placement_size.engine_opts(o)
+  end
   local kv, kerr = placement_size.kv_reserve(model, opts, resident, pidx)
   if not kv then return nil, kerr end
   local reserve = kv + resident.scratch + (opts.reserve_extra or 0)
@@ -294,8 +302,21 @@ function M.plan(model, opts)
       and kv or 0 }
 
   local slots = 0
-  for _ = 1, 8 do
+  -- smart on cuda may stream whole blocks in turn with the host-computed ones (a unit a block: larger slots);
+  -- when those slots leave no room, it plans again sharing each block's matrices (smaller units)
+  local last_way, split_only = nil, false
+  local function split_instead()
+    if split_only or last_way ~= "whole" then return false end
+    split_only, slots = true, 0
+    local b2 = {}
+    for key, v in pairs(base) do b2[key] = v end
+    b2.whole_blocks = false
+    base = b2
+    return true
+  end
+  for attempt = 1, 16 do
     local need = forced
+    if capacity and (capacity - reserve - slots < 0 or attempt == 9) then split_instead() end
     if capacity then
       local room = capacity - reserve - slots
       if room < 0 then
@@ -313,6 +334,8 @@ function M.plan(model, opts)
       run_base.max_bytes = 0
     end
     local plan, off, extra = run_policy(policy, tensors, need, run_base, total)
+    if plan then last_way = type(extra) == "table" and extra.split_way or nil end
+    if not plan and capacity and split_instead() then goto next_attempt end
     if not plan then
       return fail(capacity and need > forced and "oom" or "arg", tostring(off) .. (capacity and string.format(
         " (budget %s: %s of weights, %s reserved for KV cache and scratch, %s of slots)", size.format(capacity),
@@ -364,9 +387,19 @@ function M.plan(model, opts)
     if not packed then return fail("arg", perr2) end
 
     local off_bytes = off_device_bytes(tensors, final)
-    local sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed, pidx)
+    local eo_plan, stream_off = eo, false
+    local sized, zerr = placement_size.size_with(model, eo_plan, final, host_compute, packed, pidx)
     if not sized then return nil, zerr end
     local dev_bytes, slot_b, other_b = sized.weights, sized.slots, beyond_reserve(sized, resident)
+    -- the host stream's staging (prompt chunks multiply host-computed matrices on the device,
+    -- docs/streaming.md) is an option, not a need: a plan that fits only without it keeps the host's products
+    if capacity and dev_bytes + slot_b + other_b + reserve > capacity and next(host_compute) then
+      local s2 = placement_size.size_with(model, eo_nostream, final, host_compute, packed, pidx)
+      if s2 and s2.scratch < sized.scratch then
+        eo_plan, stream_off, sized = eo_nostream, true, s2
+        dev_bytes, slot_b, other_b = sized.weights, sized.slots, beyond_reserve(sized, resident)
+      end
+    end
     local need_slots = slot_b + other_b
     local fits = not capacity or dev_bytes + need_slots + reserve <= capacity
     if fits or need_slots <= slots then
@@ -384,12 +417,13 @@ function M.plan(model, opts)
         room = capacity and capacity - (dev_bytes + need_slots + reserve), tensors = tensors, plan = final,
         host_compute = host_compute, packed = packed, tier = off_tier or "host" }, opts) or nil
       if choice and #choice.trade > 0 then -- traded blocks left the device: the placement's sizes again
-        sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed, pidx)
+        sized, zerr = placement_size.size_with(model, eo_plan, final, host_compute, packed, pidx)
         if not sized then return nil, zerr end
         dev_bytes, slot_b, other_b = sized.weights, sized.slots, beyond_reserve(sized, resident)
         need_slots, off_bytes = slot_b + other_b, off_device_bytes(tensors, final)
       end
       local host_bytes, moved = nil, 0
+      host_ctx.host_stream_rows = stream_off and -1 or opts.host_stream_rows
       if host_budget then
         -- disk regions are aligned, so a move can grow the slots: size again until nothing moves
         for _ = 1, 4 do
@@ -398,7 +432,7 @@ function M.plan(model, opts)
           host_bytes = held
           if mv == 0 then break end
           moved = moved + mv
-          sized, zerr = placement_size.size_with(model, eo, final, host_compute, packed, pidx)
+          sized, zerr = placement_size.size_with(model, eo_plan, final, host_compute, packed, pidx)
           if not sized then return nil, zerr end
           dev_bytes, slot_b, other_b = sized.weights, sized.slots, beyond_reserve(sized, resident)
           local f, h = host_mem.held(host_ctx, final, host_compute, sized)
@@ -459,8 +493,14 @@ function M.plan(model, opts)
       local predicted, prefill, ptext
       if pbw and opts.predict ~= false then
         -- a prediction never fails a plan: on an error, decode alone (and the error in the text)
+        local popts = opts
+        if stream_off then
+          popts = {}
+          for key, v in pairs(opts) do popts[key] = v end
+          popts.host_stream_rows = -1
+        end
         local ok, d, f, text = pcall(require("lrun.predict_plan").predict, model, tensors, final, host_compute, pbw,
-          opts, ec)
+          popts, ec)
         if ok then predicted, prefill, ptext = d, f, text
         else
           predicted = predict.decode(tensors, final, host_compute, pbw, moe_q)
@@ -469,6 +509,10 @@ function M.plan(model, opts)
       elseif pbw and not part then -- a part's blocks alone predict nothing: lrun.split_plan predicts the whole
         predicted = predict.decode(tensors, final, host_compute, pbw, moe_q)
         ptext = predict.text(predicted, pbw)
+      end
+      if stream_off then
+        summary = summary .. "\nprompts: host-computed matrices multiplied on the host (no room in the budget "
+          .. "for the staging that would copy them to the device)"
       end
       if ptext then summary = summary .. "\n" .. ptext end
       if choice then summary = summary .. "\n" .. choice.text end
@@ -493,10 +537,11 @@ function M.plan(model, opts)
         n_batch = n_batch > 0 and n_batch or nil,
         -- the rows from which prompt chunks stream host-computed matrices (lrun.host_stream.threshold; nil:
         -- the engine's default), -1 never
-        host_stream_rows = prefill and prefill.host_stream_rows or nil,
+        host_stream_rows = stream_off and -1 or (prefill and prefill.host_stream_rows or nil),
       }
     end
     slots = need_slots
+    ::next_attempt::
   end
   return fail("oom", "policy " .. pname .. ": no placement fits the budget with its streaming slots")
 end

@@ -143,6 +143,8 @@ void lrun_cuda_host_stream_free(lrun_cuda_engine *e, struct cuda_host_stream *s)
     free(s);
 }
 
+size_t lrun_cuda_host_stream_device_bytes(const struct cuda_host_stream *s) { return s ? NB * s->buf_bytes : 0; }
+
 int lrun_cuda_host_stream_takes(const struct cuda_host_stream *s, const struct lrun_tensor *t, int64_t m)
 {
     return s && m >= s->min_rows && coverable(NULL, t) && t->nbytes <= s->buf_bytes;

@@ -29,6 +29,9 @@ size_t lrun_cuda_host_stream_bytes(const lrun_cuda_engine *e, const struct lrun_
  * (then every product stays on the host, as before). */
 lrun_status lrun_cuda_host_stream_init(lrun_cuda_engine *e, struct cuda_host_stream **out);
 void lrun_cuda_host_stream_free(lrun_cuda_engine *e, struct cuda_host_stream *s);
+/* The device bytes s holds (its two buffers; 0 for NULL): scratch in the engine's stats, as the placement's
+ * size counted them. */
+size_t lrun_cuda_host_stream_device_bytes(const struct cuda_host_stream *s);
 /* Whether the product of host-computed t over m rows streams t. */
 int lrun_cuda_host_stream_takes(const struct cuda_host_stream *s, const struct lrun_tensor *t, int64_t m);
 /* Copies t into the next staging buffer (once the products that read it

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/device.h"
+#include "cuda/engine_cuda_host_stream.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_offload.h"
 
@@ -227,7 +228,8 @@ void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out)
     out->kv_bytes_copied = e->kv.bytes_copied - e->kv_copied_base;
     out->exact = e->exact != NULL;
     out->scratch_bytes = e->scratch_bytes + lrun_cuda_exact_scratch_bytes(e) +
-                         (e->moe ? lrun_cuda_moe_scratch_bytes(e) : 0) + e->q8x.bytes;
+                         (e->moe ? lrun_cuda_moe_scratch_bytes(e) : 0) + e->q8x.bytes +
+                         lrun_cuda_host_stream_device_bytes(e->host_stream);
 }
 
 /* Reads the device-routed counters on the engine's device (where that fails, the host-routed ones alone). */
