@@ -325,23 +325,28 @@ function M.plan(tensors, budget)
     end
   end
 
+  -- the tiers of the selection, its host-computed tensors (hc) on the host
+  local function tiers(hc)
+    local plan = {}
+    for _, t in ipairs(list) do
+      if not sel.off[t.name] then plan[t.name] = "device"
+      elseif hc[t.name] then plan[t.name] = explicit_tier or "host"
+      else plan[t.name] = explicit_tier or (is_vector(t) and "host" or "pinned") end
+    end
+    return plan
+  end
+
   local t_copy, t_host, split_way
   if bw.device == "cuda" then
     local k = type(budget) == "table" and tonumber(budget.prefetch_layers) or nil
     -- a way of sharing the balanced matrices, priced as the whole plan by lrun.predict
     local function price(how)
       if not has_predict then return nil end
-      local plan, hc = {}, {}
-      for _, t in ipairs(list) do
-        plan[t.name] = not sel.off[t.name] and "device" or explicit_tier or (is_vector(t) and "host" or "pinned")
-      end
+      local hc = {}
       for _, r in ipairs(chosen) do
-        if (how[r] or r.how) == "host_compute" then
-          hc[r.t.name] = true
-          plan[r.t.name] = explicit_tier or "host"
-        end
+        if (how[r] or r.how) == "host_compute" then hc[r.t.name] = true end
       end
-      local ok, d = pcall(predict.decode, list, plan, hc, orig_bw, { n_expert_used = n_used, prefetch_layers = k })
+      local ok, d = pcall(predict.decode, list, tiers(hc), hc, orig_bw, { n_expert_used = n_used, prefetch_layers = k })
       return ok and d.seconds or nil
     end
     local t_token
@@ -353,12 +358,7 @@ function M.plan(tensors, budget)
     for _, r in ipairs(chosen) do if not r.balanced then added = added + r.cost end end
   end
 
-  local plan = {}
-  for _, t in ipairs(list) do
-    if not sel.off[t.name] then plan[t.name] = "device"
-    elseif host_compute[t.name] then plan[t.name] = explicit_tier or "host"
-    else plan[t.name] = explicit_tier or (is_vector(t) and "host" or "pinned") end
-  end
+  local plan = tiers(host_compute)
 
   local n_stream, n_host, b_stream, b_host = 0, 0, 0, 0
   for _, r in ipairs(chosen) do

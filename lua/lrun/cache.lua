@@ -23,8 +23,10 @@ local kinds = {
 
 local config_keys = { nbits = true, q_group_size = true, residual_length = true }
 
+local INT_MAX = require("lrun.size").INT_MAX
+
 -- > 0 and within a C int (the engine's fields; a larger value would wrap on its way there)
-local function whole(v) return type(v) == "number" and v % 1 == 0 and v > 0 and v <= 2147483647 end
+local function whole(v) return type(v) == "number" and v % 1 == 0 and v > 0 and v <= INT_MAX end
 
 --- Checks the two options; raises error(msg, level) naming a bad one.
 -- @tparam string where "lrun.load" or "generate", for messages
@@ -44,7 +46,7 @@ function M.check(where, impl, config, level)
       error(where .. ": cache_config: unknown key '" .. tostring(k)
         .. "' (nbits, q_group_size, residual_length)", level)
     end
-    if not whole(v) then error(where .. ": cache_config." .. k .. " must be a whole number > 0 and <= 2147483647", level) end
+    if not whole(v) then error(where .. ": cache_config." .. k .. " must be a whole number > 0 and <= " .. INT_MAX, level) end
   end
   if config.nbits and config.nbits ~= 8 and config.nbits ~= 4 then
     error(where .. ": cache_config.nbits must be 8 or 4, got " .. config.nbits, level)

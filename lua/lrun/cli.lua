@@ -29,7 +29,7 @@ local M = {}
 -- ---------------------------------------------------------------- checks
 
 local function whole(v) return v % 1 == 0 end
-local INT_MAX = 2147483647
+local INT_MAX = require("lrun.size").INT_MAX
 
 --- Checks for flag values, each function(v) → true, or false and what is wrong.
 M.checks = {}

@@ -115,17 +115,22 @@ M.defaults = {
 
 -- ---------------------------------------------------------------- options
 
-local INT_MAX = 2147483647
+local INT_MAX = require("lrun.size").INT_MAX
 -- A whole number a C int holds (counts and sizes reach the engine as int: a larger one would wrap); the seed,
 -- a 53-bit whole number, is checked on its own.
 local function is_int(v) return type(v) == "number" and v % 1 == 0 and v == v and math.abs(v) <= INT_MAX end
+-- A checker for a whole number from lo to INT_MAX.
+local function whole_from(lo)
+  local want = string.format("a whole number >= %d and <= %d", lo, INT_MAX)
+  return function(v) if not (is_int(v) and v >= lo) then return want end end
+end
 
 -- Each checker returns nil when the value is fine, else what was expected.
 local checks = {
-  max_new_tokens = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
+  max_new_tokens = whole_from(0),
   do_sample = function(v) if type(v) ~= "boolean" then return "a boolean" end end,
   temperature = function(v) if not (type(v) == "number" and v > 0 and v < math.huge) then return "a number > 0" end end,
-  top_k = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
+  top_k = whole_from(0),
   top_p = function(v) if not (type(v) == "number" and v > 0 and v <= 1) then return "a number in (0, 1]" end end,
   min_p = function(v) if not (type(v) == "number" and v >= 0 and v <= 1) then return "a number in [0, 1]" end end,
   repetition_penalty = function(v)
@@ -154,24 +159,24 @@ local checks = {
   end,
   on_token = function(v) if type(v) ~= "function" then return "a function(piece, id)" end end,
   add_special = function(v) if type(v) ~= "boolean" then return "a boolean" end end,
-  num_beams = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
-  num_beam_groups = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
+  num_beams = whole_from(1),
+  num_beam_groups = whole_from(1),
   diversity_penalty = function(v) if not (type(v) == "number" and v >= 0 and v < math.huge) then return "a number >= 0" end end,
   length_penalty = function(v) if not (type(v) == "number" and v == v and math.abs(v) < math.huge) then return "a finite number" end end,
   early_stopping = function(v) if not (type(v) == "boolean" or v == "never") then return 'true, false or "never"' end end,
-  num_return_sequences = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
+  num_return_sequences = whole_from(1),
   pad_token_id = function(v) if not (is_int(v) and v >= 0) then return "a token id" end end,
-  max_batch_rows = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
-  n_batch = function(v) if not (is_int(v) and v >= 1) then return "a whole number >= 1" end end,
+  max_batch_rows = whole_from(1),
+  n_batch = whole_from(1),
   on_oom = function(v) if type(v) ~= "table" then return "a list of fallback strategies" end end,
   cache_implementation = function(v)
     if type(v) ~= "string" then return "one of \"" .. table.concat(require("lrun.cache").names, "\", \"") .. "\"" end
   end,
   cache_config = function(v) if type(v) ~= "table" then return "a table" end end,
-  max_length = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
-  min_new_tokens = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
-  min_length = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
-  no_repeat_ngram_size = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
+  max_length = whole_from(0),
+  min_new_tokens = whole_from(0),
+  min_length = whole_from(0),
+  no_repeat_ngram_size = whole_from(0),
   bad_words_ids = function(v)
     local want = "a list of lists of token ids"
     if type(v) ~= "table" or #v == 0 then return want end
@@ -209,14 +214,14 @@ local checks = {
   end,
   max_time = function(v) if not (type(v) == "number" and v > 0) then return "a number of seconds > 0" end end,
   -- llama.cpp's samplers (lrun.logits_process)
-  repeat_last_n = function(v) if not (is_int(v) and v >= -1) then return "a whole number >= -1" end end,
+  repeat_last_n = whole_from(-1),
   top_n_sigma = function(v) if not (type(v) == "number" and math.abs(v) < math.huge) then return "a finite number" end end,
   xtc_probability = function(v) if not (type(v) == "number" and v >= 0 and v <= 1) then return "a number in [0, 1]" end end,
   xtc_threshold = function(v) if not (type(v) == "number" and v >= 0 and v <= 1) then return "a number in [0, 1]" end end,
   dry_multiplier = function(v) if not (type(v) == "number" and v >= 0 and v < math.huge) then return "a number >= 0" end end,
   dry_base = function(v) if not (type(v) == "number" and v > 0 and v < math.huge) then return "a number > 0" end end,
-  dry_allowed_length = function(v) if not (is_int(v) and v >= 0) then return "a whole number >= 0" end end,
-  dry_penalty_last_n = function(v) if not (is_int(v) and v >= -1) then return "a whole number >= -1" end end,
+  dry_allowed_length = whole_from(0),
+  dry_penalty_last_n = whole_from(-1),
   dry_sequence_breakers = function(v)
     if type(v) ~= "table" then return "a list of strings" end
     for _, x in ipairs(v) do if type(x) ~= "string" or x == "" then return "a list of non-empty strings" end end
@@ -268,7 +273,6 @@ function M.check_options(opts, level, model_defaults)
       error("generate: unknown option '" .. tostring(k) .. "'" .. hint, level)
     end
     local want = check(v)
-    if want and want:find("^a whole number") and k ~= "seed" then want = want .. " and <= " .. INT_MAX end
     if want then
       error("generate: option '" .. k .. "' must be " .. want .. ", got " .. tostring(v), level)
     end

@@ -92,7 +92,7 @@ local function only_unpacked(self, popts)
   return true
 end
 
-local INT_MAX = 2147483647
+local INT_MAX = size.INT_MAX
 local whole_least = { expert_cache_slots = 1, n_batch = 1, moe_prefill_stream_tokens = 1, host_stream_rows = 1 }
 
 -- The whole-number options of opts (lrun.load's, model:place's), each at least its least value and none above

@@ -258,14 +258,11 @@ function M.plan(model, opts)
       n_batch = 0
     end
   end
-  -- the same engine without the host stream's staging: a plan that fits only so keeps the host's products
-  local eo_nostream
-  do
-    local o = {}
-    for key, v in pairs(opts) do o[key] = v end
-    o.host_stream_rows = -1
-    eo_nostream = placement_size.engine_opts(o)
-  end
+  -- the same options without the host stream's staging: a plan that fits only so keeps the host's products
+  local opts_nostream = {}
+  for key, v in pairs(opts) do opts_nostream[key] = v end
+  opts_nostream.host_stream_rows = -1
+  local eo_nostream = placement_size.engine_opts(opts_nostream)
   local kv, kerr = placement_size.kv_reserve(model, opts, resident, pidx)
   if not kv then return nil, kerr end
   local reserve = kv + resident.scratch + (opts.reserve_extra or 0)
@@ -307,11 +304,7 @@ function M.plan(model, opts)
   local last_way, split_only = nil, false
   local function split_instead()
     if split_only or last_way ~= "whole" then return false end
-    split_only, slots = true, 0
-    local b2 = {}
-    for key, v in pairs(base) do b2[key] = v end
-    b2.whole_blocks = false
-    base = b2
+    split_only, slots, base.whole_blocks = true, 0, false
     return true
   end
   for attempt = 1, 16 do
@@ -423,7 +416,7 @@ function M.plan(model, opts)
         need_slots, off_bytes = slot_b + other_b, off_device_bytes(tensors, final)
       end
       local host_bytes, moved = nil, 0
-      host_ctx.host_stream_rows = stream_off and -1 or opts.host_stream_rows
+      host_ctx.host_stream_rows = (stream_off and opts_nostream or opts).host_stream_rows
       if host_budget then
         -- disk regions are aligned, so a move can grow the slots: size again until nothing moves
         for _ = 1, 4 do
@@ -493,14 +486,8 @@ function M.plan(model, opts)
       local predicted, prefill, ptext
       if pbw and opts.predict ~= false then
         -- a prediction never fails a plan: on an error, decode alone (and the error in the text)
-        local popts = opts
-        if stream_off then
-          popts = {}
-          for key, v in pairs(opts) do popts[key] = v end
-          popts.host_stream_rows = -1
-        end
         local ok, d, f, text = pcall(require("lrun.predict_plan").predict, model, tensors, final, host_compute, pbw,
-          popts, ec)
+          stream_off and opts_nostream or opts, ec)
         if ok then predicted, prefill, ptext = d, f, text
         else
           predicted = predict.decode(tensors, final, host_compute, pbw, moe_q)

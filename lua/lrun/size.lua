@@ -6,6 +6,10 @@
 -- @module lrun.size
 local M = {}
 
+--- The largest C int: whole-number options (counts, token sizes) reach the engine as int, so a larger one
+-- would wrap on its way there (lrun.load, generate, cache_config and the command-line flags refuse it).
+M.INT_MAX = 2147483647
+
 local binary = { [""] = 1, B = 1, K = 2^10, M = 2^20, G = 2^30, T = 2^40 }
 local decimal = { KB = 1e3, MB = 1e6, GB = 1e9, TB = 1e12 }
 
