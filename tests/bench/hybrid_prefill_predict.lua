@@ -1,7 +1,9 @@
 --- hybrid_prefill_predict.lua — what the planner predicts for a 512-token
 -- prompt under smart's hybrid plan of the 7B bf16 shape at a GPU budget,
 -- with the host's products (lrun.host_stream off) and with host-computed
--- matrices copied to the GPU (its threshold from the same rates): pure
+-- matrices copied to the GPU (its threshold from the same rates), and
+-- smart's decode choice with its predicted tok/s (LRUN_CUDA_REFILL_QUEUED=1
+-- for the queued refill): pure
 -- lrun.predict on given rates, no GPU and no model file (docs/benchmarks.md
 -- "Session 21").
 --
@@ -53,6 +55,8 @@ for g in o.host_gemm:gmatch("[^,]+") do
   local on = predict.prefill(tensors, plan, info.host_compute, bw, { tokens = 512, host_stream_rows = rows })
   local off = predict.prefill(tensors, plan, info.host_compute, bw, { tokens = 512, host_stream_rows = -1 })
   print(string.format("host GEMM %.1f Tflop/s: threshold %s rows; prefill 512: %.0f tok/s copied (%.0f ms of "
-    .. "copies), %.0f tok/s on the host (%.0f ms of host products)", tonumber(g), tostring(rows), on.tok_s,
-    on.copy_s * 1e3, off.tok_s, off.host_s * 1e3))
+    .. "copies), %.0f tok/s on the host (%.0f ms of host products); decode: smart shares %s, predicted %.2f tok/s "
+    .. "(refill %s)", tonumber(g), tostring(rows), on.tok_s, on.copy_s * 1e3, off.tok_s, off.host_s * 1e3,
+    info.split_way == "whole" and "whole blocks" or "each block", info.predicted.tok_s,
+    require("lrun.predict_pipeline").refill_queued() and "queued" or "default"))
 end
