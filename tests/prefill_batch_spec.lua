@@ -58,6 +58,22 @@ describe("prefill chunks", function()
       end
     end)
 
+    it("refuses a bad n_seq or n_batch at model:engine, naming it, and keeps the engine it had", function()
+      local m = assert(lrun.load(path, { device = "cpu", progress = false, n_ctx = 64 }))
+      local e = assert(m:engine())
+      for _, k in ipairs({ "n_seq", "n_batch" }) do
+        for _, bad in ipairs({ 0, -1, 2.5, 2 ^ 31, 2 ^ 32 + 1, "4" }) do
+          local ok, err = pcall(m.engine, m, { [k] = bad })
+          assert.is_false(ok)
+          assert.matches("model:engine: " .. k .. " must be a whole number >= 1 and <= 2147483647, got "
+            .. tostring(bad):gsub("%p", "%%%0"), tostring(err))
+        end
+      end
+      assert.has_error(function() m:engine(42) end, "model:engine: req must be a table or a cache_implementation, got number")
+      assert.are.equal(e, m:engine())
+      m:free()
+    end)
+
     it("gives the same logits whatever the chunk: n_batch 7 against the default", function()
       local prompt = {}
       for i = 1, 29 do prompt[i] = (i * 37) % 1000 + 1 end

@@ -351,6 +351,13 @@ function Model:engine(req, cache_config)
   local owned = self.owned
   if owned.engine ~= nil and req == nil then return owned.engine end
   req = req or {}
+  if type(req) ~= "table" then error("model:engine: req must be a table or a cache_implementation, got " .. type(req), 2) end
+  for _, k in ipairs({ "n_seq", "n_batch" }) do -- C ints: a larger value would wrap
+    local v = req[k]
+    if v ~= nil and not (type(v) == "number" and v % 1 == 0 and v >= 1 and v <= INT_MAX) then
+      error(string.format("model:engine: %s must be a whole number >= 1 and <= %d, got %s", k, INT_MAX, tostring(v)), 2)
+    end
+  end
   local cache = require("lrun.cache")
   local impl = req.cache_implementation or self.cache_implementation
   local config = req.cache_config or (req.cache_implementation == nil and self.cache_config) or nil
