@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "core/device.h"
+#include "core/format_bytes.h"
 #include "core/error.h"
 #include "core/mapguard.h"
 #include "cuda/engine_cuda.h" /* the CUDA engine's staging sizes (header only, no CUDA) */

@@ -7,6 +7,7 @@
 #include "core/device.h"
 
 #include "core/checked.h"
+#include "core/format_bytes.h"
 #include "core/error.h"
 
 #include <errno.h>
@@ -44,23 +45,6 @@ lrun_status lrun_tier_from_name(const char *name, lrun_tier *out)
 
 /* Host allocations are aligned for AVX-512 loads and whole cache lines. */
 #define HOST_ALIGN ((size_t)64)
-
-const char *lrun_format_bytes(size_t bytes, char *buf, size_t cap)
-{
-    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    if (bytes < 1024) {
-        snprintf(buf, cap, "%zu B", bytes);
-        return buf;
-    }
-    double v = (double)bytes / 1024.0;
-    int u = 0;
-    while (v >= 1024.0 && u < 5) {
-        v /= 1024.0;
-        u++;
-    }
-    snprintf(buf, cap, "%.1f %s", v, units[u]);
-    return buf;
-}
 
 // ---------------------------------------------------------------- opening
 

@@ -91,10 +91,6 @@ void lrun_device_release(lrun_device *device, void *ptr, size_t bytes);
 /* Bytes that can still be allocated under the budget. */
 size_t lrun_device_free_bytes(const lrun_device *device);
 
-/* Bytes of host memory the kernel can still give without swapping
- * (MemAvailable of /proc/meminfo, at most physical memory); 0 when unknown. */
-size_t lrun_host_memory_available(void);
-
 /* Host memory of a host tier (pinned through lrun_device_pinned_iface when
  * there is one, else plain), 64-byte aligned. A request larger than the host
  * has available is LRUN_E_OOM before any allocation. */
@@ -116,8 +112,5 @@ lrun_status lrun_copy_bytes(lrun_device *device, void *dst, lrun_tier dst_tier, 
 /* The queue handle behind a stream (NULL on cpu), for kernel launches, and its device. */
 void *lrun_stream_handle(const lrun_stream *stream);
 lrun_device *lrun_stream_device(const lrun_stream *stream);
-
-/* "512 B", "3.1 MiB", "4.0 GiB" into buf (cap >= 16); returns buf. */
-const char *lrun_format_bytes(size_t bytes, char *buf, size_t cap);
 
 #endif

@@ -2,7 +2,7 @@
  * host's available memory (MemAvailable, memory cgroups v1 and v2). */
 #include "core/host_account.h"
 
-#include "core/device.h"
+#include "core/format_bytes.h"
 #include "core/error.h"
 
 #include <stdio.h>

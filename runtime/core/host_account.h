@@ -68,6 +68,11 @@ void lrun_host_account_get(lrun_host_account *a, lrun_host_stats *out);
 
 // ---------------------------------------------------------------- the host's available memory
 
+/* Bytes of host memory the kernel can still give without swapping or a
+ * cgroup OOM kill (lrun_host_memory_probe on the real paths, at most physical
+ * memory); 0 when unknown. */
+size_t lrun_host_memory_available(void);
+
 /* Bytes the host can still give without swapping or a cgroup OOM kill:
  * MemAvailable of meminfo_path, lowered to the memory cgroup's room
  * (limit − usage + inactive file pages) of the cgroup self_cgroup_path names

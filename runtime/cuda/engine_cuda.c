@@ -26,6 +26,7 @@
 
 #include "core/checked.h"
 #include "core/device.h"
+#include "core/format_bytes.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "cpu/cpu_ops.h"

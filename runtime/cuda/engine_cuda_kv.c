@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "core/checked.h"
+#include "core/format_bytes.h"
 #include "cuda/engine_cuda_internal.h"
 #include "kernels.h"
 #include "residency/ring.h"

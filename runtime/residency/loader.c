@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/device.h"
+#include "core/format_bytes.h"
 #include "core/error.h"
 #include "residency/page_cache.h"
 
