@@ -133,6 +133,33 @@ lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void
     return LRUN_OK;
 }
 void lrun_host_release(lrun_tier tier, void *p) { L("host_release %d %ld\n", (int)tier, P(p)); }
+#ifdef LRUN_TRACE_NEW
+/* the device's host allocations (host account, after 80be426): logged as lrun_host_alloc's were, so a
+ * placement's staging reads the same in both logs */
+lrun_status lrun_device_host_alloc(lrun_device *d, lrun_host_category c, lrun_tier tier, size_t bytes,
+                                   const char *what, void **out)
+{
+    (void)d, (void)c;
+    return lrun_host_alloc(tier, bytes, what, out);
+}
+void lrun_device_host_release(lrun_device *d, lrun_host_category c, lrun_tier tier, void *p, size_t bytes)
+{
+    (void)d, (void)c, (void)bytes;
+    lrun_host_release(tier, p);
+}
+/* no mapping: host products come up by copy, the path both commits have */
+cudaError_t cudaHostGetDevicePointer(void **dev, void *host, unsigned flags)
+{
+    (void)dev, (void)flags;
+    L("cudaHostGetDevicePointer %ld -> none\n", P(host));
+    return cudaErrorInvalidValue;
+}
+void lrun_threadpool_memcpy(lrun_threadpool *pool, void *dst, const void *src, size_t bytes)
+{
+    (void)pool;
+    L("threadpool_memcpy %ld %ld %zu\n", P(dst), P(src), bytes);
+}
+#endif
 int lrun_engine_default_prefetch(lrun_device_kind kind) { (void)kind; return 1; }
 lrun_threadpool *lrun_model_threadpool(lrun_model *m) { (void)m; return NULL; }
 void lrun_threadpool_run(lrun_threadpool *pool, lrun_task_fn fn, void *ctx)
@@ -370,12 +397,18 @@ static void kv_scenario(const char *name, lrun_cache_kind kind, int64_t n_layer,
     memset(&km, 0, sizeof km);
     km.info.head_dim = 64;
     km.info.n_layer = n_layer;
+#ifdef LRUN_TRACE_NEW
+    km.arch = &lrun_arch_llama; /* the fused quantized chunk asks the architecture (attention sinks) */
+#endif
     lrun_cuda_engine e;
     memset(&e, 0, sizeof e);
     e.model = &km;
     e.device = &device;
     e.stream = (void *)(intptr_t)9999;
     e.n_layer = n_layer;
+#ifdef LRUN_TRACE_NEW
+    e.layer_end = n_layer; /* one part holding every block (the layer split came after 80be426) */
+#endif
     e.n_seq_max = 3;
     e.n_ctx_max = 512;
     e.n_batch_max = 8;
