@@ -65,7 +65,7 @@ describe("prefill chunks", function()
         for _, bad in ipairs({ 0, -1, 2.5, 2 ^ 31, 2 ^ 32 + 1, "4" }) do
           local ok, err = pcall(m.engine, m, { [k] = bad })
           assert.is_false(ok)
-          assert.matches("model:engine: " .. k .. " must be a whole number >= 1 and <= 2147483647, got "
+          assert.matches("model:engine: option '" .. k .. "' must be a whole number >= 1 and <= 2147483647, got "
             .. tostring(bad):gsub("%p", "%%%0"), tostring(err))
         end
       end

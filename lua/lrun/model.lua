@@ -93,14 +93,17 @@ local function only_unpacked(self, popts)
 end
 
 local INT_MAX = size.INT_MAX
-local whole_least = { expert_cache_slots = 1, n_batch = 1, moe_prefill_stream_tokens = 1, host_stream_rows = 1 }
+local whole_least = { expert_cache_slots = 1, n_batch = 1, moe_prefill_stream_tokens = 1, host_stream_rows = 1,
+  n_seq = 1 }
 
--- The whole-number options of opts (lrun.load's, model:place's), each at least its least value and none above
--- INT_MAX (the engine's fields are C integers: a larger value would wrap); raises error(msg, level) naming a
--- bad one.
-local function check_whole(opts, who, level)
-  for _, k in ipairs({ "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe", "expert_cache_slots",
-    "n_batch", "moe_prefill_stream_tokens", "host_stream_rows" }) do
+local load_whole = { "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe", "expert_cache_slots",
+  "n_batch", "moe_prefill_stream_tokens", "host_stream_rows" }
+
+-- The whole-number options of opts (keys: lrun.load's and model:place's unless given), each at least its least
+-- value and none above INT_MAX (the engine's fields are C integers: a larger value would wrap); raises
+-- error(msg, level) naming a bad one.
+local function check_whole(opts, who, level, keys)
+  for _, k in ipairs(keys or load_whole) do
     local v, least = opts[k], whole_least[k] or 0
     if v ~= nil and not (type(v) == "number" and v % 1 == 0 and (v >= least or (k == "host_stream_rows" and v == -1))
         and v <= INT_MAX) then
@@ -352,12 +355,7 @@ function Model:engine(req, cache_config)
   if owned.engine ~= nil and req == nil then return owned.engine end
   req = req or {}
   if type(req) ~= "table" then error("model:engine: req must be a table or a cache_implementation, got " .. type(req), 2) end
-  for _, k in ipairs({ "n_seq", "n_batch" }) do -- C ints: a larger value would wrap
-    local v = req[k]
-    if v ~= nil and not (type(v) == "number" and v % 1 == 0 and v >= 1 and v <= INT_MAX) then
-      error(string.format("model:engine: %s must be a whole number >= 1 and <= %d, got %s", k, INT_MAX, tostring(v)), 2)
-    end
-  end
+  check_whole(req, "model:engine", 3, { "n_seq", "n_batch" })
   local cache = require("lrun.cache")
   local impl = req.cache_implementation or self.cache_implementation
   local config = req.cache_config or (req.cache_implementation == nil and self.cache_config) or nil
