@@ -141,8 +141,8 @@ end
 --   split  each block's matrices, largest first, each to the side that then
 --          finishes its block sooner: both sides in every block, which
 --          overlaps only where a slot is refilled behind a device wait
---          (LRUN_CUDA_REFILL_QUEUED=1): otherwise a block's copy waits for
---          the host products of the block before, and they run in turn;
+--          (the default; with LRUN_CUDA_REFILL_QUEUED=0 a block's copy waits
+--          for the host products of the block before, and they run in turn);
 --   whole  each block's matrices together, to the side that is behind over
 --          the blocks so far: streamed and host-computed blocks alternate,
 --          and a streamed block's copy runs beside the host blocks before

@@ -16,8 +16,8 @@
 -- issued by the CPU after it saw the slot's release, at the release of the
 -- unit before: a unit's copy then also waits for the host products of the
 -- block before it (the CPU computes them before it gets there). Pinned
--- sources are refilled that way too unless LRUN_CUDA_REFILL_QUEUED=1 (the
--- engine's switch, opt-in until measured on a GPU: M.refill_queued).
+-- sources are refilled that way only with LRUN_CUDA_REFILL_QUEUED=0 (the
+-- engine's switch, on by default: M.refill_queued).
 -- Pure arithmetic, no measurement (tests/predict_spec.lua).
 -- @module lrun.predict_pipeline
 local M = {}
@@ -58,6 +58,6 @@ end
 
 --- Whether the cuda engine refills a pinned unit's slot behind a device wait
 -- for its release (engine_cuda_offload.c, the same switch).
-function M.refill_queued() return os.getenv("LRUN_CUDA_REFILL_QUEUED") == "1" end
+function M.refill_queued() return os.getenv("LRUN_CUDA_REFILL_QUEUED") ~= "0" end
 
 return M

@@ -14,8 +14,8 @@
  * two event sets in turn, so a set's times are read (its last use long
  * finished) before it is recorded again.
  *
- * With LRUN_CUDA_REFILL_QUEUED=1 (opt-in until it has run on a GPU; every
- * source pinned) release(c) issues the fills up to c+k+1 instead, the last
+ * When every source is pinned (the default; LRUN_CUDA_REFILL_QUEUED=0 turns it
+ * off) release(c) issues the fills up to c+k+1 instead, the last
  * into c's own slot with the copy stream waiting on the device for free[]
  * of c (before_refill), so the copies of c+1 and c+2 are queued while the
  * host computes c's host products. Without it, with k = 1, a block's copy
@@ -384,10 +384,11 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
         staged |= o->w[j].src->tier != LRUN_TIER_PINNED;
         disk |= o->w[j].src->tier == LRUN_TIER_DISK;
     }
-    /* opt-in (LRUN_CUDA_REFILL_QUEUED=1) until it has run on a GPU: session 20
-     * wrote it and got no device; lrun.predict reads the same switch */
+    /* the default since session 24 measured it on the H100 (docs/streaming.md
+     * "The pipeline"); LRUN_CUDA_REFILL_QUEUED=0 keeps the CPU-issued order, and
+     * lrun.predict_pipeline reads the same switch */
     const char *rq = getenv("LRUN_CUDA_REFILL_QUEUED");
-    o->refill_queued = !staged && rq && strcmp(rq, "1") == 0;
+    o->refill_queued = !staged && !(rq && strcmp(rq, "0") == 0);
     if (o->n_slots > 0) TRY(make_ring(e));
     if (disk) TRY(open_disk(o));
     o->staging_stride = STAGING_CHUNK + (disk ? 2 * LRUN_DISK_ALIGN : 0);
