@@ -158,7 +158,7 @@ local function gen_moe()
   return moe_path
 end
 
--- A dense model of 12 blocks for the offload case: each part holds 6, so half its weights off the device
+-- A dense model of 12 blocks for the offload case: each part holds 6, so a quarter of its weights off the device
 -- saves more than the streaming slots it then needs (with 6 blocks a part of 2 could not).
 local deep_path
 local function gen_deep()
@@ -215,14 +215,16 @@ describe("offload on top of the split (" .. DEVICE .. "," .. DEVICE .. ")", func
     for k, v in pairs(base) do o[k] = v end
     o.gpu_budget = "4G,4G"
     -- below both the split's estimate of each device's need (lrun.multigpu: short) and what auto-fit
-    -- tests the part against (its engine's weights + init: it must plan), by half of that part's weights
+    -- tests the part against (its engine's weights + init: it must plan), by a quarter of that part's
+    -- weights: what then leaves the device also pays for its two streaming slots (about another quarter;
+    -- by half, the H100 in session 24 found 16 KiB missing even with every weight off the device)
     local fits = assert(lrun.load(gen_deep(), o))
     local full = fits:placement().split.devices
     local needs = part_needs(fits)
     fits:free()
     local budget = {}
     for i, n in ipairs(needs) do
-      budget[i] = math.min(full[i].need, n.need) - math.floor(n.weights / 2)
+      budget[i] = math.min(full[i].need, n.need) - math.floor(n.weights / 4)
       print(string.format("# part %d: weights + init %d, weights %d, the split's estimate %d: budget %d", i, n.need,
         n.weights, full[i].need, budget[i]))
     end

@@ -110,7 +110,8 @@ typedef enum { FIT_OWN, FIT_SHARED } fit_mode;
 
 /* A request of need bytes is large from own_arena_bytes on (or beyond a
  * shared arena); none is under a limit of at most one shared arena, which
- * is then one arena holding every block, as placement assumes (no slack). */
+ * is then one arena holding every block, as placement assumes (its slack is
+ * then the rounding and a released KV layer's hole, cuda/engine_cuda.c). */
 static int is_large(const lrun_pool *pool, size_t need)
 {
     return pool->limit > pool->arena_bytes && (need >= pool->own_arena_bytes || need > pool->arena_bytes);

@@ -24,9 +24,9 @@
  * them. With one size for all (256 MiB), 86 MiB matrices left 84 MiB holes
  * that no later matrix fitted (docs/streaming.md), so a budget lost layers
  * to fragmentation. Now a closed shared arena strands less than
- * OWN_ARENA_BYTES and the open one at most ARENA_BYTES (none when the
- * capacity is at most one arena: then the arena is all of it), which is the
- * bound placement reserves (docs/residency.md "Fragmentation"). Small
+ * OWN_ARENA_BYTES and the open one at most ARENA_BYTES (when the capacity
+ * is at most one arena, the arena is all of it and only holes among its
+ * blocks are stranded), which is the bound placement reserves (docs/residency.md "Fragmentation"). Small
  * shared arenas keep that bound small; the price is one cudaMalloc per
  * large block, paid once at load. */
 #define ARENA_BYTES ((size_t)16 << 20)

@@ -295,13 +295,16 @@ lrun_status lrun_cuda_engine_estimate(lrun_engine_needs *out, lrun_model *model,
  * gives back, never a hole; smaller ones share arenas of arena bytes, and
  * what can be stranded is the free room of those: the open one (at most an
  * arena) and less than own_arena per other one. Besides, every block is
- * rounded up to the pool's granule. None when the capacity is at most one
- * arena, which then holds every block. */
+ * rounded up to the pool's granule. When the capacity is at most one arena,
+ * that arena is all of it and holds every block: what can be stranded there
+ * is the rounding and the holes blocks released after load leave among the
+ * others (a KV layer's, on growth): two KV layers' worth bounds those in
+ * practice (docs/residency.md "Fragmentation" says where it fell short). */
 static size_t pool_slack(const lrun_cuda_engine *e, const struct lrun_placement *p, const lrun_placement_size *s)
 {
     const lrun_model *model = e->model;
     const size_t arena = lrun_cuda_pool_arena_bytes(), own = lrun_cuda_pool_own_arena_bytes();
-    if (lrun_device_capacity(model->device) <= arena) return 0;
+    const int one_arena = lrun_device_capacity(model->device) <= arena;
     size_t small = 0, n_blocks = 0;
     for (int64_t i = 0; i < model->n_tensors; i++) {
         const struct lrun_tensor *t = &model->tensors[i];
@@ -319,7 +322,9 @@ static size_t pool_slack(const lrun_cuda_engine *e, const struct lrun_placement 
         if (blocks[i] < own) small += blocks[i];
     if (s->kv_max_bytes / layers < own) small += s->kv_max_bytes;
     n_blocks += 2 * layers + 16;
-    return arena + (small + arena - 1) / arena * own + n_blocks * (lrun_cuda_pool_align() - 1);
+    const size_t rounding = n_blocks * (lrun_cuda_pool_align() - 1);
+    if (one_arena) return rounding + 2 * (s->kv_max_bytes / layers);
+    return arena + (small + arena - 1) / arena * own + rounding;
 }
 
 /* The table's size_placement: init's own scratch layout, KV sizing and slot
