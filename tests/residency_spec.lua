@@ -328,6 +328,34 @@ describe("placement sized in C (lrun_engine_size_placement)", function()
     m:free()
   end)
 
+  it("plans with the sequences the load asked for (n_seq), and says so when an engine asks more", function()
+    -- a batch of prompts grows every sequence's KV cache at once: the plan's reserve must hold all of them
+    local m = assert(load(tiny, { n_ctx = 128, n_seq = 4 }))
+    local r = assert(m:place({ policy = "layers", n_gpu_layers = 1 }))
+    local s1 = assert(residency.size(m, nil, nil, { n_ctx = 128, threads = 2 }))
+    local s4 = assert(residency.size(m, nil, nil, { n_ctx = 128, threads = 2, n_seq = 4 }))
+    assert.is_true(s4.kv_max > s1.kv_max)
+    assert.are.equal(s4.kv_max + s4.scratch, r.reserve_bytes)
+    local log = require("lrun.log")
+    local lines, sink = {}, log.sink
+    log.sink = function(line) lines[#lines + 1] = line end
+    local ok, err = pcall(function()
+      assert(m:engine({ n_seq = 4 }))
+      assert.are.equal(0, #lines)
+      assert(m:engine({ n_seq = 6 }))
+    end)
+    log.sink = sink
+    m:free()
+    assert(ok, err)
+    assert.are.equal(1, #lines)
+    assert.matches("reserved KV cache for 4 sequences, 6 asked", lines[1], 1, true)
+    for _, bad in ipairs({ 0, -1, 1.5, 2 ^ 31 }) do
+      local okl, errl = pcall(lrun.load, tiny, { device = "cpu", progress = false, n_seq = bad })
+      assert.is_false(okl)
+      assert.matches("option 'n_seq' must be a whole number >= 1 and <= 2147483647", tostring(errl), 1, true)
+    end
+  end)
+
   for _, kind in ipairs({ "dynamic", "static", "offloaded", "quantized" }) do
     it(kind .. " cache under budgets: the first plan fits, and device use stays under the budget", function()
       local m = assert(load(tiny))

@@ -46,6 +46,8 @@ local load_opt_types = {
   -- prompt tokens per engine step (llama.cpp's -ub): default 512, or 2048 for a mixture of experts whose host
   -- experts stream in prefill (lrun.prefill_batch)
   n_batch = "number",
+  -- sequences a placement reserves KV cache and scratch for (batched generate, beams; llama.cpp's -np): 1
+  n_seq = "number",
   host_budget = "number|string", -- cap on host memory lrun holds (lrun.residency: the disk tier takes the rest)
   -- packed weights (docs/packed.md): true, false, a predicate or a list of predicates
   packed = "any",
@@ -97,7 +99,7 @@ local whole_least = { expert_cache_slots = 1, n_batch = 1, moe_prefill_stream_to
   n_seq = 1 }
 
 local load_whole = { "threads", "n_ctx", "prefetch_layers", "n_gpu_layers", "n_cpu_moe", "expert_cache_slots",
-  "n_batch", "moe_prefill_stream_tokens", "host_stream_rows" }
+  "n_batch", "moe_prefill_stream_tokens", "host_stream_rows", "n_seq" }
 
 -- The whole-number options of opts (keys: lrun.load's and model:place's unless given), each at least its least
 -- value and none above INT_MAX (the engine's fields are C integers: a larger value would wrap); raises
@@ -266,6 +268,7 @@ function M.load(path, opts)
     moe_prefill_stream_tokens = opts.moe_prefill_stream_tokens or 0, -- 0: the planner's, else the engine's 16
     n_batch = opts.n_batch or 0, -- prompt tokens per engine step (llama.cpp's -ub); 0: the plan's or the engine's 512
     host_stream_rows = opts.host_stream_rows or 0, -- 0: the plan's threshold, else the engine's default
+    n_seq = opts.n_seq or 1, -- sequences the placement reserves for (Model:engine warns past them)
   }, Model)
   self.device_name = ffi.string(C.lrun_device_name(C.lrun_model_device(handle)))
   local info = C.lrun_model_get_info(handle)
@@ -363,6 +366,12 @@ function Model:engine(req, cache_config)
   -- tokens per step: the caller's, else the plan's (lrun.prefill_batch), else the load's, else the engine's 512
   local n_batch = req.n_batch or (self.residency and self.residency.n_batch) or self.n_batch
   local n_seq = req.n_seq or 1
+  if self.residency and n_seq > self.n_seq and not owned.warned_n_seq then
+    -- the plan's room holds the KV cache of the sequences it was made for: more may run out of device memory
+    owned.warned_n_seq = true
+    require("lrun.log").info("the placement reserved KV cache for %d sequence%s, %d asked: the cache may not fit "
+      .. "as it grows (load with n_seq = %d to plan for them)", self.n_seq, self.n_seq == 1 and "" or "s", n_seq, n_seq)
+  end
   if owned.engine ~= nil then
     local have = owned.engine_shape
     local growable = impl ~= "static" and impl ~= "offloaded_static"
@@ -805,6 +814,7 @@ function Model:place_opts(opts)
     cache_implementation = self.cache_implementation, cache_config = self.cache_config,
     numerics = self.numerics == C.LRUN_NUMERICS_EXACT and "exact" or nil,
     n_batch = self.n_batch > 0 and self.n_batch or nil,
+    n_seq = self.n_seq > 1 and self.n_seq or nil,
     -- a split that runs is placed per device (lrun.split_plan), whoever asks
     split = self.split and self.split.runs and #self.split.devices > 1 and require("lrun.multigpu").parts(self.split)
       or nil }

@@ -18,14 +18,14 @@ local tier_enum = M.tier_enum
 -- the split_layers arrays of the options made here, kept alive with them (weak keys: gone with the options)
 local keep = setmetatable({}, { __mode = "k" })
 
---- The options Model:engine makes the placed engine with (one sequence, the
--- load's n_ctx, cache kind and config, threads, KV dtype, numerics, k, and a
+--- The options Model:engine makes the placed engine with (the load's n_seq,
+-- one sequence unless given; the load's n_ctx, cache kind and config, threads, KV dtype, numerics, k, and a
 -- layer split's parts: opts.split_layers = {blocks of each part}, as
 -- Model:engine sets them); n_ctx overrides the context for sizing a
 -- dynamic cache's reserve.
 function M.engine_opts(opts, n_ctx)
   local eo = ffi.new("lrun_engine_opts")
-  eo.n_seq_max = 1
+  eo.n_seq_max = opts.n_seq or 1
   eo.n_ctx_max = n_ctx or ((opts.n_ctx and opts.n_ctx > 0) and opts.n_ctx or 0)
   eo.n_batch_max = opts.n_batch or 0 -- tokens per step (lrun.prefill_batch); 0: the engine's 512
   eo.n_threads = opts.threads or 0

@@ -9,7 +9,7 @@
 --   7b:bf16 (the default) is gpu_bench.lua's random Llama-2-7B shape in bf16,
 --   written to $LRUN_BENCH_DIR (default /tmp) and removed after.
 --
--- For each batch size B: lrun.load with gpu_budget (the default placement:
+-- For each batch size B: lrun.load with gpu_budget, n_seq = B and n_batch = B × 8 (the default placement:
 -- auto-fit's smart plan), the KV cache offloaded to pinned host memory by
 -- default (B sequences' caches would not fit a small budget beside the
 -- weights' slots), one prefill step of B × 8 tokens (8 per sequence), 2
@@ -74,8 +74,9 @@ local function batched_prediction(m, bw, B)
 end
 
 local function run(B)
+  -- planned for B sequences and their prompt step: the budget's room holds B sequences' KV cache
   local m, err = lrun.load(path, { device = device, progress = false, n_ctx = n_ctx, cache_implementation = cache,
-    gpu_budget = math.floor(budget * GiB) })
+    gpu_budget = math.floor(budget * GiB), n_seq = B, n_batch = B * N_PROMPT })
   if not m then
     io.stderr:write(string.format("batch_offload: B=%d: %s\n", B, tostring(err)))
     return nil
