@@ -82,8 +82,12 @@ local function decode_s(t, rate)
   return (t.plain_bytes or t.bytes) / rate
 end
 
--- Bytes/s at which the CPU's decode matmul reads t (cuda host compute).
+-- Bytes/s at which the CPU's decode matmul reads t (cuda host compute): beside the device's copies where
+-- measured so (bw.host_matmul_copying, lrun.bandwidth), since smart shares a block's bytes between the copies
+-- and the host products that run beside them, both reading the host's DRAM.
 local function host_matmul_rate(t, bw)
+  local c = type(bw.host_matmul_copying) == "table" and bw.host_matmul_copying[t.dtype]
+  if type(c) == "number" and c > 0 then return c end
   local h = bw.host_matmul
   if type(h) == "table" then h = h[t.dtype] or h.default end
   return type(h) == "number" and h > 0 and h or bw.host_read
@@ -387,7 +391,10 @@ function M.plan(tensors, budget)
   if t_copy then
     local rates = {}
     if type(bw.host_matmul) == "table" then
-      for k, v in pairs(bw.host_matmul) do rates[#rates + 1] = k .. " " .. gbs(v) end
+      local copying = type(bw.host_matmul_copying) == "table" and bw.host_matmul_copying or {}
+      for k, v in pairs(bw.host_matmul) do
+        rates[#rates + 1] = k .. " " .. gbs(v) .. (copying[k] and (", " .. gbs(copying[k]) .. " beside copies") or "")
+      end
       table.sort(rates)
     elseif type(bw.host_matmul) == "number" then rates[1] = gbs(bw.host_matmul) end
     lines[#lines + 1] = string.format("smart: on cuda copies and host matmuls overlap: %s of copies, %s of host "

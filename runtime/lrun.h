@@ -942,6 +942,16 @@ LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_
  * readable by the host (packed, or on a GPU only). */
 LRUN_API lrun_status lrun_model_measure_weights_gemv(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                                      double *bytes_per_s);
+/* lrun_model_measure_weights_gemv with the model's device copying pinned
+ * host memory to it the whole time (a buffer of copy_bytes, over and over:
+ * what a decode step's streamed weights do beside the host's products, both
+ * reading the host's DRAM). *copy_bytes_per_s (may be NULL): the copies' own
+ * rate meanwhile. LRUN_E_UNSUPPORTED on a device without asynchronous copies
+ * (cpu); the copy buffer is taken from the device budget for the call
+ * (LRUN_E_OOM when it does not fit). copy_bytes in [1 MiB, 1 GiB]. */
+LRUN_API lrun_status lrun_model_measure_weights_gemv_copying(lrun_model *model, lrun_dtype dtype, size_t bytes,
+                                                             size_t copy_bytes, double *bytes_per_s,
+                                                             double *copy_bytes_per_s);
 /* Seconds of one layer's one-token attention over n_pos cached positions
  * (f16 cache, the model's heads) on the model's threads, the cache cold (a
  * buffer of twice the last-level cache read before each run, as a decode

@@ -133,6 +133,25 @@ describe("the cpu decode measurements", function()
     assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 20, nil))
   end)
 
+  it("lrun_model_measure_weights_gemv_copying needs a device that copies beside the host: cpu is refused", function()
+    local out, copy = ffi.new("double[1]"), ffi.new("double[1]")
+    out[0], copy[0] = 7, 7
+    assert.are.equal(C.LRUN_E_UNSUPPORTED,
+      C.lrun_model_measure_weights_gemv_copying(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 20, 2 ^ 20, out, copy))
+    assert.matches("has no asynchronous copies", lf.last_error(), 1, true)
+    assert.are.equal(0, out[0])
+    assert.are.equal(0, copy[0])
+    assert.are.equal(C.LRUN_E_ARG,
+      C.lrun_model_measure_weights_gemv_copying(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 20, 1024, out, nil))
+    assert.matches("copy bytes is outside", lf.last_error(), 1, true)
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv_copying(nil, C.LRUN_DTYPE_Q8_0, 2 ^ 20, 2 ^ 20,
+      out, nil))
+    assert.are.equal(C.LRUN_E_ARG, C.lrun_model_measure_weights_gemv_copying(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 20,
+      2 ^ 20, nil, nil))
+    -- and lrun.bandwidth finds no such rate on cpu
+    assert.are.same({}, require("lrun.bandwidth").host_matmul_copying_rates(m))
+  end)
+
   it("lrun_model_measure_device_gemv is cuda's: a cpu model and bad arguments are refused", function()
     local out = ffi.new("double[1]")
     out[0] = 7

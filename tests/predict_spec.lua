@@ -110,6 +110,24 @@ describe("predict.decode with given bandwidths", function()
     assert.are.equal("host matmul", p.limit)
   end)
 
+  it("cuda: host products beside streamed weights run at the rate measured beside copies", function()
+    local bw = {}
+    for k, v in pairs(CUDA) do bw[k] = v end
+    bw.host_matmul_copying = { q8_0 = 1.6e10 }
+    -- the head host-computed while ffn_up streams: both read the host's DRAM at once
+    local p = predict.decode(TENSORS, { ["output.weight"] = "host", ["blk.0.ffn_up.weight"] = "pinned" },
+      { ["output.weight"] = true }, bw)
+    near(4e6 / 1.6e10, p.host_s, "host beside copies")
+    -- nothing streamed: the products run alone, at host_matmul
+    p = predict.decode(TENSORS, { ["output.weight"] = "host" }, { ["output.weight"] = true }, bw)
+    near(4e6 / 2e10, p.host_s, "host alone")
+    -- an unmeasured dtype beside copies: host_matmul's rate, then host_read
+    bw.host_matmul_copying = { bf16 = 1e9 }
+    p = predict.decode(TENSORS, { ["output.weight"] = "host", ["blk.0.ffn_up.weight"] = "pinned" },
+      { ["output.weight"] = true }, bw)
+    near(4e6 / 2e10, p.host_s, "no copying rate for q8_0")
+  end)
+
   it("cpu: the copies are the engine's own memcpys, so the terms add up", function()
     local plan = { ["blk.0.ffn_up.weight"] = "pinned", ["blk.0.ffn_down.weight"] = "host" }
     local p = predict.decode(TENSORS, plan, { ["blk.0.ffn_down.weight"] = true }, CPU)

@@ -70,6 +70,26 @@ describe("predicted prefill on " .. device, function()
     m:free()
   end)
 
+  it("lrun_model_measure_weights_gemv_copying times the host's products with the copy engine busy (cuda)", function()
+    if device == "cpu" then return end -- decode_predict_spec.lua has the cpu refusal
+    local path = gen_model(C.LRUN_DTYPE_Q8_0)
+    paths[#paths + 1] = path
+    local m = assert(lrun.load(path, { device = device, progress = false }))
+    local used = tonumber(C.lrun_device_used(C.lrun_model_device(m.handle)))
+    local alone, busy, copy = ffi.new("double[1]"), ffi.new("double[1]"), ffi.new("double[1]")
+    assert.are.equal(C.LRUN_OK, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 24, alone))
+    assert.are.equal(C.LRUN_OK, C.lrun_model_measure_weights_gemv_copying(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 24,
+      2 ^ 24, busy, copy), lf.last_error())
+    print(string.format("# host q8_0 gemv: %.1f GB/s alone, %.1f GB/s beside copies of %.1f GB/s", alone[0] / 1e9,
+      busy[0] / 1e9, copy[0] / 1e9))
+    assert.is_true(busy[0] > 0 and copy[0] > 0)
+    -- the copy buffer went back to the budget
+    assert.are.equal(used, tonumber(C.lrun_device_used(C.lrun_model_device(m.handle))))
+    local rates = require("lrun.bandwidth").host_matmul_copying_rates(m)
+    assert.is_true(rates.q8_0 > 0)
+    m:free()
+  end)
+
   it("a resident model and a plan under a budget predict prefill beside decode", function()
     local path = gen_model(C.LRUN_DTYPE_Q8_0)
     paths[#paths + 1] = path

@@ -114,11 +114,25 @@ local function is_vector(t)
 end
 
 -- Bytes/s the host's decode matmul reads t at.
-local function host_rate(t, bw)
+local function host_rate(t, bw, copying)
   if bw.device ~= "cuda" then return bw.host_read end
+  local c = copying and type(bw.host_matmul_copying) == "table" and bw.host_matmul_copying[t.dtype]
+  if type(c) == "number" and c > 0 then return c end
   local h = bw.host_matmul
   if type(h) == "table" then h = h[t.dtype] or h.default end
   return type(h) == "number" and h > 0 and h or bw.host_read
+end
+
+-- Whether a cuda decode step copies weights beside the host's products (a weight streamed: off the device,
+-- not host-computed, not an expert cache's): they then share the host's DRAM, and the products run at
+-- bw.host_matmul_copying (lrun.bandwidth measures it with the copy engine busy).
+local function copies_beside(tensors, plan, host_compute, cached, bw)
+  if bw.device ~= "cuda" or type(bw.host_matmul_copying) ~= "table" then return false end
+  for _, t in ipairs(tensors) do
+    local tier = plan[t.name] or "device"
+    if tier ~= "device" and not host_compute[t.name] and not cached[t.layer] and not is_vector(t) then return true end
+  end
+  return false
 end
 
 -- The fused GEMV's speed relative to plain for packed t's codec (cuda, mode 3).
@@ -296,7 +310,8 @@ end
 -- @tparam table plan {[name] = tier} (names left out: device)
 -- @tparam[opt] table host_compute {[name] = true}
 -- @tparam table bw {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
---   host_matmul= bytes/s or {[dtype]=}, disk_read=, decode_matmul= {[dtype]=} (cpu)} bytes/s,
+--   host_matmul= bytes/s or {[dtype]=}, host_matmul_copying= {[dtype]=} (cuda: the host's products beside the
+--   device's copies, used when the plan streams), disk_read=, decode_matmul= {[dtype]=} (cpu)} bytes/s,
 --   decode_attention_s= (cpu: seconds of one token's attention, every layer), packed_decode= (plain bytes/s of
 --   the decode where the engine decodes: cuda the kernel, cpu the host decoder), host_decode= (plain bytes/s of
 --   the host decoder), packed_fused= {pex1=, pex2=} (cuda: the fused GEMV's speed relative to plain, else
@@ -324,6 +339,7 @@ function M.decode(tensors, plan, host_compute, bw, q)
     for _, l in ipairs(ec.layers or {}) do cached[l] = true end
   end
   check_rates(bw, "predict.decode")
+  local copying = copies_beside(tensors, plan, host_compute, cached, bw)
   local tied = tied_head(tensors)
   local host_pass_blocks = {} -- blocks whose host pass's round trip is counted
   local p = { device_s = 0, copy_s = 0, host_s = 0, host_fixed_s = 0, cache_s = 0, hybrid_s = 0, links = {},
@@ -366,7 +382,7 @@ function M.decode(tensors, plan, host_compute, bw, q)
     elseif tier ~= "device" and host_compute[t.name] then
       bytes = share * bytes
       local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
-      local rate = host_rate(t, bw)
+      local rate = host_rate(t, bw, copying)
       -- a disk weight computed on the host is read from the disk first
       if tier == "disk" then rate = math.min(rate, bw.disk_read or M.assumed_disk_read) end
       -- its products' fixed costs: one product a weight, k for an expert tensor; the host pass runs an

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/copy_load.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "cpu/cpu_matmul.h"
@@ -152,6 +153,25 @@ lrun_status lrun_model_measure_weights_gemv(lrun_model *model, lrun_dtype dtype,
     for (int i = 0; i < GEMV_PASSES; i++) s += t[i];
     *bytes_per_s = s > 0 ? (double)total * GEMV_PASSES / s : 0;
     return LRUN_OK;
+}
+
+lrun_status lrun_model_measure_weights_gemv_copying(lrun_model *model, lrun_dtype dtype, size_t bytes,
+                                                    size_t copy_bytes, double *bytes_per_s, double *copy_bytes_per_s)
+{
+    if (copy_bytes_per_s) *copy_bytes_per_s = 0;
+    if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring the weights' gemv beside copies: bytes_per_s is NULL");
+    *bytes_per_s = 0;
+    if (!model) return lrun_fail(LRUN_E_ARG, "measuring the weights' gemv beside copies: model is NULL");
+    if (copy_bytes < ((size_t)1 << 20) || copy_bytes > ((size_t)1 << 30))
+        return lrun_fail(LRUN_E_ARG, "measuring the gemv beside copies: %zu copy bytes is outside [1 MiB, 1 GiB]",
+                         copy_bytes);
+    lrun_copy_load *load;
+    lrun_status st = lrun_copy_load_start(lrun_model_device(model), copy_bytes, &load);
+    if (st != LRUN_OK) return lrun_fail_context(st, "measuring the weights' gemv beside copies");
+    st = lrun_model_measure_weights_gemv(model, dtype, bytes, bytes_per_s);
+    const lrun_status cst = lrun_copy_load_stop(load, copy_bytes_per_s);
+    if (st == LRUN_OK && cst != LRUN_OK) st = cst, *bytes_per_s = 0;
+    return st;
 }
 
 lrun_status lrun_model_measure_decode_attention(lrun_model *model, int64_t n_pos, double *seconds)
