@@ -46,10 +46,13 @@ static lrun_status check_opts(const lrun_engine_opts *o, const char *who)
         return lrun_fail(LRUN_E_ARG, "%s: n_seq_max %lld, n_ctx_max %lld, n_batch_max %lld and n_threads %d must "
                          "not be negative", who, (long long)o->n_seq_max, (long long)o->n_ctx_max,
                          (long long)o->n_batch_max, o->n_threads);
-    if (o->n_seq_max > LIMIT_SEQ || o->n_batch_max > LIMIT_BATCH || o->n_ctx_max > LIMIT_CTX)
-        return lrun_fail(LRUN_E_ARG, "%s: n_seq_max %lld, n_batch_max %lld (at most 65536) or n_ctx_max %lld "
-                         "(at most 2^30) too large", who, (long long)o->n_seq_max, (long long)o->n_batch_max,
-                         (long long)o->n_ctx_max);
+    if (o->n_seq_max > LIMIT_SEQ)
+        return lrun_fail(LRUN_E_ARG, "%s: n_seq_max %lld is too large (at most 65536)", who, (long long)o->n_seq_max);
+    if (o->n_batch_max > LIMIT_BATCH)
+        return lrun_fail(LRUN_E_ARG, "%s: n_batch_max %lld is too large (at most 65536)", who,
+                         (long long)o->n_batch_max);
+    if (o->n_ctx_max > LIMIT_CTX)
+        return lrun_fail(LRUN_E_ARG, "%s: n_ctx_max %lld is too large (at most 2^30)", who, (long long)o->n_ctx_max);
     if (o->cache_kind < LRUN_CACHE_KIND_DYNAMIC || o->cache_kind > LRUN_CACHE_KIND_QUANTIZED)
         return lrun_fail(LRUN_E_ARG, "%s: unknown cache kind %d", who, (int)o->cache_kind);
     if (o->kv_dtype != LRUN_KV_DTYPE_DEFAULT && o->kv_dtype != LRUN_KV_DTYPE_F16 && o->kv_dtype != LRUN_KV_DTYPE_F32)

@@ -668,6 +668,16 @@ static void test_limits(const char *path)
         snprintf(name, sizeof name, "%s: LRUN_E_ARG from init and from estimate", bad[i].name);
         CHECK(name, lrun_engine_init(&e, m, &bad[i].opts) == LRUN_E_ARG && e == NULL &&
                         lrun_engine_estimate(&needs, m, &bad[i].opts) == LRUN_E_ARG);
+        if (strncmp(bad[i].name, "n_", 2) == 0) { /* a size: the message names that one, not all three */
+            char option[32];
+            snprintf(option, sizeof option, "%.*s", (int)strcspn(bad[i].name, " "), bad[i].name);
+            snprintf(name, sizeof name, "%s: the error names %s alone", bad[i].name, option);
+            const char *msg = lrun_last_error();
+            int others = 0;
+            for (const char *const *o = (const char *const[]){"n_seq_max", "n_batch_max", "n_ctx_max", NULL}; *o; o++)
+                others += strcmp(*o, option) != 0 && strstr(msg, *o) != NULL;
+            CHECK(name, strstr(msg, option) != NULL && strstr(msg, "is too large") != NULL && others == 0);
+        }
     }
     /* at the limits: accepted by the checks (estimate allocates nothing) */
     const lrun_engine_opts edge = {.n_seq_max = (int64_t)1 << 16, .n_batch_max = (int64_t)1 << 16,
