@@ -48,6 +48,27 @@ describe("peer benchmark drivers (fake llama-bench, CPU)", function()
       assert.truthy(lines[3]:find('"error": "rc 1', 1, true), lines[3])
     end)
 
+  it("ngl_peer.py: a row per -ngl, llama-bench given that -ngl, lrun under the device memory it took", function()
+    local model = dir .. "/ngl.gguf"
+    local ok, out = sh(build .. "/lrun examples/genmodel.lua -q --preset tiny --dtype q8_0 -o '" .. model .. "'")
+    assert.is_true(ok, out)
+    -- no GPU here: the budget is the estimate (N/n_layer of the weights + 512 MiB), and the row says so
+    ok, out = sh("PATH=/nonexistent:$PATH python3 tests/bench/ngl_peer.py --llama-bench tests/bench/fake_llama_bench.py"
+      .. " --lrun " .. build .. "/lrun --device cpu --ngl 0,2 --prefill 64 --ngen 4 --out '" .. dir
+      .. "/ngl.jsonl' '" .. model .. "'")
+    assert.is_true(ok, out)
+    assert.truthy(out:find("| 2 | 512 (estimated) | 1064 | 100.00 | 512M |", 1, true), out)
+    local lines = read_lines(dir .. "/ngl.jsonl")
+    assert.are.equal(2, #lines)
+    assert.truthy(lines[2]:find('"cmd": "-m ' .. model .. ' -ngl 2 -p 64', 1, true), lines[2])
+    assert.truthy(lines[2]:find('"gpu_budget": "512M"', 1, true), lines[2])
+    assert.truthy(lines[2]:find('"decode_tps": %d'), lines[2])
+    -- a bad --ngl is refused by name
+    out = select(2, sh("(python3 tests/bench/ngl_peer.py --llama-bench x --ngl 4,a '" .. model .. "' 2>&1; echo rc=$?)"))
+    assert.truthy(out:find("error: --ngl 4,a: comma-separated whole numbers", 1, true), out)
+    assert.truthy(out:find("rc=2", 1, true), out)
+  end)
+
   it("moe_bench.py: -ncmoe sized to the budget, llama.cpp, auto and hand-picked rows", function()
     local model = dir .. "/moe.gguf"
     local ok, out = sh(build .. "/lrun examples/genmodel.lua -q --preset tiny-moe --embd 256 --ff 512 --experts 16 "

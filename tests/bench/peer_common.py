@@ -77,11 +77,11 @@ def json_objects(text):
         i = end
 
 
-def llama_bench(binary, model, prompts, n_gen, extra, timeout, reps=2):
-    """llama-bench -m model -ngl 99 -p prompts -n n_gen -r reps -o json + extra.
+def llama_bench(binary, model, prompts, n_gen, extra, timeout, reps=2, ngl=99):
+    """llama-bench -m model -ngl ngl -p prompts -n n_gen -r reps -o json + extra.
     Returns {pp: {n: tok/s}, tg: tok/s, flash_attn, n_cpu_moe, model_size,
     version} or {error: text}."""
-    cmd = [binary, "-m", model, "-ngl", "99", "-p", ",".join(str(p) for p in prompts), "-n", str(n_gen),
+    cmd = [binary, "-m", model, "-ngl", str(ngl), "-p", ",".join(str(p) for p in prompts), "-n", str(n_gen),
            "-r", str(reps), "-o", "json"] + list(extra)
     rc, out, err = run(cmd, timeout)
     r = {"pp": {}, "cmd": " ".join(cmd[1:])}
