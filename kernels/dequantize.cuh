@@ -145,6 +145,28 @@ template <> struct lrun_k_unit<LRUN_DTYPE_Q8_0> {
 
 // ---------------------------------------------------------------- 256-element blocks
 
+/* Byte j of w0..w2 (j 0..11) by selects rather than an indexed array
+ * (which would go to local memory). */
+static __device__ __forceinline__ int lrun_k_byte12(uint32_t w0, uint32_t w1, uint32_t w2, int j)
+{
+    const uint32_t word = j < 4 ? w0 : (j < 8 ? w1 : w2);
+    return (int)((word >> (8 * (j & 3))) & 0xff);
+}
+
+/* The 6-bit scale and min of sub-block j of Q4_K's and Q5_K's 12 scale
+ * bytes (w0..w2), as q4_K_scale_min in quant.c. */
+static __device__ __forceinline__ void lrun_k_scale_min12(uint32_t w0, uint32_t w1, uint32_t w2, int j, int *sc,
+                                                          int *m)
+{
+    if (j < 4) {
+        *sc = lrun_k_byte12(w0, w1, w2, j) & 63;
+        *m = lrun_k_byte12(w0, w1, w2, j + 4) & 63;
+    } else {
+        *sc = (lrun_k_byte12(w0, w1, w2, j + 4) & 0xf) | ((lrun_k_byte12(w0, w1, w2, j - 4) >> 6) << 4);
+        *m = (lrun_k_byte12(w0, w1, w2, j + 4) >> 4) | ((lrun_k_byte12(w0, w1, w2, j) >> 6) << 4);
+    }
+}
+
 /* Q4_K: f16 d, dmin; u8 scales[12]; u8 qs[128]. Unit u (0..31) is word t = u%8
  * of chunk c = u/8 (qs[32c+4t..32c+4t+3]): low nibbles are elements
  * 64c+4t.. with sub-block 2c, high nibbles 64c+32+4t.. with sub-block 2c+1. */
@@ -156,23 +178,9 @@ template <> struct lrun_k_unit<LRUN_DTYPE_Q4_K> {
         return {lrun_k_ld32(blk + 16 + 4 * u), lrun_k_ld32(blk), lrun_k_ld32(blk + 4), lrun_k_ld32(blk + 8),
                 lrun_k_ld32(blk + 12)};
     }
-    /* byte j (0..11) of scales, by selects rather than an indexed array
-     * (which would go to local memory) */
-    static __device__ __forceinline__ int sbyte(const raw &r, int j)
-    {
-        const uint32_t word = j < 4 ? r.s0 : (j < 8 ? r.s1 : r.s2);
-        return (int)((word >> (8 * (j & 3))) & 0xff);
-    }
-    /* the 6-bit scale and min of sub-block j, as q4_K_scale_min in quant.c */
     static __device__ __forceinline__ void scale_min(const raw &r, int j, int *sc, int *m)
     {
-        if (j < 4) {
-            *sc = sbyte(r, j) & 63;
-            *m = sbyte(r, j + 4) & 63;
-        } else {
-            *sc = (sbyte(r, j + 4) & 0xf) | ((sbyte(r, j - 4) >> 6) << 4);
-            *m = (sbyte(r, j + 4) >> 4) | ((sbyte(r, j) >> 6) << 4);
-        }
+        lrun_k_scale_min12(r.s0, r.s1, r.s2, j, sc, m);
     }
     static __device__ __forceinline__ void dequant(const raw &r, int u, float *w)
     {
@@ -345,13 +353,6 @@ template <> struct lrun_k_unit<LRUN_DTYPE_MXFP4> {
 
 // ---------------------------------------------------------------- more 256-element blocks
 
-/* Byte j of w0..w2 (j 0..11) by selects. */
-static __device__ __forceinline__ int lrun_k_byte12(uint32_t w0, uint32_t w1, uint32_t w2, int j)
-{
-    const uint32_t word = j < 4 ? w0 : (j < 8 ? w1 : w2);
-    return (int)((word >> (8 * (j & 3))) & 0xff);
-}
-
 /* Q2_K: u8 scales[16]; u8 qs[64]; f16 d, dmin (84 bytes, 4-aligned). Unit u
  * (0..15) is word t = u%8 of half n = u/8 (qs[32n+4t..32n+4t+3]); run j
  * (0..3) is bits 2j of those bytes: elements 128n + 32j + 4t.., sub-block
@@ -428,16 +429,9 @@ template <> struct lrun_k_unit<LRUN_DTYPE_Q5_K> {
         return {lrun_k_ld32(blk + 48 + 4 * u), lrun_k_ld32(blk + 16 + 4 * (u & 7)), lrun_k_ld32(blk),
                 lrun_k_ld32(blk + 4), lrun_k_ld32(blk + 8), lrun_k_ld32(blk + 12)};
     }
-    /* the 6-bit scale and min of sub-block j, as Q4_K's */
     static __device__ __forceinline__ void scale_min(const raw &r, int j, int *sc, int *m)
     {
-        if (j < 4) {
-            *sc = lrun_k_byte12(r.s0, r.s1, r.s2, j) & 63;
-            *m = lrun_k_byte12(r.s0, r.s1, r.s2, j + 4) & 63;
-        } else {
-            *sc = (lrun_k_byte12(r.s0, r.s1, r.s2, j + 4) & 0xf) | ((lrun_k_byte12(r.s0, r.s1, r.s2, j - 4) >> 6) << 4);
-            *m = (lrun_k_byte12(r.s0, r.s1, r.s2, j + 4) >> 4) | ((lrun_k_byte12(r.s0, r.s1, r.s2, j) >> 6) << 4);
-        }
+        lrun_k_scale_min12(r.s0, r.s1, r.s2, j, sc, m);
     }
     static __device__ __forceinline__ void dequant(const raw &r, int u, float *w)
     {
