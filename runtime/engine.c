@@ -415,6 +415,16 @@ lrun_status lrun_engine_expert_cache_hybrid_counts(const lrun_engine *engine, in
     return LRUN_OK;
 }
 
+lrun_status lrun_engine_expert_cache_layer_bytes(const lrun_engine *engine, uint64_t *bytes_copied)
+{
+    if (!engine || !bytes_copied)
+        return lrun_fail(LRUN_E_ARG, "lrun_engine_expert_cache_layer_bytes: %s is NULL",
+                         engine ? "bytes_copied" : "engine");
+    const lrun_expert_cache *c = engine->iface->expert_cache ? engine->iface->expert_cache(engine->ctx) : NULL;
+    if (c) memcpy(bytes_copied, c->bytes_copied_layer, (size_t)c->n_layer * sizeof *bytes_copied);
+    return LRUN_OK;
+}
+
 lrun_status lrun_engine_expert_counts(const lrun_engine *engine, int64_t *counts, int64_t *tokens)
 {
     if (!engine) return lrun_fail(LRUN_E_ARG, "lrun_engine_expert_counts: engine is NULL");

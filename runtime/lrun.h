@@ -1099,6 +1099,12 @@ LRUN_API lrun_status lrun_engine_expert_cache_counts(const lrun_engine *engine, 
  * engine without a cache writes nothing. LRUN_E_ARG on a NULL engine. */
 LRUN_API lrun_status lrun_engine_expert_cache_hybrid_counts(const lrun_engine *engine, int64_t *host_computed,
                                                             int64_t *admitted);
+/* The expert cache's bytes copied into slots per block (n_layer of them),
+ * misses, prefetches and admissions alike, since the engine was made or its
+ * stats last reset: they sum to lrun_engine_expert_cache_counts' total. An
+ * engine without a cache writes nothing. LRUN_E_ARG on a NULL engine or
+ * bytes_copied. */
+LRUN_API lrun_status lrun_engine_expert_cache_layer_bytes(const lrun_engine *engine, uint64_t *bytes_copied);
 
 /* ---------------------------------------------------------------- sampling */
 

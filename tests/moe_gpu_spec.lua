@@ -98,6 +98,9 @@ describe("mixtures of experts on cuda against the CPU", function()
               c.slots, c.hits, c.misses, c.prefetches, c.bytes_copied))
             assert.is_true(c.misses > 0 and c.bytes_copied > 0, "nothing was copied into the cache")
             assert.are.equal(0, st.host_compute_bytes, "cached experts were computed on the host")
+            local per_block = 0
+            for _, b in pairs(c.layers) do per_block = per_block + b.bytes_copied end
+            assert.are.equal(c.bytes_copied, per_block, "the blocks' bytes copied do not sum to the total")
             -- the planner sized the cache (lrun.expert_plan) unless the slots were given
             local pe = placement.expert_cache
             if p[2].moe_host == "cache" and not p[2].expert_cache_slots then
@@ -158,6 +161,10 @@ describe("mixtures of experts on cuda against the CPU", function()
         assert.is_true(c.hits > 0, "no chosen expert ran from a slot")
         assert.is_true(c.host_computed > 0 and st.host_compute_bytes > 0, "no miss was computed on the host")
         assert.is_true(c.admissions > 0 and c.bytes_copied > 0, "no miss was admitted into a slot")
+        local copied, host_bytes = 0, 0
+        for _, b in pairs(c.layers) do copied, host_bytes = copied + b.bytes_copied, host_bytes + b.host_computed_bytes end
+        assert.are.equal(c.bytes_copied, copied, "the blocks' bytes copied do not sum to the total")
+        assert.is_true(host_bytes > 0, "no block says what its host-computed misses read")
         assert.are.equal(c.misses, c.host_computed, "a hybrid decode miss that was not computed on the host")
         -- no thrash: past filling the free slots, an admission needs a count over twice the victim's; the copying
         -- cache would copy every miss (admissions = host_computed)

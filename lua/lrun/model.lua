@@ -907,21 +907,39 @@ end
 -- bytes_copied=, hit_rate= (hits over acquires, all blocks), layers =
 -- {[l] = {hits=, misses=, prefetches=, host_computed=, admissions=}}
 -- (0-based, the cached blocks only)}
+-- Bytes of one expert of each block (its gate, up and down slices), [layer] = bytes.
+local function expert_bytes(self)
+  if self.owned.expert_bytes then return self.owned.expert_bytes end
+  local n_exp, out = self:info().n_expert or 0, {}
+  for _, t in ipairs(self:tensors()) do
+    if n_exp > 0 and t.layer and t.layer >= 0 and t.name:match("_exps%.weight$") then
+      out[t.layer] = (out[t.layer] or 0) + t.bytes / n_exp
+    end
+  end
+  self.owned.expert_bytes = out
+  return out
+end
+
 local function expert_cache_stats(self, e)
   local L = self:info().n_layer
   local hits, misses, pre = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
-  local hc, adm = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)
+  local hc, adm, copied = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L), ffi.new("uint64_t[?]", L)
   local bytes, slots = ffi.new("uint64_t[1]"), ffi.new("int64_t[1]")
   if C.lrun_engine_expert_cache_counts(e, hits, misses, pre, bytes, slots) ~= C.LRUN_OK or slots[0] == 0
-    or C.lrun_engine_expert_cache_hybrid_counts(e, hc, adm) ~= C.LRUN_OK then
+    or C.lrun_engine_expert_cache_hybrid_counts(e, hc, adm) ~= C.LRUN_OK
+    or C.lrun_engine_expert_cache_layer_bytes(e, copied) ~= C.LRUN_OK then
     return nil
   end
+  local eb = expert_bytes(self)
   local layers, h, m, p, nh, na = {}, 0, 0, 0, 0, 0
   for l = 0, L - 1 do
     local hl, ml, pl, cl, al = tonumber(hits[l]), tonumber(misses[l]), tonumber(pre[l]), tonumber(hc[l]),
       tonumber(adm[l])
     if hl + ml + pl > 0 then
-      layers[l] = { hits = hl, misses = ml, prefetches = pl, host_computed = cl, admissions = al }
+      -- a hybrid miss is computed on the host once a step: its expert's bytes read there
+      layers[l] = { hits = hl, misses = ml, prefetches = pl, host_computed = cl, admissions = al,
+        hit_rate = hl + ml > 0 and hl / (hl + ml) or 0, bytes_copied = tonumber(copied[l]),
+        host_computed_bytes = cl * (eb[l] or 0) }
     end
     h, m, p, nh, na = h + hl, m + ml, p + pl, nh + cl, na + al
   end

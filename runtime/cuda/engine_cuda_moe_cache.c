@@ -222,7 +222,7 @@ static lrun_status copy_in(lrun_cuda_engine *e, struct cuda_moe_cache *c, const 
         TRY(cuda_check(cudaMemcpyAsync(c->base[i] + (size_t)s * c->stride[i], src, bytes, cudaMemcpyHostToDevice,
                                        c->copy),
                        "expert cache: copying an expert in", e->device));
-        lrun_expert_cache_copied(&c->book, bytes);
+        lrun_expert_cache_copied(&c->book, t[i]->layer, bytes);
     }
     return cuda_check(cudaEventRecord(c->ready[s], c->copy), "expert cache: recording a copy", e->device);
 }
@@ -364,7 +364,7 @@ static lrun_status admit_copy(lrun_cuda_engine *e, struct cuda_moe_cache *c, con
         TRY(cuda_check(cudaMemcpyAsync(c->base[i] + (size_t)s * c->stride[i], src, bytes, cudaMemcpyHostToDevice,
                                        c->copy),
                        "expert cache: admitting an expert", e->device));
-        lrun_expert_cache_copied(&c->book, bytes);
+        lrun_expert_cache_copied(&c->book, g[i].w->layer, bytes);
     }
     if (b >= 0)
         TRY(cuda_check(cudaEventRecord(c->stage_done[b], c->copy), "expert cache: recording a staging copy",

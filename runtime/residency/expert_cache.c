@@ -22,8 +22,9 @@ lrun_status lrun_expert_cache_init(lrun_expert_cache *c, int64_t n_slots, int64_
     c->freq = calloc(experts, sizeof *c->freq);
     c->host_computed = calloc((size_t)n_layer, sizeof *c->host_computed);
     c->admitted = calloc((size_t)n_layer, sizeof *c->admitted);
+    c->bytes_copied_layer = calloc((size_t)n_layer, sizeof *c->bytes_copied_layer);
     if (!c->slot_of || !c->key || !c->last_use || !c->hits || !c->misses || !c->prefetches || !c->freq ||
-        !c->host_computed || !c->admitted) {
+        !c->host_computed || !c->admitted || !c->bytes_copied_layer) {
         lrun_expert_cache_free(c);
         return lrun_fail_oom(experts * 12 + (size_t)n_slots * 16, 0, "expert cache: tables for %lld slots",
                              (long long)n_slots);
@@ -48,6 +49,7 @@ void lrun_expert_cache_free(lrun_expert_cache *c)
     free(c->freq);
     free(c->host_computed);
     free(c->admitted);
+    free(c->bytes_copied_layer);
     memset(c, 0, sizeof *c);
 }
 
@@ -166,7 +168,11 @@ int lrun_expert_cache_holds(const lrun_expert_cache *c, int64_t layer, int64_t x
            c->slot_of[layer * c->n_expert + x] >= 0;
 }
 
-void lrun_expert_cache_copied(lrun_expert_cache *c, uint64_t bytes) { c->bytes_copied += bytes; }
+void lrun_expert_cache_copied(lrun_expert_cache *c, int64_t layer, uint64_t bytes)
+{
+    c->bytes_copied += bytes;
+    if (c->bytes_copied_layer && layer >= 0 && layer < c->n_layer) c->bytes_copied_layer[layer] += bytes;
+}
 
 void lrun_expert_cache_reset_stats(lrun_expert_cache *c)
 {
@@ -176,5 +182,6 @@ void lrun_expert_cache_reset_stats(lrun_expert_cache *c)
     memset(c->prefetches, 0, (size_t)c->n_layer * sizeof *c->prefetches);
     memset(c->host_computed, 0, (size_t)c->n_layer * sizeof *c->host_computed);
     memset(c->admitted, 0, (size_t)c->n_layer * sizeof *c->admitted);
+    memset(c->bytes_copied_layer, 0, (size_t)c->n_layer * sizeof *c->bytes_copied_layer);
     c->bytes_copied = 0;
 }

@@ -55,6 +55,7 @@ typedef struct lrun_expert_cache {
                              * the host in the step (also counted in misses) */
     int64_t *admitted; /* (n_layer) hybrid: misses copied into a slot after their step (lrun_expert_cache_assign) */
     uint64_t bytes_copied;/* into slots, all blocks */
+    uint64_t *bytes_copied_layer; /* (n_layer) the same per block */
 } lrun_expert_cache;
 
 /* An empty cache of n_slots (>= 1) slots for n_layer blocks of n_expert experts. */
@@ -87,7 +88,8 @@ int lrun_expert_cache_touch(lrun_expert_cache *c, int64_t layer, int64_t x, int 
 int lrun_expert_cache_assign(lrun_expert_cache *c, int64_t s, int64_t layer, int64_t x);
 /* Whether expert x of block layer is in a slot (no use counted). */
 int lrun_expert_cache_holds(const lrun_expert_cache *c, int64_t layer, int64_t x);
-void lrun_expert_cache_copied(lrun_expert_cache *c, uint64_t bytes);
+/* bytes copied into a slot for an expert of block layer (a bad block counts in the total only). */
+void lrun_expert_cache_copied(lrun_expert_cache *c, int64_t layer, uint64_t bytes);
 /* Zeroes hits, misses, prefetches, host_computed, admitted and bytes; the slots keep their experts. */
 void lrun_expert_cache_reset_stats(lrun_expert_cache *c);
 

@@ -633,6 +633,15 @@ static void test_arguments(const char *path)
     CHECK("one stats record: the CUDA backend's fields are 0 on the CPU",
           st.graph_captures == 0 && st.graph_launches == 0 && !st.graphs_enabled && !st.pdl_enabled && !st.exact &&
               st.kv_dtype == LRUN_KV_DTYPE_F16 && st.prefetch_layers == 0 && st.steps == 1);
+    /* no expert cache on the CPU: slots 0 and the per-block arrays untouched */
+    int64_t slots = 9;
+    uint64_t copied[2] = {7, 7};
+    CHECK("no expert cache: 0 slots, no block's bytes written",
+          lrun_engine_expert_cache_counts(e, NULL, NULL, NULL, NULL, &slots) == LRUN_OK && slots == 0 &&
+              lrun_engine_expert_cache_layer_bytes(e, copied) == LRUN_OK && copied[0] == 7 && copied[1] == 7);
+    CHECK("lrun_engine_expert_cache_layer_bytes: a NULL array or engine is LRUN_E_ARG",
+          lrun_engine_expert_cache_layer_bytes(e, NULL) == LRUN_E_ARG &&
+              lrun_engine_expert_cache_layer_bytes(NULL, copied) == LRUN_E_ARG);
     lrun_engine_free(e);
     lrun_model_free(m);
 }

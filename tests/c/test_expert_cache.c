@@ -109,14 +109,17 @@ int main(void)
     CHECK("(0, 7) hits slot 1", lrun_expert_cache_acquire(&c, 0, 7, &s) == 1 && s == 1);
     CHECK("block 0: 3 hits, 3 misses", c.hits[0] == 3 && c.misses[0] == 3);
     CHECK("block 1: 0 hits, 2 misses", c.hits[1] == 0 && c.misses[1] == 2);
-    lrun_expert_cache_copied(&c, 1000);
-    lrun_expert_cache_copied(&c, 24);
-    CHECK("bytes copied add up", c.bytes_copied == 1024);
+    lrun_expert_cache_copied(&c, 0, 1000);
+    lrun_expert_cache_copied(&c, 1, 24);
+    lrun_expert_cache_copied(&c, 1, 8);
+    lrun_expert_cache_copied(&c, 5, 2); /* no such block: the total only */
+    CHECK("bytes copied add up", c.bytes_copied == 1034);
+    CHECK("bytes copied per block", c.bytes_copied_layer[0] == 1000 && c.bytes_copied_layer[1] == 32);
     CHECK("a bad block is -1", lrun_expert_cache_acquire(&c, 2, 0, &s) == -1);
     CHECK("a bad expert is -1", lrun_expert_cache_acquire(&c, 0, 8, &s) == -1);
     lrun_expert_cache_reset_stats(&c);
-    CHECK("reset: counts zero, slots kept",
-          c.hits[0] == 0 && c.misses[1] == 0 && c.bytes_copied == 0 && lrun_expert_cache_holds(&c, 0, 5));
+    CHECK("reset: counts zero, slots kept", c.hits[0] == 0 && c.misses[1] == 0 && c.bytes_copied == 0 &&
+                                                c.bytes_copied_layer[0] == 0 && lrun_expert_cache_holds(&c, 0, 5));
     lrun_expert_cache_free(&c);
 
     /* prefetch: a slot taken ahead of use, then the use is a hit */
