@@ -73,6 +73,9 @@ typedef struct lrun_backend_iface {
     const struct lrun_moe_counts *(*moe_counts)(const void *ctx);
     /* The expert cache's bookkeeping (residency/expert_cache.h); NULL entry or result: no cache. */
     const struct lrun_expert_cache *(*expert_cache)(const void *ctx);
+    /* Adds each block's host-computed bytes since init or reset_stats to out[0..n_layer) (its share of
+     * host_compute_bytes); NULL entry: none counted per block. */
+    void (*host_layer_bytes)(const void *ctx, uint64_t *out);
     /* 1: init takes a layer range (opts->layer_first/layer_count) and step the hidden rows, so the
      * backend can run a layer split's parts (engine_split.c) */
     int runs_parts;

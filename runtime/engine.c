@@ -425,6 +425,15 @@ lrun_status lrun_engine_expert_cache_layer_bytes(const lrun_engine *engine, uint
     return LRUN_OK;
 }
 
+lrun_status lrun_engine_host_compute_layer_bytes(const lrun_engine *engine, uint64_t *bytes)
+{
+    if (!engine || !bytes)
+        return lrun_fail(LRUN_E_ARG, "lrun_engine_host_compute_layer_bytes: %s is NULL", engine ? "bytes" : "engine");
+    memset(bytes, 0, (size_t)engine->model->info.n_layer * sizeof *bytes);
+    if (engine->iface->host_layer_bytes) engine->iface->host_layer_bytes(engine->ctx, bytes);
+    return LRUN_OK;
+}
+
 lrun_status lrun_engine_expert_counts(const lrun_engine *engine, int64_t *counts, int64_t *tokens)
 {
     if (!engine) return lrun_fail(LRUN_E_ARG, "lrun_engine_expert_counts: engine is NULL");

@@ -363,6 +363,14 @@ static lrun_status split_step(void *ctx, const lrun_step_args *a)
 
 // ---------------------------------------------------------------- stats
 
+/* Each part counts its own blocks under their model-wide indices: the parts' counts add up. */
+static void split_host_layer_bytes(const void *ctx, uint64_t *out)
+{
+    const split_engine *s = ctx;
+    if (!s->b->host_layer_bytes) return;
+    for (int64_t i = 0; i < s->n_parts; i++) s->b->host_layer_bytes(s->parts[i].ctx, out);
+}
+
 /* The parts' counters added up; what describes the engine as a whole (the
  * model's device-resident weights, the cache's element type, the backend's
  * switches) from the first part. */
@@ -443,4 +451,5 @@ const lrun_backend_iface lrun_split_backend = {
     .reset_stats = split_reset_stats,
     .moe_counts = split_moe_counts,
     .expert_cache = NULL,
+    .host_layer_bytes = split_host_layer_bytes,
 };

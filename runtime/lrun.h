@@ -1105,6 +1105,12 @@ LRUN_API lrun_status lrun_engine_expert_cache_hybrid_counts(const lrun_engine *e
  * engine without a cache writes nothing. LRUN_E_ARG on a NULL engine or
  * bytes_copied. */
 LRUN_API lrun_status lrun_engine_expert_cache_layer_bytes(const lrun_engine *engine, uint64_t *bytes_copied);
+/* Bytes of weights multiplied on the host per block (n_layer of them: each
+ * block's host-computed matrices and expert slices, its share of
+ * lrun_engine_stats.host_compute_bytes; the head's and the embedding's are
+ * no block's) since the engine was made or its stats last reset. LRUN_E_ARG
+ * on a NULL engine or bytes. */
+LRUN_API lrun_status lrun_engine_host_compute_layer_bytes(const lrun_engine *engine, uint64_t *bytes);
 
 /* ---------------------------------------------------------------- sampling */
 

@@ -91,6 +91,11 @@ describe("mixtures of experts on cuda against the CPU", function()
           assert.is_true(d <= gpu.tol(e), string.format("rel diff %.3e above %.0e", d, gpu.tol(e)))
           assert.are.equal(cpu_ids[#PROMPT + 1], ids[#PROMPT + 1], "first greedy token")
           if p[3] then assert.is_true(placement.experts.host_compute_slices > 0, "no expert host-computed") end
+          -- the blocks' host-computed bytes: the total's share of blocks (an off-device embedding's rows are none's)
+          local host_blocks = 0
+          for _, b in pairs(st.host_compute_layers) do host_blocks = host_blocks + b end
+          assert.is_true(host_blocks <= st.host_compute_bytes and (host_blocks > 0) == (st.host_compute_bytes > 0),
+            string.format("blocks %d bytes, total %d", host_blocks, st.host_compute_bytes))
           if p[4] and DEVICE ~= "cpu" then
             local c = st.expert_cache
             assert.is_not_nil(c, "no expert cache in m:stats() although moe_host = cache")

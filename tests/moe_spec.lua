@@ -152,6 +152,11 @@ for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32", "gpt_oss_f32" }) do
       assert.is_true(m:logits({ 84 }) ~= nil) -- one token: k experts per block
       local s = m:stats(true)
       assert.are.equal(info.n_layer * info.n_expert_used * slice, s.host_compute_bytes)
+      -- per block: each block's k chosen slices, summing to the total
+      for l = 0, info.n_layer - 1 do
+        assert.are.equal(info.n_expert_used * slice, s.host_compute_layers[l], "block " .. l)
+      end
+      assert.are.same({}, m:stats().host_compute_layers) -- the reset cleared them
       m:free()
     end)
   end)

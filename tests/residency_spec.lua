@@ -163,6 +163,7 @@ describe("streaming statistics", function()
     assert.are.equal(1, s.steps)
     assert.are.equal(streamed + #PROMPT * row, s.bytes_streamed)
     assert.are.equal(host, s.host_compute_bytes)
+    assert.are.same({ [3] = host }, s.host_compute_layers) -- all of it block 3's ffn_down
     -- blocks 2 and 3 and the head stream: three units a chunk
     assert.are.equal(3, s.prefetch_hits + s.prefetch_misses)
     assert.is_true(s.slot_bytes > 0 and s.copy_seconds >= 0 and s.stall_seconds >= 0)

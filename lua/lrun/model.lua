@@ -997,9 +997,16 @@ function Model:stats(reset)
   C.lrun_engine_get_stats(e, s)
   local experts = expert_stats(self, e) -- before a reset clears the counts
   local expert_cache = expert_cache_stats(self, e)
+  local L = self:info().n_layer
+  local per = ffi.new("uint64_t[?]", L)
+  local host_layers = {} -- [block] = its share of host_compute_bytes (blocks with none left out)
+  if C.lrun_engine_host_compute_layer_bytes(e, per) == C.LRUN_OK then
+    for l = 0, L - 1 do if per[l] > 0 then host_layers[l] = tonumber(per[l]) end end
+  end
   if reset then C.lrun_engine_reset_stats(e) end
   return setmetatable({
     steps = tonumber(s.steps), bytes_streamed = tonumber(s.bytes_streamed),
+    host_compute_layers = host_layers,
     kv_bytes_moved = tonumber(s.kv_bytes_moved), copy_seconds = s.copy_seconds,
     stall_seconds = s.stall_seconds, prefetch_hits = tonumber(s.prefetch_hits),
     prefetch_misses = tonumber(s.prefetch_misses), host_compute_bytes = tonumber(s.host_compute_bytes),

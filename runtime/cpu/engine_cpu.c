@@ -417,6 +417,11 @@ static void cpu_reset_stats(void *ctx)
 
 static const lrun_moe_counts *cpu_moe_counts(const void *ctx) { return &((const cpu_engine *)ctx)->moe_counts; }
 
+static void cpu_host_layer_bytes(const void *ctx, uint64_t *out)
+{
+    lrun_weight_ring_add_host_layer_bytes(((const cpu_engine *)ctx)->wr, out);
+}
+
 // ---------------------------------------------------------------- the table
 
 /* No random fill: the long-context benchmarks it serves are the CUDA engine's. */
@@ -438,5 +443,6 @@ const lrun_backend_iface lrun_cpu_backend = {
     .get_stats = cpu_get_stats,
     .reset_stats = cpu_reset_stats,
     .moe_counts = cpu_moe_counts,
+    .host_layer_bytes = cpu_host_layer_bytes,
     .runs_parts = 1,
 };

@@ -390,7 +390,8 @@ lrun_status lrun_cuda_engine_init(void **out, lrun_model *model, const lrun_engi
     e->seq_len = calloc((size_t)e->n_seq_max, sizeof *e->seq_len);
     e->seq_done = calloc((size_t)e->n_seq_max, sizeof *e->seq_done);
     e->out_rows = malloc(B * sizeof *e->out_rows);
-    if (st == LRUN_OK && (!e->layers || !e->seq_len || !e->seq_done || !e->out_rows))
+    e->host_layer_bytes = calloc((size_t)in->n_layer, sizeof *e->host_layer_bytes);
+    if (st == LRUN_OK && (!e->layers || !e->seq_len || !e->seq_done || !e->out_rows || !e->host_layer_bytes))
         st = lrun_fail_oom(0, 0, "engine: bookkeeping for %zu tokens", B);
 
     size_t kv_bytes = 0;
@@ -474,6 +475,7 @@ void lrun_cuda_engine_free(void *ctx)
     free(e->seq_len);
     free(e->seq_done);
     free(e->out_rows);
+    free(e->host_layer_bytes);
     free(e);
 }
 
@@ -550,5 +552,6 @@ const lrun_backend_iface lrun_cuda_backend = {
     .reset_stats = lrun_cuda_engine_reset_stats,
     .moe_counts = lrun_cuda_engine_moe_counts,
     .expert_cache = lrun_cuda_engine_expert_cache,
+    .host_layer_bytes = lrun_cuda_engine_host_layer_bytes,
     .runs_parts = 1, /* a block range (layer_first/layer_count) with the rows in and out */
 };

@@ -78,5 +78,7 @@ void lrun_cuda_engine_get_stats(const void *ctx, lrun_engine_stats *out);
 void lrun_cuda_engine_reset_stats(void *ctx);
 const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx);
 const struct lrun_expert_cache *lrun_cuda_engine_expert_cache(const void *ctx);
+/* Adds each block's host-computed bytes to out[0..n_layer). */
+void lrun_cuda_engine_host_layer_bytes(const void *ctx, uint64_t *out);
 
 #endif

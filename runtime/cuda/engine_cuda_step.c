@@ -240,12 +240,19 @@ const struct lrun_moe_counts *lrun_cuda_engine_moe_counts(const void *ctx)
 }
 const struct lrun_expert_cache *lrun_cuda_engine_expert_cache(const void *ctx) { return lrun_cuda_moe_cache_counts(ctx); }
 
+void lrun_cuda_engine_host_layer_bytes(const void *ctx, uint64_t *out)
+{
+    const lrun_cuda_engine *e = ctx;
+    for (int64_t l = 0; l < e->model->info.n_layer; l++) out[l] += e->host_layer_bytes[l];
+}
+
 void lrun_cuda_engine_reset_stats(void *ctx)
 {
     lrun_cuda_engine *e = ctx;
     (void)lrun_cuda_engine_current(e); /* the MoE counters are cleared on the device; a failure shows at the next step */
     e->stats.steps = e->stats.graph_captures = e->stats.graph_launches = 0;
     e->stats.bytes_streamed = e->stats.host_compute_bytes = 0;
+    memset(e->host_layer_bytes, 0, (size_t)e->model->info.n_layer * sizeof *e->host_layer_bytes);
     e->stats.copy_seconds = e->stats.stall_seconds = 0;
     e->stats.host_compute_seconds = e->stats.host_wait_seconds = 0;
     e->stats.prefetch_hits = e->stats.prefetch_misses = 0;

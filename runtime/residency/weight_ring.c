@@ -81,6 +81,7 @@ struct lrun_weight_ring {
     lrun_threadpool *pool;      /* the engine's threads, for the decode at acquire (may be NULL) */
     /* compute side only (the engine's thread) */
     uint64_t rows_bytes, host_compute_bytes;
+    uint64_t *host_layer_bytes; /* (n_layer) host_compute_bytes of each block's matrices and expert slices */
 };
 
 static int is_host_computed(const struct lrun_tensor *t) { return t->tier != LRUN_TIER_DEVICE && t->host_compute; }
@@ -381,7 +382,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
     wr->units = calloc((size_t)n_layer + 1, sizeof *wr->units);
     wr->unit_of_layer = malloc(((size_t)n_layer + 1) * sizeof *wr->unit_of_layer);
     wr->decode = calloc((size_t)n_layer + 1, sizeof *wr->decode);
-    if (!wr->units || !wr->unit_of_layer || !wr->decode)
+    wr->host_layer_bytes = calloc((size_t)n_layer, sizeof *wr->host_layer_bytes);
+    if (!wr->units || !wr->unit_of_layer || !wr->decode || !wr->host_layer_bytes)
         st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
     struct slot_layout L;
     if (st == LRUN_OK)
@@ -411,6 +413,7 @@ void lrun_weight_ring_free(lrun_weight_ring *wr)
     if (wr->memory) lrun_device_release(wr->device, wr->memory, wr->memory_bytes);
     free(wr->units);
     free(wr->unit_of_layer);
+    free(wr->host_layer_bytes);
     free(wr->decode);
     free(wr);
 }
@@ -449,7 +452,10 @@ lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *mod
         if (is_host_computed(model->output)) host_bytes += model->output->nbytes;
     }
     if (!wr) return LRUN_OK;
-    if (wr->stage) wr->host_compute_bytes += host_bytes;
+    if (wr->stage) {
+        wr->host_compute_bytes += host_bytes;
+        if (layer < model->info.n_layer) wr->host_layer_bytes[layer] += host_bytes;
+    }
     decode_in_place(wr, layer, out);
     const int64_t ui = wr->unit_of_layer[layer];
     if (ui < 0) return LRUN_OK;
@@ -498,7 +504,15 @@ void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows)
 
 void lrun_weight_ring_note_slice(lrun_weight_ring *wr, const struct lrun_tensor *t, uint64_t bytes)
 {
-    if (wr && is_host_computed(t)) wr->host_compute_bytes += bytes;
+    if (!wr || !is_host_computed(t)) return;
+    wr->host_compute_bytes += bytes;
+    if (t->layer >= 0 && t->layer < wr->model->info.n_layer) wr->host_layer_bytes[t->layer] += bytes;
+}
+
+void lrun_weight_ring_add_host_layer_bytes(const lrun_weight_ring *wr, uint64_t *out)
+{
+    if (!wr) return;
+    for (int64_t l = 0; l < wr->model->info.n_layer; l++) out[l] += wr->host_layer_bytes[l];
 }
 
 // ---------------------------------------------------------------- statistics
@@ -532,5 +546,6 @@ void lrun_weight_ring_reset_stats(lrun_weight_ring *wr)
     if (wr->ring) lrun_ring_stats_reset(wr->ring);
     lrun_disk_reader_reset_stats(wr->disk);
     wr->rows_bytes = wr->host_compute_bytes = 0;
+    memset(wr->host_layer_bytes, 0, (size_t)wr->model->info.n_layer * sizeof *wr->host_layer_bytes);
     wr->disk_stalls = 0;
 }

@@ -93,6 +93,9 @@ void lrun_weight_ring_note_slice(lrun_weight_ring *wr, const struct lrun_tensor 
  * filled into slots, copy_seconds = fill time, stall_seconds, prefetch
  * hits and misses, host_compute_bytes, slot_bytes). */
 void lrun_weight_ring_add_stats(lrun_weight_ring *wr, lrun_engine_stats *out);
+/* Adds each block's share of host_compute_bytes to out[0..n_layer) (the head's and the embedding's are not a
+ * block's). */
+void lrun_weight_ring_add_host_layer_bytes(const lrun_weight_ring *wr, uint64_t *out);
 void lrun_weight_ring_reset_stats(lrun_weight_ring *wr);
 
 #endif

@@ -639,6 +639,12 @@ static void test_arguments(const char *path)
     CHECK("no expert cache: 0 slots, no block's bytes written",
           lrun_engine_expert_cache_counts(e, NULL, NULL, NULL, NULL, &slots) == LRUN_OK && slots == 0 &&
               lrun_engine_expert_cache_layer_bytes(e, copied) == LRUN_OK && copied[0] == 7 && copied[1] == 7);
+    uint64_t host[64];
+    memset(host, 0xff, sizeof host);
+    CHECK("every weight on the device: no block computed on the host",
+          lrun_engine_host_compute_layer_bytes(e, host) == LRUN_OK && host[0] == 0 &&
+              lrun_engine_host_compute_layer_bytes(e, NULL) == LRUN_E_ARG &&
+              lrun_engine_host_compute_layer_bytes(NULL, host) == LRUN_E_ARG);
     CHECK("lrun_engine_expert_cache_layer_bytes: a NULL array or engine is LRUN_E_ARG",
           lrun_engine_expert_cache_layer_bytes(e, NULL) == LRUN_E_ARG &&
               lrun_engine_expert_cache_layer_bytes(NULL, copied) == LRUN_E_ARG);
