@@ -26,16 +26,22 @@ local bw_cache = {}
 -- matrices read at 68-78 GB/s and the engine's host products ran at 60-69,
 -- where a zeroed synthetic weight had read at 230-290 (now filled with
 -- varied words; issue #15).
-function M.host_matmul_rates(model)
+-- rate(dt) for each dtype of the model's matrices the host may multiply (host_roles, the head), keyed by
+-- dtype name; a rate of nil or false is left out.
+local function per_host_dtype(model, rate)
   local rates, seen = {}, {}
   for _, t in ipairs(model:tensors()) do
     if (host_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
       seen[t.dtype] = true
       local dt = ffi.new("lrun_dtype[1]")
-      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK then rates[t.dtype] = M.host_gemv_rate(model, dt[0]) or nil end
+      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK then rates[t.dtype] = rate(dt[0]) or nil end
     end
   end
   return rates
+end
+
+function M.host_matmul_rates(model)
+  return per_host_dtype(model, function(dt) return M.host_gemv_rate(model, dt) end)
 end
 
 --- The host's decode matmul rates (M.host_matmul_rates) measured with the
@@ -47,24 +53,15 @@ end
 -- device cannot copy asynchronously, has no room, or the host cannot read
 -- the model's matrices of a dtype.
 function M.host_matmul_copying_rates(model)
-  local rates, seen = {}, {}
   local dev = C.lrun_model_device(model.handle)
   local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
   local copy_bytes = math.min(64, math.floor(free / 3 / 2 ^ 20)) * 2 ^ 20
-  if copy_bytes < 2 ^ 20 then return rates end
+  if copy_bytes < 2 ^ 20 then return {} end
   local out = ffi.new("double[1]")
-  for _, t in ipairs(model:tensors()) do
-    if (host_roles[t.role] or t.role == "lm_head") and not seen[t.dtype] then
-      seen[t.dtype] = true
-      local dt = ffi.new("lrun_dtype[1]")
-      if C.lrun_dtype_from_name(t.dtype, dt) == C.LRUN_OK
-          and C.lrun_model_measure_weights_gemv_copying(model.handle, dt[0], 64 * 2 ^ 20, copy_bytes, out, nil)
-            == C.LRUN_OK and out[0] > 0 then
-        rates[t.dtype] = out[0]
-      end
-    end
-  end
-  return rates
+  return per_host_dtype(model, function(dt)
+    return C.lrun_model_measure_weights_gemv_copying(model.handle, dt, 64 * 2 ^ 20, copy_bytes, out, nil) == C.LRUN_OK
+      and out[0] > 0 and out[0]
+  end)
 end
 
 --- Bytes/s the host's one-row decode matmul reads dtype at: over the model's

@@ -899,14 +899,6 @@ local function expert_stats(self, e)
     top1_share = total > 0 and top1 / total or 0, top10_share = total > 0 and top10 / total or 0 }
 end
 
--- The expert cache's counts (lrun_engine_expert_cache_counts and, for a
--- hybrid cache, lrun_engine_expert_cache_hybrid_counts); nil without a cache.
--- {slots=, mode = "cache"|"hybrid", hits=, misses=, prefetches=,
--- host_computed= (hybrid: misses the host computed in their step),
--- admissions= (hybrid: misses copied into a slot in the background),
--- bytes_copied=, hit_rate= (hits over acquires, all blocks), layers =
--- {[l] = {hits=, misses=, prefetches=, host_computed=, admissions=}}
--- (0-based, the cached blocks only)}
 -- Bytes of one expert of each block (its gate, up and down slices), [layer] = bytes.
 local function expert_bytes(self)
   if self.owned.expert_bytes then return self.owned.expert_bytes end
@@ -920,6 +912,14 @@ local function expert_bytes(self)
   return out
 end
 
+-- The expert cache's counts (lrun_engine_expert_cache_counts, _layer_bytes and, for a
+-- hybrid cache, lrun_engine_expert_cache_hybrid_counts); nil without a cache.
+-- {slots=, mode = "cache"|"hybrid", hits=, misses=, prefetches=,
+-- host_computed= (hybrid: misses the host computed in their step),
+-- admissions= (hybrid: misses copied into a slot in the background),
+-- bytes_copied=, hit_rate= (hits over acquires, all blocks), layers =
+-- {[l] = {hits=, misses=, prefetches=, host_computed=, admissions=, hit_rate=, bytes_copied=,
+-- host_computed_bytes=}} (0-based, the cached blocks only)}
 local function expert_cache_stats(self, e)
   local L = self:info().n_layer
   local hits, misses, pre = ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L), ffi.new("int64_t[?]", L)

@@ -26,9 +26,9 @@
  * to fragmentation. Now a closed shared arena strands less than
  * OWN_ARENA_BYTES and the open one at most ARENA_BYTES (when the capacity
  * is at most one arena, the arena is all of it and only holes among its
- * blocks are stranded), which is the bound placement reserves (docs/residency.md "Fragmentation"). Small
- * shared arenas keep that bound small; the price is one cudaMalloc per
- * large block, paid once at load. */
+ * blocks are stranded), which is the bound placement reserves
+ * (docs/residency.md "Fragmentation"). Small shared arenas keep that bound
+ * small; the price is one cudaMalloc per large block, paid once at load. */
 #define ARENA_BYTES ((size_t)16 << 20)
 #define OWN_ARENA_BYTES ((size_t)1 << 20)
 
