@@ -3,11 +3,14 @@
 
     python3 docs/plot_offload.py [docs/offload_bench.json] [docs/offload_sweep.png]
 
-One line each: lrun streaming (k=1), lrun with hybrid host compute (the
-configuration offload_lrun.lua picked at 4 GiB), HF accelerate, the PCIe limit
-of lrun's own placement (bandwidth / bytes it keeps off the device per token)
-and the ideal PCIe limit of the budget (bandwidth / (bytes a step reads -
-budget)). Needs matplotlib.
+One line each: lrun with the budget alone (auto-fit, no placement flag),
+lrun streaming (k=1), lrun with hybrid host compute (the best hand-picked
+hybrid configuration at k=2), HF accelerate, llama.cpp's -ngl N at the
+device memory it took, the PCIe limit of lrun's own placement (bandwidth /
+bytes it keeps off the device per token), the ideal PCIe limit of the
+budget (bandwidth / (bytes a step reads - budget)) and the budget's
+PCIe+DRAM limit (the same bytes over both links at once). Series a JSON
+file lacks (older runs) are left out. Needs matplotlib.
 """
 import json
 import sys
@@ -40,13 +43,26 @@ def main():
     hybrid_rows = lambda rs: [r for r in rs if r["config"].startswith("hybrid") and r["config"].endswith("k=2")]
     hybrid = series(lambda rs: max((r["tps"] for r in hybrid_rows(rs)), default=None))
     acc = sorted((float(k), v["tps"]) for k, v in d["accelerate"].items())
+    auto = series(lambda rs: next((r["tps"] for r in rs if r["config"] == "auto"), None))
+    combined = series(lambda rs: next((r["combined_limit_tps"] for r in rs if r.get("combined_limit_tps")), None))
+    ngl = sorted((p["device_gib"], p["tg"], p["ngl"]) for p in d.get("llama_ngl", []) if p.get("device_gib")
+                 and p.get("tg"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(*hybrid, "o-", color="tab:green", label="lrun, hybrid host compute (k=2)")
+    if auto[0]:
+        ax.plot(*auto, "D-", color="black", label="lrun, budget only (auto-fit)")
+    ax.plot(*hybrid, "o-", color="tab:green", label="lrun, hybrid host compute (k=2, hand-picked)")
     ax.plot(*stream, "o-", color="tab:blue", label="lrun, streaming (k=1)")
     ax.plot(*limit, "--", color="tab:blue", alpha=0.6, label="PCIe limit of lrun's placement")
     ax.plot(*ideal, ":", color="gray", label="PCIe limit if the whole budget held weights")
+    if combined[0]:
+        ax.plot(*combined, "-.", color="tab:purple", alpha=0.7, label="PCIe+DRAM limit of the budget")
     ax.plot([a for a, _ in acc], [t for _, t in acc], "s-", color="tab:red", label="HF accelerate (dispatch_model)")
+    if ngl:
+        ax.plot([g for g, _, _ in ngl], [t for _, t, _ in ngl], "^-", color="tab:orange",
+                label="llama.cpp -ngl N (at its device memory)")
+        for g, t, n in ngl:
+            ax.annotate(f"-ngl {n}", (g, t), fontsize=7, xytext=(3, -9), textcoords="offset points")
     ax.set_yscale("log")
     ax.set_xticks(budgets)
     ax.set_xlabel("GPU budget (GiB)")

@@ -1,5 +1,6 @@
 -- peer_bench_spec.lua — a cheap smoke test of the same-run peer benchmark
--- drivers (tests/bench/cuda_peer.py, moe_bench.py; docs/benchmarks.md): on
+-- drivers (tests/bench/cuda_peer.py, ngl_peer.py, offload_bench.py's llama.cpp points, moe_bench.py;
+-- docs/benchmarks.md): on
 -- the CPU, with tiny generated models and tests/bench/fake_llama_bench.py
 -- standing in for llama-bench, they run both sides, parse llama-bench's JSON
 -- and lrun's, size -ncmoe from the budget and write their JSON lines. The
@@ -67,6 +68,21 @@ describe("peer benchmark drivers (fake llama-bench, CPU)", function()
     out = select(2, sh("(python3 tests/bench/ngl_peer.py --llama-bench x --ngl 4,a '" .. model .. "' 2>&1; echo rc=$?)"))
     assert.truthy(out:find("error: --ngl 4,a: comma-separated whole numbers", 1, true), out)
     assert.truthy(out:find("rc=2", 1, true), out)
+  end)
+
+  it("offload_bench.py's llama.cpp points: llama-bench -ngl N on the same file, its tg and device memory", function()
+    local model = dir .. "/offload.gguf"
+    local ok, out = sh(build .. "/lrun examples/genmodel.lua -q --preset tiny --dtype q8_0 -o '" .. model .. "'")
+    assert.is_true(ok, out)
+    ok, out = sh("(python3 -c 'import json, sys, types; sys.path.insert(0, \"tests/bench\"); import offload_bench as ob; "
+      .. "a = types.SimpleNamespace(llama_bench=\"tests/bench/fake_llama_bench.py\", ngl=\"0,2\", ngen=4); "
+      .. "print(json.dumps(ob.llama_ngl(a, sys.argv[1]), sort_keys=True))' '" .. model .. "' 2>/dev/null)")
+    assert.is_true(ok, out)
+    local points = assert(require("dkjson").decode(out))
+    assert.are.equal(2, #points)
+    assert.are.same({ 0, 2 }, { points[1].ngl, points[2].ngl })
+    assert.are.equal(100, points[2].tg) -- the fake's tg
+    assert.are.equal(1512, points[2].pp) -- and its pp512
   end)
 
   it("moe_bench.py: -ncmoe sized to the budget, llama.cpp, auto and hand-picked rows", function()

@@ -5,7 +5,8 @@ through device slots and computing some on the host, against the PCIe limit
 and HF accelerate on the same shape, in the same run.
 
     python3 tests/bench/offload_bench.py [--lrun build/lrun] [--budgets 2,4,8,12]
-        [--ngen 12] [--accel-ngen 8] [--no-accelerate] [--out FILE.json]
+        [--ngen 12] [--accel-ngen 8] [--no-accelerate] [--llama-bench PATH [--ngl 4,8,16]]
+        [--out FILE.json]
 
 Steps:
   1. pinned host->device bandwidth, measured with torch (1 GiB, best of 5);
@@ -15,9 +16,16 @@ Steps:
      infer_auto_device_map(max_memory={0: "<B>GiB", "cpu": "200GiB"},
      no_split_module_classes=["LlamaDecoderLayer"]) + dispatch_model, greedy
      decode with the KV cache; one process per budget;
-  4. the PCIe limit of each lrun row: bandwidth / bytes it keeps off the
-     device per token (streamed + host-computed); and the budget's ideal limit:
-     bandwidth / (bytes a decode step reads - budget).
+  4. with --llama-bench (a llama.cpp CUDA build): llama-bench -ngl N on the
+     same GGUF for each N of --ngl, its device memory the nvidia-smi peak over
+     idle (tests/bench/ngl_peer.py's sampler): a point at that memory;
+  5. the PCIe limit of each lrun row: bandwidth / bytes it keeps off the
+     device per token (streamed + host-computed); the budget's ideal limit:
+     bandwidth / (bytes a decode step reads - budget); and the budget's
+     PCIe+DRAM limit: the same bytes over both links at once, (bytes a decode
+     step reads - budget) / (pinned H2D + the host's bf16 matmul rate beside
+     the copies, as the planner measured them), the roof of hybrid decode
+     when copies and host products share the host's DRAM (#15).
 Prints a markdown table; --out writes everything as JSON (docs/plot_offload.py
 plots it).
 """
@@ -29,8 +37,10 @@ import sys
 import time
 
 GIB = 1024**3
+MIB = 1024**2
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 
 def h2d_bandwidth():
@@ -115,6 +125,8 @@ def main():
     ap.add_argument("--accel-ngen", type=int, default=8)
     ap.add_argument("--no-accelerate", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--llama-bench", help="a llama.cpp CUDA build's llama-bench: its -ngl N on the same file")
+    ap.add_argument("--ngl", default="4,8,16", help="with --llama-bench: the -ngl block counts")
     ap.add_argument("--accelerate-one", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--accel-batch", type=int, default=1, help="rows per step in --accelerate-one "
                     "(tests/bench/batch_offload.lua's peer at batch 32); tps is then aggregate")
@@ -128,11 +140,18 @@ def main():
     bw, gpu = h2d_bandwidth()
     print(f"offload_bench: {gpu}, pinned host->device {bw / 1e9:.1f} GB/s", file=sys.stderr)
 
-    cmd = [a.lrun, os.path.join(HERE, "offload_lrun.lua"), "7b:bf16", "--budgets", ",".join(map(str, budgets)),
-           "--ngen", str(a.ngen)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    sys.stderr.write(r.stderr)
-    rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    import peer_common as pc
+
+    path, _ = pc.generate_7b(a.lrun, "bf16", 900)  # one file for lrun and llama.cpp, removed at the end
+    try:
+        cmd = [a.lrun, os.path.join(HERE, "offload_lrun.lua"), path, "--budgets", ",".join(map(str, budgets)),
+               "--ngen", str(a.ngen)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stderr.write(r.stderr)
+        rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+        llama = llama_ngl(a, path) if a.llama_bench else []
+    finally:
+        os.remove(path)
     if not rows:
         print("offload_bench: lrun gave no results: " + " ".join(cmd), file=sys.stderr)
         return 1
@@ -150,6 +169,7 @@ def main():
             print(f"offload_bench: accelerate {b} GiB: {accel[b]['tps']:.2f} tok/s", file=sys.stderr)
 
     decode_bytes = None
+    limits = {}  # budget -> PCIe+DRAM limit tok/s
     for row in rows:
         row["pcie_limit_tps"] = bw / row["offloaded_bytes"] if row["offloaded_bytes"] else None
         row["of_limit"] = row["tps"] / row["pcie_limit_tps"] if row["pcie_limit_tps"] else None
@@ -158,6 +178,10 @@ def main():
         b = row["budget_gib"]
         if isinstance(b, (int, float)):
             row["ideal_limit_tps"] = bw / max(1.0, decode_bytes - b * GIB)
+            host = row.get("host_matmul_copying_bf16") or row.get("host_matmul_bf16")
+            if host and row.get("h2d_pinned"):
+                row["combined_limit_tps"] = (row["h2d_pinned"] + host) / max(1.0, decode_bytes - b * GIB)
+                limits.setdefault(b, row["combined_limit_tps"])
             if b in accel:
                 row["vs_accelerate"] = row["tps"] / accel[b]["tps"]
 
@@ -184,11 +208,48 @@ def main():
               f"| {bl} | {row['config']} | {row['n_dev_layers'] if row['n_dev_layers'] >= 0 else '–'} | "
               f"{row['offloaded_bytes'] / 1e9:.2f} | {row['tps']:.2f} | {lim or 0:.2f} | "
               f"{100 * (row['of_limit'] or 0):.0f}% | {1e3 * row['stall_s_per_tok']:.1f} | – | – | {pred} |")
+    if limits:
+        print()
+        print("| budget | PCIe+DRAM limit tok/s | lrun auto tok/s | % of it |")
+        print("|---|---:|---:|---:|")
+        for b, lim in limits.items():
+            auto = next((r["tps"] for r in rows if r["budget_gib"] == b and r["config"] == "auto"), None)
+            print(f"| {b} GiB | {lim:.2f} | {pc.fmt(auto, '.2f')} | {pc.fmt(auto and 100 * auto / lim, '.0f')}% |")
+    if llama:
+        print()
+        print("| llama.cpp -ngl | device GiB (peak) | llama.cpp tg tok/s | lrun auto at the nearest budget below |")
+        print("|---:|---:|---:|---|")
+        for p in llama:
+            below = [r for r in rows if r["config"] == "auto" and isinstance(r["budget_gib"], (int, float))
+                     and p.get("device_gib") and r["budget_gib"] <= p["device_gib"]]
+            best = max(below, key=lambda r: r["budget_gib"], default=None)
+            near = f"{best['tps']:.2f} at {best['budget_gib']} GiB ({best['tps'] / p['tg']:.2f}×)" \
+                if best and p.get("tg") else "–"
+            print(f"| {p['ngl']} | {pc.fmt(p.get('device_gib'), '.2f')} | {pc.fmt(p.get('tg'), '.2f')} | {near} |")
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"gpu": gpu, "h2d_bytes_per_s": bw, "decode_bytes": decode_bytes, "lrun": rows,
-                       "accelerate": {str(k): v for k, v in accel.items()}}, f, indent=1)
+                       "accelerate": {str(k): v for k, v in accel.items()}, "llama_ngl": llama}, f, indent=1)
     return 0
+
+
+def llama_ngl(a, path):
+    """llama-bench -ngl N (batch-1 tg of a.ngen tokens) for each N of a.ngl, each with the device memory it
+    took (nvidia-smi's peak over idle): [{ngl, device_gib, tg, pp}]."""
+    import peer_common as pc
+    from ngl_peer import PeakSampler
+
+    out = []
+    for n in (int(x) for x in a.ngl.split(",")):
+        with PeakSampler(0) as s:
+            r = pc.llama_bench(a.llama_bench, path, [512], a.ngen, [], 600, ngl=n)
+        mib = s.peak()
+        p = {"ngl": n, "device_gib": mib * MIB / GIB if mib else None, "tg": r.get("tg"),
+             "pp": r.get("pp", {}).get("512"), "error": r.get("error")}
+        print(f"offload_bench: llama.cpp -ngl {n}: {pc.fmt(p['tg'], '.2f')} tok/s at "
+              f"{pc.fmt(p['device_gib'], '.2f')} GiB", file=sys.stderr)
+        out.append(p)
+    return out
 
 
 if __name__ == "__main__":

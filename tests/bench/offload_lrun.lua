@@ -23,8 +23,13 @@
 --                       from the measured rates (policies/smart.lua)
 --   hybrid 1/n host     a custom policy: "layers", with every n-th offloaded
 --                       block computed on the host (for comparison with smart)
+--   auto                the budget alone: what `lrun --gpu-budget B` does with
+--                       no placement flag (auto-fit, docs/residency.md)
 --   cpu-offload-gb 4    no budget, 4 GiB of weights off the device: lrun's
 --                       default policy (aggressive) and --smart-offload
+-- Each row also carries the rates the planner measured (lrun.residency.bandwidths): pinned host->device,
+-- and the host's bf16 decode matmul alone and beside the device's copies, from which offload_bench.py
+-- draws the PCIe+DRAM limit.
 package.path = "./?.lua;" .. package.path
 local ffi = require("ffi")
 local lrun = require("lrun")
@@ -168,6 +173,8 @@ local function bench(budget_gib, name, opts)
   local tps, s = decode(e, info.n_vocab)
   local prefill_tps = prefill(e, info.n_vocab)
   local pl = m:placement() -- the plan's predictions, or the resident model's
+  local bw = require("lrun.residency").bandwidths(m) or {} -- measured once per device and process
+  local function bf16(rates) return type(rates) == "table" and rates.bf16 or nil end
   local row = {
     budget_gib = budget_gib or "none", config = name, k = m.residency and m.residency.prefetch or 0, tps = tps,
     policy = m.residency and m.residency.policy or "resident",
@@ -185,6 +192,8 @@ local function bench(budget_gib, name, opts)
     predicted_tps = pl.predicted and pl.predicted.tok_s or nil,
     prefill_tokens = n_prefill, prefill_tps = prefill_tps,
     predicted_prefill_tps = prefill_tps and pl.prefill and pl.prefill.tok_s or nil,
+    h2d_pinned = bw.h2d_pinned, host_matmul_bf16 = bf16(bw.host_matmul),
+    host_matmul_copying_bf16 = bf16(bw.host_matmul_copying),
   }
   m:free()
   collectgarbage()
@@ -198,6 +207,7 @@ end
 local function stream(k, tier) return { policy = "layers", offload_tier = tier or "pinned", prefetch_layers = k } end
 
 for _, b in ipairs(budgets) do
+  bench(b, "auto", {})
   bench(b, "stream k=1", stream(1))
   if b == 4 then
     -- prefetch depth, source tier, and smart's split against fixed host shares, at the headline budget
