@@ -10,6 +10,9 @@
 #   LRUN_BENCH_NPROMPT  prompt tokens (default: 128)
 #   LRUN_BENCH_NGEN     generated tokens (default: 128)
 #   PYTHON              python3 by default
+#   LRUN_LLAMA_BENCH    on a GPU machine: a llama.cpp CUDA build's llama-bench (docs/benchmarks.md "Same-run
+#                       llama.cpp CUDA peer": built from the llama-cpp-python sdist); the quant table
+#                       (cuda_peer.py) and llama.cpp -ngl in the offload bench then run beside lrun
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
@@ -34,7 +37,14 @@ fi
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   build/lrun tests/bench/gpu_bench.lua "$model" 7b:bf16 7b:q8_0 7b:q4_0 || echo "bench: the GPU bench failed" >&2
   # weights that do not fit: streaming and host compute vs PCIe and accelerate (docs/streaming.md)
-  "$python" tests/bench/offload_bench.py --out build/offload_bench.json || echo "bench: the offload bench failed" >&2
+  peer=()
+  if [ -n "${LRUN_LLAMA_BENCH:-}" ]; then
+    peer=(--llama-bench "$LRUN_LLAMA_BENCH")
+    "$python" tests/bench/cuda_peer.py --llama-bench "$LRUN_LLAMA_BENCH" 7b:q4_0 7b:q4_1 7b:q8_0 7b:q4_k 7b:q5_k \
+      7b:q6_k 7b:bf16 || echo "bench: the llama.cpp CUDA peer failed" >&2
+  fi
+  "$python" tests/bench/offload_bench.py --out build/offload_bench.json "${peer[@]}" ||
+    echo "bench: the offload bench failed" >&2
   # KV cache kinds at 4k/16k/32k against HF's same kinds (docs/kv-cache.md, docs/benchmarks.md)
   build/lrun tests/bench/kv_bench.lua --hf --out build/kv_bench.json || echo "bench: the KV cache bench failed" >&2
 fi
