@@ -5,7 +5,9 @@
  * host matmul measured alone ran 11-22% faster than the engine's products
  * beside the copies (H100, docs/benchmarks.md "Session 24"). A load copies
  * one pinned buffer to the device over and over, on a stream of its own from
- * a thread of its own, from start to stop. */
+ * a thread of its own, from start to stop; that thread sleeps while its
+ * copies run rather than spin in CUDA's wait, which would take a core from
+ * the products measured (the engine's decode spins no thread beside them). */
 #ifndef LRUN_CORE_COPY_LOAD_H
 #define LRUN_CORE_COPY_LOAD_H
 
