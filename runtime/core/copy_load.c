@@ -71,12 +71,10 @@ static void *copy_loop(void *arg)
             if (l->status == LRUN_OK) l->status = st;
             continue; /* the other batch, if any, is still waited for */
         }
-        const double now = lrun_now_seconds();
-        if (l->status == LRUN_OK) {
-            batch_s = now - last;
-            last = now;
-            l->copied += (double)BATCH * (double)l->bytes;
-        }
+        const double now = lrun_now_seconds(); /* a batch done, whatever failed after it was queued */
+        batch_s = now - last;
+        last = now;
+        l->copied += (double)BATCH * (double)l->bytes;
     }
     /* a batch that failed part way queued copies no event covers: none may still run at the free */
     const lrun_status st = io->stream_sync(l->device, l->stream);
