@@ -33,8 +33,7 @@ typedef struct {
 static void spin_until(double t)
 {
     const double t0 = lrun_now_seconds();
-    while (lrun_now_seconds() < t) {
-    }
+    while (lrun_now_seconds() < t) {}
     fake.spin_s += lrun_now_seconds() - t0;
 }
 
@@ -182,21 +181,21 @@ int main(void)
     rate = -1;
     const lrun_status st = lrun_copy_load_stop(load, &rate);
     CHECK("stop returns the copy's error", st == LRUN_E_INTERNAL);
-    CHECK("the error names the copy load and the device",
-          strstr(lrun_last_error(), "copy load on fake:0") != NULL);
+    CHECK("the error names the copy load and the device", strstr(lrun_last_error(), "copy load on fake:0") != NULL);
     CHECK("no copy ran after the failure", fake.copies == 5);
     CHECK("the first batch was waited for, the failed one drained with the stream",
           fake.event_waits == 1 && fake.stream_waits == 1);
     CHECK("the rate is the completed batch's", rate > 0);
-    CHECK("after the failure, both events are destroyed and the budget is whole", fake.events_live == 0 && d.used == 0);
+    CHECK("after the failure, both events are destroyed and the budget is whole",
+          fake.events_live == 0 && d.used == 0);
 
     /* a device without events cannot run a load: refused before anything is taken */
     lrun_device_iface no_events = fake_iface;
     no_events.event_create = NULL;
     lrun_device e = fake_device(&no_events);
     load = (lrun_copy_load *)&e;
-    CHECK("a device without events is refused", lrun_copy_load_start(&e, bytes, &load) == LRUN_E_UNSUPPORTED &&
-                                                    load == NULL && e.used == 0);
+    CHECK("a device without events is refused",
+          lrun_copy_load_start(&e, bytes, &load) == LRUN_E_UNSUPPORTED && load == NULL && e.used == 0);
     CHECK("stop of no load is a no-op", lrun_copy_load_stop(NULL, &rate) == LRUN_OK && rate == 0);
     return CHECK_DONE();
 }
