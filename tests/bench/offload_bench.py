@@ -214,7 +214,8 @@ def main():
         print("|---|---:|---:|---:|")
         for b, lim in limits.items():
             auto = next((r["tps"] for r in rows if r["budget_gib"] == b and r["config"] == "auto"), None)
-            print(f"| {b} GiB | {lim:.2f} | {pc.fmt(auto, '.2f')} | {pc.fmt(auto and 100 * auto / lim, '.0f')}% |")
+            share = f"{100 * auto / lim:.0f}%" if auto else "–"
+            print(f"| {b} GiB | {lim:.2f} | {pc.fmt(auto, '.2f')} | {share} |")
     if llama:
         print()
         print("| llama.cpp -ngl | device GiB (peak) | llama.cpp tg tok/s | lrun auto at the nearest budget below |")
