@@ -57,15 +57,14 @@ static void *copy_loop(void *arg)
     double last = t0, batch_s = 0; /* when the last batch ended; how long one takes, once seen */
     int next = 0, queued = 0;      /* the event the next batch records; batches queued, not waited for */
     for (;;) {
-        if (l->status == LRUN_OK && !atomic_load(&l->stop) && queued < 2) {
+        while (l->status == LRUN_OK && !atomic_load(&l->stop) && queued < 2) {
             l->status = queue_batch(l, l->done[next]);
             if (l->status == LRUN_OK) next ^= 1, queued++;
-            if (queued < 2 && l->status == LRUN_OK) continue;
         }
         if (queued == 0) break;
         /* the oldest batch ends about batch_s after the one before it: sleep until just before */
         sleep_seconds(last + batch_s - lrun_now_seconds() - 2e-4);
-        const lrun_status st = io->event_sync(l->device, l->done[next ^ (queued == 2 ? 0 : 1)]);
+        const lrun_status st = io->event_sync(l->device, l->done[(next + queued) % 2]); /* the oldest's */
         queued--;
         if (st != LRUN_OK) {
             if (l->status == LRUN_OK) l->status = st;

@@ -183,6 +183,14 @@ struct lrun_cuda_engine {
     struct cuda_host_stream *host_stream; /* their staging (engine_cuda_host_stream.c), or NULL */
 };
 
+/* Counts bytes of weights multiplied on the host for block layer (stats.host_compute_bytes, and the
+ * block's share when layer is one: the head's are no block's). */
+static inline void lrun_cuda_count_host_bytes(lrun_cuda_engine *e, int64_t layer, uint64_t bytes)
+{
+    e->stats.host_compute_bytes += bytes;
+    if (layer >= 0 && layer < e->model->info.n_layer) e->host_layer_bytes[layer] += bytes;
+}
+
 #define TRY(call)                                   \
     do {                                            \
         lrun_status try_st_ = (call);               \

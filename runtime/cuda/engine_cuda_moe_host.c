@@ -155,9 +155,7 @@ lrun_status lrun_cuda_moe_host_compute(lrun_cuda_engine *e, struct cuda_moe_host
             }
             parts[np++] = (lrun_cpu_mm_part){.w = slice(&g[i], x), .x = ins[i] + first[x] * t->ne[0], .m = cnt,
                                              .y = outs[i] + first[x] * t->ne[1]};
-            e->stats.host_compute_bytes += (size_t)t->ne[1] * t->row_bytes;
-            if (t->layer >= 0 && t->layer < e->model->info.n_layer)
-                e->host_layer_bytes[t->layer] += (size_t)t->ne[1] * t->row_bytes;
+            lrun_cuda_count_host_bytes(e, t->layer, (size_t)t->ne[1] * t->row_bytes);
         }
         if (i == 0 && fuse) continue; /* up's parts join gate's */
         lrun_cpu_matmul_grouped(hc.pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, h->work);

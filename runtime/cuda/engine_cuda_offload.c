@@ -784,8 +784,7 @@ lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun
     e->stats.host_wait_seconds += t1 - t0;
     e->stats.host_compute_seconds += lrun_now_seconds() - t1;
     TRY(lrun_cuda_offload_host_up(e, y, o->h_y, yf));
-    e->stats.host_compute_bytes += w->nbytes;
-    if (w->layer >= 0 && w->layer < e->model->info.n_layer) e->host_layer_bytes[w->layer] += w->nbytes;
+    lrun_cuda_count_host_bytes(e, w->layer, w->nbytes);
     return LRUN_OK;
 }
 

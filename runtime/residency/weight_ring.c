@@ -86,6 +86,13 @@ struct lrun_weight_ring {
 
 static int is_host_computed(const struct lrun_tensor *t) { return t->tier != LRUN_TIER_DEVICE && t->host_compute; }
 
+/* Counts bytes multiplied on the host for block layer (the head's, layer n_layer, count in the total only). */
+static void count_host_bytes(lrun_weight_ring *wr, int64_t layer, uint64_t bytes)
+{
+    wr->host_compute_bytes += bytes;
+    if (layer >= 0 && layer < wr->model->info.n_layer) wr->host_layer_bytes[layer] += bytes;
+}
+
 /* A unit stages the block's matrices (vectors are read where they live). */
 static int is_block_matrix(const lrun_arch *a, lrun_arch_tensor id) { return lrun_arch_is_matrix(a, id); }
 
@@ -452,10 +459,7 @@ lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *mod
         if (is_host_computed(model->output)) host_bytes += model->output->nbytes;
     }
     if (!wr) return LRUN_OK;
-    if (wr->stage) {
-        wr->host_compute_bytes += host_bytes;
-        if (layer < model->info.n_layer) wr->host_layer_bytes[layer] += host_bytes;
-    }
+    if (wr->stage) count_host_bytes(wr, layer, host_bytes);
     decode_in_place(wr, layer, out);
     const int64_t ui = wr->unit_of_layer[layer];
     if (ui < 0) return LRUN_OK;
@@ -504,9 +508,7 @@ void lrun_weight_ring_note_rows(lrun_weight_ring *wr, int64_t n_rows)
 
 void lrun_weight_ring_note_slice(lrun_weight_ring *wr, const struct lrun_tensor *t, uint64_t bytes)
 {
-    if (!wr || !is_host_computed(t)) return;
-    wr->host_compute_bytes += bytes;
-    if (t->layer >= 0 && t->layer < wr->model->info.n_layer) wr->host_layer_bytes[t->layer] += bytes;
+    if (wr && is_host_computed(t)) count_host_bytes(wr, t->layer, bytes);
 }
 
 void lrun_weight_ring_add_host_layer_bytes(const lrun_weight_ring *wr, uint64_t *out)

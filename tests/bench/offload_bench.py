@@ -41,6 +41,8 @@ MIB = 1024**2
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+import peer_common as pc  # noqa: E402
+from ngl_peer import PeakSampler  # noqa: E402
 
 
 def h2d_bandwidth():
@@ -140,9 +142,9 @@ def main():
     bw, gpu = h2d_bandwidth()
     print(f"offload_bench: {gpu}, pinned host->device {bw / 1e9:.1f} GB/s", file=sys.stderr)
 
-    import peer_common as pc
-
-    path, _ = pc.generate_7b(a.lrun, "bf16", 900)  # one file for lrun and llama.cpp, removed at the end
+    # one file for lrun and llama.cpp, removed at the end unless it was there before
+    kept = os.path.exists(pc.path_7b("bf16"))
+    path, _ = pc.generate_7b(a.lrun, "bf16", 900)
     try:
         cmd = [a.lrun, os.path.join(HERE, "offload_lrun.lua"), path, "--budgets", ",".join(map(str, budgets)),
                "--ngen", str(a.ngen)]
@@ -151,7 +153,8 @@ def main():
         rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
         llama = llama_ngl(a, path) if a.llama_bench else []
     finally:
-        os.remove(path)
+        if not kept:
+            os.remove(path)
     if not rows:
         print("offload_bench: lrun gave no results: " + " ".join(cmd), file=sys.stderr)
         return 1
@@ -237,9 +240,6 @@ def main():
 def llama_ngl(a, path):
     """llama-bench -ngl N (batch-1 tg of a.ngen tokens) for each N of a.ngl, each with the device memory it
     took (nvidia-smi's peak over idle): [{ngl, device_gib, tg, pp}]."""
-    import peer_common as pc
-    from ngl_peer import PeakSampler
-
     out = []
     for n in (int(x) for x in a.ngl.split(",")):
         with PeakSampler(0) as s:

@@ -114,10 +114,15 @@ def lrun_side(lrun, model, args, timeout):
     return r
 
 
+def path_7b(dtype):
+    """Where generate_7b keeps the 7b:<dtype> model: $LRUN_BENCH_DIR (default /tmp)."""
+    return os.path.join(os.environ.get("LRUN_BENCH_DIR", "/tmp"), f"lrun-bench-llama2-7b-{dtype}.gguf")
+
+
 def generate_7b(lrun, dtype, timeout):
     """The 7b:<dtype> model's path in $LRUN_BENCH_DIR, written unless it is there already."""
     d = os.environ.get("LRUN_BENCH_DIR", "/tmp")
-    path = os.path.join(d, f"lrun-bench-llama2-7b-{dtype}.gguf")
+    path = path_7b(dtype)
     if os.path.exists(path):
         return path, 0.0
     # written in a folder of its own and moved: a killed run leaves no half file under the name
