@@ -498,6 +498,28 @@ describe("host products' fixed costs (cuda: a thread-pool call and a round trip 
       assert.are.equal(0, predict.host_overhead_s({ device = "cpu", round_trip_s = RT, host_call_s = CALL }, 3, 3))
     end)
 
+  it("predict.decode charges one round trip a product op's host weights (q, k, v; gate, up), one a weight with "
+    .. "LRUN_CUDA_HOST_GROUP=0",
+    function()
+      local dense, plan1, hc1 = {}, {}, {}
+      for _, role in ipairs({ "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down" }) do
+        for l = 0, 1 do
+          local name = string.format("blk.%d.%s.weight", l, role)
+          dense[#dense + 1] = { name = name, role = role, layer = l, dtype = "bf16", bytes = MiB,
+            shape = { 512, 1024 } }
+          plan1[name], hc1[name] = "host", true
+        end
+      end
+      -- per block: 7 products; trips: qkv, output, gate+up, down
+      local d = predict.decode(dense, plan1, hc1, bw)
+      assert.is_true(near(2 * (7 * CALL + 4 * RT), d.host_fixed_s), d.host_fixed_s)
+      local grouped = predict.host_products_grouped
+      predict.host_products_grouped = function() return false end
+      local one = predict.decode(dense, plan1, hc1, bw)
+      predict.host_products_grouped = grouped
+      assert.is_true(near(2 * 7 * (CALL + RT), one.host_fixed_s), one.host_fixed_s)
+    end)
+
   it("expert_choice's host compute option carries them, so the cache wins sooner", function()
     local blocks = choice.blocks(tensors, plan, hc, E, bw)
     local p = { blocks = blocks, k = K, n_expert = E, bw = bw, room = 8 * 3 * PART }

@@ -277,11 +277,20 @@ local function tied_head(tensors)
   return true
 end
 
+--- The product op a block matrix's role belongs to: the weights that multiply
+-- one input in one op of the architectures' tables (q, k and v; gate and up).
+M.product_op = { attn_q = "qkv", attn_k = "qkv", attn_v = "qkv", ffn_gate = "gate_up", ffn_up = "gate_up" }
+
+--- Whether the CUDA engine sends a decode op's host products down and up in
+-- one round trip (its default; LRUN_CUDA_HOST_GROUP=0 makes one a weight).
+function M.host_products_grouped() return os.getenv("LRUN_CUDA_HOST_GROUP") ~= "0" end
+
 --- Seconds a decode step spends on host compute's fixed costs (cuda): each
 -- host product is a thread-pool call (bw.host_call_s: lrun_model_measure_matmul
 -- of a tiny product, the fork/join) and, unless batched, a round trip
 -- (bw.round_trip_s: the activations down, a stream sync, the product up;
--- two 4 KiB copies measured with their syncs). A weight is one product; a
+-- two 4 KiB copies measured with their syncs). A weight is one product, and
+-- the host weights of one product op share a round trip; a
 -- stacked expert tensor k of them (the chosen experts), which the host pass
 -- (the default, engine_cuda_moe_host.c) runs as one grouped product with
 -- one round trip per block. 0 without the measurements (cpu, or given rates without them).
@@ -342,6 +351,8 @@ function M.decode(tensors, plan, host_compute, bw, q)
   local copying = copies_beside(tensors, plan, host_compute, cached, bw)
   local tied = tied_head(tensors)
   local host_pass_blocks = {} -- blocks whose host pass's round trip is counted
+  local host_trips = {} -- ["block:op"]: a product op whose host weights' one round trip is counted
+  local grouped = M.host_products_grouped()
   local p = { device_s = 0, copy_s = 0, host_s = 0, host_fixed_s = 0, cache_s = 0, hybrid_s = 0, links = {},
     packed_s = 0, packed_decode_s = 0, bytes = { device = 0, streamed = 0, host = 0, cache = 0, packed = 0 } }
   local hybrid = {} -- [layer] = {dev=, host=, parts=}: a hybrid cached block's two sides
@@ -393,6 +404,11 @@ function M.decode(tensors, plan, host_compute, bw, q)
         calls = 1
         trips = host_pass_blocks[t.layer or -1] and 0 or 1
         host_pass_blocks[t.layer or -1] = true
+      elseif not E and grouped then
+        -- a product op's host weights (q, k, v; gate, up) share one round trip (engine_cuda_forward.c products)
+        local key = (t.layer or -1) .. ":" .. (M.product_op[t.role] or t.name)
+        trips = host_trips[key] and 0 or 1
+        host_trips[key] = true
       end
       local fixed = M.host_overhead_s(bw, calls, trips)
       -- a packed weight is decoded into the host's scratch before the product

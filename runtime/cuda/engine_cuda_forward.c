@@ -132,6 +132,36 @@ static lrun_status matmul(lrun_cuda_engine *e, lrun_weight_ref w, const float *x
     return matmul_in(e, w, in, m, y);
 }
 
+/* 1 when w's product runs on the CPU (not staged to the device by the host stream). */
+static int host_side(const lrun_cuda_engine *e, lrun_weight_ref w, int64_t m)
+{
+    return w.on_host && !lrun_cuda_host_stream_takes(e->host_stream, w.w, m);
+}
+
+/* y[i] = in · w[i]ᵀ, one product per weight (they share no launch). With
+ * products on the host in a decode chunk: the input goes down once, the
+ * device's products are enqueued behind that copy and run while the host
+ * multiplies (it waits for the copy, not for them), and the host's go up
+ * after (lrun_cuda_offload_host_begin/finish); one trip per weight, each
+ * after the device's work before it, with LRUN_CUDA_HOST_GROUP=0. */
+static lrun_status products(lrun_cuda_engine *e, const lrun_weight_ref *w, float *const *y, int n_w,
+                            struct gemv_in in, int64_t m)
+{
+    const struct lrun_tensor *ht[LRUN_ARCH_OP_MAX_W];
+    float *hy[LRUN_ARCH_OP_MAX_W];
+    int n_host = 0;
+    for (int i = 0; i < n_w; i++)
+        if (host_side(e, w[i], m)) ht[n_host] = w[i].w, hy[n_host++] = y[i];
+    if (n_host == 0 || in.norm_w || !lrun_cuda_offload_host_group_fits(e, ht, n_host, m)) {
+        for (int i = 0; i < n_w; i++) TRY(matmul_in(e, w[i], in, m, y[i]));
+        return LRUN_OK;
+    }
+    TRY(lrun_cuda_offload_host_begin(e, in.x, m, ht[0]->ne[0]));
+    for (int i = 0; i < n_w; i++)
+        if (!host_side(e, w[i], m)) TRY(matmul_in(e, w[i], in, m, y[i]));
+    return lrun_cuda_offload_host_finish(e, ht, hy, n_host, m);
+}
+
 /* Products of one x with several weights of one dtype in one GEMV launch
  * (decode: m <= GEMV_MAX_ROWS): Q, K and V stored; gate and up through
  * SwiGLU into y[0]; or one weight added into y[0] (the residual stream).
@@ -284,8 +314,7 @@ static lrun_status op_matmul(struct run *r, const lrun_arch_op *op, int n_w)
     struct gemv_in in;
     TRY(take_norm(r, op, w, n_w, fused, &in));
     if (fused) return gemv_fused(e, w, y, n_w, in, r->n, LRUN_K_GEMV_STORE);
-    for (int i = 0; i < n_w; i++) TRY(matmul_in(e, w[i], in, r->n, y[i]));
-    return LRUN_OK;
+    return products(e, w, y, n_w, in, r->n);
 }
 
 /* out[i] += b[i] for the biases the file has (both numerics). */
@@ -461,8 +490,7 @@ static lrun_status op_matmul_swiglu(struct run *r, const lrun_arch_op *op, int i
     struct gemv_in in;
     TRY(take_norm(r, op, w, 2, fused, &in));
     if (fused) return gemv_fused(e, w, y, 2, in, r->n, LRUN_K_GEMV_SWIGLU);
-    TRY(matmul_in(e, w[0], in, r->n, y[0]));
-    TRY(matmul_in(e, w[1], in, r->n, y[1]));
+    TRY(products(e, w, y, 2, in, r->n));
     return lrun_k_swiglu(y[0], y[1], y[0], r->n * e->n_ff, e->stream);
 }
 
@@ -496,8 +524,7 @@ static lrun_status op_matmul_geglu(struct run *r, const lrun_arch_op *op)
     struct gemv_in in;
     TRY(take_norm(r, op, w, 2, fused, &in));
     if (fused) return gemv_fused(e, w, y, 2, in, r->n, table ? LRUN_K_GEMV_GEGLU : LRUN_K_GEMV_GEGLU_F32);
-    TRY(matmul_in(e, w[0], in, r->n, y[0]));
-    TRY(matmul_in(e, w[1], in, r->n, y[1]));
+    TRY(products(e, w, y, 2, in, r->n));
     return lrun_k_geglu(y[0], y[1], y[0], r->n * e->n_ff, table, e->stream);
 }
 

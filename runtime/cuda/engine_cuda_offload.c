@@ -134,6 +134,8 @@ struct cuda_offload {
     float *h_x, *h_y;              /* pinned: (B, max k) activations down, (B, max n) products up */
     size_t h_x_floats, h_y_floats;
     float *h_y_dev;                /* h_y's device address (mapped), or NULL: products go up by copy */
+    cudaEvent_t x_down;            /* recorded after the activations' copy down (lrun_cuda_offload_host_begin) */
+    int group_host;                /* an op's host products share one trip down (LRUN_CUDA_HOST_GROUP=0: not) */
     void *work;                    /* lrun_cpu_matmul work, host */
     uint16_t *h_plain;             /* (h_plain_bytes) host: a packed host-compute weight decoded, or NULL */
     size_t h_plain_bytes;
@@ -239,11 +241,15 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
         const struct lrun_tensor *mats[N_MATS], *streamed[N_MATS];
         int n = 0;
         const int n_mats = layer_mats(m, l, mats);
+        size_t group = 0; /* the block's host products side by side, for a decode chunk's rows */
         for (int i = 0; i < n_mats; i++) {
             if (!placed_off(p, mats[i])) continue;
-            if (lrun_placement_host_compute(p, mats[i])) TRY(plan_host(o, p, mats[i], B, &work));
-            else streamed[n++] = mats[i];
+            if (lrun_placement_host_compute(p, mats[i])) {
+                TRY(plan_host(o, p, mats[i], B, &work));
+                group += (size_t)min64(B, GEMV_MAX_ROWS) * (size_t)mats[i]->ne[1];
+            } else streamed[n++] = mats[i];
         }
+        if (group > o->h_y_floats) o->h_y_floats = group;
         const int64_t before = o->n_units;
         plan_unit(o, p, l, streamed, n);
         o->unit_of_layer[l] = o->n_units > before ? before : -1;
@@ -420,6 +426,10 @@ lrun_status lrun_cuda_offload_init(lrun_cuda_engine *e)
         if (!(up && strcmp(up, "0") == 0) && cudaHostGetDevicePointer(&dev, o->h_y, 0) == cudaSuccess)
             o->h_y_dev = dev;
         (void)cudaGetLastError();
+        TRY(cuda_check(cudaEventCreateWithFlags(&o->x_down, cudaEventDisableTiming), "creating a host product event",
+                       e->device));
+        const char *group = getenv("LRUN_CUDA_HOST_GROUP");
+        o->group_host = !(group && strcmp(group, "0") == 0);
     }
     e->stats.slot_bytes = (size_t)o->n_slots * o->slot_bytes + o->pstage_bytes;
     e->stats.prefetch_layers = o->k;
@@ -443,6 +453,7 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
         if (o->pstage_free[i]) cudaEventDestroy(o->pstage_free[i]);
     }
     if (o->fill_copied) cudaEventDestroy(o->fill_copied);
+    if (o->x_down) cudaEventDestroy(o->x_down);
     free_events(o->ev_start, o->n_sets);
     free_events(o->ev_done, o->n_sets);
     free_events(o->ev_reach, o->n_sets);
@@ -760,31 +771,72 @@ int lrun_cuda_offload_host_compute(const lrun_cuda_engine *e, lrun_cuda_host_com
 lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x,
                                           int64_t m, float *y)
 {
+    TRY(lrun_cuda_offload_host_begin(e, x, m, w->ne[0]));
+    return lrun_cuda_offload_host_finish(e, &w, &y, 1, m);
+}
+
+int lrun_cuda_offload_host_group_fits(const lrun_cuda_engine *e, const struct lrun_tensor *const *w, int n, int64_t m)
+{
+    const struct cuda_offload *o = e->offload;
+    if (!o || !o->group_host || m > GEMV_MAX_ROWS) return 0;
+    size_t yf = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i]->ne[0] != w[0]->ne[0]) return 0;
+        yf += (size_t)m * (size_t)w[i]->ne[1];
+    }
+    return yf <= o->h_y_floats;
+}
+
+lrun_status lrun_cuda_offload_host_begin(lrun_cuda_engine *e, const float *x, int64_t m, int64_t k)
+{
     struct cuda_offload *o = e->offload;
-    const int64_t k = w->ne[0], n = w->ne[1];
-    const size_t xf = (size_t)m * (size_t)k, yf = (size_t)m * (size_t)n;
-    if (xf > o->h_x_floats || yf > o->h_y_floats)
-        return lrun_fail(LRUN_E_INTERNAL, "engine: host matmul of %s with %lld rows exceeds its buffers", w->name,
-                         (long long)m);
+    const size_t xf = (size_t)m * (size_t)k;
+    if (xf > o->h_x_floats)
+        return lrun_fail(LRUN_E_INTERNAL, "engine: host matmul input of %lld × %lld exceeds its buffer", (long long)m,
+                         (long long)k);
     cudaStream_t s = (cudaStream_t)e->stream;
     TRY(cuda_check(cudaMemcpyAsync(o->h_x, x, xf * sizeof(float), cudaMemcpyDeviceToHost, s),
                    "activations to the host", e->device));
-    /* also waits for the last host product's copy up, so h_y is free */
+    /* after the last host products' copies up too (one stream), so h_y is free once it is reached */
+    return cuda_check(cudaEventRecord(o->x_down, s), "marking the activations' copy", e->device);
+}
+
+lrun_status lrun_cuda_offload_host_finish(lrun_cuda_engine *e, const struct lrun_tensor *const *w, float *const *y,
+                                          int n, int64_t m)
+{
+    struct cuda_offload *o = e->offload;
+    size_t yf = 0;
+    for (int i = 0; i < n; i++) yf += (size_t)m * (size_t)w[i]->ne[1];
+    if (yf > o->h_y_floats)
+        return lrun_fail(LRUN_E_INTERNAL, "engine: host matmul of %s with %lld rows exceeds its buffers", w[0]->name,
+                         (long long)m);
+    /* waits for the copy down only: device work enqueued since runs on */
     const double t0 = lrun_now_seconds();
-    TRY(cuda_check(cudaStreamSynchronize(s), "waiting for activations", e->device));
+    TRY(cuda_check(cudaEventSynchronize(o->x_down), "waiting for activations", e->device));
     const double t1 = lrun_now_seconds();
-    const void *plain = w->data;
-    if (w->packed) { /* decoded over the model's threads, then the same product as a plain weight */
-        if (!o->h_plain || w->nbytes > o->h_plain_bytes)
-            return lrun_fail(LRUN_E_INTERNAL, "engine: packed host-compute weight %s has no decode buffer", w->name);
-        lrun_packed_decode_range_mt(o->h_plain, w->data, &w->pk, 0, w->pk.n, o->pool);
-        plain = o->h_plain;
+    float *h_y = o->h_y;
+    for (int i = 0; i < n; i++) {
+        const int64_t k = w[i]->ne[0], rows = w[i]->ne[1];
+        const void *plain = w[i]->data;
+        if (w[i]->packed) { /* decoded over the model's threads, then the same product as a plain weight */
+            if (!o->h_plain || w[i]->nbytes > o->h_plain_bytes)
+                return lrun_fail(LRUN_E_INTERNAL, "engine: packed host-compute weight %s has no decode buffer",
+                                 w[i]->name);
+            lrun_packed_decode_range_mt(o->h_plain, w[i]->data, &w[i]->pk, 0, w[i]->pk.n, o->pool);
+            plain = o->h_plain;
+        }
+        lrun_cpu_matmul(o->pool, w[i]->dtype, plain, w[i]->row_bytes, rows, k, o->h_x, m, h_y, o->work);
+        h_y += (size_t)m * (size_t)rows;
     }
-    lrun_cpu_matmul(o->pool, w->dtype, plain, w->row_bytes, n, k, o->h_x, m, o->h_y, o->work);
     e->stats.host_wait_seconds += t1 - t0;
     e->stats.host_compute_seconds += lrun_now_seconds() - t1;
-    TRY(lrun_cuda_offload_host_up(e, y, o->h_y, yf));
-    lrun_cuda_count_host_bytes(e, w->layer, w->nbytes);
+    h_y = o->h_y;
+    for (int i = 0; i < n; i++) {
+        const size_t f = (size_t)m * (size_t)w[i]->ne[1];
+        TRY(lrun_cuda_offload_host_up(e, y[i], h_y, f));
+        lrun_cuda_count_host_bytes(e, w[i]->layer, w[i]->nbytes);
+        h_y += f;
+    }
     return LRUN_OK;
 }
 

@@ -65,6 +65,19 @@ int lrun_cuda_offload_on_host(const lrun_cuda_engine *e, const struct lrun_tenso
 /* y (m, n) = x (m, k) · Wᵀ on the CPU, x and y on the device. */
 lrun_status lrun_cuda_offload_host_matmul(lrun_cuda_engine *e, const struct lrun_tensor *w, const float *x,
                                           int64_t m, float *y);
+/* The host products of one op's weights w[0..n) (one input x of m rows, k
+ * wide) in one trip: begin copies x down and marks the copy; the op's
+ * device products enqueued after it run while finish waits for that copy
+ * alone (not for them, as a stream wait would), multiplies each weight into
+ * its own stretch of h_y and sends each up to y[i]. host_matmul is the two
+ * for one weight. group_fits: 1 when a decode chunk's products of w fit h_y
+ * side by side (the plan sizes it for a block's host products) and
+ * LRUN_CUDA_HOST_GROUP=0 did not turn grouping off. */
+int lrun_cuda_offload_host_group_fits(const lrun_cuda_engine *e, const struct lrun_tensor *const *w, int n,
+                                      int64_t m);
+lrun_status lrun_cuda_offload_host_begin(lrun_cuda_engine *e, const float *x, int64_t m, int64_t k);
+lrun_status lrun_cuda_offload_host_finish(lrun_cuda_engine *e, const struct lrun_tensor *const *w, float *const *y,
+                                          int n, int64_t m);
 /* What a host pass of several products stages through (engine_cuda_moe_host.c):
  * the model's threads, lrun_cpu_matmul's work memory (for B rows of the
  * widest host-computed weight) and the pinned buffers host products copy

@@ -11,7 +11,8 @@
  * logits are compared within a tolerance (with numerics EXACT they are
  * bit-identical: test_stream_exact_gpu.c); a prompt long enough to stream
  * the host-computed matrices to the device (engine_cuda_host_stream.c) gets
- * the resident run's bits again. A budget without room for the
+ * the resident run's bits again. An op's host products in one trip give
+ * the bits of one trip each. A budget without room for the
  * slots fails at init with the structured OOM. Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
@@ -222,6 +223,67 @@ static void test_host_stream(const char *path, const char *dtype, const int32_t 
     lrun_model_free(m);
 }
 
+/* In every block q and gate computed on the host, k streamed from pinned
+ * memory, the rest resident: each decode product op mixes host, streamed
+ * and resident weights. */
+static where split_ops(lrun_role r, int l)
+{
+    (void)l;
+    return r == LRUN_ROLE_ATTN_Q || r == LRUN_ROLE_FFN_GATE ? HOST_CPU : r == LRUN_ROLE_ATTN_K ? PIN : DEV;
+}
+
+/* One prompt (chunks of 8: decode-sized, on the host) and ND greedy steps
+ * under split_ops, with LRUN_CUDA_HOST_GROUP=group; 0 when it did not run. */
+static int run_split_ops(const char *path, const int32_t *prompt, const char *group, struct run *out, double *host)
+{
+    setenv("LRUN_CUDA_HOST_GROUP", group, 1);
+    lrun_model *m = fixture_load(path, "cuda:0", 0, 0, -1);
+    lrun_engine *e = m && apply(m, split_ops, host) >= 0
+                         ? engine(m, LRUN_WEIGHT_MODE_AS_PLACED, 1, 8, LRUN_CACHE_KIND_DYNAMIC)
+                         : NULL;
+    unsetenv("LRUN_CUDA_HOST_GROUP");
+    const int ok = e && run(e, prompt, out);
+    lrun_engine_free(e);
+    lrun_model_free(m);
+    return ok;
+}
+
+/* An op's host products in one trip (engine_cuda_offload.h host_begin /
+ * host_finish, the default), the device's enqueued beside them, against one
+ * trip per weight (LRUN_CUDA_HOST_GROUP=0): the same CPU arithmetic on the
+ * same inputs, so the same bits, prompt and decode; within host_tol of the
+ * resident run; and the same host-computed bytes. */
+static void test_host_group(const char *path, const char *dtype, const int32_t *prompt, const struct run *ref8,
+                            double host_tol)
+{
+    char msg[256];
+    const size_t n = (size_t)(NP + ND) * V;
+    struct run g = {.logits = calloc(n, sizeof(float))}, one = {.logits = calloc(n, sizeof(float))};
+    double host_g = 0, host_one = 0;
+    const int ran =
+        run_split_ops(path, prompt, "1", &g, &host_g) && run_split_ops(path, prompt, "0", &one, &host_one);
+    snprintf(msg, sizeof msg, "%s host products grouped and one by one: both ran", dtype);
+    CHECK(msg, ran);
+    if (ran) {
+        snprintf(msg, sizeof msg, "%s host products grouped: logits and greedy tokens bit-identical to one trip each",
+                 dtype);
+        CHECK(msg, memcmp(g.logits, one.logits, n * sizeof(float)) == 0 && memcmp(g.gen, one.gen, sizeof g.gen) == 0);
+        const double d = rel_diff(ref8->logits, g.logits, (int64_t)NP * V);
+        printf("# %s host products grouped: prompt rel diff %.2e to the resident run\n", dtype, d);
+        snprintf(msg, sizeof msg, "%s host products grouped: prompt logits within %.0e of the resident run", dtype,
+                 host_tol);
+        CHECK(msg, d <= host_tol);
+        snprintf(msg, sizeof msg,
+                 "%s host products grouped: %d steps read %.0f host bytes each (%llu, one by one %llu)", dtype, ND,
+                 host_g, (unsigned long long)g.decode.host_compute_bytes,
+                 (unsigned long long)one.decode.host_compute_bytes);
+        CHECK(msg, host_g > 0 && (double)g.decode.host_compute_bytes == host_g * ND &&
+                       g.decode.host_compute_bytes == one.decode.host_compute_bytes);
+    }
+    free(g.logits);
+    free(one.logits);
+}
+
 /* The resident reference: every weight moved to the device at init. */
 static int reference(const char *path, const int32_t *prompt, int64_t n_batch, lrun_cache_kind kind, struct run *ref)
 {
@@ -265,6 +327,7 @@ static void test_dtype(lrun_dtype dt, double host_tol)
         test_placement(path, name, prompt, cases[i].n_batch == 8 ? &ref8 : &ref, &cases[i], LRUN_CACHE_KIND_DYNAMIC);
     test_host_stream(path, name, prompt, &ref, mid_host, "host memory, through the staging", host_tol);
     test_host_stream(path, name, prompt, &ref, mid_host_pinned, "pinned memory, by DMA", host_tol);
+    test_host_group(path, name, prompt, &ref8, host_tol);
     free(ref8.logits);
     /* a static cache: the resident engine replays CUDA graphs, the streaming one runs eagerly */
     snprintf(msg, sizeof msg, "%s: resident reference ran (static cache)", name);
