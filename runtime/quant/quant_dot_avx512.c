@@ -467,22 +467,34 @@ static DOT_NX_FN(dot_q6_K_avx512, dot_q6_K_nx)
  * lanes l and l+8 fold by an exact integer add into AVX2's lane l: the same
  * sums, hence the same bits. */
 
-/* Q2_K: chunk j of group n is bits 2j of the group's 32 bytes; the low half
- * of the register takes j = 2i, the high half 2i + 1 (shifts 4i, 4i + 2). */
-static ALWAYS_INLINE void q2_K_sums(const lrun_block_q2_K *wb, __m256i sc, const lrun_block_q8_K *const *xr,
-                                    int64_t b, const int NX, __m256i *sumi)
+/* Q2_K and Q3_K: chunk j of group n is bits 2j of the group's 32 bytes;
+ * the low half of the register takes j = 2i, the high half 2i + 1 (shifts
+ * 4i, 4i + 2). Q3_K (hmask set; NULL for Q2_K, folded away when inlined)
+ * adds the high bit of chunk 4n + j (bit 4n + j of every hmask byte) as 4
+ * through a mask register. Q3_K's AVX2 256-bit form with vpdpwssd measured
+ * 0.98x of AVX2 at 1 row and 1.14x at 4, this one 1.05x and 1.09x: this one
+ * is kept, decode (1 row) being where host compute runs. */
+static ALWAYS_INLINE void q23_K_sums(const uint8_t *qs, const uint8_t *hmask, __m256i sc,
+                                     const lrun_block_q8_K *const *xr, int64_t b, const int NX, __m256i *sumi)
 {
-    const __m512i three = _mm512_set1_epi8(3), scz = _mm512_castsi256_si512(sc);
+    const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4), scz = _mm512_castsi256_si512(sc);
+    const __m512i hm =
+        hmask ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)hmask)) : _mm512_setzero_si512();
     __m512i s16[LRUN_DOT_MAX_ROWS];
     UNROLL
     for (int r = 0; r < NX; ++r) s16[r] = _mm512_setzero_si512();
     UNROLL
     for (int n = 0; n < 2; ++n) {
-        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb->qs + 32 * n)));
+        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * n)));
         UNROLL
         for (int i = 0; i < 2; ++i) {
             const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * i)), _mm256_set1_epi16((short)(4 * i + 2)), 1);
-            const __m512i v = _mm512_and_si512(_mm512_srlv_epi16(q, sh), three);
+            __m512i v = _mm512_and_si512(_mm512_srlv_epi16(q, sh), three);
+            if (hmask) {
+                const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * n + 2 * i))),
+                                                       _mm256_set1_epi8((char)(1 << (4 * n + 2 * i + 1))), 1);
+                v = _mm512_or_si512(v, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(hm, bit), four));
+            }
             const __m512i s = words_4(scz, 8 * n + 4 * i);
             UNROLL
             for (int r = 0; r < NX; ++r) {
@@ -495,38 +507,16 @@ static ALWAYS_INLINE void q2_K_sums(const lrun_block_q2_K *wb, __m256i sc, const
     for (int r = 0; r < NX; ++r) sumi[r] = fold_16(s16[r]);
 }
 
-/* Q3_K: as Q2_K, with the high bit of chunk 4n + j (bit 4n + j of every
- * hmask byte) added as 4 through a mask register. AVX2's 256-bit form with
- * vpdpwssd measured 0.98x of AVX2 at 1 row and 1.14x at 4, this one 1.05x
- * and 1.09x: this one is kept, decode (1 row) being where host compute runs. */
+static ALWAYS_INLINE void q2_K_sums(const lrun_block_q2_K *wb, __m256i sc, const lrun_block_q8_K *const *xr,
+                                    int64_t b, const int NX, __m256i *sumi)
+{
+    q23_K_sums(wb->qs, NULL, sc, xr, b, NX, sumi);
+}
+
 static ALWAYS_INLINE void q3_K_sums(const lrun_block_q3_K *wb, __m256i sc, const lrun_block_q8_K *const *xr,
                                     int64_t b, const int NX, __m256i *sumi)
 {
-    const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4), scz = _mm512_castsi256_si512(sc);
-    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)wb->hmask));
-    __m512i s16[LRUN_DOT_MAX_ROWS];
-    UNROLL
-    for (int r = 0; r < NX; ++r) s16[r] = _mm512_setzero_si512();
-    UNROLL
-    for (int n = 0; n < 2; ++n) {
-        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb->qs + 32 * n)));
-        UNROLL
-        for (int i = 0; i < 2; ++i) {
-            const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * i)), _mm256_set1_epi16((short)(4 * i + 2)), 1);
-            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * n + 2 * i))),
-                                                   _mm256_set1_epi8((char)(1 << (4 * n + 2 * i + 1))), 1);
-            const __m512i v = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi16(q, sh), three),
-                                              _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(hm, bit), four));
-            const __m512i s = words_4(scz, 8 * n + 4 * i);
-            UNROLL
-            for (int r = 0; r < NX; ++r) {
-                const __m512i y = _mm512_loadu_si512((const void *)(xr[r][b].qs + 128 * n + 64 * i));
-                s16[r] = _mm512_dpwssd_epi32(s16[r], _mm512_maddubs_epi16(v, y), s);
-            }
-        }
-    }
-    UNROLL
-    for (int r = 0; r < NX; ++r) sumi[r] = fold_16(s16[r]);
+    q23_K_sums(wb->qs, wb->hmask, sc, xr, b, NX, sumi);
 }
 
 /* IQ4_XS: AVX2's lane sums with vpdpwssd fusing madd + add, on 256-bit
