@@ -5,7 +5,7 @@ through device slots and computing some on the host, against the PCIe limit
 and HF accelerate on the same shape, in the same run.
 
     python3 tests/bench/offload_bench.py [--lrun build/lrun] [--budgets 2,4,8,12]
-        [--ngen 12] [--accel-ngen 8] [--no-accelerate] [--llama-bench PATH [--ngl 4,8,16]]
+        [--ngen 12] [--accel-ngen 8] [--no-accelerate] [--quick] [--llama-bench PATH [--ngl 4,8,16]]
         [--out FILE.json]
 
 Steps:
@@ -126,6 +126,7 @@ def main():
     ap.add_argument("--ngen", type=int, default=12)
     ap.add_argument("--accel-ngen", type=int, default=8)
     ap.add_argument("--no-accelerate", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="lrun: per budget only auto and hybrid smart k=2")
     ap.add_argument("--out")
     ap.add_argument("--llama-bench", help="a llama.cpp CUDA build's llama-bench: its -ngl N on the same file")
     ap.add_argument("--ngl", default="4,8,16", help="with --llama-bench: the -ngl block counts")
@@ -147,7 +148,7 @@ def main():
     path, _ = pc.generate_7b(a.lrun, "bf16", 900)
     try:
         cmd = [a.lrun, os.path.join(HERE, "offload_lrun.lua"), path, "--budgets", ",".join(map(str, budgets)),
-               "--ngen", str(a.ngen)]
+               "--ngen", str(a.ngen)] + (["--quick"] if a.quick else [])
         r = subprocess.run(cmd, capture_output=True, text=True)
         sys.stderr.write(r.stderr)
         rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]

@@ -3,7 +3,7 @@
 -- budgets too small for it, with the weights that do not fit streamed through
 -- device slots (LRUN_WEIGHT_MODE_AS_PLACED) or computed on the host.
 --
--- Usage: build/lrun tests/bench/offload_lrun.lua MODEL [--budgets 2,4,8,12] [--ngen N] [--prefill 512]
+-- Usage: build/lrun tests/bench/offload_lrun.lua MODEL [--budgets 2,4,8,12] [--ngen N] [--prefill 512] [--quick]
 --   MODEL is a GGUF path, or 7b:bf16: the random-weight Llama-2-7B shape of
 --   gpu_bench.lua, written to $LRUN_BENCH_DIR (default /tmp) and removed after.
 -- Prints one JSON object per line and configuration: decode tok/s, then (unless
@@ -27,6 +27,7 @@
 --                       no placement flag (auto-fit, docs/residency.md)
 --   cpu-offload-gb 4    no budget, 4 GiB of weights off the device: lrun's
 --                       default policy (aggressive) and --smart-offload
+-- --quick: per budget only auto and "hybrid: smart, k=2", and no unbudgeted rows (a short device call).
 -- Each row also carries the rates the planner measured (lrun.residency.bandwidths): pinned host->device,
 -- and the host's bf16 decode matmul alone and beside the device's copies, from which offload_bench.py
 -- draws the PCIe+DRAM limit.
@@ -43,6 +44,7 @@ local n_prefill = 512
 
 local path = arg[1]
 local budgets, n_gen = { 2, 4, 8, 12 }, 12
+local quick = false
 local i = 2
 while i <= #arg do
   if arg[i] == "--budgets" then
@@ -51,6 +53,7 @@ while i <= #arg do
     i = i + 1
   elseif arg[i] == "--ngen" then n_gen = tonumber(arg[i + 1]); i = i + 1
   elseif arg[i] == "--prefill" then n_prefill = tonumber(arg[i + 1]); i = i + 1
+  elseif arg[i] == "--quick" then quick = true
   else io.stderr:write("offload_lrun: unknown argument " .. arg[i] .. "\n"); os.exit(2) end
   i = i + 1
 end
@@ -208,8 +211,8 @@ local function stream(k, tier) return { policy = "layers", offload_tier = tier o
 
 for _, b in ipairs(budgets) do
   bench(b, "auto", {})
-  bench(b, "stream k=1", stream(1))
-  if b == 4 then
+  if not quick then bench(b, "stream k=1", stream(1)) end
+  if b == 4 and not quick then
     -- prefetch depth, source tier, and smart's split against fixed host shares, at the headline budget
     bench(b, "stream k=2", stream(2))
     bench(b, "stream k=3", stream(3))
@@ -231,7 +234,9 @@ end
 -- of weights off the device: lrun's default policy (aggressive: norms, the
 -- embedding table, the LM head, then blocks from the last), and with
 -- --smart-offload the smart policy; k is the device's default.
-bench(nil, "resident", {})
-bench(nil, "cpu-offload-gb 4 (default policy)", { cpu_offload_gb = 4 })
-bench(nil, "cpu-offload-gb 4 --smart-offload", { cpu_offload_gb = 4, smart_offload = true })
+if not quick then
+  bench(nil, "resident", {})
+  bench(nil, "cpu-offload-gb 4 (default policy)", { cpu_offload_gb = 4 })
+  bench(nil, "cpu-offload-gb 4 --smart-offload", { cpu_offload_gb = 4, smart_offload = true })
+end
 if generated then os.remove(path) end
