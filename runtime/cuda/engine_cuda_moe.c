@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "cpu/moe_route.h"
 #include "cuda/engine_cuda_internal.h"
 #include "cuda/engine_cuda_moe_cache.h"
@@ -581,6 +582,16 @@ static lrun_status ffn_cached(lrun_cuda_engine *e, const lrun_weight_ref g[3], i
     return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
 }
 
+/* Whether a chunk of n tokens of block layer has every chosen expert
+ * computed by the host pass (lrun_cuda_moe_ffn_add's order of ways: not
+ * exact, not a streamed block's prefill, not hybrid, no expert cache). */
+static int host_whole(const lrun_cuda_engine *e, const lrun_weight_ref g[3], int64_t layer, int64_t n)
+{
+    const struct cuda_moe *m = e->moe;
+    return !m->exact && !(m->fast_rows && n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) &&
+           !lrun_cuda_moe_cache_covers(m->cache, layer) && lrun_cuda_moe_host_takes(e, m->host, g, n);
+}
+
 /* Whether a chunk of n tokens of block layer runs hybrid (ffn_hybrid): a
  * decode chunk of a block the hybrid cache covers, whose misses the host pass
  * takes and whose hits the device-id kernels read. */
@@ -676,10 +687,14 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     TRY(cuda_check(cudaMemcpyAsync(m->h_router, m->d_router, (size_t)(n * n_exp) * sizeof(float),
                                    cudaMemcpyDeviceToHost, s),
                    "router logits to the host", e->device));
-    /* hybrid: xn comes down with the logits, so the host pass needs no sync after the GPU's share is queued */
+    /* hybrid, and a block whose chosen experts the host pass takes whole: xn comes down with the logits, so
+     * the host pass needs no sync of its own (hybrid: after the GPU's share is queued) */
     const int hybrid = hybrid_takes(e, g, layer, n);
-    if (hybrid) TRY(lrun_cuda_moe_host_fetch(e, n));
+    const int host_all = !hybrid && host_whole(e, g, layer, n);
+    if (hybrid || host_all) TRY(lrun_cuda_moe_host_fetch(e, n));
+    const double t0 = lrun_now_seconds();
     TRY(cuda_check(cudaStreamSynchronize(s), "waiting for the router", e->device));
+    if (host_all) e->stats.host_wait_seconds += lrun_now_seconds() - t0; /* the host pass's wait for its rows */
     void (*route)(float *, int64_t, int64_t, int32_t *, float *) = e->model->arch->moe_oai ? lrun_moe_route_oai
                                                                                            : lrun_moe_route;
     for (int64_t i = 0; i < n; i++) route(m->h_router + i * n_exp, n_exp, k, m->ids + i * k, m->w + i * k);
@@ -690,8 +705,8 @@ lrun_status lrun_cuda_moe_ffn_add(lrun_cuda_engine *e, const lrun_weights *W, in
     if (m->fast_rows && n > GEMV_MAX_ROWS && lrun_cuda_moe_stream_covers(m->stream, layer)) return ffn_rows(e, g, layer, n);
     if (hybrid) return ffn_hybrid(e, g, layer, n);
     if (lrun_cuda_moe_cache_covers(m->cache, layer)) return ffn_cached(e, g, layer, n);
-    if (lrun_cuda_moe_host_takes(e, m->host, g, n)) { /* every expert of the block computed on the host, at once */
-        TRY(lrun_cuda_moe_host_run(e, m->host, g, n, m->pairs, m->first, m->w));
+    if (host_all) { /* every expert of the block computed on the host, at once */
+        TRY(lrun_cuda_moe_host_compute(e, m->host, g, n, m->pairs, m->first, m->w));
         return lrun_k_add(e->x, e->tmp, n * e->n_embd, e->stream);
     }
     if (m->fast_rows) return ffn_rows(e, g, layer, n);

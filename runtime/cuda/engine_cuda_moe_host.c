@@ -112,17 +112,6 @@ lrun_status lrun_cuda_moe_host_fetch(lrun_cuda_engine *e, int64_t n)
                       "expert rows to the host", e->device);
 }
 
-lrun_status lrun_cuda_moe_host_run(lrun_cuda_engine *e, struct cuda_moe_host *h, const lrun_weight_ref g[3],
-                                   int64_t n, const int32_t *pairs, const int64_t *first, const float *w)
-{
-    TRY(lrun_cuda_moe_host_fetch(e, n));
-    /* also waits for the last host product's copy up, so h_y is free */
-    const double t0 = lrun_now_seconds();
-    TRY(cuda_check(cudaStreamSynchronize((cudaStream_t)e->stream), "waiting for the expert rows", e->device));
-    e->stats.host_wait_seconds += lrun_now_seconds() - t0;
-    return lrun_cuda_moe_host_compute(e, h, g, n, pairs, first, w);
-}
-
 lrun_status lrun_cuda_moe_host_compute(lrun_cuda_engine *e, struct cuda_moe_host *h, const lrun_weight_ref g[3],
                                        int64_t n, const int32_t *pairs, const int64_t *first, const float *w)
 {

@@ -18,20 +18,16 @@ void lrun_cuda_moe_host_free(struct cuda_moe_host *h);
  * engine's host buffers wide enough. */
 int lrun_cuda_moe_host_takes(const lrun_cuda_engine *e, const struct cuda_moe_host *h, const lrun_weight_ref g[3],
                              int64_t n);
-/* The chunk's experts on the host: e->xn's n rows copied down once, each
- * expert with pairs (first[x] .. first[x+1] of pairs, grouped by expert;
- * a pair is token·k + slot, its weight w[pair]) through gate, up, SwiGLU
- * and down with lrun_cpu_matmul, weighted into the host sum in pair order,
- * and the sum copied up into e->tmp (n rows); the caller adds it to x. */
-lrun_status lrun_cuda_moe_host_run(lrun_cuda_engine *e, struct cuda_moe_host *h, const lrun_weight_ref g[3],
-                                   int64_t n, const int32_t *pairs, const int64_t *first, const float *w);
-/* The two halves of lrun_cuda_moe_host_run, for a caller that syncs the
- * stream itself in between (the hybrid cache: with the router's sync, before
- * it queues the GPU's share): fetch queues e->xn's n rows' copy down;
- * compute, once the stream has synced after the fetch, runs the pairs given
- * (any subset of the chunk's, grouped by expert: an expert x with
- * first[x + 1] == first[x] is skipped) and queues the sum's copy up into
- * e->tmp. */
+/* The chunk's experts on the host, in two halves around the caller's own
+ * stream sync (the router's: the logits and the rows come down together,
+ * one sync a block): fetch queues e->xn's n rows' copy down; compute, once
+ * the stream has synced after the fetch, runs each expert with pairs
+ * (first[x] .. first[x+1] of pairs, grouped by expert; an expert x with
+ * first[x + 1] == first[x] is skipped; a pair is token·k + slot, its
+ * weight w[pair]: all the chunk's pairs, or the hybrid cache's misses)
+ * through gate, up, SwiGLU and down with lrun_cpu_matmul, weighted into the
+ * host sum in pair order, and queues the sum's copy up into e->tmp (n
+ * rows); the caller adds it to x. */
 lrun_status lrun_cuda_moe_host_fetch(lrun_cuda_engine *e, int64_t n);
 lrun_status lrun_cuda_moe_host_compute(lrun_cuda_engine *e, struct cuda_moe_host *h, const lrun_weight_ref g[3],
                                        int64_t n, const int32_t *pairs, const int64_t *first, const float *w);
