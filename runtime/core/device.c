@@ -9,6 +9,7 @@
 #include "core/checked.h"
 #include "core/format_bytes.h"
 #include "core/error.h"
+#include "core/host_pages.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -42,9 +43,6 @@ lrun_status lrun_tier_from_name(const char *name, lrun_tier *out)
     }
     return lrun_fail(LRUN_E_ARG, "tier \"%.64s\": unknown (expected device, pinned, host, mmap or disk)", name);
 }
-
-/* Host allocations are aligned for AVX-512 loads and whole cache lines. */
-#define HOST_ALIGN ((size_t)64)
 
 // ---------------------------------------------------------------- opening
 
@@ -292,8 +290,8 @@ lrun_status lrun_host_alloc(lrun_tier tier, size_t bytes, const char *what, void
         return LRUN_OK;
     }
     size_t rounded;
-    int err = lrun_size_align_up(bytes ? bytes : 1, HOST_ALIGN, &rounded) ? posix_memalign(out, HOST_ALIGN, rounded)
-                                                                          : ENOMEM;
+    int err =
+        lrun_size_align_up(bytes ? bytes : 1, LRUN_HOST_ALIGN, &rounded) ? lrun_host_memalign(out, rounded) : ENOMEM;
     if (err != 0) {
         *out = NULL;
         return lrun_fail_oom(bytes, 0, "out of memory in %s memory: %s needs %s: %s", lrun_tier_name(tier), what,

@@ -6,6 +6,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/host_pages.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -13,9 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Host allocations are aligned for AVX-512 loads and whole cache lines. */
-#define HOST_ALIGN ((size_t)64)
 
 static int cpu_count(void) { return 1; }
 
@@ -51,9 +49,9 @@ static size_t cpu_total_memory(const lrun_device *device)
 static lrun_status cpu_alloc(lrun_device *device, size_t bytes, const char *what, void **out)
 {
     size_t rounded;
-    if (!lrun_size_align_up(bytes ? bytes : 1, HOST_ALIGN, &rounded))
+    if (!lrun_size_align_up(bytes ? bytes : 1, LRUN_HOST_ALIGN, &rounded))
         return lrun_fail_oom(bytes, 0, "%s on %s: the size overflows", what, device->name);
-    int err = posix_memalign(out, HOST_ALIGN, rounded);
+    int err = lrun_host_memalign(out, rounded);
     if (err != 0) {
         *out = NULL;
         return lrun_fail_oom(bytes, 0, "%s on %s: %s", what, device->name, strerror(err));
