@@ -5,9 +5,11 @@ for docs/plot_offload.py.
 
     python3 tests/bench/offload_merge.py OUT.json RUN1.json RUN2.json ...
 
-Budget rows come from the run that measured that budget; the uncapped rows
-(resident, --cpu-offload-gb) and the machine's figures (GPU name, pinned
-host->device bandwidth) from the first run, which the JSON notes per run.
+Budget rows come from the first run that measured that budget; accelerate's
+figure for a budget and llama.cpp's -ngl points from the first run that has
+them (a run may measure lrun alone); the uncapped rows (resident,
+--cpu-offload-gb) and the machine's figures (GPU name, pinned host->device
+bandwidth) from the first run, which the JSON notes per run.
 """
 import json
 import sys
@@ -21,15 +23,18 @@ def main():
     merged["lrun"] = [r for r in runs[0]["lrun"] if not isinstance(r["budget_gib"], (int, float))]
     merged["accelerate"] = {}
     merged["runs"] = [{"file": p, "h2d_bytes_per_s": r["h2d_bytes_per_s"]} for p, r in zip(sys.argv[2:], runs)]
+    merged["llama_ngl"] = []
     seen = set()
     for run in runs:
         budgets = {r["budget_gib"] for r in run["lrun"] if isinstance(r["budget_gib"], (int, float))}
         for b in sorted(budgets - seen):
             merged["lrun"] += [r for r in run["lrun"] if r["budget_gib"] == b]
-            for k, v in run["accelerate"].items():
-                if float(k) == b:
-                    merged["accelerate"][k] = v
         seen |= budgets
+        # a peer's figure from the first run that has it (a run may measure lrun alone: --no-accelerate)
+        for k, v in run.get("accelerate", {}).items():
+            merged["accelerate"].setdefault(k, v)
+        have = {p["ngl"] for p in merged["llama_ngl"]}
+        merged["llama_ngl"] += [p for p in run.get("llama_ngl", []) if p["ngl"] not in have]
     json.dump(merged, open(out, "w"), indent=1)
 
 
