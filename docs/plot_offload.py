@@ -52,9 +52,10 @@ def main():
     if auto[0]:
         ax.plot(*auto, "D-", color="black", label="lrun, budget only (auto-fit)")
     ax.plot(*hybrid, "o-", color="tab:green", label="lrun, hybrid host compute (k=2, hand-picked)")
-    ax.plot(*stream, "o-", color="tab:blue", label="lrun, streaming (k=1)")
-    ax.plot(*limit, "--", color="tab:blue", alpha=0.6, label="PCIe limit of lrun's placement")
-    ax.plot(*ideal, ":", color="gray", label="PCIe limit if the whole budget held weights")
+    if stream[0]:  # offload_bench --quick measures no streaming rows
+        ax.plot(*stream, "o-", color="tab:blue", label="lrun, streaming (k=1)")
+        ax.plot(*limit, "--", color="tab:blue", alpha=0.6, label="PCIe limit of lrun's placement")
+        ax.plot(*ideal, ":", color="gray", label="PCIe limit if the whole budget held weights")
     if combined[0]:
         ax.plot(*combined, "-.", color="tab:purple", alpha=0.7, label="PCIe+DRAM limit of the budget")
     ax.plot([a for a, _ in acc], [t for _, t in acc], "s-", color="tab:red", label="HF accelerate (dispatch_model)")
