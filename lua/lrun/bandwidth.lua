@@ -134,6 +134,8 @@ local host_cache = {} -- [device, threads] = {host_matmul = {[dtype]=}, host_bat
 -- With bf16/f16 matrices (which may be packed, docs/packed.md), also the
 -- packed decode's speed where the engine decodes (packed_decode: cuda, the
 -- decode kernel; cpu, the host decoder) and on the host (host_decode).
+-- LRUN_RATES=FILE puts a rates file's fields in place of the measured ones,
+-- LRUN_RATES_OUT=FILE writes the table used (lrun.rates_file).
 -- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
 --   host_matmul={[dtype]=bytes/s} (cuda), host_matmul_copying={[dtype]=bytes/s} (cuda: the same beside the
 --   device's copies, M.host_matmul_copying_rates), host_batch={[dtype]=flop/s} (cuda, experts' dtypes),
@@ -179,7 +181,8 @@ function M.bandwidths(model)
     bw.host_matmul_copying = next(h.host_matmul_copying) and h.host_matmul_copying or nil
     for dt, r in pairs(h.host_batch) do if r then bw.host_batch[dt] = r end end
   end
-  return bw
+  -- LRUN_RATES / LRUN_RATES_OUT: given rates in place of the measured ones, or the measured ones kept
+  return require("lrun.rates_file").from_env(bw)
 end
 
 --- The device's links and memories (M.bandwidths' figures that do not depend
