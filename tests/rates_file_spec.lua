@@ -12,6 +12,18 @@ local function tmp(text)
   return p
 end
 
+-- A tiny bf16 model's path (2 blocks, width 64).
+local function gen_model()
+  local lf = require("lrun.ffi")
+  local path = os.tmpname() .. ".gguf"
+  local s = lf.ffi.new("lrun_model_gen_spec")
+  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab, s.n_ctx = 2, 64, 4, 2, 128, 300, 64
+  s.weight_dtype, s.embd_dtype, s.rope_freq_base, s.rms_eps, s.seed = lf.C.LRUN_DTYPE_BF16, lf.C.LRUN_DTYPE_BF16,
+    10000, 1e-5, 7
+  assert(lf.C.lrun_model_generate(path, s) == lf.C.LRUN_OK, lf.last_error())
+  return path
+end
+
 local function same(a, b)
   if type(a) ~= "table" or type(b) ~= "table" then return a == b end
   for k, v in pairs(a) do if not same(v, b[k]) then return false end end
@@ -70,13 +82,7 @@ describe("rates files", function()
 
   it("keeps a model's measured rates (what LRUN_RATES_OUT writes)", function()
     local lrun = require("lrun")
-    local path = os.tmpname() .. ".gguf"
-    local lf = require("lrun.ffi")
-    local s = lf.ffi.new("lrun_model_gen_spec")
-    s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab, s.n_ctx = 2, 64, 4, 2, 128, 300, 64
-    s.weight_dtype, s.embd_dtype, s.rope_freq_base, s.rms_eps, s.seed = lf.C.LRUN_DTYPE_BF16, lf.C.LRUN_DTYPE_BF16,
-      10000, 1e-5, 7
-    assert(lf.C.lrun_model_generate(path, s) == lf.C.LRUN_OK, lf.last_error())
+    local path = gen_model()
     local m = assert(lrun.load(path, { progress = false }))
     local measured = assert(require("lrun.bandwidth").bandwidths(m))
     local p = os.tmpname()
@@ -92,13 +98,7 @@ describe("rates files", function()
 
   it("LRUN_RATES_OUT writes what a smart load measured, LRUN_RATES gives it back, a bad file fails the load", function()
     local shell = require("tests.shell")
-    local lf = require("lrun.ffi")
-    local path = os.tmpname() .. ".gguf"
-    local s = lf.ffi.new("lrun_model_gen_spec")
-    s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab, s.n_ctx = 2, 64, 4, 2, 128, 300, 64
-    s.weight_dtype, s.embd_dtype, s.rope_freq_base, s.rms_eps, s.seed = lf.C.LRUN_DTYPE_BF16, lf.C.LRUN_DTYPE_BF16,
-      10000, 1e-5, 7
-    assert(lf.C.lrun_model_generate(path, s) == lf.C.LRUN_OK, lf.last_error())
+    local path = gen_model()
     local script = tmp("package.path = './?.lua;' .. package.path\n"
       .. "local m = assert(require('lrun').load(arg[1], { policy = 'smart', gpu_budget = 1450000, progress = false }))\n"
       .. "print(m:placement().explain)\n")
