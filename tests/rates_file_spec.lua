@@ -4,13 +4,8 @@
 package.path = "./?.lua;" .. package.path
 local rates_file = require("lrun.rates_file")
 
-local function tmp(text)
-  local p = os.tmpname()
-  local f = assert(io.open(p, "w"))
-  f:write(text)
-  f:close()
-  return p
-end
+local shell = require("tests.shell")
+local tmp = shell.tmpfile
 
 -- A tiny bf16 model's path (2 blocks, width 64).
 local function gen_model()
@@ -97,10 +92,9 @@ describe("rates files", function()
   end)
 
   it("LRUN_RATES_OUT writes what a smart load measured, LRUN_RATES gives it back, a bad file fails the load", function()
-    local shell = require("tests.shell")
     local path = gen_model()
     local script = tmp("package.path = './?.lua;' .. package.path\n"
-      .. "local m = assert(require('lrun').load(arg[1], { policy = 'smart', gpu_budget = 1450000, progress = false }))\n"
+      .. "local m = assert(require('lrun').load(arg[1], { policy = 'smart', gpu_budget = 8388608, progress = false }))\n"
       .. "print(m:placement().explain)\n")
     local out_file = os.tmpname()
     local out, rc = shell.run("LRUN_RATES_OUT=" .. shell.quote(out_file) .. " " .. shell.launcher .. " "

@@ -8,6 +8,15 @@ M.launcher = require("lrun.config").build .. "/lrun"
 --- s quoted for sh.
 function M.quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
+--- A new temporary file holding text; its path.
+function M.tmpfile(text)
+  local p = os.tmpname()
+  local f = assert(io.open(p, "w"))
+  f:write(text)
+  f:close()
+  return p
+end
+
 --- Runs cmd with sh; stdin from the string input when given.
 -- @treturn string stdout and stderr together
 -- @treturn number the exit code

@@ -14,13 +14,7 @@ local lf = require("lrun.ffi")
 local ffi, C = lf.ffi, lf.C
 local shell = require("tests.shell")
 
-local function tmpfile(text)
-  local p = os.tmpname()
-  local f = assert(io.open(p, "w"))
-  f:write(text)
-  f:close()
-  return p
-end
+local tmpfile = shell.tmpfile
 
 local function sanitizer_build()
   local build = require("lrun.config").build
