@@ -902,6 +902,16 @@ LRUN_API lrun_status lrun_model_measure_host_matmul(lrun_model *model, lrun_dtyp
  * lrun_model_measure_host_matmul's (twice the last-level cache, at least
  * 1 GiB), with source and destination at most a quarter of free memory. */
 LRUN_API lrun_status lrun_model_measure_host_copy(lrun_model *model, size_t bytes, double *bytes_per_s);
+/* lrun_model_measure_host_copy with the model's device copying pinned host
+ * memory to it the whole time (a buffer of copy_bytes, over and over): a
+ * weight staged from the host or mmap tier is copied by the threads into
+ * pinned buffers while the DMA engine reads the ones filled before, both
+ * on the host's DRAM. *copy_bytes_per_s (may be NULL): the DMA's own rate
+ * meanwhile. LRUN_E_UNSUPPORTED on a device without asynchronous copies
+ * (cpu); the copy buffer is taken from the device budget for the call.
+ * copy_bytes in [1 MiB, 1 GiB]. */
+LRUN_API lrun_status lrun_model_measure_host_copy_copying(lrun_model *model, size_t bytes, size_t copy_bytes,
+                                                          double *bytes_per_s, double *copy_bytes_per_s);
 /* How fast a batched product runs (prefill, docs/residency.md "Predicted
  * prefill"): flop/s (2 · n · k · rows over the seconds) of y (rows, n) =
  * x (rows, k) · Wᵀ over a synthetic weight of dtype, on_device 1: where the

@@ -99,6 +99,22 @@ describe("predict.decode with given bandwidths", function()
     assert.are.equal(bw.h2d_pinned, (predict.expert_stream_link("host", bw)))
   end)
 
+  it("cuda: a staged link at the copy's and the DMA's rates beside each other, where measured", function()
+    local bw = {}
+    for k, v in pairs(CUDA) do bw[k] = v end
+    bw.host_copy = 4e10 -- alone: above the pinned link (2e10)
+    bw.host_copy_copying, bw.h2d_copying = 1.6e10, 1.8e10 -- beside each other: the copy is the slower
+    assert.are.equal(1.6e10, (predict.link("host", bw)))
+    assert.are.equal(1.6e10, (predict.expert_stream_link("mmap", bw)))
+    bw.host_copy_copying = 3e10 -- the DMA beside the copy is the slower
+    assert.are.equal(1.8e10, (predict.link("mmap", bw)))
+    assert.are.equal(1.8e10, (predict.expert_stream_link("host", bw)))
+    assert.are.equal(bw.h2d_pinned, (predict.link("pinned", bw))) -- a pinned weight has no copy beside it
+    local plan = { ["blk.0.ffn_up.weight"] = "host", ["blk.0.ffn_gate.weight"] = "mmap",
+      ["blk.0.ffn_down.weight"] = "host" }
+    near(6e6 / 1.8e10, predict.decode(TENSORS, plan, nil, bw).copy_s, "staged copy beside the DMA")
+  end)
+
   it("cuda: host compute as the limit, falling back to host_read for an unmeasured dtype", function()
     local plan = { ["output.weight"] = "host" }
     local bw = {}

@@ -90,6 +90,25 @@ describe("predicted prefill on " .. device, function()
     m:free()
   end)
 
+  it("lrun_model_measure_host_copy_copying times the staging copy with the copy engine busy (cuda)", function()
+    if device == "cpu" then return end -- residency_spec.lua has the cpu refusal
+    local path = gen_model(C.LRUN_DTYPE_Q8_0)
+    paths[#paths + 1] = path
+    local m = assert(lrun.load(path, { device = device, progress = false }))
+    local used = tonumber(C.lrun_device_used(C.lrun_model_device(m.handle)))
+    local alone, busy, dma = ffi.new("double[1]"), ffi.new("double[1]"), ffi.new("double[1]")
+    assert.are.equal(C.LRUN_OK, C.lrun_model_measure_host_copy(m.handle, 2 ^ 30, alone))
+    assert.are.equal(C.LRUN_OK, C.lrun_model_measure_host_copy_copying(m.handle, 2 ^ 30, 2 ^ 24, busy, dma),
+      lf.last_error())
+    print(string.format("# host copy: %.1f GB/s alone, %.1f GB/s beside copies of %.1f GB/s", alone[0] / 1e9,
+      busy[0] / 1e9, dma[0] / 1e9))
+    assert.is_true(busy[0] > 0 and dma[0] > 0)
+    assert.are.equal(used, tonumber(C.lrun_device_used(C.lrun_model_device(m.handle))))
+    local bw = assert(require("lrun.bandwidth").bandwidths(m))
+    assert.is_true(bw.host_copy_copying > 0 and bw.h2d_copying > 0)
+    m:free()
+  end)
+
   it("a resident model and a plan under a budget predict prefill beside decode", function()
     local path = gen_model(C.LRUN_DTYPE_Q8_0)
     paths[#paths + 1] = path

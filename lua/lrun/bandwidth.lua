@@ -140,6 +140,8 @@ local host_cache = {} -- [device, threads] = {host_matmul = {[dtype]=}, host_bat
 --   host_matmul={[dtype]=bytes/s} (cuda), host_matmul_copying={[dtype]=bytes/s} (cuda: the same beside the
 --   device's copies, M.host_matmul_copying_rates), host_batch={[dtype]=flop/s} (cuda, experts' dtypes),
 --   round_trip_s=, host_call_s= (cuda: host products' fixed costs, M.round_trip_s, M.host_call_s),
+--   host_copy=, host_copy_copying=, h2d_copying= (cuda: the threads' copy into staging, alone and beside
+--   the DMA, and the DMA's rate beside it: M.host_copy, M.host_copy_copying),
 --   packed_decode=, host_decode= (plain bytes/s, or nil)} bytes/s
 function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
@@ -175,7 +177,9 @@ function M.bandwidths(model)
     M.host_batch_rates(model, h.host_batch)
     if h.host_call_s == nil then h.host_call_s = M.host_call_s(model) or false end
     if h.host_copy == nil then h.host_copy = M.host_copy(model) or false end
+    if h.host_copy_copying == nil then h.host_copy_copying, h.h2d_copying = M.host_copy_copying(model) end
     bw.host_copy = h.host_copy or nil
+    bw.host_copy_copying, bw.h2d_copying = h.host_copy_copying or nil, h.h2d_copying or nil
     bw.host_call_s = h.host_call_s or nil
     bw.host_matmul, bw.host_batch = h.host_matmul, {}
     bw.host_matmul_copying = next(h.host_matmul_copying) and h.host_matmul_copying or nil
@@ -248,6 +252,23 @@ function M.host_copy(model)
   local out = ffi.new("double[1]")
   if C.lrun_model_measure_host_copy(model.handle, 2 ^ 30, out) ~= C.LRUN_OK or out[0] <= 0 then return nil end
   return out[0]
+end
+
+--- The same copy with the device copying pinned host memory the whole time
+-- (lrun_model_measure_host_copy_copying), as a staged weight's DMA runs beside
+-- its threads' copy: that copy's rate and the DMA's meanwhile, bytes/s; false,
+-- false when the device cannot copy beside the host (cpu) or has no room.
+function M.host_copy_copying(model)
+  local dev = C.lrun_model_device(model.handle)
+  local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
+  local copy_bytes = math.min(64, math.floor(free / 3 / 2 ^ 20)) * 2 ^ 20
+  if copy_bytes < 2 ^ 20 then return false, false end
+  local out, dma = ffi.new("double[1]"), ffi.new("double[1]")
+  if C.lrun_model_measure_host_copy_copying(model.handle, 2 ^ 30, copy_bytes, out, dma) ~= C.LRUN_OK
+    or out[0] <= 0 or dma[0] <= 0 then
+    return false, false
+  end
+  return out[0], dma[0]
 end
 
 local disk_cache = {}

@@ -5,13 +5,17 @@
  * core (lrun_threadpool_memcpy) into pinned staging buffers and then sent by
  * DMA (copy_bytes in runtime/cuda/engine_cuda_offload.c), so its link runs at
  * the slower of this copy and the pinned link, not at the driver's pageable
- * rate (issues #12/#15: 50.5 GB/s measured against 12.8 pageable). */
+ * rate (issues #12/#15: 50.5 GB/s measured against 12.8 pageable). Both
+ * run at once and share the host's DRAM, so the rate that counts is each
+ * one's beside the other (lrun_model_measure_host_copy_copying, the copy
+ * load of core/copy_load.h running meanwhile). */
 #include "lrun.h"
 #include "core/clock.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/copy_load.h"
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "cpu/measure.h"
@@ -49,5 +53,24 @@ lrun_status lrun_model_measure_host_copy(lrun_model *model, size_t bytes, double
     free(src);
     free(dst);
     if (st == LRUN_OK) *bytes_per_s = best;
+    return st;
+}
+
+lrun_status lrun_model_measure_host_copy_copying(lrun_model *model, size_t bytes, size_t copy_bytes,
+                                                 double *bytes_per_s, double *copy_bytes_per_s)
+{
+    if (copy_bytes_per_s) *copy_bytes_per_s = 0;
+    if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring host copy beside copies: bytes_per_s is NULL");
+    *bytes_per_s = 0;
+    if (!model) return lrun_fail(LRUN_E_ARG, "measuring host copy beside copies: model is NULL");
+    if (copy_bytes < ((size_t)1 << 20) || copy_bytes > ((size_t)1 << 30))
+        return lrun_fail(LRUN_E_ARG, "measuring host copy beside copies: %zu copy bytes is outside [1 MiB, 1 GiB]",
+                         copy_bytes);
+    lrun_copy_load *load;
+    lrun_status st = lrun_copy_load_start(lrun_model_device(model), copy_bytes, &load);
+    if (st != LRUN_OK) return lrun_fail_context(st, "measuring host copy beside copies");
+    st = lrun_model_measure_host_copy(model, bytes, bytes_per_s);
+    const lrun_status cst = lrun_copy_load_stop(load, copy_bytes_per_s);
+    if (st == LRUN_OK && cst != LRUN_OK) st = cst, *bytes_per_s = 0;
     return st;
 }
