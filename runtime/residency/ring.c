@@ -363,6 +363,16 @@ void lrun_ring_stats_get(lrun_ring *r, lrun_ring_stats *out)
 void lrun_ring_stats_reset(lrun_ring *r)
 {
     pthread_mutex_lock(&r->mu);
+    /* the fills in flight, and those the fill thread can start now, finish first: their bytes (and a disk
+     * reader's reads under them) belong to the steps before the reset, not after (a prefetch still reading
+     * when a caller reset its stats counted into the next ones: test_disk_tier under ASan) */
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i <= r->o.n_ring; i++) busy |= r->slots[i].state == SLOT_FILLING;
+        if (!busy && r->driver == LRUN_RING_FILL_THREAD) busy = next_fill(r) != NULL;
+        if (!busy) break;
+        pthread_cond_wait(&r->cv, &r->mu);
+    }
     memset(&r->stats, 0, sizeof r->stats);
     pthread_mutex_unlock(&r->mu);
 }

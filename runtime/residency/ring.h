@@ -131,6 +131,8 @@ void lrun_ring_end(lrun_ring *ring);
 void lrun_ring_set_slot(lrun_ring *ring, int i, void *base);
 
 void lrun_ring_stats_get(lrun_ring *ring, lrun_ring_stats *out);
+/* Zeroes the stats once no fill is running and (fill thread) none can start: a prefetch in flight
+ * counts before the reset. */
 void lrun_ring_stats_reset(lrun_ring *ring);
 
 #endif
