@@ -96,8 +96,11 @@ end
 -- cuda: seconds per token t adds to the copy stream (a packed t's decode runs on its own stream beside the
 -- copies: the longer of the two), and to the host.
 local function copy_s(t, bw) return math.max(t.bytes / bw.h2d_pinned, decode_s(t, bw.packed_decode)) end
+-- (t.host_plain: a packed weight offered so, computed on the host in its plain form: no host decode; see
+-- lrun.pack_choice's "packed where streamed")
 local function host_s(t, bw)
-  return (t.plain_bytes or t.bytes) / host_matmul_rate(t, bw) + decode_s(t, bw.host_decode or bw.host_read)
+  local dec = t.host_plain and 0 or decode_s(t, bw.host_decode or bw.host_read)
+  return (t.plain_bytes or t.bytes) / host_matmul_rate(t, bw) + dec
 end
 
 local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }

@@ -1,8 +1,9 @@
 -- pack_choice_spec: the automatic packed choice (lua/lrun/pack_choice.lua,
 -- docs/packed.md "The automatic choice") on tensor descriptions with given
 -- bandwidths: a bf16 7B (Llama-2-7B's shape) under a 10 GiB room on cuda
--- packs the fewest whole blocks that keep it on the device; under 40 GiB it
--- stays plain; a Q4_K model never packs; on cpu the decode into the scratch
+-- packs the fewest whole blocks that keep it on the device; under 3 GiB with
+-- the host computing beside the link, what streams goes packed and what the
+-- host computes stays plain; under 40 GiB it stays plain; a Q4_K model never packs; on cpu the decode into the scratch
 -- is priced and plain streaming wins. tests/pack_plan_spec.lua runs the
 -- planner itself on a generated model.
 package.path = "./?.lua;" .. package.path
@@ -123,12 +124,43 @@ describe("pack_choice on a bf16 7B", function()
     for _, o in ipairs(r.options) do assert.is_true(o.eval.off_bytes > 0, o.label) end
   end)
 
+  it("cuda, 3 GiB with host compute: packs what streams, host-computes plain, and beats plain by a fifth", function()
+    -- session 26's H100 host: pinned 54.6 GB/s, the host's bf16 products 110 GB/s alone, 83.8 beside copies
+    local bw = { device = "cuda", device_read = 3e12, h2d_pinned = 54.6e9, h2d_pageable = 10e9, host_read = 97.3e9,
+      host_matmul = { bf16 = 110e9 }, host_matmul_copying = { bf16 = 83.8e9 }, packed_decode = 1.2e12,
+      host_decode = 3.6e9 }
+    local r = choose(tensors, 3 * GiB, bw)
+    local c = r.chosen
+    assert.is_true(c.streamed, r.text)
+    assert.matches("packed: chosen %(packed where streamed, %d+ matrices%)", r.text)
+    local e = c.eval
+    local streamed, host = 0, 0
+    for _, t in ipairs(tensors) do
+      local tier = e.plan[t.name] or "device"
+      if e.host_compute[t.name] then
+        host = host + 1
+        assert.is_nil(r.packed[t.name], t.name .. " is host-computed: it stays plain")
+      elseif tier ~= "device" and pack_choice.packable({ t })[1] then
+        streamed = streamed + 1
+        assert.is_true(r.packed[t.name], t.name .. " streams: it crosses packed")
+      end
+    end
+    assert.is_true(streamed > 0 and host > 0, string.format("%d streamed, %d host-computed", streamed, host))
+    -- the link carries packed bytes, so less of the model is host-computed and the token is shorter
+    assert.is_true(e.tok_s > 1.2 * r.plain.eval.tok_s, string.format("%.2f against plain %.2f tok/s", e.tok_s,
+      r.plain.eval.tok_s))
+    assert.is_true(e.decode.host_s < r.plain.eval.decode.host_s)
+    -- the offer (every matrix packed, host compute plain) is not an option: it only says what streams
+    for _, o in ipairs(r.options) do assert.is_nil(o.host_plain, o.label) end
+  end)
+
   it("cpu: a resident packed weight decodes into the scratch before each use; streaming plain wins", function()
     local room = 10 * GiB
     local r = choose(tensors, room, CPU)
     assert.are.equal(r.plain, r.chosen)
-    local o = r.options[2]
-    assert.is_not_nil(o.eval, o.label)
+    local o
+    for _, x in ipairs(r.options) do if x.blocks and not o then o = x end end
+    assert.is_not_nil(o and o.eval, o and o.label)
     -- every packed weight on the device is priced at plain bytes / the host decoder on top of its read
     local dec = 0
     for _, t in ipairs(tensors) do

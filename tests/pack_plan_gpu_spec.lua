@@ -101,6 +101,38 @@ describe("auto-fit's packed choice on cuda", function()
     m:free()
   end)
 
+  -- Host compute beside a link that carries packed bytes (#12 mode 2 with #15's hybrid): with the host's
+  -- products as fast as the link and the budget 60% short, the streamed matrices go packed and the
+  -- host-computed ones stay plain; the host's products are not the GPU's bits, so tokens match and the
+  -- logits are close, not equal.
+  it("packed where streamed: host-computed plain, streamed packed, the plain model's tokens", function()
+    bandwidth.bandwidths = require("tests.bandwidth_override").replace(measured, { h2d_pinned = 1e8,
+      h2d_pageable = 1e8, host_read = 1.6e8, host_matmul = 1.5e8, host_matmul_copying = { bf16 = 1.5e8 } })
+    local m0 = assert(lrun.load(path, { device = "cuda:0", progress = false }))
+    local tight = budget - math.floor(0.4 * m0:info().weight_bytes)
+    m0:free()
+    local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = tight }))
+    local p = m:placement()
+    print("\n" .. p.explain:match("packed: [^\n]*"))
+    local r = m.residency.pack_choice
+    assert.is_not_nil(r, "not weighed")
+    assert.is_true(r.chosen.streamed, r.text)
+    local n_host, n_stream = 0, 0
+    for _, t in ipairs(m:tensors()) do
+      if p.host_compute[t.name] then n_host = n_host + 1; assert.is_false(t.packed, t.name)
+      elseif t.tier ~= "device" and t.role ~= "embedding" and #t.shape == 2 then
+        n_stream = n_stream + 1
+        assert.is_true(t.packed, t.name)
+      end
+    end
+    assert.is_true(n_host > 0 and n_stream > 0, string.format("%d host-computed, %d streamed", n_host, n_stream))
+    local ids, logits = run(m)
+    assert.is_true(compare.same(ref_ids, ids), "tokens differ")
+    assert.is_true(compare.rel_diff(ref_logits, logits) < 1e-3, "logits " .. compare.rel_diff(ref_logits, logits))
+    assert.is_true(tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))) <= tight)
+    m:free()
+  end)
+
   it("packed = false: plain, streamed or host-computed by smart", function()
     bandwidth.bandwidths = slow_link
     local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = budget, packed = false }))

@@ -15,6 +15,12 @@
 --               each j tried on the way is an option too (where none fits: packed blocks stream,
 --               plain ones may be host-computed, which a packed one is not cheaply)
 --   all packed  every bf16/f16 matrix (blocks, head, embedding): what must leave the device streams packed
+--   packed where streamed   what the policy streams goes packed (mode 2: the packed bytes cross,
+--               decoded on the device) while what it host-computes stays plain (#12's mode 2 beside
+--               #15's host compute: the link carries about 1/0.70 of its plain rate in weights). Found
+--               in two plans: one where every candidate is offered packed but host-computed plain
+--               (host_plain: the policy weighs each matrix's packed copy against its plain product),
+--               which only says what streams; then that packing planned as it will run
 -- Each option is planned (the policy, as for plain) and predicted by
 -- lrun.predict; the options are compared on M.request (a 512-token prompt
 -- and 128 generated tokens, lrun.expert_choice's) when prefill is predicted,
@@ -86,8 +92,26 @@ function M.options(tensors, exclude)
   end
   local all = {}
   for _, t in ipairs(cands) do all[t.name] = true end
-  return { plain = { label = "plain", packs = {} }, blocks = blocks, n_block = n_block,
-    all = { label = "every bf16/f16 matrix packed", packs = all }, any = #cands > 0 }
+  -- packed where streamed: the offer (every candidate packed, host-computed plain), and from its evaluation
+  -- (plan, host compute) the packing that runs: every candidate it does not host-compute (streamed, or kept
+  -- on the device in the packed size it was offered at)
+  local offer = { label = "offer: packed where streamed", packs = all, host_plain = true }
+  local function streamed(e)
+    local packs, n = {}, 0
+    for name in pairs(all) do
+      if not (e.host_compute or {})[name] then packs[name], n = true, n + 1 end
+    end
+    if n == 0 or n == #cands then return nil end -- plain, or every matrix: options of their own
+    return { label = string.format("packed where streamed, %d matrices", n), streamed = true, packs = packs }
+  end
+  return { plain = { label = "plain", packs = {} }, blocks = blocks, n_block = n_block, offer = offer,
+    streamed = streamed, all = { label = "every bf16/f16 matrix packed", packs = all }, any = #cands > 0 }
+end
+
+-- Where an option sorts among the tried: plain, packed where streamed, then by blocks packed, every matrix last.
+local function rank(opts, o)
+  if o == opts.all then return math.huge end
+  return o.blocks or (o.streamed and 0.5) or 0
 end
 
 -- Seconds of option o on the request (prefill weighed when both o and plain have it), else per token.
@@ -127,11 +151,15 @@ function M.choose(tensors, evaluate, o)
       if e and e.off_bytes == 0 then hi = mid - 1 else lo = mid + 1 end
     end
     eval(opts.all)
+    -- packed where streamed: the offer is planned for its split alone (its host-computed matrices are
+    -- priced plain, which no packing runs), then the packing it implies
+    local offer = evaluate(opts.offer)
+    local opt = offer and opts.streamed(offer)
+    if opt then eval(opt) end
   end
   -- every option planned is a candidate: the fewest blocks that fit, and on the way there (when none
   -- fits) the mixes where packed blocks stream and plain ones are host-computed
-  table.sort(tried, function(x, y) return (x.blocks or (x == opts.all and math.huge or 0))
-    < (y.blocks or (y == opts.all and math.huge or 0)) end)
+  table.sort(tried, function(x, y) return rank(opts, x) < rank(opts, y) end)
   local pool = {}
   for _, opt in ipairs(tried) do if opt ~= opts.plain and opt.eval then pool[#pool + 1] = opt end end
   local weigh = plain and plain.prefill_tok_s ~= nil
@@ -218,6 +246,7 @@ function M.describe_evaluator(tensors, room, bw, q)
       for k, v in pairs(t) do d[k] = v end
       if opt.packs[t.name] then
         d.packed = true
+        d.host_plain = opt.host_plain
         d.bytes = t.packed_bytes or math.floor(t.plain_bytes * M.assumed_ratio)
         d.codec = packed_form.codec(t)
         pk_b, pk_plain = pk_b + d.bytes, pk_plain + t.plain_bytes

@@ -60,7 +60,7 @@ local function evaluation(result, tensors, packs)
   end
   return { tok_s = result.predicted.tok_s, prefill_tok_s = result.prefill and result.prefill.tok_s or nil,
     off_bytes = result.off_bytes, device_bytes = result.device_bytes, packed_bytes = pb, packed_plain = pp,
-    result = result }
+    plan = result.plan, host_compute = result.host_compute, result = result }
 end
 
 --- Plans with the automatic packed choice.
@@ -71,10 +71,11 @@ end
 -- @treturn[2] nil
 -- @treturn[2] table error (the plain plan's)
 function M.plan(model, opts, plan)
-  local function with(packs, label)
+  local function with(packs, label, host_plain)
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
     o.pack_option = label
+    o.pack_host_plain = host_plain -- lrun.pack_choice's offer: packed weights host-computed plain
     if packs then o.packed = function(t) return packs[t.name] == true or t.packed end end
     return o
   end
@@ -120,7 +121,7 @@ function M.plan(model, opts, plan)
   end
   local choice = pack_choice.choose(tensors, function(option)
     if option.label == "plain" then return evaluation(plain, tensors, option.packs) end
-    local r, perr = plan(model, with(option.packs, option.label))
+    local r, perr = plan(model, with(option.packs, option.label, option.host_plain))
     if not r then return nil, type(perr) == "table" and perr.message or tostring(perr) end
     if not r.predicted then return nil, "no prediction" end
     return evaluation(r, tensors, option.packs)

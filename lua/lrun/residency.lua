@@ -176,6 +176,8 @@ function M.plan(model, opts)
       t.bytes = want and pb > 0 and pb or t.plain_bytes
     end
     t.packed = want -- the form the policy weighs
+    -- lrun.pack_choice's offer: a packed weight the policy may host-compute in its plain form
+    t.host_plain = want and opts.pack_host_plain or nil
     if want then t.codec = packed_form.codec(t) end -- what lrun.predict prices its decode by
     t.file_form = t.file_packed
     by_name[t.name] = t

@@ -25,9 +25,11 @@
 --                       block computed on the host (for comparison with smart)
 --   auto                the budget alone: what `lrun --gpu-budget B` does with
 --                       no placement flag (auto-fit, docs/residency.md)
+--   auto, plain         the same with packed = false: no weight packed
 --   cpu-offload-gb 4    no budget, 4 GiB of weights off the device: lrun's
 --                       default policy (aggressive) and --smart-offload
--- --quick: per budget only auto and "hybrid: smart, k=2", and no unbudgeted rows (a short device call).
+-- --quick: per budget only auto, "auto, plain" and "hybrid: smart, k=2", and no unbudgeted rows (a short
+-- device call).
 -- Each row also carries the rates the planner measured (lrun.residency.bandwidths): pinned host->device,
 -- and the host's bf16 decode matmul alone and beside the device's copies, from which offload_bench.py
 -- draws the PCIe+DRAM limit.
@@ -82,15 +84,18 @@ local function describe_placement(m)
   local p = m:placement()
   local streamed, host, off_layer = 0, 0, {}
   local n_layer = m:info().n_layer
+  local packed = { streamed_plain = 0, n = 0 } -- streamed weights' plain bytes; tensors packed anywhere
   for _, t in ipairs(m:tensors()) do
+    if t.packed then packed.n = packed.n + 1 end
     if (MATRIX[t.role] or t.role == "lm_head") and t.tier ~= "device" then
-      if p.host_compute[t.name] then host = host + t.bytes else streamed = streamed + t.bytes end
+      if p.host_compute[t.name] then host = host + t.bytes
+      else streamed, packed.streamed_plain = streamed + t.bytes, packed.streamed_plain + t.plain_bytes end
       if t.layer >= 0 then off_layer[t.layer] = true end
     end
   end
   local n_dev = 0
   for l = 0, n_layer - 1 do if not off_layer[l] then n_dev = n_dev + 1 end end
-  return streamed, host, n_dev
+  return streamed, host, n_dev, packed
 end
 
 --- "layers" with every n-th offloaded block computed on the host: a custom
@@ -172,7 +177,7 @@ local function bench(budget_gib, name, opts)
     sys.now() - t0))
   if m.residency then io.stderr:write(m.residency.explain, "\n") end
   local info = m:info()
-  local streamed, host, n_dev = describe_placement(m)
+  local streamed, host, n_dev, packed = describe_placement(m)
   local tps, s = decode(e, info.n_vocab)
   local prefill_tps = prefill(e, info.n_vocab)
   local pl = m:placement() -- the plan's predictions, or the resident model's
@@ -182,6 +187,7 @@ local function bench(budget_gib, name, opts)
     budget_gib = budget_gib or "none", config = name, k = m.residency and m.residency.prefetch or 0, tps = tps,
     policy = m.residency and m.residency.policy or "resident",
     n_dev_layers = n_dev, streamed_bytes = streamed, host_bytes = host, offloaded_bytes = streamed + host,
+    streamed_plain_bytes = packed.streamed_plain, packed_tensors = packed.n,
     bytes_streamed_per_tok = tonumber(s.bytes_streamed) / n_gen,
     host_compute_bytes_per_tok = tonumber(s.host_compute_bytes) / n_gen,
     copy_s_per_tok = s.copy_seconds / n_gen, stall_s_per_tok = s.stall_seconds / n_gen,
@@ -211,6 +217,8 @@ local function stream(k, tier) return { policy = "layers", offload_tier = tier o
 
 for _, b in ipairs(budgets) do
   bench(b, "auto", {})
+  -- auto-fit without packing (before session 27 its only way): what "packed where streamed" adds
+  bench(b, "auto, plain", { packed = false })
   if not quick then bench(b, "stream k=1", stream(1)) end
   if b == 4 and not quick then
     -- prefetch depth, source tier, and smart's split against fixed host shares, at the headline budget
