@@ -210,8 +210,9 @@ function M.text(r, enc)
       other and other.eval and string.format(" against %s tok/s with %s", tok(other.eval.tok_s), other.label) or "")
   else
     local e = c.eval
-    head = string.format("packed: chosen (%s): %s -> %s on the device, predicted decode %s tok/s against %s "
-      .. "tok/s %s plain", c.label, size.format(e.packed_plain), size.format(e.packed_bytes), tok(e.tok_s),
+    head = string.format("packed: chosen (%s): %s -> %s %s, predicted decode %s tok/s against %s "
+      .. "tok/s %s plain", c.label, size.format(e.packed_plain), size.format(e.packed_bytes),
+      c.streamed and "packed (streamed, or on the device)" or "on the device", tok(e.tok_s),
       p and tok(p.tok_s) or "?", p and p.off_bytes > 0 and "streaming or host-computing" or "keeping")
     head = head .. string.format("; encoded at load: %s at %.2f GB/s (%s), about %.1f s", size.format(r.encode_bytes),
       enc.rate / 1e9, enc.measured and "measured" or string.format("assumed for %d threads", enc.threads or 1),
