@@ -62,6 +62,36 @@ describe("auto-fit on cuda", function()
     assert.is_true(tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))) <= budget)
     m:free()
   end)
+
+  -- A plan that fills the budget with weights used to leave no room for the staging that multiplies a
+  -- prompt's host-computed matrices on the device, and dropped it (session 27, H100: a 7B bf16 at 4 GiB
+  -- prefilled 127 tok/s, the host's products): the planner makes room for it first.
+  it("keeps room for the prompts' staging when smart host-computes under a tight budget", function()
+    local bandwidth = require("lrun.bandwidth")
+    local measured = bandwidth.bandwidths
+    -- a slow link and a host as fast: smart host-computes part of what leaves the device
+    bandwidth.bandwidths = require("tests.bandwidth_override").replace(measured, { h2d_pinned = 1e8,
+      h2d_pageable = 1e8, host_read = 1.6e8, host_matmul = 1.5e8, host_matmul_copying = { q8_0 = 1.5e8 } })
+    local ok, err = pcall(function()
+      local probe = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = "1G" }))
+      local _, need = residency.fits(probe, {})
+      local budget = need - math.floor(probe:info().weight_bytes * 0.3)
+      probe:free()
+      local m = assert(lrun.load(path, { device = "cuda:0", progress = false, gpu_budget = budget }))
+      local p = m:placement()
+      assert.is_not_nil(next(p.host_compute), p.explain)
+      assert.is_nil(p.explain:find("no room in the budget for the staging", 1, true), p.explain)
+      local prompt = {}
+      for i = 1, 64 do prompt[i] = 1 + (i * 37) % 2000 end
+      assert(m:generate(prompt, { max_new_tokens = 2, eos_token_id = {} }))
+      local st = assert(m:stats())
+      assert.is_true(st.host_stream_products > 0, "no host-computed matrix multiplied on the device")
+      assert.is_true(tonumber(C.lrun_device_peak(C.lrun_model_device(m.handle))) <= budget)
+      m:free()
+    end)
+    bandwidth.bandwidths = measured
+    assert(ok, err)
+  end)
 end)
 
 -- A mixture of experts at budgets down to just above what the plan needs:
