@@ -304,7 +304,7 @@ function M.plan(model, opts)
   -- smart on cuda may stream whole blocks in turn with the host-computed ones (a unit a block: larger slots);
   -- when those slots leave no room, it plans again sharing each block's matrices (smaller units)
   local last_way, split_only = nil, false
-  local stage_retried = false -- the host stream's staging made room for once (below)
+  local stage_tries = 0 -- plans made again to make room for the host stream's staging (below)
   local function split_instead()
     if split_only or last_way ~= "whole" then return false end
     split_only, slots, base.whole_blocks = true, 0, false
@@ -395,9 +395,11 @@ function M.plan(model, opts)
         -- first, room for it: planned again with the staging counted beside the slots, it costs its bytes of
         -- resident weights (a few % of the decode) where a prompt's products on the host take seconds
         -- (session 27, H100, a 7B bf16 at 4 GiB: prefill 127 tok/s on the host, 2349 with the staging in
-        -- session 26); dropped only when even that leaves no room
-        if not stage_retried and capacity - reserve - (slot_b + other_b) > 0 then
-          stage_retried, slots = true, math.max(slots, slot_b + other_b)
+        -- session 26); dropped only when even that leaves no room. Again while the plan's slots and scratch
+        -- outgrow the room made (a plan with less on the device may stream larger units, or decode more
+        -- packed weights): a few times, the room only shrinking
+        if stage_tries < 4 and capacity - reserve - (slot_b + other_b) > 0 then
+          stage_tries, slots = stage_tries + 1, math.max(slots, slot_b + other_b)
           goto next_attempt
         end
         eo_plan, stream_off, sized = eo_nostream, true, s2
