@@ -4,6 +4,7 @@
     python3 docs/plot_offload.py [docs/offload_bench.json] [docs/offload_sweep.png]
 
 One line each: lrun with the budget alone (auto-fit, no placement flag),
+the same with packed = false (rows "auto, plain", since session 27),
 lrun streaming (k=1), lrun with hybrid host compute (the best hand-picked
 hybrid configuration at k=2), HF accelerate, llama.cpp's -ngl N at the
 device memory it took, the PCIe limit of lrun's own placement (bandwidth /
@@ -44,6 +45,7 @@ def main():
     hybrid = series(lambda rs: max((r["tps"] for r in hybrid_rows(rs)), default=None))
     acc = sorted((float(k), v["tps"]) for k, v in d["accelerate"].items())
     auto = series(lambda rs: next((r["tps"] for r in rs if r["config"] == "auto"), None))
+    auto_plain = series(lambda rs: next((r["tps"] for r in rs if r["config"] == "auto, plain"), None))
     combined = series(lambda rs: next((r["combined_limit_tps"] for r in rs if r.get("combined_limit_tps")), None))
     ngl = sorted((p["device_gib"], p["tg"], p["ngl"]) for p in d.get("llama_ngl", []) if p.get("device_gib")
                  and p.get("tg"))
@@ -51,6 +53,8 @@ def main():
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if auto[0]:
         ax.plot(*auto, "D-", color="black", label="lrun, budget only (auto-fit)")
+    if auto_plain[0]:  # since session 27: auto-fit with packed = false, for what packing adds
+        ax.plot(*auto_plain, "d--", color="dimgray", label="lrun, budget only, nothing packed")
     ax.plot(*hybrid, "o-", color="tab:green", label="lrun, hybrid host compute (k=2, hand-picked)")
     if stream[0]:  # offload_bench --quick measures no streaming rows
         ax.plot(*stream, "o-", color="tab:blue", label="lrun, streaming (k=1)")
