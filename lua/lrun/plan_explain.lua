@@ -12,7 +12,8 @@ local M = {}
 --- The summary of a plan.
 -- @tparam table model an lrun.model (the packed sizes known so far)
 -- @tparam table p {policy=, tensors=, host_compute=, packed=, device_bytes=, off_bytes=, slot_bytes=,
---   extra_bytes=, packed_scratch= (the part of extra_bytes the packed decode scratch is), k=, reserve=,
+--   extra_bytes=, packed_scratch= (the part of extra_bytes that is scratch the placement adds: the packed decode
+--   scratch, the host stream's staging), k=, reserve=,
 --   cache_implementation=, budget=, device_capped=, host_bytes=, host_budget=, moved=, disk_bytes=, disk_packed=}
 -- @treturn string
 function M.summary(model, p)
@@ -33,7 +34,8 @@ function M.summary(model, p)
     .. "(k = %d)%s, %s reserved for the %s KV cache and scratch%s", p.policy,
     size.format(p.device_bytes), size.format(p.off_bytes), n_host, size.format(p.slot_bytes), p.k,
     p.extra_bytes > 0 and (", " .. size.format(p.extra_bytes) .. " for embedding rows and pool slack"
-      .. ((p.packed_scratch or 0) > 0 and (" and the packed decode scratch (" .. size.format(p.packed_scratch) .. ")")
+      .. ((p.packed_scratch or 0) > 0 and (" and the scratch the placement adds (" .. size.format(p.packed_scratch)
+        .. ": packed weights' decode, prompts' staging of host-computed matrices)")
         or "")) or "",
     size.format(p.reserve), p.cache_implementation or "dynamic",
     p.budget and (", " .. (p.device_capped and "host budget as device budget " or "budget ")

@@ -136,3 +136,17 @@ lrun_status lrun_copy_load_stop(lrun_copy_load *l, double *bytes_per_s)
     /* the copy thread's own error text stays with that thread: said again here */
     return st == LRUN_OK ? LRUN_OK : lrun_fail(st, "copy load on %s: a copy to the device failed", device->name);
 }
+
+lrun_status lrun_copy_load_beside(lrun_device *device, size_t copy_bytes, const char *what,
+                                  lrun_status (*measure)(void *ctx), void *ctx, double *copy_bytes_per_s)
+{
+    if (copy_bytes_per_s) *copy_bytes_per_s = 0;
+    if (copy_bytes < ((size_t)1 << 20) || copy_bytes > ((size_t)1 << 30))
+        return lrun_fail(LRUN_E_ARG, "%s: %zu copy bytes is outside [1 MiB, 1 GiB]", what, copy_bytes);
+    lrun_copy_load *load;
+    lrun_status st = lrun_copy_load_start(device, copy_bytes, &load);
+    if (st != LRUN_OK) return lrun_fail_context(st, "%s", what);
+    st = measure(ctx);
+    const lrun_status cst = lrun_copy_load_stop(load, copy_bytes_per_s);
+    return st != LRUN_OK ? st : cst;
+}

@@ -27,4 +27,12 @@ lrun_status lrun_copy_load_start(lrun_device *device, size_t bytes, lrun_copy_lo
  * first error a copy met, else LRUN_OK. NULL is a no-op. */
 lrun_status lrun_copy_load_stop(lrun_copy_load *load, double *bytes_per_s);
 
+/* A measurement beside copies: checks copy_bytes ([1 MiB, 1 GiB]), starts a
+ * load of it, runs measure(ctx), stops the load. An error of the load's
+ * fails the measurement (after measure: the caller zeroes its figures), and
+ * what names the measurement in the messages. *copy_bytes_per_s (may be
+ * NULL) is what the load copied meanwhile, 0 on an error. */
+lrun_status lrun_copy_load_beside(lrun_device *device, size_t copy_bytes, const char *what,
+                                  lrun_status (*measure)(void *ctx), void *ctx, double *copy_bytes_per_s);
+
 #endif

@@ -155,6 +155,19 @@ lrun_status lrun_model_measure_weights_gemv(lrun_model *model, lrun_dtype dtype,
     return LRUN_OK;
 }
 
+struct gemv_args {
+    lrun_model *model;
+    lrun_dtype dtype;
+    size_t bytes;
+    double *bytes_per_s;
+};
+
+static lrun_status gemv_alone(void *ctx)
+{
+    const struct gemv_args *a = ctx;
+    return lrun_model_measure_weights_gemv(a->model, a->dtype, a->bytes, a->bytes_per_s);
+}
+
 lrun_status lrun_model_measure_weights_gemv_copying(lrun_model *model, lrun_dtype dtype, size_t bytes,
                                                     size_t copy_bytes, double *bytes_per_s, double *copy_bytes_per_s)
 {
@@ -162,15 +175,11 @@ lrun_status lrun_model_measure_weights_gemv_copying(lrun_model *model, lrun_dtyp
     if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring the weights' gemv beside copies: bytes_per_s is NULL");
     *bytes_per_s = 0;
     if (!model) return lrun_fail(LRUN_E_ARG, "measuring the weights' gemv beside copies: model is NULL");
-    if (copy_bytes < ((size_t)1 << 20) || copy_bytes > ((size_t)1 << 30))
-        return lrun_fail(LRUN_E_ARG, "measuring the gemv beside copies: %zu copy bytes is outside [1 MiB, 1 GiB]",
-                         copy_bytes);
-    lrun_copy_load *load;
-    lrun_status st = lrun_copy_load_start(lrun_model_device(model), copy_bytes, &load);
-    if (st != LRUN_OK) return lrun_fail_context(st, "measuring the weights' gemv beside copies");
-    st = lrun_model_measure_weights_gemv(model, dtype, bytes, bytes_per_s);
-    const lrun_status cst = lrun_copy_load_stop(load, copy_bytes_per_s);
-    if (st == LRUN_OK && cst != LRUN_OK) st = cst, *bytes_per_s = 0;
+    struct gemv_args a = {model, dtype, bytes, bytes_per_s};
+    const lrun_status st = lrun_copy_load_beside(lrun_model_device(model), copy_bytes,
+                                                 "measuring the weights' gemv beside copies", gemv_alone, &a,
+                                                 copy_bytes_per_s);
+    if (st != LRUN_OK) *bytes_per_s = 0;
     return st;
 }
 

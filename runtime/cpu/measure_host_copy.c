@@ -56,6 +56,18 @@ lrun_status lrun_model_measure_host_copy(lrun_model *model, size_t bytes, double
     return st;
 }
 
+struct copy_args {
+    lrun_model *model;
+    size_t bytes;
+    double *bytes_per_s;
+};
+
+static lrun_status copy_alone(void *ctx)
+{
+    const struct copy_args *a = ctx;
+    return lrun_model_measure_host_copy(a->model, a->bytes, a->bytes_per_s);
+}
+
 lrun_status lrun_model_measure_host_copy_copying(lrun_model *model, size_t bytes, size_t copy_bytes,
                                                  double *bytes_per_s, double *copy_bytes_per_s)
 {
@@ -63,14 +75,9 @@ lrun_status lrun_model_measure_host_copy_copying(lrun_model *model, size_t bytes
     if (!bytes_per_s) return lrun_fail(LRUN_E_ARG, "measuring host copy beside copies: bytes_per_s is NULL");
     *bytes_per_s = 0;
     if (!model) return lrun_fail(LRUN_E_ARG, "measuring host copy beside copies: model is NULL");
-    if (copy_bytes < ((size_t)1 << 20) || copy_bytes > ((size_t)1 << 30))
-        return lrun_fail(LRUN_E_ARG, "measuring host copy beside copies: %zu copy bytes is outside [1 MiB, 1 GiB]",
-                         copy_bytes);
-    lrun_copy_load *load;
-    lrun_status st = lrun_copy_load_start(lrun_model_device(model), copy_bytes, &load);
-    if (st != LRUN_OK) return lrun_fail_context(st, "measuring host copy beside copies");
-    st = lrun_model_measure_host_copy(model, bytes, bytes_per_s);
-    const lrun_status cst = lrun_copy_load_stop(load, copy_bytes_per_s);
-    if (st == LRUN_OK && cst != LRUN_OK) st = cst, *bytes_per_s = 0;
+    struct copy_args a = {model, bytes, bytes_per_s};
+    const lrun_status st = lrun_copy_load_beside(lrun_model_device(model), copy_bytes,
+                                                 "measuring host copy beside copies", copy_alone, &a, copy_bytes_per_s);
+    if (st != LRUN_OK) *bytes_per_s = 0;
     return st;
 }

@@ -2,7 +2,9 @@
  * copy engine takes 1 ms a copy and whose waits spin on the CPU, as CUDA's do:
  * every queued batch is waited for, the waits spin for a small share of the
  * run (the thread sleeps through its batches), a failed copy stops the loop
- * with an error naming the load, and everything taken is given back. No GPU:
+ * with an error naming the load, and everything taken is given back; a
+ * measurement beside the load (lrun_copy_load_beside) runs with it copying,
+ * and its errors and the load's come back. No GPU:
  * the CUDA side is the same table (cuda_backend.c) and runs in the GPU tests
  * (tests/prefill_predict_gpu_spec.lua). */
 #include "check.h"
@@ -145,6 +147,21 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* A measurement for lrun_copy_load_beside: sleeps 30 ms while the load runs, counts its calls, and fails when
+ * asked (it reads nothing the copy thread writes). */
+struct probe {
+    int calls;
+    lrun_status answer;
+};
+
+static lrun_status probe_measure(void *ctx)
+{
+    struct probe *p = ctx;
+    p->calls++;
+    sleep_ms(30);
+    return p->answer == LRUN_OK ? LRUN_OK : lrun_fail(p->answer, "probe failed");
+}
+
 int main(void)
 {
     const size_t bytes = (size_t)1 << 20;
@@ -197,5 +214,32 @@ int main(void)
     CHECK("a device without events is refused",
           lrun_copy_load_start(&e, bytes, &load) == LRUN_E_UNSUPPORTED && load == NULL && e.used == 0);
     CHECK("stop of no load is a no-op", lrun_copy_load_stop(NULL, &rate) == LRUN_OK && rate == 0);
+
+    /* a measurement beside copies: the load runs around it, and its errors, the load's and the arguments' */
+    memset(&fake, 0, sizeof fake);
+    struct probe pr = {0, LRUN_OK};
+    rate = -1;
+    CHECK("beside: the measurement runs with the load copying",
+          lrun_copy_load_beside(&d, bytes, "measuring a probe", probe_measure, &pr, &rate) == LRUN_OK &&
+              pr.calls == 1 && fake.copies > 0 && rate > 0 && d.used == 0 && fake.events_live == 0);
+    pr = (struct probe){0, LRUN_E_INTERNAL};
+    CHECK("beside: the measurement's error is returned, the load stopped",
+          lrun_copy_load_beside(&d, bytes, "measuring a probe", probe_measure, &pr, NULL) == LRUN_E_INTERNAL &&
+              strstr(lrun_last_error(), "probe failed") && d.used == 0);
+    memset(&fake, 0, sizeof fake);
+    fake.fail_at = 2;
+    pr = (struct probe){0, LRUN_OK};
+    CHECK("beside: a copy that fails fails the measurement, naming the load",
+          lrun_copy_load_beside(&d, bytes, "measuring a probe", probe_measure, &pr, &rate) == LRUN_E_INTERNAL &&
+              pr.calls == 1 && strstr(lrun_last_error(), "copy load on fake:0") && d.used == 0);
+    pr = (struct probe){0, LRUN_OK};
+    rate = -1;
+    CHECK("beside: copy bytes outside [1 MiB, 1 GiB] are refused, named, before anything runs",
+          lrun_copy_load_beside(&d, 1000, "measuring a probe", probe_measure, &pr, &rate) == LRUN_E_ARG &&
+              strstr(lrun_last_error(), "measuring a probe: 1000 copy bytes is outside") && pr.calls == 0 &&
+              rate == 0);
+    CHECK("beside: a device that cannot run a load is refused with the measurement's name",
+          lrun_copy_load_beside(&e, bytes, "measuring a probe", probe_measure, &pr, NULL) == LRUN_E_UNSUPPORTED &&
+              strstr(lrun_last_error(), "measuring a probe") && pr.calls == 0);
     return CHECK_DONE();
 }
