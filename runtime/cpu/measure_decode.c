@@ -176,9 +176,9 @@ lrun_status lrun_model_measure_weights_gemv_copying(lrun_model *model, lrun_dtyp
     *bytes_per_s = 0;
     if (!model) return lrun_fail(LRUN_E_ARG, "measuring the weights' gemv beside copies: model is NULL");
     struct gemv_args a = {model, dtype, bytes, bytes_per_s};
-    const lrun_status st = lrun_copy_load_beside(lrun_model_device(model), copy_bytes,
-                                                 "measuring the weights' gemv beside copies", gemv_alone, &a,
-                                                 copy_bytes_per_s);
+    const lrun_status st =
+        lrun_copy_load_beside(lrun_model_device(model), copy_bytes, "measuring the weights' gemv beside copies",
+                              gemv_alone, &a, copy_bytes_per_s);
     if (st != LRUN_OK) *bytes_per_s = 0;
     return st;
 }

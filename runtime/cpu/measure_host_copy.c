@@ -76,8 +76,9 @@ lrun_status lrun_model_measure_host_copy_copying(lrun_model *model, size_t bytes
     *bytes_per_s = 0;
     if (!model) return lrun_fail(LRUN_E_ARG, "measuring host copy beside copies: model is NULL");
     struct copy_args a = {model, bytes, bytes_per_s};
-    const lrun_status st = lrun_copy_load_beside(lrun_model_device(model), copy_bytes,
-                                                 "measuring host copy beside copies", copy_alone, &a, copy_bytes_per_s);
+    const lrun_status st =
+        lrun_copy_load_beside(lrun_model_device(model), copy_bytes, "measuring host copy beside copies", copy_alone,
+                              &a, copy_bytes_per_s);
     if (st != LRUN_OK) *bytes_per_s = 0;
     return st;
 }
