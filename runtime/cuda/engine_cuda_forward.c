@@ -149,16 +149,18 @@ static lrun_status products(lrun_cuda_engine *e, const lrun_weight_ref *w, float
 {
     const struct lrun_tensor *ht[LRUN_ARCH_OP_MAX_W];
     float *hy[LRUN_ARCH_OP_MAX_W];
-    int n_host = 0;
-    for (int i = 0; i < n_w; i++)
-        if (host_side(e, w[i], m)) ht[n_host] = w[i].w, hy[n_host++] = y[i];
+    int on_host[LRUN_ARCH_OP_MAX_W], n_host = 0;
+    for (int i = 0; i < n_w; i++) {
+        on_host[i] = host_side(e, w[i], m);
+        if (on_host[i]) ht[n_host] = w[i].w, hy[n_host++] = y[i];
+    }
     if (n_host == 0 || in.norm_w || !lrun_cuda_offload_host_group_fits(e, ht, n_host, m)) {
         for (int i = 0; i < n_w; i++) TRY(matmul_in(e, w[i], in, m, y[i]));
         return LRUN_OK;
     }
     TRY(lrun_cuda_offload_host_begin(e, in.x, m, ht[0]->ne[0]));
     for (int i = 0; i < n_w; i++)
-        if (!host_side(e, w[i], m)) TRY(matmul_in(e, w[i], in, m, y[i]));
+        if (!on_host[i]) TRY(matmul_in(e, w[i], in, m, y[i]));
     return lrun_cuda_offload_host_finish(e, ht, hy, n_host, m);
 }
 
