@@ -132,7 +132,13 @@ describe("pack_choice on a bf16 7B", function()
     local r = choose(tensors, 3 * GiB, bw)
     local c = r.chosen
     assert.is_true(c.streamed, r.text)
-    assert.matches("packed: chosen %(packed where streamed, %d+ matrices%)", r.text)
+    assert.matches("packed: chosen %(packed where streamed or resident, %d+ matrices%)", r.text)
+    -- both packings the offer implies were weighed: what streams alone, and with what stays on the device
+    local labels = {}
+    for _, o in ipairs(r.options) do labels[#labels + 1] = o.label end
+    labels = table.concat(labels, "\n")
+    assert.matches("packed where streamed, %d+ matrices", labels)
+    assert.matches("packed where streamed or resident, %d+ matrices", labels)
     local e = c.eval
     local streamed, host = 0, 0
     for _, t in ipairs(tensors) do

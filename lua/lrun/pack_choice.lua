@@ -93,16 +93,20 @@ function M.options(tensors, exclude)
   local all = {}
   for _, t in ipairs(cands) do all[t.name] = true end
   -- packed where streamed: the offer (every candidate packed, host-computed plain), and from its evaluation
-  -- (plan, host compute) the packing that runs: every candidate it does not host-compute (streamed, or kept
-  -- on the device in the packed size it was offered at)
+  -- (plan, host compute) the packings that run: what it streams, and that with what it keeps on the device
+  -- in the packed size it was offered at (resident packed weights need the packed decode scratch and read
+  -- slower than plain ones, so either may win); nothing it host-computes
   local offer = { label = "offer: packed where streamed", packs = all, host_plain = true }
-  local function streamed(e)
+  local function streamed(e, with_resident)
     local packs, n = {}, 0
+    local hc, plan = e.host_compute or {}, e.plan or {}
     for name in pairs(all) do
-      if not (e.host_compute or {})[name] then packs[name], n = true, n + 1 end
+      local off = plan[name] ~= nil and plan[name] ~= "device"
+      if not hc[name] and (off or with_resident) then packs[name], n = true, n + 1 end
     end
     if n == 0 or n == #cands then return nil end -- plain, or every matrix: options of their own
-    return { label = string.format("packed where streamed, %d matrices", n), streamed = true, packs = packs }
+    return { label = string.format("packed where streamed%s, %d matrices", with_resident and " or resident" or "",
+      n), streamed = true, packs = packs }
   end
   return { plain = { label = "plain", packs = {} }, blocks = blocks, n_block = n_block, offer = offer,
     streamed = streamed, all = { label = "every bf16/f16 matrix packed", packs = all }, any = #cands > 0 }
@@ -111,7 +115,7 @@ end
 -- Where an option sorts among the tried: plain, packed where streamed, then by blocks packed, every matrix last.
 local function rank(opts, o)
   if o == opts.all then return math.huge end
-  return o.blocks or (o.streamed and 0.5) or 0
+  return o.blocks or (o.streamed and (o.label:find("or resident", 1, true) and 0.6 or 0.5)) or 0
 end
 
 -- Seconds of option o on the request (prefill weighed when both o and plain have it), else per token.
@@ -154,8 +158,10 @@ function M.choose(tensors, evaluate, o)
     -- packed where streamed: the offer is planned for its split alone (its host-computed matrices are
     -- priced plain, which no packing runs), then the packing it implies
     local offer = evaluate(opts.offer)
-    local opt = offer and opts.streamed(offer)
-    if opt then eval(opt) end
+    for _, with_resident in ipairs(offer and { false, true } or {}) do
+      local opt = opts.streamed(offer, with_resident)
+      if opt then eval(opt) end
+    end
   end
   -- every option planned is a candidate: the fewest blocks that fit, and on the way there (when none
   -- fits) the mixes where packed blocks stream and plain ones are host-computed

@@ -304,7 +304,6 @@ function M.plan(model, opts)
   -- smart on cuda may stream whole blocks in turn with the host-computed ones (a unit a block: larger slots);
   -- when those slots leave no room, it plans again sharing each block's matrices (smaller units)
   local last_way, split_only = nil, false
-  local stage_tries = 0 -- plans made again to make room for the host stream's staging (below)
   local function split_instead()
     if split_only or last_way ~= "whole" then return false end
     split_only, slots, base.whole_blocks = true, 0, false
@@ -396,10 +395,11 @@ function M.plan(model, opts)
         -- resident weights (a few % of the decode) where a prompt's products on the host take seconds
         -- (session 27, H100, a 7B bf16 at 4 GiB: prefill 127 tok/s on the host, 2349 with the staging in
         -- session 26); dropped only when even that leaves no room. Again while the plan's slots and scratch
-        -- outgrow the room made (a plan with less on the device may stream larger units, or decode more
-        -- packed weights): a few times, the room only shrinking
-        if stage_tries < 4 and capacity - reserve - (slot_b + other_b) > 0 then
-          stage_tries, slots = stage_tries + 1, math.max(slots, slot_b + other_b)
+        -- outgrow the room made (a plan with less on the device may stream larger units): the room only
+        -- shrinks, so this ends; the last attempts keep the host's products, as does a plan whose slots and
+        -- scratch did not grow (planning again would give it again)
+        if attempt < 12 and slot_b + other_b > slots and capacity - reserve - (slot_b + other_b) > 0 then
+          slots = math.max(slots, slot_b + other_b)
           goto next_attempt
         end
         eo_plan, stream_off, sized = eo_nostream, true, s2
