@@ -564,6 +564,8 @@ function M.apply(model, result)
   end
   local n = tonumber(C.lrun_model_tensor_count(h))
   local index, to = ffi.new("int64_t[?]", math.max(n, 1)), ffi.new("lrun_tier[?]", math.max(n, 1))
+  local now = require("lrun.sys").now
+  local t_apply, form_s, form_bytes, n_form = now(), 0, 0, 0 -- the changes of form, timed for the explanation
   for pass = 1, 2 do
     -- one batch per pass: tensors still in the file are read by the streaming loader
     local k = 0
@@ -575,8 +577,10 @@ function M.apply(model, result)
         local want = result.packed and result.packed[name]
         if want ~= nil and tier ~= "mmap" and want ~= (C.lrun_tensor_packed(t) ~= 0) then
           -- a change of form: converted on the host on the way, one tensor at a time
+          local t0, plain_b = now(), tonumber(C.lrun_tensor_bytes(t))
           local st = C.lrun_tensor_move_form(t, C.lrun_model_device(h), placement_size.tier_enum[tier], want and 1 or 0)
           if st ~= C.LRUN_OK then return nil, errors.from_status(st, "placing " .. name .. " in " .. tier) end
+          form_s, form_bytes, n_form = form_s + now() - t0, form_bytes + plain_b, n_form + 1
         else
           index[k], to[k] = i, placement_size.tier_enum[tier]
           k = k + 1
@@ -588,6 +592,11 @@ function M.apply(model, result)
     if st ~= C.LRUN_OK then
       return nil, errors.from_status(st, "placing " .. (pass == 1 and "the off-device" or "the device") .. " weights")
     end
+  end
+  if n_form > 0 and type(result.explain) == "string" and not result.explain:find("\nplaced: ", 1, true) then
+    result.explain = result.explain .. string.format("\nplaced: %d tensors changed form (%s plain) in %.2f s "
+      .. "(%.2f GB/s), everything in %.2f s", n_form, size.format(form_bytes), form_s,
+      form_s > 0 and form_bytes / form_s / 1e9 or 0, now() - t_apply)
   end
   model.residency = result
   -- the planner's slots for an expert cache the user left to it (moe_host = "cache" without expert_cache_slots)
