@@ -15,7 +15,7 @@
 package.path = "./?.lua;" .. package.path
 local compare = require("tests.compare")
 local lf = require("lrun.ffi")
-local ffi, C = lf.ffi, lf.C
+local C = lf.C
 local lrun = require("lrun")
 local residency = require("lrun.residency")
 local bandwidth = require("lrun.bandwidth")
@@ -34,11 +34,8 @@ local has_gpu = C.lrun_cuda_device_count() > 0
 -- 8 bf16 blocks of width 512 (~59 MB of weights: the budgets stay above one pool arena, 16 MiB).
 local function gen_model()
   local path = os.tmpname() .. ".gguf"
-  local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab, s.n_ctx = 8, 512, 8, 4, 1536, 2048, 256
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_BF16, C.LRUN_DTYPE_BF16, 0
-  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.trained_stats = 10000, 1e-5, 29, 2, 1
-  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+  require("tests.bf16_model_fixture").generate(path, { n_layer = 8, n_embd = 512, n_head = 8, n_head_kv = 4,
+    n_ff = 1536, n_vocab = 2048, seed = 29, threads = 2 })
   return path
 end
 

@@ -8,31 +8,16 @@
 package.path = "./?.lua;" .. package.path
 local compare = require("tests.compare")
 local same = compare.same
-local lf = require("lrun.ffi")
-local ffi, C = lf.ffi, lf.C
 local lrun = require("lrun")
 local P = require("policies.predicates")
 local OffloadPolicy = require("policies.offload_policy")
 
 local tmp = {}
+local fixture = require("tests.bf16_model_fixture")
 local function gen(path)
-  local s = ffi.new("lrun_model_gen_spec")
-  s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab, s.n_ctx = 4, 64, 4, 2, 160, 512, 256
-  s.weight_dtype, s.embd_dtype, s.tied_embeddings = C.LRUN_DTYPE_BF16, C.LRUN_DTYPE_BF16, 0
-  s.rope_freq_base, s.rms_eps, s.seed, s.n_threads, s.trained_stats = 10000, 1e-5, 17, 1, 1
-  assert(C.lrun_model_generate(path, s) == C.LRUN_OK, lf.last_error())
+  fixture.generate(path, { n_layer = 4, n_embd = 64, n_head = 4, n_head_kv = 2, n_ff = 160, seed = 17 })
 end
-
-local PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
-local function run(m)
-  local _, ids = assert(m:generate(PROMPT, { max_new_tokens = 5 }))
-  return ids, assert(m:logits(PROMPT))
-end
-local function load(path, opts)
-  opts = opts or {}
-  opts.progress, opts.threads = false, 2
-  return lrun.load(path, opts)
-end
+local run, load = fixture.run, fixture.load
 local function count(t) local n = 0; for _ in pairs(t) do n = n + 1 end; return n end
 
 local gguf, lrpk, ref_ids, ref_logits
