@@ -8,7 +8,10 @@
 -- 0.1 GB/s link and host read, a 1 TB/s decoder: what makes cuda's case, on
 -- the backend this machine runs) auto-fit packs whole blocks by itself, the
 -- explanation gives the bytes and both predictions, and the tokens and logits
--- equal the plain model's bit for bit. packed = false and -ot are obeyed.
+-- equal the plain model's bit for bit. With cuda's rates where the host
+-- multiplies beside the link, auto-fit chooses packed where streamed (bit
+-- for bit on this engine). packed = false and -ot
+-- are obeyed.
 -- Auto-fit on a cpu device leaves weights in the file's mapping, which the
 -- device budget does not count: m:auto_fit{weights_resident = true} decides
 -- as on cuda (Model:auto_fit).
@@ -80,6 +83,39 @@ describe("auto-fit's packed choice on a bf16 model over its budget", function()
       end
       assert.is_true(n >= 7, tostring(n))
       for l, k in pairs(per_block) do assert.are.equal(7, k, "block " .. l) end
+      local ids, logits = run(m)
+      assert.is_true(compare.same(ref_ids, ids), "tokens differ")
+      assert.is_true(compare.same(ref_logits, logits), "logits differ")
+      m:free()
+    end)
+
+  -- cuda's decision on this machine's engine: the rates of a device whose host multiplies as fast as the link
+  -- carries (tests/pack_choice_spec.lua weighs the same on descriptions); the cpu engine runs the plan bit for bit
+  it("with cuda's rates and the host's products beside the link: packs what streams, the logits bit for bit",
+    function()
+      bandwidth.bandwidths = require("tests.bandwidth_override").replace(measured, { device = "cuda",
+        h2d_pinned = 1e8, h2d_pageable = 1e8, host_read = 1.6e8, host_matmul = { bf16 = 1.5e8 },
+        host_matmul_copying = { bf16 = 1.5e8 }, device_read = 1e12, packed_decode = 1e12, host_decode = 3.6e9 })
+      local probe = assert(load(path))
+      local half = assert(residency.plan(probe, { threads = 2 })).reserve_bytes
+        + math.floor(0.5 * probe:info().weight_bytes)
+      probe:free()
+      local m = assert(load(path, { gpu_budget = half }))
+      assert(m:auto_fit({ weights_resident = true }))
+      local r = m.residency
+      assert.is_not_nil(r.pack_choice, "not weighed")
+      local c = r.pack_choice.chosen
+      assert.is_true(c.streamed, r.pack_choice.text)
+      assert.is_true(c.eval.tok_s > r.pack_choice.plain.eval.tok_s)
+      -- streamed matrices cross packed beside host-computed ones (at these rates the plan made as it runs may
+      -- also host-compute some packed ones: the host decodes 36x faster than the link carries)
+      local n_host, n_packed_streamed = 0, 0
+      for _, t in ipairs(m:tensors()) do
+        if r.host_compute[t.name] then n_host = n_host + 1
+        elseif t.tier ~= "device" and t.packed then n_packed_streamed = n_packed_streamed + 1 end
+      end
+      assert.is_true(n_host > 0 and n_packed_streamed > 0, string.format("%d host-computed, %d streamed packed",
+        n_host, n_packed_streamed))
       local ids, logits = run(m)
       assert.is_true(compare.same(ref_ids, ids), "tokens differ")
       assert.is_true(compare.same(ref_logits, logits), "logits differ")

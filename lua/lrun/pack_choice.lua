@@ -106,7 +106,7 @@ function M.options(tensors, exclude)
     end
     if n == 0 or n == #cands then return nil end -- plain, or every matrix: options of their own
     return { label = string.format("packed where streamed%s, %d matrices", with_resident and " or resident" or "",
-      n), streamed = true, packs = packs }
+      n), streamed = true, packs = packs, n = n }
   end
   return { plain = { label = "plain", packs = {} }, blocks = blocks, n_block = n_block, offer = offer,
     streamed = streamed, all = { label = "every bf16/f16 matrix packed", packs = all }, any = #cands > 0 }
@@ -158,9 +158,12 @@ function M.choose(tensors, evaluate, o)
     -- packed where streamed: the offer is planned for its split alone (its host-computed matrices are
     -- priced plain, which no packing runs), then the packing it implies
     local offer = evaluate(opts.offer)
+    local n_before -- the second packing holds the first: the same count is the same packing
     for _, with_resident in ipairs(offer and { false, true } or {}) do
       local opt = opts.streamed(offer, with_resident)
-      if opt then eval(opt) end
+      local n = opt and opt.n or nil
+      if opt and n ~= n_before then eval(opt) end
+      n_before = n
     end
   end
   -- every option planned is a candidate: the fewest blocks that fit, and on the way there (when none
