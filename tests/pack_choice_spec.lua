@@ -160,6 +160,30 @@ describe("pack_choice on a bf16 7B", function()
     for _, o in ipairs(r.options) do assert.is_nil(o.host_plain, o.label) end
   end)
 
+  it("packed where streamed: what the offer streams, never what it host-computes or reads in the file's form",
+    function()
+      local o = pack_choice.options(tensors)
+      local plan, hc = {}, {}
+      plan["blk.0.attn_q.weight"] = "pinned"
+      plan["blk.0.attn_k.weight"] = "host"
+      plan["blk.0.ffn_up.weight"], hc["blk.0.ffn_up.weight"] = "host", true
+      plan["blk.0.ffn_gate.weight"] = "mmap"
+      plan["blk.0.ffn_down.weight"] = "disk"
+      local e = { plan = plan, host_compute = hc }
+      local streamed = o.streamed(e, false)
+      assert.are.same({ ["blk.0.attn_q.weight"] = true, ["blk.0.attn_k.weight"] = true }, streamed.packs)
+      assert.are.equal("packed where streamed, 2 matrices", streamed.label)
+      -- with what stays on the device: every other candidate but the host-computed and file-form ones
+      local with = o.streamed(e, true)
+      assert.is_true(with.packs["blk.1.attn_q.weight"] and with.packs["token_embd.weight"])
+      for _, name in ipairs({ "blk.0.ffn_up.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_down.weight" }) do
+        assert.is_nil(with.packs[name], name)
+      end
+      -- nothing streamed, or every candidate: options of their own
+      assert.is_nil(o.streamed({ plan = {}, host_compute = {} }, false))
+      assert.is_nil(o.streamed({ plan = {}, host_compute = {} }, true))
+    end)
+
   it("cpu: a resident packed weight decodes into the scratch before each use; streaming plain wins", function()
     local room = 10 * GiB
     local r = choose(tensors, room, CPU)

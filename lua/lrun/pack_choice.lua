@@ -101,8 +101,10 @@ function M.options(tensors, exclude)
     local packs, n = {}, 0
     local hc, plan = e.host_compute or {}, e.plan or {}
     for name in pairs(all) do
-      local off = plan[name] ~= nil and plan[name] ~= "device"
-      if not hc[name] and (off or with_resident) then packs[name], n = true, n + 1 end
+      local tier = plan[name] or "device"
+      -- the mmap and disk tiers read the file's form: nothing to pack there
+      local file_form = tier == "mmap" or tier == "disk"
+      if not hc[name] and not file_form and (tier ~= "device" or with_resident) then packs[name], n = true, n + 1 end
     end
     if n == 0 or n == #cands then return nil end -- plain, or every matrix: options of their own
     return { label = string.format("packed where streamed%s, %d matrices", with_resident and " or resident" or "",
