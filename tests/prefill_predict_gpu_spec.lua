@@ -70,12 +70,17 @@ describe("predicted prefill on " .. device, function()
     m:free()
   end)
 
-  it("lrun_model_measure_weights_gemv_copying times the host's products with the copy engine busy (cuda)", function()
-    if device == "cpu" then return end -- decode_predict_spec.lua has the cpu refusal
+  -- a q8_0 model on the device, for the measurements beside copies, and the device bytes it holds
+  local function q8_model()
     local path = gen_model(C.LRUN_DTYPE_Q8_0)
     paths[#paths + 1] = path
     local m = assert(lrun.load(path, { device = device, progress = false }))
-    local used = tonumber(C.lrun_device_used(C.lrun_model_device(m.handle)))
+    return m, tonumber(C.lrun_device_used(C.lrun_model_device(m.handle)))
+  end
+
+  it("lrun_model_measure_weights_gemv_copying times the host's products with the copy engine busy (cuda)", function()
+    if device == "cpu" then return end -- decode_predict_spec.lua has the cpu refusal
+    local m, used = q8_model()
     local alone, busy, copy = ffi.new("double[1]"), ffi.new("double[1]"), ffi.new("double[1]")
     assert.are.equal(C.LRUN_OK, C.lrun_model_measure_weights_gemv(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 24, alone))
     assert.are.equal(C.LRUN_OK, C.lrun_model_measure_weights_gemv_copying(m.handle, C.LRUN_DTYPE_Q8_0, 2 ^ 24,
@@ -92,10 +97,7 @@ describe("predicted prefill on " .. device, function()
 
   it("lrun_model_measure_host_copy_copying times the staging copy with the copy engine busy (cuda)", function()
     if device == "cpu" then return end -- residency_spec.lua has the cpu refusal
-    local path = gen_model(C.LRUN_DTYPE_Q8_0)
-    paths[#paths + 1] = path
-    local m = assert(lrun.load(path, { device = device, progress = false }))
-    local used = tonumber(C.lrun_device_used(C.lrun_model_device(m.handle)))
+    local m, used = q8_model()
     local alone, busy, dma = ffi.new("double[1]"), ffi.new("double[1]"), ffi.new("double[1]")
     assert.are.equal(C.LRUN_OK, C.lrun_model_measure_host_copy(m.handle, 2 ^ 30, alone))
     assert.are.equal(C.LRUN_OK, C.lrun_model_measure_host_copy_copying(m.handle, 2 ^ 30, 2 ^ 24, busy, dma),

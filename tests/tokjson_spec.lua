@@ -163,13 +163,7 @@ end)
 
 -- ---------------------------------------------------------------- malformed files
 
-local function write_tmp(text)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write_tmp = require("tests.shell").tmpfile
 
 local function load_text(text)
   local path = write_tmp(text)

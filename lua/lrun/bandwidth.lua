@@ -52,11 +52,18 @@ end
 -- beside the copies ran 11-22% below the rate measured alone. Empty when the
 -- device cannot copy asynchronously, has no room, or the host cannot read
 -- the model's matrices of a dtype.
-function M.host_matmul_copying_rates(model)
+-- The copy load's buffer for the measurements beside copies: up to 64 MiB, a third of the device's free
+-- room, in whole MiB; nil below 1 MiB.
+local function copy_load_bytes(model)
   local dev = C.lrun_model_device(model.handle)
   local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
-  local copy_bytes = math.min(64, math.floor(free / 3 / 2 ^ 20)) * 2 ^ 20
-  if copy_bytes < 2 ^ 20 then return {} end
+  local bytes = math.min(64, math.floor(free / 3 / 2 ^ 20)) * 2 ^ 20
+  return bytes >= 2 ^ 20 and bytes or nil
+end
+
+function M.host_matmul_copying_rates(model)
+  local copy_bytes = copy_load_bytes(model)
+  if not copy_bytes then return {} end
   local out = ffi.new("double[1]")
   return per_host_dtype(model, function(dt)
     return C.lrun_model_measure_weights_gemv_copying(model.handle, dt, 64 * 2 ^ 20, copy_bytes, out, nil) == C.LRUN_OK
@@ -259,10 +266,8 @@ end
 -- its threads' copy: that copy's rate and the DMA's meanwhile, bytes/s; false,
 -- false when the device cannot copy beside the host (cpu) or has no room.
 function M.host_copy_copying(model)
-  local dev = C.lrun_model_device(model.handle)
-  local free = tonumber(C.lrun_device_capacity(dev)) - tonumber(C.lrun_device_used(dev))
-  local copy_bytes = math.min(64, math.floor(free / 3 / 2 ^ 20)) * 2 ^ 20
-  if copy_bytes < 2 ^ 20 then return false, false end
+  local copy_bytes = copy_load_bytes(model)
+  if not copy_bytes then return false, false end
   local out, dma = ffi.new("double[1]"), ffi.new("double[1]")
   if C.lrun_model_measure_host_copy_copying(model.handle, 2 ^ 30, copy_bytes, out, dma) ~= C.LRUN_OK
     or out[0] <= 0 or dma[0] <= 0 then

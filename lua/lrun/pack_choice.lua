@@ -20,7 +20,8 @@
 --               #15's host compute: the link carries about 1/0.70 of its plain rate in weights). Found
 --               in two plans: one where every candidate is offered packed but host-computed plain
 --               (host_plain: the policy weighs each matrix's packed copy against its plain product),
---               which only says what streams; then that packing planned as it will run
+--               which only says what streams; then what it streams packed, and that with what it keeps
+--               on the device, each planned as it will run (never the mmap/disk tiers' file form)
 -- Each option is planned (the policy, as for plain) and predicted by
 -- lrun.predict; the options are compared on M.request (a 512-token prompt
 -- and 128 generated tokens, lrun.expert_choice's) when prefill is predicted,
@@ -108,7 +109,7 @@ function M.options(tensors, exclude)
     end
     if n == 0 or n == #cands then return nil end -- plain, or every matrix: options of their own
     return { label = string.format("packed where streamed%s, %d matrices", with_resident and " or resident" or "",
-      n), streamed = true, packs = packs, n = n }
+      n), streamed = true, resident = with_resident, packs = packs, n = n }
   end
   return { plain = { label = "plain", packs = {} }, blocks = blocks, n_block = n_block, offer = offer,
     streamed = streamed, all = { label = "every bf16/f16 matrix packed", packs = all }, any = #cands > 0 }
@@ -117,7 +118,7 @@ end
 -- Where an option sorts among the tried: plain, packed where streamed, then by blocks packed, every matrix last.
 local function rank(opts, o)
   if o == opts.all then return math.huge end
-  return o.blocks or (o.streamed and (o.label:find("or resident", 1, true) and 0.6 or 0.5)) or 0
+  return o.blocks or (o.streamed and (o.resident and 0.6 or 0.5)) or 0
 end
 
 -- Seconds of option o on the request (prefill weighed when both o and plain have it), else per token.
@@ -158,7 +159,7 @@ function M.choose(tensors, evaluate, o)
     end
     eval(opts.all)
     -- packed where streamed: the offer is planned for its split alone (its host-computed matrices are
-    -- priced plain, which no packing runs), then the packing it implies
+    -- priced plain, which no packing runs), then the packings it implies
     local offer = evaluate(opts.offer)
     local n_before -- the second packing holds the first: the same count is the same packing
     for _, with_resident in ipairs(offer and { false, true } or {}) do
