@@ -469,44 +469,97 @@ void lrun_pex2_lanes_scalar(uint16_t *dst, const uint8_t *rest, const uint8_t *c
     }
 }
 
+/* The n exceptions of a whole block (elements i0 ..) patched into out, its
+ * decoded ordinary elements: each group's run of positions in turn (ends:
+ * the table's cumulative group ends), the far bytes from far in order. */
+static void patch_block(uint16_t *out, const uint8_t *code, uint64_t i0, const uint8_t *pos, uint32_t n,
+                        uint32_t ends, const uint8_t *far, const uint8_t book2[8])
+{
+    const uint32_t run_end[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, n};
+    uint32_t x = 0;
+    for (unsigned g = 0; g < 4; g++) {
+        uint16_t *o = out + g * LRUN_PEX2_GROUP;
+        const uint64_t base = i0 + g * LRUN_PEX2_GROUP;
+        for (; x < run_end[g]; x++) {
+            const uint64_t bit = 3 * (base + pos[x]);
+            uint16_t w;
+            memcpy(&w, code + (bit >> 3), 2); /* the code's two bytes (little-endian) */
+            const unsigned p = pos[x], c = (unsigned)(w >> (bit & 7)) & 7u;
+            const unsigned e = c == 7 ? *far++ : book2[c];
+            o[p] = (uint16_t)((o[p] & 0x807fu) | e << 7);
+        }
+    }
+}
+
+/* Block b's exceptions that fall in [first, end), patched into dst (element first at dst[0]). */
+static void patch_range(uint16_t *dst, const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint64_t first,
+                        uint64_t end)
+{
+    const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b, *code = P + lay->code;
+    const uint32_t x0 = rd32(t), ends = rd32(t + 8), x1 = rd32(t + 12);
+    const uint8_t *far = P + lay->far + rd32(t + 4); /* counts every far exception of the block before it */
+    const uint64_t i0 = b * LRUN_PEX2_BLOCK;
+    if (i0 >= first && i0 + LRUN_PEX2_BLOCK <= end) { /* the whole block: each group's run, no range test */
+        patch_block(dst + (i0 - first), code, i0, P + lay->exc + x0, x1 - x0, ends, far, lay->book2);
+        return;
+    }
+    const uint32_t end_of[3] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20};
+    uint32_t g = 0;
+    for (uint32_t x = 0; x < x1 - x0; x++) {
+        while (g < 3 && x >= end_of[g]) g++;
+        const uint64_t i = i0 + g * LRUN_PEX2_GROUP + P[lay->exc + x0 + x];
+        const unsigned c = code_at(code, i);
+        const unsigned e = c == 7 ? *far++ : lay->book2[c];
+        if (i >= first && i < end) dst[i - first] = (uint16_t)((dst[i - first] & 0x807fu) | e << 7);
+    }
+}
+
+/* The host kernel level's lanes (the same bits at every level). */
+typedef void (*lanes_fn)(uint16_t *dst, const uint8_t *rest, const uint8_t *code, const uint16_t hi[8],
+                         uint64_t n_lanes);
+
+static lanes_fn pick_lanes(void)
+{
+    const lrun_cpu_isa isa = lrun_cpu_isa_get();
+    (void)isa;
+#if defined(LRUN_HAVE_AVX512)
+    if (isa >= LRUN_CPU_ISA_AVX512 && lrun_pex2_avx512_supported()) return lrun_pex2_lanes_avx512;
+#endif
+#if defined(LRUN_HAVE_AVX2)
+    if (isa >= LRUN_CPU_ISA_AVX2) return lrun_pex2_lanes_avx2;
+#endif
+    return lrun_pex2_lanes_scalar;
+}
+
+/* Elements [s, e) of one block as if ordinary, then the block's exceptions
+ * among them: one block at a time, so the patches land while its 2 KiB of
+ * output is still in L1 (host compute decodes tile by tile just before each
+ * product, and patching after a whole tile's lanes cost 3-4 ns an exception
+ * out of L2, as much as the lanes). */
+static void decode_block(uint16_t *dst, const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint64_t s,
+                         uint64_t e, const uint16_t hi[8], lanes_fn lanes)
+{
+    const uint8_t *rest = P + lay->rest, *code = P + lay->code;
+    uint64_t i = s;
+    for (; i < e && i % 8 != 0; i++) dst[i - s] = join(rest[i], lay->book1[code_at(code, i)]);
+    const uint64_t n_lanes = (e - i) / 8;
+    if (n_lanes) lanes(dst + (i - s), rest + i, code + 3 * (i / 8), hi, n_lanes);
+    for (i += 8 * n_lanes; i < e; i++) dst[i - s] = join(rest[i], lay->book1[code_at(code, i)]);
+    patch_range(dst, P, lay, b, s, e);
+}
+
 void lrun_pex2_decode_range(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t first,
                             uint64_t count)
 {
     if (!count) return;
-    const uint8_t *P = src, *rest = P + lay->rest, *code = P + lay->code;
+    const uint8_t *P = src;
     const uint64_t end = first + count;
     uint16_t hi[8]; /* each ordinary code's exponent bits */
     for (int c = 0; c < 8; c++) hi[c] = (uint16_t)(lay->book1[c] << 7);
-    /* every element as if ordinary: one at a time up to a lane's start and
-     * after the last whole lane, whole lanes of 8 between */
-    uint64_t i = first;
-    for (; i < end && i % 8 != 0; i++) dst[i - first] = join(rest[i], lay->book1[code_at(code, i)]);
-    const uint64_t lanes = (end - i) / 8;
-    if (lanes) {
-#if defined(LRUN_HAVE_AVX2)
-        if (lrun_cpu_isa_get() >= LRUN_CPU_ISA_AVX2)
-            lrun_pex2_lanes_avx2(dst + (i - first), rest + i, code + 3 * (i / 8), hi, lanes);
-        else
-#endif
-            lrun_pex2_lanes_scalar(dst + (i - first), rest + i, code + 3 * (i / 8), hi, lanes);
-        i += 8 * lanes;
-    }
-    for (; i < end; i++) dst[i - first] = join(rest[i], lay->book1[code_at(code, i)]);
-    /* then each block's exceptions in the range: the far index counts every
-     * far exception of the block before it, in the range or not */
+    const lanes_fn lanes = pick_lanes();
     for (uint64_t b = first / LRUN_PEX2_BLOCK; b <= (end - 1) / LRUN_PEX2_BLOCK; b++) {
-        const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-        const uint32_t x0 = rd32(t), ends = rd32(t + 8), x1 = rd32(t + 12);
-        const uint32_t end_of[3] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20};
-        const uint8_t *far = P + lay->far + rd32(t + 4);
-        const uint64_t i0 = b * LRUN_PEX2_BLOCK;
-        uint32_t g = 0;
-        for (uint32_t x = 0; x < x1 - x0; x++) {
-            while (g < 3 && x >= end_of[g]) g++;
-            const uint64_t i = i0 + g * LRUN_PEX2_GROUP + P[lay->exc + x0 + x];
-            const unsigned c = code_at(code, i);
-            const unsigned e = c == 7 ? *far++ : lay->book2[c];
-            if (i >= first && i < end) dst[i - first] = (uint16_t)((dst[i - first] & 0x807fu) | e << 7);
-        }
+        const uint64_t s = b * LRUN_PEX2_BLOCK > first ? b * LRUN_PEX2_BLOCK : first;
+        const uint64_t e = (b + 1) * LRUN_PEX2_BLOCK < end ? (b + 1) * LRUN_PEX2_BLOCK : end;
+        decode_block(dst + (s - first), P, lay, b, s, e, hi, lanes);
     }
 }

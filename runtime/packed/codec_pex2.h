@@ -86,17 +86,24 @@ lrun_status lrun_pex2_validate(lrun_pex2_layout *lay, const void *src, size_t si
                                struct lrun_threadpool *pool);
 
 /* Decodes elements [first, first + count) of a validated tensor into dst
- * (whole lanes at the host kernel level: AVX2 where the build and CPU have
- * it and LRUN_CPU_ISA allows, codec_pex2_avx2.c; the same bits at every level). */
+ * (whole lanes at the host kernel level: AVX-512 VBMI or AVX2 where the
+ * build and CPU have it and LRUN_CPU_ISA allows, codec_pex2_avx512.c and
+ * codec_pex2_avx2.c; the same bits at every level). */
 void lrun_pex2_decode_range(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t first,
                             uint64_t count);
 
 /* n_lanes whole lanes of 8 ordinary elements (the exceptions not patched):
  * dst, rest at the first lane's first element, code at its 3 bytes, hi[c]
- * book1[c] << 7. The scalar loop, and AVX2's where the build has it. */
+ * book1[c] << 7. The scalar loop, AVX2's where the build has it, and
+ * AVX-512 VBMI's (codec_pex2_avx512.c) on x86-64 builds, run only where
+ * lrun_pex2_avx512_supported(). */
 void lrun_pex2_lanes_scalar(uint16_t *dst, const uint8_t *rest, const uint8_t *code, const uint16_t hi[8],
                             uint64_t n_lanes);
 void lrun_pex2_lanes_avx2(uint16_t *dst, const uint8_t *rest, const uint8_t *code, const uint16_t hi[8],
                           uint64_t n_lanes);
+void lrun_pex2_lanes_avx512(uint16_t *dst, const uint8_t *rest, const uint8_t *code, const uint16_t hi[8],
+                            uint64_t n_lanes);
+/* 1 where the CPU has AVX-512 F, BW and VBMI (decided once). */
+int lrun_pex2_avx512_supported(void);
 
 #endif

@@ -283,7 +283,7 @@ static void ranges(void)
     CHECK("a range over the pool decodes bit for bit",
           ok && !memcmp(got + 1, v + 1, (n - 1) * 2) && got[0] == 0x5555);
 
-    /* every host kernel level the build and CPU have (codec_pex2_avx2.c's lanes against the scalar loop):
+    /* every host kernel level the build and CPU have (codec_pex2_avx2.c and _avx512.c against the scalar loop):
      * the same bits on the same 500 ranges, whatever level is in use */
     const lrun_cpu_isa was = lrun_cpu_isa_get();
     int levels = 0, level_bad = 0;

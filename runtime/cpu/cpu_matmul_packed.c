@@ -1,0 +1,122 @@
+/* cpu_matmul_packed.c — the product of a packed weight, decoded a tile of
+ * rows at a time into the thread's own cache-sized buffer (see the header).
+ *
+ * The weight rows are handed out from an atomic counter in chunks, as
+ * lrun_cpu_matmul does; within a chunk, a thread decodes a tile of rows
+ * (LRUN_CPU_PACKED_TILE_BYTES of plain bytes at most) with the codec's range
+ * decode, then runs lrun_cpu_matmul_rows over the tile. An output row's bits
+ * depend only on its weight row and x (the kernels' contract), so tiling
+ * changes nothing: the result is lrun_cpu_matmul's on the decoded weight. */
+#include "cpu/cpu_matmul_packed.h"
+
+#include "core/checked.h"
+#include "cpu/cpu_matmul.h"
+#include "quant/quant_dot.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TILE_ALIGN 64
+
+/* Rows of a tile: as many whole rows as the tile bytes hold, at least one. */
+static int64_t tile_rows(int64_t k)
+{
+    const int64_t rows = LRUN_CPU_PACKED_TILE_BYTES / (k * 2);
+    return rows > 0 ? rows : 1;
+}
+
+/* A tile's bytes, 64-byte aligned; SIZE_MAX on overflow. */
+static size_t tile_bytes(int64_t k)
+{
+    size_t b;
+    if (!lrun_size_mul((size_t)tile_rows(k), (size_t)k * 2, &b) || b > SIZE_MAX - TILE_ALIGN) return SIZE_MAX;
+    return (b + TILE_ALIGN - 1) / TILE_ALIGN * TILE_ALIGN;
+}
+
+size_t lrun_cpu_matmul_packed_work_bytes(const lrun_packed_layout *pk, int64_t k, int n_threads)
+{
+    (void)pk; /* bf16 and f16 alike: 2 bytes an element, x taken as it is */
+    if (k <= 0) return 0;
+    const size_t one = tile_bytes(k);
+    size_t all;
+    if (one == SIZE_MAX || !lrun_size_mul(one, (size_t)(n_threads > 0 ? n_threads : 1), &all)) return SIZE_MAX;
+    return all;
+}
+
+typedef struct {
+    lrun_dot_fn dot;
+    lrun_gemm_fn gemm; /* the m > 1 multi-row kernel, NULL: dot */
+    lrun_gemm_fn gemv; /* m == 1's, NULL: dot */
+    const void *src;
+    const lrun_packed_layout *pk;
+    int64_t n, k, m;
+    const float *x;      /* (m, k) */
+    float *y;            /* (m, n) */
+    uint8_t *work;       /* a tile per ith */
+    size_t tile;         /* bytes apart */
+    int64_t chunk, rows; /* rows taken at a time; rows decoded at a time */
+    _Alignas(64) _Atomic int64_t next;
+} packed_task;
+
+static void packed_run(void *p, int ith, int nth)
+{
+    (void)nth;
+    packed_task *t = p;
+    uint16_t *tile = (uint16_t *)(t->work + (size_t)ith * t->tile);
+    const size_t row_bytes = (size_t)t->k * 2;
+    for (;;) {
+        const int64_t c0 = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
+        if (c0 >= t->n) break;
+        const int64_t c1 = c0 + t->chunk < t->n ? c0 + t->chunk : t->n;
+        for (int64_t i0 = c0; i0 < c1; i0 += t->rows) {
+            const int64_t i1 = i0 + t->rows < c1 ? i0 + t->rows : c1;
+            lrun_packed_decode_range(tile, t->src, t->pk, (uint64_t)i0 * (uint64_t)t->k,
+                                     (uint64_t)(i1 - i0) * (uint64_t)t->k);
+            /* the tile's rows are rows i0.. of y: y + i0 keeps n as its row stride */
+            lrun_cpu_matmul_rows(t->dot, t->m == 1 ? t->gemv : t->gemm, tile, row_bytes, t->n, t->k, t->x,
+                                 (size_t)t->k * sizeof(float), t->m, t->y + i0, 0, i1 - i0);
+        }
+    }
+}
+
+/* Rows per chunk: lrun_cpu_matmul's rule (about 8 chunks a thread, a multiple of 16). */
+static int64_t chunk_rows(int64_t n, int nth)
+{
+    if (nth <= 1) return n;
+    int64_t c = (n + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
+    c = (c + 15) / 16 * 16;
+    return c < 16 ? 16 : c;
+}
+
+void lrun_cpu_matmul_packed(lrun_threadpool *pool, const void *src, const lrun_packed_layout *pk, int64_t n,
+                            int64_t k, const float *x, int64_t m, float *y, void *work)
+{
+    const lrun_dtype dtype = (lrun_dtype)pk->dtype;
+    const lrun_dot_fn dot = lrun_dot_kernel(dtype);
+    if (!dot || m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        memset(y, 0, sizeof(float) * (size_t)(m * n));
+        return;
+    }
+    const int nth = lrun_threadpool_size(pool);
+    packed_task t = {
+        .dot = dot,
+        .gemm = lrun_gemm_kernel(dtype),
+        .gemv = lrun_gemv_kernel(dtype),
+        .src = src,
+        .pk = pk,
+        .n = n,
+        .k = k,
+        .m = m,
+        .x = x,
+        .y = y,
+        .work = work,
+        .tile = tile_bytes(k),
+        .chunk = chunk_rows(n, nth),
+        .rows = tile_rows(k),
+    };
+    atomic_init(&t.next, 0);
+    if (nth <= 1) packed_run(&t, 0, 1);
+    else lrun_threadpool_run(pool, packed_run, &t);
+}
