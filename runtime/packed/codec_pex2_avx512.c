@@ -31,9 +31,6 @@
 #pragma GCC target("avx512f,avx512bw,avx512vbmi")
 #endif
 
-int lrun_pex2_prefetch_bytes = 2048; /* bytes of rest ahead */
-#define PREFETCH lrun_pex2_prefetch_bytes
-
 int lrun_pex2_avx512_supported(void)
 {
     static int known = -1; /* decided once, as the ISA level */
@@ -73,8 +70,6 @@ void lrun_pex2_lanes_avx512(uint16_t *dst, const uint8_t *rest, const uint8_t *c
     const __m512i sign = _mm512_set1_epi8((char)0x80), mant = _mm512_set1_epi8(0x7f);
     uint64_t l = 0;
     for (; l + 8 <= n_lanes; l += 8) {
-        _mm_prefetch((const char *)(rest + 8 * l) + PREFETCH, _MM_HINT_T0);
-        if (l % 16 == 0) _mm_prefetch((const char *)(code + 3 * l) + PREFETCH * 3 / 8, _MM_HINT_T0);
         const __m512i c24 = _mm512_maskz_loadu_epi8(0xFFFFFFull, code + 3 * l);
         const __m512i codes = _mm512_multishift_epi64_epi8(v_shift, _mm512_permutexvar_epi8(v_spread, c24));
         const __m512i r = _mm512_loadu_si512(rest + 8 * l);
