@@ -34,9 +34,8 @@ static size_t tile_bytes(int64_t k)
     return (b + TILE_ALIGN - 1) / TILE_ALIGN * TILE_ALIGN;
 }
 
-size_t lrun_cpu_matmul_packed_work_bytes(const lrun_packed_layout *pk, int64_t k, int n_threads)
+size_t lrun_cpu_matmul_packed_work_bytes(int64_t k, int n_threads)
 {
-    (void)pk; /* bf16 and f16 alike: 2 bytes an element, x taken as it is */
     if (k <= 0) return 0;
     const size_t one = tile_bytes(k);
     size_t all;

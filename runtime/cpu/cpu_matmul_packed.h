@@ -13,14 +13,14 @@
 #define LRUN_CPU_PACKED_TILE_BYTES (128 * 1024)
 
 /* Bytes of work lrun_cpu_matmul_packed needs for a weight of rows of k
- * elements of pk's dtype over n_threads threads (one tile each, 64-byte
- * aligned); SIZE_MAX on overflow. */
-size_t lrun_cpu_matmul_packed_work_bytes(const lrun_packed_layout *pk, int64_t k, int n_threads);
+ * elements (bf16 or f16: 2 bytes each) over n_threads threads (one tile
+ * each, 64-byte aligned); SIZE_MAX on overflow. */
+size_t lrun_cpu_matmul_packed_work_bytes(int64_t k, int n_threads);
 
 /* y (m, n) = x (m, k) · Wᵀ, W the n rows of k elements (bf16 or f16) that
  * the packed tensor src (layout pk, validated) decodes to. Each thread takes
  * rows as lrun_cpu_matmul hands them out, decodes them a tile at a time into
- * its part of work (lrun_cpu_matmul_packed_work_bytes(pk, k, the pool's
+ * its part of work (lrun_cpu_matmul_packed_work_bytes(k, the pool's
  * size) bytes, 64-byte aligned) and multiplies them there with
  * lrun_cpu_matmul_rows: every output has the bits of lrun_cpu_matmul on the
  * decoded weight. Where DRAM bounds the plain product (batch 1, a weight

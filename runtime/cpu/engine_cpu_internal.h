@@ -53,6 +53,7 @@ struct cpu_engine {
     float *scores;   /* (n_threads, n_scores) attention scratch */
     float *vectors;  /* norms and biases in f32, pointed to by layers */
     void *mm_work;   /* lrun_cpu_matmul work for B rows */
+    void *pk_work;   /* lrun_cpu_matmul_packed's decode tiles, one a thread (bf16/f16 models), or NULL */
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
     /* a mixture of experts (moe_cpu.c), carved only when the model has experts; k = n_expert_used */
     float *router;     /* (B, n_expert) router logits, then probabilities */
@@ -94,6 +95,12 @@ lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, const f
                                    int64_t n_want, float *logits, float *hidden_out);
 
 struct lrun_weights;
+struct lrun_weight_ref;
+/* y (m, n) = x (m, k) · Wᵀ, W read where the weight source says: a packed
+ * weight read in place is decoded a tile at a time as it is multiplied
+ * (lrun_cpu_matmul_packed), the same bits as its plain product (forward_cpu.c). */
+void lrun_cpu_weight_matmul(cpu_engine *e, const struct lrun_weight_ref *w, const float *x, int64_t m, float *y);
+
 /* MOE_ROUTE: router = xn · w[0]ᵀ for the n tokens of the chunk (moe_cpu.c). */
 void lrun_cpu_moe_route(cpu_engine *e, const struct lrun_weights *W, int64_t layer, int64_t n,
                         const lrun_arch_op *op);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cpu/cpu_matmul.h"
+#include "cpu/cpu_matmul_packed.h"
 #include "cpu/engine_cpu_internal.h"
 #include "residency/weights.h"
 
@@ -173,10 +174,16 @@ static const float *vector(const cpu_engine *e, int64_t l, lrun_arch_tensor id)
     return id >= 0 && id < LRUN_ARCH_TENSOR_BLOCK_COUNT ? e->layers[l].vec[id] : NULL;
 }
 
-/* y (m, n) = x (m, k) · Wᵀ, W read where the weight source says. */
+void lrun_cpu_weight_matmul(cpu_engine *e, const lrun_weight_ref *w, const float *x, int64_t m, float *y)
+{
+    const struct lrun_tensor *t = w->w;
+    if (w->packed) lrun_cpu_matmul_packed(e->pool, w->data, &t->pk, t->ne[1], t->ne[0], x, m, y, e->pk_work);
+    else lrun_cpu_matmul(e->pool, t->dtype, w->data, t->row_bytes, t->ne[1], t->ne[0], x, m, y, e->mm_work);
+}
+
 static void matmul(cpu_engine *e, lrun_weight_ref w, const float *x, int64_t m, float *y)
 {
-    lrun_cpu_matmul(e->pool, w.w->dtype, w.data, w.w->row_bytes, w.w->ne[1], w.w->ne[0], x, m, y, e->mm_work);
+    lrun_cpu_weight_matmul(e, &w, x, m, y);
 }
 
 /* out[i] = in · w[i]ᵀ for the op's weights; decode runs several in one region. */
@@ -186,12 +193,16 @@ static void op_matmul(struct run *r, const lrun_arch_op *op, int n_w)
     const float *x = buf(e, op->in);
     if (r->n == 1 && n_w > 1) {
         lrun_matvec parts[LRUN_ARCH_OP_MAX_W];
+        int any_packed = 0; /* then each weight takes its own product */
         for (int i = 0; i < n_w; i++) {
             const lrun_weight_ref w = lrun_weights_get(r->W, r->layer, op->w[i]);
+            any_packed |= w.packed;
             parts[i] = (lrun_matvec){w.w->dtype, w.data, w.w->row_bytes, w.w->ne[1], w.w->ne[0], x, buf(e, op->out[i])};
         }
-        lrun_cpu_matvec_multi(e->pool, parts, n_w, e->mv_work);
-        return;
+        if (!any_packed) {
+            lrun_cpu_matvec_multi(e->pool, parts, n_w, e->mv_work);
+            return;
+        }
     }
     for (int i = 0; i < n_w; i++) matmul(e, lrun_weights_get(r->W, r->layer, op->w[i]), x, r->n, buf(e, op->out[i]));
 }

@@ -40,8 +40,7 @@ static size_t slice_bytes(const struct lrun_tensor *t) { return (size_t)t->ne[1]
 void lrun_cpu_moe_route(cpu_engine *e, const lrun_weights *W, int64_t layer, int64_t n, const lrun_arch_op *op)
 {
     const lrun_weight_ref r = lrun_weights_get(W, layer, op->w[0]);
-    lrun_cpu_matmul(e->pool, r.w->dtype, r.data, r.w->row_bytes, r.w->ne[1], r.w->ne[0], e->xn, n, e->router,
-                    e->mm_work);
+    lrun_cpu_weight_matmul(e, &r, e->xn, n, e->router);
     const float *bias = op->w[1] != LRUN_ARCH_TENSOR_NONE ? e->layers[layer].vec[op->w[1]] : NULL;
     const int64_t n_exp = e->model->info.n_expert;
     for (int64_t i = 0; bias && i < n; i++) lrun_cpu_add(e->router + i * n_exp, bias, n_exp); /* gpt-oss: ggml_add */

@@ -130,7 +130,7 @@ static int all_device_routed(const lrun_cuda_engine *e)
             lrun_weight_ref g[3];
             for (int j = 0; j < 3; j++) {
                 const struct lrun_tensor *t = e->model->layers[l].t[a->ops[i].w[j]];
-                g[j] = (lrun_weight_ref){t, t ? t->data : NULL, 0};
+                g[j] = (lrun_weight_ref){t, t ? t->data : NULL, 0, 0};
             }
             if (!experts_on_device(g) || g[0].w->ne[1] > e->n_ff) return 0;
         }
@@ -665,7 +665,7 @@ static lrun_status ffn_exact(lrun_cuda_engine *e, const lrun_weight_ref g[3], in
         for (int i = 0; i < 3; i++) {
             const void *data;
             v[i] = slice_view(&g[i], x, cached ? lrun_cuda_moe_cache_data(m->cache, i, slot) : NULL, &data);
-            s[i] = (lrun_weight_ref){&v[i], data, g[i].on_host && !cached};
+            s[i] = (lrun_weight_ref){&v[i], data, g[i].on_host && !cached, 0};
         }
         TRY(lrun_cuda_moe_exact_expert(e, m->exact, s, m->d_x, m->first[x], cnt));
         if (cached) TRY(lrun_cuda_moe_cache_release(e, m->cache, slot));

@@ -37,8 +37,10 @@
  * one device staging buffer and is decoded from there into its slot by
  * lrun_k_packed_decode, both on the copy stream, so the next weight's copy
  * into that buffer waits for the decode in stream order; its slot holds the
- * plain weight and compute is unchanged. Host compute and a host embedding
- * table decode packed weights on the host. A packed weight in the disk tier (a
+ * plain weight and compute is unchanged. Host compute multiplies a packed
+ * weight a tile of rows at a time as the host decodes it
+ * (lrun_cpu_matmul_packed: the plain weight is never written out), and a
+ * host embedding table decodes the rows it gathers. A packed weight in the disk tier (a
  * packed model file) is read packed: direct reads of its packed bytes through
  * the staging buffers into the device staging buffer, decoded from there the
  * same way, so fewer bytes come from the disk. */
@@ -50,6 +52,7 @@
 #include "core/checked.h"
 #include "core/clock.h"
 #include "cpu/cpu_matmul.h"
+#include "cpu/cpu_matmul_packed.h"
 #include "core/device.h"
 #include "kernels.h"
 #include "residency/disk_reader.h"
@@ -137,8 +140,6 @@ struct cuda_offload {
     cudaEvent_t x_down;            /* recorded after the activations' copy down (lrun_cuda_offload_host_begin) */
     int group_host;                /* an op's host products share one trip down (LRUN_CUDA_HOST_GROUP=0: not) */
     void *work;                    /* lrun_cpu_matmul work, host */
-    uint16_t *h_plain;             /* (h_plain_bytes) host: a packed host-compute weight decoded, or NULL */
-    size_t h_plain_bytes;
     lrun_threadpool *pool;
 };
 
@@ -167,11 +168,13 @@ static lrun_status plan_host(struct cuda_offload *o, const lrun_placement *p, co
                              int64_t rows_max, size_t *work)
 {
     o->any_host = 1;
-    if (lrun_placement_packed(p, t) && t->nbytes > o->h_plain_bytes) o->h_plain_bytes = t->nbytes;
     const size_t xk = (size_t)rows_max * (size_t)t->ne[0], yn = (size_t)rows_max * (size_t)t->ne[1];
     if (xk > o->h_x_floats) o->h_x_floats = xk;
     if (yn > o->h_y_floats) o->h_y_floats = yn;
-    const size_t wb = lrun_cpu_matmul_work_bytes(t->dtype, rows_max, t->ne[0]);
+    /* a packed weight: its decode tiles (lrun_cpu_matmul_packed), never the whole weight decoded */
+    const size_t wb = lrun_placement_packed(p, t)
+                          ? lrun_cpu_matmul_packed_work_bytes(t->ne[0], lrun_threadpool_size(o->pool))
+                          : lrun_cpu_matmul_work_bytes(t->dtype, rows_max, t->ne[0]);
     if (wb == SIZE_MAX)
         return lrun_fail_oom(SIZE_MAX, 0, "engine: host matmul work for %s overflows size_t", t->name);
     if (wb > *work) *work = wb;
@@ -297,13 +300,9 @@ lrun_status lrun_cuda_offload_plan(lrun_cuda_engine *e, const lrun_placement *p,
     }
     o->device_bytes = bytes;
     o->work = NULL;
-    if (work && !p) { /* sizing only needs the bytes */
-        o->work = malloc(work);
+    if (work && !p) { /* sizing only needs the bytes; 64-byte aligned for the packed products' tiles */
+        o->work = aligned_alloc(64, (work + 63) / 64 * 64);
         if (!o->work) return lrun_fail_oom(work, 0, "engine: host matmul work");
-    }
-    if (o->h_plain_bytes && !p) {
-        o->h_plain = malloc(o->h_plain_bytes);
-        if (!o->h_plain) return lrun_fail_oom(o->h_plain_bytes, 0, "engine: a packed host-compute weight decoded");
     }
     *device_bytes = bytes;
     return LRUN_OK;
@@ -468,7 +467,6 @@ void lrun_cuda_offload_free(lrun_cuda_engine *e)
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, o->h_x, o->h_x_floats * sizeof(float));
     lrun_device_host_release(e->device, LRUN_HOST_CATEGORY_SCRATCH, LRUN_TIER_PINNED, o->h_y, o->h_y_floats * sizeof(float));
     free(o->work);
-    free(o->h_plain);
     lrun_ring_free(o->ring);
     lrun_disk_reader_free(o->disk);
     free(o->set_disk);
@@ -817,15 +815,14 @@ lrun_status lrun_cuda_offload_host_finish(lrun_cuda_engine *e, const struct lrun
     float *h_y = o->h_y;
     for (int i = 0; i < n; i++) {
         const int64_t k = w[i]->ne[0], rows = w[i]->ne[1];
-        const void *plain = w[i]->data;
-        if (w[i]->packed) { /* decoded over the model's threads, then the same product as a plain weight */
-            if (!o->h_plain || w[i]->nbytes > o->h_plain_bytes)
-                return lrun_fail(LRUN_E_INTERNAL, "engine: packed host-compute weight %s has no decode buffer",
+        if (w[i]->packed) { /* decoded a tile at a time before each tile's product: the plain product's bits */
+            if (!o->work)
+                return lrun_fail(LRUN_E_INTERNAL, "engine: packed host-compute weight %s has no decode tiles",
                                  w[i]->name);
-            lrun_packed_decode_range_mt(o->h_plain, w[i]->data, &w[i]->pk, 0, w[i]->pk.n, o->pool);
-            plain = o->h_plain;
+            lrun_cpu_matmul_packed(o->pool, w[i]->data, &w[i]->pk, rows, k, o->h_x, m, h_y, o->work);
+        } else {
+            lrun_cpu_matmul(o->pool, w[i]->dtype, w[i]->data, w[i]->row_bytes, rows, k, o->h_x, m, h_y, o->work);
         }
-        lrun_cpu_matmul(o->pool, w[i]->dtype, plain, w[i]->row_bytes, rows, k, o->h_x, m, h_y, o->work);
         h_y += (size_t)m * (size_t)rows;
     }
     e->stats.host_wait_seconds += t1 - t0;

@@ -15,7 +15,7 @@ static lrun_status cuda_begin(void *ctx, int64_t unit)
 
 static lrun_weight_ref ref(const lrun_cuda_engine *e, const struct lrun_tensor *t)
 {
-    return (lrun_weight_ref){t, t ? t->data : NULL, t ? lrun_cuda_offload_on_host(e, t) : 0};
+    return (lrun_weight_ref){t, t ? t->data : NULL, t ? lrun_cuda_offload_on_host(e, t) : 0, 0};
 }
 
 static lrun_weight_ref cuda_get(void *ctx, int64_t unit, lrun_arch_tensor id)

@@ -56,13 +56,24 @@ struct unit {
     size_t bytes;                         /* bytes copied per fill */
 };
 
-/* The packed matrices of one layer read in place: decoded at acquire. */
+/* The packed matrices of one layer read in place: experts decoded at
+ * acquire, the rest multiplied packed (direct). */
 struct decode_plan {
     int n;
     lrun_arch_tensor id[UNIT_MAX];         /* (n) which */
     const struct lrun_tensor *t[UNIT_MAX]; /* (n) their records */
     size_t offset[UNIT_MAX];               /* (n) where each goes in the decode scratch */
+    int n_direct;
+    lrun_arch_tensor direct[UNIT_MAX]; /* (n_direct) which are multiplied packed */
 };
+
+/* A packed weight read in place that forward_cpu multiplies as it decodes
+ * (lrun_cpu_matmul_packed): every matrix but the experts' stacks, whose
+ * slices the grouped products read plain. */
+static int multiplied_packed(lrun_arch_tensor id)
+{
+    return id == LRUN_ARCH_TENSOR_OUTPUT || !lrun_arch_is_expert_tensor(id);
+}
 
 struct lrun_weight_ring {
     lrun_device *device;
@@ -176,6 +187,10 @@ static size_t plan_decode(struct decode_plan *d, const lrun_placement *p, int st
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         if (!ts[i] || !lrun_placement_packed(p, ts[i]) || (stage && lrun_placement_streamed(p, ts[i]))) continue;
+        if (multiplied_packed(ids[i])) { /* no scratch: its product decodes it */
+            d->direct[d->n_direct++] = ids[i];
+            continue;
+        }
         d->id[d->n] = ids[i];
         d->t[d->n] = ts[i];
         d->offset[d->n++] = off;
@@ -427,11 +442,13 @@ void lrun_weight_ring_free(lrun_weight_ring *wr)
 
 // ---------------------------------------------------------------- compute side
 
-/* The layer's packed matrices read in place, decoded into the scratch over
- * the engine's threads; out then points at the plain bytes. */
+/* The layer's packed experts read in place, decoded into the scratch over
+ * the engine's threads (out then points at the plain bytes); its other
+ * packed matrices marked to be multiplied packed where they are. */
 static void decode_in_place(lrun_weight_ring *wr, int64_t layer, lrun_weight_view *out)
 {
     const struct decode_plan *d = &wr->decode[layer];
+    for (int i = 0; i < d->n_direct; i++) out->packed[d->direct[i]] = 1;
     for (int i = 0; i < d->n; i++) {
         const struct lrun_tensor *t = d->t[i];
         uint16_t *dst = (uint16_t *)((char *)wr->decode_scratch + d->offset[i]);

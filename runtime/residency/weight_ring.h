@@ -29,9 +29,13 @@
 /* Where compute reads each weight of a unit this time, by lrun_arch_tensor:
  * a slot, or the tensor's own bytes (NULL when the model has no such
  * tensor). A block's unit sets the block ids, the head's unit
- * data[LRUN_ARCH_TENSOR_OUTPUT]. */
+ * data[LRUN_ARCH_TENSOR_OUTPUT]. packed[id] 1: the weight is packed and read
+ * in place, its product decodes it as it goes (lrun_cpu_matmul_packed):
+ * every such matrix but the experts' (decoded into the scratch for the
+ * grouped products). */
 typedef struct lrun_weight_view {
     const void *data[LRUN_ARCH_TENSOR_COUNT];
+    unsigned char packed[LRUN_ARCH_TENSOR_COUNT];
 } lrun_weight_view;
 
 typedef struct lrun_weight_ring lrun_weight_ring;
@@ -49,8 +53,9 @@ typedef struct lrun_weight_blocks {
  * fill thread when anything is staged. prefetch_layers 0 = the default
  * (lrun_engine_default_prefetch). stage 0: nothing is staged (an
  * ALL_DEVICE engine, which only needs packed weights decoded). Packed
- * matrices read in place are decoded at acquire into a scratch taken with
- * the slots, over pool's threads (NULL: the caller's). */
+ * experts read in place are decoded at acquire into a scratch taken with
+ * the slots, over pool's threads (NULL: the caller's); other packed
+ * matrices read in place are multiplied packed (lrun_weight_view). */
 struct lrun_threadpool;
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
                                   int prefetch_layers, int stage, struct lrun_threadpool *pool);

@@ -18,7 +18,7 @@ static lrun_weight_ref cpu_get(void *ctx, int64_t unit, lrun_arch_tensor id)
     const struct lrun_tensor *t = lrun_model_arch_tensor(c->model, unit < c->model->info.n_layer ? unit : -1, id);
     /* every tier is host-addressable on the CPU: a host-compute weight is read where it is, as a resident one */
     const void *data = c->view.data[id] ? c->view.data[id] : t ? t->data : NULL;
-    return (lrun_weight_ref){t, data, 0};
+    return (lrun_weight_ref){t, data, 0, c->view.packed[id]};
 }
 
 static lrun_status cpu_end(void *ctx, int64_t unit)
@@ -34,7 +34,8 @@ static lrun_status cpu_skip(void *ctx, int64_t unit)
 static lrun_weight_ref cpu_peek(void *ctx, int64_t unit, lrun_arch_tensor id)
 {
     const lrun_weights_cpu *c = ctx;
-    return (lrun_weight_ref){lrun_model_arch_tensor(c->model, unit < c->model->info.n_layer ? unit : -1, id), NULL, 0};
+    return (lrun_weight_ref){lrun_model_arch_tensor(c->model, unit < c->model->info.n_layer ? unit : -1, id), NULL, 0,
+                             0};
 }
 
 static const lrun_weights_i cpu_iface = {cpu_begin, cpu_get, cpu_end, cpu_skip, cpu_peek};

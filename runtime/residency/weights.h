@@ -27,6 +27,7 @@ typedef struct lrun_weight_ref {
     const struct lrun_tensor *w; /* dtype, shape {k, n}, row_bytes, name; NULL when the file has no such tensor */
     const void *data;            /* where to read its bytes this time: its home, or its staging slot */
     int on_host;                 /* 1: the product runs on the host, reading data there */
+    int packed;                  /* CPU: 1 when data are w's packed bytes (w->pk), decoded by its product */
 } lrun_weight_ref;
 
 typedef struct lrun_weights_i {

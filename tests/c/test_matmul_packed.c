@@ -90,7 +90,7 @@ static void check_case(lrun_dtype t, int codec, struct shape s, lrun_threadpool 
     for (int isa = LRUN_CPU_ISA_SCALAR; p && isa <= LRUN_CPU_ISA_AVX512; isa++) {
         if (lrun_cpu_isa_set((lrun_cpu_isa)isa) != LRUN_OK) continue;
         for (int pi = 0; pi < n_pools; pi++) {
-            const size_t wb = lrun_cpu_matmul_packed_work_bytes(&lay, k, lrun_threadpool_size(pools[pi]));
+            const size_t wb = lrun_cpu_matmul_packed_work_bytes(k, lrun_threadpool_size(pools[pi]));
             void *work = aligned_alloc(64, wb);
             for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
                 const int64_t m = ms[mi];
