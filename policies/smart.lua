@@ -41,8 +41,9 @@
 -- use wherever it is, so on cpu the decode cancels out, and on cuda the
 -- copy stream adds plain bytes / packed_decode (the decode kernel runs
 -- there after the copy, where a resident weight decodes on the compute
--- stream) and host compute plain bytes / host_decode (measured by
--- lrun.bandwidth.decode_rates).
+-- stream) and host compute multiplies it decoding a tile at a time
+-- (lrun.predict.packed_host_s: host_packed_matmul over host_packed_plain,
+-- measured by lrun.bandwidth.decode_rates, scales the plain product's rate).
 -- Tensors are ranked by bytes / cost (zero cost first, larger first among
 -- equals, then by name) and taken while they fit under max_bytes; on cuda a
 -- matrix's cost for ranking is bytes / (H2D + host_matmul), its share of the
@@ -99,8 +100,10 @@ local function copy_s(t, bw) return math.max(t.bytes / bw.h2d_pinned, decode_s(t
 -- (t.host_plain: a packed weight offered so, computed on the host in its plain form: no host decode; see
 -- lrun.pack_choice's "packed where streamed")
 local function host_s(t, bw)
-  local dec = t.host_plain and 0 or decode_s(t, bw.host_decode or bw.host_read)
-  return (t.plain_bytes or t.bytes) / host_matmul_rate(t, bw) + dec
+  local plain, rate = t.plain_bytes or t.bytes, host_matmul_rate(t, bw)
+  if t.host_plain or not t.packed then return plain / rate end
+  if has_predict then return predict.packed_host_s(t, plain, rate, bw, bw.host_decode or bw.host_read) end
+  return plain / rate + decode_s(t, bw.host_decode or bw.host_read)
 end
 
 local expert_roles = { ffn_gate_exps = true, ffn_up_exps = true, ffn_down_exps = true }
@@ -388,8 +391,11 @@ function M.plan(tensors, budget)
   if bw.packed_decode then
     local n_packed = 0
     for _, r in ipairs(chosen) do if r.t.packed then n_packed = n_packed + 1 end end
-    lines[#lines + 1] = string.format("smart: packed decode %s on the %s, %s on the host; %d packed tensors off "
-      .. "the device", gbs(bw.packed_decode), bw.device or "device", gbs(bw.host_decode or bw.packed_decode), n_packed)
+    local products = bw.host_packed_matmul and bw.host_packed_plain
+      and string.format("%s against %s plain", gbs(bw.host_packed_matmul), gbs(bw.host_packed_plain)) or "unmeasured"
+    lines[#lines + 1] = string.format("smart: packed decode %s on the %s, %s on the host (its products %s); %d "
+      .. "packed tensors off the device", gbs(bw.packed_decode), bw.device or "device",
+      gbs(bw.host_decode or bw.packed_decode), products, n_packed)
   end
   if t_copy then
     local rates = {}

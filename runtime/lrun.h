@@ -942,6 +942,18 @@ LRUN_API lrun_status lrun_model_measure_device_gemv(lrun_model *model, lrun_dtyp
  * compute). One warm-up, then the best of three; bytes in [1 MiB, 4 GiB]. */
 LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, size_t bytes,
                                                       double *bytes_per_s);
+/* How fast host compute multiplies packed weights at batch 1, against the
+ * same weights plain: *packed_per_s, plain bytes per second of
+ * lrun_cpu_matmul_packed (decoded a tile at a time before each tile's
+ * product) on the model's threads over copies of one synthetic trained-like
+ * bf16 weight of 8192 rows of 4096, packed with the codec the model's
+ * weights have or will have, laid end to end across bytes raised to twice
+ * the last-level cache (1 GiB at least, a quarter of the free memory at
+ * most) so that they come from DRAM as a model's would; *plain_per_s, the
+ * same span of that weight's plain copies through lrun_cpu_matmul. One
+ * warm-up, then the best of three, each; bytes in [1 MiB, 4 GiB]. */
+LRUN_API lrun_status lrun_model_measure_packed_host_matmul(lrun_model *model, size_t bytes, double *packed_per_s,
+                                                           double *plain_per_s);
 /* How fast the CPU's decode GEMV reads the model's own matrices of dtype
  * (docs/residency.md "Predicted decode on the CPU"): bytes over the mean
  * seconds of five passes (after a warm-up) of one-row lrun_cpu_matmul on

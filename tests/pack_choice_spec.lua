@@ -3,7 +3,8 @@
 -- bandwidths: a bf16 7B (Llama-2-7B's shape) under a 10 GiB room on cuda
 -- packs the fewest whole blocks that keep it on the device; under 3 GiB with
 -- the host computing beside the link, what streams goes packed and what the
--- host computes stays plain; under 40 GiB it stays plain; a Q4_K model never packs; on cpu the decode into the scratch
+-- host computes stays plain, unless the host's packed product is measured
+-- faster than its plain one (then host-computed weights go packed too); under 40 GiB it stays plain; a Q4_K model never packs; on cpu the decode into the scratch
 -- is priced and plain streaming wins. tests/pack_plan_spec.lua runs the
 -- planner itself on a generated model.
 package.path = "./?.lua;" .. package.path
@@ -170,18 +171,56 @@ describe("pack_choice on a bf16 7B", function()
       plan["blk.0.ffn_gate.weight"] = "mmap"
       plan["blk.0.ffn_down.weight"] = "disk"
       local e = { plan = plan, host_compute = hc }
-      local streamed = o.streamed(e, false)
+      local streamed = o.streamed(e, "none")
       assert.are.same({ ["blk.0.attn_q.weight"] = true, ["blk.0.attn_k.weight"] = true }, streamed.packs)
       assert.are.equal("packed where streamed, 2 matrices", streamed.label)
       -- with what stays on the device: every other candidate but the host-computed and file-form ones
-      local with = o.streamed(e, true)
+      local with = o.streamed(e, "resident")
       assert.is_true(with.packs["blk.1.attn_q.weight"] and with.packs["token_embd.weight"])
       for _, name in ipairs({ "blk.0.ffn_up.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_down.weight" }) do
         assert.is_nil(with.packs[name], name)
       end
+      -- with what the host computes: the streamed and the host-computed ones, never the file's form
+      local off = o.streamed(e, "host")
+      assert.are.same({ ["blk.0.attn_q.weight"] = true, ["blk.0.attn_k.weight"] = true,
+        ["blk.0.ffn_up.weight"] = true }, off.packs)
+      assert.are.equal("packed off the device (streamed or host-computed), 3 matrices", off.label)
       -- nothing streamed, or every candidate: options of their own
-      assert.is_nil(o.streamed({ plan = {}, host_compute = {} }, false))
-      assert.is_nil(o.streamed({ plan = {}, host_compute = {} }, true))
+      for _, with_what in ipairs({ "none", "resident", "host" }) do
+        assert.is_nil(o.streamed({ plan = {}, host_compute = {} }, with_what))
+      end
+    end)
+
+  it("cuda, 3 GiB: where the host multiplies packed weights faster than plain, host-computed ones go packed too",
+    function()
+      -- session 26's H100 host as above, and lrun_model_measure_packed_host_matmul's pair: the packed product
+      -- 1.25x the plain one on the same DRAM span (16 cores decoding beside DRAM's limit)
+      local bw = { device = "cuda", device_read = 3e12, h2d_pinned = 54.6e9, h2d_pageable = 10e9, host_read = 97.3e9,
+        host_matmul = { bf16 = 110e9 }, host_matmul_copying = { bf16 = 83.8e9 }, packed_decode = 1.2e12,
+        host_decode = 3.6e9, host_packed_matmul = 125e9, host_packed_plain = 100e9 }
+      local r = choose(tensors, 3 * GiB, bw)
+      local c = r.chosen
+      -- the offer's third packing was weighed, and the packing chosen host-computes packed weights
+      local labels, kept_plain = {}, nil -- kept_plain: session 27's choice, the host's products plain
+      for _, o in ipairs(r.options) do
+        labels[#labels + 1] = o.label
+        if o.resident then kept_plain = o end
+      end
+      assert.matches("packed off the device %(streamed or host%-computed%), %d+ matrices", table.concat(labels, "\n"))
+      local host_packed = 0
+      for _, t in ipairs(tensors) do
+        if c.eval.host_compute[t.name] and r.packed[t.name] then host_packed = host_packed + 1 end
+      end
+      assert.is_true(host_packed > 0, r.text)
+      -- faster than the packing whose host products stay plain
+      assert.is_true(c.eval.tok_s > 1.05 * kept_plain.eval.tok_s, r.text)
+      -- where the packed product is the slower (the build machine's 2 cores: 0.6x), the host's stay plain
+      bw.host_packed_matmul = 60e9
+      r = choose(tensors, 3 * GiB, bw)
+      assert.is_falsy(r.chosen.host, r.text)
+      for _, t in ipairs(tensors) do
+        if r.chosen.eval.host_compute[t.name] then assert.is_nil(r.packed[t.name], t.name) end
+      end
     end)
 
   it("cpu: a resident packed weight decodes into the scratch before each use; streaming plain wins", function()

@@ -85,8 +85,12 @@ function M.host_gemv_rate(model, dt)
     or false
 end
 
---- Fills bw.packed_decode and bw.host_decode (plain bytes/s) when the
--- model has weights that may be packed and they are not measured yet.
+--- Fills bw.packed_decode, bw.host_decode, bw.host_packed_matmul (plain
+-- bytes/s: the host's batch-1 product of a packed weight, decoded a tile at
+-- a time as it goes, from DRAM) and bw.host_packed_plain (the same weight's
+-- plain product, measured beside it: lrun.predict.packed_host_s takes
+-- their ratio) when the model has weights that may be packed and they are
+-- not measured yet.
 function M.decode_rates(model, bw)
   if bw.packed_decode then return end
   local any = false
@@ -101,6 +105,11 @@ function M.decode_rates(model, bw)
   if bw.device ~= "cuda" then bw.host_decode = bw.packed_decode
   elseif C.lrun_model_measure_packed_decode(model.handle, 0, 16 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
     bw.host_decode = out[0]
+  end
+  local plain = ffi.new("double[1]")
+  if C.lrun_model_measure_packed_host_matmul(model.handle, 64 * 2 ^ 20, out, plain) == C.LRUN_OK and out[0] > 0
+      and plain[0] > 0 then
+    bw.host_packed_matmul, bw.host_packed_plain = out[0], plain[0]
   end
 end
 
@@ -140,7 +149,8 @@ local host_cache = {} -- [device, threads] = {host_matmul = {[dtype]=}, host_bat
 -- rates are its thread pool's, so a table is kept per (device, threads).
 -- With bf16/f16 matrices (which may be packed, docs/packed.md), also the
 -- packed decode's speed where the engine decodes (packed_decode: cuda, the
--- decode kernel; cpu, the host decoder) and on the host (host_decode).
+-- decode kernel; cpu, the host decoder), on the host (host_decode), and the
+-- host's product of a packed weight (host_packed_matmul).
 -- LRUN_RATES=FILE puts a rates file's fields in place of the measured ones,
 -- LRUN_RATES_OUT=FILE writes the table used (lrun.rates_file).
 -- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",
@@ -149,7 +159,7 @@ local host_cache = {} -- [device, threads] = {host_matmul = {[dtype]=}, host_bat
 --   round_trip_s=, host_call_s= (cuda: host products' fixed costs, M.round_trip_s, M.host_call_s),
 --   host_copy=, host_copy_copying=, h2d_copying= (cuda: the threads' copy into staging, alone and beside
 --   the DMA, and the DMA's rate beside it: M.host_copy, M.host_copy_copying),
---   packed_decode=, host_decode= (plain bytes/s, or nil)} bytes/s
+--   packed_decode=, host_decode=, host_packed_matmul=, host_packed_plain= (plain bytes/s, or nil)} bytes/s
 function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
   local key = ffi.string(C.lrun_device_name(dev))

@@ -20,8 +20,10 @@
 --               #15's host compute: the link carries about 1/0.70 of its plain rate in weights). Found
 --               in two plans: one where every candidate is offered packed but host-computed plain
 --               (host_plain: the policy weighs each matrix's packed copy against its plain product),
---               which only says what streams; then what it streams packed, and that with what it keeps
---               on the device, each planned as it will run (never the mmap/disk tiers' file form)
+--               which only says what streams; then what it streams packed, that with what it keeps
+--               on the device, and that with what it host-computes (the host multiplies a packed
+--               weight as it decodes it, lrun_cpu_matmul_packed, at the measured
+--               bw.host_packed_matmul), each planned as it will run (never the mmap/disk tiers' file form)
 -- Each option is planned (the policy, as for plain) and predicted by
 -- lrun.predict; the options are compared on M.request (a 512-token prompt
 -- and 128 generated tokens, lrun.expert_choice's) when prefill is predicted,
@@ -97,28 +99,35 @@ function M.options(tensors, exclude)
   -- (plan, host compute) the packings that run: what it streams, and that with what it keeps on the device
   -- in the packed size it was offered at (resident packed weights need the packed decode scratch and read
   -- slower than plain ones, so either may win); nothing it host-computes
+  -- (or with what it host-computes: the host multiplies a packed weight decoding it tile by tile, which
+  -- reads 0.70 of the bytes from DRAM but costs the decode; smart prices it at the measured rate)
   local offer = { label = "offer: packed where streamed", packs = all, host_plain = true }
-  local function streamed(e, with_resident)
+  local function streamed(e, with, host)
     local packs, n = {}, 0
     local hc, plan = e.host_compute or {}, e.plan or {}
     for name in pairs(all) do
       local tier = plan[name] or "device"
       -- the mmap and disk tiers read the file's form: nothing to pack there
       local file_form = tier == "mmap" or tier == "disk"
-      if not hc[name] and not file_form and (tier ~= "device" or with_resident) then packs[name], n = true, n + 1 end
+      local off = tier ~= "device"
+      local take = (off and not hc[name]) or (with == "resident" and not off) or (with == "host" and off and hc[name])
+      if take and not file_form then packs[name], n = true, n + 1 end
     end
     if n == 0 or n == #cands then return nil end -- plain, or every matrix: options of their own
-    return { label = string.format("packed where streamed%s, %d matrices", with_resident and " or resident" or "",
-      n), streamed = true, resident = with_resident, packs = packs, n = n }
+    local what = with == "resident" and "where streamed or resident"
+      or with == "host" and "off the device (streamed or host-computed)" or "where streamed"
+    return { label = string.format("packed %s, %d matrices", what, n), streamed = true,
+      resident = with == "resident", host = with == "host", packs = packs, n = n }
   end
   return { plain = { label = "plain", packs = {} }, blocks = blocks, n_block = n_block, offer = offer,
     streamed = streamed, all = { label = "every bf16/f16 matrix packed", packs = all }, any = #cands > 0 }
 end
 
--- Where an option sorts among the tried: plain, packed where streamed, then by blocks packed, every matrix last.
+-- Where an option sorts among the tried: plain, packed where streamed (then off the device, then with the
+-- resident), then by blocks packed, every matrix last.
 local function rank(opts, o)
   if o == opts.all then return math.huge end
-  return o.blocks or (o.streamed and (o.resident and 0.6 or 0.5)) or 0
+  return o.blocks or (o.streamed and (o.resident and 0.6 or o.host and 0.55 or 0.5)) or 0
 end
 
 -- Seconds of option o on the request (prefill weighed when both o and plain have it), else per token.
@@ -161,12 +170,11 @@ function M.choose(tensors, evaluate, o)
     -- packed where streamed: the offer is planned for its split alone (its host-computed matrices are
     -- priced plain, which no packing runs), then the packings it implies
     local offer = evaluate(opts.offer)
-    local n_before -- the second packing holds the first: the same count is the same packing
-    for _, with_resident in ipairs(offer and { false, true } or {}) do
-      local opt = opts.streamed(offer, with_resident)
-      local n = opt and opt.n or nil
-      if opt and n ~= n_before then eval(opt) end
-      n_before = n
+    local first -- the others hold the first packing: the same count is the same packing
+    for _, with in ipairs(offer and { "none", "resident", "host" } or {}) do
+      local opt = opts.streamed(offer, with)
+      if opt and (not first or opt.n ~= first.n) then eval(opt) end
+      first = first or opt or false
     end
   end
   -- every option planned is a candidate: the fewest blocks that fit, and on the way there (when none
@@ -224,7 +232,8 @@ function M.text(r, enc)
     local e = c.eval
     head = string.format("packed: chosen (%s): %s -> %s %s, predicted decode %s tok/s against %s "
       .. "tok/s %s plain", c.label, size.format(e.packed_plain), size.format(e.packed_bytes),
-      c.streamed and "packed (streamed, or on the device)" or "on the device", tok(e.tok_s),
+      c.host and "packed (streamed, or multiplied on the host)" or c.streamed and "packed (streamed, or on the device)"
+        or "on the device", tok(e.tok_s),
       p and tok(p.tok_s) or "?", p and p.off_bytes > 0 and "streaming or host-computing" or "keeping")
     head = head .. string.format("; encoded at load: %s at %.2f GB/s (%s), about %.1f s", size.format(r.encode_bytes),
       enc.rate / 1e9, enc.measured and "measured" or string.format("assumed for %d threads", enc.threads or 1),

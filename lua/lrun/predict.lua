@@ -51,8 +51,12 @@
 --     copies take the longer of the links' time and the decodes'; on cpu the
 --     fill thread decodes, part of the copy; the device reads the plain
 --     weight from its slot
---   host compute: plain bytes / bw.host_decode (the host decoder, decoding
---     into a scratch) before the product
+--   host compute (and cpu's resident packed weights): the product decodes a
+--     tile of rows at a time into the thread's cache before multiplying it
+--     (lrun_cpu_matmul_packed), reading the packed bytes from DRAM: the
+--     plain product's time over its measured relative speed, at most 1 /
+--     the packed share faster (M.packed_host_s); without that measure, plain
+--     bytes / bw.host_decode more
 -- A packed weight without a decode rate is costed as plain after its copy.
 -- Not modelled: attention on cuda, kernel launch overheads.
 --
@@ -149,6 +153,26 @@ end
 local function decode_s(t, plain, rate)
   if not t.packed or type(rate) ~= "number" or rate <= 0 then return 0 end
   return plain / rate
+end
+
+--- Seconds of the host's batch-1 product of packed t over plain of its plain
+-- bytes, where the plain product runs at plain_rate (bytes/s: alone or
+-- beside the device's copies, on the model's weights or over DRAM).
+-- lrun_cpu_matmul_packed decodes a tile of rows at a time in the thread's
+-- cache before multiplying it: it reads the packed bytes from DRAM and pays
+-- the decode in compute. lrun.bandwidth measures it against the plain
+-- product on the same weight and DRAM span (bw.host_packed_matmul,
+-- bw.host_packed_plain); their ratio scales plain_rate, up to 1 / the packed
+-- share (where DRAM bounds both, the packed product reads that much less).
+-- Without the measure: a decode at decode_rate (plain bytes/s, or none),
+-- then the plain product.
+function M.packed_host_s(t, plain, plain_rate, bw, decode_rate)
+  local fused, ref = bw.host_packed_matmul, bw.host_packed_plain
+  if type(fused) == "number" and fused > 0 and type(ref) == "number" and ref > 0 then
+    local share = t.bytes / (t.plain_bytes or t.bytes)
+    return plain / (plain_rate * math.min(fused / ref, 1 / share))
+  end
+  return plain / plain_rate + decode_s(t, plain, decode_rate)
 end
 
 -- The staged link (cuda: the threads' copy into pinned buffers and the DMA from them, at once): the slower
@@ -420,11 +444,12 @@ function M.decode(tensors, plan, host_compute, bw, q)
         host_trips[key] = true
       end
       local fixed = M.host_overhead_s(bw, calls, trips)
-      -- a packed weight is decoded into the host's scratch before the product
-      local dec = decode_s(t, plain, bw.host_decode or bw.packed_decode)
-      p.packed_decode_s = p.packed_decode_s + dec
+      -- a packed weight decodes tile by tile as it is multiplied (M.packed_host_s)
+      local product = t.packed and M.packed_host_s(t, plain, rate, bw, bw.host_decode or bw.packed_decode)
+        or plain / rate
+      p.packed_decode_s = p.packed_decode_s + math.max(0, product - plain / rate)
       p.host_fixed_s = p.host_fixed_s + fixed
-      p.host_s = p.host_s + plain / rate + fixed + dec
+      p.host_s = p.host_s + product + fixed
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier ~= "device" then
@@ -451,10 +476,9 @@ function M.decode(tensors, plan, host_compute, bw, q)
       local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes -- bytes: already its share (or the row read)
       local s
       if bw.device == "cuda" then s = plain / (dm or bw.device_read) / fused_speed(t, bw)
-      else
-        local dec = decode_s(t, plain, bw.packed_decode)
-        p.packed_decode_s = p.packed_decode_s + dec
-        s = plain / (dm or bw.device_read) + dec
+      else -- cpu: the host's packed product, decoded tile by tile as it goes
+        s = M.packed_host_s(t, plain, dm or bw.device_read, bw, bw.packed_decode)
+        p.packed_decode_s = p.packed_decode_s + math.max(0, s - plain / (dm or bw.device_read))
       end
       p.packed_s = p.packed_s + s
       p.device_s = p.device_s + s
@@ -726,7 +750,7 @@ function M.prefill(tensors, plan, host_compute, bw, q)
     elseif tier ~= "device" and host_compute[t.name] then
       local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes
       p.host_s = p.host_s + (head and plain / host_rate(t, bw) or host_time(flops, plain, t, tier, bw))
-        + decode_s(t, plain, bw.host_decode or bw.packed_decode) -- a packed one decodes into the host's scratch
+        + decode_s(t, plain, bw.host_decode or bw.packed_decode) -- a packed one decodes once, tile by tile, as it goes
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier ~= "device" then

@@ -27,7 +27,6 @@
 #include "backend.h"
 #include "core/checked.h"
 #include "cpu/cpu_matmul.h"
-#include "cpu/cpu_matmul_packed.h"
 #include "cpu/cpu_ops.h"
 #include "cpu/engine_cpu_internal.h"
 #include "core/device.h"
@@ -92,23 +91,6 @@ static int layout_moe(cpu_engine *e, char **c, size_t *total)
            carve(c, total, E * sizeof(int64_t), (void **)&e->moe_fill);
 }
 
-/* Work bytes of lrun_cpu_matmul_packed over nth threads for the longest row
- * of the engine's matrices the codec packs (bf16, f16: a placement may pack
- * any of them), 0 when none is; SIZE_MAX on overflow. */
-static size_t packed_work(const cpu_engine *e, int nth)
-{
-    const lrun_model *m = e->model;
-    int64_t k = m->output && lrun_packed_dtype_ok(m->output->dtype) ? m->output->ne[0] : 0;
-    for (int64_t l = e->layer_first; l < e->layer_end; l++)
-        for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
-            const struct lrun_tensor *t = m->layers[l].t[id];
-            if (t && lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id) && lrun_packed_dtype_ok(t->dtype) &&
-                t->ne[0] > k)
-                k = t->ne[0];
-        }
-    return k > 0 ? lrun_cpu_matmul_packed_work_bytes(k, nth) : 0;
-}
-
 /* Lays out (or, with base NULL, only sizes) the scratch block for nth threads. */
 static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
 {
@@ -129,8 +111,6 @@ static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
         const size_t w = fused_work(e, l);
         mv_work = w > mv_work ? w : mv_work;
     }
-    const size_t pk_work = packed_work(e, nth);
-    if (pk_work == SIZE_MAX) return 0;
     *total = 0;
     size_t sz;
     return lrun_size_mul(B * f, (size_t)e->n_embd, &sz) && carve(&c, total, sz, (void **)&e->x) &&
@@ -144,8 +124,7 @@ static int layout_scratch(cpu_engine *e, int nth, void *base, size_t *total)
            lrun_size_mul((size_t)nth * f, (size_t)e->n_scores, &sz) && carve(&c, total, sz, (void **)&e->scores) &&
            lrun_size_mul(lrun_model_vector_floats(m), f, &sz) && carve(&c, total, sz, (void **)&e->vectors) &&
            carve(&c, total, work > 0 ? work : 64, &e->mm_work) &&
-           carve(&c, total, mv_work > 0 ? mv_work : 64, &e->mv_work) &&
-           (!pk_work || carve(&c, total, pk_work, &e->pk_work)) && layout_moe(e, &c, total);
+           carve(&c, total, mv_work > 0 ? mv_work : 64, &e->mv_work) && layout_moe(e, &c, total);
 }
 
 /* Converts a vector tensor to f32 at *cursor; returns where it went. */
@@ -247,7 +226,9 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
     lrun_status st = cpu_estimate(&needs, model, opts);
     out->scratch_bytes = needs.scratch_bytes;
     if (st == LRUN_OK)
-        st = lrun_weight_ring_size(model, p, ring_blocks(model, opts), opts->prefetch_layers, &out->slot_bytes);
+        st = lrun_weight_ring_size(model, p, ring_blocks(model, opts), opts->prefetch_layers,
+                                   opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool),
+                                   &out->slot_bytes);
     if (st == LRUN_OK)
         st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
                                 blocks_of(model, opts), in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
@@ -318,6 +299,7 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
         st =
             lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, as_placed, e->pool);
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
+    if (st == LRUN_OK) e->pk_work = lrun_weight_ring_packed_work(e->wr);
     if (st == LRUN_OK) st = lrun_moe_counts_init(&e->moe_counts, in->n_layer, in->n_expert);
     if (st != LRUN_OK) {
         cpu_free(e);

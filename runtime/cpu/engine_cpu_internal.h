@@ -53,7 +53,7 @@ struct cpu_engine {
     float *scores;   /* (n_threads, n_scores) attention scratch */
     float *vectors;  /* norms and biases in f32, pointed to by layers */
     void *mm_work;   /* lrun_cpu_matmul work for B rows */
-    void *pk_work;   /* lrun_cpu_matmul_packed's decode tiles, one a thread (bf16/f16 models), or NULL */
+    void *pk_work;   /* lrun_cpu_matmul_packed's decode tiles (lrun_weight_ring_packed_work), or NULL */
     void *mv_work;   /* lrun_cpu_matvec_multi work for the fused decode products */
     /* a mixture of experts (moe_cpu.c), carved only when the model has experts; k = n_expert_used */
     float *router;     /* (B, n_expert) router logits, then probabilities */

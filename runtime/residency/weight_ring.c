@@ -34,6 +34,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/threadpool.h"
+#include "cpu/cpu_matmul_packed.h"
 #include "model/model.h"
 #include "residency/disk_reader.h"
 #include "residency/placement.h"
@@ -89,6 +90,7 @@ struct lrun_weight_ring {
     int stage;                  /* 0: nothing staged (an ALL_DEVICE engine that only decodes packed weights) */
     struct decode_plan *decode; /* (n_layer + 1) */
     void *decode_scratch;       /* the plain bytes of the largest decode plan, in memory */
+    void *tiles;                /* lrun_cpu_matmul_packed's work for the direct packed matrices, in memory, or NULL */
     lrun_threadpool *pool;      /* the engine's threads, for the decode at acquire (may be NULL) */
     /* compute side only (the engine's thread) */
     uint64_t rows_bytes, host_compute_bytes;
@@ -181,14 +183,15 @@ static size_t plan_unit(struct unit *u, const lrun_placement *p, int stage, int6
 /* Lays out the packed matrices of a layer that are read in place (not
  * staged) in the decode scratch; its bytes, SIZE_MAX on overflow. */
 static size_t plan_decode(struct decode_plan *d, const lrun_placement *p, int stage, const lrun_arch_tensor *ids,
-                          const struct lrun_tensor *const *ts, int n)
+                          const struct lrun_tensor *const *ts, int n, int64_t *direct_k)
 {
     memset(d, 0, sizeof *d);
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         if (!ts[i] || !lrun_placement_packed(p, ts[i]) || (stage && lrun_placement_streamed(p, ts[i]))) continue;
-        if (multiplied_packed(ids[i])) { /* no scratch: its product decodes it */
+        if (multiplied_packed(ids[i])) { /* no scratch: its product decodes it, in a tile a thread */
             d->direct[d->n_direct++] = ids[i];
+            if (ts[i]->ne[0] > *direct_k) *direct_k = ts[i]->ne[0];
             continue;
         }
         d->id[d->n] = ids[i];
@@ -224,13 +227,15 @@ static int unit_tensors(const lrun_model *m, int64_t layer, lrun_arch_tensor ids
 struct slot_layout {
     size_t ring_bytes;      /* one ring slot: the largest block unit */
     size_t head_bytes;      /* the head slot, 0 when the head is not staged */
-    size_t decode_bytes;    /* the decode scratch: the largest layer's packed matrices read in place */
+    size_t decode_bytes;    /* the decode scratch: the largest layer's packed experts read in place */
+    size_t tile_bytes;      /* lrun_cpu_matmul_packed's tiles for the packed matrices multiplied in place */
+    int64_t direct_k;       /* the longest row of those, 0: none */
     int64_t n_block_units;  /* blocks that stage anything */
     int64_t n_units;        /* those and the head */
     int64_t n_ring;         /* ring slots: k + 1, at most n_block_units */
     int k;                  /* the prefetch asked for (or the default) */
     int any_disk;           /* a unit reads from the file: slots aligned to LRUN_DISK_ALIGN */
-    size_t total;           /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) + decode_bytes */
+    size_t total; /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) + tile_bytes + decode_bytes */
 };
 
 /* Whether unit layer (n_layer: the head) is one of blocks': a block in
@@ -254,8 +259,8 @@ static lrun_status check_blocks(const lrun_model *model, lrun_weight_blocks bloc
  * (both NULL): one layout, so a size is what init then takes. Only blocks'
  * layers have units and decode plans. */
 static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
-                                int prefetch_layers, int stage, struct unit *units, int64_t *unit_of_layer,
-                                struct decode_plan *decode, struct slot_layout *out)
+                                int prefetch_layers, int n_threads, int stage, struct unit *units,
+                                int64_t *unit_of_layer, struct decode_plan *decode, struct slot_layout *out)
 {
     memset(out, 0, sizeof *out);
     const int64_t n_layer = model->info.n_layer;
@@ -267,7 +272,7 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         const int n = unit_tensors(model, l, ids, ts);
         struct unit scratch = {0};
         struct decode_plan dscratch;
-        const size_t dneed = plan_decode(decode ? &decode[l] : &dscratch, p, stage, ids, ts, n);
+        const size_t dneed = plan_decode(decode ? &decode[l] : &dscratch, p, stage, ids, ts, n, &out->direct_k);
         if (dneed == SIZE_MAX)
             return lrun_fail(LRUN_E_OOM, "engine: the packed weights of layer %lld overflow size_t", (long long)l);
         if (dneed > out->decode_bytes) out->decode_bytes = dneed;
@@ -294,9 +299,12 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
     out->k = prefetch_layers ? prefetch_layers : lrun_engine_default_prefetch(LRUN_DEVICE_KIND_CPU);
     out->n_ring = out->n_block_units < out->k + 1 ? out->n_block_units : out->k + 1;
-    if (!lrun_size_mul(out->ring_bytes, (size_t)out->n_ring, &out->total) ||
+    out->tile_bytes = out->direct_k ? lrun_cpu_matmul_packed_work_bytes(out->direct_k, n_threads) : 0;
+    if (out->tile_bytes == SIZE_MAX || !lrun_size_mul(out->ring_bytes, (size_t)out->n_ring, &out->total) ||
         !lrun_size_add(out->total, out->head_bytes, &out->total) ||
         !lrun_size_add(out->total, out->any_disk ? LRUN_DISK_ALIGN : 0, &out->total) ||
+        !lrun_size_align_up(out->total, SLOT_ALIGN, &out->total) ||
+        !lrun_size_add(out->total, out->tile_bytes, &out->total) ||
         !lrun_size_add(out->total, out->decode_bytes, &out->total))
         return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
     return LRUN_OK;
@@ -311,13 +319,13 @@ static lrun_status check_prefetch(int prefetch_layers)
 }
 
 lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
-                                  int prefetch_layers, size_t *slot_bytes)
+                                  int prefetch_layers, int n_threads, size_t *slot_bytes)
 {
     *slot_bytes = 0;
     lrun_status st = check_prefetch(prefetch_layers);
     if (st == LRUN_OK) st = check_blocks(model, blocks);
     struct slot_layout L;
-    if (st == LRUN_OK) st = layout_slots(model, p, blocks, prefetch_layers, 1, NULL, NULL, NULL, &L);
+    if (st == LRUN_OK) st = layout_slots(model, p, blocks, prefetch_layers, n_threads, 1, NULL, NULL, NULL, &L);
     if (st == LRUN_OK) *slot_bytes = L.total;
     return st;
 }
@@ -357,6 +365,7 @@ static lrun_status alloc_slots(lrun_weight_ring *wr, const struct slot_layout *L
     if (st != LRUN_OK) return st;
     wr->memory_bytes = L->total;
     wr->decode_scratch = (char *)wr->memory + (L->total - L->decode_bytes);
+    wr->tiles = L->tile_bytes ? (char *)wr->memory + (L->total - L->decode_bytes - L->tile_bytes) : NULL;
     return LRUN_OK;
 }
 
@@ -409,8 +418,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
         st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
     struct slot_layout L;
     if (st == LRUN_OK)
-        st = layout_slots(model, NULL, blocks, prefetch_layers, wr->stage, wr->units, wr->unit_of_layer, wr->decode,
-                          &L);
+        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, wr->stage,
+                          wr->units, wr->unit_of_layer, wr->decode, &L);
     if (st == LRUN_OK) {
         wr->n_units = L.n_units;
         if (L.total > 0) st = alloc_slots(wr, &L);
@@ -426,6 +435,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
 }
 
 int64_t lrun_weight_ring_staged_units(const lrun_weight_ring *wr) { return wr ? wr->n_units : 0; }
+
+void *lrun_weight_ring_packed_work(const lrun_weight_ring *wr) { return wr ? wr->tiles : NULL; }
 
 void lrun_weight_ring_free(lrun_weight_ring *wr)
 {

@@ -60,11 +60,16 @@ struct lrun_threadpool;
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
                                   int prefetch_layers, int stage, struct lrun_threadpool *pool);
 /* The device bytes init would take for the slots were the weights placed
- * as p says (lrun_engine_size_placement), by init's own layout; allocates
- * nothing. */
+ * as p says (lrun_engine_size_placement), by init's own layout, with a pool
+ * of n_threads; allocates nothing. */
 struct lrun_placement;
 lrun_status lrun_weight_ring_size(const lrun_model *model, const struct lrun_placement *p, lrun_weight_blocks blocks,
-                                  int prefetch_layers, size_t *slot_bytes);
+                                  int prefetch_layers, int n_threads, size_t *slot_bytes);
+/* The decode tiles lrun_cpu_matmul_packed needs for the packed matrices
+ * multiplied in place (lrun_weight_view.packed), one a thread of init's
+ * pool (lrun_weight_ring_size: n_threads), taken with the slots; NULL when
+ * there are none. */
+void *lrun_weight_ring_packed_work(const lrun_weight_ring *wr);
 void lrun_weight_ring_free(lrun_weight_ring *wr);
 /* Units it stages (blocks and the head with off-device weights); 0 for NULL
  * or a ring that only counts and decodes in place. */
