@@ -12,6 +12,8 @@
 -- multiplies beside the link, auto-fit chooses packed where streamed (bit
 -- for bit on this engine). packed = false and -ot
 -- are obeyed.
+-- A packing asked for weights the plan leaves in the file's mapping prices
+-- the file's form (plain), not the packed one.
 -- Auto-fit on a cpu device leaves weights in the file's mapping, which the
 -- device budget does not count: m:auto_fit{weights_resident = true} decides
 -- as on cuda (Model:auto_fit).
@@ -164,6 +166,36 @@ describe("auto-fit's packed choice on a bf16 model over its budget", function()
     assert.is_true(n > 0, "nothing packed")
     local ids, logits = run(m)
     assert.is_true(compare.same(ref_ids, ids) and compare.same(ref_logits, logits), "logits differ")
+    m:free()
+  end)
+end)
+
+describe("a packing asked for weights the plan leaves in the file", function()
+  it("prices the file's form: packed = true on cpu with a budget puts the rest in mmap, plain", function()
+    -- a budget of 0.55 of the plain weights (and the slots): even packed (0.70), some leave the device for the
+    -- file's mapping
+    local m = assert(load(path))
+    local probe = assert(residency.plan(m, { threads = 2 }))
+    local small = probe.reserve_bytes + math.floor(0.55 * m:info().weight_bytes) + 2 ^ 19
+    m:free()
+    m = assert(load(path, { gpu_budget = small }))
+    local r = assert(residency.plan(m, { threads = 2, policy = "smart", packed = true, gpu_budget = small }))
+    local in_file = 0
+    for _, t in ipairs(m:tensors()) do
+      if r.plan[t.name] == "mmap" and t.shape and #t.shape == 2 then
+        assert.is_false(r.packed[t.name], t.name .. " is in the file's form")
+        in_file = in_file + 1
+      end
+    end
+    assert.is_true(in_file > 0, "nothing in the file's mapping")
+    -- the prediction prices the file's form (session 27's planner priced them packed): the embedding table,
+    -- in the file, streams a row of plain bf16 a token (128 x 2 bytes, not its packed 0.70 of them), and the
+    -- host-computed ones decode nothing
+    assert.are.equal("mmap", r.plan["token_embd.weight"])
+    assert.are.equal(128 * 2, r.predicted.bytes.streamed)
+    local hc = 0
+    for name in pairs(r.host_compute) do if r.plan[name] == "mmap" then hc = hc + 1 end end
+    assert.is_true(hc == 0 or r.predicted.bytes.host > 0)
     m:free()
   end)
 end)

@@ -52,9 +52,8 @@ end
 
 -- The form of every tensor: its form now, then the policy's extra.packed,
 -- then opts.packed; a form the tensor cannot have is an error naming it
--- (explicit) or left out (selected by a predicate). The mmap tier holds the
-
--- file's form, whatever was asked.
+-- (explicit) or left out (selected by a predicate). The file's tiers (mmap,
+-- disk) hold the file's form, whatever was asked.
 function M.choose(tensors, by_name, extra_packed, select, final, where)
   local packed = {}
   for _, t in ipairs(tensors) do packed[t.name] = t.packed or false end
@@ -76,7 +75,7 @@ function M.choose(tensors, by_name, extra_packed, select, final, where)
     end
   end
   for _, t in ipairs(tensors) do
-    if final[t.name] == "mmap" then packed[t.name] = t.file_packed end
+    if final[t.name] == "mmap" or final[t.name] == "disk" then packed[t.name] = t.file_packed end
   end
   return packed
 end

@@ -380,6 +380,18 @@ function M.plan(model, opts)
     end
     local packed, perr2 = packed_form.choose(tensors, by_name, type(extra) == "table" and extra.packed, select, final, where)
     if not packed then return fail("arg", perr2) end
+    -- a weight the policy weighed packed but placed in a file's tier (mmap, disk) keeps the file's form:
+    -- the sizes and the prediction below price that form (they priced the packed bytes before, session 27)
+    for _, t in ipairs(tensors) do
+      local want = packed[t.name] and true or false
+      if want ~= (t.packed and true or false) then
+        t.packed = want
+        t.bytes = want and tonumber(C.lrun_tensor_packed_bytes(C.lrun_model_find_tensor(model.handle, t.name)))
+          or t.plain_bytes
+        t.host_plain = nil
+        t.codec = want and packed_form.codec(t) or nil
+      end
+    end
 
     local off_bytes = off_device_bytes(tensors, final)
     local eo_plan, stream_off = eo, false

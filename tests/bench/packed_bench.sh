@@ -7,6 +7,8 @@
 # outermost, the decode pipelined), the packed prefill GEMM; docs/packed.md).
 #   make CUDA=1 && tests/bench/packed_bench.sh [rows cols]
 #   tests/bench/packed_bench.sh --gguf models/SmolLM2-135M-Instruct.Q4_1.gguf
+#   tests/bench/packed_bench.sh --host [rows cols]   the host's product of a packed weight
+#                                                    (packed_host_bench.c) against the plain one and DRAM
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${LRUN_BUILD:-build}
@@ -16,6 +18,11 @@ libs=("$build/liblrun.a" -lpcre2-8 -lcjson -lm)
 if grep -q LRUN_WITH_CUDA "$build/.flags" 2>/dev/null; then
   flags+=(-DLRUN_WITH_CUDA "-I$cuda_home/include")
   libs+=("-L$cuda_home/lib64" "-Wl,-rpath,$cuda_home/lib64" -lcudart -lcublas -lstdc++)
+fi
+if [ "${1:-}" = --host ]; then
+  shift
+  cc "${flags[@]}" tests/bench/packed_host_bench.c -o "$build/packed_host_bench" "${libs[@]}"
+  exec "$build/packed_host_bench" "$@"
 fi
 cc "${flags[@]}" tests/bench/packed_decode_bench.c -o "$build/packed_decode_bench" "${libs[@]}"
 exec "$build/packed_decode_bench" "$@"
