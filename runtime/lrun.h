@@ -946,7 +946,7 @@ LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_
  * same weights plain: *packed_per_s, plain bytes per second of
  * lrun_cpu_matmul_packed (decoded a tile at a time before each tile's
  * product) on the model's threads over copies of one synthetic trained-like
- * bf16 weight of 8192 rows of 4096, packed with the codec the model's
+ * bf16 weight of 2048 rows of 4096, packed with the codec the model's
  * weights have or will have, laid end to end across bytes raised to twice
  * the last-level cache (1 GiB at least, a quarter of the free memory at
  * most) so that they come from DRAM as a model's would; *plain_per_s, the

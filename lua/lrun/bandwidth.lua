@@ -85,12 +85,8 @@ function M.host_gemv_rate(model, dt)
     or false
 end
 
---- Fills bw.packed_decode, bw.host_decode, bw.host_packed_matmul (plain
--- bytes/s: the host's batch-1 product of a packed weight, decoded a tile at
--- a time as it goes, from DRAM) and bw.host_packed_plain (the same weight's
--- plain product, measured beside it: lrun.predict.packed_host_s takes
--- their ratio) when the model has weights that may be packed and they are
--- not measured yet.
+--- Fills bw.packed_decode and bw.host_decode (plain bytes/s) when the
+-- model has weights that may be packed and they are not measured yet.
 function M.decode_rates(model, bw)
   if bw.packed_decode then return end
   local any = false
@@ -106,11 +102,28 @@ function M.decode_rates(model, bw)
   elseif C.lrun_model_measure_packed_decode(model.handle, 0, 16 * 2 ^ 20, out) == C.LRUN_OK and out[0] > 0 then
     bw.host_decode = out[0]
   end
-  local plain = ffi.new("double[1]")
-  if C.lrun_model_measure_packed_host_matmul(model.handle, 64 * 2 ^ 20, out, plain) == C.LRUN_OK and out[0] > 0
-      and plain[0] > 0 then
-    bw.host_packed_matmul, bw.host_packed_plain = out[0], plain[0]
+end
+
+local packed_host_cache = {} -- [device, threads] = {packed=, plain=} or false (not measurable)
+
+--- Fills bw.host_packed_matmul (plain bytes/s: the host's batch-1 product
+-- of a packed weight, decoded a tile at a time as it goes, from DRAM) and
+-- bw.host_packed_plain (the same weight's plain product on the same span:
+-- lrun.predict.packed_host_s takes their ratio), once per device and
+-- thread count: about a second and a half on the build machine's 2 cores,
+-- so only for plans that weigh a weight packed (lrun.residency,
+-- lrun.pack_plan), not at every load.
+function M.host_packed_rates(model, bw)
+  if bw.host_packed_matmul then return end
+  local key = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle))) .. "\0" .. tostring(model.threads or 0)
+  local r = packed_host_cache[key]
+  if r == nil then
+    local out, plain = ffi.new("double[1]"), ffi.new("double[1]")
+    r = C.lrun_model_measure_packed_host_matmul(model.handle, 64 * 2 ^ 20, out, plain) == C.LRUN_OK and out[0] > 0
+      and plain[0] > 0 and { packed = out[0], plain = plain[0] } or false
+    packed_host_cache[key] = r
   end
+  if r then bw.host_packed_matmul, bw.host_packed_plain = r.packed, r.plain end
 end
 
 -- The stacked expert tensors' shapes per dtype (one expert's slice: n rows
@@ -149,8 +162,9 @@ local host_cache = {} -- [device, threads] = {host_matmul = {[dtype]=}, host_bat
 -- rates are its thread pool's, so a table is kept per (device, threads).
 -- With bf16/f16 matrices (which may be packed, docs/packed.md), also the
 -- packed decode's speed where the engine decodes (packed_decode: cuda, the
--- decode kernel; cpu, the host decoder), on the host (host_decode), and the
--- host's product of a packed weight (host_packed_matmul).
+-- decode kernel; cpu, the host decoder) and on the host (host_decode); the
+-- host's product of a packed weight only where a plan weighs one
+-- (M.host_packed_rates).
 -- LRUN_RATES=FILE puts a rates file's fields in place of the measured ones,
 -- LRUN_RATES_OUT=FILE writes the table used (lrun.rates_file).
 -- @treturn table {h2d_pinned=, h2d_pageable=, host_read=, device_read=, device="cpu"|"cuda",

@@ -88,6 +88,7 @@ function M.plan(model, opts, plan)
   -- 2. at the assumed ratio, on descriptions: worth measuring?
   local base = require("lrun.bandwidth").bandwidths(model)
   if not base then return plain end
+  require("lrun.bandwidth").host_packed_rates(model, base) -- the options pack host-computed weights too
   if plain.disk_bytes > 0 then base = require("lrun.bandwidth").with_disk(model, base) end
   -- the rates the plan's own prediction measured (cached), so the check's figures read like the plan's
   local predict_plan = require("lrun.predict_plan")

@@ -288,6 +288,10 @@ function M.plan(model, opts)
   if bw and off_tier == "disk" then -- disk placements: the disk's measured read speed (lrun.predict, smart)
     bw = bandwidth.with_disk(model, bw)
   end
+  -- a weight weighed packed: what the host's product of it costs (measured once, not at every load)
+  local any_packed = false
+  for _, t in ipairs(tensors) do any_packed = any_packed or t.packed end
+  if bw and any_packed then bandwidth.host_packed_rates(model, bw) end
   -- a mixture of experts: smart weighs its experts' k/E read per token
   local n_used = model:info().n_expert_used or 0
   local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, n_cpu_moe = opts.n_cpu_moe, bandwidth = bw,
@@ -500,6 +504,7 @@ function M.plan(model, opts)
       if not pbw and opts.predict ~= false then
         pbw = bandwidth.bandwidths(model)
         if pbw and disk_bytes > 0 then pbw = bandwidth.with_disk(model, pbw) end
+        if pbw and any_packed then bandwidth.host_packed_rates(model, pbw) end
       end
       -- moe_host = "cache" or smart's choice: the expert cache gets what the placement left (lrun.expert_plan)
       local ec = not part and require("lrun.expert_plan").for_plan(model, { tensors = tensors,

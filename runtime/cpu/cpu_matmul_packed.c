@@ -26,11 +26,16 @@ static int64_t tile_rows(int64_t k)
     return rows > 0 ? rows : 1;
 }
 
-/* A tile's bytes, 64-byte aligned; SIZE_MAX on overflow. */
+/* The bytes between two threads' tiles: LRUN_CPU_PACKED_TILE_BYTES, or one
+ * row where a row is longer, 64-byte aligned; SIZE_MAX on overflow. It
+ * never falls as k grows, so work sized for the longest row of several
+ * weights holds every one's tiles (a shorter row's tile of whole rows may
+ * fill more of LRUN_CPU_PACKED_TILE_BYTES than a longer one's). */
 static size_t tile_bytes(int64_t k)
 {
-    size_t b;
-    if (!lrun_size_mul((size_t)tile_rows(k), (size_t)k * 2, &b) || b > SIZE_MAX - TILE_ALIGN) return SIZE_MAX;
+    const size_t row = (size_t)k * 2;
+    if ((uint64_t)k > SIZE_MAX / 2 - TILE_ALIGN) return SIZE_MAX;
+    const size_t b = row > LRUN_CPU_PACKED_TILE_BYTES ? row : LRUN_CPU_PACKED_TILE_BYTES;
     return (b + TILE_ALIGN - 1) / TILE_ALIGN * TILE_ALIGN;
 }
 

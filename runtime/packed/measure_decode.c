@@ -157,8 +157,9 @@ lrun_status lrun_model_measure_packed_host_matmul(lrun_model *model, size_t byte
     if (!model) return lrun_fail(LRUN_E_ARG, "measuring packed host products: model is NULL");
     if (bytes < ((size_t)1 << 20) || bytes > ((size_t)1 << 32))
         return lrun_fail(LRUN_E_ARG, "measuring packed host products: %zu bytes is outside [1 MiB, 4 GiB]", bytes);
-    /* one weight of 8192 rows of 4096 (64 MiB plain, a 7B matrix's size), its copies across the DRAM span */
-    const int64_t k = 4096, rows = 8192;
+    /* one weight of 2048 rows of 4096 (16 MiB plain: generating trained-like values is what costs here), its
+     * copies across the DRAM span */
+    const int64_t k = 4096, rows = 2048;
     const size_t plain_bytes = (size_t)(rows * k) * 2;
     uint16_t *plain = NULL;
     void *one = NULL;

@@ -127,6 +127,28 @@ int main(void)
     }
     (void)lrun_cpu_isa_set(was);
 
+    /* work sized for the longest row of two weights holds the other's tiles too: 2048 fills 128 KiB with 32
+     * rows, 5632 only 123904 bytes with 11 (the CPU engine sizes its tiles so: weight_ring.c); a canary after */
+    {
+        const int64_t n = 300, k = 2048;
+        uint16_t *w = malloc(sizeof *w * (size_t)(n * k));
+        float *x = malloc(sizeof(float) * (size_t)k), *y = malloc(sizeof(float) * (size_t)n);
+        fill(w, n, k, LRUN_DTYPE_BF16);
+        for (int64_t j = 0; j < k; j++) x[j] = gauss();
+        lrun_packed_layout pk;
+        void *p = pack(w, (uint64_t)(n * k), LRUN_DTYPE_BF16, 2, &pk);
+        const int nth = lrun_threadpool_size(pools[3]);
+        const size_t wb = lrun_cpu_matmul_packed_work_bytes(5632, nth);
+        unsigned char *work = aligned_alloc(64, wb + 64);
+        memset(work + wb, 0xA5, 64);
+        if (p) lrun_cpu_matmul_packed(pools[3], p, &pk, n, k, x, 1, y, work);
+        int intact = 1;
+        for (int i = 0; i < 64; i++) intact &= work[wb + i] == 0xA5;
+        CHECK("work sized for a longer row holds a shorter row's tiles",
+              p && intact && wb >= lrun_cpu_matmul_packed_work_bytes(k, nth));
+        free(p), free(w), free(x), free(y), free(work);
+    }
+
     /* an empty product (k = 0) writes zeros, as lrun_cpu_matmul does */
     lrun_packed_layout lay = {.dtype = LRUN_DTYPE_BF16};
     float y[6] = {1, 2, 3, 4, 5, 6};
