@@ -951,7 +951,7 @@ LRUN_API lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_
  * the last-level cache (1 GiB at least, a quarter of the free memory at
  * most) so that they come from DRAM as a model's would; *plain_per_s, the
  * same span of that weight's plain copies through lrun_cpu_matmul. One
- * warm-up, then the best of three, each; bytes in [1 MiB, 4 GiB]. */
+ * warm-up, then the best of two, each; bytes in [1 MiB, 4 GiB]. */
 LRUN_API lrun_status lrun_model_measure_packed_host_matmul(lrun_model *model, size_t bytes, double *packed_per_s,
                                                            double *plain_per_s);
 /* How fast the CPU's decode GEMV reads the model's own matrices of dtype

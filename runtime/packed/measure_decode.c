@@ -128,16 +128,17 @@ lrun_status lrun_model_measure_packed_decode(lrun_model *model, int on_device, s
     return st;
 }
 
-/* The best of three passes (after a warm-up) of one product per copy of a
- * weight laid stride bytes apart across all: the packed one (lay) or the
- * plain one (lay NULL); plain bytes per second. */
+/* The best of two passes (after a warm-up: the span is 1 GiB or more, and
+ * this runs where a plan weighs packing, at load) of one product per copy
+ * of a weight laid stride bytes apart across all: the packed one (lay) or
+ * the plain one (lay NULL); plain bytes per second. */
 static double products_rate(lrun_threadpool *pool, const char *all, size_t copies, size_t stride,
                             const lrun_packed_layout *lay, int64_t rows, int64_t k, const float *x, float *y,
                             void *work)
 {
     double best = 0;
     const double plain = (double)copies * (double)rows * (double)k * 2;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 3; i++) {
         const double t0 = lrun_now_seconds();
         for (size_t c = 0; c < copies; c++) {
             if (lay) lrun_cpu_matmul_packed(pool, all + c * stride, lay, rows, k, x, 1, y, work);
