@@ -4,9 +4,10 @@
 -- packs the fewest whole blocks that keep it on the device; under 3 GiB with
 -- the host computing beside the link, what streams goes packed and what the
 -- host computes stays plain, unless the host's packed product is measured
--- faster than its plain one (then host-computed weights go packed too); under 40 GiB it stays plain; a Q4_K model never packs; on cpu the decode into the scratch
--- is priced and plain streaming wins. tests/pack_plan_spec.lua runs the
--- planner itself on a generated model.
+-- faster than its plain one (then host-computed weights go packed too);
+-- under 40 GiB it stays plain; a Q4_K model never packs; on cpu the decode
+-- into the scratch is priced and plain streaming wins.
+-- tests/pack_plan_spec.lua runs the planner itself on a generated model.
 package.path = "./?.lua;" .. package.path
 local pack_choice = require("lrun.pack_choice")
 local predict = require("lrun.predict")

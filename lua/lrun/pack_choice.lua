@@ -102,7 +102,7 @@ function M.options(tensors, exclude)
   -- (or with what it host-computes: the host multiplies a packed weight decoding it tile by tile, which
   -- reads 0.70 of the bytes from DRAM but costs the decode; smart prices it at the measured rate)
   local offer = { label = "offer: packed where streamed", packs = all, host_plain = true }
-  local function streamed(e, with, host)
+  local function streamed(e, with)
     local packs, n = {}, 0
     local hc, plan = e.host_compute or {}, e.plan or {}
     for name in pairs(all) do

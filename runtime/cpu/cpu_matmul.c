@@ -137,9 +137,7 @@ static void matmul_run(void *p, int ith, int nth)
     }
 }
 
-/* Rows of W per chunk: about 8 chunks per thread so late threads balance,
- * a multiple of 16 so that chunks of y (m == 1) never share a cache line. */
-static int64_t chunk_rows(int64_t n, int nth)
+int64_t lrun_cpu_matmul_chunk_rows(int64_t n, int nth)
 {
     if (nth <= 1) return n;
     int64_t c = (n + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
@@ -169,7 +167,7 @@ void lrun_cpu_matmul(lrun_threadpool *pool, lrun_dtype weight_dtype, const void 
         .k = k,
         .m = m,
         .y = y,
-        .chunk = chunk_rows(n, nth),
+        .chunk = lrun_cpu_matmul_chunk_rows(n, nth),
     };
     atomic_init(&t.next, 0);
     if (lrun_cpu_matmul_takes_float_x(weight_dtype)) {

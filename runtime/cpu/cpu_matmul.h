@@ -29,6 +29,11 @@ size_t lrun_cpu_matmul_partner_row_bytes(lrun_dtype weight_dtype, int64_t k);
 void lrun_cpu_matmul_rows(lrun_dot_fn dot, lrun_gemm_fn gemm, const void *w, size_t row_bytes, int64_t n, int64_t k,
                           const void *xq, size_t xq_stride, int64_t m, float *y, int64_t i0, int64_t i1);
 
+/* Rows of W a thread takes at a time from lrun_cpu_matmul's counter (of n,
+ * over nth threads): about 8 chunks per thread so late threads balance, a
+ * multiple of 16 so that chunks of y (m == 1) never share a cache line. */
+int64_t lrun_cpu_matmul_chunk_rows(int64_t n, int nth);
+
 /* Bytes of work memory lrun_cpu_matmul needs for m activation rows of k elements. */
 size_t lrun_cpu_matmul_work_bytes(lrun_dtype weight_dtype, int64_t m, int64_t k);
 

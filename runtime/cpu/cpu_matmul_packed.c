@@ -84,15 +84,6 @@ static void packed_run(void *p, int ith, int nth)
     }
 }
 
-/* Rows per chunk: lrun_cpu_matmul's rule (about 8 chunks a thread, a multiple of 16). */
-static int64_t chunk_rows(int64_t n, int nth)
-{
-    if (nth <= 1) return n;
-    int64_t c = (n + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
-    c = (c + 15) / 16 * 16;
-    return c < 16 ? 16 : c;
-}
-
 void lrun_cpu_matmul_packed(lrun_threadpool *pool, const void *src, const lrun_packed_layout *pk, int64_t n,
                             int64_t k, const float *x, int64_t m, float *y, void *work)
 {
@@ -117,7 +108,7 @@ void lrun_cpu_matmul_packed(lrun_threadpool *pool, const void *src, const lrun_p
         .y = y,
         .work = work,
         .tile = tile_bytes(k),
-        .chunk = chunk_rows(n, nth),
+        .chunk = lrun_cpu_matmul_chunk_rows(n, nth),
         .rows = tile_rows(k),
     };
     atomic_init(&t.next, 0);

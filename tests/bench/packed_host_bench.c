@@ -12,6 +12,7 @@
  *
  *   make && tests/bench/packed_bench.sh --host [rows cols]
  */
+#include "core/clock.h"
 #include "core/threadpool.h"
 #include "cpu/cpu_matmul.h"
 #include "cpu/cpu_matmul_packed.h"
@@ -23,16 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define SPAN ((size_t)1 << 30)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* DRAM's read rate over the pool: each thread sums its share of the span. */
 struct sum_task {
@@ -54,9 +47,9 @@ static double dram_rate(lrun_threadpool *pool, const void *buf, size_t bytes)
     struct sum_task t = {.p = buf, .n = bytes / 8};
     double best = 0;
     for (int r = 0; r < 5; r++) {
-        const double t0 = now_s();
+        const double t0 = lrun_now_seconds();
         lrun_threadpool_run(pool, sum_run, &t);
-        const double dt = now_s() - t0;
+        const double dt = lrun_now_seconds() - t0;
         if (dt > 0 && (double)bytes / dt > best) best = (double)bytes / dt;
     }
     return best;
@@ -71,7 +64,7 @@ static double rate(int how, lrun_threadpool *pool, const char *all, size_t copie
 {
     double best = 0;
     for (int r = 0; r < 5; r++) {
-        const double t0 = now_s();
+        const double t0 = lrun_now_seconds();
         for (size_t c = 0; c < copies; c++) {
             const char *w = all + c * stride;
             if (how == PACKED) lrun_cpu_matmul_packed(pool, w, lay, rows, k, x, 1, y, work);
@@ -81,7 +74,7 @@ static double rate(int how, lrun_threadpool *pool, const char *all, size_t copie
                 lrun_cpu_matmul(pool, LRUN_DTYPE_BF16, decoded, (size_t)k * 2, rows, k, x, 1, y, NULL);
             }
         }
-        const double dt = now_s() - t0;
+        const double dt = lrun_now_seconds() - t0;
         const double plain = (double)copies * (double)rows * (double)k * 2;
         if (r > 0 && dt > 0 && plain / dt > best) best = plain / dt;
     }
