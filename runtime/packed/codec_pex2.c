@@ -559,6 +559,16 @@ void lrun_pex2_decode_range(uint16_t *dst, const void *src, const lrun_pex2_layo
     const lanes_fn lanes = pick_lanes();
     for (uint64_t b = first / LRUN_PEX2_BLOCK; b <= (end - 1) / LRUN_PEX2_BLOCK; b++) {
         const uint64_t s = b * LRUN_PEX2_BLOCK > first ? b * LRUN_PEX2_BLOCK : first;
+        uint64_t whole = 0; /* whole blocks from b on, for the AVX-512 block decoder */
+#if defined(LRUN_HAVE_AVX512)
+        if (s == b * LRUN_PEX2_BLOCK && lanes == lrun_pex2_lanes_avx512)
+            whole = (end - s) / LRUN_PEX2_BLOCK;
+#endif
+        if (whole) {
+            lrun_pex2_blocks_avx512(dst + (s - first), P, lay, b, b + whole);
+            b += whole - 1;
+            continue;
+        }
         const uint64_t e = (b + 1) * LRUN_PEX2_BLOCK < end ? (b + 1) * LRUN_PEX2_BLOCK : end;
         decode_block(dst + (s - first), P, lay, b, s, e, hi, lanes);
     }

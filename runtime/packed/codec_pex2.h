@@ -103,6 +103,12 @@ void lrun_pex2_lanes_avx2(uint16_t *dst, const uint8_t *rest, const uint8_t *cod
                           uint64_t n_lanes);
 void lrun_pex2_lanes_avx512(uint16_t *dst, const uint8_t *rest, const uint8_t *code, const uint16_t hi[8],
                             uint64_t n_lanes);
+/* Whole blocks [b0, b1) of a validated tensor into dst (element
+ * b0 * LRUN_PEX2_BLOCK at dst[0]), exceptions included: each 64 elements'
+ * exceptions as a mask, their book2 exponents blended into the permutes
+ * (code 7's far bytes put in after). AVX-512 VBMI (codec_pex2_avx512.c),
+ * only where lrun_pex2_avx512_supported(). */
+void lrun_pex2_blocks_avx512(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t b0, uint64_t b1);
 /* 1 where the CPU has AVX-512 F, BW and VBMI (decided once). */
 int lrun_pex2_avx512_supported(void);
 

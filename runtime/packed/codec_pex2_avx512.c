@@ -21,6 +21,8 @@
 #include "packed/codec_pex2.h"
 #include "quant/quant_dot.h"
 
+#include <string.h>
+
 #if defined(LRUN_HAVE_AVX512)
 #include <immintrin.h>
 
@@ -57,14 +59,24 @@ static const uint8_t shift[64] = {SHIFTS, SHIFTS, SHIFTS, SHIFTS, SHIFTS, SHIFTS
 static const uint8_t first[64] = {PAIRS8(0, 64), PAIRS8(8, 64), PAIRS8(16, 64), PAIRS8(24, 64)};
 static const uint8_t second[64] = {PAIRS8(32, 64), PAIRS8(40, 64), PAIRS8(48, 64), PAIRS8(56, 64)};
 
+/* A codebook's 8 exponents (byte c of book) as the two byte tables the
+ * permutes read, repeated in every qword so that the bits above a code need
+ * no mask: each exponent's high 7 bits (the bf16's high byte but the sign)
+ * and its low bit at bit 7 (the low byte's top). */
+static void book_tables(uint64_t book, __m512i *ehi, __m512i *elo)
+{
+    const __m512i table = _mm512_set1_epi64((long long)book);
+    *ehi = _mm512_and_si512(_mm512_srli_epi16(table, 1), _mm512_set1_epi8(0x7f));
+    *elo = _mm512_and_si512(_mm512_slli_epi16(table, 7), _mm512_set1_epi8((char)0x80));
+}
+
 void lrun_pex2_lanes_avx512(uint16_t *dst, const uint8_t *rest, const uint8_t *code, const uint16_t hi[8],
                             uint64_t n_lanes)
 {
-    uint64_t book = 0; /* book1[c] = hi[c] >> 7 in byte c, repeated in every qword: a 64-entry table */
+    uint64_t book = 0; /* book1[c] = hi[c] >> 7 in byte c */
     for (int c = 0; c < 8; c++) book |= (uint64_t)(hi[c] >> 7) << (8 * c);
-    const __m512i table = _mm512_set1_epi64((long long)book);
-    const __m512i v_ehi = _mm512_and_si512(_mm512_srli_epi16(table, 1), _mm512_set1_epi8(0x7f));
-    const __m512i v_elo = _mm512_and_si512(_mm512_slli_epi16(table, 7), _mm512_set1_epi8((char)0x80));
+    __m512i v_ehi, v_elo;
+    book_tables(book, &v_ehi, &v_elo);
     const __m512i v_spread = _mm512_loadu_si512(spread), v_shift = _mm512_loadu_si512(shift);
     const __m512i v_first = _mm512_loadu_si512(first), v_second = _mm512_loadu_si512(second);
     const __m512i sign = _mm512_set1_epi8((char)0x80), mant = _mm512_set1_epi8(0x7f);
@@ -80,6 +92,64 @@ void lrun_pex2_lanes_avx512(uint16_t *dst, const uint8_t *rest, const uint8_t *c
         _mm512_storeu_si512(dst + 8 * l + 32, _mm512_permutex2var_epi8(o, v_second, h));
     }
     if (l < n_lanes) lrun_pex2_lanes_scalar(dst + 8 * l, rest + 8 * l, code + 3 * l, hi, n_lanes - l);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+void lrun_pex2_blocks_avx512(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t b0, uint64_t b1)
+{
+    const uint8_t *P = src, *rest = P + lay->rest, *code = P + lay->code;
+    uint64_t b1book = 0, b2book = 0;
+    for (int c = 0; c < 8; c++) {
+        b1book |= (uint64_t)lay->book1[c] << (8 * c);
+        b2book |= (uint64_t)lay->book2[c] << (8 * c); /* book2[7] = 0: a far one's exponent is put in after */
+    }
+    __m512i ehi1, elo1, ehi2, elo2;
+    book_tables(b1book, &ehi1, &elo1);
+    book_tables(b2book, &ehi2, &elo2);
+    const __m512i v_spread = _mm512_loadu_si512(spread), v_shift = _mm512_loadu_si512(shift);
+    const __m512i v_first = _mm512_loadu_si512(first), v_second = _mm512_loadu_si512(second);
+    const __m512i sign = _mm512_set1_epi8((char)0x80), mant = _mm512_set1_epi8(0x7f), seven = _mm512_set1_epi8(7);
+    for (uint64_t b = b0; b < b1; b++) {
+        const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
+        const uint32_t x0 = rd32(t), ends = rd32(t + 8), n = rd32(t + 12) - x0;
+        const uint8_t *pos = P + lay->exc + x0, *far = P + lay->far + rd32(t + 4);
+        const uint32_t run_end[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, n};
+        uint16_t *out = dst + (b - b0) * LRUN_PEX2_BLOCK;
+        uint32_t x = 0;
+        for (unsigned g = 0; g < 4; g++) {
+            uint64_t ex[4] = {0, 0, 0, 0}; /* the group's exceptions, a bit each, by chunk of 64 */
+            for (; x < run_end[g]; x++) ex[pos[x] >> 6] |= 1ull << (pos[x] & 63);
+            for (unsigned c = 0; c < 4; c++) {
+                const uint64_t e0 = b * LRUN_PEX2_BLOCK + g * LRUN_PEX2_GROUP + 64 * c;
+                const __m512i c24 = _mm512_maskz_loadu_epi8(0xFFFFFFull, code + 3 * (e0 / 8));
+                const __m512i codes = _mm512_multishift_epi64_epi8(v_shift, _mm512_permutexvar_epi8(v_spread, c24));
+                __m512i eh = _mm512_permutexvar_epi8(codes, ehi1), el = _mm512_permutexvar_epi8(codes, elo1);
+                const __mmask64 k = ex[c];
+                __mmask64 k7 = 0;
+                if (k) { /* the exceptions' exponents from book2, blended in */
+                    eh = _mm512_mask_permutexvar_epi8(eh, k, codes, ehi2);
+                    el = _mm512_mask_permutexvar_epi8(el, k, codes, elo2);
+                    k7 = _mm512_mask_cmpeq_epi8_mask(k, _mm512_and_si512(codes, seven), seven);
+                }
+                const __m512i r = _mm512_loadu_si512(rest + e0);
+                const __m512i h = _mm512_ternarylogic_epi32(r, sign, eh, 0xEA),
+                              o = _mm512_ternarylogic_epi32(r, mant, el, 0xEA);
+                uint16_t *d = out + g * LRUN_PEX2_GROUP + 64 * c;
+                _mm512_storeu_si512(d, _mm512_permutex2var_epi8(o, v_first, h));
+                _mm512_storeu_si512(d + 32, _mm512_permutex2var_epi8(o, v_second, h));
+                for (; k7; k7 &= k7 - 1) { /* code 7: the next far byte, in element order as the encoder wrote them */
+                    const unsigned i = (unsigned)__builtin_ctzll(k7);
+                    d[i] = (uint16_t)((d[i] & 0x807fu) | (unsigned)*far++ << 7);
+                }
+            }
+        }
+    }
 }
 
 #if defined(__clang__)
