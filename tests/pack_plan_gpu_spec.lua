@@ -10,8 +10,11 @@
 -- predicted faster than plain weights streamed or host-computed, auto-fit
 -- packs whole blocks by itself, stays under the budget, and the CUDA engine
 -- gives the plain model's tokens and logits bit for bit (the decode is
--- lossless; test_packed_stream_gpu checks the same kernels). packed = false
--- keeps every weight plain.
+-- lossless; test_packed_stream_gpu checks the same kernels). Streamed
+-- matrices packed beside host-computed plain ones give the plain model's
+-- tokens; host-computed ones packed too (multiplied as the host decodes
+-- them) give that run's logits bit for bit. packed = false keeps every
+-- weight plain.
 package.path = "./?.lua;" .. package.path
 local compare = require("tests.compare")
 local lf = require("lrun.ffi")
@@ -129,6 +132,39 @@ describe("auto-fit's packed choice on cuda", function()
     local s = assert(m:stats())
     assert.is_true(s.bytes_streamed > 0 and s.host_compute_bytes > 0)
     m:free()
+  end)
+
+  -- What "packed off the device" runs (session 28): the host-computed matrices packed too, multiplied by the
+  -- host as it decodes them a tile at a time (lrun_cpu_matmul_packed): the same host bits as the plain ones, so
+  -- the logits equal the previous case's plain-host run's exactly.
+  it("host-computed matrices packed too: the plain-host run's logits bit for bit", function()
+    local function policy(pack_host)
+      return { name = pack_host and "packed off the device" or "packed streamed, plain host", plan = function(tensors)
+        local plan, hc, packs, off = {}, {}, {}, 0
+        for _, t in ipairs(tensors) do
+          if t.layer and t.layer >= 2 and #t.shape == 2 then
+            if t.role:find("^ffn") then plan[t.name], hc[t.name], packs[t.name] = "host", true, pack_host or nil
+            else plan[t.name], packs[t.name] = "pinned", true end
+            off = off + t.bytes
+          end
+        end
+        return plan, off, { host_compute = hc, packed = packs }
+      end }
+    end
+    local runs = {}
+    for i, pack_host in ipairs({ false, true }) do
+      local m = assert(lrun.load(path, { device = "cuda:0", progress = false, policy = policy(pack_host) }))
+      local p, n_packed_host = m:placement(), 0
+      for _, t in ipairs(m:tensors()) do
+        if p.host_compute[t.name] and t.packed then n_packed_host = n_packed_host + 1 end
+      end
+      assert.are.equal(pack_host and 18 or 0, n_packed_host)
+      runs[i] = { run(m) }
+      m:free()
+    end
+    assert.is_true(compare.same(runs[1][1], runs[2][1]), "tokens differ")
+    assert.is_true(compare.same(runs[1][2], runs[2][2]), "logits differ (relative "
+      .. compare.rel_diff(runs[1][2], runs[2][2]) .. ")")
   end)
 
   it("packed = false: plain, streamed or host-computed by smart", function()
