@@ -2,7 +2,7 @@
 -- the rule of runtime/cuda/engine_cuda_host_stream.c): which matrices a
 -- chunk streams and from how many rows, the planner's threshold from given
 -- rates (computed by hand here), and what lrun.predict.prefill charges for
--- them; then the load option and the plan's threshold on a generated model
+-- them (packed ones at their packed bytes and a decode); then the load option and the plan's threshold on a generated model
 -- (cpu: nothing streams there, the engine's option is only carried).
 package.path = "./?.lua;" .. package.path
 local hs = require("lrun.host_stream")
@@ -40,15 +40,16 @@ describe("lrun.host_stream", function()
     if env == nil then assert.are.equal(hs.default_rows, hs.rows(0)) end
   end)
 
-  it("streams plain 2-D block matrices in memory only", function()
+  it("streams 2-D block matrices in memory only, plain or packed", function()
     local t = block(0)[2]
     assert.is_true(hs.coverable(t, "host"))
     assert.is_true(hs.coverable(t, "pinned"))
     assert.is_true(hs.coverable(t, "mmap"))
     assert.is_false(hs.coverable(t, "disk"))
     assert.is_false(hs.coverable(t, "device"))
+    -- packed: it crosses packed and is decoded on the device (session 28)
     local packed = setmetatable({ packed = true }, { __index = t })
-    assert.is_false(hs.coverable(packed, "host"))
+    assert.is_true(hs.coverable(packed, "host"))
     local head = { name = "output.weight", role = "lm_head", layer = -1, shape = { 4096, 32000 } }
     assert.is_false(hs.coverable(head, "host"))
     local exps = { name = "blk.0.ffn_up_exps.weight", role = "ffn_up_exps", layer = 0, shape = { 2048, 768, 128 } }
@@ -96,6 +97,21 @@ describe("predict.prefill with host-computed matrices on cuda", function()
     near(2 * 512 * (bytes / 2) / 6e14, p.device_s, "device products")
     near(math.max(p.copy_s, p.device_s), p.seconds, "seconds")
     assert.truthy(predict.prefill_text(p):find("host-computed matrices multiplied on the device", 1, true))
+  end)
+
+  it("packed ones cross at their packed bytes and are decoded behind the copies", function()
+    local packed = {}
+    for i, t in ipairs(ts) do
+      packed[i] = setmetatable({ packed = true, codec = "pex2", plain_bytes = t.bytes,
+        bytes = math.floor(0.7 * t.bytes) }, { __index = t })
+    end
+    local pb = 0
+    for _, t in ipairs(packed) do pb = pb + t.bytes end
+    local bw = setmetatable({ packed_decode = 1.2e12 }, { __index = BW })
+    local p = predict.prefill(packed, plan, hc, bw, { tokens = 512, host_stream_rows = 32 })
+    near(pb, p.host_streamed, "packed bytes streamed")
+    near(pb / 30e9 + bytes / 1.2e12, p.copy_s, "copies, then the decode on the same stream")
+    assert.are.equal(0, p.host_s)
   end)
 
   it("a chunk below the rows, or the option off, computes them on the host", function()

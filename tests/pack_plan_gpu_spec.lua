@@ -151,6 +151,10 @@ describe("auto-fit's packed choice on cuda", function()
         return plan, off, { host_compute = hc, packed = packs }
       end }
     end
+    -- and a 96-token prompt, whose products of host-computed matrices run on the device from the host stream's
+    -- staging (docs/streaming.md): packed ones cross packed and are decoded there, the same plain bytes multiplied
+    local long = {}
+    for i = 1, 96 do long[i] = (i * 37) % 2000 + 1 end
     local runs = {}
     for i, pack_host in ipairs({ false, true }) do
       local m = assert(lrun.load(path, { device = "cuda:0", progress = false, policy = policy(pack_host) }))
@@ -160,11 +164,19 @@ describe("auto-fit's packed choice on cuda", function()
       end
       assert.are.equal(pack_host and 18 or 0, n_packed_host)
       runs[i] = { run(m) }
+      m:stats(true) -- counted from here
+      runs[i][3] = assert(m:logits(long))
+      runs[i][4] = assert(m:stats()).host_stream_bytes or 0
       m:free()
     end
     assert.is_true(compare.same(runs[1][1], runs[2][1]), "tokens differ")
     assert.is_true(compare.same(runs[1][2], runs[2][2]), "logits differ (relative "
       .. compare.rel_diff(runs[1][2], runs[2][2]) .. ")")
+    assert.is_true(compare.same(runs[1][3], runs[2][3]), "the long prompt's logits differ (relative "
+      .. compare.rel_diff(runs[1][3], runs[2][3]) .. ")")
+    -- both prompts' host-computed products streamed, the packed ones' at their packed bytes
+    assert.is_true(runs[1][4] > 0 and runs[2][4] > 0 and runs[2][4] < 0.8 * runs[1][4],
+      string.format("host stream bytes %d plain, %d packed", runs[1][4], runs[2][4]))
   end)
 
   it("packed = false: plain, streamed or host-computed by smart", function()

@@ -31,11 +31,12 @@ function M.rows(opt)
 end
 
 --- Whether the engine can stream t, host-computed in tier: a 2-D block
--- matrix, plain, in memory (packed ones decode on the host; the disk tier
--- and stacked experts have their own paths).
+-- matrix in memory, plain or packed (a packed one crosses packed and is
+-- decoded on the device, session 28; the disk tier and stacked experts have
+-- their own paths).
 function M.coverable(t, tier)
   local shape = t.shape or {}
-  return type(t.layer) == "number" and t.layer >= 0 and not t.packed and tier ~= nil and tier ~= "device" and tier ~= "disk"
+  return type(t.layer) == "number" and t.layer >= 0 and tier ~= nil and tier ~= "device" and tier ~= "disk"
     and #shape >= 2 and (shape[3] or 1) <= 1
 end
 

@@ -744,8 +744,10 @@ function M.prefill(tensors, plan, host_compute, bw, q)
       bytes = 0 -- vectors: engine memory; experts: per block below
     elseif tier ~= "device" and host_compute[t.name] and bw.device == "cuda" and not head
         and host_stream.streams(t, tier, T, q.host_stream_rows) then
-      -- a chunk this long copies it to the device and multiplies it there (lrun.host_stream)
+      -- a chunk this long copies it to the device and multiplies it there (lrun.host_stream); a packed one
+      -- crosses packed and is decoded behind its copy, on the same stream
       add_streamed(p, bytes, expert_stream_link(tier, bw))
+      p.copy_s = p.copy_s + decode_s(t, t.plain_bytes or t.bytes, bw.packed_decode)
       p.host_streamed = (p.host_streamed or 0) + bytes
     elseif tier ~= "device" and host_compute[t.name] then
       local plain = bytes * (t.plain_bytes or t.bytes) / t.bytes

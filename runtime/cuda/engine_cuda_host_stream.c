@@ -24,8 +24,14 @@
  * The product is the resident run's own (cuBLAS on the same bytes), so a
  * streamed chunk's logits are the resident run's bits.
  *
+ * A packed matrix (docs/packed.md) crosses packed into the buffer's packed
+ * part and is decoded from there into its plain part on the copy stream
+ * (lrun_k_packed_decode): 0.70 of the bytes over the link, the same plain
+ * bytes multiplied.
+ *
  * Staging memory: both buffers from the device budget at init, each the
- * largest covered matrix (256-aligned); the planner counts them as scratch
+ * largest covered matrix (256-aligned) and, where any is packed, the
+ * largest packed one's packed bytes; the planner counts them as scratch
  * (lrun_cuda_engine_size_placement). Without room the engine keeps every
  * product on the host rather than fail. */
 #include "cuda/engine_cuda_host_stream.h"
@@ -40,7 +46,8 @@
 
 struct cuda_host_stream {
     int64_t min_rows; /* a product of at least this many rows streams its matrix */
-    size_t buf_bytes; /* one buffer: the largest covered matrix, 256-aligned */
+    size_t buf_bytes; /* one buffer: the largest covered matrix, 256-aligned, then plain_bytes on the packed part */
+    size_t plain_bytes; /* a buffer's plain part */
     char *dev;        /* (NB, buf_bytes) device staging */
     cudaEvent_t ready[NB], done[NB];
     int next; /* the buffer the next take fills (the one before it: the last take's) */
@@ -61,37 +68,42 @@ int64_t lrun_cuda_host_stream_rows(const lrun_cuda_engine *e)
 }
 
 /* Whether t, computed on the host under p, is one a chunk can stream: a
- * 2-D block matrix in memory, plain (packed ones decode on the host). */
+ * 2-D block matrix in memory, plain or packed. */
 static int coverable(const struct lrun_placement *p, const struct lrun_tensor *t)
 {
     const lrun_tier tier = lrun_placement_tier(p, t);
-    return t && t->layer >= 0 && t->ne[2] <= 1 && lrun_placement_host_compute(p, t) && !lrun_placement_packed(p, t) &&
-           !t->split && tier != LRUN_TIER_DISK && tier != LRUN_TIER_DEVICE;
+    return t && t->layer >= 0 && t->ne[2] <= 1 && lrun_placement_host_compute(p, t) && !t->split &&
+           tier != LRUN_TIER_DISK && tier != LRUN_TIER_DEVICE;
 }
 
-/* The staging both buffers take under p (0: none), and whether a covered
- * matrix is pageable (its copies go through the offload's pinned staging). */
-static size_t staging_bytes(const lrun_cuda_engine *e, const struct lrun_placement *p, int *pageable)
+/* The staging both buffers take under p (0: none) as *plain (a buffer's
+ * plain part) and the packed part after it, and whether a covered matrix
+ * is pageable (its copies go through the offload's pinned staging). */
+static size_t staging_bytes(const lrun_cuda_engine *e, const struct lrun_placement *p, size_t *plain, int *pageable)
 {
     *pageable = 0;
+    *plain = 0;
     const int64_t rows = lrun_cuda_host_stream_rows(e);
     if (rows < 0 || e->n_batch_max < rows || lrun_cuda_exact_eligible(e)) return 0;
     const lrun_model *m = e->model;
-    size_t best = 0;
+    size_t packed = 0;
     for (int64_t l = e->layer_first; l < e->layer_end; l++)
         for (int id = 0; id < LRUN_ARCH_TENSOR_BLOCK_COUNT; id++) {
             const struct lrun_tensor *t = m->layers[l].t[id];
             if (!t || !lrun_arch_is_matrix(m->arch, (lrun_arch_tensor)id) || !coverable(p, t)) continue;
-            if (round256(t->nbytes) > best) best = round256(t->nbytes);
+            if (round256(t->nbytes) > *plain) *plain = round256(t->nbytes);
+            if (lrun_placement_packed(p, t) && round256(lrun_placement_stored_bytes(p, t)) > packed)
+                packed = round256(lrun_placement_stored_bytes(p, t));
             *pageable |= lrun_placement_tier(p, t) != LRUN_TIER_PINNED;
         }
-    return NB * best;
+    return NB * (*plain + packed);
 }
 
 size_t lrun_cuda_host_stream_bytes(const lrun_cuda_engine *e, const struct lrun_placement *p)
 {
     int pageable;
-    return staging_bytes(e, p, &pageable);
+    size_t plain;
+    return staging_bytes(e, p, &plain, &pageable);
 }
 
 lrun_status lrun_cuda_host_stream_init(lrun_cuda_engine *e, struct cuda_host_stream **out)
@@ -99,12 +111,14 @@ lrun_status lrun_cuda_host_stream_init(lrun_cuda_engine *e, struct cuda_host_str
     *out = NULL;
     if (!e->offload) return LRUN_OK;
     int pageable;
-    const size_t bytes = staging_bytes(e, NULL, &pageable);
+    size_t plain;
+    const size_t bytes = staging_bytes(e, NULL, &plain, &pageable);
     if (bytes == 0) return LRUN_OK;
     struct cuda_host_stream *s = calloc(1, sizeof *s);
     if (!s) return lrun_fail_oom(sizeof *s, 0, "engine: host stream record");
     s->min_rows = lrun_cuda_host_stream_rows(e);
     s->buf_bytes = bytes / NB;
+    s->plain_bytes = plain;
     if (lrun_device_alloc(e->device, bytes, "host matrix staging", (void **)&s->dev) != LRUN_OK) {
         free(s); /* no room in the budget or the pool: the host's products, as before */
         return LRUN_OK;
@@ -147,7 +161,8 @@ size_t lrun_cuda_host_stream_device_bytes(const struct cuda_host_stream *s) { re
 
 int lrun_cuda_host_stream_takes(const struct cuda_host_stream *s, const struct lrun_tensor *t, int64_t m)
 {
-    return s && m >= s->min_rows && coverable(NULL, t) && t->nbytes <= s->buf_bytes;
+    return s && m >= s->min_rows && coverable(NULL, t) && t->nbytes <= s->plain_bytes &&
+           (!t->packed || t->pk.total <= s->buf_bytes - s->plain_bytes);
 }
 
 lrun_status lrun_cuda_host_stream_take(lrun_cuda_engine *e, struct cuda_host_stream *s, const struct lrun_tensor *t,
@@ -156,11 +171,11 @@ lrun_status lrun_cuda_host_stream_take(lrun_cuda_engine *e, struct cuda_host_str
     const int b = s->next;
     char *dst = s->dev + (size_t)b * s->buf_bytes;
     /* a wait on done[b] before its first record returns at once: nothing has read the buffer yet */
-    TRY(lrun_cuda_offload_copy_tensor(e, dst, t, s->done[b], s->ready[b]));
+    TRY(lrun_cuda_offload_copy_tensor(e, dst, dst + s->plain_bytes, t, s->done[b], s->ready[b]));
     TRY(cuda_check(cudaStreamWaitEvent((cudaStream_t)e->stream, s->ready[b], 0), "waiting for a staged matrix",
                    e->device));
     s->next = (b + 1) % NB;
-    e->stats.host_stream_bytes += t->nbytes;
+    e->stats.host_stream_bytes += t->packed ? t->pk.total : t->nbytes;
     e->stats.host_stream_products++;
     *data = dst;
     return LRUN_OK;

@@ -543,17 +543,22 @@ static lrun_status copy_weight(lrun_cuda_engine *e, char *dst, const struct offl
     return cuda_check(cudaEventRecord(o->pstage_free[b], o->decode_stream), "recording a packed decode", e->device);
 }
 
-lrun_status lrun_cuda_offload_copy_tensor(lrun_cuda_engine *e, char *dst, const struct lrun_tensor *t,
+lrun_status lrun_cuda_offload_copy_tensor(lrun_cuda_engine *e, char *dst, char *pstage, const struct lrun_tensor *t,
                                           cudaEvent_t after, cudaEvent_t ready)
 {
     struct cuda_offload *o = e->offload;
     const struct offload_weight w = {.src = t, .disk_id = -1};
-    if (t->tier == LRUN_TIER_DISK || (t->tier != LRUN_TIER_PINNED && !o->staging))
+    if (t->tier == LRUN_TIER_DISK || (t->tier != LRUN_TIER_PINNED && !o->staging) || (t->packed && !pstage))
         return lrun_fail(LRUN_E_INTERNAL, "engine on %s: %s cannot be copied from its tier", e->device->name,
                          t->name);
     if (after)
         TRY(cuda_check(cudaStreamWaitEvent(o->copy_stream, after, 0), "waiting for a staging buffer", e->device));
-    TRY(copy_bytes(e, dst, &w, t->nbytes));
+    if (t->packed) { /* its packed bytes cross, decoded behind them in stream order */
+        TRY(copy_bytes(e, pstage, &w, t->pk.total));
+        TRY(lrun_k_packed_decode((uint16_t *)dst, pstage, &t->pk, 0, t->pk.n, o->copy_stream));
+    } else {
+        TRY(copy_bytes(e, dst, &w, t->nbytes));
+    }
     return cuda_check(cudaEventRecord(ready, o->copy_stream), "recording a staged matrix", e->device);
 }
 

@@ -96,11 +96,13 @@ int lrun_cuda_offload_host_compute(const lrun_cuda_engine *e, lrun_cuda_host_com
  * no device address. */
 lrun_status lrun_cuda_offload_host_up(lrun_cuda_engine *e, float *dst, const float *src, size_t floats);
 
-/* dst (device) = t's bytes at its home (pinned: by DMA; host, mmap:
- * through the pinned staging buffers, filled by the model's threads) on
- * the copy stream, after that stream waited for after; ready recorded once
- * they landed (engine_cuda_host_stream.c). Not for the disk tier. */
-lrun_status lrun_cuda_offload_copy_tensor(lrun_cuda_engine *e, char *dst, const struct lrun_tensor *t,
+/* dst (device) = t's plain bytes from its home (pinned: by DMA; host,
+ * mmap: through the pinned staging buffers, filled by the model's threads)
+ * on the copy stream, after that stream waited for after; ready recorded
+ * once they landed (engine_cuda_host_stream.c). A packed t crosses packed
+ * into pstage (device, its packed bytes) and is decoded from there into dst
+ * on the copy stream. Not for the disk tier. */
+lrun_status lrun_cuda_offload_copy_tensor(lrun_cuda_engine *e, char *dst, char *pstage, const struct lrun_tensor *t,
                                           cudaEvent_t after, cudaEvent_t ready);
 /* Makes the pinned staging buffers that copies from pageable memory go
  * through, when the streamed units did not already need them. */
