@@ -42,6 +42,22 @@ local function gen_model()
   return path
 end
 
+-- A policy for blocks 2 on: q, k, v, o streamed packed from pinned memory, gate, up, down host-computed (packed
+-- too with pack_host).
+local function mix_policy(pack_host)
+  return { name = pack_host and "packed off the device" or "packed streamed, plain host", plan = function(tensors)
+    local plan, hc, packs, off = {}, {}, {}, 0
+    for _, t in ipairs(tensors) do
+      if t.layer and t.layer >= 2 and #t.shape == 2 then
+        if t.role:find("^ffn") then plan[t.name], hc[t.name], packs[t.name] = "host", true, pack_host or nil
+        else plan[t.name], packs[t.name] = "pinned", true end
+        off = off + t.bytes
+      end
+    end
+    return plan, off, { host_compute = hc, packed = packs }
+  end }
+end
+
 local PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
 local function run(m)
   local _, ids = assert(m:generate(PROMPT, { max_new_tokens = 6, do_sample = false, eos_token_id = {} }))
@@ -106,18 +122,7 @@ describe("auto-fit's packed choice on cuda", function()
   -- its host-computed ones plain, here from a policy's plan. The host's products are not the GPU's bits, so the
   -- tokens match and the logits are close, not equal.
   it("streamed matrices packed beside host-computed plain ones: the plain model's tokens", function()
-    local mix = { name = "packed streamed, plain host", plan = function(tensors)
-      local plan, hc, packs, off = {}, {}, {}, 0
-      for _, t in ipairs(tensors) do
-        if t.layer and t.layer >= 2 and #t.shape == 2 then
-          if t.role:find("^ffn") then plan[t.name], hc[t.name] = "host", true
-          else plan[t.name], packs[t.name] = "pinned", true end
-          off = off + t.bytes
-        end
-      end
-      return plan, off, { host_compute = hc, packed = packs }
-    end }
-    local m = assert(lrun.load(path, { device = "cuda:0", progress = false, policy = mix }))
+    local m = assert(lrun.load(path, { device = "cuda:0", progress = false, policy = mix_policy(false) }))
     local n_host, n_stream = 0, 0
     local p = m:placement()
     for _, t in ipairs(m:tensors()) do
@@ -138,26 +143,13 @@ describe("auto-fit's packed choice on cuda", function()
   -- host as it decodes them a tile at a time (lrun_cpu_matmul_packed): the same host bits as the plain ones, so
   -- the logits equal the previous case's plain-host run's exactly.
   it("host-computed matrices packed too: the plain-host run's logits bit for bit", function()
-    local function policy(pack_host)
-      return { name = pack_host and "packed off the device" or "packed streamed, plain host", plan = function(tensors)
-        local plan, hc, packs, off = {}, {}, {}, 0
-        for _, t in ipairs(tensors) do
-          if t.layer and t.layer >= 2 and #t.shape == 2 then
-            if t.role:find("^ffn") then plan[t.name], hc[t.name], packs[t.name] = "host", true, pack_host or nil
-            else plan[t.name], packs[t.name] = "pinned", true end
-            off = off + t.bytes
-          end
-        end
-        return plan, off, { host_compute = hc, packed = packs }
-      end }
-    end
     -- and a 96-token prompt, whose products of host-computed matrices run on the device from the host stream's
     -- staging (docs/streaming.md): packed ones cross packed and are decoded there, the same plain bytes multiplied
     local long = {}
     for i = 1, 96 do long[i] = (i * 37) % 2000 + 1 end
     local runs = {}
     for i, pack_host in ipairs({ false, true }) do
-      local m = assert(lrun.load(path, { device = "cuda:0", progress = false, policy = policy(pack_host) }))
+      local m = assert(lrun.load(path, { device = "cuda:0", progress = false, policy = mix_policy(pack_host) }))
       local p, n_packed_host = m:placement(), 0
       for _, t in ipairs(m:tensors()) do
         if p.host_compute[t.name] and t.packed then n_packed_host = n_packed_host + 1 end
