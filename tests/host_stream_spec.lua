@@ -79,6 +79,15 @@ describe("lrun.host_stream", function()
     local none = setmetatable({ host_gemm = false }, { __index = BW })
     assert.is_nil(hs.threshold(ts, plan, hc, none))
     assert.is_nil(hs.threshold(ts, plan, {}, BW))
+    -- packed (0.70 of the bytes cross, a 1.2 TB/s decode behind them): pageable copies of 0.7 · bytes / 30e9 +
+    -- bytes / 1.2e12 against r · bytes / 1e12 on the host: from r = 1e12 · (0.7 / 30e9 + 1 / 1.2e12) = 24.2
+    local packed = {}
+    for i, t in ipairs(ts) do
+      packed[i] = setmetatable({ packed = true, codec = "pex2", plain_bytes = t.bytes, bytes = 0.7 * t.bytes },
+        { __index = t })
+    end
+    plan = host_all(ts, "host")
+    assert.are.equal(25, hs.threshold(packed, plan, hc, setmetatable({ packed_decode = 1.2e12 }, { __index = BW })))
   end)
 end)
 

@@ -49,8 +49,10 @@ end
 --- The chunk size from which streaming a plan's host-computed matrices
 -- beats computing them on the host, from measured rates: the copies
 -- (Σ bytes / the link of each tier, lrun.predict.expert_stream_link: pinned
--- by DMA, pageable through pinned bounce buffers) against the host's
--- products (Σ max(bytes / its read rate, 2·rows·params / bw.host_gemm)),
+-- by DMA, pageable through pinned bounce buffers; a packed one's packed
+-- bytes and its decode) against the host's products (Σ max(plain bytes /
+-- its read rate, or a packed one's lrun.predict.packed_host_s,
+-- 2·rows·params / bw.host_gemm)),
 -- found by bisection (the host's time only grows with rows).
 -- @tparam {table,...} tensors descriptions (model:tensors())
 -- @tparam table plan {[name] = tier}
@@ -67,7 +69,13 @@ function M.threshold(tensors, plan, host_compute, bw)
       local flops = predict.rate_of(bw.host_gemm, t.dtype)
       if not flops then return nil end
       copy = copy + t.bytes / predict.expert_stream_link(tier, bw)
-      parts[#parts + 1] = { read = t.bytes / predict.host_rate(t, bw), per_row = 2 * t.shape[1] * t.shape[2] / flops }
+      local plain, rate = t.plain_bytes or t.bytes, predict.host_rate(t, bw)
+      local read = plain / rate
+      if t.packed then -- crosses packed, decoded on the device; on the host, decoded tile by tile as it is read
+        copy = copy + (type(bw.packed_decode) == "number" and bw.packed_decode > 0 and plain / bw.packed_decode or 0)
+        read = predict.packed_host_s(t, plain, rate, bw, bw.host_decode or bw.packed_decode)
+      end
+      parts[#parts + 1] = { read = read, per_row = 2 * t.shape[1] * t.shape[2] / flops }
     end
   end
   if #parts == 0 then return nil end
