@@ -106,6 +106,11 @@ end
 
 local packed_host_cache = {} -- [device, threads] = {packed=, plain=} or false (not measurable)
 
+-- The key of the rates that depend on the model's device and thread pool.
+local function pool_key(model)
+  return ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle))) .. "\0" .. tostring(model.threads or 0)
+end
+
 --- Fills bw.host_packed_matmul (plain bytes/s: the host's batch-1 product
 -- of a packed weight, decoded a tile at a time as it goes, from DRAM) and
 -- bw.host_packed_plain (the same weight's plain product on the same span:
@@ -115,7 +120,7 @@ local packed_host_cache = {} -- [device, threads] = {packed=, plain=} or false (
 -- lrun.pack_plan), not at every load.
 function M.host_packed_rates(model, bw)
   if bw.host_packed_matmul then return end
-  local key = ffi.string(C.lrun_device_name(C.lrun_model_device(model.handle))) .. "\0" .. tostring(model.threads or 0)
+  local key = pool_key(model)
   local r = packed_host_cache[key]
   if r == nil then
     local out, plain = ffi.new("double[1]"), ffi.new("double[1]")
@@ -178,7 +183,7 @@ function M.bandwidths(model)
   local dev = C.lrun_model_device(model.handle)
   local key = ffi.string(C.lrun_device_name(dev))
   local cuda = C.lrun_device_kind_of(dev) == C.LRUN_DEVICE_KIND_CUDA
-  local tkey = key .. "\0" .. tostring(model.threads or 0)
+  local tkey = pool_key(model)
   local bw = bw_cache[tkey]
   if not bw then
     local base = bw_cache[key] -- the links and memories, whatever the thread count

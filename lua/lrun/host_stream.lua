@@ -72,7 +72,7 @@ function M.threshold(tensors, plan, host_compute, bw)
       local plain, rate = t.plain_bytes or t.bytes, predict.host_rate(t, bw)
       local read = plain / rate
       if t.packed then -- crosses packed, decoded on the device; on the host, decoded tile by tile as it is read
-        copy = copy + (type(bw.packed_decode) == "number" and bw.packed_decode > 0 and plain / bw.packed_decode or 0)
+        copy = copy + predict.decode_s(t, plain, bw.packed_decode)
         read = predict.packed_host_s(t, plain, rate, bw, bw.host_decode or bw.packed_decode)
       end
       parts[#parts + 1] = { read = read, per_row = 2 * t.shape[1] * t.shape[2] / flops }

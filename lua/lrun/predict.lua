@@ -213,6 +213,7 @@ end
 -- @treturn string the link's name
 M.link, M.expert_stream_link = link, expert_stream_link
 M.host_rate = host_rate -- bytes/s the host's decode matmul reads t at (lrun.host_stream's threshold)
+M.decode_s = decode_s -- seconds to decode packed t's plain bytes at a rate (0 without one; lrun.host_stream)
 
 -- Adds bytes streamed over a link (rate bytes/s, name as link's) to p's copy time, that link's share and the
 -- streamed bytes.

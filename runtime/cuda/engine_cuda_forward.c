@@ -97,13 +97,14 @@ static lrun_status host_product(lrun_cuda_engine *e, lrun_weight_ref w, struct g
     if (!lrun_cuda_host_stream_takes(e->host_stream, w.w, m))
         return lrun_cuda_offload_host_matmul(e, w.w, in.x, m, y);
     TRY(lrun_cuda_host_stream_take(e, e->host_stream, w.w, &w.data));
+    /* the staging holds the plain weight (a packed one decoded there): a view of it, as a streamed slot's */
+    struct lrun_tensor view = *w.w;
+    view.tier = LRUN_TIER_DEVICE;
+    view.host_compute = 0;
+    view.packed = 0;
+    w.w = &view;
     w.on_host = 0;
-    const struct lrun_tensor *t = w.w;
-    if (t->packed) /* the staging holds it decoded: the plain weight's product (m > GEMV_MAX_ROWS: cuBLAS) */
-        TRY(lrun_k_gemm(e->cublas, t->dtype, w.data, t->row_bytes, t->ne[1], t->ne[0], in.x, m, y,
-                        slot_dtype(t->dtype), e->w_slot, e->x_slot, e->stream));
-    else
-        TRY(matmul_in(e, w, in, m, y));
+    TRY(matmul_in(e, w, in, m, y));
     return lrun_cuda_host_stream_done(e, e->host_stream);
 }
 

@@ -481,10 +481,7 @@ static void patch_block(uint16_t *out, const uint8_t *code, uint64_t i0, const u
         uint16_t *o = out + g * LRUN_PEX2_GROUP;
         const uint64_t base = i0 + g * LRUN_PEX2_GROUP;
         for (; x < run_end[g]; x++) {
-            const uint64_t bit = 3 * (base + pos[x]);
-            uint16_t w;
-            memcpy(&w, code + (bit >> 3), 2); /* the code's two bytes (little-endian) */
-            const unsigned p = pos[x], c = (unsigned)(w >> (bit & 7)) & 7u;
+            const unsigned p = pos[x], c = code_at(code, base + p);
             const unsigned e = c == 7 ? *far++ : book2[c];
             o[p] = (uint16_t)((o[p] & 0x807fu) | e << 7);
         }
