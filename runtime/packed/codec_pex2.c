@@ -27,13 +27,6 @@
 
 static uint64_t align16(uint64_t x) { return (x + 15) & ~(uint64_t)15; }
 
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 int lrun_pex2_fits(int dtype, uint64_t n)
@@ -309,8 +302,9 @@ static const char *check_block(const pex2_job *j, uint64_t b)
 {
     const lrun_pex2_layout *lay = j->lay;
     const uint8_t *P = j->in, *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-    const uint32_t first = rd32(t), far0 = rd32(t + 4), ends = rd32(t + 8), count = rd32(t + 12) - first;
-    const uint32_t far_n = rd32(t + 16) - far0, in_block = block_elems(lay, b);
+    const uint32_t first = lrun_pex2_u32(t), far0 = lrun_pex2_u32(t + 4), ends = lrun_pex2_u32(t + 8),
+                   count = lrun_pex2_u32(t + 12) - first;
+    const uint32_t far_n = lrun_pex2_u32(t + 16) - far0, in_block = block_elems(lay, b);
     const uint32_t end_of[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, count};
     uint32_t x = 0, far = 0;
     for (uint32_t g = 0; g < 4; g++) {
@@ -357,11 +351,11 @@ static lrun_status check_header(lrun_pex2_layout *lay, const uint8_t *P, size_t 
     if (size < LRUN_PEX2_HEADER)
         return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': %zu bytes, shorter than its %d-byte header", what, size,
                          LRUN_PEX2_HEADER);
-    if (rd32(P) != LRUN_PEX2_MAGIC)
+    if (lrun_pex2_u32(P) != LRUN_PEX2_MAGIC)
         return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': bad magic (not \"PEX2\")", what);
-    if (rd32(P + 4) != LRUN_DTYPE_BF16)
-        return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': dtype %u, PEX2 holds only bf16 (%d)", what, rd32(P + 4),
-                         LRUN_DTYPE_BF16);
+    if (lrun_pex2_u32(P + 4) != LRUN_DTYPE_BF16)
+        return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': dtype %u, PEX2 holds only bf16 (%d)", what,
+                         lrun_pex2_u32(P + 4), LRUN_DTYPE_BF16);
     uint64_t n;
     memcpy(&n, P + 8, 8);
     if (!lrun_pex2_fits(LRUN_DTYPE_BF16, n))
@@ -391,11 +385,11 @@ static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t s
                          "PEX2 tensor '%s': %zu bytes, shorter than its table's end (%zu) for n = %llu", what, size,
                          lay->exc, (unsigned long long)lay->n);
     const uint8_t *tn = P + lay->table + LRUN_PEX2_TABLE_ENTRY * lay->nb;
-    lay->n_exc = rd32(tn), lay->n_far = rd32(tn + 4);
-    if (lay->n_exc > lay->n || lay->n_far > lay->n_exc || rd32(tn + 8))
+    lay->n_exc = lrun_pex2_u32(tn), lay->n_far = lrun_pex2_u32(tn + 4);
+    if (lay->n_exc > lay->n || lay->n_far > lay->n_exc || lrun_pex2_u32(tn + 8))
         return lrun_fail(LRUN_E_FORMAT,
                          "PEX2 tensor '%s': table totals %llu exceptions, %llu far, ends %u: wrong for n = %llu",
-                         what, (unsigned long long)lay->n_exc, (unsigned long long)lay->n_far, rd32(tn + 8),
+                         what, (unsigned long long)lay->n_exc, (unsigned long long)lay->n_far, lrun_pex2_u32(tn + 8),
                          (unsigned long long)lay->n);
     lay->far = lay->exc + (size_t)lay->n_exc;
     lay->total = (size_t)align16(lay->far + lay->n_far);
@@ -407,7 +401,8 @@ static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t s
         return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': nonzero padding between sections", what);
     for (uint64_t b = 0; b < lay->nb; b++) {
         const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-        const uint32_t x0 = rd32(t), f0 = rd32(t + 4), ends = rd32(t + 8), x1 = rd32(t + 12), f1 = rd32(t + 16);
+        const uint32_t x0 = lrun_pex2_u32(t), f0 = lrun_pex2_u32(t + 4), ends = lrun_pex2_u32(t + 8),
+                       x1 = lrun_pex2_u32(t + 12), f1 = lrun_pex2_u32(t + 16);
         const uint32_t in_block = block_elems(lay, b),
                        e[3] = {ends & 1023u, (ends >> 10) & 1023u, (ends >> 20) & 1023u};
         const char *why = NULL;
@@ -493,8 +488,8 @@ static void patch_range(uint16_t *dst, const uint8_t *P, const lrun_pex2_layout 
                         uint64_t end)
 {
     const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b, *code = P + lay->code;
-    const uint32_t x0 = rd32(t), ends = rd32(t + 8), x1 = rd32(t + 12);
-    const uint8_t *far = P + lay->far + rd32(t + 4); /* counts every far exception of the block before it */
+    const uint32_t x0 = lrun_pex2_u32(t), ends = lrun_pex2_u32(t + 8), x1 = lrun_pex2_u32(t + 12);
+    const uint8_t *far = P + lay->far + lrun_pex2_u32(t + 4); /* counts every far exception of the block before it */
     const uint64_t i0 = b * LRUN_PEX2_BLOCK;
     if (i0 >= first && i0 + LRUN_PEX2_BLOCK <= end) { /* the whole block: each group's run, no range test */
         patch_block(dst + (i0 - first), code, i0, P + lay->exc + x0, x1 - x0, ends, far, lay->book2);

@@ -39,6 +39,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define LRUN_PEX2_MAGIC 0x32584550u /* "PEX2": the first 4 bytes */
 #define LRUN_PEX2_HEADER 32         /* bytes */
@@ -46,6 +47,14 @@
 #define LRUN_PEX2_GROUP 256         /* elements per group (32 lanes of 8) */
 #define LRUN_PEX2_TABLE_ENTRY 12    /* bytes */
 #define LRUN_PEX2_CODES 8           /* book1 entries; book2 has 7, code 7 = far */
+
+/* A little-endian u32 of the table or header, at any alignment. */
+static inline uint32_t lrun_pex2_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
 
 /* Where each section is, from the tensor's first byte (bytes), and its codebooks. */
 typedef struct lrun_pex2_layout {

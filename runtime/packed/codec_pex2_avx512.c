@@ -94,13 +94,6 @@ void lrun_pex2_lanes_avx512(uint16_t *dst, const uint8_t *rest, const uint8_t *c
     if (l < n_lanes) lrun_pex2_lanes_scalar(dst + 8 * l, rest + 8 * l, code + 3 * l, hi, n_lanes - l);
 }
 
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 void lrun_pex2_blocks_avx512(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t b0, uint64_t b1)
 {
     const uint8_t *P = src, *rest = P + lay->rest, *code = P + lay->code;
@@ -117,8 +110,8 @@ void lrun_pex2_blocks_avx512(uint16_t *dst, const void *src, const lrun_pex2_lay
     const __m512i sign = _mm512_set1_epi8((char)0x80), mant = _mm512_set1_epi8(0x7f), seven = _mm512_set1_epi8(7);
     for (uint64_t b = b0; b < b1; b++) {
         const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-        const uint32_t x0 = rd32(t), ends = rd32(t + 8), n = rd32(t + 12) - x0;
-        const uint8_t *pos = P + lay->exc + x0, *far = P + lay->far + rd32(t + 4);
+        const uint32_t x0 = lrun_pex2_u32(t), ends = lrun_pex2_u32(t + 8), n = lrun_pex2_u32(t + 12) - x0;
+        const uint8_t *pos = P + lay->exc + x0, *far = P + lay->far + lrun_pex2_u32(t + 4);
         const uint32_t run_end[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, n};
         uint16_t *out = dst + (b - b0) * LRUN_PEX2_BLOCK;
         uint32_t x = 0;
