@@ -202,7 +202,7 @@ def main():
     if not a.no_lrun:
         budget = f"{max(1.0, r['df11_cpu_offload_peak_gib']):.2f}G"
         for name, extra in (("packed_resident", ["--packed", "true"]), ("plain_resident", ["--packed", "false"]),
-                            ("budget", ["--gpu-budget", budget]), ("budget_packed", ["--gpu-budget", budget, "--packed", "true"])):
+                            ("budget", ["--gpu-budget", budget])):
             r[f"lrun_{name}"] = lrun_run(a.lrun, a.model_dir, a.ngen, extra, log)
             say(f"lrun {name} {' '.join(extra)}: {r[f'lrun_{name}']}")
         r["lrun_budget"]["gpu_budget"] = budget
