@@ -13,6 +13,7 @@
 #include "lrun.h"
 #include "core/clock.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +21,7 @@
 #include "core/error.h"
 #include "cpu/cpu_matmul.h"
 #include "cpu/cpu_matmul_packed.h"
+#include "core/threadpool.h"
 #include "cpu/measure.h"
 #include "model/model.h"
 #include "model/random_fill.h"
@@ -67,6 +69,32 @@ static int model_codec(const lrun_model *model)
                : LRUN_PACKED_CODEC_EXP;
 }
 
+/* Trained-like bf16 values across the pool (counter-based: the same bytes
+ * whichever thread writes a range). */
+typedef struct {
+    uint16_t *dst;
+    uint64_t n;
+    _Atomic int failed;
+} fill_task;
+
+static void fill_run(void *p, int ith, int nth)
+{
+    fill_task *t = p;
+    const uint64_t a = t->n * (uint64_t)ith / (uint64_t)nth, b = t->n * (uint64_t)(ith + 1) / (uint64_t)nth;
+    if (b > a &&
+        lrun_random_fill_trained(LRUN_DTYPE_BF16, t->dst + a, (int64_t)a, (int64_t)(b - a), 0.02f, 12) != LRUN_OK)
+        atomic_store(&t->failed, 1);
+}
+
+static lrun_status fill_trained(lrun_threadpool *pool, uint16_t *dst, uint64_t n)
+{
+    fill_task t = {.dst = dst, .n = n};
+    atomic_init(&t.failed, 0);
+    lrun_threadpool_run(pool, fill_run, &t);
+    return atomic_load(&t.failed) ? lrun_fail(LRUN_E_ARG, "filling %llu trained-like values", (unsigned long long)n)
+                                  : LRUN_OK;
+}
+
 /* One weight of the model's codec: n plain values, trained-like; *plain
  * (may be NULL: freed) the plain values, *out its packed bytes (both
  * malloc'd), *lay its layout. */
@@ -81,7 +109,7 @@ static lrun_status packed_weight(lrun_model *model, uint64_t n, uint16_t **plain
                          ? LRUN_OK
                          : lrun_fail_oom(cap + n * 2, 0, "a packed weight of %llu values", (unsigned long long)n);
     lrun_threadpool *pool = lrun_model_threadpool(model);
-    if (st == LRUN_OK) st = lrun_random_fill_trained(LRUN_DTYPE_BF16, plain, 0, (int64_t)n, 0.02f, 12);
+    if (st == LRUN_OK) st = fill_trained(pool, plain, n);
     if (st == LRUN_OK)
         st = pex2 ? lrun_pex2_encode(packed, cap, size, plain, n, pool)
                   : lrun_packed_encode(packed, cap, size, LRUN_DTYPE_BF16, plain, n, pool);
@@ -180,9 +208,10 @@ lrun_status lrun_model_measure_packed_host_matmul(lrun_model *model, size_t byte
     const size_t stride = (size + 63) / 64 * 64, n_packed = span / stride > 0 ? span / stride : 1;
     const size_t n_plain = span / plain_bytes > 0 ? span / plain_bytes : 1;
     if (st == LRUN_OK) {
-        for (size_t c = 0; c < n_packed; c++) memcpy(all + c * stride, one, size);
+        /* across the pool: the span's first-touch faults and copies are most of this measurement's time */
+        for (size_t c = 0; c < n_packed; c++) lrun_threadpool_memcpy(pool, all + c * stride, one, size);
         *packed_per_s = products_rate(pool, all, n_packed, stride, &lay, rows, k, x, y, work);
-        for (size_t c = 0; c < n_plain; c++) memcpy(all + c * plain_bytes, plain, plain_bytes);
+        for (size_t c = 0; c < n_plain; c++) lrun_threadpool_memcpy(pool, all + c * plain_bytes, plain, plain_bytes);
         *plain_per_s = products_rate(pool, all, n_plain, plain_bytes, NULL, rows, k, x, y, NULL);
     }
     free(plain);
