@@ -114,22 +114,26 @@ void lrun_pex2_blocks_avx512(uint16_t *dst, const void *src, const lrun_pex2_lay
         const uint8_t *pos = P + lay->exc + x0, *far = P + lay->far + lrun_pex2_u32(t + 4);
         const uint32_t run_end[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, n};
         uint16_t *out = dst + (b - b0) * LRUN_PEX2_BLOCK;
-        uint32_t x = 0;
+        /* the block's exceptions, a bit each, by chunk of 64: one loop over them all, each one's group from
+         * the run ends without a branch (a loop per group mispredicts its exit once a group) */
+        uint64_t ex_all[16] = {0};
+        for (uint32_t x = 0; x < n; x++) {
+            const uint32_t g = (x >= run_end[0]) + (x >= run_end[1]) + (x >= run_end[2]);
+            ex_all[g * 4 + (pos[x] >> 6)] |= 1ull << (pos[x] & 63);
+        }
         for (unsigned g = 0; g < 4; g++) {
-            uint64_t ex[4] = {0, 0, 0, 0}; /* the group's exceptions, a bit each, by chunk of 64 */
-            for (; x < run_end[g]; x++) ex[pos[x] >> 6] |= 1ull << (pos[x] & 63);
+            const uint64_t *ex = ex_all + 4 * g;
             for (unsigned c = 0; c < 4; c++) {
                 const uint64_t e0 = b * LRUN_PEX2_BLOCK + g * LRUN_PEX2_GROUP + 64 * c;
                 const __m512i c24 = _mm512_maskz_loadu_epi8(0xFFFFFFull, code + 3 * (e0 / 8));
                 const __m512i codes = _mm512_multishift_epi64_epi8(v_shift, _mm512_permutexvar_epi8(v_spread, c24));
                 __m512i eh = _mm512_permutexvar_epi8(codes, ehi1), el = _mm512_permutexvar_epi8(codes, elo1);
                 const __mmask64 k = ex[c];
-                __mmask64 k7 = 0;
-                if (k) { /* the exceptions' exponents from book2, blended in */
-                    eh = _mm512_mask_permutexvar_epi8(eh, k, codes, ehi2);
-                    el = _mm512_mask_permutexvar_epi8(el, k, codes, elo2);
-                    k7 = _mm512_mask_cmpeq_epi8_mask(k, _mm512_and_si512(codes, seven), seven);
-                }
+                /* the exceptions' exponents from book2, blended in: no branch on whether there are any (over
+                 * half the chunks of trained weights have one, unpredictably) */
+                eh = _mm512_mask_permutexvar_epi8(eh, k, codes, ehi2);
+                el = _mm512_mask_permutexvar_epi8(el, k, codes, elo2);
+                __mmask64 k7 = _mm512_mask_cmpeq_epi8_mask(k, _mm512_and_si512(codes, seven), seven);
                 const __m512i r = _mm512_loadu_si512(rest + e0);
                 const __m512i h = _mm512_ternarylogic_epi32(r, sign, eh, 0xEA),
                               o = _mm512_ternarylogic_epi32(r, mant, el, 0xEA);
