@@ -470,16 +470,12 @@ void lrun_pex2_lanes_scalar(uint16_t *dst, const uint8_t *rest, const uint8_t *c
 static void patch_block(uint16_t *out, const uint8_t *code, uint64_t i0, const uint8_t *pos, uint32_t n,
                         uint32_t ends, const uint8_t *far, const uint8_t book2[8])
 {
-    const uint32_t run_end[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, n};
-    uint32_t x = 0;
-    for (unsigned g = 0; g < 4; g++) {
-        uint16_t *o = out + g * LRUN_PEX2_GROUP;
-        const uint64_t base = i0 + g * LRUN_PEX2_GROUP;
-        for (; x < run_end[g]; x++) {
-            const unsigned p = pos[x], c = code_at(code, base + p);
-            const unsigned e = c == 7 ? *far++ : book2[c];
-            o[p] = (uint16_t)((o[p] & 0x807fu) | e << 7);
-        }
+    const uint32_t e0 = ends & 1023u, e1 = (ends >> 10) & 1023u, e2 = ends >> 20;
+    for (uint32_t x = 0; x < n; x++) { /* one loop, each one's group computed: a loop a group mispredicts its exit */
+        const uint32_t at = ((x >= e0) + (x >= e1) + (x >= e2)) * LRUN_PEX2_GROUP + pos[x];
+        const unsigned c = code_at(code, i0 + at);
+        const unsigned e = c == 7 ? *far++ : book2[c];
+        out[at] = (uint16_t)((out[at] & 0x807fu) | e << 7);
     }
 }
 
