@@ -204,6 +204,27 @@ static void test_failures(void)
     CHECK("a directory without weights is named", load_fails(p, LRUN_E_IO, "model.safetensors"));
 }
 
+/* The directory's bytes do not depend on how many threads fill the rows
+ * (each row is counter-based): one thread against three, trained-like
+ * bf16 and sharded. */
+static void test_threads(void)
+{
+    char a[320], b[320], cmd[1600];
+    lrun_model_gen_spec s = spec(LRUN_DTYPE_BF16, 0);
+    s.trained_stats = 1;
+    snprintf(a, sizeof a, "%s/one-thread", dir);
+    snprintf(b, sizeof b, "%s/three-threads", dir);
+    const int one = lrun_model_generate_hf(a, &s, 2) == LRUN_OK;
+    s.n_threads = 3;
+    const int three = lrun_model_generate_hf(b, &s, 2) == LRUN_OK;
+    snprintf(cmd, sizeof cmd,
+             "cmp -s '%s/model-00001-of-00002.safetensors' '%s/model-00001-of-00002.safetensors' && "
+             "cmp -s '%s/model-00002-of-00002.safetensors' '%s/model-00002-of-00002.safetensors'",
+             a, b, a, b);
+    CHECK("the HF generator writes the same bytes with 1 and 3 threads (trained-like bf16, 2 shards)",
+          one && three && system(cmd) == 0);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "%s/lrun_hf_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -219,6 +240,7 @@ int main(void)
     compare_spec("qwen2", spec_arch("qwen2", 0, 0, 0), 2);
     compare_spec("qwen3", spec_arch("qwen3", 32, 0, 0), 1);
     compare_spec("phi3", spec_arch("phi3", 0, 0, 0), 1);
+    test_threads();
     test_failures();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
