@@ -60,6 +60,7 @@ typedef struct {
     uint8_t *work;       /* a tile per ith */
     size_t tile;         /* bytes apart */
     int64_t chunk, rows; /* rows taken at a time; rows decoded at a time */
+    int in_registers;    /* m = 1 of a PEX2 weight at the avx512 level: lrun_pex2_gemv_avx512, no tile */
     _Alignas(64) _Atomic int64_t next;
 } packed_task;
 
@@ -73,6 +74,12 @@ static void packed_run(void *p, int ith, int nth)
         const int64_t c0 = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
         if (c0 >= t->n) break;
         const int64_t c1 = c0 + t->chunk < t->n ? c0 + t->chunk : t->n;
+#if defined(LRUN_HAVE_AVX512)
+        if (t->in_registers) {
+            lrun_pex2_gemv_avx512(t->src, &t->pk->pex2, t->k, c0, c1 - c0, t->x, t->y + c0);
+            continue;
+        }
+#endif
         for (int64_t i0 = c0; i0 < c1; i0 += t->rows) {
             const int64_t i1 = i0 + t->rows < c1 ? i0 + t->rows : c1;
             lrun_packed_decode_range(tile, t->src, t->pk, (uint64_t)i0 * (uint64_t)t->k,
@@ -111,6 +118,8 @@ void lrun_cpu_matmul_packed(lrun_threadpool *pool, const void *src, const lrun_p
         .chunk = lrun_cpu_matmul_chunk_rows(n, nth),
         .rows = tile_rows(k),
     };
+    t.in_registers = m == 1 && pk->codec == LRUN_PACKED_CODEC_PEX2 && lrun_pex2_gemv_fits(k) &&
+                     lrun_cpu_isa_get() == LRUN_CPU_ISA_AVX512 && lrun_pex2_avx512_supported();
     atomic_init(&t.next, 0);
     if (nth <= 1) packed_run(&t, 0, 1);
     else lrun_threadpool_run(pool, packed_run, &t);

@@ -121,4 +121,13 @@ void lrun_pex2_blocks_avx512(uint16_t *dst, const void *src, const lrun_pex2_lay
 /* 1 where the CPU has AVX-512 F, BW and VBMI (decided once). */
 int lrun_pex2_avx512_supported(void);
 
+/* y[r] = row row0 + r of a PEX2 weight of rows of k · x (k), r < rows,
+ * decoded in registers (pex2_gemv_avx512.c): the bits of the plain bf16
+ * product at the avx512 kernel level (lrun_cpu_matmul with m = 1). Only
+ * where lrun_pex2_gemv_fits(k) (k a positive multiple of 64; 0 in a build
+ * without AVX-512) and lrun_pex2_avx512_supported(). */
+int lrun_pex2_gemv_fits(int64_t k);
+void lrun_pex2_gemv_avx512(const void *src, const lrun_pex2_layout *lay, int64_t k, int64_t row0, int64_t rows,
+                           const float *x, float *y);
+
 #endif

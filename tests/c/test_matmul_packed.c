@@ -39,12 +39,17 @@ static uint16_t to_16(float f, lrun_dtype t)
 }
 
 /* n rows of k values like a trained matrix: a scale per row, 1% outliers at
- * 8x, and a few special values. */
-static void fill(uint16_t *w, int64_t n, int64_t k, lrun_dtype t)
+ * 8x, and a few special values; far (not 0) scales 3% of them by 2^-30 ..
+ * 2^29, exponents outside both PEX2 codebooks in every block. */
+static void fill(uint16_t *w, int64_t n, int64_t k, lrun_dtype t, int far)
 {
     for (int64_t r = 0; r < n; r++) {
         const float scale = 0.02f * (float)(1 + r % 3);
-        for (int64_t j = 0; j < k; j++) w[r * k + j] = to_16(gauss() * scale * (unit() < 0.01 ? 8.0f : 1.0f), t);
+        for (int64_t j = 0; j < k; j++) {
+            float v = gauss() * scale * (unit() < 0.01 ? 8.0f : 1.0f);
+            if (far && unit() < 0.03) v = ldexpf(v, (int)(unit() * 60.0) - 30);
+            w[r * k + j] = to_16(v, t);
+        }
     }
     const uint16_t special[] = {t == LRUN_DTYPE_F16 ? 0x7c00 : 0x7f80, t == LRUN_DTYPE_F16 ? 0x7e01 : 0x7fc1, 0x0001,
                                 0x8000};
@@ -69,6 +74,7 @@ static void *pack(const uint16_t *w, uint64_t n, lrun_dtype t, int codec, lrun_p
 
 struct shape {
     int64_t n, k;
+    int far; /* values with far exponents in every block (fill) */
 };
 
 static void check_case(lrun_dtype t, int codec, struct shape s, lrun_threadpool **pools, int n_pools)
@@ -77,13 +83,13 @@ static void check_case(lrun_dtype t, int codec, struct shape s, lrun_threadpool 
     uint16_t *w = malloc(sizeof *w * (size_t)(n * k)), *plain = malloc(sizeof *w * (size_t)(n * k));
     float *x = malloc(sizeof(float) * (size_t)(70 * k));
     float *ref = malloc(sizeof(float) * (size_t)(70 * n)), *got = malloc(sizeof(float) * (size_t)(70 * n));
-    fill(w, n, k, t);
+    fill(w, n, k, t, s.far);
     for (int64_t j = 0; j < 70 * k; j++) x[j] = gauss();
     lrun_packed_layout lay;
     void *p = pack(w, (uint64_t)(n * k), t, codec, &lay);
     char name[160];
-    snprintf(name, sizeof name, "%s %s %lld x %lld: packed and validated", codec == 2 ? "PEX2" : "PEX1",
-             t == LRUN_DTYPE_F16 ? "f16" : "bf16", (long long)n, (long long)k);
+    snprintf(name, sizeof name, "%s %s %lld x %lld%s: packed and validated", codec == 2 ? "PEX2" : "PEX1",
+             t == LRUN_DTYPE_F16 ? "f16" : "bf16", (long long)n, (long long)k, s.far ? " (far exponents)" : "");
     CHECK(name, p != NULL);
     if (p) lrun_packed_decode_range(plain, p, &lay, 0, (uint64_t)(n * k));
     int bad = 0, runs = 0;
@@ -103,8 +109,9 @@ static void check_case(lrun_dtype t, int codec, struct shape s, lrun_threadpool 
             free(work);
         }
     }
-    snprintf(name, sizeof name, "%s %s %lld x %lld: the same bits as the decoded weight's product (%d runs)",
-             codec == 2 ? "PEX2" : "PEX1", t == LRUN_DTYPE_F16 ? "f16" : "bf16", (long long)n, (long long)k, runs);
+    snprintf(name, sizeof name, "%s %s %lld x %lld%s: the same bits as the decoded weight's product (%d runs)",
+             codec == 2 ? "PEX2" : "PEX1", t == LRUN_DTYPE_F16 ? "f16" : "bf16", (long long)n, (long long)k,
+             s.far ? " (far exponents)" : "", runs);
     CHECK(name, p && runs > 0 && bad == 0);
     free(p), free(w), free(plain), free(x), free(ref), free(got);
 }
@@ -118,8 +125,11 @@ int main(void)
         if (lrun_threadpool_init(&pools[n_pools], threads[i]) == LRUN_OK) n_pools++;
     CHECK("thread pools", n_pools == 4);
     const lrun_cpu_isa was = lrun_cpu_isa_get();
-    /* 96: many rows a tile; 1000: rows crossing codec blocks of 1024; 40000: a row longer than a tile */
-    const struct shape shapes[] = {{83, 96}, {131, 1000}, {5, 40000}};
+    /* 96: many rows a tile; 1000: rows crossing codec blocks of 1024; 40000: a row longer than a tile;
+     * 576 and 4096, multiples of 64: PEX2's decode products in registers at the avx512 level
+     * (lrun_pex2_gemv_avx512), once with far exponents in every block */
+    const struct shape shapes[] = {{83, 96, 0},  {131, 1000, 0}, {5, 40000, 0},
+                                   {77, 576, 0}, {40, 4096, 0},  {77, 576, 1}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         check_case(LRUN_DTYPE_BF16, 2, shapes[s], pools, n_pools);
         check_case(LRUN_DTYPE_BF16, 1, shapes[s], pools, n_pools);
@@ -133,7 +143,7 @@ int main(void)
         const int64_t n = 300, k = 2048;
         uint16_t *w = malloc(sizeof *w * (size_t)(n * k));
         float *x = malloc(sizeof(float) * (size_t)k), *y = malloc(sizeof(float) * (size_t)n);
-        fill(w, n, k, LRUN_DTYPE_BF16);
+        fill(w, n, k, LRUN_DTYPE_BF16, 0);
         for (int64_t j = 0; j < k; j++) x[j] = gauss();
         lrun_packed_layout pk;
         void *p = pack(w, (uint64_t)(n * k), LRUN_DTYPE_BF16, 2, &pk);
@@ -148,6 +158,40 @@ int main(void)
               p && intact && wb >= lrun_cpu_matmul_packed_work_bytes(k, nth));
         free(p), free(w), free(x), free(y), free(work);
     }
+
+    /* lrun_pex2_gemv_avx512 on ranges starting mid-block (lrun_cpu_matmul_packed's chunks of 16 rows of a
+     * multiple of 64 start on blocks): every row range of a 576-wide weight with far exponents in every block
+     * (the far bytes of the block before the range's first row are counted) against the plain rows */
+#if defined(LRUN_HAVE_AVX512)
+    if (lrun_pex2_gemv_fits(576) && lrun_pex2_avx512_supported() &&
+        lrun_cpu_isa_set(LRUN_CPU_ISA_AVX512) == LRUN_OK) {
+        const int64_t n = 40, k = 576;
+        uint16_t *w = malloc(sizeof *w * (size_t)(n * k)), *plain = malloc(sizeof *w * (size_t)(n * k));
+        float *x = malloc(sizeof(float) * (size_t)k), *ref = malloc(sizeof(float) * (size_t)n),
+              *got = malloc(sizeof(float) * (size_t)n);
+        fill(w, n, k, LRUN_DTYPE_BF16, 1);
+        for (int64_t j = 0; j < k; j++) x[j] = gauss();
+        lrun_packed_layout pk;
+        void *p = pack(w, (uint64_t)(n * k), LRUN_DTYPE_BF16, 2, &pk);
+        int bad = !p, ranges = 0;
+        if (p) {
+            lrun_packed_decode_range(plain, p, &pk, 0, (uint64_t)(n * k));
+            lrun_cpu_matmul(pools[0], LRUN_DTYPE_BF16, plain, (size_t)k * 2, n, k, x, 1, ref, NULL);
+            for (int64_t r0 = 0; r0 < n; r0++)
+                for (int64_t r1 = r0 + 1; r1 <= n; r1 += 7, ranges++) {
+                    memset(got, 0x55, sizeof(float) * (size_t)n);
+                    lrun_pex2_gemv_avx512(p, &pk.pex2, k, r0, r1 - r0, x, got + r0);
+                    bad += memcmp(ref + r0, got + r0, sizeof(float) * (size_t)(r1 - r0)) != 0;
+                }
+        }
+        char name[160];
+        snprintf(name, sizeof name, "PEX2 products in registers from any row on: the plain rows' bits (%d ranges)",
+                 ranges);
+        CHECK(name, bad == 0 && ranges > 0);
+        free(p), free(w), free(plain), free(x), free(ref), free(got);
+        (void)lrun_cpu_isa_set(was);
+    }
+#endif
 
     /* an empty product (k = 0) writes zeros, as lrun_cpu_matmul does */
     lrun_packed_layout lay = {.dtype = LRUN_DTYPE_BF16};
