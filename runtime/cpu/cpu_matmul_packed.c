@@ -118,8 +118,10 @@ void lrun_cpu_matmul_packed(lrun_threadpool *pool, const void *src, const lrun_p
         .chunk = lrun_cpu_matmul_chunk_rows(n, nth),
         .rows = tile_rows(k),
     };
+#if defined(LRUN_HAVE_AVX512)
     t.in_registers = m == 1 && pk->codec == LRUN_PACKED_CODEC_PEX2 && lrun_pex2_gemv_fits(k) &&
                      lrun_cpu_isa_get() == LRUN_CPU_ISA_AVX512 && lrun_pex2_avx512_supported();
+#endif
     atomic_init(&t.next, 0);
     if (nth <= 1) packed_run(&t, 0, 1);
     else lrun_threadpool_run(pool, packed_run, &t);
