@@ -11,9 +11,11 @@ local M = {}
 
 M.PROMPT = { 1, 300, 42, 7, 260, 99, 12 }
 
---- Writes the model: shape = {n_layer=, n_embd=, n_head=, n_head_kv=, n_ff=, n_vocab=, seed=, threads=}.
+--- Writes the model: shape = {n_layer=, n_embd=, n_head=, n_head_kv=, n_ff=, n_vocab=, seed=, threads=,
+-- arch=, n_expert=, n_expert_used=} (a mixture of experts where n_expert is given).
 function M.generate(path, shape)
   local s = ffi.new("lrun_model_gen_spec")
+  s.arch, s.n_expert, s.n_expert_used = shape.arch, shape.n_expert or 0, shape.n_expert_used or 0
   s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff = shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv,
     shape.n_ff
   s.n_vocab, s.n_ctx = shape.n_vocab or 512, 256
