@@ -54,7 +54,7 @@ typedef struct {
     lrun_gemm_fn gemv; /* m == 1's, NULL: dot */
     const void *src;
     const lrun_packed_layout *pk;
-    int64_t n, k, m;
+    int64_t row0, n, k, m; /* rows [row0, row0 + n) of the packed tensor */
     const float *x;      /* (m, k) */
     float *y;            /* (m, n) */
     uint8_t *work;       /* a tile per ith */
@@ -76,13 +76,13 @@ static void packed_run(void *p, int ith, int nth)
         const int64_t c1 = c0 + t->chunk < t->n ? c0 + t->chunk : t->n;
 #if defined(LRUN_HAVE_AVX512)
         if (t->in_registers) {
-            lrun_pex2_gemv_avx512(t->src, &t->pk->pex2, t->k, c0, c1 - c0, t->x, t->y + c0);
+            lrun_pex2_gemv_avx512(t->src, &t->pk->pex2, t->k, t->row0 + c0, c1 - c0, t->x, t->y + c0);
             continue;
         }
 #endif
         for (int64_t i0 = c0; i0 < c1; i0 += t->rows) {
             const int64_t i1 = i0 + t->rows < c1 ? i0 + t->rows : c1;
-            lrun_packed_decode_range(tile, t->src, t->pk, (uint64_t)i0 * (uint64_t)t->k,
+            lrun_packed_decode_range(tile, t->src, t->pk, (uint64_t)(t->row0 + i0) * (uint64_t)t->k,
                                      (uint64_t)(i1 - i0) * (uint64_t)t->k);
             /* the tile's rows are rows i0.. of y: y + i0 keeps n as its row stride */
             lrun_cpu_matmul_rows(t->dot, t->m == 1 ? t->gemv : t->gemm, tile, row_bytes, t->n, t->k, t->x,
@@ -93,6 +93,12 @@ static void packed_run(void *p, int ith, int nth)
 
 void lrun_cpu_matmul_packed(lrun_threadpool *pool, const void *src, const lrun_packed_layout *pk, int64_t n,
                             int64_t k, const float *x, int64_t m, float *y, void *work)
+{
+    lrun_cpu_matmul_packed_rows(pool, src, pk, 0, n, k, x, m, y, work);
+}
+
+void lrun_cpu_matmul_packed_rows(lrun_threadpool *pool, const void *src, const lrun_packed_layout *pk, int64_t row0,
+                                 int64_t n, int64_t k, const float *x, int64_t m, float *y, void *work)
 {
     const lrun_dtype dtype = (lrun_dtype)pk->dtype;
     const lrun_dot_fn dot = lrun_dot_kernel(dtype);
@@ -108,6 +114,7 @@ void lrun_cpu_matmul_packed(lrun_threadpool *pool, const void *src, const lrun_p
         .gemv = lrun_gemv_kernel(dtype),
         .src = src,
         .pk = pk,
+        .row0 = row0,
         .n = n,
         .k = k,
         .m = m,

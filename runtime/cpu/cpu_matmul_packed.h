@@ -29,4 +29,9 @@ size_t lrun_cpu_matmul_packed_work_bytes(int64_t k, int n_threads);
 void lrun_cpu_matmul_packed(lrun_threadpool *pool, const void *src, const lrun_packed_layout *pk, int64_t n,
                             int64_t k, const float *x, int64_t m, float *y, void *work);
 
+/* The same over rows [row0, row0 + n) of the packed tensor (one expert's
+ * slice of a stacked one): y (m, n) holds those rows' outputs. */
+void lrun_cpu_matmul_packed_rows(lrun_threadpool *pool, const void *src, const lrun_packed_layout *pk, int64_t row0,
+                                 int64_t n, int64_t k, const float *x, int64_t m, float *y, void *work);
+
 #endif

@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "cpu/cpu_matmul.h"
 #include "cpu/cpu_matmul_grouped.h"
+#include "cpu/cpu_matmul_packed.h"
 #include "cpu/engine_cpu_internal.h"
 #include "cpu/moe_route.h"
 #include "residency/weights.h"
@@ -237,7 +238,7 @@ static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3]
      * (twice the gathered rows) fit the matmul work */
     const struct lrun_tensor *tg = g[0].w, *tu = g[1].w;
     const int fuse = tg->dtype == tu->dtype && tg->row_bytes == tu->row_bytes && tg->ne[0] == tu->ne[0] &&
-                     tg->ne[1] == tu->ne[1] && 2 * rows <= e->n_batch_max;
+                     tg->ne[1] == tu->ne[1] && 2 * rows <= e->n_batch_max && !g[0].packed && !g[1].packed;
     int np = 0;
     for (int i = 0; i < 3; i++) {
         const struct lrun_tensor *t = g[i].w;
@@ -245,11 +246,17 @@ static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3]
             const int64_t at = e->moe_first[x] - base, cnt = e->moe_first[x + 1] - e->moe_first[x];
             if (cnt == 0) continue;
             lrun_weight_ring_note_slice(e->wr, t, slice_bytes(t));
+            if (g[i].packed) { /* a packed stack: the expert's rows decoded as they are multiplied, no other expert's */
+                lrun_cpu_matmul_packed_rows(e->pool, g[i].data, &t->pk, x * t->ne[1], t->ne[1], t->ne[0],
+                                            ins[i] + at * t->ne[0], cnt, outs[i] + at * t->ne[1], e->pk_work);
+                continue;
+            }
             parts[np++] = (lrun_cpu_mm_part){.w = (const char *)g[i].data + (size_t)x * slice_bytes(t),
                                              .x = ins[i] + at * t->ne[0], .m = cnt, .y = outs[i] + at * t->ne[1]};
         }
         if (i == 0 && fuse) continue; /* up's parts join gate's */
-        if (e->model->mxfp4_float_x && t->dtype == LRUN_DTYPE_MXFP4) /* an HF gpt-oss: transformers' f32 x */
+        if (np == 0) {                /* a packed stack's products are done */
+        } else if (e->model->mxfp4_float_x && t->dtype == LRUN_DTYPE_MXFP4) /* an HF gpt-oss: transformers' f32 x */
             lrun_cpu_matmul_grouped_float_x(e->pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np);
         else lrun_cpu_matmul_grouped(e->pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, e->mm_work);
         np = 0;

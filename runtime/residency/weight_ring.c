@@ -18,9 +18,9 @@
  * Packed weights (docs/packed.md): a staged packed matrix is decoded into
  * its slot by the fill (the slot holds the plain bytes, so compute is the
  * same); a packed matrix read in place (DEVICE tier, host compute, or any
- * tier when nothing is staged) is decoded at acquire into the decode
- * scratch, over the engine's threads, and read from there. One scratch
- * serves every unit: units are computed one at a time. A packed weight in the
+ * tier when nothing is staged) is multiplied packed where it is, its
+ * product decoding it a tile at a time in the threads' tiles taken with the
+ * slots (an expert stack only its chosen experts' rows). A packed weight in the
  * disk tier (a packed model file) is read packed: its packed bytes (fewer
  * from the disk) land in its aligned region and the fill decodes them into
  * the plain area that follows the region in the unit. */
@@ -57,24 +57,14 @@ struct unit {
     size_t bytes;                         /* bytes copied per fill */
 };
 
-/* The packed matrices of one layer read in place: experts decoded at
- * acquire, the rest multiplied packed (direct). */
+/* The packed matrices of one layer read in place (not staged): each is
+ * multiplied packed where it is (lrun_cpu_matmul_packed; an expert stack's
+ * chosen experts by lrun_cpu_matmul_packed_rows, moe_cpu.c), decoded a tile
+ * or a chunk at a time, so the layer needs no plain copy of them. */
 struct decode_plan {
-    int n;
-    lrun_arch_tensor id[UNIT_MAX];         /* (n) which */
-    const struct lrun_tensor *t[UNIT_MAX]; /* (n) their records */
-    size_t offset[UNIT_MAX];               /* (n) where each goes in the decode scratch */
     int n_direct;
     lrun_arch_tensor direct[UNIT_MAX]; /* (n_direct) which are multiplied packed */
 };
-
-/* A packed weight read in place that forward_cpu multiplies as it decodes
- * (lrun_cpu_matmul_packed): every matrix but the experts' stacks, whose
- * slices the grouped products read plain. */
-static int multiplied_packed(lrun_arch_tensor id)
-{
-    return id == LRUN_ARCH_TENSOR_OUTPUT || !lrun_arch_is_expert_tensor(id);
-}
 
 struct lrun_weight_ring {
     lrun_device *device;
@@ -83,15 +73,14 @@ struct lrun_weight_ring {
     struct unit *units;         /* (n_units) */
     int64_t *unit_of_layer;     /* (n_layer + 1) index into units, -1 when nothing is staged (or not its block) */
     lrun_ring *ring;            /* NULL when nothing is staged */
-    void *memory;               /* the one device allocation all slots (and the decode scratch) are carved from */
+    void *memory;               /* the one device allocation all slots (and the tiles) are carved from */
     size_t memory_bytes;
     lrun_disk_reader *disk;     /* direct reads of disk-tier weights; NULL when none */
     int64_t disk_stalls;        /* compute side: acquires of a unit with disk weights that waited */
     int stage;                  /* 0: nothing staged (an ALL_DEVICE engine that only decodes packed weights) */
     struct decode_plan *decode; /* (n_layer + 1) */
-    void *decode_scratch;       /* the plain bytes of the largest decode plan, in memory */
     void *tiles;                /* lrun_cpu_matmul_packed's work for the direct packed matrices, in memory, or NULL */
-    lrun_threadpool *pool;      /* the engine's threads, for the decode at acquire (may be NULL) */
+    lrun_threadpool *pool;      /* the engine's threads, whose tiles the slots hold (may be NULL) */
     /* compute side only (the engine's thread) */
     uint64_t rows_bytes, host_compute_bytes;
     uint64_t *host_layer_bytes; /* (n_layer) host_compute_bytes of each block's matrices and expert slices */
@@ -180,28 +169,17 @@ static size_t plan_unit(struct unit *u, const lrun_placement *p, int stage, int6
     return off;
 }
 
-/* Lays out the packed matrices of a layer that are read in place (not
- * staged) in the decode scratch; its bytes, SIZE_MAX on overflow. */
-static size_t plan_decode(struct decode_plan *d, const lrun_placement *p, int stage, const lrun_arch_tensor *ids,
-                          const struct lrun_tensor *const *ts, int n, int64_t *direct_k)
+/* The packed matrices of a layer that are read in place (not staged), and
+ * the longest row among them in *direct_k (their product's tiles). */
+static void plan_decode(struct decode_plan *d, const lrun_placement *p, int stage, const lrun_arch_tensor *ids,
+                        const struct lrun_tensor *const *ts, int n, int64_t *direct_k)
 {
     memset(d, 0, sizeof *d);
-    size_t off = 0;
     for (int i = 0; i < n; i++) {
         if (!ts[i] || !lrun_placement_packed(p, ts[i]) || (stage && lrun_placement_streamed(p, ts[i]))) continue;
-        if (multiplied_packed(ids[i])) { /* no scratch: its product decodes it, in a tile a thread */
-            d->direct[d->n_direct++] = ids[i];
-            if (ts[i]->ne[0] > *direct_k) *direct_k = ts[i]->ne[0];
-            continue;
-        }
-        d->id[d->n] = ids[i];
-        d->t[d->n] = ts[i];
-        d->offset[d->n++] = off;
-        size_t end;
-        if (!lrun_size_align_up(off + ts[i]->nbytes, SLOT_ALIGN, &end)) return SIZE_MAX;
-        off = end;
+        d->direct[d->n_direct++] = ids[i];
+        if (ts[i]->ne[0] > *direct_k) *direct_k = ts[i]->ne[0];
     }
-    return off;
 }
 
 /* The tensors a unit of layer may stage, in slot order: the block's
@@ -227,7 +205,6 @@ static int unit_tensors(const lrun_model *m, int64_t layer, lrun_arch_tensor ids
 struct slot_layout {
     size_t ring_bytes;      /* one ring slot: the largest block unit */
     size_t head_bytes;      /* the head slot, 0 when the head is not staged */
-    size_t decode_bytes;    /* the decode scratch: the largest layer's packed experts read in place */
     size_t tile_bytes;      /* lrun_cpu_matmul_packed's tiles for the packed matrices multiplied in place */
     int64_t direct_k;       /* the longest row of those, 0: none */
     int64_t n_block_units;  /* blocks that stage anything */
@@ -235,7 +212,7 @@ struct slot_layout {
     int64_t n_ring;         /* ring slots: k + 1, at most n_block_units */
     int k;                  /* the prefetch asked for (or the default) */
     int any_disk;           /* a unit reads from the file: slots aligned to LRUN_DISK_ALIGN */
-    size_t total; /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) + tile_bytes + decode_bytes */
+    size_t total;           /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) + tile_bytes */
 };
 
 /* Whether unit layer (n_layer: the head) is one of blocks': a block in
@@ -272,10 +249,7 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         const int n = unit_tensors(model, l, ids, ts);
         struct unit scratch = {0};
         struct decode_plan dscratch;
-        const size_t dneed = plan_decode(decode ? &decode[l] : &dscratch, p, stage, ids, ts, n, &out->direct_k);
-        if (dneed == SIZE_MAX)
-            return lrun_fail(LRUN_E_OOM, "engine: the packed weights of layer %lld overflow size_t", (long long)l);
-        if (dneed > out->decode_bytes) out->decode_bytes = dneed;
+        plan_decode(decode ? &decode[l] : &dscratch, p, stage, ids, ts, n, &out->direct_k);
         struct unit *u = units ? &units[out->n_units] : &scratch;
         const size_t need = plan_unit(u, p, stage, l, ids, ts, n);
         out->any_disk |= need != SIZE_MAX && u->any_disk;
@@ -304,8 +278,7 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         !lrun_size_add(out->total, out->head_bytes, &out->total) ||
         !lrun_size_add(out->total, out->any_disk ? LRUN_DISK_ALIGN : 0, &out->total) ||
         !lrun_size_align_up(out->total, SLOT_ALIGN, &out->total) ||
-        !lrun_size_add(out->total, out->tile_bytes, &out->total) ||
-        !lrun_size_add(out->total, out->decode_bytes, &out->total))
+        !lrun_size_add(out->total, out->tile_bytes, &out->total))
         return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
     return LRUN_OK;
 }
@@ -353,19 +326,19 @@ static lrun_status open_disk(lrun_weight_ring *wr)
     return LRUN_OK;
 }
 
-/* The slots and the decode scratch: one allocation from the device budget
+/* The slots and the packed products' tiles: one allocation from the device budget
  * (and the disk-tier weights' files opened first). */
 static lrun_status alloc_slots(lrun_weight_ring *wr, const struct slot_layout *L)
 {
     char what[128];
-    snprintf(what, sizeof what, "weight streaming slots (%lld x ring, k = %d, + head, + %zu bytes to decode packed weights)",
-             (long long)L->n_ring, L->k, L->decode_bytes);
+    snprintf(what, sizeof what,
+             "weight streaming slots (%lld x ring, k = %d, + head, + %zu bytes of packed products' tiles)",
+             (long long)L->n_ring, L->k, L->tile_bytes);
     lrun_status st = L->any_disk ? open_disk(wr) : LRUN_OK;
     if (st == LRUN_OK) st = lrun_oom_phase(lrun_device_alloc(wr->device, L->total, what, &wr->memory), "weights");
     if (st != LRUN_OK) return st;
     wr->memory_bytes = L->total;
-    wr->decode_scratch = (char *)wr->memory + (L->total - L->decode_bytes);
-    wr->tiles = L->tile_bytes ? (char *)wr->memory + (L->total - L->decode_bytes - L->tile_bytes) : NULL;
+    wr->tiles = L->tile_bytes ? (char *)wr->memory + (L->total - L->tile_bytes) : NULL;
     return LRUN_OK;
 }
 
@@ -453,19 +426,11 @@ void lrun_weight_ring_free(lrun_weight_ring *wr)
 
 // ---------------------------------------------------------------- compute side
 
-/* The layer's packed experts read in place, decoded into the scratch over
- * the engine's threads (out then points at the plain bytes); its other
- * packed matrices marked to be multiplied packed where they are. */
+/* The layer's packed matrices read in place, marked to be multiplied packed where they are. */
 static void decode_in_place(lrun_weight_ring *wr, int64_t layer, lrun_weight_view *out)
 {
     const struct decode_plan *d = &wr->decode[layer];
     for (int i = 0; i < d->n_direct; i++) out->packed[d->direct[i]] = 1;
-    for (int i = 0; i < d->n; i++) {
-        const struct lrun_tensor *t = d->t[i];
-        uint16_t *dst = (uint16_t *)((char *)wr->decode_scratch + d->offset[i]);
-        lrun_packed_decode_range_mt(dst, t->data, &t->pk, 0, t->pk.n, wr->pool);
-        out->data[d->id[i]] = dst;
-    }
 }
 
 lrun_status lrun_weight_ring_acquire(lrun_weight_ring *wr, const lrun_model *model, int64_t layer,

@@ -13,9 +13,9 @@
  *          one while blocks i+1 … i+k are filled into the others;
  *   head   one slot of the LM head's size, when the head is staged.
  *
- * A packed matrix (docs/packed.md) is decoded, not copied: into its slot
- * by the fill when staged, else at acquire into a decode scratch taken with
- * the slots (one for every unit: they compute one at a time).
+ * A packed matrix (docs/packed.md) is decoded, not copied, into its slot
+ * by the fill when staged; read in place, its product decodes it as it goes
+ * (tiles taken with the slots).
  *
  * Compute waits for a slot's fill and releases it after, so it can be
  * filled again; nothing is allocated after init. Matrices marked
@@ -30,9 +30,8 @@
  * a slot, or the tensor's own bytes (NULL when the model has no such
  * tensor). A block's unit sets the block ids, the head's unit
  * data[LRUN_ARCH_TENSOR_OUTPUT]. packed[id] 1: the weight is packed and read
- * in place, its product decodes it as it goes (lrun_cpu_matmul_packed):
- * every such matrix but the experts' (decoded into the scratch for the
- * grouped products). */
+ * in place, its product decodes it as it goes (lrun_cpu_matmul_packed; an
+ * expert stack's chosen experts, lrun_cpu_matmul_packed_rows). */
 typedef struct lrun_weight_view {
     const void *data[LRUN_ARCH_TENSOR_COUNT];
     unsigned char packed[LRUN_ARCH_TENSOR_COUNT];
@@ -42,7 +41,7 @@ typedef struct lrun_weight_ring lrun_weight_ring;
 
 /* The blocks an engine computes: [first, end) of the model's, and the LM head
  * when end is n_layer (a layer split's part, docs/multigpu.md, has a range;
- * one engine has [0, n_layer)). Its units, slots and decode scratch are
+ * one engine has [0, n_layer)). Its units, slots and tiles are
  * those of its blocks only, and its cycle runs over them. */
 typedef struct lrun_weight_blocks {
     int64_t first, end;
@@ -53,9 +52,8 @@ typedef struct lrun_weight_blocks {
  * fill thread when anything is staged. prefetch_layers 0 = the default
  * (lrun_engine_default_prefetch). stage 0: nothing is staged (an
  * ALL_DEVICE engine, which only needs packed weights decoded). Packed
- * experts read in place are decoded at acquire into a scratch taken with
- * the slots, over pool's threads (NULL: the caller's); other packed
- * matrices read in place are multiplied packed (lrun_weight_view). */
+ * matrices read in place are multiplied packed (lrun_weight_view), in
+ * tiles taken with the slots for pool's threads (NULL: the caller's). */
 struct lrun_threadpool;
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
                                   int prefetch_layers, int stage, struct lrun_threadpool *pool);
