@@ -255,10 +255,11 @@ static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3]
                                              .x = ins[i] + at * t->ne[0], .m = cnt, .y = outs[i] + at * t->ne[1]};
         }
         if (i == 0 && fuse) continue; /* up's parts join gate's */
-        if (np == 0) {                /* a packed stack's products are done */
-        } else if (e->model->mxfp4_float_x && t->dtype == LRUN_DTYPE_MXFP4) /* an HF gpt-oss: transformers' f32 x */
+        if (np > 0 && e->model->mxfp4_float_x &&
+            t->dtype == LRUN_DTYPE_MXFP4) /* an HF gpt-oss: transformers' f32 x */
             lrun_cpu_matmul_grouped_float_x(e->pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np);
-        else lrun_cpu_matmul_grouped(e->pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, e->mm_work);
+        else if (np > 0) /* none: a packed stack's products are done above */
+            lrun_cpu_matmul_grouped(e->pool, t->dtype, t->row_bytes, t->ne[1], t->ne[0], parts, np, e->mm_work);
         np = 0;
         if (i == 1) lrun_cpu_parallel_for(e->pool, rows, 4, swiglu_group, &c);
     }

@@ -73,53 +73,23 @@ void lrun_pex2_lanes_avx512(uint16_t *dst, const uint8_t *rest, const uint8_t *c
 void lrun_pex2_blocks_avx512(uint16_t *dst, const void *src, const lrun_pex2_layout *lay, uint64_t b0, uint64_t b1)
 {
     const uint8_t *P = src, *rest = P + lay->rest, *code = P + lay->code;
-    uint64_t b1book = 0, b2book = 0;
-    for (int c = 0; c < 8; c++) {
-        b1book |= (uint64_t)lay->book1[c] << (8 * c);
-        b2book |= (uint64_t)lay->book2[c] << (8 * c); /* book2[7] = 0: a far one's exponent is put in after */
-    }
-    __m512i ehi1, elo1, ehi2, elo2;
-    book_tables(b1book, &ehi1, &elo1);
-    book_tables(b2book, &ehi2, &elo2);
-    const __m512i v_spread = _mm512_loadu_si512(spread), v_shift = _mm512_loadu_si512(shift);
+    pex2_books k;
+    pex2_books_init(&k, lay);
     const __m512i v_first = _mm512_loadu_si512(first), v_second = _mm512_loadu_si512(second);
-    const __m512i sign = _mm512_set1_epi8((char)0x80), mant = _mm512_set1_epi8(0x7f), seven = _mm512_set1_epi8(7);
     for (uint64_t b = b0; b < b1; b++) {
-        const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-        const uint32_t x0 = lrun_pex2_u32(t), ends = lrun_pex2_u32(t + 8), n = lrun_pex2_u32(t + 12) - x0;
-        const uint8_t *pos = P + lay->exc + x0, *far = P + lay->far + lrun_pex2_u32(t + 4);
-        const uint32_t run_end[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, n};
+        uint64_t ex[16];
+        const uint8_t *far;
+        pex2_block_exceptions(P, lay, b, ex, &far);
         uint16_t *out = dst + (b - b0) * LRUN_PEX2_BLOCK;
-        /* the block's exceptions, a bit each, by chunk of 64: one loop over them all, each one's group from
-         * the run ends without a branch (a loop per group mispredicts its exit once a group) */
-        uint64_t ex_all[16] = {0};
-        for (uint32_t x = 0; x < n; x++) {
-            const uint32_t g = (x >= run_end[0]) + (x >= run_end[1]) + (x >= run_end[2]);
-            ex_all[g * 4 + (pos[x] >> 6)] |= 1ull << (pos[x] & 63);
-        }
-        for (unsigned g = 0; g < 4; g++) {
-            const uint64_t *ex = ex_all + 4 * g;
-            for (unsigned c = 0; c < 4; c++) {
-                const uint64_t e0 = b * LRUN_PEX2_BLOCK + g * LRUN_PEX2_GROUP + 64 * c;
-                const __m512i c24 = _mm512_maskz_loadu_epi8(0xFFFFFFull, code + 3 * (e0 / 8));
-                const __m512i codes = _mm512_multishift_epi64_epi8(v_shift, _mm512_permutexvar_epi8(v_spread, c24));
-                __m512i eh = _mm512_permutexvar_epi8(codes, ehi1), el = _mm512_permutexvar_epi8(codes, elo1);
-                const __mmask64 k = ex[c];
-                /* the exceptions' exponents from book2, blended in: no branch on whether there are any (over
-                 * half the chunks of trained weights have one, unpredictably) */
-                eh = _mm512_mask_permutexvar_epi8(eh, k, codes, ehi2);
-                el = _mm512_mask_permutexvar_epi8(el, k, codes, elo2);
-                __mmask64 k7 = _mm512_mask_cmpeq_epi8_mask(k, _mm512_and_si512(codes, seven), seven);
-                const __m512i r = _mm512_loadu_si512(rest + e0);
-                const __m512i h = _mm512_ternarylogic_epi32(r, sign, eh, 0xEA),
-                              o = _mm512_ternarylogic_epi32(r, mant, el, 0xEA);
-                uint16_t *d = out + g * LRUN_PEX2_GROUP + 64 * c;
-                _mm512_storeu_si512(d, _mm512_permutex2var_epi8(o, v_first, h));
-                _mm512_storeu_si512(d + 32, _mm512_permutex2var_epi8(o, v_second, h));
-                for (; k7; k7 &= k7 - 1) { /* code 7: the next far byte, in element order as the encoder wrote them */
-                    const unsigned i = (unsigned)__builtin_ctzll(k7);
-                    d[i] = (uint16_t)((d[i] & 0x807fu) | (unsigned)*far++ << 7);
-                }
+        for (unsigned q = 0; q < 16; q++) {
+            __m512i o, h;
+            __mmask64 k7 = pex2_chunk(&k, code, rest, b * LRUN_PEX2_BLOCK + 64 * q, ex[q], &o, &h);
+            uint16_t *d = out + 64 * q;
+            _mm512_storeu_si512(d, _mm512_permutex2var_epi8(o, v_first, h));
+            _mm512_storeu_si512(d + 32, _mm512_permutex2var_epi8(o, v_second, h));
+            for (; k7; k7 &= k7 - 1) { /* code 7: the next far byte, in element order as the encoder wrote them */
+                const unsigned i = (unsigned)__builtin_ctzll(k7);
+                d[i] = (uint16_t)((d[i] & 0x807fu) | (unsigned)*far++ << 7);
             }
         }
     }

@@ -1,12 +1,15 @@
-/* pex2_avx512_tables.h — the byte tables and codebook tables PEX2's AVX-512
- * VBMI decoders share: the block decoder (codec_pex2_avx512.c) and the
- * fused product (pex2_gemv_avx512.c). Include inside a region compiled for
- * avx512f, avx512bw and avx512vbmi (the files' target pragmas). */
+/* pex2_avx512_tables.h — what PEX2's AVX-512 VBMI decoders share: the byte
+ * tables, the codebooks as permute tables, a block's exceptions as masks and
+ * one 64-element chunk's bytes, for the block decoder (codec_pex2_avx512.c)
+ * and the product in registers (pex2_gemv_avx512.c). Include inside a region
+ * compiled for avx512f, avx512bw and avx512vbmi (the files' target pragmas). */
 #ifndef LRUN_PACKED_PEX2_AVX512_TABLES_H
 #define LRUN_PACKED_PEX2_AVX512_TABLES_H
 
 #include <immintrin.h>
 #include <stdint.h>
+
+#include "packed/codec_pex2.h"
 
 /* Byte b of each index vector: spread takes lane b / 8's 3 code bytes low
  * in its qword; shift puts element j = b % 8's code from bit 3j; first and
@@ -32,6 +35,66 @@ static inline void book_tables(uint64_t book, __m512i *ehi, __m512i *elo)
     const __m512i table = _mm512_set1_epi64((long long)book);
     *ehi = _mm512_and_si512(_mm512_srli_epi16(table, 1), _mm512_set1_epi8(0x7f));
     *elo = _mm512_and_si512(_mm512_slli_epi16(table, 7), _mm512_set1_epi8((char)0x80));
+}
+
+/* A tensor's decode constants: its codebooks as permute tables, the index
+ * vectors and the byte masks. */
+typedef struct {
+    __m512i ehi1, elo1, ehi2, elo2; /* book1's and book2's exponent bytes (book2[7] = 0: far ones come after) */
+    __m512i spread, shift, sign, mant, seven;
+} pex2_books;
+
+static inline void pex2_books_init(pex2_books *k, const lrun_pex2_layout *lay)
+{
+    uint64_t b1book = 0, b2book = 0;
+    for (int c = 0; c < 8; c++) {
+        b1book |= (uint64_t)lay->book1[c] << (8 * c);
+        b2book |= (uint64_t)lay->book2[c] << (8 * c);
+    }
+    book_tables(b1book, &k->ehi1, &k->elo1);
+    book_tables(b2book, &k->ehi2, &k->elo2);
+    k->spread = _mm512_loadu_si512(spread), k->shift = _mm512_loadu_si512(shift);
+    k->sign = _mm512_set1_epi8((char)0x80), k->mant = _mm512_set1_epi8(0x7f), k->seven = _mm512_set1_epi8(7);
+}
+
+/* Block b's exceptions, a bit each in ex[g * 4 + c] (group g's chunk c of 64),
+ * and in *far its first far byte: one loop over them all, each one's group
+ * from the table's run ends without a branch (a loop per group mispredicts
+ * its exit once a group). */
+static inline void pex2_block_exceptions(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint64_t ex[16],
+                                         const uint8_t **far)
+{
+    const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
+    const uint32_t x0 = lrun_pex2_u32(t), ends = lrun_pex2_u32(t + 8), n = lrun_pex2_u32(t + 12) - x0;
+    const uint8_t *pos = P + lay->exc + x0;
+    const uint32_t e0 = ends & 1023u, e1 = (ends >> 10) & 1023u, e2 = ends >> 20;
+    *far = P + lay->far + lrun_pex2_u32(t + 4);
+    for (int i = 0; i < 16; i++) ex[i] = 0;
+    for (uint32_t x = 0; x < n; x++) {
+        const uint32_t g = (x >= e0) + (x >= e1) + (x >= e2);
+        ex[g * 4 + (pos[x] >> 6)] |= 1ull << (pos[x] & 63);
+    }
+}
+
+/* The 64 elements from e (a multiple of 64) as bytes: *o the low ones (the
+ * exponent's low bit and the mantissa), *h the high ones (the sign and the
+ * exponent's high 7), the exceptions km's exponents from book2, blended in
+ * with no branch on whether there are any (over half the chunks of trained
+ * weights have one, unpredictably); returns the far ones among them (code 7),
+ * whose exponents the caller puts in from the far bytes. */
+static inline __mmask64 pex2_chunk(const pex2_books *k, const uint8_t *code, const uint8_t *rest, uint64_t e,
+                                   __mmask64 km, __m512i *o, __m512i *h)
+{
+    const __m512i c24 = _mm512_maskz_loadu_epi8(0xFFFFFFull, code + 3 * (e / 8));
+    const __m512i codes = _mm512_multishift_epi64_epi8(k->shift, _mm512_permutexvar_epi8(k->spread, c24));
+    __m512i eh = _mm512_permutexvar_epi8(codes, k->ehi1), el = _mm512_permutexvar_epi8(codes, k->elo1);
+    eh = _mm512_mask_permutexvar_epi8(eh, km, codes, k->ehi2);
+    el = _mm512_mask_permutexvar_epi8(el, km, codes, k->elo2);
+    const __m512i r = _mm512_loadu_si512(rest + e);
+    /* (r & sign) | exponent >> 1, and (r & mant) | exponent's low bit << 7: 0xEA is (A & B) | C */
+    *h = _mm512_ternarylogic_epi32(r, k->sign, eh, 0xEA);
+    *o = _mm512_ternarylogic_epi32(r, k->mant, el, 0xEA);
+    return _mm512_mask_cmpeq_epi8_mask(km, _mm512_and_si512(codes, k->seven), k->seven);
 }
 
 #endif

@@ -60,50 +60,28 @@ void lrun_pex2_gemv_avx512(const void *src, const lrun_pex2_layout *lay, int64_t
 {
     if (rows <= 0) return;
     const uint8_t *P = src, *rest = P + lay->rest, *code = P + lay->code;
-    uint64_t b1book = 0, b2book = 0;
-    for (int c = 0; c < 8; c++) {
-        b1book |= (uint64_t)lay->book1[c] << (8 * c);
-        b2book |= (uint64_t)lay->book2[c] << (8 * c);
-    }
-    __m512i ehi1, elo1, ehi2, elo2;
-    book_tables(b1book, &ehi1, &elo1);
-    book_tables(b2book, &ehi2, &elo2);
-    const __m512i v_spread = _mm512_loadu_si512(spread), v_shift = _mm512_loadu_si512(shift);
+    pex2_books kb;
+    pex2_books_init(&kb, lay);
     const __m512i v_first = _mm512_loadu_si512(first), v_second = _mm512_loadu_si512(second);
     const __m512i f0 = _mm512_loadu_si512(to_f32[0]), f1 = _mm512_loadu_si512(to_f32[1]);
     const __m512i f2 = _mm512_loadu_si512(to_f32[2]), f3 = _mm512_loadu_si512(to_f32[3]);
-    const __m512i sign = _mm512_set1_epi8((char)0x80), mant = _mm512_set1_epi8(0x7f), seven = _mm512_set1_epi8(7);
     const uint64_t e0 = (uint64_t)row0 * (uint64_t)k, e1 = e0 + (uint64_t)rows * (uint64_t)k;
     uint64_t row_end = e0 + (uint64_t)k;
     int64_t r = 0;
     __m512 acc = _mm512_setzero_ps();
     for (uint64_t b = e0 / LRUN_PEX2_BLOCK; b * LRUN_PEX2_BLOCK < e1; b++) {
-        const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-        const uint32_t x0 = lrun_pex2_u32(t), ends = lrun_pex2_u32(t + 8), n = lrun_pex2_u32(t + 12) - x0;
-        const uint8_t *pos = P + lay->exc + x0, *far = P + lay->far + lrun_pex2_u32(t + 4);
-        const uint32_t run_end[3] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20};
-        uint64_t ex_all[16] = {0}; /* as lrun_pex2_blocks_avx512: the block's exceptions by chunk of 64 */
-        for (uint32_t i = 0; i < n; i++) {
-            const uint32_t g = (i >= run_end[0]) + (i >= run_end[1]) + (i >= run_end[2]);
-            ex_all[g * 4 + (pos[i] >> 6)] |= 1ull << (pos[i] & 63);
-        }
+        uint64_t ex[16];
+        const uint8_t *far;
+        pex2_block_exceptions(P, lay, b, ex, &far);
         for (unsigned q = 0; q < 16; q++) {
             const uint64_t e = b * LRUN_PEX2_BLOCK + 64 * q;
             if (e >= e1) break;
-            const __m512i c24 = _mm512_maskz_loadu_epi8(0xFFFFFFull, code + 3 * (e / 8));
-            const __m512i codes = _mm512_multishift_epi64_epi8(v_shift, _mm512_permutexvar_epi8(v_spread, c24));
-            const __mmask64 km = ex_all[q];
-            const __mmask64 k7 = _mm512_mask_cmpeq_epi8_mask(km, _mm512_and_si512(codes, seven), seven);
+            __m512i o, h;
+            const __mmask64 k7 = pex2_chunk(&kb, code, rest, e, ex[q], &o, &h);
             if (e < e0) { /* before the range: only its far bytes, to keep far in step */
                 far += __builtin_popcountll(k7);
                 continue;
             }
-            __m512i eh = _mm512_permutexvar_epi8(codes, ehi1), el = _mm512_permutexvar_epi8(codes, elo1);
-            eh = _mm512_mask_permutexvar_epi8(eh, km, codes, ehi2);
-            el = _mm512_mask_permutexvar_epi8(el, km, codes, elo2);
-            const __m512i rv = _mm512_loadu_si512(rest + e);
-            const __m512i h = _mm512_ternarylogic_epi32(rv, sign, eh, 0xEA),
-                          o = _mm512_ternarylogic_epi32(rv, mant, el, 0xEA);
             __m512 w0, w1, w2, w3;
             if (!k7) {
                 w0 = _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(HIGH_HALVES, o, f0, h));

@@ -80,7 +80,6 @@ struct lrun_weight_ring {
     int stage;                  /* 0: nothing staged (an ALL_DEVICE engine that only decodes packed weights) */
     struct decode_plan *decode; /* (n_layer + 1) */
     void *tiles;                /* lrun_cpu_matmul_packed's work for the direct packed matrices, in memory, or NULL */
-    lrun_threadpool *pool;      /* the engine's threads, whose tiles the slots hold (may be NULL) */
     /* compute side only (the engine's thread) */
     uint64_t rows_bytes, host_compute_bytes;
     uint64_t *host_layer_bytes; /* (n_layer) host_compute_bytes of each block's matrices and expert slices */
@@ -382,7 +381,6 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
     wr->device = model->device;
     wr->model = model;
     wr->stage = stage != 0;
-    wr->pool = pool;
     wr->units = calloc((size_t)n_layer + 1, sizeof *wr->units);
     wr->unit_of_layer = malloc(((size_t)n_layer + 1) * sizeof *wr->unit_of_layer);
     wr->decode = calloc((size_t)n_layer + 1, sizeof *wr->decode);
