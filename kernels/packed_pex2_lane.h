@@ -15,7 +15,8 @@
  * The loads stay inside a validated tensor (lrun_pex2_validate): a lane is
  * decoded only when its first element is below n (n a multiple of 8, so all
  * 8 are); its second code word lies in the 8 zero bytes after the codes; a
- * block's table entry and the next one's exist (entry nb holds the totals);
+ * block's table entry, the next one's and their superblocks' exist (entry
+ * nb holds the totals, and has a superblock);
  * exception j < count lies in the exc stream, its far byte in the far stream
  * (the block's code-7 count is the table's far count, checked at load). */
 #ifndef LRUN_KERNELS_PACKED_PEX2_LANE_H
@@ -123,7 +124,7 @@ typedef struct px_tensor {
     const uint8_t *in;          /* the packed tensor, 16-byte aligned */
     uint64_t n;                 /* elements, a multiple of 8 */
     uint64_t rest, code, table; /* section offsets */
-    uint64_t exc, far;          /* section offsets */
+    uint64_t super, exc, far;   /* section offsets */
     uint32_t h1lo, h1hi;        /* book1[i] >> 1, codes 0-3 and 4-7: a value's high byte less its sign */
     uint32_t l1lo, l1hi;        /* (book1[i] & 1) << 7: the exponent's bit in the low byte */
     uint32_t b2lo, b2hi;        /* book2[0..7] (book2[7] = 0: code 7 is far) */
@@ -137,7 +138,7 @@ static inline px_tensor px_tensor_of(const void *packed, const lrun_packed_layou
     memset(&t, 0, sizeof t);
     t.in = (const uint8_t *)packed;
     t.n = L->n;
-    t.rest = L->rest, t.code = L->code, t.table = L->table, t.exc = L->exc, t.far = L->far;
+    t.rest = L->rest, t.code = L->code, t.table = L->table, t.super = L->super, t.exc = L->exc, t.far = L->far;
     uint32_t h1[2] = {0, 0}, l1[2] = {0, 0}, b2[2] = {0, 0};
     for (int i = 0; i < LRUN_PEX2_CODES; i++) {
         h1[i / 4] |= (uint32_t)(L->book1[i] >> 1) << (8 * (i % 4));
@@ -188,7 +189,8 @@ PX_FN void px_lane_decode(const px_tensor *t, uint64_t b, uint32_t p, uint32_t w
 
 /* ---------------------------------------------------------------- the block's patch */
 
-/* One codec block's exceptions, from its table entry and the next one's. */
+/* One codec block's exceptions, from its table entry, its superblock's and
+ * the next entry. */
 typedef struct px_block {
     uint32_t count;      /* exceptions of the block */
     uint32_t ends;       /* cumulative counts of groups 0, 1, 2: 10 bits each */
@@ -197,15 +199,25 @@ typedef struct px_block {
     const uint8_t *code; /* its codes */
 } px_block;
 
+/* Three loads, all independent: the entry (u16 exc and far offsets, u32
+ * ends) and its superblock's bases (u32 exc, u32 far), 8 bytes each, and the
+ * next block's first. That one is the next entry's offset from the same
+ * bases, except where b + 1 starts a superblock: there its offsets are 0 and
+ * its first is the next superblock's base (a warp's b is uniform, so the
+ * choice never diverges). */
 PX_FN px_block px_block_at(const px_tensor *t, uint64_t b)
 {
     const uint8_t *e = t->in + t->table + LRUN_PEX2_TABLE_ENTRY * b;
+    const uint8_t *s = t->in + t->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER);
+    const uint64_t entry = px_ld64(e), base = px_ld64(s);
+    const uint32_t first = (uint32_t)base + (uint32_t)(entry & 0xffffu);
+    const uint32_t next = (b + 1) % LRUN_PEX2_SUPER ? (uint32_t)base + (px_ld32(e + LRUN_PEX2_TABLE_ENTRY) & 0xffffu)
+                                                    : px_ld32(s + LRUN_PEX2_SUPER_ENTRY);
     px_block r;
-    const uint32_t first = px_ld32(e);
-    r.count = px_ld32(e + LRUN_PEX2_TABLE_ENTRY) - first;
-    r.ends = px_ld32(e + 8);
+    r.count = next - first;
+    r.ends = (uint32_t)(entry >> 32);
     r.exc = t->in + t->exc + first;
-    r.far = t->in + t->far + px_ld32(e + 4);
+    r.far = t->in + t->far + (uint32_t)(base >> 32) + (uint32_t)((entry >> 16) & 0xffffu);
     r.code = t->in + t->code + PX_CODE_BLOCK * b;
     return r;
 }

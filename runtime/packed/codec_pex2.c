@@ -7,9 +7,9 @@
  * Measuring is the first step alone: the histogram fixes the codebooks, so
  * the exception and far counts, so every section's size (plan_tensor, which
  * the encoder runs too).
- * Validation checks the frame and the whole table first (monotone, each
- * block's counts within its elements), so that every block's exceptions lie
- * inside the exc and far streams; then each block's positions and far
+ * Validation checks the frame and the whole table first (superblock bases,
+ * then monotone firsts, each block's counts within its elements), so that
+ * every block's exceptions lie inside the exc and far streams; then each block's positions and far
  * bytes, in parallel. Decoding trusts a validated layout.
  * Assumes a little-endian host, like the GGUF reader.
  */
@@ -28,13 +28,17 @@
 static uint64_t align16(uint64_t x) { return (x + 15) & ~(uint64_t)15; }
 
 static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void wr16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
 
 int lrun_pex2_fits(int dtype, uint64_t n)
 {
     return dtype == LRUN_DTYPE_BF16 && n > 0 && n % 8 == 0 && n < ((uint64_t)1 << 32);
 }
 
-/* The sections that n alone fixes (rest, code, table, exc). */
+/* Superblock entries of nb blocks: entries 0 .. nb (entry nb the totals) in runs of LRUN_PEX2_SUPER. */
+static uint64_t n_supers(uint64_t nb) { return nb / LRUN_PEX2_SUPER + 1; }
+
+/* The sections that n alone fixes (rest, code, table, super, exc). */
 static void layout_fixed(lrun_pex2_layout *lay, uint64_t n)
 {
     lay->n = n;
@@ -42,7 +46,8 @@ static void layout_fixed(lrun_pex2_layout *lay, uint64_t n)
     lay->rest = LRUN_PEX2_HEADER;
     lay->code = (size_t)align16(lay->rest + n);
     lay->table = (size_t)align16(lay->code + 3 * n / 8 + 8);
-    lay->exc = lay->table + (size_t)(LRUN_PEX2_TABLE_ENTRY * (lay->nb + 1));
+    lay->super = lay->table + (size_t)(LRUN_PEX2_TABLE_ENTRY * (lay->nb + 1));
+    lay->exc = lay->super + (size_t)(LRUN_PEX2_SUPER_ENTRY * n_supers(lay->nb));
 }
 
 size_t lrun_pex2_bound(uint64_t n)
@@ -211,15 +216,24 @@ static void task_count(void *ctx, int ith, int nth)
     }
 }
 
+/* Block b's table entry: its firsts as offsets from its superblock's (the
+ * superblock's first block's firsts, its bases), and its group ends. */
+static void write_entry(const pex2_job *j, uint64_t b, uint32_t ends)
+{
+    uint8_t *t = j->out + j->lay->table + LRUN_PEX2_TABLE_ENTRY * b;
+    const uint64_t s = b - b % LRUN_PEX2_SUPER;
+    wr16(t, j->blk_exc[b] - j->blk_exc[s]);
+    wr16(t + 2, j->blk_far[b] - j->blk_far[s]);
+    wr32(t + 4, ends);
+}
+
 /* Block b: its rest bytes, codes, exceptions, far bytes and table entry. */
 static void encode_block(const pex2_job *j, uint64_t b)
 {
     const lrun_pex2_layout *lay = j->lay;
-    uint8_t *P = j->out, *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
+    uint8_t *P = j->out;
     const uint64_t i0 = b * LRUN_PEX2_BLOCK, i1 = i0 + block_elems(lay, b);
     uint32_t xe = j->blk_exc[b], xf = j->blk_far[b], per_group[4] = {0};
-    wr32(t, xe);
-    wr32(t + 4, xf);
     for (uint64_t i = i0; i < i1; i += 8) { /* a lane: 8 codes in 3 bytes */
         uint32_t w = 0;
         for (unsigned k = 0; k < 8; k++) {
@@ -238,7 +252,7 @@ static void encode_block(const pex2_job *j, uint64_t b)
         c[0] = (uint8_t)w, c[1] = (uint8_t)(w >> 8), c[2] = (uint8_t)(w >> 16);
     }
     const uint32_t e0 = per_group[0], e1 = e0 + per_group[1], e2 = e1 + per_group[2];
-    wr32(t + 8, e0 | e1 << 10 | e2 << 20);
+    write_entry(j, b, e0 | e1 << 10 | e2 << 20);
 }
 
 static void task_encode(void *ctx, int ith, int nth)
@@ -285,9 +299,11 @@ lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uin
     memcpy(P + 16, lay.book1, 8);
     memcpy(P + 24, lay.book2, 8);
     run(pool, task_encode, &j);
-    uint8_t *t = P + lay.table + LRUN_PEX2_TABLE_ENTRY * lay.nb; /* entry nb: the totals, ends 0 */
-    wr32(t, (uint32_t)xe);
-    wr32(t + 4, (uint32_t)xf);
+    write_entry(&j, lay.nb, 0); /* entry nb: the totals, ends 0 */
+    for (uint64_t s = 0; s < n_supers(lay.nb); s++) {
+        wr32(P + lay.super + LRUN_PEX2_SUPER_ENTRY * s, j.blk_exc[s * LRUN_PEX2_SUPER]);
+        wr32(P + lay.super + LRUN_PEX2_SUPER_ENTRY * s + 4, j.blk_far[s * LRUN_PEX2_SUPER]);
+    }
     free(j.blk_exc), free(j.blk_far);
     *out_bytes = lay.total;
     return LRUN_OK;
@@ -301,10 +317,10 @@ lrun_status lrun_pex2_encode(void *dst, size_t cap, size_t *out_bytes, const uin
 static const char *check_block(const pex2_job *j, uint64_t b)
 {
     const lrun_pex2_layout *lay = j->lay;
-    const uint8_t *P = j->in, *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-    const uint32_t first = lrun_pex2_u32(t), far0 = lrun_pex2_u32(t + 4), ends = lrun_pex2_u32(t + 8),
-                   count = lrun_pex2_u32(t + 12) - first;
-    const uint32_t far_n = lrun_pex2_u32(t + 16) - far0, in_block = block_elems(lay, b);
+    const uint8_t *P = j->in;
+    const lrun_pex2_entry t = lrun_pex2_entry_at(P, lay, b), next = lrun_pex2_entry_at(P, lay, b + 1);
+    const uint32_t first = t.exc, far0 = t.far, ends = t.ends, count = next.exc - first;
+    const uint32_t far_n = next.far - far0, in_block = block_elems(lay, b);
     const uint32_t end_of[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, count};
     uint32_t x = 0, far = 0;
     for (uint32_t g = 0; g < 4; g++) {
@@ -376,7 +392,44 @@ static lrun_status check_header(lrun_pex2_layout *lay, const uint8_t *P, size_t 
     return LRUN_OK;
 }
 
-/* The size and padding, then the table: starts at 0, monotone, each block's
+/* Block b's firsts (b <= nb) as the table says them, 64-bit: a bad
+ * superblock base must not wrap into a good-looking one. */
+static void table_firsts(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint64_t *exc, uint64_t *far)
+{
+    const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
+    const uint8_t *s = P + lay->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER);
+    *exc = (uint64_t)lrun_pex2_u32(s) + lrun_pex2_u16(t);
+    *far = (uint64_t)lrun_pex2_u32(s + 4) + lrun_pex2_u16(t + 2);
+}
+
+/* The superblock entries: the first's bases 0, bases never falling, each
+ * superblock's first table entry at offsets 0 (its bases are its firsts,
+ * so each block's first has one spelling). The blocks' check then bounds
+ * every step, across superblocks too. */
+static lrun_status check_supers(const lrun_pex2_layout *lay, const uint8_t *P, const char *what)
+{
+    uint32_t prev_x = 0, prev_f = 0;
+    for (uint64_t s = 0; s < n_supers(lay->nb); s++) {
+        const uint8_t *sp = P + lay->super + LRUN_PEX2_SUPER_ENTRY * s,
+                      *t0 = P + lay->table + LRUN_PEX2_TABLE_ENTRY * LRUN_PEX2_SUPER * s;
+        const uint32_t xb = lrun_pex2_u32(sp), fb = lrun_pex2_u32(sp + 4), xo = lrun_pex2_u16(t0),
+                       fo = lrun_pex2_u16(t0 + 2);
+        const char *why = NULL;
+        if (s == 0 && (xb || fb)) why = "the first superblock's bases are not 0";
+        else if (xb < prev_x || fb < prev_f) why = "its bases are below the superblock's before";
+        else if (xo || fo) why = "its first table entry's offsets are not 0";
+        if (why)
+            return lrun_fail(LRUN_E_FORMAT,
+                             "PEX2 tensor '%s': superblock %llu (bases %u, %u; table entry %llu's offsets %u, %u): "
+                             "%s",
+                             what, (unsigned long long)s, xb, fb, (unsigned long long)(LRUN_PEX2_SUPER * s), xo, fo,
+                             why);
+        prev_x = xb, prev_f = fb;
+    }
+    return LRUN_OK;
+}
+
+/* The size and padding, then the table: the superblocks, then each block's
  * exceptions within its elements and its groups', entry nb the totals. */
 static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t size, const char *what)
 {
@@ -384,13 +437,15 @@ static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t s
         return lrun_fail(LRUN_E_FORMAT,
                          "PEX2 tensor '%s': %zu bytes, shorter than its table's end (%zu) for n = %llu", what, size,
                          lay->exc, (unsigned long long)lay->n);
-    const uint8_t *tn = P + lay->table + LRUN_PEX2_TABLE_ENTRY * lay->nb;
-    lay->n_exc = lrun_pex2_u32(tn), lay->n_far = lrun_pex2_u32(tn + 4);
-    if (lay->n_exc > lay->n || lay->n_far > lay->n_exc || lrun_pex2_u32(tn + 8))
+    uint64_t n_exc, n_far;
+    table_firsts(P, lay, lay->nb, &n_exc, &n_far);
+    const uint32_t last_ends = lrun_pex2_u32(P + lay->table + LRUN_PEX2_TABLE_ENTRY * lay->nb + 4);
+    if (n_exc > lay->n || n_far > n_exc || last_ends)
         return lrun_fail(LRUN_E_FORMAT,
                          "PEX2 tensor '%s': table totals %llu exceptions, %llu far, ends %u: wrong for n = %llu",
-                         what, (unsigned long long)lay->n_exc, (unsigned long long)lay->n_far, lrun_pex2_u32(tn + 8),
+                         what, (unsigned long long)n_exc, (unsigned long long)n_far, last_ends,
                          (unsigned long long)lay->n);
+    lay->n_exc = n_exc, lay->n_far = n_far;
     lay->far = lay->exc + (size_t)lay->n_exc;
     lay->total = (size_t)align16(lay->far + lay->n_far);
     if (size != lay->total)
@@ -399,28 +454,33 @@ static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t s
         !all_zero(P, lay->code + (size_t)(3 * lay->n / 8), lay->table) ||
         !all_zero(P, lay->far + (size_t)lay->n_far, lay->total))
         return lrun_fail(LRUN_E_FORMAT, "PEX2 tensor '%s': nonzero padding between sections", what);
+    const lrun_status st = check_supers(lay, P, what);
+    if (st != LRUN_OK) return st;
+    uint64_t x1, f1;
+    table_firsts(P, lay, 0, &x1, &f1);
     for (uint64_t b = 0; b < lay->nb; b++) {
-        const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-        const uint32_t x0 = lrun_pex2_u32(t), f0 = lrun_pex2_u32(t + 4), ends = lrun_pex2_u32(t + 8),
-                       x1 = lrun_pex2_u32(t + 12), f1 = lrun_pex2_u32(t + 16);
+        const uint64_t x0 = x1, f0 = f1;
+        table_firsts(P, lay, b + 1, &x1, &f1);
+        const uint32_t ends = lrun_pex2_u32(P + lay->table + LRUN_PEX2_TABLE_ENTRY * b + 4);
         const uint32_t in_block = block_elems(lay, b),
                        e[3] = {ends & 1023u, (ends >> 10) & 1023u, (ends >> 20) & 1023u};
         const char *why = NULL;
-        if (b == 0 && (x0 || f0)) why = "the first block's exceptions do not start at 0";
-        else if (x1 < x0 || x1 - x0 > in_block) why = "its exception count is negative or more than its elements";
+        if (x1 < x0 || x1 - x0 > in_block) why = "its exception count is negative or more than its elements";
         else if (f1 < f0 || f1 - f0 > x1 - x0) why = "its far count is negative or more than its exceptions";
         else if (ends >> 30) why = "its group ends have bits 30-31 set";
         else
             for (uint32_t g = 0, prev = 0; g < 4 && !why; g++) {
-                const uint32_t end = g < 3 ? e[g] : x1 - x0;
+                const uint32_t end = g < 3 ? e[g] : (uint32_t)(x1 - x0);
                 if (end < prev || end - prev > group_elems(in_block, g))
                     why = "its group ends are not ascending, or a group has more exceptions than elements";
                 prev = end;
             }
         if (why)
             return lrun_fail(LRUN_E_FORMAT,
-                             "PEX2 tensor '%s': table entry %llu (first %u, far %u, ends 0x%08x; next %u, %u): %s",
-                             what, (unsigned long long)b, x0, f0, ends, x1, f1, why);
+                             "PEX2 tensor '%s': table entry %llu (first %llu, far %llu, ends 0x%08x; next %llu, "
+                             "%llu): %s",
+                             what, (unsigned long long)b, (unsigned long long)x0, (unsigned long long)f0, ends,
+                             (unsigned long long)x1, (unsigned long long)f1, why);
     }
     return LRUN_OK;
 }
@@ -483,9 +543,10 @@ static void patch_block(uint16_t *out, const uint8_t *code, uint64_t i0, const u
 static void patch_range(uint16_t *dst, const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint64_t first,
                         uint64_t end)
 {
-    const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b, *code = P + lay->code;
-    const uint32_t x0 = lrun_pex2_u32(t), ends = lrun_pex2_u32(t + 8), x1 = lrun_pex2_u32(t + 12);
-    const uint8_t *far = P + lay->far + lrun_pex2_u32(t + 4); /* counts every far exception of the block before it */
+    const uint8_t *code = P + lay->code;
+    const lrun_pex2_entry t = lrun_pex2_entry_at(P, lay, b);
+    const uint32_t x0 = t.exc, ends = t.ends, x1 = lrun_pex2_entry_at(P, lay, b + 1).exc;
+    const uint8_t *far = P + lay->far + t.far; /* counts every far exception of the block before it */
     const uint64_t i0 = b * LRUN_PEX2_BLOCK;
     if (i0 >= first && i0 + LRUN_PEX2_BLOCK <= end) { /* the whole block: each group's run, no range test */
         patch_block(dst + (i0 - first), code, i0, P + lay->exc + x0, x1 - x0, ends, far, lay->book2);

@@ -10,9 +10,10 @@
  * load and four byte permutes (tests/bench/codec2_lane.h, the prototype).
  *
  * bf16 only, n a positive multiple of 8 below 2^32 (32-bit table offsets):
- * f16 and every other tensor stay PEX1 (codec.h). The bytes are exactly the
- * prototype's (tests/bench/codec2_encode.h, A = 8) but for the magic and the
- * dtype number, so its kernels (tests/bench/codec2_proto.cu) read them.
+ * f16 and every other tensor stay PEX1 (codec.h). The bytes are the
+ * prototype's (tests/bench/codec2_encode.h, A = 8) but for the magic, the
+ * dtype number and the table, which is smaller here (superblock bases and
+ * 16-bit offsets, not 32-bit firsts): the same entries, read another way.
  *
  * Layout of one tensor of n elements, nb = ceil(n / 1024) blocks, every
  * field little-endian, align16(x) = x rounded up to a multiple of 16, every
@@ -24,10 +25,20 @@
  *   code    3n/8 bytes at align16(32 + n): element i's code at bit 3i
  *           (8 elements = 3 bytes); then 8 zero bytes (a lane's second
  *           word), zeros to a multiple of 16
- *   table   (nb+1) x 12 at align16(code + 3n/8 + 8): per block, u32 first
- *           exception, u32 first far byte, u32 ends: the cumulative
+ *   table   (nb+1) x 8 at align16(code + 3n/8 + 8): per block, u16 exc
+ *           offset, u16 far offset (its first exception and first far byte,
+ *           from its superblock's bases), u32 ends: the cumulative
  *           exceptions of the block's groups 0, 1, 2 of 256 elements, 10 bits
- *           each (bits 30-31 zero); entry nb: the totals, ends 0
+ *           each (bits 30-31 zero); entry nb: the totals' offsets, ends 0
+ *   super   ceil((nb+1) / 64) x 8 at table + 8(nb+1): per superblock of
+ *           64 entries (65536 elements), u32 exc base, u32 far base: entry
+ *           64s's first exception and first far byte (so its offsets are 0)
+ *   Block b's first exception is super[b / 64].exc + its exc offset, its
+ *   first far byte likewise; its exception count is block b + 1's first
+ *   less its own. An offset is at most 63 blocks' elements (64512), so
+ *   u16 holds it. The table was 12 bytes a block (u32 firsts) before
+ *   packed file version 2: 8 + 8/64 bytes per 1024 elements is 0.0040 of
+ *   the plain bytes, not 0.0059.
  *   exc     n_exc      per exception, its position in its group, ascending
  *   far     n_far      per exception with code 7, its exponent (in neither book)
  *   zeros to align16: the tensor's size.
@@ -45,27 +56,52 @@
 #define LRUN_PEX2_HEADER 32         /* bytes */
 #define LRUN_PEX2_BLOCK 1024        /* elements per table entry (a GPU warp's unit) */
 #define LRUN_PEX2_GROUP 256         /* elements per group (32 lanes of 8) */
-#define LRUN_PEX2_TABLE_ENTRY 12    /* bytes */
+#define LRUN_PEX2_TABLE_ENTRY 8     /* bytes of a block's table entry */
+#define LRUN_PEX2_SUPER 64          /* table entries per superblock entry (u16 offsets reach 64 blocks) */
+#define LRUN_PEX2_SUPER_ENTRY 8     /* bytes of a superblock entry */
 #define LRUN_PEX2_CODES 8           /* book1 entries; book2 has 7, code 7 = far */
 
-/* A little-endian u32 of the table or header, at any alignment. */
+/* A little-endian u32 (u16) of the table or header, at any alignment. */
 static inline uint32_t lrun_pex2_u32(const uint8_t *p)
 {
     uint32_t v;
     memcpy(&v, p, 4);
     return v;
 }
+static inline uint32_t lrun_pex2_u16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
 
 /* Where each section is, from the tensor's first byte (bytes), and its codebooks. */
 typedef struct lrun_pex2_layout {
     uint64_t n;                         /* elements */
     uint64_t nb;                        /* blocks of LRUN_PEX2_BLOCK */
     uint64_t n_exc, n_far;              /* exceptions, of which far */
-    size_t rest, code, table, exc, far; /* section offsets */
+    size_t rest, code, table, super;    /* section offsets */
+    size_t exc, far;                    /* section offsets */
     size_t total;                       /* bytes of the whole tensor */
     uint8_t book1[LRUN_PEX2_CODES];     /* exponent of each ordinary code */
     uint8_t book2[LRUN_PEX2_CODES];     /* exponent of each exception code 0..6 (7: far) */
 } lrun_pex2_layout;
+
+/* What the table says of block b (b <= nb; entry nb: the totals). */
+typedef struct lrun_pex2_entry {
+    uint32_t exc;  /* its first exception: index into the exc section */
+    uint32_t far;  /* its first far byte: index into the far section */
+    uint32_t ends; /* cumulative exceptions of its groups 0, 1, 2: 10 bits each */
+} lrun_pex2_entry;
+
+/* Block b's entry of a validated tensor P (the sums cannot wrap: validation
+ * checked every first against the totals, below 2^32). Its exceptions are
+ * [exc, next.exc) of lrun_pex2_entry_at(b + 1). */
+static inline lrun_pex2_entry lrun_pex2_entry_at(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b)
+{
+    const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
+    const uint8_t *s = P + lay->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER);
+    lrun_pex2_entry e;
+    e.exc = lrun_pex2_u32(s) + lrun_pex2_u16(t);
+    e.far = lrun_pex2_u32(s + 4) + lrun_pex2_u16(t + 2);
+    e.ends = lrun_pex2_u32(t + 4);
+    return e;
+}
 
 /* 1 when PEX2 can hold n values of dtype (bf16, n a positive multiple of 8 below 2^32). */
 int lrun_pex2_fits(int dtype, uint64_t n);

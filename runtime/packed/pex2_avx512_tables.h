@@ -64,11 +64,11 @@ static inline void pex2_books_init(pex2_books *k, const lrun_pex2_layout *lay)
 static inline void pex2_block_exceptions(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint64_t ex[16],
                                          const uint8_t **far)
 {
-    const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-    const uint32_t x0 = lrun_pex2_u32(t), ends = lrun_pex2_u32(t + 8), n = lrun_pex2_u32(t + 12) - x0;
-    const uint8_t *pos = P + lay->exc + x0;
-    const uint32_t e0 = ends & 1023u, e1 = (ends >> 10) & 1023u, e2 = ends >> 20;
-    *far = P + lay->far + lrun_pex2_u32(t + 4);
+    const lrun_pex2_entry t = lrun_pex2_entry_at(P, lay, b);
+    const uint32_t n = lrun_pex2_entry_at(P, lay, b + 1).exc - t.exc;
+    const uint8_t *pos = P + lay->exc + t.exc;
+    const uint32_t e0 = t.ends & 1023u, e1 = (t.ends >> 10) & 1023u, e2 = t.ends >> 20;
+    *far = P + lay->far + t.far;
     for (int i = 0; i < 16; i++) ex[i] = 0;
     for (uint32_t x = 0; x < n; x++) {
         const uint32_t g = (x >= e0) + (x >= e1) + (x >= e2);

@@ -1,8 +1,9 @@
 /* test_packed_pex2.c — the PEX2 codec (runtime/packed/codec_pex2.c):
  * bit-for-bit round trips on the cases of the prototype's check
  * (tests/bench/codec2_roundtrip.c), the same bytes as the prototype's
- * encoder and a decode by the prototype's lane code (what the CUDA kernels
- * will run), range decodes at random offsets, one crafted bad tensor per
+ * encoder but for the table (the same entries, stored smaller) and a decode
+ * by the prototype's lane code (what the CUDA kernels run), range decodes at
+ * random offsets, one crafted bad tensor per
  * validation rule, the stored-raw fallback of lrun_pack, and a packed file
  * of mixed PEX1/PEX2 tensors that gives the unpacked model's logits; and
  * lrun_pex2_measure, the size without the encode, against the encoder. */
@@ -25,13 +26,22 @@ static lrun_threadpool *pool;
 
 // ---------------------------------------------------------------- the prototype's decode, replayed
 
-/* Block b as one warp of the prototype's kernels decodes it
- * (codec2_roundtrip.c's c2_decode_block): the 32 lanes, then the patch
- * passes with the ballot's prefix count. */
-static void proto_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b, uint16_t *bdst, int phi)
+/* Block b of the runtime's bytes P as one warp of the prototype's kernels
+ * decodes it (codec2_roundtrip.c's c2_decode_block): the 32 lanes, then the
+ * patch passes with the ballot's prefix count. The lanes and patches are
+ * the prototype's (L: its layout, whose rest and code sections are the
+ * runtime's); the block's exceptions are found through the runtime's table
+ * (lay), whose superblocks the prototype's 12-byte entries do not have. */
+static void proto_decode_block(const uint8_t *P, const c2_layout *L, const lrun_pex2_layout *lay, uint64_t b,
+                               uint16_t *bdst, int phi)
 {
     for (uint32_t lane = 0; lane < 32; lane++) c2_lane_block(P, L, 8, b, lane, bdst, 0, phi);
-    const c2_block B = c2_block_at(P, L, 8, b);
+    const lrun_pex2_entry e = lrun_pex2_entry_at(P, lay, b);
+    const c2_block B = {.count = lrun_pex2_entry_at(P, lay, b + 1).exc - e.exc,
+                        .ends = e.ends,
+                        .exc = P + lay->exc + e.exc,
+                        .far = P + lay->far + e.far,
+                        .code = P + L->code + 384 * b};
     uint32_t run = 0;
     for (uint32_t base = 0; base < B.count; base += 32) {
         c2_exc x[32];
@@ -54,8 +64,8 @@ static void proto_decode_block(const uint8_t *P, const c2_layout *L, uint64_t b,
 static int same_layout(const lrun_pex2_layout *a, const lrun_pex2_layout *b)
 {
     return a->n == b->n && a->nb == b->nb && a->n_exc == b->n_exc && a->n_far == b->n_far && a->rest == b->rest &&
-           a->code == b->code && a->table == b->table && a->exc == b->exc && a->far == b->far &&
-           a->total == b->total && !memcmp(a->book1, b->book1, sizeof a->book1) &&
+           a->code == b->code && a->table == b->table && a->super == b->super && a->exc == b->exc &&
+           a->far == b->far && a->total == b->total && !memcmp(a->book1, b->book1, sizeof a->book1) &&
            !memcmp(a->book2, b->book2, sizeof a->book2);
 }
 
@@ -165,8 +175,31 @@ static void measured_sizes(void)
 
 // ---------------------------------------------------------------- round trips
 
+/* The runtime's bytes p (layout lay) against the prototype's ref: the same
+ * header but for magic and dtype, the same rest and code sections, the same
+ * exception and far streams, and the same table entries read through each
+ * format (first exception, first far byte, group ends of every block and
+ * the totals), though the runtime stores them in 8 bytes and superblocks,
+ * the prototype in 12. The prototype stays the record of the study
+ * (docs/packed.md, session 14) with the table it was measured with. */
+static int same_as_prototype(const uint8_t *p, const lrun_pex2_layout *lay, const c2_packed *ref)
+{
+    const uint8_t *q = ref->buf;
+    const c2_layout *R = &ref->lay;
+    if (R->table != lay->table || memcmp(q + 8, p + 8, lay->table - 8)) return 0;
+    if (ref->n_exc != lay->n_exc || ref->n_far != lay->n_far ||
+        memcmp(q + R->exc, p + lay->exc, (size_t)(lay->n_exc + lay->n_far))) /* the padding after: to 16 from each */
+        return 0;
+    for (uint64_t b = 0; b <= lay->nb; b++) {
+        const lrun_pex2_entry e = lrun_pex2_entry_at(p, lay, b);
+        const uint8_t *t = q + R->table + 12 * b;
+        if (e.exc != lrun_pex2_u32(t) || e.far != lrun_pex2_u32(t + 4) || e.ends != lrun_pex2_u32(t + 8)) return 0;
+    }
+    return 1;
+}
+
 /* v (n values) encoded with one thread and with the pool (same bytes), the
- * prototype's bytes but for the magic and dtype, validated, decoded by the
+ * prototype's bytes but for the magic, dtype and table form, validated, decoded by the
  * runtime and by the prototype's lanes: every bit back. Returns the size. */
 static size_t round_trip(const char *name, const uint16_t *v, uint64_t n)
 {
@@ -182,11 +215,11 @@ static size_t round_trip(const char *name, const uint16_t *v, uint64_t n)
     snprintf(label, sizeof label, "%s: encodes, the same bytes on 1 and %d threads", name,
              lrun_threadpool_size(pool));
     CHECK(label, ok);
-    ok = ok && c2_encode(v, n, 8, &ref) == 0 && ref.bytes == got && !memcmp(ref.buf + 8, p + 8, got - 8);
-    snprintf(label, sizeof label, "%s: the prototype encoder's bytes (but magic and dtype)", name);
-    CHECK(label, ok);
-    ok = lrun_packed_validate_mt(&lay, p, got, name, pool) == LRUN_OK && lay.codec == LRUN_PACKED_CODEC_PEX2 &&
+    ok = ok && lrun_packed_validate_mt(&lay, p, got, name, pool) == LRUN_OK && lay.codec == LRUN_PACKED_CODEC_PEX2 &&
          lay.n == n && lay.dtype == LRUN_DTYPE_BF16 && lay.total == got;
+    const int proto_ok = ok && c2_encode(v, n, 8, &ref) == 0 && same_as_prototype(p, &lay.pex2, &ref);
+    snprintf(label, sizeof label, "%s: the prototype encoder's bytes (but magic, dtype and the table's form)", name);
+    CHECK(label, proto_ok);
     for (uint64_t i = 0; i < n; i++) back[i] = (uint16_t)~v[i]; /* every value must be written */
     if (ok) lrun_packed_decode_range_mt(back, p, &lay, 0, n, pool);
     snprintf(label, sizeof label, "%s: validates and decodes bit for bit (ratio %.4f)", name,
@@ -194,12 +227,12 @@ static size_t round_trip(const char *name, const uint16_t *v, uint64_t n)
     CHECK(label, ok && !memcmp(back, v, n * 2));
     if (ok) measure_matches(name, v, n, got, &lay.pex2);
     for (uint64_t i = 0; i < n; i++) proto[i] = (uint16_t)~v[i];
-    for (uint64_t b = 0; ref.buf && b * C2_BLOCK < n; b++) {
+    for (uint64_t b = 0; ok && ref.buf && b * C2_BLOCK < n; b++) {
         const uint64_t left = n - b * C2_BLOCK;
-        proto_decode_block(p, &ref.lay, b, proto + b * C2_BLOCK, left < C2_BLOCK ? (int)left : C2_BLOCK);
+        proto_decode_block(p, &ref.lay, &lay.pex2, b, proto + b * C2_BLOCK, left < C2_BLOCK ? (int)left : C2_BLOCK);
     }
     snprintf(label, sizeof label, "%s: the prototype's lanes decode it bit for bit, aligned", name);
-    CHECK(label, ref.buf && !memcmp(proto, v, n * 2) && !c2_emu_misaligned && !c2_emu_signsel);
+    CHECK(label, ok && ref.buf && !memcmp(proto, v, n * 2) && !c2_emu_misaligned && !c2_emu_signsel);
     c2_emu_misaligned = c2_emu_signsel = 0;
     uint16_t *whole = malloc(n * 2);
     snprintf(label, sizeof label, "%s: lrun_packed_decode takes it, and refuses a wrong count", name);
@@ -260,8 +293,9 @@ static void round_trips(void)
 
 static void ranges(void)
 {
-    /* 3 whole blocks and a partial one, every exponent: exceptions and far bytes in every block */
-    const uint64_t n = 3 * 1024 + 520;
+    /* 65 whole blocks and a partial one (two superblocks), every exponent: exceptions and far bytes in every
+     * block, ranges that start, end or cross a superblock */
+    const uint64_t n = 65 * 1024 + 520;
     uint16_t *v = malloc(n * 2), *got = malloc(n * 2);
     for (uint64_t i = 0; i < n; i++) v[i] = (uint16_t)(((rnd() % 40 + 100) << 7) | (rnd() & 0x807f));
     const size_t cap = lrun_pex2_bound(n);
@@ -317,7 +351,11 @@ static uint32_t rd32(const uint8_t *p)
     return v;
 }
 static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static uint8_t *entry(uint8_t *b, uint64_t k) { return b + glay.table + 12 * k; }
+static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static void wr16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
+/* Table entry k (u16 exc offset, u16 far offset, u32 ends) and superblock s (u32 exc base, u32 far base). */
+static uint8_t *entry(uint8_t *b, uint64_t k) { return b + glay.table + LRUN_PEX2_TABLE_ENTRY * k; }
+static uint8_t *super(uint8_t *b, uint64_t s) { return b + glay.super + LRUN_PEX2_SUPER_ENTRY * s; }
 
 /* The tensor with edit applied is refused with LRUN_E_FORMAT and a message holding want. */
 static void bad_rule(const char *rule, void (*edit)(uint8_t *b, size_t *n), const char *want)
@@ -345,27 +383,32 @@ static void e_book2_7(uint8_t *b, size_t *n) { (void)n, b[31] = 200; }
 static void e_truncated(uint8_t *b, size_t *n) { (void)b, *n = glay.exc - 1; }
 static void e_longer(uint8_t *b, size_t *n) { b[(*n)++] = 0; }
 static void e_shorter(uint8_t *b, size_t *n) { (void)b, *n -= 16; }
-static void e_totals(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, glay.nb), (uint32_t)glay.n + 1); }
-static void e_total_ends(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, glay.nb) + 8, 1); }
+static void e_totals(uint8_t *b, size_t *n) { (void)n, wr32(super(b, glay.nb / 64), (uint32_t)glay.n + 1); }
+static void e_total_ends(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, glay.nb) + 4, 1); }
 static void e_pad_rest(uint8_t *b, size_t *n) { (void)n, b[glay.code - 1] = 1; }
 static void e_pad_code(uint8_t *b, size_t *n) { (void)n, b[glay.table - 3] = 1; }
 static void e_pad_tail(uint8_t *b, size_t *n) { b[*n - 1] = 1; }
-static void e_first(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 0), 1); }
-static void e_count_neg(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 2), rd32(entry(b, 3)) + 1); }
+static void e_first(uint8_t *b, size_t *n)
+{
+    (void)n; /* superblock 0 (every entry's) exc base 1, the totals' offset 1 less: the same totals */
+    wr32(super(b, 0), 1);
+    wr16(entry(b, glay.nb), rd16(entry(b, glay.nb)) - 1);
+}
+static void e_count_neg(uint8_t *b, size_t *n) { (void)n, wr16(entry(b, 2), rd16(entry(b, 3)) + 1); }
 static void e_count_big(uint8_t *b, size_t *n)
 {
-    (void)n, wr32(entry(b, 1), rd32(entry(b, 1)) + 1);
+    (void)n, wr16(entry(b, 1), rd16(entry(b, 1)) + 1);
 } /* block 0: 1025 */
 static void e_far_big(uint8_t *b, size_t *n)
 {
-    (void)n, wr32(entry(b, 1) + 4, rd32(entry(b, 2) + 4) - rd32(entry(b, 2)) + rd32(entry(b, 1)) - 1);
+    (void)n, wr16(entry(b, 1) + 2, rd16(entry(b, 2) + 2) - rd16(entry(b, 2)) + rd16(entry(b, 1)) - 1);
 }
-static void e_ends_bits(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 1) + 8, rd32(entry(b, 1) + 8) | 1u << 30); }
+static void e_ends_bits(uint8_t *b, size_t *n) { (void)n, wr32(entry(b, 1) + 4, rd32(entry(b, 1) + 4) | 1u << 30); }
 static void e_ends_order(uint8_t *b, size_t *n)
 {
     (void)n; /* group 1 ends before group 0 */
-    const uint32_t e = rd32(entry(b, 1) + 8), e0 = e & 1023u, e1 = (e >> 10) & 1023u;
-    wr32(entry(b, 1) + 8, (e & ~(uint32_t)0xfffff) | e0 << 10 | e1);
+    const uint32_t e = rd32(entry(b, 1) + 4), e0 = e & 1023u, e1 = (e >> 10) & 1023u;
+    wr32(entry(b, 1) + 4, (e & ~(uint32_t)0xfffff) | e0 << 10 | e1);
 }
 static void e_pos_order(uint8_t *b, size_t *n)
 {
@@ -392,26 +435,48 @@ static void e_far_code(uint8_t *b, size_t *n)
 }
 static void e_far_book(uint8_t *b, size_t *n) { (void)n, b[glay.far] = glay.book1[0]; }
 
-static void bad_tensors(void)
+/* The rules of the superblocks, on a tensor of three (129 whole blocks and a partial one). */
+static void e_super_offsets(uint8_t *b, size_t *n) { (void)n, wr16(entry(b, 64) + 2, 1); } /* far offset */
+static void e_super_falls(uint8_t *b, size_t *n)
 {
-    const uint64_t n = 3 * 1024 + 520;
+    (void)n; /* superblock 2's exc base below superblock 1's, the totals' offset as much more: the same totals */
+    const uint32_t was = rd32(super(b, 2)), now = rd32(super(b, 1)) - 1;
+    wr32(super(b, 2), now);
+    wr16(entry(b, glay.nb), rd16(entry(b, glay.nb)) + (was - now));
+}
+static void e_super_jump(uint8_t *b, size_t *n)
+{
+    (void)n; /* superblock 1's exc base 1025 on: block 63, the last before it, more exceptions than elements */
+    wr32(super(b, 1), rd32(super(b, 1)) + 1025);
+}
+
+/* The good tensor of n values for the bad ones (good, good_n, glay): block
+ * 0 all exceptions (exponents 140..199), then 90% from 100..107 (book1);
+ * two far exceptions at the start (exponent 130, in neither book), the last
+ * group all exceptions. */
+static int make_good(uint64_t n)
+{
     uint16_t *v = malloc(n * 2);
-    /* block 0: exponents 140..199, all exceptions; then 90% from 100..107 (book1) */
     for (uint64_t i = 0; i < n; i++) {
         const unsigned r = (unsigned)(rnd() % 100), e = i < 1024 ? 140 + (unsigned)(rnd() % 60)
                                                         : r < 90 ? 100 + r % 8
                                                                  : 108 + (unsigned)(rnd() % 32);
         v[i] = (uint16_t)((e << 7) | (rnd() & 0x807f));
     }
-    v[0] = v[1] = (uint16_t)(130 << 7); /* exponent 130 is in neither book: two far exceptions, first in group 0 */
-    for (uint64_t i = n - 8; i < n; i++) v[i] = (uint16_t)(131 << 7); /* the last group: exceptions */
+    v[0] = v[1] = (uint16_t)(130 << 7);
+    for (uint64_t i = n - 8; i < n; i++) v[i] = (uint16_t)(131 << 7);
     good = malloc(lrun_pex2_bound(n));
-    int ok = lrun_pex2_encode(good, lrun_pex2_bound(n), &good_n, v, n, NULL) == LRUN_OK &&
-             lrun_pex2_validate(&glay, good, good_n, "good", NULL) == LRUN_OK && glay.n_far >= 2 &&
-             rd32(entry(good, 1)) == 1024 &&
-             glay.far + glay.n_far < good_n; /* block 0 all exceptions; a tail to pad */
-    CHECK("the good tensor for the bad ones", ok);
+    const int ok = lrun_pex2_encode(good, lrun_pex2_bound(n), &good_n, v, n, NULL) == LRUN_OK &&
+                   lrun_pex2_validate(&glay, good, good_n, "good", NULL) == LRUN_OK && glay.n_far >= 2 &&
+                   rd16(entry(good, 1)) == 1024 && glay.far + glay.n_far < good_n; /* a tail to pad */
     free(v);
+    return ok;
+}
+
+static void bad_tensors(void)
+{
+    int ok = make_good(3 * 1024 + 520);
+    CHECK("the good tensor for the bad ones", ok);
     if (!ok) return;
     bad_rule("shorter than the header", e_short, "shorter than its 32-byte header");
     bad_rule("bad magic", e_magic, "bad magic"); /* neither PEX1 nor PEX2: PEX1's check names it */
@@ -430,7 +495,7 @@ static void bad_tensors(void)
     bad_rule("padding after rest not zero", e_pad_rest, "nonzero padding");
     bad_rule("padding after the codes not zero", e_pad_code, "nonzero padding");
     bad_rule("padding at the end not zero", e_pad_tail, "nonzero padding");
-    bad_rule("first block's exceptions not at 0", e_first, "table entry 0");
+    bad_rule("first block's exceptions not at 0", e_first, "superblock 0 (bases 1, 0;");
     bad_rule("a block's exception count negative", e_count_neg, "table entry 2");
     bad_rule("a block's exceptions more than its values", e_count_big, "table entry 0");
     bad_rule("a block's far count more than its exceptions", e_far_big, "far count is negative or more");
@@ -441,6 +506,17 @@ static void bad_tensors(void)
     bad_rule("a far exception's code changed", e_far_code, "fewer far exceptions");
     bad_rule("a far exponent in a codebook", e_far_book, "a far exponent is in a codebook");
     lrun_packed_layout lay;
+    CHECK("the good tensor still validates", lrun_packed_validate(&lay, good, good_n, "good") == LRUN_OK);
+    free(good);
+
+    ok = make_good(129 * 1024 + 520) && glay.super + 3 * LRUN_PEX2_SUPER_ENTRY == glay.exc;
+    CHECK("the good tensor of three superblocks for the bad ones", ok);
+    if (!ok) return;
+    bad_rule("a superblock's first entry has offsets", e_super_offsets,
+             "table entry 64's offsets 0, 1): its first table entry's offsets are not 0");
+    bad_rule("a superblock's bases below the one's before", e_super_falls,
+             "table entry 128's offsets 0, 0): its bases are below the superblock's before");
+    bad_rule("a superblock's base past its last block's elements", e_super_jump, "table entry 63 (");
     CHECK("the good tensor still validates", lrun_packed_validate(&lay, good, good_n, "good") == LRUN_OK);
     free(good);
 }

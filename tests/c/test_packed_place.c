@@ -251,7 +251,7 @@ static int same_packed_layout(const lrun_packed_layout *a, const lrun_packed_lay
            a->total == b->total && !memcmp(a->book1, b->book1, sizeof a->book1) &&
            !memcmp(a->book2, b->book2, sizeof a->book2) && x->n == y->n && x->nb == y->nb && x->n_exc == y->n_exc &&
            x->n_far == y->n_far && x->rest == y->rest && x->code == y->code && x->table == y->table &&
-           x->exc == y->exc && x->far == y->far && x->total == y->total &&
+           x->super == y->super && x->exc == y->exc && x->far == y->far && x->total == y->total &&
            !memcmp(x->book1, y->book1, sizeof x->book1) && !memcmp(x->book2, y->book2, sizeof x->book2);
 }
 
