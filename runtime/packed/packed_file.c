@@ -56,7 +56,10 @@ static lrun_status check_frame(lrun_packed_file *f)
     const uint8_t *m = f->map;
     if (f->size < LRUN_PACKED_FILE_HEADER) return bad(f->path, "%s%lld bytes, shorter than the header", "", (long long)f->size, 0);
     if (memcmp(m, LRUN_PACKED_FILE_MAGIC, 8)) return bad(f->path, "%sbad magic", "", 0, 0);
-    if (rd32(m + 8) != LRUN_PACKED_FILE_VERSION) return bad(f->path, "%sversion %lld, expected %lld", "", rd32(m + 8), LRUN_PACKED_FILE_VERSION);
+    f->version = rd32(m + 8);
+    if (f->version < LRUN_PACKED_FILE_VERSION_OLDEST || f->version > LRUN_PACKED_FILE_VERSION)
+        return bad(f->path, "%sversion %lld, not one this lrun reads (1 to %lld)", "", f->version,
+                   LRUN_PACKED_FILE_VERSION);
     if (rd32(m + 12) != 0) return bad(f->path, "%sreserved header field is %lld, not 0", "", rd32(m + 12), 0);
     f->head_bytes = rd64(m + 16);
     f->data_bytes = rd64(m + 24);
@@ -153,6 +156,35 @@ static lrun_status read_entries(lrun_packed_file *f)
     return check_gaps(f);
 }
 
+// ---------------------------------------------------------------- files of version 1
+
+static lrun_status open_head(lrun_gguf **out, const lrun_packed_file *f, int stored);
+
+/* A version-1 file's PEX2 tensors have the 12-byte block table that PEX2
+ * had then (codec_pex2.h), which no decoder here reads: refused, naming the
+ * first (its name from the GGUF head; its entry where the head does not
+ * open), so that the model is packed again. Its stored and PEX1 tensors
+ * are as version 2 writes them. */
+static lrun_status refuse_old_pex2(const lrun_packed_file *f)
+{
+    if (f->version >= 2) return LRUN_OK;
+    int64_t i = 0;
+    while (i < f->n_entries && f->entries[i].codec != LRUN_PACKED_CODEC_PEX2) i++;
+    if (i == f->n_entries) return LRUN_OK;
+    char name[256];
+    snprintf(name, sizeof name, "entry %lld", (long long)i);
+    lrun_gguf *g = NULL;
+    if (open_head(&g, f, 0) == LRUN_OK)
+        for (int64_t t = 0; t < lrun_gguf_tensor_count(g); t++)
+            if (lrun_gguf_tensor_offset(g, t) == f->entries[i].plain_offset)
+                snprintf(name, sizeof name, "tensor '%s'", lrun_gguf_tensor_name(g, t));
+    lrun_gguf_close(g);
+    return lrun_fail(LRUN_E_FORMAT,
+                     "packed file %s: %s is PEX2 in a version-1 packed file, whose PEX2 block table this lrun no "
+                     "longer reads: pack the model again (lrun pack)",
+                     f->path, name);
+}
+
 // ---------------------------------------------------------------- open and close
 
 lrun_status lrun_packed_file_open(lrun_packed_file **out, const char *path)
@@ -190,6 +222,7 @@ lrun_status lrun_packed_file_open(lrun_packed_file **out, const char *path)
     const unsigned long g0 = lrun_mapguard_begin();
     lrun_status st = check_frame(f);
     if (st == LRUN_OK) st = read_entries(f);
+    if (st == LRUN_OK) st = refuse_old_pex2(f);
     char what[600];
     snprintf(what, sizeof what, "packed file %s: reading its entry table", path);
     st = lrun_mapguard_end(g0, st, what);
@@ -320,13 +353,14 @@ lrun_status lrun_packed_open_gguf(lrun_gguf **out, const char *path, int n_threa
 
 // ---------------------------------------------------------------- kept packed
 
-lrun_status lrun_packed_open_lazy(lrun_gguf **out, lrun_packed_file **file, const char *path)
+/* The GGUF head of f (and its stored tensors, when stored) in a sized
+ * anonymous memory file whose other tensors' ranges stay holes (no memory),
+ * opened with the GGUF reader; not yet matched to the entries. */
+static lrun_status open_head(lrun_gguf **out, const lrun_packed_file *f, int stored)
 {
     *out = NULL;
-    *file = NULL;
-    lrun_packed_file *f = NULL;
-    lrun_status st = lrun_packed_file_open(&f, path);
-    if (st != LRUN_OK) return st;
+    const char *path = f->path;
+    lrun_status st = LRUN_OK;
     int fd = memfd_create("lrun-packed-head", MFD_CLOEXEC);
     if (fd < 0) st = lrun_fail(LRUN_E_IO, "opening %s: memfd_create: %s", path, strerror(errno));
     const size_t size = (size_t)(f->head_bytes + f->data_bytes);
@@ -341,7 +375,7 @@ lrun_status lrun_packed_open_lazy(lrun_gguf **out, lrun_packed_file **file, cons
     }
     if (st == LRUN_OK && size) {
         memcpy(m, f->head, (size_t)f->head_bytes);
-        for (int64_t i = 0; i < f->n_entries; i++)
+        for (int64_t i = 0; stored && i < f->n_entries; i++)
             if (f->entries[i].codec == LRUN_PACKED_CODEC_RAW) st = unpack_entry(f, i, m + f->head_bytes, NULL);
     }
     if (m != MAP_FAILED) munmap(m, size);
@@ -350,12 +384,23 @@ lrun_status lrun_packed_open_lazy(lrun_gguf **out, lrun_packed_file **file, cons
         snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", fd);
         st = lrun_gguf_open(out, fd_path); /* the mapping keeps the memory file once fd is closed */
         if (st != LRUN_OK) lrun_fail_context(st, "the GGUF head of %s", path);
-        if (st == LRUN_OK && (st = match_gguf(f, *out)) != LRUN_OK) {
-            lrun_gguf_close(*out);
-            *out = NULL;
-        }
     }
     if (fd >= 0) close(fd);
+    return st;
+}
+
+lrun_status lrun_packed_open_lazy(lrun_gguf **out, lrun_packed_file **file, const char *path)
+{
+    *out = NULL;
+    *file = NULL;
+    lrun_packed_file *f = NULL;
+    lrun_status st = lrun_packed_file_open(&f, path);
+    if (st != LRUN_OK) return st;
+    st = open_head(out, f, 1);
+    if (st == LRUN_OK && (st = match_gguf(f, *out)) != LRUN_OK) {
+        lrun_gguf_close(*out);
+        *out = NULL;
+    }
     if (st != LRUN_OK) {
         lrun_packed_file_close(f);
         return st;

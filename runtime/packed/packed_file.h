@@ -3,7 +3,10 @@
  *
  * File layout (every integer little-endian):
  *   magic        8 bytes "LRUNPACK"
- *   version      u32 = 1
+ *   version      u32 = 2 (1: before PEX2's block table became 8 bytes a
+ *                block, codec_pex2.h; such a file is read when it holds no
+ *                PEX2 entry, since stored and PEX1 tensors did not change,
+ *                and refused, naming a PEX2 tensor, when it does)
  *   reserved     u32 = 0
  *   head_bytes   u64 H: the original GGUF up to its tensor data (header,
  *                metadata, tensor infos, alignment padding), kept verbatim
@@ -37,7 +40,8 @@
 #include <stdint.h>
 
 #define LRUN_PACKED_FILE_MAGIC "LRUNPACK"
-#define LRUN_PACKED_FILE_VERSION 1
+#define LRUN_PACKED_FILE_VERSION 2
+#define LRUN_PACKED_FILE_VERSION_OLDEST 1 /* read when it holds no PEX2 tensor */
 #define LRUN_PACKED_FILE_HEADER 48  /* bytes before the entries */
 #define LRUN_PACKED_ENTRY_BYTES 40
 #define LRUN_PACKED_ALIGN 64        /* packed tensors start on this, from the section start */
@@ -54,6 +58,7 @@ typedef struct lrun_packed_entry {
 
 typedef struct lrun_packed_file {
     const char *path;
+    uint32_t version;           /* LRUN_PACKED_FILE_VERSION_OLDEST .. LRUN_PACKED_FILE_VERSION */
     const uint8_t *map;         /* (size) the whole file, read-only */
     size_t size;
     uint64_t head_bytes, data_bytes, packed_bytes;
@@ -66,7 +71,8 @@ typedef struct lrun_packed_file {
 /* 1 when the file at path starts with the packed magic (0 on any error). */
 int lrun_packed_file_sniff(const char *path);
 
-/* Maps and checks the frame and every entry (not yet the packed bytes). */
+/* Maps and checks the frame and every entry (not yet the packed bytes);
+ * refuses a version-1 file with a PEX2 entry, naming its tensor. */
 lrun_status lrun_packed_file_open(lrun_packed_file **out, const char *path);
 void lrun_packed_file_close(lrun_packed_file *f);
 

@@ -122,7 +122,8 @@ static size_t packed_start(const uint8_t *b) { return ENTRY(n_entries(b)) + (siz
 
 static void e_short(uint8_t *b, size_t *n) { (void)b; *n = 20; }
 static void e_magic(uint8_t *b, size_t *n) { (void)n; b[3] ^= 0x20; }
-static void e_version(uint8_t *b, size_t *n) { (void)n; put32(b + 8, 2); }
+static void e_version(uint8_t *b, size_t *n) { (void)n, put32(b + 8, LRUN_PACKED_FILE_VERSION + 1); }
+static void e_version0(uint8_t *b, size_t *n) { (void)n, put32(b + 8, 0); }
 static void e_reserved(uint8_t *b, size_t *n) { (void)n; put32(b + 12, 1); }
 static void e_longer(uint8_t *b, size_t *n) { b[(*n)++] = 0; }
 static void e_count(uint8_t *b, size_t *n) { (void)n; put64(b + 32, (uint64_t)1 << 62); }
@@ -180,6 +181,7 @@ static void bad_files(void)
     bad_rule("shorter than the header", e_short, 0);
     bad_rule("bad magic", e_magic, 0);
     bad_rule("unknown version", e_version, 0);
+    bad_rule("version 0", e_version0, 0);
     bad_rule("reserved field not zero", e_reserved, 0);
     bad_rule("a byte past the sections", e_longer, 0);
     bad_rule("entry count overflows", e_count, 0);
@@ -207,6 +209,63 @@ static void bad_files(void)
     free(b);
 }
 
+// ---------------------------------------------------------------- files of version 1
+
+/* The file at pk with its version field made 1, at old. */
+static void as_version1(const char *pk, const char *old)
+{
+    size_t n = 0;
+    uint8_t *b = slurp(pk, &n);
+    if (b && n >= LRUN_PACKED_FILE_HEADER) put32(b + 8, 1), spit(old, b, n);
+    free(b);
+}
+
+/* A version-1 file (PEX2's block table was 12 bytes a block then) of stored
+ * and PEX1 tensors loads and unpacks as ever; one with a PEX2 tensor is
+ * refused at open, by load and by unpack, naming the file and the tensor
+ * and saying to pack again. */
+static void version1(void)
+{
+    enum { V = 300, NEW = 4 };
+    static float la[NEW * V], lb[NEW * V];
+    int32_t ta[NEW], tb[NEW];
+    char gg[128], pk[128], old[128], back[128];
+    snprintf(gg, sizeof gg, "%s", path_of("v1.gguf"));
+    snprintf(pk, sizeof pk, "%s", path_of("v1.lrpk"));
+    snprintf(old, sizeof old, "%s", path_of("v1_old.lrpk"));
+    snprintf(back, sizeof back, "%s", path_of("v1_back.gguf"));
+    make_model(gg, LRUN_DTYPE_BF16);
+    const lrun_pack_opts pex1 = {.n_threads = 2}, pex2 = {.n_threads = 2, .codec = LRUN_PACK_CODEC_PEX2};
+    int ok = lrun_pack(gg, pk, &pex1, NULL) == LRUN_OK;
+    as_version1(pk, old);
+    lrun_packed_file *f = NULL;
+    ok = ok && lrun_packed_file_open(&f, old) == LRUN_OK && f->version == 1;
+    lrun_packed_file_close(f);
+    size_t na = 0, nb = 0;
+    const int un = ok && lrun_unpack(old, back, &pex1) == LRUN_OK;
+    uint8_t *a = slurp(gg, &na), *b = un ? slurp(back, &nb) : NULL;
+    CHECK("a version-1 file of PEX1 and stored tensors opens and unpacks to the GGUF byte for byte",
+          ok && a && b && na == nb && !memcmp(a, b, na));
+    free(a), free(b);
+    CHECK("and loads with the plain file's tokens and logits",
+          greedy(gg, ta, la, V, NEW) && greedy(old, tb, lb, V, NEW) && !memcmp(ta, tb, sizeof ta) &&
+              !memcmp(la, lb, sizeof la));
+
+    ok = lrun_pack(gg, pk, &pex2, NULL) == LRUN_OK;
+    as_version1(pk, old);
+    lrun_model *m = NULL;
+    const lrun_status st = lrun_model_load(&m, old, NULL);
+    lrun_model_free(m);
+    printf("# %s\n", lrun_last_error());
+    CHECK("a version-1 file with a PEX2 tensor is refused at load, naming the file and the tensor, saying to repack",
+          ok && st == LRUN_E_FORMAT && strstr(lrun_last_error(), old) &&
+              strstr(lrun_last_error(), "tensor 'token_embd.weight'") && strstr(lrun_last_error(), "version-1") &&
+              strstr(lrun_last_error(), "lrun pack"));
+    CHECK("and by unpack", lrun_unpack(old, back, &pex2) == LRUN_E_FORMAT && strstr(lrun_last_error(), "lrun pack"));
+    f = NULL;
+    CHECK("and by lrun_packed_file_open", lrun_packed_file_open(&f, old) == LRUN_E_FORMAT && !f);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/lrun_test_packed_file_%d", (int)getpid());
@@ -218,6 +277,7 @@ int main(void)
     mode1(LRUN_DTYPE_BF16, "bf16");
     mode1(LRUN_DTYPE_F16, "f16");
     bad_files();
+    version1();
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) return 1;
     return CHECK_DONE();
