@@ -4,10 +4,11 @@
 
 PEX2's sections (docs/packed.md "The codec PEX2") are fixed by the exponent
 histogram alone, so they are computed here without encoding: the rest byte
-(sign and mantissa, 1 B an element), the 3-bit codes, the block table (12 B
-per 1024 elements, one more entry), one position byte per exception (an
-exponent outside the 8 most frequent) and one far byte per exception outside
-the 15 most frequent; plus the header and the zero padding to 16. The
+(sign and mantissa, 1 B an element), the 3-bit codes, the block table (8 B
+per 1024 elements and one more entry, then 8 B of superblock bases per 64
+entries; 12 B per 1024 before packed file version 2), one position byte per
+exception (an exponent outside the 8 most frequent) and one far byte per
+exception outside the 15 most frequent; plus the header and the zero padding to 16. The
 entropy column is the exponents' Shannon entropy, the bound a per-tensor
 exponent code (DFloat11's Huffman) approaches.
 
@@ -32,7 +33,7 @@ def budget(words):
     nb = (n + 1023) // 1024
     rest_end = align16(32 + n)
     code_end = rest_end + 3 * n // 8 + 8
-    table = (nb + 1) * 12
+    table = (nb + 1) * 8 + (nb // 64 + 1) * 8  # the entries, then a superblock's bases per 64 of them
     size = align16(align16(code_end) + table + n_exc + n_far)
     p = h[h > 0] / n
     return {"n": n, "size": size, "rest": n, "codes": 3 * n / 8, "table": table, "exc": n_exc, "far": n_far,
