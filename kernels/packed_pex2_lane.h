@@ -199,25 +199,28 @@ typedef struct px_block {
     const uint8_t *code; /* its codes */
 } px_block;
 
-/* Three loads, all independent: the entry (u16 exc and far offsets, u32
- * ends) and its superblock's bases (u32 exc, u32 far), 8 bytes each, and the
- * next block's first. That one is the next entry's offset from the same
- * bases, except where b + 1 starts a superblock: there its offsets are 0 and
- * its first is the next superblock's base (a warp's b is uniform, so the
- * choice never diverges). */
+/* Five 32-bit loads, all independent and the same for every lane: the
+ * entry's offsets (u16 exc, u16 far) and ends, its superblock's bases (exc,
+ * far), and the next block's first: the next entry's offset from the same
+ * bases, except where b + 1 starts a superblock, whose offsets are 0 there
+ * and its first the next superblock's base (b is the warp's, so the choice
+ * never diverges). 32-bit loads rather than two 64-bit ones: the pairs held
+ * two more registers across the lane pass, and ptxas spilled 76 bytes in the
+ * 40-register fused GEMV (px_gemv_tiles<1, 256, 0>, sm_90); with these it
+ * spills nothing and uses the registers the 12-byte table's four loads did. */
 PX_FN px_block px_block_at(const px_tensor *t, uint64_t b)
 {
     const uint8_t *e = t->in + t->table + LRUN_PEX2_TABLE_ENTRY * b;
     const uint8_t *s = t->in + t->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER);
-    const uint64_t entry = px_ld64(e), base = px_ld64(s);
-    const uint32_t first = (uint32_t)base + (uint32_t)(entry & 0xffffu);
-    const uint32_t next = (b + 1) % LRUN_PEX2_SUPER ? (uint32_t)base + (px_ld32(e + LRUN_PEX2_TABLE_ENTRY) & 0xffffu)
+    const uint32_t offs = px_ld32(e), ends = px_ld32(e + 4), xb = px_ld32(s), fb = px_ld32(s + 4);
+    const uint32_t next = (b + 1) % LRUN_PEX2_SUPER ? xb + (px_ld32(e + LRUN_PEX2_TABLE_ENTRY) & 0xffffu)
                                                     : px_ld32(s + LRUN_PEX2_SUPER_ENTRY);
+    const uint32_t first = xb + (offs & 0xffffu);
     px_block r;
     r.count = next - first;
-    r.ends = (uint32_t)(entry >> 32);
+    r.ends = ends;
     r.exc = t->in + t->exc + first;
-    r.far = t->in + t->far + (uint32_t)(base >> 32) + (uint32_t)((entry >> 16) & 0xffffu);
+    r.far = t->in + t->far + fb + (offs >> 16);
     r.code = t->in + t->code + PX_CODE_BLOCK * b;
     return r;
 }
