@@ -318,9 +318,9 @@ static const char *check_block(const pex2_job *j, uint64_t b)
 {
     const lrun_pex2_layout *lay = j->lay;
     const uint8_t *P = j->in;
-    const lrun_pex2_entry t = lrun_pex2_entry_at(P, lay, b), next = lrun_pex2_entry_at(P, lay, b + 1);
-    const uint32_t first = t.exc, far0 = t.far, ends = t.ends, count = next.exc - first;
-    const uint32_t far_n = next.far - far0, in_block = block_elems(lay, b);
+    const lrun_pex2_block t = lrun_pex2_block_at(P, lay, b);
+    const uint32_t first = t.exc, far0 = t.far, ends = t.ends, count = t.count;
+    const uint32_t far_n = t.far_count, in_block = block_elems(lay, b);
     const uint32_t end_of[4] = {ends & 1023u, (ends >> 10) & 1023u, ends >> 20, count};
     uint32_t x = 0, far = 0;
     for (uint32_t g = 0; g < 4; g++) {
@@ -544,8 +544,8 @@ static void patch_range(uint16_t *dst, const uint8_t *P, const lrun_pex2_layout 
                         uint64_t end)
 {
     const uint8_t *code = P + lay->code;
-    const lrun_pex2_entry t = lrun_pex2_entry_at(P, lay, b);
-    const uint32_t x0 = t.exc, ends = t.ends, x1 = lrun_pex2_entry_at(P, lay, b + 1).exc;
+    const lrun_pex2_block t = lrun_pex2_block_at(P, lay, b);
+    const uint32_t x0 = t.exc, ends = t.ends, x1 = t.exc + t.count;
     const uint8_t *far = P + lay->far + t.far; /* counts every far exception of the block before it */
     const uint64_t i0 = b * LRUN_PEX2_BLOCK;
     if (i0 >= first && i0 + LRUN_PEX2_BLOCK <= end) { /* the whole block: each group's run, no range test */

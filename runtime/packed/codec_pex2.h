@@ -82,25 +82,32 @@ typedef struct lrun_pex2_layout {
     uint8_t book2[LRUN_PEX2_CODES];     /* exponent of each exception code 0..6 (7: far) */
 } lrun_pex2_layout;
 
-/* What the table says of block b (b <= nb; entry nb: the totals). */
-typedef struct lrun_pex2_entry {
-    uint32_t exc;  /* its first exception: index into the exc section */
-    uint32_t far;  /* its first far byte: index into the far section */
-    uint32_t ends; /* cumulative exceptions of its groups 0, 1, 2: 10 bits each */
-} lrun_pex2_entry;
+/* What the table says of block b < nb: its exceptions and far bytes. */
+typedef struct lrun_pex2_block {
+    uint32_t exc, count;     /* its exceptions: [exc, exc + count) of the exc section */
+    uint32_t far, far_count; /* its far bytes: [far, far + far_count) of the far section */
+    uint32_t ends;           /* cumulative exceptions of its groups 0, 1, 2: 10 bits each */
+} lrun_pex2_block;
 
-/* Block b's entry of a validated tensor P (the sums cannot wrap: validation
- * checked every first against the totals, below 2^32). Its exceptions are
- * [exc, next.exc) of lrun_pex2_entry_at(b + 1). */
-static inline lrun_pex2_entry lrun_pex2_entry_at(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b)
+/* Block b of a validated tensor P (the sums cannot wrap: validation checked
+ * every first against the totals, below 2^32). The next block's firsts are
+ * the next entry's offsets from the same bases, except where b + 1 starts a
+ * superblock: its offsets are 0 there, its firsts the next superblock's
+ * bases. Inlined, the fields a caller leaves unread cost no load. */
+static inline lrun_pex2_block lrun_pex2_block_at(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b)
 {
     const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
     const uint8_t *s = P + lay->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER);
-    lrun_pex2_entry e;
-    e.exc = lrun_pex2_u32(s) + lrun_pex2_u16(t);
-    e.far = lrun_pex2_u32(s + 4) + lrun_pex2_u16(t + 2);
-    e.ends = lrun_pex2_u32(t + 4);
-    return e;
+    const uint32_t xb = lrun_pex2_u32(s), fb = lrun_pex2_u32(s + 4);
+    const int same = (b + 1) % LRUN_PEX2_SUPER != 0;
+    const uint8_t *tn = t + LRUN_PEX2_TABLE_ENTRY;
+    lrun_pex2_block r;
+    r.exc = xb + lrun_pex2_u16(t);
+    r.far = fb + lrun_pex2_u16(t + 2);
+    r.ends = lrun_pex2_u32(t + 4);
+    r.count = (same ? xb + lrun_pex2_u16(tn) : lrun_pex2_u32(s + LRUN_PEX2_SUPER_ENTRY)) - r.exc;
+    r.far_count = (same ? fb + lrun_pex2_u16(tn + 2) : lrun_pex2_u32(s + LRUN_PEX2_SUPER_ENTRY + 4)) - r.far;
+    return r;
 }
 
 /* 1 when PEX2 can hold n values of dtype (bf16, n a positive multiple of 8 below 2^32). */

@@ -64,8 +64,8 @@ static inline void pex2_books_init(pex2_books *k, const lrun_pex2_layout *lay)
 static inline void pex2_block_exceptions(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint64_t ex[16],
                                          const uint8_t **far)
 {
-    const lrun_pex2_entry t = lrun_pex2_entry_at(P, lay, b);
-    const uint32_t n = lrun_pex2_entry_at(P, lay, b + 1).exc - t.exc;
+    const lrun_pex2_block t = lrun_pex2_block_at(P, lay, b);
+    const uint32_t n = t.count;
     const uint8_t *pos = P + lay->exc + t.exc;
     const uint32_t e0 = t.ends & 1023u, e1 = (t.ends >> 10) & 1023u, e2 = t.ends >> 20;
     *far = P + lay->far + t.far;

@@ -36,8 +36,8 @@ static void proto_decode_block(const uint8_t *P, const c2_layout *L, const lrun_
                                uint16_t *bdst, int phi)
 {
     for (uint32_t lane = 0; lane < 32; lane++) c2_lane_block(P, L, 8, b, lane, bdst, 0, phi);
-    const lrun_pex2_entry e = lrun_pex2_entry_at(P, lay, b);
-    const c2_block B = {.count = lrun_pex2_entry_at(P, lay, b + 1).exc - e.exc,
+    const lrun_pex2_block e = lrun_pex2_block_at(P, lay, b);
+    const c2_block B = {.count = e.count,
                         .ends = e.ends,
                         .exc = P + lay->exc + e.exc,
                         .far = P + lay->far + e.far,
@@ -178,8 +178,8 @@ static void measured_sizes(void)
 /* The runtime's bytes p (layout lay) against the prototype's ref: the same
  * header but for magic and dtype, the same rest and code sections, the same
  * exception and far streams, and the same table entries read through each
- * format (first exception, first far byte, group ends of every block and
- * the totals), though the runtime stores them in 8 bytes and superblocks,
+ * format (first exception, first far byte, group ends and counts of every
+ * block, so the totals too), though the runtime stores them in 8 bytes and superblocks,
  * the prototype in 12. The prototype stays the record of the study
  * (docs/packed.md, session 14) with the table it was measured with. */
 static int same_as_prototype(const uint8_t *p, const lrun_pex2_layout *lay, const c2_packed *ref)
@@ -190,12 +190,14 @@ static int same_as_prototype(const uint8_t *p, const lrun_pex2_layout *lay, cons
     if (ref->n_exc != lay->n_exc || ref->n_far != lay->n_far ||
         memcmp(q + R->exc, p + lay->exc, (size_t)(lay->n_exc + lay->n_far))) /* the padding after: to 16 from each */
         return 0;
-    for (uint64_t b = 0; b <= lay->nb; b++) {
-        const lrun_pex2_entry e = lrun_pex2_entry_at(p, lay, b);
+    for (uint64_t b = 0; b < lay->nb; b++) {
+        const lrun_pex2_block e = lrun_pex2_block_at(p, lay, b);
         const uint8_t *t = q + R->table + 12 * b;
-        if (e.exc != lrun_pex2_u32(t) || e.far != lrun_pex2_u32(t + 4) || e.ends != lrun_pex2_u32(t + 8)) return 0;
+        if (e.exc != lrun_pex2_u32(t) || e.far != lrun_pex2_u32(t + 4) || e.ends != lrun_pex2_u32(t + 8) ||
+            e.count != lrun_pex2_u32(t + 12) - e.exc || e.far_count != lrun_pex2_u32(t + 16) - e.far)
+            return 0;
     }
-    return 1;
+    return 1; /* the totals (entry nb): n_exc and n_far, compared above */
 }
 
 /* v (n values) encoded with one thread and with the pool (same bytes), the
