@@ -82,6 +82,26 @@ typedef struct lrun_pex2_layout {
     uint8_t book2[LRUN_PEX2_CODES];     /* exponent of each exception code 0..6 (7: far) */
 } lrun_pex2_layout;
 
+/* Block b's first exception (index into the exc section) and first far
+ * byte (into far) of a validated tensor P, b <= nb (entry nb: the totals):
+ * its superblock's bases plus its offsets. The sums cannot wrap: validation
+ * checked every first against the totals, below 2^32. */
+static inline uint32_t lrun_pex2_first_exc(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b)
+{
+    return lrun_pex2_u32(P + lay->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER)) +
+           lrun_pex2_u16(P + lay->table + LRUN_PEX2_TABLE_ENTRY * b);
+}
+static inline uint32_t lrun_pex2_first_far(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b)
+{
+    return lrun_pex2_u32(P + lay->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER) + 4) +
+           lrun_pex2_u16(P + lay->table + LRUN_PEX2_TABLE_ENTRY * b + 2);
+}
+/* Block b's group ends (b < nb): the cumulative exceptions of its groups 0, 1, 2, 10 bits each. */
+static inline uint32_t lrun_pex2_ends(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b)
+{
+    return lrun_pex2_u32(P + lay->table + LRUN_PEX2_TABLE_ENTRY * b + 4);
+}
+
 /* What the table says of block b < nb: its exceptions and far bytes. */
 typedef struct lrun_pex2_block {
     uint32_t exc, count;     /* its exceptions: [exc, exc + count) of the exc section */
@@ -89,24 +109,16 @@ typedef struct lrun_pex2_block {
     uint32_t ends;           /* cumulative exceptions of its groups 0, 1, 2: 10 bits each */
 } lrun_pex2_block;
 
-/* Block b of a validated tensor P (the sums cannot wrap: validation checked
- * every first against the totals, below 2^32). The next block's firsts are
- * the next entry's offsets from the same bases, except where b + 1 starts a
- * superblock: its offsets are 0 there, its firsts the next superblock's
- * bases. Inlined, the fields a caller leaves unread cost no load. */
+/* Block b of a validated tensor P: its counts are the next block's firsts
+ * less its own. Inlined, the fields a caller leaves unread cost no load. */
 static inline lrun_pex2_block lrun_pex2_block_at(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b)
 {
-    const uint8_t *t = P + lay->table + LRUN_PEX2_TABLE_ENTRY * b;
-    const uint8_t *s = P + lay->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER);
-    const uint32_t xb = lrun_pex2_u32(s), fb = lrun_pex2_u32(s + 4);
-    const int same = (b + 1) % LRUN_PEX2_SUPER != 0;
-    const uint8_t *tn = t + LRUN_PEX2_TABLE_ENTRY;
     lrun_pex2_block r;
-    r.exc = xb + lrun_pex2_u16(t);
-    r.far = fb + lrun_pex2_u16(t + 2);
-    r.ends = lrun_pex2_u32(t + 4);
-    r.count = (same ? xb + lrun_pex2_u16(tn) : lrun_pex2_u32(s + LRUN_PEX2_SUPER_ENTRY)) - r.exc;
-    r.far_count = (same ? fb + lrun_pex2_u16(tn + 2) : lrun_pex2_u32(s + LRUN_PEX2_SUPER_ENTRY + 4)) - r.far;
+    r.exc = lrun_pex2_first_exc(P, lay, b);
+    r.far = lrun_pex2_first_far(P, lay, b);
+    r.ends = lrun_pex2_ends(P, lay, b);
+    r.count = lrun_pex2_first_exc(P, lay, b + 1) - r.exc;
+    r.far_count = lrun_pex2_first_far(P, lay, b + 1) - r.far;
     return r;
 }
 

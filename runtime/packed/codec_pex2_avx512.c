@@ -76,10 +76,11 @@ void lrun_pex2_blocks_avx512(uint16_t *dst, const void *src, const lrun_pex2_lay
     pex2_books k;
     pex2_books_init(&k, lay);
     const __m512i v_first = _mm512_loadu_si512(first), v_second = _mm512_loadu_si512(second);
+    uint32_t x = lrun_pex2_first_exc(P, lay, b0); /* then each block's from the one before */
+    const uint8_t *far = P + lay->far + lrun_pex2_first_far(P, lay, b0);
     for (uint64_t b = b0; b < b1; b++) {
         uint64_t ex[16];
-        const uint8_t *far;
-        pex2_block_exceptions(P, lay, b, ex, &far);
+        x = pex2_block_exceptions(P, lay, b, x, ex);
         uint16_t *out = dst + (b - b0) * LRUN_PEX2_BLOCK;
         for (unsigned q = 0; q < 16; q++) {
             __m512i o, h;

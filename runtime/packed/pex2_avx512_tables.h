@@ -57,23 +57,25 @@ static inline void pex2_books_init(pex2_books *k, const lrun_pex2_layout *lay)
     k->sign = _mm512_set1_epi8((char)0x80), k->mant = _mm512_set1_epi8(0x7f), k->seven = _mm512_set1_epi8(7);
 }
 
-/* Block b's exceptions, a bit each in ex[g * 4 + c] (group g's chunk c of 64),
- * and in *far its first far byte: one loop over them all, each one's group
+/* Block b's exceptions, a bit each in ex[g * 4 + c] (group g's chunk c of
+ * 64), x0 its first exception: one loop over them all, each one's group
  * from the table's run ends without a branch (a loop per group mispredicts
- * its exit once a group). */
-static inline void pex2_block_exceptions(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint64_t ex[16],
-                                         const uint8_t **far)
+ * its exit once a group). Returns the next block's first, so that a caller
+ * walking blocks in order reads two table words a block (its ends, the
+ * next first); its far bytes follow on too: the caller's far pointer,
+ * advanced past each code 7 of every chunk, ends a block at the next one's. */
+static inline uint32_t pex2_block_exceptions(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b, uint32_t x0,
+                                             uint64_t ex[16])
 {
-    const lrun_pex2_block t = lrun_pex2_block_at(P, lay, b);
-    const uint32_t n = t.count;
-    const uint8_t *pos = P + lay->exc + t.exc;
-    const uint32_t e0 = t.ends & 1023u, e1 = (t.ends >> 10) & 1023u, e2 = t.ends >> 20;
-    *far = P + lay->far + t.far;
+    const uint32_t x1 = lrun_pex2_first_exc(P, lay, b + 1), ends = lrun_pex2_ends(P, lay, b), n = x1 - x0;
+    const uint8_t *pos = P + lay->exc + x0;
+    const uint32_t e0 = ends & 1023u, e1 = (ends >> 10) & 1023u, e2 = ends >> 20;
     for (int i = 0; i < 16; i++) ex[i] = 0;
     for (uint32_t x = 0; x < n; x++) {
         const uint32_t g = (x >= e0) + (x >= e1) + (x >= e2);
         ex[g * 4 + (pos[x] >> 6)] |= 1ull << (pos[x] & 63);
     }
+    return x1;
 }
 
 /* The 64 elements from e (a multiple of 64) as bytes: *o the low ones (the

@@ -69,10 +69,11 @@ void lrun_pex2_gemv_avx512(const void *src, const lrun_pex2_layout *lay, int64_t
     uint64_t row_end = e0 + (uint64_t)k;
     int64_t r = 0;
     __m512 acc = _mm512_setzero_ps();
+    uint32_t xs = lrun_pex2_first_exc(P, lay, e0 / LRUN_PEX2_BLOCK); /* then each block's from the one before */
+    const uint8_t *far = P + lay->far + lrun_pex2_first_far(P, lay, e0 / LRUN_PEX2_BLOCK);
     for (uint64_t b = e0 / LRUN_PEX2_BLOCK; b * LRUN_PEX2_BLOCK < e1; b++) {
         uint64_t ex[16];
-        const uint8_t *far;
-        pex2_block_exceptions(P, lay, b, ex, &far);
+        xs = pex2_block_exceptions(P, lay, b, xs, ex);
         for (unsigned q = 0; q < 16; q++) {
             const uint64_t e = b * LRUN_PEX2_BLOCK + 64 * q;
             if (e >= e1) break;

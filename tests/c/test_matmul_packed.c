@@ -161,11 +161,12 @@ int main(void)
 
     /* lrun_pex2_gemv_avx512 on ranges starting mid-block (lrun_cpu_matmul_packed's chunks of 16 rows of a
      * multiple of 64 start on blocks): every row range of a 576-wide weight with far exponents in every block
-     * (the far bytes of the block before the range's first row are counted) against the plain rows */
+     * (the far bytes of the block before the range's first row are counted), 130 rows: 74 blocks, so ranges
+     * start and run on in PEX2's second superblock, against the plain rows */
 #if defined(LRUN_HAVE_AVX512)
     if (lrun_pex2_gemv_fits(576) && lrun_pex2_avx512_supported() &&
         lrun_cpu_isa_set(LRUN_CPU_ISA_AVX512) == LRUN_OK) {
-        const int64_t n = 40, k = 576;
+        const int64_t n = 130, k = 576;
         uint16_t *w = malloc(sizeof *w * (size_t)(n * k)), *plain = malloc(sizeof *w * (size_t)(n * k));
         float *x = malloc(sizeof(float) * (size_t)k), *ref = malloc(sizeof(float) * (size_t)n),
               *got = malloc(sizeof(float) * (size_t)n);
