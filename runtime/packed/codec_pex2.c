@@ -9,8 +9,8 @@
  * the encoder runs too).
  * Validation checks the frame and the whole table first (superblock bases,
  * then monotone firsts, each block's counts within its elements), so that
- * every block's exceptions lie inside the exc and far streams; then each block's positions and far
- * bytes, in parallel. Decoding trusts a validated layout.
+ * every block's exceptions lie inside the exc and far streams; then each
+ * block's positions and far bytes, in parallel. Decoding trusts a validated layout.
  * Assumes a little-endian host, like the GGUF reader.
  */
 #include "packed/codec_pex2.h"
@@ -439,7 +439,7 @@ static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t s
                          lay->exc, (unsigned long long)lay->n);
     uint64_t n_exc, n_far;
     table_firsts(P, lay, lay->nb, &n_exc, &n_far);
-    const uint32_t last_ends = lrun_pex2_u32(P + lay->table + LRUN_PEX2_TABLE_ENTRY * lay->nb + 4);
+    const uint32_t last_ends = lrun_pex2_ends(P, lay, lay->nb);
     if (n_exc > lay->n || n_far > n_exc || last_ends)
         return lrun_fail(LRUN_E_FORMAT,
                          "PEX2 tensor '%s': table totals %llu exceptions, %llu far, ends %u: wrong for n = %llu",
@@ -461,7 +461,7 @@ static lrun_status check_frame(lrun_pex2_layout *lay, const uint8_t *P, size_t s
     for (uint64_t b = 0; b < lay->nb; b++) {
         const uint64_t x0 = x1, f0 = f1;
         table_firsts(P, lay, b + 1, &x1, &f1);
-        const uint32_t ends = lrun_pex2_u32(P + lay->table + LRUN_PEX2_TABLE_ENTRY * b + 4);
+        const uint32_t ends = lrun_pex2_ends(P, lay, b);
         const uint32_t in_block = block_elems(lay, b),
                        e[3] = {ends & 1023u, (ends >> 10) & 1023u, (ends >> 20) & 1023u};
         const char *why = NULL;

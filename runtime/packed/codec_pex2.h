@@ -9,7 +9,7 @@
  * patched after (PFOR-style): a GPU lane decodes 8 elements with one 3-byte
  * load and four byte permutes (tests/bench/codec2_lane.h, the prototype).
  *
- * bf16 only, n a positive multiple of 8 below 2^32 (32-bit table offsets):
+ * bf16 only, n a positive multiple of 8 below 2^32 (32-bit superblock bases):
  * f16 and every other tensor stay PEX1 (codec.h). The bytes are the
  * prototype's (tests/bench/codec2_encode.h, A = 8) but for the magic, the
  * dtype number and the table, which is smaller here (superblock bases and
@@ -96,7 +96,8 @@ static inline uint32_t lrun_pex2_first_far(const uint8_t *P, const lrun_pex2_lay
     return lrun_pex2_u32(P + lay->super + LRUN_PEX2_SUPER_ENTRY * (b / LRUN_PEX2_SUPER) + 4) +
            lrun_pex2_u16(P + lay->table + LRUN_PEX2_TABLE_ENTRY * b + 2);
 }
-/* Block b's group ends (b < nb): the cumulative exceptions of its groups 0, 1, 2, 10 bits each. */
+/* Block b's group ends (b <= nb; entry nb's are 0): the cumulative
+ * exceptions of its groups 0, 1, 2, 10 bits each. */
 static inline uint32_t lrun_pex2_ends(const uint8_t *P, const lrun_pex2_layout *lay, uint64_t b)
 {
     return lrun_pex2_u32(P + lay->table + LRUN_PEX2_TABLE_ENTRY * b + 4);
