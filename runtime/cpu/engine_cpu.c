@@ -227,7 +227,7 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
     out->scratch_bytes = needs.scratch_bytes;
     if (st == LRUN_OK)
         st = lrun_weight_ring_size(model, p, ring_blocks(model, opts), opts->prefetch_layers,
-                                   opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool),
+                                   opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool), 0,
                                    &out->slot_bytes);
     if (st == LRUN_OK)
         st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
@@ -297,7 +297,7 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     if (st == LRUN_OK && (as_placed || any_packed(model)))
         st =
-            lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, as_placed, e->pool);
+            lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, 0, as_placed, e->pool);
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
     if (st == LRUN_OK) e->pk_work = lrun_weight_ring_packed_work(e->wr);
     if (st == LRUN_OK) st = lrun_moe_counts_init(&e->moe_counts, in->n_layer, in->n_expert);

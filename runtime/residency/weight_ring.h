@@ -56,13 +56,18 @@ typedef struct lrun_weight_blocks {
  * tiles taken with the slots for pool's threads (NULL: the caller's). */
 struct lrun_threadpool;
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int stage, struct lrun_threadpool *pool);
+                                  int prefetch_layers, int64_t expert_slots, int stage, struct lrun_threadpool *pool);
 /* The device bytes init would take for the slots were the weights placed
  * as p says (lrun_engine_size_placement), by init's own layout, with a pool
  * of n_threads; allocates nothing. */
 struct lrun_placement;
 lrun_status lrun_weight_ring_size(const lrun_model *model, const struct lrun_placement *p, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int n_threads, size_t *slot_bytes);
+                                  int prefetch_layers, int n_threads, int64_t expert_slots, size_t *slot_bytes);
+/* The store of the disk tier's expert stacks (expert_store.h), read per
+ * chosen expert instead of with their blocks' units; NULL when no stack is
+ * in the disk tier. */
+struct lrun_expert_store;
+struct lrun_expert_store *lrun_weight_ring_expert_store(const lrun_weight_ring *wr);
 /* The decode tiles lrun_cpu_matmul_packed needs for the packed matrices
  * multiplied in place (lrun_weight_view.packed), one a thread of init's
  * pool (lrun_weight_ring_size: n_threads), taken with the slots; NULL when
