@@ -1,5 +1,6 @@
 --- policies.aggressive — conservative's norms and biases, then the
--- embedding table and the LM head, then whole blocks from the last one.
+-- embedding table (to the disk: then a mixture of experts' stacks), and the
+-- LM head, then whole blocks from the last one.
 --
 -- The embedding table is only gathered (one row per token), so it is the
 -- cheapest large tensor to keep off the device; with tied embeddings it is
@@ -23,6 +24,9 @@ function M.plan(tensors, budget)
   local sel = common.selection(b.max_bytes)
   common.take(sel, list, function(t) return P.is_norm_vector(t) or P.is_bias(t) end)
   common.take(sel, list, P.is_embedding_table)
+  -- to the disk, a mixture of experts' stacks next: the CPU engine reads only a token's k chosen experts of
+  -- each block from there (docs/moe.md "Experts from the disk"), k/E of their bytes where a block goes whole
+  if b.tier == "disk" then common.take(sel, list, P.is_expert) end
   common.take(sel, list, P.is_lm_head)
   common.take_layers_from_last(sel, list)
   return common.plan(list, sel, b.tier), sel.bytes
