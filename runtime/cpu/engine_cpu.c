@@ -296,8 +296,8 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
      * split's part has a ring of its own blocks (and the head in the last). */
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     if (st == LRUN_OK && (as_placed || any_packed(model)))
-        st =
-            lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, 0, as_placed, e->pool);
+        st = lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, 0, as_placed,
+                                   e->pool);
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
     if (st == LRUN_OK) e->pk_work = lrun_weight_ring_packed_work(e->wr);
     if (st == LRUN_OK) st = lrun_moe_counts_init(&e->moe_counts, in->n_layer, in->n_expert);

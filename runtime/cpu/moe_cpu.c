@@ -258,8 +258,11 @@ static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3]
                                             ins[i] + at * t->ne[0], cnt, outs[i] + at * t->ne[1], e->pk_work);
                 continue;
             }
-            parts[np++] = (lrun_cpu_mm_part){.w = stored ? stored : (const char *)g[i].data + (size_t)x * slice_bytes(t),
-                                             .x = ins[i] + at * t->ne[0], .m = cnt, .y = outs[i] + at * t->ne[1]};
+            parts[np++] =
+                (lrun_cpu_mm_part){.w = stored ? stored : (const char *)g[i].data + (size_t)x * slice_bytes(t),
+                                   .x = ins[i] + at * t->ne[0],
+                                   .m = cnt,
+                                   .y = outs[i] + at * t->ne[1]};
         }
         if (i == 0 && fuse) continue; /* up's parts join gate's */
         if (np > 0 && e->model->mxfp4_float_x &&
@@ -283,8 +286,8 @@ lrun_status lrun_cpu_moe_ffn(cpu_engine *e, const lrun_weights *W, int64_t layer
     /* experts in the disk tier: a run takes at most the store's slots, read before it computes */
     lrun_expert_store *store = lrun_weight_ring_expert_store(e->wr);
     if (!lrun_expert_store_has(store, layer)) store = NULL;
-    const int64_t most = store && lrun_expert_store_slots(store) < MOE_GROUP_MAX ? lrun_expert_store_slots(store)
-                                                                                 : MOE_GROUP_MAX;
+    const int64_t most =
+        store && lrun_expert_store_slots(store) < MOE_GROUP_MAX ? lrun_expert_store_slots(store) : MOE_GROUP_MAX;
     /* runs of experts of at most n_batch_max rows and `most` chosen experts;
      * one expert has at most n ≤ n_batch_max rows, so every run takes one */
     const int64_t n_exp = e->model->info.n_expert;

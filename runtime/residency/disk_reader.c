@@ -69,7 +69,7 @@ struct lrun_disk_reader {
     pthread_mutex_t mu;
     pthread_cond_t work, finished;
     struct job job;
-    struct piece *pieces;        /* (cap_pieces) the batch's, grown as needed, never shrunk */
+    struct piece *pieces; /* (cap_pieces) the batch's, grown as needed, never shrunk */
     size_t cap_pieces;
     uint64_t generation;         /* bumped per read: workers join it */
     int stop;
@@ -337,8 +337,12 @@ static size_t cut_pieces(lrun_disk_reader *r, lrun_disk_range *g, int n)
         const int fd = r->files[r->tensors[g[i].id].file].fd;
         for (size_t a = 0; a < span; a += r->request, k++) {
             const size_t len = span - a < r->request ? span - a : r->request;
-            r->pieces[k] = (struct piece){.fd = fd, .range = i, .off = aligned + a, .dst = (char *)g[i].dst + a,
-                                          .len = len, .need = need > a ? (need - a < len ? need - a : len) : 0};
+            r->pieces[k] = (struct piece){.fd = fd,
+                                          .range = i,
+                                          .off = aligned + a,
+                                          .dst = (char *)g[i].dst + a,
+                                          .len = len,
+                                          .need = need > a ? (need - a < len ? need - a : len) : 0};
         }
     }
     return count;
@@ -395,9 +399,11 @@ lrun_status lrun_disk_reader_read_many(lrun_disk_reader *r, lrun_disk_range *g, 
         const lrun_disk_range *e = &g[j.short_range];
         const struct disk_tensor *d = &r->tensors[e->id];
         const uint64_t first = d->offset + e->at, got = j.short_at > first ? j.short_at - first : 0;
-        return lrun_fail(LRUN_E_IO, "disk tier: short read of tensor %s from %s at file offset %llu: the file ends "
-                         "there (%llu of %zu bytes read); it was truncated or replaced while in use", d->name,
-                         r->files[d->file].path, (unsigned long long)j.short_at, (unsigned long long)got, e->len);
+        return lrun_fail(LRUN_E_IO,
+                         "disk tier: short read of tensor %s from %s at file offset %llu: the file ends "
+                         "there (%llu of %zu bytes read); it was truncated or replaced while in use",
+                         d->name, r->files[d->file].path, (unsigned long long)j.short_at, (unsigned long long)got,
+                         e->len);
     }
     return LRUN_OK;
 }

@@ -36,10 +36,10 @@ struct lrun_expert_store {
     char *memory;
     size_t slot_bytes;
     int64_t n_slots;
-    int64_t *key;      /* (n_slots) layer · n_expert + expert, -1: empty */
-    uint64_t *stamp;   /* (n_slots) the tick of its last fetch, 0: never */
-    size_t *lead;      /* (n_slots · PROJ) where each slice starts in its region */
-    int64_t *where;    /* ((end - first) · n_expert) the slot of each expert, -1: none */
+    int64_t *key;    /* (n_slots) layer · n_expert + expert, -1: empty */
+    uint64_t *stamp; /* (n_slots) the tick of its last fetch, 0: never */
+    size_t *lead;    /* (n_slots · PROJ) where each slice starts in its region */
+    int64_t *where;  /* ((end - first) · n_expert) the slot of each expert, -1: none */
     uint64_t tick;
     lrun_disk_range *ranges; /* (n_slots · PROJ) one fetch's reads */
     int64_t *read_slot;      /* (n_slots) the slot each missed expert goes to */
@@ -149,8 +149,8 @@ lrun_status lrun_expert_store_init(lrun_expert_store **out, const lrun_model *mo
     s->read_slot = malloc((size_t)n_slots * sizeof *s->read_slot);
     lrun_status st = LRUN_OK;
     if (!s->blocks || !s->key || !s->stamp || !s->lead || !s->where || !s->ranges || !s->read_slot)
-        st = lrun_fail_oom(0, 0, "expert store: records of %lld slots, %lld blocks of %lld experts", (long long)n_slots,
-                           (long long)n_blocks, (long long)E);
+        st = lrun_fail_oom(0, 0, "expert store: records of %lld slots, %lld blocks of %lld experts",
+                           (long long)n_slots, (long long)n_blocks, (long long)E);
     if (st == LRUN_OK) {
         for (int64_t i = 0; i < n_slots; i++) s->key[i] = -1;
         for (int64_t i = 0; i < n_blocks * E; i++) s->where[i] = -1;
@@ -217,9 +217,11 @@ lrun_status lrun_expert_store_fetch(lrun_expert_store *s, int64_t layer, const i
             s->misses++;
             for (int i = 0; i < PROJ; i++)
                 if (b->slice[i])
-                    s->ranges[n_ranges++] = (lrun_disk_range){.id = b->disk_id[i], .at = (size_t)x * b->slice[i],
-                                                              .len = b->slice[i],
-                                                              .dst = s->memory + (size_t)slot * s->slot_bytes + b->offset[i]};
+                    s->ranges[n_ranges++] =
+                        (lrun_disk_range){.id = b->disk_id[i],
+                                          .at = (size_t)x * b->slice[i],
+                                          .len = b->slice[i],
+                                          .dst = s->memory + (size_t)slot * s->slot_bytes + b->offset[i]};
         }
         s->stamp[slot] = s->tick;
     }
@@ -239,9 +241,9 @@ lrun_status lrun_expert_store_fetch(lrun_expert_store *s, int64_t layer, const i
     for (int64_t j = 0; j < n; j++) {
         const int64_t slot = where[xs[j]];
         for (int i = 0; i < PROJ; i++)
-            slices[PROJ * j + i] = b->slice[i] ? s->memory + (size_t)slot * s->slot_bytes + b->offset[i] +
-                                                     s->lead[slot * PROJ + i]
-                                               : NULL;
+            slices[PROJ * j + i] =
+                b->slice[i] ? s->memory + (size_t)slot * s->slot_bytes + b->offset[i] + s->lead[slot * PROJ + i]
+                            : NULL;
     }
     return LRUN_OK;
 }

@@ -244,8 +244,9 @@ static lrun_status check_blocks(const lrun_model *model, lrun_weight_blocks bloc
  * (both NULL): one layout, so a size is what init then takes. Only blocks'
  * layers have units and decode plans. */
 static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
-                                int prefetch_layers, int n_threads, int64_t expert_slots, int stage, struct unit *units,
-                                int64_t *unit_of_layer, struct decode_plan *decode, struct slot_layout *out)
+                                int prefetch_layers, int n_threads, int64_t expert_slots, int stage,
+                                struct unit *units, int64_t *unit_of_layer, struct decode_plan *decode,
+                                struct slot_layout *out)
 {
     memset(out, 0, sizeof *out);
     const int64_t n_layer = model->info.n_layer;
@@ -297,7 +298,8 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         out->n_store = expert_slots > 0 ? expert_slots : lrun_expert_store_default_slots(model);
         out->store_at = out->total;
         if (!lrun_size_mul(out->store_slot, (size_t)out->n_store, &store) ||
-            !lrun_size_add(out->total, LRUN_DISK_ALIGN, &out->total) || !lrun_size_add(out->total, store, &out->total))
+            !lrun_size_add(out->total, LRUN_DISK_ALIGN, &out->total) ||
+            !lrun_size_add(out->total, store, &out->total))
             return lrun_fail(LRUN_E_OOM, "engine: expert store slots overflow size_t");
     }
     return LRUN_OK;
@@ -362,7 +364,8 @@ static lrun_status alloc_slots(lrun_weight_ring *wr, const struct slot_layout *L
     wr->memory_bytes = L->total;
     wr->tiles = L->tile_bytes ? (char *)wr->memory + L->tiles_at : NULL;
     if (!L->store_slot) return LRUN_OK;
-    char *store = (char *)(((uintptr_t)wr->memory + L->store_at + LRUN_DISK_ALIGN - 1) & ~(uintptr_t)(LRUN_DISK_ALIGN - 1));
+    char *store =
+        (char *)(((uintptr_t)wr->memory + L->store_at + LRUN_DISK_ALIGN - 1) & ~(uintptr_t)(LRUN_DISK_ALIGN - 1));
     const int64_t first = wr->blocks.first, end = wr->blocks.end;
     return lrun_expert_store_init(&wr->experts, wr->model, first, end, store, L->store_slot, L->n_store);
 }

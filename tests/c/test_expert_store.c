@@ -40,7 +40,8 @@ static size_t place_experts(lrun_model *m, lrun_tier tier)
     for (int64_t i = 0; i < lrun_model_tensor_count(m); i++) {
         lrun_tensor *t = lrun_model_tensor(m, i);
         lrun_tensor_set_host_compute(t, 0);
-        if (lrun_tensor_move(t, lrun_model_device(m), LRUN_TIER_DEVICE) != LRUN_OK) printf("# %s\n", lrun_last_error());
+        if (lrun_tensor_move(t, lrun_model_device(m), LRUN_TIER_DEVICE) != LRUN_OK)
+            printf("# %s\n", lrun_last_error());
     }
     for (int l = 0; l < L; l++)
         for (int p = 0; p < 3; p++) {
@@ -82,20 +83,19 @@ static void test_store(void)
     void *mem = aligned_alloc(LRUN_DISK_ALIGN, SLOTS * slot);
     lrun_expert_store *s = NULL;
     CHECK("init", mem && lrun_expert_store_init(&s, m, 0, L, mem, slot, SLOTS) == LRUN_OK);
-    CHECK("both blocks are stored; a block out of range is not", lrun_expert_store_has(s, 0) &&
-                                                                      lrun_expert_store_has(s, 1) &&
-                                                                      !lrun_expert_store_has(s, L));
+    CHECK("both blocks are stored; a block out of range is not",
+          lrun_expert_store_has(s, 0) && lrun_expert_store_has(s, 1) && !lrun_expert_store_has(s, L));
     const void *sl[3 * SLOTS];
     lrun_expert_store_stats st;
     const int32_t a[2] = {1, 5};
-    CHECK("two experts of block 0: the file's bytes", lrun_expert_store_fetch(s, 0, a, 2, sl) == LRUN_OK &&
-                                                          slices_match(m, 0, a, 2, sl));
+    CHECK("two experts of block 0: the file's bytes",
+          lrun_expert_store_fetch(s, 0, a, 2, sl) == LRUN_OK && slices_match(m, 0, a, 2, sl));
     lrun_expert_store_stats_get(s, &st);
     CHECK("two misses, their aligned spans read", st.misses == 2 && st.hits == 0 && st.bytes_read >= 6 * slice &&
                                                       st.bytes_read <= 6 * (slice + 2 * LRUN_DISK_ALIGN));
     const int32_t b[2] = {5, 6};
-    CHECK("5 again and 6: the file's bytes", lrun_expert_store_fetch(s, 0, b, 2, sl) == LRUN_OK &&
-                                                 slices_match(m, 0, b, 2, sl));
+    CHECK("5 again and 6: the file's bytes",
+          lrun_expert_store_fetch(s, 0, b, 2, sl) == LRUN_OK && slices_match(m, 0, b, 2, sl));
     lrun_expert_store_stats_get(s, &st);
     CHECK("5 is a hit, 6 a miss", st.hits == 1 && st.misses == 3);
     /* slots now hold (0,1) used first, (0,5) and (0,6) last: block 1's expert replaces (0,1) */
@@ -114,7 +114,8 @@ static void test_store(void)
     CHECK("reset clears the counters", st.hits == 0 && st.misses == 0 && st.bytes_read == 0);
     lrun_expert_store_free(s);
     s = NULL;
-    CHECK("a slot size not of whole blocks: refused", lrun_expert_store_init(&s, m, 0, L, mem, slot + 8, 1) == LRUN_E_ARG);
+    CHECK("a slot size not of whole blocks: refused",
+          lrun_expert_store_init(&s, m, 0, L, mem, slot + 8, 1) == LRUN_E_ARG);
     free(mem);
     lrun_model_free(m);
 }
@@ -138,7 +139,8 @@ static void test_engine(const float *ref)
         lrun_placement_size size;
         const lrun_engine_opts o = {.n_seq_max = 1, .n_ctx_max = CTX, .n_batch_max = 8, .prefetch_layers = k};
         snprintf(name, sizeof name, "k = %d: the planner's slot bytes are what init took", k);
-        CHECK(name, lrun_engine_size_placement(&size, m, &o, NULL, NULL) == LRUN_OK && size.slot_bytes == s.slot_bytes);
+        CHECK(name,
+              lrun_engine_size_placement(&size, m, &o, NULL, NULL) == LRUN_OK && size.slot_bytes == s.slot_bytes);
         lrun_engine_free(e);
     }
     setenv("LRUN_EXPERT_STORE_SLOTS", "1", 1); /* the prompt's experts one at a time */
@@ -163,7 +165,8 @@ static void test_truncate(void)
     float got[(STEPS + 1) * V];
     const int ok = run(e, got);
     CHECK("the step fails with LRUN_E_IO naming an expert tensor and the file",
-          !ok && strstr(lrun_last_error(), "short read of tensor blk.") && strstr(lrun_last_error(), "_exps.weight") &&
+          !ok && strstr(lrun_last_error(), "short read of tensor blk.") &&
+              strstr(lrun_last_error(), "_exps.weight") &&
               strstr(lrun_last_error(), strrchr(copy, '/') ? strrchr(copy, '/') + 1 : copy));
     CHECK("and again, not a crash", !run(e, got));
     lrun_engine_free(e);
@@ -175,10 +178,22 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     disk_path_beside(path, sizeof path, argc > 0 ? argv[0] : NULL, "lrun_test_expert_store");
-    const lrun_model_gen_spec spec = {.arch = "qwen3moe", .n_layer = L, .n_embd = D, .n_head = H, .n_head_kv = HK,
-                                      .n_ff = F, .n_vocab = V, .n_ctx = CTX, .weight_dtype = LRUN_DTYPE_Q8_0,
-                                      .embd_dtype = LRUN_DTYPE_F16, .rope_freq_base = 10000.0, .rms_eps = 1e-6,
-                                      .seed = 23, .n_threads = 1, .n_expert = E, .n_expert_used = K};
+    const lrun_model_gen_spec spec = {.arch = "qwen3moe",
+                                      .n_layer = L,
+                                      .n_embd = D,
+                                      .n_head = H,
+                                      .n_head_kv = HK,
+                                      .n_ff = F,
+                                      .n_vocab = V,
+                                      .n_ctx = CTX,
+                                      .weight_dtype = LRUN_DTYPE_Q8_0,
+                                      .embd_dtype = LRUN_DTYPE_F16,
+                                      .rope_freq_base = 10000.0,
+                                      .rms_eps = 1e-6,
+                                      .seed = 23,
+                                      .n_threads = 1,
+                                      .n_expert = E,
+                                      .n_expert_used = K};
     if (lrun_model_generate(path, &spec) != LRUN_OK) printf("# generate: %s\n", lrun_last_error());
     float ref[(STEPS + 1) * V];
     lrun_model *m = fixture_load(path, "cpu", 0, 2, -1);
