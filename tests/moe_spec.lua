@@ -170,6 +170,7 @@ for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32", "gpt_oss_f32" }) do
       assert.are.same(ia, ib)
       local ex = m:placement().experts
       assert.are.equal(info.n_expert * 3 * info.n_layer, ex.slices.disk)
+      assert.truthy(m:placement().explain:find(3 * info.n_layer .. " expert stacks read per chosen expert", 1, true))
       local stacks, slice = 0, 0 -- all the experts' bytes; one expert's gate + up + down in block 0
       for _, t in ipairs(m:tensors()) do
         if t.role:match("_exps$") then
