@@ -23,9 +23,12 @@ runtime_mib=${LRUN_PEER_RUNTIME_MIB:-96} # the launcher, LuaJIT and the library'
 size_mib=$(( $(stat -c %s "$model") >> 20 ))
 echo "# $model: $size_mib MiB; limit $limit MiB; lrun $build, --host-budget $((limit - runtime_mib)) MiB; $threads threads"
 
+# the page cache's share of the file before a run: what a run finds there it does not read (nor is charged for)
+cached() { fincore -nb -o RES "$model" 2>/dev/null | tr -d ' ' || echo "?"; }
 make_cg "lrun_moe_peer_lrun_$$" "$limit"
 [ -n "$cg" ] || { echo "moe_disk_peer: no memory cgroup can be made here (root, a memory controller)" >&2; exit 1; }
 drop_cache "$model"
+echo "# lrun: $(cached) bytes of the file in the page cache before the run"
 budget_gib=$(python3 -c "print(($limit - $runtime_mib) / 1024)")
 lrun_out=$(LRUN_BENCH_DEVICE=cpu in_cg "$build/lrun" tests/bench/disk_bench.lua "$model" --device cpu \
   --gpu-budget "$budget_gib" --host-budget "$budget_gib" --ngen "$ngen" --depths 8 --prefill 0 2>/dev/null)
@@ -36,6 +39,7 @@ echo "$lrun_line"
 
 make_cg "lrun_moe_peer_llama_$$" "$limit"
 drop_cache "$model"
+echo "# llama.cpp: $(cached) bytes of the file in the page cache before the run"
 llama_line=$(in_cg python3 tests/bench/llamacpp_bench.py --model "$model" --threads "$threads" \
   --prompt-file tests/bench/prompt.txt --n-prompt 8 --n-gen "$ngen" 2>/dev/null | grep '^{' | tail -1)
 llama_peak=$(( $(cg_peak) >> 20 )); llama_oom=$(cg_oom)
@@ -53,7 +57,8 @@ print(f"memory limit {limit} MiB; dd iflag=direct {lr.get('dd_bps', 0) / 1e9:.2f
 print()
 print("| engine | decode tok/s | disk GB/token | peak charged MiB | OOM kills | lrun / llama.cpp |")
 print("|---|---:|---:|---:|---:|---:|")
-print(f"| lrun (disk tier, host budget) | {lt or 'failed'} | {lr.get('disk_bytes_per_tok', 0) / 1e9:.3f} | {lp} | {lo} | "
-      f"{lt / llt:.2f} |" if lt and llt else f"| lrun | {lt} | | {lp} | {lo} | |")
-print(f"| llama.cpp (mmap) | {llt or 'failed'} | | {llp} | {llo} | 1 |")
+ratio = f"{lt / llt:.2f}" if lt and llt else ""
+print(f"| lrun (disk tier, host budget) | {lt or 0:.2f} | {lr.get('disk_bytes_per_tok', 0) / 1e9:.3f} | {lp} | {lo} | "
+      f"{ratio} |")
+print(f"| llama.cpp (mmap) | {llt or 0:.2f} | | {llp} | {llo} | 1 |")
 PY
