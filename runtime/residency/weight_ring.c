@@ -244,8 +244,8 @@ static lrun_status check_blocks(const lrun_model *model, lrun_weight_blocks bloc
  * (both NULL): one layout, so a size is what init then takes. Only blocks'
  * layers have units and decode plans. */
 static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
-                                int prefetch_layers, int n_threads, int64_t expert_slots, int stage,
-                                struct unit *units, int64_t *unit_of_layer, struct decode_plan *decode,
+                                int prefetch_layers, int n_threads, int64_t expert_slots, size_t store_room,
+                                int stage, struct unit *units, int64_t *unit_of_layer, struct decode_plan *decode,
                                 struct slot_layout *out)
 {
     memset(out, 0, sizeof *out);
@@ -297,6 +297,11 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
         size_t store;
         out->n_store = expert_slots > 0 ? expert_slots : lrun_expert_store_default_slots(model);
         out->store_at = out->total;
+        /* room to spare (a host budget's, at init): the store keeps that many more experts between steps */
+        const size_t head = out->total + LRUN_DISK_ALIGN;
+        const int64_t all = (blocks.end - blocks.first) * model->info.n_expert;
+        const int64_t fit = store_room > head ? (int64_t)((store_room - head) / out->store_slot) : 0;
+        if (expert_slots <= 0 && fit > out->n_store) out->n_store = fit < all ? fit : all;
         if (!lrun_size_mul(out->store_slot, (size_t)out->n_store, &store) ||
             !lrun_size_add(out->total, LRUN_DISK_ALIGN, &out->total) ||
             !lrun_size_add(out->total, store, &out->total))
@@ -321,7 +326,7 @@ lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement 
     if (st == LRUN_OK) st = check_blocks(model, blocks);
     struct slot_layout L;
     if (st == LRUN_OK)
-        st = layout_slots(model, p, blocks, prefetch_layers, n_threads, expert_slots, 1, NULL, NULL, NULL, &L);
+        st = layout_slots(model, p, blocks, prefetch_layers, n_threads, expert_slots, 0, 1, NULL, NULL, NULL, &L);
     if (st == LRUN_OK) *slot_bytes = L.total;
     return st;
 }
@@ -398,7 +403,7 @@ static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
 }
 
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int64_t expert_slots, int stage, struct lrun_threadpool *pool)
+                                  int prefetch_layers, int64_t expert_slots, size_t store_room, int stage, struct lrun_threadpool *pool)
 {
     *out = NULL;
     lrun_status st = check_prefetch(prefetch_layers);
@@ -419,7 +424,7 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
         st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
     struct slot_layout L;
     if (st == LRUN_OK)
-        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, expert_slots,
+        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, expert_slots, store_room,
                           wr->stage, wr->units, wr->unit_of_layer, wr->decode, &L);
     if (st == LRUN_OK) {
         wr->n_units = L.n_units;
