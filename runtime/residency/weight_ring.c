@@ -403,7 +403,8 @@ static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
 }
 
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int64_t expert_slots, size_t store_room, int stage, struct lrun_threadpool *pool)
+                                  int prefetch_layers, int64_t expert_slots, size_t store_room, int stage,
+                                  struct lrun_threadpool *pool)
 {
     *out = NULL;
     lrun_status st = check_prefetch(prefetch_layers);
@@ -424,8 +425,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
         st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
     struct slot_layout L;
     if (st == LRUN_OK)
-        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, expert_slots, store_room,
-                          wr->stage, wr->units, wr->unit_of_layer, wr->decode, &L);
+        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, expert_slots,
+                          store_room, wr->stage, wr->units, wr->unit_of_layer, wr->decode, &L);
     if (st == LRUN_OK) {
         wr->n_units = L.n_units;
         if (L.total > 0) st = alloc_slots(wr, &L);

@@ -3,8 +3,9 @@
  * "Experts from the disk"): the store's slots hold the file's bytes of the
  * experts asked for, a second fetch finds them, the least recently used
  * slot is the one replaced, bad requests are refused; the engine gives the
- * resident run's logits bit for bit at k = 1 and 2 and with one slot (a
- * prompt's experts fetched one at a time), reads only the chosen experts
+ * resident run's logits bit for bit at k = 1 and 2, with one slot (a
+ * prompt's experts fetched one at a time) and with a host budget's room as
+ * slots (each expert read once), reads only the chosen experts
  * (never a whole stack), the planner's slot bytes are what init takes,
  * and a truncated file is an LRUN_E_IO naming the tensor. */
 #include <fcntl.h>
@@ -143,6 +144,19 @@ static void test_engine(const float *ref)
               lrun_engine_size_placement(&size, m, &o, NULL, NULL) == LRUN_OK && size.slot_bytes == s.slot_bytes);
         lrun_engine_free(e);
     }
+    /* under a host budget the store takes three quarters of the room left at init: here every expert, each
+     * read once, then found in its slot */
+    lrun_host_stats hs;
+    lrun_model_host_stats(m, &hs);
+    lrun_model_set_host_budget(m, hs.held + ((size_t)64 << 20));
+    lrun_engine *eb = disk_engine(m, LRUN_WEIGHT_MODE_AS_PLACED, 1, CTX, 8);
+    CHECK("a host budget's room as slots: bit-identical", eb && run(eb, got) && memcmp(ref, got, sizeof got) == 0);
+    lrun_engine_stats sb;
+    lrun_engine_get_stats(eb, &sb);
+    CHECK("every expert read at most once, the rest found in slots",
+          sb.expert_store_misses <= L * E && sb.expert_store_hits > 0);
+    lrun_engine_free(eb);
+    lrun_model_set_host_budget(m, 0);
     setenv("LRUN_EXPERT_STORE_SLOTS", "1", 1); /* the prompt's experts one at a time */
     lrun_engine *e = disk_engine(m, LRUN_WEIGHT_MODE_AS_PLACED, 1, CTX, 8);
     CHECK("one slot: bit-identical", e && run(e, got) && memcmp(ref, got, sizeof got) == 0);
