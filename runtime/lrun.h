@@ -1033,6 +1033,10 @@ typedef struct lrun_engine_stats {
     int disk_queue_depth;        /* reads in flight at once: the reader's threads (pread pool) */
     int disk_direct;             /* 1: O_DIRECT (page cache bypassed); 0: buffered (the filesystem refused) */
     int64_t disk_stalls;         /* acquires of a unit with disk-tier weights that waited for its fill */
+    /* The CPU engine's disk-tier expert stacks, read per chosen expert (docs/moe.md "Experts from the disk");
+     * their reads count in disk_bytes_read and disk_read_seconds. */
+    int64_t expert_store_hits;   /* chosen experts found in a slot of the expert store */
+    int64_t expert_store_misses; /* chosen experts read from the disk */
     /* Prefill chunks' host experts streamed to the device (lrun_moe_prefill_stream); 0 without. */
     uint64_t prefill_stream_bytes;  /* expert bytes copied to the staging buffers (gate, up and down slices) */
     int64_t prefill_stream_experts; /* (block, chunk, expert) triples streamed */

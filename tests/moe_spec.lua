@@ -159,6 +159,52 @@ for _, name in ipairs({ "qwen3moe_q8_0", "mixtral_f32", "gpt_oss_f32" }) do
       assert.are.same({}, m:stats().host_compute_layers) -- the reset cleared them
       m:free()
     end)
+
+    it("experts on disk (-ot exps=disk): the resident logits; a token reads only its chosen experts", function()
+      local m = assert(lrun.load(path, { threads = 2, progress = false, overrides = { "exps=disk" } }))
+      local info = m:info()
+      local ok, why = same_logits(base:logits(PROMPT), m:logits(PROMPT))
+      assert(ok, why)
+      local _, ia = base:generate(PROMPT, { max_new_tokens = 6, do_sample = false })
+      local _, ib = m:generate(PROMPT, { max_new_tokens = 6, do_sample = false })
+      assert.are.same(ia, ib)
+      local ex = m:placement().experts
+      assert.are.equal(info.n_expert * 3 * info.n_layer, ex.slices.disk)
+      assert.truthy(m:placement().explain:find(3 * info.n_layer .. " expert stacks read per chosen expert", 1, true))
+      local stacks, slice = 0, 0 -- all the experts' bytes; one expert's gate + up + down in block 0
+      for _, t in ipairs(m:tensors()) do
+        if t.role:match("_exps$") then
+          stacks = stacks + t.bytes
+          if t.layer == 0 then slice = slice + t.bytes / info.n_expert end
+        end
+      end
+      m:stats(true)
+      assert.is_true(m:logits({ 84 }) ~= nil) -- one token: each block fetches its k chosen experts
+      local s = m:stats(true)
+      assert.are.equal(info.n_layer * info.n_expert_used, s.expert_store_hits + s.expert_store_misses)
+      -- what was read: the missed experts' slices, each in whole 4 KiB blocks (three per expert), never a stack
+      assert.is_true(s.disk_bytes_read <= s.expert_store_misses * (slice + 3 * 2 * 4096), "disk bytes " .. s.disk_bytes_read)
+      if info.n_expert_used < info.n_expert then assert.is_true(s.disk_bytes_read < stacks) end
+      assert.truthy(tostring(s):find("experts from the disk: " .. s.expert_store_misses .. " read", 1, true))
+      m:free()
+    end)
+
+    it("experts on disk, the file truncated after load: generate returns nil and an error naming it", function()
+      local copy = os.tmpname() .. ".gguf"
+      assert(os.execute(string.format("cp %q %q", path, copy)))
+      local m = assert(lrun.load(copy, { threads = 2, progress = false, overrides = { "exps=disk" } }))
+      local f = assert(io.open(copy, "rb"))
+      local size = f:seek("end")
+      f:close()
+      assert(os.execute(string.format("truncate -s %d %q", math.floor(size / 2), copy)))
+      for _ = 1, 2 do -- and again: the store claims no expert it failed to read
+        local text, err = m:generate({ 84, 300 }, { max_new_tokens = 2, do_sample = false })
+        assert.is_nil(text)
+        assert.matches("short read of tensor blk%.%d+%.ffn_%a+_exps%.weight from " .. copy:gsub("%p", "%%%0"), tostring(err))
+      end
+      m:free()
+      os.remove(copy)
+    end)
   end)
 end
 

@@ -1022,6 +1022,8 @@ function Model:stats(reset)
     disk_bytes_read = tonumber(s.disk_bytes_read), disk_read_seconds = s.disk_read_seconds,
     disk_read_bandwidth = s.disk_read_seconds > 0 and tonumber(s.disk_bytes_read) / s.disk_read_seconds or 0,
     disk_queue_depth = s.disk_queue_depth, disk_direct = s.disk_direct ~= 0, disk_stalls = tonumber(s.disk_stalls),
+    -- the CPU engine's disk-tier experts, read per chosen expert (docs/moe.md "Experts from the disk")
+    expert_store_hits = tonumber(s.expert_store_hits), expert_store_misses = tonumber(s.expert_store_misses),
     -- prefill chunks' host experts streamed to the GPU (docs/moe.md): bytes copied, (block, chunk, expert) count
     prefill_stream_bytes = tonumber(s.prefill_stream_bytes), prefill_stream_experts = tonumber(s.prefill_stream_experts),
     -- of a cached/hybrid block's prefill: experts run from the expert cache's slots instead of streamed, their bytes

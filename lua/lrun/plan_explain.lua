@@ -45,7 +45,9 @@ function M.summary(model, p)
       .. "ahead%s)", size.format(p.host_bytes), p.host_budget and (" of a host budget " .. size.format(p.host_budget)
         .. (p.moved > 0 and (", " .. size.format(p.moved) .. " moved to disk to meet it") or "")) or "",
       size.format(p.disk_bytes), p.k,
-      p.disk_packed > 0 and string.format("; disk, packed: %d tensors read packed", p.disk_packed) or "")
+      (p.disk_packed > 0 and string.format("; disk, packed: %d tensors read packed", p.disk_packed) or "")
+        .. ((p.disk_experts or 0) > 0 and string.format("; %d expert stacks read per chosen expert",
+          p.disk_experts) or ""))
   end
   return summary
 end

@@ -19,7 +19,9 @@
 -- The embedding table (when the LM head is its own tensor) moves one row per
 -- token wherever it is. Norms and biases are free (engine memory).
 -- A mixture of experts (q.n_expert_used = k): a stacked expert tensor is read
--- k/E per token where it is computed (device or host) and streamed whole;
+-- k/E per token where it is computed (device or host) and streamed whole,
+-- but on the cpu one in the disk tier is read k/E per token (the chosen
+-- experts, expert_store.h), in turn with compute;
 -- with an expert cache (q.expert_cache, cuda) a cached block's experts are
 -- read on the device and the misses, (1 − hit rate) of them, cross the link
 -- of their tier first: t_cache, which the device waits for. A hybrid cache
@@ -453,6 +455,14 @@ function M.decode(tensors, plan, host_compute, bw, q)
       p.host_s = p.host_s + product + fixed
       p.bytes.host = p.bytes.host + plain
       bytes = 0
+    elseif tier == "disk" and E and bw.device ~= "cuda" and not t.packed then
+      -- the CPU engine's disk-tier experts (expert_store.h): the k chosen of the block's E are read once the
+      -- router has chosen them, and the block waits for the reads: serial with compute, not beside it
+      local rate, name = link(tier, bw)
+      bytes = share * bytes
+      p.device_s = p.device_s + bytes / rate
+      p.links[name] = (p.links[name] or 0) + bytes / rate
+      p.bytes.streamed = p.bytes.streamed + bytes
     elseif tier ~= "device" then
       add_streamed(p, bytes, link(tier, bw))
       staged = staged or tier ~= "pinned"
@@ -642,6 +652,14 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
     return
   end
   local rate, name = link(tier, bw)
+  if not hc and tier == "disk" and bw.device ~= "cuda" and not first.packed then
+    -- the CPU engine's disk-tier experts (expert_store.h): the touched ones read, then computed, in turn
+    p.device_s = p.device_s + touched / rate + device_time(flops, touched, first.dtype, bw)
+    p.links[name] = (p.links[name] or 0) + touched / rate
+    p.bytes.streamed = p.bytes.streamed + touched
+    p.bytes.device = p.bytes.device + touched
+    return
+  end
   if not hc then -- streamed whole, as decode: the block's unit holds the stacked tensors
     local bytes = 0
     for _, t in ipairs(b.ts) do bytes = bytes + t.bytes end

@@ -232,6 +232,10 @@ function M.stats(s)
       bytes_text(s.disk_bytes_read), s.disk_read_seconds, (s.disk_read_bandwidth or 0) / 1e6,
       s.disk_direct and "O_DIRECT" or "buffered", s.disk_queue_depth, s.disk_stalls)
   end
+  if (s.expert_store_hits or 0) + (s.expert_store_misses or 0) > 0 then -- disk-tier experts, per chosen expert
+    lines[#lines + 1] = string.format("experts from the disk: %d read, %d found in the store's slots",
+      s.expert_store_misses, s.expert_store_hits)
+  end
   if s.experts then -- (block, expert) pairs ranked by their selections
     lines[#lines + 1] = string.format("experts: %d selections over %d tokens, the busiest 10%% of experts take %.0f%% of them",
       s.experts.selections, s.experts.tokens, 100 * s.experts.top10_share)

@@ -476,12 +476,16 @@ function M.plan(model, opts)
         local f, h = host_mem.held(host_ctx, final, host_compute, sized)
         host_bytes = f + h
       end
-      local disk_bytes, disk_packed = 0, 0
+      local disk_bytes, disk_packed, disk_experts = 0, 0, 0
       for _, t in ipairs(tensors) do
         if final[t.name] == "disk" then
           disk_bytes = disk_bytes + t.bytes
           -- a packed file's weights are read packed from it (fewer bytes from the disk)
           if packed[t.name] then disk_packed = disk_packed + 1 end
+          -- cpu: a plain expert stack is read per chosen expert (residency/expert_store.c)
+          if cpu and not packed[t.name] and not host_compute[t.name] and t.role:match("_exps$") then
+            disk_experts = disk_experts + 1
+          end
         end
       end
       if off_bytes < forced then
@@ -495,7 +499,7 @@ function M.plan(model, opts)
         k = k, reserve = reserve,
         cache_implementation = opts.cache_implementation, budget = capacity, device_capped = device_capped,
         host_bytes = host_bytes, host_budget = host_budget, moved = moved, disk_bytes = disk_bytes,
-        disk_packed = disk_packed })
+        disk_packed = disk_packed, disk_experts = disk_experts })
       -- the predicted decode speed of the final plan (lrun.predict): smart measured the
       -- bandwidths already; any other policy measures them now (once per device per process,
       -- well under a second), so that every plan says what it should reach before it runs

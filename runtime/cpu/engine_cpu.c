@@ -31,6 +31,7 @@
 #include "cpu/engine_cpu_internal.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/host_account.h"
 #include "kv/kv_blocks.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
@@ -227,7 +228,7 @@ static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *mode
     out->scratch_bytes = needs.scratch_bytes;
     if (st == LRUN_OK)
         st = lrun_weight_ring_size(model, p, ring_blocks(model, opts), opts->prefetch_layers,
-                                   opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool),
+                                   opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool), 0,
                                    &out->slot_bytes);
     if (st == LRUN_OK)
         st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
@@ -244,6 +245,26 @@ static int any_packed(const lrun_model *model)
     for (int64_t i = 0; i < model->n_tensors; i++)
         if (model->tensors[i].packed) return 1;
     return 0;
+}
+
+/* What the disk tier's expert store may take beyond its least (weight_ring.h):
+ * under a host budget, three quarters of the room it leaves once the KV
+ * cache has grown to n_ctx_max, so that the experts a step reads are more
+ * often still in a slot (docs/moe.md "Experts from the disk"); 0 without a
+ * budget (the store's default slots). The model has one engine at a time
+ * (lua/lrun/model.lua frees the last before making the next). */
+static size_t store_room(lrun_model *model, const lrun_engine_opts *opts)
+{
+    size_t room = lrun_host_account_room(&model->host), kv_init = 0, kv_max = 0;
+    if (room == SIZE_MAX || model->info.n_expert <= 0) return 0;
+    const lrun_model_info *in = &model->info;
+    const lrun_kv_quant_opts q = {opts->kv_quant_bits, opts->kv_quant_group, opts->kv_residual_len};
+    if (lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
+                           blocks_of(model, opts), in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
+                           opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train, &q, &kv_init, &kv_max) != LRUN_OK)
+        return 0;
+    const size_t growth = kv_max > kv_init ? kv_max - kv_init : 0;
+    return room > growth ? (room - growth) / 4 * 3 : 0;
 }
 
 static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opts *opts)
@@ -296,8 +317,8 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
      * split's part has a ring of its own blocks (and the head in the last). */
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     if (st == LRUN_OK && (as_placed || any_packed(model)))
-        st =
-            lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, as_placed, e->pool);
+        st = lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, 0,
+                                   store_room(model, opts), as_placed, e->pool);
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
     if (st == LRUN_OK) e->pk_work = lrun_weight_ring_packed_work(e->wr);
     if (st == LRUN_OK) st = lrun_moe_counts_init(&e->moe_counts, in->n_layer, in->n_expert);

@@ -105,8 +105,10 @@ void lrun_cpu_weight_matmul(cpu_engine *e, const struct lrun_weight_ref *w, cons
 void lrun_cpu_moe_route(cpu_engine *e, const struct lrun_weights *W, int64_t layer, int64_t n,
                         const lrun_arch_op *op);
 /* MOE_FFN_ADD without the add: tmp (n, n_embd) = the routed experts' weighted
- * sum for each token, from the router's logits (moe_cpu.c). */
-void lrun_cpu_moe_ffn(cpu_engine *e, const struct lrun_weights *W, int64_t layer, int64_t n,
-                      const lrun_arch_op *op);
+ * sum for each token, from the router's logits (moe_cpu.c). A block whose
+ * experts are in the disk tier reads the chosen ones first (expert_store.h):
+ * LRUN_E_IO when that read fails. */
+lrun_status lrun_cpu_moe_ffn(cpu_engine *e, const struct lrun_weights *W, int64_t layer, int64_t n,
+                             const lrun_arch_op *op);
 
 #endif

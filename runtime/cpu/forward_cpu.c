@@ -285,13 +285,16 @@ static void op_matmul_norm_add(struct run *r, const lrun_arch_op *op, const floa
     lrun_cpu_parallel_for(e->pool, r->n, ROWS_PARALLEL, residual_norm_rows, &rc);
 }
 
-/* x += the routed experts' weighted sum (moe_cpu.c); then the next norm fused, as op_matmul_add. */
-static void op_moe_ffn_add(struct run *r, const lrun_arch_op *op, const float *next_norm)
+/* x += the routed experts' weighted sum (moe_cpu.c); then the next norm fused, as op_matmul_add.
+ * Fails only when a disk-tier expert's read does (the file changed). */
+static lrun_status op_moe_ffn_add(struct run *r, const lrun_arch_op *op, const float *next_norm)
 {
     cpu_engine *e = r->e;
-    lrun_cpu_moe_ffn(e, r->W, r->layer, r->n, op);
+    const lrun_status st = lrun_cpu_moe_ffn(e, r->W, r->layer, r->n, op);
+    if (st != LRUN_OK) return st;
     struct rows_ctx rc = {.e = e, .layer = r->layer, .norm = next_norm, .add = e->tmp};
     lrun_cpu_parallel_for(e->pool, r->n, ROWS_PARALLEL, residual_norm_rows, &rc);
+    return LRUN_OK;
 }
 
 static void op_norm(struct run *r, const lrun_arch_op *op)
@@ -329,7 +332,7 @@ static const float *norm_after(const cpu_engine *e, int64_t l, int i)
 
 /* Block l's ops. *normed: the block's first op (a norm) was already done by
  * the previous block's last; set for the next block the same way. */
-static void run_block(struct run *r, int *normed)
+static lrun_status run_block(struct run *r, int *normed)
 {
     const lrun_arch *a = r->e->model->arch;
     for (int i = 0; i < a->n_ops; i++) {
@@ -362,13 +365,15 @@ static void run_block(struct run *r, int *normed)
         case LRUN_ARCH_OP_MOE_ROUTE: lrun_cpu_moe_route(r->e, r->W, r->layer, r->n, op); break;
         case LRUN_ARCH_OP_MOE_FFN_ADD: {
             const float *next = norm_after(r->e, r->layer, i);
-            op_moe_ffn_add(r, op, next);
+            const lrun_status st = op_moe_ffn_add(r, op, next);
+            if (st != LRUN_OK) return st;
             *normed = next != NULL;
             break;
         }
         default: break;
         }
     }
+    return LRUN_OK;
 }
 
 lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, const float *hidden_in, int64_t n,
@@ -402,8 +407,8 @@ lrun_status lrun_cpu_forward_chunk(cpu_engine *e, const int32_t *tokens, const f
          * fails only when its source does (a disk read: the file changed) */
         lrun_status st = lrun_weights_begin(&W, l);
         if (st != LRUN_OK) return st;
-        run_block(&r, &normed);
-        st = lrun_weights_end(&W, l);
+        st = run_block(&r, &normed);
+        if (st == LRUN_OK) st = lrun_weights_end(&W, l);
         if (st != LRUN_OK) return st;
     }
     if (e->layer_end < in->n_layer) { /* a split's part before the last: the rows go on, not logits */

@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "cpu/cpu_matmul.h"
 #include "cpu/cpu_ops.h"
+#include "core/host_account.h"
 #include "cpu/measure.h"
 #include "model/model.h"
 
@@ -57,6 +58,19 @@ static int cmp_double(const void *a, const void *b)
 {
     const double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* What a measurement may touch: a quarter of the host's available memory
+ * (MemAvailable, or a memory cgroup's room) and of the host budget's room.
+ * Reading a model's mapped weights fills the page cache that a cgroup
+ * charges, and a build VM may report a whole socket's L3 (260 MiB): twice
+ * that in a 256 MiB cgroup was an OOM kill at load (tests/disk/cgroup_test.sh). */
+static size_t measure_room(lrun_model *model)
+{
+    size_t room = lrun_host_memory_available();
+    const size_t budget = lrun_host_account_room(&model->host);
+    if (!room || budget < room) room = budget;
+    return room == SIZE_MAX ? SIZE_MAX : room / 4;
 }
 
 /* The median of n timings (sorts them). */
@@ -118,8 +132,9 @@ lrun_status lrun_model_measure_weights_gemv(lrun_model *model, lrun_dtype dtype,
     /* twice the last-level cache at least, so the passes read DRAM as a
      * step over a larger model does; a smaller model is read whole (its
      * decode finds it in cache too) */
-    const size_t llc = lrun_cpu_last_level_cache_bytes();
-    const size_t want = llc && 2 * llc > bytes ? 2 * llc : bytes;
+    const size_t llc = lrun_cpu_last_level_cache_bytes(), room = measure_room(model);
+    size_t want = llc && 2 * llc > bytes ? 2 * llc : bytes;
+    if (want > room) want = room > bytes ? room : bytes; /* at least what the caller asked */
     gemv_part *parts = malloc(MAX_PARTS * sizeof *parts);
     if (!parts) return lrun_fail_oom(MAX_PARTS * sizeof *parts, 0, "measuring the weights' gemv: the list");
     size_t total = 0;
@@ -204,8 +219,9 @@ lrun_status lrun_model_measure_decode_attention(lrun_model *model, int64_t n_pos
     uint16_t *k = calloc(kv, 2), *v = calloc(kv, 2);
     float *q = calloc((size_t)(nh * hd), sizeof *q), *out = malloc((size_t)(nh * hd) * sizeof *out);
     float *scores = malloc((size_t)(nth * stride) * sizeof *scores);
-    const size_t llc = lrun_cpu_last_level_cache_bytes();
-    const size_t flush = llc ? (2 * llc < ((size_t)256 << 20) ? 2 * llc : (size_t)256 << 20) : (size_t)64 << 20;
+    const size_t llc = lrun_cpu_last_level_cache_bytes(), room = measure_room(model);
+    size_t flush = llc ? (2 * llc < ((size_t)256 << 20) ? 2 * llc : (size_t)256 << 20) : (size_t)64 << 20;
+    if (flush > room) flush = room > ((size_t)1 << 20) ? room : (size_t)1 << 20;
     unsigned char *cold = malloc(flush);
     if (cold) memset(cold, 1, flush); /* written: untouched pages all map one zero page */
     lrun_status st = LRUN_OK;

@@ -28,6 +28,7 @@
 #include "cpu/cpu_matmul_packed.h"
 #include "cpu/engine_cpu_internal.h"
 #include "cpu/moe_route.h"
+#include "residency/expert_store.h"
 #include "residency/weights.h"
 
 /* ggml's clamp of the chosen probabilities' sum: the smallest normal f16 */
@@ -225,7 +226,10 @@ static void sum_slots(void *ctx, int64_t first, int64_t last)
  * slots. Each product is one grouped job over all these experts (llama.cpp's
  * mul_mat_id), gate and up together when alike, bit-identical to a matmul per
  * expert: 4 fork/joins per run (gate+up, SwiGLU, down, scatter). */
-static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3], int64_t x0, int64_t x1)
+/* slices: NULL, or (3 per chosen expert of the run, in id order) where the
+ * expert store put each one's gate, up and down (expert_store.h). */
+static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3], int64_t x0, int64_t x1,
+                        const void *const *slices)
 {
     const int64_t d = e->n_embd, k = e->model->info.n_expert_used;
     const int64_t base = e->moe_first[x0], rows = e->moe_first[x1] - base;
@@ -242,17 +246,23 @@ static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3]
     int np = 0;
     for (int i = 0; i < 3; i++) {
         const struct lrun_tensor *t = g[i].w;
+        int64_t chosen = 0; /* the run's chosen experts so far */
         for (int64_t x = x0; x < x1; x++) {
             const int64_t at = e->moe_first[x] - base, cnt = e->moe_first[x + 1] - e->moe_first[x];
             if (cnt == 0) continue;
+            /* this expert's projection i where the store read it */
+            const void *stored = slices ? slices[3 * chosen++ + i] : NULL;
             lrun_weight_ring_note_slice(e->wr, t, slice_bytes(t));
             if (g[i].packed) { /* a packed stack: the expert's rows decoded as they are multiplied, no other expert's */
                 lrun_cpu_matmul_packed_rows(e->pool, g[i].data, &t->pk, x * t->ne[1], t->ne[1], t->ne[0],
                                             ins[i] + at * t->ne[0], cnt, outs[i] + at * t->ne[1], e->pk_work);
                 continue;
             }
-            parts[np++] = (lrun_cpu_mm_part){.w = (const char *)g[i].data + (size_t)x * slice_bytes(t),
-                                             .x = ins[i] + at * t->ne[0], .m = cnt, .y = outs[i] + at * t->ne[1]};
+            parts[np++] =
+                (lrun_cpu_mm_part){.w = stored ? stored : (const char *)g[i].data + (size_t)x * slice_bytes(t),
+                                   .x = ins[i] + at * t->ne[0],
+                                   .m = cnt,
+                                   .y = outs[i] + at * t->ne[1]};
         }
         if (i == 0 && fuse) continue; /* up's parts join gate's */
         if (np > 0 && e->model->mxfp4_float_x &&
@@ -266,25 +276,36 @@ static void run_experts(cpu_engine *e, int64_t layer, const lrun_weight_ref g[3]
     lrun_cpu_parallel_for(e->pool, rows, 4, scatter_group, &c);
 }
 
-void lrun_cpu_moe_ffn(cpu_engine *e, const lrun_weights *W, int64_t layer, int64_t n, const lrun_arch_op *op)
+lrun_status lrun_cpu_moe_ffn(cpu_engine *e, const lrun_weights *W, int64_t layer, int64_t n, const lrun_arch_op *op)
 {
     lrun_cpu_parallel_for(e->pool, n, 4, route_rows, e);
     group_pairs(e, n);
     lrun_moe_counts_add(&e->moe_counts, layer, e->moe_first, n);
     lrun_weight_ref g[3];
     for (int i = 0; i < 3; i++) g[i] = lrun_weights_get(W, layer, op->w[i]);
-    /* runs of experts of at most n_batch_max rows and MOE_GROUP_MAX chosen experts;
+    /* experts in the disk tier: a run takes at most the store's slots, read before it computes */
+    lrun_expert_store *store = lrun_weight_ring_expert_store(e->wr);
+    if (!lrun_expert_store_has(store, layer)) store = NULL;
+    const int64_t most =
+        store && lrun_expert_store_slots(store) < MOE_GROUP_MAX ? lrun_expert_store_slots(store) : MOE_GROUP_MAX;
+    /* runs of experts of at most n_batch_max rows and `most` chosen experts;
      * one expert has at most n ≤ n_batch_max rows, so every run takes one */
     const int64_t n_exp = e->model->info.n_expert;
     for (int64_t x0 = 0; x0 < n_exp;) {
         int64_t x1 = x0, used = 0;
-        while (x1 < n_exp && used < MOE_GROUP_MAX &&
-               e->moe_first[x1 + 1] - e->moe_first[x0] <= e->n_batch_max) {
-            used += e->moe_first[x1 + 1] > e->moe_first[x1];
+        int32_t ids[MOE_GROUP_MAX];
+        while (x1 < n_exp && used < most && e->moe_first[x1 + 1] - e->moe_first[x0] <= e->n_batch_max) {
+            if (e->moe_first[x1 + 1] > e->moe_first[x1]) ids[used++] = (int32_t)x1;
             x1++;
         }
-        if (e->moe_first[x1] > e->moe_first[x0]) run_experts(e, layer, g, x0, x1);
+        const void *slices[3 * MOE_GROUP_MAX];
+        if (store && used) {
+            const lrun_status st = lrun_expert_store_fetch(store, layer, ids, used, slices);
+            if (st != LRUN_OK) return st;
+        }
+        if (used) run_experts(e, layer, g, x0, x1, store ? slices : NULL);
         x0 = x1;
     }
     lrun_cpu_parallel_for(e->pool, n, 4, sum_slots, e);
+    return LRUN_OK;
 }

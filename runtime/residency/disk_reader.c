@@ -1,8 +1,8 @@
 /* disk_reader.c — direct-I/O reads of disk-tier weights (disk_reader.h).
  *
- * One read is cut into pieces of LRUN_DISK_REQUEST bytes; the caller and
- * the pool's threads take pieces in turn (a counter under the mutex), so
- * n_threads preads are in flight. The pool sleeps between reads. */
+ * A read (or a batch of them) is cut into pieces of LRUN_DISK_REQUEST bytes;
+ * the caller and the pool's threads take pieces in turn (a counter under the
+ * mutex), so n_threads preads are in flight. The pool sleeps between reads. */
 #include "residency/disk_reader.h"
 #include "core/clock.h"
 
@@ -37,17 +37,24 @@ struct disk_tensor {
     char name[64];
 };
 
-/* The read in progress: pieces of [off, off+span) into dst. */
-struct job {
+/* One pread's worth of a batch: bytes [off, off+len) of fd into dst. Past
+ * need bytes an EOF is fine (the aligned span's tail beyond the file's end). */
+struct piece {
     int fd;
-    uint64_t off;      /* aligned file offset of dst[0] */
+    int range;    /* its range in the batch */
+    uint64_t off; /* aligned file offset of dst[0] */
     char *dst;
-    size_t span;       /* bytes to read (aligned) */
-    size_t need;       /* bytes that must arrive (lead + len): past them EOF is fine */
-    size_t piece;      /* bytes per pread (the reader's request size) */
+    size_t len, need;
+};
+
+/* The batch in progress. */
+struct job {
+    const struct piece *pieces;
     size_t n_pieces, next, done;
     int err;           /* first errno, 0: none */
-    size_t short_at;   /* first byte that did not arrive, SIZE_MAX: none */
+    int err_range;     /* its range */
+    int short_range;   /* a range whose piece ended early (EOF), -1: none */
+    uint64_t short_at; /* the file offset where that piece ended */
 };
 
 struct lrun_disk_reader {
@@ -62,6 +69,8 @@ struct lrun_disk_reader {
     pthread_mutex_t mu;
     pthread_cond_t work, finished;
     struct job job;
+    struct piece *pieces; /* (cap_pieces) the batch's, grown as needed, never shrunk */
+    size_t cap_pieces;
     uint64_t generation;         /* bumped per read: workers join it */
     int stop;
     lrun_disk_stats stats;
@@ -69,23 +78,22 @@ struct lrun_disk_reader {
 
 // ---------------------------------------------------------------- pieces
 
-/* Reads piece i of the job (no lock held); returns errno or 0 and the bytes
- * that arrived. Stops early at EOF (a short read). */
-static int read_piece(const struct job *j, size_t i, size_t *got)
+/* Reads a piece (no lock held); returns errno or 0 and the bytes that
+ * arrived. Stops early at EOF (a short read). */
+static int read_piece(const struct piece *p, size_t *got)
 {
-    const size_t a = i * j->piece, b = a + j->piece < j->span ? a + j->piece : j->span;
-    size_t at = a;
-    while (at < b) {
-        const ssize_t n = pread(j->fd, j->dst + at, b - at, (off_t)(j->off + at));
+    size_t at = 0;
+    while (at < p->len) {
+        const ssize_t n = pread(p->fd, p->dst + at, p->len - at, (off_t)(p->off + at));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
-            *got = at - a;
+            *got = at;
             return errno;
         }
         if (n == 0) break; /* EOF */
         at += (size_t)n;
     }
-    *got = at - a;
+    *got = at;
     return 0;
 }
 
@@ -94,15 +102,19 @@ static void serve(lrun_disk_reader *r)
 {
     struct job *j = &r->job;
     while (j->next < j->n_pieces) {
-        const size_t i = j->next++;
+        const struct piece *p = &j->pieces[j->next++];
         pthread_mutex_unlock(&r->mu);
         size_t got;
-        const int err = read_piece(j, i, &got);
+        const int err = read_piece(p, &got);
         pthread_mutex_lock(&r->mu);
-        const size_t start = i * j->piece, want_end = start + j->piece;
-        const size_t need_end = want_end < j->need ? want_end : j->need;
-        if (err && !j->err) j->err = err;
-        if (!err && start + got < need_end && start + got < j->short_at) j->short_at = start + got;
+        if (err && !j->err) {
+            j->err = err;
+            j->err_range = p->range;
+        }
+        if (!err && got < p->need && (j->short_range < 0 || p->range < j->short_range)) {
+            j->short_range = p->range;
+            j->short_at = p->off + got;
+        }
         if (++j->done == j->n_pieces) pthread_cond_signal(&r->finished);
     }
 }
@@ -177,6 +189,7 @@ void lrun_disk_reader_free(lrun_disk_reader *r)
     pthread_cond_destroy(&r->work);
     pthread_cond_destroy(&r->finished);
     free(r->threads);
+    free(r->pieces);
     free(r->tensors);
     free(r);
 }
@@ -279,57 +292,128 @@ lrun_status lrun_disk_reader_add(lrun_disk_reader *r, const struct lrun_tensor *
 
 // ---------------------------------------------------------------- reading
 
-/* Runs one job over the pool; returns its errno (0) with short_at set. */
-static int run_job(lrun_disk_reader *r, int fd, uint64_t off, char *dst, size_t span, size_t need, size_t *short_at)
+/* Runs the n pieces over the pool; returns with r->job holding the outcome. */
+static void run_job(lrun_disk_reader *r, size_t n)
 {
     pthread_mutex_lock(&r->mu);
-    r->job = (struct job){.fd = fd, .off = off, .dst = dst, .span = span, .need = need, .piece = r->request,
-                          .n_pieces = (span + r->request - 1) / r->request, .short_at = SIZE_MAX};
+    r->job = (struct job){.pieces = r->pieces, .n_pieces = n, .err_range = -1, .short_range = -1};
     r->generation++;
-    if (r->job.n_pieces > 1) pthread_cond_broadcast(&r->work);
+    if (n > 1) pthread_cond_broadcast(&r->work);
     serve(r);
     while (r->job.done < r->job.n_pieces) pthread_cond_wait(&r->finished, &r->mu);
-    const int err = r->job.err;
-    *short_at = r->job.short_at;
     pthread_mutex_unlock(&r->mu);
-    return err;
+}
+
+/* Range g's aligned span: its first aligned file offset, and the bytes from there that must arrive. */
+static uint64_t range_span(const lrun_disk_reader *r, const lrun_disk_range *g, size_t *lead, size_t *need,
+                           size_t *span)
+{
+    const uint64_t first = r->tensors[g->id].offset + g->at, aligned = first / LRUN_DISK_ALIGN * LRUN_DISK_ALIGN;
+    *lead = (size_t)(first - aligned);
+    *need = *lead + g->len;
+    *span = (*need + LRUN_DISK_ALIGN - 1) / LRUN_DISK_ALIGN * LRUN_DISK_ALIGN;
+    return aligned;
+}
+
+/* Cuts the ranges into the reader's pieces (r->pieces); returns how many, or 0 when the list cannot grow. */
+static size_t cut_pieces(lrun_disk_reader *r, lrun_disk_range *g, int n)
+{
+    size_t count = 0;
+    for (int i = 0; i < n; i++) {
+        size_t lead, need, span;
+        (void)range_span(r, &g[i], &lead, &need, &span);
+        count += (span + r->request - 1) / r->request;
+    }
+    if (count > r->cap_pieces) {
+        struct piece *grown = realloc(r->pieces, count * sizeof *grown);
+        if (!grown) return 0;
+        r->pieces = grown;
+        r->cap_pieces = count;
+    }
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        size_t need, span;
+        const uint64_t aligned = range_span(r, &g[i], &g[i].lead, &need, &span);
+        const int fd = r->files[r->tensors[g[i].id].file].fd;
+        for (size_t a = 0; a < span; a += r->request, k++) {
+            const size_t len = span - a < r->request ? span - a : r->request;
+            r->pieces[k] = (struct piece){.fd = fd,
+                                          .range = i,
+                                          .off = aligned + a,
+                                          .dst = (char *)g[i].dst + a,
+                                          .len = len,
+                                          .need = need > a ? (need - a < len ? need - a : len) : 0};
+        }
+    }
+    return count;
+}
+
+/* O_DIRECT taken at open but refused by a read: file f reads buffered from now on. */
+static int fall_back_buffered(lrun_disk_reader *r, struct disk_file *f)
+{
+    warn_buffered(f->path, EINVAL);
+    const int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    close(f->fd);
+    f->fd = fd;
+    f->direct = 0;
+    pthread_mutex_lock(&r->mu);
+    r->stats.direct = 0;
+    pthread_mutex_unlock(&r->mu);
+    return 1;
+}
+
+lrun_status lrun_disk_reader_read_many(lrun_disk_reader *r, lrun_disk_range *g, int n)
+{
+    if (n <= 0) return LRUN_OK;
+    const double t0 = lrun_now_seconds();
+    size_t n_pieces = cut_pieces(r, g, n);
+    if (!n_pieces) return lrun_fail_oom(0, 0, "disk tier: the pieces of %d reads", n);
+    run_job(r, n_pieces);
+    if (r->job.err == EINVAL && r->files[r->tensors[g[r->job.err_range].id].file].direct &&
+        fall_back_buffered(r, &r->files[r->tensors[g[r->job.err_range].id].file])) {
+        n_pieces = cut_pieces(r, g, n); /* the same count: only the file's descriptor changed */
+        run_job(r, n_pieces);
+    }
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+        size_t lead, need, span;
+        const uint64_t aligned = range_span(r, &g[i], &lead, &need, &span);
+        const struct disk_file *f = &r->files[r->tensors[g[i].id].file];
+        if (!f->direct) (void)posix_fadvise(f->fd, (off_t)aligned, (off_t)span, POSIX_FADV_DONTNEED);
+        bytes += span;
+    }
+    const struct job j = r->job;
+    pthread_mutex_lock(&r->mu); /* the stats are read from compute's thread */
+    r->stats.read_seconds += lrun_now_seconds() - t0;
+    if (!j.err && j.short_range < 0) r->stats.bytes_read += bytes;
+    pthread_mutex_unlock(&r->mu);
+    if (j.err) {
+        const lrun_disk_range *e = &g[j.err_range];
+        const struct disk_tensor *d = &r->tensors[e->id];
+        return lrun_fail(LRUN_E_IO, "disk tier: reading tensor %s from %s at file offset %llu (%zu bytes): %s",
+                         d->name, r->files[d->file].path, (unsigned long long)(d->offset + e->at), e->len,
+                         strerror(j.err));
+    }
+    if (j.short_range >= 0) {
+        const lrun_disk_range *e = &g[j.short_range];
+        const struct disk_tensor *d = &r->tensors[e->id];
+        const uint64_t first = d->offset + e->at, got = j.short_at > first ? j.short_at - first : 0;
+        return lrun_fail(LRUN_E_IO,
+                         "disk tier: short read of tensor %s from %s at file offset %llu: the file ends "
+                         "there (%llu of %zu bytes read); it was truncated or replaced while in use",
+                         d->name, r->files[d->file].path, (unsigned long long)j.short_at, (unsigned long long)got,
+                         e->len);
+    }
+    return LRUN_OK;
 }
 
 lrun_status lrun_disk_reader_read(lrun_disk_reader *r, int id, size_t at, size_t len, void *dst, size_t *lead)
 {
-    const struct disk_tensor *d = &r->tensors[id];
-    struct disk_file *f = &r->files[d->file];
-    const uint64_t first = d->offset + at, aligned = first / LRUN_DISK_ALIGN * LRUN_DISK_ALIGN;
-    *lead = (size_t)(first - aligned);
-    const size_t need = *lead + len, span = (need + LRUN_DISK_ALIGN - 1) / LRUN_DISK_ALIGN * LRUN_DISK_ALIGN;
-    const double t0 = lrun_now_seconds();
-    size_t short_at;
-    int err = run_job(r, f->fd, aligned, dst, span, need, &short_at);
-    if (err == EINVAL && f->direct) { /* open took O_DIRECT, read refused it: buffered from now on */
-        warn_buffered(f->path, err);
-        const int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            close(f->fd);
-            f->fd = fd;
-            f->direct = 0;
-            err = run_job(r, f->fd, aligned, dst, span, need, &short_at);
-        }
-    }
-    if (!f->direct) (void)posix_fadvise(f->fd, (off_t)aligned, (off_t)span, POSIX_FADV_DONTNEED);
-    pthread_mutex_lock(&r->mu); /* the stats are read from compute's thread */
-    r->stats.read_seconds += lrun_now_seconds() - t0;
-    if (!f->direct) r->stats.direct = 0;
-    if (!err && short_at == SIZE_MAX) r->stats.bytes_read += span;
-    pthread_mutex_unlock(&r->mu);
-    if (err)
-        return lrun_fail(LRUN_E_IO, "disk tier: reading tensor %s from %s at file offset %llu (%zu bytes): %s",
-                         d->name, f->path, (unsigned long long)first, len, strerror(err));
-    if (short_at != SIZE_MAX)
-        return lrun_fail(LRUN_E_IO, "disk tier: short read of tensor %s from %s at file offset %llu: the file ends "
-                         "there (%zu of %zu bytes read); it was truncated or replaced while in use", d->name,
-                         f->path, (unsigned long long)(aligned + short_at), short_at > *lead ? short_at - *lead : 0,
-                         len);
-    return LRUN_OK;
+    lrun_disk_range g = {.id = id, .at = at, .len = len, .dst = dst};
+    const lrun_status st = lrun_disk_reader_read_many(r, &g, 1);
+    *lead = g.lead;
+    return st;
 }
 
 void lrun_disk_reader_stats(lrun_disk_reader *r, lrun_disk_stats *out)

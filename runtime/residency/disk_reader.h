@@ -75,6 +75,23 @@ static inline size_t lrun_disk_region(size_t len)
  * dst + *lead. One read at a time per reader (its threads serve it). */
 lrun_status lrun_disk_reader_read(lrun_disk_reader *r, int id, size_t at, size_t len, void *dst, size_t *lead);
 
+/* One range of a batch: bytes [at, at+len) of tensor id into dst
+ * (LRUN_DISK_ALIGN-aligned, lrun_disk_region(len) bytes of room); the read
+ * sets lead, so that the tensor's byte `at` is at dst + lead. */
+typedef struct lrun_disk_range {
+    int id;
+    size_t at, len;
+    void *dst;
+    size_t lead; /* out */
+} lrun_disk_range;
+
+/* Reads n ranges at once: their pieces share the pool, so small ranges
+ * (one expert's slice of a stacked tensor, docs/moe.md "Experts from the
+ * disk") keep n_threads preads in flight where one read at a time would
+ * keep one. Errors as lrun_disk_reader_read, naming the first range that
+ * failed. */
+lrun_status lrun_disk_reader_read_many(lrun_disk_reader *r, lrun_disk_range *ranges, int n);
+
 void lrun_disk_reader_stats(lrun_disk_reader *r, lrun_disk_stats *out);
 void lrun_disk_reader_reset_stats(lrun_disk_reader *r);
 

@@ -37,6 +37,7 @@
 #include "cpu/cpu_matmul_packed.h"
 #include "model/model.h"
 #include "residency/disk_reader.h"
+#include "residency/expert_store.h"
 #include "residency/placement.h"
 #include "residency/ring.h"
 
@@ -76,8 +77,10 @@ struct lrun_weight_ring {
     void *memory;               /* the one device allocation all slots (and the tiles) are carved from */
     size_t memory_bytes;
     lrun_disk_reader *disk;     /* direct reads of disk-tier weights; NULL when none */
+    lrun_expert_store *experts; /* disk-tier expert stacks, read per chosen expert (expert_store.h); NULL: none */
     int64_t disk_stalls;        /* compute side: acquires of a unit with disk weights that waited */
     int stage;                  /* 0: nothing staged (an ALL_DEVICE engine that only decodes packed weights) */
+    lrun_weight_blocks blocks;  /* the engine's */
     struct decode_plan *decode; /* (n_layer + 1) */
     void *tiles;                /* lrun_cpu_matmul_packed's work for the direct packed matrices, in memory, or NULL */
     /* compute side only (the engine's thread) */
@@ -139,6 +142,7 @@ static size_t plan_unit(struct unit *u, const lrun_placement *p, int stage, int6
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         if (!ts[i] || !stage || !lrun_placement_streamed(p, ts[i])) continue;
+        if (lrun_expert_store_takes(p, ids[i], ts[i])) continue; /* read per chosen expert, not with its block */
         const int disk = lrun_placement_tier(p, ts[i]) == LRUN_TIER_DISK;
         size_t end;
         if (disk && !lrun_size_align_up(off, LRUN_DISK_ALIGN, &off)) return SIZE_MAX;
@@ -211,7 +215,12 @@ struct slot_layout {
     int64_t n_ring;         /* ring slots: k + 1, at most n_block_units */
     int k;                  /* the prefetch asked for (or the default) */
     int any_disk;           /* a unit reads from the file: slots aligned to LRUN_DISK_ALIGN */
-    size_t total;           /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) + tile_bytes */
+    size_t tiles_at;        /* where the tiles start in the allocation */
+    size_t store_slot;      /* one expert store slot (expert_store.h), 0: no stored experts */
+    int64_t n_store;        /* its slots */
+    size_t store_at;        /* where its area starts (aligned to LRUN_DISK_ALIGN at init: a block spare) */
+    size_t total;           /* n_ring x ring_bytes + head_bytes (+ LRUN_DISK_ALIGN to align them) + tile_bytes
+                             * (+ LRUN_DISK_ALIGN + n_store x store_slot) */
 };
 
 /* Whether unit layer (n_layer: the head) is one of blocks': a block in
@@ -235,8 +244,9 @@ static lrun_status check_blocks(const lrun_model *model, lrun_weight_blocks bloc
  * (both NULL): one layout, so a size is what init then takes. Only blocks'
  * layers have units and decode plans. */
 static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
-                                int prefetch_layers, int n_threads, int stage, struct unit *units,
-                                int64_t *unit_of_layer, struct decode_plan *decode, struct slot_layout *out)
+                                int prefetch_layers, int n_threads, int64_t expert_slots, size_t store_room,
+                                int stage, struct unit *units, int64_t *unit_of_layer, struct decode_plan *decode,
+                                struct slot_layout *out)
 {
     memset(out, 0, sizeof *out);
     const int64_t n_layer = model->info.n_layer;
@@ -276,9 +286,27 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
     if (out->tile_bytes == SIZE_MAX || !lrun_size_mul(out->ring_bytes, (size_t)out->n_ring, &out->total) ||
         !lrun_size_add(out->total, out->head_bytes, &out->total) ||
         !lrun_size_add(out->total, out->any_disk ? LRUN_DISK_ALIGN : 0, &out->total) ||
-        !lrun_size_align_up(out->total, SLOT_ALIGN, &out->total) ||
-        !lrun_size_add(out->total, out->tile_bytes, &out->total))
+        !lrun_size_align_up(out->total, SLOT_ALIGN, &out->total))
         return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
+    out->tiles_at = out->total;
+    if (!lrun_size_add(out->total, out->tile_bytes, &out->total))
+        return lrun_fail(LRUN_E_OOM, "engine: weight slots overflow size_t");
+    /* the disk tier's expert stacks: slots of one expert each, after the tiles */
+    out->store_slot = stage ? lrun_expert_store_slot_bytes(model, p, blocks.first, blocks.end) : 0;
+    if (out->store_slot) {
+        size_t store;
+        out->n_store = expert_slots > 0 ? expert_slots : lrun_expert_store_default_slots(model);
+        out->store_at = out->total;
+        /* room to spare (a host budget's, at init): the store keeps that many more experts between steps */
+        const size_t head = out->total + LRUN_DISK_ALIGN;
+        const int64_t all = (blocks.end - blocks.first) * model->info.n_expert;
+        const int64_t fit = store_room > head ? (int64_t)((store_room - head) / out->store_slot) : 0;
+        if (expert_slots <= 0 && fit > out->n_store) out->n_store = fit < all ? fit : all;
+        if (!lrun_size_mul(out->store_slot, (size_t)out->n_store, &store) ||
+            !lrun_size_add(out->total, LRUN_DISK_ALIGN, &out->total) ||
+            !lrun_size_add(out->total, store, &out->total))
+            return lrun_fail(LRUN_E_OOM, "engine: expert store slots overflow size_t");
+    }
     return LRUN_OK;
 }
 
@@ -291,13 +319,14 @@ static lrun_status check_prefetch(int prefetch_layers)
 }
 
 lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int n_threads, size_t *slot_bytes)
+                                  int prefetch_layers, int n_threads, int64_t expert_slots, size_t *slot_bytes)
 {
     *slot_bytes = 0;
     lrun_status st = check_prefetch(prefetch_layers);
     if (st == LRUN_OK) st = check_blocks(model, blocks);
     struct slot_layout L;
-    if (st == LRUN_OK) st = layout_slots(model, p, blocks, prefetch_layers, n_threads, 1, NULL, NULL, NULL, &L);
+    if (st == LRUN_OK)
+        st = layout_slots(model, p, blocks, prefetch_layers, n_threads, expert_slots, 0, 1, NULL, NULL, NULL, &L);
     if (st == LRUN_OK) *slot_bytes = L.total;
     return st;
 }
@@ -331,14 +360,19 @@ static lrun_status alloc_slots(lrun_weight_ring *wr, const struct slot_layout *L
 {
     char what[128];
     snprintf(what, sizeof what,
-             "weight streaming slots (%lld x ring, k = %d, + head, + %zu bytes of packed products' tiles)",
-             (long long)L->n_ring, L->k, L->tile_bytes);
+             "weight streaming slots (%lld x ring, k = %d, + head, + %zu bytes of packed products' tiles, + %lld "
+             "expert slots)",
+             (long long)L->n_ring, L->k, L->tile_bytes, (long long)L->n_store);
     lrun_status st = L->any_disk ? open_disk(wr) : LRUN_OK;
     if (st == LRUN_OK) st = lrun_oom_phase(lrun_device_alloc(wr->device, L->total, what, &wr->memory), "weights");
     if (st != LRUN_OK) return st;
     wr->memory_bytes = L->total;
-    wr->tiles = L->tile_bytes ? (char *)wr->memory + (L->total - L->tile_bytes) : NULL;
-    return LRUN_OK;
+    wr->tiles = L->tile_bytes ? (char *)wr->memory + L->tiles_at : NULL;
+    if (!L->store_slot) return LRUN_OK;
+    char *store =
+        (char *)(((uintptr_t)wr->memory + L->store_at + LRUN_DISK_ALIGN - 1) & ~(uintptr_t)(LRUN_DISK_ALIGN - 1));
+    const int64_t first = wr->blocks.first, end = wr->blocks.end;
+    return lrun_expert_store_init(&wr->experts, wr->model, first, end, store, L->store_slot, L->n_store);
 }
 
 /* The ring over the slots. */
@@ -369,7 +403,8 @@ static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
 }
 
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int stage, struct lrun_threadpool *pool)
+                                  int prefetch_layers, int64_t expert_slots, size_t store_room, int stage,
+                                  struct lrun_threadpool *pool)
 {
     *out = NULL;
     lrun_status st = check_prefetch(prefetch_layers);
@@ -381,6 +416,7 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
     wr->device = model->device;
     wr->model = model;
     wr->stage = stage != 0;
+    wr->blocks = blocks;
     wr->units = calloc((size_t)n_layer + 1, sizeof *wr->units);
     wr->unit_of_layer = malloc(((size_t)n_layer + 1) * sizeof *wr->unit_of_layer);
     wr->decode = calloc((size_t)n_layer + 1, sizeof *wr->decode);
@@ -389,8 +425,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
         st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
     struct slot_layout L;
     if (st == LRUN_OK)
-        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, wr->stage,
-                          wr->units, wr->unit_of_layer, wr->decode, &L);
+        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, expert_slots,
+                          store_room, wr->stage, wr->units, wr->unit_of_layer, wr->decode, &L);
     if (st == LRUN_OK) {
         wr->n_units = L.n_units;
         if (L.total > 0) st = alloc_slots(wr, &L);
@@ -407,6 +443,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
 
 int64_t lrun_weight_ring_staged_units(const lrun_weight_ring *wr) { return wr ? wr->n_units : 0; }
 
+lrun_expert_store *lrun_weight_ring_expert_store(const lrun_weight_ring *wr) { return wr ? wr->experts : NULL; }
+
 void *lrun_weight_ring_packed_work(const lrun_weight_ring *wr) { return wr ? wr->tiles : NULL; }
 
 void lrun_weight_ring_free(lrun_weight_ring *wr)
@@ -414,6 +452,7 @@ void lrun_weight_ring_free(lrun_weight_ring *wr)
     if (!wr) return;
     lrun_ring_free(wr->ring); /* stops the fill thread before its slots go */
     lrun_disk_reader_free(wr->disk);
+    lrun_expert_store_free(wr->experts);
     if (wr->memory) lrun_device_release(wr->device, wr->memory, wr->memory_bytes);
     free(wr->units);
     free(wr->unit_of_layer);
@@ -531,6 +570,16 @@ void lrun_weight_ring_add_stats(lrun_weight_ring *wr, lrun_engine_stats *out)
         out->disk_direct = d.direct;
         out->disk_stalls += wr->disk_stalls;
     }
+    if (wr->experts) {
+        lrun_expert_store_stats x;
+        lrun_expert_store_stats_get(wr->experts, &x);
+        out->disk_bytes_read += x.bytes_read;
+        out->disk_read_seconds += x.read_seconds;
+        if (!wr->disk) out->disk_queue_depth = x.queue_depth, out->disk_direct = x.direct;
+        else out->disk_direct = out->disk_direct && x.direct;
+        out->expert_store_hits += x.hits;
+        out->expert_store_misses += x.misses;
+    }
 }
 
 void lrun_weight_ring_reset_stats(lrun_weight_ring *wr)
@@ -538,6 +587,7 @@ void lrun_weight_ring_reset_stats(lrun_weight_ring *wr)
     if (!wr) return;
     if (wr->ring) lrun_ring_stats_reset(wr->ring);
     lrun_disk_reader_reset_stats(wr->disk);
+    lrun_expert_store_reset_stats(wr->experts);
     wr->rows_bytes = wr->host_compute_bytes = 0;
     memset(wr->host_layer_bytes, 0, (size_t)wr->model->info.n_layer * sizeof *wr->host_layer_bytes);
     wr->disk_stalls = 0;
