@@ -294,7 +294,9 @@ function M.plan(model, opts)
   if bw and any_packed then bandwidth.host_packed_rates(model, bw) end
   -- a mixture of experts: smart weighs its experts' k/E read per token
   local n_used = model:info().n_expert_used or 0
+  -- experts_read_per_expert: on the cpu a disk expert stack is read per chosen expert (residency/expert_store.c)
   local base = { tier = off_tier, n_gpu_layers = opts.n_gpu_layers, n_cpu_moe = opts.n_cpu_moe, bandwidth = bw,
+    experts_read_per_expert = cpu or nil,
     n_expert_used = n_used > 0 and n_used or nil, prefetch_layers = k }
   -- the cuda engine's own pinned staging (step table, logits): held whatever the placement
   local staging, gerr = host_mem.engine_staging(model, cpu and "cpu" or "cuda", eo)
