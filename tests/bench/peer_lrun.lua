@@ -6,11 +6,12 @@
 -- Usage: build/lrun tests/bench/peer_lrun.lua MODEL [--device cuda:0] [--gpu-budget 8G]
 --          [--policy experts_on_host] [--n-cpu-moe N] [--moe-host compute|cache|hybrid] [--slots N]
 --          [--prefill 512,4096] [--ngen 128] [--ubatch 512|auto] [--label TEXT] [--decode-stream forced|greedy]
---          [--place-after N] [--packed true|false] [--offload-tier pinned|host|mmap] [--explain]
+--          [--place-after N] [--packed true|false] [--offload-tier pinned|host|mmap] [--host-budget SIZE] [--explain]
 --          [--info | --generate] [--trained]
 --   --packed: the load's packed option (docs/packed.md): true packs every bf16/f16 matrix at placement,
 --   false never packs; left out, auto-fit (smart) weighs packing by itself.
 --   --offload-tier: the tier weights off the device go to (the load's offload_tier), e.g. pinned for mode 2 by DMA.
+--   --host-budget: the load's host_budget (on the cpu what does not fit goes to the disk tier).
 --   --trained: 7b:<dtype> written with values shaped like trained weights (what packed ratios need).
 --   --place-after N: after loading, N random ids (a fixed seed, in prompts that fit the context) run so the engine counts the
 --   routing, then m:place{policy = "smart"} places again with those counts (docs/moe.md "Weighing prefill":
@@ -69,7 +70,7 @@ local FLAGS = { ["--device"] = "device", ["--gpu-budget"] = "gpu_budget", ["--po
   ["--n-cpu-moe"] = "n_cpu_moe", ["--moe-host"] = "moe_host", ["--slots"] = "slots", ["--label"] = "label",
   ["--prefill"] = "prefill", ["--ngen"] = "n_gen", ["--decode-stream"] = "decode_stream",
   ["--place-after"] = "place_after", ["--ubatch"] = "ubatch", ["--packed"] = "packed",
-  ["--offload-tier"] = "offload_tier" }
+  ["--offload-tier"] = "offload_tier", ["--host-budget"] = "host_budget" }
 local i = 1
 while i <= #arg do
   local a = arg[i]
@@ -262,7 +263,7 @@ local ok, err = pcall(function()
   local lo = { device = opts.info and "cpu" or opts.device, progress = false, n_ctx = max_prefill + opts.n_gen + 16,
     gpu_budget = opts.gpu_budget, policy = opts.policy, n_cpu_moe = opts.n_cpu_moe, moe_host = opts.moe_host,
     expert_cache_slots = opts.slots, n_batch = not opts.ubatch_auto and UBATCH or nil, packed = opts.packed,
-    offload_tier = opts.offload_tier }
+    offload_tier = opts.offload_tier, host_budget = opts.host_budget }
   local t0 = sys.now()
   local m = assert(lrun.load(path, lo))
   if opts.ubatch_auto then -- the plan's own step (lrun.prefill_batch weighs 2048 against 512)
