@@ -225,6 +225,14 @@ local function add_streamed(p, bytes, rate, name)
   p.bytes.streamed = p.bytes.streamed + bytes
 end
 
+-- The CPU engine's disk-tier experts (expert_store.h): read once the router has chosen them, and the block
+-- waits for the reads, so their time is compute's (device_s), not beside it.
+local function add_read_in_turn(p, bytes, rate, name)
+  p.device_s = p.device_s + bytes / rate
+  p.links[name] = (p.links[name] or 0) + bytes / rate
+  p.bytes.streamed = p.bytes.streamed + bytes
+end
+
 -- The record of t's block in blocks: its layer, the token embedding before
 -- the first (-1), the head and the other tensors of no block after the last.
 local function block_of(blocks, t)
@@ -456,13 +464,8 @@ function M.decode(tensors, plan, host_compute, bw, q)
       p.bytes.host = p.bytes.host + plain
       bytes = 0
     elseif tier == "disk" and E and bw.device ~= "cuda" and not t.packed then
-      -- the CPU engine's disk-tier experts (expert_store.h): the k chosen of the block's E are read once the
-      -- router has chosen them, and the block waits for the reads: serial with compute, not beside it
-      local rate, name = link(tier, bw)
-      bytes = share * bytes
-      p.device_s = p.device_s + bytes / rate
-      p.links[name] = (p.links[name] or 0) + bytes / rate
-      p.bytes.streamed = p.bytes.streamed + bytes
+      bytes = share * bytes -- the k chosen of the block's E, read in turn with compute
+      add_read_in_turn(p, bytes, link(tier, bw))
     elseif tier ~= "device" then
       add_streamed(p, bytes, link(tier, bw))
       staged = staged or tier ~= "pinned"
@@ -653,10 +656,9 @@ local function prefill_experts(p, b, plan, host_compute, bw, q)
   end
   local rate, name = link(tier, bw)
   if not hc and tier == "disk" and bw.device ~= "cuda" and not first.packed then
-    -- the CPU engine's disk-tier experts (expert_store.h): the touched ones read, then computed, in turn
-    p.device_s = p.device_s + touched / rate + device_time(flops, touched, first.dtype, bw)
-    p.links[name] = (p.links[name] or 0) + touched / rate
-    p.bytes.streamed = p.bytes.streamed + touched
+    -- the CPU engine's disk-tier experts: the touched ones read, then computed, in turn
+    add_read_in_turn(p, touched, rate, name)
+    p.device_s = p.device_s + device_time(flops, touched, first.dtype, bw)
     p.bytes.device = p.bytes.device + touched
     return
   end

@@ -214,27 +214,34 @@ static lrun_status cpu_estimate(lrun_engine_needs *out, lrun_model *model, const
     return LRUN_OK;
 }
 
+/* The KV cache's bytes at init and at its highest (every sequence at
+ * n_ctx_max), by the cache's own sizing; the shape defaults are init's. */
+static lrun_status kv_sizes(const lrun_model *model, const lrun_engine_opts *opts, size_t *init_bytes,
+                            size_t *max_bytes)
+{
+    const lrun_model_info *in = &model->info;
+    const lrun_kv_quant_opts q = {opts->kv_quant_bits, opts->kv_quant_group, opts->kv_residual_len};
+    return lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
+                              blocks_of(model, opts), in->n_head_kv, in->head_dim,
+                              opts->n_seq_max ? opts->n_seq_max : 1,
+                              opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train, &q, init_bytes, max_bytes);
+}
+
 /* The table's size_placement: the estimate's scratch, weight_ring.c's
  * slot layout and the KV cache's own sizing, for the proposed tiers. The
  * shape defaults are init's: 1 sequence, n_ctx_train positions. */
 static lrun_status cpu_size_placement(lrun_placement_size *out, lrun_model *model, const lrun_engine_opts *opts,
                                       const struct lrun_placement *p)
 {
-    const lrun_model_info *in = &model->info;
-    const lrun_kv_quant_opts q = {opts->kv_quant_bits, opts->kv_quant_group, opts->kv_residual_len};
     lrun_engine_needs needs;
     memset(&needs, 0, sizeof needs);
     lrun_status st = cpu_estimate(&needs, model, opts);
     out->scratch_bytes = needs.scratch_bytes;
     if (st == LRUN_OK)
         st = lrun_weight_ring_size(model, p, ring_blocks(model, opts), opts->prefetch_layers,
-                                   opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool), 0,
+                                   opts->n_threads > 0 ? opts->n_threads : lrun_threadpool_size(model->pool),
                                    &out->slot_bytes);
-    if (st == LRUN_OK)
-        st = lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
-                                blocks_of(model, opts), in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
-                                opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train, &q, &out->kv_init_bytes,
-                                &out->kv_max_bytes);
+    if (st == LRUN_OK) st = kv_sizes(model, opts, &out->kv_init_bytes, &out->kv_max_bytes);
     return st;
 }
 
@@ -256,12 +263,7 @@ static int any_packed(const lrun_model *model)
 static size_t store_room(lrun_model *model, const lrun_engine_opts *opts)
 {
     size_t room = lrun_host_account_room(&model->host), kv_init = 0, kv_max = 0;
-    if (room == SIZE_MAX || model->info.n_expert <= 0) return 0;
-    const lrun_model_info *in = &model->info;
-    const lrun_kv_quant_opts q = {opts->kv_quant_bits, opts->kv_quant_group, opts->kv_residual_len};
-    if (lrun_kv_cache_size(opts->cache_kind, opts->kv_dtype == LRUN_KV_DTYPE_F32 ? LRUN_DTYPE_F32 : LRUN_DTYPE_F16,
-                           blocks_of(model, opts), in->n_head_kv, in->head_dim, opts->n_seq_max ? opts->n_seq_max : 1,
-                           opts->n_ctx_max ? opts->n_ctx_max : in->n_ctx_train, &q, &kv_init, &kv_max) != LRUN_OK)
+    if (room == SIZE_MAX || model->info.n_expert <= 0 || kv_sizes(model, opts, &kv_init, &kv_max) != LRUN_OK)
         return 0;
     const size_t growth = kv_max > kv_init ? kv_max - kv_init : 0;
     return room > growth ? (room - growth) / 4 * 3 : 0;
@@ -317,7 +319,7 @@ static lrun_status cpu_init(void **out, lrun_model *model, const lrun_engine_opt
      * split's part has a ring of its own blocks (and the head in the last). */
     const int as_placed = opts->weight_mode == LRUN_WEIGHT_MODE_AS_PLACED;
     if (st == LRUN_OK && (as_placed || any_packed(model)))
-        st = lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers, 0,
+        st = lrun_weight_ring_init(&e->wr, model, ring_blocks(model, opts), opts->prefetch_layers,
                                    store_room(model, opts), as_placed, e->pool);
     if (st == LRUN_OK && as_placed) e->prefetch_layers = opts->prefetch_layers;
     if (st == LRUN_OK) e->pk_work = lrun_weight_ring_packed_work(e->wr);

@@ -3,9 +3,15 @@
  *
  * A slot holds one expert of one block: each stored projection's slice in
  * an aligned region (O_DIRECT reads whole blocks: the slice lands `lead`
- * bytes in). where[] maps (block, expert) to its slot; a fetch stamps the
- * slots it uses with the fetch's tick, and a miss takes the slot with the
- * oldest stamp among those not used by this fetch (empty slots first). */
+ * bytes in). where[] maps (block, expert) to its slot. The slots form a
+ * list from the least to the most recently used (empty ones first): a
+ * fetch moves each slot it uses to the end and a miss takes the first, in
+ * constant time (a host budget's room may be thousands of slots, and every
+ * block of every token fetches). A fetch of at most n_slots experts never
+ * takes a slot it used itself: those are behind the ones it did not.
+ *
+ * The store has a disk reader of its own: the weight ring's serves its fill
+ * thread, one read at a time, while the store reads on compute's. */
 #include "residency/expert_store.h"
 
 #include <stdlib.h>
@@ -37,10 +43,10 @@ struct lrun_expert_store {
     size_t slot_bytes;
     int64_t n_slots;
     int64_t *key;    /* (n_slots) layer · n_expert + expert, -1: empty */
-    uint64_t *stamp; /* (n_slots) the tick of its last fetch, 0: never */
+    int64_t *prev, *next; /* (n_slots) the use list, -1 at its ends */
+    int64_t oldest, newest;
     size_t *lead;    /* (n_slots · PROJ) where each slice starts in its region */
     int64_t *where;  /* ((end - first) · n_expert) the slot of each expert, -1: none */
-    uint64_t tick;
     lrun_disk_range *ranges; /* (n_slots · PROJ) one fetch's reads */
     int64_t *read_slot;      /* (n_slots) the slot each missed expert goes to */
     uint64_t hits, misses;
@@ -95,7 +101,8 @@ void lrun_expert_store_free(lrun_expert_store *s)
     lrun_disk_reader_free(s->disk);
     free(s->blocks);
     free(s->key);
-    free(s->stamp);
+    free(s->prev);
+    free(s->next);
     free(s->lead);
     free(s->where);
     free(s->ranges);
@@ -142,17 +149,24 @@ lrun_status lrun_expert_store_init(lrun_expert_store **out, const lrun_model *mo
     s->n_slots = n_slots;
     s->blocks = calloc((size_t)n_blocks, sizeof *s->blocks);
     s->key = malloc((size_t)n_slots * sizeof *s->key);
-    s->stamp = calloc((size_t)n_slots, sizeof *s->stamp);
+    s->prev = malloc((size_t)n_slots * sizeof *s->prev);
+    s->next = malloc((size_t)n_slots * sizeof *s->next);
     s->lead = calloc((size_t)n_slots * PROJ, sizeof *s->lead);
     s->where = malloc((size_t)(n_blocks * E) * sizeof *s->where);
     s->ranges = calloc((size_t)n_slots * PROJ, sizeof *s->ranges);
     s->read_slot = malloc((size_t)n_slots * sizeof *s->read_slot);
     lrun_status st = LRUN_OK;
-    if (!s->blocks || !s->key || !s->stamp || !s->lead || !s->where || !s->ranges || !s->read_slot)
+    if (!s->blocks || !s->key || !s->prev || !s->next || !s->lead || !s->where || !s->ranges || !s->read_slot)
         st = lrun_fail_oom(0, 0, "expert store: records of %lld slots, %lld blocks of %lld experts",
                            (long long)n_slots, (long long)n_blocks, (long long)E);
     if (st == LRUN_OK) {
-        for (int64_t i = 0; i < n_slots; i++) s->key[i] = -1;
+        for (int64_t i = 0; i < n_slots; i++) {
+            s->key[i] = -1;
+            s->prev[i] = i - 1;
+            s->next[i] = i + 1 < n_slots ? i + 1 : -1;
+        }
+        s->oldest = 0;
+        s->newest = n_slots - 1;
         for (int64_t i = 0; i < n_blocks * E; i++) s->where[i] = -1;
         for (int64_t l = first; l < end; l++)
             if (block_layout(model, NULL, l, &s->blocks[l - first]) > slot_bytes)
@@ -177,16 +191,35 @@ int lrun_expert_store_has(const lrun_expert_store *s, int64_t layer)
 
 int64_t lrun_expert_store_slots(const lrun_expert_store *s) { return s ? s->n_slots : 0; }
 
-/* The slot a miss of this fetch takes: an empty one, else the oldest stamp not of this fetch. */
-static int64_t victim(const lrun_expert_store *s)
+/* Takes slot i out of the use list. */
+static void unlink_slot(lrun_expert_store *s, int64_t i)
 {
-    int64_t best = -1;
-    for (int64_t i = 0; i < s->n_slots; i++) {
-        if (s->stamp[i] == s->tick) continue;
-        if (s->key[i] < 0) return i;
-        if (best < 0 || s->stamp[i] < s->stamp[best]) best = i;
-    }
-    return best;
+    if (s->prev[i] >= 0) s->next[s->prev[i]] = s->next[i];
+    else s->oldest = s->next[i];
+    if (s->next[i] >= 0) s->prev[s->next[i]] = s->prev[i];
+    else s->newest = s->prev[i];
+}
+
+/* Slot i, just used, to the list's end. */
+static void touch(lrun_expert_store *s, int64_t i)
+{
+    unlink_slot(s, i);
+    s->prev[i] = s->newest;
+    s->next[i] = -1;
+    if (s->newest >= 0) s->next[s->newest] = i;
+    else s->oldest = i;
+    s->newest = i;
+}
+
+/* Slot i, emptied, to the list's front: the next miss takes it. */
+static void free_slot(lrun_expert_store *s, int64_t i)
+{
+    unlink_slot(s, i);
+    s->prev[i] = -1;
+    s->next[i] = s->oldest;
+    if (s->oldest >= 0) s->prev[s->oldest] = i;
+    else s->newest = i;
+    s->oldest = i;
 }
 
 lrun_status lrun_expert_store_fetch(lrun_expert_store *s, int64_t layer, const int32_t *xs, int64_t n,
@@ -197,19 +230,19 @@ lrun_status lrun_expert_store_fetch(lrun_expert_store *s, int64_t layer, const i
                          (long long)layer, (long long)lrun_expert_store_slots(s));
     const struct store_block *b = &s->blocks[layer - s->first];
     int64_t *where = s->where + (layer - s->first) * s->n_expert;
-    s->tick++;
+    for (int64_t j = 0; j < n; j++) /* all checked before a slot changes hands */
+        if (xs[j] < 0 || xs[j] >= s->n_expert)
+            return lrun_fail(LRUN_E_ARG, "expert store: expert %d of block %lld (%lld experts)", xs[j],
+                             (long long)layer, (long long)s->n_expert);
     int n_ranges = 0;
     int64_t n_read = 0;
     for (int64_t j = 0; j < n; j++) {
         const int32_t x = xs[j];
-        if (x < 0 || x >= s->n_expert)
-            return lrun_fail(LRUN_E_ARG, "expert store: expert %d of block %lld (%lld experts)", x, (long long)layer,
-                             (long long)s->n_expert);
         int64_t slot = where[x];
         if (slot >= 0) {
             s->hits++;
         } else {
-            slot = victim(s);
+            slot = s->oldest; /* the least recently used, or an empty one */
             if (s->key[slot] >= 0) s->where[s->key[slot] - s->first * s->n_expert] = -1;
             s->key[slot] = layer * s->n_expert + x;
             where[x] = slot;
@@ -223,7 +256,7 @@ lrun_status lrun_expert_store_fetch(lrun_expert_store *s, int64_t layer, const i
                                           .len = b->slice[i],
                                           .dst = s->memory + (size_t)slot * s->slot_bytes + b->offset[i]};
         }
-        s->stamp[slot] = s->tick;
+        touch(s, slot);
     }
     const lrun_status st = lrun_disk_reader_read_many(s->disk, s->ranges, n_ranges);
     if (st != LRUN_OK) { /* what was being read is in no slot */
@@ -231,7 +264,7 @@ lrun_status lrun_expert_store_fetch(lrun_expert_store *s, int64_t layer, const i
             const int64_t slot = s->read_slot[r];
             s->where[s->key[slot] - s->first * s->n_expert] = -1;
             s->key[slot] = -1;
-            s->stamp[slot] = 0;
+            free_slot(s, slot);
         }
         return st;
     }

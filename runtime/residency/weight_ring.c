@@ -244,9 +244,8 @@ static lrun_status check_blocks(const lrun_model *model, lrun_weight_blocks bloc
  * (both NULL): one layout, so a size is what init then takes. Only blocks'
  * layers have units and decode plans. */
 static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
-                                int prefetch_layers, int n_threads, int64_t expert_slots, size_t store_room,
-                                int stage, struct unit *units, int64_t *unit_of_layer, struct decode_plan *decode,
-                                struct slot_layout *out)
+                                int prefetch_layers, int n_threads, size_t store_room, int stage, struct unit *units,
+                                int64_t *unit_of_layer, struct decode_plan *decode, struct slot_layout *out)
 {
     memset(out, 0, sizeof *out);
     const int64_t n_layer = model->info.n_layer;
@@ -295,13 +294,13 @@ static lrun_status layout_slots(const lrun_model *model, const lrun_placement *p
     out->store_slot = stage ? lrun_expert_store_slot_bytes(model, p, blocks.first, blocks.end) : 0;
     if (out->store_slot) {
         size_t store;
-        out->n_store = expert_slots > 0 ? expert_slots : lrun_expert_store_default_slots(model);
+        out->n_store = lrun_expert_store_default_slots(model);
         out->store_at = out->total;
         /* room to spare (a host budget's, at init): the store keeps that many more experts between steps */
         const size_t head = out->total + LRUN_DISK_ALIGN;
         const int64_t all = (blocks.end - blocks.first) * model->info.n_expert;
         const int64_t fit = store_room > head ? (int64_t)((store_room - head) / out->store_slot) : 0;
-        if (expert_slots <= 0 && fit > out->n_store) out->n_store = fit < all ? fit : all;
+        if (fit > out->n_store) out->n_store = fit < all ? fit : all;
         if (!lrun_size_mul(out->store_slot, (size_t)out->n_store, &store) ||
             !lrun_size_add(out->total, LRUN_DISK_ALIGN, &out->total) ||
             !lrun_size_add(out->total, store, &out->total))
@@ -319,14 +318,13 @@ static lrun_status check_prefetch(int prefetch_layers)
 }
 
 lrun_status lrun_weight_ring_size(const lrun_model *model, const lrun_placement *p, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int n_threads, int64_t expert_slots, size_t *slot_bytes)
+                                  int prefetch_layers, int n_threads, size_t *slot_bytes)
 {
     *slot_bytes = 0;
     lrun_status st = check_prefetch(prefetch_layers);
     if (st == LRUN_OK) st = check_blocks(model, blocks);
     struct slot_layout L;
-    if (st == LRUN_OK)
-        st = layout_slots(model, p, blocks, prefetch_layers, n_threads, expert_slots, 0, 1, NULL, NULL, NULL, &L);
+    if (st == LRUN_OK) st = layout_slots(model, p, blocks, prefetch_layers, n_threads, 0, 1, NULL, NULL, NULL, &L);
     if (st == LRUN_OK) *slot_bytes = L.total;
     return st;
 }
@@ -403,8 +401,7 @@ static lrun_status start_ring(lrun_weight_ring *wr, const struct slot_layout *L)
 }
 
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int64_t expert_slots, size_t store_room, int stage,
-                                  struct lrun_threadpool *pool)
+                                  int prefetch_layers, size_t store_room, int stage, struct lrun_threadpool *pool)
 {
     *out = NULL;
     lrun_status st = check_prefetch(prefetch_layers);
@@ -425,8 +422,8 @@ lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lru
         st = lrun_fail_oom(0, 0, "engine: weight units for %lld layers", (long long)n_layer);
     struct slot_layout L;
     if (st == LRUN_OK)
-        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, expert_slots,
-                          store_room, wr->stage, wr->units, wr->unit_of_layer, wr->decode, &L);
+        st = layout_slots(model, NULL, blocks, prefetch_layers, pool ? lrun_threadpool_size(pool) : 1, store_room,
+                          wr->stage, wr->units, wr->unit_of_layer, wr->decode, &L);
     if (st == LRUN_OK) {
         wr->n_units = L.n_units;
         if (L.total > 0) st = alloc_slots(wr, &L);
@@ -575,8 +572,12 @@ void lrun_weight_ring_add_stats(lrun_weight_ring *wr, lrun_engine_stats *out)
         lrun_expert_store_stats_get(wr->experts, &x);
         out->disk_bytes_read += x.bytes_read;
         out->disk_read_seconds += x.read_seconds;
-        if (!wr->disk) out->disk_queue_depth = x.queue_depth, out->disk_direct = x.direct;
-        else out->disk_direct = out->disk_direct && x.direct;
+        if (wr->disk) {
+            out->disk_direct = out->disk_direct && x.direct;
+        } else {
+            out->disk_queue_depth = x.queue_depth;
+            out->disk_direct = x.direct;
+        }
         out->expert_store_hits += x.hits;
         out->expert_store_misses += x.misses;
     }

@@ -54,21 +54,20 @@ typedef struct lrun_weight_blocks {
  * ALL_DEVICE engine, which only needs packed weights decoded). Packed
  * matrices read in place are multiplied packed (lrun_weight_view), in
  * tiles taken with the slots for pool's threads (NULL: the caller's).
- * expert_slots: the expert store's slots (expert_store.h), 0 = the default,
- * or, with store_room > 0 bytes for the slots and the store together, as
- * many as fit there (a host budget's room: docs/moe.md "Experts from the
- * disk"), at most every expert of the blocks. */
+ * The expert store (expert_store.h) has its default slots, or, with
+ * store_room > 0 bytes for the slots and the store together, as many as fit
+ * there (a host budget's room: docs/moe.md "Experts from the disk"), at most
+ * every expert of the blocks. */
 struct lrun_threadpool;
 lrun_status lrun_weight_ring_init(lrun_weight_ring **out, lrun_model *model, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int64_t expert_slots, size_t store_room, int stage,
-                                  struct lrun_threadpool *pool);
+                                  int prefetch_layers, size_t store_room, int stage, struct lrun_threadpool *pool);
 /* The device bytes init would take for the slots were the weights placed
  * as p says (lrun_engine_size_placement), by init's own layout, with a pool
- * of n_threads and expert_slots (0: the default, the store's least: init
- * may take more from a host budget's room); allocates nothing. */
+ * of n_threads, the expert store at its default slots (init may take more
+ * from a host budget's room); allocates nothing. */
 struct lrun_placement;
 lrun_status lrun_weight_ring_size(const lrun_model *model, const struct lrun_placement *p, lrun_weight_blocks blocks,
-                                  int prefetch_layers, int n_threads, int64_t expert_slots, size_t *slot_bytes);
+                                  int prefetch_layers, int n_threads, size_t *slot_bytes);
 /* The store of the disk tier's expert stacks (expert_store.h), read per
  * chosen expert instead of with their blocks' units; NULL when no stack is
  * in the disk tier. */
